@@ -1,0 +1,49 @@
+"""The bundled mq9 broker: one engine, served in-process (``memory://``) or on NATS."""
+
+from __future__ import annotations
+
+import threading
+
+from .clock import Clock, ManualClock, system_clock
+from .engine import BrokerEngine, BrokerLimits
+from .serve import NatsService, serve_on_nats
+
+_memory_brokers: dict[str, BrokerEngine] = {}
+_memory_lock = threading.Lock()
+
+
+def memory_broker(name: str = "") -> BrokerEngine:
+    """The in-process broker behind ``memory://NAME`` (created on first use, kept for the
+    process's lifetime, shared by every client in the process that names it)."""
+    with _memory_lock:
+        engine = _memory_brokers.get(name)
+        if engine is None:
+            engine = _memory_brokers[name] = BrokerEngine()
+        return engine
+
+
+def install_memory_broker(name: str, engine: BrokerEngine) -> BrokerEngine:
+    """Put ``engine`` (e.g. one with a ``ManualClock``) behind ``memory://NAME``."""
+    with _memory_lock:
+        _memory_brokers[name] = engine
+    return engine
+
+
+def drop_memory_broker(name: str) -> None:
+    """Forget ``memory://NAME`` and everything it held."""
+    with _memory_lock:
+        _memory_brokers.pop(name, None)
+
+
+__all__ = [
+    "BrokerEngine",
+    "BrokerLimits",
+    "Clock",
+    "ManualClock",
+    "NatsService",
+    "drop_memory_broker",
+    "install_memory_broker",
+    "memory_broker",
+    "serve_on_nats",
+    "system_clock",
+]

@@ -1,0 +1,408 @@
+"""The bundled mq9 broker: every rule of PROTOCOL.md as pure logic behind one ``handle`` call.
+
+``BrokerEngine.handle(subject, headers, body)`` takes a request exactly as it arrives on the
+wire and returns the reply bytes. The in-process transport calls it directly; ``serve_on_nats``
+calls it for every request on a real NATS server. Time comes from an injectable clock, so TTLs,
+delays and leases are tested by moving a ``ManualClock`` instead of sleeping.
+
+The engine is safe to share between event loops and threads: state changes happen under one
+lock and never await, and a long-poll FETCH waits outside the lock on a future of its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .. import protocol as p
+from ..protocol import Mq9Error, Priority
+from .clock import Clock, system_clock
+from .mailbox import Group, Mailbox, StoredMessage
+from .registry import AgentRegistry
+
+log = logging.getLogger("langchain_mq9.broker")
+
+
+_FETCH_FIELDS = {"group_name", "deliver", "from_time", "from_id", "force_deliver", "config"}
+_CONFIG_FIELDS = {"num_msgs", "max_wait_ms"}
+_CREATE_FIELDS = {"name", "ttl"}
+_ACK_FIELDS = {"group_name", "mail_address", "msg_id"}
+_QUERY_FIELDS = {"key", "limit", "since", "tags"}
+_DISCOVER_FIELDS = {"text", "semantic", "limit", "page"}
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    """What one broker will hold. ``None`` means no limit beyond memory."""
+
+    ack_wait: float = 30.0
+    max_payload: int = p.DEFAULT_MAX_PAYLOAD
+    max_mailboxes: int | None = None
+    max_messages_per_mailbox: int | None = None
+
+
+@dataclass(slots=True)
+class _Delayed:
+    payload: bytes
+    priority: Priority
+    key: str | None
+    tags: tuple[str, ...]
+    ttl: int | None
+
+
+class BrokerEngine:
+    def __init__(self, *, clock: Clock = system_clock, limits: BrokerLimits | None = None):
+        self.clock = clock
+        self.limits = limits or BrokerLimits()
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.registry = AgentRegistry()
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        # Min-heaps of (when, seq, mailbox, detail), checked before every request.
+        self._mailbox_expiry: list[tuple[float, int, Mailbox]] = []
+        self._message_expiry: list[tuple[float, int, Mailbox, int]] = []
+        self._delayed: list[tuple[float, int, Mailbox, _Delayed]] = []
+        self._waiters: dict[Mailbox, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
+
+    # -- entry point -----------------------------------------------------------------------
+
+    async def handle(self, subject: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
+        """Answer one mq9 request; never raises, every failure is an ``error`` reply."""
+        try:
+            reply = await self._dispatch(subject, headers or {}, body)
+        except Mq9Error as exc:
+            reply = {"error": exc.message}
+        except Exception as exc:  # a bug must not take the broker down: report it, keep serving
+            log.exception("internal error on %s", subject)
+            reply = {"error": f"internal broker error: {type(exc).__name__}: {exc}"}
+        else:
+            reply = {"error": "", **reply}
+        return p.encode(reply)
+
+    async def _dispatch(self, subject: str, headers: Mapping[str, str], body: bytes) -> dict:
+        if subject.startswith(p.MSG_FETCH):
+            return await self._fetch(_address_of(subject, p.MSG_FETCH), body)
+        with self._lock:
+            self._housekeep()
+            if subject.startswith(p.MSG_SEND):
+                return self._send(_address_of(subject, p.MSG_SEND), headers, body)
+            if subject.startswith(p.MSG_ACK):
+                return self._ack(_address_of(subject, p.MSG_ACK), body)
+            if subject.startswith(p.MSG_QUERY):
+                return self._query(_address_of(subject, p.MSG_QUERY), body)
+            if subject.startswith(p.MSG_DELETE):
+                return self._delete(subject[len(p.MSG_DELETE):])
+            handler = {
+                p.MAILBOX_CREATE: self._create,
+                p.AGENT_REGISTER: self._register,
+                p.AGENT_UNREGISTER: self._unregister,
+                p.AGENT_REPORT: self._report,
+                p.AGENT_DISCOVER: self._discover,
+            }.get(subject)
+            if handler is None:
+                raise Mq9Error(f"unknown mq9 command: {subject}")
+            return handler(body)
+
+    # -- time ------------------------------------------------------------------------------
+
+    def _housekeep(self) -> None:
+        """Expire mailboxes and messages and release delayed messages that are due."""
+        now = self.clock()
+        while self._mailbox_expiry and self._mailbox_expiry[0][0] <= now:
+            _, _, mailbox = heapq.heappop(self._mailbox_expiry)
+            if self.mailboxes.get(mailbox.address) is mailbox:
+                del self.mailboxes[mailbox.address]
+                self._wake(mailbox)
+        while self._delayed and self._delayed[0][0] <= now:
+            due, _, mailbox, delayed = heapq.heappop(self._delayed)
+            if self.mailboxes.get(mailbox.address) is mailbox:
+                self._store(mailbox, delayed, int(due))
+        while self._message_expiry and self._message_expiry[0][0] <= now:
+            _, _, mailbox, msg_id = heapq.heappop(self._message_expiry)
+            mailbox.remove(msg_id)
+
+    def _next_due(self) -> float | None:
+        return self._delayed[0][0] if self._delayed else None
+
+    # -- mailboxes -------------------------------------------------------------------------
+
+    def _create(self, body: bytes) -> dict:
+        request = _fields(p.decode_object(body), _CREATE_FIELDS, "MAILBOX.CREATE")
+        ttl = p.check_int("ttl", request.get("ttl", 0), 0, p.MAX_SECONDS)
+        name = request.get("name")
+        if name in (None, ""):
+            address = p.new_address()
+        else:
+            address = p.check_address(name)
+            if address in self.mailboxes:
+                raise Mq9Error(p.err_mailbox_exists(address))
+        limit = self.limits.max_mailboxes
+        if limit is not None and len(self.mailboxes) >= limit:
+            raise Mq9Error(f"mailbox limit reached: this broker holds at most {limit} mailboxes")
+        mailbox = Mailbox(address, created_at=self.clock(), ttl=ttl)
+        self.mailboxes[address] = mailbox
+        if mailbox.expires_at is not None:
+            heapq.heappush(self._mailbox_expiry, (mailbox.expires_at, next(self._seq), mailbox))
+        return {"mail_address": address}
+
+    def _mailbox(self, address: str) -> Mailbox:
+        mailbox = self.mailboxes.get(p.check_address(address))
+        if mailbox is None:
+            raise Mq9Error(p.err_mailbox_missing(address))
+        return mailbox
+
+    # -- SEND ------------------------------------------------------------------------------
+
+    def _send(self, address: str, headers: Mapping[str, str], body: bytes) -> dict:
+        mailbox = self._mailbox(address)
+        if len(body) > self.limits.max_payload:
+            raise Mq9Error(
+                f"payload is {len(body)} bytes: this broker accepts at most "
+                f"{self.limits.max_payload} bytes per message"
+            )
+        options = {name.lower(): value for name, value in headers.items()}
+        priority_text = options.get(p.HEADER_PRIORITY)
+        priority = Priority.NORMAL if priority_text is None else p.parse_priority(priority_text)
+        key = options.get(p.HEADER_KEY)
+        if key is not None:
+            p.check_key(key)
+        delay = _header_seconds(options, p.HEADER_DELAY)
+        ttl = _header_seconds(options, p.HEADER_TTL)
+        tags_text = options.get(p.HEADER_TAGS)
+        tags = tuple(t.strip() for t in tags_text.split(",") if t.strip()) if tags_text else ()
+        self._check_room(mailbox)
+        delayed = _Delayed(body, priority, key, tags, ttl or None)
+        if delay:
+            due = self.clock() + delay
+            heapq.heappush(self._delayed, (due, next(self._seq), mailbox, delayed))
+            return {"msg_id": -1}
+        return {"msg_id": self._store(mailbox, delayed, int(self.clock())).msg_id}
+
+    def _check_room(self, mailbox: Mailbox) -> None:
+        limit = self.limits.max_messages_per_mailbox
+        if limit is not None and len(mailbox.messages) >= limit:
+            raise Mq9Error(
+                f"mailbox {mailbox.address} is full: it holds at most {limit} messages; "
+                "fetch and delete some, or wait for message TTLs to expire"
+            )
+
+    def _store(self, mailbox: Mailbox, delayed: _Delayed, create_time: int) -> StoredMessage:
+        message = mailbox.append(
+            delayed.payload, delayed.priority, create_time, delayed.key, delayed.tags
+        )
+        if delayed.ttl:
+            expires = create_time + delayed.ttl
+            heapq.heappush(
+                self._message_expiry, (expires, next(self._seq), mailbox, message.msg_id)
+            )
+        self._wake(mailbox)
+        return message
+
+    # -- FETCH and ACK ---------------------------------------------------------------------
+
+    async def _fetch(self, address: str, body: bytes) -> dict:
+        request = _fields(p.decode_object(body), _FETCH_FIELDS, "FETCH")
+        config = _fields(request.get("config") or {}, _CONFIG_FIELDS, "FETCH config")
+        group_name = request.get("group_name")
+        if group_name is not None:
+            p.check_group_name(group_name)
+        deliver = request.get("deliver") or "latest"
+        if deliver not in p.DELIVER_POLICIES:
+            raise Mq9Error(p.err_invalid_deliver(deliver))
+        point = None
+        if deliver in ("from_time", "from_id"):
+            if request.get(deliver) is None:
+                raise Mq9Error(f"deliver {deliver!r} needs the field {deliver}")
+            point = p.check_int(deliver, request[deliver])
+        force = request.get("force_deliver", False)
+        if not isinstance(force, bool):
+            raise Mq9Error(f"invalid force_deliver {force!r}: must be true or false")
+        num_msgs = p.check_int("num_msgs", config.get("num_msgs", p.DEFAULT_NUM_MSGS), 1, p.MAX_NUM_MSGS)
+        max_wait_ms = p.check_int(
+            "max_wait_ms", config.get("max_wait_ms", p.DEFAULT_MAX_WAIT_MS), 0, p.MAX_WAIT_MS
+        )
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait_ms / 1000
+        start: int | None = None
+        while True:
+            with self._lock:
+                self._housekeep()
+                mailbox = self._mailbox(address)
+                if start is None:  # the start point is fixed when the request arrives
+                    start = self._start_of(mailbox, deliver, point)
+                    if group_name is not None and (force or group_name not in mailbox.groups):
+                        mailbox.groups[group_name] = Group.starting_at(start)
+                if group_name is None:
+                    found = mailbox.peek(start, num_msgs)
+                else:
+                    now = self.clock()
+                    found = mailbox.lease(
+                        mailbox.groups.setdefault(group_name, Group.starting_at(start)),
+                        num_msgs,
+                        now,
+                        now + self.limits.ack_wait,
+                    )
+                remaining = deadline - loop.time()
+                if found or remaining <= 0:
+                    return {"messages": [m.to_wire(p.encode_payload) for m in found]}
+                waiter = loop.create_future()
+                self._waiters.setdefault(mailbox, []).append((loop, waiter))
+                due = self._next_due()
+            if due is not None:  # wake up when a delayed message may become visible
+                remaining = min(remaining, max(due - self.clock(), 0.0) + 0.001)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                with self._lock:
+                    waiting = self._waiters.get(mailbox, [])
+                    if (loop, waiter) in waiting:
+                        waiting.remove((loop, waiter))
+
+    def _start_of(self, mailbox: Mailbox, deliver: str, point: int | None) -> int:
+        if deliver == "earliest":
+            return 0
+        if deliver == "from_id":
+            return point  # type: ignore[return-value]
+        if deliver == "from_time":
+            return mailbox.first_id_at_or_after(point)  # type: ignore[arg-type]
+        return mailbox.next_id
+
+    def _wake(self, mailbox: Mailbox) -> None:
+        for loop, waiter in self._waiters.pop(mailbox, ()):
+            loop.call_soon_threadsafe(_resolve, waiter)
+
+    def _ack(self, address: str, body: bytes) -> dict:
+        request = _fields(p.decode_object(body), _ACK_FIELDS, "ACK")
+        mailbox = self._mailbox(address)
+        named = request.get("mail_address")
+        if named not in (None, "", address):
+            raise Mq9Error(
+                f"ACK body names mailbox {named} but was sent to {address}: they must agree"
+            )
+        group_name = p.check_group_name(request.get("group_name"))
+        if request.get("msg_id") is None:
+            raise Mq9Error("ACK needs a msg_id: the last message of the batch to confirm")
+        msg_id = p.check_int("msg_id", request["msg_id"])
+        if msg_id >= mailbox.next_id:
+            raise Mq9Error(p.ERR_MESSAGE_NOT_FOUND)
+        group = mailbox.groups.get(group_name)
+        if group is None:  # acked before its first FETCH: the FETCH will still set the start
+            group = mailbox.groups[group_name] = Group.starting_at(0)
+        mailbox.ack(group, msg_id)
+        return {}
+
+    # -- QUERY and DELETE ------------------------------------------------------------------
+
+    def _query(self, address: str, body: bytes) -> dict:
+        request = _fields(p.decode_object(body), _QUERY_FIELDS, "QUERY")
+        mailbox = self._mailbox(address)
+        key = request.get("key")
+        if key is not None and not isinstance(key, str):
+            raise Mq9Error(f"invalid key {key!r}: must be a string")
+        tags = request.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise Mq9Error(f"invalid tags {tags!r}: must be a list of strings")
+        since = request.get("since")
+        limit = request.get("limit")
+        found = mailbox.query(
+            key=key or None,
+            tags=tuple(tags),
+            since=None if since is None else p.check_int("since", since),
+            limit=None if limit is None else p.check_int("limit", limit, 1),
+        )
+        return {"messages": [m.to_wire(p.encode_payload) for m in found]}
+
+    def _delete(self, rest: str) -> dict:
+        address, _, msg_id_text = rest.rpartition(".")
+        mailbox = self._mailbox(address)
+        if not mailbox.remove(p.parse_int("msg_id in DELETE subject", msg_id_text)):
+            raise Mq9Error(p.ERR_MESSAGE_NOT_FOUND)
+        return {"deleted": True}
+
+    # -- agent registry --------------------------------------------------------------------
+
+    def _register(self, body: bytes) -> dict:
+        card = p.decode_object(body, "agent card")
+        mailbox = card.get("mailbox")
+        if not isinstance(mailbox, str) or not mailbox.strip():
+            raise Mq9Error(p.ERR_CARD_WITHOUT_MAILBOX)
+        self.registry.register(card)
+        return {}
+
+    def _identify(self, body: bytes, what: str) -> tuple[dict, str | None, str | None]:
+        request = p.decode_object(body, what)
+        mailbox, name = request.get("mailbox"), request.get("name")
+        if not (isinstance(mailbox, str) and mailbox) and not (isinstance(name, str) and name):
+            raise Mq9Error(f"{what} must contain a mailbox (or name) field naming the agent")
+        return request, mailbox or None, name or None
+
+    def _unregister(self, body: bytes) -> dict:
+        _, mailbox, name = self._identify(body, "AGENT.UNREGISTER body")
+        if not self.registry.unregister(mailbox, name):
+            raise Mq9Error(p.ERR_AGENT_NOT_FOUND)
+        return {}
+
+    def _report(self, body: bytes) -> dict:
+        report, mailbox, name = self._identify(body, "agent report")
+        entry = self.registry.find(mailbox, name)
+        if entry is None:
+            raise Mq9Error(p.ERR_AGENT_NOT_FOUND)
+        status = {k: v for k, v in report.items() if k not in ("mailbox", "name")}
+        entry.report = {**(entry.report or {}), **status}
+        entry.report_time = int(self.clock())
+        return {}
+
+    def _discover(self, body: bytes) -> dict:
+        request = _fields(p.decode_object(body), _DISCOVER_FIELDS, "DISCOVER")
+        text, semantic = request.get("text"), request.get("semantic")
+        for name, value in (("text", text), ("semantic", semantic)):
+            if value is not None and not isinstance(value, str):
+                raise Mq9Error(f"invalid {name} {value!r}: must be a string")
+        limit = p.check_int("limit", request.get("limit", p.DEFAULT_DISCOVER_LIMIT), 1, p.MAX_DISCOVER_LIMIT)
+        page = p.check_int("page", request.get("page", 1), 1, 2**31)
+        if semantic and semantic.strip():
+            found = self.registry.search_semantic(semantic)
+        elif text and text.strip():
+            found = self.registry.search_text(text)
+        else:
+            found = list(self.registry.entries.values())
+        first = (page - 1) * limit
+        return {"agents": [entry.view() for entry in found[first : first + limit]]}
+
+
+# -- request parsing helpers ---------------------------------------------------------------
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _address_of(subject: str, prefix: str) -> str:
+    return p.check_address(subject[len(prefix):])
+
+
+def _fields(request: Any, allowed: set[str], what: str) -> dict:
+    if not isinstance(request, dict):
+        raise Mq9Error(f"malformed {what}: expected a JSON object")
+    unknown = sorted(set(request) - allowed)
+    if unknown:
+        raise Mq9Error(
+            f"unknown field {unknown[0]!r} in {what}: allowed are {', '.join(sorted(allowed))}"
+        )
+    return request
+
+
+def _header_seconds(headers: Mapping[str, str], name: str) -> int:
+    text = headers.get(name)
+    if text is None or not text.strip():
+        return 0
+    return p.parse_int(f"{name} header", text, 0, p.MAX_SECONDS)

@@ -1,0 +1,64 @@
+"""Serve a ``BrokerEngine`` on a real NATS connection: answer every ``$mq9.AI.>`` request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.client import Client as NatsConnection
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from .. import protocol as p
+from .engine import BrokerEngine
+
+log = logging.getLogger("langchain_mq9.broker")
+
+
+class NatsService:
+    """The engine attached to one NATS connection. ``await service.stop()`` detaches it."""
+
+    def __init__(self, engine: BrokerEngine, connection: NatsConnection) -> None:
+        self.engine = engine
+        self.connection = connection
+        self.subscription: Subscription | None = None
+        self._in_flight: set[asyncio.Task] = set()
+
+    async def start(self) -> NatsService:
+        self.subscription = await self.connection.subscribe(p.SUBJECT_WILDCARD, cb=self._on_request)
+        await self.connection.flush()
+        return self
+
+    async def _on_request(self, msg: Msg) -> None:
+        # One task per request: a long-poll FETCH must not hold up the requests behind it.
+        # Tasks start in arrival order and the engine does not await before acting on
+        # anything but a waiting FETCH, so one sender's requests keep their order.
+        task = asyncio.create_task(self._answer(msg))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        reply = await self.engine.handle(msg.subject, msg.headers, msg.data)
+        if not msg.reply:
+            return  # a publish without a reply subject: nobody to answer
+        try:
+            await msg.respond(reply)
+        except Exception as exc:  # the requester may be gone; the broker keeps serving
+            log.warning("could not answer %s: %s", msg.subject, exc)
+
+    async def stop(self) -> None:
+        if self.subscription is not None:
+            await self.subscription.unsubscribe()
+            self.subscription = None
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+
+async def serve_on_nats(engine: BrokerEngine, connection: NatsConnection) -> NatsService:
+    """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped.
+
+    >>> nc = await nats.connect("nats://127.0.0.1:4222")
+    >>> service = await serve_on_nats(BrokerEngine(), nc)
+    """
+    return await NatsService(engine, connection).start()

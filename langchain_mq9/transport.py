@@ -1,0 +1,242 @@
+"""How encoded mq9 requests reach a broker: over NATS, or straight into the bundled engine.
+
+A transport moves bytes and headers; it knows nothing of mq9 commands. ``open_transport``
+picks one by the server URL's scheme, so the same ``Mq9Client`` code runs against RobustMQ, the
+dev broker, or ``memory://`` in a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Protocol
+
+from .protocol import DEFAULT_MAX_PAYLOAD, Mq9Error
+
+log = logging.getLogger("langchain_mq9")
+
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+MEMORY_SCHEME = "memory://"
+
+NOT_CONNECTED = (
+    "not connected to an mq9 broker: call `await client.connect()` first "
+    "(or use `async with Mq9Client(...) as client:`)"
+)
+
+
+class Transport(Protocol):
+    """What ``Mq9Client`` needs from a way of reaching a broker."""
+
+    @property
+    def max_payload(self) -> int: ...
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def connect(self) -> None: ...
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryTransport:
+    """Hands requests to the in-process broker named by ``memory://NAME``.
+
+    Requests still go through the full encoding path (subject, headers, JSON bytes), so a test on
+    ``memory://`` exercises the same client code as one on NATS.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._engine = None
+
+    @property
+    def max_payload(self) -> int:
+        from .broker import memory_broker
+
+        return (self._engine or memory_broker(self.name)).limits.max_payload
+
+    @property
+    def is_connected(self) -> bool:
+        return self._engine is not None
+
+    async def connect(self) -> None:
+        from .broker import memory_broker
+
+        self._engine = memory_broker(self.name)
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes:
+        engine = self._engine
+        if engine is None:
+            raise Mq9Error(NOT_CONNECTED)
+        return await engine.handle(subject, dict(headers) if headers else None, bytes(body))
+
+    async def close(self) -> None:
+        self._engine = None
+
+
+class NatsTransport:
+    """A persistent nats-py connection with reconnects, and nats errors turned into ``Mq9Error``.
+
+    The connection belongs to the event loop that opened it. A request made from another loop
+    (another thread, or a sync caller running its own loop) is handed over to the owning loop, so
+    one connection serves every caller.
+    """
+
+    def __init__(
+        self,
+        servers: list[str],
+        *,
+        request_timeout: float,
+        reconnect_attempts: int,
+        reconnect_delay: float,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        creds: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.servers = servers
+        self._options = dict(
+            servers=servers,
+            connect_timeout=request_timeout,
+            max_reconnect_attempts=reconnect_attempts,
+            reconnect_time_wait=reconnect_delay,
+            user=user,
+            password=password,
+            token=token,
+            user_credentials=creds,
+            tls=tls,
+            name=name or "langchain-mq9",
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        self._connection = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def max_payload(self) -> int:
+        return self._connection.max_payload if self._connection else DEFAULT_MAX_PAYLOAD
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    async def connect(self) -> None:
+        import nats
+
+        where = ", ".join(self.servers)
+        try:
+            self._connection = await nats.connect(
+                **{k: v for k, v in self._options.items() if v is not None}
+            )
+        except Exception as exc:
+            raise Mq9Error(
+                f"cannot connect to the mq9 broker at {where}: {_describe(exc)}. "
+                "Is the broker running? (for a local one: mq9-dev-broker)",
+                retryable=True,
+            ) from None
+        self._loop = asyncio.get_running_loop()
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes:
+        connection, owner = self._connection, self._loop
+        if connection is None or connection.is_closed:
+            raise Mq9Error(NOT_CONNECTED)
+        if owner is not asyncio.get_running_loop():
+            if owner is None or owner.is_closed() or not owner.is_running():
+                raise Mq9Error(
+                    "the event loop that opened this connection has stopped: "
+                    "connect again from the loop you are using"
+                )
+            future = asyncio.run_coroutine_threadsafe(
+                self.request(subject, body, headers, timeout), owner
+            )
+            return await asyncio.wrap_future(future)
+        import nats.errors as nats_errors
+
+        try:
+            reply = await connection.request(subject, body, timeout=timeout, headers=headers or None)
+        except nats_errors.NoRespondersError:
+            raise Mq9Error(
+                f"no mq9 broker is serving at {', '.join(self.servers)}: nothing answers "
+                f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)",
+                retryable=True,
+            ) from None
+        except (nats_errors.TimeoutError, asyncio.TimeoutError):
+            state = " (the connection is down and reconnecting)" if connection.is_reconnecting else ""
+            raise Mq9Error(
+                f"the mq9 broker did not answer within {timeout:g}s{state}; "
+                "the request may or may not have been carried out",
+                retryable=True,
+            ) from None
+        except nats_errors.ConnectionClosedError:
+            raise Mq9Error(NOT_CONNECTED) from None
+        except nats_errors.Error as exc:
+            raise Mq9Error(f"NATS refused the request: {_describe(exc)}", retryable=True) from None
+        return reply.data
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            try:
+                await connection.close()
+            except Exception as exc:  # closing must not fail a shutdown
+                log.debug("error while closing the NATS connection: %s", exc)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats: %s", _describe(exc))
+
+    async def _on_disconnected(self) -> None:
+        log.warning("lost the connection to the mq9 broker; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        log.warning("reconnected to the mq9 broker")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def open_transport(
+    server: str,
+    *,
+    request_timeout: float,
+    reconnect_attempts: int,
+    reconnect_delay: float,
+    **credentials,
+) -> Transport:
+    """The transport for ``server``: ``memory://[name]``, or NATS URLs (comma-separated)."""
+    if not isinstance(server, str) or not server.strip():
+        raise ValueError("server must be a URL such as nats://localhost:4222 or memory://")
+    server = server.strip()
+    if server.startswith(MEMORY_SCHEME):
+        name = server[len(MEMORY_SCHEME):].strip("/")
+        if any(credentials.get(k) for k in ("user", "password", "token", "creds", "tls")):
+            raise Mq9Error("memory:// brokers take no credentials")
+        return MemoryTransport(name)
+    servers = [part.strip() for part in server.split(",") if part.strip()]
+    for url in servers:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
+            raise Mq9Error(
+                f"unsupported server URL {url!r}: use nats://host:port, tls://host:port, "
+                "a comma-separated list of those, or memory:// for the in-process broker"
+            )
+    return NatsTransport(
+        servers,
+        request_timeout=request_timeout,
+        reconnect_attempts=reconnect_attempts,
+        reconnect_delay=reconnect_delay,
+        **credentials,
+    )

@@ -1,0 +1,1 @@
+"""MCP server exposing the mq9 operations (see the MCP server issue)."""
