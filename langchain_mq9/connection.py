@@ -1,0 +1,119 @@
+"""One shared, lazily opened ``Mq9Client`` that any caller can use: sync code, any event loop,
+Jupyter cells, many concurrent tasks.
+
+A NATS connection belongs to the event loop that opened it, and user code comes and goes with
+loops of its own (``asyncio.run`` per script step, a notebook's kernel loop, LangGraph's sync
+executor threads). So a connection opened from ``server=`` lives on one background loop thread
+for the process; every call, sync or async, is handed to that loop. A connection is opened once
+and reused by every tool call, never opened per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import threading
+import weakref
+from typing import Any, Awaitable, Callable, TypeVar
+
+from .client import Mq9Client
+from .protocol import Mq9Error
+
+T = TypeVar("T")
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+_open: weakref.WeakSet[Mq9Connection] = weakref.WeakSet()
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop thread for shared connections (started on first use)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="langchain-mq9-connections", daemon=True
+            )
+            thread.start()
+            _loop = loop
+        return _loop
+
+
+class Mq9Connection:
+    """Either owns a client built from ``server`` (opened on first use, on the background loop)
+    or wraps a ``client`` the caller opened and closes itself."""
+
+    def __init__(
+        self,
+        server: str | None = None,
+        *,
+        client: Any | None = None,
+        **client_options: Any,
+    ) -> None:
+        if (server is None) == (client is None):
+            raise ValueError("give exactly one of server= (a URL) or client= (an Mq9Client)")
+        self.server = server if server is not None else getattr(client, "server", "client")
+        self.owned = client is None
+        self.client = client if client is not None else Mq9Client(server, **client_options)
+        self.request_timeout = float(getattr(self.client, "request_timeout", 5.0))
+        self._opening: asyncio.Lock | None = None
+        if self.owned:
+            _open.add(self)
+
+    async def _ready(self) -> Any:
+        if not self.owned or self.client.is_connected:
+            return self.client
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if not self.client.is_connected:
+                await self.client.connect()
+        return self.client
+
+    async def _call(self, action: Callable[[Any], Awaitable[T]]) -> T:
+        return await action(await self._ready())
+
+    async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``action(client)`` from async code."""
+        if not self.owned:
+            return await action(self.client)
+        future = asyncio.run_coroutine_threadsafe(self._call(action), background_loop())
+        return await asyncio.wrap_future(future)
+
+    def run_sync(self, action: Callable[[Any], Awaitable[T]], *, wait: float = 0.0) -> T:
+        """Run ``action(client)`` from sync code, also inside a running loop (Jupyter).
+
+        ``wait`` is how long the action may legitimately take beyond a request (a long poll).
+        """
+        future = asyncio.run_coroutine_threadsafe(self._call(action), background_loop())
+        try:
+            return future.result(timeout=self.request_timeout + wait + 5.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise Mq9Error(
+                "the mq9 call did not finish in time. If you passed client= opened in the "
+                "event loop you are calling from, use `await tool.ainvoke(...)` there, or "
+                "give the toolkit server= instead",
+                retryable=True,
+            ) from None
+
+    async def aclose(self) -> None:
+        if self.owned and self.client.is_connected:
+            future = asyncio.run_coroutine_threadsafe(self.client.close(), background_loop())
+            await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        if self.owned and self.client.is_connected:
+            asyncio.run_coroutine_threadsafe(self.client.close(), background_loop()).result(10)
+
+
+@atexit.register
+def _close_all() -> None:
+    # Close owned connections at interpreter exit so nats-py flushes and says goodbye.
+    for connection in list(_open):
+        try:
+            connection.close()
+        except Exception:
+            pass

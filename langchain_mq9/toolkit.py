@@ -1,0 +1,109 @@
+"""``Mq9Toolkit``: the mq9 tools over one shared connection, with the safety options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.tools import BaseTool, BaseToolkit
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from .connection import Mq9Connection
+from .operations import DEFAULT_GROUP, DEFAULT_MAX_PAYLOAD_CHARS, DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
+from .tools import TOOL_CLASSES
+
+
+def default_server() -> str | None:
+    """The broker URL from the environment: ``MQ9_SERVER``, else ``NATS_URL``."""
+    return os.environ.get("MQ9_SERVER") or os.environ.get("NATS_URL") or None
+
+
+class Mq9Toolkit(BaseToolkit):
+    """The eight mq9 tools for an agent, sharing one lazily opened connection.
+
+    >>> toolkit = Mq9Toolkit(server="nats://localhost:4222")   # or "memory://" offline
+    >>> agent = create_react_agent(llm, toolkit.get_tools())
+
+    ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extra ones you
+    can add); ``allowed_mailboxes`` limits the mailboxes the model may touch to these address
+    prefixes (plus those it creates); ``read_only`` leaves only discover, query and a fetch
+    that takes nothing; ``max_payload_chars`` cuts long payloads shown to the model (with a
+    note). Close with ``await toolkit.aclose()``, ``toolkit.close()`` or a ``with`` block.
+    """
+
+    server: str | None = Field(default=None, description="mq9 broker URL (nats://, tls://, memory://)")
+    client: Any = Field(default=None, description="An open Mq9Client to use instead of server")
+    tools: Sequence[str] | None = Field(default=None, description="Tool names; default the eight")
+    default_group: str = DEFAULT_GROUP
+    allowed_mailboxes: Sequence[str] | None = None
+    read_only: bool = False
+    max_payload_chars: int = Field(default=DEFAULT_MAX_PAYLOAD_CHARS, ge=1)
+    request_timeout: float = Field(default=5.0, gt=0)
+    client_options: dict[str, Any] = Field(
+        default_factory=dict, description="More Mq9Client options: user, password, token, creds, tls"
+    )
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    _connection: Mq9Connection = PrivateAttr()
+    _policy: ToolPolicy = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        unknown = sorted(set(self.tools or ()) - set(OPERATIONS))
+        if unknown:
+            raise ValueError(f"unknown mq9 tool {unknown[0]!r}: choose from {', '.join(OPERATIONS)}")
+        if self.client is not None:
+            if self.server is not None:
+                raise ValueError("give server= or client=, not both")
+            self._connection = Mq9Connection(client=self.client)
+        else:
+            server = self.server or default_server()
+            if server is None:
+                raise ValueError(
+                    "Mq9Toolkit needs server= (e.g. 'nats://localhost:4222', or 'memory://' "
+                    "for the in-process broker), client=, or MQ9_SERVER in the environment"
+                )
+            self.server = server
+            self._connection = Mq9Connection(
+                server, request_timeout=self.request_timeout, **self.client_options
+            )
+        self._policy = ToolPolicy(
+            default_group=self.default_group,
+            allowed_mailboxes=tuple(self.allowed_mailboxes) if self.allowed_mailboxes else None,
+            read_only=self.read_only,
+            max_payload_chars=self.max_payload_chars,
+        )
+
+    @property
+    def connection(self) -> Mq9Connection:
+        return self._connection
+
+    @property
+    def policy(self) -> ToolPolicy:
+        return self._policy
+
+    def get_tools(self) -> list[BaseTool]:
+        names = self.tools if self.tools is not None else DEFAULT_OPERATIONS
+        return [
+            TOOL_CLASSES[name](connection=self._connection, policy=self._policy)
+            for name in names
+            if OPERATIONS[name].allowed(self._policy)
+        ]
+
+    async def aclose(self) -> None:
+        await self._connection.aclose()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    async def __aenter__(self) -> Mq9Toolkit:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Mq9Toolkit:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

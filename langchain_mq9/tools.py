@@ -1,0 +1,170 @@
+"""The mq9 operations as LangChain tools: thin adapters over ``operations.OPERATIONS``.
+
+Each tool returns ``(content, artifact)``: compact JSON for the model and the typed result
+(``Message`` objects, msg_ids, agent cards) for code. Broker and input errors come back to the
+model as an error ``ToolMessage`` that says how to fix the call; they never crash the graph.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, ClassVar, Iterator
+
+from langchain_core.tools import BaseTool, ToolException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .connection import Mq9Connection
+from .operations import OPERATIONS, Operation, OperationError, ToolPolicy, explain
+from .protocol import Mq9Error
+
+
+def explain_validation(error: ValidationError) -> str:
+    """A validation failure in words a model can act on."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ())) or "input"
+        got = f" (got {item['input']!r})" if item.get("type") != "missing" else ""
+        problems.append(f"{where}: {item.get('msg', 'invalid')}{got}")
+    return "Invalid arguments: " + "; ".join(problems) + ". Fix them and call the tool again."
+
+
+class Mq9Tool(BaseTool):
+    """Base of the mq9 tools. Build one with ``server=`` (a URL), ``client=`` (an open
+    ``Mq9Client``) or ``connection=`` (shared, as ``Mq9Toolkit`` does), plus a ``policy``."""
+
+    operation_name: ClassVar[str]
+
+    connection: Mq9Connection
+    policy: ToolPolicy = Field(default_factory=ToolPolicy)
+    response_format: str = "content_and_artifact"
+    handle_tool_error: bool = True
+    handle_validation_error: Any = explain_validation
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_in(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        operation = OPERATIONS[cls.operation_name]
+        data.setdefault("name", operation.name)
+        data.setdefault("description", operation.description)
+        data.setdefault("args_schema", operation.input_model)
+        if "connection" not in data:
+            server, client = data.pop("server", None), data.pop("client", None)
+            data["connection"] = Mq9Connection(server, client=client)
+        return data
+
+    @property
+    def operation(self) -> Operation:
+        return OPERATIONS[self.operation_name]
+
+    def _arguments(self, kwargs: dict[str, Any]) -> BaseModel:
+        kwargs.pop("run_manager", None)
+        return self.operation.input_model.model_validate(kwargs)
+
+    def _call(self, args: BaseModel):
+        return lambda client: self.operation.execute(client, args, self.policy)
+
+    def _run(self, **kwargs: Any) -> tuple[str, Any]:
+        args = self._arguments(kwargs)
+        with _as_tool_errors():
+            outcome = self.connection.run_sync(
+                self._call(args), wait=self.operation.wait_seconds(args)
+            )
+        return outcome.text(), outcome.artifact
+
+    async def _arun(self, **kwargs: Any) -> tuple[str, Any]:
+        args = self._arguments(kwargs)
+        with _as_tool_errors():
+            outcome = await self.connection.run(self._call(args))
+        return outcome.text(), outcome.artifact
+
+
+@contextmanager
+def _as_tool_errors() -> Iterator[None]:
+    """Failures the model can act on become tool error messages; bugs still raise."""
+    try:
+        yield
+    except OperationError as exc:
+        raise ToolException(str(exc)) from exc
+    except Mq9Error as exc:
+        raise ToolException(explain(exc)) from exc
+
+
+class AgentRegisterTool(Mq9Tool):
+    """``agent_register``: publish this agent and make sure its mailbox exists."""
+
+    operation_name: ClassVar[str] = "agent_register"
+
+
+class AgentDiscoverTool(Mq9Tool):
+    """``agent_discover``: find agents by keywords or by a need in plain words."""
+
+    operation_name: ClassVar[str] = "agent_discover"
+
+
+class CreateMailboxTool(Mq9Tool):
+    """``create_mailbox``: a named or private (unguessable) persistent mailbox."""
+
+    operation_name: ClassVar[str] = "create_mailbox"
+
+
+class SendMessageTool(Mq9Tool):
+    """``send_message``: store a message for a possibly offline recipient."""
+
+    operation_name: ClassVar[str] = "send_message"
+
+
+class FetchMessagesTool(Mq9Tool):
+    """``fetch_messages``: read a mailbox in priority order, optionally waiting."""
+
+    operation_name: ClassVar[str] = "fetch_messages"
+
+
+class AckMessagesTool(Mq9Tool):
+    """``ack_messages``: confirm a fetched batch up to a msg_id."""
+
+    operation_name: ClassVar[str] = "ack_messages"
+
+
+class QueryMessagesTool(Mq9Tool):
+    """``query_messages``: inspect a mailbox without consuming."""
+
+    operation_name: ClassVar[str] = "query_messages"
+
+
+class DeleteMessageTool(Mq9Tool):
+    """``delete_message``: remove one message."""
+
+    operation_name: ClassVar[str] = "delete_message"
+
+
+class AgentUnregisterTool(Mq9Tool):
+    """``agent_unregister`` (optional): remove an agent from the registry."""
+
+    operation_name: ClassVar[str] = "agent_unregister"
+
+
+class AgentReportTool(Mq9Tool):
+    """``agent_report`` (optional): publish an agent's status."""
+
+    operation_name: ClassVar[str] = "agent_report"
+
+
+TOOL_CLASSES: dict[str, type[Mq9Tool]] = {
+    cls.operation_name: cls
+    for cls in (
+        AgentRegisterTool,
+        AgentDiscoverTool,
+        CreateMailboxTool,
+        SendMessageTool,
+        FetchMessagesTool,
+        AckMessagesTool,
+        QueryMessagesTool,
+        DeleteMessageTool,
+        AgentUnregisterTool,
+        AgentReportTool,
+    )
+}

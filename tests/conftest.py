@@ -1,0 +1,81 @@
+"""Shared fixtures: a real nats-server on loopback, and a broker reachable over each transport.
+
+``broker`` is parametrized over ``memory`` and ``nats``, so every test that uses it runs against
+the in-process transport and against a real nats-server serving the same engine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import nats
+import pytest
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker import (
+    BrokerEngine,
+    BrokerLimits,
+    ManualClock,
+    drop_memory_broker,
+    install_memory_broker,
+    serve_on_nats,
+)
+from langchain_mq9.broker.nats_process import start_nats_server
+
+
+@pytest.fixture(scope="session")
+def nats_server():
+    """One nats-server for the session, on a free loopback port."""
+    with start_nats_server() as server:
+        yield server
+
+
+@dataclass
+class Broker:
+    """A bundled broker under test: where to reach it, its engine and its hand-moved clock."""
+
+    url: str
+    engine: BrokerEngine
+    clock: ManualClock
+    transport: str
+
+    def client(self, **options) -> Mq9Client:
+        return Mq9Client(self.url, **options)
+
+
+async def start_broker(transport: str, nats_url: str | None, **limits) -> tuple[Broker, object]:
+    clock = ManualClock()
+    engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits))
+    if transport == "memory":
+        name = f"test{uuid.uuid4().hex}"
+        install_memory_broker(name, engine)
+        return Broker(f"memory://{name}", engine, clock, transport), name
+    connection = await nats.connect(nats_url)
+    service = await serve_on_nats(engine, connection)
+    return Broker(nats_url, engine, clock, transport), (service, connection)
+
+
+async def stop_broker(broker: Broker, handle) -> None:
+    if broker.transport == "memory":
+        drop_memory_broker(handle)
+        return
+    service, connection = handle
+    await service.stop()
+    await connection.close()
+
+
+@pytest.fixture(params=["memory", "nats"])
+async def broker(request):
+    nats_url = request.getfixturevalue("nats_server").url if request.param == "nats" else None
+    started, handle = await start_broker(request.param, nats_url)
+    try:
+        yield started
+    finally:
+        await stop_broker(started, handle)
+
+
+@pytest.fixture
+async def client(broker):
+    async with broker.client() as connected:
+        yield connected
