@@ -1,0 +1,95 @@
+"""A scripted chat model: runs LangGraph agents over the mq9 tools offline and deterministically.
+
+It emits real tool calls that LangGraph executes against real tools, so examples, notebooks and
+tests exercise the whole agent loop without an API key. Each step of the script sees the
+conversation so far, so it can use what earlier tool calls returned (a mailbox address, a
+msg_id), as a real model would.
+
+>>> model = ScriptedChatModel(steps=[
+...     call("create_mailbox", ttl=600),
+...     lambda messages: call("send_message", mail_address="agent.worker",
+...                           payload={"reply_to": tool_result(messages)["mail_address"]}),
+...     "Task sent.",
+... ])
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
+
+Step = AIMessage | str | Callable[[list[BaseMessage]], "AIMessage | str"]
+
+_ids = itertools.count(1)
+
+
+def call(name: str, /, **args: Any) -> AIMessage:
+    """An assistant turn that calls one tool."""
+    return calls((name, args))
+
+
+def calls(*invocations: tuple[str, dict[str, Any]]) -> AIMessage:
+    """An assistant turn that calls several tools at once."""
+    return AIMessage(
+        content="",
+        tool_calls=[
+            {"name": name, "args": args, "id": f"call_{next(_ids)}", "type": "tool_call"}
+            for name, args in invocations
+        ],
+    )
+
+
+def tool_result(messages: Sequence[BaseMessage], name: str | None = None) -> Any:
+    """The newest tool result (of tool ``name``, if given), parsed as JSON when it is JSON."""
+    for message in reversed(messages):
+        if isinstance(message, ToolMessage) and (name is None or message.name == name):
+            try:
+                return json.loads(message.content)
+            except (TypeError, ValueError):
+                return message.content
+    raise LookupError(f"no result of tool {name or '(any)'} in the conversation yet")
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Answers with the script's next step; the step number is how many assistant turns the
+    conversation already has, so one model serves many independent conversations."""
+
+    steps: list[Any] = Field(default_factory=list)
+    final: str = "Done."
+    tool_names: list[str] | None = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
+        names = [getattr(t, "name", None) or getattr(t, "__name__", str(t)) for t in tools]
+        return self.model_copy(update={"tool_names": names})
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        turn = sum(isinstance(m, AIMessage) for m in messages)
+        step: Step = self.steps[turn] if turn < len(self.steps) else self.final
+        if callable(step) and not isinstance(step, BaseMessage):
+            step = step(messages)
+        message = AIMessage(content=step) if isinstance(step, str) else step
+        for tool_call in message.tool_calls:
+            if self.tool_names is not None and tool_call["name"] not in self.tool_names:
+                raise ValueError(
+                    f"script step {turn} calls {tool_call['name']!r}, which is not among the "
+                    f"bound tools {self.tool_names}"
+                )
+        return ChatResult(generations=[ChatGeneration(message=message)])
