@@ -61,12 +61,22 @@ class NatsProcess:
 
 
 def start_nats_server(
-    host: str = "127.0.0.1", port: int | None = None, *, timeout: float = 10.0
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    *,
+    monitor_port: int | None = None,
+    timeout: float = 10.0,
 ) -> NatsProcess:
-    """Start nats-server on ``host:port`` (a free port if None) and wait until it accepts."""
+    """Start nats-server on ``host:port`` (a free port if None) and wait until it accepts.
+
+    ``monitor_port`` also serves nats-server's HTTP monitoring (``/varz``, ``/connz``).
+    """
     port = port or free_port(host)
+    command = [find_nats_server(), "-a", host, "-p", str(port)]
+    if monitor_port:
+        command += ["-m", str(monitor_port)]
     process = subprocess.Popen(
-        [find_nats_server(), "-a", host, "-p", str(port)],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ},
