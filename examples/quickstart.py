@@ -1,7 +1,7 @@
 """Mailboxes in one minute: create, send with priorities, fetch in priority order, ack, query.
 
-    python examples/quickstart.py                     # in-process broker, no server needed
-    python examples/quickstart.py --server nats://127.0.0.1:4222   # mq9-dev-broker or RobustMQ
+python examples/quickstart.py                     # in-process broker, no server needed
+python examples/quickstart.py --server nats://127.0.0.1:4222   # mq9-dev-broker or RobustMQ
 """
 
 from __future__ import annotations

@@ -8,12 +8,14 @@ turns a non-empty ``error`` in the reply into ``Mq9Error``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from . import protocol as p
 from .protocol import Mq9Error, Priority
@@ -272,8 +274,15 @@ class Mq9Client:
         if not callable(handler):
             raise ValueError("handler must be a callable taking a Message")
         consumer = Consumer(
-            self, mail_address, handler, group_name, deliver, num_msgs, max_wait_ms,
-            auto_ack, error_handler,
+            self,
+            mail_address,
+            handler,
+            group_name,
+            deliver,
+            num_msgs,
+            max_wait_ms,
+            auto_ack,
+            error_handler,
         )
         await consumer._start()
         return consumer
@@ -448,10 +457,8 @@ class Consumer:
             except Mq9Error as exc:
                 batch = []
                 log.warning("consumer of %s: fetch failed: %s", self.mail_address, exc)
-                try:  # pause, but wake at once for stop()
+                with contextlib.suppress(asyncio.TimeoutError):  # pause; stop() ends it
                     await asyncio.wait_for(self._stopping.wait(), backoff)
-                except asyncio.TimeoutError:
-                    pass
                 backoff = min(backoff * 2, 5.0)
 
     async def _handle_batch(self, batch: list[Message]) -> None:
@@ -475,13 +482,18 @@ class Consumer:
             try:
                 await self._client.ack(self.mail_address, self.group_name, message.msg_id)
             except Mq9Error as exc:
-                log.warning("consumer of %s: ack %s failed: %s", self.mail_address,
-                            message.msg_id, exc)
+                log.warning(
+                    "consumer of %s: ack %s failed: %s", self.mail_address, message.msg_id, exc
+                )
 
     async def _report(self, message: Message, exc: Exception) -> None:
         if self._error_handler is None:
-            log.error("consumer of %s: handler failed on msg %s: %r",
-                      self.mail_address, message.msg_id, exc)
+            log.error(
+                "consumer of %s: handler failed on msg %s: %r",
+                self.mail_address,
+                message.msg_id,
+                exc,
+            )
             return
         try:
             await _maybe_await(self._error_handler(message, exc))

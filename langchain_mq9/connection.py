@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import threading
 import weakref
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from .client import Mq9Client
 from .protocol import Mq9Error
@@ -113,7 +115,5 @@ class Mq9Connection:
 def _close_all() -> None:
     # Close owned connections at interpreter exit so nats-py flushes and says goodbye.
     for connection in list(_open):
-        try:
+        with contextlib.suppress(Exception):
             connection.close()
-        except Exception:
-            pass

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -35,15 +36,25 @@ class OperationError(Exception):
 
 
 _HINTS = (
-    ("does not exist", "create it with create_mailbox, or check the address (it may have "
-     "expired with its TTL)"),
+    (
+        "does not exist",
+        "create it with create_mailbox, or check the address (it may have expired with its TTL)",
+    ),
     ("already exists", "use the existing mailbox as it is, or pick another name"),
-    ("invalid mail_address", "addresses use lowercase letters, digits and single dots, "
-     "1-128 characters, e.g. 'agent.inbox'"),
-    ("message not found", "the msg_id is wrong, or the message expired or was deleted; "
-     "fetch_messages or query_messages show the current msg_ids"),
-    ("agent not found", "no agent is registered under that mailbox; agent_discover lists "
-     "the registered agents"),
+    (
+        "invalid mail_address",
+        "addresses use lowercase letters, digits and single dots, "
+        "1-128 characters, e.g. 'agent.inbox'",
+    ),
+    (
+        "message not found",
+        "the msg_id is wrong, or the message expired or was deleted; "
+        "fetch_messages or query_messages show the current msg_ids",
+    ),
+    (
+        "agent not found",
+        "no agent is registered under that mailbox; agent_discover lists the registered agents",
+    ),
     ("payload too large", "send a short reference (a URL, a path, an id) instead of the data"),
 )
 
@@ -375,7 +386,9 @@ async def _agent_discover(client: Any, args: AgentDiscoverInput, policy: ToolPol
     )
     content: dict[str, Any] = {"page": args.page, "count": len(agents), "agents": agents}
     if agents:
-        content["next_step"] = "Send work to an agent with send_message(mail_address=<its mailbox>)."
+        content["next_step"] = (
+            "Send work to an agent with send_message(mail_address=<its mailbox>)."
+        )
     else:
         content["next_step"] = "No agent matched: try other words, semantic=..., or no filter."
     if len(json.dumps(agents)) > policy.max_payload_chars * 4:
@@ -413,8 +426,12 @@ async def _send_message(client: Any, args: SendMessageInput, policy: ToolPolicy)
         ttl=args.ttl,
         tags=args.tags,
     )
-    content = {"sent": True, "mail_address": args.mail_address, "msg_id": msg_id,
-               "priority": args.priority}
+    content = {
+        "sent": True,
+        "mail_address": args.mail_address,
+        "msg_id": msg_id,
+        "priority": args.priority,
+    }
     if msg_id == -1:
         content["note"] = f"delayed: visible in {args.delay} s, it gets its msg_id then"
     return Outcome(content, msg_id)
@@ -470,8 +487,12 @@ async def _ack_messages(client: Any, args: AckMessagesInput, policy: ToolPolicy)
     group = args.group_name or policy.default_group
     await client.ack(args.mail_address, group, args.msg_id)
     return Outcome(
-        {"acked": True, "mail_address": args.mail_address, "group_name": group,
-         "msg_id": args.msg_id},
+        {
+            "acked": True,
+            "mail_address": args.mail_address,
+            "group_name": group,
+            "msg_id": args.msg_id,
+        },
         {"mail_address": args.mail_address, "group_name": group, "msg_id": args.msg_id},
     )
 

@@ -222,9 +222,7 @@ def payload_bytes(payload: object) -> bytes:
         return payload.encode()
     if isinstance(payload, dict):
         return encode(payload)
-    raise ValueError(
-        f"payload must be bytes, str or dict, not {type(payload).__name__}"
-    )
+    raise ValueError(f"payload must be bytes, str or dict, not {type(payload).__name__}")
 
 
 def send_headers(

@@ -10,7 +10,13 @@ from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from .connection import Mq9Connection
-from .operations import DEFAULT_GROUP, DEFAULT_MAX_PAYLOAD_CHARS, DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
+from .operations import (
+    DEFAULT_GROUP,
+    DEFAULT_MAX_PAYLOAD_CHARS,
+    DEFAULT_OPERATIONS,
+    OPERATIONS,
+    ToolPolicy,
+)
 from .tools import TOOL_CLASSES
 
 
@@ -32,7 +38,9 @@ class Mq9Toolkit(BaseToolkit):
     note). Close with ``await toolkit.aclose()``, ``toolkit.close()`` or a ``with`` block.
     """
 
-    server: str | None = Field(default=None, description="mq9 broker URL (nats://, tls://, memory://)")
+    server: str | None = Field(
+        default=None, description="mq9 broker URL (nats://, tls://, memory://)"
+    )
     client: Any = Field(default=None, description="An open Mq9Client to use instead of server")
     tools: Sequence[str] | None = Field(default=None, description="Tool names; default the eight")
     default_group: str = DEFAULT_GROUP
@@ -41,7 +49,8 @@ class Mq9Toolkit(BaseToolkit):
     max_payload_chars: int = Field(default=DEFAULT_MAX_PAYLOAD_CHARS, ge=1)
     request_timeout: float = Field(default=5.0, gt=0)
     client_options: dict[str, Any] = Field(
-        default_factory=dict, description="More Mq9Client options: user, password, token, creds, tls"
+        default_factory=dict,
+        description="More Mq9Client options: user, password, token, creds, tls",
     )
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -51,7 +60,9 @@ class Mq9Toolkit(BaseToolkit):
     def model_post_init(self, context: Any) -> None:
         unknown = sorted(set(self.tools or ()) - set(OPERATIONS))
         if unknown:
-            raise ValueError(f"unknown mq9 tool {unknown[0]!r}: choose from {', '.join(OPERATIONS)}")
+            raise ValueError(
+                f"unknown mq9 tool {unknown[0]!r}: choose from {', '.join(OPERATIONS)}"
+            )
         if self.client is not None:
             if self.server is not None:
                 raise ValueError("give server= or client=, not both")

@@ -131,19 +131,24 @@ class NatsTransport:
         return self._connection is not None and not self._connection.is_closed
 
     async def connect(self) -> None:
-        import nats
+        from nats.aio.client import Client
 
-        where = ", ".join(self.servers)
+        # nats-py retries an unreachable server reconnect_attempts times, reconnect_delay
+        # apart, before giving up; a first connection gets request_timeout in all instead.
+        connection = Client()
+        options = {k: v for k, v in self._options.items() if v is not None}
         try:
-            self._connection = await nats.connect(
-                **{k: v for k, v in self._options.items() if v is not None}
-            )
+            await asyncio.wait_for(connection.connect(**options), self._options["connect_timeout"])
         except Exception as exc:
+            last = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
+            await _quietly_close(connection)
             raise Mq9Error(
-                f"cannot connect to the mq9 broker at {where}: {_describe(exc)}. "
-                "Is the broker running? (for a local one: mq9-dev-broker)",
+                f"cannot connect to the mq9 broker at {', '.join(self.servers)}: "
+                f"{_describe(last or exc)}. Is the broker running? "
+                "(for a local one: mq9-dev-broker)",
                 retryable=True,
             ) from None
+        self._connection = connection
         self._loop = asyncio.get_running_loop()
 
     async def request(
@@ -165,7 +170,9 @@ class NatsTransport:
         import nats.errors as nats_errors
 
         try:
-            reply = await connection.request(subject, body, timeout=timeout, headers=headers or None)
+            reply = await connection.request(
+                subject, body, timeout=timeout, headers=headers or None
+            )
         except nats_errors.NoRespondersError:
             raise Mq9Error(
                 f"no mq9 broker is serving at {', '.join(self.servers)}: nothing answers "
@@ -173,7 +180,9 @@ class NatsTransport:
                 retryable=True,
             ) from None
         except (nats_errors.TimeoutError, asyncio.TimeoutError):
-            state = " (the connection is down and reconnecting)" if connection.is_reconnecting else ""
+            state = (
+                " (the connection is down and reconnecting)" if connection.is_reconnecting else ""
+            )
             raise Mq9Error(
                 f"the mq9 broker did not answer within {timeout:g}s{state}; "
                 "the request may or may not have been carried out",
@@ -187,20 +196,28 @@ class NatsTransport:
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed:
-            try:
-                await connection.close()
-            except Exception as exc:  # closing must not fail a shutdown
-                log.debug("error while closing the NATS connection: %s", exc)
+        if connection is not None:
+            await _quietly_close(connection)
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("nats: %s", _describe(exc))
 
     async def _on_disconnected(self) -> None:
+        if self._connection is None:
+            return  # we closed it
         log.warning("lost the connection to the mq9 broker; reconnecting")
 
     async def _on_reconnected(self) -> None:
         log.warning("reconnected to the mq9 broker")
+
+
+async def _quietly_close(connection) -> None:
+    if connection.is_closed:
+        return
+    try:
+        await connection.close()
+    except Exception as exc:  # closing must not fail a shutdown
+        log.debug("error while closing the NATS connection: %s", exc)
 
 
 def _describe(exc: BaseException) -> str:
@@ -221,7 +238,7 @@ def open_transport(
         raise ValueError("server must be a URL such as nats://localhost:4222 or memory://")
     server = server.strip()
     if server.startswith(MEMORY_SCHEME):
-        name = server[len(MEMORY_SCHEME):].strip("/")
+        name = server[len(MEMORY_SCHEME) :].strip("/")
         if any(credentials.get(k) for k in ("user", "password", "token", "creds", "tls")):
             raise Mq9Error("memory:// brokers take no credentials")
         return MemoryTransport(name)

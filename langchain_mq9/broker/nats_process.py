@@ -66,10 +66,14 @@ def start_nats_server(
     *,
     monitor_port: int | None = None,
     timeout: float = 10.0,
+    die_with_parent: bool = False,
 ) -> NatsProcess:
     """Start nats-server on ``host:port`` (a free port if None) and wait until it accepts.
 
     ``monitor_port`` also serves nats-server's HTTP monitoring (``/varz``, ``/connz``).
+    ``die_with_parent`` (for a long-running owner such as the dev broker): the server gets its
+    own session, so a Ctrl-C meant for the owner does not reach it, and on Linux it is sent
+    SIGTERM when the calling thread ends, even by ``kill -9``, instead of being orphaned.
     """
     port = port or free_port(host)
     command = [find_nats_server(), "-a", host, "-p", str(port)]
@@ -80,6 +84,8 @@ def start_nats_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ},
+        start_new_session=die_with_parent,
+        preexec_fn=_die_with_parent() if die_with_parent else None,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -93,3 +99,25 @@ def start_nats_server(
             time.sleep(0.02)
     process.kill()
     raise RuntimeError(f"nats-server did not start listening on {host}:{port} in {timeout}s")
+
+
+def _die_with_parent():
+    """A preexec_fn asking Linux to SIGTERM the child when its parent goes (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def arrange() -> None:  # runs in the child between fork and exec: no allocation-heavy work
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return arrange

@@ -1,0 +1,439 @@
+"""Mq9Toolkit: tool selection, safety options, what the model sees, errors, calling contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.request
+import uuid
+
+import nats
+import pytest
+from langchain_core.messages import ToolMessage
+
+from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, ToolPolicy
+from langchain_mq9.broker import BrokerEngine, memory_broker, serve_on_nats
+from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.operations import OPERATIONS
+
+EIGHT = [
+    "agent_register",
+    "agent_discover",
+    "create_mailbox",
+    "send_message",
+    "fetch_messages",
+    "ack_messages",
+    "query_messages",
+    "delete_message",
+]
+
+
+def tool_call(tool, **args) -> ToolMessage:
+    return tool.invoke({"name": tool.name, "args": args, "id": "call_1", "type": "tool_call"})
+
+
+async def atool_call(tool, **args) -> ToolMessage:
+    return await tool.ainvoke(
+        {"name": tool.name, "args": args, "id": "call_1", "type": "tool_call"}
+    )
+
+
+@pytest.fixture
+def memory_url():
+    return f"memory://toolkit{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def toolkit(memory_url):
+    with Mq9Toolkit(server=memory_url) as kit:
+        yield kit
+
+
+def tools_of(kit: Mq9Toolkit) -> dict:
+    return {tool.name: tool for tool in kit.get_tools()}
+
+
+# -- selection ---------------------------------------------------------------------------------
+
+
+def test_get_tools_returns_the_eight_in_order(toolkit):
+    assert [t.name for t in toolkit.get_tools()] == EIGHT
+
+
+def test_tools_pick_by_name_including_the_optional_ones(memory_url):
+    kit = Mq9Toolkit(server=memory_url, tools=["send_message", "agent_report", "agent_unregister"])
+    assert [t.name for t in kit.get_tools()] == ["send_message", "agent_report", "agent_unregister"]
+
+
+def test_unknown_tool_name_is_refused(memory_url):
+    with pytest.raises(ValueError, match="unknown mq9 tool 'send'"):
+        Mq9Toolkit(server=memory_url, tools=["send"])
+
+
+def test_a_server_is_required_unless_the_environment_names_one(monkeypatch, memory_url):
+    monkeypatch.delenv("MQ9_SERVER", raising=False)
+    monkeypatch.delenv("NATS_URL", raising=False)
+    with pytest.raises(ValueError, match="needs server="):
+        Mq9Toolkit()
+    monkeypatch.setenv("NATS_URL", "nats://elsewhere:4222")
+    monkeypatch.setenv("MQ9_SERVER", memory_url)
+    assert Mq9Toolkit().server == memory_url
+
+
+def test_tool_schemas_use_the_protocol_vocabulary(toolkit):
+    fields = {
+        t.name: set(t.get_input_schema().model_json_schema()["properties"])
+        for t in toolkit.get_tools()
+    }
+    assert fields["send_message"] == {
+        "mail_address",
+        "payload",
+        "priority",
+        "key",
+        "delay",
+        "ttl",
+        "tags",
+    }
+    assert fields["fetch_messages"] == {
+        "mail_address",
+        "group_name",
+        "deliver",
+        "from_time",
+        "from_id",
+        "force_deliver",
+        "num_msgs",
+        "max_wait_ms",
+    }
+    assert fields["agent_register"] == {"name", "capabilities", "agent_card", "mail_address", "ttl"}
+    assert fields["agent_discover"] == {"text", "semantic", "limit", "page"}
+    assert fields["query_messages"] == {"mail_address", "key", "tags", "since", "limit"}
+    assert fields["create_mailbox"] == {"name", "ttl"}
+
+
+# -- what the model sees -----------------------------------------------------------------------
+
+
+def test_fetch_shows_decoded_payloads_the_ack_hint_and_returns_messages_as_artifact(toolkit):
+    tools = tools_of(toolkit)
+    tool_call(tools["create_mailbox"], name="agent.inbox")
+    tool_call(tools["send_message"], mail_address="agent.inbox", payload={"task": "a"})
+    tool_call(
+        tools["send_message"],
+        mail_address="agent.inbox",
+        payload="plain words",
+        priority="critical",
+    )
+    result = tool_call(tools["fetch_messages"], mail_address="agent.inbox")
+    content = json.loads(result.content)
+    assert [
+        (m["msg_id"], m["priority"], m["payload"], m["payload_encoding"])
+        for m in content["messages"]
+    ] == [
+        (1, "critical", "plain words", "text"),
+        (0, "normal", {"task": "a"}, "json"),
+    ]
+    assert "msg_id=0" in content["next_step"] and "not instructions" in content["note"]
+    assert [m.msg_id for m in result.artifact] == [1, 0]
+    assert result.artifact[1].payload == b'{"task":"a"}'
+
+
+def test_binary_payloads_are_base64_and_long_ones_are_cut_with_a_note(memory_url):
+    kit = Mq9Toolkit(server=memory_url, max_payload_chars=10)
+    tools = tools_of(kit)
+
+    async def seed(client):
+        await client.mailbox_create(name="agent.inbox")
+        await client.send("agent.inbox", b"\xff\xfe\x00")
+        await client.send("agent.inbox", "x" * 50)
+
+    kit.connection.run_sync(seed)
+    content = json.loads(tool_call(tools["query_messages"], mail_address="agent.inbox").content)
+    binary, long = content["messages"]
+    assert binary["payload_encoding"] == "base64" and binary["payload"] == "//4A"
+    assert long["payload"] == "x" * 10
+    assert "cut from 50 to 10 characters" in long["truncated"]
+    kit.close()
+
+
+# -- errors reach the model as tool messages ---------------------------------------------------
+
+
+def test_unknown_priority_is_an_error_message_and_nothing_is_sent(toolkit, memory_url):
+    tools = tools_of(toolkit)
+    tool_call(tools["create_mailbox"], name="agent.inbox")
+    result = tool_call(
+        tools["send_message"], mail_address="agent.inbox", payload="x", priority="high"
+    )
+    assert result.status == "error"
+    assert "priority" in result.content and "'urgent'" in result.content
+    assert (
+        memory_broker(memory_url.removeprefix("memory://")).mailboxes["agent.inbox"].messages == {}
+    )
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "expected"),
+    [
+        (
+            "send_message",
+            {"mail_address": "nobody.home", "payload": "x"},
+            "mailbox nobody.home does not exist — create it with create_mailbox",
+        ),
+        (
+            "send_message",
+            {"mail_address": "Bad-Address", "payload": "x"},
+            "invalid mail_address: Bad-Address — addresses use lowercase letters",
+        ),
+        ("delete_message", {"mail_address": "agent.inbox", "msg_id": 99}, "message not found — "),
+        ("create_mailbox", {"name": "agent.inbox"}, "mailbox agent.inbox already exists — "),
+        (
+            "fetch_messages",
+            {"mail_address": "agent.inbox", "num_msgs": 0},
+            "Invalid arguments: num_msgs",
+        ),
+        ("agent_discover", {"limit": "many"}, "Invalid arguments: limit"),
+    ],
+)
+def test_errors_say_what_to_do(toolkit, tool, args, expected):
+    tools = tools_of(toolkit)
+    tool_call(tools["create_mailbox"], name="agent.inbox")
+    result = tool_call(tools[tool], **args)
+    assert result.status == "error"
+    assert expected in result.content
+
+
+def test_unregistering_an_unknown_agent_says_where_to_look(memory_url):
+    kit = Mq9Toolkit(server=memory_url, tools=["agent_unregister"])
+    result = tool_call(kit.get_tools()[0], mail_address="agent.ghost")
+    assert result.status == "error" and "agent not found — " in result.content
+    kit.close()
+
+
+async def test_a_broker_that_is_down_is_a_tool_error_not_a_crash():
+    kit = Mq9Toolkit(server=f"nats://127.0.0.1:{free_port()}", request_timeout=1)
+    tools = tools_of(kit)
+    result = await asyncio.wait_for(atool_call(tools["agent_discover"]), 10)
+    assert result.status == "error"
+    assert "cannot connect to the mq9 broker" in result.content
+    assert "try again shortly" in result.content
+    sync_result = await asyncio.to_thread(tool_call, tools["agent_discover"])
+    assert sync_result.status == "error"
+    await kit.aclose()
+
+
+def test_programming_errors_still_raise():
+    class Broken:
+        server = "broken://"
+        request_timeout = 1.0
+
+        async def agent_discover(self, **kwargs):
+            raise RuntimeError("a bug, not a broker error")
+
+    kit = Mq9Toolkit(client=Broken())
+    with pytest.raises(RuntimeError, match="a bug"):
+        tool_call(tools_of(kit)["agent_discover"])
+
+
+# -- safety options ----------------------------------------------------------------------------
+
+
+async def _create(client, *names):
+    for name in names:
+        await client.mailbox_create(name=name)
+
+
+def test_allow_list_refuses_other_mailboxes_and_allows_created_ones(memory_url):
+    kit = Mq9Toolkit(server=memory_url, allowed_mailboxes=["team"])
+    tools = tools_of(kit)
+    kit.connection.run_sync(lambda client: _create(client, "team.a", "teamx", "other.box"))
+    engine = memory_broker(memory_url.removeprefix("memory://"))
+
+    assert tool_call(tools["send_message"], mail_address="team.a", payload="ok").status == "success"
+    for outside in ("teamx", "other.box"):
+        refused = tool_call(tools["send_message"], mail_address=outside, payload="no")
+        assert refused.status == "error"
+        assert f"mailbox {outside} is outside the mailboxes this agent may use" in refused.content
+        assert engine.mailboxes[outside].messages == {}
+    assert tool_call(tools["fetch_messages"], mail_address="other.box").status == "error"
+
+    private = json.loads(tool_call(tools["create_mailbox"]).content)["mail_address"]
+    assert (
+        tool_call(tools["send_message"], mail_address=private, payload="mine").status == "success"
+    )
+    assert tool_call(tools["create_mailbox"], name="rogue.box").status == "error"
+    assert "rogue.box" not in engine.mailboxes
+    kit.close()
+
+
+def test_read_only_mode_only_discovers_queries_and_peeks(memory_url):
+    kit = Mq9Toolkit(server=memory_url, read_only=True)
+    tools = tools_of(kit)
+    assert set(tools) == {"agent_discover", "fetch_messages", "query_messages"}
+
+    async def seed(client):
+        await client.mailbox_create(name="agent.inbox")
+        await client.send("agent.inbox", "hello")
+
+    kit.connection.run_sync(seed)
+    engine = memory_broker(memory_url.removeprefix("memory://"))
+    peek = tool_call(tools["fetch_messages"], mail_address="agent.inbox", max_wait_ms=0)
+    assert json.loads(peek.content)["count"] == 1
+    again = tool_call(tools["fetch_messages"], mail_address="agent.inbox", max_wait_ms=0)
+    assert json.loads(again.content)["count"] == 1  # nothing was consumed
+    assert engine.mailboxes["agent.inbox"].groups == {}
+    with_group = tool_call(tools["fetch_messages"], mail_address="agent.inbox", group_name="g")
+    assert with_group.status == "error" and "read-only" in with_group.content
+    kit.close()
+
+
+async def test_the_catalog_enforces_read_only_for_every_surface():
+    async with Mq9Client("memory://") as client:
+        with pytest.raises(
+            OperationError, match="send_message is not available: this toolkit is read-only"
+        ):
+            await OPERATIONS["send_message"].execute(
+                client, {"mail_address": "a.b", "payload": "x"}, ToolPolicy(read_only=True)
+            )
+
+
+def test_register_creates_the_mailbox_once_and_succeeds_when_it_exists(toolkit, memory_url):
+    register = tools_of(toolkit)["agent_register"]
+    first = tool_call(register, name="agent.worker", capabilities="summarizes", ttl=3600)
+    second = tool_call(
+        register,
+        name="agent.worker",
+        capabilities="summarizes and translates",
+        agent_card='{"version": "2", "skills": [{"id": "sum"}]}',
+    )
+    assert json.loads(first.content)["mailbox_created"] is True
+    assert json.loads(second.content)["mailbox_created"] is False
+    engine = memory_broker(memory_url.removeprefix("memory://"))
+    [entry] = engine.registry.entries.values()
+    assert entry.card == {
+        "version": "2",
+        "skills": [{"id": "sum"}],
+        "name": "agent.worker",
+        "mailbox": "agent.worker",
+        "payload": "summarizes and translates",
+    }
+    assert engine.mailboxes["agent.worker"].expires_at is not None
+
+
+# -- calling contexts and the one shared connection --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def monitored_nats():
+    monitor = free_port()
+    with start_nats_server(monitor_port=monitor) as server:
+        yield server, monitor
+
+
+def open_connections(monitor_port: int, *, settle_to: int | None = None) -> int:
+    """nats-server's count of client connections; with ``settle_to``, give the server up to
+    5 s to notice closed sockets before answering (it drops them asynchronously)."""
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/connz", timeout=5) as reply:
+            count = json.load(reply)["num_connections"]
+        if settle_to is None or count == settle_to or time.monotonic() > deadline:
+            return count
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def served_nats(monitored_nats):
+    """The engine served on its own loop thread, as a separate broker process would be: a
+    sync tool call blocking the test's loop must not block the broker too."""
+    server, monitor = monitored_nats
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start():
+        connection = await nats.connect(server.url)
+        return connection, await serve_on_nats(BrokerEngine(), connection)
+
+    connection, service = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    yield server.url, monitor
+
+    async def stop():
+        await service.stop()
+        await connection.close()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+async def test_sync_async_in_loop_and_concurrent_calls_share_one_connection(served_nats):
+    url, monitor = served_nats
+    assert open_connections(monitor) == 1  # the broker's own
+    kit = Mq9Toolkit(server=url)
+    tools = tools_of(kit)
+    assert open_connections(monitor) == 1  # opened lazily
+
+    # sync invoke from inside this running loop (as in a Jupyter cell)
+    assert tool_call(tools["create_mailbox"], name="agent.inbox").status == "success"
+    # sync invoke from plain code in another thread
+    sent = await asyncio.to_thread(
+        tool_call, tools["send_message"], mail_address="agent.inbox", payload="s"
+    )
+    assert sent.status == "success"
+    # many concurrent async calls
+    results = await asyncio.gather(
+        *(
+            atool_call(tools["send_message"], mail_address="agent.inbox", payload=f"m{i}")
+            for i in range(40)
+        )
+    )
+    assert all(r.status == "success" for r in results)
+    assert len({r.artifact for r in results}) == 40  # 40 distinct msg_ids
+    assert open_connections(monitor) == 2
+
+    await kit.aclose()
+    assert open_connections(monitor, settle_to=1) == 1
+
+
+def test_the_connection_outlives_each_asyncio_run(served_nats):
+    url, monitor = served_nats
+    kit = Mq9Toolkit(server=url)
+    tools = tools_of(kit)
+    assert asyncio.run(atool_call(tools["create_mailbox"], name="agent.inbox")).status == "success"
+    assert (
+        asyncio.run(
+            atool_call(tools["send_message"], mail_address="agent.inbox", payload="x")
+        ).status
+        == "success"
+    )
+    done = threading.Event()
+
+    def plain_thread():
+        assert (
+            tool_call(tools["query_messages"], mail_address="agent.inbox").artifact[0].payload
+            == b"x"
+        )
+        done.set()
+
+    worker = threading.Thread(target=plain_thread)
+    worker.start()
+    worker.join(10)
+    assert done.is_set()
+    assert open_connections(monitor) == 2
+    kit.close()
+    assert open_connections(monitor, settle_to=1) == 1
+
+
+async def test_a_long_poll_fetch_tool_answers_when_the_reply_arrives(toolkit):
+    tools = tools_of(toolkit)
+    await atool_call(tools["create_mailbox"], name="agent.replies")
+    waiting = asyncio.create_task(
+        atool_call(tools["fetch_messages"], mail_address="agent.replies", max_wait_ms=60_000)
+    )
+    await asyncio.sleep(0)  # let the fetch start waiting before the reply is sent
+    await atool_call(tools["send_message"], mail_address="agent.replies", payload={"answer": 42})
+    result = await asyncio.wait_for(waiting, 10)  # far below the 60 s the fetch may wait
+    assert json.loads(result.content)["messages"][0]["payload"] == {"answer": 42}
