@@ -18,8 +18,6 @@ from langgraph.prebuilt import create_react_agent
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 DOCUMENT = "mq9 gives every agent a persistent mailbox; messages wait until fetched."
 
 
