@@ -1,1 +1,14 @@
-"""MCP server exposing the mq9 operations (see the MCP server issue)."""
+"""MCP server exposing the mq9 operations to Claude Desktop, Claude Code, Cursor and any MCP
+client: the same tools, schemas and behaviour as the LangChain toolkit, from the same catalog
+(``langchain_mq9.operations``).
+
+Run it with ``mq9-mcp`` or ``python -m mcp_server`` (``--help`` lists the options), or embed it:
+
+>>> from langchain_mq9.connection import Mq9Connection
+>>> server = create_server(Mq9Connection("memory://"))   # an mcp.server.lowlevel.Server
+"""
+
+from .http_app import create_http_app
+from .server import create_server, tool_definitions
+
+__all__ = ["create_http_app", "create_server", "tool_definitions"]

@@ -1,0 +1,267 @@
+"""``mq9-mcp`` / ``python -m mcp_server``: options, environment, logging, and the transport."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from langchain_mq9 import __version__
+from langchain_mq9.connection import Mq9Connection
+from langchain_mq9.operations import DEFAULT_GROUP, DEFAULT_MAX_PAYLOAD_CHARS, ToolPolicy
+from langchain_mq9.protocol import Mq9Error, check_group_name, is_valid_address
+
+from .http_app import MCP_PATH, create_http_app, is_loopback, serve_http
+from .server import RECONNECT_ATTEMPTS, RECONNECT_DELAY, create_server, redact, serve_stdio
+
+log = logging.getLogger("mcp_server")
+
+DEFAULT_SERVER = "nats://localhost:4222"
+DEFAULT_PORT = 8000
+
+# Each credential option falls back to these environment variables, first one set wins.
+CREDENTIAL_ENV = {
+    "user": ("MQ9_USER", "NATS_USER"),
+    "password": ("MQ9_PASSWORD", "NATS_PASSWORD"),
+    "token": ("MQ9_TOKEN", "NATS_TOKEN"),
+    "creds": ("MQ9_CREDS", "NATS_CREDS"),
+}
+
+EPILOG = """\
+environment:
+  MQ9_SERVER, NATS_URL         broker URL when --server is not given
+  MQ9_USER, NATS_USER          NATS user             (--user)
+  MQ9_PASSWORD, NATS_PASSWORD  NATS password         (--password)
+  MQ9_TOKEN, NATS_TOKEN        NATS token            (--token)
+  MQ9_CREDS, NATS_CREDS        NATS .creds file      (--creds)
+  MQ9_MCP_TOKEN                HTTP bearer token     (--auth-token)
+
+examples:
+  mq9-mcp --server memory://                      try it with an in-process broker
+  mq9-mcp --server nats://localhost:4222          stdio, for Claude Desktop / Cursor
+  mq9-mcp --transport http --port 8000            http://127.0.0.1:8000/mcp
+  MQ9_MCP_TOKEN=... mq9-mcp --transport http --host 0.0.0.0
+"""
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {value}")
+    return value
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mq9-mcp",
+        description="MCP server giving MCP clients (Claude Desktop, Claude Code, Cursor, ...) "
+        "persistent mailboxes and an agent registry over mq9.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    broker = parser.add_argument_group("mq9 broker")
+    broker.add_argument(
+        "--server",
+        help="broker URL: nats://host:port, tls://host:port, several comma-separated, or "
+        "memory:// for an in-process broker that lives as long as this server "
+        f"(default: $MQ9_SERVER, then $NATS_URL, then {DEFAULT_SERVER})",
+    )
+    broker.add_argument("--user", help="NATS user name")
+    broker.add_argument("--password", help="NATS password (prefer $MQ9_PASSWORD)")
+    broker.add_argument("--token", help="NATS authentication token (prefer $MQ9_TOKEN)")
+    broker.add_argument("--creds", metavar="FILE", help="NATS credentials (.creds) file")
+    broker.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for the broker's answer (default: 5)",
+    )
+
+    transport = parser.add_argument_group("MCP transport")
+    transport.add_argument(
+        "--transport",
+        choices=("stdio", "http"),
+        default="stdio",
+        help="stdio (default; the client starts this process) or http (streamable HTTP at "
+        f"{MCP_PATH})",
+    )
+    transport.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind with --transport http (default: 127.0.0.1); any non-loopback "
+        "address needs --auth-token",
+    )
+    transport.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"HTTP port (default: {DEFAULT_PORT})"
+    )
+    transport.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on every HTTP request (default: "
+        "$MQ9_MCP_TOKEN)",
+    )
+
+    safety = parser.add_argument_group("what the tools may do")
+    safety.add_argument(
+        "--allowed-mailboxes",
+        metavar="PREFIXES",
+        help="comma-separated address prefixes the tools may touch, e.g. 'team,agent.me' "
+        "('team' allows team and team.x); mailboxes a client creates are allowed too "
+        "(default: all)",
+    )
+    safety.add_argument(
+        "--read-only",
+        action="store_true",
+        help="only agent_discover, query_messages and fetch_messages without a consumer group",
+    )
+    safety.add_argument(
+        "--default-group",
+        default=DEFAULT_GROUP,
+        metavar="NAME",
+        help=f"consumer group for fetch/ack when a call names none (default: {DEFAULT_GROUP})",
+    )
+    safety.add_argument(
+        "--max-payload-chars",
+        type=_positive_int,
+        default=DEFAULT_MAX_PAYLOAD_CHARS,
+        metavar="N",
+        help="cut payloads shown to the model after N characters, with a note "
+        f"(default: {DEFAULT_MAX_PAYLOAD_CHARS})",
+    )
+
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="log level; logs always go to stderr (default: info)",
+    )
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    """Everything to stderr: with stdio, stdout carries the MCP messages."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    numeric = getattr(logging, level.upper())
+    # Other libraries (the MCP SDK logs every request at INFO) only speak up for problems,
+    # unless everything is asked for.
+    root.setLevel(logging.DEBUG if numeric == logging.DEBUG else max(numeric, logging.WARNING))
+    for name in ("mcp_server", "langchain_mq9", "uvicorn.error"):
+        logging.getLogger(name).setLevel(numeric)
+
+
+def _policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolPolicy:
+    allowed = None
+    if args.allowed_mailboxes is not None:
+        prefixes = (p.strip().rstrip(".") for p in args.allowed_mailboxes.split(","))
+        allowed = tuple(p for p in prefixes if p)
+        bad = [p for p in allowed if not is_valid_address(p)]
+        if bad or not allowed:
+            parser.error(
+                f"--allowed-mailboxes: {bad[0] if bad else 'no prefix given'!r} is not a "
+                "mailbox address prefix (lowercase letters, digits and dots, e.g. 'team')"
+            )
+    try:
+        check_group_name(args.default_group)
+    except Mq9Error as exc:
+        parser.error(f"--default-group: {exc}")
+    return ToolPolicy(
+        default_group=args.default_group,
+        allowed_mailboxes=allowed,
+        read_only=args.read_only,
+        max_payload_chars=args.max_payload_chars,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+
+    auth_token = args.auth_token or _env("MQ9_MCP_TOKEN")
+    if args.transport == "http" and not is_loopback(args.host) and not auth_token:
+        parser.error(
+            f"--host {args.host} is not a loopback address, so anyone who can reach it could "
+            "use your mailboxes: set --auth-token (or MQ9_MCP_TOKEN) to a long random secret, "
+            "or bind 127.0.0.1"
+        )
+
+    if args.transport == "stdio" and args.auth_token:
+        log.warning("--auth-token only applies to --transport http; ignored with stdio")
+
+    server_url = args.server or _env("MQ9_SERVER", "NATS_URL") or DEFAULT_SERVER
+    credentials = {
+        option: getattr(args, option) or _env(*names) for option, names in CREDENTIAL_ENV.items()
+    }
+    policy = _policy(args, parser)
+    try:
+        connection = Mq9Connection(
+            server_url,
+            request_timeout=args.request_timeout,
+            reconnect_attempts=RECONNECT_ATTEMPTS,
+            reconnect_delay=RECONNECT_DELAY,
+            name="mq9-mcp",
+            **{k: v for k, v in credentials.items() if v},
+        )
+    except (Mq9Error, ValueError) as exc:
+        parser.error(f"--server: {redact(str(exc))}")
+    server = create_server(connection, policy)
+
+    where = "stdio" if args.transport == "stdio" else f"http://{_netloc(args.host, args.port)}"
+    log.info(
+        "mq9 MCP server %s: broker %s, %s%s%s",
+        __version__,
+        redact(server_url),
+        "read-only, " if policy.read_only else "",
+        f"mailboxes {','.join(policy.allowed_mailboxes)}, " if policy.allowed_mailboxes else "",
+        where if args.transport == "stdio" else where + MCP_PATH,
+    )
+    try:
+        if args.transport == "stdio":
+            anyio.run(serve_stdio, server, connection)
+        else:
+            app = create_http_app(server, connection, host=args.host, auth_token=auth_token)
+            asyncio.run(serve_http(app, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

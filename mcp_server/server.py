@@ -1,0 +1,202 @@
+"""The mq9 operation catalog as MCP tools, over one broker connection per process.
+
+Nothing here is per tool: names, titles, descriptions, input schemas and behaviour all come from
+``langchain_mq9.operations.OPERATIONS``, so the MCP tools are the LangChain tools under another
+protocol. Every failure a model can act on (bad arguments, a missing mailbox, a broker that is
+down) comes back as a tool result with ``isError`` set and words saying what to do; the server
+itself keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import anyio
+from mcp import types
+from mcp.server.lowlevel import Server
+from pydantic import ValidationError
+
+from langchain_mq9 import __version__
+from langchain_mq9.connection import Mq9Connection
+from langchain_mq9.operations import (
+    DATA_NOTE,
+    OPERATIONS,
+    Operation,
+    OperationError,
+    ToolPolicy,
+    explain,
+)
+from langchain_mq9.protocol import Mq9Error
+from langchain_mq9.tools import explain_validation
+
+log = logging.getLogger("mcp_server")
+
+SERVER_NAME = "mq9"
+
+INSTRUCTIONS = (
+    "Persistent mailboxes and an agent registry over mq9. Register with agent_register, find "
+    "other agents with agent_discover, send work with send_message (put a reply_to mailbox in "
+    "a JSON payload to get an answer), read with fetch_messages and confirm with ack_messages. "
+    + DATA_NOTE
+)
+
+# The broker connection retries briefly, then gives up, and the next tool call opens it again.
+# nats-py uses the same settings for the first connect, so long retries would leave a tool call
+# hanging for their whole duration while the broker is down; short ones answer in about a second.
+RECONNECT_ATTEMPTS = 2
+RECONNECT_DELAY = 0.5
+
+# Beyond the request timeout (and a fetch's own long poll): room for connecting first.
+CALL_GRACE_SECONDS = 5.0
+
+
+def tool_definition(operation: Operation) -> types.Tool:
+    """The MCP tool for one catalog operation."""
+    return types.Tool(
+        name=operation.name,
+        title=operation.title,
+        description=operation.description,
+        inputSchema=operation.input_model.model_json_schema(),
+        annotations=types.ToolAnnotations(
+            title=operation.title,
+            readOnlyHint=operation.read_only,
+            # Given explicitly: MCP clients assume destructive when the hint is absent.
+            destructiveHint=operation.destructive,
+            idempotentHint=operation.idempotent,
+            # The mailboxes and the registry are shared with other agents and programs: what a
+            # tool sends reaches them, and what it reads was written by them.
+            openWorldHint=True,
+        ),
+    )
+
+
+def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
+    """Every catalog operation the policy allows (a read-only server lists only readers)."""
+    return [tool_definition(op) for op in OPERATIONS.values() if op.allowed(policy)]
+
+
+def error_result(text: str) -> types.CallToolResult:
+    # Connection errors name the broker URL, which may carry a password: never show it.
+    text = redact(text)
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], isError=True)
+
+
+async def call_operation(
+    connection: Mq9Connection, policy: ToolPolicy, name: str, arguments: dict[str, Any] | None
+) -> types.CallToolResult:
+    """Run one tool call; every outcome, good or bad, is a ``CallToolResult``."""
+    operation = OPERATIONS.get(name)
+    if operation is None:
+        return error_result(f"unknown tool {name!r}: the mq9 tools are {', '.join(OPERATIONS)}")
+    try:
+        args = operation.input_model.model_validate(arguments or {})
+    except ValidationError as exc:
+        return error_result(explain_validation(exc))
+    limit = connection.request_timeout + operation.wait_seconds(args) + CALL_GRACE_SECONDS
+    try:
+        with anyio.fail_after(limit):
+            outcome = await connection.run(lambda client: operation.execute(client, args, policy))
+    except OperationError as exc:
+        log.info("%s failed: %s", name, redact(str(exc)))
+        return error_result(str(exc))
+    except Mq9Error as exc:  # raised outside the operation, e.g. while connecting
+        log.info("%s failed: %s", name, redact(str(exc)))
+        return error_result(explain(exc))
+    except TimeoutError:
+        log.warning("%s did not finish within %gs", name, limit)
+        return error_result(
+            f"the mq9 call did not finish within {limit:g}s: the broker is unreachable or "
+            "overloaded; try again shortly"
+        )
+    except Exception as exc:  # a bug: report it, keep serving
+        log.exception("%s crashed", name)
+        return error_result(f"internal error in the mq9 MCP server while running {name}: {exc!r}")
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=outcome.text())],
+        structuredContent=outcome.content,
+    )
+
+
+def create_server(connection: Mq9Connection, policy: ToolPolicy | None = None) -> Server:
+    """An MCP server (the SDK's low-level ``Server``) whose tools are the mq9 operations.
+
+    ``connection`` is shared by every session the server runs (one per stdio process, one per
+    client over HTTP); ``policy`` is copied per session, so a mailbox one client creates is not
+    opened up to another by ``allowed_mailboxes``.
+    """
+    policy = policy or ToolPolicy()
+
+    @asynccontextmanager
+    async def session_policy(_: Server) -> AsyncIterator[ToolPolicy]:
+        # The SDK enters this once per session (server.run), not once per process.
+        yield replace(policy, created=set())
+
+    server: Server = Server(
+        SERVER_NAME, version=__version__, instructions=INSTRUCTIONS, lifespan=session_policy
+    )
+    tools = tool_definitions(policy)
+
+    @server.list_tools()
+    async def list_tools() -> list[types.Tool]:
+        return tools
+
+    # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
+    # the same wording as the LangChain tools and accept what those accept.
+    @server.call_tool(validate_input=False)
+    async def call_tool(name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
+        return await call_operation(
+            connection, server.request_context.lifespan_context, name, arguments
+        )
+
+    return server
+
+
+async def serve_stdio(server: Server, connection: Mq9Connection) -> None:
+    """Serve one MCP session over stdin/stdout until the client closes stdin."""
+    from mcp.server.stdio import stdio_server
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(connect_early, connection)
+        try:
+            async with stdio_server() as (read_stream, write_stream):
+                await server.run(read_stream, write_stream, server.create_initialization_options())
+        finally:
+            tasks.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await connection.aclose()
+
+
+async def _opened(client: Any) -> None:
+    return None
+
+
+async def connect_early(connection: Mq9Connection) -> None:
+    """Open the broker connection at start, so the log says at once whether it is reachable.
+
+    A failure is only logged: tool calls open the connection again and report it themselves.
+    """
+    where = redact(connection.server)
+    try:
+        with anyio.fail_after(connection.request_timeout + CALL_GRACE_SECONDS):
+            await connection.run(_opened)
+    except (Mq9Error, TimeoutError) as exc:
+        text = explain(exc) if isinstance(exc, Mq9Error) else "timed out"
+        log.warning(
+            "mq9 broker at %s not reachable yet (%s); tool calls will retry", where, redact(text)
+        )
+    else:
+        log.info("connected to the mq9 broker at %s", where)
+
+
+def redact(text: str) -> str:
+    """Hide passwords and tokens in URLs (``nats://user:secret@host`` -> ``nats://user:***@host``)."""
+    return re.sub(r"(://[^/@:\s,]*:)[^/@\s,]*@|(://)[^/@:\s,]+@", _mask, text)
+
+
+def _mask(match: re.Match[str]) -> str:
+    return f"{match.group(1)}***@" if match.group(1) else f"{match.group(2)}***@"

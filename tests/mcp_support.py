@@ -1,0 +1,138 @@
+"""Helpers for the MCP server tests: a broker engine served on the test's nats-server, and the
+server under test started as a real subprocess over stdio or streamable HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
+
+from langchain_mq9.broker import BrokerEngine, serve_on_nats
+from langchain_mq9.broker.nats_process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Every MCP request a test makes is bounded by this.
+REQUEST_TIMEOUT = timedelta(seconds=20)
+
+# The variables the server reads; a developer's own settings must not leak into a test.
+_SERVER_ENV = (
+    "MQ9_SERVER", "NATS_URL", "MQ9_USER", "NATS_USER", "MQ9_PASSWORD", "NATS_PASSWORD",
+    "MQ9_TOKEN", "NATS_TOKEN", "MQ9_CREDS", "NATS_CREDS", "MQ9_MCP_TOKEN",
+)  # fmt: skip
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def stdio_parameters(*args: str, **env: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_server", *args],
+        env=server_env(**env),
+        cwd=str(ROOT),
+    )
+
+
+@asynccontextmanager
+async def served_engine(nats_url: str) -> AsyncIterator[BrokerEngine]:
+    """A fresh broker engine answering mq9 requests on ``nats_url`` until the block ends."""
+    engine = BrokerEngine()
+    connection = await nats.connect(nats_url)
+    service = await serve_on_nats(engine, connection)
+    try:
+        yield engine
+    finally:
+        await service.stop()
+        await connection.close()
+
+
+@asynccontextmanager
+async def stdio_session(*args: str, **env: str) -> AsyncIterator[ClientSession]:
+    """``python -m mcp_server ARGS`` over stdio, initialized; the process ends with the block."""
+    async with (
+        stdio_client(stdio_parameters(*args, **env)) as (read, write),
+        ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+@contextmanager
+def http_server(*args: str, port: int | None = None, **env: str) -> Iterator[str]:
+    """``python -m mcp_server --transport http`` on 127.0.0.1; yields the /mcp URL once the
+    port accepts connections, and stops the process afterwards."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcp_server", "--transport", "http", "--host", "127.0.0.1",
+         "--port", str(port), *args],
+        cwd=ROOT,
+        env=server_env(**env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"mq9-mcp exited early: {process.stderr.read().decode()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mq9-mcp did not listen within 20 s") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
+async def ok(session: ClientSession, tool: str, /, **args: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured content."""
+    return result_data(await session.call_tool(tool, args))
+
+
+async def fails(session: ClientSession, tool: str, /, **args: Any) -> str:
+    """Call a tool that must fail; its error text."""
+    return error_text(await session.call_tool(tool, args))
+
+
+def result_data(result: types.CallToolResult) -> dict[str, Any]:
+    """A successful call's structured content, after checking the text says the same."""
+    assert not result.isError, result_text(result)
+    data = json.loads(result_text(result))
+    assert data == result.structuredContent
+    return data
+
+
+def result_text(result: types.CallToolResult) -> str:
+    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+def error_text(result: types.CallToolResult) -> str:
+    """An error call's text (and a check that it is one)."""
+    assert result.isError, f"expected an error, got {result_text(result)}"
+    return result_text(result)

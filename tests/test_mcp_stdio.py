@@ -1,0 +1,306 @@
+"""The MCP server over stdio, spawned as ``python -m mcp_server`` and driven by the official MCP
+client, against a real nats-server with a broker engine served from this test process."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+from mcp_support import ROOT, fails, ok, served_engine, server_env, stdio_session
+
+from langchain_mq9 import Mq9Client, Mq9Toolkit
+from langchain_mq9.broker.nats_process import find_nats_server, free_port, start_nats_server
+from langchain_mq9.operations import OPERATIONS
+
+
+async def test_tools_are_the_catalog_with_the_toolkits_schemas():
+    toolkit = Mq9Toolkit(server="memory://", tools=list(OPERATIONS))
+    lc_tools = {tool.name: tool for tool in toolkit.get_tools()}
+    async with stdio_session("--server", "memory://") as session:
+        listed = {tool.name: tool for tool in (await session.list_tools()).tools}
+
+    assert list(listed) == list(OPERATIONS) == list(lc_tools)
+    for name, tool in listed.items():
+        operation = OPERATIONS[name]
+        assert tool.inputSchema == operation.input_model.model_json_schema()
+        assert tool.inputSchema == lc_tools[name].args_schema.model_json_schema()
+        assert tool.description == operation.description == lc_tools[name].description
+        assert tool.title == tool.annotations.title == operation.title
+        assert tool.annotations.readOnlyHint is operation.read_only
+        assert tool.annotations.destructiveHint is operation.destructive
+        assert tool.annotations.idempotentHint is operation.idempotent
+        assert tool.annotations.openWorldHint is True
+    readers = {n for n, t in listed.items() if t.annotations.readOnlyHint}
+    assert readers == {"agent_discover", "query_messages"}
+    destroyers = {n for n, t in listed.items() if t.annotations.destructiveHint}
+    assert destroyers == {"delete_message", "agent_unregister"}
+
+
+async def test_full_exchange_over_stdio(nats_server):
+    async with (
+        served_engine(nats_server.url),
+        Mq9Client(nats_server.url) as observer,
+        stdio_session("--server", nats_server.url) as mcp,
+    ):
+        assert (await ok(mcp, "create_mailbox", name="team.inbox"))["mail_address"] == "team.inbox"
+        private = (await ok(mcp, "create_mailbox", ttl=600))["mail_address"]
+        assert private != "team.inbox"
+        assert await observer.query(private) == []  # it exists on the broker (else an error)
+
+        inbox = "team.inbox"
+        sent = [
+            await ok(mcp, "send_message", mail_address=inbox, payload="routine"),
+            await ok(
+                mcp, "send_message", mail_address=inbox, payload={"alert": "disk"},
+                priority="critical",
+            ),
+            await ok(
+                mcp, "send_message", mail_address=inbox, payload="soon", priority="urgent",
+                tags=["ops"],
+            ),
+        ]  # fmt: skip
+        assert [s["priority"] for s in sent] == ["normal", "critical", "urgent"]
+        assert len({s["msg_id"] for s in sent}) == 3
+        assert {m.msg_id for m in await observer.query(inbox)} == {s["msg_id"] for s in sent}
+
+        fetched = await ok(mcp, "fetch_messages", mail_address=inbox, max_wait_ms=0)
+        assert fetched["group_name"] == "default"
+        assert [m["payload"] for m in fetched["messages"]] == [{"alert": "disk"}, "soon", "routine"]
+        assert [m["priority"] for m in fetched["messages"]] == ["critical", "urgent", "normal"]
+        assert fetched["messages"][0]["payload_encoding"] == "json"
+        last = fetched["messages"][-1]["msg_id"]
+        assert f"msg_id={last}" in fetched["next_step"]
+
+        assert (await ok(mcp, "ack_messages", mail_address=inbox, msg_id=last))["acked"]
+        # Acked on the broker: the group has nothing left, even for another client.
+        assert await observer.fetch(inbox, group_name="default", max_wait_ms=0) == []
+
+        tagged = await ok(mcp, "query_messages", mail_address=inbox, tags=["ops"])
+        assert [m["payload"] for m in tagged["messages"]] == ["soon"]
+        deleted = await ok(mcp, "delete_message", mail_address=inbox, msg_id=sent[0]["msg_id"])
+        assert deleted["deleted"]
+        remaining = {m.msg_id for m in await observer.query(inbox)}
+        assert remaining == {sent[1]["msg_id"], sent[2]["msg_id"]}
+
+        registered = await ok(
+            mcp, "agent_register", name="agent.translator",
+            capabilities="translates contracts from English to French",
+        )  # fmt: skip
+        assert registered["mailbox_created"] is True
+        assert await observer.query("agent.translator") == []  # its mailbox exists
+        cards = await observer.agent_discover(text="french")
+        assert [c["mailbox"] for c in cards] == ["agent.translator"]
+        found = await ok(mcp, "agent_discover", semantic="translate a contract into French")
+        assert [a["mailbox"] for a in found["agents"]] == ["agent.translator"]
+
+        reported = await ok(
+            mcp, "agent_report", mail_address="agent.translator", status="busy",
+            details={"queue": 3},
+        )  # fmt: skip
+        assert reported["reported"]
+        (card,) = await observer.agent_discover(text="french")
+        assert card["report"]["status"] == "busy" and card["report"]["queue"] == 3
+
+        await ok(mcp, "agent_unregister", mail_address="agent.translator")
+        assert await observer.agent_discover(text="french") == []
+        assert (await ok(mcp, "agent_discover", text="french"))["count"] == 0
+
+
+async def test_mistakes_come_back_as_tool_errors_that_say_what_to_do(nats_server):
+    async with served_engine(nats_server.url), stdio_session("--server", nats_server.url) as mcp:
+        await ok(mcp, "create_mailbox", name="desk")
+
+        text = await fails(mcp, "send_message", mail_address="desk", payload="x", priority="high")
+        assert "priority" in text and "'normal', 'urgent' or 'critical'" in text
+        assert "'high'" in text and "call the tool again" in text
+
+        text = await fails(mcp, "fetch_messages", mail_address="no.such.box")
+        assert "mailbox no.such.box does not exist" in text and "create_mailbox" in text
+
+        text = await fails(mcp, "send_message", payload="x")
+        assert "mail_address" in text and "Field required" in text
+
+        text = await fails(mcp, "send_message", mail_address="Desk!", payload="x")
+        assert "invalid mail_address" in text and "lowercase letters" in text
+
+        text = await fails(mcp, "delete_message", mail_address="desk", msg_id=99)
+        assert "message not found" in text
+
+        text = await fails(mcp, "send_mail")
+        assert "unknown tool 'send_mail'" in text and "send_message" in text
+
+        # Still serving, and the broker state is intact.
+        assert len((await mcp.list_tools()).tools) == len(OPERATIONS)
+        assert (await ok(mcp, "send_message", mail_address="desk", payload="ok"))["sent"] is True
+        assert (await ok(mcp, "query_messages", mail_address="desk"))["count"] == 1
+
+
+async def test_safety_options_shape_what_the_tools_may_do(nats_server):
+    async with served_engine(nats_server.url), Mq9Client(nats_server.url) as observer:
+        await observer.mailbox_create(name="team.board")
+        await observer.mailbox_create(name="other.box")
+        await observer.send("team.board", "x" * 50)
+        await observer.send("other.box", "secret")
+
+        async with stdio_session(
+            "--server", nats_server.url, "--allowed-mailboxes", "team",
+            "--max-payload-chars", "10", "--default-group", "auditors",
+        ) as mcp:  # fmt: skip
+            text = await fails(mcp, "fetch_messages", mail_address="other.box")
+            assert "outside the mailboxes" in text and "team" in text
+            fetched = await ok(mcp, "fetch_messages", mail_address="team.board")
+            assert fetched["group_name"] == "auditors"
+            (message,) = fetched["messages"]
+            assert message["payload"] == "x" * 10 and "50 to 10" in message["truncated"]
+            # A mailbox this client creates is its own to use.
+            mine = (await ok(mcp, "create_mailbox"))["mail_address"]
+            await ok(mcp, "send_message", mail_address=mine, payload="hi")
+
+        async with stdio_session("--server", nats_server.url, "--read-only") as mcp:
+            names = {tool.name for tool in (await mcp.list_tools()).tools}
+            assert names == {"agent_discover", "fetch_messages", "query_messages"}
+            text = await fails(mcp, "send_message", mail_address="team.board", payload="x")
+            assert "read-only" in text
+            text = await fails(mcp, "fetch_messages", mail_address="team.board", group_name="g")
+            assert "read-only" in text and "omit group_name" in text
+            peek = await ok(mcp, "fetch_messages", mail_address="other.box")
+            assert [m["payload"] for m in peek["messages"]] == ["secret"]
+
+        assert len(await observer.query("other.box")) == 1  # the read-only server sent nothing
+        assert len(await observer.query("team.board")) == 1
+
+
+async def test_memory_broker_inside_the_server_process():
+    async with stdio_session("--server", "memory://") as mcp:
+        assert (await ok(mcp, "create_mailbox", name="scratch"))["mail_address"] == "scratch"
+        await ok(mcp, "send_message", mail_address="scratch", payload="low")
+        await ok(mcp, "send_message", mail_address="scratch", payload="high", priority="urgent")
+        fetched = await ok(mcp, "fetch_messages", mail_address="scratch")
+        assert [m["payload"] for m in fetched["messages"]] == ["high", "low"]
+    # A new process has a new, empty in-process broker.
+    async with stdio_session("--server", "memory://") as mcp:
+        assert "does not exist" in await fails(mcp, "query_messages", mail_address="scratch")
+
+
+async def test_broker_down_then_back():
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    async with stdio_session("--server", url, "--request-timeout", "2") as mcp:
+        # Nothing listens: a prompt tool error, not a hang or a dead server.
+        with anyio.fail_after(10):
+            text = await fails(mcp, "create_mailbox", name="later")
+        assert "cannot connect to the mq9 broker" in text and "try again shortly" in text
+        assert len((await mcp.list_tools()).tools) == len(OPERATIONS)
+
+        with start_nats_server(port=port) as bare:
+            # NATS is up but no mq9 broker serves it.
+            with anyio.fail_after(10):
+                text = await fails(mcp, "create_mailbox", name="later")
+            assert "no mq9 broker is serving" in text
+
+            # The broker arrives: the same server process now works, without a restart.
+            async with served_engine(bare.url), Mq9Client(bare.url) as observer:
+                assert (await ok(mcp, "create_mailbox", name="later"))["mail_address"] == "later"
+                assert await observer.query("later") == []
+
+
+@contextmanager
+def nats_server_with_password(user: str, password: str) -> Iterator[str]:
+    """A nats-server on loopback that only lets ``user``/``password`` in; yields its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            find_nats_server(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--user",
+            user,
+            "--pass",
+            password,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "no nats-server"
+                time.sleep(0.02)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_nats_credentials_from_the_environment_and_kept_out_of_errors():
+    with nats_server_with_password("mq9", "s3cret") as url:
+        async with served_engine(url.replace("nats://", "nats://mq9:s3cret@")):
+            env = {"MQ9_USER": "mq9", "MQ9_PASSWORD": "s3cret"}
+            async with stdio_session("--server", url, **env) as mcp:
+                assert (await ok(mcp, "create_mailbox", name="vault"))["mail_address"] == "vault"
+
+            wrong = url.replace("nats://", "nats://mq9:wrong@")
+            async with stdio_session("--server", wrong) as mcp:
+                with anyio.fail_after(10):
+                    text = await fails(mcp, "query_messages", mail_address="vault")
+                assert "cannot connect to the mq9 broker" in text
+                assert "mq9:***@" in text and "wrong" not in text
+
+
+async def test_stdout_carries_only_protocol_messages():
+    requests = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "fetch_messages", "arguments": {"mail_address": "nowhere"}},
+        },
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
+    ]
+    command = [sys.executable, "-m", "mcp_server", "--server", "memory://"]
+    async with await anyio.open_process(command, cwd=ROOT, env=server_env()) as process:
+        await process.stdin.send(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        lines: list[bytes] = []
+        buffer = b""
+        with anyio.fail_after(20):
+            while len(lines) < 3:
+                buffer += await process.stdout.receive()
+                *complete, buffer = buffer.split(b"\n")
+                lines += complete
+        await process.stdin.aclose()  # the client is done: the server ends by itself
+        with anyio.fail_after(10):
+            assert await process.wait() == 0
+        rest = b"".join([chunk async for chunk in process.stdout])
+        stderr = b"".join([chunk async for chunk in process.stderr]).decode()
+
+    replies = [json.loads(line) for line in [*lines, *(buffer + rest).splitlines()] if line]
+    replies.sort(key=lambda reply: reply["id"])  # answered concurrently, in any order
+    assert [r["id"] for r in replies] == [1, 2, 3]
+    assert all(r["jsonrpc"] == "2.0" for r in replies)
+    assert replies[1]["result"]["isError"] is True
+    assert "does not exist" in replies[1]["result"]["content"][0]["text"]
+    # The logs went to stderr.
+    assert "mq9 MCP server" in stderr and "fetch_messages failed" in stderr
