@@ -1,0 +1,138 @@
+"""Plumbing shared by the examples: the ``--server`` option, run-scoped names, agent transcripts.
+
+Not a scenario itself; the scenario scripts import it (``python examples/<name>.py`` puts this
+folder on ``sys.path``), and so do the notebooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+
+DEFAULT_SERVER = "memory://"
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with ``--server`` (default ``memory://``, the in-process broker)."""
+    summary, _, details = (doc or "").strip().partition("\n\n")
+    result = argparse.ArgumentParser(
+        description=" ".join(summary.split()) or None,
+        epilog=details.strip() or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    result.add_argument(
+        "--server",
+        default=DEFAULT_SERVER,
+        help="mq9 broker URL: memory:// (default, in-process), or nats://host:4222 for "
+        "mq9-dev-broker or RobustMQ",
+    )
+    return result
+
+
+class Names:
+    """Well-known names that stay unique per run on a shared, persistent broker.
+
+    ``memory://`` starts empty for every run, so names are used as written. A NATS broker keeps
+    mailboxes and registry entries between runs (and may be shared with other people), so there
+    every name gets a short random suffix: ``tasks.queue`` becomes ``tasks.queue.3f9a1c``.
+    """
+
+    def __init__(self, server: str) -> None:
+        self.suffix = "" if server.startswith("memory://") else "." + secrets.token_hex(3)
+
+    def __call__(self, name: str) -> str:
+        return name + self.suffix
+
+    def mine(self, agents: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Only this run's agents: a shared broker's registry may list other people's."""
+        return [a for a in agents if str(a.get("mailbox", "")).endswith(self.suffix)]
+
+
+def banner(text: str) -> None:
+    print(f"\n── {text} ──")
+
+
+# -- agents --------------------------------------------------------------------------------
+
+
+def react_agent(model: Any, tools: Sequence[Any], prompt: str, **options: Any) -> Any:
+    """``langgraph.prebuilt.create_react_agent``, without its LangGraph 1.x deprecation notice.
+
+    LangGraph 1.x points to ``langchain.agents.create_agent`` instead; that needs the
+    ``langchain`` package, which langchain-mq9 does not depend on, so the examples keep the
+    prebuilt agent that ships with ``langgraph`` (it works the same for them).
+    """
+    from langgraph.prebuilt import create_react_agent
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*create_react_agent has been moved.*")
+        return create_react_agent(model, list(tools), prompt=prompt, **options)
+
+
+def shorten(text: str, width: int = 150) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+_NOT_FOR_PEOPLE = frozenset({"next_step", "note", "create_time", "payload_encoding", "page"})
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _prune(v) for k, v in value.items() if k not in _NOT_FOR_PEOPLE}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def _result_for_people(message: ToolMessage) -> str:
+    """A tool result without what is there for the model (hints) or for machines (times)."""
+    try:
+        content = json.loads(message.content)
+    except (TypeError, ValueError):
+        return str(message.content)
+    return json.dumps(_prune(content), ensure_ascii=False, separators=(",", ":"))
+
+
+def _arguments(args: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={json.dumps(v, ensure_ascii=False, separators=(',', ':'))}" for k, v in args.items()
+    )
+
+
+def print_message(who: str, message: BaseMessage) -> None:
+    """One line (or a few) of a readable transcript: tool calls, their results, final words."""
+    pad = " " * (len(who) + 3)
+    if isinstance(message, AIMessage):
+        for tool_call in message.tool_calls:
+            print(f"[{who}] → {tool_call['name']}({shorten(_arguments(tool_call['args']), 200)})")
+        text = str(message.text)
+        if text.strip():
+            print(f"[{who}] says: {shorten(text, 400)}")
+    elif isinstance(message, ToolMessage):
+        mark = "✗" if message.status == "error" else "←"
+        print(f"{pad}{mark} {shorten(_result_for_people(message), 180)}")
+
+
+async def run_agent(agent: Any, who: str, request: str, *, thread: str | None = None) -> list:
+    """Give ``agent`` a request and print its transcript as it goes. Returns the new messages.
+
+    ``thread`` is the checkpointer thread: the agent remembers earlier turns of that thread.
+    """
+    print(f"[{who}] ⇐ {shorten(request, 200)}")
+    config = {"configurable": {"thread_id": thread}} if thread else None
+    new: list[BaseMessage] = []
+    async for update in agent.astream(
+        {"messages": [("human", request)]}, config, stream_mode="updates"
+    ):
+        for step in update.values():
+            for message in (step or {}).get("messages", []):
+                print_message(who, message)
+                new.append(message)
+    return new
