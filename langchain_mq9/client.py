@@ -142,7 +142,7 @@ class Mq9Client:
         )
         try:
             reply = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             reply = None
         if not isinstance(reply, dict) or not isinstance(reply.get("error", ""), str):
             raise Mq9Error(
@@ -200,7 +200,7 @@ class Mq9Client:
         )
         if not self._transport.is_connected:
             raise Mq9Error(NOT_CONNECTED)
-        size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        size = len(body) + _header_block_size(headers)
         limit = self._transport.max_payload
         if size > limit:
             raise Mq9Error(
@@ -482,6 +482,9 @@ class Consumer:
             try:
                 await self._client.ack(self.mail_address, self.group_name, message.msg_id)
             except Mq9Error as exc:
+                # Handled all the same: if its lease runs out and it comes back (the ack was
+                # lost with the connection), it is acked then without running the handler again.
+                self._handled_unacked.add(message.msg_id)
                 log.warning(
                     "consumer of %s: ack %s failed: %s", self.mail_address, message.msg_id, exc
                 )
@@ -499,6 +502,14 @@ class Consumer:
             await _maybe_await(self._error_handler(message, exc))
         except Exception:
             log.exception("consumer of %s: error_handler failed", self.mail_address)
+
+
+def _header_block_size(headers: dict[str, str]) -> int:
+    """What NATS counts of the headers against max_payload: "NATS/1.0\\r\\n", a
+    "key: value\\r\\n" line each, and a closing "\\r\\n"; nothing without headers."""
+    if not headers:
+        return 0
+    return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
 
 
 async def _maybe_await(result: Any) -> None:

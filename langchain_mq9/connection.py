@@ -16,7 +16,7 @@ import concurrent.futures
 import contextlib
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from .client import Mq9Client
@@ -81,8 +81,7 @@ class Mq9Connection:
         """Run ``action(client)`` from async code."""
         if not self.owned:
             return await action(self.client)
-        future = asyncio.run_coroutine_threadsafe(self._call(action), background_loop())
-        return await asyncio.wrap_future(future)
+        return await _hand_over(self._call(action), background_loop())
 
     def run_sync(self, action: Callable[[Any], Awaitable[T]], *, wait: float = 0.0) -> T:
         """Run ``action(client)`` from sync code, also inside a running loop (Jupyter).
@@ -109,6 +108,55 @@ class Mq9Connection:
     def close(self) -> None:
         if self.owned and self.client.is_connected:
             asyncio.run_coroutine_threadsafe(self.client.close(), background_loop()).result(10)
+
+
+async def _hand_over(coro: Coroutine[Any, Any, T], owner: asyncio.AbstractEventLoop) -> T:
+    """Run ``coro`` on the ``owner`` loop (another thread) and await its outcome here.
+
+    What ``await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, owner))`` does,
+    without the ``concurrent.futures.Future`` in between (its lock, condition and extra
+    callbacks were a third of the hand-over's cost on every tool call): the task reports
+    straight to a future of the calling loop, and cancelling the caller cancels the task.
+    """
+    caller = asyncio.get_running_loop()
+    outcome: asyncio.Future[T] = caller.create_future()
+    started: list[asyncio.Task[T]] = []
+
+    def report(task: asyncio.Task[T]) -> None:
+        if outcome.cancelled() and caller.is_closed():
+            return  # nobody is waiting any more
+        caller.call_soon_threadsafe(_settle, outcome, task)
+
+    def start() -> None:
+        task = owner.create_task(coro)
+        started.append(task)
+        task.add_done_callback(report)
+
+    def cancel() -> None:  # runs on the owner after start() (its callbacks run in order)
+        for task in started:
+            task.cancel()
+
+    owner.call_soon_threadsafe(start)
+    try:
+        return await outcome
+    except asyncio.CancelledError:
+        if outcome.cancelled():  # the caller was cancelled: so is the work it waited for
+            with contextlib.suppress(RuntimeError):  # the owner loop is closed: nothing runs
+                owner.call_soon_threadsafe(cancel)
+        raise
+
+
+def _settle(outcome: asyncio.Future[T], task: asyncio.Task[T]) -> None:
+    if outcome.cancelled():
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" warning
+        return
+    if task.cancelled():
+        outcome.cancel()
+    elif (error := task.exception()) is not None:
+        outcome.set_exception(error)
+    else:
+        outcome.set_result(task.result())
 
 
 @atexit.register

@@ -116,16 +116,24 @@ class ToolPolicy:
 # -- shaping -----------------------------------------------------------------------------------
 
 
+# What a JSON text can start with after its leading whitespace (object, array, string, number,
+# true, false, null, NaN, Infinity): anything else is plain text, and skipping json.loads there
+# saves raising and catching a JSONDecodeError per message.
+_JSON_START = frozenset('{["-0123456789tfnNI')
+
+
 def message_view(message: Message, max_chars: int) -> dict[str, Any]:
     """A message as the model sees it: payload decoded as JSON, else text, else base64."""
     try:
         text = message.payload.decode()
         encoding = "text"
-        try:
-            value: Any = json.loads(text)
-            encoding = "json"
-        except ValueError:
-            value = text
+        value: Any = text
+        if text.lstrip(" \t\n\r")[:1] in _JSON_START:
+            try:
+                value = json.loads(text)
+                encoding = "json"
+            except ValueError:
+                value = text
     except UnicodeDecodeError:
         text = value = base64.b64encode(message.payload).decode()
         encoding = "base64"

@@ -201,6 +201,8 @@ def decode_object(data: bytes, what: str = "request body") -> dict[str, Any]:
         value = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Mq9Error(f"malformed {what}: not JSON ({exc})") from None
+    except RecursionError:
+        raise Mq9Error(f"malformed {what}: JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise Mq9Error(f"malformed {what}: expected a JSON object, got {type(value).__name__}")
     return value
@@ -221,7 +223,10 @@ def payload_bytes(payload: object) -> bytes:
     if isinstance(payload, str):
         return payload.encode()
     if isinstance(payload, dict):
-        return encode(payload)
+        try:
+            return encode(payload)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"a dict payload must be JSON-serializable: {exc}") from None
     raise ValueError(f"payload must be bytes, str or dict, not {type(payload).__name__}")
 
 
@@ -247,8 +252,17 @@ def send_headers(
 
 
 def check_key(key: object) -> str:
-    if not isinstance(key, str) or not key or any(c in key for c in "\r\n"):
-        raise Mq9Error(f"invalid key {key!r}: must be a non-empty single-line string")
+    # NATS strips a header value's surrounding whitespace, so such a key could not arrive as sent
+    if (
+        not isinstance(key, str)
+        or not key
+        or key != key.strip()
+        or any(c in key for c in "\r\n")
+    ):
+        raise Mq9Error(
+            f"invalid key {key!r}: must be a non-empty single-line string "
+            "without leading or trailing whitespace"
+        )
     return key
 
 

@@ -75,6 +75,9 @@ class MemoryTransport:
         engine = self._engine
         if engine is None:
             raise Mq9Error(NOT_CONNECTED)
+        # A round trip gives other tasks a turn, as a network request would: without it a
+        # consumer that always finds messages would never let a competing one run.
+        await asyncio.sleep(0)
         return await engine.handle(subject, dict(headers) if headers else None, bytes(body))
 
     async def close(self) -> None:
@@ -121,6 +124,11 @@ class NatsTransport:
         )
         self._connection = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Resolved (and replaced) when the link drops: the requests waiting on it fail at once
+        # instead of at their timeout, since a reply sent while the link is down is lost.
+        self._link_lost: asyncio.Future | None = None
+        self._redialing: asyncio.Lock | None = None
+        self._closes = 0
 
     @property
     def max_payload(self) -> int:
@@ -128,7 +136,9 @@ class NatsTransport:
 
     @property
     def is_connected(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        # From connect() until close(). While the link is down nats-py reconnects; once it has
+        # used up reconnect_attempts, the next request dials again, so no outage ends a client.
+        return self._connection is not None
 
     async def connect(self) -> None:
         from nats.aio.client import Client
@@ -150,12 +160,13 @@ class NatsTransport:
             ) from None
         self._connection = connection
         self._loop = asyncio.get_running_loop()
+        self._link_lost = self._loop.create_future()
 
     async def request(
         self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
     ) -> bytes:
         connection, owner = self._connection, self._loop
-        if connection is None or connection.is_closed:
+        if connection is None:
             raise Mq9Error(NOT_CONNECTED)
         if owner is not asyncio.get_running_loop():
             if owner is None or owner.is_closed() or not owner.is_running():
@@ -169,10 +180,37 @@ class NatsTransport:
             return await asyncio.wrap_future(future)
         import nats.errors as nats_errors
 
+        if connection.is_closed:  # nats-py gave up reconnecting: dial again
+            connection = await self._redial(connection)
+        # A dropped link cancels the request where it waits, in this task: cheaper than running
+        # it as a task of its own raced against the link with asyncio.wait (two more loop
+        # iterations and a task per request, a sixth of a round trip on loopback).
+        lost, waiting, cut = self._link_lost, asyncio.current_task(), []
+
+        def on_lost(_: asyncio.Future) -> None:
+            cut.append(True)
+            waiting.cancel()
+
+        lost.add_done_callback(on_lost)
         try:
-            reply = await connection.request(
-                subject, body, timeout=timeout, headers=headers or None
-            )
+            try:
+                reply = await connection.request(
+                    subject, body, timeout=timeout, headers=headers or None
+                )
+            finally:
+                lost.remove_done_callback(on_lost)
+                # Take our cancel() back, whatever came of it (a reply that had already
+                # arrived wins over it); still cancelled after that = the caller's own.
+                cancelled_by_caller = _uncancel(waiting) if cut else False
+        except asyncio.CancelledError:
+            if not cut or cancelled_by_caller:
+                raise
+            raise Mq9Error(
+                f"lost the connection to the mq9 broker at {', '.join(self.servers)} while "
+                "waiting for the reply; the request may or may not have been carried out "
+                "(the client reconnects by itself)",
+                retryable=True,
+            ) from None
         except nats_errors.NoRespondersError:
             raise Mq9Error(
                 f"no mq9 broker is serving at {', '.join(self.servers)}: nothing answers "
@@ -189,12 +227,33 @@ class NatsTransport:
                 retryable=True,
             ) from None
         except nats_errors.ConnectionClosedError:
-            raise Mq9Error(NOT_CONNECTED) from None
+            if self._connection is None:
+                raise Mq9Error(NOT_CONNECTED) from None
+            raise Mq9Error(
+                f"lost the connection to the mq9 broker at {', '.join(self.servers)}; "
+                "the request was not sent (the client dials again on the next call)",
+                retryable=True,
+            ) from None
         except nats_errors.Error as exc:
             raise Mq9Error(f"NATS refused the request: {_describe(exc)}", retryable=True) from None
         return reply.data
 
+    async def _redial(self, dead):
+        if self._redialing is None:
+            self._redialing = asyncio.Lock()
+        closes = self._closes
+        async with self._redialing:  # one dial for all the requests that found the link dead
+            if self._connection is dead:
+                log.warning("dialing the mq9 broker at %s again", ", ".join(self.servers))
+                await self.connect()  # a failure raises a retryable "cannot connect"
+        if self._closes != closes or self._connection is None:  # close() ran meanwhile
+            if self._connection is not None and self._connection is not dead:
+                await self.close()
+            raise Mq9Error(NOT_CONNECTED)
+        return self._connection
+
     async def close(self) -> None:
+        self._closes += 1
         connection, self._connection = self._connection, None
         if connection is not None:
             await _quietly_close(connection)
@@ -203,12 +262,24 @@ class NatsTransport:
         log.debug("nats: %s", _describe(exc))
 
     async def _on_disconnected(self) -> None:
-        if self._connection is None:
+        lost, current = self._link_lost, self._connection
+        if lost is not None and current is not None and not current.is_connected:
+            # (a connected current link means this came late from a replaced connection)
+            self._link_lost = asyncio.get_running_loop().create_future()
+            lost.set_result(None)
+        if current is None:
             return  # we closed it
         log.warning("lost the connection to the mq9 broker; reconnecting")
 
     async def _on_reconnected(self) -> None:
         log.warning("reconnected to the mq9 broker")
+
+
+def _uncancel(task: asyncio.Task) -> bool:
+    """Take back one cancel() of ``task``; True if it is still being cancelled by others
+    (Python 3.10 does not count cancellations: there, False)."""
+    uncancel = getattr(task, "uncancel", None)
+    return uncancel is not None and uncancel() > 0
 
 
 async def _quietly_close(connection) -> None:

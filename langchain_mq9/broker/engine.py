@@ -16,14 +16,16 @@ import heapq
 import itertools
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .. import protocol as p
 from ..protocol import Mq9Error, Priority
 from .clock import Clock, system_clock
 from .mailbox import Group, Mailbox, StoredMessage
 from .registry import AgentRegistry
+from .storage import Storage
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -56,9 +58,18 @@ class _Delayed:
 
 
 class BrokerEngine:
-    def __init__(self, *, clock: Clock = system_clock, limits: BrokerLimits | None = None):
+    def __init__(
+        self,
+        *,
+        clock: Clock = system_clock,
+        limits: BrokerLimits | None = None,
+        storage: Storage | None = None,
+    ):
         self.clock = clock
         self.limits = limits or BrokerLimits()
+        # Told of every change, under the lock; ``transaction()`` makes a request's changes
+        # durable before its reply leaves (see storage.py). The default keeps nothing.
+        self.storage = storage if storage is not None else Storage()
         self.mailboxes: dict[str, Mailbox] = {}
         self.registry = AgentRegistry()
         self._lock = threading.Lock()
@@ -68,6 +79,7 @@ class BrokerEngine:
         self._message_expiry: list[tuple[float, int, Mailbox, int]] = []
         self._delayed: list[tuple[float, int, Mailbox, _Delayed]] = []
         self._waiters: dict[Mailbox, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
+        self.storage.restore(self)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -87,7 +99,7 @@ class BrokerEngine:
     async def _dispatch(self, subject: str, headers: Mapping[str, str], body: bytes) -> dict:
         if subject.startswith(p.MSG_FETCH):
             return await self._fetch(_address_of(subject, p.MSG_FETCH), body)
-        with self._lock:
+        with self._lock, self.storage.transaction():
             self._housekeep()
             if subject.startswith(p.MSG_SEND):
                 return self._send(_address_of(subject, p.MSG_SEND), headers, body)
@@ -96,7 +108,7 @@ class BrokerEngine:
             if subject.startswith(p.MSG_QUERY):
                 return self._query(_address_of(subject, p.MSG_QUERY), body)
             if subject.startswith(p.MSG_DELETE):
-                return self._delete(subject[len(p.MSG_DELETE):])
+                return self._delete(subject[len(p.MSG_DELETE) :])
             handler = {
                 p.MAILBOX_CREATE: self._create,
                 p.AGENT_REGISTER: self._register,
@@ -117,14 +129,17 @@ class BrokerEngine:
             _, _, mailbox = heapq.heappop(self._mailbox_expiry)
             if self.mailboxes.get(mailbox.address) is mailbox:
                 del self.mailboxes[mailbox.address]
+                self.storage.mailbox_removed(mailbox)
                 self._wake(mailbox)
         while self._delayed and self._delayed[0][0] <= now:
-            due, _, mailbox, delayed = heapq.heappop(self._delayed)
+            due, seq, mailbox, delayed = heapq.heappop(self._delayed)
+            self.storage.delayed_released(seq)
             if self.mailboxes.get(mailbox.address) is mailbox:
-                self._store(mailbox, delayed, int(due))
+                self._store(mailbox, delayed, due)
         while self._message_expiry and self._message_expiry[0][0] <= now:
             _, _, mailbox, msg_id = heapq.heappop(self._message_expiry)
-            mailbox.remove(msg_id)
+            if mailbox.remove(msg_id) and self.mailboxes.get(mailbox.address) is mailbox:
+                self.storage.message_removed(mailbox, msg_id)
 
     def _next_due(self) -> float | None:
         return self._delayed[0][0] if self._delayed else None
@@ -148,6 +163,7 @@ class BrokerEngine:
         self.mailboxes[address] = mailbox
         if mailbox.expires_at is not None:
             heapq.heappush(self._mailbox_expiry, (mailbox.expires_at, next(self._seq), mailbox))
+        self.storage.mailbox_created(mailbox)
         return {"mail_address": address}
 
     def _mailbox(self, address: str) -> Mailbox:
@@ -166,6 +182,11 @@ class BrokerEngine:
                 f"{self.limits.max_payload} bytes per message"
             )
         options = {name.lower(): value for name, value in headers.items()}
+        for name, value in options.items():
+            # nats-py decodes header bytes with errors="replace": U+FFFD means the sender's
+            # bytes were not UTF-8, and a key or tag silently changed would never match again
+            if name.startswith("mq9-") and "\ufffd" in value:
+                raise Mq9Error(f"invalid {name} header: its value is not valid UTF-8 text")
         priority_text = options.get(p.HEADER_PRIORITY)
         priority = Priority.NORMAL if priority_text is None else p.parse_priority(priority_text)
         key = options.get(p.HEADER_KEY)
@@ -175,13 +196,21 @@ class BrokerEngine:
         ttl = _header_seconds(options, p.HEADER_TTL)
         tags_text = options.get(p.HEADER_TAGS)
         tags = tuple(t.strip() for t in tags_text.split(",") if t.strip()) if tags_text else ()
+        allowed = _largest_payload(self.limits.max_payload, priority, key, tags)
+        if len(body) > allowed:
+            raise Mq9Error(
+                f"payload is {len(body)} bytes: FETCH hands messages out base64-encoded in "
+                f"answers of at most {self.limits.max_payload} bytes, so this broker accepts at "
+                f"most {allowed} bytes per message (with these headers)"
+            )
         self._check_room(mailbox)
         delayed = _Delayed(body, priority, key, tags, ttl or None)
         if delay:
-            due = self.clock() + delay
-            heapq.heappush(self._delayed, (due, next(self._seq), mailbox, delayed))
+            due, seq = self.clock() + delay, next(self._seq)
+            heapq.heappush(self._delayed, (due, seq, mailbox, delayed))
+            self.storage.delayed_added(seq, due, mailbox, delayed)
             return {"msg_id": -1}
-        return {"msg_id": self._store(mailbox, delayed, int(self.clock())).msg_id}
+        return {"msg_id": self._store(mailbox, delayed, self.clock()).msg_id}
 
     def _check_room(self, mailbox: Mailbox) -> None:
         limit = self.limits.max_messages_per_mailbox
@@ -191,15 +220,17 @@ class BrokerEngine:
                 "fetch and delete some, or wait for message TTLs to expire"
             )
 
-    def _store(self, mailbox: Mailbox, delayed: _Delayed, create_time: int) -> StoredMessage:
+    def _store(self, mailbox: Mailbox, delayed: _Delayed, visible_at: float) -> StoredMessage:
         message = mailbox.append(
-            delayed.payload, delayed.priority, create_time, delayed.key, delayed.tags
+            delayed.payload, delayed.priority, int(visible_at), delayed.key, delayed.tags
         )
-        if delayed.ttl:
-            expires = create_time + delayed.ttl
+        # From the exact time, not the whole-second create_time: a ttl of 1 s lasts 1 s.
+        expires = visible_at + delayed.ttl if delayed.ttl else None
+        if expires is not None:
             heapq.heappush(
                 self._message_expiry, (expires, next(self._seq), mailbox, message.msg_id)
             )
+        self.storage.message_stored(mailbox, message, expires)
         self._wake(mailbox)
         return message
 
@@ -222,7 +253,9 @@ class BrokerEngine:
         force = request.get("force_deliver", False)
         if not isinstance(force, bool):
             raise Mq9Error(f"invalid force_deliver {force!r}: must be true or false")
-        num_msgs = p.check_int("num_msgs", config.get("num_msgs", p.DEFAULT_NUM_MSGS), 1, p.MAX_NUM_MSGS)
+        num_msgs = p.check_int(
+            "num_msgs", config.get("num_msgs", p.DEFAULT_NUM_MSGS), 1, p.MAX_NUM_MSGS
+        )
         max_wait_ms = p.check_int(
             "max_wait_ms", config.get("max_wait_ms", p.DEFAULT_MAX_WAIT_MS), 0, p.MAX_WAIT_MS
         )
@@ -231,15 +264,23 @@ class BrokerEngine:
         deadline = loop.time() + max_wait_ms / 1000
         start: int | None = None
         while True:
-            with self._lock:
+            with self._lock, self.storage.transaction():
                 self._housekeep()
                 mailbox = self._mailbox(address)
                 if start is None:  # the start point is fixed when the request arrives
                     start = self._start_of(mailbox, deliver, point)
                     if group_name is not None and (force or group_name not in mailbox.groups):
                         mailbox.groups[group_name] = Group.starting_at(start)
+                answer = _Answer(self.limits.max_payload)
+                admit = answer.admit
                 if group_name is None:
-                    found = mailbox.peek(start, num_msgs)
+                    found = mailbox.peek(start, num_msgs, admit)
+                    if answer.full:  # a stateless reader infers from the count that it has
+                        raise Mq9Error(  # seen everything: refuse rather than cut
+                            f"the answer would be larger than the {self.limits.max_payload}-"
+                            f"byte max_payload: ask for at most {len(found)} messages "
+                            "(num_msgs), or fetch with a group_name (its answers are cut to fit)"
+                        )
                 else:
                     now = self.clock()
                     found = mailbox.lease(
@@ -247,7 +288,9 @@ class BrokerEngine:
                         num_msgs,
                         now,
                         now + self.limits.ack_wait,
+                        admit,
                     )
+                    self.storage.group_changed(mailbox, group_name)
                 remaining = deadline - loop.time()
                 if found or remaining <= 0:
                     return {"messages": [m.to_wire(p.encode_payload) for m in found]}
@@ -294,9 +337,10 @@ class BrokerEngine:
         if msg_id >= mailbox.next_id:
             raise Mq9Error(p.ERR_MESSAGE_NOT_FOUND)
         group = mailbox.groups.get(group_name)
-        if group is None:  # acked before its first FETCH: the FETCH will still set the start
-            group = mailbox.groups[group_name] = Group.starting_at(0)
+        if group is None:  # nothing was ever handed to this group: nothing to confirm, and
+            return {}  # its first FETCH must still set its start from the deliver policy
         mailbox.ack(group, msg_id)
+        self.storage.group_changed(mailbox, group_name)
         return {}
 
     # -- QUERY and DELETE ------------------------------------------------------------------
@@ -317,14 +361,21 @@ class BrokerEngine:
             tags=tuple(tags),
             since=None if since is None else p.check_int("since", since),
             limit=None if limit is None else p.check_int("limit", limit, 1),
+            admit=_Answer(self.limits.max_payload).admit,
         )
         return {"messages": [m.to_wire(p.encode_payload) for m in found]}
 
     def _delete(self, rest: str) -> dict:
-        address, _, msg_id_text = rest.rpartition(".")
+        address, dot, msg_id_text = rest.rpartition(".")
+        if not dot:
+            raise Mq9Error(
+                f"DELETE subject needs a msg_id: {p.MSG_DELETE}{{mail_address}}.{{msg_id}}"
+            )
         mailbox = self._mailbox(address)
-        if not mailbox.remove(p.parse_int("msg_id in DELETE subject", msg_id_text)):
+        msg_id = p.parse_int("msg_id in DELETE subject", msg_id_text)
+        if not mailbox.remove(msg_id):
             raise Mq9Error(p.ERR_MESSAGE_NOT_FOUND)
+        self.storage.message_removed(mailbox, msg_id)
         return {"deleted": True}
 
     # -- agent registry --------------------------------------------------------------------
@@ -334,7 +385,9 @@ class BrokerEngine:
         mailbox = card.get("mailbox")
         if not isinstance(mailbox, str) or not mailbox.strip():
             raise Mq9Error(p.ERR_CARD_WITHOUT_MAILBOX)
+        self._check_agent_fits(card)
         self.registry.register(card)
+        self.storage.agent_saved(self.registry.find(mailbox, None))
         return {}
 
     def _identify(self, body: bytes, what: str) -> tuple[dict, str | None, str | None]:
@@ -346,8 +399,10 @@ class BrokerEngine:
 
     def _unregister(self, body: bytes) -> dict:
         _, mailbox, name = self._identify(body, "AGENT.UNREGISTER body")
-        if not self.registry.unregister(mailbox, name):
+        entry = self.registry.find(mailbox, name)
+        if entry is None or not self.registry.unregister(mailbox, name):
             raise Mq9Error(p.ERR_AGENT_NOT_FOUND)
+        self.storage.agent_removed(entry)
         return {}
 
     def _report(self, body: bytes) -> dict:
@@ -356,8 +411,16 @@ class BrokerEngine:
         if entry is None:
             raise Mq9Error(p.ERR_AGENT_NOT_FOUND)
         status = {k: v for k, v in report.items() if k not in ("mailbox", "name")}
+        self._check_agent_fits(
+            {
+                **entry.card,
+                "report": {**(entry.report or {}), **status},
+                "report_time": int(self.clock()),
+            }
+        )
         entry.report = {**(entry.report or {}), **status}
         entry.report_time = int(self.clock())
+        self.storage.agent_saved(entry)
         return {}
 
     def _discover(self, body: bytes) -> dict:
@@ -366,7 +429,9 @@ class BrokerEngine:
         for name, value in (("text", text), ("semantic", semantic)):
             if value is not None and not isinstance(value, str):
                 raise Mq9Error(f"invalid {name} {value!r}: must be a string")
-        limit = p.check_int("limit", request.get("limit", p.DEFAULT_DISCOVER_LIMIT), 1, p.MAX_DISCOVER_LIMIT)
+        limit = p.check_int(
+            "limit", request.get("limit", p.DEFAULT_DISCOVER_LIMIT), 1, p.MAX_DISCOVER_LIMIT
+        )
         page = p.check_int("page", request.get("page", 1), 1, 2**31)
         if semantic and semantic.strip():
             found = self.registry.search_semantic(semantic)
@@ -375,10 +440,63 @@ class BrokerEngine:
         else:
             found = list(self.registry.entries.values())
         first = (page - 1) * limit
-        return {"agents": [entry.view() for entry in found[first : first + limit]]}
+        agents = [entry.view() for entry in found[first : first + limit]]
+        size = len(p.encode({"error": "", "agents": agents}))
+        if size > self.limits.max_payload:
+            raise Mq9Error(
+                f"the answer would be {size} bytes, above the {self.limits.max_payload}-byte "
+                f"max_payload: ask for fewer agents per page (limit {limit} now)"
+            )
+        return {"agents": agents}
+
+    def _check_agent_fits(self, view: dict) -> None:
+        size = len(p.encode({"error": "", "agents": [view]}))
+        if size > self.limits.max_payload:
+            raise Mq9Error(
+                f"agent entry is {size} bytes with its report: DISCOVER answers carry at most "
+                f"{self.limits.max_payload} bytes; keep large data out of the card"
+            )
 
 
 # -- request parsing helpers ---------------------------------------------------------------
+
+
+_EMPTY_ANSWER = len(p.encode({"error": "", "messages": []}))
+
+
+def _wire_size(message: StoredMessage) -> int:
+    """Bytes of ``message`` in an answer: its JSON, the payload as base64 (never escaped)."""
+    return len(p.encode(message.to_wire(lambda _: ""))) + 4 * ((len(message.payload) + 2) // 3)
+
+
+def _largest_payload(max_payload: int, priority: Priority, key: str | None, tags: tuple) -> int:
+    """The largest payload whose message, alone in an answer, fits in ``max_payload``."""
+    top = 2**63 - 1  # the widest msg_id and create_time there can be
+    bare = StoredMessage(top, b"", priority, top, key, tags)
+    room = max_payload - _EMPTY_ANSWER - _wire_size(bare)
+    return max(room // 4 * 3, 0)
+
+
+class _Answer:
+    """Keeps a FETCH or QUERY answer within max_payload, the most one NATS reply may carry:
+    messages join in hand-out order until the next would not fit. The first always joins (SEND
+    refuses a message that could not travel alone). A group's FETCH and a QUERY are cut there
+    (the rest wait for the next request; QUERY keeps the newest); a stateless FETCH is refused
+    instead, saying how many would fit, since its caller cannot tell a cut answer from the end."""
+
+    def __init__(self, max_payload: int) -> None:
+        self.room = max_payload - _EMPTY_ANSWER
+        self.count = 0
+        self.full = False  # a message was turned away
+
+    def admit(self, message: StoredMessage) -> bool:
+        size = _wire_size(message) + (1 if self.count else 0)  # a comma after the first
+        if self.count and size > self.room:
+            self.full = True
+            return False
+        self.room -= size
+        self.count += 1
+        return True
 
 
 def _resolve(waiter: asyncio.Future) -> None:
@@ -387,7 +505,7 @@ def _resolve(waiter: asyncio.Future) -> None:
 
 
 def _address_of(subject: str, prefix: str) -> str:
-    return p.check_address(subject[len(prefix):])
+    return p.check_address(subject[len(prefix) :])
 
 
 def _fields(request: Any, allowed: set[str], what: str) -> dict:

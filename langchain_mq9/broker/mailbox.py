@@ -13,10 +13,14 @@ Costs are kept independent of how many messages a mailbox holds:
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..protocol import PRIORITY_ORDER, Priority
+
+Admit = Callable[["StoredMessage"], bool]
+"""Asked before each message joins an answer; False = the answer is full, stop there."""
 
 _COMPACT_MIN_HOLES = 256
 
@@ -85,14 +89,19 @@ class Mailbox:
         if key is not None and key in self.keys:
             self.remove(self.keys[key])
         message = StoredMessage(self.next_id, payload, priority, create_time, key, tags)
-        self.next_id += 1
-        self.messages[message.msg_id] = message
-        self.lanes[priority].append(message.msg_id)
-        self.order.append(message.msg_id)
-        self.times.append(create_time)
-        if key is not None:
-            self.keys[key] = message.msg_id
+        self.insert(message)
         return message
+
+    def insert(self, message: StoredMessage) -> None:
+        """Index ``message`` under its own msg_id (``append``, and durable storage restoring a
+        mailbox). msg_ids must arrive in increasing order."""
+        self.next_id = max(self.next_id, message.msg_id + 1)
+        self.messages[message.msg_id] = message
+        self.lanes[message.priority].append(message.msg_id)
+        self.order.append(message.msg_id)
+        self.times.append(message.create_time)
+        if message.key is not None:
+            self.keys[message.key] = message.msg_id
 
     def remove(self, msg_id: int) -> bool:
         message = self.messages.pop(msg_id, None)
@@ -109,9 +118,13 @@ class Mailbox:
         live = self.messages
         for priority, lane in self.lanes.items():
             self.lanes[priority] = [i for i in lane if i in live]
-        pairs = [(i, t) for i, t in zip(self.order, self.times) if i in live]
+        pairs = [(i, t) for i, t in zip(self.order, self.times, strict=False) if i in live]
         self.order = [i for i, _ in pairs]
         self.times = [t for _, t in pairs]
+        # A dict never shrinks as entries are popped: copy it so the table is sized for what
+        # is left, and a mailbox that held 100,000 messages gives that memory back when
+        # they are gone.
+        self.messages = dict(live)
         self._holes = 0
 
     def first_id_at_or_after(self, create_time: int) -> int:
@@ -121,8 +134,9 @@ class Mailbox:
 
     # -- handing out -----------------------------------------------------------------------
 
-    def peek(self, start: int, limit: int) -> list[StoredMessage]:
-        """Stateless FETCH: up to ``limit`` messages with msg_id >= ``start``, by priority."""
+    def peek(self, start: int, limit: int, admit: Admit | None = None) -> list[StoredMessage]:
+        """Stateless FETCH: up to ``limit`` messages with msg_id >= ``start``, by priority.
+        ``admit`` may end the answer early (it is full): nothing after that is handed out."""
         taken: list[StoredMessage] = []
         for priority in PRIORITY_ORDER:
             lane = self.lanes[priority]
@@ -130,12 +144,23 @@ class Mailbox:
             while index < len(lane) and len(taken) < limit:
                 message = self.messages.get(lane[index])
                 if message is not None:
+                    if admit is not None and not admit(message):
+                        limit = len(taken)  # full: lower priorities must wait as well
+                        break
                     taken.append(message)
                 index += 1
         return taken
 
-    def lease(self, group: Group, limit: int, now: float, lease_until: float) -> list[StoredMessage]:
-        """Stateful FETCH: hand out up to ``limit`` messages the group neither acked nor holds."""
+    def lease(
+        self,
+        group: Group,
+        limit: int,
+        now: float,
+        lease_until: float,
+        admit: Admit | None = None,
+    ) -> list[StoredMessage]:
+        """Stateful FETCH: hand out up to ``limit`` messages the group neither acked nor holds.
+        ``admit`` may end the answer early (it is full): what did not fit is not leased."""
         taken: list[StoredMessage] = []
         for priority in PRIORITY_ORDER:
             if len(taken) >= limit:
@@ -158,6 +183,9 @@ class Mailbox:
                 lease_end = group.leases.get(msg_id)
                 if lease_end is not None and lease_end > now:
                     continue
+                if admit is not None and not admit(message):
+                    limit = len(taken)  # full: lower priorities must wait as well
+                    break
                 taken.append(message)
         batch = tuple(m.msg_id for m in taken)
         for msg_id in batch:
@@ -185,14 +213,15 @@ class Mailbox:
         tags: tuple[str, ...],
         since: int | None,
         limit: int | None,
+        admit: Admit | None = None,
     ) -> list[StoredMessage]:
-        """Messages matching every given filter, newest ``limit`` of them, in msg_id order."""
+        """Messages matching every given filter, newest ``limit`` of them, in msg_id order.
+        ``admit`` may end the answer early (it is full): the newest that fit are kept."""
         if key is not None:
             newest = self.keys.get(key)
             candidates = [self.messages[newest]] if newest is not None else []
         else:
-            first = bisect_right(self.times, since) if since is not None else 0
-            candidates = self._newest_first(first)
+            candidates = self._newest_first(since)
         found: list[StoredMessage] = []
         for message in candidates:
             if limit is not None and len(found) >= limit:
@@ -201,12 +230,20 @@ class Mailbox:
                 continue
             if tags and not set(tags).issubset(message.tags):
                 continue
+            if admit is not None and not admit(message):
+                break
             found.append(message)
         found.reverse()
         return found
 
-    def _newest_first(self, first_index: int):
-        for index in range(len(self.order) - 1, first_index - 1, -1):
-            message = self.messages.get(self.order[index])
-            if message is not None:
-                yield message
+    def _newest_first(self, since: int | None):
+        """Live messages newest first, down to the first with create_time <= ``since``.
+
+        ``messages`` holds them in msg_id order (create_time never decreases along it) and,
+        unlike ``order``, without the holes removed messages leave until the next compaction:
+        reading the newest few costs the same however many were removed near the end.
+        """
+        for message in reversed(self.messages.values()):
+            if since is not None and message.create_time <= since:
+                return
+            yield message

@@ -16,17 +16,76 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 _WORD = re.compile(r"[a-z0-9]+")
-_SUFFIXES = (
-    "ization", "ations", "ation", "ators", "ator", "ings", "ing", "ions", "ion", "izes",
-    "ize", "ers", "er", "ies", "ied", "ates", "ate", "ed", "es", "ly", "s", "y", "e",
+_SUFFIXES = (  # longest first where one ends another ("ating" before "ing" and "ate")
+    "ization",
+    "ations",
+    "ation",
+    "ators",
+    "ator",
+    "ating",
+    "ated",
+    "izing",
+    "ized",
+    "ings",
+    "ing",
+    "ions",
+    "ion",
+    "izes",
+    "ize",
+    "ers",
+    "er",
+    "ies",
+    "ied",
+    "ates",
+    "ate",
+    "ed",
+    "es",
+    "ly",
+    "s",
+    "y",
+    "e",
 )
 _STOPWORDS = frozenset(
-    "a an and are as at be by can do for from i in into is it me my of on or our please "
-    "that the this to us we with you your".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "for",
+        "from",
+        "i",
+        "in",
+        "into",
+        "is",
+        "it",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "please",
+        "that",
+        "the",
+        "this",
+        "to",
+        "us",
+        "we",
+        "with",
+        "you",
+        "your",
+    ]
 )
 
 

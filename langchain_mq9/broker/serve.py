@@ -41,6 +41,13 @@ class NatsService:
         reply = await self.engine.handle(msg.subject, msg.headers, msg.data)
         if not msg.reply:
             return  # a publish without a reply subject: nobody to answer
+        limit = self.connection.max_payload
+        if len(reply) > limit:  # NATS would refuse it, and the requester would just time out
+            reply = p.encode({"error": (
+                f"the answer is {len(reply)} bytes, above this NATS server's max_payload of "
+                f"{limit} bytes: ask for less (fewer messages or agents per request), or give "
+                "the broker a max_payload no larger than the server's"
+            )})
         try:
             await msg.respond(reply)
         except Exception as exc:  # the requester may be gone; the broker keeps serving

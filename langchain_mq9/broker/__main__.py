@@ -1,0 +1,7 @@
+"""``python -m langchain_mq9.broker``: the same as the ``mq9-dev-broker`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,398 @@
+"""``mq9-dev-broker``: the bundled broker on a real nats-server, for trying mq9 locally.
+
+    mq9-dev-broker                      # nats-server on 127.0.0.1:4222, state in memory
+    mq9-dev-broker --data ./mq9-data    # state kept in ./mq9-data/mq9-broker.sqlite3
+    mq9-dev-broker --nats nats://127.0.0.1:4222   # serve on a nats-server already running
+
+It starts ``nats-server`` (or attaches to one with ``--nats``), answers every ``$mq9.AI.*``
+request with ``BrokerEngine``, prints where it listens and how to connect, and stops on Ctrl-C
+or SIGTERM, taking the nats-server it started with it. Production and multi-machine use point
+the same clients at a RobustMQ broker instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+from .. import protocol as p
+from .engine import BrokerEngine, BrokerLimits
+from .nats_process import NatsProcess, find_nats_server, start_nats_server
+from .serve import serve_on_nats
+from .storage import SqliteStorage, StorageError
+
+log = logging.getLogger("langchain_mq9.broker")
+
+READY = "mq9 dev broker ready on"
+CONNECT_TIMEOUT = 10.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class StartupError(Exception):
+    """Why the broker cannot start, in words for the command line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mq9-dev-broker",
+        description="Run the bundled mq9 broker on a real nats-server (for development and "
+        "tests; use a RobustMQ broker in production).",
+    )
+    where = parser.add_argument_group("where to serve")
+    where.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the started nats-server binds (default 127.0.0.1: this machine only)",
+    )
+    where.add_argument(
+        "--port", type=_port, default=4222, help="port of the started nats-server (default 4222)"
+    )
+    where.add_argument(
+        "--nats",
+        metavar="URL",
+        help="serve on this running nats-server instead of starting one (--host/--port unused)",
+    )
+    keep = parser.add_argument_group("state")
+    keep.add_argument(
+        "--data",
+        metavar="PATH",
+        help="keep mailboxes, messages, groups and agents in this SQLite file (or in "
+        "mq9-broker.sqlite3 inside this directory) and restore them on start; "
+        "without it everything is in memory and lost when the broker stops",
+    )
+    keep.add_argument(
+        "--sync",
+        choices=("normal", "full"),
+        default="normal",
+        help="normal (default): what was answered survives the broker process being killed; "
+        "full: also survives an OS crash or power loss (an fsync per request, slower)",
+    )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument(
+        "--ack-wait",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a message fetched by a group stays leased before it is handed out "
+        "again unless acked (default 30)",
+    )
+    limits.add_argument(
+        "--max-mailboxes", type=_positive_int, metavar="N", help="most mailboxes (default no limit)"
+    )
+    limits.add_argument(
+        "--max-messages",
+        type=_positive_int,
+        metavar="N",
+        help="most messages one mailbox holds (default no limit)",
+    )
+    limits.add_argument(
+        "--max-payload",
+        type=_positive_int,
+        default=p.DEFAULT_MAX_PAYLOAD,
+        metavar="BYTES",
+        help="largest answer the broker sends, which bounds a message too: FETCH hands "
+        "payloads out base64-encoded, so one payload can be about 3/4 of this "
+        f"(default {p.DEFAULT_MAX_PAYLOAD}, nats-server's own max_payload)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="logging on stderr (default info)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the dev broker until SIGINT/SIGTERM; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    limits = BrokerLimits(
+        ack_wait=args.ack_wait,
+        max_payload=args.max_payload,
+        max_mailboxes=args.max_mailboxes,
+        max_messages_per_mailbox=args.max_messages,
+    )
+    server: NatsProcess | None = None
+    storage: SqliteStorage | None = None
+    try:
+        # Storage first: a data file in use by another broker must stop us before anything
+        # listens. nats-server is started here, on the main thread, which lives as long as the
+        # broker (the child is tied to the thread that started it, see start_nats_server).
+        if args.data:
+            storage = SqliteStorage(args.data, synchronous=args.sync)
+        engine = BrokerEngine(limits=limits, storage=storage)
+        if args.nats:
+            url = args.nats
+        else:
+            server = _start_server(args.host, args.port)
+            url = server.url
+        return asyncio.run(_serve(engine, url, server, storage, args))
+    except (StartupError, StorageError) as exc:
+        print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+        return 130
+    finally:
+        if server is not None:
+            server.stop()
+        if storage is not None:
+            storage.close()
+
+
+def _start_server(host: str, port: int) -> NatsProcess:
+    try:
+        find_nats_server()
+    except FileNotFoundError as exc:
+        raise StartupError(str(exc)) from None
+    if _listening(host, port):
+        raise StartupError(
+            f"something already listens on {host}:{port}: pick another --port, or pass "
+            f"--nats nats://{host}:{port} to serve on that nats-server"
+        )
+    if host not in LOOPBACK:
+        log.warning(
+            "nats-server binds %s: anyone who can reach it can use every mailbox whose address "
+            "they know (the dev broker has no authentication)",
+            host,
+        )
+    try:
+        server = start_nats_server(host, port, die_with_parent=True)
+    except RuntimeError as exc:
+        raise StartupError(str(exc)) from None
+    # nats-server writes its log to that pipe; read it for as long as the server runs, or a
+    # long-running server would block once the pipe is full.
+    threading.Thread(target=_relay_log, args=(server,), daemon=True).start()
+    return server
+
+
+async def _serve(
+    engine: BrokerEngine,
+    url: str,
+    server: NatsProcess | None,
+    storage: SqliteStorage | None,
+    args: argparse.Namespace,
+) -> int:
+    from nats.aio.client import Client as NatsConnection
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    shown = _display(url)
+
+    async def disconnected() -> None:
+        if not stop.is_set() and not connection.is_closed:  # not our own close()
+            log.warning("lost the connection to nats-server at %s; reconnecting", shown)
+
+    async def reconnected() -> None:
+        log.warning("reconnected to nats-server at %s", shown)
+
+    async def nats_error(exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    connection = NatsConnection()
+    try:
+        await asyncio.wait_for(
+            connection.connect(
+                url,
+                name="mq9-dev-broker",
+                max_reconnect_attempts=3,  # for the first connection: nothing there, say so
+                reconnect_time_wait=0.25,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=nats_error,
+            ),
+            CONNECT_TIMEOUT,
+        )
+    except Exception as exc:
+        cause = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise StartupError(
+            f"cannot connect to nats-server at {shown}: {_describe(cause or exc)}"
+        ) from None
+    # From now on a nats-server restart must not end the broker: reconnect for as long as it
+    # takes (nats-py reads this option at each reconnect).
+    connection.options["max_reconnect_attempts"] = -1
+    try:
+        await _refuse_second_broker(connection, shown)
+        service = await serve_on_nats(engine, connection)
+        if engine.limits.max_payload > connection.max_payload:
+            log.warning(
+                "--max-payload %d is above nats-server's max_payload %d: larger messages are "
+                "refused by NATS itself",
+                engine.limits.max_payload,
+                connection.max_payload,
+            )
+        _banner(url, server, storage, engine.limits)
+        print(f"{READY} {shown}", flush=True)
+
+        waits = [asyncio.ensure_future(stop.wait())]
+        if server is not None:  # a nats-server that dies under us ends the broker, loudly
+            waits.append(asyncio.ensure_future(asyncio.to_thread(server.process.wait)))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        crashed = not stop.is_set()
+        stop.set()
+        log.info("stopping")
+        await service.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), 5)
+    if crashed:
+        log.error("nats-server exited (status %s); the broker stops", server.process.returncode)
+        return 1
+    if server is not None:
+        # Stop it now: its waiting thread must end before asyncio.run can return.
+        await asyncio.to_thread(server.stop)
+    print("mq9 dev broker stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+async def _refuse_second_broker(connection, shown: str) -> None:
+    """Two brokers answering the same subjects would split the state between them."""
+    import nats.errors
+
+    try:
+        await connection.request(p.AGENT_DISCOVER, p.encode({"limit": 1}), timeout=0.5)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return
+    raise StartupError(
+        f"an mq9 broker already serves {shown} (something answers {p.PREFIX}.*): use it, "
+        "or stop it first"
+    )
+
+
+def _banner(url, server, storage, limits) -> None:
+    shown = _display(url)
+    where = f"nats-server at {shown}"
+    if server is not None:
+        where = f"nats-server (pid {server.process.pid}) at {shown}"
+    lines = [f"mq9 dev broker: BrokerEngine on {where}"]
+    if storage is None:
+        lines.append(
+            "storage: in memory only; everything is lost when the broker stops "
+            "(use --data PATH to keep it)"
+        )
+    else:
+        counts = storage.restored
+        lines.append(
+            f"storage: {storage.path} (SQLite, WAL, synchronous={storage.synchronous}); "
+            f"restored {counts['mailboxes']} mailboxes, {counts['messages']} messages, "
+            f"{counts['delayed']} delayed messages, {counts['groups']} groups, "
+            f"{counts['agents']} agents"
+        )
+
+    def most(n):
+        return "no limit" if n is None else str(n)
+
+    lines.append(
+        f"limits: ack-wait {limits.ack_wait:g}s, max payload {limits.max_payload} bytes, "
+        f"mailboxes {most(limits.max_mailboxes)}, "
+        f"messages per mailbox {most(limits.max_messages_per_mailbox)}"
+    )
+    lines += [
+        "connect with:",
+        f'  Mq9Client("{shown}")',
+        f'  Mq9Toolkit(server="{shown}")',
+        f"  mq9-mcp --server {shown}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _display(url: str) -> str:
+    """``url`` without a password, for printing."""
+    parts = []
+    for one in url.split(","):
+        split = urlsplit(one.strip())
+        if split.password:
+            netloc = f"{split.username}:***@{split.hostname}" + (
+                f":{split.port}" if split.port else ""
+            )
+            one = urlunsplit(split._replace(netloc=netloc))
+        parts.append(one.strip())
+    return ",".join(parts)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _relay_log(server: NatsProcess) -> None:
+    relay = logging.getLogger("langchain_mq9.broker.nats_server")
+    stream = server.process.stderr
+    if stream is None:
+        return
+    for raw in stream:
+        line = raw.decode(errors="replace").rstrip()
+        serious = any(tag in line for tag in ("[ERR]", "[FTL]", "[WRN]"))
+        relay.log(logging.WARNING if serious else logging.DEBUG, "%s", line)
+
+
+class _OneLineNatsErrors(logging.Filter):
+    """nats-py logs every failed reconnect attempt with a traceback; one line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("nats") and record.exc_info:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_OneLineNatsErrors())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text}: use 1-65535")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {text}: must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: use seconds, e.g. 30") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid number {text}: must be above 0")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,649 @@
+"""How the client and the broker fail: refusals before any round trip, exact error texts, an
+unreachable broker, a nats-server with no mq9 broker behind it, malformed replies from a rogue
+responder, and malformed requests that the served engine must answer and survive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+
+import nats
+import pytest
+
+from langchain_mq9 import Mq9Client, Mq9Error, Priority
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.transport import NOT_CONNECTED
+
+INVALID_ADDRESSES = [
+    "Upper",
+    "has-hyphen",
+    ".leading",
+    "trailing.",
+    "double..dot",
+    "a" * 129,
+    "",
+    "with space",
+    "per%2ecent",
+    "under_score",
+    "ünicode",
+    "star.*",
+    "gt.>",
+]
+
+
+@pytest.fixture
+def requests_seen(broker) -> list[str]:
+    """Subjects of every request that reaches the engine, over either transport."""
+    seen: list[str] = []
+    handle = broker.engine.handle
+
+    async def recording(subject, headers, body):
+        seen.append(subject)
+        return await handle(subject, headers, body)
+
+    broker.engine.handle = recording
+    return seen
+
+
+@pytest.fixture(scope="module")
+def bare_nats():
+    """A nats-server of our own with no mq9 engine served on it (nothing else shares it)."""
+    with start_nats_server() as server:
+        yield server
+
+
+def wire_size(body: bytes, headers: dict[str, str]) -> int:
+    """What NATS counts against max_payload: the payload plus the whole header block."""
+    if not headers:
+        return len(body)
+    block = b"NATS/1.0\r\n" + b"".join(
+        f"{k}: {v}\r\n".encode() for k, v in headers.items()
+    ) + b"\r\n"
+    return len(block) + len(body)
+
+
+# -- refusals before any round trip ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", INVALID_ADDRESSES)
+async def test_invalid_address_refused_before_any_round_trip(client, requests_seen, address):
+    calls = [
+        lambda: client.mailbox_create(name=address),
+        lambda: client.send(address, "x"),
+        lambda: client.fetch(address, max_wait_ms=0),
+        lambda: client.ack(address, "g", 0),
+        lambda: client.query(address),
+        lambda: client.delete(address, 0),
+        lambda: client.consume(address, lambda m: None),
+    ]
+    for call in calls:
+        with pytest.raises(Mq9Error) as caught:
+            await call()
+        assert caught.value.message == f"invalid mail_address: {address}"
+        assert not caught.value.retryable
+    assert requests_seen == []
+
+
+async def test_longest_valid_address_is_accepted(client):
+    name = "a" * 126 + ".b"
+    assert len(name) == 128
+    assert await client.mailbox_create(name=name) == name
+    assert await client.send(name, "x") == 0
+
+
+async def test_broker_refuses_invalid_address_in_subject_with_same_words(broker):
+    for address in ("Upper", "has-hyphen", "under_score"):
+        reply = json.loads(await broker.engine.handle(p.send_subject(address), None, b"x"))
+        assert reply["error"] == f"invalid mail_address: {address}"
+
+
+async def test_unknown_priority_refused_without_fallback(client, requests_seen):
+    box = await client.mailbox_create()
+    requests_seen.clear()
+    with pytest.raises(Mq9Error) as caught:
+        await client.send(box, "x", priority="high")
+    assert caught.value.message == "invalid priority 'high': use normal, urgent or critical"
+    for bad in ("", "low", 1, None):
+        with pytest.raises(Mq9Error, match="invalid priority"):
+            await client.send(box, "x", priority=bad)
+    assert requests_seen == []
+    assert await client.query(box) == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"ttl": -1}, {"delay": -1}, {"ttl": True}, {"delay": 1.5}, {"ttl": 2**31},
+     {"key": ""}, {"key": "two\nlines"}, {"key": " padded "}, {"tags": "a"},
+     {"tags": ["a,b"]}, {"tags": [""]}],
+)
+async def test_bad_send_options_refused_before_any_round_trip(client, requests_seen, options):
+    box = await client.mailbox_create()
+    requests_seen.clear()
+    with pytest.raises(Mq9Error) as caught:
+        await client.send(box, "x", **options)
+    name = next(iter(options))
+    assert name.rstrip("s") in caught.value.message
+    assert requests_seen == []
+
+
+async def test_negative_mailbox_ttl_refused(client, requests_seen):
+    with pytest.raises(Mq9Error, match="invalid ttl -1"):
+        await client.mailbox_create(ttl=-1)
+    assert requests_seen == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"num_msgs": 0}, {"max_wait_ms": -1}, {"deliver": "newest"}, {"deliver": "from_id"},
+     {"deliver": "from_time"}, {"group_name": ""}, {"from_id": -1, "deliver": "from_id"}],
+)
+async def test_bad_fetch_options_refused_before_any_round_trip(client, requests_seen, options):
+    with pytest.raises(Mq9Error):
+        await client.fetch("some.box", **options)
+    assert requests_seen == []
+
+
+async def test_other_refusals_before_any_round_trip(client, requests_seen):
+    with pytest.raises(Mq9Error, match="invalid msg_id -1"):
+        await client.ack("some.box", "g", -1)
+    with pytest.raises(Mq9Error, match="invalid group_name"):
+        await client.ack("some.box", "", 0)
+    with pytest.raises(Mq9Error, match="invalid msg_id -1"):
+        await client.delete("some.box", -1)
+    with pytest.raises(Mq9Error, match="invalid limit 0"):
+        await client.query("some.box", limit=0)
+    with pytest.raises(Mq9Error, match="invalid limit 0"):
+        await client.agent_discover(limit=0)
+    with pytest.raises(Mq9Error, match="invalid page 0"):
+        await client.agent_discover(page=0)
+    with pytest.raises(Mq9Error, match="mailbox"):
+        await client.agent_report({"status": "ok"})
+    assert requests_seen == []
+
+
+@pytest.mark.parametrize("payload", [5, 1.5, None, ["list"], object(), {"not": {1, 2}}])
+async def test_wrong_payload_type_is_value_error(client, requests_seen, payload):
+    box = await client.mailbox_create()
+    requests_seen.clear()
+    with pytest.raises((ValueError, TypeError)) as caught:
+        await client.send(box, payload)
+    assert not isinstance(caught.value, Mq9Error)
+    assert isinstance(caught.value, ValueError)
+    assert requests_seen == []
+
+
+async def test_bad_card_and_report_types_are_value_errors(client, requests_seen):
+    for bad in (["list"], "text", None):
+        with pytest.raises(ValueError):
+            await client.agent_register(bad)
+        with pytest.raises(ValueError):
+            await client.agent_report(bad)
+    with pytest.raises(ValueError):
+        await client.agent_register({"mailbox": "a", "bad": object()})
+    assert requests_seen == []
+
+
+async def test_payload_above_max_payload_refused_before_sending(broker, client, requests_seen):
+    if broker.transport == "memory":
+        broker.engine.limits = dataclasses.replace(broker.engine.limits, max_payload=1000)
+    limit = 1000 if broker.transport == "memory" else client._transport.max_payload
+    box = await client.mailbox_create()
+    requests_seen.clear()
+    for payload in (b"x" * (limit + 1), "é" * (limit // 2 + 1)):
+        with pytest.raises(Mq9Error) as caught:
+            await client.send(box, payload)
+        assert "payload too large" in caught.value.message
+        assert f"max_payload is {limit}" in caught.value.message
+        assert not caught.value.retryable
+    assert requests_seen == []
+    # exactly the limit passes the client; the broker stores it or says what it accepts
+    # (payloads travel base64-encoded in FETCH answers), and the connection stays usable
+    await accepted_or_refused_clearly(client.send(box, b"x" * limit))
+    assert requests_seen == [p.send_subject(box)]
+    assert await client.send(box, "small") in (0, 1)
+
+
+async def accepted_or_refused_clearly(send) -> None:
+    try:
+        await asyncio.wait_for(send, 10)
+    except Mq9Error as exc:
+        assert "accepts at most" in exc.message
+        assert not exc.retryable
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"priority": "urgent"}, {"priority": "critical", "key": "k", "tags": ["a", "b"], "ttl": 60}],
+)
+async def test_max_payload_counts_headers_exactly(broker, client, requests_seen, options):
+    """The largest message the client lets through is one the server accepts: the connection
+    must survive it (nats-server drops a connection that exceeds max_payload)."""
+    if broker.transport == "memory":
+        broker.engine.limits = dataclasses.replace(broker.engine.limits, max_payload=4096)
+    limit = client._transport.max_payload
+    box = await client.mailbox_create()
+    headers = p.send_headers(
+        p.parse_priority(options["priority"]), options.get("key"), None, options.get("ttl"),
+        options.get("tags"),
+    )
+    largest = limit - wire_size(b"", headers)
+    requests_seen.clear()
+    with pytest.raises(Mq9Error, match="payload too large"):
+        await client.send(box, b"y" * (largest + 1), **options)
+    assert requests_seen == []
+    await accepted_or_refused_clearly(client.send(box, b"y" * largest, **options))
+    assert requests_seen == [p.send_subject(box)]
+    assert client.is_connected
+    assert await client.send(box, "still connected") in (0, 1)
+
+
+async def test_not_connected_use_is_mq9_error(broker, requests_seen):
+    client = broker.client()
+    calls = [
+        lambda: client.mailbox_create(),
+        lambda: client.send("some.box", "x"),
+        lambda: client.fetch("some.box", max_wait_ms=0),
+        lambda: client.ack("some.box", "g", 0),
+        lambda: client.query("some.box"),
+        lambda: client.delete("some.box", 0),
+        lambda: client.agent_register({"mailbox": "a"}),
+        lambda: client.agent_unregister("a"),
+        lambda: client.agent_report({"mailbox": "a"}),
+        lambda: client.agent_discover(),
+        lambda: client.consume("some.box", lambda m: None, group_name="g"),
+    ]
+    for round_ in ("before connect", "after close"):
+        for call in calls:
+            with pytest.raises(Mq9Error) as caught:
+                await call()
+            assert caught.value.message == NOT_CONNECTED, round_
+        if round_ == "before connect":
+            await client.connect()
+            assert client.is_connected
+            await client.close()
+            assert not client.is_connected
+    assert requests_seen == []  # nothing reached the broker
+
+
+async def test_closing_is_quiet_and_idempotent(broker, caplog):
+    with caplog.at_level(logging.WARNING, logger="langchain_mq9"):
+        async with broker.client() as client:
+            await client.mailbox_create()
+        await client.close()
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+async def test_broker_errors_are_not_retryable(client):
+    with pytest.raises(Mq9Error) as caught:
+        await client.query("no.such.box")
+    assert caught.value.message == "mailbox no.such.box does not exist"
+    assert caught.value.retryable is False
+
+
+# -- an unreachable broker, and a nats-server with no broker -------------------------------------
+
+
+async def test_connect_to_nothing_fails_fast_and_retryable():
+    client = Mq9Client(f"nats://127.0.0.1:{free_port()}", request_timeout=1)
+    with pytest.raises(Mq9Error) as caught:
+        await asyncio.wait_for(client.connect(), 5)
+    assert caught.value.retryable is True
+    assert "cannot connect" in caught.value.message
+    assert not client.is_connected
+    with pytest.raises(Mq9Error, match="not connected"):
+        await client.mailbox_create()
+
+
+async def test_connect_to_a_cluster_of_dead_servers_fails_fast():
+    urls = ",".join(f"nats://127.0.0.1:{free_port()}" for _ in range(3))
+    client = Mq9Client(urls, request_timeout=1)
+    with pytest.raises(Mq9Error) as caught:
+        await asyncio.wait_for(client.connect(), 5)
+    assert caught.value.retryable
+
+
+async def test_nats_server_without_mq9_broker_says_so(bare_nats):
+    async with Mq9Client(bare_nats.url, request_timeout=2) as client:
+        calls = [
+            client.mailbox_create(),
+            client.send("some.box", "x"),
+            client.fetch("some.box", max_wait_ms=0),
+            client.fetch("some.box", max_wait_ms=5000),
+            client.ack("some.box", "g", 0),
+            client.query("some.box"),
+            client.delete("some.box", 0),
+            client.agent_register({"mailbox": "a"}),
+            client.agent_discover(),
+        ]
+        for call in calls:
+            with pytest.raises(Mq9Error) as caught:
+                await asyncio.wait_for(call, 5)
+            assert "no mq9 broker is serving" in caught.value.message
+            assert bare_nats.url in caught.value.message
+            assert caught.value.retryable
+
+
+# -- a rogue responder: malformed replies -----------------------------------------------------
+
+
+class Responder:
+    """Answers every ``$mq9.AI.>`` request on a bare nats-server with ``reply`` (raw bytes),
+    or not at all when ``reply`` is None."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.reply: bytes | None = b""
+
+    async def __aenter__(self) -> Responder:
+        self.connection = await nats.connect(self.url)
+
+        async def answer(msg) -> None:
+            if self.reply is not None:
+                await msg.respond(self.reply)
+
+        await self.connection.subscribe(p.SUBJECT_WILDCARD, cb=answer)
+        await self.connection.flush()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.connection.close()
+
+
+def message_json(**fields) -> bytes:
+    wire = {"msg_id": 1, "payload": "aGk=", "priority": "normal", "create_time": 1}
+    wire.update(fields)
+    wire = {k: v for k, v in wire.items() if v is not ...}
+    return json.dumps({"error": "", "messages": [wire]}).encode()
+
+
+MALFORMED = [
+    ("create", b"not json at all"),
+    ("create", b"\xff\xfe\x00garbage"),
+    ("create", b""),
+    ("create", b"[1, 2, 3]"),
+    ("create", b'"just a string"'),
+    ("create", b"null"),
+    ("create", b'{"error": 5}'),
+    ("create", b'{"error": null}'),
+    ("create", b'{"error": ""}'),
+    ("create", b'{"error": "", "mail_address": 7}'),
+    ("create", b"[" * 50_000),
+    ("create", b'{"error": "", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+    ("send", b'{"error": "", "msg_id": "7"}'),
+    ("send", b'{"error": ""}'),
+    ("fetch", b'{"error": ""}'),
+    ("fetch", b'{"error": "", "messages": {"msg_id": 1}}'),
+    ("fetch", b'{"error": "", "messages": [5]}'),
+    ("fetch", b'{"error": "", "messages": ["text"]}'),
+    ("fetch", b'{"error": "", "messages": [null]}'),
+    ("fetch", message_json(payload="not base64 !!")),
+    ("fetch", message_json(payload="aGk")),
+    ("fetch", message_json(payload=5)),
+    ("fetch", message_json(payload=...)),
+    ("fetch", message_json(msg_id="one")),
+    ("fetch", message_json(msg_id=None)),
+    ("fetch", message_json(msg_id=...)),
+    ("fetch", message_json(priority="high")),
+    ("fetch", message_json(create_time="yesterday")),
+    ("fetch", message_json(create_time=...)),
+    ("fetch", message_json(tags=5)),
+    ("query", message_json(payload="@@@@")),
+    ("discover", b'{"error": "", "agents": {"a": 1}}'),
+    ("discover", b'{"error": ""}'),
+]
+
+
+async def call(client: Mq9Client, command: str):
+    if command == "create":
+        return await client.mailbox_create()
+    if command == "send":
+        return await client.send("some.box", "x")
+    if command == "fetch":
+        return await client.fetch("some.box", max_wait_ms=0)
+    if command == "query":
+        return await client.query("some.box")
+    if command == "discover":
+        return await client.agent_discover()
+    raise AssertionError(command)
+
+
+async def test_malformed_replies_become_clean_mq9_errors(bare_nats):
+    async with Responder(bare_nats.url) as responder, Mq9Client(
+        bare_nats.url, request_timeout=2
+    ) as client:
+        for command, reply in MALFORMED:
+            responder.reply = reply
+            with pytest.raises(Mq9Error) as caught:
+                await asyncio.wait_for(call(client, command), 5)
+            assert "malformed" in caught.value.message, (command, reply[:60])
+        # a well-formed error reply is passed on as the broker's words
+        responder.reply = b'{"error": "mailbox some.box does not exist"}'
+        with pytest.raises(Mq9Error) as caught:
+            await call(client, "query")
+        assert caught.value.message == "mailbox some.box does not exist"
+        # unknown fields are ignored, known ones decoded
+        responder.reply = message_json(extra={"x": 1}, key="k", tags=["t"])
+        [message] = await call(client, "fetch")
+        assert (message.msg_id, message.payload, message.key, message.tags) == (
+            1, b"hi", "k", ["t"]
+        )
+        responder.reply = b'{"error": "", "msg_id": 3, "unknown": true}'
+        assert await call(client, "send") == 3
+
+
+async def test_silent_responder_times_out_retryably(bare_nats):
+    async with Responder(bare_nats.url) as responder, Mq9Client(
+        bare_nats.url, request_timeout=0.3
+    ) as client:
+        responder.reply = None
+        with pytest.raises(Mq9Error) as caught:
+            await asyncio.wait_for(client.mailbox_create(), 5)
+        assert caught.value.retryable
+        assert "did not answer" in caught.value.message
+
+
+# -- malformed requests: the broker answers clearly and keeps serving ----------------------------
+
+
+async def raw(broker, subject: str, body: bytes = b"", headers: dict | None = None) -> dict:
+    """One request exactly as it goes on the wire (engine for memory, plain nats-py for nats)."""
+    if broker.transport == "memory":
+        reply = await broker.engine.handle(subject, headers, body)
+    else:
+        connection = await nats.connect(broker.url)
+        try:
+            reply = (await connection.request(subject, body, timeout=5, headers=headers)).data
+        finally:
+            await connection.close()
+    decoded = json.loads(reply)
+    assert isinstance(decoded, dict) and set(decoded) == {"error"}, decoded
+    assert isinstance(decoded["error"], str)
+    return decoded
+
+
+BOX = "bad.requests"
+DEEP = b"[" * 100_000 + b"]" * 100_000
+BAD_REQUESTS = [
+    # (subject, body, headers, words the error must contain)
+    (p.MAILBOX_CREATE, b"{not json", None, "not JSON"),
+    (p.MAILBOX_CREATE, b"\xff\xfe", None, "not JSON"),
+    (p.MAILBOX_CREATE, b"[1]", None, "expected a JSON object"),
+    (p.MAILBOX_CREATE, b'"box"', None, "expected a JSON object"),
+    (p.MAILBOX_CREATE, DEEP, None, "malformed"),
+    (p.MAILBOX_CREATE, b'{"x":' + DEEP + b"}", None, "malformed"),
+    (p.MAILBOX_CREATE, b'{"nmae":"x"}', None, "unknown field 'nmae'"),
+    (p.MAILBOX_CREATE, b'{"ttl":1e400}', None, "invalid ttl"),
+    (p.MAILBOX_CREATE, b'{"ttl":NaN}', None, "invalid ttl"),
+    (p.MAILBOX_CREATE, b'{"ttl":99999999999999999999999999999}', None, "invalid ttl"),
+    (p.MAILBOX_CREATE, b'{"ttl":' + b"9" * 5000 + b"}", None, "malformed"),
+    (p.MAILBOX_CREATE, b'{"ttl":-1}', None, "invalid ttl"),
+    (p.MAILBOX_CREATE, b'{"ttl":"10"}', None, "invalid ttl"),
+    (p.MAILBOX_CREATE, b'{"ttl":2.5}', None, "invalid ttl"),
+    (p.MAILBOX_CREATE, b'{"name":5}', None, "invalid mail_address: 5"),
+    (p.MAILBOX_CREATE, b'{"name":"Bad"}', None, "invalid mail_address: Bad"),
+    (p.fetch_subject(BOX), b"[]", None, "expected a JSON object"),
+    (p.fetch_subject(BOX), b'{"group":"g"}', None, "unknown field 'group'"),
+    (p.fetch_subject(BOX), b'{"config":{"wait":1}}', None, "unknown field 'wait'"),
+    (p.fetch_subject(BOX), b'{"config":5}', None, "config"),
+    (p.fetch_subject(BOX), b'{"config":{"num_msgs":1e30}}', None, "invalid num_msgs"),
+    (p.fetch_subject(BOX), b'{"config":{"num_msgs":100000000000000000000000}}', None,
+     "invalid num_msgs"),
+    (p.fetch_subject(BOX), b'{"config":{"num_msgs":0}}', None, "invalid num_msgs"),
+    (p.fetch_subject(BOX), b'{"config":{"max_wait_ms":-5}}', None, "invalid max_wait_ms"),
+    (p.fetch_subject(BOX), b'{"config":{"max_wait_ms":1e20}}', None, "invalid max_wait_ms"),
+    (p.fetch_subject(BOX), b'{"deliver":"newest"}', None, "invalid deliver 'newest'"),
+    (p.fetch_subject(BOX), b'{"deliver":5}', None, "invalid deliver"),
+    (p.fetch_subject(BOX), b'{"deliver":"from_id"}', None, "from_id"),
+    (p.fetch_subject(BOX), b'{"deliver":"from_time","from_time":"now"}', None,
+     "invalid from_time"),
+    (p.fetch_subject(BOX), b'{"deliver":"from_id","from_id":-1}', None, "invalid from_id"),
+    (p.fetch_subject(BOX), b'{"group_name":""}', None, "invalid group_name"),
+    (p.fetch_subject(BOX), b'{"group_name":["g"]}', None, "invalid group_name"),
+    (p.fetch_subject(BOX), b'{"force_deliver":"yes"}', None, "invalid force_deliver"),
+    (p.ack_subject(BOX), b'{"group_name":"g","msg_id":"1"}', None, "invalid msg_id"),
+    (p.ack_subject(BOX), b'{"group_name":"g","msg_id":1.5}', None, "invalid msg_id"),
+    (p.ack_subject(BOX), b'{"group_name":"g","msg_id":true}', None, "invalid msg_id"),
+    (p.ack_subject(BOX), b'{"group_name":"g"}', None, "msg_id"),
+    (p.ack_subject(BOX), b'{"msg_id":0}', None, "invalid group_name"),
+    (p.ack_subject(BOX), b'{"group_name":"g","msg_id":0,"mail_address":"other.box"}', None,
+     "must agree"),
+    (p.ack_subject(BOX), b'{"group_name":"g","msg_id":0,"extra":1}', None,
+     "unknown field 'extra'"),
+    (p.query_subject(BOX), b'{"limit":0}', None, "invalid limit"),
+    (p.query_subject(BOX), b'{"limit":1e999}', None, "invalid limit"),
+    (p.query_subject(BOX), b'{"since":-1}', None, "invalid since"),
+    (p.query_subject(BOX), b'{"tags":"a"}', None, "invalid tags"),
+    (p.query_subject(BOX), b'{"tags":[1]}', None, "invalid tags"),
+    (p.query_subject(BOX), b'{"key":5}', None, "invalid key"),
+    (p.query_subject(BOX), b'{"keys":"k"}', None, "unknown field 'keys'"),
+    (p.send_subject(BOX), b"x", {"mq9-priority": "high"}, "invalid priority 'high'"),
+    (p.send_subject(BOX), b"x", {"mq9-delay": "abc"}, "invalid mq9-delay header"),
+    (p.send_subject(BOX), b"x", {"mq9-delay": "-1"}, "invalid mq9-delay header"),
+    (p.send_subject(BOX), b"x", {"mq9-delay": "1e3"}, "invalid mq9-delay header"),
+    (p.send_subject(BOX), b"x", {"mq9-delay": "9" * 30}, "invalid mq9-delay header"),
+    (p.send_subject(BOX), b"x", {"mq9-ttl": "2.5"}, "invalid mq9-ttl header"),
+    (p.send_subject(BOX), b"x", {"mq9-ttl": str(2**31)}, "invalid mq9-ttl header"),
+    (p.AGENT_REGISTER, b"[1]", None, "expected a JSON object"),
+    (p.AGENT_REGISTER, DEEP, None, "malformed"),
+    (p.AGENT_UNREGISTER, b"{}", None, "mailbox"),
+    (p.AGENT_UNREGISTER, b'{"mailbox":5}', None, "mailbox"),
+    (p.AGENT_REPORT, b"nope", None, "not JSON"),
+    (p.AGENT_DISCOVER, b'{"limit":99999999999999999999}', None, "invalid limit"),
+    # subjects
+    ("$mq9.AI.MSG.SEND.Upper", b"x", None, "invalid mail_address: Upper"),
+    ("$mq9.AI.MSG.SEND.has-hyphen", b"x", None, "invalid mail_address: has-hyphen"),
+    ("$mq9.AI.MSG.FETCH.a_b", b"{}", None, "invalid mail_address: a_b"),
+    ("$mq9.AI.MSG.SEND", b"x", None, "unknown mq9 command"),
+    ("$mq9.AI.NOPE", b"", None, "unknown mq9 command: $mq9.AI.NOPE"),
+    ("$mq9.AI.MAILBOX.CREATE.extra", b"", None, "unknown mq9 command"),
+    ("$mq9.AI.AGENT.REGISTER.x", b"{}", None, "unknown mq9 command"),
+    (p.MSG_DELETE + BOX + ".abc", b"", None, "invalid msg_id"),
+    (p.MSG_DELETE + BOX + ".-1", b"", None, "invalid msg_id"),
+    (p.MSG_DELETE + BOX + "." + "9" * 25, b"", None, "invalid msg_id"),
+    (p.MSG_DELETE + "nodots", b"", None, "msg_id"),
+]
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "headers", "words"),
+    BAD_REQUESTS,
+    ids=[f"{i}-{case[0].removeprefix('$mq9.AI.')}" for i, case in enumerate(BAD_REQUESTS)],
+)
+async def test_malformed_request_gets_clear_error_and_broker_keeps_serving(
+    broker, subject, body, headers, words
+):
+    if BOX not in broker.engine.mailboxes:
+        await raw_ok(broker, p.MAILBOX_CREATE, json.dumps({"name": BOX}).encode())
+    reply = await raw(broker, subject, body, headers)
+    assert words in reply["error"]
+    assert not reply["error"].startswith("internal broker error"), reply["error"]
+    # still serving, and nothing was stored by the refused request
+    ok = await raw_ok(broker, p.query_subject(BOX), b"")
+    assert ok["messages"] == []
+    assert len(broker.engine.mailboxes) == 1
+
+
+async def raw_ok(broker, subject: str, body: bytes) -> dict:
+    if broker.transport == "memory":
+        reply = json.loads(await broker.engine.handle(subject, None, body))
+    else:
+        connection = await nats.connect(broker.url)
+        try:
+            reply = json.loads((await connection.request(subject, body, timeout=5)).data)
+        finally:
+            await connection.close()
+    assert reply["error"] == "", reply
+    return reply
+
+
+async def test_deeply_nested_card_does_not_break_discover(broker):
+    depth = 900
+    card = b'{"mailbox":"deep","x":' + b'{"a":' * depth + b'"v"' + b"}" * depth + b"}"
+    first = await raw_ok_or_error(broker, p.AGENT_REGISTER, card)
+    await raw_ok(broker, p.AGENT_REGISTER, b'{"mailbox":"plain","role":"finder"}')
+    for body in (b"{}", b'{"text":"finder"}', b'{"semantic":"finder"}'):
+        found = await raw_ok(broker, p.AGENT_DISCOVER, body)
+        assert {"mailbox": "plain", "role": "finder"} in found["agents"]
+    if first["error"] == "":
+        found = await raw_ok(broker, p.AGENT_DISCOVER, b'{"text":"deep"}')
+        assert len(found["agents"]) == 1
+
+
+async def raw_ok_or_error(broker, subject: str, body: bytes) -> dict:
+    if broker.transport == "memory":
+        reply = json.loads(await broker.engine.handle(subject, None, body))
+    else:
+        connection = await nats.connect(broker.url)
+        try:
+            reply = json.loads((await connection.request(subject, body, timeout=5)).data)
+        finally:
+            await connection.close()
+    assert not reply["error"].startswith("internal"), reply["error"]
+    return reply
+
+
+async def test_publish_without_reply_subject_is_ignored(broker, nats_server):
+    if broker.transport != "nats":
+        pytest.skip("a publish without a reply subject exists only on NATS")
+    connection = await nats.connect(broker.url)
+    try:
+        await connection.publish(p.MAILBOX_CREATE, b'{"name":"fire.and.forget"}')
+        await connection.publish("$mq9.AI.NOPE", b"garbage")
+        await connection.flush()
+    finally:
+        await connection.close()
+    async with broker.client() as client:
+        # the broker is still serving; the publish was carried out without an answer
+        for _ in range(200):
+            if "fire.and.forget" in broker.engine.mailboxes:
+                break
+            await asyncio.sleep(0.005)
+        assert "fire.and.forget" in broker.engine.mailboxes
+        assert await client.send("fire.and.forget", "x") == 0
+
+
+async def test_priority_enum_and_names_are_equivalent(client):
+    box = await client.mailbox_create()
+    await client.send(box, "a", priority=Priority.URGENT)
+    await client.send(box, "b", priority=" Urgent ")
+    assert {m.priority for m in await client.query(box)} == {Priority.URGENT}
+
+
+async def test_answer_larger_than_the_nats_server_allows_is_an_error_not_a_timeout(broker):
+    """An engine configured above the server's max_payload must still answer, in words."""
+    if broker.transport != "nats":
+        pytest.skip("only a NATS server limits the size of an answer")
+    broker.engine.limits = dataclasses.replace(broker.engine.limits, max_payload=8 << 20)
+    async with broker.client() as client:
+        box = await client.mailbox_create()
+        for _ in range(5):
+            await client.send(box, b"w" * 300_000)
+        with pytest.raises(Mq9Error) as caught:
+            await asyncio.wait_for(client.fetch(box, deliver="earliest", max_wait_ms=0), 5)
+        assert "max_payload" in caught.value.message
+        assert "ask for less" in caught.value.message
+        assert len(await client.fetch(box, deliver="earliest", num_msgs=2, max_wait_ms=0)) == 2

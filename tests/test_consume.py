@@ -1,0 +1,294 @@
+"""``Mq9Client.consume``: the background fetch loop, over ``memory://`` and a real nats-server.
+
+Handlers signal progress through ``asyncio.Event``s awaited under ``asyncio.wait_for`` bounds;
+lease expiry is driven by ``broker.clock``. No sleep is used to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from langchain_mq9 import Message, Mq9Error
+
+WAIT = 5  # a correctness bound for things that should happen within milliseconds
+POLL_MS = 50  # the consumers' long-poll: short, so stop() returns quickly
+
+
+class Recorder:
+    """A handler that records what it saw and wakes waiters once ``count`` have arrived."""
+
+    def __init__(self, fail_on: set[bytes] = frozenset()) -> None:
+        self.seen: list[Message] = []
+        self.fail_on = set(fail_on)
+        self.errors: list[tuple[Message, Exception]] = []
+        self._targets: list[tuple[int, asyncio.Event]] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.seen.append(message)
+        self._check()
+        if message.payload in self.fail_on:
+            raise RuntimeError(f"cannot handle {message.payload!r}")
+
+    def on_error(self, message: Message, exc: Exception) -> None:
+        self.errors.append((message, exc))
+        self._check()
+
+    def _check(self) -> None:
+        for count, event in self._targets:
+            if len(self.seen) >= count:
+                event.set()
+
+    async def wait_for(self, count: int) -> None:
+        event = asyncio.Event()
+        self._targets.append((count, event))
+        self._check()
+        await asyncio.wait_for(event.wait(), WAIT)
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return [m.payload for m in self.seen]
+
+
+async def test_handler_called_in_priority_order_and_auto_ack(broker, client):
+    box = await client.mailbox_create()
+    for payload, priority in [(b"n1", "normal"), (b"u1", "urgent"), (b"c1", "critical"),
+                              (b"n2", "normal"), (b"c2", "critical")]:
+        await client.send(box, payload, priority=priority)
+    handler = Recorder()
+    consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
+                                    max_wait_ms=POLL_MS)
+    await handler.wait_for(5)
+    await consumer.stop()
+    assert handler.payloads == [b"c1", b"c2", b"u1", b"n1", b"n2"]
+    assert consumer.processed_count == 5
+    # auto_ack confirmed everything: nothing comes back after the leases would have ended
+    broker.clock.advance(broker.engine.limits.ack_wait + 1)
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+
+
+async def test_consumer_keeps_going_with_new_messages(broker, client):
+    box = await client.mailbox_create()
+    handler = Recorder()
+    consumer = await client.consume(box, handler, group_name="g", max_wait_ms=POLL_MS)
+    for i in range(3):
+        await client.send(box, f"m{i}")
+        await handler.wait_for(i + 1)
+    await consumer.stop()
+    assert handler.payloads == [b"m0", b"m1", b"m2"]
+    assert consumer.processed_count == 3
+
+
+async def test_handler_error_reported_loop_continues_and_message_not_acked(broker, client):
+    box = await client.mailbox_create()
+    for payload in (b"ok1", b"bad", b"ok2"):
+        await client.send(box, payload)
+    handler = Recorder(fail_on={b"bad"})
+    consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
+                                    max_wait_ms=POLL_MS, error_handler=handler.on_error)
+    await handler.wait_for(3)
+    await client.send(box, b"ok3")  # the loop goes on after the failure
+    await handler.wait_for(4)
+    await consumer.stop()
+    assert not consumer.is_running
+    assert handler.payloads == [b"ok1", b"bad", b"ok2", b"ok3"]
+    assert consumer.processed_count == 3
+    [(failed, exc)] = handler.errors
+    assert failed.payload == b"bad" and isinstance(exc, RuntimeError)
+    # the failed message was not acked (nor was ok2, which an ACK would have covered):
+    # after the ack-wait both come back; ok1 and ok3 do not
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+    broker.clock.advance(broker.engine.limits.ack_wait)
+    again = await client.fetch(box, group_name="g", max_wait_ms=0)
+    assert [m.payload for m in again] == [b"bad", b"ok2"]
+
+
+async def test_failed_message_is_retried_by_the_consumer_after_ack_wait(broker, client):
+    box = await client.mailbox_create()
+    await client.send(box, b"flaky")
+    await client.send(box, b"after")
+    handler = Recorder(fail_on={b"flaky"})
+    consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
+                                    max_wait_ms=POLL_MS, error_handler=handler.on_error)
+    await handler.wait_for(2)
+    assert consumer.processed_count == 1
+    handler.fail_on.clear()
+    broker.clock.advance(broker.engine.limits.ack_wait)  # the lease of "flaky" ends
+    await handler.wait_for(3)
+    await consumer.stop()
+    # handled again; "after" (handled, held back from acking) is not run twice
+    assert handler.payloads == [b"flaky", b"after", b"flaky"]
+    assert consumer.processed_count == 2
+    broker.clock.advance(broker.engine.limits.ack_wait)
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+
+
+async def test_async_error_handler_and_failing_error_handler(client):
+    box = await client.mailbox_create()
+    reported = asyncio.Event()
+    calls: list[bytes] = []
+
+    async def handler(message: Message) -> None:
+        calls.append(message.payload)
+        raise ValueError("no")
+
+    async def error_handler(message: Message, exc: Exception) -> None:
+        reported.set()
+        raise RuntimeError("the error handler fails too")
+
+    consumer = await client.consume(box, handler, group_name="g", max_wait_ms=POLL_MS,
+                                    error_handler=error_handler)
+    await client.send(box, b"x")
+    await asyncio.wait_for(reported.wait(), WAIT)
+    done = asyncio.Event()
+    second = Recorder()
+
+    async def other(message: Message) -> None:
+        await second(message)
+        done.set()
+
+    consumer2 = await client.consume(box, other, group_name="g2", max_wait_ms=POLL_MS)
+    await client.send(box, b"y")
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert consumer.is_running  # a failing error handler does not end the loop
+    await consumer.stop()
+    await consumer2.stop()
+    assert consumer.processed_count == 0
+    assert b"x" in calls
+
+
+async def test_stop_is_clean_and_idempotent(client):
+    box = await client.mailbox_create()
+    handler = Recorder()
+    consumer = await client.consume(box, handler, group_name="g", max_wait_ms=POLL_MS)
+    assert consumer.is_running
+    await asyncio.wait_for(consumer.stop(), WAIT)
+    assert not consumer.is_running
+    await asyncio.wait_for(consumer.stop(), WAIT)
+    await client.send(box, b"after stop")
+    # nothing consumed it: the group still gets it
+    assert [m.payload for m in await client.fetch(box, group_name="g", max_wait_ms=0)] == [
+        b"after stop"
+    ]
+    assert handler.seen == []
+
+
+async def test_stop_does_not_drop_leased_messages(broker, client):
+    box = await client.mailbox_create()
+    release = asyncio.Event()
+    started = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def slow(message: Message) -> None:
+        started.set()
+        await release.wait()
+        handled.append(message.payload)
+
+    for payload in (b"a", b"b", b"c"):
+        await client.send(box, payload)
+    consumer = await client.consume(box, slow, group_name="g", deliver="earliest",
+                                    max_wait_ms=POLL_MS)
+    await asyncio.wait_for(started.wait(), WAIT)
+    stopping = asyncio.create_task(consumer.stop())
+    release.set()
+    await asyncio.wait_for(stopping, WAIT)
+    assert handled == [b"a", b"b", b"c"]  # the batch under way was finished
+    assert consumer.processed_count == 3
+    broker.clock.advance(broker.engine.limits.ack_wait)
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []  # and acked
+
+
+async def test_consume_without_group_sees_each_message_once(client):
+    box = await client.mailbox_create()
+    for i in range(5):
+        await client.send(box, f"old{i}", priority="urgent" if i % 2 else "normal")
+    handler = Recorder()
+    consumer = await client.consume(box, handler, deliver="earliest", num_msgs=2,
+                                    max_wait_ms=POLL_MS)
+    await handler.wait_for(5)
+    for i in range(4):
+        await client.send(box, f"new{i}", priority="critical" if i == 2 else "normal")
+    await handler.wait_for(9)
+    await client.send(box, "last")
+    await handler.wait_for(10)
+    await consumer.stop()
+    payloads = [p.decode() for p in handler.payloads]
+    assert sorted(payloads) == sorted([f"old{i}" for i in range(5)]
+                                      + [f"new{i}" for i in range(4)] + ["last"])
+    assert len(set(payloads)) == len(payloads)
+    assert consumer.processed_count == 10
+    assert payloads.index("last") == 9
+
+
+async def test_consume_without_group_records_nothing_in_the_broker(broker, client):
+    box = await client.mailbox_create()
+    handler = Recorder()
+    consumer = await client.consume(box, handler, max_wait_ms=POLL_MS)
+    await client.send(box, b"x")
+    await handler.wait_for(1)
+    await consumer.stop()
+    assert broker.engine.mailboxes[box].groups == {}
+    assert [m.payload for m in await client.query(box)] == [b"x"]  # not acked away
+
+
+@pytest.mark.parametrize("group", ["g", None])
+async def test_deliver_latest_sees_messages_sent_right_after_consume_returns(client, group):
+    box = await client.mailbox_create()
+    await client.send(box, b"before")
+    handler = Recorder()
+    consumer = await client.consume(box, handler, group_name=group, deliver="latest",
+                                    max_wait_ms=POLL_MS)
+    await client.send(box, b"right after")  # no pause: the start point is already fixed
+    await client.send(box, b"then", priority="critical")
+    await handler.wait_for(2)
+    await consumer.stop()
+    assert sorted(handler.payloads) == [b"right after", b"then"]
+
+
+async def test_auto_ack_false_leaves_acking_to_the_handler(broker, client):
+    box = await client.mailbox_create()
+    await client.send(box, b"one")
+    await client.send(box, b"two")
+    acked = asyncio.Event()
+
+    async def handler(message: Message) -> None:
+        if message.payload == b"two":
+            await client.ack(box, "g", message.msg_id)
+            acked.set()
+
+    consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
+                                    auto_ack=False, max_wait_ms=POLL_MS)
+    await asyncio.wait_for(acked.wait(), WAIT)
+    await consumer.stop()
+    assert consumer.processed_count == 2
+    broker.clock.advance(broker.engine.limits.ack_wait)
+    # the handler's ack of "two" covered "one" (same FETCH answer)
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+
+
+async def test_sync_handler_is_supported(client):
+    box = await client.mailbox_create()
+    got = asyncio.Event()
+    seen: list[bytes] = []
+
+    def handler(message: Message) -> None:
+        seen.append(message.payload)
+        got.set()
+
+    consumer = await client.consume(box, handler, group_name="g", max_wait_ms=POLL_MS)
+    await client.send(box, b"sync")
+    await asyncio.wait_for(got.wait(), WAIT)
+    await consumer.stop()
+    assert seen == [b"sync"]
+
+
+async def test_consume_refusals(client):
+    with pytest.raises(Mq9Error, match="invalid mail_address"):
+        await client.consume("Bad", lambda m: None)
+    with pytest.raises(ValueError):
+        await client.consume("some.box", "not callable")
+    with pytest.raises(Mq9Error, match="invalid deliver"):
+        await client.consume("some.box", lambda m: None, deliver="soon")
+    with pytest.raises(Mq9Error, match="does not exist"):
+        await client.consume("some.box", lambda m: None, group_name="g")
