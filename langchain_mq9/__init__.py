@@ -4,47 +4,83 @@
 >>> tools = Mq9Toolkit(server="memory://").get_tools()
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .client import Consumer, Message, Mq9Client
-from .operations import OPERATIONS, Operation, OperationError, ToolPolicy
 from .protocol import Mq9Error, Priority
-from .toolkit import Mq9Toolkit
-from .tools import (
-    AckMessagesTool,
-    AgentDiscoverTool,
-    AgentRegisterTool,
-    AgentReportTool,
-    AgentUnregisterTool,
-    CreateMailboxTool,
-    DeleteMessageTool,
-    FetchMessagesTool,
-    Mq9Tool,
-    QueryMessagesTool,
-    SendMessageTool,
-)
 
 __version__ = "0.1.0"
 
-__all__ = [
+# The LangChain side is imported on first use, so the client and the broker (mq9-dev-broker)
+# start without loading langchain-core.
+_LAZY = {
+    "OPERATIONS": "operations",
+    "Operation": "operations",
+    "OperationError": "operations",
+    "ToolPolicy": "operations",
+    "Mq9Toolkit": "toolkit",
+    "AckMessagesTool": "tools",
+    "AgentDiscoverTool": "tools",
+    "AgentRegisterTool": "tools",
+    "AgentReportTool": "tools",
+    "AgentUnregisterTool": "tools",
+    "CreateMailboxTool": "tools",
+    "DeleteMessageTool": "tools",
+    "FetchMessagesTool": "tools",
+    "Mq9Tool": "tools",
+    "QueryMessagesTool": "tools",
+    "SendMessageTool": "tools",
+}
+
+if TYPE_CHECKING:
+    from .operations import OPERATIONS, Operation, OperationError, ToolPolicy
+    from .toolkit import Mq9Toolkit
+    from .tools import (
+        AckMessagesTool,
+        AgentDiscoverTool,
+        AgentRegisterTool,
+        AgentReportTool,
+        AgentUnregisterTool,
+        CreateMailboxTool,
+        DeleteMessageTool,
+        FetchMessagesTool,
+        Mq9Tool,
+        QueryMessagesTool,
+        SendMessageTool,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'langchain_mq9' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [  # noqa: RUF022  (grouped: the client first, then the LangChain side)
+    "Consumer",
+    "Message",
+    "Mq9Client",
+    "Mq9Error",
+    "Priority",
+    "__version__",
     "OPERATIONS",
+    "Operation",
+    "OperationError",
+    "ToolPolicy",
+    "Mq9Toolkit",
     "AckMessagesTool",
     "AgentDiscoverTool",
     "AgentRegisterTool",
     "AgentReportTool",
     "AgentUnregisterTool",
-    "Consumer",
     "CreateMailboxTool",
     "DeleteMessageTool",
     "FetchMessagesTool",
-    "Message",
-    "Mq9Client",
-    "Mq9Error",
     "Mq9Tool",
-    "Mq9Toolkit",
-    "Operation",
-    "OperationError",
-    "Priority",
     "QueryMessagesTool",
     "SendMessageTool",
-    "ToolPolicy",
-    "__version__",
 ]

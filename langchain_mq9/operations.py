@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .client import Message
 from .protocol import Mq9Error, is_valid_address
@@ -68,6 +68,16 @@ def explain(exc: Mq9Error) -> str:
     if exc.retryable:
         return f"{text} — the mq9 broker is unreachable or busy; try again shortly"
     return text
+
+
+def explain_validation(error: ValidationError) -> str:
+    """A validation failure in words a model can act on."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ())) or "input"
+        got = f" (got {item['input']!r})" if item.get("type") != "missing" else ""
+        problems.append(f"{where}: {item.get('msg', 'invalid')}{got}")
+    return "Invalid arguments: " + "; ".join(problems) + ". Fix them and call the tool again."
 
 
 # -- policy ------------------------------------------------------------------------------------

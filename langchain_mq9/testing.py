@@ -51,10 +51,13 @@ def tool_result(messages: Sequence[BaseMessage], name: str | None = None) -> Any
     """The newest tool result (of tool ``name``, if given), parsed as JSON when it is JSON."""
     for message in reversed(messages):
         if isinstance(message, ToolMessage) and (name is None or message.name == name):
+            text = message.content
+            if isinstance(text, list):  # content blocks, as MCP tools through adapters give
+                text = "".join(b if isinstance(b, str) else b.get("text", "") for b in text)
             try:
-                return json.loads(message.content)
+                return json.loads(text)
             except (TypeError, ValueError):
-                return message.content
+                return text
     raise LookupError(f"no result of tool {name or '(any)'} in the conversation yet")
 
 

@@ -14,21 +14,18 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from langchain_core.tools import BaseTool, ToolException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .connection import Mq9Connection
-from .operations import OPERATIONS, Operation, OperationError, ToolPolicy, explain
+from .operations import (
+    OPERATIONS,
+    Operation,
+    OperationError,
+    ToolPolicy,
+    explain,
+    explain_validation,
+)
 from .protocol import Mq9Error
-
-
-def explain_validation(error: ValidationError) -> str:
-    """A validation failure in words a model can act on."""
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item.get("loc", ())) or "input"
-        got = f" (got {item['input']!r})" if item.get("type") != "missing" else ""
-        problems.append(f"{where}: {item.get('msg', 'invalid')}{got}")
-    return "Invalid arguments: " + "; ".join(problems) + ". Fix them and call the tool again."
 
 
 class Mq9Tool(BaseTool):

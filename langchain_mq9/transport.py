@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from typing import Protocol
 
@@ -107,6 +108,7 @@ class NatsTransport:
         name: str | None = None,
     ) -> None:
         self.servers = servers
+        self.where = redact(", ".join(servers))  # for messages: no passwords
         self._options = dict(
             servers=servers,
             connect_timeout=request_timeout,
@@ -123,6 +125,7 @@ class NatsTransport:
             reconnected_cb=self._on_reconnected,
         )
         self._connection = None
+        self._refused = False  # the last connect attempt met an authorization violation
         self._loop: asyncio.AbstractEventLoop | None = None
         # Resolved (and replaced) when the link drops: the requests waiting on it fail at once
         # instead of at their timeout, since a reply sent while the link is down is lost.
@@ -147,13 +150,19 @@ class NatsTransport:
         # apart, before giving up; a first connection gets request_timeout in all instead.
         connection = Client()
         options = {k: v for k, v in self._options.items() if v is not None}
+        self._refused = False
         try:
             await asyncio.wait_for(connection.connect(**options), self._options["connect_timeout"])
         except Exception as exc:
             last = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
             await _quietly_close(connection)
+            if self._refused:  # nats-py reports it as "no servers": say what really happened
+                raise Mq9Error(
+                    f"the broker at {self.where} refused the credentials (authorization "
+                    "violation): check the user and password, token or creds file"
+                ) from None
             raise Mq9Error(
-                f"cannot connect to the mq9 broker at {', '.join(self.servers)}: "
+                f"cannot connect to the mq9 broker at {self.where}: "
                 f"{_describe(last or exc)}. Is the broker running? "
                 "(for a local one: mq9-dev-broker)",
                 retryable=True,
@@ -206,14 +215,14 @@ class NatsTransport:
             if not cut or cancelled_by_caller:
                 raise
             raise Mq9Error(
-                f"lost the connection to the mq9 broker at {', '.join(self.servers)} while "
+                f"lost the connection to the mq9 broker at {self.where} while "
                 "waiting for the reply; the request may or may not have been carried out "
                 "(the client reconnects by itself)",
                 retryable=True,
             ) from None
         except nats_errors.NoRespondersError:
             raise Mq9Error(
-                f"no mq9 broker is serving at {', '.join(self.servers)}: nothing answers "
+                f"no mq9 broker is serving at {self.where}: nothing answers "
                 f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)",
                 retryable=True,
             ) from None
@@ -230,7 +239,7 @@ class NatsTransport:
             if self._connection is None:
                 raise Mq9Error(NOT_CONNECTED) from None
             raise Mq9Error(
-                f"lost the connection to the mq9 broker at {', '.join(self.servers)}; "
+                f"lost the connection to the mq9 broker at {self.where}; "
                 "the request was not sent (the client dials again on the next call)",
                 retryable=True,
             ) from None
@@ -244,7 +253,7 @@ class NatsTransport:
         closes = self._closes
         async with self._redialing:  # one dial for all the requests that found the link dead
             if self._connection is dead:
-                log.warning("dialing the mq9 broker at %s again", ", ".join(self.servers))
+                log.warning("dialing the mq9 broker at %s again", self.where)
                 await self.connect()  # a failure raises a retryable "cannot connect"
         if self._closes != closes or self._connection is None:  # close() ran meanwhile
             if self._connection is not None and self._connection is not dead:
@@ -259,6 +268,8 @@ class NatsTransport:
             await _quietly_close(connection)
 
     async def _on_error(self, exc: Exception) -> None:
+        if "authorization" in str(exc).lower():
+            self._refused = True
         log.debug("nats: %s", _describe(exc))
 
     async def _on_disconnected(self) -> None:
@@ -289,6 +300,15 @@ async def _quietly_close(connection) -> None:
         await connection.close()
     except Exception as exc:  # closing must not fail a shutdown
         log.debug("error while closing the NATS connection: %s", exc)
+
+
+# user:password@ keeps the user; a lone token@ (no colon) is hidden whole.
+_CREDENTIALS = re.compile(r"(://[^/@:\s,]*:)[^/@\s,]*@|(://)[^/@:\s,]+@")
+
+
+def redact(text: str) -> str:
+    """Hide secrets in URLs: ``nats://user:secret@host`` -> ``nats://user:***@host``."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group(1) or m.group(2)}***@", text)
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,7 +10,6 @@ itself keeps running.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -30,9 +29,10 @@ from langchain_mq9.operations import (
     OperationError,
     ToolPolicy,
     explain,
+    explain_validation,
 )
 from langchain_mq9.protocol import Mq9Error
-from langchain_mq9.tools import explain_validation
+from langchain_mq9.transport import redact
 
 log = logging.getLogger("mcp_server")
 
@@ -191,12 +191,3 @@ async def connect_early(connection: Mq9Connection) -> None:
         )
     else:
         log.info("connected to the mq9 broker at %s", where)
-
-
-def redact(text: str) -> str:
-    """Hide passwords and tokens in URLs (``nats://user:secret@host`` -> ``nats://user:***@host``)."""
-    return re.sub(r"(://[^/@:\s,]*:)[^/@\s,]*@|(://)[^/@:\s,]+@", _mask, text)
-
-
-def _mask(match: re.Match[str]) -> str:
-    return f"{match.group(1)}***@" if match.group(1) else f"{match.group(2)}***@"

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def start_nats_server(
     port: int | None = None,
     *,
     monitor_port: int | None = None,
+    extra_args: Sequence[str] = (),
     timeout: float = 10.0,
     die_with_parent: bool = False,
 ) -> NatsProcess:
@@ -79,6 +81,7 @@ def start_nats_server(
     command = [find_nats_server(), "-a", host, "-p", str(port)]
     if monitor_port:
         command += ["-m", str(monitor_port)]
+    command += list(extra_args)  # e.g. ["--user", "u", "--pass", "p"]
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
