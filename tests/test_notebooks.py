@@ -47,7 +47,12 @@ def clean_env() -> dict[str, str]:
 
 
 def test_the_notebooks_are_there():
-    expected = {"01_quickstart.ipynb", "02_langgraph_agents.ipynb", "04_human_in_the_loop.ipynb"}
+    expected = {
+        "01_quickstart.ipynb",
+        "02_langgraph_agents.ipynb",
+        "03_mcp_server.ipynb",
+        "04_human_in_the_loop.ipynb",
+    }
     assert expected <= {p.name for p in NOTEBOOKS}  # any other notebook is run as well
 
 
