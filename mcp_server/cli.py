@@ -184,6 +184,16 @@ def configure_logging(level: str) -> None:
     root.setLevel(logging.DEBUG if numeric == logging.DEBUG else max(numeric, logging.WARNING))
     for name in ("mcp_server", "langchain_mq9", "uvicorn.error"):
         logging.getLogger(name).setLevel(numeric)
+    logging.getLogger("mcp.server.streamable_http").addFilter(_normal_disconnects)
+
+
+def _normal_disconnects(record: logging.LogRecord) -> bool:
+    """Drop the SDK's traceback for a client that closed its session normally (its SSE writer
+    finds the stream closed); every other record passes."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (
+        type(error).__name__ == "ClosedResourceError" and "SSE writer" in record.getMessage()
+    )
 
 
 def _policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolPolicy:
