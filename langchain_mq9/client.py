@@ -47,16 +47,24 @@ class Message:
     def from_wire(cls, wire: Any) -> Message:
         try:
             tags = wire.get("tags") or []
+            if not isinstance(tags, list):
+                raise TypeError("tags is not a list")
             return cls(
-                msg_id=int(wire["msg_id"]),
+                msg_id=_whole(wire["msg_id"]),
                 payload=p.decode_payload(wire["payload"]),
                 priority=Priority(wire.get("priority", "normal")),
-                create_time=int(wire["create_time"]),
+                create_time=_whole(wire["create_time"]),
                 key=wire.get("key"),
                 tags=[str(t) for t in tags],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise Mq9Error(f"malformed message in the broker's reply: {exc!r}") from None
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
 
 
 Handler = Callable[[Message], Awaitable[None] | None]
@@ -154,10 +162,7 @@ class Mq9Client:
         return reply
 
     def _messages(self, reply: dict[str, Any]) -> list[Message]:
-        wire = reply.get("messages")
-        if not isinstance(wire, list):
-            raise Mq9Error("malformed reply from the broker: 'messages' is missing")
-        return [Message.from_wire(m) for m in wire]
+        return [Message.from_wire(m) for m in _reply_field(reply, "messages", list)]
 
     # -- mailboxes and messages ------------------------------------------------------------
 
@@ -168,9 +173,9 @@ class Mq9Client:
         if name is not None:
             request["name"] = p.check_address(name)
         reply = await self._call(p.MAILBOX_CREATE, p.encode(request))
-        address = reply.get("mail_address")
-        if not isinstance(address, str):
-            raise Mq9Error("malformed reply from the broker: 'mail_address' is missing")
+        address = _reply_field(reply, "mail_address", str)
+        if not p.is_valid_address(address):
+            raise Mq9Error(f"malformed reply from the broker: invalid mail_address {address!r}")
         return address
 
     async def send(
@@ -208,10 +213,7 @@ class Mq9Client:
                 "send a reference to the data (a URL or path) instead of the data itself"
             )
         reply = await self._call(p.send_subject(mail_address), body, headers)
-        msg_id = reply.get("msg_id")
-        if not isinstance(msg_id, int):
-            raise Mq9Error("malformed reply from the broker: 'msg_id' is missing")
-        return msg_id
+        return _reply_field(reply, "msg_id", int)
 
     async def fetch(
         self,
@@ -357,10 +359,7 @@ class Mq9Client:
                     raise ValueError(f"{name} must be a string")
                 request[name] = value
         reply = await self._call(p.AGENT_DISCOVER, p.encode(request))
-        agents = reply.get("agents")
-        if not isinstance(agents, list):
-            raise Mq9Error("malformed reply from the broker: 'agents' is missing")
-        return agents
+        return _reply_field(reply, "agents", list)
 
 
 class Consumer:
@@ -502,6 +501,15 @@ class Consumer:
             await _maybe_await(self._error_handler(message, exc))
         except Exception:
             log.exception("consumer of %s: error_handler failed", self.mail_address)
+
+
+def _reply_field(reply: dict[str, Any], name: str, kind: type) -> Any:
+    value = reply.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise Mq9Error(
+            f"malformed reply from the broker: {name!r} is missing or not a {kind.__name__}"
+        )
+    return value
 
 
 def _header_block_size(headers: dict[str, str]) -> int:
