@@ -427,12 +427,12 @@ class Consumer:
                 num_msgs=self._num_msgs,
                 max_wait_ms=max_wait_ms,
             )
-        asked = self._num_msgs + len(self._seen)
+        asked = min(self._num_msgs + len(self._seen), p.MAX_NUM_MSGS)
         found = await self._client.fetch(
             self.mail_address,
             deliver=self._deliver,
             from_id=self._floor if self._deliver == "from_id" else None,
-            num_msgs=min(asked, p.MAX_NUM_MSGS),
+            num_msgs=asked,
             max_wait_ms=max_wait_ms,
         )
         fresh = [m for m in found if m.msg_id not in self._seen]
