@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from .client import Mq9Client
 from .protocol import Mq9Error
+from .transport import MEMORY_SCHEME
 
 T = TypeVar("T")
 
@@ -44,14 +45,21 @@ def background_loop() -> asyncio.AbstractEventLoop:
 
 
 class Mq9Connection:
-    """Either owns a client built from ``server`` (opened on first use, on the background loop)
-    or wraps a ``client`` the caller opened and closes itself."""
+    """Either owns a client built from ``server`` (opened on first use) or wraps a ``client``
+    the caller opened and closes itself.
+
+    An owned NATS client lives on the background loop, so every caller can use it. A program
+    that runs one event loop for its whole life (a server) can pass ``on_caller_loop=True``:
+    the client then opens on that loop and async calls skip the hand-over between threads.
+    ``memory://`` needs no hand-over either way: the in-process broker serves any loop.
+    """
 
     def __init__(
         self,
         server: str | None = None,
         *,
         client: Any | None = None,
+        on_caller_loop: bool = False,
         **client_options: Any,
     ) -> None:
         if (server is None) == (client is None):
@@ -60,6 +68,8 @@ class Mq9Connection:
         self.owned = client is None
         self.client = client if client is not None else Mq9Client(server, **client_options)
         self.request_timeout = float(getattr(self.client, "request_timeout", 5.0))
+        self._memory = self.owned and self.server.strip().startswith(MEMORY_SCHEME)
+        self._direct = not self.owned or on_caller_loop or self._memory
         self._opening: asyncio.Lock | None = None
         if self.owned:
             _open.add(self)
@@ -67,6 +77,8 @@ class Mq9Connection:
     async def _ready(self) -> Any:
         if not self.owned or self.client.is_connected:
             return self.client
+        if self._memory:  # instant and idempotent: no lock, which would bind to one loop
+            return await self.client.connect()
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
@@ -79,8 +91,8 @@ class Mq9Connection:
 
     async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``action(client)`` from async code."""
-        if not self.owned:
-            return await action(self.client)
+        if self._direct:
+            return await self._call(action)
         return await _hand_over(self._call(action), background_loop())
 
     def run_sync(self, action: Callable[[Any], Awaitable[T]], *, wait: float = 0.0) -> T:
@@ -102,8 +114,10 @@ class Mq9Connection:
 
     async def aclose(self) -> None:
         if self.owned and self.client.is_connected:
-            future = asyncio.run_coroutine_threadsafe(self.client.close(), background_loop())
-            await asyncio.wrap_future(future)
+            if self._direct:
+                await self.client.close()
+            else:
+                await _hand_over(self.client.close(), background_loop())
 
     def close(self) -> None:
         if self.owned and self.client.is_connected:

@@ -1,0 +1,117 @@
+"""Run every benchmark and write ``bench/RESULTS.md`` (plus PNG plots beside it).
+
+    python -m bench            # the full run, a few minutes on 2 cores
+    python -m bench --quick    # tiny sizes, seconds: checks that everything runs
+    python -m bench --only latency,broker --out /tmp/bench
+
+Run it from the repository root. Exit status 1 when a benchmark could not run at all (a missed
+target is a result, not an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import report
+from .config import FULL, QUICK, Config
+from .results import Section
+
+SECTIONS = ("latency", "broker", "throughput", "mcp", "memory")
+TITLES = {
+    "latency": "Client and tool overhead over NATS (targets 1–3)",
+    "broker": "Bundled broker scaling, engine in process (target 4)",
+    "throughput": "Dev-broker throughput on nats-server (target 5)",
+    "mcp": "MCP over stdio (target 6)",
+    "memory": "Broker memory per message (target 7)",
+}
+NEEDS_NETWORK = {"latency", "throughput", "mcp"}
+
+
+def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
+    if name == "latency":
+        from . import latency
+
+        return latency.run(cfg, network)
+    if name == "broker":
+        from . import broker_scaling
+
+        return broker_scaling.run(cfg, out)
+    if name == "throughput":
+        from . import throughput
+
+        return throughput.run(cfg, network)
+    if name == "mcp":
+        from . import mcp_stdio
+
+        return mcp_stdio.run(cfg, network)
+    from . import memory
+
+    return memory.run(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument(
+        "--only", help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="directory for RESULTS.md and the plots (default: bench/)",
+    )
+    args = parser.parse_args(argv)
+    selected = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
+    unknown = [s for s in selected if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r}: choose from {', '.join(SECTIONS)}")
+    cfg = QUICK if args.quick else FULL
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    load_before = report.load_average()
+    sections: list[Section] = []
+    network = None
+    try:
+        for name in selected:
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            began = time.perf_counter()
+            try:
+                if name in NEEDS_NETWORK and network is None:
+                    from .infra import Network
+
+                    network = Network()
+                section = _run_section(name, cfg, args.out, network)
+            except Exception as exc:
+                traceback.print_exc()
+                section = Section(name, TITLES[name], error=f"{type(exc).__name__}: {exc}")
+            section.seconds = time.perf_counter() - began
+            sections.append(section)
+            print(f"[bench] {name} done in {section.seconds:.1f} s", file=sys.stderr, flush=True)
+    finally:
+        if network is not None:
+            network.stop()
+    command = "python -m bench" + (" --quick" if args.quick else "")
+    if args.only:
+        command += f" --only {args.only}"
+    path = args.out / "RESULTS.md"
+    report.write(
+        path,
+        sections,
+        command=command,
+        started=started,
+        load_before=load_before,
+        quick=cfg.quick,
+    )
+    print("\n".join(report.table(sections)))
+    print(f"\nwritten: {path}")
+    return 1 if any(s.error for s in sections) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

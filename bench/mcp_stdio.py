@@ -1,0 +1,190 @@
+"""Target 6: ``send_message`` through ``mq9-mcp`` over stdio against a trivial echo tool served
+by the same MCP SDK over stdio.
+
+Both servers run as child processes of one MCP client session each, opened side by side; the
+calls alternate. The mq9 server reaches the canned responder on nats-server (the broker's work
+is not the MCP server's); the engine-served figure is reported beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import sys
+import tempfile
+
+import nats
+
+from langchain_mq9 import Mq9Client, Mq9Error
+from langchain_mq9.connection import Mq9Connection
+
+from .config import Config
+from .infra import ROOT, Network, child_env
+from .latency import SEND_ARGS
+from .measure import fmt_seconds, interleave_async
+from .results import Check, Section
+
+INIT_TIMEOUT = 60.0
+ADDRESS = SEND_ARGS["mail_address"]
+ROUND_TRIP = "broker round trip alone (Mq9Connection.run → send, in the benchmark process)"
+
+
+async def _send(client: Mq9Client) -> int:
+    return await client.send(ADDRESS, SEND_ARGS["payload"])
+
+
+def unavailable() -> str | None:
+    """Why ``python -m mcp_server`` cannot run yet, or None when it can."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    try:
+        if importlib.util.find_spec("mcp_server") is None:
+            return "the mcp_server package does not exist yet"
+        if importlib.util.find_spec("mcp_server.__main__") is None:
+            return "mcp_server has no __main__ yet (`python -m mcp_server` cannot run)"
+    except ImportError as exc:
+        return f"mcp_server cannot be imported: {exc}"
+    return None
+
+
+async def _call(session, name: str, arguments: dict) -> None:
+    result = await session.call_tool(name, arguments)
+    if result.isError:
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        raise RuntimeError(f"MCP tool {name} failed: {text}")
+
+
+async def _measure(cfg: Config, net: Network, section: Section, errlog) -> None:
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    control = await nats.connect(net.url)
+    await net.serve(control, "canned", fetch_count=10)
+    env = {**child_env(), "MQ9_SERVER": net.url}
+    env.pop("NATS_URL", None)
+    servers = {
+        "mq9-mcp send_message": ["-m", "mcp_server"],
+        "echo tool (same MCP SDK)": ["-m", "bench.mcp_echo"],
+    }
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            sessions = {}
+            for label, args in servers.items():
+                params = StdioServerParameters(
+                    command=sys.executable, args=args, env=env, cwd=str(ROOT)
+                )
+                read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+                sessions[label] = await stack.enter_async_context(ClientSession(read, write))
+            await asyncio.wait_for(
+                asyncio.gather(*(s.initialize() for s in sessions.values())), INIT_TIMEOUT
+            )
+            mq9, echo = sessions.values()
+
+            async def mq9_send() -> None:
+                await _call(mq9, "send_message", SEND_ARGS)
+
+            async def echo_call() -> None:
+                await _call(echo, "echo", SEND_ARGS)
+
+            # The broker round trip the way mq9-mcp makes it (shared connection, NATS), here.
+            connection = Mq9Connection(net.url)
+            stack.push_async_callback(connection.aclose)
+
+            async def round_trip() -> None:
+                await connection.run(_send)
+
+            rounds, block = cfg.mcp_rounds
+            results = await interleave_async(
+                {
+                    "mq9-mcp send_message": mq9_send,
+                    "echo tool (same MCP SDK)": echo_call,
+                    ROUND_TRIP: round_trip,
+                },
+                rounds=rounds,
+                block=block,
+            )
+            a, b = results["mq9-mcp send_message"], results["echo tool (same MCP SDK)"]
+            section.checks.append(
+                Check(
+                    key="6",
+                    title="send_message via mq9-mcp over stdio vs a trivial echo tool over stdio",
+                    ours_label="mq9-mcp send_message",
+                    ours=fmt_seconds(a.median),
+                    baseline_label="echo tool",
+                    baseline=fmt_seconds(b.median),
+                    ratio=a.median / b.median,
+                    op="<=",
+                    limit=1.5,
+                )
+            )
+            floor = (b.median + results[ROUND_TRIP].median) / b.median
+            section.figures.append(
+                (
+                    "the least mq9-mcp can take: echo + the broker round trip",
+                    f"{fmt_seconds(b.median + results[ROUND_TRIP].median)} = {floor:.2f}× the "
+                    "echo tool",
+                )
+            )
+            for name, stats in results.items():
+                section.figures.append(
+                    (
+                        name,
+                        f"median {fmt_seconds(stats.median)}, p90 "
+                        f"{fmt_seconds(stats.quantile(0.9))}, n={stats.n}",
+                    )
+                )
+
+            await net.serve(control, "engine")
+            async with Mq9Client(net.url) as client:
+                with contextlib.suppress(Mq9Error):
+                    await client.mailbox_create(name=ADDRESS)
+            served = await interleave_async(
+                {"mq9-mcp send_message, engine-served": mq9_send},
+                rounds=2,
+                block=max(3, block),
+            )
+            stats = served["mq9-mcp send_message, engine-served"]
+            section.figures.append(
+                ("mq9-mcp send_message, engine-served", f"median {fmt_seconds(stats.median)}")
+            )
+    finally:
+        await control.close()
+
+
+def run(cfg: Config, net: Network) -> Section:
+    section = Section("mcp", "MCP over stdio (target 6)")
+    reason = unavailable()
+    if reason is not None:
+        section.checks.append(
+            Check(
+                key="6",
+                title="send_message via mq9-mcp over stdio vs a trivial echo tool over stdio",
+                ours_label="mq9-mcp",
+                ours="not available yet",
+                baseline_label="echo tool",
+                baseline="–",
+                ratio=None,
+                op="<=",
+                limit=1.5,
+                note=reason,
+            )
+        )
+        return section
+    with tempfile.TemporaryFile("w+") as errlog:
+        try:
+            asyncio.run(_measure(cfg, net, section, errlog))
+        except BaseException:
+            errlog.seek(0)
+            tail = errlog.read()[-2000:]
+            if tail.strip():
+                print(f"[bench] MCP servers' stderr:\n{tail}", file=sys.stderr)
+            raise
+    section.notes.append(
+        "Both sides are one `tools/call` from an MCP `ClientSession` to a server started over "
+        "stdio (a child process) with the same arguments (send_message's, 200-byte text "
+        "payload); `mq9-mcp` is started as `python -m mcp_server` with `MQ9_SERVER` set. "
+        "The difference is what the mq9 server adds: argument validation, the catalog "
+        "operation, the hand-over to its broker connection and a NATS round trip."
+    )
+    return section

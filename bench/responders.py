@@ -1,0 +1,133 @@
+"""The two things that answer mq9 requests in the network benchmarks, each in its own process.
+
+``canned``: the trivial responder, the baseline. It answers every ``$mq9.AI.>`` request with a
+fixed, well-formed mq9 reply (a SEND gets a msg_id, a FETCH or QUERY a batch of messages, the
+rest an empty success), so a client cannot tell it from a broker, yet it does no work.
+
+``engine``: the bundled broker, ``BrokerEngine`` served with ``serve_on_nats`` exactly as the
+dev broker does.
+
+Both sit on the same nats-server and are switched on and off over a control subject, so the
+orchestrator can alternate between them without restarting anything; only one answers at a
+time. A responder exits when told to, or when its stdin closes (its parent went away).
+
+    python -m bench.responders --url nats://127.0.0.1:PORT --kind canned --name canned
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import sys
+import time
+
+import nats
+
+WILDCARD = "$mq9.AI.>"
+CONTROL = "bench.ctl."
+PAYLOAD_SIZE = 200
+
+
+def canned_replies(fetch_count: int) -> dict[str, bytes]:
+    """Replies by command (the subject's fourth token: SEND, FETCH, ...)."""
+    payload = base64.b64encode(b"x" * PAYLOAD_SIZE).decode()
+    now = int(time.time())
+    batch = [
+        {"msg_id": i, "payload": payload, "priority": "normal", "create_time": now}
+        for i in range(fetch_count)
+    ]
+    messages = json.dumps({"error": "", "messages": batch}, separators=(",", ":")).encode()
+    return {
+        "SEND": b'{"error":"","msg_id":0}',
+        "FETCH": messages,
+        "QUERY": messages,
+        "CREATE": b'{"error":"","mail_address":"bench.canned"}',
+    }
+
+
+class Canned:
+    def __init__(self, nc) -> None:
+        self.nc = nc
+        self.sub = None
+        self.replies = canned_replies(1)
+
+    async def on(self, options: dict) -> None:
+        self.replies = canned_replies(int(options.get("fetch_count", 1)))
+        if self.sub is None:
+            self.sub = await self.nc.subscribe(WILDCARD, cb=self._answer)
+
+    async def _answer(self, msg) -> None:
+        command = msg.subject.split(".", 4)[3]
+        await msg.respond(self.replies.get(command, b'{"error":""}'))
+
+    async def off(self) -> None:
+        if self.sub is not None:
+            await self.sub.unsubscribe()
+            self.sub = None
+
+
+class Engine:
+    def __init__(self, nc) -> None:
+        from langchain_mq9.broker import BrokerEngine
+
+        self.nc = nc
+        self.engine = BrokerEngine()
+        self.service = None
+
+    async def on(self, options: dict) -> None:
+        from langchain_mq9.broker import serve_on_nats
+
+        if self.service is None:
+            self.service = await serve_on_nats(self.engine, self.nc)
+
+    async def off(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+            self.service = None
+
+
+async def serve(url: str, kind: str, name: str) -> None:
+    nc = await nats.connect(url, name=f"bench-{name}", max_reconnect_attempts=2)
+    responder = Canned(nc) if kind == "canned" else Engine(nc)
+    done = asyncio.Event()
+
+    async def control(msg) -> None:
+        command = json.loads(msg.data or b"{}")
+        if command.get("cmd") == "on":
+            await responder.on(command)
+        elif command.get("cmd") == "off":
+            await responder.off()
+        elif command.get("cmd") == "quit":
+            done.set()
+        await nc.flush()
+        await msg.respond(b'{"ok":true}')
+
+    await nc.subscribe(CONTROL + name, cb=control)
+    await nc.flush()
+    print("ready", flush=True)
+    stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    quit_asked = asyncio.ensure_future(done.wait())
+    await asyncio.wait({stdin_closed, quit_asked}, return_when=asyncio.FIRST_COMPLETED)
+    quit_asked.cancel()
+    await responder.off()
+    await nc.drain()
+    # The stdin reader thread may still be blocked; leave without waiting for it.
+    sys.stdout.flush()
+    import os
+
+    os._exit(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--kind", choices=("canned", "engine"), required=True)
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args()
+    asyncio.run(serve(args.url, args.kind, args.name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The benchmark command runs end to end on tiny sizes and writes its results table.
+
+Nothing here looks at timings: benchmarks measure speed, tests only check that they run.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_KEYS = [
+    "1",
+    "2a",
+    "2b",
+    "3a",
+    "3b",
+    "3c",
+    "4a",
+    "4b",
+    "4c",
+    "4d",
+    "4e",
+    "5",
+    "6",
+    "7a",
+    "7b",
+    "7c",
+]
+
+
+def test_quick_benchmark_run_writes_a_results_table(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert (
+        "| # | Benchmark | Ours (median) | Baseline (median) | Ratio | Target | Result |" in results
+    )
+    assert "error:" not in results, results
+    rows = re.findall(r"^\| (\w+) \| .* \| (\*\*pass\*\*|\*\*MISS\*\*|n/a) \|$", results, re.M)
+    assert [key for key, _ in rows] == TARGET_KEYS
+    assert "Date:" in results and "CPU" in results
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "mailbox_scaling.png").stat().st_size > 0
+    assert (tmp_path / "discover_vs_registry.png").stat().st_size > 0
