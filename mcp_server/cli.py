@@ -243,7 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         connection = Mq9Connection(
             server_url,
-            on_caller_loop=True,  # the server runs one event loop for its whole life
             request_timeout=args.request_timeout,
             reconnect_attempts=RECONNECT_ATTEMPTS,
             reconnect_delay=RECONNECT_DELAY,

@@ -398,24 +398,28 @@ async def test_sync_async_in_loop_and_concurrent_calls_share_one_connection(serv
     assert open_connections(monitor, settle_to=1) == 1
 
 
-def test_the_connection_outlives_each_asyncio_run(served_nats):
+def test_a_connection_opened_in_asyncio_run_closes_with_it_and_the_next_run_reopens(served_nats):
     url, monitor = served_nats
     kit = Mq9Toolkit(server=url)
     tools = tools_of(kit)
-    assert asyncio.run(atool_call(tools["create_mailbox"], name="agent.inbox")).status == "success"
-    assert (
-        asyncio.run(
-            atool_call(tools["send_message"], mail_address="agent.inbox", payload="x")
-        ).status
-        == "success"
-    )
+
+    async def step(tool, **args):
+        result = await atool_call(tool, **args)
+        # Opened on this loop: one connection besides the broker's, used without a hand-over.
+        assert open_connections(monitor) == 2
+        return result
+
+    assert asyncio.run(step(tools["create_mailbox"], name="agent.inbox")).status == "success"
+    assert open_connections(monitor, settle_to=1) == 1  # closed politely when the run ended
+    sent = asyncio.run(step(tools["send_message"], mail_address="agent.inbox", payload="x"))
+    assert sent.status == "success"
+    assert open_connections(monitor, settle_to=1) == 1
+
     done = threading.Event()
 
-    def plain_thread():
-        assert (
-            tool_call(tools["query_messages"], mail_address="agent.inbox").artifact[0].payload
-            == b"x"
-        )
+    def plain_thread():  # sync code with no loop: the connection opens on the shared thread
+        result = tool_call(tools["query_messages"], mail_address="agent.inbox")
+        assert result.artifact[0].payload == b"x"
         done.set()
 
     worker = threading.Thread(target=plain_thread)
@@ -424,6 +428,22 @@ def test_the_connection_outlives_each_asyncio_run(served_nats):
     assert done.is_set()
     assert open_connections(monitor) == 2
     kit.close()
+    assert open_connections(monitor, settle_to=1) == 1
+
+
+async def test_a_sync_call_on_the_loop_that_owns_the_connection_uses_a_companion(served_nats):
+    url, monitor = served_nats
+    kit = Mq9Toolkit(server=url)
+    tools = tools_of(kit)
+    # An await opens the connection on this loop (as a notebook cell would)...
+    assert (await atool_call(tools["create_mailbox"], name="agent.inbox")).status == "success"
+    # ...and a sync call from this same thread, which blocks this loop, still works.
+    sent = tool_call(tools["send_message"], mail_address="agent.inbox", payload="sync")
+    assert sent.status == "success"
+    assert open_connections(monitor) == 3  # the broker's, this loop's, the companion
+    again = await atool_call(tools["query_messages"], mail_address="agent.inbox")
+    assert again.artifact[0].payload == b"sync"
+    await kit.aclose()
     assert open_connections(monitor, settle_to=1) == 1
 
 
