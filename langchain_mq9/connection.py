@@ -69,7 +69,7 @@ class _Home:
         async with self.opening:
             if not self.client.is_connected:
                 await self.client.connect()
-                if self.closer is None and self.loop is not background_loop():
+                if self.closer is None and self.loop is not _loop:  # not the shared thread
                     # asyncio.run closes a loop's async generators before the loop itself:
                     # that is the moment to close the connection politely.
                     self.closer = _close_at_shutdown(self.client)
