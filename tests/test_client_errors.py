@@ -15,6 +15,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error, Priority
 from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
 from langchain_mq9.transport import NOT_CONNECTED
 
@@ -60,9 +61,9 @@ def wire_size(body: bytes, headers: dict[str, str]) -> int:
     """What NATS counts against max_payload: the payload plus the whole header block."""
     if not headers:
         return len(body)
-    block = b"NATS/1.0\r\n" + b"".join(
-        f"{k}: {v}\r\n".encode() for k, v in headers.items()
-    ) + b"\r\n"
+    block = (
+        b"NATS/1.0\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n"
+    )
     return len(block) + len(body)
 
 
@@ -116,9 +117,19 @@ async def test_unknown_priority_refused_without_fallback(client, requests_seen):
 
 @pytest.mark.parametrize(
     "options",
-    [{"ttl": -1}, {"delay": -1}, {"ttl": True}, {"delay": 1.5}, {"ttl": 2**31},
-     {"key": ""}, {"key": "two\nlines"}, {"key": " padded "}, {"tags": "a"},
-     {"tags": ["a,b"]}, {"tags": [""]}],
+    [
+        {"ttl": -1},
+        {"delay": -1},
+        {"ttl": True},
+        {"delay": 1.5},
+        {"ttl": 2**31},
+        {"key": ""},
+        {"key": "two\nlines"},
+        {"key": " padded "},
+        {"tags": "a"},
+        {"tags": ["a,b"]},
+        {"tags": [""]},
+    ],
 )
 async def test_bad_send_options_refused_before_any_round_trip(client, requests_seen, options):
     box = await client.mailbox_create()
@@ -138,8 +149,15 @@ async def test_negative_mailbox_ttl_refused(client, requests_seen):
 
 @pytest.mark.parametrize(
     "options",
-    [{"num_msgs": 0}, {"max_wait_ms": -1}, {"deliver": "newest"}, {"deliver": "from_id"},
-     {"deliver": "from_time"}, {"group_name": ""}, {"from_id": -1, "deliver": "from_id"}],
+    [
+        {"num_msgs": 0},
+        {"max_wait_ms": -1},
+        {"deliver": "newest"},
+        {"deliver": "from_id"},
+        {"deliver": "from_time"},
+        {"group_name": ""},
+        {"from_id": -1, "deliver": "from_id"},
+    ],
 )
 async def test_bad_fetch_options_refused_before_any_round_trip(client, requests_seen, options):
     with pytest.raises(Mq9Error):
@@ -227,7 +245,10 @@ async def test_max_payload_counts_headers_exactly(broker, client, requests_seen,
     limit = client._transport.max_payload
     box = await client.mailbox_create()
     headers = p.send_headers(
-        p.parse_priority(options["priority"]), options.get("key"), None, options.get("ttl"),
+        p.parse_priority(options["priority"]),
+        options.get("key"),
+        None,
+        options.get("ttl"),
         options.get("tags"),
     )
     largest = limit - wire_size(b"", headers)
@@ -417,9 +438,10 @@ async def call(client: Mq9Client, command: str):
 
 
 async def test_malformed_replies_become_clean_mq9_errors(bare_nats):
-    async with Responder(bare_nats.url) as responder, Mq9Client(
-        bare_nats.url, request_timeout=2
-    ) as client:
+    async with (
+        Responder(bare_nats.url) as responder,
+        Mq9Client(bare_nats.url, request_timeout=2) as client,
+    ):
         for command, reply in MALFORMED:
             responder.reply = reply
             with pytest.raises(Mq9Error) as caught:
@@ -434,16 +456,20 @@ async def test_malformed_replies_become_clean_mq9_errors(bare_nats):
         responder.reply = message_json(extra={"x": 1}, key="k", tags=["t"])
         [message] = await call(client, "fetch")
         assert (message.msg_id, message.payload, message.key, message.tags) == (
-            1, b"hi", "k", ["t"]
+            1,
+            b"hi",
+            "k",
+            ["t"],
         )
         responder.reply = b'{"error": "", "msg_id": 3, "unknown": true}'
         assert await call(client, "send") == 3
 
 
 async def test_silent_responder_times_out_retryably(bare_nats):
-    async with Responder(bare_nats.url) as responder, Mq9Client(
-        bare_nats.url, request_timeout=0.3
-    ) as client:
+    async with (
+        Responder(bare_nats.url) as responder,
+        Mq9Client(bare_nats.url, request_timeout=0.3) as client,
+    ):
         responder.reply = None
         with pytest.raises(Mq9Error) as caught:
             await asyncio.wait_for(client.mailbox_create(), 5)
@@ -494,17 +520,22 @@ BAD_REQUESTS = [
     (p.fetch_subject(BOX), b'{"group":"g"}', None, "unknown field 'group'"),
     (p.fetch_subject(BOX), b'{"config":{"wait":1}}', None, "unknown field 'wait'"),
     (p.fetch_subject(BOX), b'{"config":5}', None, "config"),
+    (p.fetch_subject(BOX), b'{"config":[]}', None, "config"),
+    (p.fetch_subject(BOX), b'{"deliver":""}', None, "invalid deliver ''"),
     (p.fetch_subject(BOX), b'{"config":{"num_msgs":1e30}}', None, "invalid num_msgs"),
-    (p.fetch_subject(BOX), b'{"config":{"num_msgs":100000000000000000000000}}', None,
-     "invalid num_msgs"),
+    (
+        p.fetch_subject(BOX),
+        b'{"config":{"num_msgs":100000000000000000000000}}',
+        None,
+        "invalid num_msgs",
+    ),
     (p.fetch_subject(BOX), b'{"config":{"num_msgs":0}}', None, "invalid num_msgs"),
     (p.fetch_subject(BOX), b'{"config":{"max_wait_ms":-5}}', None, "invalid max_wait_ms"),
     (p.fetch_subject(BOX), b'{"config":{"max_wait_ms":1e20}}', None, "invalid max_wait_ms"),
     (p.fetch_subject(BOX), b'{"deliver":"newest"}', None, "invalid deliver 'newest'"),
     (p.fetch_subject(BOX), b'{"deliver":5}', None, "invalid deliver"),
     (p.fetch_subject(BOX), b'{"deliver":"from_id"}', None, "from_id"),
-    (p.fetch_subject(BOX), b'{"deliver":"from_time","from_time":"now"}', None,
-     "invalid from_time"),
+    (p.fetch_subject(BOX), b'{"deliver":"from_time","from_time":"now"}', None, "invalid from_time"),
     (p.fetch_subject(BOX), b'{"deliver":"from_id","from_id":-1}', None, "invalid from_id"),
     (p.fetch_subject(BOX), b'{"group_name":""}', None, "invalid group_name"),
     (p.fetch_subject(BOX), b'{"group_name":["g"]}', None, "invalid group_name"),
@@ -514,10 +545,13 @@ BAD_REQUESTS = [
     (p.ack_subject(BOX), b'{"group_name":"g","msg_id":true}', None, "invalid msg_id"),
     (p.ack_subject(BOX), b'{"group_name":"g"}', None, "msg_id"),
     (p.ack_subject(BOX), b'{"msg_id":0}', None, "invalid group_name"),
-    (p.ack_subject(BOX), b'{"group_name":"g","msg_id":0,"mail_address":"other.box"}', None,
-     "must agree"),
-    (p.ack_subject(BOX), b'{"group_name":"g","msg_id":0,"extra":1}', None,
-     "unknown field 'extra'"),
+    (
+        p.ack_subject(BOX),
+        b'{"group_name":"g","msg_id":0,"mail_address":"other.box"}',
+        None,
+        "must agree",
+    ),
+    (p.ack_subject(BOX), b'{"group_name":"g","msg_id":0,"extra":1}', None, "unknown field 'extra'"),
     (p.query_subject(BOX), b'{"limit":0}', None, "invalid limit"),
     (p.query_subject(BOX), b'{"limit":1e999}', None, "invalid limit"),
     (p.query_subject(BOX), b'{"since":-1}', None, "invalid since"),
@@ -652,3 +686,19 @@ async def test_answer_larger_than_the_nats_server_allows_is_an_error_not_a_timeo
         assert "max_payload" in caught.value.message
         assert "ask for less" in caught.value.message
         assert len(await client.fetch(box, deliver="earliest", num_msgs=2, max_wait_ms=0)) == 2
+
+
+async def test_null_means_not_given_in_request_bodies():
+    engine = BrokerEngine()
+    created = json.loads(
+        await engine.handle(p.MAILBOX_CREATE, None, b'{"name":"n.box","ttl":null}')
+    )
+    assert created == {"error": "", "mail_address": "n.box"}
+    assert engine.mailboxes["n.box"].expires_at is None
+    latest = b'{"deliver":null,"config":{"max_wait_ms":0}}'
+    fetched = json.loads(await engine.handle(p.fetch_subject("n.box"), None, latest))
+    assert fetched == {"error": "", "messages": []}  # deliver null = latest: nothing new
+    await engine.handle(p.send_subject("n.box"), None, b"hello")
+    earliest = b'{"deliver":"earliest","config":null}'
+    fetched = json.loads(await engine.handle(p.fetch_subject("n.box"), None, earliest))
+    assert [m["msg_id"] for m in fetched["messages"]] == [0]

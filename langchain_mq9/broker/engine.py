@@ -148,7 +148,8 @@ class BrokerEngine:
 
     def _create(self, body: bytes) -> dict:
         request = _fields(p.decode_object(body), _CREATE_FIELDS, "MAILBOX.CREATE")
-        ttl = p.check_int("ttl", request.get("ttl", 0), 0, p.MAX_SECONDS)
+        ttl = request.get("ttl")  # null means not given, as does a missing field
+        ttl = 0 if ttl is None else p.check_int("ttl", ttl, 0, p.MAX_SECONDS)
         name = request.get("name")
         if name in (None, ""):
             address = p.new_address()
@@ -238,11 +239,13 @@ class BrokerEngine:
 
     async def _fetch(self, address: str, body: bytes) -> dict:
         request = _fields(p.decode_object(body), _FETCH_FIELDS, "FETCH")
-        config = _fields(request.get("config") or {}, _CONFIG_FIELDS, "FETCH config")
+        config = request.get("config")
+        config = _fields({} if config is None else config, _CONFIG_FIELDS, "FETCH config")
         group_name = request.get("group_name")
         if group_name is not None:
             p.check_group_name(group_name)
-        deliver = request.get("deliver") or "latest"
+        deliver = request.get("deliver")
+        deliver = "latest" if deliver is None else deliver
         if deliver not in p.DELIVER_POLICIES:
             raise Mq9Error(p.err_invalid_deliver(deliver))
         point = None

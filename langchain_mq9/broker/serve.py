@@ -30,9 +30,12 @@ class NatsService:
         return self
 
     async def _on_request(self, msg: Msg) -> None:
-        # One task per request: a long-poll FETCH must not hold up the requests behind it.
-        # Tasks start in arrival order and the engine does not await before acting on
-        # anything but a waiting FETCH, so one sender's requests keep their order.
+        # Every command but FETCH is answered at once, in arrival order (the engine never
+        # waits on them). A FETCH may long-poll, so it gets a task of its own and must not
+        # hold up the requests behind it.
+        if not msg.subject.startswith(p.MSG_FETCH):
+            await self._answer(msg)
+            return
         task = asyncio.create_task(self._answer(msg))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
