@@ -61,6 +61,18 @@ class MailboxOps:
     def _start(self) -> int:
         return self.rng.randrange(0, max(1, self.size - 10))
 
+    def _group_fetch_body(self) -> bytes:
+        """A consumer group's FETCH of 10 from a random point (reset there each time)."""
+        return p.encode(
+            {
+                "group_name": "bench",
+                "deliver": "from_id",
+                "from_id": self._start(),
+                "force_deliver": True,
+                "config": {"num_msgs": 10, "max_wait_ms": 0},
+            }
+        )
+
     async def send(self, n: int) -> list[float]:
         handle, clock, out = self.engine.handle, time.perf_counter, []
         subject = p.send_subject(self.address)
@@ -78,15 +90,7 @@ class MailboxOps:
         handle, clock, out = self.engine.handle, time.perf_counter, []
         subject, ack = p.fetch_subject(self.address), p.ack_subject(self.address)
         for _ in range(n):
-            body = p.encode(
-                {
-                    "group_name": "bench",
-                    "deliver": "from_id",
-                    "from_id": self._start(),
-                    "force_deliver": True,
-                    "config": {"num_msgs": 10, "max_wait_ms": 0},
-                }
-            )
+            body = self._group_fetch_body()
             started = clock()
             reply = await handle(subject, None, body)
             out.append(clock() - started)
@@ -100,15 +104,7 @@ class MailboxOps:
         handle, clock, out = self.engine.handle, time.perf_counter, []
         subject, ack = p.fetch_subject(self.address), p.ack_subject(self.address)
         for _ in range(n):
-            body = p.encode(
-                {
-                    "group_name": "bench",
-                    "deliver": "from_id",
-                    "from_id": self._start(),
-                    "force_deliver": True,
-                    "config": {"num_msgs": 10, "max_wait_ms": 0},
-                }
-            )
+            body = self._group_fetch_body()
             last = _check(await handle(subject, None, body))["messages"][-1]["msg_id"]
             request = p.encode(
                 {"group_name": "bench", "mail_address": self.address, "msg_id": last}
