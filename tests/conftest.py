@@ -6,6 +6,7 @@ the in-process transport and against a real nats-server serving the same engine.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -42,6 +43,21 @@ class Broker:
 
     def client(self, **options) -> Mq9Client:
         return Mq9Client(self.url, **options)
+
+    async def raw(self, subject: str, body: bytes = b"", headers: dict | None = None) -> dict:
+        """One request exactly as it goes on the wire, no Mq9Client in between: straight into
+        the engine for memory, over a plain nats-py connection for nats. The decoded reply."""
+        if self.transport == "memory":
+            reply = await self.engine.handle(subject, headers, body)
+        else:
+            connection = await nats.connect(self.url)
+            try:
+                reply = (await connection.request(subject, body, timeout=5, headers=headers)).data
+            finally:
+                await connection.close()
+        decoded = json.loads(reply)
+        assert isinstance(decoded, dict) and isinstance(decoded.get("error"), str), decoded
+        return decoded
 
 
 async def start_broker(transport: str, nats_url: str | None, **limits) -> tuple[Broker, object]:

@@ -480,20 +480,6 @@ async def test_silent_responder_times_out_retryably(bare_nats):
 # -- malformed requests: the broker answers clearly and keeps serving ----------------------------
 
 
-async def raw(broker, subject: str, body: bytes = b"", headers: dict | None = None) -> dict:
-    """One request exactly as it goes on the wire (engine for memory, plain nats-py for nats)."""
-    if broker.transport == "memory":
-        reply = await broker.engine.handle(subject, headers, body)
-    else:
-        connection = await nats.connect(broker.url)
-        try:
-            reply = (await connection.request(subject, body, timeout=5, headers=headers)).data
-        finally:
-            await connection.close()
-    decoded = json.loads(reply)
-    assert isinstance(decoded, dict) and set(decoded) == {"error"}, decoded
-    assert isinstance(decoded["error"], str)
-    return decoded
 
 
 BOX = "bad.requests"
@@ -597,7 +583,8 @@ async def test_malformed_request_gets_clear_error_and_broker_keeps_serving(
 ):
     if BOX not in broker.engine.mailboxes:
         await raw_ok(broker, p.MAILBOX_CREATE, json.dumps({"name": BOX}).encode())
-    reply = await raw(broker, subject, body, headers)
+    reply = await broker.raw(subject, body, headers)
+    assert set(reply) == {"error"}, reply
     assert words in reply["error"]
     assert not reply["error"].startswith("internal broker error"), reply["error"]
     # still serving, and nothing was stored by the refused request
@@ -606,23 +593,12 @@ async def test_malformed_request_gets_clear_error_and_broker_keeps_serving(
     assert len(broker.engine.mailboxes) == 1
 
 
-async def raw_ok(broker, subject: str, body: bytes) -> dict:
-    if broker.transport == "memory":
-        reply = json.loads(await broker.engine.handle(subject, None, body))
-    else:
-        connection = await nats.connect(broker.url)
-        try:
-            reply = json.loads((await connection.request(subject, body, timeout=5)).data)
-        finally:
-            await connection.close()
-    assert reply["error"] == "", reply
-    return reply
 
 
 async def test_deeply_nested_card_does_not_break_discover(broker):
     depth = 900
     card = b'{"mailbox":"deep","x":' + b'{"a":' * depth + b'"v"' + b"}" * depth + b"}"
-    first = await raw_ok_or_error(broker, p.AGENT_REGISTER, card)
+    first = await broker.raw(p.AGENT_REGISTER, card)
     await raw_ok(broker, p.AGENT_REGISTER, b'{"mailbox":"plain","role":"finder"}')
     for body in (b"{}", b'{"text":"finder"}', b'{"semantic":"finder"}'):
         found = await raw_ok(broker, p.AGENT_DISCOVER, body)
@@ -632,17 +608,6 @@ async def test_deeply_nested_card_does_not_break_discover(broker):
         assert len(found["agents"]) == 1
 
 
-async def raw_ok_or_error(broker, subject: str, body: bytes) -> dict:
-    if broker.transport == "memory":
-        reply = json.loads(await broker.engine.handle(subject, None, body))
-    else:
-        connection = await nats.connect(broker.url)
-        try:
-            reply = json.loads((await connection.request(subject, body, timeout=5)).data)
-        finally:
-            await connection.close()
-    assert not reply["error"].startswith("internal"), reply["error"]
-    return reply
 
 
 async def test_publish_without_reply_subject_is_ignored(broker, nats_server):
@@ -702,3 +667,9 @@ async def test_null_means_not_given_in_request_bodies():
     earliest = b'{"deliver":"earliest","config":null}'
     fetched = json.loads(await engine.handle(p.fetch_subject("n.box"), None, earliest))
     assert [m["msg_id"] for m in fetched["messages"]] == [0]
+
+
+async def raw_ok(broker, subject: str, body: bytes) -> dict:
+    reply = await broker.raw(subject, body)
+    assert reply["error"] == "", reply
+    return reply

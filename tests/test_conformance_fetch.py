@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import json
 
-import nats
 import pytest
 
 from langchain_mq9 import Mq9Error
@@ -29,16 +28,6 @@ def texts(messages) -> list[str]:
     return [m.text() for m in messages]
 
 
-async def raw(broker, subject: str, body: bytes = b"", headers: dict | None = None) -> dict:
-    """One request exactly as it goes on the wire (engine for memory, plain nats-py for nats)."""
-    if broker.transport == "memory":
-        return json.loads(await broker.engine.handle(subject, headers, body))
-    connection = await nats.connect(broker.url)
-    try:
-        reply = await connection.request(subject, body, timeout=5, headers=headers)
-        return json.loads(reply.data)
-    finally:
-        await connection.close()
 
 
 def set_limits(broker, **changes) -> BrokerLimits:
@@ -371,7 +360,7 @@ async def test_ack_raw_reply_shape(broker, client):
     box = await filled(client, 1)
     await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
     body = b'{"group_name":"g","mail_address":"%s","msg_id":0}' % box.encode()
-    reply = await raw(broker, f"$mq9.AI.MSG.ACK.{box}", body)
+    reply = await broker.raw(f"$mq9.AI.MSG.ACK.{box}", body)
     assert reply == {"error": ""}
 
 
@@ -462,7 +451,7 @@ async def test_fetch_answer_fits_max_payload_nothing_lost(broker, client):
     # stateful: batches that fit, in priority order, every message exactly once
     handed: list[int] = []
     for _ in range(12):
-        reply = await raw(broker, f"$mq9.AI.MSG.FETCH.{box}",
+        reply = await broker.raw(f"$mq9.AI.MSG.FETCH.{box}",
                           b'{"group_name":"g","deliver":"earliest","config":{"max_wait_ms":0}}')
         assert len(json.dumps(reply, separators=(",", ":"))) <= 4096
         batch = [m["msg_id"] for m in reply["messages"]]

@@ -8,11 +8,9 @@ Every test runs over ``memory://`` and over a real nats-server serving the same 
 from __future__ import annotations
 
 import base64
-import json
 import math
 import uuid
 
-import nats
 import pytest
 
 from langchain_mq9 import Mq9Error, Priority
@@ -25,20 +23,6 @@ def box_name(prefix: str = "box") -> str:
     return f"{prefix}.{uuid.uuid4().hex[:12]}"
 
 
-async def raw(broker, subject: str, body: bytes = b"", headers: dict | None = None) -> dict:
-    """One request exactly as it goes on the wire: straight into the engine for memory, over a
-    plain nats-py connection (no Mq9Client in between) for nats."""
-    if broker.transport == "memory":
-        reply = await broker.engine.handle(subject, headers, body)
-    else:
-        connection = await nats.connect(broker.url)
-        try:
-            reply = (await connection.request(subject, body, timeout=5, headers=headers)).data
-        finally:
-            await connection.close()
-    decoded = json.loads(reply)
-    assert isinstance(decoded, dict) and isinstance(decoded["error"], str)
-    return decoded
 
 
 async def earliest(client, box: str) -> list:
@@ -89,15 +73,15 @@ async def test_generated_addresses_are_valid_unique_and_random(client):
 
 
 async def test_create_via_raw_empty_body_generates_address(broker):
-    reply = await raw(broker, p.MAILBOX_CREATE, b"")
+    reply = await broker.raw(p.MAILBOX_CREATE, b"")
     assert reply["error"] == ""
     assert p.is_valid_address(reply["mail_address"])
-    reply = await raw(broker, p.MAILBOX_CREATE, b'{"name":"","ttl":0}')
+    reply = await broker.raw(p.MAILBOX_CREATE, b'{"name":"","ttl":0}')
     assert reply["error"] == "" and p.is_valid_address(reply["mail_address"])
 
 
 async def test_create_raw_invalid_name_exact_text(broker):
-    reply = await raw(broker, p.MAILBOX_CREATE, b'{"name":"Bad-Name"}')
+    reply = await broker.raw(p.MAILBOX_CREATE, b'{"name":"Bad-Name"}')
     assert reply["error"] == "invalid mail_address: Bad-Name"
 
 
@@ -185,7 +169,7 @@ async def test_message_fields_on_the_wire(broker, client):
     box = await client.mailbox_create()
     broker.clock.advance(12.7)
     await client.send(box, b"\x00\xffdata", priority="urgent", key="k1", tags=["a", "b"])
-    reply = await raw(broker, p.query_subject(box))
+    reply = await broker.raw(p.query_subject(box))
     assert reply["error"] == ""
     [wire] = reply["messages"]
     assert wire["msg_id"] == 0
@@ -202,7 +186,7 @@ async def test_message_fields_on_the_wire(broker, client):
 
 async def test_send_reply_is_msg_id(broker, client):
     box = await client.mailbox_create()
-    reply = await raw(broker, p.send_subject(box), b"payload")
+    reply = await broker.raw(p.send_subject(box), b"payload")
     assert reply == {"error": "", "msg_id": 0}
 
 
@@ -224,12 +208,12 @@ async def test_priority_header_orders_fetch_fifo_within_priority(client):
 async def test_priority_header_raw_values(broker, client):
     box = await client.mailbox_create()
     for value in ("critical", "Urgent", "normal"):
-        reply = await raw(broker, p.send_subject(box), value.encode(), {"mq9-priority": value})
+        reply = await broker.raw(p.send_subject(box), value.encode(), {"mq9-priority": value})
         assert reply["error"] == ""
     assert [m.priority for m in await earliest(client, box)] == [
         Priority.CRITICAL, Priority.URGENT, Priority.NORMAL
     ]
-    reply = await raw(broker, p.send_subject(box), b"x", {"mq9-priority": "high"})
+    reply = await broker.raw(p.send_subject(box), b"x", {"mq9-priority": "high"})
     assert reply["error"] == "invalid priority 'high': use normal, urgent or critical"
     assert len(await client.query(box)) == 3  # nothing stored by the refused SEND
 
@@ -239,7 +223,7 @@ async def test_tags_header_and_query_by_tags(broker, client):
     await client.send(box, "ab", tags=["a", "b"])
     await client.send(box, "b", tags=["b"])
     await client.send(box, "none")
-    await raw(broker, p.send_subject(box), b"raw", {"mq9-tags": " a , c ,,"})
+    await broker.raw(p.send_subject(box), b"raw", {"mq9-tags": " a , c ,,"})
     assert [m.text() for m in await client.query(box, tags=["b"])] == ["ab", "b"]
     assert [m.text() for m in await client.query(box, tags=["a", "b"])] == ["ab"]
     assert [m.text() for m in await client.query(box, tags=["a"])] == ["ab", "raw"]
@@ -294,7 +278,7 @@ async def test_delayed_message_gets_id_when_visible(broker, client):
 
 async def test_delayed_raw_reply_is_minus_one(broker, client):
     box = await client.mailbox_create()
-    reply = await raw(broker, p.send_subject(box), b"x", {"mq9-delay": "30"})
+    reply = await broker.raw(p.send_subject(box), b"x", {"mq9-delay": "30"})
     assert reply == {"error": "", "msg_id": -1}
 
 
@@ -424,7 +408,7 @@ async def test_query_does_not_create_a_group_position(client):
 
 async def test_query_raw_reply_shape(broker, client):
     box = await client.mailbox_create()
-    reply = await raw(broker, p.query_subject(box), b"")
+    reply = await broker.raw(p.query_subject(box), b"")
     assert reply == {"error": "", "messages": []}
 
 
@@ -437,7 +421,7 @@ async def test_delete_message_in_dotted_address(broker, client, name):
     await client.mailbox_create(name=name)
     await client.send(name, "keep")
     await client.send(name, "drop")
-    reply = await raw(broker, p.delete_subject(name, 1))
+    reply = await broker.raw(p.delete_subject(name, 1))
     assert reply == {"error": "", "deleted": True}
     assert [m.text() for m in await client.query(name)] == ["keep"]
     assert [m.text() for m in await earliest(client, name)] == ["keep"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import nats
 import pytest
 
 from langchain_mq9 import Mq9Error
@@ -15,15 +14,6 @@ from langchain_mq9 import protocol as p
 T0 = 1_700_000_000
 
 
-async def raw(broker, subject: str, body: bytes = b"") -> dict:
-    """One request exactly as it goes on the wire (engine for memory, plain nats-py for nats)."""
-    if broker.transport == "memory":
-        return json.loads(await broker.engine.handle(subject, None, body))
-    connection = await nats.connect(broker.url)
-    try:
-        return json.loads((await connection.request(subject, body, timeout=5)).data)
-    finally:
-        await connection.close()
 
 
 def mailboxes(agents: list[dict]) -> list[str]:
@@ -74,7 +64,7 @@ async def test_card_is_returned_exactly_as_sent(client):
 
 
 async def test_register_reply_shape(broker):
-    reply = await raw(broker, p.AGENT_REGISTER, json.dumps(TRANSLATOR).encode())
+    reply = await broker.raw(p.AGENT_REGISTER, json.dumps(TRANSLATOR).encode())
     assert reply == {"error": ""}
 
 
@@ -115,7 +105,7 @@ async def test_upsert_replaces_the_old_card_in_search(client):
      b'{"mailbox":null}', b""],
 )
 async def test_register_without_usable_mailbox_exact_text(broker, client, body):
-    reply = await raw(broker, p.AGENT_REGISTER, body)
+    reply = await broker.raw(p.AGENT_REGISTER, body)
     assert reply["error"] == "agent card must contain a mailbox field"
     assert await client.agent_discover() == []
 
@@ -142,9 +132,9 @@ async def test_unregister_by_mailbox(client):
 
 async def test_unregister_by_name_on_the_wire(broker, client):
     await register_all(client, TRANSLATOR, SUMMARIZER)
-    assert await raw(broker, p.AGENT_UNREGISTER, b'{"name":"summarizer"}') == {"error": ""}
+    assert await broker.raw(p.AGENT_UNREGISTER, b'{"name":"summarizer"}') == {"error": ""}
     assert await client.agent_discover() == [TRANSLATOR]
-    reply = await raw(broker, p.AGENT_UNREGISTER, b'{"name":"summarizer"}')
+    reply = await broker.raw(p.AGENT_UNREGISTER, b'{"name":"summarizer"}')
     assert reply["error"] == "agent not found"
 
 
@@ -183,11 +173,11 @@ async def test_report_by_name(broker, client):
 async def test_report_reply_shape_and_unknown_agent(broker, client):
     await client.agent_register(WEATHER)
     body = b'{"mailbox":"agents.weather","status":"ok"}'
-    assert await raw(broker, p.AGENT_REPORT, body) == {"error": ""}
+    assert await broker.raw(p.AGENT_REPORT, body) == {"error": ""}
     with pytest.raises(Mq9Error) as caught:
         await client.agent_report({"mailbox": "agents.nobody", "status": "ok"})
     assert caught.value.message == "agent not found"
-    reply = await raw(broker, p.AGENT_REPORT, b'{"status":"ok"}')
+    reply = await broker.raw(p.AGENT_REPORT, b'{"status":"ok"}')
     assert "mailbox" in reply["error"]
 
 
@@ -265,9 +255,9 @@ async def test_discover_pagination(client):
 
 async def test_discover_reply_shape(broker, client):
     await client.agent_register(TRANSLATOR)
-    reply = await raw(broker, p.AGENT_DISCOVER, b'{"text":"french","limit":1,"page":1}')
+    reply = await broker.raw(p.AGENT_DISCOVER, b'{"text":"french","limit":1,"page":1}')
     assert reply == {"error": "", "agents": [TRANSLATOR]}
-    reply = await raw(broker, p.AGENT_DISCOVER, b"")
+    reply = await broker.raw(p.AGENT_DISCOVER, b"")
     assert reply == {"error": "", "agents": [TRANSLATOR]}
 
 
@@ -283,7 +273,7 @@ async def test_discover_reply_shape(broker, client):
     ],
 )
 async def test_discover_bad_requests_say_what_is_wrong(broker, body, words):
-    reply = await raw(broker, p.AGENT_DISCOVER, body)
+    reply = await broker.raw(p.AGENT_DISCOVER, body)
     assert words in reply["error"]
 
 
