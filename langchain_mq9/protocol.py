@@ -1,20 +1,23 @@
 """The mq9 wire contract in one place: subjects, headers, address rules, bodies, error texts.
 
-The client encodes with it and the bundled broker decodes with it, so the two cannot drift
-apart. Nothing here does I/O.
+Everything here follows RobustMQ, the reference mq9 broker (robustmq/robustmq at 8bd49dc; see
+``docs/protocol.md`` for the rule behind each line and the RobustMQ file it comes from). The
+client encodes with it and the bundled broker decodes with it, so the two cannot drift apart.
+Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
 PREFIX = "$mq9.AI"
 SUBJECT_WILDCARD = f"{PREFIX}.>"
+TENANT = "default"  # RobustMQ's tenant for mq9 requests; it shows in some of its error texts
 
 MAILBOX_CREATE = f"{PREFIX}.MAILBOX.CREATE"
 MSG_SEND = f"{PREFIX}.MSG.SEND."
@@ -27,26 +30,29 @@ AGENT_UNREGISTER = f"{PREFIX}.AGENT.UNREGISTER"
 AGENT_REPORT = f"{PREFIX}.AGENT.REPORT"
 AGENT_DISCOVER = f"{PREFIX}.AGENT.DISCOVER"
 
+# Header names match case-sensitively on RobustMQ: always send them in lower case.
 HEADER_PRIORITY = "mq9-priority"
 HEADER_KEY = "mq9-key"
 HEADER_DELAY = "mq9-delay"
 HEADER_TTL = "mq9-ttl"
 HEADER_TAGS = "mq9-tags"
 
-DELIVER_POLICIES = ("latest", "earliest", "from_time", "from_id")
+DELIVER_POLICIES = ("earliest", "latest", "from_time", "from_id")
 DEFAULT_NUM_MSGS = 100
 DEFAULT_MAX_WAIT_MS = 500
 DEFAULT_DISCOVER_LIMIT = 20
+DEFAULT_MAILBOX_TTL = 86_400  # RobustMQ's mq9_mailbox_default_ttl: a CREATE without ttl
+QUERY_CAP = 100  # a QUERY answers at most this many messages, whatever its limit
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # NATS' own default max_payload
-MAX_NUM_MSGS = 10_000
-MAX_WAIT_MS = 600_000  # ten minutes: a long poll longer than that should be a loop
+MAX_U32 = 2**32 - 1
+MAX_U64 = 2**64 - 1
+MAX_NUM_MSGS = 10_000  # the client's sanity bound; RobustMQ takes any u32
+MAX_WAIT_MS = 600_000  # ten minutes: a longer wait should be a loop
 MAX_DISCOVER_LIMIT = 10_000
 MAX_GROUP_NAME = 256
+MAX_SECONDS = 2**31 - 1  # the client's bound for ttl and delay: about 68 years
 
-MAX_ADDRESS_LENGTH = 128
-_ADDRESS = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*")
-_DIGITS = re.compile(r"[0-9]{1,19}")
-MAX_SECONDS = 2**31 - 1  # ttl and delay: about 68 years; larger numbers are refused
+_DIGITS = re.compile(r"\+?[0-9]{1,20}")
 
 
 class Priority(str, Enum):
@@ -60,7 +66,7 @@ class Priority(str, Enum):
         return self.value
 
 
-# Highest first: the order in which a FETCH hands messages out.
+# Highest first: the order in which a FETCH reads its priority lanes.
 PRIORITY_ORDER = (Priority.CRITICAL, Priority.URGENT, Priority.NORMAL)
 
 
@@ -77,11 +83,15 @@ class Mq9Error(Exception):
         self.retryable = retryable
 
 
-# -- error texts (exact, shared by client and broker) ----------------------------------------
+# -- error texts (exact, as RobustMQ words them) ---------------------------------------------
 
 
 def err_invalid_address(value: object) -> str:
-    return f"invalid mail_address: {value}"
+    """The client's own refusal of an address no mailbox can have (RobustMQ's CREATE rule)."""
+    return (
+        f"invalid mail_address: {value!r} (lowercase letters, digits and dots, starting and "
+        "ending with a letter or digit)"
+    )
 
 
 def err_mailbox_exists(address: str) -> str:
@@ -89,12 +99,30 @@ def err_mailbox_exists(address: str) -> str:
 
 
 def err_mailbox_missing(address: str) -> str:
+    """SEND to a mailbox that does not exist (or has expired)."""
     return f"mailbox {address} does not exist"
 
 
-ERR_MESSAGE_NOT_FOUND = "message not found"
-ERR_AGENT_NOT_FOUND = "agent not found"
-ERR_CARD_WITHOUT_MAILBOX = "agent card must contain a mailbox field"
+def err_topic_missing(address: str) -> str:
+    """FETCH, QUERY and DELETE on a mailbox that does not exist: RobustMQ's storage layer
+    answers for them, in its own words."""
+    return f"Tenant {TENANT} topic '{address}' not found in broker cache"
+
+
+def err_ack_mailbox_missing(address: str) -> str:
+    return f"mailbox not found: {address}"
+
+
+ERR_NAME_EMPTY = "prefix must not be empty"
+ERR_NAME_CHARS = "name may only contain lowercase letters, digits, and dots"
+ERR_NAME_EDGES = "prefix must start and end with a lowercase letter or digit"
+ERR_REGISTER_EMPTY = "payload must not be empty"
+ERR_AGENT_INFO_EMPTY = "agent_info must not be empty"
+ERR_AGENT_NAME_EMPTY = "agent name must not be empty"
+
+
+def err_unknown_subject(subject: str) -> str:
+    return f"unrecognized mq9 subject: {subject}"
 
 
 def err_invalid_priority(value: object) -> str:
@@ -108,23 +136,34 @@ def err_invalid_deliver(value: object) -> str:
 # -- validation --------------------------------------------------------------------------------
 
 
+def name_error(name: str) -> str | None:
+    """Why RobustMQ's CREATE refuses ``name`` as a mailbox name, or None if it takes it."""
+    if not name:
+        return ERR_NAME_EMPTY
+    if not all(c in _NAME_CHARS for c in name):
+        return ERR_NAME_CHARS
+    if name[0] == "." or name[-1] == ".":
+        return ERR_NAME_EDGES
+    return None
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.")
+
+
 def is_valid_address(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= MAX_ADDRESS_LENGTH
-        and _ADDRESS.fullmatch(value) is not None
-    )
+    return isinstance(value, str) and name_error(value) is None
 
 
 def check_address(value: object) -> str:
-    """Return ``value`` if it is a valid mail_address, else raise ``Mq9Error``."""
+    """Return ``value`` if a mailbox can have it as its address, else raise ``Mq9Error``."""
     if not is_valid_address(value):
         raise Mq9Error(err_invalid_address(value))
     return value  # type: ignore[return-value]
 
 
 def parse_priority(value: object) -> Priority:
-    """The priority named by ``value`` (a ``Priority`` or its name, any case); no fallback."""
+    """The priority named by ``value`` (a ``Priority`` or its name, any case); no fallback.
+    The client is strict on purpose: RobustMQ silently turns an unknown name into normal."""
     if isinstance(value, Priority):
         return value
     if isinstance(value, str):
@@ -150,17 +189,21 @@ def check_group_name(value: object) -> str:
     return value
 
 
-def parse_int(name: str, text: str, low: int = 0, high: int = 2**63 - 1) -> int:
-    """An integer carried as text (a header, a subject token)."""
+def header_u64(text: str) -> int | None:
+    """A header number as RobustMQ reads it (Rust's ``u64::from_str``), or None if it is not
+    one: RobustMQ then ignores the header."""
     text = text.strip()
     if not _DIGITS.fullmatch(text):
-        raise Mq9Error(f"invalid {name} {text!r}: must be an integer from {low} to {high}")
-    return check_int(name, int(text), low, high)
+        return None
+    number = int(text)
+    return number if number <= MAX_U64 else None
 
 
 def new_address() -> str:
-    """An unguessable broker-generated address: 128 random bits, still a valid address."""
-    return "mb." + secrets.token_hex(16)
+    """A broker-generated address, shaped like RobustMQ's (20 characters of base32hex, as an
+    xid) but drawn at random: 100 bits, so a private mailbox's address cannot be guessed."""
+    alphabet = "0123456789abcdefghijklmnopqrstuv"
+    return "".join(secrets.choice(alphabet) for _ in range(20))
 
 
 # -- subjects ------------------------------------------------------------------------------------
@@ -186,42 +229,283 @@ def delete_subject(address: str, msg_id: int) -> str:
     return f"{MSG_DELETE}{address}.{msg_id}"
 
 
-# -- bodies ------------------------------------------------------------------------------------
+# -- JSON as serde_json reads it -----------------------------------------------------------------
 
 
-def encode(body: dict[str, Any]) -> bytes:
+def encode(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def decode_object(data: bytes, what: str = "request body") -> dict[str, Any]:
-    """Parse a JSON object; an empty body is an empty object. Raises ``Mq9Error``."""
+class WireError(Mq9Error):
+    """A body serde_json would refuse; the text follows serde's wording (without its
+    line/column position)."""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise WireError(f"duplicate field `{name}`")
+            seen.add(name)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise WireError(f"expected value (JSON has no {name})")
+
+
+def loads(data: bytes) -> Any:
+    """Parse JSON as strictly as serde_json: UTF-8 only, no NaN, no duplicate keys, no lone
+    surrogates. Raises ``WireError``."""
     if not data or not data.strip():
-        return {}
+        raise WireError("EOF while parsing a value")
     try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Mq9Error(f"malformed {what}: not JSON ({exc})") from None
+        text = bytes(data).decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
+    except WireError:
+        raise
+    except UnicodeDecodeError:
+        raise WireError("invalid UTF-8 in the JSON text") from None
     except RecursionError:
-        raise Mq9Error(f"malformed {what}: JSON nested too deeply") from None
-    if not isinstance(value, dict):
-        raise Mq9Error(f"malformed {what}: expected a JSON object, got {type(value).__name__}")
+        raise WireError("recursion limit exceeded") from None
+    except ValueError as exc:
+        raise WireError(f"expected value ({exc.args[0].split(':')[0]})") from None
+    if "\\u" in text:  # an escaped lone surrogate parses in Python, never in serde_json
+        _check_surrogates(value)
     return value
 
 
-def encode_payload(payload: bytes) -> str:
-    return base64.b64encode(payload).decode("ascii")
+def _check_surrogates(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise WireError("lone surrogate in hex escape") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
-def decode_payload(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        return f"floating point `{value}`"
+    if isinstance(value, str):
+        return f"string {json.dumps(value, ensure_ascii=False)}"
+    if isinstance(value, list):
+        return "sequence"
+    return "map"
+
+
+# Field kinds: what serde's derived Deserialize accepts for each Rust type used by mq9.
+STR, U32, U64, BOOL, STR_LIST, DELIVER = "a string", "u32", "u64", "a boolean", "a sequence", "enum"
+
+
+class Shape:
+    """One request body (a Rust struct in ``mq9-core/src/protocol.rs``), read the way serde
+    reads it: unknown fields are ignored, ``null`` in an optional field means absent, a
+    missing required field is an error. ``fields`` maps a name to ``(kind, required)``, or to
+    a nested ``Shape``; ``defaults`` fills absent fields serde gives a default."""
+
+    def __init__(
+        self,
+        name: str,
+        fields: dict[str, tuple[str, bool] | Shape],
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.fields = fields
+        self.defaults = dict(defaults or {})
+
+    def read(self, data: bytes) -> dict[str, Any]:
+        """The fields of a JSON body; absent optional fields are None. Raises ``WireError``."""
+        return self.convert(loads(data))
+
+    def convert(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise WireError(f"invalid type: {_describe(value)}, expected struct {self.name}")
+        out: dict[str, Any] = {}
+        for field, spec in self.fields.items():
+            item = value.get(field)
+            if isinstance(spec, Shape):
+                out[field] = None if item is None else spec.convert(item)
+                continue
+            kind, required = spec
+            if field not in value and field in self.defaults:
+                out[field] = self.defaults[field]
+            elif item is None and not (required or field in self.defaults):
+                out[field] = None
+            elif field not in value:
+                raise WireError(f"missing field `{field}`")
+            else:
+                out[field] = _convert(kind, item)
+        return out
+
+    def body(self, **values: Any) -> bytes:
+        """The JSON body for a request; None values are left out (serde reads them as absent).
+        Unknown names are a programming error."""
+        unknown = set(values) - set(self.fields)
+        if unknown:
+            raise TypeError(f"{self.name} has no field {sorted(unknown)[0]!r}")
+        return encode({k: v for k, v in values.items() if v is not None})
+
+
+def _convert(kind: str, value: Any) -> Any:
+    if kind in (U64, U32):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise WireError(f"invalid type: {_describe(value)}, expected {kind}")
+        if not 0 <= value <= (MAX_U64 if kind == U64 else MAX_U32):
+            raise WireError(f"invalid value: integer `{value}`, expected {kind}")
+        return value
+    if kind == STR:
+        if not isinstance(value, str):
+            raise WireError(f"invalid type: {_describe(value)}, expected a string")
+        return value
+    if kind == BOOL:
+        if not isinstance(value, bool):
+            raise WireError(f"invalid type: {_describe(value)}, expected a boolean")
+        return value
+    if kind == STR_LIST:
+        if not isinstance(value, list):
+            raise WireError(f"invalid type: {_describe(value)}, expected a sequence")
+        return [_convert(STR, item) for item in value]
+    if kind == DELIVER:
+        if not isinstance(value, str):
+            raise WireError(f"invalid type: {_describe(value)}, expected enum DeliverPolicy")
+        if value not in DELIVER_POLICIES:
+            variants = ", ".join(f"`{v}`" for v in DELIVER_POLICIES)
+            raise WireError(f"unknown variant `{value}`, expected one of {variants}")
+        return value
+    raise AssertionError(kind)
+
+
+# -- the request bodies (mq9-core/src/protocol.rs, and agent.rs for UNREGISTER) ----------------
+
+CREATE_REQUEST = Shape(
+    "MailboxCreateReq", {"name": (STR, False), "ttl": (U64, False), "desc": (STR, False)}
+)
+FETCH_CONFIG = Shape("MsgFetchConfig", {"num_msgs": (U32, False), "max_wait_ms": (U64, False)})
+FETCH_REQUEST = Shape(
+    "MsgFetchReq",
+    {
+        "group_name": (STR, False),
+        "deliver": (DELIVER, False),
+        "from_time": (U64, False),
+        "from_id": (U64, False),
+        "force_deliver": (BOOL, False),
+        "config": FETCH_CONFIG,
+    },
+    defaults={"deliver": "latest"},  # #[serde(default)]: absent is latest, null is an error
+)
+ACK_REQUEST = Shape(
+    "MsgAckReq",
+    {"group_name": (STR, True), "mail_address": (STR, True), "msg_id": (U64, True)},
+)
+QUERY_REQUEST = Shape(
+    "MsgQueryReq",
+    {"key": (STR, False), "tags": (STR_LIST, False), "since": (U64, False), "limit": (U64, False)},
+)
+REGISTER_REQUEST = Shape("AgentRegisterReq", {"name": (STR, True), "payload": (STR, True)})
+UNREGISTER_REQUEST = Shape("AgentUnregisterReq", {"name": (STR, True)})
+REPORT_REQUEST = Shape("AgentReportReq", {"name": (STR, True), "report_info": (STR, False)})
+DISCOVER_REQUEST = Shape(
+    "AgentDiscoverReq",
+    {"text": (STR, False), "semantic": (STR, False), "limit": (U32, False), "page": (U32, False)},
+)
+
+# -- A2A agent cards ---------------------------------------------------------------------------
+
+# What serde needs to read a JSON object as an A2A AgentCard (a2a-types 0.2.0, camelCase):
+# RobustMQ's REGISTER accepts such a card bare, and only such cards are indexed for search.
+A2A_REQUIRED = {
+    "name": str,
+    "description": str,
+    "version": str,
+    "defaultInputModes": list,
+    "defaultOutputModes": list,
+    "skills": list,
+}
+A2A_SKILL_REQUIRED = {"id": str, "name": str, "description": str, "tags": list}
+
+
+def is_a2a_card(value: Any) -> bool:
+    """Whether RobustMQ would read ``value`` as an A2A AgentCard."""
+    if not isinstance(value, dict):
+        return False
+    if not all(isinstance(value.get(k), t) for k, t in A2A_REQUIRED.items()):
+        return False
+    return all(
+        isinstance(skill, dict)
+        and all(isinstance(skill.get(k), t) for k, t in A2A_SKILL_REQUIRED.items())
+        for skill in value["skills"]
+    )
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+def header_block(headers: Mapping[str, str] | None) -> bytes | None:
+    """The NATS header block a SEND carried, as the broker stores it and hands it back in a
+    message's ``header`` field (None when the SEND had no headers)."""
+    if not headers:
+        return None
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return f"NATS/1.0\r\n{lines}\r\n".encode()
+
+
+def parse_header_block(block: bytes) -> dict[str, str]:
+    """The ``name: value`` pairs of a stored header block, the way RobustMQ's SEND reads them:
+    the status line skipped, each line split at its first colon, both sides trimmed."""
+    found: dict[str, str] = {}
+    text = bytes(block).decode("utf-8", errors="replace")
+    for line in text.splitlines()[1:]:
+        line = line.strip()
+        if not line:
+            break
+        name, colon, value = line.partition(":")
+        if colon:
+            found[name.strip()] = value.strip()
+    return found
+
+
+def payload_text(payload: bytes) -> str:
+    """A payload as RobustMQ hands it out: its bytes read as UTF-8, invalid bytes as U+FFFD."""
+    return bytes(payload).decode("utf-8", errors="replace")
 
 
 def payload_bytes(payload: object) -> bytes:
-    """The bytes to send for a payload: ``bytes`` as is, ``str`` as UTF-8, ``dict`` as JSON."""
+    """The bytes to send for a payload: ``bytes`` as is, ``str`` as UTF-8, ``dict`` as JSON.
+
+    RobustMQ hands payloads back as UTF-8 text, so bytes that are not UTF-8 would come back
+    changed: they are refused here, before anything is sent."""
     if isinstance(payload, (bytes, bytearray, memoryview)):
-        return bytes(payload)
+        data = bytes(payload)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"payload bytes are not UTF-8 text (byte {exc.start}): mq9 brokers hand "
+                "payloads back as UTF-8 text, so these bytes would arrive changed; send binary "
+                "data as text, e.g. base64.b64encode(data).decode(), and decode it on receipt"
+            ) from None
+        return data
     if isinstance(payload, str):
-        return payload.encode()
+        try:
+            return payload.encode()
+        except UnicodeEncodeError:
+            raise ValueError("payload text has a lone surrogate: it is not valid UTF-8") from None
     if isinstance(payload, dict):
         try:
             return encode(payload)
@@ -242,9 +526,9 @@ def send_headers(
         headers[HEADER_PRIORITY] = priority.value
     if key is not None:
         headers[HEADER_KEY] = key
-    if delay:
+    if delay is not None:  # RobustMQ delays even with 0 (the reply's msg_id is then -1)
         headers[HEADER_DELAY] = str(delay)
-    if ttl:
+    if ttl is not None:
         headers[HEADER_TTL] = str(ttl)
     if tags:
         headers[HEADER_TAGS] = ",".join(tags)

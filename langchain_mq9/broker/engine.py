@@ -1,12 +1,19 @@
-"""The bundled mq9 broker: every rule of PROTOCOL.md as pure logic behind one ``handle`` call.
+"""The bundled mq9 broker: RobustMQ's mq9 behaviour as pure logic behind one ``handle`` call.
 
 ``BrokerEngine.handle(subject, headers, body)`` takes a request exactly as it arrives on the
 wire and returns the reply bytes. The in-process transport calls it directly; ``serve_on_nats``
-calls it for every request on a real NATS server. Time comes from an injectable clock, so TTLs,
-delays and leases are tested by moving a ``ManualClock`` instead of sleeping.
+calls it for every request on a real NATS server. Every rule follows RobustMQ at the pinned
+commit (``docs/protocol.md`` names the RobustMQ file behind each); the few places where we
+differ are marked "(our choice)" there and here. Time comes from an injectable clock, so TTLs
+and delays are tested by moving a ``ManualClock`` instead of sleeping.
+
+Consumer groups, as RobustMQ has them: a group is three offsets per mailbox, one per priority
+lane (``{group}-critical``, ``-urgent``, ``-normal``), looked up by group name across every
+mailbox. A FETCH only reads; offsets move only on ACK, which commits ``msg_id + 1`` to all
+three lanes. Until a group has committed anything, each FETCH starts from its deliver policy.
 
 The engine is safe to share between event loops and threads: state changes happen under one
-lock and never await, and a long-poll FETCH waits outside the lock on a future of its own loop.
+lock and never await; an empty FETCH sleeps outside it.
 """
 
 from __future__ import annotations
@@ -21,40 +28,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import protocol as p
-from ..protocol import Mq9Error, Priority
+from ..protocol import PRIORITY_ORDER, Mq9Error, Priority, WireError
 from .clock import Clock, system_clock
-from .mailbox import Group, Mailbox, StoredMessage
-from .registry import AgentRegistry
+from .mailbox import Mailbox, StoredMessage
+from .registry import AgentEntry, AgentRegistry
 from .storage import Storage
 
 log = logging.getLogger("langchain_mq9.broker")
 
-
-_FETCH_FIELDS = {"group_name", "deliver", "from_time", "from_id", "force_deliver", "config"}
-_CONFIG_FIELDS = {"num_msgs", "max_wait_ms"}
-_CREATE_FIELDS = {"name", "ttl"}
-_ACK_FIELDS = {"group_name", "mail_address", "msg_id"}
-_QUERY_FIELDS = {"key", "limit", "since", "tags"}
-_DISCOVER_FIELDS = {"text", "semantic", "limit", "page"}
+_LANES = tuple(priority.value for priority in PRIORITY_ORDER)
 
 
 @dataclass(frozen=True)
 class BrokerLimits:
-    """What one broker will hold. ``None`` means no limit beyond memory."""
+    """What one broker will hold (our choice: RobustMQ has no such limits). ``None`` means no
+    limit beyond memory."""
 
-    ack_wait: float = 30.0
     max_payload: int = p.DEFAULT_MAX_PAYLOAD
     max_mailboxes: int | None = None
     max_messages_per_mailbox: int | None = None
-
-
-@dataclass(slots=True)
-class _Delayed:
-    payload: bytes
-    priority: Priority
-    key: str | None
-    tags: tuple[str, ...]
-    ttl: int | None
 
 
 class BrokerEngine:
@@ -72,493 +64,425 @@ class BrokerEngine:
         self.storage = storage if storage is not None else Storage()
         self.mailboxes: dict[str, Mailbox] = {}
         self.registry = AgentRegistry()
+        # Committed offsets: lane group ("{group}-{priority}") -> shard -> next msg_id to read.
+        self.offsets: dict[str, dict[str, int]] = {}
+        # The latest REPORT of each agent. RobustMQ writes reports to an internal topic that
+        # no mq9 command reads back; kept for the dev broker's operator only.
+        self.reports: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
         self._seq = itertools.count()
-        # Min-heaps of (when, seq, mailbox, detail), checked before every request.
-        self._mailbox_expiry: list[tuple[float, int, Mailbox]] = []
-        self._message_expiry: list[tuple[float, int, Mailbox, int]] = []
-        self._delayed: list[tuple[float, int, Mailbox, _Delayed]] = []
-        self._waiters: dict[Mailbox, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
+        # Min-heaps checked before every request: (when, seq, mailbox) and delayed messages.
+        self._mailbox_expiry: list[tuple[int, int, Mailbox]] = []
+        self._delayed: list[tuple[float, int, str, StoredMessage]] = []
         self.storage.restore(self)
+
+    def now_second(self) -> int:
+        return int(self.clock())
 
     # -- entry point -----------------------------------------------------------------------
 
     async def handle(self, subject: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
         """Answer one mq9 request; never raises, every failure is an ``error`` reply."""
         try:
-            reply = await self._dispatch(subject, headers or {}, body)
+            if subject.startswith(p.MSG_FETCH) and len(subject) > len(p.MSG_FETCH):
+                return await self._fetch(subject[len(p.MSG_FETCH) :], body)
+            with self._lock, self.storage.transaction():
+                self._housekeep()
+                return self._dispatch(subject, headers, body)
         except Mq9Error as exc:
-            reply = {"error": exc.message}
+            return p.encode({"error": exc.message})
         except Exception as exc:  # a bug must not take the broker down: report it, keep serving
-            log.exception("internal error on %s", subject)
-            reply = {"error": f"internal broker error: {type(exc).__name__}: {exc}"}
-        else:
-            reply = {"error": "", **reply}
-        return p.encode(reply)
+            log.exception("internal error on %r", subject)
+            return p.encode({"error": f"internal broker error: {type(exc).__name__}: {exc}"})
 
-    async def _dispatch(self, subject: str, headers: Mapping[str, str], body: bytes) -> dict:
-        if subject.startswith(p.MSG_FETCH):
-            return await self._fetch(_address_of(subject, p.MSG_FETCH), body)
-        with self._lock, self.storage.transaction():
-            self._housekeep()
-            if subject.startswith(p.MSG_SEND):
-                return self._send(_address_of(subject, p.MSG_SEND), headers, body)
-            if subject.startswith(p.MSG_ACK):
-                return self._ack(_address_of(subject, p.MSG_ACK), body)
-            if subject.startswith(p.MSG_QUERY):
-                return self._query(_address_of(subject, p.MSG_QUERY), body)
-            if subject.startswith(p.MSG_DELETE):
-                return self._delete(subject[len(p.MSG_DELETE) :])
-            handler = {
-                p.MAILBOX_CREATE: self._create,
-                p.AGENT_REGISTER: self._register,
-                p.AGENT_UNREGISTER: self._unregister,
-                p.AGENT_REPORT: self._report,
-                p.AGENT_DISCOVER: self._discover,
-            }.get(subject)
-            if handler is None:
-                raise Mq9Error(f"unknown mq9 command: {subject}")
-            return handler(body)
+    def _dispatch(self, subject: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
+        for prefix, handler in (
+            (p.MSG_SEND, self._send),
+            (p.MSG_ACK, self._ack),
+            (p.MSG_QUERY, self._query),
+        ):
+            if subject.startswith(prefix) and len(subject) > len(prefix):
+                return handler(subject[len(prefix) :], body, headers)
+        if subject.startswith(p.MSG_DELETE):
+            address, dot, msg_id = subject[len(p.MSG_DELETE) :].rpartition(".")
+            if dot:
+                return self._delete(address, msg_id)
+        handler = {
+            p.MAILBOX_CREATE: self._create,
+            p.AGENT_REGISTER: self._register,
+            p.AGENT_UNREGISTER: self._unregister,
+            p.AGENT_REPORT: self._report,
+            p.AGENT_DISCOVER: self._discover,
+        }.get(subject)
+        if handler is None:
+            # RobustMQ answers a NATS -ERR here; a service on nats-server can only reply
+            # (our choice: the same words, as an mq9 error reply)
+            raise Mq9Error(p.err_unknown_subject(subject))
+        return handler(body)
 
     # -- time ------------------------------------------------------------------------------
 
     def _housekeep(self) -> None:
-        """Expire mailboxes and messages and release delayed messages that are due."""
+        """Remove expired mailboxes and write delayed messages that are due."""
         now = self.clock()
         while self._mailbox_expiry and self._mailbox_expiry[0][0] <= now:
             _, _, mailbox = heapq.heappop(self._mailbox_expiry)
             if self.mailboxes.get(mailbox.address) is mailbox:
+                # (our choice) RobustMQ's GC removes the mailbox within 60 s and reads may
+                # find its messages for a while after; here it is gone, messages and all, at
+                # the second its TTL ends
                 del self.mailboxes[mailbox.address]
                 self.storage.mailbox_removed(mailbox)
-                self._wake(mailbox)
         while self._delayed and self._delayed[0][0] <= now:
-            due, seq, mailbox, delayed = heapq.heappop(self._delayed)
+            due, seq, address, message = heapq.heappop(self._delayed)
             self.storage.delayed_released(seq)
-            if self.mailboxes.get(mailbox.address) is mailbox:
-                self._store(mailbox, delayed, due)
-        while self._message_expiry and self._message_expiry[0][0] <= now:
-            _, _, mailbox, msg_id = heapq.heappop(self._message_expiry)
-            if mailbox.remove(msg_id) and self.mailboxes.get(mailbox.address) is mailbox:
-                self.storage.message_removed(mailbox, msg_id)
-
-    def _next_due(self) -> float | None:
-        return self._delayed[0][0] if self._delayed else None
+            mailbox = self.mailboxes.get(address)
+            if mailbox is not None:
+                message.create_time = int(due)
+                self._write(mailbox, message)
 
     # -- mailboxes -------------------------------------------------------------------------
 
-    def _create(self, body: bytes) -> dict:
-        request = _fields(p.decode_object(body), _CREATE_FIELDS, "MAILBOX.CREATE")
-        ttl = request.get("ttl")  # null means not given, as does a missing field
-        ttl = 0 if ttl is None else p.check_int("ttl", ttl, 0, p.MAX_SECONDS)
-        name = request.get("name")
-        if name in (None, ""):
+    def _create(self, body: bytes) -> bytes:
+        if body:
+            try:
+                request = p.CREATE_REQUEST.read(body)
+            except WireError as exc:
+                raise Mq9Error(f"invalid MAILBOX.CREATE payload: {exc.message}") from None
+        else:
+            request = {"name": None, "ttl": None, "desc": None}
+        name = request["name"]
+        if name is None:
             address = p.new_address()
         else:
-            address = p.check_address(name)
-            if address in self.mailboxes:
-                raise Mq9Error(p.err_mailbox_exists(address))
+            problem = p.name_error(name)
+            if problem:
+                raise Mq9Error(problem)
+            address = name
+        if address in self.mailboxes:
+            raise Mq9Error(p.err_mailbox_exists(address))
         limit = self.limits.max_mailboxes
         if limit is not None and len(self.mailboxes) >= limit:
             raise Mq9Error(f"mailbox limit reached: this broker holds at most {limit} mailboxes")
-        mailbox = Mailbox(address, created_at=self.clock(), ttl=ttl)
-        self.mailboxes[address] = mailbox
+        ttl = p.DEFAULT_MAILBOX_TTL if request["ttl"] is None else request["ttl"]
+        mailbox = Mailbox(
+            address, create_time=self.now_second(), ttl=ttl, desc=request["desc"] or ""
+        )
+        self.add_mailbox(mailbox)
+        self.storage.mailbox_created(mailbox)
+        return p.encode({"error": "", "mail_address": address})
+
+    def add_mailbox(self, mailbox: Mailbox) -> None:
+        """Hold ``mailbox`` (a new one, or one durable storage restores)."""
+        self.mailboxes[mailbox.address] = mailbox
         if mailbox.expires_at is not None:
             heapq.heappush(self._mailbox_expiry, (mailbox.expires_at, next(self._seq), mailbox))
-        self.storage.mailbox_created(mailbox)
-        return {"mail_address": address}
 
-    def _mailbox(self, address: str) -> Mailbox:
-        mailbox = self.mailboxes.get(p.check_address(address))
+    def _topic(self, address: str) -> Mailbox:
+        """The mailbox FETCH, QUERY and DELETE read, missing in the storage layer's words."""
+        mailbox = self.mailboxes.get(address)
         if mailbox is None:
-            raise Mq9Error(p.err_mailbox_missing(address))
+            raise Mq9Error(p.err_topic_missing(address))
         return mailbox
 
     # -- SEND ------------------------------------------------------------------------------
 
-    def _send(self, address: str, headers: Mapping[str, str], body: bytes) -> dict:
-        mailbox = self._mailbox(address)
-        if len(body) > self.limits.max_payload:
-            raise Mq9Error(
-                f"payload is {len(body)} bytes: this broker accepts at most "
-                f"{self.limits.max_payload} bytes per message"
-            )
-        options = {name.lower(): value for name, value in headers.items()}
-        for name, value in options.items():
-            # nats-py decodes header bytes with errors="replace": U+FFFD means the sender's
-            # bytes were not UTF-8, and a key or tag silently changed would never match again
-            if name.startswith("mq9-") and "\ufffd" in value:
-                raise Mq9Error(f"invalid {name} header: its value is not valid UTF-8 text")
-        priority_text = options.get(p.HEADER_PRIORITY)
-        priority = Priority.NORMAL if priority_text is None else p.parse_priority(priority_text)
-        key = options.get(p.HEADER_KEY)
-        if key is not None:
-            p.check_key(key)
-        delay = _header_seconds(options, p.HEADER_DELAY)
-        ttl = _header_seconds(options, p.HEADER_TTL)
-        tags_text = options.get(p.HEADER_TAGS)
-        tags = tuple(t.strip() for t in tags_text.split(",") if t.strip()) if tags_text else ()
-        allowed = _largest_payload(self.limits.max_payload, priority, key, tags)
-        if len(body) > allowed:
-            raise Mq9Error(
-                f"payload is {len(body)} bytes: FETCH hands messages out base64-encoded in "
-                f"answers of at most {self.limits.max_payload} bytes, so this broker accepts at "
-                f"most {allowed} bytes per message (with these headers)"
-            )
+    def _send(self, address: str, body: bytes, headers: Mapping[str, str] | None) -> bytes:
+        mailbox = self.mailboxes.get(address)
+        if mailbox is None:
+            raise Mq9Error(p.err_mailbox_missing(address))
+        headers = headers or {}
+        priority = Priority.NORMAL
+        # Exact names only; a value that is not a known priority means normal (RobustMQ).
+        text = headers.get(p.HEADER_PRIORITY)
+        if text is not None and text.strip() in _LANES:
+            priority = Priority(text.strip())
+        key = headers.get(p.HEADER_KEY)
+        key = None if key is None else key.strip()
+        tags = headers.get(p.HEADER_TAGS)
+        tags = tuple(t.strip() for t in tags.split(",") if t.strip()) if tags else ()
+        delay = _header_number(headers, p.HEADER_DELAY)
+        ttl = _header_number(headers, p.HEADER_TTL)
+        now = self.now_second()
+        message = StoredMessage(
+            -1,
+            bytes(body),
+            priority,
+            now,
+            key,
+            tags,
+            p.header_block(headers),
+            now + ttl if ttl is not None else 0,  # a TTL counts from the SEND, delay or not
+        )
+        self._check_fits(message)
         self._check_room(mailbox)
-        delayed = _Delayed(body, priority, key, tags, ttl or None)
-        if delay:
+        if delay is not None:  # even a delay of 0 answers -1 and is written by the delay queue
             due, seq = self.clock() + delay, next(self._seq)
-            heapq.heappush(self._delayed, (due, seq, mailbox, delayed))
-            self.storage.delayed_added(seq, due, mailbox, delayed)
-            return {"msg_id": -1}
-        return {"msg_id": self._store(mailbox, delayed, self.clock()).msg_id}
+            self.hold_delayed(due, seq, address, message)
+            self.storage.delayed_added(seq, due, address, message)
+            return p.encode({"error": "", "msg_id": -1})
+        return p.encode({"error": "", "msg_id": self._write(mailbox, message).msg_id})
+
+    def hold_delayed(self, due: float, seq: int, address: str, message: StoredMessage) -> None:
+        heapq.heappush(self._delayed, (due, seq, address, message))
+
+    def _check_fits(self, message: StoredMessage) -> None:
+        # (our choice) RobustMQ takes any payload NATS carries, and a FETCH answer holding it
+        # could then exceed max_payload: refuse a message that could never be handed out
+        size = _EMPTY_ANSWER + len(message.wire())
+        if size > self.limits.max_payload:
+            raise Mq9Error(
+                f"message too large: it would take {size} bytes in a FETCH answer, and this "
+                f"broker's answers carry at most {self.limits.max_payload} bytes; send a "
+                "reference to the data (a URL or path) instead"
+            )
+        message._wire = None  # its msg_id is not known yet
 
     def _check_room(self, mailbox: Mailbox) -> None:
         limit = self.limits.max_messages_per_mailbox
         if limit is not None and len(mailbox.messages) >= limit:
             raise Mq9Error(
                 f"mailbox {mailbox.address} is full: it holds at most {limit} messages; "
-                "fetch and delete some, or wait for message TTLs to expire"
+                "delete some, or wait for message TTLs to expire"
             )
 
-    def _store(self, mailbox: Mailbox, delayed: _Delayed, visible_at: float) -> StoredMessage:
-        message = mailbox.append(
-            delayed.payload, delayed.priority, int(visible_at), delayed.key, delayed.tags
-        )
-        # From the exact time, not the whole-second create_time: a ttl of 1 s lasts 1 s.
-        expires = visible_at + delayed.ttl if delayed.ttl else None
-        if expires is not None:
-            heapq.heappush(
-                self._message_expiry, (expires, next(self._seq), mailbox, message.msg_id)
-            )
-        self.storage.message_stored(mailbox, message, expires)
-        self._wake(mailbox)
+    def _write(self, mailbox: Mailbox, message: StoredMessage) -> StoredMessage:
+        replaced = mailbox.keys.get(message.key) if message.key is not None else None
+        mailbox.append(message)
+        if replaced is not None:
+            self.storage.message_removed(mailbox, replaced)
+        self.storage.message_stored(mailbox, message)
         return message
 
     # -- FETCH and ACK ---------------------------------------------------------------------
 
-    async def _fetch(self, address: str, body: bytes) -> dict:
-        request = _fields(p.decode_object(body), _FETCH_FIELDS, "FETCH")
-        config = request.get("config")
-        config = _fields({} if config is None else config, _CONFIG_FIELDS, "FETCH config")
-        group_name = request.get("group_name")
-        if group_name is not None:
-            p.check_group_name(group_name)
-        deliver = request.get("deliver")
-        deliver = "latest" if deliver is None else deliver
-        if deliver not in p.DELIVER_POLICIES:
-            raise Mq9Error(p.err_invalid_deliver(deliver))
-        point = None
-        if deliver in ("from_time", "from_id"):
-            if request.get(deliver) is None:
-                raise Mq9Error(f"deliver {deliver!r} needs the field {deliver}")
-            point = p.check_int(deliver, request[deliver])
-        force = request.get("force_deliver", False)
-        if not isinstance(force, bool):
-            raise Mq9Error(f"invalid force_deliver {force!r}: must be true or false")
-        num_msgs = p.check_int(
-            "num_msgs", config.get("num_msgs", p.DEFAULT_NUM_MSGS), 1, p.MAX_NUM_MSGS
-        )
-        max_wait_ms = p.check_int(
-            "max_wait_ms", config.get("max_wait_ms", p.DEFAULT_MAX_WAIT_MS), 0, p.MAX_WAIT_MS
-        )
+    async def _fetch(self, address: str, body: bytes) -> bytes:
+        try:
+            request = p.FETCH_REQUEST.read(body)
+        except WireError as exc:
+            raise Mq9Error(exc.message) from None
+        config = request["config"] or {}
+        num_msgs = config.get("num_msgs")
+        num_msgs = p.DEFAULT_NUM_MSGS if num_msgs is None else num_msgs
+        max_wait_ms = config.get("max_wait_ms")
+        max_wait_ms = p.DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
+        with self._lock, self.storage.transaction():
+            self._housekeep()
+            found = self._read_group(self._topic(address), request, num_msgs)
+        if not found and max_wait_ms > 0:
+            # RobustMQ sleeps the whole wait and answers empty, without looking again
+            await asyncio.sleep(max_wait_ms / 1000)
+        return _answer(found, self.limits.max_payload)
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait_ms / 1000
-        start: int | None = None
-        while True:
-            with self._lock, self.storage.transaction():
-                self._housekeep()
-                mailbox = self._mailbox(address)
-                if start is None:  # the start point is fixed when the request arrives
-                    start = self._start_of(mailbox, deliver, point)
-                    if group_name is not None and (force or group_name not in mailbox.groups):
-                        mailbox.groups[group_name] = Group.starting_at(start)
-                answer = _Answer(self.limits.max_payload)
-                admit = answer.admit
-                if group_name is None:
-                    found = mailbox.peek(start, num_msgs, admit)
-                    if answer.full:  # a stateless reader infers from the count that it has
-                        raise Mq9Error(  # seen everything: refuse rather than cut
-                            f"the answer would be larger than the {self.limits.max_payload}-"
-                            f"byte max_payload: ask for at most {len(found)} messages "
-                            "(num_msgs), or fetch with a group_name (its answers are cut to fit)"
-                        )
-                else:
-                    now = self.clock()
-                    found = mailbox.lease(
-                        mailbox.groups.setdefault(group_name, Group.starting_at(start)),
-                        num_msgs,
-                        now,
-                        now + self.limits.ack_wait,
-                        admit,
-                    )
-                    self.storage.group_changed(mailbox, group_name)
-                remaining = deadline - loop.time()
-                if found or remaining <= 0:
-                    return {"messages": [m.to_wire(p.encode_payload) for m in found]}
-                waiter = loop.create_future()
-                self._waiters.setdefault(mailbox, []).append((loop, waiter))
-                due = self._next_due()
-            if due is not None:  # wake up when a delayed message may become visible
-                remaining = min(remaining, max(due - self.clock(), 0.0) + 0.001)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                with self._lock:
-                    waiting = self._waiters.get(mailbox, [])
-                    if (loop, waiter) in waiting:
-                        waiting.remove((loop, waiter))
+    def _read_group(
+        self, mailbox: Mailbox, request: dict[str, Any], num_msgs: int
+    ) -> list[StoredMessage]:
+        group = request["group_name"]
+        if group is None:  # a throwaway group: the deliver policy decides every time
+            starts: dict[str, int | None] = dict.fromkeys(_LANES, self._initial(mailbox, request))
+        elif request["force_deliver"] and self.offsets.get(f"{group}-normal"):
+            # RobustMQ commits the reset position + 1 yet reads this answer from the position
+            target = self._reset_target(mailbox, request)
+            for lane in _LANES:
+                self.commit(f"{group}-{lane}", mailbox.shard, target + 1)
+            starts = dict.fromkeys(_LANES, target)
+        else:
+            starts = {lane: self._lane_start(f"{group}-{lane}", mailbox, request) for lane in _LANES}
+        now = self.now_second()
+        found: list[StoredMessage] = []
+        for priority in PRIORITY_ORDER:  # each lane reads up to num_msgs: an answer may hold more
+            found.extend(mailbox.read_lane(priority, starts[priority.value], num_msgs, now))
+            if len(found) >= num_msgs:
+                break
+        return found
 
-    def _start_of(self, mailbox: Mailbox, deliver: str, point: int | None) -> int:
+    def _lane_start(self, lane_group: str, mailbox: Mailbox, request: dict) -> int | None:
+        committed = self.offsets.get(lane_group)
+        if committed:
+            # Committed anywhere: this mailbox's offset, or (none here) the lane's beginning
+            return committed.get(mailbox.shard)
+        return self._initial(mailbox, request)
+
+    def _initial(self, mailbox: Mailbox, request: dict) -> int:
+        """Where a group with no committed offset starts (RobustMQ's start strategies)."""
+        deliver = request["deliver"]
         if deliver == "earliest":
             return 0
         if deliver == "from_id":
-            return point  # type: ignore[return-value]
+            return mailbox.clamp(request["from_id"] or 0)
         if deliver == "from_time":
-            return mailbox.first_id_at_or_after(point)  # type: ignore[arg-type]
-        return mailbox.next_id
+            return mailbox.offset_at_time(request["from_time"] or 0)
+        return mailbox.end_offset  # latest: the newest message written is still handed out
 
-    def _wake(self, mailbox: Mailbox) -> None:
-        for loop, waiter in self._waiters.pop(mailbox, ()):
-            loop.call_soon_threadsafe(_resolve, waiter)
+    def _reset_target(self, mailbox: Mailbox, request: dict) -> int:
+        """Where ``force_deliver`` puts a group: like ``_initial``, but a time is clamped too."""
+        if request["deliver"] == "from_time":
+            return mailbox.clamp(mailbox.offset_at_time(request["from_time"] or 0))
+        return self._initial(mailbox, request)
 
-    def _ack(self, address: str, body: bytes) -> dict:
-        request = _fields(p.decode_object(body), _ACK_FIELDS, "ACK")
-        mailbox = self._mailbox(address)
-        named = request.get("mail_address")
-        if named not in (None, "", address):
-            raise Mq9Error(
-                f"ACK body names mailbox {named} but was sent to {address}: they must agree"
-            )
-        group_name = p.check_group_name(request.get("group_name"))
-        if request.get("msg_id") is None:
-            raise Mq9Error("ACK needs a msg_id: the last message of the batch to confirm")
-        msg_id = p.check_int("msg_id", request["msg_id"])
-        if msg_id >= mailbox.next_id:
-            raise Mq9Error(p.ERR_MESSAGE_NOT_FOUND)
-        group = mailbox.groups.get(group_name)
-        if group is None:  # nothing was ever handed to this group: nothing to confirm, and
-            return {}  # its first FETCH must still set its start from the deliver policy
-        mailbox.ack(group, msg_id)
-        self.storage.group_changed(mailbox, group_name)
-        return {}
+    def commit(self, lane_group: str, shard: str, offset: int) -> None:
+        self.offsets.setdefault(lane_group, {})[shard] = offset
+        self.storage.offset_committed(lane_group, shard, offset)
+
+    def _ack(self, _address: str, body: bytes, _headers: object) -> bytes:
+        try:
+            request = p.ACK_REQUEST.read(body)
+        except WireError as exc:
+            raise Mq9Error(exc.message) from None
+        address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
+        mailbox = self.mailboxes.get(address)
+        if mailbox is None:
+            raise Mq9Error(p.err_ack_mailbox_missing(address))
+        # Every priority lane of the group moves past msg_id, whatever priority it had
+        for lane in _LANES:
+            self.commit(f"{request['group_name']}-{lane}", mailbox.shard, request["msg_id"] + 1)
+        return _OK
 
     # -- QUERY and DELETE ------------------------------------------------------------------
 
-    def _query(self, address: str, body: bytes) -> dict:
-        request = _fields(p.decode_object(body), _QUERY_FIELDS, "QUERY")
-        mailbox = self._mailbox(address)
-        key = request.get("key")
-        if key is not None and not isinstance(key, str):
-            raise Mq9Error(f"invalid key {key!r}: must be a string")
-        tags = request.get("tags") or []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise Mq9Error(f"invalid tags {tags!r}: must be a list of strings")
-        since = request.get("since")
-        limit = request.get("limit")
-        found = mailbox.query(
-            key=key or None,
-            tags=tuple(tags),
-            since=None if since is None else p.check_int("since", since),
-            limit=None if limit is None else p.check_int("limit", limit, 1),
-            admit=_Answer(self.limits.max_payload).admit,
-        )
-        return {"messages": [m.to_wire(p.encode_payload) for m in found]}
+    def _query(self, address: str, body: bytes, _headers: object) -> bytes:
+        if body:
+            try:
+                request = p.QUERY_REQUEST.read(body)
+            except WireError as exc:
+                raise Mq9Error(f"invalid query request: {exc.message}") from None
+        else:
+            request = dict.fromkeys(("key", "tags", "since", "limit"))
+        mailbox = self._topic(address)
+        limit = p.QUERY_CAP if request["limit"] is None else min(request["limit"], p.QUERY_CAP)
+        now = self.now_second()
+        # One filter only, in this order of precedence (RobustMQ)
+        if request["key"] is not None:
+            message = mailbox.by_key(request["key"], now)
+            found = [message][:limit] if message is not None else []
+        elif request["tags"]:
+            seen: set[int] = set()
+            found = []
+            for tag in request["tags"]:  # any tag matches; each tag reads up to limit
+                for message in mailbox.read_tag(tag, limit, now):
+                    if message.msg_id not in seen:
+                        seen.add(message.msg_id)
+                        found.append(message)
+        elif request["tags"] is not None or request["since"] is not None:
+            start = mailbox.offset_at_time(request["since"] or 0)
+            found = list(mailbox.read(start, limit, now))
+        else:
+            found = list(mailbox.read(None, limit, now))
+        return _answer(found, self.limits.max_payload)
 
-    def _delete(self, rest: str) -> dict:
-        address, dot, msg_id_text = rest.rpartition(".")
-        if not dot:
-            raise Mq9Error(
-                f"DELETE subject needs a msg_id: {p.MSG_DELETE}{{mail_address}}.{{msg_id}}"
-            )
-        mailbox = self._mailbox(address)
-        msg_id = p.parse_int("msg_id in DELETE subject", msg_id_text)
-        if not mailbox.remove(msg_id):
-            raise Mq9Error(p.ERR_MESSAGE_NOT_FOUND)
-        self.storage.message_removed(mailbox, msg_id)
-        return {"deleted": True}
+    def _delete(self, address: str, msg_id_text: str) -> bytes:
+        msg_id = p.header_u64(msg_id_text) if msg_id_text == msg_id_text.strip() else None
+        if msg_id is None:
+            raise Mq9Error(f"invalid msg_id: {msg_id_text}")
+        mailbox = self._topic(address)
+        if mailbox.remove(msg_id):  # a msg_id that is not there is "deleted" all the same
+            self.storage.message_removed(mailbox, msg_id)
+        return p.encode({"error": "", "deleted": True})
 
     # -- agent registry --------------------------------------------------------------------
 
-    def _register(self, body: bytes) -> dict:
-        card = p.decode_object(body, "agent card")
-        mailbox = card.get("mailbox")
-        if not isinstance(mailbox, str) or not mailbox.strip():
-            raise Mq9Error(p.ERR_CARD_WITHOUT_MAILBOX)
-        self._check_agent_fits(card)
-        self.registry.register(card)
-        self.storage.agent_saved(self.registry.find(mailbox, None))
-        return {}
-
-    def _identify(self, body: bytes, what: str) -> tuple[dict, str | None, str | None]:
-        request = p.decode_object(body, what)
-        mailbox, name = request.get("mailbox"), request.get("name")
-        if not (isinstance(mailbox, str) and mailbox) and not (isinstance(name, str) and name):
-            raise Mq9Error(f"{what} must contain a mailbox (or name) field naming the agent")
-        return request, mailbox or None, name or None
-
-    def _unregister(self, body: bytes) -> dict:
-        _, mailbox, name = self._identify(body, "AGENT.UNREGISTER body")
-        entry = self.registry.find(mailbox, name)
-        if entry is None or not self.registry.unregister(mailbox, name):
-            raise Mq9Error(p.ERR_AGENT_NOT_FOUND)
-        self.storage.agent_removed(entry)
-        return {}
-
-    def _report(self, body: bytes) -> dict:
-        report, mailbox, name = self._identify(body, "agent report")
-        entry = self.registry.find(mailbox, name)
-        if entry is None:
-            raise Mq9Error(p.ERR_AGENT_NOT_FOUND)
-        status = {k: v for k, v in report.items() if k not in ("mailbox", "name")}
-        self._check_agent_fits(
-            {
-                **entry.card,
-                "report": {**(entry.report or {}), **status},
-                "report_time": int(self.clock()),
-            }
-        )
-        entry.report = {**(entry.report or {}), **status}
-        entry.report_time = int(self.clock())
-        self.storage.agent_saved(entry)
-        return {}
-
-    def _discover(self, body: bytes) -> dict:
-        request = _fields(p.decode_object(body), _DISCOVER_FIELDS, "DISCOVER")
-        text, semantic = request.get("text"), request.get("semantic")
-        for name, value in (("text", text), ("semantic", semantic)):
-            if value is not None and not isinstance(value, str):
-                raise Mq9Error(f"invalid {name} {value!r}: must be a string")
-        limit = p.check_int(
-            "limit", request.get("limit", p.DEFAULT_DISCOVER_LIMIT), 1, p.MAX_DISCOVER_LIMIT
-        )
-        page = p.check_int("page", request.get("page", 1), 1, 2**31)
-        if semantic and semantic.strip():
-            found = self.registry.search_semantic(semantic)
-        elif text and text.strip():
-            found = self.registry.search_text(text)
+    def _register(self, body: bytes) -> bytes:
+        if not body:
+            raise Mq9Error(p.ERR_REGISTER_EMPTY)
+        try:
+            value = p.loads(body)
+        except WireError as exc:
+            raise Mq9Error(f"invalid AGENT.REGISTER payload: {exc.message}") from None
+        if p.is_a2a_card(value):
+            name, agent_info = value["name"], p.encode(value).decode()
         else:
-            found = list(self.registry.entries.values())
-        first = (page - 1) * limit
-        agents = [entry.view() for entry in found[first : first + limit]]
-        size = len(p.encode({"error": "", "agents": agents}))
-        if size > self.limits.max_payload:
-            raise Mq9Error(
-                f"the answer would be {size} bytes, above the {self.limits.max_payload}-byte "
-                f"max_payload: ask for fewer agents per page (limit {limit} now)"
-            )
-        return {"agents": agents}
+            try:
+                request = p.REGISTER_REQUEST.convert(value)
+            except WireError as exc:
+                raise Mq9Error(f"invalid AGENT.REGISTER payload: {exc.message}") from None
+            name, agent_info = request["name"], request["payload"]
+        if not agent_info:
+            raise Mq9Error(p.ERR_AGENT_INFO_EMPTY)
+        entry = AgentEntry.make(name, agent_info, self.now_second())
+        if name not in self.registry.entries:
+            self._check_entry_fits(entry)
+        if self.registry.register(entry):  # a name already taken keeps its first entry
+            self.storage.agent_saved(entry)
+        return _OK
 
-    def _check_agent_fits(self, view: dict) -> None:
-        size = len(p.encode({"error": "", "agents": [view]}))
+    def _named(self, body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
+        try:
+            request = shape.read(body)
+        except WireError as exc:
+            raise Mq9Error(f"invalid {command} payload: {exc.message}") from None
+        if not request["name"]:
+            raise Mq9Error(p.ERR_AGENT_NAME_EMPTY)
+        return request
+
+    def _unregister(self, body: bytes) -> bytes:
+        request = self._named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
+        entry = self.registry.unregister(request["name"])
+        if entry is not None:  # an unknown name succeeds all the same
+            self.storage.agent_removed(entry)
+        return _OK
+
+    def _report(self, body: bytes) -> bytes:
+        request = self._named(body, p.REPORT_REQUEST, "AGENT.REPORT")
+        # No check that the agent exists, and nothing DISCOVER shows (RobustMQ)
+        self.reports[request["name"]] = (request["report_info"] or "", self.now_second())
+        return _OK
+
+    def _discover(self, body: bytes) -> bytes:
+        if body:
+            try:
+                request = p.DISCOVER_REQUEST.read(body)
+            except WireError as exc:
+                raise Mq9Error(f"invalid AGENT.DISCOVER payload: {exc.message}") from None
+        else:
+            request = dict.fromkeys(("text", "semantic", "limit", "page"))
+        limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
+        first = (max(request["page"] or 1, 1) - 1) * limit
+        if request["semantic"]:
+            hits = self.registry.search_semantic(request["semantic"])[first : first + limit]
+            agents = [entry.found() for entry in hits]
+        elif request["text"]:
+            hits = self.registry.search_text(request["text"])[first : first + limit]
+            agents = [entry.found() for entry in hits]
+        else:  # every agent, not paginated
+            agents = [entry.listed() for entry in self.registry.listing()]
+        reply = p.encode({"error": "", "agents": agents})
+        if len(reply) > self.limits.max_payload:
+            raise Mq9Error(
+                f"the answer would be {len(reply)} bytes, above the {self.limits.max_payload}-"
+                "byte max_payload: search with text or semantic and a smaller limit"
+            )
+        return reply
+
+    def _check_entry_fits(self, entry: AgentEntry) -> None:
+        # (our choice) an entry that alone overflows a DISCOVER answer is refused
+        size = len(p.encode({"error": "", "agents": [entry.listed()]}))
         if size > self.limits.max_payload:
             raise Mq9Error(
-                f"agent entry is {size} bytes with its report: DISCOVER answers carry at most "
+                f"agent entry is {size} bytes: DISCOVER answers carry at most "
                 f"{self.limits.max_payload} bytes; keep large data out of the card"
             )
 
 
-# -- request parsing helpers ---------------------------------------------------------------
-
-
+_OK = p.encode({"error": ""})
 _EMPTY_ANSWER = len(p.encode({"error": "", "messages": []}))
 
 
-# ``{"msg_id":N,"payload":"…","priority":"P","create_time":T}`` without N, P, T and the payload.
-_WIRE_FRAME = len(p.encode({"msg_id": 0, "payload": "", "priority": "", "create_time": 0})) - 2
+def _answer(found: list[StoredMessage], max_payload: int) -> bytes:
+    """A FETCH or QUERY answer: the messages in order, as many as fit in ``max_payload`` (our
+    choice: RobustMQ sends what it read, which NATS may then refuse). The first always fits,
+    since SEND refuses a message that could not travel alone. A cut answer loses nothing: what
+    did not fit is read again by the next request, since reading moves no offset."""
+    room = max_payload - _EMPTY_ANSWER
+    items = []
+    for message in found:
+        item = message.wire()
+        room -= len(item) + (1 if items else 0)
+        if items and room < 0:
+            break
+        items.append(item)
+    return b'{"error":"","messages":[' + b",".join(items) + b"]}"
 
 
-def _wire_size(message: StoredMessage) -> int:
-    """Bytes of ``message`` in an answer: its JSON, the payload as base64 (never escaped).
-
-    Counted, not encoded: this runs for every message a FETCH or QUERY hands out (and once per
-    SEND), and encoding each message twice was half of those requests' cost. The count is
-    exactly the length of ``p.encode(message.to_wire(p.encode_payload))``.
-    """
-    msg_id, create_time = message.msg_id, message.create_time
-    if type(msg_id) is not int or type(create_time) is not int:  # not from this engine: encode
-        return len(p.encode(message.to_wire(lambda _: ""))) + _base64_size(message.payload)
-    size = (
-        _WIRE_FRAME
-        + len(str(msg_id))
-        + len(message.priority.value)
-        + len(str(create_time))
-        + _base64_size(message.payload)
-    )
-    if message.key is not None:
-        size += len(',"key":') + _json_string_size(message.key)
-    if message.tags:
-        size += len(',"tags":[]') + len(message.tags) - 1
-        size += sum(_json_string_size(tag) for tag in message.tags)
-    return size
-
-
-def _base64_size(payload: bytes) -> int:
-    return 4 * ((len(payload) + 2) // 3)
-
-
-def _json_string_size(text: str) -> int:
-    """Bytes of ``text`` as a JSON string in ``p.encode``'s output, quotes included."""
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return len(text) + 2  # nothing in it is escaped
-    return len(p.encode(text))  # type: ignore[arg-type]
-
-
-def _largest_payload(max_payload: int, priority: Priority, key: str | None, tags: tuple) -> int:
-    """The largest payload whose message, alone in an answer, fits in ``max_payload``."""
-    top = 2**63 - 1  # the widest msg_id and create_time there can be
-    bare = StoredMessage(top, b"", priority, top, key, tags)
-    room = max_payload - _EMPTY_ANSWER - _wire_size(bare)
-    return max(room // 4 * 3, 0)
-
-
-class _Answer:
-    """Keeps a FETCH or QUERY answer within max_payload, the most one NATS reply may carry:
-    messages join in hand-out order until the next would not fit. The first always joins (SEND
-    refuses a message that could not travel alone). A group's FETCH and a QUERY are cut there
-    (the rest wait for the next request; QUERY keeps the newest); a stateless FETCH is refused
-    instead, saying how many would fit, since its caller cannot tell a cut answer from the end."""
-
-    def __init__(self, max_payload: int) -> None:
-        self.room = max_payload - _EMPTY_ANSWER
-        self.count = 0
-        self.full = False  # a message was turned away
-
-    def admit(self, message: StoredMessage) -> bool:
-        size = _wire_size(message) + (1 if self.count else 0)  # a comma after the first
-        if self.count and size > self.room:
-            self.full = True
-            return False
-        self.room -= size
-        self.count += 1
-        return True
-
-
-def _resolve(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _address_of(subject: str, prefix: str) -> str:
-    return p.check_address(subject[len(prefix) :])
-
-
-def _fields(request: Any, allowed: set[str], what: str) -> dict:
-    if not isinstance(request, dict):
-        raise Mq9Error(f"malformed {what}: expected a JSON object")
-    unknown = sorted(set(request) - allowed)
-    if unknown:
-        raise Mq9Error(
-            f"unknown field {unknown[0]!r} in {what}: allowed are {', '.join(sorted(allowed))}"
-        )
-    return request
-
-
-def _header_seconds(headers: Mapping[str, str], name: str) -> int:
+def _header_number(headers: Mapping[str, str], name: str) -> int | None:
     text = headers.get(name)
-    if text is None or not text.strip():
-        return 0
-    return p.parse_int(f"{name} header", text, 0, p.MAX_SECONDS)
+    return None if text is None else p.header_u64(text)

@@ -1,22 +1,26 @@
-"""One mailbox: its messages, their priority lanes, and the consumer groups reading them.
+"""One mailbox: its message log, read the ways RobustMQ reads it.
 
-Costs are kept independent of how many messages a mailbox holds:
+A mailbox is one append-only log (RobustMQ: one single-shard topic). Every message gets the
+next offset, its ``msg_id``, whatever its priority. On top of the log sit the indexes RobustMQ
+keeps: one *lane* per priority (its tag index), the key index, and create_time for
+time-based starts. Costs stay independent of how many messages a mailbox holds:
 
-* each priority has a *lane*, the ascending list of its msg_ids (ids only grow, so appending
-  keeps it sorted); a FETCH bisects into the lanes and walks at most the messages it returns
-  plus the ones it must skip (leased to another worker, or already removed);
-* removed messages (deleted, replaced by key, expired) leave a hole in the lists that is
-  skipped and, once holes are the majority, compacted away in one pass (amortised O(1));
-* a group remembers a per-lane *floor* below which everything is done, plus the acks and
-  leases above it, so a group's state stays the size of its in-flight window.
+* a lane is the ascending list of its msg_ids (ids only grow, so appending keeps it sorted);
+  a read bisects to its start and walks what it returns plus the holes it skips;
+* removed messages (deleted, replaced by key, expired and swept) leave holes that are skipped
+  and, once they are the majority, compacted away in one pass (amortised O(1)).
+
+Consumer-group offsets do not live here: RobustMQ keys them by group name across mailboxes,
+so the engine keeps them (see ``engine.py``).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+from .. import protocol as p
 from ..protocol import PRIORITY_ORDER, Priority
 
 Admit = Callable[["StoredMessage"], bool]
@@ -33,62 +37,73 @@ class StoredMessage:
     create_time: int
     key: str | None = None
     tags: tuple[str, ...] = ()
+    header: bytes | None = None  # the SEND's NATS header block, handed back as sent
+    expire_at: int = 0  # whole seconds; 0 = no message TTL
+    _wire: bytes | None = None
 
-    def to_wire(self, encode_payload) -> dict:
-        wire = {
-            "msg_id": self.msg_id,
-            "payload": encode_payload(self.payload),
-            "priority": self.priority.value,
-            "create_time": self.create_time,
-        }
-        if self.key is not None:
-            wire["key"] = self.key
-        if self.tags:
-            wire["tags"] = list(self.tags)
-        return wire
+    def expired(self, now_second: int) -> bool:
+        # RobustMQ: hidden once expire_at < now, so visible through the second expire_at
+        return 0 < self.expire_at < now_second
 
-
-@dataclass(slots=True)
-class Group:
-    """A stateful consumer group: where it stands, what it acked, what it holds on lease."""
-
-    floors: dict[Priority, int]
-    acked: set[int] = field(default_factory=set)
-    leases: dict[int, float] = field(default_factory=dict)  # msg_id -> lease end
-    batches: dict[int, tuple[int, ...]] = field(default_factory=dict)  # msg_id -> its FETCH
-
-    @classmethod
-    def starting_at(cls, msg_id: int) -> Group:
-        return cls(floors={priority: msg_id for priority in PRIORITY_ORDER})
+    def wire(self) -> bytes:
+        """The message as a FETCH or QUERY item (RobustMQ's MsgItem), encoded once."""
+        if self._wire is None:
+            self._wire = p.encode(
+                {
+                    "msg_id": self.msg_id,
+                    "payload": p.payload_text(self.payload),
+                    "priority": self.priority.value,
+                    "header": None if self.header is None else list(self.header),
+                    "create_time": self.create_time,
+                }
+            )
+        return self._wire
 
 
 class Mailbox:
-    def __init__(self, address: str, *, created_at: float, ttl: int) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        create_time: int,
+        ttl: int,
+        desc: str = "",
+        shard: str | None = None,
+    ) -> None:
         self.address = address
-        self.expires_at: float | None = created_at + ttl if ttl else None
+        self.create_time = create_time
+        self.ttl = ttl  # seconds; 0 = never expires
+        self.desc = desc
+        # The log's identity. Group offsets are kept per shard, so a mailbox created again
+        # under the same name after it expired does not inherit the old one's offsets.
+        self.shard = shard or f"{address}/{create_time}/{id(self)}"
         self.next_id = 0
         self.messages: dict[int, StoredMessage] = {}
         self.lanes: dict[Priority, list[int]] = {p: [] for p in PRIORITY_ORDER}
-        # Every msg_id in arrival order with its create_time, for time-based starts and QUERY.
+        # Every msg_id in write order with its create_time, for time-based starts.
         self.order: list[int] = []
         self.times: list[int] = []
         self.keys: dict[str, int] = {}
-        self.groups: dict[str, Group] = {}
+        self.tagged: dict[str, list[int]] = {}  # tag -> msg_ids, ascending
         self._holes = 0
+
+    @property
+    def expires_at(self) -> int | None:
+        """When the mailbox is gone: RobustMQ removes it once ``now - create_time >= ttl``."""
+        return self.create_time + self.ttl if self.ttl else None
+
+    @property
+    def end_offset(self) -> int:
+        """RobustMQ's end offset: the newest msg_id ever written (0 when none was)."""
+        return max(self.next_id - 1, 0)
 
     # -- storing ---------------------------------------------------------------------------
 
-    def append(
-        self,
-        payload: bytes,
-        priority: Priority,
-        create_time: int,
-        key: str | None,
-        tags: tuple[str, ...],
-    ) -> StoredMessage:
-        if key is not None and key in self.keys:
-            self.remove(self.keys[key])
-        message = StoredMessage(self.next_id, payload, priority, create_time, key, tags)
+    def append(self, message: StoredMessage) -> StoredMessage:
+        """Write ``message`` at the next offset; an older message with its key is removed."""
+        if message.key is not None and message.key in self.keys:
+            self.remove(self.keys[message.key])
+        message.msg_id = self.next_id
         self.insert(message)
         return message
 
@@ -102,6 +117,8 @@ class Mailbox:
         self.times.append(message.create_time)
         if message.key is not None:
             self.keys[message.key] = message.msg_id
+        for tag in dict.fromkeys(message.tags):
+            self.tagged.setdefault(tag, []).append(message.msg_id)
 
     def remove(self, msg_id: int) -> bool:
         message = self.messages.pop(msg_id, None)
@@ -118,132 +135,78 @@ class Mailbox:
         live = self.messages
         for priority, lane in self.lanes.items():
             self.lanes[priority] = [i for i in lane if i in live]
+        for tag, ids in list(self.tagged.items()):
+            kept = [i for i in ids if i in live]
+            if kept:
+                self.tagged[tag] = kept
+            else:
+                del self.tagged[tag]
         pairs = [(i, t) for i, t in zip(self.order, self.times, strict=False) if i in live]
         self.order = [i for i, _ in pairs]
         self.times = [t for _, t in pairs]
-        # A dict never shrinks as entries are popped: copy it so the table is sized for what
-        # is left, and a mailbox that held 100,000 messages gives that memory back when
-        # they are gone.
+        # A dict never shrinks as entries are popped: copy it so a mailbox that held 100,000
+        # messages gives that memory back when they are gone.
         self.messages = dict(live)
         self._holes = 0
 
-    def first_id_at_or_after(self, create_time: int) -> int:
-        """The msg_id where a ``from_time`` start begins (create_time never decreases)."""
-        index = bisect_left(self.times, create_time)
-        return self.order[index] if index < len(self.order) else self.next_id
+    # -- where a read starts ---------------------------------------------------------------
 
-    # -- handing out -----------------------------------------------------------------------
+    def offset_at_time(self, timestamp: int) -> int:
+        """The first msg_id written at or after ``timestamp``; when none was, the earliest
+        offset (RobustMQ's fallback, so a time in the future means "from the start")."""
+        index = bisect_left(self.times, timestamp)
+        while index < len(self.order):  # skip removed messages: they are no longer written
+            if self.order[index] in self.messages:
+                return self.order[index]
+            index += 1
+        return 0
 
-    def peek(self, start: int, limit: int, admit: Admit | None = None) -> list[StoredMessage]:
-        """Stateless FETCH: up to ``limit`` messages with msg_id >= ``start``, by priority.
-        ``admit`` may end the answer early (it is full): nothing after that is handed out."""
-        taken: list[StoredMessage] = []
-        for priority in PRIORITY_ORDER:
-            lane = self.lanes[priority]
-            index = bisect_left(lane, start)
-            while index < len(lane) and len(taken) < limit:
-                message = self.messages.get(lane[index])
-                if message is not None:
-                    if admit is not None and not admit(message):
-                        limit = len(taken)  # full: lower priorities must wait as well
-                        break
-                    taken.append(message)
-                index += 1
-        return taken
+    def clamp(self, offset: int) -> int:
+        """``offset`` held within [earliest, end], as RobustMQ holds a ``from_id``."""
+        return min(max(offset, 0), self.end_offset)
 
-    def lease(
-        self,
-        group: Group,
-        limit: int,
-        now: float,
-        lease_until: float,
-        admit: Admit | None = None,
-    ) -> list[StoredMessage]:
-        """Stateful FETCH: hand out up to ``limit`` messages the group neither acked nor holds.
-        ``admit`` may end the answer early (it is full): what did not fit is not leased."""
-        taken: list[StoredMessage] = []
-        for priority in PRIORITY_ORDER:
-            if len(taken) >= limit:
-                break
-            lane = self.lanes[priority]
-            index = bisect_left(lane, group.floors[priority])
-            advancing = True  # everything walked so far is done: the floor may follow
-            while index < len(lane) and len(taken) < limit:
-                msg_id = lane[index]
-                index += 1
-                message = self.messages.get(msg_id)
-                if message is None or msg_id in group.acked:
-                    if advancing:  # done and contiguous with the floor: forget it
-                        group.floors[priority] = msg_id + 1
-                        group.acked.discard(msg_id)
-                        group.leases.pop(msg_id, None)
-                        group.batches.pop(msg_id, None)
-                    continue
-                advancing = False
-                lease_end = group.leases.get(msg_id)
-                if lease_end is not None and lease_end > now:
-                    continue
-                if admit is not None and not admit(message):
-                    limit = len(taken)  # full: lower priorities must wait as well
-                    break
-                taken.append(message)
-        batch = tuple(m.msg_id for m in taken)
-        for msg_id in batch:
-            group.leases[msg_id] = lease_until
-            group.batches[msg_id] = batch
-        return taken
+    # -- reading ---------------------------------------------------------------------------
 
-    def ack(self, group: Group, msg_id: int) -> None:
-        """Confirm ``msg_id`` and everything handed out before it in the same FETCH answer."""
-        batch = group.batches.get(msg_id)
-        confirmed = batch[: batch.index(msg_id) + 1] if batch else (msg_id,)
-        for done in confirmed:
-            group.leases.pop(done, None)
-            group.batches.pop(done, None)
-            message = self.messages.get(done)
-            if message is not None and done >= group.floors[message.priority]:
-                group.acked.add(done)
+    def _walk(self, ids: list[int], start: int | None, now: int) -> Iterator[StoredMessage]:
+        index = 0 if start is None else bisect_left(ids, start)
+        messages = self.messages
+        while index < len(ids):
+            message = messages.get(ids[index])
+            index += 1
+            if message is not None and not message.expired(now):
+                yield message
 
-    # -- reading without consuming ---------------------------------------------------------
-
-    def query(
-        self,
-        *,
-        key: str | None,
-        tags: tuple[str, ...],
-        since: int | None,
-        limit: int | None,
-        admit: Admit | None = None,
-    ) -> list[StoredMessage]:
-        """Messages matching every given filter, newest ``limit`` of them, in msg_id order.
-        ``admit`` may end the answer early (it is full): the newest that fit are kept."""
-        if key is not None:
-            newest = self.keys.get(key)
-            candidates = [self.messages[newest]] if newest is not None else []
-        else:
-            candidates = self._newest_first(since)
-        found: list[StoredMessage] = []
-        for message in candidates:
-            if limit is not None and len(found) >= limit:
-                break
-            if since is not None and message.create_time <= since:
-                continue
-            if tags and not set(tags).issubset(message.tags):
-                continue
-            if admit is not None and not admit(message):
-                break
-            found.append(message)
-        found.reverse()
-        return found
-
-    def _newest_first(self, since: int | None):
-        """Live messages newest first, down to the first with create_time <= ``since``.
-
-        ``messages`` holds them in msg_id order (create_time never decreases along it) and,
-        unlike ``order``, without the holes removed messages leave until the next compaction:
-        reading the newest few costs the same however many were removed near the end.
-        """
-        for message in reversed(self.messages.values()):
-            if since is not None and message.create_time <= since:
-                return
+    def read_lane(
+        self, priority: Priority, start: int | None, limit: int, now: int
+    ) -> Iterator[StoredMessage]:
+        """Up to ``limit`` live messages of one priority from msg_id ``start`` on (None: from
+        the lane's beginning), oldest first."""
+        if limit <= 0:
+            return
+        for count, message in enumerate(self._walk(self.lanes[priority], start, now), 1):
             yield message
+            if count >= limit:
+                return
+
+    def read(self, start: int | None, limit: int, now: int) -> Iterator[StoredMessage]:
+        """Up to ``limit`` live messages of any priority from msg_id ``start`` on."""
+        if limit <= 0:
+            return
+        for count, message in enumerate(self._walk(self.order, start, now), 1):
+            yield message
+            if count >= limit:
+                return
+
+    def read_tag(self, tag: str, limit: int, now: int) -> Iterator[StoredMessage]:
+        """Up to ``limit`` live messages carrying ``tag``, oldest first."""
+        if limit <= 0:
+            return
+        for count, message in enumerate(self._walk(self.tagged.get(tag, []), None, now), 1):
+            yield message
+            if count >= limit:
+                return
+
+    def by_key(self, key: str, now: int) -> StoredMessage | None:
+        msg_id = self.keys.get(key)
+        message = None if msg_id is None else self.messages.get(msg_id)
+        return None if message is None or message.expired(now) else message

@@ -1,24 +1,31 @@
-"""The agent registry: cards stored as sent, found by keywords or by approximate meaning.
+"""The agent registry as RobustMQ keeps it: one entry per name, the first registration kept.
 
-Semantic search here is an approximation (our choice, documented in the README): RobustMQ ranks
-by embeddings; the bundled broker ranks by lexical similarity. Every string in a card is split
-into words, each word is reduced to a crude stem (``translate``, ``translation`` and
-``translator`` all become ``transl``), common English words are dropped, and agents are scored
-by the stems they share with the query, each shared stem weighted by its rarity across the
-registry (inverse document frequency) and the score divided by the square root of the card's
-stem count, so a short focused card beats a long one that mentions everything. Agents sharing
-no stem with the query are not returned. An inverted index keeps a query's cost proportional
-to the agents that share a stem with it, not to the registry's size.
+An entry is a name, its ``agent_info`` (a string: the A2A card, or whatever ``payload`` a
+``{name, payload}`` REGISTER carried) and its create_time. RobustMQ indexes an entry for search
+only when its agent_info parses as an A2A AgentCard, over the card's name, description and
+skills (names, descriptions, tags; examples too for semantic search).
+
+Search is the part we approximate (documented in docs/protocol.md and the README):
+
+* ``text``: RobustMQ runs a full-text (BM25) search: an agent matches if it holds any query
+  word, ranked by how many and how rare. Here: the same rule over lowercased words, scored by
+  the sum of the shared words' inverse document frequencies.
+* ``semantic``: RobustMQ ranks every indexed agent by embedding distance, with no threshold,
+  so it returns up to ``limit`` agents however weak the match. Here: the same shape, ranked by
+  lexical similarity of crude stems (``translate``, ``translation`` and ``translator`` all
+  become ``transl``) weighted by rarity and divided by the square root of the card's stem
+  count, so a short focused card beats one that mentions everything.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from .. import protocol as p
 
 _WORD = re.compile(r"[a-z0-9]+")
 _SUFFIXES = (  # longest first where one ends another ("ating" before "ing" and "ate")
@@ -89,18 +96,6 @@ _STOPWORDS = frozenset(
 )
 
 
-def strings_in(value: Any) -> Iterator[str]:
-    """Every string inside a JSON value (keys excluded), depth first."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from strings_in(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings_in(item)
-
-
 def stem(word: str) -> str:
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
@@ -112,103 +107,114 @@ def stems(text: str) -> set[str]:
     return {stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
 
 
+def words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def search_text_of(card: dict[str, Any], *, examples: bool) -> str:
+    """What RobustMQ indexes of an A2A card: name, description, and each skill's name,
+    description and tags (and examples, for the embedding)."""
+    parts = [card["name"], card["description"]]
+    for skill in card["skills"]:
+        parts += [skill["name"], skill["description"], *map(str, skill["tags"])]
+        if examples and isinstance(skill.get("examples"), list):
+            parts += [str(e) for e in skill["examples"]]
+    return " ".join(parts)
+
+
 @dataclass(slots=True)
 class AgentEntry:
-    seq: int
-    card: dict[str, Any]
-    text: str  # all of the card's strings, lowercased, for keyword search
-    stems: set[str]
-    report: dict[str, Any] | None = None
-    report_time: int | None = None
+    name: str
+    agent_info: str
+    create_time: int
+    card: dict[str, Any] | None = None  # the A2A card, when agent_info is one: searchable
+    words: set[str] = field(default_factory=set)
+    stems: set[str] = field(default_factory=set)
 
-    def view(self) -> dict[str, Any]:
-        """The card as registered, plus the latest merged report if any."""
-        if self.report is None:
-            return self.card
-        return {**self.card, "report": self.report, "report_time": self.report_time}
+    @classmethod
+    def make(cls, name: str, agent_info: str, create_time: int) -> AgentEntry:
+        entry = cls(name, agent_info, create_time)
+        try:
+            card = p.loads(agent_info.encode())
+        except p.WireError:
+            card = None
+        if p.is_a2a_card(card):
+            entry.card = card
+            entry.words = words(search_text_of(card, examples=False))
+            entry.stems = stems(search_text_of(card, examples=True))
+        return entry
+
+    def listed(self) -> dict[str, Any]:
+        """The entry as a DISCOVER without a query lists it."""
+        return {"name": self.name, "agent_info": self.agent_info}
+
+    def found(self) -> dict[str, Any]:
+        """The entry as a search hit."""
+        assert self.card is not None
+        return {
+            "agent_id": f"{p.TENANT}\x00{self.name}",
+            "name": self.name,
+            "description": self.card["description"],
+            "agent_info": self.agent_info,
+        }
 
 
 @dataclass
 class AgentRegistry:
-    entries: dict[int, AgentEntry] = field(default_factory=dict)  # insertion = registration order
-    by_mailbox: dict[str, int] = field(default_factory=dict)
-    by_name: dict[str, int] = field(default_factory=dict)
-    postings: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-    _next_seq: int = 0
+    entries: dict[str, AgentEntry] = field(default_factory=dict)  # by name
+    # How many indexed agents hold each word and stem, kept as agents come and go.
+    word_count: Counter = field(default_factory=Counter)
+    stem_count: Counter = field(default_factory=Counter)
+    indexed: int = 0
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def find(self, mailbox: str | None, name: str | None) -> AgentEntry | None:
-        seq = self.by_mailbox.get(mailbox) if mailbox else None
-        if seq is None and name:
-            seq = self.by_name.get(name)
-        return self.entries.get(seq) if seq is not None else None
-
-    def register(self, card: dict[str, Any]) -> None:
-        """Store ``card``; one with the same mailbox (or the same name) is replaced in place."""
-        mailbox = card["mailbox"]
-        name = card.get("name") if isinstance(card.get("name"), str) else None
-        replaced = [
-            seq
-            for seq in (self.by_mailbox.get(mailbox), self.by_name.get(name) if name else None)
-            if seq is not None
-        ]
-        text = " ".join(strings_in(card)).lower()
-        if replaced:
-            seq = replaced[0]
-            for old in dict.fromkeys(replaced):
-                self._forget(old, keep_slot=old == seq)
-        else:
-            seq = self._next_seq
-            self._next_seq += 1
-            self.entries[seq] = None  # type: ignore[assignment]  # reserve the position
-        entry = AgentEntry(seq, card, text, stems(text))
-        self.entries[seq] = entry
-        self.by_mailbox[mailbox] = seq
-        if name:
-            self.by_name[name] = seq
-        for s in entry.stems:
-            self.postings[s].add(seq)
-
-    def unregister(self, mailbox: str | None, name: str | None) -> bool:
-        entry = self.find(mailbox, name)
-        if entry is None:
+    def register(self, entry: AgentEntry) -> bool:
+        """Keep ``entry`` unless its name is taken (RobustMQ keeps the first registration
+        and answers success). True if it was added."""
+        if entry.name in self.entries:
             return False
-        self._forget(entry.seq, keep_slot=False)
+        self.entries[entry.name] = entry
+        if entry.card is not None:
+            self.word_count.update(entry.words)
+            self.stem_count.update(entry.stems)
+            self.indexed += 1
         return True
 
-    def _forget(self, seq: int, *, keep_slot: bool) -> None:
-        entry = self.entries[seq]
-        if self.by_mailbox.get(entry.card["mailbox"]) == seq:
-            del self.by_mailbox[entry.card["mailbox"]]
-        name = entry.card.get("name")
-        if isinstance(name, str) and self.by_name.get(name) == seq:
-            del self.by_name[name]
-        for s in entry.stems:
-            posting = self.postings[s]
-            posting.discard(seq)
-            if not posting:
-                del self.postings[s]
-        if not keep_slot:
-            del self.entries[seq]
+    def unregister(self, name: str) -> AgentEntry | None:
+        entry = self.entries.pop(name, None)
+        if entry is not None and entry.card is not None:
+            self.word_count.subtract(entry.words)
+            self.stem_count.subtract(entry.stems)
+            self.indexed -= 1
+        return entry
 
-    def search_text(self, text: str) -> list[AgentEntry]:
-        words = text.lower().split()
-        return [e for e in self.entries.values() if all(w in e.text for w in words)]
+    def listing(self) -> list[AgentEntry]:
+        return sorted(self.entries.values(), key=lambda e: e.name)
+
+    def _indexed(self) -> list[AgentEntry]:
+        return [e for e in self.entries.values() if e.card is not None]
+
+    def search_text(self, query: str) -> list[AgentEntry]:
+        """Indexed agents holding any query word, best first (registration order on ties)."""
+        weight = self._weights(words(query), self.word_count)
+        scored = []
+        for order, entry in enumerate(self._indexed()):
+            score = sum(weight[w] for w in weight.keys() & entry.words)
+            if score:
+                scored.append((-score, order, entry))
+        return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
 
     def search_semantic(self, query: str) -> list[AgentEntry]:
-        total = len(self.entries)
-        scores: dict[int, float] = defaultdict(float)
-        for s in stems(query):
-            posting = self.postings.get(s)
-            if not posting:
-                continue
-            idf = math.log(1 + total / len(posting))
-            for seq in posting:
-                scores[seq] += idf * idf
-        ranked = sorted(
-            scores.items(),
-            key=lambda item: (-item[1] / math.sqrt(len(self.entries[item[0]].stems)), item[0]),
-        )
-        return [self.entries[seq] for seq, _ in ranked]
+        """Every indexed agent, nearest in meaning first, as a vector search ranks them."""
+        weight = self._weights(stems(query), self.stem_count)
+        scored = []
+        for order, entry in enumerate(self._indexed()):
+            score = sum(weight[s] for s in weight.keys() & entry.stems)
+            scored.append((-score / math.sqrt(len(entry.stems) or 1), order, entry))
+        return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
+
+    def _weights(self, terms: set[str], counts: Counter) -> dict[str, float]:
+        """Each query term's rarity among the indexed agents (inverse document frequency)."""
+        return {t: math.log(1 + self.indexed / (1 + counts[t])) + 1 for t in terms}

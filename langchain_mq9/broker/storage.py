@@ -7,9 +7,9 @@ it in one SQLite transaction and commits *before* the reply is sent. So an answe
 on disk, a request costs one commit however many rows it touched, and a storage failure never
 interrupts the engine half-way through a change.
 
-On start, ``restore`` rebuilds the engine from the file: mailboxes (expiry, next msg_id),
-messages (priority, key, tags, create_time, TTL expiry), delayed messages not yet due, every
-consumer group (floors, acks, leases, batches) and the agent registry (cards, reports, order).
+On start, ``restore`` rebuilds the engine from the file: mailboxes (create_time, ttl, next
+msg_id), messages (priority, key, tags, header, create_time, TTL), delayed messages not yet
+due, every committed group offset, and the agent registry.
 
 Durability (why WAL with ``synchronous=NORMAL`` by default): a commit appends to the write-ahead
 log with write(2) before it returns, so the data is in the kernel's page cache, which killing
@@ -33,23 +33,26 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..protocol import PRIORITY_ORDER, Priority
-from .mailbox import Group, Mailbox, StoredMessage
+from ..protocol import Priority
+from .mailbox import Mailbox, StoredMessage
+from .registry import AgentEntry
 
 if TYPE_CHECKING:
     from .engine import BrokerEngine
-    from .registry import AgentEntry
 
 log = logging.getLogger("langchain_mq9.broker")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: RobustMQ's model (offsets, not leases; registry by name)
 DEFAULT_FILE_NAME = "mq9-broker.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailboxes (
-    address    TEXT PRIMARY KEY,
-    expires_at REAL,              -- Unix seconds; NULL = never
-    next_id    INTEGER NOT NULL   -- msg_ids are never reused, even after the newest is deleted
+    address     TEXT PRIMARY KEY,
+    shard       TEXT NOT NULL,    -- the log's identity, which group offsets refer to
+    create_time INTEGER NOT NULL,
+    ttl         INTEGER NOT NULL, -- seconds; 0 = never expires
+    descr       TEXT NOT NULL,
+    next_id     INTEGER NOT NULL  -- msg_ids are never reused, even after the newest is deleted
 );
 CREATE TABLE IF NOT EXISTS messages (
     mailbox     TEXT NOT NULL,
@@ -58,38 +61,34 @@ CREATE TABLE IF NOT EXISTS messages (
     create_time INTEGER NOT NULL,
     key         TEXT,
     tags        TEXT,             -- JSON list; NULL = no tags
-    expires_at  REAL,             -- message TTL; NULL = never
+    header      BLOB,             -- the SEND's NATS header block; NULL = none
+    expire_at   INTEGER NOT NULL, -- message TTL in whole seconds; 0 = never
     payload     BLOB NOT NULL,
     PRIMARY KEY (mailbox, msg_id)
 );
-CREATE INDEX IF NOT EXISTS messages_by_key ON messages (mailbox, key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS delayed (
-    id       INTEGER PRIMARY KEY, -- release order among messages due at the same time
-    mailbox  TEXT NOT NULL,
-    due      REAL NOT NULL,
-    priority TEXT NOT NULL,
-    key      TEXT,
-    tags     TEXT,
-    ttl      INTEGER,
-    payload  BLOB NOT NULL
+    id        INTEGER PRIMARY KEY, -- release order among messages due at the same time
+    mailbox   TEXT NOT NULL,
+    due       REAL NOT NULL,
+    priority  TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    key       TEXT,
+    tags      TEXT,
+    header    BLOB,
+    expire_at INTEGER NOT NULL,
+    payload   BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS delayed_by_mailbox ON delayed (mailbox);
-CREATE TABLE IF NOT EXISTS groups (
-    mailbox TEXT NOT NULL,
-    name    TEXT NOT NULL,
-    state   TEXT NOT NULL,        -- JSON: floors, acked, leases, batches
-    PRIMARY KEY (mailbox, name)
+CREATE TABLE IF NOT EXISTS offsets (
+    lane   TEXT NOT NULL,         -- "{group}-{priority}"
+    shard  TEXT NOT NULL,
+    offset INTEGER NOT NULL,      -- the next msg_id the lane reads
+    PRIMARY KEY (lane, shard)
 );
 CREATE TABLE IF NOT EXISTS agents (
-    seq         INTEGER PRIMARY KEY, -- registration order
-    mailbox     TEXT NOT NULL,
-    name        TEXT,
-    card        TEXT NOT NULL,       -- the card as registered, JSON
-    report      TEXT,                -- merged REPORT fields, JSON
-    report_time INTEGER
+    name        TEXT PRIMARY KEY,
+    agent_info  TEXT NOT NULL,
+    create_time INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS agents_by_mailbox ON agents (mailbox);
-CREATE INDEX IF NOT EXISTS agents_by_name ON agents (name) WHERE name IS NOT NULL;
 """
 
 
@@ -116,17 +115,16 @@ class Storage:
 
     def mailbox_removed(self, mailbox: Mailbox) -> None: ...
 
-    def message_stored(
-        self, mailbox: Mailbox, message: StoredMessage, expires_at: float | None
-    ) -> None: ...
+    def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None: ...
 
     def message_removed(self, mailbox: Mailbox, msg_id: int) -> None: ...
 
-    def delayed_added(self, seq: int, due: float, mailbox: Mailbox, delayed: Any) -> None: ...
+    def delayed_added(self, seq: int, due: float, address: str, message: StoredMessage) -> None:
+        ...
 
     def delayed_released(self, seq: int) -> None: ...
 
-    def group_changed(self, mailbox: Mailbox, name: str) -> None: ...
+    def offset_committed(self, lane: str, shard: str, offset: int) -> None: ...
 
     def agent_saved(self, entry: AgentEntry) -> None: ...
 
@@ -151,9 +149,8 @@ class SqliteStorage(Storage):
             raise ValueError("synchronous must be 'normal' or 'full'")
         self.path = path
         self.synchronous = synchronous.lower()
-        self.restored = {"mailboxes": 0, "messages": 0, "delayed": 0, "groups": 0, "agents": 0}
+        self.restored = {"mailboxes": 0, "messages": 0, "delayed": 0, "offsets": 0, "agents": 0}
         self._ops: list[tuple[str, tuple]] = []
-        self._groups: dict[tuple[int, str], tuple[Mailbox, str]] = {}
         self._delayed_rows: dict[int, int] = {}  # engine heap seq -> delayed.id
         self._next_delayed_id = 1
         try:
@@ -206,21 +203,13 @@ class SqliteStorage(Storage):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if not self._ops and not self._groups:
+        if not self._ops:
             return
         ops, self._ops = self._ops, []
-        groups, self._groups = self._groups, {}
         try:
             with self._db:  # one transaction: commit on success, roll back on error
                 for sql, params in ops:
                     self._db.execute(sql, params)
-                for mailbox, name in groups.values():
-                    group = mailbox.groups.get(name)
-                    if group is not None:
-                        self._db.execute(
-                            "INSERT OR REPLACE INTO groups (mailbox, name, state) VALUES (?,?,?)",
-                            (mailbox.address, name, _group_to_json(group)),
-                        )
         except sqlite3.Error as exc:
             # The engine's memory has the change but the file does not: say so loudly, and let
             # the request fail, so its sender does not take it as durable.
@@ -230,47 +219,30 @@ class SqliteStorage(Storage):
     def mailbox_created(self, mailbox: Mailbox) -> None:
         self._ops.append(
             (
-                "INSERT OR REPLACE INTO mailboxes (address, expires_at, next_id) VALUES (?,?,?)",
-                (mailbox.address, mailbox.expires_at, mailbox.next_id),
+                "INSERT OR REPLACE INTO mailboxes (address, shard, create_time, ttl, descr,"
+                " next_id) VALUES (?,?,?,?,?,?)",
+                (
+                    mailbox.address,
+                    mailbox.shard,
+                    mailbox.create_time,
+                    mailbox.ttl,
+                    mailbox.desc,
+                    mailbox.next_id,
+                ),
             )
         )
 
     def mailbox_removed(self, mailbox: Mailbox) -> None:
         address = (mailbox.address,)
-        for table, column in (
-            ("mailboxes", "address"),
-            ("messages", "mailbox"),
-            ("delayed", "mailbox"),
-            ("groups", "mailbox"),
-        ):
+        for table, column in (("mailboxes", "address"), ("messages", "mailbox")):
             self._ops.append((f"DELETE FROM {table} WHERE {column} = ?", address))
-        for key in [k for k, (m, _) in self._groups.items() if m is mailbox]:
-            del self._groups[key]
 
-    def message_stored(
-        self, mailbox: Mailbox, message: StoredMessage, expires_at: float | None
-    ) -> None:
-        if message.key is not None:  # the mailbox keeps only the newest message with a key
-            self._ops.append(
-                (
-                    "DELETE FROM messages WHERE mailbox = ? AND key = ?",
-                    (mailbox.address, message.key),
-                )
-            )
+    def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None:
         self._ops.append(
             (
                 "INSERT OR REPLACE INTO messages (mailbox, msg_id, priority, create_time, key,"
-                " tags, expires_at, payload) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    mailbox.address,
-                    message.msg_id,
-                    message.priority.value,
-                    message.create_time,
-                    message.key,
-                    _tags_to_json(message.tags),
-                    expires_at,
-                    message.payload,
-                ),
+                " tags, header, expire_at, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+                (mailbox.address, message.msg_id, *_message_columns(message)),
             )
         )
         self._ops.append(
@@ -285,24 +257,15 @@ class SqliteStorage(Storage):
             ("DELETE FROM messages WHERE mailbox = ? AND msg_id = ?", (mailbox.address, msg_id))
         )
 
-    def delayed_added(self, seq: int, due: float, mailbox: Mailbox, delayed: Any) -> None:
+    def delayed_added(self, seq: int, due: float, address: str, message: StoredMessage) -> None:
         row_id = self._next_delayed_id
         self._next_delayed_id += 1
         self._delayed_rows[seq] = row_id
         self._ops.append(
             (
-                "INSERT INTO delayed (id, mailbox, due, priority, key, tags, ttl, payload)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    row_id,
-                    mailbox.address,
-                    due,
-                    delayed.priority.value,
-                    delayed.key,
-                    _tags_to_json(delayed.tags),
-                    delayed.ttl,
-                    delayed.payload,
-                ),
+                "INSERT INTO delayed (id, mailbox, due, priority, create_time, key, tags, header,"
+                " expire_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (row_id, address, due, *_message_columns(message)),
             )
         )
 
@@ -311,38 +274,24 @@ class SqliteStorage(Storage):
         if row_id is not None:
             self._ops.append(("DELETE FROM delayed WHERE id = ?", (row_id,)))
 
-    def group_changed(self, mailbox: Mailbox, name: str) -> None:
-        # Written once at the end of the request, however often it changed during it.
-        self._groups[(id(mailbox), name)] = (mailbox, name)
-
-    def agent_saved(self, entry: AgentEntry) -> None:
-        card = entry.card
-        name = card.get("name") if isinstance(card.get("name"), str) else None
-        # REGISTER replaces the agents with the same mailbox or name (the registry keeps the
-        # replaced entry's position, so this entry's seq is one of theirs or a new one).
+    def offset_committed(self, lane: str, shard: str, offset: int) -> None:
         self._ops.append(
             (
-                "DELETE FROM agents WHERE (mailbox = ? OR name = ?) AND seq != ?",
-                (card["mailbox"], name, entry.seq),
+                "INSERT OR REPLACE INTO offsets (lane, shard, offset) VALUES (?,?,?)",
+                (lane, shard, offset),
             )
         )
+
+    def agent_saved(self, entry: AgentEntry) -> None:
         self._ops.append(
             (
-                "INSERT OR REPLACE INTO agents (seq, mailbox, name, card, report, report_time)"
-                " VALUES (?,?,?,?,?,?)",
-                (
-                    entry.seq,
-                    card["mailbox"],
-                    name,
-                    _dumps(card),
-                    None if entry.report is None else _dumps(entry.report),
-                    entry.report_time,
-                ),
+                "INSERT OR REPLACE INTO agents (name, agent_info, create_time) VALUES (?,?,?)",
+                (entry.name, entry.agent_info, entry.create_time),
             )
         )
 
     def agent_removed(self, entry: AgentEntry) -> None:
-        self._ops.append(("DELETE FROM agents WHERE seq = ?", (entry.seq,)))
+        self._ops.append(("DELETE FROM agents WHERE name = ?", (entry.name,)))
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -360,124 +309,72 @@ class SqliteStorage(Storage):
             ) from None
 
     def _restore(self, engine: BrokerEngine) -> None:
-        from .engine import _Delayed  # the engine's own record of a delayed SEND
-
         db = self._db
         counts = self.restored
         mailboxes: dict[str, Mailbox] = {}
         next_ids: dict[str, int] = {}
-        for address, expires_at, next_id in db.execute(
-            "SELECT address, expires_at, next_id FROM mailboxes"
+        for address, shard, create_time, ttl, desc, next_id in db.execute(
+            "SELECT address, shard, create_time, ttl, descr, next_id FROM mailboxes"
         ):
-            mailbox = Mailbox(address, created_at=0, ttl=0)
-            mailbox.expires_at = expires_at
+            mailbox = Mailbox(address, create_time=create_time, ttl=ttl, desc=desc, shard=shard)
             next_ids[address] = next_id
-            mailboxes[address] = engine.mailboxes[address] = mailbox
-            if expires_at is not None:
-                heapq.heappush(engine._mailbox_expiry, (expires_at, next(engine._seq), mailbox))
+            mailboxes[address] = mailbox
+            engine.add_mailbox(mailbox)
             counts["mailboxes"] += 1
-        for row in db.execute(
-            "SELECT mailbox, msg_id, priority, create_time, key, tags, expires_at, payload"
-            " FROM messages ORDER BY mailbox, msg_id"
+        for address, msg_id, *columns in db.execute(
+            "SELECT mailbox, msg_id, priority, create_time, key, tags, header, expire_at,"
+            " payload FROM messages ORDER BY mailbox, msg_id"
         ):
-            address, msg_id, priority, create_time, key, tags, expires_at, payload = row
-            mailbox = mailboxes[address]
-            mailbox.insert(
-                StoredMessage(
-                    msg_id,
-                    bytes(payload),
-                    Priority(priority),
-                    create_time,
-                    key,
-                    _tags_from_json(tags),
-                )
-            )
-            if expires_at is not None:
-                heapq.heappush(
-                    engine._message_expiry, (expires_at, next(engine._seq), mailbox, msg_id)
-                )
+            mailbox = mailboxes.get(address)
+            if mailbox is None:  # left by an interrupted write: its mailbox is gone
+                continue
+            mailbox.insert(_message_from(msg_id, columns))
             counts["messages"] += 1
         for address, next_id in next_ids.items():  # ids of deleted messages stay used
             mailboxes[address].next_id = max(next_id, mailboxes[address].next_id)
-        for address, name, state in db.execute("SELECT mailbox, name, state FROM groups"):
-            mailboxes[address].groups[name] = _group_from_json(state)
-            counts["groups"] += 1
-        for row in db.execute(
-            "SELECT id, mailbox, due, priority, key, tags, ttl, payload FROM delayed ORDER BY id"
+        for lane, shard, offset in db.execute("SELECT lane, shard, offset FROM offsets"):
+            engine.offsets.setdefault(lane, {})[shard] = offset
+            counts["offsets"] += 1
+        for row_id, address, due, *columns in db.execute(
+            "SELECT id, mailbox, due, priority, create_time, key, tags, header, expire_at,"
+            " payload FROM delayed ORDER BY id"
         ):
-            row_id, address, due, priority, key, tags, ttl, payload = row
             seq = next(engine._seq)
-            delayed = _Delayed(bytes(payload), Priority(priority), key, _tags_from_json(tags), ttl)
-            heapq.heappush(engine._delayed, (due, seq, mailboxes[address], delayed))
+            engine.hold_delayed(due, seq, address, _message_from(-1, columns))
             self._delayed_rows[seq] = row_id
             counts["delayed"] += 1
-        self._restore_agents(engine)
-
-    def _restore_agents(self, engine: BrokerEngine) -> None:
-        rows = self._db.execute(
-            "SELECT seq, card, report, report_time FROM agents ORDER BY seq"
-        ).fetchall()
-        registry = engine.registry
-        renumbered = []
-        for old_seq, card, report, report_time in rows:
-            card = json.loads(card)
-            registry.register(card)
-            entry = registry.find(card["mailbox"], None)
-            assert entry is not None
-            if report is not None:
-                entry.report, entry.report_time = json.loads(report), report_time
-            if entry.seq != old_seq:
-                renumbered.append((entry.seq, old_seq))
-        # The registry numbers entries 0, 1, ... in the stored order; rows take the same seq
-        # (ascending, so a new seq never collides with a row not yet renumbered).
-        if renumbered:
-            with self._db:
-                self._db.executemany("UPDATE agents SET seq = ? WHERE seq = ?", renumbered)
-        self.restored["agents"] = len(rows)
+        for name, agent_info, create_time in db.execute(
+            "SELECT name, agent_info, create_time FROM agents ORDER BY name"
+        ):
+            engine.registry.register(AgentEntry.make(name, agent_info, create_time))
+            counts["agents"] += 1
 
 
 # -- encoding ------------------------------------------------------------------------------------
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _tags_to_json(tags: tuple[str, ...]) -> str | None:
-    return _dumps(list(tags)) if tags else None
-
-
-def _tags_from_json(text: str | None) -> tuple[str, ...]:
-    return tuple(json.loads(text)) if text else ()
-
-
-def _group_to_json(group: Group) -> str:
-    # A FETCH's batch is one tuple shared by its messages: store each batch once, with the
-    # msg_ids still pointing at it, so the size stays that of the group's in-flight window.
-    batches: dict[int, tuple[tuple[int, ...], list[int]]] = {}
-    for msg_id, batch in group.batches.items():
-        batches.setdefault(id(batch), (batch, []))[1].append(msg_id)
-    return _dumps(
-        {
-            "floors": {priority.value: floor for priority, floor in group.floors.items()},
-            "acked": list(group.acked),
-            "leases": [[msg_id, until] for msg_id, until in group.leases.items()],
-            "batches": [[list(batch), members] for batch, members in batches.values()],
-        }
+def _message_columns(message: StoredMessage) -> tuple:
+    """priority, create_time, key, tags, header, expire_at, payload: as the tables hold them."""
+    return (
+        message.priority.value,
+        message.create_time,
+        message.key,
+        json.dumps(list(message.tags), ensure_ascii=False) if message.tags else None,
+        message.header,
+        message.expire_at,
+        message.payload,
     )
 
 
-def _group_from_json(text: str) -> Group:
-    state = json.loads(text)
-    floors = {priority: state["floors"][priority.value] for priority in PRIORITY_ORDER}
-    batches: dict[int, tuple[int, ...]] = {}
-    for batch, members in state["batches"]:
-        shared = tuple(batch)
-        for msg_id in members:
-            batches[msg_id] = shared
-    return Group(
-        floors=floors,
-        acked=set(state["acked"]),
-        leases={msg_id: until for msg_id, until in state["leases"]},
-        batches=batches,
+def _message_from(msg_id: int, columns: list) -> StoredMessage:
+    priority, create_time, key, tags, header, expire_at, payload = columns
+    return StoredMessage(
+        msg_id,
+        bytes(payload),
+        Priority(priority),
+        create_time,
+        key,
+        tuple(json.loads(tags)) if tags else (),
+        None if header is None else bytes(header),
+        expire_at,
     )
