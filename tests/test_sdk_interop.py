@@ -1,0 +1,148 @@
+"""The official mq9 Python SDK (robustmq/mq9 ``python/``) against ``mq9-dev-broker``.
+
+Opt-in: it runs when a snapshot of robustmq/mq9 is on this machine (``MQ9_SDK_REPO`` names a
+git directory or checkout holding ``python/mq9``; by default the mirror beside this checkout
+that the project's tooling fetches), and is skipped otherwise. The SDK is imported from the
+snapshot at test time, never copied into this repository.
+
+Every SDK operation is exercised on the bundled broker served on a real nats-server. Where the
+SDK itself is wrong against RobustMQ, the test asserts the breakage as it is, so a fixed SDK
+(or a broker that drifted from RobustMQ) shows up here; docs/protocol.md lists the same items:
+
+* FETCH and QUERY: the SDK base64-decodes ``payload``, which RobustMQ sends as plain text.
+* UNREGISTER: the SDK sends ``{"mailbox": ...}``; RobustMQ requires ``{"name": ...}``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+from conftest import start_broker, stop_broker
+
+_DEFAULT_MIRROR = Path(__file__).resolve().parents[2] / ".mirror" / "robustmq+mq9" / "repo"
+
+
+@pytest.fixture(scope="module")
+def sdk(tmp_path_factory):
+    """The ``mq9`` package from the snapshot, imported for this module only."""
+    repo = Path(os.environ.get("MQ9_SDK_REPO", _DEFAULT_MIRROR))
+    if (repo / "python" / "mq9" / "client.py").is_file():
+        root = repo / "python"
+    elif repo.is_dir() and shutil.which("git"):
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", "HEAD", "python/mq9"],
+            capture_output=True,
+            check=False,
+        )
+        if archive.returncode != 0:
+            pytest.skip(f"no robustmq/mq9 snapshot with python/mq9 at {repo}")
+        target = tmp_path_factory.mktemp("mq9-sdk")
+        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+            tar.extractall(target, filter="data")
+        root = target / "python"
+    else:
+        pytest.skip("no robustmq/mq9 snapshot on this machine (set MQ9_SDK_REPO)")
+    sys.path.insert(0, str(root))
+    try:
+        yield importlib.import_module("mq9")
+    finally:
+        sys.path.remove(str(root))
+        for name in [m for m in sys.modules if m == "mq9" or m.startswith("mq9.")]:
+            del sys.modules[name]
+
+
+@pytest.fixture
+async def served(nats_server):
+    broker, handle = await start_broker("nats", nats_server.url)
+    try:
+        yield broker
+    finally:
+        await stop_broker(broker, handle)
+
+
+def _card(name: str, mailbox: str) -> dict:
+    return {
+        "name": name,
+        "description": "Translates Japanese documents into English",
+        "version": "1.0.0",
+        "supportedInterfaces": [
+            {"url": f"mq9://{mailbox}", "protocolBinding": "mq9", "protocolVersion": "1.0"}
+        ],
+        "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [
+            {"id": "ja-en", "name": "translation", "description": "Japanese", "tags": ["ja"]}
+        ],
+    }
+
+
+async def test_every_sdk_operation_against_the_dev_broker(sdk, served):
+    async with sdk.Mq9Client(served.url) as client:
+        inbox = await client.mailbox_create(name=f"sdk.{uuid.uuid4().hex[:12]}", ttl=0)
+        private = await client.mailbox_create()
+        assert private and private != inbox
+
+        first = await client.send(inbox, "plain text")
+        second = await client.send(inbox, {"task": 1}, priority=sdk.Priority.URGENT)
+        keyed = await client.send(inbox, "v1", key="k", tags=["a", "b"], ttl=60)
+        assert await client.send(inbox, "later", delay=30) == -1
+        assert 0 <= first < second < keyed
+
+        # The SDK base64-decodes text payloads: "plain text" is not base64 at all.
+        with pytest.raises(binascii.Error):
+            await client.fetch(inbox, group_name="g", deliver="earliest", max_wait_ms=0)
+        with pytest.raises(binascii.Error):
+            await client.query(inbox)
+        # A payload that happens to be valid base64 comes back silently changed.
+        odd = await client.mailbox_create(name=f"sdk.{uuid.uuid4().hex[:12]}")
+        await client.send(odd, "abcd")
+        [changed] = await client.query(odd)
+        assert changed.payload != b"abcd"
+
+        await client.ack(inbox, "g", keyed)  # the ack itself is RobustMQ-shaped
+        await client.delete(inbox, first)
+
+        await client.agent_register(_card("sdk-translator", inbox))
+        found = await client.agent_discover(text="japanese")
+        assert [agent["name"] for agent in found] == ["sdk-translator"]
+        await client.agent_report({"name": "sdk-translator", "report_info": "busy"})
+        # The SDK unregisters by mailbox; RobustMQ reads only a name.
+        with pytest.raises(sdk.Mq9Error, match="missing field `name`"):
+            await client.agent_unregister(inbox)
+
+        seen = []
+
+        async def handler(message):
+            seen.append(message.msg_id)
+
+        consumer = await client.consume(odd, handler, group_name="c", deliver="earliest")
+        await consumer.stop()
+
+
+async def test_toolkit_over_an_sdk_client(sdk, served):
+    """``Mq9Toolkit(client=<official mq9.Mq9Client>)``: the tools that do not decode payloads
+    work through the SDK as it is."""
+    from langchain_mq9 import Mq9Toolkit
+
+    async with sdk.Mq9Client(served.url) as client:
+        tools = {t.name: t for t in Mq9Toolkit(client=client).get_tools()}
+        address = f"sdk.{uuid.uuid4().hex[:12]}"
+        created = await tools["create_mailbox"].ainvoke({"name": address})
+        assert address in str(created)
+        sent = await tools["send_message"].ainvoke(
+            {"mail_address": address, "payload": "hello", "priority": "urgent"}
+        )
+        assert "msg_id" in str(sent)
+        raw = await served.raw(f"$mq9.AI.MSG.QUERY.{address}", b"{}")
+        assert [(m["payload"], m["priority"]) for m in raw["messages"]] == [("hello", "urgent")]
