@@ -7,7 +7,8 @@
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .client import Consumer, Message, Mq9Client
+from .client import Message, Mq9Client
+from .consumer import Consumer, GroupReader
 from .protocol import Mq9Error, Priority
 
 __version__ = "0.1.0"
@@ -62,6 +63,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [  # noqa: RUF022  (grouped: the client first, then the LangChain side)
     "Consumer",
+    "GroupReader",
     "Message",
     "Mq9Client",
     "Mq9Error",

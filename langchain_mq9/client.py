@@ -2,31 +2,34 @@
 
 Every method validates its arguments before any round trip, encodes the request with
 ``protocol``, hands bytes to a transport (NATS, or the in-process broker for ``memory://``) and
-turns a non-empty ``error`` in the reply into ``Mq9Error``.
+turns a non-empty ``error`` in the reply into ``Mq9Error``. The methods are the raw commands,
+with RobustMQ's semantics; ``GroupReader`` and ``consume`` (in ``consumer.py``) build a safe
+fetch/ack cycle on them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import inspect
 import json
-import logging
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as p
+from .consumer import Consumer, ErrorHandler, GroupReader, Handler
 from .protocol import Mq9Error, Priority
 from .transport import NOT_CONNECTED, Transport, open_transport
 
-log = logging.getLogger("langchain_mq9")
+__all__ = ["Consumer", "GroupReader", "Message", "Mq9Client"]
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A message as FETCH or QUERY hands it out. ``payload`` holds the exact bytes sent."""
+    """A message as FETCH or QUERY hands it out.
+
+    mq9 brokers hand payloads out as UTF-8 text: ``payload`` holds that text's UTF-8 bytes,
+    which are the bytes sent (``send`` refuses bytes that are not UTF-8). ``header`` holds the
+    NATS headers the SEND carried ({} when none); ``key`` and ``tags`` are read from them.
+    """
 
     msg_id: int
     payload: bytes
@@ -34,9 +37,10 @@ class Message:
     create_time: int
     key: str | None = None
     tags: list[str] = field(default_factory=list)
+    header: dict[str, str] = field(default_factory=dict)
 
     def text(self) -> str:
-        """The payload as UTF-8 text (raises ``UnicodeDecodeError`` for binary payloads)."""
+        """The payload as text."""
         return self.payload.decode()
 
     def json(self) -> Any:
@@ -44,31 +48,49 @@ class Message:
         return json.loads(self.payload)
 
     @classmethod
-    def from_wire(cls, wire: Any) -> Message:
+    def from_wire(cls, item: Any) -> Message:
+        """A message from a FETCH or QUERY item (RobustMQ's ``MsgItem``: msg_id, payload,
+        priority, header, create_time). Unknown fields are ignored; ``header`` may be absent
+        or null. Raises ``Mq9Error`` on an item of the wrong shape."""
         try:
-            tags = wire.get("tags") or []
-            if not isinstance(tags, list):
-                raise TypeError("tags is not a list")
+            if not isinstance(item, dict):
+                raise TypeError(f"expected an object, got {item!r:.100}")
+            payload = item["payload"]
+            if not isinstance(payload, str):
+                raise TypeError(f"payload is not a string: {payload!r:.100}")
+            priority = item.get("priority") or "normal"  # RobustMQ sends "" when it has none
+            if not isinstance(priority, str):
+                raise TypeError(f"priority is not a string: {priority!r}")
+            header = _header(item.get("header"))
+            tags = header.get(p.HEADER_TAGS, "")
             return cls(
-                msg_id=_whole(wire["msg_id"]),
-                payload=p.decode_payload(wire["payload"]),
-                priority=Priority(wire.get("priority", "normal")),
-                create_time=_whole(wire["create_time"]),
-                key=wire.get("key"),
-                tags=[str(t) for t in tags],
+                msg_id=_whole(item["msg_id"]),
+                payload=payload.encode(),
+                priority=Priority(priority),
+                create_time=_whole(item["create_time"]),
+                key=header.get(p.HEADER_KEY),
+                tags=[tag.strip() for tag in tags.split(",") if tag.strip()],
+                header=header,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise Mq9Error(f"malformed message in the broker's reply: {exc!r}") from None
+
+
+def _header(value: Any) -> dict[str, str]:
+    """A message's ``header`` field: the SEND's NATS header block as a list of byte values."""
+    if value is None:
+        return {}
+    if not isinstance(value, list) or not all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in value
+    ):
+        raise TypeError(f"header is not a list of byte values: {value!r:.100}")
+    return p.parse_header_block(bytes(value))
 
 
 def _whole(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {value!r}")
     return value
-
-
-Handler = Callable[[Message], Awaitable[None] | None]
-ErrorHandler = Callable[[Message, Exception], Awaitable[None] | None]
 
 
 class Mq9Client:
@@ -78,8 +100,10 @@ class Mq9Client:
     >>> async with Mq9Client("memory://") as client:
     ...     inbox = await client.mailbox_create(name="agent.inbox")
     ...     await client.send(inbox, {"task": "summarize"}, priority=Priority.URGENT)
-    ...     messages = await client.fetch(inbox, group_name="workers", deliver="earliest")
-    ...     await client.ack(inbox, "workers", messages[-1].msg_id)
+    ...     reader = GroupReader(client, inbox, "workers")
+    ...     for message in await reader.fetch():
+    ...         print(message.json())
+    ...         await reader.done(message.msg_id)
 
     Credentials go in the URL (``nats://user:pass@host:4222``) or as ``user``/``password``,
     ``token``, ``creds`` (a NATS .creds file) and ``tls`` (an ``ssl.SSLContext``).
@@ -166,13 +190,21 @@ class Mq9Client:
 
     # -- mailboxes and messages ------------------------------------------------------------
 
-    async def mailbox_create(self, *, name: str | None = None, ttl: int = 0) -> str:
+    async def mailbox_create(
+        self, *, name: str | None = None, ttl: int = 0, desc: str | None = None
+    ) -> str:
         """Create a mailbox and return its address. Without ``name`` the broker picks an
-        unguessable one (a private mailbox). ``ttl`` in seconds, 0 = never expires."""
-        request: dict[str, Any] = {"ttl": p.check_int("ttl", ttl, 0, p.MAX_SECONDS)}
+        unguessable one (a private mailbox). ``ttl`` in seconds, 0 = never expires (always
+        sent: a CREATE without ttl gets RobustMQ's default of one day). ``desc`` is stored
+        with the mailbox."""
         if name is not None:
-            request["name"] = p.check_address(name)
-        reply = await self._call(p.MAILBOX_CREATE, p.encode(request))
+            p.check_address(name)
+        if desc is not None and not isinstance(desc, str):
+            raise ValueError("desc must be a string")
+        body = p.CREATE_REQUEST.body(
+            name=name, ttl=p.check_int("ttl", ttl, 0, p.MAX_SECONDS), desc=desc
+        )
+        reply = await self._call(p.MAILBOX_CREATE, body)
         address = _reply_field(reply, "mail_address", str)
         if not p.is_valid_address(address):
             raise Mq9Error(f"malformed reply from the broker: invalid mail_address {address!r}")
@@ -189,10 +221,14 @@ class Mq9Client:
         ttl: int | None = None,
         tags: list[str] | None = None,
     ) -> int:
-        """Store a message in a mailbox; returns its msg_id (``-1`` for a delayed message).
+        """Store a message in a mailbox; returns its msg_id (``-1`` for a delayed message,
+        ``delay=0`` included).
 
-        ``dict`` payloads are sent as JSON, ``str`` as UTF-8. ``key`` keeps only the newest
-        message with that key; ``delay`` hides it for N seconds; ``ttl`` expires it after N.
+        ``dict`` payloads are sent as JSON, ``str`` as UTF-8, ``bytes`` as they are if they
+        are UTF-8 text: brokers hand payloads out as text, so other bytes are refused with a
+        ``ValueError`` (send binary data as base64 text). ``priority`` is a ``Priority`` or its
+        name. ``key`` keeps only the newest message with that key; ``delay`` hides it for N
+        seconds; ``ttl`` expires it N seconds after the send; ``tags`` label it for ``query``.
         """
         p.check_address(mail_address)
         body = p.payload_bytes(payload)
@@ -227,31 +263,46 @@ class Mq9Client:
         num_msgs: int = p.DEFAULT_NUM_MSGS,
         max_wait_ms: int = p.DEFAULT_MAX_WAIT_MS,
     ) -> list[Message]:
-        """Pull up to ``num_msgs`` messages, highest priority first, FIFO within a priority.
+        """One FETCH, exactly as the broker answers it. For a safe fetch/ack cycle over a
+        group use ``GroupReader``; for a background loop, ``consume``.
 
-        With ``group_name`` the broker keeps the group's position and leases what it hands out
-        until it is acked; without, nothing is recorded. When nothing is there the broker waits
-        up to ``max_wait_ms`` and answers as soon as a message arrives.
+        The broker reads the priority lanes critical, then urgent, then normal, each up to
+        ``num_msgs`` messages from the same position, and stops once it holds ``num_msgs``:
+        an answer may hold more than ``num_msgs``. FIFO within a lane.
+
+        Without ``group_name`` nothing is recorded: ``deliver`` picks the start every time
+        (``latest`` starts AT the newest stored message, so it is included; ``from_id`` past
+        the end gives the newest one). With ``group_name`` there are no leases: every FETCH
+        hands out the same messages again until they are acked, since the group's position
+        moves only on ``ack``; ``deliver`` counts only until the group first acks (with
+        ``latest`` the start moves with every FETCH until then). ``force_deliver`` resets the
+        group to ``deliver``. When nothing is there the broker waits the whole ``max_wait_ms``
+        and answers empty (a message arriving meanwhile does not end the wait): pass
+        ``max_wait_ms=0`` to poll.
         """
         p.check_address(mail_address)
-        request = _fetch_request(
+        body = _fetch_body(
             group_name, deliver, from_time, from_id, force_deliver, num_msgs, max_wait_ms
         )
-        reply = await self._call(
-            p.fetch_subject(mail_address), p.encode(request), extra_wait=max_wait_ms / 1000
-        )
+        reply = await self._call(p.fetch_subject(mail_address), body, extra_wait=max_wait_ms / 1000)
         return self._messages(reply)
 
     async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None:
-        """Confirm ``msg_id`` and every message before it in the same FETCH answer."""
+        """Commit the group's position past ``msg_id``: its next FETCH starts at msg_id + 1.
+
+        The broker moves EVERY priority lane of the group past ``msg_id``: acking an urgent
+        message also passes every unacked normal message with a smaller id, which the group
+        then never gets. Ack the largest id below which everything is handled, or let
+        ``GroupReader`` do it.
+        """
         p.check_address(mail_address)
-        _check_group(group_name, required=True)
-        request = {
-            "group_name": group_name,
-            "mail_address": mail_address,
-            "msg_id": p.check_int("msg_id", msg_id),
-        }
-        await self._call(p.ack_subject(mail_address), p.encode(request))
+        p.check_group_name(group_name)
+        body = p.ACK_REQUEST.body(
+            group_name=group_name,
+            mail_address=mail_address,
+            msg_id=p.check_int("msg_id", msg_id),
+        )
+        await self._call(p.ack_subject(mail_address), body)
 
     async def consume(
         self,
@@ -264,27 +315,36 @@ class Mq9Client:
         max_wait_ms: int = p.DEFAULT_MAX_WAIT_MS,
         auto_ack: bool = True,
         error_handler: ErrorHandler | None = None,
+        worker: str | None = None,
     ) -> Consumer:
-        """Run a fetch loop in the background that calls ``handler`` for every message.
+        """Run a fetch loop in the background that calls ``handler`` for every message, once.
 
-        Returns at once, with the start point already fixed: messages sent after ``consume``
-        returns are seen even with ``deliver="latest"``. A handler that raises leaves its
-        message unacked (it comes back after the broker's ack-wait) and the loop goes on.
+        Returns once the first FETCH is done, so the start point is fixed: messages sent
+        after ``consume`` returns are seen. ``deliver="latest"`` starts AT the newest stored
+        message (RobustMQ's latest), which is handed out too. With ``group_name`` the loop
+        runs on a ``GroupReader`` (``worker`` names this consumer among competing ones) and,
+        with ``auto_ack``, commits the group's position as messages are handled. A handler
+        that raises is reported (``error_handler`` or the log) and called again with that
+        message later, backing off; until it succeeds the group's position stays before it.
+        Without a group the position is the consumer's own and failures are not retried.
         """
         p.check_address(mail_address)
-        _fetch_request(group_name, deliver, None, None, False, num_msgs, max_wait_ms)
+        _fetch_body(group_name, deliver, None, None, False, num_msgs, max_wait_ms)
         if not callable(handler):
             raise ValueError("handler must be a callable taking a Message")
+        if worker is not None and group_name is None:
+            raise ValueError("worker names a consumer among a group's workers: give group_name")
         consumer = Consumer(
             self,
             mail_address,
             handler,
-            group_name,
-            deliver,
-            num_msgs,
-            max_wait_ms,
-            auto_ack,
-            error_handler,
+            group_name=group_name,
+            deliver=deliver,
+            num_msgs=num_msgs,
+            max_wait_ms=max_wait_ms,
+            auto_ack=auto_ack,
+            error_handler=error_handler,
+            worker=worker,
         )
         await consumer._start()
         return consumer
@@ -298,46 +358,88 @@ class Mq9Client:
         since: int | None = None,
         tags: list[str] | None = None,
     ) -> list[Message]:
-        """Read a mailbox without consuming: never moves a group's position or lease."""
+        """Read a mailbox without consuming: never moves a group's position.
+
+        Answers at most 100 messages, oldest first (``limit`` keeps the oldest N). Only one
+        filter applies, in this order: ``key``, then ``tags`` (a message matches if it has ANY
+        of them), then ``since`` (Unix seconds, create_time at or after it).
+        """
         p.check_address(mail_address)
-        request: dict[str, Any] = {}
-        if key is not None:
-            request["key"] = p.check_key(key)
-        if limit is not None:
-            request["limit"] = p.check_int("limit", limit, 1)
-        if since is not None:
-            request["since"] = p.check_int("since", since)
-        if tags:
-            request["tags"] = p.check_tags(tags)
-        reply = await self._call(p.query_subject(mail_address), p.encode(request))
+        body = p.QUERY_REQUEST.body(
+            key=None if key is None else p.check_key(key),
+            tags=p.check_tags(tags) if tags else None,
+            since=None if since is None else p.check_int("since", since),
+            limit=None if limit is None else p.check_int("limit", limit),
+        )
+        reply = await self._call(p.query_subject(mail_address), body)
         return self._messages(reply)
 
     async def delete(self, mail_address: str, msg_id: int) -> None:
+        """Delete one message. A msg_id that is not there is "deleted" all the same."""
         p.check_address(mail_address)
         await self._call(p.delete_subject(mail_address, p.check_int("msg_id", msg_id)))
 
     # -- agent registry --------------------------------------------------------------------
 
     async def agent_register(self, agent_card: dict[str, Any]) -> None:
-        """Publish an agent card (e.g. an A2A AgentCard); it must hold a ``mailbox`` field.
-        A card with the same mailbox (or name) replaces the earlier one."""
-        card = _json_object("agent_card", agent_card)
-        mailbox = card.get("mailbox")
-        if not isinstance(mailbox, str) or not mailbox.strip():
-            raise Mq9Error(p.ERR_CARD_WITHOUT_MAILBOX)
-        await self._call(p.AGENT_REGISTER, p.encode(card))
+        """Publish an agent in the registry, under its ``name``.
 
-    async def agent_unregister(self, mailbox: str) -> None:
-        if not isinstance(mailbox, str) or not mailbox:
-            raise ValueError("mailbox must be the non-empty mailbox the agent registered with")
-        await self._call(p.AGENT_UNREGISTER, p.encode({"mailbox": mailbox}))
+        An A2A AgentCard is sent as it is (a ``mailbox`` field is also written into its
+        ``supportedInterfaces`` as ``mq9://<mailbox>``, where it survives the broker
+        re-serializing the card). ``{"name", "payload"}`` with both strings is sent as the
+        raw registration RobustMQ also takes (not searchable). Any other dict with a string
+        ``name`` becomes an A2A card (``protocol.agent_card``) from its ``mailbox``,
+        ``description`` and ``skills`` (or old-style ``capabilities``), so it is searchable
+        and carries its mailbox. A name already registered keeps its first registration.
+        """
+        card = _json_object("agent_card", agent_card)
+        if not isinstance(card.get("name"), str) or not card["name"]:
+            raise ValueError("an agent card needs a non-empty string name")
+        if p.is_a2a_card(card):
+            mailbox = card.get("mailbox")
+            if isinstance(mailbox, str) and p.card_mailbox({**card, "mailbox": None}) is None:
+                p.agent_card(card["name"], mailbox=mailbox)  # checks the address
+                interfaces = card.get("supportedInterfaces")
+                interfaces = interfaces if isinstance(interfaces, list) else []
+                card["supportedInterfaces"] = [*interfaces, p.mq9_interface(mailbox)]
+            if isinstance(card.get("capabilities"), list):
+                # A2A's capabilities is an object: RobustMQ would not read this as a card
+                card["skills"] = [*card["skills"], *p.card_skills(card.pop("capabilities"))]
+            body = p.encode(card)
+        elif set(card) == {"name", "payload"} and isinstance(card["payload"], str):
+            body = p.REGISTER_REQUEST.body(name=card["name"], payload=card["payload"])
+        else:
+            skills = card.get("skills")
+            if skills is None and isinstance(card.get("capabilities"), list):
+                skills = card["capabilities"]
+            body = p.encode(
+                p.agent_card(
+                    card["name"],
+                    mailbox=card.get("mailbox"),
+                    description=card.get("description"),
+                    skills=skills,
+                )
+            )
+        await self._call(p.AGENT_REGISTER, body)
+
+    async def agent_unregister(self, name: str) -> None:
+        """Remove the agent registered under ``name`` (an unknown name succeeds)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("name must be the non-empty name the agent registered under")
+        await self._call(p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name))
 
     async def agent_report(self, report: dict[str, Any]) -> None:
-        """Merge status fields into a registered agent's entry (kept under ``report``)."""
+        """Report an agent's status: ``report["name"]`` and either a string ``report_info``
+        or other fields, sent as compact JSON. RobustMQ does not check that the agent exists
+        and DISCOVER does not show reports."""
         body = _json_object("report", report)
-        if not any(isinstance(body.get(k), str) and body[k] for k in ("mailbox", "name")):
-            raise Mq9Error("agent report must contain a mailbox (or name) field")
-        await self._call(p.AGENT_REPORT, p.encode(body))
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise Mq9Error("agent report must contain the agent's name")
+        info = body.get("report_info")
+        if not isinstance(info, str):
+            info = p.encode({k: v for k, v in body.items() if k != "name"}).decode()
+        await self._call(p.AGENT_REPORT, p.REPORT_REQUEST.body(name=name, report_info=info))
 
     async def agent_discover(
         self,
@@ -347,160 +449,21 @@ class Mq9Client:
         limit: int = p.DEFAULT_DISCOVER_LIMIT,
         page: int = 1,
     ) -> list[dict[str, Any]]:
-        """Find agents: ``text`` matches every word, ``semantic`` ranks by meaning and wins
-        over ``text``; neither lists every agent. ``limit``/``page`` paginate (page from 1)."""
-        request: dict[str, Any] = {
-            "limit": p.check_int("limit", limit, 1, p.MAX_DISCOVER_LIMIT),
-            "page": p.check_int("page", page, 1, 2**31),
-        }
-        for name, value in (("text", text), ("semantic", semantic)):
-            if value is not None:
-                if not isinstance(value, str):
-                    raise ValueError(f"{name} must be a string")
-                request[name] = value
-        reply = await self._call(p.AGENT_DISCOVER, p.encode(request))
-        return _reply_field(reply, "agents", list)
-
-
-class Consumer:
-    """A background fetch loop started by ``Mq9Client.consume``."""
-
-    def __init__(
-        self,
-        client: Mq9Client,
-        mail_address: str,
-        handler: Handler,
-        group_name: str | None,
-        deliver: str,
-        num_msgs: int,
-        max_wait_ms: int,
-        auto_ack: bool,
-        error_handler: ErrorHandler | None,
-    ) -> None:
-        self.mail_address = mail_address
-        self.group_name = group_name
-        self.processed_count = 0
-        self._client = client
-        self._handler = handler
-        self._error_handler = error_handler
-        self._deliver = deliver
-        self._num_msgs = num_msgs
-        self._max_wait_ms = max_wait_ms
-        self._auto_ack = auto_ack and group_name is not None
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        # Without a group the consumer keeps its own position: everything below ``_floor`` is
-        # done, ``_seen`` holds the ids at or above it already handled.
-        self._floor = 0
-        self._seen: set[int] = set()
-        # Handled but not ackable yet (an earlier message of their batch failed): when they
-        # come back they are acked without running the handler twice.
-        self._handled_unacked: set[int] = set()
-
-    @property
-    def is_running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def _start(self) -> None:
-        first: list[Message] = []
-        if self.group_name is not None:
-            # Fix the group's start point now, not whenever the task first runs.
-            first = await self._fetch(max_wait_ms=0)
-        elif self._deliver == "latest":
-            newest = await self._client.query(self.mail_address, limit=1)
-            self._floor = newest[-1].msg_id + 1 if newest else 0
-            self._deliver = "from_id"
-        self._task = asyncio.create_task(self._run(first), name=f"mq9-consume-{self.mail_address}")
-
-    async def stop(self) -> None:
-        """Finish the fetch and the batch under way, then stop. Nothing leased is dropped."""
-        self._stopping.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _fetch(self, *, max_wait_ms: int) -> list[Message]:
-        if self.group_name is not None:
-            return await self._client.fetch(
-                self.mail_address,
-                group_name=self.group_name,
-                deliver=self._deliver,
-                num_msgs=self._num_msgs,
-                max_wait_ms=max_wait_ms,
-            )
-        asked = min(self._num_msgs + len(self._seen), p.MAX_NUM_MSGS)
-        found = await self._client.fetch(
-            self.mail_address,
-            deliver=self._deliver,
-            from_id=self._floor if self._deliver == "from_id" else None,
-            num_msgs=asked,
-            max_wait_ms=max_wait_ms,
+        """Find agents. ``text`` is a full-text search, ``semantic`` ranks by meaning and
+        wins over ``text``; both find only A2A cards, ``limit``/``page`` paginate them (page
+        from 1). Neither lists every agent, unpaginated. Each agent is a dict (see
+        ``protocol.normalize_agent``): the card's fields, ``name`` and ``mailbox``."""
+        for label, value in (("text", text), ("semantic", semantic)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{label} must be a string")
+        body = p.DISCOVER_REQUEST.body(
+            text=text,
+            semantic=semantic,
+            limit=p.check_int("limit", limit, 1, p.MAX_DISCOVER_LIMIT),
+            page=p.check_int("page", page, 1, p.MAX_U32),
         )
-        fresh = [m for m in found if m.msg_id not in self._seen]
-        if len(found) < asked:  # everything eligible came back: move the floor past it
-            self._floor = max([self._floor - 1, *(m.msg_id for m in found)]) + 1
-            self._seen.clear()
-        else:
-            self._seen.update(m.msg_id for m in fresh)
-        self._deliver = "from_id"
-        return fresh
-
-    async def _run(self, batch: list[Message]) -> None:
-        backoff = 0.1
-        while True:
-            await self._handle_batch(batch)
-            if self._stopping.is_set():
-                return
-            try:
-                batch = await self._fetch(max_wait_ms=self._max_wait_ms)
-                backoff = 0.1
-            except Mq9Error as exc:
-                batch = []
-                log.warning("consumer of %s: fetch failed: %s", self.mail_address, exc)
-                with contextlib.suppress(asyncio.TimeoutError):  # pause; stop() ends it
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    async def _handle_batch(self, batch: list[Message]) -> None:
-        ackable = True  # false once a message of this batch failed: acking later ones would
-        for message in batch:  # confirm the failed one too (ACK covers the batch before it)
-            if message.msg_id in self._handled_unacked:
-                self._handled_unacked.discard(message.msg_id)
-            else:
-                try:
-                    await _maybe_await(self._handler(message))
-                except Exception as exc:
-                    ackable = False
-                    await self._report(message, exc)
-                    continue
-                self.processed_count += 1
-            if not self._auto_ack:
-                continue
-            if not ackable:
-                self._handled_unacked.add(message.msg_id)
-                continue
-            try:
-                await self._client.ack(self.mail_address, self.group_name, message.msg_id)
-            except Mq9Error as exc:
-                # Handled all the same: if its lease runs out and it comes back (the ack was
-                # lost with the connection), it is acked then without running the handler again.
-                self._handled_unacked.add(message.msg_id)
-                log.warning(
-                    "consumer of %s: ack %s failed: %s", self.mail_address, message.msg_id, exc
-                )
-
-    async def _report(self, message: Message, exc: Exception) -> None:
-        if self._error_handler is None:
-            log.error(
-                "consumer of %s: handler failed on msg %s: %r",
-                self.mail_address,
-                message.msg_id,
-                exc,
-            )
-            return
-        try:
-            await _maybe_await(self._error_handler(message, exc))
-        except Exception:
-            log.exception("consumer of %s: error_handler failed", self.mail_address)
+        reply = await self._call(p.AGENT_DISCOVER, body)
+        return [p.normalize_agent(item) for item in _reply_field(reply, "agents", list)]
 
 
 def _reply_field(reply: dict[str, Any], name: str, kind: type) -> Any:
@@ -520,18 +483,7 @@ def _header_block_size(headers: dict[str, str]) -> int:
     return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
 
 
-async def _maybe_await(result: Any) -> None:
-    if inspect.isawaitable(result):
-        await result
-
-
-def _check_group(group_name: object, *, required: bool) -> None:
-    if group_name is None and not required:
-        return
-    p.check_group_name(group_name)
-
-
-def _fetch_request(
+def _fetch_body(
     group_name: str | None,
     deliver: str,
     from_time: int | None,
@@ -539,30 +491,29 @@ def _fetch_request(
     force_deliver: bool,
     num_msgs: int,
     max_wait_ms: int,
-) -> dict[str, Any]:
-    _check_group(group_name, required=False)
+) -> bytes:
+    if group_name is not None:
+        p.check_group_name(group_name)
     if deliver not in p.DELIVER_POLICIES:
         raise Mq9Error(p.err_invalid_deliver(deliver))
     if not isinstance(force_deliver, bool):
         raise ValueError("force_deliver must be True or False")
-    request: dict[str, Any] = {"deliver": deliver}
-    if group_name is not None:
-        request["group_name"] = group_name
-    if deliver == "from_time":
-        if from_time is None:
-            raise Mq9Error("deliver='from_time' needs from_time (Unix seconds)")
-        request["from_time"] = p.check_int("from_time", from_time)
-    if deliver == "from_id":
-        if from_id is None:
-            raise Mq9Error("deliver='from_id' needs from_id (a msg_id)")
-        request["from_id"] = p.check_int("from_id", from_id)
-    if force_deliver:
-        request["force_deliver"] = True
-    request["config"] = {
-        "num_msgs": p.check_int("num_msgs", num_msgs, 1, p.MAX_NUM_MSGS),
-        "max_wait_ms": p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS),
-    }
-    return request
+    # The broker reads a missing from_time/from_id as 0; the client wants it said.
+    if deliver == "from_time" and from_time is None:
+        raise Mq9Error("deliver='from_time' needs from_time (Unix seconds)")
+    if deliver == "from_id" and from_id is None:
+        raise Mq9Error("deliver='from_id' needs from_id (a msg_id)")
+    return p.FETCH_REQUEST.body(
+        group_name=group_name,
+        deliver=deliver,
+        from_time=None if deliver != "from_time" else p.check_int("from_time", from_time),
+        from_id=None if deliver != "from_id" else p.check_int("from_id", from_id),
+        force_deliver=force_deliver or None,
+        config={
+            "num_msgs": p.check_int("num_msgs", num_msgs, 1, p.MAX_NUM_MSGS),
+            "max_wait_ms": p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS),
+        },
+    )
 
 
 def _json_object(name: str, value: Any) -> dict[str, Any]:

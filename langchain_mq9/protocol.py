@@ -155,9 +155,15 @@ def is_valid_address(value: object) -> bool:
 
 
 def check_address(value: object) -> str:
-    """Return ``value`` if a mailbox can have it as its address, else raise ``Mq9Error``."""
+    """Return ``value`` if a mailbox can have it as its address and a NATS subject can carry
+    it, else raise ``Mq9Error`` (the client's check before any request)."""
     if not is_valid_address(value):
         raise Mq9Error(err_invalid_address(value))
+    if ".." in value:  # type: ignore[operator]
+        raise Mq9Error(
+            f"invalid mail_address: {value!r} has an empty segment: RobustMQ creates such a "
+            "mailbox, but no NATS subject can reach it"
+        )
     return value  # type: ignore[return-value]
 
 
@@ -559,3 +565,126 @@ def check_tags(tags: object) -> list[str]:
                 f"invalid tag {tag!r}: tags are non-empty strings without commas or newlines"
             )
     return [tag.strip() for tag in tags]
+
+
+# -- agent cards as the client builds and reads them -------------------------------------------
+
+MQ9_URL_SCHEME = "mq9://"
+A2A_CARD_VERSION = "1.0.0"
+A2A_MODES = ["text/plain"]
+
+
+def mq9_interface(mailbox: str) -> dict[str, str]:
+    """The A2A ``supportedInterfaces`` entry that says "reach me at this mq9 mailbox". It is a
+    field of the A2A AgentCard itself, so it survives RobustMQ re-serializing the card (a
+    top-level ``mailbox`` field does not). ``tenant`` is empty, as RobustMQ's own tests send it."""
+    return {
+        "url": MQ9_URL_SCHEME + mailbox,
+        "protocolBinding": "mq9",
+        "protocolVersion": "1.0",
+        "tenant": "",
+    }
+
+
+def agent_card(
+    name: str,
+    *,
+    mailbox: str | None = None,
+    description: str | None = None,
+    skills: list[str] | list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An A2A AgentCard RobustMQ indexes for search. ``skills`` are strings or dicts with
+    ``name`` (and optional ``id``, ``description``, ``tags``, ``examples``); ``mailbox`` goes
+    into ``supportedInterfaces`` as ``mq9://<mailbox>``. Raises ``ValueError`` on bad input."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("an agent card needs a non-empty string name")
+    if description is not None and not isinstance(description, str):
+        raise ValueError("an agent card's description must be a string")
+    if mailbox is not None:
+        try:
+            check_address(mailbox)
+        except Mq9Error:
+            raise ValueError(
+                f"an agent card's mailbox must be a mailbox address, not {mailbox!r}"
+            ) from None
+    return {
+        "name": name,
+        "description": description or "",
+        "version": A2A_CARD_VERSION,
+        "supportedInterfaces": [] if mailbox is None else [mq9_interface(mailbox)],
+        "defaultInputModes": list(A2A_MODES),
+        "defaultOutputModes": list(A2A_MODES),
+        "skills": card_skills(skills or []),
+    }
+
+
+def card_skills(skills: object) -> list[dict[str, Any]]:
+    """A2A skills from strings or from dicts with ``name`` (and optional ``id``,
+    ``description``, ``tags``, ``examples``). Raises ``ValueError`` on anything else."""
+    if not isinstance(skills, (list, tuple)):
+        raise ValueError("an agent card's skills must be a list of strings or dicts")
+    return [_skill(skill) for skill in skills]
+
+
+def _skill(skill: object) -> dict[str, Any]:
+    if isinstance(skill, str) and skill.strip():
+        name, description, tags, examples, skill_id = skill, skill, [skill], [], None
+    elif isinstance(skill, dict) and isinstance(skill.get("name"), str) and skill["name"]:
+        name = skill["name"]
+        description = skill.get("description", name)
+        tags = skill.get("tags", [])
+        examples = skill.get("examples", [])
+        skill_id = skill.get("id")
+        if not isinstance(description, str) or not isinstance(skill_id, (str, type(None))):
+            raise ValueError(f"a skill's description and id must be strings: {skill!r}")
+        if not _strings(tags) or not _strings(examples):
+            raise ValueError(f"a skill's tags and examples must be lists of strings: {skill!r}")
+    else:
+        raise ValueError(f"a skill is a non-empty string or a dict with a name, not {skill!r}")
+    return {
+        "id": skill_id or re.sub(r"\s+", "-", name.strip().lower()),
+        "name": name,
+        "description": description,
+        "tags": list(tags),
+        "examples": list(examples),
+    }
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def card_mailbox(card: Mapping[str, Any]) -> str | None:
+    """The mailbox a card names: its ``mailbox`` field, else the first ``mq9://`` interface."""
+    mailbox = card.get("mailbox")
+    if isinstance(mailbox, str) and mailbox:
+        return mailbox
+    interfaces = card.get("supportedInterfaces")
+    for interface in interfaces if isinstance(interfaces, list) else ():
+        url = interface.get("url") if isinstance(interface, dict) else None
+        if isinstance(url, str) and url.startswith(MQ9_URL_SCHEME) and len(url) > 6:
+            return url[len(MQ9_URL_SCHEME) :]
+    return None
+
+
+def normalize_agent(item: Any) -> dict[str, Any]:
+    """One DISCOVER item as callers want it, whichever shape the broker answered in
+    (``{name, agent_info}`` for a listing, ``{agent_id, name, description, agent_info}`` for a
+    search): the card's fields when ``agent_info`` is a JSON object, plus ``name`` and
+    ``mailbox`` (None when the card names none); otherwise ``name``, ``mailbox`` None and the
+    raw ``agent_info`` string. Raises ``Mq9Error`` on an item that is not an agent."""
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise Mq9Error(f"malformed agent in the broker's reply: {item!r:.200}")
+    info = item.get("agent_info")
+    card: Any = None
+    if isinstance(info, str):
+        try:
+            card = json.loads(info)
+        except (ValueError, RecursionError):
+            card = None
+    if isinstance(card, dict):
+        agent = dict(card)
+        agent["name"] = item["name"]
+        agent["mailbox"] = card_mailbox(card)
+        return agent
+    return {"name": item["name"], "mailbox": None, "agent_info": info}

@@ -1,16 +1,20 @@
 """``Mq9Client.consume``: the background fetch loop, over ``memory://`` and a real nats-server.
 
-Handlers signal progress through ``asyncio.Event``s awaited under ``asyncio.wait_for`` bounds;
-lease expiry is driven by ``broker.clock``. No sleep is used to synchronise.
+With a group the loop runs on a ``GroupReader``: every message reaches the handler once, a
+failing one is called again later, and the group's position is committed only past what was
+handled. Handlers signal progress through ``asyncio.Event``s awaited under ``asyncio.wait_for``
+bounds. No sleep is used to synchronise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from langchain_mq9 import Message, Mq9Error
+from langchain_mq9 import protocol as p
 
 WAIT = 5  # a correctness bound for things that should happen within milliseconds
 POLL_MS = 50  # the consumers' long-poll: short, so stop() returns quickly
@@ -36,13 +40,20 @@ class Recorder:
         self._check()
 
     def _check(self) -> None:
-        for count, event in self._targets:
-            if len(self.seen) >= count:
+        for ready, event in self._targets:
+            if ready():
                 event.set()
 
     async def wait_for(self, count: int) -> None:
+        """Until the handler was called ``count`` times."""
+        await self.wait_until(lambda: len(self.seen) >= count)
+
+    async def wait_for_payload(self, payload: bytes, times: int = 1) -> None:
+        await self.wait_until(lambda: self.payloads.count(payload) >= times)
+
+    async def wait_until(self, ready) -> None:
         event = asyncio.Event()
-        self._targets.append((count, event))
+        self._targets.append((ready, event))
         self._check()
         await asyncio.wait_for(event.wait(), WAIT)
 
@@ -63,8 +74,7 @@ async def test_handler_called_in_priority_order_and_auto_ack(broker, client):
     await consumer.stop()
     assert handler.payloads == [b"c1", b"c2", b"u1", b"n1", b"n2"]
     assert consumer.processed_count == 5
-    # auto_ack confirmed everything: nothing comes back after the leases would have ended
-    broker.clock.advance(broker.engine.limits.ack_wait + 1)
+    # auto_ack committed the group past everything
     assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
 
 
@@ -80,47 +90,46 @@ async def test_consumer_keeps_going_with_new_messages(broker, client):
     assert consumer.processed_count == 3
 
 
-async def test_handler_error_reported_loop_continues_and_message_not_acked(broker, client):
+async def test_handler_error_reported_retried_and_the_group_held_before_it(broker, client):
     box = await client.mailbox_create()
     for payload in (b"ok1", b"bad", b"ok2"):
         await client.send(box, payload)
     handler = Recorder(fail_on={b"bad"})
     consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
                                     max_wait_ms=POLL_MS, error_handler=handler.on_error)
-    await handler.wait_for(3)
+    await handler.wait_for_payload(b"ok2")
     await client.send(box, b"ok3")  # the loop goes on after the failure
-    await handler.wait_for(4)
+    await handler.wait_for_payload(b"ok3")
+    await handler.wait_for_payload(b"bad", times=2)  # called again later
     await consumer.stop()
     assert not consumer.is_running
-    assert handler.payloads == [b"ok1", b"bad", b"ok2", b"ok3"]
     assert consumer.processed_count == 3
-    [(failed, exc)] = handler.errors
-    assert failed.payload == b"bad" and isinstance(exc, RuntimeError)
-    # the failed message was not acked (nor was ok2, which an ACK would have covered):
-    # after the ack-wait both come back; ok1 and ok3 do not
-    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
-    broker.clock.advance(broker.engine.limits.ack_wait)
+    assert [x for x in handler.payloads if x != b"bad"] == [b"ok1", b"ok2", b"ok3"]
+    assert {failed.payload for failed, _ in handler.errors} == {b"bad"}
+    assert all(isinstance(exc, RuntimeError) for _, exc in handler.errors)
+    # ACK moves every lane: the group's position stays before the failed message, so a new
+    # consumer of the group gets it (and what followed) again
     again = await client.fetch(box, group_name="g", max_wait_ms=0)
-    assert [m.payload for m in again] == [b"bad", b"ok2"]
+    assert [m.payload for m in again] == [b"bad", b"ok2", b"ok3"]
 
 
-async def test_failed_message_is_retried_by_the_consumer_after_ack_wait(broker, client):
+async def test_failed_message_is_retried_by_the_consumer(broker, client):
     box = await client.mailbox_create()
     await client.send(box, b"flaky")
     await client.send(box, b"after")
     handler = Recorder(fail_on={b"flaky"})
     consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
                                     max_wait_ms=POLL_MS, error_handler=handler.on_error)
-    await handler.wait_for(2)
+    await handler.wait_for_payload(b"after")
     assert consumer.processed_count == 1
     handler.fail_on.clear()
-    broker.clock.advance(broker.engine.limits.ack_wait)  # the lease of "flaky" ends
-    await handler.wait_for(3)
+    # the next call after the clear succeeds
+    await handler.wait_for_payload(b"flaky", times=handler.payloads.count(b"flaky") + 1)
     await consumer.stop()
-    # handled again; "after" (handled, held back from acking) is not run twice
-    assert handler.payloads == [b"flaky", b"after", b"flaky"]
+    # handled again until it worked; "after" was not run twice
+    assert handler.payloads[:2] == [b"flaky", b"after"]
+    assert set(handler.payloads[2:]) == {b"flaky"}
     assert consumer.processed_count == 2
-    broker.clock.advance(broker.engine.limits.ack_wait)
     assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
 
 
@@ -148,9 +157,11 @@ async def test_async_error_handler_and_failing_error_handler(client):
         await second(message)
         done.set()
 
-    consumer2 = await client.consume(box, other, group_name="g2", max_wait_ms=POLL_MS)
+    consumer2 = await client.consume(box, other, group_name="g2", deliver="earliest",
+                                     max_wait_ms=POLL_MS)
     await client.send(box, b"y")
     await asyncio.wait_for(done.wait(), WAIT)
+    await second.wait_for_payload(b"y")
     assert consumer.is_running  # a failing error handler does not end the loop
     await consumer.stop()
     await consumer2.stop()
@@ -174,7 +185,7 @@ async def test_stop_is_clean_and_idempotent(client):
     assert handler.seen == []
 
 
-async def test_stop_does_not_drop_leased_messages(broker, client):
+async def test_stop_finishes_the_batch_and_commits_it(broker, client):
     box = await client.mailbox_create()
     release = asyncio.Event()
     started = asyncio.Event()
@@ -195,7 +206,6 @@ async def test_stop_does_not_drop_leased_messages(broker, client):
     await asyncio.wait_for(stopping, WAIT)
     assert handled == [b"a", b"b", b"c"]  # the batch under way was finished
     assert consumer.processed_count == 3
-    broker.clock.advance(broker.engine.limits.ack_wait)
     assert await client.fetch(box, group_name="g", max_wait_ms=0) == []  # and acked
 
 
@@ -213,7 +223,7 @@ async def test_consume_without_group_sees_each_message_once(client):
     await client.send(box, "last")
     await handler.wait_for(10)
     await consumer.stop()
-    payloads = [p.decode() for p in handler.payloads]
+    payloads = [x.decode() for x in handler.payloads]
     assert sorted(payloads) == sorted([f"old{i}" for i in range(5)]
                                       + [f"new{i}" for i in range(4)] + ["last"])
     assert len(set(payloads)) == len(payloads)
@@ -228,22 +238,64 @@ async def test_consume_without_group_records_nothing_in_the_broker(broker, clien
     await client.send(box, b"x")
     await handler.wait_for(1)
     await consumer.stop()
-    assert broker.engine.mailboxes[box].groups == {}
+    assert broker.engine.offsets == {}
     assert [m.payload for m in await client.query(box)] == [b"x"]  # not acked away
 
 
 @pytest.mark.parametrize("group", ["g", None])
-async def test_deliver_latest_sees_messages_sent_right_after_consume_returns(client, group):
+async def test_deliver_latest_starts_at_the_newest_stored_message(client, group):
+    """RobustMQ's latest starts AT the newest stored message: it is handed out too; older
+    ones are not, and everything sent after consume returns is seen."""
     box = await client.mailbox_create()
-    await client.send(box, b"before")
+    await client.send(box, b"old")
+    await client.send(box, b"newest")
     handler = Recorder()
     consumer = await client.consume(box, handler, group_name=group, deliver="latest",
                                     max_wait_ms=POLL_MS)
     await client.send(box, b"right after")  # no pause: the start point is already fixed
     await client.send(box, b"then", priority="critical")
-    await handler.wait_for(2)
+    await handler.wait_for(3)
     await consumer.stop()
-    assert sorted(handler.payloads) == [b"right after", b"then"]
+    assert sorted(handler.payloads) == [b"newest", b"right after", b"then"]
+
+
+@pytest.mark.parametrize("group", ["g", None])
+async def test_deliver_latest_on_an_empty_mailbox_sees_everything_sent_after(client, group):
+    box = await client.mailbox_create()
+    handler = Recorder()
+    consumer = await client.consume(box, handler, group_name=group, max_wait_ms=POLL_MS)
+    for payload in (b"a", b"b", b"c"):  # several before the loop's next fetch: none skipped
+        await client.send(box, payload)
+    await handler.wait_for(3)
+    await consumer.stop()
+    assert handler.payloads == [b"a", b"b", b"c"]
+
+
+async def test_competing_consumers_with_workers_handle_each_message_once(client):
+    box = await client.mailbox_create()
+    shared = Recorder()
+    owners: dict[bytes, list[str]] = {}
+
+    def handler_of(name: str):
+        async def handler(message: Message) -> None:
+            owners.setdefault(message.payload, []).append(name)
+            await shared(message)
+
+        return handler
+
+    consumers = [
+        await client.consume(box, handler_of(name), group_name="g", deliver="earliest",
+                             num_msgs=2, max_wait_ms=POLL_MS, worker=name)
+        for name in ("one", "two")
+    ]
+    sent = [f"job{i}".encode() for i in range(12)]
+    for i, payload in enumerate(sent):
+        await client.send(box, payload, priority="urgent" if i % 3 == 0 else "normal")
+    await shared.wait_for(len(sent))
+    for consumer in consumers:
+        await consumer.stop()
+    assert sorted(shared.payloads) == sorted(sent)  # each exactly once
+    assert all(len(names) == 1 for names in owners.values())
 
 
 async def test_auto_ack_false_leaves_acking_to_the_handler(broker, client):
@@ -262,8 +314,7 @@ async def test_auto_ack_false_leaves_acking_to_the_handler(broker, client):
     await asyncio.wait_for(acked.wait(), WAIT)
     await consumer.stop()
     assert consumer.processed_count == 2
-    broker.clock.advance(broker.engine.limits.ack_wait)
-    # the handler's ack of "two" covered "one" (same FETCH answer)
+    # the handler's ack of "two" moved the group past "one" as well; the consumer acked nothing
     assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
 
 
@@ -290,5 +341,9 @@ async def test_consume_refusals(client):
         await client.consume("some.box", "not callable")
     with pytest.raises(Mq9Error, match="invalid deliver"):
         await client.consume("some.box", lambda m: None, deliver="soon")
-    with pytest.raises(Mq9Error, match="does not exist"):
+    with pytest.raises(Mq9Error, match="needs from_id"):
+        await client.consume("some.box", lambda m: None, deliver="from_id")
+    with pytest.raises(ValueError, match="group_name"):
+        await client.consume("some.box", lambda m: None, worker="w")
+    with pytest.raises(Mq9Error, match=re.escape(p.err_topic_missing("some.box"))):
         await client.consume("some.box", lambda m: None, group_name="g")

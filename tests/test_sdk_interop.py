@@ -27,7 +27,6 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
-
 from conftest import start_broker, stop_broker
 
 _DEFAULT_MIRROR = Path(__file__).resolve().parents[2] / ".mirror" / "robustmq+mq9" / "repo"

@@ -1,0 +1,341 @@
+"""``GroupReader``: a group's fetch/done cycle on RobustMQ's semantics (no leases, ACK moves
+every priority lane), over ``memory://`` and a real nats-server.
+
+The reader must hand every message out exactly once, whatever the priorities and batch sizes,
+resume after its last ack when restarted, and keep competing workers (``worker=``) from
+handling the same message. Also here: the client's refusal of non-UTF-8 payloads and the
+registry round trip that gives every discovered agent its ``mailbox``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from langchain_mq9 import GroupReader, Mq9Error
+from langchain_mq9 import protocol as p
+
+_boxes = itertools.count()
+
+
+async def new_box(client) -> str:
+    return await client.mailbox_create(name=f"gr.box{next(_boxes)}")
+
+
+async def send_all(client, box: str, priorities) -> list[int]:
+    return [await client.send(box, f"m{i}-{pr}", priority=pr) for i, pr in enumerate(priorities)]
+
+
+async def drain(reader: GroupReader, num_msgs: int, seen: list[int]) -> None:
+    """Fetch and mark done until the reader has nothing new."""
+    while batch := await reader.fetch(num_msgs=num_msgs):
+        seen.extend(m.msg_id for m in batch)
+        await reader.done([m.msg_id for m in batch])
+
+
+async def test_mixed_priorities_are_handed_out_once_in_priority_order(client):
+    box = await new_box(client)
+    await send_all(client, box, ["normal"] * 5)
+    reader = GroupReader(client, box, "g")
+    first = await reader.fetch(num_msgs=2)
+    assert [m.text() for m in first] == ["m0-normal", "m1-normal"]
+    await reader.done([m.msg_id for m in first])
+    assert reader.committed == 1
+    # higher priorities arrive after normal ones were handed out: they come first
+    critical = await client.send(box, "late-critical", priority="critical")
+    urgent = await client.send(box, "late-urgent", priority="urgent")
+    second = await reader.fetch(num_msgs=2)
+    assert [m.msg_id for m in second] == [critical, urgent]
+    # acking the urgent message (id 6) would skip normal 2..4; the reader holds back
+    await reader.done([m.msg_id for m in second])
+    assert reader.committed == 1
+    seen = [m.msg_id for m in first + second]
+    await drain(reader, 2, seen)
+    assert sorted(seen) == list(range(7)) and len(set(seen)) == 7
+    assert reader.committed == 6
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+
+
+async def test_the_lower_lanes_are_reached_behind_a_full_higher_lane(client):
+    """Each lane answers up to num_msgs and the broker stops once it holds num_msgs: a reader
+    that asked only for num_msgs would see the handled critical messages forever."""
+    box = await new_box(client)
+    await send_all(client, box, ["normal", "normal"] + ["critical"] * 6)
+    reader = GroupReader(client, box, "g")
+    seen: list[int] = []
+    for _ in range(3):
+        batch = await reader.fetch(num_msgs=2)
+        seen += [m.msg_id for m in batch]
+        await reader.done([m.msg_id for m in batch])
+    assert seen == [2, 3, 4, 5, 6, 7]  # critical first
+    assert reader.committed is None  # the normal lane was not read yet: nothing is safe
+    batch = await reader.fetch(num_msgs=2)
+    assert [m.msg_id for m in batch] == [0, 1]
+    await reader.done([0, 1])
+    assert reader.committed == 7
+    assert await reader.fetch() == []
+
+
+async def test_a_long_run_of_one_priority_is_committed_as_it_goes(client):
+    box = await new_box(client)
+    await send_all(client, box, ["critical"] * 12 + ["normal"])
+    reader = GroupReader(client, box, "g")
+    for last in (3, 7, 11):
+        batch = await reader.fetch(num_msgs=4)
+        assert batch[-1].msg_id == last
+        await reader.done([m.msg_id for m in batch])
+        # the normal lane was not read, but ids 0..last were all in the answer
+        assert reader.committed == last
+    assert [m.msg_id for m in await reader.fetch(num_msgs=4)] == [12]
+
+
+async def test_restart_resumes_after_the_last_commit(broker, client):
+    box = await new_box(client)
+    await send_all(client, box, ["normal", "urgent", "normal", "critical", "normal", "normal"])
+    crashed = GroupReader(client, box, "g")
+    batch = await crashed.fetch(num_msgs=3)  # critical 3, urgent 1, normal 0
+    assert [m.msg_id for m in batch] == [3, 1, 0]
+    await crashed.done([3, 0])  # 1 is being handled when the worker dies
+    assert crashed.committed == 0
+    # a new reader of the same group: everything after the commit, the unfinished one again
+    restarted = GroupReader(client, box, "g")
+    seen: list[int] = []
+    await drain(restarted, 2, seen)
+    assert sorted(seen) == [1, 2, 3, 4, 5]
+    assert set(seen) - {1, 3} == {2, 4, 5}  # at most the unacked handed-out ones come back
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+
+
+async def test_restart_gets_back_only_what_was_not_committed(client):
+    box = await new_box(client)
+    await send_all(client, box, ["normal"] * 6)
+    first = GroupReader(client, box, "g")
+    assert [m.msg_id for m in await first.fetch(num_msgs=3)] == [0, 1, 2]
+    await first.done([0, 1])
+    second = GroupReader(client, box, "g")
+    seen: list[int] = []
+    await drain(second, 10, seen)
+    assert seen == [2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_competing_workers_never_handle_the_same_message(broker, client, concurrent):
+    box = await new_box(client)
+    priorities = ["normal", "urgent", "critical", "normal", "normal", "critical"] * 4
+    await send_all(client, box, priorities)
+    readers = [GroupReader(client, box, "g", worker=name) for name in ("alice", "bob", "carol")]
+    handled: dict[str, list[int]] = {r.worker: [] for r in readers}
+
+    async def work(reader: GroupReader) -> bool:
+        batch = await reader.fetch(num_msgs=3)
+        handled[reader.worker] += [m.msg_id for m in batch]
+        await reader.done([m.msg_id for m in batch])
+        return bool(batch)
+
+    for _ in range(100):
+        if concurrent:
+            progress = await asyncio.gather(*(work(r) for r in readers))
+        else:
+            progress = [await work(r) for r in readers]
+        if not any(progress):
+            break
+    everything = [i for ids in handled.values() for i in ids]
+    assert sorted(everything) == list(range(len(priorities)))  # each exactly once
+    assert all(handled.values())  # the work was shared
+    leftover = await client.fetch(box, group_name="g", max_wait_ms=0)
+    assert {m.msg_id for m in leftover} <= set(everything)  # nothing new for the group
+    # the claims are in the side mailbox, tagged per message
+    claims = await client.query(f"{box}.claims")
+    assert {c.text() for c in claims} <= {"alice", "bob", "carol"}
+    assert all(tag.startswith("m") for c in claims for tag in c.tags)
+
+
+async def test_a_worker_takes_back_its_own_claims_after_a_restart(client):
+    box = await new_box(client)
+    await send_all(client, box, ["normal"] * 3)
+    dead = GroupReader(client, box, "g", worker="w1")
+    assert len(await dead.fetch(num_msgs=3)) == 3  # claimed, never done
+    again = GroupReader(client, box, "g", worker="w1")
+    assert [m.msg_id for m in await again.fetch()] == [0, 1, 2]
+    await again.done([0, 1, 2])
+    assert await GroupReader(client, box, "g", worker="w2").fetch() == []
+
+
+async def test_the_limit_a_dead_workers_claims_are_lost_to_the_group(client):
+    """Documented limit: the other workers count a message claimed by another as handled, so
+    they move the group past it; if its worker died, only a QUERY still finds it."""
+    box = await new_box(client)
+    await send_all(client, box, ["normal"] * 3)
+    dead = GroupReader(client, box, "g", worker="w1")
+    assert len(await dead.fetch(num_msgs=3)) == 3
+    other = GroupReader(client, box, "g", worker="w2")
+    assert await other.fetch() == []
+    assert other.committed == 2
+    assert [m.msg_id for m in await client.query(box)] == [0, 1, 2]
+
+
+async def test_groups_sharing_a_mailbox_do_not_see_each_others_claims(client):
+    box = await new_box(client)
+    await send_all(client, box, ["normal"] * 2)
+    audit = GroupReader(client, box, "audit", worker="w")
+    workers = GroupReader(client, box, "workers", worker="x")
+    assert len(await audit.fetch()) == 2
+    assert len(await workers.fetch()) == 2
+
+
+async def test_done_refuses_what_was_not_handed_out(client):
+    box = await new_box(client)
+    await send_all(client, box, ["normal", "normal"])
+    reader = GroupReader(client, box, "g")
+    with pytest.raises(Mq9Error, match="fetch it first"):
+        await reader.done([0])
+    [first] = await reader.fetch(num_msgs=1)
+    with pytest.raises(Mq9Error, match="msg_id 1 was not handed out"):
+        await reader.done([first.msg_id, 1])
+    assert reader.pending == {first.msg_id}  # a refused call changes nothing
+    await reader.done(first.msg_id)
+    await reader.done(first.msg_id)  # twice is fine
+    with pytest.raises(Mq9Error, match="invalid msg_id"):
+        await reader.done([-1])
+
+
+async def test_reader_refusals_before_any_round_trip(client):
+    with pytest.raises(Mq9Error, match="invalid mail_address"):
+        GroupReader(client, "Bad", "g")
+    with pytest.raises(Mq9Error, match="invalid group_name"):
+        GroupReader(client, "ok.box", "")
+    with pytest.raises(ValueError, match="worker"):
+        GroupReader(client, "ok.box", "g", worker=" ")
+    with pytest.raises(Mq9Error, match="invalid claim_ttl"):
+        GroupReader(client, "ok.box", "g", worker="w", claim_ttl=0)
+    with pytest.raises(Mq9Error, match="invalid num_msgs"):
+        await GroupReader(client, "ok.box", "g").fetch(num_msgs=0)
+
+
+async def test_an_empty_fetch_without_wait_answers_at_once(client):
+    box = await new_box(client)
+    reader = GroupReader(client, box, "g")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await reader.fetch(max_wait_ms=0) == []
+    assert loop.time() - started < 1
+
+
+async def test_non_utf8_payload_is_refused_before_sending(client):
+    box = await new_box(client)
+    with pytest.raises(ValueError, match="base64"):
+        await client.send(box, b"\xff\xfe binary")
+    assert await client.query(box) == []
+    assert await client.send(box, "é".encode()) == 0
+    [message] = await client.query(box)
+    assert message.payload == "é".encode() and message.text() == "é"
+
+
+async def test_register_and_discover_give_every_agent_its_mailbox(client):
+    box = await new_box(client)
+    await client.agent_register(
+        {
+            "name": "translator",
+            "mailbox": box,
+            "description": "Translates documents between languages",
+            "capabilities": ["translate", "summarize"],
+        }
+    )
+    await client.agent_register({"name": "raw.agent", "payload": "opaque text"})
+    card = p.agent_card("reviewer", description="Reviews code", skills=["review"])
+    card["mailbox"] = "review.box"  # a card's own mailbox field goes into its interfaces
+    card["capabilities"] = ["lint"]  # old style: A2A's capabilities is an object; skills here
+    await client.agent_register(card)
+    listed = {a["name"]: a for a in await client.agent_discover()}
+    assert listed["translator"]["mailbox"] == box
+    assert [s["name"] for s in listed["translator"]["skills"]] == ["translate", "summarize"]
+    assert listed["reviewer"]["mailbox"] == "review.box"
+    assert [s["name"] for s in listed["reviewer"]["skills"]] == ["review", "lint"]
+    assert "capabilities" not in listed["reviewer"]
+    assert {"url": "mq9://review.box", "protocolBinding": "mq9"}.items() <= (
+        listed["reviewer"]["supportedInterfaces"][0].items()
+    )
+    raw = {"name": "raw.agent", "mailbox": None, "agent_info": "opaque text"}
+    assert listed["raw.agent"] == raw
+    for search in ({"text": "translate"}, {"semantic": "translation of documents"}):
+        found = await client.agent_discover(**search)
+        assert found[0]["name"] == "translator" and found[0]["mailbox"] == box
+        assert "raw.agent" not in {a["name"] for a in found}  # only A2A cards are searchable
+    await client.agent_unregister("translator")
+    assert "translator" not in {a["name"] for a in await client.agent_discover()}
+
+
+# -- property: exactly once, whatever the priorities, batch sizes, arrivals and workers ------
+
+step = st.one_of(
+    st.tuples(st.just("send"), st.sampled_from(["normal", "urgent", "critical"])),
+    st.tuples(st.just("work"), st.integers(0, 2), st.integers(1, 4), st.booleans()),
+    st.tuples(st.just("restart"), st.integers(0, 2)),
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    backlog=st.lists(st.sampled_from(["normal", "urgent", "critical"]), max_size=12),
+    steps=st.lists(step, max_size=25),
+    workers=st.integers(1, 3),
+)
+async def test_every_message_is_handled_exactly_once(client, backlog, steps, workers):
+    """Workers fetch batches of any size, sometimes finish a batch only at their next turn,
+    and sometimes crash (a new reader of the same name takes over): every message is handled
+    exactly once, except that a crash may hand out again what the crashed reader had not
+    committed, and (the documented limit, several workers only) lose what it held."""
+    box = await new_box(client)
+    sent = await send_all(client, box, backlog)
+    names = [None] if workers == 1 else [f"w{i}" for i in range(workers)]
+    readers = [GroupReader(client, box, "g", worker=name) for name in names]
+    handled: list[int] = []
+    given_out: list[list[int]] = [[] for _ in readers]  # by the reader now in the slot
+    holding: list[list[int]] = [[] for _ in readers]  # fetched, done() not called yet
+    crashed: set[int] = set()  # handed out by a reader that crashed, after its last commit
+
+    async def work(slot: int, num: int, finish: bool) -> bool:
+        reader = readers[slot]
+        batch = await reader.fetch(num_msgs=num)
+        handled.extend(m.msg_id for m in batch)
+        given_out[slot] += [m.msg_id for m in batch]
+        holding[slot] += [m.msg_id for m in batch]
+        if finish:  # sometimes a worker finishes a batch only at its next turn
+            await reader.done(holding[slot])
+            holding[slot] = []
+        return bool(batch)
+
+    for action in steps:
+        if action[0] == "send":
+            sent.append(await client.send(box, "x", priority=action[1]))
+        elif action[0] == "work":
+            await work(action[1] % len(readers), *action[2:])
+        else:
+            slot = action[1] % len(readers)
+            old = readers[slot]
+            after = -1 if workers > 1 or old.committed is None else old.committed
+            crashed.update(i for i in given_out[slot] if i > after)
+            readers[slot] = GroupReader(client, box, "g", worker=old.worker)
+            given_out[slot], holding[slot] = [], []
+    for _ in range(200):
+        progress = [await work(slot, 3, True) for slot in range(len(readers))]
+        if not any(progress):
+            break
+    twice = {i for i, count in Counter(handled).items() if count > 1}
+    assert twice <= crashed
+    if workers == 1:
+        assert set(handled) == set(sent)
+        assert await client.fetch(box, group_name="g", max_wait_ms=0, num_msgs=1000) == []
+    else:
+        assert set(sent) - set(handled) <= crashed
+        leftover = await client.fetch(box, group_name="g", max_wait_ms=0, num_msgs=1000)
+        assert {m.msg_id for m in leftover} <= set(handled)
