@@ -1,527 +1,541 @@
-"""PROTOCOL.md conformance for FETCH and ACK: deliver policies, stateless and stateful reads,
-leases, competing workers, batch ACK and long-polling.
+"""FETCH and ACK on the wire, as RobustMQ (8bd49dc) answers them.
 
-Every test runs over ``memory://`` and over a real nats-server serving the same engine. Lease
-expiry is driven by ``broker.clock``; the only wall-clock bounds are ``asyncio.wait_for``
-correctness limits far below the long-poll wait being tested.
+The rules, from ``src/nats-broker/src/mq9/fetch.rs`` and the storage adapter's
+``consumer.rs`` / ``consumer_priority.rs``:
+
+* a group is three committed offsets per mailbox, one per priority lane (``{group}-critical``,
+  ``-urgent``, ``-normal``); FETCH reads the lanes critical first, each up to ``num_msgs``
+  from its offset, and moves nothing: only ACK commits, and ACK X commits X + 1 to all three;
+* until a group has committed anything (anywhere), every FETCH starts from its deliver policy;
+  committed offsets are found by group name across mailboxes;
+* ``latest`` starts at the newest stored message, ``from_id`` is clamped to the end, a
+  ``from_time`` with nothing at or after it falls back to the earliest message;
+* an empty FETCH sleeps ``max_wait_ms`` and answers empty, without looking again.
+
+Every request goes out raw (``broker.raw``), over ``memory://`` and over a real nats-server.
+Empty FETCHes wait 0 or a few milliseconds; nothing here measures time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 
 import pytest
 
-from langchain_mq9 import Mq9Error
-from langchain_mq9.broker import BrokerLimits
+from langchain_mq9 import protocol as p
 
 T0 = 1_700_000_000  # where the fixture's ManualClock starts
 
 
-def ids(messages) -> list[int]:
-    return [m.msg_id for m in messages]
+# -- raw requests --------------------------------------------------------------------------------
 
 
-def texts(messages) -> list[str]:
-    return [m.text() for m in messages]
+async def create(broker, name: str | None = None, **fields) -> str:
+    body = {"name": name, **fields} if name is not None or fields else None
+    reply = await broker.raw(p.MAILBOX_CREATE, b"" if body is None else p.encode(body))
+    assert reply["error"] == "", reply
+    return reply["mail_address"]
 
 
+async def send(broker, box: str, payload: bytes | str = b"x", priority: str | None = None,
+               **headers: str) -> int:
+    if isinstance(payload, str):
+        payload = payload.encode()
+    wire_headers = {name.replace("_", "-"): value for name, value in headers.items()}
+    if priority is not None:
+        wire_headers[p.HEADER_PRIORITY] = priority
+    reply = await broker.raw(p.send_subject(box), payload, wire_headers or None)
+    assert reply["error"] == "", reply
+    return reply["msg_id"]
 
 
-def set_limits(broker, **changes) -> BrokerLimits:
-    broker.engine.limits = dataclasses.replace(broker.engine.limits, **changes)
-    return broker.engine.limits
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    """Wait for ``condition()`` to hold (polled), failing after ``timeout`` seconds."""
-
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.002)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
-def fetch_waiting(broker) -> bool:
-    """True once some FETCH is parked in the engine waiting for a message."""
-    return any(broker.engine._waiters.values())
-
-
-async def filled(client, count: int, **send_options) -> str:
-    box = await client.mailbox_create()
-    for i in range(count):
-        await client.send(box, f"m{i}", **send_options)
+async def filled(broker, *priorities: str, name: str | None = None) -> str:
+    """A mailbox holding one message per priority given, msg_ids 0, 1, ... in that order."""
+    box = await create(broker, name)
+    for index, priority in enumerate(priorities):
+        assert await send(broker, box, f"m{index}", priority) == index
     return box
 
 
-# -- deliver policies --------------------------------------------------------------------------
+async def fetch_reply(broker, box: str, body: dict | bytes | None = None) -> dict:
+    if body is None:
+        body = {}
+    if isinstance(body, dict):
+        body = dict(body)
+        body.setdefault("config", {"max_wait_ms": 0})
+        body = p.encode(body)
+    return await broker.raw(p.fetch_subject(box), body)
 
 
-async def test_default_deliver_is_latest_for_stateless_fetch(client):
-    box = await filled(client, 3)
-    assert await client.fetch(box, max_wait_ms=0) == []
-    assert await client.fetch(box, deliver="latest", max_wait_ms=0) == []
+async def fetch(broker, box: str, **body) -> list[int]:
+    """The msg_ids a FETCH answers, in answer order."""
+    if "num_msgs" in body or "max_wait_ms" in body:
+        body["config"] = {
+            "num_msgs": body.pop("num_msgs", None),
+            "max_wait_ms": body.pop("max_wait_ms", 0),
+        }
+    reply = await fetch_reply(broker, box, body)
+    assert reply["error"] == "", reply
+    return [m["msg_id"] for m in reply["messages"]]
 
 
-async def test_latest_group_sees_only_what_arrives_after_its_first_fetch(client):
-    box = await filled(client, 2)
-    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
-    await client.send(box, "new")
-    assert texts(await client.fetch(box, group_name="g", max_wait_ms=0)) == ["new"]
+async def ack(broker, box: str, group: str, msg_id: int, *, subject_box: str | None = None):
+    body = {"group_name": group, "mail_address": box, "msg_id": msg_id}
+    return await broker.raw(p.ack_subject(subject_box or box), p.encode(body))
 
 
-async def test_earliest_starts_at_the_oldest_stored_message(client):
-    box = await filled(client, 4)
-    await client.delete(box, 0)
-    assert ids(await client.fetch(box, deliver="earliest", max_wait_ms=0)) == [1, 2, 3]
-    assert ids(await client.fetch(
-        box, group_name="g", deliver="earliest", max_wait_ms=0
-    )) == [1, 2, 3]
+async def acked(broker, box: str, group: str, msg_id: int) -> None:
+    assert await ack(broker, box, group, msg_id) == {"error": ""}
 
 
-async def test_from_time_is_create_time_at_or_after(broker, client):
-    box = await client.mailbox_create()
-    await client.send(box, "t0")
+def set_limits(broker, **changes) -> None:
+    broker.engine.limits = dataclasses.replace(broker.engine.limits, **changes)
+
+
+# -- deliver policies ----------------------------------------------------------------------------
+
+
+async def test_latest_is_the_newest_stored_message(broker):
+    # handler/adapter.rs: end_offset = latest_offset - 1, so "latest" still hands out the
+    # newest message written (consumer.rs resolve_initial_offsets)
+    box = await filled(broker, "normal", "normal", "normal")
+    assert await fetch(broker, box) == [2]  # no deliver: latest (#[serde(default)])
+    assert await fetch(broker, box, deliver="latest") == [2]
+    assert await fetch(broker, box, deliver="latest") == [2]  # a stateless read, again
+
+
+async def test_latest_reads_every_lane_from_the_newest_msg_id(broker):
+    box = await filled(broker, "critical", "normal", "urgent", "normal")
+    assert await fetch(broker, box, deliver="latest") == [3]
+    await send(broker, box, "c4", "critical")
+    assert await fetch(broker, box, deliver="latest") == [4]
+
+
+async def test_latest_on_an_empty_mailbox_starts_at_zero(broker):
+    box = await create(broker)
+    assert await fetch(broker, box) == []
+    assert await fetch(broker, box, group_name="g") == []
+    await send(broker, box)
+    await send(broker, box)
+    # the group committed nothing: latest is applied again, to the mailbox as it is now
+    assert await fetch(broker, box, group_name="g") == [1]
+
+
+async def test_earliest_is_every_message_in_priority_order(broker):
+    box = await filled(broker, "normal", "critical", "urgent", "normal", "critical")
+    assert await fetch(broker, box, deliver="earliest") == [1, 4, 2, 0, 3]
+    assert await broker.raw(p.delete_subject(box, 1)) == {"error": "", "deleted": True}
+    assert await fetch(broker, box, deliver="earliest") == [4, 2, 0, 3]
+
+
+async def test_from_time_is_create_time_at_or_after(broker):
+    box = await create(broker)
+    await send(broker, box, "t0")
     broker.clock.advance(10)
-    await client.send(box, "t10")
+    await send(broker, box, "t10", "critical")
     broker.clock.advance(10)
-    await client.send(box, "t20")
-    assert texts(await client.fetch(
-        box, deliver="from_time", from_time=T0 + 10, max_wait_ms=0
-    )) == ["t10", "t20"]
-    assert texts(await client.fetch(
-        box, deliver="from_time", from_time=T0 + 11, max_wait_ms=0
-    )) == ["t20"]
-    assert texts(await client.fetch(
-        box, deliver="from_time", from_time=0, max_wait_ms=0
-    )) == ["t0", "t10", "t20"]
-    assert await client.fetch(box, deliver="from_time", from_time=T0 + 21, max_wait_ms=0) == []
-    assert texts(await client.fetch(
-        box, group_name="g", deliver="from_time", from_time=T0 + 5, max_wait_ms=0
-    )) == ["t10", "t20"]
+    await send(broker, box, "t20")
+    assert await fetch(broker, box, deliver="from_time", from_time=T0 + 10) == [1, 2]
+    assert await fetch(broker, box, deliver="from_time", from_time=T0 + 11) == [2]
+    assert await fetch(broker, box, deliver="from_time", from_time=T0 + 20) == [2]
+    assert await fetch(broker, box, deliver="from_time", from_time=0) == [1, 0, 2]
+    assert await fetch(broker, box, deliver="from_time") == [1, 0, 2]  # missing: 0
 
 
-async def test_from_id_is_msg_id_at_or_after(client):
-    box = await filled(client, 5)
-    assert ids(await client.fetch(box, deliver="from_id", from_id=3, max_wait_ms=0)) == [3, 4]
-    assert ids(await client.fetch(box, deliver="from_id", from_id=0, max_wait_ms=0)) == [
-        0, 1, 2, 3, 4
-    ]
-    assert await client.fetch(box, deliver="from_id", from_id=5, max_wait_ms=0) == []
-    assert ids(await client.fetch(
-        box, group_name="g", deliver="from_id", from_id=2, max_wait_ms=0
-    )) == [2, 3, 4]
+async def test_from_time_after_every_message_falls_back_to_the_earliest(broker):
+    # rocksdb read.rs get_offset_by_timestamp: nothing at or after the time -> the shard's
+    # earliest offset (AdapterOffsetStrategy::Earliest), so a time in the future reads it all
+    box = await filled(broker, "normal", "urgent")
+    assert await fetch(broker, box, deliver="from_time", from_time=T0 + 3600) == [1, 0]
+    assert await fetch(
+        broker, box, group_name="g", deliver="from_time", from_time=2**64 - 1
+    ) == [1, 0]
 
 
-async def test_from_id_keeps_priority_order(client):
-    box = await client.mailbox_create()
-    for priority in ["normal", "critical", "normal", "urgent", "critical"]:
-        await client.send(box, priority, priority=priority)
-    assert ids(await client.fetch(box, deliver="from_id", from_id=2, max_wait_ms=0)) == [4, 3, 2]
+async def test_from_id_is_msg_id_at_or_after_in_priority_order(broker):
+    box = await filled(broker, "normal", "critical", "normal", "urgent", "critical")
+    assert await fetch(broker, box, deliver="from_id", from_id=2) == [4, 3, 2]
+    assert await fetch(broker, box, deliver="from_id", from_id=0) == [1, 4, 3, 0, 2]
+    assert await fetch(broker, box, deliver="from_id") == [1, 4, 3, 0, 2]  # missing: 0
 
 
-async def test_num_msgs_caps_the_answer_in_priority_order(client):
-    box = await client.mailbox_create()
-    for priority in ["normal", "urgent", "critical", "normal", "critical"]:
-        await client.send(box, priority, priority=priority)
-    assert ids(await client.fetch(box, deliver="earliest", num_msgs=3, max_wait_ms=0)) == [
-        2, 4, 1
-    ]
+async def test_from_id_past_the_end_is_clamped_to_the_newest_message(broker):
+    # consumer.rs ByStartOffset: start.max(start_offset).min(end_offset)
+    box = await filled(broker, "normal", "normal", "normal")
+    assert await fetch(broker, box, deliver="from_id", from_id=3) == [2]
+    assert await fetch(broker, box, deliver="from_id", from_id=2**64 - 1) == [2]
+    empty = await create(broker)
+    assert await fetch(broker, empty, deliver="from_id", from_id=7) == []
 
 
-async def test_invalid_deliver_is_refused(broker, client):
-    box = await filled(client, 1)
-    with pytest.raises(Mq9Error) as caught:
-        await client.fetch(box, deliver="newest", max_wait_ms=0)
-    assert "invalid deliver 'newest'" in caught.value.message
-    assert "latest, earliest, from_time or from_id" in caught.value.message
+async def test_num_msgs_is_per_lane_so_an_answer_may_hold_more(broker):
+    # consumer_priority.rs: each lane reads up to num_msgs; the next lane is read while the
+    # answer holds fewer than num_msgs
+    box = await filled(broker, "critical", "critical", "urgent", "urgent", "urgent", "normal")
+    assert await fetch(broker, box, deliver="earliest", num_msgs=3) == [0, 1, 2, 3, 4]
+    assert await fetch(broker, box, deliver="earliest", num_msgs=2) == [0, 1]
+    assert await fetch(broker, box, deliver="earliest", num_msgs=1) == [0]
+    assert await fetch(broker, box, deliver="earliest", num_msgs=6) == [0, 1, 2, 3, 4, 5]
 
 
-# -- stateless ------------------------------------------------------------------------------
+async def test_num_msgs_zero_reads_nothing(broker):
+    box = await filled(broker, "critical", "normal")
+    assert await fetch(broker, box, deliver="earliest", num_msgs=0) == []
 
 
-async def test_stateless_fetch_records_nothing(broker, client):
-    box = await filled(client, 3)
-    first = await client.fetch(box, deliver="earliest", max_wait_ms=0)
-    again = await client.fetch(box, deliver="earliest", max_wait_ms=0)
-    assert ids(first) == ids(again) == [0, 1, 2]
-    assert broker.engine.mailboxes[box].groups == {}
-    # no lease either: a group still gets everything
-    assert ids(await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)) == [
-        0, 1, 2
-    ]
+async def test_default_num_msgs_is_100_per_lane(broker):
+    box = await create(broker)
+    for _ in range(105):
+        await send(broker, box)
+    assert await fetch(broker, box, deliver="earliest") == list(range(100))
 
 
-# -- stateful groups -----------------------------------------------------------------------
-
-
-async def test_group_keeps_its_position_and_ignores_deliver_later(client):
-    box = await filled(client, 5)
-    batch = await client.fetch(box, group_name="g", deliver="earliest", num_msgs=2,
-                               max_wait_ms=0)
-    assert ids(batch) == [0, 1]
-    await client.ack(box, "g", 1)
-    # a later FETCH resumes, whatever deliver it names
-    assert ids(await client.fetch(box, group_name="g", deliver="latest", num_msgs=2,
-                                  max_wait_ms=0)) == [2, 3]
-    await client.ack(box, "g", 3)
-    assert ids(await client.fetch(box, group_name="g", deliver="from_id", from_id=0,
-                                  max_wait_ms=0)) == [4]
-
-
-async def test_group_position_survives_reconnects(broker, client):
-    box = await filled(client, 3)
-    batch = await client.fetch(box, group_name="g", deliver="earliest", num_msgs=2,
-                               max_wait_ms=0)
-    await client.ack(box, "g", batch[-1].msg_id)
-    await client.close()
-    async with broker.client() as other:
-        assert ids(await other.fetch(box, group_name="g", max_wait_ms=0)) == [2]
-
-
-async def test_force_deliver_resets_the_group(client):
-    box = await filled(client, 3)
-    batch = await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-    await client.ack(box, "g", batch[-1].msg_id)
-    assert await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0) == []
-    reset = await client.fetch(box, group_name="g", deliver="earliest", force_deliver=True,
-                               max_wait_ms=0)
-    assert ids(reset) == [0, 1, 2]
-    await client.ack(box, "g", 2)
-    again = await client.fetch(box, group_name="g", deliver="from_id", from_id=1,
-                               force_deliver=True, max_wait_ms=0)
-    assert ids(again) == [1, 2]
-    await client.ack(box, "g", 2)
-    assert await client.fetch(box, group_name="g", deliver="latest", force_deliver=True,
-                              max_wait_ms=0) == []
-    await client.send(box, "new")
-    assert texts(await client.fetch(box, group_name="g", max_wait_ms=0)) == ["new"]
-
-
-async def test_different_groups_are_independent(broker, client):
-    box = await filled(client, 3)
-    a = await client.fetch(box, group_name="a", deliver="earliest", max_wait_ms=0)
-    await client.ack(box, "a", a[-1].msg_id)
-    assert await client.fetch(box, group_name="a", max_wait_ms=0) == []
-    b = await client.fetch(box, group_name="b", deliver="earliest", max_wait_ms=0)
-    assert ids(b) == [0, 1, 2]  # a's acks and leases do not touch b
-    c = await client.fetch(box, group_name="c", deliver="from_id", from_id=2, max_wait_ms=0)
-    assert ids(c) == [2]  # b's leases do not touch c
-
-
-async def test_two_competing_workers_never_share_and_lose_nothing(broker):
-    async with broker.client() as sender, broker.client() as w1, broker.client() as w2:
-        box = await sender.mailbox_create()
-        await sender.fetch(box, group_name="workers", max_wait_ms=0)  # position: latest
-        total = 60
-        priorities = ["normal", "urgent", "critical"]
-        got: dict[str, list[int]] = {"w1": [], "w2": []}
-        produced = asyncio.Event()
-
-        async def produce() -> None:
-            for i in range(total):
-                await sender.send(box, f"m{i}", priority=priorities[i % 3])
-            produced.set()
-
-        async def work(name: str, client) -> None:
-            while True:
-                batch = await client.fetch(box, group_name="workers", num_msgs=4,
-                                           max_wait_ms=20)
-                if not batch and produced.is_set():
-                    # all sent: an empty answer now means nothing is left unleased
-                    batch = await client.fetch(box, group_name="workers", max_wait_ms=0)
-                    if not batch:
-                        return
-                if batch:
-                    got[name].extend(ids(batch))
-                    await client.ack(box, "workers", batch[-1].msg_id)
-
-        await asyncio.wait_for(
-            asyncio.gather(produce(), work("w1", w1), work("w2", w2)), timeout=30
-        )
-        everything = got["w1"] + got["w2"]
-        assert set(got["w1"]).isdisjoint(got["w2"])
-        assert sorted(everything) == list(range(total))  # none lost, none twice
-        assert await sender.fetch(box, group_name="workers", max_wait_ms=0) == []
-
-
-async def test_competing_fetches_of_one_group_split_a_backlog(broker):
-    async with broker.client() as a, broker.client() as b:
-        box = await filled(a, 30)
-        await a.fetch(box, group_name="g", deliver="earliest", num_msgs=1, max_wait_ms=0)
-        answers = await asyncio.gather(
-            *(c.fetch(box, group_name="g", num_msgs=5, max_wait_ms=0) for c in (a, b, a, b))
-        )
-        handed = [msg_id for answer in answers for msg_id in ids(answer)]
-        assert len(handed) == len(set(handed)) == 20
-        assert 0 not in handed  # still leased by the first FETCH
-
-
-# -- leases ------------------------------------------------------------------------------------
-
-
-async def test_lease_expires_after_default_ack_wait_and_message_returns(broker, client):
-    assert broker.engine.limits.ack_wait == 30
-    box = await filled(client, 2)
-    first = await client.fetch(box, group_name="g", deliver="earliest", num_msgs=1,
-                               max_wait_ms=0)
-    assert ids(first) == [0]
-    assert ids(await client.fetch(box, group_name="g", max_wait_ms=0)) == [1]
-    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
-    broker.clock.advance(29.9)
-    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
-    broker.clock.advance(0.1)
-    assert ids(await client.fetch(box, group_name="g", max_wait_ms=0)) == [0, 1]
-
-
-async def test_lease_follows_configured_ack_wait(broker, client):
-    set_limits(broker, ack_wait=5)
-    box = await filled(client, 1)
-    assert ids(await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)) == [0]
-    broker.clock.advance(4)
-    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+async def test_expired_messages_are_skipped(broker):
+    box = await create(broker)
+    await send(broker, box, "short", mq9_ttl="5")
+    await send(broker, box, "kept")
+    broker.clock.advance(5)
+    assert await fetch(broker, box, deliver="earliest") == [0, 1]  # through the second 5
     broker.clock.advance(1)
-    redelivered = await client.fetch(box, group_name="g", max_wait_ms=0)
-    assert ids(redelivered) == [0]
-    await client.ack(box, "g", 0)
-    broker.clock.advance(100)
-    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+    assert await fetch(broker, box, deliver="earliest") == [1]
 
 
-async def test_redelivered_message_is_leased_again(broker, client):
-    box = await filled(client, 1)
-    await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-    broker.clock.advance(30)
-    assert ids(await client.fetch(box, group_name="g", max_wait_ms=0)) == [0]
-    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []  # leased anew
+# -- stateless FETCH -----------------------------------------------------------------------------
 
 
-async def test_acked_message_never_comes_back(broker, client):
-    box = await filled(client, 3)
-    batch = await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-    await client.ack(box, "g", batch[-1].msg_id)
+async def test_stateless_fetch_commits_nothing(broker):
+    box = await filled(broker, "normal", "normal", "normal")
+    for _ in range(2):
+        assert await fetch(broker, box, deliver="earliest") == [0, 1, 2]
+    assert await fetch(broker, box, group_name=None, deliver="earliest") == [0, 1, 2]
+    assert broker.engine.offsets == {}
+
+
+# -- groups: offsets move only by ACK ------------------------------------------------------------
+
+
+async def test_a_group_gets_the_same_messages_until_it_acks(broker):
+    box = await filled(broker, "normal", "normal", "normal")
     for _ in range(3):
-        broker.clock.advance(31)
-        assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+        assert await fetch(broker, box, group_name="g", deliver="earliest", num_msgs=2) == [0, 1]
+    await acked(broker, box, "g", 1)
+    assert await fetch(broker, box, group_name="g", num_msgs=2) == [2]
+    await acked(broker, box, "g", 2)
+    assert await fetch(broker, box, group_name="g") == []
 
 
-# -- ACK -------------------------------------------------------------------------------------
+async def test_competing_workers_of_one_group_are_handed_the_same_messages(broker):
+    # no leases: what one worker fetched is fetched by the next, until someone acks it
+    box = await filled(broker, "normal", "urgent", "normal")
+    first = await fetch(broker, box, group_name="workers", deliver="earliest", num_msgs=1)
+    second = await fetch(broker, box, group_name="workers", deliver="earliest", num_msgs=1)
+    assert first == second == [1]
 
 
-async def test_batch_ack_confirms_earlier_in_same_answer_not_later_answers(broker, client):
-    box = await filled(client, 5)
-    first = await client.fetch(box, group_name="g", deliver="earliest", num_msgs=3,
-                               max_wait_ms=0)
-    second = await client.fetch(box, group_name="g", num_msgs=3, max_wait_ms=0)
-    assert (ids(first), ids(second)) == ([0, 1, 2], [3, 4])
-    await client.ack(box, "g", 1)  # confirms 0 and 1, not 2
-    await client.ack(box, "g", 3)  # confirms 3 only: 2 was in another answer, 4 came after
-    broker.clock.advance(30)
-    assert ids(await client.fetch(box, group_name="g", max_wait_ms=0)) == [2, 4]
+async def test_ack_moves_all_three_lanes_past_the_msg_id(broker):
+    """ACK X stages X for every priority group of the mailbox and commits X + 1 (fetch.rs
+    process_ack, consumer.rs commit): lower-priority messages below X are skipped for good."""
+    box = await filled(broker, "normal", "normal", "critical", "normal", "urgent")
+    answer = await fetch(broker, box, group_name="g", deliver="earliest")
+    assert answer == [2, 4, 0, 1, 3]
+    await acked(broker, box, "g", 2)  # the first message of the answer
+    # every lane now reads from 3: the normal messages 0 and 1 are never handed out again
+    assert await fetch(broker, box, group_name="g", deliver="earliest") == [4, 3]
+    await acked(broker, box, "g", 4)
+    assert await fetch(broker, box, group_name="g") == []
+    await send(broker, box, "n5")
+    await send(broker, box, "c6", "critical")
+    assert await fetch(broker, box, group_name="g") == [6, 5]
 
 
-async def test_batch_ack_follows_the_answer_order_not_msg_id(broker, client):
-    box = await client.mailbox_create()
-    await client.send(box, "n0")
-    await client.send(box, "c1", priority="critical")
-    await client.send(box, "n2")
-    answer = await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-    assert ids(answer) == [1, 0, 2]
-    await client.ack(box, "g", 1)  # first in the answer: confirms only itself
-    broker.clock.advance(30)
-    again = await client.fetch(box, group_name="g", max_wait_ms=0)
-    assert ids(again) == [0, 2]
-    await client.ack(box, "g", 2)  # last in this answer: confirms 0 too
-    broker.clock.advance(30)
-    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+async def test_the_deliver_policy_applies_until_the_group_commits(broker):
+    box = await filled(broker, "normal", "normal", "normal")
+    assert await fetch(broker, box, group_name="g", deliver="earliest") == [0, 1, 2]
+    assert await fetch(broker, box, group_name="g", deliver="latest") == [2]
+    assert await fetch(broker, box, group_name="g", deliver="from_id", from_id=1) == [1, 2]
+    assert broker.engine.offsets == {}  # fetching created nothing
+    await acked(broker, box, "g", 0)
+    # committed: the deliver policy is ignored from now on
+    for deliver in ("earliest", "latest", "from_id"):
+        assert await fetch(broker, box, group_name="g", deliver=deliver) == [1, 2]
 
 
-async def test_ack_twice_succeeds(client):
-    box = await filled(client, 2)
-    await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-    await client.ack(box, "g", 1)
-    await client.ack(box, "g", 1)
-    await client.ack(box, "g", 0)
+async def test_committed_offsets_are_found_by_group_name_across_mailboxes(broker):
+    """consumer.rs ensure_offsets_loaded: get_offset_by_group(tenant, group) returns the group's
+    offsets on every shard; once there are any, the deliver policy is never applied, and a
+    mailbox the group never acked on is read from the lane's beginning (read_by_tag(None))."""
+    a = await filled(broker, "normal", "normal")
+    b = await filled(broker, "normal", "normal", "critical")
+    await acked(broker, a, "g", 0)
+    assert await fetch(broker, b, group_name="g", deliver="latest") == [2, 0, 1]
+    assert await fetch(broker, b, group_name="other", deliver="latest") == [2]
+    assert await fetch(broker, a, group_name="g") == [1]
 
 
-async def test_ack_of_never_existing_msg_id_is_message_not_found(client):
-    box = await filled(client, 2)
-    await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-    for msg_id in (2, 50, 2**63 - 1):
-        with pytest.raises(Mq9Error) as caught:
-            await client.ack(box, "g", msg_id)
-        assert caught.value.message == "message not found"
+async def test_groups_are_independent(broker):
+    box = await filled(broker, "normal", "normal", "normal")
+    await acked(broker, box, "a", 2)
+    assert await fetch(broker, box, group_name="a", deliver="earliest") == []
+    assert await fetch(broker, box, group_name="b", deliver="earliest") == [0, 1, 2]
+    await acked(broker, box, "b", 0)
+    assert await fetch(broker, box, group_name="b") == [1, 2]
+    assert await fetch(broker, box, group_name="a") == []
 
 
-async def test_ack_raw_reply_shape(broker, client):
-    box = await filled(client, 1)
-    await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-    body = b'{"group_name":"g","mail_address":"%s","msg_id":0}' % box.encode()
-    reply = await broker.raw(f"$mq9.AI.MSG.ACK.{box}", body)
+async def test_an_empty_group_name_is_a_group(broker):
+    # the JavaScript SDK sends group_name "" for group-less fetches; RobustMQ takes it as
+    # Some(""), a group like any other
+    box = await filled(broker, "normal", "normal")
+    await acked(broker, box, "", 0)
+    assert await fetch(broker, box, group_name="", deliver="earliest") == [1]
+    assert await fetch(broker, box, deliver="earliest") == [0, 1]
+
+
+# -- force_deliver -------------------------------------------------------------------------------
+
+
+async def test_force_deliver_on_a_new_group_is_an_ordinary_fetch(broker):
+    # fetch.rs: the reset happens only if "{group}-normal" has committed offsets
+    box = await filled(broker, "normal", "normal", "normal")
+    assert await fetch(
+        broker, box, group_name="g", deliver="from_id", from_id=1, force_deliver=True
+    ) == [1, 2]
+    assert broker.engine.offsets == {}
+    assert await fetch(broker, box, group_name="g", deliver="earliest") == [0, 1, 2]
+
+
+async def test_force_deliver_resets_an_existing_group_and_commits_one_past(broker):
+    """force_reset_offset commits the target through stage_offsets + commit, which stores
+    target + 1; the answer itself is read from the target (set_current_offsets)."""
+    box = await filled(broker, "normal", "normal", "normal")
+    await acked(broker, box, "g", 2)
+    assert await fetch(broker, box, group_name="g", deliver="earliest") == []
+    forced = await fetch(broker, box, group_name="g", deliver="earliest", force_deliver=True)
+    assert forced == [0, 1, 2]
+    assert await fetch(broker, box, group_name="g") == [1, 2]  # committed 0 + 1
+
+    forced = await fetch(
+        broker, box, group_name="g", deliver="from_id", from_id=2, force_deliver=True
+    )
+    assert forced == [2]
+    assert await fetch(broker, box, group_name="g") == []  # committed 3
+
+    forced = await fetch(broker, box, group_name="g", deliver="latest", force_deliver=True)
+    assert forced == [2]  # latest: the newest message
+    forced = await fetch(
+        broker, box, group_name="g", deliver="from_id", from_id=99, force_deliver=True
+    )
+    assert forced == [2]  # clamped to the end
+    forced = await fetch(
+        broker, box, group_name="g", deliver="from_time", from_time=T0 + 999, force_deliver=True
+    )
+    assert forced == [0, 1, 2]  # nothing that late: the earliest, clamped into range
+    assert await fetch(broker, box, group_name="g") == [1, 2]
+
+
+async def test_force_deliver_false_is_an_ordinary_fetch(broker):
+    box = await filled(broker, "normal", "normal")
+    await acked(broker, box, "g", 0)
+    assert await fetch(
+        broker, box, group_name="g", deliver="earliest", force_deliver=False
+    ) == [1]
+
+
+# -- ACK -----------------------------------------------------------------------------------------
+
+
+async def test_ack_reply_shape_and_repeats(broker):
+    box = await filled(broker, "normal", "normal")
+    assert await ack(broker, box, "g", 1) == {"error": ""}
+    assert await ack(broker, box, "g", 1) == {"error": ""}
+    assert await ack(broker, box, "g", 0) == {"error": ""}  # moves the offset back
+    assert await fetch(broker, box, group_name="g") == [1]
+
+
+async def test_ack_beyond_the_end_succeeds_and_skips_what_comes_below_it(broker):
+    box = await filled(broker, "normal")
+    assert await ack(broker, box, "g", 50) == {"error": ""}
+    for _ in range(3):
+        await send(broker, box)
+    assert await fetch(broker, box, group_name="g", deliver="earliest") == []
+
+
+async def test_ack_of_a_deleted_or_never_fetched_message_succeeds(broker):
+    box = await filled(broker, "normal", "normal", "normal")
+    await broker.raw(p.delete_subject(box, 0))
+    assert await ack(broker, box, "g", 0) == {"error": ""}  # never fetched, deleted
+    assert await fetch(broker, box, group_name="g", deliver="latest") == [1, 2]
+
+
+async def test_ack_of_the_largest_msg_id_wraps_to_offset_zero(broker):
+    # consumer.rs commit stores offset + 1 in a u64; RobustMQ builds without overflow checks
+    box = await filled(broker, "normal", "normal")
+    assert await ack(broker, box, "g", 2**64 - 1) == {"error": ""}
+    assert await fetch(broker, box, group_name="g", deliver="latest") == [0, 1]
+
+
+async def test_ack_uses_the_body_mail_address_not_the_subject(broker):
+    a = await filled(broker, "normal", "normal")
+    b = await filled(broker, "normal", "normal")
+    reply = await ack(broker, b, "g", 0, subject_box=a)
+    assert reply == {"error": ""}
+    assert await fetch(broker, b, group_name="g") == [1]
+    # on a the group has no offset: its lanes are read from the beginning
+    assert await fetch(broker, a, group_name="g") == [0, 1]
+    # the subject's mailbox need not exist at all
+    reply = await ack(broker, b, "g", 1, subject_box="no.such.box")
     assert reply == {"error": ""}
 
 
-async def test_ack_before_a_groups_first_fetch_does_not_fix_its_start(client):
-    box = await filled(client, 3)
-    await client.ack(box, "g", 0)
-    # the group's position is created by its first FETCH, from its deliver policy
-    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
-    await client.send(box, "new")
-    assert texts(await client.fetch(box, group_name="g", max_wait_ms=0)) == ["new"]
+async def test_ack_of_an_unknown_mailbox(broker):
+    box = await create(broker)
+    reply = await ack(broker, "no.such.box", "g", 0, subject_box=box)
+    assert reply == {"error": "mailbox not found: no.such.box"}
 
 
-async def test_ack_of_a_deleted_message_succeeds(client):
-    box = await filled(client, 2)
-    await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-    await client.delete(box, 0)
-    await client.ack(box, "g", 0)
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"mail_address": "box", "msg_id": 0}, "missing field `group_name`"),
+        ({"group_name": "g", "msg_id": 0}, "missing field `mail_address`"),
+        ({"group_name": "g", "mail_address": "box"}, "missing field `msg_id`"),
+        ({"group_name": "g", "mail_address": "box", "msg_id": None}, "invalid type: null"),
+        ({"group_name": "g", "mail_address": "box", "msg_id": -1}, "invalid value"),
+        ({"group_name": "g", "mail_address": "box", "msg_id": 2**64}, "invalid value"),
+    ],
+)
+async def test_ack_request_fields(broker, body, error):
+    await create(broker, "box")
+    reply = await broker.raw(p.ack_subject("box"), p.encode(body))
+    assert error in reply["error"], reply
 
 
-# -- long-poll -------------------------------------------------------------------------------
+async def test_ack_ignores_unknown_fields(broker):
+    box = await filled(broker, "normal", "normal")
+    body = {"group_name": "g", "mail_address": box, "msg_id": 0, "all": True}
+    assert await broker.raw(p.ack_subject(box), p.encode(body)) == {"error": ""}
+    assert await fetch(broker, box, group_name="g") == [1]
 
 
-@pytest.mark.parametrize("group", [None, "g"])
-async def test_long_poll_answers_as_soon_as_a_message_arrives(broker, client, group):
-    box = await client.mailbox_create()
-    async with broker.client() as sender:
-        poll = asyncio.create_task(client.fetch(box, group_name=group, max_wait_ms=10_000))
-        await until(lambda: fetch_waiting(broker))
-        assert not poll.done()
-        await sender.send(box, "wake", priority="urgent")
-        messages = await asyncio.wait_for(poll, 5)
-    assert texts(messages) == ["wake"]
+# -- request parsing -----------------------------------------------------------------------------
 
 
-async def test_long_poll_of_a_group_with_everything_leased_wakes_on_new_message(broker, client):
-    box = await filled(client, 1)
-    await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-    poll = asyncio.create_task(client.fetch(box, group_name="g", max_wait_ms=10_000))
-    await until(lambda: fetch_waiting(broker))
-    await client.send(box, "second")
-    assert texts(await asyncio.wait_for(poll, 5)) == ["second"]
+async def test_fetch_request_is_read_the_serde_way(broker):
+    box = await filled(broker, "normal", "normal")
+    body = {
+        "group_name": None,  # null: absent
+        "deliver": "earliest",
+        "from_time": None,
+        "from_id": None,
+        "force_deliver": None,
+        "config": None,
+        "colour": "red",  # unknown: ignored
+    }
+    reply = await broker.raw(p.fetch_subject(box), p.encode(body))
+    assert [m["msg_id"] for m in reply["messages"]] == [0, 1]
+    body["config"] = {"num_msgs": None, "max_wait_ms": 0, "batch": 5}
+    reply = await broker.raw(p.fetch_subject(box), p.encode(body))
+    assert [m["msg_id"] for m in reply["messages"]] == [0, 1]
 
 
-async def test_zero_wait_answers_at_once(client):
-    box = await client.mailbox_create()
-    assert await asyncio.wait_for(client.fetch(box, max_wait_ms=0), 2) == []
-    assert await asyncio.wait_for(client.fetch(box, group_name="g", max_wait_ms=0), 2) == []
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"", "EOF while parsing"),
+        (b"{not json", ""),
+        (b'{"deliver": "newest"}', "unknown variant `newest`"),
+        (b'{"deliver": null}', ""),  # #[serde(default)] covers absent, not null
+        (b'{"config": {"num_msgs": -1}}', "invalid value"),
+        (b'{"config": {"num_msgs": 4294967296}}', "invalid value"),
+        (b'{"from_id": "3"}', "invalid type"),
+        (b'{"force_deliver": 1}', "invalid type"),
+        (b'{"group_name": 5}', "invalid type"),
+    ],
+)
+async def test_fetch_requests_serde_refuses(broker, body, error):
+    box = await create(broker)
+    reply = await broker.raw(p.fetch_subject(box), body)
+    assert reply["error"], reply
+    assert error in reply["error"], reply
+    assert "messages" not in reply
 
 
-async def test_short_wait_answers_empty_after_the_wait(client):
-    box = await client.mailbox_create()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    assert await asyncio.wait_for(client.fetch(box, max_wait_ms=100), 5) == []
-    assert loop.time() - started >= 0.09
+async def test_an_empty_fetch_waits_then_answers_empty(broker):
+    box = await create(broker)
+    assert await fetch(broker, box, max_wait_ms=5) == []
+    assert await fetch(broker, box, group_name="g", max_wait_ms=3) == []
+    assert await fetch(broker, box, num_msgs=0, max_wait_ms=2) == []
 
 
-async def test_long_poll_ends_when_the_mailbox_expires_or_is_gone(broker, client):
-    box = await client.mailbox_create(ttl=5)
-    poll = asyncio.create_task(client.fetch(box, max_wait_ms=10_000))
-    await until(lambda: fetch_waiting(broker))
-    broker.clock.advance(5)
-    await client.mailbox_create()  # any request lets the broker notice the expiry
-    with pytest.raises(Mq9Error, match=f"^mailbox {box} does not exist$"):
-        await asyncio.wait_for(poll, 5)
+# -- missing mailboxes ---------------------------------------------------------------------------
 
 
-# -- answers never exceed max_payload (a NATS reply can be no larger) -------------------------
+async def test_fetch_of_a_missing_mailbox_is_topic_not_found(broker):
+    # storage-adapter driver.rs build_driver: CommonError::TopicNotFoundInBrokerCache
+    missing = "Tenant default topic 'no.such.box' not found in broker cache"
+    assert (await fetch_reply(broker, "no.such.box")) == {"error": missing}
+    assert (await fetch_reply(broker, "no.such.box", {"group_name": "g"})) == {"error": missing}
+    box = await filled(broker, "normal")
+    await acked(broker, box, "g", 0)  # the group exists: the forced path fails the same way
+    forced = {"group_name": "g", "force_deliver": True}
+    assert (await fetch_reply(broker, "no.such.box", forced)) == {"error": missing}
 
 
-async def test_fetch_answer_fits_max_payload_nothing_lost(broker, client):
+async def test_fetch_of_an_expired_mailbox_is_topic_not_found(broker):
+    # (our choice) the mailbox and its messages go at the second its TTL ends; RobustMQ's GC
+    # takes up to a minute and its topic outlives the mailbox
+    box = await create(broker, ttl=30)
+    await send(broker, box)
+    broker.clock.advance(29)
+    assert await fetch(broker, box, deliver="earliest") == [0]
+    broker.clock.advance(1)
+    reply = await fetch_reply(broker, box, {"deliver": "earliest"})
+    assert reply == {"error": f"Tenant default topic '{box}' not found in broker cache"}
+
+
+# -- answers never exceed max_payload (our choice: a NATS reply can be no larger) ----------------
+
+
+async def test_a_fetch_answer_is_cut_to_fit_max_payload(broker):
     set_limits(broker, max_payload=4096)
-    box = await client.mailbox_create()
-    priorities = ["normal", "critical", "urgent"]
+    box = await create(broker)
     for i in range(12):
-        await client.send(box, bytes([65 + i]) * 1000, priority=priorities[i % 3])
-    expected = sorted(range(12), key=lambda i: (["critical", "urgent", "normal"].index(
-        priorities[i % 3]), i))
-    # stateless: refused (a cut answer would look like the end), saying how many fit
-    with pytest.raises(Mq9Error) as caught:
-        await client.fetch(box, deliver="earliest", max_wait_ms=0)
-    fit = int(caught.value.message.split("ask for at most ")[1].split()[0])
-    assert 1 <= fit < 12
-    peeked = await client.fetch(box, deliver="earliest", num_msgs=fit, max_wait_ms=0)
-    assert ids(peeked) == expected[:fit]
-    with pytest.raises(Mq9Error, match="max_payload"):
-        await client.fetch(box, deliver="earliest", num_msgs=fit + 1, max_wait_ms=0)
-    # stateful: batches that fit, in priority order, every message exactly once
+        await send(broker, box, bytes([65 + i]) * 1000)
     handed: list[int] = []
     for _ in range(12):
-        reply = await broker.raw(f"$mq9.AI.MSG.FETCH.{box}",
-                          b'{"group_name":"g","deliver":"earliest","config":{"max_wait_ms":0}}')
-        assert len(json.dumps(reply, separators=(",", ":"))) <= 4096
+        reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
+        assert len(p.encode(reply)) <= 4096
         batch = [m["msg_id"] for m in reply["messages"]]
         if not batch:
             break
+        assert 1 <= len(batch) < 12
         handed.extend(batch)
-        await client.ack(box, "g", batch[-1])
-    assert handed == expected
+        await acked(broker, box, "g", batch[-1])  # what did not fit is read next time
+    assert handed == list(range(12))
 
 
-async def test_query_answer_is_cut_to_fit_max_payload_keeping_the_newest(broker, client):
-    set_limits(broker, max_payload=4096)
-    box = await filled(client, 0)
-    for _ in range(10):
-        await client.send(box, b"q" * 1000)
-    found = await client.query(box)
-    assert 1 <= len(found) < 10
-    assert ids(found) == list(range(10 - len(found), 10))
-
-
-async def test_a_message_the_broker_accepts_can_always_be_fetched(broker, client):
-    """Payloads travel base64-encoded inside JSON answers, a third larger than sent: whatever
-    SEND accepts must still fit in a FETCH and a QUERY answer."""
-    set_limits(broker, max_payload=6000)
-    box = await client.mailbox_create()
-    stored = []
-    for size in (6000, 5000, 4500, 4000, 3000):
-        try:
-            await client.send(box, b"z" * size, key=f"k{size}", tags=["t1", "t2"])
-        except Mq9Error as exc:  # refused by the client (max_payload) or the broker (base64)
-            assert not exc.retryable
-            assert "at most" in exc.message or "payload too large" in exc.message
-            continue
-        stored.append(size)
-    assert stored and 6000 not in stored
-    for size in stored:
-        [message] = await client.query(box, key=f"k{size}")
-        assert len(message.payload) == size
-    handed = []
-    for _ in stored:
-        batch = await client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0)
-        handed.extend(len(m.payload) for m in batch)
-        await client.ack(box, "g", batch[-1].msg_id)
-    assert sorted(handed) == sorted(stored)
-
-
-async def test_big_messages_over_real_nats_default_limits(broker, client):
-    """With the default 1 MiB limits, a backlog larger than one reply and the largest message
-    SEND accepts are all delivered (no answer the server would refuse to carry)."""
-    box = await client.mailbox_create()
+async def test_big_messages_over_real_nats_default_limits(broker):
+    """With the default 1 MiB limits a backlog larger than one reply comes in several answers,
+    and the largest message SEND accepts is delivered (no answer NATS would refuse)."""
+    box = await create(broker)
     for _ in range(6):
-        await client.send(box, b"b" * 300_000)
+        await send(broker, box, b"b" * 300_000)
     largest = None
     for size in (1_000_000, 900_000, 780_000, 700_000):
-        try:
-            await client.send(box, b"L" * size)
-        except Mq9Error as exc:
-            assert not exc.retryable and "at most" in exc.message
+        reply = await broker.raw(p.send_subject(box), b"L" * size)
+        if reply["error"]:
+            assert "message too large" in reply["error"], reply
             continue
         largest = size
         break
     assert largest is not None
     sizes = []
     for _ in range(7):
-        batch = await asyncio.wait_for(
-            client.fetch(box, group_name="g", deliver="earliest", max_wait_ms=0), 5
-        )
-        if not batch:
+        reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
+        if not reply["messages"]:
             break
-        sizes.extend(len(m.payload) for m in batch)
-        await client.ack(box, "g", batch[-1].msg_id)
+        assert len(json.dumps(reply)) <= p.DEFAULT_MAX_PAYLOAD
+        sizes.extend(len(m["payload"]) for m in reply["messages"])
+        await acked(broker, box, "g", reply["messages"][-1]["msg_id"])
     assert sorted(sizes) == sorted([300_000] * 6 + [largest])
-    assert len(await asyncio.wait_for(client.query(box, limit=1), 5)) == 1

@@ -1,5 +1,16 @@
-"""PROTOCOL.md conformance for the agent registry: REGISTER (upsert), UNREGISTER, REPORT and
-DISCOVER (text, semantic, pagination), over ``memory://`` and a real nats-server."""
+"""The agent registry on the wire, as RobustMQ (8bd49dc) answers it: REGISTER, UNREGISTER,
+REPORT and DISCOVER.
+
+The RobustMQ files behind the rules: ``src/nats-broker/src/mq9/agent.rs`` (request handling),
+``src/meta-service/src/server/services/mq9/agent.rs`` (first registration kept, unknown names
+unregister fine, search limit 0 means 10), ``src/meta-service/src/raft/route/mq9.rs`` and
+``src/common/search-engine/src/agent.rs`` (only an agent_info that parses as an A2A AgentCard
+is indexed; the index row is named by the card). Search ranking is the bundled broker's
+approximation of lancedb's BM25 and embeddings (see ``broker/registry.py``): the tests check
+what matches, not exact scores.
+
+Every request goes out raw (``broker.raw``), over ``memory://`` and over a real nats-server.
+"""
 
 from __future__ import annotations
 
@@ -8,288 +19,340 @@ import json
 
 import pytest
 
-from langchain_mq9 import Mq9Error
 from langchain_mq9 import protocol as p
 
-T0 = 1_700_000_000
+
+def a2a_card(name: str, description: str, *skills: tuple[str, str, list[str]], **extra) -> dict:
+    """An A2A AgentCard (only AgentCard fields, none empty, so that re-serializing it changes
+    nothing); skills are (name, description, tags)."""
+    return {
+        "name": name,
+        "description": description,
+        "version": "1.0.0",
+        "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [
+            {"id": skill[0].lower(), "name": skill[0], "description": skill[1], "tags": skill[2]}
+            for skill in skills
+        ],
+        **extra,
+    }
 
 
+TRANSLATOR = a2a_card(
+    "translator",
+    "Translates documents between English and French",
+    ("Translate", "Translation of text between languages", ["language", "translation"]),
+)
+SUMMARIZER = a2a_card(
+    "summarizer",
+    "Summarizes long reports into short briefs",
+    ("Summarize", "Summaries of long text", ["text", "summary"]),
+)
+WEATHER = a2a_card(
+    "weather",
+    "Answers questions about the weather forecast for any city",
+    ("Forecast", "Weather forecasts", ["weather", "climate"]),
+)
 
 
-def mailboxes(agents: list[dict]) -> list[str]:
-    return [a["mailbox"] for a in agents]
+async def register(broker, body: dict | bytes) -> dict:
+    return await broker.raw(p.AGENT_REGISTER, body if isinstance(body, bytes) else p.encode(body))
 
 
-TRANSLATOR = {
-    "name": "translator",
-    "mailbox": "agents.translator",
-    "description": "Translates documents between English and French",
-    "skills": [{"id": "translate", "tags": ["language", "translation"]}],
-}
-SUMMARIZER = {
-    "name": "summarizer",
-    "mailbox": "agents.summarizer",
-    "description": "Summarizes long reports into short briefs",
-    "skills": [{"id": "summarize", "tags": ["text", "summary"]}],
-}
-WEATHER = {
-    "name": "weather",
-    "mailbox": "agents.weather",
-    "description": "Answers questions about the weather forecast for any city",
-    "skills": [{"id": "forecast", "tags": ["weather", "climate"]}],
-}
+async def registered(broker, name: str, payload: str) -> None:
+    assert await register(broker, {"name": name, "payload": payload}) == {"error": ""}
 
 
-async def register_all(client, *cards: dict) -> None:
+async def register_cards(broker, *cards: dict) -> None:
     for card in cards:
-        await client.agent_register(card)
+        assert await register(broker, card) == {"error": ""}
+
+
+async def discover(broker, body: dict | bytes | None = None) -> list[dict]:
+    data = b"" if body is None else body if isinstance(body, bytes) else p.encode(body)
+    reply = await broker.raw(p.AGENT_DISCOVER, data)
+    assert reply["error"] == "" and set(reply) == {"error", "agents"}, reply
+    return reply["agents"]
+
+
+async def names(broker, body: dict | None = None) -> list[str]:
+    return [agent["name"] for agent in await discover(broker, body)]
+
+
+async def unregister(broker, name: str) -> dict:
+    return await broker.raw(p.AGENT_UNREGISTER, p.encode({"name": name}))
 
 
 # -- REGISTER ------------------------------------------------------------------------------------
 
 
-async def test_card_is_returned_exactly_as_sent(client):
-    card = {
-        "name": "exotic",
-        "mailbox": "agents.exotic",
-        "version": 3,
-        "ratio": 0.25,
-        "enabled": True,
-        "nothing": None,
-        "unicode": "naïve ✓ 日本",
-        "nested": {"list": [1, "two", {"three": [3.0]}], "empty": {}},
-    }
-    await client.agent_register(card)
-    assert await client.agent_discover() == [card]
-
-
-async def test_register_reply_shape(broker):
-    reply = await broker.raw(p.AGENT_REGISTER, json.dumps(TRANSLATOR).encode())
+async def test_register_name_and_payload(broker):
+    reply = await register(broker, {"name": "echo", "payload": "any text at all"})
     assert reply == {"error": ""}
+    assert await discover(broker) == [{"name": "echo", "agent_info": "any text at all"}]
 
 
-async def test_register_upserts_by_mailbox(client):
-    await register_all(client, TRANSLATOR, SUMMARIZER)
-    updated = {"mailbox": "agents.translator", "description": "now speaks German"}
-    await client.agent_register(updated)
-    agents = await client.agent_discover()
-    assert len(agents) == 2
-    assert updated in agents and SUMMARIZER in agents and TRANSLATOR not in agents
+async def test_register_a_bare_a2a_card(broker):
+    # agent.rs: a body that parses as an AgentCard is taken as the card, named by it
+    assert await register(broker, TRANSLATOR) == {"error": ""}
+    [listed] = await discover(broker)
+    assert listed["name"] == "translator"
+    assert isinstance(listed["agent_info"], str)
+    assert json.loads(listed["agent_info"]) == TRANSLATOR
 
 
-async def test_register_upserts_by_name(client):
-    await register_all(client, TRANSLATOR, WEATHER)
-    moved = {**TRANSLATOR, "mailbox": "agents.translator.v2"}
-    await client.agent_register(moved)
-    agents = await client.agent_discover()
-    assert len(agents) == 2
-    assert moved in agents and TRANSLATOR not in agents
-    # the old mailbox no longer names an agent, the new one does
-    with pytest.raises(Mq9Error, match=r"^agent not found$"):
-        await client.agent_unregister("agents.translator")
-    await client.agent_unregister("agents.translator.v2")
-    assert await client.agent_discover() == [WEATHER]
+async def test_register_needs_no_mailbox_and_ignores_unknown_fields(broker):
+    body = {"name": "a", "payload": "p", "mailbox": "agents.a", "version": 3}
+    assert await register(broker, body) == {"error": ""}
+    assert await discover(broker) == [{"name": "a", "agent_info": "p"}]
 
 
-async def test_upsert_replaces_the_old_card_in_search(client):
-    await client.agent_register(TRANSLATOR)
-    await client.agent_register({**TRANSLATOR, "description": "Writes poetry"})
-    assert await client.agent_discover(text="french") == []
-    assert mailboxes(await client.agent_discover(text="poetry")) == ["agents.translator"]
-    assert mailboxes(await client.agent_discover(semantic="poetry")) == ["agents.translator"]
+async def test_the_first_registration_of_a_name_is_kept(broker):
+    # meta-service services/mq9/agent.rs create_agent_by_req: an existing name answers
+    # success and changes nothing
+    await registered(broker, "echo", "first")
+    await registered(broker, "echo", "second")
+    assert await register(broker, a2a_card("echo", "a card now")) == {"error": ""}
+    assert await discover(broker) == [{"name": "echo", "agent_info": "first"}]
+
+
+async def test_a_name_can_be_registered_again_after_unregister(broker):
+    await registered(broker, "echo", "first")
+    assert await unregister(broker, "echo") == {"error": ""}
+    await registered(broker, "echo", "second")
+    assert await discover(broker) == [{"name": "echo", "agent_info": "second"}]
+
+
+async def test_an_empty_name_is_registered(broker):
+    # agent.rs checks only that agent_info is not empty
+    await registered(broker, "", "nameless")
+    assert await discover(broker) == [{"name": "", "agent_info": "nameless"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"", "payload must not be empty"),
+        (b'{"name": "a", "payload": ""}', "agent_info must not be empty"),
+        # (a "mailbox" key makes sure this is no A2A card either)
+        (b'{"name": "a", "mailbox": "x"}',
+         "invalid AGENT.REGISTER payload: missing field `payload`"),
+        (b'{"payload": "p"}', "invalid AGENT.REGISTER payload: missing field `name`"),
+        (b'{"name": "a", "payload": {"x": 1}}', "invalid AGENT.REGISTER payload: invalid type"),
+        (b'{"name": "a", "payload": null}', "invalid AGENT.REGISTER payload: invalid type"),
+        (b"{not json", "invalid AGENT.REGISTER payload: "),
+        (b"[]", "invalid AGENT.REGISTER payload: "),
+    ],
+)
+async def test_register_refusals(broker, body, error):
+    reply = await register(broker, body)
+    assert reply["error"].startswith(error), reply
+    assert await discover(broker) == []
+
+
+# -- UNREGISTER and REPORT -----------------------------------------------------------------------
+
+
+async def test_unregister_removes_by_name_and_an_unknown_name_succeeds(broker):
+    await registered(broker, "a", "p")
+    await registered(broker, "b", "q")
+    assert await unregister(broker, "a") == {"error": ""}
+    assert await unregister(broker, "a") == {"error": ""}
+    assert await unregister(broker, "never") == {"error": ""}
+    assert await names(broker) == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'{"name": ""}', "agent name must not be empty"),
+        (b"{}", "invalid AGENT.UNREGISTER payload: missing field `name`"),
+        (b"", "invalid AGENT.UNREGISTER payload: "),
+        (b'{"name": 7}', "invalid AGENT.UNREGISTER payload: invalid type"),
+    ],
+)
+async def test_unregister_refusals(broker, body, error):
+    reply = await broker.raw(p.AGENT_UNREGISTER, body)
+    assert reply["error"].startswith(error), reply
+
+
+async def test_report_needs_no_registered_agent_and_changes_no_answer(broker):
+    # agent.rs process_agent_report writes to an internal topic no mq9 command reads
+    await registered(broker, "a", "p")
+    before = await discover(broker)
+    for body in (
+        {"name": "a", "report_info": "busy"},
+        {"name": "nobody", "report_info": "idle"},
+        {"name": "a"},
+        {"name": "a", "report_info": None, "load": 0.5},
+    ):
+        assert await broker.raw(p.AGENT_REPORT, p.encode(body)) == {"error": ""}
+    assert await discover(broker) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'{"name": "", "report_info": "x"}', "agent name must not be empty"),
+        (b'{"report_info": "x"}', "invalid AGENT.REPORT payload: missing field `name`"),
+        (b'{"name": "a", "report_info": {"load": 1}}', "invalid AGENT.REPORT payload: "),
+        (b"", "invalid AGENT.REPORT payload: "),
+    ],
+)
+async def test_report_refusals(broker, body, error):
+    reply = await broker.raw(p.AGENT_REPORT, body)
+    assert reply["error"].startswith(error), reply
+
+
+# -- DISCOVER without a query --------------------------------------------------------------------
+
+
+async def test_discover_without_a_query_lists_every_agent_by_name(broker):
+    await registered(broker, "zeta", "z")
+    await register_cards(broker, WEATHER)
+    await registered(broker, "alpha", "a")
+    for body in (None, {}, {"text": "", "semantic": ""}, {"text": None, "semantic": None}):
+        assert await names(broker, body) == ["alpha", "weather", "zeta"]
+
+
+async def test_discover_listing_is_not_paginated(broker):
+    for i in range(25):
+        await registered(broker, f"agent{i:02}", "p")
+    assert len(await discover(broker)) == 25  # not the default limit of 20
+    assert len(await discover(broker, {"limit": 2, "page": 3})) == 25
+
+
+async def test_discover_reply_shapes(broker):
+    assert await broker.raw(p.AGENT_DISCOVER) == {"error": "", "agents": []}
+    await register_cards(broker, TRANSLATOR)
+    [listed] = await discover(broker)
+    assert set(listed) == {"name", "agent_info"}
+    [found] = await discover(broker, {"text": "translates"})
+    assert found == {
+        "agent_id": "default\x00translator",
+        "name": "translator",
+        "description": TRANSLATOR["description"],
+        "agent_info": listed["agent_info"],
+    }
 
 
 @pytest.mark.parametrize(
     "body",
-    [b"{}", b'{"name":"x"}', b'{"mailbox":""}', b'{"mailbox":"  "}', b'{"mailbox":5}',
-     b'{"mailbox":null}', b""],
+    [b"{not json", b'{"limit": -1}', b'{"limit": 4294967296}', b'{"text": 5}', b"[1]"],
 )
-async def test_register_without_usable_mailbox_exact_text(broker, client, body):
-    reply = await broker.raw(p.AGENT_REGISTER, body)
-    assert reply["error"] == "agent card must contain a mailbox field"
-    assert await client.agent_discover() == []
-
-
-async def test_client_refuses_card_without_mailbox_with_exact_text(broker, client):
-    for card in ({"name": "x"}, {"mailbox": ""}, {"mailbox": 7}):
-        with pytest.raises(Mq9Error) as caught:
-            await client.agent_register(card)
-        assert caught.value.message == "agent card must contain a mailbox field"
-    assert len(broker.engine.registry) == 0
-
-
-# -- UNREGISTER ----------------------------------------------------------------------------------
-
-
-async def test_unregister_by_mailbox(client):
-    await register_all(client, TRANSLATOR, SUMMARIZER)
-    await client.agent_unregister("agents.translator")
-    assert await client.agent_discover() == [SUMMARIZER]
-    with pytest.raises(Mq9Error) as caught:
-        await client.agent_unregister("agents.translator")
-    assert caught.value.message == "agent not found"
-
-
-async def test_unregister_by_name_on_the_wire(broker, client):
-    await register_all(client, TRANSLATOR, SUMMARIZER)
-    assert await broker.raw(p.AGENT_UNREGISTER, b'{"name":"summarizer"}') == {"error": ""}
-    assert await client.agent_discover() == [TRANSLATOR]
-    reply = await broker.raw(p.AGENT_UNREGISTER, b'{"name":"summarizer"}')
-    assert reply["error"] == "agent not found"
-
-
-async def test_unregister_unknown_is_agent_not_found(client):
-    with pytest.raises(Mq9Error, match=r"^agent not found$"):
-        await client.agent_unregister("agents.nobody")
-
-
-# -- REPORT --------------------------------------------------------------------------------------
-
-
-async def test_report_merges_under_report_with_report_time(broker, client):
-    await register_all(client, TRANSLATOR, SUMMARIZER)
-    broker.clock.advance(7)
-    await client.agent_report({"mailbox": "agents.translator", "status": "busy", "load": 3})
-    [entry] = [a for a in await client.agent_discover() if a["mailbox"] == "agents.translator"]
-    assert entry == {**TRANSLATOR, "report": {"status": "busy", "load": 3},
-                     "report_time": T0 + 7}
-    broker.clock.advance(5)
-    await client.agent_report({"mailbox": "agents.translator", "load": 5, "queue": []})
-    [entry] = [a for a in await client.agent_discover() if a["mailbox"] == "agents.translator"]
-    assert entry["report"] == {"status": "busy", "load": 5, "queue": []}
-    assert entry["report_time"] == T0 + 12
-    # the card itself is untouched, and the other agent has no report
-    assert {k: entry[k] for k in TRANSLATOR} == TRANSLATOR
-    assert SUMMARIZER in await client.agent_discover()
-
-
-async def test_report_by_name(broker, client):
-    await client.agent_register(WEATHER)
-    await client.agent_report({"name": "weather", "status": "idle"})
-    [entry] = await client.agent_discover()
-    assert entry["report"] == {"status": "idle"}
-
-
-async def test_report_reply_shape_and_unknown_agent(broker, client):
-    await client.agent_register(WEATHER)
-    body = b'{"mailbox":"agents.weather","status":"ok"}'
-    assert await broker.raw(p.AGENT_REPORT, body) == {"error": ""}
-    with pytest.raises(Mq9Error) as caught:
-        await client.agent_report({"mailbox": "agents.nobody", "status": "ok"})
-    assert caught.value.message == "agent not found"
-    reply = await broker.raw(p.AGENT_REPORT, b'{"status":"ok"}')
-    assert "mailbox" in reply["error"]
-
-
-# -- DISCOVER ------------------------------------------------------------------------------------
-
-
-async def test_discover_without_query_lists_all_in_registration_order(client):
-    await register_all(client, WEATHER, TRANSLATOR, SUMMARIZER)
-    assert await client.agent_discover() == [WEATHER, TRANSLATOR, SUMMARIZER]
-    assert await client.agent_discover(text="") == [WEATHER, TRANSLATOR, SUMMARIZER]
-
-
-async def test_discover_empty_registry(client):
-    assert await client.agent_discover() == []
-    assert await client.agent_discover(text="anything") == []
-    assert await client.agent_discover(semantic="anything") == []
-
-
-async def test_discover_text_needs_all_words_case_insensitively(client):
-    await register_all(client, TRANSLATOR, SUMMARIZER, WEATHER)
-    assert mailboxes(await client.agent_discover(text="FRENCH")) == ["agents.translator"]
-    assert mailboxes(await client.agent_discover(text="english french")) == [
-        "agents.translator"
-    ]
-    assert await client.agent_discover(text="french weather") == []
-    # any string in the card counts: a nested skill tag, the name, the mailbox
-    assert mailboxes(await client.agent_discover(text="Climate")) == ["agents.weather"]
-    assert mailboxes(await client.agent_discover(text="summarizer")) == ["agents.summarizer"]
-    assert mailboxes(await client.agent_discover(text="agents.weather")) == ["agents.weather"]
-    # several matches keep registration order
-    assert mailboxes(await client.agent_discover(text="agents")) == [
-        "agents.translator", "agents.summarizer", "agents.weather"
-    ]
-
-
-async def test_discover_text_does_not_match_keys_only(client):
-    await client.agent_register({"mailbox": "agents.k", "skills": "none"})
-    assert await client.agent_discover(text="skills") == []
-
-
-async def test_discover_semantic_ranks_by_meaning(client):
-    await register_all(client, WEATHER, SUMMARIZER, TRANSLATOR)
-    found = await client.agent_discover(semantic="I need a translation of this text into French")
-    assert found and found[0]["mailbox"] == "agents.translator"
-    found = await client.agent_discover(semantic="summary of a long report")
-    assert found[0]["mailbox"] == "agents.summarizer"
-    found = await client.agent_discover(semantic="will it rain tomorrow? weather forecasts")
-    assert found[0]["mailbox"] == "agents.weather"
-    # no literal word match needed: "translating" shares its meaning with "translates"
-    assert await client.agent_discover(text="translating") == []
-    assert mailboxes(await client.agent_discover(semantic="translating"))[:1] == [
-        "agents.translator"
-    ]
-
-
-async def test_discover_semantic_wins_over_text(client):
-    await register_all(client, WEATHER, TRANSLATOR)
-    found = await client.agent_discover(text="weather", semantic="translate french documents")
-    assert found[0]["mailbox"] == "agents.translator"
-    assert "agents.weather" not in mailboxes(found)
-
-
-async def test_discover_pagination(client):
-    cards = [{"mailbox": f"agents.a{i:02d}", "role": "worker"} for i in range(25)]
-    await register_all(client, *cards)
-    assert await client.agent_discover() == cards[:20]  # default limit 20, page 1
-    assert await client.agent_discover(page=2) == cards[20:]
-    assert await client.agent_discover(limit=10, page=3) == cards[20:]
-    assert await client.agent_discover(limit=10, page=4) == []
-    assert await client.agent_discover(limit=7, page=2) == cards[7:14]
-    assert await client.agent_discover(text="worker", limit=5, page=5) == cards[20:]
-    pages = [await client.agent_discover(limit=4, page=n) for n in range(1, 8)]
-    assert [card for page in pages for card in page] == cards
-
-
-async def test_discover_reply_shape(broker, client):
-    await client.agent_register(TRANSLATOR)
-    reply = await broker.raw(p.AGENT_DISCOVER, b'{"text":"french","limit":1,"page":1}')
-    assert reply == {"error": "", "agents": [TRANSLATOR]}
-    reply = await broker.raw(p.AGENT_DISCOVER, b"")
-    assert reply == {"error": "", "agents": [TRANSLATOR]}
-
-
-@pytest.mark.parametrize(
-    ("body", "words"),
-    [
-        (b'{"limit":0}', "limit"),
-        (b'{"page":0}', "page"),
-        (b'{"limit":"many"}', "limit"),
-        (b'{"text":5}', "text"),
-        (b'{"semantic":["a"]}', "semantic"),
-        (b'{"query":"x"}', "unknown field 'query'"),
-    ],
-)
-async def test_discover_bad_requests_say_what_is_wrong(broker, body, words):
+async def test_discover_refusals(broker, body):
     reply = await broker.raw(p.AGENT_DISCOVER, body)
-    assert words in reply["error"]
+    assert reply["error"].startswith("invalid AGENT.DISCOVER payload: "), reply
 
 
-async def test_discover_answers_never_exceed_max_payload(broker, client):
-    """A DISCOVER answer is one NATS reply: an entry too big to travel is refused when it is
-    registered or reported, and a page too big asks for a smaller limit."""
-    broker.engine.limits = dataclasses.replace(broker.engine.limits, max_payload=2000)
-    with pytest.raises(Mq9Error, match="keep large data out of the card"):
-        await client.agent_register({"mailbox": "agents.huge", "blob": "x" * 3000})
-    cards = [{"mailbox": f"agents.m{i}", "about": "y" * 600} for i in range(5)]
-    await register_all(client, *cards)
-    with pytest.raises(Mq9Error) as caught:
-        await client.agent_discover()
-    assert "ask for fewer agents per page" in caught.value.message
-    assert await client.agent_discover(limit=2) == cards[:2]
-    assert await client.agent_discover(limit=2, page=3) == cards[4:]
-    with pytest.raises(Mq9Error, match="keep large data out of the card"):
-        await client.agent_report({"mailbox": "agents.m0", "log": "z" * 1500})
-    assert await client.agent_discover(limit=1) == cards[:1]  # the refused report left no trace
+# -- search --------------------------------------------------------------------------------------
+
+
+async def test_only_a2a_cards_are_searchable(broker):
+    await registered(broker, "plain", "translates documents between languages")
+    # JSON but no AgentCard: a key the card has not, and no skills
+    await registered(broker, "broken", json.dumps({"title": "translates documents"}))
+    await register_cards(broker, TRANSLATOR)
+    assert await names(broker, {"text": "translates documents"}) == ["translator"]
+    assert await names(broker, {"semantic": "translate a document"}) == ["translator"]
+
+
+async def test_a_card_sent_as_payload_is_indexed_too(broker):
+    await registered(broker, "translator", json.dumps(TRANSLATOR))
+    assert await names(broker, {"text": "french"}) == ["translator"]
+
+
+async def test_text_search_matches_any_word_case_insensitively(broker):
+    await register_cards(broker, TRANSLATOR, SUMMARIZER, WEATHER)
+    assert await names(broker, {"text": "FRENCH"}) == ["translator"]
+    found = await names(broker, {"text": "french weather"})
+    assert sorted(found) == ["translator", "weather"]
+    assert await names(broker, {"text": "summary"}) == ["summarizer"]  # a skill tag
+    assert await names(broker, {"text": "quantum"}) == []
+
+
+async def test_text_search_ranks_more_matching_words_first(broker):
+    await register_cards(broker, TRANSLATOR, SUMMARIZER, WEATHER)
+    found = await names(broker, {"text": "long reports weather"})
+    assert found[0] == "summarizer" and set(found) == {"summarizer", "weather"}
+
+
+async def test_semantic_search_returns_every_indexed_agent_ranked(broker):
+    # a vector search has no threshold: every indexed agent comes back, nearest first
+    await register_cards(broker, TRANSLATOR, SUMMARIZER, WEATHER)
+    await registered(broker, "plain", "not a card")
+    found = await names(broker, {"semantic": "what is the forecast for tomorrow"})
+    assert found[0] == "weather" and sorted(found) == ["summarizer", "translator", "weather"]
+    found = await names(broker, {"semantic": "condense this report"})
+    assert found[0] == "summarizer" and len(found) == 3
+    assert len(await names(broker, {"semantic": "zzz qqq"})) == 3
+
+
+async def test_semantic_wins_over_text(broker):
+    await register_cards(broker, TRANSLATOR, SUMMARIZER, WEATHER)
+    found = await names(broker, {"semantic": "translation", "text": "weather"})
+    assert len(found) == 3 and found[0] == "translator"
+    # an empty semantic query is no query: text applies
+    assert await names(broker, {"semantic": "", "text": "weather"}) == ["weather"]
+
+
+async def test_search_pagination_and_limit_zero(broker):
+    cards = [
+        a2a_card(f"agent{i}", f"worker number {i}", ("Work", "does work", ["work"]))
+        for i in range(12)
+    ]
+    await register_cards(broker, *cards)
+    everyone = await names(broker, {"text": "work", "limit": 100})
+    assert sorted(everyone) == sorted(c["name"] for c in cards)
+    assert len(await names(broker, {"text": "work"})) == 12
+    assert await names(broker, {"text": "work", "limit": 5}) == everyone[:5]
+    assert await names(broker, {"text": "work", "limit": 5, "page": 2}) == everyone[5:10]
+    assert await names(broker, {"text": "work", "limit": 5, "page": 3}) == everyone[10:]
+    assert await names(broker, {"text": "work", "limit": 5, "page": 0}) == everyone[:5]
+    # meta-service searches 10 when the limit is 0
+    assert await names(broker, {"text": "work", "limit": 0}) == everyone[:10]
+    assert len(await names(broker, {"semantic": "work", "limit": 0})) == 10
+
+
+async def test_unregistered_agents_leave_the_search(broker):
+    await register_cards(broker, TRANSLATOR, WEATHER)
+    await unregister(broker, "translator")
+    assert await names(broker, {"text": "french weather"}) == ["weather"]
+    assert await names(broker, {"semantic": "translate"}) == ["weather"]
+
+
+async def test_the_search_index_is_named_by_the_card(broker):
+    """search-engine agent.rs: a row's agent_id is the tenant and the *card's* name; a new row
+    replaces the one of the same card name, and UNREGISTER removes the row named by the
+    *registration* (meta-service raft/route/mq9.rs)."""
+    await registered(broker, "reg.one", json.dumps(TRANSLATOR))
+    [hit] = await discover(broker, {"text": "french"})
+    assert (hit["agent_id"], hit["name"]) == ("default\x00translator", "translator")
+    assert await names(broker) == ["reg.one"]  # the listing shows the registration
+
+    newer = dict(TRANSLATOR, description="Translates French poetry into English prose")
+    await registered(broker, "reg.two", json.dumps(newer))
+    [hit] = await discover(broker, {"text": "french"})
+    assert hit["description"] == newer["description"]  # the newer row replaced the first
+
+    await unregister(broker, "reg.two")  # no row is named reg.two: the card stays findable
+    assert await names(broker, {"text": "poetry"}) == ["translator"]
+    assert await names(broker) == ["reg.one"]
+    await registered(broker, "translator", "not a card")
+    await unregister(broker, "translator")  # removes the row named translator
+    assert await names(broker, {"text": "poetry"}) == []
+    assert await names(broker) == ["reg.one"]
+
+
+# -- answers never exceed max_payload (our choice) -----------------------------------------------
+
+
+async def test_registry_answers_never_exceed_max_payload(broker):
+    broker.engine.limits = dataclasses.replace(broker.engine.limits, max_payload=4096)
+    reply = await register(broker, {"name": "huge", "payload": "x" * 5000})
+    assert reply["error"].startswith("agent entry is "), reply
+    for i in range(6):
+        await registered(broker, f"agent{i}", "y" * 1000)
+    reply = await broker.raw(p.AGENT_DISCOVER)
+    assert "above the 4096-byte max_payload" in reply["error"], reply

@@ -1,102 +1,115 @@
-"""Bounded load on loopback: several producers and competing consumers against the dev broker
-(with durable storage on), for a fixed number of messages. Afterwards the counts add up:
-nothing lost, nothing handled twice, every producer's messages in the order it sent them.
+"""Bounded load on loopback: several producers and consumers against the dev broker (with
+durable storage on), for a fixed number of messages. Afterwards the counts add up: nothing
+lost, every msg_id given out once, every producer's messages in the order it sent them.
+
+Consumers follow RobustMQ's rules (nats-broker ``mq9/fetch.rs``): a FETCH leases nothing, so
+the workers of one group are handed the same messages until one of them ACKs, and ACK X moves
+every priority lane to X + 1. Each FETCH asks for more messages than the mailbox can hold, so
+every lane is read to its end and acking the largest msg_id of an answer skips nothing; a
+worker drops msg_ids it has seen. Requests go out raw with nats-py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+import json
 
+import nats
 from devbroker_helpers import DevBroker
 
-from langchain_mq9 import Mq9Client, Priority
+from langchain_mq9 import protocol as p
 from langchain_mq9.broker.nats_process import free_port
 
 PRODUCERS = 4
 PER_PRODUCER = 500
-CONSUMERS = 3
+WORKERS = 3
 TOTAL = PRODUCERS * PER_PRODUCER
+BOX = "load.jobs"
+WHOLE_MAILBOX = 10 * TOTAL  # num_msgs above the backlog: no lane is cut short
 
 
-async def test_producers_and_competing_consumers_account_for_every_message(tmp_path):
+async def call(connection, subject: str, body: bytes | dict = b"", headers=None) -> dict:
+    if isinstance(body, dict):
+        body = p.encode(body)
+    reply = json.loads((await connection.request(subject, body, timeout=10, headers=headers)).data)
+    assert reply["error"] == "", reply
+    return reply
+
+
+async def test_producers_and_consumers_account_for_every_message(tmp_path):
     with DevBroker("--port", str(free_port()), "--data", str(tmp_path)) as broker:
-        clients = [Mq9Client(broker.url) for _ in range(PRODUCERS + CONSUMERS + 1)]
-        for client in clients:
-            await client.connect()
-        producers, workers, auditor = (
-            clients[:PRODUCERS],
-            clients[PRODUCERS:-1],
-            clients[-1],
-        )
+        connections = [await nats.connect(broker.url) for _ in range(PRODUCERS + WORKERS + 2)]
+        producers = connections[:PRODUCERS]
+        workers = connections[PRODUCERS : PRODUCERS + WORKERS]
+        auditor, checker = connections[-2:]
         try:
-            box = await auditor.mailbox_create(name="load.jobs")
-            handled: dict[str, list[bytes]] = {"workers": [], "audit": []}
-            per_worker: Counter[int] = Counter()
-            done = {name: asyncio.Event() for name in handled}
+            await call(checker, p.MAILBOX_CREATE, {"name": BOX, "ttl": 0})
+            seen: dict[str, set[str]] = {"workers": set(), "audit": set()}
+            handed_ids: dict[str, set[int]] = {"workers": set(), "audit": set()}
+            done = {group: asyncio.Event() for group in seen}
 
-            def handler_for(group: str, worker: int):
-                def handle(message) -> None:
-                    handled[group].append(message.payload)
-                    per_worker[worker] += group == "workers"
-                    if len(handled[group]) >= TOTAL:
+            async def consume(connection, group: str) -> int:
+                fetches = 0
+                request = {
+                    "group_name": group,
+                    "deliver": "earliest",
+                    "config": {"num_msgs": WHOLE_MAILBOX, "max_wait_ms": 20},
+                }
+                while not done[group].is_set():
+                    reply = await call(connection, p.fetch_subject(BOX), request)
+                    fetches += 1
+                    if not reply["messages"]:
+                        continue
+                    for message in reply["messages"]:
+                        handed_ids[group].add(message["msg_id"])
+                        seen[group].add(message["payload"])
+                    top = max(m["msg_id"] for m in reply["messages"])
+                    await call(connection, p.ack_subject(BOX),
+                               {"group_name": group, "mail_address": BOX, "msg_id": top})
+                    if len(seen[group]) >= TOTAL:
                         done[group].set()
+                return fetches
 
-                return handle
+            consumers = [asyncio.create_task(consume(c, "workers")) for c in workers]
+            consumers.append(asyncio.create_task(consume(auditor, "audit")))
 
-            consumers = [
-                await client.consume(
-                    box,
-                    handler_for("workers", n),
-                    group_name="workers",
-                    deliver="earliest",
-                    num_msgs=20,
-                    max_wait_ms=200,
-                )
-                for n, client in enumerate(workers)
-            ]
-            # an independent group sees everything once more
-            consumers.append(
-                await auditor.consume(
-                    box,
-                    handler_for("audit", -1),
-                    group_name="audit",
-                    deliver="earliest",
-                    num_msgs=50,
-                    max_wait_ms=200,
-                )
-            )
-
-            async def produce(index: int, client: Mq9Client) -> list[int]:
+            async def produce(index: int, connection) -> list[int]:
                 ids = []
                 for n in range(PER_PRODUCER):
-                    priority = (Priority.NORMAL, Priority.URGENT, Priority.CRITICAL)[n % 3]
-                    ids.append(await client.send(box, f"p{index}-{n}", priority=priority))
+                    priority = ("normal", "urgent", "critical")[n % 3]
+                    reply = await call(connection, p.send_subject(BOX), f"p{index}-{n}".encode(),
+                                       {"mq9-priority": priority})
+                    ids.append(reply["msg_id"])
                 return ids
 
             sent_ids = await asyncio.wait_for(
                 asyncio.gather(*(produce(i, c) for i, c in enumerate(producers))), 60
             )
-            await asyncio.wait_for(done["workers"].wait(), 60)
-            await asyncio.wait_for(done["audit"].wait(), 60)
-            for consumer in consumers:
-                await consumer.stop()
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in done.values())), 60)
+            fetch_counts = await asyncio.wait_for(asyncio.gather(*consumers), 10)
+            assert all(count >= 1 for count in fetch_counts)
 
-            expected = {f"p{i}-{n}".encode() for i in range(PRODUCERS) for n in range(PER_PRODUCER)}
-            for group, payloads in handled.items():
-                duplicates = [p for p, count in Counter(payloads).items() if count > 1]
-                assert not duplicates, f"{group} handled {len(duplicates)} messages twice"
-                assert set(payloads) == expected, f"{group} lost messages"
-            assert sum(per_worker.values()) == TOTAL
-            # each producer's msg_ids grow in the order it sent; all ids distinct
+            expected = {f"p{i}-{n}" for i in range(PRODUCERS) for n in range(PER_PRODUCER)}
+            for group in seen:
+                assert seen[group] == expected, f"{group} lost messages"
+                assert handed_ids[group] == set(range(TOTAL))
+            # each producer's msg_ids grow in the order it sent; every id given out once
             for ids in sent_ids:
                 assert ids == sorted(ids) and len(set(ids)) == PER_PRODUCER
-            assert len({i for ids in sent_ids for i in ids}) == TOTAL
-            # the broker still holds every message, and both groups are fully acked
-            assert len(await auditor.query(box, limit=TOTAL)) == TOTAL
+            assert sorted(i for ids in sent_ids for i in ids) == list(range(TOTAL))
+            # the broker still holds every message, and the workers' last ACK covers them all
+            everything = await call(checker, p.fetch_subject(BOX), {
+                "deliver": "earliest", "config": {"num_msgs": WHOLE_MAILBOX, "max_wait_ms": 0}
+            })
+            assert len(everything["messages"]) == TOTAL
+            await call(checker, p.ack_subject(BOX),
+                       {"group_name": "workers", "mail_address": BOX, "msg_id": TOTAL - 1})
             for group in ("workers", "audit"):
-                assert await auditor.fetch(box, group_name=group, max_wait_ms=0) == []
+                left = await call(checker, p.fetch_subject(BOX), {
+                    "group_name": group, "config": {"max_wait_ms": 0}
+                })
+                assert left["messages"] == [], group
         finally:
-            for client in clients:
-                await client.close()
+            for connection in connections:
+                await connection.close()
         assert broker.stop() == 0

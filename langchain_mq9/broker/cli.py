@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument(
         "--data",
         metavar="PATH",
-        help="keep mailboxes, messages, groups and agents in this SQLite file (or in "
+        help="keep mailboxes, messages, group offsets and agents in this SQLite file (or in "
         "mq9-broker.sqlite3 inside this directory) and restore them on start; "
         "without it everything is in memory and lost when the broker stops",
     )
@@ -75,14 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
         "full: also survives an OS crash or power loss (an fsync per request, slower)",
     )
     limits = parser.add_argument_group("limits")
-    limits.add_argument(
-        "--ack-wait",
-        type=_positive_float,
-        default=30.0,
-        metavar="SECONDS",
-        help="how long a message fetched by a group stays leased before it is handed out "
-        "again unless acked (default 30)",
-    )
     limits.add_argument(
         "--max-mailboxes", type=_positive_int, metavar="N", help="most mailboxes (default no limit)"
     )
@@ -97,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=p.DEFAULT_MAX_PAYLOAD,
         metavar="BYTES",
-        help="largest answer the broker sends, which bounds a message too: FETCH hands "
-        "payloads out base64-encoded, so one payload can be about 3/4 of this "
+        help="largest answer the broker sends, which bounds a message too: a FETCH answer "
+        "carries each payload as JSON text (quotes, backslashes and control characters "
+        "escaped) with its headers, so one message must be somewhat smaller than this "
         f"(default {p.DEFAULT_MAX_PAYLOAD}, nats-server's own max_payload)",
     )
     parser.add_argument(
@@ -115,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
     limits = BrokerLimits(
-        ack_wait=args.ack_wait,
         max_payload=args.max_payload,
         max_mailboxes=args.max_mailboxes,
         max_messages_per_mailbox=args.max_messages,
@@ -286,7 +278,7 @@ def _banner(url, server, storage, limits) -> None:
         lines.append(
             f"storage: {storage.path} (SQLite, WAL, synchronous={storage.synchronous}); "
             f"restored {counts['mailboxes']} mailboxes, {counts['messages']} messages, "
-            f"{counts['delayed']} delayed messages, {counts['groups']} groups, "
+            f"{counts['delayed']} delayed messages, {counts['offsets']} group offsets, "
             f"{counts['agents']} agents"
         )
 
@@ -294,7 +286,7 @@ def _banner(url, server, storage, limits) -> None:
         return "no limit" if n is None else str(n)
 
     lines.append(
-        f"limits: ack-wait {limits.ack_wait:g}s, max payload {limits.max_payload} bytes, "
+        f"limits: max payload {limits.max_payload} bytes, "
         f"mailboxes {most(limits.max_mailboxes)}, "
         f"messages per mailbox {most(limits.max_messages_per_mailbox)}"
     )
@@ -381,16 +373,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}: not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"invalid number {text}: must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: use seconds, e.g. 30") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid number {text}: must be above 0")
     return value
 
 

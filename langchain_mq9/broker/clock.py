@@ -12,7 +12,7 @@ system_clock: Clock = time.time
 
 
 class ManualClock:
-    """A clock that only moves when told to, so TTL, delay and lease tests never sleep.
+    """A clock that only moves when told to, so TTL, delay and retention tests never sleep.
 
     >>> clock = ManualClock(1_700_000_000)
     >>> clock.advance(30)

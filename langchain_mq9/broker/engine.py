@@ -12,6 +12,13 @@ lane (``{group}-critical``, ``-urgent``, ``-normal``), looked up by group name a
 mailbox. A FETCH only reads; offsets move only on ACK, which commits ``msg_id + 1`` to all
 three lanes. Until a group has committed anything, each FETCH starts from its deliver policy.
 
+Delayed messages, as RobustMQ's delay queue handles them: due at the SEND's second plus the
+delay; written then with a new msg_id and create_time, without their ``mq9-key`` and without
+a TTL; dropped instead if their TTL (counted from the SEND) ended before they were due.
+
+Sums RobustMQ makes in u64 (a message's expire_at, a delay's due time, ACK's msg_id + 1) wrap
+round as its release build does, without overflow checks.
+
 The engine is safe to share between event loops and threads: state changes happen under one
 lock and never await; an empty FETCH sleeps outside it.
 """
@@ -35,6 +42,12 @@ from .registry import AgentEntry, AgentRegistry
 from .storage import Storage
 
 log = logging.getLogger("langchain_mq9.broker")
+
+# RobustMQ keeps a mailbox's messages 7 days by create_time, whatever the mailbox TTL, and
+# removes older ones in a scan every 10 minutes (metadata-struct storage/shard.rs
+# DEFAULT_RETENTION_SEC; storage-engine commitlog/rocksdb/expire.rs).
+RETENTION_SECONDS = 7 * 86_400
+RETENTION_SCAN_SECONDS = 600
 
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
 
@@ -73,7 +86,8 @@ class BrokerEngine:
         self._seq = itertools.count()
         # Min-heaps checked before every request: (when, seq, mailbox) and delayed messages.
         self._mailbox_expiry: list[tuple[int, int, Mailbox]] = []
-        self._delayed: list[tuple[float, int, str, StoredMessage]] = []
+        self._delayed: list[tuple[int, int, str, StoredMessage]] = []
+        self._next_retention_scan = self.clock() + RETENTION_SCAN_SECONDS
         self.storage.restore(self)
 
     def now_second(self) -> int:
@@ -123,8 +137,18 @@ class BrokerEngine:
     # -- time ------------------------------------------------------------------------------
 
     def _housekeep(self) -> None:
-        """Remove expired mailboxes and write delayed messages that are due."""
+        """Remove expired mailboxes, write delayed messages that are due, and every ten
+        minutes remove messages past the retention."""
         now = self.clock()
+        if now >= self._next_retention_scan:
+            self._next_retention_scan = now + RETENTION_SCAN_SECONDS
+            cutoff = int(now) - RETENTION_SECONDS
+            for mailbox in self.mailboxes.values():
+                dropped = mailbox.drop_before(cutoff)
+                for msg_id in dropped:
+                    self.storage.message_removed(mailbox, msg_id)
+                if dropped:
+                    self.storage.mailbox_start_moved(mailbox)
         while self._mailbox_expiry and self._mailbox_expiry[0][0] <= now:
             _, _, mailbox = heapq.heappop(self._mailbox_expiry)
             if self.mailboxes.get(mailbox.address) is mailbox:
@@ -137,8 +161,13 @@ class BrokerEngine:
             due, seq, address, message = heapq.heappop(self._delayed)
             self.storage.delayed_released(seq)
             mailbox = self.mailboxes.get(address)
-            if mailbox is not None:
-                message.create_time = int(due)
+            # delay-message pop.rs reads the queued copy back first: one whose TTL ended
+            # before it was due is not found, and after the retries it is never delivered
+            if mailbox is not None and not message.expired(int(due)):
+                # written when due (a due that wrapped round to the past: at once), as a new
+                # record without expire_at (pop.rs build_new_record): no TTL in the mailbox
+                message.create_time = max(int(due), message.create_time)
+                message.expire_at = 0
                 self._write(mailbox, message)
 
     # -- mailboxes -------------------------------------------------------------------------
@@ -192,17 +221,23 @@ class BrokerEngine:
         if mailbox is None:
             raise Mq9Error(p.err_mailbox_missing(address))
         headers = headers or {}
+        mq9 = headers
+        if any("\ufffd" in name or "\ufffd" in value for name, value in headers.items()):
+            # send.rs parse_mq9_headers reads the header block as UTF-8 or not at all (every
+            # mq9 header at its default). nats-py hands us header values with invalid bytes
+            # replaced by U+FFFD, so (our approximation) a U+FFFD means the block was not UTF-8
+            mq9 = {}
         priority = Priority.NORMAL
         # Exact names only; a value that is not a known priority means normal (RobustMQ).
-        text = headers.get(p.HEADER_PRIORITY)
+        text = mq9.get(p.HEADER_PRIORITY)
         if text is not None and text.strip() in _LANES:
             priority = Priority(text.strip())
-        key = headers.get(p.HEADER_KEY)
+        key = mq9.get(p.HEADER_KEY)
         key = None if key is None else key.strip()
-        tags = headers.get(p.HEADER_TAGS)
+        tags = mq9.get(p.HEADER_TAGS)
         tags = tuple(t.strip() for t in tags.split(",") if t.strip()) if tags else ()
-        delay = _header_number(headers, p.HEADER_DELAY)
-        ttl = _header_number(headers, p.HEADER_TTL)
+        delay = _header_number(mq9, p.HEADER_DELAY)
+        ttl = _header_number(mq9, p.HEADER_TTL)
         now = self.now_second()
         message = StoredMessage(
             -1,
@@ -212,18 +247,24 @@ class BrokerEngine:
             key,
             tags,
             p.header_block(headers),
-            now + ttl if ttl is not None else 0,  # a TTL counts from the SEND, delay or not
+            # A TTL counts from the SEND, delay or not. RobustMQ adds in u64 without overflow
+            # checks (its release profile), so a huge TTL wraps round to the past.
+            _wrap_u64(now + ttl) if ttl is not None else 0,
         )
         self._check_fits(message)
         self._check_room(mailbox)
         if delay is not None:  # even a delay of 0 answers -1 and is written by the delay queue
-            due, seq = self.clock() + delay, next(self._seq)
+            # delay-message delay.rs keys the queued copy by the queue's own id, and the
+            # delivered message keeps that key: the mq9-key is lost (no compaction, no QUERY)
+            message.key = None
+            # due in whole seconds from the SEND's second (RobustMQ's delay.rs), wrapping too
+            due, seq = _wrap_u64(now + delay), next(self._seq)
             self.hold_delayed(due, seq, address, message)
             self.storage.delayed_added(seq, due, address, message)
             return p.encode({"error": "", "msg_id": -1})
         return p.encode({"error": "", "msg_id": self._write(mailbox, message).msg_id})
 
-    def hold_delayed(self, due: float, seq: int, address: str, message: StoredMessage) -> None:
+    def hold_delayed(self, due: int, seq: int, address: str, message: StoredMessage) -> None:
         heapq.heappush(self._delayed, (due, seq, address, message))
 
     def _check_fits(self, message: StoredMessage) -> None:
@@ -287,7 +328,9 @@ class BrokerEngine:
                 self.commit(f"{group}-{lane}", mailbox.shard, target + 1)
             starts = dict.fromkeys(_LANES, target)
         else:
-            starts = {lane: self._lane_start(f"{group}-{lane}", mailbox, request) for lane in _LANES}
+            starts = {
+                lane: self._lane_start(f"{group}-{lane}", mailbox, request) for lane in _LANES
+            }
         now = self.now_second()
         found: list[StoredMessage] = []
         for priority in PRIORITY_ORDER:  # each lane reads up to num_msgs: an answer may hold more
@@ -307,7 +350,7 @@ class BrokerEngine:
         """Where a group with no committed offset starts (RobustMQ's start strategies)."""
         deliver = request["deliver"]
         if deliver == "earliest":
-            return 0
+            return mailbox.start_offset
         if deliver == "from_id":
             return mailbox.clamp(request["from_id"] or 0)
         if deliver == "from_time":
@@ -333,9 +376,11 @@ class BrokerEngine:
         mailbox = self.mailboxes.get(address)
         if mailbox is None:
             raise Mq9Error(p.err_ack_mailbox_missing(address))
-        # Every priority lane of the group moves past msg_id, whatever priority it had
+        # Every priority lane of the group moves past msg_id, whatever priority it had; the
+        # + 1 is u64 arithmetic without overflow checks, so msg_id 2**64-1 commits 0
+        offset = _wrap_u64(request["msg_id"] + 1)
         for lane in _LANES:
-            self.commit(f"{request['group_name']}-{lane}", mailbox.shard, request["msg_id"] + 1)
+            self.commit(f"{request['group_name']}-{lane}", mailbox.shard, offset)
         return _OK
 
     # -- QUERY and DELETE ------------------------------------------------------------------
@@ -363,10 +408,12 @@ class BrokerEngine:
                     if message.msg_id not in seen:
                         seen.add(message.msg_id)
                         found.append(message)
-        elif request["tags"] is not None or request["since"] is not None:
-            start = mailbox.offset_at_time(request["since"] or 0)
-            found = list(mailbox.read(start, limit, now))
         else:
+            # ``since`` (and an empty ``tags`` list, which RobustMQ turns into since 0) reads
+            # from offset 0 all the same: query.rs ``query_by_since`` finds the offset for the
+            # time but files it under the mail address, and the storage driver looks offsets
+            # up by shard name ("{topic_id}-0"), so it reads the shard from 0. In effect no
+            # filter at all, like a QUERY without one.
             found = list(mailbox.read(None, limit, now))
         return _answer(found, self.limits.max_payload)
 
@@ -403,6 +450,8 @@ class BrokerEngine:
             self._check_entry_fits(entry)
         if self.registry.register(entry):  # a name already taken keeps its first entry
             self.storage.agent_saved(entry)
+            if entry.card is not None:
+                self.storage.index_saved(entry)
         return _OK
 
     def _named(self, body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
@@ -419,6 +468,7 @@ class BrokerEngine:
         entry = self.registry.unregister(request["name"])
         if entry is not None:  # an unknown name succeeds all the same
             self.storage.agent_removed(entry)
+            self.storage.index_removed(request["name"])
         return _OK
 
     def _report(self, body: bytes) -> bytes:
@@ -436,12 +486,15 @@ class BrokerEngine:
         else:
             request = dict.fromkeys(("text", "semantic", "limit", "page"))
         limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
-        first = (max(request["page"] or 1, 1) - 1) * limit
+        # u32 arithmetic without overflow checks, as RobustMQ computes it
+        first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
+        # meta-service searches 10 when asked for 0 (services/mq9/agent.rs)
+        size = limit or _SEARCH_LIMIT_FOR_ZERO
         if request["semantic"]:
-            hits = self.registry.search_semantic(request["semantic"])[first : first + limit]
+            hits = self.registry.search_semantic(request["semantic"])[first : first + size]
             agents = [entry.found() for entry in hits]
         elif request["text"]:
-            hits = self.registry.search_text(request["text"])[first : first + limit]
+            hits = self.registry.search_text(request["text"])[first : first + size]
             agents = [entry.found() for entry in hits]
         else:  # every agent, not paginated
             agents = [entry.listed() for entry in self.registry.listing()]
@@ -464,6 +517,7 @@ class BrokerEngine:
 
 
 _OK = p.encode({"error": ""})
+_SEARCH_LIMIT_FOR_ZERO = 10
 _EMPTY_ANSWER = len(p.encode({"error": "", "messages": []}))
 
 
@@ -481,6 +535,11 @@ def _answer(found: list[StoredMessage], max_payload: int) -> bytes:
             break
         items.append(item)
     return b'{"error":"","messages":[' + b",".join(items) + b"]}"
+
+
+def _wrap_u64(number: int) -> int:
+    """``number`` as a Rust u64 sum without overflow checks holds it."""
+    return number & p.MAX_U64
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> int | None:

@@ -7,8 +7,11 @@ time-based starts. Costs stay independent of how many messages a mailbox holds:
 
 * a lane is the ascending list of its msg_ids (ids only grow, so appending keeps it sorted);
   a read bisects to its start and walks what it returns plus the holes it skips;
-* removed messages (deleted, replaced by key, expired and swept) leave holes that are skipped
-  and, once they are the majority, compacted away in one pass (amortised O(1)).
+* removed messages (deleted, replaced by key, or past the retention) leave holes that are
+  skipped and, once they are the majority, compacted away in one pass (amortised O(1)).
+
+Messages whose own TTL ended are hidden, not removed: RobustMQ keeps them on disk until its
+shard retention (7 days by create_time) removes the oldest records, as ``drop_before`` does.
 
 Consumer-group offsets do not live here: RobustMQ keys them by group name across mailboxes,
 so the engine keeps them (see ``engine.py``).
@@ -78,6 +81,8 @@ class Mailbox:
         # under the same name after it expired does not inherit the old one's offsets.
         self.shard = shard or f"{address}/{create_time}/{id(self)}"
         self.next_id = 0
+        # RobustMQ's earliest offset: 0 until the retention removes the oldest messages
+        self.start_offset = 0
         self.messages: dict[int, StoredMessage] = {}
         self.lanes: dict[Priority, list[int]] = {p: [] for p in PRIORITY_ORDER}
         # Every msg_id in write order with its create_time, for time-based starts.
@@ -159,11 +164,25 @@ class Mailbox:
             if self.order[index] in self.messages:
                 return self.order[index]
             index += 1
-        return 0
+        return self.start_offset
 
     def clamp(self, offset: int) -> int:
         """``offset`` held within [earliest, end], as RobustMQ holds a ``from_id``."""
-        return min(max(offset, 0), self.end_offset)
+        return min(max(offset, self.start_offset), self.end_offset)
+
+    def drop_before(self, cutoff: int) -> list[int]:
+        """RobustMQ's shard retention (storage-engine ``rocksdb/expire.rs``): remove the oldest
+        messages, in msg_id order, up to the first one written at or after ``cutoff``, and
+        move the earliest offset past them. The msg_ids removed."""
+        if not self.times or self.times[0] >= cutoff:
+            return []
+        index = bisect_left(self.times, cutoff)  # create_times only grow along the log
+        victims = [i for i in self.order[:index] if i in self.messages]
+        for msg_id in victims:
+            self.remove(msg_id)
+        if victims:
+            self.start_offset = max(self.start_offset, victims[-1] + 1)
+        return victims
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -5,6 +5,14 @@ An entry is a name, its ``agent_info`` (a string: the A2A card, or whatever ``pa
 only when its agent_info parses as an A2A AgentCard, over the card's name, description and
 skills (names, descriptions, tags; examples too for semantic search).
 
+The search index is RobustMQ's too (search-engine ``agent.rs``, meta-service
+``raft/route/mq9.rs``): a row per *card* name (``agent_id`` is ``"default\x00" + card name``),
+written when a registration is accepted, replacing any row of that card name, and removed by
+UNREGISTER of the *registration* name. The two names differ only when a ``{name, payload}``
+REGISTER carries a card of another name; then a search hit shows the card's name, a later
+registration of the same card name takes its place in search, and unregistering the
+registration leaves the card searchable.
+
 Search is the part we approximate (documented in docs/protocol.md and the README):
 
 * ``text``: RobustMQ runs a full-text (BM25) search: an agent matches if it holds any query
@@ -148,12 +156,16 @@ class AgentEntry:
         """The entry as a DISCOVER without a query lists it."""
         return {"name": self.name, "agent_info": self.agent_info}
 
-    def found(self) -> dict[str, Any]:
-        """The entry as a search hit."""
+    @property
+    def card_name(self) -> str:
         assert self.card is not None
+        return self.card["name"]
+
+    def found(self) -> dict[str, Any]:
+        """The entry as a search hit: the index row, named by the card."""
         return {
-            "agent_id": f"{p.TENANT}\x00{self.name}",
-            "name": self.name,
+            "agent_id": f"{p.TENANT}\x00{self.card_name}",
+            "name": self.card_name,
             "description": self.card["description"],
             "agent_info": self.agent_info,
         }
@@ -161,14 +173,19 @@ class AgentEntry:
 
 @dataclass
 class AgentRegistry:
-    entries: dict[str, AgentEntry] = field(default_factory=dict)  # by name
+    entries: dict[str, AgentEntry] = field(default_factory=dict)  # by registration name
+    # The search index: card name -> the entry whose card it holds (see the module docstring).
+    index: dict[str, AgentEntry] = field(default_factory=dict)
     # How many indexed agents hold each word and stem, kept as agents come and go.
     word_count: Counter = field(default_factory=Counter)
     stem_count: Counter = field(default_factory=Counter)
-    indexed: int = 0
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    @property
+    def indexed(self) -> int:
+        return len(self.index)
 
     def register(self, entry: AgentEntry) -> bool:
         """Keep ``entry`` unless its name is taken (RobustMQ keeps the first registration
@@ -177,24 +194,35 @@ class AgentRegistry:
             return False
         self.entries[entry.name] = entry
         if entry.card is not None:
-            self.word_count.update(entry.words)
-            self.stem_count.update(entry.stems)
-            self.indexed += 1
+            self.put_index(entry)
         return True
 
     def unregister(self, name: str) -> AgentEntry | None:
+        """Remove the registration ``name``, and the index row named ``name`` (RobustMQ
+        removes ``agent_id(tenant, name)``, whatever card the registration held)."""
         entry = self.entries.pop(name, None)
-        if entry is not None and entry.card is not None:
+        if entry is not None:
+            self.drop_index(name)
+        return entry
+
+    def put_index(self, entry: AgentEntry) -> None:
+        self.drop_index(entry.card_name)
+        self.index[entry.card_name] = entry
+        self.word_count.update(entry.words)
+        self.stem_count.update(entry.stems)
+
+    def drop_index(self, card_name: str) -> AgentEntry | None:
+        entry = self.index.pop(card_name, None)
+        if entry is not None:
             self.word_count.subtract(entry.words)
             self.stem_count.subtract(entry.stems)
-            self.indexed -= 1
         return entry
 
     def listing(self) -> list[AgentEntry]:
         return sorted(self.entries.values(), key=lambda e: e.name)
 
     def _indexed(self) -> list[AgentEntry]:
-        return [e for e in self.entries.values() if e.card is not None]
+        return list(self.index.values())
 
     def search_text(self, query: str) -> list[AgentEntry]:
         """Indexed agents holding any query word, best first (registration order on ties)."""

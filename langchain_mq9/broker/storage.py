@@ -9,7 +9,11 @@ interrupts the engine half-way through a change.
 
 On start, ``restore`` rebuilds the engine from the file: mailboxes (create_time, ttl, next
 msg_id), messages (priority, key, tags, header, create_time, TTL), delayed messages not yet
-due, every committed group offset, and the agent registry.
+due, every committed group offset, and the agent registry with its search index.
+
+Numbers the protocol carries as u64 (a mailbox ttl, a message's expire_at, a committed offset)
+can exceed SQLite's signed 64-bit INTEGER: they are stored as the signed integer with the same
+64 bits and read back as the u64.
 
 Durability (why WAL with ``synchronous=NORMAL`` by default): a commit appends to the write-ahead
 log with write(2) before it returns, so the data is in the kernel's page cache, which killing
@@ -24,7 +28,6 @@ refused instead of corrupting it.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import json
 import logging
 import os
@@ -52,7 +55,8 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     create_time INTEGER NOT NULL,
     ttl         INTEGER NOT NULL, -- seconds; 0 = never expires
     descr       TEXT NOT NULL,
-    next_id     INTEGER NOT NULL  -- msg_ids are never reused, even after the newest is deleted
+    next_id     INTEGER NOT NULL, -- msg_ids are never reused, even after the newest is deleted
+    start_offset INTEGER NOT NULL DEFAULT 0 -- the earliest offset, moved by the retention
 );
 CREATE TABLE IF NOT EXISTS messages (
     mailbox     TEXT NOT NULL,
@@ -69,7 +73,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS delayed (
     id        INTEGER PRIMARY KEY, -- release order among messages due at the same time
     mailbox   TEXT NOT NULL,
-    due       REAL NOT NULL,
+    due       INTEGER NOT NULL, -- whole seconds (u64)
     priority  TEXT NOT NULL,
     create_time INTEGER NOT NULL,
     key       TEXT,
@@ -85,10 +89,18 @@ CREATE TABLE IF NOT EXISTS offsets (
     PRIMARY KEY (lane, shard)
 );
 CREATE TABLE IF NOT EXISTS agents (
-    name        TEXT PRIMARY KEY,
+    name        TEXT PRIMARY KEY,  -- rowid order = registration order
     agent_info  TEXT NOT NULL,
     create_time INTEGER NOT NULL
 );
+"""
+_INDEX_TABLE = """
+CREATE TABLE IF NOT EXISTS agent_index ( -- the search index: one row per A2A card name
+    card_name   TEXT PRIMARY KEY,  -- rowid order = the order rows were written
+    name        TEXT NOT NULL,     -- the registration that wrote it (it may be gone since)
+    agent_info  TEXT NOT NULL,
+    create_time INTEGER NOT NULL
+)
 """
 
 
@@ -119,7 +131,9 @@ class Storage:
 
     def message_removed(self, mailbox: Mailbox, msg_id: int) -> None: ...
 
-    def delayed_added(self, seq: int, due: float, address: str, message: StoredMessage) -> None:
+    def mailbox_start_moved(self, mailbox: Mailbox) -> None: ...
+
+    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None:
         ...
 
     def delayed_released(self, seq: int) -> None: ...
@@ -129,6 +143,10 @@ class Storage:
     def agent_saved(self, entry: AgentEntry) -> None: ...
 
     def agent_removed(self, entry: AgentEntry) -> None: ...
+
+    def index_saved(self, entry: AgentEntry) -> None: ...
+
+    def index_removed(self, card_name: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -183,13 +201,22 @@ class SqliteStorage(Storage):
         tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
         if version == 0 and tables == 0:
             # executescript commits first; its own BEGIN makes the schema appear all at once
-            db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};")
+            db.executescript(
+                f"BEGIN IMMEDIATE;{_SCHEMA}{_INDEX_TABLE};PRAGMA user_version={SCHEMA_VERSION};"
+            )
         elif version != SCHEMA_VERSION:
             db.rollback()
             raise sqlite3.DatabaseError(
                 f"it is not an mq9 dev-broker data file (schema version {version}, "
                 f"expected {SCHEMA_VERSION})"
             )
+        else:  # a version-2 file from before agent_index and start_offset: add them
+            db.execute(_INDEX_TABLE)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(mailboxes)")}
+            if "start_offset" not in columns:
+                db.execute(
+                    "ALTER TABLE mailboxes ADD COLUMN start_offset INTEGER NOT NULL DEFAULT 0"
+                )
         db.commit()
         row = db.execute("SELECT max(id) FROM delayed").fetchone()
         self._next_delayed_id = (row[0] or 0) + 1
@@ -220,14 +247,15 @@ class SqliteStorage(Storage):
         self._ops.append(
             (
                 "INSERT OR REPLACE INTO mailboxes (address, shard, create_time, ttl, descr,"
-                " next_id) VALUES (?,?,?,?,?,?)",
+                " next_id, start_offset) VALUES (?,?,?,?,?,?,?)",
                 (
                     mailbox.address,
                     mailbox.shard,
                     mailbox.create_time,
-                    mailbox.ttl,
+                    _signed(mailbox.ttl),
                     mailbox.desc,
                     mailbox.next_id,
+                    mailbox.start_offset,
                 ),
             )
         )
@@ -257,7 +285,15 @@ class SqliteStorage(Storage):
             ("DELETE FROM messages WHERE mailbox = ? AND msg_id = ?", (mailbox.address, msg_id))
         )
 
-    def delayed_added(self, seq: int, due: float, address: str, message: StoredMessage) -> None:
+    def mailbox_start_moved(self, mailbox: Mailbox) -> None:
+        self._ops.append(
+            (
+                "UPDATE mailboxes SET start_offset = ? WHERE address = ?",
+                (mailbox.start_offset, mailbox.address),
+            )
+        )
+
+    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None:
         row_id = self._next_delayed_id
         self._next_delayed_id += 1
         self._delayed_rows[seq] = row_id
@@ -265,7 +301,7 @@ class SqliteStorage(Storage):
             (
                 "INSERT INTO delayed (id, mailbox, due, priority, create_time, key, tags, header,"
                 " expire_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (row_id, address, due, *_message_columns(message)),
+                (row_id, address, _signed(due), *_message_columns(message)),
             )
         )
 
@@ -278,7 +314,7 @@ class SqliteStorage(Storage):
         self._ops.append(
             (
                 "INSERT OR REPLACE INTO offsets (lane, shard, offset) VALUES (?,?,?)",
-                (lane, shard, offset),
+                (lane, shard, _signed(offset)),
             )
         )
 
@@ -292,6 +328,20 @@ class SqliteStorage(Storage):
 
     def agent_removed(self, entry: AgentEntry) -> None:
         self._ops.append(("DELETE FROM agents WHERE name = ?", (entry.name,)))
+
+    def index_saved(self, entry: AgentEntry) -> None:
+        # DELETE first: a replaced row goes to the end of the rowid order, as in the index
+        self.index_removed(entry.card_name)
+        self._ops.append(
+            (
+                "INSERT INTO agent_index (card_name, name, agent_info, create_time)"
+                " VALUES (?,?,?,?)",
+                (entry.card_name, entry.name, entry.agent_info, entry.create_time),
+            )
+        )
+
+    def index_removed(self, card_name: str) -> None:
+        self._ops.append(("DELETE FROM agent_index WHERE card_name = ?", (card_name,)))
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -313,10 +363,13 @@ class SqliteStorage(Storage):
         counts = self.restored
         mailboxes: dict[str, Mailbox] = {}
         next_ids: dict[str, int] = {}
-        for address, shard, create_time, ttl, desc, next_id in db.execute(
-            "SELECT address, shard, create_time, ttl, descr, next_id FROM mailboxes"
+        for address, shard, create_time, ttl, desc, next_id, start_offset in db.execute(
+            "SELECT address, shard, create_time, ttl, descr, next_id, start_offset FROM mailboxes"
         ):
-            mailbox = Mailbox(address, create_time=create_time, ttl=ttl, desc=desc, shard=shard)
+            mailbox = Mailbox(
+                address, create_time=create_time, ttl=_unsigned(ttl), desc=desc, shard=shard
+            )
+            mailbox.start_offset = start_offset
             next_ids[address] = next_id
             mailboxes[address] = mailbox
             engine.add_mailbox(mailbox)
@@ -333,24 +386,43 @@ class SqliteStorage(Storage):
         for address, next_id in next_ids.items():  # ids of deleted messages stay used
             mailboxes[address].next_id = max(next_id, mailboxes[address].next_id)
         for lane, shard, offset in db.execute("SELECT lane, shard, offset FROM offsets"):
-            engine.offsets.setdefault(lane, {})[shard] = offset
+            engine.offsets.setdefault(lane, {})[shard] = _unsigned(offset)
             counts["offsets"] += 1
         for row_id, address, due, *columns in db.execute(
             "SELECT id, mailbox, due, priority, create_time, key, tags, header, expire_at,"
             " payload FROM delayed ORDER BY id"
         ):
             seq = next(engine._seq)
-            engine.hold_delayed(due, seq, address, _message_from(-1, columns))
+            engine.hold_delayed(_unsigned(int(due)), seq, address, _message_from(-1, columns))
             self._delayed_rows[seq] = row_id
             counts["delayed"] += 1
+        registry = engine.registry
         for name, agent_info, create_time in db.execute(
-            "SELECT name, agent_info, create_time FROM agents ORDER BY name"
+            "SELECT name, agent_info, create_time FROM agents ORDER BY rowid"
         ):
-            engine.registry.register(AgentEntry.make(name, agent_info, create_time))
+            registry.entries[name] = AgentEntry.make(name, agent_info, create_time)
             counts["agents"] += 1
+        for name, agent_info, create_time in db.execute(
+            "SELECT name, agent_info, create_time FROM agent_index ORDER BY rowid"
+        ):
+            entry = registry.entries.get(name)
+            if entry is None or (entry.agent_info, entry.create_time) != (agent_info, create_time):
+                entry = AgentEntry.make(name, agent_info, create_time)  # unregistered since
+            if entry.card is None:
+                raise ValueError(f"the search index holds {name!r}, which is no A2A card")
+            registry.put_index(entry)
 
 
 # -- encoding ------------------------------------------------------------------------------------
+
+
+def _signed(number: int) -> int:
+    """A u64 as the SQLite INTEGER with the same 64 bits."""
+    return number - 2**64 if number >= 2**63 else number
+
+
+def _unsigned(number: int) -> int:
+    return number + 2**64 if number < 0 else number
 
 
 def _message_columns(message: StoredMessage) -> tuple:
@@ -361,7 +433,7 @@ def _message_columns(message: StoredMessage) -> tuple:
         message.key,
         json.dumps(list(message.tags), ensure_ascii=False) if message.tags else None,
         message.header,
-        message.expire_at,
+        _signed(message.expire_at),
         message.payload,
     )
 
@@ -376,5 +448,5 @@ def _message_from(msg_id: int, columns: list) -> StoredMessage:
         key,
         tuple(json.loads(tags)) if tags else (),
         None if header is None else bytes(header),
-        expire_at,
+        _unsigned(expire_at),
     )
