@@ -2,9 +2,10 @@
 
 A monitoring agent posts alerts to one mailbox; it does not know who listens. Every consumer
 group gets every alert, independently: the pager (two instances that share the work, as one
-group), the autoscaler, and an audit agent that is offline while the alerts fire and reads
-them, most severe first, when it starts. A dashboard looks with a read-only query filtered by
-tags, consuming nothing.
+group: each consumer names itself with ``worker=`` and claims an alert before paging, so no
+alert pages twice), the autoscaler, and an audit agent that is offline while the alerts fire
+and reads them, most severe first, when it starts. A dashboard looks with a read-only query
+by tags (an alert matches if it has ANY of them), consuming nothing.
 
     python examples/alert_fanout.py [--server nats://127.0.0.1:4222]
 """
@@ -17,7 +18,7 @@ from collections import Counter
 
 from support import Names, banner, parser
 
-from langchain_mq9 import Message, Mq9Client, Priority
+from langchain_mq9 import GroupReader, Message, Mq9Client, Priority
 
 ALERTS = [
     ({"alert": "payment timeout rate at 15%"}, Priority.CRITICAL, ["payment", "timeout"]),
@@ -54,13 +55,16 @@ async def main(server: str) -> None:
 
         banner("online handlers subscribe: each group gets every alert")
         consumers = [
-            # Two instances of one group: they split the alerts between them.
+            # Two instances of one group: they split the alerts between them. Short waits:
+            # an empty FETCH waits all of max_wait_ms, even if an alert arrives meanwhile.
             await client.consume(alerts, handler("pager-1", "pager", "page on-call"),
-                                 group_name="pager", num_msgs=1, deliver="earliest"),
+                                 group_name="pager", worker="pager-1", num_msgs=1,
+                                 deliver="earliest", max_wait_ms=100),
             await client.consume(alerts, handler("pager-2", "pager", "page on-call"),
-                                 group_name="pager", num_msgs=1, deliver="earliest"),
+                                 group_name="pager", worker="pager-2", num_msgs=1,
+                                 deliver="earliest", max_wait_ms=100),
             await client.consume(alerts, handler("autoscaler", "autoscaler", "check capacity"),
-                                 group_name="autoscaler", deliver="earliest"),
+                                 group_name="autoscaler", deliver="earliest", max_wait_ms=100),
         ]
         print("[handlers] pager (2 instances) and autoscaler online; audit is offline")
 
@@ -77,15 +81,19 @@ async def main(server: str) -> None:
 
         banner("the audit agent starts later and still gets every alert, most severe first")
         async with Mq9Client(server) as audit:
-            backlog = await audit.fetch(alerts, group_name="audit", deliver="earliest")
+            reader = GroupReader(audit, alerts, "audit")
+            backlog = await reader.fetch(num_msgs=10)
             for message in backlog:
                 print(f"[audit] record [{message.priority}] {message.json()['alert']}")
                 by_group["audit"][message.json()["alert"]] += 1
-            await audit.ack(alerts, "audit", backlog[-1].msg_id)
+            # Not an ack of the last one: it comes in priority order, and an ack moves every
+            # priority lane past its msg_id. The reader acks past what is handled.
+            await reader.done([m.msg_id for m in backlog])
 
         banner("a dashboard looks without consuming (query by tags)")
-        timeouts = await client.query(alerts, tags=["payment", "timeout"])
-        print(f"[dashboard] alerts tagged payment+timeout: {[m.json()['alert'] for m in timeouts]}")
+        timeouts = await client.query(alerts, tags=["timeout", "processor"])
+        found = [m.json()["alert"] for m in timeouts]
+        print(f"[dashboard] alerts tagged timeout or processor: {found}")
 
     banner("result")
     pager = seen["pager-1"] + seen["pager-2"]

@@ -5,8 +5,9 @@ The edge agent creates its mailbox once and drops off the network. The cloud kee
 routine commands, an urgent one, an emergency stop (critical), two config updates under one
 key (only the newest is kept) and a snapshot request that is only worth doing within 1 s
 (message TTL). When the edge reconnects it fetches in small batches: critical first, then
-urgent, then the routine ones in the order sent; the stale snapshot request is gone. It acks
-each batch and deletes what it ran, and a query confirms nothing is left behind.
+urgent, then the routine ones in the order sent; the stale snapshot request is gone. It marks
+each command done as it runs it (its GroupReader acks the group past what is done) and deletes
+it, and a query confirms nothing is left behind.
 
     python examples/edge_commands.py [--server nats://127.0.0.1:4222]
 """
@@ -17,7 +18,7 @@ import asyncio
 
 from support import Names, banner, parser
 
-from langchain_mq9 import Mq9Client, Priority
+from langchain_mq9 import GroupReader, Mq9Client, Priority
 
 COMMANDS = [
     # (command, options for send)
@@ -51,22 +52,24 @@ async def main(server: str) -> None:
             await cloud.send(edge_box, body, **options)
             extras = ", ".join(f"{k}={v}" for k, v in options.items()) or "normal"
             print(f"[cloud] {describe(body)}  ({extras})")
-    await asyncio.sleep(1.2)  # the edge stays offline past the snapshot's 1 s TTL
-    print("[edge] still offline... (1.2 s)")
+    # The edge stays offline past the snapshot's 1 s TTL. TTLs count whole seconds and a
+    # message stays visible through its last second, so a 1 s TTL ends within 2 s.
+    await asyncio.sleep(2.1)
+    print("[edge] still offline... (2.1 s)")
 
     banner("the edge reconnects and works through its mailbox, 3 commands per batch")
     ran: list[str] = []
     async with Mq9Client(server) as edge:
-        while batch := await edge.fetch(
-            edge_box, group_name="edge", deliver="earliest", num_msgs=3, max_wait_ms=0
-        ):
+        # Not fetch + ack of the batch's last msg_id: a batch comes in priority order, and an
+        # ack moves every priority lane past its msg_id, skipping older routine commands.
+        reader = GroupReader(edge, edge_box, "edge")
+        while batch := await reader.fetch(num_msgs=3):
             for message in batch:
                 ran.append(message.json()["cmd"])
                 print(f"[edge] run {len(ran)}. [{message.priority}] {describe(message.json())}")
-            await edge.ack(edge_box, "edge", batch[-1].msg_id)
-            for message in batch:  # done: discard them (a real mailbox, not a log)
-                await edge.delete(edge_box, message.msg_id)
-            print(f"[edge] acked and deleted the batch up to msg {batch[-1].msg_id}")
+                await reader.done(message.msg_id)
+                await edge.delete(edge_box, message.msg_id)  # a real mailbox, not a log
+            print(f"[edge] batch done and deleted: msgs {[m.msg_id for m in batch]}")
         left = await edge.query(edge_box)
         print(f"[edge] safety net: query shows {len(left)} commands left in the mailbox")
 

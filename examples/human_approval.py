@@ -7,7 +7,7 @@ approver's mailbox and pauses with ``langgraph.types.interrupt``; the graph's st
 and nothing runs while it waits. The human's app uses the same mq9 client: it fetches the
 requests, and the human approves one and rejects the other, answering in the opposite order.
 A mailbox watcher on the agent's side fetches the replies and resumes each paused thread with
-the reply whose correlation_id matches. No approval service, no webhooks, no polling by the
+the reply whose correlation_id matches. No approval service, no webhooks, no polling inside the
 graph.
 
     python examples/human_approval.py [--server nats://127.0.0.1:4222]
@@ -24,9 +24,9 @@ from typing import Any, TypedDict
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
-from support import Names, banner, parser
+from support import Names, banner, parser, wait_for_messages
 
-from langchain_mq9 import Mq9Client, Priority
+from langchain_mq9 import GroupReader, Mq9Client, Priority
 
 REQUESTS = [
     {"correlation_id": "approval-1", "action": "refund order #1042", "cost_usd": 50},
@@ -97,7 +97,8 @@ def thread(correlation_id: str) -> dict:
 async def human(server: str, approver: str) -> None:
     """The approver's app: same protocol, same client, a person deciding."""
     async with Mq9Client(server) as app:
-        requests = await app.fetch(approver, group_name="alice", deliver="earliest")
+        inbox = GroupReader(app, approver, "alice")
+        requests = await inbox.fetch()
         for message in requests:
             request = message.json()
             print(f"[alice] inbox [{message.priority}]: {request['action']} "
@@ -112,7 +113,7 @@ async def human(server: str, approver: str) -> None:
             )
             print(f"[alice] {'approves' if approved else 'rejects'} {request['correlation_id']}: "
                   f"{comment}")
-        await app.ack(approver, "alice", requests[-1].msg_id)
+        await inbox.done([m.msg_id for m in requests])
 
 
 async def main(server: str) -> None:
@@ -140,21 +141,19 @@ async def main(server: str) -> None:
 
         banner("the agent's mailbox watcher resumes each thread with its reply")
         outcomes: dict[str, str] = {}
+        watcher = GroupReader(client, reply_box, "agent")
         while len(outcomes) < len(REQUESTS):
-            replies = await client.fetch(
-                reply_box, group_name="agent", deliver="earliest", max_wait_ms=5000
-            )
+            replies = await wait_for_messages(watcher, 5)
             if not replies:
                 raise SystemExit("no reply from the approver")
             for message in replies:
                 reply = message.json()
                 config = thread(reply["correlation_id"])
-                if not (await agent.aget_state(config)).next:
-                    continue  # that thread is no longer waiting (a duplicate reply)
-                final = await agent.ainvoke(Command(resume=reply), config)
-                outcomes[reply["correlation_id"]] = final["outcome"]
-                print(f"[agent] {reply['correlation_id']} resumed → {final['outcome']}")
-            await client.ack(reply_box, "agent", replies[-1].msg_id)
+                if (await agent.aget_state(config)).next:  # else a duplicate: nobody waits
+                    final = await agent.ainvoke(Command(resume=reply), config)
+                    outcomes[reply["correlation_id"]] = final["outcome"]
+                    print(f"[agent] {reply['correlation_id']} resumed → {final['outcome']}")
+                await watcher.done(message.msg_id)
 
     banner("result")
     for request in REQUESTS:

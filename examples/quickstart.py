@@ -1,4 +1,4 @@
-"""Mailboxes in one minute: create, send with priorities, fetch in priority order, ack, query.
+"""Mailboxes in one minute: create, send with priorities, read in priority order, ack, query.
 
 python examples/quickstart.py                     # in-process broker, no server needed
 python examples/quickstart.py --server nats://127.0.0.1:4222   # mq9-dev-broker or RobustMQ
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from langchain_mq9 import Mq9Client, Priority
+from langchain_mq9 import GroupReader, Mq9Client, Priority
 
 
 async def main(server: str) -> None:
@@ -26,14 +26,18 @@ async def main(server: str) -> None:
         await client.send(inbox, {"status": "idle"}, key="status")  # replaces "busy"
         print("sent 5 messages (normal, urgent, critical, and two keyed status updates)")
 
-        # The recipient comes online and reads in priority order.
-        messages = await client.fetch(inbox, group_name="edge", deliver="earliest")
+        # The recipient comes online and reads in priority order, as consumer group "edge".
+        # A GroupReader, not raw fetch + ack: a group's FETCH hands the same messages out
+        # again until they are acked, and an ACK moves every priority lane at once, so the
+        # reader hands each message out once and acks only past what is handled.
+        reader = GroupReader(client, inbox, "edge")
+        messages = await reader.fetch(num_msgs=10)
         for message in messages:
             print(f"  fetched msg {message.msg_id} [{message.priority}] {message.json()}")
-        await client.ack(inbox, "edge", messages[-1].msg_id)
-        print(f"acked the batch up to msg {messages[-1].msg_id}")
+        await reader.done([m.msg_id for m in messages])
+        print(f"handled them all; the group's position is committed up to msg {reader.committed}")
 
-        again = await client.fetch(inbox, group_name="edge", max_wait_ms=0)
+        again = await GroupReader(client, inbox, "edge").fetch()  # e.g. after a restart
         print(f"fetching again hands out {len(again)} messages: the group's position is kept")
 
         latest = await client.query(inbox, key="status")

@@ -5,7 +5,8 @@ with other work. Each request carries reply_to (A's private mailbox) and a corre
 B comes online it answers its backlog most urgent first, so the replies arrive in a different
 order than the questions were asked; A pairs them by correlation_id. A fourth question, asked
 while B is online, is answered at once: the same code works whether the other side is there
-or not.
+or not. Both sides poll with short FETCHes: an empty FETCH waits its whole max_wait_ms, even
+if a message arrives meanwhile, so a long one would only delay the answer.
 
     python examples/request_reply.py [--server nats://127.0.0.1:4222]
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 
-from support import Names, banner, parser
+from support import Names, banner, parser, wait_for_messages
 
-from langchain_mq9 import Message, Mq9Client, Priority
+from langchain_mq9 import GroupReader, Message, Mq9Client, Priority
 
 STOCK = {"sku-1": 42, "sku-3": 0, "sku-7": 9}
 QUESTIONS = [
@@ -39,6 +40,7 @@ class Requester:
 
     def __init__(self, client: Mq9Client, reply_box: str) -> None:
         self.client, self.reply_box = client, reply_box
+        self.replies = GroupReader(client, reply_box, "a")
         self.pending: dict[str, dict] = {}  # correlation_id -> question
         self.answers: list[tuple[str, str]] = []
 
@@ -51,9 +53,7 @@ class Requester:
         print(f"[A] asks {correlation_id} [{priority}]: {question}")
 
     async def collect(self, *, wait_ms: int) -> None:
-        replies = await self.client.fetch(
-            self.reply_box, group_name="a", deliver="earliest", max_wait_ms=wait_ms
-        )
+        replies = await wait_for_messages(self.replies, wait_ms / 1000)
         for message in replies:
             reply = message.json()
             asked = self.pending.pop(reply["correlation_id"], None)
@@ -62,8 +62,7 @@ class Requester:
                 continue
             self.answers.append((reply["correlation_id"], reply["answer"]))
             print(f"[A] reply to {reply['correlation_id']}: {reply['answer']}")
-        if replies:
-            await self.client.ack(self.reply_box, "a", replies[-1].msg_id)
+        await self.replies.done([m.msg_id for m in replies])
 
 
 async def main(server: str) -> None:
@@ -89,7 +88,9 @@ async def main(server: str) -> None:
             await b.send(question["reply_to"],
                          {"correlation_id": question["correlation_id"], "answer": result})
 
-        consumer = await b.consume(inventory, serve, group_name="inventory", deliver="earliest")
+        consumer = await b.consume(
+            inventory, serve, group_name="inventory", deliver="earliest", max_wait_ms=100
+        )
         while requester.pending:
             await requester.collect(wait_ms=5000)
 

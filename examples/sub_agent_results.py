@@ -2,9 +2,9 @@
 
 The orchestrator creates a private reply mailbox, hands out three tasks that carry it as
 reply_to, and goes offline. The sub-agents finish while it is away: their results wait in the
-mailbox. When the orchestrator is back it fetches them, and one result that is still being
-worked on arrives while it waits (long-poll fetch). A read-only query is the safety net that
-nothing was missed. No webhook, no orchestrator that must stay up.
+mailbox. When the orchestrator is back it reads them, and one result that is still being
+worked on arrives while it waits (a fetch loop that polls). A read-only query is the safety net
+that nothing was missed. No webhook, no orchestrator that must stay up.
 
     python examples/sub_agent_results.py [--server nats://127.0.0.1:4222]
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 
-from support import Names, banner, parser
+from support import Names, banner, parser, wait_for_messages
 
-from langchain_mq9 import Mq9Client
+from langchain_mq9 import GroupReader, Mq9Client
 
 TASKS = {
     "t-1": ("agent.research", "find three papers on agent messaging"),
@@ -30,11 +30,12 @@ RESULTS = {
 
 
 async def sub_agent(server: str, mailbox: str, *, late: asyncio.Event | None = None) -> None:
-    """A sub-agent run: take its task, do it, send the result to reply_to, ack the task.
+    """A sub-agent run: take its task, do it, send the result to reply_to, mark it done.
 
     ``late``: still working until the orchestrator is back and waiting for results."""
     async with Mq9Client(server) as client:
-        [task] = await client.fetch(mailbox, group_name="worker", deliver="earliest")
+        reader = GroupReader(client, mailbox, "worker")
+        [task] = await reader.fetch(num_msgs=1)
         work = task.json()
         if late is not None:
             await late.wait()
@@ -44,7 +45,7 @@ async def sub_agent(server: str, mailbox: str, *, late: asyncio.Event | None = N
         await client.send(
             work["reply_to"], {"task_id": work["task_id"], "result": RESULTS[work["task_id"]]}
         )
-        await client.ack(mailbox, "worker", task.msg_id)
+        await reader.done(task.msg_id)
 
 
 async def main(server: str) -> None:
@@ -70,19 +71,18 @@ async def main(server: str) -> None:
     async with Mq9Client(server) as orchestrator:
         waiting = asyncio.Event()
         late = asyncio.create_task(sub_agent(server, mailboxes["t-3"], late=waiting))
+        replies = GroupReader(orchestrator, reply_box, "orchestrator")
         received: dict[str, str] = {}
         while len(received) < len(TASKS):
-            # Waits up to 5 s, and answers as soon as a result arrives.
-            batch = await orchestrator.fetch(
-                reply_box, group_name="orchestrator", deliver="earliest", max_wait_ms=5000
-            )
+            # Up to 5 s, answering within a poll of a result's arrival.
+            batch = await wait_for_messages(replies, 5)
             if not batch:
                 break
             for message in batch:
                 result = message.json()
                 received[result["task_id"]] = result["result"]
                 print(f"[orchestrator] result of {result['task_id']}: {result['result']}")
-            await orchestrator.ack(reply_box, "orchestrator", batch[-1].msg_id)
+            await replies.done([m.msg_id for m in batch])
             waiting.set()
         await late
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +57,24 @@ class Names:
 
 def banner(text: str) -> None:
     print(f"\n── {text} ──")
+
+
+POLL_MS = 250
+
+
+async def wait_for_messages(reader: Any, seconds: float, *, num_msgs: int = 10) -> list:
+    """Up to ``seconds`` for new messages from a ``GroupReader``; [] if none came.
+
+    A FETCH that finds nothing waits its whole ``max_wait_ms`` and answers empty, even if a
+    message arrives meanwhile (RobustMQ's rule), so one long FETCH would sit out the whole
+    wait. Short FETCHes in a loop answer within ``POLL_MS`` of an arrival instead.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        batch = await reader.fetch(num_msgs=num_msgs, max_wait_ms=max(0, min(POLL_MS, left_ms)))
+        if batch or left_ms <= 0:
+            return batch
 
 
 # -- agents --------------------------------------------------------------------------------

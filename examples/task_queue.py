@@ -1,16 +1,19 @@
 """A task queue with competing workers: every task is done exactly once, even when a worker
 crashes holding one.
 
-A producer fills a queue mailbox; three workers fetch from it with the same group_name, one
-task at a time. The broker leases each task to the worker that fetched it, so the others never
-get it. worker-3 crashes after fetching a task and never acks it: once the lease ends (the
-broker's ack-wait) the task is handed out again and a surviving worker completes it. Critical
-tasks go first. Workers can join or leave at any time; nothing is configured.
+A producer fills a queue mailbox; three workers read it with the same group_name, one task at
+a time, each through a GroupReader with its own worker name. Workers of a group are all handed
+the same messages by the broker (a FETCH reads the group's position, it leases nothing), so
+each reader first claims a task, in the side mailbox ``<queue>.claims``, and works only on the
+tasks it won: no task goes to two workers. worker-3 crashes after taking a task and restarts
+under the same name: the oldest claim wins, so it takes that task back and completes it. Then
+the three share the rest, critical tasks first. Workers can join or leave at any time.
 
     python examples/task_queue.py [--server nats://127.0.0.1:4222]
 
-On memory:// this script gives its in-process broker a 2 s ack-wait so the crash recovery is
-quick to watch. A NATS broker uses its own ack-wait (30 s by default on mq9-dev-broker).
+The catch of claims: a worker that never comes back (or comes back under another name) loses
+the tasks it held: the others count them as taken and the group moves past them, so they are
+only left in the mailbox (``query`` finds them). Give workers stable names, e.g. the host.
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ from collections import Counter
 
 from support import Names, banner, parser
 
-from langchain_mq9 import Mq9Client, Priority
-from langchain_mq9.broker import BrokerEngine, BrokerLimits, install_memory_broker
+from langchain_mq9 import GroupReader, Mq9Client, Priority
 
 GROUP = "workers"
 TASKS = [
@@ -49,13 +51,13 @@ class Ledger:
         return len(self.completed) == len(TASKS)
 
 
-async def worker(server: str, queue: str, name: str, ledger: Ledger, *, crash: bool,
-                 give_up_at: float) -> None:
+async def worker(server: str, queue: str, name: str, ledger: Ledger, *, crash: bool = False,
+                 give_up_at: float, resumed: asyncio.Event | None = None) -> None:
     async with Mq9Client(server) as client:
+        reader = GroupReader(client, queue, GROUP, worker=name)
         while not ledger.all_done() and time.monotonic() < give_up_at:
-            batch = await client.fetch(
-                queue, group_name=GROUP, deliver="earliest", num_msgs=1, max_wait_ms=300
-            )
+            # A short wait: an empty FETCH waits all of it, even if a task arrives meanwhile.
+            batch = await reader.fetch(num_msgs=1, max_wait_ms=200)
             if not batch:
                 continue
             [message] = batch
@@ -67,17 +69,14 @@ async def worker(server: str, queue: str, name: str, ledger: Ledger, *, crash: b
             again = " (handed out again)" if ledger.handed_out[task["id"]] > 1 else ""
             print(f"[{name}] {task['id']} [{message.priority}] {task['what']}{again}")
             await asyncio.sleep(0.05)  # the work
-            await client.ack(queue, GROUP, message.msg_id)
+            await reader.done(message.msg_id)
             ledger.completed.setdefault(task["id"], name)
             ledger.order.append(task["id"])
+            if resumed is not None:
+                resumed.set()
 
 
 async def main(server: str) -> None:
-    if server.startswith("memory://"):
-        # A short lease for the demo: the crashed worker's task comes back after 2 s, not 30.
-        install_memory_broker(
-            server[len("memory://"):], BrokerEngine(limits=BrokerLimits(ack_wait=2.0))
-        )
     queue = Names(server)("tasks.queue")
 
     banner("the producer fills the queue")
@@ -87,25 +86,30 @@ async def main(server: str) -> None:
             await producer.send(queue, {"id": task_id, "what": what}, priority=priority)
         print(f"[producer] {len(TASKS)} tasks in {queue} (one critical, one urgent)")
 
-    banner(f"three workers compete, sharing group_name={GROUP!r}")
     ledger = Ledger()
     give_up_at = time.monotonic() + 60
-    crashing = asyncio.create_task(
-        worker(server, queue, "worker-3", ledger, crash=True, give_up_at=give_up_at)
+    banner("worker-3 takes the first task (the critical one) and crashes")
+    await worker(server, queue, "worker-3", ledger, crash=True, give_up_at=give_up_at)
+
+    banner("worker-3 restarts under its name and takes back its claim")
+    resumed = asyncio.Event()
+    restarted = asyncio.create_task(
+        worker(server, queue, "worker-3", ledger, give_up_at=give_up_at, resumed=resumed)
     )
-    await crashing  # worker-3 grabs the first task (the critical one) and dies with it
-    print("[broker] the crashed worker's task stays leased to the group until its ack-wait "
-          "ends; nobody else gets it meanwhile")
+    await resumed.wait()  # before the others join: they would count its claim as taken
+
+    banner(f"three workers compete, sharing group_name={GROUP!r}")
     await asyncio.gather(
-        worker(server, queue, "worker-1", ledger, crash=False, give_up_at=give_up_at),
-        worker(server, queue, "worker-2", ledger, crash=False, give_up_at=give_up_at),
+        restarted,
+        worker(server, queue, "worker-1", ledger, give_up_at=give_up_at),
+        worker(server, queue, "worker-2", ledger, give_up_at=give_up_at),
     )
 
     banner("result")
     per_worker = Counter(ledger.completed.values())
     print("completed: " + ", ".join(f"{w}: {n}" for w, n in sorted(per_worker.items())))
     twice = [t for t, n in ledger.handed_out.items() if n > 1]
-    print(f"handed out twice (lease expired after a crash): {', '.join(twice) or 'none'}")
+    print(f"handed out again (to the restarted worker-3): {', '.join(twice) or 'none'}")
     done_twice = [t for t, n in Counter(ledger.order).items() if n > 1]
     if not ledger.all_done() or done_twice:
         raise SystemExit(f"not exactly once: missing or repeated tasks {done_twice}")

@@ -231,7 +231,9 @@ async def main(server: str, model: str | None) -> int:
              "methods."),
         ]
         for other, capabilities in others:
-            await client.agent_register({"name": other, "mailbox": other, "payload": capabilities})
+            await client.agent_register(
+                {"name": other, "mailbox": other, "description": capabilities}
+            )
         try:
             banner("1. the worker agent starts and registers its capability, then goes offline")
             await run_agent(worker, "worker", "Start up: register yourself.", thread="worker")

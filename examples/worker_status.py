@@ -7,7 +7,9 @@ orchestrator reads the board with a read-only query: one entry per live worker, 
 the workers themselves, no deregistration. A worker that crashes simply drops off the board,
 and its session mailbox (mailbox TTL) is gone soon after, with nothing to clean up.
 
-TTLs are seconds here so the demo is quick; the script waits for them in real time.
+TTLs are seconds here so the demo is quick; the script waits for them in real time. RobustMQ
+removes expired mailboxes in a sweep that runs every 60 s, so there the last step can take
+up to a minute longer.
 
     python examples/worker_status.py [--server nats://127.0.0.1:4222]
 """
@@ -80,10 +82,13 @@ async def main(server: str) -> None:
         print(f"[orchestrator] {worker_a} is still live")
 
         banner("and the crashed worker's session mailbox expired on its own")
-        deadline = time.monotonic() + SESSION_TTL + 3
+        deadline = time.monotonic() + SESSION_TTL + 70  # RobustMQ's sweep: every 60 s
         while True:
             try:
-                await orchestrator.query(f"{worker_b}.inbox", limit=1)  # a look, no side effect
+                # A SEND, not a QUERY: RobustMQ may still answer a QUERY from its cache for a
+                # while after the sweep, while SEND sees the mailbox gone at once. The ping
+                # expires by itself (ttl) if the mailbox is still there.
+                await orchestrator.send(f"{worker_b}.inbox", {"ping": True}, ttl=1)
             except Mq9Error as exc:
                 print(f"[orchestrator] look at {worker_b}.inbox: {exc}")
                 break

@@ -31,6 +31,12 @@ class Mq9Toolkit(BaseToolkit):
     >>> toolkit = Mq9Toolkit(server="nats://localhost:4222")   # or "memory://" offline
     >>> agent = create_react_agent(llm, toolkit.get_tools())
 
+    One toolkit is one reader of a consumer group: its ``fetch_messages`` hands each message
+    out once, and never one that another toolkit reading the same group was handed (competing
+    workers); its ``ack_messages`` confirms what its own fetches handed out. So give each agent
+    its own toolkit, and take an agent's tools from one toolkit. ``worker`` names it among the
+    group's readers (default: a random name).
+
     ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extra ones you
     can add); ``allowed_mailboxes`` limits the mailboxes the model may touch to these address
     prefixes (plus those it creates); ``read_only`` leaves only discover, query and a fetch
@@ -44,6 +50,12 @@ class Mq9Toolkit(BaseToolkit):
     client: Any = Field(default=None, description="An open Mq9Client to use instead of server")
     tools: Sequence[str] | None = Field(default=None, description="Tool names; default the eight")
     default_group: str = DEFAULT_GROUP
+    worker: str | None = Field(
+        default=None,
+        description="This toolkit's name among the competing readers of a consumer group "
+        "(default: a random one). A restarted agent that uses its old name takes back the "
+        "messages it had fetched but not acked.",
+    )
     allowed_mailboxes: Sequence[str] | None = None
     read_only: bool = False
     max_payload_chars: int = Field(default=DEFAULT_MAX_PAYLOAD_CHARS, ge=1)
@@ -83,6 +95,7 @@ class Mq9Toolkit(BaseToolkit):
             allowed_mailboxes=tuple(self.allowed_mailboxes) if self.allowed_mailboxes else None,
             read_only=self.read_only,
             max_payload_chars=self.max_payload_chars,
+            **({"worker": self.worker} if self.worker else {}),
         )
 
     @property

@@ -30,7 +30,10 @@ from .protocol import Mq9Error
 
 class Mq9Tool(BaseTool):
     """Base of the mq9 tools. Build one with ``server=`` (a URL), ``client=`` (an open
-    ``Mq9Client``) or ``connection=`` (shared, as ``Mq9Toolkit`` does), plus a ``policy``."""
+    ``Mq9Client``) or ``connection=`` (shared, as ``Mq9Toolkit`` does), plus a ``policy``.
+
+    The policy also remembers what ``fetch_messages`` handed out, which ``ack_messages``
+    confirms: tools built one by one must share one ``policy`` (``Mq9Toolkit`` does that)."""
 
     operation_name: ClassVar[str]
 
@@ -96,7 +99,7 @@ def _as_tool_errors() -> Iterator[None]:
 
 
 class AgentRegisterTool(Mq9Tool):
-    """``agent_register``: publish this agent and make sure its mailbox exists."""
+    """``agent_register``: publish this agent's A2A card and make sure its mailbox exists."""
 
     operation_name: ClassVar[str] = "agent_register"
 
@@ -120,13 +123,13 @@ class SendMessageTool(Mq9Tool):
 
 
 class FetchMessagesTool(Mq9Tool):
-    """``fetch_messages``: read a mailbox in priority order, optionally waiting."""
+    """``fetch_messages``: take messages in priority order, each once, optionally waiting."""
 
     operation_name: ClassVar[str] = "fetch_messages"
 
 
 class AckMessagesTool(Mq9Tool):
-    """``ack_messages``: confirm a fetched batch up to a msg_id."""
+    """``ack_messages``: confirm what fetch_messages handed out, up to a msg_id."""
 
     operation_name: ClassVar[str] = "ack_messages"
 
@@ -144,13 +147,13 @@ class DeleteMessageTool(Mq9Tool):
 
 
 class AgentUnregisterTool(Mq9Tool):
-    """``agent_unregister`` (optional): remove an agent from the registry."""
+    """``agent_unregister`` (optional): remove an agent from the registry by name."""
 
     operation_name: ClassVar[str] = "agent_unregister"
 
 
 class AgentReportTool(Mq9Tool):
-    """``agent_report`` (optional): publish an agent's status."""
+    """``agent_report`` (optional): report an agent's status to the broker's operators."""
 
     operation_name: ClassVar[str] = "agent_report"
 

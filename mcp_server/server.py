@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -41,8 +40,8 @@ SERVER_NAME = "mq9"
 INSTRUCTIONS = (
     "Persistent mailboxes and an agent registry over mq9. Register with agent_register, find "
     "other agents with agent_discover, send work with send_message (put a reply_to mailbox in "
-    "a JSON payload to get an answer), read with fetch_messages and confirm with ack_messages. "
-    + DATA_NOTE
+    "a JSON payload to get an answer), read with fetch_messages (max_wait_ms to wait for a reply) "
+    "and confirm what you handled with ack_messages. " + DATA_NOTE
 )
 
 # The broker connection retries briefly, then gives up, and the next tool call opens it again.
@@ -51,7 +50,7 @@ INSTRUCTIONS = (
 RECONNECT_ATTEMPTS = 2
 RECONNECT_DELAY = 0.5
 
-# Beyond the request timeout (and a fetch's own long poll): room for connecting first.
+# Beyond the request timeout (and a fetch's own wait): room for connecting first.
 CALL_GRACE_SECONDS = 5.0
 
 
@@ -126,15 +125,17 @@ def create_server(connection: Mq9Connection, policy: ToolPolicy | None = None) -
     """An MCP server (the SDK's low-level ``Server``) whose tools are the mq9 operations.
 
     ``connection`` is shared by every session the server runs (one per stdio process, one per
-    client over HTTP); ``policy`` is copied per session, so a mailbox one client creates is not
-    opened up to another by ``allowed_mailboxes``.
+    client over HTTP); each session gets ``policy.session()``: the same rules, its own state. So
+    a mailbox one client creates is not opened up to another by ``allowed_mailboxes``, and two
+    clients reading one consumer group compete for its messages as two workers (neither gets a
+    message the other was handed, and one cannot ack the other's).
     """
     policy = policy or ToolPolicy()
 
     @asynccontextmanager
     async def session_policy(_: Server) -> AsyncIterator[ToolPolicy]:
         # The SDK enters this once per session (server.run), not once per process.
-        yield replace(policy, created=set())
+        yield policy.session()
 
     server: Server = Server(
         SERVER_NAME, version=__version__, instructions=INSTRUCTIONS, lifespan=session_policy

@@ -151,7 +151,8 @@ async def test_tool_errors_reach_the_model_and_the_graph_keeps_going(broker):
     errors = tool_errors(state)
     assert len(errors) == 2
     assert "priority" in errors[0] and "'critical'" in errors[0]
-    assert "mailbox agent.nowhere does not exist — create it with create_mailbox" in errors[1]
+    assert "mailbox agent.nowhere does not exist — no mailbox has this address" in errors[1]
+    assert "agent_discover" in errors[1]
     assert state["messages"][-1].content == "Sent after fixing my mistakes."
     assert [m.payload for m in broker.engine.mailboxes["agent.nowhere"].messages.values()] == [
         b"hello"

@@ -110,6 +110,19 @@ async def test_loopback_without_token_serves_sessions_with_their_own_created_mai
             mine = await ok(alice, "query_messages", mail_address=private)
             assert [m["payload"] for m in mine["messages"]] == ["mine"]
 
+            # Two sessions reading one group are competing workers: no message for both,
+            # and neither can ack what the other was handed.
+            await ok(alice, "send_message", mail_address="shared.board", payload="ho")
+            taken = [
+                (await ok(who, "fetch_messages", mail_address="shared.board", num_msgs=1))
+                for who in (alice, bob)
+            ]
+            assert sorted(t["messages"][0]["payload"] for t in taken) == ["hi", "ho"]
+            bobs = taken[1]["messages"][0]["msg_id"]
+            text = await fails(alice, "ack_messages", mail_address="shared.board", msg_id=bobs)
+            assert "fetch_messages first" in text
+            await ok(bob, "ack_messages", mail_address="shared.board", msg_id=bobs)
+
 
 def test_non_loopback_host_without_token_refuses_to_start():
     # 192.0.2.1 (TEST-NET-1) is not loopback and not an address of this machine, so even a

@@ -15,7 +15,7 @@ from langchain_mcp_adapters.tools import load_mcp_tools
 from langgraph.prebuilt import create_react_agent
 from mcp_support import ROOT, ok, served_engine, server_env, stdio_session
 
-from langchain_mq9 import Mq9Client, Mq9Toolkit
+from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
 from langchain_mq9.operations import OPERATIONS
 from langchain_mq9.testing import ScriptedChatModel, call
 
@@ -30,15 +30,17 @@ def structured(messages: list[Any], tool: str | None = None) -> dict[str, Any]:
 
 
 async def answer_tasks(client: Mq9Client, mailbox: str) -> None:
-    """A worker agent outside the graph: answers each task at its reply_to address."""
+    """A worker agent outside the graph: answers each task at its reply_to address. An empty
+    FETCH waits its whole max_wait_ms, so a short one is a poll."""
+    reader = GroupReader(client, mailbox, "workers")
     while True:
-        for message in await client.fetch(mailbox, group_name="workers", max_wait_ms=5000):
+        for message in await reader.fetch(max_wait_ms=100):
             task = message.json()
             await client.send(
                 task["reply_to"],
                 {"correlation_id": task["correlation_id"], "summary": "Q3 revenue rose 12%"},
             )
-            await client.ack(mailbox, "workers", message.msg_id)
+            await reader.done(message.msg_id)
 
 
 @pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
@@ -86,7 +88,7 @@ async def test_langgraph_agent_uses_the_mcp_tools(nats_server):
         await worker.mailbox_create(name="agent.summarizer")
         await worker.agent_register(
             {"name": "agent.summarizer", "mailbox": "agent.summarizer",
-             "payload": "summarizes long documents"}
+             "description": "summarizes long documents"}
         )  # fmt: skip
         answering = asyncio.create_task(answer_tasks(worker, "agent.summarizer"))
         try:

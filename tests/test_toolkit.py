@@ -8,15 +8,16 @@ import threading
 import time
 import urllib.request
 import uuid
+from types import SimpleNamespace
 
 import nats
 import pytest
 from langchain_core.messages import ToolMessage
 
-from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, ToolPolicy
+from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, Priority, ToolPolicy
 from langchain_mq9.broker import BrokerEngine, memory_broker, serve_on_nats
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
-from langchain_mq9.operations import OPERATIONS
+from langchain_mq9.operations import OPERATIONS, message_view
 
 EIGHT = [
     "agent_register",
@@ -83,9 +84,9 @@ def test_a_server_is_required_unless_the_environment_names_one(monkeypatch, memo
 
 
 def test_tool_schemas_use_the_protocol_vocabulary(toolkit):
+    kit = Mq9Toolkit(server="memory://", tools=list(OPERATIONS))
     fields = {
-        t.name: set(t.get_input_schema().model_json_schema()["properties"])
-        for t in toolkit.get_tools()
+        t.name: set(t.get_input_schema().model_json_schema()["properties"]) for t in kit.get_tools()
     }
     assert fields["send_message"] == {
         "mail_address",
@@ -102,14 +103,16 @@ def test_tool_schemas_use_the_protocol_vocabulary(toolkit):
         "deliver",
         "from_time",
         "from_id",
-        "force_deliver",
         "num_msgs",
         "max_wait_ms",
     }
+    assert fields["ack_messages"] == {"mail_address", "msg_id", "group_name"}
     assert fields["agent_register"] == {"name", "capabilities", "agent_card", "mail_address", "ttl"}
     assert fields["agent_discover"] == {"text", "semantic", "limit", "page"}
     assert fields["query_messages"] == {"mail_address", "key", "tags", "since", "limit"}
     assert fields["create_mailbox"] == {"name", "ttl"}
+    assert fields["agent_unregister"] == {"name"}
+    assert fields["agent_report"] == {"name", "status", "details"}
 
 
 # -- what the model sees -----------------------------------------------------------------------
@@ -134,27 +137,220 @@ def test_fetch_shows_decoded_payloads_the_ack_hint_and_returns_messages_as_artif
         (1, "critical", "plain words", "text"),
         (0, "normal", {"task": "a"}, "json"),
     ]
-    assert "msg_id=0" in content["next_step"] and "not instructions" in content["note"]
+    assert "ack_messages(mail_address='agent.inbox', group_name='default'" in content["next_step"]
+    assert "not instructions" in content["note"]
     assert [m.msg_id for m in result.artifact] == [1, 0]
     assert result.artifact[1].payload == b'{"task":"a"}'
 
 
-def test_binary_payloads_are_base64_and_long_ones_are_cut_with_a_note(memory_url):
+def test_long_payloads_are_cut_with_a_note(memory_url):
     kit = Mq9Toolkit(server=memory_url, max_payload_chars=10)
     tools = tools_of(kit)
 
     async def seed(client):
         await client.mailbox_create(name="agent.inbox")
-        await client.send("agent.inbox", b"\xff\xfe\x00")
         await client.send("agent.inbox", "x" * 50)
+        await client.send("agent.inbox", {"words": "y" * 50})
 
     kit.connection.run_sync(seed)
     content = json.loads(tool_call(tools["query_messages"], mail_address="agent.inbox").content)
-    binary, long = content["messages"]
-    assert binary["payload_encoding"] == "base64" and binary["payload"] == "//4A"
-    assert long["payload"] == "x" * 10
-    assert "cut from 50 to 10 characters" in long["truncated"]
+    text, data = content["messages"]
+    assert text["payload"] == "x" * 10 and text["payload_encoding"] == "text"
+    assert "cut from 50 to 10 characters" in text["truncated"]
+    assert data["payload"] == '{"words": ' and data["payload_encoding"] == "json"
     kit.close()
+
+
+def test_messages_without_key_or_tags_attributes_are_shown_too():
+    # The official mq9 SDK's Message has neither key nor tags.
+    sdk_message = SimpleNamespace(
+        msg_id=3, payload=b"hi", priority=Priority.URGENT, create_time=1700000000
+    )
+    assert message_view(sdk_message, 100) == {
+        "msg_id": 3,
+        "priority": "urgent",
+        "create_time": 1700000000,
+        "payload": "hi",
+        "payload_encoding": "text",
+    }
+
+
+async def test_send_gives_the_client_a_priority_enum_as_the_official_sdk_needs():
+    sent = []
+
+    class SdkLikeClient:  # its send reads priority.value, as mq9.Mq9Client.send does
+        server = "sdk://"
+        request_timeout = 1.0
+
+        async def send(self, mail_address, payload, *, priority, key, delay, ttl, tags):
+            sent.append(priority.value)
+            return 7
+
+    kit = Mq9Toolkit(client=SdkLikeClient())
+    result = await atool_call(
+        tools_of(kit)["send_message"], mail_address="a.b", payload="x", priority="urgent"
+    )
+    assert result.status == "success" and sent == ["urgent"]
+
+
+# -- consuming with a group: each message once, acks only for what was handed out ---------------
+
+
+async def _seed(client, box, priorities):
+    await client.mailbox_create(name=box)
+    return [await client.send(box, f"m{i}", priority=p) for i, p in enumerate(priorities)]
+
+
+async def test_a_group_hands_each_message_out_once_and_ack_confirms_in_order(memory_url):
+    async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
+        tools = tools_of(kit)
+        await _seed(observer, "work.q", ["normal", "normal", "critical", "normal"])
+
+        async def fetch(**args):
+            return json.loads(
+                (await atool_call(tools["fetch_messages"], mail_address="work.q", **args)).content
+            )
+
+        first = await fetch(num_msgs=2, max_wait_ms=0)
+        assert [m["msg_id"] for m in first["messages"]] == [2, 0]
+        second = await fetch(num_msgs=2, max_wait_ms=0)  # nothing acked: still never twice
+        assert [m["msg_id"] for m in second["messages"]] == [1, 3]
+        assert second["unacked_earlier"] == [2, 0]
+        assert (await fetch(max_wait_ms=0))["count"] == 0
+
+        # Acking 0 confirms what was handed out up to it (2 then 0), not the messages after it.
+        acked = await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=0)
+        content = json.loads(acked.content)
+        assert content["confirmed"] == [2, 0] and content["still_unacked"] == [1, 3]
+        # The broker's position moved only past what is safe: 0 (1 is not handled yet).
+        assert [m.msg_id for m in await observer.fetch(
+            "work.q", group_name="default", max_wait_ms=0)] == [2, 1, 3]  # fmt: skip
+
+        acked = await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=3)
+        assert json.loads(acked.content)["confirmed"] == [1, 3]
+        assert await observer.fetch("work.q", group_name="default", max_wait_ms=0) == []
+
+
+async def test_ack_refuses_ids_that_fetch_messages_did_not_hand_out(memory_url):
+    async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
+        tools = tools_of(kit)
+        await _seed(observer, "work.q", ["normal", "normal"])
+        refused = await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=1)
+        assert refused.status == "error"
+        assert "Call fetch_messages first" in refused.content
+        await atool_call(tools["fetch_messages"], mail_address="work.q", num_msgs=1)
+        for made_up in (1, 99):
+            refused = await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=made_up)
+            assert (
+                refused.status == "error" and f"msg_id {made_up} is not waiting" in refused.content
+            )
+        # another group's fetches do not count for this one
+        refused = await atool_call(
+            tools["ack_messages"], mail_address="work.q", msg_id=0, group_name="other"
+        )
+        assert refused.status == "error"
+        assert (
+            await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=0)
+        ).status == ("success")
+        again = await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=0)
+        assert again.status == "error" and "already acked" in again.content
+        # Nothing was acked on the broker beyond what was handed out and confirmed.
+        assert [m.msg_id for m in await observer.fetch(
+            "work.q", group_name="default", max_wait_ms=0)] == [1]  # fmt: skip
+
+
+async def test_two_toolkits_in_one_group_are_competing_workers(memory_url):
+    async with (
+        Mq9Toolkit(server=memory_url) as one,
+        Mq9Toolkit(server=memory_url) as two,
+        Mq9Client(memory_url) as observer,
+    ):
+        await _seed(observer, "work.q", ["normal"] * 5 + ["urgent"])
+        got: dict[str, list[int]] = {"one": [], "two": []}
+        for _ in range(3):
+            for name, kit in (("one", one), ("two", two)):
+                result = await atool_call(
+                    tools_of(kit)["fetch_messages"], mail_address="work.q", num_msgs=1
+                )
+                got[name] += [m.msg_id for m in result.artifact]
+        assert sorted(got["one"] + got["two"]) == [0, 1, 2, 3, 4, 5]  # none twice, none lost
+        assert got["one"] and got["two"]
+        for name, kit in (("one", one), ("two", two)):
+            acked = await atool_call(
+                tools_of(kit)["ack_messages"], mail_address="work.q", msg_id=got[name][-1]
+            )
+            assert json.loads(acked.content)["confirmed"] == got[name]
+        assert await observer.fetch("work.q", group_name="default", max_wait_ms=0) == []
+
+
+async def test_a_restarted_toolkit_with_its_worker_name_takes_back_what_it_held(memory_url):
+    async with Mq9Client(memory_url) as observer:
+        await _seed(observer, "work.q", ["normal", "normal"])
+        async with Mq9Toolkit(server=memory_url, worker="agent-1") as crashed:
+            fetched = await atool_call(tools_of(crashed)["fetch_messages"], mail_address="work.q")
+            assert [m.msg_id for m in fetched.artifact] == [0, 1]  # and never acked
+        async with Mq9Toolkit(server=memory_url, worker="agent-1") as restarted:
+            tools = tools_of(restarted)
+            again = await atool_call(tools["fetch_messages"], mail_address="work.q")
+            assert [m.msg_id for m in again.artifact] == [0, 1]
+            await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=1)
+        assert await observer.fetch("work.q", group_name="default", max_wait_ms=0) == []
+
+
+async def test_a_group_starting_at_latest_misses_nothing_sent_after_its_first_fetch(memory_url):
+    async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
+        fetch = tools_of(kit)["fetch_messages"]
+        await _seed(observer, "work.q", ["normal", "normal", "normal"])
+        first = await atool_call(fetch, mail_address="work.q", deliver="latest", max_wait_ms=0)
+        assert [m.msg_id for m in first.artifact] == [2]  # RobustMQ's latest: the newest one
+        for text in ("a", "b"):
+            await observer.send("work.q", text)
+        later = await atool_call(fetch, mail_address="work.q", deliver="latest", max_wait_ms=0)
+        assert [m.msg_id for m in later.artifact] == [3, 4]
+
+
+async def test_positional_reads_consume_nothing(memory_url):
+    async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
+        tools = tools_of(kit)
+        await _seed(observer, "work.q", ["normal", "normal", "normal"])
+        for _ in range(2):
+            look = await atool_call(
+                tools["fetch_messages"], mail_address="work.q", deliver="from_id", from_id=1
+            )
+            content = json.loads(look.content)
+            assert content["group_name"] is None and [m.msg_id for m in look.artifact] == [1, 2]
+            assert "consumed nothing" in content["next_step"]
+        refused = await atool_call(
+            tools["fetch_messages"], mail_address="work.q", deliver="from_id", from_id=1,
+            group_name="g",
+        )  # fmt: skip
+        assert refused.status == "error" and "omit group_name" in refused.content
+        missing = await atool_call(
+            tools["fetch_messages"], mail_address="work.q", deliver="from_id"
+        )
+        assert missing.status == "error" and "needs from_id" in missing.content
+
+
+def test_query_states_which_single_filter_applied(toolkit):
+    tools = tools_of(toolkit)
+    tool_call(tools["create_mailbox"], name="agent.inbox")
+    tool_call(tools["send_message"], mail_address="agent.inbox", payload="a", tags=["x"])
+    tool_call(tools["send_message"], mail_address="agent.inbox", payload="b", tags=["y"])
+    tool_call(tools["send_message"], mail_address="agent.inbox", payload="c", key="k")
+    any_tag = json.loads(
+        tool_call(tools["query_messages"], mail_address="agent.inbox", tags=["x", "y"]).content
+    )
+    assert [m["payload"] for m in any_tag["messages"]] == ["a", "b"]
+    both = json.loads(
+        tool_call(tools["query_messages"], mail_address="agent.inbox", key="k", tags=["x"]).content
+    )
+    assert [m["payload"] for m in both["messages"]] == ["c"]
+    assert both["filter_used"].startswith("only key")
+    oldest = json.loads(
+        tool_call(tools["query_messages"], mail_address="agent.inbox", limit=2).content
+    )
+    assert [m["payload"] for m in oldest["messages"]] == ["a", "b"]
+    assert "since=" in oldest["next_step"]
 
 
 # -- errors reach the model as tool messages ---------------------------------------------------
@@ -179,14 +375,24 @@ def test_unknown_priority_is_an_error_message_and_nothing_is_sent(toolkit, memor
         (
             "send_message",
             {"mail_address": "nobody.home", "payload": "x"},
-            "mailbox nobody.home does not exist — create it with create_mailbox",
+            "mailbox nobody.home does not exist — no mailbox has this address: check it "
+            "(agent_discover",
+        ),
+        (
+            "fetch_messages",
+            {"mail_address": "nobody.home"},
+            "'nobody.home' not found in broker cache — no mailbox has this address",
+        ),
+        (
+            "query_messages",
+            {"mail_address": "nobody.home"},
+            "not found in broker cache — no mailbox has this address",
         ),
         (
             "send_message",
             {"mail_address": "Bad-Address", "payload": "x"},
-            "invalid mail_address: Bad-Address — addresses use lowercase letters",
+            "invalid mail_address: 'Bad-Address' (lowercase letters, digits and dots",
         ),
-        ("delete_message", {"mail_address": "agent.inbox", "msg_id": 99}, "message not found — "),
         ("create_mailbox", {"name": "agent.inbox"}, "mailbox agent.inbox already exists — "),
         (
             "fetch_messages",
@@ -194,6 +400,11 @@ def test_unknown_priority_is_an_error_message_and_nothing_is_sent(toolkit, memor
             "Invalid arguments: num_msgs",
         ),
         ("agent_discover", {"limit": "many"}, "Invalid arguments: limit"),
+        (
+            "agent_register",
+            {"name": "agent.x", "agent_card": {"skills": [7]}},
+            "invalid agent_card: a skill is a non-empty string or a dict",
+        ),
     ],
 )
 def test_errors_say_what_to_do(toolkit, tool, args, expected):
@@ -202,13 +413,6 @@ def test_errors_say_what_to_do(toolkit, tool, args, expected):
     result = tool_call(tools[tool], **args)
     assert result.status == "error"
     assert expected in result.content
-
-
-def test_unregistering_an_unknown_agent_says_where_to_look(memory_url):
-    kit = Mq9Toolkit(server=memory_url, tools=["agent_unregister"])
-    result = tool_call(kit.get_tools()[0], mail_address="agent.ghost")
-    assert result.status == "error" and "agent not found — " in result.content
-    kit.close()
 
 
 async def test_a_broker_that_is_down_is_a_tool_error_not_a_crash():
@@ -282,7 +486,7 @@ def test_read_only_mode_only_discovers_queries_and_peeks(memory_url):
     assert json.loads(peek.content)["count"] == 1
     again = tool_call(tools["fetch_messages"], mail_address="agent.inbox", max_wait_ms=0)
     assert json.loads(again.content)["count"] == 1  # nothing was consumed
-    assert engine.mailboxes["agent.inbox"].groups == {}
+    assert engine.offsets == {} and set(engine.mailboxes) == {"agent.inbox"}  # no claims either
     with_group = tool_call(tools["fetch_messages"], mail_address="agent.inbox", group_name="g")
     assert with_group.status == "error" and "read-only" in with_group.content
     kit.close()
@@ -298,27 +502,93 @@ async def test_the_catalog_enforces_read_only_for_every_surface():
             )
 
 
-def test_register_creates_the_mailbox_once_and_succeeds_when_it_exists(toolkit, memory_url):
-    register = tools_of(toolkit)["agent_register"]
-    first = tool_call(register, name="agent.worker", capabilities="summarizes", ttl=3600)
-    second = tool_call(
-        register,
-        name="agent.worker",
-        capabilities="summarizes and translates",
-        agent_card='{"version": "2", "skills": [{"id": "sum"}]}',
+def test_a_session_keeps_the_rules_and_forgets_the_state():
+    policy = ToolPolicy(allowed_mailboxes=("team",), read_only=True, default_group="g")
+    policy.created.add("team.private")
+    fresh = policy.session()
+    assert (fresh.allowed_mailboxes, fresh.read_only, fresh.default_group) == (
+        ("team",),
+        True,
+        "g",
     )
-    assert json.loads(first.content)["mailbox_created"] is True
-    assert json.loads(second.content)["mailbox_created"] is False
+    assert fresh.created == set() and fresh.readings == {} and fresh.worker != policy.worker
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
+def test_register_creates_the_mailbox_and_an_a2a_card_found_by_text_and_meaning(
+    toolkit, memory_url
+):
+    tools = tools_of(toolkit)
+    first = tool_call(
+        tools["agent_register"],
+        name="agent.worker",
+        capabilities="summarizes long reports",
+        agent_card='{"version": "2.0.0", "skills": ["summaries"]}',
+        ttl=3600,
+    )
+    content = json.loads(first.content)
+    assert content["registered"] is True and content["mailbox_created"] is True
     engine = memory_broker(memory_url.removeprefix("memory://"))
-    [entry] = engine.registry.entries.values()
-    assert entry.card == {
-        "version": "2",
-        "skills": [{"id": "sum"}],
-        "name": "agent.worker",
-        "mailbox": "agent.worker",
-        "payload": "summarizes and translates",
-    }
     assert engine.mailboxes["agent.worker"].expires_at is not None
+    card = engine.registry.entries["agent.worker"].card
+    assert card["version"] == "2.0.0" and card["description"] == "summarizes long reports"
+    assert card["supportedInterfaces"][0]["url"] == "mq9://agent.worker"
+    assert first.artifact == card
+
+    for query in ({"text": "reports"}, {"semantic": "summarize a report"}):
+        found = json.loads(tool_call(tools["agent_discover"], **query).content)
+        assert found["agents"] == [
+            {
+                "name": "agent.worker",
+                "mailbox": "agent.worker",
+                "description": "summarizes long reports",
+                "skills": [
+                    {"name": "summaries", "description": "summaries", "tags": ["summaries"]}
+                ],
+            }
+        ]
+        assert "send_message" in found["next_step"]
+
+
+def test_re_registering_says_the_first_card_is_kept(toolkit, memory_url):
+    register = tools_of(toolkit)["agent_register"]
+    tool_call(register, name="agent.worker", capabilities="summarizes")
+    same = json.loads(tool_call(register, name="agent.worker", capabilities="summarizes").content)
+    assert same["registered"] is True and same["mailbox_created"] is False
+    assert "same card" in same["note"]
+
+    changed = tool_call(register, name="agent.worker", capabilities="summarizes and translates")
+    content = json.loads(changed.content)
+    assert content["registered"] is False
+    assert content["registered_card"]["description"] == "summarizes"
+    assert "NOT changed" in content["note"] and "agent_unregister" in content["note"]
+    engine = memory_broker(memory_url.removeprefix("memory://"))
+    assert engine.registry.entries["agent.worker"].card["description"] == "summarizes"
+
+
+def test_unregister_then_register_changes_the_card_and_report_is_sent(memory_url):
+    kit = Mq9Toolkit(server=memory_url, tools=list(OPERATIONS))
+    tools = tools_of(kit)
+    engine = memory_broker(memory_url.removeprefix("memory://"))
+    tool_call(tools["agent_register"], name="agent.worker", capabilities="summarizes")
+    assert tool_call(tools["agent_unregister"], name="agent.worker").status == "success"
+    assert "agent.worker" not in engine.registry.entries
+    again = json.loads(
+        tool_call(tools["agent_register"], name="agent.worker", capabilities="translates").content
+    )
+    assert again["registered"] is True
+    assert engine.registry.entries["agent.worker"].card["description"] == "translates"
+    reported = tool_call(
+        tools["agent_report"], name="agent.worker", status="busy", details={"load": 0.5}
+    )
+    assert json.loads(reported.content) == {"reported": True, "name": "agent.worker"}
+    info, _ = engine.reports["agent.worker"]
+    assert json.loads(info) == {"load": 0.5, "status": "busy"}
+    # An unknown name is no error on RobustMQ.
+    assert tool_call(tools["agent_unregister"], name="agent.ghost").status == "success"
+    kit.close()
 
 
 # -- calling contexts and the one shared connection --------------------------------------------
@@ -443,6 +713,12 @@ async def test_a_sync_call_on_the_loop_that_owns_the_connection_uses_a_companion
     assert open_connections(monitor) == 3  # the broker's, this loop's, the companion
     again = await atool_call(tools["query_messages"], mail_address="agent.inbox")
     assert again.artifact[0].payload == b"sync"
+    # A group read on one connection is acked on the other: the readers outlive clients.
+    fetched = await atool_call(tools["fetch_messages"], mail_address="agent.inbox")
+    assert [m.payload for m in fetched.artifact] == [b"sync"]
+    acked = tool_call(tools["ack_messages"], mail_address="agent.inbox", msg_id=0)
+    assert acked.status == "success", acked.content
+    assert tool_call(tools["fetch_messages"], mail_address="agent.inbox").artifact == []
     await kit.aclose()
     assert open_connections(monitor, settle_to=1) == 1
 
