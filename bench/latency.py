@@ -33,17 +33,14 @@ FETCH_ARGS = {
     "mail_address": ADDRESS,
     "num_msgs": 10,
     "max_wait_ms": 0,
-    "deliver": "earliest",
-    "force_deliver": True,  # against the real broker: the same first ten every time
+    # A positional read without a group: the same first ten every time (a group's reader
+    # would hand each message out only once).
+    "deliver": "from_id",
+    "from_id": 0,
 }
-# The bytes Mq9Client puts on the wire for FETCH_ARGS (the toolkit's default group).
+# The bytes Mq9Client puts on the wire for FETCH_ARGS.
 FETCH_BODY = p.encode(
-    {
-        "deliver": "earliest",
-        "group_name": "default",
-        "force_deliver": True,
-        "config": {"num_msgs": 10, "max_wait_ms": 0},
-    }
+    {"deliver": "from_id", "from_id": 0, "config": {"num_msgs": 10, "max_wait_ms": 0}}
 )
 
 

@@ -9,6 +9,7 @@ from langchain_tests.integration_tests import ToolsIntegrationTests
 from langchain_tests.unit_tests import ToolsUnitTests
 
 from langchain_mq9.broker import drop_memory_broker
+from langchain_mq9.operations import OPERATIONS
 from langchain_mq9.tools import TOOL_CLASSES
 
 # One call each tool can make on the seeded broker below, and make again (idempotent or fresh).
@@ -21,8 +22,8 @@ EXAMPLES = {
     "ack_messages": {"mail_address": "agent.inbox", "msg_id": 1},
     "query_messages": {"mail_address": "agent.inbox", "tags": ["seed"]},
     "delete_message": {"mail_address": "agent.inbox", "msg_id": 0},
-    "agent_unregister": {"mail_address": "agent.worker"},
-    "agent_report": {"mail_address": "agent.worker", "status": "busy", "details": {"load": 0.5}},
+    "agent_unregister": {"name": "agent.worker"},
+    "agent_report": {"name": "agent.worker", "status": "busy", "details": {"load": 0.5}},
 }
 
 
@@ -32,7 +33,7 @@ async def _seed(client) -> None:
         await client.send("agent.inbox", text, tags=["seed"])
     await client.mailbox_create(name="agent.worker")
     await client.agent_register(
-        {"name": "agent.worker", "mailbox": "agent.worker", "payload": "summarizes documents"}
+        {"name": "agent.worker", "mailbox": "agent.worker", "description": "summarizes documents"}
     )
 
 
@@ -56,6 +57,10 @@ class _StandardTests:
         name = f"standard{uuid.uuid4().hex}"
         tool = self.tool_constructor(server=f"memory://{name}")
         tool.connection.run_sync(_seed)
+        if self.operation == "ack_messages":  # it acks only what a fetch of its policy handed out
+            fetch = OPERATIONS["fetch_messages"]
+            args = {"mail_address": "agent.inbox", "num_msgs": 2, "max_wait_ms": 0}
+            tool.connection.run_sync(lambda client: fetch.execute(client, args, tool.policy))
         yield tool
         tool.connection.close()
         drop_memory_broker(name)
