@@ -177,25 +177,42 @@ async def test_default_mailbox_ttl_is_one_day(broker):
     }
 
 
-async def test_an_expired_mailbox_answers_like_a_missing_one(broker):
+async def test_an_expired_mailbox_is_gone_for_send_but_its_log_stays(broker):
+    """mail_gc.rs deletes the mailbox's metadata only (dynamic_cache.rs keeps the topic):
+    SEND and CREATE see it gone, while FETCH, QUERY, DELETE and ACK still reach its log, and
+    a CREATE of the same name takes the log up again, old messages and msg_ids included."""
     name = await create(broker, box_name(), ttl=60)
     await send(broker, name, "before")
     broker.clock.advance(59)
     assert await payloads(broker, name) == ["before"]
-    broker.clock.advance(1)  # mail_gc.rs: gone once now - create_time >= ttl
+    broker.clock.advance(1)  # gone once now - create_time >= ttl
     assert await broker.raw(p.send_subject(name), b"x") == {
         "error": f"mailbox {name} does not exist"
     }
+    assert await payloads(broker, name) == ["before"]
+    assert [m["payload"] for m in await earliest(broker, name)] == ["before"]
+    ack = {"group_name": "g", "mail_address": name, "msg_id": 0}
+    assert await broker.raw(p.ack_subject(name), p.encode(ack)) == {"error": ""}
+    assert await create(broker, name) == name
+    assert await payloads(broker, name) == ["before"]
+    assert await send(broker, name, "after") == 1
+
+
+async def test_an_expired_mailbox_log_is_forgotten_once_the_retention_empties_it(broker):
+    name = await create(broker, box_name(), ttl=60)
+    await send(broker, name, "old")
+    broker.clock.advance(7 * 86_400 + 600)  # past the retention, and a retention scan is due
+    await broker.raw(p.MAILBOX_CREATE, p.encode({"name": box_name()}))  # any request sweeps
     assert await broker.raw(p.query_subject(name)) == topic_missing(name)
     assert await delete(broker, name, 0) == topic_missing(name)
     ack = {"group_name": "g", "mail_address": name, "msg_id": 0}
     assert await broker.raw(p.ack_subject(name), p.encode(ack)) == {
         "error": f"mailbox not found: {name}"
     }
-    # the name is free again; (our choice) the new mailbox starts empty, from msg_id 0
+    # (our choice) a log that is empty and without a mailbox is forgotten: the name starts
+    # afresh, from msg_id 0
     assert await create(broker, name) == name
-    assert await earliest(broker, name) == []
-    assert await send(broker, name, "after") == 0
+    assert await send(broker, name, "new") == 0
 
 
 async def test_mailbox_ttl_zero_never_expires(broker):
@@ -367,8 +384,13 @@ async def test_message_ttl_is_independent_of_the_mailbox_ttl(broker):
     await send(broker, box, "m", {"mq9-ttl": "500"})
     broker.clock.advance(99)
     assert await ids(broker, box) == [0]
-    broker.clock.advance(1)
-    assert await broker.raw(p.query_subject(box)) == topic_missing(box)
+    broker.clock.advance(1)  # the mailbox is gone; its log, and the message's TTL, are not
+    assert await broker.raw(p.send_subject(box), b"x") == {
+        "error": f"mailbox {box} does not exist"
+    }
+    assert await ids(broker, box) == [0]
+    broker.clock.advance(401)  # past the message's own TTL
+    assert await ids(broker, box) == []
 
 
 async def test_a_delayed_message_answers_minus_one_and_gets_its_id_when_written(broker):
@@ -435,12 +457,12 @@ async def test_a_delayed_message_ttl_counts_from_the_send_on_the_queued_copy(bro
     assert await payloads(broker, box) == ["even", "long"]
 
 
-async def test_a_delayed_message_for_an_expired_mailbox_is_dropped(broker):
-    # (our choice) the mailbox and its topic are gone; RobustMQ writes it to the old topic
+async def test_a_delayed_message_for_an_expired_mailbox_is_still_written_to_its_log(broker):
+    # the delay queue writes to the topic, which outlives the mailbox's metadata
     box = await create(broker, ttl=5)
     await send(broker, box, "late", {"mq9-delay": "10"})
     broker.clock.advance(10)
-    assert await broker.raw(p.query_subject(box)) == topic_missing(box)
+    assert await payloads(broker, box) == ["late"]
 
 
 # -- retention ---------------------------------------------------------------------------------

@@ -75,7 +75,10 @@ class BrokerEngine:
         # Told of every change, under the lock; ``transaction()`` makes a request's changes
         # durable before its reply leaves (see storage.py). The default keeps nothing.
         self.storage = storage if storage is not None else Storage()
+        # Live mailboxes (what SEND and CREATE see), and every log (what FETCH, QUERY, DELETE
+        # and ACK read): RobustMQ's GC removes an expired mailbox's metadata, not its messages.
         self.mailboxes: dict[str, Mailbox] = {}
+        self.topics: dict[str, Mailbox] = {}
         self.registry = AgentRegistry()
         # Committed offsets: lane group ("{group}-{priority}") -> shard -> next msg_id to read.
         self.offsets: dict[str, dict[str, int]] = {}
@@ -137,30 +140,23 @@ class BrokerEngine:
     # -- time ------------------------------------------------------------------------------
 
     def _housekeep(self) -> None:
-        """Remove expired mailboxes, write delayed messages that are due, and every ten
-        minutes remove messages past the retention."""
+        """Expire mailboxes, write delayed messages that are due, and every ten minutes
+        remove messages past the retention."""
         now = self.clock()
-        if now >= self._next_retention_scan:
-            self._next_retention_scan = now + RETENTION_SCAN_SECONDS
-            cutoff = int(now) - RETENTION_SECONDS
-            for mailbox in self.mailboxes.values():
-                dropped = mailbox.drop_before(cutoff)
-                for msg_id in dropped:
-                    self.storage.message_removed(mailbox, msg_id)
-                if dropped:
-                    self.storage.mailbox_start_moved(mailbox)
         while self._mailbox_expiry and self._mailbox_expiry[0][0] <= now:
             _, _, mailbox = heapq.heappop(self._mailbox_expiry)
-            if self.mailboxes.get(mailbox.address) is mailbox:
-                # (our choice) RobustMQ's GC removes the mailbox within 60 s and reads may
-                # find its messages for a while after; here it is gone, messages and all, at
-                # the second its TTL ends
+            live = self.mailboxes.get(mailbox.address) is mailbox
+            if live and (mailbox.expires_at or now) <= now:  # not a stale entry of a re-create
+                # RobustMQ's GC (every 60 s; here at the exact second, our choice) removes the
+                # mailbox's metadata only: SEND and CREATE no longer see it, while its log
+                # stays readable until the retention removes the messages, and a CREATE of
+                # the same name takes the log up again, old messages, msg_ids and offsets too
                 del self.mailboxes[mailbox.address]
-                self.storage.mailbox_removed(mailbox)
+                self.storage.mailbox_expired(mailbox)
         while self._delayed and self._delayed[0][0] <= now:
             due, seq, address, message = heapq.heappop(self._delayed)
             self.storage.delayed_released(seq)
-            mailbox = self.mailboxes.get(address)
+            mailbox = self.topics.get(address)  # written to the log, expired mailbox or not
             # delay-message pop.rs reads the queued copy back first: one whose TTL ended
             # before it was due is not found, and after the retries it is never delivered
             if mailbox is not None and not message.expired(int(due)):
@@ -169,6 +165,20 @@ class BrokerEngine:
                 message.create_time = max(int(due), message.create_time)
                 message.expire_at = 0
                 self._write(mailbox, message)
+        if now >= self._next_retention_scan:
+            self._next_retention_scan = now + RETENTION_SCAN_SECONDS
+            cutoff = int(now) - RETENTION_SECONDS
+            for mailbox in list(self.topics.values()):
+                dropped = mailbox.drop_before(cutoff)
+                for msg_id in dropped:
+                    self.storage.message_removed(mailbox, msg_id)
+                if dropped:
+                    self.storage.mailbox_start_moved(mailbox)
+                if not mailbox.messages and mailbox.address not in self.mailboxes:
+                    # (our choice) an expired mailbox's log, empty now, is forgotten: a CREATE
+                    # of the name after that starts a new log (RobustMQ would go on numbering)
+                    del self.topics[mailbox.address]
+                    self.storage.mailbox_removed(mailbox)
 
     # -- mailboxes -------------------------------------------------------------------------
 
@@ -194,22 +204,29 @@ class BrokerEngine:
         if limit is not None and len(self.mailboxes) >= limit:
             raise Mq9Error(f"mailbox limit reached: this broker holds at most {limit} mailboxes")
         ttl = p.DEFAULT_MAILBOX_TTL if request["ttl"] is None else request["ttl"]
-        mailbox = Mailbox(
-            address, create_time=self.now_second(), ttl=ttl, desc=request["desc"] or ""
-        )
+        mailbox = self.topics.get(address)
+        if mailbox is None:
+            mailbox = Mailbox(address, create_time=self.now_second(), ttl=ttl)
+        else:  # an expired mailbox's log, taken up again with everything it holds
+            mailbox.create_time, mailbox.ttl = self.now_second(), ttl
+        mailbox.desc = request["desc"] or ""
         self.add_mailbox(mailbox)
         self.storage.mailbox_created(mailbox)
         return p.encode({"error": "", "mail_address": address})
 
-    def add_mailbox(self, mailbox: Mailbox) -> None:
-        """Hold ``mailbox`` (a new one, or one durable storage restores)."""
+    def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None:
+        """Hold ``mailbox`` (a new one, or one durable storage restores; ``live=False`` for
+        the log of one that expired)."""
+        self.topics[mailbox.address] = mailbox
+        if not live:
+            return
         self.mailboxes[mailbox.address] = mailbox
         if mailbox.expires_at is not None:
             heapq.heappush(self._mailbox_expiry, (mailbox.expires_at, next(self._seq), mailbox))
 
     def _topic(self, address: str) -> Mailbox:
-        """The mailbox FETCH, QUERY and DELETE read, missing in the storage layer's words."""
-        mailbox = self.mailboxes.get(address)
+        """The log FETCH, QUERY and DELETE read, missing in the storage layer's words."""
+        mailbox = self.topics.get(address)
         if mailbox is None:
             raise Mq9Error(p.err_topic_missing(address))
         return mailbox
@@ -373,7 +390,7 @@ class BrokerEngine:
         except WireError as exc:
             raise Mq9Error(exc.message) from None
         address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
-        mailbox = self.mailboxes.get(address)
+        mailbox = self.topics.get(address)  # the log, even of an expired mailbox
         if mailbox is None:
             raise Mq9Error(p.err_ack_mailbox_missing(address))
         # Every priority lane of the group moves past msg_id, whatever priority it had; the

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("langchain_mq9.broker")
 
-SCHEMA_VERSION = 2  # 2: RobustMQ's model (offsets, not leases; registry by name)
+# 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
+SCHEMA_VERSION = 3
 DEFAULT_FILE_NAME = "mq9-broker.sqlite3"
 
 _SCHEMA = """
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     ttl         INTEGER NOT NULL, -- seconds; 0 = never expires
     descr       TEXT NOT NULL,
     next_id     INTEGER NOT NULL, -- msg_ids are never reused, even after the newest is deleted
-    start_offset INTEGER NOT NULL DEFAULT 0 -- the earliest offset, moved by the retention
+    start_offset INTEGER NOT NULL DEFAULT 0, -- the earliest offset, moved by the retention
+    live        INTEGER NOT NULL DEFAULT 1  -- 0: expired, only its log remains
 );
 CREATE TABLE IF NOT EXISTS messages (
     mailbox     TEXT NOT NULL,
@@ -124,6 +126,8 @@ class Storage:
         return self._NO_TRANSACTION
 
     def mailbox_created(self, mailbox: Mailbox) -> None: ...
+
+    def mailbox_expired(self, mailbox: Mailbox) -> None: ...
 
     def mailbox_removed(self, mailbox: Mailbox) -> None: ...
 
@@ -204,19 +208,18 @@ class SqliteStorage(Storage):
             db.executescript(
                 f"BEGIN IMMEDIATE;{_SCHEMA}{_INDEX_TABLE};PRAGMA user_version={SCHEMA_VERSION};"
             )
+        elif version in (1, 2):
+            db.rollback()
+            raise sqlite3.DatabaseError(
+                f"it was written by an older langchain-mq9 (schema version {version}, before "
+                "the broker followed RobustMQ's semantics); move it away to start empty"
+            )
         elif version != SCHEMA_VERSION:
             db.rollback()
             raise sqlite3.DatabaseError(
                 f"it is not an mq9 dev-broker data file (schema version {version}, "
                 f"expected {SCHEMA_VERSION})"
             )
-        else:  # a version-2 file from before agent_index and start_offset: add them
-            db.execute(_INDEX_TABLE)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(mailboxes)")}
-            if "start_offset" not in columns:
-                db.execute(
-                    "ALTER TABLE mailboxes ADD COLUMN start_offset INTEGER NOT NULL DEFAULT 0"
-                )
         db.commit()
         row = db.execute("SELECT max(id) FROM delayed").fetchone()
         self._next_delayed_id = (row[0] or 0) + 1
@@ -247,7 +250,7 @@ class SqliteStorage(Storage):
         self._ops.append(
             (
                 "INSERT OR REPLACE INTO mailboxes (address, shard, create_time, ttl, descr,"
-                " next_id, start_offset) VALUES (?,?,?,?,?,?,?)",
+                " next_id, start_offset, live) VALUES (?,?,?,?,?,?,?,1)",
                 (
                     mailbox.address,
                     mailbox.shard,
@@ -259,6 +262,9 @@ class SqliteStorage(Storage):
                 ),
             )
         )
+
+    def mailbox_expired(self, mailbox: Mailbox) -> None:
+        self._ops.append(("UPDATE mailboxes SET live = 0 WHERE address = ?", (mailbox.address,)))
 
     def mailbox_removed(self, mailbox: Mailbox) -> None:
         address = (mailbox.address,)
@@ -363,8 +369,9 @@ class SqliteStorage(Storage):
         counts = self.restored
         mailboxes: dict[str, Mailbox] = {}
         next_ids: dict[str, int] = {}
-        for address, shard, create_time, ttl, desc, next_id, start_offset in db.execute(
-            "SELECT address, shard, create_time, ttl, descr, next_id, start_offset FROM mailboxes"
+        for address, shard, create_time, ttl, desc, next_id, start_offset, live in db.execute(
+            "SELECT address, shard, create_time, ttl, descr, next_id, start_offset, live"
+            " FROM mailboxes"
         ):
             mailbox = Mailbox(
                 address, create_time=create_time, ttl=_unsigned(ttl), desc=desc, shard=shard
@@ -372,7 +379,7 @@ class SqliteStorage(Storage):
             mailbox.start_offset = start_offset
             next_ids[address] = next_id
             mailboxes[address] = mailbox
-            engine.add_mailbox(mailbox)
+            engine.add_mailbox(mailbox, live=bool(live))
             counts["mailboxes"] += 1
         for address, msg_id, *columns in db.execute(
             "SELECT mailbox, msg_id, priority, create_time, key, tags, header, expire_at,"
