@@ -124,14 +124,24 @@ class GroupReader:
         # above it fills the higher lanes first: ask for that much more, so the new messages
         # and the lower lanes are reached too.
         asked = min(num_msgs + len(self.handled) + len(self.pending), p.MAX_NUM_MSGS)
-        answer = await self.client.fetch(
-            self.mail_address,
-            group_name=self.group_name,
-            deliver=deliver,
-            from_id=from_id,
-            num_msgs=asked,
-            max_wait_ms=max_wait_ms,
-        )
+        while True:
+            try:
+                answer = await self.client.fetch(
+                    self.mail_address,
+                    group_name=self.group_name,
+                    deliver=deliver,
+                    from_id=from_id,
+                    num_msgs=asked,
+                    max_wait_ms=max_wait_ms,
+                )
+                break
+            except Mq9Error as exc:
+                # The whole answer would not fit in one NATS message: ask for what fits.
+                # The horizon stays safe: it is judged against what was asked.
+                fit = p.answer_fits(exc.message)
+                if fit is None or not 0 < fit < asked:
+                    raise
+                asked = fit
         self.last_answer, self._asked = answer, asked
         fresh = [m for m in answer if self._is_new(m.msg_id)]
         if self.worker is None:

@@ -121,6 +121,23 @@ ERR_AGENT_INFO_EMPTY = "agent_info must not be empty"
 ERR_AGENT_NAME_EMPTY = "agent name must not be empty"
 
 
+def err_answer_too_large(size: int, limit: int, fit: int) -> str:
+    """A group FETCH whose answer would not fit in one NATS message (our broker's rule)."""
+    return (
+        f"the answer would be {size} bytes, above this broker's max_payload of {limit} bytes: "
+        f"ask for at most {fit} messages (num_msgs)"
+    )
+
+
+_ANSWER_FITS = re.compile(r"ask for at most (\d+) messages \(num_msgs\)$")
+
+
+def answer_fits(error: str) -> int | None:
+    """How many messages fit, from an ``err_answer_too_large`` text (None for other errors)."""
+    found = _ANSWER_FITS.search(error)
+    return int(found.group(1)) if found else None
+
+
 def err_unknown_subject(subject: str) -> str:
     return f"unrecognized mq9 subject: {subject}"
 

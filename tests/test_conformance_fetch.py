@@ -498,22 +498,37 @@ async def test_fetch_of_a_mailbox_never_created_is_topic_not_found(broker):
 # -- answers never exceed max_payload (our choice: a NATS reply can be no larger) ----------------
 
 
-async def test_a_fetch_answer_is_cut_to_fit_max_payload(broker):
+async def test_a_group_fetch_too_large_for_one_answer_is_refused_with_what_fits(broker):
+    """(our choice) a group's answer is whole or refused: a reader judges from the lanes how
+    far it may ack, and a cut lane would look finished."""
     set_limits(broker, max_payload=4096)
     box = await create(broker)
     for i in range(12):
         await send(broker, box, bytes([65 + i]) * 1000)
+    reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
+    fit = p.answer_fits(reply["error"])
+    assert fit == 3, reply
     handed: list[int] = []
     for _ in range(12):
-        reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
+        body = {"group_name": "g", "deliver": "earliest", "config": {"num_msgs": fit}}
+        reply = await fetch_reply(broker, box, body)
         assert len(p.encode(reply)) <= 4096
         batch = [m["msg_id"] for m in reply["messages"]]
         if not batch:
             break
-        assert 1 <= len(batch) < 12
         handed.extend(batch)
-        await acked(broker, box, "g", batch[-1])  # what did not fit is read next time
+        await acked(broker, box, "g", batch[-1])
     assert handed == list(range(12))
+
+
+async def test_a_fetch_without_a_group_is_cut_to_fit_max_payload(broker):
+    set_limits(broker, max_payload=4096)
+    box = await create(broker)
+    for i in range(12):
+        await send(broker, box, bytes([65 + i]) * 1000)
+    reply = await fetch_reply(broker, box, {"deliver": "earliest"})
+    assert len(p.encode(reply)) <= 4096
+    assert [m["msg_id"] for m in reply["messages"]] == [0, 1, 2]
 
 
 async def test_big_messages_over_real_nats_default_limits(broker):
@@ -533,7 +548,8 @@ async def test_big_messages_over_real_nats_default_limits(broker):
     assert largest is not None
     sizes = []
     for _ in range(7):
-        reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
+        body = {"group_name": "g", "deliver": "earliest", "config": {"num_msgs": 1}}
+        reply = await fetch_reply(broker, box, body)
         if not reply["messages"]:
             break
         assert len(json.dumps(reply)) <= p.DEFAULT_MAX_PAYLOAD

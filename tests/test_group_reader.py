@@ -10,6 +10,7 @@ registry round trip that gives every discovered agent its ``mailbox``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections import Counter
 
@@ -339,3 +340,17 @@ async def test_every_message_is_handled_exactly_once(client, backlog, steps, wor
         assert set(sent) - set(handled) <= crashed
         leftover = await client.fetch(box, group_name="g", max_wait_ms=0, num_msgs=1000)
         assert {m.msg_id for m in leftover} <= set(handled)
+
+
+async def test_big_messages_come_in_answers_that_fit_and_none_is_skipped(broker, client):
+    """The broker refuses a group answer that would not fit in one NATS message (a cut lane
+    would look finished); the reader asks again for what fits."""
+    broker.engine.limits = dataclasses.replace(broker.engine.limits, max_payload=4096)
+    box = await new_box(client)
+    for i, priority in enumerate(["normal", "urgent", "normal", "critical"] * 3):
+        await client.send(box, f"{i:02d}" + "x" * 1000, priority=priority)
+    reader = GroupReader(client, box, "g")
+    seen: list[int] = []
+    await drain(reader, 10, seen)
+    assert sorted(seen) == list(range(12)) and len(set(seen)) == 12
+    assert reader.committed == 11

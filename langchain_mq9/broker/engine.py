@@ -330,7 +330,9 @@ class BrokerEngine:
         if not found and max_wait_ms > 0:
             # RobustMQ sleeps the whole wait and answers empty, without looking again
             await asyncio.sleep(max_wait_ms / 1000)
-        return _answer(found, self.limits.max_payload)
+        # A group's reader judges from the answer's lanes what it may ack, so a group FETCH
+        # is answered whole or refused; a read without a group may be cut
+        return _answer(found, self.limits.max_payload, whole=request["group_name"] is not None)
 
     def _read_group(
         self, mailbox: Mailbox, request: dict[str, Any], num_msgs: int
@@ -538,17 +540,22 @@ _SEARCH_LIMIT_FOR_ZERO = 10
 _EMPTY_ANSWER = len(p.encode({"error": "", "messages": []}))
 
 
-def _answer(found: list[StoredMessage], max_payload: int) -> bytes:
-    """A FETCH or QUERY answer: the messages in order, as many as fit in ``max_payload`` (our
-    choice: RobustMQ sends what it read, which NATS may then refuse). The first always fits,
-    since SEND refuses a message that could not travel alone. A cut answer loses nothing: what
-    did not fit is read again by the next request, since reading moves no offset."""
+def _answer(found: list[StoredMessage], max_payload: int, *, whole: bool = False) -> bytes:
+    """A FETCH or QUERY answer within ``max_payload``, the most one NATS reply may carry (our
+    choice: RobustMQ sends what it read, which NATS may then refuse). The first message
+    always fits, since SEND refuses a message that could not travel alone. Otherwise the
+    answer is cut after the last message that fits (reading moves no offset, so the rest
+    come with a later request) or, when ``whole``, refused with the number that would fit:
+    a cut lane would look finished to a reader deciding how far it may ack."""
     room = max_payload - _EMPTY_ANSWER
-    items = []
+    items: list[bytes] = []
     for message in found:
         item = message.wire()
         room -= len(item) + (1 if items else 0)
         if items and room < 0:
+            if whole:
+                size = max_payload - room + sum(len(m.wire()) + 1 for m in found[len(items) + 1 :])
+                raise Mq9Error(p.err_answer_too_large(size, max_payload, len(items)))
             break
         items.append(item)
     return b'{"error":"","messages":[' + b",".join(items) + b"]}"
