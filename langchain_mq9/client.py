@@ -384,42 +384,37 @@ class Mq9Client:
     async def agent_register(self, agent_card: dict[str, Any]) -> None:
         """Publish an agent in the registry, under its ``name``.
 
-        An A2A AgentCard is sent as it is (a ``mailbox`` field is also written into its
-        ``supportedInterfaces`` as ``mq9://<mailbox>``, where it survives the broker
-        re-serializing the card). ``{"name", "payload"}`` with both strings is sent as the
-        raw registration RobustMQ also takes (not searchable). Any other dict with a string
-        ``name`` becomes an A2A card (``protocol.agent_card``) from its ``mailbox``,
-        ``description`` and ``skills`` (or old-style ``capabilities``), so it is searchable
-        and carries its mailbox. A name already registered keeps its first registration.
+        An A2A AgentCard is sent as it is. ``mailbox`` (no AgentCard field: RobustMQ would
+        refuse the card) is moved into ``supportedInterfaces`` as ``mq9://<mailbox>``, and an
+        old-style ``capabilities`` list into ``skills``. ``{"name", "payload"}`` with both
+        strings is sent as the raw registration RobustMQ also takes (not searchable). Any
+        other dict with a string ``name`` becomes an A2A card (``protocol.agent_card``) from
+        its ``mailbox``, ``description`` and ``skills``, so it is searchable and carries its
+        mailbox. A name already registered keeps its first registration (RobustMQ).
         """
-        card = _json_object("agent_card", agent_card)
+        card = dict(_json_object("agent_card", agent_card))
         if not isinstance(card.get("name"), str) or not card["name"]:
             raise ValueError("an agent card needs a non-empty string name")
-        if p.is_a2a_card(card):
-            mailbox = card.get("mailbox")
-            if isinstance(mailbox, str) and p.card_mailbox({**card, "mailbox": None}) is None:
-                p.agent_card(card["name"], mailbox=mailbox)  # checks the address
-                interfaces = card.get("supportedInterfaces")
-                interfaces = interfaces if isinstance(interfaces, list) else []
-                card["supportedInterfaces"] = [*interfaces, p.mq9_interface(mailbox)]
-            if isinstance(card.get("capabilities"), list):
-                # A2A's capabilities is an object: RobustMQ would not read this as a card
-                card["skills"] = [*card["skills"], *p.card_skills(card.pop("capabilities"))]
-            body = p.encode(card)
-        elif set(card) == {"name", "payload"} and isinstance(card["payload"], str):
+        if set(card) == {"name", "payload"} and isinstance(card["payload"], str):
             body = p.REGISTER_REQUEST.body(name=card["name"], payload=card["payload"])
+            await self._call(p.AGENT_REGISTER, body)
+            return
+        mailbox = card.pop("mailbox", None)
+        legacy = card.pop("capabilities") if isinstance(card.get("capabilities"), list) else None
+        if p.is_a2a_card(card):
+            if mailbox is not None and p.card_mailbox(card) != mailbox:
+                interface = p.agent_card(card["name"], mailbox=mailbox)["supportedInterfaces"]
+                card["supportedInterfaces"] = [*card.get("supportedInterfaces", []), *interface]
+            card["skills"] = [*card.get("skills", []), *p.card_skills(legacy or [])]
+            for skill in card["skills"]:  # stricter than RobustMQ: a skill says what it is
+                if not isinstance(skill.get("name"), str) or not skill["name"]:
+                    raise ValueError(f"a skill needs a non-empty string name: {skill!r}")
         else:
-            skills = card.get("skills")
-            if skills is None and isinstance(card.get("capabilities"), list):
-                skills = card["capabilities"]
-            body = p.encode(
-                p.agent_card(
-                    card["name"],
-                    mailbox=card.get("mailbox"),
-                    description=card.get("description"),
-                    skills=skills,
-                )
+            skills = card.get("skills", legacy)
+            card = p.agent_card(
+                card["name"], mailbox=mailbox, description=card.get("description"), skills=skills
             )
+        body = p.encode(card)
         await self._call(p.AGENT_REGISTER, body)
 
     async def agent_unregister(self, name: str) -> None:

@@ -450,30 +450,90 @@ DISCOVER_REQUEST = Shape(
 
 # -- A2A agent cards ---------------------------------------------------------------------------
 
-# What serde needs to read a JSON object as an A2A AgentCard (a2a-types 0.2.0, camelCase):
-# RobustMQ's REGISTER accepts such a card bare, and only such cards are indexed for search.
-A2A_REQUIRED = {
-    "name": str,
-    "description": str,
-    "version": str,
-    "defaultInputModes": list,
-    "defaultOutputModes": list,
-    "skills": list,
+# An A2A AgentCard as RobustMQ reads it (a2a-types 0.2.0: prost types with pbjson's proto3
+# JSON mapping; docs/protocol.md §7.1): no field is required, a field may be named in camelCase
+# or snake_case, an unknown key means "not a card", and null is refused for strings, lists and
+# maps. RobustMQ's REGISTER accepts such a card bare and stores it re-serialized (camelCase,
+# fields in proto order, empty ones left out); only cards are indexed for search.
+_STRING, _LIST, _MAP, _MESSAGE = "string", "list", "map", "message"
+A2A_CARD_FIELDS = {
+    "name": _STRING,
+    "description": _STRING,
+    "supportedInterfaces": _LIST,
+    "provider": _MESSAGE,
+    "version": _STRING,
+    "documentationUrl": _MESSAGE,  # optional string: null allowed
+    "capabilities": _MESSAGE,
+    "securitySchemes": _MAP,
+    "securityRequirements": _LIST,
+    "defaultInputModes": _LIST,
+    "defaultOutputModes": _LIST,
+    "skills": _LIST,
+    "signatures": _LIST,
+    "iconUrl": _MESSAGE,
 }
-A2A_SKILL_REQUIRED = {"id": str, "name": str, "description": str, "tags": list}
+A2A_SKILL_FIELDS = {
+    "id": _STRING,
+    "name": _STRING,
+    "description": _STRING,
+    "tags": _LIST,
+    "examples": _LIST,
+    "inputModes": _LIST,
+    "outputModes": _LIST,
+    "securityRequirements": _LIST,
+}
+A2A_INTERFACE_FIELDS = {
+    "url": _STRING,
+    "protocolBinding": _STRING,
+    "tenant": _STRING,
+    "protocolVersion": _STRING,
+}
+_KIND_TYPES = {_STRING: str, _LIST: list, _MAP: dict}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _proto_message(value: Any, fields: dict[str, str]) -> dict[str, Any] | None:
+    """``value`` read as one proto message and written back as pbjson writes it, or None
+    when pbjson would refuse it."""
+    if not isinstance(value, dict):
+        return None
+    read: dict[str, Any] = {}
+    for key, item in value.items():
+        name = key if key in fields else _camel(key)
+        kind = fields.get(name)
+        if kind is None or name in read:  # an unknown key, or a field named twice
+            return None
+        if item is None:
+            if kind != _MESSAGE:
+                return None
+            continue
+        expected = _KIND_TYPES.get(kind)
+        if expected is not None and not isinstance(item, expected):
+            return None
+        read[name] = item
+    nested = {"skills": A2A_SKILL_FIELDS, "supportedInterfaces": A2A_INTERFACE_FIELDS}
+    for name, item_fields in nested.items():
+        if name in read and name in fields:
+            items = [_proto_message(item, item_fields) for item in read[name]]
+            if any(item is None for item in items):
+                return None
+            read[name] = items
+    # pbjson leaves out what holds its default: empty strings and lists
+    return {name: read[name] for name in fields if name in read and read[name] not in ("", [])}
+
+
+def a2a_card(value: Any) -> dict[str, Any] | None:
+    """``value`` as RobustMQ stores it if it reads as an A2A AgentCard, else None."""
+    return _proto_message(value, A2A_CARD_FIELDS)
 
 
 def is_a2a_card(value: Any) -> bool:
     """Whether RobustMQ would read ``value`` as an A2A AgentCard."""
-    if not isinstance(value, dict):
-        return False
-    if not all(isinstance(value.get(k), t) for k, t in A2A_REQUIRED.items()):
-        return False
-    return all(
-        isinstance(skill, dict)
-        and all(isinstance(skill.get(k), t) for k, t in A2A_SKILL_REQUIRED.items())
-        for skill in value["skills"]
-    )
+    return a2a_card(value) is not None
 
 
 # -- messages ----------------------------------------------------------------------------------
@@ -594,13 +654,8 @@ A2A_MODES = ["text/plain"]
 def mq9_interface(mailbox: str) -> dict[str, str]:
     """The A2A ``supportedInterfaces`` entry that says "reach me at this mq9 mailbox". It is a
     field of the A2A AgentCard itself, so it survives RobustMQ re-serializing the card (a
-    top-level ``mailbox`` field does not). ``tenant`` is empty, as RobustMQ's own tests send it."""
-    return {
-        "url": MQ9_URL_SCHEME + mailbox,
-        "protocolBinding": "mq9",
-        "protocolVersion": "1.0",
-        "tenant": "",
-    }
+    top-level ``mailbox`` field is no card field at all, and makes RobustMQ refuse the card)."""
+    return {"url": MQ9_URL_SCHEME + mailbox, "protocolBinding": "mq9", "protocolVersion": "1.0"}
 
 
 def agent_card(
@@ -624,7 +679,7 @@ def agent_card(
             raise ValueError(
                 f"an agent card's mailbox must be a mailbox address, not {mailbox!r}"
             ) from None
-    return {
+    card = {
         "name": name,
         "description": description or "",
         "version": A2A_CARD_VERSION,
@@ -633,6 +688,7 @@ def agent_card(
         "defaultOutputModes": list(A2A_MODES),
         "skills": card_skills(skills or []),
     }
+    return a2a_card(card) or card  # as RobustMQ stores it, so what is sent is what is kept
 
 
 def card_skills(skills: object) -> list[dict[str, Any]]:

@@ -598,8 +598,9 @@ BAD_REQUESTS = [
     (p.query_subject(BOX), b'{"key":5}', None, QUERY_BAD + "invalid type: integer"),
     (p.AGENT_REGISTER, b"", None, p.ERR_REGISTER_EMPTY),
     (p.AGENT_REGISTER, b"[1]", None, "invalid AGENT.REGISTER payload: invalid type: sequence"),
-    (p.AGENT_REGISTER, b"{}", None, "invalid AGENT.REGISTER payload: missing field `name`"),
-    (p.AGENT_REGISTER, b'{"name":"a"}', None, "missing field `payload`"),
+    # an object of A2A card fields only ({} included) is a card: a key of neither shape is not
+    (p.AGENT_REGISTER, b'{"nam":"a"}', None, "AGENT.REGISTER payload: missing field `name`"),
+    (p.AGENT_REGISTER, b'{"name":"a","x":1}', None, "missing field `payload`"),
     (p.AGENT_REGISTER, b'{"name":"a","payload":""}', None, p.ERR_AGENT_INFO_EMPTY),
     (p.AGENT_REGISTER, DEEP, None, "recursion limit exceeded"),
     (p.AGENT_UNREGISTER, b"{}", None, "invalid AGENT.UNREGISTER payload: missing field `name`"),

@@ -454,8 +454,9 @@ class BrokerEngine:
             value = p.loads(body)
         except WireError as exc:
             raise Mq9Error(f"invalid AGENT.REGISTER payload: {exc.message}") from None
-        if p.is_a2a_card(value):
-            name, agent_info = value["name"], p.encode(value).decode()
+        card = p.a2a_card(value)
+        if card is not None:  # stored as RobustMQ re-serializes it
+            name, agent_info = card.get("name", ""), p.encode(card).decode()
         else:
             try:
                 request = p.REGISTER_REQUEST.convert(value)

@@ -122,11 +122,12 @@ def words(text: str) -> set[str]:
 def search_text_of(card: dict[str, Any], *, examples: bool) -> str:
     """What RobustMQ indexes of an A2A card: name, description, and each skill's name,
     description and tags (and examples, for the embedding)."""
-    parts = [card["name"], card["description"]]
-    for skill in card["skills"]:
-        parts += [skill["name"], skill["description"], *map(str, skill["tags"])]
-        if examples and isinstance(skill.get("examples"), list):
-            parts += [str(e) for e in skill["examples"]]
+    parts = [card.get("name", ""), card.get("description", "")]
+    for skill in card.get("skills", []):
+        parts += [skill.get("name", ""), skill.get("description", "")]
+        parts += map(str, skill.get("tags", []))
+        if examples:
+            parts += map(str, skill.get("examples", []))
     return " ".join(parts)
 
 
@@ -146,7 +147,8 @@ class AgentEntry:
             card = p.loads(agent_info.encode())
         except p.WireError:
             card = None
-        if p.is_a2a_card(card):
+        card = p.a2a_card(card)
+        if card is not None:
             entry.card = card
             entry.words = words(search_text_of(card, examples=False))
             entry.stems = stems(search_text_of(card, examples=True))
@@ -159,14 +161,14 @@ class AgentEntry:
     @property
     def card_name(self) -> str:
         assert self.card is not None
-        return self.card["name"]
+        return self.card.get("name", "")
 
     def found(self) -> dict[str, Any]:
         """The entry as a search hit: the index row, named by the card."""
         return {
             "agent_id": f"{p.TENANT}\x00{self.card_name}",
             "name": self.card_name,
-            "description": self.card["description"],
+            "description": self.card.get("description", ""),
             "agent_info": self.agent_info,
         }
 
