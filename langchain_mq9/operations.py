@@ -445,9 +445,7 @@ class QueryMessagesInput(_Input):
     tags: list[str] | None = Field(
         default=None, description="Only messages carrying ANY of these tags."
     )
-    since: int | None = Field(
-        default=None, ge=0, description="Only messages created at or after this Unix time."
-    )
+    # No ``since``: RobustMQ accepts it and reads from the start all the same (query.rs).
     limit: int | None = Field(
         default=None, ge=1, le=QUERY_CAP, description=f"The oldest N (at most {QUERY_CAP})."
     )
@@ -607,8 +605,7 @@ async def _ack_messages(client: Any, args: AckMessagesInput, policy: ToolPolicy)
 
 async def _query_messages(client: Any, args: QueryMessagesInput, policy: ToolPolicy) -> Outcome:
     policy.check(args.mail_address)
-    given = {k: v for k, v in (("key", args.key), ("tags", args.tags), ("since", args.since))
-             if v is not None}  # fmt: skip
+    given = {k: v for k, v in (("key", args.key), ("tags", args.tags)) if v is not None}
     # Only what was given: the official SDK's query takes no tags.
     messages = await client.query(args.mail_address, limit=args.limit, **given)
     content: dict[str, Any] = {
@@ -617,13 +614,14 @@ async def _query_messages(client: Any, args: QueryMessagesInput, policy: ToolPol
         "messages": [message_view(m, policy.max_payload_chars) for m in messages],
     }
     if len(given) > 1:
-        used = next(iter(given))  # the broker applies key, else tags, else since
+        used = next(iter(given))  # the broker applies key, else tags
         content["filter_used"] = f"only {used}: the broker applies one filter"
     if messages:
         content["note"] = DATA_NOTE
         if len(messages) == (args.limit or QUERY_CAP):
             content["next_step"] = (
-                f"There may be more: query again with since={messages[-1].create_time}."
+                "There may be more: look further with fetch_messages(deliver='from_id', "
+                f"from_id={messages[-1].msg_id + 1}), which consumes nothing."
             )
     return Outcome(content, messages)
 
@@ -844,9 +842,9 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "query_messages",
             "Inspect a mailbox",
-            "Look at what a mailbox holds without consuming anything. One filter applies: key "
-            "(its newest message), else tags (messages with ANY of them), else since (created "
-            "at or after). Oldest first, at most 100.",
+            "Look at what a mailbox holds without consuming anything: everything, or only the "
+            "newest message with a key, or else messages with ANY of some tags. Oldest first, "
+            "at most 100.",
             QueryMessagesInput,
             _query_messages,
             read_only=True,

@@ -109,7 +109,7 @@ def test_tool_schemas_use_the_protocol_vocabulary(toolkit):
     assert fields["ack_messages"] == {"mail_address", "msg_id", "group_name"}
     assert fields["agent_register"] == {"name", "capabilities", "agent_card", "mail_address", "ttl"}
     assert fields["agent_discover"] == {"text", "semantic", "limit", "page"}
-    assert fields["query_messages"] == {"mail_address", "key", "tags", "since", "limit"}
+    assert fields["query_messages"] == {"mail_address", "key", "tags", "limit"}
     assert fields["create_mailbox"] == {"name", "ttl"}
     assert fields["agent_unregister"] == {"name"}
     assert fields["agent_report"] == {"name", "status", "details"}
@@ -350,7 +350,17 @@ def test_query_states_which_single_filter_applied(toolkit):
         tool_call(tools["query_messages"], mail_address="agent.inbox", limit=2).content
     )
     assert [m["payload"] for m in oldest["messages"]] == ["a", "b"]
-    assert "since=" in oldest["next_step"]
+    assert "from_id=2" in oldest["next_step"]
+    further = json.loads(
+        tool_call(
+            tools["fetch_messages"],
+            mail_address="agent.inbox",
+            deliver="from_id",
+            from_id=2,
+            max_wait_ms=0,
+        ).content
+    )
+    assert [m["payload"] for m in further["messages"]] == ["c"]
 
 
 # -- errors reach the model as tool messages ---------------------------------------------------
