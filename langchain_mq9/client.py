@@ -362,7 +362,8 @@ class Mq9Client:
 
         Answers at most 100 messages, oldest first (``limit`` keeps the oldest N). Only one
         filter applies, in this order: ``key``, then ``tags`` (a message matches if it has ANY
-        of them), then ``since`` (Unix seconds, create_time at or after it).
+        of them). ``since`` is sent as the SDK sends it, but RobustMQ reads from the start
+        regardless (docs/protocol.md §5.5): it filters nothing.
         """
         p.check_address(mail_address)
         body = p.QUERY_REQUEST.body(
