@@ -32,6 +32,12 @@ ErrorHandler = Callable[["Message", Exception], Awaitable[None] | None]
 
 DEFAULT_CLAIM_TTL = 3600
 
+# The largest payload a message can have (assumption: NATS's default max_payload, 1 MiB, in
+# force wherever messages were sent; a payload can be no larger than the NATS message it
+# travels in). A lane read holding more than LANE_READ_BYTES minus this may have been cut by
+# RobustMQ's per-read byte cap; one holding less was not.
+LARGEST_MESSAGE = p.DEFAULT_MAX_PAYLOAD
+
 
 class GroupReader:
     """The fetch/done cycle of one reader of a consumer group.
@@ -50,6 +56,20 @@ class GroupReader:
     (``query`` finds them) but the group's position may already have moved past them.
 
     ``commit=False`` tracks what is handled without ever acking, for callers who ack.
+
+    The safe horizon H (every id <= H is done; the reader acks H), from the broker's answer to
+    ``num_msgs = n``: the broker reads the lanes critical, urgent, normal from the group's
+    position, each up to n messages and up to RobustMQ's 30 MiB of payload per read, and stops
+    once it holds n. A lane that returned n messages, or more than 30 MiB - 1 MiB of payload
+    (1 MiB: the largest payload assumed, NATS's default max_payload), may go on past its last id;
+    any other lane that was read was read to its end. When no lane was left unread, H may rise
+    to the smallest of: the answer's largest id, the last id of each lane that may go on, and
+    every id not yet handled minus 1. In any case H may rise through the ids right above the
+    last H that are in the answer and handled. H stays below every message handed out and not
+    done yet. A broker that cannot send the whole answer to n says how many messages fit; the
+    reader asks for that many, and raises ``Mq9Error`` when such an answer holds nothing new,
+    the reader holds nothing, and H cannot move: it could only return [] while older messages
+    wait (larger answers or smaller messages are needed).
     """
 
     def __init__(
@@ -124,6 +144,7 @@ class GroupReader:
         # above it fills the higher lanes first: ask for that much more, so the new messages
         # and the lower lanes are reached too.
         asked = min(num_msgs + len(self.handled) + len(self.pending), p.MAX_NUM_MSGS)
+        fit: int | None = None  # how many the broker said fit, when it refused more
         while True:
             try:
                 answer = await self.client.fetch(
@@ -144,6 +165,7 @@ class GroupReader:
                 asked = fit
         self.last_answer, self._asked = answer, asked
         fresh = [m for m in answer if self._is_new(m.msg_id)]
+        fresh_any = bool(fresh)
         if self.worker is None:
             batch = fresh[:num_msgs]
         else:
@@ -153,9 +175,23 @@ class GroupReader:
                 batch += await self._claim(fresh[:room])
                 fresh = fresh[room:]
         # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
+        floor = self._floor
         await self._advance()
+        if fit is not None and not fresh_any and not self.pending and self._floor == floor:
+            raise Mq9Error(self._stalled(fit))
         self.pending.update(m.msg_id for m in batch)
         return batch
+
+    def _stalled(self, fit: int) -> str:
+        return (
+            f"reader of {self.mail_address} (group {self.group_name!r}) cannot go on: this "
+            f"broker's answers hold only {fit} of these messages, all {fit} it hands out first "
+            "are handled already, and older messages of lower priority may wait behind them "
+            "(acking past those would skip them). Let the broker send larger answers "
+            "(BrokerLimits.max_answer, and the nats-server's max_payload: mq9-dev-broker "
+            "starts its nats-server with 64 MiB) or send smaller messages (a reference to "
+            "large data instead of the data)"
+        )
 
     def _is_new(self, msg_id: int) -> bool:
         return msg_id > self._floor and msg_id not in self.handled and msg_id not in self.pending
@@ -184,18 +220,22 @@ class GroupReader:
         horizon = self._floor
         # 1. All three lanes start at the group's position S. The broker reads a lane only
         # while it holds fewer than `asked`; a lane read returns up to `asked` of its messages
-        # from S. A lane that returned fewer was read to its end; one that returned `asked`
-        # may go on after its last id; a lane not read may hold any id from S on, even below
-        # everything in the answer: then this rule proves nothing. (It takes the answer to be
-        # whole: a broker must not drop messages from an answer to make it fit.)
+        # from S, and stops before the one that would take its payload bytes above
+        # LANE_READ_BYTES (RobustMQ). A lane that returned fewer than `asked` and at most
+        # LANE_READ_BYTES - LARGEST_MESSAGE bytes was read to its end (a cut one holds more:
+        # the message left out would have taken it above the cap); any other may go on after
+        # its last id; a lane not read may hold any id from S on, even below everything in
+        # the answer: then this rule proves nothing. (It takes the answer to be whole: a
+        # broker must not drop messages from an answer to make it fit.)
+        whole_below = p.LANE_READ_BYTES - LARGEST_MESSAGE
         held, skipped, bound = 0, False, max(ids, default=-1)
         for priority in PRIORITY_ORDER:
-            lane = [m.msg_id for m in answer if m.priority is priority]
+            lane = [m for m in answer if m.priority is priority]
             if held >= asked:
                 skipped = True
                 continue
-            if len(lane) >= asked:
-                bound = min(bound, max(lane))
+            if lane and (len(lane) >= asked or sum(len(m.payload) for m in lane) > whole_below):
+                bound = min(bound, max(m.msg_id for m in lane))
             held += len(lane)
         if ids and not skipped:
             waiting = [i for i in ids if not self._done(i)]

@@ -44,6 +44,11 @@ DEFAULT_DISCOVER_LIMIT = 20
 DEFAULT_MAILBOX_TTL = 86_400  # RobustMQ's mq9_mailbox_default_ttl: a CREATE without ttl
 QUERY_CAP = 100  # a QUERY answers at most this many messages, whatever its limit
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # NATS' own default max_payload
+# RobustMQ reads each priority lane of a FETCH (and each read of a QUERY) with max_size 30 MiB
+# (nats-broker mq9/fetch.rs and query.rs: 1024 * 1024 * 30): storage-engine rocksdb read.rs
+# read_by_tag / read_by_offset stop before a record whose payload bytes (record.data.len())
+# would take the read's total above it; the first record is always taken.
+LANE_READ_BYTES = 30 * 1024 * 1024
 MAX_U32 = 2**32 - 1
 MAX_U64 = 2**64 - 1
 MAX_NUM_MSGS = 10_000  # the client's sanity bound; RobustMQ takes any u32
@@ -122,10 +127,11 @@ ERR_AGENT_NAME_EMPTY = "agent name must not be empty"
 
 
 def err_answer_too_large(size: int, limit: int, fit: int) -> str:
-    """A group FETCH whose answer would not fit in one NATS message (our broker's rule)."""
+    """A group FETCH whose answer would be larger than the broker sends (our broker's rule);
+    ``fit``: the largest num_msgs whose whole answer fits."""
     return (
-        f"the answer would be {size} bytes, above this broker's max_payload of {limit} bytes: "
-        f"ask for at most {fit} messages (num_msgs)"
+        f"the answer would be {size} bytes, above the {limit} bytes this broker's answers "
+        f"carry: ask for at most {fit} messages (num_msgs)"
     )
 
 

@@ -495,19 +495,104 @@ async def test_fetch_of_a_mailbox_never_created_is_topic_not_found(broker):
     assert reply == {"error": "Tenant default topic 'never.created' not found in broker cache"}
 
 
-# -- answers never exceed max_payload (our choice: a NATS reply can be no larger) ----------------
+# -- each lane read is capped at 30 MiB of payload (fetch.rs max_size, rocksdb read.rs) ----------
+
+
+@pytest.fixture
+def small_lane_reads(monkeypatch):
+    """RobustMQ's 30 MiB per read, made 2500 bytes: the same rule at a size tests can fill."""
+    monkeypatch.setattr(p, "LANE_READ_BYTES", 2500)
+
+
+async def test_each_lane_read_stops_before_the_message_that_would_pass_the_byte_cap(
+    broker, small_lane_reads
+):
+    # read.rs read_by_tag: a record is taken while the payload bytes read so far plus its own
+    # stay within max_size; the first is always taken; the count limit is checked first
+    box = await create(broker)
+    sizes = {"critical": [1000, 1000, 500, 1], "urgent": [3000, 1], "normal": [1200, 1301, 5]}
+    ids: dict[str, list[int]] = {}
+    for priority, lane in sizes.items():
+        ids[priority] = [await send(broker, box, b"c" * size, priority) for size in lane]
+    # critical: 1000 + 1000 + 500 = 2500 is within the cap, the 1-byte message is not taken;
+    # urgent: the first message is taken whatever its size; normal: 1200 + 1301 > 2500
+    expected = ids["critical"][:3] + ids["urgent"][:1] + ids["normal"][:1]
+    assert await fetch(broker, box, deliver="earliest") == expected
+    assert await fetch(broker, box, group_name="g", deliver="earliest") == expected
+    # the count still limits first: num_msgs 2 takes two criticals and reads no other lane
+    assert await fetch(broker, box, deliver="earliest", num_msgs=2) == ids["critical"][:2]
+    # bytes, not characters: 600 two-byte characters are 1200 bytes
+    other = await create(broker)
+    first = await send(broker, other, "é" * 600)
+    second = await send(broker, other, "é" * 651)
+    assert await fetch(broker, other, deliver="earliest") == [first]
+    await broker.raw(p.delete_subject(other, first))
+    assert await fetch(broker, other, deliver="earliest") == [second]
+
+
+async def test_expired_and_deleted_messages_take_no_room_in_a_lane_read(broker, small_lane_reads):
+    # read.rs skips missing and expired records before counting them
+    box = await create(broker)
+    gone = await send(broker, box, b"d" * 2000)
+    await send(broker, box, b"t" * 2000, mq9_ttl="1")
+    kept = [await send(broker, box, b"k" * 1200) for _ in range(3)]
+    await broker.raw(p.delete_subject(box, gone))
+    broker.clock.advance(2)
+    assert await fetch(broker, box, deliver="earliest") == kept[:2]
+
+
+async def test_query_reads_are_capped_like_lane_reads(broker, small_lane_reads):
+    # query.rs reads with the same max_size: every tag read apiece, and a read without filter;
+    # a key names one message, read without a cap
+    box = await create(broker)
+    a = [await send(broker, box, b"a" * 1000, mq9_tags="a") for _ in range(3)]
+    b = [await send(broker, box, b"b" * 2000, mq9_tags="b") for _ in range(2)]
+    keyed = await send(broker, box, b"k" * 3000, mq9_key="big")
+
+    async def query(body: dict) -> list[int]:
+        reply = await broker.raw(p.query_subject(box), p.encode(body))
+        assert reply["error"] == "", reply
+        return [m["msg_id"] for m in reply["messages"]]
+
+    assert await query({}) == a[:2]
+    assert await query({"since": 0}) == a[:2]
+    assert await query({"tags": ["a", "b"]}) == a[:2] + b[:1]
+    assert await query({"key": "big"}) == [keyed]
+
+
+# -- answers (our choice: a NATS reply can be no larger than the server's max_payload) -----------
+
+
+async def test_max_payload_bounds_a_message_and_max_answer_an_answer(broker):
+    """``max_payload`` is the largest message SEND takes (as it travels in an answer), not the
+    largest answer; in-process nothing bounds an answer, on NATS the server's max_payload."""
+    set_limits(broker, max_payload=2000)
+    box = await create(broker)
+    reply = await broker.raw(p.send_subject(box), b"z" * 2000)
+    assert reply["error"].startswith("message too large: "), reply
+    for i in range(12):
+        await send(broker, box, bytes([65 + i]) * 1000)
+    reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
+    assert [m["msg_id"] for m in reply["messages"]] == list(range(12))
+    assert len(p.encode(reply)) > 12_000
+    # a message must travel alone in an answer: under a smaller max_answer it is refused
+    set_limits(broker, max_payload=2000, max_answer=1100)
+    reply = await broker.raw(p.send_subject(box), b"z" * 1000)
+    assert reply["error"].startswith("message too large: "), reply
+    assert "carry at most 1100 bytes per message" in reply["error"], reply
 
 
 async def test_a_group_fetch_too_large_for_one_answer_is_refused_with_what_fits(broker):
     """(our choice) a group's answer is whole or refused: a reader judges from the lanes how
     far it may ack, and a cut lane would look finished."""
-    set_limits(broker, max_payload=4096)
+    set_limits(broker, max_answer=4096)
     box = await create(broker)
     for i in range(12):
         await send(broker, box, bytes([65 + i]) * 1000)
     reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
     fit = p.answer_fits(reply["error"])
     assert fit == 3, reply
+    assert "above the 4096 bytes this broker's answers carry" in reply["error"], reply
     handed: list[int] = []
     for _ in range(12):
         body = {"group_name": "g", "deliver": "earliest", "config": {"num_msgs": fit}}
@@ -521,8 +606,23 @@ async def test_a_group_fetch_too_large_for_one_answer_is_refused_with_what_fits(
     assert handed == list(range(12))
 
 
-async def test_a_fetch_without_a_group_is_cut_to_fit_max_payload(broker):
-    set_limits(broker, max_payload=4096)
+async def test_what_fits_counts_every_lane_the_smaller_request_reads(broker):
+    """Asked for n, each lane read gives up to n: 2 critical messages and n normal ones. The
+    broker answers the largest n whose whole answer fits, not how many of this answer fit."""
+    box = await create(broker)
+    for i in range(10):
+        await send(broker, box, bytes([65 + i]) * 1000, "critical" if i in (4, 8) else None)
+    one = len(p.encode({"error": "", "messages": []})) + 1100  # an answer of one message, about
+    set_limits(broker, max_answer=one + 5 * 1100)  # about five messages fit, not six
+    reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
+    fit = p.answer_fits(reply["error"])
+    assert fit == 3, reply  # 2 critical + 3 normal; asked for 5 the broker would send 7
+    body = {"group_name": "g", "deliver": "earliest", "config": {"num_msgs": fit}}
+    assert await fetch(broker, box, **body) == [4, 8, 0, 1, 2]
+
+
+async def test_a_fetch_without_a_group_is_cut_to_fit_the_answer_limit(broker):
+    set_limits(broker, max_answer=4096)
     box = await create(broker)
     for i in range(12):
         await send(broker, box, bytes([65 + i]) * 1000)
@@ -532,8 +632,8 @@ async def test_a_fetch_without_a_group_is_cut_to_fit_max_payload(broker):
 
 
 async def test_big_messages_over_real_nats_default_limits(broker):
-    """With the default 1 MiB limits a backlog larger than one reply comes in several answers,
-    and the largest message SEND accepts is delivered (no answer NATS would refuse)."""
+    """With the default 1 MiB limits a backlog of big messages comes in several answers, and
+    the largest message SEND accepts is delivered (no answer NATS would refuse)."""
     box = await create(broker)
     for _ in range(6):
         await send(broker, box, b"b" * 300_000)

@@ -202,6 +202,38 @@ async def test_limits_from_the_command_line():
         assert broker.stop() == 0
 
 
+async def test_answers_use_the_nats_servers_max_payload():
+    """The started nats-server carries 64 MiB, so answers may hold many big messages while one
+    message stays within --max-payload (1 MiB); on a nats-server of one's own (--nats), answers
+    are as large as that server allows."""
+    big = "b" * 700_000
+    with DevBroker("--port", str(free_port())) as broker:
+        assert "answers: up to 67108864 bytes (the nats-server's max_payload)" in (
+            "\n".join(broker.stdout)
+        )
+        assert not any("Maximum payloads" in line for line in broker.stderr), broker.output()
+        async with await Wire.connect(broker.url) as wire:
+            assert wire.connection.max_payload == 64 * 1024 * 1024
+            await wire.ok(p.MAILBOX_CREATE, {"name": "big"})
+            for _ in range(3):
+                await wire.send("big", big)
+            reply = await wire.call(p.send_subject("big"), b"x" * (p.DEFAULT_MAX_PAYLOAD + 1))
+            assert reply["error"].startswith("message too large"), reply
+            batch = await wire.fetch("big", group_name="g", deliver="earliest")
+            assert [len(m["payload"]) for m in batch] == [700_000] * 3  # a 2.1 MB answer
+        assert broker.stop() == 0
+    with start_nats_server() as own, DevBroker("--nats", own.url) as broker:
+        assert "answers: up to 1048576 bytes" in "\n".join(broker.stdout)
+        async with await Wire.connect(broker.url) as wire:
+            await wire.ok(p.MAILBOX_CREATE, {"name": "big"})
+            for _ in range(3):
+                await wire.send("big", big)
+            body = {"group_name": "g", "deliver": "earliest", "config": {"max_wait_ms": 0}}
+            reply = await wire.call(p.fetch_subject("big"), body)
+            assert p.answer_fits(reply["error"]) == 1, reply
+        assert broker.stop() == 0
+
+
 def test_help_names_only_options_that_exist(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["--help"])
@@ -210,6 +242,7 @@ def test_help_names_only_options_that_exist(capsys):
     for option in ("--host", "--port", "--nats", "--data", "--sync", "--max-mailboxes",
                    "--max-messages", "--max-payload", "--log-level"):
         assert option in text
+    assert "max_payload" in text and "64 MiB" in text  # what bounds an answer
     for gone in ("ack-wait", "lease", "base64"):
         assert gone not in text
     options = {o for action in build_parser()._actions for o in action.option_strings}

@@ -342,15 +342,86 @@ async def test_every_message_is_handled_exactly_once(client, backlog, steps, wor
         assert {m.msg_id for m in leftover} <= set(handled)
 
 
-async def test_big_messages_come_in_answers_that_fit_and_none_is_skipped(broker, client):
-    """The broker refuses a group answer that would not fit in one NATS message (a cut lane
-    would look finished); the reader asks again for what fits."""
-    broker.engine.limits = dataclasses.replace(broker.engine.limits, max_payload=4096)
+# -- answers of limited size, and RobustMQ's 30 MiB lane reads ---------------------------------
+
+
+def limit_answers(broker, max_answer: int) -> None:
+    broker.engine.limits = dataclasses.replace(broker.engine.limits, max_answer=max_answer)
+
+
+@pytest.mark.parametrize("num_msgs", [1, 4, 10])
+async def test_big_messages_come_in_answers_that_fit_and_none_is_skipped(broker, client, num_msgs):
+    """The broker refuses a group answer that would not fit (a cut lane would look finished)
+    and says how many messages fit; the reader asks for that many and goes on, as long as
+    the higher lanes leave room for the lower ones."""
+    limit_answers(broker, 13_000)  # about ten 1000-byte messages
+    box = await new_box(client)
+    priorities = (["normal"] * 3 + ["critical"] + ["normal"] * 3 + ["urgent"]) * 2
+    sent = [await client.send(box, f"{i:02d}" + "x" * 1000, priority=pr)
+            for i, pr in enumerate(priorities)]
+    with pytest.raises(Mq9Error) as refused:  # the limit binds
+        await client.fetch(box, group_name="probe", deliver="earliest", num_msgs=10)
+    assert 4 < p.answer_fits(refused.value.message) < 10
+    reader = GroupReader(client, box, "g")
+    seen: list[int] = []
+    await drain(reader, num_msgs, seen)
+    assert sorted(seen) == sent and len(set(seen)) == len(sent)
+    assert reader.committed == sent[-1]
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+
+
+async def test_a_reader_the_answers_cannot_get_past_says_so(broker, client):
+    """Only 3 of these messages fit in an answer: once the 3 critical ones are handled, every
+    answer holds just them, and acking past them would skip the older normal messages. The
+    reader says why it cannot go on instead of returning [] forever."""
+    limit_answers(broker, 4096)
     box = await new_box(client)
     for i, priority in enumerate(["normal", "urgent", "normal", "critical"] * 3):
         await client.send(box, f"{i:02d}" + "x" * 1000, priority=priority)
     reader = GroupReader(client, box, "g")
-    seen: list[int] = []
-    await drain(reader, 10, seen)
-    assert sorted(seen) == list(range(12)) and len(set(seen)) == 12
-    assert reader.committed == 11
+    batch = await reader.fetch(num_msgs=10)
+    assert [m.msg_id for m in batch] == [3, 7, 11]
+    await reader.done([3, 7, 11])
+    with pytest.raises(Mq9Error) as stuck:
+        await reader.fetch(num_msgs=10)
+    message = stuck.value.message
+    assert "answers hold only 3 of these messages" in message, message
+    assert "max_answer" in message and "smaller messages" in message, message
+    assert not stuck.value.retryable
+    assert reader.committed is None  # nothing was skipped
+    assert [m.msg_id for m in await client.query(box)] == [0, 1, 2]  # (cut to fit)
+
+
+async def test_a_fetch_that_the_reader_itself_holds_up_is_not_an_error(broker, client):
+    """Handed out and not done yet: ``done`` will let the reader go on, so fetch answers []."""
+    limit_answers(broker, 4096)
+    box = await new_box(client)
+    for priority in ["normal", "normal", "critical", "critical", "critical"]:
+        await client.send(box, "x" * 1000, priority=priority)
+    reader = GroupReader(client, box, "g")
+    assert [m.msg_id for m in await reader.fetch(num_msgs=3)] == [2, 3, 4]
+    assert await reader.fetch(num_msgs=3) == []
+
+
+async def test_a_lane_cut_by_bytes_is_not_taken_as_read_to_its_end(monkeypatch, broker, client):
+    """RobustMQ stops a lane read before the message that would take it above 30 MiB of
+    payload. Scaled down: reads of 2500 bytes, messages of at most 1100 bytes, so a lane
+    holding more than 1400 bytes may have been cut."""
+    import langchain_mq9.consumer as consumer
+
+    monkeypatch.setattr(p, "LANE_READ_BYTES", 2500)
+    monkeypatch.setattr(consumer, "LARGEST_MESSAGE", 1100)
+    box = await new_box(client)
+    normal = [await client.send(box, "n" * 1000) for _ in range(3)]
+    critical = await client.send(box, "c", priority="critical")
+    reader = GroupReader(client, box, "g")
+    batch = await reader.fetch(num_msgs=10)
+    # the normal lane stopped after 2000 bytes, with fewer than asked: it may go on
+    assert [m.msg_id for m in batch] == [critical, normal[0], normal[1]]
+    await reader.done([m.msg_id for m in batch])
+    assert reader.committed == normal[1]  # not 3: that would skip normal[2]
+    batch = await reader.fetch(num_msgs=10)
+    assert [m.msg_id for m in batch] == [normal[2]]
+    await reader.done(normal[2])
+    assert reader.committed == critical
+    assert await reader.fetch(num_msgs=10) == []

@@ -6,8 +6,10 @@
 
 It starts ``nats-server`` (or attaches to one with ``--nats``), answers every ``$mq9.AI.*``
 request with ``BrokerEngine``, prints where it listens and how to connect, and stops on Ctrl-C
-or SIGTERM, taking the nats-server it started with it. Production and multi-machine use point
-the same clients at a RobustMQ broker instead.
+or SIGTERM, taking the nats-server it started with it. One message is at most ``--max-payload``
+(1 MiB); an answer holding many may be as large as the server's max_payload: 64 MiB for the
+nats-server it starts, whatever that server allows with ``--nats``. Production and
+multi-machine use point the same clients at a RobustMQ broker instead.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import protocol as p
 from .engine import BrokerEngine, BrokerLimits
-from .nats_process import NatsProcess, find_nats_server, start_nats_server
+from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
 from .serve import serve_on_nats
 from .storage import SqliteStorage, StorageError
 
@@ -57,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--nats",
         metavar="URL",
-        help="serve on this running nats-server instead of starting one (--host/--port unused)",
+        help="serve on this running nats-server instead of starting one (--host/--port "
+        "unused); answers are then at most that server's max_payload (1 MiB unless it is "
+        f"configured otherwise), where a started nats-server carries {LARGEST_MAX_PAYLOAD} "
+        "bytes (64 MiB)",
     )
     keep = parser.add_argument_group("state")
     keep.add_argument(
@@ -89,10 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=p.DEFAULT_MAX_PAYLOAD,
         metavar="BYTES",
-        help="largest answer the broker sends, which bounds a message too: a FETCH answer "
-        "carries each payload as JSON text (quotes, backslashes and control characters "
-        "escaped) with its headers, so one message must be somewhat smaller than this "
-        f"(default {p.DEFAULT_MAX_PAYLOAD}, nats-server's own max_payload)",
+        help="largest message the broker accepts, counted as it travels in a FETCH answer: "
+        "the payload as JSON text (quotes, backslashes and control characters escaped) with "
+        "its headers, so a payload must be somewhat smaller than this "
+        f"(default {p.DEFAULT_MAX_PAYLOAD}, nats-server's default max_payload; GroupReader "
+        "assumes no larger payload). Answers, which hold many messages, may be as large as "
+        "the nats-server's max_payload",
     )
     parser.add_argument(
         "--log-level",
@@ -156,7 +163,10 @@ def _start_server(host: str, port: int) -> NatsProcess:
             host,
         )
     try:
-        server = start_nats_server(host, port, die_with_parent=True)
+        # Answers may hold many messages: let them be as large as NATS allows
+        server = start_nats_server(
+            host, port, max_payload=LARGEST_MAX_PAYLOAD, die_with_parent=True
+        )
     except RuntimeError as exc:
         raise StartupError(str(exc)) from None
     # nats-server writes its log to that pipe; read it for as long as the server runs, or a
@@ -224,7 +234,7 @@ async def _serve(
                 engine.limits.max_payload,
                 connection.max_payload,
             )
-        _banner(url, server, storage, engine.limits)
+        _banner(url, server, storage, engine.limits, engine.answer_limit)
         print(f"{READY} {shown}", flush=True)
 
         waits = [asyncio.ensure_future(stop.wait())]
@@ -262,7 +272,7 @@ async def _refuse_second_broker(connection, shown: str) -> None:
     )
 
 
-def _banner(url, server, storage, limits) -> None:
+def _banner(url, server, storage, limits, answer_limit) -> None:
     shown = _display(url)
     where = f"nats-server at {shown}"
     if server is not None:
@@ -289,6 +299,10 @@ def _banner(url, server, storage, limits) -> None:
         f"limits: max payload {limits.max_payload} bytes, "
         f"mailboxes {most(limits.max_mailboxes)}, "
         f"messages per mailbox {most(limits.max_messages_per_mailbox)}"
+    )
+    lines.append(
+        f"answers: up to {answer_limit} bytes (the nats-server's max_payload); a FETCH or "
+        "QUERY answer holds as many messages as fit"
     )
     lines += [
         "connect with:",
@@ -334,6 +348,8 @@ def _relay_log(server: NatsProcess) -> None:
     for raw in stream:
         line = raw.decode(errors="replace").rstrip()
         serious = any(tag in line for tag in ("[ERR]", "[FTL]", "[WRN]"))
+        if "Maximum payloads over" in line:  # our own choice of max_payload, see above
+            serious = False
         relay.log(logging.WARNING if serious else logging.DEBUG, "%s", line)
 
 

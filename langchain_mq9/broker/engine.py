@@ -16,6 +16,18 @@ Delayed messages, as RobustMQ's delay queue handles them: due at the SEND's seco
 delay; written then with a new msg_id and create_time, without their ``mq9-key`` and without
 a TTL; dropped instead if their TTL (counted from the SEND) ended before they were due.
 
+Reads, as RobustMQ's storage engine makes them: each lane read of a FETCH and each read of a
+QUERY stops at ``num_msgs`` (or the QUERY's limit) messages and before the message that would
+take its payload bytes above ``protocol.LANE_READ_BYTES`` (30 MiB; the first always counts).
+
+Answers (our choice: RobustMQ sends what it read, which NATS may refuse) stay within
+``answer_limit``: ``BrokerLimits.max_answer`` and the max_payload of every NATS connection
+serving the engine (``serve_on_nats`` tells it); no limit in-process. A group's FETCH is
+answered whole or refused with the largest ``num_msgs`` whose answer fits, since a reader
+judges from the lanes how far it may ack and a cut lane would look finished; a FETCH without
+a group and a QUERY are cut after the last message that fits. SEND refuses a message that
+could not travel alone in an answer within ``max_payload`` and ``answer_limit``.
+
 Sums RobustMQ makes in u64 (a message's expire_at, a delay's due time, ACK's msg_id + 1) wrap
 round as its release build does, without overflow checks.
 
@@ -30,7 +42,7 @@ import heapq
 import itertools
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +67,18 @@ _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
 @dataclass(frozen=True)
 class BrokerLimits:
     """What one broker will hold (our choice: RobustMQ has no such limits). ``None`` means no
-    limit beyond memory."""
+    limit beyond memory.
+
+    ``max_payload``: the largest message SEND accepts, counted as the message takes room in a
+    FETCH answer (payload as JSON text, headers, msg_id...); also bounds a registry entry and
+    a DISCOVER answer. ``max_answer``: the largest FETCH or QUERY answer; None = no limit of
+    the broker's own (a NATS connection serving it still bounds its answers by the server's
+    max_payload, see ``BrokerEngine.answer_limit``)."""
 
     max_payload: int = p.DEFAULT_MAX_PAYLOAD
     max_mailboxes: int | None = None
     max_messages_per_mailbox: int | None = None
+    max_answer: int | None = None
 
 
 class BrokerEngine:
@@ -91,10 +110,40 @@ class BrokerEngine:
         self._mailbox_expiry: list[tuple[int, int, Mailbox]] = []
         self._delayed: list[tuple[int, int, str, StoredMessage]] = []
         self._next_retention_scan = self.clock() + RETENTION_SCAN_SECONDS
+        # The largest reply each transport serving the engine carries (replaced, never
+        # changed in place: read without the lock).
+        self._carriers: dict[object, int] = {}
         self.storage.restore(self)
 
     def now_second(self) -> int:
         return int(self.clock())
+
+    # -- answer sizes ----------------------------------------------------------------------
+
+    def carry(self, carrier: object, max_bytes: int | None) -> None:
+        """Note that ``carrier`` (a transport serving this engine, e.g. ``serve_on_nats``'s
+        service) carries replies of at most ``max_bytes``; None: it serves no more."""
+        carriers = dict(self._carriers)
+        if max_bytes is None:
+            carriers.pop(carrier, None)
+        else:
+            carriers[carrier] = max_bytes
+        self._carriers = carriers
+
+    @property
+    def answer_limit(self) -> int | None:
+        """The largest answer the engine sends: ``limits.max_answer`` and the largest reply of
+        every transport serving it, whichever is smallest; None = no limit."""
+        bounds = list(self._carriers.values())
+        if self.limits.max_answer is not None:
+            bounds.append(self.limits.max_answer)
+        return min(bounds, default=None)
+
+    def _message_limit(self) -> int:
+        """The most room one message may take in an answer (and a registry entry or a
+        DISCOVER answer in all)."""
+        limit = self.answer_limit
+        return self.limits.max_payload if limit is None else min(self.limits.max_payload, limit)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -286,12 +335,15 @@ class BrokerEngine:
 
     def _check_fits(self, message: StoredMessage) -> None:
         # (our choice) RobustMQ takes any payload NATS carries, and a FETCH answer holding it
-        # could then exceed max_payload: refuse a message that could never be handed out
-        size = _EMPTY_ANSWER + len(message.wire())
-        if size > self.limits.max_payload:
+        # could then be larger than NATS carries: refuse a message that could never be
+        # handed out, or that is above max_payload counted the same way (with room for the
+        # widest msg_id: it is not known yet)
+        size = _EMPTY_ANSWER + len(message.wire()) + _MSG_ID_ROOM
+        limit = self._message_limit()
+        if size > limit:
             raise Mq9Error(
                 f"message too large: it would take {size} bytes in a FETCH answer, and this "
-                f"broker's answers carry at most {self.limits.max_payload} bytes; send a "
+                f"broker's answers carry at most {limit} bytes per message; send a "
                 "reference to the data (a URL or path) instead"
             )
         message._wire = None  # its msg_id is not known yet
@@ -326,17 +378,21 @@ class BrokerEngine:
         max_wait_ms = p.DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
         with self._lock, self.storage.transaction():
             self._housekeep()
-            found = self._read_group(self._topic(address), request, num_msgs)
-        if not found and max_wait_ms > 0:
+            lanes = self._read_group(self._topic(address), request, num_msgs)
+        if not lanes and max_wait_ms > 0:
             # RobustMQ sleeps the whole wait and answers empty, without looking again
             await asyncio.sleep(max_wait_ms / 1000)
         # A group's reader judges from the answer's lanes what it may ack, so a group FETCH
         # is answered whole or refused; a read without a group may be cut
-        return _answer(found, self.limits.max_payload, whole=request["group_name"] is not None)
+        if request["group_name"] is not None:
+            return _whole_answer(lanes, num_msgs, self.answer_limit)
+        return _answer([m for lane in lanes for m in lane], self.answer_limit)
 
     def _read_group(
         self, mailbox: Mailbox, request: dict[str, Any], num_msgs: int
-    ) -> list[StoredMessage]:
+    ) -> list[list[StoredMessage]]:
+        """The lanes read, in order (critical first), each as RobustMQ reads it; [] when
+        they are all empty."""
         group = request["group_name"]
         if group is None:  # a throwaway group: the deliver policy decides every time
             starts: dict[str, int | None] = dict.fromkeys(_LANES, self._initial(mailbox, request))
@@ -351,12 +407,15 @@ class BrokerEngine:
                 lane: self._lane_start(f"{group}-{lane}", mailbox, request) for lane in _LANES
             }
         now = self.now_second()
-        found: list[StoredMessage] = []
+        lanes: list[list[StoredMessage]] = []
+        held = 0
         for priority in PRIORITY_ORDER:  # each lane reads up to num_msgs: an answer may hold more
-            found.extend(mailbox.read_lane(priority, starts[priority.value], num_msgs, now))
-            if len(found) >= num_msgs:
+            lane = _capped(mailbox.read_lane(priority, starts[priority.value], num_msgs, now))
+            lanes.append(lane)
+            held += len(lane)
+            if held >= num_msgs:
                 break
-        return found
+        return lanes if held else []
 
     def _lane_start(self, lane_group: str, mailbox: Mailbox, request: dict) -> int | None:
         committed = self.offsets.get(lane_group)
@@ -423,7 +482,7 @@ class BrokerEngine:
             seen: set[int] = set()
             found = []
             for tag in request["tags"]:  # any tag matches; each tag reads up to limit
-                for message in mailbox.read_tag(tag, limit, now):
+                for message in _capped(mailbox.read_tag(tag, limit, now)):
                     if message.msg_id not in seen:
                         seen.add(message.msg_id)
                         found.append(message)
@@ -433,8 +492,8 @@ class BrokerEngine:
             # time but files it under the mail address, and the storage driver looks offsets
             # up by shard name ("{topic_id}-0"), so it reads the shard from 0. In effect no
             # filter at all, like a QUERY without one.
-            found = list(mailbox.read(None, limit, now))
-        return _answer(found, self.limits.max_payload)
+            found = _capped(mailbox.read(None, limit, now))
+        return _answer(found, self.answer_limit)
 
     def _delete(self, address: str, msg_id_text: str) -> bytes:
         msg_id = p.header_u64(msg_id_text) if msg_id_text == msg_id_text.strip() else None
@@ -519,47 +578,112 @@ class BrokerEngine:
         else:  # every agent, not paginated
             agents = [entry.listed() for entry in self.registry.listing()]
         reply = p.encode({"error": "", "agents": agents})
-        if len(reply) > self.limits.max_payload:
+        # (our choice) registry answers stay within max_payload too, as a message does
+        limit = self._message_limit()
+        if len(reply) > limit:
             raise Mq9Error(
-                f"the answer would be {len(reply)} bytes, above the {self.limits.max_payload}-"
-                "byte max_payload: search with text or semantic and a smaller limit"
+                f"the answer would be {len(reply)} bytes, above the {limit}-byte max_payload: "
+                "search with text or semantic and a smaller limit"
             )
         return reply
 
     def _check_entry_fits(self, entry: AgentEntry) -> None:
         # (our choice) an entry that alone overflows a DISCOVER answer is refused
         size = len(p.encode({"error": "", "agents": [entry.listed()]}))
-        if size > self.limits.max_payload:
+        limit = self._message_limit()
+        if size > limit:
             raise Mq9Error(
                 f"agent entry is {size} bytes: DISCOVER answers carry at most "
-                f"{self.limits.max_payload} bytes; keep large data out of the card"
+                f"{limit} bytes; keep large data out of the card"
             )
 
 
 _OK = p.encode({"error": ""})
 _SEARCH_LIMIT_FOR_ZERO = 10
 _EMPTY_ANSWER = len(p.encode({"error": "", "messages": []}))
+_MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyond the -1 sent
 
 
-def _answer(found: list[StoredMessage], max_payload: int, *, whole: bool = False) -> bytes:
-    """A FETCH or QUERY answer within ``max_payload``, the most one NATS reply may carry (our
-    choice: RobustMQ sends what it read, which NATS may then refuse). The first message
-    always fits, since SEND refuses a message that could not travel alone. Otherwise the
-    answer is cut after the last message that fits (reading moves no offset, so the rest
-    come with a later request) or, when ``whole``, refused with the number that would fit:
-    a cut lane would look finished to a reader deciding how far it may ack."""
-    room = max_payload - _EMPTY_ANSWER
-    items: list[bytes] = []
-    for message in found:
-        item = message.wire()
-        room -= len(item) + (1 if items else 0)
-        if items and room < 0:
-            if whole:
-                size = max_payload - room + sum(len(m.wire()) + 1 for m in found[len(items) + 1 :])
-                raise Mq9Error(p.err_answer_too_large(size, max_payload, len(items)))
+def _capped(messages: Iterable[StoredMessage]) -> list[StoredMessage]:
+    """One read as RobustMQ's storage engine makes it (rocksdb read.rs read_by_tag and
+    read_by_offset): ``messages``, already limited in number, up to the one that would take
+    the payload bytes read above ``LANE_READ_BYTES``; the first is always taken. Stops
+    pulling from ``messages`` there."""
+    cap = p.LANE_READ_BYTES
+    taken: list[StoredMessage] = []
+    total = 0
+    for message in messages:
+        total += len(message.payload)
+        if taken and total > cap:
             break
-        items.append(item)
-    return b'{"error":"","messages":[' + b",".join(items) + b"]}"
+        taken.append(message)
+    return taken
+
+
+def _size(messages: list[StoredMessage]) -> int:
+    """The bytes of an answer holding ``messages``."""
+    return _EMPTY_ANSWER + sum(len(m.wire()) for m in messages) + max(len(messages) - 1, 0)
+
+
+def _encode(messages: list[StoredMessage]) -> bytes:
+    return b'{"error":"","messages":[' + b",".join(m.wire() for m in messages) + b"]}"
+
+
+def _too_large_alone(message: StoredMessage, limit: int) -> Mq9Error:
+    return Mq9Error(
+        f"message {message.msg_id} alone takes {_size([message])} bytes in an answer, above "
+        f"the {limit} bytes this broker's answers carry (it was stored under larger limits): "
+        "raise the broker's answer limit, or delete the message"
+    )
+
+
+def _answer(found: list[StoredMessage], limit: int | None) -> bytes:
+    """A FETCH without a group or a QUERY answer within ``limit`` (None: no limit): cut after
+    the last message that fits (reading moves no offset, so the rest come with a later
+    request). SEND refuses a message that could not travel alone."""
+    if limit is None:
+        return _encode(found)
+    room = limit - _EMPTY_ANSWER
+    kept = 0
+    for message in found:
+        room -= len(message.wire()) + (1 if kept else 0)
+        if room < 0:
+            if not kept:
+                raise _too_large_alone(message, limit)
+            break
+        kept += 1
+    return _encode(found[:kept])
+
+
+def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | None) -> bytes:
+    """A group's FETCH answer: ``lanes`` (as ``_read_group`` read them for ``num_msgs``)
+    whole, or refused with the largest ``num_msgs`` whose whole answer fits within ``limit``.
+
+    Asked for n < num_msgs, the broker would read each lane read here up to n (a prefix: the
+    byte cap cuts at the same message whatever the count) and no other lane, stopping once
+    it holds n; so that answer is computed from ``lanes``, and it grows with n."""
+    found = [m for lane in lanes for m in lane]
+    if limit is None or _size(found) <= limit:
+        return _encode(found)
+
+    def answer_for(n: int) -> list[StoredMessage]:
+        taken: list[StoredMessage] = []
+        for lane in lanes:
+            taken += lane[:n]
+            if len(taken) >= n:
+                break
+        return taken
+
+    fit, above = 0, num_msgs  # answer_for(fit) fits, answer_for(above) does not
+    while above - fit > 1:
+        middle = (fit + above) // 2
+        if _size(answer_for(middle)) <= limit:
+            fit = middle
+        else:
+            above = middle
+    if fit == 0:
+        raise _too_large_alone(answer_for(1)[0], limit)
+    raise Mq9Error(p.err_answer_too_large(_size(found), limit, fit))
 
 
 def _wrap_u64(number: int) -> int:

@@ -7,10 +7,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# The largest max_payload nats-server takes: it may not exceed max_pending, 64 MiB by default
+# (nats-server warns above 8 MiB that large payloads are discouraged).
+LARGEST_MAX_PAYLOAD = 64 * 1024 * 1024
 
 
 def find_nats_server() -> str:
@@ -40,6 +45,7 @@ class NatsProcess:
     process: subprocess.Popen
     host: str
     port: int
+    config: tempfile.TemporaryDirectory | None = None  # the config file written for it
 
     @property
     def url(self) -> str:
@@ -53,6 +59,9 @@ class NatsProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.config is not None:
+            self.config.cleanup()
+            self.config = None
 
     def __enter__(self) -> NatsProcess:
         return self
@@ -66,6 +75,7 @@ def start_nats_server(
     port: int | None = None,
     *,
     monitor_port: int | None = None,
+    max_payload: int | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 10.0,
     die_with_parent: bool = False,
@@ -73,6 +83,8 @@ def start_nats_server(
     """Start nats-server on ``host:port`` (a free port if None) and wait until it accepts.
 
     ``monitor_port`` also serves nats-server's HTTP monitoring (``/varz``, ``/connz``).
+    ``max_payload``: the largest message the server carries (nats-server's default: 1 MiB; at
+    most ``LARGEST_MAX_PAYLOAD``), set in a config file, as nats-server has no flag for it.
     ``die_with_parent`` (for a long-running owner such as the dev broker): the server gets its
     own session, so a Ctrl-C meant for the owner does not reach it, and on Linux it is sent
     SIGTERM when the calling thread ends, even by ``kill -9``, instead of being orphaned.
@@ -81,7 +93,24 @@ def start_nats_server(
     command = [find_nats_server(), "-a", host, "-p", str(port)]
     if monitor_port:
         command += ["-m", str(monitor_port)]
+    config = None
+    if max_payload is not None:
+        if not 0 < max_payload <= LARGEST_MAX_PAYLOAD:
+            raise ValueError(f"max_payload must be 1 to {LARGEST_MAX_PAYLOAD} bytes")
+        config = tempfile.TemporaryDirectory(prefix="mq9-nats-")
+        path = Path(config.name, "nats-server.conf")
+        path.write_text(f"max_payload: {max_payload}\n")
+        command += ["-c", str(path)]
     command += list(extra_args)  # e.g. ["--user", "u", "--pass", "p"]
+    try:
+        return _start(command, host, port, timeout, die_with_parent, config)
+    except BaseException:
+        if config is not None:
+            config.cleanup()
+        raise
+
+
+def _start(command, host, port, timeout, die_with_parent, config) -> NatsProcess:
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
@@ -97,7 +126,7 @@ def start_nats_server(
             raise RuntimeError(f"nats-server exited at start: {error.strip()}")
         try:
             with socket.create_connection((host, port), timeout=0.2):
-                return NatsProcess(process, host, port)
+                return NatsProcess(process, host, port, config)
         except OSError:
             time.sleep(0.02)
     process.kill()

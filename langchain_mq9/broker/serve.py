@@ -1,4 +1,9 @@
-"""Serve a ``BrokerEngine`` on a real NATS connection: answer every ``$mq9.AI.>`` request."""
+"""Serve a ``BrokerEngine`` on a real NATS connection: answer every ``$mq9.AI.>`` request.
+
+The engine is told the connection's max_payload (``BrokerEngine.carry``), so its answers
+never exceed what the server carries and SEND refuses a message that could not travel alone
+in one.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +28,18 @@ class NatsService:
         self.connection = connection
         self.subscription: Subscription | None = None
         self._in_flight: set[asyncio.Task] = set()
+        self._carried: int | None = None
+
+    def _tell_engine(self) -> None:
+        """Keep the engine's answers within the server's max_payload (which a reconnect to
+        another server may change)."""
+        limit = self.connection.max_payload
+        if limit != self._carried:
+            self.engine.carry(self, limit)
+            self._carried = limit
 
     async def start(self) -> NatsService:
+        self._tell_engine()
         self.subscription = await self.connection.subscribe(p.SUBJECT_WILDCARD, cb=self._on_request)
         await self.connection.flush()
         return self
@@ -41,15 +56,17 @@ class NatsService:
         task.add_done_callback(self._in_flight.discard)
 
     async def _answer(self, msg: Msg) -> None:
+        self._tell_engine()
         reply = await self.engine.handle(msg.subject, msg.headers, msg.data)
         if not msg.reply:
             return  # a publish without a reply subject: nobody to answer
         limit = self.connection.max_payload
-        if len(reply) > limit:  # NATS would refuse it, and the requester would just time out
+        # Last resort (the engine keeps within the limit it was told; the server may have
+        # changed since): NATS would refuse the reply, and the requester would just time out
+        if len(reply) > limit:
             reply = p.encode({"error": (
                 f"the answer is {len(reply)} bytes, above this NATS server's max_payload of "
-                f"{limit} bytes: ask for less (fewer messages or agents per request), or give "
-                "the broker a max_payload no larger than the server's"
+                f"{limit} bytes: ask for less (fewer messages or agents per request)"
             )})
         try:
             await msg.respond(reply)
@@ -63,6 +80,8 @@ class NatsService:
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self.engine.carry(self, None)
+        self._carried = None
 
 
 async def serve_on_nats(engine: BrokerEngine, connection: NatsConnection) -> NatsService:
