@@ -95,14 +95,7 @@ def durable(tmp_path):
 
 
 def a2a_card(name: str, description: str) -> dict:
-    return {
-        "name": name,
-        "description": description,
-        "version": "1.0.0",
-        "defaultInputModes": ["text/plain"],
-        "defaultOutputModes": ["text/plain"],
-        "skills": [{"id": "s", "name": "skill", "description": description, "tags": ["t"]}],
-    }
+    return p.agent_card(name, description=description, skills=["skill"])
 
 
 # -- restart in-process -------------------------------------------------------------------------

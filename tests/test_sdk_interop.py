@@ -17,41 +17,20 @@ from __future__ import annotations
 
 import binascii
 import importlib
-import os
-import shutil
-import subprocess
 import sys
-import tarfile
 import uuid
-from io import BytesIO
-from pathlib import Path
 
 import pytest
 from conftest import start_broker, stop_broker
-
-_DEFAULT_MIRROR = Path(__file__).resolve().parents[2] / ".mirror" / "robustmq+mq9" / "repo"
+from sdk_snapshot import sdk_repo, write_folder
 
 
 @pytest.fixture(scope="module")
 def sdk(tmp_path_factory):
     """The ``mq9`` package from the snapshot, imported for this module only."""
-    repo = Path(os.environ.get("MQ9_SDK_REPO", _DEFAULT_MIRROR))
-    if (repo / "python" / "mq9" / "client.py").is_file():
-        root = repo / "python"
-    elif repo.is_dir() and shutil.which("git"):
-        archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", "HEAD", "python/mq9"],
-            capture_output=True,
-            check=False,
-        )
-        if archive.returncode != 0:
-            pytest.skip(f"no robustmq/mq9 snapshot with python/mq9 at {repo}")
-        target = tmp_path_factory.mktemp("mq9-sdk")
-        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-            tar.extractall(target, filter="data")
-        root = target / "python"
-    else:
-        pytest.skip("no robustmq/mq9 snapshot on this machine (set MQ9_SDK_REPO)")
+    target = tmp_path_factory.mktemp("mq9-sdk")
+    write_folder(sdk_repo(), "python/mq9", target)
+    root = target / "python"
     sys.path.insert(0, str(root))
     try:
         yield importlib.import_module("mq9")

@@ -52,17 +52,14 @@ import re
 import shutil
 import signal
 import subprocess
-import tarfile
 import tempfile
 import uuid
-from collections.abc import Callable
-from io import BytesIO
 from pathlib import Path
 
 import pytest
 from conftest import start_broker, stop_broker
+from sdk_snapshot import sdk_repo, write_folder
 
-_DEFAULT_MIRROR = Path(__file__).resolve().parents[2] / ".mirror" / "robustmq+mq9" / "repo"
 _DRIVER = Path(__file__).resolve().parent / "js" / "interop_driver.mjs"
 _INSTALL_TIMEOUT = 180  # npm ci, from the registry
 _COMPILE_TIMEOUT = 120  # tsc
@@ -93,25 +90,17 @@ def _run(command: list[str], cwd: Path, timeout: float) -> tuple[int | None, str
     return process.returncode, output.decode(errors="replace")[-2000:]
 
 
-def _snapshot(repo: Path) -> tuple[str, Callable[[Path], None]]:
-    """A cache key for the snapshot's ``javascript/`` and a function that writes that folder
-    into a directory; skips when there is no snapshot."""
+def _snapshot_key(repo: Path) -> str:
+    """A cache key for the snapshot's ``javascript/``: its files' digest in a checkout, else
+    the git directory's HEAD; skips when there is no snapshot."""
     sources = repo / "javascript"
-    if (sources / "src" / "client.ts").is_file():  # a checkout: key by content
+    if (sources / "src" / "client.ts").is_file():
         digest = hashlib.sha256()
         for file in sorted(sources.rglob("*")):
             parts = file.relative_to(sources).parts
             if file.is_file() and not {"node_modules", "dist"} & set(parts):
                 digest.update("/".join(parts).encode() + b"\0" + file.read_bytes())
-
-        def copy(target: Path) -> None:
-            shutil.copytree(
-                sources,
-                target / "javascript",
-                ignore=shutil.ignore_patterns("node_modules", "dist"),
-            )
-
-        return f"tree-{digest.hexdigest()[:16]}", copy
+        return f"tree-{digest.hexdigest()[:16]}"
     if not (repo.is_dir() and shutil.which("git")):
         pytest.skip("no robustmq/mq9 snapshot on this machine (set MQ9_SDK_REPO)")
     head = subprocess.run(
@@ -122,19 +111,7 @@ def _snapshot(repo: Path) -> tuple[str, Callable[[Path], None]]:
     )
     if head.returncode != 0:
         pytest.skip(f"no robustmq/mq9 snapshot at {repo} (set MQ9_SDK_REPO)")
-
-    def extract(target: Path) -> None:
-        archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", "HEAD", "javascript"],
-            capture_output=True,
-            check=False,
-        )
-        if archive.returncode != 0:
-            pytest.skip(f"the robustmq/mq9 snapshot at {repo} has no javascript/")
-        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-            tar.extractall(target, filter="data")
-
-    return head.stdout.strip(), extract
+    return head.stdout.strip()
 
 
 def _complete(built: Path) -> bool:
@@ -146,7 +123,8 @@ def js_sdk() -> Path:
     """The snapshot's JavaScript SDK, installed and compiled once per snapshot in a cache
     directory outside the repository: the directory holding its ``dist/`` and
     ``node_modules/``."""
-    key, write = _snapshot(Path(os.environ.get("MQ9_SDK_REPO", _DEFAULT_MIRROR)))
+    repo = sdk_repo()
+    key = _snapshot_key(repo)
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
@@ -156,7 +134,7 @@ def js_sdk() -> Path:
     built.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=built.parent))
     try:
-        write(staging)
+        write_folder(repo, "javascript", staging)
         sources = staging / "javascript"
         # The lock file resolves every package on registry.npmmirror.com; fetch the same
         # tarballs (the lock's integrity hashes still apply) from the configured registry
