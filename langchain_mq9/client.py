@@ -53,44 +53,20 @@ class Message:
         priority, header, create_time). Unknown fields are ignored; ``header`` may be absent
         or null. Raises ``Mq9Error`` on an item of the wrong shape."""
         try:
-            if not isinstance(item, dict):
-                raise TypeError(f"expected an object, got {item!r:.100}")
-            payload = item["payload"]
-            if not isinstance(payload, str):
-                raise TypeError(f"payload is not a string: {payload!r:.100}")
-            priority = item.get("priority") or "normal"  # RobustMQ sends "" when it has none
-            if not isinstance(priority, str):
-                raise TypeError(f"priority is not a string: {priority!r}")
-            header = _header(item.get("header"))
+            wire = p.MSG_ITEM.convert(item)
+            header = {} if wire["header"] is None else p.parse_header_block(wire["header"])
             tags = header.get(p.HEADER_TAGS, "")
             return cls(
-                msg_id=_whole(item["msg_id"]),
-                payload=payload.encode(),
-                priority=Priority(priority),
-                create_time=_whole(item["create_time"]),
+                msg_id=wire["msg_id"],
+                payload=wire["payload"].encode(),
+                priority=Priority(wire["priority"] or "normal"),  # RobustMQ sends "" for none
+                create_time=wire["create_time"],
                 key=header.get(p.HEADER_KEY),
                 tags=[tag.strip() for tag in tags.split(",") if tag.strip()],
                 header=header,
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise Mq9Error(f"malformed message in the broker's reply: {exc!r}") from None
-
-
-def _header(value: Any) -> dict[str, str]:
-    """A message's ``header`` field: the SEND's NATS header block as a list of byte values."""
-    if value is None:
-        return {}
-    if not isinstance(value, list) or not all(
-        isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in value
-    ):
-        raise TypeError(f"header is not a list of byte values: {value!r:.100}")
-    return p.parse_header_block(bytes(value))
-
-
-def _whole(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {value!r}")
-    return value
+        except (p.WireError, ValueError) as exc:
+            raise Mq9Error(f"malformed message in the broker's reply: {exc}") from None
 
 
 class Mq9Client:
@@ -186,7 +162,7 @@ class Mq9Client:
         return reply
 
     def _messages(self, reply: dict[str, Any]) -> list[Message]:
-        return [Message.from_wire(m) for m in _reply_field(reply, "messages", list)]
+        return [Message.from_wire(m) for m in _read_reply(p.MESSAGES_REPLY, reply)["messages"]]
 
     # -- mailboxes and messages ------------------------------------------------------------
 
@@ -205,7 +181,7 @@ class Mq9Client:
             name=name, ttl=p.check_int("ttl", ttl, 0, p.MAX_SECONDS), desc=desc
         )
         reply = await self._call(p.MAILBOX_CREATE, body)
-        address = _reply_field(reply, "mail_address", str)
+        address = _read_reply(p.CREATE_REPLY, reply)["mail_address"]
         if not p.is_valid_address(address):
             raise Mq9Error(f"malformed reply from the broker: invalid mail_address {address!r}")
         return address
@@ -249,7 +225,7 @@ class Mq9Client:
                 "send a reference to the data (a URL or path) instead of the data itself"
             )
         reply = await self._call(p.send_subject(mail_address), body, headers)
-        return _reply_field(reply, "msg_id", int)
+        return _read_reply(p.SEND_REPLY, reply)["msg_id"]
 
     async def fetch(
         self,
@@ -459,16 +435,20 @@ class Mq9Client:
             page=p.check_int("page", page, 1, p.MAX_U32),
         )
         reply = await self._call(p.AGENT_DISCOVER, body)
-        return [p.normalize_agent(item) for item in _reply_field(reply, "agents", list)]
+        agents = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
+        return [p.normalize_agent(item) for item in agents]
 
 
-def _reply_field(reply: dict[str, Any], name: str, kind: type) -> Any:
-    value = reply.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise Mq9Error(
-            f"malformed reply from the broker: {name!r} is missing or not a {kind.__name__}"
-        )
-    return value
+def _read_reply(shape: p.Shape, reply: dict[str, Any]) -> dict[str, Any]:
+    """A successful reply, every field of its shape present (serde would default a missing
+    one, but a success without its result is no mq9 broker's answer)."""
+    missing = [field for field in shape.fields if field not in reply]
+    try:
+        if missing:
+            raise p.WireError(f"missing field `{missing[0]}`")
+        return shape.convert(reply)
+    except p.WireError as exc:
+        raise Mq9Error(f"malformed reply from the broker: {exc.message}") from None
 
 
 def _header_block_size(headers: dict[str, str]) -> int:

@@ -340,11 +340,12 @@ def _describe(value: Any) -> str:
 
 # Field kinds: what serde's derived Deserialize accepts for each Rust type used by mq9.
 STR, U32, U64, BOOL, STR_LIST, DELIVER = "a string", "u32", "u64", "a boolean", "a sequence", "enum"
+I64, BYTES, ITEMS = "i64", "a sequence of bytes", "a sequence of items"  # reply fields
 
 
 class Shape:
-    """One request body (a Rust struct in ``mq9-core/src/protocol.rs``), read the way serde
-    reads it: unknown fields are ignored, ``null`` in an optional field means absent, a
+    """One request or reply body (a Rust struct in ``mq9-core/src/protocol.rs``), read the way
+    serde reads it: unknown fields are ignored, ``null`` in an optional field means absent, a
     missing required field is an error. ``fields`` maps a name to ``(kind, required)``, or to
     a nested ``Shape``; ``defaults`` fills absent fields serde gives a default."""
 
@@ -390,6 +391,14 @@ class Shape:
             raise TypeError(f"{self.name} has no field {sorted(unknown)[0]!r}")
         return encode({k: v for k, v in values.items() if v is not None})
 
+    def write(self, **values: Any) -> dict[str, Any]:
+        """The body as serde writes it (the broker's replies): every field, in order, a None
+        as null."""
+        unknown = set(values) - set(self.fields)
+        if unknown:
+            raise TypeError(f"{self.name} has no field {sorted(unknown)[0]!r}")
+        return {field: values.get(field, self.defaults.get(field)) for field in self.fields}
+
 
 def _convert(kind: str, value: Any) -> Any:
     if kind in (U64, U32):
@@ -410,6 +419,20 @@ def _convert(kind: str, value: Any) -> Any:
         if not isinstance(value, list):
             raise WireError(f"invalid type: {_describe(value)}, expected a sequence")
         return [_convert(STR, item) for item in value]
+    if kind == I64:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise WireError(f"invalid type: {_describe(value)}, expected i64")
+        return value
+    if kind == BYTES:
+        if not isinstance(value, list) or not all(
+            type(b) is int and 0 <= b <= 255 for b in value
+        ):
+            raise WireError(f"invalid type: {_describe(value)}, expected a sequence of bytes")
+        return bytes(value)
+    if kind == ITEMS:  # each item is read by its own shape, by whoever reads the reply
+        if not isinstance(value, list):
+            raise WireError(f"invalid type: {_describe(value)}, expected a sequence")
+        return value
     if kind == DELIVER:
         if not isinstance(value, str):
             raise WireError(f"invalid type: {_describe(value)}, expected enum DeliverPolicy")
@@ -452,6 +475,37 @@ REPORT_REQUEST = Shape("AgentReportReq", {"name": (STR, True), "report_info": (S
 DISCOVER_REQUEST = Shape(
     "AgentDiscoverReq",
     {"text": (STR, False), "semantic": (STR, False), "limit": (U32, False), "page": (U32, False)},
+)
+
+# -- the reply bodies (mq9-core/src/protocol.rs): the broker writes them, the client reads them
+
+# Every reply carries ``error`` ("" = success); on an error the other fields are absent, and
+# serde's #[serde(default)] gives them their defaults.
+MSG_ITEM = Shape(
+    "MsgItem",
+    {
+        "msg_id": (U64, True),
+        "payload": (STR, True),  # the payload bytes as UTF-8 text (invalid bytes as U+FFFD)
+        "priority": (STR, True),
+        "header": (BYTES, False),  # the SEND's NATS header block, or null
+        "create_time": (U64, True),
+    },
+)
+ERROR_REPLY = Shape("ErrorReply", {"error": (STR, True)})
+CREATE_REPLY = Shape(
+    "MailboxCreateReply",
+    {"error": (STR, True), "mail_address": (STR, False)},
+    defaults={"mail_address": ""},
+)
+SEND_REPLY = Shape("MsgSendReply", {"error": (STR, True), "msg_id": (I64, False)}, {"msg_id": 0})
+MESSAGES_REPLY = Shape(  # FETCH and QUERY
+    "MsgFetchReply", {"error": (STR, True), "messages": (ITEMS, False)}, {"messages": []}
+)
+DELETE_REPLY = Shape(
+    "MsgDeleteReply", {"error": (STR, True), "deleted": (BOOL, False)}, {"deleted": False}
+)
+DISCOVER_REPLY = Shape(
+    "AgentDiscoverReply", {"error": (STR, True), "agents": (ITEMS, False)}, {"agents": []}
 )
 
 # -- A2A agent cards ---------------------------------------------------------------------------

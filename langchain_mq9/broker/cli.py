@@ -263,7 +263,7 @@ async def _refuse_second_broker(connection, shown: str) -> None:
     import nats.errors
 
     try:
-        await connection.request(p.AGENT_DISCOVER, p.encode({"limit": 1}), timeout=0.5)
+        await connection.request(p.AGENT_DISCOVER, p.DISCOVER_REQUEST.body(limit=1), timeout=0.5)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
         return
     raise StartupError(

@@ -156,10 +156,12 @@ class BrokerEngine:
                 self._housekeep()
                 return self._dispatch(subject, headers, body)
         except Mq9Error as exc:
-            return p.encode({"error": exc.message})
+            return p.encode(p.ERROR_REPLY.write(error=exc.message))
         except Exception as exc:  # a bug must not take the broker down: report it, keep serving
             log.exception("internal error on %r", subject)
-            return p.encode({"error": f"internal broker error: {type(exc).__name__}: {exc}"})
+            return p.encode(
+                p.ERROR_REPLY.write(error=f"internal broker error: {type(exc).__name__}: {exc}")
+            )
 
     def _dispatch(self, subject: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
         for prefix, handler in (
@@ -261,7 +263,7 @@ class BrokerEngine:
         mailbox.desc = request["desc"] or ""
         self.add_mailbox(mailbox)
         self.storage.mailbox_created(mailbox)
-        return p.encode({"error": "", "mail_address": address})
+        return p.encode(p.CREATE_REPLY.write(error="", mail_address=address))
 
     def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None:
         """Hold ``mailbox`` (a new one, or one durable storage restores; ``live=False`` for
@@ -327,8 +329,8 @@ class BrokerEngine:
             due, seq = _wrap_u64(now + delay), next(self._seq)
             self.hold_delayed(due, seq, address, message)
             self.storage.delayed_added(seq, due, address, message)
-            return p.encode({"error": "", "msg_id": -1})
-        return p.encode({"error": "", "msg_id": self._write(mailbox, message).msg_id})
+            return p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
+        return p.encode(p.SEND_REPLY.write(error="", msg_id=self._write(mailbox, message).msg_id))
 
     def hold_delayed(self, due: int, seq: int, address: str, message: StoredMessage) -> None:
         heapq.heappush(self._delayed, (due, seq, address, message))
@@ -502,7 +504,7 @@ class BrokerEngine:
         mailbox = self._topic(address)
         if mailbox.remove(msg_id):  # a msg_id that is not there is "deleted" all the same
             self.storage.message_removed(mailbox, msg_id)
-        return p.encode({"error": "", "deleted": True})
+        return p.encode(p.DELETE_REPLY.write(error="", deleted=True))
 
     # -- agent registry --------------------------------------------------------------------
 
@@ -577,7 +579,7 @@ class BrokerEngine:
             agents = [entry.found() for entry in hits]
         else:  # every agent, not paginated
             agents = [entry.listed() for entry in self.registry.listing()]
-        reply = p.encode({"error": "", "agents": agents})
+        reply = p.encode(p.DISCOVER_REPLY.write(error="", agents=agents))
         # (our choice) registry answers stay within max_payload too, as a message does
         limit = self._message_limit()
         if len(reply) > limit:
@@ -589,7 +591,7 @@ class BrokerEngine:
 
     def _check_entry_fits(self, entry: AgentEntry) -> None:
         # (our choice) an entry that alone overflows a DISCOVER answer is refused
-        size = len(p.encode({"error": "", "agents": [entry.listed()]}))
+        size = len(p.encode(p.DISCOVER_REPLY.write(error="", agents=[entry.listed()])))
         limit = self._message_limit()
         if size > limit:
             raise Mq9Error(
@@ -598,9 +600,11 @@ class BrokerEngine:
             )
 
 
-_OK = p.encode({"error": ""})
+_OK = p.encode(p.ERROR_REPLY.write(error=""))
 _SEARCH_LIMIT_FOR_ZERO = 10
-_EMPTY_ANSWER = len(p.encode({"error": "", "messages": []}))
+_EMPTY_ANSWER = len(p.encode(p.MESSAGES_REPLY.write(error="", messages=[])))
+# MESSAGES_REPLY written around items each encoded once (MSG_ITEM), not re-encoded
+_MESSAGES_HEAD = p.encode(p.MESSAGES_REPLY.write(error="", messages=[]))[:-2]
 _MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyond the -1 sent
 
 
@@ -626,7 +630,7 @@ def _size(messages: list[StoredMessage]) -> int:
 
 
 def _encode(messages: list[StoredMessage]) -> bytes:
-    return b'{"error":"","messages":[' + b",".join(m.wire() for m in messages) + b"]}"
+    return _MESSAGES_HEAD + b",".join(m.wire() for m in messages) + b"]}"
 
 
 def _too_large_alone(message: StoredMessage, limit: int) -> Mq9Error:

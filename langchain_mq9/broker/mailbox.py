@@ -52,13 +52,13 @@ class StoredMessage:
         """The message as a FETCH or QUERY item (RobustMQ's MsgItem), encoded once."""
         if self._wire is None:
             self._wire = p.encode(
-                {
-                    "msg_id": self.msg_id,
-                    "payload": p.payload_text(self.payload),
-                    "priority": self.priority.value,
-                    "header": None if self.header is None else list(self.header),
-                    "create_time": self.create_time,
-                }
+                p.MSG_ITEM.write(
+                    msg_id=self.msg_id,
+                    payload=p.payload_text(self.payload),
+                    priority=self.priority.value,
+                    header=None if self.header is None else list(self.header),
+                    create_time=self.create_time,
+                )
             )
         return self._wire
 

@@ -64,10 +64,13 @@ class NatsService:
         # Last resort (the engine keeps within the limit it was told; the server may have
         # changed since): NATS would refuse the reply, and the requester would just time out
         if len(reply) > limit:
-            reply = p.encode({"error": (
-                f"the answer is {len(reply)} bytes, above this NATS server's max_payload of "
-                f"{limit} bytes: ask for less (fewer messages or agents per request)"
-            )})
+            reply = p.encode(
+                p.ERROR_REPLY.write(
+                    error=f"the answer is {len(reply)} bytes, above this NATS server's "
+                    f"max_payload of {limit} bytes: ask for less (fewer messages or agents "
+                    "per request)"
+                )
+            )
         try:
             await msg.respond(reply)
         except Exception as exc:  # the requester may be gone; the broker keeps serving
