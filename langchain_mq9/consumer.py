@@ -226,7 +226,10 @@ class GroupReader:
         # the message left out would have taken it above the cap); any other may go on after
         # its last id; a lane not read may hold any id from S on, even below everything in
         # the answer: then this rule proves nothing. (It takes the answer to be whole: a
-        # broker must not drop messages from an answer to make it fit.)
+        # broker must not drop messages from an answer to make it fit. It also takes the
+        # answer as one snapshot: our broker reads the three lanes under one lock, RobustMQ
+        # one after another, so there a message written in the instant between two lane
+        # reads, of a higher priority than the later lane, could fall under this horizon.)
         whole_below = p.LANE_READ_BYTES - LARGEST_MESSAGE
         held, skipped, bound = 0, False, max(ids, default=-1)
         for priority in PRIORITY_ORDER:
