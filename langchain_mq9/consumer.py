@@ -98,6 +98,10 @@ class GroupReader:
         self._floor = -1
         self.last_answer: list[Message] = []  # the broker's last answer, and what was asked
         self._asked = 0
+        # The largest msg_id seen in any answer before the last one: those messages existed
+        # before the last FETCH began, so each lane it read in full covers them.
+        self._known_before = -1
+        self._known = -1
         self._claims_ready = False
         # One fetch or done at a time: two fetches computing "new" from the same state would
         # hand the same message out twice.
@@ -164,6 +168,8 @@ class GroupReader:
                     raise
                 asked = fit
         self.last_answer, self._asked = answer, asked
+        self._known_before = self._known
+        self._known = max([self._known, *(m.msg_id for m in answer)])
         fresh = [m for m in answer if self._is_new(m.msg_id)]
         fresh_any = bool(fresh)
         if self.worker is None:
@@ -226,21 +232,27 @@ class GroupReader:
         # the message left out would have taken it above the cap); any other may go on after
         # its last id; a lane not read may hold any id from S on, even below everything in
         # the answer: then this rule proves nothing. (It takes the answer to be whole: a
-        # broker must not drop messages from an answer to make it fit. It also takes the
-        # answer as one snapshot: our broker reads the three lanes under one lock, RobustMQ
-        # one after another, so there a message written in the instant between two lane
-        # reads, of a higher priority than the later lane, could fall under this horizon.)
+        # broker must not drop messages from an answer to make it fit.) A lane read to its
+        # end covers only the messages that existed when it was read: RobustMQ reads the
+        # lanes one after another, so a later lane may return a message written after an
+        # earlier lane was read, while a message of the earlier lane's priority written in
+        # between went unseen. So a full lane vouches for the ids seen before this FETCH and
+        # in the lanes read up to it, no further (rule 2 needs no such care).
         whole_below = p.LANE_READ_BYTES - LARGEST_MESSAGE
-        held, skipped, bound = 0, False, max(ids, default=-1)
+        held, skipped, bound = 0, False, max([self._known_before, *ids])
+        covered = self._known_before
         for priority in PRIORITY_ORDER:
             lane = [m for m in answer if m.priority is priority]
             if held >= asked:
                 skipped = True
                 continue
+            covered = max([covered, *(m.msg_id for m in lane)])
             if lane and (len(lane) >= asked or sum(len(m.payload) for m in lane) > whole_below):
                 bound = min(bound, max(m.msg_id for m in lane))
+            else:
+                bound = min(bound, covered)
             held += len(lane)
-        if ids and not skipped:
+        if not skipped:  # an empty answer too: nothing from S on, so nothing below is waiting
             waiting = [i for i in ids if not self._done(i)]
             horizon = max(horizon, min([bound, *(i - 1 for i in waiting)]))
         # 2. Ids right above the floor that are all in the answer and done are done, whatever

@@ -425,3 +425,34 @@ async def test_a_lane_cut_by_bytes_is_not_taken_as_read_to_its_end(monkeypatch, 
     await reader.done(normal[2])
     assert reader.committed == critical
     assert await reader.fetch(num_msgs=10) == []
+
+
+async def test_a_lane_read_first_vouches_only_for_what_existed_before_the_fetch():
+    """RobustMQ reads the lanes one after another (no broker here does): a critical message
+    written between its critical and its normal lane read is in no lane of that answer, yet
+    has a smaller id than a normal message the later read returned. The answer below is that
+    interleaving, scripted; the reader must not ack past the unseen message."""
+    from langchain_mq9 import Message, Priority
+
+    def normal(msg_id: int) -> Message:
+        return Message(msg_id, b"n", Priority.NORMAL, 0)
+
+    class Interleaved:  # answers as RobustMQ would have; records the acks
+        def __init__(self) -> None:
+            self.answers = [[normal(0), normal(2)], [Message(1, b"c", Priority.CRITICAL, 0)]]
+            self.acks: list[int] = []
+
+        async def fetch(self, *_: object, **__: object) -> list[Message]:
+            return self.answers.pop(0) if self.answers else []
+
+        async def ack(self, _box: str, _group: str, msg_id: int) -> None:
+            self.acks.append(msg_id)
+
+    client = Interleaved()
+    reader = GroupReader(client, "box", "g")  # type: ignore[arg-type]
+    await reader.done([m.msg_id for m in await reader.fetch()])
+    assert client.acks == [0]  # not 2: message 1 may exist, unseen
+    late = await reader.fetch()
+    assert [m.msg_id for m in late] == [1]
+    await reader.done([1])
+    assert client.acks[-1] == 2
