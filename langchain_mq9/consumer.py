@@ -62,9 +62,11 @@ class GroupReader:
     position, each up to n messages and up to RobustMQ's 30 MiB of payload per read, and stops
     once it holds n. A lane that returned n messages, or more than 30 MiB - 1 MiB of payload
     (1 MiB: the largest payload assumed, NATS's default max_payload), may go on past its last id;
-    any other lane that was read was read to its end. When no lane was left unread, H may rise
-    to the smallest of: the answer's largest id, the last id of each lane that may go on, and
-    every id not yet handled minus 1. In any case H may rise through the ids right above the
+    any other lane that was read was read to its end, as far as the ids seen before this
+    FETCH and in the lanes read up to it (RobustMQ reads the lanes one after another). When no
+    lane was left unread, H may rise to the smallest of: the largest id seen, the last id of
+    each lane that may go on, what each lane read to its end vouches for, and every id not yet
+    handled minus 1. In any case H may rise through the ids right above the
     last H that are in the answer and handled. H stays below every message handed out and not
     done yet. A broker that cannot send the whole answer to n says how many messages fit; the
     reader asks for that many, and raises ``Mq9Error`` when such an answer holds nothing new,
