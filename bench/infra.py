@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
-from langchain_mq9.broker.nats_process import NatsProcess, start_nats_server
+from langchain_mq9.broker.nats_process import NatsProcess, free_port, start_nats_server
 
 from .responders import CONTROL
 
@@ -96,7 +98,10 @@ class Network:
 
     def __init__(self) -> None:
         # die_with_parent: even if this process is killed outright, nats-server goes with it.
-        self.nats: NatsProcess = start_nats_server("127.0.0.1", die_with_parent=True)
+        self.monitor_port = free_port()
+        self.nats: NatsProcess = start_nats_server(
+            "127.0.0.1", monitor_port=self.monitor_port, die_with_parent=True
+        )
         self.responders: dict[str, Responder] = {}
         try:
             for kind in ("canned", "engine"):  # started together, then waited for
@@ -117,6 +122,19 @@ class Network:
             if name != kind:
                 await responder.command(nc, "off")
         await self.responders[kind].command(nc, "on", **options)
+
+    def connections(self, name: str, *, settle_to: int | None = None) -> int:
+        """How many client connections named ``name`` nats-server holds (its /connz); with
+        ``settle_to``, give it up to 5 s to notice closed sockets (it drops them later)."""
+        url = f"http://127.0.0.1:{self.monitor_port}/connz?limit=1024"
+        deadline = time.monotonic() + 5
+        while True:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                found = json.load(reply).get("connections") or []
+            count = sum(1 for c in found if c.get("name") == name)
+            if settle_to is None or count == settle_to or time.monotonic() > deadline:
+                return count
+            time.sleep(0.02)
 
     def stop(self) -> None:
         for responder in self.responders.values():

@@ -1,12 +1,19 @@
-"""The MCP baseline: one trivial ``echo`` tool served over stdio by the same MCP SDK (its
-low-level ``Server``, as ``mcp_server`` uses), with send_message's input schema.
+"""The MCP baselines: one ``echo`` tool served over stdio by the same MCP SDK (its low-level
+``Server``, as ``mcp_server`` uses), with send_message's input schema.
 
-    python -m bench.mcp_echo
+    python -m bench.mcp_echo             # returns the arguments as they came
+    python -m bench.mcp_echo --request   # first makes one raw NATS request (MQ9_SERVER): the
+                                         # SEND send_message would make, the same bytes
+
+The ``--request`` server is what any MCP tool that reaches the broker must at least do, so the
+difference to ``mq9-mcp`` is what mq9-mcp adds.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 import anyio
@@ -14,10 +21,11 @@ from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
+from langchain_mq9 import protocol as p
 from langchain_mq9.operations import SendMessageInput
 
 
-def create_echo_server() -> Server:
+def create_echo_server(nc: Any = None) -> Server:
     server: Server = Server("bench-echo")
     tool = types.Tool(
         name="echo",
@@ -31,16 +39,30 @@ def create_echo_server() -> Server:
 
     @server.call_tool(validate_input=False)
     async def call_tool(name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
-        text = json.dumps(arguments or {}, separators=(",", ":"))
+        arguments = arguments or {}
+        if nc is not None:
+            subject = p.send_subject(arguments["mail_address"])
+            reply = await nc.request(subject, arguments["payload"].encode(), timeout=5)
+            arguments = {**arguments, "reply": reply.data.decode()}
+        text = json.dumps(arguments, separators=(",", ":"))
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
     return server
 
 
 async def main() -> None:
-    server = create_echo_server()
-    async with stdio_server() as (read, write):
-        await server.run(read, write, server.create_initialization_options())
+    nc = None
+    if "--request" in sys.argv[1:]:
+        import nats
+
+        nc = await nats.connect(os.environ["MQ9_SERVER"], name="bench-echo")
+    server = create_echo_server(nc)
+    try:
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+    finally:
+        if nc is not None:
+            await nc.close()
 
 
 if __name__ == "__main__":

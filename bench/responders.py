@@ -2,7 +2,11 @@
 
 ``canned``: the trivial responder, the baseline. It answers every ``$mq9.AI.>`` request with a
 fixed, well-formed mq9 reply (a SEND gets a msg_id, a FETCH or QUERY a batch of messages, the
-rest an empty success), so a client cannot tell it from a broker, yet it does no work.
+rest an empty success), so a client cannot tell it from a broker, yet it does no work. Switched
+on with ``groups``, it also plays along with a ``GroupReader`` that claims messages: a FETCH
+with a group gets a batch of new msg_ids each time, and a QUERY by tags answers, for each tag,
+one claim carrying the payload of the last SEND to a ``.claims`` mailbox (so that sender wins
+every claim). Both sides of a comparison send the same requests, so both get the same work.
 
 ``engine``: the bundled broker, ``BrokerEngine`` served with ``serve_on_nats`` exactly as the
 dev broker does.
@@ -52,15 +56,53 @@ class Canned:
         self.nc = nc
         self.sub = None
         self.replies = canned_replies(1)
+        self.fetch_count = 1
+        self.groups = False
+        self.next_id = 0  # the next msg_id a group FETCH hands out
+        self.claimant = b""  # the payload of the last SEND to a claims mailbox
 
     async def on(self, options: dict) -> None:
-        self.replies = canned_replies(int(options.get("fetch_count", 1)))
+        self.fetch_count = int(options.get("fetch_count", 1))
+        self.replies = canned_replies(self.fetch_count)
+        self.groups = bool(options.get("groups", False))
         if self.sub is None:
             self.sub = await self.nc.subscribe(WILDCARD, cb=self._answer)
 
     async def _answer(self, msg) -> None:
         command = msg.subject.split(".", 4)[3]
+        if self.groups:
+            reply = self._group_reply(command, msg.subject, msg.data)
+            if reply is not None:
+                await msg.respond(reply)
+                return
         await msg.respond(self.replies.get(command, b'{"error":""}'))
+
+    def _group_reply(self, command: str, subject: str, body: bytes) -> bytes | None:
+        now = int(time.time())
+        if command == "SEND" and subject.endswith(".claims"):
+            self.claimant = body
+            return None
+        if command == "FETCH" and b'"group_name"' in body:
+            payload = base64.b64encode(b"x" * PAYLOAD_SIZE).decode()
+            first, self.next_id = self.next_id, self.next_id + self.fetch_count
+            batch = [
+                {"msg_id": i, "payload": payload, "priority": "normal", "create_time": now}
+                for i in range(first, self.next_id)
+            ]
+        elif command == "QUERY" and b'"tags"' in body:
+            batch = [
+                {
+                    "msg_id": i,
+                    "payload": self.claimant.decode(),
+                    "priority": "normal",
+                    "create_time": now,
+                    "header": list(f"NATS/1.0\r\nmq9-tags: {tag}\r\n\r\n".encode()),
+                }
+                for i, tag in enumerate(json.loads(body)["tags"])
+            ]
+        else:
+            return None
+        return json.dumps({"error": "", "messages": batch}, separators=(",", ":")).encode()
 
     async def off(self) -> None:
         if self.sub is not None:

@@ -88,9 +88,8 @@ class MemoryTransport:
 class NatsTransport:
     """A persistent nats-py connection with reconnects, and nats errors turned into ``Mq9Error``.
 
-    The connection belongs to the event loop that opened it. A request made from another loop
-    (another thread, or a sync caller running its own loop) is handed over to the owning loop, so
-    one connection serves every caller.
+    Like nats-py's own client, it belongs to the event loop that opened it: call it from there
+    (``Mq9Connection`` gives every loop a client of its own).
     """
 
     def __init__(
@@ -163,7 +162,7 @@ class NatsTransport:
                 ) from None
             raise Mq9Error(
                 f"cannot connect to the mq9 broker at {self.where}: "
-                f"{_describe(last or exc)}. Is the broker running? "
+                f"{describe(last or exc)}. Is the broker running? "
                 "(for a local one: mq9-dev-broker)",
                 retryable=True,
             ) from None
@@ -174,19 +173,15 @@ class NatsTransport:
     async def request(
         self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
     ) -> bytes:
-        connection, owner = self._connection, self._loop
+        connection = self._connection
         if connection is None:
             raise Mq9Error(NOT_CONNECTED)
-        if owner is not asyncio.get_running_loop():
-            if owner is None or owner.is_closed() or not owner.is_running():
-                raise Mq9Error(
-                    "the event loop that opened this connection has stopped: "
-                    "connect again from the loop you are using"
-                )
-            future = asyncio.run_coroutine_threadsafe(
-                self.request(subject, body, headers, timeout), owner
+        if self._loop is not asyncio.get_running_loop():
+            raise Mq9Error(
+                "this client belongs to the event loop that connected it: call it from that "
+                "loop (a toolkit given client= there: `await tool.ainvoke(...)`), or give the "
+                "toolkit server= so that every loop gets a client of its own"
             )
-            return await asyncio.wrap_future(future)
         import nats.errors as nats_errors
 
         if connection.is_closed:  # nats-py gave up reconnecting: dial again
@@ -244,7 +239,7 @@ class NatsTransport:
                 retryable=True,
             ) from None
         except nats_errors.Error as exc:
-            raise Mq9Error(f"NATS refused the request: {_describe(exc)}", retryable=True) from None
+            raise Mq9Error(f"NATS refused the request: {describe(exc)}", retryable=True) from None
         return reply.data
 
     async def _redial(self, dead):
@@ -270,7 +265,7 @@ class NatsTransport:
     async def _on_error(self, exc: Exception) -> None:
         if "authorization" in str(exc).lower():
             self._refused = True
-        log.debug("nats: %s", _describe(exc))
+        log.debug("nats: %s", describe(exc))
 
     async def _on_disconnected(self) -> None:
         lost, current = self._link_lost, self._connection
@@ -311,7 +306,8 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub(lambda m: f"{m.group(1) or m.group(2)}***@", text)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """An exception in one line for a message: ``TypeName: text``."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -22,9 +22,10 @@ import signal
 import socket
 import sys
 import threading
-from urllib.parse import urlsplit, urlunsplit
 
 from .. import protocol as p
+from .._cli import configure_logging, port, positive_int
+from ..transport import describe, redact
 from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
 from .serve import serve_on_nats
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the started nats-server binds (default 127.0.0.1: this machine only)",
     )
     where.add_argument(
-        "--port", type=_port, default=4222, help="port of the started nats-server (default 4222)"
+        "--port", type=port, default=4222, help="port of the started nats-server (default 4222)"
     )
     where.add_argument(
         "--nats",
@@ -81,17 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits = parser.add_argument_group("limits")
     limits.add_argument(
-        "--max-mailboxes", type=_positive_int, metavar="N", help="most mailboxes (default no limit)"
+        "--max-mailboxes", type=positive_int, metavar="N", help="most mailboxes (default no limit)"
     )
     limits.add_argument(
         "--max-messages",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="most messages one mailbox holds (default no limit)",
     )
     limits.add_argument(
         "--max-payload",
-        type=_positive_int,
+        type=positive_int,
         default=p.DEFAULT_MAX_PAYLOAD,
         metavar="BYTES",
         help="largest message the broker accepts, counted as it travels in a FETCH answer: "
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the dev broker until SIGINT/SIGTERM; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     limits = BrokerLimits(
         max_payload=args.max_payload,
         max_mailboxes=args.max_mailboxes,
@@ -188,7 +189,7 @@ async def _serve(
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    shown = _display(url)
+    shown = redact(url)
 
     async def disconnected() -> None:
         if not stop.is_set() and not connection.is_closed:  # not our own close()
@@ -219,7 +220,7 @@ async def _serve(
         with contextlib.suppress(Exception):
             await connection.close()
         raise StartupError(
-            f"cannot connect to nats-server at {shown}: {_describe(cause or exc)}"
+            f"cannot connect to nats-server at {shown}: {describe(cause or exc)}"
         ) from None
     # From now on a nats-server restart must not end the broker: reconnect for as long as it
     # takes (nats-py reads this option at each reconnect).
@@ -273,7 +274,7 @@ async def _refuse_second_broker(connection, shown: str) -> None:
 
 
 def _banner(url, server, storage, limits, answer_limit) -> None:
-    shown = _display(url)
+    shown = redact(url)
     where = f"nats-server at {shown}"
     if server is not None:
         where = f"nats-server (pid {server.process.pid}) at {shown}"
@@ -313,25 +314,6 @@ def _banner(url, server, storage, limits, answer_limit) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _display(url: str) -> str:
-    """``url`` without a password, for printing."""
-    parts = []
-    for one in url.split(","):
-        split = urlsplit(one.strip())
-        if split.password:
-            netloc = f"{split.username}:***@{split.hostname}" + (
-                f":{split.port}" if split.port else ""
-            )
-            one = urlunsplit(split._replace(netloc=netloc))
-        parts.append(one.strip())
-    return ",".join(parts)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -351,45 +333,6 @@ def _relay_log(server: NatsProcess) -> None:
         if "Maximum payloads over" in line:  # our own choice of max_payload, see above
             serious = False
         relay.log(logging.WARNING if serious else logging.DEBUG, "%s", line)
-
-
-class _OneLineNatsErrors(logging.Filter):
-    """nats-py logs every failed reconnect attempt with a traceback; one line says enough."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("nats") and record.exc_info:
-            exc = record.exc_info[1]
-            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
-            record.args = None
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_OneLineNatsErrors())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text}: use 1-65535")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid number {text}: must be at least 1")
-    return value
 
 
 if __name__ == "__main__":

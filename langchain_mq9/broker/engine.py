@@ -275,6 +275,19 @@ class BrokerEngine:
         if mailbox.expires_at is not None:
             heapq.heappush(self._mailbox_expiry, (mailbox.expires_at, next(self._seq), mailbox))
 
+    def restore_offset(self, lane_group: str, shard: str, offset: int) -> None:
+        """A committed offset, as durable storage restores it."""
+        self.offsets.setdefault(lane_group, {})[shard] = offset
+
+    def restore_agent(self, entry: AgentEntry) -> None:
+        """A registration, as durable storage restores it (the search index separately: it
+        may hold cards of registrations gone since)."""
+        self.registry.entries[entry.name] = entry
+
+    def restore_index(self, entry: AgentEntry) -> None:
+        """A row of the search index, as durable storage restores it."""
+        self.registry.put_index(entry)
+
     def _topic(self, address: str) -> Mailbox:
         """The log FETCH, QUERY and DELETE read, missing in the storage layer's words."""
         mailbox = self.topics.get(address)
@@ -326,14 +339,18 @@ class BrokerEngine:
             # delivered message keeps that key: the mq9-key is lost (no compaction, no QUERY)
             message.key = None
             # due in whole seconds from the SEND's second (RobustMQ's delay.rs), wrapping too
-            due, seq = _wrap_u64(now + delay), next(self._seq)
-            self.hold_delayed(due, seq, address, message)
+            due = _wrap_u64(now + delay)
+            seq = self.hold_delayed(due, address, message)
             self.storage.delayed_added(seq, due, address, message)
             return p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
         return p.encode(p.SEND_REPLY.write(error="", msg_id=self._write(mailbox, message).msg_id))
 
-    def hold_delayed(self, due: int, seq: int, address: str, message: StoredMessage) -> None:
+    def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int:
+        """Queue a delayed message until ``due``; returns its place in the queue (storage keys
+        its row by it)."""
+        seq = next(self._seq)
         heapq.heappush(self._delayed, (due, seq, address, message))
+        return seq
 
     def _check_fits(self, message: StoredMessage) -> None:
         # (our choice) RobustMQ takes any payload NATS carries, and a FETCH answer holding it

@@ -34,14 +34,11 @@ import os
 import sqlite3
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..protocol import Priority
 from .mailbox import Mailbox, StoredMessage
 from .registry import AgentEntry
-
-if TYPE_CHECKING:
-    from .engine import BrokerEngine
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -110,6 +107,20 @@ class StorageError(Exception):
     """The data file cannot be used (locked by another broker, not a broker file, ...)."""
 
 
+class Restorable(Protocol):
+    """What ``restore`` rebuilds, through its own methods: a ``BrokerEngine``."""
+
+    def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None: ...
+
+    def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int: ...
+
+    def restore_offset(self, lane_group: str, shard: str, offset: int) -> None: ...
+
+    def restore_agent(self, entry: AgentEntry) -> None: ...
+
+    def restore_index(self, entry: AgentEntry) -> None: ...
+
+
 class Storage:
     """What a ``BrokerEngine`` tells its storage. This base class keeps nothing: in memory only.
 
@@ -118,7 +129,7 @@ class Storage:
 
     _NO_TRANSACTION: AbstractContextManager[Any] = contextlib.nullcontext()
 
-    def restore(self, engine: BrokerEngine) -> None:
+    def restore(self, engine: Restorable) -> None:
         """Load the stored state into a freshly built ``engine``."""
 
     def transaction(self) -> AbstractContextManager[Any]:
@@ -355,7 +366,7 @@ class SqliteStorage(Storage):
 
     # -- reading back --------------------------------------------------------------------------
 
-    def restore(self, engine: BrokerEngine) -> None:
+    def restore(self, engine: Restorable) -> None:
         try:
             self._restore(engine)
         except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
@@ -364,7 +375,7 @@ class SqliteStorage(Storage):
                 f"{exc} (the file is damaged; move it away to start empty)"
             ) from None
 
-    def _restore(self, engine: BrokerEngine) -> None:
+    def _restore(self, engine: Restorable) -> None:
         db = self._db
         counts = self.restored
         mailboxes: dict[str, Mailbox] = {}
@@ -393,31 +404,31 @@ class SqliteStorage(Storage):
         for address, next_id in next_ids.items():  # ids of deleted messages stay used
             mailboxes[address].next_id = max(next_id, mailboxes[address].next_id)
         for lane, shard, offset in db.execute("SELECT lane, shard, offset FROM offsets"):
-            engine.offsets.setdefault(lane, {})[shard] = _unsigned(offset)
+            engine.restore_offset(lane, shard, _unsigned(offset))
             counts["offsets"] += 1
         for row_id, address, due, *columns in db.execute(
             "SELECT id, mailbox, due, priority, create_time, key, tags, header, expire_at,"
             " payload FROM delayed ORDER BY id"
         ):
-            seq = next(engine._seq)
-            engine.hold_delayed(_unsigned(int(due)), seq, address, _message_from(-1, columns))
+            seq = engine.hold_delayed(_unsigned(int(due)), address, _message_from(-1, columns))
             self._delayed_rows[seq] = row_id
             counts["delayed"] += 1
-        registry = engine.registry
+        registered: dict[str, AgentEntry] = {}
         for name, agent_info, create_time in db.execute(
             "SELECT name, agent_info, create_time FROM agents ORDER BY rowid"
         ):
-            registry.entries[name] = AgentEntry.make(name, agent_info, create_time)
+            registered[name] = entry = AgentEntry.make(name, agent_info, create_time)
+            engine.restore_agent(entry)
             counts["agents"] += 1
         for name, agent_info, create_time in db.execute(
             "SELECT name, agent_info, create_time FROM agent_index ORDER BY rowid"
         ):
-            entry = registry.entries.get(name)
+            entry = registered.get(name)
             if entry is None or (entry.agent_info, entry.create_time) != (agent_info, create_time):
                 entry = AgentEntry.make(name, agent_info, create_time)  # unregistered since
             if entry.card is None:
                 raise ValueError(f"the search index holds {name!r}, which is no A2A card")
-            registry.put_index(entry)
+            engine.restore_index(entry)
 
 
 # -- encoding ------------------------------------------------------------------------------------

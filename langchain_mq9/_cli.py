@@ -1,0 +1,63 @@
+"""What the two command lines (``mq9-dev-broker`` and ``mq9-mcp``) share: argparse value types
+and logging on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {text}: must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"invalid number {text}: must be above 0")
+    return value
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text}: use 1-65535")
+    return value
+
+
+def configure_logging(level: str, *, loud: Sequence[str] = ()) -> None:
+    """Every log record on stderr, one line each (stdout may carry a protocol). With ``loud``
+    logger names, only those log at ``level``; other libraries speak up for warnings and worse,
+    unless ``level`` is debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_one_line_nats_errors)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    numeric = getattr(logging, level.upper())
+    quiet = loud and numeric != logging.DEBUG
+    root.setLevel(max(numeric, logging.WARNING) if quiet else numeric)
+    for name in loud:
+        logging.getLogger(name).setLevel(numeric)
+
+
+def _one_line_nats_errors(record: logging.LogRecord) -> bool:
+    """nats-py logs every failed reconnect attempt with a traceback; one line says enough."""
+    if record.name.startswith("nats") and record.exc_info:
+        exc = record.exc_info[1]
+        record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True
