@@ -21,13 +21,14 @@ from . import report
 from .config import FULL, QUICK, Config
 from .results import Section
 
-SECTIONS = ("latency", "broker", "throughput", "mcp", "memory")
+SECTIONS = ("latency", "broker", "throughput", "mcp", "memory", "tokens")
 TITLES = {
     "latency": "Client and tool overhead over NATS (targets 1–3)",
     "broker": "Bundled broker scaling, engine in process (target 4)",
     "throughput": "Dev-broker throughput on nats-server (target 5)",
     "mcp": "MCP over stdio (target 6)",
     "memory": "Broker memory per message (target 7)",
+    "tokens": "What the model reads: tool tokens and strict-mode safety (target 8)",
 }
 NEEDS_NETWORK = {"latency", "throughput", "mcp"}
 
@@ -45,6 +46,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import throughput
 
         return throughput.run(cfg, network)
+    if name == "tokens":
+        from . import tokens
+
+        return tokens.run(cfg)
     if name == "mcp":
         from . import mcp_stdio
 

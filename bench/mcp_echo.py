@@ -22,7 +22,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.operations import SendMessageInput
+from langchain_mq9.operations import OPERATIONS
 
 
 def create_echo_server(nc: Any = None) -> Server:
@@ -30,7 +30,7 @@ def create_echo_server(nc: Any = None) -> Server:
     tool = types.Tool(
         name="echo",
         description="Return the arguments as they came.",
-        inputSchema=SendMessageInput.model_json_schema(),
+        inputSchema=OPERATIONS["send_message"].input_schema(),
     )
 
     @server.list_tools()

@@ -46,7 +46,7 @@ agent_discover, create_mailbox, send_message, fetch_messages, ack_messages). You
 specialist work yourself: you delegate it and report the result.
 
 To delegate a job:
-1. Find a capable agent with agent_discover(semantic=<the need in plain words>). Use the \
+1. Find a capable agent with agent_discover(query=<the need in plain words>). Use the \
 'mailbox' of the best match.
 2. Create a private reply mailbox with create_mailbox(ttl=3600).
 3. Send the job with send_message to that agent's mailbox. The payload is a JSON object with \
@@ -55,8 +55,8 @@ To delegate a job:
 4. Then stop and say what you delegated to whom. The other agent may be offline; do not wait.
 
 When asked to check for results: call fetch_messages on your reply mailbox with \
-group_name="orchestrator" and max_wait_ms=5000, take the reply whose correlation_id matches, \
-confirm it with ack_messages (same mailbox and group, its msg_id), and answer with the result.
+max_wait_ms=5000, take the reply whose correlation_id matches, confirm it with ack_messages \
+(same mailbox, its msg_id), and answer with the result.
 """
 
 WORKER_PROMPT = """\
@@ -67,11 +67,11 @@ through mq9 mailboxes.
 When told to start: register with agent_register(name="{name}", capabilities="Summarizes long \
 texts such as reports, articles and emails into two or three sentences; English.").
 
-When told to check your mailbox: call fetch_messages(mail_address="{name}", \
-group_name="summarizer"). For each task, write the summary yourself, then send it with \
-send_message to the task's reply_to, payload a JSON object {{"correlation_id": <the task's \
-correlation_id>, "result": <your summary>, "from": "{name}"}}. After replying, confirm the \
-task with ack_messages(mail_address="{name}", group_name="summarizer", msg_id=<its msg_id>).
+When told to check your mailbox: call fetch_messages(mail_address="{name}"). For each task, \
+write the summary yourself, then send it with send_message to the task's reply_to, payload a \
+JSON object {{"correlation_id": <the task's correlation_id>, "result": <your summary>, "from": \
+"{name}"}}. After replying, confirm the task with ack_messages(mail_address="{name}", \
+msg_id=<its msg_id>).
 """
 
 
@@ -101,7 +101,7 @@ def orchestrator_script(names: Names) -> list[Any]:
 
     return [
         # -- first request: delegate the job
-        call("agent_discover", semantic="summarize an incident report into a short summary"),
+        call("agent_discover", query="summarize an incident report into a short summary"),
         call("create_mailbox", ttl=3600),
         lambda m: call(
             "send_message",
@@ -116,14 +116,8 @@ def orchestrator_script(names: Names) -> list[Any]:
         lambda m: f"I delegated the summary to {chosen(m)} (correlation_id {CORRELATION_ID}); "
         f"its reply will arrive in my mailbox {reply_box(m)}.",
         # -- second request: collect the result
-        lambda m: call(
-            "fetch_messages", mail_address=reply_box(m), group_name="orchestrator",
-            max_wait_ms=5000,
-        ),
-        lambda m: call(
-            "ack_messages", mail_address=reply_box(m), group_name="orchestrator",
-            msg_id=reply(m)["msg_id"],
-        ),
+        lambda m: call("fetch_messages", mail_address=reply_box(m), max_wait_ms=5000),
+        lambda m: call("ack_messages", mail_address=reply_box(m), msg_id=reply(m)["msg_id"]),
         lambda m: f"Summary from {reply(m)['payload']['from']}: {reply(m)['payload']['result']}",
     ]
 
@@ -142,7 +136,7 @@ def worker_script(name: str) -> list[Any]:
         ),
         f"Registered as {name}; tasks will wait in my mailbox until I check it.",
         # -- second request: work through the mailbox
-        call("fetch_messages", mail_address=name, group_name="summarizer"),
+        call("fetch_messages", mail_address=name),
         lambda m: call(
             "send_message",
             mail_address=task(m)["payload"]["reply_to"],
@@ -152,9 +146,7 @@ def worker_script(name: str) -> list[Any]:
                 "from": name,
             },
         ),
-        lambda m: call(
-            "ack_messages", mail_address=name, group_name="summarizer", msg_id=task(m)["msg_id"]
-        ),
+        lambda m: call("ack_messages", mail_address=name, msg_id=task(m)["msg_id"]),
         lambda m: f"Summarized task {task(m)['payload']['correlation_id']} and sent the result "
         "to its reply_to.",
     ]

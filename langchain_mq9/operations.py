@@ -1,9 +1,9 @@
 """The operation catalog: every mq9 operation an agent can call, defined once.
 
-Each ``Operation`` carries its name, a description written for a language model (when to use it,
-what comes back, what to call next), a pydantic input model, the handler over an mq9 client and
-the shaping of its result. The LangChain tools (``tools.py``) and the MCP server (``mcp_server``)
-are thin adapters over this module, so their names, schemas and behaviour are the same.
+Each ``Operation`` carries its name, a title, the handler over an mq9 client and the shaping of
+its result; what the model reads of it (description, input model, JSON schemas) is in
+``schemas.py``. The LangChain tools (``tools.py``) and the MCP server (``mcp_server``) are thin
+adapters over this module, so their names, schemas and behaviour are the same.
 
 The rules are RobustMQ's (see ``broker/engine.py``): a consumer group's FETCH hands the same
 messages out again until they are acked, and an ACK moves every priority lane of the group, so
@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import inspect
 import json
 import secrets
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from .consumer import GroupReader
 from .protocol import (
@@ -38,10 +39,28 @@ from .protocol import (
     is_valid_address,
     normalize_agent,
 )
+from .schemas import (
+    OUTPUT_SCHEMAS,
+    AckMessagesInput,
+    AgentDiscoverInput,
+    AgentRegisterInput,
+    AgentReportInput,
+    AgentUnregisterInput,
+    CreateMailboxInput,
+    DeleteMessageInput,
+    FetchMessagesInput,
+    QueryMessagesInput,
+    SendMessageInput,
+    input_schema,
+    tool_description,
+)
 
 DEFAULT_GROUP = "default"
 DEFAULT_MAX_PAYLOAD_CHARS = 4000
-MAX_TOOL_WAIT_MS = 120_000
+DEFAULT_NUM_MSGS = 10
+DEFAULT_DISCOVER_LIMIT = 10
+DELIVER_CHOICES = ("earliest", "latest")
+DISCOVER_CHOICES = ("semantic", "text")
 # How often a waiting fetch looks again. RobustMQ's FETCH does not wake up when a message
 # arrives (an empty one sleeps its whole max_wait_ms), so the tools wait by reading at once,
 # again and again: a reply arriving mid-wait is returned within this many seconds.
@@ -59,16 +78,19 @@ class OperationError(Exception):
     """A failure the model (or MCP client) should see and can act on; never a crash."""
 
 
-_NO_MAILBOX = (
-    "no mailbox has this address: check it (agent_discover shows each agent's mailbox; "
-    "a mailbox with a TTL disappears when it expires)"
+# What the broker says of a mailbox that is not there, in its words for each request.
+_MISSING = ("does not exist", "not found in broker cache", "mailbox not found")
+_ADDRESS_RULES = "use lowercase letters, digits and dots, e.g. 'team.reports', and call again"
+_FIND_IT = (
+    "no agent reads this address. Find the recipient's mailbox with agent_discover, or ask "
+    "the user; do not create it, nobody would read it"
 )
-_ADDRESS_RULES = "addresses use lowercase letters, digits and dots, e.g. 'agent.inbox'"
 _HINTS = (
-    ("does not exist", _NO_MAILBOX),  # SEND
-    ("not found in broker cache", _NO_MAILBOX),  # FETCH, QUERY, DELETE in RobustMQ's words
-    ("mailbox not found", _NO_MAILBOX),  # ACK
-    ("already exists", "use the existing mailbox as it is, or pick another name"),
+    (
+        "already exists",
+        "it is there already: use it as it is, or call create_mailbox with another name (or "
+        "none, for a private one)",
+    ),
     ("invalid mail_address", _ADDRESS_RULES),
     ("name may only contain", _ADDRESS_RULES),
     ("prefix must", _ADDRESS_RULES),
@@ -76,9 +98,34 @@ _HINTS = (
 )
 
 
-def explain(exc: Mq9Error) -> str:
-    """The broker's words plus what to do about them."""
+def _missing_hint(address: str | None, own: str | None) -> str:
+    if own and address == own:
+        return "this is your own mailbox and it does not exist yet: call agent_register first"
+    yours = f" (yours is '{own}')" if own else ""
+    return (
+        f"no mailbox has this address{yours}: check it (agent_discover shows each agent's "
+        "mailbox; a mailbox with a TTL disappears when it expires)"
+    )
+
+
+def explain(
+    exc: Mq9Error,
+    *,
+    operation: str | None = None,
+    address: str | None = None,
+    own: str | None = None,
+) -> str:
+    """The broker's words plus the next step: which tool to call, or whom to ask.
+
+    ``operation`` is the tool that failed, ``address`` the mailbox it named and ``own`` the
+    toolkit's agent_mailbox: a missing (or malformed) recipient of ``send_message`` leads to
+    ``agent_discover``, never to creating the mailbox."""
     text = exc.message
+    if any(needle in text for needle in _MISSING):
+        hint = _FIND_IT if operation == "send_message" else _missing_hint(address, own)
+        return f"{text} — {hint}"
+    if operation == "send_message" and "invalid mail_address" in text:
+        return f"{text} — {_FIND_IT}"
     for needle, hint in _HINTS:
         if needle in text:
             return f"{text} — {hint}"
@@ -97,11 +144,15 @@ def explain_validation(error: ValidationError) -> str:
     return "Invalid arguments: " + "; ".join(problems) + ". Fix them and call the tool again."
 
 
+def _invalid(problem: str) -> OperationError:
+    return OperationError(f"Invalid arguments: {problem}. Fix them and call the tool again.")
+
+
 # -- policy and the reading state it carries ---------------------------------------------------
 
-# The client of the tool call under way. A toolkit's connection may give a later call another
-# client (a new event loop, a companion connection for a sync call), while a reader's
-# bookkeeping must outlive them: readers hold a stand-in that resolves to this.
+# The client of the tool call under way. A toolkit's connection gives each event loop (and sync
+# callers) a client of its own, while a reader's bookkeeping must outlive them all: readers
+# hold a stand-in that resolves to this.
 _CALL_CLIENT: ContextVar[Any] = ContextVar("mq9_call_client")
 
 
@@ -146,21 +197,41 @@ class GroupReading:
         return found
 
 
+def _between(name: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be from {low} to {high}, got {value!r}")
+
+
 @dataclass
 class ToolPolicy:
-    """What the tools let a model do, and what one toolkit (or MCP session) remembers.
+    """What the tools let a model do, the knobs the developer pins, and what one toolkit (or
+    MCP session) remembers.
 
     ``allowed_mailboxes``: address prefixes the model may touch (``"team"`` allows ``team`` and
-    ``team.x`` but not ``teamx``); mailboxes it creates itself are allowed too. ``None`` allows
-    all. ``read_only``: only discover, query and a fetch without a group. ``max_payload_chars``:
-    longer payloads are cut, with a note saying so. ``worker``: this toolkit's name among the
-    competing readers of a group, so two toolkits in one group never get the same message.
+    ``team.x`` but not ``teamx``); mailboxes it creates, and ``agent_mailbox``, are allowed too.
+    ``None`` allows all. ``read_only``: only discover, query and a fetch without a group.
+    ``max_payload_chars``: longer payloads are cut, with a note saying so. ``worker``: this
+    toolkit's name among the competing readers of a group, so two toolkits in one group never
+    get the same message.
+
+    Pinned knobs (not tool arguments): ``agent_mailbox``, this agent's own mailbox, which the
+    mailbox arguments default to and the descriptions name; ``agent_card``, extra A2A card
+    fields ``agent_register`` publishes; ``default_group``, the consumer group of fetch and ack;
+    ``deliver``, where that group starts the first time it reads a mailbox; ``num_msgs``,
+    messages per fetch; ``discover_by`` and ``discover_limit``, how ``agent_discover`` searches
+    (by meaning or by keywords) and how many agents it returns.
     """
 
     default_group: str = DEFAULT_GROUP
     allowed_mailboxes: tuple[str, ...] | None = None
     read_only: bool = False
     max_payload_chars: int = DEFAULT_MAX_PAYLOAD_CHARS
+    agent_mailbox: str | None = None
+    agent_card: dict[str, Any] | None = None
+    deliver: str = "earliest"
+    num_msgs: int = DEFAULT_NUM_MSGS
+    discover_by: str = "semantic"
+    discover_limit: int = DEFAULT_DISCOVER_LIMIT
     created: set[str] = field(default_factory=set)
     worker: str = field(default_factory=_worker_id)
     readings: dict[tuple[str, str], GroupReading] = field(default_factory=dict, repr=False)
@@ -172,6 +243,21 @@ class ToolPolicy:
             self.allowed_mailboxes = tuple(p.rstrip(".") for p in self.allowed_mailboxes)
         if self.max_payload_chars < 1:
             raise ValueError("max_payload_chars must be at least 1")
+        if self.agent_mailbox is not None and not is_valid_address(self.agent_mailbox):
+            raise ValueError(
+                f"agent_mailbox {self.agent_mailbox!r} is not a mailbox address (lowercase "
+                "letters, digits and dots)"
+            )
+        if self.agent_card is not None and not isinstance(self.agent_card, dict):
+            raise ValueError("agent_card must be a dict of A2A AgentCard fields")
+        if self.deliver not in DELIVER_CHOICES:
+            raise ValueError(f"deliver must be one of {DELIVER_CHOICES}, got {self.deliver!r}")
+        if self.discover_by not in DISCOVER_CHOICES:
+            raise ValueError(
+                f"discover_by must be one of {DISCOVER_CHOICES}, got {self.discover_by!r}"
+            )
+        _between("num_msgs", self.num_msgs, 1, QUERY_CAP)
+        _between("discover_limit", self.discover_limit, 1, 100)
 
     def session(self) -> ToolPolicy:
         """The same rules with nothing remembered: for another agent (an MCP session), which
@@ -191,6 +277,8 @@ class ToolPolicy:
     def allows(self, address: str) -> bool:
         if self.allowed_mailboxes is None or address in self.created:
             return True
+        if address == self.agent_mailbox:
+            return True
         return any(
             address == prefix or address.startswith(prefix + ".")
             for prefix in self.allowed_mailboxes
@@ -198,10 +286,20 @@ class ToolPolicy:
 
     def check(self, address: str | None) -> None:
         if address is not None and is_valid_address(address) and not self.allows(address):
+            mine = [self.agent_mailbox] if self.agent_mailbox else []
             raise OperationError(
                 f"mailbox {address} is outside the mailboxes this agent may use "
-                f"({', '.join(self.allowed_mailboxes or ())} and mailboxes it created)"
+                f"({', '.join([*mine, *(self.allowed_mailboxes or ())])} and mailboxes it "
+                "created): use one of those, or ask the user"
             )
+
+    def own(self, value: str, argument: str = "mail_address") -> str:
+        """``value``, or this agent's own mailbox when the model left the argument empty."""
+        if value:
+            return value
+        if self.agent_mailbox:
+            return self.agent_mailbox
+        raise _invalid(f"{argument}: Field required")
 
 
 # -- shaping -----------------------------------------------------------------------------------
@@ -277,195 +375,10 @@ class Outcome:
         return json.dumps(self.content, ensure_ascii=False, separators=(",", ":"))
 
 
-# -- input models ------------------------------------------------------------------------------
-
-_ADDRESS_HELP = "lowercase letters, digits and dots, e.g. 'agent.inbox'"
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _address_field(what: str) -> Any:
-    return Field(description=f"{what} ({_ADDRESS_HELP}).", min_length=1)
-
-
-def _agent_name_field() -> Any:
-    return Field(description="The agent's registered name.", min_length=1)
-
-
-class AgentRegisterInput(_Input):
-    name: str = Field(
-        description="This agent's name, e.g. 'agent.translator'. It is also the agent's mailbox "
-        "address unless mail_address is given, so use lowercase letters, digits and dots.",
-        min_length=1,
-    )
-    capabilities: str | None = Field(
-        default=None,
-        description="What this agent can do, in plain words; other agents find it by these "
-        "words. E.g. 'translates documents between English, Chinese and Japanese'.",
-    )
-    agent_card: dict[str, Any] | None = Field(
-        default=None,
-        description="Optional A2A AgentCard fields to include, e.g. 'version', 'provider', or "
-        "'skills' as [{id, name, description, tags}]. name, description and the mailbox "
-        "come from the other arguments.",
-    )
-    mail_address: str | None = Field(
-        default=None,
-        description="The mailbox where this agent receives messages; defaults to name.",
-    )
-    ttl: int = Field(
-        default=0,
-        ge=0,
-        description="Seconds the agent's mailbox lives if it has to be created; 0 = forever.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _card_from_json_text(cls, data: Any) -> Any:
-        # Models often pass a JSON object as a string; accept it when it parses to an object.
-        card = data.get("agent_card") if isinstance(data, dict) else None
-        if isinstance(card, str):
-            try:
-                data = {**data, "agent_card": json.loads(card)}
-            except ValueError:
-                raise ValueError("agent_card must be a JSON object") from None
-        return data
-
-
-class AgentDiscoverInput(_Input):
-    text: str | None = Field(
-        default=None,
-        description="Keywords, e.g. 'translation japanese': an agent matches if its card holds "
-        "ANY of them (more matches rank higher), so use distinctive words.",
-    )
-    semantic: str | None = Field(
-        default=None,
-        description="A need in natural language, e.g. 'translate a contract to French'. Ranks "
-        "EVERY agent by meaning, so the first is the best fit but may still not fit: read "
-        "its description. Takes precedence over text.",
-    )
-    limit: int = Field(default=10, ge=1, le=100, description="Agents per page (searches).")
-    page: int = Field(default=1, ge=1, description="Page number, from 1 (searches).")
-
-
-class CreateMailboxInput(_Input):
-    name: str | None = Field(
-        default=None,
-        description=f"A well-known address to create ({_ADDRESS_HELP}). Omit it to get a "
-        "private, unguessable address (best for replies).",
-    )
-    ttl: int = Field(
-        default=0,
-        ge=0,
-        description="Seconds until the mailbox and its messages expire; 0 = never. "
-        "A reply mailbox usually wants e.g. 3600.",
-    )
-
-
-class SendMessageInput(_Input):
-    mail_address: str = _address_field("The recipient mailbox")
-    payload: str | dict[str, Any] = Field(
-        description="The message: text, or a JSON object. To get an answer, include "
-        "'reply_to' (your mailbox) and a 'correlation_id' in a JSON payload."
-    )
-    priority: Literal["normal", "urgent", "critical"] = Field(
-        default="normal",
-        description="critical is read before urgent, urgent before normal.",
-    )
-    key: str | None = Field(
-        default=None,
-        description="Keep only the newest message with this key (e.g. 'status'); older "
-        "messages with the same key are replaced.",
-    )
-    delay: int | None = Field(
-        default=None, ge=0, description="Seconds before the message becomes visible."
-    )
-    ttl: int | None = Field(
-        default=None, ge=0, description="Seconds after which the message expires unread."
-    )
-    tags: list[str] | None = Field(
-        default=None, description="Labels that query_messages can filter on, e.g. ['billing']."
-    )
-
-
-class FetchMessagesInput(_Input):
-    mail_address: str = _address_field("The mailbox to read")
-    group_name: str | None = Field(
-        default=None,
-        description="Consumer group that keeps the reading position; readers sharing a group "
-        "split the messages. Defaults to the toolkit's group ('default').",
-        max_length=256,
-    )
-    deliver: Literal["earliest", "latest", "from_time", "from_id"] = Field(
-        default="earliest",
-        description="earliest / latest: where a group starts the first time it reads this "
-        "mailbox (everything stored, or from the newest stored message on). from_id / "
-        "from_time: a look from that point on without a group, consuming nothing.",
-    )
-    from_time: int | None = Field(
-        default=None, ge=0, description="Unix seconds, with deliver='from_time'."
-    )
-    from_id: int | None = Field(default=None, ge=0, description="A msg_id, with deliver='from_id'.")
-    num_msgs: int = Field(default=10, ge=1, le=100, description="At most this many messages.")
-    max_wait_ms: int = Field(
-        default=500,
-        ge=0,
-        le=MAX_TOOL_WAIT_MS,
-        description="If nothing is there, wait up to this long for a message (e.g. 30000 "
-        "when waiting for a reply); 0 = answer at once.",
-    )
-
-    @model_validator(mode="after")
-    def _position_given(self) -> FetchMessagesInput:
-        for deliver in ("from_time", "from_id"):
-            if self.deliver == deliver and getattr(self, deliver) is None:
-                raise ValueError(f"deliver='{deliver}' needs {deliver}")
-        return self
-
-
-class AckMessagesInput(_Input):
-    mail_address: str = _address_field("The mailbox the messages were fetched from")
-    msg_id: int = Field(
-        ge=0,
-        description="The last msg_id you finished. It confirms that message and every message "
-        "fetch_messages handed you before it from this mailbox and group.",
-    )
-    group_name: str | None = Field(
-        default=None,
-        description="The group used in fetch_messages; defaults to the toolkit's group.",
-        max_length=256,
-    )
-
-
-class QueryMessagesInput(_Input):
-    mail_address: str = _address_field("The mailbox to inspect")
-    key: str | None = Field(default=None, description="Only the newest message with this key.")
-    tags: list[str] | None = Field(
-        default=None, description="Only messages carrying ANY of these tags."
-    )
-    # No ``since``: RobustMQ accepts it and reads from the start all the same (query.rs).
-    limit: int | None = Field(
-        default=None, ge=1, le=QUERY_CAP, description=f"The oldest N (at most {QUERY_CAP})."
-    )
-
-
-class DeleteMessageInput(_Input):
-    mail_address: str = _address_field("The mailbox holding the message")
-    msg_id: int = Field(ge=0, description="The message to delete.")
-
-
-class AgentUnregisterInput(_Input):
-    name: str = _agent_name_field()
-
-
-class AgentReportInput(_Input):
-    name: str = _agent_name_field()
-    status: str = Field(description="Current state in a word or two, e.g. 'busy', 'idle'.")
-    details: dict[str, Any] | None = Field(
-        default=None, description="Extra status fields, e.g. {'load': 0.7, 'queue': 3}."
-    )
+def _call(tool: str, address: str, policy: ToolPolicy, *more: str) -> str:
+    """How the model calls ``tool`` next; the mailbox is left out when it is its own."""
+    args = [] if address == policy.agent_mailbox else [f"mail_address='{address}'"]
+    return f"{tool}({', '.join([*args, *more])})"
 
 
 # -- handlers: mailboxes and messages ----------------------------------------------------------
@@ -474,13 +387,12 @@ Handler = Callable[[Any, Any, ToolPolicy], Awaitable[Outcome]]
 
 
 async def _create_mailbox(client: Any, args: CreateMailboxInput, policy: ToolPolicy) -> Outcome:
-    policy.check(args.name)
-    address = await client.mailbox_create(name=args.name, ttl=args.ttl)
+    policy.check(args.name or None)
+    address = await client.mailbox_create(name=args.name or None, ttl=args.ttl)
     policy.created.add(address)
     return Outcome(
         {
             "mail_address": address,
-            "ttl": args.ttl,
             "next_step": "Give this address to others (e.g. as reply_to in a message) and read "
             f"it with fetch_messages(mail_address='{address}').",
         },
@@ -495,17 +407,12 @@ async def _send_message(client: Any, args: SendMessageInput, policy: ToolPolicy)
         args.payload,
         # Our Priority, not its name: the official SDK's send reads ``priority.value``.
         priority=Priority(args.priority),
-        key=args.key,
-        delay=args.delay,
-        ttl=args.ttl,
-        tags=args.tags,
+        key=args.key or None,
+        delay=args.delay or None,
+        ttl=args.ttl or None,
+        tags=args.tags or None,
     )
-    content = {
-        "sent": True,
-        "mail_address": args.mail_address,
-        "msg_id": msg_id,
-        "priority": args.priority,
-    }
+    content: dict[str, Any] = {"sent": True, "msg_id": msg_id}
     if msg_id == -1:
         content["note"] = f"delayed: visible in {args.delay} s, it gets its msg_id then"
     return Outcome(content, msg_id)
@@ -523,51 +430,40 @@ async def _waiting(read: Callable[[], Awaitable[list]], max_wait_ms: int) -> lis
         await asyncio.sleep(min(POLL_SECONDS, left))
 
 
-def _group(args: FetchMessagesInput, policy: ToolPolicy) -> str | None:
-    """The group to read with, or None for a look that consumes nothing."""
-    positional = args.deliver in ("from_time", "from_id")
-    if args.group_name and (policy.read_only or positional):
-        why = "read-only mode reads" if policy.read_only else f"deliver='{args.deliver}' reads"
-        raise OperationError(f"{why} without a consumer group: omit group_name")
-    if policy.read_only or positional:
-        return None
-    return args.group_name or policy.default_group
+def _shown(messages: list, policy: ToolPolicy) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "count": len(messages),
+        "messages": [message_view(m, policy.max_payload_chars) for m in messages],
+    }
+    if messages:
+        content["note"] = DATA_NOTE
+    return content
 
 
 async def _fetch_messages(client: Any, args: FetchMessagesInput, policy: ToolPolicy) -> Outcome:
-    policy.check(args.mail_address)
-    group = _group(args, policy)
-    content: dict[str, Any] = {"mail_address": args.mail_address, "group_name": group}
-    if group is None:
+    address = policy.own(args.mail_address)
+    policy.check(address)
+    if policy.read_only:  # a look without a group: it consumes nothing
         messages = await _waiting(
             lambda: client.fetch(
-                args.mail_address,
-                deliver=args.deliver,
-                from_time=args.from_time,
-                from_id=args.from_id,
-                num_msgs=args.num_msgs,
-                max_wait_ms=0,
+                address, deliver=policy.deliver, num_msgs=policy.num_msgs, max_wait_ms=0
             ),
             args.max_wait_ms,
         )
-        after = "This look consumed nothing: the same messages are there to read again."
+        after = "This look took nothing: the same messages are there to read again."
+        earlier: list[int] = []
     else:
-        reading = policy.reading(client, args.mail_address, group)
+        reading = policy.reading(client, address, policy.default_group)
         earlier = list(reading.unacked)
         messages = await _waiting(
-            lambda: reading.fetch(args.num_msgs, args.deliver), args.max_wait_ms
+            lambda: reading.fetch(policy.num_msgs, policy.deliver), args.max_wait_ms
         )
-        after = (
-            f"Each message is handed to you once. When you have handled them, call "
-            f"ack_messages(mail_address='{args.mail_address}', group_name='{group}', "
-            f"msg_id=<the last one handled>) so the group moves past them."
-        )
-        if earlier:
-            content["unacked_earlier"] = earlier
-    content["count"] = len(messages)
-    content["messages"] = [message_view(m, policy.max_payload_chars) for m in messages]
+        ack = _call("ack_messages", address, policy, "msg_id=<the last one handled>")
+        after = f"Each message is given to you once. When you have handled them, call {ack}."
+    content = _shown(messages, policy)
+    if earlier:
+        content["unacked_earlier"] = earlier
     if messages:
-        content["note"] = DATA_NOTE
         content["next_step"] = after
     elif args.max_wait_ms:
         content["next_step"] = (
@@ -578,78 +474,82 @@ async def _fetch_messages(client: Any, args: FetchMessagesInput, policy: ToolPol
     return Outcome(content, messages)
 
 
+def _unacked_refusal(msg_id: int, address: str, waiting: list[int], policy: ToolPolicy) -> str:
+    why = (
+        f"msg_id {msg_id} is not waiting for an ack in {address}: fetch_messages did not give "
+        "it to you, or it is already acked. "
+    )
+    if waiting:
+        return why + f"Waiting for an ack: {waiting}; ack one of those."
+    fetch = _call("fetch_messages", address, policy)
+    return why + f"Call {fetch} first and ack a msg_id it returned."
+
+
 async def _ack_messages(client: Any, args: AckMessagesInput, policy: ToolPolicy) -> Outcome:
-    policy.check(args.mail_address)
-    group = args.group_name or policy.default_group
-    reading = policy.readings.get((args.mail_address, group))
-    if reading is None or args.msg_id not in reading.unacked:
-        raise OperationError(
-            f"msg_id {args.msg_id} is not waiting for an ack in {args.mail_address} (group "
-            f"'{group}'): it was not handed to you by fetch_messages, or is already acked. "
-            "Call fetch_messages first and ack a msg_id it returned."
-        )
+    address = policy.own(args.mail_address)
+    policy.check(address)
+    reading = policy.readings.get((address, policy.default_group))
+    waiting = reading.unacked if reading is not None else []
+    if reading is None or args.msg_id not in waiting:
+        raise OperationError(_unacked_refusal(args.msg_id, address, list(waiting), policy))
     upto = reading.unacked.index(args.msg_id) + 1
     confirmed = reading.unacked[:upto]
     await reading.reader.done(confirmed)
     reading.unacked = [i for i in reading.unacked if i not in set(confirmed)]
-    content: dict[str, Any] = {
-        "acked": True,
-        "mail_address": args.mail_address,
-        "group_name": group,
-        "confirmed": confirmed,
-    }
+    content: dict[str, Any] = {"confirmed": confirmed}
     if reading.unacked:
         content["still_unacked"] = list(reading.unacked)
     return Outcome(content, confirmed)
 
 
 async def _query_messages(client: Any, args: QueryMessagesInput, policy: ToolPolicy) -> Outcome:
-    policy.check(args.mail_address)
-    given = {k: v for k, v in (("key", args.key), ("tags", args.tags)) if v is not None}
-    # Only what was given: the official SDK's query takes no tags.
-    messages = await client.query(args.mail_address, limit=args.limit, **given)
-    content: dict[str, Any] = {
-        "mail_address": args.mail_address,
-        "count": len(messages),
-        "messages": [message_view(m, policy.max_payload_chars) for m in messages],
-    }
+    address = policy.own(args.mail_address)
+    policy.check(address)
+    given = {k: v for k, v in (("key", args.key), ("tags", args.tags)) if v}
+    if args.from_id:
+        if given:
+            raise _invalid("from_id reads every message, without key or tags: give either")
+        # A look from a position, without a group: it consumes nothing.
+        found = await client.fetch(
+            address, deliver="from_id", from_id=args.from_id, num_msgs=QUERY_CAP, max_wait_ms=0
+        )
+        messages = sorted(found, key=lambda m: m.msg_id)[:QUERY_CAP]
+    else:
+        # Only what was given: the official SDK's query takes no tags.
+        messages = await client.query(address, **given)
+    content = _shown(messages, policy)
     if len(given) > 1:
         used = next(iter(given))  # the broker applies key, else tags
         content["filter_used"] = f"only {used}: the broker applies one filter"
-    if messages:
-        content["note"] = DATA_NOTE
-        if len(messages) == (args.limit or QUERY_CAP):
-            content["next_step"] = (
-                "There may be more: look further with fetch_messages(deliver='from_id', "
-                f"from_id={messages[-1].msg_id + 1}), which consumes nothing."
-            )
+    if len(messages) >= QUERY_CAP and not given:
+        nxt = _call("query_messages", address, policy, f"from_id={messages[-1].msg_id + 1}")
+        content["next_step"] = f"There may be more: look further with {nxt}."
     return Outcome(content, messages)
 
 
 async def _delete_message(client: Any, args: DeleteMessageInput, policy: ToolPolicy) -> Outcome:
-    policy.check(args.mail_address)
-    await client.delete(args.mail_address, args.msg_id)
+    address = policy.own(args.mail_address)
+    policy.check(address)
+    await client.delete(address, args.msg_id)
     return Outcome(
-        {"deleted": True, "mail_address": args.mail_address, "msg_id": args.msg_id},
-        {"mail_address": args.mail_address, "msg_id": args.msg_id},
+        {"deleted": True, "msg_id": args.msg_id}, {"mail_address": address, "msg_id": args.msg_id}
     )
 
 
 # -- handlers: the agent registry --------------------------------------------------------------
 
 
-def _card(args: AgentRegisterInput, address: str) -> dict[str, Any]:
-    extra = dict(args.agent_card or {})
+def _card(name: str, capabilities: str, extra: dict[str, Any], address: str) -> dict[str, Any]:
     card = agent_card(
-        args.name,
+        name,
         mailbox=address,
-        description=args.capabilities or extra.get("description"),
+        description=capabilities or extra.get("description"),
         skills=extra.get("skills"),
     )
-    # The caller's other A2A fields (version, provider, ...) go in; never its name or mailbox.
-    for name, value in extra.items():
-        if name not in ("name", "description", "skills", "supportedInterfaces", "url"):
-            card[name] = value
+    # The developer's other A2A fields (version, provider, ...) go in; never a name or mailbox.
+    for key, value in extra.items():
+        if key not in ("name", "description", "skills", "supportedInterfaces", "url"):
+            card[key] = value
     return card
 
 
@@ -669,25 +569,26 @@ async def _registered(client: Any, name: str) -> dict[str, Any] | None:
 
 
 async def _agent_register(client: Any, args: AgentRegisterInput, policy: ToolPolicy) -> Outcome:
-    address = check_address(args.mail_address or args.name)
+    name = policy.own(args.name, "name")
+    address = check_address(policy.agent_mailbox or name)
     policy.check(address)
     try:
-        card = _card(args, address)
-    except ValueError as exc:  # e.g. a skill that is not a string or {name, ...}
+        card = _card(name, args.capabilities, policy.agent_card or {}, address)
+    except ValueError as exc:  # e.g. a pinned skill that is not a string or {name, ...}
         raise OperationError(f"invalid agent_card: {exc}") from None
     try:
-        await client.mailbox_create(name=address, ttl=args.ttl)
+        await client.mailbox_create(name=address, ttl=0)
         created = True
     except Mq9Error as exc:
         if "already exists" not in exc.message:
             raise
         created = False
     policy.created.add(address)
-    content: dict[str, Any] = {"registered": True, "name": args.name, "mail_address": address}
+    content: dict[str, Any] = {"registered": True, "mail_address": address}
     content["mailbox_created"] = created
     # The registry keeps a name's FIRST registration and answers success to any later one, so
     # look first: the model must not believe it changed a card it did not.
-    existing = await _registered(client, args.name)
+    existing = await _registered(client, name)
     if existing is None:
         await client.agent_register(card)
     elif agent_view(existing) == agent_view({**card, "mailbox": address}):
@@ -696,45 +597,47 @@ async def _agent_register(client: Any, args: AgentRegisterInput, policy: ToolPol
         content["registered"] = False
         content["registered_card"] = agent_view(existing)
         content["note"] = (
-            f"an agent named {args.name} is already registered, and the registry keeps the "
+            f"an agent named {name} is already registered, and the registry keeps the "
             "first card: it was NOT changed. To replace it, call agent_unregister(name="
-            f"'{args.name}') and then agent_register again."
+            f"'{name}') and then agent_register again."
         )
         return Outcome(content, existing)
     content["next_step"] = (
         f"Other agents can now find you with agent_discover and send to '{address}'. Read what "
-        f"arrives with fetch_messages(mail_address='{address}')."
+        f"arrives with {_call('fetch_messages', address, policy)}."
     )
     return Outcome(content, card)
 
 
 async def _agent_discover(client: Any, args: AgentDiscoverInput, policy: ToolPolicy) -> Outcome:
-    agents = await _discover(
-        client, text=args.text, semantic=args.semantic, limit=args.limit, page=args.page
-    )
+    search = {policy.discover_by: args.query} if args.query.strip() else {}
+    if search:
+        search["limit"] = policy.discover_limit
+    agents = await _discover(client, **search)
     content: dict[str, Any] = {"count": len(agents), "agents": [agent_view(a) for a in agents]}
-    if args.text or args.semantic:
-        content["page"] = args.page
     if any(a.get("mailbox") for a in agents):
         content["next_step"] = (
-            "Send work to an agent with send_message(mail_address=<its mailbox>)."
+            "Check that the agent's description fits (the best match comes first, but may not "
+            "fit), then send_message(mail_address=<its mailbox>)."
         )
     elif not agents:
-        content["next_step"] = "No agent matched: try other words, semantic=..., or no filter."
+        content["next_step"] = "No agent matched: try other words, or query='' to list all."
     return Outcome(content, agents)
 
 
 async def _agent_unregister(client: Any, args: AgentUnregisterInput, policy: ToolPolicy) -> Outcome:
-    policy.check(args.name)
-    await client.agent_unregister(args.name)
-    return Outcome({"unregistered": args.name}, args.name)
+    name = policy.own(args.name, "name")
+    policy.check(name)
+    await client.agent_unregister(name)
+    return Outcome({"unregistered": name}, name)
 
 
 async def _agent_report(client: Any, args: AgentReportInput, policy: ToolPolicy) -> Outcome:
-    policy.check(args.name)
-    report = {**(args.details or {}), "name": args.name, "status": args.status}
+    name = policy.own(args.name, "name")
+    policy.check(name)
+    report = {**(args.details or {}), "name": name, "status": args.status}
     await client.agent_report(report)
-    return Outcome({"reported": True, "name": args.name}, report)
+    return Outcome({"reported": True, "name": name}, report)
 
 
 # -- the catalog -------------------------------------------------------------------------------
@@ -744,13 +647,30 @@ async def _agent_report(client: Any, args: AgentReportInput, policy: ToolPolicy)
 class Operation:
     name: str
     title: str
-    description: str
     input_model: type[BaseModel]
     handler: Handler
     read_only: bool = False  # changes nothing on the broker
     destructive: bool = False  # removes data
     idempotent: bool = False
     in_default_set: bool = True
+
+    @property
+    def description(self) -> str:
+        """The description for a toolkit without an agent_mailbox (see ``describe``)."""
+        return self.describe()
+
+    def describe(self, policy: ToolPolicy | None = None) -> str:
+        """What the model reads about this tool, for the toolkit with ``policy``."""
+        return tool_description(self.name, policy.agent_mailbox if policy else None)
+
+    def input_schema(self, policy: ToolPolicy | None = None) -> dict[str, Any]:
+        """The JSON schema of the arguments, for the toolkit with ``policy``."""
+        return input_schema(self.input_model, policy.agent_mailbox if policy else None)
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        """The JSON schema of ``Outcome.content`` (MCP's outputSchema), a copy."""
+        return copy.deepcopy(OUTPUT_SCHEMAS[self.name])
 
     def allowed(self, policy: ToolPolicy) -> bool:
         return self.read_only or (self.name == "fetch_messages") or not policy.read_only
@@ -769,7 +689,10 @@ class Operation:
         try:
             return await self.handler(client, args, policy)
         except Mq9Error as exc:
-            raise OperationError(explain(exc)) from exc
+            address = getattr(args, "mail_address", None) or policy.agent_mailbox
+            raise OperationError(
+                explain(exc, operation=self.name, address=address, own=policy.agent_mailbox)
+            ) from exc
         finally:
             _CALL_CLIENT.reset(token)
 
@@ -780,10 +703,6 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "agent_register",
             "Register this agent",
-            "Publish this agent in the mq9 registry (an A2A agent card with its mailbox) so "
-            "other agents can find it, and make sure its mailbox exists (created if missing). "
-            "Call it once at start. A name keeps its first card: the result says if an "
-            "earlier card was kept. Read incoming work with fetch_messages.",
             AgentRegisterInput,
             _agent_register,
             idempotent=True,
@@ -791,50 +710,17 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "agent_discover",
             "Find agents",
-            "Find registered agents: 'text' matches cards holding ANY of its keywords; "
-            "'semantic' ranks EVERY agent by meaning (best fit first, even if none fits well). "
-            "No filter lists every agent. Returns name, mailbox, description and skills; "
-            "send_message to an agent's mailbox.",
             AgentDiscoverInput,
             _agent_discover,
             read_only=True,
             idempotent=True,
         ),
-        Operation(
-            "create_mailbox",
-            "Create a mailbox",
-            "Create a persistent mailbox. Without a name you get a private, unguessable "
-            "address: use it as reply_to when you ask another agent for something. Fails if a "
-            "named mailbox already exists. Returns mail_address.",
-            CreateMailboxInput,
-            _create_mailbox,
-        ),
-        Operation(
-            "send_message",
-            "Send a message",
-            "Store a message in a mailbox; the recipient may be offline and reads it later. "
-            "Use priority 'critical' or 'urgent' for what must be read first. Returns msg_id. "
-            "To get an answer, put reply_to (a mailbox of yours) in a JSON payload, then wait "
-            "for the reply with fetch_messages on that mailbox.",
-            SendMessageInput,
-            _send_message,
-        ),
-        Operation(
-            "fetch_messages",
-            "Fetch messages",
-            "Take messages from a mailbox, most urgent first (critical, urgent, normal; oldest "
-            "first within each). Your consumer group keeps your position: each message is "
-            "handed to you once, and never to another reader of the group. Set max_wait_ms to "
-            "wait for a reply. Then ack_messages the last msg_id you handled.",
-            FetchMessagesInput,
-            _fetch_messages,
-        ),
+        Operation("create_mailbox", "Create a mailbox", CreateMailboxInput, _create_mailbox),
+        Operation("send_message", "Send a message", SendMessageInput, _send_message),
+        Operation("fetch_messages", "Fetch messages", FetchMessagesInput, _fetch_messages),
         Operation(
             "ack_messages",
             "Acknowledge messages",
-            "Confirm that you handled the messages fetch_messages gave you from a mailbox and "
-            "group, up to and including msg_id (in the order you got them), so the group "
-            "moves past them. Only msg_ids fetch_messages handed you can be acked.",
             AckMessagesInput,
             _ack_messages,
             idempotent=True,
@@ -842,9 +728,6 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "query_messages",
             "Inspect a mailbox",
-            "Look at what a mailbox holds without consuming anything: everything, or only the "
-            "newest message with a key, or else messages with ANY of some tags. Oldest first, "
-            "at most 100.",
             QueryMessagesInput,
             _query_messages,
             read_only=True,
@@ -853,7 +736,6 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "delete_message",
             "Delete a message",
-            "Permanently remove one message from a mailbox by its msg_id.",
             DeleteMessageInput,
             _delete_message,
             destructive=True,
@@ -861,8 +743,6 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "agent_unregister",
             "Unregister an agent",
-            "Remove an agent from the registry by name (e.g. this agent, when it shuts down, "
-            "or before registering a changed card).",
             AgentUnregisterInput,
             _agent_unregister,
             destructive=True,
@@ -871,9 +751,6 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "agent_report",
             "Report agent status",
-            "Send this agent's current status (e.g. busy, idle, load) to the broker's report "
-            "log for operators. agent_discover does not show it: to share live status with "
-            "other agents, send keyed messages to a status mailbox.",
             AgentReportInput,
             _agent_report,
             idempotent=True,

@@ -68,6 +68,9 @@ class ScriptedChatModel(BaseChatModel):
     steps: list[Any] = Field(default_factory=list)
     final: str = "Done."
     tool_names: list[str] | None = None
+    # The argument names each bound tool's schema declares, where it has a JSON schema: a step
+    # calling a tool with another argument is a stale script, refused like an unknown tool.
+    tool_arguments: dict[str, list[str]] = Field(default_factory=dict)
 
     @property
     def _llm_type(self) -> str:
@@ -75,7 +78,12 @@ class ScriptedChatModel(BaseChatModel):
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
         names = [getattr(t, "name", None) or getattr(t, "__name__", str(t)) for t in tools]
-        return self.model_copy(update={"tool_names": names})
+        arguments = {}
+        for name, tool in zip(names, tools, strict=True):
+            schema = getattr(tool, "args_schema", None)
+            if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
+                arguments[name] = list(schema["properties"])
+        return self.model_copy(update={"tool_names": names, "tool_arguments": arguments})
 
     def _generate(
         self,
@@ -94,5 +102,12 @@ class ScriptedChatModel(BaseChatModel):
                 raise ValueError(
                     f"script step {turn} calls {tool_call['name']!r}, which is not among the "
                     f"bound tools {self.tool_names}"
+                )
+            declared = self.tool_arguments.get(tool_call["name"])
+            unknown = sorted(set(tool_call["args"]) - set(declared or ()))
+            if declared is not None and unknown:
+                raise ValueError(
+                    f"script step {turn} calls {tool_call['name']} with {unknown[0]!r}, which "
+                    f"is not among its arguments {declared}"
                 )
         return ChatResult(generations=[ChatGeneration(message=message)])

@@ -1,18 +1,20 @@
-"""``Mq9Toolkit``: the mq9 tools over one shared connection, with the safety options."""
+"""``Mq9Toolkit``: the mq9 tools over one shared ``Mq9Connection``, with the safety options."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from .connection import Mq9Connection
 from .operations import (
+    DEFAULT_DISCOVER_LIMIT,
     DEFAULT_GROUP,
     DEFAULT_MAX_PAYLOAD_CHARS,
+    DEFAULT_NUM_MSGS,
     DEFAULT_OPERATIONS,
     OPERATIONS,
     ToolPolicy,
@@ -26,7 +28,8 @@ def default_server() -> str | None:
 
 
 class Mq9Toolkit(BaseToolkit):
-    """The eight mq9 tools for an agent, sharing one lazily opened connection.
+    """The eight mq9 tools for an agent, sharing lazily opened connections (one per event loop
+    that calls, one for sync code; see ``connection.py``), never one per call.
 
     >>> toolkit = Mq9Toolkit(server="nats://localhost:4222")   # or "memory://" offline
     >>> agent = create_react_agent(llm, toolkit.get_tools())
@@ -42,6 +45,13 @@ class Mq9Toolkit(BaseToolkit):
     prefixes (plus those it creates); ``read_only`` leaves only discover, query and a fetch
     that takes nothing; ``max_payload_chars`` cuts long payloads shown to the model (with a
     note). Close with ``await toolkit.aclose()``, ``toolkit.close()`` or a ``with`` block.
+
+    Knobs a model rarely needs are pinned here, not tool arguments: ``agent_mailbox`` (this
+    agent's own mailbox: the mailbox arguments of fetch, ack, query, delete and the name of
+    agent_register default to it, and the descriptions name it, e.g. as the reply_to to use),
+    ``agent_card`` (extra A2A card fields agent_register publishes: version, provider,
+    skills, ...), ``default_group``, ``deliver`` (where the group starts the first time it reads
+    a mailbox), ``num_msgs`` (messages per fetch), ``discover_by`` and ``discover_limit``.
     """
 
     server: str | None = Field(
@@ -56,6 +66,28 @@ class Mq9Toolkit(BaseToolkit):
         "(default: a random one). A restarted agent that uses its old name takes back the "
         "messages it had fetched but not acked.",
     )
+    agent_mailbox: str | None = Field(
+        default=None,
+        description="This agent's own mailbox: mailbox arguments default to it, descriptions "
+        "name it (e.g. as the reply_to to give)",
+    )
+    agent_card: dict[str, Any] | None = Field(
+        default=None,
+        description="Extra A2A AgentCard fields agent_register publishes (version, provider, "
+        "skills as [{id, name, description, tags}], ...)",
+    )
+    deliver: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="Where a consumer group starts the first time it reads a mailbox: "
+        "everything stored, or from the newest stored message on",
+    )
+    num_msgs: int = Field(default=DEFAULT_NUM_MSGS, ge=1, le=100, description="Per fetch")
+    discover_by: Literal["semantic", "text"] = Field(
+        default="semantic",
+        description="How agent_discover searches: by meaning (semantic, ranks every agent) or "
+        "full-text keywords (text, only agents holding a query word)",
+    )
+    discover_limit: int = Field(default=DEFAULT_DISCOVER_LIMIT, ge=1, le=100)
     allowed_mailboxes: Sequence[str] | None = None
     read_only: bool = False
     max_payload_chars: int = Field(default=DEFAULT_MAX_PAYLOAD_CHARS, ge=1)
@@ -95,6 +127,12 @@ class Mq9Toolkit(BaseToolkit):
             allowed_mailboxes=tuple(self.allowed_mailboxes) if self.allowed_mailboxes else None,
             read_only=self.read_only,
             max_payload_chars=self.max_payload_chars,
+            agent_mailbox=self.agent_mailbox,
+            agent_card=dict(self.agent_card) if self.agent_card is not None else None,
+            deliver=self.deliver,
+            num_msgs=self.num_msgs,
+            discover_by=self.discover_by,
+            discover_limit=self.discover_limit,
             **({"worker": self.worker} if self.worker else {}),
         )
 

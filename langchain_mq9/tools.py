@@ -3,6 +3,10 @@
 Each tool returns ``(content, artifact)``: compact JSON for the model and the typed result
 (``Message`` objects, msg_ids, agent cards) for code. Broker and input errors come back to the
 model as an error ``ToolMessage`` that says how to fix the call; they never crash the graph.
+
+A tool's ``args_schema`` is the JSON schema the model sees (``Operation.input_schema``), the
+same one the MCP server lists, so every provider converts exactly that; the pydantic input
+model (``get_input_schema()``) validates each call and re-checks every bound.
 """
 
 # No ``from __future__ import annotations`` here: LangChain reads ``_run``/``_arun``'s type hints
@@ -51,9 +55,12 @@ class Mq9Tool(BaseTool):
             return data
         data = dict(data)
         operation = OPERATIONS[cls.operation_name]
+        policy = data.get("policy")
+        if not isinstance(policy, ToolPolicy):
+            policy = data["policy"] = ToolPolicy()
         data.setdefault("name", operation.name)
-        data.setdefault("description", operation.description)
-        data.setdefault("args_schema", operation.input_model)
+        data.setdefault("description", operation.describe(policy))
+        data.setdefault("args_schema", operation.input_schema(policy))
         if "connection" not in data:
             server, client = data.pop("server", None), data.pop("client", None)
             data["connection"] = Mq9Connection(server, client=client)
@@ -62,6 +69,11 @@ class Mq9Tool(BaseTool):
     @property
     def operation(self) -> Operation:
         return OPERATIONS[self.operation_name]
+
+    def get_input_schema(self, config: Any = None) -> type[BaseModel]:
+        """The pydantic model that validates a call (``args_schema`` is its JSON schema as the
+        model sees it)."""
+        return self.operation.input_model
 
     def _arguments(self, kwargs: dict[str, Any]) -> BaseModel:
         kwargs.pop("run_manager", None)

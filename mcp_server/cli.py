@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -12,8 +13,18 @@ from collections.abc import Sequence
 import anyio
 
 from langchain_mq9 import __version__
+from langchain_mq9._cli import configure_logging as configure_stderr_logging
+from langchain_mq9._cli import port, positive_float, positive_int
 from langchain_mq9.connection import Mq9Connection
-from langchain_mq9.operations import DEFAULT_GROUP, DEFAULT_MAX_PAYLOAD_CHARS, ToolPolicy
+from langchain_mq9.operations import (
+    DEFAULT_DISCOVER_LIMIT,
+    DEFAULT_GROUP,
+    DEFAULT_MAX_PAYLOAD_CHARS,
+    DEFAULT_NUM_MSGS,
+    DELIVER_CHOICES,
+    DISCOVER_CHOICES,
+    ToolPolicy,
+)
 from langchain_mq9.protocol import Mq9Error, check_group_name, is_valid_address
 
 from .http_app import MCP_PATH, create_http_app, is_loopback, serve_http
@@ -57,24 +68,20 @@ def _env(*names: str) -> str | None:
     return None
 
 
-def _positive_int(text: str) -> int:
+def _up_to_100(text: str) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 100, got {value}")
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {value}")
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
     return value
 
 
@@ -105,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--creds", metavar="FILE", help="NATS credentials (.creds) file")
     broker.add_argument(
         "--request-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         metavar="SECONDS",
         help="how long to wait for the broker's answer (default: 5)",
@@ -126,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "address needs --auth-token",
     )
     transport.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"HTTP port (default: {DEFAULT_PORT})"
+        "--port", type=port, default=DEFAULT_PORT, help=f"HTTP port (default: {DEFAULT_PORT})"
     )
     transport.add_argument(
         "--auth-token",
@@ -156,11 +163,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     safety.add_argument(
         "--max-payload-chars",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_PAYLOAD_CHARS,
         metavar="N",
         help="cut payloads shown to the model after N characters, with a note "
         f"(default: {DEFAULT_MAX_PAYLOAD_CHARS})",
+    )
+
+    knobs = parser.add_argument_group(
+        "pinned tool settings (what the model does not choose)",
+    )
+    knobs.add_argument(
+        "--agent-mailbox",
+        metavar="ADDRESS",
+        help="this agent's own mailbox: fetch, ack, query and delete default to it, "
+        "agent_register registers it, and the tool descriptions name it (e.g. as reply_to)",
+    )
+    knobs.add_argument(
+        "--agent-card",
+        type=_json_object,
+        metavar="JSON",
+        help="extra A2A AgentCard fields agent_register publishes, e.g. "
+        '\'{"version": "1.0", "provider": {"organization": "Acme"}}\'',
+    )
+    knobs.add_argument(
+        "--deliver",
+        choices=DELIVER_CHOICES,
+        default="earliest",
+        help="where the consumer group starts the first time it reads a mailbox: everything "
+        "stored, or from the newest stored message on (default: earliest)",
+    )
+    knobs.add_argument(
+        "--num-msgs",
+        type=_up_to_100,
+        default=DEFAULT_NUM_MSGS,
+        metavar="N",
+        help=f"messages per fetch_messages call (default: {DEFAULT_NUM_MSGS})",
+    )
+    knobs.add_argument(
+        "--discover-by",
+        choices=DISCOVER_CHOICES,
+        default="semantic",
+        help="how agent_discover searches: by meaning, or full-text keywords (default: semantic)",
+    )
+    knobs.add_argument(
+        "--discover-limit",
+        type=_up_to_100,
+        default=DEFAULT_DISCOVER_LIMIT,
+        metavar="N",
+        help=f"agents per agent_discover search (default: {DEFAULT_DISCOVER_LIMIT})",
     )
 
     parser.add_argument(
@@ -173,17 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(level: str) -> None:
-    """Everything to stderr: with stdio, stdout carries the MCP messages."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    numeric = getattr(logging, level.upper())
-    # Other libraries (the MCP SDK logs every request at INFO) only speak up for problems,
-    # unless everything is asked for.
-    root.setLevel(logging.DEBUG if numeric == logging.DEBUG else max(numeric, logging.WARNING))
-    for name in ("mcp_server", "langchain_mq9", "uvicorn.error"):
-        logging.getLogger(name).setLevel(numeric)
+    """Everything to stderr: with stdio, stdout carries the MCP messages. Other libraries (the
+    MCP SDK logs every request at INFO) only speak up for problems, unless debug is asked for."""
+    configure_stderr_logging(level, loud=("mcp_server", "langchain_mq9", "uvicorn.error"))
     logging.getLogger("mcp.server.streamable_http").addFilter(_normal_disconnects)
 
 
@@ -211,11 +254,22 @@ def _policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolPo
         check_group_name(args.default_group)
     except Mq9Error as exc:
         parser.error(f"--default-group: {exc}")
+    if args.agent_mailbox is not None and not is_valid_address(args.agent_mailbox):
+        parser.error(
+            f"--agent-mailbox: {args.agent_mailbox!r} is not a mailbox address (lowercase "
+            "letters, digits and dots, e.g. 'agent.me')"
+        )
     return ToolPolicy(
         default_group=args.default_group,
         allowed_mailboxes=allowed,
         read_only=args.read_only,
         max_payload_chars=args.max_payload_chars,
+        agent_mailbox=args.agent_mailbox,
+        agent_card=args.agent_card,
+        deliver=args.deliver,
+        num_msgs=args.num_msgs,
+        discover_by=args.discover_by,
+        discover_limit=args.discover_limit,
     )
 
 

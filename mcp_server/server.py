@@ -1,10 +1,10 @@
 """The mq9 operation catalog as MCP tools, over one broker connection per process.
 
-Nothing here is per tool: names, titles, descriptions, input schemas and behaviour all come from
-``langchain_mq9.operations.OPERATIONS``, so the MCP tools are the LangChain tools under another
-protocol. Every failure a model can act on (bad arguments, a missing mailbox, a broker that is
-down) comes back as a tool result with ``isError`` set and words saying what to do; the server
-itself keeps running.
+Nothing here is per tool: names, titles, descriptions, input and output schemas and behaviour all
+come from ``langchain_mq9.operations.OPERATIONS``, so the MCP tools are the LangChain tools under
+another protocol (the same descriptions and input schemas, byte for byte). Every failure a model
+can act on (bad arguments, a missing mailbox, a broker that is down) comes back as a tool result
+with ``isError`` set and words saying what to do; the server itself keeps running.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ SERVER_NAME = "mq9"
 INSTRUCTIONS = (
     "Persistent mailboxes and an agent registry over mq9. Register with agent_register, find "
     "other agents with agent_discover, send work with send_message (put a reply_to mailbox in "
-    "a JSON payload to get an answer), read with fetch_messages (max_wait_ms to wait for a reply) "
-    "and confirm what you handled with ack_messages. " + DATA_NOTE
+    "a JSON payload to get an answer), look with query_messages, take what to handle with "
+    "fetch_messages (max_wait_ms to wait for a reply) and confirm it with ack_messages. "
+    + DATA_NOTE
 )
 
 # The broker connection retries briefly, then gives up, and the next tool call opens it again.
@@ -54,29 +55,37 @@ RECONNECT_DELAY = 0.5
 CALL_GRACE_SECONDS = 5.0
 
 
-def tool_definition(operation: Operation) -> types.Tool:
-    """The MCP tool for one catalog operation."""
+def tool_annotations(operation: Operation) -> types.ToolAnnotations:
+    """The hints that differ from MCP's defaults, and only those: a client reads an absent
+    hint as its default (readOnlyHint false, destructiveHint true, idempotentHint false,
+    openWorldHint true: the mailboxes and the registry are shared with other agents and
+    programs). So a tool that changes things but removes nothing says destructiveHint false,
+    and a reader says readOnlyHint true (MCP ignores the other hints of a reader)."""
+    hints: dict[str, bool] = {}
+    if operation.read_only:
+        hints["readOnlyHint"] = True
+    else:
+        hints["destructiveHint"] = operation.destructive
+        if operation.idempotent:
+            hints["idempotentHint"] = True
+    return types.ToolAnnotations(**hints)
+
+
+def tool_definition(operation: Operation, policy: ToolPolicy | None = None) -> types.Tool:
+    """The MCP tool for one catalog operation, as the toolkit with ``policy`` describes it."""
     return types.Tool(
         name=operation.name,
         title=operation.title,
-        description=operation.description,
-        inputSchema=operation.input_model.model_json_schema(),
-        annotations=types.ToolAnnotations(
-            title=operation.title,
-            readOnlyHint=operation.read_only,
-            # Given explicitly: MCP clients assume destructive when the hint is absent.
-            destructiveHint=operation.destructive,
-            idempotentHint=operation.idempotent,
-            # The mailboxes and the registry are shared with other agents and programs: what a
-            # tool sends reaches them, and what it reads was written by them.
-            openWorldHint=True,
-        ),
+        description=operation.describe(policy),
+        inputSchema=operation.input_schema(policy),
+        outputSchema=operation.output_schema,
+        annotations=tool_annotations(operation),
     )
 
 
 def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
     """Every catalog operation the policy allows (a read-only server lists only readers)."""
-    return [tool_definition(op) for op in OPERATIONS.values() if op.allowed(policy)]
+    return [tool_definition(op, policy) for op in OPERATIONS.values() if op.allowed(policy)]
 
 
 def error_result(text: str) -> types.CallToolResult:

@@ -70,7 +70,7 @@ def orchestrator_script() -> list:
         return f"The worker says: {answer['summary']}"
 
     return [
-        call("agent_discover", semantic="summarize a report"),
+        call("agent_discover", query="summarize a report"),
         call("create_mailbox", ttl=600),
         delegate,
         "Delegated; I will check for the answer later.",
@@ -138,22 +138,33 @@ async def test_orchestrator_delegates_to_a_discovered_worker_and_gets_the_reply(
 
 
 async def test_tool_errors_reach_the_model_and_the_graph_keeps_going(broker):
+    async with broker.client() as client:
+        await client.mailbox_create(name="team.greeter")
+        await client.agent_register(
+            {"name": "greeter", "mailbox": "team.greeter", "description": "greets people"}
+        )
     script = [
-        call("send_message", mail_address="agent.nowhere", payload="hello", priority="high"),
-        call("send_message", mail_address="agent.nowhere", payload="hello"),
-        call("create_mailbox", name="agent.nowhere"),
-        call("send_message", mail_address="agent.nowhere", payload="hello"),
+        call("send_message", mail_address="greeter", payload="hello", priority="high"),
+        call("send_message", mail_address="greeter", payload="hello"),
+        # The error says where addresses come from: the model looks the agent up.
+        call("agent_discover", query="greeter"),
+        lambda messages: call(
+            "send_message",
+            mail_address=tool_result(messages, "agent_discover")["agents"][0]["mailbox"],
+            payload="hello",
+        ),
         "Sent after fixing my mistakes.",
     ]
     async with Mq9Toolkit(server=broker.url) as kit:
         agent = create_react_agent(ScriptedChatModel(steps=script), kit.get_tools())
-        state = await agent.ainvoke({"messages": [("human", "Say hello to agent.nowhere")]})
+        state = await agent.ainvoke({"messages": [("human", "Say hello to the greeter")]})
     errors = tool_errors(state)
     assert len(errors) == 2
     assert "priority" in errors[0] and "'critical'" in errors[0]
-    assert "mailbox agent.nowhere does not exist — no mailbox has this address" in errors[1]
-    assert "agent_discover" in errors[1]
+    assert "mailbox greeter does not exist — no agent reads this address" in errors[1]
+    assert "agent_discover" in errors[1] and "do not create it" in errors[1]
     assert state["messages"][-1].content == "Sent after fixing my mistakes."
-    assert [m.payload for m in broker.engine.mailboxes["agent.nowhere"].messages.values()] == [
+    assert "greeter" not in broker.engine.mailboxes  # nothing was created at the guess
+    assert [m.payload for m in broker.engine.mailboxes["team.greeter"].messages.values()] == [
         b"hello"
     ]

@@ -55,7 +55,7 @@ async def test_langgraph_agent_uses_the_mcp_tools(nats_server):
     model = ScriptedChatModel(
         steps=[
             call("agent_register", name="agent.coordinator", capabilities="plans reports"),
-            call("agent_discover", text="summarizes"),
+            call("agent_discover", query="summarizes"),
             lambda messages: call(
                 "send_message",
                 mail_address=structured(messages)["agents"][0]["mailbox"],
@@ -95,10 +95,11 @@ async def test_langgraph_agent_uses_the_mcp_tools(nats_server):
             client = MultiServerMCPClient({"mq9": connection})
             async with client.session("mq9") as session:
                 tools = await load_mcp_tools(session)
+                # The model gets the same schemas through MCP as through the toolkit.
                 assert {t.name: t.args_schema for t in tools} == {
-                    name: op.input_model.model_json_schema() for name, op in OPERATIONS.items()
+                    name: op.input_schema() for name, op in OPERATIONS.items()
                 }
-                assert tools[0].metadata["openWorldHint"] is True
+                assert tools[0].metadata["destructiveHint"] is False
                 agent = create_react_agent(model, tools)
                 state = await asyncio.wait_for(
                     agent.ainvoke({"messages": [("user", "Get the Q3 report summarized.")]}),
@@ -156,17 +157,17 @@ async def test_mcp_and_langchain_surfaces_talk_both_ways(nats_server):
         await lc_call("create_mailbox", name="lc.inbox")
         await mcp_call("send_message", mail_address="lc.inbox", payload="hello from mcp",
                        key="greeting", tags=["hello"])  # fmt: skip
-        got = await lc_call("fetch_messages", mail_address="lc.inbox", group_name="readers")
+        got = await lc_call("fetch_messages", mail_address="lc.inbox")
         assert [(m["payload"], m["key"], m["tags"]) for m in got["messages"]] == [
             ("hello from mcp", "greeting", ["hello"])
         ]
 
         # The registry is shared too.
         await lc_call("agent_register", name="agent.lc", capabilities="answers in haiku")
-        found = await mcp_call("agent_discover", text="haiku")
+        found = await mcp_call("agent_discover", query="haiku")
         assert [a["mailbox"] for a in found["agents"]] == ["agent.lc"]
 
         # Same operation, same broker, same answer from both surfaces.
         for name, args in [("query_messages", {"mail_address": "lc.inbox"}),
-                           ("agent_discover", {"text": "haiku"})]:  # fmt: skip
+                           ("agent_discover", {"query": "haiku"})]:  # fmt: skip
             assert await lc_call(name, **args) == await mcp_call(name, **args)

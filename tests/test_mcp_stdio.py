@@ -7,6 +7,7 @@ import json
 import sys
 
 import anyio
+import pytest
 from mcp_support import ROOT, fails, ok, served_engine, server_env, stdio_session
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
@@ -14,23 +15,37 @@ from langchain_mq9.broker.nats_process import free_port, start_nats_server
 from langchain_mq9.operations import OPERATIONS
 
 
-async def test_tools_are_the_catalog_with_the_toolkits_schemas():
-    toolkit = Mq9Toolkit(server="memory://", tools=list(OPERATIONS))
+@pytest.mark.parametrize("agent_mailbox", [None, "agent.me"])
+async def test_tools_are_the_catalog_with_the_toolkits_schemas(agent_mailbox):
+    mine = {"agent_mailbox": agent_mailbox} if agent_mailbox else {}
+    toolkit = Mq9Toolkit(server="memory://", tools=list(OPERATIONS), **mine)
     lc_tools = {tool.name: tool for tool in toolkit.get_tools()}
-    async with stdio_session("--server", "memory://") as session:
+    flags = ("--agent-mailbox", agent_mailbox) if agent_mailbox else ()
+    async with stdio_session("--server", "memory://", *flags) as session:
         listed = {tool.name: tool for tool in (await session.list_tools()).tools}
 
     assert list(listed) == list(OPERATIONS) == list(lc_tools)
     for name, tool in listed.items():
         operation = OPERATIONS[name]
-        assert tool.inputSchema == operation.input_model.model_json_schema()
-        assert tool.inputSchema == lc_tools[name].args_schema.model_json_schema()
-        assert tool.description == operation.description == lc_tools[name].description
-        assert tool.title == tool.annotations.title == operation.title
-        assert tool.annotations.readOnlyHint is operation.read_only
-        assert tool.annotations.destructiveHint is operation.destructive
-        assert tool.annotations.idempotentHint is operation.idempotent
-        assert tool.annotations.openWorldHint is True
+        # What the model reads is the same, byte for byte, through either surface.
+        assert tool.inputSchema == operation.input_schema(toolkit.policy)
+        assert tool.inputSchema == lc_tools[name].args_schema
+        assert tool.description == operation.describe(toolkit.policy)
+        assert tool.description == lc_tools[name].description
+        assert tool.outputSchema == operation.output_schema
+        assert "title" not in json.dumps(tool.inputSchema)  # no pydantic title noise
+        assert tool.title == operation.title and tool.annotations.title is None
+        # Only hints that differ from MCP's defaults are given (absent: readOnlyHint false,
+        # destructiveHint true, idempotentHint false, openWorldHint true); a reader's other
+        # hints mean nothing in MCP.
+        if operation.read_only:
+            expected = {"readOnlyHint": True}
+        else:
+            expected = {"destructiveHint": operation.destructive}
+            expected.update({"idempotentHint": True} if operation.idempotent else {})
+        assert tool.annotations.model_dump(exclude_none=True) == expected
+    if agent_mailbox:
+        assert "reply_to: 'agent.me'" in listed["send_message"].description
     readers = {n for n, t in listed.items() if t.annotations.readOnlyHint}
     assert readers == {"agent_discover", "query_messages"}
     destroyers = {n for n, t in listed.items() if t.annotations.destructiveHint}
@@ -60,18 +75,14 @@ async def test_full_exchange_over_stdio(nats_server):
                 tags=["ops"],
             ),
         ]  # fmt: skip
-        assert [s["priority"] for s in sent] == ["normal", "critical", "urgent"]
-        assert len({s["msg_id"] for s in sent}) == 3
+        assert all(s["sent"] for s in sent) and len({s["msg_id"] for s in sent}) == 3
         assert {m.msg_id for m in await observer.query(inbox)} == {s["msg_id"] for s in sent}
 
         fetched = await ok(mcp, "fetch_messages", mail_address=inbox, max_wait_ms=0)
-        assert fetched["group_name"] == "default"
         assert [m["payload"] for m in fetched["messages"]] == [{"alert": "disk"}, "soon", "routine"]
         assert [m["priority"] for m in fetched["messages"]] == ["critical", "urgent", "normal"]
         assert fetched["messages"][0]["payload_encoding"] == "json"
-        assert (
-            "ack_messages(mail_address='team.inbox', group_name='default'" in (fetched["next_step"])
-        )
+        assert "ack_messages(mail_address='team.inbox', msg_id=" in fetched["next_step"]
         # Handed out once: fetching again before any ack gives nothing new.
         assert (await ok(mcp, "fetch_messages", mail_address=inbox, max_wait_ms=0))["count"] == 0
 
@@ -96,7 +107,7 @@ async def test_full_exchange_over_stdio(nats_server):
         assert await observer.query("agent.translator") == []  # its mailbox exists
         cards = await observer.agent_discover(text="french")
         assert [c["mailbox"] for c in cards] == ["agent.translator"]
-        found = await ok(mcp, "agent_discover", semantic="translate a contract into French")
+        found = await ok(mcp, "agent_discover", query="translate a contract into French")
         assert [a["mailbox"] for a in found["agents"]] == ["agent.translator"]
 
         # Registering the name again keeps the first card, and says so.
@@ -106,7 +117,7 @@ async def test_full_exchange_over_stdio(nats_server):
         assert again["registered"] is False and "NOT changed" in again["note"]
 
         reported = await ok(
-            mcp, "agent_report", name="agent.translator", status="busy", details={"queue": 3},
+            mcp, "agent_report", name="agent.translator", status="busy", details='{"queue": 3}',
         )  # fmt: skip
         assert reported["reported"]
         # RobustMQ keeps reports out of DISCOVER; the dev broker shows them to its operator.
@@ -114,7 +125,7 @@ async def test_full_exchange_over_stdio(nats_server):
 
         await ok(mcp, "agent_unregister", name="agent.translator")
         assert await observer.agent_discover(text="french") == []
-        assert (await ok(mcp, "agent_discover", text="french"))["count"] == 0
+        assert (await ok(mcp, "agent_discover", query="french"))["count"] == 0
 
 
 async def test_mistakes_come_back_as_tool_errors_that_say_what_to_do(nats_server):
@@ -135,7 +146,12 @@ async def test_mistakes_come_back_as_tool_errors_that_say_what_to_do(nats_server
         assert "invalid mail_address" in text and "lowercase letters" in text
 
         text = await fails(mcp, "ack_messages", mail_address="desk", msg_id=99)
-        assert "msg_id 99 is not waiting for an ack" in text and "fetch_messages first" in text
+        assert "msg_id 99 is not waiting for an ack" in text
+        assert "Call fetch_messages(mail_address='desk') first" in text
+
+        text = await fails(mcp, "send_message", mail_address="billing", payload="overdue")
+        assert "does not exist — no agent reads this address" in text
+        assert "agent_discover" in text and "do not create it" in text
 
         text = await fails(mcp, "send_mail")
         assert "unknown tool 'send_mail'" in text and "send_message" in text
@@ -160,7 +176,8 @@ async def test_safety_options_shape_what_the_tools_may_do(nats_server):
             text = await fails(mcp, "fetch_messages", mail_address="other.box")
             assert "outside the mailboxes" in text and "team" in text
             fetched = await ok(mcp, "fetch_messages", mail_address="team.board")
-            assert fetched["group_name"] == "auditors"
+            # read with the pinned group: the broker's auditors group is handed the message
+            assert await observer.fetch("team.board", group_name="auditors", max_wait_ms=0)
             (message,) = fetched["messages"]
             assert message["payload"] == "x" * 10 and "50 to 10" in message["truncated"]
             # A mailbox this client creates is its own to use.
@@ -172,8 +189,6 @@ async def test_safety_options_shape_what_the_tools_may_do(nats_server):
             assert names == {"agent_discover", "fetch_messages", "query_messages"}
             text = await fails(mcp, "send_message", mail_address="team.board", payload="x")
             assert "read-only" in text
-            text = await fails(mcp, "fetch_messages", mail_address="team.board", group_name="g")
-            assert "read-only" in text and "omit group_name" in text
             peek = await ok(mcp, "fetch_messages", mail_address="other.box")
             assert [m["payload"] for m in peek["messages"]] == ["secret"]
 
@@ -276,3 +291,21 @@ async def test_stdout_carries_only_protocol_messages():
     assert "no mailbox has this address" in replies[1]["result"]["content"][0]["text"]
     # The logs went to stderr.
     assert "mq9 MCP server" in stderr and "fetch_messages failed" in stderr
+
+
+def test_pinned_tool_settings_are_server_options():
+    from mcp_server.cli import _policy, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["--agent-mailbox", "agent.me", "--agent-card", '{"version": "2.0"}', "--deliver",
+         "latest", "--num-msgs", "3", "--discover-by", "text", "--discover-limit", "5"]
+    )  # fmt: skip
+    policy = _policy(args, parser)
+    assert (policy.agent_mailbox, policy.agent_card) == ("agent.me", {"version": "2.0"})
+    assert (policy.deliver, policy.num_msgs) == ("latest", 3)
+    assert (policy.discover_by, policy.discover_limit) == ("text", 5)
+    for bad in (["--agent-mailbox", "Agent Me"], ["--num-msgs", "0"], ["--agent-card", "[1]"],
+                ["--deliver", "from_id"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            _policy(parser.parse_args(bad), parser)

@@ -40,3 +40,16 @@ def test_a_step_calling_a_tool_that_is_not_bound_is_refused():
     bound = model.bind_tools([type("T", (), {"name": "send_message"})()])
     with pytest.raises(ValueError, match="'send_mesage', which is not among the bound tools"):
         bound.invoke([HumanMessage("go")])
+
+
+def test_a_step_calling_a_tool_with_an_argument_it_does_not_have_is_refused():
+    from langchain_mq9 import Mq9Toolkit
+
+    tools = Mq9Toolkit(server="memory://testing").get_tools()
+    model = ScriptedChatModel(
+        steps=[call("fetch_messages", mail_address="a.b", group_name="g")]
+    ).bind_tools(tools)
+    with pytest.raises(ValueError, match="fetch_messages with 'group_name', which is not among"):
+        model.invoke([HumanMessage("go")])
+    fine = ScriptedChatModel(steps=[call("fetch_messages", mail_address="a.b")]).bind_tools(tools)
+    assert fine.invoke([HumanMessage("go")]).tool_calls[0]["args"] == {"mail_address": "a.b"}

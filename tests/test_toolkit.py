@@ -83,36 +83,60 @@ def test_a_server_is_required_unless_the_environment_names_one(monkeypatch, memo
     assert Mq9Toolkit().server == memory_url
 
 
-def test_tool_schemas_use_the_protocol_vocabulary(toolkit):
+def test_tool_arguments_are_few_and_use_the_protocol_vocabulary():
     kit = Mq9Toolkit(server="memory://", tools=list(OPERATIONS))
-    fields = {
-        t.name: set(t.get_input_schema().model_json_schema()["properties"]) for t in kit.get_tools()
+    fields = {t.name: set(t.args) for t in kit.get_tools()}
+    assert fields == {
+        "agent_register": {"name", "capabilities"},
+        "agent_discover": {"query"},
+        "create_mailbox": {"name", "ttl"},
+        "send_message": {"mail_address", "payload", "priority", "key", "tags", "delay", "ttl"},
+        "fetch_messages": {"mail_address", "max_wait_ms"},
+        "ack_messages": {"mail_address", "msg_id"},
+        "query_messages": {"mail_address", "key", "tags", "from_id"},
+        "delete_message": {"mail_address", "msg_id"},
+        "agent_unregister": {"name"},
+        "agent_report": {"name", "status", "details"},
     }
-    assert fields["send_message"] == {
-        "mail_address",
-        "payload",
-        "priority",
-        "key",
-        "delay",
-        "ttl",
-        "tags",
-    }
-    assert fields["fetch_messages"] == {
-        "mail_address",
-        "group_name",
-        "deliver",
-        "from_time",
-        "from_id",
-        "num_msgs",
-        "max_wait_ms",
-    }
-    assert fields["ack_messages"] == {"mail_address", "msg_id", "group_name"}
-    assert fields["agent_register"] == {"name", "capabilities", "agent_card", "mail_address", "ttl"}
-    assert fields["agent_discover"] == {"text", "semantic", "limit", "page"}
-    assert fields["query_messages"] == {"mail_address", "key", "tags", "limit"}
-    assert fields["create_mailbox"] == {"name", "ttl"}
-    assert fields["agent_unregister"] == {"name"}
-    assert fields["agent_report"] == {"name", "status", "details"}
+    # What the model sees is the catalog's schema; the pydantic model validates each call.
+    for tool in kit.get_tools():
+        assert tool.args_schema == OPERATIONS[tool.name].input_schema(kit.policy)
+        assert tool.get_input_schema() is OPERATIONS[tool.name].input_model
+        assert set(tool.get_input_schema().model_fields) == set(tool.args)
+
+
+def test_the_own_mailbox_is_a_default_the_descriptions_name(memory_url):
+    plain = {t.name: t for t in Mq9Toolkit(server=memory_url).get_tools()}
+    mine = {t.name: t for t in Mq9Toolkit(server=memory_url, agent_mailbox="agent.me").get_tools()}
+    for name in ("fetch_messages", "ack_messages", "query_messages", "delete_message"):
+        assert "mail_address" in plain[name].args_schema["required"]
+        assert "mail_address" not in mine[name].args_schema.get("required", ())
+        assert "'agent.me'" in mine[name].args["mail_address"]["description"]
+    assert "reply_to: 'agent.me' (your mailbox)" in mine["send_message"].description
+    assert "agent.me" not in plain["send_message"].description
+    assert "name" not in mine["agent_register"].args_schema["required"]
+    with pytest.raises(ValueError, match="agent_mailbox 'Agent Me' is not a mailbox address"):
+        Mq9Toolkit(server=memory_url, agent_mailbox="Agent Me")
+
+
+def test_pinned_knobs_are_toolkit_options_not_arguments(memory_url):
+    kit = Mq9Toolkit(
+        server=memory_url,
+        default_group="g",
+        deliver="latest",
+        num_msgs=3,
+        discover_by="text",
+        discover_limit=5,
+        agent_card={"version": "2.0.0"},
+    )
+    policy = kit.policy
+    assert (policy.default_group, policy.deliver, policy.num_msgs) == ("g", "latest", 3)
+    assert (policy.discover_by, policy.discover_limit) == ("text", 5)
+    assert policy.agent_card == {"version": "2.0.0"}
+    with pytest.raises(ValueError):
+        Mq9Toolkit(server=memory_url, num_msgs=0)
+    with pytest.raises(ValueError):
+        Mq9Toolkit(server=memory_url, deliver="from_id")
 
 
 # -- what the model sees -----------------------------------------------------------------------
@@ -137,7 +161,10 @@ def test_fetch_shows_decoded_payloads_the_ack_hint_and_returns_messages_as_artif
         (1, "critical", "plain words", "text"),
         (0, "normal", {"task": "a"}, "json"),
     ]
-    assert "ack_messages(mail_address='agent.inbox', group_name='default'" in content["next_step"]
+    assert (
+        "call ack_messages(mail_address='agent.inbox', msg_id=<the last one handled>)"
+        in content["next_step"]
+    )
     assert "not instructions" in content["note"]
     assert [m.msg_id for m in result.artifact] == [1, 0]
     assert result.artifact[1].payload == b'{"task":"a"}'
@@ -202,7 +229,8 @@ async def _seed(client, box, priorities):
 
 
 async def test_a_group_hands_each_message_out_once_and_ack_confirms_in_order(memory_url):
-    async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
+    kit = Mq9Toolkit(server=memory_url, num_msgs=2)
+    async with kit, Mq9Client(memory_url) as observer:
         tools = tools_of(kit)
         await _seed(observer, "work.q", ["normal", "normal", "critical", "normal"])
 
@@ -211,9 +239,9 @@ async def test_a_group_hands_each_message_out_once_and_ack_confirms_in_order(mem
                 (await atool_call(tools["fetch_messages"], mail_address="work.q", **args)).content
             )
 
-        first = await fetch(num_msgs=2, max_wait_ms=0)
+        first = await fetch(max_wait_ms=0)
         assert [m["msg_id"] for m in first["messages"]] == [2, 0]
-        second = await fetch(num_msgs=2, max_wait_ms=0)  # nothing acked: still never twice
+        second = await fetch(max_wait_ms=0)  # nothing acked: still never twice
         assert [m["msg_id"] for m in second["messages"]] == [1, 3]
         assert second["unacked_earlier"] == [2, 0]
         assert (await fetch(max_wait_ms=0))["count"] == 0
@@ -232,22 +260,26 @@ async def test_a_group_hands_each_message_out_once_and_ack_confirms_in_order(mem
 
 
 async def test_ack_refuses_ids_that_fetch_messages_did_not_hand_out(memory_url):
-    async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
+    async with (
+        Mq9Toolkit(server=memory_url, num_msgs=1) as kit,
+        Mq9Toolkit(server=memory_url) as other,
+        Mq9Client(memory_url) as observer,
+    ):
         tools = tools_of(kit)
         await _seed(observer, "work.q", ["normal", "normal"])
         refused = await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=1)
         assert refused.status == "error"
-        assert "Call fetch_messages first" in refused.content
-        await atool_call(tools["fetch_messages"], mail_address="work.q", num_msgs=1)
+        # It says what to fetch first.
+        assert "Call fetch_messages(mail_address='work.q') first" in refused.content
+        await atool_call(tools["fetch_messages"], mail_address="work.q")
         for made_up in (1, 99):
             refused = await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=made_up)
             assert (
                 refused.status == "error" and f"msg_id {made_up} is not waiting" in refused.content
             )
-        # another group's fetches do not count for this one
-        refused = await atool_call(
-            tools["ack_messages"], mail_address="work.q", msg_id=0, group_name="other"
-        )
+            assert "Waiting for an ack: [0]" in refused.content
+        # another toolkit's fetches do not count for this one, even in the same group
+        refused = await atool_call(tools_of(other)["ack_messages"], mail_address="work.q", msg_id=0)
         assert refused.status == "error"
         assert (
             await atool_call(tools["ack_messages"], mail_address="work.q", msg_id=0)
@@ -261,17 +293,15 @@ async def test_ack_refuses_ids_that_fetch_messages_did_not_hand_out(memory_url):
 
 async def test_two_toolkits_in_one_group_are_competing_workers(memory_url):
     async with (
-        Mq9Toolkit(server=memory_url) as one,
-        Mq9Toolkit(server=memory_url) as two,
+        Mq9Toolkit(server=memory_url, num_msgs=1) as one,
+        Mq9Toolkit(server=memory_url, num_msgs=1) as two,
         Mq9Client(memory_url) as observer,
     ):
         await _seed(observer, "work.q", ["normal"] * 5 + ["urgent"])
         got: dict[str, list[int]] = {"one": [], "two": []}
         for _ in range(3):
             for name, kit in (("one", one), ("two", two)):
-                result = await atool_call(
-                    tools_of(kit)["fetch_messages"], mail_address="work.q", num_msgs=1
-                )
+                result = await atool_call(tools_of(kit)["fetch_messages"], mail_address="work.q")
                 got[name] += [m.msg_id for m in result.artifact]
         assert sorted(got["one"] + got["two"]) == [0, 1, 2, 3, 4, 5]  # none twice, none lost
         assert got["one"] and got["two"]
@@ -298,37 +328,34 @@ async def test_a_restarted_toolkit_with_its_worker_name_takes_back_what_it_held(
 
 
 async def test_a_group_starting_at_latest_misses_nothing_sent_after_its_first_fetch(memory_url):
-    async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
+    async with (
+        Mq9Toolkit(server=memory_url, deliver="latest") as kit,
+        Mq9Client(memory_url) as observer,
+    ):
         fetch = tools_of(kit)["fetch_messages"]
         await _seed(observer, "work.q", ["normal", "normal", "normal"])
-        first = await atool_call(fetch, mail_address="work.q", deliver="latest", max_wait_ms=0)
+        first = await atool_call(fetch, mail_address="work.q", max_wait_ms=0)
         assert [m.msg_id for m in first.artifact] == [2]  # RobustMQ's latest: the newest one
         for text in ("a", "b"):
             await observer.send("work.q", text)
-        later = await atool_call(fetch, mail_address="work.q", deliver="latest", max_wait_ms=0)
+        later = await atool_call(fetch, mail_address="work.q", max_wait_ms=0)
         assert [m.msg_id for m in later.artifact] == [3, 4]
 
 
-async def test_positional_reads_consume_nothing(memory_url):
+async def test_query_pages_past_a_hundred_from_an_id_and_consumes_nothing(memory_url):
     async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
-        tools = tools_of(kit)
-        await _seed(observer, "work.q", ["normal", "normal", "normal"])
-        for _ in range(2):
-            look = await atool_call(
-                tools["fetch_messages"], mail_address="work.q", deliver="from_id", from_id=1
-            )
-            content = json.loads(look.content)
-            assert content["group_name"] is None and [m.msg_id for m in look.artifact] == [1, 2]
-            assert "consumed nothing" in content["next_step"]
-        refused = await atool_call(
-            tools["fetch_messages"], mail_address="work.q", deliver="from_id", from_id=1,
-            group_name="g",
-        )  # fmt: skip
-        assert refused.status == "error" and "omit group_name" in refused.content
-        missing = await atool_call(
-            tools["fetch_messages"], mail_address="work.q", deliver="from_id"
-        )
-        assert missing.status == "error" and "needs from_id" in missing.content
+        query = tools_of(kit)["query_messages"]
+        await _seed(observer, "work.q", ["normal"] * 103 + ["urgent"])
+        page = json.loads((await atool_call(query, mail_address="work.q")).content)
+        assert page["count"] == 100 and page["messages"][0]["msg_id"] == 0
+        assert "query_messages(mail_address='work.q', from_id=100)" in page["next_step"]
+        for _ in range(2):  # a look from a position, twice the same: nothing was consumed
+            rest = await atool_call(query, mail_address="work.q", from_id=100)
+            assert [m.msg_id for m in rest.artifact] == [100, 101, 102, 103]
+            assert "next_step" not in json.loads(rest.content)
+        refused = await atool_call(query, mail_address="work.q", from_id=100, key="k")
+        assert refused.status == "error" and "from_id reads every message" in refused.content
+        assert await observer.fetch("work.q", group_name="default", max_wait_ms=0) != []
 
 
 def test_query_states_which_single_filter_applied(toolkit):
@@ -346,21 +373,29 @@ def test_query_states_which_single_filter_applied(toolkit):
     )
     assert [m["payload"] for m in both["messages"]] == ["c"]
     assert both["filter_used"].startswith("only key")
-    oldest = json.loads(
-        tool_call(tools["query_messages"], mail_address="agent.inbox", limit=2).content
-    )
-    assert [m["payload"] for m in oldest["messages"]] == ["a", "b"]
-    assert "from_id=2" in oldest["next_step"]
-    further = json.loads(
+    # The neutral values a strict-mode model must give mean "no filter".
+    everything = json.loads(
         tool_call(
-            tools["fetch_messages"],
-            mail_address="agent.inbox",
-            deliver="from_id",
-            from_id=2,
-            max_wait_ms=0,
+            tools["query_messages"], mail_address="agent.inbox", key="", tags=[], from_id=0
         ).content
     )
-    assert [m["payload"] for m in further["messages"]] == ["c"]
+    assert [m["payload"] for m in everything["messages"]] == ["a", "b", "c"]
+
+
+def test_neutral_values_of_a_strict_mode_call_change_nothing(toolkit, memory_url):
+    tools = tools_of(toolkit)
+    tool_call(tools["create_mailbox"], name="agent.inbox")
+    strict = tool_call(
+        tools["send_message"], mail_address="agent.inbox", payload="x", priority="normal",
+        key="", tags=[], delay=0, ttl=0,
+    )  # fmt: skip
+    assert json.loads(strict.content) == {"sent": True, "msg_id": 0}  # not delayed (-1)
+    [stored] = memory_broker(memory_url.removeprefix("memory://")).mailboxes[
+        "agent.inbox"
+    ].messages.values()
+    assert (stored.key, stored.tags, stored.expire_at, stored.header) == (None, (), 0, None)
+    private = json.loads(tool_call(tools["create_mailbox"], name="", ttl=0).content)
+    assert private["mail_address"] != ""
 
 
 # -- errors reach the model as tool messages ---------------------------------------------------
@@ -379,19 +414,32 @@ def test_unknown_priority_is_an_error_message_and_nothing_is_sent(toolkit, memor
     )
 
 
+FIND_IT = (
+    "no agent reads this address. Find the recipient's mailbox with agent_discover, or ask "
+    "the user; do not create it"
+)
+
+
 @pytest.mark.parametrize(
     ("tool", "args", "expected"),
     [
+        # A recipient that is not there: find it (or ask), never create it.
         (
             "send_message",
             {"mail_address": "nobody.home", "payload": "x"},
-            "mailbox nobody.home does not exist — no mailbox has this address: check it "
-            "(agent_discover",
+            f"mailbox nobody.home does not exist — {FIND_IT}",
+        ),
+        (
+            "send_message",
+            {"mail_address": "Bad-Address", "payload": "x"},
+            "invalid mail_address: 'Bad-Address' (lowercase letters, digits and dots, starting "
+            f"and ending with a letter or digit) — {FIND_IT}",
         ),
         (
             "fetch_messages",
             {"mail_address": "nobody.home"},
-            "'nobody.home' not found in broker cache — no mailbox has this address",
+            "'nobody.home' not found in broker cache — no mailbox has this address: check it "
+            "(agent_discover shows each agent's mailbox",
         ),
         (
             "query_messages",
@@ -399,22 +447,29 @@ def test_unknown_priority_is_an_error_message_and_nothing_is_sent(toolkit, memor
             "not found in broker cache — no mailbox has this address",
         ),
         (
-            "send_message",
-            {"mail_address": "Bad-Address", "payload": "x"},
-            "invalid mail_address: 'Bad-Address' (lowercase letters, digits and dots",
+            "create_mailbox",
+            {"name": "agent.inbox"},
+            "mailbox agent.inbox already exists — it is there already: use it as it is, or call "
+            "create_mailbox with another name",
         ),
-        ("create_mailbox", {"name": "agent.inbox"}, "mailbox agent.inbox already exists — "),
+        (
+            "create_mailbox",
+            {"name": "Team Inbox"},
+            "— use lowercase letters, digits and dots, e.g. 'team.reports'",
+        ),
+        ("fetch_messages", {}, "Invalid arguments: mail_address: Field required"),
         (
             "fetch_messages",
-            {"mail_address": "agent.inbox", "num_msgs": 0},
-            "Invalid arguments: num_msgs",
+            {"mail_address": "agent.inbox", "max_wait_ms": 999_999},
+            "Invalid arguments: max_wait_ms: Input should be less than or equal to 120000",
         ),
-        ("agent_discover", {"limit": "many"}, "Invalid arguments: limit"),
         (
-            "agent_register",
-            {"name": "agent.x", "agent_card": {"skills": [7]}},
-            "invalid agent_card: a skill is a non-empty string or a dict",
+            "ack_messages",
+            {"mail_address": "agent.inbox", "msg_id": -1},
+            "Invalid arguments: msg_id",
         ),
+        ("agent_discover", {"query": ["many"]}, "Invalid arguments: query"),
+        ("agent_register", {"name": "agent.x"}, "Invalid arguments: capabilities: Field required"),
     ],
 )
 def test_errors_say_what_to_do(toolkit, tool, args, expected):
@@ -423,6 +478,30 @@ def test_errors_say_what_to_do(toolkit, tool, args, expected):
     result = tool_call(tools[tool], **args)
     assert result.status == "error"
     assert expected in result.content
+
+
+def test_errors_about_the_agents_own_mailbox_lead_to_agent_register(memory_url):
+    kit = Mq9Toolkit(server=memory_url, agent_mailbox="agent.me", tools=list(OPERATIONS))
+    tools = tools_of(kit)
+    for name, args in (("fetch_messages", {}), ("query_messages", {})):
+        result = tool_call(tools[name], **args)
+        assert result.status == "error"
+        assert "this is your own mailbox and it does not exist yet: call agent_register first" in (
+            result.content
+        )
+    other = tool_call(tools["query_messages"], mail_address="nobody.home")
+    assert "no mailbox has this address (yours is 'agent.me')" in other.content
+    bad = tool_call(tools["agent_report"], status="busy", details="[1, 2]")
+    assert bad.status == "error" and "details must be a JSON object" in bad.content
+    kit.close()
+
+
+def test_a_pinned_agent_card_that_is_not_a2a_is_a_tool_error(memory_url):
+    kit = Mq9Toolkit(server=memory_url, agent_card={"skills": [7]})
+    result = tool_call(tools_of(kit)["agent_register"], name="agent.x", capabilities="works")
+    assert result.status == "error"
+    assert "invalid agent_card: a skill is a non-empty string or a dict" in result.content
+    kit.close()
 
 
 async def test_a_broker_that_is_down_is_a_tool_error_not_a_crash():
@@ -497,8 +576,7 @@ def test_read_only_mode_only_discovers_queries_and_peeks(memory_url):
     again = tool_call(tools["fetch_messages"], mail_address="agent.inbox", max_wait_ms=0)
     assert json.loads(again.content)["count"] == 1  # nothing was consumed
     assert engine.offsets == {} and set(engine.mailboxes) == {"agent.inbox"}  # no claims either
-    with_group = tool_call(tools["fetch_messages"], mail_address="agent.inbox", group_name="g")
-    assert with_group.status == "error" and "read-only" in with_group.content
+    assert "took nothing" in json.loads(again.content)["next_step"]
     kit.close()
 
 
@@ -527,28 +605,25 @@ def test_a_session_keeps_the_rules_and_forgets_the_state():
 # -- the registry ------------------------------------------------------------------------------
 
 
-def test_register_creates_the_mailbox_and_an_a2a_card_found_by_text_and_meaning(
-    toolkit, memory_url
-):
-    tools = tools_of(toolkit)
+@pytest.mark.parametrize("discover_by", ["semantic", "text"])
+def test_register_creates_the_mailbox_and_an_a2a_card_found_by_one_query(memory_url, discover_by):
+    card_fields = {"version": "2.0.0", "skills": ["summaries"]}
+    kit = Mq9Toolkit(server=memory_url, agent_card=card_fields, discover_by=discover_by)
+    tools = tools_of(kit)
     first = tool_call(
-        tools["agent_register"],
-        name="agent.worker",
-        capabilities="summarizes long reports",
-        agent_card='{"version": "2.0.0", "skills": ["summaries"]}',
-        ttl=3600,
+        tools["agent_register"], name="agent.worker", capabilities="summarizes long reports"
     )
     content = json.loads(first.content)
     assert content["registered"] is True and content["mailbox_created"] is True
     engine = memory_broker(memory_url.removeprefix("memory://"))
-    assert engine.mailboxes["agent.worker"].expires_at is not None
+    assert engine.mailboxes["agent.worker"].expires_at is None
     card = engine.registry.entries["agent.worker"].card
     assert card["version"] == "2.0.0" and card["description"] == "summarizes long reports"
     assert card["supportedInterfaces"][0]["url"] == "mq9://agent.worker"
     assert first.artifact == card
 
-    for query in ({"text": "reports"}, {"semantic": "summarize a report"}):
-        found = json.loads(tool_call(tools["agent_discover"], **query).content)
+    for query in ("reports", "summarize a report") if discover_by == "semantic" else ("reports",):
+        found = json.loads(tool_call(tools["agent_discover"], query=query).content)
         assert found["agents"] == [
             {
                 "name": "agent.worker",
@@ -560,6 +635,34 @@ def test_register_creates_the_mailbox_and_an_a2a_card_found_by_text_and_meaning(
             }
         ]
         assert "send_message" in found["next_step"]
+    everyone = json.loads(tool_call(tools["agent_discover"], query="").content)
+    assert [a["name"] for a in everyone["agents"]] == ["agent.worker"]
+    kit.close()
+
+
+def test_the_agent_mailbox_is_what_agent_register_registers(memory_url):
+    kit = Mq9Toolkit(server=memory_url, agent_mailbox="team.me", tools=list(OPERATIONS))
+    tools = tools_of(kit)
+    first = json.loads(tool_call(tools["agent_register"], capabilities="plans work").content)
+    assert first["mail_address"] == "team.me" and first["registered"] is True
+    assert "fetch_messages()" in first["next_step"]  # its own mailbox needs no argument
+    named = json.loads(
+        tool_call(tools["agent_register"], name="planner", capabilities="plans work").content
+    )
+    assert named["mail_address"] == "team.me"
+    engine = memory_broker(memory_url.removeprefix("memory://"))
+    assert engine.registry.entries["planner"].card["supportedInterfaces"][0]["url"] == (
+        "mq9://team.me"
+    )
+    tool_call(tools["send_message"], mail_address="team.me", payload="hello")
+    assert json.loads(tool_call(tools["query_messages"]).content)["count"] == 1
+    fetched = tool_call(tools["fetch_messages"])
+    assert [m.payload for m in fetched.artifact] == [b"hello"]
+    assert json.loads(tool_call(tools["ack_messages"], msg_id=0).content)["confirmed"] == [0]
+    assert tool_call(tools["delete_message"], msg_id=0).status == "success"
+    assert tool_call(tools["agent_unregister"]).status == "success"
+    assert "team.me" not in engine.registry.entries
+    kit.close()
 
 
 def test_re_registering_says_the_first_card_is_kept(toolkit, memory_url):
@@ -591,7 +694,7 @@ def test_unregister_then_register_changes_the_card_and_report_is_sent(memory_url
     assert again["registered"] is True
     assert engine.registry.entries["agent.worker"].card["description"] == "translates"
     reported = tool_call(
-        tools["agent_report"], name="agent.worker", status="busy", details={"load": 0.5}
+        tools["agent_report"], name="agent.worker", status="busy", details='{"load": 0.5}'
     )
     assert json.loads(reported.content) == {"reported": True, "name": "agent.worker"}
     info, _ = engine.reports["agent.worker"]

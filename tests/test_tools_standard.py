@@ -9,21 +9,25 @@ from langchain_tests.integration_tests import ToolsIntegrationTests
 from langchain_tests.unit_tests import ToolsUnitTests
 
 from langchain_mq9.broker import drop_memory_broker
-from langchain_mq9.operations import OPERATIONS
+from langchain_mq9.operations import OPERATIONS, ToolPolicy
 from langchain_mq9.tools import TOOL_CLASSES
 
 # One call each tool can make on the seeded broker below, and make again (idempotent or fresh).
 EXAMPLES = {
     "agent_register": {"name": "agent.worker", "capabilities": "summarizes long documents"},
-    "agent_discover": {"semantic": "summarize a document", "limit": 5},
+    "agent_discover": {"query": "summarize a document"},
     "create_mailbox": {"ttl": 600},
-    "send_message": {"mail_address": "agent.inbox", "payload": {"task": "x"}, "priority": "urgent"},
-    "fetch_messages": {"mail_address": "agent.inbox", "num_msgs": 2, "max_wait_ms": 0},
+    "send_message": {
+        "mail_address": "agent.inbox",
+        "payload": '{"task": "x"}',
+        "priority": "urgent",
+    },
+    "fetch_messages": {"mail_address": "agent.inbox", "max_wait_ms": 0},
     "ack_messages": {"mail_address": "agent.inbox", "msg_id": 1},
     "query_messages": {"mail_address": "agent.inbox", "tags": ["seed"]},
     "delete_message": {"mail_address": "agent.inbox", "msg_id": 0},
     "agent_unregister": {"name": "agent.worker"},
-    "agent_report": {"name": "agent.worker", "status": "busy", "details": {"load": 0.5}},
+    "agent_report": {"name": "agent.worker", "status": "busy", "details": '{"load": 0.5}'},
 }
 
 
@@ -55,11 +59,11 @@ class _StandardTests:
     @pytest.fixture
     def tool(self):
         name = f"standard{uuid.uuid4().hex}"
-        tool = self.tool_constructor(server=f"memory://{name}")
+        tool = self.tool_constructor(server=f"memory://{name}", policy=ToolPolicy(num_msgs=2))
         tool.connection.run_sync(_seed)
         if self.operation == "ack_messages":  # it acks only what a fetch of its policy handed out
             fetch = OPERATIONS["fetch_messages"]
-            args = {"mail_address": "agent.inbox", "num_msgs": 2, "max_wait_ms": 0}
+            args = {"mail_address": "agent.inbox", "max_wait_ms": 0}
             tool.connection.run_sync(lambda client: fetch.execute(client, args, tool.policy))
         yield tool
         tool.connection.close()
