@@ -176,15 +176,15 @@ SEMANTIC_QUERIES = {
 
 
 def agent_card(i: int, rng: random.Random) -> dict:
+    """An A2A card (only those are searchable on RobustMQ), carrying its mailbox."""
     words = rng.sample(_WORDS, 8)
-    return {
-        "name": f"agent.{i}",
-        "mailbox": f"agent.{i}.inbox",
-        "payload": f"{words[0]} and {words[1]} agent: {' '.join(words[2:7])} "
+    return p.agent_card(
+        f"agent.{i}",
+        mailbox=f"agent.{i}.inbox",
+        description=f"{words[0]} and {words[1]} agent: {' '.join(words[2:7])} "
         f"(specialty {words[7]} #{i % 97})",
-        "skills": [{"id": w, "description": f"{w} tasks"} for w in words[:3]],
-        "version": "1.0",
-    }
+        skills=[{"name": w, "description": f"{w} tasks"} for w in words[:3]],
+    )
 
 
 async def _registry(cfg: Config, section: Section, out: Path) -> None:
