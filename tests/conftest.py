@@ -95,3 +95,13 @@ async def broker(request):
 async def client(broker):
     async with broker.client() as connected:
         yield connected
+
+
+@pytest.fixture
+async def nats_broker(nats_server):
+    """The bundled broker served on the session's real nats-server only."""
+    started, handle = await start_broker("nats", nats_server.url)
+    try:
+        yield started
+    finally:
+        await stop_broker(started, handle)

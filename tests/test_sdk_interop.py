@@ -5,7 +5,7 @@ git directory or checkout holding ``python/mq9``; by default the mirror beside t
 that the project's tooling fetches), and is skipped otherwise. The SDK is imported from the
 snapshot at test time, never copied into this repository.
 
-Every SDK operation is exercised on the bundled broker served on a real nats-server. Where the
+Every SDK operation is exercised on the bundled broker nats_broker on a real nats-server. Where the
 SDK itself is wrong against RobustMQ, the test asserts the breakage as it is, so a fixed SDK
 (or a broker that drifted from RobustMQ) shows up here; docs/protocol.md lists the same items:
 
@@ -21,7 +21,6 @@ import sys
 import uuid
 
 import pytest
-from conftest import start_broker, stop_broker
 from sdk_snapshot import sdk_repo, write_folder
 
 
@@ -40,15 +39,6 @@ def sdk(tmp_path_factory):
             del sys.modules[name]
 
 
-@pytest.fixture
-async def served(nats_server):
-    broker, handle = await start_broker("nats", nats_server.url)
-    try:
-        yield broker
-    finally:
-        await stop_broker(broker, handle)
-
-
 def _card(name: str, mailbox: str) -> dict:
     return {
         "name": name,
@@ -65,8 +55,8 @@ def _card(name: str, mailbox: str) -> dict:
     }
 
 
-async def test_every_sdk_operation_against_the_dev_broker(sdk, served):
-    async with sdk.Mq9Client(served.url) as client:
+async def test_every_sdk_operation_against_the_dev_broker(sdk, nats_broker):
+    async with sdk.Mq9Client(nats_broker.url) as client:
         inbox = await client.mailbox_create(name=f"sdk.{uuid.uuid4().hex[:12]}", ttl=0)
         private = await client.mailbox_create()
         assert private and private != inbox
@@ -108,12 +98,12 @@ async def test_every_sdk_operation_against_the_dev_broker(sdk, served):
         await consumer.stop()
 
 
-async def test_toolkit_over_an_sdk_client(sdk, served):
+async def test_toolkit_over_an_sdk_client(sdk, nats_broker):
     """``Mq9Toolkit(client=<official mq9.Mq9Client>)``: the tools that do not decode payloads
     work through the SDK as it is."""
     from langchain_mq9 import Mq9Toolkit
 
-    async with sdk.Mq9Client(served.url) as client:
+    async with sdk.Mq9Client(nats_broker.url) as client:
         tools = {t.name: t for t in Mq9Toolkit(client=client).get_tools()}
         address = f"sdk.{uuid.uuid4().hex[:12]}"
         created = await tools["create_mailbox"].ainvoke({"name": address})
@@ -122,5 +112,5 @@ async def test_toolkit_over_an_sdk_client(sdk, served):
             {"mail_address": address, "payload": "hello", "priority": "urgent"}
         )
         assert "msg_id" in str(sent)
-        raw = await served.raw(f"$mq9.AI.MSG.QUERY.{address}", b"{}")
+        raw = await nats_broker.raw(f"$mq9.AI.MSG.QUERY.{address}", b"{}")
         assert [(m["payload"], m["priority"]) for m in raw["messages"]] == [("hello", "urgent")]

@@ -10,7 +10,7 @@ its ``javascript/`` folder is taken from the snapshot, installed from its lock f
 runs. An install that fails or takes over three minutes skips the module.
 
 ``tests/js/interop_driver.mjs`` (our own code) calls every SDK operation against the bundled
-broker served on a real nats-server and prints what each call returned or threw; the tests
+broker nats_broker on a real nats-server and prints what each call returned or threw; the tests
 here assert on that and on the broker's state. Where the SDK is wrong against RobustMQ, the
 tests assert the breakage as it happens, so a fixed SDK (or a broker that drifted from
 RobustMQ) shows up here; docs/protocol.md §11 lists the same items:
@@ -57,7 +57,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import start_broker, stop_broker
 from sdk_snapshot import sdk_repo, write_folder
 
 _DRIVER = Path(__file__).resolve().parent / "js" / "interop_driver.mjs"
@@ -165,22 +164,13 @@ def js_sdk() -> Path:
     return built
 
 
-@pytest.fixture
-async def served(nats_server):
-    broker, handle = await start_broker("nats", nats_server.url)
-    try:
-        yield broker
-    finally:
-        await stop_broker(broker, handle)
-
-
-async def _drive(js_sdk: Path, served, section: str, prefix: str) -> dict:
-    """Run one section of the driver against the served broker: its outcome by call."""
+async def _drive(js_sdk: Path, nats_broker, section: str, prefix: str) -> dict:
+    """Run one section of the driver against the nats_broker broker: its outcome by call."""
     process = await asyncio.create_subprocess_exec(
         "node",
         str(_DRIVER),
         str(js_sdk),
-        served.url,
+        nats_broker.url,
         prefix,
         section,
         stdout=asyncio.subprocess.PIPE,
@@ -244,31 +234,33 @@ def _assert_garbled(results: dict, calls: list[str], sent: dict[int, str]) -> No
             assert payload != sent[msg_id].encode(), (call, msg_id)
 
 
-async def test_mailbox_create(js_sdk, served):
+async def test_mailbox_create(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, served, "mailbox", prefix)
+    r = await _drive(js_sdk, nats_broker, "mailbox", prefix)
     assert _error(r, "not_connected") == "Not connected \u2014 call connect() first"
     assert _value(r, "named") == f"{prefix}.inbox"
     assert _value(r, "named_ttl") == f"{prefix}.short"
     generated, again = _value(r, "generated"), _value(r, "generated_again")
     assert re.fullmatch("[0-9a-v]{20}", generated) and generated != again
     # ttl is sent only when given: without one a mailbox lives RobustMQ's default day
-    ttls = [served.engine.mailboxes[a].ttl for a in (f"{prefix}.inbox", f"{prefix}.short", again)]
+    ttls = [
+        nats_broker.engine.mailboxes[a].ttl for a in (f"{prefix}.inbox", f"{prefix}.short", again)
+    ]
     assert ttls == [0, 60, 86_400]
     assert _error(r, "duplicate") == f"mailbox {prefix}.inbox already exists"
     assert _error(r, "bad_name") == "name may only contain lowercase letters, digits, and dots"
 
 
-async def test_send_with_priority_key_tags_delay_and_ttl(js_sdk, served):
+async def test_send_with_priority_key_tags_delay_and_ttl(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, served, "send", prefix)
+    r = await _drive(js_sdk, nats_broker, "send", prefix)
     sent = ["plain", "object", "keyed", "keyed_again", "critical", "bytes"]
     assert [_value(r, call) for call in sent] == [0, 1, 2, 3, 4, 5]
     # a delayed message has no msg_id yet, even with mq9-delay: 0 (RobustMQ)
     assert _value(r, "delayed") == _value(r, "delayed_zero") == -1
     assert _error(r, "missing") == f"mailbox {prefix}.nobody does not exist"
 
-    mailbox = served.engine.topics[f"{prefix}.inbox"]
+    mailbox = nats_broker.engine.topics[f"{prefix}.inbox"]
     stored = {
         msg_id: (m.payload, m.priority.value, m.key, m.tags)
         for msg_id, m in mailbox.messages.items()
@@ -282,14 +274,14 @@ async def test_send_with_priority_key_tags_delay_and_ttl(js_sdk, served):
         6: (b"now-ish", "normal", None, ()),
     }
     assert mailbox.messages[4].expire_at == mailbox.messages[4].create_time + 60
-    served.clock.advance(30)
-    raw = await served.raw(f"$mq9.AI.MSG.QUERY.{prefix}.inbox", b"{}")
+    nats_broker.clock.advance(30)
+    raw = await nats_broker.raw(f"$mq9.AI.MSG.QUERY.{prefix}.inbox", b"{}")
     assert [(m["msg_id"], m["payload"]) for m in raw["messages"]][-1] == (7, "later")
 
 
-async def test_fetch_with_a_group_and_ack(js_sdk, served):
+async def test_fetch_with_a_group_and_ack(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, served, "fetch", prefix)
+    r = await _drive(js_sdk, nats_broker, "fetch", prefix)
     every = [(3, "critical"), (1, "urgent"), (0, "normal"), (2, "normal")]
     assert _ids(r, "group_first") == _ids(r, "group_again") == every  # FETCH moves nothing
     assert _value(r, "ack") is None
@@ -311,9 +303,9 @@ async def test_fetch_with_a_group_and_ack(js_sdk, served):
     assert _payloads(r, "group_first")[0] == _payloads(r, "group_first")[2] == b"\x9f"
 
 
-async def test_fetch_without_a_group_uses_the_shared_group_named_empty(js_sdk, served):
+async def test_fetch_without_a_group_uses_the_shared_group_named_empty(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, served, "shared", prefix)
+    r = await _drive(js_sdk, nats_broker, "shared", prefix)
     # Before anyone ACKs group "", its lanes have no offsets: "latest", the newest message
     assert _ids(r, "before_1") == _ids(r, "before_2") == [(3, "normal")]
     assert _ids(r, "fresh_before") == [(2, "normal")]
@@ -326,22 +318,24 @@ async def test_fetch_without_a_group_uses_the_shared_group_named_empty(js_sdk, s
     _assert_garbled(r, ["before_1", "after_1"], {i: f"m{i}" for i in range(4)})
     _assert_garbled(r, ["fresh_before", "fresh_after"], {i: f"f{i}" for i in range(3)})
 
-    shard = served.engine.topics[f"{prefix}.shared"].shard
+    shard = nats_broker.engine.topics[f"{prefix}.shared"].shard
     lanes = ("critical", "urgent", "normal")
-    assert served.engine.offsets == {f"-{lane}": {shard: 1} for lane in lanes}
+    assert nats_broker.engine.offsets == {f"-{lane}": {shard: 1} for lane in lanes}
     address = f"{prefix}.shared"
     # A FETCH without group_name really is stateless; group_name "" is not
-    stateless = await served.raw(f"$mq9.AI.MSG.FETCH.{address}", b'{"config":{"max_wait_ms":0}}')
+    stateless = await nats_broker.raw(
+        f"$mq9.AI.MSG.FETCH.{address}", b'{"config":{"max_wait_ms":0}}'
+    )
     assert [m["msg_id"] for m in stateless["messages"]] == [3]
-    shared = await served.raw(
+    shared = await nats_broker.raw(
         f"$mq9.AI.MSG.FETCH.{address}", b'{"group_name":"","config":{"max_wait_ms":0}}'
     )
     assert [m["msg_id"] for m in shared["messages"]] == [1, 2, 3]
 
 
-async def test_query_and_delete(js_sdk, served):
+async def test_query_and_delete(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, served, "query", prefix)
+    r = await _drive(js_sdk, nats_broker, "query", prefix)
     every = [(0, "normal"), (1, "urgent"), (3, "normal"), (4, "critical"), (5, "normal")]
     assert _ids(r, "all") == every
     assert _ids(r, "key") == [(3, "normal")]
@@ -361,9 +355,9 @@ async def test_query_and_delete(js_sdk, served):
     assert _error(r, "delete_missing_mailbox") == _error(r, "query_missing_mailbox") == missing
 
 
-async def test_consume(js_sdk, served):
+async def test_consume(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, served, "consume", prefix)
+    r = await _drive(js_sdk, nats_broker, "consume", prefix)
     # With a group: reply [2, 0, 1], acked in that order (3, then 1, then 2): 2 comes again
     assert _ids(r, "group_seen") == [(2, "critical"), (0, "normal"), (1, "normal"), (2, "critical")]
     assert _value(r, "group_processed") == 4
@@ -375,16 +369,16 @@ async def test_consume(js_sdk, served):
     _assert_garbled(r, ["group_seen", "nogroup_seen"], {0: "j0", 1: "j1", 2: "j2"})
     assert set(_payloads(r, "group_seen").values()) == {b"\x8f"}  # three texts, one byte
 
-    shard = served.engine.topics[f"{prefix}.jobs"].shard
-    assert served.engine.offsets == {
+    shard = nats_broker.engine.topics[f"{prefix}.jobs"].shard
+    assert nats_broker.engine.offsets == {
         f"c-{lane}": {shard: 3} for lane in ("critical", "urgent", "normal")
     }
 
 
-async def test_agent_registry(js_sdk, served):
+async def test_agent_registry(js_sdk, nats_broker):
     prefix = _prefix()
     name = f"{prefix}-translator"
-    r = await _drive(js_sdk, served, "agents", prefix)
+    r = await _drive(js_sdk, nats_broker, "agents", prefix)
     assert _error(r, "register_card") == "agentCard must include a 'mailbox' field"
     # RobustMQ adds " at line 1 column N" to serde texts; the bundled broker leaves it out
     assert _error(r, "register_card_with_mailbox") == (
@@ -410,7 +404,7 @@ async def test_agent_registry(js_sdk, served):
         "invalid AGENT.REPORT payload: invalid type: map, expected a string"
     )
     assert _value(r, "report") is None
-    assert served.engine.reports[name][0] == "busy"
+    assert nats_broker.engine.reports[name][0] == "busy"
 
     missing_name = "invalid AGENT.UNREGISTER payload: missing field `name`"
     assert _error(r, "unregister_mailbox") == _error(r, "unregister_name") == missing_name

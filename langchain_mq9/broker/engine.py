@@ -234,13 +234,7 @@ class BrokerEngine:
     # -- mailboxes -------------------------------------------------------------------------
 
     def _create(self, body: bytes) -> bytes:
-        if body:
-            try:
-                request = p.CREATE_REQUEST.read(body)
-            except WireError as exc:
-                raise Mq9Error(f"invalid MAILBOX.CREATE payload: {exc.message}") from None
-        else:
-            request = {"name": None, "ttl": None, "desc": None}
+        request = _read(p.CREATE_REQUEST, body, "invalid MAILBOX.CREATE payload: ", empty_ok=True)
         name = request["name"]
         if name is None:
             address = p.new_address()
@@ -386,10 +380,7 @@ class BrokerEngine:
     # -- FETCH and ACK ---------------------------------------------------------------------
 
     async def _fetch(self, address: str, body: bytes) -> bytes:
-        try:
-            request = p.FETCH_REQUEST.read(body)
-        except WireError as exc:
-            raise Mq9Error(exc.message) from None
+        request = _read(p.FETCH_REQUEST, body)
         config = request["config"] or {}
         num_msgs = config.get("num_msgs")
         num_msgs = p.DEFAULT_NUM_MSGS if num_msgs is None else num_msgs
@@ -465,10 +456,7 @@ class BrokerEngine:
         self.storage.offset_committed(lane_group, shard, offset)
 
     def _ack(self, _address: str, body: bytes, _headers: object) -> bytes:
-        try:
-            request = p.ACK_REQUEST.read(body)
-        except WireError as exc:
-            raise Mq9Error(exc.message) from None
+        request = _read(p.ACK_REQUEST, body)
         address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
         mailbox = self.topics.get(address)  # the log, even of an expired mailbox
         if mailbox is None:
@@ -483,13 +471,7 @@ class BrokerEngine:
     # -- QUERY and DELETE ------------------------------------------------------------------
 
     def _query(self, address: str, body: bytes, _headers: object) -> bytes:
-        if body:
-            try:
-                request = p.QUERY_REQUEST.read(body)
-            except WireError as exc:
-                raise Mq9Error(f"invalid query request: {exc.message}") from None
-        else:
-            request = dict.fromkeys(("key", "tags", "since", "limit"))
+        request = _read(p.QUERY_REQUEST, body, "invalid query request: ", empty_ok=True)
         mailbox = self._topic(address)
         limit = p.QUERY_CAP if request["limit"] is None else min(request["limit"], p.QUERY_CAP)
         now = self.now_second()
@@ -553,10 +535,7 @@ class BrokerEngine:
         return _OK
 
     def _named(self, body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
-        try:
-            request = shape.read(body)
-        except WireError as exc:
-            raise Mq9Error(f"invalid {command} payload: {exc.message}") from None
+        request = _read(shape, body, f"invalid {command} payload: ")
         if not request["name"]:
             raise Mq9Error(p.ERR_AGENT_NAME_EMPTY)
         return request
@@ -576,13 +555,9 @@ class BrokerEngine:
         return _OK
 
     def _discover(self, body: bytes) -> bytes:
-        if body:
-            try:
-                request = p.DISCOVER_REQUEST.read(body)
-            except WireError as exc:
-                raise Mq9Error(f"invalid AGENT.DISCOVER payload: {exc.message}") from None
-        else:
-            request = dict.fromkeys(("text", "semantic", "limit", "page"))
+        request = _read(
+            p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True
+        )
         limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
         # u32 arithmetic without overflow checks, as RobustMQ computes it
         first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
@@ -705,6 +680,17 @@ def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | 
     if fit == 0:
         raise _too_large_alone(answer_for(1)[0], limit)
     raise Mq9Error(p.err_answer_too_large(_size(found), limit, fit))
+
+
+def _read(shape: p.Shape, body: bytes, prefix: str = "", *, empty_ok: bool = False) -> dict:
+    """A request body as RobustMQ's handler parses it: serde's error behind the handler's own
+    prefix; an empty body is every field absent where the handler allows it."""
+    if empty_ok and not body:
+        return {**dict.fromkeys(shape.fields), **shape.defaults}
+    try:
+        return shape.read(body)
+    except WireError as exc:
+        raise Mq9Error(prefix + exc.message) from None
 
 
 def _wrap_u64(number: int) -> int:
