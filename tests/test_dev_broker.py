@@ -249,6 +249,15 @@ def test_help_names_only_options_that_exist(capsys):
     assert "--ack-wait" not in options
 
 
+def test_version_is_printed(capsys):
+    from langchain_mq9 import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mq9-dev-broker {__version__}"
+
+
 def test_the_broker_stops_loudly_when_its_nats_server_dies():
     with DevBroker("--port", str(free_port())) as broker:
         os.kill(broker.nats_pid, signal.SIGKILL)

@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 
+from .. import __version__
 from .. import protocol as p
 from .._cli import configure_logging, port, positive_int
 from ..transport import describe, redact
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the bundled mq9 broker on a real nats-server (for development and "
         "tests; use a RobustMQ broker in production).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     where = parser.add_argument_group("where to serve")
     where.add_argument(
         "--host",

