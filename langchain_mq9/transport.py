@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import ssl
-from typing import Protocol
+from typing import Any
 
 from .protocol import DEFAULT_MAX_PAYLOAD, Mq9Error
 
@@ -24,24 +23,6 @@ NOT_CONNECTED = (
     "not connected to an mq9 broker: call `await client.connect()` first "
     "(or use `async with Mq9Client(...) as client:`)"
 )
-
-
-class Transport(Protocol):
-    """What ``Mq9Client`` needs from a way of reaching a broker."""
-
-    @property
-    def max_payload(self) -> int: ...
-
-    @property
-    def is_connected(self) -> bool: ...
-
-    async def connect(self) -> None: ...
-
-    async def request(
-        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
-    ) -> bytes: ...
-
-    async def close(self) -> None: ...
 
 
 class MemoryTransport:
@@ -73,13 +54,12 @@ class MemoryTransport:
     async def request(
         self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
     ) -> bytes:
-        engine = self._engine
-        if engine is None:
+        if self._engine is None:
             raise Mq9Error(NOT_CONNECTED)
         # A round trip gives other tasks a turn, as a network request would: without it a
         # consumer that always finds messages would never let a competing one run.
         await asyncio.sleep(0)
-        return await engine.handle(subject, dict(headers) if headers else None, bytes(body))
+        return await self._engine.handle(subject, dict(headers) if headers else None, bytes(body))
 
     async def close(self) -> None:
         self._engine = None
@@ -89,7 +69,8 @@ class NatsTransport:
     """A persistent nats-py connection with reconnects, and nats errors turned into ``Mq9Error``.
 
     Like nats-py's own client, it belongs to the event loop that opened it: call it from there
-    (``Mq9Connection`` gives every loop a client of its own).
+    (``Mq9Connection`` gives every loop a client of its own). ``auth``: nats-py's ``user``,
+    ``password``, ``token`` and ``tls``, as ``Mq9Client`` checked them.
     """
 
     def __init__(
@@ -99,37 +80,30 @@ class NatsTransport:
         request_timeout: float,
         reconnect_attempts: int,
         reconnect_delay: float,
-        user: str | None = None,
-        password: str | None = None,
-        token: str | None = None,
         creds: str | None = None,
-        tls: ssl.SSLContext | None = None,
         name: str | None = None,
+        **auth: Any,
     ) -> None:
-        self.servers = servers
         self.where = redact(", ".join(servers))  # for messages: no passwords
-        self._options = dict(
+        options = dict(
             servers=servers,
             connect_timeout=request_timeout,
             max_reconnect_attempts=reconnect_attempts,
             reconnect_time_wait=reconnect_delay,
-            user=user,
-            password=password,
-            token=token,
             user_credentials=creds,
-            tls=tls,
             name=name or "langchain-mq9",
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
+            **auth,
         )
+        self._options = {k: v for k, v in options.items() if v is not None}
         self._connection = None
         self._refused = False  # the last connect attempt met an authorization violation
-        self._loop: asyncio.AbstractEventLoop | None = None
         # Resolved (and replaced) when the link drops: the requests waiting on it fail at once
         # instead of at their timeout, since a reply sent while the link is down is lost.
         self._link_lost: asyncio.Future | None = None
-        self._redialing: asyncio.Lock | None = None
+        self._redialing = asyncio.Lock()
         self._closes = 0
 
     @property
@@ -148,10 +122,11 @@ class NatsTransport:
         # nats-py retries an unreachable server reconnect_attempts times, reconnect_delay
         # apart, before giving up; a first connection gets request_timeout in all instead.
         connection = Client()
-        options = {k: v for k, v in self._options.items() if v is not None}
         self._refused = False
         try:
-            await asyncio.wait_for(connection.connect(**options), self._options["connect_timeout"])
+            await asyncio.wait_for(
+                connection.connect(**self._options), self._options["connect_timeout"]
+            )
         except Exception as exc:
             last = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
             await _quietly_close(connection)
@@ -167,8 +142,7 @@ class NatsTransport:
                 retryable=True,
             ) from None
         self._connection = connection
-        self._loop = asyncio.get_running_loop()
-        self._link_lost = self._loop.create_future()
+        self._link_lost = asyncio.get_running_loop().create_future()  # and the loop it is on
 
     async def request(
         self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
@@ -176,7 +150,7 @@ class NatsTransport:
         connection = self._connection
         if connection is None:
             raise Mq9Error(NOT_CONNECTED)
-        if self._loop is not asyncio.get_running_loop():
+        if self._link_lost.get_loop() is not asyncio.get_running_loop():
             raise Mq9Error(
                 "this client belongs to the event loop that connected it: call it from that "
                 "loop (a toolkit given client= there: `await tool.ainvoke(...)`), or give the "
@@ -204,10 +178,11 @@ class NatsTransport:
             finally:
                 lost.remove_done_callback(on_lost)
                 # Take our cancel() back, whatever came of it (a reply that had already
-                # arrived wins over it); still cancelled after that = the caller's own.
-                cancelled_by_caller = _uncancel(waiting) if cut else False
+                # arrived wins over it); still cancelled after that = the caller's own
+                # (Python 3.10 counts no cancellations: there, never).
+                by_caller = bool(cut) and hasattr(waiting, "uncancel") and waiting.uncancel() > 0
         except asyncio.CancelledError:
-            if not cut or cancelled_by_caller:
+            if not cut or by_caller:
                 raise
             raise Mq9Error(
                 f"lost the connection to the mq9 broker at {self.where} while "
@@ -222,11 +197,10 @@ class NatsTransport:
                 retryable=True,
             ) from None
         except (nats_errors.TimeoutError, asyncio.TimeoutError):
-            state = (
-                " (the connection is down and reconnecting)" if connection.is_reconnecting else ""
-            )
+            down = " (the connection is down and reconnecting)"
             raise Mq9Error(
-                f"the mq9 broker did not answer within {timeout:g}s{state}; "
+                f"the mq9 broker did not answer within {timeout:g}s"
+                f"{down if connection.is_reconnecting else ''}; "
                 "the request may or may not have been carried out",
                 retryable=True,
             ) from None
@@ -243,8 +217,6 @@ class NatsTransport:
         return reply.data
 
     async def _redial(self, dead):
-        if self._redialing is None:
-            self._redialing = asyncio.Lock()
         closes = self._closes
         async with self._redialing:  # one dial for all the requests that found the link dead
             if self._connection is dead:
@@ -268,31 +240,25 @@ class NatsTransport:
         log.debug("nats: %s", describe(exc))
 
     async def _on_disconnected(self) -> None:
-        lost, current = self._link_lost, self._connection
-        if lost is not None and current is not None and not current.is_connected:
-            # (a connected current link means this came late from a replaced connection)
-            self._link_lost = asyncio.get_running_loop().create_future()
-            lost.set_result(None)
+        current = self._connection
         if current is None:
             return  # we closed it
+        if not current.is_connected:  # (else this came late from a replaced connection)
+            lost, self._link_lost = self._link_lost, asyncio.get_running_loop().create_future()
+            lost.set_result(None)
         log.warning("lost the connection to the mq9 broker; reconnecting")
 
     async def _on_reconnected(self) -> None:
         log.warning("reconnected to the mq9 broker")
 
 
-def _uncancel(task: asyncio.Task) -> bool:
-    """Take back one cancel() of ``task``; True if it is still being cancelled by others
-    (Python 3.10 does not count cancellations: there, False)."""
-    uncancel = getattr(task, "uncancel", None)
-    return uncancel is not None and uncancel() > 0
+Transport = MemoryTransport | NatsTransport
 
 
 async def _quietly_close(connection) -> None:
-    if connection.is_closed:
-        return
     try:
-        await connection.close()
+        if not connection.is_closed:
+            await connection.close()
     except Exception as exc:  # closing must not fail a shutdown
         log.debug("error while closing the NATS connection: %s", exc)
 
@@ -312,23 +278,16 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def open_transport(
-    server: str,
-    *,
-    request_timeout: float,
-    reconnect_attempts: int,
-    reconnect_delay: float,
-    **credentials,
-) -> Transport:
-    """The transport for ``server``: ``memory://[name]``, or NATS URLs (comma-separated)."""
+def open_transport(server: str, **options: Any) -> Transport:
+    """The transport for ``server``: ``memory://[name]``, or NATS URLs (comma-separated), with
+    ``NatsTransport``'s ``options``."""
     if not isinstance(server, str) or not server.strip():
         raise ValueError("server must be a URL such as nats://localhost:4222 or memory://")
     server = server.strip()
     if server.startswith(MEMORY_SCHEME):
-        name = server[len(MEMORY_SCHEME) :].strip("/")
-        if any(credentials.get(k) for k in ("user", "password", "token", "creds", "tls")):
+        if any(options.get(k) for k in ("user", "password", "token", "creds", "tls")):
             raise Mq9Error("memory:// brokers take no credentials")
-        return MemoryTransport(name)
+        return MemoryTransport(server[len(MEMORY_SCHEME) :].strip("/"))
     servers = [part.strip() for part in server.split(",") if part.strip()]
     for url in servers:
         scheme, sep, rest = url.partition("://")
@@ -337,10 +296,4 @@ def open_transport(
                 f"unsupported server URL {url!r}: use nats://host:port, tls://host:port, "
                 "a comma-separated list of those, or memory:// for the in-process broker"
             )
-    return NatsTransport(
-        servers,
-        request_timeout=request_timeout,
-        reconnect_attempts=reconnect_attempts,
-        reconnect_delay=reconnect_delay,
-        **credentials,
-    )
+    return NatsTransport(servers, **options)
