@@ -27,10 +27,13 @@ from langchain_mq9.operations import OPERATIONS
 
 def create_echo_server(nc: Any = None) -> Server:
     server: Server = Server("bench-echo")
+    # The same input and output schemas as mq9-mcp's send_message: an MCP client checks every
+    # result against a tool's outputSchema, so the echo must pay that too to be comparable
     tool = types.Tool(
         name="echo",
         description="Return the arguments as they came.",
         inputSchema=OPERATIONS["send_message"].input_schema(),
+        outputSchema=OPERATIONS["send_message"].output_schema,
     )
 
     @server.list_tools()
@@ -40,12 +43,15 @@ def create_echo_server(nc: Any = None) -> Server:
     @server.call_tool(validate_input=False)
     async def call_tool(name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
         arguments = arguments or {}
+        structured = {"sent": True, "msg_id": 0}
         if nc is not None:
             subject = p.send_subject(arguments["mail_address"])
             reply = await nc.request(subject, arguments["payload"].encode(), timeout=5)
-            arguments = {**arguments, "reply": reply.data.decode()}
-        text = json.dumps(arguments, separators=(",", ":"))
-        return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+            structured["msg_id"] = json.loads(reply.data).get("msg_id", 0)
+        text = json.dumps({**arguments, **structured}, separators=(",", ":"))
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)], structuredContent=structured
+        )
 
     return server
 

@@ -1,5 +1,7 @@
 """Target 6: ``send_message`` through ``mq9-mcp`` over stdio against an echo tool served by the
-same MCP SDK over stdio that makes the one raw NATS request send_message needs.
+same MCP SDK over stdio that makes the one raw NATS request send_message needs, with the same
+input and output schemas (the MCP client checks every result against the outputSchema: about
+1 ms per call in the Python SDK, paid on both sides).
 
 Every server runs as a child process of one MCP client session each, opened side by side; the
 calls alternate. Both reach the canned responder on nats-server (the broker's work is not the
@@ -31,7 +33,10 @@ ADDRESS = SEND_ARGS["mail_address"]
 ROUND_TRIP = "broker round trip alone (Mq9Connection.run → send, in the benchmark process)"
 ECHO_REQUEST = "echo tool + one raw NATS request (same MCP SDK)"
 ECHO = "echo tool without a request (same MCP SDK)"
-TITLE = "send_message via mq9-mcp over stdio vs an echo tool over stdio making the same request"
+TITLE = (
+    "send_message via mq9-mcp over stdio vs an echo tool over stdio making the same request "
+    "(same schemas)"
+)
 
 
 async def _send(client: Mq9Client) -> int:
