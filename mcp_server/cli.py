@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -50,14 +51,25 @@ environment:
   MQ9_PASSWORD, NATS_PASSWORD  NATS password         (--password)
   MQ9_TOKEN, NATS_TOKEN        NATS token            (--token)
   MQ9_CREDS, NATS_CREDS        NATS .creds file      (--creds)
-  MQ9_MCP_TOKEN                HTTP bearer token     (--auth-token)
+  MQ9_MCP_TOKEN                HTTP bearer token     (--auth-token; set but empty: refused)
 
 examples:
   mq9-mcp --server memory://                      try it with an in-process broker
+  (with stdio an MCP client starts mq9-mcp and talks JSON-RPC to it; Ctrl-C stops it)
   mq9-mcp --server nats://localhost:4222          stdio, for Claude Desktop / Cursor
   mq9-mcp --transport http --port 8000            http://127.0.0.1:8000/mcp
   MQ9_MCP_TOKEN=... mq9-mcp --transport http --host 0.0.0.0
 """
+
+
+TERMINAL_HELP = """\
+mq9-mcp speaks MCP (JSON-RPC) over stdin/stdout: an MCP client starts it and talks to it; it
+does not read commands typed here. Add it to a client instead, for example:
+  Claude Code:  claude mcp add mq9 -- mq9-mcp --server nats://localhost:4222
+  Claude Desktop / Cursor (JSON config):
+    {"mcpServers": {"mq9": {"command": "mq9-mcp", "args": ["--server", "nats://localhost:4222"]}}}
+  or serve HTTP:  mq9-mcp --transport http --port 8000   (then http://127.0.0.1:8000/mcp)
+Waiting for MCP messages on stdin; press Ctrl-C to stop."""
 
 
 def _env(*names: str) -> str | None:
@@ -273,12 +285,42 @@ def _policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolPo
     )
 
 
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM stops the server as Ctrl-C does (each transport handles both while it serves);
+    # this covers the moments before and after.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
-    auth_token = args.auth_token or _env("MQ9_MCP_TOKEN")
+    auth_token = args.auth_token if args.auth_token is not None else os.environ.get("MQ9_MCP_TOKEN")
+    if args.transport == "http" and auth_token is not None and not auth_token.strip():
+        where = "--auth-token" if args.auth_token is not None else "MQ9_MCP_TOKEN"
+        parser.error(
+            f"{where} is set but empty: refusing to start without the bearer token it seems "
+            "meant to require; set it to a long random secret, or unset it to serve without "
+            "a token (loopback only)"
+        )
     if args.transport == "http" and not is_loopback(args.host) and not auth_token:
         parser.error(
             f"--host {args.host} is not a loopback address, so anyone who can reach it could "
@@ -316,14 +358,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"mailboxes {','.join(policy.allowed_mailboxes)}, " if policy.allowed_mailboxes else "",
         where if args.transport == "stdio" else where + MCP_PATH,
     )
-    try:
-        if args.transport == "stdio":
-            anyio.run(serve_stdio, server, connection)
+    if args.transport == "http":
+        if auth_token:
+            log.info("HTTP bearer token enforced: every request needs Authorization: Bearer")
         else:
-            app = create_http_app(server, connection, host=args.host, auth_token=auth_token)
-            asyncio.run(serve_http(app, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
+            log.info(
+                "no HTTP bearer token (set --auth-token or MQ9_MCP_TOKEN to require one): any "
+                "local process can use this server"
+            )
+    elif _stdin_is_terminal():
+        print(TERMINAL_HELP, file=sys.stderr, flush=True)
+    if args.transport == "stdio":
+        anyio.run(serve_stdio, server, connection)
+    else:
+        app = create_http_app(server, connection, host=args.host, auth_token=auth_token)
+        asyncio.run(serve_http(app, args.host, args.port))
     return 0
 
 

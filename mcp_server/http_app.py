@@ -11,8 +11,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
 
 import anyio
 import uvicorn
@@ -142,4 +145,28 @@ async def serve_http(app: ASGIApp, host: str, port: int) -> None:
         # Open SSE streams would otherwise hold a shutdown until their clients go away.
         timeout_graceful_shutdown=3,
     )
-    await uvicorn.Server(config).serve()
+    await _Server(config).serve()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, except that after a graceful stop on SIGINT/SIGTERM it does not raise the signal
+    again (uvicorn does, so SIGTERM ended the process with 143 and SIGINT with a
+    KeyboardInterrupt): the process exits 0, as a stopped service should."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            log.info("stopping (%s)", signal.Signals(sig).name)
+        super().handle_exit(sig, frame)

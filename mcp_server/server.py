@@ -10,11 +10,16 @@ with ``isError`` set and words saying what to do; the server itself keeps runnin
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from mcp import types
 from mcp.server.lowlevel import Server
 from pydantic import ValidationError
@@ -167,18 +172,83 @@ def create_server(connection: Mq9Connection, policy: ToolPolicy | None = None) -
 
 
 async def serve_stdio(server: Server, connection: Mq9Connection) -> None:
-    """Serve one MCP session over stdin/stdout until the client closes stdin."""
+    """Serve one MCP session over stdin/stdout until the client closes stdin, or until SIGINT
+    (Ctrl-C) or SIGTERM, which end it cleanly (the broker connection is closed either way)."""
     from mcp.server.stdio import stdio_server
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(connect_early, connection)
+        tasks.start_soon(_stop_on_signals, tasks.cancel_scope)
         try:
-            async with stdio_server() as (read_stream, write_stream):
+            # stdin is read in a daemon thread, so a signal need not wait for a line to come.
+            stdin: Any = _StdinLines(anyio.lowlevel.current_token())
+            async with stdio_server(stdin=stdin) as (read_stream, write_stream):
                 await server.run(read_stream, write_stream, server.create_initialization_options())
         finally:
             tasks.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await connection.aclose()
+
+
+async def _stop_on_signals(scope: anyio.CancelScope) -> None:
+    try:
+        receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+        with receiver as signals:
+            async for signum in signals:
+                log.info("stopping (%s)", signal.Signals(signum).name)
+                scope.cancel()
+                return
+    except NotImplementedError:  # Windows: Ctrl-C still raises KeyboardInterrupt
+        return
+
+
+class _StdinLines:
+    """The lines of stdin (fd 0) for the SDK's ``stdio_server``, read by a daemon thread with
+    ``os.read`` (no lock an exiting interpreter could wait on). Lines that are not JSON-RPC (a
+    person typing at a terminal) are dropped with a one-line warning instead of reaching the
+    SDK, which would log a traceback and send the client an "Internal Server Error"."""
+
+    def __init__(self, token: Any) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[str](16)
+        self._token = token
+        threading.Thread(target=self._read, name="mq9-mcp stdin", daemon=True).start()
+
+    def _read(self) -> None:
+        pending = b""
+        try:
+            while chunk := os.read(0, 65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    anyio.from_thread.run(self._send.send, line, token=self._token)
+            if pending:
+                anyio.from_thread.run(self._send.send, pending, token=self._token)
+        except Exception:  # the event loop is gone, or stdin is unreadable: stop reading
+            pass
+        with suppress(Exception):
+            anyio.from_thread.run_sync(self._send.close, token=self._token)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[str]:
+        async with self._receive:
+            async for raw in self._receive:
+                line = raw.decode("utf-8", errors="replace")
+                if not line.strip():
+                    continue
+                try:
+                    types.JSONRPCMessage.model_validate_json(line)
+                except ValidationError:
+                    shown = line.strip()
+                    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                    log.warning(
+                        "ignored a line on stdin that is not an MCP (JSON-RPC) message: %r; "
+                        "mq9-mcp is meant to be started by an MCP client",
+                        shown,
+                    )
+                    continue
+                yield line
 
 
 async def _opened(client: Any) -> None:
