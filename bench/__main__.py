@@ -1,10 +1,13 @@
-"""Run every benchmark and write ``bench/RESULTS.md`` (plus PNG plots beside it).
+"""Run every benchmark and write ``RESULTS.md`` (plus PNG plots beside it) to bench-results/.
 
-    python -m bench            # the full run, a few minutes on 2 cores
-    python -m bench --quick    # tiny sizes, seconds: checks that everything runs
+    python -m bench                  # the full run, a few minutes on 2 cores
+    python -m bench --quick          # tiny sizes, seconds: checks that everything runs
     python -m bench --only latency,broker --out /tmp/bench
+    python -m bench --out bench/     # refresh the committed bench/RESULTS.md and plots
 
-Run it from the repository root. Exit status 1 when a benchmark could not run at all (a missed
+Run it from the repository root. By default the results go to ``bench-results/`` (untracked,
+ignored by git), so a run never changes tracked files; ``--out bench/`` writes the committed
+ones. Exit status 1 when a benchmark could not run at all (a missed
 target is a result, not an error).
 """
 
@@ -59,6 +62,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
     return memory.run(cfg)
 
 
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_OUT = BENCH_DIR.parent / "bench-results"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
@@ -68,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(__file__).resolve().parent,
-        help="directory for RESULTS.md and the plots (default: bench/)",
+        default=DEFAULT_OUT,
+        help="directory for RESULTS.md and the plots (default: bench-results/ in the "
+        "repository, untracked; --out bench/ refreshes the committed results)",
     )
     args = parser.parse_args(argv)
     selected = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
@@ -104,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --quick" if args.quick else "")
     if args.only:
         command += f" --only {args.only}"
+    if args.out.resolve() == BENCH_DIR:
+        command += " --out bench/"
     path = args.out / "RESULTS.md"
     report.write(
         path,

@@ -129,8 +129,9 @@ def explain(
     for needle, hint in _HINTS:
         if needle in text:
             return f"{text} — {hint}"
-    if exc.retryable:
-        return f"{text} — the mq9 broker is unreachable or busy; try again shortly"
+    if exc.retryable:  # "cannot connect" already says what is wrong: do not say it twice
+        cause = "" if "cannot connect" in text else "the mq9 broker is unreachable or busy; "
+        return f"{text} — {cause}try again shortly"
     return text
 
 

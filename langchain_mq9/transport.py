@@ -136,9 +136,8 @@ class NatsTransport:
                     "violation): check the user and password, token or creds file"
                 ) from None
             raise Mq9Error(
-                f"cannot connect to the mq9 broker at {self.where}: "
-                f"{describe(last or exc)}. Is the broker running? "
-                "(for a local one: mq9-dev-broker)",
+                f"cannot connect to the mq9 broker at {self.where} ({describe(last or exc)}); "
+                "to run one on this machine: mq9-dev-broker",
                 retryable=True,
             ) from None
         self._connection = connection

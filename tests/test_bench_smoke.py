@@ -60,3 +60,21 @@ def test_quick_benchmark_run_writes_a_results_table(tmp_path):
         return
     assert (tmp_path / "mailbox_scaling.png").stat().st_size > 0
     assert (tmp_path / "discover_vs_registry.png").stat().st_size > 0
+
+
+def test_a_default_run_writes_outside_the_tracked_files():
+    # issue #15: `python -m bench` rewrote bench/RESULTS.md and the plots; now only --out bench/
+    from bench.__main__ import BENCH_DIR, DEFAULT_OUT
+
+    assert DEFAULT_OUT == ROOT / "bench-results" and BENCH_DIR == ROOT / "bench"
+    assert "bench-results/" in (ROOT / ".gitignore").read_text().splitlines()
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "bench-results/" in run.stdout and "--out bench/" in run.stdout

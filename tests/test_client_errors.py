@@ -17,6 +17,7 @@ from langchain_mq9 import Mq9Client, Mq9Error, Priority
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.operations import explain
 from langchain_mq9.transport import NOT_CONNECTED
 
 INVALID_ADDRESSES = [
@@ -354,7 +355,13 @@ async def test_connect_to_nothing_fails_fast_and_retryable():
     with pytest.raises(Mq9Error) as caught:
         await asyncio.wait_for(client.connect(), 5)
     assert caught.value.retryable is True
-    assert "cannot connect" in caught.value.message
+    message = caught.value.message
+    assert message.startswith("cannot connect to the mq9 broker at nats://127.0.0.1:")
+    assert message.endswith("; to run one on this machine: mq9-dev-broker")
+    # what a tool says (issue #15): the diagnosis once, then what to do, nothing twice
+    told = explain(caught.value, operation="create_mailbox")
+    assert "Is the broker running" not in told
+    assert told == f"{message} — try again shortly"  # not "unreachable" after "cannot connect"
     assert not client.is_connected
     with pytest.raises(Mq9Error, match="not connected"):
         await client.mailbox_create()

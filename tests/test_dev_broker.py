@@ -17,6 +17,7 @@ from devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli import build_parser, main
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.broker.storage import DEFAULT_FILE_NAME, data_file
 
 
 class Wire:
@@ -247,6 +248,36 @@ def test_help_names_only_options_that_exist(capsys):
         assert gone not in text
     options = {o for action in build_parser()._actions for o in action.option_strings}
     assert "--ack-wait" not in options
+
+
+def test_data_path_rule(tmp_path):
+    # a new path without a suffix is a directory (issue #15: ./mq9-data became a file)
+    assert data_file(tmp_path / "mq9-data") == tmp_path / "mq9-data" / DEFAULT_FILE_NAME
+    assert data_file(f"{tmp_path}/new/") == tmp_path / "new" / DEFAULT_FILE_NAME
+    assert data_file(tmp_path) == tmp_path / DEFAULT_FILE_NAME  # an existing directory
+    # a suffix .sqlite3/.db, or an existing file, is the file itself
+    for name in ("state.sqlite3", "state.db"):
+        assert data_file(tmp_path / name) == tmp_path / name
+    existing = tmp_path / "plainfile"
+    existing.write_bytes(b"")
+    assert data_file(existing) == existing
+
+
+def test_help_states_the_data_path_rule(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "does not exist and has no suffix" in text and DEFAULT_FILE_NAME in text
+    assert "existing file or has a suffix" in text
+
+
+async def test_data_without_a_suffix_becomes_a_directory(tmp_path):
+    data = tmp_path / "mq9-data"
+    with DevBroker("--port", str(free_port()), "--data", str(data)) as broker:
+        assert data.is_dir()
+        assert (data / DEFAULT_FILE_NAME).is_file()
+        assert f"storage: {data / DEFAULT_FILE_NAME}" in "\n".join(broker.stdout)
+        assert broker.stop(signal.SIGTERM) == 0, broker.output()
 
 
 def test_version_is_printed(capsys):

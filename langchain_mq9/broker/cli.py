@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument(
         "--data",
         metavar="PATH",
-        help="keep mailboxes, messages, group offsets and agents in this SQLite file (or in "
-        "mq9-broker.sqlite3 inside this directory) and restore them on start; "
-        "without it everything is in memory and lost when the broker stops",
+        help="keep mailboxes, messages, group offsets and agents in SQLite and restore them "
+        "on start; without it everything is in memory and lost when the broker stops. PATH is "
+        "a directory, created if missing, holding mq9-broker.sqlite3 when it is an existing "
+        "directory, ends in /, or does not exist and has no suffix (./mq9-data); it is the "
+        "file itself when it is an existing file or has a suffix (./state.sqlite3, ./mq9.db)",
     )
     keep.add_argument(
         "--sync",

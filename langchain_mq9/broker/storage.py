@@ -166,6 +166,20 @@ class Storage:
     def close(self) -> None: ...
 
 
+def data_file(path: str | Path) -> Path:
+    """The SQLite file a ``--data PATH`` names.
+
+    A directory (an existing one, or a path ending in a separator) or a path that does not exist
+    and has no suffix (``./mq9-data``) holds ``mq9-broker.sqlite3``, the directory being created
+    if needed; an existing file, or a new path with a suffix (``state.sqlite3``, ``state.db``),
+    is the file itself."""
+    named_dir = str(path).endswith(("/", os.sep))
+    path = Path(path)
+    if named_dir or path.is_dir() or (not path.exists() and not path.suffix):
+        return path / DEFAULT_FILE_NAME
+    return path
+
+
 class SqliteStorage(Storage):
     """The engine's state in one SQLite file (WAL mode), written once per request.
 
@@ -174,10 +188,7 @@ class SqliteStorage(Storage):
     """
 
     def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
-        named_dir = str(path).endswith(("/", os.sep))
-        path = Path(path)
-        if named_dir or path.is_dir():
-            path = path / DEFAULT_FILE_NAME
+        path = data_file(path)
         if synchronous.lower() not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
         self.path = path
