@@ -9,15 +9,16 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from mcp_support import http_server
+
+from langchain_mq9.broker.nats_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -54,49 +55,15 @@ def env(**extra: str) -> dict[str, str]:
     return {**clean, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def mcp_http_server() -> Iterator[dict[str, str]]:
-    """What the README's HTTP section has the user run: a token in MQ9_MCP_TOKEN and
-    ``mq9-mcp --transport http --port PORT --server memory://``. Yields the environment the
-    snippets then run in."""
-    port = free_port()
-    token = secrets.token_urlsafe(32)
+    """The HTTP server the README tells the user to start (on a free port, with a fresh
+    token); yields the environment its snippets read."""
+    token, port = secrets.token_urlsafe(16), free_port()
     command = ["--transport", "http", "--port", str(port), "--server", "memory://"]
     assert f"mq9-mcp {' '.join(command).replace(str(port), '8000')}\n" in README
-    process = subprocess.Popen(
-        [PYTHON, "-m", "mcp_server", *command],
-        cwd=ROOT,
-        env=env(MQ9_MCP_TOKEN=token),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mq9-mcp exited early: {process.stderr.read().decode()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("mq9-mcp did not listen within 20 s") from None
-                time.sleep(0.05)
+    with http_server("--server", "memory://", port=port, MQ9_MCP_TOKEN=token):
         yield env(MQ9_MCP_TOKEN=token, MQ9_MCP_PORT=str(port))
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stderr.close()
 
 
 def test_the_readme_has_python_blocks():
