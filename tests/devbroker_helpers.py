@@ -6,6 +6,7 @@ bounded; every process started here is stopped by the test that started it.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -156,3 +157,14 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.02) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting until {what}")
         time.sleep(interval)
+
+
+async def request_ok(connection, subject: str, body=b"", headers=None, timeout: float = 10) -> dict:
+    """One mq9 request over a plain nats-py connection; the reply, which must be a success."""
+    from langchain_mq9 import protocol as p
+
+    if isinstance(body, dict):
+        body = p.encode(body)
+    reply = json.loads((await connection.request(subject, body, timeout, headers=headers)).data)
+    assert reply["error"] == "", reply
+    return reply

@@ -12,10 +12,9 @@ worker drops msg_ids it has seen. Requests go out raw with nats-py.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import nats
-from devbroker_helpers import DevBroker
+from devbroker_helpers import DevBroker, request_ok
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.nats_process import free_port
@@ -28,14 +27,6 @@ BOX = "load.jobs"
 WHOLE_MAILBOX = 10 * TOTAL  # num_msgs above the backlog: no lane is cut short
 
 
-async def call(connection, subject: str, body: bytes | dict = b"", headers=None) -> dict:
-    if isinstance(body, dict):
-        body = p.encode(body)
-    reply = json.loads((await connection.request(subject, body, timeout=10, headers=headers)).data)
-    assert reply["error"] == "", reply
-    return reply
-
-
 async def test_producers_and_consumers_account_for_every_message(tmp_path):
     with DevBroker("--port", str(free_port()), "--data", str(tmp_path)) as broker:
         connections = [await nats.connect(broker.url) for _ in range(PRODUCERS + WORKERS + 2)]
@@ -43,7 +34,7 @@ async def test_producers_and_consumers_account_for_every_message(tmp_path):
         workers = connections[PRODUCERS : PRODUCERS + WORKERS]
         auditor, checker = connections[-2:]
         try:
-            await call(checker, p.MAILBOX_CREATE, {"name": BOX, "ttl": 0})
+            await request_ok(checker, p.MAILBOX_CREATE, {"name": BOX, "ttl": 0})
             seen: dict[str, set[str]] = {"workers": set(), "audit": set()}
             handed_ids: dict[str, set[int]] = {"workers": set(), "audit": set()}
             done = {group: asyncio.Event() for group in seen}
@@ -56,7 +47,7 @@ async def test_producers_and_consumers_account_for_every_message(tmp_path):
                     "config": {"num_msgs": WHOLE_MAILBOX, "max_wait_ms": 20},
                 }
                 while not done[group].is_set():
-                    reply = await call(connection, p.fetch_subject(BOX), request)
+                    reply = await request_ok(connection, p.fetch_subject(BOX), request)
                     fetches += 1
                     if not reply["messages"]:
                         continue
@@ -64,7 +55,7 @@ async def test_producers_and_consumers_account_for_every_message(tmp_path):
                         handed_ids[group].add(message["msg_id"])
                         seen[group].add(message["payload"])
                     top = max(m["msg_id"] for m in reply["messages"])
-                    await call(connection, p.ack_subject(BOX),
+                    await request_ok(connection, p.ack_subject(BOX),
                                {"group_name": group, "mail_address": BOX, "msg_id": top})
                     if len(seen[group]) >= TOTAL:
                         done[group].set()
@@ -77,8 +68,9 @@ async def test_producers_and_consumers_account_for_every_message(tmp_path):
                 ids = []
                 for n in range(PER_PRODUCER):
                     priority = ("normal", "urgent", "critical")[n % 3]
-                    reply = await call(connection, p.send_subject(BOX), f"p{index}-{n}".encode(),
-                                       {"mq9-priority": priority})
+                    headers = {"mq9-priority": priority}
+                    body = f"p{index}-{n}".encode()
+                    reply = await request_ok(connection, p.send_subject(BOX), body, headers)
                     ids.append(reply["msg_id"])
                 return ids
 
@@ -98,14 +90,14 @@ async def test_producers_and_consumers_account_for_every_message(tmp_path):
                 assert ids == sorted(ids) and len(set(ids)) == PER_PRODUCER
             assert sorted(i for ids in sent_ids for i in ids) == list(range(TOTAL))
             # the broker still holds every message, and the workers' last ACK covers them all
-            everything = await call(checker, p.fetch_subject(BOX), {
+            everything = await request_ok(checker, p.fetch_subject(BOX), {
                 "deliver": "earliest", "config": {"num_msgs": WHOLE_MAILBOX, "max_wait_ms": 0}
             })
             assert len(everything["messages"]) == TOTAL
-            await call(checker, p.ack_subject(BOX),
+            await request_ok(checker, p.ack_subject(BOX),
                        {"group_name": "workers", "mail_address": BOX, "msg_id": TOTAL - 1})
             for group in ("workers", "audit"):
-                left = await call(checker, p.fetch_subject(BOX), {
+                left = await request_ok(checker, p.fetch_subject(BOX), {
                     "group_name": group, "config": {"max_wait_ms": 0}
                 })
                 assert left["messages"] == [], group

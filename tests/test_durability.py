@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker, port_open, process_alive, wait_until
+from devbroker_helpers import DevBroker, port_open, process_alive, request_ok, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -485,14 +485,6 @@ def test_any_history_is_restored_exactly(history, afterwards):
 # -- kill -9 of a real broker process -----------------------------------------------------------
 
 
-async def request(connection, subject: str, body: bytes | dict = b"", headers=None) -> dict:
-    if isinstance(body, dict):
-        body = p.encode(body)
-    reply = json.loads((await connection.request(subject, body, timeout=5, headers=headers)).data)
-    assert reply["error"] == "", reply
-    return reply
-
-
 async def test_kill_9_loses_nothing_that_was_answered(tmp_path):
     data = str(tmp_path / "data")
     with start_nats_server() as nats_server:
@@ -501,26 +493,27 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path):
         try:
             connection = await nats.connect(nats_server.url)
             try:
-                await request(connection, p.MAILBOX_CREATE, {"name": "jobs"})
+                await request_ok(connection, p.MAILBOX_CREATE, {"name": "jobs"})
                 sent = {}
                 for i in range(60):
                     priority = ("normal", "urgent", "critical")[i % 3]
-                    reply = await request(connection, p.send_subject("jobs"), f"job {i}".encode(),
-                                          {"mq9-priority": priority, "mq9-tags": f"t{i % 2}"})
+                    headers = {"mq9-priority": priority, "mq9-tags": f"t{i % 2}"}
+                    body = f"job {i}".encode()
+                    reply = await request_ok(connection, p.send_subject("jobs"), body, headers)
                     sent[reply["msg_id"]] = (f"job {i}", priority)
-                reply = await request(connection, p.send_subject("jobs"), b"in an hour",
+                reply = await request_ok(connection, p.send_subject("jobs"), b"in an hour",
                                       {"mq9-delay": "3600"})
                 assert reply["msg_id"] == -1
                 fetch = {"group_name": "workers", "deliver": "earliest",
                          "config": {"num_msgs": 25, "max_wait_ms": 0}}
-                batch = await request(connection, p.fetch_subject("jobs"), fetch)
+                batch = await request_ok(connection, p.fetch_subject("jobs"), fetch)
                 done = [m["msg_id"] for m in batch["messages"]]
-                await request(connection, p.ack_subject("jobs"),
+                await request_ok(connection, p.ack_subject("jobs"),
                               {"group_name": "workers", "mail_address": "jobs", "msg_id": 40})
-                await request(connection, p.AGENT_REGISTER,
+                await request_ok(connection, p.AGENT_REGISTER,
                               {"name": "worker", "payload": "takes jobs"})
-                await request(connection, p.AGENT_REGISTER, a2a_card("planner", "plans jobs"))
-                agents = (await request(connection, p.AGENT_DISCOVER))["agents"]
+                await request_ok(connection, p.AGENT_REGISTER, a2a_card("planner", "plans jobs"))
+                agents = (await request_ok(connection, p.AGENT_DISCOVER))["agents"]
             finally:
                 await connection.close()
             assert len(done) == 40  # 20 critical, then the urgent lane reads up to 25
@@ -536,13 +529,13 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path):
 
             connection = await nats.connect(nats_server.url)
             try:
-                stored = (await request(connection, p.query_subject("jobs")))["messages"]
+                stored = (await request_ok(connection, p.query_subject("jobs")))["messages"]
                 assert {m["msg_id"]: (m["payload"], m["priority"]) for m in stored} == sent
-                assert (await request(connection, p.AGENT_DISCOVER))["agents"] == agents
+                assert (await request_ok(connection, p.AGENT_DISCOVER))["agents"] == agents
                 # every lane of the group continues after the acked 40
-                rest = await request(connection, p.fetch_subject("jobs"), fetch)
+                rest = await request_ok(connection, p.fetch_subject("jobs"), fetch)
                 assert sorted(m["msg_id"] for m in rest["messages"]) == list(range(41, 60))
-                reply = await request(connection, p.send_subject("jobs"), b"after")
+                reply = await request_ok(connection, p.send_subject("jobs"), b"after")
                 assert reply["msg_id"] == max(sent) + 1
             finally:
                 await connection.close()
@@ -559,8 +552,8 @@ async def test_kill_9_of_the_broker_takes_its_own_nats_server_along(tmp_path):
         assert broker.nats_pid is not None and process_alive(broker.nats_pid)
         connection = await nats.connect(broker.url)
         try:
-            await request(connection, p.MAILBOX_CREATE, {"name": "kept"})
-            await request(connection, p.send_subject("kept"), b"survives")
+            await request_ok(connection, p.MAILBOX_CREATE, {"name": "kept"})
+            await request_ok(connection, p.send_subject("kept"), b"survives")
         finally:
             await connection.close()
         broker.process.send_signal(signal.SIGKILL)
@@ -571,7 +564,7 @@ async def test_kill_9_of_the_broker_takes_its_own_nats_server_along(tmp_path):
     with DevBroker("--port", str(port), "--data", str(tmp_path)) as broker:
         connection = await nats.connect(broker.url)
         try:
-            stored = (await request(connection, p.query_subject("kept")))["messages"]
+            stored = (await request_ok(connection, p.query_subject("kept")))["messages"]
             assert [m["payload"] for m in stored] == ["survives"]
         finally:
             await connection.close()
