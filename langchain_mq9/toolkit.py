@@ -41,10 +41,12 @@ class Mq9Toolkit(BaseToolkit):
     group's readers (default: a random name).
 
     ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extra ones you
-    can add); ``allowed_mailboxes`` limits the mailboxes the model may touch to these address
-    prefixes (plus those it creates); ``read_only`` leaves only discover, query and a fetch
-    that takes nothing; ``max_payload_chars`` cuts long payloads shown to the model (with a
-    note). Close with ``await toolkit.aclose()``, ``toolkit.close()`` or a ``with`` block.
+    can add); ``allowed_mailboxes`` limits the mailboxes and agent names the model may touch
+    to these address prefixes (plus ``agent_mailbox`` and the mailboxes it creates; ``[]``:
+    only those); ``read_only`` leaves only discover, query and a fetch that takes nothing;
+    ``max_payload_chars`` cuts what other agents wrote (payloads, keys, tags, agent cards)
+    before the model sees it (with a note). Close with ``await toolkit.aclose()``,
+    ``toolkit.close()`` or a ``with`` block.
 
     Knobs a model rarely needs are pinned here, not tool arguments: ``agent_mailbox`` (this
     agent's own mailbox: the mailbox arguments of fetch, ack, query, delete and the name of
@@ -124,7 +126,9 @@ class Mq9Toolkit(BaseToolkit):
             )
         self._policy = ToolPolicy(
             default_group=self.default_group,
-            allowed_mailboxes=tuple(self.allowed_mailboxes) if self.allowed_mailboxes else None,
+            allowed_mailboxes=(
+                None if self.allowed_mailboxes is None else tuple(self.allowed_mailboxes)
+            ),
             read_only=self.read_only,
             max_payload_chars=self.max_payload_chars,
             agent_mailbox=self.agent_mailbox,
