@@ -105,6 +105,7 @@ class NatsTransport:
         self._link_lost: asyncio.Future | None = None
         self._redialing = asyncio.Lock()
         self._closes = 0
+        self._watchdog: asyncio.Task | None = None  # see nats_guard.protect
 
     @property
     def max_payload(self) -> int:
@@ -119,9 +120,12 @@ class NatsTransport:
     async def connect(self) -> None:
         from nats.aio.client import Client
 
+        from .nats_guard import protect
+
         # nats-py retries an unreachable server reconnect_attempts times, reconnect_delay
         # apart, before giving up; a first connection gets request_timeout in all instead.
         connection = Client()
+        watchdog = protect(connection)  # a malformed frame must not deafen it
         self._refused = False
         try:
             await asyncio.wait_for(
@@ -129,6 +133,7 @@ class NatsTransport:
             )
         except Exception as exc:
             last = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
+            _stop(watchdog)
             await _quietly_close(connection)
             if self._refused:  # nats-py reports it as "no servers": say what really happened
                 raise Mq9Error(
@@ -140,7 +145,8 @@ class NatsTransport:
                 "to run one on this machine: mq9-dev-broker",
                 retryable=True,
             ) from None
-        self._connection = connection
+        _stop(self._watchdog)  # of the connection this one replaces
+        self._connection, self._watchdog = connection, watchdog
         self._link_lost = asyncio.get_running_loop().create_future()  # and the loop it is on
 
     async def request(
@@ -230,6 +236,8 @@ class NatsTransport:
     async def close(self) -> None:
         self._closes += 1
         connection, self._connection = self._connection, None
+        _stop(self._watchdog)
+        self._watchdog = None
         if connection is not None:
             await _quietly_close(connection)
 
@@ -254,6 +262,11 @@ class NatsTransport:
 Transport = MemoryTransport | NatsTransport
 
 
+def _stop(task: asyncio.Task | None) -> None:
+    if task is not None:
+        task.cancel()
+
+
 async def _quietly_close(connection) -> None:
     try:
         if not connection.is_closed:
@@ -262,18 +275,32 @@ async def _quietly_close(connection) -> None:
         log.debug("error while closing the NATS connection: %s", exc)
 
 
-# user:password@ keeps the user; a lone token@ (no colon) is hidden whole.
-_CREDENTIALS = re.compile(r"(://[^/@:\s,]*:)[^/@\s,]*@|(://)[^/@:\s,]+@")
+# A URL's credentials run from its start (after "scheme://", or a word's start without a
+# scheme) to the LAST "@" before the URL ends, as urllib (so nats-py) reads them: a password may
+# hold unencoded @ : / # ? % and any other character but whitespace and "," (the server list
+# separator, which open_transport splits on too: there it must be written %2C). The user stays
+# (user:***@); a lone token is hidden whole (***@).
+_WITH_SCHEME = re.compile(r"(?<=://)(?:(?P<user>[^\s,:@]*):)?[^\s,]*@")
+# Then URLs without a scheme, from a word's start and never across a "://" (a URL of the first
+# kind, already redacted).
+_WITHOUT_SCHEME = re.compile(
+    r"(?<![^\s,'\"(<=])(?=[^'\"(<=])(?:(?P<user>[\w.%+-]*):(?!//))?(?:(?!://)[^\s,])*@"
+)
 
 
 def redact(text: str) -> str:
-    """Hide secrets in URLs: ``nats://user:secret@host`` -> ``nats://user:***@host``."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group(1) or m.group(2)}***@", text)
+    """Hide the secrets in every URL of ``text``: ``nats://user:secret@host`` ->
+    ``nats://user:***@host``, ``nats://token@host`` -> ``nats://***@host``."""
+
+    def hide(match: re.Match) -> str:
+        return "***@" if match["user"] is None else f"{match['user']}:***@"
+
+    return _WITHOUT_SCHEME.sub(hide, _WITH_SCHEME.sub(hide, text))
 
 
 def describe(exc: BaseException) -> str:
     """An exception in one line for a message: ``TypeName: text``."""
-    text = str(exc).strip()
+    text = redact(str(exc).strip())  # nats-py and aiohttp errors may quote a server URL
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -292,7 +319,7 @@ def open_transport(server: str, **options: Any) -> Transport:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
             raise Mq9Error(
-                f"unsupported server URL {url!r}: use nats://host:port, tls://host:port, "
+                f"unsupported server URL {redact(url)!r}: use nats://host:port, tls://host:port, "
                 "a comma-separated list of those, or memory:// for the in-process broker"
             )
     return NatsTransport(servers, **options)

@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .. import protocol as p
+from ..nats_guard import protect
 from .engine import BrokerEngine
 
 log = logging.getLogger("langchain_mq9.broker")
@@ -29,6 +30,7 @@ class NatsService:
         self.subscription: Subscription | None = None
         self._in_flight: set[asyncio.Task] = set()
         self._carried: int | None = None
+        self._watchdog: asyncio.Task | None = None
 
     def _tell_engine(self) -> None:
         """Keep the engine's answers within the server's max_payload (which a reconnect to
@@ -40,6 +42,9 @@ class NatsService:
 
     async def start(self) -> NatsService:
         self._tell_engine()
+        # Anyone on the NATS server can send the broker a frame that would stop nats-py
+        # reading (see nats_guard): guard this connection, and reconnect it if reading stops.
+        self._watchdog = protect(self.connection)
         self.subscription = await self.connection.subscribe(p.SUBJECT_WILDCARD, cb=self._on_request)
         await self.connection.flush()
         return self
@@ -77,6 +82,9 @@ class NatsService:
             log.warning("could not answer %s: %s", msg.subject, exc)
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self.subscription is not None:
             await self.subscription.unsubscribe()
             self.subscription = None

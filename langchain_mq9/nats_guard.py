@@ -1,0 +1,184 @@
+"""Keep one malformed NATS frame from deafening a connection we own.
+
+nats-py (checked up to 2.16) loses a connection to frames nats-server lets any publisher send:
+
+- a subject, reply subject or header status line that is not UTF-8 raises
+  ``UnicodeDecodeError`` while nats-py builds the message; its read loop logs it and ends, and
+  the connection stays "connected" while reading nothing until ping-based stale detection
+  (minutes by default);
+- a subject holding ``\\x0b`` or ``\\x0c``: nats-py splits MSG lines on the regex ``\\s``, which
+  takes both for separators (nats-server splits on spaces and tabs only), so the line parses
+  wrongly and nats-py drops the connection as a protocol error.
+
+``protect(connection)`` gives one connection (never nats-py as a whole) a parser that splits
+control lines as nats-server does, reads subjects that are not UTF-8 leniently and drops only
+a frame nats-py still cannot take (logged), and a watchdog that reconnects if the read loop
+ends anyway while the connection counts as connected.
+
+Both lean on nats-py internals (the ``_ps`` parser, ``_process_*`` handlers, ``_reading_task``).
+``internals_problem`` checks them: a nats-py that no longer matches is left unguarded with a
+warning, and the tests (tests/test_malformed_frames.py) fail loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import re
+
+from nats.errors import ProtocolError
+from nats.protocol import parser as nats_parser
+
+log = logging.getLogger("langchain_mq9")
+
+WATCH_INTERVAL = 1.0  # seconds between two looks at the read loop: a dead one costs at most this
+_CRLF = b"\r\n"
+_SEPARATORS = re.compile(rb"[ \t]+")  # nats-server's argument separators, and only those
+_PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
+_HANDLERS = {
+    "_process_msg": ["sid", "subject", "reply", "data", "headers"],
+    "_process_err": ["err_msg"],
+    "_process_info": ["info", "initial_connection"],
+    "_process_ping": [],
+    "_process_pong": [],
+}
+
+
+class GuardedParser(nats_parser.Parser):
+    """nats-py's parser with nats-server's argument splitting, dropping only a frame that
+    nats-py fails to turn into a message (and logging it) instead of ending its read loop."""
+
+    dropped = 0
+
+    async def parse(self, data: bytes = b"") -> None:
+        self.buf.extend(data)
+        while self.buf:
+            if self.state == nats_parser.AWAITING_MSG_PAYLOAD:
+                if len(self.buf) < self.needed + len(_CRLF):
+                    return  # the rest of the payload is still on its way
+                await self._deliver()
+                continue
+            end = self.buf.find(_CRLF)
+            if end < 0:
+                return  # the rest of the line is still on its way
+            line = bytes(self.buf[:end])
+            del self.buf[: end + len(_CRLF)]
+            await self._control(line)
+
+    async def _control(self, line: bytes) -> None:
+        op, _, rest = line.partition(b" ")
+        if op in (b"MSG", b"HMSG"):
+            self._read_msg_line(op, _SEPARATORS.split(rest.strip(b" \t")))
+        elif op == b"PING":
+            await self.nc._process_ping()
+        elif op == b"PONG":
+            await self.nc._process_pong()
+        elif op == b"+OK":
+            pass
+        elif op == b"-ERR":
+            await self.nc._process_err(rest.strip().decode(errors="replace").lower())
+        elif op == b"INFO":
+            await self.nc._process_info(json.loads(rest))
+        else:
+            raise ProtocolError("nats: unknown protocol")
+
+    def _read_msg_line(self, op: bytes, args: list[bytes]) -> None:
+        # MSG <subject> <sid> [reply] <size>; HMSG <subject> <sid> [reply] <header size> <size>
+        sizes = 2 if op == b"HMSG" else 1
+        if len(args) not in (2 + sizes, 3 + sizes):
+            raise ProtocolError("nats: malformed MSG")
+        try:
+            numbers = [int(n) for n in args[-sizes:]]
+            self.msg_arg["sid"] = int(args[1])
+        except ValueError:
+            raise ProtocolError("nats: malformed MSG") from None
+        self.msg_arg["subject"] = args[0]
+        self.msg_arg["reply"] = args[2] if len(args) == 3 + sizes else b""
+        self.header_needed = numbers[0] if op == b"HMSG" else 0
+        self.needed = numbers[-1]
+        self.state = nats_parser.AWAITING_MSG_PAYLOAD
+
+    async def _deliver(self) -> None:
+        frame = bytes(self.buf[: self.needed])
+        del self.buf[: self.needed + len(_CRLF)]
+        split, self.header_needed = self.header_needed, 0
+        self.state = nats_parser.AWAITING_CONTROL_LINE
+        arg = self.msg_arg
+        headers, payload = (frame[:split], frame[split:]) if split else (None, frame)
+        # Subjects that are not UTF-8 read as U+FFFD (as nats-py reads header values): the
+        # broker answers such a request with an error, as RobustMQ does, instead of hanging it.
+        subject, reply = _lenient(arg["subject"]), _lenient(arg["reply"])
+        try:
+            await self.nc._process_msg(arg["sid"], subject, reply, payload, headers)
+        except Exception as exc:  # this one frame is lost, the connection keeps reading
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # 1st, 2nd, 4th, 8th...: no log flood
+                log.warning(
+                    "dropped a NATS message nats-py cannot read (subject %r: %s: %s); "
+                    "%d dropped on this connection so far",
+                    arg["subject"][:80],
+                    type(exc).__name__,
+                    exc,
+                    self.dropped,
+                )
+
+
+def _lenient(raw: bytes) -> bytes:
+    return raw if raw.isascii() else raw.decode("utf-8", "replace").encode()
+
+
+def internals_problem(connection) -> str | None:
+    """What in this nats-py differs from what the guard relies on, or None."""
+    parser = getattr(connection, "_ps", None)
+    if type(parser) not in (nats_parser.Parser, GuardedParser):
+        return f"the connection's parser is {type(parser).__name__}, not nats-py's Parser"
+    missing = [name for name in _PARSER_STATE if not hasattr(parser, name)]
+    if missing:
+        return f"nats-py's Parser has no {', '.join(missing)}"
+    if not hasattr(nats_parser, "AWAITING_MSG_PAYLOAD"):
+        return "nats-py's parser module has no AWAITING_MSG_PAYLOAD"
+    for name, params in _HANDLERS.items():
+        handler = getattr(connection, name, None)
+        if handler is None or list(inspect.signature(handler).parameters) != params:
+            return f"nats-py's Client.{name} is not ({', '.join(params)})"
+    if not hasattr(connection, "_reading_task") or not hasattr(connection, "force_reconnect"):
+        return "nats-py's Client has no _reading_task or force_reconnect"
+    return None
+
+
+def protect(connection) -> asyncio.Task | None:
+    """Guard ``connection`` (open or not) and watch it; cancel the returned watchdog task
+    when done with the connection. None when this nats-py cannot be guarded (logged)."""
+    problem = internals_problem(connection)
+    if problem is not None:
+        log.warning(
+            "this nats-py is not the one langchain-mq9 was built against (%s): one malformed "
+            "NATS message can stop this connection reading until its pings time out",
+            problem,
+        )
+        return None
+    old = connection._ps
+    if not isinstance(old, GuardedParser):
+        guarded = GuardedParser(connection)
+        for name in _PARSER_STATE:  # a live connection may be halfway through a frame
+            setattr(guarded, name, getattr(old, name))
+        connection._ps = guarded
+    return asyncio.get_running_loop().create_task(_watch(connection))
+
+
+async def _watch(connection) -> None:
+    """Reconnect ``connection`` when its read loop has ended while it counts as connected
+    (nats-py itself would only notice when its pings go unanswered, minutes later)."""
+    while not connection.is_closed:
+        await asyncio.sleep(WATCH_INTERVAL)
+        reading = connection._reading_task
+        if connection.is_connected and reading is not None and reading.done():
+            log.warning("the NATS connection stopped reading; reconnecting")
+            if connection.options.get("allow_reconnect", True):
+                await connection.force_reconnect()
+            else:  # closed is at least visible: our transport dials again, a user sees it
+                with contextlib.suppress(Exception):
+                    await connection.close()

@@ -1,0 +1,208 @@
+"""Malformed NATS frames must not deafen the broker or a client (issue #12, item 9).
+
+Anyone on the NATS server can publish a subject that is not UTF-8, a header status line that
+is not UTF-8, or a subject holding \\x0b or \\x0c (nats-server takes them all). nats-py's read
+loop died on the first two (the process stayed up and answered nothing for minutes) and
+dropped the connection on the third. The frames go through a raw socket to a real nats-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from urllib.parse import urlparse
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.protocol.parser import Parser
+
+from langchain_mq9 import Mq9Client, nats_guard
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine, serve_on_nats
+
+pytestmark = pytest.mark.asyncio
+
+BAD_SUBJECTS = [b"\xff\xfe", b"a\x0bb", b"a\x0cb", b"\xc3(\x0b"]
+# A status line ("NATS/1.0 <code> <description>") that is not UTF-8.
+BAD_STATUS_HEADER = b"NATS/1.0 \xff\xfe \xff\r\n\r\n"
+
+
+class RawPeer:
+    """A bare TCP connection to nats-server that writes protocol bytes exactly as given."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> RawPeer:
+        where = urlparse(url)
+        reader, writer = await asyncio.open_connection(where.hostname, where.port)
+        assert (await reader.readline()).startswith(b"INFO ")
+        options = {"verbose": False, "pedantic": False, "headers": True, "protocol": 1}
+        writer.write(b"CONNECT " + json.dumps(options).encode() + b"\r\n")
+        await cls(reader, writer).sync()
+        return cls(reader, writer)
+
+    async def sync(self) -> None:
+        """Wait until nats-server has taken everything written so far (PING, PONG)."""
+        self.writer.write(b"PING\r\n")
+        await self.writer.drain()
+        while (line := await asyncio.wait_for(self.reader.readline(), 5)) != b"PONG\r\n":
+            assert not line.startswith(b"-ERR"), line
+
+    def pub(self, subject: bytes, payload: bytes = b"{}", reply: bytes = b"") -> None:
+        reply_part = b" " + reply if reply else b""
+        self.writer.write(b"PUB %s%s %d\r\n%s\r\n" % (subject, reply_part, len(payload), payload))
+
+    def hpub(self, subject: bytes, header: bytes, payload: bytes = b"{}") -> None:
+        total = len(header) + len(payload)
+        self.writer.write(
+            b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, len(header), total, header, payload)
+        )
+
+    async def next_msg_subject(self) -> bytes:
+        """The subject of the next MSG this peer receives (it subscribed first)."""
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), 5)
+            if line.startswith(b"MSG "):
+                await self.reader.readexactly(int(line.split()[-1]) + 2)
+                return line.split()[1]
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+def _connection_of(client: Mq9Client) -> Client:
+    return client._transport._connection
+
+
+async def _honest_round(client: Mq9Client, address: str) -> None:
+    """One SEND and one QUERY answered within the client's normal request timeout."""
+    msg_id = await client.send(address, {"ok": True})
+    assert msg_id >= 0
+    assert any(m.msg_id == msg_id for m in await client.query(address))
+
+
+async def _until_answered(client: Mq9Client, address: str, within: float) -> None:
+    """Poll (no fixed sleep) until an honest round succeeds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await _honest_round(client, address)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def test_nats_py_internals_are_what_the_guard_expects():
+    # A nats-py upgrade that changes what the guard relies on fails here, loudly.
+    assert nats_guard.internals_problem(Client()) is None
+
+
+@pytest.mark.parametrize("subject", BAD_SUBJECTS, ids=["non-utf8", "vt", "ff", "mixed"])
+async def test_bad_subject_to_the_broker_leaves_it_answering(nats_broker, subject):
+    async with nats_broker.client() as client:
+        address = await client.mailbox_create()
+        connection = _connection_of(client)
+        peer = await RawPeer.open(nats_broker.url)
+        try:
+            peer.pub(p.PREFIX.encode() + b".MSG.SEND." + subject, reply=b"_INBOX.attacker")
+            peer.hpub(p.PREFIX.encode() + b".MSG.SEND." + address.encode(), BAD_STATUS_HEADER)
+            await peer.sync()
+            await _honest_round(client, address)
+        finally:
+            await peer.close()
+        assert connection.stats["reconnects"] == 0
+
+
+@pytest.mark.parametrize("subject", BAD_SUBJECTS, ids=["non-utf8", "vt", "ff", "mixed"])
+async def test_bad_frame_to_a_client_inbox_leaves_it_answering(nats_broker, subject):
+    async with nats_broker.client() as client:
+        address = await client.mailbox_create()
+        peer = await RawPeer.open(nats_broker.url)
+        try:
+            # An attacker who sees _INBOX.> learns the client's reply subjects from one request.
+            inbox = await _learn_inbox(peer, client, address)
+            peer.pub(inbox + b"." + subject)
+            peer.hpub(inbox + b".x", BAD_STATUS_HEADER)
+            await peer.sync()
+            await _honest_round(client, address)
+        finally:
+            await peer.close()
+        assert _connection_of(client).stats["reconnects"] == 0
+
+
+async def _learn_inbox(peer: RawPeer, client: Mq9Client, address: str) -> bytes:
+    """The client's reply-subject prefix, as an attacker who sees _INBOX.> learns it."""
+    peer.writer.write(b"SUB _INBOX.> 1\r\n")
+    await peer.sync()
+    await client.send(address, "seen")
+    return (await peer.next_msg_subject()).rsplit(b".", 1)[0]
+
+
+async def test_honest_sends_amid_a_stream_of_malformed_frames_all_succeed(nats_broker):
+    async with nats_broker.client() as client:
+        address = await client.mailbox_create()
+        peer = await RawPeer.open(nats_broker.url)
+        try:
+            inbox = await _learn_inbox(peer, client, address)
+            sent = []
+            for i in range(100):  # every SEND between bad frames to the broker and the client
+                subject = BAD_SUBJECTS[i % len(BAD_SUBJECTS)]
+                peer.pub(p.PREFIX.encode() + b".MSG.SEND." + subject, reply=b"_INBOX.x")
+                peer.hpub(p.PREFIX.encode() + b".MSG.SEND." + address.encode(), BAD_STATUS_HEADER)
+                peer.pub(inbox + b"." + subject)
+                await peer.writer.drain()
+                sent.append(await client.send(address, {"i": i}))
+        finally:
+            await peer.close()
+        assert all(msg_id >= 0 for msg_id in sent) and len(set(sent)) == len(sent)
+        assert _connection_of(client).stats["reconnects"] == 0
+
+
+@pytest.fixture
+def quick_watchdog(monkeypatch):
+    monkeypatch.setattr(nats_guard, "WATCH_INTERVAL", 0.1)
+
+
+async def test_watchdog_redials_a_client_whose_read_loop_died(nats_broker, quick_watchdog):
+    # Something the parser guard does not cover (here: nats-py's own parser put back) kills
+    # the read loop; the watchdog notices within seconds and reconnects.
+    async with nats_broker.client(reconnect_delay=0.05) as client:
+        address = await client.mailbox_create()
+        connection = _connection_of(client)
+        connection._ps = Parser(connection)
+        peer = await RawPeer.open(nats_broker.url)
+        try:
+            inbox = await _learn_inbox(peer, client, address)
+            peer.pub(inbox + b".\xff")
+            await peer.sync()
+        finally:
+            await peer.close()
+        await _until_answered(client, address, within=client.request_timeout * 2)
+        assert connection.stats["reconnects"] == 1
+
+
+async def test_watchdog_reconnects_a_broker_whose_read_loop_died(nats_server, quick_watchdog):
+    connection = await nats.connect(nats_server.url, reconnect_time_wait=0.05)
+    service = await serve_on_nats(BrokerEngine(), connection)
+    try:
+        connection._ps = Parser(connection)  # nats-py's own parser: the frame kills its loop
+        async with Mq9Client(nats_server.url, request_timeout=0.5) as client:
+            address = await client.mailbox_create()
+            peer = await RawPeer.open(nats_server.url)
+            try:
+                peer.pub(p.PREFIX.encode() + b".MSG.SEND.\xff")
+                await peer.sync()
+            finally:
+                await peer.close()
+            await _until_answered(client, address, within=5)
+        assert connection.stats["reconnects"] == 1
+    finally:
+        await service.stop()
+        await connection.close()
