@@ -28,7 +28,14 @@ from langchain_mq9.operations import (
 )
 from langchain_mq9.protocol import Mq9Error, check_group_name, is_valid_address
 
-from .http_app import MCP_PATH, create_http_app, is_loopback, serve_http
+from .http_app import (
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_SESSION_IDLE_TIMEOUT,
+    MCP_PATH,
+    create_http_app,
+    is_loopback,
+    serve_http,
+)
 from .server import RECONNECT_ATTEMPTS, RECONNECT_DELAY, create_server, redact, serve_stdio
 
 log = logging.getLogger("mcp_server")
@@ -153,14 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="require 'Authorization: Bearer TOKEN' on every HTTP request (default: "
         "$MQ9_MCP_TOKEN)",
     )
+    transport.add_argument(
+        "--max-sessions",
+        type=positive_int,
+        metavar="N",
+        help="most HTTP sessions open at once; when full, a new session replaces the least "
+        "recently active one that never called a tool, or gets 503 if all have "
+        f"(default: {DEFAULT_MAX_SESSIONS})",
+    )
+    transport.add_argument(
+        "--session-idle-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="close an HTTP session after this long with no request (an open event stream "
+        f"counts as one) and free its state (default: {DEFAULT_SESSION_IDLE_TIMEOUT:g})",
+    )
 
     safety = parser.add_argument_group("what the tools may do")
     safety.add_argument(
         "--allowed-mailboxes",
         metavar="PREFIXES",
         help="comma-separated address prefixes the tools may touch, e.g. 'team,agent.me' "
-        "('team' allows team and team.x); mailboxes a client creates are allowed too "
-        "(default: all)",
+        "('team' allows team and team.x), as mailboxes and as agent names; mailboxes a "
+        "client creates are allowed too (default: all)",
     )
     safety.add_argument(
         "--read-only",
@@ -328,8 +350,13 @@ def _main(argv: Sequence[str] | None) -> int:
             "or bind 127.0.0.1"
         )
 
-    if args.transport == "stdio" and args.auth_token:
-        log.warning("--auth-token only applies to --transport http; ignored with stdio")
+    if args.transport == "stdio":
+        for option in ("auth_token", "max_sessions", "session_idle_timeout"):
+            if getattr(args, option):
+                log.warning(
+                    "--%s only applies to --transport http; ignored with stdio",
+                    option.replace("_", "-"),
+                )
 
     server_url = args.server or _env("MQ9_SERVER", "NATS_URL") or DEFAULT_SERVER
     credentials = {
@@ -371,7 +398,21 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.transport == "stdio":
         anyio.run(serve_stdio, server, connection)
     else:
-        app = create_http_app(server, connection, host=args.host, auth_token=auth_token)
+        max_sessions = args.max_sessions or DEFAULT_MAX_SESSIONS
+        idle_timeout = args.session_idle_timeout or DEFAULT_SESSION_IDLE_TIMEOUT
+        log.info(
+            "at most %d HTTP sessions, each closed after %gs without requests",
+            max_sessions,
+            idle_timeout,
+        )
+        app = create_http_app(
+            server,
+            connection,
+            host=args.host,
+            auth_token=auth_token,
+            max_sessions=max_sessions,
+            session_idle_timeout=idle_timeout,
+        )
         asyncio.run(serve_http(app, args.host, args.port))
     return 0
 

@@ -3,25 +3,34 @@
 Bound to a loopback address the server also checks ``Host`` and ``Origin`` (the SDK's
 DNS-rebinding protection), so a web page in the user's browser cannot reach it. Bound anywhere
 else it refuses to start without a token (``cli.py`` checks that); with a token every request
-needs ``Authorization: Bearer <token>``.
+needs ``Authorization: Bearer <token>``. ``SessionLimits`` bounds the open sessions and their
+idle time, so one process opening sessions by the thousand cannot exhaust memory or lock others
+out.
 """
 
 from __future__ import annotations
 
 import hmac
+import inspect
 import ipaddress
+import json
 import logging
+import math
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from types import FrameType
 
 import anyio
 import uvicorn
 from mcp.server.lowlevel import Server
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import INTERNAL_ERROR
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -35,6 +44,10 @@ from .server import connect_early
 log = logging.getLogger("mcp_server")
 
 MCP_PATH = "/mcp"
+
+# Room for many MCP clients on one machine, while a flood stays small: about 60 KB a session.
+DEFAULT_MAX_SESSIONS = 100
+DEFAULT_SESSION_IDLE_TIMEOUT = 600.0
 
 
 def is_loopback(host: str) -> bool:
@@ -87,14 +100,193 @@ class BearerTokenMiddleware:
         )
 
 
-class _SessionEndpoint:
-    """The ``/mcp`` route: hands every request to the SDK's session manager."""
+@dataclass
+class _Session:
+    last: float  # the clock when a request for it last started or ended
+    in_flight: int = 0  # requests being served, an open GET (SSE) stream included
+    used: bool = False  # it has called a tool
 
-    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+
+class SessionLimits:
+    """The ``/mcp`` endpoint: the SDK's session manager, with at most ``max_sessions`` open
+    sessions, each closed (its per-session state freed) after ``idle_timeout`` seconds with no
+    request in flight; an open GET stream counts as one, so a connected client is never idle.
+
+    With every slot taken, a new session replaces the least recently active session that never
+    called a tool; only when every session has called one is it refused (503, Retry-After). So a
+    process opening sessions by the thousand mostly evicts its own empty sessions: sessions that
+    did work keep working, and a newcomer still gets in. Refusing instead would lock everyone
+    out for the whole idle timeout; evicting the least recently used session whatever it did
+    would let the flood evict every honest client. Loopback clients share one address, so
+    there is no per-client count to cap.
+    """
+
+    def __init__(
+        self,
+        manager: StreamableHTTPSessionManager,
+        *,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        idle_timeout: float = DEFAULT_SESSION_IDLE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
+        if not (math.isfinite(idle_timeout) and idle_timeout > 0):
+            raise ValueError(
+                f"idle_timeout must be a positive number of seconds, got {idle_timeout}"
+            )
+        # Closing a session the client did not end has no public API in the SDK: its transport
+        # is terminated as a client's DELETE does, and the SDK then forgets it.
+        if not isinstance(getattr(manager, "_server_instances", None), dict):
+            raise RuntimeError(
+                "this version of the mcp SDK keeps its HTTP sessions where mq9-mcp cannot close "
+                "them: install mcp>=1.20,<2"
+            )
         self.manager = manager
+        self.max_sessions = max_sessions
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+        self.sessions: dict[str, _Session] = {}
+        self.evicted = self.refused = 0
+        self._lock = anyio.Lock()
+        self._quiet_until = -math.inf
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.manager.handle_request(scope, receive, send)
+        session_id = Headers(scope=scope).get(MCP_SESSION_ID_HEADER)
+        if session_id is None:
+            await self._open(scope, receive, send)
+        elif session := self.sessions.get(session_id):
+            await self._serve(session_id, session, scope, receive, send)
+        else:  # a session that ended, or never was: the SDK answers 404
+            await self.manager.handle_request(scope, receive, send)
+
+    async def expire_idle(self) -> None:
+        """Close every session idle for ``idle_timeout`` seconds or longer."""
+        async with self._lock:
+            await self._close_idle()
+
+    async def expire_periodically(self) -> None:
+        while True:
+            await anyio.sleep(min(self.idle_timeout, 120) / 4)
+            await self.expire_idle()
+
+    async def _serve(
+        self, session_id: str, session: _Session, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        body = bytearray()
+        statuses: list[int] = []
+
+        async def read() -> dict:
+            # Marked once the body is in, so a first tool call that waits long (a fetch with
+            # max_wait_ms) already protects its session.
+            message = await receive()
+            if not session.used and message["type"] == "http.request":
+                body.extend(message.get("body", b""))
+                session.used = not message.get("more_body") and _calls_tool(body)
+            return message
+
+        async def watch(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+            await send(message)
+
+        session.in_flight += 1
+        session.last = self.clock()
+        try:
+            await self.manager.handle_request(scope, read, watch)
+        finally:
+            session.in_flight -= 1
+            session.last = self.clock()
+        status = statuses[0] if statuses else 500
+        if status == 404 or (scope["method"] == "DELETE" and status < 400):
+            self.sessions.pop(session_id, None)  # ended, by the client or the SDK
+
+    async def _open(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self._lock:
+            room = await self._make_room(self.max_sessions - 1)
+        if not room:
+            await self._refuse(scope, receive, send)
+            return
+
+        async def register(message: dict) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                session_id = Headers(raw=message["headers"]).get(MCP_SESSION_ID_HEADER)
+                if session_id:
+                    async with self._lock:
+                        self.sessions[session_id] = _Session(last=self.clock())
+                        # Opening requests run side by side: whoever went past the limit
+                        # meanwhile is evicted now (never the session just opened).
+                        await self._make_room(self.max_sessions, keep=session_id)
+            await send(message)
+
+        await self.manager.handle_request(scope, receive, register)
+
+    async def _close_idle(self) -> None:
+        now = self.clock()
+        for session_id, session in list(self.sessions.items()):
+            if not session.in_flight and now - session.last >= self.idle_timeout:
+                await self._close(session_id, "idle")
+
+    async def _make_room(self, limit: int, *, keep: str | None = None) -> bool:
+        """Close idle sessions, then the least recently active unused ones but ``keep`` while
+        more than ``limit`` are open; whether at most ``limit`` are."""
+        await self._close_idle()
+        while len(self.sessions) > limit:
+            unused = [(s.last, i) for i, s in self.sessions.items() if not s.used and i != keep]
+            if not unused:
+                return False
+            await self._close(min(unused)[1], "evicted")
+            self.evicted += 1
+            self._warn(f"{len(self.sessions) + 1} sessions open: evicting unused ones")
+        return len(self.sessions) <= limit
+
+    async def _close(self, session_id: str, why: str) -> None:
+        del self.sessions[session_id]
+        transport = self.manager._server_instances.get(session_id)
+        log.debug("closing HTTP session %s (%s)", session_id, why)
+        if transport is not None:
+            with anyio.CancelScope(shield=True):  # a half-closed session would linger
+                await transport.terminate()
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.refused += 1
+        self._warn(f"refused a new session: all {self.max_sessions} open sessions are in use")
+        now = self.clock()
+        ends = [s.last + self.idle_timeout - now for s in self.sessions.values() if not s.in_flight]
+        retry = max(1, math.ceil(min(ends, default=self.idle_timeout)))
+        text = (
+            f"mq9-mcp is at its limit of {self.max_sessions} open sessions, all in use: retry "
+            f"in {retry} s (a session closes after {self.idle_timeout:g} s without requests), "
+            "or end sessions you no longer need with HTTP DELETE; the limits are the server's "
+            "--max-sessions and --session-idle-timeout options"
+        )
+        body = {"jsonrpc": "2.0", "id": None, "error": {"code": INTERNAL_ERROR, "message": text}}
+        response = JSONResponse(body, status_code=503, headers={"Retry-After": str(retry)})
+        await response(scope, receive, send)
+
+    def _warn(self, what: str) -> None:
+        # A flood would log a line per request: one a minute says it.
+        if self.clock() >= self._quiet_until:
+            self._quiet_until = self.clock() + 60
+            log.warning(
+                "%s (--max-sessions %d; %d sessions evicted and %d refused so far)",
+                what,
+                self.max_sessions,
+                self.evicted,
+                self.refused,
+            )
+
+
+def _calls_tool(body: bytes | bytearray) -> bool:
+    """Whether a request body is a JSON-RPC ``tools/call`` (the substring test skips parsing
+    every other body)."""
+    if b"tools/call" not in body:
+        return False
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("method") == "tools/call"
 
 
 def create_http_app(
@@ -103,21 +295,33 @@ def create_http_app(
     *,
     host: str = "127.0.0.1",
     auth_token: str | None = None,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+    session_idle_timeout: float = DEFAULT_SESSION_IDLE_TIMEOUT,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ASGIApp:
     """The ASGI app serving ``server`` over streamable HTTP at ``/mcp``.
 
     The app's lifespan opens the broker connection early and closes it at shutdown: one
-    connection for every HTTP session.
+    connection for every HTTP session. ``max_sessions`` and ``session_idle_timeout`` bound the
+    sessions (see ``SessionLimits``, which the app's ``state.session_limits`` holds).
     """
+    # SDK versions with limits of their own (10,000 sessions, 30 minutes) would override ours.
+    accepted = inspect.signature(StreamableHTTPSessionManager).parameters
+    no_sdk_limits = {k: None for k in ("max_sessions", "session_idle_timeout") if k in accepted}
     manager = StreamableHTTPSessionManager(
         app=server,
         security_settings=loopback_security(host) if is_loopback(host) else None,
+        **no_sdk_limits,
+    )
+    limits = SessionLimits(
+        manager, max_sessions=max_sessions, idle_timeout=session_idle_timeout, clock=clock
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(connect_early, connection)
+            tasks.start_soon(limits.expire_periodically)
             try:
                 async with manager.run():
                     yield
@@ -126,9 +330,9 @@ def create_http_app(
                 with anyio.CancelScope(shield=True):
                     await connection.aclose()
 
-    app: ASGIApp = Starlette(
-        routes=[Route(MCP_PATH, endpoint=_SessionEndpoint(manager))], lifespan=lifespan
-    )
+    starlette = Starlette(routes=[Route(MCP_PATH, endpoint=limits)], lifespan=lifespan)
+    starlette.state.session_limits = limits
+    app: ASGIApp = starlette
     if auth_token:
         app = BearerTokenMiddleware(app, auth_token)
     return app
