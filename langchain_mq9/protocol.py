@@ -83,6 +83,9 @@ class Mq9Error(Exception):
     """
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
+        # A text quoting bad input (a subject or name holding a lone surrogate) must still
+        # travel as UTF-8 in an error reply: such characters are written as escapes
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.message = message
         self.retryable = retryable
@@ -142,6 +145,31 @@ def answer_fits(error: str) -> int | None:
     """How many messages fit, from an ``err_answer_too_large`` text (None for other errors)."""
     found = _ANSWER_FITS.search(error)
     return int(found.group(1)) if found else None
+
+
+def err_card_too_large(size: int, limit: int) -> str:
+    return (
+        f"agent card is {size} bytes, above the {limit} bytes this broker keeps per agent: "
+        "keep large data out of the card (link to it instead)"
+    )
+
+
+def err_agent_limit(limit: int) -> str:
+    return (
+        f"agent limit reached: this broker holds at most {limit} agents; unregister agents "
+        "that are gone"
+    )
+
+
+def err_group_limit(limit: int) -> str:
+    return (
+        f"consumer group limit reached: this broker holds at most {limit} groups; read with "
+        "a group name already in use"
+    )
+
+
+def err_group_name_too_long(length: int) -> str:
+    return f"group_name is {length} characters: this broker takes at most {MAX_GROUP_NAME}"
 
 
 def err_unknown_subject(subject: str) -> str:
@@ -215,7 +243,7 @@ def check_group_name(value: object) -> str:
         raise Mq9Error(
             f"invalid group_name {value!r}: a non-empty string of at most {MAX_GROUP_NAME} chars"
         )
-    return value
+    return utf8("group_name", value)
 
 
 def header_u64(text: str) -> int | None:
@@ -262,7 +290,26 @@ def delete_subject(address: str, msg_id: int) -> str:
 
 
 def encode(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """``body`` as compact JSON in UTF-8. Raises ``WireError`` on text that has no UTF-8
+    form (a lone surrogate), which serde_json would refuse."""
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise WireError(err_not_utf8(text[exc.start])) from None
+
+
+def err_not_utf8(char: str) -> str:
+    return f"text holds a lone surrogate ({char!a}): it is not valid UTF-8, so mq9 cannot carry it"
+
+
+def utf8(name: str, value: str) -> str:
+    """``value`` if it has a UTF-8 form, else ``Mq9Error`` naming ``name``."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise Mq9Error(f"invalid {name}: {err_not_utf8(value[exc.start])}") from None
+    return value
 
 
 class WireError(Mq9Error):
@@ -605,7 +652,7 @@ def header_block(headers: Mapping[str, str] | None) -> bytes | None:
     if not headers:
         return None
     lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return f"NATS/1.0\r\n{lines}\r\n".encode()
+    return utf8("header", f"NATS/1.0\r\n{lines}\r\n").encode()
 
 
 def parse_header_block(block: bytes) -> dict[str, str]:
@@ -690,7 +737,7 @@ def check_key(key: object) -> str:
             f"invalid key {key!r}: must be a non-empty single-line string "
             "without leading or trailing whitespace"
         )
-    return key
+    return utf8("key", key)  # headers travel as UTF-8
 
 
 def check_tags(tags: object) -> list[str]:
@@ -701,7 +748,7 @@ def check_tags(tags: object) -> list[str]:
             raise Mq9Error(
                 f"invalid tag {tag!r}: tags are non-empty strings without commas or newlines"
             )
-    return [tag.strip() for tag in tags]
+    return [utf8("tag", tag.strip()) for tag in tags]
 
 
 # -- agent cards as the client builds and reads them -------------------------------------------

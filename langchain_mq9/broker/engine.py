@@ -42,7 +42,7 @@ import heapq
 import itertools
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ from ..protocol import PRIORITY_ORDER, Mq9Error, Priority, WireError
 from .clock import Clock, system_clock
 from .mailbox import Mailbox, StoredMessage
 from .registry import AgentEntry, AgentRegistry
-from .storage import Storage
+from .storage import Storage, StorageError
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -73,12 +73,24 @@ class BrokerLimits:
     FETCH answer (payload as JSON text, headers, msg_id...); also bounds a registry entry and
     a DISCOVER answer. ``max_answer``: the largest FETCH or QUERY answer; None = no limit of
     the broker's own (a NATS connection serving it still bounds its answers by the server's
-    max_payload, see ``BrokerEngine.answer_limit``)."""
+    max_payload, see ``BrokerEngine.answer_limit``).
+
+    ``max_card_bytes``: the largest ``agent_info`` REGISTER keeps. A2A cards run to a few KiB;
+    64 KiB leaves room for many skills, while a DISCOVER listing (bounded by max_payload,
+    1 MiB by default) still holds a dozen or more of the largest. ``max_agents``: how many
+    registrations the broker holds; 10,000 bounds the cards at about 640 MiB at worst and
+    keeps a search over all of them well inside a request timeout (bench 4d/4e).
+    ``max_groups``: how many consumer groups ACK creates (a group is its offsets, kept for
+    ever); 10,000 is far more than a fleet of agents reads with, and with group names of at
+    most ``protocol.MAX_GROUP_NAME`` characters holds their offsets to a few MiB."""
 
     max_payload: int = p.DEFAULT_MAX_PAYLOAD
     max_mailboxes: int | None = None
     max_messages_per_mailbox: int | None = None
     max_answer: int | None = None
+    max_card_bytes: int | None = 64 * 1024
+    max_agents: int | None = 10_000
+    max_groups: int | None = 10_000
 
 
 class BrokerEngine:
@@ -94,6 +106,24 @@ class BrokerEngine:
         # Told of every change, under the lock; ``transaction()`` makes a request's changes
         # durable before its reply leaves (see storage.py). The default keeps nothing.
         self.storage = storage if storage is not None else Storage()
+        # The latest REPORT of each agent. RobustMQ writes reports to an internal topic that
+        # no mq9 command reads back; kept for the dev broker's operator only.
+        self.reports: dict[str, tuple[str, int]] = {}
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._clear()
+        # Set when the data file could not be read back after a failed write: every request
+        # is then refused with it (serving an empty or partial broker would lose data silently)
+        self._broken: str | None = None
+        self._next_retention_scan = self.clock() + RETENTION_SCAN_SECONDS
+        # The largest reply each transport serving the engine carries (replaced, never
+        # changed in place: read without the lock).
+        self._carriers: dict[object, int] = {}
+        self.storage.restore(self)
+
+    def _clear(self) -> None:
+        """Forget every durable thing (at the start, and before a restore after a failed
+        write)."""
         # Live mailboxes (what SEND and CREATE see), and every log (what FETCH, QUERY, DELETE
         # and ACK read): RobustMQ's GC removes an expired mailbox's metadata, not its messages.
         self.mailboxes: dict[str, Mailbox] = {}
@@ -101,19 +131,37 @@ class BrokerEngine:
         self.registry = AgentRegistry()
         # Committed offsets: lane group ("{group}-{priority}") -> shard -> next msg_id to read.
         self.offsets: dict[str, dict[str, int]] = {}
-        # The latest REPORT of each agent. RobustMQ writes reports to an internal topic that
-        # no mq9 command reads back; kept for the dev broker's operator only.
-        self.reports: dict[str, tuple[str, int]] = {}
-        self._lock = threading.Lock()
-        self._seq = itertools.count()
         # Min-heaps checked before every request: (when, seq, mailbox) and delayed messages.
         self._mailbox_expiry: list[tuple[int, int, Mailbox]] = []
         self._delayed: list[tuple[int, int, str, StoredMessage]] = []
-        self._next_retention_scan = self.clock() + RETENTION_SCAN_SECONDS
-        # The largest reply each transport serving the engine carries (replaced, never
-        # changed in place: read without the lock).
-        self._carriers: dict[object, int] = {}
-        self.storage.restore(self)
+
+    def _transact(self, work: Callable[[], Any]) -> Any:
+        """``work()`` under the lock, after housekeeping, as one storage transaction.
+
+        The file is the truth: when the transaction cannot be written (it rolled back), the
+        memory, which is ahead of it, is thrown away and restored from the file as at a
+        start, so the failed request changes nothing and nothing unsaved is ever seen."""
+        with self._lock:
+            if self._broken is not None:
+                raise StorageError(self._broken)
+            scan = self._next_retention_scan
+            try:
+                with self.storage.transaction():
+                    self._housekeep()
+                    return work()
+            except StorageError as failure:
+                self._clear()
+                self._next_retention_scan = scan  # a scan that was not saved runs again
+                try:
+                    self.storage.restore(self)
+                except StorageError as exc:
+                    self._broken = (
+                        f"{failure}; reading the data file back then failed, so the broker "
+                        f"answers nothing until it is restarted: {exc}"
+                    )
+                    log.critical("%s", self._broken)
+                    raise StorageError(self._broken) from None
+                raise
 
     def now_second(self) -> int:
         return int(self.clock())
@@ -152,11 +200,11 @@ class BrokerEngine:
         try:
             if subject.startswith(p.MSG_FETCH) and len(subject) > len(p.MSG_FETCH):
                 return await self._fetch(subject[len(p.MSG_FETCH) :], body)
-            with self._lock, self.storage.transaction():
-                self._housekeep()
-                return self._dispatch(subject, headers, body)
+            return self._transact(lambda: self._dispatch(subject, headers, body))
         except Mq9Error as exc:
             return p.encode(p.ERROR_REPLY.write(error=exc.message))
+        except StorageError as exc:
+            return p.encode(p.ERROR_REPLY.write(error=str(exc)))
         except Exception as exc:  # a bug must not take the broker down: report it, keep serving
             log.exception("internal error on %r", subject)
             return p.encode(
@@ -386,9 +434,8 @@ class BrokerEngine:
         num_msgs = p.DEFAULT_NUM_MSGS if num_msgs is None else num_msgs
         max_wait_ms = config.get("max_wait_ms")
         max_wait_ms = p.DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
-        with self._lock, self.storage.transaction():
-            self._housekeep()
-            lanes = self._read_group(self._topic(address), request, num_msgs)
+        # force_deliver commits offsets here: the same transaction rule as every request
+        lanes = self._transact(lambda: self._read_group(self._topic(address), request, num_msgs))
         if not lanes and max_wait_ms > 0:
             # RobustMQ sleeps the whole wait and answers empty, without looking again
             await asyncio.sleep(max_wait_ms / 1000)
@@ -452,7 +499,12 @@ class BrokerEngine:
         return self._initial(mailbox, request)
 
     def commit(self, lane_group: str, shard: str, offset: int) -> None:
-        self.offsets.setdefault(lane_group, {})[shard] = offset
+        committed = self.offsets.setdefault(lane_group, {})
+        if committed.get(shard) == offset:
+            # Nothing changes, so nothing to write: the readers of one group all ack the
+            # message they were all handed, and on disk each ack would cost a transaction
+            return
+        committed[shard] = offset
         self.storage.offset_committed(lane_group, shard, offset)
 
     def _ack(self, _address: str, body: bytes, _headers: object) -> bytes:
@@ -464,6 +516,7 @@ class BrokerEngine:
         # Every priority lane of the group moves past msg_id, whatever priority it had; the
         # + 1 is u64 arithmetic without overflow checks, so msg_id 2**64-1 commits 0
         offset = _wrap_u64(request["msg_id"] + 1)
+        self._check_group_room(request["group_name"])
         for lane in _LANES:
             self.commit(f"{request['group_name']}-{lane}", mailbox.shard, offset)
         return _OK
@@ -525,13 +578,20 @@ class BrokerEngine:
             name, agent_info = request["name"], request["payload"]
         if not agent_info:
             raise Mq9Error(p.ERR_AGENT_INFO_EMPTY)
+        size, limit = len(agent_info.encode()), self.limits.max_card_bytes
+        if limit is not None and size > limit:
+            raise Mq9Error(p.err_card_too_large(size, limit))
+        if name in self.registry.entries:
+            return _OK  # a name already taken keeps its first entry (RobustMQ)
+        limit = self.limits.max_agents
+        if limit is not None and len(self.registry) >= limit:
+            raise Mq9Error(p.err_agent_limit(limit))
         entry = AgentEntry.make(name, agent_info, self.now_second())
-        if name not in self.registry.entries:
-            self._check_entry_fits(entry)
-        if self.registry.register(entry):  # a name already taken keeps its first entry
-            self.storage.agent_saved(entry)
-            if entry.card is not None:
-                self.storage.index_saved(entry)
+        self._check_entry_fits(entry)
+        self.registry.register(entry)
+        self.storage.agent_saved(entry)
+        if entry.card is not None:
+            self.storage.index_saved(entry)
         return _OK
 
     def _named(self, body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
@@ -571,15 +631,29 @@ class BrokerEngine:
             agents = [entry.found() for entry in hits]
         else:  # every agent, not paginated
             agents = [entry.listed() for entry in self.registry.listing()]
-        reply = p.encode(p.DISCOVER_REPLY.write(error="", agents=agents))
-        # (our choice) registry answers stay within max_payload too, as a message does
-        limit = self._message_limit()
-        if len(reply) > limit:
-            raise Mq9Error(
-                f"the answer would be {len(reply)} bytes, above the {limit}-byte max_payload: "
-                "search with text or semantic and a smaller limit"
-            )
-        return reply
+        # (our choice) registry answers stay within max_payload too, as a message does: an
+        # answer that would not fit holds the best-ranked agents that do (a listing: the first
+        # by name), so one large card cannot make DISCOVER fail for everyone
+        room = self._message_limit() - len(_DISCOVER_HEAD) - 2
+        kept: list[bytes] = []
+        for agent in agents:
+            item = p.encode(agent)
+            room -= len(item) + (1 if kept else 0)
+            if room < 0:
+                break
+            kept.append(item)
+        return _DISCOVER_HEAD + b",".join(kept) + b"]}"
+
+    def _check_group_room(self, group: str) -> None:
+        """(our choice) a new consumer group must have a name of at most MAX_GROUP_NAME
+        characters and room under ``max_groups``; an existing one is always taken."""
+        if f"{group}-normal" in self.offsets:
+            return
+        if len(group) > p.MAX_GROUP_NAME:
+            raise Mq9Error(p.err_group_name_too_long(len(group)))
+        limit = self.limits.max_groups
+        if limit is not None and len(self.offsets) >= len(_LANES) * limit:
+            raise Mq9Error(p.err_group_limit(limit))
 
     def _check_entry_fits(self, entry: AgentEntry) -> None:
         # (our choice) an entry that alone overflows a DISCOVER answer is refused
@@ -594,6 +668,8 @@ class BrokerEngine:
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))
 _SEARCH_LIMIT_FOR_ZERO = 10
+# DISCOVER_REPLY written around agents each encoded once
+_DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
 _EMPTY_ANSWER = len(p.encode(p.MESSAGES_REPLY.write(error="", messages=[])))
 # MESSAGES_REPLY written around items each encoded once (MSG_ITEM), not re-encoded
 _MESSAGES_HEAD = p.encode(p.MESSAGES_REPLY.write(error="", messages=[]))[:-2]

@@ -8,7 +8,11 @@ time-based starts. Costs stay independent of how many messages a mailbox holds:
 * a lane is the ascending list of its msg_ids (ids only grow, so appending keeps it sorted);
   a read bisects to its start and walks what it returns plus the holes it skips;
 * removed messages (deleted, replaced by key, or past the retention) leave holes that are
-  skipped and, once they are the majority, compacted away in one pass (amortised O(1)).
+  skipped and, once they are the majority, compacted away in one pass (amortised O(1));
+* messages whose TTL ended stay in the indexes (see below), so each index remembers the long
+  runs of dead entries (removed or expired) a read walked through (``_runs``), and the next
+  read jumps over them: every QUERY reads from the beginning, and without this a mailbox
+  holding many expired messages would be walked whole on each one.
 
 Messages whose own TTL ended are hidden, not removed: RobustMQ keeps them on disk until its
 shard retention (7 days by create_time) removes the oldest records, as ``drop_before`` does.
@@ -30,6 +34,7 @@ Admit = Callable[["StoredMessage"], bool]
 """Asked before each message joins an answer; False = the answer is full, stop there."""
 
 _COMPACT_MIN_HOLES = 256
+_MIN_RUN = 32
 
 
 @dataclass(slots=True)
@@ -91,6 +96,10 @@ class Mailbox:
         self.keys: dict[str, int] = {}
         self.tagged: dict[str, list[int]] = {}  # tag -> msg_ids, ascending
         self._holes = 0
+        # Per index ("order", ("lane", priority) or ("tag", tag)): {i: (j, t)} = its entries
+        # i to j-1 were all removed or expired at time t. Expiry never ends as time goes on,
+        # so this holds at any later time; a clock set back ignores it.
+        self._runs: dict[object, dict[int, tuple[int, int]]] = {}
 
     @property
     def expires_at(self) -> int | None:
@@ -153,6 +162,7 @@ class Mailbox:
         # messages gives that memory back when they are gone.
         self.messages = dict(live)
         self._holes = 0
+        self._runs.clear()  # the indexes changed shape
 
     # -- where a read starts ---------------------------------------------------------------
 
@@ -186,14 +196,33 @@ class Mailbox:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _walk(self, ids: list[int], start: int | None, now: int) -> Iterator[StoredMessage]:
+    def _walk(
+        self, name: object, ids: list[int], start: int | None, now: int
+    ) -> Iterator[StoredMessage]:
+        """The live messages of index ``name`` (its ``ids``) from msg_id ``start`` on,
+        jumping over the dead runs known and noting those found."""
         index = 0 if start is None else bisect_left(ids, start)
+        runs = self._runs.get(name)
         messages = self.messages
+        dead_from = index  # where the run of dead entries being walked began
         while index < len(ids):
+            jump = runs.get(index) if runs else None
+            if jump is not None and jump[1] <= now:
+                index = jump[0]
+                continue
             message = messages.get(ids[index])
+            if message is None or message.expired(now):
+                index += 1
+                continue
+            self._note_run(name, dead_from, index, now)  # before the yield: a reader may stop
             index += 1
-            if message is not None and not message.expired(now):
-                yield message
+            dead_from = index
+            yield message
+        self._note_run(name, dead_from, index, now)
+
+    def _note_run(self, name: object, first: int, end: int, now: int) -> None:
+        if end - first >= _MIN_RUN:  # short runs cost less to walk than to remember
+            self._runs.setdefault(name, {})[first] = (end, now)
 
     def read_lane(
         self, priority: Priority, start: int | None, limit: int, now: int
@@ -202,7 +231,8 @@ class Mailbox:
         the lane's beginning), oldest first."""
         if limit <= 0:
             return
-        for count, message in enumerate(self._walk(self.lanes[priority], start, now), 1):
+        walk = self._walk(("lane", priority), self.lanes[priority], start, now)
+        for count, message in enumerate(walk, 1):
             yield message
             if count >= limit:
                 return
@@ -211,16 +241,17 @@ class Mailbox:
         """Up to ``limit`` live messages of any priority from msg_id ``start`` on."""
         if limit <= 0:
             return
-        for count, message in enumerate(self._walk(self.order, start, now), 1):
+        for count, message in enumerate(self._walk("order", self.order, start, now), 1):
             yield message
             if count >= limit:
                 return
 
     def read_tag(self, tag: str, limit: int, now: int) -> Iterator[StoredMessage]:
         """Up to ``limit`` live messages carrying ``tag``, oldest first."""
-        if limit <= 0:
+        ids = self.tagged.get(tag)
+        if limit <= 0 or ids is None:
             return
-        for count, message in enumerate(self._walk(self.tagged.get(tag, []), None, now), 1):
+        for count, message in enumerate(self._walk(("tag", tag), ids, None, now), 1):
             yield message
             if count >= limit:
                 return

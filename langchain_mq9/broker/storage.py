@@ -11,6 +11,13 @@ On start, ``restore`` rebuilds the engine from the file: mailboxes (create_time,
 msg_id), messages (priority, key, tags, header, create_time, TTL), delayed messages not yet
 due, every committed group offset, and the agent registry with its search index.
 
+The file is the truth. When a transaction cannot be written (a full disk), SQLite rolls it back
+and the engine restores itself from the file the same way, so a failed request changes nothing
+(``BrokerEngine._transact``). Every message and delayed row carries a crc32 of what it holds:
+a row whose bytes changed on disk is not served; ``restore`` logs it by mailbox and msg_id and
+counts it in ``restored["damaged"]``, and the broker serves the rest. Rows an interrupted or
+foreign write may leave (messages of a mailbox that is not stored) are skipped with a warning.
+
 Numbers the protocol carries as u64 (a mailbox ttl, a message's expire_at, a committed offset)
 can exceed SQLite's signed 64-bit INTEGER: they are stored as the signed integer with the same
 64 bits and read back as the u64.
@@ -28,10 +35,13 @@ refused instead of corrupting it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import sqlite3
+import tempfile
+import zlib
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +53,8 @@ from .registry import AgentEntry
 log = logging.getLogger("langchain_mq9.broker")
 
 # 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
-SCHEMA_VERSION = 3
+# 4: a crc32 per message and delayed row (version 3 files are upgraded in place)
+SCHEMA_VERSION = 4
 DEFAULT_FILE_NAME = "mq9-broker.sqlite3"
 
 _SCHEMA = """
@@ -67,6 +78,7 @@ CREATE TABLE IF NOT EXISTS messages (
     header      BLOB,             -- the SEND's NATS header block; NULL = none
     expire_at   INTEGER NOT NULL, -- message TTL in whole seconds; 0 = never
     payload     BLOB NOT NULL,
+    crc         INTEGER NOT NULL DEFAULT 0, -- _checksum of the row
     PRIMARY KEY (mailbox, msg_id)
 );
 CREATE TABLE IF NOT EXISTS delayed (
@@ -79,7 +91,8 @@ CREATE TABLE IF NOT EXISTS delayed (
     tags      TEXT,
     header    BLOB,
     expire_at INTEGER NOT NULL,
-    payload   BLOB NOT NULL
+    payload   BLOB NOT NULL,
+    crc       INTEGER NOT NULL DEFAULT 0 -- _checksum of the row, with due for the msg_id
 );
 CREATE TABLE IF NOT EXISTS offsets (
     lane   TEXT NOT NULL,         -- "{group}-{priority}"
@@ -193,10 +206,18 @@ class SqliteStorage(Storage):
             raise ValueError("synchronous must be 'normal' or 'full'")
         self.path = path
         self.synchronous = synchronous.lower()
-        self.restored = {"mailboxes": 0, "messages": 0, "delayed": 0, "offsets": 0, "agents": 0}
+        self.restored = dict.fromkeys(_COUNTS, 0)
         self._ops: list[tuple[str, tuple]] = []
         self._delayed_rows: dict[int, int] = {}  # engine heap seq -> delayed.id
         self._next_delayed_id = 1
+        if path.is_file() and path.stat().st_size == 0:
+            # SQLite would take it for a new database and the broker would start empty
+            raise StorageError(
+                f"the data file {path} is empty (0 bytes): a broker never leaves its file "
+                "empty, so it was truncated or made by something else; put the data back from "
+                "a copy, or delete it to start an empty broker"
+            )
+        _check_writable(path.parent)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # timeout=0: the file's lock is held for a broker's lifetime, waiting is pointless
@@ -210,6 +231,10 @@ class SqliteStorage(Storage):
             if "locked" in str(exc):
                 raise StorageError(
                     f"the data file {path} is in use by another mq9 dev broker"
+                ) from None
+            if "readonly" in str(exc):
+                raise StorageError(
+                    f"the data file {path} is read-only: make it writable, or pass another --data"
                 ) from None
             raise StorageError(f"cannot use {path} as broker data: {exc}") from None
 
@@ -230,6 +255,9 @@ class SqliteStorage(Storage):
             db.executescript(
                 f"BEGIN IMMEDIATE;{_SCHEMA}{_INDEX_TABLE};PRAGMA user_version={SCHEMA_VERSION};"
             )
+        elif version == 3:
+            _add_checksums(db)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version in (1, 2):
             db.rollback()
             raise sqlite3.DatabaseError(
@@ -243,8 +271,6 @@ class SqliteStorage(Storage):
                 f"expected {SCHEMA_VERSION})"
             )
         db.commit()
-        row = db.execute("SELECT max(id) FROM delayed").fetchone()
-        self._next_delayed_id = (row[0] or 0) + 1
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -259,16 +285,34 @@ class SqliteStorage(Storage):
             return
         ops, self._ops = self._ops, []
         try:
-            with self._db:  # one transaction: commit on success, roll back on error
-                for sql, params in ops:
-                    self._db.execute(sql, params)
-        except sqlite3.Error as exc:
-            # The engine's memory has the change but the file does not: say so loudly, and let
-            # the request fail, so its sender does not take it as durable.
+            self._write(ops)
+        except (sqlite3.Error, OverflowError) as exc:
+            # Rolled back: the file does not have the change. The engine restores itself from
+            # the file and the request fails, so nobody takes it as made.
             log.error("could not write to %s: %s", self.path, exc)
-            raise StorageError(f"the broker could not save the change: {exc}") from None
+            raise StorageError(
+                f"the broker could not save the change, so it did not make it: {exc}"
+            ) from None
+
+    def _write(self, ops: list[tuple[str, tuple]]) -> None:
+        """One transaction (a test's full disk overrides ``_execute``)."""
+        with self._db:  # one transaction: commit on success, roll back on error
+            for sql, params in ops:
+                self._execute(sql, params)
+
+    def _execute(self, sql: str, params: tuple) -> None:
+        self._db.execute(sql, params)
 
     def mailbox_created(self, mailbox: Mailbox) -> None:
+        # A new log (no row yet) must not take up message rows an interrupted write left
+        # under its name: they would come back as its messages at the next start
+        self._ops.append(
+            (
+                "DELETE FROM messages WHERE mailbox = ?"
+                " AND NOT EXISTS (SELECT 1 FROM mailboxes WHERE address = ?)",
+                (mailbox.address, mailbox.address),
+            )
+        )
         self._ops.append(
             (
                 "INSERT OR REPLACE INTO mailboxes (address, shard, create_time, ttl, descr,"
@@ -294,11 +338,12 @@ class SqliteStorage(Storage):
             self._ops.append((f"DELETE FROM {table} WHERE {column} = ?", address))
 
     def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None:
+        row = _row(mailbox.address, message.msg_id, message)
         self._ops.append(
             (
-                "INSERT OR REPLACE INTO messages (mailbox, msg_id, priority, create_time, key,"
-                " tags, header, expire_at, payload) VALUES (?,?,?,?,?,?,?,?,?)",
-                (mailbox.address, message.msg_id, *_message_columns(message)),
+                f"INSERT OR REPLACE INTO messages (mailbox, msg_id, {_COLUMNS}, crc)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                row,
             )
         )
         self._ops.append(
@@ -327,9 +372,9 @@ class SqliteStorage(Storage):
         self._delayed_rows[seq] = row_id
         self._ops.append(
             (
-                "INSERT INTO delayed (id, mailbox, due, priority, create_time, key, tags, header,"
-                " expire_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (row_id, address, _signed(due), *_message_columns(message)),
+                f"INSERT INTO delayed (id, mailbox, due, {_COLUMNS}, crc)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (row_id, *_row(address, _signed(due), message)),
             )
         )
 
@@ -378,6 +423,10 @@ class SqliteStorage(Storage):
     # -- reading back --------------------------------------------------------------------------
 
     def restore(self, engine: Restorable) -> None:
+        # Also after a failed write: what was noted since the last restore is void
+        self.restored = dict.fromkeys(_COUNTS, 0)
+        self._ops.clear()
+        self._delayed_rows.clear()
         try:
             self._restore(engine)
         except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
@@ -403,27 +452,39 @@ class SqliteStorage(Storage):
             mailboxes[address] = mailbox
             engine.add_mailbox(mailbox, live=bool(live))
             counts["mailboxes"] += 1
-        for address, msg_id, *columns in db.execute(
-            "SELECT mailbox, msg_id, priority, create_time, key, tags, header, expire_at,"
-            " payload FROM messages ORDER BY mailbox, msg_id"
+        orphans: dict[str, int] = {}
+        for address, msg_id, *columns, crc in db.execute(
+            f"SELECT mailbox, msg_id, {_COLUMNS}, crc FROM messages ORDER BY mailbox, msg_id"
         ):
             mailbox = mailboxes.get(address)
-            if mailbox is None:  # left by an interrupted write: its mailbox is gone
-                continue
-            mailbox.insert(_message_from(msg_id, columns))
-            counts["messages"] += 1
+            if mailbox is None:  # no mailbox row: the log cannot be placed (nor read)
+                orphans[address] = orphans.get(address, 0) + 1
+            elif self._intact(crc, address, msg_id, columns, f"message {msg_id}"):
+                mailbox.insert(_message_from(msg_id, columns))
+                counts["messages"] += 1
+        for address, count in orphans.items():
+            log.warning(
+                "%s: skipped %d message%s of mailbox %r, which is not stored",
+                self.path,
+                count,
+                "s" if count > 1 else "",
+                address,
+            )
+            counts["skipped"] += count
         for address, next_id in next_ids.items():  # ids of deleted messages stay used
             mailboxes[address].next_id = max(next_id, mailboxes[address].next_id)
         for lane, shard, offset in db.execute("SELECT lane, shard, offset FROM offsets"):
             engine.restore_offset(lane, shard, _unsigned(offset))
             counts["offsets"] += 1
-        for row_id, address, due, *columns in db.execute(
-            "SELECT id, mailbox, due, priority, create_time, key, tags, header, expire_at,"
-            " payload FROM delayed ORDER BY id"
+        self._next_delayed_id = 1
+        for row_id, address, due, *columns, crc in db.execute(
+            f"SELECT id, mailbox, due, {_COLUMNS}, crc FROM delayed ORDER BY id"
         ):
-            seq = engine.hold_delayed(_unsigned(int(due)), address, _message_from(-1, columns))
-            self._delayed_rows[seq] = row_id
-            counts["delayed"] += 1
+            self._next_delayed_id = row_id + 1
+            if self._intact(crc, address, due, columns, f"delayed message (row {row_id})"):
+                seq = engine.hold_delayed(_unsigned(due), address, _message_from(-1, columns))
+                self._delayed_rows[seq] = row_id
+                counts["delayed"] += 1
         registered: dict[str, AgentEntry] = {}
         for name, agent_info, create_time in db.execute(
             "SELECT name, agent_info, create_time FROM agents ORDER BY rowid"
@@ -441,8 +502,67 @@ class SqliteStorage(Storage):
                 raise ValueError(f"the search index holds {name!r}, which is no A2A card")
             engine.restore_index(entry)
 
+    def _intact(self, crc: int, address: str, number: int, columns: list, what: str) -> bool:
+        """Whether a row still holds what was written; a damaged one is logged, not served."""
+        if _checksum(address, number, columns) == crc:
+            return True
+        log.error(
+            "%s: %s of mailbox %r is damaged (its checksum does not match): not served",
+            self.path,
+            what,
+            address,
+        )
+        self.restored["damaged"] += 1
+        return False
+
+
+_COUNTS = ("mailboxes", "messages", "delayed", "offsets", "agents", "damaged", "skipped")
+
+
+def _check_writable(directory: Path) -> None:
+    """Refuse a read-only data directory in those words (SQLite says "disk I/O error"): the
+    directory, or the nearest existing one it would be created in."""
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return  # not about permissions: opening the file reports it
+        raise StorageError(
+            f"the data directory {directory} is read-only ({exc.strerror}): the broker writes "
+            "its file and a write-ahead log there; make it writable, or pass another --data"
+        ) from None
+
+
+def _add_checksums(db: sqlite3.Connection) -> None:
+    """Version 3 to 4, inside the caller's transaction: a checksum for every row held."""
+    for table, number in (("messages", "msg_id"), ("delayed", "due")):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN crc INTEGER NOT NULL DEFAULT 0")
+        rows = db.execute(f"SELECT rowid, mailbox, {number}, {_COLUMNS} FROM {table}").fetchall()
+        db.executemany(
+            f"UPDATE {table} SET crc = ? WHERE rowid = ?",
+            [(_checksum(address, n, columns), rowid) for rowid, address, n, *columns in rows],
+        )
+
 
 # -- encoding ------------------------------------------------------------------------------------
+
+# A message's columns, in this order wherever a row is written or read (with mailbox and msg_id
+# before them, or mailbox and due in the delayed table).
+_COLUMNS = "priority, create_time, key, tags, header, expire_at, payload"
+
+
+def _checksum(address: str, number: int, columns: list | tuple) -> int:
+    """crc32 of a row as stored: where it belongs (mailbox, msg_id or due) and every column."""
+    *fields, payload = columns
+    return zlib.crc32(bytes(payload), zlib.crc32(repr((address, number, *fields)).encode()))
+
+
+def _row(address: str, number: int, message: StoredMessage) -> tuple:
+    columns = _message_columns(message)
+    return (address, number, *columns, _checksum(address, number, columns))
 
 
 def _signed(number: int) -> int:

@@ -1,0 +1,362 @@
+"""Storage faults: a write that fails changes nothing, damage on disk is detected, and a data
+file or directory the broker cannot use is refused in words that say what to do.
+
+Faults are injected through the storage layer: ``FullDisk`` is a ``SqliteStorage`` whose writes
+raise what SQLite raises when the disk is full, so the real transaction rolls back as it would.
+Rule under test: nothing is visible or confirmed unless it was persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import nats
+import pytest
+from devbroker_helpers import DevBroker
+from test_durability import Restartable
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine, BrokerLimits, serve_on_nats
+from langchain_mq9.broker.nats_process import start_nats_server
+from langchain_mq9.broker.storage import SqliteStorage, StorageError
+
+DISK_FULL = "database or disk is full"
+
+
+class FullDisk(SqliteStorage):
+    """A data file on a disk that fills up on demand: while ``full``, the first statement of a
+    transaction is written and then the disk is full, as SQLite reports it, so the transaction
+    must roll back what it wrote. ``commits`` counts the transactions actually written."""
+
+    full = False
+    commits = 0
+
+    def _execute(self, sql: str, params: tuple) -> None:
+        super()._execute(sql, params)
+        if self.full:
+            raise sqlite3.OperationalError(DISK_FULL)
+
+    def _write(self, ops) -> None:
+        super()._write(ops)
+        self.commits += 1
+
+
+class Faulty(Restartable):
+    def _start(self) -> BrokerEngine:
+        return BrokerEngine(clock=self.clock, storage=FullDisk(self.path))
+
+    @property
+    def disk(self) -> FullDisk:
+        return self.engine.storage
+
+    async def refused(self, subject: str, body: bytes | dict = b"", headers=None) -> str:
+        """The request fails with the full-disk error; the disk is freed afterwards."""
+        self.disk.full = True
+        try:
+            reply = await self.call(subject, body, headers)
+        finally:
+            self.disk.full = False
+        assert DISK_FULL in reply["error"], reply
+        assert "could not save" in reply["error"], reply
+        return reply["error"]
+
+    async def state(self) -> list[tuple[int, str]]:
+        return [(m["msg_id"], m["payload"]) for m in await self.query("box")]
+
+
+@pytest.fixture
+def faulty(tmp_path):
+    broker = Faulty(tmp_path / "broker.sqlite3")
+    yield broker
+    broker.stop()
+
+
+# -- item 1: a failed write changes nothing -----------------------------------------------------
+
+
+async def test_a_create_that_was_not_saved_leaves_no_mailbox(faulty):
+    await faulty.refused(p.MAILBOX_CREATE, {"name": "box"})
+    reply = await faulty.call(p.send_subject("box"), b"early")
+    assert "does not exist" in reply["error"] or "not found" in reply["error"], reply
+    await faulty.create("box")  # the retry: not "already exists"
+    await faulty.send("box", "first")
+    faulty.restart()
+    assert await faulty.state() == [(0, "first")]
+
+
+async def test_every_send_confirmed_after_a_failed_create_survives_a_restart(faulty):
+    await faulty.create("other")
+    await faulty.send("other", "kept")
+    await faulty.refused(p.MAILBOX_CREATE, {"name": "box"})
+    await faulty.create("box")
+    for text in ("a", "b", "c"):
+        await faulty.send("box", text)
+    faulty.restart()  # the start that refused the file (KeyError) before
+    assert await faulty.state() == [(0, "a"), (1, "b"), (2, "c")]
+    assert [m["payload"] for m in await faulty.query("other")] == ["kept"]
+
+
+async def test_a_send_that_got_an_error_is_never_handed_out(faulty):
+    await faulty.create("box")
+    await faulty.send("box", "one")
+    await faulty.refused(p.send_subject("box"), b"failed")
+    assert await faulty.state() == [(0, "one")]
+    assert await faulty.fetch("box", group_name="g", deliver="earliest") == [0]
+    assert await faulty.send("box", "retried") == 1  # the failed SEND used no msg_id
+    faulty.restart()
+    assert await faulty.state() == [(0, "one"), (1, "retried")]
+
+
+async def test_a_delete_that_failed_changes_nothing_and_its_retry_sticks(faulty):
+    await faulty.create("box")
+    await faulty.send("box", "doomed")
+    await faulty.send("box", "stays")
+    await faulty.refused(p.delete_subject("box", 0))
+    assert await faulty.state() == [(0, "doomed"), (1, "stays")]
+    await faulty.ok(p.delete_subject("box", 0))
+    faulty.restart()
+    assert await faulty.state() == [(1, "stays")]
+
+
+async def test_an_ack_or_a_reset_that_failed_moves_no_offset(faulty):
+    await faulty.create("box")
+    for text in ("a", "b", "c"):
+        await faulty.send("box", text)
+    await faulty.ack("box", "g", 0)
+    ack = {"group_name": "g", "mail_address": "box", "msg_id": 1}
+    await faulty.refused(p.ack_subject("box"), ack)
+    assert await faulty.fetch("box", group_name="g") == [1, 2]
+    # force_deliver commits inside FETCH: the same rule
+    reset = {
+        "group_name": "g",
+        "deliver": "from_id",
+        "from_id": 2,
+        "force_deliver": True,
+        "config": {"max_wait_ms": 0},
+    }
+    await faulty.refused(p.fetch_subject("box"), reset)
+    assert await faulty.fetch("box", group_name="g") == [1, 2]
+    faulty.restart()
+    assert await faulty.fetch("box", group_name="g") == [1, 2]
+
+
+async def test_a_delayed_send_that_failed_is_never_released(faulty):
+    await faulty.create("box")
+    await faulty.refused(p.send_subject("box"), b"later", {"mq9-delay": "5"})
+    await faulty.send("box", "kept", {"mq9-delay": "5"})
+    faulty.clock.advance(6)
+    assert await faulty.state() == [(0, "kept")]
+    faulty.restart()
+    assert await faulty.state() == [(0, "kept")]
+
+
+async def test_a_failed_registration_leaves_no_agent(faulty):
+    card = p.agent_card("translator", description="translates text", skills=["translate"])
+    await faulty.refused(p.AGENT_REGISTER, card)
+    assert await faulty.discover() == []
+    await faulty.ok(p.AGENT_REGISTER, card)
+    faulty.restart()
+    assert [a["name"] for a in await faulty.discover()] == ["translator"]
+
+
+async def test_a_waiter_parked_in_a_long_poll_survives_a_failed_write(faulty):
+    await faulty.create("box")
+    body = {"group_name": "g", "deliver": "earliest", "config": {"max_wait_ms": 50}}
+    waiter = asyncio.ensure_future(faulty.call(p.fetch_subject("box"), body))
+    await asyncio.sleep(0)  # it read nothing and sleeps its wait
+    await faulty.refused(p.send_subject("box"), b"failed")
+    assert await waiter == {"error": "", "messages": []}
+    await faulty.send("box", "after")
+    assert await faulty.fetch("box", group_name="g", deliver="earliest") == [0]
+
+
+async def test_a_repeated_ack_writes_nothing(faulty):
+    """200 readers of one group acking the same message: one write, not 200 (item 15)."""
+    await faulty.create("box")
+    await faulty.send("box", "m")
+    before = faulty.disk.commits
+    for _ in range(200):
+        await faulty.ack("box", "g", 0)
+    assert faulty.disk.commits - before == 1
+    faulty.restart()
+    assert await faulty.fetch("box", group_name="g") == []
+
+
+# -- restore tolerates what an interrupted write can leave ---------------------------------------
+
+
+async def test_orphan_rows_are_skipped_with_a_warning(faulty, caplog):
+    await faulty.create("box")
+    await faulty.send("box", "kept")
+    await faulty.create("gone")
+    for text in ("old 0", "old 1"):
+        await faulty.send("gone", text)
+    faulty.stop()
+    with sqlite3.connect(faulty.path) as db:  # its messages stay, as a lost write leaves them
+        db.execute("DELETE FROM mailboxes WHERE address = 'gone'")
+    db.close()
+    with caplog.at_level(logging.WARNING, logger="langchain_mq9.broker"):
+        faulty.restart()
+    assert "skipped 2 messages of mailbox 'gone', which is not stored" in caplog.text
+    assert await faulty.state() == [(0, "kept")]
+    assert faulty.disk.restored["skipped"] == 2
+    await faulty.create("gone")  # a new log under that name does not take them up
+    await faulty.send("gone", "new")
+    faulty.restart()
+    assert [m["payload"] for m in await faulty.query("gone")] == ["new"]
+    assert faulty.disk.restored["skipped"] == 0
+
+
+# -- item 2: damage on disk -----------------------------------------------------------------------
+
+
+def flip_payload_byte(path: Path, msg_id: int) -> None:
+    with sqlite3.connect(path) as db:
+        (payload,) = db.execute(
+            "SELECT payload FROM messages WHERE msg_id = ?", (msg_id,)
+        ).fetchone()
+        damaged = bytes([payload[0] ^ 0x01]) + bytes(payload[1:])
+        db.execute("UPDATE messages SET payload = ? WHERE msg_id = ?", (damaged, msg_id))
+    db.close()
+
+
+async def test_a_flipped_byte_in_a_payload_is_detected_and_not_served(faulty, caplog):
+    await faulty.create("box")
+    await faulty.send("box", "intact")
+    await faulty.send("box", "will be damaged")
+    faulty.stop()
+    flip_payload_byte(faulty.path, 1)
+    with caplog.at_level(logging.ERROR, logger="langchain_mq9.broker"):
+        faulty.restart()
+    assert "message 1 of mailbox 'box' is damaged" in caplog.text
+    assert faulty.disk.restored["damaged"] == 1
+    assert await faulty.state() == [(0, "intact")]
+    assert await faulty.send("box", "next") == 2  # its msg_id is not reused
+
+
+async def test_a_version_3_file_is_upgraded_with_checksums(faulty):
+    await faulty.create("box")
+    await faulty.send("box", "old one", {"mq9-delay": "9"})
+    await faulty.send("box", "old two")
+    faulty.stop()
+    with sqlite3.connect(faulty.path) as db:  # back to the schema-3 layout
+        db.execute("ALTER TABLE messages DROP COLUMN crc")
+        db.execute("ALTER TABLE delayed DROP COLUMN crc")
+        db.execute("PRAGMA user_version = 3")
+    db.close()
+    faulty.restart()
+    assert await faulty.state() == [(0, "old two")]
+    faulty.clock.advance(10)
+    assert await faulty.state() == [(0, "old two"), (1, "old one")]
+    faulty.stop()
+    flip_payload_byte(faulty.path, 0)  # the checksum computed by the upgrade guards it
+    faulty.restart()
+    assert await faulty.state() == [(1, "old one")]
+
+
+def test_a_zero_length_data_file_is_refused(tmp_path):
+    empty = tmp_path / "broker.sqlite3"
+    empty.touch()
+    with pytest.raises(StorageError, match=r"is empty \(0 bytes\).*delete it"):
+        SqliteStorage(empty)
+
+
+# -- item 3: a read-only data directory -----------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory holding a data file, made read-only: by its mode, or for root (whom modes
+    do not stop) by a read-only tmpfs mount."""
+    where = tmp_path / "ro"
+    where.mkdir()
+    if os.geteuid() != 0:
+        SqliteStorage(where).close()
+        where.chmod(0o555)
+        yield where
+        where.chmod(0o755)
+        return
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "tmpfs", str(where)], capture_output=True
+    ).returncode:
+        pytest.skip("running as root without permission to mount a read-only tmpfs")
+    try:
+        SqliteStorage(where).close()
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def test_a_read_only_data_directory_is_named_as_such(read_only_dir):
+    for target in (read_only_dir, read_only_dir / "new"):
+        with pytest.raises(StorageError, match="read-only") as failure:
+            SqliteStorage(target)
+        assert "disk I/O error" not in str(failure.value)
+        assert str(read_only_dir) in str(failure.value)
+
+
+# -- item 4: --max-payload above the nats-server's ----------------------------------------------
+
+
+async def test_a_message_nats_could_not_hand_out_is_refused_and_the_batch_flows():
+    """The broker allows 1 MiB messages, the nats-server 4 KiB: the smaller limit rules."""
+    with start_nats_server(max_payload=4096) as server:
+        engine = BrokerEngine(limits=BrokerLimits(max_payload=1024 * 1024))
+        service_connection = await nats.connect(server.url)
+        service = await serve_on_nats(engine, service_connection)
+        client = await nats.connect(server.url)
+        box = f"box.{uuid.uuid4().hex[:8]}"
+
+        async def call(subject, body=b"", headers=None) -> dict:
+            return json.loads(
+                (await client.request(subject, body, timeout=5, headers=headers)).data
+            )
+
+        try:
+            await call(p.MAILBOX_CREATE, p.encode({"name": box}))
+            assert (await call(p.send_subject(box), b"before"))["error"] == ""
+            # 3,000 bytes travel to the broker, but escaped in an answer they take > 4 KiB
+            big = await call(p.send_subject(box), b'"' * 3000)
+            assert "message too large" in big["error"] and "at most 4096 bytes" in big["error"], big
+            assert (await call(p.send_subject(box), b"after"))["error"] == ""
+            fetched = await call(
+                p.fetch_subject(box),
+                p.encode({"group_name": "g", "deliver": "earliest", "config": {"max_wait_ms": 0}}),
+            )
+            assert fetched["error"] == ""
+            assert [m["payload"] for m in fetched["messages"]] == ["before", "after"]
+        finally:
+            await client.close()
+            await service.stop()
+            await service_connection.close()
+
+
+async def test_the_cli_names_what_it_did_not_restore_and_the_payload_limit_in_effect(tmp_path):
+    data = Restartable(tmp_path / "broker.sqlite3")
+    await data.create("box")
+    await data.send("box", "intact")
+    await data.send("box", "damaged")
+    data.stop()
+    flip_payload_byte(data.path, 1)
+    with (
+        start_nats_server(max_payload=4096) as server,
+        DevBroker(
+            "--nats", server.url, "--max-payload", "100000", "--data", str(data.path)
+        ) as broker,
+    ):
+        broker.stop()
+        output = broker.output()
+    assert "restored 1 mailboxes, 1 messages" in output
+    assert "NOT restored: 1 damaged messages" in output
+    assert "message 1 of mailbox 'box' is damaged" in output
+    assert "refused by NATS itself" not in output
+    assert "messages are limited to what one 4096-byte answer carries" in output
+    assert "max payload 100000 bytes (in effect 4096" in output
