@@ -19,6 +19,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count_limit(text: str) -> int | None:
+    """A count limit where 0 means none."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid number {text}: must be 0 (no limit) or more")
+    return value or None
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -179,10 +179,12 @@ async def test_data_survives_a_clean_restart_and_a_second_broker_is_refused(tmp_
 
 async def test_limits_from_the_command_line():
     args = ["--max-mailboxes", "2", "--max-messages", "3", "--max-payload", "4096"]
+    args += ["--max-agents", "1", "--max-card-bytes", "200", "--max-groups", "0"]
     with DevBroker("--port", str(free_port()), *args) as broker:
-        assert "limits: max payload 4096 bytes, mailboxes 2, messages per mailbox 3" in (
-            "\n".join(broker.stdout)
-        )
+        assert (
+            "limits: max payload 4096 bytes, mailboxes 2, messages per mailbox 3, agents 1 "
+            "(cards up to 200 bytes), groups no limit"
+        ) in "\n".join(broker.stdout)
         async with await Wire.connect(broker.url) as wire:
             await wire.ok(p.MAILBOX_CREATE, {"name": "one"})
             await wire.ok(p.MAILBOX_CREATE, {"name": "two"})
@@ -194,6 +196,12 @@ async def test_limits_from_the_command_line():
                 await wire.send("one", f"m{i}")
             reply = await wire.call(p.send_subject("one"), b"m3")
             assert "is full: it holds at most 3 messages" in reply["error"]
+            card = {"name": "a", "payload": "x" * 300}
+            reply = await wire.call(p.AGENT_REGISTER, card)
+            assert "above the 200 bytes this broker keeps per agent" in reply["error"], reply
+            await wire.ok(p.AGENT_REGISTER, {"name": "a", "payload": "small"})
+            reply = await wire.call(p.AGENT_REGISTER, {"name": "b", "payload": "small"})
+            assert "at most 1 agents" in reply["error"], reply
             # no leases: an unacked message is handed out again at once
             await wire.send("two", "only")
             for _ in range(2):
@@ -241,7 +249,8 @@ def test_help_names_only_options_that_exist(capsys):
     assert exited.value.code == 0
     text = capsys.readouterr().out
     for option in ("--host", "--port", "--nats", "--data", "--sync", "--max-mailboxes",
-                   "--max-messages", "--max-payload", "--log-level"):
+                   "--max-messages", "--max-payload", "--max-card-bytes", "--max-agents",
+                   "--max-groups", "--log-level"):
         assert option in text
     assert "max_payload" in text and "64 MiB" in text  # what bounds an answer
     for gone in ("ack-wait", "lease", "base64"):

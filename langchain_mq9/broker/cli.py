@@ -25,7 +25,7 @@ import threading
 
 from .. import __version__
 from .. import protocol as p
-from .._cli import configure_logging, port, positive_int
+from .._cli import configure_logging, count_limit, port, positive_int
 from ..transport import describe, redact
 from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
@@ -106,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
         "assumes no larger payload). Answers, which hold many messages, may be as large as "
         "the nats-server's max_payload",
     )
+    defaults = BrokerLimits()
+    for flag, field, what in (
+        ("--max-card-bytes", "max_card_bytes", "largest agent card REGISTER keeps, in bytes"),
+        ("--max-agents", "max_agents", "most agents the registry holds"),
+        ("--max-groups", "max_groups", "most consumer groups (an ACK of a new group makes one)"),
+    ):
+        limits.add_argument(
+            flag,
+            dest=field,
+            type=count_limit,
+            default=getattr(defaults, field),
+            metavar="N",
+            help=f"{what} (default {getattr(defaults, field)}; 0: no limit)",
+        )
     parser.add_argument(
         "--log-level",
         default="info",
@@ -123,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         max_payload=args.max_payload,
         max_mailboxes=args.max_mailboxes,
         max_messages_per_mailbox=args.max_messages,
+        max_card_bytes=args.max_card_bytes,
+        max_agents=args.max_agents,
+        max_groups=args.max_groups,
     )
     server: NatsProcess | None = None
     storage: SqliteStorage | None = None
@@ -203,7 +220,7 @@ async def _serve(
         log.warning("reconnected to nats-server at %s", shown)
 
     async def nats_error(exc: Exception) -> None:
-        log.debug("nats: %s", exc)
+        log.debug("nats: %s", describe(exc))  # describe redacts a URL in the text
 
     connection = NatsConnection()
     try:
@@ -233,10 +250,13 @@ async def _serve(
         await _refuse_second_broker(connection, shown)
         service = await serve_on_nats(engine, connection)
         if engine.limits.max_payload > connection.max_payload:
+            # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
+            # not hand out in an answer is refused at SEND instead of blocking its readers
             log.warning(
-                "--max-payload %d is above nats-server's max_payload %d: larger messages are "
-                "refused by NATS itself",
+                "--max-payload %d is above nats-server's max_payload %d: messages are limited "
+                "to what one %d-byte answer carries (SEND refuses larger ones)",
                 engine.limits.max_payload,
+                connection.max_payload,
                 connection.max_payload,
             )
         _banner(url, server, storage, engine.limits, engine.answer_limit)
@@ -296,14 +316,25 @@ def _banner(url, server, storage, limits, answer_limit) -> None:
             f"{counts['delayed']} delayed messages, {counts['offsets']} group offsets, "
             f"{counts['agents']} agents"
         )
+        if counts["damaged"] or counts["skipped"]:
+            lines.append(
+                f"storage: NOT restored: {counts['damaged']} damaged messages (checksum "
+                f"mismatch), {counts['skipped']} messages of mailboxes not stored; the log "
+                "above names them"
+            )
 
     def most(n):
         return "no limit" if n is None else str(n)
 
+    effective = ""
+    if answer_limit is not None and answer_limit < limits.max_payload:
+        effective = f" (in effect {answer_limit}: what one answer carries)"
     lines.append(
-        f"limits: max payload {limits.max_payload} bytes, "
+        f"limits: max payload {limits.max_payload} bytes{effective}, "
         f"mailboxes {most(limits.max_mailboxes)}, "
-        f"messages per mailbox {most(limits.max_messages_per_mailbox)}"
+        f"messages per mailbox {most(limits.max_messages_per_mailbox)}, "
+        f"agents {most(limits.max_agents)} (cards up to {most(limits.max_card_bytes)} bytes), "
+        f"groups {most(limits.max_groups)}"
     )
     lines.append(
         f"answers: up to {answer_limit} bytes (the nats-server's max_payload); a FETCH or "
