@@ -24,7 +24,7 @@ from . import report
 from .config import FULL, QUICK, Config
 from .results import Section
 
-SECTIONS = ("latency", "broker", "throughput", "mcp", "memory", "tokens")
+SECTIONS = ("latency", "broker", "throughput", "mcp", "memory", "tokens", "hostile")
 TITLES = {
     "latency": "Client and tool overhead over NATS (targets 1–3)",
     "broker": "Bundled broker scaling, engine in process (target 4)",
@@ -32,6 +32,7 @@ TITLES = {
     "mcp": "MCP over stdio (target 6)",
     "memory": "Broker memory per message (target 7)",
     "tokens": "What the model reads: tool tokens and strict-mode safety (target 8)",
+    "hostile": "One hostile client against the honest ones (target 9)",
 }
 NEEDS_NETWORK = {"latency", "throughput", "mcp"}
 
@@ -53,6 +54,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import tokens
 
         return tokens.run(cfg)
+    if name == "hostile":
+        from . import hostile
+
+        return hostile.run(cfg)
     if name == "mcp":
         from . import mcp_stdio
 
