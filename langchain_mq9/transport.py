@@ -278,7 +278,7 @@ async def _quietly_close(connection) -> None:
 # A URL's credentials run from its start (after "scheme://", or a word's start without a
 # scheme) to the LAST "@" before the URL ends, as urllib (so nats-py) reads them: a password may
 # hold unencoded @ : / # ? % and any other character but whitespace and "," (the server list
-# separator, which open_transport splits on too: there it must be written %2C). The user stays
+# separator, which open_transport splits on too: such a password goes in password=). The user stays
 # (user:***@); a lone token is hidden whole (***@).
 _WITH_SCHEME = re.compile(r"(?<=://)(?:(?P<user>[^\s,:@]*):)?[^\s,]*@")
 # Then URLs without a scheme, from a word's start and never across a "://" (a URL of the first
