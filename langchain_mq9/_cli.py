@@ -9,11 +9,15 @@ import sys
 from collections.abc import Sequence
 
 
-def positive_int(text: str) -> int:
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}: not an integer") from None
+
+
+def positive_int(text: str) -> int:
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"invalid number {text}: must be at least 1")
     return value
@@ -21,10 +25,7 @@ def positive_int(text: str) -> int:
 
 def count_limit(text: str) -> int | None:
     """A count limit where 0 means none."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: not an integer") from None
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"invalid number {text}: must be 0 (no limit) or more")
     return value or None

@@ -27,6 +27,19 @@ ROOT = Path(__file__).resolve().parent.parent
 # Every MCP request a test makes is bounded by this.
 REQUEST_TIMEOUT = timedelta(seconds=20)
 
+# A raw client's first request, and the Accept header streamable HTTP requires.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+ACCEPT = {"Accept": "application/json, text/event-stream"}
+
 # The variables the server reads; a developer's own settings must not leak into a test.
 _SERVER_ENV = (
     "MQ9_SERVER", "NATS_URL", "MQ9_USER", "NATS_USER", "MQ9_PASSWORD", "NATS_PASSWORD",

@@ -12,25 +12,23 @@ import httpx
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp_support import REQUEST_TIMEOUT, ROOT, fails, http_server, ok, served_engine, server_env
+from mcp_support import (
+    ACCEPT,
+    INITIALIZE,
+    REQUEST_TIMEOUT,
+    ROOT,
+    fails,
+    http_server,
+    ok,
+    served_engine,
+    server_env,
+)
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.operations import OPERATIONS
 from mcp_server.http_app import is_loopback
 
 TOKEN = "test-token-5c1e0f"
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
-ACCEPT = {"Accept": "application/json, text/event-stream"}
 
 
 @asynccontextmanager

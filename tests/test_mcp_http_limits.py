@@ -19,25 +19,13 @@ import pytest
 import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp_support import REQUEST_TIMEOUT, http_server, ok
+from mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok
 
 from langchain_mq9.broker.nats_process import free_port
 from langchain_mq9.connection import Mq9Connection
 from mcp_server.cli import build_parser
 from mcp_server.http_app import SessionLimits, create_http_app
 from mcp_server.server import create_server
-
-ACCEPT = {"Accept": "application/json, text/event-stream"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
 
 
 @asynccontextmanager

@@ -8,7 +8,7 @@ import sys
 
 import anyio
 import pytest
-from mcp_support import ROOT, fails, ok, served_engine, server_env, stdio_session
+from mcp_support import INITIALIZE, ROOT, fails, ok, served_engine, server_env, stdio_session
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
@@ -248,16 +248,7 @@ async def test_nats_credentials_from_the_environment_and_kept_out_of_errors():
 
 async def test_stdout_carries_only_protocol_messages():
     requests = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "1"},
-            },
-        },
+        INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {
             "jsonrpc": "2.0",
