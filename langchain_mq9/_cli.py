@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .transport import redact
+
 
 def _integer(text: str) -> int:
     try:
@@ -53,7 +55,7 @@ def configure_logging(level: str, *, loud: Sequence[str] = ()) -> None:
     logger names, only those log at ``level``; other libraries speak up for warnings and worse,
     unless ``level`` is debug."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_one_line_nats_errors)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -62,6 +64,14 @@ def configure_logging(level: str, *, loud: Sequence[str] = ()) -> None:
     root.setLevel(max(numeric, logging.WARNING) if quiet else numeric)
     for name in loud:
         logging.getLogger(name).setLevel(numeric)
+
+
+class _Redacting(logging.Formatter):
+    """Log lines with every URL's password hidden, tracebacks included: a library's error
+    may quote the server URL, credentials and all."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def _one_line_nats_errors(record: logging.LogRecord) -> bool:

@@ -19,7 +19,7 @@ MARK = "SECRETX"  # in every generated secret, so a leak of any part around it s
 SCHEMES = ["nats://", "tls://", "ws://", "wss://", ""]
 HOSTS = ["localhost", "127.0.0.1", "[::1]", "[2001:db8::7]", "mq9.example.com"]
 # Anything a user might type unencoded, unicode included; not whitespace, nor "," (the
-# separator of a server list: a password holding one must be percent-encoded as %2C).
+# separator of a server list: a password holding one goes in password= instead).
 _CHARS = st.characters(blacklist_categories=("Z", "C"), blacklist_characters=",")
 _EDGES = st.text(alphabet=st.one_of(st.sampled_from("@:/#?%"), _CHARS), max_size=8)
 
@@ -68,3 +68,24 @@ async def test_connect_error_names_the_host_not_the_password():
         await Mq9Client(url, request_timeout=0.5, reconnect_attempts=0).connect()
     assert MARK not in str(caught.value)
     assert "alice:***@127.0.0.1" in str(caught.value)
+
+
+def test_log_lines_and_tracebacks_are_redacted(capsys):
+    """mq9-mcp and mq9-dev-broker log through configure_logging: a traceback quoting a URL
+    (a library's error, an internal error logged with log.exception) shows no password."""
+    import logging
+
+    from langchain_mq9._cli import configure_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("info")
+    try:
+        raise ConnectionError(f"cannot reach nats://alice:p@ss{MARK}@h:4222")
+    except ConnectionError:
+        logging.getLogger("mcp_server").exception("send_message crashed on tls://%s@h", MARK)
+    finally:
+        root.handlers[:], root.level = handlers, level
+    logged = capsys.readouterr().err
+    assert "Traceback" in logged and "alice:***@h:4222" in logged and "***@h" in logged
+    assert MARK not in logged
