@@ -97,7 +97,8 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
         ("9b: requests per message", f"{1 + 2 * WAITERS}"),
     ]
     notes = [
-        "9b: every SEND wakes all readers of the group; each FETCHes and ACKs the message. "
+        "9b: after every SEND, each of the 200 readers of the group FETCHes the message and "
+        "ACKs it (the issue's 200 long-poll waiters, polling). "
         "An ACK that commits the offset already committed writes nothing, so the data file "
         "adds two commits per message, not one per reader."
     ]
