@@ -146,7 +146,7 @@ class Mq9Client:
         extra_wait: float = 0.0,
     ) -> dict[str, Any]:
         raw = await self._transport.request(
-            subject, body, headers, self.request_timeout + extra_wait
+            subject, body, headers, self.request_timeout + extra_wait, wait=extra_wait
         )
         try:
             reply = json.loads(raw)

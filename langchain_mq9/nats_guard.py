@@ -1,4 +1,4 @@
-"""Keep one malformed NATS frame from deafening a connection we own.
+"""Keep nats-py connections we own reading: through malformed frames, and on RobustMQ.
 
 nats-py (checked up to 2.16) loses a connection to frames nats-server lets any publisher send:
 
@@ -15,9 +15,21 @@ control lines as nats-server does, reads subjects that are not UTF-8 leniently a
 a frame nats-py still cannot take (logged), and a watchdog that reconnects if the read loop
 ends anyway while the connection counts as connected.
 
-Both lean on nats-py internals (the ``_ps`` parser, ``_process_*`` handlers, ``_reading_task``).
-``internals_problem`` checks them: a nats-py that no longer matches is left unguarded with a
-warning, and the tests (tests/test_malformed_frames.py) fail loudly.
+RobustMQ's NATS listener (8bd49dc; docs/protocol.md §1) differs from nats-server where nats-py
+cannot follow it, so ``GuardedClient`` (nats-py's ``Client`` with the guard built in) also:
+
+- takes a reply that comes with a sid it does not know (RobustMQ answers with the sid of a
+  subscription whose subject *equals* the reply subject, else with sid 0) for the request whose
+  inbox the subject names: nats-py's one wildcard inbox subscription then works on both brokers,
+  and no SUB or UNSUB per request is needed (RobustMQ's UNSUB is broker-wide by sid number);
+- finishes its handshake on RobustMQ (``PatientTcpTransport``): a PING the broker sends before
+  its PONG is answered instead of ending the handshake, and when the PONG is late (RobustMQ
+  holds bytes read together with CONNECT until more arrive) another PING nudges it.
+
+All of it leans on nats-py internals (the ``_ps`` parser, ``_process_*`` handlers,
+``_reading_task``, ``_subs``, ``_resp_sub_prefix``, ``_connect_to_server``). ``internals_problem``
+checks them: a nats-py that no longer matches is left unguarded with a warning, and the tests
+(tests/test_malformed_frames.py, tests/test_robustmq_shaped.py) fail loudly.
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ import json
 import logging
 import re
 
+from nats.aio.client import PING_PROTO, PONG_PROTO, Client
+from nats.aio.transport import TcpTransport
 from nats.errors import ProtocolError
 from nats.protocol import parser as nats_parser
 
@@ -111,8 +125,11 @@ class GuardedParser(nats_parser.Parser):
         # Subjects that are not UTF-8 read as U+FFFD (as nats-py reads header values): the
         # broker answers such a request with an error, as RobustMQ does, instead of hanging it.
         subject, reply = _lenient(arg["subject"]), _lenient(arg["reply"])
+        sid = arg["sid"]
+        if sid not in self.nc._subs:  # RobustMQ's sid 0: a reply goes to the request it names
+            sid = self._inbox_sid(subject, sid)
         try:
-            await self.nc._process_msg(arg["sid"], subject, reply, payload, headers)
+            await self.nc._process_msg(sid, subject, reply, payload, headers)
         except Exception as exc:  # this one frame is lost, the connection keeps reading
             self.dropped += 1
             if self.dropped & (self.dropped - 1) == 0:  # 1st, 2nd, 4th, 8th...: no log flood
@@ -124,6 +141,19 @@ class GuardedParser(nats_parser.Parser):
                     exc,
                     self.dropped,
                 )
+
+
+    def _inbox_sid(self, subject: bytes, sid: int) -> int:
+        """The sid of nats-py's request inbox subscription when ``subject`` is one of its
+        inboxes, else ``sid`` unchanged (a message for nothing we hold: dropped as before)."""
+        prefix = self.nc._resp_sub_prefix
+        if not prefix or not subject.startswith(prefix):
+            return sid
+        wildcard = prefix.decode() + "*"
+        for known, subscription in self.nc._subs.items():
+            if subscription.subject == wildcard:
+                return known
+        return sid
 
 
 def _lenient(raw: bytes) -> bytes:
@@ -144,8 +174,9 @@ def internals_problem(connection) -> str | None:
         handler = getattr(connection, name, None)
         if handler is None or list(inspect.signature(handler).parameters) != params:
             return f"nats-py's Client.{name} is not ({', '.join(params)})"
-    if not hasattr(connection, "_reading_task") or not hasattr(connection, "force_reconnect"):
-        return "nats-py's Client has no _reading_task or force_reconnect"
+    for name in ("_reading_task", "force_reconnect", "_subs", "_resp_sub_prefix"):
+        if not hasattr(connection, name):
+            return f"nats-py's Client has no {name}"
     return None
 
 
@@ -182,3 +213,71 @@ async def _watch(connection) -> None:
             else:  # closed is at least visible: our transport dials again, a user sees it
                 with contextlib.suppress(Exception):
                     await connection.close()
+
+
+# The first nudge, then each one twice as late: RobustMQ answers a PING in about a millisecond.
+FIRST_NUDGE = 0.05
+
+
+class PatientTcpTransport(TcpTransport):
+    """nats-py's TCP transport, patient with a broker that answers the handshake late.
+
+    nats-py's handshake writes CONNECT and PING and takes the next line for the PONG. RobustMQ
+    may first send a PING of its own (nats-py then never reaches CONNECTED and holds every
+    publish), and holds a PING that reached it in one read with CONNECT until more bytes arrive.
+    Until its PONG this transport answers the broker's PINGs and, while none comes, sends
+    another PING, each ``FIRST_NUDGE`` later than the last (every PING gets a PONG; the extra
+    ones arrive after the handshake, where nats-py ignores a PONG it did not ask for).
+    """
+
+    _handshaking = False
+    _pinged = False
+
+    def __bool__(self) -> bool:
+        # nats-py replaces a transport that is false (not yet connected) with a plain one
+        return True
+
+    async def connect(self, *args, **kwargs) -> None:
+        await super().connect(*args, **kwargs)
+        self._handshaking, self._pinged = True, False
+
+    def write(self, payload) -> None:
+        if self._handshaking and payload == PING_PROTO:
+            self._pinged = True
+        return super().write(payload)
+
+    async def readline(self) -> bytes:
+        if not self._handshaking:
+            return await super().readline()
+        while True:
+            line = await self._line_nudging()
+            if line == PING_PROTO:  # the broker's own PING: answer it, the PONG is still due
+                super().write(PONG_PROTO)
+                await self.drain()
+                continue
+            if line == PONG_PROTO or line.startswith(b"-ERR"):
+                self._handshaking = False
+            return line
+
+    async def _line_nudging(self) -> bytes:
+        reading = asyncio.ensure_future(super().readline())
+        pause = FIRST_NUDGE
+        # nats-py bounds the whole handshake with its connect_timeout: cancelled, stop reading.
+        try:
+            while not (await asyncio.wait({reading}, timeout=pause))[0]:
+                if self._pinged:
+                    super().write(PING_PROTO)
+                    await self.drain()
+                    pause *= 2
+        finally:
+            reading.cancel()
+        return reading.result()
+
+
+class GuardedClient(Client):
+    """nats-py's client on ``PatientTcpTransport`` (see the module); call ``protect`` on it."""
+
+    async def _connect_to_server(self, server) -> None:
+        if not self._transport and server.uri.scheme in ("nats", "tls"):
+            self._transport = PatientTcpTransport()
+        await super()._connect_to_server(server)

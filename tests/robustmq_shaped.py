@@ -1,0 +1,137 @@
+"""A small NATS listener on loopback that serves the bundled engine the way RobustMQ 8bd49dc's
+NATS listener serves mq9 (docs/protocol.md §1), so CI proves the client against it:
+
+1. a reply goes out with the sid of an inbox subscription whose subject *equals* the reply
+   subject, else with sid 0 (``mq9/process.rs`` ``reply_nats_packet``);
+2. ``UNSUB <sid> <max>`` unsubscribes at once, whatever ``max``;
+3. inbox subscriptions live in one map for the whole listener: an UNSUB of sid N by any
+   connection forgets every connection's inbox with sid N (``core/cache.rs``
+   ``remove_inbox_by_sid``);
+4. INFO is followed by the listener's own PING; bytes that arrive in one read with CONNECT are
+   held until the next read. RobustMQ meets them so when a client writes CONNECT and PING at
+   once; here CONNECT is always read together with the line after it, to make that case the
+   rule;
+5. one connection's requests are answered one at a time, in order: an empty FETCH holds its
+   connection for its whole ``max_wait_ms`` (the engine sleeps it, as RobustMQ does).
+
+It speaks only what mq9 needs (no plain pub/sub between clients). Every point is also checked
+against a real RobustMQ in tests/test_robustmq_shaped.py when ``MQ9_ROBUSTMQ_URL`` names one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine
+
+INBOX_PREFIX = "_INBOX."
+MAX_PAYLOAD = 1024 * 1024  # RobustMQ's default nats_runtime.max_payload
+
+
+class RobustMQShapedListener:
+    """``async with RobustMQShapedListener(engine) as listener:`` serves on ``listener.url``."""
+
+    def __init__(self, engine: BrokerEngine) -> None:
+        self.engine = engine
+        self.inboxes: dict[str, str] = {}  # reply subject -> sid, for every connection at once
+        self.url = ""
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+
+    async def __aenter__(self) -> RobustMQShapedListener:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"nats://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(asyncio.current_task())
+        info = {"server_id": "shaped", "proto": 1, "headers": True, "max_payload": MAX_PAYLOAD}
+        writer.write(b"INFO " + json.dumps(info).encode() + b"\r\nPING\r\n")
+        buffer = bytearray()
+        connected = False
+        try:
+            while data := await reader.read(65536):
+                buffer += data
+                if not connected and buffer.count(b"\r\n") < 2:
+                    continue  # CONNECT is read with what follows it (point 4)
+                connected = True
+                while (frame := _take_frame(buffer)) is not None:
+                    op, args, payload = frame
+                    await self._frame(writer, op, args, payload)
+                    await writer.drain()
+                    if op == "CONNECT":
+                        break  # the rest of this read waits for the next one (point 4)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._connections.discard(asyncio.current_task())
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _frame(self, writer, op: str, args: list[str], payload: bytes | None) -> None:
+        if op == "PING":
+            writer.write(b"PONG\r\n")
+        elif op == "SUB":
+            subject, sid = args[0], args[-1]
+            if subject.startswith(INBOX_PREFIX):
+                self.inboxes[subject] = sid
+        elif op == "UNSUB":
+            sid = args[0]  # args[1], the max, is ignored (point 2), for every connection (3)
+            for subject in [s for s, known in self.inboxes.items() if known == sid]:
+                del self.inboxes[subject]
+        elif op in ("PUB", "HPUB"):
+            subject = args[0]
+            reply = args[1] if len(args) == (4 if op == "HPUB" else 3) else None
+            headers, body = _split_headers(op, args, payload)
+            if not subject.startswith(p.PREFIX + "."):
+                writer.write(f"-ERR 'unrecognized mq9 subject: {subject}'\r\n".encode())
+                return
+            answer = await self.engine.handle(subject, headers, body)  # one at a time (5)
+            if reply is not None:
+                sid = self.inboxes.get(reply, "0")  # (point 1)
+                writer.write(f"MSG {reply} {sid} {len(answer)}\r\n".encode() + answer + b"\r\n")
+
+
+def _take_frame(buffer: bytearray) -> tuple[str, list[str], bytes | None] | None:
+    """The next whole frame of ``buffer`` (removed from it), or None if it is not all here."""
+    end = buffer.find(b"\r\n")
+    if end < 0:
+        return None
+    line = bytes(buffer[:end]).decode(errors="replace")
+    op, _, rest = line.partition(" ")
+    op = op.upper()
+    if op in ("PUB", "HPUB"):
+        args = rest.split()
+        size = int(args[-1])
+        if len(buffer) < end + 2 + size + 2:
+            return None
+        payload = bytes(buffer[end + 2 : end + 2 + size])
+        del buffer[: end + 2 + size + 2]
+        return op, args, payload
+    del buffer[: end + 2]
+    return op, rest.split() if op != "CONNECT" else [rest], None
+
+
+def _split_headers(op: str, args: list[str], payload: bytes) -> tuple[dict | None, bytes]:
+    if op != "HPUB":
+        return None, payload
+    size = int(args[-2])
+    block, body = payload[:size], payload[size:]
+    headers = {}
+    for line in block.decode(errors="replace").split("\r\n")[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip()] = value.strip()
+    return headers, body
