@@ -19,7 +19,15 @@ from .consumer import Consumer, ErrorHandler, GroupReader, Handler
 from .protocol import Mq9Error, Priority
 from .transport import NOT_CONNECTED, Transport, open_transport
 
-__all__ = ["Consumer", "GroupReader", "Message", "Mq9Client"]
+__all__ = ["Agents", "Consumer", "GroupReader", "Message", "Mq9Client"]
+
+
+class Agents(list):
+    """The agents ``agent_discover`` found, best first. ``ranked_here`` is True when the broker
+    has no agent search (RobustMQ's default build) and this client ranked the broker's whole
+    listing itself, as the bundled broker ranks."""
+
+    ranked_here: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,11 +428,16 @@ class Mq9Client:
         semantic: str | None = None,
         limit: int = p.DEFAULT_DISCOVER_LIMIT,
         page: int = 1,
-    ) -> list[dict[str, Any]]:
+    ) -> Agents:
         """Find agents. ``text`` is a full-text search, ``semantic`` ranks by meaning and
         wins over ``text``; both find only A2A cards, ``limit``/``page`` paginate them (page
         from 1). Neither lists every agent, unpaginated. Each agent is a dict (see
-        ``protocol.normalize_agent``): the card's fields, ``name`` and ``mailbox``."""
+        ``protocol.normalize_agent``): the card's fields, ``name`` and ``mailbox``.
+
+        RobustMQ built without its vector-search feature (its default) refuses text and
+        semantic; then the client reads the listing and ranks it itself, pages included, and
+        the result's ``ranked_here`` says so. A vector-search build that has indexed no card
+        yet says its table is missing: that is no agents."""
         for label, value in (("text", text), ("semantic", semantic)):
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{label} must be a string")
@@ -434,9 +447,36 @@ class Mq9Client:
             limit=p.check_int("limit", limit, 1, p.MAX_DISCOVER_LIMIT),
             page=p.check_int("page", page, 1, p.MAX_U32),
         )
-        reply = await self._call(p.AGENT_DISCOVER, body)
+        try:
+            reply = await self._call(p.AGENT_DISCOVER, body)
+        except Mq9Error as exc:
+            if not (text or semantic):
+                raise
+            if p.SEARCH_TABLE_MISSING in exc.message:
+                return Agents()
+            if p.SEARCH_NOT_BUILT not in exc.message:
+                raise
+            return await self._rank_listing(text, semantic, limit, page)
         agents = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
-        return [p.normalize_agent(item) for item in agents]
+        return Agents(p.normalize_agent(item) for item in agents)
+
+    async def _rank_listing(
+        self, text: str | None, semantic: str | None, limit: int, page: int
+    ) -> Agents:
+        from .broker.registry import AgentEntry, AgentRegistry  # the bundled broker's ranking
+
+        reply = await self._call(p.AGENT_DISCOVER, p.DISCOVER_REQUEST.body())
+        registry = AgentRegistry()
+        for item in _read_reply(p.DISCOVER_REPLY, reply)["agents"]:
+            p.normalize_agent(item)  # refuses an item that is no agent
+            info = item.get("agent_info")
+            info = info if isinstance(info, str) else ""
+            registry.register(AgentEntry.make(item["name"], info, 0))
+        hits = registry.search_semantic(semantic) if semantic else registry.search_text(text)
+        first = (page - 1) * limit
+        ranked = Agents(p.normalize_agent(entry.found()) for entry in hits[first : first + limit])
+        ranked.ranked_here = True
+        return ranked
 
 
 def _read_reply(shape: p.Shape, reply: dict[str, Any]) -> dict[str, Any]:

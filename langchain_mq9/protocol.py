@@ -129,6 +129,17 @@ ERR_AGENT_INFO_EMPTY = "agent_info must not be empty"
 ERR_AGENT_NAME_EMPTY = "agent name must not be empty"
 
 
+# DISCOVER with text or semantic on RobustMQ's default build (meta-service
+# services/mq9/agent.rs ~143, wrapped by common/base error/common.rs ~132 and tonic's Status).
+SEARCH_NOT_BUILT = "agent search is not enabled in this build (missing the 'vector-search' feature)"
+ERR_SEARCH_NOT_BUILT = (
+    "Grpc call of the node failed,Grpc status was code: 'Internal error', "
+    f'message: "{SEARCH_NOT_BUILT}"'
+)
+# The same on a vector-search build until the first A2A card is registered: no agents yet.
+SEARCH_TABLE_MISSING = "Table 'mq9_agents' was not found"
+
+
 def err_answer_too_large(size: int, limit: int, fit: int) -> str:
     """A group FETCH whose answer would be larger than the broker sends (our broker's rule);
     ``fit``: the largest num_msgs whose whole answer fits."""

@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{what} (default {getattr(defaults, field)}; 0: no limit)",
         )
     parser.add_argument(
+        "--no-search",
+        action="store_true",
+        help="answer DISCOVER with text or semantic as RobustMQ's default build does (it has "
+        "no agent search without its vector-search feature): with an error; the listing "
+        "still answers, and langchain-mq9's client then ranks it itself",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         # broker (the child is tied to the thread that started it, see start_nats_server).
         if args.data:
             storage = SqliteStorage(args.data, synchronous=args.sync)
-        engine = BrokerEngine(limits=limits, storage=storage)
+        engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
         if args.nats:
             url = args.nats
         else:
@@ -259,7 +266,7 @@ async def _serve(
                 connection.max_payload,
                 connection.max_payload,
             )
-        _banner(url, server, storage, engine.limits, engine.answer_limit)
+        _banner(url, server, storage, engine)
         print(f"{READY} {shown}", flush=True)
 
         waits = [asyncio.ensure_future(stop.wait())]
@@ -297,7 +304,8 @@ async def _refuse_second_broker(connection, shown: str) -> None:
     )
 
 
-def _banner(url, server, storage, limits, answer_limit) -> None:
+def _banner(url, server, storage, engine) -> None:
+    limits, answer_limit = engine.limits, engine.answer_limit
     shown = redact(url)
     where = f"nats-server at {shown}"
     if server is not None:
@@ -340,6 +348,11 @@ def _banner(url, server, storage, limits, answer_limit) -> None:
         f"answers: up to {answer_limit} bytes (the nats-server's max_payload); a FETCH or "
         "QUERY answer holds as many messages as fit"
     )
+    if not engine.search:
+        lines.append(
+            "agent search: off (--no-search), as on RobustMQ's default build: DISCOVER with "
+            "text or semantic answers an error, clients rank the listing themselves"
+        )
     lines += [
         "connect with:",
         f'  Mq9Client("{shown}")',

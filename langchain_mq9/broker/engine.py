@@ -100,9 +100,13 @@ class BrokerEngine:
         clock: Clock = system_clock,
         limits: BrokerLimits | None = None,
         storage: Storage | None = None,
+        search: bool = True,
     ):
         self.clock = clock
         self.limits = limits or BrokerLimits()
+        # False: DISCOVER with text or semantic is refused as RobustMQ's default build refuses
+        # it (built without the vector-search feature); the listing still answers.
+        self.search = search
         # Told of every change, under the lock; ``transaction()`` makes a request's changes
         # durable before its reply leaves (see storage.py). The default keeps nothing.
         self.storage = storage if storage is not None else Storage()
@@ -623,6 +627,8 @@ class BrokerEngine:
         first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
         # meta-service searches 10 when asked for 0 (services/mq9/agent.rs)
         size = limit or _SEARCH_LIMIT_FOR_ZERO
+        if (request["semantic"] or request["text"]) and not self.search:
+            raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
         if request["semantic"]:
             hits = self.registry.search_semantic(request["semantic"])[first : first + size]
             agents = [entry.found() for entry in hits]
