@@ -2,11 +2,17 @@
 
 ``broker`` is parametrized over ``memory`` and ``nats``, so every test that uses it runs against
 the in-process transport and against a real nats-server serving the same engine.
+
+The real-broker lane: when ``MQ9_ROBUSTMQ_URL`` names a running RobustMQ 8bd49dc (started by
+hand on loopback, see docs/protocol.md §1), ``broker`` also runs every such test against it as
+``robustmq``. A test that needs what only the bundled broker has (its engine, a hand-moved
+clock) is skipped there, with the reason, when it reaches for it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -23,6 +29,10 @@ from langchain_mq9.broker import (
     serve_on_nats,
 )
 from langchain_mq9.broker.nats_process import start_nats_server
+from langchain_mq9.nats_guard import GuardedClient, protect
+
+ROBUSTMQ_URL = os.environ.get("MQ9_ROBUSTMQ_URL")
+BROKERS = ["memory", "nats"] + (["robustmq"] if ROBUSTMQ_URL else [])
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +44,25 @@ def nats_server():
 
 @dataclass
 class Broker:
-    """A bundled broker under test: where to reach it, its engine and its hand-moved clock."""
+    """A broker under test: where to reach it, its engine and its hand-moved clock (the
+    bundled broker's; a test on RobustMQ that reaches for them is skipped)."""
 
     url: str
-    engine: BrokerEngine
-    clock: ManualClock
+    _engine: BrokerEngine | None
+    _clock: ManualClock | None
     transport: str
+
+    @property
+    def engine(self) -> BrokerEngine:
+        if self._engine is None:
+            pytest.skip("needs the bundled broker's engine; RobustMQ is reached only by wire")
+        return self._engine
+
+    @property
+    def clock(self) -> ManualClock:
+        if self._clock is None:
+            pytest.skip("needs an injected clock; RobustMQ keeps its own time")
+        return self._clock
 
     def client(self, **options) -> Mq9Client:
         return Mq9Client(self.url, **options)
@@ -50,7 +73,9 @@ class Broker:
         if self.transport == "memory":
             reply = await self.engine.handle(subject, headers, body)
         else:
-            connection = await nats.connect(self.url)
+            connection = GuardedClient()  # plain nats-py gets no answer from RobustMQ
+            protect(connection).cancel()
+            await connection.connect(self.url)
             try:
                 reply = (await connection.request(subject, body, timeout=5, headers=headers)).data
             finally:
@@ -61,6 +86,10 @@ class Broker:
 
 
 async def start_broker(transport: str, nats_url: str | None, **limits) -> tuple[Broker, object]:
+    if transport == "robustmq":
+        if limits:
+            pytest.skip("sets the bundled broker's limits; RobustMQ has its own")
+        return Broker(ROBUSTMQ_URL, None, None, transport), None
     clock = ManualClock()
     engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits))
     if transport == "memory":
@@ -73,6 +102,8 @@ async def start_broker(transport: str, nats_url: str | None, **limits) -> tuple[
 
 
 async def stop_broker(broker: Broker, handle) -> None:
+    if broker.transport == "robustmq":
+        return
     if broker.transport == "memory":
         drop_memory_broker(handle)
         return
@@ -81,7 +112,7 @@ async def stop_broker(broker: Broker, handle) -> None:
     await connection.close()
 
 
-@pytest.fixture(params=["memory", "nats"])
+@pytest.fixture(params=BROKERS)
 async def broker(request):
     nats_url = request.getfixturevalue("nats_server").url if request.param == "nats" else None
     started, handle = await start_broker(request.param, nats_url)

@@ -562,6 +562,27 @@ async def test_query_is_in_msg_id_order_whatever_the_priority(broker):
     assert await ids(broker, box, {"limit": 2}) == [0, 1]
 
 
+async def test_a_query_tag_also_finds_the_tags_below_it_in_key_order(broker):
+    # The tag index is a scan of the keys "<tag>/<msg_id, 20 digits>" (rocksdb-engine
+    # keys/engine.rs tag_index_key; rocksdb read.rs read_by_tag): "team" also finds "team/..."
+    # tags, never "teams", and answers in the order of those keys
+    box = await create(broker)
+    await send(broker, box, "alpha0", {"mq9-tags": "team/alpha"})
+    await send(broker, box, "team1", {"mq9-tags": "team"})
+    await send(broker, box, "teams2", {"mq9-tags": "teams"})
+    await send(broker, box, "beta3", {"mq9-tags": "team/beta"})
+    await send(broker, box, "alpha4", {"mq9-tags": "team/alpha"})
+    assert await payloads(broker, box, {"tags": ["team"]}) == [
+        "team1",  # "team/0000...1" sorts before "team/alpha/..." (digits before letters)
+        "alpha0",
+        "alpha4",
+        "beta3",
+    ]
+    assert await payloads(broker, box, {"tags": ["team"], "limit": 2}) == ["team1", "alpha0"]
+    assert await payloads(broker, box, {"tags": ["team/alpha"]}) == ["alpha0", "alpha4"]
+    assert await payloads(broker, box, {"tags": ["tea"]}) == []
+
+
 async def test_query_tags_match_any_tag_in_request_order(broker):
     # query.rs query_by_tags: each tag read from its start, up to limit, unseen ones appended
     box = await create(broker)

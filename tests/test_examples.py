@@ -2,7 +2,8 @@
 
 Each example is started with ``sys.executable`` twice: with its default (``--server`` not given,
 so the in-process ``memory://`` broker) and with ``--server nats://...`` against the bundled
-broker engine served on a real nats-server, as ``mq9-dev-broker`` serves it. The runs go in
+broker engine served on a real nats-server, as ``mq9-dev-broker`` serves it (and a third time
+against RobustMQ when ``MQ9_ROBUSTMQ_URL`` names one). The runs go in
 parallel (the scripts sleep for TTLs); each test then checks one run: exit code 0,
 nothing on stderr, and the lines that show the scenario happened, in order. Most scripts also
 check their own outcome and exit non-zero when it is wrong.
@@ -30,7 +31,9 @@ from langchain_mq9.testing import ScriptedChatModel
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 HELPERS = {"models.py", "support.py"}  # imported by the examples, not scenarios themselves
-TRANSPORTS = ("memory", "nats")
+# With MQ9_ROBUSTMQ_URL naming a running RobustMQ, every example also runs there (conftest.py).
+ROBUSTMQ_URL = os.environ.get("MQ9_ROBUSTMQ_URL")
+TRANSPORTS = ("memory", "nats") + (("robustmq",) if ROBUSTMQ_URL else ())
 
 # What each run must print, in this order. A str is found in a line; a Pattern searched.
 # Names may carry a run suffix on NATS (agent.summarizer.3f9a1c), hence the [.\w]* in patterns.
@@ -217,7 +220,8 @@ def runs(request):
             for case in CASES:
                 if case in wanted:
                     name, transport = case.rsplit("-", 1)
-                    server = nats_server.url if transport == "nats" else None
+                    server = {"nats": nats_server and nats_server.url, "robustmq": ROBUSTMQ_URL}
+                    server = server.get(transport)
                     futures[case] = pool.submit(run_example, name, server)
             yield futures
     finally:

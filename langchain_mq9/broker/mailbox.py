@@ -23,6 +23,7 @@ so the engine keeps them (see ``engine.py``).
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -247,14 +248,30 @@ class Mailbox:
                 return
 
     def read_tag(self, tag: str, limit: int, now: int) -> Iterator[StoredMessage]:
-        """Up to ``limit`` live messages carrying ``tag``, oldest first."""
-        ids = self.tagged.get(tag)
-        if limit <= 0 or ids is None:
+        """Up to ``limit`` live messages carrying ``tag`` or a tag below it (``tag/...``), in
+        RobustMQ's order: its tag index is a key scan of ``<tag>/`` (rocksdb-engine keys
+        ``tag_index_key``, storage-engine rocksdb ``read.rs`` ``read_by_tag``), so it finds
+        ``team/alpha`` for ``team`` and returns the entries in the order of their keys,
+        ``<tag>/<msg_id as 20 digits>``."""
+        if limit <= 0:
             return
-        for count, message in enumerate(self._walk(("tag", tag), ids, None, now), 1):
+        below = tag + "/"
+        found = [t for t in self.tagged if t == tag or t.startswith(below)]
+        if found == [tag]:  # the common case: one tag, its ids ascending
+            walks = self._walk(("tag", tag), self.tagged[tag], None, now)
+        else:
+            walks = heapq.merge(
+                *(self._keyed_walk(t, now) for t in found), key=lambda keyed: keyed[0]
+            )
+            walks = (message for _, message in walks)
+        for count, message in enumerate(walks, 1):
             yield message
             if count >= limit:
                 return
+
+    def _keyed_walk(self, tag: str, now: int) -> Iterator[tuple[str, StoredMessage]]:
+        for message in self._walk(("tag", tag), self.tagged[tag], None, now):
+            yield f"{tag}/{message.msg_id:020}", message
 
     def by_key(self, key: str, now: int) -> StoredMessage | None:
         msg_id = self.keys.get(key)
