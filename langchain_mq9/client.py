@@ -346,8 +346,9 @@ class Mq9Client:
 
         Answers at most 100 messages, oldest first (``limit`` keeps the oldest N). Only one
         filter applies, in this order: ``key``, then ``tags`` (a message matches if it has ANY
-        of them, or a tag below one: ``team`` also finds ``team/alpha``). ``since`` is sent as the SDK sends it, but RobustMQ reads from the start
-        regardless (docs/protocol.md §5.5): it filters nothing.
+        of them, or a tag below one: ``team`` also finds ``team/alpha``). ``since`` is sent as
+        the SDK sends it, but RobustMQ reads from the start regardless (docs/protocol.md
+        §5.5): it filters nothing.
         """
         p.check_address(mail_address)
         body = p.QUERY_REQUEST.body(

@@ -328,29 +328,56 @@ class WireError(Mq9Error):
     line/column position)."""
 
 
+class _Object(dict):
+    """A JSON object as parsed, with the names it gave more than once (in ``repeated``):
+    serde refuses a repeated field of the struct it reads and ignores repeated unknown ones."""
+
+    repeated: tuple[str, ...] = ()
+
+
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
+    obj = _Object(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
+        repeated = []
         for name, _ in pairs:
             if name in seen:
-                raise WireError(f"duplicate field `{name}`")
+                repeated.append(name)
             seen.add(name)
+        obj.repeated = tuple(repeated)
     return obj
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = _pairs(pairs)
+    if obj.repeated:
+        raise WireError(f"duplicate field `{obj.repeated[0]}`")
+    return obj
+
+
+def _int(literal: str) -> int | float:
+    # serde_json reads -0 as the float -0.0, which no integer field takes
+    return -0.0 if literal == "-0" else int(literal)
 
 
 def _no_constant(name: str) -> Any:
     raise WireError(f"expected value (JSON has no {name})")
 
 
-def loads(data: bytes) -> Any:
-    """Parse JSON as strictly as serde_json: UTF-8 only, no NaN, no duplicate keys, no lone
-    surrogates. Raises ``WireError``."""
+def loads(data: bytes, *, repeats: bool = False) -> Any:
+    """Parse JSON as strictly as serde_json: UTF-8 only, no NaN, no lone surrogates, and no
+    key given twice in an object unless ``repeats`` (then ``Shape`` judges them: serde
+    refuses only a repeated field of the struct). Raises ``WireError``."""
     if not data or not data.strip():
         raise WireError("EOF while parsing a value")
     try:
         text = bytes(data).decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=_pairs if repeats else _unique_pairs,
+            parse_constant=_no_constant,
+            parse_int=_int,
+        )
     except WireError:
         raise
     except UnicodeDecodeError:
@@ -419,27 +446,56 @@ class Shape:
 
     def read(self, data: bytes) -> dict[str, Any]:
         """The fields of a JSON body; absent optional fields are None. Raises ``WireError``."""
-        return self.convert(loads(data))
+        return self.convert(loads(data, repeats=True))
 
     def convert(self, value: Any) -> dict[str, Any]:
+        """``value`` read as serde reads the struct: from an object, or from an array of its
+        fields in order; the first bad field in JSON order is the error."""
+        short = None
+        if isinstance(value, list):
+            value, short = self._from_sequence(value)
         if not isinstance(value, dict):
             raise WireError(f"invalid type: {_describe(value)}, expected struct {self.name}")
         out: dict[str, Any] = {}
-        for field, spec in self.fields.items():
-            item = value.get(field)
+        for field, item in value.items():  # JSON order
+            spec = self.fields.get(field)
+            if spec is None:
+                continue  # unknown fields are ignored
             if isinstance(spec, Shape):
                 out[field] = None if item is None else spec.convert(item)
-                continue
-            kind, required = spec
-            if field not in value and field in self.defaults:
-                out[field] = self.defaults[field]
-            elif item is None and not (required or field in self.defaults):
+            elif item is None and not (spec[1] or field in self.defaults):
                 out[field] = None
-            elif field not in value:
-                raise WireError(f"missing field `{field}`")
             else:
-                out[field] = _convert(kind, item)
-        return out
+                out[field] = _convert(spec[0], item)
+        if short is not None:  # after the elements it has: serde reads them first
+            raise WireError(short)
+        repeated = [name for name in getattr(value, "repeated", ()) if name in self.fields]
+        if repeated:
+            raise WireError(f"duplicate field `{repeated[0]}`")
+        for field, spec in self.fields.items():  # what the object left out
+            if field in out:
+                continue
+            if field in self.defaults:
+                out[field] = self.defaults[field]
+            elif isinstance(spec, Shape) or not spec[1]:
+                out[field] = None
+            else:
+                raise WireError(f"missing field `{field}`")
+        return {field: out[field] for field in self.fields}
+
+    def _from_sequence(self, items: list[Any]) -> tuple[dict[str, Any], str | None]:
+        """serde's derived visit_seq: the fields in order; one left out takes its default
+        if it has one, else the array is too short (the error text, second)."""
+        names = list(self.fields)
+        if len(items) > len(names):
+            raise WireError("trailing characters")
+        short = None
+        if any(missing not in self.defaults for missing in names[len(items) :]):
+            short = (
+                f"invalid length {len(items)}, expected struct {self.name} with "
+                f"{len(names)} elements"
+            )
+        return dict(zip(names, items, strict=False)), short
 
     def body(self, **values: Any) -> bytes:
         """The JSON body for a request; None values are left out (serde reads them as absent).
@@ -492,6 +548,10 @@ def _convert(kind: str, value: Any) -> Any:
             raise WireError(f"invalid type: {_describe(value)}, expected a sequence")
         return value
     if kind == DELIVER:
+        if isinstance(value, dict) and len(value) == 1:  # {"earliest": null}: a unit variant
+            (value, unit), = value.items()
+            if unit is not None:
+                raise WireError(f"invalid type: {_describe(unit)}, expected unit")
         if not isinstance(value, str):
             raise WireError(f"invalid type: {_describe(value)}, expected enum DeliverPolicy")
         if value not in DELIVER_POLICIES:
