@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as p
-from .consumer import Consumer, ErrorHandler, GroupReader, Handler
+from .consumer import Consumer, ErrorHandler, GroupReader, Handler, until_found
 from .protocol import Mq9Error, Priority
 from .transport import NOT_CONNECTED, Transport, open_transport
 
@@ -146,16 +146,9 @@ class Mq9Client:
         await self.close()
 
     async def _call(
-        self,
-        subject: str,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-        *,
-        extra_wait: float = 0.0,
+        self, subject: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        raw = await self._transport.request(
-            subject, body, headers, self.request_timeout + extra_wait, wait=extra_wait
-        )
+        raw = await self._transport.request(subject, body, headers, self.request_timeout)
         try:
             reply = json.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -260,16 +253,26 @@ class Mq9Client:
         hands out the same messages again until they are acked, since the group's position
         moves only on ``ack``; ``deliver`` counts only until the group first acks (with
         ``latest`` the start moves with every FETCH until then). ``force_deliver`` resets the
-        group to ``deliver``. When nothing is there the broker waits the whole ``max_wait_ms``
-        and answers empty (a message arriving meanwhile does not end the wait): pass
-        ``max_wait_ms=0`` to poll.
+        group to ``deliver`` (on the first look only).
+
+        When nothing is there the client looks again every ``consumer.POLL_SECONDS`` for up
+        to ``max_wait_ms``, so a message arriving meanwhile is returned at once. The FETCH on
+        the wire always says ``max_wait_ms: 0``: RobustMQ's own wait would not end when a
+        message arrives, and would hold up other requests meanwhile (docs/protocol.md §1).
         """
         p.check_address(mail_address)
-        body = _fetch_body(
-            group_name, deliver, from_time, from_id, force_deliver, num_msgs, max_wait_ms
-        )
-        reply = await self._call(p.fetch_subject(mail_address), body, extra_wait=max_wait_ms / 1000)
-        return self._messages(reply)
+        subject = p.fetch_subject(mail_address)
+        p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS)
+        body = _fetch_body(group_name, deliver, from_time, from_id, force_deliver, num_msgs, 0)
+        again = _fetch_body(group_name, deliver, from_time, from_id, False, num_msgs, 0)
+
+        async def look() -> list[Message]:
+            nonlocal body
+            messages = self._messages(await self._call(subject, body))
+            body = again  # force_deliver resets the group on the first look, not on each
+            return messages
+
+        return await until_found(look, max_wait_ms)
 
     async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None:
         """Commit the group's position past ``msg_id``: its next FETCH starts at msg_id + 1.

@@ -17,7 +17,7 @@ import hashlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import protocol as p
 from .protocol import PRIORITY_ORDER, Mq9Error
@@ -37,6 +37,40 @@ DEFAULT_CLAIM_TTL = 3600
 # travels in). A lane read holding more than LANE_READ_BYTES minus this may have been cut by
 # RobustMQ's per-read byte cap; one holding less was not.
 LARGEST_MESSAGE = p.DEFAULT_MAX_PAYLOAD
+
+# How often a waiting fetch looks again. A FETCH that finds nothing on RobustMQ sleeps its whole
+# max_wait_ms without waking when a message arrives, and meanwhile holds the handler that serves
+# its connection and every connection whose id shares that handler (docs/protocol.md §1): so
+# no request of ours asks the broker to wait; a fetch that may wait reads at once, again and
+# again, and a message arriving mid-wait is handed out within this many seconds.
+POLL_SECONDS = 0.1
+
+T = TypeVar("T")
+
+
+def fixed_start(
+    deliver: str, from_id: int | None, answer: list[Message]
+) -> tuple[str, int | None]:
+    """Where a group's later FETCHes must start after one answered ``answer``. Until a group
+    acks, RobustMQ starts every FETCH at its deliver policy, and ``latest`` is the newest
+    message at that moment: messages arriving between two FETCHes would be skipped. So
+    ``latest`` becomes the first answer's start (an empty answer: the beginning)."""
+    if deliver != "latest":
+        return deliver, from_id
+    ids = [m.msg_id for m in answer]
+    return ("from_id", min(ids)) if ids else ("earliest", None)
+
+
+async def until_found(read: Callable[[], Awaitable[list[T]]], max_wait_ms: int) -> list[T]:
+    """``read()`` until it finds something or ``max_wait_ms`` is over."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_wait_ms / 1000
+    while True:
+        found = await read()
+        left = deadline - loop.time()
+        if found or left <= 0:
+            return found
+        await asyncio.sleep(min(POLL_SECONDS, left))
 
 
 class GroupReader:
@@ -122,10 +156,20 @@ class GroupReader:
     ) -> list[Message]:
         """Up to ``num_msgs`` messages this reader has not handed out, in the broker's order
         (critical first). ``deliver`` (and ``from_id``) count only until the group first
-        acks. An empty answer waits ``max_wait_ms`` on the broker."""
+        acks. With none to hand out, looks again for up to ``max_wait_ms``."""
         p.check_int("num_msgs", num_msgs, 1, p.MAX_NUM_MSGS)
-        async with self._lock:
-            return await self._fetch(num_msgs, max_wait_ms, deliver, from_id)
+        p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS)
+
+        start = (deliver, from_id)
+
+        async def once() -> list[Message]:
+            nonlocal start
+            async with self._lock:
+                found = await self._fetch(num_msgs, *start)
+                start = fixed_start(*start, self.last_answer)
+                return found
+
+        return await until_found(once, max_wait_ms)
 
     async def done(self, msg_ids: int | Iterable[int]) -> None:
         """Mark handed-out messages handled, then ack the group past everything handled."""
@@ -143,9 +187,7 @@ class GroupReader:
                     self.handled.add(msg_id)
             await self._advance()
 
-    async def _fetch(
-        self, num_msgs: int, max_wait_ms: int, deliver: str, from_id: int | None
-    ) -> list[Message]:
+    async def _fetch(self, num_msgs: int, deliver: str, from_id: int | None) -> list[Message]:
         # The answer starts at the group's position, and what this reader holds or handled
         # above it fills the higher lanes first: ask for that much more, so the new messages
         # and the lower lanes are reached too.
@@ -159,7 +201,7 @@ class GroupReader:
                     deliver=deliver,
                     from_id=from_id,
                     num_msgs=asked,
-                    max_wait_ms=max_wait_ms,
+                    max_wait_ms=0,
                 )
                 break
             except Mq9Error as exc:
@@ -374,11 +416,9 @@ class Consumer:
                 deliver=self._deliver,
                 from_id=self._from_id,
             )
-            if self._deliver == "latest":
-                # Until the group acks, "latest" starts wherever the newest message is at each
-                # FETCH: keep the start the first answer had (an empty one: from the start).
-                ids = [m.msg_id for m in self._reader.last_answer]
-                self._deliver, self._from_id = ("from_id", min(ids)) if ids else ("earliest", None)
+            self._deliver, self._from_id = fixed_start(
+                self._deliver, self._from_id, self._reader.last_answer
+            )
             return batch
         asked = min(self._num_msgs + len(self._seen), p.MAX_NUM_MSGS)
         found = await self._client.fetch(

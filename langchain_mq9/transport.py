@@ -52,13 +52,7 @@ class MemoryTransport:
         self._engine = memory_broker(self.name)
 
     async def request(
-        self,
-        subject: str,
-        body: bytes,
-        headers: dict[str, str] | None,
-        timeout: float,
-        *,
-        wait: float = 0.0,
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
     ) -> bytes:
         if self._engine is None:
             raise Mq9Error(NOT_CONNECTED)
@@ -71,22 +65,12 @@ class MemoryTransport:
         self._engine = None
 
 
-# Connections kept open for requests that may wait (see NatsTransport.request) once their
-# request is answered: enough for a few consumers long-polling at once without a dial each time.
-MAX_IDLE_SIDE_CONNECTIONS = 4
-
-
 class NatsTransport:
     """A persistent nats-py connection with reconnects, and nats errors turned into ``Mq9Error``.
 
     Like nats-py's own client, it belongs to the event loop that opened it: call it from there
     (``Mq9Connection`` gives every loop a client of its own). ``auth``: nats-py's ``user``,
     ``password``, ``token`` and ``tls``, as ``Mq9Client`` checked them.
-
-    RobustMQ answers the requests of one connection one at a time, in order (docs/protocol.md
-    §1): a FETCH that finds nothing holds its connection for its whole ``max_wait_ms``. So a
-    request that may wait (``wait`` > 0) goes on a side connection of its own, taken from a few
-    kept open, and never holds up the other requests of this client.
     """
 
     def __init__(
@@ -100,16 +84,6 @@ class NatsTransport:
         name: str | None = None,
         **auth: Any,
     ) -> None:
-        self._side_options = dict(
-            request_timeout=request_timeout,
-            reconnect_attempts=reconnect_attempts,
-            reconnect_delay=reconnect_delay,
-            creds=creds,
-            name=name,
-            **auth,
-        )
-        self._servers = servers
-        self._idle_sides: list[NatsTransport] = []
         self.where = redact(", ".join(servers))  # for messages: no passwords
         options = dict(
             servers=servers,
@@ -174,21 +148,11 @@ class NatsTransport:
         self._link_lost = asyncio.get_running_loop().create_future()  # and the loop it is on
 
     async def request(
-        self,
-        subject: str,
-        body: bytes,
-        headers: dict[str, str] | None,
-        timeout: float,
-        *,
-        wait: float = 0.0,
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
     ) -> bytes:
-        """Send one request and return the reply's bytes. ``wait``: how long the broker may
-        legitimately take before it answers (a FETCH's max_wait_ms), already in ``timeout``."""
         connection = self._connection
         if connection is None:
             raise Mq9Error(NOT_CONNECTED)
-        if wait > 0:
-            return await self._request_aside(subject, body, headers, timeout)
         if self._link_lost.get_loop() is not asyncio.get_running_loop():
             raise Mq9Error(
                 "this client belongs to the event loop that connected it: call it from that "
@@ -255,24 +219,6 @@ class NatsTransport:
             raise Mq9Error(f"NATS refused the request: {describe(exc)}", retryable=True) from None
         return reply.data
 
-    async def _request_aside(
-        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
-    ) -> bytes:
-        side = (
-            self._idle_sides.pop()
-            if self._idle_sides
-            else NatsTransport(self._servers, **self._side_options)
-        )
-        try:
-            if not side.is_connected:
-                await side.connect()
-            return await side.request(subject, body, headers, timeout)
-        finally:
-            if self._connection is not None and len(self._idle_sides) < MAX_IDLE_SIDE_CONNECTIONS:
-                self._idle_sides.append(side)
-            else:  # closed meanwhile, or enough kept
-                await side.close()
-
     async def _redial(self, dead):
         closes = self._closes
         async with self._redialing:  # one dial for all the requests that found the link dead
@@ -290,9 +236,6 @@ class NatsTransport:
         connection, self._connection = self._connection, None
         _stop(self._watchdog)
         self._watchdog = None
-        sides, self._idle_sides = self._idle_sides, []
-        for side in sides:
-            await side.close()
         if connection is not None:
             await _quietly_close(connection)
 

@@ -64,7 +64,10 @@ async def test_a_request_in_flight_fails_at_once_and_retryably(served):
     async with Mq9Client(served["url"], reconnect_delay=0.05) as client:
         box = await client.mailbox_create(name="waiting")
         started = time.monotonic()
-        long_poll = asyncio.create_task(client.fetch(box, max_wait_ms=20_000))
+        # Mq9Client.fetch never asks the broker to wait (it looks again instead): a FETCH
+        # that parks on the broker is sent raw, as another SDK would send it
+        parked = p.encode({"config": {"max_wait_ms": 20_000}})
+        long_poll = asyncio.create_task(client._call(p.fetch_subject(box), parked))
         await asyncio.sleep(0.2)  # let the FETCH reach the broker and park there
         assert not long_poll.done()
         served["server"] = await restart(served["server"], served["port"])
