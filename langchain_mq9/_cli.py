@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .transport import redact
+from .redaction import redact
 
 
 def _integer(text: str) -> int:

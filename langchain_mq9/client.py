@@ -17,6 +17,7 @@ from typing import Any
 from . import protocol as p
 from .consumer import Consumer, ErrorHandler, GroupReader, Handler, until_found
 from .protocol import Mq9Error, Priority
+from .redaction import redact
 from .transport import NOT_CONNECTED, Transport, open_transport
 
 __all__ = ["Agents", "Consumer", "GroupReader", "Message", "Mq9Client"]
@@ -123,6 +124,9 @@ class Mq9Client:
             tls=tls,
             name=name,
         )
+
+    def __repr__(self) -> str:
+        return f"Mq9Client({redact(self.server)!r})"
 
     # -- connection ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from .client import Mq9Client
 from .protocol import Mq9Error
+from .redaction import redact
 
 T = TypeVar("T")
 
@@ -58,6 +59,9 @@ class Mq9Connection:
         probe = client if client is not None else Mq9Client(server, **client_options)
         self.request_timeout = float(getattr(probe, "request_timeout", 5.0))
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+
+    def __repr__(self) -> str:
+        return f"Mq9Connection({redact(str(self.server))!r})"
 
     async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``action(client)`` from async code."""

@@ -19,6 +19,7 @@ from .operations import (
     OPERATIONS,
     ToolPolicy,
 )
+from .redaction import redact, redact_options
 from .tools import TOOL_CLASSES
 
 
@@ -102,6 +103,15 @@ class Mq9Toolkit(BaseToolkit):
 
     _connection: Mq9Connection = PrivateAttr()
     _policy: ToolPolicy = PrivateAttr()
+
+    def __repr_args__(self):
+        # repr(), str(), logs and traces show the toolkit: never its secrets
+        for name, value in super().__repr_args__():
+            if name == "server" and isinstance(value, str):
+                value = redact(value)
+            elif name == "client_options":
+                value = redact_options(value)
+            yield name, value
 
     def model_post_init(self, context: Any) -> None:
         unknown = sorted(set(self.tools or ()) - set(OPERATIONS))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any
 
 from .protocol import DEFAULT_MAX_PAYLOAD, Mq9Error
+from .redaction import describe, redact
 
 log = logging.getLogger("langchain_mq9")
 
@@ -271,35 +271,6 @@ async def _quietly_close(connection) -> None:
             await connection.close()
     except Exception as exc:  # closing must not fail a shutdown
         log.debug("error while closing the NATS connection: %s", exc)
-
-
-# A URL's credentials run from its start (after "scheme://", or a word's start without a
-# scheme) to the LAST "@" before the URL ends, as urllib (so nats-py) reads them: a password may
-# hold unencoded @ : / # ? % and any other character but whitespace and "," (the server list
-# separator, which open_transport splits on too: such a password goes in password=). The user stays
-# (user:***@); a lone token is hidden whole (***@).
-_WITH_SCHEME = re.compile(r"(?<=://)(?:(?P<user>[^\s,:@]*):)?[^\s,]*@")
-# Then URLs without a scheme, from a word's start and never across a "://" (a URL of the first
-# kind, already redacted).
-_WITHOUT_SCHEME = re.compile(
-    r"(?<![^\s,'\"(<=])(?=[^'\"(<=])(?:(?P<user>[\w.%+-]*):(?!//))?(?:(?!://)[^\s,])*@"
-)
-
-
-def redact(text: str) -> str:
-    """Hide the secrets in every URL of ``text``: ``nats://user:secret@host`` ->
-    ``nats://user:***@host``, ``nats://token@host`` -> ``nats://***@host``."""
-
-    def hide(match: re.Match) -> str:
-        return "***@" if match["user"] is None else f"{match['user']}:***@"
-
-    return _WITHOUT_SCHEME.sub(hide, _WITH_SCHEME.sub(hide, text))
-
-
-def describe(exc: BaseException) -> str:
-    """An exception in one line for a message: ``TypeName: text``."""
-    text = redact(str(exc).strip())  # nats-py and aiohttp errors may quote a server URL
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def open_transport(server: str, **options: Any) -> Transport:

@@ -36,7 +36,7 @@ from langchain_mq9.operations import (
     explain_validation,
 )
 from langchain_mq9.protocol import Mq9Error
-from langchain_mq9.transport import redact
+from langchain_mq9.redaction import redact
 
 log = logging.getLogger("mcp_server")
 

@@ -1,6 +1,6 @@
 """Passwords never leak through ``redact`` (issue #12, item 7), whatever the URL form.
 
-Every message and log line that names a broker goes through ``langchain_mq9.transport.redact``
+Every message and log line that names a broker goes through ``langchain_mq9.redaction.redact``
 (Mq9Client errors, mq9-mcp tool results and logs, mq9-dev-broker logs).
 """
 
@@ -89,3 +89,23 @@ def test_log_lines_and_tracebacks_are_redacted(capsys):
     logged = capsys.readouterr().err
     assert "Traceback" in logged and "alice:***@h:4222" in logged and "***@h" in logged
     assert MARK not in logged
+
+
+@pytest.mark.parametrize(
+    "url", [f"nats://alice:{MARK}@127.0.0.1:4222", f"nats://{MARK}@127.0.0.1:4222"]
+)
+def test_no_repr_or_str_of_a_public_object_shows_a_secret(url):
+    """repr() and str() end up in prints, f-strings, logs and LangSmith traces (#22, item 7)."""
+    from langchain_mq9 import Mq9Toolkit
+    from langchain_mq9.connection import Mq9Connection
+
+    options = {"password": MARK + "p", "token": MARK + "t"}
+    with Mq9Toolkit(server=url, client_options=options) as kit:
+        client = Mq9Client(url, password=MARK + "p")
+        shown = [kit, client, Mq9Connection(url), *kit.get_tools()]
+        with Mq9Toolkit(client=client) as given:
+            shown += [given, *given.get_tools()]
+            for thing in shown:
+                for text in (repr(thing), str(thing), f"{thing!r:}"):
+                    assert MARK not in text, text
+    assert "127.0.0.1:4222" in repr(kit)  # still says where it connects

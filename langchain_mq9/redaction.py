@@ -1,0 +1,43 @@
+"""Secrets kept out of every text we show: messages, logs, and the repr of public objects."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+# Client options that carry a secret (Mq9Client's user/password/token/creds/tls keywords).
+SECRET_OPTIONS = frozenset({"password", "token"})
+
+# A URL's credentials run from its start (after "scheme://", or a word's start without a
+# scheme) to the LAST "@" before the URL ends, as urllib (so nats-py) reads them: a password may
+# hold unencoded @ : / # ? % and any other character but whitespace and "," (the server list
+# separator, which open_transport splits on too: such a password goes in password=). The user stays
+# (user:***@); a lone token is hidden whole (***@).
+_WITH_SCHEME = re.compile(r"(?<=://)(?:(?P<user>[^\s,:@]*):)?[^\s,]*@")
+# Then URLs without a scheme, from a word's start and never across a "://" (a URL of the first
+# kind, already redacted).
+_WITHOUT_SCHEME = re.compile(
+    r"(?<![^\s,'\"(<=])(?=[^'\"(<=])(?:(?P<user>[\w.%+-]*):(?!//))?(?:(?!://)[^\s,])*@"
+)
+
+
+def redact(text: str) -> str:
+    """Hide the secrets in every URL of ``text``: ``nats://user:secret@host`` ->
+    ``nats://user:***@host``, ``nats://token@host`` -> ``nats://***@host``."""
+
+    def hide(match: re.Match) -> str:
+        return "***@" if match["user"] is None else f"{match['user']}:***@"
+
+    return _WITHOUT_SCHEME.sub(hide, _WITH_SCHEME.sub(hide, text))
+
+
+def describe(exc: BaseException) -> str:
+    """An exception in one line for a message: ``TypeName: text``."""
+    text = redact(str(exc).strip())  # nats-py and aiohttp errors may quote a server URL
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the value of every secret option hidden."""
+    return {k: "***" if k in SECRET_OPTIONS and v else v for k, v in options.items()}
