@@ -31,13 +31,17 @@ from pydantic import BaseModel, ValidationError
 from .client import Agents
 from .consumer import GroupReader, fixed_start
 from .protocol import (
+    LISTING_TOO_LARGE,
     QUERY_CAP,
+    QUOTE_CHARS,
     Mq9Error,
     Priority,
     agent_card,
     check_address,
+    clipped,
     is_valid_address,
     normalize_agent,
+    quoted,
 )
 from .schemas import (
     OUTPUT_SCHEMAS,
@@ -74,6 +78,10 @@ RANKED_HERE = (
 )
 
 # -- errors ------------------------------------------------------------------------------------
+
+
+# The most of a broker's error text a tool result repeats (its hint comes on top).
+MAX_ERROR_CHARS = 600
 
 
 class OperationError(Exception):
@@ -121,8 +129,9 @@ def explain(
 
     ``operation`` is the tool that failed, ``address`` the mailbox it named and ``own`` the
     toolkit's agent_mailbox: a missing (or malformed) recipient of ``send_message`` leads to
-    ``agent_discover``, never to creating the mailbox."""
-    text = exc.message
+    ``agent_discover``, never to creating the mailbox. The broker's words may quote what the
+    model gave (an address): they are cut to ``MAX_ERROR_CHARS``."""
+    text = clipped(exc.message, MAX_ERROR_CHARS)
     if any(needle in text for needle in _MISSING):
         hint = _FIND_IT if operation == "send_message" else _missing_hint(address, own)
         return f"{text} — {hint}"
@@ -142,7 +151,7 @@ def explain_validation(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item.get("loc", ())) or "input"
-        got = f" (got {item['input']!r})" if item.get("type") != "missing" else ""
+        got = f" (got {quoted(item['input'])})" if item.get("type") != "missing" else ""
         problems.append(f"{where}: {item.get('msg', 'invalid')}{got}")
     return "Invalid arguments: " + "; ".join(problems) + ". Fix them and call the tool again."
 
@@ -298,10 +307,15 @@ class ToolPolicy:
         return f"{', '.join([*mine, *(self.allowed_mailboxes or ())])} and mailboxes it created"
 
     def check(self, address: str | None) -> None:
-        # A malformed address is left to the broker, whose error explains the address rules.
-        if address is not None and is_valid_address(address) and not self.allows(address):
+        """``address`` is a mailbox address (the client's rule, which quotes it bounded) that
+        this agent may use."""
+        if address is None:
+            return
+        check_address(address)
+        if not self.allows(address):
+            shown = clipped(address, QUOTE_CHARS)
             raise OperationError(
-                f"mailbox {address} is outside the mailboxes this agent may use "
+                f"mailbox {shown} is outside the mailboxes this agent may use "
                 f"({self._limits()}): use one of those, or ask the user"
             )
 
@@ -311,7 +325,7 @@ class ToolPolicy:
         another agent's entry (and have that agent's work sent to it)."""
         if not self.allows(name):
             raise OperationError(
-                f"agent name {name!r} is outside the names this agent may use "
+                f"agent name {quoted(name)} is outside the names this agent may use "
                 f"({self._limits()}): register, report and unregister under one of those"
             )
 
@@ -665,10 +679,22 @@ async def _agent_register(client: Any, args: AgentRegisterInput, policy: ToolPol
     content["mailbox_created"] = created
     # The registry keeps a name's FIRST registration and answers success to any later one, so
     # look first: the model must not believe it changed a card it did not.
-    existing = await _registered(client, name)
+    try:
+        existing = await _registered(client, name)
+        unchecked = False
+    except Mq9Error as exc:
+        if LISTING_TOO_LARGE not in exc.message:
+            raise
+        existing, unchecked = None, True
     limit = policy.max_payload_chars
     if existing is None:
         await client.agent_register(card)
+        if unchecked:
+            content["note"] = (
+                "the registry is too large to list, so whether another agent had this name "
+                f"already is not known (the registry keeps the first card): agent_discover("
+                f"query='{name}') shows the card it holds"
+            )
     elif agent_view(existing, limit) == agent_view({**card, "mailbox": address}, limit):
         content["note"] = "already registered with this same card"
     else:

@@ -55,6 +55,15 @@ MAX_NUM_MSGS = 10_000  # the client's sanity bound; RobustMQ takes any u32
 MAX_WAIT_MS = 600_000  # ten minutes: a longer wait should be a loop
 MAX_DISCOVER_LIMIT = 10_000
 MAX_GROUP_NAME = 256
+# nats-server's default max_control_line: a PUB/HPUB line longer than this closes the
+# connection, failing every request on it. The longest line that carries an address is a
+# DELETE's HPUB: "HPUB $mq9.AI.MSG.DELETE.<address>.<msg_id> <reply inbox> <sizes>"; 3,800
+# characters leave room for the rest (RobustMQ itself sets no length, docs/protocol.md §5.1).
+MAX_CONTROL_LINE = 4096
+MAX_ADDRESS_LENGTH = 3800
+# How much of a value given to us an error message quotes: model input can be megabytes, and
+# every error that quotes it goes back into the model's context.
+QUOTE_CHARS = 60
 MAX_SECONDS = 2**31 - 1  # the client's bound for ttl and delay: about 68 years
 
 _DIGITS = re.compile(r"\+?[0-9]{1,20}")
@@ -94,11 +103,37 @@ class Mq9Error(Exception):
 # -- error texts (exact, as RobustMQ words them) ---------------------------------------------
 
 
+def quoted(value: object, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` for an error message, cut after about ``limit`` characters."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, (str, list, dict)) else ""
+    return f"{text[:limit]}…{size}"
+
+
+def clipped(text: str, limit: int) -> str:
+    """``text`` cut to at most about ``limit`` characters, keeping its start and its end
+    (where the hints are)."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} …[{len(text) - 2 * half} characters cut]… {text[-half:]}"
+
+
 def err_invalid_address(value: object) -> str:
     """The client's own refusal of an address no mailbox can have (RobustMQ's CREATE rule)."""
     return (
-        f"invalid mail_address: {value!r} (lowercase letters, digits and dots, starting and "
+        f"invalid mail_address: {quoted(value)} (lowercase letters, digits and dots, starting and "
         "ending with a letter or digit)"
+    )
+
+
+def err_address_too_long(address: str) -> str:
+    return (
+        f"invalid mail_address: {quoted(address)} is longer than {MAX_ADDRESS_LENGTH} "
+        f"characters: no NATS subject could carry it (nats-server takes control lines of at "
+        f"most {MAX_CONTROL_LINE} bytes)"
     )
 
 
@@ -158,6 +193,16 @@ def answer_fits(error: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+LISTING_TOO_LARGE = "too large to list in one answer"
+
+
+def err_listing_too_large(count: int, size: int, limit: int) -> str:
+    return (
+        f"the registry's {count} agents are {LISTING_TOO_LARGE} ({size} bytes, above the "
+        f"{limit} bytes this broker's answers carry): search with text or semantic instead"
+    )
+
+
 def err_card_too_large(size: int, limit: int) -> str:
     return (
         f"agent card is {size} bytes, above the {limit} bytes this broker keeps per agent: "
@@ -188,11 +233,11 @@ def err_unknown_subject(subject: str) -> str:
 
 
 def err_invalid_priority(value: object) -> str:
-    return f"invalid priority {value!r}: use normal, urgent or critical"
+    return f"invalid priority {quoted(value)}: use normal, urgent or critical"
 
 
 def err_invalid_deliver(value: object) -> str:
-    return f"invalid deliver {value!r}: use latest, earliest, from_time or from_id"
+    return f"invalid deliver {quoted(value)}: use latest, earliest, from_time or from_id"
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -221,9 +266,11 @@ def check_address(value: object) -> str:
     it, else raise ``Mq9Error`` (the client's check before any request)."""
     if not is_valid_address(value):
         raise Mq9Error(err_invalid_address(value))
+    if len(value) > MAX_ADDRESS_LENGTH:  # type: ignore[arg-type]
+        raise Mq9Error(err_address_too_long(value))  # type: ignore[arg-type]
     if ".." in value:  # type: ignore[operator]
         raise Mq9Error(
-            f"invalid mail_address: {value!r} has an empty segment: RobustMQ creates such a "
+            f"invalid mail_address: {quoted(value)} has an empty segment: RobustMQ creates such a "
             "mailbox, but no NATS subject can reach it"
         )
     return value  # type: ignore[return-value]
@@ -245,14 +292,15 @@ def parse_priority(value: object) -> Priority:
 def check_int(name: str, value: object, low: int = 0, high: int = 2**63 - 1) -> int:
     """An integer option (ttl, delay, limit, msg_id, ...) that must lie in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise Mq9Error(f"invalid {name} {value!r}: must be an integer from {low} to {high}")
+        raise Mq9Error(f"invalid {name} {quoted(value)}: must be an integer from {low} to {high}")
     return value
 
 
 def check_group_name(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_GROUP_NAME:
         raise Mq9Error(
-            f"invalid group_name {value!r}: a non-empty string of at most {MAX_GROUP_NAME} chars"
+            f"invalid group_name {quoted(value)}: a non-empty string of at most "
+            f"{MAX_GROUP_NAME} chars"
         )
     return utf8("group_name", value)
 
@@ -763,10 +811,7 @@ def payload_bytes(payload: object) -> bytes:
             ) from None
         return data
     if isinstance(payload, str):
-        try:
-            return payload.encode()
-        except UnicodeEncodeError:
-            raise ValueError("payload text has a lone surrogate: it is not valid UTF-8") from None
+        return utf8("payload", payload).encode()
     if isinstance(payload, dict):
         try:
             return encode(payload)
@@ -805,7 +850,7 @@ def check_key(key: object) -> str:
         or any(c in key for c in "\r\n")
     ):
         raise Mq9Error(
-            f"invalid key {key!r}: must be a non-empty single-line string "
+            f"invalid key {quoted(key)}: must be a non-empty single-line string "
             "without leading or trailing whitespace"
         )
     return utf8("key", key)  # headers travel as UTF-8
@@ -813,11 +858,11 @@ def check_key(key: object) -> str:
 
 def check_tags(tags: object) -> list[str]:
     if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
-        raise Mq9Error(f"invalid tags {tags!r}: must be a list of strings")
+        raise Mq9Error(f"invalid tags {quoted(tags)}: must be a list of strings")
     for tag in tags:
         if not isinstance(tag, str) or not tag.strip() or any(c in tag for c in ",\r\n"):
             raise Mq9Error(
-                f"invalid tag {tag!r}: tags are non-empty strings without commas or newlines"
+                f"invalid tag {quoted(tag)}: tags are non-empty strings without commas or newlines"
             )
     return [utf8("tag", tag.strip()) for tag in tags]
 
@@ -855,7 +900,7 @@ def agent_card(
             check_address(mailbox)
         except Mq9Error:
             raise ValueError(
-                f"an agent card's mailbox must be a mailbox address, not {mailbox!r}"
+                f"an agent card's mailbox must be a mailbox address, not {quoted(mailbox)}"
             ) from None
     card = {
         "name": name,

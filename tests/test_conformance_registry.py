@@ -348,14 +348,18 @@ async def test_the_search_index_is_named_by_the_card(broker):
 # -- answers never exceed max_payload (our choice) -----------------------------------------------
 
 
-async def test_registry_answers_never_exceed_max_payload(broker):
-    broker.engine.limits = dataclasses.replace(broker.engine.limits, max_payload=4096)
+async def test_registry_answers_never_exceed_what_an_answer_carries(broker):
+    limits = dataclasses.replace(broker.engine.limits, max_payload=4096)
+    broker.engine.limits = limits
     reply = await register(broker, {"name": "huge", "payload": "x" * 5000})
     assert reply["error"].startswith("agent entry is "), reply
     for i in range(6):
         await registered(broker, f"agent{i}", "y" * 1000)
+    # (#22) the listing is whole, as on RobustMQ, while it fits in an answer...
     reply = await broker.raw(p.AGENT_DISCOVER)
-    # (#12) an answer that would not fit holds the agents that do, the first by name
-    assert reply["error"] == "", reply
-    assert [a["name"] for a in reply["agents"]] == [f"agent{i}" for i in range(3)]
+    assert [a["name"] for a in reply["agents"]] == [f"agent{i}" for i in range(6)]
+    # ... and refused in words once it does not: never cut (#12 cut it to what fitted)
+    broker.engine.limits = dataclasses.replace(limits, max_answer=4096)
+    reply = await broker.raw(p.AGENT_DISCOVER)
+    assert p.LISTING_TOO_LARGE in reply["error"] and "6 agents" in reply["error"], reply
     assert len(p.encode(reply)) <= 4096

@@ -46,8 +46,8 @@ async def _near_limit_card(broker) -> None:
     assert (await broker.raw(p.AGENT_REGISTER, big))["error"] == ""
     listed = await broker.raw(p.AGENT_DISCOVER, b"{}")
     assert listed["error"] == ""
-    # listed by name: the three small cards, then "zbig", which no longer fits
-    assert [a["name"] for a in listed["agents"]] == ["agent0", "agent1", "agent2"]
+    # listed by name, whole (#22: a listing is never cut; an answer carries more than a message)
+    assert [a["name"] for a in listed["agents"]] == ["agent0", "agent1", "agent2", "zbig"]
     # a search ranks ties in registration order: the same three
     found = await broker.raw(p.AGENT_DISCOVER, b'{"text":"helper","limit":10}')
     assert found["error"] == ""
@@ -55,18 +55,22 @@ async def _near_limit_card(broker) -> None:
 
 
 async def test_discover_keeps_the_best_ranked_agents_that_fit():
-    engine = BrokerEngine(clock=ManualClock(), limits=BrokerLimits(max_payload=4_000))
+    limits = BrokerLimits(max_payload=4_000, max_answer=4_000)
+    engine = BrokerEngine(clock=ManualClock(), limits=limits)
     for i in range(10):
         reply = await _call(engine, p.AGENT_REGISTER, _card(f"a{i}", filler=500))
         assert reply["error"] == ""
-    listed = await _call(engine, p.AGENT_DISCOVER, b"{}")
-    assert listed["error"] == ""
-    names = [a["name"] for a in listed["agents"]]
+    found = await _call(engine, p.AGENT_DISCOVER, b'{"text":"helper","limit":10}')
+    assert found["error"] == ""
+    names = [a["name"] for a in found["agents"]]
     assert 1 <= len(names) < 10 and names == [f"a{i}" for i in range(len(names))]
-    assert len(p.encode(listed)) <= 4_000
+    assert len(p.encode(found)) <= 4_000
     # one more agent would not have fitted
-    one_more = p.encode({"error": "", "agents": listed["agents"] + listed["agents"][:1]})
+    one_more = p.encode({"error": "", "agents": found["agents"] + found["agents"][:1]})
     assert len(one_more) > 4_000
+    # (#22) the listing is not cut to what fits: it is refused, saying why
+    listed = await _call(engine, p.AGENT_DISCOVER, b"{}")
+    assert p.LISTING_TOO_LARGE in listed["error"] and "10 agents" in listed["error"]
 
 
 async def test_card_above_max_card_bytes_is_refused_clearly(broker):

@@ -294,6 +294,9 @@ class BrokerEngine:
             problem = p.name_error(name)
             if problem:
                 raise Mq9Error(problem)
+            if len(name) > p.MAX_ADDRESS_LENGTH:
+                # (our choice; RobustMQ takes any length) no SEND could reach such a mailbox
+                raise Mq9Error(p.err_address_too_long(name))
             address = name
         if address in self.mailboxes:
             raise Mq9Error(p.err_mailbox_exists(address))
@@ -636,10 +639,10 @@ class BrokerEngine:
             hits = self.registry.search_text(request["text"])[first : first + size]
             agents = [entry.found() for entry in hits]
         else:  # every agent, not paginated
-            agents = [entry.listed() for entry in self.registry.listing()]
-        # (our choice) registry answers stay within max_payload too, as a message does: an
-        # answer that would not fit holds the best-ranked agents that do (a listing: the first
-        # by name), so one large card cannot make DISCOVER fail for everyone
+            return self._listing()
+        # (our choice) search answers stay within max_payload too, as a message does: an
+        # answer that would not fit holds the best-ranked agents that do, so one large card
+        # cannot make DISCOVER fail for everyone
         room = self._message_limit() - len(_DISCOVER_HEAD) - 2
         kept: list[bytes] = []
         for agent in agents:
@@ -649,6 +652,18 @@ class BrokerEngine:
                 break
             kept.append(item)
         return _DISCOVER_HEAD + b",".join(kept) + b"]}"
+
+    def _listing(self) -> bytes:
+        """Every agent in one answer, as RobustMQ answers; never cut (a cut list would hide
+        agents without a word, and let a name look free that is taken). One larger than an
+        answer can carry is refused, saying so (our choice: RobustMQ sends it whatever its
+        size)."""
+        items = [p.encode(entry.listed()) for entry in self.registry.listing()]
+        answer = _DISCOVER_HEAD + b",".join(items) + b"]}"
+        limit = self.answer_limit
+        if limit is not None and len(answer) > limit:
+            raise Mq9Error(p.err_listing_too_large(len(items), len(answer), limit))
+        return answer
 
     def _check_group_room(self, group: str) -> None:
         """(our choice) a new consumer group must have a name of at most MAX_GROUP_NAME
