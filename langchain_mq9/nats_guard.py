@@ -58,6 +58,7 @@ _HANDLERS = {
     "_process_info": ["info", "initial_connection"],
     "_process_ping": [],
     "_process_pong": [],
+    "_connect_to_server": ["s"],  # GuardedClient's seam
 }
 
 
@@ -277,7 +278,7 @@ class PatientTcpTransport(TcpTransport):
 class GuardedClient(Client):
     """nats-py's client on ``PatientTcpTransport`` (see the module); call ``protect`` on it."""
 
-    async def _connect_to_server(self, server) -> None:
-        if not self._transport and server.uri.scheme in ("nats", "tls"):
+    async def _connect_to_server(self, s) -> None:  # nats-py's name for the server
+        if not self._transport and s.uri.scheme in ("nats", "tls"):
             self._transport = PatientTcpTransport()
-        await super()._connect_to_server(server)
+        await super()._connect_to_server(s)
