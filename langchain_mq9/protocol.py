@@ -412,30 +412,53 @@ def _no_constant(name: str) -> Any:
     raise WireError(f"expected value (JSON has no {name})")
 
 
-def loads(data: bytes, *, repeats: bool = False) -> Any:
-    """Parse JSON as strictly as serde_json: UTF-8 only, no NaN, no lone surrogates, and no
-    key given twice in an object unless ``repeats`` (then ``Shape`` judges them: serde
-    refuses only a repeated field of the struct). Raises ``WireError``."""
+def loads(data: bytes, *, as_struct: bool = False) -> Any:
+    """Parse JSON as strictly as serde_json: UTF-8 only, no NaN, no lone surrogates, no key
+    given twice in an object. Raises ``WireError`` in serde's words.
+
+    ``as_struct``: parse it as serde reads a struct (``Shape``), which skips what it does not
+    read: a key given twice is judged by ``Shape`` (an error only for a field of the struct),
+    and text that is not UTF-8 or holds a lone surrogate is an error only where a field's
+    string is read (``text``); elsewhere it is kept, as U+DC80-U+DCFF for each bad byte."""
     if not data or not data.strip():
         raise WireError("EOF while parsing a value")
     try:
-        text = bytes(data).decode("utf-8")
+        text = bytes(data).decode("utf-8", "surrogateescape" if as_struct else "strict")
         value = json.loads(
             text,
-            object_pairs_hook=_pairs if repeats else _unique_pairs,
+            object_pairs_hook=_pairs if as_struct else _unique_pairs,
             parse_constant=_no_constant,
             parse_int=_int,
         )
     except WireError:
         raise
     except UnicodeDecodeError:
-        raise WireError("invalid UTF-8 in the JSON text") from None
+        raise WireError(ERR_NOT_UNICODE) from None
     except RecursionError:
         raise WireError("recursion limit exceeded") from None
     except ValueError as exc:
         raise WireError(f"expected value ({exc.args[0].split(':')[0]})") from None
-    if "\\u" in text:  # an escaped lone surrogate parses in Python, never in serde_json
+    if not as_struct and "\\u" in text:  # an escaped lone surrogate parses in Python only
         _check_surrogates(value)
+    return value
+
+
+# serde_json's words for text that is not Unicode: bytes that are not UTF-8, a leading
+# surrogate escape not followed by its trailing one, a trailing one alone.
+ERR_NOT_UNICODE = "invalid unicode code point"
+ERR_LEAD_SURROGATE = "unexpected end of hex escape"
+ERR_TRAIL_SURROGATE = "lone leading surrogate in hex escape"
+
+
+def text(value: str) -> str:
+    """``value`` if it is Unicode text (see ``loads``), else ``WireError`` in serde's words."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = ord(value[exc.start])
+        if 0xDC80 <= char <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            raise WireError(ERR_NOT_UNICODE) from None
+        raise WireError(ERR_LEAD_SURROGATE if char < 0xDC00 else ERR_TRAIL_SURROGATE) from None
     return value
 
 
@@ -444,10 +467,7 @@ def _check_surrogates(value: Any) -> None:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise WireError("lone surrogate in hex escape") from None
+            text(item)
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
@@ -494,7 +514,7 @@ class Shape:
 
     def read(self, data: bytes) -> dict[str, Any]:
         """The fields of a JSON body; absent optional fields are None. Raises ``WireError``."""
-        return self.convert(loads(data, repeats=True))
+        return self.convert(loads(data, as_struct=True))
 
     def convert(self, value: Any) -> dict[str, Any]:
         """``value`` read as serde reads the struct: from an object, or from an array of its
@@ -572,7 +592,7 @@ def _convert(kind: str, value: Any) -> Any:
     if kind == STR:
         if not isinstance(value, str):
             raise WireError(f"invalid type: {_describe(value)}, expected a string")
-        return value
+        return text(value)
     if kind == BOOL:
         if not isinstance(value, bool):
             raise WireError(f"invalid type: {_describe(value)}, expected a boolean")
@@ -602,7 +622,7 @@ def _convert(kind: str, value: Any) -> Any:
                 raise WireError(f"invalid type: {_describe(unit)}, expected unit")
         if not isinstance(value, str):
             raise WireError(f"invalid type: {_describe(value)}, expected enum DeliverPolicy")
-        if value not in DELIVER_POLICIES:
+        if text(value) not in DELIVER_POLICIES:
             variants = ", ".join(f"`{v}`" for v in DELIVER_POLICIES)
             raise WireError(f"unknown variant `{value}`, expected one of {variants}")
         return value

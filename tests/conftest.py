@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import nats
 import pytest
+from shared_broker import Namespace, NamespacedTransport, clear_registry
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import (
@@ -51,6 +52,7 @@ class Broker:
     _engine: BrokerEngine | None
     _clock: ManualClock | None
     transport: str
+    names: Namespace | None = None  # on a shared RobustMQ: this test's own names
 
     @property
     def engine(self) -> BrokerEngine:
@@ -65,13 +67,19 @@ class Broker:
         return self._clock
 
     def client(self, **options) -> Mq9Client:
-        return Mq9Client(self.url, **options)
+        client = Mq9Client(self.url, **options)
+        if self.names is not None:
+            client._transport = NamespacedTransport(client._transport, self.names)
+        return client
 
     async def raw(self, subject: str, body: bytes = b"", headers: dict | None = None) -> dict:
         """One request exactly as it goes on the wire, no Mq9Client in between: straight into
         the engine for memory, over a plain nats-py connection for nats. The decoded reply."""
         if self.transport == "memory":
             reply = await self.engine.handle(subject, headers, body)
+        elif self.names is not None:
+            async with self.client() as client:
+                reply = await client._transport.request(subject, body, headers, 5)
         else:
             connection = GuardedClient()  # plain nats-py gets no answer from RobustMQ
             protect(connection).cancel()
@@ -89,7 +97,10 @@ async def start_broker(transport: str, nats_url: str | None, **limits) -> tuple[
     if transport == "robustmq":
         if limits:
             pytest.skip("sets the bundled broker's limits; RobustMQ has its own")
-        return Broker(ROBUSTMQ_URL, None, None, transport), None
+        broker = Broker(ROBUSTMQ_URL, None, None, transport, Namespace())
+        async with broker.client() as client:
+            await clear_registry(client)
+        return broker, None
     clock = ManualClock()
     engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits))
     if transport == "memory":

@@ -570,18 +570,16 @@ class BrokerEngine:
     def _register(self, body: bytes) -> bytes:
         if not body:
             raise Mq9Error(p.ERR_REGISTER_EMPTY)
+        # An A2A card if the body reads as one; else the body read afresh as {name, payload},
+        # whose error is the one answered (agent.rs)
         try:
-            value = p.loads(body)
-        except WireError as exc:
-            raise Mq9Error(f"invalid AGENT.REGISTER payload: {exc.message}") from None
-        card = p.a2a_card(value)
+            card = p.a2a_card(p.loads(body))
+        except WireError:
+            card = None
         if card is not None:  # stored as RobustMQ re-serializes it
             name, agent_info = card.get("name", ""), p.encode(card).decode()
         else:
-            try:
-                request = p.REGISTER_REQUEST.convert(value)
-            except WireError as exc:
-                raise Mq9Error(f"invalid AGENT.REGISTER payload: {exc.message}") from None
+            request = _read(p.REGISTER_REQUEST, body, "invalid AGENT.REGISTER payload: ")
             name, agent_info = request["name"], request["payload"]
         if not agent_info:
             raise Mq9Error(p.ERR_AGENT_INFO_EMPTY)
