@@ -404,8 +404,12 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _int(literal: str) -> int | float:
-    # serde_json reads -0 as the float -0.0, which no integer field takes
-    return -0.0 if literal == "-0" else int(literal)
+    # serde_json reads as a float -0, and an integer that fits neither u64 nor i64: no integer
+    # field takes them (``floating point `1.8446744073709552e+19` ``, as RobustMQ answers)
+    if literal == "-0":
+        return -0.0
+    number = int(literal)
+    return float(number) if not -(2**63) <= number <= MAX_U64 else number
 
 
 def _no_constant(name: str) -> Any:

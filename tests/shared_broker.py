@@ -58,8 +58,11 @@ class Namespace:
             value = json.loads(body)
         except ValueError:
             return body
-        if not isinstance(value, dict) or p.encode(value) != bytes(body):
-            return body  # not what our encoder writes: a test of the bytes themselves
+        try:
+            if not isinstance(value, dict) or p.encode(value) != bytes(body):
+                return body  # not what our encoder writes: a test of the bytes themselves
+        except p.WireError:  # text no broker can carry: sent as it is, to be refused
+            return body
         for field in _RENAMED_FIELDS[kind]:
             if field == "group_name" and isinstance(value.get(field), str) and value[field]:
                 value[field] = value[field] + self._suffix

@@ -155,7 +155,7 @@ async def test_tool_errors_reach_the_model_and_the_graph_keeps_going(broker):
         ),
         "Sent after fixing my mistakes.",
     ]
-    async with Mq9Toolkit(server=broker.url) as kit:
+    async with broker.client() as client, Mq9Toolkit(client=client) as kit:
         agent = create_react_agent(ScriptedChatModel(steps=script), kit.get_tools())
         state = await agent.ainvoke({"messages": [("human", "Say hello to the greeter")]})
     errors = tool_errors(state)

@@ -402,7 +402,7 @@ async def test_ack_of_an_unknown_mailbox(broker):
         ({"group_name": "g", "mail_address": "box"}, "missing field `msg_id`"),
         ({"group_name": "g", "mail_address": "box", "msg_id": None}, "invalid type: null"),
         ({"group_name": "g", "mail_address": "box", "msg_id": -1}, "invalid value"),
-        ({"group_name": "g", "mail_address": "box", "msg_id": 2**64}, "invalid value"),
+        ({"group_name": "g", "mail_address": "box", "msg_id": 2**64}, "floating point `1.8446744"),
     ],
 )
 async def test_ack_request_fields(broker, body, error):
@@ -499,8 +499,10 @@ async def test_fetch_of_a_mailbox_never_created_is_topic_not_found(broker):
 
 
 @pytest.fixture
-def small_lane_reads(monkeypatch):
+def small_lane_reads(monkeypatch, broker):
     """RobustMQ's 30 MiB per read, made 2500 bytes: the same rule at a size tests can fill."""
+    if broker.transport == "robustmq":
+        pytest.skip("makes the bundled broker's 30 MiB read cap small; RobustMQ's is fixed")
     monkeypatch.setattr(p, "LANE_READ_BYTES", 2500)
 
 

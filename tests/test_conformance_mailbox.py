@@ -97,6 +97,9 @@ async def test_create_an_existing_name_fails_whatever_its_ttl(broker):
 
 
 async def test_generated_addresses_are_valid_unique_and_random(broker):
+    if broker.transport == "robustmq":
+        pytest.skip("RobustMQ's generated addresses are xids, time-ordered, with about 11 "
+                    "random bits in such a sample (docs/protocol.md §5.1): not secret there")
     addresses = [await create(broker) for _ in range(120)]
     assert len(set(addresses)) == len(addresses)
     for address in addresses:
@@ -734,6 +737,8 @@ async def test_delete_never_moves_a_group(broker):
     ],
 )
 async def test_unrecognized_subjects(broker, subject):
+    if broker.transport == "robustmq":
+        pytest.skip("RobustMQ answers an unknown subject with a NATS -ERR and no reply (§2)")
     # process.rs answers a NATS -ERR with these words; (our choice) a service on nats-server
     # can only reply, so the same words come as an mq9 error reply
     assert await broker.raw(subject, b"{}") == {"error": f"unrecognized mq9 subject: {subject}"}

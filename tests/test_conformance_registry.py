@@ -125,6 +125,9 @@ async def test_a_name_can_be_registered_again_after_unregister(broker):
 
 
 async def test_an_empty_name_is_registered(broker):
+    if broker.transport == "robustmq":
+        pytest.skip("RobustMQ refuses to unregister the name '': the agent would stay in the "
+                    "shared broker's registry for every later test")
     # agent.rs checks only that agent_info is not empty
     await registered(broker, "", "nameless")
     assert await discover(broker) == [{"name": "", "agent_info": "nameless"}]

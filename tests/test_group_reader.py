@@ -409,6 +409,8 @@ async def test_a_lane_cut_by_bytes_is_not_taken_as_read_to_its_end(monkeypatch, 
     holding more than 1400 bytes may have been cut."""
     import langchain_mq9.consumer as consumer
 
+    if broker.transport == "robustmq":
+        pytest.skip("makes the bundled broker's 30 MiB read cap small; RobustMQ's is fixed")
     monkeypatch.setattr(p, "LANE_READ_BYTES", 2500)
     monkeypatch.setattr(consumer, "LARGEST_MESSAGE", 1100)
     box = await new_box(client)

@@ -143,6 +143,7 @@ async def test_unsub_by_another_connection_forgets_every_inbox_with_that_sid(lis
     mine, theirs = await Raw.open(listener_url), await Raw.open(listener_url)
     inbox = "_INBOX." + uuid.uuid4().hex
     mine.write(f"SUB {inbox} 907".encode())
+    await mine.sync()  # RobustMQ serves connections on different handlers: this SUB first
     theirs.write(f"SUB _INBOX.{uuid.uuid4().hex} 907".encode())
     theirs.write(b"UNSUB 907")
     await theirs.sync()
