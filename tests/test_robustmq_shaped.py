@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import nats
 import pytest
 from langchain_core.messages import ToolMessage
+from mcp_support import fails, ok, stdio_session
 from robustmq_shaped import RobustMQShapedListener
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
@@ -291,3 +292,25 @@ async def test_a_toolkit_answers_a_call_while_another_tool_waits(listener_url):
         await call("send_message", mail_address=inbox, payload="the awaited one")
         fetched = await waiting
         assert [m["payload"] for m in fetched["messages"]] == ["the awaited one"]
+
+
+async def test_mq9_mcp_serves_every_tool(listener_url):
+    """The MCP server on the same broker, as Claude Desktop would start it (stdio)."""
+    inbox, agent = unique("shaped.mcp"), unique("shaped.mcpagent")
+    async with stdio_session("--server", listener_url) as mcp:
+        assert (await ok(mcp, "create_mailbox", name=inbox))["mail_address"] == inbox
+        sent = await ok(mcp, "send_message", mail_address=inbox, payload="hi", tags=["t"])
+        assert sent == {"sent": True, "msg_id": 0}
+        fetched = await ok(mcp, "fetch_messages", mail_address=inbox, max_wait_ms=2000)
+        assert [m["payload"] for m in fetched["messages"]] == ["hi"]
+        assert (await ok(mcp, "ack_messages", mail_address=inbox, msg_id=0))["confirmed"] == [0]
+        found = await ok(mcp, "query_messages", mail_address=inbox, tags=["t"])
+        assert found["count"] == 1
+        assert (await ok(mcp, "delete_message", mail_address=inbox, msg_id=0))["deleted"]
+        registered = await ok(mcp, "agent_register", name=agent, capabilities="translation")
+        assert registered["registered"]
+        discovered = await ok(mcp, "agent_discover", query="translation")
+        assert agent in [a["name"] for a in discovered["agents"]]
+        assert "no mailbox has this address" in await fails(
+            mcp, "fetch_messages", mail_address=unique("shaped.nobody")
+        )
