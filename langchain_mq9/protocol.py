@@ -9,6 +9,7 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 from collections.abc import Mapping
@@ -408,12 +409,21 @@ def _int(literal: str) -> int | float:
     # field takes them (``floating point `1.8446744073709552e+19` ``, as RobustMQ answers)
     if literal == "-0":
         return -0.0
+    if len(literal) > 21:  # beyond any u64 or i64 (and Python's int conversion limit)
+        return _float(literal)
     number = int(literal)
     return float(number) if not -(2**63) <= number <= MAX_U64 else number
 
 
+def _float(literal: str) -> float:
+    number = float(literal)
+    if math.isinf(number):  # serde_json's f64 overflows
+        raise WireError("number out of range")
+    return number
+
+
 def _no_constant(name: str) -> Any:
-    raise WireError(f"expected value (JSON has no {name})")
+    raise WireError("expected value")  # NaN, Infinity: JSON has none
 
 
 def loads(data: bytes, *, as_struct: bool = False) -> Any:
@@ -433,6 +443,7 @@ def loads(data: bytes, *, as_struct: bool = False) -> Any:
             object_pairs_hook=_pairs if as_struct else _unique_pairs,
             parse_constant=_no_constant,
             parse_int=_int,
+            parse_float=_float,
         )
     except WireError:
         raise
@@ -440,11 +451,51 @@ def loads(data: bytes, *, as_struct: bool = False) -> Any:
         raise WireError(ERR_NOT_UNICODE) from None
     except RecursionError:
         raise WireError("recursion limit exceeded") from None
-    except ValueError as exc:
-        raise WireError(f"expected value ({exc.args[0].split(':')[0]})") from None
+    except json.JSONDecodeError as exc:
+        raise WireError(_serde_syntax(exc)) from None
+    except ValueError:  # no JSON reader of ours should raise anything else; never a crash
+        raise WireError("expected value") from None
     if not as_struct and "\\u" in text:  # an escaped lone surrogate parses in Python only
         _check_surrogates(value)
     return value
+
+
+def _serde_syntax(exc: json.JSONDecodeError) -> str:
+    """serde_json's words for the JSON syntax error Python's json found."""
+    if exc.msg.startswith("Expecting ',' delimiter"):
+        closing = "}" if _innermost(exc.doc[: exc.pos]) == "{" else "]"
+        return f"expected `,` or `{closing}`"
+    for python, serde in _SYNTAX:
+        if exc.msg.startswith(python):
+            return serde
+    return "expected value"
+
+
+def _innermost(doc: str) -> str | None:
+    """The bracket of the object or array open at the end of ``doc`` (None at top level)."""
+    opened: list[str] = []
+    quoted = escaped = False
+    for char in doc:
+        if quoted:
+            escaped, quoted = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            quoted = True
+        elif char in "{[":
+            opened.append(char)
+        elif char in "}]" and opened:
+            opened.pop()
+    return opened[-1] if opened else None
+
+
+_SYNTAX = (
+    ("Expecting property name", "key must be a string"),
+    ("Expecting ':' delimiter", "expected `:`"),
+    ("Extra data", "trailing characters"),
+    ("Unterminated string", "EOF while parsing a string"),
+    ("Invalid control character",
+     "control character (\\u0000-\\u001F) found while parsing a string"),
+    ("Invalid \\escape", "invalid escape"),
+)
 
 
 # serde_json's words for text that is not Unicode: bytes that are not UTF-8, a leading
