@@ -110,8 +110,9 @@ async def test_unknown_fields_are_ignored(wire, subject, body):
 
 
 HUGE = 10**30
+BEYOND = "invalid type: floating point"  # serde_json reads a number beyond u64 and i64 as f64
 WRONG_NUMBERS = [
-    (p.MAILBOX_CREATE, {"ttl": HUGE}, "invalid value"),
+    (p.MAILBOX_CREATE, {"ttl": HUGE}, BEYOND),
     (p.MAILBOX_CREATE, {"ttl": -1}, "invalid value"),
     (p.MAILBOX_CREATE, {"ttl": 1.5}, "invalid type"),
     (p.MAILBOX_CREATE, {"ttl": "10"}, "invalid type"),
@@ -119,12 +120,11 @@ WRONG_NUMBERS = [
     (p.fetch_subject(BOX), {"config": {"num_msgs": 2**32}}, "invalid value"),
     (p.fetch_subject(BOX), {"config": {"max_wait_ms": -1}}, "invalid value"),
     (p.fetch_subject(BOX), {"deliver": "from_id", "from_id": -1}, "invalid value"),
-    (p.fetch_subject(BOX), {"deliver": "from_time", "from_time": HUGE}, "invalid value"),
-    (p.ack_subject(BOX), {"group_name": "g", "mail_address": BOX, "msg_id": 2**64},
-     "invalid value"),
+    (p.fetch_subject(BOX), {"deliver": "from_time", "from_time": HUGE}, BEYOND),
+    (p.ack_subject(BOX), {"group_name": "g", "mail_address": BOX, "msg_id": 2**64}, BEYOND),
     (p.ack_subject(BOX), {"group_name": "g", "mail_address": BOX, "msg_id": -1},
      "invalid value"),
-    (p.query_subject(BOX), {"limit": HUGE}, "invalid value"),
+    (p.query_subject(BOX), {"limit": HUGE}, BEYOND),
     (p.query_subject(BOX), {"since": -5}, "invalid value"),
     (p.AGENT_DISCOVER, {"page": 2**40}, "invalid value"),
     (p.AGENT_DISCOVER, {"limit": -1}, "invalid value"),
