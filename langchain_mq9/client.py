@@ -9,7 +9,9 @@ fetch/ack cycle on them.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,11 @@ from .redaction import redact
 from .transport import NOT_CONNECTED, Transport, open_transport
 
 __all__ = ["Agents", "Consumer", "GroupReader", "Message", "Mq9Client"]
+
+log = logging.getLogger("langchain_mq9")
+
+# The first pause before a repeatable request is sent again (then twice as long, up to 1 s).
+RETRY_FIRST_PAUSE = 0.05
 
 
 class Agents(list):
@@ -112,6 +119,11 @@ class Mq9Client:
             raise ValueError("request_timeout must be a positive number of seconds")
         self.server = server
         self.request_timeout = float(request_timeout)
+        # What this client saw of each mailbox's log, to notice a broker that lost or split
+        # it (a RobustMQ cluster node lost with its replicas, several partitions): the highest
+        # msg_id a SEND got, and what looked wrong, said once per mailbox.
+        self._highest_sent: dict[str, int] = {}
+        self.warnings: dict[str, str] = {}
         self._transport: Transport = open_transport(
             server,
             request_timeout=request_timeout,
@@ -150,9 +162,38 @@ class Mq9Client:
         await self.close()
 
     async def _call(
-        self, subject: str, body: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        repeatable: bool = False,
+        done_if: str | None = None,
     ) -> dict[str, Any]:
-        raw = await self._transport.request(subject, body, headers, self.request_timeout)
+        """One request and its successful reply. A ``repeatable`` request (one that is safe to
+        send twice) that fails in a way that may pass (a cluster node out of reach, the link
+        lost) is sent again, a little later each time, while ``request_timeout`` lasts. An
+        error holding ``done_if`` on such a repeat means an earlier try took effect: {}."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        pause = RETRY_FIRST_PAUSE
+        repeat = False
+        while True:
+            try:
+                return await self._call_once(subject, body, headers, deadline - loop.time())
+            except Mq9Error as exc:
+                if repeat and done_if is not None and done_if in exc.message:
+                    return {}
+                if not (repeatable and exc.retryable and deadline - loop.time() > pause):
+                    raise
+            repeat = True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    async def _call_once(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> dict[str, Any]:
+        raw = await self._transport.request(subject, body, headers, timeout)
         try:
             reply = json.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -162,12 +203,44 @@ class Mq9Client:
                 f"malformed reply from the broker on {subject}: {bytes(raw[:200])!r} "
                 "(is this server speaking mq9?)"
             )
-        if reply.get("error"):
-            raise Mq9Error(reply["error"])
+        error = reply.get("error")
+        if error and p.is_transient(error):
+            stored = (
+                "; the message may or may not have been stored: query the mailbox before "
+                "sending it again"
+                if subject.startswith(p.MSG_SEND)
+                else ""
+            )
+            raise Mq9Error(
+                f"{error} — the mq9 cluster could not reach the node that holds this (a node "
+                f"or the meta leader is down or changing); try again shortly{stored}",
+                retryable=True,
+            )
+        if error:
+            raise Mq9Error(error)
         return reply
 
-    def _messages(self, reply: dict[str, Any]) -> list[Message]:
-        return [Message.from_wire(m) for m in _read_reply(p.MESSAGES_REPLY, reply)["messages"]]
+    def _messages(self, mail_address: str, reply: dict[str, Any]) -> list[Message]:
+        items = _read_reply(p.MESSAGES_REPLY, reply)["messages"]
+        messages = [Message.from_wire(m) for m in items]
+        ids = [m.msg_id for m in messages]
+        if len(set(ids)) != len(ids):
+            twice = next(i for i in ids if ids.count(i) > 1)
+            self._suspect(mail_address, p.warn_partitions(mail_address, twice))
+        return messages
+
+    def _sent(self, mail_address: str, msg_id: int) -> None:
+        if msg_id < 0:  # a delayed message: its id comes later
+            return
+        highest = self._highest_sent.get(mail_address)
+        if highest is not None and msg_id <= highest:
+            self._suspect(mail_address, p.warn_log_went_back(mail_address, msg_id, highest))
+        self._highest_sent[mail_address] = max(msg_id, highest if highest is not None else -1)
+
+    def _suspect(self, mail_address: str, warning: str) -> None:
+        if mail_address not in self.warnings:
+            log.warning("%s", warning)
+            self.warnings[mail_address] = warning
 
     # -- mailboxes and messages ------------------------------------------------------------
 
@@ -185,7 +258,12 @@ class Mq9Client:
         body = p.CREATE_REQUEST.body(
             name=name, ttl=p.check_int("ttl", ttl, 0, p.MAX_SECONDS), desc=desc
         )
-        reply = await self._call(p.MAILBOX_CREATE, body)
+        # A named CREATE is safe to send again: "already exists" then means it was made
+        reply = await self._call(
+            p.MAILBOX_CREATE, body, repeatable=name is not None, done_if="already exists"
+        )
+        if not reply:
+            return name  # type: ignore[return-value]
         address = _read_reply(p.CREATE_REPLY, reply)["mail_address"]
         if not p.is_valid_address(address):
             raise Mq9Error(f"malformed reply from the broker: invalid mail_address {address!r}")
@@ -230,7 +308,9 @@ class Mq9Client:
                 "send a reference to the data (a URL or path) instead of the data itself"
             )
         reply = await self._call(p.send_subject(mail_address), body, headers)
-        return _read_reply(p.SEND_REPLY, reply)["msg_id"]
+        msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
+        self._sent(mail_address, msg_id)
+        return msg_id
 
     async def fetch(
         self,
@@ -272,7 +352,9 @@ class Mq9Client:
 
         async def look() -> list[Message]:
             nonlocal body
-            messages = self._messages(await self._call(subject, body))
+            messages = self._messages(
+                mail_address, await self._call(subject, body, repeatable=True)
+            )
             body = again  # force_deliver resets the group on the first look, not on each
             return messages
 
@@ -293,7 +375,7 @@ class Mq9Client:
             mail_address=mail_address,
             msg_id=p.check_int("msg_id", msg_id),
         )
-        await self._call(p.ack_subject(mail_address), body)
+        await self._call(p.ack_subject(mail_address), body, repeatable=True)
 
     async def consume(
         self,
@@ -364,13 +446,14 @@ class Mq9Client:
             since=None if since is None else p.check_int("since", since),
             limit=None if limit is None else p.check_int("limit", limit),
         )
-        reply = await self._call(p.query_subject(mail_address), body)
-        return self._messages(reply)
+        reply = await self._call(p.query_subject(mail_address), body, repeatable=True)
+        return self._messages(mail_address, reply)
 
     async def delete(self, mail_address: str, msg_id: int) -> None:
         """Delete one message. A msg_id that is not there is "deleted" all the same."""
         p.check_address(mail_address)
-        await self._call(p.delete_subject(mail_address, p.check_int("msg_id", msg_id)))
+        subject = p.delete_subject(mail_address, p.check_int("msg_id", msg_id))
+        await self._call(subject, repeatable=True)  # DELETE of a msg_id not there succeeds
 
     # -- agent registry --------------------------------------------------------------------
 
@@ -390,7 +473,7 @@ class Mq9Client:
             raise ValueError("an agent card needs a non-empty string name")
         if set(card) == {"name", "payload"} and isinstance(card["payload"], str):
             body = p.REGISTER_REQUEST.body(name=card["name"], payload=card["payload"])
-            await self._call(p.AGENT_REGISTER, body)
+            await self._call(p.AGENT_REGISTER, body, repeatable=True)
             return
         mailbox = card.pop("mailbox", None)
         legacy = card.pop("capabilities") if isinstance(card.get("capabilities"), list) else None
@@ -408,13 +491,15 @@ class Mq9Client:
                 card["name"], mailbox=mailbox, description=card.get("description"), skills=skills
             )
         body = p.encode(card)
-        await self._call(p.AGENT_REGISTER, body)
+        await self._call(p.AGENT_REGISTER, body, repeatable=True)  # the first is kept
 
     async def agent_unregister(self, name: str) -> None:
         """Remove the agent registered under ``name`` (an unknown name succeeds)."""
         if not isinstance(name, str) or not name:
             raise ValueError("name must be the non-empty name the agent registered under")
-        await self._call(p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name))
+        await self._call(
+            p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True
+        )
 
     async def agent_report(self, report: dict[str, Any]) -> None:
         """Report an agent's status: ``report["name"]`` and either a string ``report_info``
@@ -456,7 +541,7 @@ class Mq9Client:
             page=p.check_int("page", page, 1, p.MAX_U32),
         )
         try:
-            reply = await self._call(p.AGENT_DISCOVER, body)
+            reply = await self._call(p.AGENT_DISCOVER, body, repeatable=True)
         except Mq9Error as exc:
             if not (text or semantic):
                 raise
@@ -473,7 +558,7 @@ class Mq9Client:
     ) -> Agents:
         from .broker.registry import AgentEntry, AgentRegistry  # the bundled broker's ranking
 
-        reply = await self._call(p.AGENT_DISCOVER, p.DISCOVER_REQUEST.body())
+        reply = await self._call(p.AGENT_DISCOVER, p.DISCOVER_REQUEST.body(), repeatable=True)
         registry = AgentRegistry()
         for item in _read_reply(p.DISCOVER_REPLY, reply)["agents"]:
             p.normalize_agent(item)  # refuses an item that is no agent

@@ -800,7 +800,13 @@ class Operation:
             args = self.input_model.model_validate(args)
         token = _CALL_CLIENT.set(client)
         try:
-            return await self.handler(client, args, policy)
+            outcome = await self.handler(client, args, policy)
+            # What the client noticed of this mailbox's log (lost or split by the broker)
+            address = getattr(args, "mail_address", None) or policy.agent_mailbox
+            warning = getattr(client, "warnings", {}).get(address)
+            if warning:
+                outcome.content["warning"] = warning
+            return outcome
         except Mq9Error as exc:
             address = getattr(args, "mail_address", None) or policy.agent_mailbox
             raise OperationError(

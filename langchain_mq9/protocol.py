@@ -165,6 +165,45 @@ ERR_AGENT_INFO_EMPTY = "agent_info must not be empty"
 ERR_AGENT_NAME_EMPTY = "agent name must not be empty"
 
 
+# What a RobustMQ cluster answers while a node, its shard or the meta leader is out of reach:
+# the request may succeed unchanged a moment later. grpc-clients/src/utils.rs retries the
+# transport ones itself (is_transport_error, is_stale_reader, the leader forward); what still
+# reaches an mq9 client: the storage forward giving up (storage-engine clients/connection.rs
+# ~117), a forward to a leader that is gone, and the transport texts.
+TRANSIENT_MARKERS = (
+    "exceeded max retry times",
+    "has to forward request to",
+    "meta-service node is not currently the raft leader",
+    "tcp connect error",
+    "Connection refused",
+    "ConnectError",
+    "The service is currently unavailable",
+)
+
+
+def warn_log_went_back(address: str, msg_id: int, highest: int) -> str:
+    return (
+        f"mailbox {address}: a SEND got msg_id {msg_id}, but an earlier one got {highest}: the "
+        "broker's log of this mailbox went back, so messages it acknowledged may be lost (a "
+        "RobustMQ node lost with the shard's replicas, or the mailbox made again under its "
+        "name). Check what the mailbox still holds (query); see docs/deploy.md"
+    )
+
+
+def warn_partitions(address: str, msg_id: int) -> str:
+    return (
+        f"mailbox {address}: one answer held msg_id {msg_id} twice: the mailbox has several "
+        "partitions (RobustMQ's [runtime] default_topic_partition_num above 1), so msg_ids "
+        "repeat and an ACK may skip messages. Set default_topic_partition_num = 1 on the broker "
+        "and use a new mailbox; see docs/deploy.md"
+    )
+
+
+def is_transient(error: str) -> bool:
+    """Whether a broker's error text says the cluster could not reach a part of itself."""
+    return any(marker in error for marker in TRANSIENT_MARKERS)
+
+
 # DISCOVER with text or semantic on RobustMQ's default build (meta-service
 # services/mq9/agent.rs ~143, wrapped by common/base error/common.rs ~132 and tonic's Status).
 SEARCH_NOT_BUILT = "agent search is not enabled in this build (missing the 'vector-search' feature)"

@@ -219,7 +219,7 @@ def input_schema(model: type[_Input], agent_mailbox: str | None = None) -> dict[
 # Words for the model that a result may carry beside its data: what to do next, a warning on
 # payloads from others, which one filter a QUERY used. Output schemas leave them undeclared
 # (an output schema is for programs reading the data; these strings are not data).
-ADVICE = ("note", "next_step", "filter_used")
+ADVICE = ("note", "next_step", "filter_used", "warning")
 
 _TYPES = {
     "s": {"type": "string"},

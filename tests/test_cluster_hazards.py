@@ -1,0 +1,182 @@
+"""What a RobustMQ cluster does to a client, answered by fakes (issue #28, items 2 and 4).
+
+Measured on a 3-node RobustMQ 8bd49dc: while a node, the shard's leader or the meta leader is
+out of reach, requests get plain error replies with transient texts; a node lost with a
+shard's replicas can restart the shard's msg_ids at 0, the acknowledged messages gone; a broker
+with ``default_topic_partition_num = 3`` answers msg_ids 0,0,0,1,1,1. The fakes here are the
+bundled engine with those answers put in, over memory:// and a real nats-server.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import nats
+import pytest
+
+from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import (
+    BrokerEngine,
+    drop_memory_broker,
+    install_memory_broker,
+    serve_on_nats,
+)
+
+STORAGE_FORWARD = (
+    "Failed to send request to node 1 with error message :exceeded max retry times (10)"
+)
+META_FORWARD = (
+    "Grpc call of the node failed,Grpc status was status: Cancelled, message: \"has to forward "
+    'request to: Some(2), Some(Node { node_id: 2, rpc_addr: \\"127.0.0.1:2228\\" })"'
+)
+
+
+class FlakyCluster(BrokerEngine):
+    """The bundled engine, but the first ``failures`` requests on subjects starting with
+    ``prefix`` are answered with ``text`` (after doing the work when ``work_first``: a reply
+    lost on its way back). Counts every request by subject prefix."""
+
+    def __init__(self, prefix: str = "", failures: int = 0, text: str = STORAGE_FORWARD,
+                 work_first: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        self.prefix, self.failures, self.text, self.work_first = prefix, failures, text, work_first
+        self.seen: list[str] = []
+        self.scripted_ids: list[int] | None = None  # SEND answers these msg_ids, in turn
+        self.doubled = False  # FETCH and QUERY answers hold every message twice
+
+    async def handle(self, subject, headers, body):
+        self.seen.append(subject)
+        if self.prefix and subject.startswith(self.prefix) and self.failures > 0:
+            self.failures -= 1
+            if self.work_first:
+                await super().handle(subject, headers, body)
+            return p.encode({"error": self.text})
+        answer = await super().handle(subject, headers, body)
+        if subject.startswith(p.MSG_SEND) and self.scripted_ids:
+            return p.encode({"error": "", "msg_id": self.scripted_ids.pop(0)})
+        if self.doubled and subject.startswith((p.MSG_FETCH, p.MSG_QUERY)):
+            reply = json.loads(answer)
+            reply["messages"] = [m for m in reply["messages"] for _ in range(2)]
+            return p.encode(reply)
+        return answer
+
+
+@pytest.fixture(params=["memory", "nats"])
+async def serve(request):
+    """``await serve(engine)``: a URL where ``engine`` answers, over the parametrized transport."""
+    stops = []
+
+    async def serving(engine: BrokerEngine) -> str:
+        if request.param == "memory":
+            name = f"cluster{uuid.uuid4().hex}"
+            install_memory_broker(name, engine)
+            stops.append(lambda: drop_memory_broker(name))
+            return f"memory://{name}"
+        url = request.getfixturevalue("nats_server").url
+        connection = await nats.connect(url)
+        service = await serve_on_nats(engine, connection)
+
+        async def stop():
+            await service.stop()
+            await connection.close()
+
+        stops.append(stop)
+        return url
+
+    yield serving
+    for stop in stops:
+        done = stop()
+        if done is not None:
+            await done
+
+
+# -- item 2: transient texts are retryable, safe requests are repeated, SEND never is -------------
+
+
+@pytest.mark.parametrize("text", [STORAGE_FORWARD, META_FORWARD])
+async def test_safe_requests_pass_a_transient_cluster_error(serve, text):
+    engine = FlakyCluster()
+    async with Mq9Client(await serve(engine)) as client:
+        box = await client.mailbox_create(name="orders")
+        await client.send(box, "one")
+        for prefix, call in [
+            (p.MSG_QUERY, lambda: client.query(box)),
+            (p.MSG_FETCH, lambda: client.fetch(box, group_name="g", deliver="earliest")),
+            (p.MSG_ACK, lambda: client.ack(box, "g", 0)),
+            (p.AGENT_DISCOVER, lambda: client.agent_discover()),
+            (p.MSG_DELETE, lambda: client.delete(box, 0)),
+        ]:
+            engine.prefix, engine.failures, engine.text = prefix, 2, text
+            await call()
+            assert engine.failures == 0  # both failures met, then it went through
+            assert sum(s.startswith(prefix) for s in engine.seen) >= 3
+            engine.seen.clear()
+
+
+async def test_a_send_is_never_repeated_and_says_it_may_have_been_stored(serve):
+    engine = FlakyCluster(prefix=p.MSG_SEND, failures=1, work_first=True)
+    async with Mq9Client(await serve(engine)) as client:
+        box = await client.mailbox_create(name="orders")
+        engine.seen.clear()
+        with pytest.raises(Mq9Error) as caught:
+            await client.send(box, "maybe")
+        assert caught.value.retryable
+        assert "exceeded max retry times" in caught.value.message
+        assert "may or may not have been stored" in caught.value.message
+        assert engine.seen == [p.send_subject(box)]  # sent once
+        assert [m.text() for m in await client.query(box)] == ["maybe"]  # it was stored
+
+
+async def test_a_named_create_whose_reply_was_lost_is_made_once(serve):
+    engine = FlakyCluster(prefix=p.MAILBOX_CREATE, failures=1, work_first=True)
+    async with Mq9Client(await serve(engine)) as client:
+        assert await client.mailbox_create(name="made.once") == "made.once"
+        assert engine.seen.count(p.MAILBOX_CREATE) == 2
+        with pytest.raises(Mq9Error, match="already exists"):  # a later CREATE: an error again
+            await client.mailbox_create(name="made.once")
+
+
+async def test_a_cluster_that_stays_unreachable_fails_within_the_timeout(serve):
+    engine = FlakyCluster(prefix=p.MSG_QUERY, failures=10**6)
+    async with Mq9Client(await serve(engine), request_timeout=0.5) as client:
+        box = await client.mailbox_create(name="orders")
+        with pytest.raises(Mq9Error) as caught:
+            await client.query(box)
+    assert caught.value.retryable and "try again shortly" in caught.value.message
+    assert 2 <= engine.seen.count(p.query_subject(box)) <= 10  # a few tries, then the error
+
+
+# -- item 4: a log that went back or is split is noticed and said ---------------------------------
+
+
+async def test_msg_ids_that_start_again_are_noticed_and_reach_the_model(serve):
+    engine = FlakyCluster()
+    url = await serve(engine)
+    engine.scripted_ids = [0, 1, 2, 0]  # the fourth SEND: the shard restarted at 0
+    async with Mq9Client(url) as client, Mq9Toolkit(client=client) as kit:
+        box = await client.mailbox_create(name="orders")
+        assert [await client.send(box, f"m{i}") for i in range(3)] == [0, 1, 2]
+        assert box not in client.warnings
+        tool = next(t for t in kit.get_tools() if t.name == "send_message")
+        message = await tool.ainvoke(
+            {"name": tool.name, "args": {"mail_address": box, "payload": "m3"}, "id": "1",
+             "type": "tool_call"}
+        )  # fmt: skip
+    result = json.loads(message.content)
+    assert result["sent"] and result["msg_id"] == 0  # stored: its id is still reported
+    assert "a SEND got msg_id 0, but an earlier one got 2" in result["warning"]
+    assert "messages it acknowledged may be lost" in client.warnings[box]
+
+
+async def test_an_answer_holding_a_msg_id_twice_says_the_mailbox_is_split(serve):
+    engine = FlakyCluster()
+    url = await serve(engine)
+    async with Mq9Client(url) as client:
+        box = await client.mailbox_create(name="split")
+        await client.send(box, "x")
+        engine.doubled = True
+        await client.fetch(box, deliver="earliest")
+    assert "default_topic_partition_num" in client.warnings[box]
+    assert "held msg_id 0 twice" in client.warnings[box]
