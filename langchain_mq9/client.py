@@ -179,12 +179,15 @@ class Mq9Client:
         pause = RETRY_FIRST_PAUSE
         repeat = False
         while True:
+            started = loop.time()
             try:
-                return await self._call_once(subject, body, headers, deadline - loop.time())
+                return await self._call_once(subject, body, headers, deadline - started)
             except Mq9Error as exc:
                 if repeat and done_if is not None and done_if in exc.message:
                     return {}
-                if not (repeatable and exc.retryable and deadline - loop.time() > pause):
+                # A try that waited out most of the time (no answer) is not made again
+                slow = loop.time() - started > self.request_timeout / 2
+                if slow or not (repeatable and exc.retryable and deadline - loop.time() > pause):
                     raise
             repeat = True
             await asyncio.sleep(pause)
