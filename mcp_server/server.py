@@ -9,8 +9,10 @@ with ``isError`` set and words saying what to do; the server itself keeps runnin
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
 import threading
 from collections.abc import AsyncIterator
@@ -22,6 +24,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from mcp import types
 from mcp.server.lowlevel import Server
+from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from langchain_mq9 import __version__
@@ -183,6 +186,7 @@ async def serve_stdio(server: Server, connection: Mq9Connection) -> None:
             # stdin is read in a daemon thread, so a signal need not wait for a line to come.
             stdin: Any = _StdinLines(anyio.lowlevel.current_token())
             async with stdio_server(stdin=stdin) as (read_stream, write_stream):
+                stdin.answer_on = write_stream
                 await server.run(read_stream, write_stream, server.create_initialization_options())
         finally:
             tasks.cancel_scope.cancel()
@@ -204,13 +208,19 @@ async def _stop_on_signals(scope: anyio.CancelScope) -> None:
 
 class _StdinLines:
     """The lines of stdin (fd 0) for the SDK's ``stdio_server``, read by a daemon thread with
-    ``os.read`` (no lock an exiting interpreter could wait on). Lines that are not JSON-RPC (a
-    person typing at a terminal) are dropped with a one-line warning instead of reaching the
-    SDK, which would log a traceback and send the client an "Internal Server Error"."""
+    ``os.read`` (no lock an exiting interpreter could wait on).
+
+    Only lines the SDK can read reach it. Of the others, a request that carries an id is
+    answered here with a JSON-RPC error (``answer_on``: the session's write stream), so its
+    client never waits for ever: a batch, a missing ``method``, another ``jsonrpc`` version,
+    params that are not an object, text the SDK refuses (a lone surrogate, nesting past its
+    limit). Lines that are not JSON-RPC at all (a person typing at a terminal) are dropped with
+    a one-line warning instead of reaching the SDK, which would log a traceback."""
 
     def __init__(self, token: Any) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[str](16)
         self._token = token
+        self.answer_on: Any = None  # the session's write stream, once it is open
         threading.Thread(target=self._read, name="mq9-mcp stdin", daemon=True).start()
 
     def _read(self) -> None:
@@ -239,16 +249,69 @@ class _StdinLines:
                     continue
                 try:
                     types.JSONRPCMessage.model_validate_json(line)
-                except ValidationError:
-                    shown = line.strip()
-                    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-                    log.warning(
-                        "ignored a line on stdin that is not an MCP (JSON-RPC) message: %r; "
-                        "mq9-mcp is meant to be started by an MCP client",
-                        shown,
-                    )
+                except ValidationError as exc:
+                    answers = refusals(line, exc)
+                    if not answers:
+                        shown = line.strip()
+                        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                        log.warning(
+                            "ignored a line on stdin that is not an MCP (JSON-RPC) message: "
+                            "%r; mq9-mcp is meant to be started by an MCP client",
+                            shown,
+                        )
+                    for answer in answers:
+                        log.info("refused a JSON-RPC request: %s", answer.error.message)
+                        await self.answer_on.send(SessionMessage(types.JSONRPCMessage(answer)))
                     continue
                 yield line
+
+
+def refusals(line: str, problem: Exception) -> list[types.JSONRPCError]:
+    """The JSON-RPC errors owed for a line the SDK cannot read: one per request in it that
+    carries an id (JSON-RPC 2.0: every request with an id gets an answer). None for a line
+    with no id to answer (a notification, a response, or no JSON at all)."""
+    try:
+        value = json.loads(line)
+    except RecursionError:  # nested past Python's limit: its id is still near the start
+        found = _LEADING_ID.match(line)
+        ids = [json.loads(found.group(1))] if found else []
+        return [_refusal(i, types.INVALID_REQUEST, "the request is nested too deeply") for i in ids]
+    except ValueError:
+        return []
+    if isinstance(value, list):
+        why = "JSON-RPC batches are not supported (MCP): send one message per line"
+        return [_refusal(item["id"], types.INVALID_REQUEST, why) for item in value if _has_id(item)]
+    if not _has_id(value):
+        return []
+    if value.get("jsonrpc") != "2.0":
+        return [_refusal(value["id"], types.INVALID_REQUEST, 'jsonrpc must be "2.0"')]
+    if not isinstance(value.get("method"), str):
+        return [_refusal(value["id"], types.INVALID_REQUEST, "the request has no method")]
+    if not isinstance(value.get("params", {}), dict):
+        return [_refusal(value["id"], types.INVALID_PARAMS, "params must be an object")]
+    detail = str(problem).splitlines()
+    text = next((d.strip() for d in detail[1:] if d.strip()), "cannot be read")
+    if "surrogate" in line or "\\ud" in line.lower():
+        text = "text holds a lone surrogate (half of a character): it is not valid UTF-8"
+    return [_refusal(value["id"], types.INVALID_PARAMS, f"invalid params: {text[:200]}")]
+
+
+# The id of a request written in the usual order (jsonrpc, id, method, params): found without
+# parsing, for a line too deep to parse.
+_LEADING_ID = re.compile(r'\s*\{\s*(?:"jsonrpc"\s*:\s*"[^"]*"\s*,\s*)?"id"\s*:\s*(-?\d+|"[^"\\]*")')
+
+
+def _has_id(item: Any) -> bool:
+    """A request with an id to answer (not a notification, and not a response)."""
+    if not isinstance(item, dict) or "result" in item or "error" in item:
+        return False
+    return isinstance(item.get("id"), (int, str)) and not isinstance(item.get("id"), bool)
+
+
+def _refusal(request_id: Any, code: int, message: str) -> types.JSONRPCError:
+    return types.JSONRPCError(
+        jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
+    )
 
 
 async def _opened(client: Any) -> None:

@@ -1,0 +1,125 @@
+"""mq9-mcp over stdio answers every JSON-RPC request that carries an id, even one the MCP SDK
+cannot read (issue #22, item 1): a client waits for ever for an answer that never comes.
+
+The server runs as a real subprocess; the lines are written raw, as a client's bugs (or a
+Python client's ``json.dumps`` of half an emoji) write them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+from mcp_support import INITIALIZE, ROOT, server_env
+
+DEEP = 400  # past the MCP SDK's own nesting limit, within Python's json
+
+
+class RawStdio:
+    """``python -m mcp_server --server memory://`` with its stdin and stdout as raw lines."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mcp_server", "--server", "memory://"],
+            cwd=ROOT,
+            env=server_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def send(self, line: str | bytes) -> None:
+        self.process.stdin.write(line if isinstance(line, bytes) else line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def answer(self, timeout: float = 20) -> dict:
+        """The next line the server writes (bounded: a missing answer fails, never hangs)."""
+        box: list[bytes] = []
+        reader = threading.Thread(target=lambda: box.append(self.process.stdout.readline()))
+        reader.daemon = True
+        reader.start()
+        reader.join(timeout)
+        assert box and box[0], "no answer"
+        return json.loads(box[0])
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def stdio():
+    raw = RawStdio()
+    raw.send(json.dumps(INITIALIZE))
+    assert raw.answer()["id"] == 1
+    raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    yield raw
+    raw.close()
+
+
+def call(request_id: int, arguments: object) -> dict:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": "create_mailbox", "arguments": arguments},
+    }
+
+
+def deep(levels: int) -> object:
+    value: object = "leaf"
+    for _ in range(levels):
+        value = {"x": value}
+    return value
+
+
+CASES = [
+    ("a lone surrogate", json.dumps(call(7, {"name": "half \ud83d"})), -32602, "surrogate"),
+    ("deep arguments", json.dumps(call(7, deep(DEEP))), -32602, "invalid params"),
+    ("params not an object", '{"jsonrpc":"2.0","id":7,"method":"tools/list","params":"x"}',
+     -32602, "params must be an object"),
+    ("no method", '{"jsonrpc":"2.0","id":7}', -32600, "no method"),
+    ("another version", '{"jsonrpc":"1.0","id":7,"method":"tools/list"}', -32600, '"2.0"'),
+    ("nested past Python's limit", '{"jsonrpc":"2.0","id":7,"method":"x","params":'
+     + "[" * 5000 + "]" * 5000 + "}", -32600, "nested too deeply"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_a_request_the_sdk_cannot_read_is_answered_with_its_id(stdio, line, code, words):
+    stdio.send(line)
+    answer = stdio.answer()
+    assert answer["id"] == 7 and answer["error"]["code"] == code, answer
+    assert words in answer["error"]["message"]
+    # and the session goes on
+    stdio.send(json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/list"}))
+    assert {t["name"] for t in stdio.answer()["result"]["tools"]} >= {"create_mailbox"}
+
+
+def test_a_batch_gets_an_answer_for_each_request_in_it(stdio):
+    batch = [
+        {"jsonrpc": "2.0", "id": 21, "method": "tools/list"},
+        {"jsonrpc": "2.0", "method": "notifications/progress"},  # no id: no answer
+        {"jsonrpc": "2.0", "id": "b", "method": "tools/list"},
+    ]
+    stdio.send(json.dumps(batch))
+    answers = [stdio.answer(), stdio.answer()]
+    assert [a["id"] for a in answers] == [21, "b"]
+    assert all("batches are not supported" in a["error"]["message"] for a in answers)
+
+
+def test_a_line_with_no_id_to_answer_is_only_logged(stdio):
+    stdio.send("this is not JSON-RPC")
+    stdio.send('{"jsonrpc":"2.0","method":"notifications/x","params":"bad"}')
+    stdio.send(json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}))
+    assert stdio.answer()["id"] == 9  # nothing was answered before it
