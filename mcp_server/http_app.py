@@ -30,7 +30,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import INTERNAL_ERROR
+from mcp.types import INTERNAL_ERROR, PARSE_ERROR
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from langchain_mq9.connection import Mq9Connection
 
-from .server import connect_early
+from .server import connect_early, leading_id
 
 log = logging.getLogger("mcp_server")
 
@@ -289,6 +289,54 @@ def _calls_tool(body: bytes | bytearray) -> bool:
     return isinstance(message, dict) and message.get("method") == "tools/call"
 
 
+class UnreadableBodies:
+    """A POST whose body is not UTF-8, or is nested past what Python's json reads, is answered
+    400 with a JSON-RPC parse error (with the request's id when it can be read), as the SDK
+    answers other JSON it cannot parse; reaching the SDK it was a 500 (issue #22)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        messages, body = [], bytearray()
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body.extend(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        problem = _unreadable(bytes(body))
+        if problem is not None:
+            found = leading_id(body.decode("utf-8", "replace"))
+            error = {"code": PARSE_ERROR, "message": f"Parse error: {problem}"}
+            reply = {"jsonrpc": "2.0", "id": found, "error": error}
+            await JSONResponse(reply, status_code=400)(scope, receive, send)
+            return
+        replay = iter(messages)
+
+        async def again() -> dict:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, again, send)
+
+
+def _unreadable(body: bytes) -> str | None:
+    try:
+        json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "the body is not UTF-8"
+    except RecursionError:
+        return "the body is nested too deeply"
+    except ValueError:
+        return None  # the SDK's own parse error answers it
+    return None
+
+
 def create_http_app(
     server: Server,
     connection: Mq9Connection,
@@ -330,7 +378,8 @@ def create_http_app(
                 with anyio.CancelScope(shield=True):
                     await connection.aclose()
 
-    starlette = Starlette(routes=[Route(MCP_PATH, endpoint=limits)], lifespan=lifespan)
+    endpoint = UnreadableBodies(limits)
+    starlette = Starlette(routes=[Route(MCP_PATH, endpoint=endpoint)], lifespan=lifespan)
     starlette.state.session_limits = limits
     app: ASGIApp = starlette
     if auth_token:

@@ -273,9 +273,9 @@ def refusals(line: str, problem: Exception) -> list[types.JSONRPCError]:
     try:
         value = json.loads(line)
     except RecursionError:  # nested past Python's limit: its id is still near the start
-        found = _LEADING_ID.match(line)
-        ids = [json.loads(found.group(1))] if found else []
-        return [_refusal(i, types.INVALID_REQUEST, "the request is nested too deeply") for i in ids]
+        found = leading_id(line)
+        why = "the request is nested too deeply"
+        return [] if found is None else [_refusal(found, types.INVALID_REQUEST, why)]
     except ValueError:
         return []
     if isinstance(value, list):
@@ -297,8 +297,14 @@ def refusals(line: str, problem: Exception) -> list[types.JSONRPCError]:
 
 
 # The id of a request written in the usual order (jsonrpc, id, method, params): found without
-# parsing, for a line too deep to parse.
+# parsing, for a text too deep to parse.
 _LEADING_ID = re.compile(r'\s*\{\s*(?:"jsonrpc"\s*:\s*"[^"]*"\s*,\s*)?"id"\s*:\s*(-?\d+|"[^"\\]*")')
+
+
+def leading_id(text: str) -> int | str | None:
+    """The id at the start of a JSON-RPC request's text, read without parsing it."""
+    found = _LEADING_ID.match(text)
+    return None if found is None else json.loads(found.group(1))
 
 
 def _has_id(item: Any) -> bool:

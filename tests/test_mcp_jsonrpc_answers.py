@@ -1,5 +1,6 @@
-"""mq9-mcp over stdio answers every JSON-RPC request that carries an id, even one the MCP SDK
-cannot read (issue #22, item 1): a client waits for ever for an answer that never comes.
+"""mq9-mcp answers every JSON-RPC request that carries an id, even one the MCP SDK cannot read
+(issue #22, item 1): over stdio a client waited for ever for an answer that never came; over
+HTTP a body that is not UTF-8 or nested too deeply was a server error (500).
 
 The server runs as a real subprocess; the lines are written raw, as a client's bugs (or a
 Python client's ``json.dumps`` of half an emoji) write them.
@@ -11,9 +12,11 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 
 import pytest
-from mcp_support import INITIALIZE, ROOT, server_env
+from mcp_support import ACCEPT, INITIALIZE, ROOT, http_server, server_env
 
 DEEP = 400  # past the MCP SDK's own nesting limit, within Python's json
 
@@ -123,3 +126,34 @@ def test_a_line_with_no_id_to_answer_is_only_logged(stdio):
     stdio.send('{"jsonrpc":"2.0","method":"notifications/x","params":"bad"}')
     stdio.send(json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}))
     assert stdio.answer()["id"] == 9  # nothing was answered before it
+
+
+def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=body, method="POST",
+        headers={**ACCEPT, "Content-Type": "application/json", **(headers or {})},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, {"headers": dict(response.headers)}
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"x":"\xff"}}', "not UTF-8"),
+        (b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":'
+         + b"[" * 1000 + b"]" * 1000 + b"}", "nested too deeply"),
+    ],
+)  # fmt: skip
+def test_over_http_an_unreadable_body_is_a_client_error_with_its_id(body, words):
+    with http_server("--server", "memory://") as url:
+        status, opened = post(url, json.dumps(INITIALIZE).encode())
+        assert status == 200
+        session = {"mcp-session-id": opened["headers"]["mcp-session-id"]}
+        status, answer = post(url, body, session)
+    assert status == 400, answer
+    assert answer["id"] == 5 and answer["error"]["code"] == -32700
+    assert words in answer["error"]["message"]
