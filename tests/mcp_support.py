@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -149,3 +150,48 @@ def error_text(result: types.CallToolResult) -> str:
     """An error call's text (and a check that it is one)."""
     assert result.isError, f"expected an error, got {result_text(result)}"
     return result_text(result)
+
+
+class RawStdio:
+    """``python -m mcp_server --server memory://`` with its stdin and stdout as raw lines."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mcp_server", "--server", "memory://"],
+            cwd=ROOT,
+            env=server_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+
+    @classmethod
+    def initialized(cls) -> RawStdio:
+        raw = cls()
+        raw.send(json.dumps(INITIALIZE))
+        assert raw.answer()["id"] == 1
+        raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        return raw
+
+    def send(self, line: str | bytes) -> None:
+        self.process.stdin.write(line if isinstance(line, bytes) else line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def answer(self, timeout: float = 20) -> dict:
+        """The next line the server writes (bounded: a missing answer fails, never hangs)."""
+        box: list[bytes] = []
+        reader = threading.Thread(target=lambda: box.append(self.process.stdout.readline()))
+        reader.daemon = True
+        reader.start()
+        reader.join(timeout)
+        assert box and box[0], "no answer"
+        return json.loads(box[0])
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()

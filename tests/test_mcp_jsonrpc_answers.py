@@ -9,61 +9,18 @@ Python client's ``json.dumps`` of half an emoji) write them.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
 
 import pytest
-from mcp_support import ACCEPT, INITIALIZE, ROOT, http_server, server_env
+from mcp_support import ACCEPT, INITIALIZE, RawStdio, http_server
 
 DEEP = 400  # past the MCP SDK's own nesting limit, within Python's json
 
 
-class RawStdio:
-    """``python -m mcp_server --server memory://`` with its stdin and stdout as raw lines."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_server", "--server", "memory://"],
-            cwd=ROOT,
-            env=server_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def send(self, line: str | bytes) -> None:
-        self.process.stdin.write(line if isinstance(line, bytes) else line.encode() + b"\n")
-        self.process.stdin.flush()
-
-    def answer(self, timeout: float = 20) -> dict:
-        """The next line the server writes (bounded: a missing answer fails, never hangs)."""
-        box: list[bytes] = []
-        reader = threading.Thread(target=lambda: box.append(self.process.stdout.readline()))
-        reader.daemon = True
-        reader.start()
-        reader.join(timeout)
-        assert box and box[0], "no answer"
-        return json.loads(box[0])
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
-
-
 @pytest.fixture
 def stdio():
-    raw = RawStdio()
-    raw.send(json.dumps(INITIALIZE))
-    assert raw.answer()["id"] == 1
-    raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    raw = RawStdio.initialized()
     yield raw
     raw.close()
 
