@@ -10,6 +10,7 @@ out.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import inspect
 import ipaddress
@@ -19,6 +20,7 @@ import math
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -103,6 +105,7 @@ class BearerTokenMiddleware:
 @dataclass
 class _Session:
     last: float  # the clock when a request for it last started or ended
+    client: str = ""  # who opened it: the peer's address and the credentials it gave
     in_flight: int = 0  # requests being served, an open GET (SSE) stream included
     used: bool = False  # it has called a tool
 
@@ -113,12 +116,15 @@ class SessionLimits:
     request in flight; an open GET stream counts as one, so a connected client is never idle.
 
     With every slot taken, a new session replaces the least recently active session that never
-    called a tool; only when every session has called one is it refused (503, Retry-After). So a
-    process opening sessions by the thousand mostly evicts its own empty sessions: sessions that
-    did work keep working, and a newcomer still gets in. Refusing instead would lock everyone
-    out for the whole idle timeout; evicting the least recently used session whatever it did
-    would let the flood evict every honest client. Loopback clients share one address, so
-    there is no per-client count to cap.
+    called a tool. When every session has called one, a newcomer from a client (peer address and
+    credentials) holding fewer sessions than the client holding the most replaces that client's
+    least recently active idle session; otherwise it is refused (503, Retry-After). So a process
+    opening sessions by the thousand mostly evicts its own empty sessions, and one that fills
+    every slot with sessions that each called a tool gives them up to other clients as they
+    come, while sessions that did work for others keep working. Refusing instead would lock
+    everyone out for the whole idle timeout; evicting the least recently used session whatever
+    it did would let the flood evict every honest client. Clients on one address with one
+    credential (every loopback client) count as one client.
     """
 
     def __init__(
@@ -202,8 +208,9 @@ class SessionLimits:
             self.sessions.pop(session_id, None)  # ended, by the client or the SDK
 
     async def _open(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = _client_of(scope)
         async with self._lock:
-            room = await self._make_room(self.max_sessions - 1)
+            room = await self._make_room(self.max_sessions - 1, newcomer=client)
         if not room:
             await self._refuse(scope, receive, send)
             return
@@ -213,7 +220,7 @@ class SessionLimits:
                 session_id = Headers(raw=message["headers"]).get(MCP_SESSION_ID_HEADER)
                 if session_id:
                     async with self._lock:
-                        self.sessions[session_id] = _Session(last=self.clock())
+                        self.sessions[session_id] = _Session(last=self.clock(), client=client)
                         # Opening requests run side by side: whoever went past the limit
                         # meanwhile is evicted now (never the session just opened).
                         await self._make_room(self.max_sessions, keep=session_id)
@@ -227,18 +234,36 @@ class SessionLimits:
             if not session.in_flight and now - session.last >= self.idle_timeout:
                 await self._close(session_id, "idle")
 
-    async def _make_room(self, limit: int, *, keep: str | None = None) -> bool:
-        """Close idle sessions, then the least recently active unused ones but ``keep`` while
-        more than ``limit`` are open; whether at most ``limit`` are."""
+    async def _make_room(
+        self, limit: int, *, keep: str | None = None, newcomer: str | None = None
+    ) -> bool:
+        """Close idle sessions, then the least recently active unused ones but ``keep``, then
+        (for a ``newcomer`` client) idle ones of the client holding the most, while more than
+        ``limit`` are open; whether at most ``limit`` are."""
         await self._close_idle()
         while len(self.sessions) > limit:
             unused = [(s.last, i) for i, s in self.sessions.items() if not s.used and i != keep]
-            if not unused:
+            victim = min(unused)[1] if unused else self._fair_share(newcomer)
+            if victim is None:
                 return False
-            await self._close(min(unused)[1], "evicted")
+            await self._close(victim, "evicted")
             self.evicted += 1
             self._warn(f"{len(self.sessions) + 1} sessions open: evicting unused ones")
         return len(self.sessions) <= limit
+
+    def _fair_share(self, newcomer: str | None) -> str | None:
+        """The least recently active idle session of the client holding the most sessions,
+        when ``newcomer`` holds fewer than it even after joining; else None."""
+        if newcomer is None:
+            return None
+        held = Counter(s.client for s in self.sessions.values())
+        hog, most = held.most_common(1)[0]
+        if held[newcomer] + 1 >= most:
+            return None
+        idle = [
+            (s.last, i) for i, s in self.sessions.items() if s.client == hog and not s.in_flight
+        ]
+        return min(idle)[1] if idle else None
 
     async def _close(self, session_id: str, why: str) -> None:
         del self.sessions[session_id]
@@ -275,6 +300,13 @@ class SessionLimits:
                 self.evicted,
                 self.refused,
             )
+
+
+def _client_of(scope: Scope) -> str:
+    """Who is asking: the peer's address and a digest of the credentials it gave."""
+    peer = scope.get("client") or ("", 0)
+    credentials = Headers(scope=scope).get("authorization", "")
+    return f"{peer[0]} {hashlib.sha256(credentials.encode()).hexdigest()[:12]}"
 
 
 def _calls_tool(body: bytes | bytearray) -> bool:

@@ -268,3 +268,36 @@ def test_bad_limits_are_refused_with_the_option_named(option, value, text, capsy
     assert exited.value.code == 2
     error = capsys.readouterr().err
     assert f"argument {option}: invalid number" in error and text in error
+
+
+def bound_to(address: str) -> httpx.AsyncClient:
+    """An HTTP client whose connections come from ``address`` (any of 127.0.0.0/8)."""
+    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=address))
+
+
+async def test_a_client_holding_every_slot_gives_way_to_another_client():
+    """#22: one client that filled every slot with sessions that each called a tool locked
+    every newcomer out (503, Retry-After 600 s). Now another client gets in, in its place."""
+    async with served(max_sessions=3, idle_timeout=600) as srv, bound_to("127.0.0.2") as hog, \
+            bound_to("127.0.0.3") as other:  # fmt: skip
+        flood = [RawSession(hog, srv.url) for _ in range(3)]
+        for session in flood:
+            await session.start()
+            await session.call("create_mailbox")
+            srv.clock.now += 1  # the first is the least recently active
+        await srv.settled(*flood)
+        # the client that holds every slot gets no more: nothing of its own is unused
+        assert (await RawSession(hog, srv.url).open()).status_code == 503
+        newcomer = RawSession(other, srv.url)
+        await newcomer.start()
+        assert (await newcomer.call("create_mailbox"))["mail_address"]
+        await srv.settled(newcomer, *flood)
+        assert [await s.status() for s in flood] == [404, 200, 200]
+        # a second one of that client would hold as many as the hog: refused, nobody evicted
+        assert (await RawSession(other, srv.url).open()).status_code == 503
+        assert [await s.status() for s in flood[1:]] == [200, 200]
+        # a third client holds none: the hog gives way once more
+        async with bound_to("127.0.0.4") as third:
+            await RawSession(third, srv.url).start()
+        await srv.settled(*flood)
+        assert [await s.status() for s in flood[1:]] == [404, 200]
