@@ -324,6 +324,12 @@ def _banner(url, server, storage, engine) -> None:
             f"{counts['delayed']} delayed messages, {counts['offsets']} group offsets, "
             f"{counts['agents']} agents"
         )
+        if counts["wal_lost"]:
+            lines.append(
+                f"storage: NOT restored: {counts['wal_lost']} acknowledged writes that came "
+                "after a damaged part of the write-ahead log (SQLite replays it only up to "
+                "the damage); the log above says so too"
+            )
         if counts["damaged"] or counts["skipped"]:
             lines.append(
                 f"storage: NOT restored: {counts['damaged']} damaged messages (checksum "

@@ -210,6 +210,8 @@ class SqliteStorage(Storage):
         self._ops: list[tuple[str, tuple]] = []
         self._delayed_rows: dict[int, int] = {}  # engine heap seq -> delayed.id
         self._next_delayed_id = 1
+        # Read before SQLite opens the file: its recovery drops what follows a damaged frame
+        self._wal_lost = wal_commits_lost(path.with_name(path.name + "-wal"))
         if path.is_file() and path.stat().st_size == 0:
             # SQLite would take it for a new database and the broker would start empty
             raise StorageError(
@@ -425,6 +427,14 @@ class SqliteStorage(Storage):
     def restore(self, engine: Restorable) -> None:
         # Also after a failed write: what was noted since the last restore is void
         self.restored = dict.fromkeys(_COUNTS, 0)
+        self.restored["wal_lost"] = self._wal_lost
+        if self._wal_lost:
+            log.error(
+                "%s: the write-ahead log is damaged: %d acknowledged writes after the damage "
+                "were NOT restored",
+                self.path,
+                self._wal_lost,
+            )
         self._ops.clear()
         self._delayed_rows.clear()
         try:
@@ -516,7 +526,57 @@ class SqliteStorage(Storage):
         return False
 
 
-_COUNTS = ("mailboxes", "messages", "delayed", "offsets", "agents", "damaged", "skipped")
+_COUNTS = (
+    "mailboxes", "messages", "delayed", "offsets", "agents", "damaged", "skipped", "wal_lost",
+)  # fmt: skip
+
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums little-endian, big-endian
+_WAL_HEADER, _FRAME_HEADER = 32, 24
+
+
+def wal_commits_lost(wal: Path) -> int:
+    """How many committed transactions the write-ahead log ``wal`` holds that SQLite will not
+    replay because a frame before them is damaged.
+
+    SQLite replays a WAL's frames (https://sqlite.org/fileformat2.html#walformat) up to the
+    first whose salts or cumulative checksum do not match, and silently drops the rest: after a
+    kill -9 those are the newest acknowledged writes. A frame of this log's generation (its
+    salts match the header's) that carries a commit mark (a database size) after that point is
+    one such transaction. A damaged header drops the whole log."""
+    try:
+        data = wal.read_bytes()
+    except OSError:
+        return 0
+    if len(data) < _WAL_HEADER:
+        return 0
+    magic = int.from_bytes(data[:4], "big")
+    if magic not in _WAL_MAGIC:
+        return 0  # not a WAL SQLite would read either: nothing it would have replayed
+    order = "big" if magic & 1 else "little"
+    page = int.from_bytes(data[8:12], "big")
+    salts = data[16:24]
+    sums = _wal_checksum(data[:24], (0, 0), order)
+    intact = sums == (int.from_bytes(data[24:28], "big"), int.from_bytes(data[28:32], "big"))
+    lost = 0
+    frame = _FRAME_HEADER + page
+    for at in range(_WAL_HEADER, len(data) - frame + 1, frame):
+        head = data[at : at + _FRAME_HEADER]
+        ours = head[8:16] == salts  # else an older generation's frame, or damaged salts
+        if intact:
+            sums = _wal_checksum(head[:8] + data[at + _FRAME_HEADER : at + frame], sums, order)
+            stored = (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"))
+            intact = ours and sums == stored  # SQLite replays up to the first frame failing
+        if not intact and ours and int.from_bytes(head[4:8], "big"):
+            lost += 1
+    return lost
+
+
+def _wal_checksum(data: bytes, sums: tuple[int, int], order: str) -> tuple[int, int]:
+    s0, s1 = sums
+    for i in range(0, len(data), 8):
+        s0 = (s0 + int.from_bytes(data[i : i + 4], order) + s1) & 0xFFFFFFFF
+        s1 = (s1 + int.from_bytes(data[i + 4 : i + 8], order) + s0) & 0xFFFFFFFF
+    return s0, s1
 
 
 def _check_writable(directory: Path) -> None:
