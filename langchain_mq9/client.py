@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,13 +168,14 @@ class Mq9Client:
         body: bytes = b"",
         headers: dict[str, str] | None = None,
         *,
-        repeatable: bool = False,
+        repeatable: bool | Callable[[str], bool] = False,
         done_if: str | None = None,
     ) -> dict[str, Any]:
         """One request and its successful reply. A ``repeatable`` request (one that is safe to
-        send twice) that fails in a way that may pass (a cluster node out of reach, the link
-        lost) is sent again, a little later each time, while ``request_timeout`` lasts. An
-        error holding ``done_if`` on such a repeat means an earlier try took effect: {}."""
+        send twice; or a test of the error text that says so) that fails in a way that may
+        pass (a cluster node out of reach, the link lost) is sent again, a little later each
+        time, while ``request_timeout`` lasts. An error holding ``done_if`` on such a repeat
+        means an earlier try took effect: {}."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         pause = RETRY_FIRST_PAUSE
@@ -187,7 +189,8 @@ class Mq9Client:
                     return {}
                 # A try that waited out most of the time (no answer) is not made again
                 slow = loop.time() - started > self.request_timeout / 2
-                if slow or not (repeatable and exc.retryable and deadline - loop.time() > pause):
+                again = repeatable(exc.message) if callable(repeatable) else repeatable
+                if slow or not (again and exc.retryable and deadline - loop.time() > pause):
                     raise
             repeat = True
             await asyncio.sleep(pause)
@@ -310,7 +313,9 @@ class Mq9Client:
                 f"payload too large: {size} bytes, the broker's max_payload is {limit} bytes; "
                 "send a reference to the data (a URL or path) instead of the data itself"
             )
-        reply = await self._call(p.send_subject(mail_address), body, headers)
+        reply = await self._call(
+            p.send_subject(mail_address), body, headers, repeatable=p.never_stored
+        )
         msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
         self._sent(mail_address, msg_id)
         return msg_id

@@ -171,6 +171,7 @@ ERR_AGENT_NAME_EMPTY = "agent name must not be empty"
 # reaches an mq9 client: the storage forward giving up (storage-engine clients/connection.rs
 # ~117), a forward to a leader that is gone, and the transport texts.
 TRANSIENT_MARKERS = (
+    NOT_STORED := "Offset state for shard",
     "exceeded max retry times",
     "has to forward request to",
     "meta-service node is not currently the raft leader",
@@ -202,6 +203,13 @@ def warn_partitions(address: str, msg_id: int) -> str:
 def is_transient(error: str) -> bool:
     """Whether a broker's error text says the cluster could not reach a part of itself."""
     return any(marker in error for marker in TRANSIENT_MARKERS)
+
+
+def never_stored(error: str) -> bool:
+    """Whether a SEND that failed with ``error`` stored nothing, so it is safe to send again:
+    a mailbox made a moment ago whose shard's offsets are not set up yet (storage-engine
+    ``core/offset.rs``: the offset is read before anything is written)."""
+    return NOT_STORED in error
 
 
 # DISCOVER with text or semantic on RobustMQ's default build (meta-service

@@ -180,3 +180,15 @@ async def test_an_answer_holding_a_msg_id_twice_says_the_mailbox_is_split(serve)
         await client.fetch(box, deliver="earliest")
     assert "default_topic_partition_num" in client.warnings[box]
     assert "held msg_id 0 twice" in client.warnings[box]
+
+
+async def test_a_send_to_a_shard_not_set_up_yet_is_sent_again(serve):
+    """Right after a CREATE, RobustMQ may answer a SEND "Offset state for shard X-0 not
+    initialized" (seen in the real-broker lane): nothing was stored (the offset is read before
+    any write), so the SEND is safe to repeat, and is."""
+    engine = FlakyCluster(text="Offset state for shard dc1ujc2jueqppuo0eb9g-0 not initialized")
+    async with Mq9Client(await serve(engine)) as client:
+        box = await client.mailbox_create(name="fresh")
+        engine.prefix, engine.failures = p.MSG_SEND, 2
+        assert await client.send(box, "once") == 0
+        assert [m.text() for m in await client.query(box)] == ["once"]
