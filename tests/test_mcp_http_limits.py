@@ -180,9 +180,10 @@ async def test_a_flood_of_empty_sessions_evicts_only_its_own_and_honest_clients_
             opened = await asyncio.gather(*(s.open() for s in flood))
             # Every one got in (each replaced an older empty one)...
             assert [r.status_code for r in opened] == [200] * 40
-            # ...so the flood's first sessions are closed (404), its newest still open,
-            assert [await s.status() for s in flood[:10]] == [404] * 10
-            assert await flood[-1].status() == 200
+            # ...so all but the 3 last to get in (of 4 slots, the honest session holds one) are
+            # closed (404); which 3 depends on the order the 40 concurrent opens finished in
+            statuses = [await s.status() for s in flood]
+            assert statuses.count(200) == 3 and statuses.count(404) == 37
             # the honest session that did work was never touched,
             await ok(honest, "send_message", mail_address=mailbox, payload="still here")
             # and a newcomer gets in during the flood and works.
