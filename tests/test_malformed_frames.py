@@ -9,14 +9,13 @@ dropped the connection on the third. The frames go through a raw socket to a rea
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from urllib.parse import urlparse
 
 import nats
 import pytest
 from nats.aio.client import Client
 from nats.protocol.parser import Parser
+from raw_nats import RawPeer
 
 from langchain_mq9 import Mq9Client, nats_guard
 from langchain_mq9 import protocol as p
@@ -27,52 +26,6 @@ pytestmark = pytest.mark.asyncio
 BAD_SUBJECTS = [b"\xff\xfe", b"a\x0bb", b"a\x0cb", b"\xc3(\x0b"]
 # A status line ("NATS/1.0 <code> <description>") that is not UTF-8.
 BAD_STATUS_HEADER = b"NATS/1.0 \xff\xfe \xff\r\n\r\n"
-
-
-class RawPeer:
-    """A bare TCP connection to nats-server that writes protocol bytes exactly as given."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, url: str) -> RawPeer:
-        where = urlparse(url)
-        reader, writer = await asyncio.open_connection(where.hostname, where.port)
-        assert (await reader.readline()).startswith(b"INFO ")
-        options = {"verbose": False, "pedantic": False, "headers": True, "protocol": 1}
-        writer.write(b"CONNECT " + json.dumps(options).encode() + b"\r\n")
-        await cls(reader, writer).sync()
-        return cls(reader, writer)
-
-    async def sync(self) -> None:
-        """Wait until nats-server has taken everything written so far (PING, PONG)."""
-        self.writer.write(b"PING\r\n")
-        await self.writer.drain()
-        while (line := await asyncio.wait_for(self.reader.readline(), 5)) != b"PONG\r\n":
-            assert not line.startswith(b"-ERR"), line
-
-    def pub(self, subject: bytes, payload: bytes = b"{}", reply: bytes = b"") -> None:
-        reply_part = b" " + reply if reply else b""
-        self.writer.write(b"PUB %s%s %d\r\n%s\r\n" % (subject, reply_part, len(payload), payload))
-
-    def hpub(self, subject: bytes, header: bytes, payload: bytes = b"{}") -> None:
-        total = len(header) + len(payload)
-        self.writer.write(
-            b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, len(header), total, header, payload)
-        )
-
-    async def next_msg_subject(self) -> bytes:
-        """The subject of the next MSG this peer receives (it subscribed first)."""
-        while True:
-            line = await asyncio.wait_for(self.reader.readline(), 5)
-            if line.startswith(b"MSG "):
-                await self.reader.readexactly(int(line.split()[-1]) + 2)
-                return line.split()[1]
-
-    async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
 
 
 def _connection_of(client: Mq9Client) -> Client:
