@@ -9,13 +9,14 @@ dropped the connection on the third. The frames go through a raw socket to a rea
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import nats
 import pytest
 from nats.aio.client import Client
 from nats.protocol.parser import Parser
-from raw_nats import RawPeer
+from raw_nats import RawPeer, frame
 
 from langchain_mq9 import Mq9Client, nats_guard
 from langchain_mq9 import protocol as p
@@ -96,6 +97,32 @@ async def _learn_inbox(peer: RawPeer, client: Mq9Client, address: str) -> bytes:
     await peer.sync()
     await client.send(address, "seen")
     return (await peer.next_msg_subject()).rsplit(b".", 1)[0]
+
+
+# Header blocks nats-py reads but refuses to write (a name outside RFC 7230's token
+# characters). nats-py's Msg.respond() sends the request's headers back with the answer, so
+# the broker failed to answer such a request at all (found by tests/test_wire_fuzz.py, seed 1).
+UNWRITABLE_HEADERS = [
+    b"NATS/1.0\r\n[: x\r\n\r\n",
+    b"NATS/1.0\r\nmq9/key: x\r\n\r\n",
+    b"NATS/1.0\r\nx(y): 1\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("header", UNWRITABLE_HEADERS, ids=["bracket", "slash", "parenthesis"])
+async def test_a_request_whose_headers_nats_py_cannot_write_is_answered(nats_broker, header):
+    peer = await RawPeer.open(nats_broker.url)
+    try:
+        peer.writer.write(b"SUB _INBOX.raw 1\r\n")
+        await peer.sync()
+        peer.writer.write(frame(p.AGENT_DISCOVER.encode(), b"{}", b"_INBOX.raw", header))
+        line = await asyncio.wait_for(peer.reader.readline(), 5)
+        # the answer is a plain MSG, as RobustMQ sends it: no request headers echoed
+        assert line.startswith(b"MSG _INBOX.raw 1 "), line
+        answer = json.loads(await peer.reader.readexactly(int(line.split()[-1]) + 2))
+        assert answer["error"] == "", answer
+    finally:
+        await peer.close()
 
 
 async def test_honest_sends_amid_a_stream_of_malformed_frames_all_succeed(nats_broker):
