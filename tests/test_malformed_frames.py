@@ -109,20 +109,43 @@ UNWRITABLE_HEADERS = [
 ]
 
 
-@pytest.mark.parametrize("header", UNWRITABLE_HEADERS, ids=["bracket", "slash", "parenthesis"])
-async def test_a_request_whose_headers_nats_py_cannot_write_is_answered(nats_broker, header):
-    peer = await RawPeer.open(nats_broker.url)
+# Header blocks nats-py cannot read: its Client._process_headers raises, outside its own try,
+# on a block of at most 8 bytes (IndexError) and on a status line that is not UTF-8
+# (UnicodeDecodeError); nats_guard's parser then drops the whole frame, so the broker never
+# sees the request and its requester times out (found by tests/test_wire_fuzz.py, seed 22).
+# The fix belongs in nats_guard.py: deliver such a frame without its header block.
+UNREADABLE_HEADERS = [b"N", b"\r\n\r\n", BAD_STATUS_HEADER]
+
+
+async def _answer_to_discover(url: str, header: bytes, within: float) -> dict:
+    """The broker's answer to a DISCOVER carrying ``header``, read off a raw connection."""
+    peer = await RawPeer.open(url)
     try:
         peer.writer.write(b"SUB _INBOX.raw 1\r\n")
         await peer.sync()
         peer.writer.write(frame(p.AGENT_DISCOVER.encode(), b"{}", b"_INBOX.raw", header))
-        line = await asyncio.wait_for(peer.reader.readline(), 5)
+        line = await asyncio.wait_for(peer.reader.readline(), within)
         # the answer is a plain MSG, as RobustMQ sends it: no request headers echoed
         assert line.startswith(b"MSG _INBOX.raw 1 "), line
-        answer = json.loads(await peer.reader.readexactly(int(line.split()[-1]) + 2))
-        assert answer["error"] == "", answer
+        return json.loads(await peer.reader.readexactly(int(line.split()[-1]) + 2))
     finally:
         await peer.close()
+
+
+@pytest.mark.parametrize("header", UNWRITABLE_HEADERS, ids=["bracket", "slash", "parenthesis"])
+async def test_a_request_whose_headers_nats_py_cannot_write_is_answered(nats_broker, header):
+    answer = await _answer_to_discover(nats_broker.url, header, within=5)
+    assert answer["error"] == "", answer
+
+
+@pytest.mark.xfail(
+    strict=True, raises=asyncio.TimeoutError,
+    reason="nats_guard drops a frame whose header block nats-py cannot read (issue #22)",
+)
+@pytest.mark.parametrize("header", UNREADABLE_HEADERS, ids=["short", "blank", "non-utf8-status"])
+async def test_a_request_whose_headers_nats_py_cannot_read_is_answered(nats_broker, header):
+    answer = await _answer_to_discover(nats_broker.url, header, within=2)
+    assert answer["error"] == "", answer
 
 
 async def test_honest_sends_amid_a_stream_of_malformed_frames_all_succeed(nats_broker):
