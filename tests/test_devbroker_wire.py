@@ -215,7 +215,7 @@ class RawNats:
                 self.sock.sendall(b"PONG\r\n")
             elif line.startswith((b"MSG ", b"HMSG ")):
                 data = self._payload(int(line.split()[-1]))
-                if line.startswith(b"HMSG "):  # nats-py's respond() echoes the headers
+                if line.startswith(b"HMSG "):  # headers: the bundled broker echoed them until #22
                     data = data[int(line.split()[-2]) :]
                 return json.loads(data)
 

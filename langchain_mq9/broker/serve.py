@@ -77,7 +77,10 @@ class NatsService:
                 )
             )
         try:
-            await msg.respond(reply)
+            # Not msg.respond(): nats-py's respond() sends the request's headers back with the
+            # answer (RobustMQ sends none), and refuses headers it read but cannot write (a
+            # name such as "[" or "x/y"), so such a request went unanswered
+            await self.connection.publish(msg.reply, reply)
         except Exception as exc:  # the requester may be gone; the broker keeps serving
             log.warning("could not answer %s: %s", msg.subject, exc)
 
