@@ -130,7 +130,14 @@ class GuardedParser(nats_parser.Parser):
         if sid not in self.nc._subs:  # RobustMQ's sid 0: a reply goes to the request it names
             sid = self._inbox_sid(subject, sid)
         try:
-            await self.nc._process_msg(sid, subject, reply, payload, headers)
+            try:
+                await self.nc._process_msg(sid, subject, reply, payload, headers)
+            except Exception:
+                if headers is None:
+                    raise
+                # A header block nats-py cannot read is read as none, as RobustMQ reads one
+                # that is not UTF-8: the request is answered, never dropped
+                await self.nc._process_msg(sid, subject, reply, payload, None)
         except Exception as exc:  # this one frame is lost, the connection keeps reading
             self.dropped += 1
             if self.dropped & (self.dropped - 1) == 0:  # 1st, 2nd, 4th, 8th...: no log flood

@@ -140,10 +140,6 @@ async def test_a_request_whose_headers_nats_py_cannot_write_is_answered(nats_bro
     assert answer["error"] == "", answer
 
 
-@pytest.mark.xfail(
-    strict=True, raises=asyncio.TimeoutError,
-    reason="nats_guard drops a frame whose header block nats-py cannot read (issue #22)",
-)
 @pytest.mark.parametrize("header", UNREADABLE_HEADERS, ids=["short", "blank", "non-utf8-status"])
 async def test_a_request_whose_headers_nats_py_cannot_read_is_answered(nats_broker, header):
     answer = await _answer_to_discover(nats_broker.url, header, within=2)
