@@ -114,3 +114,27 @@ def test_over_http_an_unreadable_body_is_a_client_error_with_its_id(body, words)
     assert status == 400, answer
     assert answer["id"] == 5 and answer["error"]["code"] == -32700
     assert words in answer["error"]["message"]
+
+
+def test_over_http_a_lone_surrogate_payload_is_a_clean_tool_error():
+    """#22, item 2: it was "internal error in the mq9 MCP server" with a traceback."""
+    with http_server("--server", "memory://") as url:
+        status, opened = post(url, json.dumps(INITIALIZE).encode())
+        assert status == 200
+        session = {"mcp-session-id": opened["headers"]["mcp-session-id"],
+                   "mcp-protocol-version": "2025-06-18"}  # fmt: skip
+        for request_id, (tool, arguments) in enumerate(
+            [("create_mailbox", {"name": "texts"}),
+             ("send_message", {"mail_address": "texts", "payload": "half \ud83d"})], start=10
+        ):  # fmt: skip
+            call = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                    "params": {"name": tool, "arguments": arguments}}  # fmt: skip
+            request = urllib.request.Request(
+                url, data=json.dumps(call).encode(), method="POST",
+                headers={**ACCEPT, "Content-Type": "application/json", **session},
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=20) as response:
+                text = response.read().decode()
+    data = json.loads([line[5:] for line in text.splitlines() if line.startswith("data:")][-1])
+    assert data["id"] == 11 and data["result"]["isError"], data
+    assert "lone surrogate" in data["result"]["content"][0]["text"]
