@@ -137,4 +137,5 @@ def test_over_http_a_lone_surrogate_payload_is_a_clean_tool_error():
                 text = response.read().decode()
     data = json.loads([line[5:] for line in text.splitlines() if line.startswith("data:")][-1])
     assert data["id"] == 11 and data["result"]["isError"], data
-    assert "lone surrogate" in data["result"]["content"][0]["text"]
+    text = data["result"]["content"][0]["text"]
+    assert text.startswith("invalid payload: text holds a lone surrogate"), text
