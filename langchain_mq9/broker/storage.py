@@ -542,7 +542,8 @@ def wal_commits_lost(wal: Path) -> int:
     first whose salts or cumulative checksum do not match, and silently drops the rest: after a
     kill -9 those are the newest acknowledged writes. A frame of this log's generation (its
     salts match the header's) that carries a commit mark (a database size) after that point is
-    one such transaction. A damaged header drops the whole log."""
+    one such transaction. A damaged header drops the whole log. Damage in the newest
+    transaction alone is not counted: a kill mid-write looks the same."""
     try:
         data = wal.read_bytes()
     except OSError:
@@ -568,6 +569,11 @@ def wal_commits_lost(wal: Path) -> int:
             intact = ours and sums == stored  # SQLite replays up to the first frame failing
         if not intact and ours and int.from_bytes(head[4:8], "big"):
             lost += 1
+    if lost == 1:
+        # Only the newest transaction: a kill between SQLite's writes of its frames leaves the
+        # same, and that write was never answered. Said, not counted as lost.
+        log.warning("%s: the newest write in the write-ahead log is incomplete or damaged", wal)
+        return 0
     return lost
 
 
