@@ -47,10 +47,10 @@ async def test_every_operation_issued_on_one_node_is_seen_on_another():
         assert sent == list(range(20))
         seen = await settled(lambda: third.query(box))
         assert [m.msg_id for m in seen] == sent and seen[3].text() == "m3"
-        fetched = await third.fetch(box, deliver="earliest", num_msgs=5)
+        fetched = await settled(lambda: third.fetch(box, deliver="earliest", num_msgs=5))
         assert [m.msg_id for m in fetched] == [0, 1, 2, 3, 4]
-        await third.delete(box, 0)
-        assert [m.msg_id for m in await second.query(box)][:2] == [1, 2]
+        await settled(lambda: third.delete(box, 0))
+        assert [m.msg_id for m in await settled(lambda: second.query(box))][:2] == [1, 2]
 
 
 async def test_an_agent_registered_on_one_node_is_listed_on_the_others():
