@@ -40,9 +40,7 @@ POLL_SECONDS = 0.1
 T = TypeVar("T")
 
 
-def fixed_start(
-    deliver: str, from_id: int | None, answer: list[Message]
-) -> tuple[str, int | None]:
+def fixed_start(deliver: str, from_id: int | None, answer: list[Message]) -> tuple[str, int | None]:
     """Where a group's later FETCHes must start after one answered ``answer``. Until a group
     acks, RobustMQ starts every FETCH at its deliver policy, and ``latest`` is the newest
     message at that moment: messages arriving between two FETCHes would be skipped. So
@@ -244,7 +242,8 @@ class GroupReader:
         back. Say so once, and read the mailbox afresh so they are handed out."""
         reused = self.state.reused_ids(answer)
         self.client._suspect(
-            self.mail_address, p.warn_log_went_back(self.mail_address, min(reused), self.state.floor)
+            self.mail_address,
+            p.warn_log_went_back(self.mail_address, min(reused), self.state.floor),
         )
         self.state = ReaderState()
 

@@ -71,16 +71,16 @@ class ReaderState:
         position is older). Acking ``committed`` again puts it where it was."""
         if self.committed is None:
             return False
-        return any(
-            m.msg_id <= self.committed and m.create_time <= self.floor_time for m in answer
-        )
+        return any(m.msg_id <= self.committed and m.create_time <= self.floor_time for m in answer)
 
     def reused_ids(self, answer: Iterable[Any]) -> list[int]:
         """Ids at or below the floor carried by messages newer than any this reader acked past:
         the broker's log went back and hands out new messages under old ids."""
         if self.floor < 0:
             return []
-        return [m.msg_id for m in answer if m.msg_id <= self.floor and m.create_time > self.floor_time]
+        return [
+            m.msg_id for m in answer if m.msg_id <= self.floor and m.create_time > self.floor_time
+        ]
 
     def accept(self, answer: list[Any], asked: int) -> list[Any]:
         """Take in the broker's answer to a FETCH of ``asked``; return its messages this reader
@@ -95,9 +95,7 @@ class ReaderState:
         # group's position (a worker acked past it) or gone: nobody will be handed it again.
         whole = self.whole_lanes()
         present = {m.msg_id for m in answer}
-        passed = [
-            i for i in self.held if i not in present and self.seen[i].priority in whole
-        ]
+        passed = [i for i in self.held if i not in present and self.seen[i].priority in whole]
         self.mark_done(passed)
         return [m for m in answer if self.is_new(m.msg_id)]
 
