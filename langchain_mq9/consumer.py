@@ -154,6 +154,11 @@ class GroupReader:
             if self.leases is not None and finished:
                 await self.leases.finish([state.seen[i] for i in finished])
             state.mark_done(ids)
+            if self.leases is not None and state.held:
+                # What other workers held may be finished by now: learn it, so the group's
+                # position moves with this ack rather than at the next fetch.
+                verdict = await self.leases.judge([state.seen[i] for i in sorted(state.held)])
+                state.mark_done(verdict.done)
             await self._advance()
 
     async def _fetch(
