@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,6 +83,7 @@ class GroupReader:
     held, and a message any worker finished is done for all, whatever ack came late.
 
     ``commit=False`` tracks what is handled without ever acking, for callers who ack.
+    ``clock`` measures elapsed seconds for judging leases (tests move it by hand).
 
     A broker that cannot send the whole answer to a FETCH says how many messages fit; the
     reader asks for that many, and raises ``Mq9Error`` when such an answer holds nothing new,
@@ -98,6 +100,7 @@ class GroupReader:
         worker: str | None = None,
         lease_ttl: int = DEFAULT_LEASE_TTL,
         commit: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.mail_address = p.check_address(mail_address)
@@ -106,7 +109,7 @@ class GroupReader:
         self.leases = (
             None
             if worker is None
-            else LeaseBox(client, mail_address, group_name, worker, lease_ttl)
+            else LeaseBox(client, mail_address, group_name, worker, lease_ttl, clock)
         )
         self.commit = commit
         self.state = ReaderState()

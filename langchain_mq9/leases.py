@@ -22,9 +22,9 @@ so a group that stops leaves no mailbox behind one lease TTL later.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -100,7 +100,13 @@ class LeaseBox:
     """The lease mailbox of one mailbox and group, as one worker writes and reads it."""
 
     def __init__(
-        self, client: Mq9Client, mail_address: str, group_name: str, worker: str, lease_ttl: int
+        self,
+        client: Mq9Client,
+        mail_address: str,
+        group_name: str,
+        worker: str,
+        lease_ttl: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(worker, str) or not worker.strip():
             raise ValueError("worker must be a non-empty string naming this reader")
@@ -108,15 +114,17 @@ class LeaseBox:
         self.worker = worker
         self.lease_ttl = p.check_int("lease_ttl", lease_ttl, MIN_LEASE_TTL, p.MAX_SECONDS)
         self.address = lease_address(mail_address, group_name)
-        # The broker's clock as last seen (a record's create_time) and when, on the loop's
-        # clock: leases are judged by the broker's time, never this machine's.
+        # The broker's clock as last seen (a record's create_time) and when, on ``clock``
+        # (any clock that measures elapsed seconds): leases are judged by the broker's time
+        # plus what elapsed here since, never by this machine's time of day.
+        self._clock = clock
         self._seen: tuple[int, float] | None = None
 
     def now(self) -> int:
         if self._seen is None:
             return 0
         seconds, at = self._seen
-        return seconds + int(asyncio.get_running_loop().time() - at)
+        return seconds + int(self._clock() - at)
 
     async def claim(self, messages: list[Message]) -> None:
         await self._send([claim_tag(m) for m in messages], ttl=self.lease_ttl)
@@ -138,7 +146,7 @@ class LeaseBox:
         if records:
             newest = max(r.create_time for r in records)
             if newest >= self.now():
-                self._seen = (newest, asyncio.get_running_loop().time())
+                self._seen = (newest, self._clock())
         return judge(messages, records, self.worker, self.lease_ttl, self.now())
 
     async def _send(self, tags: list[str], ttl: int | None) -> None:

@@ -265,10 +265,10 @@ def err_agent_limit(limit: int) -> str:
     )
 
 
-def err_group_limit(limit: int) -> str:
+def err_group_limit(limit: int, address: str) -> str:
     return (
-        f"consumer group limit reached: this broker holds at most {limit} groups; read with "
-        "a group name already in use"
+        f"consumer group limit reached: this broker holds at most {limit} groups per mailbox, "
+        f"and {address} has them all; read with a group name already in use"
     )
 
 

@@ -636,3 +636,22 @@ async def test_a_damaged_write_ahead_log_is_reported_not_dropped_silently(tmp_pa
             assert broker.stop() == 0
         finally:
             broker.kill()
+
+
+async def test_a_dropped_group_stays_dropped_and_groups_go_with_their_log(durable):
+    await durable.create("a", ttl=60)
+    await durable.create("b")
+    for box in ("a", "b"):
+        await durable.send(box, "x")
+    await durable.ack("a", "g", 0)
+    await durable.ack("b", "g", 0)
+    assert durable.engine.drop_group("g", "b")
+    durable.restart()
+    assert await durable.fetch("b", group_name="g", deliver="earliest") == [0]  # new again
+    assert await durable.fetch("a", group_name="g", deliver="earliest") == []
+    # a's mailbox expires and the retention empties its log: its groups go with it
+    durable.clock.advance(8 * 86_400)
+    await durable.create("c")  # any request runs the housekeeping
+    assert "g-normal" not in durable.engine.offsets
+    durable.restart()
+    assert "g-normal" not in durable.engine.offsets

@@ -167,6 +167,8 @@ class Storage:
 
     def offset_committed(self, lane: str, shard: str, offset: int) -> None: ...
 
+    def offset_dropped(self, lane: str, shard: str) -> None: ...
+
     def agent_saved(self, entry: AgentEntry) -> None: ...
 
     def agent_removed(self, entry: AgentEntry) -> None: ...
@@ -391,6 +393,9 @@ class SqliteStorage(Storage):
                 (lane, shard, _signed(offset)),
             )
         )
+
+    def offset_dropped(self, lane: str, shard: str) -> None:
+        self._ops.append(("DELETE FROM offsets WHERE lane = ? AND shard = ?", (lane, shard)))
 
     def agent_saved(self, entry: AgentEntry) -> None:
         self._ops.append(
