@@ -56,14 +56,14 @@ async def work(url: str, box: str, name: str, lease_ttl: int, log: Path) -> None
         reader = GroupReader(client, box, GROUP, worker=name, lease_ttl=lease_ttl)
         idle_since = time.monotonic()
         with log.open("a", buffering=1) as out:
-            while time.monotonic() - idle_since < 4 * lease_ttl:
+            while time.monotonic() - idle_since < 2 * lease_ttl:
                 batch = await reader.fetch(num_msgs=rng.randint(1, 5), max_wait_ms=200)
                 if not batch:
                     continue
                 idle_since = time.monotonic()
                 for message in batch:  # "handling": a short piece of work, then the record
                     await asyncio.sleep(rng.uniform(0, 0.01))
-                    out.write(f"handled {message.msg_id} {name} {os.getpid()}\n")
+                    out.write(f"handled {message.msg_id} {name} {os.getpid()} {time.time():.3f}\n")
                 await reader.done([m.msg_id for m in batch])
                 out.write(f"acked {' '.join(str(m.msg_id) for m in batch)} {os.getpid()}\n")
 
@@ -114,12 +114,13 @@ def count(folder: Path, sent: set[int], killed: set[int]) -> dict[str, int]:
     for log in folder.glob("*.log"):
         for line in log.read_text().splitlines():
             parts = line.split()
-            if parts[:1] == ["handled"] and len(parts) == 4:
+            if parts[:1] == ["handled"] and len(parts) == 5:
                 handlings[int(parts[1])].append(int(parts[3]))
             elif parts[:1] == ["acked"] and len(parts) >= 3:
                 pid = int(parts[-1])
                 acked.update((int(i), pid) for i in parts[1:-1])
     live_repeats = killed_repeats = 0
+    examples: list[tuple[int, list[int]]] = []
     for msg_id, pids in handlings.items():
         for later in range(1, len(pids)):
             # a repeat is allowed when an earlier handling was never acked by a process that
@@ -128,6 +129,7 @@ def count(folder: Path, sent: set[int], killed: set[int]) -> dict[str, int]:
                 killed_repeats += 1
             else:
                 live_repeats += 1
+                examples.append((msg_id, pids))
     return {
         "sent": len(sent),
         "handled": len(handlings),
@@ -135,6 +137,7 @@ def count(folder: Path, sent: set[int], killed: set[int]) -> dict[str, int]:
         "live_repeats": live_repeats,
         "killed_repeats": killed_repeats,
         "handlings": sum(len(p) for p in handlings.values()),
+        "live_repeat_examples": examples[:5],
     }
 
 
@@ -151,7 +154,8 @@ async def stress(
     rng = random.Random(seed)
     box = f"stress.{int(time.time() * 1000)}"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = Path(os.environ.get("MQ9_STRESS_LOGS") or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         async with Mq9Client(url) as client:
             await client.mailbox_create(name=box, ttl=0)
             fleet = Fleet(url, box, lease_ttl, folder)
@@ -170,11 +174,11 @@ async def stress(
                 await asyncio.sleep(rng.uniform(0.05, 0.2))
                 fleet.kill(rng.randrange(workers), same_name=rng.random() < 0.5)
                 kills_left -= 1
-            # Let the survivors drain: they stop after 4 lease TTLs with nothing to do.
+            # Let the survivors drain: they stop after 2 lease TTLs with nothing to do.
             await asyncio.to_thread(fleet.wait, 60 + 8 * lease_ttl)
             result = count(folder, sent, fleet.killed)
-            # One lease TTL after the last worker stopped (the workers idled 4 of them), the
-            # lease mailbox is gone: a CREATE of its name succeeds.
+            # The workers idled two lease TTLs before they stopped: the lease mailbox, made for
+            # one lease TTL at a time, is gone, and a CREATE of its name succeeds.
             result["mailboxes_left"] = await _lease_mailbox_left(
                 client, lease_address(box, GROUP), gc_wait
             )
@@ -204,7 +208,7 @@ def run(cfg: Config) -> Section:
     from langchain_mq9.broker import BrokerEngine, serve_on_nats
     from langchain_mq9.broker.nats_process import start_nats_server
 
-    size = (2, 100, 4, 2) if cfg.quick else (4, 1_000, 40, 3)
+    size = (2, 100, 4, 5) if cfg.quick else (4, 1_000, 40, 5)
     workers, messages, kills, lease_ttl = size
 
     async def on_bundled_broker(url: str) -> dict[str, int]:
@@ -270,7 +274,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--messages", type=int, default=1_000)
     parser.add_argument("--kills", type=int, default=40)
-    parser.add_argument("--lease-ttl", type=int, default=3)
+    parser.add_argument("--lease-ttl", type=int, default=5)
     parser.add_argument("--gc-wait", type=float, default=5.0)
     args = parser.parse_args()
     if args.command == "worker":

@@ -37,7 +37,12 @@ if TYPE_CHECKING:
 # A mailbox address whose first segment is this belongs to the library: every tool refuses it.
 RESERVED_ROOT = "mq9"
 DEFAULT_LEASE_TTL = 300  # seconds a worker may hold a message before another takes it over
-MIN_LEASE_TTL = 2  # create_time has whole seconds: a shorter lease could not be judged
+# Workers judge a claim's age by the broker's time as each last saw it (whole seconds), and the
+# broker hides a claim at its own exact expiry: their judgements may differ by a second or so.
+# So near its end a claim is in doubt for GRACE seconds either side: nobody takes the message
+# (its holder does not take it back either) until the broker hides the claim.
+GRACE = 2
+MIN_LEASE_TTL = 5  # a fresh claim must be surely live: longer than GRACE and a second's doubt
 
 
 def is_reserved(address: str) -> bool:
@@ -72,9 +77,11 @@ class Verdict:
 def judge(
     messages: Iterable[Message], records: Iterable[Any], worker: str, lease_ttl: int, now: int
 ) -> Verdict:
-    """Read lease records. A claim is live while ``now`` (broker seconds) is before its
-    create_time plus ``lease_ttl``, whatever TTL it was sent with: a record written without
-    one (by another client) holds a message no longer than a lease."""
+    """Read lease records. The oldest claim of a message that is not surely over names its
+    holder; ``worker`` holds it only while its claim is surely live, else the message waits
+    (see GRACE). A claim is surely over ``GRACE`` seconds after its create_time plus
+    ``lease_ttl`` by ``now`` (broker seconds), whatever TTL it was sent with: a record written
+    without one (by another client) holds a message no longer than a lease and GRACE."""
     by_tag: dict[str, list[Any]] = {}
     for record in records:
         for tag in record.tags:
@@ -84,14 +91,16 @@ def judge(
         if by_tag.get(done_tag(message)):
             verdict.done.add(message.msg_id)
             continue
-        live = [c for c in by_tag.get(claim_tag(message), []) if c.create_time + lease_ttl > now]
+        claims = by_tag.get(claim_tag(message), [])
+        live = [c for c in claims if now < c.create_time + lease_ttl + GRACE]
         if not live:
             verdict.free.add(message.msg_id)
             continue
-        holder = min(live, key=lambda c: c.msg_id).payload.decode(errors="replace")
-        if holder == worker:
+        first = min(live, key=lambda c: c.msg_id)
+        holder = first.payload.decode(errors="replace")
+        if holder == worker and now < first.create_time + lease_ttl - GRACE:
             verdict.mine.add(message.msg_id)
-        else:
+        else:  # another's, or this worker's claim near its end: wait for the broker
             verdict.others[message.msg_id] = holder
     return verdict
 
