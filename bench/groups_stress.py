@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import random
@@ -78,6 +79,7 @@ class Fleet:
         self.url, self.box, self.lease_ttl, self.folder = url, box, lease_ttl, folder
         self.procs: dict[int, tuple[subprocess.Popen, str]] = {}  # slot -> (process, name)
         self.killed: set[int] = set()  # pids
+        self.stuck: set[int] = set()  # pids that did not stop by themselves
         self.names = 0
 
     def start(self, slot: int, name: str | None = None) -> None:
@@ -88,7 +90,9 @@ class Fleet:
         command = [sys.executable, "-m", "bench.groups_stress", "worker", "--url", self.url]
         command += ["--box", self.box, "--name", name, "--lease-ttl", str(self.lease_ttl)]
         command += ["--log", str(log)]
-        self.procs[slot] = (subprocess.Popen(command, cwd=Path(__file__).parent.parent), name)
+        errors = (self.folder / f"{name}.err").open("a")
+        process = subprocess.Popen(command, cwd=Path(__file__).parent.parent, stderr=errors)
+        self.procs[slot] = (process, name)
 
     def kill(self, slot: int, same_name: bool) -> None:
         process, name = self.procs[slot]
@@ -102,9 +106,12 @@ class Fleet:
         for process, _ in self.procs.values():
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # stuck: say where (faulthandler), then end it
+                process.send_signal(signal.SIGUSR1)
+                time.sleep(0.5)
                 process.kill()
                 process.wait()
+                self.stuck.add(process.pid)
 
 
 def count(folder: Path, sent: set[int], killed: set[int]) -> dict[str, int]:
@@ -177,6 +184,7 @@ async def stress(
             # Let the survivors drain: they stop after 2 lease TTLs with nothing to do.
             await asyncio.to_thread(fleet.wait, 60 + 8 * lease_ttl)
             result = count(folder, sent, fleet.killed)
+            result["stuck"] = len(fleet.stuck)
             # The workers idled two lease TTLs before they stopped: the lease mailbox, made for
             # one lease TTL at a time, is gone, and a CREATE of its name succeeds.
             result["mailboxes_left"] = await _lease_mailbox_left(
@@ -278,6 +286,7 @@ def main() -> None:
     parser.add_argument("--gc-wait", type=float, default=5.0)
     args = parser.parse_args()
     if args.command == "worker":
+        faulthandler.register(signal.SIGUSR1)
         asyncio.run(work(args.url, args.box, args.name, args.lease_ttl, Path(args.log)))
         return
     if args.url is None:
