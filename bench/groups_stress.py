@@ -116,19 +116,20 @@ class Fleet:
 
 def count(folder: Path, sent: set[int], killed: set[int]) -> dict[str, int]:
     """Read every worker's log: who handled what, and which handlings were acked."""
-    handlings: dict[int, list[int]] = defaultdict(list)  # msg_id -> pids, in order
+    handlings: dict[int, list[tuple[float, int]]] = defaultdict(list)  # msg_id -> (when, pid)
     acked: set[tuple[int, int]] = set()  # (msg_id, pid)
     for log in folder.glob("*.log"):
         for line in log.read_text().splitlines():
             parts = line.split()
             if parts[:1] == ["handled"] and len(parts) == 5:
-                handlings[int(parts[1])].append(int(parts[3]))
+                handlings[int(parts[1])].append((float(parts[4]), int(parts[3])))
             elif parts[:1] == ["acked"] and len(parts) >= 3:
                 pid = int(parts[-1])
                 acked.update((int(i), pid) for i in parts[1:-1])
     live_repeats = killed_repeats = 0
     examples: list[tuple[int, list[int]]] = []
-    for msg_id, pids in handlings.items():
+    for msg_id, handled_by in handlings.items():
+        pids = [pid for _, pid in sorted(handled_by)]  # in the order they happened
         for later in range(1, len(pids)):
             # a repeat is allowed when an earlier handling was never acked by a process that
             # was killed: its worker died holding it
@@ -185,6 +186,9 @@ async def stress(
             await asyncio.to_thread(fleet.wait, 60 + 8 * lease_ttl)
             result = count(folder, sent, fleet.killed)
             result["stuck"] = len(fleet.stuck)
+            result["examples_records"] = await _records_of(
+                client, box, [msg_id for msg_id, _ in result["live_repeat_examples"]]
+            )
             # The workers idled two lease TTLs before they stopped: the lease mailbox, made for
             # one lease TTL at a time, is gone, and a CREATE of its name succeeds.
             result["mailboxes_left"] = await _lease_mailbox_left(
@@ -193,6 +197,17 @@ async def stress(
             result["kills"] = kills
             result["workers"] = workers
             return result
+
+
+async def _records_of(client: Mq9Client, box: str, msg_ids: list[int]) -> list[str]:
+    """The lease records of some messages, to see why one was handled twice."""
+    out = []
+    for msg_id in msg_ids:
+        [message] = await client.fetch(box, deliver="from_id", from_id=msg_id, num_msgs=1)
+        tags = [f"c{msg_id}.{message.create_time}", f"d{msg_id}.{message.create_time}"]
+        for r in await client.query(lease_address(box, GROUP), tags=tags):
+            out.append(f"{msg_id}: #{r.msg_id} {r.text()} at {r.create_time} {r.tags}")
+    return out
 
 
 async def _lease_mailbox_left(client: Mq9Client, address: str, gc_wait: float) -> int:

@@ -43,6 +43,13 @@ DEFAULT_LEASE_TTL = 300  # seconds a worker may hold a message before another ta
 # (its holder does not take it back either) until the broker hides the claim.
 GRACE = 2
 MIN_LEASE_TTL = 5  # a fresh claim must be surely live: longer than GRACE and a second's doubt
+# How records are read back: a record lists at most TAGS_PER_RECORD messages (about 2 KB as a
+# QUERY answer item), and one QUERY asks for JUDGED_PER_QUERY messages' two tags, up to
+# CLAIMS_SEEN records each: at most about 500 KB, below NATS's default 1 MiB, so no answer
+# is cut (the bundled broker cuts a QUERY answer to fit one NATS message).
+TAGS_PER_RECORD = 20
+JUDGED_PER_QUERY = 12
+CLAIMS_SEEN = 10
 
 
 def is_reserved(address: str) -> bool:
@@ -144,21 +151,46 @@ class LeaseBox:
         await self._send([done_tag(m) for m in messages], ttl=None)
 
     async def judge(self, messages: list[Message]) -> Verdict:
-        """Read the records of ``messages`` and judge them."""
-        tags = [tag for m in messages for tag in (claim_tag(m), done_tag(m))]
+        """Read the records of ``messages`` and judge them, a few messages per QUERY: a QUERY
+        answers up to ``CLAIMS_SEEN`` records per tag, and a broker may cut an answer too large
+        for one NATS message (the bundled one does), which must never hide a done record or
+        the oldest claim."""
+        records: list[Message] = []
+        for start in range(0, len(messages), JUDGED_PER_QUERY):
+            some = messages[start : start + JUDGED_PER_QUERY]
+            tags = [tag for m in some for tag in (claim_tag(m), done_tag(m))]
+            records += await self._query(tags, CLAIMS_SEEN)
+        self._observe(records)
+        # A message whose first CLAIMS_SEEN claims are all over (written without a TTL by
+        # another client) may have a live one further on: read all of its claims.
+        now = self.now()
+        for message in messages:
+            claims = [r for r in records if claim_tag(message) in r.tags]
+            if len(claims) >= CLAIMS_SEEN and all(
+                now >= c.create_time + self.lease_ttl + GRACE for c in claims
+            ):
+                records += await self._query([claim_tag(message)], p.QUERY_CAP)
+        return judge(messages, records, self.worker, self.lease_ttl, self.now())
+
+    async def _query(self, tags: list[str], limit: int) -> list[Message]:
         try:
-            records = await self.client.query(self.address, tags=tags)
+            return await self.client.query(self.address, tags=tags, limit=limit)
         except Mq9Error as exc:
             if exc.message != p.err_topic_missing(self.address):
                 raise
-            records = []  # no worker has written anything yet
+            return []  # no worker has written anything yet
+
+    def _observe(self, records: list[Message]) -> None:
         if records:
             newest = max(r.create_time for r in records)
             if newest >= self.now():
                 self._seen = (newest, self._clock())
-        return judge(messages, records, self.worker, self.lease_ttl, self.now())
 
     async def _send(self, tags: list[str], ttl: int | None) -> None:
+        for start in range(0, len(tags), TAGS_PER_RECORD):  # records small enough to read back
+            await self._send_one(tags[start : start + TAGS_PER_RECORD], ttl)
+
+    async def _send_one(self, tags: list[str], ttl: int | None) -> None:
         try:
             await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)
         except Mq9Error as exc:

@@ -492,3 +492,22 @@ async def test_a_lane_read_first_vouches_only_for_what_existed_before_the_fetch(
     assert [m.msg_id for m in late] == [1]
     await reader.done([1])
     assert client.acks[-1] == 2
+
+
+async def test_a_done_record_is_seen_however_many_claims_the_message_has(broker, client):
+    """Found by bench/groups_stress.py: a message claimed again and again (workers restarting,
+    losers queuing) had so many claims that the one QUERY reading its records was cut to fit
+    a NATS message, the done record with it, and a live worker handled it a second time."""
+    limit_answers(broker, 8_192)
+    box = await new_box(client)
+    await send_all(client, box, ["normal", "normal"])
+    blocker = GroupReader(client, box, "g", worker="blocker")
+    assert [m.msg_id for m in await blocker.fetch(num_msgs=1)] == [0]  # holds the group back
+    first = GroupReader(client, box, "g", worker="first")
+    [job] = await first.fetch()
+    leases = lease_address(box, "g")
+    for i in range(90):  # 90 later claims by workers that came and went
+        await client.send(leases, f"gone{i}", tags=[f"c{job.msg_id}.{job.create_time}"], ttl=300)
+    await first.done([job.msg_id])
+    assert first.committed is None  # 0 is still held
+    assert await GroupReader(client, box, "g", worker="late").fetch() == []
