@@ -225,33 +225,32 @@ async def _lease_mailbox_left(client: Mq9Client, address: str, gc_wait: float) -
 # -- as a bench section ----------------------------------------------------------------------------
 
 
-def run(cfg: Config) -> Section:
+def on_bundled_broker(**options) -> dict[str, int]:
+    """``stress`` on the bundled broker, served on a nats-server of its own."""
     import nats
 
     from langchain_mq9.broker import BrokerEngine, serve_on_nats
     from langchain_mq9.broker.nats_process import start_nats_server
 
-    size = (2, 100, 4, 5) if cfg.quick else (4, 1_000, 40, 5)
-    workers, messages, kills, lease_ttl = size
-
-    async def on_bundled_broker(url: str) -> dict[str, int]:
+    async def serving(url: str) -> dict[str, int]:
         connection = await nats.connect(url)
         service = await serve_on_nats(BrokerEngine(), connection)
         try:
-            return await stress(
-                url,
-                workers=workers,
-                messages=messages,
-                kills=kills,
-                lease_ttl=lease_ttl,
-                gc_wait=lease_ttl + 2,
-            )
+            return await stress(url, **options)
         finally:
             await service.stop()
             await connection.close()
 
     with start_nats_server() as server:
-        result = asyncio.run(on_bundled_broker(server.url))
+        return asyncio.run(serving(server.url))
+
+
+def run(cfg: Config) -> Section:
+    workers, messages, kills, lease_ttl = (2, 100, 4, 5) if cfg.quick else (4, 1_000, 40, 5)
+    result = on_bundled_broker(
+        workers=workers, messages=messages, kills=kills, lease_ttl=lease_ttl,
+        gc_wait=lease_ttl + 2,
+    )  # fmt: skip
     section = Section("groups", TITLE)
     for key, title, value in (
         ("10a", "messages lost (nobody handled them)", result["lost"]),
@@ -299,27 +298,17 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=40)
     parser.add_argument("--lease-ttl", type=int, default=5)
     parser.add_argument("--gc-wait", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=7, help="where the kills fall")
     args = parser.parse_args()
     if args.command == "worker":
         faulthandler.register(signal.SIGUSR1)
         asyncio.run(work(args.url, args.box, args.name, args.lease_ttl, Path(args.log)))
         return
+    options = {k: getattr(args, k) for k in ("workers", "messages", "kills", "lease_ttl", "seed")}
     if args.url is None:
-        from .config import FULL
-
-        section = run(FULL)
-        print(json.dumps([(c.key, c.ours) for c in section.checks]), section.figures, sep="\n")
-        return
-    result = asyncio.run(
-        stress(
-            args.url,
-            workers=args.workers,
-            messages=args.messages,
-            kills=args.kills,
-            lease_ttl=args.lease_ttl,
-            gc_wait=args.gc_wait,
-        )
-    )
+        result = on_bundled_broker(gc_wait=args.lease_ttl + 2, **options)
+    else:
+        result = asyncio.run(stress(args.url, gc_wait=args.gc_wait, **options))
     print(json.dumps(result))
 
 
