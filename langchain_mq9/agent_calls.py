@@ -36,6 +36,7 @@ class CallState:
     agent: str
     mailbox: str
     state: str  # A2A's JSON state name, e.g. TASK_STATE_COMPLETED
+    context_id: str = ""
     task: dict[str, Any] | None = None  # the newest Task snapshot, if the agent sent one
     answer_pending: bool = False  # an answer was sent and the agent has not taken it yet
     cancel_pending: bool = False
@@ -55,6 +56,7 @@ class CallState:
             "task_id": self.task_id,
             "agent": self.agent,
             "state": w.short_state(self.state),
+            "context_id": self.context_id,
         }
         snapshot = self.task or {}
         if self.state == w.COMPLETED:
@@ -63,12 +65,12 @@ class CallState:
             shown["question"] = w.status_text(snapshot)
         elif self.state in (w.FAILED, w.REJECTED, w.CANCELED) and w.status_text(snapshot):
             shown["reason"] = w.status_text(snapshot)
+        if self.agent_error and "reason" not in shown:  # the agent refused a request of ours
+            shown["reason"] = self.agent_error
         if self.answer_pending:
             shown["answer_pending"] = True
         if self.cancel_pending and self.state not in w.FINAL:
             shown["cancel_pending"] = True
-        if self.agent_error:
-            shown["agent_error"] = self.agent_error
         return shown
 
 
@@ -224,6 +226,7 @@ class AgentCaller:
             agent=str(record.get("agent", "")),
             mailbox=str(record.get("mailbox", "")),
             state=state,
+            context_id=str(record.get("contextId", "")),
             task=snapshot,
             answer_pending=answered > _user_turns(snapshot) - 1 and state == w.INPUT_REQUIRED,
             cancel_pending=bool(record.get("cancel")),
