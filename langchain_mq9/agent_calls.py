@@ -130,8 +130,10 @@ class AgentCaller:
         """Answer an input-required task; the agent resumes it with the answer."""
         current = await self.check(task_id)
         if current.state != w.INPUT_REQUIRED or current.answer_pending:
-            why = "an answer is on its way already" if current.answer_pending else (
-                f"it is {w.short_state(current.state)}"
+            why = (
+                "an answer is on its way already"
+                if current.answer_pending
+                else (f"it is {w.short_state(current.state)}")
             )
             raise CallError(
                 f"task {task_id} takes no answer now: {why}; only an input-required task does"
@@ -242,9 +244,7 @@ class AgentCaller:
         # A cancel overtakes queued work: the agent reads critical messages first.
         priority = Priority.CRITICAL if method == w.CANCEL_TASK else Priority.NORMAL
         try:
-            await self.client.send(
-                mailbox, w.json_text(body), headers=headers, priority=priority
-            )
+            await self.client.send(mailbox, w.json_text(body), headers=headers, priority=priority)
         except Mq9Error as exc:
             if "does not exist" in exc.message:
                 raise CallError(

@@ -55,9 +55,7 @@ def default_output(result: Any) -> Any:
         last = result["messages"][-1] if result["messages"] else None
         content = getattr(last, "content", last)
         if isinstance(content, list):  # content blocks
-            content = "".join(
-                b.get("text", "") if isinstance(b, dict) else str(b) for b in content
-            )
+            content = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
         return content if isinstance(content, str) else json.loads(json.dumps(content, default=str))
     if isinstance(result, str):
         return result
@@ -160,7 +158,7 @@ class AgentServer:
         while not self._stopping:
             await self._slots.acquire()  # one free slot before taking anything
             self._slots.release()
-            free = max(1, self._slots._value)  # noqa: SLF001 - asyncio has no public count
+            free = max(1, self._slots._value)
             try:
                 batch = await self.reader.fetch(num_msgs=free, max_wait_ms=FETCH_WAIT_MS)
                 backoff = 0.1
@@ -274,9 +272,8 @@ class AgentServer:
         existing: dict[str, Any] | None,
         resume: bool,
     ) -> None:
-        history = list((existing or {}).get("history") or []) + [
-            {**msg, "taskId": task_id, "contextId": context_id}
-        ]
+        earlier = (existing or {}).get("history") or []
+        history = [*earlier, {**msg, "taskId": task_id, "contextId": context_id}]
         meta = {"mq9": {"replyTo": reply_to, "agent": self.name}} if reply_to else None
 
         async def report(state: str, **fields: Any) -> None:

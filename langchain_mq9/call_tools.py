@@ -112,8 +112,10 @@ async def _caller(client: Any, policy: Any) -> AgentCaller:
     from .operations import OperationError
 
     state = policy.call_state
-    address = state.get("reply") or policy.reply_mailbox or (
-        policy.agent_mailbox + ".calls" if policy.agent_mailbox else None
+    address = (
+        state.get("reply")
+        or policy.reply_mailbox
+        or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
     )
     if address is None:
         address = await client.mailbox_create(ttl=0)

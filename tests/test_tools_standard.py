@@ -8,9 +8,9 @@ import pytest
 from langchain_tests.integration_tests import ToolsIntegrationTests
 from langchain_tests.unit_tests import ToolsUnitTests
 
-from langchain_mq9.broker import drop_memory_broker
 from langchain_mq9 import a2a_wire as w
 from langchain_mq9.a2a_store import deliver
+from langchain_mq9.broker import drop_memory_broker
 from langchain_mq9.operations import OPERATIONS, ToolPolicy
 from langchain_mq9.tools import TOOL_CLASSES
 
