@@ -106,23 +106,33 @@ class AgentCaller:
         """Send ``text`` to the agent at ``mailbox`` as a new task; wait up to ``wait``
         seconds for it to stop. An agent that is offline answers later: the state is then
         ``submitted``, and ``check`` picks the result up."""
-        check_address(mailbox)
         if not isinstance(text, str) or not text.strip():
             raise CallError("the task text is empty: say what the agent should do")
-        task_id = w.new_id()
         context_id = context_id or w.new_id()
+        request = w.send_request(w.message(text, context_id=context_id))
+        task_id = await self.submit(mailbox, request, agent=agent)
+        return await self.check(task_id, wait=wait, on_state=on_state)
+
+    async def submit(
+        self, mailbox: str, request: dict[str, Any], *, agent: str | None = None
+    ) -> str:
+        """Leave an A2A SendMessageRequest (a new task) in the agent's mailbox, with its record
+        in the reply mailbox; returns the task id."""
+        check_address(mailbox)
+        task_id = w.new_id()
+        msg = request["message"]
+        msg.setdefault("contextId", w.new_id())
         record = {
             "taskId": task_id,
             "agent": agent or mailbox,
             "mailbox": mailbox,
-            "contextId": context_id,
-            "request": text[:2000],
+            "contextId": msg["contextId"],
+            "request": w.parts_text(msg.get("parts"))[:2000],
         }
         # The record first: a caller that dies right after the send still finds its call.
         await self._write_record(record)
-        request = w.send_request(w.message(text, context_id=context_id))
         await self._send(mailbox, request, w.SEND, task_id)
-        return await self.check(task_id, wait=wait, on_state=on_state)
+        return task_id
 
     async def answer(
         self, task_id: str, text: str, *, wait: float = 0, on_state: StateListener | None = None
