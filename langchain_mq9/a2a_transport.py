@@ -96,7 +96,7 @@ class Mq9Transport(ClientTransport):
             before = await self._snapshot(task_id)
             if before is None:
                 raise TaskNotFoundError(f"task {task_id} not found")
-            await caller._send(self.mailbox, body, w.SEND, task_id)  # noqa: SLF001
+            await caller._send(self.mailbox, body, w.SEND, task_id)
             return task_id, _user_turns(before) + 1
         except CallError as exc:
             raise InvalidParamsError(str(exc)) from None
@@ -105,11 +105,11 @@ class Mq9Transport(ClientTransport):
         self, request: SendMessageRequest, *, context: ClientCallContext | None = None
     ) -> SendMessageResponse:
         task_id, turns = await self._submit(request)
-        snapshot: dict[str, Any] | None = None
+        newest: dict[str, Any] | None = None
         if not request.configuration.return_immediately:
-            async for snapshot in self._snapshots(task_id, turns, _timeout(context)):
-                pass
-        snapshot = snapshot or await self._snapshot(task_id) or _submitted(task_id, request)
+            async for seen in self._snapshots(task_id, turns, _timeout(context)):
+                newest = seen
+        snapshot = newest or await self._snapshot(task_id) or _submitted(task_id, request)
         return SendMessageResponse(task=to_proto(snapshot, Task))
 
     async def send_message_streaming(
@@ -175,7 +175,7 @@ class Mq9Transport(ClientTransport):
                 f"task {request.id} is {w.short_state(w.task_state(snapshot))}"
             )
         caller = await self._ready()
-        await caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)  # noqa: SLF001
+        await caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(context)
         while loop.time() < deadline:
