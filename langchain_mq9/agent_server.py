@@ -85,6 +85,7 @@ class AgentServer:
         to_input: Callable[[Any, str], Any] = default_input,
         to_output: Callable[[Any], Any] = default_output,
         register: bool = True,
+        reader_options: dict[str, Any] | None = None,
     ) -> None:
         self.graph = graph
         self.name = name
@@ -99,7 +100,10 @@ class AgentServer:
         self.to_output = to_output
         self.register = register
         self.store = TaskStore(client, self.mailbox)
-        self.reader = GroupReader(client, self.mailbox, self.group, worker=self.worker)
+        # reader_options go to the GroupReader (e.g. its lease, where it has one).
+        self.reader = GroupReader(
+            client, self.mailbox, self.group, worker=self.worker, **(reader_options or {})
+        )
         self._slots = asyncio.Semaphore(max_concurrency)
         self._running: dict[str, asyncio.Task] = {}  # task id -> its run
         self._handlers: set[asyncio.Task] = set()  # requests being handled
@@ -414,7 +418,8 @@ async def serve_agent(
     ``Mq9Client``). ``worker`` names this replica among the agent's replicas: unique per live
     replica, the same after a restart (it then takes back the tasks it held). Other options:
     ``mailbox``, ``group``, ``max_concurrency``, ``to_input``/``to_output`` (how a request's
-    text becomes the graph's input, and the graph's result the task's), ``register``.
+    text becomes the graph's input, and the graph's result the task's), ``register``,
+    ``reader_options`` (for the consumer group's ``GroupReader``).
     """
     if (server is None) == (client is None):
         raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")
