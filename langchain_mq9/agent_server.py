@@ -35,6 +35,8 @@ log = logging.getLogger("langchain_mq9.a2a")
 CANCEL_POLL_SECONDS = 0.5
 # How often a request is tried while the broker fails it, before it is given up (and logged).
 BROKER_TRIES = 4
+# Requests a server holds beyond those it runs (waiting for a slot, or quick ones).
+HELD_EXTRA = 8
 # How long one wait for new requests lasts before the loop looks at its own state again.
 FETCH_WAIT_MS = 500
 
@@ -104,7 +106,11 @@ class AgentServer:
         self.reader = GroupReader(
             client, self.mailbox, self.group, worker=self.worker, **(reader_options or {})
         )
+        # Graphs running at once, and requests held (handed out, not finished): a few more
+        # than run, so a cancel or a GetTask still gets read while every slot is busy.
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._most_held = max_concurrency + HELD_EXTRA
+        self._held = asyncio.Semaphore(self._most_held)
         self._running: dict[str, asyncio.Task] = {}  # task id -> its run
         self._handlers: set[asyncio.Task] = set()  # requests being handled
         self._loop: asyncio.Task | None = None
@@ -160,9 +166,9 @@ class AgentServer:
     async def _serve(self) -> None:
         backoff = 0.1
         while not self._stopping:
-            await self._slots.acquire()  # one free slot before taking anything
-            self._slots.release()
-            free = max(1, self._slots._value)
+            await self._held.acquire()  # room for one more before taking anything
+            self._held.release()
+            free = max(1, self._most_held - len(self._handlers))
             try:
                 batch = await self.reader.fetch(num_msgs=free, max_wait_ms=FETCH_WAIT_MS)
                 backoff = 0.1
@@ -172,7 +178,7 @@ class AgentServer:
                 backoff = min(backoff * 2, 5.0)
                 continue
             for msg in batch:
-                await self._slots.acquire()
+                await self._held.acquire()
                 job = asyncio.create_task(self._handle(msg))
                 self._handlers.add(job)
                 job.add_done_callback(self._handlers.discard)
@@ -196,7 +202,7 @@ class AgentServer:
             log.exception("agent %s: request msg %s failed", self.name, msg.msg_id)
             finished = True
         finally:
-            self._slots.release()
+            self._held.release()
         if finished:
             self.handled += 1
             with contextlib.suppress(Mq9Error):
@@ -286,6 +292,12 @@ class AgentServer:
             if reply_to:
                 await deliver(self.client, reply_to, snapshot)
 
+        async with self._slots:
+            await self._run_graph(task_id, context_id, text, resume, report)
+
+    async def _run_graph(
+        self, task_id: str, context_id: str, text: str, resume: bool, report: Any
+    ) -> None:
         if await self.store.cancel_requested(task_id):
             await report(w.CANCELED, status_text="canceled before it started")
             return

@@ -203,3 +203,25 @@ async def test_two_replicas_share_the_tasks_and_each_runs_once(broker, tasks):
     assert [s.view()["result"] for s in states] == [f"T{i}" for i in range(tasks)]
     assert work.runs == {f"t{i}": 1 for i in range(tasks)}
     assert all(r.handled > 0 for r in replicas), [r.handled for r in replicas]
+
+
+async def test_a_cancel_gets_through_while_every_slot_is_busy(client):
+    started: list[str] = []
+    running = asyncio.Event()
+
+    async def slow(text: str) -> str:
+        started.append(text)
+        running.set()
+        await asyncio.sleep(60)
+        return text
+
+    async with served(client, text_graph(slow), max_concurrency=1):
+        caller = await AgentCaller(client, "agent.boss.calls").open()
+        busy = await caller.call(AGENT, "first")
+        waiting = await caller.call(AGENT, "second")
+        await asyncio.wait_for(running.wait(), 10)
+        assert (await caller.check(busy.task_id)).state == w.WORKING
+        canceled = await caller.cancel(waiting.task_id, wait=10)
+        assert canceled.state == w.CANCELED
+        assert (await caller.cancel(busy.task_id, wait=10)).state == w.CANCELED
+    assert started == ["first"]
