@@ -43,14 +43,25 @@ async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
     return None
 
 
-async def deliver(client: Any, reply_to: str, snapshot: dict[str, Any]) -> None:
-    """Leave a Task snapshot in a caller's reply mailbox, keyed by its task."""
-    await client.send(
-        reply_to,
-        w.json_text(snapshot),
-        key=w.TASK_KEY + snapshot["id"],
-        tags=[w.TASK_TAG],
-        headers=w.event_headers(snapshot["id"], w.task_state(snapshot)),
+async def keep(
+    client: Any,
+    mailbox: str,
+    key: str,
+    value: dict[str, Any],
+    *,
+    tags: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Leave ``value`` (JSON) in ``mailbox`` under ``key``: it replaces the older one."""
+    await client.send(mailbox, w.json_text(value), key=key, tags=tags, headers=headers)
+
+
+async def deliver(client: Any, mailbox: str, snapshot: dict[str, Any]) -> None:
+    """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or ``{name}.tasks``),
+    keyed by its task."""
+    headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
+    await keep(
+        client, mailbox, w.TASK_KEY + snapshot["id"], snapshot, tags=[w.TASK_TAG], headers=headers
     )
 
 
@@ -69,21 +80,13 @@ class TaskStore:
         return await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
 
     async def put(self, snapshot: dict[str, Any]) -> None:
-        await self.client.send(
-            self.mailbox,
-            w.json_text(snapshot),
-            key=w.TASK_KEY + snapshot["id"],
-            tags=[w.TASK_TAG],
-            headers=w.event_headers(snapshot["id"], w.task_state(snapshot)),
-        )
+        await deliver(self.client, self.mailbox, snapshot)
 
     async def cancel_requested(self, task_id: str) -> bool:
         return await latest(self.client, self.mailbox, w.CANCEL_KEY + task_id) is not None
 
     async def request_cancel(self, task_id: str) -> None:
-        await self.client.send(
-            self.mailbox, w.json_text({"id": task_id}), key=w.CANCEL_KEY + task_id
-        )
+        await keep(self.client, self.mailbox, w.CANCEL_KEY + task_id, {"id": task_id})
 
     async def list(self, context_id: str = "") -> list[dict[str, Any]]:
         """The newest state of each task kept (RobustMQ answers at most 100, oldest first)."""

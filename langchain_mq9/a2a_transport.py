@@ -148,13 +148,17 @@ class Mq9Transport(ClientTransport):
 
     # -- tasks ------------------------------------------------------------------------------
 
+    async def _known(self, task_id: str) -> dict[str, Any]:
+        """The task's newest state in the agent's store; ``TaskNotFoundError`` if none."""
+        snapshot = await self.store.get(task_id) if w.is_valid_id(task_id) else None
+        if snapshot is None:
+            raise TaskNotFoundError(f"task {task_id!r} not found at agent {self.mailbox}")
+        return snapshot
+
     async def get_task(
         self, request: GetTaskRequest, *, context: ClientCallContext | None = None
     ) -> Task:
-        snapshot = await self.store.get(request.id) if w.is_valid_id(request.id) else None
-        if snapshot is None:
-            raise TaskNotFoundError(f"task {request.id!r} not found at agent {self.mailbox}")
-        return to_proto(snapshot, Task)
+        return to_proto(await self._known(request.id), Task)
 
     async def list_tasks(
         self, request: ListTasksRequest, *, context: ClientCallContext | None = None
@@ -167,9 +171,7 @@ class Mq9Transport(ClientTransport):
     async def cancel_task(
         self, request: CancelTaskRequest, *, context: ClientCallContext | None = None
     ) -> Task:
-        snapshot = await self.store.get(request.id) if w.is_valid_id(request.id) else None
-        if snapshot is None:
-            raise TaskNotFoundError(f"task {request.id!r} not found at agent {self.mailbox}")
+        snapshot = await self._known(request.id)
         if w.task_state(snapshot) in w.FINAL:
             raise TaskNotCancelableError(
                 f"task {request.id} is {w.short_state(w.task_state(snapshot))}"
@@ -188,8 +190,7 @@ class Mq9Transport(ClientTransport):
     async def subscribe(
         self, request: SubscribeToTaskRequest, *, context: ClientCallContext | None = None
     ) -> AsyncGenerator[StreamResponse]:
-        if await self.store.get(request.id) is None:
-            raise TaskNotFoundError(f"task {request.id!r} not found at agent {self.mailbox}")
+        await self._known(request.id)
         last = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(context)

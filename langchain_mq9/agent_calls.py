@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import a2a_wire as w
-from .a2a_store import ensure_mailbox, latest
+from .a2a_store import ensure_mailbox, keep, latest
 from .consumer import POLL_SECONDS
 from .protocol import Mq9Error, Priority, check_address
 
@@ -220,12 +220,8 @@ class AgentCaller:
         return record
 
     async def _write_record(self, record: dict[str, Any]) -> None:
-        await self.client.send(
-            self.reply_mailbox,
-            w.json_text(record),
-            key=w.CALL_KEY + record["taskId"],
-            tags=[w.CALL_TAG],
-        )
+        key = w.CALL_KEY + record["taskId"]
+        await keep(self.client, self.reply_mailbox, key, record, tags=[w.CALL_TAG])
 
     async def _state(self, task_id: str) -> CallState:
         record = await self._record(task_id)

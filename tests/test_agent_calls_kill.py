@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mcp_support import end_process
 
 from langchain_mq9 import GroupReader
 from langchain_mq9 import a2a_wire as w
@@ -44,16 +45,6 @@ def kill(process: subprocess.Popen) -> None:
     process.stderr.close()
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    process.stderr.close()
-
-
 async def submit_all(client) -> tuple[AgentCaller, list[str]]:
     await client.mailbox_create(name="agent.upper", ttl=0)
     caller = await AgentCaller(client, "agent.boss.calls").open()
@@ -80,7 +71,7 @@ async def test_a_replica_killed_mid_task_and_restarted_completes_every_task(nats
         try:
             states = [await caller.check(task_id, wait=30) for task_id in ids]
         finally:
-            stop(again)
+            end_process(again)
     assert [s.state for s in states] == [w.COMPLETED] * TASKS
     assert [s.view()["result"] for s in states] == [f"T{i}" for i in range(TASKS)]
     runs = log.read_text()
@@ -109,5 +100,5 @@ async def test_another_replica_takes_over_the_tasks_of_a_killed_one(nats_broker,
         try:
             states = [await caller.check(task_id, wait=30) for task_id in ids]
         finally:
-            stop(other)
+            end_process(other)
     assert [s.state for s in states] == [w.COMPLETED] * TASKS
