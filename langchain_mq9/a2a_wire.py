@@ -261,7 +261,8 @@ def _check_message(msg: Any, task_id: str | None) -> None:
     parts = msg.get("parts")
     if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
         raise Rejection('the message needs parts: a list like [{"text": "..."}]', task_id)
-    for key in ("contextId", "taskId", "messageId"):
+    # These two become keys and LangGraph thread ids; a messageId may be any string.
+    for key in ("contextId", "taskId"):
         if key in msg and not (msg[key] == "" or is_valid_id(msg[key])):
             raise Rejection(f"the message's {key} is not a valid id", task_id)
     if not parts_text(parts).strip():

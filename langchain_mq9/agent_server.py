@@ -27,7 +27,7 @@ from typing import Any
 from . import a2a_wire as w
 from .a2a_store import TaskStore, deliver, ensure_mailbox
 from .consumer import GroupReader
-from .protocol import Mq9Error
+from .protocol import Mq9Error, card_skills, is_valid_address
 
 log = logging.getLogger("langchain_mq9.a2a")
 
@@ -137,6 +137,9 @@ class AgentServer:
         capabilities.setdefault("streaming", True)
         card["capabilities"] = capabilities
         card.setdefault("description", f"{self.name}, an agent served over mq9")
+        # Skills given as plain words become A2A skills, so the card stays an A2A card (a
+        # card that is none would be registered without its capabilities).
+        card["skills"] = card_skills(card.get("skills") or [])
         return {**card, "name": self.name, "mailbox": self.mailbox}
 
     async def stop(self) -> None:
@@ -226,7 +229,7 @@ class AgentServer:
     async def _reject(self, reply_to: str | None, exc: w.Rejection) -> None:
         """A request that is no A2A request gets a rejected task saying why."""
         log.info("agent %s: rejected a request: %s", self.name, exc.reason)
-        if reply_to is None or not _address(reply_to):
+        if reply_to is None or not is_valid_address(reply_to):
             return  # nowhere to answer
         snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=exc.reason)
         await deliver(self.client, reply_to, snapshot)
@@ -381,7 +384,7 @@ class AgentServer:
                 await deliver(self.client, owner, snapshot)
         if snapshot is None:  # not read yet (or never sent): it will be canceled on arrival
             snapshot = w.task(task_id, "", w.CANCELED, status_text="canceled before it started")
-        if request.reply_to and request.reply_to != _reply_to_of(snapshot):
+        if request.reply_to:  # the answer, even where the owner just got it (same key)
             await deliver(self.client, request.reply_to, snapshot)
 
     async def _watch_cancels(self) -> None:
@@ -400,13 +403,7 @@ def _reply_to_of(snapshot: dict[str, Any]) -> str | None:
     meta = snapshot.get("metadata")
     mq9 = meta.get("mq9") if isinstance(meta, dict) else None
     reply_to = mq9.get("replyTo") if isinstance(mq9, dict) else None
-    return reply_to if isinstance(reply_to, str) and _address(reply_to) else None
-
-
-def _address(value: str) -> bool:
-    from .protocol import is_valid_address
-
-    return is_valid_address(value)
+    return reply_to if isinstance(reply_to, str) and is_valid_address(reply_to) else None
 
 
 async def serve_agent(
