@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import a2a_wire as w
@@ -62,6 +63,18 @@ def default_output(result: Any) -> Any:
     if isinstance(result, str):
         return result
     return json.loads(json.dumps(result, default=str))
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One run of a task: its new caller message and what the store held before it."""
+
+    task_id: str
+    context_id: str
+    text: str
+    message: dict[str, Any]  # the A2A message, as sent
+    existing: dict[str, Any] | None  # the task's snapshot before this turn, if any
+    resume: bool  # the answer to an input-required task
 
 
 def _interrupt_text(interrupts: Any) -> str:
@@ -295,17 +308,17 @@ class AgentServer:
             if reply_to:
                 await deliver(self.client, reply_to, snapshot)
 
+        turn = Turn(task_id, context_id, text, msg, existing, resume)
         async with self._slots:
-            await self._run_graph(task_id, context_id, text, resume, report)
+            await self._run_graph(turn, report)
 
-    async def _run_graph(
-        self, task_id: str, context_id: str, text: str, resume: bool, report: Any
-    ) -> None:
+    async def _run_graph(self, turn: Turn, report: Any) -> None:
+        task_id = turn.task_id
         if await self.store.cancel_requested(task_id):
             await report(w.CANCELED, status_text="canceled before it started")
             return
         await report(w.WORKING)
-        run = asyncio.create_task(self._invoke(text, context_id, resume))
+        run = asyncio.create_task(self._invoke(turn))
         self._running[task_id] = run
         try:
             result, interrupts = await run
@@ -329,14 +342,15 @@ class AgentServer:
             return
         await report(w.COMPLETED, artifacts=[w.artifact(output)])
 
-    async def _invoke(self, text: str, context_id: str, resume: bool) -> tuple[Any, Any]:
-        config = {"configurable": {"thread_id": context_id}}
-        if resume:
+    async def _invoke(self, turn: Turn) -> tuple[Any, Any]:
+        """Run the graph for one turn: (its result, its interrupts or None)."""
+        config = {"configurable": {"thread_id": turn.context_id}}
+        if turn.resume:
             from langgraph.types import Command
 
-            payload: Any = Command(resume=text)
+            payload: Any = Command(resume=turn.text)
         else:
-            payload = self.to_input(self.graph, text)
+            payload = self.to_input(self.graph, turn.text)
         result = await self.graph.ainvoke(payload, config)
         interrupts = result.get("__interrupt__") if isinstance(result, dict) else None
         return result, interrupts
