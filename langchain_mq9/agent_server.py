@@ -5,7 +5,7 @@ The server reads its mailbox as a consumer group with a worker name (``GroupRead
 replicas compete and none is handed a message another one holds. A task's message is marked
 done only when the task stops (a final state, or input-required): a server killed mid-task
 leaves it undone, and the group hands it out again (to this worker restarted under the same
-name, or, once the group has leases, to another replica). So a task runs AT LEAST once; a
+name, or to another replica once its lease is over). So a task runs AT LEAST once; a
 task that already reached a final state is not run again: its snapshot is sent again.
 
 Each task runs the graph with the task's ``contextId`` as LangGraph ``thread_id``; a graph

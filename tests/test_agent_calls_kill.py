@@ -19,7 +19,7 @@ from langchain_mq9 import a2a_wire as w
 from langchain_mq9.agent_calls import AgentCaller
 
 HERE = Path(__file__).resolve().parent
-TASKS = 12
+TASKS = 8
 HAS_LEASES = "lease_ttl" in inspect.signature(GroupReader).parameters
 
 
@@ -90,15 +90,16 @@ async def test_another_replica_takes_over_the_tasks_of_a_killed_one(nats_broker,
     log = tmp_path / "runs.log"
     async with nats_broker.client() as client:
         caller, ids = await submit_all(client)
-        first = start_replica(nats_broker.url, "r1", log, "2")
+        first = start_replica(nats_broker.url, "r1", log, "5")
         try:
             await wait_for_line(log, "start", count=2)
         finally:
             kill(first)
-        nats_broker.clock.advance(5)  # past r1's lease, on the broker's clock
-        other = start_replica(nats_broker.url, "r2", log, "2")
+        nats_broker.clock.advance(10)  # past r1's lease (5 s, and its grace), on the broker's clock
+        other = start_replica(nats_broker.url, "r2", log, "5")
         try:
             states = [await caller.check(task_id, wait=30) for task_id in ids]
         finally:
             end_process(other)
     assert [s.state for s in states] == [w.COMPLETED] * TASKS
+    assert "r2 done" in log.read_text()  # the other replica did what r1 left

@@ -1,0 +1,205 @@
+"""Leases for the competing workers of one consumer group (docs/groups.md).
+
+RobustMQ leases nothing: every reader of a group is handed the same messages until they are
+acked. Competing workers therefore keep lease records in a mailbox of the library's own, one per
+mailbox and group, under the reserved root ``mq9`` that no tool of ours lets a model address and
+that no user mailbox made through them can take:
+
+- a **claim** of messages: one SEND, payload the worker's name, a tag ``c{msg_id}.{create_time}``
+  per message, message TTL = the lease. The oldest live claim of a message (the lowest msg_id in
+  the lease mailbox: the broker orders them) names its holder.
+- a **done** record: one SEND, payload the worker's name, a tag ``d{msg_id}.{create_time}`` per
+  message finished. Any reader counts such a message done, so its horizon passes it and nobody
+  handles it again, whatever ack moved the group back.
+
+The message's create_time in the tags tells a message from another that reuses its id (a log a
+broker lost). The lease mailbox itself lives one lease TTL and is made again by the next worker
+that needs it (RobustMQ and the bundled broker go on numbering, and keep its records readable),
+so a group that stops leaves no mailbox behind one lease TTL later.
+
+``judge`` is pure; ``LeaseBox`` does the I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import protocol as p
+from .protocol import Mq9Error
+
+if TYPE_CHECKING:
+    from .client import Message, Mq9Client
+
+# A mailbox address whose first segment is this belongs to the library: every tool refuses it.
+RESERVED_ROOT = "mq9"
+DEFAULT_LEASE_TTL = 300  # seconds a worker may hold a message before another takes it over
+# Workers judge a claim's age by the broker's time as each last saw it (whole seconds), and the
+# broker hides a claim at its own exact expiry: their judgements may differ by a second or so.
+# So near its end a claim is in doubt for GRACE seconds either side: nobody takes the message
+# (its holder does not take it back either) until the broker hides the claim.
+GRACE = 2
+MIN_LEASE_TTL = 5  # a fresh claim must be surely live: longer than GRACE and a second's doubt
+# How records are read back: a record lists at most TAGS_PER_RECORD messages (about 2 KB as a
+# QUERY answer item), and one QUERY asks for JUDGED_PER_QUERY messages' two tags, up to
+# CLAIMS_SEEN records each: at most about 500 KB, below NATS's default 1 MiB, so no answer
+# is cut (the bundled broker cuts a QUERY answer to fit one NATS message).
+TAGS_PER_RECORD = 20
+JUDGED_PER_QUERY = 12
+CLAIMS_SEEN = 10
+
+
+def is_reserved(address: str) -> bool:
+    return address == RESERVED_ROOT or address.startswith(RESERVED_ROOT + ".")
+
+
+def lease_address(mail_address: str, group_name: str) -> str:
+    """The lease mailbox of one mailbox and group: a digest, so its length never grows with
+    theirs and no two pairs share one."""
+    digest = hashlib.sha256(f"{mail_address}\n{group_name}".encode()).hexdigest()[:32]
+    return f"{RESERVED_ROOT}.lease.{digest}"
+
+
+def claim_tag(message: Message) -> str:
+    return f"c{message.msg_id}.{message.create_time}"
+
+
+def done_tag(message: Message) -> str:
+    return f"d{message.msg_id}.{message.create_time}"
+
+
+@dataclass
+class Verdict:
+    """What the lease records say of some messages (msg_ids)."""
+
+    done: set[int] = field(default_factory=set)  # finished by some worker
+    mine: set[int] = field(default_factory=set)  # this worker holds the oldest live claim
+    others: dict[int, str] = field(default_factory=dict)  # held by another worker: its name
+    free: set[int] = field(default_factory=set)  # no live claim
+
+
+def judge(
+    messages: Iterable[Message], records: Iterable[Any], worker: str, lease_ttl: int, now: int
+) -> Verdict:
+    """Read lease records. The oldest claim of a message that is not surely over names its
+    holder; ``worker`` holds it only while its claim is surely live, else the message waits
+    (see GRACE). A claim is surely over ``GRACE`` seconds after its create_time plus
+    ``lease_ttl`` by ``now`` (broker seconds), whatever TTL it was sent with: a record written
+    without one (by another client) holds a message no longer than a lease and GRACE."""
+    by_tag: dict[str, list[Any]] = {}
+    for record in records:
+        for tag in record.tags:
+            by_tag.setdefault(tag, []).append(record)
+    verdict = Verdict()
+    for message in messages:
+        if by_tag.get(done_tag(message)):
+            verdict.done.add(message.msg_id)
+            continue
+        claims = by_tag.get(claim_tag(message), [])
+        live = [c for c in claims if now < c.create_time + lease_ttl + GRACE]
+        if not live:
+            verdict.free.add(message.msg_id)
+            continue
+        first = min(live, key=lambda c: c.msg_id)
+        holder = first.payload.decode(errors="replace")
+        if holder == worker and now < first.create_time + lease_ttl - GRACE:
+            verdict.mine.add(message.msg_id)
+        else:  # another's, or this worker's claim near its end: wait for the broker
+            verdict.others[message.msg_id] = holder
+    return verdict
+
+
+class LeaseBox:
+    """The lease mailbox of one mailbox and group, as one worker writes and reads it."""
+
+    def __init__(
+        self,
+        client: Mq9Client,
+        mail_address: str,
+        group_name: str,
+        worker: str,
+        lease_ttl: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(worker, str) or not worker.strip():
+            raise ValueError("worker must be a non-empty string naming this reader")
+        self.client = client
+        self.worker = worker
+        self.lease_ttl = p.check_int("lease_ttl", lease_ttl, MIN_LEASE_TTL, p.MAX_SECONDS)
+        self.address = lease_address(mail_address, group_name)
+        # The broker's clock as last seen (a record's create_time) and when, on ``clock``
+        # (any clock that measures elapsed seconds): leases are judged by the broker's time
+        # plus what elapsed here since, never by this machine's time of day.
+        self._clock = clock
+        self._seen: tuple[int, float] | None = None
+
+    def now(self) -> int:
+        if self._seen is None:
+            return 0
+        seconds, at = self._seen
+        return seconds + int(self._clock() - at)
+
+    async def claim(self, messages: list[Message]) -> None:
+        await self._send([claim_tag(m) for m in messages], ttl=self.lease_ttl)
+
+    async def finish(self, messages: list[Message]) -> None:
+        """Say these messages are done. Kept until the broker's retention removes it (7 days on
+        RobustMQ): a group moved back behind them must still find them done."""
+        await self._send([done_tag(m) for m in messages], ttl=None)
+
+    async def judge(self, messages: list[Message]) -> Verdict:
+        """Read the records of ``messages`` and judge them, a few messages per QUERY: a QUERY
+        answers up to ``CLAIMS_SEEN`` records per tag, and a broker may cut an answer too large
+        for one NATS message (the bundled one does), which must never hide a done record or
+        the oldest claim."""
+        records: list[Message] = []
+        for start in range(0, len(messages), JUDGED_PER_QUERY):
+            some = messages[start : start + JUDGED_PER_QUERY]
+            tags = [tag for m in some for tag in (claim_tag(m), done_tag(m))]
+            records += await self._query(tags, CLAIMS_SEEN)
+        self._observe(records)
+        # A message whose first CLAIMS_SEEN claims are all over (written without a TTL by
+        # another client) may have a live one further on: read all of its claims.
+        now = self.now()
+        for message in messages:
+            claims = [r for r in records if claim_tag(message) in r.tags]
+            if len(claims) >= CLAIMS_SEEN and all(
+                now >= c.create_time + self.lease_ttl + GRACE for c in claims
+            ):
+                records += await self._query([claim_tag(message)], p.QUERY_CAP)
+        return judge(messages, records, self.worker, self.lease_ttl, self.now())
+
+    async def _query(self, tags: list[str], limit: int) -> list[Message]:
+        try:
+            return await self.client.query(self.address, tags=tags, limit=limit)
+        except Mq9Error as exc:
+            if exc.message != p.err_topic_missing(self.address):
+                raise
+            return []  # no worker has written anything yet
+
+    def _observe(self, records: list[Message]) -> None:
+        if records:
+            newest = max(r.create_time for r in records)
+            if newest >= self.now():
+                self._seen = (newest, self._clock())
+
+    async def _send(self, tags: list[str], ttl: int | None) -> None:
+        for start in range(0, len(tags), TAGS_PER_RECORD):  # records small enough to read back
+            await self._send_one(tags[start : start + TAGS_PER_RECORD], ttl)
+
+    async def _send_one(self, tags: list[str], ttl: int | None) -> None:
+        try:
+            await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)
+        except Mq9Error as exc:
+            if exc.message != p.err_mailbox_missing(self.address):
+                raise
+            # The first record, or the lease mailbox lived out its TTL: make it (again).
+            try:
+                await self.client.mailbox_create(name=self.address, ttl=self.lease_ttl)
+            except Mq9Error as made:
+                if made.message != p.err_mailbox_exists(self.address):
+                    raise
+            await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)
