@@ -36,8 +36,10 @@ log = logging.getLogger("langchain_mq9.a2a")
 CANCEL_POLL_SECONDS = 0.5
 # How often a request is tried while the broker fails it, before it is given up (and logged).
 BROKER_TRIES = 4
-# Requests a server holds beyond those it runs (waiting for a slot, or quick ones).
-HELD_EXTRA = 8
+# Requests a server holds beyond those it runs (waiting for a slot, or quick ones like a
+# cancel, read critical first). Few: a held request's lease runs while it waits, and the group
+# has no lease renewal, so a request waiting past its lease could be run by another replica.
+HELD_EXTRA = 2
 # How long one wait for new requests lasts before the loop looks at its own state again.
 FETCH_WAIT_MS = 500
 
