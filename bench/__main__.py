@@ -24,7 +24,17 @@ from . import report
 from .config import FULL, QUICK, Config
 from .results import Section
 
-SECTIONS = ("latency", "broker", "throughput", "mcp", "memory", "tokens", "hostile", "groups")
+SECTIONS = (
+    "latency",
+    "broker",
+    "throughput",
+    "mcp",
+    "memory",
+    "tokens",
+    "hostile",
+    "groups",
+    "calls",
+)
 TITLES = {
     "latency": "Client and tool overhead over NATS (targets 1–3)",
     "broker": "Bundled broker scaling, engine in process (target 4)",
@@ -34,8 +44,9 @@ TITLES = {
     "tokens": "What the model reads: tool tokens and strict-mode safety (target 8)",
     "hostile": "One hostile client against the honest ones (target 9)",
     "groups": "Competing workers under kill -9 (target 10)",
+    "calls": "Agent calls: LLM steps per delegation and call-to-result time (target 11)",
 }
-NEEDS_NETWORK = {"latency", "throughput", "mcp"}
+NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls"}
 
 
 def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
@@ -63,6 +74,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import groups_stress
 
         return groups_stress.run(cfg)
+    if name == "calls":
+        from . import calls
+
+        return calls.run(cfg, network)
     if name == "mcp":
         from . import mcp_stdio
 

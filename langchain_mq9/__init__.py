@@ -32,9 +32,15 @@ _LAZY = {
     "Mq9Tool": "tools",
     "QueryMessagesTool": "tools",
     "SendMessageTool": "tools",
+    # Agent calls: A2A tasks over mq9 (docs/a2a.md)
+    "AgentCaller": "agent_calls",
+    "AgentServer": "agent_server",
+    "serve_agent": "agent_server",
 }
 
 if TYPE_CHECKING:
+    from .agent_calls import AgentCaller
+    from .agent_server import AgentServer, serve_agent
     from .operations import OPERATIONS, Operation, OperationError, ToolPolicy
     from .toolkit import Mq9Toolkit
     from .tools import (
@@ -85,4 +91,7 @@ __all__ = [  # noqa: RUF022  (grouped: the client first, then the LangChain side
     "Mq9Tool",
     "QueryMessagesTool",
     "SendMessageTool",
+    "AgentCaller",
+    "AgentServer",
+    "serve_agent",
 ]

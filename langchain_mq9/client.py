@@ -295,6 +295,7 @@ class Mq9Client:
         delay: int | None = None,
         ttl: int | None = None,
         tags: list[str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> int:
         """Store a message in a mailbox; returns its msg_id (``-1`` for a delayed message,
         ``delay=0`` included).
@@ -304,10 +305,12 @@ class Mq9Client:
         ``ValueError`` (send binary data as base64 text). ``priority`` is a ``Priority`` or its
         name. ``key`` keeps only the newest message with that key; ``delay`` hides it for N
         seconds; ``ttl`` expires it N seconds after the send; ``tags`` label it for ``query``.
+        ``headers`` are more NATS headers stored with the message (``Message.header`` hands
+        them back), e.g. the ``mq9-reply-to`` of A2A over mq9; the mq9 ones above win.
         """
         p.check_address(mail_address)
         body = p.payload_bytes(payload)
-        headers = p.send_headers(
+        headers = p.extra_headers(headers) | p.send_headers(
             p.parse_priority(priority),
             None if key is None else p.check_key(key),
             None if delay is None else p.check_int("delay", delay, 0, p.MAX_SECONDS),

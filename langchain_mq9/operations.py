@@ -253,6 +253,11 @@ class ToolPolicy:
     discover_limit: int = DEFAULT_DISCOVER_LIMIT
     worker: str | None = None
     lease_ttl: int = DEFAULT_LEASE_TTL
+    # The agent-call tools (call_tools.py, opt-in) and the mailbox their replies wait in (a
+    # durable one lets a restarted agent pick up its calls; default {agent_mailbox}.calls).
+    calls: bool = False
+    reply_mailbox: str | None = None
+    call_state: dict[str, Any] = field(default_factory=dict, repr=False)
     created: set[str] = field(default_factory=set)
     readings: dict[tuple[str, str], GroupReading] = field(default_factory=dict, repr=False)
 
@@ -276,6 +281,8 @@ class ToolPolicy:
                 f"agent_mailbox {self.agent_mailbox!r} is not a mailbox address (lowercase "
                 "letters, digits and dots)"
             )
+        if self.reply_mailbox is not None and not is_valid_address(self.reply_mailbox):
+            raise ValueError(f"reply_mailbox {self.reply_mailbox!r} is not a mailbox address")
         if self.agent_card is not None and not isinstance(self.agent_card, dict):
             raise ValueError("agent_card must be a dict of A2A AgentCard fields")
         if self.deliver not in DELIVER_CHOICES:
@@ -295,7 +302,7 @@ class ToolPolicy:
         """The same rules with nothing remembered: for another agent (an MCP session), which
         must neither use this one's mailboxes nor get its messages. It reads as the same
         worker (or the group's one reader): a session is the agent again, e.g. restarted."""
-        return replace(self, created=set(), readings={})
+        return replace(self, created=set(), readings={}, call_state={})
 
     def reading(self, client: Any, mail_address: str, group: str) -> GroupReading:
         key = (mail_address, group)
@@ -904,5 +911,11 @@ OPERATIONS: dict[str, Operation] = {
         ),
     )
 }
+
+# The agent-call tools join the catalog here (opt-in: not in the default set, and allowed only
+# with ToolPolicy.calls); they are defined in their own module, on the ones above.
+from .call_tools import call_operations  # noqa: E402
+
+OPERATIONS.update(call_operations())
 
 DEFAULT_OPERATIONS = tuple(name for name, op in OPERATIONS.items() if op.in_default_set)

@@ -963,6 +963,29 @@ def send_headers(
     return headers
 
 
+def extra_headers(headers: object) -> dict[str, str]:
+    """Headers beside mq9's own, checked: single-line UTF-8 names and values that survive a
+    NATS header block as sent (names are tokens; values carry no surrounding whitespace)."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise Mq9Error(f"invalid headers {quoted(headers)}: must be a dict of strings")
+    for name, value in headers.items():
+        if (
+            not isinstance(name, str)
+            or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)
+            or not isinstance(value, str)
+            or value != value.strip()
+            or any(c in value for c in "\r\n")
+        ):
+            raise Mq9Error(
+                f"invalid header {quoted(name)}: {quoted(value)}: names are letters, digits, "
+                "'-', '_' and '.'; values single-line strings without surrounding whitespace"
+            )
+        utf8("header", value)
+    return dict(headers)
+
+
 def check_key(key: object) -> str:
     # NATS strips a header value's surrounding whitespace, so such a key could not arrive as sent
     if (

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from .call_tools import CALL_OPERATION_NAMES
 from .connection import Mq9Connection
 from .leases import DEFAULT_LEASE_TTL, MIN_LEASE_TTL
 from .operations import (
@@ -100,6 +101,16 @@ class Mq9Toolkit(BaseToolkit):
         "full-text keywords (text, only agents holding a query word)",
     )
     discover_limit: int = Field(default=DEFAULT_DISCOVER_LIMIT, ge=1, le=100)
+    calls: bool = Field(
+        default=False,
+        description="Add the agent-call tools (call_agent, check_call, answer_call, "
+        "cancel_call, list_calls) to the chosen ones; naming one in tools= allows them too",
+    )
+    reply_mailbox: str | None = Field(
+        default=None,
+        description="Where the call tools' results wait (default '<agent_mailbox>.calls'): a "
+        "restarted agent with the same one picks up its calls",
+    )
     allowed_mailboxes: Sequence[str] | None = None
     read_only: bool = False
     max_payload_chars: int = Field(default=DEFAULT_MAX_PAYLOAD_CHARS, ge=1)
@@ -156,6 +167,8 @@ class Mq9Toolkit(BaseToolkit):
             num_msgs=self.num_msgs,
             discover_by=self.discover_by,
             discover_limit=self.discover_limit,
+            calls=self.calls or bool(set(self.tools or ()) & set(CALL_OPERATION_NAMES)),
+            reply_mailbox=self.reply_mailbox,
             worker=self.worker,
             lease_ttl=self.lease_ttl,
         )
@@ -169,7 +182,9 @@ class Mq9Toolkit(BaseToolkit):
         return self._policy
 
     def get_tools(self) -> list[BaseTool]:
-        names = self.tools if self.tools is not None else DEFAULT_OPERATIONS
+        names = list(self.tools if self.tools is not None else DEFAULT_OPERATIONS)
+        if self.calls:
+            names += [name for name in CALL_OPERATION_NAMES if name not in names]
         return [
             TOOL_CLASSES[name](connection=self._connection, policy=self._policy)
             for name in names

@@ -185,3 +185,13 @@ TOOL_CLASSES: dict[str, type[Mq9Tool]] = {
         AgentReportTool,
     )
 }
+
+
+# The opt-in agent-call tools (call_tools.py): one class each, like the ones above.
+TOOL_CLASSES.update(
+    {
+        name: type(f"{name.title().replace('_', '')}Tool", (Mq9Tool,), {"operation_name": name})
+        for name in OPERATIONS
+        if name not in TOOL_CLASSES
+    }
+)

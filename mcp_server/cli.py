@@ -205,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_MAX_PAYLOAD_CHARS})",
     )
 
+    safety.add_argument(
+        "--calls",
+        action="store_true",
+        help="also list the agent-call tools: call_agent, check_call, answer_call, "
+        "cancel_call, list_calls (A2A tasks over mq9)",
+    )
+    safety.add_argument(
+        "--reply-mailbox",
+        metavar="ADDRESS",
+        help="where the call tools' results wait (default: '<agent-mailbox>.calls', else a "
+        "private mailbox per session); a restarted server with the same one finds its calls",
+    )
+
     knobs = parser.add_argument_group(
         "pinned tool settings (what the model does not choose)",
     )
@@ -305,6 +318,8 @@ def _policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolPo
         check_group_name(args.default_group)
     except Mq9Error as exc:
         parser.error(f"--default-group: {exc}")
+    if args.reply_mailbox is not None and not is_valid_address(args.reply_mailbox):
+        parser.error(f"--reply-mailbox: {args.reply_mailbox!r} is not a mailbox address")
     if args.agent_mailbox is not None and not is_valid_address(args.agent_mailbox):
         parser.error(
             f"--agent-mailbox: {args.agent_mailbox!r} is not a mailbox address (lowercase "
@@ -324,6 +339,8 @@ def _policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolPo
             discover_limit=args.discover_limit,
             worker=args.worker,
             lease_ttl=args.lease_ttl,
+            calls=args.calls,
+            reply_mailbox=args.reply_mailbox,
         )
     except ValueError as exc:  # what the policy itself refuses (e.g. a reserved prefix)
         parser.error(str(exc))

@@ -29,6 +29,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from langchain_mq9 import __version__
+from langchain_mq9.call_tools import CALL_PROGRESS
 from langchain_mq9.connection import Mq9Connection
 from langchain_mq9.operations import (
     DATA_NOTE,
@@ -176,11 +177,35 @@ def create_server(
     # the same wording as the LangChain tools and accept what those accept.
     @server.call_tool(validate_input=False)
     async def call_tool(name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
-        return await call_operation(
-            connection, server.request_context.lifespan_context, name, arguments
-        )
+        context = server.request_context
+        token = CALL_PROGRESS.set(progress_reporter(context))
+        try:
+            return await call_operation(connection, context.lifespan_context, name, arguments)
+        finally:
+            CALL_PROGRESS.reset(token)
 
     return server
+
+
+def progress_reporter(context: Any) -> Any:
+    """For a tool call whose client sent a progressToken: a callback that tells it each state
+    a waiting agent call goes through (MCP progress notifications); else None."""
+    meta = getattr(context, "meta", None)
+    progress_token = getattr(meta, "progressToken", None) if meta is not None else None
+    if progress_token is None:
+        return None
+    steps = 0
+
+    async def report(view: dict[str, Any]) -> None:
+        nonlocal steps
+        steps += 1
+        text = f"{view.get('agent')}: task {view.get('task_id')} is {view.get('state')}"
+        with suppress(Exception):  # a client gone meanwhile: the call still answers
+            await context.session.send_progress_notification(
+                progress_token, steps, message=text, related_request_id=context.request_id
+            )
+
+    return report
 
 
 async def serve_stdio(server: Server, connection: Mq9Connection) -> None:

@@ -115,13 +115,18 @@ def http_server(*args: str, port: int | None = None, **env: str) -> Iterator[str
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stderr.close()
+        end_process(process)
+
+
+def end_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it is still there 10 s later; its stderr pipe closed."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.stderr.close()
 
 
 async def ok(session: ClientSession, tool: str, /, **args: Any) -> dict[str, Any]:

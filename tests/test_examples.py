@@ -134,6 +134,18 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
         re.compile(r"text 'japanese' → agent\.translator\.legal[.\w]*$"),
         "all agents (3)",
     ],
+    "agent_calls.py": [
+        "model: the offline scripted model",
+        re.compile(r"^\[summarizer\] registered as agent\.summarizer[.\w]*, now offline$"),
+        re.compile(r'^\[orchestrator\] → call_agent\(agent="summarize an incident report'),
+        '"state":"submitted"',
+        "[orchestrator] → list_calls()",
+        "[orchestrator] → check_call(",
+        re.compile(r"\[orchestrator\] says: Summary from agent\.summarizer[.\w]*: On Tuesday .*"
+                   r"Engineers raised the limit to 200"),
+        re.compile(r"^agent\.summarizer[.\w]*\.tasks: 1 task\(s\), completed$"),
+        "✓ the task completed on the broker",
+    ],
     "two_agents.py": [
         "model: the offline scripted model",
         "[worker] → agent_register(",

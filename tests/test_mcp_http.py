@@ -25,7 +25,7 @@ from mcp_support import (
 )
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.operations import OPERATIONS
+from langchain_mq9.operations import OPERATIONS, ToolPolicy
 from mcp_server.http_app import is_loopback
 
 TOKEN = "test-token-5c1e0f"
@@ -72,7 +72,10 @@ async def test_bearer_token_guards_every_request(nats_server):
 
             async with http_session(url, TOKEN) as mcp:
                 tools = (await mcp.list_tools()).tools
-                assert [t.name for t in tools] == list(OPERATIONS)
+                # every operation but the opt-in agent-call tools (mq9-mcp --calls)
+                assert [t.name for t in tools] == [
+                    name for name, op in OPERATIONS.items() if op.allowed(ToolPolicy())
+                ]
                 assert all(t.inputSchema == OPERATIONS[t.name].input_schema() for t in tools)
                 assert all(t.outputSchema == OPERATIONS[t.name].output_schema for t in tools)
                 await ok(mcp, "create_mailbox", name="web.inbox")

@@ -12,7 +12,10 @@ from mcp_support import INITIALIZE, ROOT, fails, ok, served_engine, server_env, 
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
-from langchain_mq9.operations import OPERATIONS
+from langchain_mq9.operations import OPERATIONS, ToolPolicy
+
+# What mq9-mcp lists without --calls: every operation but the opt-in agent-call tools.
+WITHOUT_CALLS = [name for name, op in OPERATIONS.items() if op.allowed(ToolPolicy())]
 
 
 @pytest.mark.parametrize("agent_mailbox", [None, "agent.me"])
@@ -21,7 +24,7 @@ async def test_tools_are_the_catalog_with_the_toolkits_schemas(agent_mailbox):
     toolkit = Mq9Toolkit(server="memory://", tools=list(OPERATIONS), **mine)
     lc_tools = {tool.name: tool for tool in toolkit.get_tools()}
     flags = ("--agent-mailbox", agent_mailbox) if agent_mailbox else ()
-    async with stdio_session("--server", "memory://", *flags) as session:
+    async with stdio_session("--server", "memory://", "--calls", *flags) as session:
         listed = {tool.name: tool for tool in (await session.list_tools()).tools}
 
     assert list(listed) == list(OPERATIONS) == list(lc_tools)
@@ -47,9 +50,9 @@ async def test_tools_are_the_catalog_with_the_toolkits_schemas(agent_mailbox):
     if agent_mailbox:
         assert "reply_to: 'agent.me'" in listed["send_message"].description
     readers = {n for n, t in listed.items() if t.annotations.readOnlyHint}
-    assert readers == {"agent_discover", "query_messages"}
+    assert readers == {"agent_discover", "query_messages", "check_call", "list_calls"}
     destroyers = {n for n, t in listed.items() if t.annotations.destructiveHint}
-    assert destroyers == {"delete_message", "agent_unregister"}
+    assert destroyers == {"delete_message", "agent_unregister", "cancel_call"}
 
 
 async def test_full_exchange_over_stdio(nats_server):
@@ -157,7 +160,7 @@ async def test_mistakes_come_back_as_tool_errors_that_say_what_to_do(nats_server
         assert "unknown tool 'send_mail'" in text and "send_message" in text
 
         # Still serving, and the broker state is intact.
-        assert len((await mcp.list_tools()).tools) == len(OPERATIONS)
+        assert len((await mcp.list_tools()).tools) == len(WITHOUT_CALLS)
         assert (await ok(mcp, "send_message", mail_address="desk", payload="ok"))["sent"] is True
         assert (await ok(mcp, "query_messages", mail_address="desk"))["count"] == 1
 
@@ -216,7 +219,7 @@ async def test_broker_down_then_back():
         with anyio.fail_after(10):
             text = await fails(mcp, "create_mailbox", name="later")
         assert "cannot connect to the mq9 broker" in text and "try again shortly" in text
-        assert len((await mcp.list_tools()).tools) == len(OPERATIONS)
+        assert len((await mcp.list_tools()).tools) == len(WITHOUT_CALLS)
 
         with start_nats_server(port=port) as bare:
             # NATS is up but no mq9 broker serves it.

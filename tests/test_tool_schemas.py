@@ -186,6 +186,11 @@ def test_every_bound_a_provider_may_drop_is_checked_again():
         "delete_message": {"mail_address": "agent.inbox", "msg_id": 0},
         "agent_unregister": {"name": "agent.x"},
         "agent_report": {"name": "agent.x", "status": "busy"},
+        "call_agent": {"agent": "agent.x", "task": "t"},
+        "check_call": {"task_id": "t1"},
+        "answer_call": {"task_id": "t1", "answer": "a"},
+        "cancel_call": {"task_id": "t1"},
+        "list_calls": {},
     }
     checked = []
     with Mq9Toolkit(server=f"memory://bounds{uuid.uuid4().hex}", tools=list(OPERATIONS)) as kit:
@@ -341,7 +346,7 @@ async def test_every_mcp_output_schema_matches_what_the_tool_returns():
     validates against its outputSchema, carries every declared key (but those only some
     results have), and nothing else than the words for the model (ADVICE)."""
     url = f"memory://outputs{uuid.uuid4().hex}"
-    policy = ToolPolicy(num_msgs=1)
+    policy = ToolPolicy(num_msgs=1, calls=True, reply_mailbox="agent.calls")
     seen: dict[str, set[str]] = {name: set() for name in OPERATIONS}
 
     async with Mq9Client(url) as client:
@@ -377,10 +382,77 @@ async def test_every_mcp_output_schema_matches_what_the_tool_returns():
         await run("delete_message", mail_address=box, msg_id=0)
         await run("agent_report", name="agent.w", status="busy", details='{"load": 1}')
         await run("agent_unregister", name="agent.w")
+        await _run_call_tools(client, run)
 
     for name, keys in seen.items():
         assert set(OPERATIONS[name].output_schema["properties"]) <= keys, name
     assert {"note", "next_step", "filter_used"} <= set().union(*seen.values())
+
+
+async def _run_call_tools(client: Mq9Client, run: Any) -> None:
+    """The agent-call tools in the cases that give each result every key it can have: an
+    agent served, stopped (offline: calls wait), and served again."""
+    from langchain_mq9.agent_server import AgentServer
+
+    graph = asking_graph()
+
+    def serving() -> AgentServer:
+        return AgentServer(graph, name="agent.upper", client=client, worker="w1",
+                           to_input=lambda g, t: {"text": t}, to_output=lambda r: r["out"])
+
+    async with serving():
+        await run("call_agent", agent="agent.upper", task="hi", wait_seconds=10)
+        failed = await run("call_agent", agent="agent.upper", task="fail", wait_seconds=10)
+        asked = await run("call_agent", agent="agent.upper", task="ask", wait_seconds=10)
+        assert asked["state"] == "input-required", asked
+        await run("check_call", task_id=asked["task_id"])
+    # The agent is offline: an answer and a cancel wait for it.
+    pending = await run("answer_call", task_id=asked["task_id"], answer="en")
+    assert pending["answer_pending"] is True
+    await run("check_call", task_id=asked["task_id"])
+    queued = await run("call_agent", agent="agent.upper", task="later")
+    assert queued["state"] == "submitted", queued
+    assert (await run("cancel_call", task_id=queued["task_id"]))["cancel_pending"] is True
+    await run("check_call", task_id=queued["task_id"])
+    async with serving():
+        done = await run("check_call", task_id=asked["task_id"], wait_seconds=10)
+        assert done["result"] == "ask en", done
+        canceled = await run("check_call", task_id=queued["task_id"], wait_seconds=10)
+        assert canceled["state"] == "canceled", canceled
+        await run("cancel_call", task_id=queued["task_id"])  # canceled already: the reason
+        await run("cancel_call", task_id=done["task_id"])  # done already: the result
+        await run("check_call", task_id=failed["task_id"])
+        again = await run("call_agent", agent="agent.upper", task="ask", wait_seconds=10)
+        await run("answer_call", task_id=again["task_id"], answer="fr", wait_seconds=10)
+        listed = await run("list_calls", state="")
+        assert listed["count"] == 5, listed
+
+
+def asking_graph() -> Any:
+    """A graph that asks (``interrupt``) when the text says "ask", fails on "fail", and
+    otherwise shouts the text back."""
+    from typing import TypedDict
+
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    class State(TypedDict):
+        text: str
+        out: str
+
+    def work(state: State) -> dict[str, str]:
+        if state["text"] == "fail":
+            raise ValueError("cannot do that")
+        if state["text"] == "ask":
+            return {"out": f"ask {interrupt('which language?')}"}
+        return {"out": state["text"].upper()}
+
+    builder = StateGraph(State)
+    builder.add_node("work", work)
+    builder.add_edge(START, "work")
+    builder.add_edge("work", END)
+    return builder.compile(checkpointer=InMemorySaver())
 
 
 def test_mcp_tools_carry_no_title_noise_and_an_output_schema():

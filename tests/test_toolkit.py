@@ -68,6 +68,14 @@ def test_tools_pick_by_name_including_the_optional_ones(memory_url):
     assert [t.name for t in kit.get_tools()] == ["send_message", "agent_report", "agent_unregister"]
 
 
+def test_the_call_tools_are_opt_in(memory_url):
+    assert "call_agent" not in [t.name for t in Mq9Toolkit(server=memory_url).get_tools()]
+    names = [t.name for t in Mq9Toolkit(server=memory_url, calls=True).get_tools()]
+    assert names == [*EIGHT, "call_agent", "check_call", "answer_call", "cancel_call", "list_calls"]
+    picked = Mq9Toolkit(server=memory_url, tools=["call_agent", "check_call"]).get_tools()
+    assert [t.name for t in picked] == ["call_agent", "check_call"]
+
+
 def test_unknown_tool_name_is_refused(memory_url):
     with pytest.raises(ValueError, match="unknown mq9 tool 'send'"):
         Mq9Toolkit(server=memory_url, tools=["send"])
@@ -97,6 +105,11 @@ def test_tool_arguments_are_few_and_use_the_protocol_vocabulary():
         "delete_message": {"mail_address", "msg_id"},
         "agent_unregister": {"name"},
         "agent_report": {"name", "status", "details"},
+        "call_agent": {"agent", "task", "wait_seconds", "context_id"},
+        "check_call": {"task_id", "wait_seconds"},
+        "answer_call": {"task_id", "answer", "wait_seconds"},
+        "cancel_call": {"task_id"},
+        "list_calls": {"state"},
     }
     # What the model sees is the catalog's schema; the pydantic model validates each call.
     for tool in kit.get_tools():

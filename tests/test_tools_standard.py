@@ -8,6 +8,8 @@ import pytest
 from langchain_tests.integration_tests import ToolsIntegrationTests
 from langchain_tests.unit_tests import ToolsUnitTests
 
+from langchain_mq9 import a2a_wire as w
+from langchain_mq9.a2a_store import deliver
 from langchain_mq9.broker import drop_memory_broker
 from langchain_mq9.operations import OPERATIONS, ToolPolicy
 from langchain_mq9.tools import TOOL_CLASSES
@@ -28,6 +30,12 @@ EXAMPLES = {
     "delete_message": {"mail_address": "agent.inbox", "msg_id": 0},
     "agent_unregister": {"name": "agent.worker"},
     "agent_report": {"name": "agent.worker", "status": "busy", "details": '{"load": 0.5}'},
+    # The call tools: agent.worker is registered but offline; task t1 waits for an answer.
+    "call_agent": {"agent": "agent.worker", "task": "summarize x"},
+    "check_call": {"task_id": "t1"},
+    "answer_call": {"task_id": "t1", "answer": "in English"},
+    "cancel_call": {"task_id": "t1"},
+    "list_calls": {"state": ""},
 }
 
 
@@ -39,6 +47,13 @@ async def _seed(client) -> None:
     await client.agent_register(
         {"name": "agent.worker", "mailbox": "agent.worker", "description": "summarizes documents"}
     )
+    # A call to agent.worker that asked a question (as the agent leaves it in the reply mailbox).
+    await client.mailbox_create(name="agent.calls")
+    record = {"taskId": "t1", "agent": "agent.worker", "mailbox": "agent.worker", "contextId": "c1"}
+    await client.send("agent.calls", w.json_text(record), key="call.t1", tags=[w.CALL_TAG])
+    question = w.task("t1", "c1", w.INPUT_REQUIRED, status_text="which language?",
+                      history=[w.message("summarize", task_id="t1")])  # fmt: skip
+    await deliver(client, "agent.calls", question)
 
 
 class _StandardTests:
@@ -59,7 +74,8 @@ class _StandardTests:
     @pytest.fixture
     def tool(self):
         name = f"standard{uuid.uuid4().hex}"
-        tool = self.tool_constructor(server=f"memory://{name}", policy=ToolPolicy(num_msgs=2))
+        policy = ToolPolicy(num_msgs=2, calls=True, reply_mailbox="agent.calls")
+        tool = self.tool_constructor(server=f"memory://{name}", policy=policy)
         tool.connection.run_sync(_seed)
         if self.operation == "ack_messages":  # it acks only what a fetch of its policy handed out
             fetch = OPERATIONS["fetch_messages"]

@@ -1,0 +1,101 @@
+"""Where A2A task state lives on the broker: an agent's ``{name}.tasks`` mailbox.
+
+Every state a task reaches is kept there as the whole A2A Task under key ``task.{id}``: key
+compaction deletes the older one, so a QUERY by key answers the newest state, from any replica
+of the agent, after a restart, or from a caller while the agent is offline. The same snapshot
+goes to the caller's reply mailbox under the same key. A cancel is kept apart, as
+``cancel.{id}``, so that a replica still writing ``working`` cannot hide it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import a2a_wire as w
+from .protocol import Mq9Error, err_mailbox_exists
+
+
+async def ensure_mailbox(client: Any, address: str) -> None:
+    """Create ``address`` (never expiring) unless it is there."""
+    try:
+        await client.mailbox_create(name=address, ttl=0)
+    except Mq9Error as exc:
+        if exc.message != err_mailbox_exists(address):
+            raise
+
+
+async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
+    """The JSON object kept under ``key`` in ``mailbox``, or None (no such mailbox either)."""
+    try:
+        found = await client.query(mailbox, key=key)
+    except Mq9Error as exc:
+        if "not found" in exc.message or "does not exist" in exc.message:
+            return None
+        raise
+    for msg in reversed(found):
+        try:
+            value = json.loads(msg.payload)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+async def keep(
+    client: Any,
+    mailbox: str,
+    key: str,
+    value: dict[str, Any],
+    *,
+    tags: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Leave ``value`` (JSON) in ``mailbox`` under ``key``: it replaces the older one."""
+    await client.send(mailbox, w.json_text(value), key=key, tags=tags, headers=headers)
+
+
+async def deliver(client: Any, mailbox: str, snapshot: dict[str, Any]) -> None:
+    """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or ``{name}.tasks``),
+    keyed by its task."""
+    headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
+    await keep(
+        client, mailbox, w.TASK_KEY + snapshot["id"], snapshot, tags=[w.TASK_TAG], headers=headers
+    )
+
+
+class TaskStore:
+    """The task states of one agent (``{agent_mailbox}.tasks``)."""
+
+    def __init__(self, client: Any, agent_mailbox: str) -> None:
+        self.client = client
+        self.mailbox = w.tasks_mailbox(agent_mailbox)
+
+    async def open(self) -> TaskStore:
+        await ensure_mailbox(self.client, self.mailbox)
+        return self
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        return await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
+
+    async def put(self, snapshot: dict[str, Any]) -> None:
+        await deliver(self.client, self.mailbox, snapshot)
+
+    async def cancel_requested(self, task_id: str) -> bool:
+        return await latest(self.client, self.mailbox, w.CANCEL_KEY + task_id) is not None
+
+    async def request_cancel(self, task_id: str) -> None:
+        await keep(self.client, self.mailbox, w.CANCEL_KEY + task_id, {"id": task_id})
+
+    async def list(self, context_id: str = "") -> list[dict[str, Any]]:
+        """The newest state of each task kept (RobustMQ answers at most 100, oldest first)."""
+        tasks = []
+        for msg in await self.client.query(self.mailbox, tags=[w.TASK_TAG]):
+            try:
+                snapshot = w.parse_task(msg.payload)
+            except Mq9Error:
+                continue
+            if not context_id or snapshot.get("contextId") == context_id:
+                tasks.append(snapshot)
+        return tasks

@@ -1,0 +1,285 @@
+"""A2A over mq9: the wire, in one place (docs/a2a.md is its contract).
+
+A call is an A2A ``SendMessageRequest`` (a2a-sdk 1.x's JSON: the protobuf JSON mapping,
+camelCase keys, enums as ``TASK_STATE_WORKING``) left in the agent's mailbox, with headers:
+
+* ``mq9-a2a-method``: ``SendMessage`` (absent means the same), ``GetTask``, ``ListTasks`` or
+  ``CancelTask`` (then the payload is that request's JSON);
+* ``mq9-reply-to``: the caller's reply mailbox, where the agent leaves the task's snapshots;
+* ``mq9-a2a-task-id``: the id of the task. The CALLER picks it for a new task, so a call to
+  an agent that is offline (or a caller that dies right after sending) still knows its id.
+
+Each state the task reaches is written twice: to the agent's ``{name}.tasks`` mailbox and to the
+caller's reply mailbox, each time as the whole A2A ``Task`` under key ``task.{id}`` (key
+compaction keeps only the newest), with ``mq9-a2a-type: Task`` and ``mq9-a2a-task-id``;
+``mq9-a2a-last: true`` when the task stops (a final state or input-required). A cancel is also
+kept as ``cancel.{id}`` in ``{name}.tasks``, which no later state write can hide.
+
+Only plain dicts here: the core needs no a2a-sdk (it is an optional extra).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .protocol import Mq9Error, is_valid_address
+
+HEADER_REPLY_TO = "mq9-reply-to"
+HEADER_METHOD = "mq9-a2a-method"
+HEADER_TYPE = "mq9-a2a-type"
+HEADER_TASK_ID = "mq9-a2a-task-id"
+HEADER_LAST = "mq9-a2a-last"
+
+SEND = "SendMessage"
+GET_TASK = "GetTask"
+LIST_TASKS = "ListTasks"
+CANCEL_TASK = "CancelTask"
+METHODS = (SEND, GET_TASK, LIST_TASKS, CANCEL_TASK)
+
+# A2A task states as A2A 1.x writes them in JSON, and the short names the tools show.
+SUBMITTED = "TASK_STATE_SUBMITTED"
+WORKING = "TASK_STATE_WORKING"
+INPUT_REQUIRED = "TASK_STATE_INPUT_REQUIRED"
+COMPLETED = "TASK_STATE_COMPLETED"
+FAILED = "TASK_STATE_FAILED"
+CANCELED = "TASK_STATE_CANCELED"
+REJECTED = "TASK_STATE_REJECTED"
+FINAL = frozenset({COMPLETED, FAILED, CANCELED, REJECTED})
+STOPPED = FINAL | {INPUT_REQUIRED}  # the caller's turn, or nobody's: the stream ends here
+
+
+def short_state(state: str) -> str:
+    """``TASK_STATE_INPUT_REQUIRED`` -> ``input-required`` (A2A's words in its docs)."""
+    return state.removeprefix("TASK_STATE_").lower().replace("_", "-")
+
+
+TASKS_SUFFIX = ".tasks"
+TASK_KEY = "task."
+CANCEL_KEY = "cancel."
+CALL_KEY = "call."
+CALL_TAG = "mq9.call"
+TASK_TAG = "mq9.task"
+
+# An id goes into keys, tags and headers: keep it to characters all of them carry.
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+MAX_ID_CHARS = 128
+
+
+def new_id() -> str:
+    return secrets.token_hex(12)
+
+
+def is_valid_id(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ID_CHARS
+        and all(c in _ID_CHARS for c in value)
+    )
+
+
+def tasks_mailbox(agent_mailbox: str) -> str:
+    return agent_mailbox + TASKS_SUFFIX
+
+
+def now_rfc3339(clock: Any = time.time) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
+
+
+# -- building the JSON ---------------------------------------------------------------------------
+
+
+def text_parts(text: str) -> list[dict[str, Any]]:
+    return [{"text": text}]
+
+
+def message(
+    text: str,
+    *,
+    role: str = "ROLE_USER",
+    context_id: str = "",
+    task_id: str = "",
+    data: Any = None,
+) -> dict[str, Any]:
+    """An A2A Message with one text part (and a data part when ``data`` is given)."""
+    parts = text_parts(text) + ([{"data": data}] if data is not None else [])
+    msg: dict[str, Any] = {"messageId": new_id(), "role": role, "parts": parts}
+    if context_id:
+        msg["contextId"] = context_id
+    if task_id:
+        msg["taskId"] = task_id
+    return msg
+
+
+def send_request(msg: dict[str, Any]) -> dict[str, Any]:
+    return {"message": msg}
+
+
+def task(
+    task_id: str,
+    context_id: str,
+    state: str,
+    *,
+    status_text: str | None = None,
+    artifacts: list[dict[str, Any]] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    metadata: dict[str, Any] | None = None,
+    clock: Any = time.time,
+) -> dict[str, Any]:
+    """An A2A Task snapshot. ``status_text`` becomes the status message (the agent's words:
+    the question of input-required, the error of failed, the reason of rejected)."""
+    status: dict[str, Any] = {"state": state, "timestamp": now_rfc3339(clock)}
+    if status_text is not None:
+        status["message"] = message(
+            status_text, role="ROLE_AGENT", context_id=context_id, task_id=task_id
+        )
+    snapshot: dict[str, Any] = {"id": task_id, "contextId": context_id, "status": status}
+    if artifacts:
+        snapshot["artifacts"] = artifacts
+    if history:
+        snapshot["history"] = history
+    if metadata:
+        snapshot["metadata"] = metadata
+    return snapshot
+
+
+def artifact(result: Any, name: str = "result") -> dict[str, Any]:
+    """The result as an A2A Artifact: text as a text part, anything else as a data part."""
+    part = {"text": result} if isinstance(result, str) else {"data": result}
+    return {"artifactId": new_id(), "name": name, "parts": [part]}
+
+
+def event_headers(task_id: str, state: str) -> dict[str, str]:
+    headers = {HEADER_TYPE: "Task", HEADER_TASK_ID: task_id}
+    if state in STOPPED:
+        headers[HEADER_LAST] = "true"
+    return headers
+
+
+# -- reading the JSON ----------------------------------------------------------------------------
+
+
+def parts_text(parts: Any) -> str:
+    """The text of a list of A2A parts: text parts as they are, data parts as JSON."""
+    chunks = []
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            chunks.append(part["text"])
+        elif "data" in part:
+            chunks.append(json.dumps(part["data"], ensure_ascii=False))
+        elif isinstance(part.get("url"), str):
+            chunks.append(part["url"])
+    return "\n".join(chunks)
+
+
+def task_state(snapshot: dict[str, Any]) -> str:
+    status = snapshot.get("status")
+    state = status.get("state") if isinstance(status, dict) else None
+    return state if isinstance(state, str) else "TASK_STATE_UNSPECIFIED"
+
+
+def status_text(snapshot: dict[str, Any]) -> str:
+    status = snapshot.get("status")
+    msg = status.get("message") if isinstance(status, dict) else None
+    return parts_text(msg.get("parts")) if isinstance(msg, dict) else ""
+
+
+def result_text(snapshot: dict[str, Any]) -> str:
+    artifacts = snapshot.get("artifacts")
+    return "\n".join(
+        parts_text(a.get("parts"))
+        for a in (artifacts if isinstance(artifacts, list) else ())
+        if isinstance(a, dict)
+    )
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request read from an agent's mailbox."""
+
+    method: str
+    reply_to: str | None
+    task_id: str | None
+    body: dict[str, Any]
+
+
+class Rejection(Exception):
+    """A request the agent cannot take, with the words the caller gets back."""
+
+    def __init__(self, reason: str, task_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.task_id = task_id
+
+
+def read_request(header: dict[str, str], payload: bytes) -> Request:
+    """The request a message carries, or ``Rejection`` saying what is wrong with it."""
+    method = header.get(HEADER_METHOD) or SEND
+    reply_to = header.get(HEADER_REPLY_TO) or None
+    task_id = header.get(HEADER_TASK_ID) or None
+    if task_id is not None and not is_valid_id(task_id):
+        raise Rejection(
+            f"invalid {HEADER_TASK_ID} {task_id[:80]!r}: up to {MAX_ID_CHARS} letters, digits, "
+            "'-', '_' and '.'"
+        )
+    if reply_to is not None and not is_valid_address(reply_to):
+        # No answer can be sent: the caller learns nothing, but the loop goes on.
+        raise Rejection(f"invalid {HEADER_REPLY_TO} {reply_to[:80]!r}: not a mailbox address")
+    if method not in METHODS:
+        raise Rejection(
+            f"unknown {HEADER_METHOD} {method[:80]!r}: this agent takes {', '.join(METHODS)}",
+            task_id,
+        )
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Rejection(
+            f"the payload is not A2A JSON: this agent takes an A2A {method}Request "
+            '(e.g. {"message": {"role": "ROLE_USER", "parts": [{"text": "..."}], '
+            '"messageId": "1"}})',
+            task_id,
+        ) from None
+    if not isinstance(body, dict):
+        raise Rejection(f"an A2A {method}Request is a JSON object", task_id)
+    if method == SEND:
+        _check_message(body.get("message"), task_id)
+    elif method in (GET_TASK, CANCEL_TASK):
+        wanted = body.get("id", task_id)
+        if not is_valid_id(wanted):
+            raise Rejection(f"an A2A {method}Request needs the task's id", task_id)
+    return Request(method, reply_to, task_id, body)
+
+
+def _check_message(msg: Any, task_id: str | None) -> None:
+    if not isinstance(msg, dict):
+        raise Rejection("an A2A SendMessageRequest needs a message object", task_id)
+    parts = msg.get("parts")
+    if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
+        raise Rejection('the message needs parts: a list like [{"text": "..."}]', task_id)
+    # These two become keys and LangGraph thread ids; a messageId may be any string.
+    for key in ("contextId", "taskId"):
+        if key in msg and not (msg[key] == "" or is_valid_id(msg[key])):
+            raise Rejection(f"the message's {key} is not a valid id", task_id)
+    if not parts_text(parts).strip():
+        raise Rejection("the message holds no text, data or url part", task_id)
+
+
+def parse_task(payload: bytes) -> dict[str, Any]:
+    """A Task snapshot from a message payload; ``Mq9Error`` if it is none."""
+    try:
+        snapshot = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        snapshot = None
+    if not isinstance(snapshot, dict) or not is_valid_id(snapshot.get("id")):
+        raise Mq9Error(f"not an A2A Task: {bytes(payload[:120])!r}")
+    return snapshot
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text, as every payload of this wire is sent."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

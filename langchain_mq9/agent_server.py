@@ -1,0 +1,472 @@
+"""``serve_agent``: a LangGraph graph (or any Runnable) as an A2A agent reachable through its mq9
+mailbox, for callers that may be offline, or not yet started, when it answers.
+
+The server reads its mailbox as a consumer group with a worker name (``GroupReader``), so
+replicas compete and none is handed a message another one holds. A task's message is marked
+done only when the task stops (a final state, or input-required): a server killed mid-task
+leaves it undone, and the group hands it out again (to this worker restarted under the same
+name, or to another replica once its lease is over). So a task runs AT LEAST once; a
+task that already reached a final state is not run again: its snapshot is sent again.
+
+Each task runs the graph with the task's ``contextId`` as LangGraph ``thread_id``; a graph
+``interrupt()`` makes the task input-required, and the caller's answer (a message with the
+task's ``taskId``) resumes it with ``Command(resume=<answer text>)``. The wire is in
+``a2a_wire``; task state on the broker in ``a2a_store``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import a2a_wire as w
+from .a2a_store import TaskStore, deliver, ensure_mailbox
+from .consumer import GroupReader
+from .protocol import Mq9Error, card_skills, is_valid_address
+
+log = logging.getLogger("langchain_mq9.a2a")
+
+# How often a running task's cancel record is looked for (a cancel handled by another replica).
+CANCEL_POLL_SECONDS = 0.5
+# How often a request is tried while the broker fails it, before it is given up (and logged).
+BROKER_TRIES = 4
+# Requests a server holds beyond those it runs (waiting for a slot, or quick ones like a
+# cancel, read critical first). Few: a held request's lease runs while it waits, and the group
+# has no lease renewal, so a request waiting past its lease could be run by another replica.
+HELD_EXTRA = 2
+# How long one wait for new requests lasts before the loop looks at its own state again.
+FETCH_WAIT_MS = 500
+
+
+def default_input(graph: Any, text: str) -> Any:
+    """What a graph is invoked with: a user message for a graph with a ``messages`` channel
+    (``create_react_agent``, ``MessagesState``), else the text itself."""
+    channels = getattr(graph, "channels", None)
+    if isinstance(channels, dict) and "messages" in channels:
+        return {"messages": [("user", text)]}
+    return text
+
+
+def default_output(result: Any) -> Any:
+    """The task's result from what the graph returned: the last message's text for a state
+    with ``messages``, a string as it is, anything else as JSON data."""
+    if isinstance(result, dict) and isinstance(result.get("messages"), list):
+        last = result["messages"][-1] if result["messages"] else None
+        content = getattr(last, "content", last)
+        if isinstance(content, list):  # content blocks
+            content = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+        return content if isinstance(content, str) else json.loads(json.dumps(content, default=str))
+    if isinstance(result, str):
+        return result
+    return json.loads(json.dumps(result, default=str))
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One run of a task: its new caller message and what the store held before it."""
+
+    task_id: str
+    context_id: str
+    text: str
+    message: dict[str, Any]  # the A2A message, as sent
+    existing: dict[str, Any] | None  # the task's snapshot before this turn, if any
+    resume: bool  # the answer to an input-required task
+
+
+def _interrupt_text(interrupts: Any) -> str:
+    values = [getattr(i, "value", i) for i in interrupts]
+    shown = [v if isinstance(v, str) else json.dumps(v, default=str) for v in values]
+    return "\n".join(shown) or "input required"
+
+
+class AgentServer:
+    """A served agent: ``await server.start()`` (or ``serve_agent``), ``await server.stop()``."""
+
+    def __init__(
+        self,
+        graph: Any,
+        *,
+        name: str,
+        client: Any,
+        mailbox: str | None = None,
+        card: dict[str, Any] | None = None,
+        worker: str | None = None,
+        group: str | None = None,
+        max_concurrency: int = 8,
+        to_input: Callable[[Any, str], Any] = default_input,
+        to_output: Callable[[Any], Any] = default_output,
+        register: bool = True,
+        reader_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.name = name
+        self.client = client
+        self.mailbox = mailbox or name
+        self.card = dict(card or {})
+        # A worker's name must be the same when it restarts (it takes back what it held) and
+        # differ between live replicas: the host's name fits one replica per host.
+        self.worker = worker or f"{name}@{socket.gethostname()}"
+        self.group = group or f"{name}.a2a"
+        self.to_input = to_input
+        self.to_output = to_output
+        self.register = register
+        self.store = TaskStore(client, self.mailbox)
+        # reader_options go to the GroupReader (e.g. its lease, where it has one).
+        self.reader = GroupReader(
+            client, self.mailbox, self.group, worker=self.worker, **(reader_options or {})
+        )
+        # Graphs running at once, and requests held (handed out, not finished): a few more
+        # than run, so a cancel or a GetTask still gets read while every slot is busy.
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._most_held = max_concurrency + HELD_EXTRA
+        self._held = asyncio.Semaphore(self._most_held)
+        self._running: dict[str, asyncio.Task] = {}  # task id -> its run
+        self._handlers: set[asyncio.Task] = set()  # requests being handled
+        self._loop: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
+        self._stopping = False
+        self.handled = 0  # requests finished (any method), for tests and reports
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> AgentServer:
+        await ensure_mailbox(self.client, self.mailbox)
+        await self.store.open()
+        if self.register:
+            await self.client.agent_register(self.agent_card())
+        self._loop = asyncio.create_task(self._serve(), name=f"mq9-a2a-{self.name}")
+        self._watch = asyncio.create_task(self._watch_cancels(), name=f"mq9-a2a-cancel-{self.name}")
+        return self
+
+    def agent_card(self) -> dict[str, Any]:
+        """The A2A card this agent registers: the developer's fields, its name, and its
+        mailbox as the interface (``mq9://<mailbox>``, protocolBinding ``mq9``)."""
+        card = {k: v for k, v in self.card.items() if k not in ("name", "mailbox")}
+        capabilities = dict(card.get("capabilities") or {})
+        capabilities.setdefault("streaming", True)
+        card["capabilities"] = capabilities
+        card.setdefault("description", f"{self.name}, an agent served over mq9")
+        # Skills given as plain words become A2A skills, so the card stays an A2A card (a
+        # card that is none would be registered without its capabilities).
+        card["skills"] = card_skills(card.get("skills") or [])
+        return {**card, "name": self.name, "mailbox": self.mailbox}
+
+    async def stop(self) -> None:
+        """Stop reading and stop the tasks under way WITHOUT a final state: their requests
+        stay undone, so the group hands them out again (at least once)."""
+        self._stopping = True
+        jobs = [j for j in (self._loop, self._watch, *self._handlers) if j is not None]
+        jobs += list(self._running.values())
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def __aenter__(self) -> AgentServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        if self._loop is None:
+            await self.start()
+        assert self._loop is not None
+        await self._loop
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            await self._held.acquire()  # room for one more before taking anything
+            self._held.release()
+            free = max(1, self._most_held - len(self._handlers))
+            try:
+                batch = await self.reader.fetch(num_msgs=free, max_wait_ms=FETCH_WAIT_MS)
+                backoff = 0.1
+            except Mq9Error as exc:
+                log.warning("agent %s: reading %s failed: %s", self.name, self.mailbox, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for msg in batch:
+                await self._held.acquire()
+                job = asyncio.create_task(self._handle(msg))
+                self._handlers.add(job)
+                job.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, msg: Any) -> None:
+        """One request, whatever it holds: never raises, and marks the message done unless the
+        server is stopping (then the group hands it out again)."""
+        finished = False
+        try:
+            for attempt in range(BROKER_TRIES):
+                try:
+                    await self._dispatch(msg)
+                    break
+                except Mq9Error as exc:  # the broker, for a while: try again, then give up
+                    log.warning("agent %s: request msg %s: %s", self.name, msg.msg_id, exc)
+                    await asyncio.sleep(0.2 * 2**attempt)
+            finished = True
+        except asyncio.CancelledError:
+            finished = not self._stopping
+        except Exception:  # a bug: log it and keep serving (it would fail again)
+            log.exception("agent %s: request msg %s failed", self.name, msg.msg_id)
+            finished = True
+        finally:
+            self._held.release()
+        if finished:
+            self.handled += 1
+            with contextlib.suppress(Mq9Error):
+                await self.reader.done(msg.msg_id)
+
+    async def _dispatch(self, msg: Any) -> None:
+        try:
+            request = w.read_request(msg.header, msg.payload)
+        except w.Rejection as exc:
+            await self._reject(msg.header.get(w.HEADER_REPLY_TO), exc)
+            return
+        if request.method == w.SEND:
+            await self._send_message(request)
+        elif request.method == w.GET_TASK:
+            await self._get_task(request)
+        elif request.method == w.LIST_TASKS:
+            await self._list_tasks(request)
+        else:
+            await self._cancel_task(request)
+
+    async def _reject(self, reply_to: str | None, exc: w.Rejection) -> None:
+        """A request that is no A2A request gets a rejected task saying why."""
+        log.info("agent %s: rejected a request: %s", self.name, exc.reason)
+        if reply_to is None or not is_valid_address(reply_to):
+            return  # nowhere to answer
+        snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=exc.reason)
+        await deliver(self.client, reply_to, snapshot)
+
+    async def _error(self, reply_to: str | None, task_id: str, text: str) -> None:
+        """An answer that is no task state (an unknown task, a task that cannot go on): kept
+        under ``error.{id}``, so it never hides the task's real state."""
+        if reply_to is None:
+            return
+        body = {"error": {"code": -32001, "message": text}, "taskId": task_id}
+        headers = {w.HEADER_TYPE: "Error", w.HEADER_TASK_ID: task_id, w.HEADER_LAST: "true"}
+        await self.client.send(reply_to, w.json_text(body), key=f"error.{task_id}", headers=headers)
+
+    # -- SendMessage ------------------------------------------------------------------------
+
+    async def _send_message(self, request: w.Request) -> None:
+        msg = request.body["message"]
+        text = w.parts_text(msg["parts"])
+        if msg.get("taskId"):  # the answer to an input-required task
+            task_id = msg["taskId"]
+            existing = await self.store.get(task_id)
+            if existing is None:
+                await self._error(request.reply_to, task_id, f"task {task_id} not found")
+                return
+            if w.task_state(existing) != w.INPUT_REQUIRED:
+                state = w.short_state(w.task_state(existing))
+                await self._error(
+                    request.reply_to,
+                    task_id,
+                    f"task {task_id} is {state}: only an input-required task takes an answer",
+                )
+                return
+            reply_to = request.reply_to or _reply_to_of(existing)
+            await self._run(task_id, existing["contextId"], text, msg, reply_to, existing, True)
+            return
+        task_id = request.task_id or w.new_id()
+        context_id = msg.get("contextId") or w.new_id()
+        existing = await self.store.get(task_id)
+        if existing is not None and w.task_state(existing) in w.STOPPED:
+            # Handed out again after a crash, or sent twice: it ran already.
+            if request.reply_to:
+                await deliver(self.client, request.reply_to, existing)
+            return
+        await self._run(task_id, context_id, text, msg, request.reply_to, existing, False)
+
+    async def _run(
+        self,
+        task_id: str,
+        context_id: str,
+        text: str,
+        msg: dict[str, Any],
+        reply_to: str | None,
+        existing: dict[str, Any] | None,
+        resume: bool,
+    ) -> None:
+        earlier = (existing or {}).get("history") or []
+        history = [*earlier, {**msg, "taskId": task_id, "contextId": context_id}]
+        meta = {"mq9": {"replyTo": reply_to, "agent": self.name}} if reply_to else None
+
+        async def report(state: str, **fields: Any) -> None:
+            snapshot = w.task(task_id, context_id, state, history=history, metadata=meta, **fields)
+            await self.store.put(snapshot)
+            if reply_to:
+                await deliver(self.client, reply_to, snapshot)
+
+        turn = Turn(task_id, context_id, text, msg, existing, resume)
+        async with self._slots:
+            await self._run_graph(turn, report)
+
+    async def _run_graph(self, turn: Turn, report: Any) -> None:
+        task_id = turn.task_id
+        if await self.store.cancel_requested(task_id):
+            await report(w.CANCELED, status_text="canceled before it started")
+            return
+        await report(w.WORKING)
+        run = asyncio.create_task(self._invoke(turn))
+        self._running[task_id] = run
+        try:
+            result, interrupts = await run
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise  # not a cancel of the task: leave it to be handed out again
+            await report(w.CANCELED, status_text="canceled")
+            return
+        except Exception as exc:  # the graph failed: the caller gets its words
+            await report(w.FAILED, status_text=f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            self._running.pop(task_id, None)
+        if interrupts:
+            await report(w.INPUT_REQUIRED, status_text=_interrupt_text(interrupts))
+            return
+        try:
+            output = self.to_output(result)
+        except Exception as exc:
+            await report(w.FAILED, status_text=f"the result could not be read: {exc!r}")
+            return
+        await report(w.COMPLETED, artifacts=[w.artifact(output)])
+
+    async def _invoke(self, turn: Turn) -> tuple[Any, Any]:
+        """Run the graph for one turn: (its result, its interrupts or None)."""
+        config = {"configurable": {"thread_id": turn.context_id}}
+        if turn.resume:
+            from langgraph.types import Command
+
+            payload: Any = Command(resume=turn.text)
+        else:
+            payload = self.to_input(self.graph, turn.text)
+        result = await self.graph.ainvoke(payload, config)
+        interrupts = result.get("__interrupt__") if isinstance(result, dict) else None
+        return result, interrupts
+
+    # -- GetTask, ListTasks, CancelTask -----------------------------------------------------
+
+    async def _get_task(self, request: w.Request) -> None:
+        task_id = request.body.get("id") or request.task_id
+        snapshot = await self.store.get(task_id)
+        if snapshot is None:
+            await self._error(request.reply_to, task_id, f"task {task_id} not found")
+        elif request.reply_to:
+            await deliver(self.client, request.reply_to, snapshot)
+
+    async def _list_tasks(self, request: w.Request) -> None:
+        if request.reply_to is None:
+            return
+        context_id = request.body.get("contextId") or ""
+        tasks = await self.store.list(context_id if isinstance(context_id, str) else "")
+        headers = {w.HEADER_TYPE: "ListTasksResponse", w.HEADER_LAST: "true"}
+        if request.task_id:
+            headers[w.HEADER_TASK_ID] = request.task_id
+        body = {"tasks": tasks, "totalSize": len(tasks), "pageSize": len(tasks)}
+        await self.client.send(request.reply_to, w.json_text(body), headers=headers)
+
+    async def _cancel_task(self, request: w.Request) -> None:
+        task_id = request.body.get("id") or request.task_id
+        await self.store.request_cancel(task_id)  # seen by a replica running it, and on arrival
+        run = self._running.get(task_id)
+        if run is not None:
+            run.cancel()  # its end writes canceled too
+        snapshot = await self.store.get(task_id)
+        if snapshot is not None and w.task_state(snapshot) not in w.FINAL:
+            snapshot = w.task(
+                task_id,
+                snapshot["contextId"],
+                w.CANCELED,
+                status_text="canceled",
+                history=snapshot.get("history"),
+                metadata=snapshot.get("metadata"),
+            )
+            await self.store.put(snapshot)
+            owner = _reply_to_of(snapshot)
+            if owner:
+                await deliver(self.client, owner, snapshot)
+        if snapshot is None:  # not read yet (or never sent): it will be canceled on arrival
+            snapshot = w.task(task_id, "", w.CANCELED, status_text="canceled before it started")
+        if request.reply_to:  # the answer, even where the owner just got it (same key)
+            await deliver(self.client, request.reply_to, snapshot)
+
+    async def _watch_cancels(self) -> None:
+        """Stop a run here whose task another replica canceled."""
+        while not self._stopping:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            for task_id, run in list(self._running.items()):
+                try:
+                    if await self.store.cancel_requested(task_id):
+                        run.cancel()
+                except Mq9Error as exc:
+                    log.warning("agent %s: cancel check failed: %s", self.name, exc)
+
+
+def _reply_to_of(snapshot: dict[str, Any]) -> str | None:
+    meta = snapshot.get("metadata")
+    mq9 = meta.get("mq9") if isinstance(meta, dict) else None
+    reply_to = mq9.get("replyTo") if isinstance(mq9, dict) else None
+    return reply_to if isinstance(reply_to, str) and is_valid_address(reply_to) else None
+
+
+async def serve_agent(
+    graph: Any,
+    *,
+    name: str,
+    card: dict[str, Any] | None = None,
+    server: str | None = None,
+    client: Any = None,
+    **options: Any,
+) -> AgentServer:
+    """Serve ``graph`` as the A2A agent ``name`` on its mq9 mailbox (``name`` too, unless
+    ``mailbox=`` says otherwise) and return the running ``AgentServer``; ``await
+    server.stop()`` ends it (``serve_forever()`` blocks).
+
+    >>> server = await serve_agent(graph, name="agent.summarizer",
+    ...                            card={"description": "Summarizes reports"},
+    ...                            server="nats://127.0.0.1:4222", worker="replica-1")
+
+    Give ``server=`` (a URL: the server opens and closes its own client) or ``client=`` (an open
+    ``Mq9Client``). ``worker`` names this replica among the agent's replicas: unique per live
+    replica, the same after a restart (it then takes back the tasks it held). Other options:
+    ``mailbox``, ``group``, ``max_concurrency``, ``to_input``/``to_output`` (how a request's
+    text becomes the graph's input, and the graph's result the task's), ``register``,
+    ``reader_options`` (for the consumer group's ``GroupReader``).
+    """
+    if (server is None) == (client is None):
+        raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")
+    own = client is None
+    if own:
+        from .client import Mq9Client
+
+        client = await Mq9Client(server).connect()
+    agent = _OwningServer(graph, name=name, client=client, card=card, **options)
+    agent.owns_client = own
+    try:
+        return await agent.start()
+    except BaseException:
+        if own:
+            await client.close()
+        raise
+
+
+class _OwningServer(AgentServer):
+    owns_client = False
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.owns_client:
+            await self.client.close()

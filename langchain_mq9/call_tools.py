@@ -1,0 +1,305 @@
+"""The agent-call operations: delegate a task to another agent in one tool call.
+
+``call_agent``, ``check_call``, ``answer_call``, ``cancel_call`` and ``list_calls`` join the one
+operation catalog (``operations.OPERATIONS``), so the LangChain toolkit and ``mq9-mcp`` get the
+same tools. They are opt-in: not in the default eight, and allowed only when the policy says
+``calls`` (``Mq9Toolkit(calls=True)``, or naming them in ``tools=[...]``; ``mq9-mcp --calls``).
+
+Each returns the task's state and, once it has them, its result, question or reason. The
+work is ``AgentCaller``'s (``agent_calls.py``); the wire is A2A over mq9 (``a2a_wire.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from . import a2a_wire as w
+from .agent_calls import AgentCaller, CallError, CallState
+from .protocol import clipped
+from .schemas import MAX_TOOL_WAIT_MS, OUTPUT_SCHEMAS, OUTPUT_SOMETIMES, _Input, _output
+
+# Set by a surface that can show progress (mq9-mcp, when the client sent a progressToken):
+# called with the call's view each time a waiting call's state changes.
+CALL_PROGRESS: ContextVar[Callable[[dict[str, Any]], Awaitable[None]] | None] = ContextVar(
+    "mq9_call_progress", default=None
+)
+
+MAX_WAIT_SECONDS = MAX_TOOL_WAIT_MS // 1000
+
+
+def _wait() -> Any:
+    return Field(
+        default=0,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description=f"Wait up to this many seconds (max {MAX_WAIT_SECONDS}) for it to finish; "
+        "0 = return at once.",
+    )
+
+
+def _task_id() -> Any:
+    return Field(min_length=1, description="The task_id call_agent returned.")
+
+
+class CallAgentInput(_Input):
+    agent: str = Field(
+        min_length=1,
+        description="The agent's registered name, or what it must be able to do (the best "
+        "match is called).",
+    )
+    task: str = Field(min_length=1, description="What to do, with all the input it needs.")
+    wait_seconds: int = _wait()
+    context_id: str = Field(
+        default="", description="An earlier call's context_id, to continue that conversation."
+    )
+
+
+class CheckCallInput(_Input):
+    task_id: str = _task_id()
+    wait_seconds: int = _wait()
+
+
+class AnswerCallInput(_Input):
+    task_id: str = _task_id()
+    answer: str = Field(min_length=1, description="Your answer to the agent's question.")
+    wait_seconds: int = _wait()
+
+
+class CancelCallInput(_Input):
+    task_id: str = _task_id()
+
+
+class ListCallsInput(_Input):
+    state: str = Field(
+        default="", description="Only calls in this state, e.g. 'input-required'; '' for all."
+    )
+
+
+DESCRIPTIONS = {
+    "call_agent": "Delegate a task to another agent and get its result: one call, even if the "
+    "agent is offline (then check_call later).",
+    "check_call": "The state of a task you delegated, with its result once done.",
+    "answer_call": "Answer the question of a delegated task in state input-required.",
+    "cancel_call": "Cancel a task you delegated.",
+    "list_calls": "Your delegated tasks and their states.",
+}
+
+# What each call tool's result can hold beside task_id, agent, state and context_id.
+_STATE = "task_id:s agent:s state:s context_id:s "
+_MORE = {
+    "call_agent": ("result", "question", "reason"),
+    "check_call": ("result", "question", "reason", "answer_pending", "cancel_pending"),
+    "answer_call": ("result", "question", "answer_pending"),
+    "cancel_call": ("result", "reason", "cancel_pending"),
+}
+_TYPES = {"answer_pending": "b", "cancel_pending": "b"}
+for _name, _keys in _MORE.items():
+    OUTPUT_SCHEMAS[_name] = _output(_STATE + " ".join(f"{k}:{_TYPES.get(k, 's')}" for k in _keys))
+    OUTPUT_SOMETIMES[_name] = _keys
+OUTPUT_SCHEMAS["list_calls"] = _output("count:i calls:a")
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+async def _caller(client: Any, policy: Any) -> AgentCaller:
+    """This toolkit's caller: its reply mailbox is the pinned one, else ``{agent_mailbox}.calls``
+    (both durable: a restarted agent finds its calls), else a private one for this toolkit."""
+    from .operations import OperationError
+
+    state = policy.call_state
+    address = (
+        state.get("reply")
+        or policy.reply_mailbox
+        or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
+    )
+    if address is None:
+        address = await client.mailbox_create(ttl=0)
+        state["private"] = True
+    caller = AgentCaller(client, address)
+    if state.get("reply") != address:
+        try:
+            await caller.open()
+        except CallError as exc:
+            raise OperationError(str(exc)) from None
+        state["reply"] = address
+    return caller
+
+
+def _shown(state: CallState, policy: Any) -> dict[str, Any]:
+    view = state.view()
+    for key in ("result", "question", "reason"):
+        if key in view and len(view[key]) > policy.max_payload_chars:
+            view[key] = clipped(view[key], policy.max_payload_chars)
+            view["note"] = f"{key} cut to {policy.max_payload_chars} characters"
+    advice = {
+        w.SUBMITTED: "The agent has not taken it yet (it may be offline): check_call(task_id="
+        f"'{state.task_id}', wait_seconds=60) later; the result waits for you.",
+        w.WORKING: f"Still running: check_call(task_id='{state.task_id}', wait_seconds=60).",
+        w.INPUT_REQUIRED: f"The agent asks a question: answer_call(task_id='{state.task_id}', "
+        "answer=...).",
+    }.get(state.state)
+    if state.answer_pending:
+        advice = f"Your answer waits for the agent: check_call(task_id='{state.task_id}', "
+        advice += "wait_seconds=60)."
+    if advice:
+        view["next_step"] = advice
+    if state.state in (w.COMPLETED, w.INPUT_REQUIRED):
+        from .operations import DATA_NOTE
+
+        view["note"] = " ".join(filter(None, [view.get("note"), DATA_NOTE]))
+    return view
+
+
+def _progress() -> Callable[[CallState], Awaitable[None]] | None:
+    report = CALL_PROGRESS.get()
+    if report is None:
+        return None
+
+    async def on_state(state: CallState) -> None:
+        await report(state.view())
+
+    return on_state
+
+
+async def _resolve(client: Any, agent: str, policy: Any) -> dict[str, Any]:
+    """The agent named ``agent``, else the best match for it as a capability."""
+    from .operations import OperationError, _discover
+
+    listing = await _discover(client)
+    named = [a for a in listing if a.get("name") == agent and a.get("mailbox")]
+    if named:
+        return named[0]
+    found = await _discover(client, **{policy.discover_by: agent, "limit": 1})
+    found = [a for a in found if a.get("mailbox")]
+    if not found:
+        raise OperationError(
+            f"no agent is named or fits {clipped(agent, 80)!r}: agent_discover(query=...) "
+            "lists the agents and what they do"
+        )
+    return found[0]
+
+
+async def _call_agent(client: Any, args: CallAgentInput, policy: Any) -> Any:
+    from .operations import OperationError, Outcome
+
+    if args.context_id and not w.is_valid_id(args.context_id):
+        raise OperationError("context_id: use the context_id an earlier call returned")
+    agent = await _resolve(client, args.agent, policy)
+    policy.check(agent["mailbox"])
+    caller = await _caller(client, policy)
+    try:
+        state = await caller.call(
+            agent["mailbox"],
+            args.task,
+            agent=agent["name"],
+            context_id=args.context_id or None,
+            wait=args.wait_seconds,
+            on_state=_progress(),
+        )
+    except CallError as exc:
+        raise OperationError(str(exc)) from None
+    return Outcome(_shown(state, policy), state)
+
+
+async def _with_caller(
+    client: Any, policy: Any, act: Callable[[AgentCaller], Awaitable[CallState]]
+) -> Any:
+    from .operations import OperationError, Outcome
+
+    caller = await _caller(client, policy)
+    try:
+        state = await act(caller)
+    except CallError as exc:
+        raise OperationError(str(exc)) from None
+    return Outcome(_shown(state, policy), state)
+
+
+async def _check_call(client: Any, args: CheckCallInput, policy: Any) -> Any:
+    return await _with_caller(
+        client,
+        policy,
+        lambda c: c.check(args.task_id, wait=args.wait_seconds, on_state=_progress()),
+    )
+
+
+async def _answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Any:
+    return await _with_caller(
+        client,
+        policy,
+        lambda c: c.answer(args.task_id, args.answer, wait=args.wait_seconds, on_state=_progress()),
+    )
+
+
+async def _cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Any:
+    return await _with_caller(client, policy, lambda c: c.cancel(args.task_id, wait=2))
+
+
+async def _list_calls(client: Any, args: ListCallsInput, policy: Any) -> Any:
+    from .operations import Outcome
+
+    caller = await _caller(client, policy)
+    states = await caller.calls()
+    views = [
+        {k: v for k, v in _shown(s, policy).items() if k not in ("note", "next_step")}
+        for s in states
+        if not args.state or w.short_state(s.state) == args.state.strip().lower()
+    ]
+    return Outcome({"count": len(views), "calls": views}, states)
+
+
+# -- the catalog entries -------------------------------------------------------------------------
+
+
+def call_operations() -> dict[str, Any]:
+    from .operations import Operation
+
+    @dataclass(frozen=True)
+    class CallOperation(Operation):
+        """A call tool: its words live here, not in schemas.py, and only a policy with
+        ``calls`` allows it."""
+
+        in_default_set: bool = False
+
+        def describe(self, policy: Any = None) -> str:
+            return DESCRIPTIONS[self.name]
+
+        def input_schema(self, policy: Any = None) -> dict[str, Any]:
+            from .schemas import input_schema
+
+            return input_schema(self.input_model)
+
+        def allowed(self, policy: Any) -> bool:
+            return policy.calls and (self.read_only or not policy.read_only)
+
+        def wait_seconds(self, args: BaseModel) -> float:
+            return float(getattr(args, "wait_seconds", 0) or 0) + (
+                2.0 if self.name == "cancel_call" else 0.0
+            )
+
+    entries = (
+        CallOperation("call_agent", "Delegate a task to an agent", CallAgentInput, _call_agent),
+        CallOperation(
+            "check_call", "Check a delegated task", CheckCallInput, _check_call, read_only=True
+        ),
+        CallOperation("answer_call", "Answer a delegated task", AnswerCallInput, _answer_call),
+        CallOperation(
+            "cancel_call",
+            "Cancel a delegated task",
+            CancelCallInput,
+            _cancel_call,
+            destructive=True,
+            idempotent=True,
+        ),
+        CallOperation(
+            "list_calls", "List delegated tasks", ListCallsInput, _list_calls, read_only=True
+        ),
+    )
+    return {op.name: op for op in entries}
+
+
+CALL_OPERATION_NAMES = tuple(DESCRIPTIONS)

@@ -1,0 +1,56 @@
+"""Graphs for the agent-call tests: real LangGraph graphs, with a checkpointer where they ask."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any, TypedDict
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+
+class TextState(TypedDict):
+    text: str
+    out: str
+
+
+def text_graph(work: Any, *, checkpointer: Any = None) -> Any:
+    """A one-node graph over ``{"text", "out"}`` running ``work(state) -> out``."""
+
+    async def node(state: TextState) -> dict[str, str]:
+        result = work(state["text"])
+        if asyncio.iscoroutine(result):
+            result = await result
+        return {"out": result}
+
+    builder = StateGraph(TextState)
+    builder.add_node("work", node)
+    builder.add_edge(START, "work")
+    builder.add_edge("work", END)
+    return builder.compile(checkpointer=checkpointer or InMemorySaver())
+
+
+def text_io() -> dict[str, Any]:
+    """serve_agent's options for a ``text_graph``."""
+    return {"to_input": lambda graph, text: {"text": text}, "to_output": lambda r: r["out"]}
+
+
+class Counting:
+    """A graph's work that counts how often each text ran."""
+
+    def __init__(self, pause: float = 0.0) -> None:
+        self.runs: Counter[str] = Counter()
+        self.pause = pause
+
+    async def __call__(self, text: str) -> str:
+        self.runs[text] += 1
+        if self.pause:
+            await asyncio.sleep(self.pause)
+        return text.upper()
+
+
+def asking(text: str) -> str:
+    """Asks which language (``interrupt``), then answers with it."""
+    return f"{text} in {interrupt('Which language?')}"
