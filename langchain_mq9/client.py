@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as p
+from . import registration
 from .consumer import Consumer, ErrorHandler, GroupReader, Handler, until_found
 from .protocol import Mq9Error, Priority
 from .redaction import redact
@@ -468,37 +469,23 @@ class Mq9Client:
     async def agent_register(self, agent_card: dict[str, Any]) -> None:
         """Publish an agent in the registry, under its ``name``.
 
-        An A2A AgentCard is sent as it is. ``mailbox`` (no AgentCard field: RobustMQ would
-        refuse the card) is moved into ``supportedInterfaces`` as ``mq9://<mailbox>``, and an
-        old-style ``capabilities`` list into ``skills``. ``{"name", "payload"}`` with both
-        strings is sent as the raw registration RobustMQ also takes (not searchable). Any
-        other dict with a string ``name`` becomes an A2A card (``protocol.agent_card``) from
-        its ``mailbox``, ``description`` and ``skills``, so it is searchable and carries its
-        mailbox. A name already registered keeps its first registration (RobustMQ).
+        ``{"name", "payload"}`` with both strings is sent as the raw registration RobustMQ also
+        takes (listed, never searchable). Anything else is sent as the A2A AgentCard RobustMQ
+        indexes for search (``registration.card_for``): A2A card fields as given, ``payload``
+        text as the description, ``mailbox`` (the mq9 documents' and SDKs' form) as an
+        ``mq9://<mailbox>`` interface, ``agent_card`` as the card, an old-style
+        ``capabilities`` list as skills. A field that has no place in the card raises
+        ``ValueError`` naming it: none is dropped. A name already registered keeps its first
+        registration (RobustMQ).
         """
         card = dict(_json_object("agent_card", agent_card))
         if not isinstance(card.get("name"), str) or not card["name"]:
             raise ValueError("an agent card needs a non-empty string name")
-        if set(card) == {"name", "payload"} and isinstance(card["payload"], str):
+        if registration.is_raw(card):
             body = p.REGISTER_REQUEST.body(name=card["name"], payload=card["payload"])
             await self._call(p.AGENT_REGISTER, body, repeatable=True)
             return
-        mailbox = card.pop("mailbox", None)
-        legacy = card.pop("capabilities") if isinstance(card.get("capabilities"), list) else None
-        if p.is_a2a_card(card):
-            if mailbox is not None and p.card_mailbox(card) != mailbox:
-                interface = p.agent_card(card["name"], mailbox=mailbox)["supportedInterfaces"]
-                card["supportedInterfaces"] = [*card.get("supportedInterfaces", []), *interface]
-            card["skills"] = [*card.get("skills", []), *p.card_skills(legacy or [])]
-            for skill in card["skills"]:  # stricter than RobustMQ: a skill says what it is
-                if not isinstance(skill.get("name"), str) or not skill["name"]:
-                    raise ValueError(f"a skill needs a non-empty string name: {skill!r}")
-        else:
-            skills = card.get("skills", legacy)
-            card = p.agent_card(
-                card["name"], mailbox=mailbox, description=card.get("description"), skills=skills
-            )
-        body = p.encode(card)
+        body = p.encode(registration.card_for(card))
         await self._call(p.AGENT_REGISTER, body, repeatable=True)  # the first is kept
 
     async def agent_unregister(self, name: str) -> None:
