@@ -35,9 +35,11 @@ RETRY_FIRST_PAUSE = 0.05
 class Agents(list):
     """The agents ``agent_discover`` found, best first. ``ranked_here`` is True when the broker
     has no agent search (RobustMQ's default build) and this client ranked the broker's whole
-    listing itself, as the bundled broker ranks."""
+    listing itself, as the bundled broker ranks; ``ranking`` then says how: ``"embeddings"``
+    (the ``semantic`` extra) or ``"lexical"`` (shared words). None when the broker ranked."""
 
     ranked_here: bool = False
+    ranking: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,16 +556,26 @@ class Mq9Client:
         from .broker.registry import AgentEntry, AgentRegistry  # the bundled broker's ranking
 
         reply = await self._call(p.AGENT_DISCOVER, p.DISCOVER_REQUEST.body(), repeatable=True)
-        registry = AgentRegistry()
-        for item in _read_reply(p.DISCOVER_REPLY, reply)["agents"]:
+        items = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
+        for item in items:
             p.normalize_agent(item)  # refuses an item that is no agent
-            info = item.get("agent_info")
-            info = info if isinstance(info, str) else ""
-            registry.register(AgentEntry.make(item["name"], info, 0))
-        hits = registry.search_semantic(semantic) if semantic else registry.search_text(text)
+
+        def rank() -> tuple[list[AgentEntry], str]:
+            registry = AgentRegistry()
+            for item in items:
+                info = item.get("agent_info")
+                info = info if isinstance(info, str) else ""
+                registry.register(AgentEntry.make(item["name"], info, 0))
+            if semantic:
+                return registry.search_semantic(semantic), registry.ranking
+            return registry.search_text(text or ""), "lexical"
+
+        # Embedding cards not seen before takes CPU time (each once, then cached): off the loop
+        hits, ranking = await asyncio.to_thread(rank)
         first = (page - 1) * limit
         ranked = Agents(p.normalize_agent(entry.found()) for entry in hits[first : first + limit])
         ranked.ranked_here = True
+        ranked.ranking = ranking
         return ranked
 
 

