@@ -40,7 +40,7 @@ def is_raw(body: dict[str, Any]) -> bool:
 def card_for(body: dict[str, Any]) -> dict[str, Any]:
     """The A2A card to register for ``body``, as RobustMQ stores it. Raises ``ValueError``
     naming the field that is missing, malformed or has no place in a card."""
-    given = {key: value for key, value in body.items() if value is not None}
+    given = _given(body)
     name = given.pop("name", None)
     if not isinstance(name, str) or not name:
         raise ValueError("an agent card needs a non-empty string name")
@@ -73,7 +73,7 @@ def _card_field(label: str, value: Any) -> dict[str, Any]:
     """``value`` read as (part of) an A2A card, or an error that names what does not fit."""
     if not isinstance(value, dict):
         raise ValueError(f"{label} must be an A2A AgentCard object, not {type(value).__name__}")
-    value = {k: v for k, v in value.items() if v is not None}
+    value = _given(value)
     if "skills" in value:
         value["skills"] = p.card_skills(value["skills"])
     read = p.a2a_card(value)
@@ -89,6 +89,16 @@ def _card_field(label: str, value: Any) -> dict[str, Any]:
                 "would be lost; remove it or put it in description or skills"
             )
     raise ValueError(f"{label} is no A2A AgentCard")
+
+
+def _given(value: Any) -> Any:
+    """``value`` without the object fields that are None (at any depth): None is "not given",
+    in pydantic's dumps and to RobustMQ's serde alike."""
+    if isinstance(value, dict):
+        return {k: _given(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_given(item) for item in value]
+    return value
 
 
 def _payload(payload: Any) -> dict[str, Any]:
@@ -147,6 +157,8 @@ def _merge(card: dict[str, Any], part: dict[str, Any], label: str) -> None:
     """Add ``part`` to ``card``; a field given twice must say the same thing both times."""
     for key, value in part.items():
         if key in card and card[key] != value:
-            raise ValueError(f"{label} gives {key} {value!r:.80}, which the card already has as "
-                             f"{card[key]!r:.80}: say it once")
+            raise ValueError(
+                f"{label} gives {key} {value!r:.80}, which the card already has as "
+                f"{card[key]!r:.80}: say it once"
+            )
         card[key] = value

@@ -12,10 +12,10 @@ import json
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
@@ -118,11 +118,15 @@ def test_embeddings_find_a_paraphrase_that_shares_no_word():
     query = "who can turn my letter from Tokyo into English?"
     lexical = registry(WEATHER, CODER, TRANSLATOR)
     assert lexical.ranking == "lexical"
-    assert [e.card_name for e in lexical.search_semantic(query)][0] != "translator"
+    assert lexical.search_semantic(query)[0].card_name != "translator"
     meaning = registry(WEATHER, CODER, TRANSLATOR, embedder=embedder)
     assert meaning.ranking == "embeddings"
     found = [e.card_name for e in meaning.search_semantic(query)]
-    assert found == ["translator", *found[1:]] and sorted(found) == ["coder", "translator", "weather"]
+    assert found == ["translator", *found[1:]] and sorted(found) == [
+        "coder",
+        "translator",
+        "weather",
+    ]
 
 
 def test_a_card_is_embedded_when_indexed_and_searches_reuse_it(monkeypatch):
@@ -149,7 +153,10 @@ def test_ties_keep_registration_order_and_unregistered_cards_leave():
         reg.register(entry)
     reg.register(AgentEntry.make("coder", p.encode(CODER).decode(), 0))
     assert [e.card_name for e in reg.search_semantic("rain")] == [
-        "twin0", "twin1", "twin2", "coder"
+        "twin0",
+        "twin1",
+        "twin2",
+        "coder",
     ]
     reg.unregister("twin1")
     assert [e.card_name for e in reg.search_semantic("rain")] == ["twin0", "twin2", "coder"]

@@ -78,19 +78,27 @@ def embed(weights, ids: list[int]) -> list[float]:
         def dense(v, name, pre=pre):
             return v @ w(pre + name + ".weight").T + w(pre + name + ".bias")
 
-        heads = [dense(x, f"attention.self.{k}").reshape(n, 12, 32).transpose(1, 0, 2) for k in ("query", "key", "value")]
+        heads = [
+            dense(x, f"attention.self.{k}").reshape(n, 12, 32).transpose(1, 0, 2)
+            for k in ("query", "key", "value")
+        ]
         q, k, v = heads
         scores = q @ k.transpose(0, 2, 1) / np.sqrt(32)
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         scores /= scores.sum(-1, keepdims=True)
         context = (scores @ v).transpose(1, 0, 2).reshape(n, 384)
-        x = layer_norm(dense(context, "attention.output.dense") + x,
-                       w(pre + "attention.output.LayerNorm.weight"),
-                       w(pre + "attention.output.LayerNorm.bias"))
+        x = layer_norm(
+            dense(context, "attention.output.dense") + x,
+            w(pre + "attention.output.LayerNorm.weight"),
+            w(pre + "attention.output.LayerNorm.bias"),
+        )
         hidden = dense(x, "intermediate.dense")
         hidden = 0.5 * hidden * (1 + erf(hidden / np.sqrt(2)))
-        x = layer_norm(dense(hidden, "output.dense") + x, w(pre + "output.LayerNorm.weight"),
-                       w(pre + "output.LayerNorm.bias"))
+        x = layer_norm(
+            dense(hidden, "output.dense") + x,
+            w(pre + "output.LayerNorm.weight"),
+            w(pre + "output.LayerNorm.bias"),
+        )
     mean = x.mean(0)
     return [round(float(v), 6) for v in mean / np.linalg.norm(mean)]
 
