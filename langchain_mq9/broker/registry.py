@@ -282,7 +282,7 @@ class AgentRegistry:
         (registration order on ties); by ``ranking``."""
         embedder = self._embedder()
         if embedder is not None:
-            return self._nearest(embedder.embed(query))
+            return self._nearest(embedder.embed_query(query))
         weight = self._weights(stems(query), self.stem_count)
         scored = []
         for order, entry in enumerate(self._indexed()):

@@ -69,6 +69,10 @@ class Embedder:
                 self._cache.popitem(last=False)
         return vector
 
+    def embed_query(self, text: str) -> Any:
+        """A query's vector, not cached: queries vary, and would push cards out."""
+        return self._run(text)
+
     def _run(self, text: str) -> Any:
         np = self._np
         ids = np.array([wordpiece.encode(text)], dtype=np.int64)
