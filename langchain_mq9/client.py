@@ -30,6 +30,8 @@ log = logging.getLogger("langchain_mq9")
 
 # The first pause before a repeatable request is sent again (then twice as long, up to 1 s).
 RETRY_FIRST_PAUSE = 0.05
+# How many consumer groups one client may ack under (Mq9Client(max_groups=...)).
+DEFAULT_MAX_GROUPS = 1_000
 
 
 class Agents(list):
@@ -118,9 +120,16 @@ class Mq9Client:
         creds: str | None = None,
         tls: ssl.SSLContext | None = None,
         name: str | None = None,
+        max_groups: int = DEFAULT_MAX_GROUPS,
     ) -> None:
         if not isinstance(request_timeout, (int, float)) or request_timeout <= 0:
             raise ValueError("request_timeout must be a positive number of seconds")
+        if not isinstance(max_groups, int) or max_groups < 1:
+            raise ValueError("max_groups must be a positive number of consumer groups")
+        # The consumer groups this client acked under: a group lives for ever on RobustMQ, so
+        # code (or a model) making names up is stopped here, with a word, not by the broker.
+        self.max_groups = max_groups
+        self._groups: set[str] = set()
         self.server = server
         self.request_timeout = float(request_timeout)
         # What this client saw of each mailbox's log, to notice a broker that lost or split
@@ -381,6 +390,14 @@ class Mq9Client:
         """
         p.check_address(mail_address)
         p.check_group_name(group_name)
+        if group_name not in self._groups and len(self._groups) >= self.max_groups:
+            raise Mq9Error(
+                f"this client has acked under {self.max_groups} consumer groups already "
+                f"(max_groups), and {p.quoted(group_name)} would be one more: a group is kept "
+                "by the broker for ever, so reuse a group name (one per reader of a mailbox), "
+                "or raise Mq9Client(max_groups=...)"
+            )
+        self._groups.add(group_name)
         body = p.ACK_REQUEST.body(
             group_name=group_name,
             mail_address=mail_address,
@@ -494,9 +511,7 @@ class Mq9Client:
         """Remove the agent registered under ``name`` (an unknown name succeeds)."""
         if not isinstance(name, str) or not name:
             raise ValueError("name must be the non-empty name the agent registered under")
-        await self._call(
-            p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True
-        )
+        await self._call(p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True)
 
     async def agent_report(self, report: dict[str, Any]) -> None:
         """Report an agent's status: ``report["name"]`` and either a string ``report_info``

@@ -3,24 +3,25 @@
 RobustMQ keeps no leases: a group's FETCH hands out the same messages until they are acked,
 and ACK X moves all three priority lanes of the group past X, so acking an urgent message can
 skip older normal ones for good. ``GroupReader`` hands each message out once per reader and
-acks only its *safe horizon*, the largest id below which every message is handled. Workers
-sharing a group all get the same messages, so a reader given ``worker=`` first claims them in
-a side mailbox and hands out only those it won. ``Consumer`` is the background loop that
-``Mq9Client.consume`` runs, on a ``GroupReader`` when it has a group.
+acks only its *safe horizon* (``reader_state.py`` decides, without I/O); competing workers hold
+leases (``leases.py``). ``Consumer`` is the background loop that ``Mq9Client.consume`` runs,
+on a ``GroupReader`` when it has a group. The design and its invariants: docs/groups.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import protocol as p
-from .protocol import PRIORITY_ORDER, Mq9Error
+from .leases import DEFAULT_LEASE_TTL, LeaseBox
+from .protocol import Mq9Error
+from .reader_state import ReaderState
 
 if TYPE_CHECKING:
     from .client import Message, Mq9Client
@@ -29,14 +30,6 @@ log = logging.getLogger("langchain_mq9")
 
 Handler = Callable[["Message"], Awaitable[None] | None]
 ErrorHandler = Callable[["Message", Exception], Awaitable[None] | None]
-
-DEFAULT_CLAIM_TTL = 3600
-
-# The largest payload a message can have (assumption: NATS's default max_payload, 1 MiB, in
-# force wherever messages were sent; a payload can be no larger than the NATS message it
-# travels in). A lane read holding more than LANE_READ_BYTES minus this may have been cut by
-# RobustMQ's per-read byte cap; one holding less was not.
-LARGEST_MESSAGE = p.DEFAULT_MAX_PAYLOAD
 
 # How often a waiting fetch looks again. A FETCH that finds nothing on RobustMQ sleeps its whole
 # max_wait_ms without waking when a message arrives, and meanwhile holds the handler that serves
@@ -48,9 +41,7 @@ POLL_SECONDS = 0.1
 T = TypeVar("T")
 
 
-def fixed_start(
-    deliver: str, from_id: int | None, answer: list[Message]
-) -> tuple[str, int | None]:
+def fixed_start(deliver: str, from_id: int | None, answer: list[Message]) -> tuple[str, int | None]:
     """Where a group's later FETCHes must start after one answered ``answer``. Until a group
     acks, RobustMQ starts every FETCH at its deliver policy, and ``latest`` is the newest
     message at that moment: messages arriving between two FETCHes would be skipped. So
@@ -74,38 +65,30 @@ async def until_found(read: Callable[[], Awaitable[list[T]]], max_wait_ms: int) 
 
 
 class GroupReader:
-    """The fetch/done cycle of one reader of a consumer group.
+    """The fetch/done cycle of one reader of a consumer group (docs/groups.md).
 
     ``fetch`` hands out messages this reader has not handed out before, highest priority
-    first; ``done`` marks them handled and acks the group past everything handled so far.
-    A reader that crashes loses nothing: a new reader of the same group gets every message
-    after the last ack again, so handle idempotently the few that were handled but not acked.
+    first, with one FETCH; ``done`` marks them handled and acks the group up to the largest id
+    below which everything is handled (acking past an older unhandled message of a lower
+    priority would skip it: RobustMQ's ACK moves every lane). At least once: a reader that
+    stops without ``done`` loses nothing, since whoever reads the group next, under any name,
+    is handed again every message after the last ack. A reader never acks below its own last
+    ack, and when a FETCH shows the group's position went back behind it (another reader's late
+    ack, another cluster node), it acks its position again before handing anything out.
 
-    With ``worker`` (a name unique among the group's live workers) competing readers never
-    hand out the same message: each claims messages in the mailbox ``{mail_address}.claims``
-    (one SEND, payload = worker, tagged ``m{id}.{create_time}.{group digest}``, TTL
-    ``claim_ttl``) and the oldest claim of a message wins; messages won by others count as
-    handled here. Limit: a worker that dies holding claims loses those messages until
-    ``claim_ttl`` passes or a worker of the same name starts again; they stay in the mailbox
-    (``query`` finds them) but the group's position may already have moved past them.
+    One reader per group, by default. For competing workers give each a ``worker`` name,
+    unique among the live ones: they then hold leases (``leases.py``) so no two live workers
+    are handed the same message, a message held by a worker that died (or that overran
+    ``lease_ttl`` seconds) is taken over, a worker restarted under its name takes back what it
+    held, and a message any worker finished is done for all, whatever ack came late.
 
     ``commit=False`` tracks what is handled without ever acking, for callers who ack.
+    ``clock`` measures elapsed seconds for judging leases (tests move it by hand).
 
-    The safe horizon H (every id <= H is done; the reader acks H), from the broker's answer to
-    ``num_msgs = n``: the broker reads the lanes critical, urgent, normal from the group's
-    position, each up to n messages and up to RobustMQ's 30 MiB of payload per read, and stops
-    once it holds n. A lane that returned n messages, or more than 30 MiB - 1 MiB of payload
-    (1 MiB: the largest payload assumed, NATS's default max_payload), may go on past its last id;
-    any other lane that was read was read to its end, as far as the ids seen before this
-    FETCH and in the lanes read up to it (RobustMQ reads the lanes one after another). When no
-    lane was left unread, H may rise to the smallest of: the largest id seen, the last id of
-    each lane that may go on, what each lane read to its end vouches for, and every id not yet
-    handled minus 1. In any case H may rise through the ids right above the
-    last H that are in the answer and handled. H stays below every message handed out and not
-    done yet. A broker that cannot send the whole answer to n says how many messages fit; the
+    A broker that cannot send the whole answer to a FETCH says how many messages fit; the
     reader asks for that many, and raises ``Mq9Error`` when such an answer holds nothing new,
-    the reader holds nothing, and H cannot move: it could only return [] while older messages
-    wait (larger answers or smaller messages are needed).
+    the reader holds nothing, and the floor cannot move: it could only return [] while older
+    messages wait (larger answers or smaller messages are needed).
     """
 
     def __init__(
@@ -115,36 +98,30 @@ class GroupReader:
         group_name: str,
         *,
         worker: str | None = None,
-        claim_ttl: int = DEFAULT_CLAIM_TTL,
+        lease_ttl: int = DEFAULT_LEASE_TTL,
         commit: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.mail_address = p.check_address(mail_address)
         self.group_name = p.check_group_name(group_name)
-        if worker is not None and (not isinstance(worker, str) or not worker.strip()):
-            raise ValueError("worker must be a non-empty string naming this reader")
         self.worker = worker
-        self.claim_ttl = p.check_int("claim_ttl", claim_ttl, 1, p.MAX_SECONDS)
-        self.claims_address = f"{mail_address}.claims"
+        self.leases = (
+            None
+            if worker is None
+            else LeaseBox(client, mail_address, group_name, worker, lease_ttl, clock)
+        )
         self.commit = commit
-        self.pending: set[int] = set()  # handed out, not done yet
-        self.handled: set[int] = set()  # done, or won by another worker; above the floor
-        self.committed: int | None = None  # the last msg_id this reader acked
-        # Every message with an id <= floor is done: handled, or behind the group's position.
-        self._floor = -1
-        self.last_answer: list[Message] = []  # the broker's last answer, and what was asked
-        self._asked = 0
-        # The largest msg_id seen in any answer before the last one: those messages existed
-        # before the last FETCH began, so each lane it read in full covers them.
-        self._known_before = -1
-        self._known = -1
-        self._claims_ready = False
+        self.state = ReaderState()
         # One fetch or done at a time: two fetches computing "new" from the same state would
         # hand the same message out twice.
         self._lock = asyncio.Lock()
-        # Claims are per group and per message (its create_time tells a mailbox made again
-        # under the same name, whose ids start over, from the old one).
-        self._group_digest = hashlib.sha256(group_name.encode()).hexdigest()[:12]
+
+    # What tests and callers read of the state.
+    pending = property(lambda self: self.state.pending)
+    handled = property(lambda self: self.state.handled)
+    committed = property(lambda self: self.state.committed)
+    last_answer = property(lambda self: self.state.last_answer)
 
     async def fetch(
         self,
@@ -165,8 +142,7 @@ class GroupReader:
         async def once() -> list[Message]:
             nonlocal start
             async with self._lock:
-                found = await self._fetch(num_msgs, *start)
-                start = fixed_start(*start, self.last_answer)
+                found, start = await self._fetch(num_msgs, start)
                 return found
 
         return await until_found(once, max_wait_ms)
@@ -175,24 +151,54 @@ class GroupReader:
         """Mark handed-out messages handled, then ack the group past everything handled."""
         ids = [msg_ids] if isinstance(msg_ids, int) else list(msg_ids)
         async with self._lock:
-            for msg_id in ids:
-                p.check_int("msg_id", msg_id)
-                if not (msg_id in self.pending or msg_id in self.handled or msg_id <= self._floor):
-                    raise Mq9Error(
-                        f"msg_id {msg_id} was not handed out by this reader: fetch it first"
-                    )
-            for msg_id in ids:
-                self.pending.discard(msg_id)
-                if msg_id > self._floor:
-                    self.handled.add(msg_id)
+            state = self.state
+            state.check_done(ids)
+            finished = [i for i in ids if i in state.pending]
+            if self.leases is not None and finished:
+                await self.leases.finish([state.seen[i] for i in finished])
+            state.mark_done(ids)
+            if self.leases is not None and state.held:
+                # What other workers held may be finished by now: learn it, so the group's
+                # position moves with this ack rather than at the next fetch.
+                verdict = await self.leases.judge([state.seen[i] for i in sorted(state.held)])
+                state.mark_done(verdict.done)
             await self._advance()
 
-    async def _fetch(self, num_msgs: int, deliver: str, from_id: int | None) -> list[Message]:
-        # The answer starts at the group's position, and what this reader holds or handled
-        # above it fills the higher lanes first: ask for that much more, so the new messages
-        # and the lower lanes are reached too.
-        asked = min(num_msgs + len(self.handled) + len(self.pending), p.MAX_NUM_MSGS)
-        fit: int | None = None  # how many the broker said fit, when it refused more
+    async def _fetch(
+        self, num_msgs: int, start: tuple[str, int | None]
+    ) -> tuple[list[Message], tuple[str, int | None]]:
+        """One fetch: its batch, and where the group's next FETCH starts."""
+        state = self.state
+        while True:
+            asked = state.ask(num_msgs)
+            answer, fit, asked = await self._read(asked, *start)
+            if self.commit and state.went_back(answer):
+                # The group's position is behind this reader's last ack: put it back first.
+                await self.client.ack(self.mail_address, self.group_name, state.committed)
+                answer, fit, asked = await self._read(asked, *start)
+            start = fixed_start(*start, answer)
+            if state.reused_ids(answer):
+                self._log_went_back(answer)
+            fresh = state.accept(answer, asked)
+            batch = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
+            floor = state.floor
+            # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
+            await self._advance()
+            if fit is not None and not fresh and not state.pending and state.floor == floor:
+                raise Mq9Error(self._stalled(fit))
+            state.hand_out(m.msg_id for m in batch)
+            # With leases, every new message may turn out done or held by another worker:
+            # what that taught lets the next FETCH reach past them, so "nothing" is never
+            # answered while a message waits further on.
+            if batch or not fresh or state.ask(num_msgs) <= asked:
+                return batch, start
+
+    async def _read(
+        self, asked: int, deliver: str, from_id: int | None
+    ) -> tuple[list[Message], int | None, int]:
+        """One FETCH of ``asked``, or of as many as the broker says fit in one answer (the
+        horizon stays safe: it is judged against what was asked)."""
+        fit: int | None = None
         while True:
             try:
                 answer = await self.client.fetch(
@@ -203,34 +209,51 @@ class GroupReader:
                     num_msgs=asked,
                     max_wait_ms=0,
                 )
-                break
+                return answer, fit, asked
             except Mq9Error as exc:
-                # The whole answer would not fit in one NATS message: ask for what fits.
-                # The horizon stays safe: it is judged against what was asked.
                 fit = p.answer_fits(exc.message)
                 if fit is None or not 0 < fit < asked:
                     raise
                 asked = fit
-        self.last_answer, self._asked = answer, asked
-        self._known_before = self._known
-        self._known = max([self._known, *(m.msg_id for m in answer)])
-        fresh = [m for m in answer if self._is_new(m.msg_id)]
-        fresh_any = bool(fresh)
-        if self.worker is None:
-            batch = fresh[:num_msgs]
-        else:
-            batch = []
-            while fresh and len(batch) < num_msgs:
-                room = num_msgs - len(batch)
-                batch += await self._claim(fresh[:room])
-                fresh = fresh[room:]
-        # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
-        floor = self._floor
-        await self._advance()
-        if fit is not None and not fresh_any and not self.pending and self._floor == floor:
-            raise Mq9Error(self._stalled(fit))
-        self.pending.update(m.msg_id for m in batch)
-        return batch
+
+    async def _take(self, fresh: list[Message], num_msgs: int) -> list[Message]:
+        """With leases: claim what is new, learn what other workers hold or finished (the
+        messages held elsewhere too: their holder may have finished, or died), and return what
+        this worker won, in the broker's order."""
+        assert self.leases is not None
+        state = self.state
+        won: set[int] = set()
+        judged = fresh + [m for m in state.last_answer if m.msg_id in state.held]
+        chunk, candidates = fresh[:num_msgs], fresh[num_msgs:]
+        while True:
+            if chunk:
+                await self.leases.claim(chunk)
+            verdict = await self.leases.judge(judged)
+            state.mark_done(verdict.done)
+            state.mark_held(verdict.others)
+            state.release_held(verdict.free)
+            won |= verdict.mine
+            if judged is not chunk:  # the first round: what may be claimed next
+                claimed = {m.msg_id for m in chunk}
+                candidates = [m for m in judged if m.msg_id in verdict.free - claimed]
+            # Workers that fetch at once all claim the head of the same answer: whoever lost
+            # some claims the next free ones (and those whose lease ran out), at once.
+            room = num_msgs - len(won)
+            chunk, candidates = candidates[: max(room, 0)], candidates[max(room, 0) :]
+            if not chunk:
+                break
+            judged = chunk
+        return [m for m in state.last_answer if m.msg_id in won][:num_msgs]
+
+    def _log_went_back(self, answer: list[Message]) -> None:
+        """The broker hands out new messages under ids this reader acked past: its log went
+        back. Say so once, and read the mailbox afresh so they are handed out."""
+        reused = self.state.reused_ids(answer)
+        self.client._suspect(
+            self.mail_address,
+            p.warn_log_went_back(self.mail_address, min(reused), self.state.floor),
+        )
+        self.state = ReaderState()
 
     def _stalled(self, fit: int) -> str:
         return (
@@ -243,113 +266,11 @@ class GroupReader:
             "large data instead of the data)"
         )
 
-    def _is_new(self, msg_id: int) -> bool:
-        return msg_id > self._floor and msg_id not in self.handled and msg_id not in self.pending
-
-    def _done(self, msg_id: int) -> bool:
-        return msg_id <= self._floor or msg_id in self.handled
-
     async def _advance(self) -> None:
-        horizon = self._horizon()
-        if horizon > self._floor:
-            self._floor = horizon
-            self.handled = {i for i in self.handled if i > horizon}
-        if (
-            self.commit
-            and self._floor >= 0
-            and (self.committed is None or self._floor > self.committed)
-        ):
-            await self.client.ack(self.mail_address, self.group_name, self._floor)
-            self.committed = self._floor
-
-    def _horizon(self) -> int:
-        """The largest id H such that every message with an id <= H is done, from what the
-        last answer proves; never less than the floor."""
-        answer, asked = self.last_answer, self._asked
-        ids = [m.msg_id for m in answer]
-        horizon = self._floor
-        # 1. All three lanes start at the group's position S. The broker reads a lane only
-        # while it holds fewer than `asked`; a lane read returns up to `asked` of its messages
-        # from S, and stops before the one that would take its payload bytes above
-        # LANE_READ_BYTES (RobustMQ). A lane that returned fewer than `asked` and at most
-        # LANE_READ_BYTES - LARGEST_MESSAGE bytes was read to its end (a cut one holds more:
-        # the message left out would have taken it above the cap); any other may go on after
-        # its last id; a lane not read may hold any id from S on, even below everything in
-        # the answer: then this rule proves nothing. (It takes the answer to be whole: a
-        # broker must not drop messages from an answer to make it fit.) A lane read to its
-        # end covers only the messages that existed when it was read: RobustMQ reads the
-        # lanes one after another, so a later lane may return a message written after an
-        # earlier lane was read, while a message of the earlier lane's priority written in
-        # between went unseen. So a full lane vouches for the ids seen before this FETCH and
-        # in the lanes read up to it, no further (rule 2 needs no such care).
-        whole_below = p.LANE_READ_BYTES - LARGEST_MESSAGE
-        held, skipped, bound = 0, False, max([self._known_before, *ids])
-        covered = self._known_before
-        for priority in PRIORITY_ORDER:
-            lane = [m for m in answer if m.priority is priority]
-            if held >= asked:
-                skipped = True
-                continue
-            covered = max([covered, *(m.msg_id for m in lane)])
-            if lane and (len(lane) >= asked or sum(len(m.payload) for m in lane) > whole_below):
-                bound = min(bound, max(m.msg_id for m in lane))
-            else:
-                bound = min(bound, covered)
-            held += len(lane)
-        if not skipped:  # an empty answer too: nothing from S on, so nothing below is waiting
-            waiting = [i for i in ids if not self._done(i)]
-            horizon = max(horizon, min([bound, *(i - 1 for i in waiting)]))
-        # 2. Ids right above the floor that are all in the answer and done are done, whatever
-        # lanes were skipped: a message in the answer is in no other lane.
-        present = set(ids)
-        run = self._floor
-        while run + 1 in present and self._done(run + 1):
-            run += 1
-        horizon = max(horizon, run)
-        # Never past a message a worker still holds.
-        if self.pending:
-            horizon = min(horizon, min(self.pending) - 1)
-        return horizon
-
-    async def _claim(self, messages: list[Message]) -> list[Message]:
-        """Claim ``messages`` for this worker; return those it won (in order), and count the
-        ones another worker won as handled."""
-        assert self.worker is not None
-        tags = [f"m{m.msg_id}.{m.create_time}.{self._group_digest}" for m in messages]
-        if not self._claims_ready:
-            await self._create_claims_mailbox()
-        try:
-            await self.client.send(self.claims_address, self.worker, tags=tags, ttl=self.claim_ttl)
-        except Mq9Error as exc:
-            if exc.message != p.err_mailbox_missing(self.claims_address):
-                raise
-            await self._create_claims_mailbox()  # it was deleted meanwhile: once more
-            await self.client.send(self.claims_address, self.worker, tags=tags, ttl=self.claim_ttl)
-        # A QUERY by tags returns, for each tag, its oldest claims (up to 100), so the oldest
-        # claim of every message is there, whatever else the answer holds.
-        first: dict[str, Message] = {}
-        for claim in await self.client.query(self.claims_address, tags=tags):
-            for tag in claim.tags:
-                if tag not in first or claim.msg_id < first[tag].msg_id:
-                    first[tag] = claim
-        won = []
-        for message, tag in zip(messages, tags, strict=True):
-            winner = first.get(tag)
-            if winner is None:  # our own claim not visible: leave it for the next fetch
-                continue
-            if winner.payload == self.worker.encode():
-                won.append(message)
-            else:
-                self.handled.add(message.msg_id)
-        return won
-
-    async def _create_claims_mailbox(self) -> None:
-        try:
-            await self.client.mailbox_create(name=self.claims_address, ttl=0)
-        except Mq9Error as exc:
-            if exc.message != p.err_mailbox_exists(self.claims_address):
-                raise
-        self._claims_ready = True
+        ack = self.state.advance()
+        if self.commit and ack is not None:
+            await self.client.ack(self.mail_address, self.group_name, ack)
+            self.state.acked(ack)
 
 
 class Consumer:

@@ -20,7 +20,6 @@ import contextlib
 import copy
 import inspect
 import json
-import secrets
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -30,8 +29,10 @@ from pydantic import BaseModel, ValidationError
 
 from .client import Agents
 from .consumer import GroupReader, fixed_start
+from .leases import DEFAULT_LEASE_TTL, MIN_LEASE_TTL, RESERVED_ROOT, is_reserved
 from .protocol import (
     LISTING_TOO_LARGE,
+    MAX_SECONDS,
     QUERY_CAP,
     QUOTE_CHARS,
     Mq9Error,
@@ -177,10 +178,6 @@ class _CallClient:
         return getattr(_CALL_CLIENT.get(), name)
 
 
-def _worker_id() -> str:
-    return "tools-" + secrets.token_hex(4)
-
-
 def _queries_tags(client: Any) -> bool:
     try:
         return "tags" in inspect.signature(client.query).parameters
@@ -211,6 +208,13 @@ class GroupReading:
         return found
 
 
+def _reserved(what: str, shown: str) -> str:
+    return (
+        f"{what} {shown} is reserved: addresses under '{RESERVED_ROOT}.' hold this library's "
+        "own records (consumer-group leases); use another name"
+    )
+
+
 def _between(name: str, value: int, low: int, high: int) -> None:
     if not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{name} must be from {low} to {high}, got {value!r}")
@@ -228,7 +232,10 @@ class ToolPolicy:
     ``read_only``: only discover, query and a fetch without a group. ``max_payload_chars``:
     what other agents wrote (payloads, keys, tags, agent cards) is cut to this many characters
     for the model, with a note saying so. ``worker``: this toolkit's name among the competing
-    readers of a group, so two toolkits in one group never get the same message.
+    workers of a group (None: the group's one reader); with it, leases of ``lease_ttl``
+    seconds keep two live workers from getting the same message (docs/groups.md).
+    Whatever the allow-list, no address under the library's reserved root (``mq9``, where the
+    leases live) is ever usable.
 
     Pinned knobs (not tool arguments): ``agent_mailbox``, this agent's own mailbox, which the
     mailbox arguments default to and the descriptions name; ``agent_card``, extra A2A card
@@ -248,8 +255,9 @@ class ToolPolicy:
     num_msgs: int = DEFAULT_NUM_MSGS
     discover_by: str = "semantic"
     discover_limit: int = DEFAULT_DISCOVER_LIMIT
+    worker: str | None = None
+    lease_ttl: int = DEFAULT_LEASE_TTL
     created: set[str] = field(default_factory=set)
-    worker: str = field(default_factory=_worker_id)
     readings: dict[tuple[str, str], GroupReading] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -257,7 +265,7 @@ class ToolPolicy:
             if isinstance(self.allowed_mailboxes, str):
                 self.allowed_mailboxes = (self.allowed_mailboxes,)
             self.allowed_mailboxes = tuple(p.rstrip(".") for p in self.allowed_mailboxes)
-            bad = [p for p in self.allowed_mailboxes if not is_valid_address(p)]
+            bad = [p for p in self.allowed_mailboxes if not is_valid_address(p) or is_reserved(p)]
             if bad:
                 raise ValueError(
                     f"allowed_mailboxes: {bad[0]!r} is not a mailbox address prefix (lowercase "
@@ -265,7 +273,9 @@ class ToolPolicy:
                 )
         if self.max_payload_chars < 1:
             raise ValueError("max_payload_chars must be at least 1")
-        if self.agent_mailbox is not None and not is_valid_address(self.agent_mailbox):
+        if self.agent_mailbox is not None and (
+            not is_valid_address(self.agent_mailbox) or is_reserved(self.agent_mailbox)
+        ):
             raise ValueError(
                 f"agent_mailbox {self.agent_mailbox!r} is not a mailbox address (lowercase "
                 "letters, digits and dots)"
@@ -278,25 +288,34 @@ class ToolPolicy:
             raise ValueError(
                 f"discover_by must be one of {DISCOVER_CHOICES}, got {self.discover_by!r}"
             )
+        worker = self.worker
+        if worker is not None and (not isinstance(worker, str) or not worker.strip()):
+            raise ValueError("worker must be a non-empty name, or None for a group's one reader")
+        _between("lease_ttl", self.lease_ttl, MIN_LEASE_TTL, MAX_SECONDS)
         _between("num_msgs", self.num_msgs, 1, QUERY_CAP)
         _between("discover_limit", self.discover_limit, 1, 100)
 
     def session(self) -> ToolPolicy:
         """The same rules with nothing remembered: for another agent (an MCP session), which
-        must neither use this one's mailboxes nor get its messages."""
-        return replace(self, created=set(), worker=_worker_id(), readings={})
+        must neither use this one's mailboxes nor get its messages. It reads as the same
+        worker (or the group's one reader): a session is the agent again, e.g. restarted."""
+        return replace(self, created=set(), readings={})
 
     def reading(self, client: Any, mail_address: str, group: str) -> GroupReading:
         key = (mail_address, group)
         if key not in self.readings:
-            # Claims need QUERY by tags, which the official SDK's client lacks: with it the
+            # Leases need QUERY by tags, which the official SDK's client lacks: with it the
             # reader still hands each message out once, but competing toolkits may share one.
             worker = self.worker if _queries_tags(client) else None
-            reader = GroupReader(_CallClient(), mail_address, group, worker=worker)
+            reader = GroupReader(
+                _CallClient(), mail_address, group, worker=worker, lease_ttl=self.lease_ttl
+            )
             self.readings[key] = GroupReading(reader)
         return self.readings[key]
 
     def allows(self, address: str) -> bool:
+        if is_reserved(address):  # the library's own (leases): never the model's
+            return False
         if self.allowed_mailboxes is None or address in self.created:
             return True
         if address == self.agent_mailbox:
@@ -316,6 +335,8 @@ class ToolPolicy:
         if address is None:
             return
         check_address(address)
+        if is_reserved(address):
+            raise OperationError(_reserved("mailbox", clipped(address, QUOTE_CHARS)))
         if not self.allows(address):
             shown = clipped(address, QUOTE_CHARS)
             raise OperationError(
@@ -327,6 +348,8 @@ class ToolPolicy:
         """The allow-list covers registry names as well as mailboxes: the registry is keyed
         by name, so a name outside it would let the model take over, remove or rewrite
         another agent's entry (and have that agent's work sent to it)."""
+        if is_reserved(name):
+            raise OperationError(_reserved("agent name", quoted(name)))
         if not self.allows(name):
             raise OperationError(
                 f"agent name {quoted(name)} is outside the names this agent may use "
@@ -551,7 +574,11 @@ async def _fetch_messages(client: Any, args: FetchMessagesInput, policy: ToolPol
         earlier = list(reading.unacked)
         messages = await reading.fetch(policy.num_msgs, policy.deliver, args.max_wait_ms)
         ack = _call("ack_messages", address, policy, "msg_id=<the last one handled>")
-        after = f"Each message is given to you once. When you have handled them, call {ack}."
+        after = (
+            f"Each message is given to you once. When you have handled them, call {ack}. "
+            "Until then none is lost: if you stop first, they are given again (to you, or to "
+            "whoever reads this mailbox next)."
+        )
     content = _shown(messages, policy)
     if earlier:
         content["unacked_earlier"] = earlier

@@ -10,6 +10,7 @@ from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from .connection import Mq9Connection
+from .leases import DEFAULT_LEASE_TTL, MIN_LEASE_TTL
 from .operations import (
     DEFAULT_DISCOVER_LIMIT,
     DEFAULT_GROUP,
@@ -36,10 +37,12 @@ class Mq9Toolkit(BaseToolkit):
     >>> agent = create_react_agent(llm, toolkit.get_tools())
 
     One toolkit is one reader of a consumer group: its ``fetch_messages`` hands each message
-    out once, and never one that another toolkit reading the same group was handed (competing
-    workers); its ``ack_messages`` confirms what its own fetches handed out. So give each agent
-    its own toolkit, and take an agent's tools from one toolkit. ``worker`` names it among the
-    group's readers (default: a random name).
+    out once, and its ``ack_messages`` confirms what its own fetches handed out; what was not
+    acked is handed out again to whoever reads the group next (a restarted agent, under any
+    toolkit). So give each agent its own toolkit, and take an agent's tools from one toolkit.
+    Several agents sharing one mailbox as competing workers each set ``worker`` (a name unique
+    among them): leases then keep them from getting the same message, and one that dies has
+    its messages taken over after ``lease_ttl`` seconds (docs/groups.md).
 
     ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extra ones you
     can add); ``allowed_mailboxes`` limits the mailboxes and agent names the model may touch
@@ -65,9 +68,15 @@ class Mq9Toolkit(BaseToolkit):
     default_group: str = DEFAULT_GROUP
     worker: str | None = Field(
         default=None,
-        description="This toolkit's name among the competing readers of a consumer group "
-        "(default: a random one). A restarted agent that uses its old name takes back the "
-        "messages it had fetched but not acked.",
+        description="This toolkit's name among the competing workers of a consumer group "
+        "(default None: the group's one reader). A restarted worker that uses its old name "
+        "takes back the messages it held.",
+    )
+    lease_ttl: int = Field(
+        default=DEFAULT_LEASE_TTL,
+        ge=MIN_LEASE_TTL,
+        description="With worker: seconds a worker may hold a message before another takes it "
+        "over (longer than handling one takes)",
     )
     agent_mailbox: str | None = Field(
         default=None,
@@ -147,7 +156,8 @@ class Mq9Toolkit(BaseToolkit):
             num_msgs=self.num_msgs,
             discover_by=self.discover_by,
             discover_limit=self.discover_limit,
-            **({"worker": self.worker} if self.worker else {}),
+            worker=self.worker,
+            lease_ttl=self.lease_ttl,
         )
 
     @property

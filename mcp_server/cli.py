@@ -17,6 +17,7 @@ from langchain_mq9 import __version__
 from langchain_mq9._cli import configure_logging as configure_stderr_logging
 from langchain_mq9._cli import port, positive_float, positive_int
 from langchain_mq9.connection import Mq9Connection
+from langchain_mq9.leases import DEFAULT_LEASE_TTL
 from langchain_mq9.operations import (
     DEFAULT_DISCOVER_LIMIT,
     DEFAULT_GROUP,
@@ -235,6 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"messages per fetch_messages call (default: {DEFAULT_NUM_MSGS})",
     )
     knobs.add_argument(
+        "--worker",
+        metavar="NAME",
+        help="this server's name among the competing workers of the consumer group (several "
+        "agents sharing a mailbox, each with its own name): leases keep them from getting the "
+        "same message. Default: none, the group's one reader; what it fetched and did not ack "
+        "is handed out again to whoever reads the group next (docs/groups.md)",
+    )
+    knobs.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=DEFAULT_LEASE_TTL,
+        metavar="SECONDS",
+        help="with --worker: how long a worker may hold a message before another takes it "
+        f"over; longer than handling one takes (default: {DEFAULT_LEASE_TTL})",
+    )
+    knobs.add_argument(
         "--discover-by",
         choices=DISCOVER_CHOICES,
         default="semantic",
@@ -293,18 +310,23 @@ def _policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolPo
             f"--agent-mailbox: {args.agent_mailbox!r} is not a mailbox address (lowercase "
             "letters, digits and dots, e.g. 'agent.me')"
         )
-    return ToolPolicy(
-        default_group=args.default_group,
-        allowed_mailboxes=allowed,
-        read_only=args.read_only,
-        max_payload_chars=args.max_payload_chars,
-        agent_mailbox=args.agent_mailbox,
-        agent_card=args.agent_card,
-        deliver=args.deliver,
-        num_msgs=args.num_msgs,
-        discover_by=args.discover_by,
-        discover_limit=args.discover_limit,
-    )
+    try:
+        return ToolPolicy(
+            default_group=args.default_group,
+            allowed_mailboxes=allowed,
+            read_only=args.read_only,
+            max_payload_chars=args.max_payload_chars,
+            agent_mailbox=args.agent_mailbox,
+            agent_card=args.agent_card,
+            deliver=args.deliver,
+            num_msgs=args.num_msgs,
+            discover_by=args.discover_by,
+            discover_limit=args.discover_limit,
+            worker=args.worker,
+            lease_ttl=args.lease_ttl,
+        )
+    except ValueError as exc:  # what the policy itself refuses (e.g. a reserved prefix)
+        parser.error(str(exc))
 
 
 def _stdin_is_terminal() -> bool:

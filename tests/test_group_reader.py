@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from langchain_mq9 import GroupReader, Mq9Error
 from langchain_mq9 import protocol as p
+from langchain_mq9.leases import lease_address
 
 _boxes = itertools.count()
 
@@ -150,10 +151,12 @@ async def test_competing_workers_never_handle_the_same_message(broker, client, c
     assert all(handled.values())  # the work was shared
     leftover = await client.fetch(box, group_name="g", max_wait_ms=0)
     assert {m.msg_id for m in leftover} <= set(everything)  # nothing new for the group
-    # the claims are in the side mailbox, tagged per message
-    claims = await client.query(f"{box}.claims")
-    assert {c.text() for c in claims} <= {"alice", "bob", "carol"}
-    assert all(tag.startswith("m") for c in claims for tag in c.tags)
+    # the leases are in the group's lease mailbox under the reserved root: claims and done
+    # records, tagged per message, written by the workers only
+    records = await client.query(lease_address(box, "g"))
+    assert {r.text() for r in records} <= {"alice", "bob", "carol"}
+    assert {tag[0] for r in records for tag in r.tags} == {"c", "d"}
+    assert not await client.query(box, tags=["c0.0"])  # nothing written into the mailbox
 
 
 async def test_a_worker_takes_back_its_own_claims_after_a_restart(client):
@@ -161,23 +164,52 @@ async def test_a_worker_takes_back_its_own_claims_after_a_restart(client):
     await send_all(client, box, ["normal"] * 3)
     dead = GroupReader(client, box, "g", worker="w1")
     assert len(await dead.fetch(num_msgs=3)) == 3  # claimed, never done
+    assert await GroupReader(client, box, "g", worker="w2").fetch() == []  # w1 holds them
     again = GroupReader(client, box, "g", worker="w1")
     assert [m.msg_id for m in await again.fetch()] == [0, 1, 2]
     await again.done([0, 1, 2])
     assert await GroupReader(client, box, "g", worker="w2").fetch() == []
 
 
-async def test_the_limit_a_dead_workers_claims_are_lost_to_the_group(client):
-    """Documented limit: the other workers count a message claimed by another as handled, so
-    they move the group past it; if its worker died, only a QUERY still finds it."""
+async def test_a_dead_workers_messages_are_taken_over_after_the_lease(broker, client):
     box = await new_box(client)
     await send_all(client, box, ["normal"] * 3)
-    dead = GroupReader(client, box, "g", worker="w1")
-    assert len(await dead.fetch(num_msgs=3)) == 3
-    other = GroupReader(client, box, "g", worker="w2")
+    dead = GroupReader(client, box, "g", worker="w1", lease_ttl=30)
+    assert len(await dead.fetch(num_msgs=3)) == 3  # dies holding them
+    other = GroupReader(client, box, "g", worker="w2", lease_ttl=30)
     assert await other.fetch() == []
+    assert other.committed is None  # held elsewhere is not handled: the group stays put
+    broker.clock.advance(31)
+    taken = await other.fetch()
+    assert [m.msg_id for m in taken] == [0, 1, 2]
+    await other.done([0, 1, 2])
     assert other.committed == 2
-    assert [m.msg_id for m in await client.query(box)] == [0, 1, 2]
+
+
+async def test_a_message_done_by_one_worker_is_done_for_all(broker, client):
+    """A late ack may move the group back; the done records keep anyone from handling again
+    what a worker finished, and the next fetch puts the position back."""
+    box = await new_box(client)
+    await send_all(client, box, ["normal"] * 6)
+    a = GroupReader(client, box, "g", worker="a")
+    b = GroupReader(client, box, "g", worker="b")
+    assert [m.msg_id for m in await a.fetch(num_msgs=2)] == [0, 1]
+    taken = await b.fetch(num_msgs=4)  # 0 and 1 are a's
+    taken += await b.fetch(num_msgs=4)
+    assert [m.msg_id for m in taken] == [2, 3, 4, 5]
+    await b.done([2, 3, 4, 5])
+    assert b.committed is None  # a holds 0 and 1: acking 5 would pass them
+    await a.done([0, 1])
+    assert a.committed == 1
+    assert await a.fetch() == []  # 2..5 are done by b: a passes them
+    assert a.committed == 5
+    await client.ack(box, "g", 0)  # a stale ack from a reader long gone
+    c = GroupReader(client, box, "g", worker="c")
+    assert await c.fetch() == []  # 1..5 are done, whoever reads
+    assert await b.fetch() == []
+    assert b.committed == 5  # the group passed what b saw held: b goes on acking
+    await client.send(box, "new")
+    assert [m.msg_id for m in await b.fetch()] == [6]
 
 
 async def test_groups_sharing_a_mailbox_do_not_see_each_others_claims(client):
@@ -212,8 +244,8 @@ async def test_reader_refusals_before_any_round_trip(client):
         GroupReader(client, "ok.box", "")
     with pytest.raises(ValueError, match="worker"):
         GroupReader(client, "ok.box", "g", worker=" ")
-    with pytest.raises(Mq9Error, match="invalid claim_ttl"):
-        GroupReader(client, "ok.box", "g", worker="w", claim_ttl=0)
+    with pytest.raises(Mq9Error, match="invalid lease_ttl"):
+        GroupReader(client, "ok.box", "g", worker="w", lease_ttl=1)
     with pytest.raises(Mq9Error, match="invalid num_msgs"):
         await GroupReader(client, "ok.box", "g").fetch(num_msgs=0)
 
@@ -357,8 +389,10 @@ async def test_big_messages_come_in_answers_that_fit_and_none_is_skipped(broker,
     limit_answers(broker, 13_000)  # about ten 1000-byte messages
     box = await new_box(client)
     priorities = (["normal"] * 3 + ["critical"] + ["normal"] * 3 + ["urgent"]) * 2
-    sent = [await client.send(box, f"{i:02d}" + "x" * 1000, priority=pr)
-            for i, pr in enumerate(priorities)]
+    sent = [
+        await client.send(box, f"{i:02d}" + "x" * 1000, priority=pr)
+        for i, pr in enumerate(priorities)
+    ]
     with pytest.raises(Mq9Error) as refused:  # the limit binds
         await client.fetch(box, group_name="probe", deliver="earliest", num_msgs=10)
     assert 4 < p.answer_fits(refused.value.message) < 10
@@ -407,7 +441,7 @@ async def test_a_lane_cut_by_bytes_is_not_taken_as_read_to_its_end(monkeypatch, 
     """RobustMQ stops a lane read before the message that would take it above 30 MiB of
     payload. Scaled down: reads of 2500 bytes, messages of at most 1100 bytes, so a lane
     holding more than 1400 bytes may have been cut."""
-    import langchain_mq9.consumer as consumer
+    import langchain_mq9.reader_state as consumer  # where the horizon is judged
 
     if broker.transport == "robustmq":
         pytest.skip("makes the bundled broker's 30 MiB read cap small; RobustMQ's is fixed")

@@ -116,23 +116,34 @@ def test_default_limits():
 
 
 @pytest.mark.parametrize("transport", ["memory", "nats"])
-async def test_consumer_group_limit_refuses_new_groups_only(transport, request):
+async def test_consumer_group_limit_is_per_mailbox_and_refuses_new_groups_only(transport, request):
+    """One client making group names up fills the mailbox it floods, never another (#21,
+    scenario 6: before, 10,000 made-up groups stopped every new group everywhere)."""
     url = request.getfixturevalue("nats_server").url if transport == "nats" else None
     broker, handle = await start_broker(transport, url, max_groups=2)
     try:
-        assert (await broker.raw(p.MAILBOX_CREATE, b'{"name":"box"}'))["error"] == ""
+        for name in ("box", "other"):
+            assert (await broker.raw(p.MAILBOX_CREATE, p.encode({"name": name})))["error"] == ""
 
-        async def ack(group: str) -> str:
-            body = p.ACK_REQUEST.body(group_name=group, mail_address="box", msg_id=0)
-            return (await broker.raw(p.MSG_ACK + "box", body))["error"]
+        async def ack(group: str, box: str = "box") -> str:
+            body = p.ACK_REQUEST.body(group_name=group, mail_address=box, msg_id=0)
+            return (await broker.raw(p.MSG_ACK + box, body))["error"]
 
         assert await ack("g1") == "" and await ack("g2") == ""
-        assert await ack("g3") == p.err_group_limit(2)
-        assert "at most 2 groups" in p.err_group_limit(2)
+        assert await ack("g3") == p.err_group_limit(2, "box")
+        assert "at most 2 groups per mailbox, and box has them all" in p.err_group_limit(2, "box")
         assert await ack("g1") == ""  # a group that exists keeps committing
+        assert await ack("g3", "other") == ""  # the flood filled one mailbox only
+        assert await ack("g1", "other") == ""
         assert sorted(broker.engine.offsets) == sorted(
-            f"g{i}-{lane}" for i in (1, 2) for lane in ("critical", "urgent", "normal")
+            f"g{i}-{lane}" for i in (1, 2, 3) for lane in ("critical", "urgent", "normal")
         )
+        # dropping a group on the flooded mailbox makes room there
+        assert broker.engine.drop_group("g2", "box")
+        assert not broker.engine.drop_group("g2", "box")
+        assert await ack("g3") == ""
+        assert broker.engine.drop_group("g1")  # on every mailbox
+        assert "g1-normal" not in broker.engine.offsets
     finally:
         await stop_broker(broker, handle)
 
@@ -150,4 +161,4 @@ async def test_group_name_longer_than_the_client_sends_is_refused():
 
 
 def test_default_group_limit():
-    assert BrokerLimits().max_groups == 10_000
+    assert BrokerLimits().max_groups == 1_000

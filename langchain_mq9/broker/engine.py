@@ -80,9 +80,11 @@ class BrokerLimits:
     1 MiB by default) still holds a dozen or more of the largest. ``max_agents``: how many
     registrations the broker holds; 10,000 bounds the cards at about 640 MiB at worst and
     keeps a search over all of them well inside a request timeout (bench 4d/4e).
-    ``max_groups``: how many consumer groups ACK creates (a group is its offsets, kept for
-    ever); 10,000 is far more than a fleet of agents reads with, and with group names of at
-    most ``protocol.MAX_GROUP_NAME`` characters holds their offsets to a few MiB."""
+    ``max_groups``: how many consumer groups ACK creates **per mailbox** (a group is its
+    offsets, kept until ``drop_group`` or until the retention empties the mailbox's log); per
+    mailbox, so a client that makes names up fills only the mailbox it floods. 1,000 is far more
+    than the agents reading one mailbox use; with names of at most ``protocol.MAX_GROUP_NAME``
+    characters each costs a few hundred bytes."""
 
     max_payload: int = p.DEFAULT_MAX_PAYLOAD
     max_mailboxes: int | None = None
@@ -90,7 +92,7 @@ class BrokerLimits:
     max_answer: int | None = None
     max_card_bytes: int | None = 64 * 1024
     max_agents: int | None = 10_000
-    max_groups: int | None = 10_000
+    max_groups: int | None = 1_000
 
 
 class BrokerEngine:
@@ -282,6 +284,7 @@ class BrokerEngine:
                     # of the name after that starts a new log (RobustMQ would go on numbering)
                     del self.topics[mailbox.address]
                     self.storage.mailbox_removed(mailbox)
+                    self._drop_offsets(None, mailbox.shard)  # its groups go with it
 
     # -- mailboxes -------------------------------------------------------------------------
 
@@ -523,7 +526,7 @@ class BrokerEngine:
         # Every priority lane of the group moves past msg_id, whatever priority it had; the
         # + 1 is u64 arithmetic without overflow checks, so msg_id 2**64-1 commits 0
         offset = _wrap_u64(request["msg_id"] + 1)
-        self._check_group_room(request["group_name"])
+        self._check_group_room(request["group_name"], mailbox)
         for lane in _LANES:
             self.commit(f"{request['group_name']}-{lane}", mailbox.shard, offset)
         return _OK
@@ -620,9 +623,7 @@ class BrokerEngine:
         return _OK
 
     def _discover(self, body: bytes) -> bytes:
-        request = _read(
-            p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True
-        )
+        request = _read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
         limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
         # u32 arithmetic without overflow checks, as RobustMQ computes it
         first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
@@ -663,16 +664,45 @@ class BrokerEngine:
             raise Mq9Error(p.err_listing_too_large(len(items), len(answer), limit))
         return answer
 
-    def _check_group_room(self, group: str) -> None:
+    def _check_group_room(self, group: str, mailbox: Mailbox) -> None:
         """(our choice) a new consumer group must have a name of at most MAX_GROUP_NAME
-        characters and room under ``max_groups``; an existing one is always taken."""
-        if f"{group}-normal" in self.offsets:
+        characters and room under ``max_groups`` on this mailbox; an existing one is always
+        taken."""
+        shard = mailbox.shard
+        if shard in self.offsets.get(f"{group}-normal", ()):
             return
         if len(group) > p.MAX_GROUP_NAME:
             raise Mq9Error(p.err_group_name_too_long(len(group)))
         limit = self.limits.max_groups
-        if limit is not None and len(self.offsets) >= len(_LANES) * limit:
-            raise Mq9Error(p.err_group_limit(limit))
+        if limit is not None:
+            held = (s for lane, s in self.offsets.items() if lane.endswith("-normal"))
+            if sum(shard in shards for shards in held) >= limit:
+                raise Mq9Error(p.err_group_limit(limit, mailbox.address))
+
+    def drop_group(self, group: str, mail_address: str | None = None) -> bool:
+        """Forget a consumer group's positions: on one mailbox, or on every one. Its next
+        FETCH starts where its deliver policy says, as for a new group. RobustMQ has no such
+        command; this is for code that embeds the bundled broker. True if there was one."""
+        if mail_address is None:
+            return self._transact(lambda: self._drop_offsets(group, None))
+        mailbox = self.topics.get(mail_address)
+        return mailbox is not None and self._transact(
+            lambda: self._drop_offsets(group, mailbox.shard)
+        )
+
+    def _drop_offsets(self, group: str | None, shard: str | None) -> bool:
+        """Drop the offsets of ``group`` (None: every group) on ``shard`` (None: every one)."""
+        lanes = [f"{group}-{lane}" for lane in _LANES] if group is not None else list(self.offsets)
+        dropped = False
+        for lane_group in lanes:
+            committed = self.offsets.get(lane_group, {})
+            for known in [s for s in committed if shard in (None, s)]:
+                del committed[known]
+                self.storage.offset_dropped(lane_group, known)
+                dropped = True
+            if not committed:
+                self.offsets.pop(lane_group, None)
+        return dropped
 
     def _check_entry_fits(self, entry: AgentEntry) -> None:
         # (our choice) an entry that alone overflows a DISCOVER answer is refused

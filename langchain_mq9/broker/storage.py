@@ -161,12 +161,13 @@ class Storage:
 
     def mailbox_start_moved(self, mailbox: Mailbox) -> None: ...
 
-    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None:
-        ...
+    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None: ...
 
     def delayed_released(self, seq: int) -> None: ...
 
     def offset_committed(self, lane: str, shard: str, offset: int) -> None: ...
+
+    def offset_dropped(self, lane: str, shard: str) -> None: ...
 
     def agent_saved(self, entry: AgentEntry) -> None: ...
 
@@ -392,6 +393,9 @@ class SqliteStorage(Storage):
                 (lane, shard, _signed(offset)),
             )
         )
+
+    def offset_dropped(self, lane: str, shard: str) -> None:
+        self._ops.append(("DELETE FROM offsets WHERE lane = ? AND shard = ?", (lane, shard)))
 
     def agent_saved(self, entry: AgentEntry) -> None:
         self._ops.append(
