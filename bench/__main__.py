@@ -32,6 +32,7 @@ SECTIONS = (
     "memory",
     "tokens",
     "hostile",
+    "groups",
     "discovery",
 )
 TITLES = {
@@ -42,7 +43,8 @@ TITLES = {
     "memory": "Broker memory per message (target 7)",
     "tokens": "What the model reads: tool tokens and strict-mode safety (target 8)",
     "hostile": "One hostile client against the honest ones (target 9)",
-    "discovery": "Agent discovery by meaning (target 10)",
+    "groups": "Competing workers under kill -9 (target 10)",
+    "discovery": "Agent discovery by meaning (target 11)",
 }
 NEEDS_NETWORK = {"latency", "throughput", "mcp"}
 
@@ -68,6 +70,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import hostile
 
         return hostile.run(cfg)
+    if name == "groups":
+        from . import groups_stress
+
+        return groups_stress.run(cfg)
     if name == "discovery":
         from . import discovery
 

@@ -1,4 +1,4 @@
-"""Target 10: agent discovery by meaning (issue #25).
+"""Target 11: agent discovery by meaning (issue #25).
 
 Retrieval quality on the labeled set ``tests/data/discovery_set.json`` (50 A2A cards, 150
 queries: keywords, paraphrases that share no word stem with their card, and the skill's name
@@ -209,7 +209,7 @@ def _kinds(scores: Scores) -> str:
 def run(cfg: Any) -> Any:
     from .results import Check, Section
 
-    section = Section("discovery", "Agent discovery by meaning (target 10)")
+    section = Section("discovery", "Agent discovery by meaning (target 11)")
     data = load_set()
     cards = [card_of(spec) for spec in data["cards"]]
     queries = data["queries"]
@@ -257,9 +257,9 @@ def run(cfg: Any) -> Any:
         target = ("target", RECALL_TARGET, ">=", 1.0, ratio, "recall / target")
         check(key, title, "embeddings recall@1", recall(embeddings, kinds), *target)
 
-    recall_row("10a", whole, KINDS)
+    recall_row("11a", whole, KINDS)
     check(
-        "10b",
+        "11b",
         "recall@1 of semantic DISCOVER: embeddings vs the lexical ranking",
         "embeddings",
         recall(embeddings, KINDS),
@@ -270,11 +270,11 @@ def run(cfg: Any) -> Any:
         ratio,
         "ours / baseline",
     )
-    recall_row("10c", english, KINDS[:2])
+    recall_row("11c", english, KINDS[:2])
     rounds, sample = (1, cards[:10]) if cfg.quick else (5, cards)
     cpu = statistics.median(register_cpu(sample, embedder, rounds)) if embedder else None
     check(
-        "10d",
+        "11d",
         f"CPU to register one card with embeddings (the set's cards, median "
         f"{median_tokens(cards)} tokens) vs the limit",
         "register",

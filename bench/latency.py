@@ -393,10 +393,13 @@ async def _async_part(cfg: Config, net: Network, section: Section, kit: Mq9Toolk
 async def _group_read(
     cfg: Config, section: Section, tools: dict, same_loop: dict, client: Mq9Client
 ) -> None:
-    """2b: fetch_messages as agents use it, a group read with claims (three requests), against
-    a bare tool making the same ``GroupReader.fetch``: what the tool adds on top of them."""
-    reader = GroupReader(client, ADDRESS, GROUP, worker="bench-bare")
-    alone = GroupReader(client, ADDRESS, GROUP, worker="bench-alone")
+    """2b: fetch_messages as agents use it (a group read by the group's one reader), against a
+    bare tool making the same ``GroupReader.fetch``: what the tool adds on top of it. Beside
+    it, the reader against one FETCH of the group (what the reader adds: one request, the
+    bookkeeping), and a competing worker's read (FETCH, claim SEND, lease QUERY), reported."""
+    reader = GroupReader(client, ADDRESS, GROUP)
+    alone = GroupReader(client, ADDRESS, GROUP)
+    worker = GroupReader(client, ADDRESS, GROUP, worker="bench-worker")
     bare = GroupReaderTool(name="fetch_messages", args_schema=FetchMessagesInput, reader=reader)
     call = tool_call("fetch_messages", GROUP_ARGS)
 
@@ -417,6 +420,12 @@ async def _group_read(
     async def bare_fetch() -> list:
         return (await bare.ainvoke(call)).artifact
 
+    async def one_fetch() -> list:
+        return await client.fetch(ADDRESS, group_name=GROUP, num_msgs=10, max_wait_ms=0)
+
+    async def nothing(batch: list) -> None:
+        return None
+
     def done(reader: GroupReader):
         async def ack(batch: list) -> None:
             await reader.done([m.msg_id for m in batch])
@@ -429,8 +438,12 @@ async def _group_read(
             "fetch_messages tool ainvoke (group read)": through(tools),
             "bare tool + the same GroupReader.fetch": _timed_group_reads(bare_fetch, done(reader)),
             "fetch_messages tool, client= on the caller's loop": through(same_loop),
-            "GroupReader.fetch alone (FETCH, claim SEND, claim QUERY)": _timed_group_reads(
+            "GroupReader.fetch, the group's one reader": _timed_group_reads(
                 lambda: alone.fetch(num_msgs=10, max_wait_ms=0), done(alone)
+            ),
+            "one FETCH of the group (client.fetch)": _timed_group_reads(one_fetch, nothing),
+            "GroupReader.fetch, a competing worker (FETCH, claim SEND, lease QUERY)": (
+                _timed_group_reads(lambda: worker.fetch(num_msgs=10, max_wait_ms=0), done(worker))
             ),
         },
         rounds=rounds,
@@ -439,8 +452,8 @@ async def _group_read(
     section.checks.append(
         _ratio_check(
             "2b",
-            "fetch_messages tool ainvoke (group read with claims, 10 messages) vs a bare "
-            "BaseTool making the same GroupReader.fetch",
+            "fetch_messages tool ainvoke (group read, 10 messages) vs a bare BaseTool making "
+            "the same GroupReader.fetch",
             results,
             "fetch_messages tool ainvoke (group read)",
             "bare tool + the same GroupReader.fetch",
@@ -448,7 +461,61 @@ async def _group_read(
             1.3,
         )
     )
+    section.checks.append(
+        _ratio_check(
+            "2b-reader",
+            "GroupReader.fetch by the group's one reader vs one FETCH of the group",
+            results,
+            "GroupReader.fetch, the group's one reader",
+            "one FETCH of the group (client.fetch)",
+            "<=",
+            1.2,
+        )
+    )
+    section.checks.append(await _requests_per_fetch(client))
     section.figures += _figures("2b", results)
+    worker_ratio = (
+        results["GroupReader.fetch, a competing worker (FETCH, claim SEND, lease QUERY)"].median
+        / results["one FETCH of the group (client.fetch)"].median
+    )
+    section.figures.append(("2b: a competing worker's fetch / one FETCH", f"{worker_ratio:.2f}×"))
+
+
+async def _requests_per_fetch(client: Mq9Client, fetches: int = 50) -> Check:
+    """2b-requests: requests the group's one reader sends per fetch (its acks come with done)."""
+    reader = GroupReader(client, ADDRESS, GROUP)
+    inner, sent = client._transport, 0
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        async def request(self, *args):
+            nonlocal sent
+            sent += 1
+            return await inner.request(*args)
+
+    client._transport = Counting()
+    try:
+        for _ in range(fetches):
+            before = sent
+            batch = await reader.fetch(num_msgs=10, max_wait_ms=0)
+            during = sent - before
+            await reader.done([m.msg_id for m in batch])
+            sent = before + during  # the ack is done's, not the fetch's
+    finally:
+        client._transport = inner
+    return Check(
+        key="2b-requests",
+        title="requests per fetch of the group's one reader vs one FETCH",
+        ours_label="requests per GroupReader.fetch",
+        ours=f"{sent / fetches:.2f}",
+        baseline_label="one FETCH",
+        baseline="1",
+        ratio=sent / fetches,
+        op="<=",
+        limit=1.1,
+    )
 
 
 def _sync_part(cfg: Config, section: Section, kit: Mq9Toolkit) -> None:
@@ -587,12 +654,14 @@ def run(cfg: Config, net: Network) -> Section:
         "a client of the caller's own loop too)."
     )
     section.notes.append(
-        "2b is fetch_messages as an agent calls it: a read with the toolkit's consumer group, "
-        "whose reader claims every message it hands out so that competing workers never share "
-        "one. That is three requests (FETCH, a claim SEND, a claim QUERY) by design, so its "
-        "baseline is a bare tool making the same `GroupReader.fetch`, i.e. the same requests; "
-        "the canned responder plays along (new msg_ids on every group FETCH, every claim won), "
-        "and an untimed ack after each fetch keeps the reader in the same state. 2c is a look "
+        "2b is fetch_messages as an agent calls it: a read with the toolkit's consumer group "
+        "by the group's one reader (docs/groups.md), one FETCH per fetch; its baseline is a "
+        "bare tool making the same `GroupReader.fetch`. 2b-reader sets that reader against one "
+        "FETCH of the group, and 2b-requests counts its requests per fetch. A competing "
+        "worker's read (FETCH, a claim SEND, a lease QUERY) is reported beside them, with no "
+        "target. The canned responder plays along (new msg_ids on every group FETCH, every "
+        "claim won), and an untimed ack after each fetch keeps the reader in the same state. "
+        "2c is a look "
         "at a mailbox that consumes nothing (query_messages, one QUERY answered with 10 "
         "messages). Every bare tool replays the requests recorded from the mq9 tool it stands "
         "for: the same subjects, bytes and headers."

@@ -3,10 +3,11 @@
 ``canned``: the trivial responder, the baseline. It answers every ``$mq9.AI.>`` request with a
 fixed, well-formed mq9 reply (a SEND gets a msg_id, a FETCH or QUERY a batch of messages, the
 rest an empty success), so a client cannot tell it from a broker, yet it does no work. Switched
-on with ``groups``, it also plays along with a ``GroupReader`` that claims messages: a FETCH
-with a group gets a batch of new msg_ids each time, and a QUERY by tags answers, for each tag,
-one claim carrying the payload of the last SEND to a ``.claims`` mailbox (so that sender wins
-every claim). Both sides of a comparison send the same requests, so both get the same work.
+on with ``groups``, it also plays along with a ``GroupReader``: a FETCH with a group gets a
+batch of new msg_ids each time, and for a competing worker's leases a QUERY by tags answers,
+for each claim tag (``c…``), one claim carrying the payload of the last SEND to a lease mailbox
+(``mq9.lease.…``), so that sender wins every claim, and no done record. Both sides of a
+comparison send the same requests, so both get the same work.
 
 ``engine``: the bundled broker, ``BrokerEngine`` served with ``serve_on_nats`` exactly as the
 dev broker does.
@@ -59,7 +60,7 @@ class Canned:
         self.fetch_count = 1
         self.groups = False
         self.next_id = 0  # the next msg_id a group FETCH hands out
-        self.claimant = b""  # the payload of the last SEND to a claims mailbox
+        self.claimant = b""  # the payload of the last SEND to a lease mailbox
 
     async def on(self, options: dict) -> None:
         self.fetch_count = int(options.get("fetch_count", 1))
@@ -79,7 +80,7 @@ class Canned:
 
     def _group_reply(self, command: str, subject: str, body: bytes) -> bytes | None:
         now = int(time.time())
-        if command == "SEND" and subject.endswith(".claims"):
+        if command == "SEND" and ".mq9.lease." in subject:
             self.claimant = body
             return None
         if command == "FETCH" and b'"group_name"' in body:
@@ -99,6 +100,7 @@ class Canned:
                     "header": list(f"NATS/1.0\r\nmq9-tags: {tag}\r\n\r\n".encode()),
                 }
                 for i, tag in enumerate(json.loads(body)["tags"])
+                if tag.startswith("c")
             ]
         else:
             return None

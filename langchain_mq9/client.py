@@ -20,6 +20,7 @@ from typing import Any
 from . import protocol as p
 from . import registration
 from .consumer import Consumer, ErrorHandler, GroupReader, Handler, until_found
+from .leases import DEFAULT_LEASE_TTL
 from .protocol import Mq9Error, Priority
 from .redaction import redact
 from .transport import NOT_CONNECTED, Transport, open_transport
@@ -417,13 +418,15 @@ class Mq9Client:
         auto_ack: bool = True,
         error_handler: ErrorHandler | None = None,
         worker: str | None = None,
+        lease_ttl: int = DEFAULT_LEASE_TTL,
     ) -> Consumer:
         """Run a fetch loop in the background that calls ``handler`` for every message, once.
 
         Returns once the first FETCH is done, so the start point is fixed: messages sent
         after ``consume`` returns are seen. ``deliver="latest"`` starts AT the newest stored
         message (RobustMQ's latest), which is handed out too. With ``group_name`` the loop
-        runs on a ``GroupReader`` (``worker`` names this consumer among competing ones) and,
+        runs on a ``GroupReader`` (``worker`` names this consumer among competing ones, which
+        hold leases of ``lease_ttl`` seconds: docs/groups.md) and,
         with ``auto_ack``, commits the group's position as messages are handled. A handler
         that raises is reported (``error_handler`` or the log) and called again with that
         message later, backing off; until it succeeds the group's position stays before it.
@@ -446,6 +449,7 @@ class Mq9Client:
             auto_ack=auto_ack,
             error_handler=error_handler,
             worker=worker,
+            lease_ttl=lease_ttl,
         )
         await consumer._start()
         return consumer

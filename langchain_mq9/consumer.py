@@ -289,6 +289,7 @@ class Consumer:
         auto_ack: bool,
         error_handler: ErrorHandler | None,
         worker: str | None = None,
+        lease_ttl: int = DEFAULT_LEASE_TTL,
     ) -> None:
         self.mail_address = mail_address
         self.group_name = group_name
@@ -303,7 +304,14 @@ class Consumer:
         self._reader = (
             None
             if group_name is None
-            else GroupReader(client, mail_address, group_name, worker=worker, commit=auto_ack)
+            else GroupReader(
+                client,
+                mail_address,
+                group_name,
+                worker=worker,
+                lease_ttl=lease_ttl,
+                commit=auto_ack,
+            )
         )
         self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None

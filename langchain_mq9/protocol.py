@@ -1045,7 +1045,7 @@ def _skill(skill: object) -> dict[str, Any]:
         rest: dict[str, Any] = {}
     elif isinstance(skill, dict) and isinstance(skill.get("name"), str) and skill["name"]:
         skill = {key: value for key, value in skill.items() if value is not None}
-        rest = _skill_rest(skill)
+        rest = card_skill_fields(skill)
         name = skill["name"]
         description = skill.get("description", name)
         tags = skill.get("tags", [])
@@ -1070,7 +1070,7 @@ def _skill(skill: object) -> dict[str, Any]:
 _SKILL_BASICS = {"id", "name", "description", "tags", "examples"}
 
 
-def _skill_rest(skill: dict[str, Any]) -> dict[str, Any]:
+def card_skill_fields(skill: dict[str, Any]) -> dict[str, Any]:
     """A skill's other A2A fields (inputModes, ...), camelCased; a key that is no A2A skill
     field is refused by name (RobustMQ would not read the card, and the field would be lost)."""
     rest = {}

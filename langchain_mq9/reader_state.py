@@ -55,6 +55,7 @@ class ReaderState:
     # the last FETCH began, so each lane it read in full covers them.
     known_before: int = -1
     known: int = -1
+    passed_unacked: bool = False  # the floor passed a seen message since the last ack
 
     # -- an answer -------------------------------------------------------------------------
 
@@ -165,12 +166,17 @@ class ReaderState:
             passed = [self.seen.pop(i) for i in list(self.seen) if i <= horizon]
             self.floor_time = max([self.floor_time, *(m.create_time for m in passed)])
             self.handled = {i for i in self.handled if i > horizon}
-        if self.floor >= 0 and (self.committed is None or self.floor > self.committed):
+            # Only an ack that passes a message this reader saw moves the group: below the
+            # first it saw, the group's position is there already, and acking it would only
+            # race the acks of other readers.
+            self.passed_unacked |= bool(passed)
+        if self.passed_unacked and (self.committed is None or self.floor > self.committed):
             return self.floor
         return None
 
     def acked(self, msg_id: int) -> None:
         self.committed = msg_id if self.committed is None else max(self.committed, msg_id)
+        self.passed_unacked = False
 
     def horizon(self) -> int:
         """The largest id H such that every message with an id <= H is done, from what the

@@ -59,7 +59,7 @@ def card_for(body: dict[str, Any]) -> dict[str, Any]:
     built = p.agent_card(name, mailbox=mailbox, skills=legacy)  # version, modes, mq9 interface
     for key in ("version", "defaultInputModes", "defaultOutputModes"):
         card.setdefault(key, built[key])
-    card["skills"] = [*p.card_skills(card.get("skills", [])), *built.get("skills", [])]
+    card["skills"] = [*card.get("skills", []), *built.get("skills", [])]
     card["supportedInterfaces"] = [*card.get("supportedInterfaces", []), *interfaces]
     if mailbox is not None and p.card_mailbox(card) != mailbox:
         card["supportedInterfaces"].append(p.mq9_interface(mailbox))
@@ -75,7 +75,7 @@ def _card_field(label: str, value: Any) -> dict[str, Any]:
         raise ValueError(f"{label} must be an A2A AgentCard object, not {type(value).__name__}")
     value = _given(value)
     if "skills" in value:
-        value["skills"] = p.card_skills(value["skills"])
+        value["skills"] = _skills(value["skills"])
     read = p.a2a_card(value)
     if read is not None:
         return read
@@ -89,6 +89,21 @@ def _card_field(label: str, value: Any) -> dict[str, Any]:
                 "would be lost; remove it or put it in description or skills"
             )
     raise ValueError(f"{label} is no A2A AgentCard")
+
+
+def _skills(skills: Any) -> list[Any]:
+    """A card's skills: a string becomes a skill (``protocol.card_skills``); an A2A skill is
+    kept as given, once it has a name and only AgentSkill fields (an unknown one is named)."""
+    if not isinstance(skills, list):
+        raise ValueError("an agent card's skills must be a list of strings or dicts")
+    kept = []
+    for skill in skills:
+        if isinstance(skill, dict) and isinstance(skill.get("name"), str) and skill["name"]:
+            p.card_skill_fields(skill)
+            kept.append(skill)
+        else:  # a string, or an error naming what is wrong
+            kept += p.card_skills([skill])
+    return kept
 
 
 def _given(value: Any) -> Any:

@@ -396,7 +396,7 @@ def _main(argv: Sequence[str] | None) -> int:
         )
     except (Mq9Error, ValueError) as exc:
         parser.error(f"--server: {redact(str(exc))}")
-    server = create_server(connection, policy)
+    server = create_server(connection, policy, sessions_compete=args.transport == "http")
 
     where = "stdio" if args.transport == "stdio" else f"http://{_netloc(args.host, args.port)}"
     log.info(

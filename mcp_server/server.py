@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import signal
 import threading
 from collections.abc import AsyncIterator
@@ -138,21 +139,29 @@ async def call_operation(
     )
 
 
-def create_server(connection: Mq9Connection, policy: ToolPolicy | None = None) -> Server:
+def create_server(
+    connection: Mq9Connection, policy: ToolPolicy | None = None, *, sessions_compete: bool = False
+) -> Server:
     """An MCP server (the SDK's low-level ``Server``) whose tools are the mq9 operations.
 
     ``connection`` is shared by every session the server runs (one per stdio process, one per
     client over HTTP); each session gets ``policy.session()``: the same rules, its own state. So
-    a mailbox one client creates is not opened up to another by ``allowed_mailboxes``, and two
-    clients reading one consumer group compete for its messages as two workers (neither gets a
-    message the other was handed, and one cannot ack the other's).
+    a mailbox one client creates is not opened up to another by ``allowed_mailboxes``. With
+    ``sessions_compete`` (HTTP, where each client is its own session) sessions reading one
+    consumer group are competing workers, each under a name of its own (the policy's worker
+    name, or ``mcp``, and a random suffix): neither gets a message the other holds, one cannot
+    ack the other's, and what a session that went away held is taken over after the lease
+    (docs/groups.md). A stdio server is the group's one reader, or ``--worker NAME``.
     """
     policy = policy or ToolPolicy()
 
     @asynccontextmanager
     async def session_policy(_: Server) -> AsyncIterator[ToolPolicy]:
         # The SDK enters this once per session (server.run), not once per process.
-        yield policy.session()
+        session = policy.session()
+        if sessions_compete:
+            session.worker = f"{policy.worker or 'mcp'}-{secrets.token_hex(4)}"
+        yield session
 
     server: Server = Server(
         SERVER_NAME, version=__version__, instructions=INSTRUCTIONS, lifespan=session_policy

@@ -379,3 +379,28 @@ async def test_consume_refusals(client):
         await client.consume("some.box", lambda m: None, worker="w")
     with pytest.raises(Mq9Error, match=re.escape(p.err_topic_missing("some.box"))):
         await client.consume("some.box", lambda m: None, group_name="g")
+
+
+async def test_competing_consumers_share_the_work_and_each_message_is_handled_once(client):
+    box = await client.mailbox_create()
+    for i in range(20):
+        await client.send(box, f"m{i}", priority=("normal", "urgent", "critical")[i % 3])
+    handlers = [Recorder(), Recorder()]
+    consumers = [
+        await client.consume(
+            box,
+            handler,
+            group_name="g",
+            deliver="earliest",
+            max_wait_ms=POLL_MS,
+            worker=f"w{i}",
+            lease_ttl=30,
+        )
+        for i, handler in enumerate(handlers)
+    ]
+    await handlers[0].wait_until(lambda: sum(len(h.seen) for h in handlers) >= 20)
+    for consumer in consumers:
+        await consumer.stop()
+    payloads = [p for h in handlers for p in h.payloads]
+    assert sorted(payloads) == sorted(f"m{i}".encode() for i in range(20))  # each once
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []

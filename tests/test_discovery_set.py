@@ -1,6 +1,6 @@
 """The labeled discovery set (tests/data/discovery_set.json) and what each ranking finds in it.
 
-bench/discovery.py (target 10) reports the same figures; this test keeps them from sliding.
+bench/discovery.py (target 11) reports the same figures; this test keeps them from sliding.
 The set: 50 A2A cards, and per card one query of each kind: keywords, a paraphrase sharing no
 word stem with the card, and the skill's name in another language.
 """
