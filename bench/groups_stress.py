@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import random
@@ -56,14 +57,14 @@ async def work(url: str, box: str, name: str, lease_ttl: int, log: Path) -> None
         reader = GroupReader(client, box, GROUP, worker=name, lease_ttl=lease_ttl)
         idle_since = time.monotonic()
         with log.open("a", buffering=1) as out:
-            while time.monotonic() - idle_since < 4 * lease_ttl:
+            while time.monotonic() - idle_since < 2 * lease_ttl:
                 batch = await reader.fetch(num_msgs=rng.randint(1, 5), max_wait_ms=200)
                 if not batch:
                     continue
                 idle_since = time.monotonic()
                 for message in batch:  # "handling": a short piece of work, then the record
                     await asyncio.sleep(rng.uniform(0, 0.01))
-                    out.write(f"handled {message.msg_id} {name} {os.getpid()}\n")
+                    out.write(f"handled {message.msg_id} {name} {os.getpid()} {time.time():.3f}\n")
                 await reader.done([m.msg_id for m in batch])
                 out.write(f"acked {' '.join(str(m.msg_id) for m in batch)} {os.getpid()}\n")
 
@@ -78,6 +79,7 @@ class Fleet:
         self.url, self.box, self.lease_ttl, self.folder = url, box, lease_ttl, folder
         self.procs: dict[int, tuple[subprocess.Popen, str]] = {}  # slot -> (process, name)
         self.killed: set[int] = set()  # pids
+        self.stuck: set[int] = set()  # pids that did not stop by themselves
         self.names = 0
 
     def start(self, slot: int, name: str | None = None) -> None:
@@ -88,7 +90,9 @@ class Fleet:
         command = [sys.executable, "-m", "bench.groups_stress", "worker", "--url", self.url]
         command += ["--box", self.box, "--name", name, "--lease-ttl", str(self.lease_ttl)]
         command += ["--log", str(log)]
-        self.procs[slot] = (subprocess.Popen(command, cwd=Path(__file__).parent.parent), name)
+        errors = (self.folder / f"{name}.err").open("a")
+        process = subprocess.Popen(command, cwd=Path(__file__).parent.parent, stderr=errors)
+        self.procs[slot] = (process, name)
 
     def kill(self, slot: int, same_name: bool) -> None:
         process, name = self.procs[slot]
@@ -102,25 +106,30 @@ class Fleet:
         for process, _ in self.procs.values():
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # stuck: say where (faulthandler), then end it
+                process.send_signal(signal.SIGUSR1)
+                time.sleep(0.5)
                 process.kill()
                 process.wait()
+                self.stuck.add(process.pid)
 
 
 def count(folder: Path, sent: set[int], killed: set[int]) -> dict[str, int]:
     """Read every worker's log: who handled what, and which handlings were acked."""
-    handlings: dict[int, list[int]] = defaultdict(list)  # msg_id -> pids, in order
+    handlings: dict[int, list[tuple[float, int]]] = defaultdict(list)  # msg_id -> (when, pid)
     acked: set[tuple[int, int]] = set()  # (msg_id, pid)
     for log in folder.glob("*.log"):
         for line in log.read_text().splitlines():
             parts = line.split()
-            if parts[:1] == ["handled"] and len(parts) == 4:
-                handlings[int(parts[1])].append(int(parts[3]))
+            if parts[:1] == ["handled"] and len(parts) == 5:
+                handlings[int(parts[1])].append((float(parts[4]), int(parts[3])))
             elif parts[:1] == ["acked"] and len(parts) >= 3:
                 pid = int(parts[-1])
                 acked.update((int(i), pid) for i in parts[1:-1])
     live_repeats = killed_repeats = 0
-    for msg_id, pids in handlings.items():
+    examples: list[tuple[int, list[int]]] = []
+    for msg_id, handled_by in handlings.items():
+        pids = [pid for _, pid in sorted(handled_by)]  # in the order they happened
         for later in range(1, len(pids)):
             # a repeat is allowed when an earlier handling was never acked by a process that
             # was killed: its worker died holding it
@@ -128,6 +137,7 @@ def count(folder: Path, sent: set[int], killed: set[int]) -> dict[str, int]:
                 killed_repeats += 1
             else:
                 live_repeats += 1
+                examples.append((msg_id, pids))
     return {
         "sent": len(sent),
         "handled": len(handlings),
@@ -135,6 +145,7 @@ def count(folder: Path, sent: set[int], killed: set[int]) -> dict[str, int]:
         "live_repeats": live_repeats,
         "killed_repeats": killed_repeats,
         "handlings": sum(len(p) for p in handlings.values()),
+        "live_repeat_examples": examples[:5],
     }
 
 
@@ -151,7 +162,8 @@ async def stress(
     rng = random.Random(seed)
     box = f"stress.{int(time.time() * 1000)}"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = Path(os.environ.get("MQ9_STRESS_LOGS") or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         async with Mq9Client(url) as client:
             await client.mailbox_create(name=box, ttl=0)
             fleet = Fleet(url, box, lease_ttl, folder)
@@ -170,17 +182,32 @@ async def stress(
                 await asyncio.sleep(rng.uniform(0.05, 0.2))
                 fleet.kill(rng.randrange(workers), same_name=rng.random() < 0.5)
                 kills_left -= 1
-            # Let the survivors drain: they stop after 4 lease TTLs with nothing to do.
+            # Let the survivors drain: they stop after 2 lease TTLs with nothing to do.
             await asyncio.to_thread(fleet.wait, 60 + 8 * lease_ttl)
             result = count(folder, sent, fleet.killed)
-            # One lease TTL after the last worker stopped (the workers idled 4 of them), the
-            # lease mailbox is gone: a CREATE of its name succeeds.
+            result["stuck"] = len(fleet.stuck)
+            result["examples_records"] = await _records_of(
+                client, box, [msg_id for msg_id, _ in result["live_repeat_examples"]]
+            )
+            # The workers idled two lease TTLs before they stopped: the lease mailbox, made for
+            # one lease TTL at a time, is gone, and a CREATE of its name succeeds.
             result["mailboxes_left"] = await _lease_mailbox_left(
                 client, lease_address(box, GROUP), gc_wait
             )
             result["kills"] = kills
             result["workers"] = workers
             return result
+
+
+async def _records_of(client: Mq9Client, box: str, msg_ids: list[int]) -> list[str]:
+    """The lease records of some messages, to see why one was handled twice."""
+    out = []
+    for msg_id in msg_ids:
+        [message] = await client.fetch(box, deliver="from_id", from_id=msg_id, num_msgs=1)
+        tags = [f"c{msg_id}.{message.create_time}", f"d{msg_id}.{message.create_time}"]
+        for r in await client.query(lease_address(box, GROUP), tags=tags):
+            out.append(f"{msg_id}: #{r.msg_id} {r.text()} at {r.create_time} {r.tags}")
+    return out
 
 
 async def _lease_mailbox_left(client: Mq9Client, address: str, gc_wait: float) -> int:
@@ -198,33 +225,32 @@ async def _lease_mailbox_left(client: Mq9Client, address: str, gc_wait: float) -
 # -- as a bench section ----------------------------------------------------------------------------
 
 
-def run(cfg: Config) -> Section:
+def on_bundled_broker(**options) -> dict[str, int]:
+    """``stress`` on the bundled broker, served on a nats-server of its own."""
     import nats
 
     from langchain_mq9.broker import BrokerEngine, serve_on_nats
     from langchain_mq9.broker.nats_process import start_nats_server
 
-    size = (2, 100, 4, 2) if cfg.quick else (4, 1_000, 40, 3)
-    workers, messages, kills, lease_ttl = size
-
-    async def on_bundled_broker(url: str) -> dict[str, int]:
+    async def serving(url: str) -> dict[str, int]:
         connection = await nats.connect(url)
         service = await serve_on_nats(BrokerEngine(), connection)
         try:
-            return await stress(
-                url,
-                workers=workers,
-                messages=messages,
-                kills=kills,
-                lease_ttl=lease_ttl,
-                gc_wait=lease_ttl + 2,
-            )
+            return await stress(url, **options)
         finally:
             await service.stop()
             await connection.close()
 
     with start_nats_server() as server:
-        result = asyncio.run(on_bundled_broker(server.url))
+        return asyncio.run(serving(server.url))
+
+
+def run(cfg: Config) -> Section:
+    workers, messages, kills, lease_ttl = (2, 100, 4, 5) if cfg.quick else (4, 1_000, 40, 5)
+    result = on_bundled_broker(
+        workers=workers, messages=messages, kills=kills, lease_ttl=lease_ttl,
+        gc_wait=lease_ttl + 2,
+    )  # fmt: skip
     section = Section("groups", TITLE)
     for key, title, value in (
         ("10a", "messages lost (nobody handled them)", result["lost"]),
@@ -270,28 +296,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--messages", type=int, default=1_000)
     parser.add_argument("--kills", type=int, default=40)
-    parser.add_argument("--lease-ttl", type=int, default=3)
+    parser.add_argument("--lease-ttl", type=int, default=5)
     parser.add_argument("--gc-wait", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=7, help="where the kills fall")
     args = parser.parse_args()
     if args.command == "worker":
+        faulthandler.register(signal.SIGUSR1)
         asyncio.run(work(args.url, args.box, args.name, args.lease_ttl, Path(args.log)))
         return
+    options = {k: getattr(args, k) for k in ("workers", "messages", "kills", "lease_ttl", "seed")}
     if args.url is None:
-        from .config import FULL
-
-        section = run(FULL)
-        print(json.dumps([(c.key, c.ours) for c in section.checks]), section.figures, sep="\n")
-        return
-    result = asyncio.run(
-        stress(
-            args.url,
-            workers=args.workers,
-            messages=args.messages,
-            kills=args.kills,
-            lease_ttl=args.lease_ttl,
-            gc_wait=args.gc_wait,
-        )
-    )
+        result = on_bundled_broker(gc_wait=args.lease_ttl + 2, **options)
+    else:
+        result = asyncio.run(stress(args.url, gc_wait=args.gc_wait, **options))
     print(json.dumps(result))
 
 

@@ -212,8 +212,8 @@ def run(cfg: Config) -> Section:
     section.checks.append(strict)
 
     section.notes.append(
-        'Counted as compact JSON (`separators=(",", ":")`, UTF-8 as is) in o200k tokens '
-        '(`bpe_openai.get_encoding("o200k_base")`). The OpenAI block is what '
+        "Counted as compact JSON (`separators=(\",\", \":\")`, UTF-8 as is) in o200k tokens "
+        "(`bpe_openai.get_encoding(\"o200k_base\")`). The OpenAI block is what "
         "`convert_to_openai_tool` (and so `bind_tools`) makes of `Mq9Toolkit(...).get_tools()`; "
         "upstream's is its eight tools converted the same way, stored with its source in "
         f"`bench/fixtures/{UPSTREAM_FIXTURE.name}` ({source['repository']}, "

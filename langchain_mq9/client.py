@@ -515,7 +515,9 @@ class Mq9Client:
         """Remove the agent registered under ``name`` (an unknown name succeeds)."""
         if not isinstance(name, str) or not name:
             raise ValueError("name must be the non-empty name the agent registered under")
-        await self._call(p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True)
+        await self._call(
+            p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True
+        )
 
     async def agent_report(self, report: dict[str, Any]) -> None:
         """Report an agent's status: ``report["name"]`` and either a string ``report_info``

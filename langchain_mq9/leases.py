@@ -37,7 +37,19 @@ if TYPE_CHECKING:
 # A mailbox address whose first segment is this belongs to the library: every tool refuses it.
 RESERVED_ROOT = "mq9"
 DEFAULT_LEASE_TTL = 300  # seconds a worker may hold a message before another takes it over
-MIN_LEASE_TTL = 2  # create_time has whole seconds: a shorter lease could not be judged
+# Workers judge a claim's age by the broker's time as each last saw it (whole seconds), and the
+# broker hides a claim at its own exact expiry: their judgements may differ by a second or so.
+# So near its end a claim is in doubt for GRACE seconds either side: nobody takes the message
+# (its holder does not take it back either) until the broker hides the claim.
+GRACE = 2
+MIN_LEASE_TTL = 5  # a fresh claim must be surely live: longer than GRACE and a second's doubt
+# How records are read back: a record lists at most TAGS_PER_RECORD messages (about 2 KB as a
+# QUERY answer item), and one QUERY asks for JUDGED_PER_QUERY messages' two tags, up to
+# CLAIMS_SEEN records each: at most about 500 KB, below NATS's default 1 MiB, so no answer
+# is cut (the bundled broker cuts a QUERY answer to fit one NATS message).
+TAGS_PER_RECORD = 20
+JUDGED_PER_QUERY = 12
+CLAIMS_SEEN = 10
 
 
 def is_reserved(address: str) -> bool:
@@ -72,9 +84,11 @@ class Verdict:
 def judge(
     messages: Iterable[Message], records: Iterable[Any], worker: str, lease_ttl: int, now: int
 ) -> Verdict:
-    """Read lease records. A claim is live while ``now`` (broker seconds) is before its
-    create_time plus ``lease_ttl``, whatever TTL it was sent with: a record written without
-    one (by another client) holds a message no longer than a lease."""
+    """Read lease records. The oldest claim of a message that is not surely over names its
+    holder; ``worker`` holds it only while its claim is surely live, else the message waits
+    (see GRACE). A claim is surely over ``GRACE`` seconds after its create_time plus
+    ``lease_ttl`` by ``now`` (broker seconds), whatever TTL it was sent with: a record written
+    without one (by another client) holds a message no longer than a lease and GRACE."""
     by_tag: dict[str, list[Any]] = {}
     for record in records:
         for tag in record.tags:
@@ -84,14 +98,16 @@ def judge(
         if by_tag.get(done_tag(message)):
             verdict.done.add(message.msg_id)
             continue
-        live = [c for c in by_tag.get(claim_tag(message), []) if c.create_time + lease_ttl > now]
+        claims = by_tag.get(claim_tag(message), [])
+        live = [c for c in claims if now < c.create_time + lease_ttl + GRACE]
         if not live:
             verdict.free.add(message.msg_id)
             continue
-        holder = min(live, key=lambda c: c.msg_id).payload.decode(errors="replace")
-        if holder == worker:
+        first = min(live, key=lambda c: c.msg_id)
+        holder = first.payload.decode(errors="replace")
+        if holder == worker and now < first.create_time + lease_ttl - GRACE:
             verdict.mine.add(message.msg_id)
-        else:
+        else:  # another's, or this worker's claim near its end: wait for the broker
             verdict.others[message.msg_id] = holder
     return verdict
 
@@ -135,21 +151,46 @@ class LeaseBox:
         await self._send([done_tag(m) for m in messages], ttl=None)
 
     async def judge(self, messages: list[Message]) -> Verdict:
-        """Read the records of ``messages`` and judge them."""
-        tags = [tag for m in messages for tag in (claim_tag(m), done_tag(m))]
+        """Read the records of ``messages`` and judge them, a few messages per QUERY: a QUERY
+        answers up to ``CLAIMS_SEEN`` records per tag, and a broker may cut an answer too large
+        for one NATS message (the bundled one does), which must never hide a done record or
+        the oldest claim."""
+        records: list[Message] = []
+        for start in range(0, len(messages), JUDGED_PER_QUERY):
+            some = messages[start : start + JUDGED_PER_QUERY]
+            tags = [tag for m in some for tag in (claim_tag(m), done_tag(m))]
+            records += await self._query(tags, CLAIMS_SEEN)
+        self._observe(records)
+        # A message whose first CLAIMS_SEEN claims are all over (written without a TTL by
+        # another client) may have a live one further on: read all of its claims.
+        now = self.now()
+        for message in messages:
+            claims = [r for r in records if claim_tag(message) in r.tags]
+            if len(claims) >= CLAIMS_SEEN and all(
+                now >= c.create_time + self.lease_ttl + GRACE for c in claims
+            ):
+                records += await self._query([claim_tag(message)], p.QUERY_CAP)
+        return judge(messages, records, self.worker, self.lease_ttl, self.now())
+
+    async def _query(self, tags: list[str], limit: int) -> list[Message]:
         try:
-            records = await self.client.query(self.address, tags=tags)
+            return await self.client.query(self.address, tags=tags, limit=limit)
         except Mq9Error as exc:
             if exc.message != p.err_topic_missing(self.address):
                 raise
-            records = []  # no worker has written anything yet
+            return []  # no worker has written anything yet
+
+    def _observe(self, records: list[Message]) -> None:
         if records:
             newest = max(r.create_time for r in records)
             if newest >= self.now():
                 self._seen = (newest, self._clock())
-        return judge(messages, records, self.worker, self.lease_ttl, self.now())
 
     async def _send(self, tags: list[str], ttl: int | None) -> None:
+        for start in range(0, len(tags), TAGS_PER_RECORD):  # records small enough to read back
+            await self._send_one(tags[start : start + TAGS_PER_RECORD], ttl)
+
+    async def _send_one(self, tags: list[str], ttl: int | None) -> None:
         try:
             await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)
         except Mq9Error as exc:

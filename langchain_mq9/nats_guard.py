@@ -150,6 +150,7 @@ class GuardedParser(nats_parser.Parser):
                     self.dropped,
                 )
 
+
     def _inbox_sid(self, subject: bytes, sid: int) -> int:
         """The sid of nats-py's request inbox subscription when ``subject`` is one of its
         inboxes, else ``sid`` unchanged (a message for nothing we hold: dropped as before)."""

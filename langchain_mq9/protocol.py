@@ -539,10 +539,8 @@ _SYNTAX = (
     ("Expecting ':' delimiter", "expected `:`"),
     ("Extra data", "trailing characters"),
     ("Unterminated string", "EOF while parsing a string"),
-    (
-        "Invalid control character",
-        "control character (\\u0000-\\u001F) found while parsing a string",
-    ),
+    ("Invalid control character",
+     "control character (\\u0000-\\u001F) found while parsing a string"),
     ("Invalid \\escape", "invalid escape"),
 )
 
@@ -710,7 +708,9 @@ def _convert(kind: str, value: Any) -> Any:
             raise WireError(f"invalid type: {_describe(value)}, expected i64")
         return value
     if kind == BYTES:
-        if not isinstance(value, list) or not all(type(b) is int and 0 <= b <= 255 for b in value):
+        if not isinstance(value, list) or not all(
+            type(b) is int and 0 <= b <= 255 for b in value
+        ):
             raise WireError(f"invalid type: {_describe(value)}, expected a sequence of bytes")
         return bytes(value)
     if kind == ITEMS:  # each item is read by its own shape, by whoever reads the reply
@@ -719,7 +719,7 @@ def _convert(kind: str, value: Any) -> Any:
         return value
     if kind == DELIVER:
         if isinstance(value, dict) and len(value) == 1:  # {"earliest": null}: a unit variant
-            ((value, unit),) = value.items()
+            (value, unit), = value.items()
             if unit is not None:
                 raise WireError(f"invalid type: {_describe(unit)}, expected unit")
         if not isinstance(value, str):
@@ -965,7 +965,12 @@ def send_headers(
 
 def check_key(key: object) -> str:
     # NATS strips a header value's surrounding whitespace, so such a key could not arrive as sent
-    if not isinstance(key, str) or not key or key != key.strip() or any(c in key for c in "\r\n"):
+    if (
+        not isinstance(key, str)
+        or not key
+        or key != key.strip()
+        or any(c in key for c in "\r\n")
+    ):
         raise Mq9Error(
             f"invalid key {quoted(key)}: must be a non-empty single-line string "
             "without leading or trailing whitespace"

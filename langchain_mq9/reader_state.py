@@ -45,10 +45,12 @@ class ReaderState:
     committed: int | None = None
     last_answer: list[Any] = field(default_factory=list)
     asked: int = 0
-    # create_time of the newest message at or below the floor that this reader saw: a message
-    # at or below the floor that is newer than that is not one this reader acked past, but a
-    # new message with a reused id (a log the broker lost and started again).
-    floor_time: int = -1
+    # create_time of the newest message this reader saw in any answer. The broker numbers and
+    # stamps messages in one order, and the floor passes an id only once an answer showed it
+    # or a later one: so every message at or below the floor is at most this new, and one
+    # that is newer is not one this reader acked past but a new message under a reused id (a
+    # log the broker lost and started again).
+    newest_time: int = -1
     # The messages of the answers above the floor, by msg_id: their create_time and priority.
     seen: dict[int, Any] = field(default_factory=dict, repr=False)
     # The largest msg_id seen in any answer before the last one: those messages existed before
@@ -72,21 +74,22 @@ class ReaderState:
         position is older). Acking ``committed`` again puts it where it was."""
         if self.committed is None:
             return False
-        return any(m.msg_id <= self.committed and m.create_time <= self.floor_time for m in answer)
+        return any(m.msg_id <= self.committed and m.create_time <= self.newest_time for m in answer)
 
     def reused_ids(self, answer: Iterable[Any]) -> list[int]:
-        """Ids at or below the floor carried by messages newer than any this reader acked past:
+        """Ids at or below the floor carried by messages newer than any this reader saw:
         the broker's log went back and hands out new messages under old ids."""
         if self.floor < 0:
             return []
         return [
-            m.msg_id for m in answer if m.msg_id <= self.floor and m.create_time > self.floor_time
+            m.msg_id for m in answer if m.msg_id <= self.floor and m.create_time > self.newest_time
         ]
 
     def accept(self, answer: list[Any], asked: int) -> list[Any]:
         """Take in the broker's answer to a FETCH of ``asked``; return its messages this reader
         has neither handed out, nor seen done, nor seen held elsewhere, in the broker's order."""
         self.last_answer, self.asked = answer, asked
+        self.newest_time = max([self.newest_time, *(m.create_time for m in answer)])
         self.known_before = self.known
         self.known = max([self.known, *(m.msg_id for m in answer)])
         for m in answer:
@@ -164,7 +167,6 @@ class ReaderState:
         if horizon > self.floor:
             self.floor = horizon
             passed = [self.seen.pop(i) for i in list(self.seen) if i <= horizon]
-            self.floor_time = max([self.floor_time, *(m.create_time for m in passed)])
             self.handled = {i for i in self.handled if i > horizon}
             # Only an ack that passes a message this reader saw moves the group: below the
             # first it saw, the group's position is there already, and acking it would only

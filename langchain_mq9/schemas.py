@@ -149,7 +149,8 @@ _DESCRIPTIONS = {
     "fetch_messages": "Take the messages waiting in a mailbox, to handle them: most urgent "
     "first, each given to you once. Then ack_messages the last msg_id handled. To only "
     "look, use query_messages.",
-    "ack_messages": "Confirm you handled what fetch_messages gave you, up to and including msg_id.",
+    "ack_messages": "Confirm you handled what fetch_messages gave you, up to and including "
+    "msg_id.",
     "query_messages": "Look at a mailbox without taking anything, e.g. to check whether "
     "anyone replied. Oldest first, at most 100.",
     "delete_message": "Delete one message from a mailbox, for good.",
@@ -161,7 +162,8 @@ _DESCRIPTIONS = {
 
 _REPLY_TO_MINE = " For an answer, put reply_to: '{mailbox}' (your mailbox) in a JSON payload."
 _REPLY_TO_ANY = (
-    " For an answer, put reply_to (a mailbox of yours, e.g. from create_mailbox) in a JSON payload."
+    " For an answer, put reply_to (a mailbox of yours, e.g. from create_mailbox) in a JSON "
+    "payload."
 )
 
 

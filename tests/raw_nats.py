@@ -20,12 +20,7 @@ def frame(subject: bytes, payload: bytes = b"{}", reply: bytes = b"", header: by
         return b"PUB %s%s %d\r\n%s\r\n" % (subject, reply_part, len(payload), payload)
     total = len(header) + len(payload)
     return b"HPUB %s%s %d %d\r\n%s%s\r\n" % (
-        subject,
-        reply_part,
-        len(header),
-        total,
-        header,
-        payload,
+        subject, reply_part, len(header), total, header, payload
     )
 
 

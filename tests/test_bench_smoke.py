@@ -15,6 +15,8 @@ TARGET_KEYS = [
     "1",
     "2a",
     "2b",
+    "2b-reader",
+    "2b-requests",
     "2c",
     "3a",
     "3b",
@@ -61,7 +63,7 @@ def test_quick_benchmark_run_writes_a_results_table(tmp_path):
         "| # | Benchmark | Ours (median) | Baseline (median) | Ratio | Target | Result |" in results
     )
     assert "error:" not in results, results
-    rows = re.findall(r"^\| (\w+) \| .* \| (\*\*pass\*\*|\*\*MISS\*\*|n/a) \|$", results, re.M)
+    rows = re.findall(r"^\| ([\w-]+) \| .* \| (\*\*pass\*\*|\*\*MISS\*\*|n/a) \|$", results, re.M)
     assert [key for key, _ in rows] == TARGET_KEYS
     assert "Date:" in results and "CPU" in results
     try:

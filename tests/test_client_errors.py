@@ -540,6 +540,8 @@ async def test_silent_responder_times_out_retryably(bare_nats):
 # -- malformed requests: the broker answers clearly and keeps serving ----------------------------
 
 
+
+
 BOX = "bad.requests"
 DEEP = b"[" * 100_000 + b"]" * 100_000
 CREATE_BAD = "invalid MAILBOX.CREATE payload: "
@@ -589,18 +591,10 @@ BAD_REQUESTS = [
     (p.ack_subject(BOX), ack(msg_id="1"), None, 'invalid type: string "1", expected u64'),
     (p.ack_subject(BOX), ack(msg_id=1.5), None, "expected u64"),
     (p.ack_subject(BOX), ack(msg_id=True), None, "expected u64"),
-    (
-        p.ack_subject(BOX),
-        b'{"group_name":"g","mail_address":"bad.requests"}',
-        None,
-        "missing field `msg_id`",
-    ),
-    (
-        p.ack_subject(BOX),
-        b'{"msg_id":0,"mail_address":"bad.requests"}',
-        None,
-        "missing field `group_name`",
-    ),
+    (p.ack_subject(BOX), b'{"group_name":"g","mail_address":"bad.requests"}', None,
+     "missing field `msg_id`"),
+    (p.ack_subject(BOX), b'{"msg_id":0,"mail_address":"bad.requests"}', None,
+     "missing field `group_name`"),
     (p.ack_subject(BOX), b'{"group_name":"g","msg_id":0}', None, "missing field `mail_address`"),
     # the body's mail_address is the one acked, whatever the subject says
     (p.ack_subject(BOX), ack(mail_address="other.box"), None, "mailbox not found: other.box"),

@@ -1,9 +1,10 @@
-"""What a RobustMQ cluster does to a client, answered by fakes (issue #28, items 2 and 4).
+"""What a RobustMQ cluster does to a client, answered by fakes (issue #28, items 2, 3 and 4).
 
 Measured on a 3-node RobustMQ 8bd49dc: while a node, the shard's leader or the meta leader is
 out of reach, requests get plain error replies with transient texts; a node lost with a
 shard's replicas can restart the shard's msg_ids at 0, the acknowledged messages gone; a broker
-with ``default_topic_partition_num = 3`` answers msg_ids 0,0,0,1,1,1. The fakes here are the
+with ``default_topic_partition_num = 3`` answers msg_ids 0,0,0,1,1,1; each node keeps its own
+idea of a group's position. The fakes here are the
 bundled engine with those answers put in, over memory:// and a real nats-server.
 """
 
@@ -15,7 +16,7 @@ import uuid
 import nats
 import pytest
 
-from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
+from langchain_mq9 import GroupReader, Mq9Client, Mq9Error, Mq9Toolkit
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import (
     BrokerEngine,
@@ -28,7 +29,7 @@ STORAGE_FORWARD = (
     "Failed to send request to node 1 with error message :exceeded max retry times (10)"
 )
 META_FORWARD = (
-    'Grpc call of the node failed,Grpc status was status: Cancelled, message: "has to forward '
+    "Grpc call of the node failed,Grpc status was status: Cancelled, message: \"has to forward "
     'request to: Some(2), Some(Node { node_id: 2, rpc_addr: \\"127.0.0.1:2228\\" })"'
 )
 
@@ -192,3 +193,54 @@ async def test_a_send_to_a_shard_not_set_up_yet_is_sent_again(serve):
         engine.prefix, engine.failures = p.MSG_SEND, 2
         assert await client.send(box, "once") == 0
         assert [m.text() for m in await client.query(box)] == ["once"]
+
+
+# -- item 3: group positions are per node; a reader puts its position back on the new node ------
+
+
+class PerNodePositions(BrokerEngine):
+    """One log, but each "node" keeps its own group positions, as a RobustMQ cluster's nodes
+    were measured to: an ACK on node 0 does not move the group on node 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions = [self.offsets, {}]
+        self.node = 0
+
+    async def handle(self, subject, headers, body):
+        self.offsets = self.positions[self.node]
+        return await super().handle(subject, headers, body)
+
+
+async def test_a_reader_that_moves_to_another_node_puts_its_position_back_first(serve):
+
+    engine = PerNodePositions()
+    async with Mq9Client(await serve(engine)) as client:
+        box = await client.mailbox_create(name="jobs")
+        for i in range(8):
+            await client.send(box, f"m{i}")
+        reader = GroupReader(client, box, "g")
+        batch = await reader.fetch(num_msgs=5)
+        await reader.done([m.msg_id for m in batch])
+        assert reader.committed == 4
+        engine.node = 1  # failover: this node never saw the ack
+        assert [m.msg_id for m in await client.fetch(box, group_name="g", deliver="earliest",
+                                                      max_wait_ms=0)][:1] == [0]  # fmt: skip
+        again = await reader.fetch(num_msgs=5)
+        assert [m.msg_id for m in again] == [5, 6, 7]  # nothing acked is handed out again
+        assert engine.positions[1]["g-normal"]  # the position was put back on node 1
+
+
+async def test_workers_done_records_hold_on_a_node_with_an_older_position(serve):
+
+    engine = PerNodePositions()
+    async with Mq9Client(await serve(engine)) as client:
+        box = await client.mailbox_create(name="jobs")
+        for i in range(6):
+            await client.send(box, f"m{i}")
+        first = GroupReader(client, box, "g", worker="a")
+        batch = await first.fetch(num_msgs=4)
+        await first.done([m.msg_id for m in batch])
+        engine.node = 1  # a new worker reaches a node whose position is still at 0
+        newcomer = GroupReader(client, box, "g", worker="b")
+        assert [m.msg_id for m in await newcomer.fetch(num_msgs=10)] == [4, 5]

@@ -60,7 +60,6 @@ async def test_an_agent_registered_on_one_node_is_listed_on_the_others():
     try:
         for url in URLS[1:]:
             async with Mq9Client(url) as other:
-
                 async def listed(other=other):
                     names = {a["name"] for a in await other.agent_discover()}
                     if name not in names:
@@ -81,3 +80,4 @@ async def test_a_client_given_every_node_works():
         assert await settled(lambda: client.send(box, "to the cluster")) == 0
         assert [m.text() for m in await client.query(box)] == ["to the cluster"]
         assert box not in client.warnings
+

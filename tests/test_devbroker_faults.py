@@ -165,9 +165,8 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
                     attempted.add(payload)
                     priority = ("normal", "urgent", "critical")[i % 3]
                     try:
-                        await producing.call(
-                            p.send_subject(box), payload, {"mq9-priority": priority}
-                        )
+                        await producing.call(p.send_subject(box), payload,
+                                             {"mq9-priority": priority})
                     except (nats.errors.Error, asyncio.TimeoutError) as exc:
                         failures.append(repr(exc))
                         await asyncio.sleep(0.01)  # the producer's own retry pacing
@@ -184,11 +183,8 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
             async def consume() -> None:
                 # num_msgs above the backlog: every lane is read to its end, so acking the
                 # largest msg_id of an answer skips nothing
-                request = {
-                    "group_name": "workers",
-                    "deliver": "earliest",
-                    "config": {"num_msgs": 100_000, "max_wait_ms": 50},
-                }
+                request = {"group_name": "workers", "deliver": "earliest",
+                           "config": {"num_msgs": 100_000, "max_wait_ms": 50}}
                 while not (finished.is_set() and succeeded <= set(handled.values())):
                     try:
                         reply = await consuming.call(p.fetch_subject(box), request)
@@ -196,10 +192,8 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
                             for message in reply["messages"]:
                                 handled.setdefault(message["msg_id"], message["payload"].encode())
                             top = max(m["msg_id"] for m in reply["messages"])
-                            await consuming.call(
-                                p.ack_subject(box),
-                                {"group_name": "workers", "mail_address": box, "msg_id": top},
-                            )
+                            await consuming.call(p.ack_subject(box), {
+                                "group_name": "workers", "mail_address": box, "msg_id": top})
                     except (nats.errors.Error, asyncio.TimeoutError):
                         await asyncio.sleep(0.05)  # lost with the connection: fetch again
 
@@ -212,12 +206,10 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
             await asyncio.wait_for(consumer, 30)
             # the group's offset is past everything it was handed
             last = max(handled)
-            await consuming.until_done(
-                p.ack_subject(box), {"group_name": "workers", "mail_address": box, "msg_id": last}
-            )
-            left = await consuming.until_done(
-                p.fetch_subject(box), {"group_name": "workers", "config": {"max_wait_ms": 0}}
-            )
+            await consuming.until_done(p.ack_subject(box), {
+                "group_name": "workers", "mail_address": box, "msg_id": last})
+            left = await consuming.until_done(p.fetch_subject(box), {
+                "group_name": "workers", "config": {"max_wait_ms": 0}})
             assert left["messages"] == []
         finally:
             await producing.connection.close()

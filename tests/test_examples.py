@@ -124,15 +124,11 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
     "capability_routing.py": [
         re.compile(r"text 'japanese' → agent\.translator\.fast[.\w]*, agent\.translator\.legal"),
         re.compile(r"route to the least busy: agent\.translator\.legal[.\w]*$"),
-        re.compile(
-            r"semantic 'translate this supplier contract into Japanese' → "
-            r"agent\.translator\.legal"
-        ),
+        re.compile(r"semantic 'translate this supplier contract into Japanese' → "
+                   r"agent\.translator\.legal"),
         re.compile(r"semantic 'summarize the notes of yesterday's meeting' → agent\.summarizer"),
-        re.compile(
-            r"^\[agent\.translator\.legal[.\w]*\] got: "
-            r"\['translate this supplier contract into Japanese'\]$"
-        ),
+        re.compile(r"^\[agent\.translator\.legal[.\w]*\] got: "
+                   r"\['translate this supplier contract into Japanese'\]$"),
         re.compile(r"^\[agent\.summarizer[.\w]*\] got: "),
         re.compile(r"^\[agent\.translator\.fast[.\w]*\] unregistered$"),
         re.compile(r"text 'japanese' → agent\.translator\.legal[.\w]*$"),
@@ -146,17 +142,13 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
         "[orchestrator] → create_mailbox(",
         re.compile(r'^\[orchestrator\] → send_message\(mail_address="agent\.summarizer'),
         "[worker] → fetch_messages(",
-        re.compile(
-            r'^\[worker\] → send_message\(mail_address="[0-9a-v]{20}", '
-            r'payload=\{"correlation_id":"summary-1"'
-        ),
+        re.compile(r'^\[worker\] → send_message\(mail_address="[0-9a-v]{20}", '
+                   r'payload=\{"correlation_id":"summary-1"'),
         "[worker] → ack_messages(",
         "[orchestrator] → fetch_messages(",
         "[orchestrator] → ack_messages(",
-        re.compile(
-            r"\[orchestrator\] says: Summary from agent\.summarizer[.\w]*: On Tuesday .*"
-            r"Engineers raised the limit to 200"
-        ),
+        re.compile(r"\[orchestrator\] says: Summary from agent\.summarizer[.\w]*: On Tuesday .*"
+                   r"Engineers raised the limit to 200"),
         "✓ checked on the broker",
     ],
 }
@@ -198,11 +190,8 @@ class ThreadedBroker:
 
 
 def run_example(name: str, server: str | None) -> subprocess.CompletedProcess:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MQ9_EXAMPLE_MODEL", "MQ9_SERVER", "NATS_URL")
-    }
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MQ9_EXAMPLE_MODEL", "MQ9_SERVER", "NATS_URL")}
     env["PYTHONIOENCODING"] = "utf-8"
     command = [sys.executable, str(EXAMPLES / name)]
     if server is not None:
@@ -249,7 +238,7 @@ def assert_tells(output: str, expected: list[str | re.Pattern]) -> None:
     for wanted in expected:
         for index in range(position, len(lines)):
             line = lines[index]
-            if wanted.search(line) if isinstance(wanted, re.Pattern) else wanted in line:
+            if (wanted.search(line) if isinstance(wanted, re.Pattern) else wanted in line):
                 position = index + 1
                 break
         else:

@@ -389,10 +389,8 @@ async def test_big_messages_come_in_answers_that_fit_and_none_is_skipped(broker,
     limit_answers(broker, 13_000)  # about ten 1000-byte messages
     box = await new_box(client)
     priorities = (["normal"] * 3 + ["critical"] + ["normal"] * 3 + ["urgent"]) * 2
-    sent = [
-        await client.send(box, f"{i:02d}" + "x" * 1000, priority=pr)
-        for i, pr in enumerate(priorities)
-    ]
+    sent = [await client.send(box, f"{i:02d}" + "x" * 1000, priority=pr)
+            for i, pr in enumerate(priorities)]
     with pytest.raises(Mq9Error) as refused:  # the limit binds
         await client.fetch(box, group_name="probe", deliver="earliest", num_msgs=10)
     assert 4 < p.answer_fits(refused.value.message) < 10
@@ -492,3 +490,22 @@ async def test_a_lane_read_first_vouches_only_for_what_existed_before_the_fetch(
     assert [m.msg_id for m in late] == [1]
     await reader.done([1])
     assert client.acks[-1] == 2
+
+
+async def test_a_done_record_is_seen_however_many_claims_the_message_has(broker, client):
+    """Found by bench/groups_stress.py: a message claimed again and again (workers restarting,
+    losers queuing) had so many claims that the one QUERY reading its records was cut to fit
+    a NATS message, the done record with it, and a live worker handled it a second time."""
+    limit_answers(broker, 8_192)
+    box = await new_box(client)
+    await send_all(client, box, ["normal", "normal"])
+    blocker = GroupReader(client, box, "g", worker="blocker")
+    assert [m.msg_id for m in await blocker.fetch(num_msgs=1)] == [0]  # holds the group back
+    first = GroupReader(client, box, "g", worker="first")
+    [job] = await first.fetch()
+    leases = lease_address(box, "g")
+    for i in range(90):  # 90 later claims by workers that came and went
+        await client.send(leases, f"gone{i}", tags=[f"c{job.msg_id}.{job.create_time}"], ttl=300)
+    await first.done([job.msg_id])
+    assert first.committed is None  # 0 is still held
+    assert await GroupReader(client, box, "g", worker="late").fetch() == []

@@ -40,11 +40,8 @@ def kernel_specs(tmp_path_factory) -> KernelSpecManager:
 
 def clean_env() -> dict[str, str]:
     """The kernel's environment: the offline defaults, whatever the developer's shell sets."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MQ9_EXAMPLE_MODEL", "MQ9_SERVER", "NATS_URL")
-    }
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MQ9_EXAMPLE_MODEL", "MQ9_SERVER", "NATS_URL")}
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # quiets a debugger warning at kernel start
     return env
 
@@ -84,6 +81,9 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(path, kernel_specs):
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.execution_count is not None for cell in code_cells)
     errors = [
-        output for cell in code_cells for output in cell.outputs if output.output_type == "error"
+        output
+        for cell in code_cells
+        for output in cell.outputs
+        if output.output_type == "error"
     ]
     assert errors == []

@@ -390,11 +390,9 @@ def test_neutral_values_of_a_strict_mode_call_change_nothing(toolkit, memory_url
         key="", tags=[], delay=0, ttl=0,
     )  # fmt: skip
     assert json.loads(strict.content) == {"sent": True, "msg_id": 0}  # not delayed (-1)
-    [stored] = (
-        memory_broker(memory_url.removeprefix("memory://"))
-        .mailboxes["agent.inbox"]
-        .messages.values()
-    )
+    [stored] = memory_broker(memory_url.removeprefix("memory://")).mailboxes[
+        "agent.inbox"
+    ].messages.values()
     assert (stored.key, stored.tags, stored.expire_at, stored.header) == (None, (), 0, None)
     private = json.loads(tool_call(tools["create_mailbox"], name="", ttl=0).content)
     assert private["mail_address"] != ""

@@ -623,7 +623,9 @@ class BrokerEngine:
         return _OK
 
     def _discover(self, body: bytes) -> bytes:
-        request = _read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
+        request = _read(
+            p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True
+        )
         limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
         # u32 arithmetic without overflow checks, as RobustMQ computes it
         first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
