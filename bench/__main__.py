@@ -33,6 +33,7 @@ SECTIONS = (
     "tokens",
     "hostile",
     "groups",
+    "discovery",
     "calls",
 )
 TITLES = {
@@ -44,7 +45,8 @@ TITLES = {
     "tokens": "What the model reads: tool tokens and strict-mode safety (target 8)",
     "hostile": "One hostile client against the honest ones (target 9)",
     "groups": "Competing workers under kill -9 (target 10)",
-    "calls": "Agent calls: LLM steps per delegation and call-to-result time (target 11)",
+    "discovery": "Agent discovery by meaning (target 11)",
+    "calls": "Agent calls: LLM steps per delegation and call-to-result time (target 12)",
 }
 NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls"}
 
@@ -74,6 +76,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import groups_stress
 
         return groups_stress.run(cfg)
+    if name == "discovery":
+        from . import discovery
+
+        return discovery.run(cfg)
     if name == "calls":
         from . import calls
 

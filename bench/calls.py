@@ -27,7 +27,7 @@ from typing import Any
 from .config import Config
 from .results import Check, Section
 
-TITLE = "Agent calls: LLM steps per delegation and call-to-result time (target 11)"
+TITLE = "Agent calls: LLM steps per delegation and call-to-result time (target 12)"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -179,7 +179,7 @@ def run(cfg: Config, net: Any) -> Section:
     caller_steps, callee_steps = asyncio.run(_called_delegation())
     section.checks.append(
         Check(
-            key="11a",
+            key="12a",
             title="tool calls (LLM steps) per delegation, examples/two_agents.py's scenario: "
             "call tools (caller + served callee) vs raw mailbox tools (both agents)",
             ours_label="call tools",
@@ -206,7 +206,7 @@ def run(cfg: Config, net: Any) -> Section:
     ours, base = statistics.median(called), statistics.median(raw)
     section.checks.append(
         Check(
-            key="11b",
+            key="12b",
             title="send to result, callee online, dev broker on nats-server: an agent call "
             "(AgentCaller.call → serve_agent) vs raw request/reply (send with reply_to, "
             "GroupReader responder, reply mailbox read)",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as p
+from . import registration
 from .consumer import Consumer, ErrorHandler, GroupReader, Handler, until_found
 from .leases import DEFAULT_LEASE_TTL
 from .protocol import Mq9Error, Priority
@@ -37,9 +38,11 @@ DEFAULT_MAX_GROUPS = 1_000
 class Agents(list):
     """The agents ``agent_discover`` found, best first. ``ranked_here`` is True when the broker
     has no agent search (RobustMQ's default build) and this client ranked the broker's whole
-    listing itself, as the bundled broker ranks."""
+    listing itself, as the bundled broker ranks; ``ranking`` then says how: ``"embeddings"``
+    (the ``semantic`` extra) or ``"lexical"`` (shared words). None when the broker ranked."""
 
     ranked_here: bool = False
+    ranking: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,37 +495,23 @@ class Mq9Client:
     async def agent_register(self, agent_card: dict[str, Any]) -> None:
         """Publish an agent in the registry, under its ``name``.
 
-        An A2A AgentCard is sent as it is. ``mailbox`` (no AgentCard field: RobustMQ would
-        refuse the card) is moved into ``supportedInterfaces`` as ``mq9://<mailbox>``, and an
-        old-style ``capabilities`` list into ``skills``. ``{"name", "payload"}`` with both
-        strings is sent as the raw registration RobustMQ also takes (not searchable). Any
-        other dict with a string ``name`` becomes an A2A card (``protocol.agent_card``) from
-        its ``mailbox``, ``description`` and ``skills``, so it is searchable and carries its
-        mailbox. A name already registered keeps its first registration (RobustMQ).
+        ``{"name", "payload"}`` with both strings is sent as the raw registration RobustMQ also
+        takes (listed, never searchable). Anything else is sent as the A2A AgentCard RobustMQ
+        indexes for search (``registration.card_for``): A2A card fields as given, ``payload``
+        text as the description, ``mailbox`` (the mq9 documents' and SDKs' form) as an
+        ``mq9://<mailbox>`` interface, ``agent_card`` as the card, an old-style
+        ``capabilities`` list as skills. A field that has no place in the card raises
+        ``ValueError`` naming it: none is dropped. A name already registered keeps its first
+        registration (RobustMQ).
         """
         card = dict(_json_object("agent_card", agent_card))
         if not isinstance(card.get("name"), str) or not card["name"]:
             raise ValueError("an agent card needs a non-empty string name")
-        if set(card) == {"name", "payload"} and isinstance(card["payload"], str):
+        if registration.is_raw(card):
             body = p.REGISTER_REQUEST.body(name=card["name"], payload=card["payload"])
             await self._call(p.AGENT_REGISTER, body, repeatable=True)
             return
-        mailbox = card.pop("mailbox", None)
-        legacy = card.pop("capabilities") if isinstance(card.get("capabilities"), list) else None
-        if p.is_a2a_card(card):
-            if mailbox is not None and p.card_mailbox(card) != mailbox:
-                interface = p.agent_card(card["name"], mailbox=mailbox)["supportedInterfaces"]
-                card["supportedInterfaces"] = [*card.get("supportedInterfaces", []), *interface]
-            card["skills"] = [*card.get("skills", []), *p.card_skills(legacy or [])]
-            for skill in card["skills"]:  # stricter than RobustMQ: a skill says what it is
-                if not isinstance(skill.get("name"), str) or not skill["name"]:
-                    raise ValueError(f"a skill needs a non-empty string name: {skill!r}")
-        else:
-            skills = card.get("skills", legacy)
-            card = p.agent_card(
-                card["name"], mailbox=mailbox, description=card.get("description"), skills=skills
-            )
-        body = p.encode(card)
+        body = p.encode(registration.card_for(card))
         await self._call(p.AGENT_REGISTER, body, repeatable=True)  # the first is kept
 
     async def agent_unregister(self, name: str) -> None:
@@ -591,16 +580,26 @@ class Mq9Client:
         from .broker.registry import AgentEntry, AgentRegistry  # the bundled broker's ranking
 
         reply = await self._call(p.AGENT_DISCOVER, p.DISCOVER_REQUEST.body(), repeatable=True)
-        registry = AgentRegistry()
-        for item in _read_reply(p.DISCOVER_REPLY, reply)["agents"]:
+        items = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
+        for item in items:
             p.normalize_agent(item)  # refuses an item that is no agent
-            info = item.get("agent_info")
-            info = info if isinstance(info, str) else ""
-            registry.register(AgentEntry.make(item["name"], info, 0))
-        hits = registry.search_semantic(semantic) if semantic else registry.search_text(text)
+
+        def rank() -> tuple[list[AgentEntry], str]:
+            registry = AgentRegistry()
+            for item in items:
+                info = item.get("agent_info")
+                info = info if isinstance(info, str) else ""
+                registry.register(AgentEntry.make(item["name"], info, 0))
+            if semantic:
+                return registry.search_semantic(semantic), registry.ranking
+            return registry.search_text(text or ""), "lexical"
+
+        # Embedding cards not seen before takes CPU time (each once, then cached): off the loop
+        hits, ranking = await asyncio.to_thread(rank)
         first = (page - 1) * limit
         ranked = Agents(p.normalize_agent(entry.found()) for entry in hits[first : first + limit])
         ranked.ranked_here = True
+        ranked.ranking = ranking
         return ranked
 
 

@@ -1070,7 +1070,10 @@ def card_skills(skills: object) -> list[dict[str, Any]]:
 def _skill(skill: object) -> dict[str, Any]:
     if isinstance(skill, str) and skill.strip():
         name, description, tags, examples, skill_id = skill, skill, [skill], [], None
+        rest: dict[str, Any] = {}
     elif isinstance(skill, dict) and isinstance(skill.get("name"), str) and skill["name"]:
+        skill = {key: value for key, value in skill.items() if value is not None}
+        rest = card_skill_fields(skill)
         name = skill["name"]
         description = skill.get("description", name)
         tags = skill.get("tags", [])
@@ -1088,7 +1091,27 @@ def _skill(skill: object) -> dict[str, Any]:
         "description": description,
         "tags": list(tags),
         "examples": list(examples),
+        **rest,
     }
+
+
+_SKILL_BASICS = {"id", "name", "description", "tags", "examples"}
+
+
+def card_skill_fields(skill: dict[str, Any]) -> dict[str, Any]:
+    """A skill's other A2A fields (inputModes, ...), camelCased; a key that is no A2A skill
+    field is refused by name (RobustMQ would not read the card, and the field would be lost)."""
+    rest = {}
+    for key, value in skill.items():
+        name = _camel(key)
+        if name not in A2A_SKILL_FIELDS:
+            raise ValueError(
+                f"skill field {key!r} is no A2A AgentSkill field: RobustMQ would not read the "
+                f"card, so it would be lost (a skill has {', '.join(A2A_SKILL_FIELDS)})"
+            )
+        if name not in _SKILL_BASICS:
+            rest[name] = value
+    return rest
 
 
 def _strings(value: object) -> bool:

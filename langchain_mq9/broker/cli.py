@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 
-from .. import __version__
+from .. import __version__, semantic
 from .. import protocol as p
 from .._cli import configure_logging, count_limit, port, positive_int
 from ..redaction import describe, redact
@@ -359,6 +359,8 @@ def _banner(url, server, storage, engine) -> None:
             "agent search: off (--no-search), as on RobustMQ's default build: DISCOVER with "
             "text or semantic answers an error, clients rank the listing themselves"
         )
+    else:
+        lines.append(f"agent search: on; semantic ranks by {semantic.describe()}")
     lines += [
         "connect with:",
         f'  Mq9Client("{shown}")',

@@ -19,10 +19,13 @@ Search is the part we approximate (documented in docs/protocol.md and the README
   word, ranked by how many and how rare. Here: the same rule over lowercased words, scored by
   the sum of the shared words' inverse document frequencies.
 * ``semantic``: RobustMQ ranks every indexed agent by embedding distance, with no threshold,
-  so it returns up to ``limit`` agents however weak the match. Here: the same shape, ranked by
-  lexical similarity of crude stems (``translate``, ``translation`` and ``translator`` all
-  become ``transl``) weighted by rarity and divided by the square root of the card's stem
-  count, so a short focused card beats one that mentions everything.
+  so it returns up to ``limit`` agents however weak the match. Here: the same shape. With the
+  ``semantic`` extra installed, the same way: each card's ``embed_text_of`` embedded once with
+  all-MiniLM-L6-v2 when it is indexed, ranked by cosine similarity to the query's embedding
+  (``langchain_mq9.semantic``). Without it, by lexical similarity of crude stems
+  (``translate``, ``translation`` and ``translator`` all become ``transl``) weighted by rarity
+  and divided by the square root of the card's stem count, so a short focused card beats one
+  that mentions everything. ``AgentRegistry.ranking`` says which.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import protocol as p
+from .. import semantic
 
 _WORD = re.compile(r"[a-z0-9]+")
 _SUFFIXES = (  # longest first where one ends another ("ating" before "ing" and "ate")
@@ -119,6 +123,20 @@ def words(text: str) -> set[str]:
     return set(_WORD.findall(text.lower()))
 
 
+def embed_text_of(card: dict[str, Any]) -> str:
+    """The text RobustMQ's vector-search build embeds for a card (search-engine
+    ``embed_text``): name and description, then each skill's name, description, tags (joined
+    by spaces) and examples (likewise), all joined by ". "; empty tags or examples add
+    nothing, an empty name or description still adds its separator."""
+    parts = [card.get("name", ""), card.get("description", "")]
+    for skill in card.get("skills", []):
+        parts += [skill.get("name", ""), skill.get("description", "")]
+        for key in ("tags", "examples"):
+            if skill.get(key):
+                parts.append(" ".join(map(str, skill[key])))
+    return ". ".join(parts)
+
+
 def search_text_of(card: dict[str, Any], *, examples: bool) -> str:
     """What RobustMQ indexes of an A2A card: name, description, and each skill's name,
     description and tags (and examples, for the embedding)."""
@@ -139,6 +157,7 @@ class AgentEntry:
     card: dict[str, Any] | None = None  # the A2A card, when agent_info is one: searchable
     words: set[str] = field(default_factory=set)
     stems: set[str] = field(default_factory=set)
+    vector: Any = None  # the card's embedding, made when it is indexed (semantic extra)
 
     @classmethod
     def make(cls, name: str, agent_info: str, create_time: int) -> AgentEntry:
@@ -181,9 +200,26 @@ class AgentRegistry:
     # How many indexed agents hold each word and stem, kept as agents come and go.
     word_count: Counter = field(default_factory=Counter)
     stem_count: Counter = field(default_factory=Counter)
+    # What ranks ``semantic`` searches: the process's embedder when the semantic extra is
+    # installed (loaded on first use), None for the lexical ranking.
+    embedder: Any = field(default_factory=lambda: _UNSET)
+    # The indexed vectors stacked in index order, rebuilt after the index changes.
+    _matrix: Any = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def _embedder(self) -> Any:
+        if self.embedder is _UNSET:
+            self.embedder = semantic.embedder()
+        return self.embedder
+
+    @property
+    def ranking(self) -> str:
+        """Which ranking ``search_semantic`` uses: ``"embeddings"`` or ``"lexical"``."""
+        if self._embedder() is None:
+            return semantic.RANKING_LEXICAL
+        return semantic.RANKING_EMBEDDINGS
 
     @property
     def indexed(self) -> int:
@@ -208,16 +244,21 @@ class AgentRegistry:
         return entry
 
     def put_index(self, entry: AgentEntry) -> None:
+        embedder = self._embedder()
+        if embedder is not None and entry.vector is None:  # once per card, not per search
+            entry.vector = embedder.embed(embed_text_of(entry.card))
         self.drop_index(entry.card_name)
         self.index[entry.card_name] = entry
         self.word_count.update(entry.words)
         self.stem_count.update(entry.stems)
+        self._matrix = None
 
     def drop_index(self, card_name: str) -> AgentEntry | None:
         entry = self.index.pop(card_name, None)
         if entry is not None:
             self.word_count.subtract(entry.words)
             self.stem_count.subtract(entry.stems)
+            self._matrix = None
         return entry
 
     def listing(self) -> list[AgentEntry]:
@@ -237,7 +278,11 @@ class AgentRegistry:
         return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
 
     def search_semantic(self, query: str) -> list[AgentEntry]:
-        """Every indexed agent, nearest in meaning first, as a vector search ranks them."""
+        """Every indexed agent, nearest in meaning first, as a vector search ranks them
+        (registration order on ties); by ``ranking``."""
+        embedder = self._embedder()
+        if embedder is not None:
+            return self._nearest(embedder.embed_query(query))
         weight = self._weights(stems(query), self.stem_count)
         scored = []
         for order, entry in enumerate(self._indexed()):
@@ -248,3 +293,18 @@ class AgentRegistry:
     def _weights(self, terms: set[str], counts: Counter) -> dict[str, float]:
         """Each query term's rarity among the indexed agents (inverse document frequency)."""
         return {t: math.log(1 + self.indexed / (1 + counts[t])) + 1 for t in terms}
+
+    def _nearest(self, vector: Any) -> list[AgentEntry]:
+        import numpy as np  # there when an embedder is: the semantic extra brings both
+
+        indexed = self._indexed()
+        if not indexed:
+            return []
+        if self._matrix is None:
+            self._matrix = np.stack([entry.vector for entry in indexed])
+        # unit vectors: the dot product is the cosine similarity
+        order = np.argsort(-(self._matrix @ vector), kind="stable")
+        return [indexed[i] for i in order]
+
+
+_UNSET = object()  # AgentRegistry.embedder before the first use looks it up

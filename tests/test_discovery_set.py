@@ -1,0 +1,64 @@
+"""The labeled discovery set (tests/data/discovery_set.json) and what each ranking finds in it.
+
+bench/discovery.py (target 11) reports the same figures; this test keeps them from sliding.
+The set: 50 A2A cards, and per card one query of each kind: keywords, a paraphrase sharing no
+word stem with the card, and the skill's name in another language.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import discovery
+from langchain_mq9 import semantic
+from langchain_mq9.broker.registry import search_text_of, stems
+
+DATA = discovery.load_set()
+
+
+def test_the_set_is_what_it_says():
+    cards, queries = DATA["cards"], DATA["queries"]
+    names = [card["name"] for card in cards]
+    assert len(cards) >= 40 and len(set(names)) == len(names)
+    assert len(queries) >= 120
+    for kind in discovery.KINDS:
+        assert {q["expect"] for q in queries if q["kind"] == kind} == set(names), kind
+    assert {q["lang"] for q in queries if q["kind"] == "other-language"} - {"en"} >= {
+        "de",
+        "fr",
+        "es",
+        "zh",
+        "ja",
+    }
+    built = {card["name"]: discovery.card_of(card) for card in cards}
+    for query in queries:
+        if query["kind"] == "paraphrase":  # no shared word, not even a shared stem
+            card = built[query["expect"]]
+            text = search_text_of(card, examples=True) + " " + card["name"]
+            assert not stems(query["query"]) & stems(text), query
+
+
+@pytest.fixture(scope="module")
+def scores():
+    return discovery.both_rankings()
+
+
+def test_lexical_finds_keywords_and_little_else(scores):
+    lexical, _ = scores
+    assert lexical.recall_at_1("keywords") >= 0.9
+    assert lexical.recall_at_1("paraphrase") <= 0.1  # nothing to match on, by construction
+
+
+def test_embeddings_beat_the_lexical_ranking(scores):
+    lexical, embeddings = scores
+    if embeddings is None:
+        pytest.skip(f"the semantic extra is not installed ({semantic.EXTRA_HINT})")
+    assert embeddings.recall_at_1() >= discovery.LEXICAL_FACTOR * lexical.recall_at_1()
+    assert embeddings.mrr() > lexical.mrr()
+    # the English queries (keywords and paraphrases) meet the issue's 0.85
+    english = embeddings.ranks["keywords"] + embeddings.ranks["paraphrase"]
+    assert sum(r == 1 for r in english) / len(english) >= discovery.RECALL_TARGET
+    assert embeddings.recall_at_1("paraphrase") >= 0.7
+    # all-MiniLM-L6-v2 is English-only: other languages are found far less often
+    # (docs/discovery.md); this only guards against them getting worse than measured
+    assert embeddings.recall_at_1("other-language") >= 0.2
