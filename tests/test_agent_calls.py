@@ -33,10 +33,12 @@ async def register_offline(client) -> None:
     await client.agent_register(agent.agent_card())
 
 
-def caller_agent(broker, steps):
+async def caller_agent(broker, steps, opened: list):
     toolkit = Mq9Toolkit(server=broker.url, agent_mailbox="agent.boss", calls=True)
     if broker.names is not None:  # a shared RobustMQ: the toolkit's client gets this test's names
-        toolkit = Mq9Toolkit(client=broker.client(), agent_mailbox="agent.boss", calls=True)
+        client = await broker.client().connect()  # a client= toolkit takes an open client
+        opened.append(client)
+        toolkit = Mq9Toolkit(client=client, agent_mailbox="agent.boss", calls=True)
     model = ScriptedChatModel(steps=steps)
     return toolkit, create_react_agent(model, toolkit.get_tools())
 
@@ -47,10 +49,12 @@ def tool_calls(state) -> list[str]:
 
 async def test_delegate_to_an_offline_agent_and_pick_up_the_result_after_a_restart(broker, client):
     await register_offline(client)
+    opened: list = []  # clients a shared-RobustMQ run opens for the caller, closed at the end
     # 1. The caller delegates while the agent is offline: submitted, at once.
-    toolkit, agent = caller_agent(
+    toolkit, agent = await caller_agent(
         broker,
         [call("call_agent", agent=AGENT, task="summarize the report"), "Delegated."],
+        opened,
     )
     state = await agent.ainvoke({"messages": [("user", "get the report summarized")]})
     sent = tool_result(state["messages"], "call_agent")
@@ -61,7 +65,7 @@ async def test_delegate_to_an_offline_agent_and_pick_up_the_result_after_a_resta
     work = Counting()
     async with served(client, text_graph(work)):
         # 3. A new process of the caller (same agent_mailbox) finds the call and its result.
-        toolkit, agent = caller_agent(
+        toolkit, agent = await caller_agent(
             broker,
             [
                 call("list_calls"),
@@ -72,9 +76,12 @@ async def test_delegate_to_an_offline_agent_and_pick_up_the_result_after_a_resta
                 ),
                 "Here it is.",
             ],
+            opened,
         )
         state = await agent.ainvoke({"messages": [("user", "is my summary there?")]})
         await toolkit.aclose()
+    for caller_client in opened:
+        await caller_client.close()
     done = tool_result(state["messages"], "check_call")
     assert done["state"] == "completed" and done["result"] == "SUMMARIZE THE REPORT"
     assert done["task_id"] == sent["task_id"] and work.runs == {"summarize the report": 1}
