@@ -15,7 +15,6 @@ from collections import Counter
 import pytest
 
 from langchain_mq9 import GroupReader, Mq9Error
-from langchain_mq9 import protocol as p
 from langchain_mq9.leases import lease_address
 from langchain_mq9.operations import OPERATIONS, OperationError, ToolPolicy
 
@@ -224,4 +223,3 @@ async def test_8_workers_cost_what_the_design_says(client):
     counting.subjects.clear()
     await worker.done([m.msg_id for m in batch] + [0])
     assert counting.subjects == {"MSG.SEND": 1, "MSG.ACK": 1}
-    assert p.MSG_FETCH.startswith("$mq9.AI.MSG.FETCH")
