@@ -13,15 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from . import a2a_wire as w
 from .agent_calls import AgentCaller, CallError, CallState
+from .data_views import DATA_NOTE
 from .protocol import clipped
-from .schemas import MAX_TOOL_WAIT_MS, OUTPUT_SCHEMAS, OUTPUT_SOMETIMES, _Input, _output
+from .registry_handlers import discover
+from .schemas import MAX_TOOL_WAIT_MS, _Input
+from .tool_errors import OperationError
+from .tool_results import CallsListed, CallStarted, CallStatus, Outcome
 
 # Set by a surface that can show progress (mq9-mcp, when the client sent a progressToken):
 # called with the call's view each time a waiting call's state changes.
@@ -30,6 +34,7 @@ CALL_PROGRESS: ContextVar[Callable[[dict[str, Any]], Awaitable[None]] | None] = 
 )
 
 MAX_WAIT_SECONDS = MAX_TOOL_WAIT_MS // 1000
+CANCEL_WAIT = 2.0  # seconds cancel_call waits for the agent to confirm
 
 
 def _wait() -> Any:
@@ -89,28 +94,12 @@ DESCRIPTIONS = {
     "list_calls": "Your delegated tasks and their states.",
 }
 
-# What each call tool's result can hold beside task_id, agent, state and context_id.
-_STATE = "task_id:s agent:s state:s context_id:s "
-_MORE = {
-    "call_agent": ("result", "question", "reason"),
-    "check_call": ("result", "question", "reason", "answer_pending", "cancel_pending"),
-    "answer_call": ("result", "question", "answer_pending"),
-    "cancel_call": ("result", "reason", "cancel_pending"),
-}
-_TYPES = {"answer_pending": "b", "cancel_pending": "b"}
-for _name, _keys in _MORE.items():
-    OUTPUT_SCHEMAS[_name] = _output(_STATE + " ".join(f"{k}:{_TYPES.get(k, 's')}" for k in _keys))
-    OUTPUT_SOMETIMES[_name] = _keys
-OUTPUT_SCHEMAS["list_calls"] = _output("count:i calls:a")
-
 # -- handlers ------------------------------------------------------------------------------------
 
 
 async def _caller(client: Any, policy: Any) -> AgentCaller:
     """This toolkit's caller: its reply mailbox is the pinned one, else ``{agent_mailbox}.calls``
     (both durable: a restarted agent finds its calls), else a private one for this toolkit."""
-    from .operations import OperationError
-
     state = policy.call_state
     address = (
         state.get("reply")
@@ -130,12 +119,13 @@ async def _caller(client: Any, policy: Any) -> AgentCaller:
     return caller
 
 
-def _shown(state: CallState, policy: Any) -> dict[str, Any]:
+def _shown(state: CallState, policy: Any, result: type[CallStarted | CallStatus]) -> Any:
     view = state.view()
+    note = None
     for key in ("result", "question", "reason"):
         if key in view and len(view[key]) > policy.max_payload_chars:
             view[key] = clipped(view[key], policy.max_payload_chars)
-            view["note"] = f"{key} cut to {policy.max_payload_chars} characters"
+            note = f"{key} cut to {policy.max_payload_chars} characters"
     advice = {
         w.SUBMITTED: "The agent has not taken it yet (it may be offline): check_call(task_id="
         f"'{state.task_id}', wait_seconds=60) later; the result waits for you.",
@@ -146,13 +136,9 @@ def _shown(state: CallState, policy: Any) -> dict[str, Any]:
     if state.answer_pending:
         advice = f"Your answer waits for the agent: check_call(task_id='{state.task_id}', "
         advice += "wait_seconds=60)."
-    if advice:
-        view["next_step"] = advice
     if state.state in (w.COMPLETED, w.INPUT_REQUIRED):
-        from .operations import DATA_NOTE
-
-        view["note"] = " ".join(filter(None, [view.get("note"), DATA_NOTE]))
-    return view
+        note = " ".join(filter(None, [note, DATA_NOTE]))
+    return result(**view, next_step=advice, note=note)
 
 
 def _progress() -> Callable[[CallState], Awaitable[None]] | None:
@@ -168,13 +154,11 @@ def _progress() -> Callable[[CallState], Awaitable[None]] | None:
 
 async def _resolve(client: Any, agent: str, policy: Any) -> dict[str, Any]:
     """The agent named ``agent``, else the best match for it as a capability."""
-    from .operations import OperationError, _discover
-
-    listing = await _discover(client)
+    listing = await discover(client)
     named = [a for a in listing if a.get("name") == agent and a.get("mailbox")]
     if named:
         return named[0]
-    found = await _discover(client, **{policy.discover_by: agent, "limit": 1})
+    found = await discover(client, **{policy.discover_by: agent, "limit": 1})
     found = [a for a in found if a.get("mailbox")]
     if not found:
         raise OperationError(
@@ -184,9 +168,7 @@ async def _resolve(client: Any, agent: str, policy: Any) -> dict[str, Any]:
     return found[0]
 
 
-async def _call_agent(client: Any, args: CallAgentInput, policy: Any) -> Any:
-    from .operations import OperationError, Outcome
-
+async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome:
     if args.context_id and not w.is_valid_id(args.context_id):
         raise OperationError("context_id: use the context_id an earlier call returned")
     agent = await _resolve(client, args.agent, policy)
@@ -203,23 +185,21 @@ async def _call_agent(client: Any, args: CallAgentInput, policy: Any) -> Any:
         )
     except CallError as exc:
         raise OperationError(str(exc)) from None
-    return Outcome(_shown(state, policy), state)
+    return Outcome(_shown(state, policy, CallStarted), state)
 
 
 async def _with_caller(
     client: Any, policy: Any, act: Callable[[AgentCaller], Awaitable[CallState]]
-) -> Any:
-    from .operations import OperationError, Outcome
-
+) -> Outcome:
     caller = await _caller(client, policy)
     try:
         state = await act(caller)
     except CallError as exc:
         raise OperationError(str(exc)) from None
-    return Outcome(_shown(state, policy), state)
+    return Outcome(_shown(state, policy, CallStatus), state)
 
 
-async def _check_call(client: Any, args: CheckCallInput, policy: Any) -> Any:
+async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome:
     return await _with_caller(
         client,
         policy,
@@ -227,7 +207,7 @@ async def _check_call(client: Any, args: CheckCallInput, policy: Any) -> Any:
     )
 
 
-async def _answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Any:
+async def answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Outcome:
     return await _with_caller(
         client,
         policy,
@@ -235,71 +215,19 @@ async def _answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Any:
     )
 
 
-async def _cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Any:
-    return await _with_caller(client, policy, lambda c: c.cancel(args.task_id, wait=2))
+async def cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Outcome:
+    return await _with_caller(client, policy, lambda c: c.cancel(args.task_id, wait=CANCEL_WAIT))
 
 
-async def _list_calls(client: Any, args: ListCallsInput, policy: Any) -> Any:
-    from .operations import Outcome
-
+async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome:
     caller = await _caller(client, policy)
     states = await caller.calls()
-    views = [
-        {k: v for k, v in _shown(s, policy).items() if k not in ("note", "next_step")}
+    views = [  # each call's state, without the advice for it
+        replace(_shown(s, policy, CallStatus), next_step=None, note=None).content()
         for s in states
         if not args.state or w.short_state(s.state) == args.state.strip().lower()
     ]
-    return Outcome({"count": len(views), "calls": views}, states)
-
-
-# -- the catalog entries -------------------------------------------------------------------------
-
-
-def call_operations() -> dict[str, Any]:
-    from .operations import Operation
-
-    @dataclass(frozen=True)
-    class CallOperation(Operation):
-        """A call tool: its words live here, not in schemas.py, and only a policy with
-        ``calls`` allows it."""
-
-        in_default_set: bool = False
-
-        def describe(self, policy: Any = None) -> str:
-            return DESCRIPTIONS[self.name]
-
-        def input_schema(self, policy: Any = None) -> dict[str, Any]:
-            from .schemas import input_schema
-
-            return input_schema(self.input_model)
-
-        def allowed(self, policy: Any) -> bool:
-            return policy.calls and (self.read_only or not policy.read_only)
-
-        def wait_seconds(self, args: BaseModel) -> float:
-            return float(getattr(args, "wait_seconds", 0) or 0) + (
-                2.0 if self.name == "cancel_call" else 0.0
-            )
-
-    entries = (
-        CallOperation("call_agent", "Delegate a task to an agent", CallAgentInput, _call_agent),
-        CallOperation(
-            "check_call", "Check a delegated task", CheckCallInput, _check_call, read_only=True
-        ),
-        CallOperation("answer_call", "Answer a delegated task", AnswerCallInput, _answer_call),
-        CallOperation(
-            "cancel_call",
-            "Cancel a delegated task",
-            CancelCallInput,
-            _cancel_call,
-            destructive=True,
-            idempotent=True,
-        ),
-        CallOperation(
-            "list_calls", "List delegated tasks", ListCallsInput, _list_calls, read_only=True
-        ),
-    )
-    return {op.name: op for op in entries}
+    return Outcome(CallsListed(count=len(views), calls=views), states)
 
 
 CALL_OPERATION_NAMES = tuple(DESCRIPTIONS)

@@ -138,7 +138,7 @@ class AgentReportInput(_Input):
 
 # -- descriptions ------------------------------------------------------------------------------
 
-_DESCRIPTIONS = {
+DESCRIPTIONS = {
     "agent_register": "Publish this agent in the mq9 registry, where others look agents up by "
     "capabilities; creates its mailbox. Call once, at start.",
     "agent_discover": "Find agents by what they can do, best match first, each with the mailbox "
@@ -167,10 +167,11 @@ _REPLY_TO_ANY = (
 )
 
 
-def tool_description(name: str, agent_mailbox: str | None = None) -> str:
-    """The description of tool ``name`` for a toolkit whose own mailbox is ``agent_mailbox``."""
+def tool_description(text: str, agent_mailbox: str | None = None) -> str:
+    """A tool's description ``text`` (one of ``DESCRIPTIONS``) for a toolkit whose own mailbox
+    is ``agent_mailbox``."""
     reply = _REPLY_TO_MINE.format(mailbox=agent_mailbox) if agent_mailbox else _REPLY_TO_ANY
-    return _DESCRIPTIONS[name].format(reply=reply)
+    return text.format(reply=reply)
 
 
 # -- schemas -----------------------------------------------------------------------------------
@@ -212,51 +213,3 @@ def input_schema(model: type[_Input], agent_mailbox: str | None = None) -> dict[
     if required:
         schema["required"] = required
     return schema
-
-
-# -- output schemas (MCP's outputSchema: the shape of each result's structuredContent) --------
-
-# Words for the model that a result may carry beside its data: what to do next, a warning on
-# payloads from others, which one filter a QUERY used. Output schemas leave them undeclared
-# (an output schema is for programs reading the data; these strings are not data).
-ADVICE = ("note", "next_step", "filter_used", "warning")
-
-_TYPES = {
-    "s": {"type": "string"},
-    "i": {"type": "integer"},
-    "b": {"type": "boolean"},
-    "a": {"type": "array"},
-    "o": {"type": "object"},
-}
-
-
-def _output(fields: str) -> dict[str, Any]:
-    """An object schema from ``"key:t ..."`` (t: s string, i integer, b boolean, a array,
-    o object). It declares every data key a result can carry, with its type, and nothing
-    more: no ``required`` (a few keys appear only in some results: ``OUTPUT_SOMETIMES``),
-    and further keys allowed (the ``ADVICE`` strings). Kept this short because MCP clients
-    receive it in every tools/list (bench/tokens.py counts it)."""
-    pairs = [item.split(":") for item in fields.split()]
-    return {"type": "object", "properties": {key: _TYPES[kind] for key, kind in pairs}}
-
-
-OUTPUT_SCHEMAS: dict[str, dict[str, Any]] = {
-    "agent_register": _output("registered:b mail_address:s mailbox_created:b registered_card:o"),
-    "agent_discover": _output("count:i agents:a"),
-    "create_mailbox": _output("mail_address:s"),
-    "send_message": _output("sent:b msg_id:i"),
-    "fetch_messages": _output("count:i messages:a unacked_earlier:a"),
-    "ack_messages": _output("confirmed:a still_unacked:a"),
-    "query_messages": _output("count:i messages:a"),
-    "delete_message": _output("deleted:b msg_id:i"),
-    "agent_unregister": _output("unregistered:s"),
-    "agent_report": _output("reported:b name:s"),
-}
-
-# The data keys of OUTPUT_SCHEMAS that only some results carry (the tests hold every other
-# declared key to be in every result).
-OUTPUT_SOMETIMES = {
-    "agent_register": ("registered_card",),
-    "fetch_messages": ("unacked_earlier",),
-    "ack_messages": ("still_unacked",),
-}

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from .call_tools import CALL_OPERATION_NAMES
 from .connection import Mq9Connection
-from .leases import DEFAULT_LEASE_TTL, MIN_LEASE_TTL
-from .operations import (
-    DEFAULT_DISCOVER_LIMIT,
-    DEFAULT_GROUP,
-    DEFAULT_MAX_PAYLOAD_CHARS,
-    DEFAULT_NUM_MSGS,
-    DEFAULT_OPERATIONS,
-    OPERATIONS,
-    ToolPolicy,
-)
+from .operations import DEFAULT_OPERATIONS, OPERATIONS
 from .redaction import redact, redact_options
+from .tool_config import ToolConfig
+from .tool_policy import ToolPolicy
 from .tools import TOOL_CLASSES
 
 
@@ -30,7 +23,7 @@ def default_server() -> str | None:
     return os.environ.get("MQ9_SERVER") or os.environ.get("NATS_URL") or None
 
 
-class Mq9Toolkit(BaseToolkit):
+class Mq9Toolkit(BaseToolkit, ToolConfig):
     """The eight mq9 tools for an agent, sharing lazily opened connections (one per event loop
     that calls, one for sync code; see ``connection.py``), never one per call.
 
@@ -46,19 +39,16 @@ class Mq9Toolkit(BaseToolkit):
     its messages taken over after ``lease_ttl`` seconds (docs/groups.md).
 
     ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extra ones you
-    can add); ``allowed_mailboxes`` limits the mailboxes and agent names the model may touch
-    to these address prefixes (plus ``agent_mailbox`` and the mailboxes it creates; ``[]``:
-    only those); ``read_only`` leaves only discover, query and a fetch that takes nothing;
-    ``max_payload_chars`` cuts what other agents wrote (payloads, keys, tags, agent cards)
-    before the model sees it (with a note). Close with ``await toolkit.aclose()``,
-    ``toolkit.close()`` or a ``with`` block.
-
-    Knobs a model rarely needs are pinned here, not tool arguments: ``agent_mailbox`` (this
-    agent's own mailbox: the mailbox arguments of fetch, ack, query, delete and the name of
-    agent_register default to it, and the descriptions name it, e.g. as the reply_to to use),
-    ``agent_card`` (extra A2A card fields agent_register publishes: version, provider,
-    skills, ...), ``default_group``, ``deliver`` (where the group starts the first time it reads
-    a mailbox), ``num_msgs`` (messages per fetch), ``discover_by`` and ``discover_limit``.
+    can add). The tool settings are ``ToolConfig``'s fields (``tool_config.py``, where each is
+    described; ``mq9-mcp`` has a flag for each): ``allowed_mailboxes`` limits the mailboxes and
+    agent names the model may touch (plus ``agent_mailbox`` and the mailboxes it creates);
+    ``read_only`` leaves only discover, query and a fetch that takes nothing;
+    ``max_payload_chars`` cuts what other agents wrote before the model sees it (with a note);
+    ``tool_prefix`` goes before every tool name. Knobs a model rarely needs are pinned here,
+    not tool arguments: ``agent_mailbox`` (this agent's own mailbox: the mailbox arguments
+    default to it, the descriptions name it as the reply_to to use), ``agent_card``,
+    ``default_group``, ``deliver``, ``num_msgs``, ``discover_by`` and ``discover_limit``. Close
+    with ``await toolkit.aclose()``, ``toolkit.close()`` or a ``with`` block.
     """
 
     server: str | None = Field(
@@ -66,60 +56,13 @@ class Mq9Toolkit(BaseToolkit):
     )
     client: Any = Field(default=None, description="An open Mq9Client to use instead of server")
     tools: Sequence[str] | None = Field(default=None, description="Tool names; default the eight")
-    default_group: str = DEFAULT_GROUP
-    worker: str | None = Field(
-        default=None,
-        description="This toolkit's name among the competing workers of a consumer group "
-        "(default None: the group's one reader). A restarted worker that uses its old name "
-        "takes back the messages it held.",
-    )
-    lease_ttl: int = Field(
-        default=DEFAULT_LEASE_TTL,
-        ge=MIN_LEASE_TTL,
-        description="With worker: seconds a worker may hold a message before another takes it "
-        "over (longer than handling one takes)",
-    )
-    agent_mailbox: str | None = Field(
-        default=None,
-        description="This agent's own mailbox: mailbox arguments default to it, descriptions "
-        "name it (e.g. as the reply_to to give)",
-    )
-    agent_card: dict[str, Any] | None = Field(
-        default=None,
-        description="Extra A2A AgentCard fields agent_register publishes (version, provider, "
-        "skills as [{id, name, description, tags}], ...)",
-    )
-    deliver: Literal["earliest", "latest"] = Field(
-        default="earliest",
-        description="Where a consumer group starts the first time it reads a mailbox: "
-        "everything stored, or from the newest stored message on",
-    )
-    num_msgs: int = Field(default=DEFAULT_NUM_MSGS, ge=1, le=100, description="Per fetch")
-    discover_by: Literal["semantic", "text"] = Field(
-        default="semantic",
-        description="How agent_discover searches: by meaning (semantic, ranks every agent) or "
-        "full-text keywords (text, only agents holding a query word)",
-    )
-    discover_limit: int = Field(default=DEFAULT_DISCOVER_LIMIT, ge=1, le=100)
-    calls: bool = Field(
-        default=False,
-        description="Add the agent-call tools (call_agent, check_call, answer_call, "
-        "cancel_call, list_calls) to the chosen ones; naming one in tools= allows them too",
-    )
-    reply_mailbox: str | None = Field(
-        default=None,
-        description="Where the call tools' results wait (default '<agent_mailbox>.calls'): a "
-        "restarted agent with the same one picks up its calls",
-    )
-    allowed_mailboxes: Sequence[str] | None = None
-    read_only: bool = False
-    max_payload_chars: int = Field(default=DEFAULT_MAX_PAYLOAD_CHARS, ge=1)
     request_timeout: float = Field(default=5.0, gt=0)
     client_options: dict[str, Any] = Field(
         default_factory=dict,
         description="More Mq9Client options: user, password, token, creds, tls",
     )
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # Built on ToolConfig for its fields and checks, but a toolkit itself is not frozen.
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=False, extra="ignore")
 
     _connection: Mq9Connection = PrivateAttr()
     _policy: ToolPolicy = PrivateAttr()
@@ -154,24 +97,9 @@ class Mq9Toolkit(BaseToolkit):
             self._connection = Mq9Connection(
                 server, request_timeout=self.request_timeout, **self.client_options
             )
-        self._policy = ToolPolicy(
-            default_group=self.default_group,
-            allowed_mailboxes=(
-                None if self.allowed_mailboxes is None else tuple(self.allowed_mailboxes)
-            ),
-            read_only=self.read_only,
-            max_payload_chars=self.max_payload_chars,
-            agent_mailbox=self.agent_mailbox,
-            agent_card=dict(self.agent_card) if self.agent_card is not None else None,
-            deliver=self.deliver,
-            num_msgs=self.num_msgs,
-            discover_by=self.discover_by,
-            discover_limit=self.discover_limit,
-            calls=self.calls or bool(set(self.tools or ()) & set(CALL_OPERATION_NAMES)),
-            reply_mailbox=self.reply_mailbox,
-            worker=self.worker,
-            lease_ttl=self.lease_ttl,
-        )
+        settings = {name: getattr(self, name) for name in ToolConfig.model_fields}
+        settings["calls"] = self.calls or bool(set(self.tools or ()) & set(CALL_OPERATION_NAMES))
+        self._policy = ToolPolicy(ToolConfig(**settings))
 
     @property
     def connection(self) -> Mq9Connection:

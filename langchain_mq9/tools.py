@@ -58,7 +58,7 @@ class Mq9Tool(BaseTool):
         policy = data.get("policy")
         if not isinstance(policy, ToolPolicy):
             policy = data["policy"] = ToolPolicy()
-        data.setdefault("name", operation.name)
+        data.setdefault("name", policy.tool_name(operation.name))
         data.setdefault("description", operation.describe(policy))
         data.setdefault("args_schema", operation.input_schema(policy))
         if "connection" not in data:

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
+import typing
 from collections.abc import Sequence
 
 import anyio
+from pydantic import ValidationError
 
 from langchain_mq9 import __version__
 from langchain_mq9._cli import configure_logging as configure_stderr_logging
 from langchain_mq9._cli import port, positive_float, positive_int
 from langchain_mq9.connection import Mq9Connection
-from langchain_mq9.leases import DEFAULT_LEASE_TTL
-from langchain_mq9.operations import (
-    DEFAULT_DISCOVER_LIMIT,
-    DEFAULT_GROUP,
-    DEFAULT_MAX_PAYLOAD_CHARS,
-    DEFAULT_NUM_MSGS,
-    DELIVER_CHOICES,
-    DISCOVER_CHOICES,
-    ToolPolicy,
-)
-from langchain_mq9.protocol import Mq9Error, check_group_name, is_valid_address
+from langchain_mq9.protocol import Mq9Error
+from langchain_mq9.tool_config import ToolConfig
+from langchain_mq9.tool_policy import ToolPolicy
 
 from .http_app import (
     DEFAULT_MAX_SESSIONS,
@@ -86,23 +79,6 @@ def _env(*names: str) -> str | None:
         if value:
             return value
     return None
-
-
-def _up_to_100(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 100, got {value}")
-    return value
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
 
 
 def _netloc(host: str, port: int) -> str:
@@ -177,107 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"counts as one) and free its state (default: {DEFAULT_SESSION_IDLE_TIMEOUT:g})",
     )
 
-    safety = parser.add_argument_group("what the tools may do")
-    safety.add_argument(
-        "--allowed-mailboxes",
-        metavar="PREFIXES",
-        help="comma-separated address prefixes the tools may touch, e.g. 'team,agent.me' "
-        "('team' allows team and team.x), as mailboxes and as agent names; mailboxes a "
-        "client creates are allowed too (default: all)",
-    )
-    safety.add_argument(
-        "--read-only",
-        action="store_true",
-        help="only agent_discover, query_messages and fetch_messages without a consumer group",
-    )
-    safety.add_argument(
-        "--default-group",
-        default=DEFAULT_GROUP,
-        metavar="NAME",
-        help=f"consumer group for fetch/ack when a call names none (default: {DEFAULT_GROUP})",
-    )
-    safety.add_argument(
-        "--max-payload-chars",
-        type=positive_int,
-        default=DEFAULT_MAX_PAYLOAD_CHARS,
-        metavar="N",
-        help="cut payloads shown to the model after N characters, with a note "
-        f"(default: {DEFAULT_MAX_PAYLOAD_CHARS})",
-    )
-
-    safety.add_argument(
-        "--calls",
-        action="store_true",
-        help="also list the agent-call tools: call_agent, check_call, answer_call, "
-        "cancel_call, list_calls (A2A tasks over mq9)",
-    )
-    safety.add_argument(
-        "--reply-mailbox",
-        metavar="ADDRESS",
-        help="where the call tools' results wait (default: '<agent-mailbox>.calls', else a "
-        "private mailbox per session); a restarted server with the same one finds its calls",
-    )
-
-    knobs = parser.add_argument_group(
-        "pinned tool settings (what the model does not choose)",
-    )
-    knobs.add_argument(
-        "--agent-mailbox",
-        metavar="ADDRESS",
-        help="this agent's own mailbox: fetch, ack, query and delete default to it, "
-        "agent_register registers it, and the tool descriptions name it (e.g. as reply_to)",
-    )
-    knobs.add_argument(
-        "--agent-card",
-        type=_json_object,
-        metavar="JSON",
-        help="extra A2A AgentCard fields agent_register publishes, e.g. "
-        '\'{"version": "1.0", "provider": {"organization": "Acme"}}\'',
-    )
-    knobs.add_argument(
-        "--deliver",
-        choices=DELIVER_CHOICES,
-        default="earliest",
-        help="where the consumer group starts the first time it reads a mailbox: everything "
-        "stored, or from the newest stored message on (default: earliest)",
-    )
-    knobs.add_argument(
-        "--num-msgs",
-        type=_up_to_100,
-        default=DEFAULT_NUM_MSGS,
-        metavar="N",
-        help=f"messages per fetch_messages call (default: {DEFAULT_NUM_MSGS})",
-    )
-    knobs.add_argument(
-        "--worker",
-        metavar="NAME",
-        help="this server's name among the competing workers of the consumer group (several "
-        "agents sharing a mailbox, each with its own name): leases keep them from getting the "
-        "same message. Default: none, the group's one reader; what it fetched and did not ack "
-        "is handed out again to whoever reads the group next (docs/groups.md)",
-    )
-    knobs.add_argument(
-        "--lease-ttl",
-        type=int,
-        default=DEFAULT_LEASE_TTL,
-        metavar="SECONDS",
-        help="with --worker: how long a worker may hold a message before another takes it "
-        f"over; longer than handling one takes (default: {DEFAULT_LEASE_TTL})",
-    )
-    knobs.add_argument(
-        "--discover-by",
-        choices=DISCOVER_CHOICES,
-        default="semantic",
-        help="how agent_discover searches: by meaning, or full-text keywords (default: semantic)",
-    )
-    knobs.add_argument(
-        "--discover-limit",
-        type=_up_to_100,
-        default=DEFAULT_DISCOVER_LIMIT,
-        metavar="N",
-        help=f"agents per agent_discover search (default: {DEFAULT_DISCOVER_LIMIT})",
-    )
-
+    add_tool_flags(parser)
     parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
@@ -285,6 +161,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level; logs always go to stderr (default: info)",
     )
     return parser
+
+
+def add_tool_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for each ``ToolConfig`` field (``--agent-mailbox`` for ``agent_mailbox``), whose
+    description is its help; the values are checked by ``ToolConfig`` (``tool_config``)."""
+    group = parser.add_argument_group(
+        "tool settings (Mq9Toolkit's options, in langchain_mq9.tool_config)"
+    )
+    for name, field in ToolConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            group.add_argument(flag, action="store_true", help=field.description)
+            continue
+        literal = typing.get_origin(field.annotation) is typing.Literal
+        shown = f" (default: {field.default})" if field.default not in (None, "") else ""
+        choices = typing.get_args(field.annotation) if literal else None
+        group.add_argument(flag, choices=choices, help=f"{field.description}{shown}")
+
+
+def tool_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolConfig:
+    """The ``ToolConfig`` of the flags given (the others keep its defaults); a value it refuses
+    stops the program with its flag named."""
+    given = {name: getattr(args, name) for name in ToolConfig.model_fields}
+    try:
+        return ToolConfig(**{name: value for name, value in given.items() if value is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = "--" + str(error["loc"][0]).replace("_", "-")
+        parser.error(f"{flag}: {error['msg'].removeprefix('Value error, ')}")
 
 
 def configure_logging(level: str) -> None:
@@ -301,49 +206,6 @@ def _normal_disconnects(record: logging.LogRecord) -> bool:
     return not (
         type(error).__name__ == "ClosedResourceError" and "SSE writer" in record.getMessage()
     )
-
-
-def _policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolPolicy:
-    allowed = None
-    if args.allowed_mailboxes is not None:
-        prefixes = (p.strip().rstrip(".") for p in args.allowed_mailboxes.split(","))
-        allowed = tuple(p for p in prefixes if p)
-        bad = [p for p in allowed if not is_valid_address(p)]
-        if bad or not allowed:
-            parser.error(
-                f"--allowed-mailboxes: {bad[0] if bad else 'no prefix given'!r} is not a "
-                "mailbox address prefix (lowercase letters, digits and dots, e.g. 'team')"
-            )
-    try:
-        check_group_name(args.default_group)
-    except Mq9Error as exc:
-        parser.error(f"--default-group: {exc}")
-    if args.reply_mailbox is not None and not is_valid_address(args.reply_mailbox):
-        parser.error(f"--reply-mailbox: {args.reply_mailbox!r} is not a mailbox address")
-    if args.agent_mailbox is not None and not is_valid_address(args.agent_mailbox):
-        parser.error(
-            f"--agent-mailbox: {args.agent_mailbox!r} is not a mailbox address (lowercase "
-            "letters, digits and dots, e.g. 'agent.me')"
-        )
-    try:
-        return ToolPolicy(
-            default_group=args.default_group,
-            allowed_mailboxes=allowed,
-            read_only=args.read_only,
-            max_payload_chars=args.max_payload_chars,
-            agent_mailbox=args.agent_mailbox,
-            agent_card=args.agent_card,
-            deliver=args.deliver,
-            num_msgs=args.num_msgs,
-            discover_by=args.discover_by,
-            discover_limit=args.discover_limit,
-            worker=args.worker,
-            lease_ttl=args.lease_ttl,
-            calls=args.calls,
-            reply_mailbox=args.reply_mailbox,
-        )
-    except ValueError as exc:  # what the policy itself refuses (e.g. a reserved prefix)
-        parser.error(str(exc))
 
 
 def _stdin_is_terminal() -> bool:
@@ -401,7 +263,7 @@ def _main(argv: Sequence[str] | None) -> int:
     credentials = {
         option: getattr(args, option) or _env(*names) for option, names in CREDENTIAL_ENV.items()
     }
-    policy = _policy(args, parser)
+    policy = ToolPolicy(tool_config(args, parser))
     try:
         connection = Mq9Connection(
             server_url,

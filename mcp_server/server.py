@@ -39,6 +39,7 @@ from langchain_mq9.operations import (
     ToolPolicy,
     explain,
     explain_validation,
+    prefixed,
 )
 from langchain_mq9.protocol import Mq9Error
 from langchain_mq9.redaction import redact
@@ -84,7 +85,7 @@ def tool_annotations(operation: Operation) -> types.ToolAnnotations:
 def tool_definition(operation: Operation, policy: ToolPolicy | None = None) -> types.Tool:
     """The MCP tool for one catalog operation, as the toolkit with ``policy`` describes it."""
     return types.Tool(
-        name=operation.name,
+        name=policy.tool_name(operation.name) if policy else operation.name,
         title=operation.title,
         description=operation.describe(policy),
         inputSchema=operation.input_schema(policy),
@@ -108,9 +109,11 @@ async def call_operation(
     connection: Mq9Connection, policy: ToolPolicy, name: str, arguments: dict[str, Any] | None
 ) -> types.CallToolResult:
     """Run one tool call; every outcome, good or bad, is a ``CallToolResult``."""
-    operation = OPERATIONS.get(name)
+    prefix = policy.tool_prefix
+    operation = OPERATIONS.get(name[len(prefix) :]) if name.startswith(prefix) else None
     if operation is None:
-        return error_result(f"unknown tool {name!r}: the mq9 tools are {', '.join(OPERATIONS)}")
+        names = ", ".join(policy.tool_name(known) for known in OPERATIONS)
+        return error_result(f"unknown tool {name!r}: the mq9 tools are {names}")
     try:
         args = operation.input_model.model_validate(arguments or {})
     except ValidationError as exc:
@@ -159,13 +162,14 @@ def create_server(
     @asynccontextmanager
     async def session_policy(_: Server) -> AsyncIterator[ToolPolicy]:
         # The SDK enters this once per session (server.run), not once per process.
-        session = policy.session()
         if sessions_compete:
-            session.worker = f"{policy.worker or 'mcp'}-{secrets.token_hex(4)}"
-        yield session
+            yield policy.session(worker=f"{policy.worker or 'mcp'}-{secrets.token_hex(4)}")
+        else:
+            yield policy.session()
 
+    instructions = prefixed(INSTRUCTIONS, policy)
     server: Server = Server(
-        SERVER_NAME, version=__version__, instructions=INSTRUCTIONS, lifespan=session_policy
+        SERVER_NAME, version=__version__, instructions=instructions, lifespan=session_policy
     )
     tools = tool_definitions(policy)
 

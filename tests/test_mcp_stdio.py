@@ -288,18 +288,18 @@ async def test_stdout_carries_only_protocol_messages():
 
 
 def test_pinned_tool_settings_are_server_options():
-    from mcp_server.cli import _policy, build_parser
+    from mcp_server.cli import build_parser, tool_config
 
     parser = build_parser()
     args = parser.parse_args(
         ["--agent-mailbox", "agent.me", "--agent-card", '{"version": "2.0"}', "--deliver",
          "latest", "--num-msgs", "3", "--discover-by", "text", "--discover-limit", "5"]
     )  # fmt: skip
-    policy = _policy(args, parser)
+    policy = tool_config(args, parser)
     assert (policy.agent_mailbox, policy.agent_card) == ("agent.me", {"version": "2.0"})
     assert (policy.deliver, policy.num_msgs) == ("latest", 3)
     assert (policy.discover_by, policy.discover_limit) == ("text", 5)
     for bad in (["--agent-mailbox", "Agent Me"], ["--num-msgs", "0"], ["--agent-card", "[1]"],
                 ["--deliver", "from_id"]):  # fmt: skip
         with pytest.raises(SystemExit):
-            _policy(parser.parse_args(bad), parser)
+            tool_config(parser.parse_args(bad), parser)

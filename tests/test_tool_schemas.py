@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.operations import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
-from langchain_mq9.schemas import ADVICE, OUTPUT_SOMETIMES
+from langchain_mq9.tool_results import ADVICE
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # bench/ is a folder of the repository, not of the package
@@ -359,7 +359,7 @@ async def test_every_mcp_output_schema_matches_what_the_tool_returns():
             jsonschema.validate(content, schema)
             declared = set(schema["properties"])
             assert set(content) <= declared | set(ADVICE), (name, set(content) - declared)
-            always = declared - set(OUTPUT_SOMETIMES.get(name, ()))
+            always = declared - OPERATIONS[name].result.optional_keys()
             assert always <= set(content), (name, always - set(content))
             seen[name] |= set(content)
             return content
@@ -406,10 +406,21 @@ async def _run_call_tools(client: Mq9Client, run: Any) -> None:
         asked = await run("call_agent", agent="agent.upper", task="ask", wait_seconds=10)
         assert asked["state"] == "input-required", asked
         await run("check_call", task_id=asked["task_id"])
+        # two more questions, answered and canceled while the agent is offline
+        answered_first, canceled_first = [
+            await run("call_agent", agent="agent.upper", task="ask", wait_seconds=10)
+            for _ in range(2)
+        ]
     # The agent is offline: an answer and a cancel wait for it.
     pending = await run("answer_call", task_id=asked["task_id"], answer="en")
     assert pending["answer_pending"] is True
     await run("check_call", task_id=asked["task_id"])
+    await run("answer_call", task_id=answered_first["task_id"], answer="en")
+    both = await run("cancel_call", task_id=answered_first["task_id"])
+    assert both["answer_pending"] and both["cancel_pending"] and "question" in both, both
+    await run("cancel_call", task_id=canceled_first["task_id"])
+    both = await run("answer_call", task_id=canceled_first["task_id"], answer="en")
+    assert both["answer_pending"] and both["cancel_pending"], both
     queued = await run("call_agent", agent="agent.upper", task="later")
     assert queued["state"] == "submitted", queued
     assert (await run("cancel_call", task_id=queued["task_id"]))["cancel_pending"] is True
@@ -424,13 +435,18 @@ async def _run_call_tools(client: Mq9Client, run: Any) -> None:
         await run("check_call", task_id=failed["task_id"])
         again = await run("call_agent", agent="agent.upper", task="ask", wait_seconds=10)
         await run("answer_call", task_id=again["task_id"], answer="fr", wait_seconds=10)
+        refused = await run("call_agent", agent="agent.upper", task="ask", wait_seconds=10)
+        refused = await run(
+            "answer_call", task_id=refused["task_id"], answer="fail", wait_seconds=10
+        )
+        assert refused["state"] == "failed" and refused["reason"], refused
         listed = await run("list_calls", state="")
-        assert listed["count"] == 5, listed
+        assert listed["count"] == 8, listed
 
 
 def asking_graph() -> Any:
-    """A graph that asks (``interrupt``) when the text says "ask", fails on "fail", and
-    otherwise shouts the text back."""
+    """A graph that asks (``interrupt``) when the text says "ask", fails on "fail" (as a text or
+    an answer), and otherwise shouts the text back."""
     from typing import TypedDict
 
     from langgraph.checkpoint.memory import InMemorySaver
@@ -445,7 +461,10 @@ def asking_graph() -> Any:
         if state["text"] == "fail":
             raise ValueError("cannot do that")
         if state["text"] == "ask":
-            return {"out": f"ask {interrupt('which language?')}"}
+            answer = interrupt("which language?")
+            if answer == "fail":
+                raise ValueError("cannot answer that")
+            return {"out": f"ask {answer}"}
         return {"out": state["text"].upper()}
 
     builder = StateGraph(State)

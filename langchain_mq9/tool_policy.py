@@ -1,0 +1,162 @@
+"""``ToolPolicy``: one agent's use of the tools (a toolkit's, or an MCP session's): its frozen
+``ToolConfig`` and what it remembers while it works.
+
+The rules are RobustMQ's (see ``broker/engine.py``): a consumer group's FETCH hands the same
+messages out again until they are acked, and an ACK moves every priority lane of the group, so
+the tools read groups through one ``GroupReader`` per mailbox and group, kept here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
+
+from .consumer import GroupReader, fixed_start
+from .leases import RESERVED_ROOT, is_reserved
+from .protocol import QUOTE_CHARS, check_address, clipped, quoted
+from .tool_config import ToolConfig
+from .tool_errors import OperationError, invalid
+
+# The client of the tool call under way. A toolkit's connection gives each event loop (and sync
+# callers) a client of its own, while a reader's bookkeeping must outlive them all: readers
+# hold a stand-in that resolves to this.
+CALL_CLIENT: ContextVar[Any] = ContextVar("mq9_call_client")
+
+
+class _CallClient:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(CALL_CLIENT.get(), name)
+
+
+def _queries_tags(client: Any) -> bool:
+    try:
+        return "tags" in inspect.signature(client.query).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@dataclass
+class GroupReading:
+    """One mailbox read with one group: the reader, and the msg_ids it handed to the model that
+    are not acked yet, in the order handed out (ack_messages confirms a prefix of them)."""
+
+    reader: Any
+    unacked: list[int] = field(default_factory=list)
+    # Where the group starts, fixed by the first fetch. Until a group acks, RobustMQ starts
+    # every FETCH at its deliver policy, and "latest" is the newest message at that moment:
+    # messages arriving between two fetches would be skipped.
+    start: tuple[str, int | None] | None = None
+
+    async def fetch(self, num_msgs: int, deliver: str, max_wait_ms: int) -> list:
+        deliver, from_id = self.start or (deliver, None)
+        found = await self.reader.fetch(
+            num_msgs=num_msgs, max_wait_ms=max_wait_ms, deliver=deliver, from_id=from_id
+        )
+        if self.start is None:
+            self.start = fixed_start(deliver, from_id, self.reader.last_answer)
+        self.unacked.extend(m.msg_id for m in found)
+        return found
+
+
+def _reserved(what: str, shown: str) -> str:
+    return (
+        f"{what} {shown} is reserved: addresses under '{RESERVED_ROOT}.' hold this library's "
+        "own records (consumer-group leases); use another name"
+    )
+
+
+class ToolPolicy:
+    """The rules of one agent's tools (``config``, whose settings read as the policy's own:
+    ``policy.agent_mailbox``) and what it remembers: the mailboxes it ``created`` (allowed
+    whatever the allow-list), its group ``readings`` and its agent calls' ``call_state``.
+
+    ``ToolPolicy(config)``, or ``ToolPolicy(**settings)`` for a new ``ToolConfig``."""
+
+    def __init__(self, config: ToolConfig | None = None, /, **settings: Any) -> None:
+        self.config = ToolConfig(**settings) if config is None else config
+        if config is not None and settings:
+            raise TypeError("give a ToolConfig or its settings, not both")
+        self.created: set[str] = set()
+        self.readings: dict[tuple[str, str], GroupReading] = {}
+        self.call_state: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"ToolPolicy({self.config!r}, created={self.created!r})"
+
+    def session(self, **changes: Any) -> ToolPolicy:
+        """The same rules (with ``changes``, e.g. a worker name) and nothing remembered: for
+        another agent (an MCP session), which must neither use this one's mailboxes nor get its
+        messages. It reads as the same worker (or the group's one reader) unless told: a
+        session is the agent again, e.g. restarted."""
+        return ToolPolicy(self.config.model_copy(update=changes) if changes else self.config)
+
+    def tool_name(self, name: str) -> str:
+        return self.config.tool_prefix + name
+
+    def reading(self, client: Any, mail_address: str, group: str) -> GroupReading:
+        key = (mail_address, group)
+        if key not in self.readings:
+            # Leases need QUERY by tags, which the official SDK's client lacks: with it the
+            # reader still hands each message out once, but competing toolkits may share one.
+            worker = self.config.worker if _queries_tags(client) else None
+            reader = GroupReader(
+                _CallClient(), mail_address, group, worker=worker, lease_ttl=self.config.lease_ttl
+            )
+            self.readings[key] = GroupReading(reader)
+        return self.readings[key]
+
+    def allows(self, address: str) -> bool:
+        if is_reserved(address):  # the library's own (leases): never the model's
+            return False
+        allowed = self.config.allowed_mailboxes
+        if allowed is None or address in self.created or address == self.config.agent_mailbox:
+            return True
+        return any(address == prefix or address.startswith(prefix + ".") for prefix in allowed)
+
+    def _limits(self) -> str:
+        mine = [self.config.agent_mailbox] if self.config.agent_mailbox else []
+        allowed = self.config.allowed_mailboxes or ()
+        return f"{', '.join([*mine, *allowed])} and mailboxes it created"
+
+    def check(self, address: str | None) -> None:
+        """``address`` is a mailbox address (the client's rule, which quotes it bounded) that
+        this agent may use."""
+        if address is None:
+            return
+        check_address(address)
+        if is_reserved(address):
+            raise OperationError(_reserved("mailbox", clipped(address, QUOTE_CHARS)))
+        if not self.allows(address):
+            shown = clipped(address, QUOTE_CHARS)
+            raise OperationError(
+                f"mailbox {shown} is outside the mailboxes this agent may use "
+                f"({self._limits()}): use one of those, or ask the user"
+            )
+
+    def check_name(self, name: str) -> None:
+        """The allow-list covers registry names as well as mailboxes: the registry is keyed
+        by name, so a name outside it would let the model take over, remove or rewrite
+        another agent's entry (and have that agent's work sent to it)."""
+        if is_reserved(name):
+            raise OperationError(_reserved("agent name", quoted(name)))
+        if not self.allows(name):
+            raise OperationError(
+                f"agent name {quoted(name)} is outside the names this agent may use "
+                f"({self._limits()}): register, report and unregister under one of those"
+            )
+
+    def own(self, value: str, argument: str = "mail_address") -> str:
+        """``value``, or this agent's own mailbox when the model left the argument empty."""
+        if value:
+            return value
+        if self.config.agent_mailbox:
+            return self.config.agent_mailbox
+        raise invalid(f"{argument}: Field required")
+
+
+# Each setting of the config reads as the policy's own (policy.read_only, policy.agent_mailbox).
+for _name in ToolConfig.model_fields:
+    setattr(ToolPolicy, _name, property(attrgetter(f"config.{_name}")))

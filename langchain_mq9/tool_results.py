@@ -1,0 +1,204 @@
+"""What each tool returns, declared once as a typed model: ``content()`` is the JSON object the
+tool returns (its MCP structuredContent) and ``output_schema()`` its MCP outputSchema.
+
+A field left at its default (``None``) is absent from the content: the data a result carries
+only sometimes (``optional_keys``), and the words for the model (``ADVICE``: what to do next,
+a note on data from others, which one filter a QUERY used), which the output schema leaves
+undeclared (it is for programs reading the data). The schema declares every data key with its
+JSON type and nothing more (no ``required``, no ``items``): MCP clients receive it in every
+tools/list (bench/tokens.py counts it).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+ADVICE = ("note", "next_step", "filter_used", "warning")
+
+_JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object"}
+
+
+@dataclass(kw_only=True)
+class ToolResult:
+    """Base of the result models (dataclasses: a tool call builds one)."""
+
+    def content(self) -> dict[str, Any]:
+        """The result as the tool returns it: every field but the optional ones left None."""
+        optional = _optional(type(self))
+        return {
+            name: value
+            for name in _names(type(self))
+            if (value := getattr(self, name)) is not None or name not in optional
+        }
+
+    @classmethod
+    def output_schema(cls) -> dict[str, Any]:
+        """The JSON schema of ``content()`` (MCP's outputSchema), a new copy."""
+        return copy.deepcopy(_schema(cls))
+
+    @classmethod
+    def optional_keys(cls) -> frozenset[str]:
+        """The data keys only some results carry (every other declared one is always there)."""
+        return _optional(cls) - set(ADVICE)
+
+
+@functools.cache
+def _names(cls: type[ToolResult]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _optional(cls: type[ToolResult]) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.default is None)
+
+
+@functools.cache
+def _schema(cls: type[ToolResult]) -> dict[str, Any]:
+    properties = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if name in ADVICE:
+            continue
+        if isinstance(hint, types.UnionType):  # X | None
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        properties[name] = {"type": _JSON_TYPES[typing.get_origin(hint) or hint]}
+    return {"type": "object", "properties": properties}
+
+
+@dataclass
+class Outcome:
+    """What an operation returns: its ``result`` (whose ``content`` the model reads) and the
+    ``artifact``, the typed result for code (``Message`` objects, msg_ids, agent cards)."""
+
+    result: ToolResult
+    artifact: Any
+    content: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.content = self.result.content()
+
+    def text(self) -> str:
+        return json.dumps(self.content, ensure_ascii=False, separators=(",", ":"))
+
+
+# -- mailboxes and messages --------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class MailboxCreated(ToolResult):
+    mail_address: str
+    next_step: str
+
+
+@dataclass(kw_only=True)
+class MessageSent(ToolResult):
+    sent: bool
+    msg_id: int
+    note: str | None = None
+
+
+@dataclass(kw_only=True)
+class MessagesFetched(ToolResult):
+    count: int
+    messages: list[dict[str, Any]]
+    note: str | None = None
+    unacked_earlier: list[int] | None = None
+    next_step: str | None = None
+
+
+@dataclass(kw_only=True)
+class MessagesAcked(ToolResult):
+    confirmed: list[int]
+    still_unacked: list[int] | None = None
+
+
+@dataclass(kw_only=True)
+class MessagesQueried(ToolResult):
+    count: int
+    messages: list[dict[str, Any]]
+    note: str | None = None
+    filter_used: str | None = None
+    next_step: str | None = None
+
+
+@dataclass(kw_only=True)
+class MessageDeleted(ToolResult):
+    deleted: bool
+    msg_id: int
+
+
+# -- the agent registry ------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class AgentRegistered(ToolResult):
+    registered: bool
+    mail_address: str
+    mailbox_created: bool
+    registered_card: dict[str, Any] | None = None
+    note: str | None = None
+    next_step: str | None = None
+
+
+@dataclass(kw_only=True)
+class AgentsFound(ToolResult):
+    count: int
+    agents: list[dict[str, Any]]
+    note: str | None = None
+    next_step: str | None = None
+
+
+@dataclass(kw_only=True)
+class AgentUnregistered(ToolResult):
+    unregistered: str
+
+
+@dataclass(kw_only=True)
+class AgentReported(ToolResult):
+    reported: bool
+    name: str
+
+
+# -- agent calls -------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class _Task(ToolResult):
+    """A delegated task (``CallState.view()``): its state and, once it has them, its result,
+    question or reason."""
+
+    task_id: str
+    agent: str
+    state: str
+    context_id: str
+    result: str | None = None
+    question: str | None = None
+    reason: str | None = None
+
+
+@dataclass(kw_only=True)
+class CallStarted(_Task):
+    next_step: str | None = None
+    note: str | None = None
+
+
+@dataclass(kw_only=True)
+class CallStatus(_Task):
+    """A task already under way, whose answer or cancel may wait for the agent."""
+
+    answer_pending: bool | None = None
+    cancel_pending: bool | None = None
+    next_step: str | None = None
+    note: str | None = None
+
+
+@dataclass(kw_only=True)
+class CallsListed(ToolResult):
+    count: int
+    calls: list[dict[str, Any]]
