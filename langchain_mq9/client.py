@@ -20,8 +20,21 @@ from typing import Any
 from . import protocol as p
 from . import registration
 from .consumer import Consumer, ErrorHandler, GroupReader, Handler, until_found
+from .errors import (
+    ClusterUnavailable,
+    InvalidArgument,
+    LimitReached,
+    MailboxExists,
+    MalformedReply,
+    Mq9Error,
+    NotConnected,
+    PayloadTooLarge,
+    SearchIndexEmpty,
+    SearchNotBuilt,
+    from_reply,
+)
 from .leases import DEFAULT_LEASE_TTL
-from .protocol import Mq9Error, Priority
+from .protocol import Priority
 from .redaction import redact
 from .transport import NOT_CONNECTED, Transport, open_transport
 
@@ -89,7 +102,7 @@ class Message:
                 header=header,
             )
         except (p.WireError, ValueError) as exc:
-            raise Mq9Error(f"malformed message in the broker's reply: {exc}") from None
+            raise MalformedReply(f"malformed message in the broker's reply: {exc}") from None
 
 
 class Mq9Client:
@@ -181,14 +194,14 @@ class Mq9Client:
         body: bytes = b"",
         headers: dict[str, str] | None = None,
         *,
-        repeatable: bool | Callable[[str], bool] = False,
-        done_if: str | None = None,
+        repeatable: bool | Callable[[Mq9Error], bool] = False,
+        done_if: type[Mq9Error] | None = None,
     ) -> dict[str, Any]:
         """One request and its successful reply. A ``repeatable`` request (one that is safe to
-        send twice; or a test of the error text that says so) that fails in a way that may
-        pass (a cluster node out of reach, the link lost) is sent again, a little later each
-        time, while ``request_timeout`` lasts. An error holding ``done_if`` on such a repeat
-        means an earlier try took effect: {}."""
+        send twice; or a test of the error that says so) that fails in a way that may pass (a
+        cluster node out of reach, the link lost) is sent again, a little later each time,
+        while ``request_timeout`` lasts. A ``done_if`` error on such a repeat means an earlier
+        try took effect: {}."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         pause = RETRY_FIRST_PAUSE
@@ -198,11 +211,11 @@ class Mq9Client:
             try:
                 return await self._call_once(subject, body, headers, deadline - started)
             except Mq9Error as exc:
-                if repeat and done_if is not None and done_if in exc.message:
+                if repeat and done_if is not None and isinstance(exc, done_if):
                     return {}
                 # A try that waited out most of the time (no answer) is not made again
                 slow = loop.time() - started > self.request_timeout / 2
-                again = repeatable(exc.message) if callable(repeatable) else repeatable
+                again = repeatable(exc) if callable(repeatable) else repeatable
                 if slow or not (again and exc.retryable and deadline - loop.time() > pause):
                     raise
             repeat = True
@@ -218,25 +231,13 @@ class Mq9Client:
         except (UnicodeDecodeError, ValueError, RecursionError):
             reply = None
         if not isinstance(reply, dict) or not isinstance(reply.get("error", ""), str):
-            raise Mq9Error(
+            raise MalformedReply(
                 f"malformed reply from the broker on {subject}: {bytes(raw[:200])!r} "
                 "(is this server speaking mq9?)"
             )
         error = reply.get("error")
-        if error and p.is_transient(error):
-            stored = (
-                "; the message may or may not have been stored: query the mailbox before "
-                "sending it again"
-                if subject.startswith(p.MSG_SEND)
-                else ""
-            )
-            raise Mq9Error(
-                f"{error} — the mq9 cluster could not reach the node that holds this (a node "
-                f"or the meta leader is down or changing); try again shortly{stored}",
-                retryable=True,
-            )
         if error:
-            raise Mq9Error(error)
+            raise from_reply(error, subject)
         return reply
 
     def _messages(self, mail_address: str, reply: dict[str, Any]) -> list[Message]:
@@ -279,13 +280,15 @@ class Mq9Client:
         )
         # A named CREATE is safe to send again: "already exists" then means it was made
         reply = await self._call(
-            p.MAILBOX_CREATE, body, repeatable=name is not None, done_if="already exists"
+            p.MAILBOX_CREATE, body, repeatable=name is not None, done_if=MailboxExists
         )
         if not reply:
             return name  # type: ignore[return-value]
         address = _read_reply(p.CREATE_REPLY, reply)["mail_address"]
         if not p.is_valid_address(address):
-            raise Mq9Error(f"malformed reply from the broker: invalid mail_address {address!r}")
+            raise MalformedReply(
+                f"malformed reply from the broker: invalid mail_address {address!r}"
+            )
         return address
 
     async def send(
@@ -321,16 +324,18 @@ class Mq9Client:
             None if tags is None else p.check_tags(tags),
         )
         if not self._transport.is_connected:
-            raise Mq9Error(NOT_CONNECTED)
+            raise NotConnected(NOT_CONNECTED)
         size = len(body) + _header_block_size(headers)
         limit = self._transport.max_payload
         if size > limit:
-            raise Mq9Error(
+            raise PayloadTooLarge(
                 f"payload too large: {size} bytes, the broker's max_payload is {limit} bytes; "
-                "send a reference to the data (a URL or path) instead of the data itself"
+                "send a reference to the data (a URL or path) instead of the data itself",
+                size=size,
+                limit=limit,
             )
         reply = await self._call(
-            p.send_subject(mail_address), body, headers, repeatable=p.never_stored
+            p.send_subject(mail_address), body, headers, repeatable=_stored_nothing
         )
         msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
         self._sent(mail_address, msg_id)
@@ -395,7 +400,7 @@ class Mq9Client:
         p.check_address(mail_address)
         p.check_group_name(group_name)
         if group_name not in self._groups and len(self._groups) >= self.max_groups:
-            raise Mq9Error(
+            raise LimitReached(
                 f"this client has acked under {self.max_groups} consumer groups already "
                 f"(max_groups), and {p.quoted(group_name)} would be one more: a group is kept "
                 "by the broker for ever, so reuse a group name (one per reader of a mailbox), "
@@ -529,7 +534,7 @@ class Mq9Client:
         body = _json_object("report", report)
         name = body.get("name")
         if not isinstance(name, str) or not name:
-            raise Mq9Error("agent report must contain the agent's name")
+            raise InvalidArgument("agent report must contain the agent's name")
         info = body.get("report_info")
         if not isinstance(info, str):
             info = p.encode({k: v for k, v in body.items() if k != "name"}).decode()
@@ -563,13 +568,11 @@ class Mq9Client:
         )
         try:
             reply = await self._call(p.AGENT_DISCOVER, body, repeatable=True)
-        except Mq9Error as exc:
+        except (SearchIndexEmpty, SearchNotBuilt) as exc:
             if not (text or semantic):
                 raise
-            if p.SEARCH_TABLE_MISSING in exc.message:
+            if isinstance(exc, SearchIndexEmpty):
                 return Agents()
-            if p.SEARCH_NOT_BUILT not in exc.message:
-                raise
             return await self._rank_listing(text, semantic, limit, page)
         agents = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
         return Agents(p.normalize_agent(item) for item in agents)
@@ -612,7 +615,12 @@ def _read_reply(shape: p.Shape, reply: dict[str, Any]) -> dict[str, Any]:
             raise p.WireError(f"missing field `{missing[0]}`")
         return shape.convert(reply)
     except p.WireError as exc:
-        raise Mq9Error(f"malformed reply from the broker: {exc.message}") from None
+        raise MalformedReply(f"malformed reply from the broker: {exc.message}") from None
+
+
+def _stored_nothing(exc: Mq9Error) -> bool:
+    """Whether a failed SEND certainly stored nothing (so it may be sent again)."""
+    return isinstance(exc, ClusterUnavailable) and exc.stored_nothing
 
 
 def _header_block_size(headers: dict[str, str]) -> int:
@@ -635,14 +643,14 @@ def _fetch_body(
     if group_name is not None:
         p.check_group_name(group_name)
     if deliver not in p.DELIVER_POLICIES:
-        raise Mq9Error(p.err_invalid_deliver(deliver))
+        raise InvalidArgument(p.err_invalid_deliver(deliver))
     if not isinstance(force_deliver, bool):
         raise ValueError("force_deliver must be True or False")
     # The broker reads a missing from_time/from_id as 0; the client wants it said.
     if deliver == "from_time" and from_time is None:
-        raise Mq9Error("deliver='from_time' needs from_time (Unix seconds)")
+        raise InvalidArgument("deliver='from_time' needs from_time (Unix seconds)")
     if deliver == "from_id" and from_id is None:
-        raise Mq9Error("deliver='from_id' needs from_id (a msg_id)")
+        raise InvalidArgument("deliver='from_id' needs from_id (a msg_id)")
     return p.FETCH_REQUEST.body(
         group_name=group_name,
         deliver=deliver,

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import protocol as p
+from .errors import AnswerTooLarge, Mq9Error
 from .leases import DEFAULT_LEASE_TTL, LeaseBox
-from .protocol import Mq9Error
 from .reader_state import ReaderState
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class GroupReader:
             # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
             await self._advance()
             if fit is not None and not fresh and not state.pending and state.floor == floor:
-                raise Mq9Error(self._stalled(fit))
+                raise AnswerTooLarge(self._stalled(fit), fits=fit)
             state.hand_out(m.msg_id for m in batch)
             # With leases, every new message may turn out done or held by another worker:
             # what that taught lets the next FETCH reach past them, so "nothing" is never
@@ -212,9 +212,9 @@ class GroupReader:
                     max_wait_ms=0,
                 )
                 return answer, fit, asked
-            except Mq9Error as exc:
-                fit = p.answer_fits(exc.message)
-                if fit is None or not 0 < fit < asked:
+            except AnswerTooLarge as exc:
+                fit = exc.fits
+                if not 0 < fit < asked:
                     raise
                 asked = fit
 

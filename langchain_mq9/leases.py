@@ -22,6 +22,7 @@ so a group that stops leaves no mailbox behind one lease TTL later.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as p
-from .protocol import Mq9Error
+from .errors import MailboxExists, MailboxNotFound
 
 if TYPE_CHECKING:
     from .client import Message, Mq9Client
@@ -175,9 +176,7 @@ class LeaseBox:
     async def _query(self, tags: list[str], limit: int) -> list[Message]:
         try:
             return await self.client.query(self.address, tags=tags, limit=limit)
-        except Mq9Error as exc:
-            if exc.message != p.err_topic_missing(self.address):
-                raise
+        except MailboxNotFound:
             return []  # no worker has written anything yet
 
     def _observe(self, records: list[Message]) -> None:
@@ -193,13 +192,8 @@ class LeaseBox:
     async def _send_one(self, tags: list[str], ttl: int | None) -> None:
         try:
             await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)
-        except Mq9Error as exc:
-            if exc.message != p.err_mailbox_missing(self.address):
-                raise
+        except MailboxNotFound:
             # The first record, or the lease mailbox lived out its TTL: make it (again).
-            try:
+            with contextlib.suppress(MailboxExists):
                 await self.client.mailbox_create(name=self.address, ttl=self.lease_ttl)
-            except Mq9Error as made:
-                if made.message != p.err_mailbox_exists(self.address):
-                    raise
             await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)

@@ -11,7 +11,18 @@ import asyncio
 import logging
 from typing import Any
 
-from .protocol import DEFAULT_MAX_PAYLOAD, Mq9Error
+from .errors import (
+    ConnectFailed,
+    ConnectionLost,
+    InvalidArgument,
+    NoBroker,
+    NotAllowed,
+    NotConnected,
+    RequestTimeout,
+    Unavailable,
+    refused_credentials,
+)
+from .protocol import DEFAULT_MAX_PAYLOAD
 from .redaction import describe, redact
 
 log = logging.getLogger("langchain_mq9")
@@ -55,7 +66,7 @@ class MemoryTransport:
         self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
     ) -> bytes:
         if self._engine is None:
-            raise Mq9Error(NOT_CONNECTED)
+            raise NotConnected(NOT_CONNECTED)
         # A round trip gives other tasks a turn, as a network request would: without it a
         # consumer that always finds messages would never let a competing one run.
         await asyncio.sleep(0)
@@ -134,14 +145,13 @@ class NatsTransport:
             _stop(watchdog)
             await _quietly_close(connection)
             if self._refused:  # nats-py reports it as "no servers": say what really happened
-                raise Mq9Error(
+                raise NotAllowed(
                     f"the broker at {self.where} refused the credentials (authorization "
                     "violation): check the user and password, token or creds file"
                 ) from None
-            raise Mq9Error(
+            raise ConnectFailed(
                 f"cannot connect to the mq9 broker at {self.where} ({describe(last or exc)}); "
-                "to run one on this machine: mq9-dev-broker",
-                retryable=True,
+                "to run one on this machine: mq9-dev-broker"
             ) from None
         _stop(self._watchdog)  # of the connection this one replaces
         self._connection, self._watchdog = connection, watchdog
@@ -152,9 +162,9 @@ class NatsTransport:
     ) -> bytes:
         connection = self._connection
         if connection is None:
-            raise Mq9Error(NOT_CONNECTED)
+            raise NotConnected(NOT_CONNECTED)
         if self._link_lost.get_loop() is not asyncio.get_running_loop():
-            raise Mq9Error(
+            raise NotConnected(
                 "this client belongs to the event loop that connected it: call it from that "
                 "loop (a toolkit given client= there: `await tool.ainvoke(...)`), or give the "
                 "toolkit server= so that every loop gets a client of its own"
@@ -187,36 +197,32 @@ class NatsTransport:
         except asyncio.CancelledError:
             if not cut or by_caller:
                 raise
-            raise Mq9Error(
+            raise ConnectionLost(
                 f"lost the connection to the mq9 broker at {self.where} while "
                 "waiting for the reply; the request may or may not have been carried out "
-                "(the client reconnects by itself)",
-                retryable=True,
+                "(the client reconnects by itself)"
             ) from None
         except nats_errors.NoRespondersError:
-            raise Mq9Error(
+            raise NoBroker(
                 f"no mq9 broker is serving at {self.where}: nothing answers "
-                f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)",
-                retryable=True,
+                f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)"
             ) from None
         except (nats_errors.TimeoutError, asyncio.TimeoutError):
             down = " (the connection is down and reconnecting)"
-            raise Mq9Error(
+            raise RequestTimeout(
                 f"the mq9 broker did not answer within {timeout:g}s"
                 f"{down if connection.is_reconnecting else ''}; "
-                "the request may or may not have been carried out",
-                retryable=True,
+                "the request may or may not have been carried out"
             ) from None
         except nats_errors.ConnectionClosedError:
             if self._connection is None:
-                raise Mq9Error(NOT_CONNECTED) from None
-            raise Mq9Error(
+                raise NotConnected(NOT_CONNECTED) from None
+            raise ConnectionLost(
                 f"lost the connection to the mq9 broker at {self.where}; "
-                "the request was not sent (the client dials again on the next call)",
-                retryable=True,
+                "the request was not sent (the client dials again on the next call)"
             ) from None
         except nats_errors.Error as exc:
-            raise Mq9Error(f"NATS refused the request: {describe(exc)}", retryable=True) from None
+            raise Unavailable(f"NATS refused the request: {describe(exc)}") from None
         return reply.data
 
     async def _redial(self, dead):
@@ -228,7 +234,7 @@ class NatsTransport:
         if self._closes != closes or self._connection is None:  # close() ran meanwhile
             if self._connection is not None and self._connection is not dead:
                 await self.close()
-            raise Mq9Error(NOT_CONNECTED)
+            raise NotConnected(NOT_CONNECTED)
         return self._connection
 
     async def close(self) -> None:
@@ -240,7 +246,7 @@ class NatsTransport:
             await _quietly_close(connection)
 
     async def _on_error(self, exc: Exception) -> None:
-        if "authorization" in str(exc).lower():
+        if refused_credentials(exc):
             self._refused = True
         log.debug("nats: %s", describe(exc))
 
@@ -281,13 +287,13 @@ def open_transport(server: str, **options: Any) -> Transport:
     server = server.strip()
     if server.startswith(MEMORY_SCHEME):
         if any(options.get(k) for k in ("user", "password", "token", "creds", "tls")):
-            raise Mq9Error("memory:// brokers take no credentials")
+            raise InvalidArgument("memory:// brokers take no credentials")
         return MemoryTransport(server[len(MEMORY_SCHEME) :].strip("/"))
     servers = [part.strip() for part in server.split(",") if part.strip()]
     for url in servers:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
-            raise Mq9Error(
+            raise InvalidArgument(
                 f"unsupported server URL {redact(url)!r}: use nats://host:port, tls://host:port, "
                 "a comma-separated list of those, or memory:// for the in-process broker"
             )
