@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,7 @@ from .errors import (
 from .leases import DEFAULT_LEASE_TTL
 from .protocol import Priority
 from .redaction import redact
-from .transport import NOT_CONNECTED, Transport, open_transport
+from .transport import NOT_CONNECTED, HandlerTransport, Transport, open_transport
 
 __all__ = ["Agents", "Consumer", "GroupReader", "Message", "Mq9Client"]
 
@@ -117,52 +116,48 @@ class Mq9Client:
     ...         print(message.json())
     ...         await reader.done(message.msg_id)
 
-    Credentials go in the URL (``nats://user:pass@host:4222``) or as ``user``/``password``,
-    ``token``, ``creds`` (a NATS .creds file) and ``tls`` (an ``ssl.SSLContext``).
+    ``options`` are ``NatsTransport``'s: credentials (``user``/``password``, ``token``,
+    ``creds``, ``tls``; or in the URL, ``nats://user:pass@host:4222``), ``reconnect_attempts``,
+    ``reconnect_delay``, ``name``. Instead of ``server``, ``transport`` gives the way to the
+    broker itself (``transport.py``): a ``Transport``, or a broker engine (``BrokerEngine``)
+    or an async ``handler(subject, headers, body)`` answering in this process.
     """
 
     def __init__(
         self,
-        server: str,
+        server: str | None = None,
         *,
+        transport: Transport | Any = None,
         request_timeout: float = 5.0,
-        reconnect_attempts: int = 5,
-        reconnect_delay: float = 2.0,
-        user: str | None = None,
-        password: str | None = None,
-        token: str | None = None,
-        creds: str | None = None,
-        tls: ssl.SSLContext | None = None,
-        name: str | None = None,
         max_groups: int = DEFAULT_MAX_GROUPS,
+        **options: Any,
     ) -> None:
         if not isinstance(request_timeout, (int, float)) or request_timeout <= 0:
             raise ValueError("request_timeout must be a positive number of seconds")
         if not isinstance(max_groups, int) or max_groups < 1:
             raise ValueError("max_groups must be a positive number of consumer groups")
+        if (server is None) == (transport is None):
+            raise ValueError("give one of server= (a URL) or transport=")
+        if transport is not None and options:
+            raise TypeError(f"{sorted(options)[0]} is an option of the transport: set it there")
         # The consumer groups this client acked under: a group lives for ever on RobustMQ, so
         # code (or a model) making names up is stopped here, with a word, not by the broker.
         self.max_groups = max_groups
         self._groups: set[str] = set()
-        self.server = server
         self.request_timeout = float(request_timeout)
         # What this client saw of each mailbox's log, to notice a broker that lost or split
         # it (a RobustMQ cluster node lost with its replicas, several partitions): the highest
         # msg_id a SEND got, and what looked wrong, said once per mailbox.
         self._highest_sent: dict[str, int] = {}
         self.warnings: dict[str, str] = {}
-        self._transport: Transport = open_transport(
-            server,
-            request_timeout=request_timeout,
-            reconnect_attempts=reconnect_attempts,
-            reconnect_delay=reconnect_delay,
-            user=user,
-            password=password,
-            token=token,
-            creds=creds,
-            tls=tls,
-            name=name,
-        )
+        if transport is None:
+            self.server = server
+            self._transport = open_transport(server, request_timeout=request_timeout, **options)
+        else:
+            self.server = f"transport={type(transport).__name__}"
+            if not hasattr(transport, "request"):  # an engine or a handler
+                transport = HandlerTransport(transport)
+            self._transport = transport
 
     def __repr__(self) -> str:
         return f"Mq9Client({redact(self.server)!r})"

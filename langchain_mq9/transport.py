@@ -1,15 +1,20 @@
-"""How encoded mq9 requests reach a broker: over NATS, or straight into the bundled engine.
+"""How encoded mq9 requests reach a broker: the ``Transport`` interface and its two kinds.
 
-A transport moves bytes and headers; it knows nothing of mq9 commands. ``open_transport``
-picks one by the server URL's scheme, so the same ``Mq9Client`` code runs against RobustMQ, the
-dev broker, or ``memory://`` in a test.
+A transport moves bytes and headers; it knows nothing of mq9 commands. ``Mq9Client(server)``
+picks one by the URL's scheme (``open_transport``): ``NatsTransport`` for ``nats://``,
+``tls://``, ``ws://``, ``wss://``, and for ``memory://NAME`` an in-process one on the
+process-wide bundled broker of that name. ``Mq9Client(transport=...)`` takes any other: a
+``NatsTransport`` built with its own options, a ``HandlerTransport`` on a broker engine or on
+a function (as httpx's ``MockTransport`` answers with one), or a class of your own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from typing import Any
+import ssl
+from typing import Any, Protocol
 
 from .errors import (
     ConnectFailed,
@@ -35,66 +40,118 @@ NOT_CONNECTED = (
     "(or use `async with Mq9Client(...) as client:`)"
 )
 
+class Transport(Protocol):
+    """What ``Mq9Client`` needs of a way to reach a broker. ``request`` returns the reply's
+    bytes, or raises an ``Mq9Error`` subclass (``errors.py``) when there is no reply:
+    ``NotConnected`` before ``connect``, an ``Unavailable`` kind when the broker cannot be
+    reached or does not answer within ``timeout`` seconds."""
 
-class MemoryTransport:
-    """Hands requests to the in-process broker named by ``memory://NAME``.
+    @property
+    def max_payload(self) -> int: ...  # the most bytes (payload and headers) one request carries
 
-    Requests still go through the full encoding path (subject, headers, JSON bytes), so a test on
-    ``memory://`` exercises the same client code as one on NATS.
-    """
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def connect(self) -> None: ...
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class HandlerTransport:
+    """Requests answered in this process by ``handler(subject, headers, body)``.
+
+    ``handler`` is a broker engine (``BrokerEngine``: its ``handle`` answers, its
+    ``limits.max_payload`` bounds requests) or any async function giving the reply's bytes,
+    with ``max_payload``. Requests still go through the full encoding path (subject, headers,
+    JSON bytes), so a test in process exercises the same client code as one on NATS."""
+
+    def __init__(self, handler: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self._handler = handler
+        self._max_payload = max_payload
+        self._connected = False
+
+    @property
+    def max_payload(self) -> int:
+        limits = getattr(self._handler, "limits", None)
+        return self._max_payload if limits is None else limits.max_payload
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    async def connect(self) -> None:
+        self._connected = True
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes:
+        if not self._connected:
+            raise NotConnected(NOT_CONNECTED)
+        # A round trip gives other tasks a turn, as a network request would: without it a
+        # consumer that always finds messages would never let a competing one run.
+        await asyncio.sleep(0)
+        handle = getattr(self._handler, "handle", self._handler)
+        return await handle(subject, dict(headers) if headers else None, bytes(body))
+
+    async def close(self) -> None:
+        self._connected = False
+
+
+class MemoryTransport(HandlerTransport):
+    """``memory://NAME``: the process-wide bundled broker of that name, looked up at connect
+    (``broker.install_memory_broker`` puts one there; else it is made on first use)."""
 
     def __init__(self, name: str) -> None:
+        super().__init__(None)
         self.name = name
-        self._engine = None
 
     @property
     def max_payload(self) -> int:
         from .broker import memory_broker
 
-        return (self._engine or memory_broker(self.name)).limits.max_payload
-
-    @property
-    def is_connected(self) -> bool:
-        return self._engine is not None
+        return (self._handler or memory_broker(self.name)).limits.max_payload
 
     async def connect(self) -> None:
         from .broker import memory_broker
 
-        self._engine = memory_broker(self.name)
-
-    async def request(
-        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
-    ) -> bytes:
-        if self._engine is None:
-            raise NotConnected(NOT_CONNECTED)
-        # A round trip gives other tasks a turn, as a network request would: without it a
-        # consumer that always finds messages would never let a competing one run.
-        await asyncio.sleep(0)
-        return await self._engine.handle(subject, dict(headers) if headers else None, bytes(body))
-
-    async def close(self) -> None:
-        self._engine = None
+        self._handler = memory_broker(self.name)
+        await super().connect()
 
 
 class NatsTransport:
-    """A persistent nats-py connection with reconnects, and nats errors turned into ``Mq9Error``.
+    """A persistent nats-py connection with reconnects, and nats errors turned into their
+    ``Mq9Error`` class.
+
+    ``servers``: a NATS URL (``nats://``, ``tls://``, ``ws://``, ``wss://``), several
+    comma-separated, or a list. Credentials go in the URL (``nats://user:pass@host:4222``) or
+    as ``user``/``password``, ``token``, ``creds`` (a NATS .creds file) and ``tls`` (an
+    ``ssl.SSLContext``). ``request_timeout`` bounds the first connection; nats-py then
+    reconnects ``reconnect_attempts`` times, ``reconnect_delay`` seconds apart. ``name``: the
+    connection's name on the server.
 
     Like nats-py's own client, it belongs to the event loop that opened it: call it from there
-    (``Mq9Connection`` gives every loop a client of its own). ``auth``: nats-py's ``user``,
-    ``password``, ``token`` and ``tls``, as ``Mq9Client`` checked them.
+    (``Mq9Connection`` gives every loop a client of its own).
     """
 
     def __init__(
         self,
-        servers: list[str],
+        servers: str | list[str],
         *,
-        request_timeout: float,
-        reconnect_attempts: int,
-        reconnect_delay: float,
+        request_timeout: float = 5.0,
+        reconnect_attempts: int = 5,
+        reconnect_delay: float = 2.0,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
         creds: str | None = None,
+        tls: ssl.SSLContext | None = None,
         name: str | None = None,
-        **auth: Any,
     ) -> None:
+        servers = _nats_urls(servers)
         self.where = redact(", ".join(servers))  # for messages: no passwords
         options = dict(
             servers=servers,
@@ -106,7 +163,10 @@ class NatsTransport:
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
-            **auth,
+            user=user,
+            password=password,
+            token=token,
+            tls=tls,
         )
         self._options = {k: v for k, v in options.items() if v is not None}
         self._connection = None
@@ -263,9 +323,6 @@ class NatsTransport:
         log.warning("reconnected to the mq9 broker")
 
 
-Transport = MemoryTransport | NatsTransport
-
-
 def _stop(task: asyncio.Task | None) -> None:
     if task is not None:
         task.cancel()
@@ -280,21 +337,30 @@ async def _quietly_close(connection) -> None:
 
 
 def open_transport(server: str, **options: Any) -> Transport:
-    """The transport for ``server``: ``memory://[name]``, or NATS URLs (comma-separated), with
-    ``NatsTransport``'s ``options``."""
+    """The transport for ``server``: ``memory://[NAME]``, or NATS URLs with ``NatsTransport``'s
+    ``options`` (a memory broker takes them, but no credentials)."""
     if not isinstance(server, str) or not server.strip():
         raise ValueError("server must be a URL such as nats://localhost:4222 or memory://")
     server = server.strip()
-    if server.startswith(MEMORY_SCHEME):
-        if any(options.get(k) for k in ("user", "password", "token", "creds", "tls")):
-            raise InvalidArgument("memory:// brokers take no credentials")
-        return MemoryTransport(server[len(MEMORY_SCHEME) :].strip("/"))
-    servers = [part.strip() for part in server.split(",") if part.strip()]
-    for url in servers:
+    if not server.startswith(MEMORY_SCHEME):
+        return NatsTransport(server, **options)
+    unknown = set(options) - set(inspect.signature(NatsTransport).parameters)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
+    if any(options.get(k) for k in ("user", "password", "token", "creds", "tls")):
+        raise InvalidArgument("memory:// brokers take no credentials")
+    return MemoryTransport(server[len(MEMORY_SCHEME) :].strip("/"))
+
+
+def _nats_urls(servers: str | list[str]) -> list[str]:
+    if isinstance(servers, str):
+        servers = servers.split(",")
+    urls = [part.strip() for part in servers if part.strip()]
+    for url in urls or [""]:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
             raise InvalidArgument(
                 f"unsupported server URL {redact(url)!r}: use nats://host:port, tls://host:port, "
                 "a comma-separated list of those, or memory:// for the in-process broker"
             )
-    return NatsTransport(servers, **options)
+    return urls

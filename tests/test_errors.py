@@ -9,7 +9,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error, errors
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, install_memory_broker
+from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker.engine import BrokerLimits
 from langchain_mq9.errors import from_reply
 
@@ -68,8 +68,7 @@ def test_every_class_is_an_mq9_error_and_retryable_overrides_its_default():
 
 async def test_the_client_raises_the_class_of_each_broker_refusal():
     engine = BrokerEngine(limits=BrokerLimits(max_answer=4096))
-    install_memory_broker("typed.errors", engine)
-    async with Mq9Client("memory://typed.errors") as client:
+    async with Mq9Client(transport=engine) as client:
         with pytest.raises(errors.MailboxNotFound) as missing:
             await client.send("no.box", "x")
         assert missing.value.address == "no.box"
