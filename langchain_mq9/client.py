@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as p
@@ -33,7 +32,7 @@ from .errors import (
     from_reply,
 )
 from .leases import DEFAULT_LEASE_TTL
-from .protocol import Priority
+from .protocol import Message, Priority
 from .redaction import redact
 from .transport import NOT_CONNECTED, HandlerTransport, Transport, open_transport
 
@@ -55,53 +54,6 @@ class Agents(list):
 
     ranked_here: bool = False
     ranking: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message as FETCH or QUERY hands it out.
-
-    mq9 brokers hand payloads out as UTF-8 text: ``payload`` holds that text's UTF-8 bytes,
-    which are the bytes sent (``send`` refuses bytes that are not UTF-8). ``header`` holds the
-    NATS headers the SEND carried ({} when none); ``key`` and ``tags`` are read from them.
-    """
-
-    msg_id: int
-    payload: bytes
-    priority: Priority
-    create_time: int
-    key: str | None = None
-    tags: list[str] = field(default_factory=list)
-    header: dict[str, str] = field(default_factory=dict)
-
-    def text(self) -> str:
-        """The payload as text."""
-        return self.payload.decode()
-
-    def json(self) -> Any:
-        """The payload parsed as JSON (raises ``ValueError`` if it is not JSON)."""
-        return json.loads(self.payload)
-
-    @classmethod
-    def from_wire(cls, item: Any) -> Message:
-        """A message from a FETCH or QUERY item (RobustMQ's ``MsgItem``: msg_id, payload,
-        priority, header, create_time). Unknown fields are ignored; ``header`` may be absent
-        or null. Raises ``Mq9Error`` on an item of the wrong shape."""
-        try:
-            wire = p.MSG_ITEM.convert(item)
-            header = {} if wire["header"] is None else p.parse_header_block(wire["header"])
-            tags = header.get(p.HEADER_TAGS, "")
-            return cls(
-                msg_id=wire["msg_id"],
-                payload=wire["payload"].encode(),
-                priority=Priority(wire["priority"] or "normal"),  # RobustMQ sends "" for none
-                create_time=wire["create_time"],
-                key=header.get(p.HEADER_KEY),
-                tags=[tag.strip() for tag in tags.split(",") if tag.strip()],
-                header=header,
-            )
-        except (p.WireError, ValueError) as exc:
-            raise MalformedReply(f"malformed message in the broker's reply: {exc}") from None
 
 
 class Mq9Client:

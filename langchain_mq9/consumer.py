@@ -16,20 +16,18 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from . import protocol as p
 from .errors import AnswerTooLarge, Mq9Error
-from .leases import DEFAULT_LEASE_TTL, LeaseBox
+from .leases import DEFAULT_LEASE_TTL, LeaseBox, MailboxClient
+from .protocol import Message
 from .reader_state import ReaderState
-
-if TYPE_CHECKING:
-    from .client import Message, Mq9Client
 
 log = logging.getLogger("langchain_mq9")
 
-Handler = Callable[["Message"], Awaitable[None] | None]
-ErrorHandler = Callable[["Message", Exception], Awaitable[None] | None]
+Handler = Callable[[Message], Awaitable[None] | None]
+ErrorHandler = Callable[[Message, Exception], Awaitable[None] | None]
 
 # How often a waiting fetch looks again. A FETCH that finds nothing on RobustMQ sleeps its whole
 # max_wait_ms without waking when a message arrives, and meanwhile holds the handler that serves
@@ -95,7 +93,7 @@ class GroupReader:
 
     def __init__(
         self,
-        client: Mq9Client,
+        client: MailboxClient,
         mail_address: str,
         group_name: str,
         *,
@@ -280,7 +278,7 @@ class Consumer:
 
     def __init__(
         self,
-        client: Mq9Client,
+        client: MailboxClient,
         mail_address: str,
         handler: Handler,
         *,

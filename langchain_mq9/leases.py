@@ -27,13 +27,23 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import protocol as p
 from .errors import MailboxExists, MailboxNotFound
+from .protocol import Message
 
-if TYPE_CHECKING:
-    from .client import Message, Mq9Client
+
+class MailboxClient(Protocol):
+    """What readers and leases use of a client (``Mq9Client`` has it; this module and
+    ``consumer.py`` need not import it, which imports them)."""
+
+    async def fetch(self, mail_address: str, **options: Any) -> list[Message]: ...
+    async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None: ...
+    async def query(self, mail_address: str, **options: Any) -> list[Message]: ...
+    async def send(self, mail_address: str, payload: Any, **options: Any) -> int: ...
+    async def mailbox_create(self, *, name: str | None = None, ttl: int = 0) -> str: ...
+    def _suspect(self, mail_address: str, warning: str) -> None: ...
 
 # A mailbox address whose first segment is this belongs to the library: every tool refuses it.
 RESERVED_ROOT = "mq9"
@@ -118,7 +128,7 @@ class LeaseBox:
 
     def __init__(
         self,
-        client: Mq9Client,
+        client: MailboxClient,
         mail_address: str,
         group_name: str,
         worker: str,

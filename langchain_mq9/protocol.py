@@ -13,6 +13,8 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as _field
 from enum import Enum
 from typing import Any
 
@@ -861,6 +863,53 @@ def parse_header_block(block: bytes) -> dict[str, str]:
 def payload_text(payload: bytes) -> str:
     """A payload as RobustMQ hands it out: its bytes read as UTF-8, invalid bytes as U+FFFD."""
     return bytes(payload).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message as FETCH or QUERY hands it out.
+
+    mq9 brokers hand payloads out as UTF-8 text: ``payload`` holds that text's UTF-8 bytes,
+    which are the bytes sent (``send`` refuses bytes that are not UTF-8). ``header`` holds the
+    NATS headers the SEND carried ({} when none); ``key`` and ``tags`` are read from them.
+    """
+
+    msg_id: int
+    payload: bytes
+    priority: Priority
+    create_time: int
+    key: str | None = None
+    tags: list[str] = _field(default_factory=list)
+    header: dict[str, str] = _field(default_factory=dict)
+
+    def text(self) -> str:
+        """The payload as text."""
+        return self.payload.decode()
+
+    def json(self) -> Any:
+        """The payload parsed as JSON (raises ``ValueError`` if it is not JSON)."""
+        return json.loads(self.payload)
+
+    @classmethod
+    def from_wire(cls, item: Any) -> Message:
+        """A message from a FETCH or QUERY item (RobustMQ's ``MsgItem``: msg_id, payload,
+        priority, header, create_time). Unknown fields are ignored; ``header`` may be absent
+        or null. Raises ``Mq9Error`` on an item of the wrong shape."""
+        try:
+            wire = MSG_ITEM.convert(item)
+            header = {} if wire["header"] is None else parse_header_block(wire["header"])
+            tags = header.get(HEADER_TAGS, "")
+            return cls(
+                msg_id=wire["msg_id"],
+                payload=wire["payload"].encode(),
+                priority=Priority(wire["priority"] or "normal"),  # RobustMQ sends "" for none
+                create_time=wire["create_time"],
+                key=header.get(HEADER_KEY),
+                tags=[tag.strip() for tag in tags.split(",") if tag.strip()],
+                header=header,
+            )
+        except (WireError, ValueError) as exc:
+            raise MalformedReply(f"malformed message in the broker's reply: {exc}") from None
 
 
 def payload_bytes(payload: object) -> bytes:
