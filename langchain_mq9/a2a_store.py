@@ -9,30 +9,26 @@ goes to the caller's reply mailbox under the same key. A cancel is kept apart, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
 from . import a2a_wire as w
-from .protocol import Mq9Error, err_mailbox_exists
+from .errors import MailboxExists, MailboxNotFound, Mq9Error
 
 
 async def ensure_mailbox(client: Any, address: str) -> None:
     """Create ``address`` (never expiring) unless it is there."""
-    try:
+    with contextlib.suppress(MailboxExists):
         await client.mailbox_create(name=address, ttl=0)
-    except Mq9Error as exc:
-        if exc.message != err_mailbox_exists(address):
-            raise
 
 
 async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
     """The JSON object kept under ``key`` in ``mailbox``, or None (no such mailbox either)."""
     try:
         found = await client.query(mailbox, key=key)
-    except Mq9Error as exc:
-        if "not found" in exc.message or "does not exist" in exc.message:
-            return None
-        raise
+    except MailboxNotFound:
+        return None
     for msg in reversed(found):
         try:
             value = json.loads(msg.payload)

@@ -18,7 +18,8 @@ from typing import Any
 from . import a2a_wire as w
 from .a2a_store import ensure_mailbox, keep, latest
 from .consumer import POLL_SECONDS
-from .protocol import Mq9Error, Priority, check_address
+from .errors import MailboxNotFound
+from .protocol import Priority, check_address
 
 StateListener = Callable[["CallState"], Awaitable[None]]
 
@@ -251,13 +252,11 @@ class AgentCaller:
         priority = Priority.CRITICAL if method == w.CANCEL_TASK else Priority.NORMAL
         try:
             await self.client.send(mailbox, w.json_text(body), headers=headers, priority=priority)
-        except Mq9Error as exc:
-            if "does not exist" in exc.message:
-                raise CallError(
-                    f"no mailbox {mailbox}: the agent has never been served there (find it "
-                    "with agent_discover)"
-                ) from None
-            raise
+        except MailboxNotFound:
+            raise CallError(
+                f"no mailbox {mailbox}: the agent has never been served there (find it "
+                "with agent_discover)"
+            ) from None
 
 
 def _user_turns(snapshot: dict[str, Any] | None) -> int:

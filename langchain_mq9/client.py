@@ -12,18 +12,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as p
 from . import registration
 from .consumer import Consumer, ErrorHandler, GroupReader, Handler, until_found
+from .errors import (
+    ClusterUnavailable,
+    InvalidArgument,
+    LimitReached,
+    MailboxExists,
+    MalformedReply,
+    Mq9Error,
+    NotConnected,
+    PayloadTooLarge,
+    SearchIndexEmpty,
+    SearchNotBuilt,
+    from_reply,
+)
 from .leases import DEFAULT_LEASE_TTL
-from .protocol import Mq9Error, Priority
+from .protocol import Message, Priority
 from .redaction import redact
-from .transport import NOT_CONNECTED, Transport, open_transport
+from .transport import NOT_CONNECTED, HandlerTransport, Transport, open_transport
 
 __all__ = ["Agents", "Consumer", "GroupReader", "Message", "Mq9Client"]
 
@@ -45,53 +56,6 @@ class Agents(list):
     ranking: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message as FETCH or QUERY hands it out.
-
-    mq9 brokers hand payloads out as UTF-8 text: ``payload`` holds that text's UTF-8 bytes,
-    which are the bytes sent (``send`` refuses bytes that are not UTF-8). ``header`` holds the
-    NATS headers the SEND carried ({} when none); ``key`` and ``tags`` are read from them.
-    """
-
-    msg_id: int
-    payload: bytes
-    priority: Priority
-    create_time: int
-    key: str | None = None
-    tags: list[str] = field(default_factory=list)
-    header: dict[str, str] = field(default_factory=dict)
-
-    def text(self) -> str:
-        """The payload as text."""
-        return self.payload.decode()
-
-    def json(self) -> Any:
-        """The payload parsed as JSON (raises ``ValueError`` if it is not JSON)."""
-        return json.loads(self.payload)
-
-    @classmethod
-    def from_wire(cls, item: Any) -> Message:
-        """A message from a FETCH or QUERY item (RobustMQ's ``MsgItem``: msg_id, payload,
-        priority, header, create_time). Unknown fields are ignored; ``header`` may be absent
-        or null. Raises ``Mq9Error`` on an item of the wrong shape."""
-        try:
-            wire = p.MSG_ITEM.convert(item)
-            header = {} if wire["header"] is None else p.parse_header_block(wire["header"])
-            tags = header.get(p.HEADER_TAGS, "")
-            return cls(
-                msg_id=wire["msg_id"],
-                payload=wire["payload"].encode(),
-                priority=Priority(wire["priority"] or "normal"),  # RobustMQ sends "" for none
-                create_time=wire["create_time"],
-                key=header.get(p.HEADER_KEY),
-                tags=[tag.strip() for tag in tags.split(",") if tag.strip()],
-                header=header,
-            )
-        except (p.WireError, ValueError) as exc:
-            raise Mq9Error(f"malformed message in the broker's reply: {exc}") from None
-
-
 class Mq9Client:
     """An mq9 client over NATS (``nats://``, ``tls://``, comma-separated cluster URLs) or the
     in-process broker (``memory://`` or ``memory://NAME``).
@@ -104,52 +68,48 @@ class Mq9Client:
     ...         print(message.json())
     ...         await reader.done(message.msg_id)
 
-    Credentials go in the URL (``nats://user:pass@host:4222``) or as ``user``/``password``,
-    ``token``, ``creds`` (a NATS .creds file) and ``tls`` (an ``ssl.SSLContext``).
+    ``options`` are ``NatsTransport``'s: credentials (``user``/``password``, ``token``,
+    ``creds``, ``tls``; or in the URL, ``nats://user:pass@host:4222``), ``reconnect_attempts``,
+    ``reconnect_delay``, ``name``. Instead of ``server``, ``transport`` gives the way to the
+    broker itself (``transport.py``): a ``Transport``, or a broker engine (``BrokerEngine``)
+    or an async ``handler(subject, headers, body)`` answering in this process.
     """
 
     def __init__(
         self,
-        server: str,
+        server: str | None = None,
         *,
+        transport: Transport | Any = None,
         request_timeout: float = 5.0,
-        reconnect_attempts: int = 5,
-        reconnect_delay: float = 2.0,
-        user: str | None = None,
-        password: str | None = None,
-        token: str | None = None,
-        creds: str | None = None,
-        tls: ssl.SSLContext | None = None,
-        name: str | None = None,
         max_groups: int = DEFAULT_MAX_GROUPS,
+        **options: Any,
     ) -> None:
         if not isinstance(request_timeout, (int, float)) or request_timeout <= 0:
             raise ValueError("request_timeout must be a positive number of seconds")
         if not isinstance(max_groups, int) or max_groups < 1:
             raise ValueError("max_groups must be a positive number of consumer groups")
+        if (server is None) == (transport is None):
+            raise ValueError("give one of server= (a URL) or transport=")
+        if transport is not None and options:
+            raise TypeError(f"{sorted(options)[0]} is an option of the transport: set it there")
         # The consumer groups this client acked under: a group lives for ever on RobustMQ, so
         # code (or a model) making names up is stopped here, with a word, not by the broker.
         self.max_groups = max_groups
         self._groups: set[str] = set()
-        self.server = server
         self.request_timeout = float(request_timeout)
         # What this client saw of each mailbox's log, to notice a broker that lost or split
         # it (a RobustMQ cluster node lost with its replicas, several partitions): the highest
         # msg_id a SEND got, and what looked wrong, said once per mailbox.
         self._highest_sent: dict[str, int] = {}
         self.warnings: dict[str, str] = {}
-        self._transport: Transport = open_transport(
-            server,
-            request_timeout=request_timeout,
-            reconnect_attempts=reconnect_attempts,
-            reconnect_delay=reconnect_delay,
-            user=user,
-            password=password,
-            token=token,
-            creds=creds,
-            tls=tls,
-            name=name,
-        )
+        if transport is None:
+            self.server = server
+            self._transport = open_transport(server, request_timeout=request_timeout, **options)
+        else:
+            self.server = f"transport={type(transport).__name__}"
+            if not hasattr(transport, "request"):  # an engine or a handler
+                transport = HandlerTransport(transport)
+            self._transport = transport
 
     def __repr__(self) -> str:
         return f"Mq9Client({redact(self.server)!r})"
@@ -181,14 +141,14 @@ class Mq9Client:
         body: bytes = b"",
         headers: dict[str, str] | None = None,
         *,
-        repeatable: bool | Callable[[str], bool] = False,
-        done_if: str | None = None,
+        repeatable: bool | Callable[[Mq9Error], bool] = False,
+        done_if: type[Mq9Error] | None = None,
     ) -> dict[str, Any]:
         """One request and its successful reply. A ``repeatable`` request (one that is safe to
-        send twice; or a test of the error text that says so) that fails in a way that may
-        pass (a cluster node out of reach, the link lost) is sent again, a little later each
-        time, while ``request_timeout`` lasts. An error holding ``done_if`` on such a repeat
-        means an earlier try took effect: {}."""
+        send twice; or a test of the error that says so) that fails in a way that may pass (a
+        cluster node out of reach, the link lost) is sent again, a little later each time,
+        while ``request_timeout`` lasts. A ``done_if`` error on such a repeat means an earlier
+        try took effect: {}."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         pause = RETRY_FIRST_PAUSE
@@ -198,11 +158,11 @@ class Mq9Client:
             try:
                 return await self._call_once(subject, body, headers, deadline - started)
             except Mq9Error as exc:
-                if repeat and done_if is not None and done_if in exc.message:
+                if repeat and done_if is not None and isinstance(exc, done_if):
                     return {}
                 # A try that waited out most of the time (no answer) is not made again
                 slow = loop.time() - started > self.request_timeout / 2
-                again = repeatable(exc.message) if callable(repeatable) else repeatable
+                again = repeatable(exc) if callable(repeatable) else repeatable
                 if slow or not (again and exc.retryable and deadline - loop.time() > pause):
                     raise
             repeat = True
@@ -218,25 +178,13 @@ class Mq9Client:
         except (UnicodeDecodeError, ValueError, RecursionError):
             reply = None
         if not isinstance(reply, dict) or not isinstance(reply.get("error", ""), str):
-            raise Mq9Error(
+            raise MalformedReply(
                 f"malformed reply from the broker on {subject}: {bytes(raw[:200])!r} "
                 "(is this server speaking mq9?)"
             )
         error = reply.get("error")
-        if error and p.is_transient(error):
-            stored = (
-                "; the message may or may not have been stored: query the mailbox before "
-                "sending it again"
-                if subject.startswith(p.MSG_SEND)
-                else ""
-            )
-            raise Mq9Error(
-                f"{error} — the mq9 cluster could not reach the node that holds this (a node "
-                f"or the meta leader is down or changing); try again shortly{stored}",
-                retryable=True,
-            )
         if error:
-            raise Mq9Error(error)
+            raise from_reply(error, subject)
         return reply
 
     def _messages(self, mail_address: str, reply: dict[str, Any]) -> list[Message]:
@@ -279,13 +227,15 @@ class Mq9Client:
         )
         # A named CREATE is safe to send again: "already exists" then means it was made
         reply = await self._call(
-            p.MAILBOX_CREATE, body, repeatable=name is not None, done_if="already exists"
+            p.MAILBOX_CREATE, body, repeatable=name is not None, done_if=MailboxExists
         )
         if not reply:
             return name  # type: ignore[return-value]
         address = _read_reply(p.CREATE_REPLY, reply)["mail_address"]
         if not p.is_valid_address(address):
-            raise Mq9Error(f"malformed reply from the broker: invalid mail_address {address!r}")
+            raise MalformedReply(
+                f"malformed reply from the broker: invalid mail_address {address!r}"
+            )
         return address
 
     async def send(
@@ -321,16 +271,18 @@ class Mq9Client:
             None if tags is None else p.check_tags(tags),
         )
         if not self._transport.is_connected:
-            raise Mq9Error(NOT_CONNECTED)
+            raise NotConnected(NOT_CONNECTED)
         size = len(body) + _header_block_size(headers)
         limit = self._transport.max_payload
         if size > limit:
-            raise Mq9Error(
+            raise PayloadTooLarge(
                 f"payload too large: {size} bytes, the broker's max_payload is {limit} bytes; "
-                "send a reference to the data (a URL or path) instead of the data itself"
+                "send a reference to the data (a URL or path) instead of the data itself",
+                size=size,
+                limit=limit,
             )
         reply = await self._call(
-            p.send_subject(mail_address), body, headers, repeatable=p.never_stored
+            p.send_subject(mail_address), body, headers, repeatable=_stored_nothing
         )
         msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
         self._sent(mail_address, msg_id)
@@ -395,7 +347,7 @@ class Mq9Client:
         p.check_address(mail_address)
         p.check_group_name(group_name)
         if group_name not in self._groups and len(self._groups) >= self.max_groups:
-            raise Mq9Error(
+            raise LimitReached(
                 f"this client has acked under {self.max_groups} consumer groups already "
                 f"(max_groups), and {p.quoted(group_name)} would be one more: a group is kept "
                 "by the broker for ever, so reuse a group name (one per reader of a mailbox), "
@@ -529,7 +481,7 @@ class Mq9Client:
         body = _json_object("report", report)
         name = body.get("name")
         if not isinstance(name, str) or not name:
-            raise Mq9Error("agent report must contain the agent's name")
+            raise InvalidArgument("agent report must contain the agent's name")
         info = body.get("report_info")
         if not isinstance(info, str):
             info = p.encode({k: v for k, v in body.items() if k != "name"}).decode()
@@ -563,13 +515,11 @@ class Mq9Client:
         )
         try:
             reply = await self._call(p.AGENT_DISCOVER, body, repeatable=True)
-        except Mq9Error as exc:
+        except (SearchIndexEmpty, SearchNotBuilt) as exc:
             if not (text or semantic):
                 raise
-            if p.SEARCH_TABLE_MISSING in exc.message:
+            if isinstance(exc, SearchIndexEmpty):
                 return Agents()
-            if p.SEARCH_NOT_BUILT not in exc.message:
-                raise
             return await self._rank_listing(text, semantic, limit, page)
         agents = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
         return Agents(p.normalize_agent(item) for item in agents)
@@ -612,7 +562,12 @@ def _read_reply(shape: p.Shape, reply: dict[str, Any]) -> dict[str, Any]:
             raise p.WireError(f"missing field `{missing[0]}`")
         return shape.convert(reply)
     except p.WireError as exc:
-        raise Mq9Error(f"malformed reply from the broker: {exc.message}") from None
+        raise MalformedReply(f"malformed reply from the broker: {exc.message}") from None
+
+
+def _stored_nothing(exc: Mq9Error) -> bool:
+    """Whether a failed SEND certainly stored nothing (so it may be sent again)."""
+    return isinstance(exc, ClusterUnavailable) and exc.stored_nothing
 
 
 def _header_block_size(headers: dict[str, str]) -> int:
@@ -635,14 +590,14 @@ def _fetch_body(
     if group_name is not None:
         p.check_group_name(group_name)
     if deliver not in p.DELIVER_POLICIES:
-        raise Mq9Error(p.err_invalid_deliver(deliver))
+        raise InvalidArgument(p.err_invalid_deliver(deliver))
     if not isinstance(force_deliver, bool):
         raise ValueError("force_deliver must be True or False")
     # The broker reads a missing from_time/from_id as 0; the client wants it said.
     if deliver == "from_time" and from_time is None:
-        raise Mq9Error("deliver='from_time' needs from_time (Unix seconds)")
+        raise InvalidArgument("deliver='from_time' needs from_time (Unix seconds)")
     if deliver == "from_id" and from_id is None:
-        raise Mq9Error("deliver='from_id' needs from_id (a msg_id)")
+        raise InvalidArgument("deliver='from_id' needs from_id (a msg_id)")
     return p.FETCH_REQUEST.body(
         group_name=group_name,
         deliver=deliver,

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from .client import Mq9Client
-from .protocol import Mq9Error
+from .errors import RequestTimeout
 from .redaction import redact
 
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class Mq9Connection:
             return future.result(timeout=self.request_timeout + wait + 5.0)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise Mq9Error("the mq9 call did not finish in time", retryable=True) from None
+            raise RequestTimeout("the mq9 call did not finish in time") from None
 
     def _take_all(self) -> list[_LoopClient]:
         return [entry for loop in list(self._clients) if (entry := self._clients.pop(loop, None))]

@@ -16,20 +16,18 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from . import protocol as p
-from .leases import DEFAULT_LEASE_TTL, LeaseBox
-from .protocol import Mq9Error
+from .errors import AnswerTooLarge, Mq9Error
+from .leases import DEFAULT_LEASE_TTL, LeaseBox, MailboxClient
+from .protocol import Message
 from .reader_state import ReaderState
-
-if TYPE_CHECKING:
-    from .client import Message, Mq9Client
 
 log = logging.getLogger("langchain_mq9")
 
-Handler = Callable[["Message"], Awaitable[None] | None]
-ErrorHandler = Callable[["Message", Exception], Awaitable[None] | None]
+Handler = Callable[[Message], Awaitable[None] | None]
+ErrorHandler = Callable[[Message, Exception], Awaitable[None] | None]
 
 # How often a waiting fetch looks again. A FETCH that finds nothing on RobustMQ sleeps its whole
 # max_wait_ms without waking when a message arrives, and meanwhile holds the handler that serves
@@ -95,7 +93,7 @@ class GroupReader:
 
     def __init__(
         self,
-        client: Mq9Client,
+        client: MailboxClient,
         mail_address: str,
         group_name: str,
         *,
@@ -187,7 +185,7 @@ class GroupReader:
             # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
             await self._advance()
             if fit is not None and not fresh and not state.pending and state.floor == floor:
-                raise Mq9Error(self._stalled(fit))
+                raise AnswerTooLarge(self._stalled(fit), fits=fit)
             state.hand_out(m.msg_id for m in batch)
             # With leases, every new message may turn out done or held by another worker:
             # what that taught lets the next FETCH reach past them, so "nothing" is never
@@ -212,9 +210,9 @@ class GroupReader:
                     max_wait_ms=0,
                 )
                 return answer, fit, asked
-            except Mq9Error as exc:
-                fit = p.answer_fits(exc.message)
-                if fit is None or not 0 < fit < asked:
+            except AnswerTooLarge as exc:
+                fit = exc.fits
+                if not 0 < fit < asked:
                     raise
                 asked = fit
 
@@ -280,7 +278,7 @@ class Consumer:
 
     def __init__(
         self,
-        client: Mq9Client,
+        client: MailboxClient,
         mail_address: str,
         handler: Handler,
         *,

@@ -22,17 +22,28 @@ so a group that stops leaves no mailbox behind one lease TTL later.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import protocol as p
-from .protocol import Mq9Error
+from .errors import MailboxExists, MailboxNotFound
+from .protocol import Message
 
-if TYPE_CHECKING:
-    from .client import Message, Mq9Client
+
+class MailboxClient(Protocol):
+    """What readers and leases use of a client (``Mq9Client`` has it; this module and
+    ``consumer.py`` need not import it, which imports them)."""
+
+    async def fetch(self, mail_address: str, **options: Any) -> list[Message]: ...
+    async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None: ...
+    async def query(self, mail_address: str, **options: Any) -> list[Message]: ...
+    async def send(self, mail_address: str, payload: Any, **options: Any) -> int: ...
+    async def mailbox_create(self, *, name: str | None = None, ttl: int = 0) -> str: ...
+    def _suspect(self, mail_address: str, warning: str) -> None: ...
 
 # A mailbox address whose first segment is this belongs to the library: every tool refuses it.
 RESERVED_ROOT = "mq9"
@@ -117,7 +128,7 @@ class LeaseBox:
 
     def __init__(
         self,
-        client: Mq9Client,
+        client: MailboxClient,
         mail_address: str,
         group_name: str,
         worker: str,
@@ -175,9 +186,7 @@ class LeaseBox:
     async def _query(self, tags: list[str], limit: int) -> list[Message]:
         try:
             return await self.client.query(self.address, tags=tags, limit=limit)
-        except Mq9Error as exc:
-            if exc.message != p.err_topic_missing(self.address):
-                raise
+        except MailboxNotFound:
             return []  # no worker has written anything yet
 
     def _observe(self, records: list[Message]) -> None:
@@ -193,13 +202,8 @@ class LeaseBox:
     async def _send_one(self, tags: list[str], ttl: int | None) -> None:
         try:
             await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)
-        except Mq9Error as exc:
-            if exc.message != p.err_mailbox_missing(self.address):
-                raise
+        except MailboxNotFound:
             # The first record, or the lease mailbox lived out its TTL: make it (again).
-            try:
+            with contextlib.suppress(MailboxExists):
                 await self.client.mailbox_create(name=self.address, ttl=self.lease_ttl)
-            except Mq9Error as made:
-                if made.message != p.err_mailbox_exists(self.address):
-                    raise
             await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)

@@ -13,8 +13,21 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as _field
 from enum import Enum
 from typing import Any
+
+from .errors import (
+    LISTING_TOO_LARGE,
+    SEARCH_NOT_BUILT,
+    InvalidAddress,
+    InvalidArgument,
+    MalformedReply,
+    Mq9Error,
+    WireError,
+)
+from .errors import SEARCH_TABLE_MISSING as SEARCH_TABLE_MISSING
 
 PREFIX = "$mq9.AI"
 SUBJECT_WILDCARD = f"{PREFIX}.>"
@@ -85,22 +98,6 @@ class Priority(str, Enum):
 PRIORITY_ORDER = (Priority.CRITICAL, Priority.URGENT, Priority.NORMAL)
 
 
-class Mq9Error(Exception):
-    """A failed mq9 command: the broker's error text, or the client's own refusal.
-
-    ``retryable`` is true when the same call may succeed later unchanged (the broker was
-    unreachable or did not answer in time); false when the request itself must change.
-    """
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        # A text quoting bad input (a subject or name holding a lone surrogate) must still
-        # travel as UTF-8 in an error reply: such characters are written as escapes
-        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-
-
 # -- error texts (exact, as RobustMQ words them) ---------------------------------------------
 
 
@@ -165,23 +162,6 @@ ERR_AGENT_INFO_EMPTY = "agent_info must not be empty"
 ERR_AGENT_NAME_EMPTY = "agent name must not be empty"
 
 
-# What a RobustMQ cluster answers while a node, its shard or the meta leader is out of reach:
-# the request may succeed unchanged a moment later. grpc-clients/src/utils.rs retries the
-# transport ones itself (is_transport_error, is_stale_reader, the leader forward); what still
-# reaches an mq9 client: the storage forward giving up (storage-engine clients/connection.rs
-# ~117), a forward to a leader that is gone, and the transport texts.
-TRANSIENT_MARKERS = (
-    NOT_STORED := "Offset state for shard",
-    "exceeded max retry times",
-    "has to forward request to",
-    "meta-service node is not currently the raft leader",
-    "tcp connect error",
-    "Connection refused",
-    "ConnectError",
-    "The service is currently unavailable",
-)
-
-
 def warn_log_went_back(address: str, msg_id: int, highest: int) -> str:
     return (
         f"mailbox {address}: a SEND got msg_id {msg_id}, but an earlier one got {highest}: the "
@@ -200,27 +180,11 @@ def warn_partitions(address: str, msg_id: int) -> str:
     )
 
 
-def is_transient(error: str) -> bool:
-    """Whether a broker's error text says the cluster could not reach a part of itself."""
-    return any(marker in error for marker in TRANSIENT_MARKERS)
-
-
-def never_stored(error: str) -> bool:
-    """Whether a SEND that failed with ``error`` stored nothing, so it is safe to send again:
-    a mailbox made a moment ago whose shard's offsets are not set up yet (storage-engine
-    ``core/offset.rs``: the offset is read before anything is written)."""
-    return NOT_STORED in error
-
-
-# DISCOVER with text or semantic on RobustMQ's default build (meta-service
-# services/mq9/agent.rs ~143, wrapped by common/base error/common.rs ~132 and tonic's Status).
-SEARCH_NOT_BUILT = "agent search is not enabled in this build (missing the 'vector-search' feature)"
+# DISCOVER with text or semantic on RobustMQ's default build (see errors.SEARCH_NOT_BUILT)
 ERR_SEARCH_NOT_BUILT = (
     "Grpc call of the node failed,Grpc status was code: 'Internal error', "
     f'message: "{SEARCH_NOT_BUILT}"'
 )
-# The same on a vector-search build until the first A2A card is registered: no agents yet.
-SEARCH_TABLE_MISSING = "Table 'mq9_agents' was not found"
 
 
 def err_answer_too_large(size: int, limit: int, fit: int) -> str:
@@ -230,18 +194,6 @@ def err_answer_too_large(size: int, limit: int, fit: int) -> str:
         f"the answer would be {size} bytes, above the {limit} bytes this broker's answers "
         f"carry: ask for at most {fit} messages (num_msgs)"
     )
-
-
-_ANSWER_FITS = re.compile(r"ask for at most (\d+) messages \(num_msgs\)$")
-
-
-def answer_fits(error: str) -> int | None:
-    """How many messages fit, from an ``err_answer_too_large`` text (None for other errors)."""
-    found = _ANSWER_FITS.search(error)
-    return int(found.group(1)) if found else None
-
-
-LISTING_TOO_LARGE = "too large to list in one answer"
 
 
 def err_listing_too_large(count: int, size: int, limit: int) -> str:
@@ -313,11 +265,11 @@ def check_address(value: object) -> str:
     """Return ``value`` if a mailbox can have it as its address and a NATS subject can carry
     it, else raise ``Mq9Error`` (the client's check before any request)."""
     if not is_valid_address(value):
-        raise Mq9Error(err_invalid_address(value))
+        raise InvalidAddress(err_invalid_address(value))
     if len(value) > MAX_ADDRESS_LENGTH:  # type: ignore[arg-type]
-        raise Mq9Error(err_address_too_long(value))  # type: ignore[arg-type]
+        raise InvalidAddress(err_address_too_long(value))  # type: ignore[arg-type]
     if ".." in value:  # type: ignore[operator]
-        raise Mq9Error(
+        raise InvalidAddress(
             f"invalid mail_address: {quoted(value)} has an empty segment: RobustMQ creates such a "
             "mailbox, but no NATS subject can reach it"
         )
@@ -334,19 +286,21 @@ def parse_priority(value: object) -> Priority:
             return Priority(value.strip().lower())
         except ValueError:
             pass
-    raise Mq9Error(err_invalid_priority(value))
+    raise InvalidArgument(err_invalid_priority(value))
 
 
 def check_int(name: str, value: object, low: int = 0, high: int = 2**63 - 1) -> int:
     """An integer option (ttl, delay, limit, msg_id, ...) that must lie in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise Mq9Error(f"invalid {name} {quoted(value)}: must be an integer from {low} to {high}")
+        raise InvalidArgument(
+            f"invalid {name} {quoted(value)}: must be an integer from {low} to {high}"
+        )
     return value
 
 
 def check_group_name(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_GROUP_NAME:
-        raise Mq9Error(
+        raise InvalidArgument(
             f"invalid group_name {quoted(value)}: a non-empty string of at most "
             f"{MAX_GROUP_NAME} chars"
         )
@@ -415,13 +369,8 @@ def utf8(name: str, value: str) -> str:
     try:
         value.encode()
     except UnicodeEncodeError as exc:
-        raise Mq9Error(f"invalid {name}: {err_not_utf8(value[exc.start])}") from None
+        raise InvalidArgument(f"invalid {name}: {err_not_utf8(value[exc.start])}") from None
     return value
-
-
-class WireError(Mq9Error):
-    """A body serde_json would refuse; the text follows serde's wording (without its
-    line/column position)."""
 
 
 class _Object(dict):
@@ -916,6 +865,53 @@ def payload_text(payload: bytes) -> str:
     return bytes(payload).decode("utf-8", errors="replace")
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message as FETCH or QUERY hands it out.
+
+    mq9 brokers hand payloads out as UTF-8 text: ``payload`` holds that text's UTF-8 bytes,
+    which are the bytes sent (``send`` refuses bytes that are not UTF-8). ``header`` holds the
+    NATS headers the SEND carried ({} when none); ``key`` and ``tags`` are read from them.
+    """
+
+    msg_id: int
+    payload: bytes
+    priority: Priority
+    create_time: int
+    key: str | None = None
+    tags: list[str] = _field(default_factory=list)
+    header: dict[str, str] = _field(default_factory=dict)
+
+    def text(self) -> str:
+        """The payload as text."""
+        return self.payload.decode()
+
+    def json(self) -> Any:
+        """The payload parsed as JSON (raises ``ValueError`` if it is not JSON)."""
+        return json.loads(self.payload)
+
+    @classmethod
+    def from_wire(cls, item: Any) -> Message:
+        """A message from a FETCH or QUERY item (RobustMQ's ``MsgItem``: msg_id, payload,
+        priority, header, create_time). Unknown fields are ignored; ``header`` may be absent
+        or null. Raises ``Mq9Error`` on an item of the wrong shape."""
+        try:
+            wire = MSG_ITEM.convert(item)
+            header = {} if wire["header"] is None else parse_header_block(wire["header"])
+            tags = header.get(HEADER_TAGS, "")
+            return cls(
+                msg_id=wire["msg_id"],
+                payload=wire["payload"].encode(),
+                priority=Priority(wire["priority"] or "normal"),  # RobustMQ sends "" for none
+                create_time=wire["create_time"],
+                key=header.get(HEADER_KEY),
+                tags=[tag.strip() for tag in tags.split(",") if tag.strip()],
+                header=header,
+            )
+        except (WireError, ValueError) as exc:
+            raise MalformedReply(f"malformed message in the broker's reply: {exc}") from None
+
+
 def payload_bytes(payload: object) -> bytes:
     """The bytes to send for a payload: ``bytes`` as is, ``str`` as UTF-8, ``dict`` as JSON.
 
@@ -969,7 +965,7 @@ def extra_headers(headers: object) -> dict[str, str]:
     if headers is None:
         return {}
     if not isinstance(headers, dict):
-        raise Mq9Error(f"invalid headers {quoted(headers)}: must be a dict of strings")
+        raise InvalidArgument(f"invalid headers {quoted(headers)}: must be a dict of strings")
     for name, value in headers.items():
         if (
             not isinstance(name, str)
@@ -978,7 +974,7 @@ def extra_headers(headers: object) -> dict[str, str]:
             or value != value.strip()
             or any(c in value for c in "\r\n")
         ):
-            raise Mq9Error(
+            raise InvalidArgument(
                 f"invalid header {quoted(name)}: {quoted(value)}: names are letters, digits, "
                 "'-', '_' and '.'; values single-line strings without surrounding whitespace"
             )
@@ -994,7 +990,7 @@ def check_key(key: object) -> str:
         or key != key.strip()
         or any(c in key for c in "\r\n")
     ):
-        raise Mq9Error(
+        raise InvalidArgument(
             f"invalid key {quoted(key)}: must be a non-empty single-line string "
             "without leading or trailing whitespace"
         )
@@ -1003,10 +999,10 @@ def check_key(key: object) -> str:
 
 def check_tags(tags: object) -> list[str]:
     if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
-        raise Mq9Error(f"invalid tags {quoted(tags)}: must be a list of strings")
+        raise InvalidArgument(f"invalid tags {quoted(tags)}: must be a list of strings")
     for tag in tags:
         if not isinstance(tag, str) or not tag.strip() or any(c in tag for c in ",\r\n"):
-            raise Mq9Error(
+            raise InvalidArgument(
                 f"invalid tag {quoted(tag)}: tags are non-empty strings without commas or newlines"
             )
     return [utf8("tag", tag.strip()) for tag in tags]
@@ -1138,7 +1134,7 @@ def normalize_agent(item: Any) -> dict[str, Any]:
     ``mailbox`` (None when the card names none); otherwise ``name``, ``mailbox`` None and the
     raw ``agent_info`` string. Raises ``Mq9Error`` on an item that is not an agent."""
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        raise Mq9Error(f"malformed agent in the broker's reply: {item!r:.200}")
+        raise MalformedReply(f"malformed agent in the broker's reply: {item!r:.200}")
     info = item.get("agent_info")
     card: Any = None
     if isinstance(info, str):

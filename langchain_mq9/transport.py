@@ -1,17 +1,33 @@
-"""How encoded mq9 requests reach a broker: over NATS, or straight into the bundled engine.
+"""How encoded mq9 requests reach a broker: the ``Transport`` interface and its two kinds.
 
-A transport moves bytes and headers; it knows nothing of mq9 commands. ``open_transport``
-picks one by the server URL's scheme, so the same ``Mq9Client`` code runs against RobustMQ, the
-dev broker, or ``memory://`` in a test.
+A transport moves bytes and headers; it knows nothing of mq9 commands. ``Mq9Client(server)``
+picks one by the URL's scheme (``open_transport``): ``NatsTransport`` for ``nats://``,
+``tls://``, ``ws://``, ``wss://``, and for ``memory://NAME`` an in-process one on the
+process-wide bundled broker of that name. ``Mq9Client(transport=...)`` takes any other: a
+``NatsTransport`` built with its own options, a ``HandlerTransport`` on a broker engine or on
+a function (as httpx's ``MockTransport`` answers with one), or a class of your own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from typing import Any
+import ssl
+from typing import Any, Protocol
 
-from .protocol import DEFAULT_MAX_PAYLOAD, Mq9Error
+from .errors import (
+    ConnectFailed,
+    ConnectionLost,
+    InvalidArgument,
+    NoBroker,
+    NotAllowed,
+    NotConnected,
+    RequestTimeout,
+    Unavailable,
+    refused_credentials,
+)
+from .protocol import DEFAULT_MAX_PAYLOAD
 from .redaction import describe, redact
 
 log = logging.getLogger("langchain_mq9")
@@ -24,66 +40,118 @@ NOT_CONNECTED = (
     "(or use `async with Mq9Client(...) as client:`)"
 )
 
+class Transport(Protocol):
+    """What ``Mq9Client`` needs of a way to reach a broker. ``request`` returns the reply's
+    bytes, or raises an ``Mq9Error`` subclass (``errors.py``) when there is no reply:
+    ``NotConnected`` before ``connect``, an ``Unavailable`` kind when the broker cannot be
+    reached or does not answer within ``timeout`` seconds."""
 
-class MemoryTransport:
-    """Hands requests to the in-process broker named by ``memory://NAME``.
+    @property
+    def max_payload(self) -> int: ...  # the most bytes (payload and headers) one request carries
 
-    Requests still go through the full encoding path (subject, headers, JSON bytes), so a test on
-    ``memory://`` exercises the same client code as one on NATS.
-    """
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def connect(self) -> None: ...
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class HandlerTransport:
+    """Requests answered in this process by ``handler(subject, headers, body)``.
+
+    ``handler`` is a broker engine (``BrokerEngine``: its ``handle`` answers, its
+    ``limits.max_payload`` bounds requests) or any async function giving the reply's bytes,
+    with ``max_payload``. Requests still go through the full encoding path (subject, headers,
+    JSON bytes), so a test in process exercises the same client code as one on NATS."""
+
+    def __init__(self, handler: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self._handler = handler
+        self._max_payload = max_payload
+        self._connected = False
+
+    @property
+    def max_payload(self) -> int:
+        limits = getattr(self._handler, "limits", None)
+        return self._max_payload if limits is None else limits.max_payload
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    async def connect(self) -> None:
+        self._connected = True
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes:
+        if not self._connected:
+            raise NotConnected(NOT_CONNECTED)
+        # A round trip gives other tasks a turn, as a network request would: without it a
+        # consumer that always finds messages would never let a competing one run.
+        await asyncio.sleep(0)
+        handle = getattr(self._handler, "handle", self._handler)
+        return await handle(subject, dict(headers) if headers else None, bytes(body))
+
+    async def close(self) -> None:
+        self._connected = False
+
+
+class MemoryTransport(HandlerTransport):
+    """``memory://NAME``: the process-wide bundled broker of that name, looked up at connect
+    (``broker.install_memory_broker`` puts one there; else it is made on first use)."""
 
     def __init__(self, name: str) -> None:
+        super().__init__(None)
         self.name = name
-        self._engine = None
 
     @property
     def max_payload(self) -> int:
         from .broker import memory_broker
 
-        return (self._engine or memory_broker(self.name)).limits.max_payload
-
-    @property
-    def is_connected(self) -> bool:
-        return self._engine is not None
+        return (self._handler or memory_broker(self.name)).limits.max_payload
 
     async def connect(self) -> None:
         from .broker import memory_broker
 
-        self._engine = memory_broker(self.name)
-
-    async def request(
-        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
-    ) -> bytes:
-        if self._engine is None:
-            raise Mq9Error(NOT_CONNECTED)
-        # A round trip gives other tasks a turn, as a network request would: without it a
-        # consumer that always finds messages would never let a competing one run.
-        await asyncio.sleep(0)
-        return await self._engine.handle(subject, dict(headers) if headers else None, bytes(body))
-
-    async def close(self) -> None:
-        self._engine = None
+        self._handler = memory_broker(self.name)
+        await super().connect()
 
 
 class NatsTransport:
-    """A persistent nats-py connection with reconnects, and nats errors turned into ``Mq9Error``.
+    """A persistent nats-py connection with reconnects, and nats errors turned into their
+    ``Mq9Error`` class.
+
+    ``servers``: a NATS URL (``nats://``, ``tls://``, ``ws://``, ``wss://``), several
+    comma-separated, or a list. Credentials go in the URL (``nats://user:pass@host:4222``) or
+    as ``user``/``password``, ``token``, ``creds`` (a NATS .creds file) and ``tls`` (an
+    ``ssl.SSLContext``). ``request_timeout`` bounds the first connection; nats-py then
+    reconnects ``reconnect_attempts`` times, ``reconnect_delay`` seconds apart. ``name``: the
+    connection's name on the server.
 
     Like nats-py's own client, it belongs to the event loop that opened it: call it from there
-    (``Mq9Connection`` gives every loop a client of its own). ``auth``: nats-py's ``user``,
-    ``password``, ``token`` and ``tls``, as ``Mq9Client`` checked them.
+    (``Mq9Connection`` gives every loop a client of its own).
     """
 
     def __init__(
         self,
-        servers: list[str],
+        servers: str | list[str],
         *,
-        request_timeout: float,
-        reconnect_attempts: int,
-        reconnect_delay: float,
+        request_timeout: float = 5.0,
+        reconnect_attempts: int = 5,
+        reconnect_delay: float = 2.0,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
         creds: str | None = None,
+        tls: ssl.SSLContext | None = None,
         name: str | None = None,
-        **auth: Any,
     ) -> None:
+        servers = _nats_urls(servers)
         self.where = redact(", ".join(servers))  # for messages: no passwords
         options = dict(
             servers=servers,
@@ -95,7 +163,10 @@ class NatsTransport:
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
-            **auth,
+            user=user,
+            password=password,
+            token=token,
+            tls=tls,
         )
         self._options = {k: v for k, v in options.items() if v is not None}
         self._connection = None
@@ -134,14 +205,13 @@ class NatsTransport:
             _stop(watchdog)
             await _quietly_close(connection)
             if self._refused:  # nats-py reports it as "no servers": say what really happened
-                raise Mq9Error(
+                raise NotAllowed(
                     f"the broker at {self.where} refused the credentials (authorization "
                     "violation): check the user and password, token or creds file"
                 ) from None
-            raise Mq9Error(
+            raise ConnectFailed(
                 f"cannot connect to the mq9 broker at {self.where} ({describe(last or exc)}); "
-                "to run one on this machine: mq9-dev-broker",
-                retryable=True,
+                "to run one on this machine: mq9-dev-broker"
             ) from None
         _stop(self._watchdog)  # of the connection this one replaces
         self._connection, self._watchdog = connection, watchdog
@@ -152,9 +222,9 @@ class NatsTransport:
     ) -> bytes:
         connection = self._connection
         if connection is None:
-            raise Mq9Error(NOT_CONNECTED)
+            raise NotConnected(NOT_CONNECTED)
         if self._link_lost.get_loop() is not asyncio.get_running_loop():
-            raise Mq9Error(
+            raise NotConnected(
                 "this client belongs to the event loop that connected it: call it from that "
                 "loop (a toolkit given client= there: `await tool.ainvoke(...)`), or give the "
                 "toolkit server= so that every loop gets a client of its own"
@@ -187,36 +257,32 @@ class NatsTransport:
         except asyncio.CancelledError:
             if not cut or by_caller:
                 raise
-            raise Mq9Error(
+            raise ConnectionLost(
                 f"lost the connection to the mq9 broker at {self.where} while "
                 "waiting for the reply; the request may or may not have been carried out "
-                "(the client reconnects by itself)",
-                retryable=True,
+                "(the client reconnects by itself)"
             ) from None
         except nats_errors.NoRespondersError:
-            raise Mq9Error(
+            raise NoBroker(
                 f"no mq9 broker is serving at {self.where}: nothing answers "
-                f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)",
-                retryable=True,
+                f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)"
             ) from None
         except (nats_errors.TimeoutError, asyncio.TimeoutError):
             down = " (the connection is down and reconnecting)"
-            raise Mq9Error(
+            raise RequestTimeout(
                 f"the mq9 broker did not answer within {timeout:g}s"
                 f"{down if connection.is_reconnecting else ''}; "
-                "the request may or may not have been carried out",
-                retryable=True,
+                "the request may or may not have been carried out"
             ) from None
         except nats_errors.ConnectionClosedError:
             if self._connection is None:
-                raise Mq9Error(NOT_CONNECTED) from None
-            raise Mq9Error(
+                raise NotConnected(NOT_CONNECTED) from None
+            raise ConnectionLost(
                 f"lost the connection to the mq9 broker at {self.where}; "
-                "the request was not sent (the client dials again on the next call)",
-                retryable=True,
+                "the request was not sent (the client dials again on the next call)"
             ) from None
         except nats_errors.Error as exc:
-            raise Mq9Error(f"NATS refused the request: {describe(exc)}", retryable=True) from None
+            raise Unavailable(f"NATS refused the request: {describe(exc)}") from None
         return reply.data
 
     async def _redial(self, dead):
@@ -228,7 +294,7 @@ class NatsTransport:
         if self._closes != closes or self._connection is None:  # close() ran meanwhile
             if self._connection is not None and self._connection is not dead:
                 await self.close()
-            raise Mq9Error(NOT_CONNECTED)
+            raise NotConnected(NOT_CONNECTED)
         return self._connection
 
     async def close(self) -> None:
@@ -240,7 +306,7 @@ class NatsTransport:
             await _quietly_close(connection)
 
     async def _on_error(self, exc: Exception) -> None:
-        if "authorization" in str(exc).lower():
+        if refused_credentials(exc):
             self._refused = True
         log.debug("nats: %s", describe(exc))
 
@@ -257,9 +323,6 @@ class NatsTransport:
         log.warning("reconnected to the mq9 broker")
 
 
-Transport = MemoryTransport | NatsTransport
-
-
 def _stop(task: asyncio.Task | None) -> None:
     if task is not None:
         task.cancel()
@@ -274,21 +337,30 @@ async def _quietly_close(connection) -> None:
 
 
 def open_transport(server: str, **options: Any) -> Transport:
-    """The transport for ``server``: ``memory://[name]``, or NATS URLs (comma-separated), with
-    ``NatsTransport``'s ``options``."""
+    """The transport for ``server``: ``memory://[NAME]``, or NATS URLs with ``NatsTransport``'s
+    ``options`` (a memory broker takes them, but no credentials)."""
     if not isinstance(server, str) or not server.strip():
         raise ValueError("server must be a URL such as nats://localhost:4222 or memory://")
     server = server.strip()
-    if server.startswith(MEMORY_SCHEME):
-        if any(options.get(k) for k in ("user", "password", "token", "creds", "tls")):
-            raise Mq9Error("memory:// brokers take no credentials")
-        return MemoryTransport(server[len(MEMORY_SCHEME) :].strip("/"))
-    servers = [part.strip() for part in server.split(",") if part.strip()]
-    for url in servers:
+    if not server.startswith(MEMORY_SCHEME):
+        return NatsTransport(server, **options)
+    unknown = set(options) - set(inspect.signature(NatsTransport).parameters)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
+    if any(options.get(k) for k in ("user", "password", "token", "creds", "tls")):
+        raise InvalidArgument("memory:// brokers take no credentials")
+    return MemoryTransport(server[len(MEMORY_SCHEME) :].strip("/"))
+
+
+def _nats_urls(servers: str | list[str]) -> list[str]:
+    if isinstance(servers, str):
+        servers = servers.split(",")
+    urls = [part.strip() for part in servers if part.strip()]
+    for url in urls or [""]:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
-            raise Mq9Error(
+            raise InvalidArgument(
                 f"unsupported server URL {redact(url)!r}: use nats://host:port, tls://host:port, "
                 "a comma-separated list of those, or memory:// for the in-process broker"
             )
-    return NatsTransport(servers, **options)
+    return urls

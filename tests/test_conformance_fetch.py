@@ -24,6 +24,7 @@ import json
 import pytest
 
 from langchain_mq9 import protocol as p
+from langchain_mq9.errors import from_reply
 
 T0 = 1_700_000_000  # where the fixture's ManualClock starts
 
@@ -592,7 +593,7 @@ async def test_a_group_fetch_too_large_for_one_answer_is_refused_with_what_fits(
     for i in range(12):
         await send(broker, box, bytes([65 + i]) * 1000)
     reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
-    fit = p.answer_fits(reply["error"])
+    fit = from_reply(reply["error"]).fits
     assert fit == 3, reply
     assert "above the 4096 bytes this broker's answers carry" in reply["error"], reply
     handed: list[int] = []
@@ -617,7 +618,7 @@ async def test_what_fits_counts_every_lane_the_smaller_request_reads(broker):
     one = len(p.encode({"error": "", "messages": []})) + 1100  # an answer of one message, about
     set_limits(broker, max_answer=one + 5 * 1100)  # about five messages fit, not six
     reply = await fetch_reply(broker, box, {"group_name": "g", "deliver": "earliest"})
-    fit = p.answer_fits(reply["error"])
+    fit = from_reply(reply["error"]).fits
     assert fit == 3, reply  # 2 critical + 3 normal; asked for 5 the broker would send 7
     body = {"group_name": "g", "deliver": "earliest", "config": {"num_msgs": fit}}
     assert await fetch(broker, box, **body) == [4, 8, 0, 1, 2]

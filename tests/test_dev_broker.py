@@ -18,6 +18,7 @@ from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli import build_parser, main
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
 from langchain_mq9.broker.storage import DEFAULT_FILE_NAME, data_file
+from langchain_mq9.errors import from_reply
 
 
 class Wire:
@@ -239,7 +240,7 @@ async def test_answers_use_the_nats_servers_max_payload():
                 await wire.send("big", big)
             body = {"group_name": "g", "deliver": "earliest", "config": {"max_wait_ms": 0}}
             reply = await wire.call(p.fetch_subject("big"), body)
-            assert p.answer_fits(reply["error"]) == 1, reply
+            assert from_reply(reply["error"]).fits == 1, reply
         assert broker.stop() == 0
 
 

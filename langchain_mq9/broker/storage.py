@@ -46,6 +46,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import sqlite_busy, sqlite_readonly
 from ..protocol import Priority
 from .mailbox import Mailbox, StoredMessage
 from .registry import AgentEntry
@@ -232,11 +233,11 @@ class SqliteStorage(Storage):
             self._open()
         except sqlite3.Error as exc:
             self._db.close()
-            if "locked" in str(exc):
+            if sqlite_busy(exc):
                 raise StorageError(
                     f"the data file {path} is in use by another mq9 dev broker"
                 ) from None
-            if "readonly" in str(exc):
+            if sqlite_readonly(exc):
                 raise StorageError(
                     f"the data file {path} is read-only: make it writable, or pass another --data"
                 ) from None
