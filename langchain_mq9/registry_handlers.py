@@ -7,8 +7,9 @@ from typing import Any
 
 from .client import Agents
 from .data_views import CARD_NOTE, agent_view
+from .errors import ListingTooLarge, MailboxExists
 from .mailbox_handlers import next_call
-from .protocol import LISTING_TOO_LARGE, Mq9Error, agent_card, check_address, normalize_agent
+from .protocol import agent_card, check_address, normalize_agent
 from .schemas import (
     AgentDiscoverInput,
     AgentRegisterInput,
@@ -78,9 +79,7 @@ async def agent_register(client: Any, args: AgentRegisterInput, policy: ToolPoli
     try:
         await client.mailbox_create(name=address, ttl=0)
         created = True
-    except Mq9Error as exc:
-        if "already exists" not in exc.message:
-            raise
+    except MailboxExists:
         created = False
     policy.created.add(address)
     result = AgentRegistered(registered=True, mail_address=address, mailbox_created=created)
@@ -89,9 +88,7 @@ async def agent_register(client: Any, args: AgentRegisterInput, policy: ToolPoli
     try:
         existing = await _registered(client, name)
         unchecked = False
-    except Mq9Error as exc:
-        if LISTING_TOO_LARGE not in exc.message:
-            raise
+    except ListingTooLarge:
         existing, unchecked = None, True
     limit = policy.max_payload_chars
     if existing is None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from .protocol import Mq9Error, clipped, quoted
+from .errors import (
+    ConnectFailed,
+    InvalidAddress,
+    ListingTooLarge,
+    MailboxExists,
+    MailboxNotFound,
+    Mq9Error,
+    PayloadTooLarge,
+)
+from .protocol import clipped, quoted
 
 # The most of a broker's error text a tool result repeats (its hint comes on top).
 MAX_ERROR_CHARS = 600
@@ -15,24 +24,16 @@ class OperationError(Exception):
     """A failure the model (or MCP client) should see and can act on; never a crash."""
 
 
-# What the broker says of a mailbox that is not there, in its words for each request.
-_MISSING = ("does not exist", "not found in broker cache", "mailbox not found")
 _ADDRESS_RULES = "use lowercase letters, digits and dots, e.g. 'team.reports', and call again"
 _FIND_IT = (
     "no agent reads this address. Find the recipient's mailbox with agent_discover, or ask "
     "the user; do not create it, nobody would read it"
 )
-_HINTS = (
-    (
-        "already exists",
-        "it is there already: use it as it is, or call create_mailbox with another name (or "
-        "none, for a private one)",
-    ),
-    ("invalid mail_address", _ADDRESS_RULES),
-    ("name may only contain", _ADDRESS_RULES),
-    ("prefix must", _ADDRESS_RULES),
-    ("too large", "send a short reference (a URL, a path, an id) instead of the data"),
+_EXISTS = (
+    "it is there already: use it as it is, or call create_mailbox with another name (or none, "
+    "for a private one)"
 )
+_SHORTER = "send a short reference (a URL, a path, an id) instead of the data"
 
 
 def _missing_hint(address: str | None, own: str | None) -> str:
@@ -59,18 +60,20 @@ def explain(
     ``agent_discover``, never to creating the mailbox. The broker's words may quote what the
     model gave (an address): they are cut to ``MAX_ERROR_CHARS``."""
     text = clipped(exc.message, MAX_ERROR_CHARS)
-    if any(needle in text for needle in _MISSING):
+    if isinstance(exc, MailboxNotFound):
         hint = _FIND_IT if operation == "send_message" else _missing_hint(address, own)
-        return f"{text} — {hint}"
-    if operation == "send_message" and "invalid mail_address" in text:
-        return f"{text} — {_FIND_IT}"
-    for needle, hint in _HINTS:
-        if needle in text:
-            return f"{text} — {hint}"
-    if exc.retryable:  # "cannot connect" already says what is wrong: do not say it twice
-        cause = "" if "cannot connect" in text else "the mq9 broker is unreachable or busy; "
-        return f"{text} — {cause}try again shortly"
-    return text
+    elif isinstance(exc, InvalidAddress):
+        hint = _FIND_IT if operation == "send_message" else _ADDRESS_RULES
+    elif isinstance(exc, MailboxExists):
+        hint = _EXISTS
+    elif isinstance(exc, (PayloadTooLarge, ListingTooLarge)):
+        hint = _SHORTER
+    elif exc.retryable:  # a failed connect already says what is wrong: do not say it twice
+        cause = "" if isinstance(exc, ConnectFailed) else "the mq9 broker is unreachable or busy; "
+        hint = f"{cause}try again shortly"
+    else:
+        return text
+    return f"{text} — {hint}"
 
 
 def explain_validation(error: ValidationError) -> str:

@@ -201,11 +201,11 @@ def configure_logging(level: str) -> None:
 
 def _normal_disconnects(record: logging.LogRecord) -> bool:
     """Drop the SDK's traceback for a client that closed its session normally (its SSE writer
-    finds the stream closed); every other record passes."""
+    finds the stream closed); every other record passes. The SDK's log line says which of its
+    tasks failed (no error of ours is read here)."""
     error = record.exc_info[1] if record.exc_info else None
-    return not (
-        type(error).__name__ == "ClosedResourceError" and "SSE writer" in record.getMessage()
-    )
+    closed = isinstance(error, anyio.ClosedResourceError)
+    return not (closed and "SSE writer" in record.getMessage())
 
 
 def _stdin_is_terminal() -> bool:
