@@ -168,7 +168,7 @@ async def _resolve(client: Any, agent: str, policy: Any) -> dict[str, Any]:
     return found[0]
 
 
-async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome:
+async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome[CallStarted]:
     if args.context_id and not w.is_valid_id(args.context_id):
         raise OperationError("context_id: use the context_id an earlier call returned")
     agent = await _resolve(client, args.agent, policy)
@@ -199,7 +199,7 @@ async def _with_caller(
     return Outcome(_shown(state, policy, CallStatus), state)
 
 
-async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome:
+async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome[CallStatus]:
     return await _with_caller(
         client,
         policy,
@@ -207,7 +207,7 @@ async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome:
     )
 
 
-async def answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Outcome:
+async def answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Outcome[CallStatus]:
     return await _with_caller(
         client,
         policy,
@@ -215,11 +215,11 @@ async def answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Outcom
     )
 
 
-async def cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Outcome:
+async def cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Outcome[CallStatus]:
     return await _with_caller(client, policy, lambda c: c.cancel(args.task_id, wait=CANCEL_WAIT))
 
 
-async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome:
+async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome[CallsListed]:
     caller = await _caller(client, policy)
     states = await caller.calls()
     views = [  # each call's state, without the advice for it

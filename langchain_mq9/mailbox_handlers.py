@@ -39,7 +39,9 @@ def next_call(tool: str, address: str, policy: ToolPolicy, *more: str) -> str:
     return f"{tool}({', '.join([*args, *more])})"
 
 
-async def create_mailbox(client: Any, args: CreateMailboxInput, policy: ToolPolicy) -> Outcome:
+async def create_mailbox(
+    client: Any, args: CreateMailboxInput, policy: ToolPolicy
+) -> Outcome[MailboxCreated]:
     policy.check(args.name or None)
     address = await client.mailbox_create(name=args.name or None, ttl=args.ttl)
     policy.created.add(address)
@@ -50,7 +52,9 @@ async def create_mailbox(client: Any, args: CreateMailboxInput, policy: ToolPoli
     return Outcome(MailboxCreated(mail_address=address, next_step=next_step), address)
 
 
-async def send_message(client: Any, args: SendMessageInput, policy: ToolPolicy) -> Outcome:
+async def send_message(
+    client: Any, args: SendMessageInput, policy: ToolPolicy
+) -> Outcome[MessageSent]:
     policy.check(args.mail_address)
     msg_id = await client.send(
         args.mail_address,
@@ -77,7 +81,9 @@ def _views(messages: list, policy: ToolPolicy) -> dict[str, Any]:
     }
 
 
-async def fetch_messages(client: Any, args: FetchMessagesInput, policy: ToolPolicy) -> Outcome:
+async def fetch_messages(
+    client: Any, args: FetchMessagesInput, policy: ToolPolicy
+) -> Outcome[MessagesFetched]:
     address = policy.own(args.mail_address)
     policy.check(address)
     if policy.read_only:  # a look without a group: it consumes nothing
@@ -122,7 +128,9 @@ def _unacked_refusal(msg_id: int, address: str, waiting: list[int], policy: Tool
     return why + f"Call {fetch} first and ack a msg_id it returned."
 
 
-async def ack_messages(client: Any, args: AckMessagesInput, policy: ToolPolicy) -> Outcome:
+async def ack_messages(
+    client: Any, args: AckMessagesInput, policy: ToolPolicy
+) -> Outcome[MessagesAcked]:
     address = policy.own(args.mail_address)
     policy.check(address)
     reading = policy.readings.get((address, policy.default_group))
@@ -137,7 +145,9 @@ async def ack_messages(client: Any, args: AckMessagesInput, policy: ToolPolicy) 
     return Outcome(MessagesAcked(confirmed=confirmed, still_unacked=still), confirmed)
 
 
-async def query_messages(client: Any, args: QueryMessagesInput, policy: ToolPolicy) -> Outcome:
+async def query_messages(
+    client: Any, args: QueryMessagesInput, policy: ToolPolicy
+) -> Outcome[MessagesQueried]:
     address = policy.own(args.mail_address)
     policy.check(address)
     given = {k: v for k, v in (("key", args.key), ("tags", args.tags)) if v}
@@ -162,7 +172,9 @@ async def query_messages(client: Any, args: QueryMessagesInput, policy: ToolPoli
     return Outcome(result, messages)
 
 
-async def delete_message(client: Any, args: DeleteMessageInput, policy: ToolPolicy) -> Outcome:
+async def delete_message(
+    client: Any, args: DeleteMessageInput, policy: ToolPolicy
+) -> Outcome[MessageDeleted]:
     address = policy.own(args.mail_address)
     policy.check(address)
     await client.delete(address, args.msg_id)

@@ -13,6 +13,7 @@ their names, schemas and behaviour are the same. The rest lives by job: the sett
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,18 +23,10 @@ from pydantic import BaseModel
 from . import call_tools as calls
 from . import mailbox_handlers as mail
 from . import registry_handlers as registry
-from . import tool_results as results
 from .data_views import CARD_NOTE, DATA_NOTE, MAX_SHOWN_DEPTH, agent_view, message_view
 from .protocol import Mq9Error
 from .schemas import (
     DESCRIPTIONS,
-    AckMessagesInput,
-    AgentDiscoverInput,
-    AgentRegisterInput,
-    AgentReportInput,
-    AgentUnregisterInput,
-    CreateMailboxInput,
-    DeleteMessageInput,
     FetchMessagesInput,
     QueryMessagesInput,
     SendMessageInput,
@@ -130,135 +123,44 @@ class Operation:
         return outcome
 
 
-def _entries(*operations: Operation) -> dict[str, Operation]:
+def _catalog(*operations: Operation) -> dict[str, Operation]:
     return {op.name: op for op in operations}
 
 
-def _op(name: str, title: str, *parts: Any, **flags: Any) -> Operation:
-    described = DESCRIPTIONS.get(name) or calls.DESCRIPTIONS[name]
-    if name in calls.DESCRIPTIONS:
+def _op(handler: Handler, title: str, **flags: Any) -> Operation:
+    """The operation a handler runs, named as it is: its input model and its result model are
+    the ones its annotations name (``args: SendMessageInput``, ``-> Outcome[MessageSent]``)."""
+    name, hints = handler.__name__, typing.get_type_hints(handler)
+    (result,) = typing.get_args(hints["return"])
+    if name in calls.DESCRIPTIONS:  # opt-in, and only with ToolConfig.calls
         flags = {"in_default_set": False, "needs_calls": True, **flags}
-    return Operation(name, title, *parts, described, **flags)
+    text = DESCRIPTIONS.get(name) or calls.DESCRIPTIONS[name]
+    return Operation(name, title, hints["args"], handler, result, text, **flags)
 
 
-OPERATIONS: dict[str, Operation] = _entries(
+OPERATIONS: dict[str, Operation] = _catalog(
+    _op(registry.agent_register, "Register this agent", idempotent=True),
+    _op(registry.agent_discover, "Find agents", read_only=True, idempotent=True),
+    _op(mail.create_mailbox, "Create a mailbox"),
+    _op(mail.send_message, "Send a message"),
+    _op(mail.fetch_messages, "Fetch messages", looks_when_read_only=True),
+    _op(mail.ack_messages, "Acknowledge messages", idempotent=True),
+    _op(mail.query_messages, "Inspect a mailbox", read_only=True, idempotent=True),
+    _op(mail.delete_message, "Delete a message", destructive=True),
+    _op(registry.agent_unregister, "Unregister an agent", destructive=True, in_default_set=False),
+    _op(registry.agent_report, "Report agent status", idempotent=True, in_default_set=False),
+    # The agent-call tools (call_tools.py)
+    _op(calls.call_agent, "Delegate a task to an agent"),
+    _op(calls.check_call, "Check a delegated task", read_only=True),
+    _op(calls.answer_call, "Answer a delegated task"),
     _op(
-        "agent_register",
-        "Register this agent",
-        AgentRegisterInput,
-        registry.agent_register,
-        results.AgentRegistered,
-        idempotent=True,
-    ),
-    _op(
-        "agent_discover",
-        "Find agents",
-        AgentDiscoverInput,
-        registry.agent_discover,
-        results.AgentsFound,
-        read_only=True,
-        idempotent=True,
-    ),
-    _op(
-        "create_mailbox",
-        "Create a mailbox",
-        CreateMailboxInput,
-        mail.create_mailbox,
-        results.MailboxCreated,
-    ),
-    _op("send_message", "Send a message", SendMessageInput, mail.send_message, results.MessageSent),
-    _op(
-        "fetch_messages",
-        "Fetch messages",
-        FetchMessagesInput,
-        mail.fetch_messages,
-        results.MessagesFetched,
-        looks_when_read_only=True,
-    ),
-    _op(
-        "ack_messages",
-        "Acknowledge messages",
-        AckMessagesInput,
-        mail.ack_messages,
-        results.MessagesAcked,
-        idempotent=True,
-    ),
-    _op(
-        "query_messages",
-        "Inspect a mailbox",
-        QueryMessagesInput,
-        mail.query_messages,
-        results.MessagesQueried,
-        read_only=True,
-        idempotent=True,
-    ),
-    _op(
-        "delete_message",
-        "Delete a message",
-        DeleteMessageInput,
-        mail.delete_message,
-        results.MessageDeleted,
-        destructive=True,
-    ),
-    _op(
-        "agent_unregister",
-        "Unregister an agent",
-        AgentUnregisterInput,
-        registry.agent_unregister,
-        results.AgentUnregistered,
-        destructive=True,
-        in_default_set=False,
-    ),
-    _op(
-        "agent_report",
-        "Report agent status",
-        AgentReportInput,
-        registry.agent_report,
-        results.AgentReported,
-        idempotent=True,
-        in_default_set=False,
-    ),
-    # The agent-call tools (call_tools.py): opt-in, allowed only with ToolConfig.calls.
-    _op(
-        "call_agent",
-        "Delegate a task to an agent",
-        calls.CallAgentInput,
-        calls.call_agent,
-        results.CallStarted,
-    ),
-    _op(
-        "check_call",
-        "Check a delegated task",
-        calls.CheckCallInput,
-        calls.check_call,
-        results.CallStatus,
-        read_only=True,
-    ),
-    _op(
-        "answer_call",
-        "Answer a delegated task",
-        calls.AnswerCallInput,
-        calls.answer_call,
-        results.CallStatus,
-    ),
-    _op(
-        "cancel_call",
-        "Cancel a delegated task",
-        calls.CancelCallInput,
         calls.cancel_call,
-        results.CallStatus,
+        "Cancel a delegated task",
         destructive=True,
         idempotent=True,
         extra_wait=calls.CANCEL_WAIT,
     ),
-    _op(
-        "list_calls",
-        "List delegated tasks",
-        calls.ListCallsInput,
-        calls.list_calls,
-        results.CallsListed,
-        read_only=True,
-    ),
+    _op(calls.list_calls, "List delegated tasks", read_only=True),
 )
 
 DEFAULT_OPERATIONS = tuple(name for name, op in OPERATIONS.items() if op.in_default_set)
@@ -279,7 +181,6 @@ __all__ = [  # the catalog, and what it has always offered of the modules it is 
     "DEFAULT_OPERATIONS",
     "MAX_SHOWN_DEPTH",
     "OPERATIONS",
-    "AckMessagesInput",
     "FetchMessagesInput",
     "Operation",
     "OperationError",

@@ -67,7 +67,9 @@ async def _registered(client: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
-async def agent_register(client: Any, args: AgentRegisterInput, policy: ToolPolicy) -> Outcome:
+async def agent_register(
+    client: Any, args: AgentRegisterInput, policy: ToolPolicy
+) -> Outcome[AgentRegistered]:
     name = policy.own(args.name, "name")
     policy.check_name(name)
     address = check_address(policy.agent_mailbox or name)
@@ -117,7 +119,9 @@ async def agent_register(client: Any, args: AgentRegisterInput, policy: ToolPoli
     return Outcome(result, card)
 
 
-async def agent_discover(client: Any, args: AgentDiscoverInput, policy: ToolPolicy) -> Outcome:
+async def agent_discover(
+    client: Any, args: AgentDiscoverInput, policy: ToolPolicy
+) -> Outcome[AgentsFound]:
     search = {policy.discover_by: args.query} if args.query.strip() else {}
     if search:
         search["limit"] = policy.discover_limit
@@ -138,14 +142,18 @@ async def agent_discover(client: Any, args: AgentDiscoverInput, policy: ToolPoli
     return Outcome(result, agents)
 
 
-async def agent_unregister(client: Any, args: AgentUnregisterInput, policy: ToolPolicy) -> Outcome:
+async def agent_unregister(
+    client: Any, args: AgentUnregisterInput, policy: ToolPolicy
+) -> Outcome[AgentUnregistered]:
     name = policy.own(args.name, "name")
     policy.check_name(name)
     await client.agent_unregister(name)
     return Outcome(AgentUnregistered(unregistered=name), name)
 
 
-async def agent_report(client: Any, args: AgentReportInput, policy: ToolPolicy) -> Outcome:
+async def agent_report(
+    client: Any, args: AgentReportInput, policy: ToolPolicy
+) -> Outcome[AgentReported]:
     name = policy.own(args.name, "name")
     policy.check_name(name)
     report = {**(args.details or {}), "name": name, "status": args.status}

@@ -18,7 +18,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 ADVICE = ("note", "next_step", "filter_used", "warning")
 
@@ -71,12 +71,15 @@ def _schema(cls: type[ToolResult]) -> dict[str, Any]:
     return {"type": "object", "properties": properties}
 
 
+Result = TypeVar("Result", bound=ToolResult)
+
+
 @dataclass
-class Outcome:
+class Outcome(Generic[Result]):
     """What an operation returns: its ``result`` (whose ``content`` the model reads) and the
     ``artifact``, the typed result for code (``Message`` objects, msg_ids, agent cards)."""
 
-    result: ToolResult
+    result: Result
     artifact: Any
     content: dict[str, Any] = field(init=False)
 

@@ -110,88 +110,24 @@ def _as_tool_errors() -> Iterator[None]:
         raise ToolException(explain(exc)) from exc
 
 
-class AgentRegisterTool(Mq9Tool):
-    """``agent_register``: publish this agent's A2A card and make sure its mailbox exists."""
-
-    operation_name: ClassVar[str] = "agent_register"
-
-
-class AgentDiscoverTool(Mq9Tool):
-    """``agent_discover``: find agents by keywords or by a need in plain words."""
-
-    operation_name: ClassVar[str] = "agent_discover"
+def _tool_class(name: str) -> type[Mq9Tool]:
+    """The tool class of operation ``name``: ``SendMessageTool`` for ``send_message``."""
+    title = "".join(part.title() for part in name.split("_"))
+    doc = f"``{name}``: {OPERATIONS[name].description}"
+    namespace = {"operation_name": name, "__doc__": doc, "__module__": __name__}
+    return type(f"{title}Tool", (Mq9Tool,), namespace)
 
 
-class CreateMailboxTool(Mq9Tool):
-    """``create_mailbox``: a named or private (unguessable) persistent mailbox."""
-
-    operation_name: ClassVar[str] = "create_mailbox"
-
-
-class SendMessageTool(Mq9Tool):
-    """``send_message``: store a message for a possibly offline recipient."""
-
-    operation_name: ClassVar[str] = "send_message"
-
-
-class FetchMessagesTool(Mq9Tool):
-    """``fetch_messages``: take messages in priority order, each once, optionally waiting."""
-
-    operation_name: ClassVar[str] = "fetch_messages"
-
-
-class AckMessagesTool(Mq9Tool):
-    """``ack_messages``: confirm what fetch_messages handed out, up to a msg_id."""
-
-    operation_name: ClassVar[str] = "ack_messages"
-
-
-class QueryMessagesTool(Mq9Tool):
-    """``query_messages``: inspect a mailbox without consuming."""
-
-    operation_name: ClassVar[str] = "query_messages"
-
-
-class DeleteMessageTool(Mq9Tool):
-    """``delete_message``: remove one message."""
-
-    operation_name: ClassVar[str] = "delete_message"
-
-
-class AgentUnregisterTool(Mq9Tool):
-    """``agent_unregister`` (optional): remove an agent from the registry by name."""
-
-    operation_name: ClassVar[str] = "agent_unregister"
-
-
-class AgentReportTool(Mq9Tool):
-    """``agent_report`` (optional): report an agent's status to the broker's operators."""
-
-    operation_name: ClassVar[str] = "agent_report"
-
-
-TOOL_CLASSES: dict[str, type[Mq9Tool]] = {
-    cls.operation_name: cls
-    for cls in (
-        AgentRegisterTool,
-        AgentDiscoverTool,
-        CreateMailboxTool,
-        SendMessageTool,
-        FetchMessagesTool,
-        AckMessagesTool,
-        QueryMessagesTool,
-        DeleteMessageTool,
-        AgentUnregisterTool,
-        AgentReportTool,
-    )
-}
-
-
-# The opt-in agent-call tools (call_tools.py): one class each, like the ones above.
-TOOL_CLASSES.update(
-    {
-        name: type(f"{name.title().replace('_', '')}Tool", (Mq9Tool,), {"operation_name": name})
-        for name in OPERATIONS
-        if name not in TOOL_CLASSES
-    }
-)
+# One class per operation (the agent-call tools too); the default eight and the two extra
+# registry ones by name, as the package has always exported them.
+TOOL_CLASSES: dict[str, type[Mq9Tool]] = {name: _tool_class(name) for name in OPERATIONS}
+AgentRegisterTool = TOOL_CLASSES["agent_register"]
+AgentDiscoverTool = TOOL_CLASSES["agent_discover"]
+CreateMailboxTool = TOOL_CLASSES["create_mailbox"]
+SendMessageTool = TOOL_CLASSES["send_message"]
+FetchMessagesTool = TOOL_CLASSES["fetch_messages"]
+AckMessagesTool = TOOL_CLASSES["ack_messages"]
+QueryMessagesTool = TOOL_CLASSES["query_messages"]
+DeleteMessageTool = TOOL_CLASSES["delete_message"]
+AgentUnregisterTool = TOOL_CLASSES["agent_unregister"]
+AgentReportTool = TOOL_CLASSES["agent_report"]
