@@ -107,10 +107,14 @@ class MessageSent(ToolResult):
 
 
 @dataclass(kw_only=True)
-class MessagesFetched(ToolResult):
+class _Messages(ToolResult):
     count: int
     messages: list[dict[str, Any]]
-    note: str | None = None
+    note: str | None = None  # that they are data
+
+
+@dataclass(kw_only=True)
+class MessagesFetched(_Messages):
     unacked_earlier: list[int] | None = None
     next_step: str | None = None
 
@@ -122,10 +126,7 @@ class MessagesAcked(ToolResult):
 
 
 @dataclass(kw_only=True)
-class MessagesQueried(ToolResult):
-    count: int
-    messages: list[dict[str, Any]]
-    note: str | None = None
+class MessagesQueried(_Messages):
     filter_used: str | None = None
     next_step: str | None = None
 
