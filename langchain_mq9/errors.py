@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from typing import Any
 
 
 class Mq9Error(Exception):
@@ -41,12 +42,13 @@ class Mq9Error(Exception):
 
     ``retryable`` is true when the same call may succeed later unchanged (the broker was
     unreachable or did not answer in time); false when the request itself must change. Each
-    class has its default; ``retryable=`` overrides it.
+    class has its default; ``retryable=`` overrides it. ``details`` set the attributes a class
+    declares (``address``, ``fits``, ...).
     """
 
     retryable: bool = False
 
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool | None = None, **details: Any) -> None:
         # A text quoting bad input (a subject or name holding a lone surrogate) must still
         # travel as UTF-8 in an error reply: such characters are written as escapes
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -54,6 +56,10 @@ class Mq9Error(Exception):
         self.message = message
         if retryable is not None:
             self.retryable = retryable
+        for name, value in details.items():
+            if not hasattr(type(self), name):
+                raise TypeError(f"{type(self).__name__} has no attribute {name!r}")
+            setattr(self, name, value)
 
 
 class InvalidArgument(Mq9Error):
@@ -72,28 +78,20 @@ class WireError(InvalidArgument):
 class MailboxNotFound(Mq9Error):
     """No mailbox has ``address`` (never made, or its TTL ran out)."""
 
-    def __init__(self, message: str, *, address: str | None = None, **kw: bool) -> None:
-        super().__init__(message, **kw)
-        self.address = address
+    address: str | None = None
 
 
 class MailboxExists(Mq9Error):
     """CREATE of a name a mailbox already has."""
 
-    def __init__(self, message: str, *, address: str | None = None, **kw: bool) -> None:
-        super().__init__(message, **kw)
-        self.address = address
+    address: str | None = None
 
 
 class TooLarge(Mq9Error):
     """Something is larger than the broker carries: ``size`` bytes above ``limit``."""
 
-    def __init__(
-        self, message: str, *, size: int | None = None, limit: int | None = None, **kw: bool
-    ) -> None:
-        super().__init__(message, **kw)
-        self.size = size
-        self.limit = limit
+    size: int | None = None
+    limit: int | None = None
 
 
 class PayloadTooLarge(TooLarge):
@@ -104,17 +102,13 @@ class AnswerTooLarge(TooLarge):
     """A group FETCH whose whole answer is above what the broker sends; ``fits``: the largest
     num_msgs whose answer fits (ask for that many)."""
 
-    def __init__(self, message: str, *, fits: int, **kw: int | None) -> None:
-        super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.fits = fits
+    fits: int = 0
 
 
 class ListingTooLarge(TooLarge):
     """A DISCOVER without text or semantic: the ``count`` agents do not fit in one answer."""
 
-    def __init__(self, message: str, *, count: int | None = None, **kw: int | None) -> None:
-        super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.count = count
+    count: int | None = None
 
 
 class LimitReached(Mq9Error):
@@ -168,9 +162,7 @@ class ClusterUnavailable(Unavailable):
     """A RobustMQ cluster could not reach a part of itself (a node, a shard, the meta leader).
     ``stored_nothing``: the failed request certainly stored nothing (safe to send again)."""
 
-    def __init__(self, message: str, *, stored_nothing: bool = False, **kw: bool) -> None:
-        super().__init__(message, **kw)
-        self.stored_nothing = stored_nothing
+    stored_nothing: bool = False
 
 
 # -- RobustMQ's words that say which failure a reply is ---------------------------------------

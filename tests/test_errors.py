@@ -64,6 +64,9 @@ def test_every_class_is_an_mq9_error_and_retryable_overrides_its_default():
     assert not errors.RequestTimeout("x", retryable=False).retryable
     assert Mq9Error("x", retryable=True).retryable and not Mq9Error("x").retryable
     assert issubclass(p.WireError, errors.InvalidArgument) and p.Mq9Error is Mq9Error
+    assert errors.MailboxNotFound("x").address is None  # what the words did not say
+    with pytest.raises(TypeError, match="no attribute 'fit'"):
+        errors.AnswerTooLarge("x", fit=3)
 
 
 async def test_the_client_raises_the_class_of_each_broker_refusal():
