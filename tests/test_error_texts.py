@@ -23,10 +23,6 @@ ALLOWED = {
     # Python's json module gives its errors no codes: its words are translated into serde's
     # (the wire's), which is not deciding what to do on an mq9 error.
     ("langchain_mq9/protocol.py", "_serde_syntax"),
-    # TODO(#23): operations.py is being converted to the classes in errors.py on another
-    # branch; the integrator removes these two entries after merging it.
-    ("langchain_mq9/operations.py", "explain"),
-    ("langchain_mq9/operations.py", "_agent_register"),
 }
 
 _TEXT_METHODS = {"startswith", "endswith", "find", "index", "count", "lower", "casefold",
