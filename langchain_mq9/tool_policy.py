@@ -91,7 +91,9 @@ class ToolPolicy:
         another agent (an MCP session), which must neither use this one's mailboxes nor get its
         messages. It reads as the same worker (or the group's one reader) unless told: a
         session is the agent again, e.g. restarted."""
-        return ToolPolicy(self.config.model_copy(update=changes) if changes else self.config)
+        return ToolPolicy(
+            ToolConfig(**{**dict(self.config), **changes}) if changes else self.config
+        )
 
     def tool_name(self, name: str) -> str:
         return self.config.tool_prefix + name
