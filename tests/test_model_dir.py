@@ -10,6 +10,7 @@ vocabulary): the model we can check every step against.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -134,14 +135,8 @@ def test_a_chosen_directory_without_its_extra_says_what_to_install(directory):
         timeout=120,
         check=False,
         cwd=ROOT,
-        env={**_env(), semantic.MODEL_ENV: str(directory)},
+        env={**os.environ, semantic.MODEL_ENV: str(directory)},
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "tokenizers is not installed" in run.stdout
     assert model_dir.DIR_EXTRA_HINT in run.stdout
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if k != semantic.MODEL_ENV}
