@@ -348,3 +348,13 @@ def test_python_block_is_ruff_clean(block: Block):
         timeout=60,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_the_install_lines_name_the_projects_repository():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    repository = re.search(r'^Repository = "([^"]+)"', pyproject, re.M).group(1)
+    readme = (ROOT / "README.md").read_text()
+    assert f"git clone {repository} " in readme
+    assert f'"langchain-mq9 @ git+{repository}"' in readme
+    # and the first screen says not to take the name from PyPI
+    assert "not with `pip install langchain-mq9`" in "\n".join(readme.splitlines()[:15])
