@@ -130,26 +130,15 @@ def project(tmp_path_factory) -> Path:
     """A project directory with ``.venv``: the README's wheel-install command, run on a wheel
     built from this tree as the README says."""
     dist = tmp_path_factory.mktemp("dist")
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    argv = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)]
+    built = _run(argv, None, None, 300)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("*.whl")
     command = readme_block("wheel-install")
     shown = re.search(r"\S+\.whl", command).group(0)
     assert Path(shown).name == wheel.name, f"the README installs {shown}, the build made {wheel}"
     project = tmp_path_factory.mktemp("project")
-    done = subprocess.run(
-        ["bash", "-c", command.replace(shown, str(wheel))],
-        cwd=project,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _run(["bash", "-c", command.replace(shown, str(wheel))], project, env(), 600)
     assert done.returncode == 0, done.stderr[-3000:]
     (project / "bin").mkdir()
     claude = project / "bin" / "claude"
@@ -171,12 +160,7 @@ def python_of(project: Path) -> str:
 def install(project: Path, packages: list[str]) -> None:
     if not packages:
         return
-    done = subprocess.run(
-        [python_of(project), "-m", "pip", "install", "-q", *packages],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _run([python_of(project), "-m", "pip", "install", "-q", *packages], None, None, 600)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -231,15 +215,16 @@ def test_block_runs_as_pasted(block: Block, project: Path, tmp_path: Path):
         path = f"{project / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
         token = secrets.token_urlsafe(8)
         environment = env(PATH=path, HOME=str(tmp_path), MQ9_MCP_TOKEN=token)
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", _ports(block.code)],
-            cwd=project,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
+        done = _run(["bash", "-euo", "pipefail", "-c", _ports(block.code)], project, environment)
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
+
+
+def _run(
+    argv: list[str], cwd: Path | None, environment: dict[str, str] | None, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _run_python(block: Block, project: Path) -> None:
@@ -250,14 +235,7 @@ def _run_python(block: Block, project: Path) -> None:
     needs_server = "MQ9_MCP_TOKEN" in code
     with _http_server(project) if needs_server else _nothing() as environment:
         for attempt in ("first", "second")[: 2 if needs_server else 1]:
-            done = subprocess.run(
-                [python_of(project), "-c", code],
-                cwd=project,
-                env=environment,
-                capture_output=True,
-                text=True,
-                timeout=TIMEOUT,
-            )
+            done = _run([python_of(project), "-c", code], project, environment)
             assert done.returncode == 0, f"{attempt} run:\n{done.stdout}\n{done.stderr[-3000:]}"
             assert done.stdout.strip(), f"{attempt} run printed nothing"
             assert "None" not in done.stdout.splitlines(), done.stdout
