@@ -294,14 +294,18 @@ def _run_server(block: Block, project: Path, tmp_path: Path) -> None:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # generous: the suite shares two cores
         while block.runs_until not in log.read_text():
             assert process.poll() is None, f"exited {process.returncode}: {log.read_text()}"
             assert time.monotonic() < deadline, f"no {block.runs_until!r}: {log.read_text()}"
             time.sleep(0.1)
         os.killpg(process.pid, signal.SIGTERM)
-        assert process.wait(timeout=20) in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
-        assert "Traceback" not in log.read_text(), log.read_text()
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after SIGTERM: {log.read_text()[-3000:]}")
+        assert code in (0, -signal.SIGTERM, 128 + signal.SIGTERM), log.read_text()[-3000:]
+        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
