@@ -1,12 +1,12 @@
-"""The MCP Inspector, run as the README says, against our ``mq9-mcp`` (issue #15).
+"""The MCP Inspector, run as docs/mcp.md says, against our ``mq9-mcp`` (issues #15, #26).
 
-The README's line is ``npx @modelcontextprotocol/inspector -e MQ9_SERVER=memory://
-.venv/bin/mq9-mcp``; the Inspector's CLI mode (``--cli ... --method tools/list``, also in the
-README) runs the same command without a browser. The server is this interpreter's venv's
-``mq9-mcp``, by its absolute path and on ``PATH``. Skipped when ``npx`` is missing or the npm
-registry does not answer in time; npx caches the package in ``~/.npm``, so only the first run
-downloads it. Every subprocess is bounded and its whole process group killed afterwards (npx
-starts node, which starts mq9-mcp).
+The docs' line is ``npx -y @modelcontextprotocol/inspector -e MQ9_SERVER=memory://
+.venv/bin/mq9-mcp`` (``mcp_server.client_lines.inspector``); the Inspector's CLI mode (``--cli
+... --method tools/list``, also in the docs) runs the same command without a browser. The server
+is this interpreter's venv's ``mq9-mcp``, by its absolute path and on ``PATH``. Skipped when
+``npx`` is missing or the npm registry does not answer in time; npx caches the package in
+``~/.npm``, so only the first run downloads it. Every subprocess is bounded and its whole
+process group killed afterwards (npx starts node, which starts mq9-mcp).
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import pytest
 from devbroker_helpers import DevBroker
 
 from langchain_mq9.broker.nats_process import free_port
+from mcp_server import client_lines
 
 INSPECTOR = "@modelcontextprotocol/inspector"
 REGISTRY_TIMEOUT = 30  # npm view: is the registry there at all?
 FIRST_RUN_TIMEOUT = 240  # the first npx run downloads the Inspector
 BIN = Path(sys.executable).parent  # the venv's bin, where pip put mq9-mcp
 MQ9_MCP = str(BIN / "mq9-mcp")
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+MCP_DOC = (Path(__file__).resolve().parents[1] / "docs" / "mcp.md").read_text()
 
 
 def _run(command: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -99,10 +100,11 @@ def _call(inspector: list[str], cwd: Path, server: str, *method: str) -> dict:
 
 
 def test_the_readme_command_lists_our_tools(inspector, tmp_path):
-    # the commands the README gives, with .venv/bin/mq9-mcp standing for this venv's
-    assert f"npx {INSPECTOR} -e MQ9_SERVER=memory:// .venv/bin/mq9-mcp\n" in README
-    assert f"npx {INSPECTOR} --cli -e MQ9_SERVER=memory:// .venv/bin/mq9-mcp \\\n" in README
-    assert "  --method tools/list\n" in README
+    # the commands the docs give, with .venv/bin/mq9-mcp standing for this venv's
+    assert f"{client_lines.inspector('.venv/bin/mq9-mcp')}\n" in MCP_DOC
+    cli = client_lines.inspector(".venv/bin/mq9-mcp", cli=True)
+    assert f"{cli} \\\n  --method tools/list\n" in MCP_DOC
+    assert cli.split()[:4] == inspector  # the prefix this test runs
     listed = _call(inspector, tmp_path, "memory://", "--method", "tools/list")
     names = {tool["name"] for tool in listed["tools"]}
     assert {"send_message", "fetch_messages", "create_mailbox", "agent_discover"} <= names
@@ -116,7 +118,7 @@ def _tool(inspector: list[str], cwd: Path, server: str, tool: str, **args: str) 
 
 
 def test_memory_is_fresh_per_call_and_the_dev_broker_keeps_state(inspector, tmp_path):
-    # what the README says next to the quick start: each CLI call starts its own mq9-mcp, so
+    # what docs/mcp.md says next to the quick start: each CLI call starts its own mq9-mcp, so
     # memory:// forgets the mailbox the call before created ...
     created = _tool(inspector, tmp_path, "memory://", "create_mailbox", name="demo.inbox")
     assert created["isError"] is False

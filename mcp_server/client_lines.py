@@ -1,0 +1,157 @@
+"""The lines that add ``mq9-mcp`` to an MCP client, written in one place.
+
+README.md and docs/mcp.md show what these functions return (tests/test_client_lines.py checks
+that they match, and runs the shell lines as pasted against a stand-in ``claude``); mq9-mcp's
+start banner prints :func:`terminal_help`, with the absolute path of the running executable,
+which is what Claude Desktop needs.
+
+How Claude Code reads ``claude mcp add [options] <name> <commandOrUrl> [args...]`` (its CLI is
+built on commander.js; tests/claude_stub.py follows the same rules):
+
+- ``--transport``/``-t`` and ``--scope``/``-s`` take the next argument as their value.
+- ``--env``/``-e`` and ``--header``/``-H`` are variadic: they take the next argument and then
+  every following one up to the first that starts with ``-``. So a server name written after
+  ``--env K=V`` is read as one more variable; the name goes before ``--env``, and ``--`` ends
+  the variables (and the options: what follows is the server's command and its arguments).
+- Options may come before or after the name; a name already registered in the same scope is
+  refused, so the HTTP form gets a name of its own (:data:`HTTP_NAME`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+NAME = "mq9"
+HTTP_NAME = "mq9-http"
+INSPECTOR = "@modelcontextprotocol/inspector"
+TOKEN_VARIABLE = "MQ9_MCP_TOKEN"
+# In a project's shared .mcp.json: relative to the project root, where Claude Code starts, so
+# the file holds no path of one machine (each teammate makes .venv there).
+PROJECT_COMMAND = ".venv/bin/mq9-mcp"
+
+
+class Shell(str):
+    """A word already in shell syntax (``"$PWD/.venv/bin/mq9-mcp"``): written as it is."""
+
+
+def _word(word: str) -> str:
+    return str(word) if isinstance(word, Shell) else shlex.quote(word)
+
+
+def _line(words: Sequence[str]) -> str:
+    return " ".join(_word(w) for w in words)
+
+
+def claude_code_stdio(
+    command: str,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    *,
+    scope: str | None = None,
+    name: str = NAME,
+) -> str:
+    """``claude mcp add`` for the stdio server: options, the name, ``--env`` after the name,
+    then ``--`` and the command."""
+    words = ["claude", "mcp", "add", "--transport", "stdio"]
+    if scope:
+        words += ["--scope", scope]
+    words.append(name)
+    for key, value in (env or {}).items():
+        words += ["--env", f"{key}={value}"]
+    return _line([*words, "--", command, *args])
+
+
+def claude_code_http(
+    url: str, *, name: str = HTTP_NAME, token_variable: str = TOKEN_VARIABLE
+) -> str:
+    """``claude mcp add`` for the HTTP server, under a name of its own (the stdio one may
+    already be registered as ``mq9``); the token comes from the shell's environment."""
+    header = Shell(f'"Authorization: Bearer ${token_variable}"')
+    return _line(["claude", "mcp", "add", "--transport", "http", name, url, "--header", header])
+
+
+def stdio_entry(
+    command: str, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> dict:
+    """One ``mcpServers`` entry that starts the server (Claude Desktop, Cursor, .mcp.json)."""
+    entry: dict = {"command": command, "args": list(args)}
+    if env:
+        entry["env"] = dict(env)
+    return entry
+
+
+def http_entry(url: str, token: str = "<your token>") -> dict:
+    """One ``mcpServers`` entry for a running HTTP server (Cursor)."""
+    return {"url": url, "headers": {"Authorization": f"Bearer {token}"}}
+
+
+def config(entry: dict, *, name: str = NAME) -> str:
+    """A whole client configuration file holding ``entry`` under ``name``."""
+    return json.dumps({"mcpServers": {name: entry}}, indent=2)
+
+
+def inspector(command: str, server: str = "memory://", *, cli: bool = False) -> str:
+    """The MCP Inspector on the server. Its own ``--server`` option would swallow ours, so the
+    broker goes in the environment; ``-y`` lets npx install it without asking."""
+    words = ["npx", "-y", INSPECTOR, *(["--cli"] if cli else []), "-e", f"MQ9_SERVER={server}"]
+    return _line([*words, command])
+
+
+def executable() -> str:
+    """The absolute path of the running ``mq9-mcp`` (not resolving symlinks: a venv's script
+    is found through its own bin directory); ``python -m mcp_server`` gives that Python."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0 and Path(argv0).name == "mq9-mcp":
+        return os.path.abspath(argv0)
+    return os.path.abspath(sys.executable)
+
+
+def _command_and_args(server_args: Sequence[str]) -> tuple[str, list[str]]:
+    command = executable()
+    if Path(command).name == "mq9-mcp":
+        return command, list(server_args)
+    return command, ["-m", "mcp_server", *server_args]
+
+
+def terminal_help(server_args: Sequence[str] = ("--server", "nats://localhost:4222")) -> str:
+    """What mq9-mcp prints when started at a terminal: how to add this very executable (by its
+    absolute path) to each client, with the broker arguments it was given."""
+    command, args = _command_and_args(server_args)
+    desktop = json.dumps({"mcpServers": {NAME: stdio_entry(command, args)}})
+    return "\n".join(
+        [
+            "mq9-mcp speaks MCP (JSON-RPC) over stdin/stdout: an MCP client starts it and talks "
+            "to it; it does not read commands typed here. Add it to a client instead:",
+            f"  Claude Code:  {claude_code_stdio(command, args)}",
+            "  Claude Desktop / Cursor (claude_desktop_config.json, .cursor/mcp.json):",
+            f"    {desktop}",
+            "  or serve HTTP:  mq9-mcp --transport http --port 8000   "
+            "(then http://127.0.0.1:8000/mcp)",
+            "Waiting for MCP messages on stdin; press Ctrl-C to stop.",
+        ]
+    )
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """A sentence saying what to do when ``host:port`` cannot be bound (another process holds
+    it), else None. mq9-mcp --transport http asks before it starts serving."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        if sys.platform != "win32":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return (
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another process (an "
+                f"mq9-mcp started earlier?) holds the port: stop it, or pick another port with "
+                f"--port (e.g. --port {port + 1 if port < 65535 else 8000}) and use that port in "
+                "the client's URL"
+            )
+    return None
