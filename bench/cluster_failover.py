@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -88,7 +89,7 @@ async def run(urls: list[str], sends: int, kill_after: int, kill: str, settle: f
         "failed_final": final,
         "killed_port": killed_port,
         "moved_to_port": moved_to,
-        "msg_ids_went_back": any(b <= a for a, b in zip(ids, ids[1:])),
+        "msg_ids_went_back": any(b <= a for a, b in itertools.pairwise(ids)),
         "acked_but_unreadable": {url: len(m) for url, m in missing.items()},
         "client_warned": warnings,
         "passed": not final and (lost == 0 or bool(warnings)),

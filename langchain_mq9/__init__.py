@@ -11,7 +11,7 @@ from .client import Message, Mq9Client
 from .consumer import Consumer, GroupReader
 from .protocol import Mq9Error, Priority
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"
 
 # The LangChain side is imported on first use, so the client and the broker (mq9-dev-broker)
 # start without loading langchain-core.

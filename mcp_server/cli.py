@@ -22,6 +22,7 @@ from langchain_mq9.protocol import Mq9Error
 from langchain_mq9.tool_config import ToolConfig
 from langchain_mq9.tool_policy import ToolPolicy
 
+from . import client_lines
 from .http_app import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_SESSION_IDLE_TIMEOUT,
@@ -61,16 +62,6 @@ examples:
   mq9-mcp --transport http --port 8000            http://127.0.0.1:8000/mcp
   MQ9_MCP_TOKEN=... mq9-mcp --transport http --host 0.0.0.0
 """
-
-
-TERMINAL_HELP = """\
-mq9-mcp speaks MCP (JSON-RPC) over stdin/stdout: an MCP client starts it and talks to it; it
-does not read commands typed here. Add it to a client instead, for example:
-  Claude Code:  claude mcp add mq9 -- mq9-mcp --server nats://localhost:4222
-  Claude Desktop / Cursor (JSON config):
-    {"mcpServers": {"mq9": {"command": "mq9-mcp", "args": ["--server", "nats://localhost:4222"]}}}
-  or serve HTTP:  mq9-mcp --transport http --port 8000   (then http://127.0.0.1:8000/mcp)
-Waiting for MCP messages on stdin; press Ctrl-C to stop."""
 
 
 def _env(*names: str) -> str | None:
@@ -295,7 +286,11 @@ def _main(argv: Sequence[str] | None) -> int:
                 "local process can use this server"
             )
     elif _stdin_is_terminal():
-        print(TERMINAL_HELP, file=sys.stderr, flush=True)
+        # this very executable, by its absolute path: Claude Desktop does not search PATH
+        server_args = ["--server", redact(server_url)]
+        if policy.tool_prefix:
+            server_args += ["--tool-prefix", policy.tool_prefix]
+        print(client_lines.terminal_help(server_args), file=sys.stderr, flush=True)
     if args.transport == "stdio":
         anyio.run(serve_stdio, server, connection)
     else:
@@ -314,6 +309,10 @@ def _main(argv: Sequence[str] | None) -> int:
             max_sessions=max_sessions,
             session_idle_timeout=idle_timeout,
         )
+        busy = client_lines.port_in_use(args.host, args.port)
+        if busy:  # uvicorn would only log the bind error and stop
+            print(busy, file=sys.stderr, flush=True)
+            return 1
         asyncio.run(serve_http(app, args.host, args.port))
     return 0
 

