@@ -15,6 +15,7 @@ from typing import TypeVar
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
+from langchain_mq9.errors import MailboxNotFound
 
 URLS = [u.strip() for u in os.environ.get("MQ9_ROBUSTMQ_CLUSTER_URLS", "").split(",") if u.strip()]
 pytestmark = pytest.mark.skipif(
@@ -34,7 +35,7 @@ async def settled(action: Callable[[], Awaitable[T]], seconds: float = 15.0) -> 
         except Mq9Error as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            if not (exc.retryable or "does not exist" in exc.message or "not found" in exc.message):
+            if not (exc.retryable or isinstance(exc, MailboxNotFound)):
                 raise
         await asyncio.sleep(0.2)
 
@@ -63,7 +64,7 @@ async def test_an_agent_registered_on_one_node_is_listed_on_the_others():
                 async def listed(other=other):
                     names = {a["name"] for a in await other.agent_discover()}
                     if name not in names:
-                        raise Mq9Error("not found yet", retryable=True)
+                        raise MailboxNotFound("not listed yet")
                     return names
 
                 assert name in await settled(listed)
