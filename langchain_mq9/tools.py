@@ -26,10 +26,9 @@ from .operations import (
     Operation,
     OperationError,
     ToolPolicy,
-    explain,
-    explain_validation,
 )
 from .protocol import Mq9Error
+from .tool_errors import explain, explain_validation
 
 
 class Mq9Tool(BaseTool):
