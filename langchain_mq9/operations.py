@@ -58,11 +58,6 @@ class Operation:
     needs_calls: bool = False  # an agent-call tool: only a policy with ``calls`` allows it
     extra_wait: float = 0.0  # seconds it waits of its own beyond its arguments' wait
 
-    @property
-    def description(self) -> str:
-        """The description for a toolkit without an agent_mailbox (see ``describe``)."""
-        return self.describe()
-
     def describe(self, policy: ToolPolicy | None = None) -> str:
         """What the model reads about this tool, for the toolkit with ``policy``."""
         text = tool_description(self.description_text, policy.agent_mailbox if policy else None)
