@@ -5,29 +5,7 @@ may succeed later unchanged). Code acts on its class, never on its words: a brok
 reply is turned into its class by ``from_reply``, once, where the client reads the reply; the
 client's own refusals and the transports' failures are raised as their class where they
 happen. The words on the wire stay RobustMQ's (``protocol.py``); only this module reads them.
-
-    Mq9Error
-    ├── InvalidArgument         a value the client or the broker refuses
-    │   ├── InvalidAddress      no mailbox can have this address
-    │   └── WireError           a body serde_json would refuse (serde's words)
-    ├── MailboxNotFound         .address: no such mailbox (or it expired)
-    ├── MailboxExists           .address: CREATE of a name already taken
-    ├── TooLarge                .size, .limit (None where the text does not say)
-    │   ├── PayloadTooLarge     a message above what the broker carries
-    │   ├── AnswerTooLarge      .fits: the most num_msgs whose answer fits
-    │   └── ListingTooLarge     .count: the registry is too large to list
-    ├── LimitReached            a broker's (or this client's) count limit
-    ├── SearchNotBuilt          RobustMQ's default build: no text/semantic DISCOVER
-    ├── SearchIndexEmpty        a vector-search build before its first A2A card
-    ├── NotAllowed              the broker refused the credentials
-    ├── NotConnected            the client is not connected (or not on its loop)
-    ├── MalformedReply          the reply is not an mq9 broker's
-    └── Unavailable             retryable: may pass unchanged a moment later
-        ├── ConnectFailed       no connection to the broker could be made
-        ├── RequestTimeout      no answer in time (it may or may not have been done)
-        ├── ConnectionLost      the link dropped around the request
-        ├── NoBroker            NATS is up, but nothing serves mq9 subjects
-        └── ClusterUnavailable  a RobustMQ node, shard or leader out of reach; .stored_nothing
+The classes, their attributes and the texts each is read from: docs/protocol.md §10.1.
 """
 
 from __future__ import annotations

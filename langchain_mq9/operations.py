@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from . import call_tools as calls
 from . import mailbox_handlers as mail
 from . import registry_handlers as registry
-from .data_views import CARD_NOTE, DATA_NOTE, MAX_SHOWN_DEPTH, agent_view, message_view
+from .data_views import CARD_NOTE, MAX_SHOWN_DEPTH, message_view
 from .protocol import Mq9Error
 from .schemas import (
     DESCRIPTIONS,
@@ -34,7 +34,7 @@ from .schemas import (
     tool_description,
 )
 from .tool_config import ToolConfig
-from .tool_errors import OperationError, explain, explain_validation
+from .tool_errors import OperationError, explain
 from .tool_policy import CALL_CLIENT, ToolPolicy
 from .tool_results import ADVICE, Outcome, ToolResult
 
@@ -57,11 +57,6 @@ class Operation:
     looks_when_read_only: bool = False
     needs_calls: bool = False  # an agent-call tool: only a policy with ``calls`` allows it
     extra_wait: float = 0.0  # seconds it waits of its own beyond its arguments' wait
-
-    @property
-    def description(self) -> str:
-        """The description for a toolkit without an agent_mailbox (see ``describe``)."""
-        return self.describe()
 
     def describe(self, policy: ToolPolicy | None = None) -> str:
         """What the model reads about this tool, for the toolkit with ``policy``."""
@@ -175,23 +170,18 @@ def prefixed(text: str, policy: ToolPolicy | ToolConfig | None) -> str:
     return _TOOL_NAMES.sub(lambda found: prefix + found[0], text) if prefix else text
 
 
-__all__ = [  # the catalog, and what it has always offered of the modules it is made from
+__all__ = [  # the catalog, and what tests and bench/ import of the modules it is made from
     "CARD_NOTE",
-    "DATA_NOTE",
     "DEFAULT_OPERATIONS",
     "MAX_SHOWN_DEPTH",
     "OPERATIONS",
     "FetchMessagesInput",
     "Operation",
     "OperationError",
-    "Outcome",
     "QueryMessagesInput",
     "SendMessageInput",
-    "ToolConfig",
     "ToolPolicy",
-    "agent_view",
     "explain",
-    "explain_validation",
     "message_view",
     "prefixed",
 ]

@@ -828,11 +828,6 @@ def a2a_card(value: Any) -> dict[str, Any] | None:
     return _proto_message(value, A2A_CARD_FIELDS)
 
 
-def is_a2a_card(value: Any) -> bool:
-    """Whether RobustMQ would read ``value`` as an A2A AgentCard."""
-    return a2a_card(value) is not None
-
-
 # -- messages ----------------------------------------------------------------------------------
 
 

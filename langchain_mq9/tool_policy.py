@@ -45,9 +45,7 @@ class GroupReading:
 
     reader: Any
     unacked: list[int] = field(default_factory=list)
-    # Where the group starts, fixed by the first fetch. Until a group acks, RobustMQ starts
-    # every FETCH at its deliver policy, and "latest" is the newest message at that moment:
-    # messages arriving between two fetches would be skipped.
+    # Where the group starts, fixed by the first fetch (``consumer.fixed_start`` says why).
     start: tuple[str, int | None] | None = None
 
     async def fetch(self, num_msgs: int, deliver: str, max_wait_ms: int) -> list:

@@ -40,15 +40,8 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
 
     ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extra ones you
     can add). The tool settings are ``ToolConfig``'s fields (``tool_config.py``, where each is
-    described; ``mq9-mcp`` has a flag for each): ``allowed_mailboxes`` limits the mailboxes and
-    agent names the model may touch (plus ``agent_mailbox`` and the mailboxes it creates);
-    ``read_only`` leaves only discover, query and a fetch that takes nothing;
-    ``max_payload_chars`` cuts what other agents wrote before the model sees it (with a note);
-    ``tool_prefix`` goes before every tool name. Knobs a model rarely needs are pinned here,
-    not tool arguments: ``agent_mailbox`` (this agent's own mailbox: the mailbox arguments
-    default to it, the descriptions name it as the reply_to to use), ``agent_card``,
-    ``default_group``, ``deliver``, ``num_msgs``, ``discover_by`` and ``discover_limit``. Close
-    with ``await toolkit.aclose()``, ``toolkit.close()`` or a ``with`` block.
+    described; ``mq9-mcp`` has a flag for each). Close with ``await toolkit.aclose()``,
+    ``toolkit.close()`` or a ``with`` block.
     """
 
     server: str | None = Field(

@@ -26,10 +26,9 @@ from .operations import (
     Operation,
     OperationError,
     ToolPolicy,
-    explain,
-    explain_validation,
 )
 from .protocol import Mq9Error
+from .tool_errors import explain, explain_validation
 
 
 class Mq9Tool(BaseTool):
@@ -113,7 +112,7 @@ def _as_tool_errors() -> Iterator[None]:
 def _tool_class(name: str) -> type[Mq9Tool]:
     """The tool class of operation ``name``: ``SendMessageTool`` for ``send_message``."""
     title = "".join(part.title() for part in name.split("_"))
-    doc = f"``{name}``: {OPERATIONS[name].description}"
+    doc = f"``{name}``: {OPERATIONS[name].describe()}"
     namespace = {"operation_name": name, "__doc__": doc, "__module__": __name__}
     return type(f"{title}Tool", (Mq9Tool,), namespace)
 

@@ -31,18 +31,17 @@ from pydantic import ValidationError
 from langchain_mq9 import __version__
 from langchain_mq9.call_tools import CALL_PROGRESS
 from langchain_mq9.connection import Mq9Connection
+from langchain_mq9.data_views import DATA_NOTE
 from langchain_mq9.operations import (
-    DATA_NOTE,
     OPERATIONS,
     Operation,
     OperationError,
     ToolPolicy,
-    explain,
-    explain_validation,
     prefixed,
 )
 from langchain_mq9.protocol import Mq9Error
 from langchain_mq9.redaction import redact
+from langchain_mq9.tool_errors import explain, explain_validation
 
 log = logging.getLogger("mcp_server")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from .clock import Clock, ManualClock, system_clock
+from .clock import ManualClock
 from .engine import BrokerEngine, BrokerLimits
-from .serve import NatsService, serve_on_nats
+from .serve import serve_on_nats
 
 _memory_brokers: dict[str, BrokerEngine] = {}
 _memory_lock = threading.Lock()
@@ -38,12 +38,9 @@ def drop_memory_broker(name: str) -> None:
 __all__ = [
     "BrokerEngine",
     "BrokerLimits",
-    "Clock",
     "ManualClock",
-    "NatsService",
     "drop_memory_broker",
     "install_memory_broker",
     "memory_broker",
     "serve_on_nats",
-    "system_clock",
 ]

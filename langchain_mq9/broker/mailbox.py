@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .. import protocol as p
 from ..protocol import PRIORITY_ORDER, Priority
-
-Admit = Callable[["StoredMessage"], bool]
-"""Asked before each message joins an answer; False = the answer is full, stop there."""
 
 _COMPACT_MIN_HOLES = 256
 _MIN_RUN = 32
