@@ -64,7 +64,7 @@ async def test_an_agent_registered_on_one_node_is_listed_on_the_others():
                 async def listed(other=other):
                     names = {a["name"] for a in await other.agent_discover()}
                     if name not in names:
-                        raise MailboxNotFound("not listed yet")
+                        raise Mq9Error("not listed yet", retryable=True)
                     return names
 
                 assert name in await settled(listed)
