@@ -91,7 +91,8 @@ async def test_langgraph_agent_uses_the_mcp_tools(nats_server):
              "description": "summarizes long documents"}
         )  # fmt: skip
         answering = asyncio.create_task(answer_tasks(worker, "agent.summarizer"))
-        try:
+
+        async def run_agent() -> dict[str, Any]:
             client = MultiServerMCPClient({"mq9": connection})
             async with client.session("mq9") as session:
                 tools = await load_mcp_tools(session)
@@ -103,10 +104,14 @@ async def test_langgraph_agent_uses_the_mcp_tools(nats_server):
                 }
                 assert tools[0].metadata["destructiveHint"] is False
                 agent = create_react_agent(model, tools)
-                state = await asyncio.wait_for(
-                    agent.ainvoke({"messages": [("user", "Get the Q3 report summarized.")]}),
-                    timeout=40,
+                return await agent.ainvoke(
+                    {"messages": [("user", "Get the Q3 report summarized.")]}
                 )
+
+        try:
+            # The adapters' session (start, initialize, list tools) has no timeout of its own:
+            # bound the whole of it, so a stuck server fails the test instead of hanging CI.
+            state = await asyncio.wait_for(run_agent(), timeout=90)
         finally:
             answering.cancel()
             await asyncio.gather(answering, return_exceptions=True)
