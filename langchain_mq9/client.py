@@ -590,7 +590,9 @@ def _fetch_body(
     if group_name is not None:
         p.check_group_name(group_name)
     if deliver not in p.DELIVER_POLICIES:
-        raise InvalidArgument(p.err_invalid_deliver(deliver))
+        raise InvalidArgument(
+            f"invalid deliver {p.quoted(deliver)}: use latest, earliest, from_time or from_id"
+        )
     if not isinstance(force_deliver, bool):
         raise ValueError("force_deliver must be True or False")
     # The broker reads a missing from_time/from_id as 0; the client wants it said.

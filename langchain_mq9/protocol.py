@@ -8,6 +8,7 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -232,14 +233,6 @@ def err_unknown_subject(subject: str) -> str:
     return f"unrecognized mq9 subject: {subject}"
 
 
-def err_invalid_priority(value: object) -> str:
-    return f"invalid priority {quoted(value)}: use normal, urgent or critical"
-
-
-def err_invalid_deliver(value: object) -> str:
-    return f"invalid deliver {quoted(value)}: use latest, earliest, from_time or from_id"
-
-
 # -- validation --------------------------------------------------------------------------------
 
 
@@ -286,7 +279,7 @@ def parse_priority(value: object) -> Priority:
             return Priority(value.strip().lower())
         except ValueError:
             pass
-    raise InvalidArgument(err_invalid_priority(value))
+    raise InvalidArgument(f"invalid priority {quoted(value)}: use normal, urgent or critical")
 
 
 def check_int(name: str, value: object, low: int = 0, high: int = 2**63 - 1) -> int:
@@ -542,7 +535,8 @@ def _describe(value: Any) -> str:
     return "map"
 
 
-# Field kinds: what serde's derived Deserialize accepts for each Rust type used by mq9.
+# Field kinds: what serde's derived Deserialize accepts for each Rust type used by mq9, named
+# by the words its errors use. ITEMS: each item is read by its own shape, by whoever reads it.
 STR, U32, U64, BOOL, STR_LIST, DELIVER = "a string", "u32", "u64", "a boolean", "a sequence", "enum"
 I64, BYTES, ITEMS = "i64", "a sequence of bytes", "a sequence of items"  # reply fields
 
@@ -634,41 +628,9 @@ class Shape:
 
 
 def _convert(kind: str, value: Any) -> Any:
-    if kind in (U64, U32):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise WireError(f"invalid type: {_describe(value)}, expected {kind}")
-        if not 0 <= value <= (MAX_U64 if kind == U64 else MAX_U32):
-            raise WireError(f"invalid value: integer `{value}`, expected {kind}")
-        return value
-    if kind == STR:
-        if not isinstance(value, str):
-            raise WireError(f"invalid type: {_describe(value)}, expected a string")
-        return text(value)
-    if kind == BOOL:
-        if not isinstance(value, bool):
-            raise WireError(f"invalid type: {_describe(value)}, expected a boolean")
-        return value
-    if kind == STR_LIST:
-        if not isinstance(value, list):
-            raise WireError(f"invalid type: {_describe(value)}, expected a sequence")
-        return [_convert(STR, item) for item in value]
-    if kind == I64:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise WireError(f"invalid type: {_describe(value)}, expected i64")
-        return value
-    if kind == BYTES:
-        if not isinstance(value, list) or not all(
-            type(b) is int and 0 <= b <= 255 for b in value
-        ):
-            raise WireError(f"invalid type: {_describe(value)}, expected a sequence of bytes")
-        return bytes(value)
-    if kind == ITEMS:  # each item is read by its own shape, by whoever reads the reply
-        if not isinstance(value, list):
-            raise WireError(f"invalid type: {_describe(value)}, expected a sequence")
-        return value
     if kind == DELIVER:
         if isinstance(value, dict) and len(value) == 1:  # {"earliest": null}: a unit variant
-            (value, unit), = value.items()
+            ((value, unit),) = value.items()
             if unit is not None:
                 raise WireError(f"invalid type: {_describe(unit)}, expected unit")
         if not isinstance(value, str):
@@ -677,7 +639,21 @@ def _convert(kind: str, value: Any) -> Any:
             variants = ", ".join(f"`{v}`" for v in DELIVER_POLICIES)
             raise WireError(f"unknown variant `{value}`, expected one of {variants}")
         return value
-    raise AssertionError(kind)
+    wanted = {STR: str, BOOL: bool, STR_LIST: list, BYTES: list, ITEMS: list}.get(kind, int)
+    if (
+        not isinstance(value, wanted)
+        or (isinstance(value, bool) and wanted is not bool)
+        or (kind == BYTES and not all(type(b) is int and 0 <= b <= 255 for b in value))
+    ):
+        expected = "a sequence" if kind == ITEMS else kind
+        raise WireError(f"invalid type: {_describe(value)}, expected {expected}")
+    if kind in (U64, U32) and not 0 <= value <= (MAX_U64 if kind == U64 else MAX_U32):
+        raise WireError(f"invalid value: integer `{value}`, expected {kind}")
+    if kind == STR:
+        return text(value)
+    if kind == STR_LIST:
+        return [_convert(STR, item) for item in value]
+    return bytes(value) if kind == BYTES else value
 
 
 # -- the request bodies (mq9-core/src/protocol.rs, and agent.rs for UNREGISTER) ----------------
@@ -751,41 +727,35 @@ DISCOVER_REPLY = Shape(
 # JSON mapping; docs/protocol.md §7.1): no field is required, a field may be named in camelCase
 # or snake_case, an unknown key means "not a card", and null is refused for strings, lists and
 # maps. RobustMQ's REGISTER accepts such a card bare and stores it re-serialized (camelCase,
-# fields in proto order, empty ones left out); only cards are indexed for search.
-_STRING, _LIST, _MAP, _MESSAGE = "string", "list", "map", "message"
+# fields in proto order, empty ones left out); only cards are indexed for search. A field maps
+# to the type its value must have; ``object`` (a message, or an optional string) takes null too.
 A2A_CARD_FIELDS = {
-    "name": _STRING,
-    "description": _STRING,
-    "supportedInterfaces": _LIST,
-    "provider": _MESSAGE,
-    "version": _STRING,
-    "documentationUrl": _MESSAGE,  # optional string: null allowed
-    "capabilities": _MESSAGE,
-    "securitySchemes": _MAP,
-    "securityRequirements": _LIST,
-    "defaultInputModes": _LIST,
-    "defaultOutputModes": _LIST,
-    "skills": _LIST,
-    "signatures": _LIST,
-    "iconUrl": _MESSAGE,
+    "name": str,
+    "description": str,
+    "supportedInterfaces": list,
+    "provider": object,
+    "version": str,
+    "documentationUrl": object,  # optional string: null allowed
+    "capabilities": object,
+    "securitySchemes": dict,
+    "securityRequirements": list,
+    "defaultInputModes": list,
+    "defaultOutputModes": list,
+    "skills": list,
+    "signatures": list,
+    "iconUrl": object,
 }
 A2A_SKILL_FIELDS = {
-    "id": _STRING,
-    "name": _STRING,
-    "description": _STRING,
-    "tags": _LIST,
-    "examples": _LIST,
-    "inputModes": _LIST,
-    "outputModes": _LIST,
-    "securityRequirements": _LIST,
+    "id": str,
+    "name": str,
+    "description": str,
+    "tags": list,
+    "examples": list,
+    "inputModes": list,
+    "outputModes": list,
+    "securityRequirements": list,
 }
-A2A_INTERFACE_FIELDS = {
-    "url": _STRING,
-    "protocolBinding": _STRING,
-    "tenant": _STRING,
-    "protocolVersion": _STRING,
-}
-_KIND_TYPES = {_STRING: str, _LIST: list, _MAP: dict}
+A2A_INTERFACE_FIELDS = dict.fromkeys(("url", "protocolBinding", "tenant", "protocolVersion"), str)
 
 
 def _camel(name: str) -> str:
@@ -793,7 +763,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _proto_message(value: Any, fields: dict[str, str]) -> dict[str, Any] | None:
+def _proto_message(value: Any, fields: dict[str, type]) -> dict[str, Any] | None:
     """``value`` read as one proto message and written back as pbjson writes it, or None
     when pbjson would refuse it."""
     if not isinstance(value, dict):
@@ -805,11 +775,10 @@ def _proto_message(value: Any, fields: dict[str, str]) -> dict[str, Any] | None:
         if kind is None or name in read:  # an unknown key, or a field named twice
             return None
         if item is None:
-            if kind != _MESSAGE:
+            if kind is not object:
                 return None
             continue
-        expected = _KIND_TYPES.get(kind)
-        if expected is not None and not isinstance(item, expected):
+        if not isinstance(item, kind):
             return None
         read[name] = item
     nested = {"skills": A2A_SKILL_FIELDS, "supportedInterfaces": A2A_INTERFACE_FIELDS}
@@ -965,9 +934,7 @@ def extra_headers(headers: object) -> dict[str, str]:
         if (
             not isinstance(name, str)
             or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)
-            or not isinstance(value, str)
-            or value != value.strip()
-            or any(c in value for c in "\r\n")
+            or not _header_value(value)
         ):
             raise InvalidArgument(
                 f"invalid header {quoted(name)}: {quoted(value)}: names are letters, digits, "
@@ -977,14 +944,13 @@ def extra_headers(headers: object) -> dict[str, str]:
     return dict(headers)
 
 
+def _header_value(value: object) -> bool:
+    # NATS strips a header value's surrounding whitespace: such a value could not arrive as sent
+    return isinstance(value, str) and value == value.strip() and not any(c in value for c in "\r\n")
+
+
 def check_key(key: object) -> str:
-    # NATS strips a header value's surrounding whitespace, so such a key could not arrive as sent
-    if (
-        not isinstance(key, str)
-        or not key
-        or key != key.strip()
-        or any(c in key for c in "\r\n")
-    ):
+    if not key or not _header_value(key):
         raise InvalidArgument(
             f"invalid key {quoted(key)}: must be a non-empty single-line string "
             "without leading or trailing whitespace"
@@ -1060,22 +1026,20 @@ def card_skills(skills: object) -> list[dict[str, Any]]:
 
 def _skill(skill: object) -> dict[str, Any]:
     if isinstance(skill, str) and skill.strip():
-        name, description, tags, examples, skill_id = skill, skill, [skill], [], None
-        rest: dict[str, Any] = {}
-    elif isinstance(skill, dict) and isinstance(skill.get("name"), str) and skill["name"]:
-        skill = {key: value for key, value in skill.items() if value is not None}
-        rest = card_skill_fields(skill)
-        name = skill["name"]
-        description = skill.get("description", name)
-        tags = skill.get("tags", [])
-        examples = skill.get("examples", [])
-        skill_id = skill.get("id")
-        if not isinstance(description, str) or not isinstance(skill_id, (str, type(None))):
-            raise ValueError(f"a skill's description and id must be strings: {skill!r}")
-        if not _strings(tags) or not _strings(examples):
-            raise ValueError(f"a skill's tags and examples must be lists of strings: {skill!r}")
-    else:
+        skill = {"name": skill, "tags": [skill]}
+    if not isinstance(skill, dict) or not isinstance(skill.get("name"), str) or not skill["name"]:
         raise ValueError(f"a skill is a non-empty string or a dict with a name, not {skill!r}")
+    skill = {key: value for key, value in skill.items() if value is not None}
+    rest = card_skill_fields(skill)
+    name = skill["name"]
+    description = skill.get("description", name)
+    tags = skill.get("tags", [])
+    examples = skill.get("examples", [])
+    skill_id = skill.get("id")
+    if not isinstance(description, str) or not isinstance(skill_id, (str, type(None))):
+        raise ValueError(f"a skill's description and id must be strings: {skill!r}")
+    if not _strings(tags) or not _strings(examples):
+        raise ValueError(f"a skill's tags and examples must be lists of strings: {skill!r}")
     return {
         "id": skill_id or re.sub(r"\s+", "-", name.strip().lower()),
         "name": name,
@@ -1133,13 +1097,8 @@ def normalize_agent(item: Any) -> dict[str, Any]:
     info = item.get("agent_info")
     card: Any = None
     if isinstance(info, str):
-        try:
+        with contextlib.suppress(ValueError, RecursionError):
             card = json.loads(info)
-        except (ValueError, RecursionError):
-            card = None
     if isinstance(card, dict):
-        agent = dict(card)
-        agent["name"] = item["name"]
-        agent["mailbox"] = card_mailbox(card)
-        return agent
+        return {**card, "name": item["name"], "mailbox": card_mailbox(card)}
     return {"name": item["name"], "mailbox": None, "agent_info": info}
