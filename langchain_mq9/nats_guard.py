@@ -15,16 +15,10 @@ control lines as nats-server does, reads subjects that are not UTF-8 leniently a
 a frame nats-py still cannot take (logged), and a watchdog that reconnects if the read loop
 ends anyway while the connection counts as connected.
 
-RobustMQ's NATS listener (8bd49dc; docs/protocol.md §1) differs from nats-server where nats-py
-cannot follow it, so ``GuardedClient`` (nats-py's ``Client`` with the guard built in) also:
-
-- takes a reply that comes with a sid it does not know (RobustMQ answers with the sid of a
-  subscription whose subject *equals* the reply subject, else with sid 0) for the request whose
-  inbox the subject names: nats-py's one wildcard inbox subscription then works on both brokers,
-  and no SUB or UNSUB per request is needed (RobustMQ's UNSUB is broker-wide by sid number);
-- finishes its handshake on RobustMQ (``PatientTcpTransport``): a PING the broker sends before
-  its PONG is answered instead of ending the handshake, and when the PONG is late (RobustMQ
-  holds bytes read together with CONNECT until more arrive) another PING nudges it.
+RobustMQ's NATS listener differs from nats-server where nats-py cannot follow it
+(docs/protocol.md §1.1, points 1 and 4): the parser also takes a reply that comes with a sid it
+does not know (RobustMQ's sid 0) for the request whose inbox the subject names, and
+``GuardedClient`` finishes its handshake on RobustMQ (``PatientTcpTransport``).
 
 All of it leans on nats-py internals (the ``_ps`` parser, ``_process_*`` handlers,
 ``_reading_task``, ``_subs``, ``_resp_sub_prefix``, ``_connect_to_server``). ``internals_problem``
@@ -150,10 +144,10 @@ class GuardedParser(nats_parser.Parser):
                     self.dropped,
                 )
 
-
     def _inbox_sid(self, subject: bytes, sid: int) -> int:
         """The sid of nats-py's request inbox subscription when ``subject`` is one of its
-        inboxes, else ``sid`` unchanged (a message for nothing we hold: dropped as before)."""
+        inboxes, else ``sid`` unchanged (a message for nothing we hold: dropped as before).
+        So one wildcard inbox works on RobustMQ too, with no SUB or UNSUB per request."""
         prefix = self.nc._resp_sub_prefix
         if not prefix or not subject.startswith(prefix):
             return sid
