@@ -260,13 +260,7 @@ class Mq9Client:
         """
         p.check_address(mail_address)
         body = p.payload_bytes(payload)
-        headers = p.extra_headers(headers) | p.send_headers(
-            p.parse_priority(priority),
-            None if key is None else p.check_key(key),
-            None if delay is None else p.check_int("delay", delay, 0, p.MAX_SECONDS),
-            None if ttl is None else p.check_int("ttl", ttl, 0, p.MAX_SECONDS),
-            None if tags is None else p.check_tags(tags),
-        )
+        headers = p.extra_headers(headers) | p.send_headers(priority, key, delay, ttl, tags)
         if not self._transport.is_connected:
             raise NotConnected(NOT_CONNECTED)
         size = len(body) + len(p.header_block(headers) or b"")  # NATS counts the headers too

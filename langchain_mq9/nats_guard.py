@@ -224,12 +224,11 @@ FIRST_NUDGE = 0.05
 class PatientTcpTransport(TcpTransport):
     """nats-py's TCP transport, patient with a broker that answers the handshake late.
 
-    nats-py's handshake writes CONNECT and PING and takes the next line for the PONG. RobustMQ
-    may first send a PING of its own (nats-py then never reaches CONNECTED and holds every
-    publish), and holds a PING that reached it in one read with CONNECT until more bytes arrive.
-    Until its PONG this transport answers the broker's PINGs and, while none comes, sends
-    another PING, each ``FIRST_NUDGE`` later than the last (every PING gets a PONG; the extra
-    ones arrive after the handshake, where nats-py ignores a PONG it did not ask for).
+    nats-py's handshake takes the line after its CONNECT and PING for the PONG; RobustMQ may
+    first send a PING of its own, and holds a PING read together with CONNECT until more bytes
+    arrive (docs/protocol.md §1.1, point 4). Until its PONG this transport answers the broker's
+    PINGs and, while none comes, sends another PING, each ``FIRST_NUDGE`` later than the last
+    (the extra PONGs arrive after the handshake, where nats-py ignores them).
     """
 
     _handshaking = False

@@ -608,16 +608,13 @@ class Shape:
         return dict(zip(names, items, strict=False)), short
 
     def body(self, **values: Any) -> bytes:
-        """The JSON body for a request; None values are left out (serde reads them as absent).
-        Unknown names are a programming error."""
-        unknown = set(values) - set(self.fields)
-        if unknown:
-            raise TypeError(f"{self.name} has no field {sorted(unknown)[0]!r}")
+        """The JSON body for a request; None values are left out (serde reads them as absent)."""
+        self.write(**values)  # refuses a name that is no field
         return encode({k: v for k, v in values.items() if v is not None})
 
     def write(self, **values: Any) -> dict[str, Any]:
         """The body as serde writes it (the broker's replies): every field, in order, a None
-        as null."""
+        as null. A name that is no field is a programming error."""
         unknown = set(values) - set(self.fields)
         if unknown:
             raise TypeError(f"{self.name} has no field {sorted(unknown)[0]!r}")
@@ -900,21 +897,24 @@ def payload_bytes(payload: object) -> bytes:
 
 
 def send_headers(
-    priority: Priority,
+    priority: Priority | str,
     key: str | None,
     delay: int | None,
     ttl: int | None,
     tags: list[str] | None,
 ) -> dict[str, str]:
+    """mq9's headers for a SEND, each value checked (``Mq9Error`` on a bad one)."""
     headers: dict[str, str] = {}
+    priority = parse_priority(priority)
     if priority is not Priority.NORMAL:
         headers[HEADER_PRIORITY] = priority.value
     if key is not None:
-        headers[HEADER_KEY] = key
+        headers[HEADER_KEY] = check_key(key)
     if delay is not None:  # RobustMQ delays even with 0 (the reply's msg_id is then -1)
-        headers[HEADER_DELAY] = str(delay)
+        headers[HEADER_DELAY] = str(check_int("delay", delay, 0, MAX_SECONDS))
     if ttl is not None:
-        headers[HEADER_TTL] = str(ttl)
+        headers[HEADER_TTL] = str(check_int("ttl", ttl, 0, MAX_SECONDS))
+    tags = [] if tags is None else check_tags(tags)
     if tags:
         headers[HEADER_TAGS] = ",".join(tags)
     return headers
