@@ -47,9 +47,8 @@ DEFAULT_MAX_GROUPS = 1_000
 
 class Agents(list):
     """The agents ``agent_discover`` found, best first. ``ranked_here`` is True when the broker
-    has no agent search (RobustMQ's default build) and this client ranked the broker's whole
-    listing itself, as the bundled broker ranks; ``ranking`` then says how: ``"embeddings"``
-    (the ``semantic`` extra) or ``"lexical"`` (shared words). None when the broker ranked."""
+    has no agent search (RobustMQ's default build) and this client ranked its listing itself;
+    ``ranking`` then says how: ``"embeddings"`` (the ``semantic`` extra) or ``"lexical"``."""
 
     ranked_here: bool = False
     ranking: str | None = None
@@ -196,10 +195,10 @@ class Mq9Client:
     def _sent(self, mail_address: str, msg_id: int) -> None:
         if msg_id < 0:  # a delayed message: its id comes later
             return
-        highest = self._highest_sent.get(mail_address)
-        if highest is not None and msg_id <= highest:
+        highest = self._highest_sent.get(mail_address, -1)
+        if msg_id <= highest:
             self._suspect(mail_address, p.warn_log_went_back(mail_address, msg_id, highest))
-        self._highest_sent[mail_address] = max(msg_id, highest if highest is not None else -1)
+        self._highest_sent[mail_address] = max(msg_id, highest)
 
     def _suspect(self, mail_address: str, warning: str) -> None:
         if mail_address not in self.warnings:
@@ -317,11 +316,9 @@ class Mq9Client:
 
         async def look() -> list[Message]:
             nonlocal body
-            messages = self._messages(
-                mail_address, await self._call(subject, body, repeatable=True)
-            )
+            reply = await self._call(subject, body, repeatable=True)
             body = again  # force_deliver resets the group on the first look, not on each
-            return messages
+            return self._messages(mail_address, reply)
 
         return await until_found(look, max_wait_ms)
 
@@ -329,9 +326,8 @@ class Mq9Client:
         """Commit the group's position past ``msg_id``: its next FETCH starts at msg_id + 1.
 
         The broker moves EVERY priority lane of the group past ``msg_id``: acking an urgent
-        message also passes every unacked normal message with a smaller id, which the group
-        then never gets. Ack the largest id below which everything is handled, or let
-        ``GroupReader`` do it.
+        message also passes every unacked normal message with a smaller id. Ack the largest id
+        below which everything is handled, or let ``GroupReader`` do it.
         """
         p.check_address(mail_address)
         p.check_group_name(group_name)
@@ -411,8 +407,7 @@ class Mq9Client:
         Answers at most 100 messages, oldest first (``limit`` keeps the oldest N). Only one
         filter applies, in this order: ``key``, then ``tags`` (a message matches if it has ANY
         of them, or a tag below one: ``team`` also finds ``team/alpha``). ``since`` is sent as
-        the SDK sends it, but RobustMQ reads from the start regardless (docs/protocol.md
-        §5.5): it filters nothing.
+        the SDK sends it, but filters nothing on RobustMQ (docs/protocol.md §5.5).
         """
         p.check_address(mail_address)
         body = p.QUERY_REQUEST.body(

@@ -1,14 +1,10 @@
 """Keep nats-py connections we own reading: through malformed frames, and on RobustMQ.
 
-nats-py (checked up to 2.16) loses a connection to frames nats-server lets any publisher send:
-
-- a subject, reply subject or header status line that is not UTF-8 raises
-  ``UnicodeDecodeError`` while nats-py builds the message; its read loop logs it and ends, and
-  the connection stays "connected" while reading nothing until ping-based stale detection
-  (minutes by default);
-- a subject holding ``\\x0b`` or ``\\x0c``: nats-py splits MSG lines on the regex ``\\s``, which
-  takes both for separators (nats-server splits on spaces and tabs only), so the line parses
-  wrongly and nats-py drops the connection as a protocol error.
+nats-py (checked up to 2.16) loses a connection to frames nats-server lets any publisher send
+(docs/security.md): a subject, reply subject or header status line that is not UTF-8 ends its
+read loop (``UnicodeDecodeError``) while the connection stays "connected", reading nothing until
+its pings time out, minutes later; a subject holding ``\\x0b`` or ``\\x0c`` breaks its MSG line
+(it splits on the regex ``\\s``, nats-server on spaces and tabs only): a protocol error.
 
 ``protect(connection)`` gives one connection (never nats-py as a whole) a parser that splits
 control lines as nats-server does, reads subjects that are not UTF-8 leniently and drops only
@@ -85,13 +81,11 @@ class GuardedParser(nats_parser.Parser):
             await self.nc._process_ping()
         elif op == b"PONG":
             await self.nc._process_pong()
-        elif op == b"+OK":
-            pass
         elif op == b"-ERR":
             await self.nc._process_err(rest.strip().decode(errors="replace").lower())
         elif op == b"INFO":
             await self.nc._process_info(json.loads(rest))
-        else:
+        elif op != b"+OK":
             raise ProtocolError("nats: unknown protocol")
 
     def _read_msg_line(self, op: bytes, args: list[bytes]) -> None:

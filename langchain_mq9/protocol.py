@@ -871,10 +871,8 @@ class Message:
 
 
 def payload_bytes(payload: object) -> bytes:
-    """The bytes to send for a payload: ``bytes`` as is, ``str`` as UTF-8, ``dict`` as JSON.
-
-    RobustMQ hands payloads back as UTF-8 text, so bytes that are not UTF-8 would come back
-    changed: they are refused here, before anything is sent."""
+    """The bytes to send for a payload: ``bytes`` as is (only UTF-8: RobustMQ hands payloads
+    back as text, so other bytes would come back changed), ``str`` as UTF-8, ``dict`` as JSON."""
     if isinstance(payload, (bytes, bytearray, memoryview)):
         data = bytes(payload)
         try:
@@ -1014,8 +1012,7 @@ def agent_card(
 
 
 def card_skills(skills: object) -> list[dict[str, Any]]:
-    """A2A skills from strings or from dicts with ``name`` (and optional ``id``,
-    ``description``, ``tags``, ``examples``). Raises ``ValueError`` on anything else."""
+    """A2A skills from ``skills`` as ``agent_card`` takes them; ``ValueError`` on anything else."""
     if not isinstance(skills, (list, tuple)):
         raise ValueError("an agent card's skills must be a list of strings or dicts")
     return [_skill(skill) for skill in skills]
