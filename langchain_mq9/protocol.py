@@ -850,9 +850,8 @@ class Message:
 
     @classmethod
     def from_wire(cls, item: Any) -> Message:
-        """A message from a FETCH or QUERY item (RobustMQ's ``MsgItem``: msg_id, payload,
-        priority, header, create_time). Unknown fields are ignored; ``header`` may be absent
-        or null. Raises ``Mq9Error`` on an item of the wrong shape."""
+        """A message from a FETCH or QUERY item (``MSG_ITEM``: unknown fields are ignored,
+        ``header`` may be absent or null). Raises ``Mq9Error`` on an item of the wrong shape."""
         try:
             wire = MSG_ITEM.convert(item)
             header = {} if wire["header"] is None else parse_header_block(wire["header"])
@@ -1081,11 +1080,10 @@ def card_mailbox(card: Mapping[str, Any]) -> str | None:
 
 
 def normalize_agent(item: Any) -> dict[str, Any]:
-    """One DISCOVER item as callers want it, whichever shape the broker answered in
-    (``{name, agent_info}`` for a listing, ``{agent_id, name, description, agent_info}`` for a
-    search): the card's fields when ``agent_info`` is a JSON object, plus ``name`` and
-    ``mailbox`` (None when the card names none); otherwise ``name``, ``mailbox`` None and the
-    raw ``agent_info`` string. Raises ``Mq9Error`` on an item that is not an agent."""
+    """One DISCOVER item (a listing's ``{name, agent_info}`` or a search's ``{agent_id, name,
+    description, agent_info}``) as the card's fields plus ``name`` and ``mailbox`` (None when
+    the card names none); when ``agent_info`` is no JSON object, ``name``, ``mailbox`` None and
+    the raw ``agent_info``. Raises ``Mq9Error`` on an item that is not an agent."""
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise MalformedReply(f"malformed agent in the broker's reply: {item!r:.200}")
     info = item.get("agent_info")
