@@ -18,8 +18,9 @@ class Mq9Error(Exception):
     """A failed mq9 command: ``message`` is the broker's error text, or the client's own refusal.
 
     ``retryable`` is true when the same call may succeed later unchanged (the broker was
-    unreachable or did not answer in time), false when the request must change; each class has
-    its default. ``details`` set the attributes a class declares (``address``, ``fits``, ...).
+    unreachable or did not answer in time), false when the request must change: each class has
+    its default, ``retryable=`` overrides it. ``details`` set the attributes a class declares
+    (``address``, ``fits``, ...).
     """
 
     retryable: bool = False
