@@ -739,16 +739,9 @@ A2A_CARD_FIELDS = {
     "signatures": list,
     "iconUrl": object,
 }
-A2A_SKILL_FIELDS = {
-    "id": str,
-    "name": str,
-    "description": str,
-    "tags": list,
-    "examples": list,
-    "inputModes": list,
-    "outputModes": list,
-    "securityRequirements": list,
-}
+A2A_SKILL_FIELDS = dict.fromkeys(("id", "name", "description"), str) | dict.fromkeys(
+    ("tags", "examples", "inputModes", "outputModes", "securityRequirements"), list
+)
 A2A_INTERFACE_FIELDS = dict.fromkeys(("url", "protocolBinding", "tenant", "protocolVersion"), str)
 
 
