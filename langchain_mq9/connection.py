@@ -82,9 +82,7 @@ class Mq9Connection:
 
     def run_sync(self, action: Callable[[Any], Awaitable[T]], *, wait: float = 0.0) -> T:
         """Run ``action(client)`` from sync code, also inside a running loop (Jupyter).
-
-        ``wait`` is how long the action may legitimately take beyond a request (a long poll).
-        """
+        ``wait``: how long the action may legitimately take beyond a request (a long poll)."""
         future = asyncio.run_coroutine_threadsafe(self.run(action), background_loop())
         try:
             return future.result(timeout=self.request_timeout + wait + 5.0)
