@@ -1,10 +1,9 @@
 """``Mq9Client``: the mq9 commands as typed async methods, mirroring the official ``mq9`` SDK.
 
 Every method validates its arguments before any round trip, encodes the request with
-``protocol``, hands bytes to a transport (NATS, or the in-process broker for ``memory://``) and
-turns a non-empty ``error`` in the reply into ``Mq9Error``. The methods are the raw commands,
-with RobustMQ's semantics; ``GroupReader`` and ``consume`` (in ``consumer.py``) build a safe
-fetch/ack cycle on them.
+``protocol``, hands bytes to a transport and turns a non-empty ``error`` in the reply into
+``Mq9Error``. The methods are the raw commands, with RobustMQ's semantics; ``GroupReader`` and
+``consume`` (``consumer.py``) build a safe fetch/ack cycle on them.
 """
 
 from __future__ import annotations
@@ -48,9 +47,8 @@ DEFAULT_MAX_GROUPS = 1_000
 
 class Agents(list):
     """The agents ``agent_discover`` found, best first. ``ranked_here`` is True when the broker
-    has no agent search (RobustMQ's default build) and this client ranked the broker's whole
-    listing itself, as the bundled broker ranks; ``ranking`` then says how: ``"embeddings"``
-    (the ``semantic`` extra) or ``"lexical"`` (shared words). None when the broker ranked."""
+    has no agent search (RobustMQ's default build) and this client ranked its listing itself;
+    ``ranking`` then says how: ``"embeddings"`` (the ``semantic`` extra) or ``"lexical"``."""
 
     ranked_here: bool = False
     ranking: str | None = None
@@ -92,14 +90,13 @@ class Mq9Client:
             raise ValueError("give one of server= (a URL) or transport=")
         if transport is not None and options:
             raise TypeError(f"{sorted(options)[0]} is an option of the transport: set it there")
-        # The consumer groups this client acked under: a group lives for ever on RobustMQ, so
-        # code (or a model) making names up is stopped here, with a word, not by the broker.
+        # The groups this client acked under: a group lives for ever on RobustMQ, so code (or a
+        # model) making names up is stopped here, with a word.
         self.max_groups = max_groups
         self._groups: set[str] = set()
         self.request_timeout = float(request_timeout)
-        # What this client saw of each mailbox's log, to notice a broker that lost or split
-        # it (a RobustMQ cluster node lost with its replicas, several partitions): the highest
-        # msg_id a SEND got, and what looked wrong, said once per mailbox.
+        # The highest msg_id a SEND got per mailbox, and what looked wrong (said once per
+        # mailbox): to notice a broker that lost or split a mailbox's log (docs/deploy.md).
         self._highest_sent: dict[str, int] = {}
         self.warnings: dict[str, str] = {}
         if transport is None:
@@ -144,11 +141,10 @@ class Mq9Client:
         repeatable: bool | Callable[[Mq9Error], bool] = False,
         done_if: type[Mq9Error] | None = None,
     ) -> dict[str, Any]:
-        """One request and its successful reply. A ``repeatable`` request (one that is safe to
-        send twice; or a test of the error that says so) that fails in a way that may pass (a
-        cluster node out of reach, the link lost) is sent again, a little later each time,
-        while ``request_timeout`` lasts. A ``done_if`` error on such a repeat means an earlier
-        try took effect: {}."""
+        """One request and its successful reply. A ``repeatable`` request (safe to send twice,
+        or a test of the error that says so) that fails in a way that may pass is sent again,
+        a little later each time, while ``request_timeout`` lasts. A ``done_if`` error on such
+        a repeat means an earlier try took effect: {}."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         pause = RETRY_FIRST_PAUSE
@@ -199,10 +195,10 @@ class Mq9Client:
     def _sent(self, mail_address: str, msg_id: int) -> None:
         if msg_id < 0:  # a delayed message: its id comes later
             return
-        highest = self._highest_sent.get(mail_address)
-        if highest is not None and msg_id <= highest:
+        highest = self._highest_sent.get(mail_address, -1)
+        if msg_id <= highest:
             self._suspect(mail_address, p.warn_log_went_back(mail_address, msg_id, highest))
-        self._highest_sent[mail_address] = max(msg_id, highest if highest is not None else -1)
+        self._highest_sent[mail_address] = max(msg_id, highest)
 
     def _suspect(self, mail_address: str, warning: str) -> None:
         if mail_address not in self.warnings:
@@ -263,16 +259,10 @@ class Mq9Client:
         """
         p.check_address(mail_address)
         body = p.payload_bytes(payload)
-        headers = p.extra_headers(headers) | p.send_headers(
-            p.parse_priority(priority),
-            None if key is None else p.check_key(key),
-            None if delay is None else p.check_int("delay", delay, 0, p.MAX_SECONDS),
-            None if ttl is None else p.check_int("ttl", ttl, 0, p.MAX_SECONDS),
-            None if tags is None else p.check_tags(tags),
-        )
+        headers = p.extra_headers(headers) | p.send_headers(priority, key, delay, ttl, tags)
         if not self._transport.is_connected:
             raise NotConnected(NOT_CONNECTED)
-        size = len(body) + _header_block_size(headers)
+        size = len(body) + len(p.header_block(headers) or b"")  # NATS counts the headers too
         limit = self._transport.max_payload
         if size > limit:
             raise PayloadTooLarge(
@@ -303,22 +293,20 @@ class Mq9Client:
         """One FETCH, exactly as the broker answers it. For a safe fetch/ack cycle over a
         group use ``GroupReader``; for a background loop, ``consume``.
 
-        The broker reads the priority lanes critical, then urgent, then normal, each up to
-        ``num_msgs`` messages from the same position, and stops once it holds ``num_msgs``:
-        an answer may hold more than ``num_msgs``. FIFO within a lane.
+        The broker reads the priority lanes critical, urgent, normal, each up to ``num_msgs``
+        messages from the same position, and stops once it holds ``num_msgs``: an answer may
+        hold more. FIFO within a lane.
 
         Without ``group_name`` nothing is recorded: ``deliver`` picks the start every time
-        (``latest`` starts AT the newest stored message, so it is included; ``from_id`` past
-        the end gives the newest one). With ``group_name`` there are no leases: every FETCH
-        hands out the same messages again until they are acked, since the group's position
-        moves only on ``ack``; ``deliver`` counts only until the group first acks (with
-        ``latest`` the start moves with every FETCH until then). ``force_deliver`` resets the
-        group to ``deliver`` (on the first look only).
+        (``latest`` starts AT the newest stored message, included; ``from_id`` past the end
+        gives the newest). With ``group_name`` there are no leases: every FETCH hands out the
+        same messages until they are acked (only ``ack`` moves the group); ``deliver`` counts
+        until the group first acks (``latest`` moves with every FETCH until then).
+        ``force_deliver`` resets the group to ``deliver``.
 
         When nothing is there the client looks again every ``consumer.POLL_SECONDS`` for up
-        to ``max_wait_ms``, so a message arriving meanwhile is returned at once. The FETCH on
-        the wire always says ``max_wait_ms: 0``: RobustMQ's own wait would not end when a
-        message arrives, and would hold up other requests meanwhile (docs/protocol.md §1).
+        to ``max_wait_ms``; the FETCH on the wire always says ``max_wait_ms: 0`` (RobustMQ's
+        own wait would not end when a message arrives: docs/protocol.md §1).
         """
         p.check_address(mail_address)
         subject = p.fetch_subject(mail_address)
@@ -328,11 +316,9 @@ class Mq9Client:
 
         async def look() -> list[Message]:
             nonlocal body
-            messages = self._messages(
-                mail_address, await self._call(subject, body, repeatable=True)
-            )
+            reply = await self._call(subject, body, repeatable=True)
             body = again  # force_deliver resets the group on the first look, not on each
-            return messages
+            return self._messages(mail_address, reply)
 
         return await until_found(look, max_wait_ms)
 
@@ -340,9 +326,8 @@ class Mq9Client:
         """Commit the group's position past ``msg_id``: its next FETCH starts at msg_id + 1.
 
         The broker moves EVERY priority lane of the group past ``msg_id``: acking an urgent
-        message also passes every unacked normal message with a smaller id, which the group
-        then never gets. Ack the largest id below which everything is handled, or let
-        ``GroupReader`` do it.
+        message also passes every unacked normal message with a smaller id. Ack the largest id
+        below which everything is handled, or let ``GroupReader`` do it.
         """
         p.check_address(mail_address)
         p.check_group_name(group_name)
@@ -377,15 +362,14 @@ class Mq9Client:
     ) -> Consumer:
         """Run a fetch loop in the background that calls ``handler`` for every message, once.
 
-        Returns once the first FETCH is done, so the start point is fixed: messages sent
-        after ``consume`` returns are seen. ``deliver="latest"`` starts AT the newest stored
-        message (RobustMQ's latest), which is handed out too. With ``group_name`` the loop
-        runs on a ``GroupReader`` (``worker`` names this consumer among competing ones, which
-        hold leases of ``lease_ttl`` seconds: docs/groups.md) and,
-        with ``auto_ack``, commits the group's position as messages are handled. A handler
-        that raises is reported (``error_handler`` or the log) and called again with that
-        message later, backing off; until it succeeds the group's position stays before it.
-        Without a group the position is the consumer's own and failures are not retried.
+        Returns once the first FETCH is done, so messages sent after it returns are seen.
+        ``deliver="latest"`` starts AT the newest stored message, which is handed out too. With
+        ``group_name`` the loop runs on a ``GroupReader`` (``worker`` names this consumer among
+        competing ones, which hold leases of ``lease_ttl`` seconds: docs/groups.md) and, with
+        ``auto_ack``, commits the group's position as messages are handled. A handler that
+        raises is reported (``error_handler`` or the log) and called again with that message
+        later, backing off; until then the group's position stays before it. Without a group
+        the position is the consumer's own and failures are not retried.
         """
         p.check_address(mail_address)
         _fetch_body(group_name, deliver, None, None, False, num_msgs, max_wait_ms)
@@ -423,8 +407,7 @@ class Mq9Client:
         Answers at most 100 messages, oldest first (``limit`` keeps the oldest N). Only one
         filter applies, in this order: ``key``, then ``tags`` (a message matches if it has ANY
         of them, or a tag below one: ``team`` also finds ``team/alpha``). ``since`` is sent as
-        the SDK sends it, but RobustMQ reads from the start regardless (docs/protocol.md
-        §5.5): it filters nothing.
+        the SDK sends it, but filters nothing on RobustMQ (docs/protocol.md §5.5).
         """
         p.check_address(mail_address)
         body = p.QUERY_REQUEST.body(
@@ -449,30 +432,25 @@ class Mq9Client:
 
         ``{"name", "payload"}`` with both strings is sent as the raw registration RobustMQ also
         takes (listed, never searchable). Anything else is sent as the A2A AgentCard RobustMQ
-        indexes for search (``registration.card_for``): A2A card fields as given, ``payload``
-        text as the description, ``mailbox`` (the mq9 documents' and SDKs' form) as an
-        ``mq9://<mailbox>`` interface, ``agent_card`` as the card, an old-style
-        ``capabilities`` list as skills. A field that has no place in the card raises
-        ``ValueError`` naming it: none is dropped. A name already registered keeps its first
-        registration (RobustMQ).
+        indexes for search (``registration.card_for``: ``payload`` text as the description,
+        ``mailbox`` as an ``mq9://<mailbox>`` interface, ``capabilities`` as skills); a field
+        with no place in the card raises ``ValueError`` naming it. A name already registered
+        keeps its first registration (RobustMQ).
         """
         card = dict(_json_object("agent_card", agent_card))
         if not isinstance(card.get("name"), str) or not card["name"]:
             raise ValueError("an agent card needs a non-empty string name")
         if registration.is_raw(card):
             body = p.REGISTER_REQUEST.body(name=card["name"], payload=card["payload"])
-            await self._call(p.AGENT_REGISTER, body, repeatable=True)
-            return
-        body = p.encode(registration.card_for(card))
+        else:
+            body = p.encode(registration.card_for(card))
         await self._call(p.AGENT_REGISTER, body, repeatable=True)  # the first is kept
 
     async def agent_unregister(self, name: str) -> None:
         """Remove the agent registered under ``name`` (an unknown name succeeds)."""
         if not isinstance(name, str) or not name:
             raise ValueError("name must be the non-empty name the agent registered under")
-        await self._call(
-            p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True
-        )
+        await self._call(p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True)
 
     async def agent_report(self, report: dict[str, Any]) -> None:
         """Report an agent's status: ``report["name"]`` and either a string ``report_info``
@@ -500,10 +478,9 @@ class Mq9Client:
         from 1). Neither lists every agent, unpaginated. Each agent is a dict (see
         ``protocol.normalize_agent``): the card's fields, ``name`` and ``mailbox``.
 
-        RobustMQ built without its vector-search feature (its default) refuses text and
-        semantic; then the client reads the listing and ranks it itself, pages included, and
-        the result's ``ranked_here`` says so. A vector-search build that has indexed no card
-        yet says its table is missing: that is no agents."""
+        RobustMQ's default build (no vector search) refuses text and semantic: the client then
+        ranks the listing itself, pages included (``ranked_here`` says so). A search build
+        that has indexed no card yet says its table is missing: that is no agents."""
         for label, value in (("text", text), ("semantic", semantic)):
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{label} must be a string")
@@ -570,14 +547,6 @@ def _stored_nothing(exc: Mq9Error) -> bool:
     return isinstance(exc, ClusterUnavailable) and exc.stored_nothing
 
 
-def _header_block_size(headers: dict[str, str]) -> int:
-    """What NATS counts of the headers against max_payload: "NATS/1.0\\r\\n", a
-    "key: value\\r\\n" line each, and a closing "\\r\\n"; nothing without headers."""
-    if not headers:
-        return 0
-    return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
-
-
 def _fetch_body(
     group_name: str | None,
     deliver: str,
@@ -590,7 +559,9 @@ def _fetch_body(
     if group_name is not None:
         p.check_group_name(group_name)
     if deliver not in p.DELIVER_POLICIES:
-        raise InvalidArgument(p.err_invalid_deliver(deliver))
+        raise InvalidArgument(
+            f"invalid deliver {p.quoted(deliver)}: use latest, earliest, from_time or from_id"
+        )
     if not isinstance(force_deliver, bool):
         raise ValueError("force_deliver must be True or False")
     # The broker reads a missing from_time/from_id as 0; the client wants it said.

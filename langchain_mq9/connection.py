@@ -1,10 +1,9 @@
 """Every event loop that calls gets an mq9 client of its own, opened by a keeper task on that
-loop at its first call and closed when the task is cancelled: by ``close()``, or by
-``asyncio.run`` cancelling what is left as the loop ends. Sync callers (plain code, threads, a
-notebook cell inside a running loop) run the same call on one background loop thread and so
-share its client, which an async caller whose loop has no client yet also uses, through that
-thread, rather than open a second connection. A ``client=`` the caller opened is used directly
-by every caller, and at exit every connection still open is closed.
+loop at its first call and closed when the task is cancelled (by ``close()``, or by
+``asyncio.run`` as the loop ends). Sync callers (plain code, threads, a notebook cell) share the
+client of one background loop thread, which an async caller whose loop has no client yet also
+uses rather than open a second connection. A ``client=`` the caller opened is used directly by
+every caller. At exit every connection still open is closed.
 """
 
 from __future__ import annotations
@@ -83,9 +82,7 @@ class Mq9Connection:
 
     def run_sync(self, action: Callable[[Any], Awaitable[T]], *, wait: float = 0.0) -> T:
         """Run ``action(client)`` from sync code, also inside a running loop (Jupyter).
-
-        ``wait`` is how long the action may legitimately take beyond a request (a long poll).
-        """
+        ``wait``: how long the action may legitimately take beyond a request (a long poll)."""
         future = asyncio.run_coroutine_threadsafe(self.run(action), background_loop())
         try:
             return future.result(timeout=self.request_timeout + wait + 5.0)

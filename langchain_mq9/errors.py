@@ -1,11 +1,10 @@
 """What can go wrong with an mq9 call, as exception classes, and the one place that reads them.
 
-Every failure is an ``Mq9Error`` (``.message``: the words, ``.retryable``: whether the same call
-may succeed later unchanged). Code acts on its class, never on its words: a broker's error
-reply is turned into its class by ``from_reply``, once, where the client reads the reply; the
-client's own refusals and the transports' failures are raised as their class where they
-happen. The words on the wire stay RobustMQ's (``protocol.py``); only this module reads them.
-The classes, their attributes and the texts each is read from: docs/protocol.md §10.1.
+Code acts on an error's class, never on its words: ``from_reply`` turns a broker's error reply
+into its class, once, where the client reads it; the client's own refusals and the transports'
+failures are raised as their class where they happen. The words on the wire stay RobustMQ's
+(``protocol.py``). The classes, their attributes and the texts each is read from:
+docs/protocol.md §10.1.
 """
 
 from __future__ import annotations
@@ -16,12 +15,12 @@ from typing import Any
 
 
 class Mq9Error(Exception):
-    """A failed mq9 command: the broker's error text, or the client's own refusal.
+    """A failed mq9 command: ``message`` is the broker's error text, or the client's own refusal.
 
     ``retryable`` is true when the same call may succeed later unchanged (the broker was
-    unreachable or did not answer in time); false when the request itself must change. Each
-    class has its default; ``retryable=`` overrides it. ``details`` set the attributes a class
-    declares (``address``, ``fits``, ...).
+    unreachable or did not answer in time), false when the request must change: each class has
+    its default, ``retryable=`` overrides it. ``details`` set the attributes a class declares
+    (``address``, ``fits``, ...).
     """
 
     retryable: bool = False
@@ -146,10 +145,9 @@ class ClusterUnavailable(Unavailable):
 # -- RobustMQ's words that say which failure a reply is ---------------------------------------
 
 # What a RobustMQ cluster answers while a node, its shard or the meta leader is out of reach:
-# the request may succeed unchanged a moment later. grpc-clients/src/utils.rs retries the
-# transport ones itself (is_transport_error, is_stale_reader, the leader forward); what still
-# reaches an mq9 client: the storage forward giving up (storage-engine clients/connection.rs
-# ~117), a forward to a leader that is gone, and the transport texts.
+# the request may succeed unchanged a moment later. grpc-clients/src/utils.rs retries transport
+# errors itself; what still reaches a client: the storage forward giving up (storage-engine
+# clients/connection.rs ~117), a forward to a leader that is gone, and the transport texts.
 TRANSIENT_MARKERS = (
     # a mailbox made a moment ago whose shard's offsets are not set up yet (storage-engine
     # core/offset.rs: the offset is read before anything is written): nothing was stored

@@ -1,30 +1,20 @@
 """Keep nats-py connections we own reading: through malformed frames, and on RobustMQ.
 
-nats-py (checked up to 2.16) loses a connection to frames nats-server lets any publisher send:
-
-- a subject, reply subject or header status line that is not UTF-8 raises
-  ``UnicodeDecodeError`` while nats-py builds the message; its read loop logs it and ends, and
-  the connection stays "connected" while reading nothing until ping-based stale detection
-  (minutes by default);
-- a subject holding ``\\x0b`` or ``\\x0c``: nats-py splits MSG lines on the regex ``\\s``, which
-  takes both for separators (nats-server splits on spaces and tabs only), so the line parses
-  wrongly and nats-py drops the connection as a protocol error.
+nats-py (checked up to 2.16) loses a connection to frames nats-server lets any publisher send
+(docs/security.md): a subject, reply subject or header status line that is not UTF-8 ends its
+read loop (``UnicodeDecodeError``) while the connection stays "connected", reading nothing until
+its pings time out, minutes later; a subject holding ``\\x0b`` or ``\\x0c`` breaks its MSG line
+(it splits on the regex ``\\s``, nats-server on spaces and tabs only): a protocol error.
 
 ``protect(connection)`` gives one connection (never nats-py as a whole) a parser that splits
 control lines as nats-server does, reads subjects that are not UTF-8 leniently and drops only
 a frame nats-py still cannot take (logged), and a watchdog that reconnects if the read loop
 ends anyway while the connection counts as connected.
 
-RobustMQ's NATS listener (8bd49dc; docs/protocol.md §1) differs from nats-server where nats-py
-cannot follow it, so ``GuardedClient`` (nats-py's ``Client`` with the guard built in) also:
-
-- takes a reply that comes with a sid it does not know (RobustMQ answers with the sid of a
-  subscription whose subject *equals* the reply subject, else with sid 0) for the request whose
-  inbox the subject names: nats-py's one wildcard inbox subscription then works on both brokers,
-  and no SUB or UNSUB per request is needed (RobustMQ's UNSUB is broker-wide by sid number);
-- finishes its handshake on RobustMQ (``PatientTcpTransport``): a PING the broker sends before
-  its PONG is answered instead of ending the handshake, and when the PONG is late (RobustMQ
-  holds bytes read together with CONNECT until more arrive) another PING nudges it.
+RobustMQ's NATS listener differs from nats-server where nats-py cannot follow it
+(docs/protocol.md §1.1, points 1 and 4): the parser also takes a reply that comes with a sid it
+does not know (RobustMQ's sid 0) for the request whose inbox the subject names, and
+``GuardedClient`` finishes its handshake on RobustMQ (``PatientTcpTransport``).
 
 All of it leans on nats-py internals (the ``_ps`` parser, ``_process_*`` handlers,
 ``_reading_task``, ``_subs``, ``_resp_sub_prefix``, ``_connect_to_server``). ``internals_problem``
@@ -91,13 +81,11 @@ class GuardedParser(nats_parser.Parser):
             await self.nc._process_ping()
         elif op == b"PONG":
             await self.nc._process_pong()
-        elif op == b"+OK":
-            pass
         elif op == b"-ERR":
             await self.nc._process_err(rest.strip().decode(errors="replace").lower())
         elif op == b"INFO":
             await self.nc._process_info(json.loads(rest))
-        else:
+        elif op != b"+OK":
             raise ProtocolError("nats: unknown protocol")
 
     def _read_msg_line(self, op: bytes, args: list[bytes]) -> None:
@@ -150,10 +138,10 @@ class GuardedParser(nats_parser.Parser):
                     self.dropped,
                 )
 
-
     def _inbox_sid(self, subject: bytes, sid: int) -> int:
         """The sid of nats-py's request inbox subscription when ``subject`` is one of its
-        inboxes, else ``sid`` unchanged (a message for nothing we hold: dropped as before)."""
+        inboxes, else ``sid`` unchanged (a message for nothing we hold: dropped as before).
+        So one wildcard inbox works on RobustMQ too, with no SUB or UNSUB per request."""
         prefix = self.nc._resp_sub_prefix
         if not prefix or not subject.startswith(prefix):
             return sid
@@ -230,12 +218,11 @@ FIRST_NUDGE = 0.05
 class PatientTcpTransport(TcpTransport):
     """nats-py's TCP transport, patient with a broker that answers the handshake late.
 
-    nats-py's handshake writes CONNECT and PING and takes the next line for the PONG. RobustMQ
-    may first send a PING of its own (nats-py then never reaches CONNECTED and holds every
-    publish), and holds a PING that reached it in one read with CONNECT until more bytes arrive.
-    Until its PONG this transport answers the broker's PINGs and, while none comes, sends
-    another PING, each ``FIRST_NUDGE`` later than the last (every PING gets a PONG; the extra
-    ones arrive after the handshake, where nats-py ignores a PONG it did not ask for).
+    nats-py's handshake takes the line after its CONNECT and PING for the PONG; RobustMQ may
+    first send a PING of its own, and holds a PING read together with CONNECT until more bytes
+    arrive (docs/protocol.md §1.1, point 4). Until its PONG this transport answers the broker's
+    PINGs and, while none comes, sends another PING, each ``FIRST_NUDGE`` later than the last
+    (the extra PONGs arrive after the handshake, where nats-py ignores them).
     """
 
     _handshaking = False

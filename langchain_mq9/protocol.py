@@ -8,6 +8,7 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -58,10 +59,9 @@ DEFAULT_DISCOVER_LIMIT = 20
 DEFAULT_MAILBOX_TTL = 86_400  # RobustMQ's mq9_mailbox_default_ttl: a CREATE without ttl
 QUERY_CAP = 100  # a QUERY answers at most this many messages, whatever its limit
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # NATS' own default max_payload
-# RobustMQ reads each priority lane of a FETCH (and each read of a QUERY) with max_size 30 MiB
-# (nats-broker mq9/fetch.rs and query.rs: 1024 * 1024 * 30): storage-engine rocksdb read.rs
-# read_by_tag / read_by_offset stop before a record whose payload bytes (record.data.len())
-# would take the read's total above it; the first record is always taken.
+# RobustMQ reads each priority lane of a FETCH (each read of a QUERY) with max_size 30 MiB
+# (mq9/fetch.rs, query.rs); rocksdb read.rs read_by_tag/read_by_offset stop before a record whose
+# payload would take the read's total above it, but always take the first record.
 LANE_READ_BYTES = 30 * 1024 * 1024
 MAX_U32 = 2**32 - 1
 MAX_U64 = 2**64 - 1
@@ -69,14 +69,12 @@ MAX_NUM_MSGS = 10_000  # the client's sanity bound; RobustMQ takes any u32
 MAX_WAIT_MS = 600_000  # ten minutes: a longer wait should be a loop
 MAX_DISCOVER_LIMIT = 10_000
 MAX_GROUP_NAME = 256
-# nats-server's default max_control_line: a PUB/HPUB line longer than this closes the
-# connection, failing every request on it. The longest line that carries an address is a
-# DELETE's HPUB: "HPUB $mq9.AI.MSG.DELETE.<address>.<msg_id> <reply inbox> <sizes>"; 3,800
-# characters leave room for the rest (RobustMQ itself sets no length, docs/protocol.md §5.1).
+# nats-server's default max_control_line: a longer PUB/HPUB line closes the connection. The
+# longest line with an address is a DELETE's "HPUB $mq9.AI.MSG.DELETE.<address>.<msg_id> <reply>
+# <sizes>"; 3,800 leaves room for the rest (RobustMQ sets no length, docs/protocol.md §5.1).
 MAX_CONTROL_LINE = 4096
 MAX_ADDRESS_LENGTH = 3800
-# How much of a value given to us an error message quotes: model input can be megabytes, and
-# every error that quotes it goes back into the model's context.
+# How much of a value an error quotes: model input can be megabytes, and errors go to the model.
 QUOTE_CHARS = 60
 MAX_SECONDS = 2**31 - 1  # the client's bound for ttl and delay: about 68 years
 
@@ -232,14 +230,6 @@ def err_unknown_subject(subject: str) -> str:
     return f"unrecognized mq9 subject: {subject}"
 
 
-def err_invalid_priority(value: object) -> str:
-    return f"invalid priority {quoted(value)}: use normal, urgent or critical"
-
-
-def err_invalid_deliver(value: object) -> str:
-    return f"invalid deliver {quoted(value)}: use latest, earliest, from_time or from_id"
-
-
 # -- validation --------------------------------------------------------------------------------
 
 
@@ -286,7 +276,7 @@ def parse_priority(value: object) -> Priority:
             return Priority(value.strip().lower())
         except ValueError:
             pass
-    raise InvalidArgument(err_invalid_priority(value))
+    raise InvalidArgument(f"invalid priority {quoted(value)}: use normal, urgent or critical")
 
 
 def check_int(name: str, value: object, low: int = 0, high: int = 2**63 - 1) -> int:
@@ -542,7 +532,8 @@ def _describe(value: Any) -> str:
     return "map"
 
 
-# Field kinds: what serde's derived Deserialize accepts for each Rust type used by mq9.
+# Field kinds: what serde's derived Deserialize accepts for each Rust type used by mq9, named
+# by the words its errors use. ITEMS: each item is read by its own shape, by whoever reads it.
 STR, U32, U64, BOOL, STR_LIST, DELIVER = "a string", "u32", "u64", "a boolean", "a sequence", "enum"
 I64, BYTES, ITEMS = "i64", "a sequence of bytes", "a sequence of items"  # reply fields
 
@@ -617,16 +608,13 @@ class Shape:
         return dict(zip(names, items, strict=False)), short
 
     def body(self, **values: Any) -> bytes:
-        """The JSON body for a request; None values are left out (serde reads them as absent).
-        Unknown names are a programming error."""
-        unknown = set(values) - set(self.fields)
-        if unknown:
-            raise TypeError(f"{self.name} has no field {sorted(unknown)[0]!r}")
+        """The JSON body for a request; None values are left out (serde reads them as absent)."""
+        self.write(**values)  # refuses a name that is no field
         return encode({k: v for k, v in values.items() if v is not None})
 
     def write(self, **values: Any) -> dict[str, Any]:
         """The body as serde writes it (the broker's replies): every field, in order, a None
-        as null."""
+        as null. A name that is no field is a programming error."""
         unknown = set(values) - set(self.fields)
         if unknown:
             raise TypeError(f"{self.name} has no field {sorted(unknown)[0]!r}")
@@ -634,41 +622,9 @@ class Shape:
 
 
 def _convert(kind: str, value: Any) -> Any:
-    if kind in (U64, U32):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise WireError(f"invalid type: {_describe(value)}, expected {kind}")
-        if not 0 <= value <= (MAX_U64 if kind == U64 else MAX_U32):
-            raise WireError(f"invalid value: integer `{value}`, expected {kind}")
-        return value
-    if kind == STR:
-        if not isinstance(value, str):
-            raise WireError(f"invalid type: {_describe(value)}, expected a string")
-        return text(value)
-    if kind == BOOL:
-        if not isinstance(value, bool):
-            raise WireError(f"invalid type: {_describe(value)}, expected a boolean")
-        return value
-    if kind == STR_LIST:
-        if not isinstance(value, list):
-            raise WireError(f"invalid type: {_describe(value)}, expected a sequence")
-        return [_convert(STR, item) for item in value]
-    if kind == I64:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise WireError(f"invalid type: {_describe(value)}, expected i64")
-        return value
-    if kind == BYTES:
-        if not isinstance(value, list) or not all(
-            type(b) is int and 0 <= b <= 255 for b in value
-        ):
-            raise WireError(f"invalid type: {_describe(value)}, expected a sequence of bytes")
-        return bytes(value)
-    if kind == ITEMS:  # each item is read by its own shape, by whoever reads the reply
-        if not isinstance(value, list):
-            raise WireError(f"invalid type: {_describe(value)}, expected a sequence")
-        return value
     if kind == DELIVER:
         if isinstance(value, dict) and len(value) == 1:  # {"earliest": null}: a unit variant
-            (value, unit), = value.items()
+            ((value, unit),) = value.items()
             if unit is not None:
                 raise WireError(f"invalid type: {_describe(unit)}, expected unit")
         if not isinstance(value, str):
@@ -677,7 +633,21 @@ def _convert(kind: str, value: Any) -> Any:
             variants = ", ".join(f"`{v}`" for v in DELIVER_POLICIES)
             raise WireError(f"unknown variant `{value}`, expected one of {variants}")
         return value
-    raise AssertionError(kind)
+    wanted = {STR: str, BOOL: bool, STR_LIST: list, BYTES: list, ITEMS: list}.get(kind, int)
+    if (
+        not isinstance(value, wanted)
+        or (isinstance(value, bool) and wanted is not bool)
+        or (kind == BYTES and not all(type(b) is int and 0 <= b <= 255 for b in value))
+    ):
+        expected = "a sequence" if kind == ITEMS else kind
+        raise WireError(f"invalid type: {_describe(value)}, expected {expected}")
+    if kind in (U64, U32) and not 0 <= value <= (MAX_U64 if kind == U64 else MAX_U32):
+        raise WireError(f"invalid value: integer `{value}`, expected {kind}")
+    if kind == STR:
+        return text(value)
+    if kind == STR_LIST:
+        return [_convert(STR, item) for item in value]
+    return bytes(value) if kind == BYTES else value
 
 
 # -- the request bodies (mq9-core/src/protocol.rs, and agent.rs for UNREGISTER) ----------------
@@ -751,41 +721,28 @@ DISCOVER_REPLY = Shape(
 # JSON mapping; docs/protocol.md §7.1): no field is required, a field may be named in camelCase
 # or snake_case, an unknown key means "not a card", and null is refused for strings, lists and
 # maps. RobustMQ's REGISTER accepts such a card bare and stores it re-serialized (camelCase,
-# fields in proto order, empty ones left out); only cards are indexed for search.
-_STRING, _LIST, _MAP, _MESSAGE = "string", "list", "map", "message"
+# fields in proto order, empty ones left out); only cards are indexed for search. A field maps
+# to the type its value must have; ``object`` (a message, or an optional string) takes null too.
 A2A_CARD_FIELDS = {
-    "name": _STRING,
-    "description": _STRING,
-    "supportedInterfaces": _LIST,
-    "provider": _MESSAGE,
-    "version": _STRING,
-    "documentationUrl": _MESSAGE,  # optional string: null allowed
-    "capabilities": _MESSAGE,
-    "securitySchemes": _MAP,
-    "securityRequirements": _LIST,
-    "defaultInputModes": _LIST,
-    "defaultOutputModes": _LIST,
-    "skills": _LIST,
-    "signatures": _LIST,
-    "iconUrl": _MESSAGE,
+    "name": str,
+    "description": str,
+    "supportedInterfaces": list,
+    "provider": object,
+    "version": str,
+    "documentationUrl": object,  # optional string: null allowed
+    "capabilities": object,
+    "securitySchemes": dict,
+    "securityRequirements": list,
+    "defaultInputModes": list,
+    "defaultOutputModes": list,
+    "skills": list,
+    "signatures": list,
+    "iconUrl": object,
 }
-A2A_SKILL_FIELDS = {
-    "id": _STRING,
-    "name": _STRING,
-    "description": _STRING,
-    "tags": _LIST,
-    "examples": _LIST,
-    "inputModes": _LIST,
-    "outputModes": _LIST,
-    "securityRequirements": _LIST,
-}
-A2A_INTERFACE_FIELDS = {
-    "url": _STRING,
-    "protocolBinding": _STRING,
-    "tenant": _STRING,
-    "protocolVersion": _STRING,
-}
-_KIND_TYPES = {_STRING: str, _LIST: list, _MAP: dict}
+A2A_SKILL_FIELDS = dict.fromkeys(("id", "name", "description"), str) | dict.fromkeys(
+    ("tags", "examples", "inputModes", "outputModes", "securityRequirements"), list
+)
+A2A_INTERFACE_FIELDS = dict.fromkeys(("url", "protocolBinding", "tenant", "protocolVersion"), str)
 
 
 def _camel(name: str) -> str:
@@ -793,7 +750,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _proto_message(value: Any, fields: dict[str, str]) -> dict[str, Any] | None:
+def _proto_message(value: Any, fields: dict[str, type]) -> dict[str, Any] | None:
     """``value`` read as one proto message and written back as pbjson writes it, or None
     when pbjson would refuse it."""
     if not isinstance(value, dict):
@@ -805,11 +762,10 @@ def _proto_message(value: Any, fields: dict[str, str]) -> dict[str, Any] | None:
         if kind is None or name in read:  # an unknown key, or a field named twice
             return None
         if item is None:
-            if kind != _MESSAGE:
+            if kind is not object:
                 return None
             continue
-        expected = _KIND_TYPES.get(kind)
-        if expected is not None and not isinstance(item, expected):
+        if not isinstance(item, kind):
             return None
         read[name] = item
     nested = {"skills": A2A_SKILL_FIELDS, "supportedInterfaces": A2A_INTERFACE_FIELDS}
@@ -887,9 +843,8 @@ class Message:
 
     @classmethod
     def from_wire(cls, item: Any) -> Message:
-        """A message from a FETCH or QUERY item (RobustMQ's ``MsgItem``: msg_id, payload,
-        priority, header, create_time). Unknown fields are ignored; ``header`` may be absent
-        or null. Raises ``Mq9Error`` on an item of the wrong shape."""
+        """A message from a FETCH or QUERY item (``MSG_ITEM``: unknown fields are ignored,
+        ``header`` may be absent or null). Raises ``Mq9Error`` on an item of the wrong shape."""
         try:
             wire = MSG_ITEM.convert(item)
             header = {} if wire["header"] is None else parse_header_block(wire["header"])
@@ -908,10 +863,8 @@ class Message:
 
 
 def payload_bytes(payload: object) -> bytes:
-    """The bytes to send for a payload: ``bytes`` as is, ``str`` as UTF-8, ``dict`` as JSON.
-
-    RobustMQ hands payloads back as UTF-8 text, so bytes that are not UTF-8 would come back
-    changed: they are refused here, before anything is sent."""
+    """The bytes to send for a payload: ``bytes`` as is (only UTF-8: RobustMQ hands payloads
+    back as text, so other bytes would come back changed), ``str`` as UTF-8, ``dict`` as JSON."""
     if isinstance(payload, (bytes, bytearray, memoryview)):
         data = bytes(payload)
         try:
@@ -934,21 +887,24 @@ def payload_bytes(payload: object) -> bytes:
 
 
 def send_headers(
-    priority: Priority,
+    priority: Priority | str,
     key: str | None,
     delay: int | None,
     ttl: int | None,
     tags: list[str] | None,
 ) -> dict[str, str]:
+    """mq9's headers for a SEND, each value checked (``Mq9Error`` on a bad one)."""
     headers: dict[str, str] = {}
+    priority = parse_priority(priority)
     if priority is not Priority.NORMAL:
         headers[HEADER_PRIORITY] = priority.value
     if key is not None:
-        headers[HEADER_KEY] = key
+        headers[HEADER_KEY] = check_key(key)
     if delay is not None:  # RobustMQ delays even with 0 (the reply's msg_id is then -1)
-        headers[HEADER_DELAY] = str(delay)
+        headers[HEADER_DELAY] = str(check_int("delay", delay, 0, MAX_SECONDS))
     if ttl is not None:
-        headers[HEADER_TTL] = str(ttl)
+        headers[HEADER_TTL] = str(check_int("ttl", ttl, 0, MAX_SECONDS))
+    tags = [] if tags is None else check_tags(tags)
     if tags:
         headers[HEADER_TAGS] = ",".join(tags)
     return headers
@@ -965,9 +921,7 @@ def extra_headers(headers: object) -> dict[str, str]:
         if (
             not isinstance(name, str)
             or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)
-            or not isinstance(value, str)
-            or value != value.strip()
-            or any(c in value for c in "\r\n")
+            or not _header_value(value)
         ):
             raise InvalidArgument(
                 f"invalid header {quoted(name)}: {quoted(value)}: names are letters, digits, "
@@ -977,14 +931,13 @@ def extra_headers(headers: object) -> dict[str, str]:
     return dict(headers)
 
 
+def _header_value(value: object) -> bool:
+    # NATS strips a header value's surrounding whitespace: such a value could not arrive as sent
+    return isinstance(value, str) and value == value.strip() and not any(c in value for c in "\r\n")
+
+
 def check_key(key: object) -> str:
-    # NATS strips a header value's surrounding whitespace, so such a key could not arrive as sent
-    if (
-        not isinstance(key, str)
-        or not key
-        or key != key.strip()
-        or any(c in key for c in "\r\n")
-    ):
+    if not key or not _header_value(key):
         raise InvalidArgument(
             f"invalid key {quoted(key)}: must be a non-empty single-line string "
             "without leading or trailing whitespace"
@@ -1051,8 +1004,7 @@ def agent_card(
 
 
 def card_skills(skills: object) -> list[dict[str, Any]]:
-    """A2A skills from strings or from dicts with ``name`` (and optional ``id``,
-    ``description``, ``tags``, ``examples``). Raises ``ValueError`` on anything else."""
+    """A2A skills from ``skills`` as ``agent_card`` takes them; ``ValueError`` on anything else."""
     if not isinstance(skills, (list, tuple)):
         raise ValueError("an agent card's skills must be a list of strings or dicts")
     return [_skill(skill) for skill in skills]
@@ -1060,22 +1012,20 @@ def card_skills(skills: object) -> list[dict[str, Any]]:
 
 def _skill(skill: object) -> dict[str, Any]:
     if isinstance(skill, str) and skill.strip():
-        name, description, tags, examples, skill_id = skill, skill, [skill], [], None
-        rest: dict[str, Any] = {}
-    elif isinstance(skill, dict) and isinstance(skill.get("name"), str) and skill["name"]:
-        skill = {key: value for key, value in skill.items() if value is not None}
-        rest = card_skill_fields(skill)
-        name = skill["name"]
-        description = skill.get("description", name)
-        tags = skill.get("tags", [])
-        examples = skill.get("examples", [])
-        skill_id = skill.get("id")
-        if not isinstance(description, str) or not isinstance(skill_id, (str, type(None))):
-            raise ValueError(f"a skill's description and id must be strings: {skill!r}")
-        if not _strings(tags) or not _strings(examples):
-            raise ValueError(f"a skill's tags and examples must be lists of strings: {skill!r}")
-    else:
+        skill = {"name": skill, "tags": [skill]}
+    if not isinstance(skill, dict) or not isinstance(skill.get("name"), str) or not skill["name"]:
         raise ValueError(f"a skill is a non-empty string or a dict with a name, not {skill!r}")
+    skill = {key: value for key, value in skill.items() if value is not None}
+    rest = card_skill_fields(skill)
+    name = skill["name"]
+    description = skill.get("description", name)
+    tags = skill.get("tags", [])
+    examples = skill.get("examples", [])
+    skill_id = skill.get("id")
+    if not isinstance(description, str) or not isinstance(skill_id, (str, type(None))):
+        raise ValueError(f"a skill's description and id must be strings: {skill!r}")
+    if not _strings(tags) or not _strings(examples):
+        raise ValueError(f"a skill's tags and examples must be lists of strings: {skill!r}")
     return {
         "id": skill_id or re.sub(r"\s+", "-", name.strip().lower()),
         "name": name,
@@ -1123,23 +1073,17 @@ def card_mailbox(card: Mapping[str, Any]) -> str | None:
 
 
 def normalize_agent(item: Any) -> dict[str, Any]:
-    """One DISCOVER item as callers want it, whichever shape the broker answered in
-    (``{name, agent_info}`` for a listing, ``{agent_id, name, description, agent_info}`` for a
-    search): the card's fields when ``agent_info`` is a JSON object, plus ``name`` and
-    ``mailbox`` (None when the card names none); otherwise ``name``, ``mailbox`` None and the
-    raw ``agent_info`` string. Raises ``Mq9Error`` on an item that is not an agent."""
+    """One DISCOVER item (a listing's ``{name, agent_info}`` or a search's ``{agent_id, name,
+    description, agent_info}``) as the card's fields plus ``name`` and ``mailbox`` (None when
+    the card names none); when ``agent_info`` is no JSON object, ``name``, ``mailbox`` None and
+    the raw ``agent_info``. Raises ``Mq9Error`` on an item that is not an agent."""
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise MalformedReply(f"malformed agent in the broker's reply: {item!r:.200}")
     info = item.get("agent_info")
     card: Any = None
     if isinstance(info, str):
-        try:
+        with contextlib.suppress(ValueError, RecursionError):
             card = json.loads(info)
-        except (ValueError, RecursionError):
-            card = None
     if isinstance(card, dict):
-        agent = dict(card)
-        agent["name"] = item["name"]
-        agent["mailbox"] = card_mailbox(card)
-        return agent
+        return {**card, "name": item["name"], "mailbox": card_mailbox(card)}
     return {"name": item["name"], "mailbox": None, "agent_info": info}

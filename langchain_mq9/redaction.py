@@ -6,9 +6,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# Client options that carry a secret (Mq9Client's user/password/token/creds/tls keywords).
-SECRET_OPTIONS = frozenset({"password", "token"})
-
 # A URL's credentials run from its start (after "scheme://", or a word's start without a
 # scheme) to the LAST "@" before the URL ends, as urllib (so nats-py) reads them: a password may
 # hold unencoded @ : / # ? % and any other character but whitespace and "," (the server list
@@ -39,5 +36,5 @@ def describe(exc: BaseException) -> str:
 
 
 def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` with the value of every secret option hidden."""
-    return {k: "***" if k in SECRET_OPTIONS and v else v for k, v in options.items()}
+    """``options`` with the value of every secret option (``password``, ``token``) hidden."""
+    return {k: "***" if k in ("password", "token") and v else v for k, v in options.items()}

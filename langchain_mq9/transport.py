@@ -1,11 +1,10 @@
 """How encoded mq9 requests reach a broker: the ``Transport`` interface and its two kinds.
 
 A transport moves bytes and headers; it knows nothing of mq9 commands. ``Mq9Client(server)``
-picks one by the URL's scheme (``open_transport``): ``NatsTransport`` for ``nats://``,
-``tls://``, ``ws://``, ``wss://``, and for ``memory://NAME`` an in-process one on the
-process-wide bundled broker of that name. ``Mq9Client(transport=...)`` takes any other: a
-``NatsTransport`` built with its own options, a ``HandlerTransport`` on a broker engine or on
-a function (as httpx's ``MockTransport`` answers with one), or a class of your own.
+picks one by the URL's scheme (``open_transport``): ``NatsTransport`` for NATS URLs, and for
+``memory://NAME`` the process-wide bundled broker of that name. ``Mq9Client(transport=...)``
+takes any other: a ``NatsTransport`` with its own options, a ``HandlerTransport`` on a broker
+engine or a function (as httpx's ``MockTransport``), or a class of your own.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ NOT_CONNECTED = (
     "(or use `async with Mq9Client(...) as client:`)"
 )
 
+
 class Transport(Protocol):
     """What ``Mq9Client`` needs of a way to reach a broker. ``request`` returns the reply's
     bytes, or raises an ``Mq9Error`` subclass (``errors.py``) when there is no reply:
@@ -62,12 +62,10 @@ class Transport(Protocol):
 
 
 class HandlerTransport:
-    """Requests answered in this process by ``handler(subject, headers, body)``.
-
-    ``handler`` is a broker engine (``BrokerEngine``: its ``handle`` answers, its
-    ``limits.max_payload`` bounds requests) or any async function giving the reply's bytes,
-    with ``max_payload``. Requests still go through the full encoding path (subject, headers,
-    JSON bytes), so a test in process exercises the same client code as one on NATS."""
+    """Requests answered in this process by ``handler(subject, headers, body)``: a broker
+    engine (``BrokerEngine``, whose ``limits.max_payload`` bounds requests) or any async
+    function giving the reply's bytes, with ``max_payload``. Requests still go through the full
+    encoding path, so a test in process exercises the same client code as one on NATS."""
 
     def __init__(self, handler: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self._handler = handler
@@ -123,8 +121,7 @@ class MemoryTransport(HandlerTransport):
 
 
 class NatsTransport:
-    """A persistent nats-py connection with reconnects, and nats errors turned into their
-    ``Mq9Error`` class.
+    """A persistent nats-py connection with reconnects, nats errors turned into ``Mq9Error``.
 
     ``servers``: a NATS URL (``nats://``, ``tls://``, ``ws://``, ``wss://``), several
     comma-separated, or a list. Credentials go in the URL (``nats://user:pass@host:4222``) or
@@ -191,8 +188,7 @@ class NatsTransport:
     async def connect(self) -> None:
         from .nats_guard import GuardedClient, protect
 
-        # nats-py retries an unreachable server reconnect_attempts times, reconnect_delay
-        # apart, before giving up; a first connection gets request_timeout in all instead.
+        # A first connection gets request_timeout in all, not nats-py's reconnect_attempts tries
         connection = GuardedClient()
         watchdog = protect(connection)  # a malformed frame must not deafen it
         self._refused = False
@@ -233,9 +229,8 @@ class NatsTransport:
 
         if connection.is_closed:  # nats-py gave up reconnecting: dial again
             connection = await self._redial(connection)
-        # A dropped link cancels the request where it waits, in this task: cheaper than running
-        # it as a task of its own raced against the link with asyncio.wait (two more loop
-        # iterations and a task per request, a sixth of a round trip on loopback).
+        # A dropped link cancels the request where it waits, in this task: cheaper than a task
+        # per request raced against the link (a sixth of a round trip on loopback).
         lost, waiting, cut = self._link_lost, asyncio.current_task(), []
 
         def on_lost(_: asyncio.Future) -> None:
@@ -250,9 +245,8 @@ class NatsTransport:
                 )
             finally:
                 lost.remove_done_callback(on_lost)
-                # Take our cancel() back, whatever came of it (a reply that had already
-                # arrived wins over it); still cancelled after that = the caller's own
-                # (Python 3.10 counts no cancellations: there, never).
+                # Take our cancel() back (a reply that had already arrived wins over it); still
+                # cancelled after that = the caller's own (Python 3.10 counts none: never).
                 by_caller = bool(cut) and hasattr(waiting, "uncancel") and waiting.uncancel() > 0
         except asyncio.CancelledError:
             if not cut or by_caller:
