@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = _start_server(args.host, args.port)
             url = server.url
-        return asyncio.run(_serve(engine, url, server, storage, args))
+        return asyncio.run(_serve(engine, url, server, storage))
     except (StartupError, StorageError, semantic.ModelError) as exc:
         print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -211,11 +211,7 @@ def _start_server(host: str, port: int) -> NatsProcess:
 
 
 async def _serve(
-    engine: BrokerEngine,
-    url: str,
-    server: NatsProcess | None,
-    storage: SqliteStorage | None,
-    args: argparse.Namespace,
+    engine: BrokerEngine, url: str, server: NatsProcess | None, storage: SqliteStorage | None
 ) -> int:
     from nats.aio.client import Client as NatsConnection
 
@@ -272,7 +268,7 @@ async def _serve(
                 connection.max_payload,
                 connection.max_payload,
             )
-        _banner(url, server, storage, engine)
+        _banner(shown, server, storage, engine)
         print(f"{READY} {shown}", flush=True)
 
         waits = [asyncio.ensure_future(stop.wait())]
@@ -310,9 +306,8 @@ async def _refuse_second_broker(connection, shown: str) -> None:
     )
 
 
-def _banner(url, server, storage, engine) -> None:
+def _banner(shown, server, storage, engine) -> None:
     limits, answer_limit = engine.limits, engine.answer_limit
-    shown = redact(url)
     pid = "" if server is None else f" (pid {server.process.pid})"
     lines = [f"mq9 dev broker: BrokerEngine on nats-server{pid} at {shown}"]
     if storage is None:
