@@ -104,34 +104,29 @@ def start_nats_server(
         command += ["-c", str(path)]
     command += list(extra_args)  # e.g. ["--user", "u", "--pass", "p"]
     try:
-        return _start(command, host, port, timeout, die_with_parent, config)
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=die_with_parent,
+            preexec_fn=_die_with_parent() if die_with_parent else None,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise RuntimeError(f"nats-server exited at start: {error.strip()}")
+            try:
+                with socket.create_connection((host, port), timeout=0.2):
+                    return NatsProcess(process, host, port, config)
+            except OSError:
+                time.sleep(0.02)
+        process.kill()
+        raise RuntimeError(f"nats-server did not start listening on {host}:{port} in {timeout}s")
     except BaseException:
         if config is not None:
             config.cleanup()
         raise
-
-
-def _start(command, host, port, timeout, die_with_parent, config) -> NatsProcess:
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ},
-        start_new_session=die_with_parent,
-        preexec_fn=_die_with_parent() if die_with_parent else None,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"nats-server exited at start: {error.strip()}")
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return NatsProcess(process, host, port, config)
-        except OSError:
-            time.sleep(0.02)
-    process.kill()
-    raise RuntimeError(f"nats-server did not start listening on {host}:{port} in {timeout}s")
 
 
 def _die_with_parent():

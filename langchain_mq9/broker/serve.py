@@ -1,8 +1,6 @@
 """Serve a ``BrokerEngine`` on a real NATS connection: answer every ``$mq9.AI.>`` request.
 
-The engine is told the connection's max_payload (``BrokerEngine.carry``), so its answers
-never exceed what the server carries and SEND refuses a message that could not travel alone
-in one.
+The engine is told the connection's max_payload (``BrokerEngine.carry``) to keep within.
 """
 
 from __future__ import annotations
