@@ -310,18 +310,6 @@ class BrokerEngine:
         if mailbox.expires_at is not None:
             heapq.heappush(self._mailbox_expiry, (mailbox.expires_at, next(self._seq), mailbox))
 
-    def restore_offset(self, lane_group: str, shard: str, offset: int) -> None:
-        """A committed offset, as durable storage restores it."""
-        self.offsets.setdefault(lane_group, {})[shard] = offset
-
-    def restore_agent(self, entry: AgentEntry) -> None:
-        """A registration, as durable storage restores it (the index comes separately)."""
-        self.registry.entries[entry.name] = entry
-
-    def restore_index(self, entry: AgentEntry) -> None:
-        """A row of the search index, as durable storage restores it."""
-        self.registry.put_index(entry)
-
     def _topic(self, address: str) -> Mailbox:
         """The log FETCH, QUERY and DELETE read, missing in the storage layer's words."""
         mailbox = self.topics.get(address)
@@ -342,11 +330,9 @@ class BrokerEngine:
             # mq9 header at its default); nats-py replaces invalid bytes by U+FFFD, so (our
             # approximation) a U+FFFD means the block was not UTF-8
             mq9 = {}
-        priority = Priority.NORMAL
         # Exact names only; a value that is not a known priority means normal (RobustMQ).
-        text = mq9.get(p.HEADER_PRIORITY)
-        if text is not None and text.strip() in _LANES:
-            priority = Priority(text.strip())
+        text = (mq9.get(p.HEADER_PRIORITY) or "").strip()
+        priority = Priority(text) if text in _LANES else Priority.NORMAL
         key = mq9.get(p.HEADER_KEY)
         key = None if key is None else key.strip()
         tags = mq9.get(p.HEADER_TAGS)

@@ -457,7 +457,7 @@ class SqliteStorage(Storage):
         for address, next_id in next_ids.items():  # ids of deleted messages stay used
             mailboxes[address].next_id = max(next_id, mailboxes[address].next_id)
         for lane, shard, offset in db.execute("SELECT lane, shard, offset FROM offsets"):
-            engine.restore_offset(lane, shard, _unsigned(offset))
+            engine.offsets.setdefault(lane, {})[shard] = _unsigned(offset)
             counts["offsets"] += 1
         self._next_delayed_id = 1
         for row_id, address, due, *columns, crc in db.execute(
@@ -468,12 +468,11 @@ class SqliteStorage(Storage):
                 seq = engine.hold_delayed(_unsigned(due), address, _message_from(-1, columns))
                 self._delayed_rows[seq] = row_id
                 counts["delayed"] += 1
-        registered: dict[str, AgentEntry] = {}
+        registered = engine.registry.entries  # indexed from its own table below
         for name, agent_info, create_time in db.execute(
             "SELECT name, agent_info, create_time FROM agents ORDER BY rowid"
         ):
-            registered[name] = entry = AgentEntry.make(name, agent_info, create_time)
-            engine.restore_agent(entry)
+            registered[name] = AgentEntry.make(name, agent_info, create_time)
             counts["agents"] += 1
         for name, agent_info, create_time in db.execute(
             "SELECT name, agent_info, create_time FROM agent_index ORDER BY rowid"
@@ -483,7 +482,7 @@ class SqliteStorage(Storage):
                 entry = AgentEntry.make(name, agent_info, create_time)  # unregistered since
             if entry.card is None:
                 raise ValueError(f"the search index holds {name!r}, which is no A2A card")
-            engine.restore_index(entry)
+            engine.registry.put_index(entry)
 
     def _intact(self, crc: int, address: str, number: int, columns: list, what: str) -> bool:
         """Whether a row still holds what was written; a damaged one is logged, not served."""
