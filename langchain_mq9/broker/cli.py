@@ -204,8 +204,7 @@ def _start_server(host: str, port: int) -> NatsProcess:
         )
     except RuntimeError as exc:
         raise StartupError(str(exc)) from None
-    # nats-server writes its log to that pipe; read it for as long as the server runs, or a
-    # long-running server would block once the pipe is full.
+    # Drain nats-server's log pipe as long as it runs: a full pipe would block the server
     threading.Thread(target=_relay_log, args=(server,), daemon=True).start()
     return server
 

@@ -96,13 +96,11 @@ class BrokerEngine:
     ):
         self.clock = clock
         self.limits = limits or BrokerLimits()
-        # False: DISCOVER with text or semantic is refused, as by RobustMQ's default build
-        # (no vector-search feature); the listing still answers.
+        # False: DISCOVER searches are refused as by RobustMQ's build without vector-search
         self.search = search
         # Told of every change, under the lock (storage.py); the default keeps nothing.
         self.storage = storage if storage is not None else Storage()
-        # The latest REPORT of each agent, for the operator: RobustMQ writes reports to an
-        # internal topic no mq9 command reads back.
+        # Each agent's latest REPORT, for the operator (RobustMQ's topic of them is never read)
         self.reports: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
         self._seq = itertools.count()
@@ -111,8 +109,7 @@ class BrokerEngine:
         # is then refused (serving a partial broker would lose data silently)
         self._broken: str | None = None
         self._next_retention_scan = self.clock() + RETENTION_SCAN_SECONDS
-        # The largest reply of each transport serving the engine (replaced, never changed in
-        # place: read without the lock).
+        # Each serving transport's largest reply (replaced whole: read without the lock)
         self._carriers: dict[object, int] = {}
         self.storage.restore(self)
 
@@ -223,8 +220,7 @@ class BrokerEngine:
             p.AGENT_DISCOVER: self._discover,
         }.get(subject)
         if handler is None:
-            # RobustMQ answers a NATS -ERR here; a service on nats-server can only reply
-            # (our choice: the same words, as an mq9 error reply)
+            # RobustMQ answers a NATS -ERR; a service can only reply (our choice: same words)
             raise Mq9Error(p.err_unknown_subject(subject))
         return handler(body)
 
@@ -370,9 +366,8 @@ class BrokerEngine:
         return seq
 
     def _check_fits(self, message: StoredMessage) -> None:
-        # (our choice; RobustMQ takes any payload NATS carries) refuse a message whose FETCH
-        # answer NATS could not carry, or above max_payload counted the same way, with room
-        # for the widest msg_id: it is not known yet
+        # (our choice; RobustMQ takes any payload) refuse a message whose FETCH answer NATS
+        # could not carry or above max_payload, with room for the msg_id, not known yet
         size = _EMPTY_ANSWER + len(message.wire()) + _MSG_ID_ROOM
         limit = self._message_limit()
         if size > limit:
@@ -593,9 +588,8 @@ class BrokerEngine:
             hits = self.registry.search_semantic(request["semantic"])
         else:
             hits = self.registry.search_text(request["text"])
-        # (our choice) search answers stay within max_payload, as a message does: one that
-        # would not fit holds the best-ranked agents that do, so one large card cannot make
-        # DISCOVER fail for everyone
+        # (our choice) a search answer keeps within max_payload with the best-ranked agents
+        # that fit, so one large card cannot make DISCOVER fail for everyone
         room = self._message_limit() - len(_DISCOVER_HEAD) - 2
         kept: list[bytes] = []
         for entry in hits[first : first + size]:

@@ -243,13 +243,11 @@ class SqliteStorage(Storage):
             _add_checksums(db)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version in (1, 2):
-            db.rollback()
             raise sqlite3.DatabaseError(
                 f"it was written by an older langchain-mq9 (schema version {version}, before "
                 "the broker followed RobustMQ's semantics); move it away to start empty"
             )
         elif version != SCHEMA_VERSION:
-            db.rollback()
             raise sqlite3.DatabaseError(
                 f"it is not an mq9 dev-broker data file (schema version {version}, "
                 f"expected {SCHEMA_VERSION})"
@@ -271,8 +269,7 @@ class SqliteStorage(Storage):
         try:
             self._write(ops)
         except (sqlite3.Error, OverflowError) as exc:
-            # Rolled back: the file does not have the change. The engine restores itself from
-            # the file and the request fails, so nobody takes it as made.
+            # Rolled back: the engine restores itself from the file and the request fails
             log.error("could not write to %s: %s", self.path, exc)
             raise StorageError(
                 f"the broker could not save the change, so it did not make it: {exc}"
@@ -515,7 +512,7 @@ def wal_commits_lost(wal: Path) -> int:
     kill -9 those are the newest acknowledged writes. A frame of this log's generation (its
     salts match the header's) that carries a commit mark (a database size) after that point is
     one such transaction. A damaged header drops the whole log. Damage in the newest
-    transaction alone is not counted: a kill mid-write looks the same."""
+    transaction alone is only logged: a kill mid-write, before the answer, looks the same."""
     try:
         data = wal.read_bytes()
     except OSError:
@@ -542,8 +539,6 @@ def wal_commits_lost(wal: Path) -> int:
         if not intact and ours and int.from_bytes(head[4:8], "big"):
             lost += 1
     if lost == 1:
-        # Only the newest transaction: a kill between SQLite's writes of its frames leaves the
-        # same, and that write was never answered. Said, not counted as lost.
         log.warning("%s: the newest write in the write-ahead log is incomplete or damaged", wal)
         return 0
     return lost
@@ -587,8 +582,7 @@ def _add_checksums(db: sqlite3.Connection) -> None:
 
 # -- encoding ------------------------------------------------------------------------------------
 
-# A message's columns, in this order wherever a row is written or read (with mailbox and msg_id
-# before them, or mailbox and due in the delayed table).
+# A message's columns, in this order in every row (after mailbox and msg_id, or due if delayed)
 _COLUMNS = "priority, create_time, key, tags, header, expire_at, payload"
 
 
