@@ -612,9 +612,8 @@ class BrokerEngine:
         return answer
 
     def _check_group_room(self, group: str, mailbox: Mailbox) -> None:
-        """(our choice) a new consumer group must have a name of at most MAX_GROUP_NAME
-        characters and room under ``max_groups`` on this mailbox; an existing one is always
-        taken."""
+        """(our choice) a new consumer group needs a name of at most MAX_GROUP_NAME characters
+        and room under ``max_groups`` on this mailbox; an existing one is always taken."""
         shard = mailbox.shard
         if shard in self.offsets.get(f"{group}-normal", ()):
             return
@@ -723,10 +722,9 @@ def _answer(found: list[StoredMessage], limit: int | None) -> bytes:
 def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | None) -> bytes:
     """A group's FETCH answer: ``lanes`` (as ``_read_group`` read them for ``num_msgs``)
     whole, or refused with the largest ``num_msgs`` whose whole answer fits within ``limit``.
-
-    Asked for n < num_msgs, the broker would read each lane read here up to n (a prefix: the
-    byte cap cuts at the same message whatever the count) and no other lane, stopping once
-    it holds n; so that answer is computed from ``lanes``, and it grows with n."""
+    Asked for n < num_msgs, the broker would read a prefix of each lane here (the byte cap
+    cuts at the same message whatever the count) until it holds n: an answer computed from
+    ``lanes``, which grows with n (so the largest that fits is found by bisection)."""
     found = [m for lane in lanes for m in lane]
     if limit is None or _size(found) <= limit:
         return _encode(found)

@@ -109,13 +109,12 @@ class Mailbox:
 
     # -- storing ---------------------------------------------------------------------------
 
-    def append(self, message: StoredMessage) -> StoredMessage:
+    def append(self, message: StoredMessage) -> None:
         """Write ``message`` at the next offset; an older message with its key is removed."""
         if message.key is not None and message.key in self.keys:
             self.remove(self.keys[message.key])
         message.msg_id = self.next_id
         self.insert(message)
-        return message
 
     def insert(self, message: StoredMessage) -> None:
         """Index ``message`` under its own msg_id; msg_ids must arrive in increasing order."""

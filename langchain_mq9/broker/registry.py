@@ -214,9 +214,7 @@ class AgentRegistry:
     @property
     def ranking(self) -> str:
         """Which ranking ``search_semantic`` uses: ``"embeddings"`` or ``"lexical"``."""
-        if self._embedder() is None:
-            return semantic.RANKING_LEXICAL
-        return semantic.RANKING_EMBEDDINGS
+        return semantic.RANKING_LEXICAL if self._embedder() is None else semantic.RANKING_EMBEDDINGS
 
     @property
     def indexed(self) -> int:
@@ -248,13 +246,12 @@ class AgentRegistry:
         self.stem_count.update(entry.stems)
         self._matrix = None
 
-    def drop_index(self, card_name: str) -> AgentEntry | None:
+    def drop_index(self, card_name: str) -> None:
         entry = self.index.pop(card_name, None)
         if entry is not None:
             self.word_count.subtract(entry.words)
             self.stem_count.subtract(entry.stems)
             self._matrix = None
-        return entry
 
     def listing(self) -> list[AgentEntry]:
         return sorted(self.entries.values(), key=lambda e: e.name)
