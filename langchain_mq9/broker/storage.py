@@ -104,14 +104,12 @@ CREATE TABLE IF NOT EXISTS agents (
     agent_info  TEXT NOT NULL,
     create_time INTEGER NOT NULL
 );
-"""
-_INDEX_TABLE = """
 CREATE TABLE IF NOT EXISTS agent_index ( -- the search index: one row per A2A card name
     card_name   TEXT PRIMARY KEY,  -- rowid order = the order rows were written
     name        TEXT NOT NULL,     -- the registration that wrote it (it may be gone since)
     agent_info  TEXT NOT NULL,
     create_time INTEGER NOT NULL
-)
+);
 """
 
 
@@ -236,9 +234,7 @@ class SqliteStorage(Storage):
         tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
         if version == 0 and tables == 0:
             # executescript commits first; its own BEGIN makes the schema appear all at once
-            db.executescript(
-                f"BEGIN IMMEDIATE;{_SCHEMA}{_INDEX_TABLE};PRAGMA user_version={SCHEMA_VERSION};"
-            )
+            db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};")
         elif version == 3:
             _add_checksums(db)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
