@@ -190,9 +190,7 @@ class BrokerEngine:
             if subject.startswith(p.MSG_FETCH) and len(subject) > len(p.MSG_FETCH):
                 return await self._fetch(subject[len(p.MSG_FETCH) :], body)
             return self._transact(lambda: self._dispatch(subject, headers, body))
-        except Mq9Error as exc:
-            return p.encode(p.ERROR_REPLY.write(error=exc.message))
-        except StorageError as exc:
+        except (Mq9Error, StorageError) as exc:  # an Mq9Error's str is its message
             return p.encode(p.ERROR_REPLY.write(error=str(exc)))
         except Exception as exc:  # a bug must not take the broker down: report it, keep serving
             log.exception("internal error on %r", subject)

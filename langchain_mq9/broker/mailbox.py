@@ -143,12 +143,8 @@ class Mailbox:
         live = self.messages
         for priority, lane in self.lanes.items():
             self.lanes[priority] = [i for i in lane if i in live]
-        for tag, ids in list(self.tagged.items()):
-            kept = [i for i in ids if i in live]
-            if kept:
-                self.tagged[tag] = kept
-            else:
-                del self.tagged[tag]
+        tagged = {tag: [i for i in ids if i in live] for tag, ids in self.tagged.items()}
+        self.tagged = {tag: ids for tag, ids in tagged.items() if ids}
         pairs = [(i, t) for i, t in zip(self.order, self.times, strict=False) if i in live]
         self.order = [i for i, _ in pairs]
         self.times = [t for _, t in pairs]

@@ -84,11 +84,10 @@ def start_nats_server(
     """Start nats-server on ``host:port`` (a free port if None) and wait until it accepts.
 
     ``monitor_port`` also serves nats-server's HTTP monitoring (``/varz``, ``/connz``).
-    ``max_payload``: the largest message the server carries (nats-server's default: 1 MiB; at
-    most ``LARGEST_MAX_PAYLOAD``), set in a config file, as nats-server has no flag for it.
-    ``die_with_parent`` (for a long-running owner such as the dev broker): the server gets its
-    own session, so a Ctrl-C meant for the owner does not reach it, and on Linux it is sent
-    SIGTERM when the calling thread ends, even by ``kill -9``, instead of being orphaned.
+    ``max_payload`` (nats-server's default: 1 MiB; at most ``LARGEST_MAX_PAYLOAD``) goes in a
+    config file: nats-server has no flag for it. ``die_with_parent`` (for a long-running owner
+    such as the dev broker): the server gets its own session, out of reach of a Ctrl-C meant
+    for the owner, and on Linux is sent SIGTERM when the calling thread ends, even by kill -9.
     """
     port = port or free_port(host)
     command = [find_nats_server(), "-a", host, "-p", str(port)]
