@@ -163,11 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
-        if args.nats:
-            url = args.nats
-        else:
+        if not args.nats:
             server = _start_server(args.host, args.port)
-            url = server.url
+        url = args.nats or server.url
         return asyncio.run(_serve(engine, url, server, storage))
     except (StartupError, StorageError, semantic.ModelError) as exc:
         print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)

@@ -216,10 +216,6 @@ class AgentRegistry:
         """Which ranking ``search_semantic`` uses: ``"embeddings"`` or ``"lexical"``."""
         return semantic.RANKING_LEXICAL if self._embedder() is None else semantic.RANKING_EMBEDDINGS
 
-    @property
-    def indexed(self) -> int:
-        return len(self.index)
-
     def register(self, entry: AgentEntry) -> None:
         """Keep ``entry`` unless its name is taken (RobustMQ keeps the first registration)."""
         if entry.name in self.entries:
@@ -256,14 +252,11 @@ class AgentRegistry:
     def listing(self) -> list[AgentEntry]:
         return sorted(self.entries.values(), key=lambda e: e.name)
 
-    def _indexed(self) -> list[AgentEntry]:
-        return list(self.index.values())
-
     def search_text(self, query: str) -> list[AgentEntry]:
         """Indexed agents holding any query word, best first (registration order on ties)."""
         weight = self._weights(words(query), self.word_count)
         scored = []
-        for order, entry in enumerate(self._indexed()):
+        for order, entry in enumerate(self.index.values()):
             score = sum(weight[w] for w in weight.keys() & entry.words)
             if score:
                 scored.append((-score, order, entry))
@@ -277,19 +270,19 @@ class AgentRegistry:
             return self._nearest(embedder.embed_query(query))
         weight = self._weights(stems(query), self.stem_count)
         scored = []
-        for order, entry in enumerate(self._indexed()):
+        for order, entry in enumerate(self.index.values()):
             score = sum(weight[s] for s in weight.keys() & entry.stems)
             scored.append((-score / math.sqrt(len(entry.stems) or 1), order, entry))
         return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
 
     def _weights(self, terms: set[str], counts: Counter) -> dict[str, float]:
         """Each query term's rarity among the indexed agents (inverse document frequency)."""
-        return {t: math.log(1 + self.indexed / (1 + counts[t])) + 1 for t in terms}
+        return {t: math.log(1 + len(self.index) / (1 + counts[t])) + 1 for t in terms}
 
     def _nearest(self, vector: Any) -> list[AgentEntry]:
         import numpy as np  # there when an embedder is: the semantic extra brings both
 
-        indexed = self._indexed()
+        indexed = list(self.index.values())
         if not indexed:
             return []
         if self._matrix is None:
