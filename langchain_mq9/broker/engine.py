@@ -11,14 +11,6 @@ Consumer groups: a group is three offsets per mailbox, one per priority lane (``
 commits ``msg_id + 1`` to all three lanes. Until a group has committed, FETCH starts from its
 deliver policy.
 
-Delayed messages (RobustMQ's delay queue): due at the SEND's second plus the delay; written then
-with a new msg_id and create_time, without ``mq9-key`` or TTL; dropped if their TTL (counted
-from the SEND) ended before they were due.
-
-Reads (RobustMQ's storage engine): each lane read of a FETCH and each QUERY read stops at
-``num_msgs`` (or the QUERY's limit) messages and before the one that would take its payload
-bytes above ``protocol.LANE_READ_BYTES`` (30 MiB; the first always counts).
-
 Answers stay within ``answer_limit`` (our choice: RobustMQ sends what it read, which NATS may
 refuse). A group's FETCH is answered whole or refused with the largest ``num_msgs`` that fits,
 since a reader judges from the lanes how far it may ack and a cut lane would look finished; a
@@ -669,9 +661,10 @@ _MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyo
 
 
 def _capped(messages: Iterable[StoredMessage]) -> list[StoredMessage]:
-    """One read as RobustMQ's storage engine makes it (rocksdb read.rs read_by_tag and
-    read_by_offset): ``messages``, already limited in number, pulled until one would take the
-    payload bytes above ``LANE_READ_BYTES``; the first is always taken."""
+    """A lane read of a FETCH or a read of a QUERY as RobustMQ's storage engine makes it
+    (rocksdb read.rs read_by_tag and read_by_offset): ``messages``, already limited in number,
+    pulled until one would take the payload bytes above ``LANE_READ_BYTES`` (30 MiB); the
+    first is always taken."""
     cap = p.LANE_READ_BYTES
     taken: list[StoredMessage] = []
     total = 0

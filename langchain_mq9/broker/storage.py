@@ -118,10 +118,8 @@ class StorageError(Exception):
 
 
 class Storage:
-    """What a ``BrokerEngine`` tells its storage. This base class keeps nothing: in memory only.
-
-    The engine calls every hook with its lock held, inside ``transaction()``.
-    """
+    """What a ``BrokerEngine`` tells its storage, under its lock inside ``transaction()``.
+    This base class keeps nothing: in memory only."""
 
     _NO_TRANSACTION: AbstractContextManager[Any] = contextlib.nullcontext()
 
