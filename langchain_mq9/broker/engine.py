@@ -357,7 +357,7 @@ class BrokerEngine:
 
     def _check_fits(self, message: StoredMessage) -> None:
         # (our choice; RobustMQ takes any payload) refuse a message whose FETCH answer NATS
-        # could not carry or above max_payload, with room for the msg_id, not known yet
+        # could not carry or above max_payload, with room for the widest msg_id (not known yet)
         size = _EMPTY_ANSWER + len(message.wire()) + _MSG_ID_ROOM
         limit = self._message_limit()
         if size > limit:
