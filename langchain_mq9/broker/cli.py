@@ -6,10 +6,8 @@
 
 It starts ``nats-server`` (or attaches to one with ``--nats``), answers every ``$mq9.AI.*``
 request with ``BrokerEngine``, prints where it listens and how to connect, and stops on Ctrl-C
-or SIGTERM, taking the nats-server it started with it. One message is at most ``--max-payload``
-(1 MiB); an answer holding many may be as large as the server's max_payload: 64 MiB for the
-nats-server it starts, whatever that server allows with ``--nats``. Production and
-multi-machine use point the same clients at a RobustMQ broker instead.
+or SIGTERM with the nats-server it started (limits: ``--help``). Production and multi-machine
+use point the same clients at a RobustMQ broker instead.
 """
 
 from __future__ import annotations
@@ -91,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--max-messages",
+        dest="max_messages_per_mailbox",
         type=positive_int,
         metavar="N",
         help="most messages one mailbox holds (default no limit)",
@@ -150,14 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the dev broker until SIGINT/SIGTERM; returns the process exit status."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    limits = BrokerLimits(
-        max_payload=args.max_payload,
-        max_mailboxes=args.max_mailboxes,
-        max_messages_per_mailbox=args.max_messages,
-        max_card_bytes=args.max_card_bytes,
-        max_agents=args.max_agents,
-        max_groups=args.max_groups,
-    )
+    # each --max-* flag sets the BrokerLimits field its dest names
+    limits = BrokerLimits(**{k: v for k, v in vars(args).items() if k.startswith("max_")})
     server: NatsProcess | None = None
     storage: SqliteStorage | None = None
     try:
@@ -170,12 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
-        if args.nats:
-            url = args.nats
-        else:
+        if not args.nats:
             server = _start_server(args.host, args.port)
-            url = server.url
-        return asyncio.run(_serve(engine, url, server, storage, args))
+        url = args.nats or server.url
+        return asyncio.run(_serve(engine, url, server, storage))
     except (StartupError, StorageError, semantic.ModelError) as exc:
         print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -211,18 +202,13 @@ def _start_server(host: str, port: int) -> NatsProcess:
         )
     except RuntimeError as exc:
         raise StartupError(str(exc)) from None
-    # nats-server writes its log to that pipe; read it for as long as the server runs, or a
-    # long-running server would block once the pipe is full.
+    # Drain nats-server's log pipe as long as it runs: a full pipe would block the server
     threading.Thread(target=_relay_log, args=(server,), daemon=True).start()
     return server
 
 
 async def _serve(
-    engine: BrokerEngine,
-    url: str,
-    server: NatsProcess | None,
-    storage: SqliteStorage | None,
-    args: argparse.Namespace,
+    engine: BrokerEngine, url: str, server: NatsProcess | None, storage: SqliteStorage | None
 ) -> int:
     from nats.aio.client import Client as NatsConnection
 
@@ -279,7 +265,7 @@ async def _serve(
                 connection.max_payload,
                 connection.max_payload,
             )
-        _banner(url, server, storage, engine)
+        _banner(shown, server, storage, engine)
         print(f"{READY} {shown}", flush=True)
 
         waits = [asyncio.ensure_future(stop.wait())]
@@ -317,13 +303,10 @@ async def _refuse_second_broker(connection, shown: str) -> None:
     )
 
 
-def _banner(url, server, storage, engine) -> None:
+def _banner(shown, server, storage, engine) -> None:
     limits, answer_limit = engine.limits, engine.answer_limit
-    shown = redact(url)
-    where = f"nats-server at {shown}"
-    if server is not None:
-        where = f"nats-server (pid {server.process.pid}) at {shown}"
-    lines = [f"mq9 dev broker: BrokerEngine on {where}"]
+    pid = "" if server is None else f" (pid {server.process.pid})"
+    lines = [f"mq9 dev broker: BrokerEngine on nats-server{pid} at {shown}"]
     if storage is None:
         lines.append(
             "storage: in memory only; everything is lost when the broker stops "

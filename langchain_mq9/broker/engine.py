@@ -1,38 +1,27 @@
 """The bundled mq9 broker: RobustMQ's mq9 behaviour as pure logic behind one ``handle`` call.
 
-``BrokerEngine.handle(subject, headers, body)`` takes a request exactly as it arrives on the
-wire and returns the reply bytes. The in-process transport calls it directly; ``serve_on_nats``
-calls it for every request on a real NATS server. Every rule follows RobustMQ at the pinned
-commit (``docs/protocol.md`` names the RobustMQ file behind each); the few places where we
-differ are marked "(our choice)" there and here. Time comes from an injectable clock, so TTLs
-and delays are tested by moving a ``ManualClock`` instead of sleeping.
+``BrokerEngine.handle(subject, headers, body)`` takes a request as it arrives on the wire and
+returns the reply bytes; the in-process transport and ``serve_on_nats`` both call it. Every rule
+follows RobustMQ at the pinned commit (``docs/protocol.md`` names the RobustMQ file behind
+each); where we differ is marked "(our choice)" there and here. Time comes from an injectable
+clock: tests move a ``ManualClock`` instead of sleeping.
 
-Consumer groups, as RobustMQ has them: a group is three offsets per mailbox, one per priority
-lane (``{group}-critical``, ``-urgent``, ``-normal``), looked up by group name across every
-mailbox. A FETCH only reads; offsets move only on ACK, which commits ``msg_id + 1`` to all
-three lanes. Until a group has committed anything, each FETCH starts from its deliver policy.
+Consumer groups: a group is three offsets per mailbox, one per priority lane (``{group}-critical``,
+``-urgent``, ``-normal``), looked up by group name across every mailbox. FETCH only reads; ACK
+commits ``msg_id + 1`` to all three lanes. Until a group has committed, FETCH starts from its
+deliver policy.
 
-Delayed messages, as RobustMQ's delay queue handles them: due at the SEND's second plus the
-delay; written then with a new msg_id and create_time, without their ``mq9-key`` and without
-a TTL; dropped instead if their TTL (counted from the SEND) ended before they were due.
+Answers stay within ``answer_limit`` (our choice: RobustMQ sends what it read, which NATS may
+refuse). A group's FETCH is answered whole or refused with the largest ``num_msgs`` that fits,
+since a reader judges from the lanes how far it may ack and a cut lane would look finished; a
+FETCH without a group and a QUERY are cut after the last message that fits. SEND refuses a
+message that could not travel alone in an answer.
 
-Reads, as RobustMQ's storage engine makes them: each lane read of a FETCH and each read of a
-QUERY stops at ``num_msgs`` (or the QUERY's limit) messages and before the message that would
-take its payload bytes above ``protocol.LANE_READ_BYTES`` (30 MiB; the first always counts).
+u64 sums (expire_at, a delay's due time, ACK's msg_id + 1) wrap round as in RobustMQ's release
+build, which has no overflow checks.
 
-Answers (our choice: RobustMQ sends what it read, which NATS may refuse) stay within
-``answer_limit``: ``BrokerLimits.max_answer`` and the max_payload of every NATS connection
-serving the engine (``serve_on_nats`` tells it); no limit in-process. A group's FETCH is
-answered whole or refused with the largest ``num_msgs`` whose answer fits, since a reader
-judges from the lanes how far it may ack and a cut lane would look finished; a FETCH without
-a group and a QUERY are cut after the last message that fits. SEND refuses a message that
-could not travel alone in an answer within ``max_payload`` and ``answer_limit``.
-
-Sums RobustMQ makes in u64 (a message's expire_at, a delay's due time, ACK's msg_id + 1) wrap
-round as its release build does, without overflow checks.
-
-The engine is safe to share between event loops and threads: state changes happen under one
-lock and never await; an empty FETCH sleeps outside it.
+Safe to share between event loops and threads: state changes happen under one lock and never
+await; an empty FETCH sleeps outside it.
 """
 
 from __future__ import annotations
@@ -66,25 +55,18 @@ _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
 
 @dataclass(frozen=True)
 class BrokerLimits:
-    """What one broker will hold (our choice: RobustMQ has no such limits). ``None`` means no
-    limit beyond memory.
+    """What one broker will hold (our choice: RobustMQ has no such limits); None: no limit.
 
-    ``max_payload``: the largest message SEND accepts, counted as the message takes room in a
-    FETCH answer (payload as JSON text, headers, msg_id...); also bounds a registry entry and
-    a DISCOVER answer. ``max_answer``: the largest FETCH or QUERY answer; None = no limit of
-    the broker's own (a NATS connection serving it still bounds its answers by the server's
-    max_payload, see ``BrokerEngine.answer_limit``).
-
-    ``max_card_bytes``: the largest ``agent_info`` REGISTER keeps. A2A cards run to a few KiB;
-    64 KiB leaves room for many skills, while a DISCOVER listing (bounded by max_payload,
-    1 MiB by default) still holds a dozen or more of the largest. ``max_agents``: how many
-    registrations the broker holds; 10,000 bounds the cards at about 640 MiB at worst and
-    keeps a search over all of them well inside a request timeout (bench 4d/4e).
-    ``max_groups``: how many consumer groups ACK creates **per mailbox** (a group is its
-    offsets, kept until ``drop_group`` or until the retention empties the mailbox's log); per
-    mailbox, so a client that makes names up fills only the mailbox it floods. 1,000 is far more
-    than the agents reading one mailbox use; with names of at most ``protocol.MAX_GROUP_NAME``
-    characters each costs a few hundred bytes."""
+    ``max_payload``: the largest message SEND accepts, counted as it takes room in a FETCH
+    answer; also bounds a registry entry and a DISCOVER answer. ``max_answer``: the largest
+    FETCH or QUERY answer (a NATS connection serving the engine bounds it too, see
+    ``BrokerEngine.answer_limit``). ``max_card_bytes``: A2A cards run to a few KiB; 64 KiB
+    leaves room for many skills while a 1 MiB DISCOVER listing still holds a dozen of the
+    largest. ``max_agents``: 10,000 bounds the cards at about 640 MiB and keeps a search over
+    all of them well inside a request timeout (bench 4d/4e). ``max_groups``: consumer groups ACK
+    creates **per mailbox** (kept until ``drop_group`` or the retention empties the log), so a
+    client making names up fills only the mailbox it floods; 1,000 is far more than the agents
+    reading one mailbox use, each a few hundred bytes."""
 
     max_payload: int = p.DEFAULT_MAX_PAYLOAD
     max_mailboxes: int | None = None
@@ -106,31 +88,26 @@ class BrokerEngine:
     ):
         self.clock = clock
         self.limits = limits or BrokerLimits()
-        # False: DISCOVER with text or semantic is refused as RobustMQ's default build refuses
-        # it (built without the vector-search feature); the listing still answers.
+        # False: DISCOVER searches are refused as by RobustMQ's build without vector-search
         self.search = search
-        # Told of every change, under the lock; ``transaction()`` makes a request's changes
-        # durable before its reply leaves (see storage.py). The default keeps nothing.
+        # Told of every change, under the lock (storage.py); the default keeps nothing.
         self.storage = storage if storage is not None else Storage()
-        # The latest REPORT of each agent. RobustMQ writes reports to an internal topic that
-        # no mq9 command reads back; kept for the dev broker's operator only.
+        # Each agent's latest REPORT, for the operator (RobustMQ's topic of them is never read)
         self.reports: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._clear()
         # Set when the data file could not be read back after a failed write: every request
-        # is then refused with it (serving an empty or partial broker would lose data silently)
+        # is then refused (serving a partial broker would lose data silently)
         self._broken: str | None = None
         self._next_retention_scan = self.clock() + RETENTION_SCAN_SECONDS
-        # The largest reply each transport serving the engine carries (replaced, never
-        # changed in place: read without the lock).
+        # Each serving transport's largest reply (replaced whole: read without the lock)
         self._carriers: dict[object, int] = {}
         self.storage.restore(self)
 
     def _clear(self) -> None:
-        """Forget every durable thing (at the start, and before a restore after a failed
-        write)."""
-        # Live mailboxes (what SEND and CREATE see), and every log (what FETCH, QUERY, DELETE
+        """Forget every durable thing (at the start, and before a restore after a failed write)."""
+        # Live mailboxes (what SEND and CREATE see) and every log (what FETCH, QUERY, DELETE
         # and ACK read): RobustMQ's GC removes an expired mailbox's metadata, not its messages.
         self.mailboxes: dict[str, Mailbox] = {}
         self.topics: dict[str, Mailbox] = {}
@@ -144,9 +121,8 @@ class BrokerEngine:
     def _transact(self, work: Callable[[], Any]) -> Any:
         """``work()`` under the lock, after housekeeping, as one storage transaction.
 
-        The file is the truth: when the transaction cannot be written (it rolled back), the
-        memory, which is ahead of it, is thrown away and restored from the file as at a
-        start, so the failed request changes nothing and nothing unsaved is ever seen."""
+        The file is the truth: when the transaction rolled back, the memory, ahead of it, is
+        restored from the file, so a failed request changes nothing."""
         with self._lock:
             if self._broken is not None:
                 raise StorageError(self._broken)
@@ -175,8 +151,8 @@ class BrokerEngine:
     # -- answer sizes ----------------------------------------------------------------------
 
     def carry(self, carrier: object, max_bytes: int | None) -> None:
-        """Note that ``carrier`` (a transport serving this engine, e.g. ``serve_on_nats``'s
-        service) carries replies of at most ``max_bytes``; None: it serves no more."""
+        """``carrier``, a transport serving the engine, carries replies of at most
+        ``max_bytes``; None: it serves no more."""
         carriers = dict(self._carriers)
         if max_bytes is None:
             carriers.pop(carrier, None)
@@ -186,16 +162,15 @@ class BrokerEngine:
 
     @property
     def answer_limit(self) -> int | None:
-        """The largest answer the engine sends: ``limits.max_answer`` and the largest reply of
-        every transport serving it, whichever is smallest; None = no limit."""
+        """The smallest of ``limits.max_answer`` and every transport's largest reply; None:
+        no limit."""
         bounds = list(self._carriers.values())
         if self.limits.max_answer is not None:
             bounds.append(self.limits.max_answer)
         return min(bounds, default=None)
 
     def _message_limit(self) -> int:
-        """The most room one message may take in an answer (and a registry entry or a
-        DISCOVER answer in all)."""
+        """The most room a message, a registry entry or a DISCOVER search answer may take."""
         limit = self.answer_limit
         return self.limits.max_payload if limit is None else min(self.limits.max_payload, limit)
 
@@ -207,9 +182,7 @@ class BrokerEngine:
             if subject.startswith(p.MSG_FETCH) and len(subject) > len(p.MSG_FETCH):
                 return await self._fetch(subject[len(p.MSG_FETCH) :], body)
             return self._transact(lambda: self._dispatch(subject, headers, body))
-        except Mq9Error as exc:
-            return p.encode(p.ERROR_REPLY.write(error=exc.message))
-        except StorageError as exc:
+        except (Mq9Error, StorageError) as exc:  # an Mq9Error's str is its message
             return p.encode(p.ERROR_REPLY.write(error=str(exc)))
         except Exception as exc:  # a bug must not take the broker down: report it, keep serving
             log.exception("internal error on %r", subject)
@@ -237,25 +210,22 @@ class BrokerEngine:
             p.AGENT_DISCOVER: self._discover,
         }.get(subject)
         if handler is None:
-            # RobustMQ answers a NATS -ERR here; a service on nats-server can only reply
-            # (our choice: the same words, as an mq9 error reply)
+            # RobustMQ answers a NATS -ERR; a service can only reply (our choice: same words)
             raise Mq9Error(p.err_unknown_subject(subject))
         return handler(body)
 
     # -- time ------------------------------------------------------------------------------
 
     def _housekeep(self) -> None:
-        """Expire mailboxes, write delayed messages that are due, and every ten minutes
-        remove messages past the retention."""
+        """Expire mailboxes, write delayed messages that are due, apply the retention."""
         now = self.clock()
         while self._mailbox_expiry and self._mailbox_expiry[0][0] <= now:
             _, _, mailbox = heapq.heappop(self._mailbox_expiry)
             live = self.mailboxes.get(mailbox.address) is mailbox
             if live and (mailbox.expires_at or now) <= now:  # not a stale entry of a re-create
-                # RobustMQ's GC (every 60 s; here at the exact second, our choice) removes the
-                # mailbox's metadata only: SEND and CREATE no longer see it, while its log
-                # stays readable until the retention removes the messages, and a CREATE of
-                # the same name takes the log up again, old messages, msg_ids and offsets too
+                # RobustMQ's GC (every 60 s; here at the exact second, our choice) removes only
+                # the metadata: SEND and CREATE no longer see it, its log stays readable until
+                # the retention, and a CREATE of the name takes the log up again, offsets too
                 del self.mailboxes[mailbox.address]
                 self.storage.mailbox_expired(mailbox)
         while self._delayed and self._delayed[0][0] <= now:
@@ -263,10 +233,10 @@ class BrokerEngine:
             self.storage.delayed_released(seq)
             mailbox = self.topics.get(address)  # written to the log, expired mailbox or not
             # delay-message pop.rs reads the queued copy back first: one whose TTL ended
-            # before it was due is not found, and after the retries it is never delivered
+            # before it was due is not found, so never delivered
             if mailbox is not None and not message.expired(int(due)):
-                # written when due (a due that wrapped round to the past: at once), as a new
-                # record without expire_at (pop.rs build_new_record): no TTL in the mailbox
+                # written when due (a due wrapped round to the past: at once), as a new record
+                # without expire_at (pop.rs build_new_record)
                 message.create_time = max(int(due), message.create_time)
                 message.expire_at = 0
                 self._write(mailbox, message)
@@ -280,8 +250,8 @@ class BrokerEngine:
                 if dropped:
                     self.storage.mailbox_start_moved(mailbox)
                 if not mailbox.messages and mailbox.address not in self.mailboxes:
-                    # (our choice) an expired mailbox's log, empty now, is forgotten: a CREATE
-                    # of the name after that starts a new log (RobustMQ would go on numbering)
+                    # (our choice) an expired mailbox's empty log is forgotten: a later CREATE
+                    # starts a new log (RobustMQ would go on numbering)
                     del self.topics[mailbox.address]
                     self.storage.mailbox_removed(mailbox)
                     self._drop_offsets(None, mailbox.shard)  # its groups go with it
@@ -318,27 +288,13 @@ class BrokerEngine:
         return p.encode(p.CREATE_REPLY.write(error="", mail_address=address))
 
     def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None:
-        """Hold ``mailbox`` (a new one, or one durable storage restores; ``live=False`` for
-        the log of one that expired)."""
+        """Hold ``mailbox``, new or restored (``live=False``: the log of an expired one)."""
         self.topics[mailbox.address] = mailbox
         if not live:
             return
         self.mailboxes[mailbox.address] = mailbox
         if mailbox.expires_at is not None:
             heapq.heappush(self._mailbox_expiry, (mailbox.expires_at, next(self._seq), mailbox))
-
-    def restore_offset(self, lane_group: str, shard: str, offset: int) -> None:
-        """A committed offset, as durable storage restores it."""
-        self.offsets.setdefault(lane_group, {})[shard] = offset
-
-    def restore_agent(self, entry: AgentEntry) -> None:
-        """A registration, as durable storage restores it (the search index separately: it
-        may hold cards of registrations gone since)."""
-        self.registry.entries[entry.name] = entry
-
-    def restore_index(self, entry: AgentEntry) -> None:
-        """A row of the search index, as durable storage restores it."""
-        self.registry.put_index(entry)
 
     def _topic(self, address: str) -> Mailbox:
         """The log FETCH, QUERY and DELETE read, missing in the storage layer's words."""
@@ -357,14 +313,12 @@ class BrokerEngine:
         mq9 = headers
         if any("\ufffd" in name or "\ufffd" in value for name, value in headers.items()):
             # send.rs parse_mq9_headers reads the header block as UTF-8 or not at all (every
-            # mq9 header at its default). nats-py hands us header values with invalid bytes
-            # replaced by U+FFFD, so (our approximation) a U+FFFD means the block was not UTF-8
+            # mq9 header at its default); nats-py replaces invalid bytes by U+FFFD, so (our
+            # approximation) a U+FFFD means the block was not UTF-8
             mq9 = {}
-        priority = Priority.NORMAL
         # Exact names only; a value that is not a known priority means normal (RobustMQ).
-        text = mq9.get(p.HEADER_PRIORITY)
-        if text is not None and text.strip() in _LANES:
-            priority = Priority(text.strip())
+        text = (mq9.get(p.HEADER_PRIORITY) or "").strip()
+        priority = Priority(text) if text in _LANES else Priority.NORMAL
         key = mq9.get(p.HEADER_KEY)
         key = None if key is None else key.strip()
         tags = mq9.get(p.HEADER_TAGS)
@@ -380,8 +334,7 @@ class BrokerEngine:
             key,
             tags,
             p.header_block(headers),
-            # A TTL counts from the SEND, delay or not. RobustMQ adds in u64 without overflow
-            # checks (its release profile), so a huge TTL wraps round to the past.
+            # A TTL counts from the SEND, delay or not; a huge one wraps round to the past
             _wrap_u64(now + ttl) if ttl is not None else 0,
         )
         self._check_fits(message)
@@ -390,25 +343,21 @@ class BrokerEngine:
             # delay-message delay.rs keys the queued copy by the queue's own id, and the
             # delivered message keeps that key: the mq9-key is lost (no compaction, no QUERY)
             message.key = None
-            # due in whole seconds from the SEND's second (RobustMQ's delay.rs), wrapping too
-            due = _wrap_u64(now + delay)
+            due = _wrap_u64(now + delay)  # whole seconds from the SEND's second (delay.rs)
             seq = self.hold_delayed(due, address, message)
             self.storage.delayed_added(seq, due, address, message)
             return p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
         return p.encode(p.SEND_REPLY.write(error="", msg_id=self._write(mailbox, message).msg_id))
 
     def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int:
-        """Queue a delayed message until ``due``; returns its place in the queue (storage keys
-        its row by it)."""
+        """Queue a delayed message until ``due``; returns its place, which storage keys by."""
         seq = next(self._seq)
         heapq.heappush(self._delayed, (due, seq, address, message))
         return seq
 
     def _check_fits(self, message: StoredMessage) -> None:
-        # (our choice) RobustMQ takes any payload NATS carries, and a FETCH answer holding it
-        # could then be larger than NATS carries: refuse a message that could never be
-        # handed out, or that is above max_payload counted the same way (with room for the
-        # widest msg_id: it is not known yet)
+        # (our choice; RobustMQ takes any payload) refuse a message whose FETCH answer NATS
+        # could not carry or above max_payload, with room for the widest msg_id (not known yet)
         size = _EMPTY_ANSWER + len(message.wire()) + _MSG_ID_ROOM
         limit = self._message_limit()
         if size > limit:
@@ -449,8 +398,6 @@ class BrokerEngine:
         if not lanes and max_wait_ms > 0:
             # RobustMQ sleeps the whole wait and answers empty, without looking again
             await asyncio.sleep(max_wait_ms / 1000)
-        # A group's reader judges from the answer's lanes what it may ack, so a group FETCH
-        # is answered whole or refused; a read without a group may be cut
         if request["group_name"] is not None:
             return _whole_answer(lanes, num_msgs, self.answer_limit)
         return _answer([m for lane in lanes for m in lane], self.answer_limit)
@@ -458,8 +405,7 @@ class BrokerEngine:
     def _read_group(
         self, mailbox: Mailbox, request: dict[str, Any], num_msgs: int
     ) -> list[list[StoredMessage]]:
-        """The lanes read, in order (critical first), each as RobustMQ reads it; [] when
-        they are all empty."""
+        """The lanes read, critical first, each as RobustMQ reads it; [] when all are empty."""
         group = request["group_name"]
         if group is None:  # a throwaway group: the deliver policy decides every time
             starts: dict[str, int | None] = dict.fromkeys(_LANES, self._initial(mailbox, request))
@@ -511,8 +457,8 @@ class BrokerEngine:
     def commit(self, lane_group: str, shard: str, offset: int) -> None:
         committed = self.offsets.setdefault(lane_group, {})
         if committed.get(shard) == offset:
-            # Nothing changes, so nothing to write: the readers of one group all ack the
-            # message they were all handed, and on disk each ack would cost a transaction
+            # Nothing to write: a group's readers all ack the message they were all handed,
+            # and on disk each ack would cost a transaction
             return
         committed[shard] = offset
         self.storage.offset_committed(lane_group, shard, offset)
@@ -523,8 +469,7 @@ class BrokerEngine:
         mailbox = self.topics.get(address)  # the log, even of an expired mailbox
         if mailbox is None:
             raise Mq9Error(p.err_ack_mailbox_missing(address))
-        # Every priority lane of the group moves past msg_id, whatever priority it had; the
-        # + 1 is u64 arithmetic without overflow checks, so msg_id 2**64-1 commits 0
+        # Every lane moves past msg_id, whatever its priority; msg_id 2**64-1 commits 0 (u64)
         offset = _wrap_u64(request["msg_id"] + 1)
         self._check_group_room(request["group_name"], mailbox)
         for lane in _LANES:
@@ -543,19 +488,15 @@ class BrokerEngine:
             message = mailbox.by_key(request["key"], now)
             found = [message][:limit] if message is not None else []
         elif request["tags"]:
-            seen: set[int] = set()
-            found = []
+            by_id: dict[int, StoredMessage] = {}
             for tag in request["tags"]:  # any tag matches; each tag reads up to limit
                 for message in _capped(mailbox.read_tag(tag, limit, now)):
-                    if message.msg_id not in seen:
-                        seen.add(message.msg_id)
-                        found.append(message)
+                    by_id.setdefault(message.msg_id, message)
+            found = list(by_id.values())
         else:
-            # ``since`` (and an empty ``tags`` list, which RobustMQ turns into since 0) reads
-            # from offset 0 all the same: query.rs ``query_by_since`` finds the offset for the
-            # time but files it under the mail address, and the storage driver looks offsets
-            # up by shard name ("{topic_id}-0"), so it reads the shard from 0. In effect no
-            # filter at all, like a QUERY without one.
+            # ``since`` (and an empty ``tags``, which RobustMQ makes since 0) is no filter:
+            # query.rs ``query_by_since`` files the offset under the mail address, and the
+            # storage driver looks offsets up by shard name ("{topic_id}-0"), so reads from 0
             found = _capped(mailbox.read(None, limit, now))
         return _answer(found, self.answer_limit)
 
@@ -623,31 +564,26 @@ class BrokerEngine:
         return _OK
 
     def _discover(self, body: bytes) -> bytes:
-        request = _read(
-            p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True
-        )
+        request = _read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
+        if not (request["semantic"] or request["text"]):
+            return self._listing()  # every agent, not paginated
+        if not self.search:
+            raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
         limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
         # u32 arithmetic without overflow checks, as RobustMQ computes it
         first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
         # meta-service searches 10 when asked for 0 (services/mq9/agent.rs)
         size = limit or _SEARCH_LIMIT_FOR_ZERO
-        if (request["semantic"] or request["text"]) and not self.search:
-            raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
         if request["semantic"]:
-            hits = self.registry.search_semantic(request["semantic"])[first : first + size]
-            agents = [entry.found() for entry in hits]
-        elif request["text"]:
-            hits = self.registry.search_text(request["text"])[first : first + size]
-            agents = [entry.found() for entry in hits]
-        else:  # every agent, not paginated
-            return self._listing()
-        # (our choice) search answers stay within max_payload too, as a message does: an
-        # answer that would not fit holds the best-ranked agents that do, so one large card
-        # cannot make DISCOVER fail for everyone
+            hits = self.registry.search_semantic(request["semantic"])
+        else:
+            hits = self.registry.search_text(request["text"])
+        # (our choice) a search answer keeps within max_payload with the best-ranked agents
+        # that fit, so one large card cannot make DISCOVER fail for everyone
         room = self._message_limit() - len(_DISCOVER_HEAD) - 2
         kept: list[bytes] = []
-        for agent in agents:
-            item = p.encode(agent)
+        for entry in hits[first : first + size]:
+            item = p.encode(entry.found())
             room -= len(item) + (1 if kept else 0)
             if room < 0:
                 break
@@ -656,9 +592,8 @@ class BrokerEngine:
 
     def _listing(self) -> bytes:
         """Every agent in one answer, as RobustMQ answers; never cut (a cut list would hide
-        agents without a word, and let a name look free that is taken). One larger than an
-        answer can carry is refused, saying so (our choice: RobustMQ sends it whatever its
-        size)."""
+        agents, and let a taken name look free), but refused when too large for an answer
+        (our choice: RobustMQ sends it whatever its size)."""
         items = [p.encode(entry.listed()) for entry in self.registry.listing()]
         answer = _DISCOVER_HEAD + b",".join(items) + b"]}"
         limit = self.answer_limit
@@ -667,9 +602,8 @@ class BrokerEngine:
         return answer
 
     def _check_group_room(self, group: str, mailbox: Mailbox) -> None:
-        """(our choice) a new consumer group must have a name of at most MAX_GROUP_NAME
-        characters and room under ``max_groups`` on this mailbox; an existing one is always
-        taken."""
+        """(our choice) a new consumer group needs a name of at most MAX_GROUP_NAME characters
+        and room under ``max_groups`` on this mailbox; an existing one is always taken."""
         shard = mailbox.shard
         if shard in self.offsets.get(f"{group}-normal", ()):
             return
@@ -719,19 +653,18 @@ class BrokerEngine:
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))
 _SEARCH_LIMIT_FOR_ZERO = 10
-# DISCOVER_REPLY written around agents each encoded once
+# The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
 _DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
-_EMPTY_ANSWER = len(p.encode(p.MESSAGES_REPLY.write(error="", messages=[])))
-# MESSAGES_REPLY written around items each encoded once (MSG_ITEM), not re-encoded
 _MESSAGES_HEAD = p.encode(p.MESSAGES_REPLY.write(error="", messages=[]))[:-2]
+_EMPTY_ANSWER = len(_MESSAGES_HEAD) + len(b"]}")
 _MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyond the -1 sent
 
 
 def _capped(messages: Iterable[StoredMessage]) -> list[StoredMessage]:
-    """One read as RobustMQ's storage engine makes it (rocksdb read.rs read_by_tag and
-    read_by_offset): ``messages``, already limited in number, up to the one that would take
-    the payload bytes read above ``LANE_READ_BYTES``; the first is always taken. Stops
-    pulling from ``messages`` there."""
+    """A lane read of a FETCH or a read of a QUERY as RobustMQ's storage engine makes it
+    (rocksdb read.rs read_by_tag and read_by_offset): ``messages``, already limited in number,
+    pulled until one would take the payload bytes above ``LANE_READ_BYTES`` (30 MiB); the
+    first is always taken."""
     cap = p.LANE_READ_BYTES
     taken: list[StoredMessage] = []
     total = 0
@@ -761,9 +694,8 @@ def _too_large_alone(message: StoredMessage, limit: int) -> Mq9Error:
 
 
 def _answer(found: list[StoredMessage], limit: int | None) -> bytes:
-    """A FETCH without a group or a QUERY answer within ``limit`` (None: no limit): cut after
-    the last message that fits (reading moves no offset, so the rest come with a later
-    request). SEND refuses a message that could not travel alone."""
+    """A FETCH without a group or a QUERY answer, cut after the last message that fits in
+    ``limit`` (reading moves no offset: the rest come with a later request)."""
     if limit is None:
         return _encode(found)
     room = limit - _EMPTY_ANSWER
@@ -781,10 +713,9 @@ def _answer(found: list[StoredMessage], limit: int | None) -> bytes:
 def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | None) -> bytes:
     """A group's FETCH answer: ``lanes`` (as ``_read_group`` read them for ``num_msgs``)
     whole, or refused with the largest ``num_msgs`` whose whole answer fits within ``limit``.
-
-    Asked for n < num_msgs, the broker would read each lane read here up to n (a prefix: the
-    byte cap cuts at the same message whatever the count) and no other lane, stopping once
-    it holds n; so that answer is computed from ``lanes``, and it grows with n."""
+    Asked for n < num_msgs, the broker would read a prefix of each lane here (the byte cap
+    cuts at the same message whatever the count) until it holds n: an answer computed from
+    ``lanes``, which grows with n (so the largest that fits is found by bisection)."""
     found = [m for lane in lanes for m in lane]
     if limit is None or _size(found) <= limit:
         return _encode(found)

@@ -1,24 +1,21 @@
 """One mailbox: its message log, read the ways RobustMQ reads it.
 
-A mailbox is one append-only log (RobustMQ: one single-shard topic). Every message gets the
-next offset, its ``msg_id``, whatever its priority. On top of the log sit the indexes RobustMQ
-keeps: one *lane* per priority (its tag index), the key index, and create_time for
-time-based starts. Costs stay independent of how many messages a mailbox holds:
+A mailbox is one append-only log (RobustMQ: a single-shard topic): every message gets the next
+offset, its ``msg_id``, whatever its priority. On it sit RobustMQ's indexes: one *lane* per
+priority (its tag index), the key index, and create_time for time-based starts. Costs stay
+independent of how many messages a mailbox holds:
 
-* a lane is the ascending list of its msg_ids (ids only grow, so appending keeps it sorted);
-  a read bisects to its start and walks what it returns plus the holes it skips;
-* removed messages (deleted, replaced by key, or past the retention) leave holes that are
-  skipped and, once they are the majority, compacted away in one pass (amortised O(1));
-* messages whose TTL ended stay in the indexes (see below), so each index remembers the long
-  runs of dead entries (removed or expired) a read walked through (``_runs``), and the next
-  read jumps over them: every QUERY reads from the beginning, and without this a mailbox
-  holding many expired messages would be walked whole on each one.
+* a lane is the ascending list of its msg_ids; a read bisects to its start and walks what it
+  returns plus the holes it skips;
+* removed messages (deleted, replaced by key, past the retention) leave holes, compacted away
+  in one pass once they are the majority (amortised O(1));
+* messages whose TTL ended stay in the indexes, so each index remembers the long runs of dead
+  entries a read walked through (``_runs``) and the next read jumps over them: every QUERY
+  reads from the beginning, and would otherwise walk every expired message each time.
 
-Messages whose own TTL ended are hidden, not removed: RobustMQ keeps them on disk until its
-shard retention (7 days by create_time) removes the oldest records, as ``drop_before`` does.
-
-Consumer-group offsets do not live here: RobustMQ keys them by group name across mailboxes,
-so the engine keeps them (see ``engine.py``).
+Messages whose own TTL ended are hidden, not removed: RobustMQ keeps them until its shard
+retention (7 days by create_time) removes the oldest records, as ``drop_before`` does.
+Consumer-group offsets are keyed by group name across mailboxes: the engine keeps them.
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ import heapq
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from .. import protocol as p
 from ..protocol import PRIORITY_ORDER, Priority
@@ -111,17 +109,15 @@ class Mailbox:
 
     # -- storing ---------------------------------------------------------------------------
 
-    def append(self, message: StoredMessage) -> StoredMessage:
+    def append(self, message: StoredMessage) -> None:
         """Write ``message`` at the next offset; an older message with its key is removed."""
         if message.key is not None and message.key in self.keys:
             self.remove(self.keys[message.key])
         message.msg_id = self.next_id
         self.insert(message)
-        return message
 
     def insert(self, message: StoredMessage) -> None:
-        """Index ``message`` under its own msg_id (``append``, and durable storage restoring a
-        mailbox). msg_ids must arrive in increasing order."""
+        """Index ``message`` under its own msg_id; msg_ids must arrive in increasing order."""
         self.next_id = max(self.next_id, message.msg_id + 1)
         self.messages[message.msg_id] = message
         self.lanes[message.priority].append(message.msg_id)
@@ -147,17 +143,12 @@ class Mailbox:
         live = self.messages
         for priority, lane in self.lanes.items():
             self.lanes[priority] = [i for i in lane if i in live]
-        for tag, ids in list(self.tagged.items()):
-            kept = [i for i in ids if i in live]
-            if kept:
-                self.tagged[tag] = kept
-            else:
-                del self.tagged[tag]
+        tagged = {tag: [i for i in ids if i in live] for tag, ids in self.tagged.items()}
+        self.tagged = {tag: ids for tag, ids in tagged.items() if ids}
         pairs = [(i, t) for i, t in zip(self.order, self.times, strict=False) if i in live]
         self.order = [i for i, _ in pairs]
         self.times = [t for _, t in pairs]
-        # A dict never shrinks as entries are popped: copy it so a mailbox that held 100,000
-        # messages gives that memory back when they are gone.
+        # A dict never shrinks as entries are popped: a copy gives the memory back
         self.messages = dict(live)
         self._holes = 0
         self._runs.clear()  # the indexes changed shape
@@ -227,22 +218,12 @@ class Mailbox:
     ) -> Iterator[StoredMessage]:
         """Up to ``limit`` live messages of one priority from msg_id ``start`` on (None: from
         the lane's beginning), oldest first."""
-        if limit <= 0:
-            return
         walk = self._walk(("lane", priority), self.lanes[priority], start, now)
-        for count, message in enumerate(walk, 1):
-            yield message
-            if count >= limit:
-                return
+        return islice(walk, max(limit, 0))
 
     def read(self, start: int | None, limit: int, now: int) -> Iterator[StoredMessage]:
         """Up to ``limit`` live messages of any priority from msg_id ``start`` on."""
-        if limit <= 0:
-            return
-        for count, message in enumerate(self._walk("order", self.order, start, now), 1):
-            yield message
-            if count >= limit:
-                return
+        return islice(self._walk("order", self.order, start, now), max(limit, 0))
 
     def read_tag(self, tag: str, limit: int, now: int) -> Iterator[StoredMessage]:
         """Up to ``limit`` live messages carrying ``tag`` or a tag below it (``tag/...``), in
@@ -250,8 +231,6 @@ class Mailbox:
         ``tag_index_key``, storage-engine rocksdb ``read.rs`` ``read_by_tag``), so it finds
         ``team/alpha`` for ``team`` and returns the entries in the order of their keys,
         ``<tag>/<msg_id as 20 digits>``."""
-        if limit <= 0:
-            return
         below = tag + "/"
         found = [t for t in self.tagged if t == tag or t.startswith(below)]
         if found == [tag]:  # the common case: one tag, its ids ascending
@@ -261,10 +240,7 @@ class Mailbox:
                 *(self._keyed_walk(t, now) for t in found), key=lambda keyed: keyed[0]
             )
             walks = (message for _, message in walks)
-        for count, message in enumerate(walks, 1):
-            yield message
-            if count >= limit:
-                return
+        return islice(walks, max(limit, 0))
 
     def _keyed_walk(self, tag: str, now: int) -> Iterator[tuple[str, StoredMessage]]:
         for message in self._walk(("tag", tag), self.tagged[tag], None, now):

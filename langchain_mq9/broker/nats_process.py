@@ -84,11 +84,10 @@ def start_nats_server(
     """Start nats-server on ``host:port`` (a free port if None) and wait until it accepts.
 
     ``monitor_port`` also serves nats-server's HTTP monitoring (``/varz``, ``/connz``).
-    ``max_payload``: the largest message the server carries (nats-server's default: 1 MiB; at
-    most ``LARGEST_MAX_PAYLOAD``), set in a config file, as nats-server has no flag for it.
-    ``die_with_parent`` (for a long-running owner such as the dev broker): the server gets its
-    own session, so a Ctrl-C meant for the owner does not reach it, and on Linux it is sent
-    SIGTERM when the calling thread ends, even by ``kill -9``, instead of being orphaned.
+    ``max_payload`` (nats-server's default: 1 MiB; at most ``LARGEST_MAX_PAYLOAD``) goes in a
+    config file: nats-server has no flag for it. ``die_with_parent`` (for a long-running owner
+    such as the dev broker): the server gets its own session, out of reach of a Ctrl-C meant
+    for the owner, and on Linux is sent SIGTERM when the calling thread ends, even by kill -9.
     """
     port = port or free_port(host)
     command = [find_nats_server(), "-a", host, "-p", str(port)]
@@ -104,34 +103,29 @@ def start_nats_server(
         command += ["-c", str(path)]
     command += list(extra_args)  # e.g. ["--user", "u", "--pass", "p"]
     try:
-        return _start(command, host, port, timeout, die_with_parent, config)
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=die_with_parent,
+            preexec_fn=_die_with_parent() if die_with_parent else None,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise RuntimeError(f"nats-server exited at start: {error.strip()}")
+            try:
+                with socket.create_connection((host, port), timeout=0.2):
+                    return NatsProcess(process, host, port, config)
+            except OSError:
+                time.sleep(0.02)
+        process.kill()
+        raise RuntimeError(f"nats-server did not start listening on {host}:{port} in {timeout}s")
     except BaseException:
         if config is not None:
             config.cleanup()
         raise
-
-
-def _start(command, host, port, timeout, die_with_parent, config) -> NatsProcess:
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ},
-        start_new_session=die_with_parent,
-        preexec_fn=_die_with_parent() if die_with_parent else None,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"nats-server exited at start: {error.strip()}")
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return NatsProcess(process, host, port, config)
-        except OSError:
-            time.sleep(0.02)
-    process.kill()
-    raise RuntimeError(f"nats-server did not start listening on {host}:{port} in {timeout}s")
 
 
 def _die_with_parent():

@@ -1,31 +1,28 @@
 """The agent registry as RobustMQ keeps it: one entry per name, the first registration kept.
 
-An entry is a name, its ``agent_info`` (a string: the A2A card, or whatever ``payload`` a
-``{name, payload}`` REGISTER carried) and its create_time. RobustMQ indexes an entry for search
-only when its agent_info parses as an A2A AgentCard, over the card's name, description and
-skills (names, descriptions, tags; examples too for semantic search).
+An entry is a name, its ``agent_info`` (the A2A card, or the ``payload`` of a
+``{name, payload}`` REGISTER) and its create_time. Only an agent_info that parses as an A2A
+AgentCard is indexed for search, over the card's name, description and skills (names,
+descriptions, tags; examples too for semantic search).
 
 The search index is RobustMQ's too (search-engine ``agent.rs``, meta-service
 ``raft/route/mq9.rs``): a row per *card* name (``agent_id`` is ``"default\x00" + card name``),
 written when a registration is accepted, replacing any row of that card name, and removed by
-UNREGISTER of the *registration* name. The two names differ only when a ``{name, payload}``
-REGISTER carries a card of another name; then a search hit shows the card's name, a later
-registration of the same card name takes its place in search, and unregistering the
+UNREGISTER of the *registration* name. The two differ only when a ``{name, payload}`` REGISTER
+carries a card of another name: a search hit then shows the card's name, and unregistering the
 registration leaves the card searchable.
 
-Search is the part we approximate (documented in docs/protocol.md and the README):
+Search is what we approximate (docs/discovery.md):
 
-* ``text``: RobustMQ runs a full-text (BM25) search: an agent matches if it holds any query
-  word, ranked by how many and how rare. Here: the same rule over lowercased words, scored by
-  the sum of the shared words' inverse document frequencies.
-* ``semantic``: RobustMQ ranks every indexed agent by embedding distance, with no threshold,
-  so it returns up to ``limit`` agents however weak the match. Here: the same shape. With the
-  ``semantic`` extra installed, the same way: each card's ``embed_text_of`` embedded once with
-  all-MiniLM-L6-v2 when it is indexed, ranked by cosine similarity to the query's embedding
-  (``langchain_mq9.semantic``). Without it, by lexical similarity of crude stems
-  (``translate``, ``translation`` and ``translator`` all become ``transl``) weighted by rarity
-  and divided by the square root of the card's stem count, so a short focused card beats one
-  that mentions everything. ``AgentRegistry.ranking`` says which.
+* ``text``: RobustMQ's full-text (BM25) search matches an agent holding any query word, ranked
+  by how many and how rare. Here: the same rule over lowercased words, scored by the sum of
+  the shared words' inverse document frequencies.
+* ``semantic``: RobustMQ ranks every indexed agent by embedding distance, with no threshold.
+  With the ``semantic`` extra, so do we (``langchain_mq9.semantic``): each card's
+  ``embed_text_of`` is embedded once when indexed and ranked by cosine similarity to the
+  query's. Without it, by rarity-weighted shared crude stems (``translation`` and
+  ``translator`` both become ``transl``), divided by the square root of the card's stem count
+  so a focused card beats one that mentions everything. ``AgentRegistry.ranking`` says which.
 """
 
 from __future__ import annotations
@@ -217,23 +214,15 @@ class AgentRegistry:
     @property
     def ranking(self) -> str:
         """Which ranking ``search_semantic`` uses: ``"embeddings"`` or ``"lexical"``."""
-        if self._embedder() is None:
-            return semantic.RANKING_LEXICAL
-        return semantic.RANKING_EMBEDDINGS
+        return semantic.RANKING_LEXICAL if self._embedder() is None else semantic.RANKING_EMBEDDINGS
 
-    @property
-    def indexed(self) -> int:
-        return len(self.index)
-
-    def register(self, entry: AgentEntry) -> bool:
-        """Keep ``entry`` unless its name is taken (RobustMQ keeps the first registration
-        and answers success). True if it was added."""
+    def register(self, entry: AgentEntry) -> None:
+        """Keep ``entry`` unless its name is taken (RobustMQ keeps the first registration)."""
         if entry.name in self.entries:
-            return False
+            return
         self.entries[entry.name] = entry
         if entry.card is not None:
             self.put_index(entry)
-        return True
 
     def unregister(self, name: str) -> AgentEntry | None:
         """Remove the registration ``name``, and the index row named ``name`` (RobustMQ
@@ -253,25 +242,21 @@ class AgentRegistry:
         self.stem_count.update(entry.stems)
         self._matrix = None
 
-    def drop_index(self, card_name: str) -> AgentEntry | None:
+    def drop_index(self, card_name: str) -> None:
         entry = self.index.pop(card_name, None)
         if entry is not None:
             self.word_count.subtract(entry.words)
             self.stem_count.subtract(entry.stems)
             self._matrix = None
-        return entry
 
     def listing(self) -> list[AgentEntry]:
         return sorted(self.entries.values(), key=lambda e: e.name)
-
-    def _indexed(self) -> list[AgentEntry]:
-        return list(self.index.values())
 
     def search_text(self, query: str) -> list[AgentEntry]:
         """Indexed agents holding any query word, best first (registration order on ties)."""
         weight = self._weights(words(query), self.word_count)
         scored = []
-        for order, entry in enumerate(self._indexed()):
+        for order, entry in enumerate(self.index.values()):
             score = sum(weight[w] for w in weight.keys() & entry.words)
             if score:
                 scored.append((-score, order, entry))
@@ -285,19 +270,19 @@ class AgentRegistry:
             return self._nearest(embedder.embed_query(query))
         weight = self._weights(stems(query), self.stem_count)
         scored = []
-        for order, entry in enumerate(self._indexed()):
+        for order, entry in enumerate(self.index.values()):
             score = sum(weight[s] for s in weight.keys() & entry.stems)
             scored.append((-score / math.sqrt(len(entry.stems) or 1), order, entry))
         return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
 
     def _weights(self, terms: set[str], counts: Counter) -> dict[str, float]:
         """Each query term's rarity among the indexed agents (inverse document frequency)."""
-        return {t: math.log(1 + self.indexed / (1 + counts[t])) + 1 for t in terms}
+        return {t: math.log(1 + len(self.index) / (1 + counts[t])) + 1 for t in terms}
 
     def _nearest(self, vector: Any) -> list[AgentEntry]:
         import numpy as np  # there when an embedder is: the semantic extra brings both
 
-        indexed = self._indexed()
+        indexed = list(self.index.values())
         if not indexed:
             return []
         if self._matrix is None:

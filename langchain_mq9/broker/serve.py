@@ -1,8 +1,6 @@
 """Serve a ``BrokerEngine`` on a real NATS connection: answer every ``$mq9.AI.>`` request.
 
-The engine is told the connection's max_payload (``BrokerEngine.carry``), so its answers
-never exceed what the server carries and SEND refuses a message that could not travel alone
-in one.
+The engine is told the connection's max_payload (``BrokerEngine.carry``) to keep within.
 """
 
 from __future__ import annotations
@@ -50,9 +48,8 @@ class NatsService:
         return self
 
     async def _on_request(self, msg: Msg) -> None:
-        # Every command but FETCH is answered at once, in arrival order (the engine never
-        # waits on them). A FETCH that finds nothing waits its max_wait_ms before answering,
-        # so it gets a task of its own and must not hold up the requests behind it.
+        # Every command but FETCH is answered at once, in arrival order; a FETCH that finds
+        # nothing waits its max_wait_ms, so it gets a task and holds up no request behind it.
         if not msg.subject.startswith(p.MSG_FETCH):
             await self._answer(msg)
             return

@@ -1,26 +1,22 @@
 """Durable storage for the dev broker: the engine's state in one SQLite file.
 
-The engine stays in-memory logic; storage only *observes* it. At each mutation the engine calls
-one of the hooks below (``message_stored``, ``group_changed``, ...), which merely records what to
-write; when the engine leaves its lock at the end of a request, ``transaction()`` writes all of
-it in one SQLite transaction and commits *before* the reply is sent. So an answered request is
-on disk, a request costs one commit however many rows it touched, and a storage failure never
-interrupts the engine half-way through a change.
+Storage only *observes* the in-memory engine: each mutation calls a hook below
+(``message_stored``, ``offset_committed``, ...), which records what to write; when the engine
+leaves its lock at the end of a request, ``transaction()`` writes it all in one SQLite
+transaction and commits *before* the reply is sent. So an answered request is on disk, costs
+one commit, and a storage failure never interrupts the engine half-way through a change.
 
-On start, ``restore`` rebuilds the engine from the file: mailboxes (create_time, ttl, next
-msg_id), messages (priority, key, tags, header, create_time, TTL), delayed messages not yet
-due, every committed group offset, and the agent registry with its search index.
+``restore`` rebuilds the engine from the file: mailboxes, messages, delayed messages not yet
+due, committed group offsets, and the agent registry with its search index.
 
-The file is the truth. When a transaction cannot be written (a full disk), SQLite rolls it back
-and the engine restores itself from the file the same way, so a failed request changes nothing
-(``BrokerEngine._transact``). Every message and delayed row carries a crc32 of what it holds:
-a row whose bytes changed on disk is not served; ``restore`` logs it by mailbox and msg_id and
-counts it in ``restored["damaged"]``, and the broker serves the rest. Rows an interrupted or
-foreign write may leave (messages of a mailbox that is not stored) are skipped with a warning.
+The file is the truth: when a transaction cannot be written (a full disk), SQLite rolls it back
+and the engine restores itself from the file (``BrokerEngine._transact``). Each message and
+delayed row carries a crc32: a row whose bytes changed on disk is logged, counted in
+``restored["damaged"]`` and not served. Message rows of a mailbox that is not stored (an
+interrupted or foreign write) are skipped with a warning.
 
-Numbers the protocol carries as u64 (a mailbox ttl, a message's expire_at, a committed offset)
-can exceed SQLite's signed 64-bit INTEGER: they are stored as the signed integer with the same
-64 bits and read back as the u64.
+u64 numbers (a mailbox ttl, expire_at, a committed offset) are stored as the signed 64-bit
+INTEGER with the same bits.
 
 Durability (why WAL with ``synchronous=NORMAL`` by default): a commit appends to the write-ahead
 log with write(2) before it returns, so the data is in the kernel's page cache, which killing
@@ -28,8 +24,7 @@ the broker process (even ``kill -9``) does not touch; the next open replays the 
 crash or power loss can lose the last commits; ``synchronous="full"`` (``--sync full``) fsyncs
 every commit to cover that too, at about ten times the cost per write.
 
-The file is opened in SQLite's exclusive locking mode, so a second broker on the same file is
-refused instead of corrupting it.
+The file is opened in SQLite's exclusive locking mode: a second broker on it is refused.
 """
 
 from __future__ import annotations
@@ -44,12 +39,15 @@ import tempfile
 import zlib
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..errors import sqlite_busy, sqlite_readonly
 from ..protocol import Priority
 from .mailbox import Mailbox, StoredMessage
 from .registry import AgentEntry
+
+if TYPE_CHECKING:
+    from .engine import BrokerEngine
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -106,14 +104,12 @@ CREATE TABLE IF NOT EXISTS agents (
     agent_info  TEXT NOT NULL,
     create_time INTEGER NOT NULL
 );
-"""
-_INDEX_TABLE = """
 CREATE TABLE IF NOT EXISTS agent_index ( -- the search index: one row per A2A card name
     card_name   TEXT PRIMARY KEY,  -- rowid order = the order rows were written
     name        TEXT NOT NULL,     -- the registration that wrote it (it may be gone since)
     agent_info  TEXT NOT NULL,
     create_time INTEGER NOT NULL
-)
+);
 """
 
 
@@ -121,29 +117,13 @@ class StorageError(Exception):
     """The data file cannot be used (locked by another broker, not a broker file, ...)."""
 
 
-class Restorable(Protocol):
-    """What ``restore`` rebuilds, through its own methods: a ``BrokerEngine``."""
-
-    def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None: ...
-
-    def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int: ...
-
-    def restore_offset(self, lane_group: str, shard: str, offset: int) -> None: ...
-
-    def restore_agent(self, entry: AgentEntry) -> None: ...
-
-    def restore_index(self, entry: AgentEntry) -> None: ...
-
-
 class Storage:
-    """What a ``BrokerEngine`` tells its storage. This base class keeps nothing: in memory only.
-
-    The engine calls every hook with its lock held, inside ``transaction()``.
-    """
+    """What a ``BrokerEngine`` tells its storage, under its lock inside ``transaction()``.
+    This base class keeps nothing: in memory only."""
 
     _NO_TRANSACTION: AbstractContextManager[Any] = contextlib.nullcontext()
 
-    def restore(self, engine: Restorable) -> None:
+    def restore(self, engine: BrokerEngine) -> None:
         """Load the stored state into a freshly built ``engine``."""
 
     def transaction(self) -> AbstractContextManager[Any]:
@@ -162,8 +142,7 @@ class Storage:
 
     def mailbox_start_moved(self, mailbox: Mailbox) -> None: ...
 
-    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None:
-        ...
+    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None: ...
 
     def delayed_released(self, seq: int) -> None: ...
 
@@ -183,12 +162,8 @@ class Storage:
 
 
 def data_file(path: str | Path) -> Path:
-    """The SQLite file a ``--data PATH`` names.
-
-    A directory (an existing one, or a path ending in a separator) or a path that does not exist
-    and has no suffix (``./mq9-data``) holds ``mq9-broker.sqlite3``, the directory being created
-    if needed; an existing file, or a new path with a suffix (``state.sqlite3``, ``state.db``),
-    is the file itself."""
+    """The SQLite file a ``--data PATH`` names: ``mq9-broker.sqlite3`` in a directory (one
+    that exists, ends in a separator, or a new path without a suffix), else the file itself."""
     named_dir = str(path).endswith(("/", os.sep))
     path = Path(path)
     if named_dir or path.is_dir() or (not path.exists() and not path.suffix):
@@ -257,20 +232,16 @@ class SqliteStorage(Storage):
         tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
         if version == 0 and tables == 0:
             # executescript commits first; its own BEGIN makes the schema appear all at once
-            db.executescript(
-                f"BEGIN IMMEDIATE;{_SCHEMA}{_INDEX_TABLE};PRAGMA user_version={SCHEMA_VERSION};"
-            )
+            db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};")
         elif version == 3:
             _add_checksums(db)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version in (1, 2):
-            db.rollback()
             raise sqlite3.DatabaseError(
                 f"it was written by an older langchain-mq9 (schema version {version}, before "
                 "the broker followed RobustMQ's semantics); move it away to start empty"
             )
         elif version != SCHEMA_VERSION:
-            db.rollback()
             raise sqlite3.DatabaseError(
                 f"it is not an mq9 dev-broker data file (schema version {version}, "
                 f"expected {SCHEMA_VERSION})"
@@ -292,8 +263,7 @@ class SqliteStorage(Storage):
         try:
             self._write(ops)
         except (sqlite3.Error, OverflowError) as exc:
-            # Rolled back: the file does not have the change. The engine restores itself from
-            # the file and the request fails, so nobody takes it as made.
+            # Rolled back: the engine restores itself from the file and the request fails
             log.error("could not write to %s: %s", self.path, exc)
             raise StorageError(
                 f"the broker could not save the change, so it did not make it: {exc}"
@@ -308,121 +278,109 @@ class SqliteStorage(Storage):
     def _execute(self, sql: str, params: tuple) -> None:
         self._db.execute(sql, params)
 
+    def _note(self, sql: str, *params: object) -> None:
+        """Keep a statement for the request's transaction."""
+        self._ops.append((sql, params))
+
     def mailbox_created(self, mailbox: Mailbox) -> None:
         # A new log (no row yet) must not take up message rows an interrupted write left
         # under its name: they would come back as its messages at the next start
-        self._ops.append(
-            (
-                "DELETE FROM messages WHERE mailbox = ?"
-                " AND NOT EXISTS (SELECT 1 FROM mailboxes WHERE address = ?)",
-                (mailbox.address, mailbox.address),
-            )
+        self._note(
+            "DELETE FROM messages WHERE mailbox = ?"
+            " AND NOT EXISTS (SELECT 1 FROM mailboxes WHERE address = ?)",
+            mailbox.address,
+            mailbox.address,
         )
-        self._ops.append(
-            (
-                "INSERT OR REPLACE INTO mailboxes (address, shard, create_time, ttl, descr,"
-                " next_id, start_offset, live) VALUES (?,?,?,?,?,?,?,1)",
-                (
-                    mailbox.address,
-                    mailbox.shard,
-                    mailbox.create_time,
-                    _signed(mailbox.ttl),
-                    mailbox.desc,
-                    mailbox.next_id,
-                    mailbox.start_offset,
-                ),
-            )
+        self._note(
+            "INSERT OR REPLACE INTO mailboxes (address, shard, create_time, ttl, descr,"
+            " next_id, start_offset, live) VALUES (?,?,?,?,?,?,?,1)",
+            mailbox.address,
+            mailbox.shard,
+            mailbox.create_time,
+            _signed(mailbox.ttl),
+            mailbox.desc,
+            mailbox.next_id,
+            mailbox.start_offset,
         )
 
     def mailbox_expired(self, mailbox: Mailbox) -> None:
-        self._ops.append(("UPDATE mailboxes SET live = 0 WHERE address = ?", (mailbox.address,)))
+        self._note("UPDATE mailboxes SET live = 0 WHERE address = ?", mailbox.address)
 
     def mailbox_removed(self, mailbox: Mailbox) -> None:
-        address = (mailbox.address,)
         for table, column in (("mailboxes", "address"), ("messages", "mailbox")):
-            self._ops.append((f"DELETE FROM {table} WHERE {column} = ?", address))
+            self._note(f"DELETE FROM {table} WHERE {column} = ?", mailbox.address)
 
     def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None:
-        row = _row(mailbox.address, message.msg_id, message)
-        self._ops.append(
-            (
-                f"INSERT OR REPLACE INTO messages (mailbox, msg_id, {_COLUMNS}, crc)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
+        self._note(
+            f"INSERT OR REPLACE INTO messages (mailbox, msg_id, {_COLUMNS}, crc)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            *_row(mailbox.address, message.msg_id, message),
         )
-        self._ops.append(
-            (
-                "UPDATE mailboxes SET next_id = ? WHERE address = ?",
-                (mailbox.next_id, mailbox.address),
-            )
+        self._note(
+            "UPDATE mailboxes SET next_id = ? WHERE address = ?", mailbox.next_id, mailbox.address
         )
 
     def message_removed(self, mailbox: Mailbox, msg_id: int) -> None:
-        self._ops.append(
-            ("DELETE FROM messages WHERE mailbox = ? AND msg_id = ?", (mailbox.address, msg_id))
-        )
+        self._note("DELETE FROM messages WHERE mailbox = ? AND msg_id = ?", mailbox.address, msg_id)
 
     def mailbox_start_moved(self, mailbox: Mailbox) -> None:
-        self._ops.append(
-            (
-                "UPDATE mailboxes SET start_offset = ? WHERE address = ?",
-                (mailbox.start_offset, mailbox.address),
-            )
+        self._note(
+            "UPDATE mailboxes SET start_offset = ? WHERE address = ?",
+            mailbox.start_offset,
+            mailbox.address,
         )
 
     def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None:
         row_id = self._next_delayed_id
         self._next_delayed_id += 1
         self._delayed_rows[seq] = row_id
-        self._ops.append(
-            (
-                f"INSERT INTO delayed (id, mailbox, due, {_COLUMNS}, crc)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (row_id, *_row(address, _signed(due), message)),
-            )
+        self._note(
+            f"INSERT INTO delayed (id, mailbox, due, {_COLUMNS}, crc)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            row_id,
+            *_row(address, _signed(due), message),
         )
 
     def delayed_released(self, seq: int) -> None:
         row_id = self._delayed_rows.pop(seq, None)
         if row_id is not None:
-            self._ops.append(("DELETE FROM delayed WHERE id = ?", (row_id,)))
+            self._note("DELETE FROM delayed WHERE id = ?", row_id)
 
     def offset_committed(self, lane: str, shard: str, offset: int) -> None:
-        self._ops.append(
-            (
-                "INSERT OR REPLACE INTO offsets (lane, shard, offset) VALUES (?,?,?)",
-                (lane, shard, _signed(offset)),
-            )
+        self._note(
+            "INSERT OR REPLACE INTO offsets (lane, shard, offset) VALUES (?,?,?)",
+            lane,
+            shard,
+            _signed(offset),
         )
 
     def offset_dropped(self, lane: str, shard: str) -> None:
-        self._ops.append(("DELETE FROM offsets WHERE lane = ? AND shard = ?", (lane, shard)))
+        self._note("DELETE FROM offsets WHERE lane = ? AND shard = ?", lane, shard)
 
     def agent_saved(self, entry: AgentEntry) -> None:
-        self._ops.append(
-            (
-                "INSERT OR REPLACE INTO agents (name, agent_info, create_time) VALUES (?,?,?)",
-                (entry.name, entry.agent_info, entry.create_time),
-            )
+        self._note(
+            "INSERT OR REPLACE INTO agents (name, agent_info, create_time) VALUES (?,?,?)",
+            entry.name,
+            entry.agent_info,
+            entry.create_time,
         )
 
     def agent_removed(self, entry: AgentEntry) -> None:
-        self._ops.append(("DELETE FROM agents WHERE name = ?", (entry.name,)))
+        self._note("DELETE FROM agents WHERE name = ?", entry.name)
 
     def index_saved(self, entry: AgentEntry) -> None:
         # DELETE first: a replaced row goes to the end of the rowid order, as in the index
         self.index_removed(entry.card_name)
-        self._ops.append(
-            (
-                "INSERT INTO agent_index (card_name, name, agent_info, create_time)"
-                " VALUES (?,?,?,?)",
-                (entry.card_name, entry.name, entry.agent_info, entry.create_time),
-            )
+        self._note(
+            "INSERT INTO agent_index (card_name, name, agent_info, create_time) VALUES (?,?,?,?)",
+            entry.card_name,
+            entry.name,
+            entry.agent_info,
+            entry.create_time,
         )
 
     def index_removed(self, card_name: str) -> None:
-        self._ops.append(("DELETE FROM agent_index WHERE card_name = ?", (card_name,)))
+        self._note("DELETE FROM agent_index WHERE card_name = ?", card_name)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -430,7 +388,7 @@ class SqliteStorage(Storage):
 
     # -- reading back --------------------------------------------------------------------------
 
-    def restore(self, engine: Restorable) -> None:
+    def restore(self, engine: BrokerEngine) -> None:
         # Also after a failed write: what was noted since the last restore is void
         self.restored = dict.fromkeys(_COUNTS, 0)
         self.restored["wal_lost"] = self._wal_lost
@@ -451,7 +409,7 @@ class SqliteStorage(Storage):
                 f"{exc} (the file is damaged; move it away to start empty)"
             ) from None
 
-    def _restore(self, engine: Restorable) -> None:
+    def _restore(self, engine: BrokerEngine) -> None:
         db = self._db
         counts = self.restored
         mailboxes: dict[str, Mailbox] = {}
@@ -490,7 +448,7 @@ class SqliteStorage(Storage):
         for address, next_id in next_ids.items():  # ids of deleted messages stay used
             mailboxes[address].next_id = max(next_id, mailboxes[address].next_id)
         for lane, shard, offset in db.execute("SELECT lane, shard, offset FROM offsets"):
-            engine.restore_offset(lane, shard, _unsigned(offset))
+            engine.offsets.setdefault(lane, {})[shard] = _unsigned(offset)
             counts["offsets"] += 1
         self._next_delayed_id = 1
         for row_id, address, due, *columns, crc in db.execute(
@@ -501,12 +459,11 @@ class SqliteStorage(Storage):
                 seq = engine.hold_delayed(_unsigned(due), address, _message_from(-1, columns))
                 self._delayed_rows[seq] = row_id
                 counts["delayed"] += 1
-        registered: dict[str, AgentEntry] = {}
+        registered = engine.registry.entries  # indexed from its own table below
         for name, agent_info, create_time in db.execute(
             "SELECT name, agent_info, create_time FROM agents ORDER BY rowid"
         ):
-            registered[name] = entry = AgentEntry.make(name, agent_info, create_time)
-            engine.restore_agent(entry)
+            registered[name] = AgentEntry.make(name, agent_info, create_time)
             counts["agents"] += 1
         for name, agent_info, create_time in db.execute(
             "SELECT name, agent_info, create_time FROM agent_index ORDER BY rowid"
@@ -516,7 +473,7 @@ class SqliteStorage(Storage):
                 entry = AgentEntry.make(name, agent_info, create_time)  # unregistered since
             if entry.card is None:
                 raise ValueError(f"the search index holds {name!r}, which is no A2A card")
-            engine.restore_index(entry)
+            engine.registry.put_index(entry)
 
     def _intact(self, crc: int, address: str, number: int, columns: list, what: str) -> bool:
         """Whether a row still holds what was written; a damaged one is logged, not served."""
@@ -549,7 +506,7 @@ def wal_commits_lost(wal: Path) -> int:
     kill -9 those are the newest acknowledged writes. A frame of this log's generation (its
     salts match the header's) that carries a commit mark (a database size) after that point is
     one such transaction. A damaged header drops the whole log. Damage in the newest
-    transaction alone is not counted: a kill mid-write looks the same."""
+    transaction alone is only logged: a kill mid-write, before the answer, looks the same."""
     try:
         data = wal.read_bytes()
     except OSError:
@@ -576,8 +533,6 @@ def wal_commits_lost(wal: Path) -> int:
         if not intact and ours and int.from_bytes(head[4:8], "big"):
             lost += 1
     if lost == 1:
-        # Only the newest transaction: a kill between SQLite's writes of its frames leaves the
-        # same, and that write was never answered. Said, not counted as lost.
         log.warning("%s: the newest write in the write-ahead log is incomplete or damaged", wal)
         return 0
     return lost
@@ -621,8 +576,7 @@ def _add_checksums(db: sqlite3.Connection) -> None:
 
 # -- encoding ------------------------------------------------------------------------------------
 
-# A message's columns, in this order wherever a row is written or read (with mailbox and msg_id
-# before them, or mailbox and due in the delayed table).
+# A message's columns, in this order in every row (after mailbox and msg_id, or due if delayed)
 _COLUMNS = "priority, create_time, key, tags, header, expire_at, payload"
 
 
