@@ -72,10 +72,6 @@ def _env(*names: str) -> str | None:
     return None
 
 
-def _netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mq9-mcp",
@@ -268,52 +264,52 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error(f"--server: {redact(str(exc))}")
     server = create_server(connection, policy, sessions_compete=args.transport == "http")
 
-    where = "stdio" if args.transport == "stdio" else f"http://{_netloc(args.host, args.port)}"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    where = "stdio" if args.transport == "stdio" else f"http://{host}:{args.port}{MCP_PATH}"
     log.info(
         "mq9 MCP server %s: broker %s, %s%s%s",
         __version__,
         redact(server_url),
         "read-only, " if policy.read_only else "",
         f"mailboxes {','.join(policy.allowed_mailboxes)}, " if policy.allowed_mailboxes else "",
-        where if args.transport == "stdio" else where + MCP_PATH,
+        where,
     )
-    if args.transport == "http":
-        if auth_token:
-            log.info("HTTP bearer token enforced: every request needs Authorization: Bearer")
-        else:
-            log.info(
-                "no HTTP bearer token (set --auth-token or MQ9_MCP_TOKEN to require one): any "
-                "local process can use this server"
-            )
-    elif _stdin_is_terminal():
-        # this very executable, by its absolute path: Claude Desktop does not search PATH
-        server_args = ["--server", redact(server_url)]
-        if policy.tool_prefix:
-            server_args += ["--tool-prefix", policy.tool_prefix]
-        print(client_lines.terminal_help(server_args), file=sys.stderr, flush=True)
     if args.transport == "stdio":
+        if _stdin_is_terminal():
+            # this very executable, by its absolute path: Claude Desktop does not search PATH
+            server_args = ["--server", redact(server_url)]
+            if policy.tool_prefix:
+                server_args += ["--tool-prefix", policy.tool_prefix]
+            print(client_lines.terminal_help(server_args), file=sys.stderr, flush=True)
         anyio.run(serve_stdio, server, connection)
+        return 0
+    if auth_token:
+        log.info("HTTP bearer token enforced: every request needs Authorization: Bearer")
     else:
-        max_sessions = args.max_sessions or DEFAULT_MAX_SESSIONS
-        idle_timeout = args.session_idle_timeout or DEFAULT_SESSION_IDLE_TIMEOUT
         log.info(
-            "at most %d HTTP sessions, each closed after %gs without requests",
-            max_sessions,
-            idle_timeout,
+            "no HTTP bearer token (set --auth-token or MQ9_MCP_TOKEN to require one): any "
+            "local process can use this server"
         )
-        app = create_http_app(
-            server,
-            connection,
-            host=args.host,
-            auth_token=auth_token,
-            max_sessions=max_sessions,
-            session_idle_timeout=idle_timeout,
-        )
-        busy = client_lines.port_in_use(args.host, args.port)
-        if busy:  # uvicorn would only log the bind error and stop
-            print(busy, file=sys.stderr, flush=True)
-            return 1
-        asyncio.run(serve_http(app, args.host, args.port))
+    max_sessions = args.max_sessions or DEFAULT_MAX_SESSIONS
+    idle_timeout = args.session_idle_timeout or DEFAULT_SESSION_IDLE_TIMEOUT
+    log.info(
+        "at most %d HTTP sessions, each closed after %gs without requests",
+        max_sessions,
+        idle_timeout,
+    )
+    app = create_http_app(
+        server,
+        connection,
+        host=args.host,
+        auth_token=auth_token,
+        max_sessions=max_sessions,
+        session_idle_timeout=idle_timeout,
+    )
+    busy = client_lines.port_in_use(args.host, args.port)
+    if busy:  # uvicorn would only log the bind error and stop
+        print(busy, file=sys.stderr, flush=True)
+        return 1
+    asyncio.run(serve_http(app, args.host, args.port))
     return 0
 
 
