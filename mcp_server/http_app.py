@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import anyio
 import uvicorn
@@ -175,14 +176,9 @@ class SessionLimits:
         self, session_id: str, session: _Session, scope: Scope, receive: Receive, send: Send
     ) -> None:
         statuses: list[int] = []
-
-        async def read() -> dict:
-            # Marked once the body is in (UnreadableBodies passes it whole), so a first tool
-            # call that waits long (a fetch with max_wait_ms) already protects its session.
-            message = await receive()
-            if message["type"] == "http.request" and _calls_tool(message.get("body", b"")):
-                session.used = True
-            return message
+        # Marked before the SDK runs it, so a first tool call that waits long (a fetch with
+        # max_wait_ms) already protects its session.
+        session.used = session.used or scope.get("mq9.calls_tool", False)
 
         async def watch(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -192,7 +188,7 @@ class SessionLimits:
         session.in_flight += 1
         session.last = self.clock()
         try:
-            await self.manager.handle_request(scope, read, watch)
+            await self.manager.handle_request(scope, receive, watch)
         finally:
             session.in_flight -= 1
             session.last = self.clock()
@@ -302,21 +298,11 @@ def _client_of(scope: Scope) -> str:
     return f"{peer[0]} {hashlib.sha256(credentials.encode()).hexdigest()[:12]}"
 
 
-def _calls_tool(body: bytes) -> bool:
-    """Whether a request body is a JSON-RPC ``tools/call`` (the substring test spares parsing)."""
-    if b"tools/call" not in body:
-        return False
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(message, dict) and message.get("method") == "tools/call"
-
-
 class UnreadableBodies:
     """A POST whose body is not UTF-8, or is nested past what Python's json reads, is answered
     400 with a JSON-RPC parse error (with the request's id when it can be read), as the SDK
-    answers other JSON it cannot parse; reaching the SDK it was a 500 (issue #22)."""
+    answers other JSON it cannot parse; reaching the SDK it was a 500 (issue #22). Other POSTs
+    go on with ``scope["mq9.calls_tool"]`` saying whether they call a tool (SessionLimits)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -329,13 +315,14 @@ class UnreadableBodies:
             body = await Request(scope, receive).body()
         except ClientDisconnect:
             return
-        problem = _unreadable(body)
+        value, problem = _parse(body)
         if problem is not None:
             found = leading_id(body.decode("utf-8", "replace"))
             error = {"code": PARSE_ERROR, "message": f"Parse error: {problem}"}
             reply = {"jsonrpc": "2.0", "id": found, "error": error}
             await JSONResponse(reply, status_code=400)(scope, receive, send)
             return
+        scope["mq9.calls_tool"] = isinstance(value, dict) and value.get("method") == "tools/call"
         replay = iter([{"type": "http.request", "body": body}])
 
         async def again() -> dict:
@@ -344,16 +331,17 @@ class UnreadableBodies:
         await self.app(scope, again, send)
 
 
-def _unreadable(body: bytes) -> str | None:
+def _parse(body: bytes) -> tuple[Any, str | None]:
+    """The JSON in ``body``, and why the SDK could not read it (None if it can, or if it answers
+    the error itself)."""
     try:
-        json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8")), None
     except UnicodeDecodeError:
-        return "the body is not UTF-8"
+        return None, "the body is not UTF-8"
     except RecursionError:
-        return "the body is nested too deeply"
-    except ValueError:
-        return None  # the SDK's own parse error answers it
-    return None
+        return None, "the body is nested too deeply"
+    except ValueError:  # the SDK's own parse error answers it
+        return None, None
 
 
 def create_http_app(
