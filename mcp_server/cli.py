@@ -208,7 +208,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM stops the server as Ctrl-C does (each transport handles both while it serves);
-    # this covers the moments before and after.
+    # this covers the moments before and after, and uvicorn raising it again once stopped.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _main(argv)

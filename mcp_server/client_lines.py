@@ -40,12 +40,8 @@ class Shell(str):
     """A word already in shell syntax (``"$PWD/.venv/bin/mq9-mcp"``): written as it is."""
 
 
-def _word(word: str) -> str:
-    return str(word) if isinstance(word, Shell) else shlex.quote(word)
-
-
 def _line(words: Sequence[str]) -> str:
-    return " ".join(_word(w) for w in words)
+    return " ".join(str(w) if isinstance(w, Shell) else shlex.quote(w) for w in words)
 
 
 def claude_code_stdio(

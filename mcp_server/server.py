@@ -247,14 +247,14 @@ class _StdinLines:
     dropped with a one-line warning instead of reaching the SDK, which would log a traceback."""
 
     def __init__(self, token: Any) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[str](16)
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](16)
         self._token = token
         self.answer_on: Any = None  # the session's write stream, once it is open
         threading.Thread(target=self._read, name="mq9-mcp stdin", daemon=True).start()
 
     def _read(self) -> None:
         pending = b""
-        try:
+        with suppress(Exception):  # the event loop is gone, or stdin is unreadable: stop reading
             while chunk := os.read(0, 65536):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
@@ -262,8 +262,6 @@ class _StdinLines:
                     anyio.from_thread.run(self._send.send, line, token=self._token)
             if pending:
                 anyio.from_thread.run(self._send.send, pending, token=self._token)
-        except Exception:  # the event loop is gone, or stdin is unreadable: stop reading
-            pass
         with suppress(Exception):
             anyio.from_thread.run_sync(self._send.close, token=self._token)
 
