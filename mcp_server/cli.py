@@ -65,11 +65,8 @@ examples:
 
 
 def _env(*names: str) -> str | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
+    """The first of these environment variables that is set and not empty."""
+    return next((os.environ[name] for name in names if os.environ.get(name)), None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,9 +184,8 @@ def configure_logging(level: str) -> None:
 
 
 def _normal_disconnects(record: logging.LogRecord) -> bool:
-    """Drop the SDK's traceback for a client that closed its session normally (its SSE writer
-    finds the stream closed); every other record passes. The SDK's log line says which of its
-    tasks failed (no error of ours is read here)."""
+    """Drop the SDK's traceback for a client that closed its session normally (its SSE writer,
+    named in the SDK's log line, finds the stream closed); every other record passes."""
     error = record.exc_info[1] if record.exc_info else None
     closed = isinstance(error, anyio.ClosedResourceError)
     return not (closed and "SSE writer" in record.getMessage())
@@ -202,14 +198,10 @@ def _stdin_is_terminal() -> bool:
         return False
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM stops the server as Ctrl-C does (each transport handles both while it serves);
     # this covers the moments before and after, and uvicorn raising it again once stopped.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -224,20 +216,6 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(args.log_level)
 
     auth_token = args.auth_token if args.auth_token is not None else os.environ.get("MQ9_MCP_TOKEN")
-    if args.transport == "http" and auth_token is not None and not auth_token.strip():
-        where = "--auth-token" if args.auth_token is not None else "MQ9_MCP_TOKEN"
-        parser.error(
-            f"{where} is set but empty: refusing to start without the bearer token it seems "
-            "meant to require; set it to a long random secret, or unset it to serve without "
-            "a token (loopback only)"
-        )
-    if args.transport == "http" and not is_loopback(args.host) and not auth_token:
-        parser.error(
-            f"--host {args.host} is not a loopback address, so anyone who can reach it could "
-            "use your mailboxes: set --auth-token (or MQ9_MCP_TOKEN) to a long random secret, "
-            "or bind 127.0.0.1"
-        )
-
     if args.transport == "stdio":
         for option in ("auth_token", "max_sessions", "session_idle_timeout"):
             if getattr(args, option):
@@ -245,6 +223,19 @@ def _main(argv: Sequence[str] | None) -> int:
                     "--%s only applies to --transport http; ignored with stdio",
                     option.replace("_", "-"),
                 )
+    elif auth_token is not None and not auth_token.strip():
+        where = "--auth-token" if args.auth_token is not None else "MQ9_MCP_TOKEN"
+        parser.error(
+            f"{where} is set but empty: refusing to start without the bearer token it seems "
+            "meant to require; set it to a long random secret, or unset it to serve without "
+            "a token (loopback only)"
+        )
+    elif not is_loopback(args.host) and not auth_token:
+        parser.error(
+            f"--host {args.host} is not a loopback address, so anyone who can reach it could "
+            "use your mailboxes: set --auth-token (or MQ9_MCP_TOKEN) to a long random secret, "
+            "or bind 127.0.0.1"
+        )
 
     server_url = args.server or _env("MQ9_SERVER", "NATS_URL") or DEFAULT_SERVER
     credentials = {
