@@ -1,10 +1,9 @@
 """The mq9 operation catalog as MCP tools, over one broker connection per process.
 
-Nothing here is per tool: names, titles, descriptions, input and output schemas and behaviour all
-come from ``langchain_mq9.operations.OPERATIONS``, so the MCP tools are the LangChain tools under
-another protocol (the same descriptions and input schemas, byte for byte). Every failure a model
-can act on (bad arguments, a missing mailbox, a broker that is down) comes back as a tool result
-with ``isError`` set and words saying what to do; the server itself keeps running.
+Nothing here is per tool: all comes from ``langchain_mq9.operations.OPERATIONS``, so the MCP
+tools are the LangChain tools under another protocol (the same descriptions and input schemas,
+byte for byte). Every failure a model can act on (bad arguments, a missing mailbox, a broker that
+is down) comes back as a tool result with ``isError`` set and words saying what to do.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from itertools import count
 from typing import Any
 
 import anyio
@@ -66,11 +66,10 @@ CALL_GRACE_SECONDS = 5.0
 
 
 def tool_annotations(operation: Operation) -> types.ToolAnnotations:
-    """The hints that differ from MCP's defaults, and only those: a client reads an absent
-    hint as its default (readOnlyHint false, destructiveHint true, idempotentHint false,
-    openWorldHint true: the mailboxes and the registry are shared with other agents and
-    programs). So a tool that changes things but removes nothing says destructiveHint false,
-    and a reader says readOnlyHint true (MCP ignores the other hints of a reader)."""
+    """The hints that differ from MCP's defaults (readOnlyHint false, destructiveHint true,
+    idempotentHint false, openWorldHint true: the mailboxes and registry are shared with other
+    agents), and only those: a writer that removes nothing says destructiveHint false, a reader
+    says readOnlyHint true (MCP ignores a reader's other hints)."""
     hints: dict[str, bool] = {}
     if operation.read_only:
         hints["readOnlyHint"] = True
@@ -192,15 +191,13 @@ def progress_reporter(context: Any) -> Any:
     progress_token = getattr(getattr(context, "meta", None), "progressToken", None)
     if progress_token is None:
         return None
-    steps = 0
+    steps = count(1)
 
     async def report(view: dict[str, Any]) -> None:
-        nonlocal steps
-        steps += 1
         text = f"{view.get('agent')}: task {view.get('task_id')} is {view.get('state')}"
         with suppress(Exception):  # a client gone meanwhile: the call still answers
             await context.session.send_progress_notification(
-                progress_token, steps, message=text, related_request_id=context.request_id
+                progress_token, next(steps), message=text, related_request_id=context.request_id
             )
 
     return report
@@ -215,7 +212,6 @@ async def serve_stdio(server: Server, connection: Mq9Connection) -> None:
         tasks.start_soon(connect_early, connection)
         tasks.start_soon(_stop_on_signals, tasks.cancel_scope)
         try:
-            # stdin is read in a daemon thread, so a signal need not wait for a line to come.
             stdin: Any = _StdinLines(anyio.lowlevel.current_token())
             async with stdio_server(stdin=stdin) as (read_stream, write_stream):
                 stdin.answer_on = write_stream
@@ -239,12 +235,12 @@ async def _stop_on_signals(scope: anyio.CancelScope) -> None:
 
 class _StdinLines:
     """The lines of stdin (fd 0) for the SDK's ``stdio_server``, read by a daemon thread with
-    ``os.read`` (no lock an exiting interpreter could wait on).
+    ``os.read``: a signal need not wait for a line, and no lock holds up an exiting interpreter.
 
-    Only lines the SDK can read reach it. Of the others, a request that carries an id is
-    answered here with a JSON-RPC error (see ``refusals``) on ``answer_on``, so its client never
-    waits for ever; lines that are not JSON-RPC at all (a person typing at a terminal) are
-    dropped with a one-line warning instead of reaching the SDK, which would log a traceback."""
+    Only lines the SDK can read reach it. A request among the others that carries an id is
+    answered here (``refusals``, on ``answer_on``), so its client never waits for ever; a line
+    that is not JSON-RPC at all (a person typing at a terminal) is dropped with a one-line
+    warning instead of reaching the SDK, which would log a traceback."""
 
     def __init__(self, token: Any) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[bytes](16)
@@ -347,10 +343,8 @@ def _refusal(request_id: Any, code: int, message: str) -> types.JSONRPCError:
 
 
 async def connect_early(connection: Mq9Connection) -> None:
-    """Open the broker connection at start, so the log says at once whether it is reachable.
-
-    A failure is only logged: tool calls open the connection again and report it themselves.
-    """
+    """Open the broker connection at start, so the log says at once whether it is reachable;
+    a failure is only logged (tool calls open the connection again and report it themselves)."""
     where = redact(connection.server)
     try:
         with anyio.fail_after(connection.request_timeout + CALL_GRACE_SECONDS):
