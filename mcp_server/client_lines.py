@@ -1,9 +1,8 @@
 """The lines that add ``mq9-mcp`` to an MCP client, written in one place.
 
 README.md and docs/mcp.md show what these functions return (tests/test_client_lines.py checks
-that they match and runs the shell lines against a stand-in ``claude``); mq9-mcp's start banner
-prints :func:`terminal_help` with the running executable's absolute path, which Claude Desktop
-needs.
+them against a stand-in ``claude``); mq9-mcp's start banner prints :func:`terminal_help` with
+the running executable's absolute path, which Claude Desktop needs.
 
 How Claude Code (commander.js; tests/claude_stub.py follows the same rules) reads ``claude mcp
 add [options] <name> <commandOrUrl> [args...]``:
@@ -95,8 +94,8 @@ def inspector(command: str, server: str = "memory://", *, cli: bool = False) -> 
 def executable() -> str:
     """The absolute path of the running ``mq9-mcp`` (not resolving symlinks: a venv's script
     is found through its own bin directory); ``python -m mcp_server`` gives that Python."""
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    if argv0 and Path(argv0).name == "mq9-mcp":
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "mq9-mcp":
         return os.path.abspath(argv0)
     return os.path.abspath(sys.executable)
 
