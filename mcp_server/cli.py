@@ -65,15 +65,8 @@ examples:
 
 
 def _env(*names: str) -> str | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
-
-
-def _netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """The first of these environment variables that is set and not empty."""
+    return next((os.environ[name] for name in names if os.environ.get(name)), None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,9 +184,8 @@ def configure_logging(level: str) -> None:
 
 
 def _normal_disconnects(record: logging.LogRecord) -> bool:
-    """Drop the SDK's traceback for a client that closed its session normally (its SSE writer
-    finds the stream closed); every other record passes. The SDK's log line says which of its
-    tasks failed (no error of ours is read here)."""
+    """Drop the SDK's traceback for a client that closed its session normally (its SSE writer,
+    named in the SDK's log line, finds the stream closed); every other record passes."""
     error = record.exc_info[1] if record.exc_info else None
     closed = isinstance(error, anyio.ClosedResourceError)
     return not (closed and "SSE writer" in record.getMessage())
@@ -206,14 +198,10 @@ def _stdin_is_terminal() -> bool:
         return False
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM stops the server as Ctrl-C does (each transport handles both while it serves);
-    # this covers the moments before and after.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # this covers the moments before and after, and uvicorn raising it again once stopped.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -228,20 +216,6 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(args.log_level)
 
     auth_token = args.auth_token if args.auth_token is not None else os.environ.get("MQ9_MCP_TOKEN")
-    if args.transport == "http" and auth_token is not None and not auth_token.strip():
-        where = "--auth-token" if args.auth_token is not None else "MQ9_MCP_TOKEN"
-        parser.error(
-            f"{where} is set but empty: refusing to start without the bearer token it seems "
-            "meant to require; set it to a long random secret, or unset it to serve without "
-            "a token (loopback only)"
-        )
-    if args.transport == "http" and not is_loopback(args.host) and not auth_token:
-        parser.error(
-            f"--host {args.host} is not a loopback address, so anyone who can reach it could "
-            "use your mailboxes: set --auth-token (or MQ9_MCP_TOKEN) to a long random secret, "
-            "or bind 127.0.0.1"
-        )
-
     if args.transport == "stdio":
         for option in ("auth_token", "max_sessions", "session_idle_timeout"):
             if getattr(args, option):
@@ -249,6 +223,19 @@ def _main(argv: Sequence[str] | None) -> int:
                     "--%s only applies to --transport http; ignored with stdio",
                     option.replace("_", "-"),
                 )
+    elif auth_token is not None and not auth_token.strip():
+        where = "--auth-token" if args.auth_token is not None else "MQ9_MCP_TOKEN"
+        parser.error(
+            f"{where} is set but empty: refusing to start without the bearer token it seems "
+            "meant to require; set it to a long random secret, or unset it to serve without "
+            "a token (loopback only)"
+        )
+    elif not is_loopback(args.host) and not auth_token:
+        parser.error(
+            f"--host {args.host} is not a loopback address, so anyone who can reach it could "
+            "use your mailboxes: set --auth-token (or MQ9_MCP_TOKEN) to a long random secret, "
+            "or bind 127.0.0.1"
+        )
 
     server_url = args.server or _env("MQ9_SERVER", "NATS_URL") or DEFAULT_SERVER
     credentials = {
@@ -268,52 +255,52 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error(f"--server: {redact(str(exc))}")
     server = create_server(connection, policy, sessions_compete=args.transport == "http")
 
-    where = "stdio" if args.transport == "stdio" else f"http://{_netloc(args.host, args.port)}"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    where = "stdio" if args.transport == "stdio" else f"http://{host}:{args.port}{MCP_PATH}"
     log.info(
         "mq9 MCP server %s: broker %s, %s%s%s",
         __version__,
         redact(server_url),
         "read-only, " if policy.read_only else "",
         f"mailboxes {','.join(policy.allowed_mailboxes)}, " if policy.allowed_mailboxes else "",
-        where if args.transport == "stdio" else where + MCP_PATH,
+        where,
     )
-    if args.transport == "http":
-        if auth_token:
-            log.info("HTTP bearer token enforced: every request needs Authorization: Bearer")
-        else:
-            log.info(
-                "no HTTP bearer token (set --auth-token or MQ9_MCP_TOKEN to require one): any "
-                "local process can use this server"
-            )
-    elif _stdin_is_terminal():
-        # this very executable, by its absolute path: Claude Desktop does not search PATH
-        server_args = ["--server", redact(server_url)]
-        if policy.tool_prefix:
-            server_args += ["--tool-prefix", policy.tool_prefix]
-        print(client_lines.terminal_help(server_args), file=sys.stderr, flush=True)
     if args.transport == "stdio":
+        if _stdin_is_terminal():
+            # this very executable, by its absolute path: Claude Desktop does not search PATH
+            server_args = ["--server", redact(server_url)]
+            if policy.tool_prefix:
+                server_args += ["--tool-prefix", policy.tool_prefix]
+            print(client_lines.terminal_help(server_args), file=sys.stderr, flush=True)
         anyio.run(serve_stdio, server, connection)
+        return 0
+    if auth_token:
+        log.info("HTTP bearer token enforced: every request needs Authorization: Bearer")
     else:
-        max_sessions = args.max_sessions or DEFAULT_MAX_SESSIONS
-        idle_timeout = args.session_idle_timeout or DEFAULT_SESSION_IDLE_TIMEOUT
         log.info(
-            "at most %d HTTP sessions, each closed after %gs without requests",
-            max_sessions,
-            idle_timeout,
+            "no HTTP bearer token (set --auth-token or MQ9_MCP_TOKEN to require one): any "
+            "local process can use this server"
         )
-        app = create_http_app(
-            server,
-            connection,
-            host=args.host,
-            auth_token=auth_token,
-            max_sessions=max_sessions,
-            session_idle_timeout=idle_timeout,
-        )
-        busy = client_lines.port_in_use(args.host, args.port)
-        if busy:  # uvicorn would only log the bind error and stop
-            print(busy, file=sys.stderr, flush=True)
-            return 1
-        asyncio.run(serve_http(app, args.host, args.port))
+    max_sessions = args.max_sessions or DEFAULT_MAX_SESSIONS
+    idle_timeout = args.session_idle_timeout or DEFAULT_SESSION_IDLE_TIMEOUT
+    log.info(
+        "at most %d HTTP sessions, each closed after %gs without requests",
+        max_sessions,
+        idle_timeout,
+    )
+    app = create_http_app(
+        server,
+        connection,
+        host=args.host,
+        auth_token=auth_token,
+        max_sessions=max_sessions,
+        session_idle_timeout=idle_timeout,
+    )
+    busy = client_lines.port_in_use(args.host, args.port)
+    if busy:  # uvicorn would only log the bind error and stop
+        print(busy, file=sys.stderr, flush=True)
+        return 1
+    asyncio.run(serve_http(app, args.host, args.port))
     return 0
 
 

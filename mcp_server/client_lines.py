@@ -1,18 +1,17 @@
 """The lines that add ``mq9-mcp`` to an MCP client, written in one place.
 
 README.md and docs/mcp.md show what these functions return (tests/test_client_lines.py checks
-that they match, and runs the shell lines as pasted against a stand-in ``claude``); mq9-mcp's
-start banner prints :func:`terminal_help`, with the absolute path of the running executable,
-which is what Claude Desktop needs.
+them against a stand-in ``claude``); mq9-mcp's start banner prints :func:`terminal_help` with
+the running executable's absolute path, which Claude Desktop needs.
 
-How Claude Code reads ``claude mcp add [options] <name> <commandOrUrl> [args...]`` (its CLI is
-built on commander.js; tests/claude_stub.py follows the same rules):
+How Claude Code (commander.js; tests/claude_stub.py follows the same rules) reads ``claude mcp
+add [options] <name> <commandOrUrl> [args...]``:
 
 - ``--transport``/``-t`` and ``--scope``/``-s`` take the next argument as their value.
-- ``--env``/``-e`` and ``--header``/``-H`` are variadic: they take the next argument and then
-  every following one up to the first that starts with ``-``. So a server name written after
-  ``--env K=V`` is read as one more variable; the name goes before ``--env``, and ``--`` ends
-  the variables (and the options: what follows is the server's command and its arguments).
+- ``--env``/``-e`` and ``--header``/``-H`` are variadic: they take every following argument up
+  to the first that starts with ``-``, so a name after ``--env K=V`` is read as one more
+  variable: the name goes before ``--env``, and ``--`` ends the options (what follows is the
+  server's command and its arguments).
 - Options may come before or after the name; a name already registered in the same scope is
   refused, so the HTTP form gets a name of its own (:data:`HTTP_NAME`).
 """
@@ -40,12 +39,8 @@ class Shell(str):
     """A word already in shell syntax (``"$PWD/.venv/bin/mq9-mcp"``): written as it is."""
 
 
-def _word(word: str) -> str:
-    return str(word) if isinstance(word, Shell) else shlex.quote(word)
-
-
 def _line(words: Sequence[str]) -> str:
-    return " ".join(_word(w) for w in words)
+    return " ".join(str(w) if isinstance(w, Shell) else shlex.quote(w) for w in words)
 
 
 def claude_code_stdio(
@@ -54,46 +49,39 @@ def claude_code_stdio(
     env: Mapping[str, str] | None = None,
     *,
     scope: str | None = None,
-    name: str = NAME,
 ) -> str:
     """``claude mcp add`` for the stdio server: options, the name, ``--env`` after the name,
     then ``--`` and the command."""
     words = ["claude", "mcp", "add", "--transport", "stdio"]
     if scope:
         words += ["--scope", scope]
-    words.append(name)
+    words.append(NAME)
     for key, value in (env or {}).items():
         words += ["--env", f"{key}={value}"]
     return _line([*words, "--", command, *args])
 
 
-def claude_code_http(
-    url: str, *, name: str = HTTP_NAME, token_variable: str = TOKEN_VARIABLE
-) -> str:
+def claude_code_http(url: str) -> str:
     """``claude mcp add`` for the HTTP server, under a name of its own (the stdio one may
     already be registered as ``mq9``); the token comes from the shell's environment."""
-    header = Shell(f'"Authorization: Bearer ${token_variable}"')
-    return _line(["claude", "mcp", "add", "--transport", "http", name, url, "--header", header])
+    header = Shell(f'"Authorization: Bearer ${TOKEN_VARIABLE}"')
+    words = ["claude", "mcp", "add", "--transport", "http", HTTP_NAME, url]
+    return _line([*words, "--header", header])
 
 
-def stdio_entry(
-    command: str, args: Sequence[str] = (), env: Mapping[str, str] | None = None
-) -> dict:
+def stdio_entry(command: str, args: Sequence[str] = ()) -> dict:
     """One ``mcpServers`` entry that starts the server (Claude Desktop, Cursor, .mcp.json)."""
-    entry: dict = {"command": command, "args": list(args)}
-    if env:
-        entry["env"] = dict(env)
-    return entry
+    return {"command": command, "args": list(args)}
 
 
-def http_entry(url: str, token: str = "<your token>") -> dict:
+def http_entry(url: str) -> dict:
     """One ``mcpServers`` entry for a running HTTP server (Cursor)."""
-    return {"url": url, "headers": {"Authorization": f"Bearer {token}"}}
+    return {"url": url, "headers": {"Authorization": "Bearer <your token>"}}
 
 
-def config(entry: dict, *, name: str = NAME) -> str:
-    """A whole client configuration file holding ``entry`` under ``name``."""
-    return json.dumps({"mcpServers": {name: entry}}, indent=2)
+def config(entry: dict) -> str:
+    """A whole client configuration file holding ``entry`` under :data:`NAME`."""
+    return json.dumps({"mcpServers": {NAME: entry}}, indent=2)
 
 
 def inspector(command: str, server: str = "memory://", *, cli: bool = False) -> str:
@@ -106,23 +94,19 @@ def inspector(command: str, server: str = "memory://", *, cli: bool = False) -> 
 def executable() -> str:
     """The absolute path of the running ``mq9-mcp`` (not resolving symlinks: a venv's script
     is found through its own bin directory); ``python -m mcp_server`` gives that Python."""
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    if argv0 and Path(argv0).name == "mq9-mcp":
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "mq9-mcp":
         return os.path.abspath(argv0)
     return os.path.abspath(sys.executable)
-
-
-def _command_and_args(server_args: Sequence[str]) -> tuple[str, list[str]]:
-    command = executable()
-    if Path(command).name == "mq9-mcp":
-        return command, list(server_args)
-    return command, ["-m", "mcp_server", *server_args]
 
 
 def terminal_help(server_args: Sequence[str] = ("--server", "nats://localhost:4222")) -> str:
     """What mq9-mcp prints when started at a terminal: how to add this very executable (by its
     absolute path) to each client, with the broker arguments it was given."""
-    command, args = _command_and_args(server_args)
+    command = executable()
+    args = list(server_args)
+    if Path(command).name != "mq9-mcp":
+        args = ["-m", "mcp_server", *args]
     desktop = json.dumps({"mcpServers": {NAME: stdio_entry(command, args)}})
     return "\n".join(
         [

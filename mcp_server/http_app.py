@@ -4,8 +4,7 @@ Bound to a loopback address the server also checks ``Host`` and ``Origin`` (the 
 DNS-rebinding protection), so a web page in the user's browser cannot reach it. Bound anywhere
 else it refuses to start without a token (``cli.py`` checks that); with a token every request
 needs ``Authorization: Bearer <token>``. ``SessionLimits`` bounds the open sessions and their
-idle time, so one process opening sessions by the thousand cannot exhaust memory or lock others
-out.
+idle time.
 """
 
 from __future__ import annotations
@@ -18,13 +17,13 @@ import json
 import logging
 import math
 import signal
-import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import anyio
 import uvicorn
@@ -35,6 +34,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import INTERNAL_ERROR, PARSE_ERROR
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -76,8 +76,6 @@ class BearerTokenMiddleware:
     """Answer 401 to every HTTP request that lacks ``Authorization: Bearer <token>``."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
-        if not token:
-            raise ValueError("the bearer token must not be empty")
         self.app = app
         self._token = token.encode()
 
@@ -111,20 +109,17 @@ class _Session:
 
 
 class SessionLimits:
-    """The ``/mcp`` endpoint: the SDK's session manager, with at most ``max_sessions`` open
-    sessions, each closed (its per-session state freed) after ``idle_timeout`` seconds with no
-    request in flight; an open GET stream counts as one, so a connected client is never idle.
+    """The ``/mcp`` endpoint: the SDK's session manager with at most ``max_sessions`` open
+    sessions, each closed (its state freed) after ``idle_timeout`` seconds with no request in
+    flight (an open GET stream counts as one, so a connected client is never idle).
 
-    With every slot taken, a new session replaces the least recently active session that never
-    called a tool. When every session has called one, a newcomer from a client (peer address and
-    credentials) holding fewer sessions than the client holding the most replaces that client's
-    least recently active idle session; otherwise it is refused (503, Retry-After). So a process
-    opening sessions by the thousand mostly evicts its own empty sessions, and one that fills
-    every slot with sessions that each called a tool gives them up to other clients as they
-    come, while sessions that did work for others keep working. Refusing instead would lock
-    everyone out for the whole idle timeout; evicting the least recently used session whatever
-    it did would let the flood evict every honest client. Clients on one address with one
-    credential (every loopback client) count as one client.
+    When full, a new session replaces the least recently active one that never called a tool.
+    If all have called one, a newcomer from a client (peer address and credentials: every
+    loopback client is one) holding fewer sessions than the client holding the most replaces
+    that client's least recently active idle session; otherwise it is refused (503,
+    Retry-After). So a flood mostly evicts its own empty sessions and gives slots up to other
+    clients as they come, while sessions that did work keep working. Refusing outright would
+    lock everyone out for the idle timeout; plain LRU eviction would let a flood evict everyone.
     """
 
     def __init__(
@@ -179,17 +174,10 @@ class SessionLimits:
     async def _serve(
         self, session_id: str, session: _Session, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        body = bytearray()
         statuses: list[int] = []
-
-        async def read() -> dict:
-            # Marked once the body is in, so a first tool call that waits long (a fetch with
-            # max_wait_ms) already protects its session.
-            message = await receive()
-            if not session.used and message["type"] == "http.request":
-                body.extend(message.get("body", b""))
-                session.used = not message.get("more_body") and _calls_tool(body)
-            return message
+        # Marked before the SDK runs it, so a first tool call that waits long (a fetch with
+        # max_wait_ms) already protects its session.
+        session.used = session.used or scope.get("mq9.calls_tool", False)
 
         async def watch(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -199,7 +187,7 @@ class SessionLimits:
         session.in_flight += 1
         session.last = self.clock()
         try:
-            await self.manager.handle_request(scope, read, watch)
+            await self.manager.handle_request(scope, receive, watch)
         finally:
             session.in_flight -= 1
             session.last = self.clock()
@@ -249,7 +237,7 @@ class SessionLimits:
             await self._close(victim, "evicted")
             self.evicted += 1
             self._warn(f"{len(self.sessions) + 1} sessions open: evicting unused ones")
-        return len(self.sessions) <= limit
+        return True
 
     def _fair_share(self, newcomer: str | None) -> str | None:
         """The least recently active idle session of the client holding the most sessions,
@@ -309,22 +297,11 @@ def _client_of(scope: Scope) -> str:
     return f"{peer[0]} {hashlib.sha256(credentials.encode()).hexdigest()[:12]}"
 
 
-def _calls_tool(body: bytes | bytearray) -> bool:
-    """Whether a request body is a JSON-RPC ``tools/call`` (the substring test skips parsing
-    every other body)."""
-    if b"tools/call" not in body:
-        return False
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(message, dict) and message.get("method") == "tools/call"
-
-
 class UnreadableBodies:
     """A POST whose body is not UTF-8, or is nested past what Python's json reads, is answered
     400 with a JSON-RPC parse error (with the request's id when it can be read), as the SDK
-    answers other JSON it cannot parse; reaching the SDK it was a 500 (issue #22)."""
+    answers other JSON it cannot parse; reaching the SDK it was a 500 (issue #22). Other POSTs
+    go on with ``scope["mq9.calls_tool"]`` saying whether they call a tool (SessionLimits)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -333,23 +310,19 @@ class UnreadableBodies:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        messages, body = [], bytearray()
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            body.extend(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        problem = _unreadable(bytes(body))
+        try:
+            body = await Request(scope, receive).body()
+        except ClientDisconnect:
+            return
+        value, problem = _parse(body)
         if problem is not None:
             found = leading_id(body.decode("utf-8", "replace"))
             error = {"code": PARSE_ERROR, "message": f"Parse error: {problem}"}
             reply = {"jsonrpc": "2.0", "id": found, "error": error}
             await JSONResponse(reply, status_code=400)(scope, receive, send)
             return
-        replay = iter(messages)
+        scope["mq9.calls_tool"] = isinstance(value, dict) and value.get("method") == "tools/call"
+        replay = iter([{"type": "http.request", "body": body}])
 
         async def again() -> dict:
             return next(replay, None) or await receive()
@@ -357,16 +330,17 @@ class UnreadableBodies:
         await self.app(scope, again, send)
 
 
-def _unreadable(body: bytes) -> str | None:
+def _parse(body: bytes) -> tuple[Any, str | None]:
+    """The JSON in ``body``, and why the SDK could not read it (None if it can, or if it answers
+    the error itself)."""
     try:
-        json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8")), None
     except UnicodeDecodeError:
-        return "the body is not UTF-8"
+        return None, "the body is not UTF-8"
     except RecursionError:
-        return "the body is nested too deeply"
-    except ValueError:
-        return None  # the SDK's own parse error answers it
-    return None
+        return None, "the body is nested too deeply"
+    except ValueError:  # the SDK's own parse error answers it
+        return None, None
 
 
 def create_http_app(
@@ -413,10 +387,9 @@ def create_http_app(
     endpoint = UnreadableBodies(limits)
     starlette = Starlette(routes=[Route(MCP_PATH, endpoint=endpoint)], lifespan=lifespan)
     starlette.state.session_limits = limits
-    app: ASGIApp = starlette
     if auth_token:
-        app = BearerTokenMiddleware(app, auth_token)
-    return app
+        return BearerTokenMiddleware(starlette, auth_token)
+    return starlette
 
 
 async def serve_http(app: ASGIApp, host: str, port: int) -> None:
@@ -434,22 +407,8 @@ async def serve_http(app: ASGIApp, host: str, port: int) -> None:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, except that after a graceful stop on SIGINT/SIGTERM it does not raise the signal
-    again (uvicorn does, so SIGTERM ended the process with 143 and SIGINT with a
-    KeyboardInterrupt): the process exits 0, as a stopped service should."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
+    """uvicorn, saying which signal stopped it. After a graceful stop uvicorn raises the signal
+    again; ``cli.main`` turns that into exit status 0."""
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:

@@ -1,10 +1,9 @@
 """The mq9 operation catalog as MCP tools, over one broker connection per process.
 
-Nothing here is per tool: names, titles, descriptions, input and output schemas and behaviour all
-come from ``langchain_mq9.operations.OPERATIONS``, so the MCP tools are the LangChain tools under
-another protocol (the same descriptions and input schemas, byte for byte). Every failure a model
-can act on (bad arguments, a missing mailbox, a broker that is down) comes back as a tool result
-with ``isError`` set and words saying what to do; the server itself keeps running.
+Nothing here is per tool: all comes from ``langchain_mq9.operations.OPERATIONS``, so the MCP
+tools are the LangChain tools under another protocol (the same descriptions and input schemas,
+byte for byte). Every failure a model can act on (bad arguments, a missing mailbox, a broker that
+is down) comes back as a tool result with ``isError`` set and words saying what to do.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from itertools import count
 from typing import Any
 
 import anyio
@@ -66,11 +66,10 @@ CALL_GRACE_SECONDS = 5.0
 
 
 def tool_annotations(operation: Operation) -> types.ToolAnnotations:
-    """The hints that differ from MCP's defaults, and only those: a client reads an absent
-    hint as its default (readOnlyHint false, destructiveHint true, idempotentHint false,
-    openWorldHint true: the mailboxes and the registry are shared with other agents and
-    programs). So a tool that changes things but removes nothing says destructiveHint false,
-    and a reader says readOnlyHint true (MCP ignores the other hints of a reader)."""
+    """The hints that differ from MCP's defaults (readOnlyHint false, destructiveHint true,
+    idempotentHint false, openWorldHint true: the mailboxes and registry are shared with other
+    agents), and only those: a writer that removes nothing says destructiveHint false, a reader
+    says readOnlyHint true (MCP ignores a reader's other hints)."""
     hints: dict[str, bool] = {}
     if operation.read_only:
         hints["readOnlyHint"] = True
@@ -81,21 +80,21 @@ def tool_annotations(operation: Operation) -> types.ToolAnnotations:
     return types.ToolAnnotations(**hints)
 
 
-def tool_definition(operation: Operation, policy: ToolPolicy | None = None) -> types.Tool:
-    """The MCP tool for one catalog operation, as the toolkit with ``policy`` describes it."""
-    return types.Tool(
-        name=policy.tool_name(operation.name) if policy else operation.name,
-        title=operation.title,
-        description=operation.describe(policy),
-        inputSchema=operation.input_schema(policy),
-        outputSchema=operation.output_schema,
-        annotations=tool_annotations(operation),
-    )
-
-
 def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
-    """Every catalog operation the policy allows (a read-only server lists only readers)."""
-    return [tool_definition(op, policy) for op in OPERATIONS.values() if op.allowed(policy)]
+    """Every catalog operation the policy allows (a read-only server lists only readers), as
+    the toolkit with ``policy`` describes it."""
+    return [
+        types.Tool(
+            name=policy.tool_name(op.name),
+            title=op.title,
+            description=op.describe(policy),
+            inputSchema=op.input_schema(policy),
+            outputSchema=op.output_schema,
+            annotations=tool_annotations(op),
+        )
+        for op in OPERATIONS.values()
+        if op.allowed(policy)
+    ]
 
 
 def error_result(text: str) -> types.CallToolResult:
@@ -121,12 +120,9 @@ async def call_operation(
     try:
         with anyio.fail_after(limit):
             outcome = await connection.run(lambda client: operation.execute(client, args, policy))
-    except OperationError as exc:
+    except (OperationError, Mq9Error) as exc:  # Mq9Error: raised outside the operation
         log.info("%s failed: %s", name, redact(str(exc)))
-        return error_result(str(exc))
-    except Mq9Error as exc:  # raised outside the operation, e.g. while connecting
-        log.info("%s failed: %s", name, redact(str(exc)))
-        return error_result(explain(exc))
+        return error_result(explain(exc) if isinstance(exc, Mq9Error) else str(exc))
     except TimeoutError:
         log.warning("%s did not finish within %gs", name, limit)
         return error_result(
@@ -147,13 +143,12 @@ def create_server(
 ) -> Server:
     """An MCP server (the SDK's low-level ``Server``) whose tools are the mq9 operations.
 
-    ``connection`` is shared by every session the server runs (one per stdio process, one per
-    client over HTTP); each session gets ``policy.session()``: the same rules, its own state. So
-    a mailbox one client creates is not opened up to another by ``allowed_mailboxes``. With
-    ``sessions_compete`` (HTTP, where each client is its own session) sessions reading one
-    consumer group are competing workers, each under a name of its own (the policy's worker
-    name, or ``mcp``, and a random suffix): neither gets a message the other holds, one cannot
-    ack the other's, and what a session that went away held is taken over after the lease
+    ``connection`` is shared by every session (one per stdio process, one per HTTP client);
+    each session gets ``policy.session()``: the same rules, its own state, so a mailbox one
+    client creates is not opened to another by ``allowed_mailboxes``. With ``sessions_compete``
+    (HTTP) sessions reading one consumer group are competing workers, each named the policy's
+    worker name (or ``mcp``) plus a random suffix: neither gets or acks a message the other
+    holds, and what a session that went away held is taken over after the lease
     (docs/groups.md). A stdio server is the group's one reader, or ``--worker NAME``.
     """
     policy = policy or ToolPolicy()
@@ -193,19 +188,16 @@ def create_server(
 def progress_reporter(context: Any) -> Any:
     """For a tool call whose client sent a progressToken: a callback that tells it each state
     a waiting agent call goes through (MCP progress notifications); else None."""
-    meta = getattr(context, "meta", None)
-    progress_token = getattr(meta, "progressToken", None) if meta is not None else None
+    progress_token = getattr(getattr(context, "meta", None), "progressToken", None)
     if progress_token is None:
         return None
-    steps = 0
+    steps = count(1)
 
     async def report(view: dict[str, Any]) -> None:
-        nonlocal steps
-        steps += 1
         text = f"{view.get('agent')}: task {view.get('task_id')} is {view.get('state')}"
         with suppress(Exception):  # a client gone meanwhile: the call still answers
             await context.session.send_progress_notification(
-                progress_token, steps, message=text, related_request_id=context.request_id
+                progress_token, next(steps), message=text, related_request_id=context.request_id
             )
 
     return report
@@ -220,7 +212,6 @@ async def serve_stdio(server: Server, connection: Mq9Connection) -> None:
         tasks.start_soon(connect_early, connection)
         tasks.start_soon(_stop_on_signals, tasks.cancel_scope)
         try:
-            # stdin is read in a daemon thread, so a signal need not wait for a line to come.
             stdin: Any = _StdinLines(anyio.lowlevel.current_token())
             async with stdio_server(stdin=stdin) as (read_stream, write_stream):
                 stdin.answer_on = write_stream
@@ -233,8 +224,7 @@ async def serve_stdio(server: Server, connection: Mq9Connection) -> None:
 
 async def _stop_on_signals(scope: anyio.CancelScope) -> None:
     try:
-        receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
-        with receiver as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("stopping (%s)", signal.Signals(signum).name)
                 scope.cancel()
@@ -245,24 +235,22 @@ async def _stop_on_signals(scope: anyio.CancelScope) -> None:
 
 class _StdinLines:
     """The lines of stdin (fd 0) for the SDK's ``stdio_server``, read by a daemon thread with
-    ``os.read`` (no lock an exiting interpreter could wait on).
+    ``os.read``: a signal need not wait for a line, and no lock holds up an exiting interpreter.
 
-    Only lines the SDK can read reach it. Of the others, a request that carries an id is
-    answered here with a JSON-RPC error (``answer_on``: the session's write stream), so its
-    client never waits for ever: a batch, a missing ``method``, another ``jsonrpc`` version,
-    params that are not an object, text the SDK refuses (a lone surrogate, nesting past its
-    limit). Lines that are not JSON-RPC at all (a person typing at a terminal) are dropped with
-    a one-line warning instead of reaching the SDK, which would log a traceback."""
+    Only lines the SDK can read reach it. A request among the others that carries an id is
+    answered here (``refusals``, on ``answer_on``), so its client never waits for ever; a line
+    that is not JSON-RPC at all (a person typing at a terminal) is dropped with a one-line
+    warning instead of reaching the SDK, which would log a traceback."""
 
     def __init__(self, token: Any) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[str](16)
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](16)
         self._token = token
         self.answer_on: Any = None  # the session's write stream, once it is open
         threading.Thread(target=self._read, name="mq9-mcp stdin", daemon=True).start()
 
     def _read(self) -> None:
         pending = b""
-        try:
+        with suppress(Exception):  # the event loop is gone, or stdin is unreadable: stop reading
             while chunk := os.read(0, 65536):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
@@ -270,15 +258,10 @@ class _StdinLines:
                     anyio.from_thread.run(self._send.send, line, token=self._token)
             if pending:
                 anyio.from_thread.run(self._send.send, pending, token=self._token)
-        except Exception:  # the event loop is gone, or stdin is unreadable: stop reading
-            pass
         with suppress(Exception):
             anyio.from_thread.run_sync(self._send.close, token=self._token)
 
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._lines()
-
-    async def _lines(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncIterator[str]:
         async with self._receive:
             async for raw in self._receive:
                 line = raw.decode("utf-8", errors="replace")
@@ -304,9 +287,11 @@ class _StdinLines:
 
 
 def refusals(line: str, problem: Exception) -> list[types.JSONRPCError]:
-    """The JSON-RPC errors owed for a line the SDK cannot read: one per request in it that
-    carries an id (JSON-RPC 2.0: every request with an id gets an answer). None for a line
-    with no id to answer (a notification, a response, or no JSON at all)."""
+    """The JSON-RPC errors owed for a line the SDK cannot read (a batch, a missing ``method``,
+    another ``jsonrpc`` version, params that are not an object, a lone surrogate, nesting past
+    its limit): one per request in it that carries an id (JSON-RPC 2.0: every request with an
+    id gets an answer). None for a line with no id to answer (a notification, a response, or no
+    JSON at all)."""
     try:
         value = json.loads(line)
     except RecursionError:  # nested past Python's limit: its id is still near the start
@@ -357,19 +342,13 @@ def _refusal(request_id: Any, code: int, message: str) -> types.JSONRPCError:
     )
 
 
-async def _opened(client: Any) -> None:
-    return None
-
-
 async def connect_early(connection: Mq9Connection) -> None:
-    """Open the broker connection at start, so the log says at once whether it is reachable.
-
-    A failure is only logged: tool calls open the connection again and report it themselves.
-    """
+    """Open the broker connection at start, so the log says at once whether it is reachable;
+    a failure is only logged (tool calls open the connection again and report it themselves)."""
     where = redact(connection.server)
     try:
         with anyio.fail_after(connection.request_timeout + CALL_GRACE_SECONDS):
-            await connection.run(_opened)
+            await connection.run(lambda _client: anyio.lowlevel.checkpoint())
     except (Mq9Error, TimeoutError) as exc:
         text = explain(exc) if isinstance(exc, Mq9Error) else "timed out"
         log.warning(
