@@ -1,12 +1,10 @@
-"""What each tool returns, declared once as a typed model: ``content()`` is the JSON object the
+"""What each tool returns, declared once as a dataclass: ``content()`` is the JSON object the
 tool returns (its MCP structuredContent) and ``output_schema()`` its MCP outputSchema.
 
-A field left at its default (``None``) is absent from the content: the data a result carries
-only sometimes (``optional_keys``), and the words for the model (``ADVICE``: what to do next,
-a note on data from others, which one filter a QUERY used), which the output schema leaves
-undeclared (it is for programs reading the data). The schema declares every data key with its
-JSON type and nothing more (no ``required``, no ``items``): MCP clients receive it in every
-tools/list (bench/tokens.py counts it).
+A field left at its default ``None`` is absent from the content. The words for the model
+(``ADVICE``: what to do next, a note on data from others, which one filter a QUERY used) are
+left out of the schema, which is for programs and declares each data key's JSON type and nothing
+more (no ``required``, no ``items``): MCP clients receive it in every tools/list.
 """
 
 from __future__ import annotations
@@ -31,11 +29,10 @@ class ToolResult:
 
     def content(self) -> dict[str, Any]:
         """The result as the tool returns it: every field but the optional ones left None."""
-        optional = _optional(type(self))
         return {
-            name: value
-            for name in _names(type(self))
-            if (value := getattr(self, name)) is not None or name not in optional
+            f.name: value
+            for f in _fields(type(self))
+            if (value := getattr(self, f.name)) is not None or f.default is not None
         }
 
     @classmethod
@@ -46,17 +43,10 @@ class ToolResult:
     @classmethod
     def optional_keys(cls) -> frozenset[str]:
         """The data keys only some results carry (every other declared one is always there)."""
-        return _optional(cls) - set(ADVICE)
+        return frozenset(f.name for f in _fields(cls) if f.default is None) - set(ADVICE)
 
 
-@functools.cache
-def _names(cls: type[ToolResult]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-@functools.cache
-def _optional(cls: type[ToolResult]) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls) if f.default is None)
+_fields = functools.cache(dataclasses.fields)
 
 
 @functools.cache
