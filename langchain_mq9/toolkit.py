@@ -9,18 +9,12 @@ from typing import Any
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from .call_tools import CALL_OPERATION_NAMES
 from .connection import Mq9Connection
 from .operations import DEFAULT_OPERATIONS, OPERATIONS
 from .redaction import redact, redact_options
 from .tool_config import ToolConfig
 from .tool_policy import ToolPolicy
 from .tools import TOOL_CLASSES
-
-
-def default_server() -> str | None:
-    """The broker URL from the environment: ``MQ9_SERVER``, else ``NATS_URL``."""
-    return os.environ.get("MQ9_SERVER") or os.environ.get("NATS_URL") or None
 
 
 class Mq9Toolkit(BaseToolkit, ToolConfig):
@@ -80,8 +74,8 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
                 raise ValueError("give server= or client=, not both")
             self._connection = Mq9Connection(client=self.client)
         else:
-            server = self.server or default_server()
-            if server is None:
+            server = self.server or os.environ.get("MQ9_SERVER") or os.environ.get("NATS_URL")
+            if not server:
                 raise ValueError(
                     "Mq9Toolkit needs server= (e.g. 'nats://localhost:4222', or 'memory://' "
                     "for the in-process broker), client=, or MQ9_SERVER in the environment"
@@ -91,7 +85,7 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
                 server, request_timeout=self.request_timeout, **self.client_options
             )
         settings = {name: getattr(self, name) for name in ToolConfig.model_fields}
-        settings["calls"] = self.calls or bool(set(self.tools or ()) & set(CALL_OPERATION_NAMES))
+        settings["calls"] = self.calls or any(OPERATIONS[n].needs_calls for n in self.tools or ())
         self._policy = ToolPolicy(ToolConfig(**settings))
 
     @property
@@ -105,7 +99,7 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
     def get_tools(self) -> list[BaseTool]:
         names = list(self.tools if self.tools is not None else DEFAULT_OPERATIONS)
         if self.calls:
-            names += [name for name in CALL_OPERATION_NAMES if name not in names]
+            names += [n for n, op in OPERATIONS.items() if op.needs_calls and n not in names]
         return [
             TOOL_CLASSES[name](connection=self._connection, policy=self._policy)
             for name in names
