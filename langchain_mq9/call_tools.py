@@ -1,12 +1,9 @@
 """The agent-call operations: delegate a task to another agent in one tool call.
 
-``call_agent``, ``check_call``, ``answer_call``, ``cancel_call`` and ``list_calls`` join the one
-operation catalog (``operations.OPERATIONS``), so the LangChain toolkit and ``mq9-mcp`` get the
-same tools. They are opt-in: not in the default eight, and allowed only when the policy says
-``calls`` (``Mq9Toolkit(calls=True)``, or naming them in ``tools=[...]``; ``mq9-mcp --calls``).
-
-Each returns the task's state and, once it has them, its result, question or reason. The
-work is ``AgentCaller``'s (``agent_calls.py``); the wire is A2A over mq9 (``a2a_wire.py``).
+They are opt-in: not in the default eight, allowed only when the policy says ``calls``
+(``Mq9Toolkit(calls=True)``, or naming them in ``tools=[...]``; ``mq9-mcp --calls``). Each returns
+the task's state and, once it has them, its result, question or reason. The work is
+``AgentCaller``'s (``agent_calls.py``).
 """
 
 from __future__ import annotations
@@ -228,6 +225,3 @@ async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome[
         if not args.state or w.short_state(s.state) == args.state.strip().lower()
     ]
     return Outcome(CallsListed(count=len(views), calls=views), states)
-
-
-CALL_OPERATION_NAMES = tuple(DESCRIPTIONS)
