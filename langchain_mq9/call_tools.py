@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -34,18 +34,16 @@ MAX_WAIT_SECONDS = MAX_TOOL_WAIT_MS // 1000
 CANCEL_WAIT = 2.0  # seconds cancel_call waits for the agent to confirm
 
 
-def _wait() -> Any:
-    return Field(
-        default=0,
+_TaskId = Annotated[str, Field(min_length=1, description="The task_id call_agent returned.")]
+_Wait = Annotated[
+    int,
+    Field(
         ge=0,
         le=MAX_WAIT_SECONDS,
         description=f"Wait up to this many seconds (max {MAX_WAIT_SECONDS}) for it to finish; "
         "0 = return at once.",
-    )
-
-
-def _task_id() -> Any:
-    return Field(min_length=1, description="The task_id call_agent returned.")
+    ),
+]
 
 
 class CallAgentInput(_Input):
@@ -55,25 +53,25 @@ class CallAgentInput(_Input):
         "match is called).",
     )
     task: str = Field(min_length=1, description="What to do, with all the input it needs.")
-    wait_seconds: int = _wait()
+    wait_seconds: _Wait = 0
     context_id: str = Field(
         default="", description="An earlier call's context_id, to continue that conversation."
     )
 
 
 class CheckCallInput(_Input):
-    task_id: str = _task_id()
-    wait_seconds: int = _wait()
+    task_id: _TaskId
+    wait_seconds: _Wait = 0
 
 
 class AnswerCallInput(_Input):
-    task_id: str = _task_id()
+    task_id: _TaskId
     answer: str = Field(min_length=1, description="Your answer to the agent's question.")
-    wait_seconds: int = _wait()
+    wait_seconds: _Wait = 0
 
 
 class CancelCallInput(_Input):
-    task_id: str = _task_id()
+    task_id: _TaskId
 
 
 class ListCallsInput(_Input):
@@ -102,10 +100,8 @@ async def _caller(client: Any, policy: Any) -> AgentCaller:
         state.get("reply")
         or policy.reply_mailbox
         or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
+        or await client.mailbox_create(ttl=0)
     )
-    if address is None:
-        address = await client.mailbox_create(ttl=0)
-        state["private"] = True
     caller = AgentCaller(client, address)
     if state.get("reply") != address:
         try:
