@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from . import a2a_wire as w
-from .agent_calls import AgentCaller, CallError, CallState
+from .agent_calls import AgentCaller, CallState
 from .data_views import DATA_NOTE
 from .protocol import clipped
 from .registry_handlers import discover
@@ -104,10 +104,7 @@ async def _caller(client: Any, policy: Any) -> AgentCaller:
     )
     caller = AgentCaller(client, address)
     if state.get("reply") != address:
-        try:
-            await caller.open()
-        except CallError as exc:
-            raise OperationError(str(exc)) from None
+        await caller.open()
         state["reply"] = address
     return caller
 
@@ -167,49 +164,35 @@ async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome[
     agent = await _resolve(client, args.agent, policy)
     policy.check(agent["mailbox"])
     caller = await _caller(client, policy)
-    try:
-        state = await caller.call(
-            agent["mailbox"],
-            args.task,
-            agent=agent["name"],
-            context_id=args.context_id or None,
-            wait=args.wait_seconds,
-            on_state=_progress(),
-        )
-    except CallError as exc:
-        raise OperationError(str(exc)) from None
+    state = await caller.call(
+        agent["mailbox"],
+        args.task,
+        agent=agent["name"],
+        context_id=args.context_id or None,
+        wait=args.wait_seconds,
+        on_state=_progress(),
+    )
     return Outcome(_shown(state, policy, CallStarted), state)
 
 
-async def _with_caller(
-    client: Any, policy: Any, act: Callable[[AgentCaller], Awaitable[CallState]]
-) -> Outcome:
+async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome[CallStatus]:
     caller = await _caller(client, policy)
-    try:
-        state = await act(caller)
-    except CallError as exc:
-        raise OperationError(str(exc)) from None
+    state = await caller.check(args.task_id, wait=args.wait_seconds, on_state=_progress())
     return Outcome(_shown(state, policy, CallStatus), state)
 
 
-async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome[CallStatus]:
-    return await _with_caller(
-        client,
-        policy,
-        lambda c: c.check(args.task_id, wait=args.wait_seconds, on_state=_progress()),
-    )
-
-
 async def answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Outcome[CallStatus]:
-    return await _with_caller(
-        client,
-        policy,
-        lambda c: c.answer(args.task_id, args.answer, wait=args.wait_seconds, on_state=_progress()),
+    caller = await _caller(client, policy)
+    state = await caller.answer(
+        args.task_id, args.answer, wait=args.wait_seconds, on_state=_progress()
     )
+    return Outcome(_shown(state, policy, CallStatus), state)
 
 
 async def cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Outcome[CallStatus]:
-    return await _with_caller(client, policy, lambda c: c.cancel(args.task_id, wait=CANCEL_WAIT))
+    caller = await _caller(client, policy)
+    state = await caller.cancel(args.task_id, wait=CANCEL_WAIT)
+    return Outcome(_shown(state, policy, CallStatus), state)
 
 
 async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome[CallsListed]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from . import call_tools as calls
 from . import mailbox_handlers as mail
 from . import registry_handlers as registry
+from .agent_calls import CallError
 from .data_views import CARD_NOTE, MAX_SHOWN_DEPTH, message_view
 from .protocol import Mq9Error
 from .schemas import (
@@ -92,7 +93,7 @@ class Operation:
         token = CALL_CLIENT.set(client)
         try:
             outcome = await self.handler(client, args, policy)
-        except OperationError as exc:
+        except (OperationError, CallError) as exc:  # a CallError says what to do, too
             raise OperationError(prefixed(str(exc), policy)) from exc
         except Mq9Error as exc:
             text = explain(exc, operation=self.name, address=address, own=policy.agent_mailbox)
