@@ -23,9 +23,12 @@ ADVICE = ("note", "next_step", "filter_used", "warning")
 _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object"}
 
 
-@dataclass(kw_only=True)
 class ToolResult:
-    """Base of the result models (dataclasses: a tool call builds one)."""
+    """Base of the result models: each subclass is made a keyword-only dataclass."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(kw_only=True)(cls)
 
     def content(self) -> dict[str, Any]:
         """The result as the tool returns it: every field but the optional ones left None."""
@@ -83,45 +86,38 @@ class Outcome(Generic[Result]):
 # -- mailboxes and messages --------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
 class MailboxCreated(ToolResult):
     mail_address: str
     next_step: str
 
 
-@dataclass(kw_only=True)
 class MessageSent(ToolResult):
     sent: bool
     msg_id: int
     note: str | None = None
 
 
-@dataclass(kw_only=True)
 class _Messages(ToolResult):
     count: int
     messages: list[dict[str, Any]]
     note: str | None = None  # that they are data
 
 
-@dataclass(kw_only=True)
 class MessagesFetched(_Messages):
     unacked_earlier: list[int] | None = None
     next_step: str | None = None
 
 
-@dataclass(kw_only=True)
 class MessagesAcked(ToolResult):
     confirmed: list[int]
     still_unacked: list[int] | None = None
 
 
-@dataclass(kw_only=True)
 class MessagesQueried(_Messages):
     filter_used: str | None = None
     next_step: str | None = None
 
 
-@dataclass(kw_only=True)
 class MessageDeleted(ToolResult):
     deleted: bool
     msg_id: int
@@ -130,7 +126,6 @@ class MessageDeleted(ToolResult):
 # -- the agent registry ------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
 class AgentRegistered(ToolResult):
     registered: bool
     mail_address: str
@@ -140,7 +135,6 @@ class AgentRegistered(ToolResult):
     next_step: str | None = None
 
 
-@dataclass(kw_only=True)
 class AgentsFound(ToolResult):
     count: int
     agents: list[dict[str, Any]]
@@ -148,12 +142,10 @@ class AgentsFound(ToolResult):
     next_step: str | None = None
 
 
-@dataclass(kw_only=True)
 class AgentUnregistered(ToolResult):
     unregistered: str
 
 
-@dataclass(kw_only=True)
 class AgentReported(ToolResult):
     reported: bool
     name: str
@@ -162,7 +154,6 @@ class AgentReported(ToolResult):
 # -- agent calls -------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
 class _Task(ToolResult):
     """A delegated task (``CallState.view()``): its state and, once it has them, its result,
     question or reason."""
@@ -176,13 +167,11 @@ class _Task(ToolResult):
     reason: str | None = None
 
 
-@dataclass(kw_only=True)
 class CallStarted(_Task):
     next_step: str | None = None
     note: str | None = None
 
 
-@dataclass(kw_only=True)
 class CallStatus(_Task):
     """A task already under way, whose answer or cancel may wait for the agent."""
 
@@ -192,7 +181,6 @@ class CallStatus(_Task):
     note: str | None = None
 
 
-@dataclass(kw_only=True)
 class CallsListed(ToolResult):
     count: int
     calls: list[dict[str, Any]]
