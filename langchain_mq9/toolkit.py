@@ -24,18 +24,16 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
     >>> toolkit = Mq9Toolkit(server="nats://localhost:4222")   # or "memory://" offline
     >>> agent = create_react_agent(llm, toolkit.get_tools())
 
-    One toolkit is one reader of a consumer group: its ``fetch_messages`` hands each message
-    out once, and its ``ack_messages`` confirms what its own fetches handed out; what was not
-    acked is handed out again to whoever reads the group next (a restarted agent, under any
-    toolkit). So give each agent its own toolkit, and take an agent's tools from one toolkit.
-    Several agents sharing one mailbox as competing workers each set ``worker`` (a name unique
-    among them): leases then keep them from getting the same message, and one that dies has
-    its messages taken over after ``lease_ttl`` seconds (docs/groups.md).
+    One toolkit is one reader of a consumer group: its ``ack_messages`` confirms what its own
+    ``fetch_messages`` handed out, and what was not acked is handed out again to whoever reads
+    the group next (a restarted agent, under any toolkit). So give each agent its own toolkit,
+    and take an agent's tools from one toolkit. Competing workers on one mailbox each set
+    ``worker`` (a name unique among them): leases keep them from getting the same message, and
+    a dead one's messages are taken over after ``lease_ttl`` seconds (docs/groups.md).
 
-    ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extra ones you
-    can add). The tool settings are ``ToolConfig``'s fields (``tool_config.py``, where each is
-    described; ``mq9-mcp`` has a flag for each). Close with ``await toolkit.aclose()``,
-    ``toolkit.close()`` or a ``with`` block.
+    ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extras). The
+    other settings are ``ToolConfig``'s fields (described in ``tool_config.py``; ``mq9-mcp`` has
+    a flag for each). Close with ``await toolkit.aclose()``, ``toolkit.close()`` or ``with``.
     """
 
     server: str | None = Field(
