@@ -157,9 +157,8 @@ async def query_messages(
         # Only what was given: the official SDK's query takes no tags.
         messages = await client.query(address, **given)
     result = MessagesQueried(**_views(messages, policy))
-    if len(given) > 1:
-        used = next(iter(given))  # the broker applies key, else tags
-        result.filter_used = f"only {used}: the broker applies one filter"
+    if len(given) > 1:  # both key and tags: the broker applies key, else tags
+        result.filter_used = "only key: the broker applies one filter"
     if len(messages) >= QUERY_CAP and not given:
         more = next_call("query_messages", address, policy, f"from_id={messages[-1].msg_id + 1}")
         result.next_step = f"There may be more: look further with {more}."
