@@ -131,8 +131,7 @@ async def ack_messages(
             raise OperationError(why + f"Waiting for an ack: {waiting}; ack one of those.")
         fetch = next_call("fetch_messages", address, policy)
         raise OperationError(why + f"Call {fetch} first and ack a msg_id it returned.")
-    upto = reading.unacked.index(args.msg_id) + 1
-    confirmed = reading.unacked[:upto]
+    confirmed = waiting[: waiting.index(args.msg_id) + 1]
     await reading.reader.done(confirmed)
     reading.unacked = [i for i in reading.unacked if i not in set(confirmed)]
     still = list(reading.unacked) or None
