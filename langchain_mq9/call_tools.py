@@ -1,9 +1,8 @@
 """The agent-call operations: delegate a task to another agent in one tool call.
 
 They are opt-in: not in the default eight, allowed only when the policy says ``calls``
-(``Mq9Toolkit(calls=True)``, or naming them in ``tools=[...]``; ``mq9-mcp --calls``). Each returns
-the task's state and, once it has them, its result, question or reason. The work is
-``AgentCaller``'s (``agent_calls.py``).
+(``Mq9Toolkit(calls=True)``, or naming them in ``tools=[...]``; ``mq9-mcp --calls``). The work
+is ``AgentCaller``'s (``agent_calls.py``); what each returns, ``tool_results.py``'s ``_Task``.
 """
 
 from __future__ import annotations
