@@ -38,7 +38,7 @@ class Mq9Tool(BaseTool):
     The policy also remembers what ``fetch_messages`` handed out, which ``ack_messages``
     confirms: tools built one by one must share one ``policy`` (``Mq9Toolkit`` does that)."""
 
-    operation_name: ClassVar[str]
+    operation: ClassVar[Operation]
 
     connection: Mq9Connection
     policy: ToolPolicy = Field(default_factory=ToolPolicy)
@@ -53,7 +53,7 @@ class Mq9Tool(BaseTool):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        operation = OPERATIONS[cls.operation_name]
+        operation = cls.operation
         policy = data.get("policy")
         if not isinstance(policy, ToolPolicy):
             policy = data["policy"] = ToolPolicy()
@@ -64,10 +64,6 @@ class Mq9Tool(BaseTool):
             server, client = data.pop("server", None), data.pop("client", None)
             data["connection"] = Mq9Connection(server, client=client)
         return data
-
-    @property
-    def operation(self) -> Operation:
-        return OPERATIONS[self.operation_name]
 
     def get_input_schema(self, config: Any = None) -> type[BaseModel]:
         return self.operation.input_model
@@ -110,7 +106,7 @@ def _tool_class(name: str) -> type[Mq9Tool]:
     """The tool class of operation ``name``: ``SendMessageTool`` for ``send_message``."""
     title = "".join(part.title() for part in name.split("_"))
     doc = f"``{name}``: {OPERATIONS[name].describe()}"
-    namespace = {"operation_name": name, "__doc__": doc, "__module__": __name__}
+    namespace = {"operation": OPERATIONS[name], "__doc__": doc, "__module__": __name__}
     return type(f"{title}Tool", (Mq9Tool,), namespace)
 
 
