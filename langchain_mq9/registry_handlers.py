@@ -74,18 +74,16 @@ async def agent_register(
     # changed a card it did not.
     try:
         existing = next((a for a in await discover(client) if a.get("name") == name), None)
-        unchecked = False
     except ListingTooLarge:
-        existing, unchecked = None, True
+        existing = None
+        result.note = (
+            "the registry is too large to list, so whether another agent had this name "
+            f"already is not known (the registry keeps the first card): agent_discover("
+            f"query='{name}') shows the card it holds"
+        )
     limit = policy.max_payload_chars
     if existing is None:
         await client.agent_register(card)
-        if unchecked:
-            result.note = (
-                "the registry is too large to list, so whether another agent had this name "
-                f"already is not known (the registry keeps the first card): agent_discover("
-                f"query='{name}') shows the card it holds"
-            )
     elif agent_view(existing, limit) == agent_view({**card, "mailbox": address}, limit):
         result.note = "already registered with this same card"
     else:
