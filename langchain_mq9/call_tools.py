@@ -1,12 +1,8 @@
 """The agent-call operations: delegate a task to another agent in one tool call.
 
-``call_agent``, ``check_call``, ``answer_call``, ``cancel_call`` and ``list_calls`` join the one
-operation catalog (``operations.OPERATIONS``), so the LangChain toolkit and ``mq9-mcp`` get the
-same tools. They are opt-in: not in the default eight, and allowed only when the policy says
-``calls`` (``Mq9Toolkit(calls=True)``, or naming them in ``tools=[...]``; ``mq9-mcp --calls``).
-
-Each returns the task's state and, once it has them, its result, question or reason. The
-work is ``AgentCaller``'s (``agent_calls.py``); the wire is A2A over mq9 (``a2a_wire.py``).
+They are opt-in: not in the default eight, allowed only when the policy says ``calls``
+(``Mq9Toolkit(calls=True)``, or naming them in ``tools=[...]``; ``mq9-mcp --calls``). The work
+is ``AgentCaller``'s (``agent_calls.py``); what each returns, ``tool_results.py``'s ``_Task``.
 """
 
 from __future__ import annotations
@@ -14,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from . import a2a_wire as w
-from .agent_calls import AgentCaller, CallError, CallState
+from .agent_calls import AgentCaller, CallState
 from .data_views import DATA_NOTE
 from .protocol import clipped
 from .registry_handlers import discover
@@ -37,18 +33,16 @@ MAX_WAIT_SECONDS = MAX_TOOL_WAIT_MS // 1000
 CANCEL_WAIT = 2.0  # seconds cancel_call waits for the agent to confirm
 
 
-def _wait() -> Any:
-    return Field(
-        default=0,
+_TaskId = Annotated[str, Field(min_length=1, description="The task_id call_agent returned.")]
+_Wait = Annotated[
+    int,
+    Field(
         ge=0,
         le=MAX_WAIT_SECONDS,
         description=f"Wait up to this many seconds (max {MAX_WAIT_SECONDS}) for it to finish; "
         "0 = return at once.",
-    )
-
-
-def _task_id() -> Any:
-    return Field(min_length=1, description="The task_id call_agent returned.")
+    ),
+]
 
 
 class CallAgentInput(_Input):
@@ -58,25 +52,25 @@ class CallAgentInput(_Input):
         "match is called).",
     )
     task: str = Field(min_length=1, description="What to do, with all the input it needs.")
-    wait_seconds: int = _wait()
+    wait_seconds: _Wait = 0
     context_id: str = Field(
         default="", description="An earlier call's context_id, to continue that conversation."
     )
 
 
 class CheckCallInput(_Input):
-    task_id: str = _task_id()
-    wait_seconds: int = _wait()
+    task_id: _TaskId
+    wait_seconds: _Wait = 0
 
 
 class AnswerCallInput(_Input):
-    task_id: str = _task_id()
+    task_id: _TaskId
     answer: str = Field(min_length=1, description="Your answer to the agent's question.")
-    wait_seconds: int = _wait()
+    wait_seconds: _Wait = 0
 
 
 class CancelCallInput(_Input):
-    task_id: str = _task_id()
+    task_id: _TaskId
 
 
 class ListCallsInput(_Input):
@@ -105,16 +99,11 @@ async def _caller(client: Any, policy: Any) -> AgentCaller:
         state.get("reply")
         or policy.reply_mailbox
         or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
+        or await client.mailbox_create(ttl=0)
     )
-    if address is None:
-        address = await client.mailbox_create(ttl=0)
-        state["private"] = True
     caller = AgentCaller(client, address)
     if state.get("reply") != address:
-        try:
-            await caller.open()
-        except CallError as exc:
-            raise OperationError(str(exc)) from None
+        await caller.open()
         state["reply"] = address
     return caller
 
@@ -174,49 +163,35 @@ async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome[
     agent = await _resolve(client, args.agent, policy)
     policy.check(agent["mailbox"])
     caller = await _caller(client, policy)
-    try:
-        state = await caller.call(
-            agent["mailbox"],
-            args.task,
-            agent=agent["name"],
-            context_id=args.context_id or None,
-            wait=args.wait_seconds,
-            on_state=_progress(),
-        )
-    except CallError as exc:
-        raise OperationError(str(exc)) from None
+    state = await caller.call(
+        agent["mailbox"],
+        args.task,
+        agent=agent["name"],
+        context_id=args.context_id or None,
+        wait=args.wait_seconds,
+        on_state=_progress(),
+    )
     return Outcome(_shown(state, policy, CallStarted), state)
 
 
-async def _with_caller(
-    client: Any, policy: Any, act: Callable[[AgentCaller], Awaitable[CallState]]
-) -> Outcome:
+async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome[CallStatus]:
     caller = await _caller(client, policy)
-    try:
-        state = await act(caller)
-    except CallError as exc:
-        raise OperationError(str(exc)) from None
+    state = await caller.check(args.task_id, wait=args.wait_seconds, on_state=_progress())
     return Outcome(_shown(state, policy, CallStatus), state)
 
 
-async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome[CallStatus]:
-    return await _with_caller(
-        client,
-        policy,
-        lambda c: c.check(args.task_id, wait=args.wait_seconds, on_state=_progress()),
-    )
-
-
 async def answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Outcome[CallStatus]:
-    return await _with_caller(
-        client,
-        policy,
-        lambda c: c.answer(args.task_id, args.answer, wait=args.wait_seconds, on_state=_progress()),
+    caller = await _caller(client, policy)
+    state = await caller.answer(
+        args.task_id, args.answer, wait=args.wait_seconds, on_state=_progress()
     )
+    return Outcome(_shown(state, policy, CallStatus), state)
 
 
 async def cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Outcome[CallStatus]:
-    return await _with_caller(client, policy, lambda c: c.cancel(args.task_id, wait=CANCEL_WAIT))
+    caller = await _caller(client, policy)
+    state = await caller.cancel(args.task_id, wait=CANCEL_WAIT)
+    return Outcome(_shown(state, policy, CallStatus), state)
 
 
 async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome[CallsListed]:
@@ -228,6 +203,3 @@ async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome[
         if not args.state or w.short_state(s.state) == args.state.strip().lower()
     ]
     return Outcome(CallsListed(count=len(views), calls=views), states)
-
-
-CALL_OPERATION_NAMES = tuple(DESCRIPTIONS)

@@ -63,8 +63,10 @@ class _Cuts:
             self.notes.append(f"{what}: {len(kept)} of {len(values)} shown")
         return kept
 
-    def note(self, where: str) -> str | None:
-        return "; ".join(self.notes) + f"; the full text stays {where}" if self.notes else None
+    def noted(self, view: dict[str, Any], where: str) -> dict[str, Any]:
+        if self.notes:
+            view["truncated"] = "; ".join(self.notes) + f"; the full text stays {where}"
+        return view
 
 
 def message_view(message: Any, max_chars: int) -> dict[str, Any]:
@@ -95,10 +97,7 @@ def message_view(message: Any, max_chars: int) -> dict[str, Any]:
     shown = text if encoding == "text" else json.dumps(value, ensure_ascii=False)
     view["payload"] = value if len(shown) <= max_chars else cuts.text(shown, "payload")
     view["payload_encoding"] = encoding
-    truncated = cuts.note("in the mailbox")
-    if truncated:
-        view["truncated"] = truncated
-    return view
+    return cuts.noted(view, "in the mailbox")
 
 
 def agent_view(agent: dict[str, Any], max_chars: int) -> dict[str, Any]:
@@ -132,7 +131,4 @@ def agent_view(agent: dict[str, Any], max_chars: int) -> dict[str, Any]:
         view["skills"] = cuts.items(skills, "skills")
     if view["description"] is None and isinstance(agent.get("agent_info"), str):
         view["agent_info"] = shown(agent["agent_info"], "agent_info")  # a raw registration
-    truncated = cuts.note("in the registry")
-    if truncated:
-        view["truncated"] = truncated
-    return view
+    return cuts.noted(view, "in the registry")

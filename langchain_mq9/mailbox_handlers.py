@@ -1,9 +1,7 @@
-"""The handlers of the mailbox and message operations: create_mailbox, send_message,
-fetch_messages, ack_messages, query_messages, delete_message.
-
-Each takes any client with ``Mq9Client``'s methods (ours, or the official ``mq9`` SDK's, whose
-``Message`` has no key or tags and whose ``query`` takes no tags), the validated arguments and
-the caller's ``ToolPolicy``, and returns an ``Outcome`` (``tool_results.py``).
+"""The handlers of the mailbox and message operations. Each takes any client with
+``Mq9Client``'s methods (ours, or the official ``mq9`` SDK's, whose ``Message`` has no key or
+tags and whose ``query`` takes no tags), the validated arguments and the caller's
+``ToolPolicy``, and returns an ``Outcome`` (``tool_results.py``).
 """
 
 from __future__ import annotations
@@ -117,17 +115,6 @@ async def fetch_messages(
     return Outcome(result, messages)
 
 
-def _unacked_refusal(msg_id: int, address: str, waiting: list[int], policy: ToolPolicy) -> str:
-    why = (
-        f"msg_id {msg_id} is not waiting for an ack in {address}: fetch_messages did not give "
-        "it to you, or it is already acked. "
-    )
-    if waiting:
-        return why + f"Waiting for an ack: {waiting}; ack one of those."
-    fetch = next_call("fetch_messages", address, policy)
-    return why + f"Call {fetch} first and ack a msg_id it returned."
-
-
 async def ack_messages(
     client: Any, args: AckMessagesInput, policy: ToolPolicy
 ) -> Outcome[MessagesAcked]:
@@ -135,10 +122,16 @@ async def ack_messages(
     policy.check(address)
     reading = policy.readings.get((address, policy.default_group))
     waiting = reading.unacked if reading is not None else []
-    if reading is None or args.msg_id not in waiting:
-        raise OperationError(_unacked_refusal(args.msg_id, address, list(waiting), policy))
-    upto = reading.unacked.index(args.msg_id) + 1
-    confirmed = reading.unacked[:upto]
+    if args.msg_id not in waiting:  # so reading is not None below
+        why = (
+            f"msg_id {args.msg_id} is not waiting for an ack in {address}: fetch_messages did "
+            "not give it to you, or it is already acked. "
+        )
+        if waiting:
+            raise OperationError(why + f"Waiting for an ack: {waiting}; ack one of those.")
+        fetch = next_call("fetch_messages", address, policy)
+        raise OperationError(why + f"Call {fetch} first and ack a msg_id it returned.")
+    confirmed = waiting[: waiting.index(args.msg_id) + 1]
     await reading.reader.done(confirmed)
     reading.unacked = [i for i in reading.unacked if i not in set(confirmed)]
     still = list(reading.unacked) or None
@@ -163,9 +156,8 @@ async def query_messages(
         # Only what was given: the official SDK's query takes no tags.
         messages = await client.query(address, **given)
     result = MessagesQueried(**_views(messages, policy))
-    if len(given) > 1:
-        used = next(iter(given))  # the broker applies key, else tags
-        result.filter_used = f"only {used}: the broker applies one filter"
+    if len(given) > 1:  # both key and tags: the broker applies key, else tags
+        result.filter_used = "only key: the broker applies one filter"
     if len(messages) >= QUERY_CAP and not given:
         more = next_call("query_messages", address, policy, f"from_id={messages[-1].msg_id + 1}")
         result.next_step = f"There may be more: look further with {more}."

@@ -1,13 +1,7 @@
-"""The operation catalog: every mq9 operation an agent can call, defined once.
-
-Each ``Operation`` carries its name, a title, its input model, its handler over an mq9 client,
-its result model and the hints a client reads (read-only, destructive, ...). The LangChain
-tools (``tools.py``) and the MCP server (``mcp_server``) are thin adapters over this module, so
-their names, schemas and behaviour are the same. The rest lives by job: the settings in
-``tool_config.py``, one agent's rules and memory in ``tool_policy.py``, the handlers in
-``mailbox_handlers.py``, ``registry_handlers.py`` and ``call_tools.py``, their results in
-``tool_results.py``, what the model reads of the inputs in ``schemas.py``, of others' data in
-``data_views.py``, and of failures in ``tool_errors.py``.
+"""The operation catalog: every mq9 operation an agent can call, defined once, with the hints
+a client reads (read-only, destructive, ...). The LangChain tools (``tools.py``) and the MCP
+server (``mcp_server``) are thin adapters over it, so their names, schemas and behaviour are the
+same. Its parts live by job in the modules imported below.
 """
 
 from __future__ import annotations
@@ -23,6 +17,7 @@ from pydantic import BaseModel
 from . import call_tools as calls
 from . import mailbox_handlers as mail
 from . import registry_handlers as registry
+from .agent_calls import CallError
 from .data_views import CARD_NOTE, MAX_SHOWN_DEPTH, message_view
 from .protocol import Mq9Error
 from .schemas import (
@@ -98,9 +93,7 @@ class Operation:
         token = CALL_CLIENT.set(client)
         try:
             outcome = await self.handler(client, args, policy)
-        except OperationError as exc:
-            if not policy.tool_prefix:
-                raise
+        except (OperationError, CallError) as exc:  # a CallError says what to do, too
             raise OperationError(prefixed(str(exc), policy)) from exc
         except Mq9Error as exc:
             text = explain(exc, operation=self.name, address=address, own=policy.agent_mailbox)
@@ -111,10 +104,9 @@ class Operation:
         warning = getattr(client, "warnings", {}).get(address)
         if warning:
             outcome.content["warning"] = warning
-        if policy.tool_prefix:
-            for key in ADVICE:
-                if key in outcome.content:
-                    outcome.content[key] = prefixed(outcome.content[key], policy)
+        for key in ADVICE:
+            if key in outcome.content:
+                outcome.content[key] = prefixed(outcome.content[key], policy)
         return outcome
 
 

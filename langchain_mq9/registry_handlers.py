@@ -26,14 +26,6 @@ from .tool_results import (
     Outcome,
 )
 
-RANKED_HERE = (
-    "This broker has no agent search, so every registered agent was read and ranked by {how}."
-)
-RANKED_BY = {
-    "embeddings": "meaning (embeddings)",
-    "lexical": "shared words",
-}
-
 
 def _card(name: str, capabilities: str, extra: dict[str, Any], address: str) -> dict[str, Any]:
     card = agent_card(
@@ -59,14 +51,6 @@ async def discover(client: Any, **query: Any) -> list[dict[str, Any]]:
     return agents
 
 
-async def _registered(client: Any, name: str) -> dict[str, Any] | None:
-    """The registry's entry for ``name``: a DISCOVER without a query lists every agent."""
-    for agent in await discover(client):
-        if agent.get("name") == name:
-            return agent
-    return None
-
-
 async def agent_register(
     client: Any, args: AgentRegisterInput, policy: ToolPolicy
 ) -> Outcome[AgentRegistered]:
@@ -86,21 +70,20 @@ async def agent_register(
     policy.created.add(address)
     result = AgentRegistered(registered=True, mail_address=address, mailbox_created=created)
     # The registry keeps a name's FIRST registration and answers success to any later one, so
-    # look first: the model must not believe it changed a card it did not.
+    # look first (a DISCOVER without a query lists every agent): the model must not believe it
+    # changed a card it did not.
     try:
-        existing = await _registered(client, name)
-        unchecked = False
+        existing = next((a for a in await discover(client) if a.get("name") == name), None)
     except ListingTooLarge:
-        existing, unchecked = None, True
+        existing = None
+        result.note = (
+            "the registry is too large to list, so whether another agent had this name "
+            f"already is not known (the registry keeps the first card): agent_discover("
+            f"query='{name}') shows the card it holds"
+        )
     limit = policy.max_payload_chars
     if existing is None:
         await client.agent_register(card)
-        if unchecked:
-            result.note = (
-                "the registry is too large to list, so whether another agent had this name "
-                f"already is not known (the registry keeps the first card): agent_discover("
-                f"query='{name}') shows the card it holds"
-            )
     elif agent_view(existing, limit) == agent_view({**card, "mailbox": address}, limit):
         result.note = "already registered with this same card"
     else:
@@ -130,7 +113,9 @@ async def agent_discover(
     result = AgentsFound(count=len(agents), agents=[agent_view(a, limit) for a in agents])
     notes = [CARD_NOTE] if agents else []
     if agents.ranked_here:
-        notes.append(RANKED_HERE.format(how=RANKED_BY.get(agents.ranking, "shared words")))
+        how = "meaning (embeddings)" if agents.ranking == "embeddings" else "shared words"
+        ranked = f"every registered agent was read and ranked by {how}"
+        notes.append(f"This broker has no agent search, so {ranked}.")
     result.note = " ".join(notes) or None
     if any(a.get("mailbox") for a in agents):
         result.next_step = (

@@ -11,10 +11,9 @@ and its schemas are safe under every provider's strict mode:
   check every bound again and answer "Invalid arguments: ..." when one is broken;
 * no pydantic titles, no defaults (a description says what the neutral value means).
 
-Knobs a model rarely needs (the consumer group, where a group starts, messages per fetch,
-how discovery searches, the agent card's extra fields) are not arguments: the toolkit (or the
-MCP server) pins them. What depends on the toolkit (the agent's own mailbox) is written into
-the descriptions and schemas built for it by ``tool_description`` and ``input_schema``.
+Knobs a model rarely needs (the consumer group, where a group starts, messages per fetch, how
+discovery searches, the agent card's extra fields) are ``ToolConfig``'s, not arguments. The
+agent's own mailbox is written into the descriptions and schemas built for a toolkit.
 """
 
 from __future__ import annotations
@@ -40,10 +39,11 @@ class _Input(BaseModel):
     own_fields: ClassVar[tuple[str, ...]] = ()
 
 
-def _mailbox() -> Any:
+class _MailboxInput(_Input):
     # A mail_address argument needs no words (the tool's description says which mailbox);
     # the schema adds "default: <agent_mailbox>" where the toolkit has one.
-    return Field(default="")
+    own_fields = ("mail_address",)
+    mail_address: str = ""
 
 
 class AgentRegisterInput(_Input):
@@ -78,9 +78,7 @@ class SendMessageInput(_Input):
     ttl: int = Field(default=0, ge=0, description="Seconds until it expires; 0 = never.")
 
 
-class FetchMessagesInput(_Input):
-    own_fields = ("mail_address",)
-    mail_address: str = _mailbox()
+class FetchMessagesInput(_MailboxInput):
     max_wait_ms: int = Field(
         default=500,
         ge=0,
@@ -89,23 +87,17 @@ class FetchMessagesInput(_Input):
     )
 
 
-class AckMessagesInput(_Input):
-    own_fields = ("mail_address",)
-    mail_address: str = _mailbox()
+class AckMessagesInput(_MailboxInput):
     msg_id: int = Field(ge=0)
 
 
-class QueryMessagesInput(_Input):
-    own_fields = ("mail_address",)
-    mail_address: str = _mailbox()
+class QueryMessagesInput(_MailboxInput):
     key: str = Field(default="", description="Only the newest message with this key.")
     tags: list[str] = Field(default_factory=list, description="Only messages with any of these.")
     from_id: int = Field(default=0, ge=0, description="Start at this msg_id, to see more.")
 
 
-class DeleteMessageInput(_Input):
-    own_fields = ("mail_address",)
-    mail_address: str = _mailbox()
+class DeleteMessageInput(_MailboxInput):
     msg_id: int = Field(ge=0)
 
 
@@ -123,14 +115,11 @@ class AgentReportInput(_Input):
     @field_validator("details")
     @classmethod
     def _an_object(cls, value: str | dict[str, Any]) -> dict[str, Any]:
-        if isinstance(value, dict):
-            return value
-        if not value.strip():
-            return {}
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ValueError("details must be a JSON object") from None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                value = None
         if not isinstance(value, dict):
             raise ValueError("details must be a JSON object")
         return value

@@ -1,9 +1,8 @@
 """``ToolConfig``: the settings of the mq9 tools, declared and validated in this one place.
 
-``Mq9Toolkit`` takes them as its own options (it is built on this model) and ``mq9-mcp``
-generates a flag from each field (``--agent-mailbox`` for ``agent_mailbox``) and validates what
-it is given here, so both refuse the same values in the same words. A config is frozen: what
-one agent (a toolkit, an MCP session) remembers while it works is ``ToolPolicy``'s.
+``Mq9Toolkit`` is built on this model and ``mq9-mcp`` generates a flag from each field
+(``--agent-mailbox`` for ``agent_mailbox``, its description the flag's help), so both refuse the
+same values in the same words. What one agent remembers while it works is ``ToolPolicy``'s.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ class ToolConfig(BaseModel):
     """What the tools let a model do, and the knobs a developer pins instead of the model.
 
     Whatever the allow-list, no address under the library's reserved root (``mq9``, where the
-    consumer-group leases live) is ever usable. Each field's description is also its
-    ``mq9-mcp`` flag's help."""
+    consumer-group leases live) is ever usable."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -53,12 +53,10 @@ def explain(
     address: str | None = None,
     own: str | None = None,
 ) -> str:
-    """The broker's words plus the next step: which tool to call, or whom to ask.
-
-    ``operation`` is the tool that failed, ``address`` the mailbox it named and ``own`` the
-    toolkit's agent_mailbox: a missing (or malformed) recipient of ``send_message`` leads to
-    ``agent_discover``, never to creating the mailbox. The broker's words may quote what the
-    model gave (an address): they are cut to ``MAX_ERROR_CHARS``."""
+    """The broker's words (cut to ``MAX_ERROR_CHARS``: they may quote what the model gave) plus
+    the next step. ``operation`` failed on mailbox ``address``; ``own`` is the toolkit's
+    agent_mailbox. A missing (or malformed) recipient of ``send_message`` leads to
+    ``agent_discover``, never to creating the mailbox."""
     text = clipped(exc.message, MAX_ERROR_CHARS)
     if isinstance(exc, MailboxNotFound):
         hint = _FIND_IT if operation == "send_message" else _missing_hint(address, own)
@@ -83,7 +81,7 @@ def explain_validation(error: ValidationError) -> str:
         where = ".".join(str(part) for part in item.get("loc", ())) or "input"
         got = f" (got {quoted(item['input'])})" if item.get("type") != "missing" else ""
         problems.append(f"{where}: {item.get('msg', 'invalid')}{got}")
-    return "Invalid arguments: " + "; ".join(problems) + ". Fix them and call the tool again."
+    return str(invalid("; ".join(problems)))
 
 
 def invalid(problem: str) -> OperationError:

@@ -1,9 +1,8 @@
-"""``ToolPolicy``: one agent's use of the tools (a toolkit's, or an MCP session's): its frozen
-``ToolConfig`` and what it remembers while it works.
+"""``ToolPolicy``: one agent's use of the tools (a toolkit's, or an MCP session's).
 
-The rules are RobustMQ's (see ``broker/engine.py``): a consumer group's FETCH hands the same
-messages out again until they are acked, and an ACK moves every priority lane of the group, so
-the tools read groups through one ``GroupReader`` per mailbox and group, kept here.
+A consumer group's FETCH hands the same messages out again until they are acked, and an ACK
+moves every priority lane of the group (RobustMQ's rules, ``broker/engine.py``), so the tools
+read groups through one ``GroupReader`` per mailbox and group, kept here.
 """
 
 from __future__ import annotations
@@ -59,13 +58,6 @@ class GroupReading:
         return found
 
 
-def _reserved(what: str, shown: str) -> str:
-    return (
-        f"{what} {shown} is reserved: addresses under '{RESERVED_ROOT}.' hold this library's "
-        "own records (consumer-group leases); use another name"
-    )
-
-
 class ToolPolicy:
     """The rules of one agent's tools (``config``, whose settings read as the policy's own:
     ``policy.agent_mailbox``) and what it remembers: the mailboxes it ``created`` (allowed
@@ -108,44 +100,35 @@ class ToolPolicy:
             self.readings[key] = GroupReading(reader)
         return self.readings[key]
 
-    def allows(self, address: str) -> bool:
-        if is_reserved(address):  # the library's own (leases): never the model's
-            return False
-        allowed = self.config.allowed_mailboxes
-        if allowed is None or address in self.created or address == self.config.agent_mailbox:
-            return True
-        return any(address == prefix or address.startswith(prefix + ".") for prefix in allowed)
-
-    def _limits(self) -> str:
-        mine = [self.config.agent_mailbox] if self.config.agent_mailbox else []
-        allowed = self.config.allowed_mailboxes or ()
-        return f"{', '.join([*mine, *allowed])} and mailboxes it created"
-
     def check(self, address: str | None) -> None:
         """``address`` is a mailbox address (the client's rule, which quotes it bounded) that
         this agent may use."""
-        if address is None:
-            return
-        check_address(address)
-        if is_reserved(address):
-            raise OperationError(_reserved("mailbox", clipped(address, QUOTE_CHARS)))
-        if not self.allows(address):
-            shown = clipped(address, QUOTE_CHARS)
-            raise OperationError(
-                f"mailbox {shown} is outside the mailboxes this agent may use "
-                f"({self._limits()}): use one of those, or ask the user"
-            )
+        if address is not None:
+            check_address(address)
+            then = "use one of those, or ask the user"
+            self._check(address, f"mailbox {clipped(address, QUOTE_CHARS)}", "mailboxes", then)
 
     def check_name(self, name: str) -> None:
         """The allow-list covers registry names as well as mailboxes: the registry is keyed
         by name, so a name outside it would let the model take over, remove or rewrite
         another agent's entry (and have that agent's work sent to it)."""
-        if is_reserved(name):
-            raise OperationError(_reserved("agent name", quoted(name)))
-        if not self.allows(name):
+        then = "register, report and unregister under one of those"
+        self._check(name, f"agent name {quoted(name)}", "names", then)
+
+    def _check(self, value: str, what: str, kind: str, then: str) -> None:
+        if is_reserved(value):  # the library's own (leases): never the model's
             raise OperationError(
-                f"agent name {quoted(name)} is outside the names this agent may use "
-                f"({self._limits()}): register, report and unregister under one of those"
+                f"{what} is reserved: addresses under '{RESERVED_ROOT}.' hold this library's "
+                "own records (consumer-group leases); use another name"
+            )
+        allowed = self.config.allowed_mailboxes
+        if allowed is None or value in self.created or value == self.config.agent_mailbox:
+            return
+        if not any(value == prefix or value.startswith(prefix + ".") for prefix in allowed):
+            mine = [self.config.agent_mailbox] if self.config.agent_mailbox else []
+            raise OperationError(
+                f"{what} is outside the {kind} this agent may use "
+                f"({', '.join([*mine, *allowed])} and mailboxes it created): {then}"
             )
 
     def own(self, value: str, argument: str = "mail_address") -> str:

@@ -1,12 +1,10 @@
-"""What each tool returns, declared once as a typed model: ``content()`` is the JSON object the
+"""What each tool returns, declared once as a dataclass: ``content()`` is the JSON object the
 tool returns (its MCP structuredContent) and ``output_schema()`` its MCP outputSchema.
 
-A field left at its default (``None``) is absent from the content: the data a result carries
-only sometimes (``optional_keys``), and the words for the model (``ADVICE``: what to do next,
-a note on data from others, which one filter a QUERY used), which the output schema leaves
-undeclared (it is for programs reading the data). The schema declares every data key with its
-JSON type and nothing more (no ``required``, no ``items``): MCP clients receive it in every
-tools/list (bench/tokens.py counts it).
+A field left at its default ``None`` is absent from the content. The words for the model
+(``ADVICE``: what to do next, a note on data from others, which one filter a QUERY used) are
+left out of the schema, which is for programs and declares each data key's JSON type and nothing
+more (no ``required``, no ``items``): MCP clients receive it in every tools/list.
 """
 
 from __future__ import annotations
@@ -25,17 +23,19 @@ ADVICE = ("note", "next_step", "filter_used", "warning")
 _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object"}
 
 
-@dataclass(kw_only=True)
 class ToolResult:
-    """Base of the result models (dataclasses: a tool call builds one)."""
+    """Base of the result models: each subclass is made a keyword-only dataclass."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(kw_only=True)(cls)
 
     def content(self) -> dict[str, Any]:
         """The result as the tool returns it: every field but the optional ones left None."""
-        optional = _optional(type(self))
         return {
-            name: value
-            for name in _names(type(self))
-            if (value := getattr(self, name)) is not None or name not in optional
+            f.name: value
+            for f in _fields(type(self))
+            if (value := getattr(self, f.name)) is not None or f.default is not None
         }
 
     @classmethod
@@ -46,17 +46,10 @@ class ToolResult:
     @classmethod
     def optional_keys(cls) -> frozenset[str]:
         """The data keys only some results carry (every other declared one is always there)."""
-        return _optional(cls) - set(ADVICE)
+        return frozenset(f.name for f in _fields(cls) if f.default is None) - set(ADVICE)
 
 
-@functools.cache
-def _names(cls: type[ToolResult]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-@functools.cache
-def _optional(cls: type[ToolResult]) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls) if f.default is None)
+_fields = functools.cache(dataclasses.fields)
 
 
 @functools.cache
@@ -93,45 +86,38 @@ class Outcome(Generic[Result]):
 # -- mailboxes and messages --------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
 class MailboxCreated(ToolResult):
     mail_address: str
     next_step: str
 
 
-@dataclass(kw_only=True)
 class MessageSent(ToolResult):
     sent: bool
     msg_id: int
     note: str | None = None
 
 
-@dataclass(kw_only=True)
 class _Messages(ToolResult):
     count: int
     messages: list[dict[str, Any]]
     note: str | None = None  # that they are data
 
 
-@dataclass(kw_only=True)
 class MessagesFetched(_Messages):
     unacked_earlier: list[int] | None = None
     next_step: str | None = None
 
 
-@dataclass(kw_only=True)
 class MessagesAcked(ToolResult):
     confirmed: list[int]
     still_unacked: list[int] | None = None
 
 
-@dataclass(kw_only=True)
 class MessagesQueried(_Messages):
     filter_used: str | None = None
     next_step: str | None = None
 
 
-@dataclass(kw_only=True)
 class MessageDeleted(ToolResult):
     deleted: bool
     msg_id: int
@@ -140,7 +126,6 @@ class MessageDeleted(ToolResult):
 # -- the agent registry ------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
 class AgentRegistered(ToolResult):
     registered: bool
     mail_address: str
@@ -150,7 +135,6 @@ class AgentRegistered(ToolResult):
     next_step: str | None = None
 
 
-@dataclass(kw_only=True)
 class AgentsFound(ToolResult):
     count: int
     agents: list[dict[str, Any]]
@@ -158,12 +142,10 @@ class AgentsFound(ToolResult):
     next_step: str | None = None
 
 
-@dataclass(kw_only=True)
 class AgentUnregistered(ToolResult):
     unregistered: str
 
 
-@dataclass(kw_only=True)
 class AgentReported(ToolResult):
     reported: bool
     name: str
@@ -172,7 +154,6 @@ class AgentReported(ToolResult):
 # -- agent calls -------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
 class _Task(ToolResult):
     """A delegated task (``CallState.view()``): its state and, once it has them, its result,
     question or reason."""
@@ -186,13 +167,11 @@ class _Task(ToolResult):
     reason: str | None = None
 
 
-@dataclass(kw_only=True)
 class CallStarted(_Task):
     next_step: str | None = None
     note: str | None = None
 
 
-@dataclass(kw_only=True)
 class CallStatus(_Task):
     """A task already under way, whose answer or cancel may wait for the agent."""
 
@@ -202,7 +181,6 @@ class CallStatus(_Task):
     note: str | None = None
 
 
-@dataclass(kw_only=True)
 class CallsListed(ToolResult):
     count: int
     calls: list[dict[str, Any]]

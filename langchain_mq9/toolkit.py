@@ -9,18 +9,12 @@ from typing import Any
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from .call_tools import CALL_OPERATION_NAMES
 from .connection import Mq9Connection
 from .operations import DEFAULT_OPERATIONS, OPERATIONS
 from .redaction import redact, redact_options
 from .tool_config import ToolConfig
 from .tool_policy import ToolPolicy
 from .tools import TOOL_CLASSES
-
-
-def default_server() -> str | None:
-    """The broker URL from the environment: ``MQ9_SERVER``, else ``NATS_URL``."""
-    return os.environ.get("MQ9_SERVER") or os.environ.get("NATS_URL") or None
 
 
 class Mq9Toolkit(BaseToolkit, ToolConfig):
@@ -30,18 +24,16 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
     >>> toolkit = Mq9Toolkit(server="nats://localhost:4222")   # or "memory://" offline
     >>> agent = create_react_agent(llm, toolkit.get_tools())
 
-    One toolkit is one reader of a consumer group: its ``fetch_messages`` hands each message
-    out once, and its ``ack_messages`` confirms what its own fetches handed out; what was not
-    acked is handed out again to whoever reads the group next (a restarted agent, under any
-    toolkit). So give each agent its own toolkit, and take an agent's tools from one toolkit.
-    Several agents sharing one mailbox as competing workers each set ``worker`` (a name unique
-    among them): leases then keep them from getting the same message, and one that dies has
-    its messages taken over after ``lease_ttl`` seconds (docs/groups.md).
+    One toolkit is one reader of a consumer group: its ``ack_messages`` confirms what its own
+    ``fetch_messages`` handed out, and what was not acked is handed out again to whoever reads
+    the group next (a restarted agent, under any toolkit). So give each agent its own toolkit,
+    and take an agent's tools from one toolkit. Competing workers on one mailbox each set
+    ``worker`` (a name unique among them): leases keep them from getting the same message, and
+    a dead one's messages are taken over after ``lease_ttl`` seconds (docs/groups.md).
 
-    ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extra ones you
-    can add). The tool settings are ``ToolConfig``'s fields (``tool_config.py``, where each is
-    described; ``mq9-mcp`` has a flag for each). Close with ``await toolkit.aclose()``,
-    ``toolkit.close()`` or a ``with`` block.
+    ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extras). The
+    other settings are ``ToolConfig``'s fields (described in ``tool_config.py``; ``mq9-mcp`` has
+    a flag for each). Close with ``await toolkit.aclose()``, ``toolkit.close()`` or ``with``.
     """
 
     server: str | None = Field(
@@ -80,8 +72,8 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
                 raise ValueError("give server= or client=, not both")
             self._connection = Mq9Connection(client=self.client)
         else:
-            server = self.server or default_server()
-            if server is None:
+            server = self.server or os.environ.get("MQ9_SERVER") or os.environ.get("NATS_URL")
+            if not server:
                 raise ValueError(
                     "Mq9Toolkit needs server= (e.g. 'nats://localhost:4222', or 'memory://' "
                     "for the in-process broker), client=, or MQ9_SERVER in the environment"
@@ -91,7 +83,7 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
                 server, request_timeout=self.request_timeout, **self.client_options
             )
         settings = {name: getattr(self, name) for name in ToolConfig.model_fields}
-        settings["calls"] = self.calls or bool(set(self.tools or ()) & set(CALL_OPERATION_NAMES))
+        settings["calls"] = self.calls or any(OPERATIONS[n].needs_calls for n in self.tools or ())
         self._policy = ToolPolicy(ToolConfig(**settings))
 
     @property
@@ -105,7 +97,7 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
     def get_tools(self) -> list[BaseTool]:
         names = list(self.tools if self.tools is not None else DEFAULT_OPERATIONS)
         if self.calls:
-            names += [name for name in CALL_OPERATION_NAMES if name not in names]
+            names += [n for n, op in OPERATIONS.items() if op.needs_calls and n not in names]
         return [
             TOOL_CLASSES[name](connection=self._connection, policy=self._policy)
             for name in names

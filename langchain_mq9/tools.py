@@ -9,9 +9,9 @@ same one the MCP server lists, so every provider converts exactly that; the pyda
 model (``get_input_schema()``) validates each call and re-checks every bound.
 """
 
-# No ``from __future__ import annotations`` here: LangChain reads ``_run``/``_arun``'s type hints
-# on every tool call, and string annotations would be compiled and evaluated each time (about
-# a fifth of a send_message call's own cost). See also the note on ``_run`` below.
+# No ``from __future__ import annotations`` here, and no annotations on ``_run``/``_arun``:
+# LangChain reads their type hints on every tool call (string ones are compiled and evaluated
+# each time, about a fifth of a send_message call's own cost; even evaluated ones cost ~10 µs).
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +38,7 @@ class Mq9Tool(BaseTool):
     The policy also remembers what ``fetch_messages`` handed out, which ``ack_messages``
     confirms: tools built one by one must share one ``policy`` (``Mq9Toolkit`` does that)."""
 
-    operation_name: ClassVar[str]
+    operation: ClassVar[Operation]
 
     connection: Mq9Connection
     policy: ToolPolicy = Field(default_factory=ToolPolicy)
@@ -53,7 +53,7 @@ class Mq9Tool(BaseTool):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        operation = OPERATIONS[cls.operation_name]
+        operation = cls.operation
         policy = data.get("policy")
         if not isinstance(policy, ToolPolicy):
             policy = data["policy"] = ToolPolicy()
@@ -65,13 +65,7 @@ class Mq9Tool(BaseTool):
             data["connection"] = Mq9Connection(server, client=client)
         return data
 
-    @property
-    def operation(self) -> Operation:
-        return OPERATIONS[self.operation_name]
-
     def get_input_schema(self, config: Any = None) -> type[BaseModel]:
-        """The pydantic model that validates a call (``args_schema`` is its JSON schema as the
-        model sees it)."""
         return self.operation.input_model
 
     def _arguments(self, kwargs: dict[str, Any]) -> BaseModel:
@@ -81,8 +75,7 @@ class Mq9Tool(BaseTool):
     def _call(self, args: BaseModel):
         return lambda client: self.operation.execute(client, args, self.policy)
 
-    # _run/_arun return (content, artifact). They carry no annotations: LangChain resolves
-    # them with typing.get_type_hints on every call, and even evaluated ones cost ~10 µs.
+    # _run/_arun return (content, artifact), unannotated (see the top of this module).
     def _run(self, **kwargs):
         args = self._arguments(kwargs)
         with _as_tool_errors():
@@ -113,7 +106,7 @@ def _tool_class(name: str) -> type[Mq9Tool]:
     """The tool class of operation ``name``: ``SendMessageTool`` for ``send_message``."""
     title = "".join(part.title() for part in name.split("_"))
     doc = f"``{name}``: {OPERATIONS[name].describe()}"
-    namespace = {"operation_name": name, "__doc__": doc, "__module__": __name__}
+    namespace = {"operation": OPERATIONS[name], "__doc__": doc, "__module__": __name__}
     return type(f"{title}Tool", (Mq9Tool,), namespace)
 
 
