@@ -1,15 +1,12 @@
 """What one reader of a consumer group knows, and what it decides from it: pure state, no I/O.
 
-``GroupReader`` (consumer.py) sends the FETCHes, ACKs and lease records; this module says how
-many messages to ask for, which messages of an answer are new, whether the group's position
-went back behind what this reader acked, and which msg_id may be acked. So the rules that keep a
-message from being lost or handed out twice are tested directly (tests/test_reader_state.py),
-over any interleaving, without a broker.
+``GroupReader`` (consumer.py) does the I/O; this module says how many messages to ask for,
+which are new, whether the group's position went back, and which msg_id may be acked, so
+tests/test_reader_state.py checks those rules over any interleaving without a broker.
 
-RobustMQ's rules behind it (docs/protocol.md §5.3-5.4, docs/groups.md): a FETCH reads the lanes
-critical, urgent, normal from the group's position S, each up to ``asked`` messages, and stops
-once it holds ``asked``; an ACK X moves every lane to X + 1, whether or not older messages of
-lower lanes were handled; nothing is leased by the broker.
+RobustMQ's rules behind it (docs/protocol.md §5.3-5.4): a FETCH reads the lanes critical,
+urgent, normal from the group's position S, each up to ``asked`` messages, and stops once it
+holds ``asked``; an ACK X moves every lane to X + 1; the broker leases nothing.
 """
 
 from __future__ import annotations
@@ -45,11 +42,9 @@ class ReaderState:
     committed: int | None = None
     last_answer: list[Any] = field(default_factory=list)
     asked: int = 0
-    # create_time of the newest message this reader saw in any answer. The broker numbers and
-    # stamps messages in one order, and the floor passes an id only once an answer showed it
-    # or a later one: so every message at or below the floor is at most this new, and one
-    # that is newer is not one this reader acked past but a new message under a reused id (a
-    # log the broker lost and started again).
+    # create_time of the newest message seen in any answer. The broker numbers and stamps
+    # messages in one order, and the floor passes only ids an answer showed: so a message at or
+    # below the floor newer than this is a new one under a reused id (a log the broker lost).
     newest_time: int = -1
     # The messages of the answers above the floor, by msg_id: their create_time and priority.
     seen: dict[int, Any] = field(default_factory=dict, repr=False)
