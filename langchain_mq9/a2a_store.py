@@ -66,7 +66,7 @@ class TaskStore:
 
     def __init__(self, client: Any, agent_mailbox: str) -> None:
         self.client = client
-        self.mailbox = w.tasks_mailbox(agent_mailbox)
+        self.mailbox = agent_mailbox + w.TASKS_SUFFIX
 
     async def open(self) -> TaskStore:
         await ensure_mailbox(self.client, self.mailbox)
