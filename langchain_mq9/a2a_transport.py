@@ -15,7 +15,7 @@ agent's ``{mailbox}.tasks`` on the broker, so they answer while the agent is off
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from a2a.client.client import ClientCallContext, ClientConfig
@@ -107,7 +107,7 @@ class Mq9Transport(ClientTransport):
         task_id, turns = await self._submit(request)
         newest: dict[str, Any] | None = None
         if not request.configuration.return_immediately:
-            async for seen in self._snapshots(task_id, turns, _timeout(context)):
+            async for seen in self._snapshots(lambda: self._snapshot(task_id), context, turns):
                 newest = seen
         snapshot = newest or await self._snapshot(task_id) or _submitted(task_id, request)
         return SendMessageResponse(task=to_proto(snapshot, Task))
@@ -117,7 +117,7 @@ class Mq9Transport(ClientTransport):
     ) -> AsyncGenerator[StreamResponse]:
         task_id, turns = await self._submit(request)
         yield StreamResponse(task=to_proto(_submitted(task_id, request), Task))
-        async for snapshot in self._snapshots(task_id, turns, _timeout(context)):
+        async for snapshot in self._snapshots(lambda: self._snapshot(task_id), context, turns):
             yield StreamResponse(task=to_proto(snapshot, Task))
 
     async def _snapshot(self, task_id: str) -> dict[str, Any] | None:
@@ -127,15 +127,18 @@ class Mq9Transport(ClientTransport):
         return found or await self.store.get(task_id)
 
     async def _snapshots(
-        self, task_id: str, turns: int, timeout: float
+        self,
+        read: Callable[[], Awaitable[dict[str, Any] | None]],
+        context: ClientCallContext | None,
+        turns: int = 0,
     ) -> AsyncGenerator[dict[str, Any]]:
-        """Each new snapshot of the task until it stops with ``turns`` caller turns taken (or
-        the time is up)."""
+        """Each new snapshot ``read()`` answers until the task stops with ``turns`` caller turns
+        taken (or the call's time is up)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + _timeout(context)
         last = None
         while True:
-            snapshot = await self._snapshot(task_id)
+            snapshot = await read()
             if snapshot is not None and snapshot != last:
                 last = snapshot
                 yield snapshot
@@ -191,17 +194,8 @@ class Mq9Transport(ClientTransport):
         self, request: SubscribeToTaskRequest, *, context: ClientCallContext | None = None
     ) -> AsyncGenerator[StreamResponse]:
         await self._known(request.id)
-        last = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _timeout(context)
-        while loop.time() < deadline:
-            snapshot = await self.store.get(request.id)
-            if snapshot != last and snapshot is not None:
-                last = snapshot
-                yield StreamResponse(task=to_proto(snapshot, Task))
-                if w.task_state(snapshot) in w.STOPPED:
-                    return
-            await asyncio.sleep(POLL_SECONDS)
+        async for snapshot in self._snapshots(lambda: self.store.get(request.id), context):
+            yield StreamResponse(task=to_proto(snapshot, Task))
 
     async def get_extended_agent_card(self, request: Any, *, context: Any = None) -> AgentCard:
         if self.card is None:
