@@ -1,24 +1,13 @@
 """The operator's model: a directory laid out as RobustMQ's ``embedding_model_path``, embedded
 as RobustMQ embeds with it.
 
-RobustMQ 8bd49dc (``src/common/llm-engine/src/embedding/fastembed.rs``) picks its model at
-start-up: when ``embedding_model_path`` (or, unset, ``data_path``) holds a ``model.onnx``, it
-loads that file with ``tokenizer.json``, ``config.json``, ``special_tokens_map.json`` and
-``tokenizer_config.json`` beside it as a fastembed 4.9 user-defined model; otherwise it
-downloads all-MiniLM-L6-v2. For a user-defined model fastembed 4.9.1 then:
-
-- tokenizes with Hugging Face ``tokenizers`` and the directory's ``tokenizer.json``, special
-  tokens added, cut at min(512, ``model_max_length``) tokens; no prefix is put before a text
-  (an E5 model's ``query:`` / ``passage:`` included);
-- takes the model's first output: per token (3-D), the first token's vector (fastembed's
-  default pooling, CLS: user-defined models get no other); already one vector per text (2-D,
-  a model exported with its pooling inside), that vector;
-- scales it to unit length; RobustMQ's index holds 384 floats per agent (``VECTOR_DIM``).
-
-This module does the same with the same files, so the bundled broker and the client rank as
-a RobustMQ configured with that directory does. It needs ``tokenizers`` (the library fastembed
-runs) besides onnxruntime and numpy: ``pip install "langchain-mq9[semantic-model-dir]"``.
-Nothing is downloaded: the files are the operator's.
+RobustMQ 8bd49dc loads a ``model.onnx`` there, with the four tokenizer files beside it, as a
+fastembed 4.9.1 user-defined model: Hugging Face ``tokenizers`` with the directory's files, cut
+at min(512, ``model_max_length``) tokens, no prefix; the first output, pooled by its first
+token; unit length; 384 floats. This module does the same with the same files, step by step
+as docs/discovery.md ("Which model RobustMQ embeds with") lists them, so the bundled broker and
+the client rank as that RobustMQ does. Needs the ``semantic-model-dir`` extra; nothing is
+downloaded.
 """
 
 from __future__ import annotations
