@@ -197,19 +197,16 @@ class ReaderState:
         answer, asked = self.last_answer, self.asked
         ids = [m.msg_id for m in answer]
         horizon = self.floor
-        whole_below = p.LANE_READ_BYTES - LARGEST_MESSAGE
+        whole = self.whole_lanes()
         held_count, skipped, bound = 0, False, max([self.known_before, *ids])
         covered = self.known_before
         for priority in PRIORITY_ORDER:
-            lane = [m for m in answer if m.priority is priority]
+            lane = [m.msg_id for m in answer if m.priority is priority]
             if held_count >= asked:
                 skipped = True
                 continue
-            covered = max([covered, *(m.msg_id for m in lane)])
-            if lane and (len(lane) >= asked or sum(len(m.payload) for m in lane) > whole_below):
-                bound = min(bound, max(m.msg_id for m in lane))
-            else:
-                bound = min(bound, covered)
+            covered = max([covered, *lane])
+            bound = min(bound, covered if priority in whole else max(lane))
             held_count += len(lane)
         if not skipped:  # an empty answer too: nothing from S on, so nothing below is waiting
             waiting = [i for i in ids if not self.is_done(i)]
