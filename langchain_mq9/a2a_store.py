@@ -1,10 +1,9 @@
 """Where A2A task state lives on the broker: an agent's ``{name}.tasks`` mailbox.
 
-Every state a task reaches is kept there as the whole A2A Task under key ``task.{id}``: key
-compaction deletes the older one, so a QUERY by key answers the newest state, from any replica
-of the agent, after a restart, or from a caller while the agent is offline. The same snapshot
-goes to the caller's reply mailbox under the same key. A cancel is kept apart, as
-``cancel.{id}``, so that a replica still writing ``working`` cannot hide it.
+Each state of a task is kept as the whole A2A Task under key ``task.{id}``: key compaction
+keeps the newest, so a QUERY by key answers it from any replica, after a restart, or while the
+agent is offline. A cancel is kept apart, as ``cancel.{id}``, so that a replica still writing
+``working`` cannot hide it.
 """
 
 from __future__ import annotations

@@ -6,10 +6,9 @@ agent served over mq9 (``serve_agent``, or anything that speaks ``a2a_wire``) un
     card = await mq9_agent_card(mq9_client, "agent.summarizer")   # from the registry
     a2a_client = factory.create(card)
 
-Needs the ``a2a`` extra (``pip install 'langchain-mq9[a2a]'``). The agent's interface is
-``mq9://<mailbox>``; requests go there, and the task's snapshots come back in a reply mailbox
-of this transport (``reply_mailbox``, else a private one). GetTask and ListTasks read the
-agent's ``{mailbox}.tasks`` on the broker, so they answer while the agent is offline.
+Needs the ``a2a`` extra. Requests go to the interface's ``mq9://<mailbox>``, snapshots come
+back in ``reply_mailbox`` (else a private one); GetTask, ListTasks and subscribe read the
+agent's ``{mailbox}.tasks``, so they answer while the agent is offline (docs/a2a.md).
 """
 
 from __future__ import annotations

@@ -15,8 +15,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -72,22 +70,11 @@ class Embedder:
         self._pool = pool
         # fastembed feeds token_type_ids only to a model that has that input
         self._type_ids = any(i.name == "token_type_ids" for i in session.get_inputs())
-        self._cache: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cached = lru_cache(maxsize=CACHE_SIZE)(lambda text: self._run(text))
         self.name = name
 
     def embed(self, text: str) -> Any:
-        with self._lock:
-            vector = self._cache.get(text)
-            if vector is not None:
-                self._cache.move_to_end(text)
-                return vector
-        vector = self._run(text)
-        with self._lock:
-            self._cache[text] = vector
-            if len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return vector
+        return self._cached(text)
 
     def embed_query(self, text: str) -> Any:
         """A query's vector, not cached: queries vary, and would push cards out."""
