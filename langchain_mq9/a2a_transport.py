@@ -205,14 +205,9 @@ class Mq9Transport(ClientTransport):
     async def create_task_push_notification_config(self, request: Any, *, context: Any = None):
         raise UnsupportedOperationError(_NO_PUSH)
 
-    async def get_task_push_notification_config(self, request: Any, *, context: Any = None):
-        raise UnsupportedOperationError(_NO_PUSH)
-
-    async def list_task_push_notification_configs(self, request: Any, *, context: Any = None):
-        raise UnsupportedOperationError(_NO_PUSH)
-
-    async def delete_task_push_notification_config(self, request: Any, *, context: Any = None):
-        raise UnsupportedOperationError(_NO_PUSH)
+    get_task_push_notification_config = create_task_push_notification_config
+    list_task_push_notification_configs = create_task_push_notification_config
+    delete_task_push_notification_config = create_task_push_notification_config
 
     async def close(self) -> None:
         """The mq9 client belongs to whoever opened it: nothing to close here."""
