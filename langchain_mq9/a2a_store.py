@@ -67,10 +67,6 @@ class TaskStore:
         self.client = client
         self.mailbox = agent_mailbox + w.TASKS_SUFFIX
 
-    async def open(self) -> TaskStore:
-        await ensure_mailbox(self.client, self.mailbox)
-        return self
-
     async def get(self, task_id: str) -> dict[str, Any] | None:
         return await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
 

@@ -139,11 +139,9 @@ class AgentCaller:
         """Answer an input-required task; the agent resumes it with the answer."""
         current = await self.check(task_id)
         if current.state != w.INPUT_REQUIRED or current.answer_pending:
-            why = (
-                "an answer is on its way already"
-                if current.answer_pending
-                else (f"it is {w.short_state(current.state)}")
-            )
+            why = f"it is {w.short_state(current.state)}"
+            if current.answer_pending:
+                why = "an answer is on its way already"
             raise CallError(
                 f"task {task_id} takes no answer now: {why}; only an input-required task does"
             )

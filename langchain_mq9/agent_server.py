@@ -110,7 +110,6 @@ class AgentServer:
         self.to_output = to_output
         self.register = register
         self.store = TaskStore(client, self.mailbox)
-        # reader_options go to the GroupReader (e.g. its lease, where it has one).
         self.reader = GroupReader(
             client, self.mailbox, self.group, worker=self.worker, **(reader_options or {})
         )
@@ -130,7 +129,7 @@ class AgentServer:
 
     async def start(self) -> AgentServer:
         await ensure_mailbox(self.client, self.mailbox)
-        await self.store.open()
+        await ensure_mailbox(self.client, self.store.mailbox)
         if self.register:
             await self.client.agent_register(self.agent_card())
         self._loop = asyncio.create_task(self._serve(), name=f"mq9-a2a-{self.name}")

@@ -1,12 +1,9 @@
 """The tokenizer of all-MiniLM-L6-v2 (BERT's uncased WordPiece), in plain Python.
 
-It does what the model's ``tokenizer.json`` tells Hugging Face ``tokenizers`` to do (the
-tokenizer fastembed runs inside RobustMQ): clean the text, space out CJK ideographs, strip
-accents, lowercase, split at whitespace and punctuation, then cut each word into the longest
-pieces the vocabulary holds. Written here rather than depending on ``tokenizers`` because that
-package brings ``huggingface_hub`` (a model downloader) and some 30 MB with it; the vocabulary
-(``vocab.txt``, 30,522 entries) ships beside this module. tests/test_semantic.py checks the
-ids against ones ``tokenizers`` produced.
+It does what the model's ``tokenizer.json`` tells Hugging Face ``tokenizers`` (which fastembed
+runs inside RobustMQ) to do; that package is not a dependency because it brings
+``huggingface_hub`` (a model downloader) and some 30 MB. The vocabulary ships beside this
+module; tests/test_semantic.py checks the ids against ones ``tokenizers`` produced.
 """
 
 from __future__ import annotations
