@@ -44,7 +44,7 @@ from . import a2a_wire as w
 from .a2a_store import TaskStore, latest
 from .agent_calls import AgentCaller, CallError, _user_turns
 from .consumer import POLL_SECONDS
-from .protocol import MQ9_URL_SCHEME, Mq9Error, normalize_agent
+from .protocol import MQ9_URL_SCHEME, Mq9Error
 
 BINDING = "mq9"
 # How long a blocking send or cancel waits for the task to stop when the call gives no timeout.
@@ -245,8 +245,7 @@ async def mq9_agent_card(client: Any, name: str) -> AgentCard:
         agents = await client.agent_discover()
     except Mq9Error as exc:
         raise LookupError(f"the registry cannot be listed: {exc}") from None
-    for agent in agents:
-        agent = agent if "mailbox" in agent else normalize_agent(agent)
+    for agent in agents:  # normalized: the card's fields, name and mailbox
         if agent.get("name") == name:
             card = {k: v for k, v in agent.items() if k != "mailbox"}
             return to_proto(card, AgentCard)

@@ -26,20 +26,13 @@ LARGEST_MESSAGE = p.DEFAULT_MAX_PAYLOAD
 
 @dataclass
 class ReaderState:
-    """One reader's bookkeeping above its floor.
+    """One reader's bookkeeping above its floor."""
 
-    ``floor``: every message with an id <= floor is done (handled, or behind the group's
-    position when this reader started). ``pending``: handed out by this reader, not done yet.
-    ``handled``: done above the floor (here, or by another worker as its lease record says).
-    ``held``: held by another live worker's lease: not done, and not to be handed out here.
-    ``committed``: the last msg_id this reader acked.
-    """
-
-    floor: int = -1
-    pending: set[int] = field(default_factory=set)
-    handled: set[int] = field(default_factory=set)
-    held: set[int] = field(default_factory=set)
-    committed: int | None = None
+    floor: int = -1  # every id <= floor is done (handled, or behind the group's start position)
+    pending: set[int] = field(default_factory=set)  # handed out here, not done yet
+    handled: set[int] = field(default_factory=set)  # done above the floor, here or by a worker
+    held: set[int] = field(default_factory=set)  # under another live worker's lease
+    committed: int | None = None  # the last msg_id this reader acked
     last_answer: list[Any] = field(default_factory=list)
     asked: int = 0
     # create_time of the newest message seen in any answer. The broker numbers and stamps
