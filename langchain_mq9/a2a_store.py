@@ -13,13 +13,22 @@ import json
 from typing import Any
 
 from . import a2a_wire as w
-from .errors import MailboxExists, MailboxNotFound, Mq9Error
+from .errors import MailboxExists, MailboxNotFound
 
 
 async def ensure_mailbox(client: Any, address: str) -> None:
     """Create ``address`` (never expiring) unless it is there."""
     with contextlib.suppress(MailboxExists):
         await client.mailbox_create(name=address, ttl=0)
+
+
+def _object(payload: bytes) -> dict[str, Any] | None:
+    """A payload's JSON object, or None (no JSON, or not an object)."""
+    try:
+        value = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
@@ -29,11 +38,8 @@ async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
     except MailboxNotFound:
         return None
     for msg in reversed(found):
-        try:
-            value = json.loads(msg.payload)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            continue
-        if isinstance(value, dict):
+        value = _object(msg.payload)
+        if value is not None:
             return value
     return None
 
@@ -83,10 +89,9 @@ class TaskStore:
         """The newest state of each task kept (RobustMQ answers at most 100, oldest first)."""
         tasks = []
         for msg in await self.client.query(self.mailbox, tags=[w.TASK_TAG]):
-            try:
-                snapshot = w.parse_task(msg.payload)
-            except Mq9Error:
-                continue
+            snapshot = _object(msg.payload) or {}
+            if not w.is_valid_id(snapshot.get("id")):
+                continue  # not a Task
             if not context_id or snapshot.get("contextId") == context_id:
                 tasks.append(snapshot)
         return tasks

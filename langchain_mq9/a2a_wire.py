@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol import Mq9Error, is_valid_address
+from .protocol import is_valid_address
 
 HEADER_REPLY_TO = "mq9-reply-to"
 HEADER_METHOD = "mq9-a2a-method"
@@ -238,17 +238,6 @@ def _check_message(msg: Any, task_id: str | None) -> None:
             raise Rejection(f"the message's {key} is not a valid id", task_id)
     if not parts_text(parts).strip():
         raise Rejection("the message holds no text, data or url part", task_id)
-
-
-def parse_task(payload: bytes) -> dict[str, Any]:
-    """A Task snapshot from a message payload; ``Mq9Error`` if it is none."""
-    try:
-        snapshot = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        snapshot = None
-    if not isinstance(snapshot, dict) or not is_valid_id(snapshot.get("id")):
-        raise Mq9Error(f"not an A2A Task: {bytes(payload[:120])!r}")
-    return snapshot
 
 
 def json_text(value: Any) -> str:

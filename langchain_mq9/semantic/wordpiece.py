@@ -35,10 +35,6 @@ _CJK = (
 _CONTROL = frozenset({"Cc", "Cf", "Cs", "Co"})
 
 
-def _is_cjk(code: int) -> bool:
-    return any(low <= code <= high for low, high in _CJK)
-
-
 def _is_punctuation(char: str) -> bool:
     # ASCII symbols count as punctuation too ("$", "+", "^"), as in BERT
     return (char.isascii() and not char.isalnum() and char.isprintable() and char != " ") or (
@@ -58,7 +54,7 @@ def _clean(text: str) -> str:
             continue  # other control characters go, even those Python calls whitespace
         elif char.isspace():
             out.append(" ")
-        elif _is_cjk(code):
+        elif any(low <= code <= high for low, high in _CJK):
             out.append(f" {char} ")
         else:
             out.append(char)
