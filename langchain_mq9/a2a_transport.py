@@ -221,8 +221,7 @@ def _timeout(context: ClientCallContext | None) -> float:
 
 
 def _submitted(task_id: str, request: SendMessageRequest) -> dict[str, Any]:
-    msg = to_json(request.message)
-    return w.task(task_id, msg.get("contextId", ""), w.SUBMITTED)
+    return w.task(task_id, request.message.context_id, w.SUBMITTED)
 
 
 def register_mq9(factory: ClientFactory, client: Any, *, reply_mailbox: str | None = None) -> None:

@@ -198,7 +198,6 @@ class AgentServer:
     async def _handle(self, msg: Any) -> None:
         """One request, whatever it holds: never raises, and marks the message done unless the
         server is stopping (then the group hands it out again)."""
-        finished = False
         try:
             for attempt in range(BROKER_TRIES):
                 try:

@@ -1,8 +1,7 @@
 """What one reader of a consumer group knows, and what it decides from it: pure state, no I/O.
 
-``GroupReader`` (consumer.py) does the I/O; this module says how many messages to ask for,
-which are new, whether the group's position went back, and which msg_id may be acked, so
-tests/test_reader_state.py checks those rules over any interleaving without a broker.
+``GroupReader`` (consumer.py) does the I/O; the rules that keep a message from being lost or
+handed out twice live here, so tests/test_reader_state.py checks them without a broker.
 
 RobustMQ's rules behind it (docs/protocol.md §5.3-5.4): a FETCH reads the lanes critical,
 urgent, normal from the group's position S, each up to ``asked`` messages, and stops once it
