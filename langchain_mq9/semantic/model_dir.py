@@ -24,6 +24,8 @@ DIR_EXTRA_HINT = 'pip install "langchain-mq9[semantic-model-dir]"'
 FILES = ("tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json")
 MAX_LENGTH = 512  # fastembed's InitOptionsUserDefined default
 _MODULES = ("numpy", "onnxruntime", "tokenizers")
+# A special token's options, as special_tokens_map.json and AddedToken both name them
+_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized")
 
 
 def installed() -> bool:
@@ -73,16 +75,8 @@ def _tokenizer(directory: Path, tokenizers: Any) -> Any:
         if isinstance(value, str):
             added.append(tokenizers.AddedToken(value, special=True, normalized=True))
         elif isinstance(value, dict):
-            added.append(
-                tokenizers.AddedToken(
-                    value["content"],
-                    special=True,
-                    single_word=bool(value.get("single_word")),
-                    lstrip=bool(value.get("lstrip")),
-                    rstrip=bool(value.get("rstrip")),
-                    normalized=bool(value.get("normalized")),
-                )
-            )
+            flags = {k: bool(value.get(k)) for k in _TOKEN_FLAGS}
+            added.append(tokenizers.AddedToken(value["content"], special=True, **flags))
     tokenizer.add_special_tokens(added)
     return tokenizer
 
