@@ -130,9 +130,10 @@ class Mq9Transport(ClientTransport):
         read: Callable[[], Awaitable[dict[str, Any] | None]],
         context: ClientCallContext | None,
         turns: int = 0,
+        until: frozenset[str] = w.STOPPED,
     ) -> AsyncGenerator[dict[str, Any]]:
-        """Each new snapshot ``read()`` answers until the task stops with ``turns`` caller turns
-        taken (or the call's time is up)."""
+        """Each new snapshot ``read()`` answers until the task is in a state of ``until`` with
+        ``turns`` caller turns taken (or the call's time is up)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(context)
         last = None
@@ -141,7 +142,7 @@ class Mq9Transport(ClientTransport):
             if snapshot is not None and snapshot != last:
                 last = snapshot
                 yield snapshot
-                if w.task_state(snapshot) in w.STOPPED and _user_turns(snapshot) >= turns:
+                if w.task_state(snapshot) in until and _user_turns(snapshot) >= turns:
                     return
             left = deadline - loop.time()
             if left <= 0:
@@ -180,13 +181,9 @@ class Mq9Transport(ClientTransport):
             )
         caller = await self._ready()
         await caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _timeout(context)
-        while loop.time() < deadline:
-            snapshot = await self.store.get(request.id) or snapshot
-            if w.task_state(snapshot) in w.FINAL:
-                break
-            await asyncio.sleep(POLL_SECONDS)
+        watching = self._snapshots(lambda: self.store.get(request.id), context, until=w.FINAL)
+        async for seen in watching:
+            snapshot = seen
         return to_proto(snapshot, Task)
 
     async def subscribe(

@@ -1,16 +1,11 @@
-"""Leases for the competing workers of one consumer group (docs/groups.md, "Leases").
+"""Leases for the competing workers of one consumer group (docs/groups.md, "Leases", has the
+records' format and the lease mailbox's lifetime).
 
-RobustMQ leases nothing, so workers keep lease records in a mailbox of the library's own per
-mailbox and group, under the reserved root ``mq9`` that no tool of ours lets a model address:
-
-- a **claim**: one SEND of the worker's name, a tag ``c{msg_id}.{create_time}`` per message,
-  message TTL = the lease. The oldest live claim (the lowest msg_id there) names the holder.
-- a **done** record: the same with tags ``d{msg_id}.{create_time}`` and no TTL. Every reader
-  counts the message done, whatever ack moved the group back.
-
-The create_time in a tag tells a message from another that reuses its id. The lease mailbox
-lives one lease TTL and is made again by the next worker that needs it (brokers go on
-numbering and keep its records readable). ``judge`` is pure; ``LeaseBox`` does the I/O.
+RobustMQ leases nothing, so workers keep records in a mailbox of the library's own per mailbox
+and group, under the reserved root ``mq9``: a **claim** (the worker's name, tags
+``c{msg_id}.{create_time}``, TTL = the lease; the oldest live claim names the holder) and a
+**done** record (tags ``d{msg_id}.{create_time}``, no TTL: done for every reader, whatever ack
+moved the group back). ``judge`` is pure; ``LeaseBox`` does the I/O.
 """
 
 from __future__ import annotations
