@@ -184,7 +184,6 @@ class Rejection(Exception):
 
     def __init__(self, reason: str, task_id: str | None = None) -> None:
         super().__init__(reason)
-        self.reason = reason
         self.task_id = task_id
 
 

@@ -236,10 +236,10 @@ class AgentServer:
 
     async def _reject(self, reply_to: str | None, exc: w.Rejection) -> None:
         """A request that is no A2A request gets a rejected task saying why."""
-        log.info("agent %s: rejected a request: %s", self.name, exc.reason)
+        log.info("agent %s: rejected a request: %s", self.name, exc)
         if reply_to is None or not is_valid_address(reply_to):
             return  # nowhere to answer
-        snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=exc.reason)
+        snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=str(exc))
         await deliver(self.client, reply_to, snapshot)
 
     async def _error(self, reply_to: str | None, task_id: str, text: str) -> None:
