@@ -1,14 +1,10 @@
 """An a2a-sdk ``AgentExecutor`` served over mq9: agent code written for a2a-sdk's servers (HTTP,
-gRPC) takes tasks from its mailbox unchanged, and the call tools and ``Mq9Transport`` reach it.
+gRPC) takes tasks from its mailbox unchanged (docs/a2a.md, "An a2a-sdk AgentExecutor over mq9").
 
     server = await serve_executor(MyExecutor(), name="agent.x", client=mq9_client)
 
-Each turn of a task calls ``executor.execute(context, queue)`` with an a2a-sdk
-``RequestContext`` (the request, the task id and context id, the task as the store holds it)
-and reads what the executor published: its final status (completed, failed, rejected,
-canceled, or input-required with its question) and its artifacts; a ``Message`` answer
-completes the task with that message as the result. A cancel cancels ``execute`` and then
-calls ``executor.cancel``. Needs the ``a2a`` extra.
+Each turn calls ``executor.execute(context, queue)``; what it published (its final status and
+artifacts, or a ``Message``) decides the turn. Needs the ``a2a`` extra.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Where A2A task state lives on the broker: an agent's ``{name}.tasks`` mailbox.
 
-Every state a task reaches is kept there as the whole A2A Task under key ``task.{id}``: key
-compaction deletes the older one, so a QUERY by key answers the newest state, from any replica
-of the agent, after a restart, or from a caller while the agent is offline. The same snapshot
-goes to the caller's reply mailbox under the same key. A cancel is kept apart, as
-``cancel.{id}``, so that a replica still writing ``working`` cannot hide it.
+Each state of a task is kept as the whole A2A Task under key ``task.{id}``: key compaction
+keeps the newest, so a QUERY by key answers it from any replica, after a restart, or while the
+agent is offline. A cancel is kept apart, as ``cancel.{id}``, so that a replica still writing
+``working`` cannot hide it.
 """
 
 from __future__ import annotations
@@ -14,13 +13,22 @@ import json
 from typing import Any
 
 from . import a2a_wire as w
-from .errors import MailboxExists, MailboxNotFound, Mq9Error
+from .errors import MailboxExists, MailboxNotFound
 
 
 async def ensure_mailbox(client: Any, address: str) -> None:
     """Create ``address`` (never expiring) unless it is there."""
     with contextlib.suppress(MailboxExists):
         await client.mailbox_create(name=address, ttl=0)
+
+
+def _object(payload: bytes) -> dict[str, Any] | None:
+    """A payload's JSON object, or None (no JSON, or not an object)."""
+    try:
+        value = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
@@ -30,11 +38,8 @@ async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
     except MailboxNotFound:
         return None
     for msg in reversed(found):
-        try:
-            value = json.loads(msg.payload)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            continue
-        if isinstance(value, dict):
+        value = _object(msg.payload)
+        if value is not None:
             return value
     return None
 
@@ -66,11 +71,7 @@ class TaskStore:
 
     def __init__(self, client: Any, agent_mailbox: str) -> None:
         self.client = client
-        self.mailbox = w.tasks_mailbox(agent_mailbox)
-
-    async def open(self) -> TaskStore:
-        await ensure_mailbox(self.client, self.mailbox)
-        return self
+        self.mailbox = agent_mailbox + w.TASKS_SUFFIX
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         return await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
@@ -88,10 +89,9 @@ class TaskStore:
         """The newest state of each task kept (RobustMQ answers at most 100, oldest first)."""
         tasks = []
         for msg in await self.client.query(self.mailbox, tags=[w.TASK_TAG]):
-            try:
-                snapshot = w.parse_task(msg.payload)
-            except Mq9Error:
-                continue
+            snapshot = _object(msg.payload) or {}
+            if not w.is_valid_id(snapshot.get("id")):
+                continue  # not a Task
             if not context_id or snapshot.get("contextId") == context_id:
                 tasks.append(snapshot)
         return tasks

@@ -6,16 +6,15 @@ agent served over mq9 (``serve_agent``, or anything that speaks ``a2a_wire``) un
     card = await mq9_agent_card(mq9_client, "agent.summarizer")   # from the registry
     a2a_client = factory.create(card)
 
-Needs the ``a2a`` extra (``pip install 'langchain-mq9[a2a]'``). The agent's interface is
-``mq9://<mailbox>``; requests go there, and the task's snapshots come back in a reply mailbox
-of this transport (``reply_mailbox``, else a private one). GetTask and ListTasks read the
-agent's ``{mailbox}.tasks`` on the broker, so they answer while the agent is offline.
+Needs the ``a2a`` extra. Requests go to the interface's ``mq9://<mailbox>``, snapshots come
+back in ``reply_mailbox`` (else a private one); GetTask, ListTasks and subscribe read the
+agent's ``{mailbox}.tasks``, so they answer while the agent is offline (docs/a2a.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from a2a.client.client import ClientCallContext, ClientConfig
@@ -45,7 +44,7 @@ from . import a2a_wire as w
 from .a2a_store import TaskStore, latest
 from .agent_calls import AgentCaller, CallError, _user_turns
 from .consumer import POLL_SECONDS
-from .protocol import MQ9_URL_SCHEME, Mq9Error, normalize_agent
+from .protocol import MQ9_URL_SCHEME, Mq9Error
 
 BINDING = "mq9"
 # How long a blocking send or cancel waits for the task to stop when the call gives no timeout.
@@ -107,7 +106,7 @@ class Mq9Transport(ClientTransport):
         task_id, turns = await self._submit(request)
         newest: dict[str, Any] | None = None
         if not request.configuration.return_immediately:
-            async for seen in self._snapshots(task_id, turns, _timeout(context)):
+            async for seen in self._snapshots(lambda: self._snapshot(task_id), context, turns):
                 newest = seen
         snapshot = newest or await self._snapshot(task_id) or _submitted(task_id, request)
         return SendMessageResponse(task=to_proto(snapshot, Task))
@@ -117,7 +116,7 @@ class Mq9Transport(ClientTransport):
     ) -> AsyncGenerator[StreamResponse]:
         task_id, turns = await self._submit(request)
         yield StreamResponse(task=to_proto(_submitted(task_id, request), Task))
-        async for snapshot in self._snapshots(task_id, turns, _timeout(context)):
+        async for snapshot in self._snapshots(lambda: self._snapshot(task_id), context, turns):
             yield StreamResponse(task=to_proto(snapshot, Task))
 
     async def _snapshot(self, task_id: str) -> dict[str, Any] | None:
@@ -127,19 +126,23 @@ class Mq9Transport(ClientTransport):
         return found or await self.store.get(task_id)
 
     async def _snapshots(
-        self, task_id: str, turns: int, timeout: float
+        self,
+        read: Callable[[], Awaitable[dict[str, Any] | None]],
+        context: ClientCallContext | None,
+        turns: int = 0,
+        until: frozenset[str] = w.STOPPED,
     ) -> AsyncGenerator[dict[str, Any]]:
-        """Each new snapshot of the task until it stops with ``turns`` caller turns taken (or
-        the time is up)."""
+        """Each new snapshot ``read()`` answers until the task is in a state of ``until`` with
+        ``turns`` caller turns taken (or the call's time is up)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + _timeout(context)
         last = None
         while True:
-            snapshot = await self._snapshot(task_id)
+            snapshot = await read()
             if snapshot is not None and snapshot != last:
                 last = snapshot
                 yield snapshot
-                if w.task_state(snapshot) in w.STOPPED and _user_turns(snapshot) >= turns:
+                if w.task_state(snapshot) in until and _user_turns(snapshot) >= turns:
                     return
             left = deadline - loop.time()
             if left <= 0:
@@ -178,30 +181,17 @@ class Mq9Transport(ClientTransport):
             )
         caller = await self._ready()
         await caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _timeout(context)
-        while loop.time() < deadline:
-            snapshot = await self.store.get(request.id) or snapshot
-            if w.task_state(snapshot) in w.FINAL:
-                break
-            await asyncio.sleep(POLL_SECONDS)
+        watching = self._snapshots(lambda: self.store.get(request.id), context, until=w.FINAL)
+        async for seen in watching:
+            snapshot = seen
         return to_proto(snapshot, Task)
 
     async def subscribe(
         self, request: SubscribeToTaskRequest, *, context: ClientCallContext | None = None
     ) -> AsyncGenerator[StreamResponse]:
         await self._known(request.id)
-        last = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _timeout(context)
-        while loop.time() < deadline:
-            snapshot = await self.store.get(request.id)
-            if snapshot != last and snapshot is not None:
-                last = snapshot
-                yield StreamResponse(task=to_proto(snapshot, Task))
-                if w.task_state(snapshot) in w.STOPPED:
-                    return
-            await asyncio.sleep(POLL_SECONDS)
+        async for snapshot in self._snapshots(lambda: self.store.get(request.id), context):
+            yield StreamResponse(task=to_proto(snapshot, Task))
 
     async def get_extended_agent_card(self, request: Any, *, context: Any = None) -> AgentCard:
         if self.card is None:
@@ -212,14 +202,9 @@ class Mq9Transport(ClientTransport):
     async def create_task_push_notification_config(self, request: Any, *, context: Any = None):
         raise UnsupportedOperationError(_NO_PUSH)
 
-    async def get_task_push_notification_config(self, request: Any, *, context: Any = None):
-        raise UnsupportedOperationError(_NO_PUSH)
-
-    async def list_task_push_notification_configs(self, request: Any, *, context: Any = None):
-        raise UnsupportedOperationError(_NO_PUSH)
-
-    async def delete_task_push_notification_config(self, request: Any, *, context: Any = None):
-        raise UnsupportedOperationError(_NO_PUSH)
+    get_task_push_notification_config = create_task_push_notification_config
+    list_task_push_notification_configs = create_task_push_notification_config
+    delete_task_push_notification_config = create_task_push_notification_config
 
     async def close(self) -> None:
         """The mq9 client belongs to whoever opened it: nothing to close here."""
@@ -233,8 +218,7 @@ def _timeout(context: ClientCallContext | None) -> float:
 
 
 def _submitted(task_id: str, request: SendMessageRequest) -> dict[str, Any]:
-    msg = to_json(request.message)
-    return w.task(task_id, msg.get("contextId", ""), w.SUBMITTED)
+    return w.task(task_id, request.message.context_id, w.SUBMITTED)
 
 
 def register_mq9(factory: ClientFactory, client: Any, *, reply_mailbox: str | None = None) -> None:
@@ -257,8 +241,7 @@ async def mq9_agent_card(client: Any, name: str) -> AgentCard:
         agents = await client.agent_discover()
     except Mq9Error as exc:
         raise LookupError(f"the registry cannot be listed: {exc}") from None
-    for agent in agents:
-        agent = agent if "mailbox" in agent else normalize_agent(agent)
+    for agent in agents:  # normalized: the card's fields, name and mailbox
         if agent.get("name") == name:
             card = {k: v for k, v in agent.items() if k != "mailbox"}
             return to_proto(card, AgentCard)

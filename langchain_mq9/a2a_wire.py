@@ -1,21 +1,10 @@
-"""A2A over mq9: the wire, in one place (docs/a2a.md is its contract).
+"""A2A over mq9: the wire, in one place (its contract: docs/a2a.md, "The wire").
 
-A call is an A2A ``SendMessageRequest`` (a2a-sdk 1.x's JSON: the protobuf JSON mapping,
-camelCase keys, enums as ``TASK_STATE_WORKING``) left in the agent's mailbox, with headers:
-
-* ``mq9-a2a-method``: ``SendMessage`` (absent means the same), ``GetTask``, ``ListTasks`` or
-  ``CancelTask`` (then the payload is that request's JSON);
-* ``mq9-reply-to``: the caller's reply mailbox, where the agent leaves the task's snapshots;
-* ``mq9-a2a-task-id``: the id of the task. The CALLER picks it for a new task, so a call to
-  an agent that is offline (or a caller that dies right after sending) still knows its id.
-
-Each state the task reaches is written twice: to the agent's ``{name}.tasks`` mailbox and to the
-caller's reply mailbox, each time as the whole A2A ``Task`` under key ``task.{id}`` (key
-compaction keeps only the newest), with ``mq9-a2a-type: Task`` and ``mq9-a2a-task-id``;
-``mq9-a2a-last: true`` when the task stops (a final state or input-required). A cancel is also
-kept as ``cancel.{id}`` in ``{name}.tasks``, which no later state write can hide.
-
-Only plain dicts here: the core needs no a2a-sdk (it is an optional extra).
+A request is an A2A request in a2a-sdk 1.x's JSON (the protobuf JSON mapping) left in the
+agent's mailbox with the headers below; the CALLER picks a new task's id, so a call to an
+offline agent (or a caller that dies right after sending) still knows it. Each state of a task
+is the whole A2A ``Task`` under key ``task.{id}``, in the agent's ``{name}.tasks`` and in the
+caller's reply mailbox. Only plain dicts here: the core needs no a2a-sdk (an optional extra).
 """
 
 from __future__ import annotations
@@ -26,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol import Mq9Error, is_valid_address
+from .protocol import is_valid_address
 
 HEADER_REPLY_TO = "mq9-reply-to"
 HEADER_METHOD = "mq9-a2a-method"
@@ -81,32 +70,14 @@ def is_valid_id(value: object) -> bool:
     )
 
 
-def tasks_mailbox(agent_mailbox: str) -> str:
-    return agent_mailbox + TASKS_SUFFIX
-
-
-def now_rfc3339(clock: Any = time.time) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
-
-
 # -- building the JSON ---------------------------------------------------------------------------
 
 
-def text_parts(text: str) -> list[dict[str, Any]]:
-    return [{"text": text}]
-
-
 def message(
-    text: str,
-    *,
-    role: str = "ROLE_USER",
-    context_id: str = "",
-    task_id: str = "",
-    data: Any = None,
+    text: str, *, role: str = "ROLE_USER", context_id: str = "", task_id: str = ""
 ) -> dict[str, Any]:
-    """An A2A Message with one text part (and a data part when ``data`` is given)."""
-    parts = text_parts(text) + ([{"data": data}] if data is not None else [])
-    msg: dict[str, Any] = {"messageId": new_id(), "role": role, "parts": parts}
+    """An A2A Message with one text part."""
+    msg: dict[str, Any] = {"messageId": new_id(), "role": role, "parts": [{"text": text}]}
     if context_id:
         msg["contextId"] = context_id
     if task_id:
@@ -127,11 +98,11 @@ def task(
     artifacts: list[dict[str, Any]] | None = None,
     history: list[dict[str, Any]] | None = None,
     metadata: dict[str, Any] | None = None,
-    clock: Any = time.time,
 ) -> dict[str, Any]:
     """An A2A Task snapshot. ``status_text`` becomes the status message (the agent's words:
     the question of input-required, the error of failed, the reason of rejected)."""
-    status: dict[str, Any] = {"state": state, "timestamp": now_rfc3339(clock)}
+    timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status: dict[str, Any] = {"state": state, "timestamp": timestamp}
     if status_text is not None:
         status["message"] = message(
             status_text, role="ROLE_AGENT", context_id=context_id, task_id=task_id
@@ -146,10 +117,10 @@ def task(
     return snapshot
 
 
-def artifact(result: Any, name: str = "result") -> dict[str, Any]:
+def artifact(result: Any) -> dict[str, Any]:
     """The result as an A2A Artifact: text as a text part, anything else as a data part."""
     part = {"text": result} if isinstance(result, str) else {"data": result}
-    return {"artifactId": new_id(), "name": name, "parts": [part]}
+    return {"artifactId": new_id(), "name": "result", "parts": [part]}
 
 
 def event_headers(task_id: str, state: str) -> dict[str, str]:
@@ -213,7 +184,6 @@ class Rejection(Exception):
 
     def __init__(self, reason: str, task_id: str | None = None) -> None:
         super().__init__(reason)
-        self.reason = reason
         self.task_id = task_id
 
 
@@ -267,17 +237,6 @@ def _check_message(msg: Any, task_id: str | None) -> None:
             raise Rejection(f"the message's {key} is not a valid id", task_id)
     if not parts_text(parts).strip():
         raise Rejection("the message holds no text, data or url part", task_id)
-
-
-def parse_task(payload: bytes) -> dict[str, Any]:
-    """A Task snapshot from a message payload; ``Mq9Error`` if it is none."""
-    try:
-        snapshot = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        snapshot = None
-    if not isinstance(snapshot, dict) or not is_valid_id(snapshot.get("id")):
-        raise Mq9Error(f"not an A2A Task: {bytes(payload[:120])!r}")
-    return snapshot
 
 
 def json_text(value: Any) -> str:

@@ -1,18 +1,17 @@
 """``AgentCaller``: calls to A2A agents over mq9, that survive the callee being offline and the
 caller restarting.
 
-A call leaves an A2A SendMessage in the agent's mailbox (``a2a_wire``), with a task id the caller
-picks and the caller's reply mailbox. Its record, ``call.{id}`` (agent, mailbox, request), is
-kept in that reply mailbox too, and the agent leaves each state of the task there under
-``task.{id}``. So everything a caller needs is on the broker: a new process of the caller that
-uses the same reply mailbox lists its calls and picks up their results.
+A call leaves an A2A SendMessage in the agent's mailbox (``a2a_wire``), and its record
+``call.{id}`` (agent, mailbox, request) in the caller's reply mailbox, where the agent leaves
+each state of the task under ``task.{id}``: a restarted caller using the same reply mailbox
+lists its calls and picks up their results.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import a2a_wire as w
@@ -42,7 +41,6 @@ class CallState:
     answer_pending: bool = False  # an answer was sent and the agent has not taken it yet
     cancel_pending: bool = False
     agent_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stopped(self) -> bool:
@@ -141,11 +139,9 @@ class AgentCaller:
         """Answer an input-required task; the agent resumes it with the answer."""
         current = await self.check(task_id)
         if current.state != w.INPUT_REQUIRED or current.answer_pending:
-            why = (
-                "an answer is on its way already"
-                if current.answer_pending
-                else (f"it is {w.short_state(current.state)}")
-            )
+            why = f"it is {w.short_state(current.state)}"
+            if current.answer_pending:
+                why = "an answer is on its way already"
             raise CallError(
                 f"task {task_id} takes no answer now: {why}; only an input-required task does"
             )

@@ -1,17 +1,11 @@
 """``serve_agent``: a LangGraph graph (or any Runnable) as an A2A agent reachable through its mq9
-mailbox, for callers that may be offline, or not yet started, when it answers.
+mailbox, for callers that may be offline when it answers (docs/a2a.md, "Serve a graph").
 
-The server reads its mailbox as a consumer group with a worker name (``GroupReader``), so
-replicas compete and none is handed a message another one holds. A task's message is marked
-done only when the task stops (a final state, or input-required): a server killed mid-task
-leaves it undone, and the group hands it out again (to this worker restarted under the same
-name, or to another replica once its lease is over). So a task runs AT LEAST once; a
-task that already reached a final state is not run again: its snapshot is sent again.
-
-Each task runs the graph with the task's ``contextId`` as LangGraph ``thread_id``; a graph
-``interrupt()`` makes the task input-required, and the caller's answer (a message with the
-task's ``taskId``) resumes it with ``Command(resume=<answer text>)``. The wire is in
-``a2a_wire``; task state on the broker in ``a2a_store``.
+Replicas read the mailbox as one consumer group, each with a worker name (``GroupReader``).
+A request is marked done only when its task stops (final, or input-required), so a task runs
+AT LEAST once; one that reached a final state is not run again (its snapshot is resent). A
+task runs the graph with its ``contextId`` as LangGraph ``thread_id``; ``interrupt()`` makes it
+input-required, and the caller's answer resumes it with ``Command(resume=<answer text>)``.
 """
 
 from __future__ import annotations
@@ -58,13 +52,10 @@ def default_output(result: Any) -> Any:
     with ``messages``, a string as it is, anything else as JSON data."""
     if isinstance(result, dict) and isinstance(result.get("messages"), list):
         last = result["messages"][-1] if result["messages"] else None
-        content = getattr(last, "content", last)
-        if isinstance(content, list):  # content blocks
-            content = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
-        return content if isinstance(content, str) else json.loads(json.dumps(content, default=str))
-    if isinstance(result, str):
-        return result
-    return json.loads(json.dumps(result, default=str))
+        result = getattr(last, "content", last)
+        if isinstance(result, list):  # content blocks
+            result = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in result)
+    return result if isinstance(result, str) else json.loads(json.dumps(result, default=str))
 
 
 @dataclass(frozen=True)
@@ -87,6 +78,8 @@ def _interrupt_text(interrupts: Any) -> str:
 
 class AgentServer:
     """A served agent: ``await server.start()`` (or ``serve_agent``), ``await server.stop()``."""
+
+    owns_client = False  # serve_agent(server=...) opened the client: stop() closes it
 
     def __init__(
         self,
@@ -117,7 +110,6 @@ class AgentServer:
         self.to_output = to_output
         self.register = register
         self.store = TaskStore(client, self.mailbox)
-        # reader_options go to the GroupReader (e.g. its lease, where it has one).
         self.reader = GroupReader(
             client, self.mailbox, self.group, worker=self.worker, **(reader_options or {})
         )
@@ -137,7 +129,7 @@ class AgentServer:
 
     async def start(self) -> AgentServer:
         await ensure_mailbox(self.client, self.mailbox)
-        await self.store.open()
+        await ensure_mailbox(self.client, self.store.mailbox)
         if self.register:
             await self.client.agent_register(self.agent_card())
         self._loop = asyncio.create_task(self._serve(), name=f"mq9-a2a-{self.name}")
@@ -166,6 +158,8 @@ class AgentServer:
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
+        if self.owns_client:
+            await self.client.close()
 
     async def __aenter__(self) -> AgentServer:
         return await self.start()
@@ -204,7 +198,6 @@ class AgentServer:
     async def _handle(self, msg: Any) -> None:
         """One request, whatever it holds: never raises, and marks the message done unless the
         server is stopping (then the group hands it out again)."""
-        finished = False
         try:
             for attempt in range(BROKER_TRIES):
                 try:
@@ -243,10 +236,10 @@ class AgentServer:
 
     async def _reject(self, reply_to: str | None, exc: w.Rejection) -> None:
         """A request that is no A2A request gets a rejected task saying why."""
-        log.info("agent %s: rejected a request: %s", self.name, exc.reason)
+        log.info("agent %s: rejected a request: %s", self.name, exc)
         if reply_to is None or not is_valid_address(reply_to):
             return  # nowhere to answer
-        snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=exc.reason)
+        snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=str(exc))
         await deliver(self.client, reply_to, snapshot)
 
     async def _error(self, reply_to: str | None, task_id: str, text: str) -> None:
@@ -278,7 +271,8 @@ class AgentServer:
                 )
                 return
             reply_to = request.reply_to or _reply_to_of(existing)
-            await self._run(task_id, existing["contextId"], text, msg, reply_to, existing, True)
+            turn = Turn(task_id, existing["contextId"], text, msg, existing, True)
+            await self._run(turn, reply_to)
             return
         task_id = request.task_id or w.new_id()
         context_id = msg.get("contextId") or w.new_id()
@@ -288,20 +282,12 @@ class AgentServer:
             if request.reply_to:
                 await deliver(self.client, request.reply_to, existing)
             return
-        await self._run(task_id, context_id, text, msg, request.reply_to, existing, False)
+        await self._run(Turn(task_id, context_id, text, msg, existing, False), request.reply_to)
 
-    async def _run(
-        self,
-        task_id: str,
-        context_id: str,
-        text: str,
-        msg: dict[str, Any],
-        reply_to: str | None,
-        existing: dict[str, Any] | None,
-        resume: bool,
-    ) -> None:
-        earlier = (existing or {}).get("history") or []
-        history = [*earlier, {**msg, "taskId": task_id, "contextId": context_id}]
+    async def _run(self, turn: Turn, reply_to: str | None) -> None:
+        task_id, context_id = turn.task_id, turn.context_id
+        earlier = (turn.existing or {}).get("history") or []
+        history = [*earlier, {**turn.message, "taskId": task_id, "contextId": context_id}]
         meta = {"mq9": {"replyTo": reply_to, "agent": self.name}} if reply_to else None
 
         async def report(state: str, **fields: Any) -> None:
@@ -310,39 +296,34 @@ class AgentServer:
             if reply_to:
                 await deliver(self.client, reply_to, snapshot)
 
-        turn = Turn(task_id, context_id, text, msg, existing, resume)
         async with self._slots:
-            await self._run_graph(turn, report)
-
-    async def _run_graph(self, turn: Turn, report: Any) -> None:
-        task_id = turn.task_id
-        if await self.store.cancel_requested(task_id):
-            await report(w.CANCELED, status_text="canceled before it started")
-            return
-        await report(w.WORKING)
-        run = asyncio.create_task(self._invoke(turn))
-        self._running[task_id] = run
-        try:
-            result, interrupts = await run
-        except asyncio.CancelledError:
-            if self._stopping:
-                raise  # not a cancel of the task: leave it to be handed out again
-            await report(w.CANCELED, status_text="canceled")
-            return
-        except Exception as exc:  # the graph failed: the caller gets its words
-            await report(w.FAILED, status_text=f"{type(exc).__name__}: {exc}")
-            return
-        finally:
-            self._running.pop(task_id, None)
-        if interrupts:
-            await report(w.INPUT_REQUIRED, status_text=_interrupt_text(interrupts))
-            return
-        try:
-            output = self.to_output(result)
-        except Exception as exc:
-            await report(w.FAILED, status_text=f"the result could not be read: {exc!r}")
-            return
-        await report(w.COMPLETED, artifacts=[w.artifact(output)])
+            if await self.store.cancel_requested(task_id):
+                await report(w.CANCELED, status_text="canceled before it started")
+                return
+            await report(w.WORKING)
+            run = asyncio.create_task(self._invoke(turn))
+            self._running[task_id] = run
+            try:
+                result, interrupts = await run
+            except asyncio.CancelledError:
+                if self._stopping:
+                    raise  # not a cancel of the task: leave it to be handed out again
+                await report(w.CANCELED, status_text="canceled")
+                return
+            except Exception as exc:  # the graph failed: the caller gets its words
+                await report(w.FAILED, status_text=f"{type(exc).__name__}: {exc}")
+                return
+            finally:
+                self._running.pop(task_id, None)
+            if interrupts:
+                await report(w.INPUT_REQUIRED, status_text=_interrupt_text(interrupts))
+                return
+            try:
+                output = self.to_output(result)
+            except Exception as exc:
+                await report(w.FAILED, status_text=f"the result could not be read: {exc!r}")
+                return
+            await report(w.COMPLETED, artifacts=[w.artifact(output)])
 
     async def _invoke(self, turn: Turn) -> tuple[Any, Any]:
         """Run the graph for one turn: (its result, its interrupts or None)."""
@@ -453,7 +434,7 @@ async def serve_agent(
         from .client import Mq9Client
 
         client = await Mq9Client(server).connect()
-    agent = _OwningServer(graph, name=name, client=client, card=card, **options)
+    agent = AgentServer(graph, name=name, client=client, card=card, **options)
     agent.owns_client = own
     try:
         return await agent.start()
@@ -461,12 +442,3 @@ async def serve_agent(
         if own:
             await client.close()
         raise
-
-
-class _OwningServer(AgentServer):
-    owns_client = False
-
-    async def stop(self) -> None:
-        await super().stop()
-        if self.owns_client:
-            await self.client.close()

@@ -1,11 +1,9 @@
 """Consuming a mailbox safely on RobustMQ's semantics: ``GroupReader`` and ``Consumer``.
 
-RobustMQ keeps no leases: a group's FETCH hands out the same messages until they are acked,
-and ACK X moves all three priority lanes of the group past X, so acking an urgent message can
-skip older normal ones for good. ``GroupReader`` hands each message out once per reader and
-acks only its *safe horizon* (``reader_state.py`` decides, without I/O); competing workers hold
-leases (``leases.py``). ``Consumer`` is the background loop that ``Mq9Client.consume`` runs,
-on a ``GroupReader`` when it has a group. The design and its invariants: docs/groups.md.
+RobustMQ keeps no leases, and ACK X moves all three priority lanes of a group past X.
+``GroupReader`` hands each message out once per reader and acks only its *safe horizon*
+(``reader_state.py`` decides, without I/O); competing workers hold leases (``leases.py``).
+``Consumer`` is the loop ``Mq9Client.consume`` runs. Design and invariants: docs/groups.md.
 """
 
 from __future__ import annotations
@@ -30,10 +28,8 @@ Handler = Callable[[Message], Awaitable[None] | None]
 ErrorHandler = Callable[[Message, Exception], Awaitable[None] | None]
 
 # How often a waiting fetch looks again. A FETCH that finds nothing on RobustMQ sleeps its whole
-# max_wait_ms without waking when a message arrives, and meanwhile holds the handler that serves
-# its connection and every connection whose id shares that handler (docs/protocol.md §1): so
-# no request of ours asks the broker to wait; a fetch that may wait reads at once, again and
-# again, and a message arriving mid-wait is handed out within this many seconds.
+# max_wait_ms, holding the handler of every connection that shares it (docs/protocol.md §1):
+# so we never ask the broker to wait, but read at once, again every this many seconds.
 POLL_SECONDS = 0.1
 
 T = TypeVar("T")
@@ -68,27 +64,24 @@ class GroupReader:
     """The fetch/done cycle of one reader of a consumer group (docs/groups.md).
 
     ``fetch`` hands out messages this reader has not handed out before, highest priority
-    first, with one FETCH; ``done`` marks them handled and acks the group up to the largest id
-    below which everything is handled (acking past an older unhandled message of a lower
-    priority would skip it: RobustMQ's ACK moves every lane). At least once: a reader that
-    stops without ``done`` loses nothing, since whoever reads the group next, under any name,
-    is handed again every message after the last ack. A reader never acks below its own last
-    ack, and when a FETCH shows the group's position went back behind it (another reader's late
-    ack, another cluster node), it acks its position again before handing anything out.
+    first; ``done`` marks them handled and acks the group up to the largest id below which
+    everything is handled (acking past an older unhandled message would skip it). At least
+    once: whoever reads the group next is handed again every message after the last ack. When
+    a FETCH shows the group's position went back behind this reader's last ack (a late ack,
+    another cluster node), the reader acks its position again before handing anything out.
 
-    One reader per group, by default. For competing workers give each a ``worker`` name,
-    unique among the live ones: they then hold leases (``leases.py``) so no two live workers
-    are handed the same message, a message held by a worker that died (or that overran
-    ``lease_ttl`` seconds) is taken over, a worker restarted under its name takes back what it
-    held, and a message any worker finished is done for all, whatever ack came late.
+    One reader per group, by default. Competing workers each give a ``worker`` name, unique
+    among the live ones, and hold leases (``leases.py``): no two live workers are handed the
+    same message, a dead (or ``lease_ttl``-overrunning) worker's message is taken over, a
+    worker restarted under its name takes back what it held, and a message any worker
+    finished is done for all.
 
     ``commit=False`` tracks what is handled without ever acking, for callers who ack.
     ``clock`` measures elapsed seconds for judging leases (tests move it by hand).
 
-    A broker that cannot send the whole answer to a FETCH says how many messages fit; the
-    reader asks for that many, and raises ``Mq9Error`` when such an answer holds nothing new,
-    the reader holds nothing, and the floor cannot move: it could only return [] while older
-    messages wait (larger answers or smaller messages are needed).
+    A broker that cannot send a whole answer says how many messages fit, and the reader asks
+    for that many; ``AnswerTooLarge`` when such an answer holds nothing new and the floor
+    cannot move (only [] could be returned while older messages wait).
     """
 
     def __init__(

@@ -1,23 +1,11 @@
-"""Leases for the competing workers of one consumer group (docs/groups.md).
+"""Leases for the competing workers of one consumer group (docs/groups.md, "Leases", has the
+records' format and the lease mailbox's lifetime).
 
-RobustMQ leases nothing: every reader of a group is handed the same messages until they are
-acked. Competing workers therefore keep lease records in a mailbox of the library's own, one per
-mailbox and group, under the reserved root ``mq9`` that no tool of ours lets a model address and
-that no user mailbox made through them can take:
-
-- a **claim** of messages: one SEND, payload the worker's name, a tag ``c{msg_id}.{create_time}``
-  per message, message TTL = the lease. The oldest live claim of a message (the lowest msg_id in
-  the lease mailbox: the broker orders them) names its holder.
-- a **done** record: one SEND, payload the worker's name, a tag ``d{msg_id}.{create_time}`` per
-  message finished. Any reader counts such a message done, so its horizon passes it and nobody
-  handles it again, whatever ack moved the group back.
-
-The message's create_time in the tags tells a message from another that reuses its id (a log a
-broker lost). The lease mailbox itself lives one lease TTL and is made again by the next worker
-that needs it (RobustMQ and the bundled broker go on numbering, and keep its records readable),
-so a group that stops leaves no mailbox behind one lease TTL later.
-
-``judge`` is pure; ``LeaseBox`` does the I/O.
+RobustMQ leases nothing, so workers keep records in a mailbox of the library's own per mailbox
+and group, under the reserved root ``mq9``: a **claim** (the worker's name, tags
+``c{msg_id}.{create_time}``, TTL = the lease; the oldest live claim names the holder) and a
+**done** record (tags ``d{msg_id}.{create_time}``, no TTL: done for every reader, whatever ack
+moved the group back). ``judge`` is pure; ``LeaseBox`` does the I/O.
 """
 
 from __future__ import annotations
@@ -171,7 +159,9 @@ class LeaseBox:
             some = messages[start : start + JUDGED_PER_QUERY]
             tags = [tag for m in some for tag in (claim_tag(m), done_tag(m))]
             records += await self._query(tags, CLAIMS_SEEN)
-        self._observe(records)
+        newest = max((r.create_time for r in records), default=-1)
+        if newest >= self.now():
+            self._seen = (newest, self._clock())
         # A message whose first CLAIMS_SEEN claims are all over (written without a TTL by
         # another client) may have a live one further on: read all of its claims.
         now = self.now()
@@ -189,21 +179,13 @@ class LeaseBox:
         except MailboxNotFound:
             return []  # no worker has written anything yet
 
-    def _observe(self, records: list[Message]) -> None:
-        if records:
-            newest = max(r.create_time for r in records)
-            if newest >= self.now():
-                self._seen = (newest, self._clock())
-
     async def _send(self, tags: list[str], ttl: int | None) -> None:
         for start in range(0, len(tags), TAGS_PER_RECORD):  # records small enough to read back
-            await self._send_one(tags[start : start + TAGS_PER_RECORD], ttl)
-
-    async def _send_one(self, tags: list[str], ttl: int | None) -> None:
-        try:
-            await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)
-        except MailboxNotFound:
-            # The first record, or the lease mailbox lived out its TTL: make it (again).
-            with contextlib.suppress(MailboxExists):
-                await self.client.mailbox_create(name=self.address, ttl=self.lease_ttl)
-            await self.client.send(self.address, self.worker, tags=tags, ttl=ttl)
+            some = tags[start : start + TAGS_PER_RECORD]
+            try:
+                await self.client.send(self.address, self.worker, tags=some, ttl=ttl)
+            except MailboxNotFound:
+                # The first record, or the lease mailbox lived out its TTL: make it (again).
+                with contextlib.suppress(MailboxExists):
+                    await self.client.mailbox_create(name=self.address, ttl=self.lease_ttl)
+                await self.client.send(self.address, self.worker, tags=some, ttl=ttl)

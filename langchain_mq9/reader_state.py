@@ -1,15 +1,11 @@
 """What one reader of a consumer group knows, and what it decides from it: pure state, no I/O.
 
-``GroupReader`` (consumer.py) sends the FETCHes, ACKs and lease records; this module says how
-many messages to ask for, which messages of an answer are new, whether the group's position
-went back behind what this reader acked, and which msg_id may be acked. So the rules that keep a
-message from being lost or handed out twice are tested directly (tests/test_reader_state.py),
-over any interleaving, without a broker.
+``GroupReader`` (consumer.py) does the I/O; the rules that keep a message from being lost or
+handed out twice live here, so tests/test_reader_state.py checks them without a broker.
 
-RobustMQ's rules behind it (docs/protocol.md §5.3-5.4, docs/groups.md): a FETCH reads the lanes
-critical, urgent, normal from the group's position S, each up to ``asked`` messages, and stops
-once it holds ``asked``; an ACK X moves every lane to X + 1, whether or not older messages of
-lower lanes were handled; nothing is leased by the broker.
+RobustMQ's rules behind it (docs/protocol.md §5.3-5.4): a FETCH reads the lanes critical,
+urgent, normal from the group's position S, each up to ``asked`` messages, and stops once it
+holds ``asked``; an ACK X moves every lane to X + 1; the broker leases nothing.
 """
 
 from __future__ import annotations
@@ -29,27 +25,18 @@ LARGEST_MESSAGE = p.DEFAULT_MAX_PAYLOAD
 
 @dataclass
 class ReaderState:
-    """One reader's bookkeeping above its floor.
+    """One reader's bookkeeping above its floor."""
 
-    ``floor``: every message with an id <= floor is done (handled, or behind the group's
-    position when this reader started). ``pending``: handed out by this reader, not done yet.
-    ``handled``: done above the floor (here, or by another worker as its lease record says).
-    ``held``: held by another live worker's lease: not done, and not to be handed out here.
-    ``committed``: the last msg_id this reader acked.
-    """
-
-    floor: int = -1
-    pending: set[int] = field(default_factory=set)
-    handled: set[int] = field(default_factory=set)
-    held: set[int] = field(default_factory=set)
-    committed: int | None = None
+    floor: int = -1  # every id <= floor is done (handled, or behind the group's start position)
+    pending: set[int] = field(default_factory=set)  # handed out here, not done yet
+    handled: set[int] = field(default_factory=set)  # done above the floor, here or by a worker
+    held: set[int] = field(default_factory=set)  # under another live worker's lease
+    committed: int | None = None  # the last msg_id this reader acked
     last_answer: list[Any] = field(default_factory=list)
     asked: int = 0
-    # create_time of the newest message this reader saw in any answer. The broker numbers and
-    # stamps messages in one order, and the floor passes an id only once an answer showed it
-    # or a later one: so every message at or below the floor is at most this new, and one
-    # that is newer is not one this reader acked past but a new message under a reused id (a
-    # log the broker lost and started again).
+    # create_time of the newest message seen in any answer. The broker numbers and stamps
+    # messages in one order, and the floor passes only ids an answer showed: so a message at or
+    # below the floor newer than this is a new one under a reused id (a log the broker lost).
     newest_time: int = -1
     # The messages of the answers above the floor, by msg_id: their create_time and priority.
     seen: dict[int, Any] = field(default_factory=dict, repr=False)
@@ -202,19 +189,16 @@ class ReaderState:
         answer, asked = self.last_answer, self.asked
         ids = [m.msg_id for m in answer]
         horizon = self.floor
-        whole_below = p.LANE_READ_BYTES - LARGEST_MESSAGE
+        whole = self.whole_lanes()
         held_count, skipped, bound = 0, False, max([self.known_before, *ids])
         covered = self.known_before
         for priority in PRIORITY_ORDER:
-            lane = [m for m in answer if m.priority is priority]
+            lane = [m.msg_id for m in answer if m.priority is priority]
             if held_count >= asked:
                 skipped = True
                 continue
-            covered = max([covered, *(m.msg_id for m in lane)])
-            if lane and (len(lane) >= asked or sum(len(m.payload) for m in lane) > whole_below):
-                bound = min(bound, max(m.msg_id for m in lane))
-            else:
-                bound = min(bound, covered)
+            covered = max([covered, *lane])
+            bound = min(bound, covered if priority in whole else max(lane))
             held_count += len(lane)
         if not skipped:  # an empty answer too: nothing from S on, so nothing below is waiting
             waiting = [i for i in ids if not self.is_done(i)]

@@ -1,11 +1,9 @@
 """What a user registers, turned into the A2A AgentCard RobustMQ stores and indexes.
 
-RobustMQ's REGISTER keeps a body that reads as an A2A AgentCard (searchable) or a raw
-``{name, payload}`` (never searchable), and nothing else: any other field makes the body no
-card at all, and ``{name, mailbox, payload}`` is stored as the raw form with ``mailbox``
-ignored (docs/protocol.md §7.1). The mq9 documents and the official SDKs register exactly such
-bodies, so here each given field is put where the card holds it, or refused with an error that
-names it; none is dropped without a word:
+RobustMQ's REGISTER keeps an A2A AgentCard (searchable) or a raw ``{name, payload}`` (never
+searchable): any other field makes the body no card, and ``{name, mailbox, payload}`` is kept
+raw with ``mailbox`` ignored (docs/protocol.md §7.1). The mq9 documents and the official SDKs
+register such bodies, so each given field is put where the card holds it, or refused by name:
 
 - ``payload`` (text) becomes the card's ``description``; a payload that is itself an A2A card
   in JSON is that card;

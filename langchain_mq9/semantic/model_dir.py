@@ -1,24 +1,13 @@
 """The operator's model: a directory laid out as RobustMQ's ``embedding_model_path``, embedded
 as RobustMQ embeds with it.
 
-RobustMQ 8bd49dc (``src/common/llm-engine/src/embedding/fastembed.rs``) picks its model at
-start-up: when ``embedding_model_path`` (or, unset, ``data_path``) holds a ``model.onnx``, it
-loads that file with ``tokenizer.json``, ``config.json``, ``special_tokens_map.json`` and
-``tokenizer_config.json`` beside it as a fastembed 4.9 user-defined model; otherwise it
-downloads all-MiniLM-L6-v2. For a user-defined model fastembed 4.9.1 then:
-
-- tokenizes with Hugging Face ``tokenizers`` and the directory's ``tokenizer.json``, special
-  tokens added, cut at min(512, ``model_max_length``) tokens; no prefix is put before a text
-  (an E5 model's ``query:`` / ``passage:`` included);
-- takes the model's first output: per token (3-D), the first token's vector (fastembed's
-  default pooling, CLS: user-defined models get no other); already one vector per text (2-D,
-  a model exported with its pooling inside), that vector;
-- scales it to unit length; RobustMQ's index holds 384 floats per agent (``VECTOR_DIM``).
-
-This module does the same with the same files, so the bundled broker and the client rank as
-a RobustMQ configured with that directory does. It needs ``tokenizers`` (the library fastembed
-runs) besides onnxruntime and numpy: ``pip install "langchain-mq9[semantic-model-dir]"``.
-Nothing is downloaded: the files are the operator's.
+RobustMQ 8bd49dc loads a ``model.onnx`` there, with the four tokenizer files beside it, as a
+fastembed 4.9.1 user-defined model: Hugging Face ``tokenizers`` with the directory's files, cut
+at min(512, ``model_max_length``) tokens, no prefix; the first output, pooled by its first
+token; unit length; 384 floats. This module does the same with the same files, step by step
+as docs/discovery.md ("Which model RobustMQ embeds with") lists them, so the bundled broker and
+the client rank as that RobustMQ does. Needs the ``semantic-model-dir`` extra; nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -35,6 +24,8 @@ DIR_EXTRA_HINT = 'pip install "langchain-mq9[semantic-model-dir]"'
 FILES = ("tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json")
 MAX_LENGTH = 512  # fastembed's InitOptionsUserDefined default
 _MODULES = ("numpy", "onnxruntime", "tokenizers")
+# A special token's options, as special_tokens_map.json and AddedToken both name them
+_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized")
 
 
 def installed() -> bool:
@@ -84,16 +75,8 @@ def _tokenizer(directory: Path, tokenizers: Any) -> Any:
         if isinstance(value, str):
             added.append(tokenizers.AddedToken(value, special=True, normalized=True))
         elif isinstance(value, dict):
-            added.append(
-                tokenizers.AddedToken(
-                    value["content"],
-                    special=True,
-                    single_word=bool(value.get("single_word")),
-                    lstrip=bool(value.get("lstrip")),
-                    rstrip=bool(value.get("rstrip")),
-                    normalized=bool(value.get("normalized")),
-                )
-            )
+            flags = {k: bool(value.get(k)) for k in _TOKEN_FLAGS}
+            added.append(tokenizers.AddedToken(value["content"], special=True, **flags))
     tokenizer.add_special_tokens(added)
     return tokenizer
 

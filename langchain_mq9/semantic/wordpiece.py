@@ -1,12 +1,9 @@
 """The tokenizer of all-MiniLM-L6-v2 (BERT's uncased WordPiece), in plain Python.
 
-It does what the model's ``tokenizer.json`` tells Hugging Face ``tokenizers`` to do (the
-tokenizer fastembed runs inside RobustMQ): clean the text, space out CJK ideographs, strip
-accents, lowercase, split at whitespace and punctuation, then cut each word into the longest
-pieces the vocabulary holds. Written here rather than depending on ``tokenizers`` because that
-package brings ``huggingface_hub`` (a model downloader) and some 30 MB with it; the vocabulary
-(``vocab.txt``, 30,522 entries) ships beside this module. tests/test_semantic.py checks the
-ids against ones ``tokenizers`` produced.
+It does what the model's ``tokenizer.json`` tells Hugging Face ``tokenizers`` (which fastembed
+runs inside RobustMQ) to do; that package is not a dependency because it brings
+``huggingface_hub`` (a model downloader) and some 30 MB. The vocabulary ships beside this
+module; tests/test_semantic.py checks the ids against ones ``tokenizers`` produced.
 """
 
 from __future__ import annotations
@@ -38,10 +35,6 @@ _CJK = (
 _CONTROL = frozenset({"Cc", "Cf", "Cs", "Co"})
 
 
-def _is_cjk(code: int) -> bool:
-    return any(low <= code <= high for low, high in _CJK)
-
-
 def _is_punctuation(char: str) -> bool:
     # ASCII symbols count as punctuation too ("$", "+", "^"), as in BERT
     return (char.isascii() and not char.isalnum() and char.isprintable() and char != " ") or (
@@ -61,7 +54,7 @@ def _clean(text: str) -> str:
             continue  # other control characters go, even those Python calls whitespace
         elif char.isspace():
             out.append(" ")
-        elif _is_cjk(code):
+        elif any(low <= code <= high for low, high in _CJK):
             out.append(f" {char} ")
         else:
             out.append(char)
