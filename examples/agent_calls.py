@@ -6,7 +6,9 @@ orchestrator delegates with ``call_agent`` while the summarizer is still offline
 process ends. The summarizer comes online and does the work. A new process of the
 orchestrator (same agent_mailbox, so the same reply mailbox) picks the result up with
 ``check_call``. Under the hood it is A2A over mq9 (docs/a2a.md); two_agents.py shows the same
-delegation on the raw mailbox tools (8 tool calls).
+delegation on the raw mailbox tools (8 tool calls). On a broker other programs use too,
+call_agent by capability takes the best match in the whole registry, which may be another
+run's summarizer: give call_agent the agent's name to be sure.
 
     python examples/agent_calls.py
     python examples/agent_calls.py --server nats://127.0.0.1:4222

@@ -2,10 +2,10 @@
 
 Each example is started with ``sys.executable`` twice: with its default (``--server`` not given,
 so the in-process ``memory://`` broker) and with ``--server nats://...`` against the bundled
-broker engine served on a real nats-server, as ``mq9-dev-broker`` serves it (and a third time
-against RobustMQ when ``MQ9_ROBUSTMQ_URL`` names one). The runs go in
-parallel (the scripts sleep for TTLs); each test then checks one run: exit code 0,
-nothing on stderr, and the lines that show the scenario happened, in order. Most scripts also
+broker engine served on a nats-server of its own, as ``mq9-dev-broker`` serves it (and a third
+time against RobustMQ when ``MQ9_ROBUSTMQ_URL`` names one). The runs go in parallel (the
+scripts sleep for TTLs); each test then checks one run: exit code 0, nothing on stderr, and the
+lines that show the scenario happened, in order. Most scripts also
 check their own outcome and exit non-zero when it is wrong.
 """
 
@@ -18,7 +18,9 @@ import re
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import nats
@@ -213,6 +215,38 @@ def run_example(name: str, server: str | None) -> subprocess.CompletedProcess:
     )
 
 
+@contextmanager
+def dev_broker() -> Iterator[str]:
+    """A nats-server of its own with the bundled engine on it, as ``mq9-dev-broker`` runs."""
+    nats_server = start_nats_server()
+    try:
+        broker = ThreadedBroker(nats_server.url)
+        try:
+            yield nats_server.url
+        finally:
+            broker.stop()
+    finally:
+        nats_server.stop()
+
+
+# Examples that discover agents by capability (call_agent, agent_discover) take the best match
+# in the whole registry: run side by side on one broker, one would route its work to another's
+# agent. So each NATS run gets a broker of its own, and the RobustMQ runs (one shared broker)
+# go one at a time.
+ROBUSTMQ_TURN = threading.Lock()
+
+
+def run_case(case: str) -> subprocess.CompletedProcess:
+    name, transport = case.rsplit("-", 1)
+    if transport == "nats":
+        with dev_broker() as url:
+            return run_example(name, url)
+    if transport == "robustmq":
+        with ROBUSTMQ_TURN:
+            return run_example(name, ROBUSTMQ_URL)
+    return run_example(name, None)
+
+
 @pytest.fixture(scope="module")
 def runs(request):
     """Start every selected run at once (4 at a time); each test waits for its own."""
@@ -222,25 +256,8 @@ def runs(request):
         if item.module is request.module
         and "case" in getattr(getattr(item, "callspec", None), "params", {})
     } or set(CASES)
-    nats_server = broker = None
-    try:
-        if any(case.endswith("-nats") for case in wanted):
-            nats_server = start_nats_server()
-            broker = ThreadedBroker(nats_server.url)
-        with ThreadPoolExecutor(max_workers=4) as pool:  # leaving it waits for every run
-            futures: dict[str, Future] = {}
-            for case in CASES:
-                if case in wanted:
-                    name, transport = case.rsplit("-", 1)
-                    server = {"nats": nats_server and nats_server.url, "robustmq": ROBUSTMQ_URL}
-                    server = server.get(transport)
-                    futures[case] = pool.submit(run_example, name, server)
-            yield futures
-    finally:
-        if broker is not None:
-            broker.stop()
-        if nats_server is not None:
-            nats_server.stop()
+    with ThreadPoolExecutor(max_workers=4) as pool:  # leaving it waits for every run
+        yield {case: pool.submit(run_case, case) for case in CASES if case in wanted}
 
 
 def assert_tells(output: str, expected: list[str | re.Pattern]) -> None:
