@@ -172,6 +172,7 @@ class GroupReader:
             start = fixed_start(*start, answer)
             if state.reused_ids(answer):
                 self._log_went_back(answer)
+                state = self.state  # this answer is the fresh state's first
             fresh = state.accept(answer, asked)
             batch = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
             floor = state.floor

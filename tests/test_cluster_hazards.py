@@ -24,6 +24,7 @@ from langchain_mq9.broker import (
     install_memory_broker,
     serve_on_nats,
 )
+from langchain_mq9.broker.clock import ManualClock
 
 STORAGE_FORWARD = (
     "Failed to send request to node 1 with error message :exceeded max retry times (10)"
@@ -169,6 +170,52 @@ async def test_msg_ids_that_start_again_are_noticed_and_reach_the_model(serve):
     assert result["sent"] and result["msg_id"] == 0  # stored: its id is still reported
     assert "a SEND got msg_id 0, but an earlier one got 2" in result["warning"]
     assert "messages it acknowledged may be lost" in client.warnings[box]
+
+
+class LogWentBack(BrokerEngine):
+    """The bundled engine, but once ``lost`` is set, every msg_id is shown that much lower: the
+    shard's log started again at 0, its acknowledged messages gone (docs/deploy.md)."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=ManualClock())
+        self.lost = 0
+
+    async def handle(self, subject, headers, body):
+        if self.lost and subject.startswith(p.MSG_ACK):
+            request = json.loads(body)
+            request["msg_id"] += self.lost
+            body = p.encode(request)
+        answer = await super().handle(subject, headers, body)
+        if self.lost and subject.startswith((p.MSG_SEND, p.MSG_FETCH)):
+            reply = json.loads(answer)
+            for message in [reply, *reply.get("messages", [])]:
+                if "msg_id" in message:
+                    message["msg_id"] -= self.lost
+            answer = p.encode(reply)
+        return answer
+
+
+async def test_a_reader_hands_out_what_comes_under_ids_it_acked_past_at_once(serve):
+    engine = LogWentBack()
+    url = await serve(engine)
+    async with Mq9Client(url) as sender, Mq9Client(url) as client:
+        box = await sender.mailbox_create(name="restarted")
+        for text in ("a", "b", "c"):
+            await sender.send(box, text)
+        reader = GroupReader(client, box, "g")
+        assert [m.msg_id for m in await reader.fetch()] == [0, 1, 2]
+        await reader.done([0, 1, 2])
+        engine.lost = 3
+        engine.clock.advance(5)
+        assert [await sender.send(box, text, priority=pr) for text, pr in
+                [("d", "normal"), ("e", "urgent")]] == [0, 1]  # fmt: skip
+        # The same fetch that meets the reused ids hands the new messages out, and says why.
+        batch = await reader.fetch()
+        assert [(m.msg_id, m.payload) for m in batch] == [(1, b"e"), (0, b"d")]
+        assert "went back" in client.warnings[box]
+        await reader.done([0, 1])
+        assert await reader.fetch() == []
+        assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
 
 
 async def test_an_answer_holding_a_msg_id_twice_says_the_mailbox_is_split(serve):
