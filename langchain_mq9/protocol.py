@@ -536,6 +536,8 @@ def _describe(value: Any) -> str:
 # by the words its errors use. ITEMS: each item is read by its own shape, by whoever reads it.
 STR, U32, U64, BOOL, STR_LIST, DELIVER = "a string", "u32", "u64", "a boolean", "a sequence", "enum"
 I64, BYTES, ITEMS = "i64", "a sequence of bytes", "a sequence of items"  # reply fields
+_PYTHON_TYPES = {STR: str, BOOL: bool, STR_LIST: list, BYTES: list, ITEMS: list}
+_PYTHON_TYPES |= dict.fromkeys((U32, U64, I64), int)
 
 
 class Shape:
@@ -633,12 +635,11 @@ def _convert(kind: str, value: Any) -> Any:
             variants = ", ".join(f"`{v}`" for v in DELIVER_POLICIES)
             raise WireError(f"unknown variant `{value}`, expected one of {variants}")
         return value
-    wanted = {STR: str, BOOL: bool, STR_LIST: list, BYTES: list, ITEMS: list}.get(kind, int)
+    wanted = _PYTHON_TYPES[kind]
+    # Exact types first: this runs for every field of every message read (bool is an int).
     if (
-        not isinstance(value, wanted)
-        or (isinstance(value, bool) and wanted is not bool)
-        or (kind == BYTES and not all(type(b) is int and 0 <= b <= 255 for b in value))
-    ):
+        type(value) is not wanted and (isinstance(value, bool) or not isinstance(value, wanted))
+    ) or (kind == BYTES and not all(type(b) is int and 0 <= b <= 255 for b in value)):
         expected = "a sequence" if kind == ITEMS else kind
         raise WireError(f"invalid type: {_describe(value)}, expected {expected}")
     if kind in (U64, U32) and not 0 <= value <= (MAX_U64 if kind == U64 else MAX_U32):
