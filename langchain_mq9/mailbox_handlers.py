@@ -133,7 +133,7 @@ async def ack_messages(
         raise OperationError(why + f"Call {fetch} first and ack a msg_id it returned.")
     confirmed = waiting[: waiting.index(args.msg_id) + 1]
     await reading.reader.done(confirmed)
-    reading.unacked = [i for i in reading.unacked if i not in set(confirmed)]
+    reading.unacked = waiting[len(confirmed) :]  # waiting is reading.unacked; confirmed its head
     still = list(reading.unacked) or None
     return Outcome(MessagesAcked(confirmed=confirmed, still_unacked=still), confirmed)
 
