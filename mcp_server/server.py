@@ -12,11 +12,11 @@ import json
 import logging
 import os
 import re
-import secrets
 import signal
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from itertools import count
 from typing import Any
 
@@ -88,8 +88,8 @@ def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
             name=policy.tool_name(op.name),
             title=op.title,
             description=op.describe(policy),
-            inputSchema=op.input_schema(policy),
-            outputSchema=op.output_schema,
+            input_schema=op.input_schema(policy),
+            output_schema=op.output_schema,
             annotations=tool_annotations(op),
         )
         for op in OPERATIONS.values()
@@ -100,7 +100,7 @@ def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
 def error_result(text: str) -> types.CallToolResult:
     # Connection errors name the broker URL, which may carry a password: never show it.
     text = redact(text)
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], isError=True)
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
 async def call_operation(
@@ -134,8 +134,58 @@ async def call_operation(
         return error_result(f"internal error in the mq9 MCP server while running {name}: {exc!r}")
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=outcome.text())],
-        structuredContent=outcome.content,
+        structured_content=outcome.content,
     )
+
+
+# A worker name an HTTP client may send (docs/mcp.md): which competing worker of a consumer group
+# it reads as, and whose fetched messages it may ack.
+WORKER_HEADER = "mq9-worker"
+_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Past this many worker names the least recently used one's memory (what it was handed and has
+# not acked, the mailboxes it created) is dropped: a client making up names cannot grow it.
+MAX_WORKERS = 256
+
+
+class ClientPolicies:
+    """The ``ToolPolicy`` of each client: what the tools remember (mailboxes it created,
+    messages handed to it and not acked yet, its agent calls) belongs to the client, never to
+    an MCP session, so a stateless client (MCP 2026-07-28: no session at all) or one that opens
+    a session per call fetches in one request and acks in another.
+
+    Over stdio the process is the client. Over HTTP a client names its worker with the
+    ``Mq9-Worker`` header; without one it reads as the server's ``--worker`` (or the group's one
+    reader). Clients with different worker names are competing workers of a consumer group:
+    neither gets or acks a message the other holds (docs/groups.md)."""
+
+    def __init__(self, policy: ToolPolicy, *, workers_from_header: bool = False) -> None:
+        self.policy = policy
+        self.workers_from_header = workers_from_header
+        self._by_worker: OrderedDict[str, ToolPolicy] = OrderedDict()
+
+    def of(self, request: Any) -> ToolPolicy:
+        """The policy of the client that sent ``request`` (a Starlette request, or None)."""
+        worker = self.worker_of(request)
+        policy = self._by_worker.pop(worker, None)
+        if policy is None:
+            policy = self.policy.session(worker=worker) if worker else self.policy.session()
+        self._by_worker[worker] = policy
+        while len(self._by_worker) > MAX_WORKERS:
+            self._by_worker.popitem(last=False)
+        return policy
+
+    def worker_of(self, request: Any) -> str:
+        """The worker name the client sent (checked), or "" for the server's own."""
+        headers = getattr(request, "headers", None)
+        sent = headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
+        if sent is None:
+            return ""
+        if not _WORKER_NAME.fullmatch(sent):
+            raise OperationError(
+                f"the {WORKER_HEADER} header must be 1 to 64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return sent
 
 
 def create_server(
@@ -143,62 +193,53 @@ def create_server(
 ) -> Server:
     """An MCP server (the SDK's low-level ``Server``) whose tools are the mq9 operations.
 
-    ``connection`` is shared by every session (one per stdio process, one per HTTP client);
-    each session gets ``policy.session()``: the same rules, its own state, so a mailbox one
-    client creates is not opened to another by ``allowed_mailboxes``. With ``sessions_compete``
-    (HTTP) sessions reading one consumer group are competing workers, each named the policy's
-    worker name (or ``mcp``) plus a random suffix: neither gets or acks a message the other
-    holds, and what a session that went away held is taken over after the lease
-    (docs/groups.md). A stdio server is the group's one reader, or ``--worker NAME``.
+    ``connection`` is shared by every client; each client gets a ``ToolPolicy`` of its own
+    (``ClientPolicies``): the same rules, its own state, so a mailbox one client creates is not
+    opened to another by ``allowed_mailboxes``. With ``sessions_compete`` (HTTP) clients name
+    their worker with the ``Mq9-Worker`` header; a stdio server is the group's one reader, or
+    ``--worker NAME``.
     """
-    policy = policy or ToolPolicy()
+    policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
+    tools = tool_definitions(policies.policy)
 
-    @asynccontextmanager
-    async def session_policy(_: Server) -> AsyncIterator[ToolPolicy]:
-        # The SDK enters this once per session (server.run), not once per process.
-        if sessions_compete:
-            yield policy.session(worker=f"{policy.worker or 'mcp'}-{secrets.token_hex(4)}")
-        else:
-            yield policy.session()
-
-    instructions = prefixed(INSTRUCTIONS, policy)
-    server: Server = Server(
-        SERVER_NAME, version=__version__, instructions=instructions, lifespan=session_policy
-    )
-    tools = tool_definitions(policy)
-
-    @server.list_tools()
-    async def list_tools() -> list[types.Tool]:
-        return tools
+    async def list_tools(_ctx: Any, _params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=tools)
 
     # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
     # the same wording as the LangChain tools and accept what those accept.
-    @server.call_tool(validate_input=False)
-    async def call_tool(name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
-        context = server.request_context
-        token = CALL_PROGRESS.set(progress_reporter(context))
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
-            return await call_operation(connection, context.lifespan_context, name, arguments)
+            client_policy = policies.of(ctx.request)
+        except OperationError as exc:
+            return error_result(str(exc))
+        token = CALL_PROGRESS.set(progress_reporter(ctx))
+        try:
+            return await call_operation(connection, client_policy, params.name, params.arguments)
         finally:
             CALL_PROGRESS.reset(token)
 
+    server: Server = Server(
+        SERVER_NAME,
+        version=__version__,
+        instructions=prefixed(INSTRUCTIONS, policies.policy),
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+    server.policies = policies  # type: ignore[attr-defined]
     return server
 
 
 def progress_reporter(context: Any) -> Any:
     """For a tool call whose client sent a progressToken: a callback that tells it each state
     a waiting agent call goes through (MCP progress notifications); else None."""
-    progress_token = getattr(getattr(context, "meta", None), "progressToken", None)
-    if progress_token is None:
+    if getattr(context.meta, "progress_token", None) is None:
         return None
     steps = count(1)
 
     async def report(view: dict[str, Any]) -> None:
         text = f"{view.get('agent')}: task {view.get('task_id')} is {view.get('state')}"
         with suppress(Exception):  # a client gone meanwhile: the call still answers
-            await context.session.send_progress_notification(
-                progress_token, next(steps), message=text, related_request_id=context.request_id
-            )
+            await context.session.report_progress(next(steps), message=text)
 
     return report
 
@@ -267,23 +308,53 @@ class _StdinLines:
                 line = raw.decode("utf-8", errors="replace")
                 if not line.strip():
                     continue
-                try:
-                    types.JSONRPCMessage.model_validate_json(line)
-                except ValidationError as exc:
-                    answers = refusals(line, exc)
-                    if not answers:
-                        shown = line.strip()
-                        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-                        log.warning(
-                            "ignored a line on stdin that is not an MCP (JSON-RPC) message: "
-                            "%r; mq9-mcp is meant to be started by an MCP client",
-                            shown,
-                        )
-                    for answer in answers:
-                        log.info("refused a JSON-RPC request: %s", answer.error.message)
-                        await self.answer_on.send(SessionMessage(types.JSONRPCMessage(answer)))
-                    continue
-                yield line
+                answers = bad_id_refusal(line)
+                if not answers:
+                    try:
+                        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    except ValidationError as exc:
+                        answers = refusals(line, exc)
+                        if not answers:
+                            self._ignore(line)
+                            continue
+                    else:
+                        yield line
+                        continue
+                for answer in answers:
+                    log.info("refused a JSON-RPC request: %s", answer.error.message)
+                    await self.answer_on.send(SessionMessage(answer))
+
+    @staticmethod
+    def _ignore(line: str) -> None:
+        shown = line.strip()
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        log.warning(
+            "ignored a line on stdin that is not an MCP (JSON-RPC) message: %r; mq9-mcp is "
+            "meant to be started by an MCP client",
+            shown,
+        )
+
+
+def bad_id_refusal(line: str) -> list[types.JSONRPCError]:
+    """A request whose id is neither a string nor an integer (12.5, null, an object, an array):
+    the SDK would read it as a notification and never answer. JSON-RPC 2.0 answers a request
+    whose id cannot be used with an Invalid Request error whose id is null."""
+    if '"id"' not in line:
+        return []
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return []  # refusals() answers what is not JSON, or too deep to read
+    if not isinstance(value, dict) or "id" not in value or "result" in value or "error" in value:
+        return []
+    if _usable_id(value["id"]):
+        return []
+    why = f"the request id must be a string or an integer, not {json.dumps(value['id'])[:40]}"
+    return [_refusal(None, types.INVALID_REQUEST, why)]
+
+
+def _usable_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def refusals(line: str, problem: Exception) -> list[types.JSONRPCError]:
@@ -333,7 +404,7 @@ def _has_id(item: Any) -> bool:
     """A request with an id to answer (not a notification, and not a response)."""
     if not isinstance(item, dict) or "result" in item or "error" in item:
         return False
-    return isinstance(item.get("id"), (int, str)) and not isinstance(item.get("id"), bool)
+    return _usable_id(item.get("id"))
 
 
 def _refusal(request_id: Any, code: int, message: str) -> types.JSONRPCError:

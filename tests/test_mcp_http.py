@@ -76,8 +76,8 @@ async def test_bearer_token_guards_every_request(nats_server):
                 assert [t.name for t in tools] == [
                     name for name, op in OPERATIONS.items() if op.allowed(ToolPolicy())
                 ]
-                assert all(t.inputSchema == OPERATIONS[t.name].input_schema() for t in tools)
-                assert all(t.outputSchema == OPERATIONS[t.name].output_schema for t in tools)
+                assert all(t.input_schema == OPERATIONS[t.name].input_schema() for t in tools)
+                assert all(t.output_schema == OPERATIONS[t.name].output_schema for t in tools)
                 await ok(mcp, "create_mailbox", name="web.inbox")
                 await ok(mcp, "send_message", mail_address="web.inbox", payload="b")
                 await ok(

@@ -330,7 +330,7 @@ def test_openai_agents_sdk_loads_every_mcp_tool_in_strict_mode(agent_mailbox):
     for tool in tool_definitions(ToolPolicy(agent_mailbox=agent_mailbox)):
         loaded = MCPUtil.to_function_tool(tool, server, convert_schemas_to_strict=True)
         assert loaded.strict_json_schema is True, tool.name
-        assert loaded.params_json_schema["properties"] == tool.inputSchema["properties"]
+        assert loaded.params_json_schema["properties"] == tool.input_schema["properties"]
     control = types.Tool(
         name="control", description="d", inputSchema=_OpenCard.model_json_schema()
     )
