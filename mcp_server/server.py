@@ -232,7 +232,7 @@ def create_server(
 def progress_reporter(context: Any) -> Any:
     """For a tool call whose client sent a progressToken: a callback that tells it each state
     a waiting agent call goes through (MCP progress notifications); else None."""
-    if getattr(context.meta, "progress_token", None) is None:
+    if (context.meta or {}).get("progress_token") is None:
         return None
     steps = count(1)
 
