@@ -170,6 +170,7 @@ SLOW_FILES = {
     "test_inspector.py",
     "test_lint.py",
     "test_mcp_http.py",
+    "test_mcp_http_hostile.py",
     "test_mcp_langchain.py",
     "test_mcp_stdio.py",
     "test_mcp_terminal.py",
