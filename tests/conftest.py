@@ -171,6 +171,7 @@ SLOW_FILES = {
     "test_lint.py",
     "test_mcp_http.py",
     "test_mcp_http_hostile.py",
+    "test_mcp_install.py",  # pip resolves against the package registry
     "test_mcp_langchain.py",
     "test_mcp_stdio.py",
     "test_mcp_terminal.py",
