@@ -64,6 +64,9 @@ HEADER_SECONDS = 10.0
 # Open connections at once: past this a new one is closed at once, well below the usual limit
 # of 1024 file descriptors, so a flood of connections cannot starve the broker connection.
 MAX_CONNECTIONS = 512
+# On a refusal before the body is read: uvicorn would otherwise read (and drop) the rest of it to
+# keep the connection, which for a 150 MB body costs as much as buffering it.
+CLOSE = "close"
 
 
 def is_loopback(host: str) -> bool:
@@ -99,6 +102,7 @@ class HostAndOrigin:
         if scope["type"] == "http":
             refused = await self.check.validate_request(Request(scope), is_post=False)
             if refused is not None:
+                refused.headers["Connection"] = CLOSE  # and read none of the body
                 await refused(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -356,7 +360,8 @@ class UnreadableBodies:
         except BodyRefused as refused:
             error = {"code": INVALID_REQUEST, "message": str(refused)}
             reply = {"jsonrpc": "2.0", "id": None, "error": error}
-            await JSONResponse(reply, status_code=refused.status)(scope, receive, send)
+            response = JSONResponse(reply, refused.status, headers={"Connection": CLOSE})
+            await response(scope, receive, send)
             return
         value, problem = _parse(body)
         if problem is not None:
