@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -39,7 +40,7 @@ from langchain_mq9.operations import (
     ToolPolicy,
     prefixed,
 )
-from langchain_mq9.protocol import Mq9Error
+from langchain_mq9.protocol import Mq9Error, clipped
 from langchain_mq9.redaction import redact
 from langchain_mq9.tool_errors import explain, explain_validation
 
@@ -121,7 +122,7 @@ async def call_operation(
         with anyio.fail_after(limit):
             outcome = await connection.run(lambda client: operation.execute(client, args, policy))
     except (OperationError, Mq9Error) as exc:  # Mq9Error: raised outside the operation
-        log.info("%s failed: %s", name, redact(str(exc)))
+        log.debug("%s failed: %s", name, redact(str(exc)))
         return error_result(explain(exc) if isinstance(exc, Mq9Error) else str(exc))
     except TimeoutError:
         log.warning("%s did not finish within %gs", name, limit)
@@ -136,6 +137,34 @@ async def call_operation(
         content=[types.TextContent(type="text", text=outcome.text())],
         structured_content=outcome.content,
     )
+
+
+# The argument that says which mailbox (or agent) a call is about, in the order looked for.
+_TARGETS = ("mail_address", "name", "agent")
+
+
+async def logged_call(
+    connection: Mq9Connection,
+    policy: ToolPolicy,
+    params: types.CallToolRequestParams,
+    request_id: Any = None,
+) -> types.CallToolResult:
+    """``call_operation``, and one log line at info for it: the tool, the mailbox or agent it
+    is about, the outcome and the duration (never a payload or a secret); debug adds the
+    request id."""
+    started = time.perf_counter()
+    result = await call_operation(connection, policy, params.name, params.arguments)
+    arguments = params.arguments or {}
+    target = next((arguments[k] for k in _TARGETS if isinstance(arguments.get(k), str)), "-")
+    took = (time.perf_counter() - started) * 1000
+    line = "tool %s mailbox=%r outcome=%s %.0fms"
+    values: list[Any] = [clipped(params.name, 64), clipped(target, 80)]
+    values += ["error" if result.is_error else "ok", took]
+    if log.isEnabledFor(logging.DEBUG):
+        line += " request=%s"
+        values.append(request_id)
+    log.info(line, *values)
+    return result
 
 
 # A worker name an HTTP client may send (docs/mcp.md): which competing worker of a consumer group
@@ -214,7 +243,7 @@ def create_server(
             return error_result(str(exc))
         token = CALL_PROGRESS.set(progress_reporter(ctx))
         try:
-            return await call_operation(connection, client_policy, params.name, params.arguments)
+            return await logged_call(connection, client_policy, params, ctx.request_id)
         finally:
             CALL_PROGRESS.reset(token)
 
