@@ -26,6 +26,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from mcp import types
 from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
@@ -43,6 +44,8 @@ from langchain_mq9.operations import (
 from langchain_mq9.protocol import Mq9Error, clipped
 from langchain_mq9.redaction import redact
 from langchain_mq9.tool_errors import explain, explain_validation
+
+from . import resources
 
 log = logging.getLogger("mcp_server")
 
@@ -247,12 +250,43 @@ def create_server(
         finally:
             CALL_PROGRESS.reset(token)
 
+    async def list_templates(_ctx: Any, _params: Any) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=resources.resource_templates())
+
+    async def list_resources(_ctx: Any, _params: Any) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=resources.listed_resources(policies.policy))
+
+    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        try:
+            client_policy = policies.of(ctx.request)
+        except OperationError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+
+        async def call(tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+            named = types.CallToolRequestParams(
+                name=client_policy.tool_name(tool), arguments=arguments
+            )
+            return await logged_call(connection, client_policy, named, ctx.request_id)
+
+        return await resources.read_resource(connection, client_policy, str(params.uri), call)
+
+    async def list_prompts(_ctx: Any, _params: Any) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=resources.prompts(policies.policy))
+
+    async def get_prompt(_ctx: Any, params: types.GetPromptRequestParams) -> Any:
+        return resources.get_prompt(policies.policy, params.name, params.arguments)
+
     server: Server = Server(
         SERVER_NAME,
         version=__version__,
         instructions=prefixed(INSTRUCTIONS, policies.policy),
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
     )
     server.policies = policies  # type: ignore[attr-defined]
     return server

@@ -174,6 +174,7 @@ SLOW_FILES = {
     "test_mcp_install.py",  # pip resolves against the package registry
     "test_mcp_eras.py",
     "test_mcp_langchain.py",
+    "test_mcp_resources.py",
     "test_mcp_observability.py",
     "test_mcp_stdio.py",
     "test_mcp_terminal.py",
