@@ -145,7 +145,7 @@ class _Session:
 
 class SessionLimits:
     """The ``/mcp`` endpoint: the SDK's session manager with at most ``max_sessions`` open
-    sessions, each closed (its state freed) after ``idle_timeout`` seconds with no request in
+    sessions, each closed after ``idle_timeout`` seconds with no request in
     flight (an open GET stream counts as one, so a connected client is never idle).
 
     When full, a new session replaces the least recently active one that never called a tool.

@@ -284,7 +284,7 @@ async def test_stdout_carries_only_protocol_messages():
     assert replies[1]["result"]["isError"] is True
     assert "no mailbox has this address" in replies[1]["result"]["content"][0]["text"]
     # The logs went to stderr.
-    assert "mq9 MCP server" in stderr and "fetch_messages failed" in stderr
+    assert "mq9 MCP server" in stderr and "tool fetch_messages mailbox=" in stderr
 
 
 def test_pinned_tool_settings_are_server_options():
