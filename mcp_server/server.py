@@ -45,7 +45,7 @@ from langchain_mq9.protocol import Mq9Error, clipped
 from langchain_mq9.redaction import redact
 from langchain_mq9.tool_errors import explain, explain_validation
 
-from . import resources
+from . import resources, tasks
 
 log = logging.getLogger("mcp_server")
 
@@ -234,8 +234,22 @@ def create_server(
     policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
     tools = tool_definitions(policies.policy)
 
-    async def list_tools(_ctx: Any, _params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=tools)
+    task_names = {policies.policy.tool_name(name) for name in tasks.TASK_TOOLS}
+    may_be_tasks = types.ToolExecution(task_support="optional")
+    tools_for_tasks = [
+        t.model_copy(update={"execution": may_be_tasks}) if t.name in task_names else t
+        for t in tools
+    ]
+
+    async def list_tools(ctx: Any, _params: Any) -> types.ListToolsResult:
+        offered = tasks.offered(ctx.protocol_version)
+        return types.ListToolsResult(tools=tools_for_tasks if offered else tools)
+
+    def start_call(ctx: Any, params: types.CallToolRequestParams) -> Any:
+        if params.name not in task_names:
+            return None
+        client_policy = policies.of(ctx.request)
+        return lambda: logged_call(connection, client_policy, params, ctx.request_id)
 
     # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
     # the same wording as the LangChain tools and accept what those accept.
@@ -276,7 +290,7 @@ def create_server(
     async def get_prompt(_ctx: Any, params: types.GetPromptRequestParams) -> Any:
         return resources.get_prompt(policies.policy, params.name, params.arguments)
 
-    server: Server = Server(
+    server: Server = _Server(
         SERVER_NAME,
         version=__version__,
         instructions=prefixed(INSTRUCTIONS, policies.policy),
@@ -289,7 +303,18 @@ def create_server(
         on_get_prompt=get_prompt,
     )
     server.policies = policies  # type: ignore[attr-defined]
+    tasks.serve(server, tasks.TaskStore(), start_call)
     return server
+
+
+class _Server(Server):
+    """The SDK's server, offering Tasks in the capabilities of the era that has them."""
+
+    def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
+        capabilities = super().get_capabilities(*args, **kwargs)
+        if tasks.offered(kwargs.get("protocol_version")):
+            capabilities.tasks = tasks.capability()
+        return capabilities
 
 
 def progress_reporter(context: Any) -> Any:

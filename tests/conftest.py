@@ -178,6 +178,7 @@ SLOW_FILES = {
     "test_mcp_resources.py",
     "test_mcp_observability.py",
     "test_mcp_stdio.py",
+    "test_mcp_tasks.py",
     "test_mcp_terminal.py",
     "test_notebooks.py",
     "test_readme.py",
