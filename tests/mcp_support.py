@@ -157,11 +157,12 @@ def error_text(result: types.CallToolResult) -> str:
 
 
 class RawStdio:
-    """``python -m mcp_server --server memory://`` with its stdin and stdout as raw lines."""
+    """``python -m mcp_server ARGS`` (by default ``--server memory://``) with its stdin and
+    stdout as raw lines."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_server", "--server", "memory://"],
+            [sys.executable, "-m", "mcp_server", *(args or ("--server", "memory://"))],
             cwd=ROOT,
             env=server_env(),
             stdin=subprocess.PIPE,

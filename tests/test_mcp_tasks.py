@@ -6,17 +6,22 @@ runs as a real process; the JSON-RPC lines are written raw (the SDK's client has
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
-from mcp_support import RawStdio
+from a2a_support import text_graph, text_io
+from mcp_support import RawStdio, served_engine
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.agent_server import AgentServer
 
 TASKS = "2025-11-25"
 
 
-@pytest.fixture
-def stdio():
-    raw = RawStdio()
+def opened(*args: str) -> RawStdio:
+    """mq9-mcp with ARGS, initialized at the Tasks revision."""
+    raw = RawStdio(*args)
     raw.send(json.dumps({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": TASKS, "capabilities": {},
@@ -26,6 +31,12 @@ def stdio():
     assert opened["result"]["protocolVersion"] == TASKS
     assert opened["result"]["capabilities"]["tasks"]["requests"] == {"tools": {"call": {}}}
     raw.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    return raw
+
+
+@pytest.fixture
+def stdio():
+    raw = opened()
     yield raw
     raw.close()
 
@@ -83,3 +94,32 @@ def test_a_task_is_cancelled_and_a_call_without_one_answers_as_before(stdio):
     # a tool that does not wait: answered at once even when a task is asked for
     created = request(stdio, 8, "tools/call", **tool("create_mailbox", True, name="more"))
     assert created["result"]["structuredContent"]["mail_address"] == "more"
+
+
+async def test_an_agent_call_with_a_wait_gives_its_result_through_the_task(nats_server):
+    """The call answers once the agent has: a client reads it from the task, not from a tool
+    call held open for the whole wait."""
+    release = asyncio.Event()
+
+    async def slow(text: str) -> str:
+        await asyncio.wait_for(release.wait(), 20)
+        return text.upper()
+
+    async with (
+        served_engine(nats_server.url),
+        Mq9Client(nats_server.url) as client,
+        AgentServer(text_graph(slow), name="agent.upper", client=client, **text_io()),
+    ):
+        raw = opened("--server", nats_server.url, "--calls", "--agent-mailbox", "agent.me")
+        try:
+            ask = tool("call_agent", True, agent="agent.upper", task="hello", wait_seconds=30)
+            started = await asyncio.to_thread(request, raw, 2, "tools/call", **ask)
+            task_id = started["result"]["task"]["taskId"]
+            state = await asyncio.to_thread(request, raw, 3, "tasks/get", taskId=task_id)
+            assert state["result"]["status"] == "working"  # the agent has not answered yet
+            release.set()
+            done = await asyncio.to_thread(request, raw, 4, "tasks/result", taskId=task_id)
+            result = done["result"]["structuredContent"]
+            assert (result["state"], result["result"]) == ("completed", "HELLO")
+        finally:
+            await asyncio.to_thread(raw.close)
