@@ -425,6 +425,25 @@ class Mq9Client:
         subject = p.delete_subject(mail_address, p.check_int("msg_id", msg_id))
         await self._call(subject, repeatable=True)  # DELETE of a msg_id not there succeeds
 
+    async def check_receipt(self, mail_address: str, msg_id: int, payload: str | bytes) -> bool:
+        """Whether the mailbox still holds ``payload`` under ``msg_id``: how a client that
+        was not there when a broker lost a mailbox's log finds out (docs/deploy.md). Keep a
+        receipt (the msg_id a SEND answered, and what was sent) of what must not be lost, and
+        check it later from any client. False is noted in ``warnings`` like a log seen going
+        back; it also means the message was deleted or expired: the broker cannot tell those
+        apart. A stateless FETCH from ``msg_id``: no group moves."""
+        p.check_address(mail_address)
+        expected = payload.encode() if isinstance(payload, str) else payload
+        answer = await self.fetch(
+            mail_address, deliver="from_id", from_id=msg_id, num_msgs=1, max_wait_ms=0
+        )
+        held = next((m for m in answer if m.msg_id == msg_id), None)
+        if held is not None and held.payload == expected:
+            return True
+        newest = max((m.msg_id for m in answer), default=-1)
+        self._suspect(mail_address, p.warn_receipt_missing(mail_address, msg_id, newest))
+        return False
+
     # -- agent registry --------------------------------------------------------------------
 
     async def agent_register(self, agent_card: dict[str, Any]) -> None:
