@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import protocol as p
@@ -43,15 +44,55 @@ log = logging.getLogger("langchain_mq9")
 RETRY_FIRST_PAUSE = 0.05
 # How many consumer groups one client may ack under (Mq9Client(max_groups=...)).
 DEFAULT_MAX_GROUPS = 1_000
+# RobustMQ's search index trails its registry (docs/discovery.md): its search answers are
+# checked against a listing, reused for this many seconds (Mq9Client.listing_ttl).
+LISTING_TTL = 1.0
+# How long after this client registers a card a search that misses it says it may not be
+# indexed yet (RobustMQ's own tests wait 5 s after REGISTER before they search).
+INDEXING_GRACE = 5.0
+# What RobustMQ's NATS INFO says in "go" (common/network-server/src/protocol/nats.rs:112):
+# how the client knows the broker's search may lag. nats-server (the bundled broker) says "go1…".
+ROBUSTMQ_GO = "robustmq-rust"
 
 
 class Agents(list):
     """The agents ``agent_discover`` found, best first. ``ranked_here`` is True when the broker
     has no agent search (RobustMQ's default build) and this client ranked its listing itself;
-    ``ranking`` then says how: ``"embeddings"`` (the ``semantic`` extra) or ``"lexical"``."""
+    ``ranking`` then says how: ``"embeddings"`` (the ``semantic`` extra) or ``"lexical"``.
+
+    On a broker whose search trails its registry (RobustMQ's vector-search build), ``gone``
+    names the search hits the registry no longer lists (dropped: never routed to), and
+    ``not_indexed_yet`` the agents this client registered moments ago that the search did not
+    show (the listing has them; the search index may not yet)."""
 
     ranked_here: bool = False
     ranking: str | None = None
+    gone: tuple[str, ...] = ()
+    not_indexed_yet: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """The registry as one listing read it, at ``at`` (the event loop's time)."""
+
+    at: float
+    info_of: dict[str, Any]  # name -> agent_info
+    infos: frozenset[Any]
+
+    @classmethod
+    def of(cls, at: float, items: list[dict[str, Any]]) -> _Listing:
+        info_of = {item["name"]: item.get("agent_info") for item in items}
+        return cls(at, info_of, frozenset(i for i in info_of.values() if isinstance(i, str)))
+
+    def holds(self, hit: dict[str, Any]) -> bool:
+        """Whether a search hit names a registered agent: by name, or by its card (a hit is
+        named by the card, which a ``{name, payload}`` registration may name otherwise)."""
+        return hit.get("name") in self.info_of or hit.get("agent_info") in self.infos
+
+    def current(self, hit: dict[str, Any]) -> dict[str, Any]:
+        """The hit with the card the registry holds now (the index may hold an older one)."""
+        info = self.info_of.get(hit.get("name"))
+        return hit if not isinstance(info, str) else {**hit, "agent_info": info}
 
 
 class Mq9Client:
@@ -99,6 +140,12 @@ class Mq9Client:
         # mailbox): to notice a broker that lost or split a mailbox's log (docs/deploy.md).
         self._highest_sent: dict[str, int] = {}
         self.warnings: dict[str, str] = {}
+        # Search answers checked against the listing: None decides by the broker (RobustMQ,
+        # whose index trails its registry: yes; the bundled broker, exact at once: no).
+        self.check_search: bool | None = None
+        self.listing_ttl = LISTING_TTL
+        self._listed: _Listing | None = None
+        self._registered_at: dict[str, float] = {}  # cards registered here, not yet seen found
         if transport is None:
             self.server = server
             self._transport = open_transport(server, request_timeout=request_timeout, **options)
@@ -464,12 +511,17 @@ class Mq9Client:
         else:
             body = p.encode(registration.card_for(card))
         await self._call(p.AGENT_REGISTER, body, repeatable=True)  # the first is kept
+        self._listed = None  # this client's own change is seen by its next search
+        if self._search_lags() and not registration.is_raw(card):
+            self._registered_at[card["name"]] = asyncio.get_running_loop().time()
 
     async def agent_unregister(self, name: str) -> None:
         """Remove the agent registered under ``name`` (an unknown name succeeds)."""
         if not isinstance(name, str) or not name:
             raise ValueError("name must be the non-empty name the agent registered under")
         await self._call(p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True)
+        self._listed = None  # this client's own change is seen by its next search
+        self._registered_at.pop(name, None)
 
     async def agent_report(self, report: dict[str, Any]) -> None:
         """Report an agent's status: ``report["name"]`` and either a string ``report_info``
@@ -499,34 +551,116 @@ class Mq9Client:
 
         RobustMQ's default build (no vector search) refuses text and semantic: the client then
         ranks the listing itself, pages included (``ranked_here`` says so). A search build
-        that has indexed no card yet says its table is missing: that is no agents."""
+        that has indexed no card yet says its table is missing: that is no agents.
+
+        RobustMQ's search index trails its registry (docs/discovery.md): there a search answer
+        is checked against the listing (read at most ``listing_ttl`` seconds before; this
+        client's own REGISTER and UNREGISTER are seen at once) and a hit the registry no longer
+        has is dropped (``Agents.gone``), its place on the page taken by the next live hit."""
         for label, value in (("text", text), ("semantic", semantic)):
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{label} must be a string")
-        body = p.DISCOVER_REQUEST.body(
-            text=text,
-            semantic=semantic,
-            limit=p.check_int("limit", limit, 1, p.MAX_DISCOVER_LIMIT),
-            page=p.check_int("page", page, 1, p.MAX_U32),
-        )
+        query = {"text": text, "semantic": semantic}
+        p.check_int("limit", limit, 1, p.MAX_DISCOVER_LIMIT)
+        p.check_int("page", page, 1, p.MAX_U32)
+        started = asyncio.get_running_loop().time()
+        search = bool(text or semantic)
+        checked = search and self._search_lags()
         try:
-            reply = await self._call(p.AGENT_DISCOVER, body, repeatable=True)
+            if checked:
+                live, gone = await self._live_page(query, limit, page, started)
+            else:
+                items = await self._discover_items(query, limit, page)
         except (SearchIndexEmpty, SearchNotBuilt) as exc:
-            if not (text or semantic):
+            if not search:
                 raise
             if isinstance(exc, SearchIndexEmpty):
-                return Agents()
+                return self._found_here(Agents(), [])
             return await self._rank_listing(text, semantic, limit, page)
-        agents = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
-        return Agents(p.normalize_agent(item) for item in agents)
+        if checked:
+            found = Agents(p.normalize_agent(item) for item in live)
+            found.gone = tuple(gone)
+            return self._found_here(found, live)
+        if not search and self._search_lags():
+            self._listed = _Listing.of(started, items)
+        return Agents(p.normalize_agent(item) for item in items)
+
+    async def _discover_items(
+        self, query: dict[str, str | None], limit: int | None = None, page: int | None = None
+    ) -> list[dict[str, Any]]:
+        body = p.DISCOVER_REQUEST.body(**query, limit=limit, page=page)
+        reply = await self._call(p.AGENT_DISCOVER, body, repeatable=True)
+        items = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                p.normalize_agent(item)  # raises MalformedReply, naming the item
+        return items
+
+    def _search_lags(self) -> bool:
+        """Whether this broker's search may miss new agents and name gone ones: RobustMQ's
+        (its NATS INFO says so), or whatever ``check_search`` says."""
+        if self.check_search is not None:
+            return self.check_search
+        info = getattr(self._transport, "server_info", None)
+        return isinstance(info, dict) and info.get("go") == ROBUSTMQ_GO
+
+    async def _live_page(
+        self, query: dict[str, str | None], limit: int, page: int, started: float
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The page of the search's live hits, and the names of the hits the registry no
+        longer has. RobustMQ writes its index in tasks of their own after REGISTER and
+        UNREGISTER answer (meta-service ``raft/route/mq9.rs:63-87,97-106``), and a delete
+        that runs before the card's insert deletes nothing (search-engine
+        ``agent.rs:118,133-137,149-153``): that card stays found for good. So the hits are
+        read from the top, as many more as ghosts were seen, until the page is full of live
+        ones or the hits run out."""
+        wanted = page * limit
+        if wanted > p.MAX_DISCOVER_LIMIT:  # too deep to read from the top: the broker's page
+            return await self._split(await self._discover_items(query, limit, page), started)
+        asked = wanted
+        while True:
+            items = await self._discover_items(query, asked, 1)
+            live, gone = await self._split(items, started)
+            if len(live) >= wanted or len(items) < asked or asked == p.MAX_DISCOVER_LIMIT:
+                return live[wanted - limit : wanted], gone
+            asked = min(wanted + len(gone), p.MAX_DISCOVER_LIMIT)
+
+    async def _split(
+        self, items: list[dict[str, Any]], started: float
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """(the hits the registry lists, with its card; the names of the others). A listing
+        held from before this search that misses a hit is read again: the hit may be new."""
+        listed = await self._listing(started - self.listing_ttl)
+        if listed.at < started and not all(listed.holds(item) for item in items):
+            listed = await self._listing(started)
+        live = [listed.current(item) for item in items if listed.holds(item)]
+        return live, [item.get("name") for item in items if not listed.holds(item)]
+
+    async def _listing(self, not_before: float) -> _Listing:
+        """The registry's listing, read again unless the one held was read since ``not_before``."""
+        held = self._listed
+        if held is None or held.at < not_before:
+            at = asyncio.get_running_loop().time()
+            held = self._listed = _Listing.of(at, await self._discover_items({}))
+        return held
+
+    def _found_here(self, found: Agents, hits: list[dict[str, Any]]) -> Agents:
+        """``found``, saying which agents this client registered in the last INDEXING_GRACE
+        seconds the search did not show (once shown, an agent is indexed: forgotten)."""
+        now = asyncio.get_running_loop().time()
+        shown = {hit.get("name") for hit in hits}
+        for name, at in list(self._registered_at.items()):
+            if name in shown or now - at > INDEXING_GRACE:
+                del self._registered_at[name]
+        found.not_indexed_yet = tuple(self._registered_at)
+        return found
 
     async def _rank_listing(
         self, text: str | None, semantic: str | None, limit: int, page: int
     ) -> Agents:
         from .broker.registry import AgentEntry, AgentRegistry  # the bundled broker's ranking
 
-        reply = await self._call(p.AGENT_DISCOVER, p.DISCOVER_REQUEST.body(), repeatable=True)
-        items = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
+        items = await self._discover_items({})
         for item in items:
             p.normalize_agent(item)  # refuses an item that is no agent
 
