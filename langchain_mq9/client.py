@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from . import protocol as p
@@ -32,6 +31,7 @@ from .errors import (
     from_reply,
 )
 from .leases import DEFAULT_LEASE_TTL
+from .live_search import LiveSearch, is_robustmq
 from .protocol import Message, Priority
 from .redaction import redact
 from .transport import NOT_CONNECTED, HandlerTransport, Transport, open_transport
@@ -44,15 +44,6 @@ log = logging.getLogger("langchain_mq9")
 RETRY_FIRST_PAUSE = 0.05
 # How many consumer groups one client may ack under (Mq9Client(max_groups=...)).
 DEFAULT_MAX_GROUPS = 1_000
-# RobustMQ's search index trails its registry (docs/discovery.md): its search answers are
-# checked against a listing, reused for this many seconds (Mq9Client.listing_ttl).
-LISTING_TTL = 1.0
-# How long after this client registers a card a search that misses it says it may not be
-# indexed yet (RobustMQ's own tests wait 5 s after REGISTER before they search).
-INDEXING_GRACE = 5.0
-# What RobustMQ's NATS INFO says in "go" (common/network-server/src/protocol/nats.rs:112):
-# how the client knows the broker's search may lag. nats-server (the bundled broker) says "go1…".
-ROBUSTMQ_GO = "robustmq-rust"
 
 
 class Agents(list):
@@ -69,30 +60,6 @@ class Agents(list):
     ranking: str | None = None
     gone: tuple[str, ...] = ()
     not_indexed_yet: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Listing:
-    """The registry as one listing read it, at ``at`` (the event loop's time)."""
-
-    at: float
-    info_of: dict[str, Any]  # name -> agent_info
-    infos: frozenset[Any]
-
-    @classmethod
-    def of(cls, at: float, items: list[dict[str, Any]]) -> _Listing:
-        info_of = {item["name"]: item.get("agent_info") for item in items}
-        return cls(at, info_of, frozenset(i for i in info_of.values() if isinstance(i, str)))
-
-    def holds(self, hit: dict[str, Any]) -> bool:
-        """Whether a search hit names a registered agent: by name, or by its card (a hit is
-        named by the card, which a ``{name, payload}`` registration may name otherwise)."""
-        return hit.get("name") in self.info_of or hit.get("agent_info") in self.infos
-
-    def current(self, hit: dict[str, Any]) -> dict[str, Any]:
-        """The hit with the card the registry holds now (the index may hold an older one)."""
-        info = self.info_of.get(hit.get("name"))
-        return hit if not isinstance(info, str) else {**hit, "agent_info": info}
 
 
 class Mq9Client:
@@ -143,9 +110,7 @@ class Mq9Client:
         # Search answers checked against the listing: None decides by the broker (RobustMQ,
         # whose index trails its registry: yes; the bundled broker, exact at once: no).
         self.check_search: bool | None = None
-        self.listing_ttl = LISTING_TTL
-        self._listed: _Listing | None = None
-        self._registered_at: dict[str, float] = {}  # cards registered here, not yet seen found
+        self._live = LiveSearch(self._discover_items)
         if transport is None:
             self.server = server
             self._transport = open_transport(server, request_timeout=request_timeout, **options)
@@ -511,17 +476,15 @@ class Mq9Client:
         else:
             body = p.encode(registration.card_for(card))
         await self._call(p.AGENT_REGISTER, body, repeatable=True)  # the first is kept
-        self._listed = None  # this client's own change is seen by its next search
-        if self._search_lags() and not registration.is_raw(card):
-            self._registered_at[card["name"]] = asyncio.get_running_loop().time()
+        searchable = self._search_lags() and not registration.is_raw(card)
+        self._live.changed(registered=card["name"] if searchable else None)
 
     async def agent_unregister(self, name: str) -> None:
         """Remove the agent registered under ``name`` (an unknown name succeeds)."""
         if not isinstance(name, str) or not name:
             raise ValueError("name must be the non-empty name the agent registered under")
         await self._call(p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True)
-        self._listed = None  # this client's own change is seen by its next search
-        self._registered_at.pop(name, None)
+        self._live.changed(unregistered=name)
 
     async def agent_report(self, report: dict[str, Any]) -> None:
         """Report an agent's status: ``report["name"]`` and either a string ``report_info``
@@ -568,7 +531,7 @@ class Mq9Client:
         checked = search and self._search_lags()
         try:
             if checked:
-                live, gone = await self._live_page(query, limit, page, started)
+                live, gone = await self._live.page(query, limit, page, started)
             else:
                 items = await self._discover_items(query, limit, page)
         except (SearchIndexEmpty, SearchNotBuilt) as exc:
@@ -582,7 +545,7 @@ class Mq9Client:
             found.gone = tuple(gone)
             return self._found_here(found, live)
         if not search and self._search_lags():
-            self._listed = _Listing.of(started, items)
+            self._live.listed(items, started)
         return Agents(p.normalize_agent(item) for item in items)
 
     async def _discover_items(
@@ -601,58 +564,19 @@ class Mq9Client:
         (its NATS INFO says so), or whatever ``check_search`` says."""
         if self.check_search is not None:
             return self.check_search
-        info = getattr(self._transport, "server_info", None)
-        return isinstance(info, dict) and info.get("go") == ROBUSTMQ_GO
+        return is_robustmq(getattr(self._transport, "server_info", None))
 
-    async def _live_page(
-        self, query: dict[str, str | None], limit: int, page: int, started: float
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        """The page of the search's live hits, and the names of the hits the registry no
-        longer has. RobustMQ writes its index in tasks of their own after REGISTER and
-        UNREGISTER answer (meta-service ``raft/route/mq9.rs:63-87,97-106``), and a delete
-        that runs before the card's insert deletes nothing (search-engine
-        ``agent.rs:118,133-137,149-153``): that card stays found for good. So the hits are
-        read from the top, as many more as ghosts were seen, until the page is full of live
-        ones or the hits run out."""
-        wanted = page * limit
-        if wanted > p.MAX_DISCOVER_LIMIT:  # too deep to read from the top: the broker's page
-            return await self._split(await self._discover_items(query, limit, page), started)
-        asked = wanted
-        while True:
-            items = await self._discover_items(query, asked, 1)
-            live, gone = await self._split(items, started)
-            if len(live) >= wanted or len(items) < asked or asked == p.MAX_DISCOVER_LIMIT:
-                return live[wanted - limit : wanted], gone
-            asked = min(wanted + len(gone), p.MAX_DISCOVER_LIMIT)
+    @property
+    def listing_ttl(self) -> float:
+        """How many seconds a listing read to check search answers is reused (1 s)."""
+        return self._live.ttl
 
-    async def _split(
-        self, items: list[dict[str, Any]], started: float
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        """(the hits the registry lists, with its card; the names of the others). A listing
-        held from before this search that misses a hit is read again: the hit may be new."""
-        listed = await self._listing(started - self.listing_ttl)
-        if listed.at < started and not all(listed.holds(item) for item in items):
-            listed = await self._listing(started)
-        live = [listed.current(item) for item in items if listed.holds(item)]
-        return live, [item.get("name") for item in items if not listed.holds(item)]
-
-    async def _listing(self, not_before: float) -> _Listing:
-        """The registry's listing, read again unless the one held was read since ``not_before``."""
-        held = self._listed
-        if held is None or held.at < not_before:
-            at = asyncio.get_running_loop().time()
-            held = self._listed = _Listing.of(at, await self._discover_items({}))
-        return held
+    @listing_ttl.setter
+    def listing_ttl(self, seconds: float) -> None:
+        self._live.ttl = seconds
 
     def _found_here(self, found: Agents, hits: list[dict[str, Any]]) -> Agents:
-        """``found``, saying which agents this client registered in the last INDEXING_GRACE
-        seconds the search did not show (once shown, an agent is indexed: forgotten)."""
-        now = asyncio.get_running_loop().time()
-        shown = {hit.get("name") for hit in hits}
-        for name, at in list(self._registered_at.items()):
-            if name in shown or now - at > INDEXING_GRACE:
-                del self._registered_at[name]
-        found.not_indexed_yet = tuple(self._registered_at)
+        found.not_indexed_yet = self._live.not_indexed_yet(hits)
         return found
 
     async def _rank_listing(
