@@ -197,6 +197,26 @@ async def test_register_then_discover_finds_the_agent_or_says_it_is_not_indexed_
     assert "agent.late" in names(found) and found.not_indexed_yet == ()
 
 
+async def test_the_discover_tool_tells_the_model_its_new_card_is_not_searchable_yet(lagging):
+    async with Mq9Toolkit(server=lagging.url, discover_by="text") as kit:
+        tools = {t.name: t for t in kit.get_tools()}
+
+        async def run(tool: str, **args) -> dict:
+            call = {"name": tool, "args": args, "id": "1", "type": "tool_call"}
+            message = await tools[tool].ainvoke(call)
+            assert message.status != "error", message.content
+            return json.loads(message.content)
+
+        await run("agent_register", name="agent.fresh", capabilities="translates legal text")
+        result = await run("agent_discover", query="legal")
+        assert result["count"] == 0 and "agent.fresh" in result["note"]
+        assert "not searchable yet" in result["note"]
+        lagging.clock.advance(LATER)
+        result = await run("agent_discover", query="legal")
+    assert [a["name"] for a in result["agents"]] == ["agent.fresh"]
+    assert "not searchable" not in (result.get("note") or "")
+
+
 async def test_register_then_discover_on_the_bundled_broker_finds_it_at_once(broker):
     async with broker.client() as client:
         name = f"agent.mine{uuid.uuid4().hex[:8]}"
