@@ -148,20 +148,21 @@ def _split_headers(op: str, args: list[str], payload: bytes) -> tuple[dict | Non
 
 
 # RobustMQ 8bd49dc, measured on its vector-search build (one node, loopback): a card is found
-# about 0.5 s after REGISTER answers (the embedding comes first); the delete UNREGISTER spawns
-# runs at once.
+# about 0.5 s after REGISTER answers (its embedding comes first); an unregistered card leaves
+# text answers about 1 s after UNREGISTER answers, though its delete runs at once.
 INDEX_LAG = 0.5
-UNINDEX_LAG = 0.05
+UNINDEX_LAG = 1.0
 
 
 class LaggingIndex(AgentRegistry):
     """The registry of RobustMQ's vector-search build: the listing exact at once, the search
-    index written ``index_lag`` seconds after REGISTER and ``unindex_lag`` after UNREGISTER, in
-    tasks of their own (meta-service ``raft/route/mq9.rs:63-87,97-106``). A delete that lands
-    before the card's insert finds no row and deletes nothing; the insert then lands and the
-    card stays found for good (search-engine ``agent.rs:118,133-137,149-153``: the delete
-    takes no write lock). Before its first card is indexed a search finds no table.
-    Due writes land, in order, when the next search reads the index."""
+    index written in tasks of their own (meta-service ``raft/route/mq9.rs:63-87,97-106``). A
+    card's insert lands ``index_lag`` seconds after REGISTER. UNREGISTER's delete runs at once
+    and, if it finds the card's row, the card leaves search answers ``unindex_lag`` seconds
+    later; if the insert has not landed yet it finds nothing and deletes nothing, the insert
+    lands after it and the card stays found for good (search-engine
+    ``agent.rs:118,133-137,149-153``: the delete takes no write lock). Before its first card
+    is indexed a search finds no table. Due writes land, in order, when the index is read."""
 
     def __init__(
         self, clock: ManualClock, index_lag: float = INDEX_LAG, unindex_lag: float = UNINDEX_LAG
@@ -184,14 +185,16 @@ class LaggingIndex(AgentRegistry):
         if self._landing:  # the insert's own delete of an older row (agent.rs:133-134)
             AgentRegistry.drop_index(self, card_name)
             return
-        self._later(self.unindex_lag, lambda: AgentRegistry.drop_index(self, card_name))
+        self._land()
+        if card_name in self.index:  # else: no row yet, nothing deleted (the race)
+            self._later(self.unindex_lag, lambda: AgentRegistry.drop_index(self, card_name))
 
     def search_text(self, query: str) -> list[AgentEntry]:
-        self._land()
+        self._land_for_search()
         return super().search_text(query)
 
     def search_semantic(self, query: str) -> list[AgentEntry]:
-        self._land()
+        self._land_for_search()
         return super().search_semantic(query)
 
     def _later(self, seconds: float, write: Callable[[], None]) -> None:
@@ -204,6 +207,9 @@ class LaggingIndex(AgentRegistry):
                 heapq.heappop(self._due)[2]()
         finally:
             self._landing = False
+
+    def _land_for_search(self) -> None:
+        self._land()
         if not self.table_made:
             raise p.Mq9Error(
                 "Grpc call of the node failed,Grpc status was code: 'Internal error', "

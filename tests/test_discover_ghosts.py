@@ -22,7 +22,7 @@ from langchain_mq9 import protocol as p
 from langchain_mq9.broker import ManualClock
 from langchain_mq9.errors import SearchIndexEmpty, from_reply
 
-LATER = 1.0  # past both lags of the double: every due index write has landed
+LATER = 2.0  # past both lags of the double: every due index write has landed
 
 
 class Lagging:
