@@ -573,7 +573,9 @@ class Mq9Client:
 
     @listing_ttl.setter
     def listing_ttl(self, seconds: float) -> None:
-        self._live.ttl = seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError("listing_ttl must be a number of seconds, 0 or more")
+        self._live.ttl = float(seconds)
 
     def _found_here(self, found: Agents, hits: list[dict[str, Any]]) -> Agents:
         found.not_indexed_yet = self._live.not_indexed_yet(hits)

@@ -178,6 +178,15 @@ async def test_a_card_the_index_holds_an_older_version_of_is_shown_as_registered
     assert [(a["name"], a["mailbox"]) for a in found] == [("agent.moved", "new.box")]
 
 
+def test_listing_ttl_is_a_number_of_seconds():
+    client = Mq9Client("memory://")
+    client.listing_ttl = 0
+    for bad in (-1, "1", True, None):
+        with pytest.raises(ValueError, match="listing_ttl"):
+            client.listing_ttl = bad
+    assert client.listing_ttl == 0
+
+
 # -- 2. register, then discover: found, or said not indexed yet --------------------------------
 
 
