@@ -12,7 +12,7 @@ import ast
 import json
 import re
 
-from langchain_mq9 import Mq9Toolkit
+from langchain_mq9 import Mq9Client, Mq9Toolkit
 
 
 async def ask(kit: Mq9Toolkit, name: str, **args):
@@ -167,3 +167,27 @@ async def test_a_list_of_agents_keeps_its_best_head_within_the_budget(client):
         assert len(found.content) <= 2000
         more = 20 - found.answer["count"]
         assert f"{more} more did not fit in this answer" in found.answer["note"]
+
+
+# -- the same budget over MCP ------------------------------------------------------------------
+
+
+async def test_mq9_mcp_takes_the_budget_as_a_flag_and_pages_the_same(nats_server):
+    from mcp_support import ok, served_engine, stdio_session
+
+    texts = [f"{n}:" + "w" * 300 for n in range(12)]
+    async with served_engine(nats_server.url), Mq9Client(nats_server.url) as client:
+        await seed(client, "team.inbox", texts)
+        flags = ("--server", nats_server.url, "--max-answer-chars", "50")
+        async with stdio_session(*flags) as mcp:
+            looked = await ok(mcp, "query_messages", mail_address="team.inbox")
+            assert [m["msg_id"] for m in looked["messages"]] == [0]
+            assert "the newest query_messages(mail_address='team.inbox', from_id=2)" in (
+                looked["next_step"]
+            )
+            fetched = await ok(mcp, "fetch_messages", mail_address="team.inbox", max_wait_ms=0)
+            assert fetched["count"] == 1 and fetched["messages"][0]["payload"] == texts[0]
+            assert "9 more did not fit" in fetched["next_step"]  # of the 10 a fetch takes
+            await ok(mcp, "ack_messages", mail_address="team.inbox", msg_id=0)
+            again = await ok(mcp, "fetch_messages", mail_address="team.inbox", max_wait_ms=0)
+            assert [m["msg_id"] for m in again["messages"]] == [1]
