@@ -88,7 +88,9 @@ def most_that_fit(size: Callable[[int], int], total: int, budget: int) -> int:
     answer with the first ``n`` is ``size(n)`` characters and must stay within ``budget``: an
     answer never stops in the middle of an item, and an item larger than the budget alone is
     still given whole."""
-    low, high = min(total, 1), total
+    if size(total) <= budget:  # the common case: everything fits
+        return total
+    low, high = min(total, 1), total - 1
     while low < high:  # size grows with n
         middle = (low + high + 1) // 2
         if size(middle) <= budget:
