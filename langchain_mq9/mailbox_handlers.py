@@ -184,15 +184,25 @@ async def query_messages(
         if len(given) > 1:  # both key and tags: the broker applies key, else tags
             result.filter_used = "only key: the broker applies one filter"
         return Outcome(result, found[: result.count])
-    page, maybe_more = await _page(client, address, args.from_id, limit)
+    page, maybe_more, whole = await _page(client, address, args.from_id, limit)
     newest = None
     if maybe_more or (not page and args.from_id):  # where the mailbox ends, for the next calls
         newest = await _newest_id(client, address, page[-1].msg_id if page else -1)
 
+    gaps = None
+    if not whole:
+        gaps = (
+            "Normal messages between these may be missing: over 100 urgent and critical ones "
+            "follow; fetch_messages takes every one in turn."
+        )
+
     def answer(views: list[dict[str, Any]], left: int) -> MessagesQueried:
         step = _page_step(address, policy, args, page[: len(views)], page[len(views) :], newest)
         return MessagesQueried(
-            count=len(views), messages=views, note=DATA_NOTE if views else None, next_step=step
+            count=len(views),
+            messages=views,
+            note=" ".join(filter(None, [DATA_NOTE if views else None, gaps])) or None,
+            next_step=step,
         )
 
     result = _fitted(page, policy, answer)
@@ -224,15 +234,16 @@ def _filtered_answer(
     return answer
 
 
-async def _page(client: Any, address: str, from_id: int, limit: int) -> tuple[list, bool]:
-    """Up to ``limit`` messages from msg_id ``from_id`` on, all of them in msg_id order, and
-    whether more may follow. RobustMQ's QUERY answers the oldest messages; a FETCH without a
-    group reads from any msg_id and consumes nothing, but lane by lane (critical, urgent,
-    normal; docs/protocol.md §5.3): only the ids every lane was read through are a page."""
+async def _page(client: Any, address: str, from_id: int, limit: int) -> tuple[list, bool, bool]:
+    """Up to ``limit`` messages from msg_id ``from_id`` on, all of them in msg_id order;
+    whether more may follow; whether the page is surely whole. RobustMQ's QUERY answers the
+    oldest messages; a FETCH without a group reads from any msg_id and consumes nothing, but
+    lane by lane (critical, urgent, normal; docs/protocol.md §5.3): only the ids every lane was
+    read through are a page."""
     if not from_id:
         asked = min(limit + 1, QUERY_CAP)
         found = await client.query(address, limit=asked)
-        return found[:limit], len(found) >= asked
+        return found[:limit], len(found) >= asked, True
     for asked in dict.fromkeys((limit + 1, QUERY_CAP + 1)):
         found = await client.fetch(
             address, deliver="from_id", from_id=from_id, num_msgs=asked, max_wait_ms=0
@@ -242,10 +253,10 @@ async def _page(client: Any, address: str, from_id: int, limit: int) -> tuple[li
         through = _read_through(found, asked)
         if not found or through >= found[0].msg_id:
             break
-    # More than 100 urgent and critical messages from from_id on: the normal ones among them
-    # were not read (a rare mailbox); show what was.
+    # Over 100 urgent and critical messages from from_id on (a rare mailbox): the normal
+    # lane was not read; what was read is shown, and the answer says so.
     page = [m for m in found if m.msg_id <= through][:limit] or found[:limit]
-    return page, len(found) > len(page) or through < math.inf
+    return page, len(found) > len(page) or through < math.inf, through >= 0
 
 
 def _read_through(answer: list, asked: int) -> float:
@@ -274,7 +285,7 @@ async def _newest_id(client: Any, address: str, known: int) -> int | None:
     ``known`` are searched, each look a FETCH of one message from an id."""
 
     async def first_from(msg_id: int | None) -> int | None:
-        start = {"deliver": "latest", "from_id": None}
+        start: dict[str, Any] = {"deliver": "latest"}
         if msg_id is not None:
             start = {"deliver": "from_id", "from_id": msg_id}
         found = await client.fetch(address, num_msgs=1, max_wait_ms=0, **start)
