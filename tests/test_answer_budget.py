@@ -195,9 +195,8 @@ async def test_mq9_mcp_takes_the_budget_as_a_flag_and_pages_the_same(nats_server
         async with stdio_session(*flags) as mcp:
             looked = await ok(mcp, "query_messages", mail_address="team.inbox")
             assert [m["msg_id"] for m in looked["messages"]] == [0]
-            assert "the newest query_messages(mail_address='team.inbox', from_id=2)" in (
-                looked["next_step"]
-            )
+            newest = "the newest query_messages(mail_address='team.inbox', from_id=2)"
+            assert newest in looked["next_step"]
             fetched = await ok(mcp, "fetch_messages", mail_address="team.inbox", max_wait_ms=0)
             assert fetched["count"] == 1 and fetched["messages"][0]["payload"] == texts[0]
             assert "9 more did not fit" in fetched["next_step"]  # of the 10 a fetch takes
