@@ -167,6 +167,19 @@ async def test_a_released_message_is_handed_out_again_to_the_same_agent(client):
         assert ids(await ask(kit, "fetch_messages", max_wait_ms=0)) == [2]
 
 
+async def test_a_read_only_look_within_the_budget_takes_nothing(client):
+    await seed(client, "agent.me", [f"{n}:" + "v" * 1000 for n in range(3)])
+    options = {"agent_mailbox": "agent.me", "read_only": True, "max_answer_chars": 1500}
+    async with Mq9Toolkit(client=client, **options) as kit:
+        for _ in range(2):  # the same look twice: nothing was handed out or released
+            looked = await ask(kit, "fetch_messages", max_wait_ms=0)
+            assert ids(looked) == [0]
+            said = "2 more did not fit in this answer: query_messages pages through them"
+            assert said in looked.answer["next_step"]
+    assert len(await client.fetch("agent.me", group_name="default", deliver="earliest",
+                                  max_wait_ms=0)) == 3  # fmt: skip
+
+
 async def test_a_list_of_agents_keeps_its_best_head_within_the_budget(client):
     for n in range(20):
         await client.agent_register(
