@@ -101,7 +101,7 @@ def test_tool_arguments_are_few_and_use_the_protocol_vocabulary():
         "send_message": {"mail_address", "payload", "priority", "key", "tags", "delay", "ttl"},
         "fetch_messages": {"mail_address", "max_wait_ms"},
         "ack_messages": {"mail_address", "msg_id"},
-        "query_messages": {"mail_address", "key", "tags", "from_id"},
+        "query_messages": {"mail_address", "key", "tags", "from_id", "limit"},
         "delete_message": {"mail_address", "msg_id"},
         "agent_unregister": {"name"},
         "agent_report": {"name", "status", "details"},
@@ -356,16 +356,19 @@ async def test_a_group_starting_at_latest_misses_nothing_sent_after_its_first_fe
 
 
 async def test_query_pages_past_a_hundred_from_an_id_and_consumes_nothing(memory_url):
-    async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
+    async with (
+        Mq9Toolkit(server=memory_url, max_answer_chars=50_000) as kit,
+        Mq9Client(memory_url) as observer,
+    ):
         query = tools_of(kit)["query_messages"]
         await _seed(observer, "work.q", ["normal"] * 103 + ["urgent"])
-        page = json.loads((await atool_call(query, mail_address="work.q")).content)
+        page = json.loads((await atool_call(query, mail_address="work.q", limit=100)).content)
         assert page["count"] == 100 and page["messages"][0]["msg_id"] == 0
-        assert "query_messages(mail_address='work.q', from_id=100)" in page["next_step"]
+        assert "query_messages(mail_address='work.q', from_id=100, limit=100)" in page["next_step"]
         for _ in range(2):  # a look from a position, twice the same: nothing was consumed
-            rest = await atool_call(query, mail_address="work.q", from_id=100)
+            rest = await atool_call(query, mail_address="work.q", from_id=100, limit=100)
             assert [m.msg_id for m in rest.artifact] == [100, 101, 102, 103]
-            assert "next_step" not in json.loads(rest.content)
+            assert "More follow" not in json.loads(rest.content)["next_step"]
         refused = await atool_call(query, mail_address="work.q", from_id=100, key="k")
         assert refused.status == "error" and "from_id reads every message" in refused.content
         assert await observer.fetch("work.q", group_name="default", max_wait_ms=0) != []
