@@ -47,7 +47,9 @@ def run_identity(context: Any, configurable: Mapping[str, Any] | None) -> dict[s
     return identity
 
 
-def policy_for_run(policy: ToolPolicy, context: Any, config: Mapping[str, Any] | None) -> ToolPolicy:
+def policy_for_run(
+    policy: ToolPolicy, context: Any, config: Mapping[str, Any] | None
+) -> ToolPolicy:
     """``policy`` for the run with ``context`` and ``config``; a ``ValueError`` that names the
     bad value when the run names one the toolkit would refuse (a developer's mistake: it is not
     the model's to fix)."""
