@@ -126,7 +126,6 @@ __all__ = [  # noqa: RUF022  (grouped: the client, its errors, then the LangChai
     "Priority",
     "__version__",
     # every error class, a broker's or the client's (docs/protocol.md §10.1)
-    "# every error class, a broker's or the client's (docs/protocol.md §10.1)",
     "Mq9Error",
     "InvalidArgument",
     "InvalidAddress",

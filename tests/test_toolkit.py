@@ -862,3 +862,25 @@ async def test_a_long_poll_fetch_tool_answers_when_the_reply_arrives(toolkit):
     await atool_call(tools["send_message"], mail_address="agent.replies", payload={"answer": 42})
     result = await asyncio.wait_for(waiting, 10)  # far below the 60 s the fetch may wait
     assert json.loads(result.content)["messages"][0]["payload"] == {"answer": 42}
+
+
+def test_every_tool_carries_the_hints_mq9_mcp_declares_in_its_metadata():
+    from mcp_server.server import tool_annotations
+
+    toolkit = Mq9Toolkit(server="memory://hints", calls=True, tools=list(OPERATIONS))
+    tools = toolkit.get_tools()
+    assert {t.name for t in tools} == set(OPERATIONS)
+    for tool in tools:
+        declared = tool_annotations(OPERATIONS[tool.name]).model_dump(exclude_none=True)
+        assert tool.metadata == declared, tool.name
+    destructive = {t.name for t in tools if t.metadata.get("destructiveHint")}
+    assert destructive == {"delete_message", "agent_unregister", "cancel_call"}
+    read_only = {t.name for t in tools if t.metadata.get("readOnlyHint")}
+    assert read_only == {"agent_discover", "query_messages", "check_call", "list_calls"}
+
+
+def test_the_toolkit_docstring_names_every_setting():
+    from langchain_mq9.tool_config import ToolConfig
+
+    missing = [name for name in ToolConfig.model_fields if f"``{name}``" not in Mq9Toolkit.__doc__]
+    assert missing == []
