@@ -21,6 +21,7 @@ import asyncio
 import sys
 from typing import Any
 
+from langgraph.prebuilt import create_react_agent
 from models import add_model_option, chat_model, describe
 from support import Names, banner, build_agent, parser, run_agent
 from two_agents import REPORT, extractive_summary
@@ -91,7 +92,9 @@ async def main(server: str, model: str | None) -> int:
         "or three sentences; English.",
         "skills": ["summarize reports", "summarize articles"],
     }
-    graph = build_agent(chat_model(summarizer_script(), model), [], SUMMARIZER_PROMPT)
+    # Built the older way, to show it still works: LangGraph 1.x says on stderr that
+    # create_react_agent moved to langchain.agents.create_agent (what the orchestrator uses).
+    graph = create_react_agent(chat_model(summarizer_script(), model), [], prompt=SUMMARIZER_PROMPT)
 
     async with Mq9Client(server) as client:
         banner("1. the summarizer was served once: its card and mailbox are on the broker")

@@ -6,11 +6,9 @@ correlation_id, and moves on. The worker comes online later, fetches the task, d
 replies and acks. The orchestrator checks back and fetches the result. Neither agent is ever
 online at the same time as the other: the mailboxes hold the messages in between.
 
-Both agents use the Mq9Toolkit tools. The worker is built with langchain's create_agent, the
-way to build agents today; the orchestrator with LangGraph's create_react_agent, to show that
-agents built the older way work as they did (LangGraph 1.x says on stderr that it moved to
-langchain.agents). By default scripted models drive them (offline, no API key, same transcript
-every time); --model lets a real LLM drive both with the same system prompts.
+Both agents are langchain create_agent graphs over the Mq9Toolkit tools. By default scripted
+models drive them (offline, no API key, same transcript every time); --model lets a real LLM
+drive both with the same system prompts.
 
     python examples/two_agents.py
     python examples/two_agents.py --server nats://127.0.0.1:4222
@@ -26,7 +24,6 @@ import sys
 from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.prebuilt import create_react_agent
 from models import add_model_option, chat_model, describe
 from support import Names, banner, build_agent, parser, run_agent
 
@@ -204,11 +201,10 @@ async def main(server: str, model: str | None) -> int:
 
     orchestrator_tools = Mq9Toolkit(server=server, default_group="orchestrator")
     worker_tools = Mq9Toolkit(server=server, default_group="summarizer")
-    # The older way, still working: LangGraph 1.x warns (on stderr) that it moved.
-    orchestrator = create_react_agent(
+    orchestrator = build_agent(
         chat_model(orchestrator_script(names), model),
         orchestrator_tools.get_tools(),
-        prompt=ORCHESTRATOR_PROMPT.format(correlation_id=CORRELATION_ID),
+        ORCHESTRATOR_PROMPT.format(correlation_id=CORRELATION_ID),
         checkpointer=InMemorySaver(),
     )
     worker = build_agent(

@@ -168,14 +168,14 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
 }
 
 
-# What an example may write to stderr: two_agents.py builds its orchestrator with LangGraph's
+# What an example may write to stderr: agent_calls.py builds its summarizer with LangGraph's
 # create_react_agent, to show that it still works, and LangGraph 1.x says it moved (shown as a
 # user sees it, never silenced). Every other example writes nothing there, though every
 # DeprecationWarning is shown (PYTHONWARNINGS in run_example).
 STDERR = {
-    "two_agents.py": re.compile(
-        r"\A\S*two_agents\.py:\d+: LangGraphDeprecatedSinceV10: create_react_agent has been moved "
-        r"to `langchain\.agents`.*\n +orchestrator = create_react_agent\(\n\Z"
+    "agent_calls.py": re.compile(
+        r"\A\S*agent_calls\.py:\d+: LangGraphDeprecatedSinceV10: create_react_agent has been "
+        r"moved to `langchain\.agents`.*\n +graph = create_react_agent\(.*\n\Z"
     ),
 }
 
