@@ -884,3 +884,21 @@ def test_the_toolkit_docstring_names_every_setting():
 
     missing = [name for name in ToolConfig.model_fields if f"``{name}``" not in Mq9Toolkit.__doc__]
     assert missing == []
+
+
+def test_a_run_identity_gets_a_policy_of_its_own_kept_and_bounded(monkeypatch):
+    from langchain_mq9 import tool_policy
+
+    monkeypatch.setattr(tool_policy, "MAX_RUN_IDENTITIES", 2)
+    policy = ToolPolicy(agent_mailbox="agent.home", default_group="g")
+    assert policy.for_run() is policy
+    assert policy.for_run(agent_mailbox="agent.home", default_group="g") is policy  # the same
+    ann = policy.for_run(agent_mailbox="agent.ann")
+    assert (ann.agent_mailbox, ann.default_group) == ("agent.ann", "g")
+    assert policy.for_run(agent_mailbox="agent.ann", default_group="g", worker=None) is ann
+    bob = policy.for_run(agent_mailbox="agent.bob", worker="w1")
+    assert bob.worker == "w1" and bob is not ann
+    policy.for_run(agent_mailbox="agent.ann")  # used last: bob is now the oldest
+    policy.for_run(agent_mailbox="agent.cat")
+    assert policy.for_run(agent_mailbox="agent.ann") is ann
+    assert policy.for_run(agent_mailbox="agent.bob", worker="w1") is not bob  # dropped
