@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
@@ -26,22 +25,22 @@ from .tool_policy import ToolPolicy
 RUN_SETTINGS = {"agent_mailbox": "agent_mailbox", "group": "default_group", "worker": "worker"}
 
 
-def _named(source: Any, name: str) -> Any:
-    """``source[name]`` or ``source.name`` (a dict, a dataclass or a pydantic context)."""
-    if source is None:
+def _named(context: Any, name: str) -> Any:
+    """``context[name]`` or ``context.name`` (a TypedDict's dict, a dataclass, a pydantic model)."""
+    if context is None:
         return None
-    if isinstance(source, Mapping):
-        return source.get(name)
-    return getattr(source, name, None)
+    return context.get(name) if isinstance(context, dict) else getattr(context, name, None)
 
 
-def run_identity(context: Any, configurable: Mapping[str, Any] | None) -> dict[str, Any]:
+def run_identity(context: Any, configurable: dict[str, Any] | None) -> dict[str, Any]:
     """The toolkit settings a run names: its context first, then its ``configurable``."""
+    if context is None and (not configurable or configurable.keys().isdisjoint(RUN_SETTINGS)):
+        return {}  # most runs: a tool call's own cost matters (tools.py)
     identity = {}
     for name, setting in RUN_SETTINGS.items():
         value = _named(context, name)
-        if value is None:
-            value = _named(configurable, name)
+        if value is None and configurable:
+            value = configurable.get(name)
         if value is not None:
             identity[setting] = value
     return identity
@@ -61,12 +60,14 @@ def policy_for_run(
         raise ValueError(f"the run's mq9 identity {identity} is refused: {problem}") from None
 
 
-@dataclass(frozen=True)
 class Run:
     """The tool call under way: the policy of its run, and its graph's stream writer."""
 
-    policy: ToolPolicy
-    writer: Callable[[Any], None] | None = None
+    __slots__ = ("policy", "writer")  # one per tool call: kept cheap
+
+    def __init__(self, policy: ToolPolicy, writer: Callable[[Any], None] | None = None) -> None:
+        self.policy = policy
+        self.writer = writer
 
     @contextmanager
     def waiting(self, tool: str, seconds: float) -> Iterator[None]:

@@ -97,6 +97,8 @@ class ToolPolicy:
         ``worker`` (None: this policy's): a ``session`` per identity, kept (at most
         ``MAX_RUN_IDENTITIES``, the least recently used dropped: its unacked messages are
         handed out again), so the runs of one identity share their group readers."""
+        if not identity:
+            return self
         given = identity.items()
         key = tuple(sorted((k, v) for k, v in given if v not in (None, getattr(self.config, k))))
         if not key:
