@@ -10,7 +10,8 @@ It acks them only when the run ends (``after_agent``): the agent has handled the
 that fails halfway acks nothing, so the mail is not lost (docs/groups.md, invariant 3): the
 next run of the same agent is shown it again (or, after a restart, whoever reads the group
 next). A run that resumes on a checkpointed thread is not shown again what its conversation
-already holds. docs/langchain.md has the walk-through.
+already holds. A run that names another agent than the toolkit's (``run_context.py``) has
+the tools described to its model for that agent. docs/langchain.md has the walk-through.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .protocol import MAX_NUM_MSGS, Mq9Error, check_int
 from .run_context import policy_for_run
 from .tool_errors import explain
 from .tool_policy import CALL_CLIENT, ToolPolicy
+from .tools import Mq9Tool
 
 log = logging.getLogger("langchain_mq9")
 
@@ -72,6 +74,10 @@ class Mq9InboxMiddleware(AgentMiddleware):
         self._shown: weakref.WeakKeyDictionary[ToolPolicy, dict[int, Any]] = (
             weakref.WeakKeyDictionary()
         )
+        # The toolkit's tools as each run identity's model reads them, by tool name.
+        self._descriptions: weakref.WeakKeyDictionary[ToolPolicy, dict[str, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- the hooks (each in a sync and an async form, as LangGraph calls one or the other) ----
 
@@ -95,7 +101,29 @@ class Mq9InboxMiddleware(AgentMiddleware):
         policy = self._policy(runtime)
         return await self.toolkit.connection.run(lambda c: self._ack(c, policy, state))
 
+    def wrap_model_call(self, request: Any, handler: Any) -> Any:
+        return handler(self._described_for_run(request))
+
+    async def awrap_model_call(self, request: Any, handler: Any) -> Any:
+        return await handler(self._described_for_run(request))
+
     # -- the work ---------------------------------------------------------------------------
+
+    def _described_for_run(self, request: Any) -> Any:
+        """The request with the toolkit's tools described for the run's agent: the model reads
+        its own mailbox in them (as the default of the mailbox arguments, as reply_to), not the
+        toolkit's. The tools that run are the toolkit's: they read the run themselves."""
+        policy = self._policy(request.runtime)
+        if policy is self.toolkit.policy:
+            return request
+        described = self._descriptions.setdefault(policy, {})
+        tools = [
+            described.setdefault(tool.name, _described(tool, policy))
+            if isinstance(tool, Mq9Tool) and tool.policy is self.toolkit.policy
+            else tool
+            for tool in request.tools
+        ]
+        return request.override(tools=tools)
 
     def _policy(self, runtime: Any) -> ToolPolicy:
         policy = policy_for_run(self.toolkit.policy, runtime.context, get_config())
@@ -155,6 +183,15 @@ class Mq9InboxMiddleware(AgentMiddleware):
         for msg_id in handled:
             self._shown.get(policy, {}).pop(msg_id, None)
         return {"mq9_inbox": []}
+
+
+def _described(tool: Mq9Tool, policy: ToolPolicy) -> Mq9Tool:
+    operation = tool.operation
+    update = {
+        "description": operation.describe(policy),
+        "args_schema": operation.input_schema(policy),
+    }
+    return tool.model_copy(update=update)
 
 
 def _inbox_message(address: str, messages: list, policy: ToolPolicy, warning: str | None):

@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 from langchain.agents import create_agent
@@ -315,3 +316,33 @@ def test_the_middleware_and_the_tools_work_from_sync_code_too():
             assert json.loads(fetch.invoke({"max_wait_ms": 0}))["count"] == 0  # acked
     finally:
         drop_memory_broker(name)
+
+
+class RecordingModel(ScriptedChatModel):
+    """Keeps the descriptions of the tools each model call was bound with."""
+
+    seen: ClassVar[list] = []
+
+    def bind_tools(self, tools, **kwargs):
+        RecordingModel.seen.append({t.name: t.args_schema for t in tools})
+        return super().bind_tools(tools, **kwargs)
+
+
+async def test_the_model_of_each_run_reads_its_own_mailbox_in_the_tools(broker, client):
+    await client.mailbox_create(name="agent.ann")
+    RecordingModel.seen = []
+    async with Mq9Toolkit(client=client, agent_mailbox="agent.home") as toolkit:
+        agent = create_agent(
+            RecordingModel(steps=[call("fetch_messages"), "Nothing."]),
+            toolkit.get_tools(),
+            middleware=[Mq9InboxMiddleware(toolkit)],
+            context_schema=Who,
+        )
+        state = await agent.ainvoke(
+            {"messages": [("human", "Any mail?")]}, context=Who(agent_mailbox="agent.ann")
+        )
+    assert tool_result(state["messages"], "fetch_messages")["count"] == 0
+    for schemas in RecordingModel.seen:  # each model call of the run
+        described = schemas["fetch_messages"]["properties"]["mail_address"]["description"]
+        assert described == "Default: 'agent.ann', yours."
+    assert len(RecordingModel.seen) == 2
