@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -346,3 +347,35 @@ async def test_the_model_of_each_run_reads_its_own_mailbox_in_the_tools(broker, 
         described = schemas["fetch_messages"]["properties"]["mail_address"]["description"]
         assert described == "Default: 'agent.ann', yours."
     assert len(RecordingModel.seen) == 2
+
+
+def test_one_toolkit_serves_two_threads_of_sync_code_at_once():
+    name = f"middleware{uuid.uuid4().hex}"
+    install_memory_broker(name, BrokerEngine())
+    try:
+        with Mq9Toolkit(server=f"memory://{name}") as toolkit:
+            tools = {t.name: t for t in toolkit.get_tools()}
+            for box in ("agent.ann", "agent.bob"):
+                tools["create_mailbox"].invoke({"name": box})
+                for n in range(3):
+                    tools["send_message"].invoke({"mail_address": box, "payload": f"{box} {n}"})
+            agent = create_agent(
+                ScriptedChatModel(final="Read."),
+                toolkit.get_tools(),
+                middleware=[Mq9InboxMiddleware(toolkit, max_messages=1)],
+                context_schema=Who,
+            )
+
+            def read_all(box: str) -> list[str]:
+                got = []
+                for _ in range(3):
+                    state = agent.invoke({"messages": [("human", "Mail?")]}, context=Who(box))
+                    got += [m["payload"] for m in inbox(state["messages"])["messages"]]
+                return got
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                ann, bob = pool.map(read_all, ["agent.ann", "agent.bob"])
+        assert ann == [f"agent.ann {n}" for n in range(3)]
+        assert bob == [f"agent.bob {n}" for n in range(3)]
+    finally:
+        drop_memory_broker(name)
