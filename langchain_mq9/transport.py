@@ -180,6 +180,11 @@ class NatsTransport:
         return self._connection.max_payload if self._connection else DEFAULT_MAX_PAYLOAD
 
     @property
+    def server_info(self) -> dict[str, Any]:
+        """The INFO the server sent ({} before connecting): says which broker this is."""
+        return dict(self._connection._server_info) if self._connection else {}
+
+    @property
     def is_connected(self) -> bool:
         # From connect() until close(). While the link is down nats-py reconnects; once it has
         # used up reconnect_attempts, the next request dials again, so no outage ends a client.

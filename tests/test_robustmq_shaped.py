@@ -167,6 +167,16 @@ async def test_info_is_followed_by_a_ping_and_bytes_read_with_connect_are_held(l
     await raw.close()
 
 
+async def test_info_says_robustmq_as_the_client_reads_it(listener_url):
+    """How the client knows its search may trail the registry (docs/discovery.md)."""
+    where = urlparse(listener_url)
+    reader, writer = await asyncio.open_connection(where.hostname, where.port)
+    line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert line.startswith(b"INFO ")
+    assert json.loads(line[5:])["go"] == "robustmq-rust"
+
+
 async def test_one_connection_answers_one_request_at_a_time_in_order(listener_url):
     raw = await Raw.open(listener_url)
     mailbox = unique("shaped.order")
