@@ -97,11 +97,9 @@ class ToolPolicy:
         ``worker`` (None: this policy's): a ``session`` per identity, kept (at most
         ``MAX_RUN_IDENTITIES``, the least recently used dropped: its unacked messages are
         handed out again), so the runs of one identity share their group readers."""
-        if not identity:
-            return self
         given = identity.items()
         key = tuple(sorted((k, v) for k, v in given if v not in (None, getattr(self.config, k))))
-        if not key:
+        if not key:  # the toolkit's own identity
             return self
         with self._runs_lock:
             policy = self.runs.pop(key, None) or self.session(**dict(key))
