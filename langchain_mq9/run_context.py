@@ -19,6 +19,8 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.runtime import get_runtime
 from pydantic import ValidationError
 
+from .errors import Mq9Error
+from .tool_errors import OperationError
 from .tool_policy import ToolPolicy
 
 # What a run may name, and the toolkit setting each one stands for.
@@ -50,14 +52,19 @@ def policy_for_run(
     policy: ToolPolicy, context: Any, config: Mapping[str, Any] | None
 ) -> ToolPolicy:
     """``policy`` for the run with ``context`` and ``config``; a ``ValueError`` that names the
-    bad value when the run names one the toolkit would refuse (a developer's mistake: it is not
-    the model's to fix)."""
+    bad value when the run names one the toolkit would refuse (not the model's to fix). A
+    deployed graph may take its context and config from whoever calls it: so a run's mailbox
+    must be one the toolkit's ``allowed_mailboxes`` allow."""
     identity = run_identity(context, (config or {}).get("configurable"))
     try:
+        if "agent_mailbox" in identity:
+            policy.check(identity["agent_mailbox"])
         return policy.for_run(**identity)
     except ValidationError as exc:
         problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise ValueError(f"the run's mq9 identity {identity} is refused: {problem}") from None
+    except (OperationError, Mq9Error) as exc:
+        problem = str(exc)
+    raise ValueError(f"the run's mq9 identity {identity} is refused: {problem}")
 
 
 class Run:

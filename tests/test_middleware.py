@@ -270,7 +270,7 @@ async def test_a_run_names_the_agent_in_its_config_too(broker, client):
         config = {"configurable": {"agent_mailbox": "agent.cat"}}
         result = await fetch.ainvoke({"max_wait_ms": 0}, config)
         assert json.loads(result)["messages"][0]["payload"] == "hello cat"
-        with pytest.raises(ValueError, match=r"identity .* is refused: .*not a mailbox address"):
+        with pytest.raises(ValueError, match=r"identity .* is refused: invalid mail_address"):
             await fetch.ainvoke({}, {"configurable": {"agent_mailbox": "Not An Address"}})
 
 
@@ -379,3 +379,15 @@ def test_one_toolkit_serves_two_threads_of_sync_code_at_once():
         assert bob == [f"agent.bob {n}" for n in range(3)]
     finally:
         drop_memory_broker(name)
+
+
+async def test_a_run_may_name_only_a_mailbox_the_toolkits_allow_list_allows(broker, client):
+    await client.mailbox_create(name="team.ann")
+    await client.send("team.ann", "for ann")
+    async with Mq9Toolkit(client=client, allowed_mailboxes=["team"]) as toolkit:
+        fetch = next(t for t in toolkit.get_tools() if t.name == "fetch_messages")
+        mine = await fetch.ainvoke({}, {"configurable": {"agent_mailbox": "team.ann"}})
+        assert json.loads(mine)["messages"][0]["payload"] == "for ann"
+        # Whoever calls a deployed graph may set its config: not a way around the allow-list.
+        with pytest.raises(ValueError, match=r"agent\.boss is outside the mailboxes"):
+            await fetch.ainvoke({}, {"configurable": {"agent_mailbox": "agent.boss"}})
