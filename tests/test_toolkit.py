@@ -865,3 +865,43 @@ async def test_a_long_poll_fetch_tool_answers_when_the_reply_arrives(toolkit):
     await atool_call(tools["send_message"], mail_address="agent.replies", payload={"answer": 42})
     result = await asyncio.wait_for(waiting, 10)  # far below the 60 s the fetch may wait
     assert json.loads(result.content)["messages"][0]["payload"] == {"answer": 42}
+
+
+def test_every_tool_carries_the_hints_mq9_mcp_declares_in_its_metadata():
+    from mcp_server.server import tool_annotations
+
+    toolkit = Mq9Toolkit(server="memory://hints", calls=True, tools=list(OPERATIONS))
+    tools = toolkit.get_tools()
+    assert {t.name for t in tools} == set(OPERATIONS)
+    for tool in tools:
+        declared = tool_annotations(OPERATIONS[tool.name]).model_dump(exclude_none=True)
+        assert tool.metadata == declared, tool.name
+    destructive = {t.name for t in tools if t.metadata.get("destructiveHint")}
+    assert destructive == {"delete_message", "agent_unregister", "cancel_call"}
+    read_only = {t.name for t in tools if t.metadata.get("readOnlyHint")}
+    assert read_only == {"agent_discover", "query_messages", "check_call", "list_calls"}
+
+
+def test_the_toolkit_docstring_names_every_setting():
+    from langchain_mq9.tool_config import ToolConfig
+
+    missing = [name for name in ToolConfig.model_fields if f"``{name}``" not in Mq9Toolkit.__doc__]
+    assert missing == []
+
+
+def test_a_run_identity_gets_a_policy_of_its_own_kept_and_bounded(monkeypatch):
+    from langchain_mq9 import tool_policy
+
+    monkeypatch.setattr(tool_policy, "MAX_RUN_IDENTITIES", 2)
+    policy = ToolPolicy(agent_mailbox="agent.home", default_group="g")
+    assert policy.for_run() is policy
+    assert policy.for_run(agent_mailbox="agent.home", default_group="g") is policy  # the same
+    ann = policy.for_run(agent_mailbox="agent.ann")
+    assert (ann.agent_mailbox, ann.default_group) == ("agent.ann", "g")
+    assert policy.for_run(agent_mailbox="agent.ann", default_group="g", worker=None) is ann
+    bob = policy.for_run(agent_mailbox="agent.bob", worker="w1")
+    assert bob.worker == "w1" and bob is not ann
+    policy.for_run(agent_mailbox="agent.ann")  # used last: bob is now the oldest
+    policy.for_run(agent_mailbox="agent.cat")
+    assert policy.for_run(agent_mailbox="agent.ann") is ann
+    assert policy.for_run(agent_mailbox="agent.bob", worker="w1") is not bob  # dropped
