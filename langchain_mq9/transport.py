@@ -266,7 +266,7 @@ class NatsTransport:
                 f"no mq9 broker is serving at {self.where}: nothing answers "
                 f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)"
             ) from None
-        except (nats_errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats_errors.TimeoutError):
             down = " (the connection is down and reconnecting)"
             raise RequestTimeout(
                 f"the mq9 broker did not answer within {timeout:g}s"

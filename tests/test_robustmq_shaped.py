@@ -83,7 +83,7 @@ class Raw:
                 while (line := await self.line(0.2)) != b"PONG":
                     if line == b"PING":
                         self.write(b"PONG")
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             return
         raise AssertionError("no PONG")
