@@ -141,6 +141,14 @@ class LeaseBox:
         seconds, at = self._seen
         return seconds + int(self._clock() - at)
 
+    def _saw(self, broker_time: int) -> None:
+        """A record stored at ``broker_time`` was read. Only a time past ``now()`` moves the
+        reckoning: a record of the second ``now()`` is in tells less than the time elapsed
+        since an earlier one (reset at every look, a worker looking every 0.1 s at a record that
+        never goes, a claim written without a TTL, would see the broker's time stand still)."""
+        if broker_time > self.now():
+            self._seen = (broker_time, self._clock())
+
     async def claim(self, messages: list[Message]) -> None:
         await self._send([claim_tag(m) for m in messages], ttl=self.lease_ttl)
 
@@ -159,9 +167,7 @@ class LeaseBox:
             some = messages[start : start + JUDGED_PER_QUERY]
             tags = [tag for m in some for tag in (claim_tag(m), done_tag(m))]
             records += await self._query(tags, CLAIMS_SEEN)
-        newest = max((r.create_time for r in records), default=-1)
-        if newest >= self.now():
-            self._seen = (newest, self._clock())
+        self._saw(max((r.create_time for r in records), default=-1))
         # A message whose first CLAIMS_SEEN claims are all over (written without a TTL by
         # another client) may have a live one further on: read all of its claims.
         now = self.now()
