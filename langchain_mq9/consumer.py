@@ -14,11 +14,13 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from . import dead_letters
 from . import protocol as p
+from .dead_letters import DEFAULT_MAX_DELIVERIES, MAX_DELIVERIES, failure_reason
 from .errors import AnswerTooLarge, Mq9Error
-from .leases import DEFAULT_LEASE_TTL, LeaseBox, MailboxClient
+from .leases import DEFAULT_LEASE_TTL, GroupRecords, LeaseBox, MailboxClient
 from .protocol import Message
 from .reader_state import ReaderState
 
@@ -33,6 +35,14 @@ ErrorHandler = Callable[[Message, Exception], Awaitable[None] | None]
 POLL_SECONDS = 0.1
 
 T = TypeVar("T")
+
+
+class Failure(NamedTuple):
+    """What ``GroupReader.fail`` did: the message's failures counted so far (by every reader of
+    the group, restarts included), and whether it is now a dead letter."""
+
+    attempts: int
+    dead_lettered: bool
 
 
 def fixed_start(
@@ -76,6 +86,11 @@ class GroupReader:
     worker restarted under its name takes back what it held, and a message any worker
     finished is done for all.
 
+    A message that cannot be handled is given to ``fail``: its failures are counted on the
+    broker (docs/groups.md, "Poison messages"), and once there are ``max_deliveries`` of them
+    it is copied into the mailbox ``dead_letter`` (default ``<mailbox>.dlq``) and then done,
+    so the group moves past it. ``dead_letter(msg_id, reason)`` sets one aside at once.
+
     ``commit=False`` tracks what is handled without ever acking, for callers who ack.
     ``clock`` measures elapsed seconds for judging leases (tests move it by hand).
 
@@ -94,6 +109,8 @@ class GroupReader:
         lease_ttl: int = DEFAULT_LEASE_TTL,
         commit: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
     ) -> None:
         self.client = client
         self.mail_address = p.check_address(mail_address)
@@ -103,6 +120,13 @@ class GroupReader:
             None
             if worker is None
             else LeaseBox(client, mail_address, group_name, worker, lease_ttl, clock)
+        )
+        self.records = self.leases or GroupRecords(
+            client, mail_address, group_name, DEFAULT_LEASE_TTL
+        )
+        self.max_deliveries = p.check_int("max_deliveries", max_deliveries, 1, MAX_DELIVERIES)
+        self.dead_letter_address = dead_letters.check_dead_letter(
+            dead_letter or dead_letters.dead_letter_address(mail_address)
         )
         self.commit = commit
         self.state = ReaderState()
@@ -144,18 +168,70 @@ class GroupReader:
         """Mark handed-out messages handled, then ack the group past everything handled."""
         ids = [msg_ids] if isinstance(msg_ids, int) else list(msg_ids)
         async with self._lock:
-            state = self.state
-            state.check_done(ids)
-            finished = [i for i in ids if i in state.pending]
-            if self.leases is not None and finished:
-                await self.leases.finish([state.seen[i] for i in finished])
-            state.mark_done(ids)
-            if self.leases is not None and state.held:
-                # What other workers held may be finished by now: learn it, so the group's
-                # position moves with this ack rather than at the next fetch.
-                verdict = await self.leases.judge([state.seen[i] for i in sorted(state.held)])
-                state.mark_done(verdict.done)
-            await self._advance()
+            self.state.check_done(ids)
+            await self._done(ids)
+
+    async def fail(self, msg_id: int, reason: object) -> Failure:
+        """A handed-out message could not be handled (``reason``: an exception or a text).
+        Record the failure on the broker and count the message's failures; at
+        ``max_deliveries``, dead-letter it. Otherwise it stays handed out: hand it to the
+        handler again, or leave it to whoever reads the group next."""
+        async with self._lock:
+            message = self._handed_out(msg_id)
+            reason = failure_reason(reason)
+            await self.records.record_failure(message, reason)
+            attempts = len(await self.records.failures(message, self.max_deliveries))
+            if attempts < self.max_deliveries:
+                return Failure(attempts, dead_lettered=False)
+            await self._set_aside(message, attempts, reason)
+            return Failure(attempts, dead_lettered=True)
+
+    async def dead_letter(self, msg_id: int, reason: object) -> int:
+        """Set a handed-out message aside now, whatever its budget: copy it into the
+        dead-letter mailbox, then mark it done. Returns its failures counted, this one too."""
+        async with self._lock:
+            message = self._handed_out(msg_id)
+            reason = failure_reason(reason)
+            await self.records.record_failure(message, reason)
+            attempts = len(await self.records.failures(message, MAX_DELIVERIES))
+            await self._set_aside(message, attempts, reason)
+            return attempts
+
+    def _handed_out(self, msg_id: int) -> Message:
+        p.check_int("msg_id", msg_id)
+        if msg_id not in self.state.pending:
+            raise Mq9Error(
+                f"msg_id {msg_id} is not handed out by this reader and waiting: fetch it first"
+            )
+        return self.state.seen[msg_id]
+
+    async def _set_aside(self, message: Message, attempts: int, reason: str) -> None:
+        """The copy first, then done: a crash between the two hands the message out again,
+        and its failures, counted on the broker, set it aside again (a copy twice, never
+        none)."""
+        await dead_letters.store(
+            self.client,
+            self.dead_letter_address,
+            message,
+            mailbox=self.mail_address,
+            group=self.group_name,
+            attempts=attempts,
+            reason=reason,
+        )
+        await self._done([message.msg_id])
+
+    async def _done(self, ids: list[int]) -> None:
+        state = self.state
+        finished = [i for i in ids if i in state.pending]
+        if self.leases is not None and finished:
+            await self.leases.finish([state.seen[i] for i in finished])
+        state.mark_done(ids)
+        if self.leases is not None and state.held:
+            # What other workers held may be finished by now: learn it, so the group's
+            # position moves with this ack rather than at the next fetch.
+            verdict = await self.leases.judge([state.seen[i] for i in sorted(state.held)])
+            state.mark_done(verdict.done)
+        await self._advance()
 
     async def _fetch(
         self, num_msgs: int, start: tuple[str, int | None]
@@ -284,10 +360,13 @@ class Consumer:
         error_handler: ErrorHandler | None,
         worker: str | None = None,
         lease_ttl: int = DEFAULT_LEASE_TTL,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
     ) -> None:
         self.mail_address = mail_address
         self.group_name = group_name
         self.processed_count = 0
+        self.dead_lettered: list[int] = []  # msg_ids this consumer set aside, past the budget
         self._client = client
         self._handler = handler
         self._error_handler = error_handler
@@ -305,6 +384,8 @@ class Consumer:
                 worker=worker,
                 lease_ttl=lease_ttl,
                 commit=auto_ack,
+                max_deliveries=max_deliveries,
+                dead_letter=dead_letter,
             )
         )
         self._stopping = asyncio.Event()
@@ -391,7 +472,7 @@ class Consumer:
                 await _maybe_await(self._handler(message))
             except Exception as exc:
                 if self._reader is not None:  # without a group nothing holds it back: no retry
-                    self._retry_later(message)
+                    await self._failed(message, exc)
                 await self._report(message, exc)
                 continue
             self._retry.pop(message.msg_id, None)
@@ -403,6 +484,29 @@ class Consumer:
             except Mq9Error as exc:
                 # Recorded as handled all the same; the ack is retried at the next fetch.
                 log.warning("consumer of %s: ack failed: %s", self.mail_address, exc)
+
+    async def _failed(self, message: Message, exc: Exception) -> None:
+        """Count the failure on the broker: past the budget the message is dead-lettered and
+        the group moves on; else it is handed to the handler again, later."""
+        assert self._reader is not None
+        try:
+            failure = await self._reader.fail(message.msg_id, exc)
+        except Mq9Error as error:  # not counted: tried again all the same, and counted then
+            log.warning("consumer of %s: recording a failure failed: %s", self.mail_address, error)
+            self._retry_later(message)
+            return
+        if not failure.dead_lettered:
+            self._retry_later(message)
+            return
+        self._retry.pop(message.msg_id, None)
+        self.dead_lettered.append(message.msg_id)
+        log.warning(
+            "consumer of %s: msg %s failed %s times: dead-lettered into %s",
+            self.mail_address,
+            message.msg_id,
+            failure.attempts,
+            self._reader.dead_letter_address,
+        )
 
     def _retry_later(self, message: Message) -> None:
         _, delay, _ = self._retry.get(message.msg_id, (0.0, 0.05, message))

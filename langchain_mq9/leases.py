@@ -5,7 +5,8 @@ RobustMQ leases nothing, so workers keep records in a mailbox of the library's o
 and group, under the reserved root ``mq9``: a **claim** (the worker's name, tags
 ``c{msg_id}.{create_time}``, TTL = the lease; the oldest live claim names the holder) and a
 **done** record (tags ``d{msg_id}.{create_time}``, no TTL: done for every reader, whatever ack
-moved the group back). ``judge`` is pure; ``LeaseBox`` does the I/O.
+moved the group back). ``judge`` is pure; ``LeaseBox`` does the I/O. Any reader, worker or
+not, records there a message's failed deliveries (``GroupRecords``): its retry budget.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def done_tag(message: Message) -> str:
     return f"d{message.msg_id}.{message.create_time}"
 
 
+def fail_tag(message: Message) -> str:
+    return f"f{message.msg_id}.{message.create_time}"
+
+
 @dataclass
 class Verdict:
     """What the lease records say of some messages (msg_ids)."""
@@ -111,7 +116,47 @@ def judge(
     return verdict
 
 
-class LeaseBox:
+class GroupRecords:
+    """The records mailbox of one mailbox and group (``lease_address``): what its readers
+    write there for each other. Every reader may record a **failure** (tags
+    ``f{msg_id}.{create_time}``, the reason as payload, no TTL): the count of a message's
+    failures is its retry budget's, the same for every reader and restart."""
+
+    def __init__(
+        self, client: MailboxClient, mail_address: str, group_name: str, mailbox_ttl: int
+    ) -> None:
+        self.client = client
+        self.address = lease_address(mail_address, group_name)
+        self.mailbox_ttl = mailbox_ttl
+        self.writer = ""  # a record's payload when it says no more than its tags
+
+    async def record_failure(self, message: Message, reason: str) -> None:
+        await self._send([fail_tag(message)], ttl=None, payload=reason)
+
+    async def failures(self, message: Message, limit: int) -> list[Message]:
+        """The failure records of ``message``, oldest first, up to ``limit``."""
+        return await self._query([fail_tag(message)], limit)
+
+    async def _query(self, tags: list[str], limit: int) -> list[Message]:
+        try:
+            return await self.client.query(self.address, tags=tags, limit=limit)
+        except MailboxNotFound:
+            return []  # no reader has written anything yet
+
+    async def _send(self, tags: list[str], ttl: int | None, payload: str | None = None) -> None:
+        body = self.writer if payload is None else payload
+        for start in range(0, len(tags), TAGS_PER_RECORD):  # records small enough to read back
+            some = tags[start : start + TAGS_PER_RECORD]
+            try:
+                await self.client.send(self.address, body, tags=some, ttl=ttl)
+            except MailboxNotFound:
+                # The first record, or the mailbox lived out its TTL: make it (again).
+                with contextlib.suppress(MailboxExists):
+                    await self.client.mailbox_create(name=self.address, ttl=self.mailbox_ttl)
+                await self.client.send(self.address, body, tags=some, ttl=ttl)
+
+
+class LeaseBox(GroupRecords):
     """The lease mailbox of one mailbox and group, as one worker writes and reads it."""
 
     def __init__(
@@ -125,10 +170,10 @@ class LeaseBox:
     ) -> None:
         if not isinstance(worker, str) or not worker.strip():
             raise ValueError("worker must be a non-empty string naming this reader")
-        self.client = client
-        self.worker = worker
-        self.lease_ttl = p.check_int("lease_ttl", lease_ttl, MIN_LEASE_TTL, p.MAX_SECONDS)
-        self.address = lease_address(mail_address, group_name)
+        lease_ttl = p.check_int("lease_ttl", lease_ttl, MIN_LEASE_TTL, p.MAX_SECONDS)
+        super().__init__(client, mail_address, group_name, mailbox_ttl=lease_ttl)
+        self.worker = self.writer = worker
+        self.lease_ttl = lease_ttl
         # The broker's clock as last seen (a record's create_time) and when, on ``clock``
         # (any clock that measures elapsed seconds): leases are judged by the broker's time
         # plus what elapsed here since, never by this machine's time of day.
@@ -178,20 +223,3 @@ class LeaseBox:
             ):
                 records += await self._query([claim_tag(message)], p.QUERY_CAP)
         return judge(messages, records, self.worker, self.lease_ttl, self.now())
-
-    async def _query(self, tags: list[str], limit: int) -> list[Message]:
-        try:
-            return await self.client.query(self.address, tags=tags, limit=limit)
-        except MailboxNotFound:
-            return []  # no worker has written anything yet
-
-    async def _send(self, tags: list[str], ttl: int | None) -> None:
-        for start in range(0, len(tags), TAGS_PER_RECORD):  # records small enough to read back
-            some = tags[start : start + TAGS_PER_RECORD]
-            try:
-                await self.client.send(self.address, self.worker, tags=some, ttl=ttl)
-            except MailboxNotFound:
-                # The first record, or the lease mailbox lived out its TTL: make it (again).
-                with contextlib.suppress(MailboxExists):
-                    await self.client.mailbox_create(name=self.address, ttl=self.lease_ttl)
-                await self.client.send(self.address, self.worker, tags=some, ttl=ttl)
