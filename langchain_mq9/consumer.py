@@ -180,7 +180,7 @@ class GroupReader:
             message = self._handed_out(msg_id)
             reason = failure_reason(reason)
             await self.records.record_failure(message, reason)
-            attempts = len(await self.records.failures(message, self.max_deliveries))
+            attempts = len(await self.records.failures(message))
             if attempts < self.max_deliveries:
                 return Failure(attempts, dead_lettered=False)
             await self._set_aside(message, attempts, reason)
@@ -193,7 +193,7 @@ class GroupReader:
             message = self._handed_out(msg_id)
             reason = failure_reason(reason)
             await self.records.record_failure(message, reason)
-            attempts = len(await self.records.failures(message, MAX_DELIVERIES))
+            attempts = len(await self.records.failures(message))
             await self._set_aside(message, attempts, reason)
             return attempts
 

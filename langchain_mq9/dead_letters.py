@@ -46,7 +46,10 @@ def dead_letter_address(mail_address: str) -> str:
 
 def check_dead_letter(address: str) -> str:
     """``address`` as a dead-letter mailbox: a valid address outside the reserved root."""
-    p.check_address(address)
+    try:
+        p.check_address(address)
+    except p.Mq9Error as exc:  # a default name too long, or a bad one given
+        raise ValueError(f"dead_letter: {exc.message}; give dead_letter a mailbox") from None
     if is_reserved(address):
         raise ValueError(
             f"dead_letter {p.quoted(address)} is under '{RESERVED_ROOT}.', which holds this "

@@ -133,9 +133,9 @@ class GroupRecords:
     async def record_failure(self, message: Message, reason: str) -> None:
         await self._send([fail_tag(message)], ttl=None, payload=reason)
 
-    async def failures(self, message: Message, limit: int) -> list[Message]:
-        """The failure records of ``message``, oldest first, up to ``limit``."""
-        return await self._query([fail_tag(message)], limit)
+    async def failures(self, message: Message) -> list[Message]:
+        """The failure records of ``message``, oldest first (up to a QUERY's 100)."""
+        return await self._query([fail_tag(message)], p.QUERY_CAP)
 
     async def _query(self, tags: list[str], limit: int) -> list[Message]:
         try:
