@@ -20,7 +20,14 @@ from . import dead_letters
 from . import protocol as p
 from .dead_letters import DEFAULT_MAX_DELIVERIES, MAX_DELIVERIES, failure_reason
 from .errors import AnswerTooLarge, Mq9Error
-from .leases import DEFAULT_LEASE_TTL, GroupRecords, LeaseBox, MailboxClient
+from .leases import (
+    DEFAULT_LEASE_TTL,
+    GroupRecords,
+    LeaseBox,
+    MailboxClient,
+    count_deliveries,
+    last_reason,
+)
 from .protocol import Message
 from .reader_state import ReaderState
 
@@ -86,10 +93,12 @@ class GroupReader:
     worker restarted under its name takes back what it held, and a message any worker
     finished is done for all.
 
-    A message that cannot be handled is given to ``fail``: its failures are counted on the
-    broker (docs/groups.md, "Poison messages"), and once there are ``max_deliveries`` of them
-    it is copied into the mailbox ``dead_letter`` (default ``<mailbox>.dlq``) and then done,
-    so the group moves past it. ``dead_letter(msg_id, reason)`` sets one aside at once.
+    A message that cannot be handled is given to ``fail``: its unfinished deliveries are
+    counted on the broker (docs/groups.md, "Poison messages"), and once there are
+    ``max_deliveries`` of them it is copied into the mailbox ``dead_letter`` (default
+    ``<mailbox>.dlq``) and then done, so the group moves past it; so is a message that every
+    reader died holding. ``dead_letter(msg_id, reason)`` sets one aside at once.
+    ``max_deliveries=None``: no budget and no records (``fail`` only counts in memory).
 
     ``commit=False`` tracks what is handled without ever acking, for callers who ack.
     ``clock`` measures elapsed seconds for judging leases (tests move it by hand).
@@ -109,7 +118,7 @@ class GroupReader:
         lease_ttl: int = DEFAULT_LEASE_TTL,
         commit: bool = True,
         clock: Callable[[], float] = time.monotonic,
-        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
         dead_letter: str | None = None,
     ) -> None:
         self.client = client
@@ -124,12 +133,21 @@ class GroupReader:
         self.records = self.leases or GroupRecords(
             client, mail_address, group_name, DEFAULT_LEASE_TTL
         )
-        self.max_deliveries = p.check_int("max_deliveries", max_deliveries, 1, MAX_DELIVERIES)
+        self.max_deliveries = (
+            None
+            if max_deliveries is None
+            else p.check_int("max_deliveries", max_deliveries, 1, MAX_DELIVERIES)
+        )
         self.dead_letter_address = dead_letters.check_dead_letter(
             dead_letter or dead_letters.dead_letter_address(mail_address)
         )
         self.commit = commit
         self.state = ReaderState()
+        # Deliveries counted on the broker, by msg_id, of the messages this reader knows
+        # more of than this one hand-out; its first batch, once recorded, while not failed.
+        self._deliveries: dict[int, int] = {}
+        self._recorded_first = max_deliveries is None  # without a budget nothing is recorded
+        self._first_batch: set[int] = set()
         # One fetch or done at a time: two fetches computing "new" from the same state would
         # hand the same message out twice.
         self._lock = asyncio.Lock()
@@ -173,29 +191,69 @@ class GroupReader:
 
     async def fail(self, msg_id: int, reason: object) -> Failure:
         """A handed-out message could not be handled (``reason``: an exception or a text).
-        Record the failure on the broker and count the message's failures; at
-        ``max_deliveries``, dead-letter it. Otherwise it stays handed out: hand it to the
-        handler again, or leave it to whoever reads the group next."""
+        Count this delivery on the broker; at ``max_deliveries``, dead-letter the message.
+        Otherwise it stays handed out: hand it to the handler again, or leave it to whoever
+        reads the group next."""
         async with self._lock:
             message = self._handed_out(msg_id)
             reason = failure_reason(reason)
-            await self.records.record_failure(message, reason)
-            attempts = len(await self.records.failures(message))
-            if attempts < self.max_deliveries:
+            attempts = await self._count_failure(message, reason)
+            if self.max_deliveries is None or attempts < self.max_deliveries:
                 return Failure(attempts, dead_lettered=False)
             await self._set_aside(message, attempts, reason)
             return Failure(attempts, dead_lettered=True)
 
     async def dead_letter(self, msg_id: int, reason: object) -> int:
         """Set a handed-out message aside now, whatever its budget: copy it into the
-        dead-letter mailbox, then mark it done. Returns its failures counted, this one too."""
+        dead-letter mailbox, then mark it done. Returns its deliveries counted, this one."""
         async with self._lock:
             message = self._handed_out(msg_id)
             reason = failure_reason(reason)
-            await self.records.record_failure(message, reason)
-            attempts = len(await self.records.failures(message))
+            attempts = await self._count_failure(message, reason)
             await self._set_aside(message, attempts, reason)
             return attempts
+
+    def handed_out(self, msg_id: int) -> int:
+        """How many times the message was handed out without being finished, as far as the
+        broker's records say (this hand-out too): 1 unless it was before."""
+        return self._deliveries.get(msg_id, 1)
+
+    async def _count_failure(self, message: Message, reason: str) -> int:
+        """Record a failed delivery and return the message's unfinished deliveries (this one
+        counted once: by this reader's first-batch record, or by this failure's)."""
+        if self.max_deliveries is None:  # no records: this reader's own count
+            attempts = self._deliveries.get(message.msg_id, 0) + 1
+            self._deliveries[message.msg_id] = attempts
+            return attempts
+        counted = message.msg_id in self._first_batch
+        self._first_batch.discard(message.msg_id)
+        await self.records.record_failure(message, reason, counted)
+        records = (await self.records.deliveries([message]))[message.msg_id]
+        self._deliveries[message.msg_id] = attempts = max(count_deliveries(records, message), 1)
+        return attempts
+
+    async def _record_first_batch(self, batch: list[Message]) -> list[Message]:
+        """A reader's first batch: record it and count each message's unfinished deliveries
+        (docs/groups.md, "Poison messages"). What is past its budget, a message every reader
+        died holding, is set aside instead of handed out; the rest is returned."""
+        self._recorded_first = True
+        self._first_batch = {m.msg_id for m in batch}
+        await self.records.record_first(batch)
+        records = await self.records.deliveries(batch)
+        kept = []
+        for message in batch:
+            found = records[message.msg_id]
+            self._deliveries[message.msg_id] = attempts = max(count_deliveries(found, message), 1)
+            if attempts <= self.max_deliveries:
+                kept.append(message)
+                continue
+            reason = last_reason(found, message) or (
+                f"handed out {attempts - 1} times and never finished: each reader holding it "
+                "stopped first (crashed, or was killed)"
+            )
+            self.state.hand_out([message.msg_id])
+            await self._set_aside(message, attempts - 1, reason)
+        return kept
 
     def _handed_out(self, msg_id: int) -> Message:
         p.check_int("msg_id", msg_id)
@@ -251,6 +309,8 @@ class GroupReader:
                 state = self.state  # this answer is the fresh state's first
             fresh = state.accept(answer, asked)
             batch = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
+            if batch and not self._recorded_first:
+                batch = await self._record_first_batch(batch)
             floor = state.floor
             # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
             await self._advance()

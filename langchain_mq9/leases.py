@@ -75,6 +75,30 @@ def fail_tag(message: Message) -> str:
     return f"f{message.msg_id}.{message.create_time}"
 
 
+def first_tag(message: Message) -> str:
+    return f"h{message.msg_id}.{message.create_time}"
+
+
+def reason_tag(message: Message) -> str:
+    return f"r{message.msg_id}.{message.create_time}"
+
+
+def delivery_tags(message: Message) -> tuple[str, str, str]:
+    return first_tag(message), fail_tag(message), reason_tag(message)
+
+
+def count_deliveries(records: list[Any], message: Message) -> int:
+    """Unfinished deliveries of ``message`` its records show: first hand-outs and failures."""
+    counted = {first_tag(message), fail_tag(message)}
+    return sum(1 for r in records if counted & set(r.tags))
+
+
+def last_reason(records: list[Any], message: Message) -> str | None:
+    why = {fail_tag(message), reason_tag(message)}
+    reasons = [r.text() for r in records if why & set(r.tags)]
+    return reasons[-1] if reasons else None
+
+
 @dataclass
 class Verdict:
     """What the lease records say of some messages (msg_ids)."""
@@ -118,9 +142,13 @@ def judge(
 
 class GroupRecords:
     """The records mailbox of one mailbox and group (``lease_address``): what its readers
-    write there for each other. Every reader may record a **failure** (tags
-    ``f{msg_id}.{create_time}``, the reason as payload, no TTL): the count of a message's
-    failures is its retry budget's, the same for every reader and restart."""
+    write there for each other. Deliveries that did not finish a message, for its retry
+    budget, whoever reads and however often readers restart (no TTL): a **failure** (tag
+    ``f{msg_id}.{create_time}``, the reason as payload), and a reader's **first hand-out**
+    (tags ``h{msg_id}.{create_time}``): a reader that dies holding a message records nothing,
+    so every reader records the batch it starts with, where a message that kills its readers
+    waits at the group's head. The failure of a delivery counted that way records only its
+    reason (tag ``r{msg_id}.{create_time}``)."""
 
     def __init__(
         self, client: MailboxClient, mail_address: str, group_name: str, mailbox_ttl: int
@@ -130,12 +158,30 @@ class GroupRecords:
         self.mailbox_ttl = mailbox_ttl
         self.writer = ""  # a record's payload when it says no more than its tags
 
-    async def record_failure(self, message: Message, reason: str) -> None:
-        await self._send([fail_tag(message)], ttl=None, payload=reason)
+    async def record_failure(self, message: Message, reason: str, counted: bool) -> None:
+        """A failed delivery of ``message`` and why; ``counted``: a first-batch record counts
+        this delivery already."""
+        tag = reason_tag(message) if counted else fail_tag(message)
+        await self._send([tag], ttl=None, payload=reason)
 
-    async def failures(self, message: Message) -> list[Message]:
-        """The failure records of ``message``, oldest first (up to a QUERY's 100)."""
-        return await self._query([fail_tag(message)], p.QUERY_CAP)
+    async def record_first(self, messages: list[Message]) -> None:
+        await self._send([first_tag(m) for m in messages], ttl=None)
+
+    async def deliveries(self, messages: list[Message]) -> dict[int, list[Message]]:
+        """The records of each message's unfinished deliveries (its first hand-outs and its
+        failures, and the reasons), oldest first, a few messages per QUERY (each answers at
+        most 100)."""
+        found: dict[int, list[Message]] = {m.msg_id: [] for m in messages}
+        for start in range(0, len(messages), JUDGED_PER_QUERY):
+            some = messages[start : start + JUDGED_PER_QUERY]
+            tags = [tag for m in some for tag in delivery_tags(m)]
+            # A QUERY by tags answers tag by tag (engine.py, RobustMQ's query.rs): put the
+            # records back in the order they were stored.
+            records = sorted(await self._query(tags, p.QUERY_CAP), key=lambda r: r.msg_id)
+            for m in some:
+                mine = set(delivery_tags(m))
+                found[m.msg_id] = [r for r in records if mine & set(r.tags)]
+        return found
 
     async def _query(self, tags: list[str], limit: int) -> list[Message]:
         try:
