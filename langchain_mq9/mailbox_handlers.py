@@ -84,6 +84,7 @@ async def fetch_messages(
 ) -> Outcome[MessagesFetched]:
     address = policy.own(args.mail_address)
     policy.check(address)
+    reader = None
     if policy.read_only:  # a look without a group: it consumes nothing
         messages = await client.fetch(
             address,
@@ -95,6 +96,7 @@ async def fetch_messages(
         earlier: list[int] = []
     else:
         reading = policy.reading(client, address, policy.default_group)
+        reader = reading.reader
         earlier = list(reading.unacked)
         messages = await reading.fetch(policy.num_msgs, policy.deliver, args.max_wait_ms)
         ack = next_call("ack_messages", address, policy, "msg_id=<the last one handled>")
@@ -112,7 +114,25 @@ async def fetch_messages(
     result = MessagesFetched(
         **_views(messages, policy), unacked_earlier=earlier or None, next_step=next_step
     )
+    if reader is not None and _show_handed_out(result.messages, reader):
+        aside = next_call("ack_messages", address, policy, "msg_id=<it>", "set_aside='<why>'")
+        result.next_step = (
+            f"{next_step} handed_out > 1: given before and never acked; one you cannot "
+            f"handle, set aside with {aside}."
+        )
     return Outcome(result, messages)
+
+
+def _show_handed_out(views: list[dict[str, Any]], reader: Any) -> bool:
+    """Mark the messages handed out before (to a reader that stopped, or that failed them):
+    how often, as the broker's records count it. Whether any was."""
+    again = False
+    for view in views:
+        count = reader.handed_out(view["msg_id"])
+        if count > 1:
+            view["handed_out"] = count
+            again = True
+    return again
 
 
 async def ack_messages(
@@ -131,11 +151,28 @@ async def ack_messages(
             raise OperationError(why + f"Waiting for an ack: {waiting}; ack one of those.")
         fetch = next_call("fetch_messages", address, policy)
         raise OperationError(why + f"Call {fetch} first and ack a msg_id it returned.")
+    if args.set_aside:
+        return await _set_aside(reading, address, args, policy)
     confirmed = waiting[: waiting.index(args.msg_id) + 1]
     await reading.reader.done(confirmed)
     reading.unacked = waiting[len(confirmed) :]  # waiting is reading.unacked; confirmed its head
     still = list(reading.unacked) or None
     return Outcome(MessagesAcked(confirmed=confirmed, still_unacked=still), confirmed)
+
+
+async def _set_aside(
+    reading: Any, address: str, args: AckMessagesInput, policy: ToolPolicy
+) -> Outcome[MessagesAcked]:
+    """Move one handed-out message to the dead-letter mailbox instead of acking it: the group
+    goes past it, and it stays readable there (docs/groups.md, "Poison messages")."""
+    reader = reading.reader
+    await reader.dead_letter(args.msg_id, args.set_aside)
+    reading.unacked.remove(args.msg_id)
+    still = list(reading.unacked) or None
+    look = next_call("query_messages", reader.dead_letter_address, policy)
+    next_step = f"msg_id {args.msg_id} was set aside: it is kept, with your reason, in {look}."
+    result = MessagesAcked(confirmed=[], still_unacked=still, next_step=next_step)
+    return Outcome(result, {"set_aside": args.msg_id, "dead_letter": reader.dead_letter_address})
 
 
 async def query_messages(

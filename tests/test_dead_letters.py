@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import Counter
 
 import pytest
+from langchain.agents import create_agent
+from langgraph.prebuilt import create_react_agent
 
-from langchain_mq9 import GroupReader, Message, Mq9Error
+from langchain_mq9 import GroupReader, Message, Mq9Error, Mq9Toolkit
 from langchain_mq9.dead_letters import DEAD_LETTER_HEADER, DeadLetter, replay
 from langchain_mq9.leases import delivery_tags, first_tag, lease_address
+from langchain_mq9.operations import OPERATIONS, OperationError, ToolPolicy
+from langchain_mq9.testing import ScriptedChatModel, call, calls, tool_result
 
 WAIT = 20  # a bound for what takes well under a second here
 POLL_MS = 50
@@ -241,3 +246,93 @@ async def exists(client, address: str) -> bool:
     except Mq9Error:
         return False
     return True
+
+
+# -- through the tools (LangChain and MCP share the operations) --------------------------------
+
+
+async def tool(client, operation: str, policy: ToolPolicy, **args) -> dict:
+    return (await OPERATIONS[operation].execute(client, args, policy)).content
+
+
+async def test_fetch_messages_shows_what_was_handed_out_before_and_ack_sets_one_aside(client):
+    box = await new_box(client, 3, poison_at=1)
+    crashed = ToolPolicy(agent_mailbox=box, allowed_mailboxes=["elsewhere"])
+    first = await tool(client, "fetch_messages", crashed)
+    assert [m.get("handed_out") for m in first["messages"]] == [None, None, None]
+    # the session ends without an ack; the next one is told these were handed out before
+    session = crashed.session()
+    again = await tool(client, "fetch_messages", session)
+    assert [(m["msg_id"], m["handed_out"]) for m in again["messages"]] == [(0, 2), (1, 2), (2, 2)]
+    assert "set_aside='<why>'" in again["next_step"]
+    aside = await tool(client, "ack_messages", session, msg_id=1, set_aside="not JSON: 'poison'")
+    assert aside["confirmed"] == [] and aside["still_unacked"] == [0, 2]
+    assert f"query_messages(mail_address='{box}.dlq')" in aside["next_step"]
+    done = await tool(client, "ack_messages", session, msg_id=2)
+    assert done["confirmed"] == [0, 2] and "still_unacked" not in done
+    assert await client.fetch(box, group_name="default", max_wait_ms=0) == []
+    # the dead letter is readable through the tools (the own mailbox's dead letters are
+    # allowed with it), what it says marked as data
+    seen = await tool(client, "query_messages", session, mail_address=f"{box}.dlq")
+    [letter] = seen["messages"]
+    assert letter["payload"] == "poison" and seen["note"]
+    about = json.loads(letter["dead_letter"])
+    assert (about["mailbox"], about["msg_id"], about["reason"]) == (box, 1, "not JSON: 'poison'")
+    assert about["attempts"] == 2
+    with pytest.raises(OperationError, match="outside the mailboxes"):
+        await tool(client, "query_messages", session, mail_address="other.dlq")
+    with pytest.raises(OperationError, match="is reserved"):
+        await tool(client, "query_messages", session, mail_address="mq9.lease.x.dlq")
+
+
+async def test_set_aside_refuses_what_is_not_waiting(client):
+    box = await new_box(client, 1)
+    policy = ToolPolicy()
+    with pytest.raises(OperationError, match="Call fetch_messages"):
+        await tool(client, "ack_messages", policy, mail_address=box, msg_id=0, set_aside="x")
+    await tool(client, "fetch_messages", policy, mail_address=box)
+    await tool(client, "ack_messages", policy, mail_address=box, msg_id=0, set_aside="x")
+    with pytest.raises(OperationError, match="not waiting for an ack"):
+        await tool(client, "ack_messages", policy, mail_address=box, msg_id=0, set_aside="x")
+    assert len(await client.query(f"{box}.dlq")) == 1
+    assert not OPERATIONS["ack_messages"].allowed(ToolPolicy(read_only=True))
+
+
+@pytest.mark.parametrize(
+    "build", [create_react_agent, create_agent], ids=["create_react_agent", "create_agent"]
+)
+async def test_a_model_sets_a_malformed_message_aside_and_handles_the_rest(broker, build):
+    """The model reads its inbox of orders, one of which it cannot parse: it records the
+    others in a ledger, sets the malformed one aside with a reason, and acks the rest."""
+    async with broker.client() as client:
+        inbox = await client.mailbox_create(name=f"dl.orders{next(_boxes)}")
+        ledger = await client.mailbox_create(name=f"{inbox}.ledger")
+        for text in ('{"order": 1}', "{order: 2 <<<", '{"order": 3}'):
+            await client.send(inbox, text)
+
+    def handle(messages):
+        fetched = tool_result(messages, "fetch_messages")["messages"]
+        good = [m for m in fetched if isinstance(m["payload"], dict)]
+        [bad] = [m for m in fetched if not isinstance(m["payload"], dict)]
+        return calls(
+            *[("send_message", {"mail_address": ledger, "payload": m["payload"]}) for m in good],
+            ("ack_messages", {"msg_id": bad["msg_id"], "set_aside": "payload is not JSON"}),
+        )
+
+    def ack_rest(messages):
+        fetched = tool_result(messages, "fetch_messages")["messages"]
+        return call("ack_messages", msg_id=fetched[-1]["msg_id"])
+
+    script = [call("fetch_messages", max_wait_ms=0), handle, ack_rest, "Orders handled."]
+    async with Mq9Toolkit(server=broker.url, agent_mailbox=inbox) as kit:
+        agent = build(ScriptedChatModel(steps=script), kit.get_tools())
+        state = await agent.ainvoke({"messages": [("human", "Process your orders.")]})
+    errors = [m.content for m in state["messages"] if getattr(m, "status", "") == "error"]
+    assert not errors, errors
+    assert state["messages"][-1].content == "Orders handled."
+    async with broker.client() as client:
+        assert [m.json() for m in await client.query(ledger)] == [{"order": 1}, {"order": 3}]
+        [letter] = [DeadLetter.read(m) for m in await client.query(f"{inbox}.dlq")]
+        assert letter.message.payload == b"{order: 2 <<<"
+        assert (letter.msg_id, letter.reason) == (1, "payload is not JSON")
+        assert await client.fetch(inbox, group_name="default", max_wait_ms=0) == []
