@@ -35,6 +35,7 @@ log = logging.getLogger("langchain_mq9")
 
 Handler = Callable[[Message], Awaitable[None] | None]
 ErrorHandler = Callable[[Message, Exception], Awaitable[None] | None]
+DeadLetterHook = Callable[[Message, int, str], Awaitable[None] | None]
 
 # How often a waiting fetch looks again. A FETCH that finds nothing on RobustMQ sleeps its whole
 # max_wait_ms, holding the handler of every connection that shares it (docs/protocol.md §1):
@@ -99,6 +100,9 @@ class GroupReader:
     ``<mailbox>.dlq``) and then done, so the group moves past it; so is a message that every
     reader died holding. ``dead_letter(msg_id, reason)`` sets one aside at once.
     ``max_deliveries=None``: no budget and no records (``fail`` only counts in memory).
+    ``on_dead_letter(message, attempts, reason)`` runs once the copy is stored and before the
+    message is done (an agent server answers the request's caller there): if it raises, the
+    message stays handed out, and is set aside again later.
 
     ``commit=False`` tracks what is handled without ever acking, for callers who ack.
     ``clock`` measures elapsed seconds for judging leases (tests move it by hand).
@@ -120,6 +124,7 @@ class GroupReader:
         clock: Callable[[], float] = time.monotonic,
         max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
         dead_letter: str | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
     ) -> None:
         self.client = client
         self.mail_address = p.check_address(mail_address)
@@ -141,6 +146,7 @@ class GroupReader:
         self.dead_letter_address = dead_letters.check_dead_letter(
             dead_letter or dead_letters.dead_letter_address(mail_address)
         )
+        self.on_dead_letter = on_dead_letter
         self.commit = commit
         self.state = ReaderState()
         # Deliveries counted on the broker, by msg_id, of the messages this reader knows
@@ -276,6 +282,8 @@ class GroupReader:
             attempts=attempts,
             reason=reason,
         )
+        if self.on_dead_letter is not None:
+            await _maybe_await(self.on_dead_letter(message, attempts, reason))
         await self._done([message.msg_id])
 
     async def _done(self, ids: list[int]) -> None:

@@ -336,3 +336,28 @@ async def test_a_model_sets_a_malformed_message_aside_and_handles_the_rest(broke
         assert letter.message.payload == b"{order: 2 <<<"
         assert (letter.msg_id, letter.reason) == (1, "payload is not JSON")
         assert await client.fetch(inbox, group_name="default", max_wait_ms=0) == []
+
+
+async def test_a_hook_hears_of_each_dead_letter_before_the_group_moves_on(client):
+    """What an agent server needs to answer the caller of a request it sets aside, whether a
+    handler failed or every reader died holding it (set aside inside a fetch)."""
+    box = await new_box(client, 1, poison_at=0)
+    heard: list[tuple[int, int, str]] = []
+
+    async def hook(message: Message, attempts: int, reason: str) -> None:
+        if not heard:
+            heard.append((message.msg_id, attempts, "failed once"))
+            raise RuntimeError("the caller's mailbox is gone")  # not done: set aside again
+        heard.append((message.msg_id, attempts, reason))
+
+    reader = GroupReader(client, box, "g", max_deliveries=1, on_dead_letter=hook)
+    await reader.fetch()
+    with pytest.raises(RuntimeError, match="mailbox is gone"):
+        await reader.fail(0, "bad")
+    await client.send(box, "m1")
+    # the next reader finds it past its budget in its first batch: set aside in the fetch
+    after = GroupReader(client, box, "g", max_deliveries=1, on_dead_letter=hook)
+    assert [m.msg_id for m in await after.fetch()] == [1]
+    assert heard == [(0, 1, "failed once"), (0, 1, "bad")]  # handed out once, failed once
+    await after.done([1])
+    assert await after.fetch() == [] and after.committed == 1
