@@ -153,7 +153,9 @@ class GroupReader:
         # more of than this one hand-out; its first batch, once recorded, while not failed.
         self._deliveries: dict[int, int] = {}
         self._recorded_first = max_deliveries is None  # without a budget nothing is recorded
-        self._first_batch: set[int] = set()
+        # Handed out with a record of the hand-out (a first batch, a takeover), not failed since.
+        self._recorded: set[int] = set()
+        self._taken_over: set[int] = set()  # won by this worker from a holder that is gone
         # One fetch or done at a time: two fetches computing "new" from the same state would
         # hand the same message out twice.
         self._lock = asyncio.Lock()
@@ -231,35 +233,42 @@ class GroupReader:
             attempts = self._deliveries.get(message.msg_id, 0) + 1
             self._deliveries[message.msg_id] = attempts
             return attempts
-        counted = message.msg_id in self._first_batch
-        self._first_batch.discard(message.msg_id)
+        counted = message.msg_id in self._recorded
+        self._recorded.discard(message.msg_id)
         await self.records.record_failure(message, reason, counted)
         records = (await self.records.deliveries([message]))[message.msg_id]
         self._deliveries[message.msg_id] = attempts = max(count_deliveries(records, message), 1)
         return attempts
 
-    async def _record_first_batch(self, batch: list[Message]) -> list[Message]:
-        """A reader's first batch: record it and count each message's unfinished deliveries
-        (docs/groups.md, "Poison messages"). What is past its budget, a message every reader
-        died holding, is set aside instead of handed out; the rest is returned."""
-        self._recorded_first = True
-        self._first_batch = {m.msg_id for m in batch}
-        await self.records.record_first(batch)
-        records = await self.records.deliveries(batch)
-        kept = []
-        for message in batch:
+    async def _record_hand_outs(self, batch: list[Message]) -> list[Message]:
+        """Record the hand-outs a reader that dies would leave uncounted: its first batch, and
+        what a worker takes over from a holder that is gone (docs/groups.md, "Poison
+        messages"). What is past its budget, a message its readers died holding, is set aside
+        instead of handed out; the rest of ``batch`` is returned."""
+        if not self._recorded_first:
+            self._recorded_first, recorded = True, batch
+        else:
+            recorded = [m for m in batch if m.msg_id in self._taken_over]
+        self._taken_over.clear()
+        if not recorded:
+            return batch
+        self._recorded |= {m.msg_id for m in recorded}
+        await self.records.record_first(recorded)
+        records = await self.records.deliveries(recorded)
+        aside = set()
+        for message in recorded:
             found = records[message.msg_id]
             self._deliveries[message.msg_id] = attempts = max(count_deliveries(found, message), 1)
             if attempts <= self.max_deliveries:
-                kept.append(message)
                 continue
+            aside.add(message.msg_id)
             reason = last_reason(found, message) or (
                 f"handed out {attempts - 1} times and never finished: each reader holding it "
                 "stopped first (crashed, or was killed)"
             )
             self.state.hand_out([message.msg_id])
             await self._set_aside(message, attempts - 1, reason)
-        return kept
+        return [m for m in batch if m.msg_id not in aside]
 
     def _handed_out(self, msg_id: int) -> Message:
         p.check_int("msg_id", msg_id)
@@ -316,19 +325,21 @@ class GroupReader:
                 self._log_went_back(answer)
                 state = self.state  # this answer is the fresh state's first
             fresh = state.accept(answer, asked)
-            batch = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
-            if batch and not self._recorded_first:
-                batch = await self._record_first_batch(batch)
+            chosen = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
+            batch = chosen
+            if chosen and (not self._recorded_first or self._taken_over):
+                batch = await self._record_hand_outs(chosen)
             floor = state.floor
             # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
             await self._advance()
             if fit is not None and not fresh and not state.pending and state.floor == floor:
                 raise AnswerTooLarge(self._stalled(fit), fits=fit)
             state.hand_out(m.msg_id for m in batch)
-            # With leases, every new message may turn out done or held by another worker:
-            # what that taught lets the next FETCH reach past them, so "nothing" is never
-            # answered while a message waits further on.
-            if batch or not fresh or state.ask(num_msgs) <= asked:
+            # With leases, every new message may turn out done or held by another worker, and
+            # any reader may set one aside: what that taught lets the next FETCH reach past
+            # them, so "nothing" is never answered while a message waits further on.
+            set_aside = len(batch) < len(chosen)
+            if batch or not fresh or (state.ask(num_msgs) <= asked and not set_aside):
                 return batch, start
 
     async def _read(
@@ -361,6 +372,9 @@ class GroupReader:
         assert self.leases is not None
         state = self.state
         won: set[int] = set()
+        # Seen held by another worker, now won: its holder died or overran (the broker hides
+        # an expired claim, so this reader's memory is what tells).
+        held_before = set(state.held)
         judged = fresh + [m for m in state.last_answer if m.msg_id in state.held]
         chunk, candidates = fresh[:num_msgs], fresh[num_msgs:]
         while True:
@@ -381,6 +395,7 @@ class GroupReader:
             if not chunk:
                 break
             judged = chunk
+        self._taken_over |= won & held_before
         return [m for m in state.last_answer if m.msg_id in won][:num_msgs]
 
     def _log_went_back(self, answer: list[Message]) -> None:

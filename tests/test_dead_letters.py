@@ -19,7 +19,7 @@ from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import GroupReader, Message, Mq9Error, Mq9Toolkit
 from langchain_mq9.dead_letters import DEAD_LETTER_HEADER, DeadLetter, replay
-from langchain_mq9.leases import delivery_tags, first_tag, lease_address
+from langchain_mq9.leases import GRACE, delivery_tags, first_tag, lease_address
 from langchain_mq9.operations import OPERATIONS, OperationError, ToolPolicy
 from langchain_mq9.testing import ScriptedChatModel, call, calls, tool_result
 
@@ -361,3 +361,34 @@ async def test_a_hook_hears_of_each_dead_letter_before_the_group_moves_on(client
     assert heard == [(0, 1, "failed once"), (0, 1, "bad")]  # handed out once, failed once
     await after.done([1])
     assert await after.fetch() == [] and after.committed == 1
+
+
+async def test_a_message_that_kills_every_worker_holding_it_is_set_aside(broker, client):
+    """Workers die on it (no failure is ever recorded): each restarted worker's first batch,
+    and each takeover after a dead holder's lease, counts a delivery; past the budget the
+    next worker sets it aside instead of handing it out, and handles the rest."""
+    box = await new_box(client, 3, poison_at=0)
+    for life in range(3):  # three workers, each killed while handling message 0
+        dying = GroupReader(client, box, "g", worker=f"w{life}", lease_ttl=30, max_deliveries=3)
+        [first, *_] = await dying.fetch(num_msgs=1)
+        assert first.msg_id == 0
+        assert dying.handed_out(0) == life + 1
+        broker.clock.advance(30 + GRACE + 1)  # its lease runs out
+    survivor = GroupReader(client, box, "g", worker="w9", lease_ttl=30, max_deliveries=3)
+    assert [m.msg_id for m in await survivor.fetch(num_msgs=1)] == [1]  # not "nothing"
+    assert [m.msg_id for m in await survivor.fetch()] == [2]
+    [letter] = [DeadLetter.read(m) for m in await client.query(f"{box}.dlq")]
+    assert letter.msg_id == 0 and "never finished" in letter.reason
+    await survivor.done([1, 2])
+    assert await survivor.fetch() == [] and survivor.committed == 2
+
+
+async def test_a_worker_taking_over_counts_the_delivery(broker, client):
+    box = await new_box(client, 2)
+    first = GroupReader(client, box, "g", worker="a", lease_ttl=30)
+    await first.fetch(num_msgs=1)  # its first batch: message 0, recorded
+    other = GroupReader(client, box, "g", worker="b", lease_ttl=30)
+    assert [m.msg_id for m in await other.fetch()] == [1]  # b's first batch
+    broker.clock.advance(30 + GRACE + 1)  # a is gone; b takes 0 over, in a later fetch
+    assert [m.msg_id for m in await other.fetch()] == [0]
+    assert other.handed_out(0) == 2
