@@ -46,8 +46,8 @@ T = TypeVar("T")
 
 
 class Failure(NamedTuple):
-    """What ``GroupReader.fail`` did: the message's failures counted so far (by every reader of
-    the group, restarts included), and whether it is now a dead letter."""
+    """What ``GroupReader.fail`` did: the message's unfinished deliveries counted so far (by
+    every reader of the group, restarts included), and whether it is now a dead letter."""
 
     attempts: int
     dead_lettered: bool
@@ -296,6 +296,9 @@ class GroupReader:
         await self._done([message.msg_id])
 
     async def _done(self, ids: list[int]) -> None:
+        for msg_id in ids:  # what this reader knew of their deliveries is over with them
+            self._deliveries.pop(msg_id, None)
+            self._recorded.discard(msg_id)
         state = self.state
         finished = [i for i in ids if i in state.pending]
         if self.leases is not None and finished:
