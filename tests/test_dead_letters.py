@@ -279,6 +279,15 @@ async def test_fetch_messages_shows_what_was_handed_out_before_and_ack_sets_one_
     about = json.loads(letter["dead_letter"])
     assert (about["mailbox"], about["msg_id"], about["reason"]) == (box, 1, "not JSON: 'poison'")
     assert about["attempts"] == 2
+    # sent back with the tools: its payload to its mailbox, then the dead letter consumed
+    back = {"mail_address": about["mailbox"], "payload": letter["payload"]}
+    await tool(client, "send_message", session, **back)
+    taken = await tool(client, "fetch_messages", session, mail_address=f"{box}.dlq")
+    last = taken["messages"][-1]["msg_id"]
+    await tool(client, "ack_messages", session, mail_address=f"{box}.dlq", msg_id=last)
+    assert [m["payload"] for m in (await tool(client, "fetch_messages", session))["messages"]] == [
+        "poison"
+    ]
     with pytest.raises(OperationError, match="outside the mailboxes"):
         await tool(client, "query_messages", session, mail_address="other.dlq")
     with pytest.raises(OperationError, match="is reserved"):
