@@ -575,6 +575,9 @@ class Consumer:
         """Count the failure on the broker: past the budget the message is dead-lettered and
         the group moves on; else it is handed to the handler again, later."""
         assert self._reader is not None
+        if message.msg_id not in self._reader.pending:  # the reader started afresh: it will
+            self._retry.pop(message.msg_id, None)  # hand the message out again itself
+            return
         try:
             failure = await self._reader.fail(message.msg_id, exc)
         except Mq9Error as error:  # not counted: tried again all the same, and counted then
