@@ -21,8 +21,9 @@ import asyncio
 import sys
 from typing import Any
 
+from langgraph.prebuilt import create_react_agent
 from models import add_model_option, chat_model, describe
-from support import Names, banner, parser, react_agent, run_agent
+from support import Names, banner, build_agent, parser, run_agent
 from two_agents import REPORT, extractive_summary
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
@@ -91,7 +92,9 @@ async def main(server: str, model: str | None) -> int:
         "or three sentences; English.",
         "skills": ["summarize reports", "summarize articles"],
     }
-    graph = react_agent(chat_model(summarizer_script(), model), [], SUMMARIZER_PROMPT)
+    # Built the older way, to show it still works: LangGraph 1.x says on stderr that
+    # create_react_agent moved to langchain.agents.create_agent (what the orchestrator uses).
+    graph = create_react_agent(chat_model(summarizer_script(), model), [], prompt=SUMMARIZER_PROMPT)
 
     async with Mq9Client(server) as client:
         banner("1. the summarizer was served once: its card and mailbox are on the broker")
@@ -101,7 +104,7 @@ async def main(server: str, model: str | None) -> int:
 
         banner("2. the orchestrator delegates while the summarizer is offline, then exits")
         async with Mq9Toolkit(server=server, agent_mailbox=boss, tools=["call_agent"]) as kit:
-            agent = react_agent(
+            agent = build_agent(
                 chat_model(orchestrator_script(), model), kit.get_tools(), ORCHESTRATOR_PROMPT
             )
             await run_agent(agent, "orchestrator", "Get this incident report summarized.")
@@ -112,7 +115,7 @@ async def main(server: str, model: str | None) -> int:
             banner("4. a new orchestrator process picks the result up")
             tools = ["list_calls", "check_call"]
             async with Mq9Toolkit(server=server, agent_mailbox=boss, tools=tools) as kit:
-                agent = react_agent(
+                agent = build_agent(
                     chat_model(collector_script(), model), kit.get_tools(), ORCHESTRATOR_PROMPT
                 )
                 await run_agent(agent, "orchestrator", "Has the summary arrived? Give it to me.")

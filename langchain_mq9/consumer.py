@@ -311,6 +311,13 @@ class GroupReader:
             state.mark_done(verdict.done)
         await self._advance()
 
+    async def release(self, msg_ids: Iterable[int]) -> None:
+        """Give back messages this reader handed out but the caller did not pass on (e.g. they
+        did not fit in a tool's answer): the next fetch hands them out again. Nothing was
+        acked past them; a worker's leases on them stay its own until it takes them back."""
+        async with self._lock:
+            self.state.pending.difference_update(msg_ids)
+
     async def _fetch(
         self, num_msgs: int, start: tuple[str, int | None]
     ) -> tuple[list[Message], tuple[str, int | None]]:

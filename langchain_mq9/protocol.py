@@ -169,6 +169,15 @@ def warn_log_went_back(address: str, msg_id: int, highest: int) -> str:
     )
 
 
+def warn_receipt_missing(address: str, msg_id: int, newest: int) -> str:
+    where = f"the newest it holds is {newest}" if newest >= 0 else "it holds none"
+    return (
+        f"mailbox {address}: a receipt names msg_id {msg_id}, but the mailbox no longer holds "
+        f"that message ({where}): the broker's log went back and lost what it acknowledged, "
+        "or the message was deleted or expired. See docs/deploy.md"
+    )
+
+
 def warn_partitions(address: str, msg_id: int) -> str:
     return (
         f"mailbox {address}: one answer held msg_id {msg_id} twice: the mailbox has several "

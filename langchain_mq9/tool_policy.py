@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import threading
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -25,6 +26,9 @@ from .tool_errors import OperationError, invalid
 # callers) a client of its own, while a reader's bookkeeping must outlive them all: readers
 # hold a stand-in that resolves to this.
 CALL_CLIENT: ContextVar[Any] = ContextVar("mq9_call_client")
+
+# How many run identities (``ToolPolicy.for_run``) one toolkit remembers.
+MAX_RUN_IDENTITIES = 1000
 
 
 class _CallClient:
@@ -74,6 +78,9 @@ class ToolPolicy:
         self.created: set[str] = set()
         self.readings: dict[tuple[str, str], GroupReading] = {}
         self.call_state: dict[str, Any] = {}
+        # The policies of the runs that name another identity (``for_run``), oldest first.
+        self.runs: dict[tuple[tuple[str, Any], ...], ToolPolicy] = {}
+        self._runs_lock = threading.Lock()  # sync tool calls run in threads
 
     def __repr__(self) -> str:
         return f"ToolPolicy({self.config!r}, created={self.created!r})"
@@ -86,6 +93,22 @@ class ToolPolicy:
         return ToolPolicy(
             ToolConfig(**{**dict(self.config), **changes}) if changes else self.config
         )
+
+    def for_run(self, **identity: Any) -> ToolPolicy:
+        """The policy of a run that names its own ``agent_mailbox``, ``default_group`` or
+        ``worker`` (None: this policy's): a ``session`` per identity, kept (at most
+        ``MAX_RUN_IDENTITIES``, the least recently used dropped: its unacked messages are
+        handed out again), so the runs of one identity share their group readers."""
+        given = identity.items()
+        key = tuple(sorted((k, v) for k, v in given if v not in (None, getattr(self.config, k))))
+        if not key:  # the toolkit's own identity
+            return self
+        with self._runs_lock:
+            policy = self.runs.pop(key, None) or self.session(**dict(key))
+            self.runs[key] = policy  # the most recently used last
+            while len(self.runs) > MAX_RUN_IDENTITIES:
+                del self.runs[next(iter(self.runs))]
+        return policy
 
     def tool_name(self, name: str) -> str:
         return self.config.tool_prefix + name

@@ -135,7 +135,7 @@ class Retried:
         for _ in range(400):  # bounded: about 20 s
             try:
                 return await self.call(subject, body, headers)
-            except (nats.errors.Error, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.Error):
                 await asyncio.sleep(0.05)
         raise AssertionError(f"{subject} never got through")
 
@@ -167,7 +167,7 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
                     try:
                         await producing.call(p.send_subject(box), payload,
                                              {"mq9-priority": priority})
-                    except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                    except (TimeoutError, nats.errors.Error) as exc:
                         failures.append(repr(exc))
                         await asyncio.sleep(0.01)  # the producer's own retry pacing
                     else:
@@ -194,7 +194,7 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
                             top = max(m["msg_id"] for m in reply["messages"])
                             await consuming.call(p.ack_subject(box), {
                                 "group_name": "workers", "mail_address": box, "msg_id": top})
-                    except (nats.errors.Error, asyncio.TimeoutError):
+                    except (TimeoutError, nats.errors.Error):
                         await asyncio.sleep(0.05)  # lost with the connection: fetch again
 
             consumer = asyncio.create_task(consume())
