@@ -36,8 +36,8 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
 
     Settings (each also an ``mq9-mcp`` flag): ``agent_mailbox`` (the agent's own mailbox, the
     default of the mailbox arguments), ``allowed_mailboxes`` (what the model may touch),
-    ``read_only``, ``max_payload_chars``, ``default_group``, ``worker`` and ``lease_ttl``
-    (competing workers on one mailbox), ``deliver``, ``num_msgs``, ``discover_by``,
+    ``read_only``, ``max_payload_chars`` and ``max_answer_chars`` (what one answer may hold),
+    ``default_group``, ``worker`` and ``lease_ttl`` (competing workers on one mailbox), ``deliver``, ``num_msgs``, ``discover_by``,
     ``discover_limit``, ``agent_card`` (what ``agent_register`` publishes), ``calls``,
     ``reply_mailbox``, ``tool_prefix``; docs/toolkit.md says what each does. Connect with
     ``server=`` (a URL, or ``MQ9_SERVER`` in the environment) or ``client=`` (an open
