@@ -15,7 +15,6 @@ from collections import Counter
 
 import pytest
 from langchain.agents import create_agent
-from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import GroupReader, Message, Mq9Error, Mq9Toolkit
 from langchain_mq9.dead_letters import DEAD_LETTER_HEADER, DeadLetter, replay
@@ -307,10 +306,7 @@ async def test_set_aside_refuses_what_is_not_waiting(client):
     assert not OPERATIONS["ack_messages"].allowed(ToolPolicy(read_only=True))
 
 
-@pytest.mark.parametrize(
-    "build", [create_react_agent, create_agent], ids=["create_react_agent", "create_agent"]
-)
-async def test_a_model_sets_a_malformed_message_aside_and_handles_the_rest(broker, build):
+async def test_a_model_sets_a_malformed_message_aside_and_handles_the_rest(broker):
     """The model reads its inbox of orders, one of which it cannot parse: it records the
     others in a ledger, sets the malformed one aside with a reason, and acks the rest."""
     async with broker.client() as client:
@@ -334,7 +330,7 @@ async def test_a_model_sets_a_malformed_message_aside_and_handles_the_rest(broke
 
     script = [call("fetch_messages", max_wait_ms=0), handle, ack_rest, "Orders handled."]
     async with Mq9Toolkit(server=broker.url, agent_mailbox=inbox) as kit:
-        agent = build(ScriptedChatModel(steps=script), kit.get_tools())
+        agent = create_agent(ScriptedChatModel(steps=script), kit.get_tools())
         state = await agent.ainvoke({"messages": [("human", "Process your orders.")]})
     errors = [m.content for m in state["messages"] if getattr(m, "status", "") == "error"]
     assert not errors, errors
