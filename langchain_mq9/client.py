@@ -372,7 +372,7 @@ class Mq9Client:
         error_handler: ErrorHandler | None = None,
         worker: str | None = None,
         lease_ttl: int = DEFAULT_LEASE_TTL,
-        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
         dead_letter: str | None = None,
     ) -> Consumer:
         """Run a fetch loop in the background that calls ``handler`` for every message, once.

@@ -453,7 +453,7 @@ class Consumer:
         error_handler: ErrorHandler | None,
         worker: str | None = None,
         lease_ttl: int = DEFAULT_LEASE_TTL,
-        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
         dead_letter: str | None = None,
     ) -> None:
         self.mail_address = mail_address
