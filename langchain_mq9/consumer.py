@@ -149,8 +149,8 @@ class GroupReader:
         self.on_dead_letter = on_dead_letter
         self.commit = commit
         self.state = ReaderState()
-        # Deliveries counted on the broker, by msg_id, of the messages this reader knows
-        # more of than this one hand-out; its first batch, once recorded, while not failed.
+        # Unfinished deliveries counted on the broker, by msg_id (this reader's included), of
+        # the messages it read the count of; whether its first batch is recorded.
         self._deliveries: dict[int, int] = {}
         self._recorded_first = max_deliveries is None  # without a budget nothing is recorded
         # Handed out with a record of the hand-out (a first batch, a takeover), not failed since.
@@ -228,7 +228,7 @@ class GroupReader:
 
     async def _count_failure(self, message: Message, reason: str) -> int:
         """Record a failed delivery and return the message's unfinished deliveries (this one
-        counted once: by this reader's first-batch record, or by this failure's)."""
+        counted once: by this reader's hand-out record, or by this failure's)."""
         if self.max_deliveries is None:  # no records: this reader's own count
             attempts = self._deliveries.get(message.msg_id, 0) + 1
             self._deliveries[message.msg_id] = attempts
@@ -253,7 +253,7 @@ class GroupReader:
         if not recorded:
             return batch
         self._recorded |= {m.msg_id for m in recorded}
-        await self.records.record_first(recorded)
+        await self.records.record_hand_outs(recorded)
         records = await self.records.deliveries(recorded)
         aside = set()
         for message in recorded:

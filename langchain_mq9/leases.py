@@ -6,7 +6,8 @@ and group, under the reserved root ``mq9``: a **claim** (the worker's name, tags
 ``c{msg_id}.{create_time}``, TTL = the lease; the oldest live claim names the holder) and a
 **done** record (tags ``d{msg_id}.{create_time}``, no TTL: done for every reader, whatever ack
 moved the group back). ``judge`` is pure; ``LeaseBox`` does the I/O. Any reader, worker or
-not, records there a message's failed deliveries (``GroupRecords``): its retry budget.
+not, records there the deliveries that did not finish a message (``GroupRecords``): its retry
+budget.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def fail_tag(message: Message) -> str:
     return f"f{message.msg_id}.{message.create_time}"
 
 
-def first_tag(message: Message) -> str:
+def handout_tag(message: Message) -> str:
     return f"h{message.msg_id}.{message.create_time}"
 
 
@@ -84,12 +85,12 @@ def reason_tag(message: Message) -> str:
 
 
 def delivery_tags(message: Message) -> tuple[str, str, str]:
-    return first_tag(message), fail_tag(message), reason_tag(message)
+    return handout_tag(message), fail_tag(message), reason_tag(message)
 
 
 def count_deliveries(records: list[Any], message: Message) -> int:
-    """Unfinished deliveries of ``message`` its records show: first hand-outs and failures."""
-    counted = {first_tag(message), fail_tag(message)}
+    """Unfinished deliveries of ``message`` its records show: recorded hand-outs and failures."""
+    counted = {handout_tag(message), fail_tag(message)}
     return sum(1 for r in records if counted & set(r.tags))
 
 
@@ -144,11 +145,12 @@ class GroupRecords:
     """The records mailbox of one mailbox and group (``lease_address``): what its readers
     write there for each other. Deliveries that did not finish a message, for its retry
     budget, whoever reads and however often readers restart (no TTL): a **failure** (tag
-    ``f{msg_id}.{create_time}``, the reason as payload), and a reader's **first hand-out**
-    (tags ``h{msg_id}.{create_time}``): a reader that dies holding a message records nothing,
-    so every reader records the batch it starts with, where a message that kills its readers
-    waits at the group's head. The failure of a delivery counted that way records only its
-    reason (tag ``r{msg_id}.{create_time}``)."""
+    ``f{msg_id}.{create_time}``, the reason as payload), and a **hand-out** (tags
+    ``h{msg_id}.{create_time}``): a reader that dies holding a message records nothing, so
+    every reader records the batch it starts with, where a message that kills its readers
+    waits at the group's head, and a worker what it takes over from a holder that is gone.
+    The failure of a delivery counted that way records only its reason (tag
+    ``r{msg_id}.{create_time}``)."""
 
     def __init__(
         self, client: MailboxClient, mail_address: str, group_name: str, mailbox_ttl: int
@@ -159,16 +161,16 @@ class GroupRecords:
         self.writer = ""  # a record's payload when it says no more than its tags
 
     async def record_failure(self, message: Message, reason: str, counted: bool) -> None:
-        """A failed delivery of ``message`` and why; ``counted``: a first-batch record counts
-        this delivery already."""
+        """A failed delivery of ``message`` and why; ``counted``: a hand-out record counts this
+        delivery already."""
         tag = reason_tag(message) if counted else fail_tag(message)
         await self._send([tag], ttl=None, payload=reason)
 
-    async def record_first(self, messages: list[Message]) -> None:
-        await self._send([first_tag(m) for m in messages], ttl=None)
+    async def record_hand_outs(self, messages: list[Message]) -> None:
+        await self._send([handout_tag(m) for m in messages], ttl=None)
 
     async def deliveries(self, messages: list[Message]) -> dict[int, list[Message]]:
-        """The records of each message's unfinished deliveries (its first hand-outs and its
+        """The records of each message's unfinished deliveries (its recorded hand-outs and its
         failures, and the reasons), oldest first, a few messages per QUERY (each answers at
         most 100)."""
         found: dict[int, list[Message]] = {m.msg_id: [] for m in messages}

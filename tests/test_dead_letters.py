@@ -18,7 +18,7 @@ from langchain.agents import create_agent
 
 from langchain_mq9 import GroupReader, Message, Mq9Error, Mq9Toolkit
 from langchain_mq9.dead_letters import DEAD_LETTER_HEADER, DeadLetter, replay
-from langchain_mq9.leases import GRACE, delivery_tags, first_tag, lease_address
+from langchain_mq9.leases import GRACE, delivery_tags, handout_tag, lease_address
 from langchain_mq9.operations import OPERATIONS, OperationError, ToolPolicy
 from langchain_mq9.testing import ScriptedChatModel, call, calls, tool_result
 
@@ -148,7 +148,7 @@ async def test_failures_are_counted_across_restarts_and_readers(client):
         ("f", "still bad"),
         ("r", "ValueError: bad"),
     ]
-    assert sum(first_tag(batch[1]) in r.tags for r in records) == 2
+    assert sum(handout_tag(batch[1]) in r.tags for r in records) == 2
 
 
 async def test_a_dead_letter_keeps_the_original_headers_priority_tags_and_key(client):
