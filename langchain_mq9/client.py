@@ -17,6 +17,7 @@ from typing import Any
 from . import protocol as p
 from . import registration
 from .consumer import Consumer, ErrorHandler, GroupReader, Handler, until_found
+from .dead_letters import DEFAULT_MAX_DELIVERIES
 from .errors import (
     ClusterUnavailable,
     InvalidArgument,
@@ -371,6 +372,8 @@ class Mq9Client:
         error_handler: ErrorHandler | None = None,
         worker: str | None = None,
         lease_ttl: int = DEFAULT_LEASE_TTL,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
     ) -> Consumer:
         """Run a fetch loop in the background that calls ``handler`` for every message, once.
 
@@ -380,8 +383,11 @@ class Mq9Client:
         competing ones, which hold leases of ``lease_ttl`` seconds: docs/groups.md) and, with
         ``auto_ack``, commits the group's position as messages are handled. A handler that
         raises is reported (``error_handler`` or the log) and called again with that message
-        later, backing off; until then the group's position stays before it. Without a group
-        the position is the consumer's own and failures are not retried.
+        later, backing off; until then the group's position stays before it. After
+        ``max_deliveries`` failures (counted on the broker, by every consumer of the group) it
+        is copied into the mailbox ``dead_letter`` (default ``<mailbox>.dlq``) and the group
+        moves on (docs/groups.md, "Poison messages"). Without a group the position is the
+        consumer's own and failures are not retried.
         """
         p.check_address(mail_address)
         _fetch_body(group_name, deliver, None, None, False, num_msgs, max_wait_ms)
@@ -401,6 +407,8 @@ class Mq9Client:
             error_handler=error_handler,
             worker=worker,
             lease_ttl=lease_ttl,
+            max_deliveries=max_deliveries,
+            dead_letter=dead_letter,
         )
         await consumer._start()
         return consumer

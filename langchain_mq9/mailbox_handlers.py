@@ -126,15 +126,21 @@ async def fetch_messages(
         next_step = f"Nothing arrived within {args.max_wait_ms} ms; call again to keep waiting."
     else:
         next_step = "Nothing new. To wait for a message, set max_wait_ms (e.g. 30000)."
+    aside = next_call("ack_messages", address, policy, "msg_id=<it>", "set_aside='<why>'")
+    again = (
+        f" handed_out > 1: given before and never acked; one you cannot handle, set aside with "
+        f"{aside}."
+    )
 
     def answer(views: list[dict[str, Any]], left: int) -> MessagesFetched:
         more = f" {left} more did not fit in this answer: {left_out}." if left else ""
+        shown_before = reading is not None and _show_handed_out(views, reading.reader)
         return MessagesFetched(
             count=len(views),
             messages=views,
             note=DATA_NOTE if views else None,
             unacked_earlier=earlier or None,
-            next_step=next_step + more,
+            next_step=next_step + (again if shown_before else "") + more,
         )
 
     result = _fitted(messages, policy, answer)
@@ -143,6 +149,18 @@ async def fetch_messages(
         await reading.reader.release(m.msg_id for m in left)
         del reading.unacked[len(reading.unacked) - len(left) :]  # the fetch put them last
     return Outcome(result, shown)
+
+
+def _show_handed_out(views: list[dict[str, Any]], reader: Any) -> bool:
+    """Mark the messages handed out before (to a reader that stopped, or that failed them):
+    how often, as the broker's records count it. Whether any was."""
+    again = False
+    for view in views:
+        count = reader.handed_out(view["msg_id"])
+        if count > 1:
+            view["handed_out"] = count
+            again = True
+    return again
 
 
 async def ack_messages(
@@ -161,11 +179,28 @@ async def ack_messages(
             raise OperationError(why + f"Waiting for an ack: {waiting}; ack one of those.")
         fetch = next_call("fetch_messages", address, policy)
         raise OperationError(why + f"Call {fetch} first and ack a msg_id it returned.")
+    if args.set_aside:
+        return await _set_aside(reading, address, args, policy)
     confirmed = waiting[: waiting.index(args.msg_id) + 1]
     await reading.reader.done(confirmed)
     reading.unacked = waiting[len(confirmed) :]  # waiting is reading.unacked; confirmed its head
     still = list(reading.unacked) or None
     return Outcome(MessagesAcked(confirmed=confirmed, still_unacked=still), confirmed)
+
+
+async def _set_aside(
+    reading: Any, address: str, args: AckMessagesInput, policy: ToolPolicy
+) -> Outcome[MessagesAcked]:
+    """Move one handed-out message to the dead-letter mailbox instead of acking it: the group
+    goes past it, and it stays readable there (docs/groups.md, "Poison messages")."""
+    reader = reading.reader
+    await reader.dead_letter(args.msg_id, args.set_aside)
+    reading.unacked.remove(args.msg_id)
+    still = list(reading.unacked) or None
+    look = next_call("query_messages", reader.dead_letter_address, policy)
+    next_step = f"msg_id {args.msg_id} was set aside: it is kept, with your reason, in {look}."
+    result = MessagesAcked(confirmed=[], still_unacked=still, next_step=next_step)
+    return Outcome(result, {"set_aside": args.msg_id, "dead_letter": reader.dead_letter_address})
 
 
 async def query_messages(

@@ -85,12 +85,13 @@ class FetchMessagesInput(_MailboxInput):
         default=500,
         ge=0,
         le=MAX_TOOL_WAIT_MS,
-        description="If none is waiting, wait up to this long for one, e.g. 30000.",
+        description="Wait up to this long for one, e.g. 30000.",
     )
 
 
 class AckMessagesInput(_MailboxInput):
     msg_id: int = Field(ge=0)
+    set_aside: str = Field(default="", description="Set it aside instead, saying why.")
 
 
 class QueryMessagesInput(_MailboxInput):
@@ -139,11 +140,9 @@ DESCRIPTIONS = {
     "create_mailbox": "Create a mailbox; returns its mail_address.",
     "send_message": "Leave a message in a mailbox; the recipient may be offline. Take mailboxes "
     "from agent_discover, never guess them.{reply}",
-    "fetch_messages": "Take the messages waiting in a mailbox, to handle them: most urgent "
-    "first, each given to you once. Then ack_messages the last msg_id handled. To only "
-    "look, use query_messages.",
-    "ack_messages": "Confirm you handled what fetch_messages gave you, up to and including "
-    "msg_id.",
+    "fetch_messages": "Take waiting messages, most urgent first, each given you once; then "
+    "ack_messages the last msg_id handled. query_messages only looks.",
+    "ack_messages": "Confirm fetched messages handled, up to and including msg_id.",
     "query_messages": "Look at a mailbox without taking anything, e.g. to check whether "
     "anyone replied: a page of 10, oldest first, and how to page on.",
     "delete_message": "Delete one message from a mailbox, for good.",

@@ -7,6 +7,7 @@ read groups through one ``GroupReader`` per mailbox and group, kept here.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 from contextvars import ContextVar
@@ -15,6 +16,7 @@ from operator import attrgetter
 from typing import Any
 
 from .consumer import GroupReader, fixed_start
+from .dead_letters import DEAD_LETTER_SUFFIX, DEFAULT_MAX_DELIVERIES
 from .leases import RESERVED_ROOT, is_reserved
 from .protocol import QUOTE_CHARS, check_address, clipped, quoted
 from .tool_config import ToolConfig
@@ -116,9 +118,15 @@ class ToolPolicy:
         if key not in self.readings:
             # Leases need QUERY by tags, which the official SDK's client lacks: with it the
             # reader still hands each message out once, but competing toolkits may share one.
-            worker = self.config.worker if _queries_tags(client) else None
+            tags = _queries_tags(client)
+            worker = self.config.worker if tags else None
             reader = GroupReader(
-                _CallClient(), mail_address, group, worker=worker, lease_ttl=self.config.lease_ttl
+                _CallClient(),
+                mail_address,
+                group,
+                worker=worker,
+                lease_ttl=self.config.lease_ttl,
+                max_deliveries=DEFAULT_MAX_DELIVERIES if tags else None,  # its records need tags
             )
             self.readings[key] = GroupReading(reader)
         return self.readings[key]
@@ -129,7 +137,12 @@ class ToolPolicy:
         if address is not None:
             check_address(address)
             then = "use one of those, or ask the user"
-            self._check(address, f"mailbox {clipped(address, QUOTE_CHARS)}", "mailboxes", then)
+            what = f"mailbox {clipped(address, QUOTE_CHARS)}"
+            base = address.removesuffix(DEAD_LETTER_SUFFIX)
+            if base and base != address:  # a usable mailbox's dead letters are usable too
+                with contextlib.suppress(OperationError):
+                    return self._check(base, what, "mailboxes", then)
+            self._check(address, what, "mailboxes", then)
 
     def check_name(self, name: str) -> None:
         """The allow-list covers registry names as well as mailboxes: the registry is keyed

@@ -162,6 +162,7 @@ class MessagesFetched(_Messages):
 class MessagesAcked(ToolResult):
     confirmed: list[int]
     still_unacked: list[int] | None = None
+    next_step: str | None = None  # where a message set aside went
 
 
 class MessagesQueried(_Messages):

@@ -100,7 +100,7 @@ def test_tool_arguments_are_few_and_use_the_protocol_vocabulary():
         "create_mailbox": {"name", "ttl"},
         "send_message": {"mail_address", "payload", "priority", "key", "tags", "delay", "ttl"},
         "fetch_messages": {"mail_address", "max_wait_ms"},
-        "ack_messages": {"mail_address", "msg_id"},
+        "ack_messages": {"mail_address", "msg_id", "set_aside"},
         "query_messages": {"mail_address", "key", "tags", "from_id", "limit"},
         "delete_message": {"mail_address", "msg_id"},
         "agent_unregister": {"name"},
