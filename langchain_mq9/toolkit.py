@@ -39,9 +39,10 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
     ``read_only``, ``max_payload_chars`` and ``max_answer_chars`` (what one answer may hold),
     ``default_group``, ``worker`` and ``lease_ttl`` (competing workers on one mailbox),
     ``deliver``, ``num_msgs``, ``discover_by``, ``discover_limit``, ``agent_card`` (what
-    ``agent_register`` publishes), ``calls``, ``reply_mailbox``, ``tool_prefix``; docs/toolkit.md says what each does. Connect with
-    ``server=`` (a URL, or ``MQ9_SERVER`` in the environment) or ``client=`` (an open
-    ``Mq9Client``); one connection per event loop is shared by the tools.
+    ``agent_register`` publishes), ``calls``, ``reply_mailbox``, ``tool_prefix``;
+    docs/toolkit.md says what each does. Connect with ``server=`` (a URL, or ``MQ9_SERVER`` in
+    the environment) or ``client=`` (an open ``Mq9Client``); one connection per event loop is
+    shared by the tools.
 
     One run names its own agent: ``agent_mailbox``, ``group`` and ``worker`` in the run's
     context or config take the place of the toolkit's for that run, so one toolkit serves
