@@ -184,3 +184,4 @@ class CallStatus(_Task):
 class CallsListed(ToolResult):
     count: int
     calls: list[dict[str, Any]]
+    note: str | None = None
