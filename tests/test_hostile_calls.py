@@ -101,7 +101,7 @@ async def test_a_stored_block_with_a_line_separator_reads_as_one_header(broker, 
         return text.upper()
 
     async with served(client, text_graph(slow)) as server:
-        victim = AgentCaller(client, "agent.victim.calls")
+        victim = await AgentCaller(client, "agent.victim.calls").open()
         running = await victim.call(AGENT, "pay the invoices", wait=5)
         assert running.state == w.WORKING
         lying = "\u2028".join(
@@ -136,7 +136,7 @@ async def test_no_tool_reads_or_writes_a_task_store_or_a_reply_mailbox(client, a
     """Even knowing every name, the tools refuse the records' mailboxes: a forged result
     cannot reach the victim, and nothing of the task can be read."""
     async with served(client, text_graph(str.upper)):
-        victim = AgentCaller(client, "agent.victim.calls")
+        victim = await AgentCaller(client, "agent.victim.calls").open()
         done = await victim.call(AGENT, "the audited total is 1,200 EUR", wait=10)
         assert done.state == w.COMPLETED
         store, reply = w.store_address(AGENT), victim.reply_mailbox
@@ -161,7 +161,7 @@ async def test_no_tool_reads_or_writes_a_task_store_or_a_reply_mailbox(client, a
 
 async def test_what_a_co_agent_reads_in_the_inbox_names_no_reply_mailbox(client, attacker):
     async with served(client, text_graph(str.upper)):
-        victim = AgentCaller(client, "agent.victim.calls")
+        victim = await AgentCaller(client, "agent.victim.calls").open()
         await victim.call(AGENT, "hello", wait=10)
     shown = json.dumps(await used(attacker, "query_messages", mail_address=AGENT))
     assert "hello" in shown  # a request's text is in a public inbox (docs/security.md)
@@ -175,14 +175,14 @@ async def test_a_context_id_read_from_the_inbox_continues_nobody_elses_conversat
     client, attacker, raw
 ):
     async with served(client, remembering_graph()):
-        victim = AgentCaller(client, "agent.victim.calls")
+        victim = await AgentCaller(client, "agent.victim.calls").open()
         first = await victim.call(AGENT, "my bank PIN is 4711", wait=10)
         assert first.state == w.COMPLETED
         # The co-agent reads the context id in the agent's public inbox ...
         shown = json.dumps(await used(attacker, "query_messages", mail_address=AGENT))
         assert first.context_id in shown
         # ... and a raw client continues "that" conversation: it gets a conversation of its own.
-        mallory = AgentCaller(raw, ATTACKER_BOX)
+        mallory = await AgentCaller(raw, ATTACKER_BOX).open()
         theirs = await mallory.call(AGENT, "what did I say?", context_id=first.context_id, wait=10)
         # The co-agent's own try (no reply address: it cannot even read an answer).
         await used(attacker, "send_message", mail_address=AGENT,
@@ -201,11 +201,11 @@ async def test_another_callers_task_id_gets_not_found_and_changes_nothing(client
     cancels, gets and lists it, and sends a new task under it: each gets "not found" (or
     "exists"), and the victim's task goes on untouched."""
     async with served(client, text_graph(asking)) as server:
-        victim = AgentCaller(client, "agent.victim.calls")
+        victim = await AgentCaller(client, "agent.victim.calls").open()
         asked = await victim.call(AGENT, "greet", wait=10)
         assert asked.state == w.INPUT_REQUIRED
         task_id = asked.task_id
-        mallory = AgentCaller(raw, ATTACKER_BOX)
+        mallory = await AgentCaller(raw, ATTACKER_BOX).open()
         reply = mallory.reply_mailbox
         await mallory.open()
 
@@ -245,7 +245,7 @@ async def test_a_cancel_sent_under_a_read_task_id_before_the_agent_starts_is_voi
     """The agent is offline; a raw client cancels the victim's queued task (its id read in the
     inbox) with its own reply address: the task still runs for the victim."""
     await client.mailbox_create(name=AGENT, ttl=0)
-    victim = AgentCaller(client, "agent.victim.calls")
+    victim = await AgentCaller(client, "agent.victim.calls").open()
     queued = await victim.call(AGENT, "run me")
     headers = {
         w.HEADER_METHOD: w.CANCEL_TASK,
@@ -350,7 +350,7 @@ async def test_call_agent_by_capability_calls_only_agents_that_take_tasks(client
 
 async def test_the_task_store_is_kept_where_only_the_library_reads(client):
     async with served(client, text_graph(str.upper)):
-        victim = AgentCaller(client, "agent.victim.calls")
+        victim = await AgentCaller(client, "agent.victim.calls").open()
         done = await victim.call(AGENT, "x", wait=10)
     store = TaskStore(client, AGENT)
     assert store.mailbox.startswith("mq9.tasks.") and victim.reply_mailbox.startswith("mq9.calls.")
