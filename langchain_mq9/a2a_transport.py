@@ -72,14 +72,11 @@ class Mq9Transport(ClientTransport):
         # A private reply mailbox unless named: under the reserved root, made by the first send
         self._caller = AgentCaller(client, reply_mailbox or w.CALLS_ROOT + w.new_id())
 
-    async def _ready(self) -> AgentCaller:
-        return await self._caller.open()
-
     # -- SendMessage ------------------------------------------------------------------------
 
     async def _submit(self, request: SendMessageRequest) -> tuple[str, int]:
         """Send the request; the task's id and how many caller turns it will have."""
-        caller = await self._ready()
+        caller = self._caller
         body = to_json(request)
         msg = body.get("message")
         if not isinstance(msg, dict) or not msg.get("parts"):
@@ -178,8 +175,7 @@ class Mq9Transport(ClientTransport):
             raise TaskNotCancelableError(
                 f"task {request.id} is {w.short_state(w.task_state(snapshot))}"
             )
-        caller = await self._ready()
-        await caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
+        await self._caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
         watching = self._snapshots(lambda: self._snapshot(request.id), context, until=w.FINAL)
         async for seen in watching:
             snapshot = seen

@@ -87,14 +87,11 @@ class AgentCaller:
     def __init__(self, client: Any, reply_mailbox: str) -> None:
         self.client = client
         self.reply_mailbox = w.caller_address(check_address(reply_mailbox))
-        self._opened = False
 
     async def open(self) -> AgentCaller:
-        """Create the reply mailbox (never expiring) unless it is there. Only a new call needs
-        it: reading calls creates nothing."""
-        if not self._opened:
-            await ensure_mailbox(self.client, self.reply_mailbox)
-            self._opened = True
+        """Create the reply mailbox (never expiring) unless it is there. Optional: the first
+        call creates it, and reading calls creates nothing."""
+        await ensure_mailbox(self.client, self.reply_mailbox)
         return self
 
     # -- the calls ---------------------------------------------------------------------------
@@ -136,8 +133,11 @@ class AgentCaller:
             "request": w.parts_text(msg.get("parts"))[:2000],
         }
         # The record first: a caller that dies right after the send still finds its call.
-        await self.open()
-        await self._write_record(record)
+        try:
+            await self._write_record(record)
+        except MailboxNotFound:  # the first call: only a call creates the reply mailbox
+            await self.open()
+            await self._write_record(record)
         await self._send(mailbox, request, w.SEND, task_id)
         return task_id
 

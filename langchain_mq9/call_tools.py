@@ -103,9 +103,7 @@ def _caller(client: Any, policy: Any) -> AgentCaller:
         or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
         or w.CALLS_ROOT + w.new_id(),  # unguessable, under the reserved root
     )
-    caller = AgentCaller(client, name)
-    caller._opened = state.get("opened", False)
-    return caller
+    return AgentCaller(client, name)
 
 
 def _shown(state: CallState, policy: Any, result: type[CallStarted | CallStatus]) -> Any:
@@ -174,8 +172,6 @@ async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome[
     agent = await _resolve(client, args.agent, policy)
     policy.check(agent["mailbox"])
     caller = _caller(client, policy)
-    await caller.open()
-    policy.call_state["opened"] = True
     state = await caller.call(
         agent["mailbox"],
         args.task,
