@@ -960,7 +960,8 @@ def check_tags(tags: object) -> list[str]:
     if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
         raise InvalidArgument(f"invalid tags {quoted(tags)}: must be a list of strings")
     for tag in tags:
-        if not isinstance(tag, str) or not _header_value(tag.strip()) or "," in tag:
+        bare = tag.strip() if isinstance(tag, str) else None
+        if not bare or "," in bare or not _header_value(bare):
             raise InvalidArgument(
                 f"invalid tag {quoted(tag)}: tags are non-empty strings without commas, line "
                 "breaks (U+2028 and the like too) or control characters"
