@@ -171,3 +171,20 @@ async def test_a_broker_outage_mid_task_delays_the_result_and_never_loses_it(res
             await server.stop()
     assert done.state == w.COMPLETED and done.view()["result"] == "SURVIVE"
     assert work.count == 1 and waited[0] >= outage
+
+
+async def test_a_reply_mailbox_that_is_gone_costs_its_copy_not_a_rerun(client):
+    """The broker refuses the caller's copy for good (no such mailbox): the task still ends in
+    the store, and the graph ran once (the whole request used to be tried 4 times)."""
+    work = Runs(str.upper)
+    async with AgentServer(text_graph(work), name=AGENT, client=client, **text_io()) as server:
+        request = w.json_text(w.send_request(w.message("orphan")))
+        headers = {w.HEADER_REPLY_TO: "nobody.home", w.HEADER_TASK_ID: "orphan1"}
+        await client.send(AGENT, request, headers=headers)
+        for _ in range(200):
+            if server.handled >= 1:
+                break
+            await asyncio.sleep(0.05)
+        kept = await server.store.get("orphan1")
+    assert server.handled == 1 and work.count == 1
+    assert w.task_state(kept) == w.COMPLETED and w.result_text(kept) == "ORPHAN"
