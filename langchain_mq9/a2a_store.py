@@ -60,7 +60,7 @@ async def keep(
 
 
 async def deliver(client: Any, mailbox: str, snapshot: dict[str, Any]) -> None:
-    """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or ``{name}.tasks``),
+    """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or a task store),
     keyed by its task."""
     headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
     await keep(

@@ -96,9 +96,9 @@ def store_address(agent_mailbox: str) -> str:
 
 def caller_address(name: str) -> str:
     """The reply mailbox of the caller called ``name`` (e.g. ``agent.me.calls``): the same
-    for every process of that caller, so a restarted one finds its calls; a name under the
-    reserved root already is used as it is."""
-    return name if is_reserved(name) else CALLS_ROOT + digest(name)
+    for every process of that caller, so a restarted one finds its calls; a reply mailbox's
+    own address is used as it is."""
+    return name if name.startswith(CALLS_ROOT) else CALLS_ROOT + digest(name)
 
 
 def thread_id(owner: str | None, context_id: str) -> str:

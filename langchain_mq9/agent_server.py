@@ -3,9 +3,11 @@ mailbox, for callers that may be offline when it answers (docs/a2a.md, "Serve a 
 
 Replicas read the mailbox as one consumer group, each with a worker name (``GroupReader``).
 A request is marked done only when its task stops (final, or input-required), so a task runs
-AT LEAST once; one that reached a final state is not run again (its snapshot is resent). A
-task runs the graph with its ``contextId`` as LangGraph ``thread_id``; ``interrupt()`` makes it
-input-required, and the caller's answer resumes it with ``Command(resume=<answer text>)``.
+AT LEAST once; one that reached a final state is not run again (its snapshot is resent), and a
+broker that fails a step is waited out, never answered by running the graph again. A task
+belongs to the reply mailbox that sent it (docs/a2a.md, "The wire"), and runs the graph with a
+LangGraph ``thread_id`` made of its ``contextId`` and that owner; ``interrupt()`` makes it
+input-required, and the owner's answer resumes it with ``Command(resume=<answer text>)``.
 """
 
 from __future__ import annotations
@@ -522,7 +524,8 @@ async def serve_agent(
     replica, the same after a restart (it then takes back the tasks it held). Other options:
     ``mailbox``, ``group``, ``max_concurrency``, ``to_input``/``to_output`` (how a request's
     text becomes the graph's input, and the graph's result the task's), ``register``,
-    ``reader_options`` (for the consumer group's ``GroupReader``).
+    ``reader_options`` (for the consumer group's ``GroupReader``), ``retry_delay`` (seconds
+    before a failed broker step is tried again, by attempt: ``backoff``).
     """
     if (server is None) == (client is None):
         raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")
