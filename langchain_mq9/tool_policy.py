@@ -155,7 +155,7 @@ class ToolPolicy:
         if is_reserved(value):  # the library's own (leases): never the model's
             raise OperationError(
                 f"{what} is reserved: addresses under '{RESERVED_ROOT}.' hold this library's "
-                "own records (consumer-group leases); use another name"
+                "own records (consumer-group leases, agent calls); use another name"
             )
         allowed = self.config.allowed_mailboxes
         if allowed is None or value in self.created or value == self.config.agent_mailbox:

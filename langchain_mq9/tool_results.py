@@ -242,3 +242,4 @@ class CallsListed(ToolResult):
 
     count: int
     calls: list[dict[str, Any]]
+    note: str | None = None

@@ -145,7 +145,7 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
         "[orchestrator] → check_call(",
         re.compile(r"\[orchestrator\] says: Summary from agent\.summarizer[.\w]*: On Tuesday .*"
                    r"Engineers raised the limit to 200"),
-        re.compile(r"^agent\.summarizer[.\w]*\.tasks: 1 task\(s\), completed$"),
+        re.compile(r"^agent\.summarizer[.\w]*'s task store: 1 task\(s\), completed$"),
         "✓ the task completed on the broker",
     ],
     "two_agents.py": [
