@@ -18,6 +18,7 @@ import pytest
 from robustmq_shaped import RobustMQShapedListener, lagging_engine
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
+from langchain_mq9 import a2a_wire as w
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import ManualClock
 from langchain_mq9.errors import SearchIndexEmpty, from_reply
@@ -58,17 +59,22 @@ async def lagging():
         yield broker
 
 
-def card(name: str, description: str) -> dict:
-    return {"name": name, "mailbox": name, "description": description}
+def card(name: str, description: str, *, takes_tasks: bool = False) -> dict:
+    found = {"name": name, "mailbox": name, "description": description}
+    if takes_tasks:  # what serve_agent registers: call_agent routes only to such cards
+        found["capabilities"] = {"extensions": [w.tasks_capability()]}
+    return found
 
 
 def names(agents) -> list[str]:
     return [a["name"] for a in agents]
 
 
-async def make_ghost(client: Mq9Client, lagging: Lagging, name: str, description: str) -> None:
+async def make_ghost(
+    client: Mq9Client, lagging: Lagging, name: str, description: str, **options
+) -> None:
     """Register and unregister at once: the delete lands before the insert, which stays."""
-    await client.agent_register(card(name, description))
+    await client.agent_register(card(name, description, **options))
     await client.agent_unregister(name)
     lagging.clock.advance(LATER)
 
@@ -260,8 +266,10 @@ async def test_call_agent_by_capability_never_routes_to_a_ghost(lagging):
     async with Mq9Client(lagging.url) as client:
         for mailbox in ("agent.ghost", "agent.live"):  # the ghost's mailbox outlives it
             await client.mailbox_create(name=mailbox, ttl=0)
-        await client.agent_register(card("agent.live", "summarizes reports"))
-        await make_ghost(client, lagging, "agent.ghost", "summarizes legal reports quickly")
+        await client.agent_register(card("agent.live", "summarizes reports", takes_tasks=True))
+        await make_ghost(
+            client, lagging, "agent.ghost", "summarizes legal reports quickly", takes_tasks=True
+        )
         assert (await lagging.search(text="summarizes legal reports", limit=1)) == ["agent.ghost"]
         async with Mq9Toolkit(client=client, calls=True, discover_by="text") as kit:
             tool = next(t for t in kit.get_tools() if t.name == "call_agent")
