@@ -123,9 +123,10 @@ class AgentServer:
         self.register = register
         self.retry_delay = retry_delay
         self.store = TaskStore(client, self.mailbox)
-        self.reader = GroupReader(
-            client, self.mailbox, self.group, worker=self.worker, **(reader_options or {})
-        )
+        # A request past its retry budget (it took every replica that ran it down with it:
+        # docs/groups.md) is set aside; its caller is told, unless the options say otherwise.
+        options = {"on_dead_letter": self._set_aside, **(reader_options or {})}
+        self.reader = GroupReader(client, self.mailbox, self.group, worker=self.worker, **options)
         # Graphs running at once, and requests held (handed out, not finished): a few more
         # than run, so a cancel or a GetTask still gets read while every slot is busy.
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -277,6 +278,34 @@ class AgentServer:
             text = f"the agent could not process the request: {type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
                 await self._error(reply_to, task_id, clipped(text, 500))
+
+    async def _set_aside(self, msg: Any, attempts: int, reason: str) -> None:
+        """A request the consumer group set aside (its dead-letter copy is stored): the task
+        fails, saying so, for its owner only. Raising leaves the request to be set aside again."""
+        reply_to = msg.header.get(w.HEADER_REPLY_TO)
+        task_id = msg.header.get(w.HEADER_TASK_ID)
+        if not (w.answerable(reply_to) and w.is_valid_id(task_id)):
+            return  # nobody to tell
+        existing = await self._stored(task_id)
+        if existing is not None and (
+            owner_of(existing) != reply_to or w.task_state(existing) in w.STOPPED
+        ):
+            return  # another's task (a stranger naming its id), or one that ended already
+        try:
+            context_id = w.read_request(msg.header, msg.payload).body["message"].get("contextId")
+        except Exception:  # whatever it holds: the task still fails, under a context of its own
+            context_id = None
+        context_id = (existing or {}).get("contextId") or context_id or w.new_id()
+        text = f"the agent set this request aside after {attempts} deliveries: {reason}"
+        failed = w.task(
+            task_id,
+            context_id,
+            w.FAILED,
+            status_text=clipped(text, 1000),
+            history=(existing or {}).get("history"),
+            metadata={"mq9": {"replyTo": reply_to, "agent": self.name}},
+        )
+        await self._publish(failed, reply_to)
 
     async def _error(self, reply_to: str | None, task_id: str, text: str) -> None:
         """An answer that is no task state (an unknown task, a task that cannot go on): kept

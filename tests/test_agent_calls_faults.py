@@ -188,3 +188,38 @@ async def test_a_reply_mailbox_that_is_gone_costs_its_copy_not_a_rerun(client):
         kept = await server.store.get("orphan1")
     assert server.handled == 1 and work.count == 1
     assert w.task_state(kept) == w.COMPLETED and w.result_text(kept) == "ORPHAN"
+
+
+async def test_a_request_that_takes_every_replica_down_fails_for_its_caller(client):
+    """Issue #42 in serve_agent: a request whose replicas all die on it (here: stopped mid-run,
+    the graph never ending) is set aside once past its retry budget; its caller then sees
+    ``failed`` saying so, the request waits in the dead-letter mailbox, and the graph ran no
+    more than the budget."""
+    started = asyncio.Event()
+    runs = []
+
+    async def hangs(text: str) -> str:
+        runs.append(text)
+        started.set()
+        await asyncio.Event().wait()  # a replica that dies on it: never a result
+        return text
+
+    options = {**text_io(), "reader_options": {"max_deliveries": 2}, "worker": "w1"}
+    caller = await AgentCaller(client, "agent.me.calls").open()
+    call_id = None
+    for _ in range(2):  # two deliveries, each ending with its replica
+        started.clear()
+        server = AgentServer(text_graph(hangs), name=AGENT, client=client, **options)
+        async with server:
+            if call_id is None:
+                call_id = (await caller.call(AGENT, "crash me", wait=0)).task_id
+            await asyncio.wait_for(started.wait(), 20)
+    assert (await caller.check(call_id)).view()["state"] == "working"
+    async with AgentServer(text_graph(hangs), name=AGENT, client=client, **options):
+        done = await caller.check(call_id, wait=20)
+    view = done.view()
+    assert view["state"] == "failed", view
+    assert "set this request aside after 2 deliveries" in view["reason"], view
+    assert len(runs) == 2
+    dead = await client.query(AGENT + ".dlq")
+    assert len(dead) == 1 and w.HEADER_TASK_ID in dead[0].header
