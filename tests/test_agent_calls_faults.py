@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import nats
 import pytest
 from a2a_support import text_graph, text_io
 from langchain_core.runnables import RunnableLambda
@@ -16,8 +15,7 @@ from langchain_mq9 import a2a_wire as w
 from langchain_mq9.a2a_store import latest
 from langchain_mq9.agent_calls import AgentCaller
 from langchain_mq9.agent_server import AgentServer, backoff
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.broker.nats_process import start_nats_server
 
 AGENT = "agent.big"
 
@@ -107,28 +105,11 @@ async def test_a_result_nested_980_deep_fails_the_task(client):
 # -- outages -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def restartable():
-    """A nats-server the test stops and starts again on the same port, under a bundled broker
-    that reconnects for ever (tests/test_devbroker_faults.py does the same)."""
-    port = free_port()
-    state = {"server": start_nats_server(port=port), "port": port}
-    connection = await nats.connect(
-        state["server"].url, max_reconnect_attempts=-1, reconnect_time_wait=0.05
-    )
-    service = await serve_on_nats(BrokerEngine(), connection)
-    state["url"] = state["server"].url
-    try:
-        yield state
-    finally:
-        await service.stop()
-        await connection.close()
-        state["server"].stop()
-
-
 @pytest.mark.slow  # a nats-server stopped and started again
 @pytest.mark.parametrize("outage", [30, 120])
-async def test_a_broker_outage_mid_task_delays_the_result_and_never_loses_it(restartable, outage):
+async def test_a_broker_outage_mid_task_delays_the_result_and_never_loses_it(
+    restartable_nats, outage
+):
     """nats-server goes away while the graph runs, for ``outage`` seconds of the agent's retry
     schedule (the old code gave up after 4 tries, about 25 s): the finished result waits in
     the agent and is written when the broker is back; the graph ran once. The schedule is
@@ -146,7 +127,7 @@ async def test_a_broker_outage_mid_task_delays_the_result_and_never_loses_it(res
         return text.upper()
 
     work = Runs(slow)
-    url = restartable["url"]
+    url = restartable_nats["url"]
     async with (
         Mq9Client(url, reconnect_delay=0.05) as agent,
         Mq9Client(url, reconnect_delay=0.05) as caller_client,
@@ -158,13 +139,13 @@ async def test_a_broker_outage_mid_task_delays_the_result_and_never_loses_it(res
             caller = await AgentCaller(caller_client, "agent.me.calls").open()
             running = await caller.call(AGENT, "survive", wait=10)
             assert running.state == w.WORKING
-            await asyncio.to_thread(restartable["server"].stop)
+            await asyncio.to_thread(restartable_nats["server"].stop)
             waited[0] = 0.0
             release.set()  # the graph finishes while the broker is away
             while waited[0] < outage:
                 await asyncio.sleep(0.01)
-            restartable["server"] = await asyncio.to_thread(
-                start_nats_server, "127.0.0.1", restartable["port"]
+            restartable_nats["server"] = await asyncio.to_thread(
+                start_nats_server, "127.0.0.1", restartable_nats["port"]
             )
             done = await caller.check(running.task_id, wait=30)
         finally:
