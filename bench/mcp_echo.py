@@ -26,23 +26,20 @@ from langchain_mq9.operations import OPERATIONS
 
 
 def create_echo_server(nc: Any = None) -> Server:
-    server: Server = Server("bench-echo")
     # The same input and output schemas as mq9-mcp's send_message: an MCP client checks every
     # result against a tool's outputSchema, so the echo must pay that too to be comparable
     tool = types.Tool(
         name="echo",
         description="Return the arguments as they came.",
-        inputSchema=OPERATIONS["send_message"].input_schema(),
-        outputSchema=OPERATIONS["send_message"].output_schema,
+        input_schema=OPERATIONS["send_message"].input_schema(),
+        output_schema=OPERATIONS["send_message"].output_schema,
     )
 
-    @server.list_tools()
-    async def list_tools() -> list[types.Tool]:
-        return [tool]
+    async def list_tools(_ctx: Any, _params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[tool])
 
-    @server.call_tool(validate_input=False)
-    async def call_tool(name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
-        arguments = arguments or {}
+    async def call_tool(_ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        arguments = params.arguments or {}
         structured = {"sent": True, "msg_id": 0}
         if nc is not None:
             subject = p.send_subject(arguments["mail_address"])
@@ -50,10 +47,10 @@ def create_echo_server(nc: Any = None) -> Server:
             structured["msg_id"] = json.loads(reply.data).get("msg_id", 0)
         text = json.dumps({**arguments, **structured}, separators=(",", ":"))
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=text)], structuredContent=structured
+            content=[types.TextContent(type="text", text=text)], structured_content=structured
         )
 
-    return server
+    return Server("bench-echo", on_list_tools=list_tools, on_call_tool=call_tool)
 
 
 async def main() -> None:

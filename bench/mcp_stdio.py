@@ -59,7 +59,7 @@ def unavailable() -> str | None:
 
 async def _call(session, name: str, arguments: dict) -> None:
     result = await session.call_tool(name, arguments)
-    if result.isError:
+    if result.is_error:
         text = " ".join(getattr(c, "text", "") for c in result.content)
         raise RuntimeError(f"MCP tool {name} failed: {text}")
 

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         metavar="SECONDS",
         help="close an HTTP session after this long with no request (an open event stream "
-        f"counts as one) and free its state (default: {DEFAULT_SESSION_IDLE_TIMEOUT:g})",
+        f"counts as one) (default: {DEFAULT_SESSION_IDLE_TIMEOUT:g})",
     )
 
     add_tool_flags(parser)

@@ -26,22 +26,26 @@ from types import FrameType
 from typing import Any
 
 import anyio
+import h11
 import uvicorn
+from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import INTERNAL_ERROR, PARSE_ERROR
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.types import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langchain_mq9.connection import Mq9Connection
 
-from .server import connect_early, leading_id
+from .server import bad_id_refusal, connect_early, leading_id, refusals
 
 log = logging.getLogger("mcp_server")
 
@@ -50,6 +54,19 @@ MCP_PATH = "/mcp"
 # Room for many MCP clients on one machine, while a flood stays small: about 60 KB a session.
 DEFAULT_MAX_SESSIONS = 100
 DEFAULT_SESSION_IDLE_TIMEOUT = 600.0
+
+# The largest request body: a tool call carries at most a 1 MiB payload (the broker's SEND
+# limit), which JSON escaping may make up to six times longer.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# How long a request's body, and a connection's request headers, may take to arrive.
+BODY_SECONDS = 30.0
+HEADER_SECONDS = 10.0
+# Open connections at once: past this a new one is closed at once, well below the usual limit
+# of 1024 file descriptors, so a flood of connections cannot starve the broker connection.
+MAX_CONNECTIONS = 512
+# On a refusal before the body is read: uvicorn would otherwise read (and drop) the rest of it to
+# keep the connection, which for a 150 MB body costs as much as buffering it.
+CLOSE = "close"
 
 
 def is_loopback(host: str) -> bool:
@@ -70,6 +87,25 @@ def loopback_security(host: str) -> TransportSecuritySettings:
         allowed_hosts=[f"{name}:*" for name in sorted(names)],
         allowed_origins=[f"http://{name}:*" for name in sorted(names)],
     )
+
+
+class HostAndOrigin:
+    """Refuse a request addressed to another host name (421) or sent by a page on another
+    origin (403) before anything else reads it, its body included (the SDK checks only once
+    the body is read)."""
+
+    def __init__(self, app: ASGIApp, settings: TransportSecuritySettings) -> None:
+        self.app = app
+        self.check = TransportSecurityMiddleware(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = await self.check.validate_request(Request(scope), is_post=False)
+            if refused is not None:
+                refused.headers["Connection"] = CLOSE  # and read none of the body
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BearerTokenMiddleware:
@@ -94,10 +130,9 @@ class BearerTokenMiddleware:
         await self.app(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
-        scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.strip().encode(), self._token
-        )
+        given = normalized_credentials(Headers(scope=scope).get("authorization", ""))
+        scheme, _, credentials = given.partition(" ")
+        return scheme == "bearer" and hmac.compare_digest(credentials.encode(), self._token)
 
 
 @dataclass
@@ -110,7 +145,7 @@ class _Session:
 
 class SessionLimits:
     """The ``/mcp`` endpoint: the SDK's session manager with at most ``max_sessions`` open
-    sessions, each closed (its state freed) after ``idle_timeout`` seconds with no request in
+    sessions, each closed after ``idle_timeout`` seconds with no request in
     flight (an open GET stream counts as one, so a connected client is never idle).
 
     When full, a new session replaces the least recently active one that never called a tool.
@@ -293,8 +328,15 @@ class SessionLimits:
 def _client_of(scope: Scope) -> str:
     """Who is asking: the peer's address and a digest of the credentials it gave."""
     peer = scope.get("client") or ("", 0)
-    credentials = Headers(scope=scope).get("authorization", "")
+    credentials = normalized_credentials(Headers(scope=scope).get("authorization", ""))
     return f"{peer[0]} {hashlib.sha256(credentials.encode()).hexdigest()[:12]}"
+
+
+def normalized_credentials(authorization: str) -> str:
+    """The Authorization header as the token check reads it: the scheme's case and the spaces
+    around the credentials do not make ``Bearer T`` another client than ``bearer  T``."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return f"{scheme.lower()} {credentials.strip()}"
 
 
 class UnreadableBodies:
@@ -303,16 +345,23 @@ class UnreadableBodies:
     answers other JSON it cannot parse; reaching the SDK it was a 500 (issue #22). Other POSTs
     go on with ``scope["mq9.calls_tool"]`` saying whether they call a tool (SessionLimits)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         try:
-            body = await Request(scope, receive).body()
+            body = await read_body(scope, receive, self.max_body_bytes)
         except ClientDisconnect:
+            return
+        except BodyRefused as refused:
+            error = {"code": INVALID_REQUEST, "message": str(refused)}
+            reply = {"jsonrpc": "2.0", "id": None, "error": error}
+            response = JSONResponse(reply, refused.status, headers={"Connection": CLOSE})
+            await response(scope, receive, send)
             return
         value, problem = _parse(body)
         if problem is not None:
@@ -321,6 +370,10 @@ class UnreadableBodies:
             reply = {"jsonrpc": "2.0", "id": found, "error": error}
             await JSONResponse(reply, status_code=400)(scope, receive, send)
             return
+        refused = unreadable_request(body, value)
+        if refused is not None:
+            await JSONResponse(refused, status_code=400)(scope, receive, send)
+            return
         scope["mq9.calls_tool"] = isinstance(value, dict) and value.get("method") == "tools/call"
         replay = iter([{"type": "http.request", "body": body}])
 
@@ -328,6 +381,53 @@ class UnreadableBodies:
             return next(replay, None) or await receive()
 
         await self.app(scope, again, send)
+
+
+def unreadable_request(body: bytes, value: Any) -> dict | None:
+    """The JSON-RPC error owed for a request that is JSON but that the SDK cannot read (a lone
+    surrogate in a text, an id that is neither a string nor an integer: the SDK would take that
+    one for a notification and never answer), as the stdio server answers it; else None."""
+    if not isinstance(value, dict):
+        return None  # a batch, or no object: the SDK answers it
+    text = body.decode("utf-8")
+    answers = bad_id_refusal(text)
+    if not answers:
+        try:
+            types.jsonrpc_message_adapter.validate_json(body, by_name=False)
+        except ValidationError as exc:
+            answers = refusals(text, exc)
+    return answers[0].model_dump(by_alias=True, mode="json") if answers else None
+
+
+class BodyRefused(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """A request's body, refused while it is read (never buffered whole first) when it is over
+    ``limit`` bytes (413) or takes over ``BODY_SECONDS`` to arrive (408): one client cannot
+    fill the server's memory or hold a request open by sending slowly."""
+    declared = Headers(scope=scope).get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyRefused(413, f"the request body is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    with anyio.move_on_after(BODY_SECONDS) as deadline:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyRefused(413, f"the request body is over {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+    assert deadline.cancelled_caught
+    raise BodyRefused(408, f"the request body did not arrive within {BODY_SECONDS:g} s")
 
 
 def _parse(body: bytes) -> tuple[Any, str | None]:
@@ -387,9 +487,8 @@ def create_http_app(
     endpoint = UnreadableBodies(limits)
     starlette = Starlette(routes=[Route(MCP_PATH, endpoint=endpoint)], lifespan=lifespan)
     starlette.state.session_limits = limits
-    if auth_token:
-        return BearerTokenMiddleware(starlette, auth_token)
-    return starlette
+    app: ASGIApp = BearerTokenMiddleware(starlette, auth_token) if auth_token else starlette
+    return HostAndOrigin(app, loopback_security(host)) if is_loopback(host) else app
 
 
 async def serve_http(app: ASGIApp, host: str, port: int) -> None:
@@ -402,8 +501,46 @@ async def serve_http(app: ASGIApp, host: str, port: int) -> None:
         lifespan="on",
         # Open SSE streams would otherwise hold a shutdown until their clients go away.
         timeout_graceful_shutdown=3,
+        http=BoundedConnections,
     )
     await _Server(config).serve()
+
+
+class BoundedConnections(H11Protocol):
+    """uvicorn's HTTP/1.1 connection, closed when its request headers have not all arrived
+    ``HEADER_SECONDS`` after it opened or its last response ended, and refused outright while
+    ``MAX_CONNECTIONS`` are open: connections that never finish their headers cannot pile up
+    to the file descriptor limit."""
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > MAX_CONNECTIONS:
+            log.warning("refused a connection: %d are open", MAX_CONNECTIONS)
+            transport.close()
+            return
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        deadline = getattr(self, "_header_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        deadline = getattr(self, "_header_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        self._header_deadline = self.loop.call_later(HEADER_SECONDS, self._headers_overdue)
+
+    def _headers_overdue(self) -> None:
+        # IDLE: the client has not finished a request's headers since the deadline was armed.
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            log.debug("closed a connection whose request headers took over %gs", HEADER_SECONDS)
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):

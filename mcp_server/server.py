@@ -12,11 +12,12 @@ import json
 import logging
 import os
 import re
-import secrets
 import signal
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from itertools import count
 from typing import Any
 
@@ -25,6 +26,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from mcp import types
 from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
@@ -39,9 +41,11 @@ from langchain_mq9.operations import (
     ToolPolicy,
     prefixed,
 )
-from langchain_mq9.protocol import Mq9Error
+from langchain_mq9.protocol import Mq9Error, clipped
 from langchain_mq9.redaction import redact
 from langchain_mq9.tool_errors import explain, explain_validation
+
+from . import resources, tasks
 
 log = logging.getLogger("mcp_server")
 
@@ -78,8 +82,8 @@ def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
             name=policy.tool_name(op.name),
             title=op.title,
             description=op.describe(policy),
-            inputSchema=op.input_schema(policy),
-            outputSchema=op.output_schema,
+            input_schema=op.input_schema(policy),
+            output_schema=op.output_schema,
             annotations=tool_annotations(op),
         )
         for op in OPERATIONS.values()
@@ -90,7 +94,7 @@ def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
 def error_result(text: str) -> types.CallToolResult:
     # Connection errors name the broker URL, which may carry a password: never show it.
     text = redact(text)
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], isError=True)
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
 async def call_operation(
@@ -111,7 +115,7 @@ async def call_operation(
         with anyio.fail_after(limit):
             outcome = await connection.run(lambda client: operation.execute(client, args, policy))
     except (OperationError, Mq9Error) as exc:  # Mq9Error: raised outside the operation
-        log.info("%s failed: %s", name, redact(str(exc)))
+        log.debug("%s failed: %s", name, redact(str(exc)))
         return error_result(explain(exc) if isinstance(exc, Mq9Error) else str(exc))
     except TimeoutError:
         log.warning("%s did not finish within %gs", name, limit)
@@ -124,8 +128,86 @@ async def call_operation(
         return error_result(f"internal error in the mq9 MCP server while running {name}: {exc!r}")
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=outcome.text())],
-        structuredContent=outcome.content,
+        structured_content=outcome.content,
     )
+
+
+# The argument that says which mailbox (or agent) a call is about, in the order looked for.
+_TARGETS = ("mail_address", "name", "agent")
+
+
+async def logged_call(
+    connection: Mq9Connection,
+    policy: ToolPolicy,
+    params: types.CallToolRequestParams,
+    request_id: Any = None,
+) -> types.CallToolResult:
+    """``call_operation``, and one log line at info for it: the tool, the mailbox or agent it
+    is about, the outcome and the duration (never a payload or a secret); debug adds the
+    request id."""
+    started = time.perf_counter()
+    result = await call_operation(connection, policy, params.name, params.arguments)
+    arguments = params.arguments or {}
+    target = next((arguments[k] for k in _TARGETS if isinstance(arguments.get(k), str)), "-")
+    took = (time.perf_counter() - started) * 1000
+    line = "tool %s mailbox=%r outcome=%s %.0fms"
+    values: list[Any] = [clipped(params.name, 64), clipped(target, 80)]
+    values += ["error" if result.is_error else "ok", took]
+    if log.isEnabledFor(logging.DEBUG):
+        line += " request=%s"
+        values.append(request_id)
+    log.info(line, *values)
+    return result
+
+
+# A worker name an HTTP client may send (docs/mcp.md): which competing worker of a consumer group
+# it reads as, and whose fetched messages it may ack.
+WORKER_HEADER = "mq9-worker"
+_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Past this many worker names the least recently used one's memory (what it was handed and has
+# not acked, the mailboxes it created) is dropped: a client making up names cannot grow it.
+MAX_WORKERS = 256
+
+
+class ClientPolicies:
+    """The ``ToolPolicy`` of each client: what the tools remember (mailboxes it created,
+    messages handed to it and not acked yet, its agent calls) belongs to the client, never to
+    an MCP session, so a stateless client (MCP 2026-07-28: no session at all) or one that opens
+    a session per call fetches in one request and acks in another.
+
+    Over stdio the process is the client. Over HTTP a client names its worker with the
+    ``Mq9-Worker`` header; without one it reads as the server's ``--worker`` (or the group's one
+    reader). Clients with different worker names are competing workers of a consumer group:
+    neither gets or acks a message the other holds (docs/groups.md)."""
+
+    def __init__(self, policy: ToolPolicy, *, workers_from_header: bool = False) -> None:
+        self.policy = policy
+        self.workers_from_header = workers_from_header
+        self._by_worker: OrderedDict[str, ToolPolicy] = OrderedDict()
+
+    def of(self, request: Any) -> ToolPolicy:
+        """The policy of the client that sent ``request`` (a Starlette request, or None)."""
+        worker = self.worker_of(request)
+        policy = self._by_worker.pop(worker, None)
+        if policy is None:
+            policy = self.policy.session(worker=worker) if worker else self.policy.session()
+        self._by_worker[worker] = policy
+        while len(self._by_worker) > MAX_WORKERS:
+            self._by_worker.popitem(last=False)
+        return policy
+
+    def worker_of(self, request: Any) -> str:
+        """The worker name the client sent (checked), or "" for the server's own."""
+        headers = getattr(request, "headers", None)
+        sent = headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
+        if sent is None:
+            return ""
+        if not _WORKER_NAME.fullmatch(sent):
+            raise OperationError(
+                f"the {WORKER_HEADER} header must be 1 to 64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return sent
 
 
 def create_server(
@@ -133,62 +215,109 @@ def create_server(
 ) -> Server:
     """An MCP server (the SDK's low-level ``Server``) whose tools are the mq9 operations.
 
-    ``connection`` is shared by every session (one per stdio process, one per HTTP client);
-    each session gets ``policy.session()``: the same rules, its own state, so a mailbox one
-    client creates is not opened to another by ``allowed_mailboxes``. With ``sessions_compete``
-    (HTTP) sessions reading one consumer group are competing workers, each named the policy's
-    worker name (or ``mcp``) plus a random suffix: neither gets or acks a message the other
-    holds, and what a session that went away held is taken over after the lease
-    (docs/groups.md). A stdio server is the group's one reader, or ``--worker NAME``.
+    ``connection`` is shared by every client; each client gets a ``ToolPolicy`` of its own
+    (``ClientPolicies``): the same rules, its own state, so a mailbox one client creates is not
+    opened to another by ``allowed_mailboxes``. With ``sessions_compete`` (HTTP) clients name
+    their worker with the ``Mq9-Worker`` header; a stdio server is the group's one reader, or
+    ``--worker NAME``.
     """
-    policy = policy or ToolPolicy()
+    policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
+    tools = tool_definitions(policies.policy)
 
-    @asynccontextmanager
-    async def session_policy(_: Server) -> AsyncIterator[ToolPolicy]:
-        # The SDK enters this once per session (server.run), not once per process.
-        if sessions_compete:
-            yield policy.session(worker=f"{policy.worker or 'mcp'}-{secrets.token_hex(4)}")
-        else:
-            yield policy.session()
+    task_names = {policies.policy.tool_name(name) for name in tasks.TASK_TOOLS}
+    may_be_tasks = types.ToolExecution(task_support="optional")
+    tools_for_tasks = [
+        t.model_copy(update={"execution": may_be_tasks}) if t.name in task_names else t
+        for t in tools
+    ]
 
-    instructions = prefixed(INSTRUCTIONS, policy)
-    server: Server = Server(
-        SERVER_NAME, version=__version__, instructions=instructions, lifespan=session_policy
-    )
-    tools = tool_definitions(policy)
+    async def list_tools(ctx: Any, _params: Any) -> types.ListToolsResult:
+        offered = tasks.offered(ctx.protocol_version)
+        return types.ListToolsResult(tools=tools_for_tasks if offered else tools)
 
-    @server.list_tools()
-    async def list_tools() -> list[types.Tool]:
-        return tools
+    def start_call(ctx: Any, params: types.CallToolRequestParams) -> Any:
+        if params.name not in task_names:
+            return None
+        client_policy = policies.of(ctx.request)
+        return lambda: logged_call(connection, client_policy, params, ctx.request_id)
 
     # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
     # the same wording as the LangChain tools and accept what those accept.
-    @server.call_tool(validate_input=False)
-    async def call_tool(name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
-        context = server.request_context
-        token = CALL_PROGRESS.set(progress_reporter(context))
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
-            return await call_operation(connection, context.lifespan_context, name, arguments)
+            client_policy = policies.of(ctx.request)
+        except OperationError as exc:
+            return error_result(str(exc))
+        token = CALL_PROGRESS.set(progress_reporter(ctx))
+        try:
+            return await logged_call(connection, client_policy, params, ctx.request_id)
         finally:
             CALL_PROGRESS.reset(token)
 
+    async def list_templates(_ctx: Any, _params: Any) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=resources.resource_templates())
+
+    async def list_resources(_ctx: Any, _params: Any) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=resources.listed_resources(policies.policy))
+
+    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        try:
+            client_policy = policies.of(ctx.request)
+        except OperationError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+
+        async def call(tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+            named = types.CallToolRequestParams(
+                name=client_policy.tool_name(tool), arguments=arguments
+            )
+            return await logged_call(connection, client_policy, named, ctx.request_id)
+
+        return await resources.read_resource(connection, client_policy, str(params.uri), call)
+
+    async def list_prompts(_ctx: Any, _params: Any) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=resources.prompts(policies.policy))
+
+    async def get_prompt(_ctx: Any, params: types.GetPromptRequestParams) -> Any:
+        return resources.get_prompt(policies.policy, params.name, params.arguments)
+
+    server: Server = _Server(
+        SERVER_NAME,
+        version=__version__,
+        instructions=prefixed(INSTRUCTIONS, policies.policy),
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+    )
+    server.policies = policies  # type: ignore[attr-defined]
+    tasks.serve(server, tasks.TaskStore(), start_call)
     return server
+
+
+class _Server(Server):
+    """The SDK's server, offering Tasks in the capabilities of the era that has them."""
+
+    def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
+        capabilities = super().get_capabilities(*args, **kwargs)
+        if tasks.offered(kwargs.get("protocol_version")):
+            capabilities.tasks = tasks.capability()
+        return capabilities
 
 
 def progress_reporter(context: Any) -> Any:
     """For a tool call whose client sent a progressToken: a callback that tells it each state
     a waiting agent call goes through (MCP progress notifications); else None."""
-    progress_token = getattr(getattr(context, "meta", None), "progressToken", None)
-    if progress_token is None:
+    if (context.meta or {}).get("progress_token") is None:
         return None
     steps = count(1)
 
     async def report(view: dict[str, Any]) -> None:
         text = f"{view.get('agent')}: task {view.get('task_id')} is {view.get('state')}"
         with suppress(Exception):  # a client gone meanwhile: the call still answers
-            await context.session.send_progress_notification(
-                progress_token, next(steps), message=text, related_request_id=context.request_id
-            )
+            await context.session.report_progress(next(steps), message=text)
 
     return report
 
@@ -257,23 +386,53 @@ class _StdinLines:
                 line = raw.decode("utf-8", errors="replace")
                 if not line.strip():
                     continue
-                try:
-                    types.JSONRPCMessage.model_validate_json(line)
-                except ValidationError as exc:
-                    answers = refusals(line, exc)
-                    if not answers:
-                        shown = line.strip()
-                        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-                        log.warning(
-                            "ignored a line on stdin that is not an MCP (JSON-RPC) message: "
-                            "%r; mq9-mcp is meant to be started by an MCP client",
-                            shown,
-                        )
-                    for answer in answers:
-                        log.info("refused a JSON-RPC request: %s", answer.error.message)
-                        await self.answer_on.send(SessionMessage(types.JSONRPCMessage(answer)))
-                    continue
-                yield line
+                answers = bad_id_refusal(line)
+                if not answers:
+                    try:
+                        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    except ValidationError as exc:
+                        answers = refusals(line, exc)
+                        if not answers:
+                            self._ignore(line)
+                            continue
+                    else:
+                        yield line
+                        continue
+                for answer in answers:
+                    log.info("refused a JSON-RPC request: %s", answer.error.message)
+                    await self.answer_on.send(SessionMessage(answer))
+
+    @staticmethod
+    def _ignore(line: str) -> None:
+        shown = line.strip()
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        log.warning(
+            "ignored a line on stdin that is not an MCP (JSON-RPC) message: %r; mq9-mcp is "
+            "meant to be started by an MCP client",
+            shown,
+        )
+
+
+def bad_id_refusal(line: str) -> list[types.JSONRPCError]:
+    """A request whose id is neither a string nor an integer (12.5, null, an object, an array):
+    the SDK would read it as a notification and never answer. JSON-RPC 2.0 answers a request
+    whose id cannot be used with an Invalid Request error whose id is null."""
+    if '"id"' not in line:
+        return []
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return []  # refusals() answers what is not JSON, or too deep to read
+    if not isinstance(value, dict) or "id" not in value or "result" in value or "error" in value:
+        return []
+    if _usable_id(value["id"]):
+        return []
+    why = f"the request id must be a string or an integer, not {json.dumps(value['id'])[:40]}"
+    return [_refusal(None, types.INVALID_REQUEST, why)]
+
+
+def _usable_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def refusals(line: str, problem: Exception) -> list[types.JSONRPCError]:
@@ -323,7 +482,7 @@ def _has_id(item: Any) -> bool:
     """A request with an id to answer (not a notification, and not a response)."""
     if not isinstance(item, dict) or "result" in item or "error" in item:
         return False
-    return isinstance(item.get("id"), (int, str)) and not isinstance(item.get("id"), bool)
+    return _usable_id(item.get("id"))
 
 
 def _refusal(request_id: Any, code: int, message: str) -> types.JSONRPCError:

@@ -196,9 +196,16 @@ SLOW_FILES = {
     "test_examples.py",
     "test_inspector.py",
     "test_lint.py",
+    "test_mcp_bundle.py",  # npx @anthropic-ai/mcpb
     "test_mcp_http.py",
+    "test_mcp_http_hostile.py",
+    "test_mcp_install.py",  # pip resolves against the package registry
+    "test_mcp_eras.py",
     "test_mcp_langchain.py",
+    "test_mcp_resources.py",
+    "test_mcp_observability.py",
     "test_mcp_stdio.py",
+    "test_mcp_tasks.py",
     "test_mcp_terminal.py",
     "test_notebooks.py",
     "test_readme.py",

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from langchain_mq9.broker.nats_process import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every MCP request a test makes is bounded by this.
-REQUEST_TIMEOUT = timedelta(seconds=20)
+REQUEST_TIMEOUT = 20.0  # seconds
 
 # A raw client's first request, and the Accept header streamable HTTP requires.
 INITIALIZE = {
@@ -141,9 +140,9 @@ async def fails(session: ClientSession, tool: str, /, **args: Any) -> str:
 
 def result_data(result: types.CallToolResult) -> dict[str, Any]:
     """A successful call's structured content, after checking the text says the same."""
-    assert not result.isError, result_text(result)
+    assert not result.is_error, result_text(result)
     data = json.loads(result_text(result))
-    assert data == result.structuredContent
+    assert data == result.structured_content
     return data
 
 
@@ -153,16 +152,17 @@ def result_text(result: types.CallToolResult) -> str:
 
 def error_text(result: types.CallToolResult) -> str:
     """An error call's text (and a check that it is one)."""
-    assert result.isError, f"expected an error, got {result_text(result)}"
+    assert result.is_error, f"expected an error, got {result_text(result)}"
     return result_text(result)
 
 
 class RawStdio:
-    """``python -m mcp_server --server memory://`` with its stdin and stdout as raw lines."""
+    """``python -m mcp_server ARGS`` (by default ``--server memory://``) with its stdin and
+    stdout as raw lines."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_server", "--server", "memory://"],
+            [sys.executable, "-m", "mcp_server", *(args or ("--server", "memory://"))],
             cwd=ROOT,
             env=server_env(),
             stdin=subprocess.PIPE,

@@ -37,9 +37,9 @@ async def test_a_waiting_call_reports_its_states_as_mcp_progress(nats_server):
             {"agent": "agent.upper", "task": "hello", "wait_seconds": 20},
             progress_callback=progress,
         )
-        assert not result.isError, result.content
-        assert result.structuredContent["state"] == "completed"
-        assert result.structuredContent["result"] == "HELLO"
+        assert not result.is_error, result.content
+        assert result.structured_content["state"] == "completed"
+        assert result.structured_content["result"] == "HELLO"
         listed = await ok(mcp, "list_calls")
         assert [c["state"] for c in listed["calls"]] == ["completed"]
     states = [message.rsplit(" is ", 1)[1] for _, message in seen]

@@ -8,7 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import httpx2 as httpx
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -32,11 +32,15 @@ TOKEN = "test-token-5c1e0f"
 
 
 @asynccontextmanager
-async def http_session(url: str, token: str | None = None) -> AsyncIterator[ClientSession]:
+async def http_session(
+    url: str, token: str | None = None, worker: str | None = None
+) -> AsyncIterator[ClientSession]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if worker:
+        headers["Mq9-Worker"] = worker  # which competing worker this client is
     async with (
         httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(20, read=60)) as http,
-        streamable_http_client(url, http_client=http) as (read, write, _),
+        streamable_http_client(url, http_client=http) as (read, write),
         ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session,
     ):
         await session.initialize()
@@ -76,8 +80,8 @@ async def test_bearer_token_guards_every_request(nats_server):
                 assert [t.name for t in tools] == [
                     name for name, op in OPERATIONS.items() if op.allowed(ToolPolicy())
                 ]
-                assert all(t.inputSchema == OPERATIONS[t.name].input_schema() for t in tools)
-                assert all(t.outputSchema == OPERATIONS[t.name].output_schema for t in tools)
+                assert all(t.input_schema == OPERATIONS[t.name].input_schema() for t in tools)
+                assert all(t.output_schema == OPERATIONS[t.name].output_schema for t in tools)
                 await ok(mcp, "create_mailbox", name="web.inbox")
                 await ok(mcp, "send_message", mail_address="web.inbox", payload="b")
                 await ok(
@@ -92,11 +96,14 @@ async def test_bearer_token_guards_every_request(nats_server):
             assert sorted(m.payload for m in await observer.query("web.inbox")) == [b"a", b"b"]
 
 
-async def test_loopback_without_token_serves_sessions_with_their_own_created_mailboxes():
+async def test_loopback_without_token_serves_workers_with_their_own_created_mailboxes():
     with http_server(
         "--server", "memory://", "--allowed-mailboxes", "shared", "--num-msgs", "1"
     ) as url:
-        async with http_session(url) as alice, http_session(url) as bob:
+        async with (
+            http_session(url, worker="alice") as alice,
+            http_session(url, worker="bob") as bob,
+        ):
             await ok(alice, "create_mailbox", name="shared.board")
             private = (await ok(alice, "create_mailbox"))["mail_address"]
             await ok(alice, "send_message", mail_address=private, payload="mine")
@@ -111,7 +118,7 @@ async def test_loopback_without_token_serves_sessions_with_their_own_created_mai
             mine = await ok(alice, "query_messages", mail_address=private)
             assert [m["payload"] for m in mine["messages"]] == ["mine"]
 
-            # Two sessions reading one group are competing workers: no message for both,
+            # Two workers reading one group compete: no message for both,
             # and neither can ack what the other was handed.
             await ok(alice, "send_message", mail_address="shared.board", payload="ho")
             taken = [

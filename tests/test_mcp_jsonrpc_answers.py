@@ -66,6 +66,18 @@ def test_a_request_the_sdk_cannot_read_is_answered_with_its_id(stdio, line, code
     assert {t["name"] for t in stdio.answer()["result"]["tools"]} >= {"create_mailbox"}
 
 
+@pytest.mark.parametrize("request_id", [12.5, None, {"a": 1}, [1]], ids=repr)
+def test_a_request_whose_id_is_no_string_or_integer_is_answered_with_id_null(stdio, request_id):
+    """#35: the SDK read such a request as a notification, so its client waited for ever.
+    JSON-RPC 2.0 answers a request whose id cannot be used with id null."""
+    stdio.send(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"}))
+    answer = stdio.answer()
+    assert answer["id"] is None and answer["error"]["code"] == -32600, answer
+    assert "id must be a string or an integer" in answer["error"]["message"]
+    stdio.send(json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/list"}))
+    assert stdio.answer()["id"] == 8
+
+
 def test_a_batch_gets_an_answer_for_each_request_in_it(stdio):
     batch = [
         {"jsonrpc": "2.0", "id": 21, "method": "tools/list"},
@@ -116,26 +128,32 @@ def test_over_http_an_unreadable_body_is_a_client_error_with_its_id(body, words)
     assert words in answer["error"]["message"]
 
 
-def test_over_http_a_lone_surrogate_payload_is_a_clean_tool_error():
-    """#22, item 2: it was "internal error in the mq9 MCP server" with a traceback."""
+def test_over_http_a_lone_surrogate_payload_is_a_clean_error_with_its_id():
+    """#22, item 2: it was "internal error in the mq9 MCP server" with a traceback. The SDK 2.x
+    cannot read such a request at all (as over stdio): it is refused, saying why, with its id."""
     with http_server("--server", "memory://") as url:
         status, opened = post(url, json.dumps(INITIALIZE).encode())
         assert status == 200
         session = {"mcp-session-id": opened["headers"]["mcp-session-id"],
                    "mcp-protocol-version": "2025-06-18"}  # fmt: skip
-        for request_id, (tool, arguments) in enumerate(
-            [("create_mailbox", {"name": "texts"}),
-             ("send_message", {"mail_address": "texts", "payload": "half \ud83d"})], start=10
-        ):  # fmt: skip
-            call = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-                    "params": {"name": tool, "arguments": arguments}}  # fmt: skip
-            request = urllib.request.Request(
-                url, data=json.dumps(call).encode(), method="POST",
-                headers={**ACCEPT, "Content-Type": "application/json", **session},
-            )  # fmt: skip
-            with urllib.request.urlopen(request, timeout=20) as response:
-                text = response.read().decode()
-    data = json.loads([line[5:] for line in text.splitlines() if line.startswith("data:")][-1])
-    assert data["id"] == 11 and data["result"]["isError"], data
-    text = data["result"]["content"][0]["text"]
-    assert text.startswith("invalid payload: text holds a lone surrogate"), text
+        arguments = {"mail_address": "texts", "payload": "half \ud83d"}
+        call = {"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+                "params": {"name": "send_message", "arguments": arguments}}  # fmt: skip
+        status, answer = post(url, json.dumps(call).encode(), session)
+    assert status == 400, answer
+    assert answer["id"] == 11 and answer["error"]["code"] == -32602, answer
+    assert "text holds a lone surrogate" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("request_id", [12.5, None, {"a": 1}, [1]])
+def test_over_http_a_request_whose_id_is_no_string_or_integer_is_refused(request_id):
+    """#35: the SDK reads such a request as a notification and never answers it."""
+    with http_server("--server", "memory://") as url:
+        status, opened = post(url, json.dumps(INITIALIZE).encode())
+        session = {"mcp-session-id": opened["headers"]["mcp-session-id"],
+                   "mcp-protocol-version": "2025-06-18"}  # fmt: skip
+        ping = {"jsonrpc": "2.0", "id": request_id, "method": "ping"}
+        status, answer = post(url, json.dumps(ping).encode(), session)
+    assert status == 400, answer
+    assert answer["id"] is None and answer["error"]["code"] == -32600
+    assert "id must be a string or an integer" in answer["error"]["message"]

@@ -1,19 +1,22 @@
-"""The MCP server seen from LangChain: its tools loaded by langchain-mcp-adapters into a LangGraph
-agent, and the MCP and LangChain surfaces talking to each other over one real broker."""
+"""The MCP server seen from LangChain: its tools loaded by LangChain's own MCP client
+(``langchain.mcp.MCPAdapter``, on FastMCP) into a LangGraph agent over stdio and over HTTP, and
+the MCP and LangChain surfaces talking to each other over one real broker."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+import warnings
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from fastmcp.client.transports import StdioTransport
+from langchain_core._api import LangChainBetaWarning
 from langchain_core.messages import AIMessage, ToolMessage
-from langchain_mcp_adapters.client import MultiServerMCPClient
-from langchain_mcp_adapters.tools import load_mcp_tools
 from langgraph.prebuilt import create_react_agent
-from mcp_support import ROOT, ok, served_engine, server_env, stdio_session
+from mcp_support import ROOT, http_server, ok, served_engine, server_env, stdio_session
 
 from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
 from langchain_mq9.operations import OPERATIONS, ToolPolicy
@@ -43,15 +46,30 @@ async def answer_tasks(client: Mq9Client, mailbox: str) -> None:
             await reader.done(message.msg_id)
 
 
+with warnings.catch_warnings():  # the namespace says it is in beta, once per process
+    warnings.simplefilter("ignore", LangChainBetaWarning)
+    from langchain.mcp import MCPAdapter
+
+
+@contextmanager
+def mq9_mcp(transport: str, broker: str) -> Any:
+    """What LangChain's MCP client connects to: mq9-mcp over stdio (it starts the process), or
+    the URL of one serving HTTP."""
+    if transport == "stdio":
+        yield StdioTransport(
+            command=sys.executable,
+            args=["-m", "mcp_server", "--server", broker],
+            env=server_env(),
+            cwd=str(ROOT),
+        )
+        return
+    with http_server("--server", broker) as url:
+        yield url
+
+
 @pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
-async def test_langgraph_agent_uses_the_mcp_tools(nats_server):
-    connection = {
-        "transport": "stdio",
-        "command": sys.executable,
-        "args": ["-m", "mcp_server", "--server", nats_server.url],
-        "env": server_env(),
-        "cwd": str(ROOT),
-    }
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_langgraph_agent_uses_the_mcp_tools(nats_server, transport):
     model = ScriptedChatModel(
         steps=[
             call("agent_register", name="agent.coordinator", capabilities="plans reports"),
@@ -93,23 +111,24 @@ async def test_langgraph_agent_uses_the_mcp_tools(nats_server):
         answering = asyncio.create_task(answer_tasks(worker, "agent.summarizer"))
 
         async def run_agent() -> dict[str, Any]:
-            client = MultiServerMCPClient({"mq9": connection})
-            async with client.session("mq9") as session:
-                tools = await load_mcp_tools(session)
-                # The model gets the same schemas through MCP as through the toolkit.
-                assert {t.name: t.args_schema for t in tools} == {
-                    name: op.input_schema()
-                    for name, op in OPERATIONS.items()
-                    if op.allowed(ToolPolicy())  # the call tools need mq9-mcp --calls
-                }
-                assert tools[0].metadata["destructiveHint"] is False
-                agent = create_react_agent(model, tools)
-                return await agent.ainvoke(
-                    {"messages": [("user", "Get the Q3 report summarized.")]}
-                )
+            with mq9_mcp(transport, nats_server.url) as target:
+                async with MCPAdapter(target) as adapter:
+                    tools = await adapter.list_tools()
+                    # The model gets the same schemas through MCP as through the toolkit.
+                    assert {t.name: t.args_schema for t in tools} == {
+                        name: op.input_schema()
+                        for name, op in OPERATIONS.items()
+                        if op.allowed(ToolPolicy())  # the call tools need mq9-mcp --calls
+                    }
+                    hints = tools[0].metadata["mcp"]["tool"]["annotations"]
+                    assert hints["destructive_hint"] is False
+                    agent = create_react_agent(model, tools)
+                    return await agent.ainvoke(
+                        {"messages": [("user", "Get the Q3 report summarized.")]}
+                    )
 
         try:
-            # The adapters' session (start, initialize, list tools) has no timeout of its own:
+            # The client's session (start, connect, list tools) has no timeout of its own:
             # bound the whole of it, so a stuck server fails the test instead of hanging CI.
             state = await asyncio.wait_for(run_agent(), timeout=90)
         finally:

@@ -31,12 +31,12 @@ async def test_tools_are_the_catalog_with_the_toolkits_schemas(agent_mailbox):
     for name, tool in listed.items():
         operation = OPERATIONS[name]
         # What the model reads is the same, byte for byte, through either surface.
-        assert tool.inputSchema == operation.input_schema(toolkit.policy)
-        assert tool.inputSchema == lc_tools[name].args_schema
+        assert tool.input_schema == operation.input_schema(toolkit.policy)
+        assert tool.input_schema == lc_tools[name].args_schema
         assert tool.description == operation.describe(toolkit.policy)
         assert tool.description == lc_tools[name].description
-        assert tool.outputSchema == operation.output_schema
-        assert "title" not in json.dumps(tool.inputSchema)  # no pydantic title noise
+        assert tool.output_schema == operation.output_schema
+        assert "title" not in json.dumps(tool.input_schema)  # no pydantic title noise
         assert tool.title == operation.title and tool.annotations.title is None
         # Only hints that differ from MCP's defaults are given (absent: readOnlyHint false,
         # destructiveHint true, idempotentHint false, openWorldHint true); a reader's other
@@ -46,12 +46,12 @@ async def test_tools_are_the_catalog_with_the_toolkits_schemas(agent_mailbox):
         else:
             expected = {"destructiveHint": operation.destructive}
             expected.update({"idempotentHint": True} if operation.idempotent else {})
-        assert tool.annotations.model_dump(exclude_none=True) == expected
+        assert tool.annotations.model_dump(by_alias=True, exclude_none=True) == expected
     if agent_mailbox:
         assert "reply_to: 'agent.me'" in listed["send_message"].description
-    readers = {n for n, t in listed.items() if t.annotations.readOnlyHint}
+    readers = {n for n, t in listed.items() if t.annotations.read_only_hint}
     assert readers == {"agent_discover", "query_messages", "check_call", "list_calls"}
-    destroyers = {n for n, t in listed.items() if t.annotations.destructiveHint}
+    destroyers = {n for n, t in listed.items() if t.annotations.destructive_hint}
     assert destroyers == {"delete_message", "agent_unregister", "cancel_call"}
 
 
@@ -284,7 +284,7 @@ async def test_stdout_carries_only_protocol_messages():
     assert replies[1]["result"]["isError"] is True
     assert "no mailbox has this address" in replies[1]["result"]["content"][0]["text"]
     # The logs went to stderr.
-    assert "mq9 MCP server" in stderr and "fetch_messages failed" in stderr
+    assert "mq9 MCP server" in stderr and "tool fetch_messages mailbox=" in stderr
 
 
 def test_pinned_tool_settings_are_server_options():

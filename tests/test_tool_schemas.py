@@ -11,6 +11,7 @@ each check would catch what issue #13 found.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import sys
@@ -46,14 +47,20 @@ def lc_tools(agent_mailbox: str | None = None) -> list:
 
 
 def mcp_tools(agent_mailbox: str | None = None) -> list:
-    """The MCP server's tools as langchain-mcp-adapters hands them to a LangChain model."""
-    from langchain_mcp_adapters.tools import convert_mcp_tool_to_langchain_tool
+    """The MCP server's tools as LangChain's own MCP client (langchain.mcp) hands them to a
+    LangChain model."""
+    import warnings
 
-    connection = {"transport": "stdio", "command": sys.executable, "args": ["-m", "mcp_server"]}
-    return [
-        convert_mcp_tool_to_langchain_tool(None, tool, connection=connection)
-        for tool in tool_definitions(ToolPolicy(agent_mailbox=agent_mailbox))
-    ]
+    from fastmcp import Client
+    from fastmcp.client.transports import StdioTransport
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # langchain.mcp is in beta
+        from langchain.mcp import as_langchain_tool
+
+    client = Client(StdioTransport(command=sys.executable, args=["-m", "mcp_server"]))
+    definitions = tool_definitions(ToolPolicy(agent_mailbox=agent_mailbox))
+    return [asyncio.run(as_langchain_tool(tool, client)) for tool in definitions]
 
 
 def surface_tools(surface: str) -> list:
@@ -330,7 +337,7 @@ def test_openai_agents_sdk_loads_every_mcp_tool_in_strict_mode(agent_mailbox):
     for tool in tool_definitions(ToolPolicy(agent_mailbox=agent_mailbox)):
         loaded = MCPUtil.to_function_tool(tool, server, convert_schemas_to_strict=True)
         assert loaded.strict_json_schema is True, tool.name
-        assert loaded.params_json_schema["properties"] == tool.inputSchema["properties"]
+        assert loaded.params_json_schema["properties"] == tool.input_schema["properties"]
     control = types.Tool(
         name="control", description="d", inputSchema=_OpenCard.model_json_schema()
     )

@@ -874,7 +874,8 @@ def test_every_tool_carries_the_hints_mq9_mcp_declares_in_its_metadata():
     tools = toolkit.get_tools()
     assert {t.name for t in tools} == set(OPERATIONS)
     for tool in tools:
-        declared = tool_annotations(OPERATIONS[tool.name]).model_dump(exclude_none=True)
+        hints = tool_annotations(OPERATIONS[tool.name])
+        declared = hints.model_dump(by_alias=True, exclude_none=True)
         assert tool.metadata == declared, tool.name
     destructive = {t.name for t in tools if t.metadata.get("destructiveHint")}
     assert destructive == {"delete_message", "agent_unregister", "cancel_call"}

@@ -1,0 +1,125 @@
+"""What a client may read rather than call: a mailbox's waiting messages and an agent's card as
+MCP resources, and one prompt, "check my inbox and handle what is waiting".
+
+A mailbox resource is ``query_messages`` (it consumes nothing), run through the same path as the
+tool, so the same rules (``--allowed-mailboxes``, payloads cut for the model) hold.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote, unquote
+
+from mcp import types
+from mcp.shared.exceptions import MCPError
+
+from langchain_mq9.connection import Mq9Connection
+from langchain_mq9.data_views import DATA_NOTE
+from langchain_mq9.operations import ToolPolicy
+from langchain_mq9.protocol import Mq9Error
+from langchain_mq9.redaction import redact
+from langchain_mq9.tool_errors import explain
+
+MAILBOX = "mq9://mailbox/"
+AGENT = "mq9://agent/"
+JSON = "application/json"
+INBOX_PROMPT = "handle_inbox"
+
+
+def resource_templates() -> list[types.ResourceTemplate]:
+    return [
+        types.ResourceTemplate(
+            name="mailbox",
+            uri_template=MAILBOX + "{mail_address}",
+            description="The messages stored in an mq9 mailbox, read without consuming them "
+            "(as query_messages)",
+            mime_type=JSON,
+        ),
+        types.ResourceTemplate(
+            name="agent",
+            uri_template=AGENT + "{name}",
+            description="An agent's card in the mq9 registry: what it does and its mailbox",
+            mime_type=JSON,
+        ),
+    ]
+
+
+def listed_resources(policy: ToolPolicy) -> list[types.Resource]:
+    """The agent's own mailbox, when the server is given one (``--agent-mailbox``)."""
+    if not policy.agent_mailbox:
+        return []
+    uri = MAILBOX + quote(policy.agent_mailbox, safe="")
+    what = f"The messages waiting in this agent's mailbox, {policy.agent_mailbox}"
+    return [types.Resource(name="inbox", uri=uri, description=what, mime_type=JSON)]
+
+
+async def read_resource(
+    connection: Mq9Connection, policy: ToolPolicy, uri: str, call: Any
+) -> types.ReadResourceResult:
+    """The resource at ``uri``; ``call(name, arguments)`` runs a tool as the tools run."""
+    if uri.startswith(MAILBOX) and len(uri) > len(MAILBOX):
+        result = await call("query_messages", {"mail_address": unquote(uri[len(MAILBOX) :])})
+        text = "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+        if result.is_error:
+            raise MCPError(types.INVALID_PARAMS, text)
+    elif uri.startswith(AGENT) and len(uri) > len(AGENT):
+        text = json.dumps(await agent_card(connection, unquote(uri[len(AGENT) :])))
+    else:
+        raise MCPError(
+            types.INVALID_PARAMS,
+            f"unknown resource {uri[:200]!r}: mq9 serves {MAILBOX}<mail_address> and {AGENT}<name>",
+        )
+    return types.ReadResourceResult(
+        contents=[types.TextResourceContents(uri=uri, mime_type=JSON, text=text)]
+    )
+
+
+async def agent_card(connection: Mq9Connection, name: str) -> dict[str, Any]:
+    """The registered card named ``name`` (a text search finds it, the name decides)."""
+    try:
+        found = await connection.run(lambda client: client.agent_discover(text=name, limit=100))
+    except Mq9Error as exc:
+        raise MCPError(types.INTERNAL_ERROR, redact(explain(exc))) from None
+    card = next((agent for agent in found if agent.get("name") == name), None)
+    if card is None:
+        raise MCPError(
+            types.INVALID_PARAMS,
+            f"no agent named {name[:100]!r} is registered: agent_discover finds agents by what "
+            "they do",
+        )
+    return dict(card)
+
+
+def prompts(policy: ToolPolicy) -> list[types.Prompt]:
+    mailbox = types.PromptArgument(
+        name="mail_address",
+        description="the mailbox to read"
+        + (f" (default: {policy.agent_mailbox})" if policy.agent_mailbox else ""),
+        required=not policy.agent_mailbox,
+    )
+    return [
+        types.Prompt(
+            name=INBOX_PROMPT,
+            title="Check my inbox",
+            description="Check a mailbox and handle what is waiting in it",
+            arguments=[mailbox],
+        )
+    ]
+
+
+def get_prompt(policy: ToolPolicy, name: str, arguments: dict[str, str] | None) -> Any:
+    if name != INBOX_PROMPT:
+        raise MCPError(types.INVALID_PARAMS, f"unknown prompt {name[:100]!r}: {INBOX_PROMPT}")
+    mailbox = (arguments or {}).get("mail_address") or policy.agent_mailbox
+    if not mailbox:
+        raise MCPError(types.INVALID_PARAMS, "mail_address: the mailbox to read is required")
+    fetch, ack = policy.tool_name("fetch_messages"), policy.tool_name("ack_messages")
+    text = (
+        f"Check my inbox, the mq9 mailbox {mailbox!r}, and handle what is waiting: call "
+        f"{fetch}(mail_address={mailbox!r}), do what each message asks in priority order "
+        f"(answer to its reply_to when it gives one), then confirm what you handled with "
+        f"{ack} and the msg_id of the last one. Tell me briefly what you did. " + DATA_NOTE
+    )
+    message = types.PromptMessage(role="user", content=types.TextContent(type="text", text=text))
+    return types.GetPromptResult(description="Check my inbox", messages=[message])

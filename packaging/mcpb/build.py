@@ -1,0 +1,168 @@
+"""Build ``dist/mq9-mcp-<version>.mcpb``: mq9-mcp as an MCP Bundle, Claude Desktop's one-click
+install (an archive of ``manifest.json`` and this project's source), and ``dist/server.json``,
+its entry for the MCP registry (the bundle as a release asset of the repository, with its
+SHA-256, as the registry requires for a bundle).
+
+    python packaging/mcpb/build.py [--out DIR]
+
+The bundle is of the ``uv`` type (MCPB manifest 0.4): the host runs ``uv run`` in the unpacked
+bundle, which installs this project from its own ``pyproject.toml``; the user gives the broker
+URL (and a NATS token, kept secret) in the host's settings. The official ``mcpb`` CLI checks the
+manifest (tests/test_mcp_bundle.py runs ``npx -y @anthropic-ai/mcpb validate`` on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# What the bundle holds: what `uv run` needs to install and start mq9-mcp.
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "langchain_mq9", "mcp_server")
+SKIPPED = re.compile(r"(^|/)(__pycache__|\.pytest_cache)(/|$)|\.py[co]$")
+
+
+def project() -> dict[str, str]:
+    """The version and repository pyproject.toml declares."""
+    text = (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+    repository = re.search(r'^Repository = "([^"]+)"', text, re.M).group(1)
+    return {"version": version, "repository": repository}
+
+
+def manifest() -> dict:
+    sys.path.insert(0, str(ROOT))
+    from langchain_mq9.operations import OPERATIONS, ToolPolicy
+
+    about = project()
+    tools = [
+        {"name": name, "description": op.title}
+        for name, op in OPERATIONS.items()
+        if op.allowed(ToolPolicy())
+    ]
+    return {
+        "manifest_version": "0.4",
+        "name": "mq9-mcp",
+        "display_name": "mq9 mailboxes and agent registry",
+        "version": about["version"],
+        "description": "Persistent mailboxes and an agent registry for AI agents, over mq9 "
+        "(RobustMQ's agent messaging on NATS).",
+        "author": {"name": "mq9-agents", "url": about["repository"]},
+        "repository": {"type": "git", "url": about["repository"]},
+        "homepage": about["repository"],
+        "documentation": f"{about['repository']}/blob/main/docs/mcp.md",
+        "license": "Apache-2.0",
+        "keywords": ["mq9", "mailbox", "agents", "nats", "a2a"],
+        "server": {
+            "type": "uv",
+            "entry_point": "mcp_server/__main__.py",
+            "mcp_config": {
+                "command": "uv",
+                "args": ["run", "--directory", "${__dirname}", "mq9-mcp"],
+                "env": {"MQ9_SERVER": "${user_config.server}", "MQ9_TOKEN": "${user_config.token}"},
+            },
+        },
+        "tools": tools,
+        "prompts": [
+            {
+                "name": "handle_inbox",
+                "description": "Check a mailbox and handle what is waiting in it",
+                "arguments": ["mail_address"],
+                "text": "Check my inbox, the mq9 mailbox ${arguments.mail_address}, and handle "
+                "what is waiting.",
+            }
+        ],
+        "compatibility": {
+            "platforms": ["darwin", "linux", "win32"],
+            "runtimes": {"python": ">=3.10"},
+        },
+        "user_config": {
+            "server": {
+                "type": "string",
+                "title": "mq9 broker",
+                "description": "The broker's URL: nats://host:4222 (RobustMQ, or mq9-dev-broker), "
+                "or memory:// for one private to this server",
+                "default": "nats://localhost:4222",
+                "required": True,
+            },
+            "token": {
+                "type": "string",
+                "title": "NATS token",
+                "description": "The broker's authentication token, if it needs one",
+                "sensitive": True,
+                "required": False,
+                "default": "",
+            },
+        },
+    }
+
+
+def files() -> list[Path]:
+    found = []
+    for name in SOURCES:
+        path = ROOT / name
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file())
+    return [p for p in found if not SKIPPED.search(p.relative_to(ROOT).as_posix())]
+
+
+def build(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    data = manifest()
+    bundle = out / f"mq9-mcp-{data['version']}.mcpb"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", json.dumps(data, indent=2) + "\n")
+        for path in files():
+            archive.write(path, path.relative_to(ROOT).as_posix())
+    return bundle
+
+
+REGISTRY_SCHEMA = "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json"
+
+
+def server_json(bundle: Path) -> dict:
+    """The MCP registry's entry for ``bundle``, once it is attached to the release tagged
+    v<version>."""
+    about = project()
+    owner_repo = about["repository"].removeprefix("https://github.com/")
+    asset = f"{about['repository']}/releases/download/v{about['version']}/{bundle.name}"
+    return {
+        "$schema": REGISTRY_SCHEMA,
+        "name": f"io.github.{owner_repo}",
+        "title": "mq9 mailboxes and agent registry",
+        "description": "Persistent mailboxes and an agent registry for AI agents over mq9.",
+        "version": about["version"],
+        "repository": {"url": about["repository"], "source": "github"},
+        "websiteUrl": f"{about['repository']}/blob/main/docs/mcp.md",
+        "packages": [
+            {
+                "registryType": "mcpb",
+                "identifier": asset,
+                "version": about["version"],
+                "fileSha256": hashlib.sha256(bundle.read_bytes()).hexdigest(),
+                "transport": {"type": "stdio"},
+            }
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where (default: dist/)")
+    out = parser.parse_args(argv).out
+    bundle = build(out)
+    (out / "server.json").write_text(json.dumps(server_json(bundle), indent=2) + "\n")
+    print(bundle)
+    print(out / "server.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
