@@ -862,3 +862,34 @@ async def test_a_long_poll_fetch_tool_answers_when_the_reply_arrives(toolkit):
     await atool_call(tools["send_message"], mail_address="agent.replies", payload={"answer": 42})
     result = await asyncio.wait_for(waiting, 10)  # far below the 60 s the fetch may wait
     assert json.loads(result.content)["messages"][0]["payload"] == {"answer": 42}
+
+
+def test_parallel_fetches_in_a_second_asyncio_run_share_the_group_reading(memory_url):
+    """Issue #35: the second ``asyncio.run`` with parallel fetch_messages calls raised
+    ``RuntimeError: <asyncio.locks.Lock> is bound to a different event loop`` (the group's
+    reader, kept by the toolkit, was made on the first loop). The reading carries over: what
+    the first run handed out is not handed out again."""
+    kit = Mq9Toolkit(server=memory_url, num_msgs=1)
+    tools = tools_of(kit)
+
+    async def seed():
+        await atool_call(tools["create_mailbox"], name="agent.inbox")
+        for i in range(4):
+            await atool_call(tools["send_message"], mail_address="agent.inbox", payload=f"m{i}")
+
+    async def two_fetches() -> list[dict]:
+        results = await asyncio.gather(
+            *(
+                atool_call(tools["fetch_messages"], mail_address="agent.inbox")
+                for _ in range(2)
+            )
+        )
+        assert all(r.status == "success" for r in results), [r.content for r in results]
+        return [json.loads(r.content) for r in results]
+
+    asyncio.run(seed())
+    first = asyncio.run(two_fetches())
+    second = asyncio.run(two_fetches())
+    handed = [m["msg_id"] for answer in first + second for m in answer["messages"]]
+    assert sorted(handed) == [0, 1, 2, 3]
+    kit.close()
