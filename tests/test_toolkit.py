@@ -893,3 +893,34 @@ def test_parallel_fetches_in_a_second_asyncio_run_share_the_group_reading(memory
     handed = [m["msg_id"] for answer in first + second for m in answer["messages"]]
     assert sorted(handed) == [0, 1, 2, 3]
     kit.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "named", "nearest"),
+    [
+        ({"allowed_mailbox": ["team"]}, "allowed_mailbox", "allowed_mailboxes"),
+        ({"read_onyl": True}, "read_onyl", "read_only"),
+        ({"server": "memory://", "tool": ["send_message"]}, "tool", "tools"),
+        ({"requst_timeout": 2}, "requst_timeout", "request_timeout"),
+    ],
+)
+def test_a_misspelled_toolkit_option_is_an_error_naming_the_nearest(memory_url, settings,
+                                                                     named, nearest):
+    """Issue #35: ``Mq9Toolkit(allowed_mailbox=["team"])`` left the toolkit unrestricted (its
+    create_mailbox made "payroll.secrets") and ``read_onyl=True`` left it writable."""
+    with pytest.raises(TypeError) as refused:
+        Mq9Toolkit(**{"server": memory_url, **settings})
+    assert f"'{named}'" in str(refused.value) and f"'{nearest}'" in str(refused.value)
+
+
+@pytest.mark.parametrize("make", [ToolPolicy, lambda **kw: ToolPolicy().session(**kw)])
+def test_a_misspelled_tool_setting_is_an_error_naming_the_nearest(make):
+    """Issue #35, on the settings mq9-mcp and the toolkit share (``ToolConfig``)."""
+    with pytest.raises(TypeError, match=r"'allowed_mailbox'.*'allowed_mailboxes'"):
+        make(allowed_mailbox=["team"])
+
+
+def test_a_toolkit_option_error_never_shows_the_secrets_given():
+    with pytest.raises(TypeError) as refused:
+        Mq9Toolkit(server="nats://u:hunter2@127.0.0.1:1", client_optons={"password": "hunter2"})
+    assert "hunter2" not in str(refused.value) and "'client_options'" in str(refused.value)
