@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
+        engine.load_model_soon()  # the first REGISTER then waits less, and not on the loop
         if not args.nats:
             server = _start_server(args.host, args.port)
         url = args.nats or server.url

@@ -1,0 +1,131 @@
+"""No request holds the bundled broker's event loop (issue #35).
+
+Observed: the first REGISTER loaded the embedding model on the broker's loop (another
+client's SEND waited 1.3-3.9 s behind it), every REGISTER embedded its card there, and one
+semantic DISCOVER with a 12 MB query took 36.6 s there while six of another client's SENDs
+timed out. Now that work runs on the engine's worker thread, and every parsed request body
+has a bound fitting its command.
+
+No timing here: the worker is held on a gate (a stand-in model that waits for it), and the
+other client's SEND must be answered while the heavy request is still waiting. Before the fix
+the loop itself waited on the gate, so the SEND came after (a timer opens the gate in any case:
+nothing hangs). bench/hostile_loop.py measures the latencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from langchain_mq9 import protocol as p
+from langchain_mq9 import semantic
+from langchain_mq9.broker.registry import _UNSET
+
+np = pytest.importorskip("numpy")
+
+GATE_SECONDS = 20  # the gate opens by itself after this: a test before the fix ends too
+
+
+class GatedModel:
+    """A stand-in embedder: each embedding waits for the gate (on whichever thread runs it)."""
+
+    name = "gated stand-in"
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+
+    def _vector(self, text: str):
+        self.gate.wait(GATE_SECONDS)
+        vector = np.zeros(semantic.DIMENSIONS, dtype=np.float32)
+        vector[len(text) % semantic.DIMENSIONS] = 1.0
+        return vector
+
+    embed = embed_query = _vector
+
+
+@pytest.fixture
+def gate():
+    opened = threading.Event()
+    timer = threading.Timer(GATE_SECONDS, opened.set)
+    timer.start()
+    yield opened
+    opened.set()
+    timer.cancel()
+
+
+def _card(name: str) -> dict:
+    return {"name": name, "mailbox": name, "description": f"{name} translates contracts"}
+
+
+async def _heavy(kind: str, broker, client, gate: threading.Event, monkeypatch):
+    """Start the request of ``kind`` that waits on ``gate``; its task."""
+    registry = broker.engine.registry
+    if kind == "first REGISTER loads the model":
+        registry.embedder = _UNSET  # looked up on first use, as a new broker does
+
+        def load():
+            gate.wait(GATE_SECONDS)
+            return GatedModel(gate)
+
+        monkeypatch.setattr(semantic, "embedder", load)
+        return asyncio.create_task(client.agent_register(_card("agent.first")))
+    registry.embedder = GatedModel(gate)
+    if kind == "REGISTER embeds the card":
+        return asyncio.create_task(client.agent_register(_card("agent.card")))
+    gate.set()
+    await client.agent_register(_card("agent.indexed"))  # embedded at once: the gate is open
+    gate.clear()
+    return asyncio.create_task(client.agent_discover(semantic="translate a contract"))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["first REGISTER loads the model", "REGISTER embeds the card", "semantic DISCOVER"],
+)
+async def test_another_clients_send_is_answered_while_a_heavy_request_works(
+    broker, gate, monkeypatch, kind
+):
+    async with broker.client() as heavy_client, broker.client() as other:
+        await other.mailbox_create(name="other.box")
+        heavy = await _heavy(kind, broker, heavy_client, gate, monkeypatch)
+        await asyncio.sleep(0.05)  # the heavy request reaches the broker first
+        msg_id = await other.send("other.box", "still served")
+        assert not heavy.done(), "the SEND waited for the heavy request"
+        gate.set()
+        await asyncio.wait_for(heavy, GATE_SECONDS)
+        assert msg_id == 0
+
+
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        (p.AGENT_DISCOVER, p.encode({"semantic": "translate " * 8_000})),
+        (p.AGENT_DISCOVER, p.encode({"text": "translate " * 8_000})),
+        (p.MAILBOX_CREATE, p.encode({"name": "desc.box", "desc": "d" * 70_000})),
+        (p.AGENT_REPORT, p.encode({"name": "agent.a", "report_info": "r" * 70_000})),
+        (p.query_subject("some.box"), p.encode({"tags": ["t"] * 20_000})),
+    ],
+    ids=["semantic query", "text query", "create", "report", "query"],
+)
+async def test_a_body_larger_than_its_command_needs_is_refused_unread(broker, subject, body):
+    """Issue #35: a semantic DISCOVER query could be 64 MiB (what NATS carries) and was
+    tokenized whole; a body above 64 KiB of a command that carries names, numbers and a query
+    is refused before it is parsed, in words naming its size and the bound."""
+    reply = await broker.raw(subject, body)
+    assert reply["error"] == (
+        f"request body of {len(body)} bytes refused unread: this broker takes at most "
+        f"65536 bytes for {subject}"
+    )
+
+
+async def test_a_register_body_may_hold_a_whole_card_escaped(broker):
+    """A REGISTER body takes a card of max_card_bytes with every byte escaped (``\\u00XX``)."""
+    card = p.encode(p.agent_card("agent.escaped", description="A" * 60_000))
+    body = card.replace(b"A" * 60_000, b"\\u0041" * 60_000)  # 360 KB, the card 60 KB
+    assert len(body) > 6 * 60_000
+    assert (await broker.raw(p.AGENT_REGISTER, body))["error"] == ""
+    limit = 64 * 1024 + 6 * 64 * 1024
+    reply = await broker.raw(p.AGENT_REGISTER, b" " * (limit + 1))
+    assert reply["error"].startswith(f"request body of {limit + 1} bytes refused unread")
