@@ -36,6 +36,7 @@ log = logging.getLogger("langchain_mq9.broker")
 READY = "mq9 dev broker ready on"
 CONNECT_TIMEOUT = 10.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SWITCH_INTERVAL = 0.0005  # seconds: see main()
 
 
 class StartupError(Exception):
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
         engine.load_model_soon()  # the first REGISTER then waits less, and not on the loop
+        # While the worker thread embeds or ranks, the loop waits for Python's lock at most
+        # this long (default 5 ms) each time it wakes: other clients' requests stay quick
+        sys.setswitchinterval(SWITCH_INTERVAL)
         if not args.nats:
             server = _start_server(args.host, args.port)
         url = args.nats or server.url

@@ -298,8 +298,11 @@ class AgentRegistry:
 
     @staticmethod
     def _weights(terms: set[str], counts: Counter, indexed: int) -> dict[str, float]:
-        """Each query term's rarity among the indexed agents (inverse document frequency)."""
-        return {t: math.log(1 + indexed / (1 + counts[t])) + 1 for t in terms}
+        """Each query term's rarity among the indexed agents (inverse document frequency);
+        a term no agent holds matches none, and is left out (a long query costs what its
+        known words cost, per agent)."""
+        held = [(t, n) for t in terms if (n := counts.get(t))]
+        return {t: math.log(1 + indexed / (1 + n)) + 1 for t, n in held}
 
     def _nearest(self, vector: Any, indexed: tuple[AgentEntry, ...]) -> list[AgentEntry]:
         import numpy as np  # there when an embedder is: the semantic extra brings both
