@@ -56,13 +56,17 @@ def heavy_request(kind: str, seed: int) -> tuple[str, bytes]:
     return p.AGENT_DISCOVER, b"{}"
 
 
-async def _heavy_loop(url: str, kind: str, running: threading.Event) -> None:
-    """Send ``kind``'s request back to back while ``running`` is set (the heavy client)."""
+async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: threading.Event):
+    """Send ``kind``'s request back to back while ``running`` is set (the heavy client); when
+    it is cleared, print "off" once the request under way is answered (``quiet`` asks)."""
     nc = await nats.connect(url)
     seed = 0
     try:
         while True:
             if not running.is_set():
+                if quiet.is_set():
+                    quiet.clear()
+                    print("off", flush=True)
                 await asyncio.sleep(0.01)
                 continue
             seed += 1
@@ -82,9 +86,9 @@ def heavy_main(argv: list[str]) -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--kind", choices=KINDS, required=True)
     args = parser.parse_args(argv)
-    running = threading.Event()
+    running, quiet = threading.Event(), threading.Event()
     loop = asyncio.new_event_loop()
-    task = loop.create_task(_heavy_loop(args.url, args.kind, running))
+    task = loop.create_task(_heavy_loop(args.url, args.kind, running, quiet))
 
     def read_commands() -> None:
         print("ready", flush=True)
@@ -93,6 +97,7 @@ def heavy_main(argv: list[str]) -> None:
                 running.set()
             else:
                 running.clear()
+                quiet.set()
         loop.call_soon_threadsafe(task.cancel)
 
     threading.Thread(target=read_commands, daemon=True).start()
@@ -163,9 +168,14 @@ async def _measure_sends(url: str, heavy: dict[str, _Child], quick: bool) -> dic
 
         def runner(kind: str | None):
             async def timed(n: int) -> list[float]:
-                for name, child in heavy.items():
-                    child.say("on" if name == kind else "off")
-                await asyncio.sleep(0.2)  # the heavy client's requests are under way
+                others = [child for name, child in heavy.items() if name != kind]
+                for child in others:  # the idle broker: nothing of theirs still running
+                    child.say("off")
+                for child in others:
+                    await asyncio.to_thread(child.wait_for, "off")
+                if kind is not None:
+                    heavy[kind].say("on")
+                    await asyncio.sleep(0.2)  # its requests are under way
                 out = []
                 for _ in range(n):
                     started = time.perf_counter()

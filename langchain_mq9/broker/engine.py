@@ -624,16 +624,18 @@ class BrokerEngine:
         return _OK
 
     async def _discover(self, body: bytes) -> bytes:
-        """Read the request and take the registry as it is (under the lock), then rank and
-        encode on the worker thread."""
+        return await self._off_loop(self._discover_now, body)
+
+    def _discover_now(self, body: bytes) -> bytes:
+        """A DISCOVER answered on the worker thread: the registry is taken as it is (a moment
+        under the lock), then ranked and encoded while the loop serves other requests."""
         request = _read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
         if not (request["semantic"] or request["text"]):
             entries = self._locked(lambda: list(self.registry.entries.values()))
-            return await self._off_loop(self._listing, entries)  # every agent, not paginated
+            return self._listing(entries)  # every agent, not paginated
         if not self.search:
             raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
-        indexed = self._locked(self.registry.indexed)
-        return await self._off_loop(self._search, request, indexed)
+        return self._search(request, self._locked(self.registry.indexed))
 
     def _locked(self, read: Callable[[], Any]) -> Any:
         with self._lock:
