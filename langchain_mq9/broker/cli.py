@@ -24,7 +24,7 @@ import threading
 
 from .. import __version__, semantic
 from .. import protocol as p
-from .._cli import configure_logging, count_limit, port, positive_int
+from .._cli import ArgumentParser, configure_logging, count_limit, port, positive_int
 from ..redaction import describe, redact
 from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
@@ -44,7 +44,7 @@ class StartupError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="mq9-dev-broker",
         description="Run the bundled mq9 broker on a real nats-server (for development and "
         "tests; use a RobustMQ broker in production).",
