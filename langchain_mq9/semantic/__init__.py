@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -144,8 +145,18 @@ def chosen_directory() -> str | None:
     return os.environ.get(MODEL_ENV) or None
 
 
-@lru_cache(maxsize=4)
 def _embedder_for(directory: str | None) -> Embedder | None:
+    # One load at a time: a broker's worker thread and a client's ranking thread may both ask
+    # first, and each would load the model (seconds of CPU) and hold a copy.
+    with _LOADING:
+        return _loaded(directory)
+
+
+_LOADING = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _loaded(directory: str | None) -> Embedder | None:
     if directory is None:
         return _open_model()
     from .model_dir import open_directory
