@@ -247,13 +247,13 @@ class BrokerEngine:
 
     async def _off_loop(self, work: Callable[..., Any], *args: Any) -> Any:
         """``work(*args)`` on the broker's worker thread, the loop serving others meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(_worker(), work, *args)
+        return await asyncio.get_running_loop().run_in_executor(_WORKER, work, *args)
 
     def load_model_soon(self) -> None:
         """Start loading the embedding model on the worker thread now (at a broker's start),
         so the first REGISTER or search waits less for it, and never on the loop. A model
         that cannot be loaded is the error of the requests that need it."""
-        _worker().submit(self._quietly_load_model)
+        _WORKER.submit(self._quietly_load_model)
 
     def _quietly_load_model(self) -> None:
         try:
@@ -638,7 +638,11 @@ class BrokerEngine:
         return self._search(request, self._locked(self.registry.indexed))
 
     def _locked(self, read: Callable[[], Any]) -> Any:
+        """``read()`` of the state under the lock (refused, as every request, once the data
+        file could not be read back)."""
         with self._lock:
+            if self._broken is not None:
+                raise StorageError(self._broken)
             return read()
 
     def _search(self, request: dict[str, Any], indexed: tuple[AgentEntry, ...]) -> bytes:
@@ -839,14 +843,6 @@ def _header_number(headers: Mapping[str, str], name: str) -> int | None:
     return None if text is None else p.header_u64(text)
 
 
-_WORKERS: list[ThreadPoolExecutor] = []
-_WORKERS_LOCK = threading.Lock()
-
-
-def _worker() -> ThreadPoolExecutor:
-    """The one thread the process's brokers hand CPU-heavy work to (made on first use): one,
-    as onnxruntime runs one embedding per thread and the loop needs the other core."""
-    with _WORKERS_LOCK:
-        if not _WORKERS:
-            _WORKERS.append(ThreadPoolExecutor(1, thread_name_prefix="mq9-broker-work"))
-        return _WORKERS[0]
+# The one thread the process's brokers hand CPU-heavy work to (started on first use): one, as
+# onnxruntime runs an embedding on one thread and the loop needs the other core.
+_WORKER = ThreadPoolExecutor(1, thread_name_prefix="mq9-broker-work")
