@@ -15,9 +15,12 @@ nothing hangs). bench/hostile_loop.py measures the latencies.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
@@ -129,3 +132,84 @@ async def test_a_register_body_may_hold_a_whole_card_escaped(broker):
     limit = 64 * 1024 + 6 * 64 * 1024
     reply = await broker.raw(p.AGENT_REGISTER, b" " * (limit + 1))
     assert reply["error"].startswith(f"request body of {limit + 1} bytes refused unread")
+
+
+# -- QUERY by tags: what a request costs is what it can return ------------------------------------
+
+
+class IteratedDict(dict):
+    """A mailbox's tag index, counting the times a read walks all of its tags."""
+
+    walks = 0
+
+    def __iter__(self):
+        self.walks += 1
+        return super().__iter__()
+
+
+async def _tagged_engine(tags_per_message: list[str]):
+    from langchain_mq9.broker import BrokerEngine
+
+    engine = BrokerEngine()
+    await engine.handle(p.MAILBOX_CREATE, None, b'{"name":"box","ttl":0}')
+    for tags in tags_per_message:
+        await engine.handle(p.MSG_SEND + "box", {p.HEADER_TAGS: tags}, b"m")
+    return engine
+
+
+async def _query_ids(engine, tags: list[str]) -> list[int]:
+    reply = json.loads(await engine.handle(p.MSG_QUERY + "box", None, p.encode({"tags": tags})))
+    assert reply["error"] == "", reply
+    return [m["msg_id"] for m in reply["messages"]]
+
+
+async def test_a_tag_query_finds_its_tags_without_walking_every_tag_the_mailbox_holds():
+    """Issue #35 (each kind's heaviest request): a QUERY of 6,000 tags on a mailbox holding
+    2,000 tags took 1.5 s on the loop, each tag comparing every tag the mailbox holds."""
+    engine = await _tagged_engine([f"t{i % 50},x/y{i}" for i in range(2_000)])
+    mailbox = engine.topics["box"]
+    mailbox.tagged = IteratedDict(mailbox.tagged)
+    assert await _query_ids(engine, [f"missing{i}" for i in range(500)]) == []
+    assert (await _query_ids(engine, ["x/y7", "t3"]))[:3] == [7, 3, 53]
+    assert mailbox.tagged.walks == 0
+
+
+async def test_a_tag_given_again_is_read_once(monkeypatch):
+    """Issue #35: ``["x"] * 6000`` read the tag (and its 2,000 sub-tags) 6,000 times: 107 s on
+    the loop. The answer is the same as for the tag given once."""
+    from langchain_mq9.broker.mailbox import Mailbox
+
+    engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
+    reads: list[str] = []
+    read_tag = Mailbox.read_tag
+    monkeypatch.setattr(
+        Mailbox, "read_tag", lambda self, tag, *a: reads.append(tag) or read_tag(self, tag, *a)
+    )
+    once = await _query_ids(engine, ["x"])
+    assert await _query_ids(engine, ["x"] * 6_000) == once
+    assert reads == ["x", "x"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    carried=st.lists(st.lists(st.text("ab/0.é", min_size=1, max_size=4), max_size=3), max_size=30),
+    asked=st.text("ab/0.é", min_size=1, max_size=4),
+    limit=st.integers(1, 40),
+)
+def test_a_tag_read_finds_the_tag_and_those_below_it_in_key_order(carried, asked, limit):
+    """The tags below ``asked`` are a range of the sorted tag names (from ``asked/`` to
+    ``asked0``): the same messages, in the same order, as comparing every tag."""
+    from langchain_mq9.broker.mailbox import Mailbox, StoredMessage
+    from langchain_mq9.protocol import Priority
+
+    mailbox = Mailbox("box", create_time=0, ttl=0)
+    for tags in carried:
+        mailbox.append(StoredMessage(-1, b"", Priority.NORMAL, 0, tags=tuple(tags)))
+    keys = sorted(
+        (f"{tag}/{message.msg_id:020}", message.msg_id)
+        for message in mailbox.messages.values()
+        for tag in dict.fromkeys(message.tags)
+        if tag == asked or tag.startswith(asked + "/")
+    )
+    expected = [msg_id for _, msg_id in keys][:limit]
+    assert [m.msg_id for m in mailbox.read_tag(asked, limit, 0)] == expected

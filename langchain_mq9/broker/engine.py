@@ -536,7 +536,8 @@ class BrokerEngine:
             found = [message][:limit] if message is not None else []
         elif request["tags"]:
             by_id: dict[int, StoredMessage] = {}
-            for tag in request["tags"]:  # any tag matches; each tag reads up to limit
+            # any tag matches; each tag reads up to limit (a tag given again adds nothing)
+            for tag in dict.fromkeys(request["tags"]):
                 for message in _capped(mailbox.read_tag(tag, limit, now)):
                     by_id.setdefault(message.msg_id, message)
             found = list(by_id.values())
