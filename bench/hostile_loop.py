@@ -33,7 +33,8 @@ from .results import Check
 TARGET = 2.0
 QUERY_BYTES = 64 * 1024 - 64  # a query as large as a DISCOVER body may be, with its JSON
 CARD_BYTES = 64 * 1024 - 512  # a card as large as the broker keeps
-KINDS = ("register", "semantic", "text", "listing")
+KINDS = ("register", "semantic", "text", "listing", "query")
+TAGGED_BOX, TAGGED = "heavy.tags", 2_000
 READY = "mq9 dev broker ready on "
 REGISTRY, REGISTRY_QUICK = 1_000, 50  # agents the searches rank and the listing lists
 HONEST_BOX = "honest.box"
@@ -53,7 +54,19 @@ def heavy_request(kind: str, seed: int) -> tuple[str, bytes]:
         return p.AGENT_DISCOVER, p.encode({"semantic": _query(seed)})
     if kind == "text":
         return p.AGENT_DISCOVER, p.encode({"text": _query(seed)})
+    if kind == "query":  # every tag the heavy client's mailbox holds, and more: 64 KiB of them
+        tags = [f"x/y{i}" for i in range(QUERY_BYTES // 12)]  # a tag takes at most 12 bytes
+        return p.query_subject(TAGGED_BOX), p.encode({"tags": tags})
     return p.AGENT_DISCOVER, b"{}"
+
+
+async def _tagged_mailbox(nc) -> None:
+    """The heavy client's own mailbox for its QUERYs: TAGGED messages, each two tags."""
+    await nc.request(p.MAILBOX_CREATE, p.encode({"name": TAGGED_BOX, "ttl": 0}))
+    for i in range(TAGGED):
+        await nc.request(
+            p.send_subject(TAGGED_BOX), b"m" * 100, headers={p.HEADER_TAGS: f"t{i % 50},x/y{i}"}
+        )
 
 
 async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: threading.Event):
@@ -61,6 +74,8 @@ async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: thre
     it is cleared, print "off" once the request under way is answered (``quiet`` asks)."""
     nc = await nats.connect(url)
     seed = 0
+    if kind == "query":
+        await _tagged_mailbox(nc)
     try:
         while True:
             if not running.is_set():
@@ -238,7 +253,8 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
     notes = [
         "9d: the heavy client sends, back to back, a REGISTER of a 64 KiB card (a new one each "
         "time, unregistered after), a semantic or a text DISCOVER with a 64 KiB query (the "
-        "largest body a DISCOVER may have), or the listing of every agent.",
+        "largest body a DISCOVER may have), the listing of every agent, or a QUERY of 64 KiB of "
+        f"tags on a mailbox of {TAGGED:,} messages with two tags each.",
     ]
     return [check], figures, notes
 

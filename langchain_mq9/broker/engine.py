@@ -587,6 +587,7 @@ class BrokerEngine:
             raise Mq9Error(p.err_card_too_large(size, limit))
         entry = AgentEntry.make(name, agent_info, 0)
         if name not in self.registry.entries:  # a taken name keeps its entry: no vector
+            self._check_entry_fits(entry)
             self.registry.embed(entry)
         return entry
 
@@ -597,7 +598,6 @@ class BrokerEngine:
         if limit is not None and len(self.registry) >= limit:
             raise Mq9Error(p.err_agent_limit(limit))
         entry.create_time = self.now_second()
-        self._check_entry_fits(entry)
         self.registry.register(entry)
         self.storage.agent_saved(entry)
         if entry.card is not None:
