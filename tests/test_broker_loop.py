@@ -213,3 +213,21 @@ def test_a_tag_read_finds_the_tag_and_those_below_it_in_key_order(carried, asked
     )
     expected = [msg_id for _, msg_id in keys][:limit]
     assert [m.msg_id for m in mailbox.read_tag(asked, limit, 0)] == expected
+
+
+async def test_a_query_of_many_tags_lets_other_requests_through_between_its_reads():
+    """Issue #35: a QUERY of thousands of tags read them all in one go on the loop (each tag up
+    to 100 messages). It reads a few at a time, and a SEND that arrives meanwhile is answered
+    before it ends, with the same answer as before."""
+    from langchain_mq9.broker.engine import QUERY_TAGS_AT_ONCE
+
+    engine = await _tagged_engine([f"t{i % 50},x/y{i}" for i in range(500)])
+    tags = [f"x/y{i}" for i in range(4 * QUERY_TAGS_AT_ONCE)]
+    finished: list[str] = []
+    query = asyncio.create_task(engine.handle(p.MSG_QUERY + "box", None, p.encode({"tags": tags})))
+    send = asyncio.create_task(engine.handle(p.MSG_SEND + "box", None, b"meanwhile"))
+    query.add_done_callback(lambda _: finished.append("query"))
+    send.add_done_callback(lambda _: finished.append("send"))
+    answered, _ = await asyncio.gather(query, send)
+    assert finished == ["send", "query"]
+    assert [m["msg_id"] for m in json.loads(answered)["messages"]] == list(range(len(tags)))
