@@ -35,6 +35,7 @@ QUERY_BYTES = 64 * 1024 - 64  # a query as large as a DISCOVER body may be, with
 CARD_BYTES = 64 * 1024 - 512  # a card as large as the broker keeps
 KINDS = ("register", "semantic", "text", "listing", "query")
 TAGGED_BOX, TAGGED = "heavy.tags", 2_000
+PREPARED = 16  # requests of each kind made before the heavy client starts
 READY = "mq9 dev broker ready on "
 REGISTRY, REGISTRY_QUICK = 1_000, 50  # agents the searches rank and the listing lists
 HONEST_BOX = "honest.box"
@@ -76,6 +77,9 @@ async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: thre
     seed = 0
     if kind == "query":
         await _tagged_mailbox(nc)
+    # Made beforehand, so this process takes little CPU from the broker's while it runs (a
+    # REGISTER needs a new card each time: its vector is cached by text; a card is quick to make)
+    ready = [heavy_request(kind, -i) for i in range(PREPARED)]
     try:
         while True:
             if not running.is_set():
@@ -85,7 +89,9 @@ async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: thre
                 await asyncio.sleep(0.01)
                 continue
             seed += 1
-            subject, body = heavy_request(kind, seed)
+            subject, body = (
+                heavy_request(kind, seed) if kind == "register" else ready[seed % PREPARED]
+            )
             reply = await nc.request(subject, body, timeout=120)
             if b'"error":""' not in reply.data[:20]:
                 print(f"heavy {kind} refused: {reply.data[:300]!r}", file=sys.stderr)
