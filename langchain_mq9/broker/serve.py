@@ -19,7 +19,7 @@ from .engine import BrokerEngine
 log = logging.getLogger("langchain_mq9.broker")
 
 
-_WAITING = (p.MSG_FETCH, p.AGENT_REGISTER, p.AGENT_DISCOVER)
+_WAITING = (p.MSG_FETCH, p.MSG_QUERY, p.AGENT_REGISTER, p.AGENT_DISCOVER)
 
 
 class NatsService:
@@ -52,9 +52,9 @@ class NatsService:
 
     async def _on_request(self, msg: Msg) -> None:
         # Commands are answered at once, in arrival order, except those that wait: a FETCH
-        # that finds nothing waits its max_wait_ms, and REGISTER and DISCOVER wait for the
-        # engine's worker thread (embedding, ranking). Each of those gets a task and holds up
-        # no request behind it.
+        # that finds nothing waits its max_wait_ms, REGISTER and DISCOVER wait for the engine's
+        # worker thread (embedding, ranking), a QUERY of many tags lets others through between
+        # its reads. Each of those gets a task and holds up no request behind it.
         if not msg.subject.startswith(_WAITING):
             await self._answer(msg)
             return
