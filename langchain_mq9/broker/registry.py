@@ -113,7 +113,8 @@ def stem(word: str) -> str:
 
 
 def stems(text: str) -> set[str]:
-    return {stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+    # each distinct word stemmed once: a 64 KiB card repeats its words thousands of times
+    return {stem(w) for w in set(_WORD.findall(text.lower())) - _STOPWORDS}
 
 
 def words(text: str) -> set[str]:
