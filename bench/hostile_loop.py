@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ import time
 import nats
 
 from langchain_mq9 import protocol as p
+from langchain_mq9.broker.engine import WORKER_NICENESS
 from langchain_mq9.broker.nats_process import free_port
 
 from .infra import ROOT, START_TIMEOUT, child_env
@@ -34,6 +36,9 @@ TARGET = 2.0
 QUERY_BYTES = 64 * 1024 - 64  # a query as large as a DISCOVER body may be, with its JSON
 CARD_BYTES = 64 * 1024 - 512  # a card as large as the broker keeps
 KINDS = ("register", "semantic", "text", "listing", "query")
+# Not a request: a process burning a core at the worker thread's priority, for the figure of
+# what busy cores alone cost the honest client's SEND on this machine
+BUSY = "a busy core"
 TAGGED_BOX, TAGGED = "heavy.tags", 2_000
 PREPARED = 16  # requests of each kind made before the heavy client starts
 READY = "mq9 dev broker ready on "
@@ -73,6 +78,8 @@ async def _tagged_mailbox(nc) -> None:
 async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: threading.Event):
     """Send ``kind``'s request back to back while ``running`` is set (the heavy client); when
     it is cleared, print "off" once the request under way is answered (``quiet`` asks)."""
+    if kind == BUSY:
+        return await asyncio.to_thread(_burn, running, quiet)
     nc = await nats.connect(url)
     seed = 0
     if kind == "query":
@@ -101,11 +108,24 @@ async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: thre
         await nc.close()
 
 
+def _burn(running: threading.Event, quiet: threading.Event) -> None:
+    """Keep a core busy at the broker's worker priority while ``running`` is set."""
+    os.nice(WORKER_NICENESS)
+    while True:
+        if running.is_set():
+            sum(range(10_000))
+            continue
+        if quiet.is_set():
+            quiet.clear()
+            print("off", flush=True)
+        time.sleep(0.01)
+
+
 def heavy_main(argv: list[str]) -> None:
     """The heavy client's process: ``on`` and ``off`` lines on stdin switch it; EOF ends it."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--kind", choices=KINDS, required=True)
+    parser.add_argument("--kind", choices=(*KINDS, BUSY), required=True)
     args = parser.parse_args(argv)
     running, quiet = threading.Event(), threading.Event()
     loop = asyncio.new_event_loop()
@@ -222,7 +242,7 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
     heavy: dict[str, _Child] = {}
     try:
         broker.wait_for(READY)
-        for kind in KINDS:  # started together, then waited for
+        for kind in (*KINDS, BUSY):  # started together, then waited for
             heavy[kind] = _Child(["-m", "bench.hostile_loop", "--url", url, "--kind", kind])
         for child in heavy.values():
             child.wait_for("ready")
@@ -246,7 +266,9 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
         op="<=",
         limit=TARGET,
         note=f"{stats['idle'].n} SENDs per variant; registry of "
-        f"{REGISTRY_QUICK if quick else REGISTRY} agents",
+        f"{REGISTRY_QUICK if quick else REGISTRY} agents; beside {BUSY} alone, no request: "
+        f"p99 {fmt_seconds(stats[BUSY].quantile(0.99))} "
+        f"({stats[BUSY].quantile(0.99) / idle:.2f}x idle)",
     )
     figures = [("honest SEND idle (p50 / p99)", _p50_p99(stats["idle"]))]
     figures += [
@@ -256,11 +278,14 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
         )
         for kind in KINDS
     ]
+    figures.append((f"honest SEND beside {BUSY} (p50 / p99)", _p50_p99(stats[BUSY])))
     notes = [
         "9d: the heavy client sends, back to back, a REGISTER of a 64 KiB card (a new one each "
         "time, unregistered after), a semantic or a text DISCOVER with a 64 KiB query (the "
         "largest body a DISCOVER may have), the listing of every agent, or a QUERY of 64 KiB of "
-        f"tags on a mailbox of {TAGGED:,} messages with two tags each.",
+        f"tags on a mailbox of {TAGGED:,} messages with two tags each. Beside {BUSY}: no "
+        "request, another process spinning at the worker thread's priority (nice "
+        f"{WORKER_NICENESS}), what busy cores alone cost the SEND here.",
     ]
     return [check], figures, notes
 
