@@ -227,7 +227,7 @@ def run(cfg: Config, net: Any) -> Section:
     section.notes.append(
         "Both sides poll (every 0.1 s: RobustMQ's FETCH does not wake on arrival), so the "
         "times are mostly polling; an agent call also writes each task state twice (the "
-        "agent's {name}.tasks and the caller's reply mailbox) and claims its request for one "
+        "agent's task store and the caller's reply mailbox) and claims its request for one "
         "replica."
     )
     return section

@@ -1,41 +1,99 @@
-"""The cluster failover run (issue #28): SENDs through a client given every node of a running
-RobustMQ cluster, the node it is connected to killed part-way, then every message the broker
-acknowledged looked for. Nothing here starts or builds RobustMQ: start the cluster by hand
-(docs/deploy.md) and say how to kill a node with ``--kill``, a shell command in which
-``{port}`` stands for the NATS port of the node the client is using.
+"""The cluster failover runs (issues #28, #45): SENDs to a mailbox of a running RobustMQ
+cluster, **the node that holds the mailbox's shard** killed part-way and started again, then
+every message the broker acknowledged looked for on every node. Nothing here starts or builds
+RobustMQ: start the cluster by hand (docs/deploy.md) and say how to kill and start a node with
+``--kill`` and ``--start``, shell commands in which ``{port}`` stands for the NATS port of the
+node to kill or start.
 
-    python -m bench.cluster_failover --urls nats://127.0.0.1:4222,nats://127.0.0.1:5222,\
-nats://127.0.0.1:6222 --kill 'kill -9 $(cat /path/to/node-of-{port}.pid)'
+    python -m bench.cluster_failover --runs 10 \
+        --urls nats://127.0.0.1:4222,nats://127.0.0.1:5222,nats://127.0.0.1:6222 \
+        --admin http://127.0.0.1:58080 \
+        --kill 'kill -9 $(cat /path/to/node-of-{port}.pid)' --start '/path/to/start {port}'
 
-Every SEND is counted as acked (its msg_id), failed retryable or failed final, with the error's
-class; afterwards the mailbox is read through each node and the acked messages are matched by
-payload. The client's own check of the log (``client.warnings``) says whether it noticed a
-loss. The run passes when every acked message is readable or the client reported the log
-going back, and every failure was a retryable error.
+The holder is read from RobustMQ's admin API (``/api/storage-engine/shard/list`` by topic, then
+``/api/storage-engine/segment/list``: the active segment's ``leader``, a broker id; the n-th URL
+is broker n unless ``--nodes 1=4222,2=5222,...`` says otherwise). The admin API answers loopback
+callers without a token (admin-server ``auth.rs`` ``auth_middleware``).
+
+Each run records: SENDs acknowledged; how long the mailbox was unavailable (first failed SEND
+to the first acknowledged one after it); how many acknowledged messages no node returns
+afterwards; and who was told: the **sender** (``client.warnings``: a SEND answered a msg_id at or
+below one it already got), a **group reader** that read and acked before the kill and reads
+again after the restart (``GroupReader``, which warns through the same client check), and a
+**fresh client** started after the loss, given only a receipt the application kept
+(``Mq9Client.check_receipt``: the msg_id and payload of the last message acknowledged before the
+kill). A run passes when nothing acknowledged was lost, or the sender was warned.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
+import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
+from dataclasses import asdict, dataclass, field
 from urllib.parse import urlparse
 
 from langchain_mq9 import Mq9Client, Mq9Error
+from langchain_mq9.consumer import GroupReader
 
 
-def connected_port(client: Mq9Client) -> int:
-    """The NATS port of the node the client's connection is on (nats-py's connected_url)."""
-    return client._transport._connection.connected_url.port
+@dataclass
+class Run:
+    mailbox: str
+    holder_port: int | None
+    acked: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    failed_final: list[str] = field(default_factory=list)
+    unavailable_s: float = 0.0
+    lost: int = 0
+    sender_warned: bool = False
+    reader_warned: bool = False
+    fresh_client_warned: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed_final and (self.lost == 0 or self.sender_warned)
 
 
-async def until(action, seconds: float):
+def admin_post(admin: str, path: str, body: dict) -> object:
+    request = urllib.request.Request(
+        f"{admin.rstrip('/')}/api{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        reply = json.loads(answer.read())
+    if reply.get("code") not in (0, 200, None):
+        raise RuntimeError(f"admin {path}: {reply}")
+    return reply.get("data")
+
+
+def holder_broker(admin: str, mailbox: str) -> int | None:
+    """The broker id leading the active segment of the mailbox's shard, or None if the admin
+    API does not know the mailbox (yet)."""
+    shards = admin_post(admin, "/storage-engine/shard/list", {"topic_name": mailbox, "limit": 50})
+    rows = shards.get("data", []) if isinstance(shards, dict) else []
+    mine = [r["shard_info"] for r in rows if r["shard_info"]["topic_name"].endswith(mailbox)]
+    if not mine:
+        return None
+    shard = mine[0]
+    body = {"shard_name": shard["shard_name"]}
+    segments = admin_post(admin, "/storage-engine/segment/list", body)
+    for row in segments.get("segment_list", []) if isinstance(segments, dict) else []:
+        if row["segment"]["segment_seq"] == shard["active_segment_seq"]:
+            return int(row["segment"]["leader"])
+    return None
+
+
+async def until(action, seconds: float, pause: float = 0.5):
     """``action()`` once it stops failing retryably, within ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
@@ -44,68 +102,161 @@ async def until(action, seconds: float):
         except Mq9Error as exc:
             if not exc.retryable or time.monotonic() > deadline:
                 raise
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(pause)
 
 
-async def run(urls: list[str], sends: int, kill_after: int, kill: str, settle: float) -> dict:
+def shell(command: str, port: int) -> None:
+    subprocess.run(command.format(port=port), shell=True, check=True)
+
+
+async def one_run(
+    urls: list[str],
+    admin: str,
+    nodes: dict[int, int],
+    kill: str,
+    start: str,
+    *,
+    sends: int,
+    kill_after: int,
+    down: float,
+    settle: float,
+) -> Run:
     box = f"failover.{uuid.uuid4().hex[:10]}"
-    acked: dict[str, int] = {}
-    failures: Counter[str] = Counter()
-    final: list[str] = []
-    killed_port = None
-    async with Mq9Client(",".join(urls)) as client:
+    # the reader has a client of its own: each client's warnings say what it saw
+    async with (
+        Mq9Client(",".join(urls), request_timeout=5) as client,
+        Mq9Client(",".join(urls), request_timeout=5) as reader_client,
+    ):
         await until(lambda: client.mailbox_create(name=box, ttl=3600), settle)
-        for i in range(sends):
-            if i == kill_after:
-                killed_port = connected_port(client)
-                subprocess.run(kill.format(port=killed_port), shell=True, check=True)
+        await until(lambda: client.send(box, "probe"), settle)  # the shard exists once written
+        broker = None
+        deadline = time.monotonic() + settle
+        while broker is None and time.monotonic() < deadline:
+            broker = holder_broker(admin, box)
+            if broker is None:
+                await asyncio.sleep(0.5)
+        run = Run(box, nodes.get(broker) if broker is not None else None)
+        if run.holder_port is None:
+            raise RuntimeError(f"no holder found for {box} (broker {broker}, nodes {nodes})")
+        reader = GroupReader(reader_client, box, group_name="failover")
+        acked: dict[str, int] = {}
+        receipt: tuple[int, str] | None = None
+        failures: Counter[str] = Counter()
+        first_failure = back_at = None
+        restart_at = None
+        i = 0
+        give_up = time.monotonic() + down + 4 * settle
+        while i < sends and time.monotonic() < give_up:
+            if i == kill_after and restart_at is None:
+                # the group reader has read and acked what was there before the kill
+                for message in await reader.fetch(num_msgs=kill_after + 10):
+                    await reader.ack(message.msg_id)
+                shell(kill, run.holder_port)
+                restart_at = time.monotonic() + down
+            if restart_at is not None and restart_at > 0 and time.monotonic() >= restart_at:
+                shell(start, run.holder_port)
+                restart_at = 0.0
             payload = f"m{i}"
             try:
                 acked[payload] = await client.send(box, payload)
+                if i == kill_after - 1:
+                    receipt = (acked[payload], payload)
+                if first_failure is not None and back_at is None:
+                    back_at = time.monotonic()
+                i += 1
             except Mq9Error as exc:
                 failures[type(exc).__name__] += 1
+                first_failure = first_failure or time.monotonic()
                 if not exc.retryable:
-                    final.append(exc.message[:200])
-        warnings = dict(client.warnings)
-        moved_to = connected_port(client)
+                    run.failed_final.append(exc.message[:200])
+                    i += 1
+                else:
+                    await asyncio.sleep(0.5)
+        if restart_at:  # the sends ended before the restart was due
+            await asyncio.sleep(max(0.0, restart_at - time.monotonic()))
+            shell(start, run.holder_port)
+        run.acked = len(acked)
+        run.failed = dict(failures)
+        if first_failure is not None:
+            run.unavailable_s = round((back_at or time.monotonic()) - first_failure, 1)
+        run.sender_warned = box in client.warnings
+        with contextlib.suppress(Mq9Error):  # what it reads is not the point: its warning is
+            await until(lambda: reader.fetch(num_msgs=sends * 2), settle)
+        run.reader_warned = box in reader_client.warnings
     readable: dict[str, set[str]] = {}
     for url in urls:
-        if urlparse(url).port == killed_port:
-            continue
-        async with Mq9Client(url) as reader:
+        async with Mq9Client(url, request_timeout=5) as other:
             messages = await until(
-                lambda reader=reader: reader.fetch(box, deliver="earliest", num_msgs=sends * 2),
+                lambda other=other: other.fetch(box, deliver="earliest", num_msgs=sends * 2),
                 settle,
             )
             readable[url] = {m.text() for m in messages}
-    missing = {url: sorted(set(acked) - seen) for url, seen in readable.items()}
-    lost = max((len(m) for m in missing.values()), default=0)
-    ids = list(acked.values())
+    run.lost = max((len(set(acked) - seen) for seen in readable.values()), default=0)
+    if receipt is not None:
+        async with Mq9Client(",".join(urls), request_timeout=5) as fresh:
+            run.fresh_client_warned = not await until(
+                lambda: fresh.check_receipt(box, *receipt), settle
+            )
+    return run
+
+
+def summary(runs: list[Run]) -> dict:
+    losing = [r for r in runs if r.lost]
     return {
-        "mailbox": box,
-        "sends": sends,
-        "acked": len(acked),
-        "failed": dict(failures),
-        "failed_final": final,
-        "killed_port": killed_port,
-        "moved_to_port": moved_to,
-        "msg_ids_went_back": any(b <= a for a, b in itertools.pairwise(ids)),
-        "acked_but_unreadable": {url: len(m) for url, m in missing.items()},
-        "client_warned": warnings,
-        "passed": not final and (lost == 0 or bool(warnings)),
+        "runs": len(runs),
+        "losing_runs": len(losing),
+        "lost_per_losing_run": [r.lost for r in losing],
+        "acked_median": statistics.median(r.acked for r in runs) if runs else 0,
+        "unavailable_s_median": statistics.median(r.unavailable_s for r in runs) if runs else 0,
+        "unavailable_s_max": max((r.unavailable_s for r in runs), default=0),
+        "losing_runs_warned_sender": sum(r.sender_warned for r in losing),
+        "losing_runs_warned_reader": sum(r.reader_warned for r in losing),
+        "losing_runs_warned_fresh_client": sum(r.fresh_client_warned for r in losing),
+        "false_alarms_fresh_client": sum(r.fresh_client_warned for r in runs if not r.lost),
+        "passed": all(r.passed for r in runs),
     }
+
+
+def node_ports(urls: list[str], spec: str | None) -> dict[int, int]:
+    if spec:
+        pairs = (item.split("=") for item in spec.split(","))
+        return {int(broker): int(port) for broker, port in pairs}
+    return {n: urlparse(url).port or 4222 for n, url in enumerate(urls, start=1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--urls", required=True, help="the cluster's NATS URLs, comma-separated")
-    parser.add_argument("--kill", required=True, help="shell command; {port}: the node in use")
+    parser.add_argument("--admin", required=True, help="a node's admin URL (http://host:port)")
+    parser.add_argument("--kill", required=True, help="shell command; {port}: the node to kill")
+    parser.add_argument("--start", required=True, help="shell command; {port}: the node to start")
+    parser.add_argument("--nodes", help="broker id to NATS port, e.g. 1=4222,2=5222,3=6222")
+    parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--sends", type=int, default=300)
     parser.add_argument("--kill-after", type=int, default=100)
+    parser.add_argument("--down", type=float, default=40.0, help="seconds the node stays down")
     parser.add_argument("--settle", type=float, default=90.0, help="seconds to wait for a node")
     args = parser.parse_args(argv)
     urls = [u.strip() for u in args.urls.split(",") if u.strip()]
-    result = asyncio.run(run(urls, args.sends, args.kill_after, args.kill, args.settle))
+    nodes = node_ports(urls, args.nodes)
+    runs = []
+    for n in range(args.runs):
+        run = asyncio.run(
+            one_run(
+                urls,
+                args.admin,
+                nodes,
+                args.kill,
+                args.start,
+                sends=args.sends,
+                kill_after=args.kill_after,
+                down=args.down,
+                settle=args.settle,
+            )
+        )
+        runs.append(run)
+        print(json.dumps({"run": n + 1, **asdict(run), "passed": run.passed}), flush=True)
+    result = summary(runs)
     print(json.dumps(result, indent=2))
     return 0 if result["passed"] else 1
 

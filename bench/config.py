@@ -18,6 +18,7 @@ class Config:
     engine_rounds: tuple[int, int]
     registry_sizes: tuple[int, ...]
     discover_rounds: tuple[int, int]
+    ghost_check_sizes: tuple[int, ...]  # agents, for the search check's cost (11f, 11g)
     # throughput
     load_processes: int
     workers_per_process: int
@@ -39,6 +40,7 @@ FULL = Config(
     engine_rounds=(20, 100),
     registry_sizes=(100, 1_000, 3_000, 10_000),
     discover_rounds=(10, 5),
+    ghost_check_sizes=(10, 1_000, 10_000),
     load_processes=2,
     workers_per_process=16,
     load_rounds=6,
@@ -57,6 +59,7 @@ QUICK = Config(
     engine_rounds=(2, 10),
     registry_sizes=(50, 200),
     discover_rounds=(2, 2),
+    ghost_check_sizes=(10, 200),
     load_processes=1,
     workers_per_process=4,
     load_rounds=1,

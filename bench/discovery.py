@@ -5,7 +5,8 @@ queries: keywords, paraphrases that share no word stem with their card, and the 
 in another language): recall@1 and mean reciprocal rank of the embeddings ranking (the
 ``semantic`` extra: all-MiniLM-L6-v2, as RobustMQ's vector-search build) against the lexical
 one it replaces when the extra is absent. And what embeddings cost: CPU to register a card
-(embedded once, at REGISTER) and a ``semantic`` DISCOVER over 10,000 agents.
+(embedded once, at REGISTER) and a ``semantic`` DISCOVER over 10,000 agents. And what checking
+search answers against the listing costs on RobustMQ (11f, 11g: ``bench/ghost_check.py``).
 
 ``tests/test_discovery_set.py`` asserts the quality targets; this module is shared by both.
 """
@@ -437,6 +438,13 @@ def run(cfg: Any) -> Any:
                 f"{REQUEST_TIMEOUT:g} s request timeout (limit {DISCOVER_SHARE:g}×)",
             )
         )
+    import asyncio
+
+    from . import ghost_check
+
+    checks, figures = asyncio.run(ghost_check.run(cfg))
+    section.checks += checks
+    section.figures += figures
     size = extra_install_bytes()
     if size is not None:
         section.figures.append(
@@ -460,6 +468,10 @@ def run(cfg: Any) -> Any:
         "broker's stems ranking. Register CPU: `AgentRegistry.register` of a card never "
         "embedded before (process time). DISCOVER over 10,000 agents with the default model "
         "is target 4e; with the multilingual model it is shown above (card vectors stand-ins, "
-        "each query embedded by the model)."
+        "each query embedded by the model). 11f/11g: a search checked against the registry's "
+        "listing, as the client checks RobustMQ's (its index trails its registry: "
+        "docs/discovery.md), on the bundled engine in process with the check forced on: the "
+        "listing held (a lookup per hit) and read for the search (at most once per listing_ttl, "
+        "1 s, per client)."
     )
     return section

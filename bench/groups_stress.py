@@ -12,7 +12,10 @@ half under a new one. Then the survivors drain the mailbox, and the logs are cou
 - repeats after a kill: handled again after the worker holding it was killed before its ack
   (allowed, counted);
 - internal mailboxes left one lease TTL after the workers stopped (target 0): a CREATE of the
-  lease mailbox's name succeeds only when it is gone.
+  lease mailbox's name succeeds only when it is gone;
+- one poison message among them, whose handling always fails (``GroupReader.fail``, tried again
+  at once): it must end in the dead-letter mailbox (target: not missing), whoever held it when
+  the kills fell, and the others be handled as above.
 
     python -m bench.groups_stress                        # on the bundled broker, full size
     python -m bench.groups_stress --url nats://127.0.0.1:4222 --gc-wait 75   # on RobustMQ
@@ -37,6 +40,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from langchain_mq9 import GroupReader, Mq9Client
+from langchain_mq9.dead_letters import DeadLetter, dead_letter_address
 from langchain_mq9.leases import lease_address
 
 from .config import Config
@@ -44,6 +48,7 @@ from .results import Check, Section
 
 TITLE = "Competing workers under kill -9 (target 10)"
 GROUP = "stress"
+POISON = b"poison"
 PRIORITIES = ("normal", "normal", "urgent", "critical")
 
 
@@ -62,11 +67,23 @@ async def work(url: str, box: str, name: str, lease_ttl: int, log: Path) -> None
                 if not batch:
                     continue
                 idle_since = time.monotonic()
+                handled = []
                 for message in batch:  # "handling": a short piece of work, then the record
+                    if message.payload == POISON:
+                        await fail_for_ever(reader, message.msg_id)
+                        continue
                     await asyncio.sleep(rng.uniform(0, 0.01))
                     out.write(f"handled {message.msg_id} {name} {os.getpid()} {time.time():.3f}\n")
-                await reader.done([m.msg_id for m in batch])
-                out.write(f"acked {' '.join(str(m.msg_id) for m in batch)} {os.getpid()}\n")
+                    handled.append(message.msg_id)
+                if handled:
+                    await reader.done(handled)
+                    out.write(f"acked {' '.join(str(i) for i in handled)} {os.getpid()}\n")
+
+
+async def fail_for_ever(reader: GroupReader, msg_id: int) -> None:
+    """A handler that always fails, tried again at once until the message is set aside."""
+    while not (await reader.fail(msg_id, "ValueError: the poison cannot be parsed")).dead_lettered:
+        await asyncio.sleep(0.02)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -170,8 +187,11 @@ async def stress(
             for slot in range(workers):
                 fleet.start(slot)
             sent: set[int] = set()
+            poison: int | None = None
             kills_left, per_burst = kills, max(1, messages // max(kills, 1))
             while len(sent) < messages:
+                if poison is None and len(sent) >= messages // 3:
+                    poison = await client.send(box, POISON, priority="normal")
                 for _ in range(min(per_burst, messages - len(sent))):
                     sent.add(await client.send(box, "job", priority=rng.choice(PRIORITIES)))
                 await asyncio.sleep(rng.uniform(0.02, 0.15))
@@ -186,6 +206,7 @@ async def stress(
             await asyncio.to_thread(fleet.wait, 60 + 8 * lease_ttl)
             result = count(folder, sent, fleet.killed)
             result["stuck"] = len(fleet.stuck)
+            result["poison_copies"] = await _dead_letters_of(client, box, poison)
             result["examples_records"] = await _records_of(
                 client, box, [msg_id for msg_id, _ in result["live_repeat_examples"]]
             )
@@ -208,6 +229,16 @@ async def _records_of(client: Mq9Client, box: str, msg_ids: list[int]) -> list[s
         for r in await client.query(lease_address(box, GROUP), tags=tags):
             out.append(f"{msg_id}: #{r.msg_id} {r.text()} at {r.create_time} {r.tags}")
     return out
+
+
+async def _dead_letters_of(client: Mq9Client, box: str, msg_id: int | None) -> int:
+    """Copies of the poison in the dead-letter mailbox (more than one: a worker was killed
+    between storing the copy and its done record)."""
+    try:
+        letters = [DeadLetter.read(m) for m in await client.query(dead_letter_address(box))]
+    except Exception:
+        return 0
+    return sum(1 for letter in letters if letter.msg_id == msg_id)
 
 
 async def _lease_mailbox_left(client: Mq9Client, address: str, gc_wait: float) -> int:
@@ -252,6 +283,7 @@ def run(cfg: Config) -> Section:
         gc_wait=lease_ttl + 2,
     )  # fmt: skip
     section = Section("groups", TITLE)
+    poison_missing = int(result["poison_copies"] == 0)
     for key, title, value in (
         ("10a", "messages lost (nobody handled them)", result["lost"]),
         ("10b", "repeats by live workers (every earlier handling acked)", result["live_repeats"]),
@@ -260,6 +292,7 @@ def run(cfg: Config) -> Section:
             "lease mailboxes left once the workers had been idle for a lease TTL",
             result["mailboxes_left"],
         ),
+        ("10d", "the poison message missing from the dead-letter mailbox", poison_missing),
     ):
         section.checks.append(
             Check(
@@ -279,7 +312,8 @@ def run(cfg: Config) -> Section:
     section.notes.append(
         f"{workers} worker processes, {messages} messages (normal, urgent, critical), {kills} "
         f"random kill -9s (half restarted under the same name, half under a new one), lease "
-        f"{lease_ttl} s, on the bundled broker served on nats-server. Repeats after a kill "
+        f"{lease_ttl} s, on the bundled broker served on nats-server, and one poison message "
+        f"(dead-lettered {result['poison_copies']} time(s)). Repeats after a kill "
         f"({result['killed_repeats']}) are allowed: the worker died holding the message."
     )
     return section

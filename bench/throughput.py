@@ -80,7 +80,7 @@ class LoadProcess:
             self.process.stdin.close()
             try:
                 await asyncio.wait_for(self.process.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -210,10 +211,12 @@ def run(cfg: Config) -> Section:
             note=f"{exc.name} is not installed (pip install -e '.[dev]')",
         )
     section.checks.append(strict)
+    answers, answer_figures = answer_checks(enc)
+    section.checks += answers
 
     section.notes.append(
-        "Counted as compact JSON (`separators=(\",\", \":\")`, UTF-8 as is) in o200k tokens "
-        "(`bpe_openai.get_encoding(\"o200k_base\")`). The OpenAI block is what "
+        'Counted as compact JSON (`separators=(",", ":")`, UTF-8 as is) in o200k tokens '
+        '(`bpe_openai.get_encoding("o200k_base")`). The OpenAI block is what '
         "`convert_to_openai_tool` (and so `bind_tools`) makes of `Mq9Toolkit(...).get_tools()`; "
         "upstream's is its eight tools converted the same way, stored with its source in "
         f"`bench/fixtures/{UPSTREAM_FIXTURE.name}` ({source['repository']}, "
@@ -237,5 +240,213 @@ def run(cfg: Config) -> Section:
             ),
         ),
         ("mq9-mcp tools/list, all ten tools", f"{count(mcp_all, enc):,}"),
+        *answer_figures,
     ]
+    section.notes.append(
+        "Answers (8d-8f) are counted the same way, on `memory://`, with default arguments and "
+        f"settings (max_answer_chars {_default('max_answer_chars'):,}); payloads are JSON "
+        "objects of plain English words, and a private "
+        "mailbox's random address is counted as one drawn address. Before issue #43 (commit "
+        f"ae3a006): {ANSWERS_BEFORE['200 B']} at 200 B; {ANSWERS_BEFORE['1000 B']} at 1 KB."
+    )
     return section
+
+
+# -- 8d-8f: what the tools answer --------------------------------------------------------------
+
+ANSWER_BUDGET = 2000  # tokens: each default tool's answer, with default arguments
+BIG_FETCH_BUDGET = 6000  # tokens: a fetch of ten 4,000-character messages
+MAILBOX_MESSAGES = 150
+PAYLOAD_BYTES = (200, 1000)
+# Measured the same way before issue #43 (commit ae3a006): what the bounds and pages replaced.
+ANSWERS_BEFORE = {
+    "big fetch": 8308,
+    "two_agents": 1138,
+    "200 B": "query_messages 6,841, fetch_messages 777, agent_discover 888",
+    "1000 B": "query_messages 22,112, fetch_messages 2,303, agent_discover 888",
+}
+_TEXT = (
+    "the report says that our service was slow for some users during the peak while the new "
+    "proxy held a pool of fifty connections engineers raised it and errors went back to normal "
+    "no payment was lost but many customers had to retry the next change gets a load test"
+)
+
+
+def payload(seq: int, size: int) -> str:
+    """A JSON object of ``size`` characters, the kind agents send: plain words, a few fields."""
+    head = f'{{"from":"agent.sender","seq":{seq},"text":"'
+    vocabulary = _TEXT.split()
+    words, length = [], len(head) + 2
+    while length < size:
+        word = vocabulary[(seq * 7 + len(words) * 13) % len(vocabulary)]
+        words.append(word)
+        length += len(word) + 1
+    return (head + " ".join(words))[: size - 2] + '"}'
+
+
+# A private mailbox's address is drawn at random (protocol.new_address), and so is its token
+# count: answers are counted with each such address replaced by this one (a drawn one).
+_PRIVATE = re.compile(r"\b[0-9a-v]{20}\b")
+_SAMPLE_ADDRESS = "m159g9g9fk11re50v5fs"  # 13 tokens, the median of 2,000 drawn
+
+
+def answer_tokens(enc: Any, text: str) -> int:
+    return len(enc.encode(_PRIVATE.sub(_SAMPLE_ADDRESS, text)))
+
+
+def _default(setting: str) -> Any:
+    from langchain_mq9.tool_config import ToolConfig
+
+    return ToolConfig.model_fields[setting].default
+
+
+def _tool_call(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "args": args, "id": f"bench-{name}", "type": "tool_call"}
+
+
+async def _answers(enc: Any, size: int) -> dict[str, int]:
+    """Each default tool's answer (tokens), with default arguments, to an agent whose mailbox
+    holds ``MAILBOX_MESSAGES`` messages of ``size`` characters, among 31 registered agents."""
+    import secrets
+
+    from langchain_mq9 import Mq9Client, Mq9Toolkit
+
+    server = f"memory://bench-answers-{secrets.token_hex(4)}"
+    async with (
+        Mq9Toolkit(server=server, agent_mailbox="agent.me") as kit,
+        Mq9Client(server) as client,
+    ):
+        tools = {tool.name: tool for tool in kit.get_tools()}
+        tokens: dict[str, int] = {}
+
+        async def answer(name: str, **args: Any) -> Any:
+            message = await tools[name].ainvoke(_tool_call(name, args))
+            tokens[name] = answer_tokens(enc, message.content)
+            return message
+
+        await answer("agent_register", capabilities="Answers questions about invoices.")
+        for n in range(30):
+            await client.agent_register(
+                {
+                    "name": f"agent.peer{n}",
+                    "mailbox": f"agent.peer{n}",
+                    "description": f"Peer {n}: translates, summarizes and files reports.",
+                }
+            )
+        for seq in range(MAILBOX_MESSAGES):
+            await client.send("agent.me", payload(seq, size))
+        await answer("agent_discover", query="")
+        await answer("query_messages")
+        fetched = await answer("fetch_messages")
+        await answer("ack_messages", msg_id=fetched.artifact[-1].msg_id)
+        await answer("create_mailbox")
+        await answer("send_message", mail_address="agent.me", payload=payload(0, size))
+        await answer("delete_message", msg_id=0)
+    return tokens
+
+
+async def _big_fetch(enc: Any) -> int:
+    """Tokens of the answer to one fetch of a mailbox holding ten 4,000-character messages."""
+    import secrets
+
+    from langchain_mq9 import Mq9Client, Mq9Toolkit
+
+    server = f"memory://bench-big-{secrets.token_hex(4)}"
+    async with Mq9Toolkit(server=server) as kit, Mq9Client(server) as client:
+        await client.mailbox_create(name="agent.big")
+        for seq in range(10):
+            await client.send("agent.big", payload(seq, 4000))
+        fetch = {tool.name: tool for tool in kit.get_tools()}["fetch_messages"]
+        message = await fetch.ainvoke(_tool_call("fetch_messages", {"mail_address": "agent.big"}))
+        return answer_tokens(enc, message.content)
+
+
+async def _two_agents(enc: Any) -> int:
+    """Tokens of the whole tool traffic of ``examples/two_agents.py`` (scripted, on
+    ``memory://``): every tool call's arguments and every tool answer, as the models read them."""
+    import contextlib
+    import io
+    import secrets
+    import sys
+
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    examples = str(Path(__file__).resolve().parents[1] / "examples")
+    sys.path.insert(0, examples)
+    try:
+        import two_agents
+    finally:
+        sys.path.remove(examples)
+    traffic: list[str] = []
+    run_agent = two_agents.run_agent
+
+    async def recorded(*args: Any, **kwargs: Any) -> list:
+        new = await run_agent(*args, **kwargs)
+        for message in new:
+            if isinstance(message, ToolMessage):
+                traffic.append(message.content)
+            elif isinstance(message, AIMessage):
+                traffic.extend(compact(call["args"]) for call in message.tool_calls)
+        return new
+
+    two_agents.run_agent = recorded
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = await two_agents.main(f"memory://bench-two-{secrets.token_hex(4)}", None)
+    finally:
+        two_agents.run_agent = run_agent
+    if code != 0:
+        raise RuntimeError("examples/two_agents.py did not finish its scenario")
+    return sum(answer_tokens(enc, text) for text in traffic)
+
+
+def answer_checks(enc: Any) -> tuple[list[Check], list[tuple[str, str]]]:
+    """Checks 8d-8f and their figures: the tools' answers, in tokens."""
+    import asyncio
+
+    by_size = {size: asyncio.run(_answers(enc, size)) for size in PAYLOAD_BYTES}
+    big, example = asyncio.run(_big_fetch(enc)), asyncio.run(_two_agents(enc))
+    largest = max((n, name, size) for size, got in by_size.items() for name, n in got.items())
+    checks = [
+        Check(
+            key="8d",
+            title=f"the largest default answer of the eight tools (a mailbox of "
+            f"{MAILBOX_MESSAGES} messages of 200 B or 1 KB, 31 agents) vs the budget",
+            ours_label=f"{largest[1]}, {largest[2]} B",
+            ours=f"{largest[0]:,} tokens",
+            baseline_label="budget",
+            baseline=f"{ANSWER_BUDGET:,} tokens",
+            ratio=largest[0] / ANSWER_BUDGET,
+            op="<=",
+            limit=1.0,
+        ),
+        Check(
+            key="8e",
+            title="fetch_messages of ten 4,000-character messages vs the budget — before "
+            f"issue #43: {ANSWERS_BEFORE['big fetch']:,}",
+            ours_label="answer",
+            ours=f"{big:,} tokens",
+            baseline_label="budget",
+            baseline=f"{BIG_FETCH_BUDGET:,} tokens",
+            ratio=big / BIG_FETCH_BUDGET,
+            op="<=",
+            limit=1.0,
+        ),
+        Check(
+            key="8f",
+            title="the whole tool traffic of examples/two_agents.py (calls and answers) vs "
+            "before issue #43",
+            ours_label="now",
+            ours=f"{example:,} tokens",
+            baseline_label="before",
+            baseline=f"{ANSWERS_BEFORE['two_agents']:,} tokens",
+            ratio=example / ANSWERS_BEFORE["two_agents"],
+            op="<=",
+            limit=1.0,
+        ),
+    ]
+    figures = [
+        (f"default answers, {size} B payloads", ", ".join(f"{k} {v:,}" for k, v in answers.items()))
+        for size, answers in by_size.items()
+    ]
+    return checks, figures

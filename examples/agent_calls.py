@@ -7,8 +7,10 @@ process ends. The summarizer comes online and does the work. A new process of th
 orchestrator (same agent_mailbox, so the same reply mailbox) picks the result up with
 ``check_call``. Under the hood it is A2A over mq9 (docs/a2a.md); two_agents.py shows the same
 delegation on the raw mailbox tools (8 tool calls). On a broker other programs use too,
-call_agent by capability takes the best match in the whole registry, which may be another
-run's summarizer: give call_agent the agent's name to be sure.
+call_agent by capability takes the best match among the agents that serve tasks (an agent
+registered only for its mailbox is never picked), which may be another run's summarizer:
+give call_agent the agent's name to be sure. The summarizer's registration is removed
+whatever happens.
 
     python examples/agent_calls.py
     python examples/agent_calls.py --server nats://127.0.0.1:4222
@@ -18,16 +20,18 @@ run's summarizer: give call_agent the agent's name to be sure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import Any
 
+from langgraph.prebuilt import create_react_agent
 from models import add_model_option, chat_model, describe
-from support import Names, banner, parser, react_agent, run_agent
+from support import Names, banner, build_agent, parser, run_agent
 from two_agents import REPORT, extractive_summary
 
-from langchain_mq9 import Mq9Client, Mq9Toolkit
+from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
 from langchain_mq9 import a2a_wire as w
-from langchain_mq9.a2a_store import TaskStore
+from langchain_mq9.a2a_store import TaskStore, tasks_in
 from langchain_mq9.agent_server import serve_agent
 from langchain_mq9.testing import call, tool_result
 
@@ -69,11 +73,16 @@ def collector_script() -> list[Any]:
             task_id=tool_result(m, "list_calls")["calls"][0]["task_id"],
             wait_seconds=30,
         ),
-        lambda m: (
-            f"Summary from {tool_result(m, 'check_call')['agent']}: "
-            f"{tool_result(m, 'check_call')['result']}"
-        ),
+        lambda m: report(tool_result(m, "check_call")),
     ]
+
+
+def report(checked: dict[str, Any]) -> str:
+    """The collector's last words: the summary, or where the call stands and why."""
+    if "result" in checked:
+        return f"Summary from {checked['agent']}: {checked['result']}"
+    why = f" ({checked['reason']})" if checked.get("reason") else ""
+    return f"No summary: the call to {checked['agent']} is {checked['state']}{why}."
 
 
 def summarizer_script() -> list[Any]:
@@ -91,42 +100,53 @@ async def main(server: str, model: str | None) -> int:
         "or three sentences; English.",
         "skills": ["summarize reports", "summarize articles"],
     }
-    graph = react_agent(chat_model(summarizer_script(), model), [], SUMMARIZER_PROMPT)
+    # Built the older way, to show it still works: LangGraph 1.x says on stderr that
+    # create_react_agent moved to langchain.agents.create_agent (what the orchestrator uses).
+    graph = create_react_agent(chat_model(summarizer_script(), model), [], prompt=SUMMARIZER_PROMPT)
 
     async with Mq9Client(server) as client:
-        banner("1. the summarizer was served once: its card and mailbox are on the broker")
-        first = await serve_agent(graph, name=summarizer, card=card, client=client)
-        await first.stop()
-        print(f"[summarizer] registered as {summarizer}, now offline")
-
-        banner("2. the orchestrator delegates while the summarizer is offline, then exits")
-        async with Mq9Toolkit(server=server, agent_mailbox=boss, tools=["call_agent"]) as kit:
-            agent = react_agent(
-                chat_model(orchestrator_script(), model), kit.get_tools(), ORCHESTRATOR_PROMPT
-            )
-            await run_agent(agent, "orchestrator", "Get this incident report summarized.")
-
-        banner("3. the summarizer comes online and works through its mailbox (0 tool calls)")
-        served = await serve_agent(graph, name=summarizer, card=card, client=client)
         try:
-            banner("4. a new orchestrator process picks the result up")
-            tools = ["list_calls", "check_call"]
-            async with Mq9Toolkit(server=server, agent_mailbox=boss, tools=tools) as kit:
-                agent = react_agent(
-                    chat_model(collector_script(), model), kit.get_tools(), ORCHESTRATOR_PROMPT
-                )
-                await run_agent(agent, "orchestrator", "Has the summary arrived? Give it to me.")
-        finally:
-            await served.stop()
-
-        banner("5. what the broker holds")
-        tasks = await TaskStore(client, summarizer).list()
-        states = [w.short_state(w.task_state(t)) for t in tasks]
-        print(f"{summarizer}.tasks: {len(tasks)} task(s), {', '.join(states) or 'none'}")
-        await client.agent_unregister(summarizer)
+            states = await delegate(client, server, model, graph, card, summarizer, boss)
+        finally:  # whatever happened: the next run must not find this run's summarizer
+            with contextlib.suppress(Mq9Error):
+                await client.agent_unregister(summarizer)
     ok = states == ["completed"]
     print("✓ the task completed on the broker" if ok else "✗ the task did not complete")
     return 0 if ok else 1
+
+
+async def delegate(client, server, model, graph, card, summarizer: str, boss: str) -> list[str]:
+    """Steps 1 to 5; the states of the tasks the summarizer's store holds."""
+    banner("1. the summarizer was served once: its card and mailbox are on the broker")
+    first = await serve_agent(graph, name=summarizer, card=card, client=client)
+    await first.stop()
+    print(f"[summarizer] registered as {summarizer}, now offline")
+
+    banner("2. the orchestrator delegates while the summarizer is offline, then exits")
+    async with Mq9Toolkit(server=server, agent_mailbox=boss, tools=["call_agent"]) as kit:
+        agent = build_agent(
+            chat_model(orchestrator_script(), model), kit.get_tools(), ORCHESTRATOR_PROMPT
+        )
+        await run_agent(agent, "orchestrator", "Get this incident report summarized.")
+
+    banner("3. the summarizer comes online and works through its mailbox (0 tool calls)")
+    served = await serve_agent(graph, name=summarizer, card=card, client=client)
+    try:
+        banner("4. a new orchestrator process picks the result up")
+        tools = ["list_calls", "check_call"]
+        async with Mq9Toolkit(server=server, agent_mailbox=boss, tools=tools) as kit:
+            agent = build_agent(
+                chat_model(collector_script(), model), kit.get_tools(), ORCHESTRATOR_PROMPT
+            )
+            await run_agent(agent, "orchestrator", "Has the summary arrived? Give it to me.")
+    finally:
+        await served.stop()
+
+    banner("5. what the broker holds")
+    store = TaskStore(client, summarizer).mailbox  # under the reserved root: no tool reads it
+    states = [w.short_state(w.task_state(t)) for t in await tasks_in(client, store)]
+    print(f"{summarizer}'s task store: {len(states)} task(s), {', '.join(states) or 'none'}")
+    return states
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import argparse
 import json
 import secrets
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,18 +79,12 @@ async def wait_for_messages(reader: Any, seconds: float, *, num_msgs: int = 10) 
 # -- agents --------------------------------------------------------------------------------
 
 
-def react_agent(model: Any, tools: Sequence[Any], prompt: str, **options: Any) -> Any:
-    """``langgraph.prebuilt.create_react_agent``, without its LangGraph 1.x deprecation notice.
+def build_agent(model: Any, tools: Sequence[Any], prompt: str, **options: Any) -> Any:
+    """An agent of ``langchain.agents.create_agent``: ``model`` calling ``tools``, told
+    ``prompt``; ``options`` go to ``create_agent`` (``checkpointer=``, ``middleware=``, ...)."""
+    from langchain.agents import create_agent
 
-    LangGraph 1.x points to ``langchain.agents.create_agent`` instead; that needs the
-    ``langchain`` package, which langchain-mq9 does not depend on, so the examples keep the
-    prebuilt agent that ships with ``langgraph`` (it works the same for them).
-    """
-    from langgraph.prebuilt import create_react_agent
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*create_react_agent has been moved.*")
-        return create_react_agent(model, list(tools), prompt=prompt, **options)
+    return create_agent(model, list(tools), system_prompt=prompt, **options)
 
 
 def shorten(text: str, width: int = 150) -> str:

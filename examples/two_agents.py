@@ -6,9 +6,9 @@ correlation_id, and moves on. The worker comes online later, fetches the task, d
 replies and acks. The orchestrator checks back and fetches the result. Neither agent is ever
 online at the same time as the other: the mailboxes hold the messages in between.
 
-Both agents are create_react_agent graphs over the Mq9Toolkit tools. By default scripted models
-drive them (offline, no API key, same transcript every time); --model lets a real LLM drive
-both with the same system prompts.
+Both agents are langchain create_agent graphs over the Mq9Toolkit tools. By default scripted
+models drive them (offline, no API key, same transcript every time); --model lets a real LLM
+drive both with the same system prompts.
 
     python examples/two_agents.py
     python examples/two_agents.py --server nats://127.0.0.1:4222
@@ -25,7 +25,7 @@ from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
 from models import add_model_option, chat_model, describe
-from support import Names, banner, parser, react_agent, run_agent
+from support import Names, banner, build_agent, parser, run_agent
 
 from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
 from langchain_mq9.testing import call, tool_result
@@ -201,13 +201,13 @@ async def main(server: str, model: str | None) -> int:
 
     orchestrator_tools = Mq9Toolkit(server=server, default_group="orchestrator")
     worker_tools = Mq9Toolkit(server=server, default_group="summarizer")
-    orchestrator = react_agent(
+    orchestrator = build_agent(
         chat_model(orchestrator_script(names), model),
         orchestrator_tools.get_tools(),
         ORCHESTRATOR_PROMPT.format(correlation_id=CORRELATION_ID),
         checkpointer=InMemorySaver(),
     )
-    worker = react_agent(
+    worker = build_agent(
         chat_model(worker_script(worker_name), model),
         worker_tools.get_tools(),
         WORKER_PROMPT.format(name=worker_name),

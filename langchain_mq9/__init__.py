@@ -1,7 +1,27 @@
-"""LangChain tools and an mq9 client for persistent agent mailboxes and an agent registry.
+"""Persistent mailboxes, an agent registry and agent-to-agent calls for LangChain and LangGraph
+agents, over mq9 (RobustMQ's agent-messaging protocol on NATS).
 
->>> from langchain_mq9 import Mq9Toolkit
->>> tools = Mq9Toolkit(server="memory://").get_tools()
+The toolkit, for an agent::
+
+    from langchain.agents import create_agent
+    from langchain_mq9 import Mq9InboxMiddleware, Mq9Toolkit
+
+    toolkit = Mq9Toolkit(server="memory://", agent_mailbox="agent.me")  # or nats://host:4222
+    agent = create_agent(model, toolkit.get_tools(), middleware=[Mq9InboxMiddleware(toolkit)])
+
+- ``Mq9Toolkit``: the eight mq9 tools (``create_mailbox``, ``send_message``, ``fetch_messages``,
+  ``ack_messages``, ``query_messages``, ``delete_message``, ``agent_register``,
+  ``agent_discover``), with the safety options; ``Mq9InboxMiddleware`` brings new mail to the
+  model before each model call.
+- ``Mq9Client``: the protocol client (``Consumer`` and ``GroupReader`` read consumer groups).
+- ``AgentCaller``, ``AgentServer``, ``serve_agent``: A2A tasks between agents over mq9.
+- Every error is an ``Mq9Error`` (a broker's or the client's) or an ``OperationError`` (a tool
+  call the model can fix), each importable from here: ``from langchain_mq9 import
+  MailboxNotFound``.
+- ``langchain_mq9.testing.ScriptedChatModel``: a chat model that follows a script of real tool
+  calls, to test agents offline and deterministically.
+
+Documentation: docs/langchain.md (this integration), docs/toolkit.md (the tools).
 """
 
 from importlib import import_module
@@ -9,7 +29,31 @@ from typing import TYPE_CHECKING, Any
 
 from .client import Message, Mq9Client
 from .consumer import Consumer, GroupReader
-from .protocol import Mq9Error, Priority
+from .errors import (
+    AnswerTooLarge,
+    ClusterUnavailable,
+    ConnectFailed,
+    ConnectionLost,
+    InvalidAddress,
+    InvalidArgument,
+    LimitReached,
+    ListingTooLarge,
+    MailboxExists,
+    MailboxNotFound,
+    MalformedReply,
+    Mq9Error,
+    NoBroker,
+    NotAllowed,
+    NotConnected,
+    PayloadTooLarge,
+    RequestTimeout,
+    SearchIndexEmpty,
+    SearchNotBuilt,
+    TooLarge,
+    Unavailable,
+    WireError,
+)
+from .protocol import Priority
 
 __version__ = "0.4.0"
 
@@ -21,6 +65,7 @@ _LAZY = {
     "OperationError": "operations",
     "ToolPolicy": "operations",
     "Mq9Toolkit": "toolkit",
+    "Mq9InboxMiddleware": "middleware",
     "AckMessagesTool": "tools",
     "AgentDiscoverTool": "tools",
     "AgentRegisterTool": "tools",
@@ -41,6 +86,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from .agent_calls import AgentCaller
     from .agent_server import AgentServer, serve_agent
+    from .middleware import Mq9InboxMiddleware
     from .operations import OPERATIONS, Operation, OperationError, ToolPolicy
     from .toolkit import Mq9Toolkit
     from .tools import (
@@ -67,19 +113,48 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = [  # noqa: RUF022  (grouped: the client first, then the LangChain side)
+def __dir__() -> list[str]:
+    # The lazy names too, so dir() and help() show them.
+    return sorted({*globals(), *_LAZY})
+
+
+__all__ = [  # noqa: RUF022  (grouped: the client, its errors, then the LangChain side)
     "Consumer",
     "GroupReader",
     "Message",
     "Mq9Client",
-    "Mq9Error",
     "Priority",
     "__version__",
+    # every error class, a broker's or the client's (docs/protocol.md §10.1)
+    "Mq9Error",
+    "InvalidArgument",
+    "InvalidAddress",
+    "WireError",
+    "MailboxNotFound",
+    "MailboxExists",
+    "TooLarge",
+    "PayloadTooLarge",
+    "AnswerTooLarge",
+    "ListingTooLarge",
+    "LimitReached",
+    "SearchNotBuilt",
+    "SearchIndexEmpty",
+    "NotAllowed",
+    "NotConnected",
+    "MalformedReply",
+    "Unavailable",
+    "ConnectFailed",
+    "RequestTimeout",
+    "ConnectionLost",
+    "NoBroker",
+    "ClusterUnavailable",
+    # the LangChain side, imported on first use
     "OPERATIONS",
     "Operation",
     "OperationError",
     "ToolPolicy",
     "Mq9Toolkit",
+    "Mq9InboxMiddleware",
     "AckMessagesTool",
     "AgentDiscoverTool",
     "AgentRegisterTool",

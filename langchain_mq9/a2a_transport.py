@@ -7,8 +7,9 @@ agent served over mq9 (``serve_agent``, or anything that speaks ``a2a_wire``) un
     a2a_client = factory.create(card)
 
 Needs the ``a2a`` extra. Requests go to the interface's ``mq9://<mailbox>``, snapshots come
-back in ``reply_mailbox`` (else a private one); GetTask, ListTasks and subscribe read the
-agent's ``{mailbox}.tasks``, so they answer while the agent is offline (docs/a2a.md).
+back in the caller's reply mailbox (named by ``reply_mailbox``, else a private one, both under
+the reserved root); GetTask, ListTasks and subscribe read it, so they answer while the agent
+is offline, and show this caller's tasks only (docs/a2a.md).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from a2a.utils.errors import (
 from google.protobuf import json_format
 
 from . import a2a_wire as w
-from .a2a_store import TaskStore, latest
+from .a2a_store import latest, tasks_in
 from .agent_calls import AgentCaller, CallError, _user_turns
 from .consumer import POLL_SECONDS
 from .protocol import MQ9_URL_SCHEME, Mq9Error
@@ -68,21 +69,14 @@ class Mq9Transport(ClientTransport):
         self.client = client
         self.mailbox = mailbox
         self.card = card
-        self._reply_mailbox = reply_mailbox
-        self._caller: AgentCaller | None = None
-        self.store = TaskStore(client, mailbox)
-
-    async def _ready(self) -> AgentCaller:
-        if self._caller is None:
-            address = self._reply_mailbox or await self.client.mailbox_create(ttl=0)
-            self._caller = await AgentCaller(self.client, address).open()
-        return self._caller
+        # A private reply mailbox unless named: under the reserved root, made by the first send
+        self._caller = AgentCaller(client, reply_mailbox or w.CALLS_ROOT + w.new_id())
 
     # -- SendMessage ------------------------------------------------------------------------
 
     async def _submit(self, request: SendMessageRequest) -> tuple[str, int]:
         """Send the request; the task's id and how many caller turns it will have."""
-        caller = await self._ready()
+        caller = self._caller
         body = to_json(request)
         msg = body.get("message")
         if not isinstance(msg, dict) or not msg.get("parts"):
@@ -120,10 +114,8 @@ class Mq9Transport(ClientTransport):
             yield StreamResponse(task=to_proto(snapshot, Task))
 
     async def _snapshot(self, task_id: str) -> dict[str, Any] | None:
-        """The newest state of the task: the reply mailbox's, else the agent's store."""
-        caller = await self._ready()
-        found = await latest(self.client, caller.reply_mailbox, w.TASK_KEY + task_id)
-        return found or await self.store.get(task_id)
+        """The newest state of the task, as the agent left it in the reply mailbox."""
+        return await latest(self.client, self._caller.reply_mailbox, w.TASK_KEY + task_id)
 
     async def _snapshots(
         self,
@@ -152,11 +144,13 @@ class Mq9Transport(ClientTransport):
     # -- tasks ------------------------------------------------------------------------------
 
     async def _known(self, task_id: str) -> dict[str, Any]:
-        """The task's newest state in the agent's store; ``TaskNotFoundError`` if none."""
-        snapshot = await self.store.get(task_id) if w.is_valid_id(task_id) else None
-        if snapshot is None:
-            raise TaskNotFoundError(f"task {task_id!r} not found at agent {self.mailbox}")
-        return snapshot
+        """The newest state of a task this caller sent (``submitted`` until the agent reports);
+        ``TaskNotFoundError`` if none."""
+        try:
+            state = await self._caller.check(task_id)
+        except CallError:
+            raise TaskNotFoundError(f"task {task_id!r} not found at agent {self.mailbox}") from None
+        return state.task or w.task(task_id, state.context_id, w.SUBMITTED)
 
     async def get_task(
         self, request: GetTaskRequest, *, context: ClientCallContext | None = None
@@ -166,7 +160,9 @@ class Mq9Transport(ClientTransport):
     async def list_tasks(
         self, request: ListTasksRequest, *, context: ClientCallContext | None = None
     ) -> ListTasksResponse:
-        tasks = await self.store.list(request.context_id)
+        mine = {c.task_id for c in await self._caller.calls() if c.mailbox == self.mailbox}
+        found = await tasks_in(self.client, self._caller.reply_mailbox, request.context_id)
+        tasks = [t for t in found if t["id"] in mine]
         return ListTasksResponse(
             tasks=[to_proto(t, Task) for t in tasks], total_size=len(tasks), page_size=len(tasks)
         )
@@ -179,9 +175,8 @@ class Mq9Transport(ClientTransport):
             raise TaskNotCancelableError(
                 f"task {request.id} is {w.short_state(w.task_state(snapshot))}"
             )
-        caller = await self._ready()
-        await caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
-        watching = self._snapshots(lambda: self.store.get(request.id), context, until=w.FINAL)
+        await self._caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
+        watching = self._snapshots(lambda: self._snapshot(request.id), context, until=w.FINAL)
         async for seen in watching:
             snapshot = seen
         return to_proto(snapshot, Task)
@@ -190,7 +185,7 @@ class Mq9Transport(ClientTransport):
         self, request: SubscribeToTaskRequest, *, context: ClientCallContext | None = None
     ) -> AsyncGenerator[StreamResponse]:
         await self._known(request.id)
-        async for snapshot in self._snapshots(lambda: self.store.get(request.id), context):
+        async for snapshot in self._snapshots(lambda: self._snapshot(request.id), context):
             yield StreamResponse(task=to_proto(snapshot, Task))
 
     async def get_extended_agent_card(self, request: Any, *, context: Any = None) -> AgentCard:

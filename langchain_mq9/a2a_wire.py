@@ -3,19 +3,24 @@
 A request is an A2A request in a2a-sdk 1.x's JSON (the protobuf JSON mapping) left in the
 agent's mailbox with the headers below; the CALLER picks a new task's id, so a call to an
 offline agent (or a caller that dies right after sending) still knows it. Each state of a task
-is the whole A2A ``Task`` under key ``task.{id}``, in the agent's ``{name}.tasks`` and in the
-caller's reply mailbox. Only plain dicts here: the core needs no a2a-sdk (an optional extra).
+is the whole A2A ``Task`` under key ``task.{id}``, in the agent's task store and in the
+caller's reply mailbox, both under the reserved root ``mq9`` that no tool may touch
+(docs/security.md, "Agent calls"). Only plain dicts here: the core needs no a2a-sdk (an
+optional extra).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol import is_valid_address
+from .data_views import _too_deep
+from .leases import RESERVED_ROOT, is_reserved
+from .protocol import MQ9_URL_SCHEME, is_valid_address
 
 HEADER_REPLY_TO = "mq9-reply-to"
 HEADER_METHOD = "mq9-a2a-method"
@@ -46,7 +51,10 @@ def short_state(state: str) -> str:
     return state.removeprefix("TASK_STATE_").lower().replace("_", "-")
 
 
-TASKS_SUFFIX = ".tasks"
+# Where the records live: under the reserved root, which every tool refuses whatever its
+# allow-list, so a co-agent holding the tools can neither read them nor write a forged one.
+TASKS_ROOT = RESERVED_ROOT + ".tasks."  # + a digest of the agent's mailbox: its task store
+CALLS_ROOT = RESERVED_ROOT + ".calls."  # + a digest of the caller's name: its reply mailbox
 TASK_KEY = "task."
 CANCEL_KEY = "cancel."
 CALL_KEY = "call."
@@ -56,6 +64,13 @@ TASK_TAG = "mq9.task"
 # An id goes into keys, tags and headers: keep it to characters all of them carry.
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 MAX_ID_CHARS = 128
+# The deepest JSON a request may nest: a task's state holds the request, and a state nested
+# near Python's recursion limit could be read but not written back (RecursionError).
+MAX_REQUEST_DEPTH = 32
+# The card of a served agent says it takes A2A tasks with this capability extension (A2A's
+# AgentCapabilities.extensions): an agent registered only for its mailbox has an mq9 interface
+# too, but takes plain messages, so a task sent to it would never be answered.
+TASKS_EXTENSION = "urn:langchain-mq9:a2a-tasks"
 
 
 def new_id() -> str:
@@ -68,6 +83,58 @@ def is_valid_id(value: object) -> bool:
         and 0 < len(value) <= MAX_ID_CHARS
         and all(c in _ID_CHARS for c in value)
     )
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def store_address(agent_mailbox: str) -> str:
+    """The task store of the agent served at ``agent_mailbox`` (all its replicas share it)."""
+    return TASKS_ROOT + digest(agent_mailbox)
+
+
+def caller_address(name: str) -> str:
+    """The reply mailbox of the caller called ``name`` (e.g. ``agent.me.calls``): the same
+    for every process of that caller, so a restarted one finds its calls; a reply mailbox's
+    own address is used as it is."""
+    return name if name.startswith(CALLS_ROOT) else CALLS_ROOT + digest(name)
+
+
+def thread_id(owner: str | None, context_id: str) -> str:
+    """The LangGraph thread of a conversation: its context id AND the caller that started it,
+    so a context id someone else read never continues that caller's conversation."""
+    return "mq9-" + digest(f"{owner or ''}\n{context_id}")
+
+
+def answerable(reply_to: str | None) -> bool:
+    """Whether an agent may leave answers at ``reply_to``: a mailbox address, and under the
+    reserved root only a reply mailbox (leases and task stores are nobody's reply mailbox)."""
+    return (
+        isinstance(reply_to, str)
+        and is_valid_address(reply_to)
+        and (not is_reserved(reply_to) or reply_to.startswith(CALLS_ROOT))
+    )
+
+
+def serves_tasks(card: dict[str, Any]) -> bool:
+    """Whether a registered agent's card says it takes A2A tasks at an mq9 mailbox."""
+    capabilities = card.get("capabilities")
+    extensions = capabilities.get("extensions") if isinstance(capabilities, dict) else None
+    marked = any(
+        isinstance(e, dict) and e.get("uri") == TASKS_EXTENSION
+        for e in (extensions if isinstance(extensions, list) else ())
+    )
+    mailbox = card.get("mailbox")
+    return marked and isinstance(mailbox, str) and bool(mailbox)
+
+
+def tasks_capability() -> dict[str, Any]:
+    """The capability extension a served agent's card carries (``serves_tasks``)."""
+    return {
+        "uri": TASKS_EXTENSION,
+        "description": "takes A2A tasks in its mq9 mailbox (" + MQ9_URL_SCHEME + "<mailbox>)",
+    }
 
 
 # -- building the JSON ---------------------------------------------------------------------------
@@ -200,6 +267,8 @@ def read_request(header: dict[str, str], payload: bytes) -> Request:
     if reply_to is not None and not is_valid_address(reply_to):
         # No answer can be sent: the caller learns nothing, but the loop goes on.
         raise Rejection(f"invalid {HEADER_REPLY_TO} {reply_to[:80]!r}: not a mailbox address")
+    if reply_to is not None and not answerable(reply_to):
+        raise Rejection(f"invalid {HEADER_REPLY_TO} {reply_to[:80]!r}: a reserved address")
     if method not in METHODS:
         raise Rejection(
             f"unknown {HEADER_METHOD} {method[:80]!r}: this agent takes {', '.join(METHODS)}",
@@ -216,6 +285,11 @@ def read_request(header: dict[str, str], payload: bytes) -> Request:
         ) from None
     if not isinstance(body, dict):
         raise Rejection(f"an A2A {method}Request is a JSON object", task_id)
+    if _too_deep(body, MAX_REQUEST_DEPTH):
+        raise Rejection(
+            f"the request nests deeper than {MAX_REQUEST_DEPTH} levels: send flatter JSON",
+            task_id,
+        )
     if method == SEND:
         _check_message(body.get("message"), task_id)
     elif method in (GET_TASK, CANCEL_TASK):

@@ -3,8 +3,9 @@ caller restarting.
 
 A call leaves an A2A SendMessage in the agent's mailbox (``a2a_wire``), and its record
 ``call.{id}`` (agent, mailbox, request) in the caller's reply mailbox, where the agent leaves
-each state of the task under ``task.{id}``: a restarted caller using the same reply mailbox
-lists its calls and picks up their results.
+each state of the task under ``task.{id}``: a restarted caller of the same name lists its
+calls and picks up their results. The reply mailbox lives under the reserved root ``mq9``
+(``a2a_wire.caller_address``), so no agent holding the tools can read it or plant a record.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ class CallState:
 
 
 class AgentCaller:
-    """Calls from one caller, whose replies and records live in ``reply_mailbox`` (give the
-    same one to a restarted caller to find its calls again).
+    """Calls from one caller, whose replies and records live in its reply mailbox: the one
+    ``reply_mailbox`` names (``a2a_wire.caller_address``: a mailbox under the reserved root
+    ``mq9`` derived from it; give the same name to a restarted caller to find its calls).
 
     >>> caller = await AgentCaller(client, "agent.me.calls").open()
     >>> state = await caller.call("agent.summarizer", "Summarize: ...", wait=30)
@@ -84,9 +86,11 @@ class AgentCaller:
 
     def __init__(self, client: Any, reply_mailbox: str) -> None:
         self.client = client
-        self.reply_mailbox = check_address(reply_mailbox)
+        self.reply_mailbox = w.caller_address(check_address(reply_mailbox))
 
     async def open(self) -> AgentCaller:
+        """Create the reply mailbox (never expiring) unless it is there. Optional: the first
+        call creates it, and reading calls creates nothing."""
         await ensure_mailbox(self.client, self.reply_mailbox)
         return self
 
@@ -129,14 +133,26 @@ class AgentCaller:
             "request": w.parts_text(msg.get("parts"))[:2000],
         }
         # The record first: a caller that dies right after the send still finds its call.
-        await self._write_record(record)
+        try:
+            await self._write_record(record)
+        except MailboxNotFound:  # the first call: only a call creates the reply mailbox
+            await self.open()
+            await self._write_record(record)
         await self._send(mailbox, request, w.SEND, task_id)
         return task_id
 
     async def answer(
-        self, task_id: str, text: str, *, wait: float = 0, on_state: StateListener | None = None
+        self,
+        task_id: str,
+        text: str,
+        *,
+        wait: float = 0,
+        on_state: StateListener | None = None,
+        allow: Callable[[str], None] | None = None,
     ) -> CallState:
-        """Answer an input-required task; the agent resumes it with the answer."""
+        """Answer an input-required task; the agent resumes it with the answer. ``allow`` is
+        called with the agent's mailbox before anything is sent (a tool's policy: it raises
+        to refuse)."""
         current = await self.check(task_id)
         if current.state != w.INPUT_REQUIRED or current.answer_pending:
             why = f"it is {w.short_state(current.state)}"
@@ -148,6 +164,7 @@ class AgentCaller:
         if not isinstance(text, str) or not text.strip():
             raise CallError("the answer is empty")
         record = await self._record(task_id)
+        _allowed(record, allow)
         # Answers sent so far: the agent's history holds the request and each answer it took.
         record["answered"] = _user_turns(current.task)
         await self._write_record(record)
@@ -155,13 +172,17 @@ class AgentCaller:
         await self._send(record["mailbox"], w.send_request(msg), w.SEND, task_id)
         return await self.check(task_id, wait=wait, on_state=on_state)
 
-    async def cancel(self, task_id: str, *, wait: float = 0) -> CallState:
+    async def cancel(
+        self, task_id: str, *, wait: float = 0, allow: Callable[[str], None] | None = None
+    ) -> CallState:
         """Ask the agent to cancel the task (critical priority, read before other work). An
-        agent that is offline cancels it when it starts, before running it."""
+        agent that is offline cancels it when it starts, before running it. ``allow`` as for
+        ``answer``."""
         current = await self.check(task_id)
         if current.state in w.FINAL:
             return current
         record = await self._record(task_id)
+        _allowed(record, allow)
         record["cancel"] = True
         await self._write_record(record)
         await self._send(record["mailbox"], {"id": task_id}, w.CANCEL_TASK, task_id)
@@ -192,7 +213,10 @@ class AgentCaller:
 
     async def calls(self) -> list[CallState]:
         """Every call kept in the reply mailbox (RobustMQ answers at most 100), oldest first."""
-        found = await self.client.query(self.reply_mailbox, tags=[w.CALL_TAG])
+        try:
+            found = await self.client.query(self.reply_mailbox, tags=[w.CALL_TAG])
+        except MailboxNotFound:
+            return []  # no call made yet
         ids = []
         for msg in found:
             try:
@@ -253,6 +277,14 @@ class AgentCaller:
                 f"no mailbox {mailbox}: the agent has never been served there (find it "
                 "with agent_discover)"
             ) from None
+
+
+def _allowed(record: dict[str, Any], allow: Callable[[str], None] | None) -> None:
+    mailbox = record.get("mailbox")
+    if not isinstance(mailbox, str):
+        raise CallError(f"the record of call {record.get('taskId')} names no agent mailbox")
+    if allow is not None:
+        allow(mailbox)
 
 
 def _user_turns(snapshot: dict[str, Any] | None) -> int:

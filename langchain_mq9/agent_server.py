@@ -3,9 +3,11 @@ mailbox, for callers that may be offline when it answers (docs/a2a.md, "Serve a 
 
 Replicas read the mailbox as one consumer group, each with a worker name (``GroupReader``).
 A request is marked done only when its task stops (final, or input-required), so a task runs
-AT LEAST once; one that reached a final state is not run again (its snapshot is resent). A
-task runs the graph with its ``contextId`` as LangGraph ``thread_id``; ``interrupt()`` makes it
-input-required, and the caller's answer resumes it with ``Command(resume=<answer text>)``.
+AT LEAST once; one that reached a final state is not run again (its snapshot is resent), and a
+broker that fails a step is waited out, never answered by running the graph again. A task
+belongs to the reply mailbox that sent it (docs/a2a.md, "The wire"), and runs the graph with a
+LangGraph ``thread_id`` made of its ``contextId`` and that owner; ``interrupt()`` makes it
+input-required, and the owner's answer resumes it with ``Command(resume=<answer text>)``.
 """
 
 from __future__ import annotations
@@ -15,27 +17,35 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import a2a_wire as w
-from .a2a_store import TaskStore, deliver, ensure_mailbox
+from .a2a_store import TaskStore, deliver, ensure_mailbox, owner_of
 from .consumer import GroupReader
-from .protocol import Mq9Error, card_skills, is_valid_address
+from .errors import TooLarge
+from .protocol import Mq9Error, card_skills, clipped
+
+T = TypeVar("T")
 
 log = logging.getLogger("langchain_mq9.a2a")
 
 # How often a running task's cancel record is looked for (a cancel handled by another replica).
 CANCEL_POLL_SECONDS = 0.5
-# How often a request is tried while the broker fails it, before it is given up (and logged).
-BROKER_TRIES = 4
 # Requests a server holds beyond those it runs (waiting for a slot, or quick ones like a
 # cancel, read critical first). Few: a held request's lease runs while it waits, and the group
 # has no lease renewal, so a request waiting past its lease could be run by another replica.
 HELD_EXTRA = 2
 # How long one wait for new requests lasts before the loop looks at its own state again.
 FETCH_WAIT_MS = 500
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before a broker step that failed is tried again (attempt 0, 1, ...): growing to
+    10 s, and tried for as long as the broker is away (an outage delays a task, never loses
+    it). ``AgentServer(retry_delay=...)`` sets another schedule."""
+    return min(0.2 * 2**attempt, 10.0)
 
 
 def default_input(graph: Any, text: str) -> Any:
@@ -68,6 +78,7 @@ class Turn:
     message: dict[str, Any]  # the A2A message, as sent
     existing: dict[str, Any] | None  # the task's snapshot before this turn, if any
     resume: bool  # the answer to an input-required task
+    owner: str | None = None  # the reply mailbox that sent the task: its caller
 
 
 def _interrupt_text(interrupts: Any) -> str:
@@ -96,6 +107,7 @@ class AgentServer:
         to_output: Callable[[Any], Any] = default_output,
         register: bool = True,
         reader_options: dict[str, Any] | None = None,
+        retry_delay: Callable[[int], float] = backoff,
     ) -> None:
         self.graph = graph
         self.name = name
@@ -109,16 +121,18 @@ class AgentServer:
         self.to_input = to_input
         self.to_output = to_output
         self.register = register
+        self.retry_delay = retry_delay
         self.store = TaskStore(client, self.mailbox)
-        self.reader = GroupReader(
-            client, self.mailbox, self.group, worker=self.worker, **(reader_options or {})
-        )
+        # A request past its retry budget (it took every replica that ran it down with it:
+        # docs/groups.md) is set aside; its caller is told, unless the options say otherwise.
+        options = {"on_dead_letter": self._set_aside, **(reader_options or {})}
+        self.reader = GroupReader(client, self.mailbox, self.group, worker=self.worker, **options)
         # Graphs running at once, and requests held (handed out, not finished): a few more
         # than run, so a cancel or a GetTask still gets read while every slot is busy.
         self._slots = asyncio.Semaphore(max_concurrency)
         self._most_held = max_concurrency + HELD_EXTRA
         self._held = asyncio.Semaphore(self._most_held)
-        self._running: dict[str, asyncio.Task] = {}  # task id -> its run
+        self._running: dict[str, tuple[asyncio.Task, str | None]] = {}  # id -> run, owner
         self._handlers: set[asyncio.Task] = set()  # requests being handled
         self._loop: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
@@ -142,6 +156,9 @@ class AgentServer:
         card = {k: v for k, v in self.card.items() if k not in ("name", "mailbox")}
         capabilities = dict(card.get("capabilities") or {})
         capabilities.setdefault("streaming", True)
+        # Says "I take A2A tasks": call_agent routes by capability only to such agents.
+        extensions = [e for e in capabilities.get("extensions") or [] if e != w.tasks_capability()]
+        capabilities["extensions"] = [*extensions, w.tasks_capability()]
         card["capabilities"] = capabilities
         card.setdefault("description", f"{self.name}, an agent served over mq9")
         # Skills given as plain words become A2A skills, so the card stays an A2A card (a
@@ -154,7 +171,7 @@ class AgentServer:
         stay undone, so the group hands them out again (at least once)."""
         self._stopping = True
         jobs = [j for j in (self._loop, self._watch, *self._handlers) if j is not None]
-        jobs += list(self._running.values())
+        jobs += [run for run, _owner in self._running.values()]
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
@@ -197,27 +214,38 @@ class AgentServer:
 
     async def _handle(self, msg: Any) -> None:
         """One request, whatever it holds: never raises, and marks the message done unless the
-        server is stopping (then the group hands it out again)."""
+        server is stopping (then the group hands it out again). Each broker step inside is
+        tried until the broker takes it (``_persist``), so a graph runs once per request."""
         try:
-            for attempt in range(BROKER_TRIES):
-                try:
-                    await self._dispatch(msg)
-                    break
-                except Mq9Error as exc:  # the broker, for a while: try again, then give up
-                    log.warning("agent %s: request msg %s: %s", self.name, msg.msg_id, exc)
-                    await asyncio.sleep(0.2 * 2**attempt)
+            await self._dispatch(msg)
             finished = True
         except asyncio.CancelledError:
             finished = not self._stopping
-        except Exception:  # a bug: log it and keep serving (it would fail again)
+        except Exception as exc:  # a bug, or a broker refusal: the caller still hears of it
             log.exception("agent %s: request msg %s failed", self.name, msg.msg_id)
+            await self._unprocessable(msg, exc)
             finished = True
         finally:
             self._held.release()
         if finished:
             self.handled += 1
             with contextlib.suppress(Mq9Error):
-                await self.reader.done(msg.msg_id)
+                await self._persist("marking a request done", lambda: self.reader.done(msg.msg_id))
+
+    async def _persist(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """``step()`` until the broker carries it out: a failure the broker may get over (it
+        is away, or slow) is tried again after a growing pause (``retry_delay``), however long
+        it lasts, so a finished result waits here until it is written; others raise."""
+        attempt = 0
+        while True:
+            try:
+                return await step()
+            except Mq9Error as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("agent %s: %s, try %d: %s", self.name, what, attempt + 1, exc)
+                await asyncio.sleep(self.retry_delay(attempt))
+                attempt += 1
 
     async def _dispatch(self, msg: Any) -> None:
         try:
@@ -237,10 +265,47 @@ class AgentServer:
     async def _reject(self, reply_to: str | None, exc: w.Rejection) -> None:
         """A request that is no A2A request gets a rejected task saying why."""
         log.info("agent %s: rejected a request: %s", self.name, exc)
-        if reply_to is None or not is_valid_address(reply_to):
+        if not w.answerable(reply_to):
             return  # nowhere to answer
         snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=str(exc))
-        await deliver(self.client, reply_to, snapshot)
+        await self._deliver(reply_to, snapshot)
+
+    async def _unprocessable(self, msg: Any, exc: Exception) -> None:
+        """The error answer to a request that failed for a reason of the agent's own."""
+        reply_to = msg.header.get(w.HEADER_REPLY_TO)
+        task_id = msg.header.get(w.HEADER_TASK_ID)
+        if w.answerable(reply_to) and w.is_valid_id(task_id):
+            text = f"the agent could not process the request: {type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                await self._error(reply_to, task_id, clipped(text, 500))
+
+    async def _set_aside(self, msg: Any, attempts: int, reason: str) -> None:
+        """A request the consumer group set aside (its dead-letter copy is stored): the task
+        fails, saying so, for its owner only. Raising leaves the request to be set aside again."""
+        reply_to = msg.header.get(w.HEADER_REPLY_TO)
+        task_id = msg.header.get(w.HEADER_TASK_ID)
+        if not (w.answerable(reply_to) and w.is_valid_id(task_id)):
+            return  # nobody to tell
+        existing = await self._stored(task_id)
+        if existing is not None and (
+            owner_of(existing) != reply_to or w.task_state(existing) in w.STOPPED
+        ):
+            return  # another's task (a stranger naming its id), or one that ended already
+        try:
+            context_id = w.read_request(msg.header, msg.payload).body["message"].get("contextId")
+        except Exception:  # whatever it holds: the task still fails, under a context of its own
+            context_id = None
+        context_id = (existing or {}).get("contextId") or context_id or w.new_id()
+        text = f"the agent set this request aside after {attempts} deliveries: {reason}"
+        failed = w.task(
+            task_id,
+            context_id,
+            w.FAILED,
+            status_text=clipped(text, 1000),
+            history=(existing or {}).get("history"),
+            metadata={"mq9": {"replyTo": reply_to, "agent": self.name}},
+        )
+        await self._publish(failed, reply_to)
 
     async def _error(self, reply_to: str | None, task_id: str, text: str) -> None:
         """An answer that is no task state (an unknown task, a task that cannot go on): kept
@@ -249,60 +314,88 @@ class AgentServer:
             return
         body = {"error": {"code": -32001, "message": text}, "taskId": task_id}
         headers = {w.HEADER_TYPE: "Error", w.HEADER_TASK_ID: task_id, w.HEADER_LAST: "true"}
-        await self.client.send(reply_to, w.json_text(body), key=f"error.{task_id}", headers=headers)
+
+        async def send() -> None:
+            await self.client.send(
+                reply_to, w.json_text(body), key=f"error.{task_id}", headers=headers
+            )
+
+        await self._to_caller(reply_to, f"answering about task {task_id}", send)
+
+    async def _deliver(self, reply_to: str, snapshot: dict[str, Any]) -> None:
+        """Leave a task state with the caller (its reply mailbox)."""
+        what = f"sending task {snapshot['id']} to {reply_to}"
+        await self._to_caller(reply_to, what, lambda: deliver(self.client, reply_to, snapshot))
+
+    async def _to_caller(self, reply_to: str, what: str, send: Callable[[], Awaitable]) -> None:
+        try:
+            await self._persist(what, send)
+        except TooLarge:
+            raise  # the state itself: _publish makes it a failed one
+        except Mq9Error as exc:  # the caller's mailbox is gone (or refuses): its loss alone
+            log.warning("agent %s: %s: %s", self.name, what, exc)
+
+    async def _stored(self, task_id: str) -> dict[str, Any] | None:
+        return await self._persist(f"reading task {task_id}", lambda: self.store.get(task_id))
 
     # -- SendMessage ------------------------------------------------------------------------
 
     async def _send_message(self, request: w.Request) -> None:
         msg = request.body["message"]
         text = w.parts_text(msg["parts"])
+        owner = request.reply_to
         if msg.get("taskId"):  # the answer to an input-required task
             task_id = msg["taskId"]
-            existing = await self.store.get(task_id)
-            if existing is None:
-                await self._error(request.reply_to, task_id, f"task {task_id} not found")
+            existing = await self._stored(task_id)
+            if existing is None or owner is None or owner_of(existing) != owner:
+                # Only the caller that sent the task may answer it; to others it is not there.
+                await self._error(owner, task_id, f"task {task_id} not found")
                 return
             if w.task_state(existing) != w.INPUT_REQUIRED:
                 state = w.short_state(w.task_state(existing))
                 await self._error(
-                    request.reply_to,
+                    owner,
                     task_id,
                     f"task {task_id} is {state}: only an input-required task takes an answer",
                 )
                 return
-            reply_to = request.reply_to or _reply_to_of(existing)
-            turn = Turn(task_id, existing["contextId"], text, msg, existing, True)
-            await self._run(turn, reply_to)
+            await self._run(Turn(task_id, existing["contextId"], text, msg, existing, True, owner))
             return
         task_id = request.task_id or w.new_id()
         context_id = msg.get("contextId") or w.new_id()
-        existing = await self.store.get(task_id)
+        existing = await self._stored(task_id)
+        if existing is not None and owner_of(existing) != owner:
+            await self._error(owner, task_id, f"task {task_id} exists: a new task needs a new id")
+            return
         if existing is not None and w.task_state(existing) in w.STOPPED:
             # Handed out again after a crash, or sent twice: it ran already.
-            if request.reply_to:
-                await deliver(self.client, request.reply_to, existing)
+            if owner:
+                await self._deliver(owner, existing)
             return
-        await self._run(Turn(task_id, context_id, text, msg, existing, False), request.reply_to)
+        await self._run(Turn(task_id, context_id, text, msg, existing, False, owner))
 
-    async def _run(self, turn: Turn, reply_to: str | None) -> None:
-        task_id, context_id = turn.task_id, turn.context_id
+    async def _run(self, turn: Turn) -> None:
+        task_id, context_id, owner = turn.task_id, turn.context_id, turn.owner
         earlier = (turn.existing or {}).get("history") or []
         history = [*earlier, {**turn.message, "taskId": task_id, "contextId": context_id}]
-        meta = {"mq9": {"replyTo": reply_to, "agent": self.name}} if reply_to else None
+        meta = {"mq9": {"replyTo": owner, "agent": self.name}} if owner else None
 
-        async def report(state: str, **fields: Any) -> None:
+        async def report(state: str, **fields: Any) -> bool:
             snapshot = w.task(task_id, context_id, state, history=history, metadata=meta, **fields)
-            await self.store.put(snapshot)
-            if reply_to:
-                await deliver(self.client, reply_to, snapshot)
+            return await self._publish(snapshot, owner)
 
         async with self._slots:
-            if await self.store.cancel_requested(task_id):
+            canceled = await self._persist(
+                f"looking for a cancel of {task_id}",
+                lambda: self.store.cancel_requested(task_id, owner),
+            )
+            if canceled:
                 await report(w.CANCELED, status_text="canceled before it started")
                 return
-            await report(w.WORKING)
+            if not await report(w.WORKING):
+                return  # the request cannot be kept: the task failed, saying why
             run = asyncio.create_task(self._invoke(turn))
-            self._running[task_id] = run
+            self._running[task_id] = (run, owner)
             try:
                 result, interrupts = await run
             except asyncio.CancelledError:
@@ -311,7 +404,7 @@ class AgentServer:
                 await report(w.CANCELED, status_text="canceled")
                 return
             except Exception as exc:  # the graph failed: the caller gets its words
-                await report(w.FAILED, status_text=f"{type(exc).__name__}: {exc}")
+                await report(w.FAILED, status_text=clipped(f"{type(exc).__name__}: {exc}", 4000))
                 return
             finally:
                 self._running.pop(task_id, None)
@@ -321,13 +414,43 @@ class AgentServer:
             try:
                 output = self.to_output(result)
             except Exception as exc:
-                await report(w.FAILED, status_text=f"the result could not be read: {exc!r}")
+                await report(w.FAILED, status_text=f"the result could not be read: {exc!r:.500}")
                 return
             await report(w.COMPLETED, artifacts=[w.artifact(output)])
 
+    async def _publish(self, snapshot: dict[str, Any], reply_to: str | None) -> bool:
+        """Leave a state in the store and with the caller, however long the broker is away.
+        A state the broker cannot carry (too large, or nested too deep to write as JSON)
+        becomes ``failed`` saying why: True when ``snapshot`` itself was written."""
+        try:
+            await self._keep_state(snapshot, reply_to)
+            return True
+        except TooLarge as exc:
+            why = f"{exc.size or 'too many'} bytes, more than the broker carries ({exc.limit})"
+        except RecursionError:
+            why = "nested too deep to be written as JSON"
+        state = w.short_state(w.task_state(snapshot))
+        log.warning("agent %s: task %s %s: %s", self.name, snapshot["id"], state, why)
+        failed = w.task(
+            snapshot["id"],
+            snapshot["contextId"],
+            w.FAILED,
+            status_text=f"the task's {state} state is {why}: send or return less, or a "
+            "reference to the data",
+            metadata=snapshot.get("metadata"),
+        )
+        await self._keep_state(failed, reply_to)
+        return False
+
+    async def _keep_state(self, snapshot: dict[str, Any], reply_to: str | None) -> None:
+        what = f"keeping task {snapshot['id']}"
+        await self._persist(what, lambda: self.store.put(snapshot))
+        if reply_to:
+            await self._deliver(reply_to, snapshot)
+
     async def _invoke(self, turn: Turn) -> tuple[Any, Any]:
         """Run the graph for one turn: (its result, its interrupts or None)."""
-        config = {"configurable": {"thread_id": turn.context_id}}
+        config = {"configurable": {"thread_id": w.thread_id(turn.owner, turn.context_id)}}
         if turn.resume:
             from langgraph.types import Command
 
@@ -339,33 +462,47 @@ class AgentServer:
         return result, interrupts
 
     # -- GetTask, ListTasks, CancelTask -----------------------------------------------------
+    # Each answers the task's owner only: to anyone else a task is "not found".
 
     async def _get_task(self, request: w.Request) -> None:
         task_id = request.body.get("id") or request.task_id
-        snapshot = await self.store.get(task_id)
-        if snapshot is None:
+        snapshot = await self._stored(task_id)
+        if snapshot is None or request.reply_to is None or owner_of(snapshot) != request.reply_to:
             await self._error(request.reply_to, task_id, f"task {task_id} not found")
-        elif request.reply_to:
-            await deliver(self.client, request.reply_to, snapshot)
+        else:
+            await self._deliver(request.reply_to, snapshot)
 
     async def _list_tasks(self, request: w.Request) -> None:
-        if request.reply_to is None:
+        reply_to = request.reply_to
+        if reply_to is None:
             return
         context_id = request.body.get("contextId") or ""
-        tasks = await self.store.list(context_id if isinstance(context_id, str) else "")
+        context_id = context_id if isinstance(context_id, str) else ""
+        tasks = await self._persist("listing tasks", lambda: self.store.list(reply_to, context_id))
         headers = {w.HEADER_TYPE: "ListTasksResponse", w.HEADER_LAST: "true"}
         if request.task_id:
             headers[w.HEADER_TASK_ID] = request.task_id
         body = {"tasks": tasks, "totalSize": len(tasks), "pageSize": len(tasks)}
-        await self.client.send(request.reply_to, w.json_text(body), headers=headers)
+
+        async def send() -> None:
+            await self.client.send(reply_to, w.json_text(body), headers=headers)
+
+        await self._to_caller(reply_to, "answering ListTasks", send)
 
     async def _cancel_task(self, request: w.Request) -> None:
         task_id = request.body.get("id") or request.task_id
-        await self.store.request_cancel(task_id)  # seen by a replica running it, and on arrival
-        run = self._running.get(task_id)
-        if run is not None:
-            run.cancel()  # its end writes canceled too
-        snapshot = await self.store.get(task_id)
+        asker = request.reply_to
+        snapshot = await self._stored(task_id)
+        if snapshot is not None and (asker is None or owner_of(snapshot) != asker):
+            await self._error(asker, task_id, f"task {task_id} not found")
+            return
+        # Seen by a replica running it, and on arrival (where it counts if asker sent it).
+        await self._persist(
+            f"keeping the cancel of {task_id}", lambda: self.store.request_cancel(task_id, asker)
+        )
+        running = self._running.get(task_id)
+        if running is not None:
+            running[0].cancel()  # its end writes canceled too
         if snapshot is not None and w.task_state(snapshot) not in w.FINAL:
             snapshot = w.task(
                 task_id,
@@ -375,32 +512,23 @@ class AgentServer:
                 history=snapshot.get("history"),
                 metadata=snapshot.get("metadata"),
             )
-            await self.store.put(snapshot)
-            owner = _reply_to_of(snapshot)
-            if owner:
-                await deliver(self.client, owner, snapshot)
+            await self._publish(snapshot, asker)  # to the store and the owner, who asked
+            return
         if snapshot is None:  # not read yet (or never sent): it will be canceled on arrival
             snapshot = w.task(task_id, "", w.CANCELED, status_text="canceled before it started")
-        if request.reply_to:  # the answer, even where the owner just got it (same key)
-            await deliver(self.client, request.reply_to, snapshot)
+        if asker:  # the answer: final already, or canceled on arrival
+            await self._deliver(asker, snapshot)
 
     async def _watch_cancels(self) -> None:
         """Stop a run here whose task another replica canceled."""
         while not self._stopping:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
-            for task_id, run in list(self._running.items()):
+            for task_id, (run, owner) in list(self._running.items()):
                 try:
-                    if await self.store.cancel_requested(task_id):
+                    if await self.store.cancel_requested(task_id, owner):
                         run.cancel()
                 except Mq9Error as exc:
                     log.warning("agent %s: cancel check failed: %s", self.name, exc)
-
-
-def _reply_to_of(snapshot: dict[str, Any]) -> str | None:
-    meta = snapshot.get("metadata")
-    mq9 = meta.get("mq9") if isinstance(meta, dict) else None
-    reply_to = mq9.get("replyTo") if isinstance(mq9, dict) else None
-    return reply_to if isinstance(reply_to, str) and is_valid_address(reply_to) else None
 
 
 async def serve_agent(
@@ -425,7 +553,8 @@ async def serve_agent(
     replica, the same after a restart (it then takes back the tasks it held). Other options:
     ``mailbox``, ``group``, ``max_concurrency``, ``to_input``/``to_output`` (how a request's
     text becomes the graph's input, and the graph's result the task's), ``register``,
-    ``reader_options`` (for the consumer group's ``GroupReader``).
+    ``reader_options`` (for the consumer group's ``GroupReader``), ``retry_delay`` (seconds
+    before a failed broker step is tried again, by attempt: ``backoff``).
     """
     if (server is None) == (client is None):
         raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")

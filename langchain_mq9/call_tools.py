@@ -91,21 +91,19 @@ DESCRIPTIONS = {
 # -- handlers ------------------------------------------------------------------------------------
 
 
-async def _caller(client: Any, policy: Any) -> AgentCaller:
-    """This toolkit's caller: its reply mailbox is the pinned one, else ``{agent_mailbox}.calls``
-    (both durable: a restarted agent finds its calls), else a private one for this toolkit."""
+def _caller(client: Any, policy: Any) -> AgentCaller:
+    """This toolkit's caller, named by the pinned reply mailbox, else ``{agent_mailbox}.calls``
+    (both durable: a restarted agent finds its calls), else a private name for this toolkit.
+    Its reply mailbox lives under the reserved root (``AgentCaller``), and only a new call
+    creates it: the read-only tools create nothing."""
     state = policy.call_state
-    address = (
-        state.get("reply")
-        or policy.reply_mailbox
+    name = state.setdefault(
+        "reply",
+        policy.reply_mailbox
         or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
-        or await client.mailbox_create(ttl=0)
+        or w.CALLS_ROOT + w.new_id(),  # unguessable, under the reserved root
     )
-    caller = AgentCaller(client, address)
-    if state.get("reply") != address:
-        await caller.open()
-        state["reply"] = address
-    return caller
+    return AgentCaller(client, name)
 
 
 def _shown(state: CallState, policy: Any, result: type[CallStarted | CallStatus]) -> Any:
@@ -125,7 +123,7 @@ def _shown(state: CallState, policy: Any, result: type[CallStarted | CallStatus]
     if state.answer_pending:
         advice = f"Your answer waits for the agent: check_call(task_id='{state.task_id}', "
         advice += "wait_seconds=60)."
-    if state.state in (w.COMPLETED, w.INPUT_REQUIRED):
+    if any(key in view for key in ("result", "question", "reason")):  # the agent's words
         note = " ".join(filter(None, [note, DATA_NOTE]))
     return result(**view, next_step=advice, note=note)
 
@@ -141,18 +139,29 @@ def _progress() -> Callable[[CallState], Awaitable[None]] | None:
     return on_state
 
 
+# How many of the best matches for a capability are looked at for one that takes tasks.
+MATCHES_LOOKED_AT = 20
+
+
 async def _resolve(client: Any, agent: str, policy: Any) -> dict[str, Any]:
-    """The agent named ``agent``, else the best match for it as a capability."""
+    """The agent named ``agent``, else the best match for it as a capability among the agents
+    whose card says they take tasks (``a2a_wire.serves_tasks``): one registered only for its
+    mailbox would never answer."""
     listing = await discover(client)
-    named = [a for a in listing if a.get("name") == agent and a.get("mailbox")]
+    named = [a for a in listing if a.get("name") == agent]
     if named:
+        if not w.serves_tasks(named[0]):
+            raise OperationError(
+                f"agent {clipped(agent, 80)!r} takes no delegated tasks (its card does not say "
+                "it serves A2A tasks): send_message to its mailbox instead"
+            )
         return named[0]
-    found = await discover(client, **{policy.discover_by: agent, "limit": 1})
-    found = [a for a in found if a.get("mailbox")]
+    found = await discover(client, **{policy.discover_by: agent, "limit": MATCHES_LOOKED_AT})
+    found = [a for a in found if w.serves_tasks(a)]
     if not found:
         raise OperationError(
-            f"no agent is named or fits {clipped(agent, 80)!r}: agent_discover(query=...) "
-            "lists the agents and what they do"
+            f"no agent that takes delegated tasks is named or fits {clipped(agent, 80)!r}: "
+            "agent_discover(query=...) lists the agents and what they do"
         )
     return found[0]
 
@@ -162,7 +171,7 @@ async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome[
         raise OperationError("context_id: use the context_id an earlier call returned")
     agent = await _resolve(client, args.agent, policy)
     policy.check(agent["mailbox"])
-    caller = await _caller(client, policy)
+    caller = _caller(client, policy)
     state = await caller.call(
         agent["mailbox"],
         args.task,
@@ -175,31 +184,36 @@ async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome[
 
 
 async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome[CallStatus]:
-    caller = await _caller(client, policy)
+    caller = _caller(client, policy)
     state = await caller.check(args.task_id, wait=args.wait_seconds, on_state=_progress())
     return Outcome(_shown(state, policy, CallStatus), state)
 
 
 async def answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Outcome[CallStatus]:
-    caller = await _caller(client, policy)
+    caller = _caller(client, policy)
     state = await caller.answer(
-        args.task_id, args.answer, wait=args.wait_seconds, on_state=_progress()
+        args.task_id,
+        args.answer,
+        wait=args.wait_seconds,
+        on_state=_progress(),
+        allow=policy.check,  # the agent's mailbox, as call_agent checked it
     )
     return Outcome(_shown(state, policy, CallStatus), state)
 
 
 async def cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Outcome[CallStatus]:
-    caller = await _caller(client, policy)
-    state = await caller.cancel(args.task_id, wait=CANCEL_WAIT)
+    caller = _caller(client, policy)
+    state = await caller.cancel(args.task_id, wait=CANCEL_WAIT, allow=policy.check)
     return Outcome(_shown(state, policy, CallStatus), state)
 
 
 async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome[CallsListed]:
-    caller = await _caller(client, policy)
+    caller = _caller(client, policy)
     states = await caller.calls()
     views = [  # each call's state, without the advice for it
         replace(_shown(s, policy, CallStatus), next_step=None, note=None).content()
         for s in states
         if not args.state or w.short_state(s.state) == args.state.strip().lower()
     ]
-    return Outcome(CallsListed(count=len(views), calls=views), states)
+    note = DATA_NOTE if any({"result", "question", "reason"} & set(v) for v in views) else None
+    return Outcome(CallsListed(count=len(views), calls=views, note=note), states)

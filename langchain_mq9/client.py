@@ -17,6 +17,7 @@ from typing import Any
 from . import protocol as p
 from . import registration
 from .consumer import Consumer, ErrorHandler, GroupReader, Handler, until_found
+from .dead_letters import DEFAULT_MAX_DELIVERIES
 from .errors import (
     ClusterUnavailable,
     InvalidArgument,
@@ -31,6 +32,7 @@ from .errors import (
     from_reply,
 )
 from .leases import DEFAULT_LEASE_TTL
+from .live_search import LiveSearch, is_robustmq
 from .protocol import Message, Priority
 from .redaction import redact
 from .transport import NOT_CONNECTED, HandlerTransport, Transport, open_transport
@@ -48,10 +50,17 @@ DEFAULT_MAX_GROUPS = 1_000
 class Agents(list):
     """The agents ``agent_discover`` found, best first. ``ranked_here`` is True when the broker
     has no agent search (RobustMQ's default build) and this client ranked its listing itself;
-    ``ranking`` then says how: ``"embeddings"`` (the ``semantic`` extra) or ``"lexical"``."""
+    ``ranking`` then says how: ``"embeddings"`` (the ``semantic`` extra) or ``"lexical"``.
+
+    On a broker whose search trails its registry (RobustMQ's vector-search build), ``gone``
+    names the search hits the registry no longer lists (dropped: never routed to), and
+    ``not_indexed_yet`` the agents this client registered moments ago that the search did not
+    show (the listing has them; the search index may not yet)."""
 
     ranked_here: bool = False
     ranking: str | None = None
+    gone: tuple[str, ...] = ()
+    not_indexed_yet: tuple[str, ...] = ()
 
 
 class Mq9Client:
@@ -99,6 +108,10 @@ class Mq9Client:
         # mailbox): to notice a broker that lost or split a mailbox's log (docs/deploy.md).
         self._highest_sent: dict[str, int] = {}
         self.warnings: dict[str, str] = {}
+        # Search answers checked against the listing: None decides by the broker (RobustMQ,
+        # whose index trails its registry: yes; the bundled broker, exact at once: no).
+        self.check_search: bool | None = None
+        self._live = LiveSearch(self._discover_items)
         if transport is None:
             self.server = server
             self._transport = open_transport(server, request_timeout=request_timeout, **options)
@@ -359,6 +372,8 @@ class Mq9Client:
         error_handler: ErrorHandler | None = None,
         worker: str | None = None,
         lease_ttl: int = DEFAULT_LEASE_TTL,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
     ) -> Consumer:
         """Run a fetch loop in the background that calls ``handler`` for every message, once.
 
@@ -368,8 +383,11 @@ class Mq9Client:
         competing ones, which hold leases of ``lease_ttl`` seconds: docs/groups.md) and, with
         ``auto_ack``, commits the group's position as messages are handled. A handler that
         raises is reported (``error_handler`` or the log) and called again with that message
-        later, backing off; until then the group's position stays before it. Without a group
-        the position is the consumer's own and failures are not retried.
+        later, backing off; until then the group's position stays before it. After
+        ``max_deliveries`` failures (counted on the broker, by every consumer of the group) it
+        is copied into the mailbox ``dead_letter`` (default ``<mailbox>.dlq``) and the group
+        moves on (docs/groups.md, "Poison messages"). Without a group the position is the
+        consumer's own and failures are not retried.
         """
         p.check_address(mail_address)
         _fetch_body(group_name, deliver, None, None, False, num_msgs, max_wait_ms)
@@ -389,6 +407,8 @@ class Mq9Client:
             error_handler=error_handler,
             worker=worker,
             lease_ttl=lease_ttl,
+            max_deliveries=max_deliveries,
+            dead_letter=dead_letter,
         )
         await consumer._start()
         return consumer
@@ -425,6 +445,25 @@ class Mq9Client:
         subject = p.delete_subject(mail_address, p.check_int("msg_id", msg_id))
         await self._call(subject, repeatable=True)  # DELETE of a msg_id not there succeeds
 
+    async def check_receipt(self, mail_address: str, msg_id: int, payload: str | bytes) -> bool:
+        """Whether the mailbox still holds ``payload`` under ``msg_id``: how a client that
+        was not there when a broker lost a mailbox's log finds out (docs/deploy.md). Keep a
+        receipt (the msg_id a SEND answered, and what was sent) of what must not be lost, and
+        check it later from any client. False is noted in ``warnings`` like a log seen going
+        back; it also means the message was deleted or expired: the broker cannot tell those
+        apart. A stateless FETCH from ``msg_id``: no group moves."""
+        p.check_address(mail_address)
+        expected = payload.encode() if isinstance(payload, str) else payload
+        answer = await self.fetch(
+            mail_address, deliver="from_id", from_id=msg_id, num_msgs=1, max_wait_ms=0
+        )
+        held = next((m for m in answer if m.msg_id == msg_id), None)
+        if held is not None and held.payload == expected:
+            return True
+        newest = max((m.msg_id for m in answer), default=-1)
+        self._suspect(mail_address, p.warn_receipt_missing(mail_address, msg_id, newest))
+        return False
+
     # -- agent registry --------------------------------------------------------------------
 
     async def agent_register(self, agent_card: dict[str, Any]) -> None:
@@ -445,12 +484,15 @@ class Mq9Client:
         else:
             body = p.encode(registration.card_for(card))
         await self._call(p.AGENT_REGISTER, body, repeatable=True)  # the first is kept
+        searchable = self._search_lags() and not registration.is_raw(card)
+        self._live.changed(registered=card["name"] if searchable else None)
 
     async def agent_unregister(self, name: str) -> None:
         """Remove the agent registered under ``name`` (an unknown name succeeds)."""
         if not isinstance(name, str) or not name:
             raise ValueError("name must be the non-empty name the agent registered under")
         await self._call(p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True)
+        self._live.changed(unregistered=name)
 
     async def agent_report(self, report: dict[str, Any]) -> None:
         """Report an agent's status: ``report["name"]`` and either a string ``report_info``
@@ -480,34 +522,79 @@ class Mq9Client:
 
         RobustMQ's default build (no vector search) refuses text and semantic: the client then
         ranks the listing itself, pages included (``ranked_here`` says so). A search build
-        that has indexed no card yet says its table is missing: that is no agents."""
+        that has indexed no card yet says its table is missing: that is no agents.
+
+        RobustMQ's search index trails its registry (docs/discovery.md): there a search answer
+        is checked against the listing (read at most ``listing_ttl`` seconds before; this
+        client's own REGISTER and UNREGISTER are seen at once) and a hit the registry no longer
+        has is dropped (``Agents.gone``), its place on the page taken by the next live hit."""
         for label, value in (("text", text), ("semantic", semantic)):
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{label} must be a string")
-        body = p.DISCOVER_REQUEST.body(
-            text=text,
-            semantic=semantic,
-            limit=p.check_int("limit", limit, 1, p.MAX_DISCOVER_LIMIT),
-            page=p.check_int("page", page, 1, p.MAX_U32),
-        )
+        query = {"text": text, "semantic": semantic}
+        p.check_int("limit", limit, 1, p.MAX_DISCOVER_LIMIT)
+        p.check_int("page", page, 1, p.MAX_U32)
+        started = asyncio.get_running_loop().time()
+        search = bool(text or semantic)
+        checked = search and self._search_lags()
         try:
-            reply = await self._call(p.AGENT_DISCOVER, body, repeatable=True)
+            if checked:
+                live, gone = await self._live.page(query, limit, page, started)
+            else:
+                items = await self._discover_items(query, limit, page)
         except (SearchIndexEmpty, SearchNotBuilt) as exc:
-            if not (text or semantic):
+            if not search:
                 raise
             if isinstance(exc, SearchIndexEmpty):
-                return Agents()
+                return self._found_here(Agents(), [])
             return await self._rank_listing(text, semantic, limit, page)
-        agents = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
-        return Agents(p.normalize_agent(item) for item in agents)
+        if checked:
+            found = Agents(p.normalize_agent(item) for item in live)
+            found.gone = tuple(gone)
+            return self._found_here(found, live)
+        if not search and self._search_lags():
+            self._live.listed(items, started)
+        return Agents(p.normalize_agent(item) for item in items)
+
+    async def _discover_items(
+        self, query: dict[str, str | None], limit: int | None = None, page: int | None = None
+    ) -> list[dict[str, Any]]:
+        body = p.DISCOVER_REQUEST.body(**query, limit=limit, page=page)
+        reply = await self._call(p.AGENT_DISCOVER, body, repeatable=True)
+        items = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                p.normalize_agent(item)  # raises MalformedReply, naming the item
+        return items
+
+    def _search_lags(self) -> bool:
+        """Whether this broker's search may miss new agents and name gone ones: RobustMQ's
+        (its NATS INFO says so), or whatever ``check_search`` says."""
+        if self.check_search is not None:
+            return self.check_search
+        return is_robustmq(getattr(self._transport, "server_info", None))
+
+    @property
+    def listing_ttl(self) -> float:
+        """How many seconds a listing read to check search answers is reused (1 s)."""
+        return self._live.ttl
+
+    @listing_ttl.setter
+    def listing_ttl(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError("listing_ttl must be a number of seconds, 0 or more")
+        self._live.ttl = float(seconds)
+
+    def _found_here(self, found: Agents, hits: list[dict[str, Any]]) -> Agents:
+        found.not_indexed_yet = self._live.not_indexed_yet(hits)
+        return found
 
     async def _rank_listing(
         self, text: str | None, semantic: str | None, limit: int, page: int
     ) -> Agents:
         from .broker.registry import AgentEntry, AgentRegistry  # the bundled broker's ranking
 
-        reply = await self._call(p.AGENT_DISCOVER, p.DISCOVER_REQUEST.body(), repeatable=True)
-        items = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
+        items = await self._discover_items({})
         for item in items:
             p.normalize_agent(item)  # refuses an item that is no agent
 

@@ -14,11 +14,20 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from . import dead_letters
 from . import protocol as p
+from .dead_letters import DEFAULT_MAX_DELIVERIES, MAX_DELIVERIES, failure_reason
 from .errors import AnswerTooLarge, Mq9Error
-from .leases import DEFAULT_LEASE_TTL, LeaseBox, MailboxClient
+from .leases import (
+    DEFAULT_LEASE_TTL,
+    GroupRecords,
+    LeaseBox,
+    MailboxClient,
+    count_deliveries,
+    last_reason,
+)
 from .protocol import Message
 from .reader_state import ReaderState
 
@@ -26,6 +35,7 @@ log = logging.getLogger("langchain_mq9")
 
 Handler = Callable[[Message], Awaitable[None] | None]
 ErrorHandler = Callable[[Message, Exception], Awaitable[None] | None]
+DeadLetterHook = Callable[[Message, int, str], Awaitable[None] | None]
 
 # How often a waiting fetch looks again. A FETCH that finds nothing on RobustMQ sleeps its whole
 # max_wait_ms, holding the handler of every connection that shares it (docs/protocol.md §1):
@@ -33,6 +43,14 @@ ErrorHandler = Callable[[Message, Exception], Awaitable[None] | None]
 POLL_SECONDS = 0.1
 
 T = TypeVar("T")
+
+
+class Failure(NamedTuple):
+    """What ``GroupReader.fail`` did: the message's unfinished deliveries counted so far (by
+    every reader of the group, restarts included), and whether it is now a dead letter."""
+
+    attempts: int
+    dead_lettered: bool
 
 
 def fixed_start(
@@ -76,6 +94,16 @@ class GroupReader:
     worker restarted under its name takes back what it held, and a message any worker
     finished is done for all.
 
+    A message that cannot be handled is given to ``fail``: its unfinished deliveries are
+    counted on the broker (docs/groups.md, "Poison messages"), and once there are
+    ``max_deliveries`` of them it is copied into the mailbox ``dead_letter`` (default
+    ``<mailbox>.dlq``) and then done, so the group moves past it; so is a message that every
+    reader died holding. ``dead_letter(msg_id, reason)`` sets one aside at once.
+    ``max_deliveries=None``: no budget and no records (``fail`` only counts in memory).
+    ``on_dead_letter(message, attempts, reason)`` runs once the copy is stored and before the
+    message is done (an agent server answers the request's caller there): if it raises, the
+    message stays handed out, and is set aside again later.
+
     ``commit=False`` tracks what is handled without ever acking, for callers who ack.
     ``clock`` measures elapsed seconds for judging leases (tests move it by hand).
 
@@ -94,6 +122,9 @@ class GroupReader:
         lease_ttl: int = DEFAULT_LEASE_TTL,
         commit: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
     ) -> None:
         self.client = client
         self.mail_address = p.check_address(mail_address)
@@ -104,8 +135,27 @@ class GroupReader:
             if worker is None
             else LeaseBox(client, mail_address, group_name, worker, lease_ttl, clock)
         )
+        self.records = self.leases or GroupRecords(
+            client, mail_address, group_name, DEFAULT_LEASE_TTL
+        )
+        self.max_deliveries = (
+            None
+            if max_deliveries is None
+            else p.check_int("max_deliveries", max_deliveries, 1, MAX_DELIVERIES)
+        )
+        self.dead_letter_address = dead_letters.check_dead_letter(
+            dead_letter or dead_letters.dead_letter_address(mail_address)
+        )
+        self.on_dead_letter = on_dead_letter
         self.commit = commit
         self.state = ReaderState()
+        # Unfinished deliveries counted on the broker, by msg_id (this reader's included), of
+        # the messages it read the count of; whether its first batch is recorded.
+        self._deliveries: dict[int, int] = {}
+        self._recorded_first = max_deliveries is None  # without a budget nothing is recorded
+        # Handed out with a record of the hand-out (a first batch, a takeover), not failed since.
+        self._recorded: set[int] = set()
+        self._taken_over: set[int] = set()  # won by this worker from a holder that is gone
         # One fetch or done at a time: two fetches computing "new" from the same state would
         # hand the same message out twice.
         self._lock = asyncio.Lock()
@@ -144,18 +194,129 @@ class GroupReader:
         """Mark handed-out messages handled, then ack the group past everything handled."""
         ids = [msg_ids] if isinstance(msg_ids, int) else list(msg_ids)
         async with self._lock:
-            state = self.state
-            state.check_done(ids)
-            finished = [i for i in ids if i in state.pending]
-            if self.leases is not None and finished:
-                await self.leases.finish([state.seen[i] for i in finished])
-            state.mark_done(ids)
-            if self.leases is not None and state.held:
-                # What other workers held may be finished by now: learn it, so the group's
-                # position moves with this ack rather than at the next fetch.
-                verdict = await self.leases.judge([state.seen[i] for i in sorted(state.held)])
-                state.mark_done(verdict.done)
-            await self._advance()
+            self.state.check_done(ids)
+            await self._done(ids)
+
+    async def fail(self, msg_id: int, reason: object) -> Failure:
+        """A handed-out message could not be handled (``reason``: an exception or a text).
+        Count this delivery on the broker; at ``max_deliveries``, dead-letter the message.
+        Otherwise it stays handed out: hand it to the handler again, or leave it to whoever
+        reads the group next."""
+        async with self._lock:
+            message = self._handed_out(msg_id)
+            reason = failure_reason(reason)
+            attempts = await self._count_failure(message, reason)
+            if self.max_deliveries is None or attempts < self.max_deliveries:
+                return Failure(attempts, dead_lettered=False)
+            await self._set_aside(message, attempts, reason)
+            return Failure(attempts, dead_lettered=True)
+
+    async def dead_letter(self, msg_id: int, reason: object) -> int:
+        """Set a handed-out message aside now, whatever its budget: copy it into the
+        dead-letter mailbox, then mark it done. Returns its deliveries counted, this one."""
+        async with self._lock:
+            message = self._handed_out(msg_id)
+            reason = failure_reason(reason)
+            attempts = await self._count_failure(message, reason)
+            await self._set_aside(message, attempts, reason)
+            return attempts
+
+    def handed_out(self, msg_id: int) -> int:
+        """How many times the message was handed out without being finished, as far as the
+        broker's records say (this hand-out too): 1 unless it was before."""
+        return self._deliveries.get(msg_id, 1)
+
+    async def _count_failure(self, message: Message, reason: str) -> int:
+        """Record a failed delivery and return the message's unfinished deliveries (this one
+        counted once: by this reader's hand-out record, or by this failure's)."""
+        if self.max_deliveries is None:  # no records: this reader's own count
+            attempts = self._deliveries.get(message.msg_id, 0) + 1
+            self._deliveries[message.msg_id] = attempts
+            return attempts
+        counted = message.msg_id in self._recorded
+        self._recorded.discard(message.msg_id)
+        await self.records.record_failure(message, reason, counted)
+        records = (await self.records.deliveries([message]))[message.msg_id]
+        self._deliveries[message.msg_id] = attempts = max(count_deliveries(records, message), 1)
+        return attempts
+
+    async def _record_hand_outs(self, batch: list[Message]) -> list[Message]:
+        """Record the hand-outs a reader that dies would leave uncounted: its first batch, and
+        what a worker takes over from a holder that is gone (docs/groups.md, "Poison
+        messages"). What is past its budget, a message its readers died holding, is set aside
+        instead of handed out; the rest of ``batch`` is returned."""
+        if not self._recorded_first:
+            self._recorded_first, recorded = True, batch
+        else:
+            recorded = [m for m in batch if m.msg_id in self._taken_over]
+        self._taken_over.clear()
+        if not recorded:
+            return batch
+        self._recorded |= {m.msg_id for m in recorded}
+        await self.records.record_hand_outs(recorded)
+        records = await self.records.deliveries(recorded)
+        aside = set()
+        for message in recorded:
+            found = records[message.msg_id]
+            self._deliveries[message.msg_id] = attempts = max(count_deliveries(found, message), 1)
+            if attempts <= self.max_deliveries:
+                continue
+            aside.add(message.msg_id)
+            reason = last_reason(found, message) or (
+                f"handed out {attempts - 1} times and never finished: each reader holding it "
+                "stopped first (crashed, or was killed)"
+            )
+            self.state.hand_out([message.msg_id])
+            await self._set_aside(message, attempts - 1, reason)
+        return [m for m in batch if m.msg_id not in aside]
+
+    def _handed_out(self, msg_id: int) -> Message:
+        p.check_int("msg_id", msg_id)
+        if msg_id not in self.state.pending:
+            raise Mq9Error(
+                f"msg_id {msg_id} is not handed out by this reader and waiting: fetch it first"
+            )
+        return self.state.seen[msg_id]
+
+    async def _set_aside(self, message: Message, attempts: int, reason: str) -> None:
+        """The copy first, then done: a crash between the two hands the message out again,
+        and its failures, counted on the broker, set it aside again (a copy twice, never
+        none)."""
+        await dead_letters.store(
+            self.client,
+            self.dead_letter_address,
+            message,
+            mailbox=self.mail_address,
+            group=self.group_name,
+            attempts=attempts,
+            reason=reason,
+        )
+        if self.on_dead_letter is not None:
+            await _maybe_await(self.on_dead_letter(message, attempts, reason))
+        await self._done([message.msg_id])
+
+    async def _done(self, ids: list[int]) -> None:
+        for msg_id in ids:  # what this reader knew of their deliveries is over with them
+            self._deliveries.pop(msg_id, None)
+            self._recorded.discard(msg_id)
+        state = self.state
+        finished = [i for i in ids if i in state.pending]
+        if self.leases is not None and finished:
+            await self.leases.finish([state.seen[i] for i in finished])
+        state.mark_done(ids)
+        if self.leases is not None and state.held:
+            # What other workers held may be finished by now: learn it, so the group's
+            # position moves with this ack rather than at the next fetch.
+            verdict = await self.leases.judge([state.seen[i] for i in sorted(state.held)])
+            state.mark_done(verdict.done)
+        await self._advance()
+
+    async def release(self, msg_ids: Iterable[int]) -> None:
+        """Give back messages this reader handed out but the caller did not pass on (e.g. they
+        did not fit in a tool's answer): the next fetch hands them out again. Nothing was
+        acked past them; a worker's leases on them stay its own until it takes them back."""
+        async with self._lock:
+            self.state.pending.difference_update(msg_ids)
 
     async def _fetch(
         self, num_msgs: int, start: tuple[str, int | None]
@@ -174,17 +335,21 @@ class GroupReader:
                 self._log_went_back(answer)
                 state = self.state  # this answer is the fresh state's first
             fresh = state.accept(answer, asked)
-            batch = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
+            chosen = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
+            batch = chosen
+            if chosen and (not self._recorded_first or self._taken_over):
+                batch = await self._record_hand_outs(chosen)
             floor = state.floor
             # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
             await self._advance()
             if fit is not None and not fresh and not state.pending and state.floor == floor:
                 raise AnswerTooLarge(self._stalled(fit), fits=fit)
             state.hand_out(m.msg_id for m in batch)
-            # With leases, every new message may turn out done or held by another worker:
-            # what that taught lets the next FETCH reach past them, so "nothing" is never
-            # answered while a message waits further on.
-            if batch or not fresh or state.ask(num_msgs) <= asked:
+            # With leases, every new message may turn out done or held by another worker, and
+            # any reader may set one aside: what that taught lets the next FETCH reach past
+            # them, so "nothing" is never answered while a message waits further on.
+            set_aside = len(batch) < len(chosen)
+            if batch or not fresh or (state.ask(num_msgs) <= asked and not set_aside):
                 return batch, start
 
     async def _read(
@@ -217,6 +382,9 @@ class GroupReader:
         assert self.leases is not None
         state = self.state
         won: set[int] = set()
+        # Seen held by another worker, now won: its holder died or overran (the broker hides
+        # an expired claim, so this reader's memory is what tells).
+        held_before = set(state.held)
         judged = fresh + [m for m in state.last_answer if m.msg_id in state.held]
         chunk, candidates = fresh[:num_msgs], fresh[num_msgs:]
         while True:
@@ -237,6 +405,7 @@ class GroupReader:
             if not chunk:
                 break
             judged = chunk
+        self._taken_over |= won & held_before
         return [m for m in state.last_answer if m.msg_id in won][:num_msgs]
 
     def _log_went_back(self, answer: list[Message]) -> None:
@@ -284,10 +453,13 @@ class Consumer:
         error_handler: ErrorHandler | None,
         worker: str | None = None,
         lease_ttl: int = DEFAULT_LEASE_TTL,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
     ) -> None:
         self.mail_address = mail_address
         self.group_name = group_name
         self.processed_count = 0
+        self.dead_lettered: list[int] = []  # msg_ids this consumer set aside, past the budget
         self._client = client
         self._handler = handler
         self._error_handler = error_handler
@@ -305,6 +477,8 @@ class Consumer:
                 worker=worker,
                 lease_ttl=lease_ttl,
                 commit=auto_ack,
+                max_deliveries=max_deliveries,
+                dead_letter=dead_letter,
             )
         )
         self._stopping = asyncio.Event()
@@ -391,7 +565,7 @@ class Consumer:
                 await _maybe_await(self._handler(message))
             except Exception as exc:
                 if self._reader is not None:  # without a group nothing holds it back: no retry
-                    self._retry_later(message)
+                    await self._failed(message, exc)
                 await self._report(message, exc)
                 continue
             self._retry.pop(message.msg_id, None)
@@ -403,6 +577,32 @@ class Consumer:
             except Mq9Error as exc:
                 # Recorded as handled all the same; the ack is retried at the next fetch.
                 log.warning("consumer of %s: ack failed: %s", self.mail_address, exc)
+
+    async def _failed(self, message: Message, exc: Exception) -> None:
+        """Count the failure on the broker: past the budget the message is dead-lettered and
+        the group moves on; else it is handed to the handler again, later."""
+        assert self._reader is not None
+        if message.msg_id not in self._reader.pending:  # the reader started afresh: it will
+            self._retry.pop(message.msg_id, None)  # hand the message out again itself
+            return
+        try:
+            failure = await self._reader.fail(message.msg_id, exc)
+        except Mq9Error as error:  # not counted: tried again all the same, and counted then
+            log.warning("consumer of %s: recording a failure failed: %s", self.mail_address, error)
+            self._retry_later(message)
+            return
+        if not failure.dead_lettered:
+            self._retry_later(message)
+            return
+        self._retry.pop(message.msg_id, None)
+        self.dead_lettered.append(message.msg_id)
+        log.warning(
+            "consumer of %s: msg %s failed %s times: dead-lettered into %s",
+            self.mail_address,
+            message.msg_id,
+            failure.attempts,
+            self._reader.dead_letter_address,
+        )
 
     def _retry_later(self, message: Message) -> None:
         _, delay, _ = self._retry.get(message.msg_id, (0.0, 0.05, message))

@@ -5,7 +5,9 @@ RobustMQ leases nothing, so workers keep records in a mailbox of the library's o
 and group, under the reserved root ``mq9``: a **claim** (the worker's name, tags
 ``c{msg_id}.{create_time}``, TTL = the lease; the oldest live claim names the holder) and a
 **done** record (tags ``d{msg_id}.{create_time}``, no TTL: done for every reader, whatever ack
-moved the group back). ``judge`` is pure; ``LeaseBox`` does the I/O.
+moved the group back). ``judge`` is pure; ``LeaseBox`` does the I/O. Any reader, worker or
+not, records there the deliveries that did not finish a message (``GroupRecords``): its retry
+budget.
 """
 
 from __future__ import annotations
@@ -70,6 +72,34 @@ def done_tag(message: Message) -> str:
     return f"d{message.msg_id}.{message.create_time}"
 
 
+def fail_tag(message: Message) -> str:
+    return f"f{message.msg_id}.{message.create_time}"
+
+
+def handout_tag(message: Message) -> str:
+    return f"h{message.msg_id}.{message.create_time}"
+
+
+def reason_tag(message: Message) -> str:
+    return f"r{message.msg_id}.{message.create_time}"
+
+
+def delivery_tags(message: Message) -> tuple[str, str, str]:
+    return handout_tag(message), fail_tag(message), reason_tag(message)
+
+
+def count_deliveries(records: list[Any], message: Message) -> int:
+    """Unfinished deliveries of ``message`` its records show: recorded hand-outs and failures."""
+    counted = {handout_tag(message), fail_tag(message)}
+    return sum(1 for r in records if counted & set(r.tags))
+
+
+def last_reason(records: list[Any], message: Message) -> str | None:
+    why = {fail_tag(message), reason_tag(message)}
+    reasons = [r.text() for r in records if why & set(r.tags)]
+    return reasons[-1] if reasons else None
+
+
 @dataclass
 class Verdict:
     """What the lease records say of some messages (msg_ids)."""
@@ -111,7 +141,70 @@ def judge(
     return verdict
 
 
-class LeaseBox:
+class GroupRecords:
+    """The records mailbox of one mailbox and group (``lease_address``): what its readers
+    write there for each other. Deliveries that did not finish a message, for its retry
+    budget, whoever reads and however often readers restart (no TTL): a **failure** (tag
+    ``f{msg_id}.{create_time}``, the reason as payload), and a **hand-out** (tags
+    ``h{msg_id}.{create_time}``): a reader that dies holding a message records nothing, so
+    every reader records the batch it starts with, where a message that kills its readers
+    waits at the group's head, and a worker what it takes over from a holder that is gone.
+    The failure of a delivery counted that way records only its reason (tag
+    ``r{msg_id}.{create_time}``)."""
+
+    def __init__(
+        self, client: MailboxClient, mail_address: str, group_name: str, mailbox_ttl: int
+    ) -> None:
+        self.client = client
+        self.address = lease_address(mail_address, group_name)
+        self.mailbox_ttl = mailbox_ttl
+        self.writer = ""  # a record's payload when it says no more than its tags
+
+    async def record_failure(self, message: Message, reason: str, counted: bool) -> None:
+        """A failed delivery of ``message`` and why; ``counted``: a hand-out record counts this
+        delivery already."""
+        tag = reason_tag(message) if counted else fail_tag(message)
+        await self._send([tag], ttl=None, payload=reason)
+
+    async def record_hand_outs(self, messages: list[Message]) -> None:
+        await self._send([handout_tag(m) for m in messages], ttl=None)
+
+    async def deliveries(self, messages: list[Message]) -> dict[int, list[Message]]:
+        """The records of each message's unfinished deliveries (its recorded hand-outs and its
+        failures, and the reasons), oldest first, a few messages per QUERY (each answers at
+        most 100)."""
+        found: dict[int, list[Message]] = {m.msg_id: [] for m in messages}
+        for start in range(0, len(messages), JUDGED_PER_QUERY):
+            some = messages[start : start + JUDGED_PER_QUERY]
+            tags = [tag for m in some for tag in delivery_tags(m)]
+            # A QUERY by tags answers tag by tag (engine.py, RobustMQ's query.rs): put the
+            # records back in the order they were stored.
+            records = sorted(await self._query(tags, p.QUERY_CAP), key=lambda r: r.msg_id)
+            for m in some:
+                mine = set(delivery_tags(m))
+                found[m.msg_id] = [r for r in records if mine & set(r.tags)]
+        return found
+
+    async def _query(self, tags: list[str], limit: int) -> list[Message]:
+        try:
+            return await self.client.query(self.address, tags=tags, limit=limit)
+        except MailboxNotFound:
+            return []  # no reader has written anything yet
+
+    async def _send(self, tags: list[str], ttl: int | None, payload: str | None = None) -> None:
+        body = self.writer if payload is None else payload
+        for start in range(0, len(tags), TAGS_PER_RECORD):  # records small enough to read back
+            some = tags[start : start + TAGS_PER_RECORD]
+            try:
+                await self.client.send(self.address, body, tags=some, ttl=ttl)
+            except MailboxNotFound:
+                # The first record, or the mailbox lived out its TTL: make it (again).
+                with contextlib.suppress(MailboxExists):
+                    await self.client.mailbox_create(name=self.address, ttl=self.mailbox_ttl)
+                await self.client.send(self.address, body, tags=some, ttl=ttl)
+
+
+class LeaseBox(GroupRecords):
     """The lease mailbox of one mailbox and group, as one worker writes and reads it."""
 
     def __init__(
@@ -125,10 +218,10 @@ class LeaseBox:
     ) -> None:
         if not isinstance(worker, str) or not worker.strip():
             raise ValueError("worker must be a non-empty string naming this reader")
-        self.client = client
-        self.worker = worker
-        self.lease_ttl = p.check_int("lease_ttl", lease_ttl, MIN_LEASE_TTL, p.MAX_SECONDS)
-        self.address = lease_address(mail_address, group_name)
+        lease_ttl = p.check_int("lease_ttl", lease_ttl, MIN_LEASE_TTL, p.MAX_SECONDS)
+        super().__init__(client, mail_address, group_name, mailbox_ttl=lease_ttl)
+        self.worker = self.writer = worker
+        self.lease_ttl = lease_ttl
         # The broker's clock as last seen (a record's create_time) and when, on ``clock``
         # (any clock that measures elapsed seconds): leases are judged by the broker's time
         # plus what elapsed here since, never by this machine's time of day.
@@ -140,6 +233,14 @@ class LeaseBox:
             return 0
         seconds, at = self._seen
         return seconds + int(self._clock() - at)
+
+    def _saw(self, broker_time: int) -> None:
+        """A record stored at ``broker_time`` was read. Only a time past ``now()`` moves the
+        reckoning: a record of the second ``now()`` is in tells less than the time elapsed
+        since an earlier one (reset at every look, a worker looking every 0.1 s at a record that
+        never goes, a claim written without a TTL, would see the broker's time stand still)."""
+        if broker_time > self.now():
+            self._seen = (broker_time, self._clock())
 
     async def claim(self, messages: list[Message]) -> None:
         await self._send([claim_tag(m) for m in messages], ttl=self.lease_ttl)
@@ -159,9 +260,7 @@ class LeaseBox:
             some = messages[start : start + JUDGED_PER_QUERY]
             tags = [tag for m in some for tag in (claim_tag(m), done_tag(m))]
             records += await self._query(tags, CLAIMS_SEEN)
-        newest = max((r.create_time for r in records), default=-1)
-        if newest >= self.now():
-            self._seen = (newest, self._clock())
+        self._saw(max((r.create_time for r in records), default=-1))
         # A message whose first CLAIMS_SEEN claims are all over (written without a TTL by
         # another client) may have a live one further on: read all of its claims.
         now = self.now()
@@ -172,20 +271,3 @@ class LeaseBox:
             ):
                 records += await self._query([claim_tag(message)], p.QUERY_CAP)
         return judge(messages, records, self.worker, self.lease_ttl, self.now())
-
-    async def _query(self, tags: list[str], limit: int) -> list[Message]:
-        try:
-            return await self.client.query(self.address, tags=tags, limit=limit)
-        except MailboxNotFound:
-            return []  # no worker has written anything yet
-
-    async def _send(self, tags: list[str], ttl: int | None) -> None:
-        for start in range(0, len(tags), TAGS_PER_RECORD):  # records small enough to read back
-            some = tags[start : start + TAGS_PER_RECORD]
-            try:
-                await self.client.send(self.address, self.worker, tags=some, ttl=ttl)
-            except MailboxNotFound:
-                # The first record, or the lease mailbox lived out its TTL: make it (again).
-                with contextlib.suppress(MailboxExists):
-                    await self.client.mailbox_create(name=self.address, ttl=self.lease_ttl)
-                await self.client.send(self.address, self.worker, tags=some, ttl=ttl)

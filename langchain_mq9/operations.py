@@ -67,6 +67,21 @@ class Operation:
         return schema
 
     @property
+    def hints(self) -> dict[str, bool]:
+        """MCP's tool annotations where they differ from MCP's defaults (readOnlyHint false,
+        destructiveHint true, idempotentHint false, openWorldHint true: the mailboxes and
+        registry are shared with other agents), and only those: a writer that removes nothing
+        says destructiveHint false, a reader says readOnlyHint true (MCP ignores a reader's
+        other hints). The MCP server declares them; the LangChain tools carry them in
+        ``metadata``, as langchain-mcp-adapters does."""
+        if self.read_only:
+            return {"readOnlyHint": True}
+        hints = {"destructiveHint": self.destructive}
+        if self.idempotent:
+            hints["idempotentHint"] = True
+        return hints
+
+    @property
     def output_schema(self) -> dict[str, Any]:
         """The JSON schema of ``Outcome.content`` (MCP's outputSchema), a copy."""
         return self.result.output_schema()
@@ -115,6 +130,7 @@ class Operation:
         for key in ADVICE:
             if key in outcome.content:
                 outcome.content[key] = prefixed(outcome.content[key], policy)
+        outcome.fit(policy.max_answer_chars)
         return outcome
 
 

@@ -169,6 +169,15 @@ def warn_log_went_back(address: str, msg_id: int, highest: int) -> str:
     )
 
 
+def warn_receipt_missing(address: str, msg_id: int, newest: int) -> str:
+    where = f"the newest it holds is {newest}" if newest >= 0 else "it holds none"
+    return (
+        f"mailbox {address}: a receipt names msg_id {msg_id}, but the mailbox no longer holds "
+        f"that message ({where}): the broker's log went back and lost what it acknowledged, "
+        "or the message was deleted or expired. See docs/deploy.md"
+    )
+
+
 def warn_partitions(address: str, msg_id: int) -> str:
     return (
         f"mailbox {address}: one answer held msg_id {msg_id} twice: the mailbox has several "
@@ -813,7 +822,9 @@ def parse_header_block(block: bytes) -> dict[str, str]:
     the status line skipped, each line split at its first colon, both sides trimmed."""
     found: dict[str, str] = {}
     text = bytes(block).decode("utf-8", errors="replace")
-    for line in text.splitlines()[1:]:
+    # Only CRLF ends a line, as NATS writes the block: str.splitlines() also splits at U+2028,
+    # U+0085, \x0b ..., which a raw client may put inside a value to forge a second header.
+    for line in text.split("\r\n")[1:]:
         line = line.strip()
         if not line:
             break
@@ -937,22 +948,30 @@ def extra_headers(headers: object) -> dict[str, str]:
         ):
             raise InvalidArgument(
                 f"invalid header {quoted(name)}: {quoted(value)}: names are letters, digits, "
-                "'-', '_' and '.'; values single-line strings without surrounding whitespace"
+                "'-', '_' and '.'; values single-line strings without surrounding whitespace or "
+                "control characters"
             )
         utf8("header", value)
     return dict(headers)
 
 
+# What may not be inside a header value: every character a reader of header blocks may take
+# for a line break (all that str.splitlines() splits at: \n \r \x0b \x0c \x1c-\x1e \x85
+# U+2028 U+2029), and the other C0 controls and DEL, which no header value needs.
+_LINE_BREAKING = frozenset([*map(chr, range(0x20)), "\x7f", "\x85", "\u2028", "\u2029"])
+
+
 def _header_value(value: object) -> bool:
     # NATS strips a header value's surrounding whitespace: such a value could not arrive as sent
-    return isinstance(value, str) and value == value.strip() and not any(c in value for c in "\r\n")
+    return isinstance(value, str) and value == value.strip() and _LINE_BREAKING.isdisjoint(value)
 
 
 def check_key(key: object) -> str:
     if not key or not _header_value(key):
         raise InvalidArgument(
-            f"invalid key {quoted(key)}: must be a non-empty single-line string "
-            "without leading or trailing whitespace"
+            f"invalid key {quoted(key)}: must be a non-empty single-line string without "
+            "leading or trailing whitespace, line breaks (U+2028 and the like too) or control "
+            "characters"
         )
     return utf8("key", key)  # headers travel as UTF-8
 
@@ -961,9 +980,11 @@ def check_tags(tags: object) -> list[str]:
     if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
         raise InvalidArgument(f"invalid tags {quoted(tags)}: must be a list of strings")
     for tag in tags:
-        if not isinstance(tag, str) or not tag.strip() or any(c in tag for c in ",\r\n"):
+        bare = tag.strip() if isinstance(tag, str) else None
+        if not bare or "," in bare or not _header_value(bare):
             raise InvalidArgument(
-                f"invalid tag {quoted(tag)}: tags are non-empty strings without commas or newlines"
+                f"invalid tag {quoted(tag)}: tags are non-empty strings without commas, line "
+                "breaks (U+2028 and the like too) or control characters"
             )
     return [utf8("tag", tag.strip()) for tag in tags]
 

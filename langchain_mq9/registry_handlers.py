@@ -48,6 +48,7 @@ async def discover(client: Any, **query: Any) -> list[dict[str, Any]]:
     agents = Agents(a if "mailbox" in a else normalize_agent(a) for a in found)
     agents.ranked_here = getattr(found, "ranked_here", False)
     agents.ranking = getattr(found, "ranking", None)
+    agents.not_indexed_yet = getattr(found, "not_indexed_yet", ())
     return agents
 
 
@@ -116,6 +117,11 @@ async def agent_discover(
         how = "meaning (embeddings)" if agents.ranking == "embeddings" else "shared words"
         ranked = f"every registered agent was read and ranked by {how}"
         notes.append(f"This broker has no agent search, so {ranked}.")
+    if agents.not_indexed_yet:  # RobustMQ indexes a card about 0.5 s after its REGISTER
+        fresh = ", ".join(agents.not_indexed_yet)
+        notes.append(
+            f"Registered moments ago, maybe not searchable yet: {fresh}; query='' lists all."
+        )
     result.note = " ".join(notes) or None
     if any(a.get("mailbox") for a in agents):
         result.next_step = (

@@ -24,6 +24,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from .protocol import QUERY_CAP
+
 MAX_TOOL_WAIT_MS = 120_000
 
 # A JSON object may be given as text (what the schema says, and all a strict-mode model can
@@ -83,18 +85,21 @@ class FetchMessagesInput(_MailboxInput):
         default=500,
         ge=0,
         le=MAX_TOOL_WAIT_MS,
-        description="If none is waiting, wait up to this long for one, e.g. 30000.",
+        description="Wait up to this long for one, e.g. 30000.",
     )
 
 
 class AckMessagesInput(_MailboxInput):
     msg_id: int = Field(ge=0)
+    set_aside: str = Field(default="", description="Set it aside instead, saying why.")
 
 
 class QueryMessagesInput(_MailboxInput):
     key: str = Field(default="", description="Only the newest message with this key.")
     tags: list[str] = Field(default_factory=list, description="Only messages with any of these.")
-    from_id: int = Field(default=0, ge=0, description="Start at this msg_id, to see more.")
+    # Both described by the tool (a page, and its size) and by each answer (the exact calls).
+    from_id: int = Field(default=0, ge=0)
+    limit: int = Field(default=0, ge=0, le=QUERY_CAP)  # 0: a page of 10
 
 
 class DeleteMessageInput(_MailboxInput):
@@ -135,13 +140,11 @@ DESCRIPTIONS = {
     "create_mailbox": "Create a mailbox; returns its mail_address.",
     "send_message": "Leave a message in a mailbox; the recipient may be offline. Take mailboxes "
     "from agent_discover, never guess them.{reply}",
-    "fetch_messages": "Take the messages waiting in a mailbox, to handle them: most urgent "
-    "first, each given to you once. Then ack_messages the last msg_id handled. To only "
-    "look, use query_messages.",
-    "ack_messages": "Confirm you handled what fetch_messages gave you, up to and including "
-    "msg_id.",
+    "fetch_messages": "Take waiting messages, most urgent first, each given you once; then "
+    "ack_messages the last msg_id handled. query_messages only looks.",
+    "ack_messages": "Confirm fetched messages handled, up to and including msg_id.",
     "query_messages": "Look at a mailbox without taking anything, e.g. to check whether "
-    "anyone replied. Oldest first, at most 100.",
+    "anyone replied: a page of 10, oldest first, and how to page on.",
     "delete_message": "Delete one message from a mailbox, for good.",
     "agent_unregister": "Remove an agent from the registry (this agent when it stops, or "
     "before registering a changed card).",

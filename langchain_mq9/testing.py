@@ -1,16 +1,27 @@
-"""A scripted chat model: runs LangGraph agents over the mq9 tools offline and deterministically.
+"""Test your agents offline: ``ScriptedChatModel``, a chat model that plays a script of tool calls.
 
-It emits real tool calls that LangGraph executes against real tools, so examples, notebooks and
-tests exercise the whole agent loop without an API key. Each step of the script sees the
-conversation so far, so it can use what earlier tool calls returned (a mailbox address, a
-msg_id), as a real model would.
+It binds tools as a real model does (``langchain_core``'s ``GenericFakeChatModel`` implements no
+``bind_tools``, so ``create_agent`` cannot use it with tools) and emits real tool calls that the
+agent executes against the real tools, so a test runs the whole agent loop without an API key,
+the same every time. Each step of the script sees the conversation so far, so it can use what
+earlier tool calls returned (a mailbox address, a msg_id), as a real model would. The package's
+own tests, examples and notebooks are driven by it.
 
+>>> from langchain.agents import create_agent
+>>> from langchain_mq9 import Mq9Toolkit
+>>> from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 >>> model = ScriptedChatModel(steps=[
 ...     call("create_mailbox", ttl=600),
 ...     lambda messages: call("send_message", mail_address="agent.worker",
 ...                           payload={"reply_to": tool_result(messages)["mail_address"]}),
 ...     "Task sent.",
 ... ])
+>>> agent = create_agent(model, Mq9Toolkit(server="memory://").get_tools())
+
+A step is an ``AIMessage``, a text (the final answer), or a function of the conversation that
+returns one; ``call`` and ``calls`` make tool-calling turns, ``tool_result`` reads a tool's
+answer. A step that calls a tool the agent does not have, or with an argument its schema does
+not declare, raises: a stale script fails loudly.
 """
 
 from __future__ import annotations

@@ -57,6 +57,13 @@ class ToolConfig(BaseModel):
         description="what other agents wrote (payloads, keys, tags, agent cards) is cut to this "
         "many characters for the model, with a note saying so",
     )
+    max_answer_chars: int = Field(
+        default=9000,
+        ge=1,
+        description="each tool answer is kept to about this many characters: messages (agents, "
+        "calls) that do not fit are left for the next call, with a note saying so; one that "
+        "alone is larger is still given whole",
+    )
     default_group: str = Field(
         default="default", description="the consumer group fetch_messages and ack_messages use"
     )

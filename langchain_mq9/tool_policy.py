@@ -8,8 +8,10 @@ read groups through one ``GroupReader`` per mailbox and group, kept here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
+import threading
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from operator import attrgetter
 from typing import Any
 
 from .consumer import GroupReader, fixed_start
+from .dead_letters import DEAD_LETTER_SUFFIX, DEFAULT_MAX_DELIVERIES
 from .leases import RESERVED_ROOT, is_reserved
 from .protocol import QUOTE_CHARS, check_address, clipped, quoted
 from .tool_config import ToolConfig
@@ -26,6 +29,9 @@ from .tool_errors import OperationError, invalid
 # callers) a client of its own, while a reader's bookkeeping must outlive them all: readers
 # hold a stand-in that resolves to this.
 CALL_CLIENT: ContextVar[Any] = ContextVar("mq9_call_client")
+
+# How many run identities (``ToolPolicy.for_run``) one toolkit remembers.
+MAX_RUN_IDENTITIES = 1000
 
 
 class _CallClient:
@@ -91,6 +97,9 @@ class ToolPolicy:
         self.created: set[str] = set()
         self.readings: dict[tuple[str, str], GroupReading] = {}
         self.call_state: dict[str, Any] = {}
+        # The policies of the runs that name another identity (``for_run``), oldest first.
+        self.runs: dict[tuple[tuple[str, Any], ...], ToolPolicy] = {}
+        self._runs_lock = threading.Lock()  # sync tool calls run in threads
 
     def __repr__(self) -> str:
         return f"ToolPolicy({self.config!r}, created={self.created!r})"
@@ -104,6 +113,22 @@ class ToolPolicy:
             ToolConfig(**{**dict(self.config), **changes}) if changes else self.config
         )
 
+    def for_run(self, **identity: Any) -> ToolPolicy:
+        """The policy of a run that names its own ``agent_mailbox``, ``default_group`` or
+        ``worker`` (None: this policy's): a ``session`` per identity, kept (at most
+        ``MAX_RUN_IDENTITIES``, the least recently used dropped: its unacked messages are
+        handed out again), so the runs of one identity share their group readers."""
+        given = identity.items()
+        key = tuple(sorted((k, v) for k, v in given if v not in (None, getattr(self.config, k))))
+        if not key:  # the toolkit's own identity
+            return self
+        with self._runs_lock:
+            policy = self.runs.pop(key, None) or self.session(**dict(key))
+            self.runs[key] = policy  # the most recently used last
+            while len(self.runs) > MAX_RUN_IDENTITIES:
+                del self.runs[next(iter(self.runs))]
+        return policy
+
     def tool_name(self, name: str) -> str:
         return self.config.tool_prefix + name
 
@@ -112,9 +137,15 @@ class ToolPolicy:
         if key not in self.readings:
             # Leases need QUERY by tags, which the official SDK's client lacks: with it the
             # reader still hands each message out once, but competing toolkits may share one.
-            worker = self.config.worker if _queries_tags(client) else None
+            tags = _queries_tags(client)
+            worker = self.config.worker if tags else None
             reader = GroupReader(
-                _CallClient(), mail_address, group, worker=worker, lease_ttl=self.config.lease_ttl
+                _CallClient(),
+                mail_address,
+                group,
+                worker=worker,
+                lease_ttl=self.config.lease_ttl,
+                max_deliveries=DEFAULT_MAX_DELIVERIES if tags else None,  # its records need tags
             )
             self.readings[key] = GroupReading(reader)
         return self.readings[key]
@@ -125,7 +156,12 @@ class ToolPolicy:
         if address is not None:
             check_address(address)
             then = "use one of those, or ask the user"
-            self._check(address, f"mailbox {clipped(address, QUOTE_CHARS)}", "mailboxes", then)
+            what = f"mailbox {clipped(address, QUOTE_CHARS)}"
+            base = address.removesuffix(DEAD_LETTER_SUFFIX)
+            if base and base != address:  # a usable mailbox's dead letters are usable too
+                with contextlib.suppress(OperationError):
+                    return self._check(base, what, "mailboxes", then)
+            self._check(address, what, "mailboxes", then)
 
     def check_name(self, name: str) -> None:
         """The allow-list covers registry names as well as mailboxes: the registry is keyed
@@ -138,7 +174,7 @@ class ToolPolicy:
         if is_reserved(value):  # the library's own (leases): never the model's
             raise OperationError(
                 f"{what} is reserved: addresses under '{RESERVED_ROOT}.' hold this library's "
-                "own records (consumer-group leases); use another name"
+                "own records (consumer-group leases, agent calls); use another name"
             )
         allowed = self.config.allowed_mailboxes
         if allowed is None or value in self.created or value == self.config.agent_mailbox:

@@ -15,8 +15,9 @@ import functools
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 ADVICE = ("note", "next_step", "filter_used", "warning")
 
@@ -24,7 +25,15 @@ _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", di
 
 
 class ToolResult:
-    """Base of the result models: each subclass is made a keyword-only dataclass."""
+    """Base of the result models: each subclass is made a keyword-only dataclass.
+
+    ``trimmable`` names a list the answer may carry only the head of (``Outcome.fit``), and
+    ``trim_hint`` says how to see the rest. Messages are never trimmed here: their handlers fit
+    them, as only they know what leaving one out means (a fetched one must be handed out
+    again, a looked-at one is where the next page starts)."""
+
+    trimmable: ClassVar[str | None] = None
+    trim_hint: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,7 +64,9 @@ _fields = functools.cache(dataclasses.fields)
 @functools.cache
 def _schema(cls: type[ToolResult]) -> dict[str, Any]:
     properties = {}
-    for name, hint in typing.get_type_hints(cls).items():
+    hints = typing.get_type_hints(cls)
+    for name in (f.name for f in _fields(cls)):  # not the ClassVars
+        hint = hints[name]
         if name in ADVICE:
             continue
         if isinstance(hint, types.UnionType):  # X | None
@@ -65,6 +76,28 @@ def _schema(cls: type[ToolResult]) -> dict[str, Any]:
 
 
 Result = TypeVar("Result", bound=ToolResult)
+
+
+def answer_text(content: dict[str, Any]) -> str:
+    """A tool's answer as the model reads it: compact JSON."""
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+
+
+def most_that_fit(size: Callable[[int], int], total: int, budget: int) -> int:
+    """How many of ``total`` items (at least one, when there is one) an answer holds when the
+    answer with the first ``n`` is ``size(n)`` characters and must stay within ``budget``: an
+    answer never stops in the middle of an item, and an item larger than the budget alone is
+    still given whole."""
+    if size(total) <= budget:  # the common case: everything fits
+        return total
+    low, high = min(total, 1), total - 1
+    while low < high:  # size grows with n
+        middle = (low + high + 1) // 2
+        if size(middle) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 @dataclass
@@ -80,7 +113,25 @@ class Outcome(Generic[Result]):
         self.content = self.result.content()
 
     def text(self) -> str:
-        return json.dumps(self.content, ensure_ascii=False, separators=(",", ":"))
+        return answer_text(self.content)
+
+    def fit(self, budget: int) -> None:
+        """Keep the answer within ``budget`` characters (``ToolConfig.max_answer_chars``) by
+        carrying only the head of its ``trimmable`` list (agents best first, calls), whole
+        items, at least one; its note says how many were left out and how to see them."""
+        key = type(self.result).trimmable
+        if key is None or len(self.text()) <= budget:
+            return
+        content, items = self.content, self.content[key]
+
+        def trimmed(shown: int) -> dict[str, Any]:
+            left = len(items) - shown
+            said = f"{left} more did not fit in this answer: {type(self.result).trim_hint}"
+            note = " ".join(filter(None, [content.get("note"), said]))
+            return {**content, key: items[:shown], "count": shown, "note": note}
+
+        shown = most_that_fit(lambda n: len(answer_text(trimmed(n))), len(items), budget)
+        self.content = trimmed(shown)
 
 
 # -- mailboxes and messages --------------------------------------------------------------------
@@ -111,6 +162,7 @@ class MessagesFetched(_Messages):
 class MessagesAcked(ToolResult):
     confirmed: list[int]
     still_unacked: list[int] | None = None
+    next_step: str | None = None  # where a message set aside went
 
 
 class MessagesQueried(_Messages):
@@ -136,6 +188,9 @@ class AgentRegistered(ToolResult):
 
 
 class AgentsFound(ToolResult):
+    trimmable = "agents"
+    trim_hint = "search with more precise words."
+
     count: int
     agents: list[dict[str, Any]]
     note: str | None = None
@@ -182,5 +237,9 @@ class CallStatus(_Task):
 
 
 class CallsListed(ToolResult):
+    trimmable = "calls"
+    trim_hint = "ask for one state, e.g. 'input-required'."
+
     count: int
     calls: list[dict[str, Any]]
+    note: str | None = None

@@ -18,22 +18,42 @@ from .tools import TOOL_CLASSES
 
 
 class Mq9Toolkit(BaseToolkit, ToolConfig):
-    """The eight mq9 tools for an agent, sharing lazily opened connections (one per event loop
-    that calls, one for sync code; see ``connection.py``), never one per call.
+    """The mq9 tools for a LangChain or LangGraph agent: persistent mailboxes, an agent
+    registry and (with ``calls=True``) agent-to-agent calls.
 
-    >>> toolkit = Mq9Toolkit(server="nats://localhost:4222")   # or "memory://" offline
-    >>> agent = create_react_agent(llm, toolkit.get_tools())
+    >>> from langchain.agents import create_agent
+    >>> toolkit = Mq9Toolkit(server="memory://", agent_mailbox="agent.me")  # nats://host:4222
+    >>> agent = create_agent(model, toolkit.get_tools())
 
-    One toolkit is one reader of a consumer group: its ``ack_messages`` confirms what its own
-    ``fetch_messages`` handed out, and what was not acked is handed out again to whoever reads
-    the group next (a restarted agent, under any toolkit). So give each agent its own toolkit,
-    and take an agent's tools from one toolkit. Competing workers on one mailbox each set
-    ``worker`` (a name unique among them): leases keep them from getting the same message, and
-    a dead one's messages are taken over after ``lease_ttl`` seconds (docs/groups.md).
+    ``get_tools()`` gives ``agent_register``, ``agent_discover``, ``create_mailbox``,
+    ``send_message``, ``fetch_messages``, ``ack_messages``, ``query_messages`` and
+    ``delete_message`` (``tools=[...]`` picks by name; ``agent_unregister`` and
+    ``agent_report`` are extras). Each tool returns compact JSON for the model and the typed
+    result as its artifact; a mistake comes back to the model as an error it can fix, never as
+    an exception in your graph. Each tool's ``metadata`` carries MCP's hints (``readOnlyHint``,
+    ``destructiveHint``): ``{t.name: True for t in tools if t.metadata.get("destructiveHint")}``
+    is a human-in-the-loop ``interrupt_on``.
 
-    ``tools`` picks tools by name (``agent_unregister`` and ``agent_report`` are extras). The
-    other settings are ``ToolConfig``'s fields (described in ``tool_config.py``; ``mq9-mcp`` has
-    a flag for each). Close with ``await toolkit.aclose()``, ``toolkit.close()`` or ``with``.
+    Settings (each also an ``mq9-mcp`` flag): ``agent_mailbox`` (the agent's own mailbox, the
+    default of the mailbox arguments), ``allowed_mailboxes`` (what the model may touch),
+    ``read_only``, ``max_payload_chars`` and ``max_answer_chars`` (what one answer may hold),
+    ``default_group``, ``worker`` and ``lease_ttl`` (competing workers on one mailbox),
+    ``deliver``, ``num_msgs``, ``discover_by``, ``discover_limit``, ``agent_card`` (what
+    ``agent_register`` publishes), ``calls``, ``reply_mailbox``, ``tool_prefix``;
+    docs/toolkit.md says what each does. Connect with ``server=`` (a URL, or ``MQ9_SERVER`` in
+    the environment) or ``client=`` (an open ``Mq9Client``); one connection per event loop is
+    shared by the tools.
+
+    One run names its own agent: ``agent_mailbox``, ``group`` and ``worker`` in the run's
+    context or config take the place of the toolkit's for that run, so one toolkit serves
+    many users and threads (docs/langchain.md). ``Mq9InboxMiddleware(toolkit)`` brings new mail
+    to the model before each model call.
+
+    A toolkit (or a run identity) is one reader of its consumer group: ``ack_messages``
+    confirms what its ``fetch_messages`` handed out, and what is not acked is handed out again
+    to whoever reads the group next, so nothing is lost when an agent stops halfway. Take an
+    agent's tools from one toolkit. Close with ``await toolkit.aclose()``, ``toolkit.close()``
+    or ``with``. Test agents offline with ``langchain_mq9.testing.ScriptedChatModel``.
     """
 
     server: str | None = Field(

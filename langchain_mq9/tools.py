@@ -28,6 +28,7 @@ from .operations import (
     ToolPolicy,
 )
 from .protocol import Mq9Error
+from .run_context import current_run
 from .tool_errors import explain, explain_validation
 
 
@@ -60,6 +61,9 @@ class Mq9Tool(BaseTool):
         data.setdefault("name", policy.tool_name(operation.name))
         data.setdefault("description", operation.describe(policy))
         data.setdefault("args_schema", operation.input_schema(policy))
+        # readOnlyHint/destructiveHint as MCP declares them and langchain-mcp-adapters puts
+        # them in a tool's metadata: what a human-in-the-loop policy reads (docs/langchain.md)
+        data.setdefault("metadata", dict(operation.hints))
         if "connection" not in data:
             server, client = data.pop("server", None), data.pop("client", None)
             data["connection"] = Mq9Connection(server, client=client)
@@ -72,22 +76,23 @@ class Mq9Tool(BaseTool):
         kwargs.pop("run_manager", None)
         return self.operation.input_model.model_validate(kwargs)
 
-    def _call(self, args: BaseModel):
-        return lambda client: self.operation.execute(client, args, self.policy)
+    def _call(self, args: BaseModel, policy: ToolPolicy):
+        return lambda client: self.operation.execute(client, args, policy)
 
-    # _run/_arun return (content, artifact), unannotated (see the top of this module).
+    # _run/_arun return (content, artifact), unannotated (see the top of this module). The
+    # run may name the agent (run_context.py): its policy then, else the toolkit's.
     def _run(self, **kwargs):
         args = self._arguments(kwargs)
-        with _as_tool_errors():
-            outcome = self.connection.run_sync(
-                self._call(args), wait=self.operation.wait_seconds(args)
-            )
+        run, wait = current_run(self.policy), self.operation.wait_seconds(args)
+        with _as_tool_errors(), run.waiting(self.name, wait):
+            outcome = self.connection.run_sync(self._call(args, run.policy), wait=wait)
         return outcome.text(), outcome.artifact
 
     async def _arun(self, **kwargs):
         args = self._arguments(kwargs)
-        with _as_tool_errors():
-            outcome = await self.connection.run(self._call(args))
+        run = current_run(self.policy)
+        with _as_tool_errors(), run.waiting(self.name, self.operation.wait_seconds(args)):
+            outcome = await self.connection.run(self._call(args, run.policy))
         return outcome.text(), outcome.artifact
 
 

@@ -180,6 +180,11 @@ class NatsTransport:
         return self._connection.max_payload if self._connection else DEFAULT_MAX_PAYLOAD
 
     @property
+    def server_info(self) -> dict[str, Any]:
+        """The INFO the server sent ({} before connecting): says which broker this is."""
+        return dict(self._connection._server_info) if self._connection else {}
+
+    @property
     def is_connected(self) -> bool:
         # From connect() until close(). While the link is down nats-py reconnects; once it has
         # used up reconnect_attempts, the next request dials again, so no outage ends a client.
@@ -261,7 +266,7 @@ class NatsTransport:
                 f"no mq9 broker is serving at {self.where}: nothing answers "
                 f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)"
             ) from None
-        except (nats_errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats_errors.TimeoutError):
             down = " (the connection is down and reconnecting)"
             raise RequestTimeout(
                 f"the mq9 broker did not answer within {timeout:g}s"

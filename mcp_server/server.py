@@ -67,18 +67,8 @@ CALL_GRACE_SECONDS = 5.0
 
 
 def tool_annotations(operation: Operation) -> types.ToolAnnotations:
-    """The hints that differ from MCP's defaults (readOnlyHint false, destructiveHint true,
-    idempotentHint false, openWorldHint true: the mailboxes and registry are shared with other
-    agents), and only those: a writer that removes nothing says destructiveHint false, a reader
-    says readOnlyHint true (MCP ignores a reader's other hints)."""
-    hints: dict[str, bool] = {}
-    if operation.read_only:
-        hints["readOnlyHint"] = True
-    else:
-        hints["destructiveHint"] = operation.destructive
-        if operation.idempotent:
-            hints["idempotentHint"] = True
-    return types.ToolAnnotations(**hints)
+    """The catalog's hints (``Operation.hints``: only those that differ from MCP's defaults)."""
+    return types.ToolAnnotations(**operation.hints)
 
 
 def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:

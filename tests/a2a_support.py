@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections import Counter
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
@@ -54,3 +55,23 @@ class Counting:
 def asking(text: str) -> str:
     """Asks which language (``interrupt``), then answers with it."""
     return f"{text} in {interrupt('Which language?')}"
+
+
+class TalkState(TypedDict):
+    text: str
+    out: str
+    told: Annotated[list[str], operator.add]
+
+
+def remembering_graph() -> Any:
+    """A graph with a memory per LangGraph thread: it answers with all it was told there."""
+
+    def node(state: TalkState) -> dict[str, Any]:
+        told = [*state.get("told", []), state["text"]]
+        return {"out": "so far you told me: " + " | ".join(told), "told": [state["text"]]}
+
+    builder = StateGraph(TalkState)
+    builder.add_node("talk", node)
+    builder.add_edge(START, "talk")
+    builder.add_edge("talk", END)
+    return builder.compile(checkpointer=InMemorySaver())

@@ -29,7 +29,7 @@ from langchain_mq9.broker import (
     install_memory_broker,
     serve_on_nats,
 )
-from langchain_mq9.broker.nats_process import start_nats_server
+from langchain_mq9.broker.nats_process import free_port, start_nats_server
 from langchain_mq9.nats_guard import GuardedClient, protect
 
 ROBUSTMQ_URL = os.environ.get("MQ9_ROBUSTMQ_URL")
@@ -41,6 +41,26 @@ def nats_server():
     """One nats-server for the session, on a free loopback port."""
     with start_nats_server() as server:
         yield server
+
+
+@pytest.fixture
+async def restartable_nats():
+    """A nats-server of the test's own, which the test stops and starts again on the same port
+    (``state["server"]``, ``state["port"]``), under a bundled broker whose connection
+    (``state["connection"]``) reconnects for ever; ``state["url"]`` stays valid."""
+    port = free_port()
+    state = {"server": start_nats_server(port=port), "port": port}
+    connection = await nats.connect(
+        state["server"].url, max_reconnect_attempts=-1, reconnect_time_wait=0.05
+    )
+    service = await serve_on_nats(BrokerEngine(), connection)
+    state.update(url=state["server"].url, connection=connection)
+    try:
+        yield state
+    finally:
+        await service.stop()
+        await connection.close()
+        state["server"].stop()
 
 
 @dataclass
@@ -155,7 +175,14 @@ async def nats_broker(nats_server):
 # process, loads a model, or waits out real timeouts. Found by fixture (one that starts a
 # nats-server), by lane (a fixture's nats or robustmq param), by file, and by name in files
 # mostly quick. Plain `pytest` still runs everything.
-SLOW_FIXTURES = {"nats_server", "nats_broker", "bare_nats", "guarded_nats", "monitored_nats"}
+SLOW_FIXTURES = {
+    "nats_server",
+    "restartable_nats",
+    "nats_broker",
+    "bare_nats",
+    "guarded_nats",
+    "monitored_nats",
+}
 SLOW_FILES = {
     # processes: the dev broker, mq9-mcp, notebooks, examples, the bench, node, ruff
     "test_agent_calls_kill.py",

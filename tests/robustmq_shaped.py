@@ -16,16 +16,25 @@ NATS listener serves mq9 (docs/protocol.md §1), so CI proves the client against
 
 It speaks only what mq9 needs (no plain pub/sub between clients). Every point is also checked
 against a real RobustMQ in tests/test_robustmq_shaped.py when ``MQ9_ROBUSTMQ_URL`` names one.
+Its INFO says ``"go": "robustmq-rust"``, as RobustMQ's (``network-server/.../nats.rs:112``).
+
+``LaggingIndex`` is the search index of RobustMQ's vector-search build, which trails the
+registry and keeps some unregistered agents (docs/discovery.md); ``lagging_engine`` gives an
+engine with it, on a hand-moved clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
+from collections.abc import Callable
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker import BrokerEngine, ManualClock
+from langchain_mq9.broker.registry import AgentEntry, AgentRegistry
 
 INBOX_PREFIX = "_INBOX."
 MAX_PAYLOAD = 1024 * 1024  # RobustMQ's default nats_runtime.max_payload
@@ -57,6 +66,7 @@ class RobustMQShapedListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(asyncio.current_task())
         info = {"server_id": "shaped", "proto": 1, "headers": True, "max_payload": MAX_PAYLOAD}
+        info["go"] = "robustmq-rust"
         writer.write(b"INFO " + json.dumps(info).encode() + b"\r\nPING\r\n")
         buffer = bytearray()
         connected = False
@@ -135,3 +145,76 @@ def _split_headers(op: str, args: list[str], payload: bytes) -> tuple[dict | Non
         if colon:
             headers[name.strip()] = value.strip()
     return headers, body
+
+
+# RobustMQ 8bd49dc, measured on its vector-search build (one node, loopback): a card is found
+# about 0.5 s after REGISTER answers (its embedding comes first); an unregistered card leaves
+# text answers about 1 s after UNREGISTER answers, though its delete runs at once.
+INDEX_LAG = 0.5
+UNINDEX_LAG = 1.0
+
+
+class LaggingIndex(AgentRegistry):
+    """The registry of RobustMQ's vector-search build: the listing exact at once, the search
+    index written in tasks of their own (meta-service ``raft/route/mq9.rs:63-87,97-106``). A
+    card's insert lands ``index_lag`` seconds after REGISTER. UNREGISTER's delete runs at once
+    and, if it finds the card's row, the card leaves search answers ``unindex_lag`` seconds
+    later; if the insert has not landed yet it finds nothing and deletes nothing, the insert
+    lands after it and the card stays found for good (search-engine
+    ``agent.rs:118,133-137,149-153``: the delete takes no write lock). Before its first card
+    is indexed a search finds no table. Due writes land, in order, when the index is read."""
+
+    def __init__(
+        self, clock: ManualClock, index_lag: float = INDEX_LAG, unindex_lag: float = UNINDEX_LAG
+    ) -> None:
+        super().__init__()
+        self.clock, self.index_lag, self.unindex_lag = clock, index_lag, unindex_lag
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._landing = False
+        self.table_made = False
+
+    def put_index(self, entry: AgentEntry) -> None:
+        def insert() -> None:
+            AgentRegistry.put_index(self, entry)
+            self.table_made = True
+
+        self._later(self.index_lag, insert)
+
+    def drop_index(self, card_name: str) -> None:
+        if self._landing:  # the insert's own delete of an older row (agent.rs:133-134)
+            AgentRegistry.drop_index(self, card_name)
+            return
+        self._land()
+        if card_name in self.index:  # else: no row yet, nothing deleted (the race)
+            self._later(self.unindex_lag, lambda: AgentRegistry.drop_index(self, card_name))
+
+    def indexed(self) -> tuple[AgentEntry, ...]:  # what a search ranks
+        self._land_for_search()
+        return super().indexed()
+
+    def _later(self, seconds: float, write: Callable[[], None]) -> None:
+        heapq.heappush(self._due, (self.clock() + seconds, next(self._order), write))
+
+    def _land(self) -> None:
+        self._landing = True
+        try:
+            while self._due and self._due[0][0] <= self.clock():
+                heapq.heappop(self._due)[2]()
+        finally:
+            self._landing = False
+
+    def _land_for_search(self) -> None:
+        self._land()
+        if not self.table_made:
+            raise p.Mq9Error(
+                "Grpc call of the node failed,Grpc status was code: 'Internal error', "
+                f'message: "{p.SEARCH_TABLE_MISSING}"'
+            )
+
+
+def lagging_engine(clock: ManualClock, **lags: float) -> BrokerEngine:
+    """A bundled engine whose search index trails its registry as RobustMQ's does."""
+    engine = BrokerEngine(clock=clock)
+    engine.registry = LaggingIndex(clock, **lags)
+    return engine

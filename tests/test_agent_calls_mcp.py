@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from a2a_support import text_graph, text_io
-from mcp_support import ok, served_engine, stdio_session
+from mcp_support import fails, ok, served_engine, stdio_session
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.agent_server import AgentServer
@@ -45,3 +45,19 @@ async def test_a_waiting_call_reports_its_states_as_mcp_progress(nats_server):
     states = [message.rsplit(" is ", 1)[1] for _, message in seen]
     assert states[-1] == "completed" and "working" in states, seen
     assert [done for done, _ in seen] == list(range(1, len(seen) + 1))
+
+
+async def test_a_read_only_session_reads_calls_and_creates_no_mailbox(nats_server):
+    """mq9-mcp --read-only --calls: list_calls and check_call answer, and nothing is created
+    (each session used to make a never-expiring reply mailbox)."""
+    async with served_engine(nats_server.url) as engine:
+        before = set(engine.mailboxes)
+        for pinned in ((), ("--agent-mailbox", "agent.me")):
+            async with stdio_session(
+                "--server", nats_server.url, "--read-only", "--calls", *pinned
+            ) as mcp:
+                names = {tool.name for tool in (await mcp.list_tools()).tools}
+                assert {"check_call", "list_calls"} <= names and "call_agent" not in names
+                assert (await ok(mcp, "list_calls"))["count"] == 0
+                assert "no call with task id t1" in await fails(mcp, "check_call", task_id="t1")
+        assert set(engine.mailboxes) == before

@@ -61,6 +61,7 @@ async def test_an_agent_registered_on_one_node_is_listed_on_the_others():
     try:
         for url in URLS[1:]:
             async with Mq9Client(url) as other:
+
                 async def listed(other=other):
                     names = {a["name"] for a in await other.agent_discover()}
                     if name not in names:
@@ -82,3 +83,32 @@ async def test_a_client_given_every_node_works():
         assert [m.text() for m in await client.query(box)] == ["to the cluster"]
         assert box not in client.warnings
 
+
+KILL = os.environ.get("MQ9_ROBUSTMQ_KILL")  # shell command, {port}: the NATS port of a node
+START = os.environ.get("MQ9_ROBUSTMQ_START")  # shell command, {port}: start that node again
+ADMIN = os.environ.get("MQ9_ROBUSTMQ_ADMIN")  # a node's admin URL, http://127.0.0.1:58080
+FAILOVER_RUNS = int(os.environ.get("MQ9_FAILOVER_RUNS", "10"))
+
+
+@pytest.mark.skipif(
+    not (KILL and START and ADMIN),
+    reason="set MQ9_ROBUSTMQ_KILL, MQ9_ROBUSTMQ_START and MQ9_ROBUSTMQ_ADMIN to kill nodes",
+)
+async def test_killing_the_node_that_holds_a_mailbox_never_loses_without_a_warning():
+    """Issue #45: the node holding the mailbox's shard is killed after 100 SENDs and started
+    again 40 s later, ``MQ9_FAILOVER_RUNS`` times (10). Whatever the replica setting, every run
+    that lost acknowledged messages warned the sender, and no SEND failed for good."""
+    from bench.cluster_failover import node_ports, one_run, summary
+
+    runs = []
+    for _ in range(FAILOVER_RUNS):
+        run = await one_run(
+            URLS, ADMIN, node_ports(URLS, None), KILL, START,
+            sends=300, kill_after=100, down=40.0, settle=90.0,
+        )  # fmt: skip
+        print(run)
+        runs.append(run)
+    result = summary(runs)
+    print(result)
+    assert all(not r.failed_final for r in runs), [r.failed_final for r in runs]
+    assert result["losing_runs_warned_sender"] == result["losing_runs"], result

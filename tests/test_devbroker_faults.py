@@ -23,7 +23,6 @@ from devbroker_helpers import DevBroker
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
 
 
@@ -31,24 +30,6 @@ async def restart(server, port: int):
     """Stop nats-server and start a new one on the same port."""
     await asyncio.to_thread(server.stop)
     return await asyncio.to_thread(start_nats_server, "127.0.0.1", port)
-
-
-@pytest.fixture
-async def served():
-    """A nats-server the test restarts, with an in-process broker that reconnects forever."""
-    port = free_port()
-    state = {"server": start_nats_server(port=port)}
-    connection = await nats.connect(
-        state["server"].url, max_reconnect_attempts=-1, reconnect_time_wait=0.05
-    )
-    service = await serve_on_nats(BrokerEngine(), connection)
-    state.update(port=port, url=state["server"].url, connection=connection)
-    try:
-        yield state
-    finally:
-        await service.stop()
-        await connection.close()
-        state["server"].stop()
 
 
 async def wait_served(connection, timeout: float = 10) -> None:
@@ -60,8 +41,8 @@ async def wait_served(connection, timeout: float = 10) -> None:
     await connection.flush(timeout)
 
 
-async def test_a_request_in_flight_fails_at_once_and_retryably(served):
-    async with Mq9Client(served["url"], reconnect_delay=0.05) as client:
+async def test_a_request_in_flight_fails_at_once_and_retryably(restartable_nats):
+    async with Mq9Client(restartable_nats["url"], reconnect_delay=0.05) as client:
         box = await client.mailbox_create(name="waiting")
         started = time.monotonic()
         # Mq9Client.fetch never asks the broker to wait (it looks again instead): a FETCH
@@ -70,7 +51,9 @@ async def test_a_request_in_flight_fails_at_once_and_retryably(served):
         long_poll = asyncio.create_task(client._call(p.fetch_subject(box), parked))
         await asyncio.sleep(0.2)  # let the FETCH reach the broker and park there
         assert not long_poll.done()
-        served["server"] = await restart(served["server"], served["port"])
+        restartable_nats["server"] = await restart(
+            restartable_nats["server"], restartable_nats["port"]
+        )
         with pytest.raises(Mq9Error) as caught:
             await asyncio.wait_for(long_poll, 10)
         assert caught.value.retryable
@@ -79,7 +62,7 @@ async def test_a_request_in_flight_fails_at_once_and_retryably(served):
         assert time.monotonic() - started < 10  # not the 25 s the request was allowed
 
         # the same client carries on once the broker is reachable again
-        await wait_served(served["connection"])
+        await wait_served(restartable_nats["connection"])
         for _ in range(100):  # bounded retry, as a producer would
             try:
                 assert await client.send(box, "after the restart") == 0
@@ -91,11 +74,13 @@ async def test_a_request_in_flight_fails_at_once_and_retryably(served):
         assert client.is_connected
 
 
-async def test_the_client_dials_again_after_nats_py_gave_up(served):
-    client = Mq9Client(served["url"], reconnect_attempts=1, reconnect_delay=0.05, request_timeout=2)
+async def test_the_client_dials_again_after_nats_py_gave_up(restartable_nats):
+    client = Mq9Client(
+        restartable_nats["url"], reconnect_attempts=1, reconnect_delay=0.05, request_timeout=2
+    )
     async with client:
         box = await client.mailbox_create(name="outage")
-        await asyncio.to_thread(served["server"].stop)
+        await asyncio.to_thread(restartable_nats["server"].stop)
         # nats-py tries once more, then closes its connection: calls fail, retryably
         for _ in range(50):
             with pytest.raises(Mq9Error) as caught:
@@ -110,8 +95,10 @@ async def test_the_client_dials_again_after_nats_py_gave_up(served):
             await client.send(box, "still down")
         assert caught.value.retryable
 
-        served["server"] = await asyncio.to_thread(start_nats_server, "127.0.0.1", served["port"])
-        await wait_served(served["connection"])
+        restartable_nats["server"] = await asyncio.to_thread(
+            start_nats_server, "127.0.0.1", restartable_nats["port"]
+        )
+        await wait_served(restartable_nats["connection"])
         assert await client.send(box, "back") == 0
     assert not client.is_connected
 
@@ -135,7 +122,7 @@ class Retried:
         for _ in range(400):  # bounded: about 20 s
             try:
                 return await self.call(subject, body, headers)
-            except (nats.errors.Error, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.Error):
                 await asyncio.sleep(0.05)
         raise AssertionError(f"{subject} never got through")
 
@@ -165,9 +152,10 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
                     attempted.add(payload)
                     priority = ("normal", "urgent", "critical")[i % 3]
                     try:
-                        await producing.call(p.send_subject(box), payload,
-                                             {"mq9-priority": priority})
-                    except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                        await producing.call(
+                            p.send_subject(box), payload, {"mq9-priority": priority}
+                        )
+                    except (TimeoutError, nats.errors.Error) as exc:
                         failures.append(repr(exc))
                         await asyncio.sleep(0.01)  # the producer's own retry pacing
                     else:
@@ -183,8 +171,11 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
             async def consume() -> None:
                 # num_msgs above the backlog: every lane is read to its end, so acking the
                 # largest msg_id of an answer skips nothing
-                request = {"group_name": "workers", "deliver": "earliest",
-                           "config": {"num_msgs": 100_000, "max_wait_ms": 50}}
+                request = {
+                    "group_name": "workers",
+                    "deliver": "earliest",
+                    "config": {"num_msgs": 100_000, "max_wait_ms": 50},
+                }
                 while not (finished.is_set() and succeeded <= set(handled.values())):
                     try:
                         reply = await consuming.call(p.fetch_subject(box), request)
@@ -192,9 +183,11 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
                             for message in reply["messages"]:
                                 handled.setdefault(message["msg_id"], message["payload"].encode())
                             top = max(m["msg_id"] for m in reply["messages"])
-                            await consuming.call(p.ack_subject(box), {
-                                "group_name": "workers", "mail_address": box, "msg_id": top})
-                    except (nats.errors.Error, asyncio.TimeoutError):
+                            await consuming.call(
+                                p.ack_subject(box),
+                                {"group_name": "workers", "mail_address": box, "msg_id": top},
+                            )
+                    except (TimeoutError, nats.errors.Error):
                         await asyncio.sleep(0.05)  # lost with the connection: fetch again
 
             consumer = asyncio.create_task(consume())
@@ -206,10 +199,12 @@ async def test_server_restart_under_producer_and_consumer_loses_nothing():
             await asyncio.wait_for(consumer, 30)
             # the group's offset is past everything it was handed
             last = max(handled)
-            await consuming.until_done(p.ack_subject(box), {
-                "group_name": "workers", "mail_address": box, "msg_id": last})
-            left = await consuming.until_done(p.fetch_subject(box), {
-                "group_name": "workers", "config": {"max_wait_ms": 0}})
+            await consuming.until_done(
+                p.ack_subject(box), {"group_name": "workers", "mail_address": box, "msg_id": last}
+            )
+            left = await consuming.until_done(
+                p.fetch_subject(box), {"group_name": "workers", "config": {"max_wait_ms": 0}}
+            )
             assert left["messages"] == []
         finally:
             await producing.connection.close()

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from langchain_mq9 import GroupReader, Mq9Error
 from langchain_mq9 import protocol as p
+from langchain_mq9.dead_letters import DeadLetter
 from langchain_mq9.leases import lease_address
 
 _boxes = itertools.count()
@@ -151,11 +152,11 @@ async def test_competing_workers_never_handle_the_same_message(broker, client, c
     assert all(handled.values())  # the work was shared
     leftover = await client.fetch(box, group_name="g", max_wait_ms=0)
     assert {m.msg_id for m in leftover} <= set(everything)  # nothing new for the group
-    # the leases are in the group's lease mailbox under the reserved root: claims and done
-    # records, tagged per message, written by the workers only
+    # the leases are in the group's lease mailbox under the reserved root: claims, done
+    # records and each worker's first batch, tagged per message, written by the workers only
     records = await client.query(lease_address(box, "g"))
     assert {r.text() for r in records} <= {"alice", "bob", "carol"}
-    assert {tag[0] for r in records for tag in r.tags} == {"c", "d"}
+    assert {tag[0] for r in records for tag in r.tags} == {"c", "d", "h"}
     assert not await client.query(box, tags=["c0.0"])  # nothing written into the mailbox
 
 
@@ -309,6 +310,7 @@ step = st.one_of(
     st.tuples(st.just("send"), st.sampled_from(["normal", "urgent", "critical"])),
     st.tuples(st.just("work"), st.integers(0, 2), st.integers(1, 4), st.booleans()),
     st.tuples(st.just("restart"), st.integers(0, 2)),
+    st.tuples(st.just("fail"), st.integers(0, 2)),
 )
 
 
@@ -326,11 +328,13 @@ async def test_every_message_is_handled_exactly_once(client, backlog, steps, wor
     """Workers fetch batches of any size, sometimes finish a batch only at their next turn,
     and sometimes crash (a new reader of the same name takes over): every message is handled
     exactly once, except that a crash may hand out again what the crashed reader had not
-    committed, and (the documented limit, several workers only) lose what it held."""
+    committed, and (the documented limit, several workers only) lose what it held. Some
+    handlings fail (a budget of 2): a message set aside is in the dead-letter mailbox, and
+    counts as done."""
     box = await new_box(client)
     sent = await send_all(client, box, backlog)
     names = [None] if workers == 1 else [f"w{i}" for i in range(workers)]
-    readers = [GroupReader(client, box, "g", worker=name) for name in names]
+    readers = [GroupReader(client, box, "g", worker=n, max_deliveries=2) for n in names]
     handled: list[int] = []
     given_out: list[list[int]] = [[] for _ in readers]  # by the reader now in the slot
     holding: list[list[int]] = [[] for _ in readers]  # fetched, done() not called yet
@@ -352,12 +356,18 @@ async def test_every_message_is_handled_exactly_once(client, backlog, steps, wor
             sent.append(await client.send(box, "x", priority=action[1]))
         elif action[0] == "work":
             await work(action[1] % len(readers), *action[2:])
+        elif action[0] == "fail":
+            slot = action[1] % len(readers)
+            if holding[slot]:
+                failed = holding[slot][0]
+                if (await readers[slot].fail(failed, "cannot")).dead_lettered:
+                    holding[slot].remove(failed)
         else:
             slot = action[1] % len(readers)
             old = readers[slot]
             after = -1 if workers > 1 or old.committed is None else old.committed
             crashed.update(i for i in given_out[slot] if i > after)
-            readers[slot] = GroupReader(client, box, "g", worker=old.worker)
+            readers[slot] = GroupReader(client, box, "g", worker=old.worker, max_deliveries=2)
             given_out[slot], holding[slot] = [], []
     for _ in range(200):
         progress = [await work(slot, 3, True) for slot in range(len(readers))]
@@ -365,6 +375,9 @@ async def test_every_message_is_handled_exactly_once(client, backlog, steps, wor
             break
     twice = {i for i, count in Counter(handled).items() if count > 1}
     assert twice <= crashed
+    if await _exists(client, f"{box}.dlq"):  # set aside only what was handed out
+        aside = {DeadLetter.read(m).msg_id for m in await client.query(f"{box}.dlq")}
+        assert aside <= set(handled)
     if workers == 1:
         assert set(handled) == set(sent)
         assert await client.fetch(box, group_name="g", max_wait_ms=0, num_msgs=1000) == []
@@ -372,6 +385,14 @@ async def test_every_message_is_handled_exactly_once(client, backlog, steps, wor
         assert set(sent) - set(handled) <= crashed
         leftover = await client.fetch(box, group_name="g", max_wait_ms=0, num_msgs=1000)
         assert {m.msg_id for m in leftover} <= set(handled)
+
+
+async def _exists(client, address: str) -> bool:
+    try:
+        await client.query(address)
+    except Mq9Error:
+        return False
+    return True
 
 
 # -- answers of limited size, and RobustMQ's 30 MiB lane reads ---------------------------------
@@ -483,7 +504,7 @@ async def test_a_lane_read_first_vouches_only_for_what_existed_before_the_fetch(
             self.acks.append(msg_id)
 
     client = Interleaved()
-    reader = GroupReader(client, "box", "g")  # type: ignore[arg-type]
+    reader = GroupReader(client, "box", "g", max_deliveries=None)  # type: ignore[arg-type]
     await reader.done([m.msg_id for m in await reader.fetch()])
     assert client.acks == [0]  # not 2: message 1 may exist, unseen
     late = await reader.fetch()

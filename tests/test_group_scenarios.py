@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from langchain_mq9 import GroupReader, Mq9Error
-from langchain_mq9.leases import lease_address
+from langchain_mq9.leases import DEFAULT_LEASE_TTL, lease_address
 from langchain_mq9.operations import OPERATIONS, OperationError, ToolPolicy
 
 _boxes = itertools.count()
@@ -146,7 +146,7 @@ async def test_4_no_tool_reaches_the_leases_whatever_the_allow_list(client):
             await tool(client, name, everything, **args)
     with pytest.raises(ValueError, match="agent_mailbox"):
         ToolPolicy(agent_mailbox="mq9.me")
-    assert [r.text() for r in await client.query(leases)] == ["w"]  # only the worker wrote
+    assert {r.text() for r in await client.query(leases)} == {"w"}  # only the worker wrote
 
 
 async def test_4_a_raw_clients_forged_claims_delay_messages_for_one_lease_at_most(broker, client):
@@ -173,13 +173,20 @@ async def test_5_reading_leaves_no_mailbox_behind(broker, client):
         policy = ToolPolicy()
         got = await tool(client, "fetch_messages", policy, mail_address=box)
         await tool(client, "ack_messages", policy, mail_address=box, msg_id=ids(got)[-1])
-    assert set(broker.engine.mailboxes) == before | set(boxes)  # one reader: nothing more
+    # one reader records the batch it starts with (the retry budget), in a records mailbox
+    # that lives one lease
+    assert set(broker.engine.mailboxes) == before | set(boxes) | {
+        lease_address(box, "default") for box in boxes
+    }
+    broker.clock.advance(DEFAULT_LEASE_TTL + 1)
+    await client.mailbox_create(name=f"sc.tick{next(_boxes)}")  # the broker's housekeeping
+    assert not [a for a in broker.engine.mailboxes if a.startswith("mq9.")]
     for box in boxes:  # and with competing workers
         reader = GroupReader(client, box, "w", worker="w", lease_ttl=30)
         await reader.done([m.msg_id for m in await reader.fetch()])
     assert {lease_address(box, "w") for box in boxes} <= set(broker.engine.mailboxes)
     broker.clock.advance(31)
-    await client.mailbox_create(name=f"sc.tick{next(_boxes)}")  # the broker's housekeeping
+    await client.mailbox_create(name=f"sc.tick{next(_boxes)}")
     assert not [a for a in broker.engine.mailboxes if a.startswith("mq9.")]
 
 
@@ -203,14 +210,30 @@ async def test_6_one_client_cannot_make_groups_without_end(broker):
 
 
 async def test_8_one_reader_costs_one_fetch_per_fetch(client):
-    box = await new_box(client, 30)
-    counting = client._transport = Counting(client._transport)
+    box = await new_box(client, 40)
     reader = GroupReader(client, box, "g")
+    await reader.done([m.msg_id for m in await reader.fetch(num_msgs=10)])
+    counting = client._transport = Counting(client._transport)  # after the first batch
     for _ in range(3):
         batch = await reader.fetch(num_msgs=10)
         await reader.done([m.msg_id for m in batch])
     assert counting.subjects == {"MSG.FETCH": 3, "MSG.ACK": 3}
     assert await reader.fetch() == [] and counting.subjects["MSG.FETCH"] == 4
+
+
+async def test_8_a_reader_records_the_batch_it_starts_with_and_nothing_else(client):
+    """The retry budget's count of deliveries that ended with their reader (docs/groups.md,
+    "Poison messages"): one SEND and one QUERY per reader, not per fetch."""
+    box = await new_box(client, 30)
+    await client.mailbox_create(name=lease_address(box, "g"), ttl=60)  # made by an earlier one
+    counting = client._transport = Counting(client._transport)
+    reader = GroupReader(client, box, "g")
+    await reader.done([m.msg_id for m in await reader.fetch(num_msgs=10)])
+    assert counting.subjects == {"MSG.FETCH": 1, "MSG.SEND": 1, "MSG.QUERY": 1, "MSG.ACK": 1}
+    unbudgeted = GroupReader(client, box, "h", max_deliveries=None)
+    counting.subjects.clear()
+    await unbudgeted.done([m.msg_id for m in await unbudgeted.fetch(num_msgs=10)])
+    assert counting.subjects == {"MSG.FETCH": 1, "MSG.ACK": 1}
 
 
 async def test_8_workers_cost_what_the_design_says(client):

@@ -7,6 +7,8 @@ message, not even its holder, so two workers never both believe they hold it.
 
 from __future__ import annotations
 
+from langchain_mq9 import GroupReader
+from langchain_mq9.broker import ManualClock
 from langchain_mq9.client import Message
 from langchain_mq9.leases import GRACE, claim_tag, done_tag, is_reserved, judge, lease_address
 from langchain_mq9.protocol import Priority
@@ -55,3 +57,26 @@ def test_the_reserved_root_and_the_lease_mailbox_name():
     assert lease_address("a", "g") != lease_address("a", "h") != lease_address("b", "g")
     # a mailbox address holds no newline, so the newline between it and the group is a seam
     assert lease_address("a", "b\nc") != lease_address("a.b", "c")
+
+
+async def test_a_claim_written_without_a_ttl_ends_for_a_worker_that_looks_often(broker, client):
+    """Issue #35: a worker waiting with fetch(max_wait_ms=...) looks every 0.1 s. Its idea of
+    the broker's time was reset to the newest record's create_time at every look, so with one
+    record that never goes (a claim sent without a TTL) its time stood still and the message
+    was held for ever; docs/groups.md promises at most lease_ttl + GRACE."""
+    box = await client.mailbox_create(name="lease.forged")
+    await client.send(box, "job")
+    ttl = 5
+    await client.mailbox_create(name=lease_address(box, "g"), ttl=ttl)
+    [job] = await client.query(box)
+    await client.send(lease_address(box, "g"), "forger", tags=[claim_tag(job)])  # no TTL
+    clock = ManualClock(0)  # this worker's elapsed seconds
+    worker = GroupReader(client, box, "g", worker="w", lease_ttl=ttl, clock=clock)
+    for _ in range(10 * (ttl + GRACE + 1)):  # looks every 0.1 s, the broker's time goes on
+        if await worker.fetch():
+            break
+        clock.advance(0.1)
+        broker.clock.advance(0.1)
+    else:
+        raise AssertionError("the forged claim held the message past lease_ttl + GRACE")
+    assert clock.now <= ttl + GRACE + 1

@@ -87,3 +87,12 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(path, kernel_specs):
         if output.output_type == "error"
     ]
     assert errors == []
+    # Nothing deprecated on the way (create_react_agent's notice, say): what a user would see
+    # as a warning cell output, the kernel shows on stderr.
+    warned = [
+        output.text
+        for cell in code_cells
+        for output in cell.outputs
+        if output.output_type == "stream" and "Warning" in output.text
+    ]
+    assert warned == []

@@ -83,7 +83,7 @@ class Raw:
                 while (line := await self.line(0.2)) != b"PONG":
                     if line == b"PING":
                         self.write(b"PONG")
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             return
         raise AssertionError("no PONG")
@@ -165,6 +165,16 @@ async def test_info_is_followed_by_a_ping_and_bytes_read_with_connect_are_held(l
     raw.write(b"PING")  # more bytes: the held PING is read, then this one
     assert [await raw.line(), await raw.line()] == [b"PONG", b"PONG"]
     await raw.close()
+
+
+async def test_info_says_robustmq_as_the_client_reads_it(listener_url):
+    """How the client knows its search may trail the registry (docs/discovery.md)."""
+    where = urlparse(listener_url)
+    reader, writer = await asyncio.open_connection(where.hostname, where.port)
+    line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert line.startswith(b"INFO ")
+    assert json.loads(line[5:])["go"] == "robustmq-rust"
 
 
 async def test_one_connection_answers_one_request_at_a_time_in_order(listener_url):

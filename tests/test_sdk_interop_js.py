@@ -178,7 +178,7 @@ async def _drive(js_sdk: Path, nats_broker, section: str, prefix: str) -> dict:
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), _DRIVER_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         process.kill()
         await process.wait()
         pytest.fail(f"the driver's {section} section ran over {_DRIVER_TIMEOUT} s")

@@ -12,10 +12,10 @@ import json
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic

@@ -53,3 +53,14 @@ def test_a_step_calling_a_tool_with_an_argument_it_does_not_have_is_refused():
         model.invoke([HumanMessage("go")])
     fine = ScriptedChatModel(steps=[call("fetch_messages", mail_address="a.b")]).bind_tools(tools)
     assert fine.invoke([HumanMessage("go")]).tool_calls[0]["args"] == {"mail_address": "a.b"}
+
+
+def test_langchain_cores_fake_chat_model_cannot_drive_tools_which_is_why_this_one_exists():
+    from langchain_core.language_models import GenericFakeChatModel
+
+    from langchain_mq9 import Mq9Toolkit
+
+    tools = Mq9Toolkit(server="memory://testing").get_tools()
+    with pytest.raises(NotImplementedError):
+        GenericFakeChatModel(messages=iter([])).bind_tools(tools)
+    assert ScriptedChatModel().bind_tools(tools).tool_names == [t.name for t in tools]

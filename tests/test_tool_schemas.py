@@ -119,7 +119,7 @@ def test_the_eight_default_tools_fit_the_token_budget_below_upstream():
 def test_the_bench_reports_tokens_per_tool_beside_upstream():
     section = tokens.run(None)
     assert section.error is None
-    assert [c.key for c in section.checks] == ["8a", "8b", "8c"]
+    assert [c.key for c in section.checks] == ["8a", "8b", "8c", "8d", "8e", "8f"]
     assert all(c.passed for c in section.checks), [(c.key, c.ours) for c in section.checks]
     figures = dict(section.figures)
     for name in DEFAULT_OPERATIONS:

@@ -100,8 +100,8 @@ def test_tool_arguments_are_few_and_use_the_protocol_vocabulary():
         "create_mailbox": {"name", "ttl"},
         "send_message": {"mail_address", "payload", "priority", "key", "tags", "delay", "ttl"},
         "fetch_messages": {"mail_address", "max_wait_ms"},
-        "ack_messages": {"mail_address", "msg_id"},
-        "query_messages": {"mail_address", "key", "tags", "from_id"},
+        "ack_messages": {"mail_address", "msg_id", "set_aside"},
+        "query_messages": {"mail_address", "key", "tags", "from_id", "limit"},
         "delete_message": {"mail_address", "msg_id"},
         "agent_unregister": {"name"},
         "agent_report": {"name", "status", "details"},
@@ -356,16 +356,19 @@ async def test_a_group_starting_at_latest_misses_nothing_sent_after_its_first_fe
 
 
 async def test_query_pages_past_a_hundred_from_an_id_and_consumes_nothing(memory_url):
-    async with Mq9Toolkit(server=memory_url) as kit, Mq9Client(memory_url) as observer:
+    async with (
+        Mq9Toolkit(server=memory_url, max_answer_chars=50_000) as kit,
+        Mq9Client(memory_url) as observer,
+    ):
         query = tools_of(kit)["query_messages"]
         await _seed(observer, "work.q", ["normal"] * 103 + ["urgent"])
-        page = json.loads((await atool_call(query, mail_address="work.q")).content)
+        page = json.loads((await atool_call(query, mail_address="work.q", limit=100)).content)
         assert page["count"] == 100 and page["messages"][0]["msg_id"] == 0
-        assert "query_messages(mail_address='work.q', from_id=100)" in page["next_step"]
+        assert "query_messages(mail_address='work.q', from_id=100, limit=100)" in page["next_step"]
         for _ in range(2):  # a look from a position, twice the same: nothing was consumed
-            rest = await atool_call(query, mail_address="work.q", from_id=100)
+            rest = await atool_call(query, mail_address="work.q", from_id=100, limit=100)
             assert [m.msg_id for m in rest.artifact] == [100, 101, 102, 103]
-            assert "next_step" not in json.loads(rest.content)
+            assert "More follow" not in json.loads(rest.content)["next_step"]
         refused = await atool_call(query, mail_address="work.q", from_id=100, key="k")
         assert refused.status == "error" and "from_id reads every message" in refused.content
         assert await observer.fetch("work.q", group_name="default", max_wait_ms=0) != []
@@ -862,6 +865,46 @@ async def test_a_long_poll_fetch_tool_answers_when_the_reply_arrives(toolkit):
     await atool_call(tools["send_message"], mail_address="agent.replies", payload={"answer": 42})
     result = await asyncio.wait_for(waiting, 10)  # far below the 60 s the fetch may wait
     assert json.loads(result.content)["messages"][0]["payload"] == {"answer": 42}
+
+
+def test_every_tool_carries_the_hints_mq9_mcp_declares_in_its_metadata():
+    from mcp_server.server import tool_annotations
+
+    toolkit = Mq9Toolkit(server="memory://hints", calls=True, tools=list(OPERATIONS))
+    tools = toolkit.get_tools()
+    assert {t.name for t in tools} == set(OPERATIONS)
+    for tool in tools:
+        declared = tool_annotations(OPERATIONS[tool.name]).model_dump(exclude_none=True)
+        assert tool.metadata == declared, tool.name
+    destructive = {t.name for t in tools if t.metadata.get("destructiveHint")}
+    assert destructive == {"delete_message", "agent_unregister", "cancel_call"}
+    read_only = {t.name for t in tools if t.metadata.get("readOnlyHint")}
+    assert read_only == {"agent_discover", "query_messages", "check_call", "list_calls"}
+
+
+def test_the_toolkit_docstring_names_every_setting():
+    from langchain_mq9.tool_config import ToolConfig
+
+    missing = [name for name in ToolConfig.model_fields if f"``{name}``" not in Mq9Toolkit.__doc__]
+    assert missing == []
+
+
+def test_a_run_identity_gets_a_policy_of_its_own_kept_and_bounded(monkeypatch):
+    from langchain_mq9 import tool_policy
+
+    monkeypatch.setattr(tool_policy, "MAX_RUN_IDENTITIES", 2)
+    policy = ToolPolicy(agent_mailbox="agent.home", default_group="g")
+    assert policy.for_run() is policy
+    assert policy.for_run(agent_mailbox="agent.home", default_group="g") is policy  # the same
+    ann = policy.for_run(agent_mailbox="agent.ann")
+    assert (ann.agent_mailbox, ann.default_group) == ("agent.ann", "g")
+    assert policy.for_run(agent_mailbox="agent.ann", default_group="g", worker=None) is ann
+    bob = policy.for_run(agent_mailbox="agent.bob", worker="w1")
+    assert bob.worker == "w1" and bob is not ann
+    policy.for_run(agent_mailbox="agent.ann")  # used last: bob is now the oldest
+    policy.for_run(agent_mailbox="agent.cat")
+    assert policy.for_run(agent_mailbox="agent.ann") is ann
+    assert policy.for_run(agent_mailbox="agent.bob", worker="w1") is not bob  # dropped
 
 
 def test_parallel_fetches_in_a_second_asyncio_run_share_the_group_reading(memory_url):

@@ -45,15 +45,17 @@ async def _seed(client) -> None:
         await client.send("agent.inbox", text, tags=["seed"])
     await client.mailbox_create(name="agent.worker")
     await client.agent_register(
-        {"name": "agent.worker", "mailbox": "agent.worker", "description": "summarizes documents"}
-    )
+        {"name": "agent.worker", "mailbox": "agent.worker", "description": "summarizes documents",
+         "capabilities": {"extensions": [w.tasks_capability()]}}  # a served agent's card
+    )  # fmt: skip
     # A call to agent.worker that asked a question (as the agent leaves it in the reply mailbox).
-    await client.mailbox_create(name="agent.calls")
+    reply = w.caller_address("agent.calls")
+    await client.mailbox_create(name=reply)
     record = {"taskId": "t1", "agent": "agent.worker", "mailbox": "agent.worker", "contextId": "c1"}
-    await client.send("agent.calls", w.json_text(record), key="call.t1", tags=[w.CALL_TAG])
+    await client.send(reply, w.json_text(record), key="call.t1", tags=[w.CALL_TAG])
     question = w.task("t1", "c1", w.INPUT_REQUIRED, status_text="which language?",
                       history=[w.message("summarize", task_id="t1")])  # fmt: skip
-    await deliver(client, "agent.calls", question)
+    await deliver(client, reply, question)
 
 
 class _StandardTests:

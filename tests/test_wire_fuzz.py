@@ -513,7 +513,7 @@ class Sender:
             return
         try:
             taken = await self._settle()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # Seen when nobody read nats-server's log: once its stderr pipe was full it stopped
             # closing connections it refused (the dev broker relays that log, see cli.py)
             raise AssertionError(

@@ -1,0 +1,218 @@
+"""Tool answers sized for a model's context (issue #43): a look is a page that says how to
+page on, and every answer fits ``max_answer_chars`` without cutting a message or losing one.
+
+Each test runs on every broker of the ``client`` fixture (``memory://`` and the bundled broker
+on a real nats-server), as a model would use the tools: the exact calls an answer names are the
+calls made next.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+from langchain_mq9 import Mq9Client, Mq9Toolkit
+
+
+async def ask(kit: Mq9Toolkit, name: str, **args):
+    """One tool call as an agent graph makes it: the ToolMessage, content parsed as ``.answer``."""
+    tool = {t.name: t for t in kit.get_tools()}[name]
+    message = await tool.ainvoke({"name": name, "args": args, "id": "call_1", "type": "tool_call"})
+    message.answer = json.loads(message.content) if message.status != "error" else None
+    return message
+
+
+def named_call(text: str, label: str) -> tuple[str, dict]:
+    """The call ``text`` names after ``label`` ("the newest query_messages(from_id=140)"), as
+    a tool name and its arguments."""
+    found = re.search(rf"{label} (\w+)\(([^)]*)\)", text)
+    assert found, (label, text)
+    args = {}
+    for pair in filter(None, found[2].split(", ")):
+        key, value = pair.split("=", 1)
+        args[key] = ast.literal_eval(value)
+    return found[1], args
+
+
+def ids(message) -> list[int]:
+    return [m["msg_id"] for m in message.answer["messages"]]
+
+
+async def seed(client, box: str, payloads: list[str], priorities: list[str] | None = None):
+    await client.mailbox_create(name=box)
+    for n, payload in enumerate(payloads):
+        await client.send(box, payload, priority=priorities[n] if priorities else "normal")
+
+
+# -- a look is a page --------------------------------------------------------------------------
+
+
+async def test_the_newest_of_150_messages_is_reached_in_two_calls(client):
+    priorities = ["urgent" if n % 5 == 0 else "critical" if n % 11 == 0 else "normal"
+                  for n in range(150)]  # fmt: skip
+    await seed(client, "agent.me", [f"message {n}" for n in range(150)], priorities)
+    async with Mq9Toolkit(client=client, agent_mailbox="agent.me") as kit:
+        first = await ask(kit, "query_messages")
+        assert ids(first) == list(range(10))  # a page, oldest first
+        step = first.answer["next_step"]
+        assert "up to msg_id 149" in step and "next page query_messages(from_id=10)" in step
+        name, args = named_call(step, "the newest")
+        second = await ask(kit, name, **args)
+        assert ids(second) == list(range(140, 150))
+        assert second.answer["messages"][-1]["payload"] == "message 149"
+        assert "More follow" not in second.answer["next_step"]  # the end: only "Earlier"
+        # Nothing was taken: a group still gets every message.
+        assert len(await client.fetch("agent.me", group_name="g", deliver="earliest",
+                                      num_msgs=200, max_wait_ms=0)) == 150  # fmt: skip
+
+
+async def test_the_newest_is_found_when_the_last_message_written_is_gone(client):
+    await seed(client, "agent.me", [f"message {n}" for n in range(40)])
+    for gone in (39, 38, 37):  # RobustMQ's latest starts at the last written: deleted here
+        await client.delete("agent.me", gone)
+    async with Mq9Toolkit(client=client, agent_mailbox="agent.me") as kit:
+        first = await ask(kit, "query_messages")
+        assert "up to msg_id 36" in first.answer["next_step"]
+        name, args = named_call(first.answer["next_step"], "the newest")
+        second = await ask(kit, name, **args)
+        assert ids(second) == list(range(27, 37))
+
+
+async def test_a_page_from_an_id_holds_every_priority_in_msg_id_order(client):
+    # From msg_id 10 on, more urgent messages than a page: a FETCH of 11 reads only the urgent
+    # lane, and the normal ones among them (12, 15) must still be on the page.
+    priorities = ["normal"] * 10 + ["normal" if n in (12, 15) else "urgent" for n in range(10, 40)]
+    await seed(client, "box.mixed", [f"m{n}" for n in range(40)], priorities)
+    async with Mq9Toolkit(client=client) as kit:
+        page = await ask(kit, "query_messages", mail_address="box.mixed", from_id=10, limit=5)
+        assert ids(page) == [10, 11, 12, 13, 14]
+        step = page.answer["next_step"]
+        assert "Earlier: query_messages(mail_address='box.mixed', from_id=5, limit=5)" in step
+        name, args = named_call(step, "next page")
+        assert ids(await ask(kit, name, **args)) == [15, 16, 17, 18, 19]
+        past = await ask(kit, "query_messages", mail_address="box.mixed", from_id=99)
+        assert past.answer["count"] == 0
+        assert past.answer["next_step"] == (
+            "No message from msg_id 99 on: the newest are "
+            "query_messages(mail_address='box.mixed', from_id=30)."
+        )
+
+
+async def test_a_page_behind_over_100_urgent_messages_says_what_it_could_not_read(client):
+    # A FETCH reads the normal lane only when the urgent one holds fewer than it asked for: a
+    # page from msg_id 1 reads 101 urgent messages, and never reaches the normal one at 5.
+    priorities = ["normal"] + ["normal" if n == 5 else "urgent" for n in range(1, 120)]
+    await seed(client, "box.urgent", [f"m{n}" for n in range(120)], priorities)
+    async with Mq9Toolkit(client=client) as kit:
+        page = await ask(kit, "query_messages", mail_address="box.urgent", from_id=1)
+        assert ids(page) == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+        assert "Normal messages between these may be missing" in page.answer["note"]
+        whole = await ask(kit, "query_messages", mail_address="box.urgent")  # QUERY: all lanes
+        assert ids(whole) == list(range(10)) and "missing" not in whole.answer["note"]
+
+
+# -- every answer has a budget -----------------------------------------------------------------
+
+
+async def test_a_budget_smaller_than_one_message_still_hands_it_out_whole(client):
+    texts = [f"{n}:" + "x" * 300 for n in range(3)]
+    await seed(client, "agent.me", texts)
+    async with Mq9Toolkit(client=client, agent_mailbox="agent.me", max_answer_chars=50) as kit:
+        looked = await ask(kit, "query_messages")
+        assert [m["payload"] for m in looked.answer["messages"]] == [texts[0]]  # whole
+        assert "next page query_messages(from_id=1)" in looked.answer["next_step"]
+        handled = []
+        for _ in range(3):
+            fetched = await ask(kit, "fetch_messages", max_wait_ms=0)
+            [message] = fetched.answer["messages"]
+            assert message["payload"] == texts[message["msg_id"]]  # never cut by the budget
+            handled.append(message["msg_id"])
+            await ask(kit, "ack_messages", msg_id=message["msg_id"])
+        assert handled == [0, 1, 2]
+        assert (await ask(kit, "fetch_messages", max_wait_ms=0)).answer["count"] == 0
+
+
+async def test_fetched_messages_that_did_not_fit_are_handed_out_again(client):
+    texts = [f"{n}:" + "y" * 1000 for n in range(5)]
+    await seed(client, "agent.me", texts)
+    options = {"agent_mailbox": "agent.me", "max_answer_chars": 2800}
+    async with Mq9Toolkit(client=client, **options) as kit:
+        first = await ask(kit, "fetch_messages", max_wait_ms=0)
+        shown = ids(first)
+        assert shown == [0, 1] and len(first.content) <= 2800
+        assert [m.msg_id for m in first.artifact] == shown  # code gets what the model saw
+        assert "3 more did not fit in this answer: they stay waiting" in first.answer["next_step"]
+        acked = await ask(kit, "ack_messages", msg_id=1)
+        assert acked.answer == {"confirmed": [0, 1]}  # nothing else was waiting for an ack
+        # The agent stops here. Whoever reads the group next gets the rest: nothing was lost.
+    async with Mq9Toolkit(client=client, **options) as restarted:
+        got = []
+        while batch := ids(await ask(restarted, "fetch_messages", max_wait_ms=0)):
+            got += batch
+            await ask(restarted, "ack_messages", msg_id=batch[-1])
+        assert got == [2, 3, 4]
+
+
+async def test_a_released_message_is_handed_out_again_to_the_same_agent(client):
+    await seed(client, "agent.me", [f"{n}:" + "z" * 1000 for n in range(3)])
+    async with Mq9Toolkit(client=client, agent_mailbox="agent.me", max_answer_chars=1500) as kit:
+        assert ids(await ask(kit, "fetch_messages", max_wait_ms=0)) == [0]
+        # Not acked yet: the next fetch gives what did not fit, and names what waits for an ack.
+        second = await ask(kit, "fetch_messages", max_wait_ms=0)
+        assert ids(second) == [1] and second.answer["unacked_earlier"] == [0]
+        refused = await ask(kit, "ack_messages", msg_id=2)
+        assert refused.status == "error" and "Waiting for an ack: [0, 1]" in refused.content
+        assert (await ask(kit, "ack_messages", msg_id=1)).answer == {"confirmed": [0, 1]}
+        assert ids(await ask(kit, "fetch_messages", max_wait_ms=0)) == [2]
+
+
+async def test_a_read_only_look_within_the_budget_takes_nothing(client):
+    await seed(client, "agent.me", [f"{n}:" + "v" * 1000 for n in range(3)])
+    options = {"agent_mailbox": "agent.me", "read_only": True, "max_answer_chars": 1500}
+    async with Mq9Toolkit(client=client, **options) as kit:
+        for _ in range(2):  # the same look twice: nothing was handed out or released
+            looked = await ask(kit, "fetch_messages", max_wait_ms=0)
+            assert ids(looked) == [0]
+            said = "2 more did not fit in this answer: query_messages pages through them"
+            assert said in looked.answer["next_step"]
+    assert len(await client.fetch("agent.me", group_name="default", deliver="earliest",
+                                  max_wait_ms=0)) == 3  # fmt: skip
+
+
+async def test_a_list_of_agents_keeps_its_best_head_within_the_budget(client):
+    for n in range(20):
+        await client.agent_register(
+            {"name": f"agent.peer{n}", "mailbox": f"agent.peer{n}",
+             "description": f"Peer {n} translates long reports. " + "Detail. " * 40}
+        )  # fmt: skip
+    async with Mq9Toolkit(client=client, max_answer_chars=2000) as kit:
+        found = await ask(kit, "agent_discover", query="")
+        assert 1 <= found.answer["count"] < 20 == len(found.artifact)
+        assert len(found.answer["agents"]) == found.answer["count"]
+        assert len(found.content) <= 2000
+        more = 20 - found.answer["count"]
+        assert f"{more} more did not fit in this answer" in found.answer["note"]
+
+
+# -- the same budget over MCP ------------------------------------------------------------------
+
+
+async def test_mq9_mcp_takes_the_budget_as_a_flag_and_pages_the_same(nats_server):
+    from mcp_support import ok, served_engine, stdio_session
+
+    texts = [f"{n}:" + "w" * 300 for n in range(12)]
+    async with served_engine(nats_server.url), Mq9Client(nats_server.url) as client:
+        await seed(client, "team.inbox", texts)
+        flags = ("--server", nats_server.url, "--max-answer-chars", "50")
+        async with stdio_session(*flags) as mcp:
+            looked = await ok(mcp, "query_messages", mail_address="team.inbox")
+            assert [m["msg_id"] for m in looked["messages"]] == [0]
+            newest = "the newest query_messages(mail_address='team.inbox', from_id=2)"
+            assert newest in looked["next_step"]
+            fetched = await ok(mcp, "fetch_messages", mail_address="team.inbox", max_wait_ms=0)
+            assert fetched["count"] == 1 and fetched["messages"][0]["payload"] == texts[0]
+            assert "9 more did not fit" in fetched["next_step"]  # of the 10 a fetch takes
+            await ok(mcp, "ack_messages", mail_address="team.inbox", msg_id=0)
+            again = await ok(mcp, "fetch_messages", mail_address="team.inbox", max_wait_ms=0)
+            assert [m["msg_id"] for m in again["messages"]] == [1]
