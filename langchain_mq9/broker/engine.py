@@ -753,8 +753,9 @@ class BrokerEngine:
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))
 _SEARCH_LIMIT_FOR_ZERO = 10
-# Tags a QUERY reads before the loop answers other requests (each reads up to 100 messages)
-QUERY_TAGS_AT_ONCE = 16
+# Tags a QUERY reads before the loop answers other requests (each reads up to 100 messages):
+# a QUERY of up to this many is read at once, as the leases' QUERYs (24 tags) need no more
+QUERY_TAGS_AT_ONCE = 64
 _ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
 # The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
 _DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
