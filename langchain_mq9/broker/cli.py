@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -164,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
-        engine.load_model_soon()  # the first REGISTER then waits less, and not on the loop
+        # The model loads while the broker starts: the first REGISTER waits less, off the loop.
+        # What is held then (the model's objects, the restored state) lives as long as the
+        # broker: frozen, Python's full garbage collections (which stop every thread, the loop
+        # too, for 15 ms and more) no longer walk it.
+        gc.freeze()
+        engine.load_model_soon().add_done_callback(lambda _: gc.freeze())
         # While the worker thread embeds or ranks, the loop waits for Python's lock at most
         # this long (default 5 ms) each time it wakes: other clients' requests stay quick
         sys.setswitchinterval(SWITCH_INTERVAL)

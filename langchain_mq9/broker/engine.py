@@ -39,7 +39,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,11 +250,11 @@ class BrokerEngine:
         """``work(*args)`` on the broker's worker thread, the loop serving others meanwhile."""
         return await asyncio.get_running_loop().run_in_executor(_WORKER, work, *args)
 
-    def load_model_soon(self) -> None:
+    def load_model_soon(self) -> Future:
         """Start loading the embedding model on the worker thread now (at a broker's start),
         so the first REGISTER or search waits less for it, and never on the loop. A model
-        that cannot be loaded is the error of the requests that need it."""
-        _WORKER.submit(self._quietly_load_model)
+        that cannot be loaded is the error of the requests that need it. Done when loaded."""
+        return _WORKER.submit(self._quietly_load_model)
 
     def _quietly_load_model(self) -> None:
         try:
