@@ -4,11 +4,32 @@ and logging on stderr."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Sequence
 
 from .redaction import redact
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, naming the flag meant when one is misspelt: a safety flag such as
+    ``--read-only`` must not fail in words that leave the user guessing."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}{self._nearest(unknown)}")
+        return parsed
+
+    def _nearest(self, unknown: list[str]) -> str:
+        flags = [word.split("=", 1)[0] for word in unknown if word.startswith("--")]
+        known = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        for flag in flags:
+            match = difflib.get_close_matches(flag, known, n=1)
+            if match:
+                return f" (did you mean {match[0]}?)"
+        return ""
 
 
 def _integer(text: str) -> int:

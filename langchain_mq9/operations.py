@@ -87,9 +87,18 @@ class Operation:
         return self.result.output_schema()
 
     def allowed(self, policy: ToolPolicy) -> bool:
+        return self.unavailable(policy) is None
+
+    def unavailable(self, policy: ToolPolicy) -> str | None:
+        """Why ``policy`` leaves this tool out, and how to have it; None: it is there."""
         if self.needs_calls and not policy.calls:
-            return False
-        return self.read_only or self.looks_when_read_only or not policy.read_only
+            return (
+                f"{self.name} is not available: the agent-call tools are off (turn them on "
+                "with calls=True on the toolkit, --calls for mq9-mcp)"
+            )
+        if policy.read_only and not (self.read_only or self.looks_when_read_only):
+            return f"{self.name} is not available: this toolkit is read-only"
+        return None
 
     def wait_seconds(self, args: BaseModel) -> float:
         """How long a call may legitimately block beyond a request (fetch's, a call's wait)."""
@@ -98,10 +107,9 @@ class Operation:
 
     async def execute(self, client: Any, args: BaseModel | dict, policy: ToolPolicy) -> Outcome:
         """Run the operation; every failure the caller can act on is an ``OperationError``."""
-        if not self.allowed(policy):
-            raise OperationError(
-                prefixed(f"{self.name} is not available: this toolkit is read-only", policy)
-            )
+        refusal = self.unavailable(policy)
+        if refusal is not None:
+            raise OperationError(prefixed(refusal, policy))
         if not isinstance(args, self.input_model):
             args = self.input_model.model_validate(args)
         address = getattr(args, "mail_address", None) or policy.agent_mailbox
@@ -172,6 +180,12 @@ DEFAULT_OPERATIONS = tuple(name for name, op in OPERATIONS.items() if op.in_defa
 _TOOL_NAMES = re.compile(r"\b(?:" + "|".join(OPERATIONS) + r")\b")
 
 
+def unknown_tool(name: str, policy: ToolPolicy) -> str:
+    """The answer to a call of a tool ``policy`` does not have: the ones it has, by name."""
+    names = [policy.tool_name(n) for n, op in OPERATIONS.items() if op.allowed(policy)]
+    return f"unknown tool {name!r}: the mq9 tools here are {', '.join(names)}"
+
+
 def prefixed(text: str, policy: ToolPolicy | ToolConfig | None) -> str:
     """``text`` with every tool it names under its name for ``policy`` (its tool_prefix)."""
     prefix = policy.tool_prefix if policy is not None else ""
@@ -192,4 +206,5 @@ __all__ = [  # the catalog, and what tests and bench/ import of the modules it i
     "explain",
     "message_view",
     "prefixed",
+    "unknown_tool",
 ]

@@ -632,18 +632,29 @@ class Shape:
         return {field: values.get(field, self.defaults.get(field)) for field in self.fields}
 
 
+def _deliver(value: Any) -> str:
+    """A ``DeliverPolicy`` as serde_json reads an enum (de.rs ``deserialize_enum``): a string,
+    or an object whose first key is the variant (read first) and its value ``null`` (a unit
+    variant), closed after it; anything else is ``expected value``."""
+    if isinstance(value, dict) and value:  # {"earliest": null}
+        (variant, unit), *more = value.items()
+        _deliver(variant)
+        if unit is not None:
+            raise WireError(f"invalid type: {_describe(unit)}, expected unit")
+        if more or getattr(value, "repeated", ()):
+            raise WireError("expected value")  # a second key where `}` must come
+        return variant
+    if not isinstance(value, str):
+        raise WireError("expected value")
+    if text(value) not in DELIVER_POLICIES:
+        variants = ", ".join(f"`{v}`" for v in DELIVER_POLICIES)
+        raise WireError(f"unknown variant `{value}`, expected one of {variants}")
+    return value
+
+
 def _convert(kind: str, value: Any) -> Any:
     if kind == DELIVER:
-        if isinstance(value, dict) and len(value) == 1:  # {"earliest": null}: a unit variant
-            ((value, unit),) = value.items()
-            if unit is not None:
-                raise WireError(f"invalid type: {_describe(unit)}, expected unit")
-        if not isinstance(value, str):
-            raise WireError(f"invalid type: {_describe(value)}, expected enum DeliverPolicy")
-        if text(value) not in DELIVER_POLICIES:
-            variants = ", ".join(f"`{v}`" for v in DELIVER_POLICIES)
-            raise WireError(f"unknown variant `{value}`, expected one of {variants}")
-        return value
+        return _deliver(value)
     wanted = _PYTHON_TYPES[kind]
     # Exact types first: this runs for every field of every message read (bool is an int).
     if (

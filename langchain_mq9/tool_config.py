@@ -7,11 +7,13 @@ same values in the same words. What one agent remembers while it works is ``Tool
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .leases import DEFAULT_LEASE_TTL, MIN_LEASE_TTL, is_reserved
 from .protocol import MAX_SECONDS, QUERY_CAP, Mq9Error, check_group_name, is_valid_address
@@ -20,6 +22,15 @@ _ADDRESS = "lowercase letters, digits and dots"
 # MCP and every provider take tool names of [A-Za-z0-9_-], at most 64 long (the longest of
 # ours, agent_unregister, is 16).
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{0,48}")
+
+
+def unknown_option(owner: str, name: str, known: Iterable[str]) -> TypeError:
+    """The error for an option ``owner`` does not have, naming the nearest it has: a misspelt
+    safety option (``read_onyl``) must not leave the tools unrestricted without a word."""
+    known = sorted(known)
+    nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {nearest[0]!r}?" if nearest else f"its options: {', '.join(known)}"
+    return TypeError(f"{owner} has no option {name!r}: {hint}")
 
 
 class ToolConfig(BaseModel):
@@ -108,6 +119,17 @@ class ToolConfig(BaseModel):
         description="put before every tool name, e.g. 'mq9_' for mq9_send_message, where "
         "another server's tools have the same names",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_options(cls, values: Any) -> Any:
+        # A TypeError, as for any unknown keyword argument: pydantic passes it on unchanged,
+        # without the input values (which may hold a password) that its own errors repeat.
+        if isinstance(values, dict):
+            for name in values:
+                if name not in cls.model_fields:
+                    raise unknown_option(cls.__name__, name, cls.model_fields)
+        return values
 
     @field_validator("allowed_mailboxes", mode="before")
     @classmethod

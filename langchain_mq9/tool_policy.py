@@ -7,9 +7,12 @@ read groups through one ``GroupReader`` per mailbox and group, kept here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import copy
 import inspect
 import threading
+import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -48,10 +51,26 @@ class GroupReading:
     """One mailbox read with one group: the reader, and the msg_ids it handed to the model that
     are not acked yet, in the order handed out (ack_messages confirms a prefix of them)."""
 
-    reader: Any
+    held: Any  # the reader: ``reader`` gives it for the event loop running
     unacked: list[int] = field(default_factory=list)
     # Where the group starts, fixed by the first fetch (``consumer.fixed_start`` says why).
     start: tuple[str, int | None] | None = None
+    _loop: Any = None  # a weak reference to the loop that last used the reader
+
+    @property
+    def reader(self) -> Any:
+        """The reader, for the event loop running. A reader's asyncio lock serves one loop, and
+        a toolkit outlives its loops (each ``asyncio.run``): on another loop the reader goes on
+        with the same bookkeeping under a fresh lock (one loop at a time uses a toolkit)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # looked at from sync code: nothing will wait on its lock
+            return self.held
+        if self._loop is not None and self._loop() is not loop:
+            self.held = copy.copy(self.held)  # the same state and leases, shared
+            self.held._lock = asyncio.Lock()
+        self._loop = weakref.ref(loop)
+        return self.held
 
     async def fetch(self, num_msgs: int, deliver: str, max_wait_ms: int) -> list:
         deliver, from_id = self.start or (deliver, None)

@@ -15,8 +15,8 @@ import anyio
 from pydantic import ValidationError
 
 from langchain_mq9 import __version__
+from langchain_mq9._cli import ArgumentParser, port, positive_float, positive_int
 from langchain_mq9._cli import configure_logging as configure_stderr_logging
-from langchain_mq9._cli import port, positive_float, positive_int
 from langchain_mq9.connection import Mq9Connection
 from langchain_mq9.protocol import Mq9Error
 from langchain_mq9.tool_config import ToolConfig
@@ -70,7 +70,7 @@ def _env(*names: str) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="mq9-mcp",
         description="MCP server giving MCP clients (Claude Desktop, Claude Code, Cursor, ...) "
         "persistent mailboxes and an agent registry over mq9.",

@@ -40,6 +40,7 @@ from langchain_mq9.operations import (
     OperationError,
     ToolPolicy,
     prefixed,
+    unknown_tool,
 )
 from langchain_mq9.protocol import Mq9Error, clipped
 from langchain_mq9.redaction import redact
@@ -104,8 +105,7 @@ async def call_operation(
     prefix = policy.tool_prefix
     operation = OPERATIONS.get(name[len(prefix) :]) if name.startswith(prefix) else None
     if operation is None:
-        names = ", ".join(policy.tool_name(known) for known in OPERATIONS)
-        return error_result(f"unknown tool {name!r}: the mq9 tools are {names}")
+        return error_result(unknown_tool(name, policy))
     try:
         args = operation.input_model.model_validate(arguments or {})
     except ValidationError as exc:

@@ -189,13 +189,9 @@ class LaggingIndex(AgentRegistry):
         if card_name in self.index:  # else: no row yet, nothing deleted (the race)
             self._later(self.unindex_lag, lambda: AgentRegistry.drop_index(self, card_name))
 
-    def search_text(self, query: str) -> list[AgentEntry]:
+    def indexed(self) -> tuple[AgentEntry, ...]:  # what a search ranks
         self._land_for_search()
-        return super().search_text(query)
-
-    def search_semantic(self, query: str) -> list[AgentEntry]:
-        self._land_for_search()
-        return super().search_semantic(query)
+        return super().indexed()
 
     def _later(self, seconds: float, write: Callable[[], None]) -> None:
         heapq.heappush(self._due, (self.clock() + seconds, next(self._order), write))

@@ -543,7 +543,7 @@ async def test_silent_responder_times_out_retryably(bare_nats):
 
 
 BOX = "bad.requests"
-DEEP = b"[" * 100_000 + b"]" * 100_000
+DEEP = b"[" * 20_000 + b"]" * 20_000  # deep, and within the 64 KiB a CREATE body may take
 CREATE_BAD = "invalid MAILBOX.CREATE payload: "
 QUERY_BAD = "invalid query request: "
 
@@ -577,13 +577,13 @@ BAD_REQUESTS = [
     (p.fetch_subject(BOX), b'{"config":5}', None, "expected struct MsgFetchConfig"),
     (p.fetch_subject(BOX), b'{"config":[]}', None, "expected struct MsgFetchConfig"),
     (p.fetch_subject(BOX), b'{"deliver":""}', None, "unknown variant ``"),
-    (p.fetch_subject(BOX), b'{"deliver":null}', None, "expected enum DeliverPolicy"),
+    (p.fetch_subject(BOX), b'{"deliver":null}', None, "expected value"),
     (p.fetch_subject(BOX), b'{"config":{"num_msgs":1e30}}', None, "expected u32"),
     (p.fetch_subject(BOX), b'{"config":{"num_msgs":4294967296}}', None, "expected u32"),
     (p.fetch_subject(BOX), b'{"config":{"max_wait_ms":-5}}', None, "expected u64"),
     (p.fetch_subject(BOX), b'{"config":{"max_wait_ms":1e20}}', None, "expected u64"),
     (p.fetch_subject(BOX), b'{"deliver":"newest"}', None, "unknown variant `newest`"),
-    (p.fetch_subject(BOX), b'{"deliver":5}', None, "expected enum DeliverPolicy"),
+    (p.fetch_subject(BOX), b'{"deliver":5}', None, "expected value"),
     (p.fetch_subject(BOX), b'{"deliver":"from_time","from_time":"now"}', None, "expected u64"),
     (p.fetch_subject(BOX), b'{"deliver":"from_id","from_id":-1}', None, "expected u64"),
     (p.fetch_subject(BOX), b'{"group_name":["g"]}', None, "expected a string"),

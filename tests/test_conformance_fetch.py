@@ -462,6 +462,29 @@ async def test_fetch_requests_serde_refuses(broker, body, error):
     assert "messages" not in reply
 
 
+@pytest.mark.parametrize(
+    "deliver",
+    [b"null", b"5", b"true", b"[]", b"{}", b'{"earliest":null,"latest":null}'],
+)
+async def test_a_deliver_neither_string_nor_variant_object_is_expected_value(broker, deliver):
+    """serde_json reads an enum only from a string or a one-key object; anything else is
+    ``expected value`` (serde_json de.rs ``deserialize_enum``). Issue #35: the bundled broker
+    answered ``{"deliver":null}`` with ``invalid type: null, expected enum DeliverPolicy`` where
+    RobustMQ answers ``expected value at line 1 column 12``."""
+    box = await create(broker)
+    reply = await broker.raw(p.fetch_subject(box), b'{"deliver":' + deliver + b"}")
+    assert reply["error"].startswith("expected value"), reply
+
+
+async def test_a_deliver_object_is_read_variant_first(broker):
+    """The variant's name is read before its value: an unknown one is the error."""
+    box = await create(broker)
+    reply = await broker.raw(p.fetch_subject(box), b'{"deliver":{"newest":1}}')
+    assert reply["error"].startswith("unknown variant `newest`"), reply
+    reply = await broker.raw(p.fetch_subject(box), b'{"deliver":{"earliest":1}}')
+    assert reply["error"].startswith("invalid type: integer `1`, expected unit"), reply
+
+
 async def test_an_empty_fetch_waits_then_answers_empty(broker):
     box = await create(broker)
     assert await fetch(broker, box, max_wait_ms=5) == []

@@ -60,6 +60,39 @@ def test_wordpiece_truncates_at_the_models_512_positions():
 # -- the text a card is embedded as ------------------------------------------------------------
 
 
+def _whole_text_ids(text: str) -> list[int]:
+    """The ids as the whole text, normalized and split, then cut, gives them."""
+    vocab = wordpiece.vocabulary()
+    ids = [vocab[wordpiece.CLS]]
+    for word in wordpiece._words(wordpiece._normalize(text)):
+        ids += wordpiece._pieces(word, vocab)
+    return [*ids[: wordpiece.MAX_TOKENS - 1], vocab[wordpiece.SEP]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "word " * 3000,
+        "a" * 4094 + "e\u0301\u0301 tail " * 900,  # accents across the first cut
+        "\x00" * 5000 + " late words" * 10,  # nothing kept of the first prefix
+        "中文" * 3000,
+        "x" * 150 + " " + "y" * 10_000,
+    ],
+    ids=["words", "accents at the cut", "controls first", "cjk", "long words"],
+)
+def test_wordpiece_reads_a_long_text_only_as_far_as_the_cut(monkeypatch, text):
+    """Issue #35: the tokenizer normalized and split a whole 12 MB query before cutting at 512
+    tokens (36.6 s on the broker's loop). It reads a prefix, doubled until it holds enough
+    pieces, and gives the ids the whole text gives."""
+    read: list[int] = []
+    normalize = wordpiece._normalize
+    monkeypatch.setattr(wordpiece, "_normalize", lambda t: read.append(len(t)) or normalize(t))
+    ids = wordpiece.encode(text + " filler" * 1_000_000)
+    monkeypatch.setattr(wordpiece, "_normalize", normalize)
+    assert ids == _whole_text_ids(text + " filler" * 4_000)
+    assert sum(read) < 4 * len(text) + 4 * wordpiece.FIRST_PREFIX_CHARS
+
+
 def test_embed_text_is_robustmqs_for_a_card():
     card = {
         "name": "agent.t",

@@ -906,3 +906,65 @@ def test_a_run_identity_gets_a_policy_of_its_own_kept_and_bounded(monkeypatch):
     policy.for_run(agent_mailbox="agent.cat")
     assert policy.for_run(agent_mailbox="agent.ann") is ann
     assert policy.for_run(agent_mailbox="agent.bob", worker="w1") is not bob  # dropped
+
+
+def test_parallel_fetches_in_a_second_asyncio_run_share_the_group_reading(memory_url):
+    """Issue #35: the second ``asyncio.run`` with parallel fetch_messages calls raised
+    ``RuntimeError: <asyncio.locks.Lock> is bound to a different event loop`` (the group's
+    reader, kept by the toolkit, was made on the first loop). The reading carries over: what
+    the first run handed out is not handed out again."""
+    kit = Mq9Toolkit(server=memory_url, num_msgs=1)
+    tools = tools_of(kit)
+
+    async def seed():
+        await atool_call(tools["create_mailbox"], name="agent.inbox")
+        for i in range(4):
+            await atool_call(tools["send_message"], mail_address="agent.inbox", payload=f"m{i}")
+
+    async def two_fetches() -> list[dict]:
+        results = await asyncio.gather(
+            *(
+                atool_call(tools["fetch_messages"], mail_address="agent.inbox")
+                for _ in range(2)
+            )
+        )
+        assert all(r.status == "success" for r in results), [r.content for r in results]
+        return [json.loads(r.content) for r in results]
+
+    asyncio.run(seed())
+    first = asyncio.run(two_fetches())
+    second = asyncio.run(two_fetches())
+    handed = [m["msg_id"] for answer in first + second for m in answer["messages"]]
+    assert sorted(handed) == [0, 1, 2, 3]
+    kit.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "named", "nearest"),
+    [
+        ({"allowed_mailbox": ["team"]}, "allowed_mailbox", "allowed_mailboxes"),
+        ({"read_onyl": True}, "read_onyl", "read_only"),
+        ({"server": "memory://", "tool": ["send_message"]}, "tool", "tools"),
+        ({"requst_timeout": 2}, "requst_timeout", "request_timeout"),
+    ],
+)
+def test_a_misspelled_toolkit_option_is_an_error_naming_the_nearest(memory_url, settings,
+                                                                     named, nearest):
+    """Issue #35: ``Mq9Toolkit(allowed_mailbox=["team"])`` left the toolkit unrestricted (its
+    create_mailbox made "payroll.secrets") and ``read_onyl=True`` left it writable."""
+    with pytest.raises(TypeError) as refused:
+        Mq9Toolkit(**{"server": memory_url, **settings})
+    assert f"'{named}'" in str(refused.value) and f"'{nearest}'" in str(refused.value)
+
+
+@pytest.mark.parametrize("make", [ToolPolicy, lambda **kw: ToolPolicy().session(**kw)])
+def test_a_misspelled_tool_setting_is_an_error_naming_the_nearest(make):
+    """Issue #35, on the settings mq9-mcp and the toolkit share (``ToolConfig``)."""
+    with pytest.raises(TypeError, match=r"'allowed_mailbox'.*'allowed_mailboxes'"):
+        make(allowed_mailbox=["team"])
+
+
+def test_a_toolkit_option_error_never_shows_the_secrets_given():
+    with pytest.raises(TypeError) as refused:
+        Mq9Toolkit(server="nats://u:hunter2@127.0.0.1:1", client_optons={"password": "hunter2"})
+    assert "hunter2" not in str(refused.value) and "'client_options'" in str(refused.value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ import threading
 
 from .. import __version__, semantic
 from .. import protocol as p
-from .._cli import configure_logging, count_limit, port, positive_int
+from .._cli import ArgumentParser, configure_logging, count_limit, port, positive_int
 from ..redaction import describe, redact
 from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
@@ -36,6 +37,7 @@ log = logging.getLogger("langchain_mq9.broker")
 READY = "mq9 dev broker ready on"
 CONNECT_TIMEOUT = 10.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SWITCH_INTERVAL = 0.0005  # seconds: see main()
 
 
 class StartupError(Exception):
@@ -43,7 +45,7 @@ class StartupError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="mq9-dev-broker",
         description="Run the bundled mq9 broker on a real nats-server (for development and "
         "tests; use a RobustMQ broker in production).",
@@ -163,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
+        # The model loads while the broker starts: the first REGISTER waits less, off the loop.
+        # What is held then (the model's objects, the restored state) lives as long as the
+        # broker: frozen, Python's full garbage collections (which stop every thread, the loop
+        # too, for 15 ms and more) no longer walk it.
+        gc.freeze()
+        engine.load_model_soon().add_done_callback(lambda _: gc.freeze())
+        # While the worker thread embeds or ranks, the loop waits for Python's lock at most
+        # this long (default 5 ms) each time it wakes: other clients' requests stay quick
+        sys.setswitchinterval(SWITCH_INTERVAL)
         if not args.nats:
             server = _start_server(args.host, args.port)
         url = args.nats or server.url

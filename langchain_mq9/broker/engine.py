@@ -21,17 +21,25 @@ u64 sums (expire_at, a delay's due time, ACK's msg_id + 1) wrap round as in Robu
 build, which has no overflow checks.
 
 Safe to share between event loops and threads: state changes happen under one lock and never
-await; an empty FETCH sleeps outside it.
+await; an empty FETCH sleeps outside it. No request holds the event loop that serves it: what
+costs CPU time (loading the embedding model, embedding a card or a query, ranking, encoding a
+listing) runs on the broker's worker thread, on a snapshot of the index, and the loop answers
+other requests meanwhile. A request body is refused unread above a bound fitting its command
+(``BrokerLimits.max_request``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +83,11 @@ class BrokerLimits:
     max_card_bytes: int | None = 64 * 1024
     max_agents: int | None = 10_000
     max_groups: int | None = 1_000
+    # The largest body of a command that is parsed (CREATE, FETCH, ACK, QUERY, UNREGISTER,
+    # REPORT, DISCOVER): names, numbers, tags and a search query, for which 64 KiB is ample (a
+    # larger one would only make the broker parse it, and a semantic search tokenize it). A
+    # REGISTER body may add a card of max_card_bytes with every byte escaped (``\u0000``: 6).
+    max_request: int = 64 * 1024
 
 
 class BrokerEngine:
@@ -179,8 +192,15 @@ class BrokerEngine:
     async def handle(self, subject: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
         """Answer one mq9 request; never raises, every failure is an ``error`` reply."""
         try:
+            self._check_body_size(subject, body)
             if subject.startswith(p.MSG_FETCH) and len(subject) > len(p.MSG_FETCH):
                 return await self._fetch(subject[len(p.MSG_FETCH) :], body)
+            if subject.startswith(p.MSG_QUERY) and len(subject) > len(p.MSG_QUERY):
+                return await self._query(subject[len(p.MSG_QUERY) :], body)
+            if subject == p.AGENT_REGISTER:
+                return await self._register(body)
+            if subject == p.AGENT_DISCOVER:
+                return await self._discover(body)
             return self._transact(lambda: self._dispatch(subject, headers, body))
         except (Mq9Error, StorageError) as exc:  # an Mq9Error's str is its message
             return p.encode(p.ERROR_REPLY.write(error=str(exc)))
@@ -191,11 +211,7 @@ class BrokerEngine:
             )
 
     def _dispatch(self, subject: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
-        for prefix, handler in (
-            (p.MSG_SEND, self._send),
-            (p.MSG_ACK, self._ack),
-            (p.MSG_QUERY, self._query),
-        ):
+        for prefix, handler in ((p.MSG_SEND, self._send), (p.MSG_ACK, self._ack)):
             if subject.startswith(prefix) and len(subject) > len(prefix):
                 return handler(subject[len(prefix) :], body, headers)
         if subject.startswith(p.MSG_DELETE):
@@ -204,15 +220,47 @@ class BrokerEngine:
                 return self._delete(address, msg_id)
         handler = {
             p.MAILBOX_CREATE: self._create,
-            p.AGENT_REGISTER: self._register,
             p.AGENT_UNREGISTER: self._unregister,
             p.AGENT_REPORT: self._report,
-            p.AGENT_DISCOVER: self._discover,
         }.get(subject)
         if handler is None:
             # RobustMQ answers a NATS -ERR; a service can only reply (our choice: same words)
             raise Mq9Error(p.err_unknown_subject(subject))
         return handler(body)
+
+    def _check_body_size(self, subject: str, body: bytes) -> None:
+        """(our choice; RobustMQ reads any body NATS carries) refuse, unread, a body larger
+        than its command needs. SEND keeps its own rule (``_check_fits``); DELETE's body is
+        never read."""
+        if subject.startswith((p.MSG_SEND, p.MSG_DELETE)):
+            return
+        limit = self.limits.max_request
+        if subject == p.AGENT_REGISTER:
+            card = self.limits.max_card_bytes
+            if card is None:
+                return  # no card limit: what NATS carries
+            limit += _ESCAPED * card
+        if len(body) > limit:
+            raise Mq9Error(
+                f"request body of {len(body)} bytes refused unread: this broker takes at most "
+                f"{limit} bytes for {subject}"
+            )
+
+    async def _off_loop(self, work: Callable[..., Any], *args: Any) -> Any:
+        """``work(*args)`` on the broker's worker thread, the loop serving others meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(_WORKER, work, *args)
+
+    def load_model_soon(self) -> Future:
+        """Start loading the embedding model on the worker thread now (at a broker's start),
+        so the first REGISTER or search waits less for it, and never on the loop. A model
+        that cannot be loaded is the error of the requests that need it. Done when loaded."""
+        return _WORKER.submit(self._quietly_load_model)
+
+    def _quietly_load_model(self) -> None:
+        try:
+            self.registry.ranking  # noqa: B018 (the property loads the model)
+        except Exception as exc:  # answered to each request that needs the model
+            log.error("the embedding model could not be loaded: %s", exc)
 
     # -- time ------------------------------------------------------------------------------
 
@@ -478,21 +526,39 @@ class BrokerEngine:
 
     # -- QUERY and DELETE ------------------------------------------------------------------
 
-    def _query(self, address: str, body: bytes, _headers: object) -> bytes:
-        request = _read(p.QUERY_REQUEST, body, "invalid query request: ", empty_ok=True)
-        mailbox = self._topic(address)
+    async def _query(self, address: str, body: bytes) -> bytes:
+        request = self._transact(
+            lambda: _read(p.QUERY_REQUEST, body, "invalid query request: ", empty_ok=True)
+        )
         limit = p.QUERY_CAP if request["limit"] is None else min(request["limit"], p.QUERY_CAP)
-        now = self.now_second()
         # One filter only, in this order of precedence (RobustMQ)
-        if request["key"] is not None:
-            message = mailbox.by_key(request["key"], now)
+        if request["key"] is not None or not request["tags"]:
+            return self._transact(lambda: self._query_now(address, request["key"], limit))
+        # Any tag matches; each reads up to limit (a tag given again adds nothing). Many tags
+        # are read some at a time, other requests answered between (our choice: the loop is
+        # never held long; like RobustMQ's reads, one per tag, it is no snapshot)
+        tags = list(dict.fromkeys(request["tags"]))
+        by_id: dict[int, StoredMessage] = {}
+        for start in range(0, len(tags), QUERY_TAGS_AT_ONCE):
+            some = tags[start : start + QUERY_TAGS_AT_ONCE]
+            self._transact(lambda some=some: self._read_tags(address, some, limit, by_id))
+            if start + QUERY_TAGS_AT_ONCE < len(tags):
+                await asyncio.sleep(0)
+        return _answer(list(by_id.values()), self.answer_limit)
+
+    def _read_tags(
+        self, address: str, tags: list[str], limit: int, into: dict[int, StoredMessage]
+    ) -> None:
+        mailbox, now = self._topic(address), self.now_second()
+        for tag in tags:
+            for message in _capped(mailbox.read_tag(tag, limit, now)):
+                into.setdefault(message.msg_id, message)
+
+    def _query_now(self, address: str, key: str | None, limit: int) -> bytes:
+        mailbox, now = self._topic(address), self.now_second()
+        if key is not None:
+            message = mailbox.by_key(key, now)
             found = [message][:limit] if message is not None else []
-        elif request["tags"]:
-            by_id: dict[int, StoredMessage] = {}
-            for tag in request["tags"]:  # any tag matches; each tag reads up to limit
-                for message in _capped(mailbox.read_tag(tag, limit, now)):
-                    by_id.setdefault(message.msg_id, message)
-            found = list(by_id.values())
         else:
             # ``since`` (and an empty ``tags``, which RobustMQ makes since 0) is no filter:
             # query.rs ``query_by_since`` files the offset under the mail address, and the
@@ -511,7 +577,14 @@ class BrokerEngine:
 
     # -- agent registry --------------------------------------------------------------------
 
-    def _register(self, body: bytes) -> bytes:
+    async def _register(self, body: bytes) -> bytes:
+        """Read and embed the card on the worker thread, then keep it (under the lock)."""
+        entry = await self._off_loop(self._registration, body)
+        return self._transact(lambda: self._admit(entry))
+
+    def _registration(self, body: bytes) -> AgentEntry:
+        """The entry a REGISTER body makes, with its vector (the CPU-heavy part); its
+        create_time is set when it is kept."""
         if not body:
             raise Mq9Error(p.ERR_REGISTER_EMPTY)
         # An A2A card if the body reads as one; else the body read afresh as {name, payload},
@@ -530,13 +603,19 @@ class BrokerEngine:
         size, limit = len(agent_info.encode()), self.limits.max_card_bytes
         if limit is not None and size > limit:
             raise Mq9Error(p.err_card_too_large(size, limit))
-        if name in self.registry.entries:
+        entry = AgentEntry.make(name, agent_info, 0)
+        if name not in self.registry.entries:  # a taken name keeps its entry: no vector
+            self._check_entry_fits(entry)
+            self.registry.embed(entry)
+        return entry
+
+    def _admit(self, entry: AgentEntry) -> bytes:
+        if entry.name in self.registry.entries:
             return _OK  # a name already taken keeps its first entry (RobustMQ)
         limit = self.limits.max_agents
         if limit is not None and len(self.registry) >= limit:
             raise Mq9Error(p.err_agent_limit(limit))
-        entry = AgentEntry.make(name, agent_info, self.now_second())
-        self._check_entry_fits(entry)
+        entry.create_time = self.now_second()
         self.registry.register(entry)
         self.storage.agent_saved(entry)
         if entry.card is not None:
@@ -563,21 +642,38 @@ class BrokerEngine:
         self.reports[request["name"]] = (request["report_info"] or "", self.now_second())
         return _OK
 
-    def _discover(self, body: bytes) -> bytes:
+    async def _discover(self, body: bytes) -> bytes:
+        return await self._off_loop(self._discover_now, body)
+
+    def _discover_now(self, body: bytes) -> bytes:
+        """A DISCOVER answered on the worker thread: the registry is taken as it is (a moment
+        under the lock), then ranked and encoded while the loop serves other requests."""
         request = _read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
         if not (request["semantic"] or request["text"]):
-            return self._listing()  # every agent, not paginated
+            entries = self._locked(lambda: list(self.registry.entries.values()))
+            return self._listing(entries)  # every agent, not paginated
         if not self.search:
             raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
+        return self._search(request, self._locked(self.registry.indexed))
+
+    def _locked(self, read: Callable[[], Any]) -> Any:
+        """``read()`` of the state under the lock (refused, as every request, once the data
+        file could not be read back)."""
+        with self._lock:
+            if self._broken is not None:
+                raise StorageError(self._broken)
+            return read()
+
+    def _search(self, request: dict[str, Any], indexed: tuple[AgentEntry, ...]) -> bytes:
         limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
         # u32 arithmetic without overflow checks, as RobustMQ computes it
         first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
         # meta-service searches 10 when asked for 0 (services/mq9/agent.rs)
         size = limit or _SEARCH_LIMIT_FOR_ZERO
         if request["semantic"]:
-            hits = self.registry.search_semantic(request["semantic"])
+            hits = self.registry.search_semantic(request["semantic"], indexed)
         else:
-            hits = self.registry.search_text(request["text"])
+            hits = self.registry.search_text(request["text"], indexed)
         # (our choice) a search answer keeps within max_payload with the best-ranked agents
         # that fit, so one large card cannot make DISCOVER fail for everyone
         room = self._message_limit() - len(_DISCOVER_HEAD) - 2
@@ -590,16 +686,20 @@ class BrokerEngine:
             kept.append(item)
         return _DISCOVER_HEAD + b",".join(kept) + b"]}"
 
-    def _listing(self) -> bytes:
-        """Every agent in one answer, as RobustMQ answers; never cut (a cut list would hide
-        agents, and let a taken name look free), but refused when too large for an answer
-        (our choice: RobustMQ sends it whatever its size)."""
-        items = [p.encode(entry.listed()) for entry in self.registry.listing()]
-        answer = _DISCOVER_HEAD + b",".join(items) + b"]}"
+    def _listing(self, entries: list[AgentEntry]) -> bytes:
+        """Every agent (of ``entries``, the registry's) in one answer by name, as RobustMQ
+        answers; never cut (a cut list would hide agents, and let a taken name look free), but
+        refused when too large for an answer (our choice: RobustMQ sends it whatever its size),
+        as soon as the agents encoded so far show it."""
         limit = self.answer_limit
-        if limit is not None and len(answer) > limit:
-            raise Mq9Error(p.err_listing_too_large(len(items), len(answer), limit))
-        return answer
+        items: list[bytes] = []
+        size = len(_DISCOVER_HEAD) + 2
+        for entry in sorted(entries, key=lambda e: e.name):
+            items.append(p.encode(entry.listed()))
+            size += len(items[-1]) + (len(items) > 1)
+            if limit is not None and size > limit:
+                raise Mq9Error(p.err_listing_too_large(len(entries), size, limit))
+        return _DISCOVER_HEAD + b",".join(items) + b"]}"
 
     def _check_group_room(self, group: str, mailbox: Mailbox) -> None:
         """(our choice) a new consumer group needs a name of at most MAX_GROUP_NAME characters
@@ -653,6 +753,10 @@ class BrokerEngine:
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))
 _SEARCH_LIMIT_FOR_ZERO = 10
+# Tags a QUERY reads before the loop answers other requests (each reads up to 100 messages):
+# a QUERY of up to this many is read at once, as the leases' QUERYs (24 tags) need no more
+QUERY_TAGS_AT_ONCE = 64
+_ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
 # The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
 _DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
 _MESSAGES_HEAD = p.encode(p.MESSAGES_REPLY.write(error="", messages=[]))[:-2]
@@ -759,3 +863,19 @@ def _wrap_u64(number: int) -> int:
 def _header_number(headers: Mapping[str, str], name: str) -> int | None:
     text = headers.get(name)
     return None if text is None else p.header_u64(text)
+
+
+def _yield_to_the_loop() -> None:
+    """Run this thread below the event loop's priority (Linux: a thread's own nice value), so
+    that the scheduler lets the loop answer at once whenever both want a core."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+
+
+# The one thread the process's brokers hand CPU-heavy work to (started on first use): one, as
+# onnxruntime runs an embedding on one thread and the loop needs the other core.
+WORKER_NICENESS = 10
+_WORKER = ThreadPoolExecutor(
+    1, thread_name_prefix="mq9-broker-work", initializer=_yield_to_the_loop
+)

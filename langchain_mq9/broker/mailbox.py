@@ -21,7 +21,7 @@ Consumer-group offsets are keyed by group name across mailboxes: the engine keep
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -91,6 +91,7 @@ class Mailbox:
         self.times: list[int] = []
         self.keys: dict[str, int] = {}
         self.tagged: dict[str, list[int]] = {}  # tag -> msg_ids, ascending
+        self._tag_names: list[str] = []  # the keys of ``tagged``, sorted (``read_tag``)
         self._holes = 0
         # Per index ("order", ("lane", priority) or ("tag", tag)): {i: (j, t)} = its entries
         # i to j-1 were all removed or expired at time t. Expiry never ends as time goes on,
@@ -126,6 +127,8 @@ class Mailbox:
         if message.key is not None:
             self.keys[message.key] = message.msg_id
         for tag in dict.fromkeys(message.tags):
+            if tag not in self.tagged:
+                insort(self._tag_names, tag)
             self.tagged.setdefault(tag, []).append(message.msg_id)
 
     def remove(self, msg_id: int) -> bool:
@@ -145,6 +148,7 @@ class Mailbox:
             self.lanes[priority] = [i for i in lane if i in live]
         tagged = {tag: [i for i in ids if i in live] for tag, ids in self.tagged.items()}
         self.tagged = {tag: ids for tag, ids in tagged.items() if ids}
+        self._tag_names = sorted(self.tagged)
         pairs = [(i, t) for i, t in zip(self.order, self.times, strict=False) if i in live]
         self.order = [i for i, _ in pairs]
         self.times = [t for _, t in pairs]
@@ -231,8 +235,10 @@ class Mailbox:
         ``tag_index_key``, storage-engine rocksdb ``read.rs`` ``read_by_tag``), so it finds
         ``team/alpha`` for ``team`` and returns the entries in the order of their keys,
         ``<tag>/<msg_id as 20 digits>``."""
-        below = tag + "/"
-        found = [t for t in self.tagged if t == tag or t.startswith(below)]
+        # the tags below it are one range of the sorted names: from "tag/" up to "tag0"
+        names = self._tag_names
+        below = names[bisect_left(names, tag + "/") : bisect_left(names, tag + "0")]
+        found = [tag, *below] if tag in self.tagged else below
         if found == [tag]:  # the common case: one tag, its ids ascending
             walks = self._walk(("tag", tag), self.tagged[tag], None, now)
         else:

@@ -113,7 +113,8 @@ def stem(word: str) -> str:
 
 
 def stems(text: str) -> set[str]:
-    return {stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+    # each distinct word stemmed once: a 64 KiB card repeats its words thousands of times
+    return {stem(w) for w in set(_WORD.findall(text.lower())) - _STOPWORDS}
 
 
 def words(text: str) -> set[str]:
@@ -200,8 +201,10 @@ class AgentRegistry:
     # What ranks ``semantic`` searches: the process's embedder when the semantic extra is
     # installed (loaded on first use), None for the lexical ranking.
     embedder: Any = field(default_factory=lambda: _UNSET)
-    # The indexed vectors stacked in index order, rebuilt after the index changes.
-    _matrix: Any = field(default=None, repr=False)
+    # The index's entries in order, made when first asked for after a change (``indexed``),
+    # and the vectors of such a tuple stacked, for the tuple they were stacked from.
+    _indexed: tuple[AgentEntry, ...] | None = field(default=None, repr=False)
+    _matrix: tuple[tuple[AgentEntry, ...], Any] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -210,6 +213,20 @@ class AgentRegistry:
         if self.embedder is _UNSET:
             self.embedder = semantic.embedder()
         return self.embedder
+
+    def embed(self, entry: AgentEntry) -> None:
+        """Give a card's entry its vector now (the CPU-heavy part of indexing it), so that
+        indexing it later costs nothing: the broker does this off its event loop."""
+        embedder = self._embedder()
+        if embedder is not None and entry.card is not None and entry.vector is None:
+            entry.vector = embedder.embed(embed_text_of(entry.card))
+
+    def indexed(self) -> tuple[AgentEntry, ...]:
+        """The index as it is now, in order: what a search ranks. A search may run in another
+        thread on this tuple while the index changes (it holds entries, which never change)."""
+        if self._indexed is None:
+            self._indexed = tuple(self.index.values())
+        return self._indexed
 
     @property
     def ranking(self) -> str:
@@ -233,62 +250,71 @@ class AgentRegistry:
         return entry
 
     def put_index(self, entry: AgentEntry) -> None:
-        embedder = self._embedder()
-        if embedder is not None and entry.vector is None:  # once per card, not per search
-            entry.vector = embedder.embed(embed_text_of(entry.card))
+        self.embed(entry)  # once per card, not per search
         self.drop_index(entry.card_name)
         self.index[entry.card_name] = entry
         self.word_count.update(entry.words)
         self.stem_count.update(entry.stems)
-        self._matrix = None
+        self._indexed = None
 
     def drop_index(self, card_name: str) -> None:
         entry = self.index.pop(card_name, None)
         if entry is not None:
             self.word_count.subtract(entry.words)
             self.stem_count.subtract(entry.stems)
-            self._matrix = None
+            self._indexed = None
 
     def listing(self) -> list[AgentEntry]:
         return sorted(self.entries.values(), key=lambda e: e.name)
 
-    def search_text(self, query: str) -> list[AgentEntry]:
-        """Indexed agents holding any query word, best first (registration order on ties)."""
-        weight = self._weights(words(query), self.word_count)
+    def search_text(
+        self, query: str, indexed: tuple[AgentEntry, ...] | None = None
+    ) -> list[AgentEntry]:
+        """Indexed agents holding any query word, best first (registration order on ties).
+        ``indexed``: the index as ``indexed()`` gave it (default: as it is now)."""
+        indexed = self.indexed() if indexed is None else indexed
+        weight = self._weights(words(query), self.word_count, len(indexed))
         scored = []
-        for order, entry in enumerate(self.index.values()):
+        for order, entry in enumerate(indexed):
             score = sum(weight[w] for w in weight.keys() & entry.words)
             if score:
                 scored.append((-score, order, entry))
         return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
 
-    def search_semantic(self, query: str) -> list[AgentEntry]:
+    def search_semantic(
+        self, query: str, indexed: tuple[AgentEntry, ...] | None = None
+    ) -> list[AgentEntry]:
         """Every indexed agent, nearest in meaning first, as a vector search ranks them
-        (registration order on ties); by ``ranking``."""
+        (registration order on ties); by ``ranking``. ``indexed`` as for ``search_text``."""
+        indexed = self.indexed() if indexed is None else indexed
         embedder = self._embedder()
         if embedder is not None:
-            return self._nearest(embedder.embed_query(query))
-        weight = self._weights(stems(query), self.stem_count)
+            return self._nearest(embedder.embed_query(query), indexed)
+        weight = self._weights(stems(query), self.stem_count, len(indexed))
         scored = []
-        for order, entry in enumerate(self.index.values()):
+        for order, entry in enumerate(indexed):
             score = sum(weight[s] for s in weight.keys() & entry.stems)
             scored.append((-score / math.sqrt(len(entry.stems) or 1), order, entry))
         return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
 
-    def _weights(self, terms: set[str], counts: Counter) -> dict[str, float]:
-        """Each query term's rarity among the indexed agents (inverse document frequency)."""
-        return {t: math.log(1 + len(self.index) / (1 + counts[t])) + 1 for t in terms}
+    @staticmethod
+    def _weights(terms: set[str], counts: Counter, indexed: int) -> dict[str, float]:
+        """Each query term's rarity among the indexed agents (inverse document frequency);
+        a term no agent holds matches none, and is left out (a long query costs what its
+        known words cost, per agent)."""
+        held = [(t, n) for t in terms if (n := counts.get(t))]
+        return {t: math.log(1 + indexed / (1 + n)) + 1 for t, n in held}
 
-    def _nearest(self, vector: Any) -> list[AgentEntry]:
+    def _nearest(self, vector: Any, indexed: tuple[AgentEntry, ...]) -> list[AgentEntry]:
         import numpy as np  # there when an embedder is: the semantic extra brings both
 
-        indexed = list(self.index.values())
         if not indexed:
             return []
-        if self._matrix is None:
-            self._matrix = np.stack([entry.vector for entry in indexed])
+        stacked = self._matrix
+        if stacked is None or stacked[0] is not indexed:
+            stacked = self._matrix = (indexed, np.stack([entry.vector for entry in indexed]))
         # unit vectors: the dot product is the cosine similarity
-        order = np.argsort(-(self._matrix @ vector), kind="stable")
+        order = np.argsort(-(stacked[1] @ vector), kind="stable")
         return [indexed[i] for i in order]
 
 

