@@ -197,10 +197,13 @@ class NatsTransport:
         connection = GuardedClient()
         watchdog = protect(connection)  # a malformed frame must not deafen it
         self._refused = False
+        dialing = asyncio.ensure_future(connection.connect(**self._options))
+        # Stopped while it dials (SIGTERM, a cancelled caller), wait_for cancels the dial and
+        # leaves it be; a dial that ended in its own error just then would be logged as "Task
+        # exception was never retrieved" (#35): its outcome is read here whatever happens.
+        dialing.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            await asyncio.wait_for(
-                connection.connect(**self._options), self._options["connect_timeout"]
-            )
+            await asyncio.wait_for(dialing, self._options["connect_timeout"])
         except Exception as exc:
             last = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
             _stop(watchdog)

@@ -88,11 +88,13 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(path, kernel_specs):
     ]
     assert errors == []
     # Nothing deprecated on the way (create_react_agent's notice, say): what a user would see
-    # as a warning cell output, the kernel shows on stderr.
+    # as a warning cell output, the kernel shows on stderr. LangChain's own notice that its MCP
+    # client (langchain.mcp, notebook 03) is in beta is what every user of it sees: shown.
     warned = [
         output.text
         for cell in code_cells
         for output in cell.outputs
-        if output.output_type == "stream" and "Warning" in output.text
+        if output.output_type == "stream"
+        and "Warning" in output.text.replace("LangChainBetaWarning", "")
     ]
     assert warned == []

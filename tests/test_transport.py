@@ -86,3 +86,40 @@ def test_server_or_transport_and_nats_options_only_with_a_url():
     with pytest.raises(InvalidArgument, match="unsupported server URL"):
         NatsTransport("http://host:1")
     Mq9Client("memory://", reconnect_attempts=1, name="x")  # taken (and unused) as before
+
+
+async def test_a_dial_that_fails_as_its_caller_is_stopped_leaves_no_unretrieved_error(
+    monkeypatch,
+):
+    """#35: `mq9-mcp --server nats://127.0.0.1:1` stopped while it dialled printed "Task
+    exception was never retrieved … NoServersError": the dial ended in its own error at the
+    moment its caller was cancelled, and nobody read that error. nats-py's dial is made to end
+    that way here (the race itself is one event-loop turn wide)."""
+    import asyncio
+    import gc
+
+    from nats.errors import NoServersError
+
+    from langchain_mq9.nats_guard import GuardedClient
+
+    async def dial(self, **options):
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise NoServersError from None
+
+    monkeypatch.setattr(GuardedClient, "connect", dial)
+    unretrieved = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context["message"]))
+    try:
+        connecting = asyncio.create_task(NatsTransport("nats://127.0.0.1:1").connect())
+        await asyncio.sleep(0.01)
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+        await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert unretrieved == []
