@@ -85,10 +85,11 @@ def holder_broker(admin: str, mailbox: str) -> int | None:
     if not mine:
         return None
     shard = mine[0]
+    active = shard.get("shard", shard)["active_segment_seq"]  # the row nests the shard itself
     body = {"shard_name": shard["shard_name"]}
     segments = admin_post(admin, "/storage-engine/segment/list", body)
     for row in segments.get("segment_list", []) if isinstance(segments, dict) else []:
-        if row["segment"]["segment_seq"] == shard["active_segment_seq"]:
+        if row["segment"]["segment_seq"] == active:
             return int(row["segment"]["leader"])
     return None
 
@@ -149,8 +150,8 @@ async def one_run(
         while i < sends and time.monotonic() < give_up:
             if i == kill_after and restart_at is None:
                 # the group reader has read and acked what was there before the kill
-                for message in await reader.fetch(num_msgs=kill_after + 10):
-                    await reader.ack(message.msg_id)
+                read = await reader.fetch(num_msgs=kill_after + 10)
+                await reader.done([message.msg_id for message in read])
                 shell(kill, run.holder_port)
                 restart_at = time.monotonic() + down
             if restart_at is not None and restart_at > 0 and time.monotonic() >= restart_at:

@@ -329,7 +329,7 @@ async def test_a_model_sets_a_malformed_message_aside_and_handles_the_rest(broke
         return call("ack_messages", msg_id=fetched[-1]["msg_id"])
 
     script = [call("fetch_messages", max_wait_ms=0), handle, ack_rest, "Orders handled."]
-    async with Mq9Toolkit(server=broker.url, agent_mailbox=inbox) as kit:
+    async with broker.client() as client, Mq9Toolkit(client=client, agent_mailbox=inbox) as kit:
         agent = create_agent(ScriptedChatModel(steps=script), kit.get_tools())
         state = await agent.ainvoke({"messages": [("human", "Process your orders.")]})
     errors = [m.content for m in state["messages"] if getattr(m, "status", "") == "error"]
