@@ -53,7 +53,8 @@ class Run:
     failed: dict[str, int] = field(default_factory=dict)
     failed_final: list[str] = field(default_factory=list)
     unavailable_s: float = 0.0
-    lost: int = 0
+    lost: int = 0  # acknowledged, and read through no node afterwards
+    unreadable_on_a_node: int = 0  # acknowledged, and missing through at least one node
     sender_warned: bool = False
     reader_warned: bool = False
     fresh_client_warned: bool = False
@@ -185,14 +186,15 @@ async def one_run(
             await until(lambda: reader.fetch(num_msgs=sends * 2), settle)
         run.reader_warned = box in reader_client.warnings
     readable: dict[str, set[str]] = {}
-    for url in urls:
-        async with Mq9Client(url, request_timeout=5) as other:
-            messages = await until(
-                lambda other=other: other.fetch(box, deliver="earliest", num_msgs=sends * 2),
-                settle,
-            )
-            readable[url] = {m.text() for m in messages}
-    run.lost = max((len(set(acked) - seen) for seen in readable.values()), default=0)
+    for url in urls:  # the node started again may still be starting: connecting is retried
+
+        async def read_all(url=url) -> list:
+            async with Mq9Client(url, request_timeout=5) as other:
+                return await other.fetch(box, deliver="earliest", num_msgs=sends * 2)
+
+        readable[url] = {m.text() for m in await until(read_all, settle, pause=1.0)}
+    run.lost = len(set(acked) - set().union(*readable.values()))
+    run.unreadable_on_a_node = max(len(set(acked) - seen) for seen in readable.values())
     if receipt is not None:
         async with Mq9Client(",".join(urls), request_timeout=5) as fresh:
             run.fresh_client_warned = not await until(
@@ -207,6 +209,7 @@ def summary(runs: list[Run]) -> dict:
         "runs": len(runs),
         "losing_runs": len(losing),
         "lost_per_losing_run": [r.lost for r in losing],
+        "runs_with_a_node_missing_some": sum(bool(r.unreadable_on_a_node) for r in runs),
         "acked_median": statistics.median(r.acked for r in runs) if runs else 0,
         "unavailable_s_median": statistics.median(r.unavailable_s for r in runs) if runs else 0,
         "unavailable_s_max": max((r.unavailable_s for r in runs), default=0),
