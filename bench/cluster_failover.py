@@ -245,19 +245,23 @@ def main(argv: list[str] | None = None) -> int:
     nodes = node_ports(urls, args.nodes)
     runs = []
     for n in range(args.runs):
-        run = asyncio.run(
-            one_run(
-                urls,
-                args.admin,
-                nodes,
-                args.kill,
-                args.start,
-                sends=args.sends,
-                kill_after=args.kill_after,
-                down=args.down,
-                settle=args.settle,
+        try:
+            run = asyncio.run(
+                one_run(
+                    urls,
+                    args.admin,
+                    nodes,
+                    args.kill,
+                    args.start,
+                    sends=args.sends,
+                    kill_after=args.kill_after,
+                    down=args.down,
+                    settle=args.settle,
+                )
             )
-        )
+        except Mq9Error as exc:  # the cluster itself failed the run's set-up: say so, go on
+            print(json.dumps({"run": n + 1, "error": exc.message[:300]}), flush=True)
+            continue
         runs.append(run)
         print(json.dumps({"run": n + 1, **asdict(run), "passed": run.passed}), flush=True)
     result = summary(runs)
