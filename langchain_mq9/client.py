@@ -9,6 +9,7 @@ Every method validates its arguments before any round trip, encodes the request 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -63,6 +64,10 @@ class Agents(list):
     not_indexed_yet: tuple[str, ...] = ()
 
 
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
 class Mq9Client:
     """An mq9 client over NATS (``nats://``, ``tls://``, comma-separated cluster URLs) or the
     in-process broker (``memory://`` or ``memory://NAME``).
@@ -108,6 +113,10 @@ class Mq9Client:
         # mailbox): to notice a broker that lost or split a mailbox's log (docs/deploy.md).
         self._highest_sent: dict[str, int] = {}
         self.warnings: dict[str, str] = {}
+        # The last SEND acknowledged per mailbox (msg_id, digest of the payload), checked once
+        # when a SEND succeeds after the broker was away for that mailbox.
+        self._receipts: dict[str, tuple[int, bytes]] = {}
+        self._away: set[str] = set()
         # Search answers checked against the listing: None decides by the broker (RobustMQ,
         # whose index trails its registry: yes; the bundled broker, exact at once: no).
         self.check_search: bool | None = None
@@ -284,12 +293,40 @@ class Mq9Client:
                 size=size,
                 limit=limit,
             )
-        reply = await self._call(
-            p.send_subject(mail_address), body, headers, repeatable=_stored_nothing
-        )
+        try:
+            reply = await self._call(
+                p.send_subject(mail_address), body, headers, repeatable=_stored_nothing
+            )
+        except Mq9Error as exc:
+            if exc.retryable:  # the broker was away: what it acknowledged before may be gone
+                self._away.add(mail_address)
+            raise
         msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
         self._sent(mail_address, msg_id)
+        if mail_address in self._away and msg_id >= 0:
+            self._away.discard(mail_address)
+            await self._check_last_receipt(mail_address)
+        if msg_id >= 0:
+            self._receipts[mail_address] = (msg_id, _digest(body))
         return msg_id
+
+    async def _check_last_receipt(self, mail_address: str) -> None:
+        """After the broker was away, look once whether the last message it acknowledged is
+        still there: a cluster that lost the mailbox's log may go on with msg_ids above every
+        one this client got, so no SEND answer would show the loss (docs/deploy.md)."""
+        receipt = self._receipts.get(mail_address)
+        if receipt is None or mail_address in self.warnings:
+            return
+        msg_id, digest = receipt
+        try:
+            answer = await self.fetch(
+                mail_address, deliver="from_id", from_id=msg_id, num_msgs=1, max_wait_ms=0
+            )
+        except Mq9Error:
+            return  # a look only: the SEND itself succeeded
+        if not any(m.msg_id == msg_id and _digest(m.payload) == digest for m in answer):
+            newest = max((m.msg_id for m in answer), default=-1)
+            self._suspect(mail_address, p.warn_receipt_missing(mail_address, msg_id, newest))
 
     async def fetch(
         self,
