@@ -25,12 +25,12 @@ from langchain_mq9 import GroupReader, Mq9Client
 
 AGENTS = {
     "agent.translator.fast": (
-        "Quick machine translation of short texts between English, Chinese and Japanese.",
+        "Quick machine translation of short chat messages between English, Chinese and Japanese.",
         0.9,
     ),
     "agent.translator.legal": (
-        "Translates legal contracts and terms of service between English, French and "
-        "Japanese, with certified legal terminology.",
+        "Translates legal contracts, supplier agreements and terms of service between English, "
+        "French and Japanese, with certified legal terminology.",
         0.2,
     ),
     "agent.summarizer": ("Summarizes long reports, articles and meeting notes.", 0.4),
