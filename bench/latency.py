@@ -17,7 +17,11 @@ from pydantic import BaseModel
 
 from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
-from langchain_mq9.operations import FetchMessagesInput, QueryMessagesInput, SendMessageInput
+from langchain_mq9.operations.catalog import (
+    FetchMessagesInput,
+    QueryMessagesInput,
+    SendMessageInput,
+)
 
 from .config import Config
 from .infra import Network

@@ -22,7 +22,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.operations import OPERATIONS
+from langchain_mq9.operations.catalog import OPERATIONS
 
 
 def create_echo_server(nc: Any = None) -> Server:

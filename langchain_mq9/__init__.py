@@ -27,9 +27,10 @@ Documentation: docs/langchain.md (this integration), docs/toolkit.md (the tools)
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .client import Message, Mq9Client
-from .consumer import Consumer, GroupReader
-from .errors import (
+from .client.client import Message, Mq9Client
+from .groups.reader import Consumer, GroupReader
+from .protocol import Priority
+from .protocol.errors import (
     AnswerTooLarge,
     ClusterUnavailable,
     ConnectFailed,
@@ -53,17 +54,16 @@ from .errors import (
     Unavailable,
     WireError,
 )
-from .protocol import Priority
 
 __version__ = "0.4.0"
 
 # The LangChain side is imported on first use, so the client and the broker (mq9-dev-broker)
 # start without loading langchain-core.
 _LAZY = {
-    "OPERATIONS": "operations",
-    "Operation": "operations",
-    "OperationError": "operations",
-    "ToolPolicy": "operations",
+    "OPERATIONS": "operations.catalog",
+    "Operation": "operations.catalog",
+    "OperationError": "operations.catalog",
+    "ToolPolicy": "operations.catalog",
     "Mq9Toolkit": "toolkit",
     "Mq9InboxMiddleware": "middleware",
     "AckMessagesTool": "tools",
@@ -78,16 +78,16 @@ _LAZY = {
     "QueryMessagesTool": "tools",
     "SendMessageTool": "tools",
     # Agent calls: A2A tasks over mq9 (docs/a2a.md)
-    "AgentCaller": "agent_calls",
-    "AgentServer": "agent_server",
-    "serve_agent": "agent_server",
+    "AgentCaller": "a2a.caller",
+    "AgentServer": "a2a.server",
+    "serve_agent": "a2a.server",
 }
 
 if TYPE_CHECKING:
-    from .agent_calls import AgentCaller
-    from .agent_server import AgentServer, serve_agent
+    from .a2a.caller import AgentCaller
+    from .a2a.server import AgentServer, serve_agent
     from .middleware import Mq9InboxMiddleware
-    from .operations import OPERATIONS, Operation, OperationError, ToolPolicy
+    from .operations.catalog import OPERATIONS, Operation, OperationError, ToolPolicy
     from .toolkit import Mq9Toolkit
     from .tools import (
         AckMessagesTool,

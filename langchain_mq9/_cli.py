@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .redaction import redact
+from .client.redaction import redact
 
 
 class ArgumentParser(argparse.ArgumentParser):

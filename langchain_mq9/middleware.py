@@ -26,12 +26,12 @@ from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import HumanMessage
 from langgraph.config import get_config
 
-from .data_views import DATA_NOTE, message_view
-from .operations import OperationError, prefixed
+from .operations.catalog import OperationError, prefixed
+from .operations.errors import explain
+from .operations.policy import CALL_CLIENT, ToolPolicy
+from .operations.views import DATA_NOTE, message_view
 from .protocol import MAX_NUM_MSGS, Mq9Error, check_int
 from .run_context import policy_for_run
-from .tool_errors import explain
-from .tool_policy import CALL_CLIENT, ToolPolicy
 from .tools import Mq9Tool
 
 log = logging.getLogger("langchain_mq9")

@@ -9,11 +9,11 @@ from typing import Any
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from .connection import Mq9Connection
-from .operations import DEFAULT_OPERATIONS, OPERATIONS
-from .redaction import redact, redact_options
-from .tool_config import ToolConfig
-from .tool_policy import ToolPolicy
+from .client.connection import Mq9Connection
+from .client.redaction import redact, redact_options
+from .operations.catalog import DEFAULT_OPERATIONS, OPERATIONS
+from .operations.config import ToolConfig
+from .operations.policy import ToolPolicy
 from .tools import TOOL_CLASSES
 
 

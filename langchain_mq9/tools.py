@@ -20,16 +20,16 @@ from typing import Any, ClassVar
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .connection import Mq9Connection
-from .operations import (
+from .client.connection import Mq9Connection
+from .operations.catalog import (
     OPERATIONS,
     Operation,
     OperationError,
     ToolPolicy,
 )
+from .operations.errors import explain, explain_validation
 from .protocol import Mq9Error
 from .run_context import current_run
-from .tool_errors import explain, explain_validation
 
 
 class Mq9Tool(BaseTool):

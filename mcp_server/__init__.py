@@ -1,10 +1,10 @@
 """MCP server exposing the mq9 operations to Claude Desktop, Claude Code, Cursor and any MCP
 client: the same tools, schemas and behaviour as the LangChain toolkit, from the same catalog
-(``langchain_mq9.operations``).
+(``langchain_mq9.operations.catalog``).
 
 Run it with ``mq9-mcp`` or ``python -m mcp_server`` (``--help`` lists the options), or embed it:
 
->>> from langchain_mq9.connection import Mq9Connection
+>>> from langchain_mq9.client.connection import Mq9Connection
 >>> server = create_server(Mq9Connection("memory://"))   # an mcp.server.lowlevel.Server
 """
 

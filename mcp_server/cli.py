@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from langchain_mq9 import __version__
 from langchain_mq9._cli import ArgumentParser, port, positive_float, positive_int
 from langchain_mq9._cli import configure_logging as configure_stderr_logging
-from langchain_mq9.connection import Mq9Connection
+from langchain_mq9.client.connection import Mq9Connection
+from langchain_mq9.operations.config import ToolConfig
+from langchain_mq9.operations.policy import ToolPolicy
 from langchain_mq9.protocol import Mq9Error
-from langchain_mq9.tool_config import ToolConfig
-from langchain_mq9.tool_policy import ToolPolicy
 
 from . import client_lines
 from .http_app import (
@@ -151,7 +151,7 @@ def add_tool_flags(parser: argparse.ArgumentParser) -> None:
     """A flag for each ``ToolConfig`` field (``--agent-mailbox`` for ``agent_mailbox``), whose
     description is its help; the values are checked by ``ToolConfig`` (``tool_config``)."""
     group = parser.add_argument_group(
-        "tool settings (Mq9Toolkit's options, in langchain_mq9.tool_config)"
+        "tool settings (Mq9Toolkit's options, in langchain_mq9.operations.config)"
     )
     for name, field in ToolConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")

@@ -43,7 +43,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from langchain_mq9.connection import Mq9Connection
+from langchain_mq9.client.connection import Mq9Connection
 
 from .server import bad_id_refusal, connect_early, leading_id, refusals
 

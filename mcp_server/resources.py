@@ -14,12 +14,12 @@ from urllib.parse import quote, unquote
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9.connection import Mq9Connection
-from langchain_mq9.data_views import DATA_NOTE
-from langchain_mq9.operations import ToolPolicy
+from langchain_mq9.client.connection import Mq9Connection
+from langchain_mq9.client.redaction import redact
+from langchain_mq9.operations.catalog import ToolPolicy
+from langchain_mq9.operations.errors import explain
+from langchain_mq9.operations.views import DATA_NOTE
 from langchain_mq9.protocol import Mq9Error
-from langchain_mq9.redaction import redact
-from langchain_mq9.tool_errors import explain
 
 MAILBOX = "mq9://mailbox/"
 AGENT = "mq9://agent/"

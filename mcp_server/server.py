@@ -1,6 +1,6 @@
 """The mq9 operation catalog as MCP tools, over one broker connection per process.
 
-Nothing here is per tool: all comes from ``langchain_mq9.operations.OPERATIONS``, so the MCP
+Nothing here is per tool: all comes from ``langchain_mq9.operations.catalog.OPERATIONS``, so the MCP
 tools are the LangChain tools under another protocol (the same descriptions and input schemas,
 byte for byte). Every failure a model can act on (bad arguments, a missing mailbox, a broker that
 is down) comes back as a tool result with ``isError`` set and words saying what to do.
@@ -31,10 +31,10 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from langchain_mq9 import __version__
-from langchain_mq9.call_tools import CALL_PROGRESS
-from langchain_mq9.connection import Mq9Connection
-from langchain_mq9.data_views import DATA_NOTE
-from langchain_mq9.operations import (
+from langchain_mq9.client.connection import Mq9Connection
+from langchain_mq9.client.redaction import redact
+from langchain_mq9.operations.calls import CALL_PROGRESS
+from langchain_mq9.operations.catalog import (
     OPERATIONS,
     Operation,
     OperationError,
@@ -42,9 +42,9 @@ from langchain_mq9.operations import (
     prefixed,
     unknown_tool,
 )
+from langchain_mq9.operations.errors import explain, explain_validation
+from langchain_mq9.operations.views import DATA_NOTE
 from langchain_mq9.protocol import Mq9Error, clipped
-from langchain_mq9.redaction import redact
-from langchain_mq9.tool_errors import explain, explain_validation
 
 from . import resources, tasks
 

@@ -1,4 +1,4 @@
-"""One replica of a served agent, as its own process (tests/test_agent_calls_kill.py kills it):
+"""One replica of a served agent, as its own process (tests/a2a/test_agent_calls_kill.py kills it):
 ``python tests/a2a_replica.py NATS_URL WORKER LOG [LEASE_TTL]``. Each task appends
 ``start <text>`` and ``done <text>`` lines to LOG, and takes a moment."""
 
@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from a2a_support import text_graph, text_io
 
-from langchain_mq9.agent_server import serve_agent
+from langchain_mq9.a2a.server import serve_agent
 
 PAUSE = 0.3  # long enough that a kill lands mid-task
 

@@ -30,7 +30,7 @@ from langchain_mq9.broker import (
     serve_on_nats,
 )
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
-from langchain_mq9.nats_guard import GuardedClient, protect
+from langchain_mq9.client.nats_guard import GuardedClient, protect
 
 ROBUSTMQ_URL = os.environ.get("MQ9_ROBUSTMQ_URL")
 BROKERS = ["memory", "nats"] + (["robustmq"] if ROBUSTMQ_URL else [])
@@ -216,7 +216,7 @@ SLOW_FILES = {
     "test_a2a_transport.py",
     "test_discovery_set.py",
     "test_hostile_requests.py",
-    "test_hostile_round2.py",
+    "test_hostile_tool_input.py",
     "test_mcp_fuzz.py",
     "test_mcp_http_limits.py",
     "test_mcp_jsonrpc_answers.py",

@@ -15,7 +15,8 @@ NATS listener serves mq9 (docs/protocol.md §1), so CI proves the client against
    connection for its whole ``max_wait_ms`` (the engine sleeps it, as RobustMQ does).
 
 It speaks only what mq9 needs (no plain pub/sub between clients). Every point is also checked
-against a real RobustMQ in tests/test_robustmq_shaped.py when ``MQ9_ROBUSTMQ_URL`` names one.
+against a real RobustMQ in tests/robustmq/test_robustmq_shaped.py when ``MQ9_ROBUSTMQ_URL``
+names one.
 Its INFO says ``"go": "robustmq-rust"``, as RobustMQ's (``network-server/.../nats.rs:112``).
 
 ``LaggingIndex`` is the search index of RobustMQ's vector-search build, which trails the

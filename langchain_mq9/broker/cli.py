@@ -26,7 +26,7 @@ import threading
 from .. import __version__, semantic
 from .. import protocol as p
 from .._cli import ArgumentParser, configure_logging, count_limit, port, positive_int
-from ..redaction import describe, redact
+from ..client.redaction import describe, redact
 from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
 from .serve import serve_on_nats

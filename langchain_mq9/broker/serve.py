@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .. import protocol as p
-from ..nats_guard import protect
+from ..client.nats_guard import protect
 from .engine import BrokerEngine
 
 log = logging.getLogger("langchain_mq9.broker")

@@ -41,8 +41,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import sqlite_busy, sqlite_readonly
 from ..protocol import Priority
+from ..protocol.errors import sqlite_busy, sqlite_readonly
 from .mailbox import Mailbox, StoredMessage
 from .registry import AgentEntry
 

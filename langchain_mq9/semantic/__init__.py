@@ -20,7 +20,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from ..errors import Mq9Error
+from ..protocol.errors import Mq9Error
 from . import wordpiece
 
 log = logging.getLogger("langchain_mq9")

@@ -8,7 +8,7 @@ SHA-256, as the registry requires for a bundle).
 The bundle is of the ``uv`` type (MCPB manifest 0.4): the host runs ``uv run`` in the unpacked
 bundle, which installs this project from its own ``pyproject.toml``; the user gives the broker
 URL (and a NATS token, kept secret) in the host's settings. The official ``mcpb`` CLI checks the
-manifest (tests/test_mcp_bundle.py runs ``npx -y @anthropic-ai/mcpb validate`` on it).
+manifest (tests/mcp/test_mcp_bundle.py runs ``npx -y @anthropic-ai/mcpb validate`` on it).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def project() -> dict[str, str]:
 
 def manifest() -> dict:
     sys.path.insert(0, str(ROOT))
-    from langchain_mq9.operations import OPERATIONS, ToolPolicy
+    from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 
     about = project()
     tools = [

@@ -1,4 +1,4 @@
-// Interop driver for tests/test_sdk_interop_js.py (langchain-mq9's own code).
+// Interop driver for tests/robustmq/test_sdk_interop_js.py (langchain-mq9's own code).
 //
 // Usage: node interop_driver.mjs <built SDK dir> <nats url> <name prefix> <section>
 //

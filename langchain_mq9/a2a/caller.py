@@ -1,0 +1,303 @@
+"""``AgentCaller``: calls to A2A agents over mq9, that survive the callee being offline and the
+caller restarting.
+
+A call leaves an A2A SendMessage in the agent's mailbox (``wire``), and its record
+``call.{id}`` (agent, mailbox, request) in the caller's reply mailbox, where the agent leaves
+each state of the task under ``task.{id}``: a restarted caller of the same name lists its
+calls and picks up their results. The reply mailbox lives under the reserved root ``mq9``
+(``wire.caller_address``), so no agent holding the tools can read it or plant a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..groups.reader import POLL_SECONDS
+from ..protocol import Priority, check_address
+from ..protocol.errors import MailboxNotFound
+from . import wire as w
+from .store import ensure_mailbox, keep, latest
+
+StateListener = Callable[["CallState"], Awaitable[None]]
+
+
+class CallError(Exception):
+    """A call the caller cannot make or find, in words that say what to do."""
+
+
+@dataclass
+class CallState:
+    """Where a call stands: the task's state and, when it has one, its result, question or
+    error, as the caller's reply mailbox holds them."""
+
+    task_id: str
+    agent: str
+    mailbox: str
+    state: str  # A2A's JSON state name, e.g. TASK_STATE_COMPLETED
+    context_id: str = ""
+    task: dict[str, Any] | None = None  # the newest Task snapshot, if the agent sent one
+    answer_pending: bool = False  # an answer was sent and the agent has not taken it yet
+    cancel_pending: bool = False
+    agent_error: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Final, or waiting for the caller (input-required with no answer on its way)."""
+        if self.state == w.INPUT_REQUIRED:
+            return not self.answer_pending
+        return self.state in w.FINAL
+
+    def view(self) -> dict[str, Any]:
+        """What a tool shows: short state names, the result or the agent's words."""
+        shown: dict[str, Any] = {
+            "task_id": self.task_id,
+            "agent": self.agent,
+            "state": w.short_state(self.state),
+            "context_id": self.context_id,
+        }
+        snapshot = self.task or {}
+        if self.state == w.COMPLETED:
+            shown["result"] = w.result_text(snapshot)
+        elif self.state == w.INPUT_REQUIRED:
+            shown["question"] = w.status_text(snapshot)
+        elif self.state in (w.FAILED, w.REJECTED, w.CANCELED) and w.status_text(snapshot):
+            shown["reason"] = w.status_text(snapshot)
+        if self.agent_error and "reason" not in shown:  # the agent refused a request of ours
+            shown["reason"] = self.agent_error
+        if self.answer_pending:
+            shown["answer_pending"] = True
+        if self.cancel_pending and self.state not in w.FINAL:
+            shown["cancel_pending"] = True
+        return shown
+
+
+class AgentCaller:
+    """Calls from one caller, whose replies and records live in its reply mailbox: the one
+    ``reply_mailbox`` names (``wire.caller_address``: a mailbox under the reserved root
+    ``mq9`` derived from it; give the same name to a restarted caller to find its calls).
+
+    >>> caller = await AgentCaller(client, "agent.me.calls").open()
+    >>> state = await caller.call("agent.summarizer", "Summarize: ...", wait=30)
+    >>> state.state, state.view().get("result")
+    """
+
+    def __init__(self, client: Any, reply_mailbox: str) -> None:
+        self.client = client
+        self.reply_mailbox = w.caller_address(check_address(reply_mailbox))
+
+    async def open(self) -> AgentCaller:
+        """Create the reply mailbox (never expiring) unless it is there. Optional: the first
+        call creates it, and reading calls creates nothing."""
+        await ensure_mailbox(self.client, self.reply_mailbox)
+        return self
+
+    # -- the calls ---------------------------------------------------------------------------
+
+    async def call(
+        self,
+        mailbox: str,
+        text: str,
+        *,
+        agent: str | None = None,
+        context_id: str | None = None,
+        wait: float = 0,
+        on_state: StateListener | None = None,
+    ) -> CallState:
+        """Send ``text`` to the agent at ``mailbox`` as a new task; wait up to ``wait``
+        seconds for it to stop. An agent that is offline answers later: the state is then
+        ``submitted``, and ``check`` picks the result up."""
+        if not isinstance(text, str) or not text.strip():
+            raise CallError("the task text is empty: say what the agent should do")
+        context_id = context_id or w.new_id()
+        request = w.send_request(w.message(text, context_id=context_id))
+        task_id = await self.submit(mailbox, request, agent=agent)
+        return await self.check(task_id, wait=wait, on_state=on_state)
+
+    async def submit(
+        self, mailbox: str, request: dict[str, Any], *, agent: str | None = None
+    ) -> str:
+        """Leave an A2A SendMessageRequest (a new task) in the agent's mailbox, with its record
+        in the reply mailbox; returns the task id."""
+        check_address(mailbox)
+        task_id = w.new_id()
+        msg = request["message"]
+        msg.setdefault("contextId", w.new_id())
+        record = {
+            "taskId": task_id,
+            "agent": agent or mailbox,
+            "mailbox": mailbox,
+            "contextId": msg["contextId"],
+            "request": w.parts_text(msg.get("parts"))[:2000],
+        }
+        # The record first: a caller that dies right after the send still finds its call.
+        try:
+            await self._write_record(record)
+        except MailboxNotFound:  # the first call: only a call creates the reply mailbox
+            await self.open()
+            await self._write_record(record)
+        await self._send(mailbox, request, w.SEND, task_id)
+        return task_id
+
+    async def answer(
+        self,
+        task_id: str,
+        text: str,
+        *,
+        wait: float = 0,
+        on_state: StateListener | None = None,
+        allow: Callable[[str], None] | None = None,
+    ) -> CallState:
+        """Answer an input-required task; the agent resumes it with the answer. ``allow`` is
+        called with the agent's mailbox before anything is sent (a tool's policy: it raises
+        to refuse)."""
+        current = await self.check(task_id)
+        if current.state != w.INPUT_REQUIRED or current.answer_pending:
+            why = f"it is {w.short_state(current.state)}"
+            if current.answer_pending:
+                why = "an answer is on its way already"
+            raise CallError(
+                f"task {task_id} takes no answer now: {why}; only an input-required task does"
+            )
+        if not isinstance(text, str) or not text.strip():
+            raise CallError("the answer is empty")
+        record = await self._record(task_id)
+        _allowed(record, allow)
+        # Answers sent so far: the agent's history holds the request and each answer it took.
+        record["answered"] = _user_turns(current.task)
+        await self._write_record(record)
+        msg = w.message(text, context_id=record["contextId"], task_id=task_id)
+        await self._send(record["mailbox"], w.send_request(msg), w.SEND, task_id)
+        return await self.check(task_id, wait=wait, on_state=on_state)
+
+    async def cancel(
+        self, task_id: str, *, wait: float = 0, allow: Callable[[str], None] | None = None
+    ) -> CallState:
+        """Ask the agent to cancel the task (critical priority, read before other work). An
+        agent that is offline cancels it when it starts, before running it. ``allow`` as for
+        ``answer``."""
+        current = await self.check(task_id)
+        if current.state in w.FINAL:
+            return current
+        record = await self._record(task_id)
+        _allowed(record, allow)
+        record["cancel"] = True
+        await self._write_record(record)
+        await self._send(record["mailbox"], {"id": task_id}, w.CANCEL_TASK, task_id)
+        return await self.check(task_id, wait=wait, final_only=True)
+
+    async def check(
+        self,
+        task_id: str,
+        *,
+        wait: float = 0,
+        on_state: StateListener | None = None,
+        final_only: bool = False,
+    ) -> CallState:
+        """The call's state; with ``wait``, looks again until it stops (or the wait ends)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait)
+        seen: tuple[str, bool] | None = None
+        while True:
+            state = await self._state(task_id)
+            if on_state is not None and (state.state, state.answer_pending) != seen:
+                seen = (state.state, state.answer_pending)
+                await on_state(state)
+            done = state.state in w.FINAL if final_only else state.stopped
+            left = deadline - loop.time()
+            if done or left <= 0:
+                return state
+            await asyncio.sleep(min(POLL_SECONDS, left))
+
+    async def calls(self) -> list[CallState]:
+        """Every call kept in the reply mailbox (RobustMQ answers at most 100), oldest first."""
+        try:
+            found = await self.client.query(self.reply_mailbox, tags=[w.CALL_TAG])
+        except MailboxNotFound:
+            return []  # no call made yet
+        ids = []
+        for msg in found:
+            try:
+                record = msg.json()
+            except ValueError:
+                continue
+            if isinstance(record, dict) and w.is_valid_id(record.get("taskId")):
+                ids.append(record["taskId"])
+        return [await self._state(task_id) for task_id in dict.fromkeys(ids)]
+
+    # -- reading and writing the records ------------------------------------------------------
+
+    async def _record(self, task_id: str) -> dict[str, Any]:
+        if not w.is_valid_id(task_id):
+            raise CallError(f"{task_id[:80]!r} is no task id: list_calls shows yours")
+        record = await latest(self.client, self.reply_mailbox, w.CALL_KEY + task_id)
+        if record is None:
+            raise CallError(
+                f"no call with task id {task_id} from this caller (reply mailbox "
+                f"{self.reply_mailbox}): list_calls shows yours"
+            )
+        return record
+
+    async def _write_record(self, record: dict[str, Any]) -> None:
+        key = w.CALL_KEY + record["taskId"]
+        await keep(self.client, self.reply_mailbox, key, record, tags=[w.CALL_TAG])
+
+    async def _state(self, task_id: str) -> CallState:
+        record = await self._record(task_id)
+        snapshot = await latest(self.client, self.reply_mailbox, w.TASK_KEY + task_id)
+        error = await latest(self.client, self.reply_mailbox, f"error.{task_id}")
+        state = w.task_state(snapshot) if snapshot else w.SUBMITTED
+        answered = int(record.get("answered", 0) or 0)
+        return CallState(
+            task_id=task_id,
+            agent=str(record.get("agent", "")),
+            mailbox=str(record.get("mailbox", "")),
+            state=state,
+            context_id=str(record.get("contextId", "")),
+            task=snapshot,
+            answer_pending=answered > _user_turns(snapshot) - 1 and state == w.INPUT_REQUIRED,
+            cancel_pending=bool(record.get("cancel")),
+            agent_error=_error_text(error),
+        )
+
+    async def _send(self, mailbox: str, body: dict[str, Any], method: str, task_id: str) -> None:
+        headers = {
+            w.HEADER_METHOD: method,
+            w.HEADER_REPLY_TO: self.reply_mailbox,
+            w.HEADER_TASK_ID: task_id,
+        }
+        # A cancel overtakes queued work: the agent reads critical messages first.
+        priority = Priority.CRITICAL if method == w.CANCEL_TASK else Priority.NORMAL
+        try:
+            await self.client.send(mailbox, w.json_text(body), headers=headers, priority=priority)
+        except MailboxNotFound:
+            raise CallError(
+                f"no mailbox {mailbox}: the agent has never been served there (find it "
+                "with agent_discover)"
+            ) from None
+
+
+def _allowed(record: dict[str, Any], allow: Callable[[str], None] | None) -> None:
+    mailbox = record.get("mailbox")
+    if not isinstance(mailbox, str):
+        raise CallError(f"the record of call {record.get('taskId')} names no agent mailbox")
+    if allow is not None:
+        allow(mailbox)
+
+
+def _user_turns(snapshot: dict[str, Any] | None) -> int:
+    """How many caller messages the agent has taken into the task (the request, answers)."""
+    history = (snapshot or {}).get("history")
+    return sum(
+        1
+        for m in (history if isinstance(history, list) else ())
+        if isinstance(m, dict) and m.get("role") == "ROLE_USER"
+    )
+
+
+def _error_text(error: dict[str, Any] | None) -> str | None:
+    detail = (error or {}).get("error")
+    text = detail.get("message") if isinstance(detail, dict) else None
+    return text if isinstance(text, str) else None

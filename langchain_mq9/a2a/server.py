@@ -1,0 +1,573 @@
+"""``serve_agent``: a LangGraph graph (or any Runnable) as an A2A agent reachable through its mq9
+mailbox, for callers that may be offline when it answers (docs/a2a.md, "Serve a graph").
+
+Replicas read the mailbox as one consumer group, each with a worker name (``GroupReader``).
+A request is marked done only when its task stops (final, or input-required), so a task runs
+AT LEAST once; one that reached a final state is not run again (its snapshot is resent), and a
+broker that fails a step is waited out, never answered by running the graph again. A task
+belongs to the reply mailbox that sent it (docs/a2a.md, "The wire"), and runs the graph with a
+LangGraph ``thread_id`` made of its ``contextId`` and that owner; ``interrupt()`` makes it
+input-required, and the owner's answer resumes it with ``Command(resume=<answer text>)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..groups.reader import GroupReader
+from ..protocol import Mq9Error, card_skills, clipped
+from ..protocol.errors import TooLarge
+from . import wire as w
+from .store import TaskStore, deliver, ensure_mailbox, owner_of
+
+T = TypeVar("T")
+
+log = logging.getLogger("langchain_mq9.a2a")
+
+# How often a running task's cancel record is looked for (a cancel handled by another replica).
+CANCEL_POLL_SECONDS = 0.5
+# Requests a server holds beyond those it runs (waiting for a slot, or quick ones like a
+# cancel, read critical first). Few: a held request's lease runs while it waits, and the group
+# has no lease renewal, so a request waiting past its lease could be run by another replica.
+HELD_EXTRA = 2
+# How long one wait for new requests lasts before the loop looks at its own state again.
+FETCH_WAIT_MS = 500
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before a broker step that failed is tried again (attempt 0, 1, ...): growing to
+    10 s, and tried for as long as the broker is away (an outage delays a task, never loses
+    it). ``AgentServer(retry_delay=...)`` sets another schedule."""
+    return min(0.2 * 2**attempt, 10.0)
+
+
+def default_input(graph: Any, text: str) -> Any:
+    """What a graph is invoked with: a user message for a graph with a ``messages`` channel
+    (``create_react_agent``, ``MessagesState``), else the text itself."""
+    channels = getattr(graph, "channels", None)
+    if isinstance(channels, dict) and "messages" in channels:
+        return {"messages": [("user", text)]}
+    return text
+
+
+def default_output(result: Any) -> Any:
+    """The task's result from what the graph returned: the last message's text for a state
+    with ``messages``, a string as it is, anything else as JSON data."""
+    if isinstance(result, dict) and isinstance(result.get("messages"), list):
+        last = result["messages"][-1] if result["messages"] else None
+        result = getattr(last, "content", last)
+        if isinstance(result, list):  # content blocks
+            result = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in result)
+    return result if isinstance(result, str) else json.loads(json.dumps(result, default=str))
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One run of a task: its new caller message and what the store held before it."""
+
+    task_id: str
+    context_id: str
+    text: str
+    message: dict[str, Any]  # the A2A message, as sent
+    existing: dict[str, Any] | None  # the task's snapshot before this turn, if any
+    resume: bool  # the answer to an input-required task
+    owner: str | None = None  # the reply mailbox that sent the task: its caller
+
+
+def _interrupt_text(interrupts: Any) -> str:
+    values = [getattr(i, "value", i) for i in interrupts]
+    shown = [v if isinstance(v, str) else json.dumps(v, default=str) for v in values]
+    return "\n".join(shown) or "input required"
+
+
+class AgentServer:
+    """A served agent: ``await server.start()`` (or ``serve_agent``), ``await server.stop()``."""
+
+    owns_client = False  # serve_agent(server=...) opened the client: stop() closes it
+
+    def __init__(
+        self,
+        graph: Any,
+        *,
+        name: str,
+        client: Any,
+        mailbox: str | None = None,
+        card: dict[str, Any] | None = None,
+        worker: str | None = None,
+        group: str | None = None,
+        max_concurrency: int = 8,
+        to_input: Callable[[Any, str], Any] = default_input,
+        to_output: Callable[[Any], Any] = default_output,
+        register: bool = True,
+        reader_options: dict[str, Any] | None = None,
+        retry_delay: Callable[[int], float] = backoff,
+    ) -> None:
+        self.graph = graph
+        self.name = name
+        self.client = client
+        self.mailbox = mailbox or name
+        self.card = dict(card or {})
+        # A worker's name must be the same when it restarts (it takes back what it held) and
+        # differ between live replicas: the host's name fits one replica per host.
+        self.worker = worker or f"{name}@{socket.gethostname()}"
+        self.group = group or f"{name}.a2a"
+        self.to_input = to_input
+        self.to_output = to_output
+        self.register = register
+        self.retry_delay = retry_delay
+        self.store = TaskStore(client, self.mailbox)
+        # A request past its retry budget (it took every replica that ran it down with it:
+        # docs/groups.md) is set aside; its caller is told, unless the options say otherwise.
+        options = {"on_dead_letter": self._set_aside, **(reader_options or {})}
+        self.reader = GroupReader(client, self.mailbox, self.group, worker=self.worker, **options)
+        # Graphs running at once, and requests held (handed out, not finished): a few more
+        # than run, so a cancel or a GetTask still gets read while every slot is busy.
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._most_held = max_concurrency + HELD_EXTRA
+        self._held = asyncio.Semaphore(self._most_held)
+        self._running: dict[str, tuple[asyncio.Task, str | None]] = {}  # id -> run, owner
+        self._handlers: set[asyncio.Task] = set()  # requests being handled
+        self._loop: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
+        self._stopping = False
+        self.handled = 0  # requests finished (any method), for tests and reports
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> AgentServer:
+        await ensure_mailbox(self.client, self.mailbox)
+        await ensure_mailbox(self.client, self.store.mailbox)
+        if self.register:
+            await self.client.agent_register(self.agent_card())
+        self._loop = asyncio.create_task(self._serve(), name=f"mq9-a2a-{self.name}")
+        self._watch = asyncio.create_task(self._watch_cancels(), name=f"mq9-a2a-cancel-{self.name}")
+        return self
+
+    def agent_card(self) -> dict[str, Any]:
+        """The A2A card this agent registers: the developer's fields, its name, and its
+        mailbox as the interface (``mq9://<mailbox>``, protocolBinding ``mq9``)."""
+        card = {k: v for k, v in self.card.items() if k not in ("name", "mailbox")}
+        capabilities = dict(card.get("capabilities") or {})
+        capabilities.setdefault("streaming", True)
+        # Says "I take A2A tasks": call_agent routes by capability only to such agents.
+        extensions = [e for e in capabilities.get("extensions") or [] if e != w.tasks_capability()]
+        capabilities["extensions"] = [*extensions, w.tasks_capability()]
+        card["capabilities"] = capabilities
+        card.setdefault("description", f"{self.name}, an agent served over mq9")
+        # Skills given as plain words become A2A skills, so the card stays an A2A card (a
+        # card that is none would be registered without its capabilities).
+        card["skills"] = card_skills(card.get("skills") or [])
+        return {**card, "name": self.name, "mailbox": self.mailbox}
+
+    async def stop(self) -> None:
+        """Stop reading and stop the tasks under way WITHOUT a final state: their requests
+        stay undone, so the group hands them out again (at least once)."""
+        self._stopping = True
+        jobs = [j for j in (self._loop, self._watch, *self._handlers) if j is not None]
+        jobs += [run for run, _owner in self._running.values()]
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        if self.owns_client:
+            await self.client.close()
+
+    async def __aenter__(self) -> AgentServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        if self._loop is None:
+            await self.start()
+        assert self._loop is not None
+        await self._loop
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            await self._held.acquire()  # room for one more before taking anything
+            self._held.release()
+            free = max(1, self._most_held - len(self._handlers))
+            try:
+                batch = await self.reader.fetch(num_msgs=free, max_wait_ms=FETCH_WAIT_MS)
+                backoff = 0.1
+            except Mq9Error as exc:
+                log.warning("agent %s: reading %s failed: %s", self.name, self.mailbox, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for msg in batch:
+                await self._held.acquire()
+                job = asyncio.create_task(self._handle(msg))
+                self._handlers.add(job)
+                job.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, msg: Any) -> None:
+        """One request, whatever it holds: never raises, and marks the message done unless the
+        server is stopping (then the group hands it out again). Each broker step inside is
+        tried until the broker takes it (``_persist``), so a graph runs once per request."""
+        try:
+            await self._dispatch(msg)
+            finished = True
+        except asyncio.CancelledError:
+            finished = not self._stopping
+        except Exception as exc:  # a bug, or a broker refusal: the caller still hears of it
+            log.exception("agent %s: request msg %s failed", self.name, msg.msg_id)
+            await self._unprocessable(msg, exc)
+            finished = True
+        finally:
+            self._held.release()
+        if finished:
+            self.handled += 1
+            with contextlib.suppress(Mq9Error):
+                await self._persist("marking a request done", lambda: self.reader.done(msg.msg_id))
+
+    async def _persist(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """``step()`` until the broker carries it out: a failure the broker may get over (it
+        is away, or slow) is tried again after a growing pause (``retry_delay``), however long
+        it lasts, so a finished result waits here until it is written; others raise."""
+        attempt = 0
+        while True:
+            try:
+                return await step()
+            except Mq9Error as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("agent %s: %s, try %d: %s", self.name, what, attempt + 1, exc)
+                await asyncio.sleep(self.retry_delay(attempt))
+                attempt += 1
+
+    async def _dispatch(self, msg: Any) -> None:
+        try:
+            request = w.read_request(msg.header, msg.payload)
+        except w.Rejection as exc:
+            await self._reject(msg.header.get(w.HEADER_REPLY_TO), exc)
+            return
+        if request.method == w.SEND:
+            await self._send_message(request)
+        elif request.method == w.GET_TASK:
+            await self._get_task(request)
+        elif request.method == w.LIST_TASKS:
+            await self._list_tasks(request)
+        else:
+            await self._cancel_task(request)
+
+    async def _reject(self, reply_to: str | None, exc: w.Rejection) -> None:
+        """A request that is no A2A request gets a rejected task saying why."""
+        log.info("agent %s: rejected a request: %s", self.name, exc)
+        if not w.answerable(reply_to):
+            return  # nowhere to answer
+        snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=str(exc))
+        await self._deliver(reply_to, snapshot)
+
+    async def _unprocessable(self, msg: Any, exc: Exception) -> None:
+        """The error answer to a request that failed for a reason of the agent's own."""
+        reply_to = msg.header.get(w.HEADER_REPLY_TO)
+        task_id = msg.header.get(w.HEADER_TASK_ID)
+        if w.answerable(reply_to) and w.is_valid_id(task_id):
+            text = f"the agent could not process the request: {type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                await self._error(reply_to, task_id, clipped(text, 500))
+
+    async def _set_aside(self, msg: Any, attempts: int, reason: str) -> None:
+        """A request the consumer group set aside (its dead-letter copy is stored): the task
+        fails, saying so, for its owner only. Raising leaves the request to be set aside again."""
+        reply_to = msg.header.get(w.HEADER_REPLY_TO)
+        task_id = msg.header.get(w.HEADER_TASK_ID)
+        if not (w.answerable(reply_to) and w.is_valid_id(task_id)):
+            return  # nobody to tell
+        existing = await self._stored(task_id)
+        if existing is not None and (
+            owner_of(existing) != reply_to or w.task_state(existing) in w.STOPPED
+        ):
+            return  # another's task (a stranger naming its id), or one that ended already
+        try:
+            context_id = w.read_request(msg.header, msg.payload).body["message"].get("contextId")
+        except Exception:  # whatever it holds: the task still fails, under a context of its own
+            context_id = None
+        context_id = (existing or {}).get("contextId") or context_id or w.new_id()
+        text = f"the agent set this request aside after {attempts} deliveries: {reason}"
+        failed = w.task(
+            task_id,
+            context_id,
+            w.FAILED,
+            status_text=clipped(text, 1000),
+            history=(existing or {}).get("history"),
+            metadata={"mq9": {"replyTo": reply_to, "agent": self.name}},
+        )
+        await self._publish(failed, reply_to)
+
+    async def _error(self, reply_to: str | None, task_id: str, text: str) -> None:
+        """An answer that is no task state (an unknown task, a task that cannot go on): kept
+        under ``error.{id}``, so it never hides the task's real state."""
+        if reply_to is None:
+            return
+        body = {"error": {"code": -32001, "message": text}, "taskId": task_id}
+        headers = {w.HEADER_TYPE: "Error", w.HEADER_TASK_ID: task_id, w.HEADER_LAST: "true"}
+
+        async def send() -> None:
+            await self.client.send(
+                reply_to, w.json_text(body), key=f"error.{task_id}", headers=headers
+            )
+
+        await self._to_caller(reply_to, f"answering about task {task_id}", send)
+
+    async def _deliver(self, reply_to: str, snapshot: dict[str, Any]) -> None:
+        """Leave a task state with the caller (its reply mailbox)."""
+        what = f"sending task {snapshot['id']} to {reply_to}"
+        await self._to_caller(reply_to, what, lambda: deliver(self.client, reply_to, snapshot))
+
+    async def _to_caller(self, reply_to: str, what: str, send: Callable[[], Awaitable]) -> None:
+        try:
+            await self._persist(what, send)
+        except TooLarge:
+            raise  # the state itself: _publish makes it a failed one
+        except Mq9Error as exc:  # the caller's mailbox is gone (or refuses): its loss alone
+            log.warning("agent %s: %s: %s", self.name, what, exc)
+
+    async def _stored(self, task_id: str) -> dict[str, Any] | None:
+        return await self._persist(f"reading task {task_id}", lambda: self.store.get(task_id))
+
+    # -- SendMessage ------------------------------------------------------------------------
+
+    async def _send_message(self, request: w.Request) -> None:
+        msg = request.body["message"]
+        text = w.parts_text(msg["parts"])
+        owner = request.reply_to
+        if msg.get("taskId"):  # the answer to an input-required task
+            task_id = msg["taskId"]
+            existing = await self._stored(task_id)
+            if existing is None or owner is None or owner_of(existing) != owner:
+                # Only the caller that sent the task may answer it; to others it is not there.
+                await self._error(owner, task_id, f"task {task_id} not found")
+                return
+            if w.task_state(existing) != w.INPUT_REQUIRED:
+                state = w.short_state(w.task_state(existing))
+                await self._error(
+                    owner,
+                    task_id,
+                    f"task {task_id} is {state}: only an input-required task takes an answer",
+                )
+                return
+            await self._run(Turn(task_id, existing["contextId"], text, msg, existing, True, owner))
+            return
+        task_id = request.task_id or w.new_id()
+        context_id = msg.get("contextId") or w.new_id()
+        existing = await self._stored(task_id)
+        if existing is not None and owner_of(existing) != owner:
+            await self._error(owner, task_id, f"task {task_id} exists: a new task needs a new id")
+            return
+        if existing is not None and w.task_state(existing) in w.STOPPED:
+            # Handed out again after a crash, or sent twice: it ran already.
+            if owner:
+                await self._deliver(owner, existing)
+            return
+        await self._run(Turn(task_id, context_id, text, msg, existing, False, owner))
+
+    async def _run(self, turn: Turn) -> None:
+        task_id, context_id, owner = turn.task_id, turn.context_id, turn.owner
+        earlier = (turn.existing or {}).get("history") or []
+        history = [*earlier, {**turn.message, "taskId": task_id, "contextId": context_id}]
+        meta = {"mq9": {"replyTo": owner, "agent": self.name}} if owner else None
+
+        async def report(state: str, **fields: Any) -> bool:
+            snapshot = w.task(task_id, context_id, state, history=history, metadata=meta, **fields)
+            return await self._publish(snapshot, owner)
+
+        async with self._slots:
+            canceled = await self._persist(
+                f"looking for a cancel of {task_id}",
+                lambda: self.store.cancel_requested(task_id, owner),
+            )
+            if canceled:
+                await report(w.CANCELED, status_text="canceled before it started")
+                return
+            if not await report(w.WORKING):
+                return  # the request cannot be kept: the task failed, saying why
+            run = asyncio.create_task(self._invoke(turn))
+            self._running[task_id] = (run, owner)
+            try:
+                result, interrupts = await run
+            except asyncio.CancelledError:
+                if self._stopping:
+                    raise  # not a cancel of the task: leave it to be handed out again
+                await report(w.CANCELED, status_text="canceled")
+                return
+            except Exception as exc:  # the graph failed: the caller gets its words
+                await report(w.FAILED, status_text=clipped(f"{type(exc).__name__}: {exc}", 4000))
+                return
+            finally:
+                self._running.pop(task_id, None)
+            if interrupts:
+                await report(w.INPUT_REQUIRED, status_text=_interrupt_text(interrupts))
+                return
+            try:
+                output = self.to_output(result)
+            except Exception as exc:
+                await report(w.FAILED, status_text=f"the result could not be read: {exc!r:.500}")
+                return
+            await report(w.COMPLETED, artifacts=[w.artifact(output)])
+
+    async def _publish(self, snapshot: dict[str, Any], reply_to: str | None) -> bool:
+        """Leave a state in the store and with the caller, however long the broker is away.
+        A state the broker cannot carry (too large, or nested too deep to write as JSON)
+        becomes ``failed`` saying why: True when ``snapshot`` itself was written."""
+        try:
+            await self._keep_state(snapshot, reply_to)
+            return True
+        except TooLarge as exc:
+            why = f"{exc.size or 'too many'} bytes, more than the broker carries ({exc.limit})"
+        except RecursionError:
+            why = "nested too deep to be written as JSON"
+        state = w.short_state(w.task_state(snapshot))
+        log.warning("agent %s: task %s %s: %s", self.name, snapshot["id"], state, why)
+        failed = w.task(
+            snapshot["id"],
+            snapshot["contextId"],
+            w.FAILED,
+            status_text=f"the task's {state} state is {why}: send or return less, or a "
+            "reference to the data",
+            metadata=snapshot.get("metadata"),
+        )
+        await self._keep_state(failed, reply_to)
+        return False
+
+    async def _keep_state(self, snapshot: dict[str, Any], reply_to: str | None) -> None:
+        what = f"keeping task {snapshot['id']}"
+        await self._persist(what, lambda: self.store.put(snapshot))
+        if reply_to:
+            await self._deliver(reply_to, snapshot)
+
+    async def _invoke(self, turn: Turn) -> tuple[Any, Any]:
+        """Run the graph for one turn: (its result, its interrupts or None)."""
+        config = {"configurable": {"thread_id": w.thread_id(turn.owner, turn.context_id)}}
+        if turn.resume:
+            from langgraph.types import Command
+
+            payload: Any = Command(resume=turn.text)
+        else:
+            payload = self.to_input(self.graph, turn.text)
+        result = await self.graph.ainvoke(payload, config)
+        interrupts = result.get("__interrupt__") if isinstance(result, dict) else None
+        return result, interrupts
+
+    # -- GetTask, ListTasks, CancelTask -----------------------------------------------------
+    # Each answers the task's owner only: to anyone else a task is "not found".
+
+    async def _get_task(self, request: w.Request) -> None:
+        task_id = request.body.get("id") or request.task_id
+        snapshot = await self._stored(task_id)
+        if snapshot is None or request.reply_to is None or owner_of(snapshot) != request.reply_to:
+            await self._error(request.reply_to, task_id, f"task {task_id} not found")
+        else:
+            await self._deliver(request.reply_to, snapshot)
+
+    async def _list_tasks(self, request: w.Request) -> None:
+        reply_to = request.reply_to
+        if reply_to is None:
+            return
+        context_id = request.body.get("contextId") or ""
+        context_id = context_id if isinstance(context_id, str) else ""
+        tasks = await self._persist("listing tasks", lambda: self.store.list(reply_to, context_id))
+        headers = {w.HEADER_TYPE: "ListTasksResponse", w.HEADER_LAST: "true"}
+        if request.task_id:
+            headers[w.HEADER_TASK_ID] = request.task_id
+        body = {"tasks": tasks, "totalSize": len(tasks), "pageSize": len(tasks)}
+
+        async def send() -> None:
+            await self.client.send(reply_to, w.json_text(body), headers=headers)
+
+        await self._to_caller(reply_to, "answering ListTasks", send)
+
+    async def _cancel_task(self, request: w.Request) -> None:
+        task_id = request.body.get("id") or request.task_id
+        asker = request.reply_to
+        snapshot = await self._stored(task_id)
+        if snapshot is not None and (asker is None or owner_of(snapshot) != asker):
+            await self._error(asker, task_id, f"task {task_id} not found")
+            return
+        # Seen by a replica running it, and on arrival (where it counts if asker sent it).
+        await self._persist(
+            f"keeping the cancel of {task_id}", lambda: self.store.request_cancel(task_id, asker)
+        )
+        running = self._running.get(task_id)
+        if running is not None:
+            running[0].cancel()  # its end writes canceled too
+        if snapshot is not None and w.task_state(snapshot) not in w.FINAL:
+            snapshot = w.task(
+                task_id,
+                snapshot["contextId"],
+                w.CANCELED,
+                status_text="canceled",
+                history=snapshot.get("history"),
+                metadata=snapshot.get("metadata"),
+            )
+            await self._publish(snapshot, asker)  # to the store and the owner, who asked
+            return
+        if snapshot is None:  # not read yet (or never sent): it will be canceled on arrival
+            snapshot = w.task(task_id, "", w.CANCELED, status_text="canceled before it started")
+        if asker:  # the answer: final already, or canceled on arrival
+            await self._deliver(asker, snapshot)
+
+    async def _watch_cancels(self) -> None:
+        """Stop a run here whose task another replica canceled."""
+        while not self._stopping:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            for task_id, (run, owner) in list(self._running.items()):
+                try:
+                    if await self.store.cancel_requested(task_id, owner):
+                        run.cancel()
+                except Mq9Error as exc:
+                    log.warning("agent %s: cancel check failed: %s", self.name, exc)
+
+
+async def serve_agent(
+    graph: Any,
+    *,
+    name: str,
+    card: dict[str, Any] | None = None,
+    server: str | None = None,
+    client: Any = None,
+    **options: Any,
+) -> AgentServer:
+    """Serve ``graph`` as the A2A agent ``name`` on its mq9 mailbox (``name`` too, unless
+    ``mailbox=`` says otherwise) and return the running ``AgentServer``; ``await
+    server.stop()`` ends it (``serve_forever()`` blocks).
+
+    >>> server = await serve_agent(graph, name="agent.summarizer",
+    ...                            card={"description": "Summarizes reports"},
+    ...                            server="nats://127.0.0.1:4222", worker="replica-1")
+
+    Give ``server=`` (a URL: the server opens and closes its own client) or ``client=`` (an open
+    ``Mq9Client``). ``worker`` names this replica among the agent's replicas: unique per live
+    replica, the same after a restart (it then takes back the tasks it held). Other options:
+    ``mailbox``, ``group``, ``max_concurrency``, ``to_input``/``to_output`` (how a request's
+    text becomes the graph's input, and the graph's result the task's), ``register``,
+    ``reader_options`` (for the consumer group's ``GroupReader``), ``retry_delay`` (seconds
+    before a failed broker step is tried again, by attempt: ``backoff``).
+    """
+    if (server is None) == (client is None):
+        raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")
+    own = client is None
+    if own:
+        from ..client.client import Mq9Client
+
+        client = await Mq9Client(server).connect()
+    agent = AgentServer(graph, name=name, client=client, card=card, **options)
+    agent.owns_client = own
+    try:
+        return await agent.start()
+    except BaseException:
+        if own:
+            await client.close()
+        raise

@@ -1,0 +1,125 @@
+"""Where A2A task state lives on the broker: an agent's task store, ``mq9.tasks.<digest of its
+mailbox>`` (under the reserved root: no tool reads or writes it, docs/security.md).
+
+Each state of a task is kept as the whole A2A Task under key ``task.{id}``: key compaction
+keeps the newest, so a QUERY by key answers it from any replica, after a restart, or while the
+agent is offline. The task's owner is the reply mailbox that sent it (``metadata.mq9.replyTo``):
+only its requests may read, answer or cancel the task. A cancel is kept apart, as
+``cancel.{id}`` naming who asked, so that a replica still writing ``working`` cannot hide it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from ..protocol.errors import MailboxExists, MailboxNotFound
+from . import wire as w
+
+
+async def ensure_mailbox(client: Any, address: str) -> None:
+    """Create ``address`` (never expiring) unless it is there."""
+    with contextlib.suppress(MailboxExists):
+        await client.mailbox_create(name=address, ttl=0)
+
+
+def _object(payload: bytes) -> dict[str, Any] | None:
+    """A payload's JSON object, or None (no JSON, or not an object)."""
+    try:
+        value = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
+    """The JSON object kept under ``key`` in ``mailbox``, or None (no such mailbox either)."""
+    try:
+        found = await client.query(mailbox, key=key)
+    except MailboxNotFound:
+        return None
+    for msg in reversed(found):
+        value = _object(msg.payload)
+        if value is not None:
+            return value
+    return None
+
+
+async def keep(
+    client: Any,
+    mailbox: str,
+    key: str,
+    value: dict[str, Any],
+    *,
+    tags: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Leave ``value`` (JSON) in ``mailbox`` under ``key``: it replaces the older one."""
+    await client.send(mailbox, w.json_text(value), key=key, tags=tags, headers=headers)
+
+
+async def deliver(client: Any, mailbox: str, snapshot: dict[str, Any]) -> None:
+    """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or a task store),
+    keyed by its task."""
+    headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
+    await keep(
+        client, mailbox, w.TASK_KEY + snapshot["id"], snapshot, tags=[w.TASK_TAG], headers=headers
+    )
+
+
+def owner_of(snapshot: dict[str, Any] | None) -> str | None:
+    """The reply mailbox that sent the task (None: it came without one, or is unknown)."""
+    meta = (snapshot or {}).get("metadata")
+    mq9 = meta.get("mq9") if isinstance(meta, dict) else None
+    reply_to = mq9.get("replyTo") if isinstance(mq9, dict) else None
+    return reply_to if w.answerable(reply_to) else None
+
+
+async def tasks_in(client: Any, mailbox: str, context_id: str = "") -> list[dict[str, Any]]:
+    """The newest state of each task kept in ``mailbox`` (RobustMQ answers at most 100,
+    oldest first), of one conversation when ``context_id`` is given."""
+    try:
+        found = await client.query(mailbox, tags=[w.TASK_TAG])
+    except MailboxNotFound:
+        return []
+    tasks = []
+    for msg in found:
+        snapshot = _object(msg.payload) or {}
+        if not w.is_valid_id(snapshot.get("id")):
+            continue  # not a Task
+        if not context_id or snapshot.get("contextId") == context_id:
+            tasks.append(snapshot)
+    return tasks
+
+
+def _cancel_key(task_id: str, by: str | None) -> str:
+    # One record per asker: nobody else's cancel can replace (or stand for) the owner's.
+    return f"{w.CANCEL_KEY}{task_id}.{w.digest(by or '')}"
+
+
+class TaskStore:
+    """The task states of the agent served at ``agent_mailbox`` (``wire.store_address``)."""
+
+    def __init__(self, client: Any, agent_mailbox: str) -> None:
+        self.client = client
+        self.mailbox = w.store_address(agent_mailbox)
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        return await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
+
+    async def put(self, snapshot: dict[str, Any]) -> None:
+        await deliver(self.client, self.mailbox, snapshot)
+
+    async def cancel_requested(self, task_id: str, owner: str | None) -> bool:
+        """Whether the task's owner asked to cancel it (a cancel from anyone else is void)."""
+        return await latest(self.client, self.mailbox, _cancel_key(task_id, owner)) is not None
+
+    async def request_cancel(self, task_id: str, by: str | None) -> None:
+        """Keep ``by``'s cancel of the task: it counts if ``by`` turns out to own it."""
+        await keep(self.client, self.mailbox, _cancel_key(task_id, by), {"id": task_id})
+
+    async def list(self, owner: str | None, context_id: str = "") -> list[dict[str, Any]]:
+        """The tasks ``owner`` sent (see ``tasks_in``)."""
+        found = await tasks_in(self.client, self.mailbox, context_id)
+        return [t for t in found if owner is not None and owner_of(t) == owner]

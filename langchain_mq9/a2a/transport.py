@@ -1,0 +1,243 @@
+"""An a2a-sdk ``ClientTransport`` for the ``mq9`` protocol binding: any A2A client code reaches an
+agent served over mq9 (``serve_agent``, or anything that speaks ``wire``) unchanged.
+
+    factory = ClientFactory(ClientConfig(supported_protocol_bindings=["mq9"]))
+    register_mq9(factory, mq9_client)                  # once per factory
+    card = await mq9_agent_card(mq9_client, "agent.summarizer")   # from the registry
+    a2a_client = factory.create(card)
+
+Needs the ``a2a`` extra. Requests go to the interface's ``mq9://<mailbox>``, snapshots come
+back in the caller's reply mailbox (named by ``reply_mailbox``, else a private one, both under
+the reserved root); GetTask, ListTasks and subscribe read it, so they answer while the agent
+is offline, and show this caller's tasks only (docs/a2a.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+from a2a.client.client import ClientCallContext, ClientConfig
+from a2a.client.client_factory import ClientFactory
+from a2a.client.transports.base import ClientTransport
+from a2a.types.a2a_pb2 import (
+    AgentCard,
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    ListTasksResponse,
+    SendMessageRequest,
+    SendMessageResponse,
+    StreamResponse,
+    SubscribeToTaskRequest,
+    Task,
+)
+from a2a.utils.errors import (
+    InvalidParamsError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+from google.protobuf import json_format
+
+from ..groups.reader import POLL_SECONDS
+from ..protocol import MQ9_URL_SCHEME, Mq9Error
+from . import wire as w
+from .caller import AgentCaller, CallError, _user_turns
+from .store import latest, tasks_in
+
+BINDING = "mq9"
+# How long a blocking send or cancel waits for the task to stop when the call gives no timeout.
+DEFAULT_TIMEOUT = 60.0
+
+
+def to_proto(value: dict[str, Any], kind: type) -> Any:
+    return json_format.ParseDict(value, kind(), ignore_unknown_fields=True)
+
+
+def to_json(value: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(value)
+
+
+class Mq9Transport(ClientTransport):
+    """A2A over mq9 for one agent (its mailbox), on an open ``Mq9Client``."""
+
+    def __init__(
+        self, client: Any, mailbox: str, *, reply_mailbox: str | None = None, card: Any = None
+    ) -> None:
+        self.client = client
+        self.mailbox = mailbox
+        self.card = card
+        # A private reply mailbox unless named: under the reserved root, made by the first send
+        self._caller = AgentCaller(client, reply_mailbox or w.CALLS_ROOT + w.new_id())
+
+    # -- SendMessage ------------------------------------------------------------------------
+
+    async def _submit(self, request: SendMessageRequest) -> tuple[str, int]:
+        """Send the request; the task's id and how many caller turns it will have."""
+        caller = self._caller
+        body = to_json(request)
+        msg = body.get("message")
+        if not isinstance(msg, dict) or not msg.get("parts"):
+            raise InvalidParamsError("the request needs a message with parts")
+        msg.setdefault("role", "ROLE_USER")
+        task_id = msg.get("taskId")
+        try:
+            if not task_id:
+                return await caller.submit(self.mailbox, body), 1
+            before = await self._snapshot(task_id)
+            if before is None:
+                raise TaskNotFoundError(f"task {task_id} not found")
+            await caller._send(self.mailbox, body, w.SEND, task_id)
+            return task_id, _user_turns(before) + 1
+        except CallError as exc:
+            raise InvalidParamsError(str(exc)) from None
+
+    async def send_message(
+        self, request: SendMessageRequest, *, context: ClientCallContext | None = None
+    ) -> SendMessageResponse:
+        task_id, turns = await self._submit(request)
+        newest: dict[str, Any] | None = None
+        if not request.configuration.return_immediately:
+            async for seen in self._snapshots(lambda: self._snapshot(task_id), context, turns):
+                newest = seen
+        snapshot = newest or await self._snapshot(task_id) or _submitted(task_id, request)
+        return SendMessageResponse(task=to_proto(snapshot, Task))
+
+    async def send_message_streaming(
+        self, request: SendMessageRequest, *, context: ClientCallContext | None = None
+    ) -> AsyncGenerator[StreamResponse]:
+        task_id, turns = await self._submit(request)
+        yield StreamResponse(task=to_proto(_submitted(task_id, request), Task))
+        async for snapshot in self._snapshots(lambda: self._snapshot(task_id), context, turns):
+            yield StreamResponse(task=to_proto(snapshot, Task))
+
+    async def _snapshot(self, task_id: str) -> dict[str, Any] | None:
+        """The newest state of the task, as the agent left it in the reply mailbox."""
+        return await latest(self.client, self._caller.reply_mailbox, w.TASK_KEY + task_id)
+
+    async def _snapshots(
+        self,
+        read: Callable[[], Awaitable[dict[str, Any] | None]],
+        context: ClientCallContext | None,
+        turns: int = 0,
+        until: frozenset[str] = w.STOPPED,
+    ) -> AsyncGenerator[dict[str, Any]]:
+        """Each new snapshot ``read()`` answers until the task is in a state of ``until`` with
+        ``turns`` caller turns taken (or the call's time is up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _timeout(context)
+        last = None
+        while True:
+            snapshot = await read()
+            if snapshot is not None and snapshot != last:
+                last = snapshot
+                yield snapshot
+                if w.task_state(snapshot) in until and _user_turns(snapshot) >= turns:
+                    return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(POLL_SECONDS, left))
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    async def _known(self, task_id: str) -> dict[str, Any]:
+        """The newest state of a task this caller sent (``submitted`` until the agent reports);
+        ``TaskNotFoundError`` if none."""
+        try:
+            state = await self._caller.check(task_id)
+        except CallError:
+            raise TaskNotFoundError(f"task {task_id!r} not found at agent {self.mailbox}") from None
+        return state.task or w.task(task_id, state.context_id, w.SUBMITTED)
+
+    async def get_task(
+        self, request: GetTaskRequest, *, context: ClientCallContext | None = None
+    ) -> Task:
+        return to_proto(await self._known(request.id), Task)
+
+    async def list_tasks(
+        self, request: ListTasksRequest, *, context: ClientCallContext | None = None
+    ) -> ListTasksResponse:
+        mine = {c.task_id for c in await self._caller.calls() if c.mailbox == self.mailbox}
+        found = await tasks_in(self.client, self._caller.reply_mailbox, request.context_id)
+        tasks = [t for t in found if t["id"] in mine]
+        return ListTasksResponse(
+            tasks=[to_proto(t, Task) for t in tasks], total_size=len(tasks), page_size=len(tasks)
+        )
+
+    async def cancel_task(
+        self, request: CancelTaskRequest, *, context: ClientCallContext | None = None
+    ) -> Task:
+        snapshot = await self._known(request.id)
+        if w.task_state(snapshot) in w.FINAL:
+            raise TaskNotCancelableError(
+                f"task {request.id} is {w.short_state(w.task_state(snapshot))}"
+            )
+        await self._caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
+        watching = self._snapshots(lambda: self._snapshot(request.id), context, until=w.FINAL)
+        async for seen in watching:
+            snapshot = seen
+        return to_proto(snapshot, Task)
+
+    async def subscribe(
+        self, request: SubscribeToTaskRequest, *, context: ClientCallContext | None = None
+    ) -> AsyncGenerator[StreamResponse]:
+        await self._known(request.id)
+        async for snapshot in self._snapshots(lambda: self._snapshot(request.id), context):
+            yield StreamResponse(task=to_proto(snapshot, Task))
+
+    async def get_extended_agent_card(self, request: Any, *, context: Any = None) -> AgentCard:
+        if self.card is None:
+            raise UnsupportedOperationError("this mq9 transport was given no card")
+        return self.card
+
+    # Push notifications are HTTP callbacks: an mq9 caller has its reply mailbox instead.
+    async def create_task_push_notification_config(self, request: Any, *, context: Any = None):
+        raise UnsupportedOperationError(_NO_PUSH)
+
+    get_task_push_notification_config = create_task_push_notification_config
+    list_task_push_notification_configs = create_task_push_notification_config
+    delete_task_push_notification_config = create_task_push_notification_config
+
+    async def close(self) -> None:
+        """The mq9 client belongs to whoever opened it: nothing to close here."""
+
+
+_NO_PUSH = "push notifications are not needed over mq9: results wait in the reply mailbox"
+
+
+def _timeout(context: ClientCallContext | None) -> float:
+    return context.timeout if context is not None and context.timeout else DEFAULT_TIMEOUT
+
+
+def _submitted(task_id: str, request: SendMessageRequest) -> dict[str, Any]:
+    return w.task(task_id, request.message.context_id, w.SUBMITTED)
+
+
+def register_mq9(factory: ClientFactory, client: Any, *, reply_mailbox: str | None = None) -> None:
+    """Teach ``factory`` the ``mq9`` protocol binding: a card whose interface is
+    ``mq9://<mailbox>`` gets an ``Mq9Transport`` over ``client``. The factory's
+    ``ClientConfig.supported_protocol_bindings`` must name ``"mq9"``."""
+
+    def produce(card: AgentCard, url: str, config: ClientConfig) -> ClientTransport:
+        if not url.startswith(MQ9_URL_SCHEME):
+            raise ValueError(f"an mq9 interface's url is mq9://<mailbox>, not {url!r}")
+        mailbox = url[len(MQ9_URL_SCHEME) :]
+        return Mq9Transport(client, mailbox, reply_mailbox=reply_mailbox, card=card)
+
+    factory.register(BINDING, produce)
+
+
+async def mq9_agent_card(client: Any, name: str) -> AgentCard:
+    """The A2A card the registry holds for agent ``name`` (``LookupError`` if none)."""
+    try:
+        agents = await client.agent_discover()
+    except Mq9Error as exc:
+        raise LookupError(f"the registry cannot be listed: {exc}") from None
+    for agent in agents:  # normalized: the card's fields, name and mailbox
+        if agent.get("name") == name:
+            card = {k: v for k, v in agent.items() if k != "mailbox"}
+            return to_proto(card, AgentCard)
+    raise LookupError(f"no agent named {name!r} in the registry")

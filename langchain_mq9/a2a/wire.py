@@ -1,0 +1,318 @@
+"""A2A over mq9: the wire, in one place (its contract: docs/a2a.md, "The wire").
+
+A request is an A2A request in a2a-sdk 1.x's JSON (the protobuf JSON mapping) left in the
+agent's mailbox with the headers below; the CALLER picks a new task's id, so a call to an
+offline agent (or a caller that dies right after sending) still knows it. Each state of a task
+is the whole A2A ``Task`` under key ``task.{id}``, in the agent's task store and in the
+caller's reply mailbox, both under the reserved root ``mq9`` that no tool may touch
+(docs/security.md, "Agent calls"). Only plain dicts here: the core needs no a2a-sdk (an
+optional extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..groups.leases import RESERVED_ROOT, is_reserved
+from ..operations.views import _too_deep
+from ..protocol import MQ9_URL_SCHEME, is_valid_address
+
+HEADER_REPLY_TO = "mq9-reply-to"
+HEADER_METHOD = "mq9-a2a-method"
+HEADER_TYPE = "mq9-a2a-type"
+HEADER_TASK_ID = "mq9-a2a-task-id"
+HEADER_LAST = "mq9-a2a-last"
+
+SEND = "SendMessage"
+GET_TASK = "GetTask"
+LIST_TASKS = "ListTasks"
+CANCEL_TASK = "CancelTask"
+METHODS = (SEND, GET_TASK, LIST_TASKS, CANCEL_TASK)
+
+# A2A task states as A2A 1.x writes them in JSON, and the short names the tools show.
+SUBMITTED = "TASK_STATE_SUBMITTED"
+WORKING = "TASK_STATE_WORKING"
+INPUT_REQUIRED = "TASK_STATE_INPUT_REQUIRED"
+COMPLETED = "TASK_STATE_COMPLETED"
+FAILED = "TASK_STATE_FAILED"
+CANCELED = "TASK_STATE_CANCELED"
+REJECTED = "TASK_STATE_REJECTED"
+FINAL = frozenset({COMPLETED, FAILED, CANCELED, REJECTED})
+STOPPED = FINAL | {INPUT_REQUIRED}  # the caller's turn, or nobody's: the stream ends here
+
+
+def short_state(state: str) -> str:
+    """``TASK_STATE_INPUT_REQUIRED`` -> ``input-required`` (A2A's words in its docs)."""
+    return state.removeprefix("TASK_STATE_").lower().replace("_", "-")
+
+
+# Where the records live: under the reserved root, which every tool refuses whatever its
+# allow-list, so a co-agent holding the tools can neither read them nor write a forged one.
+TASKS_ROOT = RESERVED_ROOT + ".tasks."  # + a digest of the agent's mailbox: its task store
+CALLS_ROOT = RESERVED_ROOT + ".calls."  # + a digest of the caller's name: its reply mailbox
+TASK_KEY = "task."
+CANCEL_KEY = "cancel."
+CALL_KEY = "call."
+CALL_TAG = "mq9.call"
+TASK_TAG = "mq9.task"
+
+# An id goes into keys, tags and headers: keep it to characters all of them carry.
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+MAX_ID_CHARS = 128
+# The deepest JSON a request may nest: a task's state holds the request, and a state nested
+# near Python's recursion limit could be read but not written back (RecursionError).
+MAX_REQUEST_DEPTH = 32
+# The card of a served agent says it takes A2A tasks with this capability extension (A2A's
+# AgentCapabilities.extensions): an agent registered only for its mailbox has an mq9 interface
+# too, but takes plain messages, so a task sent to it would never be answered.
+TASKS_EXTENSION = "urn:langchain-mq9:a2a-tasks"
+
+
+def new_id() -> str:
+    return secrets.token_hex(12)
+
+
+def is_valid_id(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ID_CHARS
+        and all(c in _ID_CHARS for c in value)
+    )
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def store_address(agent_mailbox: str) -> str:
+    """The task store of the agent served at ``agent_mailbox`` (all its replicas share it)."""
+    return TASKS_ROOT + digest(agent_mailbox)
+
+
+def caller_address(name: str) -> str:
+    """The reply mailbox of the caller called ``name`` (e.g. ``agent.me.calls``): the same
+    for every process of that caller, so a restarted one finds its calls; a reply mailbox's
+    own address is used as it is."""
+    return name if name.startswith(CALLS_ROOT) else CALLS_ROOT + digest(name)
+
+
+def thread_id(owner: str | None, context_id: str) -> str:
+    """The LangGraph thread of a conversation: its context id AND the caller that started it,
+    so a context id someone else read never continues that caller's conversation."""
+    return "mq9-" + digest(f"{owner or ''}\n{context_id}")
+
+
+def answerable(reply_to: str | None) -> bool:
+    """Whether an agent may leave answers at ``reply_to``: a mailbox address, and under the
+    reserved root only a reply mailbox (leases and task stores are nobody's reply mailbox)."""
+    return (
+        isinstance(reply_to, str)
+        and is_valid_address(reply_to)
+        and (not is_reserved(reply_to) or reply_to.startswith(CALLS_ROOT))
+    )
+
+
+def serves_tasks(card: dict[str, Any]) -> bool:
+    """Whether a registered agent's card says it takes A2A tasks at an mq9 mailbox."""
+    capabilities = card.get("capabilities")
+    extensions = capabilities.get("extensions") if isinstance(capabilities, dict) else None
+    marked = any(
+        isinstance(e, dict) and e.get("uri") == TASKS_EXTENSION
+        for e in (extensions if isinstance(extensions, list) else ())
+    )
+    mailbox = card.get("mailbox")
+    return marked and isinstance(mailbox, str) and bool(mailbox)
+
+
+def tasks_capability() -> dict[str, Any]:
+    """The capability extension a served agent's card carries (``serves_tasks``)."""
+    return {
+        "uri": TASKS_EXTENSION,
+        "description": "takes A2A tasks in its mq9 mailbox (" + MQ9_URL_SCHEME + "<mailbox>)",
+    }
+
+
+# -- building the JSON ---------------------------------------------------------------------------
+
+
+def message(
+    text: str, *, role: str = "ROLE_USER", context_id: str = "", task_id: str = ""
+) -> dict[str, Any]:
+    """An A2A Message with one text part."""
+    msg: dict[str, Any] = {"messageId": new_id(), "role": role, "parts": [{"text": text}]}
+    if context_id:
+        msg["contextId"] = context_id
+    if task_id:
+        msg["taskId"] = task_id
+    return msg
+
+
+def send_request(msg: dict[str, Any]) -> dict[str, Any]:
+    return {"message": msg}
+
+
+def task(
+    task_id: str,
+    context_id: str,
+    state: str,
+    *,
+    status_text: str | None = None,
+    artifacts: list[dict[str, Any]] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An A2A Task snapshot. ``status_text`` becomes the status message (the agent's words:
+    the question of input-required, the error of failed, the reason of rejected)."""
+    timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status: dict[str, Any] = {"state": state, "timestamp": timestamp}
+    if status_text is not None:
+        status["message"] = message(
+            status_text, role="ROLE_AGENT", context_id=context_id, task_id=task_id
+        )
+    snapshot: dict[str, Any] = {"id": task_id, "contextId": context_id, "status": status}
+    if artifacts:
+        snapshot["artifacts"] = artifacts
+    if history:
+        snapshot["history"] = history
+    if metadata:
+        snapshot["metadata"] = metadata
+    return snapshot
+
+
+def artifact(result: Any) -> dict[str, Any]:
+    """The result as an A2A Artifact: text as a text part, anything else as a data part."""
+    part = {"text": result} if isinstance(result, str) else {"data": result}
+    return {"artifactId": new_id(), "name": "result", "parts": [part]}
+
+
+def event_headers(task_id: str, state: str) -> dict[str, str]:
+    headers = {HEADER_TYPE: "Task", HEADER_TASK_ID: task_id}
+    if state in STOPPED:
+        headers[HEADER_LAST] = "true"
+    return headers
+
+
+# -- reading the JSON ----------------------------------------------------------------------------
+
+
+def parts_text(parts: Any) -> str:
+    """The text of a list of A2A parts: text parts as they are, data parts as JSON."""
+    chunks = []
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            chunks.append(part["text"])
+        elif "data" in part:
+            chunks.append(json.dumps(part["data"], ensure_ascii=False))
+        elif isinstance(part.get("url"), str):
+            chunks.append(part["url"])
+    return "\n".join(chunks)
+
+
+def task_state(snapshot: dict[str, Any]) -> str:
+    status = snapshot.get("status")
+    state = status.get("state") if isinstance(status, dict) else None
+    return state if isinstance(state, str) else "TASK_STATE_UNSPECIFIED"
+
+
+def status_text(snapshot: dict[str, Any]) -> str:
+    status = snapshot.get("status")
+    msg = status.get("message") if isinstance(status, dict) else None
+    return parts_text(msg.get("parts")) if isinstance(msg, dict) else ""
+
+
+def result_text(snapshot: dict[str, Any]) -> str:
+    artifacts = snapshot.get("artifacts")
+    return "\n".join(
+        parts_text(a.get("parts"))
+        for a in (artifacts if isinstance(artifacts, list) else ())
+        if isinstance(a, dict)
+    )
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request read from an agent's mailbox."""
+
+    method: str
+    reply_to: str | None
+    task_id: str | None
+    body: dict[str, Any]
+
+
+class Rejection(Exception):
+    """A request the agent cannot take, with the words the caller gets back."""
+
+    def __init__(self, reason: str, task_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.task_id = task_id
+
+
+def read_request(header: dict[str, str], payload: bytes) -> Request:
+    """The request a message carries, or ``Rejection`` saying what is wrong with it."""
+    method = header.get(HEADER_METHOD) or SEND
+    reply_to = header.get(HEADER_REPLY_TO) or None
+    task_id = header.get(HEADER_TASK_ID) or None
+    if task_id is not None and not is_valid_id(task_id):
+        raise Rejection(
+            f"invalid {HEADER_TASK_ID} {task_id[:80]!r}: up to {MAX_ID_CHARS} letters, digits, "
+            "'-', '_' and '.'"
+        )
+    if reply_to is not None and not is_valid_address(reply_to):
+        # No answer can be sent: the caller learns nothing, but the loop goes on.
+        raise Rejection(f"invalid {HEADER_REPLY_TO} {reply_to[:80]!r}: not a mailbox address")
+    if reply_to is not None and not answerable(reply_to):
+        raise Rejection(f"invalid {HEADER_REPLY_TO} {reply_to[:80]!r}: a reserved address")
+    if method not in METHODS:
+        raise Rejection(
+            f"unknown {HEADER_METHOD} {method[:80]!r}: this agent takes {', '.join(METHODS)}",
+            task_id,
+        )
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Rejection(
+            f"the payload is not A2A JSON: this agent takes an A2A {method}Request "
+            '(e.g. {"message": {"role": "ROLE_USER", "parts": [{"text": "..."}], '
+            '"messageId": "1"}})',
+            task_id,
+        ) from None
+    if not isinstance(body, dict):
+        raise Rejection(f"an A2A {method}Request is a JSON object", task_id)
+    if _too_deep(body, MAX_REQUEST_DEPTH):
+        raise Rejection(
+            f"the request nests deeper than {MAX_REQUEST_DEPTH} levels: send flatter JSON",
+            task_id,
+        )
+    if method == SEND:
+        _check_message(body.get("message"), task_id)
+    elif method in (GET_TASK, CANCEL_TASK):
+        wanted = body.get("id", task_id)
+        if not is_valid_id(wanted):
+            raise Rejection(f"an A2A {method}Request needs the task's id", task_id)
+    return Request(method, reply_to, task_id, body)
+
+
+def _check_message(msg: Any, task_id: str | None) -> None:
+    if not isinstance(msg, dict):
+        raise Rejection("an A2A SendMessageRequest needs a message object", task_id)
+    parts = msg.get("parts")
+    if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
+        raise Rejection('the message needs parts: a list like [{"text": "..."}]', task_id)
+    # These two become keys and LangGraph thread ids; a messageId may be any string.
+    for key in ("contextId", "taskId"):
+        if key in msg and not (msg[key] == "" or is_valid_id(msg[key])):
+            raise Rejection(f"the message's {key} is not a valid id", task_id)
+    if not parts_text(parts).strip():
+        raise Rejection("the message holds no text, data or url part", task_id)
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text, as every payload of this wire is sent."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

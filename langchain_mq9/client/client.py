@@ -1,0 +1,714 @@
+"""``Mq9Client``: the mq9 commands as typed async methods, mirroring the official ``mq9`` SDK.
+
+Every method validates its arguments before any round trip, encodes the request with
+``protocol``, hands bytes to a transport and turns a non-empty ``error`` in the reply into
+``Mq9Error``. The methods are the raw commands, with RobustMQ's semantics; ``GroupReader`` and
+``consume`` (``groups/reader.py``) build a safe fetch/ack cycle on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .. import protocol as p
+from ..groups.dead_letters import DEFAULT_MAX_DELIVERIES
+from ..groups.leases import DEFAULT_LEASE_TTL
+from ..groups.reader import Consumer, ErrorHandler, GroupReader, Handler, until_found
+from ..protocol import Message, Priority, registration
+from ..protocol.errors import (
+    ClusterUnavailable,
+    InvalidArgument,
+    LimitReached,
+    MailboxExists,
+    MalformedReply,
+    Mq9Error,
+    NotConnected,
+    PayloadTooLarge,
+    SearchIndexEmpty,
+    SearchNotBuilt,
+    from_reply,
+)
+from .live_search import LiveSearch, is_robustmq
+from .redaction import redact
+from .transport import NOT_CONNECTED, HandlerTransport, Transport, open_transport
+
+__all__ = ["Agents", "Consumer", "GroupReader", "Message", "Mq9Client"]
+
+log = logging.getLogger("langchain_mq9")
+
+# The first pause before a repeatable request is sent again (then twice as long, up to 1 s).
+RETRY_FIRST_PAUSE = 0.05
+# How many consumer groups one client may ack under (Mq9Client(max_groups=...)).
+DEFAULT_MAX_GROUPS = 1_000
+
+
+class Agents(list):
+    """The agents ``agent_discover`` found, best first. ``ranked_here`` is True when the broker
+    has no agent search (RobustMQ's default build) and this client ranked its listing itself;
+    ``ranking`` then says how: ``"embeddings"`` (the ``semantic`` extra) or ``"lexical"``.
+
+    On a broker whose search trails its registry (RobustMQ's vector-search build), ``gone``
+    names the search hits the registry no longer lists (dropped: never routed to), and
+    ``not_indexed_yet`` the agents this client registered moments ago that the search did not
+    show (the listing has them; the search index may not yet)."""
+
+    ranked_here: bool = False
+    ranking: str | None = None
+    gone: tuple[str, ...] = ()
+    not_indexed_yet: tuple[str, ...] = ()
+
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+class Mq9Client:
+    """An mq9 client over NATS (``nats://``, ``tls://``, comma-separated cluster URLs) or the
+    in-process broker (``memory://`` or ``memory://NAME``).
+
+    >>> async with Mq9Client("memory://") as client:
+    ...     inbox = await client.mailbox_create(name="agent.inbox")
+    ...     await client.send(inbox, {"task": "summarize"}, priority=Priority.URGENT)
+    ...     reader = GroupReader(client, inbox, "workers")
+    ...     for message in await reader.fetch():
+    ...         print(message.json())
+    ...         await reader.done(message.msg_id)
+
+    ``options`` are ``NatsTransport``'s: credentials (``user``/``password``, ``token``,
+    ``creds``, ``tls``; or in the URL, ``nats://user:pass@host:4222``), ``reconnect_attempts``,
+    ``reconnect_delay``, ``name``. Instead of ``server``, ``transport`` gives the way to the
+    broker itself (``transport.py``): a ``Transport``, or a broker engine (``BrokerEngine``)
+    or an async ``handler(subject, headers, body)`` answering in this process.
+    """
+
+    def __init__(
+        self,
+        server: str | None = None,
+        *,
+        transport: Transport | Any = None,
+        request_timeout: float = 5.0,
+        max_groups: int = DEFAULT_MAX_GROUPS,
+        **options: Any,
+    ) -> None:
+        if not isinstance(request_timeout, (int, float)) or request_timeout <= 0:
+            raise ValueError("request_timeout must be a positive number of seconds")
+        if not isinstance(max_groups, int) or max_groups < 1:
+            raise ValueError("max_groups must be a positive number of consumer groups")
+        if (server is None) == (transport is None):
+            raise ValueError("give one of server= (a URL) or transport=")
+        if transport is not None and options:
+            raise TypeError(f"{sorted(options)[0]} is an option of the transport: set it there")
+        # The groups this client acked under: a group lives for ever on RobustMQ, so code (or a
+        # model) making names up is stopped here, with a word.
+        self.max_groups = max_groups
+        self._groups: set[str] = set()
+        self.request_timeout = float(request_timeout)
+        # The highest msg_id a SEND got per mailbox, and what looked wrong (said once per
+        # mailbox): to notice a broker that lost or split a mailbox's log (docs/deploy.md).
+        self._highest_sent: dict[str, int] = {}
+        self.warnings: dict[str, str] = {}
+        # The last SEND acknowledged per mailbox (msg_id, digest of the payload), checked once
+        # when a SEND succeeds after the broker was away for that mailbox.
+        self._receipts: dict[str, tuple[int, bytes]] = {}
+        self._away: set[str] = set()
+        # Search answers checked against the listing: None decides by the broker (RobustMQ,
+        # whose index trails its registry: yes; the bundled broker, exact at once: no).
+        self.check_search: bool | None = None
+        self._live = LiveSearch(self._discover_items)
+        if transport is None:
+            self.server = server
+            self._transport = open_transport(server, request_timeout=request_timeout, **options)
+        else:
+            self.server = f"transport={type(transport).__name__}"
+            if not hasattr(transport, "request"):  # an engine or a handler
+                transport = HandlerTransport(transport)
+            self._transport = transport
+
+    def __repr__(self) -> str:
+        return f"Mq9Client({redact(self.server)!r})"
+
+    # -- connection ------------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._transport.is_connected
+
+    async def connect(self) -> Mq9Client:
+        """Open the connection (a no-op when already open). Returns the client."""
+        if not self._transport.is_connected:
+            await self._transport.connect()
+        return self
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> Mq9Client:
+        return await self.connect()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _call(
+        self,
+        subject: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        repeatable: bool | Callable[[Mq9Error], bool] = False,
+        done_if: type[Mq9Error] | None = None,
+    ) -> dict[str, Any]:
+        """One request and its successful reply. A ``repeatable`` request (safe to send twice,
+        or a test of the error that says so) that fails in a way that may pass is sent again,
+        a little later each time, while ``request_timeout`` lasts. A ``done_if`` error on such
+        a repeat means an earlier try took effect: {}."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        pause = RETRY_FIRST_PAUSE
+        repeat = False
+        while True:
+            started = loop.time()
+            try:
+                return await self._call_once(subject, body, headers, deadline - started)
+            except Mq9Error as exc:
+                if repeat and done_if is not None and isinstance(exc, done_if):
+                    return {}
+                # A try that waited out most of the time (no answer) is not made again
+                slow = loop.time() - started > self.request_timeout / 2
+                again = repeatable(exc) if callable(repeatable) else repeatable
+                if slow or not (again and exc.retryable and deadline - loop.time() > pause):
+                    raise
+            repeat = True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    async def _call_once(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> dict[str, Any]:
+        raw = await self._transport.request(subject, body, headers, timeout)
+        try:
+            reply = json.loads(raw)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            reply = None
+        if not isinstance(reply, dict) or not isinstance(reply.get("error", ""), str):
+            raise MalformedReply(
+                f"malformed reply from the broker on {subject}: {bytes(raw[:200])!r} "
+                "(is this server speaking mq9?)"
+            )
+        error = reply.get("error")
+        if error:
+            raise from_reply(error, subject)
+        return reply
+
+    def _messages(self, mail_address: str, reply: dict[str, Any]) -> list[Message]:
+        items = _read_reply(p.MESSAGES_REPLY, reply)["messages"]
+        messages = [Message.from_wire(m) for m in items]
+        ids = [m.msg_id for m in messages]
+        if len(set(ids)) != len(ids):
+            twice = next(i for i in ids if ids.count(i) > 1)
+            self._suspect(mail_address, p.warn_partitions(mail_address, twice))
+        return messages
+
+    def _sent(self, mail_address: str, msg_id: int) -> None:
+        if msg_id < 0:  # a delayed message: its id comes later
+            return
+        highest = self._highest_sent.get(mail_address, -1)
+        if msg_id <= highest:
+            self._suspect(mail_address, p.warn_log_went_back(mail_address, msg_id, highest))
+        self._highest_sent[mail_address] = max(msg_id, highest)
+
+    def _suspect(self, mail_address: str, warning: str) -> None:
+        if mail_address not in self.warnings:
+            log.warning("%s", warning)
+            self.warnings[mail_address] = warning
+
+    # -- mailboxes and messages ------------------------------------------------------------
+
+    async def mailbox_create(
+        self, *, name: str | None = None, ttl: int = 0, desc: str | None = None
+    ) -> str:
+        """Create a mailbox and return its address. Without ``name`` the broker picks an
+        unguessable one (a private mailbox). ``ttl`` in seconds, 0 = never expires (always
+        sent: a CREATE without ttl gets RobustMQ's default of one day). ``desc`` is stored
+        with the mailbox."""
+        if name is not None:
+            p.check_address(name)
+        if desc is not None and not isinstance(desc, str):
+            raise ValueError("desc must be a string")
+        body = p.CREATE_REQUEST.body(
+            name=name, ttl=p.check_int("ttl", ttl, 0, p.MAX_SECONDS), desc=desc
+        )
+        # A named CREATE is safe to send again: "already exists" then means it was made
+        reply = await self._call(
+            p.MAILBOX_CREATE, body, repeatable=name is not None, done_if=MailboxExists
+        )
+        if not reply:
+            return name  # type: ignore[return-value]
+        address = _read_reply(p.CREATE_REPLY, reply)["mail_address"]
+        if not p.is_valid_address(address):
+            raise MalformedReply(
+                f"malformed reply from the broker: invalid mail_address {address!r}"
+            )
+        return address
+
+    async def send(
+        self,
+        mail_address: str,
+        payload: bytes | str | dict,
+        *,
+        priority: Priority | str = Priority.NORMAL,
+        key: str | None = None,
+        delay: int | None = None,
+        ttl: int | None = None,
+        tags: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """Store a message in a mailbox; returns its msg_id (``-1`` for a delayed message,
+        ``delay=0`` included).
+
+        ``dict`` payloads are sent as JSON, ``str`` as UTF-8, ``bytes`` as they are if they
+        are UTF-8 text: brokers hand payloads out as text, so other bytes are refused with a
+        ``ValueError`` (send binary data as base64 text). ``priority`` is a ``Priority`` or its
+        name. ``key`` keeps only the newest message with that key; ``delay`` hides it for N
+        seconds; ``ttl`` expires it N seconds after the send; ``tags`` label it for ``query``.
+        ``headers`` are more NATS headers stored with the message (``Message.header`` hands
+        them back), e.g. the ``mq9-reply-to`` of A2A over mq9; the mq9 ones above win.
+        """
+        p.check_address(mail_address)
+        body = p.payload_bytes(payload)
+        headers = p.extra_headers(headers) | p.send_headers(priority, key, delay, ttl, tags)
+        if not self._transport.is_connected:
+            raise NotConnected(NOT_CONNECTED)
+        size = len(body) + len(p.header_block(headers) or b"")  # NATS counts the headers too
+        limit = self._transport.max_payload
+        if size > limit:
+            raise PayloadTooLarge(
+                f"payload too large: {size} bytes, the broker's max_payload is {limit} bytes; "
+                "send a reference to the data (a URL or path) instead of the data itself",
+                size=size,
+                limit=limit,
+            )
+        try:
+            reply = await self._call(
+                p.send_subject(mail_address), body, headers, repeatable=_stored_nothing
+            )
+        except Mq9Error as exc:
+            if exc.retryable:  # the broker was away: what it acknowledged before may be gone
+                self._away.add(mail_address)
+            raise
+        msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
+        self._sent(mail_address, msg_id)
+        if mail_address in self._away and msg_id >= 0:
+            self._away.discard(mail_address)
+            await self._check_last_receipt(mail_address)
+        if msg_id >= 0:
+            self._receipts[mail_address] = (msg_id, _digest(body))
+        return msg_id
+
+    async def _check_last_receipt(self, mail_address: str) -> None:
+        """After the broker was away, look once whether the last message it acknowledged is
+        still there: a cluster that lost the mailbox's log may go on with msg_ids above every
+        one this client got, so no SEND answer would show the loss (docs/deploy.md)."""
+        receipt = self._receipts.get(mail_address)
+        if receipt is None or mail_address in self.warnings:
+            return
+        msg_id, digest = receipt
+        try:
+            answer = await self.fetch(
+                mail_address, deliver="from_id", from_id=msg_id, num_msgs=1, max_wait_ms=0
+            )
+        except Mq9Error:
+            return  # a look only: the SEND itself succeeded
+        if not any(m.msg_id == msg_id and _digest(m.payload) == digest for m in answer):
+            newest = max((m.msg_id for m in answer), default=-1)
+            self._suspect(mail_address, p.warn_receipt_missing(mail_address, msg_id, newest))
+
+    async def fetch(
+        self,
+        mail_address: str,
+        *,
+        group_name: str | None = None,
+        deliver: str = "latest",
+        from_time: int | None = None,
+        from_id: int | None = None,
+        force_deliver: bool = False,
+        num_msgs: int = p.DEFAULT_NUM_MSGS,
+        max_wait_ms: int = p.DEFAULT_MAX_WAIT_MS,
+    ) -> list[Message]:
+        """One FETCH, exactly as the broker answers it. For a safe fetch/ack cycle over a
+        group use ``GroupReader``; for a background loop, ``consume``.
+
+        The broker reads the priority lanes critical, urgent, normal, each up to ``num_msgs``
+        messages from the same position, and stops once it holds ``num_msgs``: an answer may
+        hold more. FIFO within a lane.
+
+        Without ``group_name`` nothing is recorded: ``deliver`` picks the start every time
+        (``latest`` starts AT the newest stored message, included; ``from_id`` past the end
+        gives the newest). With ``group_name`` there are no leases: every FETCH hands out the
+        same messages until they are acked (only ``ack`` moves the group); ``deliver`` counts
+        until the group first acks (``latest`` moves with every FETCH until then).
+        ``force_deliver`` resets the group to ``deliver``.
+
+        When nothing is there the client looks again every ``consumer.POLL_SECONDS`` for up
+        to ``max_wait_ms``; the FETCH on the wire always says ``max_wait_ms: 0`` (RobustMQ's
+        own wait would not end when a message arrives: docs/protocol.md §1).
+        """
+        p.check_address(mail_address)
+        subject = p.fetch_subject(mail_address)
+        p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS)
+        body = _fetch_body(group_name, deliver, from_time, from_id, force_deliver, num_msgs, 0)
+        again = _fetch_body(group_name, deliver, from_time, from_id, False, num_msgs, 0)
+
+        async def look() -> list[Message]:
+            nonlocal body
+            reply = await self._call(subject, body, repeatable=True)
+            body = again  # force_deliver resets the group on the first look, not on each
+            return self._messages(mail_address, reply)
+
+        return await until_found(look, max_wait_ms)
+
+    async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None:
+        """Commit the group's position past ``msg_id``: its next FETCH starts at msg_id + 1.
+
+        The broker moves EVERY priority lane of the group past ``msg_id``: acking an urgent
+        message also passes every unacked normal message with a smaller id. Ack the largest id
+        below which everything is handled, or let ``GroupReader`` do it.
+        """
+        p.check_address(mail_address)
+        p.check_group_name(group_name)
+        if group_name not in self._groups and len(self._groups) >= self.max_groups:
+            raise LimitReached(
+                f"this client has acked under {self.max_groups} consumer groups already "
+                f"(max_groups), and {p.quoted(group_name)} would be one more: a group is kept "
+                "by the broker for ever, so reuse a group name (one per reader of a mailbox), "
+                "or raise Mq9Client(max_groups=...)"
+            )
+        self._groups.add(group_name)
+        body = p.ACK_REQUEST.body(
+            group_name=group_name,
+            mail_address=mail_address,
+            msg_id=p.check_int("msg_id", msg_id),
+        )
+        await self._call(p.ack_subject(mail_address), body, repeatable=True)
+
+    async def consume(
+        self,
+        mail_address: str,
+        handler: Handler,
+        *,
+        group_name: str | None = None,
+        deliver: str = "latest",
+        num_msgs: int = 10,
+        max_wait_ms: int = p.DEFAULT_MAX_WAIT_MS,
+        auto_ack: bool = True,
+        error_handler: ErrorHandler | None = None,
+        worker: str | None = None,
+        lease_ttl: int = DEFAULT_LEASE_TTL,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
+    ) -> Consumer:
+        """Run a fetch loop in the background that calls ``handler`` for every message, once.
+
+        Returns once the first FETCH is done, so messages sent after it returns are seen.
+        ``deliver="latest"`` starts AT the newest stored message, which is handed out too. With
+        ``group_name`` the loop runs on a ``GroupReader`` (``worker`` names this consumer among
+        competing ones, which hold leases of ``lease_ttl`` seconds: docs/groups.md) and, with
+        ``auto_ack``, commits the group's position as messages are handled. A handler that
+        raises is reported (``error_handler`` or the log) and called again with that message
+        later, backing off; until then the group's position stays before it. After
+        ``max_deliveries`` failures (counted on the broker, by every consumer of the group) it
+        is copied into the mailbox ``dead_letter`` (default ``<mailbox>.dlq``) and the group
+        moves on (docs/groups.md, "Poison messages"). Without a group the position is the
+        consumer's own and failures are not retried.
+        """
+        p.check_address(mail_address)
+        _fetch_body(group_name, deliver, None, None, False, num_msgs, max_wait_ms)
+        if not callable(handler):
+            raise ValueError("handler must be a callable taking a Message")
+        if worker is not None and group_name is None:
+            raise ValueError("worker names a consumer among a group's workers: give group_name")
+        consumer = Consumer(
+            self,
+            mail_address,
+            handler,
+            group_name=group_name,
+            deliver=deliver,
+            num_msgs=num_msgs,
+            max_wait_ms=max_wait_ms,
+            auto_ack=auto_ack,
+            error_handler=error_handler,
+            worker=worker,
+            lease_ttl=lease_ttl,
+            max_deliveries=max_deliveries,
+            dead_letter=dead_letter,
+        )
+        await consumer._start()
+        return consumer
+
+    async def query(
+        self,
+        mail_address: str,
+        *,
+        key: str | None = None,
+        limit: int | None = None,
+        since: int | None = None,
+        tags: list[str] | None = None,
+    ) -> list[Message]:
+        """Read a mailbox without consuming: never moves a group's position.
+
+        Answers at most 100 messages, oldest first (``limit`` keeps the oldest N). Only one
+        filter applies, in this order: ``key``, then ``tags`` (a message matches if it has ANY
+        of them, or a tag below one: ``team`` also finds ``team/alpha``). ``since`` is sent as
+        the SDK sends it, but filters nothing on RobustMQ (docs/protocol.md §5.5).
+        """
+        p.check_address(mail_address)
+        body = p.QUERY_REQUEST.body(
+            key=None if key is None else p.check_key(key),
+            tags=p.check_tags(tags) if tags else None,
+            since=None if since is None else p.check_int("since", since),
+            limit=None if limit is None else p.check_int("limit", limit),
+        )
+        reply = await self._call(p.query_subject(mail_address), body, repeatable=True)
+        return self._messages(mail_address, reply)
+
+    async def delete(self, mail_address: str, msg_id: int) -> None:
+        """Delete one message. A msg_id that is not there is "deleted" all the same."""
+        p.check_address(mail_address)
+        subject = p.delete_subject(mail_address, p.check_int("msg_id", msg_id))
+        await self._call(subject, repeatable=True)  # DELETE of a msg_id not there succeeds
+
+    async def check_receipt(self, mail_address: str, msg_id: int, payload: str | bytes) -> bool:
+        """Whether the mailbox still holds ``payload`` under ``msg_id``: how a client that
+        was not there when a broker lost a mailbox's log finds out (docs/deploy.md). Keep a
+        receipt (the msg_id a SEND answered, and what was sent) of what must not be lost, and
+        check it later from any client. False is noted in ``warnings`` like a log seen going
+        back; it also means the message was deleted or expired: the broker cannot tell those
+        apart. A stateless FETCH from ``msg_id``: no group moves."""
+        p.check_address(mail_address)
+        expected = payload.encode() if isinstance(payload, str) else payload
+        answer = await self.fetch(
+            mail_address, deliver="from_id", from_id=msg_id, num_msgs=1, max_wait_ms=0
+        )
+        held = next((m for m in answer if m.msg_id == msg_id), None)
+        if held is not None and held.payload == expected:
+            return True
+        newest = max((m.msg_id for m in answer), default=-1)
+        self._suspect(mail_address, p.warn_receipt_missing(mail_address, msg_id, newest))
+        return False
+
+    # -- agent registry --------------------------------------------------------------------
+
+    async def agent_register(self, agent_card: dict[str, Any]) -> None:
+        """Publish an agent in the registry, under its ``name``.
+
+        ``{"name", "payload"}`` with both strings is sent as the raw registration RobustMQ also
+        takes (listed, never searchable). Anything else is sent as the A2A AgentCard RobustMQ
+        indexes for search (``registration.card_for``: ``payload`` text as the description,
+        ``mailbox`` as an ``mq9://<mailbox>`` interface, ``capabilities`` as skills); a field
+        with no place in the card raises ``ValueError`` naming it. A name already registered
+        keeps its first registration (RobustMQ).
+        """
+        card = dict(_json_object("agent_card", agent_card))
+        if not isinstance(card.get("name"), str) or not card["name"]:
+            raise ValueError("an agent card needs a non-empty string name")
+        if registration.is_raw(card):
+            body = p.REGISTER_REQUEST.body(name=card["name"], payload=card["payload"])
+        else:
+            body = p.encode(registration.card_for(card))
+        await self._call(p.AGENT_REGISTER, body, repeatable=True)  # the first is kept
+        searchable = self._search_lags() and not registration.is_raw(card)
+        self._live.changed(registered=card["name"] if searchable else None)
+
+    async def agent_unregister(self, name: str) -> None:
+        """Remove the agent registered under ``name`` (an unknown name succeeds)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("name must be the non-empty name the agent registered under")
+        await self._call(p.AGENT_UNREGISTER, p.UNREGISTER_REQUEST.body(name=name), repeatable=True)
+        self._live.changed(unregistered=name)
+
+    async def agent_report(self, report: dict[str, Any]) -> None:
+        """Report an agent's status: ``report["name"]`` and either a string ``report_info``
+        or other fields, sent as compact JSON. RobustMQ does not check that the agent exists
+        and DISCOVER does not show reports."""
+        body = _json_object("report", report)
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("agent report must contain the agent's name")
+        info = body.get("report_info")
+        if not isinstance(info, str):
+            info = p.encode({k: v for k, v in body.items() if k != "name"}).decode()
+        await self._call(p.AGENT_REPORT, p.REPORT_REQUEST.body(name=name, report_info=info))
+
+    async def agent_discover(
+        self,
+        *,
+        text: str | None = None,
+        semantic: str | None = None,
+        limit: int = p.DEFAULT_DISCOVER_LIMIT,
+        page: int = 1,
+    ) -> Agents:
+        """Find agents. ``text`` is a full-text search, ``semantic`` ranks by meaning and
+        wins over ``text``; both find only A2A cards, ``limit``/``page`` paginate them (page
+        from 1). Neither lists every agent, unpaginated. Each agent is a dict (see
+        ``protocol.normalize_agent``): the card's fields, ``name`` and ``mailbox``.
+
+        RobustMQ's default build (no vector search) refuses text and semantic: the client then
+        ranks the listing itself, pages included (``ranked_here`` says so). A search build
+        that has indexed no card yet says its table is missing: that is no agents.
+
+        RobustMQ's search index trails its registry (docs/discovery.md): there a search answer
+        is checked against the listing (read at most ``listing_ttl`` seconds before; this
+        client's own REGISTER and UNREGISTER are seen at once) and a hit the registry no longer
+        has is dropped (``Agents.gone``), its place on the page taken by the next live hit."""
+        for label, value in (("text", text), ("semantic", semantic)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{label} must be a string")
+        query = {"text": text, "semantic": semantic}
+        p.check_int("limit", limit, 1, p.MAX_DISCOVER_LIMIT)
+        p.check_int("page", page, 1, p.MAX_U32)
+        started = asyncio.get_running_loop().time()
+        search = bool(text or semantic)
+        checked = search and self._search_lags()
+        try:
+            if checked:
+                live, gone = await self._live.page(query, limit, page, started)
+            else:
+                items = await self._discover_items(query, limit, page)
+        except (SearchIndexEmpty, SearchNotBuilt) as exc:
+            if not search:
+                raise
+            if isinstance(exc, SearchIndexEmpty):
+                return self._found_here(Agents(), [])
+            return await self._rank_listing(text, semantic, limit, page)
+        if checked:
+            found = Agents(p.normalize_agent(item) for item in live)
+            found.gone = tuple(gone)
+            return self._found_here(found, live)
+        if not search and self._search_lags():
+            self._live.listed(items, started)
+        return Agents(p.normalize_agent(item) for item in items)
+
+    async def _discover_items(
+        self, query: dict[str, str | None], limit: int | None = None, page: int | None = None
+    ) -> list[dict[str, Any]]:
+        body = p.DISCOVER_REQUEST.body(**query, limit=limit, page=page)
+        reply = await self._call(p.AGENT_DISCOVER, body, repeatable=True)
+        items = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                p.normalize_agent(item)  # raises MalformedReply, naming the item
+        return items
+
+    def _search_lags(self) -> bool:
+        """Whether this broker's search may miss new agents and name gone ones: RobustMQ's
+        (its NATS INFO says so), or whatever ``check_search`` says."""
+        if self.check_search is not None:
+            return self.check_search
+        return is_robustmq(getattr(self._transport, "server_info", None))
+
+    @property
+    def listing_ttl(self) -> float:
+        """How many seconds a listing read to check search answers is reused (1 s)."""
+        return self._live.ttl
+
+    @listing_ttl.setter
+    def listing_ttl(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError("listing_ttl must be a number of seconds, 0 or more")
+        self._live.ttl = float(seconds)
+
+    def _found_here(self, found: Agents, hits: list[dict[str, Any]]) -> Agents:
+        found.not_indexed_yet = self._live.not_indexed_yet(hits)
+        return found
+
+    async def _rank_listing(
+        self, text: str | None, semantic: str | None, limit: int, page: int
+    ) -> Agents:
+        from ..broker.registry import AgentEntry, AgentRegistry  # the bundled broker's ranking
+
+        items = await self._discover_items({})
+        for item in items:
+            p.normalize_agent(item)  # refuses an item that is no agent
+
+        def rank() -> tuple[list[AgentEntry], str]:
+            registry = AgentRegistry()
+            for item in items:
+                info = item.get("agent_info")
+                info = info if isinstance(info, str) else ""
+                registry.register(AgentEntry.make(item["name"], info, 0))
+            if semantic:
+                return registry.search_semantic(semantic), registry.ranking
+            return registry.search_text(text or ""), "lexical"
+
+        # Embedding cards not seen before takes CPU time (each once, then cached): off the loop
+        hits, ranking = await asyncio.to_thread(rank)
+        first = (page - 1) * limit
+        ranked = Agents(p.normalize_agent(entry.found()) for entry in hits[first : first + limit])
+        ranked.ranked_here = True
+        ranked.ranking = ranking
+        return ranked
+
+
+def _read_reply(shape: p.Shape, reply: dict[str, Any]) -> dict[str, Any]:
+    """A successful reply, every field of its shape present (serde would default a missing
+    one, but a success without its result is no mq9 broker's answer)."""
+    missing = [field for field in shape.fields if field not in reply]
+    try:
+        if missing:
+            raise p.WireError(f"missing field `{missing[0]}`")
+        return shape.convert(reply)
+    except p.WireError as exc:
+        raise MalformedReply(f"malformed reply from the broker: {exc.message}") from None
+
+
+def _stored_nothing(exc: Mq9Error) -> bool:
+    """Whether a failed SEND certainly stored nothing (so it may be sent again)."""
+    return isinstance(exc, ClusterUnavailable) and exc.stored_nothing
+
+
+def _fetch_body(
+    group_name: str | None,
+    deliver: str,
+    from_time: int | None,
+    from_id: int | None,
+    force_deliver: bool,
+    num_msgs: int,
+    max_wait_ms: int,
+) -> bytes:
+    if group_name is not None:
+        p.check_group_name(group_name)
+    if deliver not in p.DELIVER_POLICIES:
+        raise InvalidArgument(
+            f"invalid deliver {p.quoted(deliver)}: use latest, earliest, from_time or from_id"
+        )
+    if not isinstance(force_deliver, bool):
+        raise ValueError("force_deliver must be True or False")
+    # The broker reads a missing from_time/from_id as 0; the client wants it said.
+    if deliver == "from_time" and from_time is None:
+        raise InvalidArgument("deliver='from_time' needs from_time (Unix seconds)")
+    if deliver == "from_id" and from_id is None:
+        raise InvalidArgument("deliver='from_id' needs from_id (a msg_id)")
+    return p.FETCH_REQUEST.body(
+        group_name=group_name,
+        deliver=deliver,
+        from_time=None if deliver != "from_time" else p.check_int("from_time", from_time),
+        from_id=None if deliver != "from_id" else p.check_int("from_id", from_id),
+        force_deliver=force_deliver or None,
+        config={
+            "num_msgs": p.check_int("num_msgs", num_msgs, 1, p.MAX_NUM_MSGS),
+            "max_wait_ms": p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS),
+        },
+    )
+
+
+def _json_object(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict, not {type(value).__name__}")
+    try:
+        return json.loads(p.encode(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be JSON-serializable: {exc}") from None

@@ -1,0 +1,278 @@
+"""Keep nats-py connections we own reading: through malformed frames, and on RobustMQ.
+
+nats-py (checked up to 2.16) loses a connection to frames nats-server lets any publisher send
+(docs/security.md): a subject, reply subject or header status line that is not UTF-8 ends its
+read loop (``UnicodeDecodeError``) while the connection stays "connected", reading nothing until
+its pings time out, minutes later; a subject holding ``\\x0b`` or ``\\x0c`` breaks its MSG line
+(it splits on the regex ``\\s``, nats-server on spaces and tabs only): a protocol error.
+
+``protect(connection)`` gives one connection (never nats-py as a whole) a parser that splits
+control lines as nats-server does, reads subjects that are not UTF-8 leniently and drops only
+a frame nats-py still cannot take (logged), and a watchdog that reconnects if the read loop
+ends anyway while the connection counts as connected.
+
+RobustMQ's NATS listener differs from nats-server where nats-py cannot follow it
+(docs/protocol.md §1.1, points 1 and 4): the parser also takes a reply that comes with a sid it
+does not know (RobustMQ's sid 0) for the request whose inbox the subject names, and
+``GuardedClient`` finishes its handshake on RobustMQ (``PatientTcpTransport``).
+
+All of it leans on nats-py internals (the ``_ps`` parser, ``_process_*`` handlers,
+``_reading_task``, ``_subs``, ``_resp_sub_prefix``, ``_connect_to_server``). ``internals_problem``
+checks them: a nats-py that no longer matches is left unguarded with a warning, and the tests
+(tests/client/test_malformed_frames.py, tests/robustmq/test_robustmq_shaped.py) fail loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import re
+
+from nats.aio.client import PING_PROTO, PONG_PROTO, Client
+from nats.aio.transport import TcpTransport
+from nats.errors import ProtocolError
+from nats.protocol import parser as nats_parser
+
+log = logging.getLogger("langchain_mq9")
+
+WATCH_INTERVAL = 1.0  # seconds between two looks at the read loop: a dead one costs at most this
+_CRLF = b"\r\n"
+_SEPARATORS = re.compile(rb"[ \t]+")  # nats-server's argument separators, and only those
+_PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
+_HANDLERS = {
+    "_process_msg": ["sid", "subject", "reply", "data", "headers"],
+    "_process_err": ["err_msg"],
+    "_process_info": ["info", "initial_connection"],
+    "_process_ping": [],
+    "_process_pong": [],
+    "_connect_to_server": ["s"],  # GuardedClient's seam
+}
+
+
+class GuardedParser(nats_parser.Parser):
+    """nats-py's parser with nats-server's argument splitting, dropping only a frame that
+    nats-py fails to turn into a message (and logging it) instead of ending its read loop."""
+
+    dropped = 0
+
+    async def parse(self, data: bytes = b"") -> None:
+        self.buf.extend(data)
+        while self.buf:
+            if self.state == nats_parser.AWAITING_MSG_PAYLOAD:
+                if len(self.buf) < self.needed + len(_CRLF):
+                    return  # the rest of the payload is still on its way
+                await self._deliver()
+                continue
+            end = self.buf.find(_CRLF)
+            if end < 0:
+                return  # the rest of the line is still on its way
+            line = bytes(self.buf[:end])
+            del self.buf[: end + len(_CRLF)]
+            await self._control(line)
+
+    async def _control(self, line: bytes) -> None:
+        op, _, rest = line.partition(b" ")
+        if op in (b"MSG", b"HMSG"):
+            self._read_msg_line(op, _SEPARATORS.split(rest.strip(b" \t")))
+        elif op == b"PING":
+            await self.nc._process_ping()
+        elif op == b"PONG":
+            await self.nc._process_pong()
+        elif op == b"-ERR":
+            await self.nc._process_err(rest.strip().decode(errors="replace").lower())
+        elif op == b"INFO":
+            await self.nc._process_info(json.loads(rest))
+        elif op != b"+OK":
+            raise ProtocolError("nats: unknown protocol")
+
+    def _read_msg_line(self, op: bytes, args: list[bytes]) -> None:
+        # MSG <subject> <sid> [reply] <size>; HMSG <subject> <sid> [reply] <header size> <size>
+        sizes = 2 if op == b"HMSG" else 1
+        if len(args) not in (2 + sizes, 3 + sizes):
+            raise ProtocolError("nats: malformed MSG")
+        try:
+            numbers = [int(n) for n in args[-sizes:]]
+            self.msg_arg["sid"] = int(args[1])
+        except ValueError:
+            raise ProtocolError("nats: malformed MSG") from None
+        self.msg_arg["subject"] = args[0]
+        self.msg_arg["reply"] = args[2] if len(args) == 3 + sizes else b""
+        self.header_needed = numbers[0] if op == b"HMSG" else 0
+        self.needed = numbers[-1]
+        self.state = nats_parser.AWAITING_MSG_PAYLOAD
+
+    async def _deliver(self) -> None:
+        frame = bytes(self.buf[: self.needed])
+        del self.buf[: self.needed + len(_CRLF)]
+        split, self.header_needed = self.header_needed, 0
+        self.state = nats_parser.AWAITING_CONTROL_LINE
+        arg = self.msg_arg
+        headers, payload = (frame[:split], frame[split:]) if split else (None, frame)
+        # Subjects that are not UTF-8 read as U+FFFD (as nats-py reads header values): the
+        # broker answers such a request with an error, as RobustMQ does, instead of hanging it.
+        subject, reply = _lenient(arg["subject"]), _lenient(arg["reply"])
+        sid = arg["sid"]
+        if sid not in self.nc._subs:  # RobustMQ's sid 0: a reply goes to the request it names
+            sid = self._inbox_sid(subject, sid)
+        try:
+            try:
+                await self.nc._process_msg(sid, subject, reply, payload, headers)
+            except Exception:
+                if headers is None:
+                    raise
+                # A header block nats-py cannot read is read as none, as RobustMQ reads one
+                # that is not UTF-8: the request is answered, never dropped
+                await self.nc._process_msg(sid, subject, reply, payload, None)
+        except Exception as exc:  # this one frame is lost, the connection keeps reading
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # 1st, 2nd, 4th, 8th...: no log flood
+                log.warning(
+                    "dropped a NATS message nats-py cannot read (subject %r: %s: %s); "
+                    "%d dropped on this connection so far",
+                    arg["subject"][:80],
+                    type(exc).__name__,
+                    exc,
+                    self.dropped,
+                )
+
+    def _inbox_sid(self, subject: bytes, sid: int) -> int:
+        """The sid of nats-py's request inbox subscription when ``subject`` is one of its
+        inboxes, else ``sid`` unchanged (a message for nothing we hold: dropped as before).
+        So one wildcard inbox works on RobustMQ too, with no SUB or UNSUB per request."""
+        prefix = self.nc._resp_sub_prefix
+        if not prefix or not subject.startswith(prefix):
+            return sid
+        wildcard = prefix.decode() + "*"
+        for known, subscription in self.nc._subs.items():
+            if subscription.subject == wildcard:
+                return known
+        return sid
+
+
+def _lenient(raw: bytes) -> bytes:
+    return raw if raw.isascii() else raw.decode("utf-8", "replace").encode()
+
+
+def internals_problem(connection) -> str | None:
+    """What in this nats-py differs from what the guard relies on, or None."""
+    parser = getattr(connection, "_ps", None)
+    if type(parser) not in (nats_parser.Parser, GuardedParser):
+        return f"the connection's parser is {type(parser).__name__}, not nats-py's Parser"
+    missing = [name for name in _PARSER_STATE if not hasattr(parser, name)]
+    if missing:
+        return f"nats-py's Parser has no {', '.join(missing)}"
+    if not hasattr(nats_parser, "AWAITING_MSG_PAYLOAD"):
+        return "nats-py's parser module has no AWAITING_MSG_PAYLOAD"
+    for name, params in _HANDLERS.items():
+        handler = getattr(connection, name, None)
+        if handler is None or list(inspect.signature(handler).parameters) != params:
+            return f"nats-py's Client.{name} is not ({', '.join(params)})"
+    for name in ("_reading_task", "force_reconnect", "_subs", "_resp_sub_prefix"):
+        if not hasattr(connection, name):
+            return f"nats-py's Client has no {name}"
+    return None
+
+
+def protect(connection) -> asyncio.Task | None:
+    """Guard ``connection`` (open or not) and watch it; cancel the returned watchdog task
+    when done with the connection. None when this nats-py cannot be guarded (logged)."""
+    problem = internals_problem(connection)
+    if problem is not None:
+        log.warning(
+            "this nats-py is not the one langchain-mq9 was built against (%s): one malformed "
+            "NATS message can stop this connection reading until its pings time out",
+            problem,
+        )
+        return None
+    old = connection._ps
+    if not isinstance(old, GuardedParser):
+        guarded = GuardedParser(connection)
+        for name in _PARSER_STATE:  # a live connection may be halfway through a frame
+            setattr(guarded, name, getattr(old, name))
+        connection._ps = guarded
+    return asyncio.get_running_loop().create_task(_watch(connection))
+
+
+async def _watch(connection) -> None:
+    """Reconnect ``connection`` when its read loop has ended while it counts as connected
+    (nats-py itself would only notice when its pings go unanswered, minutes later)."""
+    while not connection.is_closed:
+        await asyncio.sleep(WATCH_INTERVAL)
+        reading = connection._reading_task
+        if connection.is_connected and reading is not None and reading.done():
+            log.warning("the NATS connection stopped reading; reconnecting")
+            if connection.options.get("allow_reconnect", True):
+                await connection.force_reconnect()
+            else:  # closed is at least visible: our transport dials again, a user sees it
+                with contextlib.suppress(Exception):
+                    await connection.close()
+
+
+# The first nudge, then each one twice as late: RobustMQ answers a PING in about a millisecond.
+FIRST_NUDGE = 0.05
+
+
+class PatientTcpTransport(TcpTransport):
+    """nats-py's TCP transport, patient with a broker that answers the handshake late.
+
+    nats-py's handshake takes the line after its CONNECT and PING for the PONG; RobustMQ may
+    first send a PING of its own, and holds a PING read together with CONNECT until more bytes
+    arrive (docs/protocol.md §1.1, point 4). Until its PONG this transport answers the broker's
+    PINGs and, while none comes, sends another PING, each ``FIRST_NUDGE`` later than the last
+    (the extra PONGs arrive after the handshake, where nats-py ignores them).
+    """
+
+    _handshaking = False
+    _pinged = False
+
+    def __bool__(self) -> bool:
+        # nats-py replaces a transport that is false (not yet connected) with a plain one
+        return True
+
+    async def connect(self, *args, **kwargs) -> None:
+        await super().connect(*args, **kwargs)
+        self._handshaking, self._pinged = True, False
+
+    def write(self, payload) -> None:
+        if self._handshaking and payload == PING_PROTO:
+            self._pinged = True
+        return super().write(payload)
+
+    async def readline(self) -> bytes:
+        if not self._handshaking:
+            return await super().readline()
+        while True:
+            line = await self._line_nudging()
+            if line == PING_PROTO:  # the broker's own PING: answer it, the PONG is still due
+                super().write(PONG_PROTO)
+                await self.drain()
+                continue
+            if line == PONG_PROTO or line.startswith(b"-ERR"):
+                self._handshaking = False
+            return line
+
+    async def _line_nudging(self) -> bytes:
+        reading = asyncio.ensure_future(super().readline())
+        pause = FIRST_NUDGE
+        # nats-py bounds the whole handshake with its connect_timeout: cancelled, stop reading.
+        try:
+            while not (await asyncio.wait({reading}, timeout=pause))[0]:
+                if self._pinged:
+                    super().write(PING_PROTO)
+                    await self.drain()
+                    pause *= 2
+        finally:
+            reading.cancel()
+        return reading.result()
+
+
+class GuardedClient(Client):
+    """nats-py's client on ``PatientTcpTransport`` (see the module); call ``protect`` on it."""
+
+    async def _connect_to_server(self, s) -> None:  # nats-py's name for the server
+        if not self._transport and s.uri.scheme in ("nats", "tls"):
+            self._transport = PatientTcpTransport()
+        await super()._connect_to_server(s)

@@ -1,0 +1,368 @@
+"""How encoded mq9 requests reach a broker: the ``Transport`` interface and its two kinds.
+
+A transport moves bytes and headers; it knows nothing of mq9 commands. ``Mq9Client(server)``
+picks one by the URL's scheme (``open_transport``): ``NatsTransport`` for NATS URLs, and for
+``memory://NAME`` the process-wide bundled broker of that name. ``Mq9Client(transport=...)``
+takes any other: a ``NatsTransport`` with its own options, a ``HandlerTransport`` on a broker
+engine or a function (as httpx's ``MockTransport``), or a class of your own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import ssl
+from typing import Any, Protocol
+
+from ..protocol import DEFAULT_MAX_PAYLOAD
+from ..protocol.errors import (
+    ConnectFailed,
+    ConnectionLost,
+    InvalidArgument,
+    NoBroker,
+    NotAllowed,
+    NotConnected,
+    RequestTimeout,
+    Unavailable,
+    refused_credentials,
+)
+from .redaction import describe, redact
+
+log = logging.getLogger("langchain_mq9")
+
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+MEMORY_SCHEME = "memory://"
+
+NOT_CONNECTED = (
+    "not connected to an mq9 broker: call `await client.connect()` first "
+    "(or use `async with Mq9Client(...) as client:`)"
+)
+
+
+class Transport(Protocol):
+    """What ``Mq9Client`` needs of a way to reach a broker. ``request`` returns the reply's
+    bytes, or raises an ``Mq9Error`` subclass (``protocol/errors.py``) when there is no reply:
+    ``NotConnected`` before ``connect``, an ``Unavailable`` kind when the broker cannot be
+    reached or does not answer within ``timeout`` seconds."""
+
+    @property
+    def max_payload(self) -> int: ...  # the most bytes (payload and headers) one request carries
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def connect(self) -> None: ...
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class HandlerTransport:
+    """Requests answered in this process by ``handler(subject, headers, body)``: a broker
+    engine (``BrokerEngine``, whose ``limits.max_payload`` bounds requests) or any async
+    function giving the reply's bytes, with ``max_payload``. Requests still go through the full
+    encoding path, so a test in process exercises the same client code as one on NATS."""
+
+    def __init__(self, handler: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self._handler = handler
+        self._max_payload = max_payload
+        self._connected = False
+
+    @property
+    def max_payload(self) -> int:
+        limits = getattr(self._handler, "limits", None)
+        return self._max_payload if limits is None else limits.max_payload
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    async def connect(self) -> None:
+        self._connected = True
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes:
+        if not self._connected:
+            raise NotConnected(NOT_CONNECTED)
+        # A round trip gives other tasks a turn, as a network request would: without it a
+        # consumer that always finds messages would never let a competing one run.
+        await asyncio.sleep(0)
+        handle = getattr(self._handler, "handle", self._handler)  # looked up each time
+        return await handle(subject, dict(headers) if headers else None, bytes(body))
+
+    async def close(self) -> None:
+        self._connected = False
+
+
+class MemoryTransport(HandlerTransport):
+    """``memory://NAME``: the process-wide bundled broker of that name, looked up at connect
+    (``broker.install_memory_broker`` puts one there; else it is made on first use)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(None)
+        self.name = name
+
+    @property
+    def max_payload(self) -> int:
+        from ..broker import memory_broker
+
+        return (self._handler or memory_broker(self.name)).limits.max_payload
+
+    async def connect(self) -> None:
+        from ..broker import memory_broker
+
+        self._handler = memory_broker(self.name)
+        await super().connect()
+
+
+class NatsTransport:
+    """A persistent nats-py connection with reconnects, nats errors turned into ``Mq9Error``.
+
+    ``servers``: a NATS URL (``nats://``, ``tls://``, ``ws://``, ``wss://``), several
+    comma-separated, or a list. Credentials go in the URL (``nats://user:pass@host:4222``) or
+    as ``user``/``password``, ``token``, ``creds`` (a NATS .creds file) and ``tls`` (an
+    ``ssl.SSLContext``). ``request_timeout`` bounds the first connection; nats-py then
+    reconnects ``reconnect_attempts`` times, ``reconnect_delay`` seconds apart. ``name``: the
+    connection's name on the server.
+
+    Like nats-py's own client, it belongs to the event loop that opened it: call it from there
+    (``Mq9Connection`` gives every loop a client of its own).
+    """
+
+    def __init__(
+        self,
+        servers: str | list[str],
+        *,
+        request_timeout: float = 5.0,
+        reconnect_attempts: int = 5,
+        reconnect_delay: float = 2.0,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        creds: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        name: str | None = None,
+    ) -> None:
+        servers = _nats_urls(servers)
+        self.where = redact(", ".join(servers))  # for messages: no passwords
+        options = dict(
+            servers=servers,
+            connect_timeout=request_timeout,
+            max_reconnect_attempts=reconnect_attempts,
+            reconnect_time_wait=reconnect_delay,
+            user_credentials=creds,
+            name=name or "langchain-mq9",
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            user=user,
+            password=password,
+            token=token,
+            tls=tls,
+        )
+        self._options = {k: v for k, v in options.items() if v is not None}
+        self._connection = None
+        self._refused = False  # the last connect attempt met an authorization violation
+        # Resolved (and replaced) when the link drops: the requests waiting on it fail at once
+        # instead of at their timeout, since a reply sent while the link is down is lost.
+        self._link_lost: asyncio.Future | None = None
+        self._redialing = asyncio.Lock()
+        self._closes = 0
+        self._watchdog: asyncio.Task | None = None  # see nats_guard.protect
+
+    @property
+    def max_payload(self) -> int:
+        return self._connection.max_payload if self._connection else DEFAULT_MAX_PAYLOAD
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        """The INFO the server sent ({} before connecting): says which broker this is."""
+        return dict(self._connection._server_info) if self._connection else {}
+
+    @property
+    def is_connected(self) -> bool:
+        # From connect() until close(). While the link is down nats-py reconnects; once it has
+        # used up reconnect_attempts, the next request dials again, so no outage ends a client.
+        return self._connection is not None
+
+    async def connect(self) -> None:
+        from .nats_guard import GuardedClient, protect
+
+        # A first connection gets request_timeout in all, not nats-py's reconnect_attempts tries
+        connection = GuardedClient()
+        watchdog = protect(connection)  # a malformed frame must not deafen it
+        self._refused = False
+        dialing = asyncio.ensure_future(connection.connect(**self._options))
+        # Stopped while it dials (SIGTERM, a cancelled caller), wait_for cancels the dial and
+        # leaves it be; a dial that ended in its own error just then would be logged as "Task
+        # exception was never retrieved" (#35): its outcome is read here whatever happens.
+        dialing.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.wait_for(dialing, self._options["connect_timeout"])
+        except Exception as exc:
+            last = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
+            _stop(watchdog)
+            await _quietly_close(connection)
+            if self._refused:  # nats-py reports it as "no servers": say what really happened
+                raise NotAllowed(
+                    f"the broker at {self.where} refused the credentials (authorization "
+                    "violation): check the user and password, token or creds file"
+                ) from None
+            raise ConnectFailed(
+                f"cannot connect to the mq9 broker at {self.where} ({describe(last or exc)}); "
+                "to run one on this machine: mq9-dev-broker"
+            ) from None
+        _stop(self._watchdog)  # of the connection this one replaces
+        self._connection, self._watchdog = connection, watchdog
+        self._link_lost = asyncio.get_running_loop().create_future()  # and the loop it is on
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> bytes:
+        connection = self._connection
+        if connection is None:
+            raise NotConnected(NOT_CONNECTED)
+        if self._link_lost.get_loop() is not asyncio.get_running_loop():
+            raise NotConnected(
+                "this client belongs to the event loop that connected it: call it from that "
+                "loop (a toolkit given client= there: `await tool.ainvoke(...)`), or give the "
+                "toolkit server= so that every loop gets a client of its own"
+            )
+        import nats.errors as nats_errors
+
+        if connection.is_closed:  # nats-py gave up reconnecting: dial again
+            connection = await self._redial(connection)
+        # A dropped link cancels the request where it waits, in this task: cheaper than a task
+        # per request raced against the link (a sixth of a round trip on loopback).
+        lost, waiting, cut = self._link_lost, asyncio.current_task(), []
+
+        def on_lost(_: asyncio.Future) -> None:
+            cut.append(True)
+            waiting.cancel()
+
+        lost.add_done_callback(on_lost)
+        try:
+            try:
+                reply = await connection.request(
+                    subject, body, timeout=timeout, headers=headers or None
+                )
+            finally:
+                lost.remove_done_callback(on_lost)
+                # Take our cancel() back (a reply that had already arrived wins over it); still
+                # cancelled after that = the caller's own (Python 3.10 counts none: never).
+                by_caller = bool(cut) and hasattr(waiting, "uncancel") and waiting.uncancel() > 0
+        except asyncio.CancelledError:
+            if not cut or by_caller:
+                raise
+            raise ConnectionLost(
+                f"lost the connection to the mq9 broker at {self.where} while "
+                "waiting for the reply; the request may or may not have been carried out "
+                "(the client reconnects by itself)"
+            ) from None
+        except nats_errors.NoRespondersError:
+            raise NoBroker(
+                f"no mq9 broker is serving at {self.where}: nothing answers "
+                f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)"
+            ) from None
+        except (TimeoutError, nats_errors.TimeoutError):
+            down = " (the connection is down and reconnecting)"
+            raise RequestTimeout(
+                f"the mq9 broker did not answer within {timeout:g}s"
+                f"{down if connection.is_reconnecting else ''}; "
+                "the request may or may not have been carried out"
+            ) from None
+        except nats_errors.ConnectionClosedError:
+            if self._connection is None:
+                raise NotConnected(NOT_CONNECTED) from None
+            raise ConnectionLost(
+                f"lost the connection to the mq9 broker at {self.where}; "
+                "the request was not sent (the client dials again on the next call)"
+            ) from None
+        except nats_errors.Error as exc:
+            raise Unavailable(f"NATS refused the request: {describe(exc)}") from None
+        return reply.data
+
+    async def _redial(self, dead):
+        closes = self._closes
+        async with self._redialing:  # one dial for all the requests that found the link dead
+            if self._connection is dead:
+                log.warning("dialing the mq9 broker at %s again", self.where)
+                await self.connect()  # a failure raises a retryable "cannot connect"
+        if self._closes != closes or self._connection is None:  # close() ran meanwhile
+            if self._connection is not None and self._connection is not dead:
+                await self.close()
+            raise NotConnected(NOT_CONNECTED)
+        return self._connection
+
+    async def close(self) -> None:
+        self._closes += 1
+        connection, self._connection = self._connection, None
+        _stop(self._watchdog)
+        self._watchdog = None
+        if connection is not None:
+            await _quietly_close(connection)
+
+    async def _on_error(self, exc: Exception) -> None:
+        if refused_credentials(exc):
+            self._refused = True
+        log.debug("nats: %s", describe(exc))
+
+    async def _on_disconnected(self) -> None:
+        current = self._connection
+        if current is None:
+            return  # we closed it
+        if not current.is_connected:  # (else this came late from a replaced connection)
+            lost, self._link_lost = self._link_lost, asyncio.get_running_loop().create_future()
+            lost.set_result(None)
+        log.warning("lost the connection to the mq9 broker; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        log.warning("reconnected to the mq9 broker")
+
+
+def _stop(task: asyncio.Task | None) -> None:
+    if task is not None:
+        task.cancel()
+
+
+async def _quietly_close(connection) -> None:
+    try:
+        if not connection.is_closed:
+            await connection.close()
+    except Exception as exc:  # closing must not fail a shutdown
+        log.debug("error while closing the NATS connection: %s", exc)
+
+
+def open_transport(server: str, **options: Any) -> Transport:
+    """The transport for ``server``: ``memory://[NAME]``, or NATS URLs with ``NatsTransport``'s
+    ``options`` (a memory broker takes them, but no credentials)."""
+    if not isinstance(server, str) or not server.strip():
+        raise ValueError("server must be a URL such as nats://localhost:4222 or memory://")
+    server = server.strip()
+    if not server.startswith(MEMORY_SCHEME):
+        return NatsTransport(server, **options)
+    unknown = set(options) - set(inspect.signature(NatsTransport).parameters)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
+    if any(options.get(k) for k in ("user", "password", "token", "creds", "tls")):
+        raise InvalidArgument("memory:// brokers take no credentials")
+    return MemoryTransport(server[len(MEMORY_SCHEME) :].strip("/"))
+
+
+def _nats_urls(servers: str | list[str]) -> list[str]:
+    if isinstance(servers, str):
+        servers = servers.split(",")
+    urls = [part.strip() for part in servers if part.strip()]
+    for url in urls or [""]:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
+            raise InvalidArgument(
+                f"unsupported server URL {redact(url)!r}: use nats://host:port, tls://host:port, "
+                "a comma-separated list of those, or memory:// for the in-process broker"
+            )
+    return urls

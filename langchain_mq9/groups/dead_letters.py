@@ -1,0 +1,177 @@
+"""Dead letters: messages a consumer group's readers could not handle, set aside so the group
+moves past them (docs/groups.md, "Poison messages").
+
+A dead letter is an ordinary message in an ordinary mailbox (``<mailbox>.dlq`` by default):
+the original payload as it was, its priority, tags and other headers, and one header more,
+``mq9-dead-letter``, saying where it came from, how often it failed and why. So it can be read
+(``query``, ``query_messages``), consumed (a group, ``consume``) and sent back (``replay``) on
+any mq9 broker, and a copy never outgrows the original by more than that header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .. import protocol as p
+from ..protocol import Message
+from ..protocol.errors import MailboxExists, MailboxNotFound
+from .leases import RESERVED_ROOT, MailboxClient, is_reserved
+
+DEAD_LETTER_SUFFIX = ".dlq"
+DEAD_LETTER_HEADER = "mq9-dead-letter"
+# Failures a message may have before it is set aside. With consume's backoff (0.1 s, doubling)
+# an always-failing message is dead-lettered about 13 s after its first failure.
+DEFAULT_MAX_DELIVERIES = 8
+MAX_DELIVERIES = p.QUERY_CAP  # the failures one QUERY can count
+MAX_REASON_CHARS = 500  # a reason is stored in a record and a header, and shown to models
+# mq9's own headers of a SEND: a copy gets them from the message's fields, never copied as text.
+_OWN_HEADERS = {
+    p.HEADER_PRIORITY,
+    p.HEADER_KEY,
+    p.HEADER_DELAY,
+    p.HEADER_TTL,
+    p.HEADER_TAGS,
+    DEAD_LETTER_HEADER,
+}
+
+
+def dead_letter_address(mail_address: str) -> str:
+    """The default dead-letter mailbox of ``mail_address``: beside it, under its own name, so
+    an allow-list that covers the mailbox's prefix covers it too."""
+    return mail_address + DEAD_LETTER_SUFFIX
+
+
+def check_dead_letter(address: str) -> str:
+    """``address`` as a dead-letter mailbox: a valid address outside the reserved root."""
+    try:
+        p.check_address(address)
+    except p.Mq9Error as exc:  # a default name too long, or a bad one given
+        raise ValueError(f"dead_letter: {exc.message}; give dead_letter a mailbox") from None
+    if is_reserved(address):
+        raise ValueError(
+            f"dead_letter {p.quoted(address)} is under '{RESERVED_ROOT}.', which holds this "
+            "library's own records: give another mailbox"
+        )
+    return address
+
+
+def failure_reason(reason: object) -> str:
+    """A reason as stored and shown: an exception's type and text, or the text given, cut."""
+    text = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else reason
+    return p.clipped(str(text).strip() or "no reason given", MAX_REASON_CHARS)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead letter as read back: where its original was, and why it was set aside."""
+
+    message: Message  # the dead letter itself (its msg_id is the dead-letter mailbox's)
+    mailbox: str
+    group: str
+    msg_id: int  # the original's
+    create_time: int
+    key: str | None
+    attempts: int
+    reason: str
+    header: dict[str, str]  # the original's other headers, to send back with it
+
+    @classmethod
+    def read(cls, message: Message) -> DeadLetter:
+        """The dead letter ``message`` carries; ``ValueError`` when it carries none."""
+        try:
+            about = json.loads(message.header[DEAD_LETTER_HEADER])
+            return cls(
+                message=message,
+                mailbox=about["mailbox"],
+                group=about["group"],
+                msg_id=about["msg_id"],
+                create_time=about["create_time"],
+                key=about.get("key"),
+                attempts=about["attempts"],
+                reason=about["reason"],
+                header={k: v for k, v in message.header.items() if k not in _OWN_HEADERS},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"message {message.msg_id} is not a dead letter (no valid {DEAD_LETTER_HEADER} "
+                f"header: {exc!r})"
+            ) from None
+
+
+async def store(
+    client: MailboxClient,
+    address: str,
+    message: Message,
+    *,
+    mailbox: str,
+    group: str,
+    attempts: int,
+    reason: str,
+) -> int:
+    """Copy ``message`` (read from ``mailbox`` by ``group``) into the dead-letter mailbox
+    ``address``, made (without a TTL) if it is not there; its msg_id there."""
+    about = {
+        "mailbox": mailbox,
+        "group": group,
+        "msg_id": message.msg_id,
+        "create_time": message.create_time,
+        "key": message.key,
+        "attempts": attempts,
+        "reason": failure_reason(reason),
+    }
+    # ASCII JSON: one header line whatever the reason holds (a header value is one line).
+    headers = {**_copied_headers(message), DEAD_LETTER_HEADER: json.dumps(about)}
+    copy: dict[str, Any] = {"priority": message.priority, "tags": message.tags or None}
+    payload = p.payload_text(message.payload)
+    try:
+        return await client.send(address, payload, headers=headers, **copy)
+    except MailboxNotFound:
+        with contextlib.suppress(MailboxExists):
+            await client.mailbox_create(name=address, ttl=0)
+        return await client.send(address, payload, headers=headers, **copy)
+
+
+def _copied_headers(message: Message) -> dict[str, str]:
+    """The original's headers beside mq9's own (an A2A request's reply-to, say) that a SEND
+    can carry again; the few a foreign client wrote that it cannot are left out."""
+    kept = {}
+    for name, value in message.header.items():
+        if name not in _OWN_HEADERS:
+            with contextlib.suppress(p.Mq9Error):
+                kept |= p.extra_headers({name: value})
+    return kept
+
+
+async def replay(
+    client: MailboxClient,
+    dead_letters: str,
+    *,
+    group_name: str = "replay",
+    num_msgs: int = 10,
+) -> list[int]:
+    """Send every dead letter of the mailbox ``dead_letters`` back to its mailbox, read with
+    the consumer group ``group_name`` (each is sent back once, whatever restarts: a dead letter
+    is done once its copy is stored). Payload, priority, tags and other headers go back as
+    they were; the key does not (an old message must not replace a newer one of its key), and
+    the copy is a new message with a new msg_id. Returns the new msg_ids."""
+    from .reader import GroupReader  # reader.py imports this module
+
+    reader = GroupReader(client, dead_letters, group_name)
+    sent: list[int] = []
+    while batch := await reader.fetch(num_msgs=num_msgs):
+        for message in batch:
+            letter = DeadLetter.read(message)
+            sent.append(
+                await client.send(
+                    letter.mailbox,
+                    p.payload_text(message.payload),
+                    priority=message.priority,
+                    tags=message.tags or None,
+                    headers=letter.header or None,
+                )
+            )
+            await reader.done(message.msg_id)
+    return sent

@@ -1,0 +1,629 @@
+"""Consuming a mailbox safely on RobustMQ's semantics: ``GroupReader`` and ``Consumer``.
+
+RobustMQ keeps no leases, and ACK X moves all three priority lanes of a group past X.
+``GroupReader`` hands each message out once per reader and acks only its *safe horizon*
+(``state.py`` decides, without I/O); competing workers hold leases (``leases.py``).
+``Consumer`` is the loop ``Mq9Client.consume`` runs. Design and invariants: docs/groups.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, NamedTuple, TypeVar
+
+from .. import protocol as p
+from ..protocol import Message
+from ..protocol.errors import AnswerTooLarge, Mq9Error
+from . import dead_letters
+from .dead_letters import DEFAULT_MAX_DELIVERIES, MAX_DELIVERIES, failure_reason
+from .leases import (
+    DEFAULT_LEASE_TTL,
+    GroupRecords,
+    LeaseBox,
+    MailboxClient,
+    count_deliveries,
+    last_reason,
+)
+from .state import ReaderState
+
+log = logging.getLogger("langchain_mq9")
+
+Handler = Callable[[Message], Awaitable[None] | None]
+ErrorHandler = Callable[[Message, Exception], Awaitable[None] | None]
+DeadLetterHook = Callable[[Message, int, str], Awaitable[None] | None]
+
+# How often a waiting fetch looks again. A FETCH that finds nothing on RobustMQ sleeps its whole
+# max_wait_ms, holding the handler of every connection that shares it (docs/protocol.md §1):
+# so we never ask the broker to wait, but read at once, again every this many seconds.
+POLL_SECONDS = 0.1
+
+T = TypeVar("T")
+
+
+class Failure(NamedTuple):
+    """What ``GroupReader.fail`` did: the message's unfinished deliveries counted so far (by
+    every reader of the group, restarts included), and whether it is now a dead letter."""
+
+    attempts: int
+    dead_lettered: bool
+
+
+def fixed_start(
+    deliver: str, from_id: int | None, answer: list[Message]
+) -> tuple[str, int | None]:
+    """Where a group's later FETCHes must start after one answered ``answer``. Until a group
+    acks, RobustMQ starts every FETCH at its deliver policy, and ``latest`` is the newest
+    message at that moment: messages arriving between two FETCHes would be skipped. So
+    ``latest`` becomes the first answer's start (an empty answer: the beginning)."""
+    if deliver != "latest":
+        return deliver, from_id
+    ids = [m.msg_id for m in answer]
+    return ("from_id", min(ids)) if ids else ("earliest", None)
+
+
+async def until_found(read: Callable[[], Awaitable[list[T]]], max_wait_ms: int) -> list[T]:
+    """``read()`` until it finds something or ``max_wait_ms`` is over."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_wait_ms / 1000
+    while True:
+        found = await read()
+        left = deadline - loop.time()
+        if found or left <= 0:
+            return found
+        await asyncio.sleep(min(POLL_SECONDS, left))
+
+
+class GroupReader:
+    """The fetch/done cycle of one reader of a consumer group (docs/groups.md).
+
+    ``fetch`` hands out messages this reader has not handed out before, highest priority
+    first; ``done`` marks them handled and acks the group up to the largest id below which
+    everything is handled (acking past an older unhandled message would skip it). At least
+    once: whoever reads the group next is handed again every message after the last ack. When
+    a FETCH shows the group's position went back behind this reader's last ack (a late ack,
+    another cluster node), the reader acks its position again before handing anything out.
+
+    One reader per group, by default. Competing workers each give a ``worker`` name, unique
+    among the live ones, and hold leases (``leases.py``): no two live workers are handed the
+    same message, a dead (or ``lease_ttl``-overrunning) worker's message is taken over, a
+    worker restarted under its name takes back what it held, and a message any worker
+    finished is done for all.
+
+    A message that cannot be handled is given to ``fail``: its unfinished deliveries are
+    counted on the broker (docs/groups.md, "Poison messages"), and once there are
+    ``max_deliveries`` of them it is copied into the mailbox ``dead_letter`` (default
+    ``<mailbox>.dlq``) and then done, so the group moves past it; so is a message that every
+    reader died holding. ``dead_letter(msg_id, reason)`` sets one aside at once.
+    ``max_deliveries=None``: no budget and no records (``fail`` only counts in memory).
+    ``on_dead_letter(message, attempts, reason)`` runs once the copy is stored and before the
+    message is done (an agent server answers the request's caller there): if it raises, the
+    message stays handed out, and is set aside again later.
+
+    ``commit=False`` tracks what is handled without ever acking, for callers who ack.
+    ``clock`` measures elapsed seconds for judging leases (tests move it by hand).
+
+    A broker that cannot send a whole answer says how many messages fit, and the reader asks
+    for that many; ``AnswerTooLarge`` when such an answer holds nothing new and the floor
+    cannot move (only [] could be returned while older messages wait).
+    """
+
+    def __init__(
+        self,
+        client: MailboxClient,
+        mail_address: str,
+        group_name: str,
+        *,
+        worker: str | None = None,
+        lease_ttl: int = DEFAULT_LEASE_TTL,
+        commit: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
+    ) -> None:
+        self.client = client
+        self.mail_address = p.check_address(mail_address)
+        self.group_name = p.check_group_name(group_name)
+        self.worker = worker
+        self.leases = (
+            None
+            if worker is None
+            else LeaseBox(client, mail_address, group_name, worker, lease_ttl, clock)
+        )
+        self.records = self.leases or GroupRecords(
+            client, mail_address, group_name, DEFAULT_LEASE_TTL
+        )
+        self.max_deliveries = (
+            None
+            if max_deliveries is None
+            else p.check_int("max_deliveries", max_deliveries, 1, MAX_DELIVERIES)
+        )
+        self.dead_letter_address = dead_letters.check_dead_letter(
+            dead_letter or dead_letters.dead_letter_address(mail_address)
+        )
+        self.on_dead_letter = on_dead_letter
+        self.commit = commit
+        self.state = ReaderState()
+        # Unfinished deliveries counted on the broker, by msg_id (this reader's included), of
+        # the messages it read the count of; whether its first batch is recorded.
+        self._deliveries: dict[int, int] = {}
+        self._recorded_first = max_deliveries is None  # without a budget nothing is recorded
+        # Handed out with a record of the hand-out (a first batch, a takeover), not failed since.
+        self._recorded: set[int] = set()
+        self._taken_over: set[int] = set()  # won by this worker from a holder that is gone
+        # One fetch or done at a time: two fetches computing "new" from the same state would
+        # hand the same message out twice.
+        self._lock = asyncio.Lock()
+
+    # What tests and callers read of the state.
+    pending = property(lambda self: self.state.pending)
+    handled = property(lambda self: self.state.handled)
+    committed = property(lambda self: self.state.committed)
+    last_answer = property(lambda self: self.state.last_answer)
+
+    async def fetch(
+        self,
+        *,
+        num_msgs: int = 10,
+        max_wait_ms: int = 0,
+        deliver: str = "earliest",
+        from_id: int | None = None,
+    ) -> list[Message]:
+        """Up to ``num_msgs`` messages this reader has not handed out, in the broker's order
+        (critical first). ``deliver`` (and ``from_id``) count only until the group first
+        acks. With none to hand out, looks again for up to ``max_wait_ms``."""
+        p.check_int("num_msgs", num_msgs, 1, p.MAX_NUM_MSGS)
+        p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS)
+
+        start = (deliver, from_id)
+
+        async def once() -> list[Message]:
+            nonlocal start
+            async with self._lock:
+                found, start = await self._fetch(num_msgs, start)
+                return found
+
+        return await until_found(once, max_wait_ms)
+
+    async def done(self, msg_ids: int | Iterable[int]) -> None:
+        """Mark handed-out messages handled, then ack the group past everything handled."""
+        ids = [msg_ids] if isinstance(msg_ids, int) else list(msg_ids)
+        async with self._lock:
+            self.state.check_done(ids)
+            await self._done(ids)
+
+    async def fail(self, msg_id: int, reason: object) -> Failure:
+        """A handed-out message could not be handled (``reason``: an exception or a text).
+        Count this delivery on the broker; at ``max_deliveries``, dead-letter the message.
+        Otherwise it stays handed out: hand it to the handler again, or leave it to whoever
+        reads the group next."""
+        async with self._lock:
+            message = self._handed_out(msg_id)
+            reason = failure_reason(reason)
+            attempts = await self._count_failure(message, reason)
+            if self.max_deliveries is None or attempts < self.max_deliveries:
+                return Failure(attempts, dead_lettered=False)
+            await self._set_aside(message, attempts, reason)
+            return Failure(attempts, dead_lettered=True)
+
+    async def dead_letter(self, msg_id: int, reason: object) -> int:
+        """Set a handed-out message aside now, whatever its budget: copy it into the
+        dead-letter mailbox, then mark it done. Returns its deliveries counted, this one."""
+        async with self._lock:
+            message = self._handed_out(msg_id)
+            reason = failure_reason(reason)
+            attempts = await self._count_failure(message, reason)
+            await self._set_aside(message, attempts, reason)
+            return attempts
+
+    def handed_out(self, msg_id: int) -> int:
+        """How many times the message was handed out without being finished, as far as the
+        broker's records say (this hand-out too): 1 unless it was before."""
+        return self._deliveries.get(msg_id, 1)
+
+    async def _count_failure(self, message: Message, reason: str) -> int:
+        """Record a failed delivery and return the message's unfinished deliveries (this one
+        counted once: by this reader's hand-out record, or by this failure's)."""
+        if self.max_deliveries is None:  # no records: this reader's own count
+            attempts = self._deliveries.get(message.msg_id, 0) + 1
+            self._deliveries[message.msg_id] = attempts
+            return attempts
+        counted = message.msg_id in self._recorded
+        self._recorded.discard(message.msg_id)
+        await self.records.record_failure(message, reason, counted)
+        records = (await self.records.deliveries([message]))[message.msg_id]
+        self._deliveries[message.msg_id] = attempts = max(count_deliveries(records, message), 1)
+        return attempts
+
+    async def _record_hand_outs(self, batch: list[Message]) -> list[Message]:
+        """Record the hand-outs a reader that dies would leave uncounted: its first batch, and
+        what a worker takes over from a holder that is gone (docs/groups.md, "Poison
+        messages"). What is past its budget, a message its readers died holding, is set aside
+        instead of handed out; the rest of ``batch`` is returned."""
+        if not self._recorded_first:
+            self._recorded_first, recorded = True, batch
+        else:
+            recorded = [m for m in batch if m.msg_id in self._taken_over]
+        self._taken_over.clear()
+        if not recorded:
+            return batch
+        self._recorded |= {m.msg_id for m in recorded}
+        await self.records.record_hand_outs(recorded)
+        records = await self.records.deliveries(recorded)
+        aside = set()
+        for message in recorded:
+            found = records[message.msg_id]
+            self._deliveries[message.msg_id] = attempts = max(count_deliveries(found, message), 1)
+            if attempts <= self.max_deliveries:
+                continue
+            aside.add(message.msg_id)
+            reason = last_reason(found, message) or (
+                f"handed out {attempts - 1} times and never finished: each reader holding it "
+                "stopped first (crashed, or was killed)"
+            )
+            self.state.hand_out([message.msg_id])
+            await self._set_aside(message, attempts - 1, reason)
+        return [m for m in batch if m.msg_id not in aside]
+
+    def _handed_out(self, msg_id: int) -> Message:
+        p.check_int("msg_id", msg_id)
+        if msg_id not in self.state.pending:
+            raise Mq9Error(
+                f"msg_id {msg_id} is not handed out by this reader and waiting: fetch it first"
+            )
+        return self.state.seen[msg_id]
+
+    async def _set_aside(self, message: Message, attempts: int, reason: str) -> None:
+        """The copy first, then done: a crash between the two hands the message out again,
+        and its failures, counted on the broker, set it aside again (a copy twice, never
+        none)."""
+        await dead_letters.store(
+            self.client,
+            self.dead_letter_address,
+            message,
+            mailbox=self.mail_address,
+            group=self.group_name,
+            attempts=attempts,
+            reason=reason,
+        )
+        if self.on_dead_letter is not None:
+            await _maybe_await(self.on_dead_letter(message, attempts, reason))
+        await self._done([message.msg_id])
+
+    async def _done(self, ids: list[int]) -> None:
+        for msg_id in ids:  # what this reader knew of their deliveries is over with them
+            self._deliveries.pop(msg_id, None)
+            self._recorded.discard(msg_id)
+        state = self.state
+        finished = [i for i in ids if i in state.pending]
+        if self.leases is not None and finished:
+            await self.leases.finish([state.seen[i] for i in finished])
+        state.mark_done(ids)
+        if self.leases is not None and state.held:
+            # What other workers held may be finished by now: learn it, so the group's
+            # position moves with this ack rather than at the next fetch.
+            verdict = await self.leases.judge([state.seen[i] for i in sorted(state.held)])
+            state.mark_done(verdict.done)
+        await self._advance()
+
+    async def release(self, msg_ids: Iterable[int]) -> None:
+        """Give back messages this reader handed out but the caller did not pass on (e.g. they
+        did not fit in a tool's answer): the next fetch hands them out again. Nothing was
+        acked past them; a worker's leases on them stay its own until it takes them back."""
+        async with self._lock:
+            self.state.pending.difference_update(msg_ids)
+
+    async def _fetch(
+        self, num_msgs: int, start: tuple[str, int | None]
+    ) -> tuple[list[Message], tuple[str, int | None]]:
+        """One fetch: its batch, and where the group's next FETCH starts."""
+        state = self.state
+        while True:
+            asked = state.ask(num_msgs)
+            answer, fit, asked = await self._read(asked, *start)
+            if self.commit and state.went_back(answer):
+                # The group's position is behind this reader's last ack: put it back first.
+                await self.client.ack(self.mail_address, self.group_name, state.committed)
+                answer, fit, asked = await self._read(asked, *start)
+            start = fixed_start(*start, answer)
+            if state.reused_ids(answer):
+                self._log_went_back(answer)
+                state = self.state  # this answer is the fresh state's first
+            fresh = state.accept(answer, asked)
+            chosen = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
+            batch = chosen
+            if chosen and (not self._recorded_first or self._taken_over):
+                batch = await self._record_hand_outs(chosen)
+            floor = state.floor
+            # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
+            await self._advance()
+            if fit is not None and not fresh and not state.pending and state.floor == floor:
+                raise AnswerTooLarge(self._stalled(fit), fits=fit)
+            state.hand_out(m.msg_id for m in batch)
+            # With leases, every new message may turn out done or held by another worker, and
+            # any reader may set one aside: what that taught lets the next FETCH reach past
+            # them, so "nothing" is never answered while a message waits further on.
+            set_aside = len(batch) < len(chosen)
+            if batch or not fresh or (state.ask(num_msgs) <= asked and not set_aside):
+                return batch, start
+
+    async def _read(
+        self, asked: int, deliver: str, from_id: int | None
+    ) -> tuple[list[Message], int | None, int]:
+        """One FETCH of ``asked``, or of as many as the broker says fit in one answer (the
+        horizon stays safe: it is judged against what was asked)."""
+        fit: int | None = None
+        while True:
+            try:
+                answer = await self.client.fetch(
+                    self.mail_address,
+                    group_name=self.group_name,
+                    deliver=deliver,
+                    from_id=from_id,
+                    num_msgs=asked,
+                    max_wait_ms=0,
+                )
+                return answer, fit, asked
+            except AnswerTooLarge as exc:
+                fit = exc.fits
+                if not 0 < fit < asked:
+                    raise
+                asked = fit
+
+    async def _take(self, fresh: list[Message], num_msgs: int) -> list[Message]:
+        """With leases: claim what is new, learn what other workers hold or finished (the
+        messages held elsewhere too: their holder may have finished, or died), and return what
+        this worker won, in the broker's order."""
+        assert self.leases is not None
+        state = self.state
+        won: set[int] = set()
+        # Seen held by another worker, now won: its holder died or overran (the broker hides
+        # an expired claim, so this reader's memory is what tells).
+        held_before = set(state.held)
+        judged = fresh + [m for m in state.last_answer if m.msg_id in state.held]
+        chunk, candidates = fresh[:num_msgs], fresh[num_msgs:]
+        while True:
+            if chunk:
+                await self.leases.claim(chunk)
+            verdict = await self.leases.judge(judged)
+            state.mark_done(verdict.done)
+            state.mark_held(verdict.others)
+            state.release_held(verdict.free)
+            won |= verdict.mine
+            if judged is not chunk:  # the first round: what may be claimed next
+                claimed = {m.msg_id for m in chunk}
+                candidates = [m for m in judged if m.msg_id in verdict.free - claimed]
+            # Workers that fetch at once all claim the head of the same answer: whoever lost
+            # some claims the next free ones (and those whose lease ran out), at once.
+            room = num_msgs - len(won)
+            chunk, candidates = candidates[: max(room, 0)], candidates[max(room, 0) :]
+            if not chunk:
+                break
+            judged = chunk
+        self._taken_over |= won & held_before
+        return [m for m in state.last_answer if m.msg_id in won][:num_msgs]
+
+    def _log_went_back(self, answer: list[Message]) -> None:
+        """The broker hands out new messages under ids this reader acked past: its log went
+        back. Say so once, and read the mailbox afresh so they are handed out."""
+        reused = self.state.reused_ids(answer)
+        self.client._suspect(
+            self.mail_address,
+            p.warn_log_went_back(self.mail_address, min(reused), self.state.floor),
+        )
+        self.state = ReaderState()
+
+    def _stalled(self, fit: int) -> str:
+        return (
+            f"reader of {self.mail_address} (group {self.group_name!r}) cannot go on: this "
+            f"broker's answers hold only {fit} of these messages, all {fit} it hands out first "
+            "are handled already, and older messages of lower priority may wait behind them "
+            "(acking past those would skip them). Let the broker send larger answers "
+            "(BrokerLimits.max_answer, and the nats-server's max_payload: mq9-dev-broker "
+            "starts its nats-server with 64 MiB) or send smaller messages (a reference to "
+            "large data instead of the data)"
+        )
+
+    async def _advance(self) -> None:
+        ack = self.state.advance()
+        if self.commit and ack is not None:
+            await self.client.ack(self.mail_address, self.group_name, ack)
+            self.state.acked(ack)
+
+
+class Consumer:
+    """A background fetch loop started by ``Mq9Client.consume``."""
+
+    def __init__(
+        self,
+        client: MailboxClient,
+        mail_address: str,
+        handler: Handler,
+        *,
+        group_name: str | None,
+        deliver: str,
+        num_msgs: int,
+        max_wait_ms: int,
+        auto_ack: bool,
+        error_handler: ErrorHandler | None,
+        worker: str | None = None,
+        lease_ttl: int = DEFAULT_LEASE_TTL,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
+    ) -> None:
+        self.mail_address = mail_address
+        self.group_name = group_name
+        self.processed_count = 0
+        self.dead_lettered: list[int] = []  # msg_ids this consumer set aside, past the budget
+        self._client = client
+        self._handler = handler
+        self._error_handler = error_handler
+        self._deliver = deliver
+        self._from_id: int | None = None
+        self._num_msgs = num_msgs
+        self._max_wait_ms = max_wait_ms
+        self._reader = (
+            None
+            if group_name is None
+            else GroupReader(
+                client,
+                mail_address,
+                group_name,
+                worker=worker,
+                lease_ttl=lease_ttl,
+                commit=auto_ack,
+                max_deliveries=max_deliveries,
+                dead_letter=dead_letter,
+            )
+        )
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        # Messages whose handler failed, called again once due: msg_id -> (due, delay, msg).
+        self._retry: dict[int, tuple[float, float, Message]] = {}
+        # Without a group the consumer keeps its own position: everything below ``_floor`` is
+        # done, ``_seen`` holds the ids at or above it already handed to the handler.
+        self._floor = 0
+        self._seen: set[int] = set()
+
+    @property
+    def is_running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _start(self) -> None:
+        first = await self._fetch(max_wait_ms=0)  # fixes the start point before returning
+        self._task = asyncio.create_task(self._run(first), name=f"mq9-consume-{self.mail_address}")
+
+    async def stop(self) -> None:
+        """Finish the fetch and the batch under way, then stop. What was handled is acked;
+        what was not (failed messages included) is handed out again to the group."""
+        self._stopping.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _fetch(self, *, max_wait_ms: int) -> list[Message]:
+        if self._reader is not None:
+            batch = await self._reader.fetch(
+                num_msgs=self._num_msgs,
+                max_wait_ms=max_wait_ms,
+                deliver=self._deliver,
+                from_id=self._from_id,
+            )
+            self._deliver, self._from_id = fixed_start(
+                self._deliver, self._from_id, self._reader.last_answer
+            )
+            return batch
+        asked = min(self._num_msgs + len(self._seen), p.MAX_NUM_MSGS)
+        found = await self._client.fetch(
+            self.mail_address,
+            deliver=self._deliver,
+            from_id=self._from_id,
+            num_msgs=asked,
+            max_wait_ms=max_wait_ms,
+        )
+        # from_id past the end answers the newest message: it is below the floor, so dropped.
+        fresh = [m for m in found if m.msg_id >= self._floor and m.msg_id not in self._seen]
+        if self._deliver == "latest" or len(found) < asked:
+            # Every lane was read to its end (with latest only the newest message can be
+            # there): nothing at or below the largest id returned is left.
+            self._floor = max([self._floor - 1, *(m.msg_id for m in found)]) + 1
+            self._seen.clear()
+            self._deliver, self._from_id = "from_id", self._floor
+        else:
+            self._seen.update(m.msg_id for m in fresh)
+        return fresh
+
+    async def _run(self, batch: list[Message]) -> None:
+        backoff = 0.1
+        while True:
+            await self._handle_batch(batch)
+            if self._stopping.is_set():
+                return
+            try:
+                batch = await self._fetch(max_wait_ms=0 if self._due() else self._max_wait_ms)
+                backoff = 0.1
+            except Mq9Error as exc:
+                batch = []
+                log.warning("consumer of %s: fetch failed: %s", self.mail_address, exc)
+                with contextlib.suppress(asyncio.TimeoutError):  # pause; stop() ends it
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+            batch = self._due() + batch
+
+    def _due(self) -> list[Message]:
+        now = asyncio.get_running_loop().time()
+        return [message for due, _, message in self._retry.values() if due <= now]
+
+    async def _handle_batch(self, batch: list[Message]) -> None:
+        handled: list[int] = []
+        for message in batch:
+            try:
+                await _maybe_await(self._handler(message))
+            except Exception as exc:
+                if self._reader is not None:  # without a group nothing holds it back: no retry
+                    await self._failed(message, exc)
+                await self._report(message, exc)
+                continue
+            self._retry.pop(message.msg_id, None)
+            self.processed_count += 1
+            handled.append(message.msg_id)
+        if self._reader is not None and handled:
+            try:
+                await self._reader.done(handled)
+            except Mq9Error as exc:
+                # Recorded as handled all the same; the ack is retried at the next fetch.
+                log.warning("consumer of %s: ack failed: %s", self.mail_address, exc)
+
+    async def _failed(self, message: Message, exc: Exception) -> None:
+        """Count the failure on the broker: past the budget the message is dead-lettered and
+        the group moves on; else it is handed to the handler again, later."""
+        assert self._reader is not None
+        if message.msg_id not in self._reader.pending:  # the reader started afresh: it will
+            self._retry.pop(message.msg_id, None)  # hand the message out again itself
+            return
+        try:
+            failure = await self._reader.fail(message.msg_id, exc)
+        except Mq9Error as error:  # not counted: tried again all the same, and counted then
+            log.warning("consumer of %s: recording a failure failed: %s", self.mail_address, error)
+            self._retry_later(message)
+            return
+        if not failure.dead_lettered:
+            self._retry_later(message)
+            return
+        self._retry.pop(message.msg_id, None)
+        self.dead_lettered.append(message.msg_id)
+        log.warning(
+            "consumer of %s: msg %s failed %s times: dead-lettered into %s",
+            self.mail_address,
+            message.msg_id,
+            failure.attempts,
+            self._reader.dead_letter_address,
+        )
+
+    def _retry_later(self, message: Message) -> None:
+        _, delay, _ = self._retry.get(message.msg_id, (0.0, 0.05, message))
+        delay = min(delay * 2, 30.0)
+        self._retry[message.msg_id] = (asyncio.get_running_loop().time() + delay, delay, message)
+
+    async def _report(self, message: Message, exc: Exception) -> None:
+        if self._error_handler is None:
+            log.error(
+                "consumer of %s: handler failed on msg %s: %r",
+                self.mail_address,
+                message.msg_id,
+                exc,
+            )
+            return
+        try:
+            await _maybe_await(self._error_handler(message, exc))
+        except Exception:
+            log.exception("consumer of %s: error_handler failed", self.mail_address)
+
+
+async def _maybe_await(result: Any) -> None:
+    if inspect.isawaitable(result):
+        await result

@@ -1,0 +1,219 @@
+"""The agent-call operations: delegate a task to another agent in one tool call.
+
+They are opt-in: not in the default eight, allowed only when the policy says ``calls``
+(``Mq9Toolkit(calls=True)``, or naming them in ``tools=[...]``; ``mq9-mcp --calls``). The work
+is ``AgentCaller``'s (``a2a/caller.py``); what each returns, ``results.py``'s ``_Task``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import replace
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from ..a2a import wire as w
+from ..a2a.caller import AgentCaller, CallState
+from ..protocol import clipped
+from .errors import OperationError
+from .registry import discover
+from .results import CallsListed, CallStarted, CallStatus, Outcome
+from .schemas import MAX_TOOL_WAIT_MS, _Input
+from .views import DATA_NOTE
+
+# Set by a surface that can show progress (mq9-mcp, when the client sent a progressToken):
+# called with the call's view each time a waiting call's state changes.
+CALL_PROGRESS: ContextVar[Callable[[dict[str, Any]], Awaitable[None]] | None] = ContextVar(
+    "mq9_call_progress", default=None
+)
+
+MAX_WAIT_SECONDS = MAX_TOOL_WAIT_MS // 1000
+CANCEL_WAIT = 2.0  # seconds cancel_call waits for the agent to confirm
+
+
+_TaskId = Annotated[str, Field(min_length=1, description="The task_id call_agent returned.")]
+_Wait = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description=f"Wait up to this many seconds (max {MAX_WAIT_SECONDS}) for it to finish; "
+        "0 = return at once.",
+    ),
+]
+
+
+class CallAgentInput(_Input):
+    agent: str = Field(
+        min_length=1,
+        description="The agent's registered name, or what it must be able to do (the best "
+        "match is called).",
+    )
+    task: str = Field(min_length=1, description="What to do, with all the input it needs.")
+    wait_seconds: _Wait = 0
+    context_id: str = Field(
+        default="", description="An earlier call's context_id, to continue that conversation."
+    )
+
+
+class CheckCallInput(_Input):
+    task_id: _TaskId
+    wait_seconds: _Wait = 0
+
+
+class AnswerCallInput(_Input):
+    task_id: _TaskId
+    answer: str = Field(min_length=1, description="Your answer to the agent's question.")
+    wait_seconds: _Wait = 0
+
+
+class CancelCallInput(_Input):
+    task_id: _TaskId
+
+
+class ListCallsInput(_Input):
+    state: str = Field(
+        default="", description="Only calls in this state, e.g. 'input-required'; '' for all."
+    )
+
+
+DESCRIPTIONS = {
+    "call_agent": "Delegate a task to another agent and get its result: one call, even if the "
+    "agent is offline (then check_call later).",
+    "check_call": "The state of a task you delegated, with its result once done.",
+    "answer_call": "Answer the question of a delegated task in state input-required.",
+    "cancel_call": "Cancel a task you delegated.",
+    "list_calls": "Your delegated tasks and their states.",
+}
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+def _caller(client: Any, policy: Any) -> AgentCaller:
+    """This toolkit's caller, named by the pinned reply mailbox, else ``{agent_mailbox}.calls``
+    (both durable: a restarted agent finds its calls), else a private name for this toolkit.
+    Its reply mailbox lives under the reserved root (``AgentCaller``), and only a new call
+    creates it: the read-only tools create nothing."""
+    state = policy.call_state
+    name = state.setdefault(
+        "reply",
+        policy.reply_mailbox
+        or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
+        or w.CALLS_ROOT + w.new_id(),  # unguessable, under the reserved root
+    )
+    return AgentCaller(client, name)
+
+
+def _shown(state: CallState, policy: Any, result: type[CallStarted | CallStatus]) -> Any:
+    view = state.view()
+    note = None
+    for key in ("result", "question", "reason"):
+        if key in view and len(view[key]) > policy.max_payload_chars:
+            view[key] = clipped(view[key], policy.max_payload_chars)
+            note = f"{key} cut to {policy.max_payload_chars} characters"
+    advice = {
+        w.SUBMITTED: "The agent has not taken it yet (it may be offline): check_call(task_id="
+        f"'{state.task_id}', wait_seconds=60) later; the result waits for you.",
+        w.WORKING: f"Still running: check_call(task_id='{state.task_id}', wait_seconds=60).",
+        w.INPUT_REQUIRED: f"The agent asks a question: answer_call(task_id='{state.task_id}', "
+        "answer=...).",
+    }.get(state.state)
+    if state.answer_pending:
+        advice = f"Your answer waits for the agent: check_call(task_id='{state.task_id}', "
+        advice += "wait_seconds=60)."
+    if any(key in view for key in ("result", "question", "reason")):  # the agent's words
+        note = " ".join(filter(None, [note, DATA_NOTE]))
+    return result(**view, next_step=advice, note=note)
+
+
+def _progress() -> Callable[[CallState], Awaitable[None]] | None:
+    report = CALL_PROGRESS.get()
+    if report is None:
+        return None
+
+    async def on_state(state: CallState) -> None:
+        await report(state.view())
+
+    return on_state
+
+
+# How many of the best matches for a capability are looked at for one that takes tasks.
+MATCHES_LOOKED_AT = 20
+
+
+async def _resolve(client: Any, agent: str, policy: Any) -> dict[str, Any]:
+    """The agent named ``agent``, else the best match for it as a capability among the agents
+    whose card says they take tasks (``a2a_wire.serves_tasks``): one registered only for its
+    mailbox would never answer."""
+    listing = await discover(client)
+    named = [a for a in listing if a.get("name") == agent]
+    if named:
+        if not w.serves_tasks(named[0]):
+            raise OperationError(
+                f"agent {clipped(agent, 80)!r} takes no delegated tasks (its card does not say "
+                "it serves A2A tasks): send_message to its mailbox instead"
+            )
+        return named[0]
+    found = await discover(client, **{policy.discover_by: agent, "limit": MATCHES_LOOKED_AT})
+    found = [a for a in found if w.serves_tasks(a)]
+    if not found:
+        raise OperationError(
+            f"no agent that takes delegated tasks is named or fits {clipped(agent, 80)!r}: "
+            "agent_discover(query=...) lists the agents and what they do"
+        )
+    return found[0]
+
+
+async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome[CallStarted]:
+    if args.context_id and not w.is_valid_id(args.context_id):
+        raise OperationError("context_id: use the context_id an earlier call returned")
+    agent = await _resolve(client, args.agent, policy)
+    policy.check(agent["mailbox"])
+    caller = _caller(client, policy)
+    state = await caller.call(
+        agent["mailbox"],
+        args.task,
+        agent=agent["name"],
+        context_id=args.context_id or None,
+        wait=args.wait_seconds,
+        on_state=_progress(),
+    )
+    return Outcome(_shown(state, policy, CallStarted), state)
+
+
+async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome[CallStatus]:
+    caller = _caller(client, policy)
+    state = await caller.check(args.task_id, wait=args.wait_seconds, on_state=_progress())
+    return Outcome(_shown(state, policy, CallStatus), state)
+
+
+async def answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Outcome[CallStatus]:
+    caller = _caller(client, policy)
+    state = await caller.answer(
+        args.task_id,
+        args.answer,
+        wait=args.wait_seconds,
+        on_state=_progress(),
+        allow=policy.check,  # the agent's mailbox, as call_agent checked it
+    )
+    return Outcome(_shown(state, policy, CallStatus), state)
+
+
+async def cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Outcome[CallStatus]:
+    caller = _caller(client, policy)
+    state = await caller.cancel(args.task_id, wait=CANCEL_WAIT, allow=policy.check)
+    return Outcome(_shown(state, policy, CallStatus), state)
+
+
+async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome[CallsListed]:
+    caller = _caller(client, policy)
+    states = await caller.calls()
+    views = [  # each call's state, without the advice for it
+        replace(_shown(s, policy, CallStatus), next_step=None, note=None).content()
+        for s in states
+        if not args.state or w.short_state(s.state) == args.state.strip().lower()
+    ]
+    note = DATA_NOTE if any({"result", "question", "reason"} & set(v) for v in views) else None
+    return Outcome(CallsListed(count=len(views), calls=views, note=note), states)

@@ -1,0 +1,384 @@
+"""The handlers of the mailbox and message operations. Each takes any client with
+``Mq9Client``'s methods (ours, or the official ``mq9`` SDK's, whose ``Message`` has no key or
+tags and whose ``query`` takes no tags), the validated arguments and the caller's
+``ToolPolicy``, and returns an ``Outcome`` (``results.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ..groups.state import ReaderState
+from ..protocol import PRIORITY_ORDER, QUERY_CAP, Priority
+from .errors import OperationError, invalid
+from .policy import ToolPolicy
+from .results import (
+    MailboxCreated,
+    MessageDeleted,
+    MessagesAcked,
+    MessageSent,
+    MessagesFetched,
+    MessagesQueried,
+    Outcome,
+    answer_text,
+    most_that_fit,
+)
+from .schemas import (
+    AckMessagesInput,
+    CreateMailboxInput,
+    DeleteMessageInput,
+    FetchMessagesInput,
+    QueryMessagesInput,
+    SendMessageInput,
+)
+from .views import DATA_NOTE, message_view
+
+QUERY_PAGE = 10  # messages query_messages shows unless given a limit: a page, not the mailbox
+
+
+def next_call(tool: str, address: str, policy: ToolPolicy, *more: str) -> str:
+    """How the model calls ``tool`` next; the mailbox is left out when it is its own."""
+    args = [] if address == policy.agent_mailbox else [f"mail_address='{address}'"]
+    return f"{tool}({', '.join([*args, *more])})"
+
+
+async def create_mailbox(
+    client: Any, args: CreateMailboxInput, policy: ToolPolicy
+) -> Outcome[MailboxCreated]:
+    policy.check(args.name or None)
+    address = await client.mailbox_create(name=args.name or None, ttl=args.ttl)
+    policy.created.add(address)
+    next_step = (
+        "Give this address to others (e.g. as reply_to in a message) and read it with "
+        f"fetch_messages(mail_address='{address}')."
+    )
+    return Outcome(MailboxCreated(mail_address=address, next_step=next_step), address)
+
+
+async def send_message(
+    client: Any, args: SendMessageInput, policy: ToolPolicy
+) -> Outcome[MessageSent]:
+    policy.check(args.mail_address)
+    msg_id = await client.send(
+        args.mail_address,
+        args.payload,
+        # Our Priority, not its name: the official SDK's send reads ``priority.value``.
+        priority=Priority(args.priority),
+        key=args.key or None,
+        delay=args.delay or None,
+        ttl=args.ttl or None,
+        tags=args.tags or None,
+    )
+    delayed = f"delayed: visible in {args.delay} s, it gets its msg_id then"
+    return Outcome(
+        MessageSent(sent=True, msg_id=msg_id, note=delayed if msg_id == -1 else None), msg_id
+    )
+
+
+def _fitted(
+    messages: list, policy: ToolPolicy, answer: Callable[[list[dict[str, Any]], int], Any]
+) -> Any:
+    """The result ``answer(views, left_out)`` that shows as many of ``messages`` as fit in the
+    answer budget (``max_answer_chars``): whole messages, in order, at least one."""
+    views = [message_view(m, policy.max_payload_chars) for m in messages]
+
+    def result(shown: int) -> Any:
+        return answer(views[:shown], len(views) - shown)
+
+    def size(shown: int) -> int:
+        return len(answer_text(result(shown).content()))
+
+    return result(most_that_fit(size, len(views), policy.max_answer_chars))
+
+
+async def fetch_messages(
+    client: Any, args: FetchMessagesInput, policy: ToolPolicy
+) -> Outcome[MessagesFetched]:
+    address = policy.own(args.mail_address)
+    policy.check(address)
+    reading = None
+    if policy.read_only:  # a look without a group: it consumes nothing
+        messages = await client.fetch(
+            address,
+            deliver=policy.deliver,
+            num_msgs=policy.num_msgs,
+            max_wait_ms=args.max_wait_ms,
+        )
+        after = "This look took nothing: the same messages are there to read again."
+        left_out = "query_messages pages through them"
+        earlier: list[int] = []
+    else:
+        reading = policy.reading(client, address, policy.default_group)
+        earlier = list(reading.unacked)
+        messages = await reading.fetch(policy.num_msgs, policy.deliver, args.max_wait_ms)
+        ack = next_call("ack_messages", address, policy, "msg_id=<the last one handled>")
+        after = (
+            f"Each message is given to you once. When you have handled them, call {ack}. "
+            "Until then none is lost: if you stop first, they are given again (to you, or to "
+            "whoever reads this mailbox next)."
+        )
+        left_out = "they stay waiting, and the next fetch_messages gives them"
+    if messages:
+        next_step = after
+    elif args.max_wait_ms:
+        next_step = f"Nothing arrived within {args.max_wait_ms} ms; call again to keep waiting."
+    else:
+        next_step = "Nothing new. To wait for a message, set max_wait_ms (e.g. 30000)."
+    aside = next_call("ack_messages", address, policy, "msg_id=<it>", "set_aside='<why>'")
+    again = (
+        f" handed_out > 1: given before and never acked; one you cannot handle, set aside with "
+        f"{aside}."
+    )
+
+    def answer(views: list[dict[str, Any]], left: int) -> MessagesFetched:
+        more = f" {left} more did not fit in this answer: {left_out}." if left else ""
+        shown_before = reading is not None and _show_handed_out(views, reading.reader)
+        return MessagesFetched(
+            count=len(views),
+            messages=views,
+            note=DATA_NOTE if views else None,
+            unacked_earlier=earlier or None,
+            next_step=next_step + (again if shown_before else "") + more,
+        )
+
+    result = _fitted(messages, policy, answer)
+    shown, left = messages[: result.count], messages[result.count :]
+    if left and reading is not None:  # handed out, not shown: hand them out again
+        await reading.reader.release(m.msg_id for m in left)
+        del reading.unacked[len(reading.unacked) - len(left) :]  # the fetch put them last
+    return Outcome(result, shown)
+
+
+def _show_handed_out(views: list[dict[str, Any]], reader: Any) -> bool:
+    """Mark the messages handed out before (to a reader that stopped, or that failed them):
+    how often, as the broker's records count it. Whether any was."""
+    again = False
+    for view in views:
+        count = reader.handed_out(view["msg_id"])
+        if count > 1:
+            view["handed_out"] = count
+            again = True
+    return again
+
+
+async def ack_messages(
+    client: Any, args: AckMessagesInput, policy: ToolPolicy
+) -> Outcome[MessagesAcked]:
+    address = policy.own(args.mail_address)
+    policy.check(address)
+    reading = policy.readings.get((address, policy.default_group))
+    waiting = reading.unacked if reading is not None else []
+    if args.msg_id not in waiting:  # so reading is not None below
+        why = (
+            f"msg_id {args.msg_id} is not waiting for an ack in {address}: fetch_messages did "
+            "not give it to you, or it is already acked. "
+        )
+        if waiting:
+            raise OperationError(why + f"Waiting for an ack: {waiting}; ack one of those.")
+        fetch = next_call("fetch_messages", address, policy)
+        raise OperationError(why + f"Call {fetch} first and ack a msg_id it returned.")
+    if args.set_aside:
+        return await _set_aside(reading, address, args, policy)
+    confirmed = waiting[: waiting.index(args.msg_id) + 1]
+    await reading.reader.done(confirmed)
+    reading.unacked = waiting[len(confirmed) :]  # waiting is reading.unacked; confirmed its head
+    still = list(reading.unacked) or None
+    return Outcome(MessagesAcked(confirmed=confirmed, still_unacked=still), confirmed)
+
+
+async def _set_aside(
+    reading: Any, address: str, args: AckMessagesInput, policy: ToolPolicy
+) -> Outcome[MessagesAcked]:
+    """Move one handed-out message to the dead-letter mailbox instead of acking it: the group
+    goes past it, and it stays readable there (docs/groups.md, "Poison messages")."""
+    reader = reading.reader
+    await reader.dead_letter(args.msg_id, args.set_aside)
+    reading.unacked.remove(args.msg_id)
+    still = list(reading.unacked) or None
+    look = next_call("query_messages", reader.dead_letter_address, policy)
+    next_step = f"msg_id {args.msg_id} was set aside: it is kept, with your reason, in {look}."
+    result = MessagesAcked(confirmed=[], still_unacked=still, next_step=next_step)
+    return Outcome(result, {"set_aside": args.msg_id, "dead_letter": reader.dead_letter_address})
+
+
+async def query_messages(
+    client: Any, args: QueryMessagesInput, policy: ToolPolicy
+) -> Outcome[MessagesQueried]:
+    address = policy.own(args.mail_address)
+    policy.check(address)
+    given = {k: v for k, v in (("key", args.key), ("tags", args.tags)) if v}
+    limit = args.limit or QUERY_PAGE
+    if given:
+        if args.from_id:
+            raise invalid("from_id reads every message, without key or tags: give either")
+        # Only what was given: the official SDK's query takes no tags.
+        found = await client.query(address, **given, limit=limit)
+        result = _fitted(found, policy, _filtered_answer(address, args, policy, limit, found))
+        if len(given) > 1:  # both key and tags: the broker applies key, else tags
+            result.filter_used = "only key: the broker applies one filter"
+        return Outcome(result, found[: result.count])
+    page, maybe_more, whole = await _page(client, address, args.from_id, limit)
+    newest = None
+    if maybe_more or (not page and args.from_id):  # where the mailbox ends, for the next calls
+        newest = await _newest_id(client, address, page[-1].msg_id if page else -1)
+
+    gaps = None
+    if not whole:
+        gaps = (
+            "Normal messages between these may be missing: over 100 urgent and critical ones "
+            "follow; fetch_messages takes every one in turn."
+        )
+
+    def answer(views: list[dict[str, Any]], left: int) -> MessagesQueried:
+        step = _page_step(address, policy, args, page[: len(views)], page[len(views) :], newest)
+        return MessagesQueried(
+            count=len(views),
+            messages=views,
+            note=" ".join(filter(None, [DATA_NOTE if views else None, gaps])) or None,
+            next_step=step,
+        )
+
+    result = _fitted(page, policy, answer)
+    return Outcome(result, page[: result.count])
+
+
+def _filtered_answer(
+    address: str, args: QueryMessagesInput, policy: ToolPolicy, limit: int, found: list
+) -> Callable[[list[dict[str, Any]], int], MessagesQueried]:
+    """The answer to a query by key or tags, which the broker cannot page: it answers the
+    oldest ``limit`` per tag (docs/protocol.md §5.5)."""
+    steps = []
+    if args.tags and not args.key and len(found) >= limit:
+        wider = next_call("query_messages", address, policy, f"tags={args.tags!r}", "limit=100")
+        steps.append(
+            "The broker answers the oldest messages per tag, up to limit: there may be more"
+            + (f" ({wider} shows up to 100)." if limit < QUERY_CAP else ".")
+        )
+
+    def answer(views: list[dict[str, Any]], left: int) -> MessagesQueried:
+        more = [f"{left} more did not fit in this answer: query fewer tags."] if left else []
+        return MessagesQueried(
+            count=len(views),
+            messages=views,
+            note=DATA_NOTE if views else None,
+            next_step=" ".join(steps + more) or None,
+        )
+
+    return answer
+
+
+async def _page(client: Any, address: str, from_id: int, limit: int) -> tuple[list, bool, bool]:
+    """Up to ``limit`` messages from msg_id ``from_id`` on, all of them in msg_id order;
+    whether more may follow; whether the page is surely whole. RobustMQ's QUERY answers the
+    oldest messages; a FETCH without a group reads from any msg_id and consumes nothing, but
+    lane by lane (critical, urgent, normal; docs/protocol.md §5.3): only the ids every lane was
+    read through are a page."""
+    if not from_id:
+        asked = min(limit + 1, QUERY_CAP)
+        found = await client.query(address, limit=asked)
+        return found[:limit], len(found) >= asked, True
+    for asked in dict.fromkeys((limit + 1, QUERY_CAP + 1)):
+        found = await client.fetch(
+            address, deliver="from_id", from_id=from_id, num_msgs=asked, max_wait_ms=0
+        )
+        # From an id past the end RobustMQ answers the newest message: not from from_id on.
+        found = sorted((m for m in found if m.msg_id >= from_id), key=lambda m: m.msg_id)
+        through = _read_through(found, asked)
+        if not found or through >= found[0].msg_id:
+            break
+    # Over 100 urgent and critical messages from from_id on (a rare mailbox): the normal
+    # lane was not read; what was read is shown, and the answer says so.
+    page = [m for m in found if m.msg_id <= through][:limit] or found[:limit]
+    return page, len(found) > len(page) or through < math.inf, through >= 0
+
+
+def _read_through(answer: list, asked: int) -> float:
+    """The largest msg_id up to which a FETCH of ``asked`` without a group holds every message
+    from its start on (``math.inf``: all there is). A lane read whole holds all of its own; a
+    lane cut short, those up to its last; a lane not read (the answer held ``asked`` before
+    it), none (then -1)."""
+    whole = ReaderState(last_answer=answer, asked=asked).whole_lanes()
+    through, held = math.inf, 0
+    for priority in PRIORITY_ORDER:
+        lane = [m.msg_id for m in answer if m.priority is priority]
+        if held >= asked:
+            return -1
+        if priority not in whole:
+            through = min(through, max(lane))
+        held += len(lane)
+    return through
+
+
+async def _newest_id(client: Any, address: str, known: int) -> int | None:
+    """The msg_id of the newest message in the mailbox (None: it is empty), ``known`` being
+    one there (or -1).
+
+    A FETCH without a group from ``latest`` hands out the newest message written (RobustMQ
+    starts at the shard's end), unless it is gone (deleted, expired): then the ids above
+    ``known`` are searched, each look a FETCH of one message from an id."""
+
+    async def first_from(msg_id: int | None) -> int | None:
+        start: dict[str, Any] = {"deliver": "latest"}
+        if msg_id is not None:
+            start = {"deliver": "from_id", "from_id": msg_id}
+        found = await client.fetch(address, num_msgs=1, max_wait_ms=0, **start)
+        ids = [m.msg_id for m in found if msg_id is None or m.msg_id >= msg_id]
+        return max(ids, default=None)
+
+    newest = await first_from(None)
+    if newest is not None and newest >= known:
+        return newest
+    low, step, high = known, 1, math.inf  # a message at low, none from high on
+    while high - low > 1:
+        probe = low + step if high == math.inf else (low + high) // 2
+        found = await first_from(probe)
+        if found is None:
+            high = probe
+        else:
+            low, step = found, step * 2
+    return None if low < 0 else low
+
+
+def _page_step(
+    address: str,
+    policy: ToolPolicy,
+    args: QueryMessagesInput,
+    shown: list,
+    left: list,
+    newest: int | None,
+) -> str | None:
+    """What else is in the mailbox, and the exact calls that page to it: ``left`` are the
+    page's messages the answer had no room for, ``newest`` the newest msg_id when looked up."""
+    size = args.limit or QUERY_PAGE
+    extra = [f"limit={args.limit}"] if args.limit else []
+
+    def page_at(msg_id: int) -> str:
+        return next_call("query_messages", address, policy, f"from_id={max(msg_id, 0)}", *extra)
+
+    steps = []
+    if shown and args.from_id:
+        steps.append(f"Earlier: {page_at(shown[0].msg_id - size)}.")
+    last = shown[-1].msg_id if shown else args.from_id - 1
+    if left or (newest is not None and newest > last):
+        following = left[0].msg_id if left else last + 1
+        up_to = f", up to msg_id {newest}" if newest is not None else ""
+        step = f"More follow{up_to}: next page {page_at(following)}"
+        if newest is not None and newest - size + 1 > following:
+            step += f", the newest {page_at(newest - size + 1)}"
+        steps.append(step + ".")
+    elif not shown and args.from_id:
+        newest_page = f": the newest are {page_at(newest - size + 1)}" if newest is not None else ""
+        steps.append(f"No message from msg_id {args.from_id} on{newest_page}.")
+    return " ".join(steps) or None
+
+
+async def delete_message(
+    client: Any, args: DeleteMessageInput, policy: ToolPolicy
+) -> Outcome[MessageDeleted]:
+    address = policy.own(args.mail_address)
+    policy.check(address)
+    await client.delete(address, args.msg_id)
+    artifact = {"mail_address": address, "msg_id": args.msg_id}
+    return Outcome(MessageDeleted(deleted=True, msg_id=args.msg_id), artifact)

@@ -1,0 +1,200 @@
+"""``ToolPolicy``: one agent's use of the tools (a toolkit's, or an MCP session's).
+
+A consumer group's FETCH hands the same messages out again until they are acked, and an ACK
+moves every priority lane of the group (RobustMQ's rules, ``broker/engine.py``), so the tools
+read groups through one ``GroupReader`` per mailbox and group, kept here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import inspect
+import threading
+import weakref
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
+
+from ..groups.dead_letters import DEAD_LETTER_SUFFIX, DEFAULT_MAX_DELIVERIES
+from ..groups.leases import RESERVED_ROOT, is_reserved
+from ..groups.reader import GroupReader, fixed_start
+from ..protocol import QUOTE_CHARS, check_address, clipped, quoted
+from .config import ToolConfig
+from .errors import OperationError, invalid
+
+# The client of the tool call under way. A toolkit's connection gives each event loop (and sync
+# callers) a client of its own, while a reader's bookkeeping must outlive them all: readers
+# hold a stand-in that resolves to this.
+CALL_CLIENT: ContextVar[Any] = ContextVar("mq9_call_client")
+
+# How many run identities (``ToolPolicy.for_run``) one toolkit remembers.
+MAX_RUN_IDENTITIES = 1000
+
+
+class _CallClient:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(CALL_CLIENT.get(), name)
+
+
+def _queries_tags(client: Any) -> bool:
+    try:
+        return "tags" in inspect.signature(client.query).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@dataclass
+class GroupReading:
+    """One mailbox read with one group: the reader, and the msg_ids it handed to the model that
+    are not acked yet, in the order handed out (ack_messages confirms a prefix of them)."""
+
+    held: Any  # the reader: ``reader`` gives it for the event loop running
+    unacked: list[int] = field(default_factory=list)
+    # Where the group starts, fixed by the first fetch (``consumer.fixed_start`` says why).
+    start: tuple[str, int | None] | None = None
+    _loop: Any = None  # a weak reference to the loop that last used the reader
+
+    @property
+    def reader(self) -> Any:
+        """The reader, for the event loop running. A reader's asyncio lock serves one loop, and
+        a toolkit outlives its loops (each ``asyncio.run``): on another loop the reader goes on
+        with the same bookkeeping under a fresh lock (one loop at a time uses a toolkit)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # looked at from sync code: nothing will wait on its lock
+            return self.held
+        if self._loop is not None and self._loop() is not loop:
+            self.held = copy.copy(self.held)  # the same state and leases, shared
+            self.held._lock = asyncio.Lock()
+        self._loop = weakref.ref(loop)
+        return self.held
+
+    async def fetch(self, num_msgs: int, deliver: str, max_wait_ms: int) -> list:
+        deliver, from_id = self.start or (deliver, None)
+        found = await self.reader.fetch(
+            num_msgs=num_msgs, max_wait_ms=max_wait_ms, deliver=deliver, from_id=from_id
+        )
+        if self.start is None:
+            self.start = fixed_start(deliver, from_id, self.reader.last_answer)
+        self.unacked.extend(m.msg_id for m in found)
+        return found
+
+
+class ToolPolicy:
+    """The rules of one agent's tools (``config``, whose settings read as the policy's own:
+    ``policy.agent_mailbox``) and what it remembers: the mailboxes it ``created`` (allowed
+    whatever the allow-list), its group ``readings`` and its agent calls' ``call_state``.
+
+    ``ToolPolicy(config)``, or ``ToolPolicy(**settings)`` for a new ``ToolConfig``."""
+
+    def __init__(self, config: ToolConfig | None = None, /, **settings: Any) -> None:
+        self.config = ToolConfig(**settings) if config is None else config
+        if config is not None and settings:
+            raise TypeError("give a ToolConfig or its settings, not both")
+        self.created: set[str] = set()
+        self.readings: dict[tuple[str, str], GroupReading] = {}
+        self.call_state: dict[str, Any] = {}
+        # The policies of the runs that name another identity (``for_run``), oldest first.
+        self.runs: dict[tuple[tuple[str, Any], ...], ToolPolicy] = {}
+        self._runs_lock = threading.Lock()  # sync tool calls run in threads
+
+    def __repr__(self) -> str:
+        return f"ToolPolicy({self.config!r}, created={self.created!r})"
+
+    def session(self, **changes: Any) -> ToolPolicy:
+        """The same rules (with ``changes``, e.g. a worker name) and nothing remembered: for
+        another agent (an MCP session), which must neither use this one's mailboxes nor get its
+        messages. It reads as the same worker (or the group's one reader) unless told: a
+        session is the agent again, e.g. restarted."""
+        return ToolPolicy(
+            ToolConfig(**{**dict(self.config), **changes}) if changes else self.config
+        )
+
+    def for_run(self, **identity: Any) -> ToolPolicy:
+        """The policy of a run that names its own ``agent_mailbox``, ``default_group`` or
+        ``worker`` (None: this policy's): a ``session`` per identity, kept (at most
+        ``MAX_RUN_IDENTITIES``, the least recently used dropped: its unacked messages are
+        handed out again), so the runs of one identity share their group readers."""
+        given = identity.items()
+        key = tuple(sorted((k, v) for k, v in given if v not in (None, getattr(self.config, k))))
+        if not key:  # the toolkit's own identity
+            return self
+        with self._runs_lock:
+            policy = self.runs.pop(key, None) or self.session(**dict(key))
+            self.runs[key] = policy  # the most recently used last
+            while len(self.runs) > MAX_RUN_IDENTITIES:
+                del self.runs[next(iter(self.runs))]
+        return policy
+
+    def tool_name(self, name: str) -> str:
+        return self.config.tool_prefix + name
+
+    def reading(self, client: Any, mail_address: str, group: str) -> GroupReading:
+        key = (mail_address, group)
+        if key not in self.readings:
+            # Leases need QUERY by tags, which the official SDK's client lacks: with it the
+            # reader still hands each message out once, but competing toolkits may share one.
+            tags = _queries_tags(client)
+            worker = self.config.worker if tags else None
+            reader = GroupReader(
+                _CallClient(),
+                mail_address,
+                group,
+                worker=worker,
+                lease_ttl=self.config.lease_ttl,
+                max_deliveries=DEFAULT_MAX_DELIVERIES if tags else None,  # its records need tags
+            )
+            self.readings[key] = GroupReading(reader)
+        return self.readings[key]
+
+    def check(self, address: str | None) -> None:
+        """``address`` is a mailbox address (the client's rule, which quotes it bounded) that
+        this agent may use."""
+        if address is not None:
+            check_address(address)
+            then = "use one of those, or ask the user"
+            what = f"mailbox {clipped(address, QUOTE_CHARS)}"
+            base = address.removesuffix(DEAD_LETTER_SUFFIX)
+            if base and base != address:  # a usable mailbox's dead letters are usable too
+                with contextlib.suppress(OperationError):
+                    return self._check(base, what, "mailboxes", then)
+            self._check(address, what, "mailboxes", then)
+
+    def check_name(self, name: str) -> None:
+        """The allow-list covers registry names as well as mailboxes: the registry is keyed
+        by name, so a name outside it would let the model take over, remove or rewrite
+        another agent's entry (and have that agent's work sent to it)."""
+        then = "register, report and unregister under one of those"
+        self._check(name, f"agent name {quoted(name)}", "names", then)
+
+    def _check(self, value: str, what: str, kind: str, then: str) -> None:
+        if is_reserved(value):  # the library's own (leases): never the model's
+            raise OperationError(
+                f"{what} is reserved: addresses under '{RESERVED_ROOT}.' hold this library's "
+                "own records (consumer-group leases, agent calls); use another name"
+            )
+        allowed = self.config.allowed_mailboxes
+        if allowed is None or value in self.created or value == self.config.agent_mailbox:
+            return
+        if not any(value == prefix or value.startswith(prefix + ".") for prefix in allowed):
+            mine = [self.config.agent_mailbox] if self.config.agent_mailbox else []
+            raise OperationError(
+                f"{what} is outside the {kind} this agent may use "
+                f"({', '.join([*mine, *allowed])} and mailboxes it created): {then}"
+            )
+
+    def own(self, value: str, argument: str = "mail_address") -> str:
+        """``value``, or this agent's own mailbox when the model left the argument empty."""
+        if value:
+            return value
+        if self.config.agent_mailbox:
+            return self.config.agent_mailbox
+        raise invalid(f"{argument}: Field required")
+
+
+# Each setting of the config reads as the policy's own (policy.read_only, policy.agent_mailbox).
+for _name in ToolConfig.model_fields:
+    setattr(ToolPolicy, _name, property(attrgetter(f"config.{_name}")))

@@ -1,0 +1,152 @@
+"""The handlers of the agent registry operations: agent_register, agent_discover,
+agent_unregister, agent_report (see ``mailbox.py`` for what a handler is)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..client.client import Agents
+from ..protocol import agent_card, check_address, normalize_agent
+from ..protocol.errors import ListingTooLarge, MailboxExists
+from .errors import OperationError
+from .mailbox import next_call
+from .policy import ToolPolicy
+from .results import (
+    AgentRegistered,
+    AgentReported,
+    AgentsFound,
+    AgentUnregistered,
+    Outcome,
+)
+from .schemas import (
+    AgentDiscoverInput,
+    AgentRegisterInput,
+    AgentReportInput,
+    AgentUnregisterInput,
+)
+from .views import CARD_NOTE, agent_view
+
+
+def _card(name: str, capabilities: str, extra: dict[str, Any], address: str) -> dict[str, Any]:
+    card = agent_card(
+        name,
+        mailbox=address,
+        description=capabilities or extra.get("description"),
+        skills=extra.get("skills"),
+    )
+    # The developer's other A2A fields (version, provider, ...) go in; never a name or mailbox.
+    for key, value in extra.items():
+        if key not in ("name", "description", "skills", "supportedInterfaces", "url"):
+            card[key] = value
+    return card
+
+
+async def discover(client: Any, **query: Any) -> list[dict[str, Any]]:
+    """Agents as our client returns them: the official SDK's hands out the broker's raw
+    items, whose card is a JSON string in ``agent_info``."""
+    found = await client.agent_discover(**query)
+    agents = Agents(a if "mailbox" in a else normalize_agent(a) for a in found)
+    agents.ranked_here = getattr(found, "ranked_here", False)
+    agents.ranking = getattr(found, "ranking", None)
+    agents.not_indexed_yet = getattr(found, "not_indexed_yet", ())
+    return agents
+
+
+async def agent_register(
+    client: Any, args: AgentRegisterInput, policy: ToolPolicy
+) -> Outcome[AgentRegistered]:
+    name = policy.own(args.name, "name")
+    policy.check_name(name)
+    address = check_address(policy.agent_mailbox or name)
+    policy.check(address)
+    try:
+        card = _card(name, args.capabilities, policy.agent_card or {}, address)
+    except ValueError as exc:  # e.g. a pinned skill that is not a string or {name, ...}
+        raise OperationError(f"invalid agent_card: {exc}") from None
+    try:
+        await client.mailbox_create(name=address, ttl=0)
+        created = True
+    except MailboxExists:
+        created = False
+    policy.created.add(address)
+    result = AgentRegistered(registered=True, mail_address=address, mailbox_created=created)
+    # The registry keeps a name's FIRST registration and answers success to any later one, so
+    # look first (a DISCOVER without a query lists every agent): the model must not believe it
+    # changed a card it did not.
+    try:
+        existing = next((a for a in await discover(client) if a.get("name") == name), None)
+    except ListingTooLarge:
+        existing = None
+        result.note = (
+            "the registry is too large to list, so whether another agent had this name "
+            f"already is not known (the registry keeps the first card): agent_discover("
+            f"query='{name}') shows the card it holds"
+        )
+    limit = policy.max_payload_chars
+    if existing is None:
+        await client.agent_register(card)
+    elif agent_view(existing, limit) == agent_view({**card, "mailbox": address}, limit):
+        result.note = "already registered with this same card"
+    else:
+        result.registered = False
+        result.registered_card = agent_view(existing, limit)
+        result.note = (
+            f"an agent named {name} is already registered, and the registry keeps the "
+            "first card: it was NOT changed. To replace it, call agent_unregister(name="
+            f"'{name}') and then agent_register again."
+        )
+        return Outcome(result, existing)
+    result.next_step = (
+        f"Other agents can now find you with agent_discover and send to '{address}'. Read what "
+        f"arrives with {next_call('fetch_messages', address, policy)}."
+    )
+    return Outcome(result, card)
+
+
+async def agent_discover(
+    client: Any, args: AgentDiscoverInput, policy: ToolPolicy
+) -> Outcome[AgentsFound]:
+    search = {policy.discover_by: args.query} if args.query.strip() else {}
+    if search:
+        search["limit"] = policy.discover_limit
+    agents = await discover(client, **search)
+    limit = policy.max_payload_chars
+    result = AgentsFound(count=len(agents), agents=[agent_view(a, limit) for a in agents])
+    notes = [CARD_NOTE] if agents else []
+    if agents.ranked_here:
+        how = "meaning (embeddings)" if agents.ranking == "embeddings" else "shared words"
+        ranked = f"every registered agent was read and ranked by {how}"
+        notes.append(f"This broker has no agent search, so {ranked}.")
+    if agents.not_indexed_yet:  # RobustMQ indexes a card about 0.5 s after its REGISTER
+        fresh = ", ".join(agents.not_indexed_yet)
+        notes.append(
+            f"Registered moments ago, maybe not searchable yet: {fresh}; query='' lists all."
+        )
+    result.note = " ".join(notes) or None
+    if any(a.get("mailbox") for a in agents):
+        result.next_step = (
+            "Check that the agent's description fits (the best match comes first, but may not "
+            "fit), then send_message(mail_address=<its mailbox>)."
+        )
+    elif not agents:
+        result.next_step = "No agent matched: try other words, or query='' to list all."
+    return Outcome(result, agents)
+
+
+async def agent_unregister(
+    client: Any, args: AgentUnregisterInput, policy: ToolPolicy
+) -> Outcome[AgentUnregistered]:
+    name = policy.own(args.name, "name")
+    policy.check_name(name)
+    await client.agent_unregister(name)
+    return Outcome(AgentUnregistered(unregistered=name), name)
+
+
+async def agent_report(
+    client: Any, args: AgentReportInput, policy: ToolPolicy
+) -> Outcome[AgentReported]:
+    name = policy.own(args.name, "name")
+    policy.check_name(name)
+    report = {**(args.details or {}), "name": name, "status": args.status}
+    await client.agent_report(report)
+    return Outcome(AgentReported(reported=True, name=name), report)

@@ -1,0 +1,207 @@
+"""What a model sees of the mq9 operations: their input models, descriptions and JSON schemas.
+
+Every tool is read by the model on every step of every agent run, so this text is kept short,
+and its schemas are safe under every provider's strict mode:
+
+* no open object anywhere (a JSON payload, a card's details are JSON *text*);
+* no ``anyOf`` null wrapper: an optional argument has a neutral value of its own type that
+  means "not given" (``""``, ``0``, ``[]``), which a strict-mode model, made to give every
+  argument, can pass as well;
+* no bound a provider may drop (Gemini keeps none) is relied on: the pydantic models below
+  check every bound again and answer "Invalid arguments: ..." when one is broken;
+* no pydantic titles, no defaults (a description says what the neutral value means).
+
+Knobs a model rarely needs (the consumer group, where a group starts, messages per fetch, how
+discovery searches, the agent card's extra fields) are ``ToolConfig``'s, not arguments. The
+agent's own mailbox is written into the descriptions and schemas built for a toolkit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+from ..protocol import QUERY_CAP
+
+MAX_TOOL_WAIT_MS = 120_000
+
+# A JSON object may be given as text (what the schema says, and all a strict-mode model can
+# produce) or, by code calling a tool directly, as a dict.
+JsonText = Annotated[str | dict[str, Any], WithJsonSchema({"type": "string"})]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Fields that default to the toolkit's agent_mailbox (their neutral value is ""): the
+    # schema requires them when the toolkit has none, and names the default when it has one.
+    own_fields: ClassVar[tuple[str, ...]] = ()
+
+
+class _MailboxInput(_Input):
+    # A mail_address argument needs no words (the tool's description says which mailbox);
+    # the schema adds "default: <agent_mailbox>" where the toolkit has one.
+    own_fields = ("mail_address",)
+    mail_address: str = ""
+
+
+class AgentRegisterInput(_Input):
+    own_fields = ("name",)
+    name: str = Field(default="", description="Your agent name, also your mailbox address.")
+    capabilities: str = Field(
+        min_length=1, description="What you do, in the plain words others will search."
+    )
+
+
+class AgentDiscoverInput(_Input):
+    query: str = Field(
+        default="",
+        description="The skill you need, in keywords or plain words; '' lists all.",
+    )
+
+
+class CreateMailboxInput(_Input):
+    name: str = Field(
+        default="", description="An address to create; '' for a private, unguessable one."
+    )
+    ttl: int = Field(default=0, ge=0, description="Seconds until it expires; 0 = never.")
+
+
+class SendMessageInput(_Input):
+    mail_address: str = Field(min_length=1)
+    payload: JsonText = Field(description="Text, or a JSON object as text.")
+    priority: Literal["normal", "urgent", "critical"] = "normal"
+    key: str = Field(default="", description="A newer message with this key replaces it.")
+    tags: list[str] = Field(default_factory=list)
+    delay: int = Field(default=0, ge=0, description="Seconds before it can be read.")
+    ttl: int = Field(default=0, ge=0, description="Seconds until it expires; 0 = never.")
+
+
+class FetchMessagesInput(_MailboxInput):
+    max_wait_ms: int = Field(
+        default=500,
+        ge=0,
+        le=MAX_TOOL_WAIT_MS,
+        description="Wait up to this long for one, e.g. 30000.",
+    )
+
+
+class AckMessagesInput(_MailboxInput):
+    msg_id: int = Field(ge=0)
+    set_aside: str = Field(default="", description="Set it aside instead, saying why.")
+
+
+class QueryMessagesInput(_MailboxInput):
+    key: str = Field(default="", description="Only the newest message with this key.")
+    tags: list[str] = Field(default_factory=list, description="Only messages with any of these.")
+    # Both described by the tool (a page, and its size) and by each answer (the exact calls).
+    from_id: int = Field(default=0, ge=0)
+    limit: int = Field(default=0, ge=0, le=QUERY_CAP)  # 0: a page of 10
+
+
+class DeleteMessageInput(_MailboxInput):
+    msg_id: int = Field(ge=0)
+
+
+class AgentUnregisterInput(_Input):
+    own_fields = ("name",)
+    name: str = Field(default="", description="The agent's registered name.")
+
+
+class AgentReportInput(_Input):
+    own_fields = ("name",)
+    name: str = Field(default="", description="The agent's registered name.")
+    status: str = Field(min_length=1, description="A word or two, e.g. 'busy', 'idle'.")
+    details: JsonText = Field(default="", description="More fields, as a JSON object text.")
+
+    @field_validator("details")
+    @classmethod
+    def _an_object(cls, value: str | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                value = None
+        if not isinstance(value, dict):
+            raise ValueError("details must be a JSON object")
+        return value
+
+
+# -- descriptions ------------------------------------------------------------------------------
+
+DESCRIPTIONS = {
+    "agent_register": "Publish this agent in the mq9 registry, where others look agents up by "
+    "capabilities; creates its mailbox. Call once, at start.",
+    "agent_discover": "Find agents by what they can do, best match first, each with the mailbox "
+    "to send_message to.",
+    "create_mailbox": "Create a mailbox; returns its mail_address.",
+    "send_message": "Leave a message in a mailbox; the recipient may be offline. Take mailboxes "
+    "from agent_discover, never guess them.{reply}",
+    "fetch_messages": "Take waiting messages, most urgent first, each given you once; then "
+    "ack_messages the last msg_id handled. query_messages only looks.",
+    "ack_messages": "Confirm fetched messages handled, up to and including msg_id.",
+    "query_messages": "Look at a mailbox without taking anything, e.g. to check whether "
+    "anyone replied: a page of 10, oldest first, and how to page on.",
+    "delete_message": "Delete one message from a mailbox, for good.",
+    "agent_unregister": "Remove an agent from the registry (this agent when it stops, or "
+    "before registering a changed card).",
+    "agent_report": "Report an agent's status (busy, idle, load) to the broker's operators. "
+    "agent_discover does not show it.",
+}
+
+_REPLY_TO_MINE = " For an answer, put reply_to: '{mailbox}' (your mailbox) in a JSON payload."
+_REPLY_TO_ANY = (
+    " For an answer, put reply_to (a mailbox of yours, e.g. from create_mailbox) in a JSON "
+    "payload."
+)
+
+
+def tool_description(text: str, agent_mailbox: str | None = None) -> str:
+    """A tool's description ``text`` (one of ``DESCRIPTIONS``) for a toolkit whose own mailbox
+    is ``agent_mailbox``."""
+    reply = _REPLY_TO_MINE.format(mailbox=agent_mailbox) if agent_mailbox else _REPLY_TO_ANY
+    return text.format(reply=reply)
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+_KEPT = ("type", "enum", "items", "description")
+
+
+def _lean(spec: dict[str, Any]) -> dict[str, Any]:
+    """Only the keywords a model needs, in new containers (the cached schema stays whole)."""
+    lean = {key: spec[key] for key in _KEPT if key in spec}
+    if "enum" in lean:
+        lean["enum"] = list(lean["enum"])
+    if "items" in lean:
+        lean["items"] = _lean(lean["items"])
+    return lean
+
+
+@functools.cache
+def _pydantic_schema(model: type[_Input]) -> dict[str, Any]:
+    return model.model_json_schema()  # pydantic builds it anew on every call
+
+
+def input_schema(model: type[_Input], agent_mailbox: str | None = None) -> dict[str, Any]:
+    """The JSON schema a model sees for ``model``, a new dict each time: the same for every
+    provider and for MCP."""
+    raw = _pydantic_schema(model)
+    required = list(raw.get("required", ()))
+    properties = {}
+    for name, spec in raw["properties"].items():
+        lean = _lean(spec)
+        if name in model.own_fields:
+            if agent_mailbox:
+                lean["description"] = f"Default: '{agent_mailbox}', yours."
+            else:
+                required.append(name)
+        properties[name] = lean
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    required.sort(key=list(properties).index)
+    if required:
+        schema["required"] = required
+    return schema

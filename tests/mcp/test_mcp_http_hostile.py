@@ -1,0 +1,150 @@
+"""One local client cannot hold or exhaust mq9-mcp's HTTP server (#35): a huge body is refused
+while it is read (before any of it is buffered whole, and before that when the Host or Origin is
+wrong), connections that never finish their headers are closed, and open connections are
+bounded. The app runs under uvicorn in this process on 127.0.0.1, as ``serve_http`` runs it;
+the hostile client writes raw bytes on sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import pytest
+import uvicorn
+from mcp_support import ACCEPT, INITIALIZE
+
+from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.client.connection import Mq9Connection
+from mcp_server import http_app
+from mcp_server.server import create_server
+
+MB = 1024 * 1024
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the test runner keeps its own handlers
+        yield
+
+
+@asynccontextmanager
+async def served() -> AsyncIterator[int]:
+    """mq9-mcp's HTTP app on a free loopback port, with serve_http's connection handling."""
+    connection = Mq9Connection("memory://")
+    app = http_app.create_http_app(create_server(connection, sessions_compete=True), connection)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+        http=http_app.BoundedConnections,
+    )  # fmt: skip
+    server = _Uvicorn(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "uvicorn stopped while starting"
+            await asyncio.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def status_of(reader: asyncio.StreamReader) -> int:
+    line = await asyncio.wait_for(reader.readline(), 20)
+    assert line.startswith(b"HTTP/1.1 "), line
+    return int(line.split()[1])
+
+
+def head(port: int, host: str = "", extra: str = "") -> bytes:
+    return (
+        f"POST /mcp HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        f"{extra}\r\n"
+    ).encode()
+
+
+async def send_until_answered(port: int, head_bytes: bytes, limit_mb: int) -> tuple[int, int]:
+    """Send ``head_bytes`` then a body 1 MB at a time (up to ``limit_mb``) until the server
+    answers; the status and how many MB it had been sent by then."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head_bytes)
+        chunk = b"x" * MB
+        sent = 0
+        answered = asyncio.ensure_future(status_of(reader))
+        while not answered.done() and sent < limit_mb:
+            frame = chunk if b"chunked" not in head_bytes else b"%x\r\n%s\r\n" % (MB, chunk)
+            writer.write(frame)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+            sent += 1
+            await asyncio.sleep(0)
+        return await answered, sent
+    finally:
+        writer.close()
+
+
+async def honest_request(port: int) -> int:
+    import httpx2
+
+    async with httpx2.AsyncClient(timeout=20) as http:
+        url = f"http://127.0.0.1:{port}/mcp"
+        return (await http.post(url, json=INITIALIZE, headers=ACCEPT)).status_code
+
+
+async def test_a_huge_body_to_a_wrong_host_is_refused_before_it_is_read():
+    async with served() as port:
+        length = f"Content-Length: {150 * MB}\r\n"
+        status, sent = await send_until_answered(port, head(port, "evil.example", length), 150)
+        assert status == 421 and sent < 150  # answered while the body was still coming
+        status, sent = await send_until_answered(
+            port, head(port, extra=f"Origin: http://evil.example\r\n{length}"), 150
+        )
+        assert status == 403 and sent < 150
+        assert await honest_request(port) == 200
+
+
+async def test_a_huge_body_is_refused_while_it_is_read():
+    async with served() as port:
+        # declared too long: refused at once
+        length = f"Content-Length: {150 * MB}\r\n"
+        status, sent = await send_until_answered(port, head(port, extra=length), 150)
+        assert status == 413 and sent < 150
+        # not declared (chunked): refused once past the limit, not after the whole of it (what
+        # the client wrote by then includes what the sockets' buffers took meanwhile)
+        chunked = "Transfer-Encoding: chunked\r\n"
+        status, sent = await send_until_answered(port, head(port, extra=chunked), 150)
+        assert status == 413 and sent < 4 * http_app.MAX_BODY_BYTES // MB, sent
+        assert await honest_request(port) == 200
+
+
+async def test_connections_that_never_finish_their_headers_are_closed(monkeypatch):
+    monkeypatch.setattr(http_app, "HEADER_SECONDS", 0.3)
+    async with served() as port:
+        slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(30)]
+        for _, writer in slow:
+            writer.write(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1")  # and never the rest
+        assert await honest_request(port) == 200
+        # each is closed by the server: its reader sees the end (bounded: never a hang)
+        ends = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in slow)), 20)
+        assert ends == [b""] * 30
+        for _, writer in slow:
+            writer.close()
+
+
+async def test_open_connections_are_bounded(monkeypatch):
+    monkeypatch.setattr(http_app, "MAX_CONNECTIONS", 5)
+    async with served() as port:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 20) == b""  # closed at once
+        writer.close()
+        for _, other in held:
+            other.close()
+        await asyncio.sleep(0)
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")

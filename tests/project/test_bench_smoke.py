@@ -1,0 +1,103 @@
+"""The benchmark command runs end to end on tiny sizes and writes its results table.
+
+Nothing here looks at timings: benchmarks measure speed, tests only check that they run.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET_KEYS = [
+    "1",
+    "2a",
+    "2b",
+    "2b-reader",
+    "2b-requests",
+    "2c",
+    "3a",
+    "3b",
+    "3c",
+    "3d",
+    "4a",
+    "4b",
+    "4c",
+    "4d",
+    "4e",
+    "5",
+    "6",
+    "7a",
+    "7b",
+    "7c",
+    "8a",
+    "8b",
+    "8c",
+    "8d",
+    "8e",
+    "8f",
+    "9a",
+    "9b",
+    "9c",
+    "9d",
+    "9h",
+    "10a",
+    "10b",
+    "10c",
+    "10d",
+    "11a",
+    "11b",
+    "11c",
+    "11d",
+    "11e",
+    "11f",
+    "11g",
+    "12a",
+    "12b",
+]
+
+
+def test_quick_benchmark_run_writes_a_results_table(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert (
+        "| # | Benchmark | Ours (median) | Baseline (median) | Ratio | Target | Result |" in results
+    )
+    assert "error:" not in results, results
+    rows = re.findall(r"^\| ([\w-]+) \| .* \| (\*\*pass\*\*|\*\*MISS\*\*|n/a) \|$", results, re.M)
+    assert [key for key, _ in rows] == TARGET_KEYS
+    assert "Date:" in results and "CPU" in results
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "mailbox_scaling.png").stat().st_size > 0
+    assert (tmp_path / "discover_vs_registry.png").stat().st_size > 0
+
+
+def test_a_default_run_writes_outside_the_tracked_files():
+    # issue #15: `python -m bench` rewrote bench/RESULTS.md and the plots; now only --out bench/
+    from bench.__main__ import BENCH_DIR, DEFAULT_OUT
+
+    assert DEFAULT_OUT == ROOT / "bench-results" and BENCH_DIR == ROOT / "bench"
+    assert "bench-results/" in (ROOT / ".gitignore").read_text().splitlines()
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "bench-results/" in run.stdout and "--out bench/" in run.stdout

@@ -1,0 +1,348 @@
+"""The README and docs/ as a new user meets them: every ```python and ```bash block runs as
+pasted, in a project directory whose ``.venv`` is a fresh virtualenv made by the README's own
+wheel-install command from a wheel built once from this tree (not the clone, not its venv).
+
+A block says how it runs in an HTML comment right before it:
+
+- none: it runs on the base install (so the README's claim "base install" is checked: blocks
+  that need more run only after every base block, and say what they need);
+- ``<!-- needs: PKG ... -->``: those packages are installed into the venv first;
+- ``<!-- runs-until: TEXT -->``: a server; it is started, must print TEXT, and must stop
+  cleanly on SIGTERM;
+- ``<!-- not-runnable: reason -->``: not run (needs Docker, Node.js, the network), with why.
+
+Ports 4222 and 8000 in a command are replaced by free ones (other processes on a shared
+machine may hold them), and ``mq9-dev-broker`` gets ``--port``. ``claude`` is the stand-in of
+tests/claude_stub.py (what the registered server does is tests/mcp/test_client_lines.py's part).
+Python blocks that talk to ``mq9-mcp --transport http`` get that server, started from the venv,
+and run twice (the second run finds what the first left on it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mcp_support import end_process
+
+from langchain_mq9.broker.nats_process import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples/README.md"]
+STUB = Path(__file__).resolve().parents[1] / "claude_stub.py"
+TIMEOUT = 120
+
+# The variables a snippet or the server reads; a developer's own settings must not leak in.
+_OWN_ENV = (
+    "MQ9_SERVER", "NATS_URL", "MQ9_USER", "NATS_USER", "MQ9_PASSWORD", "NATS_PASSWORD",
+    "MQ9_TOKEN", "NATS_TOKEN", "MQ9_CREDS", "NATS_CREDS", "MQ9_MCP_TOKEN", "MQ9_MCP_PORT",
+    "VIRTUAL_ENV", "PYTHONPATH",
+)  # fmt: skip
+
+BLOCK = re.compile(
+    r"(?:<!--\s*(?P<note>[^>]*?)\s*-->\n)?```(?P<lang>python|bash)\n(?P<code>.*?)^```", re.S | re.M
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    doc: Path
+    line: int
+    lang: str
+    code: str
+    note: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def needs(self) -> list[str]:
+        return self.note.removeprefix("needs:").split() if self.note.startswith("needs:") else []
+
+    @property
+    def runs_until(self) -> str | None:
+        return self.note.removeprefix("runs-until:").strip() if self.is_("runs-until") else None
+
+    def is_(self, kind: str) -> bool:
+        return self.note.startswith(kind)
+
+
+def blocks() -> list[Block]:
+    found = []
+    for doc in DOCS:
+        text = doc.read_text()
+        for m in BLOCK.finditer(text):
+            note = m.group("note") or ""
+            line = text.count("\n", 0, m.start("code"))
+            found.append(Block(doc, line, m.group("lang"), m.group("code"), note))
+    return found
+
+
+BLOCKS = blocks()
+# The README's first section: .ci/run and tests/project/test_readme.py run those two; the wheel
+# install is what the venv fixture runs.
+OWN_TESTS = ("main-command", "test-command", "wheel-install")
+RUN = [b for b in BLOCKS if not b.is_("not-runnable") and not b.note.startswith(OWN_TESTS)]
+# base-install blocks first: the venv only gains packages as the run goes on
+RUN.sort(key=lambda b: bool(b.needs))
+# pip or python by bare name reaches whatever is first on PATH (a system Python, or PyPI's
+# unrelated langchain-mq9 by its name): the docs call the venv's, .venv/bin/pip
+BARE_PIP = re.compile(r"(?:^|[\s;&|(])(?:pip3?|python3? -m pip|python)\s", re.M)
+
+def env(**extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in _OWN_ENV}
+    return {**clean, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def readme_block(marker: str) -> str:
+    (block,) = [b for b in BLOCKS if b.note == marker]
+    return block.code.strip()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A project directory with ``.venv``: the README's wheel-install command, run on a wheel
+    built from this tree as the README says."""
+    dist = tmp_path_factory.mktemp("dist")
+    argv = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)]
+    built = _run(argv, None, None, 300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = dist.glob("*.whl")
+    command = readme_block("wheel-install")
+    shown = re.search(r"\S+\.whl", command).group(0)
+    assert Path(shown).name == wheel.name, f"the README installs {shown}, the build made {wheel}"
+    project = tmp_path_factory.mktemp("project")
+    done = _run(["bash", "-c", command.replace(shown, str(wheel))], project, env(), 600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (project / "bin").mkdir()
+    claude = project / "bin" / "claude"
+    claude.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STUB}" "$@"\n')
+    claude.chmod(0o755)
+    for name in ("pip", "pip3", "python"):  # a safety net: the system's are never reached
+        shim = project / "bin" / name
+        shim.write_text(
+            f'#!/bin/sh\necho "{name} by bare name: use .venv/bin/{name}" >&2\nexit 99\n'
+        )
+        shim.chmod(0o755)
+    return project
+
+
+def python_of(project: Path) -> str:
+    return str(project / ".venv" / "bin" / "python")
+
+
+def install(project: Path, packages: list[str]) -> None:
+    if not packages:
+        return
+    done = _run([python_of(project), "-m", "pip", "install", "-q", *packages], None, None, 600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_docs_have_blocks_and_say_why_one_does_not_run():
+    assert len([b for b in BLOCKS if b.lang == "python"]) >= 5
+    for block in BLOCKS:
+        if block.is_("not-runnable"):
+            reason = block.note.removeprefix("not-runnable").lstrip(":").strip()
+            assert reason, f"{block.id}: <!-- not-runnable --> needs a reason"
+        else:
+            known = (*OWN_TESTS, "needs:", "runs-until:")
+            assert not block.note or block.note.startswith(known), f"{block.id}: {block.note}"
+
+
+def test_the_readme_fits_and_links_what_exists():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    anchors = {
+        re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", readme, re.M)
+    }
+    for anchor in re.findall(r"\]\(#([^)]+)\)", readme):
+        assert anchor in anchors, f"README links #{anchor}, which no heading makes"
+    for doc in DOCS:
+        for target in re.findall(r"\]\((?!https?:|#)([^)#]+)", doc.read_text()):
+            assert (doc.parent / target).exists(), f"{doc.relative_to(ROOT)} links {target}"
+
+
+def test_the_bench_headline_count_is_the_committed_one():
+    results = (ROOT / "bench" / "RESULTS.md").read_text()
+    passed, missed = re.search(r"^(\d+) passed, (\d+) missed", results, re.M).groups()
+    total = int(passed) + int(missed)
+    assert f"{passed} of {total} targets" in (ROOT / "docs" / "bench.md").read_text()
+
+
+def _ports(code: str) -> str:
+    code = code.replace("4222", str(free_port())).replace("8000", str(free_port()))
+    return re.sub(r"(mq9-dev-broker)(?![^\n]*--port)", rf"\1 --port {free_port()}", code)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in RUN])
+def test_block_runs_as_pasted(block: Block, project: Path, tmp_path: Path):
+    install(project, block.needs)
+    if block.lang == "python":
+        _run_python(block, project)
+    elif block.runs_until:
+        _run_server(block, project, tmp_path)
+    else:
+        code = re.sub(r"#.*", "", block.code)
+        assert not BARE_PIP.search(code), f"{block.id}: call .venv/bin/pip, .venv/bin/python"
+        path = f"{project / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        token = secrets.token_urlsafe(8)
+        environment = env(PATH=path, HOME=str(tmp_path), MQ9_MCP_TOKEN=token)
+        done = _run(["bash", "-euo", "pipefail", "-c", _ports(block.code)], project, environment)
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
+
+
+def _run(
+    argv: list[str], cwd: Path | None, environment: dict[str, str] | None, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _run_python(block: Block, project: Path) -> None:
+    code = block.code
+    assert "await " not in re.sub(r"async def .*?\n(?=\S)", "", code, flags=re.S), (
+        "top-level await: wrap the code in asyncio.run(main())"
+    )
+    needs_server = "MQ9_MCP_TOKEN" in code
+    with _http_server(project) if needs_server else _nothing() as environment:
+        for attempt in ("first", "second")[: 2 if needs_server else 1]:
+            done = _run([python_of(project), "-c", code], project, environment)
+            assert done.returncode == 0, f"{attempt} run:\n{done.stdout}\n{done.stderr[-3000:]}"
+            assert done.stdout.strip(), f"{attempt} run printed nothing"
+            assert "None" not in done.stdout.splitlines(), done.stdout
+            assert "Warning" not in done.stderr, done.stderr
+
+
+@contextmanager
+def _nothing() -> Iterator[dict[str, str]]:
+    yield env()
+
+
+@contextmanager
+def _http_server(project: Path) -> Iterator[dict[str, str]]:
+    """The HTTP server docs/mcp.md tells the user to start, from the venv, on a free port and
+    with a fresh token; yields the environment its snippets read."""
+    command = "mq9-mcp --transport http --port 8000 --server memory://\n"
+    assert command in (ROOT / "docs" / "mcp.md").read_text()
+    token, port = secrets.token_urlsafe(16), free_port()
+    argv = command.replace("8000", str(port)).split()[1:]
+    process = subprocess.Popen(
+        [str(project / ".venv" / "bin" / "mq9-mcp"), *argv],
+        env=env(MQ9_MCP_TOKEN=token),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_port(process, port)
+        yield env(MQ9_MCP_TOKEN=token, MQ9_MCP_PORT=str(port))
+    finally:
+        end_process(process)
+
+
+def _wait_for_port(process: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"mq9-mcp did not listen on {port}: {process.stderr.read()[-2000:]!r}")
+
+
+def _run_server(block: Block, project: Path, tmp_path: Path) -> None:
+    """Start the block's server (stdin kept open, as a client would), wait for its line, then
+    SIGTERM it: it must stop by itself, cleanly."""
+    log = tmp_path / "output.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            ["bash", "-c", _ports(block.code)],
+            cwd=project,
+            env=env(),
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120  # generous: the suite shares two cores
+        while block.runs_until not in log.read_text():
+            assert process.poll() is None, f"exited {process.returncode}: {log.read_text()}"
+            assert time.monotonic() < deadline, f"no {block.runs_until!r}: {log.read_text()}"
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after SIGTERM: {log.read_text()[-3000:]}")
+        assert code in (0, -signal.SIGTERM, 128 + signal.SIGTERM), log.read_text()[-3000:]
+        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stdin.close()
+
+
+@pytest.mark.parametrize(
+    "block",
+    [pytest.param(b, id=b.id) for b in BLOCKS if b.lang == "python" and not b.is_("not-runnable")],
+)
+def test_python_block_is_ruff_clean(block: Block):
+    """The blocks meet the project's own lint rules (pyproject.toml), line length included."""
+    ruff = Path(sys.executable).with_name("ruff")
+    command = [str(ruff)] if ruff.exists() else [shutil.which("ruff") or "ruff"]
+    done = subprocess.run(
+        [*command, "check", "--no-cache", "--stdin-filename", "doc_block.py", "-"],
+        input=block.code,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_the_install_lines_name_the_projects_repository():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    repository = re.search(r'^Repository = "([^"]+)"', pyproject, re.M).group(1)
+    readme = (ROOT / "README.md").read_text()
+    assert f"git clone {repository} " in readme
+    assert f'"langchain-mq9 @ git+{repository}"' in readme
+    # and the first screen says not to take the name from PyPI
+    assert "not with `pip install langchain-mq9`" in "\n".join(readme.splitlines()[:15])
+
+
+def test_every_option_of_the_toolkit_and_of_mq9_mcp_is_documented():
+    from langchain_mq9 import Mq9Toolkit
+    from mcp_server.cli import build_parser
+
+    toolkit_doc = (ROOT / "docs" / "toolkit.md").read_text()
+    undocumented = [
+        f for f in Mq9Toolkit.model_fields if not re.search(rf"[`(, ]{f}=", toolkit_doc)
+    ]
+    assert not undocumented, f"docs/toolkit.md has no row for {undocumented}"
+    mcp_doc = (ROOT / "docs" / "mcp.md").read_text()
+    flags = {
+        flag
+        for action in build_parser()._actions
+        for flag in action.option_strings
+        if flag.startswith("--") and flag not in ("--help", "--version")
+    }
+    assert not [f for f in flags if f"`{f}" not in mcp_doc]

