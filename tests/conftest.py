@@ -196,6 +196,7 @@ SLOW_FILES = {
     "test_examples.py",
     "test_inspector.py",
     "test_lint.py",
+    "test_types.py",  # mypy
     "test_mcp_bundle.py",  # npx @anthropic-ai/mcpb
     "test_mcp_http.py",
     "test_mcp_http_hostile.py",

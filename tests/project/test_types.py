@@ -1,0 +1,21 @@
+"""The package type-checks: mypy with the configuration in pyproject.toml (``[tool.mypy]``:
+the whole of ``langchain_mq9`` and ``mcp_server``, strict on ``protocol/`` and ``client/``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_mypy_finds_nothing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
