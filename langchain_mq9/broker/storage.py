@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import Priority
-from ..protocol.errors import sqlite_busy, sqlite_readonly
 from .mailbox import Mailbox, StoredMessage
 from .registry import AgentEntry
+from .sqlite import sqlite_busy, sqlite_readonly
 
 if TYPE_CHECKING:
     from .engine import BrokerEngine

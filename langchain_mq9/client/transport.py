@@ -25,8 +25,8 @@ from ..protocol.errors import (
     NotConnected,
     RequestTimeout,
     Unavailable,
-    refused_credentials,
 )
+from .auth import refused_credentials
 from .redaction import describe, redact
 
 log = logging.getLogger("langchain_mq9")

@@ -1,17 +1,24 @@
-"""What can go wrong with an mq9 call, as exception classes, and the one place that reads them.
+"""What can go wrong with an mq9 call: the exception classes, each error text on the wire
+beside the pattern that reads it back, and ``from_reply``, the one place that reads them.
 
 Code acts on an error's class, never on its words: ``from_reply`` turns a broker's error reply
 into its class, once, where the client reads it; the client's own refusals and the transports'
-failures are raised as their class where they happen. The words on the wire stay RobustMQ's
-(``protocol/__init__.py``). The classes, their attributes and the texts each is read from:
-docs/protocol.md §10.1.
+failures are raised as their class where they happen. The words on the wire stay RobustMQ's.
+``WIRE_TEXTS`` holds every error text, with how the protocol writes it and the class it reads
+as; tests/protocol/test_error_texts.py runs it both ways. The classes, their attributes and the
+texts each is read from: docs/protocol.md §10.1.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from .limits import MAX_ADDRESS_LENGTH, MAX_CONTROL_LINE, MAX_GROUP_NAME
+from .quoting import quoted
+from .subjects import MSG_SEND, TENANT
 
 
 class Mq9Error(Exception):
@@ -142,12 +149,13 @@ class ClusterUnavailable(Unavailable):
     stored_nothing: bool = False
 
 
-# -- RobustMQ's words that say which failure a reply is ---------------------------------------
+# -- the words on the wire -----------------------------------------------------------------------
 
-# What a RobustMQ cluster answers while a node, its shard or the meta leader is out of reach:
-# the request may succeed unchanged a moment later. grpc-clients/src/utils.rs retries transport
-# errors itself; what still reaches a client: the storage forward giving up (storage-engine
-# clients/connection.rs ~117), a forward to a leader that is gone, and the transport texts.
+# What a RobustMQ cluster answers while a node, its shard or the meta leader is out of reach
+# (RobustMQ's words, only read): the request may succeed unchanged a moment later.
+# grpc-clients/src/utils.rs retries transport errors itself; what still reaches a client: the
+# storage forward giving up (storage-engine clients/connection.rs ~117), a forward to a leader
+# that is gone, and the transport texts. ``from_reply`` reads them first, as ClusterUnavailable.
 TRANSIENT_MARKERS = (
     # a mailbox made a moment ago whose shard's offsets are not set up yet (storage-engine
     # core/offset.rs: the offset is read before anything is written): nothing was stored
@@ -163,45 +171,219 @@ TRANSIENT_MARKERS = (
 # DISCOVER with text or semantic on RobustMQ's default build (meta-service
 # services/mq9/agent.rs ~143, wrapped by common/base error/common.rs ~132 and tonic's Status).
 SEARCH_NOT_BUILT = "agent search is not enabled in this build (missing the 'vector-search' feature)"
+ERR_SEARCH_NOT_BUILT = (
+    "Grpc call of the node failed,Grpc status was code: 'Internal error', "
+    f'message: "{SEARCH_NOT_BUILT}"'
+)
 # The same on a vector-search build until the first A2A card is registered: no agents yet.
 SEARCH_TABLE_MISSING = "Table 'mq9_agents' was not found"
 LISTING_TOO_LARGE = "too large to list in one answer"
 
-# (pattern, class, the attributes its groups give); the first that matches wins.
-# fmt: off
-_READERS: tuple[tuple[re.Pattern[str], type[Mq9Error], tuple[str, ...]], ...] = tuple(
-    (re.compile(pattern, re.DOTALL), cls, names)
-    for pattern, cls, names in (
-        (r"mailbox (\S+) does not exist$", MailboxNotFound, ("address",)),  # SEND
-        (r"Tenant \S+ topic '(.*)' not found in broker cache$", MailboxNotFound, ("address",)),
-        (r"mailbox not found: (\S+)$", MailboxNotFound, ("address",)),  # ACK
-        (r"mailbox (\S+) already exists$", MailboxExists, ("address",)),
-        (
-            r"the answer would be (\d+) bytes, above the (\d+) bytes .*ask for at most (\d+) "
-            r"messages \(num_msgs\)$",
-            AnswerTooLarge,
-            ("size", "limit", "fits"),
-        ),
-        (
-            rf"the registry's (\d+) agents are {LISTING_TOO_LARGE} \((\d+) bytes, above the "
-            r"(\d+) bytes",
-            ListingTooLarge,
-            ("count", "size", "limit"),
-        ),
-        (r"message too large: it would take (\d+) bytes .* at most (\d+) bytes", PayloadTooLarge,
-         ("size", "limit")),
-        (r"agent (?:card|entry) is (\d+) bytes.*?(\d+) bytes", TooLarge, ("size", "limit")),
-        (r"message \d+ alone takes (\d+) bytes in an answer, above the (\d+) bytes", TooLarge,
-         ("size", "limit")),
-        (re.escape(SEARCH_NOT_BUILT), SearchNotBuilt, ()),
-        (re.escape(SEARCH_TABLE_MISSING), SearchIndexEmpty, ()),
-        # RobustMQ's CREATE name rules, and the client's own address refusals
-        (r"invalid mail_address|name may only contain|prefix must", InvalidAddress, ()),
-        (r"(?:mailbox|agent|consumer group) limit reached|mailbox \S+ is full", LimitReached, ()),
-        # serde's and the handlers' refusals of a request's values
-        (r"invalid |missing field|unknown variant|duplicate field|\S+ must not be empty",
-         InvalidArgument, ()),
+# RobustMQ's CREATE name rules (mq9 mailbox.rs) and its REGISTER/UNREGISTER/REPORT checks
+ERR_NAME_EMPTY = "prefix must not be empty"
+ERR_NAME_CHARS = "name may only contain lowercase letters, digits, and dots"
+ERR_NAME_EDGES = "prefix must start and end with a lowercase letter or digit"
+ERR_REGISTER_EMPTY = "payload must not be empty"
+ERR_AGENT_INFO_EMPTY = "agent_info must not be empty"
+ERR_AGENT_NAME_EMPTY = "agent name must not be empty"
+# serde's words for a body it refuses (RobustMQ answers them; shapes.py writes the same)
+SERDE_REFUSALS = (
+    "missing field `group_name`",
+    "unknown variant `newest`, expected one of `earliest`, `latest`, `from_time`, `from_id`",
+    "duplicate field `name`",
+    "invalid type: integer `1`, expected a string",
+)
+
+
+def err_mailbox_missing(address: str) -> str:
+    """SEND to a mailbox that does not exist (or has expired)."""
+    return f"mailbox {address} does not exist"
+
+
+def err_topic_missing(address: str) -> str:
+    """FETCH, QUERY and DELETE on a mailbox that does not exist: RobustMQ's storage layer
+    answers for them, in its own words."""
+    return f"Tenant {TENANT} topic '{address}' not found in broker cache"
+
+
+def err_ack_mailbox_missing(address: str) -> str:
+    return f"mailbox not found: {address}"
+
+
+def err_mailbox_exists(address: str) -> str:
+    return f"mailbox {address} already exists"
+
+
+def err_answer_too_large(size: int, limit: int, fits: int) -> str:
+    """A group FETCH whose answer would be larger than the broker sends (our broker's rule);
+    ``fits``: the largest num_msgs whose whole answer fits."""
+    return (
+        f"the answer would be {size} bytes, above the {limit} bytes this broker's answers "
+        f"carry: ask for at most {fits} messages (num_msgs)"
     )
+
+
+def err_listing_too_large(count: int, size: int, limit: int) -> str:
+    return (
+        f"the registry's {count} agents are {LISTING_TOO_LARGE} ({size} bytes, above the "
+        f"{limit} bytes this broker's answers carry): search with text or semantic instead"
+    )
+
+
+def err_message_too_large(size: int, limit: int) -> str:
+    """A SEND whose message would not fit in a FETCH answer (our broker's rule)."""
+    return (
+        f"message too large: it would take {size} bytes in a FETCH answer, and this "
+        f"broker's answers carry at most {limit} bytes per message; send a "
+        "reference to the data (a URL or path) instead"
+    )
+
+
+def err_card_too_large(size: int, limit: int) -> str:
+    return (
+        f"agent card is {size} bytes, above the {limit} bytes this broker keeps per agent: "
+        "keep large data out of the card (link to it instead)"
+    )
+
+
+def err_entry_too_large(size: int, limit: int) -> str:
+    """A REGISTER whose entry alone would overflow a DISCOVER answer (our broker's rule)."""
+    return (
+        f"agent entry is {size} bytes: DISCOVER answers carry at most "
+        f"{limit} bytes; keep large data out of the card"
+    )
+
+
+def err_stored_too_large(msg_id: int, size: int, limit: int) -> str:
+    """A stored message no answer can carry any more (the broker's limits were lowered)."""
+    return (
+        f"message {msg_id} alone takes {size} bytes in an answer, above "
+        f"the {limit} bytes this broker's answers carry (it was stored under larger limits): "
+        "raise the broker's answer limit, or delete the message"
+    )
+
+
+def err_invalid_address(value: object) -> str:
+    """The client's own refusal of an address no mailbox can have (RobustMQ's CREATE rule)."""
+    return (
+        f"invalid mail_address: {quoted(value)} (lowercase letters, digits and dots, starting and "
+        "ending with a letter or digit)"
+    )
+
+
+def err_address_too_long(address: str) -> str:
+    return (
+        f"invalid mail_address: {quoted(address)} is longer than {MAX_ADDRESS_LENGTH} "
+        f"characters: no NATS subject could carry it (nats-server takes control lines of at "
+        f"most {MAX_CONTROL_LINE} bytes)"
+    )
+
+
+def err_empty_segment(address: str) -> str:
+    return (
+        f"invalid mail_address: {quoted(address)} has an empty segment: RobustMQ creates such a "
+        "mailbox, but no NATS subject can reach it"
+    )
+
+
+def err_mailbox_limit(limit: int) -> str:
+    return f"mailbox limit reached: this broker holds at most {limit} mailboxes"
+
+
+def err_agent_limit(limit: int) -> str:
+    return (
+        f"agent limit reached: this broker holds at most {limit} agents; unregister agents "
+        "that are gone"
+    )
+
+
+def err_group_limit(limit: int, address: str) -> str:
+    return (
+        f"consumer group limit reached: this broker holds at most {limit} groups per mailbox, "
+        f"and {address} has them all; read with a group name already in use"
+    )
+
+
+def err_mailbox_full(address: str, limit: int) -> str:
+    return (
+        f"mailbox {address} is full: it holds at most {limit} messages; "
+        "delete some, or wait for message TTLs to expire"
+    )
+
+
+def err_group_name_too_long(length: int) -> str:
+    return f"group_name is {length} characters: this broker takes at most {MAX_GROUP_NAME}"
+
+
+def err_unknown_subject(subject: str) -> str:
+    return f"unrecognized mq9 subject: {subject}"
+
+
+# -- the table: each text, the class it reads as, and the pattern that recognises it ------------
+
+ROBUSTMQ = "RobustMQ"  # RobustMQ answers it (the bundled broker, where it writes it, alike)
+OURS = "ours"  # the bundled broker's or the client's own words: RobustMQ never says them
+
+
+@dataclass(frozen=True, slots=True)
+class WireText:
+    """One kind of error text: the class it reads as; the pattern that recognises it (searched
+    anywhere in a reply; its named groups set the class's attributes, digits as ints); who says
+    it; and the texts themselves: the makers above (their parameters are named as the groups
+    they fill) or fixed words."""
+
+    cls: type[Mq9Error]
+    pattern: re.Pattern[str]
+    said_by: str
+    texts: tuple[str | Callable[..., str], ...]
+
+
+def _reads(
+    cls: type[Mq9Error], pattern: str, said_by: str, *texts: str | Callable[..., str]
+) -> WireText:
+    return WireText(cls, re.compile(pattern, re.DOTALL), said_by, texts)
+
+
+# The first that matches wins (a more specific text before the words it also holds).
+# fmt: off
+WIRE_TEXTS = (
+    _reads(MailboxNotFound, r"mailbox (?P<address>\S+) does not exist$", ROBUSTMQ,  # SEND
+           err_mailbox_missing),
+    _reads(MailboxNotFound, r"Tenant \S+ topic '(?P<address>.*)' not found in broker cache$",
+           ROBUSTMQ, err_topic_missing),
+    _reads(MailboxNotFound, r"mailbox not found: (?P<address>\S+)$", ROBUSTMQ,  # ACK
+           err_ack_mailbox_missing),
+    _reads(MailboxExists, r"mailbox (?P<address>\S+) already exists$", ROBUSTMQ,
+           err_mailbox_exists),
+    _reads(AnswerTooLarge, r"the answer would be (?P<size>\d+) bytes, above the (?P<limit>\d+) "
+           r"bytes .*ask for at most (?P<fits>\d+) messages \(num_msgs\)$", OURS,
+           err_answer_too_large),
+    _reads(ListingTooLarge, rf"the registry's (?P<count>\d+) agents are {LISTING_TOO_LARGE} "
+           r"\((?P<size>\d+) bytes, above the (?P<limit>\d+) bytes", OURS, err_listing_too_large),
+    _reads(PayloadTooLarge, r"message too large: it would take (?P<size>\d+) bytes .* at most "
+           r"(?P<limit>\d+) bytes", OURS, err_message_too_large),
+    _reads(TooLarge, r"agent card is (?P<size>\d+) bytes.*?(?P<limit>\d+) bytes", OURS,
+           err_card_too_large),
+    _reads(TooLarge, r"agent entry is (?P<size>\d+) bytes.*?(?P<limit>\d+) bytes", OURS,
+           err_entry_too_large),
+    _reads(TooLarge, r"message \d+ alone takes (?P<size>\d+) bytes in an answer, above the "
+           r"(?P<limit>\d+) bytes", OURS, err_stored_too_large),
+    _reads(SearchNotBuilt, re.escape(SEARCH_NOT_BUILT), ROBUSTMQ, ERR_SEARCH_NOT_BUILT),
+    _reads(SearchIndexEmpty, re.escape(SEARCH_TABLE_MISSING), ROBUSTMQ, SEARCH_TABLE_MISSING),
+    _reads(InvalidAddress, r"name may only contain|prefix must", ROBUSTMQ,
+           ERR_NAME_CHARS, ERR_NAME_EDGES, ERR_NAME_EMPTY),
+    _reads(InvalidAddress, r"invalid mail_address", OURS,
+           err_invalid_address, err_address_too_long, err_empty_segment),
+    _reads(LimitReached, r"(?:mailbox|agent|consumer group) limit reached", OURS,
+           err_mailbox_limit, err_agent_limit, err_group_limit),
+    _reads(LimitReached, r"mailbox \S+ is full", OURS, err_mailbox_full),
+    _reads(InvalidArgument, r"invalid |missing field|unknown variant|duplicate field", ROBUSTMQ,
+           *SERDE_REFUSALS),  # and the client's own refusals of a value ("invalid ttl ...")
+    _reads(InvalidArgument, r"\S+ must not be empty", ROBUSTMQ,
+           ERR_REGISTER_EMPTY, ERR_AGENT_INFO_EMPTY, ERR_AGENT_NAME_EMPTY),
+    # written by the bundled broker and read as no narrower class: nothing acts on them
+    _reads(Mq9Error, r"group_name is \d+ characters", OURS, err_group_name_too_long),
+    _reads(Mq9Error, r"unrecognized mq9 subject", OURS, err_unknown_subject),
 )
 # fmt: on
 
@@ -210,51 +392,29 @@ def from_reply(error: str, subject: str = "") -> Mq9Error:
     """The exception for a broker's non-empty ``error`` reply to a request on ``subject``:
     its class by RobustMQ's words (or the bundled broker's), its message those words."""
     if any(marker in error for marker in TRANSIENT_MARKERS):
-        stored = (
-            "; the message may or may not have been stored: query the mailbox before "
-            "sending it again"
-            if subject.startswith("$mq9.AI.MSG.SEND.")
-            else ""
-        )
-        return ClusterUnavailable(
-            f"{error} — the mq9 cluster could not reach the node that holds this (a node "
-            f"or the meta leader is down or changing); try again shortly{stored}",
-            stored_nothing=NOT_STORED in error,
-        )
-    for pattern, cls, names in _READERS:
-        found = pattern.search(error)
+        return _cluster_unavailable(error, subject)
+    for text in WIRE_TEXTS:
+        found = text.pattern.search(error)
         if found:
-            values = {
-                name: int(value) if value.isdigit() else value
-                for name, value in zip(names, found.groups(), strict=True)
-            }
-            return cls(error, **values)
+            return text.cls(error, retryable=None, **_attributes(found))
     return Mq9Error(error)
 
 
-def refused_credentials(exc: BaseException) -> bool:
-    """Whether a nats-py error says the server refused the credentials: its AuthorizationError,
-    or (while connecting) a plain error quoting the server's -ERR 'Authorization Violation'."""
-    from nats.errors import AuthorizationError
-
-    return isinstance(exc, AuthorizationError) or "authorization" in str(exc).lower()
+def _attributes(found: re.Match[str]) -> dict[str, int | str]:
+    """The attributes a matched text gives, numbers as ints."""
+    groups = found.groupdict().items()
+    return {name: int(value) if value.isdigit() else value for name, value in groups}
 
 
-# -- the bundled broker's SQLite store ---------------------------------------------------------
-
-
-def sqlite_busy(exc: sqlite3.Error) -> bool:
-    """Whether SQLite refused because another process holds the database (locked/busy)."""
-    return _sqlite_code(exc, ("SQLITE_BUSY", "SQLITE_LOCKED"), "locked")
-
-
-def sqlite_readonly(exc: sqlite3.Error) -> bool:
-    """Whether SQLite refused to write a database it may only read."""
-    return _sqlite_code(exc, ("SQLITE_READONLY",), "readonly")
-
-
-def _sqlite_code(exc: sqlite3.Error, names: tuple[str, ...], words: str) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if code is None:  # Python 3.10: its words are all there is
-        return words in str(exc)
-    return any(code & 0xFF == getattr(sqlite3, name) for name in names)
+def _cluster_unavailable(error: str, subject: str) -> ClusterUnavailable:
+    stored = (
+        "; the message may or may not have been stored: query the mailbox before "
+        "sending it again"
+        if subject.startswith(MSG_SEND)
+        else ""
+    )
+    return ClusterUnavailable(
+        f"{error} — the mq9 cluster could not reach the node that holds this (a node "
+        f"or the meta leader is down or changing); try again shortly{stored}",
+        stored_nothing=NOT_STORED in error,
+    )

@@ -22,10 +22,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import protocol as p
+from .cards import (
+    A2A_CARD_FIELDS,
+    MQ9_URL_SCHEME,
+    _camel,
+    a2a_card,
+    agent_card,
+    card_mailbox,
+    card_skill_fields,
+    card_skills,
+    mq9_interface,
+)
+from .errors import Mq9Error
+from .quoting import quoted
+from .values import check_address
 
 # The URL forms a mailbox may be given in; the mq9 documents write mq9://broker/<address>.
-_MAILBOX_PREFIXES = ("mq9://broker/", p.MQ9_URL_SCHEME)
+_MAILBOX_PREFIXES = ("mq9://broker/", MQ9_URL_SCHEME)
 # a2a-sdk 0.3 fields that A2A 1.0 (the card RobustMQ reads) holds in supportedInterfaces
 _INTERFACE_FIELDS = ("url", "preferred_transport", "protocol_version", "additional_interfaces")
 
@@ -54,14 +67,14 @@ def card_for(body: dict[str, Any]) -> dict[str, Any]:
         _merge(card, _card_field(key, {key: value}), key)
     if card.setdefault("name", name) != name:
         raise ValueError(f"the card inside names another agent ({card['name']!r}) than {name!r}")
-    built = p.agent_card(name, mailbox=mailbox, skills=legacy)  # version, modes, mq9 interface
+    built = agent_card(name, mailbox=mailbox, skills=legacy)  # version, modes, mq9 interface
     for key in ("version", "defaultInputModes", "defaultOutputModes"):
         card.setdefault(key, built[key])
     card["skills"] = [*card.get("skills", []), *built.get("skills", [])]
     card["supportedInterfaces"] = [*card.get("supportedInterfaces", []), *interfaces]
-    if mailbox is not None and p.card_mailbox(card) != mailbox:
-        card["supportedInterfaces"].append(p.mq9_interface(mailbox))
-    read = p.a2a_card(card)
+    if mailbox is not None and card_mailbox(card) != mailbox:
+        card["supportedInterfaces"].append(mq9_interface(mailbox))
+    read = a2a_card(card)
     if read is None:  # every part was checked above; a miss here is a bug of ours
         raise ValueError(f"the agent card built for {name!r} is no A2A AgentCard: {card!r:.300}")
     return read
@@ -74,12 +87,12 @@ def _card_field(label: str, value: Any) -> dict[str, Any]:
     value = _given(value)
     if "skills" in value:
         value["skills"] = _skills(value["skills"])
-    read = p.a2a_card(value)
+    read = a2a_card(value)
     if read is not None:
         return read
     for key, item in value.items():
-        if p.a2a_card({key: item}) is None:
-            known = p._camel(key) in p.A2A_CARD_FIELDS or key in p.A2A_CARD_FIELDS
+        if a2a_card({key: item}) is None:
+            known = _camel(key) in A2A_CARD_FIELDS or key in A2A_CARD_FIELDS
             why = "has the wrong type" if known else "is no A2A AgentCard field"
             where = "" if label == key else f" in {label}"
             raise ValueError(
@@ -97,10 +110,10 @@ def _skills(skills: Any) -> list[Any]:
     kept = []
     for skill in skills:
         if isinstance(skill, dict) and isinstance(skill.get("name"), str) and skill["name"]:
-            p.card_skill_fields(skill)
+            card_skill_fields(skill)
             kept.append(skill)
         else:  # a string, or an error naming what is wrong
-            kept += p.card_skills([skill])
+            kept += card_skills([skill])
     return kept
 
 
@@ -121,7 +134,7 @@ def _payload(payload: Any) -> dict[str, Any]:
         inner = json.loads(payload)
     except ValueError:
         inner = None
-    if isinstance(inner, dict) and p.a2a_card(inner) is not None:
+    if isinstance(inner, dict) and a2a_card(inner) is not None:
         return _card_field("payload", inner)
     return {"description": payload}
 
@@ -134,10 +147,10 @@ def _mailbox(value: Any) -> str:
                 address = value[len(prefix) :]
                 break
     try:
-        return p.check_address(address)
-    except p.Mq9Error:
+        return check_address(address)
+    except Mq9Error:
         raise ValueError(
-            f"mailbox must be a mailbox address (or mq9://<address>), not {p.quoted(value)}"
+            f"mailbox must be a mailbox address (or mq9://<address>), not {quoted(value)}"
         ) from None
 
 

@@ -1,18 +1,31 @@
-"""No error is recognised by its words outside the one classifier (issue #23).
+"""Error texts: each is read back as the class it stands for, and nowhere else (issues #23, #36).
+
+``errors.WIRE_TEXTS`` holds every error text the protocol writes (or RobustMQ answers), the
+class it reads as and the pattern that recognises it; the first tests run that table both ways,
+so a changed word cannot silently turn a typed error into a plain ``Mq9Error``.
 
 Code decides on an error's class (``langchain_mq9/protocol/errors.py``); only ``errors.py`` reads
-words, turning a broker's reply (or a library's failure that has no class of its own) into
-a class. This test reads the package's source and fails on any other place that tests an
-exception's text: ``"..." in exc.message``, ``str(exc) == ...``, ``exc.args[0].startswith``,
-a regex over it, or over a variable holding it.
+words, turning a broker's reply into a class (and, in ALLOWED, the few readers of a library's
+failure that has no class of its own). The last tests read the package's source and fail on
+any other place that tests an exception's text: ``"..." in exc.message``, ``str(exc) == ...``,
+``exc.args[0].startswith``, a regex over it, or over a variable holding it.
 """
 
 from __future__ import annotations
 
 import ast
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker.engine import BrokerLimits
+from langchain_mq9.client import Mq9Client
+from langchain_mq9.protocol import errors
+from langchain_mq9.protocol.errors import WIRE_TEXTS, WireText, from_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("langchain_mq9", "mcp_server")
@@ -22,8 +35,119 @@ CLASSIFIER = "langchain_mq9/protocol/errors.py"
 ALLOWED = {
     # Python's json module gives its errors no codes: its words are translated into serde's
     # (the wire's), which is not deciding what to do on an mq9 error.
-    ("langchain_mq9/protocol/__init__.py", "_serde_syntax"),
+    ("langchain_mq9/protocol/serde.py", "_serde_syntax"),
+    # nats-py raises a plain error quoting the server's -ERR while connecting: no class to read.
+    ("langchain_mq9/client/auth.py", "refused_credentials"),
+    # Python 3.10's sqlite3 errors carry no code: their words are all there is.
+    ("langchain_mq9/broker/sqlite.py", "_sqlite_code"),
 }
+
+# A value for each parameter of the table's makers: each is named as the attribute it fills.
+GIVEN = {"address": "a.box", "size": 9000, "limit": 4096, "fits": 3, "count": 6, "msg_id": 7,
+         "value": "Bad", "length": 300, "subject": "$mq9.AI.NOPE"}  # fmt: skip
+
+
+def _written(maker: str | Callable[..., str]) -> tuple[str, dict[str, object]]:
+    """The text ``maker`` writes (a fixed text is its own), and the values it was given."""
+    if isinstance(maker, str):
+        return maker, {}
+    given = {name: GIVEN[name] for name in inspect.signature(maker).parameters}
+    return maker(**given), given
+
+
+WRITTEN = [
+    pytest.param(
+        entry, *_written(maker), id=maker[:40] if isinstance(maker, str) else maker.__name__
+    )
+    for entry in WIRE_TEXTS
+    for maker in entry.texts
+]
+
+
+@pytest.mark.parametrize(("entry", "text", "given"), WRITTEN)
+def test_every_text_the_protocol_writes_reads_back_as_its_class(entry, text, given):
+    assert entry.pattern.search(text), f"its own pattern does not match {text!r}"
+    error = from_reply(text, p.MAILBOX_CREATE)
+    assert type(error) is entry.cls, f"{text!r} reads as {type(error).__name__}"
+    assert error.message == text
+    for name in entry.pattern.groupindex:  # the attributes its words give, as they were given
+        assert name in given, f"{name} is read from {text!r} but no maker's parameter"
+        assert getattr(error, name) == given[name]
+
+
+@pytest.mark.parametrize("entry", WIRE_TEXTS, ids=lambda e: e.pattern.pattern[:40])
+def test_every_pattern_reads_a_text_that_is_written_and_sets_only_attributes_of_its_class(
+    entry: WireText,
+):
+    assert entry.texts, "a pattern that reads no text the protocol writes or RobustMQ answers"
+    assert entry.said_by in (errors.ROBUSTMQ, errors.OURS)
+    for name in entry.pattern.groupindex:
+        assert hasattr(entry.cls, name), f"{entry.cls.__name__} has no attribute {name}"
+
+
+def test_every_error_text_of_the_protocol_is_in_the_table():
+    in_table = {id(maker) for entry in WIRE_TEXTS for maker in entry.texts}
+    makers = {
+        name: value
+        for name, value in vars(errors).items()
+        if name.startswith(("err_", "ERR_")) or name in ("SEARCH_TABLE_MISSING",)
+    }
+    assert makers and not [name for name, value in makers.items() if id(value) not in in_table]
+    assert all(getattr(p, name) is value for name, value in makers.items())  # on the face
+
+
+def test_a_changed_word_no_longer_reads_as_its_class():
+    """What the table guards against: the words are the only link from text to class."""
+    text = p.err_mailbox_missing("a.box").replace("does not exist", "is missing")
+    assert type(from_reply(text)) is errors.Mq9Error
+
+
+# Each refusal the protocol raises itself, as a bundled broker sends it back as an error reply.
+REFUSALS = [
+    lambda: p.check_address("Bad"),
+    lambda: p.check_address("a..b"),
+    lambda: p.check_address("a" * (p.MAX_ADDRESS_LENGTH + 1)),
+    lambda: p.check_int("ttl", -1),
+    lambda: p.check_group_name(""),
+    lambda: p.parse_priority("high"),
+    lambda: p.check_key(" key"),
+    lambda: p.check_tags("a,b"),
+    lambda: p.extra_headers({"a b": "x"}),
+    lambda: p.utf8("name", "\ud800"),
+    lambda: p.FETCH_REQUEST.read(b'{"deliver": "newest"}'),
+    lambda: p.ACK_REQUEST.read(b'{"group_name": "g", "mail_address": "a.box"}'),
+    lambda: p.REGISTER_REQUEST.read(b'{"name": 1, "payload": "x"}'),
+    lambda: p.CREATE_REQUEST.read(b'{"name": "a", "name": "b"}'),
+    lambda: p.QUERY_REQUEST.read(b'{"limit": -1}'),
+]
+
+
+@pytest.mark.parametrize("refuse", REFUSALS)
+def test_each_refusal_the_protocol_raises_reads_back_as_its_class(refuse):
+    with pytest.raises(errors.InvalidArgument) as refused:
+        refuse()
+    read = from_reply(refused.value.message)
+    expected = errors.InvalidAddress if isinstance(refused.value, errors.InvalidAddress) else (
+        errors.InvalidArgument
+    )
+    assert type(read) is expected, refused.value.message
+
+
+async def test_the_bundled_broker_words_its_refusals_as_the_table_writes_them():
+    limits = BrokerLimits(max_mailboxes=1, max_messages_per_mailbox=1, max_answer=4096)
+    async with Mq9Client(transport=BrokerEngine(limits=limits)) as client:
+        box = await client.mailbox_create(name="a.box")
+        with pytest.raises(errors.LimitReached) as most:
+            await client.mailbox_create(name="b.box")
+        assert most.value.message == p.err_mailbox_limit(1)
+        with pytest.raises(errors.PayloadTooLarge) as large:
+            await client.send(box, "x" * 5000)
+        assert large.value.message == p.err_message_too_large(large.value.size, 4096)
+        await client.send(box, "x")
+        with pytest.raises(errors.LimitReached) as full:
+            await client.send(box, "y")
+        assert full.value.message == p.err_mailbox_full(box, 1)
+
 
 _TEXT_METHODS = {"startswith", "endswith", "find", "index", "count", "lower", "casefold",
                  "split", "partition", "__contains__"}  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker import BrokerEngine, sqlite
 from langchain_mq9.broker.engine import BrokerLimits
 from langchain_mq9.protocol import errors
 from langchain_mq9.protocol.errors import from_reply
@@ -103,5 +103,5 @@ def test_sqlite_failures_are_read_by_their_code():
     if hasattr(busy, "sqlite_errorcode"):  # Python 3.11+: codes, whatever the words
         busy.sqlite_errorcode, readonly.sqlite_errorcode = sqlite3.SQLITE_BUSY, 1032
         busy.args = readonly.args = ("reworded",)
-    assert errors.sqlite_busy(busy) and not errors.sqlite_readonly(busy)
-    assert errors.sqlite_readonly(readonly) and not errors.sqlite_busy(readonly)
+    assert sqlite.sqlite_busy(busy) and not sqlite.sqlite_readonly(busy)
+    assert sqlite.sqlite_readonly(readonly) and not sqlite.sqlite_busy(readonly)

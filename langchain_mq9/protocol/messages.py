@@ -1,0 +1,207 @@
+"""Messages: the headers a SEND carries, the payload's bytes, and ``Message`` as FETCH and
+QUERY hand it out."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as _field
+from typing import Any, TypeGuard
+
+from .errors import InvalidArgument, MalformedReply, WireError
+from .limits import MAX_SECONDS
+from .quoting import quoted
+from .serde import encode, utf8
+from .shapes import MSG_ITEM
+from .values import Priority, check_int, parse_priority
+
+# Header names match case-sensitively on RobustMQ: always send them in lower case.
+HEADER_PRIORITY = "mq9-priority"
+HEADER_KEY = "mq9-key"
+HEADER_DELAY = "mq9-delay"
+HEADER_TTL = "mq9-ttl"
+HEADER_TAGS = "mq9-tags"
+
+
+def header_block(headers: Mapping[str, str] | None) -> bytes | None:
+    """The NATS header block a SEND carried, as the broker stores it and hands it back in a
+    message's ``header`` field (None when the SEND had no headers)."""
+    if not headers:
+        return None
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return utf8("header", f"NATS/1.0\r\n{lines}\r\n").encode()
+
+
+def parse_header_block(block: bytes) -> dict[str, str]:
+    """The ``name: value`` pairs of a stored header block, the way RobustMQ's SEND reads them:
+    the status line skipped, each line split at its first colon, both sides trimmed."""
+    found: dict[str, str] = {}
+    text = bytes(block).decode("utf-8", errors="replace")
+    # Only CRLF ends a line, as NATS writes the block: str.splitlines() also splits at U+2028,
+    # U+0085, \x0b ..., which a raw client may put inside a value to forge a second header.
+    for line in text.split("\r\n")[1:]:
+        line = line.strip()
+        if not line:
+            break
+        name, colon, value = line.partition(":")
+        if colon:
+            found[name.strip()] = value.strip()
+    return found
+
+
+def payload_text(payload: bytes) -> str:
+    """A payload as RobustMQ hands it out: its bytes read as UTF-8, invalid bytes as U+FFFD."""
+    return bytes(payload).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message as FETCH or QUERY hands it out.
+
+    mq9 brokers hand payloads out as UTF-8 text: ``payload`` holds that text's UTF-8 bytes,
+    which are the bytes sent (``send`` refuses bytes that are not UTF-8). ``header`` holds the
+    NATS headers the SEND carried ({} when none); ``key`` and ``tags`` are read from them.
+    """
+
+    msg_id: int
+    payload: bytes
+    priority: Priority
+    create_time: int
+    key: str | None = None
+    tags: list[str] = _field(default_factory=list)
+    header: dict[str, str] = _field(default_factory=dict)
+
+    def text(self) -> str:
+        """The payload as text."""
+        return self.payload.decode()
+
+    def json(self) -> Any:
+        """The payload parsed as JSON (raises ``ValueError`` if it is not JSON)."""
+        return json.loads(self.payload)
+
+    @classmethod
+    def from_wire(cls, item: Any) -> Message:
+        """A message from a FETCH or QUERY item (``MSG_ITEM``: unknown fields are ignored,
+        ``header`` may be absent or null). Raises ``Mq9Error`` on an item of the wrong shape."""
+        try:
+            wire = MSG_ITEM.convert(item)
+            header = {} if wire["header"] is None else parse_header_block(wire["header"])
+            tags = header.get(HEADER_TAGS, "")
+            return cls(
+                msg_id=wire["msg_id"],
+                payload=wire["payload"].encode(),
+                priority=Priority(wire["priority"] or "normal"),  # RobustMQ sends "" for none
+                create_time=wire["create_time"],
+                key=header.get(HEADER_KEY),
+                tags=[tag.strip() for tag in tags.split(",") if tag.strip()],
+                header=header,
+            )
+        except (WireError, ValueError) as exc:
+            raise MalformedReply(f"malformed message in the broker's reply: {exc}") from None
+
+
+def payload_bytes(payload: object) -> bytes:
+    """The bytes to send for a payload: ``bytes`` as is (only UTF-8: RobustMQ hands payloads
+    back as text, so other bytes would come back changed), ``str`` as UTF-8, ``dict`` as JSON."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        data = bytes(payload)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"payload bytes are not UTF-8 text (byte {exc.start}): mq9 brokers hand "
+                "payloads back as UTF-8 text, so these bytes would arrive changed; send binary "
+                "data as text, e.g. base64.b64encode(data).decode(), and decode it on receipt"
+            ) from None
+        return data
+    if isinstance(payload, str):
+        return utf8("payload", payload).encode()
+    if isinstance(payload, dict):
+        try:
+            return encode(payload)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"a dict payload must be JSON-serializable: {exc}") from None
+    raise ValueError(f"payload must be bytes, str or dict, not {type(payload).__name__}")
+
+
+def send_headers(
+    priority: Priority | str,
+    key: str | None,
+    delay: int | None,
+    ttl: int | None,
+    tags: list[str] | None,
+) -> dict[str, str]:
+    """mq9's headers for a SEND, each value checked (``Mq9Error`` on a bad one)."""
+    headers: dict[str, str] = {}
+    priority = parse_priority(priority)
+    if priority is not Priority.NORMAL:
+        headers[HEADER_PRIORITY] = priority.value
+    if key is not None:
+        headers[HEADER_KEY] = check_key(key)
+    if delay is not None:  # RobustMQ delays even with 0 (the reply's msg_id is then -1)
+        headers[HEADER_DELAY] = str(check_int("delay", delay, 0, MAX_SECONDS))
+    if ttl is not None:
+        headers[HEADER_TTL] = str(check_int("ttl", ttl, 0, MAX_SECONDS))
+    tags = [] if tags is None else check_tags(tags)
+    if tags:
+        headers[HEADER_TAGS] = ",".join(tags)
+    return headers
+
+
+def extra_headers(headers: object) -> dict[str, str]:
+    """Headers beside mq9's own, checked: single-line UTF-8 names and values that survive a
+    NATS header block as sent (names are tokens; values carry no surrounding whitespace)."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise InvalidArgument(f"invalid headers {quoted(headers)}: must be a dict of strings")
+    for name, value in headers.items():
+        if (
+            not isinstance(name, str)
+            or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)
+            or not _header_value(value)
+        ):
+            raise InvalidArgument(
+                f"invalid header {quoted(name)}: {quoted(value)}: names are letters, digits, "
+                "'-', '_' and '.'; values single-line strings without surrounding whitespace or "
+                "control characters"
+            )
+        utf8("header", value)
+    return dict(headers)
+
+
+# What may not be inside a header value: every character a reader of header blocks may take
+# for a line break (all that str.splitlines() splits at: \n \r \x0b \x0c \x1c-\x1e \x85
+# U+2028 U+2029), and the other C0 controls and DEL, which no header value needs.
+_LINE_BREAKING = frozenset([*map(chr, range(0x20)), "\x7f", "\x85", "\u2028", "\u2029"])
+
+
+def _header_value(value: object) -> TypeGuard[str]:
+    # NATS strips a header value's surrounding whitespace: such a value could not arrive as sent
+    return isinstance(value, str) and value == value.strip() and _LINE_BREAKING.isdisjoint(value)
+
+
+def check_key(key: object) -> str:
+    if not key or not _header_value(key):
+        raise InvalidArgument(
+            f"invalid key {quoted(key)}: must be a non-empty single-line string without "
+            "leading or trailing whitespace, line breaks (U+2028 and the like too) or control "
+            "characters"
+        )
+    return utf8("key", key)  # headers travel as UTF-8
+
+
+def check_tags(tags: object) -> list[str]:
+    if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
+        raise InvalidArgument(f"invalid tags {quoted(tags)}: must be a list of strings")
+    for tag in tags:
+        bare = tag.strip() if isinstance(tag, str) else None
+        if not bare or "," in bare or not _header_value(bare):
+            raise InvalidArgument(
+                f"invalid tag {quoted(tag)}: tags are non-empty strings without commas, line "
+                "breaks (U+2028 and the like too) or control characters"
+            )
+    return [utf8("tag", tag.strip()) for tag in tags]
+

@@ -1,0 +1,39 @@
+"""The NATS subjects mq9 requests go to (RobustMQ's mq9-core/src/protocol.rs)."""
+
+from __future__ import annotations
+
+PREFIX = "$mq9.AI"
+SUBJECT_WILDCARD = f"{PREFIX}.>"
+TENANT = "default"  # RobustMQ's tenant for mq9 requests; it shows in some of its error texts
+
+MAILBOX_CREATE = f"{PREFIX}.MAILBOX.CREATE"
+MSG_SEND = f"{PREFIX}.MSG.SEND."
+MSG_FETCH = f"{PREFIX}.MSG.FETCH."
+MSG_ACK = f"{PREFIX}.MSG.ACK."
+MSG_QUERY = f"{PREFIX}.MSG.QUERY."
+MSG_DELETE = f"{PREFIX}.MSG.DELETE."
+AGENT_REGISTER = f"{PREFIX}.AGENT.REGISTER"
+AGENT_UNREGISTER = f"{PREFIX}.AGENT.UNREGISTER"
+AGENT_REPORT = f"{PREFIX}.AGENT.REPORT"
+AGENT_DISCOVER = f"{PREFIX}.AGENT.DISCOVER"
+
+
+def send_subject(address: str) -> str:
+    return MSG_SEND + address
+
+
+def fetch_subject(address: str) -> str:
+    return MSG_FETCH + address
+
+
+def ack_subject(address: str) -> str:
+    return MSG_ACK + address
+
+
+def query_subject(address: str) -> str:
+    return MSG_QUERY + address
+
+
+def delete_subject(address: str, msg_id: int) -> str:
+    return f"{MSG_DELETE}{address}.{msg_id}"
+
