@@ -49,6 +49,12 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def card_field(key: str) -> str | None:
+    """The AgentCard field ``key`` names (in camelCase or snake_case), or None."""
+    name = key if key in A2A_CARD_FIELDS else _camel(key)
+    return name if name in A2A_CARD_FIELDS else None
+
+
 def _proto_message(value: object, fields: dict[str, type]) -> dict[str, Any] | None:
     """``value`` read as one proto message and written back as pbjson writes it, or None
     when pbjson would refuse it."""

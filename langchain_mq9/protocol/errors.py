@@ -155,7 +155,7 @@ class ClusterUnavailable(Unavailable):
 # (RobustMQ's words, only read): the request may succeed unchanged a moment later.
 # grpc-clients/src/utils.rs retries transport errors itself; what still reaches a client: the
 # storage forward giving up (storage-engine clients/connection.rs ~117), a forward to a leader
-# that is gone, and the transport texts. ``from_reply`` reads them first, as ClusterUnavailable.
+# that is gone, and the transport texts.
 TRANSIENT_MARKERS = (
     # a mailbox made a moment ago whose shard's offsets are not set up yet (storage-engine
     # core/offset.rs: the offset is read before anything is written): nothing was stored
@@ -347,6 +347,9 @@ def _reads(
 # The first that matches wins (a more specific text before the words it also holds).
 # fmt: off
 WIRE_TEXTS = (
+    # anywhere in any reply, so first; ``from_reply`` adds what to do (ClusterUnavailable)
+    _reads(ClusterUnavailable, "|".join(map(re.escape, TRANSIENT_MARKERS)), ROBUSTMQ,
+           *TRANSIENT_MARKERS),
     _reads(MailboxNotFound, r"mailbox (?P<address>\S+) does not exist$", ROBUSTMQ,  # SEND
            err_mailbox_missing),
     _reads(MailboxNotFound, r"Tenant \S+ topic '(?P<address>.*)' not found in broker cache$",
@@ -391,10 +394,10 @@ WIRE_TEXTS = (
 def from_reply(error: str, subject: str = "") -> Mq9Error:
     """The exception for a broker's non-empty ``error`` reply to a request on ``subject``:
     its class by RobustMQ's words (or the bundled broker's), its message those words."""
-    if any(marker in error for marker in TRANSIENT_MARKERS):
-        return _cluster_unavailable(error, subject)
     for text in WIRE_TEXTS:
         found = text.pattern.search(error)
+        if found and text.cls is ClusterUnavailable:
+            return _cluster_unavailable(error, subject)
         if found:
             return text.cls(error, retryable=None, **_attributes(found))
     return Mq9Error(error)

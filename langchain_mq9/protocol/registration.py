@@ -23,11 +23,10 @@ import json
 from typing import Any
 
 from .cards import (
-    A2A_CARD_FIELDS,
     MQ9_URL_SCHEME,
-    _camel,
     a2a_card,
     agent_card,
+    card_field,
     card_mailbox,
     card_skill_fields,
     card_skills,
@@ -92,7 +91,7 @@ def _card_field(label: str, value: Any) -> dict[str, Any]:
         return read
     for key, item in value.items():
         if a2a_card({key: item}) is None:
-            known = _camel(key) in A2A_CARD_FIELDS or key in A2A_CARD_FIELDS
+            known = card_field(key) is not None
             why = "has the wrong type" if known else "is no A2A AgentCard field"
             where = "" if label == key else f" in {label}"
             raise ValueError(

@@ -69,7 +69,10 @@ def test_every_text_the_protocol_writes_reads_back_as_its_class(entry, text, giv
     assert entry.pattern.search(text), f"its own pattern does not match {text!r}"
     error = from_reply(text, p.MAILBOX_CREATE)
     assert type(error) is entry.cls, f"{text!r} reads as {type(error).__name__}"
-    assert error.message == text
+    if entry.cls is errors.ClusterUnavailable:  # its words, then what to do
+        assert error.message.startswith(text)
+    else:
+        assert error.message == text
     for name in entry.pattern.groupindex:  # the attributes its words give, as they were given
         assert name in given, f"{name} is read from {text!r} but no maker's parameter"
         assert getattr(error, name) == given[name]
