@@ -179,16 +179,20 @@ ERR_SEARCH_NOT_BUILT = (
 SEARCH_TABLE_MISSING = "Table 'mq9_agents' was not found"
 LISTING_TOO_LARGE = "too large to list in one answer"
 
-# RobustMQ's CREATE name rules (mq9 mailbox.rs) and its REGISTER/UNREGISTER/REPORT checks
+# RobustMQ's CREATE name rules (broker mq9/create.rs:40,48,54) and its REGISTER, UNREGISTER and
+# REPORT checks (mq9/agent.rs:51,70,101,126); docs/protocol.md §10 lists where each is written.
 ERR_NAME_EMPTY = "prefix must not be empty"
 ERR_NAME_CHARS = "name may only contain lowercase letters, digits, and dots"
 ERR_NAME_EDGES = "prefix must start and end with a lowercase letter or digit"
 ERR_REGISTER_EMPTY = "payload must not be empty"
 ERR_AGENT_INFO_EMPTY = "agent_info must not be empty"
 ERR_AGENT_NAME_EMPTY = "agent name must not be empty"
-# serde's words for a body it refuses (RobustMQ answers them; shapes.py writes the same)
+# serde's words for a body it refuses: RobustMQ answers them after its command's prefix
+# ("invalid MAILBOX.CREATE payload: ", create.rs:72; bare for FETCH and ACK, fetch.rs:39,215)
+# and with serde's position; shapes.py writes the same words without the position.
 SERDE_REFUSALS = (
-    "missing field `group_name`",
+    "missing field `msg_id` at line 1 column 40",
+    "invalid MAILBOX.CREATE payload: missing field `name`",
     "unknown variant `newest`, expected one of `earliest`, `latest`, `from_time`, `from_id`",
     "duplicate field `name`",
     "invalid type: integer `1`, expected a string",
@@ -196,21 +200,23 @@ SERDE_REFUSALS = (
 
 
 def err_mailbox_missing(address: str) -> str:
-    """SEND to a mailbox that does not exist (or has expired)."""
+    """SEND to a mailbox that does not exist (or has expired): mq9/send.rs:119."""
     return f"mailbox {address} does not exist"
 
 
 def err_topic_missing(address: str) -> str:
     """FETCH, QUERY and DELETE on a mailbox that does not exist: RobustMQ's storage layer
-    answers for them, in its own words."""
+    answers for them, in its own words (common/base error/common.rs:165)."""
     return f"Tenant {TENANT} topic '{address}' not found in broker cache"
 
 
 def err_ack_mailbox_missing(address: str) -> str:
+    """ACK naming a mailbox that has no topic: mq9/fetch.rs:224."""
     return f"mailbox not found: {address}"
 
 
 def err_mailbox_exists(address: str) -> str:
+    """CREATE of a name a mailbox has: mq9/create.rs:106."""
     return f"mailbox {address} already exists"
 
 
@@ -316,6 +322,8 @@ def err_group_name_too_long(length: int) -> str:
 
 
 def err_unknown_subject(subject: str) -> str:
+    """A subject under $mq9.AI no command has (RobustMQ answers it as a -ERR line, not JSON:
+    mq9/process.rs:42)."""
     return f"unrecognized mq9 subject: {subject}"
 
 
@@ -384,9 +392,9 @@ WIRE_TEXTS = (
            *SERDE_REFUSALS),  # and the client's own refusals of a value ("invalid ttl ...")
     _reads(InvalidArgument, r"\S+ must not be empty", ROBUSTMQ,
            ERR_REGISTER_EMPTY, ERR_AGENT_INFO_EMPTY, ERR_AGENT_NAME_EMPTY),
-    # written by the bundled broker and read as no narrower class: nothing acts on them
+    # read as no narrower class: nothing acts on them
     _reads(Mq9Error, r"group_name is \d+ characters", OURS, err_group_name_too_long),
-    _reads(Mq9Error, r"unrecognized mq9 subject", OURS, err_unknown_subject),
+    _reads(Mq9Error, r"unrecognized mq9 subject", ROBUSTMQ, err_unknown_subject),
 )
 # fmt: on
 
