@@ -4,8 +4,9 @@ moves past them (docs/groups.md, "Poison messages").
 A dead letter is an ordinary message in an ordinary mailbox (``<mailbox>.dlq`` by default):
 the original payload as it was, its priority, tags and other headers, and one header more,
 ``mq9-dead-letter``, saying where it came from, how often it failed and why. So it can be read
-(``query``, ``query_messages``), consumed (a group, ``consume``) and sent back (``replay``) on
-any mq9 broker, and a copy never outgrows the original by more than that header.
+(``query``, ``query_messages``), consumed (a group, ``consume``) and sent back
+(``reader.replay``) on any mq9 broker, and a copy never outgrows the original by more than
+that header.
 """
 
 from __future__ import annotations
@@ -143,35 +144,3 @@ def _copied_headers(message: Message) -> dict[str, str]:
             with contextlib.suppress(p.Mq9Error):
                 kept |= p.extra_headers({name: value})
     return kept
-
-
-async def replay(
-    client: MailboxClient,
-    dead_letters: str,
-    *,
-    group_name: str = "replay",
-    num_msgs: int = 10,
-) -> list[int]:
-    """Send every dead letter of the mailbox ``dead_letters`` back to its mailbox, read with
-    the consumer group ``group_name`` (each is sent back once, whatever restarts: a dead letter
-    is done once its copy is stored). Payload, priority, tags and other headers go back as
-    they were; the key does not (an old message must not replace a newer one of its key), and
-    the copy is a new message with a new msg_id. Returns the new msg_ids."""
-    from .reader import GroupReader  # reader.py imports this module
-
-    reader = GroupReader(client, dead_letters, group_name)
-    sent: list[int] = []
-    while batch := await reader.fetch(num_msgs=num_msgs):
-        for message in batch:
-            letter = DeadLetter.read(message)
-            sent.append(
-                await client.send(
-                    letter.mailbox,
-                    p.payload_text(message.payload),
-                    priority=message.priority,
-                    tags=message.tags or None,
-                    headers=letter.header or None,
-                )
-            )
-            await reader.done(message.msg_id)
-    return sent

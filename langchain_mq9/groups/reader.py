@@ -1,4 +1,5 @@
-"""Consuming a mailbox safely on RobustMQ's semantics: ``GroupReader`` and ``Consumer``.
+"""Consuming a mailbox safely on RobustMQ's semantics: ``GroupReader``, ``Consumer``, and
+``replay``, which sends a dead-letter mailbox's messages back where they came from.
 
 RobustMQ keeps no leases, and ACK X moves all three priority lanes of a group past X.
 ``GroupReader`` hands each message out once per reader and acks only its *safe horizon*
@@ -20,7 +21,7 @@ from .. import protocol as p
 from ..protocol import Message
 from ..protocol.errors import AnswerTooLarge, Mq9Error
 from . import dead_letters
-from .dead_letters import DEFAULT_MAX_DELIVERIES, MAX_DELIVERIES, failure_reason
+from .dead_letters import DEFAULT_MAX_DELIVERIES, MAX_DELIVERIES, DeadLetter, failure_reason
 from .leases import (
     DEFAULT_LEASE_TTL,
     GroupRecords,
@@ -622,6 +623,36 @@ class Consumer:
             await _maybe_await(self._error_handler(message, exc))
         except Exception:
             log.exception("consumer of %s: error_handler failed", self.mail_address)
+
+
+async def replay(
+    client: MailboxClient,
+    dead_letters: str,
+    *,
+    group_name: str = "replay",
+    num_msgs: int = 10,
+) -> list[int]:
+    """Send every dead letter of the mailbox ``dead_letters`` back to its mailbox, read with
+    the consumer group ``group_name`` (each is sent back once, whatever restarts: a dead letter
+    is done once its copy is stored). Payload, priority, tags and other headers go back as
+    they were; the key does not (an old message must not replace a newer one of its key), and
+    the copy is a new message with a new msg_id. Returns the new msg_ids."""
+    reader = GroupReader(client, dead_letters, group_name)
+    sent: list[int] = []
+    while batch := await reader.fetch(num_msgs=num_msgs):
+        for message in batch:
+            letter = DeadLetter.read(message)
+            sent.append(
+                await client.send(
+                    letter.mailbox,
+                    p.payload_text(message.payload),
+                    priority=message.priority,
+                    tags=message.tags or None,
+                    headers=letter.header or None,
+                )
+            )
+            await reader.done(message.msg_id)
+    return sent
 
 
 async def _maybe_await(result: Any) -> None:
