@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import protocol as p
 from ..protocol import Message
-from ..protocol.errors import MailboxExists, MailboxNotFound
+from ..protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
 from .leases import RESERVED_ROOT, MailboxClient, is_reserved
 
 DEAD_LETTER_SUFFIX = ".dlq"
@@ -49,7 +49,7 @@ def check_dead_letter(address: str) -> str:
     """``address`` as a dead-letter mailbox: a valid address outside the reserved root."""
     try:
         p.check_address(address)
-    except p.Mq9Error as exc:  # a default name too long, or a bad one given
+    except Mq9Error as exc:  # a default name too long, or a bad one given
         raise ValueError(f"dead_letter: {exc.message}; give dead_letter a mailbox") from None
     if is_reserved(address):
         raise ValueError(
@@ -138,9 +138,9 @@ async def store(
 def _copied_headers(message: Message) -> dict[str, str]:
     """The original's headers beside mq9's own (an A2A request's reply-to, say) that a SEND
     can carry again; the few a foreign client wrote that it cannot are left out."""
-    kept = {}
+    kept: dict[str, str] = {}
     for name, value in message.header.items():
         if name not in _OWN_HEADERS:
-            with contextlib.suppress(p.Mq9Error):
+            with contextlib.suppress(Mq9Error):
                 kept |= p.extra_headers({name: value})
     return kept

@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from .. import protocol as p
 from ..protocol import Message
@@ -246,6 +246,8 @@ class GroupReader:
         what a worker takes over from a holder that is gone (docs/groups.md, "Poison
         messages"). What is past its budget, a message its readers died holding, is set aside
         instead of handed out; the rest of ``batch`` is returned."""
+        budget = self.max_deliveries
+        assert budget is not None  # without one nothing is recorded
         if not self._recorded_first:
             self._recorded_first, recorded = True, batch
         else:
@@ -260,7 +262,7 @@ class GroupReader:
         for message in recorded:
             found = records[message.msg_id]
             self._deliveries[message.msg_id] = attempts = max(count_deliveries(found, message), 1)
-            if attempts <= self.max_deliveries:
+            if attempts <= budget:
                 continue
             aside.add(message.msg_id)
             reason = last_reason(found, message) or (
@@ -327,7 +329,7 @@ class GroupReader:
         while True:
             asked = state.ask(num_msgs)
             answer, fit, asked = await self._read(asked, *start)
-            if self.commit and state.went_back(answer):
+            if self.commit and state.committed is not None and state.went_back(answer):
                 # The group's position is behind this reader's last ack: put it back first.
                 await self.client.ack(self.mail_address, self.group_name, state.committed)
                 answer, fit, asked = await self._read(asked, *start)
@@ -406,7 +408,8 @@ class GroupReader:
             if not chunk:
                 break
             judged = chunk
-        self._taken_over |= won & held_before
+        if self.max_deliveries is not None:  # without a budget nothing is recorded
+            self._taken_over |= won & held_before
         return [m for m in state.last_answer if m.msg_id in won][:num_msgs]
 
     def _log_went_back(self, answer: list[Message]) -> None:
@@ -483,7 +486,7 @@ class Consumer:
             )
         )
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         # Messages whose handler failed, called again once due: msg_id -> (due, delay, msg).
         self._retry: dict[int, tuple[float, float, Message]] = {}
         # Without a group the consumer keeps its own position: everything below ``_floor`` is
@@ -655,6 +658,6 @@ async def replay(
     return sent
 
 
-async def _maybe_await(result: Any) -> None:
+async def _maybe_await(result: Awaitable[None] | None) -> None:
     if inspect.isawaitable(result):
         await result
