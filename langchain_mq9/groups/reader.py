@@ -162,10 +162,21 @@ class GroupReader:
         self._lock = asyncio.Lock()
 
     # What tests and callers read of the state.
-    pending = property(lambda self: self.state.pending)
-    handled = property(lambda self: self.state.handled)
-    committed = property(lambda self: self.state.committed)
-    last_answer = property(lambda self: self.state.last_answer)
+    @property
+    def pending(self) -> set[int]:
+        return self.state.pending
+
+    @property
+    def handled(self) -> set[int]:
+        return self.state.handled
+
+    @property
+    def committed(self) -> int | None:
+        return self.state.committed
+
+    @property
+    def last_answer(self) -> list[Message]:
+        return self.state.last_answer
 
     async def fetch(
         self,
