@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from .. import protocol as p
 from ..protocol import Message
@@ -125,14 +124,22 @@ async def store(
     }
     # ASCII JSON: one header line whatever the reason holds (a header value is one line).
     headers = {**_copied_headers(message), DEAD_LETTER_HEADER: json.dumps(about)}
-    copy: dict[str, Any] = {"priority": message.priority, "tags": message.tags or None}
-    payload = p.payload_text(message.payload)
+
+    async def send_copy() -> int:
+        return await client.send(
+            address,
+            p.payload_text(message.payload),
+            priority=message.priority,
+            tags=message.tags or None,
+            headers=headers,
+        )
+
     try:
-        return await client.send(address, payload, headers=headers, **copy)
+        return await send_copy()
     except MailboxNotFound:
         with contextlib.suppress(MailboxExists):
             await client.mailbox_create(name=address, ttl=0)
-        return await client.send(address, payload, headers=headers, **copy)
+        return await send_copy()
 
 
 def _copied_headers(message: Message) -> dict[str, str]:
