@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..client.client import Mq9Client
 from ..groups.reader import POLL_SECONDS
 from ..protocol import Priority, check_address
 from ..protocol.errors import MailboxNotFound
@@ -84,7 +85,7 @@ class AgentCaller:
     >>> state.state, state.view().get("result")
     """
 
-    def __init__(self, client: Any, reply_mailbox: str) -> None:
+    def __init__(self, client: Mq9Client, reply_mailbox: str) -> None:
         self.client = client
         self.reply_mailbox = w.caller_address(check_address(reply_mailbox))
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
-from a2a.server.events.event_queue import EventQueue
+from a2a.server.events.event_queue import Event, EventQueue
 from a2a.types.a2a_pb2 import (
     Message,
     SendMessageRequest,
@@ -24,6 +24,7 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 
+from ..client.client import Mq9Client
 from . import wire as w
 from .server import AgentServer, Turn
 from .transport import to_json, to_proto
@@ -37,13 +38,13 @@ class _Collected(EventQueue):
     """The events an executor publishes during one turn."""
 
     def __init__(self) -> None:
-        self.events: list[Any] = []
+        self.events: list[Event] = []
 
-    async def enqueue_event(self, event: Any) -> None:
+    async def enqueue_event(self, event: Event) -> None:
         self.events.append(event)
 
 
-def _outcome(events: list[Any]) -> tuple[str | None, str, list[dict[str, Any]]]:
+def _outcome(events: list[Event]) -> tuple[str | None, str, list[dict[str, Any]]]:
     """(the last state published, its status text, the artifacts) of one turn."""
     state, text, artifacts = None, "", []
     for event in events:
@@ -101,7 +102,9 @@ class ExecutorServer(AgentServer):
         return "\n".join(w.parts_text(a.get("parts")) for a in artifacts), None
 
 
-async def serve_executor(executor: AgentExecutor, *, name: str, client: Any, **options: Any):
+async def serve_executor(
+    executor: AgentExecutor, *, name: str, client: Mq9Client, **options: Any
+) -> AgentServer:
     """Serve an a2a-sdk ``AgentExecutor`` as agent ``name`` on its mq9 mailbox (the options of
     ``serve_agent``: ``card``, ``worker``, ``mailbox``, ...). Returns the running server."""
     return await ExecutorServer(executor, name=name, client=client, **options).start()

@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..client.client import Mq9Client
 from ..groups.reader import GroupReader
-from ..protocol import Mq9Error, card_skills, clipped
-from ..protocol.errors import TooLarge
+from ..protocol import Message, card_skills, clipped
+from ..protocol.errors import Mq9Error, TooLarge
 from . import wire as w
 from .store import TaskStore, deliver, ensure_mailbox, owner_of
 
@@ -45,7 +46,7 @@ def backoff(attempt: int) -> float:
     """Seconds before a broker step that failed is tried again (attempt 0, 1, ...): growing to
     10 s, and tried for as long as the broker is away (an outage delays a task, never loses
     it). ``AgentServer(retry_delay=...)`` sets another schedule."""
-    return min(0.2 * 2**attempt, 10.0)
+    return min(0.2 * 2.0 ** min(attempt, 6), 10.0)  # capped: 2.0 ** 1024 overflows
 
 
 def default_input(graph: Any, text: str) -> Any:
@@ -97,7 +98,7 @@ class AgentServer:
         graph: Any,
         *,
         name: str,
-        client: Any,
+        client: Mq9Client,
         mailbox: str | None = None,
         card: dict[str, Any] | None = None,
         worker: str | None = None,
@@ -132,10 +133,11 @@ class AgentServer:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._most_held = max_concurrency + HELD_EXTRA
         self._held = asyncio.Semaphore(self._most_held)
-        self._running: dict[str, tuple[asyncio.Task, str | None]] = {}  # id -> run, owner
-        self._handlers: set[asyncio.Task] = set()  # requests being handled
-        self._loop: asyncio.Task | None = None
-        self._watch: asyncio.Task | None = None
+        # id -> run (its result and interrupts), owner
+        self._running: dict[str, tuple[asyncio.Task[tuple[Any, Any]], str | None]] = {}
+        self._handlers: set[asyncio.Task[None]] = set()  # requests being handled
+        self._loop: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self.handled = 0  # requests finished (any method), for tests and reports
 
@@ -170,7 +172,9 @@ class AgentServer:
         """Stop reading and stop the tasks under way WITHOUT a final state: their requests
         stay undone, so the group hands them out again (at least once)."""
         self._stopping = True
-        jobs = [j for j in (self._loop, self._watch, *self._handlers) if j is not None]
+        jobs: list[asyncio.Task[Any]] = [
+            j for j in (self._loop, self._watch, *self._handlers) if j is not None
+        ]
         jobs += [run for run, _owner in self._running.values()]
         for job in jobs:
             job.cancel()
@@ -212,7 +216,7 @@ class AgentServer:
                 self._handlers.add(job)
                 job.add_done_callback(self._handlers.discard)
 
-    async def _handle(self, msg: Any) -> None:
+    async def _handle(self, msg: Message) -> None:
         """One request, whatever it holds: never raises, and marks the message done unless the
         server is stopping (then the group hands it out again). Each broker step inside is
         tried until the broker takes it (``_persist``), so a graph runs once per request."""
@@ -247,7 +251,7 @@ class AgentServer:
                 await asyncio.sleep(self.retry_delay(attempt))
                 attempt += 1
 
-    async def _dispatch(self, msg: Any) -> None:
+    async def _dispatch(self, msg: Message) -> None:
         try:
             request = w.read_request(msg.header, msg.payload)
         except w.Rejection as exc:
@@ -270,7 +274,7 @@ class AgentServer:
         snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=str(exc))
         await self._deliver(reply_to, snapshot)
 
-    async def _unprocessable(self, msg: Any, exc: Exception) -> None:
+    async def _unprocessable(self, msg: Message, exc: Exception) -> None:
         """The error answer to a request that failed for a reason of the agent's own."""
         reply_to = msg.header.get(w.HEADER_REPLY_TO)
         task_id = msg.header.get(w.HEADER_TASK_ID)
@@ -279,7 +283,7 @@ class AgentServer:
             with contextlib.suppress(Exception):
                 await self._error(reply_to, task_id, clipped(text, 500))
 
-    async def _set_aside(self, msg: Any, attempts: int, reason: str) -> None:
+    async def _set_aside(self, msg: Message, attempts: int, reason: str) -> None:
         """A request the consumer group set aside (its dead-letter copy is stored): the task
         fails, saying so, for its owner only. Raising leaves the request to be set aside again."""
         reply_to = msg.header.get(w.HEADER_REPLY_TO)
@@ -327,7 +331,9 @@ class AgentServer:
         what = f"sending task {snapshot['id']} to {reply_to}"
         await self._to_caller(reply_to, what, lambda: deliver(self.client, reply_to, snapshot))
 
-    async def _to_caller(self, reply_to: str, what: str, send: Callable[[], Awaitable]) -> None:
+    async def _to_caller(
+        self, reply_to: str, what: str, send: Callable[[], Awaitable[None]]
+    ) -> None:
         try:
             await self._persist(what, send)
         except TooLarge:
@@ -465,7 +471,7 @@ class AgentServer:
     # Each answers the task's owner only: to anyone else a task is "not found".
 
     async def _get_task(self, request: w.Request) -> None:
-        task_id = request.body.get("id") or request.task_id
+        task_id = request.named_task()
         snapshot = await self._stored(task_id)
         if snapshot is None or request.reply_to is None or owner_of(snapshot) != request.reply_to:
             await self._error(request.reply_to, task_id, f"task {task_id} not found")
@@ -490,7 +496,7 @@ class AgentServer:
         await self._to_caller(reply_to, "answering ListTasks", send)
 
     async def _cancel_task(self, request: w.Request) -> None:
-        task_id = request.body.get("id") or request.task_id
+        task_id = request.named_task()
         asker = request.reply_to
         snapshot = await self._stored(task_id)
         if snapshot is not None and (asker is None or owner_of(snapshot) != asker):
@@ -537,7 +543,7 @@ async def serve_agent(
     name: str,
     card: dict[str, Any] | None = None,
     server: str | None = None,
-    client: Any = None,
+    client: Mq9Client | None = None,
     **options: Any,
 ) -> AgentServer:
     """Serve ``graph`` as the A2A agent ``name`` on its mq9 mailbox (``name`` too, unless
@@ -559,9 +565,7 @@ async def serve_agent(
     if (server is None) == (client is None):
         raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")
     own = client is None
-    if own:
-        from ..client.client import Mq9Client
-
+    if client is None:
         client = await Mq9Client(server).connect()
     agent = AgentServer(graph, name=name, client=client, card=card, **options)
     agent.owns_client = own

@@ -14,11 +14,12 @@ import contextlib
 import json
 from typing import Any
 
+from ..client.client import Mq9Client
 from ..protocol.errors import MailboxExists, MailboxNotFound
 from . import wire as w
 
 
-async def ensure_mailbox(client: Any, address: str) -> None:
+async def ensure_mailbox(client: Mq9Client, address: str) -> None:
     """Create ``address`` (never expiring) unless it is there."""
     with contextlib.suppress(MailboxExists):
         await client.mailbox_create(name=address, ttl=0)
@@ -33,7 +34,7 @@ def _object(payload: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
+async def latest(client: Mq9Client, mailbox: str, key: str) -> dict[str, Any] | None:
     """The JSON object kept under ``key`` in ``mailbox``, or None (no such mailbox either)."""
     try:
         found = await client.query(mailbox, key=key)
@@ -47,7 +48,7 @@ async def latest(client: Any, mailbox: str, key: str) -> dict[str, Any] | None:
 
 
 async def keep(
-    client: Any,
+    client: Mq9Client,
     mailbox: str,
     key: str,
     value: dict[str, Any],
@@ -59,7 +60,7 @@ async def keep(
     await client.send(mailbox, w.json_text(value), key=key, tags=tags, headers=headers)
 
 
-async def deliver(client: Any, mailbox: str, snapshot: dict[str, Any]) -> None:
+async def deliver(client: Mq9Client, mailbox: str, snapshot: dict[str, Any]) -> None:
     """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or a task store),
     keyed by its task."""
     headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
@@ -76,7 +77,7 @@ def owner_of(snapshot: dict[str, Any] | None) -> str | None:
     return reply_to if w.answerable(reply_to) else None
 
 
-async def tasks_in(client: Any, mailbox: str, context_id: str = "") -> list[dict[str, Any]]:
+async def tasks_in(client: Mq9Client, mailbox: str, context_id: str = "") -> list[dict[str, Any]]:
     """The newest state of each task kept in ``mailbox`` (RobustMQ answers at most 100,
     oldest first), of one conversation when ``context_id`` is given."""
     try:
@@ -101,7 +102,7 @@ def _cancel_key(task_id: str, by: str | None) -> str:
 class TaskStore:
     """The task states of the agent served at ``agent_mailbox`` (``wire.store_address``)."""
 
-    def __init__(self, client: Any, agent_mailbox: str) -> None:
+    def __init__(self, client: Mq9Client, agent_mailbox: str) -> None:
         self.client = client
         self.mailbox = w.store_address(agent_mailbox)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from a2a.client.client import ClientCallContext, ClientConfig
 from a2a.client.client_factory import ClientFactory
@@ -24,6 +24,7 @@ from a2a.client.transports.base import ClientTransport
 from a2a.types.a2a_pb2 import (
     AgentCard,
     CancelTaskRequest,
+    GetExtendedAgentCardRequest,
     GetTaskRequest,
     ListTasksRequest,
     ListTasksResponse,
@@ -39,10 +40,14 @@ from a2a.utils.errors import (
     TaskNotFoundError,
     UnsupportedOperationError,
 )
-from google.protobuf import json_format
 
+# (the ignore: protobuf ships no type hints; types-protobuf would be one more dependency)
+from google.protobuf import json_format  # type: ignore[import-untyped]
+
+from ..client.client import Mq9Client
 from ..groups.reader import POLL_SECONDS
-from ..protocol import MQ9_URL_SCHEME, Mq9Error
+from ..protocol import MQ9_URL_SCHEME
+from ..protocol.errors import Mq9Error
 from . import wire as w
 from .caller import AgentCaller, CallError, _user_turns
 from .store import latest, tasks_in
@@ -52,19 +57,29 @@ BINDING = "mq9"
 DEFAULT_TIMEOUT = 60.0
 
 
-def to_proto(value: dict[str, Any], kind: type) -> Any:
-    return json_format.ParseDict(value, kind(), ignore_unknown_fields=True)
+Proto = TypeVar("Proto")  # an a2a-sdk protobuf message class
 
 
-def to_json(value: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(value)
+def to_proto(value: dict[str, Any], kind: type[Proto]) -> Proto:
+    parsed: Proto = json_format.ParseDict(value, kind(), ignore_unknown_fields=True)
+    return parsed
+
+
+def to_json(value: object) -> dict[str, Any]:
+    found: dict[str, Any] = json_format.MessageToDict(value)
+    return found
 
 
 class Mq9Transport(ClientTransport):
     """A2A over mq9 for one agent (its mailbox), on an open ``Mq9Client``."""
 
     def __init__(
-        self, client: Any, mailbox: str, *, reply_mailbox: str | None = None, card: Any = None
+        self,
+        client: Mq9Client,
+        mailbox: str,
+        *,
+        reply_mailbox: str | None = None,
+        card: AgentCard | None = None,
     ) -> None:
         self.client = client
         self.mailbox = mailbox
@@ -188,13 +203,17 @@ class Mq9Transport(ClientTransport):
         async for snapshot in self._snapshots(lambda: self._snapshot(request.id), context):
             yield StreamResponse(task=to_proto(snapshot, Task))
 
-    async def get_extended_agent_card(self, request: Any, *, context: Any = None) -> AgentCard:
+    async def get_extended_agent_card(
+        self, request: GetExtendedAgentCardRequest, *, context: ClientCallContext | None = None
+    ) -> AgentCard:
         if self.card is None:
             raise UnsupportedOperationError("this mq9 transport was given no card")
         return self.card
 
     # Push notifications are HTTP callbacks: an mq9 caller has its reply mailbox instead.
-    async def create_task_push_notification_config(self, request: Any, *, context: Any = None):
+    async def create_task_push_notification_config(
+        self, request: object, *, context: ClientCallContext | None = None
+    ) -> NoReturn:
         raise UnsupportedOperationError(_NO_PUSH)
 
     get_task_push_notification_config = create_task_push_notification_config
@@ -216,7 +235,9 @@ def _submitted(task_id: str, request: SendMessageRequest) -> dict[str, Any]:
     return w.task(task_id, request.message.context_id, w.SUBMITTED)
 
 
-def register_mq9(factory: ClientFactory, client: Any, *, reply_mailbox: str | None = None) -> None:
+def register_mq9(
+    factory: ClientFactory, client: Mq9Client, *, reply_mailbox: str | None = None
+) -> None:
     """Teach ``factory`` the ``mq9`` protocol binding: a card whose interface is
     ``mq9://<mailbox>`` gets an ``Mq9Transport`` over ``client``. The factory's
     ``ClientConfig.supported_protocol_bindings`` must name ``"mq9"``."""
@@ -230,7 +251,7 @@ def register_mq9(factory: ClientFactory, client: Any, *, reply_mailbox: str | No
     factory.register(BINDING, produce)
 
 
-async def mq9_agent_card(client: Any, name: str) -> AgentCard:
+async def mq9_agent_card(client: Mq9Client, name: str) -> AgentCard:
     """The A2A card the registry holds for agent ``name`` (``LookupError`` if none)."""
     try:
         agents = await client.agent_discover()

@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..groups.leases import RESERVED_ROOT, is_reserved
 from ..operations.views import _too_deep
@@ -77,7 +77,7 @@ def new_id() -> str:
     return secrets.token_hex(12)
 
 
-def is_valid_id(value: object) -> bool:
+def is_valid_id(value: object) -> TypeGuard[str]:
     return (
         isinstance(value, str)
         and 0 < len(value) <= MAX_ID_CHARS
@@ -107,7 +107,7 @@ def thread_id(owner: str | None, context_id: str) -> str:
     return "mq9-" + digest(f"{owner or ''}\n{context_id}")
 
 
-def answerable(reply_to: str | None) -> bool:
+def answerable(reply_to: object) -> TypeGuard[str]:
     """Whether an agent may leave answers at ``reply_to``: a mailbox address, and under the
     reserved root only a reply mailbox (leases and task stores are nobody's reply mailbox)."""
     return (
@@ -200,7 +200,7 @@ def event_headers(task_id: str, state: str) -> dict[str, str]:
 # -- reading the JSON ----------------------------------------------------------------------------
 
 
-def parts_text(parts: Any) -> str:
+def parts_text(parts: object) -> str:
     """The text of a list of A2A parts: text parts as they are, data parts as JSON."""
     chunks = []
     for part in parts if isinstance(parts, list) else ():
@@ -244,6 +244,14 @@ class Request:
     reply_to: str | None
     task_id: str | None
     body: dict[str, Any]
+
+    def named_task(self) -> str:
+        """The task a GetTask or CancelTask names: its body's ``id``, else the header's
+        (``Rejection`` when that is no valid id: ``read_request`` checks it so)."""
+        named = self.body.get("id", self.task_id)
+        if not is_valid_id(named):
+            raise Rejection(f"an A2A {self.method}Request needs the task's id", self.task_id)
+        return named
 
 
 class Rejection(Exception):
@@ -290,16 +298,15 @@ def read_request(header: dict[str, str], payload: bytes) -> Request:
             f"the request nests deeper than {MAX_REQUEST_DEPTH} levels: send flatter JSON",
             task_id,
         )
+    request = Request(method, reply_to, task_id, body)
     if method == SEND:
         _check_message(body.get("message"), task_id)
     elif method in (GET_TASK, CANCEL_TASK):
-        wanted = body.get("id", task_id)
-        if not is_valid_id(wanted):
-            raise Rejection(f"an A2A {method}Request needs the task's id", task_id)
-    return Request(method, reply_to, task_id, body)
+        request.named_task()  # it has one
+    return request
 
 
-def _check_message(msg: Any, task_id: str | None) -> None:
+def _check_message(msg: object, task_id: str | None) -> None:
     if not isinstance(msg, dict):
         raise Rejection("an A2A SendMessageRequest needs a message object", task_id)
     parts = msg.get("parts")

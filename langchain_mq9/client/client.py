@@ -31,11 +31,20 @@ from ..protocol.errors import (
     PayloadTooLarge,
     SearchIndexEmpty,
     SearchNotBuilt,
+    WireError,
     from_reply,
 )
 from .live_search import LiveSearch, is_robustmq
 from .redaction import redact
-from .transport import NOT_CONNECTED, HandlerTransport, Transport, open_transport
+from .transport import (
+    NOT_CONNECTED,
+    Answer,
+    Engine,
+    HandlerTransport,
+    Transport,
+    is_transport,
+    open_transport,
+)
 
 __all__ = ["Agents", "Consumer", "GroupReader", "Message", "Mq9Client"]
 
@@ -47,7 +56,7 @@ RETRY_FIRST_PAUSE = 0.05
 DEFAULT_MAX_GROUPS = 1_000
 
 
-class Agents(list):
+class Agents(list[dict[str, Any]]):
     """The agents ``agent_discover`` found, best first. ``ranked_here`` is True when the broker
     has no agent search (RobustMQ's default build) and this client ranked its listing itself;
     ``ranking`` then says how: ``"embeddings"`` (the ``semantic`` extra) or ``"lexical"``.
@@ -90,7 +99,7 @@ class Mq9Client:
         self,
         server: str | None = None,
         *,
-        transport: Transport | Any = None,
+        transport: Transport | Engine | Answer | None = None,
         request_timeout: float = 5.0,
         max_groups: int = DEFAULT_MAX_GROUPS,
         **options: Any,
@@ -120,12 +129,13 @@ class Mq9Client:
         # whose index trails its registry: yes; the bundled broker, exact at once: no).
         self.check_search: bool | None = None
         self._live = LiveSearch(self._discover_items)
-        if transport is None:
+        if server is not None:
             self.server = server
             self._transport = open_transport(server, request_timeout=request_timeout, **options)
         else:
+            assert transport is not None  # exactly one of the two (checked above)
             self.server = f"transport={type(transport).__name__}"
-            if not hasattr(transport, "request"):  # an engine or a handler
+            if not is_transport(transport):  # an engine or a handler
                 transport = HandlerTransport(transport)
             self._transport = transport
 
@@ -246,9 +256,9 @@ class Mq9Client:
         reply = await self._call(
             p.MAILBOX_CREATE, body, repeatable=name is not None, done_if=MailboxExists
         )
-        if not reply:
-            return name  # type: ignore[return-value]
-        address = _read_reply(p.CREATE_REPLY, reply)["mail_address"]
+        if not reply and name is not None:
+            return name
+        address: str = _read_reply(p.CREATE_REPLY, reply)["mail_address"]
         if not p.is_valid_address(address):
             raise MalformedReply(
                 f"malformed reply from the broker: invalid mail_address {address!r}"
@@ -258,7 +268,7 @@ class Mq9Client:
     async def send(
         self,
         mail_address: str,
-        payload: bytes | str | dict,
+        payload: bytes | str | dict[str, Any],
         *,
         priority: Priority | str = Priority.NORMAL,
         key: str | None = None,
@@ -300,7 +310,7 @@ class Mq9Client:
             if exc.retryable:  # the broker was away: what it acknowledged before may be gone
                 self._away.add(mail_address)
             raise
-        msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
+        msg_id: int = _read_reply(p.SEND_REPLY, reply)["msg_id"]
         self._sent(mail_address, msg_id)
         if mail_address in self._away and msg_id >= 0:
             self._away.discard(mail_address)
@@ -597,7 +607,7 @@ class Mq9Client:
     ) -> list[dict[str, Any]]:
         body = p.DISCOVER_REQUEST.body(**query, limit=limit, page=page)
         reply = await self._call(p.AGENT_DISCOVER, body, repeatable=True)
-        items = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
+        items: list[dict[str, Any]] = _read_reply(p.DISCOVER_REPLY, reply)["agents"]
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 p.normalize_agent(item)  # raises MalformedReply, naming the item
@@ -659,9 +669,9 @@ def _read_reply(shape: p.Shape, reply: dict[str, Any]) -> dict[str, Any]:
     missing = [field for field in shape.fields if field not in reply]
     try:
         if missing:
-            raise p.WireError(f"missing field `{missing[0]}`")
+            raise WireError(f"missing field `{missing[0]}`")
         return shape.convert(reply)
-    except p.WireError as exc:
+    except WireError as exc:
         raise MalformedReply(f"malformed reply from the broker: {exc.message}") from None
 
 
@@ -705,10 +715,11 @@ def _fetch_body(
     )
 
 
-def _json_object(name: str, value: Any) -> dict[str, Any]:
+def _json_object(name: str, value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a dict, not {type(value).__name__}")
     try:
-        return json.loads(p.encode(value))
+        copy: dict[str, Any] = json.loads(p.encode(value))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be JSON-serializable: {exc}") from None
+    return copy

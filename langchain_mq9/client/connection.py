@@ -46,7 +46,7 @@ class Mq9Connection:
         self,
         server: str | None = None,
         *,
-        client: Any | None = None,
+        client: Mq9Client | None = None,
         **client_options: Any,
     ) -> None:
         if (server is None) == (client is None):
@@ -62,7 +62,7 @@ class Mq9Connection:
     def __repr__(self) -> str:
         return f"Mq9Connection({redact(str(self.server))!r})"
 
-    async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
+    async def run(self, action: Callable[[Mq9Client], Awaitable[T]]) -> T:
         """Run ``action(client)`` from async code."""
         if self.client is not None:
             return await action(self.client)
@@ -80,7 +80,7 @@ class Mq9Connection:
         client = opened.result() if opened.done() else await asyncio.shield(opened)
         return await action(client)
 
-    def run_sync(self, action: Callable[[Any], Awaitable[T]], *, wait: float = 0.0) -> T:
+    def run_sync(self, action: Callable[[Mq9Client], Awaitable[T]], *, wait: float = 0.0) -> T:
         """Run ``action(client)`` from sync code, also inside a running loop (Jupyter).
         ``wait``: how long the action may legitimately take beyond a request (a long poll)."""
         future = asyncio.run_coroutine_threadsafe(self.run(action), background_loop())
@@ -115,7 +115,7 @@ class _LoopClient:
 
     def __init__(self, owner: Mq9Connection, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.opened: asyncio.Future[Any] = loop.create_future()
+        self.opened: asyncio.Future[Mq9Client] = loop.create_future()
         self.keeper = loop.create_task(self._keep(owner))
         _live.add(self)
         # Cancelled before it opened the client (even before it started): callers stop waiting.

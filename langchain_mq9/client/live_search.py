@@ -12,9 +12,9 @@ authoritative answer, so a hit counts only if a listing names it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .. import protocol as p
 
@@ -27,12 +27,18 @@ INDEXING_GRACE = 5.0
 # how a client knows the broker's search may lag. nats-server (the bundled broker) says "go1…".
 ROBUSTMQ_GO = "robustmq-rust"
 
-Hit = dict[str, Any]
-# DISCOVER's items: read(query, limit, page); an empty query lists the registry
-Read = Callable[..., Awaitable[list[Hit]]]
+Hit = dict[str, Any]  # a DISCOVER item (JSON): every one has a string name (Mq9Client checks)
 
 
-def is_robustmq(server_info: Any) -> bool:
+class Read(Protocol):
+    """DISCOVER's items: ``read(query, limit, page)``; an empty query lists the registry."""
+
+    def __call__(
+        self, query: dict[str, str | None], limit: int | None = ..., page: int | None = ...
+    ) -> Awaitable[list[Hit]]: ...
+
+
+def is_robustmq(server_info: object) -> bool:
     """Whether a NATS server's INFO is RobustMQ's."""
     return isinstance(server_info, dict) and server_info.get("go") == ROBUSTMQ_GO
 
@@ -43,7 +49,7 @@ class Listing:
 
     at: float
     info_of: dict[str, Any]  # name -> agent_info
-    infos: frozenset[Any]
+    infos: frozenset[str]
 
     @classmethod
     def of(cls, at: float, items: list[Hit]) -> Listing:
@@ -57,7 +63,7 @@ class Listing:
 
     def current(self, hit: Hit) -> Hit:
         """The hit with the card the registry holds now (the index may hold an older one)."""
-        info = self.info_of.get(hit.get("name"))
+        info = self.info_of.get(hit["name"])
         return hit if not isinstance(info, str) else {**hit, "agent_info": info}
 
 
@@ -77,14 +83,15 @@ class LiveSearch:
         self._listed = None
         if registered is not None:
             self._registered_at[registered] = _now()
-        self._registered_at.pop(unregistered, None)
+        if unregistered is not None:
+            self._registered_at.pop(unregistered, None)
 
     def listed(self, items: list[Hit], at: float) -> None:
         """A listing this client read anyway: the next searches check against it."""
         self._listed = Listing.of(at, items)
 
     async def page(
-        self, query: dict[str, Any], limit: int, page: int, started: float
+        self, query: dict[str, str | None], limit: int, page: int, started: float
     ) -> tuple[list[Hit], list[str]]:
         """The page of the search's live hits, and the names of the hits the registry no
         longer has. The hits are read from the top, as many more as ghosts were seen, until
@@ -116,7 +123,7 @@ class LiveSearch:
         if listed.at < started and not all(listed.holds(item) for item in items):
             listed = await self._listing(started)
         live = [listed.current(item) for item in items if listed.holds(item)]
-        return live, [item.get("name") for item in items if not listed.holds(item)]
+        return live, [item["name"] for item in items if not listed.holds(item)]
 
     async def _listing(self, not_before: float) -> Listing:
         """The registry's listing, read again unless the one held was read since ``not_before``."""

@@ -30,8 +30,10 @@ import inspect
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from urllib.parse import ParseResult
 
-from nats.aio.client import PING_PROTO, PONG_PROTO, Client
+from nats.aio.client import PING_PROTO, PONG_PROTO, Client, Srv
 from nats.aio.transport import TcpTransport
 from nats.errors import ProtocolError
 from nats.protocol import parser as nats_parser
@@ -56,6 +58,7 @@ class GuardedParser(nats_parser.Parser):
     """nats-py's parser with nats-server's argument splitting, dropping only a frame that
     nats-py fails to turn into a message (and logging it) instead of ending its read loop."""
 
+    nc: Client
     dropped = 0
 
     async def parse(self, data: bytes = b"") -> None:
@@ -117,15 +120,16 @@ class GuardedParser(nats_parser.Parser):
         sid = arg["sid"]
         if sid not in self.nc._subs:  # RobustMQ's sid 0: a reply goes to the request it names
             sid = self._inbox_sid(subject, sid)
+        # (the ignores: nats-py's own parser passes headers=None, its annotation says bytes)
         try:
             try:
-                await self.nc._process_msg(sid, subject, reply, payload, headers)
+                await self.nc._process_msg(sid, subject, reply, payload, headers)  # type: ignore[arg-type]
             except Exception:
                 if headers is None:
                     raise
                 # A header block nats-py cannot read is read as none, as RobustMQ reads one
                 # that is not UTF-8: the request is answered, never dropped
-                await self.nc._process_msg(sid, subject, reply, payload, None)
+                await self.nc._process_msg(sid, subject, reply, payload, None)  # type: ignore[arg-type]
         except Exception as exc:  # this one frame is lost, the connection keeps reading
             self.dropped += 1
             if self.dropped & (self.dropped - 1) == 0:  # 1st, 2nd, 4th, 8th...: no log flood
@@ -156,7 +160,7 @@ def _lenient(raw: bytes) -> bytes:
     return raw if raw.isascii() else raw.decode("utf-8", "replace").encode()
 
 
-def internals_problem(connection) -> str | None:
+def internals_problem(connection: Client) -> str | None:
     """What in this nats-py differs from what the guard relies on, or None."""
     parser = getattr(connection, "_ps", None)
     if type(parser) not in (nats_parser.Parser, GuardedParser):
@@ -176,7 +180,7 @@ def internals_problem(connection) -> str | None:
     return None
 
 
-def protect(connection) -> asyncio.Task | None:
+def protect(connection: Client) -> asyncio.Task[None] | None:
     """Guard ``connection`` (open or not) and watch it; cancel the returned watchdog task
     when done with the connection. None when this nats-py cannot be guarded (logged)."""
     problem = internals_problem(connection)
@@ -196,7 +200,7 @@ def protect(connection) -> asyncio.Task | None:
     return asyncio.get_running_loop().create_task(_watch(connection))
 
 
-async def _watch(connection) -> None:
+async def _watch(connection: Client) -> None:
     """Reconnect ``connection`` when its read loop has ended while it counts as connected
     (nats-py itself would only notice when its pings go unanswered, minutes later)."""
     while not connection.is_closed:
@@ -213,6 +217,12 @@ async def _watch(connection) -> None:
 
 # The first nudge, then each one twice as late: RobustMQ answers a PING in about a millisecond.
 FIRST_NUDGE = 0.05
+
+# nats-py annotates its abstract Transport but not TcpTransport's methods: the ones called
+# below, with the types Transport gives them.
+_tcp_write: Callable[[TcpTransport, bytes], None] = TcpTransport.write
+_tcp_readline: Callable[[TcpTransport], Awaitable[bytes]] = TcpTransport.readline
+_tcp_drain: Callable[[TcpTransport], Awaitable[None]] = TcpTransport.drain
 
 
 class PatientTcpTransport(TcpTransport):
@@ -232,37 +242,37 @@ class PatientTcpTransport(TcpTransport):
         # nats-py replaces a transport that is false (not yet connected) with a plain one
         return True
 
-    async def connect(self, *args, **kwargs) -> None:
-        await super().connect(*args, **kwargs)
+    async def connect(self, uri: ParseResult, buffer_size: int, connect_timeout: int) -> None:
+        await super().connect(uri, buffer_size, connect_timeout)
         self._handshaking, self._pinged = True, False
 
-    def write(self, payload) -> None:
+    def write(self, payload: bytes) -> None:
         if self._handshaking and payload == PING_PROTO:
             self._pinged = True
-        return super().write(payload)
+        _tcp_write(self, payload)
 
     async def readline(self) -> bytes:
         if not self._handshaking:
-            return await super().readline()
+            return await _tcp_readline(self)
         while True:
             line = await self._line_nudging()
             if line == PING_PROTO:  # the broker's own PING: answer it, the PONG is still due
-                super().write(PONG_PROTO)
-                await self.drain()
+                _tcp_write(self, PONG_PROTO)
+                await _tcp_drain(self)
                 continue
             if line == PONG_PROTO or line.startswith(b"-ERR"):
                 self._handshaking = False
             return line
 
     async def _line_nudging(self) -> bytes:
-        reading = asyncio.ensure_future(super().readline())
+        reading = asyncio.ensure_future(_tcp_readline(self))
         pause = FIRST_NUDGE
         # nats-py bounds the whole handshake with its connect_timeout: cancelled, stop reading.
         try:
             while not (await asyncio.wait({reading}, timeout=pause))[0]:
                 if self._pinged:
-                    super().write(PING_PROTO)
-                    await self.drain()
+                    _tcp_write(self, PING_PROTO)
+                    await _tcp_drain(self)
                     pause *= 2
         finally:
             reading.cancel()
@@ -272,7 +282,8 @@ class PatientTcpTransport(TcpTransport):
 class GuardedClient(Client):
     """nats-py's client on ``PatientTcpTransport`` (see the module); call ``protect`` on it."""
 
-    async def _connect_to_server(self, s) -> None:  # nats-py's name for the server
+    async def _connect_to_server(self, s: Srv) -> None:  # nats-py's name for the server
         if not self._transport and s.uri.scheme in ("nats", "tls"):
-            self._transport = PatientTcpTransport()
+            # (nats-py leaves TcpTransport.__init__ unannotated)
+            self._transport = PatientTcpTransport()  # type: ignore[no-untyped-call]
         await super()._connect_to_server(s)

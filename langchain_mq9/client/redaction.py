@@ -23,7 +23,7 @@ def redact(text: str) -> str:
     """Hide the secrets in every URL of ``text``: ``nats://user:secret@host`` ->
     ``nats://user:***@host``, ``nats://token@host`` -> ``nats://***@host``."""
 
-    def hide(match: re.Match) -> str:
+    def hide(match: re.Match[str]) -> str:
         return "***@" if match["user"] is None else f"{match['user']}:***@"
 
     return _WITHOUT_SCHEME.sub(hide, _WITH_SCHEME.sub(hide, text))

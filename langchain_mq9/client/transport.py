@@ -13,7 +13,8 @@ import asyncio
 import inspect
 import logging
 import ssl
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
 from ..protocol import DEFAULT_MAX_PAYLOAD
 from ..protocol.errors import (
@@ -28,6 +29,12 @@ from ..protocol.errors import (
 )
 from .auth import refused_credentials
 from .redaction import describe, redact
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from typing_extensions import TypeIs
+
+    from .nats_guard import GuardedClient
 
 log = logging.getLogger("langchain_mq9")
 
@@ -61,20 +68,49 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+# A broker answering in this process: (subject, headers, body) -> the reply's bytes.
+Answer = Callable[[str, Mapping[str, str] | None, bytes], Awaitable[bytes]]
+
+
+class Limits(Protocol):
+    """What a transport reads of an engine's limits (``BrokerLimits``)."""
+
+    @property
+    def max_payload(self) -> int: ...
+
+
+class Engine(Protocol):
+    """A broker engine (``BrokerEngine``): it answers with ``handle``, within ``limits``."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    async def handle(
+        self, subject: str, headers: Mapping[str, str] | None, body: bytes
+    ) -> bytes: ...
+
+
+def is_transport(given: Transport | Engine | Answer) -> TypeIs[Transport]:
+    """Whether ``given`` is a transport (it has ``request``), not an engine or a function."""
+    return hasattr(given, "request")
+
+
 class HandlerTransport:
     """Requests answered in this process by ``handler(subject, headers, body)``: a broker
     engine (``BrokerEngine``, whose ``limits.max_payload`` bounds requests) or any async
     function giving the reply's bytes, with ``max_payload``. Requests still go through the full
     encoding path, so a test in process exercises the same client code as one on NATS."""
 
-    def __init__(self, handler: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
-        self._handler = handler
+    def __init__(
+        self, handler: Engine | Answer | None, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+    ) -> None:
+        self._handler = handler  # None: a MemoryTransport before it connects
         self._max_payload = max_payload
         self._connected = False
 
     @property
     def max_payload(self) -> int:
-        limits = getattr(self._handler, "limits", None)
+        limits: Limits | None = getattr(self._handler, "limits", None)
         return self._max_payload if limits is None else limits.max_payload
 
     @property
@@ -92,7 +128,8 @@ class HandlerTransport:
         # A round trip gives other tasks a turn, as a network request would: without it a
         # consumer that always finds messages would never let a competing one run.
         await asyncio.sleep(0)
-        handle = getattr(self._handler, "handle", self._handler)  # looked up each time
+        # An engine's handle (looked up each time: tests replace it), else the function itself.
+        handle = cast(Answer, getattr(self._handler, "handle", self._handler))
         return await handle(subject, dict(headers) if headers else None, bytes(body))
 
     async def close(self) -> None:
@@ -111,13 +148,33 @@ class MemoryTransport(HandlerTransport):
     def max_payload(self) -> int:
         from ..broker import memory_broker
 
-        return (self._handler or memory_broker(self.name)).limits.max_payload
+        if self._handler is not None:  # the broker it connected to
+            return super().max_payload
+        return memory_broker(self.name).limits.max_payload
 
     async def connect(self) -> None:
         from ..broker import memory_broker
 
         self._handler = memory_broker(self.name)
         await super().connect()
+
+
+class _NatsOptions(TypedDict):
+    """What ``NatsTransport`` passes to nats-py's ``connect`` (None: nats-py's default)."""
+
+    servers: list[str]
+    connect_timeout: float
+    max_reconnect_attempts: int
+    reconnect_time_wait: float
+    user_credentials: str | None
+    name: str
+    error_cb: Callable[[Exception], Awaitable[None]]
+    disconnected_cb: Callable[[], Awaitable[None]]
+    reconnected_cb: Callable[[], Awaitable[None]]
+    user: str | None
+    password: str | None
+    token: str | None
+    tls: ssl.SSLContext | None
 
 
 class NatsTransport:
@@ -150,7 +207,7 @@ class NatsTransport:
     ) -> None:
         servers = _nats_urls(servers)
         self.where = redact(", ".join(servers))  # for messages: no passwords
-        options = dict(
+        self._options = _NatsOptions(
             servers=servers,
             connect_timeout=request_timeout,
             max_reconnect_attempts=reconnect_attempts,
@@ -165,15 +222,14 @@ class NatsTransport:
             token=token,
             tls=tls,
         )
-        self._options = {k: v for k, v in options.items() if v is not None}
-        self._connection = None
+        self._connection: GuardedClient | None = None
         self._refused = False  # the last connect attempt met an authorization violation
         # Resolved (and replaced) when the link drops: the requests waiting on it fail at once
         # instead of at their timeout, since a reply sent while the link is down is lost.
-        self._link_lost: asyncio.Future | None = None
+        self._link_lost: asyncio.Future[None] | None = None
         self._redialing = asyncio.Lock()
         self._closes = 0
-        self._watchdog: asyncio.Task | None = None  # see nats_guard.protect
+        self._watchdog: asyncio.Task[None] | None = None  # see nats_guard.protect
 
     @property
     def max_payload(self) -> int:
@@ -197,7 +253,8 @@ class NatsTransport:
         connection = GuardedClient()
         watchdog = protect(connection)  # a malformed frame must not deafen it
         self._refused = False
-        dialing = asyncio.ensure_future(connection.connect(**self._options))
+        # (the ignore: nats-py hints the seconds as int; it takes floats, as documented)
+        dialing = asyncio.ensure_future(connection.connect(**self._options))  # type: ignore[arg-type]
         # Stopped while it dials (SIGTERM, a cancelled caller), wait_for cancels the dial and
         # leaves it be; a dial that ended in its own error just then would be logged as "Task
         # exception was never retrieved" (#35): its outcome is read here whatever happens.
@@ -225,7 +282,7 @@ class NatsTransport:
         self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
     ) -> bytes:
         connection = self._connection
-        if connection is None:
+        if connection is None or self._link_lost is None:  # (both are set by connect)
             raise NotConnected(NOT_CONNECTED)
         if self._link_lost.get_loop() is not asyncio.get_running_loop():
             raise NotConnected(
@@ -240,8 +297,9 @@ class NatsTransport:
         # A dropped link cancels the request where it waits, in this task: cheaper than a task
         # per request raced against the link (a sixth of a round trip on loopback).
         lost, waiting, cut = self._link_lost, asyncio.current_task(), []
+        assert waiting is not None  # a coroutine runs in a task
 
-        def on_lost(_: asyncio.Future) -> None:
+        def on_lost(_: asyncio.Future[None]) -> None:
             cut.append(True)
             waiting.cancel()
 
@@ -287,7 +345,7 @@ class NatsTransport:
             raise Unavailable(f"NATS refused the request: {describe(exc)}") from None
         return reply.data
 
-    async def _redial(self, dead):
+    async def _redial(self, dead: GuardedClient) -> GuardedClient:
         closes = self._closes
         async with self._redialing:  # one dial for all the requests that found the link dead
             if self._connection is dead:
@@ -313,11 +371,11 @@ class NatsTransport:
         log.debug("nats: %s", describe(exc))
 
     async def _on_disconnected(self) -> None:
-        current = self._connection
-        if current is None:
+        current, lost = self._connection, self._link_lost
+        if current is None or lost is None:
             return  # we closed it
         if not current.is_connected:  # (else this came late from a replaced connection)
-            lost, self._link_lost = self._link_lost, asyncio.get_running_loop().create_future()
+            self._link_lost = asyncio.get_running_loop().create_future()
             lost.set_result(None)
         log.warning("lost the connection to the mq9 broker; reconnecting")
 
@@ -325,12 +383,12 @@ class NatsTransport:
         log.warning("reconnected to the mq9 broker")
 
 
-def _stop(task: asyncio.Task | None) -> None:
+def _stop(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
 
 
-async def _quietly_close(connection) -> None:
+async def _quietly_close(connection: Client) -> None:
     try:
         if not connection.is_closed:
             await connection.close()

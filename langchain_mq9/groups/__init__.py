@@ -2,6 +2,7 @@
 (a background loop), the pure decisions they take (reader state, leases) and the dead-letter
 mailbox that ends a poison message's redeliveries."""
 
-from .reader import Consumer, GroupReader
+from .dead_letters import DeadLetter
+from .reader import Consumer, GroupReader, replay
 
-__all__ = ["Consumer", "GroupReader"]
+__all__ = ["Consumer", "DeadLetter", "GroupReader", "replay"]

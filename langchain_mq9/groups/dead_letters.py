@@ -4,8 +4,9 @@ moves past them (docs/groups.md, "Poison messages").
 A dead letter is an ordinary message in an ordinary mailbox (``<mailbox>.dlq`` by default):
 the original payload as it was, its priority, tags and other headers, and one header more,
 ``mq9-dead-letter``, saying where it came from, how often it failed and why. So it can be read
-(``query``, ``query_messages``), consumed (a group, ``consume``) and sent back (``replay``) on
-any mq9 broker, and a copy never outgrows the original by more than that header.
+(``query``, ``query_messages``), consumed (a group, ``consume``) and sent back
+(``reader.replay``) on any mq9 broker, and a copy never outgrows the original by more than
+that header.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from .. import protocol as p
 from ..protocol import Message
-from ..protocol.errors import MailboxExists, MailboxNotFound
+from ..protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
 from .leases import RESERVED_ROOT, MailboxClient, is_reserved
 
 DEAD_LETTER_SUFFIX = ".dlq"
@@ -48,7 +48,7 @@ def check_dead_letter(address: str) -> str:
     """``address`` as a dead-letter mailbox: a valid address outside the reserved root."""
     try:
         p.check_address(address)
-    except p.Mq9Error as exc:  # a default name too long, or a bad one given
+    except Mq9Error as exc:  # a default name too long, or a bad one given
         raise ValueError(f"dead_letter: {exc.message}; give dead_letter a mailbox") from None
     if is_reserved(address):
         raise ValueError(
@@ -124,54 +124,30 @@ async def store(
     }
     # ASCII JSON: one header line whatever the reason holds (a header value is one line).
     headers = {**_copied_headers(message), DEAD_LETTER_HEADER: json.dumps(about)}
-    copy: dict[str, Any] = {"priority": message.priority, "tags": message.tags or None}
-    payload = p.payload_text(message.payload)
+
+    async def send_copy() -> int:
+        return await client.send(
+            address,
+            p.payload_text(message.payload),
+            priority=message.priority,
+            tags=message.tags or None,
+            headers=headers,
+        )
+
     try:
-        return await client.send(address, payload, headers=headers, **copy)
+        return await send_copy()
     except MailboxNotFound:
         with contextlib.suppress(MailboxExists):
             await client.mailbox_create(name=address, ttl=0)
-        return await client.send(address, payload, headers=headers, **copy)
+        return await send_copy()
 
 
 def _copied_headers(message: Message) -> dict[str, str]:
     """The original's headers beside mq9's own (an A2A request's reply-to, say) that a SEND
     can carry again; the few a foreign client wrote that it cannot are left out."""
-    kept = {}
+    kept: dict[str, str] = {}
     for name, value in message.header.items():
         if name not in _OWN_HEADERS:
-            with contextlib.suppress(p.Mq9Error):
+            with contextlib.suppress(Mq9Error):
                 kept |= p.extra_headers({name: value})
     return kept
-
-
-async def replay(
-    client: MailboxClient,
-    dead_letters: str,
-    *,
-    group_name: str = "replay",
-    num_msgs: int = 10,
-) -> list[int]:
-    """Send every dead letter of the mailbox ``dead_letters`` back to its mailbox, read with
-    the consumer group ``group_name`` (each is sent back once, whatever restarts: a dead letter
-    is done once its copy is stored). Payload, priority, tags and other headers go back as
-    they were; the key does not (an old message must not replace a newer one of its key), and
-    the copy is a new message with a new msg_id. Returns the new msg_ids."""
-    from .reader import GroupReader  # reader.py imports this module
-
-    reader = GroupReader(client, dead_letters, group_name)
-    sent: list[int] = []
-    while batch := await reader.fetch(num_msgs=num_msgs):
-        for message in batch:
-            letter = DeadLetter.read(message)
-            sent.append(
-                await client.send(
-                    letter.mailbox,
-                    p.payload_text(message.payload),
-                    priority=message.priority,
-                    tags=message.tags or None,
-                    headers=letter.header or None,
-                )
-            )
-            await reader.done(message.msg_id)
-    return sent

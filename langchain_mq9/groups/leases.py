@@ -17,7 +17,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from .. import protocol as p
 from ..protocol import Message
@@ -28,12 +28,38 @@ class MailboxClient(Protocol):
     """What readers and leases use of a client (``Mq9Client`` has it; this module and
     ``reader.py`` need not import it, which imports them)."""
 
-    async def fetch(self, mail_address: str, **options: Any) -> list[Message]: ...
+    async def fetch(
+        self,
+        mail_address: str,
+        *,
+        group_name: str | None = ...,
+        deliver: str = ...,
+        from_id: int | None = ...,
+        num_msgs: int = ...,
+        max_wait_ms: int = ...,
+    ) -> list[Message]: ...
+
     async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None: ...
-    async def query(self, mail_address: str, **options: Any) -> list[Message]: ...
-    async def send(self, mail_address: str, payload: Any, **options: Any) -> int: ...
-    async def mailbox_create(self, *, name: str | None = None, ttl: int = 0) -> str: ...
+
+    async def query(
+        self, mail_address: str, *, limit: int | None = ..., tags: list[str] | None = ...
+    ) -> list[Message]: ...
+
+    async def send(
+        self,
+        mail_address: str,
+        payload: str,
+        *,
+        priority: p.Priority | str = ...,
+        ttl: int | None = ...,
+        tags: list[str] | None = ...,
+        headers: dict[str, str] | None = ...,
+    ) -> int: ...
+
+    async def mailbox_create(self, *, name: str | None = ..., ttl: int = ...) -> str: ...
+
     def _suspect(self, mail_address: str, warning: str) -> None: ...
+
 
 # A mailbox address whose first segment is this belongs to the library: every tool refuses it.
 RESERVED_ROOT = "mq9"
@@ -88,13 +114,13 @@ def delivery_tags(message: Message) -> tuple[str, str, str]:
     return handout_tag(message), fail_tag(message), reason_tag(message)
 
 
-def count_deliveries(records: list[Any], message: Message) -> int:
+def count_deliveries(records: list[Message], message: Message) -> int:
     """Unfinished deliveries of ``message`` its records show: recorded hand-outs and failures."""
     counted = {handout_tag(message), fail_tag(message)}
     return sum(1 for r in records if counted & set(r.tags))
 
 
-def last_reason(records: list[Any], message: Message) -> str | None:
+def last_reason(records: list[Message], message: Message) -> str | None:
     why = {fail_tag(message), reason_tag(message)}
     reasons = [r.text() for r in records if why & set(r.tags)]
     return reasons[-1] if reasons else None
@@ -111,14 +137,14 @@ class Verdict:
 
 
 def judge(
-    messages: Iterable[Message], records: Iterable[Any], worker: str, lease_ttl: int, now: int
+    messages: Iterable[Message], records: Iterable[Message], worker: str, lease_ttl: int, now: int
 ) -> Verdict:
     """Read lease records. The oldest claim of a message that is not surely over names its
     holder; ``worker`` holds it only while its claim is surely live, else the message waits
     (see GRACE). A claim is surely over ``GRACE`` seconds after its create_time plus
     ``lease_ttl`` by ``now`` (broker seconds), whatever TTL it was sent with: a record written
     without one (by another client) holds a message no longer than a lease and GRACE."""
-    by_tag: dict[str, list[Any]] = {}
+    by_tag: dict[str, list[Message]] = {}
     for record in records:
         for tag in record.tags:
             by_tag.setdefault(tag, []).append(record)

@@ -1,4 +1,5 @@
-"""Consuming a mailbox safely on RobustMQ's semantics: ``GroupReader`` and ``Consumer``.
+"""Consuming a mailbox safely on RobustMQ's semantics: ``GroupReader``, ``Consumer``, and
+``replay``, which sends a dead-letter mailbox's messages back where they came from.
 
 RobustMQ keeps no leases, and ACK X moves all three priority lanes of a group past X.
 ``GroupReader`` hands each message out once per reader and acks only its *safe horizon*
@@ -14,13 +15,13 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from .. import protocol as p
 from ..protocol import Message
 from ..protocol.errors import AnswerTooLarge, Mq9Error
 from . import dead_letters
-from .dead_letters import DEFAULT_MAX_DELIVERIES, MAX_DELIVERIES, failure_reason
+from .dead_letters import DEFAULT_MAX_DELIVERIES, MAX_DELIVERIES, DeadLetter, failure_reason
 from .leases import (
     DEFAULT_LEASE_TTL,
     GroupRecords,
@@ -161,10 +162,21 @@ class GroupReader:
         self._lock = asyncio.Lock()
 
     # What tests and callers read of the state.
-    pending = property(lambda self: self.state.pending)
-    handled = property(lambda self: self.state.handled)
-    committed = property(lambda self: self.state.committed)
-    last_answer = property(lambda self: self.state.last_answer)
+    @property
+    def pending(self) -> set[int]:
+        return self.state.pending
+
+    @property
+    def handled(self) -> set[int]:
+        return self.state.handled
+
+    @property
+    def committed(self) -> int | None:
+        return self.state.committed
+
+    @property
+    def last_answer(self) -> list[Message]:
+        return self.state.last_answer
 
     async def fetch(
         self,
@@ -245,6 +257,8 @@ class GroupReader:
         what a worker takes over from a holder that is gone (docs/groups.md, "Poison
         messages"). What is past its budget, a message its readers died holding, is set aside
         instead of handed out; the rest of ``batch`` is returned."""
+        budget = self.max_deliveries
+        assert budget is not None  # without one nothing is recorded
         if not self._recorded_first:
             self._recorded_first, recorded = True, batch
         else:
@@ -259,7 +273,7 @@ class GroupReader:
         for message in recorded:
             found = records[message.msg_id]
             self._deliveries[message.msg_id] = attempts = max(count_deliveries(found, message), 1)
-            if attempts <= self.max_deliveries:
+            if attempts <= budget:
                 continue
             aside.add(message.msg_id)
             reason = last_reason(found, message) or (
@@ -326,7 +340,7 @@ class GroupReader:
         while True:
             asked = state.ask(num_msgs)
             answer, fit, asked = await self._read(asked, *start)
-            if self.commit and state.went_back(answer):
+            if self.commit and state.committed is not None and state.went_back(answer):
                 # The group's position is behind this reader's last ack: put it back first.
                 await self.client.ack(self.mail_address, self.group_name, state.committed)
                 answer, fit, asked = await self._read(asked, *start)
@@ -405,7 +419,8 @@ class GroupReader:
             if not chunk:
                 break
             judged = chunk
-        self._taken_over |= won & held_before
+        if self.max_deliveries is not None:  # without a budget nothing is recorded
+            self._taken_over |= won & held_before
         return [m for m in state.last_answer if m.msg_id in won][:num_msgs]
 
     def _log_went_back(self, answer: list[Message]) -> None:
@@ -482,7 +497,7 @@ class Consumer:
             )
         )
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         # Messages whose handler failed, called again once due: msg_id -> (due, delay, msg).
         self._retry: dict[int, tuple[float, float, Message]] = {}
         # Without a group the consumer keeps its own position: everything below ``_floor`` is
@@ -624,6 +639,36 @@ class Consumer:
             log.exception("consumer of %s: error_handler failed", self.mail_address)
 
 
-async def _maybe_await(result: Any) -> None:
+async def replay(
+    client: MailboxClient,
+    dead_letters: str,
+    *,
+    group_name: str = "replay",
+    num_msgs: int = 10,
+) -> list[int]:
+    """Send every dead letter of the mailbox ``dead_letters`` back to its mailbox, read with
+    the consumer group ``group_name`` (each is sent back once, whatever restarts: a dead letter
+    is done once its copy is stored). Payload, priority, tags and other headers go back as
+    they were; the key does not (an old message must not replace a newer one of its key), and
+    the copy is a new message with a new msg_id. Returns the new msg_ids."""
+    reader = GroupReader(client, dead_letters, group_name)
+    sent: list[int] = []
+    while batch := await reader.fetch(num_msgs=num_msgs):
+        for message in batch:
+            letter = DeadLetter.read(message)
+            sent.append(
+                await client.send(
+                    letter.mailbox,
+                    p.payload_text(message.payload),
+                    priority=message.priority,
+                    tags=message.tags or None,
+                    headers=letter.header or None,
+                )
+            )
+            await reader.done(message.msg_id)
+    return sent
+
+
+async def _maybe_await(result: Awaitable[None] | None) -> None:
     if inspect.isawaitable(result):
         await result

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from .. import protocol as p
-from ..protocol import PRIORITY_ORDER
+from ..protocol import PRIORITY_ORDER, Message, Priority
+from ..protocol.errors import Mq9Error
 
 # The largest payload a message can have (NATS's default max_payload, assumed in force wherever
 # messages were sent). A lane read holding more than LANE_READ_BYTES minus this may have been
@@ -32,14 +32,14 @@ class ReaderState:
     handled: set[int] = field(default_factory=set)  # done above the floor, here or by a worker
     held: set[int] = field(default_factory=set)  # under another live worker's lease
     committed: int | None = None  # the last msg_id this reader acked
-    last_answer: list[Any] = field(default_factory=list)
+    last_answer: list[Message] = field(default_factory=list)
     asked: int = 0
     # create_time of the newest message seen in any answer. The broker numbers and stamps
     # messages in one order, and the floor passes only ids an answer showed: so a message at or
     # below the floor newer than this is a new one under a reused id (a log the broker lost).
     newest_time: int = -1
     # The messages of the answers above the floor, by msg_id: their create_time and priority.
-    seen: dict[int, Any] = field(default_factory=dict, repr=False)
+    seen: dict[int, Message] = field(default_factory=dict, repr=False)
     # The largest msg_id seen in any answer before the last one: those messages existed before
     # the last FETCH began, so each lane it read in full covers them.
     known_before: int = -1
@@ -55,7 +55,7 @@ class ReaderState:
         busy = len(self.handled) + len(self.pending) + len(self.held)
         return min(num_msgs + busy, p.MAX_NUM_MSGS)
 
-    def went_back(self, answer: Iterable[Any]) -> bool:
+    def went_back(self, answer: Iterable[Message]) -> bool:
         """The answer holds a message this reader acked past: the group's position went back
         behind this reader's ack (another reader's late ack, or a cluster node whose idea of the
         position is older). Acking ``committed`` again puts it where it was."""
@@ -63,7 +63,7 @@ class ReaderState:
             return False
         return any(m.msg_id <= self.committed and m.create_time <= self.newest_time for m in answer)
 
-    def reused_ids(self, answer: Iterable[Any]) -> list[int]:
+    def reused_ids(self, answer: Iterable[Message]) -> list[int]:
         """Ids at or below the floor carried by messages newer than any this reader saw:
         the broker's log went back and hands out new messages under old ids."""
         if self.floor < 0:
@@ -72,7 +72,7 @@ class ReaderState:
             m.msg_id for m in answer if m.msg_id <= self.floor and m.create_time > self.newest_time
         ]
 
-    def accept(self, answer: list[Any], asked: int) -> list[Any]:
+    def accept(self, answer: list[Message], asked: int) -> list[Message]:
         """Take in the broker's answer to a FETCH of ``asked``; return its messages this reader
         has neither handed out, nor seen done, nor seen held elsewhere, in the broker's order."""
         self.last_answer, self.asked = answer, asked
@@ -90,11 +90,12 @@ class ReaderState:
         self.mark_done(passed)
         return [m for m in answer if self.is_new(m.msg_id)]
 
-    def whole_lanes(self) -> set[Any]:
+    def whole_lanes(self) -> set[Priority]:
         """The priorities whose lane the last answer read to its end (as far as the messages
         that existed before that FETCH go)."""
         whole_below = p.LANE_READ_BYTES - LARGEST_MESSAGE
-        whole, count = set(), 0
+        whole: set[Priority] = set()
+        count = 0
         for priority in PRIORITY_ORDER:
             if count >= self.asked:
                 break  # this lane and the ones after it were not read
@@ -126,7 +127,7 @@ class ReaderState:
         for msg_id in msg_ids:
             p.check_int("msg_id", msg_id)
             if not (msg_id in self.pending or self.is_done(msg_id)):
-                raise p.Mq9Error(
+                raise Mq9Error(
                     f"msg_id {msg_id} was not handed out by this reader: fetch it first"
                 )
 

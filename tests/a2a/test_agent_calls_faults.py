@@ -105,6 +105,13 @@ async def test_a_result_nested_980_deep_fails_the_task(client):
 # -- outages -------------------------------------------------------------------------------------
 
 
+def test_the_retry_schedule_lasts_as_long_as_the_broker_is_away():
+    """``backoff`` grows to 10 s and stays there. From the 1024th try on (about three hours
+    away) it raised OverflowError, which ended the wait and lost the finished result."""
+    assert [backoff(attempt) for attempt in range(6)] == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
+    assert backoff(6) == backoff(1024) == backoff(10**6) == 10.0
+
+
 @pytest.mark.slow  # a nats-server stopped and started again
 @pytest.mark.parametrize("outage", [30, 120])
 async def test_a_broker_outage_mid_task_delays_the_result_and_never_loses_it(

@@ -17,7 +17,8 @@ import pytest
 from langchain.agents import create_agent
 
 from langchain_mq9 import GroupReader, Message, Mq9Error, Mq9Toolkit
-from langchain_mq9.groups.dead_letters import DEAD_LETTER_HEADER, DeadLetter, replay
+from langchain_mq9.groups import DeadLetter, replay
+from langchain_mq9.groups.dead_letters import DEAD_LETTER_HEADER
 from langchain_mq9.groups.leases import GRACE, delivery_tags, handout_tag, lease_address
 from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPolicy
 from langchain_mq9.testing import ScriptedChatModel, call, calls, tool_result

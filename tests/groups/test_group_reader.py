@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from langchain_mq9 import GroupReader, Mq9Error
 from langchain_mq9 import protocol as p
 from langchain_mq9.groups.dead_letters import DeadLetter
-from langchain_mq9.groups.leases import lease_address
+from langchain_mq9.groups.leases import handout_tag, lease_address
 
 _boxes = itertools.count()
 
@@ -185,6 +185,21 @@ async def test_a_dead_workers_messages_are_taken_over_after_the_lease(broker, cl
     assert [m.msg_id for m in taken] == [0, 1, 2]
     await other.done([0, 1, 2])
     assert other.committed == 2
+
+
+async def test_a_worker_without_a_budget_takes_over_and_records_no_hand_outs(broker, client):
+    """max_deliveries=None: no budget and no records, a takeover included (it raised a
+    TypeError comparing the count with None)."""
+    box = await new_box(client)
+    await send_all(client, box, ["normal"] * 3)
+    dead = GroupReader(client, box, "g", worker="w1", lease_ttl=30, max_deliveries=None)
+    held = await dead.fetch(num_msgs=3)  # dies holding them
+    other = GroupReader(client, box, "g", worker="w2", lease_ttl=30, max_deliveries=None)
+    assert await other.fetch() == []
+    broker.clock.advance(31)
+    assert [m.msg_id for m in await other.fetch()] == [0, 1, 2]
+    records = await client.query(lease_address(box, "g"), tags=[handout_tag(m) for m in held])
+    assert records == []
 
 
 async def test_a_message_done_by_one_worker_is_done_for_all(broker, client):
