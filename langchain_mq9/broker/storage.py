@@ -39,15 +39,12 @@ import tempfile
 import zlib
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..protocol import Priority
 from .mailbox import Mailbox, StoredMessage
-from .registry import AgentEntry
+from .registry import AgentEntry, AgentRegistry
 from .sqlite import sqlite_busy, sqlite_readonly
-
-if TYPE_CHECKING:
-    from .engine import BrokerEngine
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -117,13 +114,25 @@ class StorageError(Exception):
     """The data file cannot be used (locked by another broker, not a broker file, ...)."""
 
 
+class Restorable(Protocol):
+    """What ``restore`` fills: a ``BrokerEngine`` as its storage sees it (named by its shape,
+    not imported: the engine imports this module)."""
+
+    offsets: dict[str, dict[str, int]]  # lane group -> shard -> the next msg_id it reads
+    registry: AgentRegistry
+
+    def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None: ...
+
+    def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int: ...
+
+
 class Storage:
     """What a ``BrokerEngine`` tells its storage, under its lock inside ``transaction()``.
     This base class keeps nothing: in memory only."""
 
     _NO_TRANSACTION: AbstractContextManager[Any] = contextlib.nullcontext()
 
-    def restore(self, engine: BrokerEngine) -> None:
+    def restore(self, engine: Restorable) -> None:
         """Load the stored state into a freshly built ``engine``."""
 
     def transaction(self) -> AbstractContextManager[Any]:
@@ -388,7 +397,7 @@ class SqliteStorage(Storage):
 
     # -- reading back --------------------------------------------------------------------------
 
-    def restore(self, engine: BrokerEngine) -> None:
+    def restore(self, engine: Restorable) -> None:
         # Also after a failed write: what was noted since the last restore is void
         self.restored = dict.fromkeys(_COUNTS, 0)
         self.restored["wal_lost"] = self._wal_lost
@@ -409,7 +418,7 @@ class SqliteStorage(Storage):
                 f"{exc} (the file is damaged; move it away to start empty)"
             ) from None
 
-    def _restore(self, engine: BrokerEngine) -> None:
+    def _restore(self, engine: Restorable) -> None:
         db = self._db
         counts = self.restored
         mailboxes: dict[str, Mailbox] = {}
