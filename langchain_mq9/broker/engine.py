@@ -45,9 +45,10 @@ from typing import Any
 
 from .. import protocol as p
 from ..protocol import PRIORITY_ORDER, Mq9Error, Priority, WireError
+from ..semantic.ranking import AgentEntry
 from .clock import Clock, system_clock
 from .mailbox import Mailbox, StoredMessage
-from .registry import AgentEntry, AgentRegistry
+from .registry import AgentRegistry
 from .storage import Storage, StorageError
 
 log = logging.getLogger("langchain_mq9.broker")

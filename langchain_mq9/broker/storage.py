@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..protocol import Priority
+from ..semantic.ranking import AgentEntry
 from .mailbox import Mailbox, StoredMessage
-from .registry import AgentEntry, AgentRegistry
+from .registry import AgentRegistry
 from .sqlite import sqlite_busy, sqlite_readonly
 
 log = logging.getLogger("langchain_mq9.broker")
