@@ -23,9 +23,10 @@ import socket
 import sys
 import threading
 
-from .. import __version__, semantic
 from .. import protocol as p
+from .. import semantic
 from .._cli import ArgumentParser, configure_logging, count_limit, port, positive_int
+from .._version import __version__
 from ..client.redaction import describe, redact
 from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
