@@ -37,9 +37,10 @@ import os
 import sqlite3
 import tempfile
 import zlib
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..protocol import Priority
 from ..semantic.ranking import AgentEntry
@@ -48,6 +49,8 @@ from .registry import AgentRegistry
 from .sqlite import sqlite_busy, sqlite_readonly
 
 log = logging.getLogger("langchain_mq9.broker")
+
+_Params = tuple[object, ...]  # a statement's parameters
 
 # 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
 # 4: a crc32 per message and delayed row (version 3 files are upgraded in place)
@@ -195,7 +198,7 @@ class SqliteStorage(Storage):
         self.path = path
         self.synchronous = synchronous.lower()
         self.restored = dict.fromkeys(_COUNTS, 0)
-        self._ops: list[tuple[str, tuple]] = []
+        self._ops: list[tuple[str, _Params]] = []
         self._delayed_rows: dict[int, int] = {}  # engine heap seq -> delayed.id
         self._next_delayed_id = 1
         # Read before SQLite opens the file: its recovery drops what follows a damaged frame
@@ -279,13 +282,13 @@ class SqliteStorage(Storage):
                 f"the broker could not save the change, so it did not make it: {exc}"
             ) from None
 
-    def _write(self, ops: list[tuple[str, tuple]]) -> None:
+    def _write(self, ops: list[tuple[str, _Params]]) -> None:
         """One transaction (a test's full disk overrides ``_execute``)."""
         with self._db:  # one transaction: commit on success, roll back on error
             for sql, params in ops:
                 self._execute(sql, params)
 
-    def _execute(self, sql: str, params: tuple) -> None:
+    def _execute(self, sql: str, params: _Params) -> None:
         self._db.execute(sql, params)
 
     def _note(self, sql: str, *params: object) -> None:
@@ -440,11 +443,11 @@ class SqliteStorage(Storage):
         for address, msg_id, *columns, crc in db.execute(
             f"SELECT mailbox, msg_id, {_COLUMNS}, crc FROM messages ORDER BY mailbox, msg_id"
         ):
-            mailbox = mailboxes.get(address)
-            if mailbox is None:  # no mailbox row: the log cannot be placed (nor read)
+            owner = mailboxes.get(address)
+            if owner is None:  # no mailbox row: the log cannot be placed (nor read)
                 orphans[address] = orphans.get(address, 0) + 1
             elif self._intact(crc, address, msg_id, columns, f"message {msg_id}"):
-                mailbox.insert(_message_from(msg_id, columns))
+                owner.insert(_message_from(msg_id, columns))
                 counts["messages"] += 1
         for address, count in orphans.items():
             log.warning(
@@ -485,7 +488,9 @@ class SqliteStorage(Storage):
                 raise ValueError(f"the search index holds {name!r}, which is no A2A card")
             engine.registry.put_index(entry)
 
-    def _intact(self, crc: int, address: str, number: int, columns: list, what: str) -> bool:
+    def _intact(
+        self, crc: int, address: str, number: int, columns: Sequence[Any], what: str
+    ) -> bool:
         """Whether a row still holds what was written; a damaged one is logged, not served."""
         if _checksum(address, number, columns) == crc:
             return True
@@ -503,6 +508,7 @@ _COUNTS = (
     "mailboxes", "messages", "delayed", "offsets", "agents", "damaged", "skipped", "wal_lost",
 )  # fmt: skip
 
+_ByteOrder = Literal["little", "big"]
 _WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums little-endian, big-endian
 _WAL_HEADER, _FRAME_HEADER = 32, 24
 
@@ -526,7 +532,7 @@ def wal_commits_lost(wal: Path) -> int:
     magic = int.from_bytes(data[:4], "big")
     if magic not in _WAL_MAGIC:
         return 0  # not a WAL SQLite would read either: nothing it would have replayed
-    order = "big" if magic & 1 else "little"
+    order: _ByteOrder = "big" if magic & 1 else "little"
     page = int.from_bytes(data[8:12], "big")
     salts = data[16:24]
     sums = _wal_checksum(data[:24], (0, 0), order)
@@ -548,7 +554,7 @@ def wal_commits_lost(wal: Path) -> int:
     return lost
 
 
-def _wal_checksum(data: bytes, sums: tuple[int, int], order: str) -> tuple[int, int]:
+def _wal_checksum(data: bytes, sums: tuple[int, int], order: _ByteOrder) -> tuple[int, int]:
     s0, s1 = sums
     for i in range(0, len(data), 8):
         s0 = (s0 + int.from_bytes(data[i : i + 4], order) + s1) & 0xFFFFFFFF
@@ -588,15 +594,17 @@ def _add_checksums(db: sqlite3.Connection) -> None:
 
 # A message's columns, in this order in every row (after mailbox and msg_id, or due if delayed)
 _COLUMNS = "priority, create_time, key, tags, header, expire_at, payload"
+# The values of those columns, as written
+_Columns = tuple[str, int, str | None, str | None, bytes | None, int, bytes]
 
 
-def _checksum(address: str, number: int, columns: list | tuple) -> int:
+def _checksum(address: str, number: int, columns: Sequence[Any]) -> int:
     """crc32 of a row as stored: where it belongs (mailbox, msg_id or due) and every column."""
     *fields, payload = columns
     return zlib.crc32(bytes(payload), zlib.crc32(repr((address, number, *fields)).encode()))
 
 
-def _row(address: str, number: int, message: StoredMessage) -> tuple:
+def _row(address: str, number: int, message: StoredMessage) -> _Params:
     columns = _message_columns(message)
     return (address, number, *columns, _checksum(address, number, columns))
 
@@ -610,7 +618,7 @@ def _unsigned(number: int) -> int:
     return number + 2**64 if number < 0 else number
 
 
-def _message_columns(message: StoredMessage) -> tuple:
+def _message_columns(message: StoredMessage) -> _Columns:
     """priority, create_time, key, tags, header, expire_at, payload: as the tables hold them."""
     return (
         message.priority.value,
@@ -623,7 +631,7 @@ def _message_columns(message: StoredMessage) -> tuple:
     )
 
 
-def _message_from(msg_id: int, columns: list) -> StoredMessage:
+def _message_from(msg_id: int, columns: Sequence[Any]) -> StoredMessage:
     priority, create_time, key, tags, header, expire_at, payload = columns
     return StoredMessage(
         msg_id,
