@@ -134,12 +134,12 @@ class Storage:
     """What a ``BrokerEngine`` tells its storage, under its lock inside ``transaction()``.
     This base class keeps nothing: in memory only."""
 
-    _NO_TRANSACTION: AbstractContextManager[Any] = contextlib.nullcontext()
+    _NO_TRANSACTION: AbstractContextManager[object] = contextlib.nullcontext()
 
     def restore(self, engine: Restorable) -> None:
         """Load the stored state into a freshly built ``engine``."""
 
-    def transaction(self) -> AbstractContextManager[Any]:
+    def transaction(self) -> AbstractContextManager[object]:
         """Wraps one request's changes; on exit they are durable."""
         return self._NO_TRANSACTION
 
