@@ -125,8 +125,8 @@ def register_cpu(cards: list[dict[str, Any]], embedder: Any, rounds: int) -> lis
 
 
 def median_tokens(cards: list[dict[str, Any]]) -> int:
-    from langchain_mq9.broker.registry import embed_text_of
     from langchain_mq9.semantic import wordpiece
+    from langchain_mq9.semantic.ranking import embed_text_of
 
     return int(statistics.median(len(wordpiece.encode(embed_text_of(c))) for c in cards))
 
@@ -225,7 +225,7 @@ def multilingual_embedder() -> Any:
 
 def embed_cpu(embedder: Any, cards: list[dict[str, Any]], rounds: int) -> list[float]:
     """CPU seconds of embedding each card's text once (never seen before), all threads."""
-    from langchain_mq9.broker.registry import embed_text_of
+    from langchain_mq9.semantic.ranking import embed_text_of
 
     times = []
     for r in range(rounds):

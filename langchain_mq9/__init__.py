@@ -27,6 +27,7 @@ Documentation: docs/langchain.md (this integration), docs/toolkit.md (the tools)
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .client.client import Message, Mq9Client
 from .groups.reader import Consumer, GroupReader
 from .protocol import Priority
@@ -54,8 +55,6 @@ from .protocol.errors import (
     Unavailable,
     WireError,
 )
-
-__version__ = "0.4.0"
 
 # The LangChain side is imported on first use, so the client and the broker (mq9-dev-broker)
 # start without loading langchain-core.

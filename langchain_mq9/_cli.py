@@ -16,7 +16,9 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, naming the flag meant when one is misspelt: a safety flag such as
     ``--read-only`` must not fail in words that leave the user guessing."""
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_args(  # type: ignore[override]  # typeshed's overloads: a namespace's own type
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
             self.error(f"unrecognized arguments: {' '.join(unknown)}{self._nearest(unknown)}")

@@ -30,7 +30,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-from langchain_mq9 import __version__
+from langchain_mq9._version import __version__
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.calls import CALL_PROGRESS

@@ -22,10 +22,14 @@ import signal
 import socket
 import sys
 import threading
+from typing import Any
 
-from .. import __version__, semantic
+from nats.aio.client import Client as NatsConnection
+
 from .. import protocol as p
+from .. import semantic
 from .._cli import ArgumentParser, configure_logging, count_limit, port, positive_int
+from .._version import __version__
 from ..client.redaction import describe, redact
 from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
@@ -174,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         # While the worker thread embeds or ranks, the loop waits for Python's lock at most
         # this long (default 5 ms) each time it wakes: other clients' requests stay quick
         sys.setswitchinterval(SWITCH_INTERVAL)
-        if not args.nats:
+        if args.nats:
+            url = args.nats
+        else:
             server = _start_server(args.host, args.port)
-        url = args.nats or server.url
+            url = server.url
         return asyncio.run(_serve(engine, url, server, storage))
     except (StartupError, StorageError, semantic.ModelError) as exc:
         print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
@@ -221,8 +227,6 @@ def _start_server(host: str, port: int) -> NatsProcess:
 async def _serve(
     engine: BrokerEngine, url: str, server: NatsProcess | None, storage: SqliteStorage | None
 ) -> int:
-    from nats.aio.client import Client as NatsConnection
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -246,7 +250,7 @@ async def _serve(
                 url,
                 name="mq9-dev-broker",
                 max_reconnect_attempts=3,  # for the first connection: nothing there, say so
-                reconnect_time_wait=0.25,
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # nats-py sleeps it: a float
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 error_cb=nats_error,
@@ -279,7 +283,7 @@ async def _serve(
         _banner(shown, server, storage, engine)
         print(f"{READY} {shown}", flush=True)
 
-        waits = [asyncio.ensure_future(stop.wait())]
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]  # results unread
         if server is not None:  # a nats-server that dies under us ends the broker, loudly
             waits.append(asyncio.ensure_future(asyncio.to_thread(server.process.wait)))
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -290,7 +294,7 @@ async def _serve(
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(connection.close(), 5)
-    if crashed:
+    if crashed and server is not None:  # only its exit ends the wait otherwise
         log.error("nats-server exited (status %s); the broker stops", server.process.returncode)
         return 1
     if server is not None:
@@ -300,7 +304,7 @@ async def _serve(
     return 0
 
 
-async def _refuse_second_broker(connection, shown: str) -> None:
+async def _refuse_second_broker(connection: NatsConnection, shown: str) -> None:
     """Two brokers answering the same subjects would split the state between them."""
     import nats.errors
 
@@ -314,7 +318,9 @@ async def _refuse_second_broker(connection, shown: str) -> None:
     )
 
 
-def _banner(shown, server, storage, engine) -> None:
+def _banner(
+    shown: str, server: NatsProcess | None, storage: SqliteStorage | None, engine: BrokerEngine
+) -> None:
     limits, answer_limit = engine.limits, engine.answer_limit
     pid = "" if server is None else f" (pid {server.process.pid})"
     lines = [f"mq9 dev broker: BrokerEngine on nats-server{pid} at {shown}"]
@@ -344,7 +350,7 @@ def _banner(shown, server, storage, engine) -> None:
                 "above names them"
             )
 
-    def most(n):
+    def most(n: int | None) -> str:
         return "no limit" if n is None else str(n)
 
     effective = ""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -41,16 +42,20 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import protocol as p
-from ..protocol import PRIORITY_ORDER, Mq9Error, Priority, WireError
+from ..protocol import PRIORITY_ORDER, Priority
+from ..protocol.errors import Mq9Error, WireError
+from ..semantic.ranking import AgentEntry
 from .clock import Clock, system_clock
 from .mailbox import Mailbox, StoredMessage
-from .registry import AgentEntry, AgentRegistry
+from .registry import AgentRegistry
 from .storage import Storage, StorageError
 
 log = logging.getLogger("langchain_mq9.broker")
+
+T = TypeVar("T")  # what a piece of work run under the lock or off the loop gives
 
 # RobustMQ keeps a mailbox's messages 7 days by create_time, whatever the mailbox TTL, and
 # removes older ones in a scan every 10 minutes (metadata-struct storage/shard.rs
@@ -131,7 +136,7 @@ class BrokerEngine:
         self._mailbox_expiry: list[tuple[int, int, Mailbox]] = []
         self._delayed: list[tuple[int, int, str, StoredMessage]] = []
 
-    def _transact(self, work: Callable[[], Any]) -> Any:
+    def _transact(self, work: Callable[[], T]) -> T:
         """``work()`` under the lock, after housekeeping, as one storage transaction.
 
         The file is the truth: when the transaction rolled back, the memory, ahead of it, is
@@ -218,15 +223,15 @@ class BrokerEngine:
             address, dot, msg_id = subject[len(p.MSG_DELETE) :].rpartition(".")
             if dot:
                 return self._delete(address, msg_id)
-        handler = {
+        command = {
             p.MAILBOX_CREATE: self._create,
             p.AGENT_UNREGISTER: self._unregister,
             p.AGENT_REPORT: self._report,
         }.get(subject)
-        if handler is None:
+        if command is None:
             # RobustMQ answers a NATS -ERR; a service can only reply (our choice: same words)
             raise Mq9Error(p.err_unknown_subject(subject))
-        return handler(body)
+        return command(body)
 
     def _check_body_size(self, subject: str, body: bytes) -> None:
         """(our choice; RobustMQ reads any body NATS carries) refuse, unread, a body larger
@@ -246,11 +251,11 @@ class BrokerEngine:
                 f"{limit} bytes for {subject}"
             )
 
-    async def _off_loop(self, work: Callable[..., Any], *args: Any) -> Any:
-        """``work(*args)`` on the broker's worker thread, the loop serving others meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(_WORKER, work, *args)
+    async def _off_loop(self, work: Callable[[bytes], T], body: bytes) -> T:
+        """``work(body)`` on the broker's worker thread, the loop serving others meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(_WORKER, work, body)
 
-    def load_model_soon(self) -> Future:
+    def load_model_soon(self) -> Future[None]:
         """Start loading the embedding model on the worker thread now (at a broker's start),
         so the first REGISTER or search waits less for it, and never on the loop. A model
         that cannot be loaded is the error of the requests that need it. Done when loaded."""
@@ -279,15 +284,15 @@ class BrokerEngine:
         while self._delayed and self._delayed[0][0] <= now:
             due, seq, address, message = heapq.heappop(self._delayed)
             self.storage.delayed_released(seq)
-            mailbox = self.topics.get(address)  # written to the log, expired mailbox or not
+            topic = self.topics.get(address)  # written to the log, expired mailbox or not
             # delay-message pop.rs reads the queued copy back first: one whose TTL ended
             # before it was due is not found, so never delivered
-            if mailbox is not None and not message.expired(int(due)):
+            if topic is not None and not message.expired(int(due)):
                 # written when due (a due wrapped round to the past: at once), as a new record
                 # without expire_at (pop.rs build_new_record)
                 message.create_time = max(int(due), message.create_time)
                 message.expire_at = 0
-                self._write(mailbox, message)
+                self._write(topic, message)
         if now >= self._next_retention_scan:
             self._next_retention_scan = now + RETENTION_SCAN_SECONDS
             cutoff = int(now) - RETENTION_SECONDS
@@ -369,8 +374,8 @@ class BrokerEngine:
         priority = Priority(text) if text in _LANES else Priority.NORMAL
         key = mq9.get(p.HEADER_KEY)
         key = None if key is None else key.strip()
-        tags = mq9.get(p.HEADER_TAGS)
-        tags = tuple(t.strip() for t in tags.split(",") if t.strip()) if tags else ()
+        tag_header = mq9.get(p.HEADER_TAGS)
+        tags = tuple(t.strip() for t in tag_header.split(",") if t.strip()) if tag_header else ()
         delay = _header_number(mq9, p.HEADER_DELAY)
         ttl = _header_number(mq9, p.HEADER_TTL)
         now = self.now_second()
@@ -471,21 +476,23 @@ class BrokerEngine:
         lanes: list[list[StoredMessage]] = []
         held = 0
         for priority in PRIORITY_ORDER:  # each lane reads up to num_msgs: an answer may hold more
-            lane = _capped(mailbox.read_lane(priority, starts[priority.value], num_msgs, now))
-            lanes.append(lane)
-            held += len(lane)
+            read = _capped(mailbox.read_lane(priority, starts[priority.value], num_msgs, now))
+            lanes.append(read)
+            held += len(read)
             if held >= num_msgs:
                 break
         return lanes if held else []
 
-    def _lane_start(self, lane_group: str, mailbox: Mailbox, request: dict) -> int | None:
+    def _lane_start(
+        self, lane_group: str, mailbox: Mailbox, request: dict[str, Any]
+    ) -> int | None:
         committed = self.offsets.get(lane_group)
         if committed:
             # Committed anywhere: this mailbox's offset, or (none here) the lane's beginning
             return committed.get(mailbox.shard)
         return self._initial(mailbox, request)
 
-    def _initial(self, mailbox: Mailbox, request: dict) -> int:
+    def _initial(self, mailbox: Mailbox, request: dict[str, Any]) -> int:
         """Where a group with no committed offset starts (RobustMQ's start strategies)."""
         deliver = request["deliver"]
         if deliver == "earliest":
@@ -496,7 +503,7 @@ class BrokerEngine:
             return mailbox.offset_at_time(request["from_time"] or 0)
         return mailbox.end_offset  # latest: the newest message written is still handed out
 
-    def _reset_target(self, mailbox: Mailbox, request: dict) -> int:
+    def _reset_target(self, mailbox: Mailbox, request: dict[str, Any]) -> int:
         """Where ``force_deliver`` puts a group: like ``_initial``, but a time is clamped too."""
         if request["deliver"] == "from_time":
             return mailbox.clamp(mailbox.offset_at_time(request["from_time"] or 0))
@@ -541,7 +548,7 @@ class BrokerEngine:
         by_id: dict[int, StoredMessage] = {}
         for start in range(0, len(tags), QUERY_TAGS_AT_ONCE):
             some = tags[start : start + QUERY_TAGS_AT_ONCE]
-            self._transact(lambda some=some: self._read_tags(address, some, limit, by_id))
+            self._transact(functools.partial(self._read_tags, address, some, limit, by_id))
             if start + QUERY_TAGS_AT_ONCE < len(tags):
                 await asyncio.sleep(0)
         return _answer(list(by_id.values()), self.answer_limit)
@@ -656,7 +663,7 @@ class BrokerEngine:
             raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
         return self._search(request, self._locked(self.registry.indexed))
 
-    def _locked(self, read: Callable[[], Any]) -> Any:
+    def _locked(self, read: Callable[[], T]) -> T:
         """``read()`` of the state under the lock (refused, as every request, once the data
         file could not be read back)."""
         with self._lock:
@@ -844,7 +851,9 @@ def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | 
     raise Mq9Error(p.err_answer_too_large(_size(found), limit, fit))
 
 
-def _read(shape: p.Shape, body: bytes, prefix: str = "", *, empty_ok: bool = False) -> dict:
+def _read(
+    shape: p.Shape, body: bytes, prefix: str = "", *, empty_ok: bool = False
+) -> dict[str, Any]:
     """A request body as RobustMQ's handler parses it: serde's error behind the handler's own
     prefix; an empty body is every field absent where the handler allows it."""
     if empty_ok and not body:

@@ -242,10 +242,8 @@ class Mailbox:
         if found == [tag]:  # the common case: one tag, its ids ascending
             walks = self._walk(("tag", tag), self.tagged[tag], None, now)
         else:
-            walks = heapq.merge(
-                *(self._keyed_walk(t, now) for t in found), key=lambda keyed: keyed[0]
-            )
-            walks = (message for _, message in walks)
+            keyed = heapq.merge(*(self._keyed_walk(t, now) for t in found), key=lambda k: k[0])
+            walks = (message for _, message in keyed)
         return islice(walks, max(limit, 0))
 
     def _keyed_walk(self, tag: str, now: int) -> Iterator[tuple[str, StoredMessage]]:

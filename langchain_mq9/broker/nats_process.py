@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,17 +36,18 @@ def find_nats_server() -> str:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass
 class NatsProcess:
     """A nats-server child process. Use as a context manager, or call ``stop()``."""
 
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     host: str
     port: int
-    config: tempfile.TemporaryDirectory | None = None  # the config file written for it
+    config: tempfile.TemporaryDirectory[str] | None = None  # the config file written for it
 
     @property
     def url(self) -> str:
@@ -128,7 +129,7 @@ def start_nats_server(
         raise
 
 
-def _die_with_parent():
+def _die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn asking Linux to SIGTERM the child when its parent goes (None elsewhere)."""
     if not sys.platform.startswith("linux"):
         return None

@@ -37,19 +37,20 @@ import os
 import sqlite3
 import tempfile
 import zlib
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 from ..protocol import Priority
+from ..semantic.ranking import AgentEntry
 from .mailbox import Mailbox, StoredMessage
-from .registry import AgentEntry
+from .registry import AgentRegistry
 from .sqlite import sqlite_busy, sqlite_readonly
 
-if TYPE_CHECKING:
-    from .engine import BrokerEngine
-
 log = logging.getLogger("langchain_mq9.broker")
+
+_Params = tuple[object, ...]  # a statement's parameters
 
 # 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
 # 4: a crc32 per message and delayed row (version 3 files are upgraded in place)
@@ -117,16 +118,28 @@ class StorageError(Exception):
     """The data file cannot be used (locked by another broker, not a broker file, ...)."""
 
 
+class Restorable(Protocol):
+    """What ``restore`` fills: a ``BrokerEngine`` as its storage sees it (named by its shape,
+    not imported: the engine imports this module)."""
+
+    offsets: dict[str, dict[str, int]]  # lane group -> shard -> the next msg_id it reads
+    registry: AgentRegistry
+
+    def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None: ...
+
+    def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int: ...
+
+
 class Storage:
     """What a ``BrokerEngine`` tells its storage, under its lock inside ``transaction()``.
     This base class keeps nothing: in memory only."""
 
-    _NO_TRANSACTION: AbstractContextManager[Any] = contextlib.nullcontext()
+    _NO_TRANSACTION: AbstractContextManager[object] = contextlib.nullcontext()
 
-    def restore(self, engine: BrokerEngine) -> None:
+    def restore(self, engine: Restorable) -> None:
         """Load the stored state into a freshly built ``engine``."""
 
-    def transaction(self) -> AbstractContextManager[Any]:
+    def transaction(self) -> AbstractContextManager[object]:
         """Wraps one request's changes; on exit they are durable."""
         return self._NO_TRANSACTION
 
@@ -185,7 +198,7 @@ class SqliteStorage(Storage):
         self.path = path
         self.synchronous = synchronous.lower()
         self.restored = dict.fromkeys(_COUNTS, 0)
-        self._ops: list[tuple[str, tuple]] = []
+        self._ops: list[tuple[str, _Params]] = []
         self._delayed_rows: dict[int, int] = {}  # engine heap seq -> delayed.id
         self._next_delayed_id = 1
         # Read before SQLite opens the file: its recovery drops what follows a damaged frame
@@ -269,13 +282,13 @@ class SqliteStorage(Storage):
                 f"the broker could not save the change, so it did not make it: {exc}"
             ) from None
 
-    def _write(self, ops: list[tuple[str, tuple]]) -> None:
+    def _write(self, ops: list[tuple[str, _Params]]) -> None:
         """One transaction (a test's full disk overrides ``_execute``)."""
         with self._db:  # one transaction: commit on success, roll back on error
             for sql, params in ops:
                 self._execute(sql, params)
 
-    def _execute(self, sql: str, params: tuple) -> None:
+    def _execute(self, sql: str, params: _Params) -> None:
         self._db.execute(sql, params)
 
     def _note(self, sql: str, *params: object) -> None:
@@ -388,7 +401,7 @@ class SqliteStorage(Storage):
 
     # -- reading back --------------------------------------------------------------------------
 
-    def restore(self, engine: BrokerEngine) -> None:
+    def restore(self, engine: Restorable) -> None:
         # Also after a failed write: what was noted since the last restore is void
         self.restored = dict.fromkeys(_COUNTS, 0)
         self.restored["wal_lost"] = self._wal_lost
@@ -409,7 +422,7 @@ class SqliteStorage(Storage):
                 f"{exc} (the file is damaged; move it away to start empty)"
             ) from None
 
-    def _restore(self, engine: BrokerEngine) -> None:
+    def _restore(self, engine: Restorable) -> None:
         db = self._db
         counts = self.restored
         mailboxes: dict[str, Mailbox] = {}
@@ -430,11 +443,11 @@ class SqliteStorage(Storage):
         for address, msg_id, *columns, crc in db.execute(
             f"SELECT mailbox, msg_id, {_COLUMNS}, crc FROM messages ORDER BY mailbox, msg_id"
         ):
-            mailbox = mailboxes.get(address)
-            if mailbox is None:  # no mailbox row: the log cannot be placed (nor read)
+            owner = mailboxes.get(address)
+            if owner is None:  # no mailbox row: the log cannot be placed (nor read)
                 orphans[address] = orphans.get(address, 0) + 1
             elif self._intact(crc, address, msg_id, columns, f"message {msg_id}"):
-                mailbox.insert(_message_from(msg_id, columns))
+                owner.insert(_message_from(msg_id, columns))
                 counts["messages"] += 1
         for address, count in orphans.items():
             log.warning(
@@ -475,7 +488,9 @@ class SqliteStorage(Storage):
                 raise ValueError(f"the search index holds {name!r}, which is no A2A card")
             engine.registry.put_index(entry)
 
-    def _intact(self, crc: int, address: str, number: int, columns: list, what: str) -> bool:
+    def _intact(
+        self, crc: int, address: str, number: int, columns: Sequence[Any], what: str
+    ) -> bool:
         """Whether a row still holds what was written; a damaged one is logged, not served."""
         if _checksum(address, number, columns) == crc:
             return True
@@ -493,6 +508,7 @@ _COUNTS = (
     "mailboxes", "messages", "delayed", "offsets", "agents", "damaged", "skipped", "wal_lost",
 )  # fmt: skip
 
+_ByteOrder = Literal["little", "big"]
 _WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums little-endian, big-endian
 _WAL_HEADER, _FRAME_HEADER = 32, 24
 
@@ -516,7 +532,7 @@ def wal_commits_lost(wal: Path) -> int:
     magic = int.from_bytes(data[:4], "big")
     if magic not in _WAL_MAGIC:
         return 0  # not a WAL SQLite would read either: nothing it would have replayed
-    order = "big" if magic & 1 else "little"
+    order: _ByteOrder = "big" if magic & 1 else "little"
     page = int.from_bytes(data[8:12], "big")
     salts = data[16:24]
     sums = _wal_checksum(data[:24], (0, 0), order)
@@ -538,7 +554,7 @@ def wal_commits_lost(wal: Path) -> int:
     return lost
 
 
-def _wal_checksum(data: bytes, sums: tuple[int, int], order: str) -> tuple[int, int]:
+def _wal_checksum(data: bytes, sums: tuple[int, int], order: _ByteOrder) -> tuple[int, int]:
     s0, s1 = sums
     for i in range(0, len(data), 8):
         s0 = (s0 + int.from_bytes(data[i : i + 4], order) + s1) & 0xFFFFFFFF
@@ -578,15 +594,17 @@ def _add_checksums(db: sqlite3.Connection) -> None:
 
 # A message's columns, in this order in every row (after mailbox and msg_id, or due if delayed)
 _COLUMNS = "priority, create_time, key, tags, header, expire_at, payload"
+# The values of those columns, as written
+_Columns = tuple[str, int, str | None, str | None, bytes | None, int, bytes]
 
 
-def _checksum(address: str, number: int, columns: list | tuple) -> int:
+def _checksum(address: str, number: int, columns: Sequence[Any]) -> int:
     """crc32 of a row as stored: where it belongs (mailbox, msg_id or due) and every column."""
     *fields, payload = columns
     return zlib.crc32(bytes(payload), zlib.crc32(repr((address, number, *fields)).encode()))
 
 
-def _row(address: str, number: int, message: StoredMessage) -> tuple:
+def _row(address: str, number: int, message: StoredMessage) -> _Params:
     columns = _message_columns(message)
     return (address, number, *columns, _checksum(address, number, columns))
 
@@ -600,7 +618,7 @@ def _unsigned(number: int) -> int:
     return number + 2**64 if number < 0 else number
 
 
-def _message_columns(message: StoredMessage) -> tuple:
+def _message_columns(message: StoredMessage) -> _Columns:
     """priority, create_time, key, tags, header, expire_at, payload: as the tables hold them."""
     return (
         message.priority.value,
@@ -613,7 +631,7 @@ def _message_columns(message: StoredMessage) -> tuple:
     )
 
 
-def _message_from(msg_id: int, columns: list) -> StoredMessage:
+def _message_from(msg_id: int, columns: Sequence[Any]) -> StoredMessage:
     priority, create_time, key, tags, header, expire_at, payload = columns
     return StoredMessage(
         msg_id,

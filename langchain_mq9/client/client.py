@@ -34,6 +34,7 @@ from ..protocol.errors import (
     WireError,
     from_reply,
 )
+from ..semantic.ranking import AgentEntry, AgentIndex
 from .live_search import LiveSearch, is_robustmq
 from .redaction import redact
 from .transport import (
@@ -638,21 +639,15 @@ class Mq9Client:
     async def _rank_listing(
         self, text: str | None, semantic: str | None, limit: int, page: int
     ) -> Agents:
-        from ..broker.registry import AgentEntry, AgentRegistry  # the bundled broker's ranking
-
         items = await self._discover_items({})
         for item in items:
             p.normalize_agent(item)  # refuses an item that is no agent
 
-        def rank() -> tuple[list[AgentEntry], str]:
-            registry = AgentRegistry()
-            for item in items:
-                info = item.get("agent_info")
-                info = info if isinstance(info, str) else ""
-                registry.register(AgentEntry.make(item["name"], info, 0))
+        def rank() -> tuple[list[AgentEntry], str]:  # as the bundled broker ranks
+            index = AgentIndex.of_listing(items)
             if semantic:
-                return registry.search_semantic(semantic), registry.ranking
-            return registry.search_text(text or ""), "lexical"
+                return index.search_semantic(semantic), index.ranking
+            return index.search_text(text or ""), "lexical"
 
         # Embedding cards not seen before takes CPU time (each once, then cached): off the loop
         hits, ranking = await asyncio.to_thread(rank)

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import DIMENSIONS, Embedder, ModelError, session_of
+from .embedding import DIMENSIONS, Embedder, ModelError, session_of
 
 DIR_EXTRA_HINT = 'pip install "langchain-mq9[semantic-model-dir]"'
 # The files RobustMQ reads from embedding_model_path, in the order it reads them
@@ -73,8 +73,12 @@ def _tokenizer(directory: Path, tokenizers: Any) -> Any:
     settings = _json(directory / "tokenizer_config.json")
     specials = _json(directory / "special_tokens_map.json")
     longest = settings.get("model_max_length")
-    positive = type(longest) in (int, float) and longest > 0  # true is no length here
-    if not positive or not isinstance(settings.get("pad_token"), str):
+    if (
+        not isinstance(longest, (int, float))
+        or isinstance(longest, bool)  # true is no length here
+        or longest <= 0
+        or not isinstance(settings.get("pad_token"), str)
+    ):
         # fastembed stops there (RobustMQ does not start): both are required (our choice: a
         # length of 0 or less, which would embed no word, is refused too)
         raise ModelError(
@@ -113,7 +117,8 @@ def _special_tokens(directory: Path, specials: dict[str, Any], tokenizers: Any) 
 def _token_ids(tokenizer: Any, text: str) -> list[int]:
     # encode_batch gives encode's ids, and lets go of Python's lock meanwhile (encode holds it
     # throughout: 0.1 s for a 64 KiB text, when no other thread of the broker can run)
-    return tokenizer.encode_batch([text], add_special_tokens=True)[0].ids
+    ids: list[int] = tokenizer.encode_batch([text], add_special_tokens=True)[0].ids
+    return ids
 
 
 def open_directory(directory: str) -> Embedder:
@@ -130,7 +135,7 @@ def open_directory(directory: str) -> Embedder:
         )
     try:
         import numpy
-        import onnxruntime
+        import onnxruntime  # type: ignore[import-untyped]  # it ships no type hints
         import tokenizers
     except ImportError as exc:
         raise ModelError(

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
-from langchain_mq9.broker.registry import _UNSET
+from langchain_mq9.semantic.ranking import _UNSET
 
 np = pytest.importorskip("numpy")
 

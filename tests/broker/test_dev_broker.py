@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+from pathlib import Path
 
 import nats
 import pytest
@@ -290,13 +292,14 @@ async def test_data_without_a_suffix_becomes_a_directory(tmp_path):
         assert broker.stop(signal.SIGTERM) == 0, broker.output()
 
 
-def test_version_is_printed(capsys):
-    from langchain_mq9 import __version__
-
+def test_version_is_printed_as_pyproject_declares_it(capsys):
+    # langchain_mq9/_version.py writes it a second time: the two must agree
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text("utf-8")
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0
-    assert capsys.readouterr().out.strip() == f"mq9-dev-broker {__version__}"
+    assert capsys.readouterr().out.strip() == f"mq9-dev-broker {declared}"
 
 
 def test_the_broker_stops_loudly_when_its_nats_server_dies():

@@ -11,7 +11,7 @@ import pytest
 
 from bench import discovery
 from langchain_mq9 import semantic
-from langchain_mq9.broker.registry import search_text_of, stems
+from langchain_mq9.semantic.ranking import search_text_of, stems
 
 DATA = discovery.load_set()
 

@@ -23,8 +23,8 @@ from bench import discovery
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
 from langchain_mq9.broker import cli
-from langchain_mq9.broker.registry import AgentEntry, AgentRegistry
 from langchain_mq9.semantic import model_dir
+from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((ROOT / "tests" / "data" / "semantic_golden.json").read_text("utf-8"))
@@ -74,14 +74,14 @@ def test_the_environment_variable_chooses_the_model_for_broker_and_client(direct
         semantic.describe() == f"embeddings (the model in {directory}, as RobustMQ's "
         "embedding_model_path)"
     )
-    registry = AgentRegistry()  # what the bundled broker and the client's ranking build
+    index = AgentIndex()  # the ranking the bundled broker and the client share
     for card in (
         p.agent_card("translator", description="Japanese translation service"),
         p.agent_card("weather", description="Forecasts rain and sunshine for any city"),
     ):
-        registry.register(AgentEntry.make(card["name"], p.encode(card).decode(), 0))
-    assert registry.embedder is chosen and registry.ranking == semantic.RANKING_EMBEDDINGS
-    assert registry.search_semantic("will it rain tomorrow")[0].card_name == "weather"
+        index.put_index(AgentEntry.make(card["name"], p.encode(card).decode(), 0))
+    assert index.embedder is chosen and index.ranking == semantic.RANKING_EMBEDDINGS
+    assert index.search_semantic("will it rain tomorrow")[0].card_name == "weather"
     monkeypatch.delenv(semantic.MODEL_ENV)
     assert semantic.embedder() is semantic.default_embedder()
 

@@ -19,8 +19,9 @@ import pytest
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
-from langchain_mq9.broker.registry import AgentEntry, AgentRegistry, embed_text_of
+from langchain_mq9.broker.registry import AgentRegistry
 from langchain_mq9.semantic import wordpiece
+from langchain_mq9.semantic.ranking import AgentEntry, embed_text_of
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((ROOT / "tests" / "data" / "semantic_golden.json").read_text("utf-8"))

@@ -1,0 +1,333 @@
+"""How agents are ranked for a search: by the bundled broker's registry, and by the client over
+a listing when the broker has no search (RobustMQ's default build). One ranking, here, so both
+order the same agents the same way.
+
+An ``AgentIndex`` is RobustMQ's search index (search-engine ``agent.rs``): a row per *card*
+name, a later card of that name replacing the row and going to the end of the order. Only an
+agent_info that parses as an A2A AgentCard is indexed, over the card's name, description and
+skills (names, descriptions, tags; examples too for semantic search).
+
+Search is what we approximate (docs/discovery.md):
+
+* ``text``: RobustMQ's full-text (BM25) search matches an agent holding any query word, ranked
+  by how many and how rare. Here: the same rule over lowercased words, scored by the sum of
+  the shared words' inverse document frequencies.
+* ``semantic``: RobustMQ ranks every indexed agent by embedding distance, with no threshold.
+  With the ``semantic`` extra, so do we (``langchain_mq9.semantic``): each card's
+  ``embed_text_of`` is embedded once when indexed and ranked by cosine similarity to the
+  query's. Without it, by rarity-weighted shared crude stems (``translation`` and
+  ``translator`` both become ``transl``), divided by the square root of the card's stem count
+  so a focused card beats one that mentions everything. ``AgentIndex.ranking`` says which.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal, Protocol
+
+from .. import protocol as p
+from .. import semantic  # its embedder() is looked up at each first use (tests replace it)
+from ..protocol.errors import WireError
+
+_WORD = re.compile(r"[a-z0-9]+")
+_SUFFIXES = (  # longest first where one ends another ("ating" before "ing" and "ate")
+    "ization",
+    "ations",
+    "ation",
+    "ators",
+    "ator",
+    "ating",
+    "ated",
+    "izing",
+    "ized",
+    "ings",
+    "ing",
+    "ions",
+    "ion",
+    "izes",
+    "ize",
+    "ers",
+    "er",
+    "ies",
+    "ied",
+    "ates",
+    "ate",
+    "ed",
+    "es",
+    "ly",
+    "s",
+    "y",
+    "e",
+)
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "for",
+        "from",
+        "i",
+        "in",
+        "into",
+        "is",
+        "it",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "please",
+        "that",
+        "the",
+        "this",
+        "to",
+        "us",
+        "we",
+        "with",
+        "you",
+        "your",
+    ]
+)
+
+
+def stem(word: str) -> str:
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
+def stems(text: str) -> set[str]:
+    # each distinct word stemmed once: a 64 KiB card repeats its words thousands of times
+    return {stem(w) for w in set(_WORD.findall(text.lower())) - _STOPWORDS}
+
+
+def words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def embed_text_of(card: dict[str, Any]) -> str:
+    """The text RobustMQ's vector-search build embeds for a card (search-engine
+    ``embed_text``): name and description, then each skill's name, description, tags (joined
+    by spaces) and examples (likewise), all joined by ". "; empty tags or examples add
+    nothing, an empty name or description still adds its separator."""
+    parts = [card.get("name", ""), card.get("description", "")]
+    for skill in card.get("skills", []):
+        parts += [skill.get("name", ""), skill.get("description", "")]
+        for key in ("tags", "examples"):
+            if skill.get(key):
+                parts.append(" ".join(map(str, skill[key])))
+    return ". ".join(parts)
+
+
+def search_text_of(card: dict[str, Any], *, examples: bool) -> str:
+    """What RobustMQ indexes of an A2A card: name, description, and each skill's name,
+    description and tags (and examples, for the embedding)."""
+    parts = [card.get("name", ""), card.get("description", "")]
+    for skill in card.get("skills", []):
+        parts += [skill.get("name", ""), skill.get("description", "")]
+        parts += map(str, skill.get("tags", []))
+        if examples:
+            parts += map(str, skill.get("examples", []))
+    return " ".join(parts)
+
+
+@dataclass(slots=True)
+class AgentEntry:
+    """A registered agent: its registration name, ``agent_info`` and create_time, and what a
+    search reads of its card."""
+
+    name: str
+    agent_info: str
+    create_time: int
+    card: dict[str, Any] | None = None  # the A2A card, when agent_info is one: searchable
+    words: set[str] = field(default_factory=set)
+    stems: set[str] = field(default_factory=set)
+    # The card's embedding, made when it is indexed: a numpy array (the semantic extra)
+    vector: Any = None
+
+    @classmethod
+    def make(cls, name: str, agent_info: str, create_time: int) -> AgentEntry:
+        entry = cls(name, agent_info, create_time)
+        try:
+            value = p.loads(agent_info.encode())
+        except WireError:
+            value = None
+        card = p.a2a_card(value)
+        if card is not None:
+            entry.card = card
+            entry.words = words(search_text_of(card, examples=False))
+            entry.stems = stems(search_text_of(card, examples=True))
+        return entry
+
+    def listed(self) -> dict[str, Any]:
+        """The entry as a DISCOVER without a query lists it."""
+        return {"name": self.name, "agent_info": self.agent_info}
+
+    @property
+    def card_name(self) -> str:
+        assert self.card is not None
+        name: str = self.card.get("name", "")
+        return name
+
+    def found(self) -> dict[str, Any]:
+        """The entry as a search hit: the index row, named by the card."""
+        assert self.card is not None
+        return {
+            "agent_id": f"{p.TENANT}\x00{self.card_name}",
+            "name": self.card_name,
+            "description": self.card.get("description", ""),
+            "agent_info": self.agent_info,
+        }
+
+
+class Embeds(Protocol):
+    """What ranks ``semantic`` searches by meaning: ``semantic.Embedder``, or a test's
+    stand-in. Vectors are unit-length numpy arrays."""
+
+    def embed(self, text: str) -> Any: ...
+
+    def embed_query(self, text: str) -> Any: ...
+
+
+class _Unset(Enum):
+    UNSET = "unset"
+
+
+_UNSET: Literal[_Unset.UNSET] = _Unset.UNSET  # AgentIndex.embedder before the first use
+
+
+@dataclass
+class AgentIndex:
+    """The search index, by card name (see the module docstring), and its two rankings."""
+
+    index: dict[str, AgentEntry] = field(default_factory=dict)
+    # How many indexed agents hold each word and stem, kept as agents come and go.
+    word_count: Counter[str] = field(default_factory=Counter)
+    stem_count: Counter[str] = field(default_factory=Counter)
+    # What ranks ``semantic`` searches: the process's embedder when the semantic extra is
+    # installed (looked up on first use), None for the lexical ranking.
+    embedder: Embeds | _Unset | None = _UNSET
+    # The index's entries in order, made when first asked for after a change (``indexed``),
+    # and the vectors of such a tuple stacked, for the tuple they were stacked from.
+    _indexed: tuple[AgentEntry, ...] | None = field(default=None, repr=False)
+    _matrix: tuple[tuple[AgentEntry, ...], Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of_listing(cls, items: Iterable[Mapping[str, Any]]) -> AgentIndex:
+        """The index a registry of a DISCOVER listing's agents holds: the cards among their
+        ``agent_info``, the first item of a name kept (as a registry keeps the first
+        registration)."""
+        index = cls()
+        kept: set[str] = set()
+        for item in items:
+            if item["name"] in kept:
+                continue
+            kept.add(item["name"])
+            info = item.get("agent_info")
+            entry = AgentEntry.make(item["name"], info if isinstance(info, str) else "", 0)
+            if entry.card is not None:
+                index.put_index(entry)
+        return index
+
+    def _embedder(self) -> Embeds | None:
+        if isinstance(self.embedder, _Unset):
+            self.embedder = semantic.embedder()
+        return self.embedder
+
+    def embed(self, entry: AgentEntry) -> None:
+        """Give a card's entry its vector now (the CPU-heavy part of indexing it), so that
+        indexing it later costs nothing: the broker does this off its event loop."""
+        embedder = self._embedder()
+        if embedder is not None and entry.card is not None and entry.vector is None:
+            entry.vector = embedder.embed(embed_text_of(entry.card))
+
+    def indexed(self) -> tuple[AgentEntry, ...]:
+        """The index as it is now, in order: what a search ranks. A search may run in another
+        thread on this tuple while the index changes (it holds entries, which never change)."""
+        if self._indexed is None:
+            self._indexed = tuple(self.index.values())
+        return self._indexed
+
+    @property
+    def ranking(self) -> str:
+        """Which ranking ``search_semantic`` uses: ``"embeddings"`` or ``"lexical"``."""
+        return semantic.RANKING_LEXICAL if self._embedder() is None else semantic.RANKING_EMBEDDINGS
+
+    def put_index(self, entry: AgentEntry) -> None:
+        self.embed(entry)  # once per card, not per search
+        self.drop_index(entry.card_name)
+        self.index[entry.card_name] = entry
+        self.word_count.update(entry.words)
+        self.stem_count.update(entry.stems)
+        self._indexed = None
+
+    def drop_index(self, card_name: str) -> None:
+        entry = self.index.pop(card_name, None)
+        if entry is not None:
+            self.word_count.subtract(entry.words)
+            self.stem_count.subtract(entry.stems)
+            self._indexed = None
+
+    def search_text(
+        self, query: str, indexed: tuple[AgentEntry, ...] | None = None
+    ) -> list[AgentEntry]:
+        """Indexed agents holding any query word, best first (registration order on ties).
+        ``indexed``: the index as ``indexed()`` gave it (default: as it is now)."""
+        indexed = self.indexed() if indexed is None else indexed
+        weight = _weights(words(query), self.word_count, len(indexed))
+        scored = []
+        for order, entry in enumerate(indexed):
+            score = sum(weight[w] for w in weight.keys() & entry.words)
+            if score:
+                scored.append((-score, order, entry))
+        return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
+
+    def search_semantic(
+        self, query: str, indexed: tuple[AgentEntry, ...] | None = None
+    ) -> list[AgentEntry]:
+        """Every indexed agent, nearest in meaning first, as a vector search ranks them
+        (registration order on ties); by ``ranking``. ``indexed`` as for ``search_text``."""
+        indexed = self.indexed() if indexed is None else indexed
+        embedder = self._embedder()
+        if embedder is not None:
+            return self._nearest(embedder.embed_query(query), indexed)
+        weight = _weights(stems(query), self.stem_count, len(indexed))
+        scored = []
+        for order, entry in enumerate(indexed):
+            score = sum(weight[s] for s in weight.keys() & entry.stems)
+            scored.append((-score / math.sqrt(len(entry.stems) or 1), order, entry))
+        return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
+
+    def _nearest(self, vector: Any, indexed: tuple[AgentEntry, ...]) -> list[AgentEntry]:
+        import numpy as np  # there when an embedder is: the semantic extra brings both
+
+        if not indexed:
+            return []
+        stacked = self._matrix
+        if stacked is None or stacked[0] is not indexed:
+            stacked = self._matrix = (indexed, np.stack([entry.vector for entry in indexed]))
+        # unit vectors: the dot product is the cosine similarity
+        order = np.argsort(-(stacked[1] @ vector), kind="stable")
+        return [indexed[i] for i in order]
+
+
+def _weights(terms: set[str], counts: Counter[str], indexed: int) -> dict[str, float]:
+    """Each query term's rarity among the ``indexed`` agents (inverse document frequency);
+    a term no agent holds matches none, and is left out (a long query costs what its known
+    words cost, per agent)."""
+    held = [(t, n) for t in terms if (n := counts.get(t))]
+    return {t: math.log(1 + indexed / (1 + n)) + 1 for t, n in held}
