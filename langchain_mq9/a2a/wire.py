@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from ..groups.leases import RESERVED_ROOT, is_reserved
-from ..operations.views import _too_deep
-from ..protocol import MQ9_URL_SCHEME, is_valid_address
+from ..protocol import MQ9_URL_SCHEME, is_valid_address, nests_deeper
 
 HEADER_REPLY_TO = "mq9-reply-to"
 HEADER_METHOD = "mq9-a2a-method"
@@ -293,7 +292,7 @@ def read_request(header: dict[str, str], payload: bytes) -> Request:
         ) from None
     if not isinstance(body, dict):
         raise Rejection(f"an A2A {method}Request is a JSON object", task_id)
-    if _too_deep(body, MAX_REQUEST_DEPTH):
+    if nests_deeper(body, MAX_REQUEST_DEPTH):
         raise Rejection(
             f"the request nests deeper than {MAX_REQUEST_DEPTH} levels: send flatter JSON",
             task_id,

@@ -328,7 +328,7 @@ class BrokerEngine:
             raise Mq9Error(p.err_mailbox_exists(address))
         limit = self.limits.max_mailboxes
         if limit is not None and len(self.mailboxes) >= limit:
-            raise Mq9Error(f"mailbox limit reached: this broker holds at most {limit} mailboxes")
+            raise Mq9Error(p.err_mailbox_limit(limit))
         ttl = p.DEFAULT_MAILBOX_TTL if request["ttl"] is None else request["ttl"]
         mailbox = self.topics.get(address)
         if mailbox is None:
@@ -414,20 +414,13 @@ class BrokerEngine:
         size = _EMPTY_ANSWER + len(message.wire()) + _MSG_ID_ROOM
         limit = self._message_limit()
         if size > limit:
-            raise Mq9Error(
-                f"message too large: it would take {size} bytes in a FETCH answer, and this "
-                f"broker's answers carry at most {limit} bytes per message; send a "
-                "reference to the data (a URL or path) instead"
-            )
+            raise Mq9Error(p.err_message_too_large(size, limit))
         message._wire = None  # its msg_id is not known yet
 
     def _check_room(self, mailbox: Mailbox) -> None:
         limit = self.limits.max_messages_per_mailbox
         if limit is not None and len(mailbox.messages) >= limit:
-            raise Mq9Error(
-                f"mailbox {mailbox.address} is full: it holds at most {limit} messages; "
-                "delete some, or wait for message TTLs to expire"
-            )
+            raise Mq9Error(p.err_mailbox_full(mailbox.address, limit))
 
     def _write(self, mailbox: Mailbox, message: StoredMessage) -> StoredMessage:
         replaced = mailbox.keys.get(message.key) if message.key is not None else None
@@ -752,10 +745,7 @@ class BrokerEngine:
         size = len(p.encode(p.DISCOVER_REPLY.write(error="", agents=[entry.listed()])))
         limit = self._message_limit()
         if size > limit:
-            raise Mq9Error(
-                f"agent entry is {size} bytes: DISCOVER answers carry at most "
-                f"{limit} bytes; keep large data out of the card"
-            )
+            raise Mq9Error(p.err_entry_too_large(size, limit))
 
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))
@@ -797,11 +787,7 @@ def _encode(messages: list[StoredMessage]) -> bytes:
 
 
 def _too_large_alone(message: StoredMessage, limit: int) -> Mq9Error:
-    return Mq9Error(
-        f"message {message.msg_id} alone takes {_size([message])} bytes in an answer, above "
-        f"the {limit} bytes this broker's answers carry (it was stored under larger limits): "
-        "raise the broker's answer limit, or delete the message"
-    )
+    return Mq9Error(p.err_stored_too_large(message.msg_id, _size([message]), limit))
 
 
 def _answer(found: list[StoredMessage], limit: int | None) -> bytes:

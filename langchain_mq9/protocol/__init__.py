@@ -111,6 +111,7 @@ from .serde import (
     encode,
     err_not_utf8,
     loads,
+    nests_deeper,
     text,
     utf8,
 )
@@ -193,7 +194,7 @@ __all__ = [  # noqa: RUF022  (grouped by module, as imported)
     "clipped", "quoted",
     # serde
     "ERR_LEAD_SURROGATE", "ERR_NOT_UNICODE", "ERR_TRAIL_SURROGATE", "encode", "err_not_utf8",
-    "loads", "text", "utf8",
+    "loads", "nests_deeper", "text", "utf8",
     # shapes
     "ACK_REQUEST", "BOOL", "BYTES", "CREATE_REPLY", "CREATE_REQUEST", "DELETE_REPLY", "DELIVER",
     "DISCOVER_REPLY", "DISCOVER_REQUEST", "ERROR_REPLY", "FETCH_CONFIG", "FETCH_REQUEST", "I64",

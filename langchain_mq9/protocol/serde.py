@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from .errors import InvalidArgument, WireError
@@ -191,3 +192,15 @@ def _check_surrogates(value: object) -> None:
         elif isinstance(item, list):
             stack.extend(item)
 
+
+
+def nests_deeper(value: object, levels: int) -> bool:
+    """Whether ``value`` nests more than ``levels`` objects or arrays. It recurses at most that
+    deep, so it is safe on any parsed body, however deep."""
+    if isinstance(value, dict):
+        children: Iterable[object] = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    return levels == 0 or any(nests_deeper(child, levels - 1) for child in children)

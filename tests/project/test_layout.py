@@ -116,7 +116,6 @@ def circles() -> list[list[str]]:
             if len(group) > 1:
                 found.append(sorted(group))
 
-    sys.setrecursionlimit(10_000)
     for node in sorted(edges):
         if node not in index:
             visit(node)
