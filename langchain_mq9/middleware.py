@@ -28,7 +28,7 @@ from langgraph.config import get_config
 
 from .operations.catalog import OperationError, prefixed
 from .operations.errors import explain
-from .operations.policy import CALL_CLIENT, ToolPolicy
+from .operations.policy import ToolPolicy
 from .operations.views import DATA_NOTE, message_view
 from .protocol import MAX_NUM_MSGS, Mq9Error, check_int
 from .run_context import policy_for_run
@@ -145,15 +145,12 @@ class Mq9InboxMiddleware(AgentMiddleware):
             del waiting[msg_id]
         again = [m for i, m in waiting.items() if i not in shown_here][: self.max_messages]
         room = self.max_messages - len(again)
-        token = CALL_CLIENT.set(client)
         try:
-            new = await reading.fetch(room, policy.deliver, 0) if room else []
+            new = await reading.fetch(client, room, policy.deliver, 0) if room else []
         except (OperationError, Mq9Error) as exc:
             why = str(exc) if isinstance(exc, OperationError) else explain(exc, address=address)
             log.warning("mq9 inbox of %s not read: %s", address, why)
             return None  # the mail stays in the mailbox; the next model call reads again
-        finally:
-            CALL_CLIENT.reset(token)
         waiting.update((m.msg_id, m) for m in new)
         messages = again + new
         if not messages:
@@ -171,14 +168,11 @@ class Mq9InboxMiddleware(AgentMiddleware):
         handled = set(state.get("mq9_inbox") or ())
         finished = [i for i in reading.unacked if i in handled] if reading else []
         if finished:
-            token = CALL_CLIENT.set(client)
             try:
-                await reading.reader.done(finished)
+                await reading.reader_for(client).done(finished)
             except Mq9Error as exc:  # not acked: handed out again later (at least once)
                 log.warning("mq9 inbox of %s not acked: %s", policy.agent_mailbox, exc)
                 return {"mq9_inbox": []}
-            finally:
-                CALL_CLIENT.reset(token)
             reading.unacked = [i for i in reading.unacked if i not in handled]
         for msg_id in handled:
             self._shown.get(policy, {}).pop(msg_id, None)

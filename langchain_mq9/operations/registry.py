@@ -8,9 +8,9 @@ from typing import Any
 from ..client.client import Agents
 from ..protocol import agent_card, check_address, normalize_agent
 from ..protocol.errors import ListingTooLarge, MailboxExists
+from .context import CallContext
 from .errors import OperationError
 from .mailbox import next_call
-from .policy import ToolPolicy
 from .results import (
     AgentRegistered,
     AgentReported,
@@ -52,9 +52,8 @@ async def discover(client: Any, **query: Any) -> list[dict[str, Any]]:
     return agents
 
 
-async def agent_register(
-    client: Any, args: AgentRegisterInput, policy: ToolPolicy
-) -> Outcome[AgentRegistered]:
+async def agent_register(ctx: CallContext, args: AgentRegisterInput) -> Outcome[AgentRegistered]:
+    client, policy = ctx.client, ctx.policy
     name = policy.own(args.name, "name")
     policy.check_name(name)
     address = check_address(policy.agent_mailbox or name)
@@ -103,9 +102,8 @@ async def agent_register(
     return Outcome(result, card)
 
 
-async def agent_discover(
-    client: Any, args: AgentDiscoverInput, policy: ToolPolicy
-) -> Outcome[AgentsFound]:
+async def agent_discover(ctx: CallContext, args: AgentDiscoverInput) -> Outcome[AgentsFound]:
+    client, policy = ctx.client, ctx.policy
     search = {policy.discover_by: args.query} if args.query.strip() else {}
     if search:
         search["limit"] = policy.discover_limit
@@ -134,17 +132,17 @@ async def agent_discover(
 
 
 async def agent_unregister(
-    client: Any, args: AgentUnregisterInput, policy: ToolPolicy
+    ctx: CallContext, args: AgentUnregisterInput
 ) -> Outcome[AgentUnregistered]:
+    client, policy = ctx.client, ctx.policy
     name = policy.own(args.name, "name")
     policy.check_name(name)
     await client.agent_unregister(name)
     return Outcome(AgentUnregistered(unregistered=name), name)
 
 
-async def agent_report(
-    client: Any, args: AgentReportInput, policy: ToolPolicy
-) -> Outcome[AgentReported]:
+async def agent_report(ctx: CallContext, args: AgentReportInput) -> Outcome[AgentReported]:
+    client, policy = ctx.client, ctx.policy
     name = policy.own(args.name, "name")
     policy.check_name(name)
     report = {**(args.details or {}), "name": name, "status": args.status}
