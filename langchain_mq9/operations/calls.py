@@ -148,7 +148,7 @@ async def _resolve(ctx: CallContext, agent: str) -> dict[str, Any]:
     whose card says they take tasks (``a2a_wire.serves_tasks``): one registered only for its
     mailbox would never answer."""
     listing = await discover(ctx.client)
-    named = [a for a in listing if a.get("name") == agent]
+    named: list[dict[str, Any]] = [a for a in listing if a.get("name") == agent]
     if named:
         if not w.serves_tasks(named[0]):
             raise OperationError(
@@ -157,8 +157,9 @@ async def _resolve(ctx: CallContext, agent: str) -> dict[str, Any]:
             )
         return named[0]
     search = {ctx.policy.discover_by: agent, "limit": MATCHES_LOOKED_AT}
-    found = await discover(ctx.client, **search)
-    found = [a for a in found if w.serves_tasks(a)]
+    found: list[dict[str, Any]] = [
+        a for a in await discover(ctx.client, **search) if w.serves_tasks(a)
+    ]
     if not found:
         raise OperationError(
             f"no agent that takes delegated tasks is named or fits {clipped(agent, 80)!r}: "

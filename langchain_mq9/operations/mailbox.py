@@ -12,7 +12,7 @@ from typing import Any
 
 from ..groups.reader import GroupReader
 from ..groups.state import ReaderState
-from ..protocol import PRIORITY_ORDER, QUERY_CAP, Priority
+from ..protocol import PRIORITY_ORDER, QUERY_CAP, Message, Priority
 from .context import CallContext
 from .errors import OperationError, invalid
 from .policy import GroupReading, ToolPolicy
@@ -78,7 +78,7 @@ async def send_message(ctx: CallContext, args: SendMessageInput) -> Outcome[Mess
 
 
 def _fitted(
-    messages: list, policy: ToolPolicy, answer: Callable[[list[dict[str, Any]], int], Any]
+    messages: list[Message], policy: ToolPolicy, answer: Callable[[list[dict[str, Any]], int], Any]
 ) -> Any:
     """The result ``answer(views, left_out)`` that shows as many of ``messages`` as fit in the
     answer budget (``max_answer_chars``): whole messages, in order, at least one."""
@@ -242,7 +242,7 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
 
 
 def _filtered_answer(
-    address: str, args: QueryMessagesInput, policy: ToolPolicy, limit: int, found: list
+    address: str, args: QueryMessagesInput, policy: ToolPolicy, limit: int, found: list[Message]
 ) -> Callable[[list[dict[str, Any]], int], MessagesQueried]:
     """The answer to a query by key or tags, which the broker cannot page: it answers the
     oldest ``limit`` per tag (docs/protocol.md §5.5)."""
@@ -266,7 +266,9 @@ def _filtered_answer(
     return answer
 
 
-async def _page(client: Any, address: str, from_id: int, limit: int) -> tuple[list, bool, bool]:
+async def _page(
+    client: Any, address: str, from_id: int, limit: int
+) -> tuple[list[Message], bool, bool]:
     """Up to ``limit`` messages from msg_id ``from_id`` on, all of them in msg_id order;
     whether more may follow; whether the page is surely whole. RobustMQ's QUERY answers the
     oldest messages; a FETCH without a group reads from any msg_id and consumes nothing, but
@@ -291,7 +293,7 @@ async def _page(client: Any, address: str, from_id: int, limit: int) -> tuple[li
     return page, len(found) > len(page) or through < math.inf, through >= 0
 
 
-def _read_through(answer: list, asked: int) -> float:
+def _read_through(answer: list[Message], asked: int) -> float:
     """The largest msg_id up to which a FETCH of ``asked`` without a group holds every message
     from its start on (``math.inf``: all there is). A lane read whole holds all of its own; a
     lane cut short, those up to its last; a lane not read (the answer held ``asked`` before
@@ -327,9 +329,10 @@ async def _newest_id(client: Any, address: str, known: int) -> int | None:
     newest = await first_from(None)
     if newest is not None and newest >= known:
         return newest
-    low, step, high = known, 1, math.inf  # a message at low, none from high on
-    while high - low > 1:
-        probe = low + step if high == math.inf else (low + high) // 2
+    low, step = known, 1  # a message at low
+    high: int | None = None  # none from high on (None: not found yet)
+    while high is None or high - low > 1:
+        probe = low + step if high is None else (low + high) // 2
         found = await first_from(probe)
         if found is None:
             high = probe
@@ -342,8 +345,8 @@ def _page_step(
     address: str,
     policy: ToolPolicy,
     args: QueryMessagesInput,
-    shown: list,
-    left: list,
+    shown: list[Message],
+    left: list[Message],
     newest: int | None,
 ) -> str | None:
     """What else is in the mailbox, and the exact calls that page to it: ``left`` are the

@@ -41,7 +41,7 @@ def _card(name: str, capabilities: str, extra: dict[str, Any], address: str) -> 
     return card
 
 
-async def discover(client: Any, **query: Any) -> list[dict[str, Any]]:
+async def discover(client: Any, **query: Any) -> Agents:
     """Agents as our client returns them: the official SDK's hands out the broker's raw
     items, whose card is a JSON string in ``agent_info``."""
     found = await client.agent_discover(**query)
@@ -104,7 +104,7 @@ async def agent_register(ctx: CallContext, args: AgentRegisterInput) -> Outcome[
 
 async def agent_discover(ctx: CallContext, args: AgentDiscoverInput) -> Outcome[AgentsFound]:
     client, policy = ctx.client, ctx.policy
-    search = {policy.discover_by: args.query} if args.query.strip() else {}
+    search: dict[str, Any] = {policy.discover_by: args.query} if args.query.strip() else {}
     if search:
         search["limit"] = policy.discover_limit
     agents = await discover(client, **search)
@@ -145,6 +145,8 @@ async def agent_report(ctx: CallContext, args: AgentReportInput) -> Outcome[Agen
     client, policy = ctx.client, ctx.policy
     name = policy.own(args.name, "name")
     policy.check_name(name)
-    report = {**(args.details or {}), "name": name, "status": args.status}
+    # "" when not given; AgentReportInput makes any text given an object
+    details = args.details if isinstance(args.details, dict) else {}
+    report = {**details, "name": name, "status": args.status}
     await client.agent_report(report)
     return Outcome(AgentReported(reported=True, name=name), report)

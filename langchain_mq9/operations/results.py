@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import types
 import typing
@@ -24,6 +23,7 @@ ADVICE = ("note", "next_step", "filter_used", "warning")
 _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object"}
 
 
+@dataclass(kw_only=True)
 class ToolResult:
     """Base of the result models, each a keyword-only dataclass (``@dataclass(kw_only=True)``).
 
@@ -54,11 +54,25 @@ class ToolResult:
         return frozenset(f.name for f in _fields(cls) if f.default is None) - set(ADVICE)
 
 
-_fields = functools.cache(dataclasses.fields)
+# Each result model's fields and schema, worked out once: every answer reads the fields.
+_FIELDS: dict[type[ToolResult], tuple[dataclasses.Field[Any], ...]] = {}
+_SCHEMAS: dict[type[ToolResult], dict[str, Any]] = {}
 
 
-@functools.cache
+def _fields(cls: type[ToolResult]) -> tuple[dataclasses.Field[Any], ...]:
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = dataclasses.fields(cls)
+    return fields
+
+
 def _schema(cls: type[ToolResult]) -> dict[str, Any]:
+    if cls not in _SCHEMAS:
+        _SCHEMAS[cls] = _worked_out_schema(cls)
+    return _SCHEMAS[cls]
+
+
+def _worked_out_schema(cls: type[ToolResult]) -> dict[str, Any]:
     properties = {}
     hints = typing.get_type_hints(cls)
     for name in (f.name for f in _fields(cls)):  # not the ClassVars
