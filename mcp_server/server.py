@@ -44,7 +44,8 @@ from langchain_mq9.operations.catalog import (
 from langchain_mq9.operations.context import Progress
 from langchain_mq9.operations.errors import explain, explain_validation
 from langchain_mq9.operations.views import DATA_NOTE
-from langchain_mq9.protocol import Mq9Error, clipped
+from langchain_mq9.protocol import clipped
+from langchain_mq9.protocol.errors import Mq9Error
 
 from . import resources, tasks
 
@@ -72,7 +73,7 @@ CALL_GRACE_SECONDS = 5.0
 
 def tool_annotations(operation: Operation) -> types.ToolAnnotations:
     """The catalog's hints (``Operation.hints``: only those that differ from MCP's defaults)."""
-    return types.ToolAnnotations(**operation.hints)
+    return types.ToolAnnotations.model_validate(operation.hints)
 
 
 def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
@@ -207,7 +208,9 @@ class ClientPolicies:
     def worker_of(self, request: Any) -> str:
         """The worker name the client sent (checked), or "" for the server's own."""
         headers = getattr(request, "headers", None)
-        sent = headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
+        sent: str | None = (
+            headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
+        )
         if sent is None:
             return ""
         if not _WORKER_NAME.fullmatch(sent):
