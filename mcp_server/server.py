@@ -288,7 +288,7 @@ def create_server(
     async def get_prompt(_ctx: Any, params: types.GetPromptRequestParams) -> Any:
         return resources.get_prompt(policies.policy, params.name, params.arguments)
 
-    server: Server = _Server(
+    server = _Server(
         SERVER_NAME,
         version=__version__,
         instructions=prefixed(INSTRUCTIONS, policies.policy),
@@ -300,13 +300,16 @@ def create_server(
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
     )
-    server.policies = policies  # type: ignore[attr-defined]
+    server.policies = policies
     tasks.serve(server, tasks.TaskStore(), start_call)
     return server
 
 
 class _Server(Server):
-    """The SDK's server, offering Tasks in the capabilities of the era that has them."""
+    """The SDK's server, offering Tasks in the capabilities of the era that has them, and
+    holding its clients' ``policies``."""
+
+    policies: ClientPolicies
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         capabilities = super().get_capabilities(*args, **kwargs)

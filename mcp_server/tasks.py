@@ -45,14 +45,14 @@ class _Task:
     ttl: int
     created_at: str = field(default_factory=_now)
     last_updated_at: str = ""
-    status: str = "working"
+    status: types.TaskStatus = "working"
     result: types.CallToolResult | None = None
     runner: asyncio.Task[None] | None = None
 
     def view(self) -> types.Task:
         return types.Task(
             task_id=self.task_id,
-            status=self.status,  # type: ignore[arg-type]
+            status=self.status,
             created_at=self.created_at,
             last_updated_at=self.last_updated_at or self.created_at,
             ttl=self.ttl,
