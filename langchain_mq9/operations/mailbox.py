@@ -1,7 +1,7 @@
-"""The handlers of the mailbox and message operations. Each takes any client with
-``Mq9Client``'s methods (ours, or the official ``mq9`` SDK's, whose ``Message`` has no key or
-tags and whose ``query`` takes no tags), the validated arguments and the caller's
-``ToolPolicy``, and returns an ``Outcome`` (``results.py``).
+"""The handlers of the mailbox and message operations. Each takes the call's ``CallContext``
+(``context.py``: its client, any with ``Mq9Client``'s methods, ours or the official ``mq9``
+SDK's, whose ``Message`` has no key or tags and whose ``query`` takes no tags; the caller's
+``ToolPolicy``) and the validated arguments, and returns an ``Outcome`` (``results.py``).
 """
 
 from __future__ import annotations
