@@ -25,13 +25,16 @@ from langchain.agents.middleware import AgentMiddleware, AgentState
 from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import HumanMessage
 from langgraph.config import get_config
+from langgraph.runtime import Runtime
 
 from .operations.catalog import OperationError, prefixed
 from .operations.errors import explain
-from .operations.policy import CALL_CLIENT, ToolPolicy
+from .operations.policy import ToolPolicy
 from .operations.views import DATA_NOTE, message_view
-from .protocol import MAX_NUM_MSGS, Mq9Error, check_int
+from .protocol import MAX_NUM_MSGS, Message, check_int
+from .protocol.errors import Mq9Error
 from .run_context import policy_for_run
+from .toolkit import Mq9Toolkit
 from .tools import Mq9Tool
 
 log = logging.getLogger("langchain_mq9")
@@ -45,7 +48,7 @@ class InboxState(AgentState):
     mq9_inbox: NotRequired[Annotated[list[int], PrivateStateAttr]]
 
 
-class Mq9InboxMiddleware(AgentMiddleware):
+class Mq9InboxMiddleware(AgentMiddleware[InboxState, Any]):
     """Brings the mail waiting in the agent's mailbox to the model before each model call, and
     acks it when the run ends.
 
@@ -60,7 +63,7 @@ class Mq9InboxMiddleware(AgentMiddleware):
 
     state_schema = InboxState
 
-    def __init__(self, toolkit: Any, *, max_messages: int = 10) -> None:
+    def __init__(self, toolkit: Mq9Toolkit, *, max_messages: int = 10) -> None:
         super().__init__()
         if toolkit.policy.read_only:
             raise ValueError(
@@ -81,21 +84,23 @@ class Mq9InboxMiddleware(AgentMiddleware):
 
     # -- the hooks (each in a sync and an async form, as LangGraph calls one or the other) ----
 
-    def before_model(self, state: InboxState, runtime: Any) -> dict[str, Any] | None:
+    def before_model(self, state: InboxState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         policy = self._policy(runtime)
         return self.toolkit.connection.run_sync(lambda c: self._bring(c, policy, state))
 
-    async def abefore_model(self, state: InboxState, runtime: Any) -> dict[str, Any] | None:
+    async def abefore_model(
+        self, state: InboxState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
         policy = self._policy(runtime)
         return await self.toolkit.connection.run(lambda c: self._bring(c, policy, state))
 
-    def after_agent(self, state: InboxState, runtime: Any) -> dict[str, Any] | None:
+    def after_agent(self, state: InboxState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         if not state.get("mq9_inbox"):
             return None
         policy = self._policy(runtime)
         return self.toolkit.connection.run_sync(lambda c: self._ack(c, policy, state))
 
-    async def aafter_agent(self, state: InboxState, runtime: Any) -> dict[str, Any] | None:
+    async def aafter_agent(self, state: InboxState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         if not state.get("mq9_inbox"):
             return None
         policy = self._policy(runtime)
@@ -125,35 +130,30 @@ class Mq9InboxMiddleware(AgentMiddleware):
         ]
         return request.override(tools=tools)
 
-    def _policy(self, runtime: Any) -> ToolPolicy:
+    def _policy(self, runtime: Runtime[Any]) -> ToolPolicy:
         policy = policy_for_run(self.toolkit.policy, runtime.context, get_config())
-        if policy.agent_mailbox is None:
-            raise ValueError(
-                "Mq9InboxMiddleware needs the agent's mailbox: set agent_mailbox on the toolkit "
-                "or in the run's context or configurable"
-            )
+        _mailbox(policy)  # the run has one
         return policy
 
-    async def _bring(self, client: Any, policy: ToolPolicy, state: InboxState) -> dict | None:
+    async def _bring(
+        self, client: Any, policy: ToolPolicy, state: InboxState
+    ) -> dict[str, Any] | None:
         """The mail to show now: what an earlier run was shown and did not finish, then new
         mail, at most ``max_messages``."""
         shown_here = state.get("mq9_inbox") or []
-        address = policy.agent_mailbox
+        address = _mailbox(policy)
         reading = policy.reading(client, address, policy.default_group)
         waiting = self._shown.setdefault(policy, {})
         for msg_id in [i for i in waiting if i not in reading.unacked]:  # acked meanwhile
             del waiting[msg_id]
         again = [m for i, m in waiting.items() if i not in shown_here][: self.max_messages]
         room = self.max_messages - len(again)
-        token = CALL_CLIENT.set(client)
         try:
-            new = await reading.fetch(room, policy.deliver, 0) if room else []
+            new = await reading.fetch(client, room, policy.deliver, 0) if room else []
         except (OperationError, Mq9Error) as exc:
             why = str(exc) if isinstance(exc, OperationError) else explain(exc, address=address)
             log.warning("mq9 inbox of %s not read: %s", address, why)
             return None  # the mail stays in the mailbox; the next model call reads again
-        finally:
-            CALL_CLIENT.reset(token)
         waiting.update((m.msg_id, m) for m in new)
         messages = again + new
         if not messages:
@@ -165,20 +165,17 @@ class Mq9InboxMiddleware(AgentMiddleware):
             "mq9_inbox": [*shown_here, *ids],
         }
 
-    async def _ack(self, client: Any, policy: ToolPolicy, state: InboxState) -> dict:
+    async def _ack(self, client: Any, policy: ToolPolicy, state: InboxState) -> dict[str, Any]:
         """Ack what this run was shown (and the model did not ack itself)."""
-        reading = policy.readings.get((policy.agent_mailbox, policy.default_group))
+        reading = policy.readings.get((_mailbox(policy), policy.default_group))
         handled = set(state.get("mq9_inbox") or ())
         finished = [i for i in reading.unacked if i in handled] if reading else []
-        if finished:
-            token = CALL_CLIENT.set(client)
+        if reading is not None and finished:
             try:
-                await reading.reader.done(finished)
+                await reading.reader_for(client).done(finished)
             except Mq9Error as exc:  # not acked: handed out again later (at least once)
                 log.warning("mq9 inbox of %s not acked: %s", policy.agent_mailbox, exc)
                 return {"mq9_inbox": []}
-            finally:
-                CALL_CLIENT.reset(token)
             reading.unacked = [i for i in reading.unacked if i not in handled]
         for msg_id in handled:
             self._shown.get(policy, {}).pop(msg_id, None)
@@ -194,7 +191,19 @@ def _described(tool: Mq9Tool, policy: ToolPolicy) -> Mq9Tool:
     return tool.model_copy(update=update)
 
 
-def _inbox_message(address: str, messages: list, policy: ToolPolicy, warning: str | None):
+def _mailbox(policy: ToolPolicy) -> str:
+    """The run's own mailbox, which the middleware reads."""
+    if policy.agent_mailbox is None:
+        raise ValueError(
+            "Mq9InboxMiddleware needs the agent's mailbox: set agent_mailbox on the toolkit "
+            "or in the run's context or configurable"
+        )
+    return policy.agent_mailbox
+
+
+def _inbox_message(
+    address: str, messages: list[Message], policy: ToolPolicy, warning: str | None
+) -> HumanMessage:
     """The mail as one message of the conversation, shown as ``fetch_messages`` shows it."""
     mail: dict[str, Any] = {
         "mail_address": address,

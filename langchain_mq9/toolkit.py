@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.tools import BaseTool, BaseToolkit
@@ -72,7 +72,7 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
     _connection: Mq9Connection = PrivateAttr()
     _policy: ToolPolicy = PrivateAttr()
 
-    def __repr_args__(self):
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # repr(), str(), logs and traces show the toolkit: never its secrets
         for name, value in super().__repr_args__():
             if name == "server" and isinstance(value, str):

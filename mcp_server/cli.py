@@ -18,9 +18,10 @@ from langchain_mq9._cli import ArgumentParser, port, positive_float, positive_in
 from langchain_mq9._cli import configure_logging as configure_stderr_logging
 from langchain_mq9._version import __version__
 from langchain_mq9.client.connection import Mq9Connection
+from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.policy import ToolPolicy
-from langchain_mq9.protocol import Mq9Error
+from langchain_mq9.protocol.errors import Mq9Error
 
 from . import client_lines
 from .http_app import (
@@ -31,7 +32,7 @@ from .http_app import (
     is_loopback,
     serve_http,
 )
-from .server import RECONNECT_ATTEMPTS, RECONNECT_DELAY, create_server, redact, serve_stdio
+from .server import RECONNECT_ATTEMPTS, RECONNECT_DELAY, create_server, serve_stdio
 
 log = logging.getLogger("mcp_server")
 

@@ -25,6 +25,7 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 NAME = "mq9"
 HTTP_NAME = "mq9-http"
@@ -69,17 +70,17 @@ def claude_code_http(url: str) -> str:
     return _line([*words, "--header", header])
 
 
-def stdio_entry(command: str, args: Sequence[str] = ()) -> dict:
+def stdio_entry(command: str, args: Sequence[str] = ()) -> dict[str, Any]:
     """One ``mcpServers`` entry that starts the server (Claude Desktop, Cursor, .mcp.json)."""
     return {"command": command, "args": list(args)}
 
 
-def http_entry(url: str) -> dict:
+def http_entry(url: str) -> dict[str, Any]:
     """One ``mcpServers`` entry for a running HTTP server (Cursor)."""
     return {"url": url, "headers": {"Authorization": "Bearer <your token>"}}
 
 
-def config(entry: dict) -> str:
+def config(entry: dict[str, Any]) -> str:
     """A whole client configuration file holding ``entry`` under :data:`NAME`."""
     return json.dumps({"mcpServers": {NAME: entry}}, indent=2)
 

@@ -19,7 +19,7 @@ import math
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -40,7 +40,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from langchain_mq9.client.connection import Mq9Connection
@@ -214,7 +214,7 @@ class SessionLimits:
         # max_wait_ms) already protects its session.
         session.used = session.used or scope.get("mq9.calls_tool", False)
 
-        async def watch(message: dict) -> None:
+        async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
             await send(message)
@@ -238,7 +238,7 @@ class SessionLimits:
             await self._refuse(scope, receive, send)
             return
 
-        async def register(message: dict) -> None:
+        async def register(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:
                 session_id = Headers(raw=message["headers"]).get(MCP_SESSION_ID_HEADER)
                 if session_id:
@@ -359,7 +359,7 @@ class UnreadableBodies:
             return
         except BodyRefused as refused:
             error = {"code": INVALID_REQUEST, "message": str(refused)}
-            reply = {"jsonrpc": "2.0", "id": None, "error": error}
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": None, "error": error}
             response = JSONResponse(reply, refused.status, headers={"Connection": CLOSE})
             await response(scope, receive, send)
             return
@@ -370,20 +370,20 @@ class UnreadableBodies:
             reply = {"jsonrpc": "2.0", "id": found, "error": error}
             await JSONResponse(reply, status_code=400)(scope, receive, send)
             return
-        refused = unreadable_request(body, value)
-        if refused is not None:
-            await JSONResponse(refused, status_code=400)(scope, receive, send)
+        unreadable = unreadable_request(body, value)
+        if unreadable is not None:
+            await JSONResponse(unreadable, status_code=400)(scope, receive, send)
             return
         scope["mq9.calls_tool"] = isinstance(value, dict) and value.get("method") == "tools/call"
-        replay = iter([{"type": "http.request", "body": body}])
+        replay: Iterator[Message] = iter([{"type": "http.request", "body": body}])
 
-        async def again() -> dict:
+        async def again() -> Message:
             return next(replay, None) or await receive()
 
         await self.app(scope, again, send)
 
 
-def unreadable_request(body: bytes, value: Any) -> dict | None:
+def unreadable_request(body: bytes, value: Any) -> dict[str, Any] | None:
     """The JSON-RPC error owed for a request that is JSON but that the SDK cannot read (a lone
     surrogate in a text, an id that is neither a string nor an integer: the SDK would take that
     one for a notification and never answer), as the stdio server answers it; else None."""
@@ -461,7 +461,8 @@ def create_http_app(
     """
     # SDK versions with limits of their own (10,000 sessions, 30 minutes) would override ours.
     accepted = inspect.signature(StreamableHTTPSessionManager).parameters
-    no_sdk_limits = {k: None for k in ("max_sessions", "session_idle_timeout") if k in accepted}
+    limits_of_its_own = ("max_sessions", "session_idle_timeout")
+    no_sdk_limits: dict[str, Any] = {k: None for k in limits_of_its_own if k in accepted}
     manager = StreamableHTTPSessionManager(
         app=server,
         security_settings=loopback_security(host) if is_loopback(host) else None,
@@ -512,7 +513,7 @@ class BoundedConnections(H11Protocol):
     ``MAX_CONNECTIONS`` are open: connections that never finish their headers cannot pile up
     to the file descriptor limit."""
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if len(self.connections) > MAX_CONNECTIONS:
             log.warning("refused a connection: %d are open", MAX_CONNECTIONS)

@@ -19,7 +19,7 @@ from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.catalog import ToolPolicy
 from langchain_mq9.operations.errors import explain
 from langchain_mq9.operations.views import DATA_NOTE
-from langchain_mq9.protocol import Mq9Error
+from langchain_mq9.protocol.errors import Mq9Error
 
 MAILBOX = "mq9://mailbox/"
 AGENT = "mq9://agent/"

@@ -33,7 +33,6 @@ from pydantic import ValidationError
 from langchain_mq9._version import __version__
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.redaction import redact
-from langchain_mq9.operations.calls import CALL_PROGRESS
 from langchain_mq9.operations.catalog import (
     OPERATIONS,
     Operation,
@@ -42,9 +41,11 @@ from langchain_mq9.operations.catalog import (
     prefixed,
     unknown_tool,
 )
+from langchain_mq9.operations.context import Progress
 from langchain_mq9.operations.errors import explain, explain_validation
 from langchain_mq9.operations.views import DATA_NOTE
-from langchain_mq9.protocol import Mq9Error, clipped
+from langchain_mq9.protocol import clipped
+from langchain_mq9.protocol.errors import Mq9Error
 
 from . import resources, tasks
 
@@ -72,7 +73,7 @@ CALL_GRACE_SECONDS = 5.0
 
 def tool_annotations(operation: Operation) -> types.ToolAnnotations:
     """The catalog's hints (``Operation.hints``: only those that differ from MCP's defaults)."""
-    return types.ToolAnnotations(**operation.hints)
+    return types.ToolAnnotations.model_validate(operation.hints)
 
 
 def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
@@ -99,9 +100,14 @@ def error_result(text: str) -> types.CallToolResult:
 
 
 async def call_operation(
-    connection: Mq9Connection, policy: ToolPolicy, name: str, arguments: dict[str, Any] | None
+    connection: Mq9Connection,
+    policy: ToolPolicy,
+    name: str,
+    arguments: dict[str, Any] | None,
+    progress: Progress | None = None,
 ) -> types.CallToolResult:
-    """Run one tool call; every outcome, good or bad, is a ``CallToolResult``."""
+    """Run one tool call (``progress``: where a waiting agent call reports its states); every
+    outcome, good or bad, is a ``CallToolResult``."""
     prefix = policy.tool_prefix
     operation = OPERATIONS.get(name[len(prefix) :]) if name.startswith(prefix) else None
     if operation is None:
@@ -113,7 +119,9 @@ async def call_operation(
     limit = connection.request_timeout + operation.wait_seconds(args) + CALL_GRACE_SECONDS
     try:
         with anyio.fail_after(limit):
-            outcome = await connection.run(lambda client: operation.execute(client, args, policy))
+            outcome = await connection.run(
+                lambda client: operation.execute(client, args, policy, progress=progress)
+            )
     except (OperationError, Mq9Error) as exc:  # Mq9Error: raised outside the operation
         log.debug("%s failed: %s", name, redact(str(exc)))
         return error_result(explain(exc) if isinstance(exc, Mq9Error) else str(exc))
@@ -141,12 +149,13 @@ async def logged_call(
     policy: ToolPolicy,
     params: types.CallToolRequestParams,
     request_id: Any = None,
+    progress: Progress | None = None,
 ) -> types.CallToolResult:
     """``call_operation``, and one log line at info for it: the tool, the mailbox or agent it
     is about, the outcome and the duration (never a payload or a secret); debug adds the
     request id."""
     started = time.perf_counter()
-    result = await call_operation(connection, policy, params.name, params.arguments)
+    result = await call_operation(connection, policy, params.name, params.arguments, progress)
     arguments = params.arguments or {}
     target = next((arguments[k] for k in _TARGETS if isinstance(arguments.get(k), str)), "-")
     took = (time.perf_counter() - started) * 1000
@@ -199,7 +208,9 @@ class ClientPolicies:
     def worker_of(self, request: Any) -> str:
         """The worker name the client sent (checked), or "" for the server's own."""
         headers = getattr(request, "headers", None)
-        sent = headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
+        sent: str | None = (
+            headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
+        )
         if sent is None:
             return ""
         if not _WORKER_NAME.fullmatch(sent):
@@ -248,11 +259,8 @@ def create_server(
             client_policy = policies.of(ctx.request)
         except OperationError as exc:
             return error_result(str(exc))
-        token = CALL_PROGRESS.set(progress_reporter(ctx))
-        try:
-            return await logged_call(connection, client_policy, params, ctx.request_id)
-        finally:
-            CALL_PROGRESS.reset(token)
+        progress = progress_reporter(ctx)
+        return await logged_call(connection, client_policy, params, ctx.request_id, progress)
 
     async def list_templates(_ctx: Any, _params: Any) -> types.ListResourceTemplatesResult:
         return types.ListResourceTemplatesResult(resource_templates=resources.resource_templates())
@@ -280,7 +288,7 @@ def create_server(
     async def get_prompt(_ctx: Any, params: types.GetPromptRequestParams) -> Any:
         return resources.get_prompt(policies.policy, params.name, params.arguments)
 
-    server: Server = _Server(
+    server = _Server(
         SERVER_NAME,
         version=__version__,
         instructions=prefixed(INSTRUCTIONS, policies.policy),
@@ -292,13 +300,16 @@ def create_server(
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
     )
-    server.policies = policies  # type: ignore[attr-defined]
+    server.policies = policies
     tasks.serve(server, tasks.TaskStore(), start_call)
     return server
 
 
 class _Server(Server):
-    """The SDK's server, offering Tasks in the capabilities of the era that has them."""
+    """The SDK's server, offering Tasks in the capabilities of the era that has them, and
+    holding its clients' ``policies``."""
+
+    policies: ClientPolicies
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         capabilities = super().get_capabilities(*args, **kwargs)
@@ -307,7 +318,7 @@ class _Server(Server):
         return capabilities
 
 
-def progress_reporter(context: Any) -> Any:
+def progress_reporter(context: Any) -> Progress | None:
     """For a tool call whose client sent a progressToken: a callback that tells it each state
     a waiting agent call goes through (MCP progress notifications); else None."""
     if (context.meta or {}).get("progress_token") is None:

@@ -45,14 +45,14 @@ class _Task:
     ttl: int
     created_at: str = field(default_factory=_now)
     last_updated_at: str = ""
-    status: str = "working"
+    status: types.TaskStatus = "working"
     result: types.CallToolResult | None = None
-    runner: asyncio.Task | None = None
+    runner: asyncio.Task[None] | None = None
 
     def view(self) -> types.Task:
         return types.Task(
             task_id=self.task_id,
-            status=self.status,  # type: ignore[arg-type]
+            status=self.status,
             created_at=self.created_at,
             last_updated_at=self.last_updated_at or self.created_at,
             ttl=self.ttl,
@@ -96,10 +96,10 @@ class TaskStore:
             raise MCPError(types.INVALID_PARAMS, f"no task {task_id[:64]!r}: it ended long ago")
         return task
 
-    async def get(self, _ctx: Any, params: types.GetTaskRequestParams) -> dict:
+    async def get(self, _ctx: Any, params: types.GetTaskRequestParams) -> dict[str, Any]:
         return _wire(self.find(params.task_id).view())
 
-    async def result(self, _ctx: Any, params: types.GetTaskPayloadRequestParams) -> dict:
+    async def result(self, _ctx: Any, params: types.GetTaskPayloadRequestParams) -> dict[str, Any]:
         task = self.find(params.task_id)
         if task.runner is not None:
             await asyncio.wait({task.runner})
@@ -107,7 +107,7 @@ class TaskStore:
             raise MCPError(types.INVALID_PARAMS, f"task {task.task_id} was cancelled")
         return task.result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
-    async def cancel(self, _ctx: Any, params: types.CancelTaskRequestParams) -> dict:
+    async def cancel(self, _ctx: Any, params: types.CancelTaskRequestParams) -> dict[str, Any]:
         task = self.find(params.task_id)
         if task.status != "working":
             raise MCPError(types.INVALID_PARAMS, f"task {task.task_id} is already {task.status}")
@@ -116,11 +116,11 @@ class TaskStore:
             await asyncio.wait({task.runner})
         return _wire(task.view())
 
-    async def list(self, _ctx: Any, _params: Any) -> dict:
+    async def list(self, _ctx: Any, _params: Any) -> dict[str, Any]:
         return {"tasks": [_wire(task.view()) for task in self.tasks.values()]}
 
 
-def _wire(task: types.Task) -> dict:
+def _wire(task: types.Task) -> dict[str, Any]:
     # ttl is required, null meaning unlimited; the other unset fields are left out
     return {**task.model_dump(by_alias=True, mode="json", exclude_none=True), "ttl": task.ttl}
 

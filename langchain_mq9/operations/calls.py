@@ -8,26 +8,21 @@ is ``AgentCaller``'s (``a2a/caller.py``); what each returns, ``results.py``'s ``
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field
 
 from ..a2a import wire as w
 from ..a2a.caller import AgentCaller, CallState
 from ..protocol import clipped
+from .context import CallContext
 from .errors import OperationError
+from .policy import ToolPolicy
 from .registry import discover
 from .results import CallsListed, CallStarted, CallStatus, Outcome
 from .schemas import MAX_TOOL_WAIT_MS, _Input
 from .views import DATA_NOTE
-
-# Set by a surface that can show progress (mq9-mcp, when the client sent a progressToken):
-# called with the call's view each time a waiting call's state changes.
-CALL_PROGRESS: ContextVar[Callable[[dict[str, Any]], Awaitable[None]] | None] = ContextVar(
-    "mq9_call_progress", default=None
-)
 
 MAX_WAIT_SECONDS = MAX_TOOL_WAIT_MS // 1000
 CANCEL_WAIT = 2.0  # seconds cancel_call waits for the agent to confirm
@@ -91,22 +86,25 @@ DESCRIPTIONS = {
 # -- handlers ------------------------------------------------------------------------------------
 
 
-def _caller(client: Any, policy: Any) -> AgentCaller:
+def _caller(ctx: CallContext) -> AgentCaller:
     """This toolkit's caller, named by the pinned reply mailbox, else ``{agent_mailbox}.calls``
     (both durable: a restarted agent finds its calls), else a private name for this toolkit.
     Its reply mailbox lives under the reserved root (``AgentCaller``), and only a new call
     creates it: the read-only tools create nothing."""
-    state = policy.call_state
-    name = state.setdefault(
+    policy = ctx.policy
+    name = policy.call_state.setdefault(
         "reply",
         policy.reply_mailbox
         or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
         or w.CALLS_ROOT + w.new_id(),  # unguessable, under the reserved root
     )
-    return AgentCaller(client, name)
+    return AgentCaller(ctx.client, name)
 
 
-def _shown(state: CallState, policy: Any, result: type[CallStarted | CallStatus]) -> Any:
+_Shown = TypeVar("_Shown", CallStarted, CallStatus)
+
+
+def _shown(state: CallState, policy: ToolPolicy, result: type[_Shown]) -> _Shown:
     view = state.view()
     note = None
     for key in ("result", "question", "reason"):
@@ -128,8 +126,10 @@ def _shown(state: CallState, policy: Any, result: type[CallStarted | CallStatus]
     return result(**view, next_step=advice, note=note)
 
 
-def _progress() -> Callable[[CallState], Awaitable[None]] | None:
-    report = CALL_PROGRESS.get()
+def _progress(ctx: CallContext) -> Callable[[CallState], Awaitable[None]] | None:
+    """Where a waiting call tells each state it goes through: the call's ``progress`` (set by
+    a surface that can show it: mq9-mcp, when the client sent a progressToken)."""
+    report = ctx.progress
     if report is None:
         return None
 
@@ -143,12 +143,12 @@ def _progress() -> Callable[[CallState], Awaitable[None]] | None:
 MATCHES_LOOKED_AT = 20
 
 
-async def _resolve(client: Any, agent: str, policy: Any) -> dict[str, Any]:
+async def _resolve(ctx: CallContext, agent: str) -> dict[str, Any]:
     """The agent named ``agent``, else the best match for it as a capability among the agents
     whose card says they take tasks (``a2a_wire.serves_tasks``): one registered only for its
     mailbox would never answer."""
-    listing = await discover(client)
-    named = [a for a in listing if a.get("name") == agent]
+    listing = await discover(ctx.client)
+    named: list[dict[str, Any]] = [a for a in listing if a.get("name") == agent]
     if named:
         if not w.serves_tasks(named[0]):
             raise OperationError(
@@ -156,8 +156,10 @@ async def _resolve(client: Any, agent: str, policy: Any) -> dict[str, Any]:
                 "it serves A2A tasks): send_message to its mailbox instead"
             )
         return named[0]
-    found = await discover(client, **{policy.discover_by: agent, "limit": MATCHES_LOOKED_AT})
-    found = [a for a in found if w.serves_tasks(a)]
+    search = {ctx.policy.discover_by: agent, "limit": MATCHES_LOOKED_AT}
+    found: list[dict[str, Any]] = [
+        a for a in await discover(ctx.client, **search) if w.serves_tasks(a)
+    ]
     if not found:
         raise OperationError(
             f"no agent that takes delegated tasks is named or fits {clipped(agent, 80)!r}: "
@@ -166,50 +168,47 @@ async def _resolve(client: Any, agent: str, policy: Any) -> dict[str, Any]:
     return found[0]
 
 
-async def call_agent(client: Any, args: CallAgentInput, policy: Any) -> Outcome[CallStarted]:
+async def call_agent(ctx: CallContext, args: CallAgentInput) -> Outcome[CallStarted]:
     if args.context_id and not w.is_valid_id(args.context_id):
         raise OperationError("context_id: use the context_id an earlier call returned")
-    agent = await _resolve(client, args.agent, policy)
-    policy.check(agent["mailbox"])
-    caller = _caller(client, policy)
-    state = await caller.call(
+    agent = await _resolve(ctx, args.agent)
+    ctx.policy.check(agent["mailbox"])
+    state = await _caller(ctx).call(
         agent["mailbox"],
         args.task,
         agent=agent["name"],
         context_id=args.context_id or None,
         wait=args.wait_seconds,
-        on_state=_progress(),
+        on_state=_progress(ctx),
     )
-    return Outcome(_shown(state, policy, CallStarted), state)
+    return Outcome(_shown(state, ctx.policy, CallStarted), state)
 
 
-async def check_call(client: Any, args: CheckCallInput, policy: Any) -> Outcome[CallStatus]:
-    caller = _caller(client, policy)
-    state = await caller.check(args.task_id, wait=args.wait_seconds, on_state=_progress())
-    return Outcome(_shown(state, policy, CallStatus), state)
+async def check_call(ctx: CallContext, args: CheckCallInput) -> Outcome[CallStatus]:
+    caller = _caller(ctx)
+    state = await caller.check(args.task_id, wait=args.wait_seconds, on_state=_progress(ctx))
+    return Outcome(_shown(state, ctx.policy, CallStatus), state)
 
 
-async def answer_call(client: Any, args: AnswerCallInput, policy: Any) -> Outcome[CallStatus]:
-    caller = _caller(client, policy)
-    state = await caller.answer(
+async def answer_call(ctx: CallContext, args: AnswerCallInput) -> Outcome[CallStatus]:
+    state = await _caller(ctx).answer(
         args.task_id,
         args.answer,
         wait=args.wait_seconds,
-        on_state=_progress(),
-        allow=policy.check,  # the agent's mailbox, as call_agent checked it
+        on_state=_progress(ctx),
+        allow=ctx.policy.check,  # the agent's mailbox, as call_agent checked it
     )
-    return Outcome(_shown(state, policy, CallStatus), state)
+    return Outcome(_shown(state, ctx.policy, CallStatus), state)
 
 
-async def cancel_call(client: Any, args: CancelCallInput, policy: Any) -> Outcome[CallStatus]:
-    caller = _caller(client, policy)
-    state = await caller.cancel(args.task_id, wait=CANCEL_WAIT, allow=policy.check)
-    return Outcome(_shown(state, policy, CallStatus), state)
+async def cancel_call(ctx: CallContext, args: CancelCallInput) -> Outcome[CallStatus]:
+    state = await _caller(ctx).cancel(args.task_id, wait=CANCEL_WAIT, allow=ctx.policy.check)
+    return Outcome(_shown(state, ctx.policy, CallStatus), state)
 
 
-async def list_calls(client: Any, args: ListCallsInput, policy: Any) -> Outcome[CallsListed]:
-    caller = _caller(client, policy)
-    states = await caller.calls()
+async def list_calls(ctx: CallContext, args: ListCallsInput) -> Outcome[CallsListed]:
+    policy = ctx.policy
+    states = await _caller(ctx).calls()
     views = [  # each call's state, without the advice for it
         replace(_shown(s, policy, CallStatus), next_step=None, note=None).content()
         for s in states

@@ -7,7 +7,6 @@ same. Its parts live by job in the modules imported below.
 from __future__ import annotations
 
 import re
-import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,31 +14,59 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..a2a.caller import CallError
-from ..protocol import Mq9Error
+from ..protocol.errors import Mq9Error
 from . import calls, registry
 from . import mailbox as mail
 from .config import ToolConfig
+from .context import CallContext, Progress
 from .errors import OperationError, explain
-from .policy import CALL_CLIENT, ToolPolicy
-from .results import ADVICE, Outcome, ToolResult
+from .policy import ToolPolicy
+from .results import (
+    ADVICE,
+    AgentRegistered,
+    AgentReported,
+    AgentsFound,
+    AgentUnregistered,
+    CallsListed,
+    CallStarted,
+    CallStatus,
+    MailboxCreated,
+    MessageDeleted,
+    MessagesAcked,
+    MessageSent,
+    MessagesFetched,
+    MessagesQueried,
+    Outcome,
+    ToolResult,
+)
 from .schemas import (
     DESCRIPTIONS,
+    AckMessagesInput,
+    AgentDiscoverInput,
+    AgentRegisterInput,
+    AgentReportInput,
+    AgentUnregisterInput,
+    CreateMailboxInput,
+    DeleteMessageInput,
     FetchMessagesInput,
     QueryMessagesInput,
     SendMessageInput,
+    _Input,
     input_schema,
     tool_description,
 )
 from .views import CARD_NOTE, MAX_SHOWN_DEPTH, message_view
 
-Handler = Callable[[Any, Any, ToolPolicy], Awaitable[Outcome]]
+# An operation's work: the call's context and its validated arguments (the operation's
+# ``input_model``) in, its ``result`` wrapped in an ``Outcome`` out.
+Handler = Callable[[CallContext, Any], Awaitable[Outcome[Any]]]
 
 
 @dataclass(frozen=True)
 class Operation:
     name: str
     title: str
-    input_model: type[BaseModel]
+    input_model: type[_Input]
     handler: Handler
     result: type[ToolResult]
     description_text: str
@@ -104,24 +131,30 @@ class Operation:
         waits = getattr(args, "max_wait_ms", 0) / 1000 + getattr(args, "wait_seconds", 0)
         return waits + self.extra_wait
 
-    async def execute(self, client: Any, args: BaseModel | dict, policy: ToolPolicy) -> Outcome:
-        """Run the operation; every failure the caller can act on is an ``OperationError``."""
+    async def execute(
+        self,
+        client: Any,
+        args: BaseModel | dict[str, Any],
+        policy: ToolPolicy,
+        *,
+        progress: Progress | None = None,
+    ) -> Outcome[Any]:
+        """Run the operation with ``client`` for the agent with ``policy`` (``progress``: told
+        each state a waiting agent call goes through); every failure the caller can act on is
+        an ``OperationError``."""
         refusal = self.unavailable(policy)
         if refusal is not None:
             raise OperationError(prefixed(refusal, policy))
         if not isinstance(args, self.input_model):
             args = self.input_model.model_validate(args)
         address = getattr(args, "mail_address", None) or policy.agent_mailbox
-        token = CALL_CLIENT.set(client)
         try:
-            outcome = await self.handler(client, args, policy)
+            outcome = await self.handler(CallContext(client, policy, progress), args)
         except (OperationError, CallError) as exc:  # a CallError says what to do, too
             raise OperationError(prefixed(str(exc), policy)) from exc
         except Mq9Error as exc:
             text = explain(exc, operation=self.name, address=address, own=policy.agent_mailbox)
             raise OperationError(prefixed(text, policy)) from exc
-        finally:
-            CALL_CLIENT.reset(token)
         # What the client noticed of this mailbox's log (lost or split by the broker)
         warning = getattr(client, "warnings", {}).get(address)
         if warning:
@@ -137,40 +170,156 @@ def _catalog(*operations: Operation) -> dict[str, Operation]:
     return {op.name: op for op in operations}
 
 
-def _op(handler: Handler, title: str, **flags: Any) -> Operation:
-    """The operation a handler runs, named as it is: its input model and its result model are
-    the ones its annotations name (``args: SendMessageInput``, ``-> Outcome[MessageSent]``)."""
-    name, hints = handler.__name__, typing.get_type_hints(handler)
-    (result,) = typing.get_args(hints["return"])
-    if name in calls.DESCRIPTIONS:  # opt-in, and only with ToolConfig.calls
-        flags = {"in_default_set": False, "needs_calls": True, **flags}
-    text = DESCRIPTIONS.get(name) or calls.DESCRIPTIONS[name]
-    return Operation(name, title, hints["args"], handler, result, text, **flags)
-
-
+# Each operation written out: its name, what it reads and runs and returns, and its hints.
 OPERATIONS: dict[str, Operation] = _catalog(
-    _op(registry.agent_register, "Register this agent", idempotent=True),
-    _op(registry.agent_discover, "Find agents", read_only=True, idempotent=True),
-    _op(mail.create_mailbox, "Create a mailbox"),
-    _op(mail.send_message, "Send a message"),
-    _op(mail.fetch_messages, "Fetch messages", looks_when_read_only=True),
-    _op(mail.ack_messages, "Acknowledge messages", idempotent=True),
-    _op(mail.query_messages, "Inspect a mailbox", read_only=True, idempotent=True),
-    _op(mail.delete_message, "Delete a message", destructive=True),
-    _op(registry.agent_unregister, "Unregister an agent", destructive=True, in_default_set=False),
-    _op(registry.agent_report, "Report agent status", idempotent=True, in_default_set=False),
-    # The agent-call tools (calls.py)
-    _op(calls.call_agent, "Delegate a task to an agent"),
-    _op(calls.check_call, "Check a delegated task", read_only=True),
-    _op(calls.answer_call, "Answer a delegated task"),
-    _op(
-        calls.cancel_call,
-        "Cancel a delegated task",
+    Operation(
+        name="agent_register",
+        title="Register this agent",
+        input_model=AgentRegisterInput,
+        handler=registry.agent_register,
+        result=AgentRegistered,
+        description_text=DESCRIPTIONS["agent_register"],
+        idempotent=True,
+    ),
+    Operation(
+        name="agent_discover",
+        title="Find agents",
+        input_model=AgentDiscoverInput,
+        handler=registry.agent_discover,
+        result=AgentsFound,
+        description_text=DESCRIPTIONS["agent_discover"],
+        read_only=True,
+        idempotent=True,
+    ),
+    Operation(
+        name="create_mailbox",
+        title="Create a mailbox",
+        input_model=CreateMailboxInput,
+        handler=mail.create_mailbox,
+        result=MailboxCreated,
+        description_text=DESCRIPTIONS["create_mailbox"],
+    ),
+    Operation(
+        name="send_message",
+        title="Send a message",
+        input_model=SendMessageInput,
+        handler=mail.send_message,
+        result=MessageSent,
+        description_text=DESCRIPTIONS["send_message"],
+    ),
+    Operation(
+        name="fetch_messages",
+        title="Fetch messages",
+        input_model=FetchMessagesInput,
+        handler=mail.fetch_messages,
+        result=MessagesFetched,
+        description_text=DESCRIPTIONS["fetch_messages"],
+        looks_when_read_only=True,
+    ),
+    Operation(
+        name="ack_messages",
+        title="Acknowledge messages",
+        input_model=AckMessagesInput,
+        handler=mail.ack_messages,
+        result=MessagesAcked,
+        description_text=DESCRIPTIONS["ack_messages"],
+        idempotent=True,
+    ),
+    Operation(
+        name="query_messages",
+        title="Inspect a mailbox",
+        input_model=QueryMessagesInput,
+        handler=mail.query_messages,
+        result=MessagesQueried,
+        description_text=DESCRIPTIONS["query_messages"],
+        read_only=True,
+        idempotent=True,
+    ),
+    Operation(
+        name="delete_message",
+        title="Delete a message",
+        input_model=DeleteMessageInput,
+        handler=mail.delete_message,
+        result=MessageDeleted,
+        description_text=DESCRIPTIONS["delete_message"],
+        destructive=True,
+    ),
+    Operation(
+        name="agent_unregister",
+        title="Unregister an agent",
+        input_model=AgentUnregisterInput,
+        handler=registry.agent_unregister,
+        result=AgentUnregistered,
+        description_text=DESCRIPTIONS["agent_unregister"],
+        destructive=True,
+        in_default_set=False,
+    ),
+    Operation(
+        name="agent_report",
+        title="Report agent status",
+        input_model=AgentReportInput,
+        handler=registry.agent_report,
+        result=AgentReported,
+        description_text=DESCRIPTIONS["agent_report"],
+        idempotent=True,
+        in_default_set=False,
+    ),
+    # The agent-call tools (calls.py): opt-in, and only with ToolConfig.calls
+    Operation(
+        name="call_agent",
+        title="Delegate a task to an agent",
+        input_model=calls.CallAgentInput,
+        handler=calls.call_agent,
+        result=CallStarted,
+        description_text=calls.DESCRIPTIONS["call_agent"],
+        in_default_set=False,
+        needs_calls=True,
+    ),
+    Operation(
+        name="check_call",
+        title="Check a delegated task",
+        input_model=calls.CheckCallInput,
+        handler=calls.check_call,
+        result=CallStatus,
+        description_text=calls.DESCRIPTIONS["check_call"],
+        in_default_set=False,
+        needs_calls=True,
+        read_only=True,
+    ),
+    Operation(
+        name="answer_call",
+        title="Answer a delegated task",
+        input_model=calls.AnswerCallInput,
+        handler=calls.answer_call,
+        result=CallStatus,
+        description_text=calls.DESCRIPTIONS["answer_call"],
+        in_default_set=False,
+        needs_calls=True,
+    ),
+    Operation(
+        name="cancel_call",
+        title="Cancel a delegated task",
+        input_model=calls.CancelCallInput,
+        handler=calls.cancel_call,
+        result=CallStatus,
+        description_text=calls.DESCRIPTIONS["cancel_call"],
+        in_default_set=False,
+        needs_calls=True,
         destructive=True,
         idempotent=True,
         extra_wait=calls.CANCEL_WAIT,
     ),
-    _op(calls.list_calls, "List delegated tasks", read_only=True),
+    Operation(
+        name="list_calls",
+        title="List delegated tasks",
+        input_model=calls.ListCallsInput,
+        handler=calls.list_calls,
+        result=CallsListed,
+        description_text=calls.DESCRIPTIONS["list_calls"],
+        in_default_set=False,
+        needs_calls=True,
+        read_only=True,
+    ),
 )
 
 DEFAULT_OPERATIONS = tuple(name for name, op in OPERATIONS.items() if op.in_default_set)

@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..groups.leases import DEFAULT_LEASE_TTL, MIN_LEASE_TTL, is_reserved
-from ..protocol import MAX_SECONDS, QUERY_CAP, Mq9Error, check_group_name, is_valid_address
+from ..protocol import MAX_SECONDS, QUERY_CAP, check_group_name, is_valid_address
+from ..protocol.errors import Mq9Error
 
 _ADDRESS = "lowercase letters, digits and dots"
 # MCP and every provider take tool names of [A-Za-z0-9_-], at most 64 long (the longest of

@@ -1,7 +1,7 @@
-"""The handlers of the mailbox and message operations. Each takes any client with
-``Mq9Client``'s methods (ours, or the official ``mq9`` SDK's, whose ``Message`` has no key or
-tags and whose ``query`` takes no tags), the validated arguments and the caller's
-``ToolPolicy``, and returns an ``Outcome`` (``results.py``).
+"""The handlers of the mailbox and message operations. Each takes the call's ``CallContext``
+(``context.py``: its client, any with ``Mq9Client``'s methods, ours or the official ``mq9``
+SDK's, whose ``Message`` has no key or tags and whose ``query`` takes no tags; the caller's
+``ToolPolicy``) and the validated arguments, and returns an ``Outcome`` (``results.py``).
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..groups.reader import GroupReader
 from ..groups.state import ReaderState
-from ..protocol import PRIORITY_ORDER, QUERY_CAP, Priority
+from ..protocol import PRIORITY_ORDER, QUERY_CAP, Message, Priority
+from .context import CallContext
 from .errors import OperationError, invalid
-from .policy import ToolPolicy
+from .policy import GroupReading, ToolPolicy
 from .results import (
     MailboxCreated,
     MessageDeleted,
@@ -44,9 +46,8 @@ def next_call(tool: str, address: str, policy: ToolPolicy, *more: str) -> str:
     return f"{tool}({', '.join([*args, *more])})"
 
 
-async def create_mailbox(
-    client: Any, args: CreateMailboxInput, policy: ToolPolicy
-) -> Outcome[MailboxCreated]:
+async def create_mailbox(ctx: CallContext, args: CreateMailboxInput) -> Outcome[MailboxCreated]:
+    client, policy = ctx.client, ctx.policy
     policy.check(args.name or None)
     address = await client.mailbox_create(name=args.name or None, ttl=args.ttl)
     policy.created.add(address)
@@ -57,9 +58,8 @@ async def create_mailbox(
     return Outcome(MailboxCreated(mail_address=address, next_step=next_step), address)
 
 
-async def send_message(
-    client: Any, args: SendMessageInput, policy: ToolPolicy
-) -> Outcome[MessageSent]:
+async def send_message(ctx: CallContext, args: SendMessageInput) -> Outcome[MessageSent]:
+    client, policy = ctx.client, ctx.policy
     policy.check(args.mail_address)
     msg_id = await client.send(
         args.mail_address,
@@ -78,7 +78,7 @@ async def send_message(
 
 
 def _fitted(
-    messages: list, policy: ToolPolicy, answer: Callable[[list[dict[str, Any]], int], Any]
+    messages: list[Message], policy: ToolPolicy, answer: Callable[[list[dict[str, Any]], int], Any]
 ) -> Any:
     """The result ``answer(views, left_out)`` that shows as many of ``messages`` as fit in the
     answer budget (``max_answer_chars``): whole messages, in order, at least one."""
@@ -93,9 +93,8 @@ def _fitted(
     return result(most_that_fit(size, len(views), policy.max_answer_chars))
 
 
-async def fetch_messages(
-    client: Any, args: FetchMessagesInput, policy: ToolPolicy
-) -> Outcome[MessagesFetched]:
+async def fetch_messages(ctx: CallContext, args: FetchMessagesInput) -> Outcome[MessagesFetched]:
+    client, policy = ctx.client, ctx.policy
     address = policy.own(args.mail_address)
     policy.check(address)
     reading = None
@@ -112,7 +111,7 @@ async def fetch_messages(
     else:
         reading = policy.reading(client, address, policy.default_group)
         earlier = list(reading.unacked)
-        messages = await reading.fetch(policy.num_msgs, policy.deliver, args.max_wait_ms)
+        messages = await reading.fetch(client, policy.num_msgs, policy.deliver, args.max_wait_ms)
         ack = next_call("ack_messages", address, policy, "msg_id=<the last one handled>")
         after = (
             f"Each message is given to you once. When you have handled them, call {ack}. "
@@ -146,12 +145,12 @@ async def fetch_messages(
     result = _fitted(messages, policy, answer)
     shown, left = messages[: result.count], messages[result.count :]
     if left and reading is not None:  # handed out, not shown: hand them out again
-        await reading.reader.release(m.msg_id for m in left)
+        await reading.reader_for(client).release(m.msg_id for m in left)
         del reading.unacked[len(reading.unacked) - len(left) :]  # the fetch put them last
     return Outcome(result, shown)
 
 
-def _show_handed_out(views: list[dict[str, Any]], reader: Any) -> bool:
+def _show_handed_out(views: list[dict[str, Any]], reader: GroupReader) -> bool:
     """Mark the messages handed out before (to a reader that stopped, or that failed them):
     how often, as the broker's records count it. Whether any was."""
     again = False
@@ -163,14 +162,13 @@ def _show_handed_out(views: list[dict[str, Any]], reader: Any) -> bool:
     return again
 
 
-async def ack_messages(
-    client: Any, args: AckMessagesInput, policy: ToolPolicy
-) -> Outcome[MessagesAcked]:
+async def ack_messages(ctx: CallContext, args: AckMessagesInput) -> Outcome[MessagesAcked]:
+    policy = ctx.policy
     address = policy.own(args.mail_address)
     policy.check(address)
     reading = policy.readings.get((address, policy.default_group))
     waiting = reading.unacked if reading is not None else []
-    if args.msg_id not in waiting:  # so reading is not None below
+    if reading is None or args.msg_id not in waiting:
         why = (
             f"msg_id {args.msg_id} is not waiting for an ack in {address}: fetch_messages did "
             "not give it to you, or it is already acked. "
@@ -180,32 +178,31 @@ async def ack_messages(
         fetch = next_call("fetch_messages", address, policy)
         raise OperationError(why + f"Call {fetch} first and ack a msg_id it returned.")
     if args.set_aside:
-        return await _set_aside(reading, address, args, policy)
+        return await _set_aside(ctx, reading, address, args)
     confirmed = waiting[: waiting.index(args.msg_id) + 1]
-    await reading.reader.done(confirmed)
+    await reading.reader_for(ctx.client).done(confirmed)
     reading.unacked = waiting[len(confirmed) :]  # waiting is reading.unacked; confirmed its head
     still = list(reading.unacked) or None
     return Outcome(MessagesAcked(confirmed=confirmed, still_unacked=still), confirmed)
 
 
 async def _set_aside(
-    reading: Any, address: str, args: AckMessagesInput, policy: ToolPolicy
+    ctx: CallContext, reading: GroupReading, address: str, args: AckMessagesInput
 ) -> Outcome[MessagesAcked]:
     """Move one handed-out message to the dead-letter mailbox instead of acking it: the group
     goes past it, and it stays readable there (docs/groups.md, "Poison messages")."""
-    reader = reading.reader
+    reader = reading.reader_for(ctx.client)
     await reader.dead_letter(args.msg_id, args.set_aside)
     reading.unacked.remove(args.msg_id)
     still = list(reading.unacked) or None
-    look = next_call("query_messages", reader.dead_letter_address, policy)
+    look = next_call("query_messages", reader.dead_letter_address, ctx.policy)
     next_step = f"msg_id {args.msg_id} was set aside: it is kept, with your reason, in {look}."
     result = MessagesAcked(confirmed=[], still_unacked=still, next_step=next_step)
     return Outcome(result, {"set_aside": args.msg_id, "dead_letter": reader.dead_letter_address})
 
 
-async def query_messages(
-    client: Any, args: QueryMessagesInput, policy: ToolPolicy
-) -> Outcome[MessagesQueried]:
+async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[MessagesQueried]:
+    client, policy = ctx.client, ctx.policy
     address = policy.own(args.mail_address)
     policy.check(address)
     given = {k: v for k, v in (("key", args.key), ("tags", args.tags)) if v}
@@ -245,7 +242,7 @@ async def query_messages(
 
 
 def _filtered_answer(
-    address: str, args: QueryMessagesInput, policy: ToolPolicy, limit: int, found: list
+    address: str, args: QueryMessagesInput, policy: ToolPolicy, limit: int, found: list[Message]
 ) -> Callable[[list[dict[str, Any]], int], MessagesQueried]:
     """The answer to a query by key or tags, which the broker cannot page: it answers the
     oldest ``limit`` per tag (docs/protocol.md §5.5)."""
@@ -269,7 +266,9 @@ def _filtered_answer(
     return answer
 
 
-async def _page(client: Any, address: str, from_id: int, limit: int) -> tuple[list, bool, bool]:
+async def _page(
+    client: Any, address: str, from_id: int, limit: int
+) -> tuple[list[Message], bool, bool]:
     """Up to ``limit`` messages from msg_id ``from_id`` on, all of them in msg_id order;
     whether more may follow; whether the page is surely whole. RobustMQ's QUERY answers the
     oldest messages; a FETCH without a group reads from any msg_id and consumes nothing, but
@@ -294,7 +293,7 @@ async def _page(client: Any, address: str, from_id: int, limit: int) -> tuple[li
     return page, len(found) > len(page) or through < math.inf, through >= 0
 
 
-def _read_through(answer: list, asked: int) -> float:
+def _read_through(answer: list[Message], asked: int) -> float:
     """The largest msg_id up to which a FETCH of ``asked`` without a group holds every message
     from its start on (``math.inf``: all there is). A lane read whole holds all of its own; a
     lane cut short, those up to its last; a lane not read (the answer held ``asked`` before
@@ -330,9 +329,10 @@ async def _newest_id(client: Any, address: str, known: int) -> int | None:
     newest = await first_from(None)
     if newest is not None and newest >= known:
         return newest
-    low, step, high = known, 1, math.inf  # a message at low, none from high on
-    while high - low > 1:
-        probe = low + step if high == math.inf else (low + high) // 2
+    low, step = known, 1  # a message at low
+    high: int | None = None  # none from high on (None: not found yet)
+    while high is None or high - low > 1:
+        probe = low + step if high is None else (low + high) // 2
         found = await first_from(probe)
         if found is None:
             high = probe
@@ -345,8 +345,8 @@ def _page_step(
     address: str,
     policy: ToolPolicy,
     args: QueryMessagesInput,
-    shown: list,
-    left: list,
+    shown: list[Message],
+    left: list[Message],
     newest: int | None,
 ) -> str | None:
     """What else is in the mailbox, and the exact calls that page to it: ``left`` are the
@@ -374,9 +374,8 @@ def _page_step(
     return " ".join(steps) or None
 
 
-async def delete_message(
-    client: Any, args: DeleteMessageInput, policy: ToolPolicy
-) -> Outcome[MessageDeleted]:
+async def delete_message(ctx: CallContext, args: DeleteMessageInput) -> Outcome[MessageDeleted]:
+    client, policy = ctx.client, ctx.policy
     address = policy.own(args.mail_address)
     policy.check(address)
     await client.delete(address, args.msg_id)

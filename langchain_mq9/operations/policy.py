@@ -13,30 +13,61 @@ import copy
 import inspect
 import threading
 import weakref
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from operator import attrgetter
-from typing import Any
+from typing import Any, Literal
 
 from ..groups.dead_letters import DEAD_LETTER_SUFFIX, DEFAULT_MAX_DELIVERIES
-from ..groups.leases import RESERVED_ROOT, is_reserved
+from ..groups.leases import RESERVED_ROOT, MailboxClient, is_reserved
 from ..groups.reader import GroupReader, fixed_start
-from ..protocol import QUOTE_CHARS, check_address, clipped, quoted
+from ..protocol import QUOTE_CHARS, Message, check_address, clipped, quoted
 from .config import ToolConfig
 from .errors import OperationError, invalid
-
-# The client of the tool call under way. A toolkit's connection gives each event loop (and sync
-# callers) a client of its own, while a reader's bookkeeping must outlive them all: readers
-# hold a stand-in that resolves to this.
-CALL_CLIENT: ContextVar[Any] = ContextVar("mq9_call_client")
 
 # How many run identities (``ToolPolicy.for_run``) one toolkit remembers.
 MAX_RUN_IDENTITIES = 1000
 
 
-class _CallClient:
-    def __getattr__(self, name: str) -> Any:
-        return getattr(CALL_CLIENT.get(), name)
+class _ClientPerLoop:
+    """The client a kept reader uses: the one the last call on the running event loop handed
+    in (``GroupReading.reader_for``). A toolkit's connection has a client per event loop (each
+    ``asyncio.run``, the sync tools' background loop), while a reader's bookkeeping outlives
+    them all. It has what a reader uses of a client (``groups.leases.MailboxClient``)."""
+
+    def __init__(self) -> None:
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MailboxClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def bind(self, client: MailboxClient) -> None:
+        self._clients[asyncio.get_running_loop()] = client
+
+    @property
+    def _client(self) -> MailboxClient:
+        try:
+            return self._clients[asyncio.get_running_loop()]
+        except (RuntimeError, KeyError):
+            raise RuntimeError(
+                "a kept group reader runs with the client its call hands in: use "
+                "GroupReading.reader_for(client)"
+            ) from None
+
+    async def fetch(self, mail_address: str, **options: Any) -> list[Message]:
+        return await self._client.fetch(mail_address, **options)
+
+    async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None:
+        await self._client.ack(mail_address, group_name, msg_id)
+
+    async def query(self, mail_address: str, **options: Any) -> list[Message]:
+        return await self._client.query(mail_address, **options)
+
+    async def send(self, mail_address: str, payload: Any, **options: Any) -> int:
+        return await self._client.send(mail_address, payload, **options)
+
+    async def mailbox_create(self, *, name: str | None = None, ttl: int = 0) -> str:
+        return await self._client.mailbox_create(name=name, ttl=ttl)
+
+    def _suspect(self, mail_address: str, warning: str) -> None:
+        self._client._suspect(mail_address, warning)
 
 
 def _queries_tags(client: Any) -> bool:
@@ -51,14 +82,20 @@ class GroupReading:
     """One mailbox read with one group: the reader, and the msg_ids it handed to the model that
     are not acked yet, in the order handed out (ack_messages confirms a prefix of them)."""
 
-    held: Any  # the reader: ``reader`` gives it for the event loop running
+    held: GroupReader  # the reader: ``reader`` gives it for the event loop running
+    clients: _ClientPerLoop  # the client ``held`` uses, handed in by each call
     unacked: list[int] = field(default_factory=list)
-    # Where the group starts, fixed by the first fetch (``consumer.fixed_start`` says why).
+    # Where the group starts, fixed by the first fetch (``reader.fixed_start`` says why).
     start: tuple[str, int | None] | None = None
-    _loop: Any = None  # a weak reference to the loop that last used the reader
+    _loop: weakref.ref[asyncio.AbstractEventLoop] | None = None  # the loop that last used it
+
+    def reader_for(self, client: Any) -> GroupReader:
+        """The reader, running with ``client`` (the call's) on the event loop running."""
+        self.clients.bind(client)
+        return self.reader
 
     @property
-    def reader(self) -> Any:
+    def reader(self) -> GroupReader:
         """The reader, for the event loop running. A reader's asyncio lock serves one loop, and
         a toolkit outlives its loops (each ``asyncio.run``): on another loop the reader goes on
         with the same bookkeeping under a fresh lock (one loop at a time uses a toolkit)."""
@@ -72,13 +109,17 @@ class GroupReading:
         self._loop = weakref.ref(loop)
         return self.held
 
-    async def fetch(self, num_msgs: int, deliver: str, max_wait_ms: int) -> list:
+    async def fetch(
+        self, client: Any, num_msgs: int, deliver: str, max_wait_ms: int
+    ) -> list[Message]:
+        """Up to ``num_msgs`` messages not handed out yet, read with ``client`` (the call's)."""
+        reader = self.reader_for(client)
         deliver, from_id = self.start or (deliver, None)
-        found = await self.reader.fetch(
+        found = await reader.fetch(
             num_msgs=num_msgs, max_wait_ms=max_wait_ms, deliver=deliver, from_id=from_id
         )
         if self.start is None:
-            self.start = fixed_start(deliver, from_id, self.reader.last_answer)
+            self.start = fixed_start(deliver, from_id, reader.last_answer)
         self.unacked.extend(m.msg_id for m in found)
         return found
 
@@ -129,6 +170,72 @@ class ToolPolicy:
                 del self.runs[next(iter(self.runs))]
         return policy
 
+    # -- the settings, each read as the policy's own: policy.read_only is config.read_only ---
+
+    @property
+    def allowed_mailboxes(self) -> tuple[str, ...] | None:
+        return self.config.allowed_mailboxes
+
+    @property
+    def read_only(self) -> bool:
+        return self.config.read_only
+
+    @property
+    def max_payload_chars(self) -> int:
+        return self.config.max_payload_chars
+
+    @property
+    def max_answer_chars(self) -> int:
+        return self.config.max_answer_chars
+
+    @property
+    def default_group(self) -> str:
+        return self.config.default_group
+
+    @property
+    def agent_mailbox(self) -> str | None:
+        return self.config.agent_mailbox
+
+    @property
+    def agent_card(self) -> dict[str, Any] | None:
+        return self.config.agent_card
+
+    @property
+    def deliver(self) -> Literal["earliest", "latest"]:
+        return self.config.deliver
+
+    @property
+    def num_msgs(self) -> int:
+        return self.config.num_msgs
+
+    @property
+    def discover_by(self) -> Literal["semantic", "text"]:
+        return self.config.discover_by
+
+    @property
+    def discover_limit(self) -> int:
+        return self.config.discover_limit
+
+    @property
+    def worker(self) -> str | None:
+        return self.config.worker
+
+    @property
+    def lease_ttl(self) -> int:
+        return self.config.lease_ttl
+
+    @property
+    def calls(self) -> bool:
+        return self.config.calls
+
+    @property
+    def reply_mailbox(self) -> str | None:
+        return self.config.reply_mailbox
+
+    @property
+    def tool_prefix(self) -> str:
+        return self.config.tool_prefix
+
     def tool_name(self, name: str) -> str:
         return self.config.tool_prefix + name
 
@@ -139,15 +246,16 @@ class ToolPolicy:
             # reader still hands each message out once, but competing toolkits may share one.
             tags = _queries_tags(client)
             worker = self.config.worker if tags else None
+            clients = _ClientPerLoop()
             reader = GroupReader(
-                _CallClient(),
+                clients,
                 mail_address,
                 group,
                 worker=worker,
                 lease_ttl=self.config.lease_ttl,
                 max_deliveries=DEFAULT_MAX_DELIVERIES if tags else None,  # its records need tags
             )
-            self.readings[key] = GroupReading(reader)
+            self.readings[key] = GroupReading(reader, clients)
         return self.readings[key]
 
     def check(self, address: str | None) -> None:
@@ -194,7 +302,3 @@ class ToolPolicy:
             return self.config.agent_mailbox
         raise invalid(f"{argument}: Field required")
 
-
-# Each setting of the config reads as the policy's own (policy.read_only, policy.agent_mailbox).
-for _name in ToolConfig.model_fields:
-    setattr(ToolPolicy, _name, property(attrgetter(f"config.{_name}")))

@@ -8,9 +8,9 @@ from typing import Any
 from ..client.client import Agents
 from ..protocol import agent_card, check_address, normalize_agent
 from ..protocol.errors import ListingTooLarge, MailboxExists
+from .context import CallContext
 from .errors import OperationError
 from .mailbox import next_call
-from .policy import ToolPolicy
 from .results import (
     AgentRegistered,
     AgentReported,
@@ -41,7 +41,7 @@ def _card(name: str, capabilities: str, extra: dict[str, Any], address: str) -> 
     return card
 
 
-async def discover(client: Any, **query: Any) -> list[dict[str, Any]]:
+async def discover(client: Any, **query: Any) -> Agents:
     """Agents as our client returns them: the official SDK's hands out the broker's raw
     items, whose card is a JSON string in ``agent_info``."""
     found = await client.agent_discover(**query)
@@ -52,9 +52,8 @@ async def discover(client: Any, **query: Any) -> list[dict[str, Any]]:
     return agents
 
 
-async def agent_register(
-    client: Any, args: AgentRegisterInput, policy: ToolPolicy
-) -> Outcome[AgentRegistered]:
+async def agent_register(ctx: CallContext, args: AgentRegisterInput) -> Outcome[AgentRegistered]:
+    client, policy = ctx.client, ctx.policy
     name = policy.own(args.name, "name")
     policy.check_name(name)
     address = check_address(policy.agent_mailbox or name)
@@ -103,10 +102,9 @@ async def agent_register(
     return Outcome(result, card)
 
 
-async def agent_discover(
-    client: Any, args: AgentDiscoverInput, policy: ToolPolicy
-) -> Outcome[AgentsFound]:
-    search = {policy.discover_by: args.query} if args.query.strip() else {}
+async def agent_discover(ctx: CallContext, args: AgentDiscoverInput) -> Outcome[AgentsFound]:
+    client, policy = ctx.client, ctx.policy
+    search: dict[str, Any] = {policy.discover_by: args.query} if args.query.strip() else {}
     if search:
         search["limit"] = policy.discover_limit
     agents = await discover(client, **search)
@@ -134,19 +132,21 @@ async def agent_discover(
 
 
 async def agent_unregister(
-    client: Any, args: AgentUnregisterInput, policy: ToolPolicy
+    ctx: CallContext, args: AgentUnregisterInput
 ) -> Outcome[AgentUnregistered]:
+    client, policy = ctx.client, ctx.policy
     name = policy.own(args.name, "name")
     policy.check_name(name)
     await client.agent_unregister(name)
     return Outcome(AgentUnregistered(unregistered=name), name)
 
 
-async def agent_report(
-    client: Any, args: AgentReportInput, policy: ToolPolicy
-) -> Outcome[AgentReported]:
+async def agent_report(ctx: CallContext, args: AgentReportInput) -> Outcome[AgentReported]:
+    client, policy = ctx.client, ctx.policy
     name = policy.own(args.name, "name")
     policy.check_name(name)
-    report = {**(args.details or {}), "name": name, "status": args.status}
+    # "" when not given; AgentReportInput makes any text given an object
+    details = args.details if isinstance(args.details, dict) else {}
+    report = {**details, "name": name, "status": args.status}
     await client.agent_report(report)
     return Outcome(AgentReported(reported=True, name=name), report)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import types
 import typing
@@ -24,8 +23,9 @@ ADVICE = ("note", "next_step", "filter_used", "warning")
 _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object"}
 
 
+@dataclass(kw_only=True)
 class ToolResult:
-    """Base of the result models: each subclass is made a keyword-only dataclass.
+    """Base of the result models, each a keyword-only dataclass (``@dataclass(kw_only=True)``).
 
     ``trimmable`` names a list the answer may carry only the head of (``Outcome.fit``), and
     ``trim_hint`` says how to see the rest. Messages are never trimmed here: their handlers fit
@@ -34,10 +34,6 @@ class ToolResult:
 
     trimmable: ClassVar[str | None] = None
     trim_hint: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        dataclass(kw_only=True)(cls)
 
     def content(self) -> dict[str, Any]:
         """The result as the tool returns it: every field but the optional ones left None."""
@@ -58,11 +54,25 @@ class ToolResult:
         return frozenset(f.name for f in _fields(cls) if f.default is None) - set(ADVICE)
 
 
-_fields = functools.cache(dataclasses.fields)
+# Each result model's fields and schema, worked out once: every answer reads the fields.
+_FIELDS: dict[type[ToolResult], tuple[dataclasses.Field[Any], ...]] = {}
+_SCHEMAS: dict[type[ToolResult], dict[str, Any]] = {}
 
 
-@functools.cache
+def _fields(cls: type[ToolResult]) -> tuple[dataclasses.Field[Any], ...]:
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = dataclasses.fields(cls)
+    return fields
+
+
 def _schema(cls: type[ToolResult]) -> dict[str, Any]:
+    if cls not in _SCHEMAS:
+        _SCHEMAS[cls] = _worked_out_schema(cls)
+    return _SCHEMAS[cls]
+
+
+def _worked_out_schema(cls: type[ToolResult]) -> dict[str, Any]:
     properties = {}
     hints = typing.get_type_hints(cls)
     for name in (f.name for f in _fields(cls)):  # not the ClassVars
@@ -137,39 +147,46 @@ class Outcome(Generic[Result]):
 # -- mailboxes and messages --------------------------------------------------------------------
 
 
+@dataclass(kw_only=True)
 class MailboxCreated(ToolResult):
     mail_address: str
     next_step: str
 
 
+@dataclass(kw_only=True)
 class MessageSent(ToolResult):
     sent: bool
     msg_id: int
     note: str | None = None
 
 
+@dataclass(kw_only=True)
 class _Messages(ToolResult):
     count: int
     messages: list[dict[str, Any]]
     note: str | None = None  # that they are data
 
 
+@dataclass(kw_only=True)
 class MessagesFetched(_Messages):
     unacked_earlier: list[int] | None = None
     next_step: str | None = None
 
 
+@dataclass(kw_only=True)
 class MessagesAcked(ToolResult):
     confirmed: list[int]
     still_unacked: list[int] | None = None
     next_step: str | None = None  # where a message set aside went
 
 
+@dataclass(kw_only=True)
 class MessagesQueried(_Messages):
     filter_used: str | None = None
     next_step: str | None = None
 
 
+@dataclass(kw_only=True)
 class MessageDeleted(ToolResult):
     deleted: bool
     msg_id: int
@@ -178,6 +195,7 @@ class MessageDeleted(ToolResult):
 # -- the agent registry ------------------------------------------------------------------------
 
 
+@dataclass(kw_only=True)
 class AgentRegistered(ToolResult):
     registered: bool
     mail_address: str
@@ -187,6 +205,7 @@ class AgentRegistered(ToolResult):
     next_step: str | None = None
 
 
+@dataclass(kw_only=True)
 class AgentsFound(ToolResult):
     trimmable = "agents"
     trim_hint = "search with more precise words."
@@ -197,10 +216,12 @@ class AgentsFound(ToolResult):
     next_step: str | None = None
 
 
+@dataclass(kw_only=True)
 class AgentUnregistered(ToolResult):
     unregistered: str
 
 
+@dataclass(kw_only=True)
 class AgentReported(ToolResult):
     reported: bool
     name: str
@@ -209,6 +230,7 @@ class AgentReported(ToolResult):
 # -- agent calls -------------------------------------------------------------------------------
 
 
+@dataclass(kw_only=True)
 class _Task(ToolResult):
     """A delegated task (``CallState.view()``): its state and, once it has them, its result,
     question or reason."""
@@ -222,11 +244,13 @@ class _Task(ToolResult):
     reason: str | None = None
 
 
+@dataclass(kw_only=True)
 class CallStarted(_Task):
     next_step: str | None = None
     note: str | None = None
 
 
+@dataclass(kw_only=True)
 class CallStatus(_Task):
     """A task already under way, whose answer or cancel may wait for the agent."""
 
@@ -236,6 +260,7 @@ class CallStatus(_Task):
     note: str | None = None
 
 
+@dataclass(kw_only=True)
 class CallsListed(ToolResult):
     trimmable = "calls"
     trim_hint = "ask for one state, e.g. 'input-required'."

@@ -120,14 +120,15 @@ class AgentReportInput(_Input):
     @field_validator("details")
     @classmethod
     def _an_object(cls, value: str | dict[str, Any]) -> dict[str, Any]:
+        parsed: Any = value
         if isinstance(value, str):
             try:
-                value = json.loads(value) if value.strip() else {}
+                parsed = json.loads(value) if value.strip() else {}
             except ValueError:
-                value = None
-        if not isinstance(value, dict):
+                parsed = None
+        if not isinstance(parsed, dict):
             raise ValueError("details must be a JSON object")
-        return value
+        return parsed
 
 
 # -- descriptions ------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ class _Cuts:
     def items(self, values: list[Any], what: str) -> list[Any]:
         """As many of ``values`` (short already) as fit in ``max_chars`` as a compact JSON
         array (each value's text, a comma after it, the brackets)."""
-        kept, used = [], 1
+        kept: list[Any] = []
+        used = 1
         for value in values:
             used += len(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) + 1
             if used > self.max_chars and kept:

@@ -51,5 +51,5 @@ async def test_the_mcp_answer_to_an_unknown_tool_names_only_available_tools():
     policy = ToolPolicy()
     result = await call_operation(None, policy, "send_mail", {})
     text = result.content[0].text
-    assert result.isError and "unknown tool 'send_mail'" in text
+    assert result.is_error and "unknown tool 'send_mail'" in text
     assert "call_agent" not in text and all(name in text for name in DEFAULT_OPERATIONS)

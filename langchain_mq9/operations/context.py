@@ -1,0 +1,29 @@
+"""``CallContext``: what one tool call runs with, handed to its handler as a parameter.
+
+``Operation.execute`` builds it for each call, from what its surface passes in: the LangChain
+tools their connection's client and the run's policy, ``mcp_server`` the same plus a progress
+callback when the MCP client asked for progress. Nothing a handler uses is ambient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .policy import ToolPolicy
+
+# Told each state a waiting agent call goes through (its ``CallState.view()``).
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """One tool call's ``client``, the ``policy`` of the agent calling, and where a call that
+    waits reports its ``progress`` (None: nowhere)."""
+
+    # Any client with Mq9Client's methods: ours, or the official mq9 SDK's (whose Message has
+    # no key or tags, and whose query takes no tags).
+    client: Any
+    policy: ToolPolicy
+    progress: Progress | None = None

@@ -1,0 +1,98 @@
+"""The catalog written out (issue #36): each operation has its tool class in tools.py, its
+handler takes the call's context and the input model the catalog names and returns the result
+it names, and every setting reads as the policy's own. Handlers run with what each call hands
+them (``CallContext``): the client, the policy, where progress goes; nothing ambient."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from pathlib import Path
+
+import pytest
+from a2a_support import text_graph, text_io
+
+from langchain_mq9 import tools
+from langchain_mq9.a2a.server import AgentServer
+from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from langchain_mq9.operations.config import ToolConfig
+from langchain_mq9.operations.context import CallContext
+from langchain_mq9.operations.results import Outcome
+
+
+def test_each_operation_has_a_tool_class_written_out_in_tools_py():
+    source = Path(tools.__file__).read_text("utf-8")
+    for name, operation in OPERATIONS.items():
+        title = "".join(part.title() for part in name.split("_")) + "Tool"
+        tool_class = getattr(tools, title)
+        assert f"class {title}(Mq9Tool):" in source
+        assert tool_class.operation is operation and tools.TOOL_CLASSES[name] is tool_class
+    assert set(tools.TOOL_CLASSES) == set(OPERATIONS)
+
+
+def test_each_handler_takes_the_context_and_the_catalog_input_and_returns_its_result():
+    for name, operation in OPERATIONS.items():
+        hints = typing.get_type_hints(operation.handler)
+        assert operation.handler.__name__ == name
+        assert list(hints) == ["ctx", "args", "return"], name
+        assert hints["ctx"] is CallContext and hints["args"] is operation.input_model, name
+        assert hints["return"] == Outcome[operation.result], name
+
+
+def test_each_setting_reads_as_the_policy_own():
+    config = ToolConfig(  # every setting away from its default, each to a value of its own
+        allowed_mailboxes=("team",),
+        read_only=True,
+        max_payload_chars=123,
+        max_answer_chars=4567,
+        default_group="grp",
+        agent_mailbox="agent.me",
+        agent_card={"version": "2"},
+        deliver="latest",
+        num_msgs=7,
+        discover_by="text",
+        discover_limit=3,
+        worker="w1",
+        lease_ttl=60,
+        calls=True,
+        reply_mailbox="agent.me.replies",
+        tool_prefix="mq9_",
+    )
+    assert config.model_fields_set == set(ToolConfig.model_fields)  # a new one: add it above
+    policy = ToolPolicy(config)
+    for name in ToolConfig.model_fields:
+        assert isinstance(inspect.getattr_static(ToolPolicy, name), property), name
+        assert getattr(policy, name) == getattr(config, name), name
+
+
+async def test_a_kept_group_reader_runs_with_the_client_it_is_handed(client):
+    """Outside any tool call: the reader a policy keeps reads with the client given, and one
+    used without it says how to give it (it used to need a context variable set)."""
+    policy = ToolPolicy(agent_mailbox="agent.ctx")
+    await client.mailbox_create(name="agent.ctx", ttl=0)
+    sent = await client.send("agent.ctx", "one")
+    reading = policy.reading(client, "agent.ctx", policy.default_group)
+    with pytest.raises(RuntimeError, match=r"reader_for\(client\)"):
+        await reading.reader.fetch(num_msgs=1)
+    assert [m.msg_id for m in await reading.fetch(client, 10, "earliest", 0)] == [sent]
+    acked = await OPERATIONS["ack_messages"].execute(client, {"msg_id": sent}, policy)
+    assert acked.content["confirmed"] == [sent]
+
+
+async def test_progress_goes_to_the_callback_the_call_is_handed(client):
+    """The call tools report a waiting call's states to ``execute(progress=...)``: what
+    mq9-mcp passes for a client that sent a progressToken."""
+    policy = ToolPolicy(agent_mailbox="agent.boss", calls=True)
+    seen: list[dict] = []
+
+    async def progress(view: dict) -> None:
+        seen.append(view)
+
+    graph = text_graph(str.upper)
+    async with AgentServer(graph, name="agent.upper", client=client, **text_io()):
+        args = {"agent": "agent.upper", "task": "hello", "wait_seconds": 10}
+        call = await OPERATIONS["call_agent"].execute(client, args, policy, progress=progress)
+        quiet = await OPERATIONS["call_agent"].execute(client, args, policy)
+    assert call.content["result"] == quiet.content["result"] == "HELLO"
+    assert seen and seen[-1]["state"] == call.content["state"] == "completed"
+    assert {view["task_id"] for view in seen} == {call.content["task_id"]}
