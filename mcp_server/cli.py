@@ -239,7 +239,8 @@ def _main(argv: Sequence[str] | None) -> int:
         )
 
     server_url = args.server or _env("MQ9_SERVER", "NATS_URL") or DEFAULT_SERVER
-    credentials = {
+    # Only credentials (strings) are passed on: never ``client=`` (Mq9Connection's other keyword)
+    credentials: dict[str, typing.Any] = {
         option: getattr(args, option) or _env(*names) for option, names in CREDENTIAL_ENV.items()
     }
     policy = ToolPolicy(tool_config(args, parser))
