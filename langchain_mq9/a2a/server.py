@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .. import tracing
 from ..client.client import Mq9Client
 from ..groups.reader import GroupReader
 from ..protocol import Message, card_skills, clipped
@@ -221,7 +222,8 @@ class AgentServer:
         server is stopping (then the group hands it out again). Each broker step inside is
         tried until the broker takes it (``_persist``), so a graph runs once per request."""
         try:
-            await self._dispatch(msg)
+            with tracing.processing(self.mailbox, msg):  # the caller's trace goes on here
+                await self._dispatch(msg)
             finished = True
         except asyncio.CancelledError:
             finished = not self._stopping

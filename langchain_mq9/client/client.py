@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as p
+from .. import tracing
 from ..groups.dead_letters import DEFAULT_MAX_DELIVERIES
 from ..groups.leases import DEFAULT_LEASE_TTL
 from ..groups.reader import Consumer, ErrorHandler, GroupReader, Handler, until_found
@@ -291,7 +293,16 @@ class Mq9Client:
         """
         p.check_address(mail_address)
         body = p.payload_bytes(payload)
-        headers = p.extra_headers(headers) | p.send_headers(priority, key, delay, ttl, tags)
+        extra = p.extra_headers(headers)
+        mq9 = p.send_headers(priority, key, delay, ttl, tags)
+        # An active trace goes with the message (docs/tracing.md); mq9's own headers win.
+        with tracing.sending(mail_address, len(body)) as traced:
+            msg_id = await self._store(mail_address, body, extra | dict(traced.headers) | mq9)
+            traced.sent(msg_id)
+        return msg_id
+
+    async def _store(self, mail_address: str, body: bytes, headers: dict[str, str]) -> int:
+        """The SEND itself: its size checked as NATS counts it, sent, its receipt kept."""
         if not self._transport.is_connected:
             raise NotConnected(NOT_CONNECTED)
         size = len(body) + len(p.header_block(headers) or b"")  # NATS counts the headers too
@@ -380,7 +391,9 @@ class Mq9Client:
             body = again  # force_deliver resets the group on the first look, not on each
             return self._messages(mail_address, reply)
 
-        return await until_found(look, max_wait_ms)
+        with tracing.receiving(mail_address, group_name) as handed_out:
+            handed_out += await until_found(look, max_wait_ms)
+        return handed_out
 
     async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None:
         """Commit the group's position past ``msg_id``: its next FETCH starts at msg_id + 1.
@@ -445,7 +458,7 @@ class Mq9Client:
         consumer = Consumer(
             self,
             mail_address,
-            handler,
+            _traced(mail_address, handler),
             group_name=group_name,
             deliver=deliver,
             num_msgs=num_msgs,
@@ -668,6 +681,18 @@ def _read_reply(shape: p.Shape, reply: dict[str, Any]) -> dict[str, Any]:
         return shape.convert(reply)
     except WireError as exc:
         raise MalformedReply(f"malformed reply from the broker: {exc.message}") from None
+
+
+def _traced(mail_address: str, handler: Handler) -> Handler:
+    """``handler`` run in the trace of the message it handles (docs/tracing.md)."""
+
+    async def traced(message: Message) -> None:
+        with tracing.processing(mail_address, message):
+            result = handler(message)
+            if inspect.isawaitable(result):
+                await result
+
+    return traced
 
 
 def _stored_nothing(exc: Mq9Error) -> bool:

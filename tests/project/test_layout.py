@@ -23,11 +23,13 @@ MAY_IMPORT = {
     "protocol": set(),
     "semantic": {"protocol"},
     "groups": {"protocol"},
-    "client": {"protocol", "semantic", "groups", "broker"},  # broker: memory:// runs it in process
+    "tracing": {"protocol"},
+    # broker: memory:// runs it in process
+    "client": {"protocol", "semantic", "groups", "broker", "tracing"},
     "broker": {"protocol", "semantic", "client", "face"},  # only BROKER_MAY_USE of the two
-    "a2a": {"protocol", "groups", "client"},
-    "operations": {"protocol", "semantic", "groups", "client", "a2a"},
-    "face": {"protocol", "semantic", "groups", "client", "a2a", "operations", "broker"},
+    "a2a": {"protocol", "groups", "client", "tracing"},
+    "operations": {"protocol", "semantic", "groups", "client", "a2a", "tracing"},
+    "face": {"protocol", "semantic", "groups", "client", "a2a", "operations", "broker", "tracing"},
     "mcp_server": {"protocol", "client", "operations", "face"},
 }
 # What the broker may use of the client and the face: the guard and the redaction of a NATS

@@ -1,0 +1,204 @@
+"""OpenTelemetry spans and LangSmith runs around the client's operations (issue #44).
+
+Neither library is imported here: each is used only once the application has imported it
+(``sys.modules``), for no trace can be active in a process that never did. Spans follow
+OpenTelemetry's messaging conventions (``send`` PRODUCER, ``receive`` CLIENT, ``process``
+CONSUMER; system ``mq9``, the mailbox as destination). A ``send`` or ``receive`` joins a trace
+already active and never starts one; a ``process`` continues the sender's, so the receiver's
+work hangs under the send that asked for it, hours later and from another process.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+from ..protocol import Message
+from .context import LANGSMITH_TRACE, TRACEPARENT, TRACESTATE, peer_run, peer_trace, traceparent
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, SpanContext
+
+SYSTEM = "mq9"
+_TRACER = "langchain_mq9"
+
+
+def _current_span() -> Span | None:
+    """The application's active span, if OpenTelemetry is in use and one is recording."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None
+    span: Span = trace.get_current_span()
+    return span if span.get_span_context().is_valid else None
+
+
+def _current_run() -> Any:
+    """The current LangSmith run tree, when LangSmith is in use and tracing is on."""
+    helpers = sys.modules.get("langsmith.run_helpers")
+    if helpers is None:
+        return None
+    from langsmith.utils import tracing_is_enabled
+
+    return helpers.get_current_run_tree() if tracing_is_enabled() else None
+
+
+class Sending:
+    """What a SEND under way carries (``headers``) and reports once answered (``sent``)."""
+
+    headers: Mapping[str, str] = {}
+
+    def sent(self, msg_id: int) -> None:
+        """The broker stored the message under ``msg_id``."""
+
+
+_OFF = Sending()
+
+
+class _TracedSend(Sending):
+    def __init__(self, span: Span | None, run: Any) -> None:
+        headers: dict[str, str] = {}
+        if span is not None:
+            headers |= _w3c_headers(span.get_span_context())
+        if run is not None:
+            # Only the run's place: its baggage holds the sender's project and replicas
+            # (endpoints, keys), which are nobody else's business.
+            headers[LANGSMITH_TRACE] = run.dotted_order
+        self.headers = headers
+        self._span = span
+
+    def sent(self, msg_id: int) -> None:
+        if self._span is not None and msg_id >= 0:
+            self._span.set_attribute("messaging.message.id", str(msg_id))
+
+
+def sending(mailbox: str, size: int) -> AbstractContextManager[Sending]:
+    """Around one SEND: a ``send`` span under the active one, whose context (and the current
+    LangSmith run's) the message carries. Nothing when no trace is active."""
+    parent, run = _current_span(), _current_run()
+    if parent is None and run is None:
+        return nullcontext(_OFF)
+    return _send_span(mailbox, size, parent, run)
+
+
+@contextmanager
+def _send_span(mailbox: str, size: int, parent: Span | None, run: Any) -> Iterator[Sending]:
+    if parent is None:
+        yield _TracedSend(None, run)
+        return
+    attributes = _attributes("send", mailbox) | {"messaging.message.body.size": size}
+    with _span(f"send {mailbox}", "PRODUCER", attributes) as span:
+        yield _TracedSend(span, run)
+
+
+@contextmanager
+def receiving(mailbox: str, group: str | None) -> Iterator[list[Message]]:
+    """Around one FETCH (under an active span only): a ``receive`` span, linked to the send of
+    each message handed out (the caller fills the yielded list)."""
+    got: list[Message] = []
+    if _current_span() is None:
+        yield got
+        return
+    attributes = _attributes("receive", mailbox)
+    if group is not None:
+        attributes["messaging.consumer.group.name"] = group
+    with _span(f"receive {mailbox}", "CLIENT", attributes) as span:
+        yield got
+        span.set_attribute("messaging.batch.message_count", len(got))
+        for message in got:
+            sender = _peer_span_context(message.header)
+            if sender is not None:
+                span.add_link(sender, {"messaging.message.id": str(message.msg_id)})
+
+
+def processing(mailbox: str, message: Message) -> AbstractContextManager[None]:
+    """Around the handling of one message: a ``process`` span, child of the span that sent
+    it (or of the active one), and the sender's LangSmith run as the parent of runs started
+    inside. Nothing when neither the message nor this process has a trace."""
+    sender = _peer_span_context(message.header)
+    run = _peer_run(message.header)
+    if sender is None and run is None and _current_span() is None:
+        return nullcontext()
+    return _process_span(mailbox, message, sender, run)
+
+
+@contextmanager
+def _process_span(
+    mailbox: str, message: Message, sender: SpanContext | None, run: str | None
+) -> Iterator[None]:
+    with ExitStack() as stack:
+        if run is not None:
+            from langsmith.run_helpers import tracing_context
+
+            # The sender's run as parent, nothing else of it: the project, endpoint and key
+            # stay this process's own (no baggage is read).
+            stack.enter_context(tracing_context(parent={LANGSMITH_TRACE: run}))
+        if sender is not None or _current_span() is not None:
+            attributes = _attributes("process", mailbox)
+            attributes["messaging.message.id"] = str(message.msg_id)
+            stack.enter_context(_span(f"process {mailbox}", "CONSUMER", attributes, sender))
+        yield
+
+
+def _attributes(operation: str, mailbox: str) -> dict[str, Any]:
+    return {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": mailbox,
+    }
+
+
+@contextmanager
+def _span(
+    name: str, kind: str, attributes: dict[str, Any], parent: SpanContext | None = None
+) -> Iterator[Span]:
+    from opentelemetry import trace
+
+    context = None
+    if parent is not None:
+        context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    tracer = trace.get_tracer(_TRACER)
+    with tracer.start_as_current_span(
+        name, context=context, kind=trace.SpanKind[kind], attributes=attributes
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            span.set_attribute("error.type", type(exc).__qualname__)
+            raise
+
+
+def _w3c_headers(span: SpanContext) -> dict[str, str]:
+    headers = {TRACEPARENT: traceparent(span.trace_id, span.span_id, span.trace_flags.sampled)}
+    state = span.trace_state.to_header()
+    if state:
+        headers[TRACESTATE] = state
+    return headers
+
+
+def _peer_span_context(header: Mapping[str, str]) -> SpanContext | None:
+    if "opentelemetry.trace" not in sys.modules:
+        return None
+    peer = peer_trace(header)
+    if peer is None:
+        return None
+    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+    state = TraceState.from_header([peer.tracestate]) if peer.tracestate else None
+    flags = TraceFlags(TraceFlags.SAMPLED if peer.sampled else TraceFlags.DEFAULT)
+    return SpanContext(peer.trace_id, peer.span_id, True, flags, state)
+
+
+def _peer_run(header: Mapping[str, str]) -> str | None:
+    """The sender's run, when this process traces to LangSmith: a message that carries one
+    may be the first thing this process handles, so LangSmith is imported for it then."""
+    run = peer_run(header)
+    if run is None:
+        return None
+    try:
+        from langsmith.utils import tracing_is_enabled
+    except ImportError:
+        return None
+    return run if tracing_is_enabled() is True else None
