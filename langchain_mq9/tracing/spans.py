@@ -129,16 +129,26 @@ def _process_span(
 ) -> Iterator[None]:
     with ExitStack() as stack:
         if run is not None:
-            from langsmith.run_helpers import tracing_context
-
-            # The sender's run as parent, nothing else of it: the project, endpoint and key
-            # stay this process's own (no baggage is read).
-            stack.enter_context(tracing_context(parent={LANGSMITH_TRACE: run}))
+            stack.enter_context(_under_run(run))
         if sender is not None or _current_span() is not None:
             attributes = _attributes("process", mailbox)
             attributes["messaging.message.id"] = str(message.msg_id)
             stack.enter_context(_span(f"process {mailbox}", "CONSUMER", attributes, sender))
         yield
+
+
+def _under_run(run: str) -> AbstractContextManager[None]:
+    """LangSmith's tracing context as it is, the sender's run its parent: nothing else of
+    the sender (no baggage is read), so the project, the client and its endpoint and key stay
+    this process's own."""
+    from langsmith.run_helpers import get_tracing_context, tracing_context
+    from langsmith.run_trees import RunTree
+
+    own = get_tracing_context()
+    project = {"project_name": own["project_name"]} if own["project_name"] else {}
+    parent = RunTree.from_dotted_order(run, client=own["client"], **project)
+    own.update(parent=parent, distributed_parent_id=None)
+    return tracing_context(**own)
 
 
 def _attributes(operation: str, mailbox: str) -> dict[str, Any]:
@@ -201,4 +211,4 @@ def _peer_run(header: Mapping[str, str]) -> str | None:
         from langsmith.utils import tracing_is_enabled
     except ImportError:
         return None
-    return run if tracing_is_enabled() is True else None
+    return run if tracing_is_enabled() else None
