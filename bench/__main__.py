@@ -35,6 +35,7 @@ SECTIONS = (
     "groups",
     "discovery",
     "calls",
+    "tracing",
 )
 TITLES = {
     "latency": "Client and tool overhead over NATS (targets 1–3)",
@@ -47,8 +48,9 @@ TITLES = {
     "groups": "Competing workers under kill -9 (target 10)",
     "discovery": "Agent discovery by meaning (target 11)",
     "calls": "Agent calls: LLM steps per delegation and call-to-result time (target 12)",
+    "tracing": "One trace across agents: tracing's cost to send and fetch (target 13)",
 }
-NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls"}
+NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls", "tracing"}
 
 
 def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
@@ -84,6 +86,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import calls
 
         return calls.run(cfg, network)
+    if name == "tracing":
+        from . import tracing
+
+        return tracing.run(cfg, network)
     if name == "mcp":
         from . import mcp_stdio
 

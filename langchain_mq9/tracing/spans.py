@@ -13,13 +13,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import Message
 from .context import LANGSMITH_TRACE, TRACEPARENT, TRACESTATE, peer_run, peer_trace, traceparent
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, SpanContext
+    from opentelemetry.trace import Span, SpanContext, Tracer
 
 SYSTEM = "mq9"
 _TRACER = "langchain_mq9"
@@ -88,7 +89,7 @@ def _send_span(mailbox: str, size: int, parent: Span | None, run: Any) -> Iterat
         yield _TracedSend(None, run)
         return
     attributes = _attributes("send", mailbox) | {"messaging.message.body.size": size}
-    with _span(f"send {mailbox}", "PRODUCER", attributes) as span:
+    with _Span(f"send {mailbox}", "PRODUCER", attributes) as span:
         yield _TracedSend(span, run)
 
 
@@ -103,13 +104,13 @@ def receiving(mailbox: str, group: str | None) -> Iterator[list[Message]]:
     attributes = _attributes("receive", mailbox)
     if group is not None:
         attributes["messaging.consumer.group.name"] = group
-    with _span(f"receive {mailbox}", "CLIENT", attributes) as span:
+    with _Span(f"receive {mailbox}", "CLIENT", attributes) as span:
         yield got
         span.set_attribute("messaging.batch.message_count", len(got))
         for message in got:
             sender = _peer_span_context(message.header)
             if sender is not None:
-                span.add_link(sender, {"messaging.message.id": str(message.msg_id)})
+                span.add_link(sender)  # no attributes: they cost more than the link
 
 
 def processing(mailbox: str, message: Message) -> AbstractContextManager[None]:
@@ -133,7 +134,7 @@ def _process_span(
         if sender is not None or _current_span() is not None:
             attributes = _attributes("process", mailbox)
             attributes["messaging.message.id"] = str(message.msg_id)
-            stack.enter_context(_span(f"process {mailbox}", "CONSUMER", attributes, sender))
+            stack.enter_context(_Span(f"process {mailbox}", "CONSUMER", attributes, sender))
         yield
 
 
@@ -160,24 +161,39 @@ def _attributes(operation: str, mailbox: str) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _span(
-    name: str, kind: str, attributes: dict[str, Any], parent: SpanContext | None = None
-) -> Iterator[Span]:
+class _Span:
+    """A span of this package's tracer, current while open (under ``parent`` if given); an
+    exception on the way out marks it failed, ``error.type`` naming it (the conventions)."""
+
+    def __init__(
+        self, name: str, kind: str, attributes: dict[str, Any], parent: SpanContext | None = None
+    ) -> None:
+        from opentelemetry import trace
+
+        context = None
+        if parent is not None:
+            context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+        self._opened = _tracer().start_as_current_span(
+            name, context=context, kind=trace.SpanKind[kind], attributes=attributes
+        )
+
+    def __enter__(self) -> Span:
+        self.span = self._opened.__enter__()
+        return self.span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, trace: Any) -> None:
+        if exc is not None:
+            self.span.set_attribute("error.type", type(exc).__qualname__)
+        self._opened.__exit__(kind, exc, trace)
+
+
+@cache
+def _tracer() -> Tracer:
+    """This package's tracer, made once (a ProxyTracer until the application sets a tracer
+    provider, which it then follows)."""
     from opentelemetry import trace
 
-    context = None
-    if parent is not None:
-        context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
-    tracer = trace.get_tracer(_TRACER)
-    with tracer.start_as_current_span(
-        name, context=context, kind=trace.SpanKind[kind], attributes=attributes
-    ) as span:
-        try:
-            yield span
-        except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__qualname__)
-            raise
+    return trace.get_tracer(_TRACER)
 
 
 def _w3c_headers(span: SpanContext) -> dict[str, str]:
