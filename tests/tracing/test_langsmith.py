@@ -11,8 +11,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from a2a_support import text_graph, text_io
 from langsmith import Client, traceable, tracing_context
 from langsmith.run_helpers import get_current_run_tree
+
+from langchain_mq9.a2a.caller import AgentCaller
+from langchain_mq9.a2a.server import AgentServer
 
 INBOX = "agent.worker"
 
@@ -126,3 +130,30 @@ async def test_a_message_cannot_choose_the_receivers_project(broker, langsmith):
     runs = langsmith.wait_for({"handle task"})
     assert seen["parent"] == sender_run  # a link to the sender's run, and nothing more
     assert runs["handle task"]["session_name"] == "receiver-project"
+
+
+async def test_a_served_graph_runs_under_the_callers_run(client, langsmith):
+    """call_agent -> serve_agent -> result in LangSmith: the served graph's run (LangChain's
+    own tracer) is a child of the caller's run."""
+    own = {"client": langsmith.client, "enabled": True}
+    server = AgentServer(
+        text_graph(str.upper), name="agent.upper", client=client, worker="w1", **text_io()
+    )
+    with tracing_context(project_name="agent-project", **own):
+        await server.start()
+    try:
+        caller = await AgentCaller(client, "agent.boss.calls").open()
+
+        @traceable(name="delegate")
+        async def delegate() -> str:
+            done = await caller.call("agent.upper", "summarize", wait=10)
+            assert done.state == "TASK_STATE_COMPLETED", done
+            return str(get_current_run_tree().id)
+
+        with tracing_context(project_name="boss-project", **own):
+            delegating = await delegate()
+    finally:
+        await server.stop()
+    graph = langsmith.wait_for({"LangGraph"})["LangGraph"]
+    assert graph["parent_run_id"] == delegating
+    assert graph["session_name"] == "agent-project"
