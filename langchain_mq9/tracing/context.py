@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -74,6 +75,14 @@ def _tracestate(header: Mapping[str, str]) -> str | None:
 
 
 def peer_run(header: Mapping[str, str]) -> str | None:
-    """The sender's LangSmith run (its dotted order), or None when absent or malformed."""
+    """The sender's LangSmith run (its dotted order), or None when absent or malformed: a
+    time that is no date (LangSmith would raise on it) included."""
     value = header.get(LANGSMITH_TRACE, "")
-    return value if _DOTTED_ORDER.fullmatch(value) else None
+    if not _DOTTED_ORDER.fullmatch(value):
+        return None
+    try:
+        for segment in value.split("."):
+            datetime.strptime(segment[:22], "%Y%m%dT%H%M%S%fZ")
+    except ValueError:
+        return None
+    return value

@@ -27,7 +27,7 @@ _TRACER = "langchain_mq9"
 
 
 def _current_span() -> Span | None:
-    """The application's active span, if OpenTelemetry is in use and one is recording."""
+    """The active span, if OpenTelemetry is in use and one is (valid: sampled or not)."""
     trace = sys.modules.get("opentelemetry.trace")
     if trace is None:
         return None

@@ -66,7 +66,16 @@ def test_a_wellformed_context_is_read():
 
 @pytest.mark.parametrize(
     "value",
-    ["", "x", RUN + ".", RUN.upper(), f"{RUN}.{RUN[:-1]}", ".".join([RUN] * 65), RUN + "\n"],
+    [
+        "",
+        "x",
+        RUN + ".",
+        RUN.upper(),
+        f"{RUN}.{RUN[:-1]}",
+        ".".join([RUN] * 65),
+        RUN + "\n",
+        "99991399T999999999999Z" + RUN[22:],  # no date: LangSmith itself would raise on it
+    ],
 )
 def test_a_malformed_langsmith_trace_is_no_run(value):
     assert peer_run({"langsmith-trace": value}) is None

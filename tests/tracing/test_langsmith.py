@@ -157,3 +157,19 @@ async def test_a_served_graph_runs_under_the_callers_run(client, langsmith):
     graph = langsmith.wait_for({"LangGraph"})["LangGraph"]
     assert graph["parent_run_id"] == delegating
     assert graph["session_name"] == "agent-project"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "99991399T999999999999Z019a0000-0000-7000-8000-000000000001",  # LangSmith would raise
+        "not a dotted order",
+        "20261124T012350649740Z019a0000-0000-7000-8000-000000000001" * 200,
+    ],
+)
+async def test_a_hostile_run_header_is_ignored_and_the_message_handled(broker, langsmith, value):
+    async with broker.client() as sender:
+        await sender.mailbox_create(name=INBOX)
+        await sender.send(INBOX, "job", headers={"langsmith-trace": value})
+    seen = await handle_one(broker, langsmith)
+    assert seen["parent"] == "None"  # a run of its own: no parent of the sender's choosing
