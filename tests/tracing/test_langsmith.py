@@ -19,6 +19,7 @@ from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 
 INBOX = "agent.worker"
+pytestmark = pytest.mark.slow  # a fake LangSmith endpoint served in process, over HTTP
 
 
 class FakeLangSmith(ThreadingHTTPServer):
