@@ -289,7 +289,9 @@ class Mq9Client:
         name. ``key`` keeps only the newest message with that key; ``delay`` hides it for N
         seconds; ``ttl`` expires it N seconds after the send; ``tags`` label it for ``query``.
         ``headers`` are more NATS headers stored with the message (``Message.header`` hands
-        them back), e.g. the ``mq9-reply-to`` of A2A over mq9; the mq9 ones above win.
+        them back), e.g. the ``mq9-reply-to`` of A2A over mq9; the mq9 ones above win. Under
+        an active OpenTelemetry span or LangSmith run the message also carries its trace
+        context (``traceparent``, ``langsmith-trace``: docs/tracing.md).
         """
         p.check_address(mail_address)
         body = p.payload_bytes(payload)
