@@ -849,15 +849,15 @@ def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | 
     raise Mq9Error(p.err_answer_too_large(_size(found), limit, fit))
 
 
-def _words(text: str) -> set[str]:
-    """The ``words`` of a text search's query, found a piece of about ``_WORDS_PIECE``
-    characters at a time: lowering and matching 64 KiB in one call holds Python's lock for half
-    a millisecond, which the loop would wait for. A piece ends before a white space, which no
+def _words(text: str, piece: int = _WORDS_PIECE) -> set[str]:
+    """The ``words`` of a text search's query, found a ``piece`` of characters (or a little
+    more) at a time: lowering and matching 64 KiB in one call holds Python's lock for half a
+    millisecond, which the loop would wait for. A piece ends before a white space, which no
     word holds and which lowers to itself."""
     found: set[str] = set()
     start = 0
     while start < len(text):
-        boundary = _SPACE.search(text, start + _WORDS_PIECE)
+        boundary = _SPACE.search(text, start + piece)
         end = len(text) if boundary is None else boundary.start()
         found |= words(text[start:end])
         start = end
