@@ -549,7 +549,7 @@ class BrokerEngine:
             some = tags[start : start + QUERY_TAGS_AT_ONCE]
             self._transact(functools.partial(self._read_tags, address, some, limit, by_id))
             if start + QUERY_TAGS_AT_ONCE < len(tags):
-                await asyncio.sleep(0)
+                await asyncio.sleep(QUERY_PAUSE)
         found = list(by_id.values())
         answer = functools.partial(_answer, limit=self.answer_limit)
         return await self._maybe_off_loop(answer, found, len(found) > p.QUERY_CAP)
@@ -765,6 +765,10 @@ _SEARCH_LIMIT_FOR_ZERO = 10
 # Tags a QUERY reads before the loop answers other requests (each reads up to 100 messages):
 # a QUERY of up to this many is read at once, as the leases' QUERYs (24 tags) need no more
 QUERY_TAGS_AT_ONCE = 32
+# Between two such reads the loop is left to other requests this long (seconds): with no pause
+# the next read came before the other requests' next steps, and a SEND (a few turns of the
+# loop) paid a read at each turn; now at most the one under way when it came
+QUERY_PAUSE = 0.0005
 _ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
 # The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
 _DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
