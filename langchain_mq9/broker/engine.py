@@ -23,8 +23,9 @@ build, which has no overflow checks.
 Safe to share between event loops and threads: state changes happen under one lock and never
 await; an empty FETCH sleeps outside it. No request holds the event loop that serves it: what
 costs CPU time (loading the embedding model, embedding a card or a query, ranking, encoding a
-listing) runs on the broker's worker thread, on a snapshot of the index, and the loop answers
-other requests meanwhile. A request body is refused unread above a bound fitting its command
+listing, parsing a large QUERY body and encoding a large QUERY answer) runs on the broker's
+worker thread, on a snapshot of the index, and the loop answers other requests meanwhile; a
+QUERY's tag reads, which need the state, run on the loop a few at a time with pauses between. A request body is refused unread above a bound fitting its command
 (``BrokerLimits.max_request``).
 """
 
