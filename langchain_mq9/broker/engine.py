@@ -25,8 +25,8 @@ await; an empty FETCH sleeps outside it. No request holds the event loop that se
 costs CPU time (loading the embedding model, embedding a card or a query, ranking, encoding a
 listing, parsing a large QUERY body and encoding a large QUERY answer) runs on the broker's
 worker thread, on a snapshot of the index, and the loop answers other requests meanwhile; a
-QUERY's tag reads, which need the state, run on the loop a few at a time with pauses between. A request body is refused unread above a bound fitting its command
-(``BrokerLimits.max_request``).
+QUERY's tag reads, which need the state, run on the loop a few at a time with pauses between.
+A request body is refused unread above a bound fitting its command (``BrokerLimits.max_request``).
 """
 
 from __future__ import annotations
