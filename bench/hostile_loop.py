@@ -4,11 +4,12 @@
 own mailbox, back to back, and times each SEND; a second process sends the heaviest valid
 request of one kind, back to back, or nothing. The kinds: a REGISTER of a card as large as the
 broker keeps (64 KiB, a new card each time, unregistered after), a semantic DISCOVER and a text
-DISCOVER with a query as large as the broker takes (64 KiB), and the listing of a registry of
-REGISTRY agents. The variants take turns in blocks (``measure.interleave_async_blocks``); the
-figure is the honest SEND's p99 under each kind against with nothing else running, and the
-check is the worst kind: target <= 2x. Before #35 one 12 MB semantic query held the loop
-36.6 s and a REGISTER embedded its card there.
+DISCOVER with a query as large as the broker takes (64 KiB), the listing of a registry of
+REGISTRY agents, and a QUERY of 64 KiB of tags on a mailbox of TAGGED messages. The variants
+take turns in blocks (``measure.interleave_async_blocks``); the figure is the honest SEND's p99
+under each kind against with nothing else running, and the check is the worst kind: target
+<= 2x. Before #35 one 12 MB semantic query held the loop 36.6 s and a REGISTER embedded its
+card there.
 """
 
 from __future__ import annotations

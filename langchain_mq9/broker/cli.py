@@ -41,7 +41,7 @@ log = logging.getLogger("langchain_mq9.broker")
 READY = "mq9 dev broker ready on"
 CONNECT_TIMEOUT = 10.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-SWITCH_INTERVAL = 0.0005  # seconds: see main()
+SWITCH_INTERVAL = 0.0001  # seconds: see main()
 
 
 class StartupError(Exception):
@@ -243,33 +243,21 @@ async def _serve(
     async def nats_error(exc: Exception) -> None:
         log.debug("nats: %s", describe(exc))  # describe redacts a URL in the text
 
-    connection = NatsConnection()
-    try:
-        await asyncio.wait_for(
-            connection.connect(
-                url,
-                name="mq9-dev-broker",
-                max_reconnect_attempts=3,  # for the first connection: nothing there, say so
-                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # nats-py sleeps it: a float
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                error_cb=nats_error,
-            ),
-            CONNECT_TIMEOUT,
-        )
-    except Exception as exc:
-        cause = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
-        with contextlib.suppress(Exception):
-            await connection.close()
-        raise StartupError(
-            f"cannot connect to nats-server at {shown}: {describe(cause or exc)}"
-        ) from None
-    # From now on a nats-server restart must not end the broker: reconnect for as long as it
-    # takes (nats-py reads this option at each reconnect).
-    connection.options["max_reconnect_attempts"] = -1
+    connection = await _connect(
+        url,
+        shown,
+        name="mq9-dev-broker",
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=nats_error,
+    )
+    bulk: NatsConnection | None = None
     try:
         await _refuse_second_broker(connection, shown)
-        service = await serve_on_nats(engine, connection)
+        # Large answers go out on a connection of their own, so that small ones never wait
+        # behind them (serve.py); it only publishes (its failures are logged as it retries)
+        bulk = await _connect(url, shown, name="mq9-dev-broker answers", error_cb=nats_error)
+        service = await serve_on_nats(engine, connection, bulk)
         if engine.limits.max_payload > connection.max_payload:
             # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
             # not hand out in an answer is refused at SEND instead of blocking its readers
@@ -292,8 +280,10 @@ async def _serve(
         log.info("stopping")
         await service.stop()
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(connection.close(), 5)
+        for opened in (bulk, connection):
+            if opened is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(opened.close(), 5)
     if crashed and server is not None:  # only its exit ends the wait otherwise
         log.error("nats-server exited (status %s); the broker stops", server.process.returncode)
         return 1
@@ -302,6 +292,34 @@ async def _serve(
         await asyncio.to_thread(server.stop)
     print("mq9 dev broker stopped", file=sys.stderr, flush=True)
     return 0
+
+
+async def _connect(url: str, shown: str, **callbacks: Any) -> NatsConnection:
+    """A connection to the nats-server at ``url`` (``shown``: the same, redacted), which
+    reconnects for as long as it takes once made; ``callbacks``: its name and nats-py's
+    ``*_cb`` callbacks."""
+    connection = NatsConnection()
+    try:
+        await asyncio.wait_for(
+            connection.connect(
+                url,
+                max_reconnect_attempts=3,  # for the first connection: nothing there, say so
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # nats-py sleeps it: a float
+                **callbacks,
+            ),
+            CONNECT_TIMEOUT,
+        )
+    except Exception as exc:
+        cause = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise StartupError(
+            f"cannot connect to nats-server at {shown}: {describe(cause or exc)}"
+        ) from None
+    # From now on a nats-server restart must not end the broker: reconnect for as long as it
+    # takes (nats-py reads this option at each reconnect).
+    connection.options["max_reconnect_attempts"] = -1
+    return connection
 
 
 async def _refuse_second_broker(connection: NatsConnection, shown: str) -> None:

@@ -23,9 +23,10 @@ build, which has no overflow checks.
 Safe to share between event loops and threads: state changes happen under one lock and never
 await; an empty FETCH sleeps outside it. No request holds the event loop that serves it: what
 costs CPU time (loading the embedding model, embedding a card or a query, ranking, encoding a
-listing) runs on the broker's worker thread, on a snapshot of the index, and the loop answers
-other requests meanwhile. A request body is refused unread above a bound fitting its command
-(``BrokerLimits.max_request``).
+listing, parsing a large QUERY body and encoding a large QUERY answer) runs on the broker's
+worker thread, on a snapshot of the index, and the loop answers other requests meanwhile; a
+QUERY's tag reads, which need the state, run on the loop a few at a time with pauses between.
+A request body is refused unread above a bound fitting its command (``BrokerLimits.max_request``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import heapq
 import itertools
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -47,7 +49,7 @@ from typing import Any, TypeVar
 from .. import protocol as p
 from ..protocol import PRIORITY_ORDER, Priority
 from ..protocol.errors import Mq9Error, WireError
-from ..semantic.ranking import AgentEntry
+from ..semantic.ranking import AgentEntry, words
 from .clock import Clock, system_clock
 from .mailbox import Mailbox, StoredMessage
 from .registry import AgentRegistry
@@ -56,6 +58,7 @@ from .storage import Storage, StorageError
 log = logging.getLogger("langchain_mq9.broker")
 
 T = TypeVar("T")  # what a piece of work run under the lock or off the loop gives
+A = TypeVar("A")  # what such a piece of work is given
 
 # RobustMQ keeps a mailbox's messages 7 days by create_time, whatever the mailbox TTL, and
 # removes older ones in a scan every 10 minutes (metadata-struct storage/shard.rs
@@ -251,9 +254,14 @@ class BrokerEngine:
                 f"{limit} bytes for {subject}"
             )
 
-    async def _off_loop(self, work: Callable[[bytes], T], body: bytes) -> T:
-        """``work(body)`` on the broker's worker thread, the loop serving others meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(_WORKER, work, body)
+    async def _off_loop(self, work: Callable[[A], T], argument: A) -> T:
+        """``work(argument)`` on the broker's worker thread, the loop serving others meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(_WORKER, work, argument)
+
+    async def _maybe_off_loop(self, work: Callable[[A], T], argument: A, large: bool) -> T:
+        """``work(argument)`` off the loop when ``large``, else at once: the worker thread is
+        one, and a small request must not queue behind a REGISTER's embedding there."""
+        return await self._off_loop(work, argument) if large else work(argument)
 
     def load_model_soon(self) -> Future[None]:
         """Start loading the embedding model on the worker thread now (at a broker's start),
@@ -527,9 +535,8 @@ class BrokerEngine:
     # -- QUERY and DELETE ------------------------------------------------------------------
 
     async def _query(self, address: str, body: bytes) -> bytes:
-        request = self._transact(
-            lambda: _read(p.QUERY_REQUEST, body, "invalid query request: ", empty_ok=True)
-        )
+        self._locked(lambda: None)  # a broken broker refuses before reading the body
+        request = await self._maybe_off_loop(_read_query, body, len(body) > _LARGE_BODY)
         limit = p.QUERY_CAP if request["limit"] is None else min(request["limit"], p.QUERY_CAP)
         # One filter only, in this order of precedence (RobustMQ)
         if request["key"] is not None or not request["tags"]:
@@ -543,8 +550,10 @@ class BrokerEngine:
             some = tags[start : start + QUERY_TAGS_AT_ONCE]
             self._transact(functools.partial(self._read_tags, address, some, limit, by_id))
             if start + QUERY_TAGS_AT_ONCE < len(tags):
-                await asyncio.sleep(0)
-        return _answer(list(by_id.values()), self.answer_limit)
+                await asyncio.sleep(QUERY_PAUSE)
+        found = list(by_id.values())
+        answer = functools.partial(_answer, limit=self.answer_limit)
+        return await self._maybe_off_loop(answer, found, len(found) > p.QUERY_CAP)
 
     def _read_tags(
         self, address: str, tags: list[str], limit: int, into: dict[int, StoredMessage]
@@ -673,7 +682,7 @@ class BrokerEngine:
         if request["semantic"]:
             hits = self.registry.search_semantic(request["semantic"], indexed)
         else:
-            hits = self.registry.search_text(request["text"], indexed)
+            hits = self.registry.search_words(_words(request["text"]), indexed)
         # (our choice) a search answer keeps within max_payload with the best-ranked agents
         # that fit, so one large card cannot make DISCOVER fail for everyone
         room = self._message_limit() - len(_DISCOVER_HEAD) - 2
@@ -695,7 +704,7 @@ class BrokerEngine:
         items: list[bytes] = []
         size = len(_DISCOVER_HEAD) + 2
         for entry in sorted(entries, key=lambda e: e.name):
-            items.append(p.encode(entry.listed()))
+            items.append(self.registry.listed(entry))
             size += len(items[-1]) + (len(items) > 1)
             if limit is not None and size > limit:
                 raise Mq9Error(p.err_listing_too_large(len(entries), size, limit))
@@ -749,10 +758,18 @@ class BrokerEngine:
 
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))
+_SPACE = re.compile(r"\s")
+_WORDS_PIECE = 4096
+# A body above this is parsed off the loop (a QUERY of 64 KiB of tags: 1 ms of parsing)
+_LARGE_BODY = 4096
 _SEARCH_LIMIT_FOR_ZERO = 10
 # Tags a QUERY reads before the loop answers other requests (each reads up to 100 messages):
 # a QUERY of up to this many is read at once, as the leases' QUERYs (24 tags) need no more
-QUERY_TAGS_AT_ONCE = 64
+QUERY_TAGS_AT_ONCE = 32
+# Between two such reads the loop is left to other requests this long (seconds): with no pause
+# the next read came before the other requests' next steps, and a SEND (a few turns of the
+# loop) paid a read at each turn; now at most the one under way when it came
+QUERY_PAUSE = 0.0005
 _ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
 # The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
 _DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
@@ -835,6 +852,25 @@ def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | 
     if fit == 0:
         raise _too_large_alone(answer_for(1)[0], limit)
     raise Mq9Error(p.err_answer_too_large(_size(found), limit, fit))
+
+
+def _words(text: str, piece: int = _WORDS_PIECE) -> set[str]:
+    """The ``words`` of a text search's query, found a ``piece`` of characters (or a little
+    more) at a time: lowering and matching 64 KiB in one call holds Python's lock for half a
+    millisecond, which the loop would wait for. A piece ends before a white space, which no
+    word holds and which lowers to itself."""
+    found: set[str] = set()
+    start = 0
+    while start < len(text):
+        boundary = _SPACE.search(text, start + piece)
+        end = len(text) if boundary is None else boundary.start()
+        found |= words(text[start:end])
+        start = end
+    return found
+
+
+def _read_query(body: bytes) -> dict[str, Any]:
+    return _read(p.QUERY_REQUEST, body, "invalid query request: ", empty_ok=True)
 
 
 def _read(

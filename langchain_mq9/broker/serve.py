@@ -1,6 +1,9 @@
 """Serve a ``BrokerEngine`` on a real NATS connection: answer every ``$mq9.AI.>`` request.
 
 The engine is told the connection's max_payload (``BrokerEngine.carry``) to keep within.
+Large answers may go out on a second connection (``bulk``): nats-server reads a connection's
+bytes in order, so a small answer published behind a 2 MB listing on the same connection
+waits until nats-server has read and delivered the whole listing.
 """
 
 from __future__ import annotations
@@ -20,14 +23,22 @@ log = logging.getLogger("langchain_mq9.broker")
 
 
 _WAITING = (p.MSG_FETCH, p.MSG_QUERY, p.AGENT_REGISTER, p.AGENT_DISCOVER)
+# Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
+# a few messages' answer stays on the connection the request came by
+BULK_ANSWER = 64 * 1024
 
 
 class NatsService:
-    """The engine attached to one NATS connection. ``await service.stop()`` detaches it."""
+    """The engine attached to one NATS connection (and, for answers above ``BULK_ANSWER``,
+    ``bulk``: another connection to the same server, which it only publishes on).
+    ``await service.stop()`` detaches it."""
 
-    def __init__(self, engine: BrokerEngine, connection: NatsConnection) -> None:
+    def __init__(
+        self, engine: BrokerEngine, connection: NatsConnection, bulk: NatsConnection | None = None
+    ) -> None:
         self.engine = engine
         self.connection = connection
+        self.bulk = bulk
         self.subscription: Subscription | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._carried: int | None = None
@@ -82,9 +93,16 @@ class NatsService:
             # Not msg.respond(): nats-py's respond() sends the request's headers back with the
             # answer (RobustMQ sends none), and refuses headers it read but cannot write (a
             # name such as "[" or "x/y"), so such a request went unanswered
-            await self.connection.publish(msg.reply, reply)
+            await self._carrier(reply).publish(msg.reply, reply)
         except Exception as exc:  # the requester may be gone; the broker keeps serving
             log.warning("could not answer %s: %s", msg.subject, exc)
+
+    def _carrier(self, reply: bytes) -> NatsConnection:
+        """The connection to publish ``reply`` on."""
+        bulk = self.bulk
+        if len(reply) > BULK_ANSWER and bulk is not None and bulk.is_connected:
+            return bulk
+        return self.connection
 
     async def stop(self) -> None:
         if self._watchdog is not None:
@@ -100,10 +118,14 @@ class NatsService:
         self._carried = None
 
 
-async def serve_on_nats(engine: BrokerEngine, connection: NatsConnection) -> NatsService:
-    """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped.
+async def serve_on_nats(
+    engine: BrokerEngine, connection: NatsConnection, bulk: NatsConnection | None = None
+) -> NatsService:
+    """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped; answers
+    above ``BULK_ANSWER`` on ``bulk`` when given (a second connection to the same server, so
+    that small answers never wait behind large ones).
 
     >>> nc = await nats.connect("nats://127.0.0.1:4222")
     >>> service = await serve_on_nats(BrokerEngine(), nc)
     """
-    return await NatsService(engine, connection).start()
+    return await NatsService(engine, connection, bulk).start()

@@ -287,8 +287,14 @@ class AgentIndex:
     ) -> list[AgentEntry]:
         """Indexed agents holding any query word, best first (registration order on ties).
         ``indexed``: the index as ``indexed()`` gave it (default: as it is now)."""
+        return self.search_words(words(query), indexed)
+
+    def search_words(
+        self, terms: set[str], indexed: tuple[AgentEntry, ...] | None = None
+    ) -> list[AgentEntry]:
+        """``search_text`` of a query whose ``words`` are ``terms``."""
         indexed = self.indexed() if indexed is None else indexed
-        weight = _weights(words(query), self.word_count, len(indexed))
+        weight = _weights(terms, self.word_count, len(indexed))
         scored = []
         for order, entry in enumerate(indexed):
             score = sum(weight[w] for w in weight.keys() & entry.words)

@@ -233,3 +233,103 @@ async def test_a_query_of_many_tags_lets_other_requests_through_between_its_read
     answered, _ = await asyncio.gather(query, send)
     assert finished == ["send", "query"]
     assert [m["msg_id"] for m in json.loads(answered)["messages"]] == list(range(len(tags)))
+
+
+# -- bench 9d: the heaviest request of each kind, and another client's SEND -----------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text("aZ0 \t\n.é\u212aİΣ-", max_size=60), piece=st.integers(1, 8))
+def test_a_text_query_read_a_piece_at_a_time_has_the_words_of_the_whole(text, piece):
+    """Bench 9d: a 64 KiB text query is read 4 KiB at a time (one call on all of it held
+    Python's lock, and so the loop, for half a millisecond); the words are those of the whole
+    text, whatever the cuts (a Kelvin sign lowers to ``k``, a dotted I to ``i``)."""
+    from langchain_mq9.broker.engine import _words
+    from langchain_mq9.semantic.ranking import words
+
+    assert _words(text, piece) == words(text)
+
+
+async def test_a_query_of_a_large_body_is_read_while_the_loop_answers_others(monkeypatch):
+    """Bench 9d: a QUERY of 64 KiB of tags was parsed on the loop (1 ms; the heavy client sends
+    them back to back). Its body is parsed on the worker: the stand-in parser waits for a gate,
+    and a SEND that arrives meanwhile is answered before the QUERY, which then answers as
+    before. Before the fix the loop itself waited on the gate, and the SEND came after."""
+    from langchain_mq9.broker import engine as engine_module
+
+    engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
+    gate = threading.Event()
+    parse = engine_module._read_query
+
+    def gated(body: bytes):
+        gate.wait(GATE_SECONDS)
+        return parse(body)
+
+    monkeypatch.setattr(engine_module, "_read_query", gated)
+    tags = [f"x/y{i}" for i in range(20)] + ["long" * 2_000]  # read in one go
+    body = p.encode({"tags": tags})
+    assert len(body) > engine_module._LARGE_BODY
+    finished: list[str] = []
+    query = asyncio.create_task(engine.handle(p.MSG_QUERY + "box", None, body))
+    query.add_done_callback(lambda _: finished.append("query"))
+    await asyncio.sleep(0.05)  # the QUERY reaches its parse first
+    sent = json.loads(await engine.handle(p.MSG_SEND + "box", None, b"meanwhile"))
+    finished.append("send")
+    gate.set()
+    answered = json.loads(await asyncio.wait_for(query, GATE_SECONDS))
+    assert finished == ["send", "query"]
+    assert sent == {"error": "", "msg_id": 300}
+    assert [m["msg_id"] for m in answered["messages"]] == list(range(20))
+
+
+async def test_a_listing_shows_an_agent_registered_again_with_another_card(broker, client):
+    """A listing takes each agent's item encoded once (re-encoding 1,000 cards on every
+    listing held the worker 9 ms): one registered again under the same name after an
+    UNREGISTER is listed with its new card, never the item encoded for the old one."""
+    await client.agent_register(_card("agent.again"))
+    first = await broker.raw(p.AGENT_DISCOVER, b"{}")
+    await broker.raw(p.AGENT_UNREGISTER, p.encode({"name": "agent.again"}))
+    again = {**_card("agent.again"), "description": "agent.again now reviews invoices"}
+    await client.agent_register(again)
+    listed = (await broker.raw(p.AGENT_DISCOVER, b"{}"))["agents"]
+    assert [json.loads(a["agent_info"])["description"] for a in first["agents"]] == [
+        "agent.again translates contracts"
+    ]
+    assert [json.loads(a["agent_info"])["description"] for a in listed] == [
+        "agent.again now reviews invoices"
+    ]
+
+
+async def test_a_large_answer_goes_out_on_its_own_connection(nats_server):
+    """Bench 9d: nats-server reads a connection's bytes in order, so a SEND's answer published
+    behind a 2 MB listing on the broker's one connection waited for nats-server to read and
+    deliver the listing. Answers above ``BULK_ANSWER`` go out on a second connection; a SEND's
+    stays on the first. The answers are those the engine gives."""
+    import nats
+
+    from langchain_mq9.broker import BrokerEngine, serve_on_nats
+    from langchain_mq9.broker.serve import BULK_ANSWER
+
+    engine = BrokerEngine()
+    engine.registry.embedder = None  # the lexical ranking: no model to load
+    main, bulk, requester = [await nats.connect(nats_server.url) for _ in range(3)]
+    service = await serve_on_nats(engine, main, bulk)
+    try:
+        for i in range(40):
+            card = p.agent_card(f"agent.{i}", description=f"agent {i} translates " * 200)
+            registered = await requester.request(p.AGENT_REGISTER, p.encode(card), timeout=5)
+            assert json.loads(registered.data) == {"error": ""}
+        await requester.request(p.MAILBOX_CREATE, p.encode({"name": "small.box"}), timeout=5)
+        published = (main.stats["out_msgs"], bulk.stats["out_msgs"])
+        listing = await requester.request(p.AGENT_DISCOVER, b"{}", timeout=5)
+        assert len(listing.data) > BULK_ANSWER
+        assert listing.data == await engine.handle(p.AGENT_DISCOVER, None, b"{}")
+        assert (main.stats["out_msgs"], bulk.stats["out_msgs"]) == (published[0], published[1] + 1)
+        sent = await requester.request(p.send_subject("small.box"), b"small", timeout=5)
+        assert json.loads(sent.data) == {"error": "", "msg_id": 0}
+        assert main.stats["out_msgs"] == published[0] + 1
+        assert bulk.stats["out_msgs"] == published[1] + 1
+    finally:
+        await service.stop()
+        for connection in (requester, bulk, main):
+            await connection.close()
