@@ -34,11 +34,7 @@ async def served() -> AsyncIterator[int]:
     connection = Mq9Connection("memory://")
     app = http_app.create_http_app(create_server(connection, sessions_compete=True), connection)
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-        http=http_app.BoundedConnections,
-    )  # fmt: skip
-    server = _Uvicorn(config)
+    server = _Uvicorn(http_app.uvicorn_config(app, "127.0.0.1", port))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
