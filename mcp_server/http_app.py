@@ -9,6 +9,7 @@ idle time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import inspect
@@ -17,13 +18,16 @@ import json
 import logging
 import math
 import os
+import queue
 import signal
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from types import FrameType
 from typing import Any
 
@@ -365,8 +369,7 @@ class UnreadableBodies:
         except ClientDisconnect:
             return
         except BodyRefused as refused:
-            error = {"code": INVALID_REQUEST, "message": str(refused)}
-            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": None, "error": error}
+            reply = body_refusal(str(refused))
             response = JSONResponse(reply, refused.status, headers={"Connection": CLOSE})
             await response(scope, receive, send)
             return
@@ -404,6 +407,15 @@ def unreadable_request(body: bytes, value: Any) -> dict[str, Any] | None:
         except ValidationError as exc:
             answers = refusals(text, exc)
     return answers[0].model_dump(by_alias=True, mode="json") if answers else None
+
+
+def body_refusal(text: str) -> dict[str, Any]:
+    """The JSON-RPC answer to a body refused before it was read whole."""
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": INVALID_REQUEST, "message": text}}
+
+
+def too_long(limit: int) -> dict[str, Any]:
+    return body_refusal(f"the request body is over {limit} bytes")
 
 
 class BodyRefused(Exception):
@@ -525,7 +537,23 @@ class BoundedConnections(H11Protocol):
     """uvicorn's HTTP/1.1 connection, closed when its request headers have not all arrived
     ``HEADER_SECONDS`` after it opened or its last response ended, and refused outright while
     ``MAX_CONNECTIONS`` are open: connections that never finish their headers cannot pile up
-    to the file descriptor limit."""
+    to the file descriptor limit. A request its head alone refuses (``refusal_by_head``) is
+    answered here, with the connection closed, before any of its body is read or the app runs:
+    a client repeating one costs the server little more than the connection."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.conn = _ScreenedConnection(self, config.h11_max_incomplete_event_size)
+        self.security = _early_security(config.host)
+
+    def refuse_early(self, request: h11.Request) -> bool:
+        """Answer ``request`` and close, if its head alone refuses it."""
+        refusal = refusal_by_head(self.security, list(request.headers), MAX_BODY_BYTES)
+        if refusal is None:
+            return False
+        self.transport.write(refusal)
+        self.transport.close()
+        return True
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -558,13 +586,7 @@ class BoundedConnections(H11Protocol):
         if sock is None or sock.fileno() < 0:
             return
         duplicate = os.dup(sock.fileno())
-        self.loop.call_soon(self._close_on_a_thread, duplicate)
-
-    def _close_on_a_thread(self, descriptor: int) -> None:
-        try:
-            self.loop.run_in_executor(None, os.close, descriptor)
-        except RuntimeError:  # shutting down: the executor takes no more work
-            os.close(descriptor)
+        self.loop.call_soon(_CLOSER.close, duplicate)
 
     def _arm_header_deadline(self) -> None:
         deadline = getattr(self, "_header_deadline", None)
@@ -577,6 +599,79 @@ class BoundedConnections(H11Protocol):
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             log.debug("closed a connection whose request headers took over %gs", HEADER_SECONDS)
             self.transport.close()
+
+
+@functools.cache
+def _early_security(host: str) -> TransportSecurityMiddleware | None:
+    """The Host and Origin check ``create_http_app`` puts in front of the app, for ``host``."""
+    return TransportSecurityMiddleware(loopback_security(host)) if is_loopback(host) else None
+
+
+class _Closer:
+    """Closes descriptors on a daemon thread of its own: the event loop only queues them (an
+    executor's future would wake the loop once more for each)."""
+
+    def __init__(self) -> None:
+        self.descriptors: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+
+    def close(self, descriptor: int) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="mq9-mcp-closer", daemon=True)
+            self.thread.start()
+        self.descriptors.put(descriptor)
+
+    def _run(self) -> None:
+        while True:
+            os.close(self.descriptors.get())
+
+
+_CLOSER = _Closer()
+
+
+class _ScreenedConnection(h11.Connection):
+    """h11's server side, showing each request's head to its connection first: a request the
+    connection refuses is never handed on, and ``NEED_DATA`` ends uvicorn's reading."""
+
+    def __init__(self, protocol: BoundedConnections, largest_head: int | None) -> None:
+        sizes = {} if largest_head is None else {"max_incomplete_event_size": largest_head}
+        super().__init__(h11.SERVER, **sizes)
+        self.protocol = protocol
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if isinstance(event, h11.Request) and self.protocol.refuse_early(event):
+            return h11.NEED_DATA
+        return event
+
+
+def refusal_by_head(
+    security: TransportSecurityMiddleware | None, headers: list[tuple[bytes, bytes]], limit: int
+) -> bytes | None:
+    """The whole HTTP answer refusing a request by its head (``HostAndOrigin``'s wrong Host or
+    Origin, then ``read_body``'s declared length over ``limit``), with ``Connection: close``;
+    None when the head is acceptable, or when the SDK's check does not decide at once."""
+    if security is not None:
+        check = security.validate_request(Request({"type": "http", "headers": headers}))
+        try:
+            check.send(None)
+        except StopIteration as decided:
+            if decided.value is not None:
+                return _raw_response(decided.value.status_code, decided.value.body)
+        else:  # it waits for something: the app's HostAndOrigin decides
+            check.close()
+    declared = Headers(raw=headers).get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return _raw_response(413, json.dumps(too_long(limit)).encode(), "application/json")
+    return None
+
+
+def _raw_response(status: int, body: bytes, content_type: str = "text/plain") -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {content_type}\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 class _Server(uvicorn.Server):
