@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -638,7 +638,7 @@ class _ScreenedConnection(h11.Connection):
         super().__init__(h11.SERVER, **sizes)
         self.protocol = protocol
 
-    def next_event(self) -> Any:
+    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         event = super().next_event()
         if isinstance(event, h11.Request) and self.protocol.refuse_early(event):
             return h11.NEED_DATA
@@ -654,24 +654,23 @@ def refusal_by_head(
     if security is not None:
         check = security.validate_request(Request({"type": "http", "headers": headers}))
         try:
-            check.send(None)
+            check.send(None)  # it awaits nothing: it decides at once
         except StopIteration as decided:
             if decided.value is not None:
-                return _raw_response(decided.value.status_code, decided.value.body)
-        else:  # it waits for something: the app's HostAndOrigin decides
+                return _written(decided.value)
+        else:  # a version that awaits something: the app's HostAndOrigin decides
             check.close()
     declared = Headers(raw=headers).get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        return _raw_response(413, json.dumps(too_long(limit)).encode(), "application/json")
+        return _written(JSONResponse(too_long(limit), 413))
     return None
 
 
-def _raw_response(status: int, body: bytes, content_type: str = "text/plain") -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {content_type}\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
+def _written(response: Response) -> bytes:
+    """``response`` as the bytes on the wire, closing the connection."""
+    head = [f"HTTP/1.1 {response.status_code} {HTTPStatus(response.status_code).phrase}"]
+    head += [f"{name.decode()}: {value.decode()}" for name, value in response.raw_headers]
+    return "\r\n".join([*head, "connection: close", "", ""]).encode() + bytes(response.body)
 
 
 class _Server(uvicorn.Server):
