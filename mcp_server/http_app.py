@@ -574,8 +574,8 @@ class BoundedConnections(H11Protocol):
         deadline = getattr(self, "_header_deadline", None)
         if deadline is not None:
             deadline.cancel()
-        self._close_off_the_loop()
         super().connection_lost(exc)
+        self._close_off_the_loop()
 
     def _close_off_the_loop(self) -> None:
         """Have the socket's last close happen on a worker thread: closing a connection whose
@@ -585,7 +585,10 @@ class BoundedConnections(H11Protocol):
         sock = self.transport.get_extra_info("socket")
         if sock is None or sock.fileno() < 0:
             return
-        duplicate = os.dup(sock.fileno())
+        try:
+            duplicate = os.dup(sock.fileno())
+        except OSError:  # at the descriptor limit: asyncio's close on the loop does it all
+            return
         self.loop.call_soon(_CLOSER.close, duplicate)
 
     def _arm_header_deadline(self) -> None:
