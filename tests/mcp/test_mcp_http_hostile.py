@@ -203,9 +203,11 @@ async def test_an_honest_client_is_answered_while_another_keeps_posting_huge_bod
         assert refusals >= 1
 
 
-async def test_refused_connections_leave_no_descriptor_open():
-    """The server closes each connection's socket on a thread of its own (the kernel's reset of
-    a refused body's connection is slow): every one is closed all the same."""
+async def test_refused_connections_leave_no_descriptor_open(monkeypatch):
+    """A refused connection lingers (``REFUSED_LINGER``), then the server closes its socket on
+    a thread of its own (the kernel's reset of a refused body's connection is slow): every one
+    is closed all the same."""
+    monkeypatch.setattr(http_app, "REFUSED_LINGER", 0.05)
 
     def open_descriptors() -> int:
         return len(os.listdir("/proc/self/fd"))
