@@ -163,8 +163,10 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
     )
     figures = [("9h: honest calls per variant", f"{calls * rounds}")]
     notes = [
-        "9h: the server closes a connection whose headers take over 10 s, refuses a body to "
-        "a wrong Host before reading it and any body over 8 MiB while reading it."
+        "9h: the server closes a connection whose headers take over 10 s; it refuses a body to "
+        "a wrong Host from the request's head on the connection itself (no app, no more of the "
+        "body read; the connection closed 1 s later), any body over 8 MiB while reading it, and "
+        "closes sockets off its loop."
     ]
     return [check], figures, notes
 

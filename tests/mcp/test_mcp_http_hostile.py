@@ -7,12 +7,15 @@ the hostile client writes raw bytes on sockets."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 import uvicorn
 from mcp_support import ACCEPT, INITIALIZE
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
 
 from langchain_mq9.broker.nats_process import free_port
 from langchain_mq9.client.connection import Mq9Connection
@@ -29,16 +32,19 @@ class _Uvicorn(uvicorn.Server):
 
 
 @asynccontextmanager
-async def served() -> AsyncIterator[int]:
-    """mq9-mcp's HTTP app on a free loopback port, with serve_http's connection handling."""
+async def served(reached: list[str] | None = None) -> AsyncIterator[int]:
+    """mq9-mcp's HTTP app on a free loopback port, with serve_http's connection handling;
+    ``reached`` collects the Host of each HTTP request that gets as far as the app."""
     connection = Mq9Connection("memory://")
     app = http_app.create_http_app(create_server(connection, sessions_compete=True), connection)
+
+    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+        if reached is not None and scope["type"] == "http":
+            reached.append(Headers(scope=scope).get("host", ""))
+        await app(scope, receive, send)
+
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-        http=http_app.BoundedConnections,
-    )  # fmt: skip
-    server = _Uvicorn(config)
+    server = _Uvicorn(http_app.uvicorn_config(recording, "127.0.0.1", port))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -145,6 +151,78 @@ async def test_open_connections_are_bounded(monkeypatch):
         for _, other in held:
             other.close()
         await asyncio.sleep(0)
+
+
+async def test_a_request_refused_by_its_head_never_reaches_the_app():
+    """Refusing a wrong Host, a wrong Origin or a declared length over the limit takes the
+    request's head alone: it is answered and its connection closed before the app runs (a
+    client repeating it costs no more than the connection, bench 9h)."""
+    reached: list[str] = []
+    async with served(reached) as port:
+        length = f"Content-Length: {150 * MB}\r\n"
+        attempts = [
+            (head(port, "evil.example", length), 421, b"Invalid Host header"),
+            (head(port, extra=f"Origin: http://evil.example\r\n{length}"), 403, b"Origin"),
+            (head(port, extra=length), 413, b"over %d bytes" % http_app.MAX_BODY_BYTES),
+        ]
+        for request, status, text in attempts:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # some of the body, all read with the head (more, left unread, resets the connection)
+            writer.write(request + b"x" * 1024)
+            assert await status_of(reader) == status
+            answer = await asyncio.wait_for(reader.read(), 20)  # then closed: the end
+            assert b"connection: close" in answer.lower() and text in answer, answer
+            writer.close()
+        assert reached == []
+        assert await honest_request(port) == 200
+        assert reached == [f"127.0.0.1:{port}"]
+
+
+async def test_an_honest_client_is_answered_while_another_keeps_posting_huge_bodies():
+    async with served() as port:
+        refusals = 0
+        refused = asyncio.Event()
+
+        async def attack() -> None:
+            nonlocal refusals
+            request = head(port, "evil.example", f"Content-Length: {150 * MB}\r\n")
+            while True:
+                status, _ = await send_until_answered(port, request, 150)
+                assert status == 421
+                refusals += 1
+                refused.set()
+
+        attacker = asyncio.create_task(attack())
+        try:
+            await asyncio.wait_for(refused.wait(), 20)
+            for _ in range(5):
+                assert await honest_request(port) == 200
+            assert not attacker.done()  # still attacking
+        finally:
+            attacker.cancel()
+        assert refusals >= 1
+
+
+async def test_refused_connections_leave_no_descriptor_open(monkeypatch):
+    """A refused connection lingers (``REFUSED_LINGER``), then the server closes its socket on
+    a thread of its own (the kernel's reset of a refused body's connection is slow): every one
+    is closed all the same."""
+    monkeypatch.setattr(http_app, "REFUSED_LINGER", 0.05)
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async with served() as port:
+        assert await honest_request(port) == 200
+        before = open_descriptors()
+        request = head(port, "evil.example", f"Content-Length: {150 * MB}\r\n")
+        for _ in range(20):
+            assert (await send_until_answered(port, request, 150))[0] == 421
+        for _ in range(500):  # the closing thread catches up within moments
+            if open_descriptors() <= before:
+                break
+            await asyncio.sleep(0.01)
+        assert open_descriptors() <= before
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")

@@ -22,7 +22,7 @@ from mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok
 from langchain_mq9.broker.nats_process import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server.cli import build_parser
-from mcp_server.http_app import SessionLimits, create_http_app
+from mcp_server.http_app import SessionLimits, create_http_app, uvicorn_config
 from mcp_server.server import create_server
 
 
@@ -138,8 +138,7 @@ async def served(
         app.app.state.session_limits if auth_token is None else app.app.app.state.session_limits
     )
     result = Served(f"http://127.0.0.1:{port}/mcp", limits, clock)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    uv = _Uvicorn(config)
+    uv = _Uvicorn(uvicorn_config(app, "127.0.0.1", port))
     task = asyncio.create_task(uv.serve())
     try:
         while not uv.started:
@@ -301,3 +300,19 @@ async def test_respelling_the_bearer_scheme_does_not_make_another_client():
             async with bound_to("127.0.0.2", Authorization=spelling) as again:
                 assert (await RawSession(again, srv.url).open()).status_code == 503, spelling
         assert [await s.status() for s in flood] == [200, 200, 200]
+
+
+async def test_a_forwarded_for_header_does_not_make_another_client():
+    """uvicorn believed ``X-Forwarded-For`` from 127.0.0.1: one local client naming a new
+    address in each session counted as many clients, so a newcomer could evict none of them."""
+    async with served(max_sessions=3, idle_timeout=600) as srv, \
+            bound_to("127.0.0.3") as other:  # fmt: skip
+        for n in range(3):
+            async with bound_to("127.0.0.1", **{"X-Forwarded-For": f"10.0.0.{n}"}) as hog:
+                session = RawSession(hog, srv.url)
+                await session.start()
+                await session.call("create_mailbox")
+            await srv.settled(session)
+        assert {s.client.split()[0] for s in srv.limits.sessions.values()} == {"127.0.0.1"}
+        await RawSession(other, srv.url).start()  # the hog gives one of its three way
+        assert len(srv.limits.sessions) == 3 and srv.limits.evicted == 1
