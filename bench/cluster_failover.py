@@ -7,13 +7,17 @@ node to kill or start.
 
     python -m bench.cluster_failover --runs 10 \
         --urls nats://127.0.0.1:4222,nats://127.0.0.1:5222,nats://127.0.0.1:6222 \
-        --admin http://127.0.0.1:58080 \
+        --admin http://127.0.0.1:58080,http://127.0.0.1:58082 \
         --kill 'kill -9 $(cat /path/to/node-of-{port}.pid)' --start '/path/to/start {port}'
 
 The holder is read from RobustMQ's admin API (``/api/storage-engine/shard/list`` by topic, then
 ``/api/storage-engine/segment/list``: the active segment's ``leader``, a broker id; the n-th URL
 is broker n unless ``--nodes 1=4222,2=5222,...`` says otherwise). The admin API answers loopback
-callers without a token (admin-server ``auth.rs`` ``auth_middleware``).
+callers without a token (admin-server ``auth.rs`` ``auth_middleware``). ``--admin`` may name
+several nodes' admin URLs: each is asked in turn until one answers, because a node's admin API
+can fail to reach the meta leader (seen on 8bd49dc: node 1 answered "Failed to send request to
+node 2" for minutes after a fresh start while node 2's answered) and the node asked may be the
+one that is down.
 
 Each run records: SENDs acknowledged; how long the mailbox was unavailable (first failed SEND
 to the first acknowledged one after it); how many acknowledged messages no node returns
@@ -65,16 +69,24 @@ class Run:
 
 
 def admin_post(admin: str, path: str, body: dict) -> object:
-    request = urllib.request.Request(
-        f"{admin.rstrip('/')}/api{path}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        reply = json.loads(answer.read())
-    if reply.get("code") not in (0, 200, None):
-        raise RuntimeError(f"admin {path}: {reply}")
-    return reply.get("data")
+    """The ``data`` of the first of ``admin``'s comma-separated URLs that answers ``path``."""
+    errors = []
+    for url in admin.split(","):
+        request = urllib.request.Request(
+            f"{url.strip().rstrip('/')}/api{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                reply = json.loads(answer.read())
+        except OSError as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        if reply.get("code") in (0, 200, None):
+            return reply.get("data")
+        errors.append(f"{url}: {reply}")
+    raise RuntimeError(f"admin {path}: {errors}")
 
 
 def holder_broker(admin: str, mailbox: str) -> int | None:
@@ -231,7 +243,7 @@ def node_ports(urls: list[str], spec: str | None) -> dict[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--urls", required=True, help="the cluster's NATS URLs, comma-separated")
-    parser.add_argument("--admin", required=True, help="a node's admin URL (http://host:port)")
+    parser.add_argument("--admin", required=True, help="admin URLs (http://host:port), comma-separated")
     parser.add_argument("--kill", required=True, help="shell command; {port}: the node to kill")
     parser.add_argument("--start", required=True, help="shell command; {port}: the node to start")
     parser.add_argument("--nodes", help="broker id to NATS port, e.g. 1=4222,2=5222,3=6222")

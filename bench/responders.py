@@ -1,8 +1,9 @@
 """The two things that answer mq9 requests in the network benchmarks, each in its own process.
 
 ``canned``: the trivial responder, the baseline. It answers every ``$mq9.AI.>`` request with a
-fixed, well-formed mq9 reply (a SEND gets a msg_id, a FETCH or QUERY a batch of messages, the
-rest an empty success), so a client cannot tell it from a broker, yet it does no work. Switched
+fixed, well-formed mq9 reply (a SEND gets the next msg_id, as from a broker, so the client's
+check that they only go up passes as in use; a FETCH or QUERY a batch of messages, the rest an
+empty success), so a client cannot tell it from a broker, yet it does no work. Switched
 on with ``groups``, it also plays along with a ``GroupReader``: a FETCH with a group gets a
 batch of new msg_ids each time, and for a competing worker's leases a QUERY by tags answers,
 for each claim tag (``c…``), one claim carrying the payload of the last SEND to a lease mailbox
@@ -45,7 +46,6 @@ def canned_replies(fetch_count: int) -> dict[str, bytes]:
     ]
     messages = json.dumps({"error": "", "messages": batch}, separators=(",", ":")).encode()
     return {
-        "SEND": b'{"error":"","msg_id":0}',
         "FETCH": messages,
         "QUERY": messages,
         "CREATE": b'{"error":"","mail_address":"bench.canned"}',
@@ -61,6 +61,7 @@ class Canned:
         self.groups = False
         self.next_id = 0  # the next msg_id a group FETCH hands out
         self.claimant = b""  # the payload of the last SEND to a lease mailbox
+        self.sent = 0  # msg_ids go up, as a broker's do: a repeated one would make the client warn
 
     async def on(self, options: dict) -> None:
         self.fetch_count = int(options.get("fetch_count", 1))
@@ -76,6 +77,10 @@ class Canned:
             if reply is not None:
                 await msg.respond(reply)
                 return
+        if command == "SEND":
+            self.sent += 1
+            await msg.respond(b'{"error":"","msg_id":%d}' % self.sent)
+            return
         await msg.respond(self.replies.get(command, b'{"error":""}'))
 
     def _group_reply(self, command: str, subject: str, body: bytes) -> bytes | None:

@@ -93,14 +93,18 @@ def _send_span(mailbox: str, size: int, parent: Span | None, run: Any) -> Iterat
         yield _TracedSend(span, run)
 
 
-@contextmanager
-def receiving(mailbox: str, group: str | None) -> Iterator[list[Message]]:
+def receiving(mailbox: str, group: str | None) -> AbstractContextManager[list[Message]]:
     """Around one FETCH (under an active span only): a ``receive`` span, linked to the send of
-    each message handed out (the caller fills the yielded list)."""
-    got: list[Message] = []
+    each message handed out (the caller fills the yielded list). Without a span, a plain
+    list: every fetch comes here, and a generator context costs ~0.4 µs more (issue #36)."""
     if _current_span() is None:
-        yield got
-        return
+        return nullcontext([])
+    return _receive_span(mailbox, group)
+
+
+@contextmanager
+def _receive_span(mailbox: str, group: str | None) -> Iterator[list[Message]]:
+    got: list[Message] = []
     attributes = _attributes("receive", mailbox)
     if group is not None:
         attributes["messaging.consumer.group.name"] = group

@@ -86,7 +86,7 @@ async def test_a_client_given_every_node_works():
 
 KILL = os.environ.get("MQ9_ROBUSTMQ_KILL")  # shell command, {port}: the NATS port of a node
 START = os.environ.get("MQ9_ROBUSTMQ_START")  # shell command, {port}: start that node again
-ADMIN = os.environ.get("MQ9_ROBUSTMQ_ADMIN")  # a node's admin URL, http://127.0.0.1:58080
+ADMIN = os.environ.get("MQ9_ROBUSTMQ_ADMIN")  # admin URLs, comma-separated: http://127.0.0.1:58080
 FAILOVER_RUNS = int(os.environ.get("MQ9_FAILOVER_RUNS", "10"))
 
 
