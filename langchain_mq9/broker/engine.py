@@ -419,11 +419,10 @@ class BrokerEngine:
     def _check_fits(self, message: StoredMessage) -> None:
         # (our choice; RobustMQ takes any payload) refuse a message whose FETCH answer NATS
         # could not carry or above max_payload, with room for the widest msg_id (not known yet)
-        size = _EMPTY_ANSWER + len(message.wire()) + _MSG_ID_ROOM
+        size = _EMPTY_ANSWER + message.wire_size() + _MSG_ID_ROOM
         limit = self._message_limit()
         if size > limit:
             raise Mq9Error(p.err_message_too_large(size, limit))
-        message._wire = None  # its msg_id is not known yet
 
     def _check_room(self, mailbox: Mailbox) -> None:
         limit = self.limits.max_messages_per_mailbox

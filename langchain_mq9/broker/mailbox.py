@@ -31,6 +31,18 @@ from ..protocol import PRIORITY_ORDER, Priority
 
 _COMPACT_MIN_HOLES = 256
 _MIN_RUN = 32
+_ONE_DIGIT = bytes(range(10))
+_TWO_DIGITS = bytes(range(100))
+
+
+def _json_numbers_size(data: bytes) -> int:
+    """The length of ``data`` written as a JSON list of numbers, ``[78,65,...]``: each byte
+    takes one digit, one more from 10 and another from 100, and a comma between two."""
+    if not data:
+        return len(b"[]")
+    digits = len(data) + len(data.translate(None, _ONE_DIGIT))
+    digits += len(data.translate(None, _TWO_DIGITS))
+    return len(b"[]") + digits + len(data) - 1
 
 
 @dataclass(slots=True)
@@ -52,16 +64,28 @@ class StoredMessage:
     def wire(self) -> bytes:
         """The message as a FETCH or QUERY item (RobustMQ's MsgItem), encoded once."""
         if self._wire is None:
-            self._wire = p.encode(
-                p.MSG_ITEM.write(
-                    msg_id=self.msg_id,
-                    payload=p.payload_text(self.payload),
-                    priority=self.priority.value,
-                    header=None if self.header is None else list(self.header),
-                    create_time=self.create_time,
-                )
-            )
+            self._wire = self._encoded(None if self.header is None else list(self.header))
         return self._wire
+
+    def wire_size(self) -> int:
+        """``len(self.wire())``, without keeping it or writing the header block out: a SEND's
+        size check comes before its msg_id is known, and a header block is a JSON list of
+        numbers, costlier to encode than all the rest (7 µs for a traceparent's 82 bytes)."""
+        if self.header is None:
+            return len(self._encoded(None))
+        without = len(self._encoded(None)) - len(b"null")
+        return without + _json_numbers_size(self.header)
+
+    def _encoded(self, header: list[int] | None) -> bytes:
+        return p.encode(
+            p.MSG_ITEM.write(
+                msg_id=self.msg_id,
+                payload=p.payload_text(self.payload),
+                priority=self.priority.value,
+                header=header,
+                create_time=self.create_time,
+            )
+        )
 
 
 class Mailbox:

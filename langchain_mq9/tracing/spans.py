@@ -40,9 +40,12 @@ def _current_run() -> Any:
     helpers = sys.modules.get("langsmith.run_helpers")
     if helpers is None:
         return None
+    run = helpers.get_current_run_tree()  # a context variable: asked first, as it is cheap
+    if run is None:
+        return None  # (tracing_is_enabled reads the tracing context and the environment: ~30 µs)
     from langsmith.utils import tracing_is_enabled
 
-    return helpers.get_current_run_tree() if tracing_is_enabled() else None
+    return run if tracing_is_enabled() else None
 
 
 class Sending:

@@ -337,3 +337,15 @@ async def test_msg_ids_grow_by_one_and_are_never_reused(sends):
         assert reply == {"error": "", "msg_id": expected}
         if delete_it:
             await call(engine, p.delete_subject("box", expected))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.binary(max_size=64),
+    header=st.none() | st.binary(max_size=300),
+    msg_id=st.integers(min_value=-1, max_value=2**64 - 1),
+)
+def test_a_messages_size_is_known_without_writing_it(payload, header, msg_id):
+    """The SEND's size check (``wire_size``) counts exactly what a FETCH will write."""
+    message = mailbox_module.StoredMessage(msg_id, payload, p.Priority.URGENT, T0, header=header)
+    assert message.wire_size() == len(message.wire())

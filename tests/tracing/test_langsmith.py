@@ -174,3 +174,23 @@ async def test_a_hostile_run_header_is_ignored_and_the_message_handled(broker, l
         await sender.send(INBOX, "job", headers={"langsmith-trace": value})
     seen = await handle_one(broker, langsmith)
     assert seen["parent"] == "None"  # a run of its own: no parent of the sender's choosing
+
+
+async def test_a_run_with_tracing_switched_off_is_not_carried(broker, langsmith):
+    """Inside a run, ``tracing_context(enabled=False)`` switches LangSmith off for a branch:
+    the run tree is still current, so the SEND must also ask whether tracing is on."""
+
+    @traceable(name="plan")
+    async def plan(client) -> None:
+        assert get_current_run_tree() is not None
+        with tracing_context(enabled=False):
+            await client.send(INBOX, "quiet")
+        await client.send(INBOX, "traced")
+
+    async with broker.client() as sender:
+        await sender.mailbox_create(name=INBOX)
+        with tracing_context(client=langsmith.client, enabled=True):
+            await plan(sender)
+        quiet, traced = await sender.query(INBOX)
+    assert "langsmith-trace" not in quiet.header
+    assert "langsmith-trace" in traced.header
