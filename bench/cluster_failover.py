@@ -26,7 +26,10 @@ below one it already got), a **group reader** that read and acked before the kil
 again after the restart (``GroupReader``, which warns through the same client check), and a
 **fresh client** started after the loss, given only a receipt the application kept
 (``Mq9Client.check_receipt``: the msg_id and payload of the last message acknowledged before the
-kill). A run passes when nothing acknowledged was lost, or the sender was warned.
+kill). It also counts what the group reader's first fetch after the restart skipped:
+messages acknowledged after the kill, readable on some node, yet not handed out (a group
+position that outlived the log it pointed into). A run passes when nothing acknowledged was
+lost, or the sender was warned.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ class Run:
     unreadable_on_a_node: int = 0  # acknowledged, and missing through at least one node
     sender_warned: bool = False
     reader_warned: bool = False
+    # acknowledged after the kill, still readable, and not handed out by the group reader's
+    # fetch after the restart: what a reader whose group position outlived the log skips
+    reader_skipped: int = 0
     fresh_client_warned: bool = False
 
     @property
@@ -211,8 +217,10 @@ async def one_run(
         if first_failure is not None:
             run.unavailable_s = round((back_at or time.monotonic()) - first_failure, 1)
         run.sender_warned = box in client.warnings
-        with contextlib.suppress(Mq9Error):  # what it reads is not the point: its warning is
-            await until(lambda: reader.fetch(num_msgs=sends * 2), settle)
+        reader_got: set[str] = set()
+        with contextlib.suppress(Mq9Error):
+            read = await until(lambda: reader.fetch(num_msgs=sends * 2), settle)
+            reader_got = {m.text() for m in read}
         run.reader_warned = box in reader_client.warnings
     readable: dict[str, set[str]] = {}
     for url in urls:  # the node started again may still be starting: connecting is retried
@@ -224,6 +232,8 @@ async def one_run(
         readable[url] = {m.text() for m in await until(read_all, settle, pause=1.0)}
     run.lost = len(set(acked) - set().union(*readable.values()))
     run.unreadable_on_a_node = max(len(set(acked) - seen) for seen in readable.values())
+    after_kill = {f"m{i}" for i in range(kill_after, sends)} & set(acked)
+    run.reader_skipped = len(after_kill & set().union(*readable.values()) - reader_got)
     if receipt is not None:
         async with Mq9Client(",".join(urls), request_timeout=5) as fresh:
             run.fresh_client_warned = not await until(
@@ -274,6 +284,8 @@ def summary(runs: list[Run], setup_failures: Sequence[str] = ()) -> dict:
         "unavailable_s_max": max((r.unavailable_s for r in runs), default=0),
         "losing_runs_warned_sender": sum(r.sender_warned for r in losing),
         "losing_runs_warned_reader": sum(r.reader_warned for r in losing),
+        "losing_runs_reader_skipped": [r.reader_skipped for r in losing],
+        "runs_reader_skipped_some": sum(bool(r.reader_skipped) for r in runs),
         "losing_runs_warned_fresh_client": sum(r.fresh_client_warned for r in losing),
         "false_alarms_fresh_client": sum(r.fresh_client_warned for r in runs if not r.lost),
         "passed": all(r.passed for r in runs),
