@@ -92,7 +92,8 @@ def _send_span(mailbox: str, size: int, parent: Span | None, run: Any) -> Iterat
         yield _TracedSend(None, run)
         return
     attributes = _attributes("send", mailbox) | {"messaging.message.body.size": size}
-    with _Span(f"send {mailbox}", "PRODUCER", attributes) as span:
+    # a leaf: nothing runs under it but the request, so it is never made current (~5 µs)
+    with _Span(f"send {mailbox}", "PRODUCER", attributes, current=False) as span:
         yield _TracedSend(span, run)
 
 
@@ -169,13 +170,20 @@ def _attributes(operation: str, mailbox: str) -> dict[str, Any]:
 
 
 class _Span:
-    """A span of this package's tracer, current from its making until the end of the ``with``
-    (under ``parent`` if given); an exception on the way out marks it failed: recorded,
-    ``error.type`` naming its class (the conventions). Attached and ended by hand: the API's
-    context managers cost as much again. Make it only as the ``with`` starts."""
+    """A span of this package's tracer, current (unless ``current=False``) from its making
+    until the end of the ``with`` (under ``parent`` if given); an exception on the way out marks
+    it failed: recorded, ``error.type`` naming its class (the conventions). Attached and ended
+    by hand: the API's context managers cost as much again. Make it only as the ``with``
+    starts."""
 
     def __init__(
-        self, name: str, kind: str, attributes: dict[str, Any], parent: SpanContext | None = None
+        self,
+        name: str,
+        kind: str,
+        attributes: dict[str, Any],
+        parent: SpanContext | None = None,
+        *,
+        current: bool = True,
     ) -> None:
         from opentelemetry import context, trace
 
@@ -185,7 +193,7 @@ class _Span:
         self.span = _tracer().start_span(
             name, context=under, kind=trace.SpanKind[kind], attributes=attributes
         )
-        self._token = context.attach(trace.set_span_in_context(self.span))
+        self._token = context.attach(trace.set_span_in_context(self.span)) if current else None
 
     def __enter__(self) -> Span:
         return self.span
@@ -193,7 +201,8 @@ class _Span:
     def __exit__(self, kind: Any, exc: BaseException | None, trace: Any) -> None:
         from opentelemetry import context
 
-        context.detach(self._token)
+        if self._token is not None:
+            context.detach(self._token)
         if exc is not None:
             from opentelemetry.trace import Status, StatusCode
 
