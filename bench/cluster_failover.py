@@ -185,9 +185,13 @@ async def one_run(
         give_up = time.monotonic() + down + 4 * settle
         while i < sends and time.monotonic() < give_up:
             if i == kill_after and restart_at is None:
-                # the group reader has read and acked what was there before the kill
-                read = await reader.fetch(num_msgs=kill_after + 10)
-                await reader.done([message.msg_id for message in read])
+                # the group reader has read and acked what was there before the kill (after
+                # an earlier run's loss the cluster may refuse its records mailbox: set-up)
+                try:
+                    read = await reader.fetch(num_msgs=kill_after + 10)
+                    await reader.done([message.msg_id for message in read])
+                except Mq9Error as exc:
+                    raise SetupFailed(f"{box}: the group reader: {exc.message}") from exc
                 shell(kill, run.holder_port)
                 restart_at = time.monotonic() + down
             if restart_at is not None and restart_at > 0 and time.monotonic() >= restart_at:
