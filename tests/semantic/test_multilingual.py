@@ -101,12 +101,15 @@ WITHOUT_THE_EXTRA = textwrap.dedent(
         semantic.embedder()
     except semantic.ModelError as exc:
         print(exc)
+    from langchain_mq9.broker import cli
+    print("exit", cli.main(["--embedding-model", "multilingual"]))
     """
 )
 
 
 def test_chosen_without_its_extra_it_says_what_to_install():
-    """Never a silent fall back to the English model."""
+    """Never a silent fall back to the English model: the client's ranking and the dev
+    broker (``--embedding-model multilingual``) both refuse, naming the extra."""
     run = subprocess.run(
         [sys.executable, "-c", WITHOUT_THE_EXTRA],
         capture_output=True,
@@ -119,6 +122,9 @@ def test_chosen_without_its_extra_it_says_what_to_install():
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines()[0] == "False"
     assert multilingual.EXTRA_HINT in run.stdout
+    # the dev broker chosen so does not start, and says why without a traceback
+    assert run.stdout.splitlines()[-1] == "exit 1"
+    assert multilingual.EXTRA_HINT in run.stderr and "Traceback" not in run.stderr
 
 
 async def test_the_broker_embeds_with_it_off_its_event_loop(broker, chosen, monkeypatch):
