@@ -19,15 +19,12 @@ import logging
 import os
 import threading
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import wordpiece
 from .embedding import DIMENSIONS as DIMENSIONS
-from .embedding import Embedder, session_of
+from .embedding import Embedder, Embeds, session_of
 from .embedding import ModelError as ModelError
-
-if TYPE_CHECKING:
-    from .ranking import Embeds
 
 log = logging.getLogger("langchain_mq9")
 

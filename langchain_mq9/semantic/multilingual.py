@@ -44,7 +44,7 @@ def installed() -> bool:
 
 
 class UseEmbedder:
-    """The model as ``ranking.Embeds``: unit float32 vectors, cards cached by text as
+    """The model as ``embedding.Embeds``: unit float32 vectors, cards cached by text as
     ``embedding.Embedder`` caches them."""
 
     name = MODEL_NAME

@@ -33,11 +33,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from .. import protocol as p
 from .. import semantic  # its embedder() is looked up at each first use (tests replace it)
 from ..protocol.errors import WireError
+from .embedding import Embeds
 
 _WORD = re.compile(r"[a-z0-9]+")
 # What a card holding all of a query's stems adds to its cosine similarity (a card holding
@@ -203,15 +204,6 @@ class AgentEntry:
             "description": self.card.get("description", ""),
             "agent_info": self.agent_info,
         }
-
-
-class Embeds(Protocol):
-    """What ranks ``semantic`` searches by meaning: ``semantic.Embedder``, or a test's
-    stand-in. Vectors are unit-length numpy arrays."""
-
-    def embed(self, text: str) -> Any: ...
-
-    def embed_query(self, text: str) -> Any: ...
 
 
 class _Unset(Enum):
