@@ -113,3 +113,24 @@ async def test_the_toolkit_option_reranks_and_the_note_says_so(robustmq_url):
     assert "As configured, every registered agent was read and ranked by meaning" in answer["note"]
     plain = await _tool_answer(robustmq_url)
     assert "ranked by" not in (plain.get("note") or "")
+
+
+async def test_call_agent_by_capability_reranks_as_configured(robustmq_url):
+    """call_agent picks the best match for a capability with the toolkit's discovery settings:
+    ``discover_rerank`` too (``operations.registry.search_of``)."""
+    from langchain_mq9.a2a.wire import tasks_capability
+    from langchain_mq9.operations.calls import _resolve
+    from langchain_mq9.operations.context import CallContext
+    from langchain_mq9.operations.policy import ToolPolicy
+
+    async with Mq9Client(robustmq_url) as client:
+        serving = {"extensions": [tasks_capability()]}
+        for card in CARDS:  # the same agents, now taking tasks
+            await client.agent_unregister(card["name"])
+            await client.agent_register({**card, "capabilities": serving})
+        picked = {}
+        for rerank in (False, True):
+            ctx = CallContext(client, ToolPolicy(discover_rerank=rerank))
+            picked[rerank] = {q: (await _resolve(ctx, q))["name"] for q in QUERIES}
+    assert picked[True] == QUERIES
+    assert picked[False] != QUERIES  # the broker's English search, as without the option
