@@ -134,3 +134,17 @@ async def test_call_agent_by_capability_reranks_as_configured(robustmq_url):
             picked[rerank] = {q: (await _resolve(ctx, q))["name"] for q in QUERIES}
     assert picked[True] == QUERIES
     assert picked[False] != QUERIES  # the broker's English search, as without the option
+
+
+async def test_the_bench_measures_the_gain_at_a_url(robustmq_url):
+    """bench/discovery.py's ``rerank_gain(url, set)``, as the lead runs it on a real RobustMQ
+    (``MQ9_ROBUSTMQ_URL``): here on the RobustMQ-shaped listener, over NATS."""
+    from bench import discovery
+
+    data = discovery.load_set(discovery.SET_B_FILE)
+    gain = await discovery.rerank_gain(robustmq_url, data, wait=5)
+    assert gain["rerank"].recall_at_1() > gain["broker"].recall_at_1()
+    assert gain["rerank"].recall_at_1("other-language") >= 0.8
+    assert len(gain["rerank_s"]) == len(gain["broker_s"]) == len(data["queries"])
+    async with Mq9Client(robustmq_url) as client:  # the set's cards are gone again
+        assert {a["name"] for a in await client.agent_discover()} == {c["name"] for c in CARDS}
