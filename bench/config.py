@@ -19,6 +19,7 @@ class Config:
     registry_sizes: tuple[int, ...]
     discover_rounds: tuple[int, int]
     ghost_check_sizes: tuple[int, ...]  # agents, for the search check's cost (11f, 11g)
+    rerank_sizes: tuple[int, ...]  # agents, for what agent_discover(rerank=True) costs
     # throughput
     load_processes: int
     workers_per_process: int
@@ -41,6 +42,7 @@ FULL = Config(
     registry_sizes=(100, 1_000, 3_000, 10_000),
     discover_rounds=(10, 5),
     ghost_check_sizes=(10, 1_000, 10_000),
+    rerank_sizes=(200, 2_000),
     load_processes=2,
     workers_per_process=16,
     load_rounds=6,
@@ -60,6 +62,7 @@ QUICK = Config(
     registry_sizes=(50, 200),
     discover_rounds=(2, 2),
     ghost_check_sizes=(10, 200),
+    rerank_sizes=(50,),
     load_processes=1,
     workers_per_process=4,
     load_rounds=1,

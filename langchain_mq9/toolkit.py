@@ -38,7 +38,8 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
     default of the mailbox arguments), ``allowed_mailboxes`` (what the model may touch),
     ``read_only``, ``max_payload_chars`` and ``max_answer_chars`` (what one answer may hold),
     ``default_group``, ``worker`` and ``lease_ttl`` (competing workers on one mailbox),
-    ``deliver``, ``num_msgs``, ``discover_by``, ``discover_limit``, ``agent_card`` (what
+    ``deliver``, ``num_msgs``, ``discover_by``, ``discover_limit``, ``discover_rerank`` (rank
+    the registry here: docs/discovery.md), ``agent_card`` (what
     ``agent_register`` publishes), ``calls``, ``reply_mailbox``, ``tool_prefix``;
     docs/toolkit.md says what each does. Connect with ``server=`` (a URL, or ``MQ9_SERVER`` in
     the environment) or ``client=`` (an open ``Mq9Client``); one connection per event loop is

@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--embedding-model",
         metavar="DIR",
-        help="rank semantic searches with the model in DIR, a directory laid out as RobustMQ's "
+        help="'multilingual': rank semantic searches with the semantic-multilingual extra's "
+        "model (16 languages); else the model in DIR, a directory laid out as RobustMQ's "
         "embedding_model_path (model.onnx, tokenizer.json, config.json, "
         "special_tokens_map.json, tokenizer_config.json), embedded as RobustMQ embeds with it; "
         f"the same as setting {semantic.MODEL_ENV}. Needs the semantic-model-dir extra "

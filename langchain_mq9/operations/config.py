@@ -92,6 +92,12 @@ class ToolConfig(BaseModel):
     discover_limit: int = Field(
         default=10, ge=1, le=100, description="agents per agent_discover search"
     )
+    discover_rerank: bool = Field(
+        default=False,
+        description="semantic agent_discover reads the whole registry (up to 2,000 agents) and "
+        "ranks it here, with this process's embedding model and shared words, instead of the "
+        "broker's search (RobustMQ's is English-only): needs an embedding extra",
+    )
     worker: str | None = Field(
         default=None,
         description="this agent's name among the competing workers of the consumer group "

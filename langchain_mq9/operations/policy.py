@@ -217,6 +217,10 @@ class ToolPolicy:
         return self.config.discover_limit
 
     @property
+    def discover_rerank(self) -> bool:
+        return self.config.discover_rerank
+
+    @property
     def worker(self) -> str | None:
         return self.config.worker
 

@@ -11,6 +11,7 @@ from ..protocol.errors import ListingTooLarge, MailboxExists
 from .context import CallContext
 from .errors import OperationError
 from .mailbox import next_call
+from .policy import ToolPolicy
 from .results import (
     AgentRegistered,
     AgentReported,
@@ -48,8 +49,21 @@ async def discover(client: Any, **query: Any) -> Agents:
     agents = Agents(a if "mailbox" in a else normalize_agent(a) for a in found)
     agents.ranked_here = getattr(found, "ranked_here", False)
     agents.ranking = getattr(found, "ranking", None)
+    agents.reranked = getattr(found, "reranked", False)
+    agents.not_reranked = getattr(found, "not_reranked", None)
     agents.not_indexed_yet = getattr(found, "not_indexed_yet", ())
     return agents
+
+
+def search_of(policy: ToolPolicy, query: str, limit: int) -> dict[str, Any]:
+    """The ``agent_discover`` arguments of a tool's search for ``query`` as the toolkit is
+    configured (``discover_by``, ``discover_rerank``); none for an empty query: the listing."""
+    if not query.strip():
+        return {}
+    search: dict[str, Any] = {policy.discover_by: query, "limit": limit}
+    if policy.discover_rerank and policy.discover_by == "semantic":
+        search["rerank"] = True  # only then: the official SDK's client has no such option
+    return search
 
 
 async def agent_register(ctx: CallContext, args: AgentRegisterInput) -> Outcome[AgentRegistered]:
@@ -104,17 +118,17 @@ async def agent_register(ctx: CallContext, args: AgentRegisterInput) -> Outcome[
 
 async def agent_discover(ctx: CallContext, args: AgentDiscoverInput) -> Outcome[AgentsFound]:
     client, policy = ctx.client, ctx.policy
-    search: dict[str, Any] = {policy.discover_by: args.query} if args.query.strip() else {}
-    if search:
-        search["limit"] = policy.discover_limit
-    agents = await discover(client, **search)
+    agents = await discover(client, **search_of(policy, args.query, policy.discover_limit))
     limit = policy.max_payload_chars
     result = AgentsFound(count=len(agents), agents=[agent_view(a, limit) for a in agents])
     notes = [CARD_NOTE] if agents else []
     if agents.ranked_here:
         how = "meaning (embeddings)" if agents.ranking == "embeddings" else "shared words"
         ranked = f"every registered agent was read and ranked by {how}"
-        notes.append(f"This broker has no agent search, so {ranked}.")
+        why = "As configured," if agents.reranked else "This broker has no agent search, so"
+        notes.append(f"{why} {ranked}.")
+    if agents.not_reranked:
+        notes.append(f"Not re-ranked here: {agents.not_reranked}.")
     if agents.not_indexed_yet:  # RobustMQ indexes a card about 0.5 s after its REGISTER
         fresh = ", ".join(agents.not_indexed_yet)
         notes.append(

@@ -59,7 +59,7 @@ class AgentRegisterInput(_Input):
 class AgentDiscoverInput(_Input):
     query: str = Field(
         default="",
-        description="The skill you need, in keywords or plain words; '' lists all.",
+        description="The skill you need: English keywords work best; '' lists all.",
     )
 
 
@@ -136,8 +136,8 @@ class AgentReportInput(_Input):
 DESCRIPTIONS = {
     "agent_register": "Publish this agent in the mq9 registry, where others look agents up by "
     "capabilities; creates its mailbox. Call once, at start.",
-    "agent_discover": "Find agents by what they can do, best match first, each with the mailbox "
-    "to send_message to.",
+    "agent_discover": "Find agents by what they can do, best match first, each with its mailbox "
+    "for send_message.",
     "create_mailbox": "Create a mailbox; returns its mail_address.",
     "send_message": "Leave a message in a mailbox; the recipient may be offline. Take mailboxes "
     "from agent_discover, never guess them.{reply}",

