@@ -99,6 +99,12 @@ def error_result(text: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
+def operation_named(policy: ToolPolicy, name: str) -> Operation | None:
+    """The catalog operation a tool name (with the policy's prefix) stands for."""
+    prefix = policy.tool_prefix
+    return OPERATIONS.get(name[len(prefix) :]) if name.startswith(prefix) else None
+
+
 async def call_operation(
     connection: Mq9Connection,
     policy: ToolPolicy,
@@ -108,8 +114,7 @@ async def call_operation(
 ) -> types.CallToolResult:
     """Run one tool call (``progress``: where a waiting agent call reports its states); every
     outcome, good or bad, is a ``CallToolResult``."""
-    prefix = policy.tool_prefix
-    operation = OPERATIONS.get(name[len(prefix) :]) if name.startswith(prefix) else None
+    operation = operation_named(policy, name)
     if operation is None:
         return error_result(unknown_tool(name, policy))
     try:
@@ -138,6 +143,19 @@ async def call_operation(
         content=[types.TextContent(type="text", text=outcome.text())],
         structured_content=outcome.content,
     )
+
+
+def call_wait(policy: ToolPolicy, params: types.CallToolRequestParams) -> float:
+    """How many seconds this tool call may wait (``max_wait_ms``, ``wait_seconds``): 0 for an
+    unknown tool or wrong arguments (their error comes at once)."""
+    operation = operation_named(policy, params.name)
+    if operation is None:
+        return 0.0
+    try:
+        args = operation.input_model.model_validate(params.arguments or {})
+    except ValidationError:
+        return 0.0
+    return operation.wait_seconds(args)
 
 
 # The argument that says which mailbox (or agent) a call is about, in the order looked for.
@@ -249,8 +267,14 @@ def create_server(
     def start_call(ctx: Any, params: types.CallToolRequestParams) -> Any:
         if params.name not in task_names:
             return None
-        client_policy = policies.of(ctx.request)
+        try:
+            client_policy = policies.of(ctx.request)
+        except OperationError:  # answered by call_tool, as a tool error
+            return None
         return lambda: logged_call(connection, client_policy, params, ctx.request_id)
+
+    def wait_of(params: types.CallToolRequestParams) -> float:
+        return call_wait(policies.policy, params)
 
     # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
     # the same wording as the LangChain tools and accept what those accept.
@@ -301,20 +325,23 @@ def create_server(
         on_get_prompt=get_prompt,
     )
     server.policies = policies
-    tasks.serve(server, tasks.TaskStore(), start_call)
+    tasks.serve(server, tasks.TaskStore(), start_call, wait_of)
     return server
 
 
 class _Server(Server):
-    """The SDK's server, offering Tasks in the capabilities of the era that has them, and
-    holding its clients' ``policies``."""
+    """The SDK's server, offering Tasks in the capabilities of each era (2025-11-25's
+    ``tasks``, 2026-07-28's extension), and holding its clients' ``policies``."""
 
     policies: ClientPolicies
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         capabilities = super().get_capabilities(*args, **kwargs)
-        if tasks.offered(kwargs.get("protocol_version")):
+        version = kwargs.get("protocol_version")
+        if tasks.offered(version):
             capabilities.tasks = tasks.capability()
+        if tasks.extension_offered(version):
+            capabilities.extensions = {**(capabilities.extensions or {}), tasks.EXTENSION: {}}
         return capabilities
 
 
