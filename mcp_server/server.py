@@ -47,7 +47,7 @@ from langchain_mq9.operations.views import DATA_NOTE
 from langchain_mq9.protocol import clipped
 from langchain_mq9.protocol.errors import Mq9Error
 
-from . import resources, tasks
+from . import questions, resources, tasks
 
 log = logging.getLogger("mcp_server")
 
@@ -278,13 +278,20 @@ def create_server(
 
     # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
     # the same wording as the LangChain tools and accept what those accept.
-    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         try:
             client_policy = policies.of(ctx.request)
         except OperationError as exc:
             return error_result(str(exc))
         progress = progress_reporter(ctx)
-        return await logged_call(connection, client_policy, params, ctx.request_id, progress)
+
+        async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
+            return await logged_call(connection, client_policy, named, ctx.request_id, progress)
+
+        operation = operation_named(client_policy, params.name)
+        if operation is None or operation.name not in questions.ASKING_TOOLS:
+            return await run(params)
+        return await questions.call_asking(ctx, params, run, client_policy.tool_name)
 
     async def list_templates(_ctx: Any, _params: Any) -> types.ListResourceTemplatesResult:
         return types.ListResourceTemplatesResult(resource_templates=resources.resource_templates())
