@@ -256,8 +256,8 @@ def serve(
                 return await call_next(ctx)
             params = types.CallToolRequestParams.model_validate(ctx.params, by_name=False)
             params = params.model_copy(update={"task": None})
-            run = start_call(ctx, params) if wait_of(params) > POLL_INTERVAL_MS / 1000 else None
-            if run is None:
+            run = start_call(ctx, params)  # first: None at once for most tools
+            if run is None or wait_of(params) <= POLL_INTERVAL_MS / 1000:
                 return await call_next(ctx)
             task = store.start(run, None)
             stamp = {types.SERVER_INFO_META_KEY: server.server_info_stamp}
