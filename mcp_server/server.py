@@ -47,7 +47,7 @@ from langchain_mq9.operations.views import DATA_NOTE
 from langchain_mq9.protocol import clipped
 from langchain_mq9.protocol.errors import Mq9Error
 
-from . import questions, resources, tasks
+from . import questions, resources, tasks, watch
 
 log = logging.getLogger("mcp_server")
 
@@ -333,6 +333,8 @@ def create_server(
     )
     server.policies = policies
     tasks.serve(server, tasks.TaskStore(), start_call, wait_of)
+    server.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
+    watch.serve(server, server.watches, lambda ctx: policies.of(ctx.request))
     return server
 
 
@@ -341,6 +343,7 @@ class _Server(Server):
     ``tasks``, 2026-07-28's extension), and holding its clients' ``policies``."""
 
     policies: ClientPolicies
+    watches: watch.Watches
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         capabilities = super().get_capabilities(*args, **kwargs)
