@@ -12,7 +12,8 @@ FETCH without a consumer group from the newest message (it records nothing, and 
 nothing) names the newest msg_id, and msg_ids only grow, so a higher one than the last look's
 is new mail. A broker that does not answer is looked at again the next time. The mailbox must
 be one the client may read (``--allowed-mailboxes``), as for reading the resource. Bounded:
-``MAX_PER_SUBSCRIBER`` mailboxes per session or stream, ``MAX_WATCHES`` for the server.
+``MAX_PER_SUBSCRIBER`` mailboxes per session or stream, ``MAX_WATCHES`` for the server, and
+``MAX_STREAMS`` listen streams open at once.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ log = logging.getLogger("mcp_server")
 POLL_SECONDS = 1.0
 MAX_PER_SUBSCRIBER = 16
 MAX_WATCHES = 256
+MAX_STREAMS = 256  # open subscriptions/listen streams, watching or not
 
 Notify = Callable[[], Awaitable[None]]
 
@@ -57,6 +59,7 @@ class Watches:
         self.timeout = timeout  # of one look
         self.poll_seconds = poll_seconds
         self.by_subscriber: dict[object, dict[str, asyncio.Task[None]]] = {}
+        self.streams: set[object] = set()  # the open subscriptions/listen streams
 
     def count(self) -> int:
         return sum(len(watched) for watched in self.by_subscriber.values())
@@ -170,16 +173,24 @@ def serve(server: Any, watches: Watches, policy_of: Callable[[Any], ToolPolicy])
             watches.stop(_connection_of(ctx), unquote(uri[len(MAILBOX) :]))
         return types.EmptyResult()
 
+    streams = watches.streams
+
     async def listen(ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+        if len(streams) >= MAX_STREAMS:
+            raise MCPError(
+                types.INTERNAL_ERROR, f"{MAX_STREAMS} listen streams are open: try again later"
+            )
         # one bus per stream: a watch tells only the stream that asked for it
         bus = InMemorySubscriptionBus()
         stream = object()
+        streams.add(stream)
         try:
             for uri in params.notifications.resource_subscriptions or ():
                 mail_address = watched_mailbox(uri, policy_of(ctx))
                 await watches.start(stream, mail_address, _publish(bus, uri))
             return await ListenHandler(bus, max_subscriptions=1)(ctx, params)
         finally:
+            streams.discard(stream)
             watches.stop(stream)
 
     server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)

@@ -65,6 +65,13 @@ def unsubscribe(client: Client, uri: str) -> Any:
         return client.unsubscribe_resource(uri)
 
 
+async def until(condition: Any) -> None:
+    """Wait (up to 10 s) for the server to reach ``condition``."""
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 @contextlib.asynccontextmanager
 async def served(**settings: Any) -> AsyncIterator[Any]:
     """mq9-mcp's server on its own memory:// broker, looking at watched mailboxes often."""
@@ -110,8 +117,7 @@ async def test_a_listen_stream_is_told_of_new_mail_and_ends_its_watches(inbox):
             await ok(client, "send_message", mail_address=inbox, payload="new")
             event = await asyncio.wait_for(anext(aiter(stream)), 10)
             assert event.uri == uri
-        await asyncio.sleep(0)  # the stream's end reaches the server
-        assert server.watches.count() == 0
+        await until(lambda: server.watches.count() == 0)  # the stream's end reached the server
 
 
 async def test_only_mailboxes_the_client_may_read_and_a_bounded_number(inbox):
@@ -164,3 +170,15 @@ async def test_as_a_process_new_mail_is_told(transport, era, inbox):
                 await ok(client, "send_message", mail_address=inbox, payload="new")
                 event = await asyncio.wait_for(anext(aiter(stream)), 10)
                 assert event.uri == uri
+
+
+async def test_listen_streams_are_bounded(monkeypatch):
+    monkeypatch.setattr(watch, "MAX_STREAMS", 1)
+    async with served() as server, Client(server, mode="auto") as client:
+        async with client.listen(tools_list_changed=True):
+            with pytest.raises(MCPError, match="1 listen streams are open"):
+                async with client.listen(tools_list_changed=True):
+                    pass
+        await until(lambda: not server.watches.streams)  # the first one's end made room
+        async with client.listen(tools_list_changed=True):
+            pass
