@@ -53,16 +53,16 @@ class Updates:
         return await asyncio.wait_for(self.uris.get(), 10)
 
 
-def subscribe(client: Client, uri: str) -> Any:
+async def subscribe(client: Client, uri: str) -> Any:
     with warnings.catch_warnings():  # removed at 2026-07-28, which these clients are not
         warnings.simplefilter("ignore")
-        return client.subscribe_resource(uri)
+        return await client.subscribe_resource(uri)
 
 
-def unsubscribe(client: Client, uri: str) -> Any:
+async def unsubscribe(client: Client, uri: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return client.unsubscribe_resource(uri)
+        return await client.unsubscribe_resource(uri)
 
 
 async def until(condition: Any) -> None:
