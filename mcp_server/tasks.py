@@ -32,7 +32,7 @@ from typing import Any
 from mcp import types
 from mcp.shared.exceptions import MCPError
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 # The one revision with Tasks in the protocol itself (2026-07-28 has them as an extension).
 TASKS_VERSION = "2025-11-25"
@@ -203,6 +203,24 @@ def declared(ctx: Any) -> bool:
     return bool(ctx.session.check_client_capability(_DECLARED))
 
 
+def _may_be_task(ctx: Any) -> bool:
+    """Whether a tools/call may become a task: at 2025-11-25 when it asks for one (``task`` in
+    its params); at 2026-07-28 when its client declared the extension (SEP-2663: the server
+    decides, and the request's own ``task`` is ignored)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return declared(ctx)
+    return bool(ctx.params.get("task")) and offered(ctx.protocol_version)
+
+
+def _call_params(ctx: Any) -> types.CallToolRequestParams | None:
+    """The tools/call params; None when they are malformed (the SDK answers those, as without
+    a task)."""
+    try:
+        return types.CallToolRequestParams.model_validate(ctx.params, by_name=False)
+    except ValidationError:
+        return None
+
+
 def _wire(task: types.Task) -> dict[str, Any]:
     # ttl is required, null meaning unlimited; the other unset fields are left out
     return {**task.model_dump(by_alias=True, mode="json", exclude_none=True), "ttl": task.ttl}
@@ -250,25 +268,21 @@ def serve(
     async def as_task(ctx: Any, call_next: Any) -> Any:
         if ctx.method != "tools/call" or not isinstance(ctx.params, dict):
             return await call_next(ctx)
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            # SEP-2663: the request's own "task" field is ignored; the declaration counts
-            if not declared(ctx):
-                return await call_next(ctx)
-            params = types.CallToolRequestParams.model_validate(ctx.params, by_name=False)
-            params = params.model_copy(update={"task": None})
-            run = start_call(ctx, params)  # first: None at once for most tools
-            if run is None or wait_of(params) <= POLL_INTERVAL_MS / 1000:
-                return await call_next(ctx)
-            task = store.start(run, None)
-            stamp = {types.SERVER_INFO_META_KEY: server.server_info_stamp}
-            return {"resultType": "task", **task.detailed(), "_meta": stamp}
-        if not ctx.params.get("task") or not offered(ctx.protocol_version):
+        params = _call_params(ctx) if _may_be_task(ctx) else None
+        if params is None:
             return await call_next(ctx)
-        params = types.CallToolRequestParams.model_validate(ctx.params, by_name=False)
         run = start_call(ctx, params.model_copy(update={"task": None}))
         if run is None:  # not a tool that waits: answered at once, as without a task
             return await call_next(ctx)
-        task = store.start(run, params.task.ttl if params.task else None)
-        return {"task": _wire(task.view())}
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            task = store.start(run, params.task.ttl if params.task else None)
+            return {"task": _wire(task.view())}
+        # the server decides: a call sent again with input (the answer to a question of ours)
+        # is answered, and one that waits no longer than a poll would gains nothing as a task
+        if params.input_responses or wait_of(params) <= POLL_INTERVAL_MS / 1000:
+            return await call_next(ctx)
+        task = store.start(run, None)
+        stamp = {types.SERVER_INFO_META_KEY: server.server_info_stamp}
+        return {"resultType": "task", **task.detailed(), "_meta": stamp}
 
     server.middleware.append(as_task)

@@ -123,3 +123,9 @@ async def test_an_agent_call_with_a_wait_gives_its_result_through_the_task(nats_
             assert (result["state"], result["result"]) == ("completed", "HELLO")
         finally:
             await asyncio.to_thread(raw.close)
+
+
+def test_a_malformed_call_asking_for_a_task_gets_the_sdks_invalid_params(stdio):
+    for params in ({"arguments": {}, "task": {"ttl": 1000}}, {"name": 7, "task": {"ttl": 1000}}):
+        answer = request(stdio, 2, "tools/call", **params)
+        assert answer["error"]["code"] == -32602, answer
