@@ -299,11 +299,15 @@ def create_server(
     async def list_resources(_ctx: Any, _params: Any) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=resources.listed_resources(policies.policy))
 
-    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+    def policy_of(ctx: Any) -> ToolPolicy:
+        """The client's policy, for a request that answers a bad worker name with an error."""
         try:
-            client_policy = policies.of(ctx.request)
+            return policies.of(ctx.request)
         except OperationError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+
+    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        client_policy = policy_of(ctx)
 
         async def call(tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
             named = types.CallToolRequestParams(
@@ -334,7 +338,7 @@ def create_server(
     server.policies = policies
     tasks.serve(server, tasks.TaskStore(), start_call, wait_of)
     server.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
-    watch.serve(server, server.watches, lambda ctx: policies.of(ctx.request))
+    watch.serve(server, server.watches, policy_of)
     return server
 
 

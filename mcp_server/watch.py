@@ -117,6 +117,7 @@ class Watches:
 
     async def _newest(self, mail_address: str) -> int | None:
         """The newest msg_id stored in the mailbox (None: it holds none)."""
+
         def look(client: Mq9Client) -> Awaitable[list[Message]]:
             return client.fetch(mail_address, deliver="latest", num_msgs=1, max_wait_ms=0)
 
