@@ -5,8 +5,8 @@ When ``call_agent``, ``check_call`` or ``answer_call`` finds the agent asking (s
 form mode), the server asks the user instead of handing the question to the model, and sends
 the answer on to the agent as ``answer_call`` would; the call then answers with the state after
 that answer (waiting as long as the call's own ``wait_seconds``). A client without the
-capability, a user who declines, and a call run as an MCP task get today's answer: the question,
-for the model to ``answer_call``.
+capability, a user who declines, and a call run as a 2025-11-25 task get today's answer: the
+question, for the model to ``answer_call``.
 
 - 2025-11-25 and before: an ``elicitation/create`` request to the client, inside the call.
 - 2026-07-28 (no server-to-client requests): the call answers with ``InputRequiredResult``, the
@@ -14,6 +14,9 @@ for the model to ``answer_call``.
   sends the call again with the answer in ``inputResponses``, which goes to that task (the call
   is not made again; declined, the model gets the task's state). The key gives a client no more
   than ``answer_call`` does: it answers only the calls of that client's own caller.
+- 2026-07-28, a call run as a task (the Tasks extension): the task's ``input_required``
+  status, the elicitation in its ``inputRequests``, the answer with ``tasks/update``
+  (``tasks.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from mcp import types
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from langchain_mq9.protocol import clipped
 
@@ -45,6 +49,9 @@ FORM: types.ElicitRequestedSchema = {
 }
 
 Run = Callable[[types.CallToolRequestParams], Awaitable[types.CallToolResult]]
+# How a question is put to the user when not by this module: a task's (tasks.py); the answer,
+# or None.
+Ask = Callable[[types.ElicitRequestFormParams], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,15 @@ def given_answer(params: types.CallToolRequestParams) -> Answer | None:
 
 
 async def call_asking(
-    ctx: Any, params: types.CallToolRequestParams, run: Run, tool_name: Callable[[str], str]
+    ctx: Any,
+    params: types.CallToolRequestParams,
+    run: Run,
+    tool_name: Callable[[str], str],
+    ask: Ask | None = None,
 ) -> types.CallToolResult | types.InputRequiredResult:
     """Run a call of one of the ``ASKING_TOOLS`` (``run``), putting the agent's questions to
-    the user while the client can show them (``tool_name``: the name of a tool as listed)."""
+    the user while the client can show them (``tool_name``: the name of a tool as listed;
+    ``ask``: how, for a call run as a task)."""
     wait = (params.arguments or {}).get("wait_seconds", 0)
 
     async def follow_up(tool: str, **arguments: Any) -> types.CallToolResult:
@@ -92,10 +104,10 @@ async def call_asking(
     while asked < MAX_QUESTIONS and (question := _question(result)) is not None:
         task_id, form = question
         asked += 1
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        if ask is None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             key = f"{ANSWER_KEY}{asked}:{task_id}"
             return types.InputRequiredResult(input_requests={key: types.ElicitRequest(params=form)})
-        answer = await _elicit(ctx, form)
+        answer = await (ask(form) if ask else _elicit(ctx, form))
         if answer is None:
             return result
         result = await answer_call(task_id, answer)
@@ -132,6 +144,14 @@ async def _elicit(ctx: Any, form: types.ElicitRequestFormParams) -> str | None:
         log.info("could not ask the user an agent's question (%s): the model gets it", exc)
         return None
     return _accepted(response) if isinstance(response, types.ElicitResult) else None
+
+
+def answer_text(response: Any) -> str | None:
+    """The answer in an elicitation's result as the client sent it (JSON), or None."""
+    try:
+        return _accepted(types.ElicitResult.model_validate(response))
+    except ValidationError:
+        return None
 
 
 def _accepted(response: types.ElicitResult) -> str | None:

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from itertools import count
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.from_thread
@@ -264,14 +264,25 @@ def create_server(
         offered = tasks.offered(ctx.protocol_version)
         return types.ListToolsResult(tools=tools_for_tasks if offered else tools)
 
-    def start_call(ctx: Any, params: types.CallToolRequestParams) -> Any:
+    def start_call(ctx: Any, params: types.CallToolRequestParams) -> tasks.Run | None:
         if params.name not in task_names:
             return None
         try:
             client_policy = policies.of(ctx.request)
         except OperationError:  # answered by call_tool, as a tool error
             return None
-        return lambda: logged_call(connection, client_policy, params, ctx.request_id)
+
+        async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
+            return await logged_call(connection, client_policy, named, ctx.request_id)
+
+        async def as_task(ask: questions.Ask | None) -> types.CallToolResult:
+            operation = operation_named(client_policy, params.name)
+            if ask is None or operation is None or operation.name not in questions.ASKING_TOOLS:
+                return await run(params)
+            result = await questions.call_asking(ctx, params, run, client_policy.tool_name, ask)
+            return cast(types.CallToolResult, result)  # asked through the task: never input
+
+        return as_task
 
     def wait_of(params: types.CallToolRequestParams) -> float:
         return call_wait(policies.policy, params)

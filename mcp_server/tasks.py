@@ -9,9 +9,10 @@
   specification locked for that revision): a client that declares the extension in a
   request's capabilities may get a task (``resultType: "task"``) instead of the result; the
   server decides, and a call that would wait gets one. The client polls ``tasks/get``, which
-  carries the result once the call completed, and may ``tasks/cancel``; ``tasks/update`` is
-  acknowledged (none of these calls asks the client for input); ``tasks/result`` and
-  ``tasks/list`` are not part of it.
+  carries the result once the call completed, and may ``tasks/cancel``. A called agent's
+  question goes to a client that declared elicitation as the task's ``input_required`` status
+  (an elicitation in ``inputRequests``), its answer comes with ``tasks/update``
+  (``questions.py``); ``tasks/result`` and ``tasks/list`` are not part of the extension.
 
 A client that does not ask (or does not declare the extension) gets today's answer. The MCP
 SDK 2.3 serves neither form (its tools/call results are checked as a ``CallToolResult``), so the
@@ -34,6 +35,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field, ValidationError
 
+from . import questions
+
 # The one revision with Tasks in the protocol itself (2026-07-28 has them as an extension).
 TASKS_VERSION = "2025-11-25"
 # The Tasks extension of 2026-07-28, as a client declares it and the server offers it.
@@ -45,6 +48,9 @@ DEFAULT_TTL_MS = 15 * 60 * 1000
 MAX_TTL_MS = 60 * 60 * 1000
 MAX_TASKS = 256  # past this the oldest finished task is forgotten (a running one never is)
 POLL_INTERVAL_MS = 1000
+
+# A call run as a task: given how to ask the user a question (None: it asks nothing).
+Run = Callable[[questions.Ask | None], Awaitable[types.CallToolResult]]
 
 
 def _now() -> str:
@@ -62,6 +68,9 @@ class _Task:
     status: types.TaskStatus = "working"  # "failed": the tool's result has isError
     result: types.CallToolResult | None = None
     runner: asyncio.Task[None] | None = None
+    asked: int = 0  # questions put to the client (2026-07-28: inputRequests)
+    # the outstanding question: its key, its elicitation request, where its answer goes
+    question: tuple[str, dict[str, Any], asyncio.Future[str | None]] | None = None
 
     def detailed(self) -> dict[str, Any]:
         """The task as the 2026-07-28 extension shows it (its ``DetailedTask``): the result
@@ -78,7 +87,39 @@ class _Task:
         if self.result is not None:
             view["status"] = "completed"
             view["result"] = self.result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        elif self.question is not None:
+            key, request, _answer = self.question
+            view["status"] = "input_required"
+            view["inputRequests"] = {key: request}
         return view
+
+    async def ask(self, form: types.ElicitRequestFormParams) -> str | None:
+        """Put a question to the client (2026-07-28: in ``tasks/get``'s ``inputRequests``) and
+        wait for its answer (``tasks/update``) as long as the task lives: None if none came."""
+        self.asked += 1
+        key = f"{questions.ANSWER_KEY}{self.asked}:{self.task_id}"
+        request = types.ElicitRequest(params=form).model_dump(
+            by_alias=True, mode="json", exclude_none=True
+        )
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.question = (key, request, answer)
+        self.last_updated_at = _now()
+        try:
+            return await asyncio.wait_for(answer, self.ttl / 1000)
+        except TimeoutError:
+            return None
+        finally:
+            self.question = None
+            self.last_updated_at = _now()
+
+    def answer(self, responses: dict[str, Any]) -> None:
+        """The client's answer to the outstanding question, if ``responses`` holds it (an
+        answer to anything else is ignored, as SEP-2663 says)."""
+        if self.question is None:
+            return
+        key, _request, answer = self.question
+        if key in responses and not answer.done():
+            answer.set_result(questions.answer_text(responses[key]))
 
     def view(self) -> types.Task:
         return types.Task(
@@ -97,7 +138,9 @@ class TaskStore:
     def __init__(self) -> None:
         self.tasks: OrderedDict[str, _Task] = OrderedDict()
 
-    def start(self, run: Callable[[], Awaitable[types.CallToolResult]], ttl: int | None) -> _Task:
+    def start(self, run: Run, ttl: int | None, *, asks: bool = False) -> _Task:
+        """Run ``run`` as a new task; with ``asks`` its questions go to the client through the
+        task (2026-07-28)."""
         ttl = min(ttl or DEFAULT_TTL_MS, MAX_TTL_MS)
         task = _Task(task_id=secrets.token_urlsafe(12), ttl=ttl)
         self._make_room()
@@ -105,7 +148,7 @@ class TaskStore:
 
         async def work() -> None:
             try:
-                task.result = await run()
+                task.result = await run(task.ask if asks else None)
                 task.status = "failed" if task.result.is_error else "completed"
             except asyncio.CancelledError:
                 task.status = "cancelled"
@@ -142,11 +185,10 @@ class TaskStore:
         return task.result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def update(self, ctx: Any, params: UpdateTaskParams) -> dict[str, Any]:
-        """2026-07-28's answer to a task's input requests. None of these calls asks for input,
-        so every response is for a key that is not outstanding: ignored, as SEP-2663 says."""
+        """2026-07-28's answer to a task's input requests (an agent's question)."""
         if not _extension_era(ctx):
             raise MCPError(types.METHOD_NOT_FOUND, "Method not found", "tasks/update")
-        self.find(params.task_id)
+        self.find(params.task_id).answer(params.input_responses)
         return {}
 
     async def cancel(self, ctx: Any, params: types.CancelTaskRequestParams) -> dict[str, Any]:
@@ -274,14 +316,14 @@ def serve(
         run = start_call(ctx, params.model_copy(update={"task": None}))
         if run is None:  # not a tool that waits: answered at once, as without a task
             return await call_next(ctx)
-        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # its questions: the model's
             task = store.start(run, params.task.ttl if params.task else None)
             return {"task": _wire(task.view())}
         # the server decides: a call sent again with input (the answer to a question of ours)
         # is answered, and one that waits no longer than a poll would gains nothing as a task
         if params.input_responses or wait_of(params) <= POLL_INTERVAL_MS / 1000:
             return await call_next(ctx)
-        task = store.start(run, None)
+        task = store.start(run, None, asks=True)
         stamp = {types.SERVER_INFO_META_KEY: server.server_info_stamp}
         return {"resultType": "task", **task.detailed(), "_meta": stamp}
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import pytest
+from a2a_support import asking, text_graph, text_io
 from mcp import Client, types
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.shared.exceptions import MCPError
-from mcp_support import http_server, result_data, stdio_parameters
+from mcp_support import http_server, result_data, served_engine, stdio_parameters
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.a2a.server import AgentServer
 
 pytestmark = pytest.mark.slow  # starts mq9-mcp
 
@@ -36,21 +40,29 @@ class CreatedTask(types.Result):
 
 
 class DetailedTask(types.Result):
-    """``tasks/get``'s answer: the task, with the call's result once it completed."""
+    """``tasks/get``'s answer: the task, with the call's result once it completed, or the
+    questions it waits on."""
 
     task_id: str
     status: str
     result: dict[str, Any] | None = None
+    input_requests: dict[str, Any] | None = None
+
+
+User = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class Tasks(ClientExtension):
     """The client side of the extension: declares it, and turns a task into the call's result
-    by polling ``tasks/get`` (``Client.call_tool`` then returns that result)."""
+    by polling ``tasks/get`` (``Client.call_tool`` then returns that result), answering each
+    question in the task's ``inputRequests`` with ``user``'s answer (``tasks/update``)."""
 
     identifier = EXTENSION
 
-    def __init__(self) -> None:
+    def __init__(self, user: User | None = None) -> None:
         self.created: list[CreatedTask] = []
+        self.user = user
+        self.asked: list[dict[str, Any]] = []
 
     def claims(self) -> list[ResultClaim[Any]]:
         return [ResultClaim(result_type="task", model=CreatedTask, resolve=self.settle)]
@@ -58,10 +70,21 @@ class Tasks(ClientExtension):
     async def settle(self, created: CreatedTask, ctx: ClaimContext) -> types.CallToolResult:
         self.created.append(created)
         async with asyncio.timeout(20):
-            while (task := await get(ctx.session, created.task_id)).status == "working":
+            while (task := await get(ctx.session, created.task_id)).status != "completed":
+                assert task.status in ("working", "input_required"), task
+                await self.answer(ctx.session, task)
                 await asyncio.sleep(0.05)  # poll faster than pollIntervalMs: a test
-        assert task.status == "completed" and task.result is not None, task
+        assert task.result is not None, task
         return types.CallToolResult.model_validate(task.result)
+
+    async def answer(self, session: Any, task: DetailedTask) -> None:
+        """Each question of ``task`` not answered yet, put to the user, answered."""
+        for key, asked in (task.input_requests or {}).items():
+            if self.user is not None and asked not in self.asked:
+                self.asked.append(asked)
+                answers = {key: await self.user(asked)}
+                await request(session, "tasks/update", types.Result, taskId=task.task_id,
+                              inputResponses=answers)  # fmt: skip
 
 
 async def request(session: Any, method: str, result: type[types.Result], **params: Any) -> Any:
@@ -181,3 +204,48 @@ async def test_a_client_without_the_extension_gets_results_and_no_tasks(transpor
         assert refused.value.error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
         required = refused.value.error.data["requiredCapabilities"]
         assert required == {"extensions": {EXTENSION: {}}}
+
+
+async def french(_asked: dict[str, Any]) -> dict[str, Any]:
+    return {"action": "accept", "content": {"answer": "French"}}
+
+
+async def declines(_asked: dict[str, Any]) -> dict[str, Any]:
+    return {"action": "decline"}
+
+
+async def unused_callback(_context: Any, _params: Any) -> types.ElicitResult:
+    raise AssertionError("a task's question comes through tasks/get, not elicitation/create")
+
+
+@pytest.mark.parametrize("user", [french, declines, None])
+async def test_an_agents_question_in_a_task_goes_to_the_user_through_the_task(nats_server, user):
+    """A call_agent run as a task whose agent asks: the task says input_required with the
+    question as an elicitation, the client's tasks/update answers it, and the task completes
+    with the agent's result; declined, or for a client without elicitation (``user`` None), it
+    completes with the question for the model."""
+    tasks = Tasks(user)
+    server = stdio_parameters("--server", nats_server.url, "--calls", "--agent-mailbox", "me")
+    options: dict[str, Any] = {"mode": "auto", "extensions": [tasks], "read_timeout_seconds": 30}
+    if user is not None:  # the client declares elicitation
+        options["elicitation_callback"] = unused_callback
+    async with (
+        served_engine(nats_server.url),
+        Mq9Client(nats_server.url) as mq9,
+        AgentServer(text_graph(asking), name="agent.asking", client=mq9, **text_io()),
+        Client(server, **options) as client,
+    ):
+        call = {"agent": "agent.asking", "task": "hello", "wait_seconds": 20}
+        done = result_data(await client.call_tool("call_agent", call))
+    assert len(tasks.created) == 1
+    if user is None:
+        assert tasks.asked == []
+        assert (done["state"], done["question"]) == ("input-required", "Which language?")
+        return
+    [asked] = tasks.asked
+    assert asked["method"] == "elicitation/create"
+    assert asked["params"]["message"].endswith("asks: Which language?")
+    if user is french:
+        assert (done["state"], done["result"]) == ("completed", "hello in French")
+    else:
+        assert (done["state"], done["question"]) == ("input-required", "Which language?")
