@@ -46,7 +46,9 @@ _DECLARED = types.ClientCapabilities(extensions={EXTENSION: {}})
 TASK_TOOLS = ("call_agent", "check_call", "fetch_messages")
 DEFAULT_TTL_MS = 15 * 60 * 1000
 MAX_TTL_MS = 60 * 60 * 1000
-MAX_TASKS = 256  # past this the oldest finished task is forgotten (a running one never is)
+# Past this the oldest finished task is forgotten; with this many running, a call that could be
+# a task is answered as without one (a running task is never forgotten).
+MAX_TASKS = 256
 POLL_INTERVAL_MS = 1000
 
 # A call run as a task: given how to ask the user a question (None: it asks nothing).
@@ -163,6 +165,11 @@ class TaskStore:
         finished = [i for i, t in self.tasks.items() if t.status != "working"]
         while len(self.tasks) >= MAX_TASKS and finished:
             self.tasks.pop(finished.pop(0))
+
+    def full(self) -> bool:
+        """Whether ``MAX_TASKS`` tasks are running: a call then answers as without a task."""
+        self._make_room()
+        return len(self.tasks) >= MAX_TASKS
 
     def find(self, task_id: str) -> _Task:
         task = self.tasks.get(task_id)
@@ -310,7 +317,7 @@ def serve(
     async def as_task(ctx: Any, call_next: Any) -> Any:
         if ctx.method != "tools/call" or not isinstance(ctx.params, dict):
             return await call_next(ctx)
-        params = _call_params(ctx) if _may_be_task(ctx) else None
+        params = _call_params(ctx) if _may_be_task(ctx) and not store.full() else None
         if params is None:
             return await call_next(ctx)
         run = start_call(ctx, params.model_copy(update={"task": None}))
