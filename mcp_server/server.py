@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from itertools import count
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.from_thread
@@ -47,7 +47,7 @@ from langchain_mq9.operations.views import DATA_NOTE
 from langchain_mq9.protocol import clipped
 from langchain_mq9.protocol.errors import Mq9Error
 
-from . import resources, tasks
+from . import questions, resources, tasks, watch
 
 log = logging.getLogger("mcp_server")
 
@@ -99,6 +99,12 @@ def error_result(text: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
+def operation_named(policy: ToolPolicy, name: str) -> Operation | None:
+    """The catalog operation a tool name (with the policy's prefix) stands for."""
+    prefix = policy.tool_prefix
+    return OPERATIONS.get(name[len(prefix) :]) if name.startswith(prefix) else None
+
+
 async def call_operation(
     connection: Mq9Connection,
     policy: ToolPolicy,
@@ -108,8 +114,7 @@ async def call_operation(
 ) -> types.CallToolResult:
     """Run one tool call (``progress``: where a waiting agent call reports its states); every
     outcome, good or bad, is a ``CallToolResult``."""
-    prefix = policy.tool_prefix
-    operation = OPERATIONS.get(name[len(prefix) :]) if name.startswith(prefix) else None
+    operation = operation_named(policy, name)
     if operation is None:
         return error_result(unknown_tool(name, policy))
     try:
@@ -138,6 +143,19 @@ async def call_operation(
         content=[types.TextContent(type="text", text=outcome.text())],
         structured_content=outcome.content,
     )
+
+
+def call_wait(policy: ToolPolicy, params: types.CallToolRequestParams) -> float:
+    """How many seconds this tool call may wait (``max_wait_ms``, ``wait_seconds``): 0 for an
+    unknown tool or wrong arguments (their error comes at once)."""
+    operation = operation_named(policy, params.name)
+    if operation is None:
+        return 0.0
+    try:
+        args = operation.input_model.model_validate(params.arguments or {})
+    except ValidationError:
+        return 0.0
+    return operation.wait_seconds(args)
 
 
 # The argument that says which mailbox (or agent) a call is about, in the order looked for.
@@ -246,21 +264,45 @@ def create_server(
         offered = tasks.offered(ctx.protocol_version)
         return types.ListToolsResult(tools=tools_for_tasks if offered else tools)
 
-    def start_call(ctx: Any, params: types.CallToolRequestParams) -> Any:
+    def start_call(ctx: Any, params: types.CallToolRequestParams) -> tasks.Run | None:
         if params.name not in task_names:
             return None
-        client_policy = policies.of(ctx.request)
-        return lambda: logged_call(connection, client_policy, params, ctx.request_id)
+        try:
+            client_policy = policies.of(ctx.request)
+        except OperationError:  # answered by call_tool, as a tool error
+            return None
+
+        async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
+            return await logged_call(connection, client_policy, named, ctx.request_id)
+
+        async def as_task(ask: questions.Ask | None) -> types.CallToolResult:
+            operation = operation_named(client_policy, params.name)
+            if ask is None or operation is None or operation.name not in questions.ASKING_TOOLS:
+                return await run(params)
+            result = await questions.call_asking(ctx, params, run, client_policy.tool_name, ask)
+            return cast(types.CallToolResult, result)  # asked through the task: never input
+
+        return as_task
+
+    def wait_of(params: types.CallToolRequestParams) -> float:
+        return call_wait(policies.policy, params)
 
     # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
     # the same wording as the LangChain tools and accept what those accept.
-    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         try:
             client_policy = policies.of(ctx.request)
         except OperationError as exc:
             return error_result(str(exc))
         progress = progress_reporter(ctx)
-        return await logged_call(connection, client_policy, params, ctx.request_id, progress)
+
+        async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
+            return await logged_call(connection, client_policy, named, ctx.request_id, progress)
+
+        operation = operation_named(client_policy, params.name)
+        if operation is None or operation.name not in questions.ASKING_TOOLS:
+            return await run(params)
+        return await questions.call_asking(ctx, params, run, client_policy.tool_name)
 
     async def list_templates(_ctx: Any, _params: Any) -> types.ListResourceTemplatesResult:
         return types.ListResourceTemplatesResult(resource_templates=resources.resource_templates())
@@ -268,11 +310,15 @@ def create_server(
     async def list_resources(_ctx: Any, _params: Any) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=resources.listed_resources(policies.policy))
 
-    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+    def policy_of(ctx: Any) -> ToolPolicy:
+        """The client's policy, for a request that answers a bad worker name with an error."""
         try:
-            client_policy = policies.of(ctx.request)
+            return policies.of(ctx.request)
         except OperationError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+
+    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        client_policy = policy_of(ctx)
 
         async def call(tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
             named = types.CallToolRequestParams(
@@ -301,20 +347,26 @@ def create_server(
         on_get_prompt=get_prompt,
     )
     server.policies = policies
-    tasks.serve(server, tasks.TaskStore(), start_call)
+    tasks.serve(server, tasks.TaskStore(), start_call, wait_of)
+    server.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
+    watch.serve(server, server.watches, policy_of)
     return server
 
 
 class _Server(Server):
-    """The SDK's server, offering Tasks in the capabilities of the era that has them, and
-    holding its clients' ``policies``."""
+    """The SDK's server, offering Tasks in the capabilities of each era (2025-11-25's
+    ``tasks``, 2026-07-28's extension), and holding its clients' ``policies``."""
 
     policies: ClientPolicies
+    watches: watch.Watches
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         capabilities = super().get_capabilities(*args, **kwargs)
-        if tasks.offered(kwargs.get("protocol_version")):
+        version = kwargs.get("protocol_version")
+        if tasks.offered(version):
             capabilities.tasks = tasks.capability()
+        if tasks.extension_offered(version):
+            capabilities.extensions = {**(capabilities.extensions or {}), tasks.EXTENSION: {}}
         return capabilities
 
 

@@ -1,13 +1,23 @@
-"""MCP Tasks (the 2025-11-25 revision's task-augmented ``tools/call``) for the calls that wait:
-``call_agent`` with a wait, ``check_call`` and ``fetch_messages`` with ``max_wait_ms``.
+"""MCP Tasks for the calls that wait: ``call_agent`` with a wait, ``check_call`` and
+``fetch_messages`` with ``max_wait_ms``, in both forms MCP gives them, from one task store.
 
-A client that asks for a task (``"task": {"ttl": ...}`` in the call's params) gets the task at
-once and the call runs on; it reads the state with ``tasks/get``, the result with
-``tasks/result`` (which waits for it) and may ``tasks/cancel`` it. A client that does not ask
-gets today's answer. The MCP SDK 2.3 leaves ``tasks/*`` out (its tools/call results are checked
-as a ``CallToolResult``), so the task answer to ``tools/call`` is given by a middleware before
-the SDK's check, and ``tasks/*`` are served as methods of this server. The 2026-07-28 revision
-moved Tasks to an extension the SDK does not serve: its clients get today's answers.
+- 2025-11-25 (Tasks in the protocol): a client that asks for a task (``"task": {"ttl": ...}``
+  in the call's params) gets the task at once and the call runs on; it reads the state with
+  ``tasks/get``, the result with ``tasks/result`` (which waits for it), lists them with
+  ``tasks/list`` and may ``tasks/cancel`` one.
+- 2026-07-28 (the Tasks extension ``io.modelcontextprotocol/tasks``, SEP-2663, its
+  specification locked for that revision): a client that declares the extension in a
+  request's capabilities may get a task (``resultType: "task"``) instead of the result; the
+  server decides, and a call that would wait gets one. The client polls ``tasks/get``, which
+  carries the result once the call completed, and may ``tasks/cancel``. A called agent's
+  question goes to a client that declared elicitation as the task's ``input_required`` status
+  (an elicitation in ``inputRequests``), its answer comes with ``tasks/update``
+  (``questions.py``); ``tasks/result`` and ``tasks/list`` are not part of the extension.
+
+A client that does not ask (or does not declare the extension) gets today's answer. The MCP
+SDK 2.3 serves neither form (its tools/call results are checked as a ``CallToolResult``), so the
+task answer to ``tools/call`` is given by a middleware before the SDK's check, and ``tasks/*``
+are served as methods of this server.
 """
 
 from __future__ import annotations
@@ -22,15 +32,27 @@ from typing import Any
 
 from mcp import types
 from mcp.shared.exceptions import MCPError
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import Field, ValidationError
+
+from . import questions
 
 # The one revision with Tasks in the protocol itself (2026-07-28 has them as an extension).
 TASKS_VERSION = "2025-11-25"
+# The Tasks extension of 2026-07-28, as a client declares it and the server offers it.
+EXTENSION = "io.modelcontextprotocol/tasks"
+_DECLARED = types.ClientCapabilities(extensions={EXTENSION: {}})
 # The tools whose calls may wait long: worth running as a task.
 TASK_TOOLS = ("call_agent", "check_call", "fetch_messages")
 DEFAULT_TTL_MS = 15 * 60 * 1000
 MAX_TTL_MS = 60 * 60 * 1000
-MAX_TASKS = 256  # past this the oldest finished task is forgotten (a running one never is)
+# Past this the oldest finished task is forgotten; with this many running, a call that could be
+# a task is answered as without one (a running task is never forgotten).
+MAX_TASKS = 256
 POLL_INTERVAL_MS = 1000
+
+# A call run as a task: given how to ask the user a question (None: it asks nothing).
+Run = Callable[[questions.Ask | None], Awaitable[types.CallToolResult]]
 
 
 def _now() -> str:
@@ -45,9 +67,61 @@ class _Task:
     ttl: int
     created_at: str = field(default_factory=_now)
     last_updated_at: str = ""
-    status: types.TaskStatus = "working"
+    status: types.TaskStatus = "working"  # "failed": the tool's result has isError
     result: types.CallToolResult | None = None
     runner: asyncio.Task[None] | None = None
+    asked: int = 0  # questions put to the client (2026-07-28: inputRequests)
+    # the outstanding question: its key, its elicitation request, where its answer goes
+    question: tuple[str, dict[str, Any], asyncio.Future[str | None]] | None = None
+
+    def detailed(self) -> dict[str, Any]:
+        """The task as the 2026-07-28 extension shows it (its ``DetailedTask``): the result
+        inline once there is one, a tool result with ``isError`` included (the extension keeps
+        ``failed`` for JSON-RPC errors, which a tool call here never ends in)."""
+        view: dict[str, Any] = {
+            "taskId": self.task_id,
+            "status": self.status,
+            "createdAt": self.created_at,
+            "lastUpdatedAt": self.last_updated_at or self.created_at,
+            "ttlMs": self.ttl,
+            "pollIntervalMs": POLL_INTERVAL_MS,
+        }
+        if self.result is not None:
+            view["status"] = "completed"
+            view["result"] = self.result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        elif self.question is not None:
+            key, request, _answer = self.question
+            view["status"] = "input_required"
+            view["inputRequests"] = {key: request}
+        return view
+
+    async def ask(self, form: types.ElicitRequestFormParams) -> str | None:
+        """Put a question to the client (2026-07-28: in ``tasks/get``'s ``inputRequests``) and
+        wait for its answer (``tasks/update``) as long as the task lives: None if none came."""
+        self.asked += 1
+        key = f"{questions.ANSWER_KEY}{self.asked}:{self.task_id}"
+        request = types.ElicitRequest(params=form).model_dump(
+            by_alias=True, mode="json", exclude_none=True
+        )
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.question = (key, request, answer)
+        self.last_updated_at = _now()
+        try:
+            return await asyncio.wait_for(answer, self.ttl / 1000)
+        except TimeoutError:
+            return None
+        finally:
+            self.question = None
+            self.last_updated_at = _now()
+
+    def answer(self, responses: dict[str, Any]) -> None:
+        """The client's answer to the outstanding question, if ``responses`` holds it (an
+        answer to anything else is ignored, as SEP-2663 says)."""
+        if self.question is None:
+            return
+        key, _request, answer = self.question
+        if key in responses and not answer.done():
+            answer.set_result(questions.answer_text(responses[key]))
 
     def view(self) -> types.Task:
         return types.Task(
@@ -66,7 +140,9 @@ class TaskStore:
     def __init__(self) -> None:
         self.tasks: OrderedDict[str, _Task] = OrderedDict()
 
-    def start(self, run: Callable[[], Awaitable[types.CallToolResult]], ttl: int | None) -> _Task:
+    def start(self, run: Run, ttl: int | None, *, asks: bool = False) -> _Task:
+        """Run ``run`` as a new task; with ``asks`` its questions go to the client through the
+        task (2026-07-28)."""
         ttl = min(ttl or DEFAULT_TTL_MS, MAX_TTL_MS)
         task = _Task(task_id=secrets.token_urlsafe(12), ttl=ttl)
         self._make_room()
@@ -74,7 +150,7 @@ class TaskStore:
 
         async def work() -> None:
             try:
-                task.result = await run()
+                task.result = await run(task.ask if asks else None)
                 task.status = "failed" if task.result.is_error else "completed"
             except asyncio.CancelledError:
                 task.status = "cancelled"
@@ -90,16 +166,24 @@ class TaskStore:
         while len(self.tasks) >= MAX_TASKS and finished:
             self.tasks.pop(finished.pop(0))
 
+    def full(self) -> bool:
+        """Whether ``MAX_TASKS`` tasks are running: a call then answers as without a task."""
+        self._make_room()
+        return len(self.tasks) >= MAX_TASKS
+
     def find(self, task_id: str) -> _Task:
         task = self.tasks.get(task_id)
         if task is None:
             raise MCPError(types.INVALID_PARAMS, f"no task {task_id[:64]!r}: it ended long ago")
         return task
 
-    async def get(self, _ctx: Any, params: types.GetTaskRequestParams) -> dict[str, Any]:
+    async def get(self, ctx: Any, params: types.GetTaskRequestParams) -> dict[str, Any]:
+        if _extension_era(ctx):
+            return self.find(params.task_id).detailed()
         return _wire(self.find(params.task_id).view())
 
-    async def result(self, _ctx: Any, params: types.GetTaskPayloadRequestParams) -> dict[str, Any]:
+    async def result(self, ctx: Any, params: types.GetTaskPayloadRequestParams) -> dict[str, Any]:
+        _not_in_extension(ctx)
         task = self.find(params.task_id)
         if task.runner is not None:
             await asyncio.wait({task.runner})
@@ -107,17 +191,83 @@ class TaskStore:
             raise MCPError(types.INVALID_PARAMS, f"task {task.task_id} was cancelled")
         return task.result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
-    async def cancel(self, _ctx: Any, params: types.CancelTaskRequestParams) -> dict[str, Any]:
+    async def update(self, ctx: Any, params: UpdateTaskParams) -> dict[str, Any]:
+        """2026-07-28's answer to a task's input requests (an agent's question)."""
+        if not _extension_era(ctx):
+            raise MCPError(types.METHOD_NOT_FOUND, "Method not found", "tasks/update")
+        self.find(params.task_id).answer(params.input_responses)
+        return {}
+
+    async def cancel(self, ctx: Any, params: types.CancelTaskRequestParams) -> dict[str, Any]:
         task = self.find(params.task_id)
+        if _extension_era(ctx):  # an acknowledgement, even of a task that ended meanwhile
+            await self._stop(task)
+            return {}
         if task.status != "working":
             raise MCPError(types.INVALID_PARAMS, f"task {task.task_id} is already {task.status}")
-        if task.runner is not None:
-            task.runner.cancel()
-            await asyncio.wait({task.runner})
+        await self._stop(task)
         return _wire(task.view())
 
-    async def list(self, _ctx: Any, _params: Any) -> dict[str, Any]:
+    @staticmethod
+    async def _stop(task: _Task) -> None:
+        if task.status == "working" and task.runner is not None:
+            task.runner.cancel()
+            await asyncio.wait({task.runner})
+
+    async def list(self, ctx: Any, _params: Any) -> dict[str, Any]:
+        _not_in_extension(ctx)
         return {"tasks": [_wire(task.view()) for task in self.tasks.values()]}
+
+
+class UpdateTaskParams(types.RequestParams):
+    """``tasks/update`` (2026-07-28): the client's answers to a task's input requests."""
+
+    task_id: str
+    input_responses: dict[str, Any] = Field(default_factory=dict)
+
+
+def _extension_era(ctx: Any) -> bool:
+    """Whether ``ctx`` is a 2026-07-28 request, where Tasks are the extension's; one whose
+    client did not declare the extension is refused, as SEP-2663 says (-32021)."""
+    if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return False
+    if not declared(ctx):
+        raise MCPError(
+            types.MISSING_REQUIRED_CLIENT_CAPABILITY,
+            f"Missing required client capability: declare the {EXTENSION} extension",
+            {"requiredCapabilities": {"extensions": {EXTENSION: {}}}},
+        )
+    return True
+
+
+def _not_in_extension(ctx: Any) -> None:
+    """``tasks/result`` and ``tasks/list`` are 2025-11-25's only: the extension has neither."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        raise MCPError(types.METHOD_NOT_FOUND, "Method not found", ctx.method)
+
+
+def declared(ctx: Any) -> bool:
+    """Whether the client of this request declared the Tasks extension (2026-07-28: in the
+    request's own ``_meta`` capabilities)."""
+    return bool(ctx.session.check_client_capability(_DECLARED))
+
+
+def _may_be_task(ctx: Any) -> bool:
+    """Whether a tools/call may become a task: at 2025-11-25 when it asks for one (``task`` in
+    its params); at 2026-07-28 when its client declared the extension (SEP-2663: the server
+    decides, and the request's own ``task`` is ignored)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return declared(ctx)
+    return bool(ctx.params.get("task")) and offered(ctx.protocol_version)
+
+
+def _call_params(ctx: Any) -> types.CallToolRequestParams | None:
+    """The tools/call params; None when they are malformed (the SDK answers those, as without
+    a task)."""
+    try:
+        return types.CallToolRequestParams.model_validate(ctx.params, by_name=False)
+    except ValidationError:
+        return None
 
 
 def _wire(task: types.Task) -> dict[str, Any]:
@@ -134,33 +284,54 @@ def capability() -> types.ServerTasksCapability:
     )
 
 
+def extension_offered(protocol_version: str | None) -> bool:
+    """Whether the Tasks extension is offered at this protocol version (2026-07-28)."""
+    return protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
 def offered(protocol_version: str | None) -> bool:
     """Whether Tasks are offered at this protocol version (None: before it is negotiated)."""
     return protocol_version in (None, TASKS_VERSION)
 
 
-def serve(server: Any, store: TaskStore, start_call: Callable[[Any, Any], Any]) -> None:
+def serve(
+    server: Any,
+    store: TaskStore,
+    start_call: Callable[[Any, Any], Any],
+    wait_of: Callable[[types.CallToolRequestParams], float],
+) -> None:
     """Add Tasks to ``server``: ``start_call(ctx, params)`` starts one tool call (a coroutine
-    function of nothing giving its ``CallToolResult``) for a task-augmented request."""
+    function of nothing giving its ``CallToolResult``), or gives None for a tool that is never a
+    task; ``wait_of(params)``: how many seconds a call may wait. At 2026-07-28 the server
+    decides, and only a call that may wait longer than a poll interval becomes a task: one
+    answered sooner would only gain a round trip."""
     for method, params_type, handler in (
         ("tasks/get", types.GetTaskRequestParams, store.get),
         ("tasks/result", types.GetTaskPayloadRequestParams, store.result),
+        ("tasks/update", UpdateTaskParams, store.update),
         ("tasks/cancel", types.CancelTaskRequestParams, store.cancel),
         ("tasks/list", types.PaginatedRequestParams, store.list),
     ):
         server.add_request_handler(method, params_type, handler)
 
     async def as_task(ctx: Any, call_next: Any) -> Any:
-        asked = (
-            ctx.method == "tools/call" and isinstance(ctx.params, dict) and ctx.params.get("task")
-        )
-        if not asked or not offered(ctx.protocol_version):
+        if ctx.method != "tools/call" or not isinstance(ctx.params, dict):
             return await call_next(ctx)
-        params = types.CallToolRequestParams.model_validate(ctx.params, by_name=False)
+        params = _call_params(ctx) if _may_be_task(ctx) and not store.full() else None
+        if params is None:
+            return await call_next(ctx)
         run = start_call(ctx, params.model_copy(update={"task": None}))
         if run is None:  # not a tool that waits: answered at once, as without a task
             return await call_next(ctx)
-        task = store.start(run, params.task.ttl if params.task else None)
-        return {"task": _wire(task.view())}
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # its questions: the model's
+            task = store.start(run, params.task.ttl if params.task else None)
+            return {"task": _wire(task.view())}
+        # the server decides: a call sent again with input (the answer to a question of ours)
+        # is answered, and one that waits no longer than a poll would gains nothing as a task
+        if params.input_responses or wait_of(params) <= POLL_INTERVAL_MS / 1000:
+            return await call_next(ctx)
+        task = store.start(run, None, asks=True)
+        stamp = {types.SERVER_INFO_META_KEY: server.server_info_stamp}
+        return {"resultType": "task", **task.detailed(), "_meta": stamp}
 
     server.middleware.append(as_task)

@@ -22,17 +22,42 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# What the bundle holds: what `uv run` needs to install and start mq9-mcp.
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "langchain_mq9", "mcp_server")
+# What the bundle holds: what `uv run` needs to install and start mq9-mcp (its pyproject.toml is
+# written by bundle_pyproject).
+SOURCES = ("README.md", "LICENSE", "langchain_mq9", "mcp_server")
 SKIPPED = re.compile(r"(^|/)(__pycache__|\.pytest_cache)(/|$)|\.py[co]$")
+# The tables of pyproject.toml the bundle keeps: how to build and run the package. uv locks every
+# optional dependency of a project before it runs it, so the extras (the semantic model, the
+# bench, the dev tools) would have the host resolve and fetch the metadata of packages mq9-mcp
+# never imports, and fail offline.
+BUNDLE_TABLES = (
+    "build-system",
+    "project",
+    "project.urls",
+    "project.scripts",
+    "tool.hatch.build.targets.wheel",
+)
 
 
 def project() -> dict[str, str]:
-    """The version and repository pyproject.toml declares."""
+    """The version, repository and Python pyproject.toml declares."""
     text = (ROOT / "pyproject.toml").read_text()
     version = re.search(r'^version = "([^"]+)"', text, re.M).group(1)
     repository = re.search(r'^Repository = "([^"]+)"', text, re.M).group(1)
-    return {"version": version, "repository": repository}
+    python = re.search(r'^requires-python = "([^"]+)"', text, re.M).group(1)
+    return {"version": version, "repository": repository, "python": python}
+
+
+def bundle_pyproject() -> str:
+    """pyproject.toml with only the ``BUNDLE_TABLES``."""
+    text = (ROOT / "pyproject.toml").read_text()
+    tables = re.split(r"^(?=\[)", text, flags=re.M)  # each from its [header] to the next
+
+    def name(table: str) -> str | None:
+        header = re.match(r"\[([\w.-]+)\]\n", table)
+        return header.group(1) if header else None
+
+    return "".join(t for t in tables if name(t) in BUNDLE_TABLES).rstrip() + "\n"
 
 
 def manifest() -> dict:
@@ -79,7 +104,7 @@ def manifest() -> dict:
         ],
         "compatibility": {
             "platforms": ["darwin", "linux", "win32"],
-            "runtimes": {"python": ">=3.10"},
+            "runtimes": {"python": about["python"]},
         },
         "user_config": {
             "server": {
@@ -119,6 +144,7 @@ def build(out: Path) -> Path:
     bundle = out / f"mq9-mcp-{data['version']}.mcpb"
     with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("manifest.json", json.dumps(data, indent=2) + "\n")
+        archive.writestr("pyproject.toml", bundle_pyproject())
         for path in files():
             archive.write(path, path.relative_to(ROOT).as_posix())
     return bundle

@@ -11,10 +11,12 @@ import json
 
 import pytest
 from a2a_support import text_graph, text_io
+from mcp import types
 from mcp_support import RawStdio, served_engine
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
+from mcp_server import tasks
 
 TASKS = "2025-11-25"
 
@@ -123,3 +125,26 @@ async def test_an_agent_call_with_a_wait_gives_its_result_through_the_task(nats_
             assert (result["state"], result["result"]) == ("completed", "HELLO")
         finally:
             await asyncio.to_thread(raw.close)
+
+
+def test_a_malformed_call_asking_for_a_task_gets_the_sdks_invalid_params(stdio):
+    for params in ({"arguments": {}, "task": {"ttl": 1000}}, {"name": 7, "task": {"ttl": 1000}}):
+        answer = request(stdio, 2, "tools/call", **params)
+        assert answer["error"]["code"] == -32602, answer
+
+
+async def test_past_the_limit_of_running_tasks_a_call_answers_without_one(monkeypatch):
+    monkeypatch.setattr(tasks, "MAX_TASKS", 2)
+    store, release = tasks.TaskStore(), asyncio.Event()
+
+    async def blocked(_ask: object) -> types.CallToolResult:
+        await release.wait()
+        return types.CallToolResult(content=[])
+
+    first = store.start(blocked, None)
+    store.start(blocked, None)
+    assert store.full()  # two running: no third
+    release.set()
+    await asyncio.wait({first.runner})
+    assert not store.full()  # a finished one makes room (forgotten)
+    assert first.task_id not in store.tasks

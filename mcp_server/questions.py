@@ -1,0 +1,159 @@
+"""A called agent's question, asked of the user through MCP elicitation (#37).
+
+When ``call_agent``, ``check_call`` or ``answer_call`` finds the agent asking (state
+``input-required``) and the client can show a form (it declared the elicitation capability,
+form mode), the server asks the user instead of handing the question to the model, and sends
+the answer on to the agent as ``answer_call`` would; the call then answers with the state after
+that answer (waiting as long as the call's own ``wait_seconds``). A client without the
+capability, a user who declines, and a call run as a 2025-11-25 task get today's answer: the
+question, for the model to ``answer_call``.
+
+- 2025-11-25 and before: an ``elicitation/create`` request to the client, inside the call.
+- 2026-07-28 (no server-to-client requests): the call answers with ``InputRequiredResult``, the
+  elicitation in its ``inputRequests`` under a key naming the task; the client asks the user and
+  sends the call again with the answer in ``inputResponses``, which goes to that task (the call
+  is not made again; declined, the model gets the task's state). The key gives a client no more
+  than ``answer_call`` does: it answers only the calls of that client's own caller.
+- 2026-07-28, a call run as a task (the Tasks extension): the task's ``input_required``
+  status, the elicitation in its ``inputRequests``, the answer with ``tasks/update``
+  (``tasks.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mcp import types
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
+
+from langchain_mq9.protocol import clipped
+
+log = logging.getLogger("mcp_server")
+
+# The tools whose answer may be an agent's question.
+ASKING_TOOLS = ("call_agent", "check_call", "answer_call")
+INPUT_REQUIRED = "input-required"
+# An agent may ask again after an answer; past this many questions in one call the model gets
+# the next one (a loop of questions cannot hold a tool call for ever).
+MAX_QUESTIONS = 5
+# The key of the elicitation in an InputRequiredResult (2026-07-28) starts with this.
+ANSWER_KEY = "mq9-answer:"
+FORM: types.ElicitRequestedSchema = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "title": "Your answer"}},
+    "required": ["answer"],
+}
+
+Run = Callable[[types.CallToolRequestParams], Awaitable[types.CallToolResult]]
+# How a question is put to the user when not by this module: a task's (tasks.py); the answer,
+# or None.
+Ask = Callable[[types.ElicitRequestFormParams], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a 2026-07-28 client sent with its call again, for a question of ours."""
+
+    task_id: str
+    text: str | None  # None: the user declined or dismissed it
+    asked: int  # the questions this call has asked so far
+
+
+def given_answer(params: types.CallToolRequestParams) -> Answer | None:
+    """The answer in a call's ``inputResponses`` to an ``InputRequiredResult`` of ours (its
+    key: ``ANSWER_KEY``, the number of the question, ``:``, the task id), or None."""
+    for key, response in (params.input_responses or {}).items():
+        asked, _, task_id = key.removeprefix(ANSWER_KEY).partition(":")
+        if key.startswith(ANSWER_KEY) and asked.isdigit() and task_id:
+            text = _accepted(response) if isinstance(response, types.ElicitResult) else None
+            return Answer(task_id, text, int(asked))
+    return None
+
+
+async def call_asking(
+    ctx: Any,
+    params: types.CallToolRequestParams,
+    run: Run,
+    tool_name: Callable[[str], str],
+    ask: Ask | None = None,
+) -> types.CallToolResult | types.InputRequiredResult:
+    """Run a call of one of the ``ASKING_TOOLS`` (``run``), putting the agent's questions to
+    the user while the client can show them (``tool_name``: the name of a tool as listed;
+    ``ask``: how, for a call run as a task)."""
+    wait = (params.arguments or {}).get("wait_seconds", 0)
+
+    async def follow_up(tool: str, **arguments: Any) -> types.CallToolResult:
+        return await run(types.CallToolRequestParams(name=tool_name(tool), arguments=arguments))
+
+    async def answer_call(task_id: str, answer: str) -> types.CallToolResult:
+        return await follow_up("answer_call", task_id=task_id, answer=answer, wait_seconds=wait)
+
+    given = given_answer(params)
+    if given is None:
+        result, asked = await run(params), 0
+    elif given.text is None:  # the user would not answer: the model gets the question
+        return await follow_up("check_call", task_id=given.task_id)
+    else:
+        result, asked = await answer_call(given.task_id, given.text), given.asked
+    if not _can_ask(ctx):
+        return result
+    while asked < MAX_QUESTIONS and (question := _question(result)) is not None:
+        task_id, form = question
+        asked += 1
+        if ask is None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            key = f"{ANSWER_KEY}{asked}:{task_id}"
+            return types.InputRequiredResult(input_requests={key: types.ElicitRequest(params=form)})
+        answer = await (ask(form) if ask else _elicit(ctx, form))
+        if answer is None:
+            return result
+        result = await answer_call(task_id, answer)
+    return result
+
+
+def _can_ask(ctx: Any) -> bool:
+    """Whether the client declared form elicitation (an empty ``elicitation`` means form)."""
+    declared = ctx.session.client_capabilities
+    elicitation = declared.elicitation if declared is not None else None
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+def _question(result: types.CallToolResult) -> tuple[str, types.ElicitRequestFormParams] | None:
+    """The task id and the form asking its agent's question, when ``result`` is one."""
+    state = result.structured_content or {}
+    if result.is_error or state.get("state") != INPUT_REQUIRED or "task_id" not in state:
+        return None
+    agent = clipped(str(state.get("agent", "the agent")), 80)
+    question = state.get("question") or "It needs more input to go on."
+    message = f"{agent}, working on a task for you, asks: {question}"
+    form = types.ElicitRequestFormParams(message=message, requested_schema=FORM)
+    return str(state["task_id"]), form
+
+
+async def _elicit(ctx: Any, form: types.ElicitRequestFormParams) -> str | None:
+    """The user's answer to ``form`` (elicitation/create), or None: declined, dismissed, empty,
+    or not asked at all (the client went away, or refused the request)."""
+    try:
+        response = await ctx.session.elicit_form(
+            form.message, form.requested_schema, related_request_id=ctx.request_id
+        )
+    except Exception as exc:  # the model gets the question instead: nothing is lost
+        log.info("could not ask the user an agent's question (%s): the model gets it", exc)
+        return None
+    return _accepted(response) if isinstance(response, types.ElicitResult) else None
+
+
+def answer_text(response: Any) -> str | None:
+    """The answer in an elicitation's result as the client sent it (JSON), or None."""
+    try:
+        return _accepted(types.ElicitResult.model_validate(response))
+    except ValidationError:
+        return None
+
+
+def _accepted(response: types.ElicitResult) -> str | None:
+    answer = (response.content or {}).get("answer") if response.action == "accept" else None
+    return answer if isinstance(answer, str) and answer.strip() else None

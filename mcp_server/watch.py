@@ -1,0 +1,202 @@
+"""Subscriptions to a mailbox resource (``mq9://mailbox/{mail_address}``, #37): a subscriber is
+told ``notifications/resources/updated`` when new mail arrives there, in both MCP eras.
+
+- 2025-11-25 and before: ``resources/subscribe`` and ``resources/unsubscribe`` in a session;
+  the notification goes to that session, and its watches end with it.
+- 2026-07-28 (no sessions): ``subscriptions/listen`` naming the resources in its
+  ``resourceSubscriptions``; the request's answer is the stream of notifications (the SDK's
+  ``ListenHandler``), and its watches end with it.
+
+mq9 pushes nothing to a reader, so a watched mailbox is looked at every ``POLL_SECONDS``: a
+FETCH without a consumer group from the newest message (it records nothing, and consumes
+nothing) names the newest msg_id, and msg_ids only grow, so a higher one than the last look's
+is new mail. A broker that does not answer is looked at again the next time. The mailbox must
+be one the client may read (``--allowed-mailboxes``), as for reading the resource. Bounded:
+``MAX_PER_SUBSCRIBER`` mailboxes per session or stream, ``MAX_WATCHES`` for the server, and
+``MAX_STREAMS`` listen streams open at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+import anyio
+from mcp import types
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
+from mcp.shared.exceptions import MCPError
+
+from langchain_mq9.client.client import Mq9Client
+from langchain_mq9.client.connection import Mq9Connection
+from langchain_mq9.client.redaction import redact
+from langchain_mq9.operations.errors import OperationError, explain
+from langchain_mq9.operations.policy import ToolPolicy
+from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
+from langchain_mq9.protocol.messages import Message
+
+from .resources import MAILBOX
+
+log = logging.getLogger("mcp_server")
+
+POLL_SECONDS = 1.0
+MAX_PER_SUBSCRIBER = 16
+MAX_WATCHES = 256
+MAX_STREAMS = 256  # open subscriptions/listen streams, watching or not
+
+Notify = Callable[[], Awaitable[None]]
+
+
+class Watches:
+    """The mailboxes watched for new mail, by subscriber (a session, or a listen stream)."""
+
+    def __init__(
+        self, connection: Mq9Connection, timeout: float, poll_seconds: float = POLL_SECONDS
+    ) -> None:
+        self.connection = connection
+        self.timeout = timeout  # of one look
+        self.poll_seconds = poll_seconds
+        self.by_subscriber: dict[object, dict[str, asyncio.Task[None]]] = {}
+        self.streams: set[object] = set()  # the open subscriptions/listen streams
+
+    def count(self) -> int:
+        return sum(len(watched) for watched in self.by_subscriber.values())
+
+    async def start(self, subscriber: object, mail_address: str, notify: Notify) -> None:
+        """Watch ``mail_address`` for ``subscriber`` (again: nothing more), calling ``notify``
+        on mail newer than what is there now (looked at before this returns)."""
+        watched = self.by_subscriber.setdefault(subscriber, {})
+        if mail_address in watched:
+            return
+        if len(watched) >= MAX_PER_SUBSCRIBER:
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"a client watches at most {MAX_PER_SUBSCRIBER} mailboxes at once: "
+                "unsubscribe from one first",
+            )
+        if self.count() >= MAX_WATCHES:
+            raise MCPError(
+                types.INTERNAL_ERROR,
+                f"this server watches {MAX_WATCHES} mailboxes already: try again later",
+            )
+        try:
+            seen = await self._newest(mail_address)
+        except (Mq9Error, TimeoutError) as exc:  # a client's mistake, or the broker's trouble
+            text = explain(exc) if isinstance(exc, Mq9Error) else "the broker did not answer"
+            mistake = isinstance(exc, (MailboxNotFound, InvalidArgument, NotAllowed))
+            code = types.INVALID_PARAMS if mistake else types.INTERNAL_ERROR
+            raise MCPError(code, redact(text)) from None
+        loop = asyncio.get_running_loop()
+        watched[mail_address] = loop.create_task(self._watch(mail_address, notify, seen))
+
+    def stop(self, subscriber: object, mail_address: str | None = None) -> None:
+        """Stop watching ``mail_address`` (None: every mailbox) for ``subscriber``."""
+        watched = self.by_subscriber.get(subscriber, {})
+        for address in list(watched) if mail_address is None else [mail_address]:
+            task = watched.pop(address, None)
+            if task is not None:
+                task.cancel()
+        if not watched:
+            self.by_subscriber.pop(subscriber, None)
+
+    async def _watch(self, mail_address: str, notify: Notify, seen: int | None) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                newest = await self._newest(mail_address)
+            except (Mq9Error, TimeoutError):  # the broker is away: look again next time
+                continue
+            if newest is not None and (seen is None or newest > seen):
+                try:
+                    await notify()
+                except Exception as exc:  # a client gone: its session or stream ends the watch
+                    log.debug("could not tell of new mail in %s: %s", mail_address, exc)
+            seen = newest
+
+    async def _newest(self, mail_address: str) -> int | None:
+        """The newest msg_id stored in the mailbox (None: it holds none)."""
+
+        def look(client: Mq9Client) -> Awaitable[list[Message]]:
+            return client.fetch(mail_address, deliver="latest", num_msgs=1, max_wait_ms=0)
+
+        with anyio.fail_after(self.timeout):
+            found = await self.connection.run(look)
+        return max((message.msg_id for message in found), default=None)
+
+
+def watched_mailbox(uri: str, policy: ToolPolicy) -> str:
+    """The mailbox a subscription to ``uri`` watches, if the client may read it."""
+    if not uri.startswith(MAILBOX) or len(uri) == len(MAILBOX):
+        raise MCPError(
+            types.INVALID_PARAMS,
+            f"only mailboxes can be subscribed to ({MAILBOX}<mail_address>), not {uri[:200]!r}",
+        )
+    mail_address = unquote(uri[len(MAILBOX) :])
+    try:
+        policy.check(mail_address)
+    except (OperationError, Mq9Error) as exc:
+        raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+    return mail_address
+
+
+def _connection_of(ctx: Any) -> Any:
+    """The MCP SDK's ``Connection`` of the request's session, whose ``exit_stack`` closes when
+    the session ends. The SDK 2.3 names it on its ``Context`` (``ctx.connection``), which its
+    runner does not build yet (mcp/server/context.py): the request's session holds it."""
+    return getattr(ctx, "connection", None) or ctx.session._connection
+
+
+def _publish(bus: InMemorySubscriptionBus, uri: str) -> Notify:
+    async def notify() -> None:
+        await bus.publish(ResourceUpdated(uri))
+
+    return notify
+
+
+def serve(server: Any, watches: Watches, policy_of: Callable[[Any], ToolPolicy]) -> None:
+    """Add mailbox subscriptions to ``server`` (both eras); ``policy_of(ctx)``: the client's
+    policy."""
+
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        uri = str(params.uri)
+        mail_address = watched_mailbox(uri, policy_of(ctx))
+        connection = _connection_of(ctx)  # the session: its end ends its watches
+        if connection not in watches.by_subscriber:
+            connection.exit_stack.callback(watches.stop, connection)
+        await watches.start(connection, mail_address, lambda: connection.send_resource_updated(uri))
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        uri = str(params.uri)
+        if uri.startswith(MAILBOX):
+            watches.stop(_connection_of(ctx), unquote(uri[len(MAILBOX) :]))
+        return types.EmptyResult()
+
+    streams = watches.streams
+
+    async def listen(ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+        if len(streams) >= MAX_STREAMS:
+            raise MCPError(
+                types.INTERNAL_ERROR, f"{MAX_STREAMS} listen streams are open: try again later"
+            )
+        # one bus per stream: a watch tells only the stream that asked for it
+        bus = InMemorySubscriptionBus()
+        stream = object()
+        streams.add(stream)
+        try:
+            for uri in params.notifications.resource_subscriptions or ():
+                mail_address = watched_mailbox(uri, policy_of(ctx))
+                await watches.start(stream, mail_address, _publish(bus, uri))
+            return await ListenHandler(bus, max_subscriptions=1)(ctx, params)
+        finally:
+            streams.discard(stream)
+            watches.stop(stream)
+
+    server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
+    server.add_request_handler(
+        "subscriptions/listen", types.SubscriptionsListenRequestParams, listen
+    )
+

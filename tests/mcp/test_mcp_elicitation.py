@@ -1,0 +1,91 @@
+"""An agent's question put to the user (#37, item 3): when a call's answer is
+``input-required`` and the client declared elicitation, ``mq9-mcp --calls`` asks the user a form
+(2025-11-25: ``elicitation/create``; 2026-07-28: an ``InputRequiredResult`` the client answers by
+calling again) and sends the answer on to the called agent; the call answers with the agent's
+result. A client without the capability, and a user who declines, get today's answer: the
+question, for the model to ``answer_call``. The SDK's own ``Client`` with an elicitation
+callback, against a served LangGraph agent that asks which language (``interrupt``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from a2a_support import asking, text_graph, text_io
+from mcp import Client, types
+from mcp_support import result_data, served_engine, stdio_parameters
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.a2a.server import AgentServer
+
+pytestmark = pytest.mark.slow  # starts mq9-mcp and an agent on nats-server
+
+ERAS = {"legacy": "legacy", "modern": "2026-07-28"}
+CALL = {"agent": "agent.asking", "task": "hello", "wait_seconds": 20}
+
+
+class User:
+    """An elicitation callback: the user's answers, in order (None: declines), and what was
+    asked."""
+
+    def __init__(self, *answers: str | None) -> None:
+        self.answers = list(answers)
+        self.asked: list[types.ElicitRequestParams] = []
+
+    async def __call__(self, _ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        self.asked.append(params)
+        answer = self.answers.pop(0)
+        if answer is None:
+            return types.ElicitResult(action="decline")
+        return types.ElicitResult(action="accept", content={"answer": answer})
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(nats_url: str, era: str, user: User | None) -> AsyncIterator[Client]:
+    """An agent that asks before it answers, and mq9-mcp --calls with a client in ``era``."""
+    server = stdio_parameters("--server", nats_url, "--calls", "--agent-mailbox", f"agent.{era}")
+    async with (
+        served_engine(nats_url),
+        Mq9Client(nats_url) as mq9,
+        AgentServer(text_graph(asking), name="agent.asking", client=mq9, **text_io()),
+        Client(server, mode=ERAS[era], elicitation_callback=user, read_timeout_seconds=30) as c,
+    ):
+        yield c
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_the_agents_question_is_asked_of_the_user_and_answered(nats_server, era):
+    user = User("French")
+    async with mcp_client(nats_server.url, era, user) as client:
+        done = result_data(await client.call_tool("call_agent", CALL))
+        assert (done["state"], done["result"]) == ("completed", "hello in French")
+        calls = result_data(await client.call_tool("list_calls", {}))["calls"]
+        assert [c["task_id"] for c in calls] == [done["task_id"]]  # one call, answered
+    [asked] = user.asked
+    assert isinstance(asked, types.ElicitRequestFormParams)
+    assert asked.message == "agent.asking, working on a task for you, asks: Which language?"
+    assert asked.requested_schema["required"] == ["answer"]
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_client_without_elicitation_gets_the_question(nats_server, era):
+    async with mcp_client(nats_server.url, era, None) as client:
+        asked = result_data(await client.call_tool("call_agent", CALL))
+        assert (asked["state"], asked["question"]) == ("input-required", "Which language?")
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_user_who_declines_leaves_the_question_to_the_model(nats_server, era):
+    user = User(None)
+    async with mcp_client(nats_server.url, era, user) as client:
+        asked = result_data(await client.call_tool("call_agent", CALL))
+        assert (asked["state"], asked["question"]) == ("input-required", "Which language?")
+        assert len(user.asked) == 1
+        # the model answers instead, as without elicitation
+        answer = {"task_id": asked["task_id"], "answer": "Dutch", "wait_seconds": 20}
+        done = result_data(await client.call_tool("answer_call", answer))
+        assert done["result"] == "hello in Dutch"
+        calls = result_data(await client.call_tool("list_calls", {}))["calls"]
+        assert len(calls) == 1  # the declined answer made no second call
