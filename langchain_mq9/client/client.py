@@ -334,7 +334,9 @@ class Mq9Client:
             if exc.retryable:  # the broker was away: what it acknowledged before may be gone
                 self._away.add(mail_address)
             raise
-        msg_id: int = _read_reply(p.SEND_REPLY, reply)["msg_id"]
+        msg_id = reply.get("msg_id")
+        if type(msg_id) is not int or "error" not in reply:  # else the shape passes it as is
+            msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
         self._sent(mail_address, msg_id)
         if mail_address in self._away and msg_id >= 0:
             self._away.discard(mail_address)

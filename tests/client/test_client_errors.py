@@ -446,6 +446,8 @@ MALFORMED = [
     ("send", b'{"error": "", "msg_id": "7"}'),
     ("send", b'{"error": "", "msg_id": true}'),
     ("send", b'{"error": ""}'),
+    ("send", b'{"msg_id": 7}'),  # no error field: not passed by the fast path
+    ("send", b'{"error": "", "msg_id": 7.0}'),
     ("fetch", b'{"error": ""}'),
     ("fetch", b'{"error": "", "messages": {"msg_id": 1}}'),
     ("fetch", b'{"error": "", "messages": [5]}'),
