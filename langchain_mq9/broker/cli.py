@@ -33,7 +33,8 @@ from .._version import __version__
 from ..client.redaction import describe, redact
 from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
-from .serve import serve_on_nats
+from .pacing import AnswerPacer
+from .serve import BULK_ANSWER, serve_on_nats
 from .storage import SqliteStorage, StorageError
 
 log = logging.getLogger("langchain_mq9.broker")
@@ -42,6 +43,11 @@ READY = "mq9 dev broker ready on"
 CONNECT_TIMEOUT = 10.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SWITCH_INTERVAL = 0.0001  # seconds: see main()
+# Answers above BULK_ANSWER, in MiB a second (serve.py, pacing.py): at 16, a client listing
+# 1,000 agents back to back left another client's SEND p99 within 2x idle on 2 cores (bench
+# 9d); an answer after a quiet moment goes at once, up to BURST_MIB ahead of the pace
+ANSWER_RATE_MIB = 16
+BURST_MIB = 4
 
 
 class StartupError(Exception):
@@ -126,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help=f"{what} (default {getattr(defaults, field)}; 0: no limit)",
         )
+    limits.add_argument(
+        "--answer-rate",
+        type=count_limit,
+        default=ANSWER_RATE_MIB,
+        metavar="MIB",
+        help=f"answers above {BULK_ANSWER // 1024} KiB (listings, large FETCHes) go out at "
+        f"most this many MiB a second in all, requesters taking turns; one after a quiet "
+        f"moment goes at once (default {ANSWER_RATE_MIB}: other clients stay quick while one "
+        "asks for large answers back to back; 0: no pace)",
+    )
     parser.add_argument(
         "--no-search",
         action="store_true",
@@ -184,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = _start_server(args.host, args.port)
             url = server.url
-        return asyncio.run(_serve(engine, url, server, storage))
+        rate = args.answer_rate and args.answer_rate * 2**20
+        return asyncio.run(_serve(engine, url, server, storage, rate))
     except (StartupError, StorageError, semantic.ModelError) as exc:
         print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -226,7 +243,11 @@ def _start_server(host: str, port: int) -> NatsProcess:
 
 
 async def _serve(
-    engine: BrokerEngine, url: str, server: NatsProcess | None, storage: SqliteStorage | None
+    engine: BrokerEngine,
+    url: str,
+    server: NatsProcess | None,
+    storage: SqliteStorage | None,
+    answer_rate: int | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -258,7 +279,8 @@ async def _serve(
         # Large answers go out on a connection of their own, so that small ones never wait
         # behind them (serve.py); it only publishes (its failures are logged as it retries)
         bulk = await _connect(url, shown, name="mq9-dev-broker answers", error_cb=nats_error)
-        service = await serve_on_nats(engine, connection, bulk)
+        pacer = AnswerPacer(answer_rate, burst=BURST_MIB * 2**20) if answer_rate else None
+        service = await serve_on_nats(engine, connection, bulk, pacer)
         if engine.limits.max_payload > connection.max_payload:
             # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
             # not hand out in an answer is refused at SEND instead of blocking its readers

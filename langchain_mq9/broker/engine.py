@@ -124,6 +124,8 @@ class BrokerEngine:
         self._next_retention_scan = self.clock() + RETENTION_SCAN_SECONDS
         # Each serving transport's largest reply (replaced whole: read without the lock)
         self._carriers: dict[object, int] = {}
+        # The last listing answered, for the registry and answer limit it was made for
+        self._listed: tuple[AgentRegistry, int, int | None, bytes] | None = None
         self.storage.restore(self)
 
     def _clear(self) -> None:
@@ -658,8 +660,7 @@ class BrokerEngine:
         under the lock), then ranked and encoded while the loop serves other requests."""
         request = _read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
         if not (request["semantic"] or request["text"]):
-            entries = self._locked(lambda: list(self.registry.entries.values()))
-            return self._listing(entries)  # every agent, not paginated
+            return self._listing()  # every agent, not paginated
         if not self.search:
             raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
         return self._search(request, self._locked(self.registry.indexed))
@@ -694,12 +695,24 @@ class BrokerEngine:
             kept.append(item)
         return _DISCOVER_HEAD + b",".join(kept) + b"]}"
 
-    def _listing(self, entries: list[AgentEntry]) -> bytes:
-        """Every agent (of ``entries``, the registry's) in one answer by name, as RobustMQ
-        answers; never cut (a cut list would hide agents, and let a taken name look free), but
-        refused when too large for an answer (our choice: RobustMQ sends it whatever its size),
-        as soon as the agents encoded so far show it."""
-        limit = self.answer_limit
+    def _listing(self) -> bytes:
+        """Every agent in one answer by name, as RobustMQ answers; never cut (a cut list would
+        hide agents, and let a taken name look free), but refused when too large for an answer
+        (our choice: RobustMQ sends it whatever its size). Kept until the registry changes: a
+        client listing 1,000 agents back to back had the worker join 2 MB each time."""
+        registry, changes, entries = self._locked(
+            lambda: (self.registry, self.registry.changes, list(self.registry.entries.values()))
+        )
+        limit, kept = self.answer_limit, self._listed
+        if kept is not None and kept[:3] == (registry, changes, limit):
+            return kept[3]
+        answer = self._encode_listing(entries, limit)
+        self._listed = (registry, changes, limit, answer)
+        return answer
+
+    def _encode_listing(self, entries: list[AgentEntry], limit: int | None) -> bytes:
+        """``entries`` as a listing answers them, refused as soon as the agents encoded so far
+        show it above ``limit``."""
         items: list[bytes] = []
         size = len(_DISCOVER_HEAD) + 2
         for entry in sorted(entries, key=lambda e: e.name):

@@ -31,6 +31,7 @@ class AgentRegistry(AgentIndex):
     # Each entry as a listing shows it, encoded once, with the entry it was encoded from: a
     # listing of 1,000 cards of 2 KiB encoded them all again each time (9 ms)
     _listed: dict[str, tuple[AgentEntry, bytes]] = field(default_factory=dict, repr=False)
+    changes: int = 0  # registrations and unregistrations so far: what a listing was made of
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -40,6 +41,7 @@ class AgentRegistry(AgentIndex):
         if entry.name in self.entries:
             return
         self.entries[entry.name] = entry
+        self.changes += 1
         if entry.card is not None:
             self.put_index(entry)
 
@@ -50,6 +52,7 @@ class AgentRegistry(AgentIndex):
         if entry is not None:
             self.drop_index(name)
             self._listed.pop(name, None)
+            self.changes += 1
         return entry
 
     def listed(self, entry: AgentEntry) -> bytes:

@@ -3,7 +3,9 @@
 The engine is told the connection's max_payload (``BrokerEngine.carry``) to keep within.
 Large answers may go out on a second connection (``bulk``): nats-server reads a connection's
 bytes in order, so a small answer published behind a 2 MB listing on the same connection
-waits until nats-server has read and delivered the whole listing.
+waits until nats-server has read and delivered the whole listing. Those answers may also be
+paced (``pacing.AnswerPacer``): a client asking for them back to back would otherwise keep
+every core busy moving them, and other clients' requests wait for a core.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from nats.aio.subscription import Subscription
 from .. import protocol as p
 from ..client.nats_guard import protect
 from .engine import BrokerEngine
+from .pacing import AnswerPacer, requester
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -30,15 +33,20 @@ BULK_ANSWER = 64 * 1024
 
 class NatsService:
     """The engine attached to one NATS connection (and, for answers above ``BULK_ANSWER``,
-    ``bulk``: another connection to the same server, which it only publishes on).
-    ``await service.stop()`` detaches it."""
+    ``bulk``: another connection to the same server, which it only publishes on, at the pace
+    of ``pacer`` when given). ``await service.stop()`` detaches it."""
 
     def __init__(
-        self, engine: BrokerEngine, connection: NatsConnection, bulk: NatsConnection | None = None
+        self,
+        engine: BrokerEngine,
+        connection: NatsConnection,
+        bulk: NatsConnection | None = None,
+        pacer: AnswerPacer | None = None,
     ) -> None:
         self.engine = engine
         self.connection = connection
         self.bulk = bulk
+        self.pacer = pacer
         self.subscription: Subscription | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._carried: int | None = None
@@ -89,6 +97,8 @@ class NatsService:
                     "per request)"
                 )
             )
+        if self.pacer is not None and len(reply) > BULK_ANSWER:
+            await self.pacer.admit(requester(msg.reply), len(reply))
         try:
             # Not msg.respond(): nats-py's respond() sends the request's headers back with the
             # answer (RobustMQ sends none), and refuses headers it read but cannot write (a
@@ -114,18 +124,23 @@ class NatsService:
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if self.pacer is not None:
+            self.pacer.close()
         self.engine.carry(self, None)
         self._carried = None
 
 
 async def serve_on_nats(
-    engine: BrokerEngine, connection: NatsConnection, bulk: NatsConnection | None = None
+    engine: BrokerEngine,
+    connection: NatsConnection,
+    bulk: NatsConnection | None = None,
+    pacer: AnswerPacer | None = None,
 ) -> NatsService:
     """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped; answers
     above ``BULK_ANSWER`` on ``bulk`` when given (a second connection to the same server, so
-    that small answers never wait behind large ones).
+    that small answers never wait behind large ones), at ``pacer``'s pace when given.
 
     >>> nc = await nats.connect("nats://127.0.0.1:4222")
     >>> service = await serve_on_nats(BrokerEngine(), nc)
     """
-    return await NatsService(engine, connection, bulk).start()
+    return await NatsService(engine, connection, bulk, pacer).start()

@@ -300,6 +300,23 @@ async def test_a_listing_shows_an_agent_registered_again_with_another_card(broke
     ]
 
 
+async def test_a_listing_kept_for_the_next_one_follows_every_registry_change(broker, client):
+    """The listing is kept until the registry changes (a client listing back to back had the
+    worker join 2 MB each time): each REGISTER and UNREGISTER shows in the next listing."""
+
+    async def listed() -> list[str]:
+        return [a["name"] for a in (await broker.raw(p.AGENT_DISCOVER, b"{}"))["agents"]]
+
+    await client.agent_register(_card("agent.a"))
+    assert await listed() == ["agent.a"]
+    await client.agent_register(_card("agent.b"))
+    assert await listed() == ["agent.a", "agent.b"]
+    await broker.raw(p.AGENT_UNREGISTER, p.encode({"name": "agent.a"}))
+    assert await listed() == ["agent.b"]
+    await broker.raw(p.AGENT_UNREGISTER, p.encode({"name": "agent.b"}))
+    assert await listed() == []
+
+
 async def test_a_large_answer_goes_out_on_its_own_connection(nats_server):
     """Bench 9d: nats-server reads a connection's bytes in order, so a SEND's answer published
     behind a 2 MB listing on the broker's one connection waited for nats-server to read and

@@ -1,0 +1,138 @@
+"""Large answers paced (issue #35, bench 9d): a byte rate with a burst, requesters in turns.
+
+The pacer keeps time with an injected clock and sleep, so these tests wait for nothing: the
+sleep moves the clock on and records how long the pacer asked to wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker.pacing import AnswerPacer, requester
+
+MB = 1_000_000
+
+
+class Time:
+    """A clock the pacer's sleeps move on."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def _pacer(time: Time, rate: float = 10 * MB, burst: float = 4 * MB) -> AnswerPacer:
+    return AnswerPacer(rate, burst, clock=time.clock, sleep=time.sleep)
+
+
+async def test_an_answer_after_a_quiet_moment_goes_at_once_however_large():
+    time = Time()
+    pacer = _pacer(time)
+    await pacer.admit("_INBOX.a", 50 * MB)  # ten times the burst, alone: not held
+    assert time.slept == []
+    time.now += 5.0  # paid for (50 MB at 10 MB/s)
+    await pacer.admit("_INBOX.a", 3 * MB)
+    assert time.slept == []
+
+
+async def test_answers_back_to_back_go_at_the_rate_beyond_the_burst():
+    """2 MB answers at 10 MB/s with 4 MB of burst: the first three go at once (0, 2 and 4 MB
+    ahead when each is admitted), then each waits for 2 MB more to be paid: 0.2 s."""
+    time = Time()
+    pacer = _pacer(time)
+    for _ in range(6):
+        await pacer.admit("_INBOX.a", 2 * MB)
+    assert time.slept == pytest.approx([0.2, 0.2, 0.2])
+    assert time.now == pytest.approx(100.6)
+
+
+async def test_requesters_take_turns():
+    """One requester with five answers waiting holds another's answer by one of its own,
+    not by all five."""
+    time = Time()
+    pacer = _pacer(time, burst=0)
+    await pacer.admit("_INBOX.hog", MB)  # alone: at once, and now 0.1 s ahead
+    order: list[str] = []
+
+    async def answer(who: str, i: int) -> None:
+        await pacer.admit(who, MB)
+        order.append(f"{who[7:]}{i}")
+
+    # the hog's five ask first (tasks start in the order they are made)
+    hogging = [asyncio.create_task(answer("_INBOX.hog", i)) for i in range(5)]
+    other = asyncio.create_task(answer("_INBOX.other", 0))
+    await asyncio.gather(*hogging, other)
+    assert order == ["hog0", "other0", "hog1", "hog2", "hog3", "hog4"]
+    assert time.slept == pytest.approx([0.1] * 6)
+
+
+async def test_a_cancelled_request_gives_its_turn_away():
+    time = Time()
+    pacer = _pacer(time, burst=0)
+    await pacer.admit("_INBOX.a", MB)
+    gone = asyncio.create_task(pacer.admit("_INBOX.a", 50 * MB))
+    staying = asyncio.create_task(pacer.admit("_INBOX.b", MB))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await staying
+    assert gone.cancelled()
+    # b waited for a's first answer only; the cancelled 50 MB were never paid for
+    assert time.slept == pytest.approx([0.1])
+
+
+def test_a_requester_is_its_reply_subject_without_the_last_token():
+    assert requester("_INBOX.Kx9aQ.17") == "_INBOX.Kx9aQ"
+    assert requester("_INBOX.Kx9aQ.18") == "_INBOX.Kx9aQ"
+    assert requester("replies") == "replies"
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (1, -1)])
+def test_a_pace_that_could_never_send_is_refused(rate, burst):
+    with pytest.raises(ValueError, match="rate must be above 0"):
+        AnswerPacer(rate, burst)
+
+
+async def test_the_dev_broker_paces_large_answers_only(nats_server):
+    """Wired into serve_on_nats: two listings back to back wait for the pace, on the bulk
+    connection; a SEND's small answer between them never asks the pacer."""
+    import nats
+
+    from langchain_mq9.broker import BrokerEngine, serve_on_nats
+    from langchain_mq9.broker.serve import BULK_ANSWER
+
+    engine = BrokerEngine()
+    engine.registry.embedder = None
+    time = Time()
+    pacer = AnswerPacer(MB, 0, clock=time.clock, sleep=time.sleep)
+    main, bulk, client = [await nats.connect(nats_server.url) for _ in range(3)]
+    service = await serve_on_nats(engine, main, bulk, pacer)
+    try:
+        for i in range(40):
+            card = p.agent_card(f"agent.{i}", description=f"agent {i} translates " * 200)
+            await client.request(p.AGENT_REGISTER, p.encode(card), timeout=5)
+        await client.request(p.MAILBOX_CREATE, p.encode({"name": "paced.box"}), timeout=5)
+        first = await client.request(p.AGENT_DISCOVER, b"{}", timeout=5)
+        size = len(first.data)
+        assert size > BULK_ANSWER and time.slept == []
+        sent = await client.request(p.send_subject("paced.box"), b"small", timeout=5)
+        assert json.loads(sent.data) == {"error": "", "msg_id": 0}
+        assert time.slept == []
+        second = await client.request(p.AGENT_DISCOVER, b"{}", timeout=5)
+        assert second.data == first.data
+        assert time.slept == pytest.approx([size / MB])
+    finally:
+        await service.stop()
+        for connection in (client, bulk, main):
+            await connection.close()
