@@ -11,9 +11,9 @@ from dataclasses import field as _field
 from typing import Any, TypeGuard
 
 from .errors import InvalidArgument, MalformedReply, WireError
-from .limits import MAX_SECONDS
+from .limits import MAX_SECONDS, MAX_U64
 from .quoting import quoted
-from .serde import encode, utf8
+from .serde import encode, repeated_names, utf8
 from .shapes import MSG_ITEM
 from .values import Priority, check_int, parse_priority
 
@@ -85,6 +85,12 @@ class Message:
     def from_wire(cls, item: Any) -> Message:
         """A message from a FETCH or QUERY item (``MSG_ITEM``: unknown fields are ignored,
         ``header`` may be absent or null). Raises ``Mq9Error`` on an item of the wrong shape."""
+        return _plain_message(item) or cls.from_item(item)
+
+    @classmethod
+    def from_item(cls, item: Any) -> Message:
+        """``from_wire`` of any item, read field by field as serde reads ``MSG_ITEM`` (the
+        errors in its words)."""
         try:
             wire = MSG_ITEM.convert(item)
             header = {} if wire["header"] is None else parse_header_block(wire["header"])
@@ -100,6 +106,36 @@ class Message:
             )
         except (WireError, ValueError) as exc:
             raise MalformedReply(f"malformed message in the broker's reply: {exc}") from None
+
+
+_PRIORITIES = {"": Priority.NORMAL} | {p.value: p for p in Priority}  # RobustMQ: "" for none
+_PLAIN_ITEM = frozenset(MSG_ITEM.fields)
+
+
+def _plain_message(item: Any) -> Message | None:
+    """The message of an item as brokers write it, read in one step: exactly MSG_ITEM's
+    fields (no name twice), plain types, a known priority and no header (a reply of 100
+    messages read each field by field: 4 µs a message). None for any other item, which
+    ``Message.from_item`` reads (and words the errors of)."""
+    if not isinstance(item, dict):
+        return None
+    if item.keys() != _PLAIN_ITEM or repeated_names(item) or item["header"] is not None:
+        return None
+    msg_id, create_time, payload = item["msg_id"], item["create_time"], item["payload"]
+    priority = _PRIORITIES.get(item["priority"]) if type(item["priority"]) is str else None
+    if (
+        priority is None
+        or type(payload) is not str
+        or type(msg_id) is not int
+        or type(create_time) is not int
+        or not (0 <= msg_id <= MAX_U64 and 0 <= create_time <= MAX_U64)
+    ):
+        return None
+    try:
+        data = payload.encode()
+    except UnicodeEncodeError:  # text that was not UTF-8: from_item says so in serde's words
+        return None
+    return Message(msg_id=msg_id, payload=data, priority=priority, create_time=create_time)
 
 
 def payload_bytes(payload: object) -> bytes:
