@@ -103,9 +103,8 @@ async def test_a_failed_send_is_an_error_span(client, spans, tracer):
 
 
 async def test_a_failed_fetch_is_an_error_span_over_the_whole_fetch(client, spans, tracer):
-    with tracer.start_as_current_span("read") as reading:
-        with pytest.raises(Mq9Error) as failed:
-            await client.fetch("agent.nobody.here", group_name="workers")
+    with tracer.start_as_current_span("read") as reading, pytest.raises(Mq9Error) as failed:
+        await client.fetch("agent.nobody.here", group_name="workers")
     receive = named(spans, "receive agent.nobody.here")
     assert receive.parent.span_id == reading.get_span_context().span_id
     assert receive.attributes["error.type"] == type(failed.value).__qualname__
