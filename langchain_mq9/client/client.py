@@ -308,7 +308,7 @@ class Mq9Client:
         extra = p.extra_headers(headers)
         mq9 = p.send_headers(priority, key, delay, ttl, tags)
         # An active trace goes with the message (docs/tracing.md); mq9's own headers win.
-        with tracing.sending(mail_address, len(body)) as traced:
+        with tracing.sending(mail_address) as traced:
             msg_id = await self._store(mail_address, body, extra | dict(traced.headers) | mq9)
             traced.sent(msg_id)
         return msg_id

@@ -11,6 +11,7 @@ work hangs under the send that asked for it, hours later and from another proces
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from functools import cache
@@ -20,7 +21,8 @@ from ..protocol import Message
 from .context import LANGSMITH_TRACE, TRACEPARENT, TRACESTATE, peer_run, peer_trace, traceparent
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, SpanContext, Tracer
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Tracer
 
 SYSTEM = "mq9"
 _TRACER = "langchain_mq9"
@@ -49,9 +51,16 @@ def _current_run() -> Any:
 
 
 class Sending:
-    """What a SEND under way carries (``headers``) and reports once answered (``sent``)."""
+    """Around one SEND (a context manager): what it carries (``headers``) and reports once
+    answered (``sent``). This one, for no trace, carries and reports nothing."""
 
     headers: Mapping[str, str] = {}
+
+    def __enter__(self) -> Sending:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, trace: Any) -> None:
+        pass
 
     def sent(self, msg_id: int) -> None:
         """The broker stored the message under ``msg_id``."""
@@ -61,64 +70,80 @@ _OFF = Sending()
 
 
 class _TracedSend(Sending):
-    def __init__(self, span: Span | None, run: Any) -> None:
+    """A SEND in a trace: the ``send`` span's context (when a span is active) and the
+    LangSmith run's place go with the message. A class, not a generator context: every
+    traced SEND comes here, and a generator costs a few µs more."""
+
+    def __init__(self, mailbox: str, parent: Span | None, run: Any) -> None:
         headers: dict[str, str] = {}
-        if span is not None:
-            headers |= _w3c_headers(span.get_span_context())
+        self._span: Span | None = None
+        if parent is not None:
+            # a leaf: nothing runs under it but the request, so it is never made current
+            self._span = _start_span(f"send {mailbox}", "PRODUCER", _attributes("send", mailbox))
+            headers = _w3c_headers(self._span.get_span_context())
         if run is not None:
             # Only the run's place: its baggage holds the sender's project and replicas
             # (endpoints, keys), which are nobody else's business.
             headers[LANGSMITH_TRACE] = run.dotted_order
         self.headers = headers
-        self._span = span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, trace: Any) -> None:
+        if self._span is not None:
+            _end_span(self._span, exc)
 
     def sent(self, msg_id: int) -> None:
         if self._span is not None and msg_id >= 0:
             self._span.set_attribute("messaging.message.id", str(msg_id))
 
 
-def sending(mailbox: str, size: int) -> AbstractContextManager[Sending]:
+def sending(mailbox: str) -> Sending:
     """Around one SEND: a ``send`` span under the active one, whose context (and the current
-    LangSmith run's) the message carries. Nothing when no trace is active."""
+    LangSmith run's) the message carries. Nothing when no trace is active. Make it only as
+    the ``with`` starts (the span starts here)."""
     parent, run = _current_span(), _current_run()
     if parent is None and run is None:
-        return nullcontext(_OFF)
-    return _send_span(mailbox, size, parent, run)
-
-
-@contextmanager
-def _send_span(mailbox: str, size: int, parent: Span | None, run: Any) -> Iterator[Sending]:
-    if parent is None:
-        yield _TracedSend(None, run)
-        return
-    attributes = _attributes("send", mailbox) | {"messaging.message.body.size": size}
-    # a leaf: nothing runs under it but the request, so it is never made current (~5 µs)
-    with _Span(f"send {mailbox}", "PRODUCER", attributes, current=False) as span:
-        yield _TracedSend(span, run)
+        return _OFF
+    return _TracedSend(mailbox, parent, run)
 
 
 def receiving(mailbox: str, group: str | None) -> AbstractContextManager[list[Message]]:
     """Around one FETCH (under an active span only): a ``receive`` span, linked to the send of
     each message handed out (the caller fills the yielded list). Without a span, a plain
-    list: every fetch comes here, and a generator context costs ~0.4 µs more (issue #36)."""
+    list: every fetch comes here, and a context of ours costs ~0.4 µs more (issue #36)."""
     if _current_span() is None:
         return nullcontext([])
-    return _receive_span(mailbox, group)
+    return _Receiving(mailbox, group)
 
 
-@contextmanager
-def _receive_span(mailbox: str, group: str | None) -> Iterator[list[Message]]:
-    got: list[Message] = []
-    attributes = _attributes("receive", mailbox)
-    if group is not None:
-        attributes["messaging.consumer.group.name"] = group
-    with _Span(f"receive {mailbox}", "CLIENT", attributes) as span:
-        yield got
-        span.set_attribute("messaging.batch.message_count", len(got))
-        for message in got:
-            sender = _peer_span_context(message.header)
-            if sender is not None:
-                span.add_link(sender)  # no attributes: they cost more than the link
+class _Receiving:
+    """A FETCH under way; its ``receive`` span is made as it ends, with its links (the
+    conventions' advice: a sampler sees them, and ten ``add_link`` calls cost twice as much)
+    and its start time from when the FETCH began. A leaf, like a send: never made current."""
+
+    def __init__(self, mailbox: str, group: str | None) -> None:
+        self._mailbox, self._group = mailbox, group
+        self._started = time.time_ns()
+        self._got: list[Message] = []
+
+    def __enter__(self) -> list[Message]:
+        return self._got
+
+    def __exit__(self, kind: Any, exc: BaseException | None, trace: Any) -> None:
+        from opentelemetry.trace import Link
+
+        attributes = _attributes("receive", self._mailbox)
+        if self._group is not None:
+            attributes["messaging.consumer.group.name"] = self._group
+        attributes["messaging.batch.message_count"] = len(self._got)
+        senders = (_peer_span_context(message.header) for message in self._got)
+        span = _start_span(
+            f"receive {self._mailbox}",
+            "CLIENT",
+            attributes,
+            links=[Link(sender) for sender in senders if sender is not None],
+            start_time=self._started,
+        )
+        _end_span(span, exc)
 
 
 def processing(mailbox: str, message: Message) -> AbstractContextManager[None]:
@@ -170,11 +195,9 @@ def _attributes(operation: str, mailbox: str) -> dict[str, Any]:
 
 
 class _Span:
-    """A span of this package's tracer, current (unless ``current=False``) from its making
-    until the end of the ``with`` (under ``parent`` if given); an exception on the way out marks
-    it failed: recorded, ``error.type`` naming its class (the conventions). Attached and ended
-    by hand: the API's context managers cost as much again. Make it only as the ``with``
-    starts."""
+    """A span of this package's tracer, current from its making until the end of the
+    ``with`` (under ``parent`` if given). Attached and ended by hand: the API's context
+    managers cost as much again. Make it only as the ``with`` starts."""
 
     def __init__(
         self,
@@ -182,18 +205,14 @@ class _Span:
         kind: str,
         attributes: dict[str, Any],
         parent: SpanContext | None = None,
-        *,
-        current: bool = True,
     ) -> None:
         from opentelemetry import context, trace
 
         under = None
         if parent is not None:
             under = trace.set_span_in_context(trace.NonRecordingSpan(parent))
-        self.span = _tracer().start_span(
-            name, context=under, kind=trace.SpanKind[kind], attributes=attributes
-        )
-        self._token = context.attach(trace.set_span_in_context(self.span)) if current else None
+        self.span = _start_span(name, kind, attributes, under)
+        self._token = context.attach(trace.set_span_in_context(self.span))
 
     def __enter__(self) -> Span:
         return self.span
@@ -201,15 +220,47 @@ class _Span:
     def __exit__(self, kind: Any, exc: BaseException | None, trace: Any) -> None:
         from opentelemetry import context
 
-        if self._token is not None:
-            context.detach(self._token)
-        if exc is not None:
-            from opentelemetry.trace import Status, StatusCode
+        context.detach(self._token)
+        _end_span(self.span, exc)
 
-            self.span.record_exception(exc)
-            self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            self.span.set_attribute("error.type", type(exc).__qualname__)
-        self.span.end()
+
+def _start_span(
+    name: str,
+    kind: str,
+    attributes: dict[str, Any],
+    context: Context | None = None,
+    links: list[Link] | None = None,
+    start_time: int | None = None,
+) -> Span:
+    """A span of this package's tracer, started now (or at ``start_time``), under the span in
+    ``context`` (by default the active one); not made current."""
+    return _tracer().start_span(
+        name,
+        context=context,
+        kind=_kind(kind),
+        attributes=attributes,
+        links=links,
+        start_time=start_time,
+    )
+
+
+def _end_span(span: Span, exc: BaseException | None) -> None:
+    """End ``span``; an exception marks it failed: recorded, ``error.type`` naming its class
+    (the conventions)."""
+    if exc is not None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.set_attribute("error.type", type(exc).__qualname__)
+    span.end()
+
+
+@cache
+def _kind(name: str) -> SpanKind:
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind[name]
 
 
 @cache
@@ -223,9 +274,8 @@ def _tracer() -> Tracer:
 
 def _w3c_headers(span: SpanContext) -> dict[str, str]:
     headers = {TRACEPARENT: traceparent(span.trace_id, span.span_id, span.trace_flags.sampled)}
-    state = span.trace_state.to_header()
-    if state:
-        headers[TRACESTATE] = state
+    if span.trace_state:  # most have none: written out only if there is one
+        headers[TRACESTATE] = span.trace_state.to_header()
     return headers
 
 

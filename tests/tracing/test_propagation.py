@@ -13,7 +13,7 @@ from devbroker_helpers import DevBroker
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from langchain_mq9 import Mq9Client
+from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.broker.nats_process import start_nats_server
@@ -100,6 +100,17 @@ async def test_a_failed_send_is_an_error_span(client, spans, tracer):
     send = named(spans, "send agent.nobody.here")
     assert send.attributes["error.type"] == error
     assert not send.status.is_ok
+
+
+async def test_a_failed_fetch_is_an_error_span_over_the_whole_fetch(client, spans, tracer):
+    with tracer.start_as_current_span("read") as reading, pytest.raises(Mq9Error) as failed:
+        await client.fetch("agent.nobody.here", group_name="workers")
+    receive = named(spans, "receive agent.nobody.here")
+    assert receive.parent.span_id == reading.get_span_context().span_id
+    assert receive.attributes["error.type"] == type(failed.value).__qualname__
+    assert receive.attributes["messaging.batch.message_count"] == 0
+    assert not receive.status.is_ok
+    assert reading.start_time <= receive.start_time <= receive.end_time <= reading.end_time
 
 
 async def test_call_agent_to_serve_agent_and_back_is_one_trace(client, spans, tracer):
