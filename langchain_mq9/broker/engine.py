@@ -38,7 +38,6 @@ import heapq
 import itertools
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -681,7 +680,7 @@ class BrokerEngine:
         if request["semantic"]:
             hits = self.registry.search_semantic(request["semantic"], indexed)
         else:
-            hits = self.registry.search_words(_words(request["text"]), indexed)
+            hits = self.registry.search_words(words(request["text"]), indexed)
         # (our choice) a search answer keeps within max_payload with the best-ranked agents
         # that fit, so one large card cannot make DISCOVER fail for everyone
         room = self._message_limit() - len(_DISCOVER_HEAD) - 2
@@ -757,8 +756,6 @@ class BrokerEngine:
 
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))
-_SPACE = re.compile(r"\s")
-_WORDS_PIECE = 4096
 # A body above this is parsed off the loop (a QUERY of 64 KiB of tags: 1 ms of parsing)
 _LARGE_BODY = 4096
 _SEARCH_LIMIT_FOR_ZERO = 10
@@ -851,21 +848,6 @@ def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | 
     if fit == 0:
         raise _too_large_alone(answer_for(1)[0], limit)
     raise Mq9Error(p.err_answer_too_large(_size(found), limit, fit))
-
-
-def _words(text: str, piece: int = _WORDS_PIECE) -> set[str]:
-    """The ``words`` of a text search's query, found a ``piece`` of characters (or a little
-    more) at a time: lowering and matching 64 KiB in one call holds Python's lock for half a
-    millisecond, which the loop would wait for. A piece ends before a white space, which no
-    word holds and which lowers to itself."""
-    found: set[str] = set()
-    start = 0
-    while start < len(text):
-        boundary = _SPACE.search(text, start + piece)
-        end = len(text) if boundary is None else boundary.start()
-        found |= words(text[start:end])
-        start = end
-    return found
 
 
 def _read_query(body: bytes) -> dict[str, Any]:
