@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from string import ascii_lowercase, digits
@@ -135,17 +135,20 @@ def stems(text: str) -> set[str]:
 
 
 def words(text: str, piece: int = _WORDS_PIECE) -> set[str]:
-    """The distinct words of ``text`` (see ``_WORD_BYTES``), split ``piece`` characters (or a
-    little more: a piece ends at a space, which no word holds) at a time."""
+    """The distinct words of ``text`` (see ``_WORD_BYTES``)."""
+    return set().union(*word_pieces(text, piece))
+
+
+def word_pieces(text: str, piece: int = _WORDS_PIECE) -> Iterator[set[str]]:
+    """The words of ``text``, split ``piece`` characters (or a little more: a piece ends at a
+    space, which no word holds) at a time; each piece's words, distinct within the piece."""
     spaced = text.lower().encode("ascii", "replace").translate(_WORD_BYTES).decode("ascii")
-    found: set[str] = set()
     start = 0
     while start < len(spaced):
         end = spaced.find(" ", start + piece)
         end = len(spaced) if end < 0 else end
-        found.update(spaced[start:end].split())
+        yield set(spaced[start:end].split())
         start = end
-    return found
 
 
 def embed_text_of(card: dict[str, Any]) -> str:

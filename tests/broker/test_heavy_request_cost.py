@@ -8,6 +8,7 @@ counted here (lookups, walks, bisections), never timed; the answers stay exactly
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from langchain_mq9.broker import mailbox as mailbox_module
 from langchain_mq9.broker.mailbox import Mailbox, StoredMessage
 from langchain_mq9.protocol import Priority
-from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex, words
+from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex, word_pieces, words
 
 # -- text search ----------------------------------------------------------------------------
 
@@ -135,3 +136,33 @@ def test_a_tag_read_after_messages_were_removed_and_the_indexes_compacted_finds_
     assert [m.msg_id for m in mailbox.read_tag(asked, 40, 0)] == _expected(mailbox, asked, 40)
     mailbox._compact()
     assert [m.msg_id for m in mailbox.read_tag(asked, 40, 0)] == _expected(mailbox, asked, 40)
+
+
+async def test_a_long_text_query_pauses_between_its_pieces_with_the_same_hits(monkeypatch):
+    """Bench 9d: a client sending 64 KiB text queries back to back kept the loop busy with
+    their bytes (each answered in 0.35 ms). The worker now sleeps ``TEXT_PAUSE`` between the
+    query's 4 KiB pieces (Python's lock left to the loop at once); a short query never sleeps,
+    and the hits are those of the whole query."""
+    from langchain_mq9 import protocol as p
+    from langchain_mq9.broker import BrokerEngine
+    from langchain_mq9.broker import engine as engine_module
+
+    engine = BrokerEngine()
+    engine.registry.embedder = None
+    for name in ("agent.a", "agent.b"):
+        card = p.agent_card(name, description=f"{name} translates contracts")
+        await engine.handle(p.AGENT_REGISTER, None, p.encode(card))
+    pauses: list[float] = []
+    monkeypatch.setattr(engine_module.time, "sleep", pauses.append)
+
+    async def hits(text: str) -> list[str]:
+        reply = json.loads(await engine.handle(p.AGENT_DISCOVER, None, p.encode({"text": text})))
+        return [agent["name"] for agent in reply["agents"]]
+
+    assert await hits("contracts agent.b") == ["agent.b", "agent.a"]
+    assert pauses == []
+    long_query = " ".join(f"unknown{i}" for i in range(5_000)) + " B"
+    assert await hits(long_query) == ["agent.b"]
+    pieces = list(word_pieces(long_query))  # 4 KiB and a word each: 15 of them
+    assert len(pieces) == 15
+    assert pauses == [engine_module.TEXT_PAUSE] * 14
