@@ -38,9 +38,9 @@ import heapq
 import itertools
 import logging
 import os
-import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 from .. import protocol as p
 from ..protocol import PRIORITY_ORDER, Priority
 from ..protocol.errors import Mq9Error, WireError
-from ..semantic.ranking import AgentEntry, words
+from ..semantic.ranking import AgentEntry, word_pieces
 from .clock import Clock, system_clock
 from .mailbox import Mailbox, StoredMessage
 from .registry import AgentRegistry
@@ -682,7 +682,7 @@ class BrokerEngine:
         if request["semantic"]:
             hits = self.registry.search_semantic(request["semantic"], indexed)
         else:
-            hits = self.registry.search_words(_words(request["text"]), indexed)
+            hits = self.registry.search_words(_paced_words(request["text"]), indexed)
         # (our choice) a search answer keeps within max_payload with the best-ranked agents
         # that fit, so one large card cannot make DISCOVER fail for everyone
         room = self._message_limit() - len(_DISCOVER_HEAD) - 2
@@ -770,8 +770,6 @@ class BrokerEngine:
 
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))
-_SPACE = re.compile(r"\s")
-_WORDS_PIECE = 4096
 # A body above this is parsed off the loop (a QUERY of 64 KiB of tags: 1 ms of parsing)
 _LARGE_BODY = 4096
 _SEARCH_LIMIT_FOR_ZERO = 10
@@ -782,6 +780,11 @@ QUERY_TAGS_AT_ONCE = 32
 # the next read came before the other requests' next steps, and a SEND (a few turns of the
 # loop) paid a read at each turn; now at most the one under way when it came
 QUERY_PAUSE = 0.0005
+# Between two pieces of a text query's words (4 KiB each) the worker thread sleeps this long
+# (seconds): Python's lock goes to the loop at once, not when the loop has waited the switch
+# interval for it, and a client sending 64 KiB queries back to back (8 ms each now) no longer
+# keeps the loop busy with its requests' bytes (bench 9d text). A query of one piece never waits.
+TEXT_PAUSE = QUERY_PAUSE
 _ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
 # The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
 _DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
@@ -866,18 +869,14 @@ def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | 
     raise Mq9Error(p.err_answer_too_large(_size(found), limit, fit))
 
 
-def _words(text: str, piece: int = _WORDS_PIECE) -> set[str]:
-    """The ``words`` of a text search's query, found a ``piece`` of characters (or a little
-    more) at a time: lowering and matching 64 KiB in one call holds Python's lock for half a
-    millisecond, which the loop would wait for. A piece ends before a white space, which no
-    word holds and which lowers to itself."""
+def _paced_words(text: str) -> set[str]:
+    """The ``words`` of a text search's query, a piece at a time, sleeping ``TEXT_PAUSE``
+    between pieces (on the worker thread)."""
     found: set[str] = set()
-    start = 0
-    while start < len(text):
-        boundary = _SPACE.search(text, start + piece)
-        end = len(text) if boundary is None else boundary.start()
-        found |= words(text[start:end])
-        start = end
+    for i, some in enumerate(word_pieces(text)):
+        if i:
+            time.sleep(TEXT_PAUSE)
+        found |= some
     return found
 
 

@@ -35,6 +35,14 @@ _ONE_DIGIT = bytes(range(10))
 _TWO_DIGITS = bytes(range(100))
 
 
+def _parents(tag: str) -> Iterator[str]:
+    """The parts of ``tag`` before each of its slashes: the tags whose reads find it."""
+    slash = tag.find("/")
+    while slash >= 0:
+        yield tag[:slash]
+        slash = tag.find("/", slash + 1)
+
+
 def _json_numbers_size(data: bytes) -> int:
     """The length of ``data`` written as a JSON list of numbers, ``[78,65,...]``: each byte
     takes one digit, one more from 10 and another from 100, and a comma between two."""
@@ -116,6 +124,11 @@ class Mailbox:
         self.keys: dict[str, int] = {}
         self.tagged: dict[str, list[int]] = {}  # tag -> msg_ids, ascending
         self._tag_names: list[str] = []  # the keys of ``tagged``, sorted (``read_tag``)
+        # Each tag name's part before each of its slashes ("a/b/c": "a", "a/b"): the tags a
+        # read also finds tags below. A tag not in it reads its own messages alone, and a tag
+        # in neither this nor ``tagged`` finds nothing (a QUERY of thousands of tags is mostly
+        # such). It may hold a part whose tags are gone (made again by ``_compact``).
+        self._parents: set[str] = set()
         self._holes = 0
         # Per index ("order", ("lane", priority) or ("tag", tag)): {i: (j, t)} = its entries
         # i to j-1 were all removed or expired at time t. Expiry never ends as time goes on,
@@ -153,6 +166,7 @@ class Mailbox:
         for tag in dict.fromkeys(message.tags):
             if tag not in self.tagged:
                 insort(self._tag_names, tag)
+                self._parents.update(_parents(tag))
             self.tagged.setdefault(tag, []).append(message.msg_id)
 
     def remove(self, msg_id: int) -> bool:
@@ -173,6 +187,7 @@ class Mailbox:
         tagged = {tag: [i for i in ids if i in live] for tag, ids in self.tagged.items()}
         self.tagged = {tag: ids for tag, ids in tagged.items() if ids}
         self._tag_names = sorted(self.tagged)
+        self._parents = {part for tag in self.tagged for part in _parents(tag)}
         pairs = [(i, t) for i, t in zip(self.order, self.times, strict=False) if i in live]
         self.order = [i for i, _ in pairs]
         self.times = [t for _, t in pairs]
@@ -259,6 +274,10 @@ class Mailbox:
         ``tag_index_key``, storage-engine rocksdb ``read.rs`` ``read_by_tag``), so it finds
         ``team/alpha`` for ``team`` and returns the entries in the order of their keys,
         ``<tag>/<msg_id as 20 digits>``."""
+        if tag not in self._parents:  # no tag below it: its own messages, if it has any
+            ids = self.tagged.get(tag)
+            walk = () if ids is None else self._walk(("tag", tag), ids, None, now)
+            return islice(walk, max(limit, 0))
         # the tags below it are one range of the sorted names: from "tag/" up to "tag0"
         names = self._tag_names
         below = names[bisect_left(names, tag + "/") : bisect_left(names, tag + "0")]
