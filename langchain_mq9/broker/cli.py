@@ -201,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = _start_server(args.host, args.port)
             url = server.url
-        rate = args.answer_rate and args.answer_rate * 2**20
-        return asyncio.run(_serve(engine, url, server, storage, rate))
+        rate, burst = (args.answer_rate or 0) * 2**20, BURST_MIB * 2**20
+        pacer = AnswerPacer(rate, burst) if rate else None
+        return asyncio.run(_serve(engine, url, server, storage, pacer))
     except (StartupError, StorageError, semantic.ModelError) as exc:
         print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -248,7 +249,7 @@ async def _serve(
     url: str,
     server: NatsProcess | None,
     storage: SqliteStorage | None,
-    answer_rate: int | None,
+    pacer: AnswerPacer | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -280,7 +281,6 @@ async def _serve(
         # Large answers go out on a connection of their own, so that small ones never wait
         # behind them (serve.py); it only publishes (its failures are logged as it retries)
         bulk = await _connect(url, shown, name="mq9-dev-broker answers", error_cb=nats_error)
-        pacer = AnswerPacer(answer_rate, burst=BURST_MIB * 2**20) if answer_rate else None
         service = await serve_on_nats(engine, connection, bulk, pacer)
         if engine.limits.max_payload > connection.max_payload:
             # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
