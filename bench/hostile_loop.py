@@ -45,6 +45,11 @@ PREPARED = 16  # requests of each kind made before the heavy client starts
 READY = "mq9 dev broker ready on "
 REGISTRY, REGISTRY_QUICK = 1_000, 50  # agents the searches rank and the listing lists
 HONEST_BOX = "honest.box"
+# Rounds of blocks of SENDs per variant. A block (~0.3 s) outlasts the slowest heavy request
+# (a QUERY's ~0.2 s, a paced listing's ~0.25 s): blocks of 150 SENDs (~50 ms) saw a quarter of
+# one, and a p99 over 8 of them turned on whether an answer fell inside (query: 1.8-2.3x in
+# such runs, 1.4-1.5x over 4 s windows of the same code, three runs)
+ROUNDS, QUICK_ROUNDS = (12, 800), (2, 40)
 
 
 def _query(seed: int) -> str:
@@ -228,7 +233,7 @@ async def _measure_sends(url: str, heavy: dict[str, _Child], quick: bool) -> dic
             return timed
 
         runners = {"idle": runner(None)} | {kind: runner(kind) for kind in heavy}
-        rounds, block = (2, 40) if quick else (8, 150)
+        rounds, block = QUICK_ROUNDS if quick else ROUNDS
         return await interleave_async_blocks(runners, rounds=rounds, block=block, warmup=20)
     finally:
         for child in heavy.values():
