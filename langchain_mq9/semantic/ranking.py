@@ -325,7 +325,9 @@ class AgentIndex:
             return []
         scored = []
         for order, entry in enumerate(indexed):
-            score = sum(weight[w] for w in weight.keys() & entry.words)
+            # fsum: exact, so agents holding the same words tie exactly whatever order their
+            # sets iterate in (a plain sum's last bit followed it: ties fell by float noise)
+            score = math.fsum(weight[w] for w in weight.keys() & entry.words)
             if score:
                 scored.append((-score, order, entry))
         return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
@@ -342,7 +344,7 @@ class AgentIndex:
         weight = _weights(stems(query), self.stem_count, len(indexed))
         scored = []
         for order, entry in enumerate(indexed):
-            score = sum(weight[s] for s in weight.keys() & entry.stems)
+            score = math.fsum(weight[s] for s in weight.keys() & entry.stems)
             scored.append((-score / math.sqrt(len(entry.stems) or 1), order, entry))
         return [entry for *_, entry in sorted(scored, key=lambda s: s[:2])]
 
@@ -377,7 +379,7 @@ class AgentIndex:
         for i, entry in enumerate(indexed):
             held = weight.keys() & entry.stems
             if held:
-                shares[i] = sum(weight[s] for s in held) / total
+                shares[i] = math.fsum(weight[s] for s in held) / total
         return shares
 
 

@@ -5,6 +5,7 @@ registry ranks the same agents, and without importing the broker for it."""
 from __future__ import annotations
 
 import ast
+import random
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -85,3 +86,27 @@ def test_the_client_ranks_without_the_broker():
                 imported.add((path.name, node.module))
     assert not [(f, m) for f, m in imported if m.endswith("broker.registry")]
     assert ("client.py", "semantic.ranking") in imported
+
+
+def test_agents_holding_the_same_words_tie_exactly_and_keep_registration_order():
+    """Two cards with the same words in another order score exactly alike, so the first
+    registered ranks first, in both rankings (lexical ``semantic`` and the hybrid's coverage).
+    The words' sets may iterate in different orders: a plain float sum then differed in its
+    last bit for some pairs, and ties fell by that noise. The two cards are named "a" and
+    "an": no stem (stopwords), and the words ``a`` and ``an``, which the query leaves out."""
+    rng = random.Random(7)
+    vocab = [f"w{i}x" for i in range(60)]
+    query = " ".join(vocab)
+    for _ in range(200):  # a plain sum put about one pair in twenty out of order
+        index = AgentIndex(embedder=None)
+        for j in range(30):  # other agents, so that the words weigh differently
+            held = " ".join(rng.sample(vocab, rng.randint(1, 30)))
+            index.put_index(AgentEntry.make(f"o{j}", _agent_info(f"o{j}", held), 0))
+        first = rng.sample(vocab, 40)
+        second = rng.sample(first, len(first))  # the same words, shuffled
+        for name, held in (("a", first), ("an", second)):
+            index.put_index(AgentEntry.make(name, _agent_info(name, " ".join(held)), 0))
+        for found in (index.search_text(query), index.search_semantic(query)):
+            assert [e.card_name for e in found if e.card_name in ("a", "an")] == ["a", "an"]
+        shares = index.coverage(query, index.indexed())
+        assert shares[len(index.indexed()) - 2] == shares[len(index.indexed()) - 1]
