@@ -13,6 +13,12 @@ back to back holds another's large answer by at most one of its own each turn. A
 known by its reply subject without the last token (NATS clients make one inbox prefix per
 connection); a client making up prefixes gets as many turns as it makes, as it could make
 connections: the dev broker has no authentication.
+
+What waits is held in memory, built: a client publishing a thousand requests for 1 MB answers
+without waiting for them held the broker at 1.1 GB for the two minutes they took to go. So a
+requester may have at most ``PER_REQUESTER`` bytes of answers waiting, and all requesters
+together ``IN_ALL``; an answer beyond that is refused (``Backlog``), and its request answered
+with that error at once. One answer with nothing else waiting is never refused, however large.
 """
 
 from __future__ import annotations
@@ -25,6 +31,13 @@ from collections.abc import Awaitable, Callable
 Sleep = Callable[[float], Awaitable[object]]
 # A wait shorter than this is none (what float rounding leaves of a pace exactly met)
 NEGLIGIBLE = 1e-6  # seconds
+# The most bytes of answers that may wait: one requester's, and everyone's
+PER_REQUESTER, IN_ALL = 16 * 2**20, 128 * 2**20
+
+
+class Backlog(Exception):
+    """An answer that may not wait: its requester's (or everyone's) answers waiting already
+    take the room. The message says so, for the requester."""
 
 
 def requester(reply: str) -> str:
@@ -36,7 +49,8 @@ def requester(reply: str) -> str:
 class AnswerPacer:
     """At most ``rate`` bytes a second of answers, ``burst`` bytes ahead of that pace;
     ``await pacer.admit(requester, size)`` returns when an answer of ``size`` bytes may go.
-    ``clock`` and ``sleep`` are the time it keeps (injected in tests)."""
+    ``clock`` and ``sleep`` are the time it keeps (injected in tests); ``per_requester`` and
+    ``in_all`` the bytes that may wait (see the module docstring)."""
 
     def __init__(
         self,
@@ -45,6 +59,8 @@ class AnswerPacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        per_requester: int = PER_REQUESTER,
+        in_all: int = IN_ALL,
     ) -> None:
         if rate <= 0 or burst < 0:
             raise ValueError(f"rate must be above 0 and burst at least 0, not {rate}, {burst}")
@@ -55,13 +71,20 @@ class AnswerPacer:
         # its answers waiting: (size, future set when it may go)
         self._waiting: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
         self._turns: asyncio.Task[None] | None = None
+        self.per_requester, self.in_all = per_requester, in_all
+        self._held: dict[str, int] = {}  # bytes waiting, by requester
+        self._held_in_all = 0
 
     async def admit(self, requester: str, size: int) -> None:
+        """Return when an answer of ``size`` bytes for ``requester`` may go; raises
+        ``Backlog`` at once if it may not wait."""
         if not self._waiting and self._wait() <= NEGLIGIBLE:
             self._pay(size)  # nobody waiting and within the burst: at once
             return
+        self._check_room(requester, size)
         future = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(requester, deque()).append((size, future))
+        self._hold(requester, size)
         if self._turns is None or self._turns.done():
             self._turns = asyncio.create_task(self._take_turns())
         await future
@@ -69,6 +92,34 @@ class AnswerPacer:
     def _wait(self) -> float:
         """Seconds until the answers admitted so far are paid for but ``burst`` bytes."""
         return self._paid_until - self.burst / self.rate - self._clock()
+
+    def _check_room(self, requester: str, size: int) -> None:
+        mine = self._held.get(requester, 0)
+        if mine and mine + size > self.per_requester:
+            raise Backlog(
+                f"this answer of {size} bytes would wait behind {mine} bytes of your earlier "
+                f"answers, above the {self.per_requester} bytes one requester may have waiting "
+                f"(large answers leave this broker at {_per_second(self.rate)}): ask again "
+                "once those have arrived, or ask for less"
+            )
+        if self._held_in_all and self._held_in_all + size > self.in_all:
+            raise Backlog(
+                f"this answer of {size} bytes would wait behind {self._held_in_all} bytes of "
+                f"answers, above the {self.in_all} bytes this broker keeps waiting (large "
+                f"answers leave it at {_per_second(self.rate)}): ask again later, or for less"
+            )
+
+    def _hold(self, requester: str, size: int) -> None:
+        self._held[requester] = self._held.get(requester, 0) + size
+        self._held_in_all += size
+
+    def _release(self, requester: str, size: int) -> None:
+        left = self._held[requester] - size
+        if left:
+            self._held[requester] = left
+        else:
+            del self._held[requester]
+        self._held_in_all -= size
 
     def _pay(self, size: int) -> None:
         self._paid_until = max(self._paid_until, self._clock()) + size / self.rate
@@ -81,11 +132,13 @@ class AnswerPacer:
             if queue:  # its next answer waits for its next turn, behind everyone else's
                 self._waiting[who] = queue
             if future.done():  # its request was cancelled (the broker stopping)
+                self._release(who, size)
                 continue
             wait = self._wait()
             if wait > NEGLIGIBLE:
                 await self._sleep(wait)
             self._pay(size)
+            self._release(who, size)
             if not future.done():
                 future.set_result(None)
 
@@ -93,3 +146,7 @@ class AnswerPacer:
         """Stop taking turns (what waits is cancelled with the requests that wait)."""
         if self._turns is not None:
             self._turns.cancel()
+
+
+def _per_second(rate: float) -> str:
+    return f"{rate / 2**20:g} MiB a second"

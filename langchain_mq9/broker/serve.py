@@ -20,7 +20,7 @@ from nats.aio.subscription import Subscription
 from .. import protocol as p
 from ..client.nats_guard import protect
 from .engine import BrokerEngine
-from .pacing import AnswerPacer, requester
+from .pacing import AnswerPacer, Backlog, requester
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -98,7 +98,10 @@ class NatsService:
                 )
             )
         if self.pacer is not None and len(reply) > BULK_ANSWER:
-            await self.pacer.admit(requester(msg.reply), len(reply))
+            try:
+                await self.pacer.admit(requester(msg.reply), len(reply))
+            except Backlog as exc:  # too much waits already: say so now, keep nothing
+                reply = p.encode(p.ERROR_REPLY.write(error=str(exc)))
         try:
             # Not msg.respond(): nats-py's respond() sends the request's headers back with the
             # answer (RobustMQ sends none), and refuses headers it read but cannot write (a

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.pacing import AnswerPacer, requester
+from langchain_mq9.broker.pacing import AnswerPacer, Backlog, requester
 
 MB = 1_000_000
 
@@ -92,6 +92,60 @@ async def test_a_cancelled_request_gives_its_turn_away():
     assert time.slept == pytest.approx([0.1])
 
 
+async def test_one_requester_may_have_only_so_much_waiting():
+    """Answers held for the pace are held in memory: a requester's fourth 6 MB answer would
+    wait behind 18 MB of its own (above 16): refused at once. Another requester still waits
+    its turn, and once the first one's answers have gone it may wait again."""
+    time = Time()
+    pacer = AnswerPacer(10 * MB, 0, clock=time.clock, sleep=time.sleep, per_requester=16 * MB)
+    await pacer.admit("_INBOX.hog", 6 * MB)  # alone: at once, and now 0.6 s ahead
+    waiting = [asyncio.create_task(pacer.admit("_INBOX.hog", 6 * MB)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Backlog, match="behind 12000000 bytes of your earlier answers"):
+        await pacer.admit("_INBOX.hog", 6 * MB)
+    other = asyncio.create_task(pacer.admit("_INBOX.other", 6 * MB))
+    await asyncio.gather(*waiting, other)
+    assert time.slept == pytest.approx([0.6, 0.6, 0.6])  # the refused one was never paid
+    later = [asyncio.create_task(pacer.admit("_INBOX.hog", 6 * MB)) for _ in range(2)]
+    await asyncio.gather(*later)  # its earlier answers have gone: room again
+
+
+async def test_all_requesters_together_may_have_only_so_much_waiting():
+    time = Time()
+    pacer = AnswerPacer(
+        10 * MB, 0, clock=time.clock, sleep=time.sleep, per_requester=100 * MB, in_all=10 * MB
+    )
+    await pacer.admit("_INBOX.a", MB)
+    first = asyncio.create_task(pacer.admit("_INBOX.a", 8 * MB))
+    await asyncio.sleep(0)
+    with pytest.raises(Backlog, match="behind 8000000 bytes of answers"):
+        await pacer.admit("_INBOX.b", 3 * MB)
+    await first
+    await pacer.admit("_INBOX.b", 3 * MB)  # nothing waits now: it may wait, however full
+
+
+async def test_an_answer_with_nothing_waiting_may_wait_however_large():
+    time = Time()
+    pacer = AnswerPacer(
+        10 * MB, 0, clock=time.clock, sleep=time.sleep, per_requester=MB, in_all=MB
+    )
+    await pacer.admit("_INBOX.a", MB)
+    await pacer.admit("_INBOX.a", 50 * MB)  # behind the pace, nothing of its own waiting
+    assert time.slept == pytest.approx([0.1])
+
+
+async def test_a_cancelled_answer_gives_its_room_back():
+    time = Time()
+    pacer = AnswerPacer(10 * MB, 0, clock=time.clock, sleep=time.sleep, per_requester=10 * MB)
+    await pacer.admit("_INBOX.a", MB)
+    gone = asyncio.create_task(pacer.admit("_INBOX.a", 8 * MB))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    await pacer.admit("_INBOX.b", MB)  # the turn that finds the cancelled one
+    await asyncio.gather(pacer.admit("_INBOX.a", 8 * MB), pacer.admit("_INBOX.a", 2 * MB))
+
+
 def test_a_requester_is_its_reply_subject_without_the_last_token():
     assert requester("_INBOX.Kx9aQ.17") == "_INBOX.Kx9aQ"
     assert requester("_INBOX.Kx9aQ.18") == "_INBOX.Kx9aQ"
@@ -132,6 +186,44 @@ async def test_the_dev_broker_paces_large_answers_only(nats_server):
         second = await client.request(p.AGENT_DISCOVER, b"{}", timeout=5)
         assert second.data == first.data
         assert time.slept == pytest.approx([size / MB])
+    finally:
+        await service.stop()
+        for connection in (client, bulk, main):
+            await connection.close()
+
+
+async def test_the_dev_broker_answers_what_may_not_wait_with_an_error_at_once(nats_server):
+    """Five listings asked at once without waiting: the first waits for the pace (held until
+    the test lets it go), and the four behind it, above what one requester may have waiting,
+    are answered at once with the error; none is left unanswered."""
+    import nats
+
+    from langchain_mq9.broker import BrokerEngine, serve_on_nats
+
+    engine = BrokerEngine()
+    engine.registry.embedder = None
+    time, go = Time(), asyncio.Event()
+
+    async def held_sleep(seconds: float) -> None:
+        await go.wait()
+
+    pacer = AnswerPacer(MB, 0, clock=time.clock, sleep=held_sleep)
+    main, bulk, client = [await nats.connect(nats_server.url) for _ in range(3)]
+    service = await serve_on_nats(engine, main, bulk, pacer)
+    try:
+        for i in range(40):
+            card = p.agent_card(f"agent.{i}", description=f"agent {i} translates " * 200)
+            await client.request(p.AGENT_REGISTER, p.encode(card), timeout=5)
+        listing = (await client.request(p.AGENT_DISCOVER, b"{}", timeout=5)).data  # at once
+        pacer.per_requester = len(listing) + 1  # room for one more of them, not two
+        inbox, answers = client.new_inbox(), asyncio.Queue()
+        await client.subscribe(f"{inbox}.*", cb=answers.put)
+        for i in range(5):
+            await client.publish(p.AGENT_DISCOVER, b"{}", reply=f"{inbox}.{i}")
+        refused = [json.loads((await asyncio.wait_for(answers.get(), 5)).data) for _ in range(4)]
+        assert all("ask again once those have arrived" in r["error"] for r in refused)
+        go.set()
+        assert (await asyncio.wait_for(answers.get(), 5)).data == listing
     finally:
         await service.stop()
         for connection in (client, bulk, main):
