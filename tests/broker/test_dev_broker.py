@@ -253,7 +253,7 @@ def test_help_names_only_options_that_exist(capsys):
     text = capsys.readouterr().out
     for option in ("--host", "--port", "--nats", "--data", "--sync", "--max-mailboxes",
                    "--max-messages", "--max-payload", "--max-card-bytes", "--max-agents",
-                   "--max-groups", "--log-level"):
+                   "--max-groups", "--answer-rate", "--log-level"):
         assert option in text
     assert "max_payload" in text and "64 MiB" in text  # what bounds an answer
     for gone in ("ack-wait", "lease", "base64"):
@@ -334,6 +334,8 @@ def test_nothing_to_attach_to_is_a_clear_error():
         ["--max-payload", "0"],
         ["--max-messages", "-1"],
         ["--sync", "sometimes"],
+        ["--answer-rate", "-1"],
+        ["--answer-rate", "fast"],
     ],
 )
 def test_bad_arguments_are_refused_before_anything_starts(argv, capsys):
