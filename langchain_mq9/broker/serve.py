@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
@@ -19,13 +20,22 @@ from nats.aio.subscription import Subscription
 
 from .. import protocol as p
 from ..client.nats_guard import protect
-from .engine import BrokerEngine
+from .engine import LARGE_BODY, BrokerEngine
 from .pacing import AnswerPacer, Backlog, requester
 
 log = logging.getLogger("langchain_mq9.broker")
 
 
 _WAITING = (p.MSG_FETCH, p.MSG_QUERY, p.AGENT_REGISTER, p.AGENT_DISCOVER)
+# Of those, the ones that cost the broker work while they wait (the worker thread's embedding
+# and ranking, the tag reads of a QUERY above LARGE_BODY spread over the loop), and hold what
+# they parsed: a client publishing a thousand 64 KiB-tag QUERYs without waiting had them all
+# read at once (500 MB held, another client's SEND 16 ms). A requester's run AT_ONCE at a time,
+# the rest wait their turn unread, at most WAITING of a requester's and WAITING_IN_ALL in all;
+# beyond that one is answered at once with an error. A FETCH's wait, or a group reader's claim
+# QUERY by key, costs nothing: any number may run.
+_COSTLY = (p.AGENT_REGISTER, p.AGENT_DISCOVER)
+AT_ONCE, WAITING, WAITING_IN_ALL = 4, 64, 1024
 # Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
 # a few messages' answer stays on the connection the request came by
 BULK_ANSWER = 64 * 1024
@@ -49,6 +59,11 @@ class NatsService:
         self.pacer = pacer
         self.subscription: Subscription | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Costly requests by requester: how many run, and those waiting their turn
+        self._running: dict[str, int] = {}
+        self._queued: dict[str, deque[Msg]] = {}
+        self._queued_in_all = 0
+        self.at_once, self.waiting, self.waiting_in_all = AT_ONCE, WAITING, WAITING_IN_ALL
         self._carried: int | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -77,9 +92,52 @@ class NatsService:
         if not msg.subject.startswith(_WAITING):
             await self._answer(msg)
             return
+        if not _costly(msg):
+            self._start(msg)
+            return
+        who = requester(msg.reply or "")  # what needs no answer shares one requester
+        if self._running.get(who, 0) < self.at_once:
+            self._running[who] = self._running.get(who, 0) + 1
+            self._start(msg, who)
+            return
+        queue = self._queued.setdefault(who, deque())
+        if len(queue) < self.waiting and self._queued_in_all < self.waiting_in_all:
+            queue.append(msg)
+            self._queued_in_all += 1
+            return
+        if msg.reply:  # else nobody to tell
+            await self._reply(msg, self._too_many_waiting(len(queue)))
+
+    def _too_many_waiting(self, mine: int) -> bytes:
+        waiting = f"{mine} of your" if mine >= self.waiting else f"{self._queued_in_all}"
+        return p.encode(
+            p.ERROR_REPLY.write(
+                error=f"{waiting} requests that search, register or query wait already for "
+                f"their turn ({self.at_once} of a requester's are answered at once): ask again "
+                "once your earlier ones are answered"
+            )
+        )
+
+    def _start(self, msg: Msg, costly_for: str | None = None) -> None:
         task = asyncio.create_task(self._answer(msg))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        if costly_for is not None:
+            task.add_done_callback(lambda _: self._next(costly_for))
+
+    def _next(self, who: str) -> None:
+        """One of ``who``'s costly requests is answered: start its next, if one waits."""
+        queue = self._queued.get(who)
+        if queue:
+            self._queued_in_all -= 1
+            msg = queue.popleft()
+            if not queue:
+                del self._queued[who]
+            self._start(msg, who)
+            return
+        self._running[who] -= 1
+        if not self._running[who]:
+            del self._running[who]
 
     async def _answer(self, msg: Msg) -> None:
         self._tell_engine()
@@ -102,6 +160,9 @@ class NatsService:
                 await self.pacer.admit(requester(msg.reply), len(reply))
             except Backlog as exc:  # too much waits already: say so now, keep nothing
                 reply = p.encode(p.ERROR_REPLY.write(error=str(exc)))
+        await self._reply(msg, reply)
+
+    async def _reply(self, msg: Msg, reply: bytes) -> None:
         try:
             # Not msg.respond(): nats-py's respond() sends the request's headers back with the
             # answer (RobustMQ sends none), and refuses headers it read but cannot write (a
@@ -124,6 +185,8 @@ class NatsService:
         if self.subscription is not None:
             await self.subscription.unsubscribe()
             self.subscription = None
+        self._queued.clear()  # what waits its turn is never started
+        self._queued_in_all = 0
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
@@ -131,6 +194,12 @@ class NatsService:
             self.pacer.close()
         self.engine.carry(self, None)
         self._carried = None
+
+
+def _costly(msg: Msg) -> bool:
+    if msg.subject.startswith(p.MSG_QUERY):
+        return len(msg.data) > LARGE_BODY
+    return msg.subject.startswith(_COSTLY)
 
 
 async def serve_on_nats(

@@ -268,7 +268,7 @@ async def test_a_query_of_a_large_body_is_read_while_the_loop_answers_others(mon
     monkeypatch.setattr(engine_module, "_read_query", gated)
     tags = [f"x/y{i}" for i in range(20)] + ["long" * 2_000]  # read in one go
     body = p.encode({"tags": tags})
-    assert len(body) > engine_module._LARGE_BODY
+    assert len(body) > engine_module.LARGE_BODY
     finished: list[str] = []
     query = asyncio.create_task(engine.handle(p.MSG_QUERY + "box", None, body))
     query.add_done_callback(lambda _: finished.append("query"))

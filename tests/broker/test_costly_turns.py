@@ -1,0 +1,174 @@
+"""Costly requests take turns by requester (the dev broker's serve.py; issue #35's hostile
+client, publishing without waiting): a REGISTER, a DISCOVER or a QUERY of many tags of one
+requester runs at most ``at_once`` at a time, the rest wait unread, and beyond what may wait
+each is answered at once with an error; another requester's run meanwhile. A FETCH's wait and
+a small QUERY (a group reader's claim lookup) are never held back.
+
+The engine underneath is the real one; it holds the requests it is given until the test lets
+them go, so that what runs at once can be counted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import nats
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker.serve import NatsService
+
+BOX = "turns.box"
+QUERY = p.encode({"tags": [f"tag{i}" for i in range(1_000)]})  # above LARGE_BODY: costly
+SMALL_QUERY = p.encode({"key": "claim.1"})  # a group reader's claim lookup
+
+
+class HeldEngine(BrokerEngine):
+    """A broker engine that holds QUERYs and FETCHes until ``go`` is set, counting them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+        self.running = {p.MSG_QUERY: 0, p.MSG_FETCH: 0}
+        self.most = dict(self.running)
+
+    async def handle(self, subject, headers, body):
+        kind = next((k for k in self.running if subject.startswith(k)), None)
+        if kind is None:
+            return await super().handle(subject, headers, body)
+        self.running[kind] += 1
+        self.most[kind] = max(self.most[kind], self.running[kind])
+        try:
+            await self.go.wait()
+            return await super().handle(subject, headers, body)
+        finally:
+            self.running[kind] -= 1
+
+
+async def _until(condition) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the broker never got there")
+
+
+class Requester:
+    """A client with its own inbox, publishing requests without waiting for their answers."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.inbox = connection.new_inbox()
+        self.answers: asyncio.Queue = asyncio.Queue()
+        self.sent = 0
+
+    async def start(self) -> Requester:
+        await self.connection.subscribe(f"{self.inbox}.*", cb=self.answers.put)
+        return self
+
+    async def publish(self, subject: str, body: bytes, times: int = 1) -> None:
+        for _ in range(times):
+            await self.connection.publish(subject, body, reply=f"{self.inbox}.{self.sent}")
+            self.sent += 1
+        await self.connection.flush()
+
+    async def answers_now(self, count: int) -> list[dict]:
+        return [
+            json.loads((await asyncio.wait_for(self.answers.get(), 5)).data)
+            for _ in range(count)
+        ]
+
+
+async def _service(nats_server, engine, at_once, waiting, in_all):
+    main = await nats.connect(nats_server.url)
+    service = NatsService(engine, main)
+    service.at_once, service.waiting, service.waiting_in_all = at_once, waiting, in_all
+    await service.start()
+    setup = await nats.connect(nats_server.url)
+    await setup.request(p.MAILBOX_CREATE, p.encode({"name": BOX}), timeout=5)
+    await setup.close()
+    return service, main
+
+
+async def test_a_requester_s_costly_requests_take_turns_and_the_rest_are_refused(nats_server):
+    engine = HeldEngine()
+    service, main = await _service(nats_server, engine, at_once=2, waiting=4, in_all=100)
+    hog_connection, other_connection = [await nats.connect(nats_server.url) for _ in range(2)]
+    try:
+        hog = await Requester(hog_connection).start()
+        other = await Requester(other_connection).start()
+        await hog.publish(p.query_subject(BOX), QUERY, times=10)
+        # two run, four wait their turn, four are answered at once
+        refused = await hog.answers_now(4)
+        assert all("4 of your requests" in r["error"] for r in refused), refused
+        assert "ask again once your earlier ones are answered" in refused[0]["error"]
+        await _until(lambda: engine.running[p.MSG_QUERY] == 2)
+        # another requester's runs while the first's wait
+        await other.publish(p.query_subject(BOX), QUERY)
+        await _until(lambda: engine.running[p.MSG_QUERY] == 3)
+        engine.go.set()
+        answered = await hog.answers_now(6) + await other.answers_now(1)
+        assert [a["error"] for a in answered] == [""] * 7
+        assert engine.most[p.MSG_QUERY] == 3
+        assert hog.answers.empty() and other.answers.empty()
+    finally:
+        await service.stop()
+        for connection in (hog_connection, other_connection, main):
+            await connection.close()
+
+
+async def test_what_waits_in_all_is_bounded_too(nats_server):
+    engine = HeldEngine()
+    service, main = await _service(nats_server, engine, at_once=1, waiting=10, in_all=2)
+    connections = [await nats.connect(nats_server.url) for _ in range(2)]
+    try:
+        first, second = [await Requester(c).start() for c in connections]
+        await first.publish(p.query_subject(BOX), QUERY, times=3)  # one runs, two wait
+        await _until(lambda: engine.running[p.MSG_QUERY] == 1)
+        await second.publish(p.query_subject(BOX), QUERY, times=2)  # one runs, one refused
+        [refused] = await second.answers_now(1)
+        assert refused["error"].startswith("2 requests that search, register or query wait")
+        assert first.answers.empty()
+        engine.go.set()
+        answered = await first.answers_now(3) + await second.answers_now(1)
+        assert [a["error"] for a in answered] == [""] * 4
+    finally:
+        await service.stop()
+        for connection in (*connections, main):
+            await connection.close()
+
+
+async def test_fetches_and_claim_lookups_run_together_whatever_the_turns(nats_server):
+    """Long-poll readers (a group's many workers on one connection) cost nothing waiting, nor
+    do their claim lookups: twenty FETCHes and twenty small QUERYs of one requester all run at
+    once though only one costly request may."""
+    engine = HeldEngine()
+    service, main = await _service(nats_server, engine, at_once=1, waiting=1, in_all=1)
+    connection = await nats.connect(nats_server.url)
+    try:
+        reader = await Requester(connection).start()
+        fetch = p.encode({"group_name": "g", "config": {"max_wait_ms": 0}})
+        await reader.publish(p.fetch_subject(BOX), fetch, times=20)
+        await reader.publish(p.query_subject(BOX), SMALL_QUERY, times=20)
+        await _until(lambda: engine.running == {p.MSG_FETCH: 20, p.MSG_QUERY: 20})
+        engine.go.set()
+        assert [a["error"] for a in await reader.answers_now(40)] == [""] * 40
+    finally:
+        await service.stop()
+        for c in (connection, main):
+            await c.close()
+
+
+async def test_stopping_starts_nothing_that_waits(nats_server):
+    engine = HeldEngine()
+    service, main = await _service(nats_server, engine, at_once=1, waiting=5, in_all=5)
+    connection = await nats.connect(nats_server.url)
+    try:
+        hog = await Requester(connection).start()
+        await hog.publish(p.query_subject(BOX), QUERY, times=4)  # one runs, three wait
+        await _until(lambda: engine.running[p.MSG_QUERY] == 1)
+        await asyncio.wait_for(service.stop(), 5)
+        assert engine.running[p.MSG_QUERY] == 0 and engine.most[p.MSG_QUERY] == 1
+    finally:
+        await connection.close()
+        await main.close()
