@@ -21,6 +21,7 @@ from ..protocol.errors import (
     ConnectFailed,
     ConnectionLost,
     InvalidArgument,
+    Mq9Error,
     NoBroker,
     NotAllowed,
     NotConnected,
@@ -290,8 +291,6 @@ class NatsTransport:
                 "loop (a toolkit given client= there: `await tool.ainvoke(...)`), or give the "
                 "toolkit server= so that every loop gets a client of its own"
             )
-        import nats.errors as nats_errors
-
         if connection.is_closed:  # nats-py gave up reconnecting: dial again
             connection = await self._redial(connection)
         # A dropped link cancels the request where it waits, in this task: cheaper than a task
@@ -322,28 +321,42 @@ class NatsTransport:
                 "waiting for the reply; the request may or may not have been carried out "
                 "(the client reconnects by itself)"
             ) from None
-        except nats_errors.NoRespondersError:
-            raise NoBroker(
+        except Exception as exc:
+            failure = self._failure(exc, subject, timeout, connection)
+            if failure is None:
+                raise
+            raise failure from None
+        return reply.data
+
+    def _failure(
+        self, exc: Exception, subject: str, timeout: float, connection: GuardedClient
+    ) -> Mq9Error | None:
+        """The ``Mq9Error`` for nats-py's ``exc`` on a request, None for any other exception.
+        (Apart from ``request``: nats-py's errors are imported only when one is raised.)"""
+        import nats.errors as nats_errors
+
+        if isinstance(exc, nats_errors.NoRespondersError):
+            return NoBroker(
                 f"no mq9 broker is serving at {self.where}: nothing answers "
                 f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)"
-            ) from None
-        except (TimeoutError, nats_errors.TimeoutError):
+            )
+        if isinstance(exc, (TimeoutError, nats_errors.TimeoutError)):
             down = " (the connection is down and reconnecting)"
-            raise RequestTimeout(
+            return RequestTimeout(
                 f"the mq9 broker did not answer within {timeout:g}s"
                 f"{down if connection.is_reconnecting else ''}; "
                 "the request may or may not have been carried out"
-            ) from None
-        except nats_errors.ConnectionClosedError:
+            )
+        if isinstance(exc, nats_errors.ConnectionClosedError):
             if self._connection is None:
-                raise NotConnected(NOT_CONNECTED) from None
-            raise ConnectionLost(
+                return NotConnected(NOT_CONNECTED)
+            return ConnectionLost(
                 f"lost the connection to the mq9 broker at {self.where}; "
                 "the request was not sent (the client dials again on the next call)"
-            ) from None
-        except nats_errors.Error as exc:
-            raise Unavailable(f"NATS refused the request: {describe(exc)}") from None
-        return reply.data
+            )
+        if isinstance(exc, nats_errors.Error):
+            return Unavailable(f"NATS refused the request: {describe(exc)}")
+        return None
 
     async def _redial(self, dead: GuardedClient) -> GuardedClient:
         closes = self._closes
