@@ -147,7 +147,8 @@ def payload_bytes(payload: object) -> bytes:
     if isinstance(payload, (bytes, bytearray, memoryview)):
         data = bytes(payload)
         try:
-            data.decode("utf-8")
+            if not data.isascii():  # (ASCII is UTF-8: most payloads need no decoding)
+                data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(
                 f"payload bytes are not UTF-8 text (byte {exc.start}): mq9 brokers hand "
@@ -174,6 +175,9 @@ def send_headers(
 ) -> dict[str, str]:
     """mq9's headers for a SEND, each value checked (``Mq9Error`` on a bad one)."""
     headers: dict[str, str] = {}
+    plain = key is None and delay is None and ttl is None and tags is None
+    if plain and priority is Priority.NORMAL:
+        return headers  # most SENDs: nothing to check
     priority = parse_priority(priority)
     if priority is not Priority.NORMAL:
         headers[HEADER_PRIORITY] = priority.value
