@@ -57,6 +57,7 @@ def _send_replies(draw) -> bytes:
 @example(b'{"error":"","msg_id":007}')
 @example(b'{"error":"","msg_id":' + b"9" * 5000 + b"}")  # past int()'s 4,300 digits
 @example(b'{"error":"","msg_id":5} ')
+@example(b'{"error":"","msg_id":57')  # cut short: no closing brace
 @example(b'{"error":"x","msg_id":5}')
 @example(b'{"msg_id":5,"error":""}')
 def test_a_send_reply_reads_the_same_either_way(raw):
