@@ -33,7 +33,7 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import ParseResult
 
@@ -336,19 +336,23 @@ class GuardedClient(Client):
             self._transport = PatientTcpTransport()  # type: ignore[no-untyped-call]
         await super()._connect_to_server(s)
 
-    async def _send_publish(
+    def _send_publish(
         self,
         subject: str,
         reply: str,
         payload: bytes,
         payload_size: int,
         headers: dict[str, Any] | None,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         block = plain_header_block(headers) if headers and subject else None
-        if block is None:
-            await super()._send_publish(subject, reply, payload, payload_size, headers)
-            return
-        # nats-py's _send_publish from here on, with the block written above
+        if block is None:  # nats-py's own coroutine, awaited by the caller (no frame of ours)
+            return super()._send_publish(subject, reply, payload, payload_size, headers)
+        return self._send_block(subject, reply, block, payload, payload_size)
+
+    async def _send_block(
+        self, subject: str, reply: str, block: bytes, payload: bytes, payload_size: int
+    ) -> None:
+        """nats-py's _send_publish with a header block written already."""
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += payload_size
         await self._send_command(hpub_cmd(subject, reply, block, payload))
