@@ -201,7 +201,8 @@ class Mq9Client:
         repeat = False
         while True:
             try:
-                return await self._call_once(subject, body, headers, deadline - started)
+                raw = await self._transport.request(subject, body, headers, deadline - started)
+                return _reply(raw, subject)
             except Mq9Error as exc:
                 if repeat and done_if is not None and isinstance(exc, done_if):
                     return {}
@@ -214,12 +215,6 @@ class Mq9Client:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
             started = loop.time()
-
-    async def _call_once(
-        self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
-    ) -> dict[str, Any]:
-        raw = await self._transport.request(subject, body, headers, timeout)
-        return _reply(raw, subject)
 
     def _messages(self, mail_address: str, reply: dict[str, Any]) -> list[Message]:
         items = _read_reply(p.MESSAGES_REPLY, reply)["messages"]
