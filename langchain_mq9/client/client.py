@@ -390,7 +390,9 @@ class Mq9Client:
         subject = p.fetch_subject(mail_address)
         p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS)
         body = _fetch_body(group_name, deliver, from_time, from_id, force_deliver, num_msgs, 0)
-        again = _fetch_body(group_name, deliver, from_time, from_id, False, num_msgs, 0)
+        again = body
+        if force_deliver:  # (else the same body, made once: every fetch comes here)
+            again = _fetch_body(group_name, deliver, from_time, from_id, False, num_msgs, 0)
 
         async def look() -> list[Message]:
             nonlocal body
