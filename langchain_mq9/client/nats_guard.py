@@ -33,7 +33,7 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import ParseResult
 
@@ -80,13 +80,14 @@ class GuardedParser(nats_parser.Parser):
                 return  # the rest of the line is still on its way
             line = bytes(self.buf[:end])
             del self.buf[: end + len(_CRLF)]
-            await self._control(line)
+            op, _, rest = line.partition(b" ")
+            if op == b"MSG" or op == b"HMSG":  # (most lines: read here, without a coroutine)
+                self._read_msg_line(op, _arguments(rest))
+            else:
+                await self._control(op, rest)
 
-    async def _control(self, line: bytes) -> None:
-        op, _, rest = line.partition(b" ")
-        if op in (b"MSG", b"HMSG"):
-            self._read_msg_line(op, _SEPARATORS.split(rest.strip(b" \t")))
-        elif op == b"PING":
+    async def _control(self, op: bytes, rest: bytes) -> None:
+        if op == b"PING":
             await self.nc._process_ping()
         elif op == b"PONG":
             await self.nc._process_pong()
@@ -103,14 +104,14 @@ class GuardedParser(nats_parser.Parser):
         if len(args) not in (2 + sizes, 3 + sizes):
             raise ProtocolError("nats: malformed MSG")
         try:
-            numbers = [int(n) for n in args[-sizes:]]
-            self.msg_arg["sid"] = int(args[1])
+            needed, sid = int(args[-1]), int(args[1])
+            header_needed = int(args[-2]) if sizes == 2 else 0
         except ValueError:
             raise ProtocolError("nats: malformed MSG") from None
+        self.needed, self.header_needed = needed, header_needed
+        self.msg_arg["sid"] = sid
         self.msg_arg["subject"] = args[0]
         self.msg_arg["reply"] = args[2] if len(args) == 3 + sizes else b""
-        self.header_needed = numbers[0] if op == b"HMSG" else 0
-        self.needed = numbers[-1]
         self.state = nats_parser.AWAITING_MSG_PAYLOAD
 
     async def _deliver(self) -> None:
@@ -122,7 +123,9 @@ class GuardedParser(nats_parser.Parser):
         headers, payload = (frame[:split], frame[split:]) if split else (None, frame)
         # Subjects that are not UTF-8 read as U+FFFD (as nats-py reads header values): the
         # broker answers such a request with an error, as RobustMQ does, instead of hanging it.
-        subject, reply = _lenient(arg["subject"]), _lenient(arg["reply"])
+        subject, reply = arg["subject"], arg["reply"]
+        if not (subject.isascii() and reply.isascii()):
+            subject, reply = _lenient(subject), _lenient(reply)
         sid = arg["sid"]
         if sid not in self.nc._subs:  # RobustMQ's sid 0: a reply goes to the request it names
             sid = self._inbox_sid(subject, sid)
@@ -160,6 +163,16 @@ class GuardedParser(nats_parser.Parser):
             if subscription.subject == wildcard:
                 return known
         return sid
+
+
+def _arguments(rest: bytes) -> list[bytes]:
+    """A control line's arguments split as nats-server splits them: at runs of spaces and
+    tabs (nats-py's \\s also splits at \\x0b, \\x0c, ...), surrounding ones ignored. One
+    space between each, as nats-server writes them, takes a plain split."""
+    args = rest.split(b" ")
+    if b"" in args or b"\t" in rest:
+        return _SEPARATORS.split(rest.strip(b" \t"))
+    return args
 
 
 def _lenient(raw: bytes) -> bytes:
@@ -323,19 +336,23 @@ class GuardedClient(Client):
             self._transport = PatientTcpTransport()  # type: ignore[no-untyped-call]
         await super()._connect_to_server(s)
 
-    async def _send_publish(
+    def _send_publish(
         self,
         subject: str,
         reply: str,
         payload: bytes,
         payload_size: int,
         headers: dict[str, Any] | None,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         block = plain_header_block(headers) if headers and subject else None
-        if block is None:
-            await super()._send_publish(subject, reply, payload, payload_size, headers)
-            return
-        # nats-py's _send_publish from here on, with the block written above
+        if block is None:  # nats-py's own coroutine, awaited by the caller (no frame of ours)
+            return super()._send_publish(subject, reply, payload, payload_size, headers)
+        return self._send_block(subject, reply, block, payload, payload_size)
+
+    async def _send_block(
+        self, subject: str, reply: str, block: bytes, payload: bytes, payload_size: int
+    ) -> None:
+        """nats-py's _send_publish with a header block written already."""
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += payload_size
         await self._send_command(hpub_cmd(subject, reply, block, payload))

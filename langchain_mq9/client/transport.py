@@ -21,6 +21,7 @@ from ..protocol.errors import (
     ConnectFailed,
     ConnectionLost,
     InvalidArgument,
+    Mq9Error,
     NoBroker,
     NotAllowed,
     NotConnected,
@@ -224,9 +225,12 @@ class NatsTransport:
         )
         self._connection: GuardedClient | None = None
         self._refused = False  # the last connect attempt met an authorization violation
-        # Resolved (and replaced) when the link drops: the requests waiting on it fail at once
-        # instead of at their timeout, since a reply sent while the link is down is lost.
-        self._link_lost: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one connect() ran on
+        # The requests waiting for a reply, cancelled where they wait when the link drops
+        # (_cut_in_flight): they fail at once instead of at their timeout, since a reply sent
+        # while the link is down is lost; and those cancelled so, until they take it back.
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
         self._redialing = asyncio.Lock()
         self._closes = 0
         self._watchdog: asyncio.Task[None] | None = None  # see nats_guard.protect
@@ -276,44 +280,36 @@ class NatsTransport:
             ) from None
         _stop(self._watchdog)  # of the connection this one replaces
         self._connection, self._watchdog = connection, watchdog
-        self._link_lost = asyncio.get_running_loop().create_future()  # and the loop it is on
+        self._loop = asyncio.get_running_loop()
 
     async def request(
         self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
     ) -> bytes:
         connection = self._connection
-        if connection is None or self._link_lost is None:  # (both are set by connect)
+        if connection is None or self._loop is None:  # (both are set by connect)
             raise NotConnected(NOT_CONNECTED)
-        if self._link_lost.get_loop() is not asyncio.get_running_loop():
+        if self._loop is not asyncio.get_running_loop():
             raise NotConnected(
                 "this client belongs to the event loop that connected it: call it from that "
                 "loop (a toolkit given client= there: `await tool.ainvoke(...)`), or give the "
                 "toolkit server= so that every loop gets a client of its own"
             )
-        import nats.errors as nats_errors
-
         if connection.is_closed:  # nats-py gave up reconnecting: dial again
             connection = await self._redial(connection)
         # A dropped link cancels the request where it waits, in this task: cheaper than a task
         # per request raced against the link (a sixth of a round trip on loopback).
-        lost, waiting, cut = self._link_lost, asyncio.current_task(), []
+        waiting = asyncio.current_task()
         assert waiting is not None  # a coroutine runs in a task
-
-        def on_lost(_: asyncio.Future[None]) -> None:
-            cut.append(True)
-            waiting.cancel()
-
-        lost.add_done_callback(on_lost)
+        self._in_flight.add(waiting)
         try:
             try:
                 reply = await connection.request(
                     subject, body, timeout=timeout, headers=headers or None
                 )
             finally:
-                lost.remove_done_callback(on_lost)
-                # Take our cancel() back (a reply that had already arrived wins over it); still
-                # cancelled after that = the caller's own (Python 3.10 counts none: never).
-                by_caller = bool(cut) and hasattr(waiting, "uncancel") and waiting.uncancel() > 0
+                self._in_flight.discard(waiting)
+                cut = waiting in self._cut
+                by_caller = cut and self._uncut(waiting)
         except asyncio.CancelledError:
             if not cut or by_caller:
                 raise
@@ -322,28 +318,42 @@ class NatsTransport:
                 "waiting for the reply; the request may or may not have been carried out "
                 "(the client reconnects by itself)"
             ) from None
-        except nats_errors.NoRespondersError:
-            raise NoBroker(
+        except Exception as exc:
+            failure = self._failure(exc, subject, timeout, connection)
+            if failure is None:
+                raise
+            raise failure from None
+        return reply.data
+
+    def _failure(
+        self, exc: Exception, subject: str, timeout: float, connection: GuardedClient
+    ) -> Mq9Error | None:
+        """The ``Mq9Error`` for nats-py's ``exc`` on a request, None for any other exception.
+        (Apart from ``request``: nats-py's errors are imported only when one is raised.)"""
+        import nats.errors as nats_errors
+
+        if isinstance(exc, nats_errors.NoRespondersError):
+            return NoBroker(
                 f"no mq9 broker is serving at {self.where}: nothing answers "
                 f"{subject.rsplit('.', 1)[0]}.* (is this a RobustMQ or mq9-dev-broker server?)"
-            ) from None
-        except (TimeoutError, nats_errors.TimeoutError):
+            )
+        if isinstance(exc, (TimeoutError, nats_errors.TimeoutError)):
             down = " (the connection is down and reconnecting)"
-            raise RequestTimeout(
+            return RequestTimeout(
                 f"the mq9 broker did not answer within {timeout:g}s"
                 f"{down if connection.is_reconnecting else ''}; "
                 "the request may or may not have been carried out"
-            ) from None
-        except nats_errors.ConnectionClosedError:
+            )
+        if isinstance(exc, nats_errors.ConnectionClosedError):
             if self._connection is None:
-                raise NotConnected(NOT_CONNECTED) from None
-            raise ConnectionLost(
+                return NotConnected(NOT_CONNECTED)
+            return ConnectionLost(
                 f"lost the connection to the mq9 broker at {self.where}; "
                 "the request was not sent (the client dials again on the next call)"
-            ) from None
-        except nats_errors.Error as exc:
-            raise Unavailable(f"NATS refused the request: {describe(exc)}") from None
-        return reply.data
+            )
+        if isinstance(exc, nats_errors.Error):
+            return Unavailable(f"NATS refused the request: {describe(exc)}")
+        return None
 
     async def _redial(self, dead: GuardedClient) -> GuardedClient:
         closes = self._closes
@@ -370,13 +380,26 @@ class NatsTransport:
             self._refused = True
         log.debug("nats: %s", describe(exc))
 
+    def _uncut(self, task: asyncio.Task[Any]) -> bool:
+        """Take back the cancel() a dropped link made of ``task`` (a reply that had already
+        arrived wins over it): whether ``task`` is still cancelled after that, by its caller
+        (Python 3.10 counts none: never)."""
+        self._cut.discard(task)
+        return hasattr(task, "uncancel") and task.uncancel() > 0
+
+    def _cut_in_flight(self) -> None:
+        """Cancel every request waiting for a reply, once: the link they went out on is down."""
+        for task in self._in_flight:
+            self._cut.add(task)
+            task.cancel()
+        self._in_flight.clear()
+
     async def _on_disconnected(self) -> None:
-        current, lost = self._connection, self._link_lost
-        if current is None or lost is None:
+        current = self._connection
+        if current is None:
             return  # we closed it
         if not current.is_connected:  # (else this came late from a replaced connection)
-            self._link_lost = asyncio.get_running_loop().create_future()
-            lost.set_result(None)
+            self._cut_in_flight()
         log.warning("lost the connection to the mq9 broker; reconnecting")
 
     async def _on_reconnected(self) -> None:

@@ -79,16 +79,22 @@ async def send_message(ctx: CallContext, args: SendMessageInput) -> Outcome[Mess
 
 def _fitted(
     messages: list[Message], policy: ToolPolicy, answer: Callable[[list[dict[str, Any]], int], Any]
-) -> Any:
+) -> tuple[Any, tuple[dict[str, Any], str]]:
     """The result ``answer(views, left_out)`` that shows as many of ``messages`` as fit in the
-    answer budget (``max_answer_chars``): whole messages, in order, at least one."""
+    answer budget (``max_answer_chars``): whole messages, in order, at least one. Beside it,
+    its content and the text measured (``Outcome.written``)."""
     views = [message_view(m, policy.max_payload_chars) for m in messages]
+    made: dict[int, tuple[Any, tuple[dict[str, Any], str]]] = {}
 
-    def result(shown: int) -> Any:
-        return answer(views[:shown], len(views) - shown)
+    def result(shown: int) -> tuple[Any, tuple[dict[str, Any], str]]:
+        if shown not in made:
+            fitted = answer(views[:shown], len(views) - shown)
+            content = fitted.content()
+            made[shown] = fitted, (content, answer_text(content))
+        return made[shown]
 
     def size(shown: int) -> int:
-        return len(answer_text(result(shown).content()))
+        return len(result(shown)[1][1])
 
     return result(most_that_fit(size, len(views), policy.max_answer_chars))
 
@@ -142,12 +148,12 @@ async def fetch_messages(ctx: CallContext, args: FetchMessagesInput) -> Outcome[
             next_step=next_step + (again if shown_before else "") + more,
         )
 
-    result = _fitted(messages, policy, answer)
+    result, written = _fitted(messages, policy, answer)
     shown, left = messages[: result.count], messages[result.count :]
     if left and reading is not None:  # handed out, not shown: hand them out again
         await reading.reader_for(client).release(m.msg_id for m in left)
         del reading.unacked[len(reading.unacked) - len(left) :]  # the fetch put them last
-    return Outcome(result, shown)
+    return Outcome(result, shown, written)
 
 
 def _show_handed_out(views: list[dict[str, Any]], reader: GroupReader) -> bool:
@@ -212,10 +218,11 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
             raise invalid("from_id reads every message, without key or tags: give either")
         # Only what was given: the official SDK's query takes no tags.
         found = await client.query(address, **given, limit=limit)
-        result = _fitted(found, policy, _filtered_answer(address, args, policy, limit, found))
+        filtered = _filtered_answer(address, args, policy, limit, found)
+        result, written = _fitted(found, policy, filtered)
         if len(given) > 1:  # both key and tags: the broker applies key, else tags
             result.filter_used = "only key: the broker applies one filter"
-        return Outcome(result, found[: result.count])
+        return Outcome(result, found[: result.count], written)
     page, maybe_more, whole = await _page(client, address, args.from_id, limit)
     newest = None
     if maybe_more or (not page and args.from_id):  # where the mailbox ends, for the next calls
@@ -237,8 +244,8 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
             next_step=step,
         )
 
-    result = _fitted(page, policy, answer)
-    return Outcome(result, page[: result.count])
+    result, written = _fitted(page, policy, answer)
+    return Outcome(result, page[: result.count], written)
 
 
 def _filtered_answer(

@@ -110,16 +110,19 @@ class Message:
 
 _PRIORITIES = {"": Priority.NORMAL} | {p.value: p for p in Priority}  # RobustMQ: "" for none
 _PLAIN_ITEM = frozenset(MSG_ITEM.fields)
+_HEADERLESS_ITEM = _PLAIN_ITEM - {"header"}  # an Option serde reads as None when absent
 
 
 def _plain_message(item: Any) -> Message | None:
     """The message of an item as brokers write it, read in one step: exactly MSG_ITEM's
-    fields (no name twice), plain types, a known priority and no header (a reply of 100
-    messages read each field by field: 4 µs a message). None for any other item, which
-    ``Message.from_item`` reads (and words the errors of)."""
-    if not isinstance(item, dict):
+    fields (no name twice; ``header`` null or left out), plain types and a known priority (a
+    reply of 100 messages read each field by field: 4 µs a message). None for any other
+    item, which ``Message.from_item`` reads (and words the errors of)."""
+    if not isinstance(item, dict) or item.get("header") is not None:
         return None
-    if item.keys() != _PLAIN_ITEM or repeated_names(item) or item["header"] is not None:
+    if not (item.keys() == _PLAIN_ITEM or item.keys() == _HEADERLESS_ITEM):
+        return None
+    if repeated_names(item):
         return None
     msg_id, create_time, payload = item["msg_id"], item["create_time"], item["payload"]
     priority = _PRIORITIES.get(item["priority"]) if type(item["priority"]) is str else None
@@ -144,7 +147,8 @@ def payload_bytes(payload: object) -> bytes:
     if isinstance(payload, (bytes, bytearray, memoryview)):
         data = bytes(payload)
         try:
-            data.decode("utf-8")
+            if not data.isascii():  # (ASCII is UTF-8: most payloads need no decoding)
+                data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(
                 f"payload bytes are not UTF-8 text (byte {exc.start}): mq9 brokers hand "
@@ -171,6 +175,9 @@ def send_headers(
 ) -> dict[str, str]:
     """mq9's headers for a SEND, each value checked (``Mq9Error`` on a bad one)."""
     headers: dict[str, str] = {}
+    plain = key is None and delay is None and ttl is None and tags is None
+    if plain and priority is Priority.NORMAL:
+        return headers  # most SENDs: nothing to check
     priority = parse_priority(priority)
     if priority is not Priority.NORMAL:
         headers[HEADER_PRIORITY] = priority.value

@@ -11,11 +11,14 @@ from typing import Any, NoReturn
 from .errors import InvalidArgument, WireError
 from .limits import MAX_U64
 
+# json.dumps makes an encoder per call when given options: one made once (every request body)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 
 def encode(body: Any) -> bytes:
     """``body`` as compact JSON in UTF-8. Raises ``WireError`` on text that has no UTF-8
     form (a lone surrogate), which serde_json would refuse."""
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    text = _COMPACT.encode(body)
     try:
         return text.encode()
     except UnicodeEncodeError as exc:

@@ -43,7 +43,7 @@ def name_error(name: str) -> str | None:
     """Why RobustMQ's CREATE refuses ``name`` as a mailbox name, or None if it takes it."""
     if not name:
         return ERR_NAME_EMPTY
-    if not all(c in _NAME_CHARS for c in name):
+    if not _NAME_CHARS.issuperset(name):
         return ERR_NAME_CHARS
     if name[0] == "." or name[-1] == ".":
         return ERR_NAME_EDGES

@@ -4,10 +4,11 @@ them. Imports only the protocol; OpenTelemetry and LangSmith only when the appli
 them (the ``otel`` extra installs OpenTelemetry's API)."""
 
 from .context import TRACE_HEADERS, PeerTrace, peer_run, peer_trace
-from .spans import Sending, processing, receiving, sending
+from .spans import UNTRACED, Sending, processing, receiving, sending
 
 __all__ = [
     "TRACE_HEADERS",
+    "UNTRACED",
     "PeerTrace",
     "Sending",
     "peer_run",

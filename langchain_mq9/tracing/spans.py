@@ -66,7 +66,7 @@ class Sending:
         """The broker stored the message under ``msg_id``."""
 
 
-_OFF = Sending()
+UNTRACED = Sending()  # every SEND outside a trace: nothing to carry or report
 
 
 class _TracedSend(Sending):
@@ -102,7 +102,7 @@ def sending(mailbox: str) -> Sending:
     the ``with`` starts (the span starts here)."""
     parent, run = _current_span(), _current_run()
     if parent is None and run is None:
-        return _OFF
+        return UNTRACED
     return _TracedSend(mailbox, parent, run)
 
 

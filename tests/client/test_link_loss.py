@@ -1,0 +1,70 @@
+"""A request waiting for its reply when the link drops fails at once with ``ConnectionLost``:
+``NatsTransport`` cancels it where it waits (what nats-py's disconnect callback does,
+``_cut_in_flight``, is done here by hand on a live link). The caller's own cancel stays a
+cancel, and a request already answered is never cancelled afterwards. (A real restart of
+nats-server under a request: tests/broker/test_devbroker_faults.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.protocol.errors import ConnectionLost
+
+BOX = "links.box"
+# A FETCH that parks on the bundled broker (nothing in the mailbox): a request in flight
+PARKED = p.encode({"config": {"max_wait_ms": 20_000}})
+
+
+@pytest.fixture
+async def client(nats_broker):
+    async with nats_broker.client() as connected:
+        await connected.mailbox_create(name=BOX)
+        yield connected
+
+
+async def in_flight(client) -> asyncio.Task:
+    transport = client._transport
+    request = transport.request(p.fetch_subject(BOX), PARKED, None, 25)
+    task = asyncio.create_task(request)
+    while task not in transport._in_flight:  # sent, and waiting for its reply
+        await asyncio.sleep(0)
+    return task
+
+
+async def test_a_request_the_link_drops_under_fails_at_once_as_connection_lost(client):
+    task = await in_flight(client)
+    client._transport._cut_in_flight()
+    with pytest.raises(ConnectionLost, match="may or may not have been carried out"):
+        await asyncio.wait_for(task, 5)
+    assert not client._transport._cut  # the cancel was taken back
+    assert await client.query(BOX) == []  # the client carries on
+
+
+async def test_the_callers_own_cancel_stays_a_cancel(client):
+    task = await in_flight(client)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not client._transport._in_flight
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 counts no cancels")
+async def test_a_cancel_by_the_caller_as_the_link_drops_stays_a_cancel(client):
+    task = await in_flight(client)
+    task.cancel()
+    client._transport._cut_in_flight()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_request_answered_is_not_cancelled_when_the_link_drops_after(client):
+    await client.query(BOX)
+    client._transport._cut_in_flight()
+    for _ in range(3):  # a cancel scheduled now would land in one of these
+        await asyncio.sleep(0)
+    assert not asyncio.current_task().cancelling()
+    assert await client.query(BOX) == []
