@@ -7,6 +7,7 @@ sleep moves the clock on and records how long the pacer asked to wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -158,24 +159,37 @@ def test_a_pace_that_could_never_send_is_refused(rate, burst):
         AnswerPacer(rate, burst)
 
 
-async def test_the_dev_broker_paces_large_answers_only(nats_server):
-    """Wired into serve_on_nats: two listings back to back wait for the pace, on the bulk
-    connection; a SEND's small answer between them never asks the pacer."""
+@contextlib.asynccontextmanager
+async def _paced_broker(nats_server, pacer: AnswerPacer):
+    """The engine served at ``pacer``'s pace, on a main and a bulk connection, with 40 agents
+    registered (a listing well above BULK_ANSWER); yields a client connection."""
     import nats
 
     from langchain_mq9.broker import BrokerEngine, serve_on_nats
-    from langchain_mq9.broker.serve import BULK_ANSWER
 
     engine = BrokerEngine()
     engine.registry.embedder = None
-    time = Time()
-    pacer = AnswerPacer(MB, 0, clock=time.clock, sleep=time.sleep)
     main, bulk, client = [await nats.connect(nats_server.url) for _ in range(3)]
     service = await serve_on_nats(engine, main, bulk, pacer)
     try:
         for i in range(40):
             card = p.agent_card(f"agent.{i}", description=f"agent {i} translates " * 200)
             await client.request(p.AGENT_REGISTER, p.encode(card), timeout=5)
+        yield client
+    finally:
+        await service.stop()
+        for connection in (client, bulk, main):
+            await connection.close()
+
+
+async def test_the_dev_broker_paces_large_answers_only(nats_server):
+    """Wired into serve_on_nats: two listings back to back wait for the pace, on the bulk
+    connection; a SEND's small answer between them never asks the pacer."""
+    from langchain_mq9.broker.serve import BULK_ANSWER
+
+    time = Time()
+    pacer = AnswerPacer(MB, 0, clock=time.clock, sleep=time.sleep)
+    async with _paced_broker(nats_server, pacer) as client:
         await client.request(p.MAILBOX_CREATE, p.encode({"name": "paced.box"}), timeout=5)
         first = await client.request(p.AGENT_DISCOVER, b"{}", timeout=5)
         size = len(first.data)
@@ -186,34 +200,19 @@ async def test_the_dev_broker_paces_large_answers_only(nats_server):
         second = await client.request(p.AGENT_DISCOVER, b"{}", timeout=5)
         assert second.data == first.data
         assert time.slept == pytest.approx([size / MB])
-    finally:
-        await service.stop()
-        for connection in (client, bulk, main):
-            await connection.close()
 
 
 async def test_the_dev_broker_answers_what_may_not_wait_with_an_error_at_once(nats_server):
     """Five listings asked at once without waiting: the first waits for the pace (held until
     the test lets it go), and the four behind it, above what one requester may have waiting,
     are answered at once with the error; none is left unanswered."""
-    import nats
-
-    from langchain_mq9.broker import BrokerEngine, serve_on_nats
-
-    engine = BrokerEngine()
-    engine.registry.embedder = None
     time, go = Time(), asyncio.Event()
 
     async def held_sleep(seconds: float) -> None:
         await go.wait()
 
     pacer = AnswerPacer(MB, 0, clock=time.clock, sleep=held_sleep)
-    main, bulk, client = [await nats.connect(nats_server.url) for _ in range(3)]
-    service = await serve_on_nats(engine, main, bulk, pacer)
-    try:
-        for i in range(40):
-            card = p.agent_card(f"agent.{i}", description=f"agent {i} translates " * 200)
-            await client.request(p.AGENT_REGISTER, p.encode(card), timeout=5)
+    async with _paced_broker(nats_server, pacer) as client:
         listing = (await client.request(p.AGENT_DISCOVER, b"{}", timeout=5)).data  # at once
         pacer.per_requester = len(listing) + 1  # room for one more of them, not two
         inbox, answers = client.new_inbox(), asyncio.Queue()
@@ -224,7 +223,3 @@ async def test_the_dev_broker_answers_what_may_not_wait_with_an_error_at_once(na
         assert all("ask again once those have arrived" in r["error"] for r in refused)
         go.set()
         assert (await asyncio.wait_for(answers.get(), 5)).data == listing
-    finally:
-        await service.stop()
-        for connection in (client, bulk, main):
-            await connection.close()
