@@ -3,6 +3,6 @@
 mailbox that ends a poison message's redeliveries."""
 
 from .dead_letters import DeadLetter
-from .reader import Consumer, GroupReader, replay
+from .reader import Consumer, GroupReader, Replayed, replay
 
-__all__ = ["Consumer", "DeadLetter", "GroupReader", "replay"]
+__all__ = ["Consumer", "DeadLetter", "GroupReader", "Replayed", "replay"]

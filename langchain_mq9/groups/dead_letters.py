@@ -12,6 +12,7 @@ that header.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -40,19 +41,33 @@ _OWN_HEADERS = {
 
 def dead_letter_address(mail_address: str) -> str:
     """The default dead-letter mailbox of ``mail_address``: beside it, under its own name, so
-    an allow-list that covers the mailbox's prefix covers it too."""
-    return mail_address + DEAD_LETTER_SUFFIX
+    an allow-list that covers the mailbox's prefix covers it too.
+
+    ``<mailbox>.dlq`` when that is a valid address. A mailbox within ``MAX_ADDRESS_LENGTH`` of
+    the limit gets ``<as much of its name as fits>.dlq.<32 hex digits of sha256(mailbox)>``:
+    as long as the limit at most, the same for every reader, one per mailbox (the digest), and
+    never another mailbox's ``.dlq`` name (its last segment is hex, never ``dlq``)."""
+    plain = mail_address + DEAD_LETTER_SUFFIX
+    if len(plain) <= p.MAX_ADDRESS_LENGTH:
+        return plain
+    tail = f"{DEAD_LETTER_SUFFIX}.{hashlib.sha256(mail_address.encode()).hexdigest()[:32]}"
+    return mail_address[: p.MAX_ADDRESS_LENGTH - len(tail)].rstrip(".") + tail
 
 
 def check_dead_letter(address: str) -> str:
     """``address`` as a dead-letter mailbox: a valid address outside the reserved root."""
     try:
         p.check_address(address)
-    except Mq9Error as exc:  # a default name too long, or a bad one given
+    except Mq9Error as exc:  # a bad one given
         raise ValueError(f"dead_letter: {exc.message}; give dead_letter a mailbox") from None
+    return check_writable(address, "dead_letter")
+
+
+def check_writable(address: str, what: str) -> str:
+    """``address``, where this module writes messages: never under the reserved root."""
     if is_reserved(address):
         raise ValueError(
-            f"dead_letter {p.quoted(address)} is under '{RESERVED_ROOT}.', which holds this "
+            f"{what} {p.quoted(address)} is under '{RESERVED_ROOT}.', which holds this "
             "library's own records: give another mailbox"
         )
     return address

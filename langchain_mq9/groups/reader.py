@@ -15,13 +15,22 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 from .. import protocol as p
 from ..protocol import Message
 from ..protocol.errors import AnswerTooLarge, Mq9Error
 from . import dead_letters
-from .dead_letters import DEFAULT_MAX_DELIVERIES, MAX_DELIVERIES, DeadLetter, failure_reason
+from .dead_letters import (
+    DEAD_LETTER_SUFFIX,
+    DEFAULT_MAX_DELIVERIES,
+    MAX_DELIVERIES,
+    DeadLetter,
+    check_writable,
+    dead_letter_address,
+    failure_reason,
+)
 from .leases import (
     DEFAULT_LEASE_TTL,
     GroupRecords,
@@ -639,34 +648,83 @@ class Consumer:
             log.exception("consumer of %s: error_handler failed", self.mail_address)
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """What ``replay`` did: the msg_ids of the copies it sent back, and the messages of the
+    dead-letter mailbox it skipped (their msg_id there, and why)."""
+
+    sent: list[int]
+    skipped: dict[int, str]
+
+
 async def replay(
     client: MailboxClient,
     dead_letters: str,
     *,
+    mailbox: str | None = None,
     group_name: str = "replay",
     num_msgs: int = 10,
-) -> list[int]:
-    """Send every dead letter of the mailbox ``dead_letters`` back to its mailbox, read with
-    the consumer group ``group_name`` (each is sent back once, whatever restarts: a dead letter
-    is done once its copy is stored). Payload, priority, tags and other headers go back as
-    they were; the key does not (an old message must not replace a newer one of its key), and
-    the copy is a new message with a new msg_id. Returns the new msg_ids."""
+) -> Replayed:
+    """Send the dead letters of the mailbox ``dead_letters`` back to ``mailbox`` (default: the
+    mailbox whose ``<mailbox>.dlq`` it is), read with the consumer group ``group_name`` (each
+    is sent back once, whatever restarts: a dead letter is done once its copy is stored).
+    Payload, priority, tags and other headers go back as they were; the key does not (an old
+    message must not replace a newer one of its key), and the copy is a new message with a
+    new msg_id.
+
+    Only to ``mailbox``, whatever a message's header names: a dead-letter mailbox is an
+    ordinary mailbox that others may write to. A message that is no dead letter, or one of
+    another mailbox, is skipped, reported in ``Replayed.skipped`` and logged, and passed by
+    the group; the rest are sent back all the same."""
+    target = mailbox if mailbox is not None else _replayed_to(dead_letters)
+    check_writable(p.check_address(target), "replay's mailbox")
     reader = GroupReader(client, dead_letters, group_name)
     sent: list[int] = []
+    skipped: dict[int, str] = {}
     while batch := await reader.fetch(num_msgs=num_msgs):
         for message in batch:
-            letter = DeadLetter.read(message)
-            sent.append(
-                await client.send(
-                    letter.mailbox,
-                    p.payload_text(message.payload),
-                    priority=message.priority,
-                    tags=message.tags or None,
-                    headers=letter.header or None,
-                )
-            )
+            why = _not_replayable(message, target)
+            if why is None:
+                sent.append(await _send_back(client, target, message))
+            else:
+                skipped[message.msg_id] = why
+                log.warning("replay of %s: skipped msg %s: %s", dead_letters, message.msg_id, why)
             await reader.done(message.msg_id)
-    return sent
+    return Replayed(sent, skipped)
+
+
+def _replayed_to(dead_letters: str) -> str:
+    base = dead_letters.removesuffix(DEAD_LETTER_SUFFIX)
+    if base in ("", dead_letters) or dead_letter_address(base) != dead_letters:
+        raise ValueError(
+            f"{p.quoted(dead_letters)} is no mailbox's default dead-letter mailbox "
+            "(<mailbox>.dlq): give replay the mailbox to send its dead letters back to"
+        )
+    return base
+
+
+def _not_replayable(message: Message, target: str) -> str | None:
+    """Why ``message`` is not sent back to ``target`` (None: it is)."""
+    try:
+        letter = DeadLetter.read(message)
+    except ValueError as exc:
+        return str(exc)
+    if letter.mailbox != target:
+        return (
+            f"a dead letter of {p.quoted(letter.mailbox)}, not of {p.quoted(target)}: "
+            "replay sends back only to the mailbox it was given"
+        )
+    return None
+
+
+async def _send_back(client: MailboxClient, target: str, message: Message) -> int:
+    return await client.send(
+        target,
+        p.payload_text(message.payload),
+        priority=message.priority,
+        tags=message.tags or None,
+        headers=DeadLetter.read(message).header or None,
+    )
 
 
 async def _maybe_await(result: Awaitable[None] | None) -> None:

@@ -16,7 +16,11 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..groups.dead_letters import DEAD_LETTER_SUFFIX, DEFAULT_MAX_DELIVERIES
+from ..groups.dead_letters import (
+    DEAD_LETTER_SUFFIX,
+    DEFAULT_MAX_DELIVERIES,
+    dead_letter_address,
+)
 from ..groups.leases import RESERVED_ROOT, MailboxClient, is_reserved
 from ..groups.reader import GroupReader, fixed_start
 from ..protocol import QUOTE_CHARS, Message, check_address, clipped, quoted
@@ -273,7 +277,18 @@ class ToolPolicy:
             if base and base != address:  # a usable mailbox's dead letters are usable too
                 with contextlib.suppress(OperationError):
                     return self._check(base, what, "mailboxes", then)
+            if self._own_long_dead_letters(address):
+                return
             self._check(address, what, "mailboxes", then)
+
+    def _own_long_dead_letters(self, address: str) -> bool:
+        """``address`` is the dead-letter mailbox of this agent's own mailbox or one it
+        created, named with a digest (``dead_letter_address``: its name was too long for
+        ``.dlq``), which no prefix of the allow-list need cover."""
+        if f"{DEAD_LETTER_SUFFIX}." not in address:
+            return False
+        own = [self.config.agent_mailbox, *self.created]
+        return any(mailbox and dead_letter_address(mailbox) == address for mailbox in own)
 
     def check_name(self, name: str) -> None:
         """The allow-list covers registry names as well as mailboxes: the registry is keyed

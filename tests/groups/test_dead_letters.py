@@ -17,7 +17,7 @@ import pytest
 from langchain.agents import create_agent
 
 from langchain_mq9 import GroupReader, Message, Mq9Error, Mq9Toolkit
-from langchain_mq9.groups import DeadLetter, replay
+from langchain_mq9.groups import DeadLetter, Replayed, replay
 from langchain_mq9.groups.dead_letters import DEAD_LETTER_HEADER
 from langchain_mq9.groups.leases import GRACE, delivery_tags, handout_tag, lease_address
 from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPolicy
@@ -216,9 +216,9 @@ async def test_dead_letters_are_sent_back_and_handled(client):
     await run_consumers([client], box, work, workers=False, max_deliveries=2)
     assert len(await client.query(f"{box}.dlq")) == 1
     # fixed: the handler now copes; the dead letters go back to their mailbox
-    sent = await replay(client, f"{box}.dlq")
+    sent = (await replay(client, f"{box}.dlq")).sent
     assert len(sent) == 1
-    assert await replay(client, f"{box}.dlq") == []  # each is sent back once
+    assert await replay(client, f"{box}.dlq") == Replayed([], {})  # each is sent back once
     [back] = [m for m in await client.query(box) if m.msg_id == sent[0]]
     assert back.payload == b"poison" and back.priority.value == "critical"
     assert back.header.get("x-trace") == "t1" and DEAD_LETTER_HEADER not in back.header
@@ -234,7 +234,7 @@ async def test_refusals(client):
         GroupReader(client, box, "g", max_deliveries=0)
     too_long = r"dead_letter: invalid mail_address.*longer than 3800 .*give dead_letter"
     with pytest.raises(ValueError, match=too_long):
-        GroupReader(client, "x" * 3797, "g")  # its dead-letter mailbox could not exist
+        GroupReader(client, box, "g", dead_letter="x" * 3801)
     reader = GroupReader(client, box, "g")
     with pytest.raises(Mq9Error, match="fetch it first"):
         await reader.fail(0, "never handed out")
