@@ -81,6 +81,7 @@ class Turn:
     existing: dict[str, Any] | None  # the task's snapshot before this turn, if any
     resume: bool  # the answer to an input-required task
     owner: str | None = None  # the reply mailbox that sent the task: its caller
+    request: int | None = None  # the msg_id of the request that started this turn
 
 
 def _interrupt_text(interrupts: Any) -> str:
@@ -260,7 +261,7 @@ class AgentServer:
             await self._reject(msg.header.get(w.HEADER_REPLY_TO), exc)
             return
         if request.method == w.SEND:
-            await self._send_message(request)
+            await self._send_message(request, msg.msg_id)
         elif request.method == w.GET_TASK:
             await self._get_task(request)
         elif request.method == w.LIST_TASKS:
@@ -348,7 +349,7 @@ class AgentServer:
 
     # -- SendMessage ------------------------------------------------------------------------
 
-    async def _send_message(self, request: w.Request) -> None:
+    async def _send_message(self, request: w.Request, msg_id: int) -> None:
         msg = request.body["message"]
         text = w.parts_text(msg["parts"])
         owner = request.reply_to
@@ -367,7 +368,8 @@ class AgentServer:
                     f"task {task_id} is {state}: only an input-required task takes an answer",
                 )
                 return
-            await self._run(Turn(task_id, existing["contextId"], text, msg, existing, True, owner))
+            turn = Turn(task_id, existing["contextId"], text, msg, existing, True, owner, msg_id)
+            await self._run(turn)
             return
         task_id = request.task_id or w.new_id()
         context_id = msg.get("contextId") or w.new_id()
@@ -380,7 +382,7 @@ class AgentServer:
             if owner:
                 await self._deliver(owner, existing)
             return
-        await self._run(Turn(task_id, context_id, text, msg, existing, False, owner))
+        await self._run(Turn(task_id, context_id, text, msg, existing, False, owner, msg_id))
 
     async def _run(self, turn: Turn) -> None:
         task_id, context_id, owner = turn.task_id, turn.context_id, turn.owner
@@ -393,6 +395,14 @@ class AgentServer:
             return await self._publish(snapshot, owner)
 
         async with self._slots:
+            if turn.request is not None:
+                # Its graph runs now: a replica that dies from here on charges this request,
+                # never those waiting for a slot behind it (docs/groups.md, "Poison messages").
+                request = turn.request
+                await self._persist(
+                    f"recording that request {request} runs",
+                    lambda: self.reader.begin([request]),
+                )
             canceled = await self._persist(
                 f"looking for a cancel of {task_id}",
                 lambda: self.store.cancel_requested(task_id, owner),

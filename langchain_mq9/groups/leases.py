@@ -110,8 +110,8 @@ def reason_tag(message: Message) -> str:
     return f"r{message.msg_id}.{message.create_time}"
 
 
-def delivery_tags(message: Message) -> tuple[str, str, str]:
-    return handout_tag(message), fail_tag(message), reason_tag(message)
+def delivery_tags(message: Message) -> tuple[str, str, str, str]:
+    return handout_tag(message), fail_tag(message), reason_tag(message), done_tag(message)
 
 
 def count_deliveries(records: list[Message], message: Message) -> int:
@@ -172,11 +172,13 @@ class GroupRecords:
     write there for each other. Deliveries that did not finish a message, for its retry
     budget, whoever reads and however often readers restart (no TTL): a **failure** (tag
     ``f{msg_id}.{create_time}``, the reason as payload), and a **hand-out** (tags
-    ``h{msg_id}.{create_time}``): a reader that dies holding a message records nothing, so
-    every reader records the batch it starts with, where a message that kills its readers
-    waits at the group's head, and a worker what it takes over from a holder that is gone.
-    The failure of a delivery counted that way records only its reason (tag
-    ``r{msg_id}.{create_time}``)."""
+    ``h{msg_id}.{create_time}``): a reader that dies handling a message records nothing, so
+    a reader records the hand-out of a message it hands to its handler (``begin``) when one
+    that died may have been handling it (a message at the group's head when it started, one
+    taken over from a holder that is gone) or it failed here. The failure of a delivery
+    counted that way records only its reason (tag ``r{msg_id}.{create_time}``). And **done**
+    records (tags ``d{msg_id}.{create_time}``): finished, for every reader (a worker's, and a
+    reader's finished message that the group's position does not pass yet)."""
 
     def __init__(
         self, client: MailboxClient, mail_address: str, group_name: str, mailbox_ttl: int
@@ -194,6 +196,11 @@ class GroupRecords:
 
     async def record_hand_outs(self, messages: list[Message]) -> None:
         await self._send([handout_tag(m) for m in messages], ttl=None)
+
+    async def record_done(self, messages: list[Message]) -> None:
+        """Say these messages are finished, for every reader: kept until the broker's
+        retention removes it (7 days on RobustMQ), as a group moved back must find them done."""
+        await self._send([done_tag(m) for m in messages], ttl=None)
 
     async def deliveries(self, messages: list[Message]) -> dict[int, list[Message]]:
         """The records of each message's unfinished deliveries (its recorded hand-outs and its
@@ -270,11 +277,6 @@ class LeaseBox(GroupRecords):
 
     async def claim(self, messages: list[Message]) -> None:
         await self._send([claim_tag(m) for m in messages], ttl=self.lease_ttl)
-
-    async def finish(self, messages: list[Message]) -> None:
-        """Say these messages are done. Kept until the broker's retention removes it (7 days on
-        RobustMQ): a group moved back behind them must still find them done."""
-        await self._send([done_tag(m) for m in messages], ttl=None)
 
     async def judge(self, messages: list[Message]) -> Verdict:
         """Read the records of ``messages`` and judge them, a few messages per QUERY: a QUERY

@@ -37,6 +37,7 @@ from .leases import (
     LeaseBox,
     MailboxClient,
     count_deliveries,
+    done_tag,
     last_reason,
 )
 from .state import ReaderState
@@ -108,7 +109,11 @@ class GroupReader:
     counted on the broker (docs/groups.md, "Poison messages"), and once there are
     ``max_deliveries`` of them it is copied into the mailbox ``dead_letter`` (default
     ``<mailbox>.dlq``) and then done, so the group moves past it; so is a message that every
-    reader died holding. ``dead_letter(msg_id, reason)`` sets one aside at once.
+    reader died handling. ``dead_letter(msg_id, reason)`` sets one aside at once. Handing a
+    message out is not handling it: call ``begin([msg_id])`` when it goes to its handler (or
+    is shown to a model), so that a reader that dies handling it charges that message alone
+    (``begin`` records what a reader's death would leave uncounted: a message that may have
+    been handed out before, or that failed here), and ``done`` what finished first.
     ``max_deliveries=None``: no budget and no records (``fail`` only counts in memory).
     ``on_dead_letter(message, attempts, reason)`` runs once the copy is stored and before the
     message is done (an agent server answers the request's caller there): if it raises, the
@@ -159,11 +164,15 @@ class GroupReader:
         self.on_dead_letter = on_dead_letter
         self.commit = commit
         self.state = ReaderState()
-        # Unfinished deliveries counted on the broker, by msg_id (this reader's included), of
-        # the messages it read the count of; whether its first batch is recorded.
+        # Unfinished deliveries counted on the broker, by msg_id, of the messages it read the
+        # count of: before this hand-out, or (after a failure) with it.
         self._deliveries: dict[int, int] = {}
-        self._recorded_first = max_deliveries is None  # without a budget nothing is recorded
-        # Handed out with a record of the hand-out (a first batch, a takeover), not failed since.
+        # Whether the deliveries of its first batch were read; without a budget nothing is.
+        self._read_first = max_deliveries is None
+        # Handed out, and ``begin`` records their hand-out: what this reader's death would leave
+        # uncounted (its first batch, a takeover, a message that failed here).
+        self._unrecorded: set[int] = set()
+        # Begun with a record of the hand-out, not failed since: that record counts the delivery.
         self._recorded: set[int] = set()
         self._taken_over: set[int] = set()  # won by this worker from a holder that is gone
         # One fetch or done at a time: two fetches computing "new" from the same state would
@@ -218,6 +227,29 @@ class GroupReader:
             self.state.check_done(ids)
             await self._done(ids)
 
+    async def begin(self, msg_ids: Iterable[int]) -> None:
+        """These handed-out messages go to their handler now (or are shown to a model). Those
+        whose delivery this reader's death would leave uncounted (``records_begin``) are
+        recorded on the broker first, one SEND for them all: a reader that dies handling a
+        message charges that message, never the batch it was fetched with. Call ``done`` for
+        what finished before (the records then say so), so a death charges nothing finished."""
+        ids = list(msg_ids)
+        async with self._lock:
+            for msg_id in ids:
+                self._handed_out(msg_id)
+            begun = [i for i in ids if i in self._unrecorded]
+            if not begun:
+                return
+            await self.records.record_hand_outs([self.state.seen[i] for i in begun])
+            self._unrecorded.difference_update(begun)
+            self._recorded.update(begun)
+
+    def records_begin(self, msg_id: int) -> bool:
+        """Whether ``begin([msg_id])`` writes a record (a SEND): the message may have been
+        handed out before by a reader that died (this reader's first batch, a takeover), or
+        failed here."""
+        return msg_id in self._unrecorded
+
     async def fail(self, msg_id: int, reason: object) -> Failure:
         """A handed-out message could not be handled (``reason``: an exception or a text).
         Count this delivery on the broker; at ``max_deliveries``, dead-letter the message.
@@ -245,53 +277,61 @@ class GroupReader:
     def handed_out(self, msg_id: int) -> int:
         """How many times the message was handed out without being finished, as far as the
         broker's records say (this hand-out too): 1 unless it was before."""
-        return self._deliveries.get(msg_id, 1)
+        return self._deliveries.get(msg_id, 0) + 1
 
     async def _count_failure(self, message: Message, reason: str) -> int:
         """Record a failed delivery and return the message's unfinished deliveries (this one
-        counted once: by this reader's hand-out record, or by this failure's)."""
+        counted once: by its ``begin`` record, or by this failure's)."""
+        msg_id = message.msg_id
         if self.max_deliveries is None:  # no records: this reader's own count
-            attempts = self._deliveries.get(message.msg_id, 0) + 1
-            self._deliveries[message.msg_id] = attempts
+            attempts = self._deliveries.get(msg_id, 0) + 1
+            self._deliveries[msg_id] = attempts
             return attempts
-        counted = message.msg_id in self._recorded
-        self._recorded.discard(message.msg_id)
+        counted = msg_id in self._recorded
         await self.records.record_failure(message, reason, counted)
-        records = (await self.records.deliveries([message]))[message.msg_id]
-        self._deliveries[message.msg_id] = attempts = max(count_deliveries(records, message), 1)
+        # Handed to its handler again, it is recorded again: a death then is one more.
+        self._recorded.discard(msg_id)
+        self._unrecorded.add(msg_id)
+        records = (await self.records.deliveries([message]))[msg_id]
+        self._deliveries[msg_id] = attempts = max(count_deliveries(records, message), 1)
         return attempts
 
-    async def _record_hand_outs(self, batch: list[Message]) -> list[Message]:
-        """Record the hand-outs a reader that dies would leave uncounted: its first batch, and
-        what a worker takes over from a holder that is gone (docs/groups.md, "Poison
-        messages"). What is past its budget, a message its readers died holding, is set aside
-        instead of handed out; the rest of ``batch`` is returned."""
+    async def _read_deliveries(self, batch: list[Message]) -> list[Message]:
+        """Read the deliveries of what a reader that died may have been handling: this reader's
+        first batch, and what a worker takes over from a holder that is gone (docs/groups.md,
+        "Poison messages"). What is past its budget (its readers died handling it) is set
+        aside, and what a reader finished without the group passing it (a done record) is
+        done, instead of handed out; the rest of ``batch`` is returned, ``begin`` recording
+        their hand-out."""
         budget = self.max_deliveries
         assert budget is not None  # without one nothing is recorded
-        if not self._recorded_first:
-            self._recorded_first, recorded = True, batch
+        if not self._read_first:
+            self._read_first, read = True, batch
         else:
-            recorded = [m for m in batch if m.msg_id in self._taken_over]
+            read = [m for m in batch if m.msg_id in self._taken_over]
         self._taken_over.clear()
-        if not recorded:
+        if not read:
             return batch
-        self._recorded |= {m.msg_id for m in recorded}
-        await self.records.record_hand_outs(recorded)
-        records = await self.records.deliveries(recorded)
-        aside = set()
-        for message in recorded:
+        records = await self.records.deliveries(read)
+        kept = set()
+        for message in read:
             found = records[message.msg_id]
-            self._deliveries[message.msg_id] = attempts = max(count_deliveries(found, message), 1)
-            if attempts <= budget:
+            if any(done_tag(message) in r.tags for r in found):
+                self.state.mark_done([message.msg_id])
                 continue
-            aside.add(message.msg_id)
+            self._deliveries[message.msg_id] = before = count_deliveries(found, message)
+            if before < budget:
+                kept.add(message.msg_id)
+                continue
             reason = last_reason(found, message) or (
-                f"handed out {attempts - 1} times and never finished: each reader holding it "
+                f"handed out {before} times and never finished: each reader handling it "
                 "stopped first (crashed, or was killed)"
             )
             self.state.hand_out([message.msg_id])
-            await self._set_aside(message, attempts - 1, reason)
-        return [m for m in batch if m.msg_id not in aside]
+            await self._set_aside(message, before, reason)
+        self._unrecorded |= kept
+        read_ids = {m.msg_id for m in read}
+        return [m for m in batch if m.msg_id in kept or m.msg_id not in read_ids]
 
     def _handed_out(self, msg_id: int) -> Message:
         p.check_int("msg_id", msg_id)
@@ -322,10 +362,11 @@ class GroupReader:
         for msg_id in ids:  # what this reader knew of their deliveries is over with them
             self._deliveries.pop(msg_id, None)
             self._recorded.discard(msg_id)
+            self._unrecorded.discard(msg_id)
         state = self.state
-        finished = [i for i in ids if i in state.pending]
+        finished = [state.seen[i] for i in ids if i in state.pending]
         if self.leases is not None and finished:
-            await self.leases.finish([state.seen[i] for i in finished])
+            await self.leases.record_done(finished)
         state.mark_done(ids)
         if self.leases is not None and state.held:
             # What other workers held may be finished by now: learn it, so the group's
@@ -333,6 +374,11 @@ class GroupReader:
             verdict = await self.leases.judge([state.seen[i] for i in sorted(state.held)])
             state.mark_done(verdict.done)
         await self._advance()
+        unpassed = [m for m in finished if m.msg_id > state.floor]
+        if self.leases is None and self.max_deliveries is not None and unpassed:
+            # Finished, but the group stays behind them (an older message waits): say so on
+            # the broker, so the next reader neither hands them out nor charges them again.
+            await self.records.record_done(unpassed)
 
     async def release(self, msg_ids: Iterable[int]) -> None:
         """Give back messages this reader handed out but the caller did not pass on (e.g. they
@@ -360,8 +406,8 @@ class GroupReader:
             fresh = state.accept(answer, asked)
             chosen = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
             batch = chosen
-            if chosen and (not self._recorded_first or self._taken_over):
-                batch = await self._record_hand_outs(chosen)
+            if chosen and (not self._read_first or self._taken_over):
+                batch = await self._read_deliveries(chosen)
             floor = state.floor
             # Before the batch is marked: if the ack fails, nothing is left handed out unseen.
             await self._advance()
@@ -369,8 +415,8 @@ class GroupReader:
                 raise AnswerTooLarge(self._stalled(fit), fits=fit)
             state.hand_out(m.msg_id for m in batch)
             # With leases, every new message may turn out done or held by another worker, and
-            # any reader may set one aside: what that taught lets the next FETCH reach past
-            # them, so "nothing" is never answered while a message waits further on.
+            # any reader may set one aside or find it done: what that taught lets the next
+            # FETCH reach past them, so "nothing" is never answered while a message waits.
             set_aside = len(batch) < len(chosen)
             if batch or not fresh or (state.ask(num_msgs) <= asked and not set_aside):
                 return batch, start
@@ -585,6 +631,14 @@ class Consumer:
     async def _handle_batch(self, batch: list[Message]) -> None:
         handled: list[int] = []
         for message in batch:
+            if self._reader is not None and self._reader.records_begin(message.msg_id):
+                # A death while handling it charges it alone: what finished before is done
+                # first, and its hand-out recorded (docs/groups.md, "Poison messages").
+                handled = await self._finish(handled)
+                try:
+                    await self._reader.begin([message.msg_id])
+                except Mq9Error as exc:  # handled all the same; a death here is counted later
+                    log.warning("consumer of %s: recording failed: %s", self.mail_address, exc)
             try:
                 await _maybe_await(self._handler(message))
             except Exception as exc:
@@ -595,12 +649,17 @@ class Consumer:
             self._retry.pop(message.msg_id, None)
             self.processed_count += 1
             handled.append(message.msg_id)
+        await self._finish(handled)
+
+    async def _finish(self, handled: list[int]) -> list[int]:
+        """Mark ``handled`` done (and ack what that lets pass); what is left to mark: none."""
         if self._reader is not None and handled:
             try:
                 await self._reader.done(handled)
             except Mq9Error as exc:
                 # Recorded as handled all the same; the ack is retried at the next fetch.
                 log.warning("consumer of %s: ack failed: %s", self.mail_address, exc)
+        return []
 
     async def _failed(self, message: Message, exc: Exception) -> None:
         """Count the failure on the broker: past the budget the message is dead-lettered and

@@ -150,10 +150,22 @@ async def fetch_messages(ctx: CallContext, args: FetchMessagesInput) -> Outcome[
 
     result, written = _fitted(messages, policy, answer)
     shown, left = messages[: result.count], messages[result.count :]
-    if left and reading is not None:  # handed out, not shown: hand them out again
-        await reading.reader_for(client).release(m.msg_id for m in left)
-        del reading.unacked[len(reading.unacked) - len(left) :]  # the fetch put them last
+    if reading is not None:
+        await _hand_to_model(reading, client, shown, left)
     return Outcome(result, shown, written)
+
+
+async def _hand_to_model(
+    reading: GroupReading, client: Any, shown: list[Message], left: list[Message]
+) -> None:
+    """The model is shown ``shown``: their delivery begins (a death now charges them alone,
+    docs/groups.md). ``left``, handed out but cut from the answer, are handed out again by
+    the next fetch, charged nothing."""
+    reader = reading.reader_for(client)
+    if left:
+        await reader.release(m.msg_id for m in left)
+        del reading.unacked[len(reading.unacked) - len(left) :]  # the fetch put them last
+    await reader.begin(m.msg_id for m in shown)
 
 
 def _show_handed_out(views: list[dict[str, Any]], reader: GroupReader) -> bool:

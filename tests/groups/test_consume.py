@@ -366,7 +366,15 @@ async def test_competing_consumers_share_the_work_and_each_message_is_handled_on
         )
         for i, handler in enumerate(handlers)
     ]
-    await handlers[0].wait_until(lambda: sum(len(h.seen) for h in handlers) >= 20)
+    # Whichever handler is called with the 20th message wakes the test.
+    waits = [
+        asyncio.create_task(h.wait_until(lambda: sum(len(h.seen) for h in handlers) >= 20))
+        for h in handlers
+    ]
+    finished, waiting = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waiting:
+        wait.cancel()
+    await finished.pop()
     for consumer in consumers:
         await consumer.stop()
     payloads = [p for h in handlers for p in h.payloads]
