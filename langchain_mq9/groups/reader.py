@@ -38,6 +38,7 @@ from .leases import (
     MailboxClient,
     count_deliveries,
     done_tag,
+    handout_tag,
     last_reason,
 )
 from .state import ReaderState
@@ -249,6 +250,70 @@ class GroupReader:
         handed out before by a reader that died (this reader's first batch, a takeover), or
         failed here."""
         return msg_id in self._unrecorded
+
+    async def adopt(
+        self, msg_id: int, *, deliver: str = "earliest", from_id: int | None = None
+    ) -> list[int]:
+        """Take over what another reader under this reader's identity (an earlier process, a
+        replica with the same worker name) handed out up to ``msg_id`` and nobody finished, as
+        if handed out here, so it can be marked done here; its msg_ids in the broker's order
+        ([] when ``msg_id`` is not among them). The evidence is the broker's, never this
+        process's memory: the group's position (nothing at or past it is finished), and, for a
+        worker, its live claims (only what it holds); for the group's one reader, the
+        hand-out record ``begin`` wrote for ``msg_id`` (a reader's first batch: each fetch of
+        a process started per call), and what comes before it in the group's order with a
+        lower msg_id or a hand-out record. ``deliver``/``from_id`` as for ``fetch``, until the
+        group first acks."""
+        p.check_int("msg_id", msg_id)
+        async with self._lock:
+            state = self.state
+            # What this reader read itself it knows better: handed out here, or not at all.
+            known = set(state.seen)
+            if msg_id in known:
+                return []
+            # Read twice: a lane read whole vouches only for ids known before its FETCH, so
+            # the ack that follows can pass what the second answer shows done.
+            for _ in range(2):
+                answer, _fit, asked = await self._read(p.MAX_NUM_MSGS, deliver, from_id)
+                fresh = [m for m in state.accept(answer, asked) if m.msg_id not in known]
+            ids = [m.msg_id for m in fresh]
+            if msg_id not in ids:
+                return []
+            head = fresh[: ids.index(msg_id) + 1]
+            adopted = await self._handed_out_before(head, msg_id)
+            if msg_id not in adopted:
+                return []
+            state.hand_out(adopted)
+            return [m.msg_id for m in head if m.msg_id in adopted]
+
+    async def _handed_out_before(self, head: list[Message], msg_id: int) -> set[int]:
+        """Which of ``head`` (the group's order up to ``msg_id``) this identity was handed."""
+        if self.leases is not None:
+            verdict = await self.leases.judge(head)
+            self.state.mark_done(verdict.done)
+            self.state.mark_held(verdict.others)
+            return verdict.mine
+        # The group's one reader: msg_id must have a hand-out record of this reader (written
+        # by ``begin`` for what a reader's first fetch hands to a handler or a model). Before
+        # it in the group's order: what has a lower msg_id (handed out with it, or earlier),
+        # or a hand-out record (a higher priority may be newer: never handed out). One with a
+        # done record was finished: done here too, not handed out again.
+        if self.max_deliveries is None:  # no records: no evidence
+            return set()
+        records = await self.records.deliveries(head)
+        handed: set[int] = set()
+        for m in head:
+            found = records[m.msg_id]
+            recorded = any(
+                handout_tag(m) in r.tags and r.text() == self.records.writer for r in found
+            )
+            if any(done_tag(m) in r.tags for r in found):
+                self.state.mark_done([m.msg_id])
+            elif recorded or (m.msg_id < msg_id):
+                handed.add(m.msg_id)
+            elif m.msg_id == msg_id:
+                return set()  # never handed out to a handler or a model under this identity
+        return handed
 
     async def fail(self, msg_id: int, reason: object) -> Failure:
         """A handed-out message could not be handled (``reason``: an exception or a text).

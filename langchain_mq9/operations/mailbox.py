@@ -185,8 +185,13 @@ async def ack_messages(ctx: CallContext, args: AckMessagesInput) -> Outcome[Mess
     address = policy.own(args.mail_address)
     policy.check(address)
     reading = policy.readings.get((address, policy.default_group))
-    waiting = reading.unacked if reading is not None else []
-    if reading is None or args.msg_id not in waiting:
+    if reading is None or args.msg_id not in reading.unacked:
+        # Handed out by another process or replica of this reader (a new stdio process per
+        # call): the broker's records say what it was handed (docs/groups.md).
+        reading = policy.reading(ctx.client, address, policy.default_group)
+        await reading.adopt(ctx.client, args.msg_id, policy.deliver)
+    waiting = reading.unacked
+    if args.msg_id not in waiting:
         why = (
             f"msg_id {args.msg_id} is not waiting for an ack in {address}: fetch_messages did "
             "not give it to you, or it is already acked. "

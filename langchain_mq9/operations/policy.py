@@ -13,6 +13,7 @@ import copy
 import inspect
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,6 +128,66 @@ class GroupReading:
         self.unacked.extend(m.msg_id for m in found)
         return found
 
+    async def adopt(self, client: Any, msg_id: int, deliver: str) -> bool:
+        """Whether ``msg_id`` was handed out under this reading's identity by another process
+        or replica (``GroupReader.adopt``, from the broker's records): then it and what was
+        handed out before it wait for an ack here, first."""
+        reader = self.reader_for(client)
+        deliver, from_id = self.start or (deliver, None)
+        adopted = await reader.adopt(msg_id, deliver=deliver, from_id=from_id)
+        if self.start is None:
+            self.start = fixed_start(deliver, from_id, reader.last_answer)
+        self.unacked = [*adopted, *(i for i in self.unacked if i not in adopted)]
+        return bool(adopted)
+
+
+class KeptPolicies:
+    """The ``ToolPolicy`` of each identity a toolkit or server keeps (a worker name, a run's
+    identity), each under its **owner** (an MCP client; None when there is one), bounded per
+    owner and in all, so one owner's load never costs another its unfinished work.
+
+    ``get(owner, key, make)``: the policy kept under ``(owner, key)``, else ``make()`` kept
+    there. To make room the least recently used is dropped: the owner's own first (at
+    ``per_owner``); at ``total``, another owner's only when it holds no unfinished work
+    (``ToolPolicy.holds_work``); when every other one does, the new one is refused
+    (``OperationError``). A policy dropped loses only this process's memory: what it was
+    handed is acked later from the broker's records (``GroupReader.adopt``), and nothing it
+    was handed is charged a delivery for being forgotten."""
+
+    def __init__(self, *, per_owner: int, total: int) -> None:
+        self.per_owner, self.total = per_owner, total
+        self._kept: dict[tuple[Any, Any], ToolPolicy] = {}  # least recently used first
+        self._lock = threading.Lock()  # sync tool calls run in threads
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, owner: Any, key: Any, make: Callable[[], ToolPolicy]) -> ToolPolicy:
+        with self._lock:
+            policy = self._kept.pop((owner, key), None)
+            if policy is None:
+                self._make_room(owner)
+                policy = make()
+            self._kept[(owner, key)] = policy
+            return policy
+
+    def _make_room(self, owner: Any) -> None:
+        mine = [k for k in self._kept if k[0] == owner]
+        if len(mine) >= self.per_owner:
+            del self._kept[mine[0]]
+            return
+        if len(self._kept) < self.total:
+            return
+        idle = next((k for k, kept in self._kept.items() if not kept.holds_work()), None)
+        if idle is None and mine:
+            idle = mine[0]
+        if idle is None:
+            raise OperationError(
+                "too many readers hold messages that are not acked yet: ack what you were "
+                "given, or try again later"
+            )
+        del self._kept[idle]
+
 
 class ToolPolicy:
     """The rules of one agent's tools (``config``, whose settings read as the policy's own:
@@ -142,9 +203,8 @@ class ToolPolicy:
         self.created: set[str] = set()
         self.readings: dict[tuple[str, str], GroupReading] = {}
         self.call_state: dict[str, Any] = {}
-        # The policies of the runs that name another identity (``for_run``), oldest first.
-        self.runs: dict[tuple[tuple[str, Any], ...], ToolPolicy] = {}
-        self._runs_lock = threading.Lock()  # sync tool calls run in threads
+        # The policies of the runs that name another identity (``for_run``).
+        self.runs = KeptPolicies(per_owner=MAX_RUN_IDENTITIES, total=MAX_RUN_IDENTITIES)
 
     def __repr__(self) -> str:
         return f"ToolPolicy({self.config!r}, created={self.created!r})"
@@ -167,12 +227,11 @@ class ToolPolicy:
         key = tuple(sorted((k, v) for k, v in given if v not in (None, getattr(self.config, k))))
         if not key:  # the toolkit's own identity
             return self
-        with self._runs_lock:
-            policy = self.runs.pop(key, None) or self.session(**dict(key))
-            self.runs[key] = policy  # the most recently used last
-            while len(self.runs) > MAX_RUN_IDENTITIES:
-                del self.runs[next(iter(self.runs))]
-        return policy
+        return self.runs.get(None, key, lambda: self.session(**dict(key)))
+
+    def holds_work(self) -> bool:
+        """Whether messages were handed to this agent and are not acked yet."""
+        return any(reading.unacked for reading in self.readings.values())
 
     # -- the settings, each read as the policy's own: policy.read_only is config.read_only ---
 

@@ -275,7 +275,7 @@ async def test_a_group_hands_each_message_out_once_and_ack_confirms_in_order(mem
 async def test_ack_refuses_ids_that_fetch_messages_did_not_hand_out(memory_url):
     async with (
         Mq9Toolkit(server=memory_url, num_msgs=1) as kit,
-        Mq9Toolkit(server=memory_url) as other,
+        Mq9Toolkit(server=memory_url, worker="other") as other,
         Mq9Client(memory_url) as observer,
     ):
         tools = tools_of(kit)
@@ -291,7 +291,8 @@ async def test_ack_refuses_ids_that_fetch_messages_did_not_hand_out(memory_url):
                 refused.status == "error" and f"msg_id {made_up} is not waiting" in refused.content
             )
             assert "Waiting for an ack: [0]" in refused.content
-        # another toolkit's fetches do not count for this one, even in the same group
+        # another worker's fetches do not count for this one, even in the same group (the
+        # group's one reader, restarted in another process, may: docs/groups.md)
         refused = await atool_call(tools_of(other)["ack_messages"], mail_address="work.q", msg_id=0)
         assert refused.status == "error"
         assert (
