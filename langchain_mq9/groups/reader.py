@@ -236,9 +236,9 @@ class GroupReader:
         what finished before (the records then say so), so a death charges nothing finished."""
         ids = list(msg_ids)
         async with self._lock:
-            for msg_id in ids:
-                self._handed_out(msg_id)
-            begun = [i for i in ids if i in self._unrecorded]
+            # One no longer handed out here (finished, or the reader read the group afresh)
+            # has nothing to record.
+            begun = [i for i in ids if i in self._unrecorded and i in self.state.pending]
             if not begun:
                 return
             await self.records.record_hand_outs([self.state.seen[i] for i in begun])
