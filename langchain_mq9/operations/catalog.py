@@ -165,7 +165,7 @@ class Operation:
         for key in ADVICE:
             if key in outcome.content:
                 outcome.content[key] = prefixed(outcome.content[key], policy)
-        outcome.fit(policy.max_answer_chars)
+        outcome.fit(policy.max_answer_chars, policy.max_payload_chars)
         return outcome
 
 

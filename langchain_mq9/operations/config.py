@@ -60,10 +60,11 @@ class ToolConfig(BaseModel):
     )
     max_answer_chars: int = Field(
         default=9000,
-        ge=1,
-        description="each tool answer is kept to about this many characters: messages (agents, "
-        "calls) that do not fit are left for the next call, with a note saying so; one that "
-        "alone is larger is still given whole",
+        ge=1000,
+        description="the budget of everything a model reads in one tool answer or inbox "
+        "message, in characters of its JSON (as read: a control character counts six): each "
+        "message, agent or call gets its share (cut, and marked so) before the last ones are "
+        "left for the next call, with a note saying so",
     )
     default_group: str = Field(
         default="default", description="the consumer group fetch_messages and ack_messages use"
