@@ -5,6 +5,7 @@ them (``CallContext``): the client, the policy, where progress goes; nothing amb
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from pathlib import Path
@@ -14,7 +15,7 @@ from a2a_support import text_graph, text_io
 
 from langchain_mq9 import tools
 from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPolicy
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.context import CallContext
 from langchain_mq9.operations.results import Outcome
@@ -97,3 +98,57 @@ async def test_progress_goes_to_the_callback_the_call_is_handed(client):
     assert call.content["result"] == quiet.content["result"] == "HELLO"
     assert seen and seen[-1]["state"] == call.content["state"] == "completed"
     assert {view["task_id"] for view in seen} == {call.content["task_id"]}
+
+
+# -- a tool error never ends the run (issue #52) -------------------------------------------
+
+
+def _failing(operation_name: str, error: Exception):
+    """The operation as the catalog has it, its handler raising ``error`` (what a handler
+    raised for a value it could not take, e.g. a derived name too long, or a bug)."""
+
+    async def handler(ctx, args):
+        await ctx.client.mailbox_create(name="agent.touched")  # it ran with the real client
+        raise error
+
+    return dataclasses.replace(OPERATIONS[operation_name], handler=handler)
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (ValueError("dead_letter: the name is too long"), "fetch_messages could not be done: "
+         "dead_letter: the name is too long"),
+        (KeyError("lane"), "fetch_messages failed inside the mq9 tools (KeyError: 'lane')"),
+    ],
+)  # fmt: skip
+async def test_an_error_a_handler_raises_is_a_tool_error_and_logged(client, caplog, error, said):
+    operation = _failing("fetch_messages", error)
+    with caplog.at_level("ERROR", logger="langchain_mq9"), pytest.raises(OperationError) as raised:
+        await operation.execute(client, {"mail_address": "agent.me"}, ToolPolicy())
+    assert said in str(raised.value)
+    [record] = [r for r in caplog.records if r.name == "langchain_mq9"]
+    assert record.exc_info[1] is error  # the traceback is kept for the developers
+
+
+async def test_a_graph_run_goes_on_after_a_tool_raised(client, caplog):
+    from langchain.agents import create_agent
+    from langchain_core.messages import ToolMessage
+
+    from langchain_mq9 import Mq9Toolkit
+    from langchain_mq9.testing import ScriptedChatModel, call
+
+    class BrokenFetch(tools.Mq9Tool):
+        operation = _failing("fetch_messages", ValueError("its .dlq name is too long"))
+
+    async with Mq9Toolkit(client=client) as kit:
+        broken = BrokenFetch(connection=kit.connection, policy=kit.policy)
+        model = ScriptedChatModel(
+            steps=[call("fetch_messages", mail_address="agent.me"), "I could not read it."]
+        )
+        agent = create_agent(model, [broken])
+        with caplog.at_level("ERROR", logger="langchain_mq9"):
+            state = await agent.ainvoke({"messages": [("human", "Read agent.me.")]})
+    [answer] = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert answer.status == "error" and "its .dlq name is too long" in answer.content
+    assert state["messages"][-1].content == "I could not read it."  # the run went on
