@@ -161,10 +161,11 @@ class Operation:
         except Mq9Error as exc:
             text = explain(exc, operation=self.name, address=address, own=policy.agent_mailbox)
             raise OperationError(prefixed(text, policy)) from exc
-        except Exception as exc:  # input it could not take (a derived name too long), or a bug
-            # The model reads a tool error and goes on (a graph run or an MCP session must not
-            # end on it); the log keeps the traceback, so a bug is not hidden.
-            log.error("mq9 tool %s failed", self.name, exc_info=True)
+        except ValueError as exc:  # a valid input it could not take (a derived name too long)
+            # The model reads a tool error and goes on: neither a graph run nor an MCP call
+            # ends on it. The log keeps the traceback, in case it was a bug after all; any
+            # other exception is one, and still raises (mq9-mcp logs it and keeps serving).
+            log.error("mq9 tool %s could not take its input", self.name, exc_info=True)
             raise OperationError(prefixed(unexpected(self.name, exc), policy)) from exc
         # What the client noticed of this mailbox's log (lost or split by the broker)
         warning = getattr(client, "warnings", {}).get(address)

@@ -74,16 +74,11 @@ def explain(
     return f"{text} — {hint}"
 
 
-def unexpected(operation: str, exc: Exception) -> str:
-    """What the model reads when ``operation`` raised what no rule above explains: a value it
-    could not take (a ``ValueError`` says which) or a fault of this library's (logged)."""
+def unexpected(operation: str, exc: ValueError) -> str:
+    """What the model reads when ``operation`` raised a ``ValueError`` no rule above explains:
+    a value it could not take (a name it derives from the address too long, ...)."""
     said = clipped(str(exc), MAX_ERROR_CHARS)
-    if isinstance(exc, ValueError):
-        return f"{operation} could not be done: {said}. Try other arguments, or tell the user."
-    return (
-        f"{operation} failed inside the mq9 tools ({type(exc).__name__}: {said}); it is logged "
-        "for the developers. Do not retry it the same way: tell the user."
-    )
+    return f"{operation} could not be done: {said}. Try other arguments, or tell the user."
 
 
 def explain_validation(error: ValidationError) -> str:

@@ -391,3 +391,68 @@ async def test_a_run_may_name_only_a_mailbox_the_toolkits_allow_list_allows(brok
         # Whoever calls a deployed graph may set its config: not a way around the allow-list.
         with pytest.raises(ValueError, match=r"agent\.boss is outside the mailboxes"):
             await fetch.ainvoke({}, {"configurable": {"agent_mailbox": "agent.boss"}})
+
+
+# -- a run's identity only narrows (issue #52) ----------------------------------------------
+
+ORDERS = "team.orders"  # shared: the billing service reads it with its group "billing"
+
+
+@dataclass
+class Caller:  # what a deployed graph's caller may put in the run's context
+    group: str | None = None
+    worker: str | None = None
+
+
+async def billing_sees(client) -> list[bytes]:
+    """What billing's consumer group would hand out now (a FETCH with a group moves nothing)."""
+    found = await client.fetch(ORDERS, group_name="billing", deliver="earliest", max_wait_ms=0)
+    return [m.payload for m in found]
+
+
+@pytest.mark.parametrize("where", ["configurable", "context"])
+async def test_a_caller_cannot_widen_the_run_to_another_services_group(broker, client, where):
+    await client.mailbox_create(name=ORDERS)
+    orders = [f"order {n}".encode() for n in range(3)]
+    for order in orders:
+        await client.send(ORDERS, order)
+    options = {"agent_mailbox": ORDERS, "allowed_mailboxes": ["team"], "default_group": "helper"}
+    async with Mq9Toolkit(client=client, **options) as toolkit:
+        # The hostile caller's script: read billing's group, then ack all of it.
+        model = ScriptedChatModel(
+            steps=[call("fetch_messages"), call("ack_messages", msg_id=2), "Took them."]
+        )
+        agent = create_agent(
+            model,
+            toolkit.get_tools(),
+            middleware=[Mq9InboxMiddleware(toolkit)],
+            context_schema=Caller,
+        )
+        run = {"messages": [("human", "Any orders?")]}
+        if where == "configurable":
+            given = {"config": {"configurable": {"group": "billing"}}}
+        else:
+            given = {"context": Caller(group="billing")}
+        with pytest.raises(ValueError, match="group 'billing' is not one this toolkit lets"):
+            await agent.ainvoke(run, **given)
+        with pytest.raises(ValueError, match="worker 'billing-1' is not one"):
+            await agent.ainvoke(run, context=Caller(worker="billing-1"))
+        assert toolkit.policy.runs == {}  # no identity was made for the caller
+    assert await billing_sees(client) == orders  # billing's reader still gets every order
+
+
+async def test_a_run_may_name_a_group_the_toolkit_lists(broker, client):
+    await client.mailbox_create(name=ORDERS)
+    await client.send(ORDERS, "order 0")
+    options = {"agent_mailbox": ORDERS, "run_groups": "night,audit", "run_workers": ["w1"]}
+    async with Mq9Toolkit(client=client, **options) as toolkit:
+        fetch = next(t for t in toolkit.get_tools() if t.name == "fetch_messages")
+        config = {"configurable": {"group": "night", "worker": "w1"}}
+        result = json.loads(await fetch.ainvoke({"max_wait_ms": 0}, config))
+        assert [m["payload"] for m in result["messages"]] == ["order 0"]
+        [night] = toolkit.policy.runs.values()
+        assert (night.default_group, night.worker) == ("night", "w1")
+        # The toolkit's own group and worker are no widening either.
+        own = {"configurable": {"group": "default"}}
+        assert json.loads(await fetch.ainvoke({"max_wait_ms": 0}, own))["count"] == 1
+    assert await billing_sees(client) == [b"order 0"]
