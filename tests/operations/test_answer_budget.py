@@ -236,3 +236,76 @@ async def test_mq9_mcp_takes_the_budget_as_a_flag_and_pages_the_same(nats_server
             await ok(mcp, "ack_messages", mail_address="team.inbox", msg_id=0)
             again = await ok(mcp, "fetch_messages", mail_address="team.inbox", max_wait_ms=0)
             assert [m["msg_id"] for m in again["messages"]] == [1]
+
+
+# -- a hostile co-agent against the budget (issue #52) -------------------------------------
+# What others write is counted as the model reads it: JSON-escaped, where a control character
+# reads as six characters and a quote as two.
+
+BUDGET = 9000  # the default max_answer_chars
+HOSTILE = {  # one message within every per-part limit (4,000 characters each, as sent)
+    "payload": "\x01" * 4000,
+    "key": '"' * 4000,
+    "tags": ['"' * 100 + str(n) for n in range(40)],
+    "headers": {"mq9-dead-letter": '"' * 4000},  # shown as where a dead letter came from
+    "priority": "critical",  # first in every fetch
+}
+
+
+async def test_one_hostile_message_cannot_take_an_answer_over_its_budget(client):
+    await client.mailbox_create(name="agent.me")
+    await client.send("agent.me", **HOSTILE)
+    orders = [f"order {n}" for n in range(5)]
+    for order in orders:
+        await client.send("agent.me", order)
+    async with Mq9Toolkit(client=client, agent_mailbox="agent.me") as kit:
+        answers = [
+            await ask(kit, "query_messages"),
+            await ask(kit, "query_messages", key=HOSTILE["key"]),
+            await ask(kit, "query_messages", tags=HOSTILE["tags"][:1]),
+            await ask(kit, "fetch_messages", max_wait_ms=0),
+        ]
+        for answer in answers:
+            assert len(answer.content) <= BUDGET  # the ToolMessage as the model reads it
+            hostile = answer.answer["messages"][0]
+            for part in ("payload", "key", "dead_letter"):
+                assert f"{part} cut from 4000 to" in hostile["truncated"]
+            assert "tags: " in hostile["truncated"] and "of 40 shown" in hostile["truncated"]
+        page, fetched = answers[0], answers[3]
+        for answer in (page, fetched):  # the large one hides none of the real ones
+            assert [m["payload"] for m in answer.answer["messages"][1:]] == orders
+            assert all("truncated" not in m for m in answer.answer["messages"][1:])
+        assert ids(fetched) == [0, 1, 2, 3, 4, 5]
+        assert (await ask(kit, "ack_messages", msg_id=5)).answer["confirmed"] == ids(fetched)
+
+
+async def test_large_cards_cannot_hide_the_real_agents_from_the_listing(client):
+    # About 64 KiB each as stored (a control character is six bytes): 17 as in issue #52, 12
+    # on nats-server, whose answers carry at most 1 MiB (a larger listing is refused).
+    spam = 17 if client.server.startswith("memory://") else 12
+    for n in range(spam):
+        await client.agent_register(
+            {"name": f"spam.agent{n}", "mailbox": f"spam.agent{n}", "description": "\x02" * 10800}
+        )
+    real = {"billing.agent": "Bills customers.", "translator.agent": "Translates documents."}
+    for name, description in real.items():
+        await client.agent_register({"name": name, "mailbox": name, "description": description})
+    async with Mq9Toolkit(client=client) as kit:
+        found = await ask(kit, "agent_discover", query="")
+        assert found.status == "success" and len(found.content) <= BUDGET, found.content
+        agents = {a["name"]: a for a in found.answer["agents"]}
+        assert len(agents) == found.answer["count"] == spam + 2  # every one, by name and mailbox
+        for name, description in real.items():  # the real ones whole
+            assert agents[name] == {"name": name, "mailbox": name, "description": description}
+        assert all(agents[f"spam.agent{n}"]["mailbox"] == f"spam.agent{n}" for n in range(spam))
+        assert "more did not fit" not in found.answer["note"]
+        # A card shown in agent_register's answer is held to the same budget.
+        await client.agent_register(
+            {"name": "spam.big", "mailbox": "spam.big", "description": "\x02" * 4000,
+             "skills": [{"id": "s", "name": '"' * 3000, "description": "\x03" * 1000}]}
+        )  # fmt: skip
+        options = {"agent_mailbox": "spam.big", "max_payload_chars": 8000}
+        async with Mq9Toolkit(client=client, **options) as squatter:
+            refused = await ask(squatter, "agent_register", capabilities="c" * 3000)
+            assert refused.answer["registered"] is False and len(refused.content) <= BUDGET
+            assert "cut from" in refused.answer["truncated"]
