@@ -456,3 +456,48 @@ async def test_a_run_may_name_a_group_the_toolkit_lists(broker, client):
         own = {"configurable": {"group": "default"}}
         assert json.loads(await fetch.ainvoke({"max_wait_ms": 0}, own))["count"] == 1
     assert await billing_sees(client) == [b"order 0"]
+
+
+# -- the inbox within the answer budget (issue #52) ------------------------------------------
+
+
+def injections(messages) -> list[HumanMessage]:
+    return [m for m in messages if isinstance(m, HumanMessage) and m.name == INBOX_MESSAGE_NAME]
+
+
+async def test_a_co_agents_large_mail_reaches_the_model_within_the_budget(broker, mailboxes):
+    client = mailboxes
+    for n in range(20):  # each within every per-part limit, each read as ~33,000 characters
+        await client.send(
+            SUPPORT,
+            "\x01" * 4000,
+            key=f"{n}" + '"' * 3990,
+            tags=['"' * 100 + str(t) for t in range(40)],
+            priority="critical",
+        )
+    await send_question(client, "refund?")  # a real question behind them
+    async with Mq9Toolkit(client=client, agent_mailbox=SUPPORT) as toolkit:
+        middleware = Mq9InboxMiddleware(toolkit, max_messages=25)
+        steps = [call("agent_discover", query=""), "Done."]  # two model calls a run
+        shown: list[dict] = []
+        for _ in range(2):  # the run, then the next
+            agent = create_agent(
+                ScriptedChatModel(steps=steps), toolkit.get_tools(), middleware=[middleware]
+            )
+            state = await agent.ainvoke({"messages": [("human", "Work on your mail.")]})
+            brought = injections(state["messages"])
+            assert all(len(m.content) <= 9000 for m in brought)  # as the model reads it
+            shown += [json.loads(m.content.split("\n", 1)[1]) for m in brought]
+            if len(shown) == 2:  # what did not fit in the first run waits, unacked
+                first = [v["msg_id"] for mail in shown for v in mail["messages"]]
+                left = [m.msg_id for m in await client.fetch(SUPPORT, group_name="default")]
+                assert sorted(first + left) == list(range(21))
+    ids = [v["msg_id"] for mail in shown for v in mail["messages"]]
+    assert sorted(ids) == list(range(21))  # each shown once, none hidden for good
+    assert "more did not fit here: they come with your next model call" in shown[0]["next_step"]
+    cut = [v for mail in shown for v in mail["messages"] if "truncated" in v]
+    assert len(cut) == 20 and all("payload cut from 4000 to" in v["truncated"] for v in cut)
+    assert "query_messages(from_id=<its msg_id>, limit=1)" in shown[0]["next_step"]
+    question = next(v for mail in shown for v in mail["messages"] if v["msg_id"] == 20)
+    assert question["payload"] == {"question": "refund?", "reply_to": "user.ann"}  # whole
+    assert await unacked(client) == []  # each run acked what it was shown
