@@ -309,3 +309,22 @@ async def test_large_cards_cannot_hide_the_real_agents_from_the_listing(client):
             refused = await ask(squatter, "agent_register", capabilities="c" * 3000)
             assert refused.answer["registered"] is False and len(refused.content) <= BUDGET
             assert "cut from" in refused.answer["truncated"]
+
+
+def test_an_agents_words_in_a_call_answer_are_held_to_the_budget():
+    from langchain_mq9.operations.results import CallsListed, CallStatus, Outcome
+
+    said = {"result": "\x01" * 4000, "question": '"' * 4000, "reason": "\x02" * 4000}
+    task = {"task_id": "t" * 32, "agent": "agent.far", "state": "completed", "context_id": "c"}
+    status = Outcome(CallStatus(**task, **said, note="data"), None)
+    status.fit(BUDGET, 4000)
+    assert len(status.text()) <= BUDGET and status.content["task_id"] == "t" * 32
+    assert "result cut from 4000 to" in status.content["truncated"]
+    calls = [{**task, "task_id": f"{n:032d}", **said} for n in range(30)]
+    listed = Outcome(CallsListed(count=30, calls=calls), calls)
+    listed.fit(BUDGET, 4000)
+    assert len(listed.text()) <= BUDGET
+    shown = listed.content["calls"]
+    assert [c["task_id"] for c in shown] == [f"{n:032d}" for n in range(len(shown))]
+    assert len(shown) == listed.content["count"] == 30  # every call, each its share
+    assert "check_call" in listed.content["note"]

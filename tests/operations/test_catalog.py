@@ -154,3 +154,48 @@ async def test_a_graph_run_goes_on_after_a_tool_raised(client, caplog):
     [answer] = [m for m in state["messages"] if isinstance(m, ToolMessage)]
     assert answer.status == "error" and "its .dlq name is too long" in answer.content
     assert state["messages"][-1].content == "I could not read it."  # the run went on
+
+
+# The longest valid addresses: the names derived from them (a group's dead letters, ...) may
+# be longer than the broker takes. Whether the tool reads the mailbox or says why not, the run
+# goes on and mq9-mcp answers a tool error, never "internal error".
+LONGEST = ("a" * 60 + ".") * 62 + "b" * 17  # 3,799 characters
+
+
+async def _a_long_mailbox(client) -> None:
+    assert len(LONGEST) == 3799
+    await client.mailbox_create(name=LONGEST)
+    await client.send(LONGEST, "hi")
+
+
+async def test_a_run_goes_on_whatever_the_longest_address_gives(client):
+    from langchain.agents import create_agent
+
+    from langchain_mq9 import Mq9Toolkit
+    from langchain_mq9.testing import ScriptedChatModel, call
+
+    await _a_long_mailbox(client)
+    async with Mq9Toolkit(client=client) as kit:
+        steps = [call("fetch_messages", mail_address=LONGEST, max_wait_ms=0), "Done."]
+        agent = create_agent(ScriptedChatModel(steps=steps), kit.get_tools())
+        state = await agent.ainvoke({"messages": [("human", "Read it.")]})
+    assert state["messages"][-1].content == "Done."
+    [answer] = [m for m in state["messages"] if m.type == "tool"]
+    assert answer.status == "success" or "fetch_messages could not be done" in answer.content
+
+
+async def test_mq9_mcp_answers_the_longest_address_with_a_tool_error_at_worst(nats_server):
+    from mcp_support import ok, result_text, served_engine, stdio_session
+
+    from langchain_mq9 import Mq9Client
+
+    async with served_engine(nats_server.url), Mq9Client(nats_server.url) as client:
+        await _a_long_mailbox(client)
+        async with stdio_session("--server", nats_server.url) as mcp:
+            result = await mcp.call_tool(
+                "fetch_messages", {"mail_address": LONGEST, "max_wait_ms": 0}
+            )
+            text = result_text(result)
+            assert not result.is_error or "fetch_messages could not be done" in text, text
+            assert "internal error" not in text.lower()
+            assert (await ok(mcp, "agent_discover", query=""))["count"] == 0  # still serving
