@@ -68,16 +68,18 @@ def read_length(text: str) -> int:
 
 def head(text: str, chars: int) -> str:
     """The longest head of ``text`` that reads as at most ``chars`` characters."""
-    if len(text) * _MOST_PER_CHAR <= chars or read_length(text) <= chars:
+    if len(text) * _MOST_PER_CHAR <= chars:
         return text
-    low, high = 0, min(len(text), chars)
-    while low < high:  # the read length grows with the head
-        middle = (low + high + 1) // 2
-        if read_length(text[:middle]) <= chars:
-            low = middle
-        else:
-            high = middle - 1
-    return text[:low]
+    read = _COMPACT.encode(text)[1:-1]
+    if len(read) <= chars:
+        return text
+    # The head of what is read, decoded; a cut inside an escape (\u0001 is six characters)
+    # does not decode: one character less, until it does.
+    for end in range(chars, max(chars - _MOST_PER_CHAR, 0) - 1, -1):
+        with contextlib.suppress(ValueError):
+            head: str = json.loads(f'"{read[:end]}"')
+            return head
+    return ""
 
 
 def _cut(value: Any, chars: int, what: str, notes: list[str]) -> Any:

@@ -328,3 +328,18 @@ def test_an_agents_words_in_a_call_answer_are_held_to_the_budget():
     assert [c["task_id"] for c in shown] == [f"{n:032d}" for n in range(len(shown))]
     assert len(shown) == listed.content["count"] == 30  # every call, each its share
     assert "check_call" in listed.content["note"]
+
+
+def test_a_cut_text_is_the_longest_head_that_reads_within_its_share():
+    import random
+
+    from langchain_mq9.operations.views import head, read_length
+
+    chances = random.Random(52)
+    alphabet = ["a", "\x01", '"', "\\", "\n", "é", "\ud800", "😀"]  # read as 1, 6, 2, 2, 2, 1..
+    for _ in range(2000):
+        text = "".join(chances.choice(alphabet) for _ in range(chances.randint(0, 60)))
+        chars = chances.randint(0, 80)
+        shown = head(text, chars)
+        assert text.startswith(shown) and read_length(shown) <= chars
+        assert shown == text or read_length(text[: len(shown) + 1]) > chars  # the longest
