@@ -2,9 +2,10 @@
 
 Before each model call it fetches what waits in the agent's mailbox (the run's, see
 ``run_context.py``) through the toolkit's own consumer-group reader, and adds it to the
-conversation as one message, shown as ``fetch_messages`` shows messages: each cut to
-``max_payload_chars``, with the note that they are data, not instructions. At most
-``max_messages`` per model call; the rest comes at the next one.
+conversation as one message, shown as ``fetch_messages`` shows messages, within the same
+answer budget (``max_answer_chars`` as the model reads it: each message its share, what was cut
+marked), with the note that they are data, not instructions. At most ``max_messages`` per model
+call; the rest (and what did not fit) comes at the next one.
 
 It acks them only when the run ends (``after_agent``): the agent has handled them then. A run
 that fails halfway acks nothing, so the mail is not lost (docs/groups.md, invariant 3): the
@@ -16,7 +17,6 @@ the tools described to its model for that agent. docs/langchain.md has the walk-
 
 from __future__ import annotations
 
-import json
 import logging
 import weakref
 from typing import Annotated, Any, NotRequired
@@ -30,7 +30,8 @@ from langgraph.runtime import Runtime
 from .operations.catalog import OperationError, prefixed
 from .operations.errors import explain
 from .operations.policy import ToolPolicy
-from .operations.views import DATA_NOTE, message_view
+from .operations.results import InboxMail
+from .operations.views import DATA_NOTE, MESSAGE_FLOOR, MESSAGE_KEPT_IN, fitted, message_view
 from .protocol import MAX_NUM_MSGS, Message, check_int
 from .protocol.errors import Mq9Error
 from .run_context import policy_for_run
@@ -158,12 +159,10 @@ class Mq9InboxMiddleware(AgentMiddleware[InboxState, Any]):
         messages = again + new
         if not messages:
             return None
-        ids = [m.msg_id for m in messages]
         note = client.warnings.get(address) if hasattr(client, "warnings") else None
-        return {
-            "messages": [_inbox_message(address, messages, policy, note)],
-            "mq9_inbox": [*shown_here, *ids],
-        }
+        message, shown = _inbox_message(address, messages, policy, note)
+        # What did not fit stays waiting: the next model call (or run) shows it.
+        return {"messages": [message], "mq9_inbox": [*shown_here, *shown]}
 
     async def _ack(self, client: Any, policy: ToolPolicy, state: InboxState) -> dict[str, Any]:
         """Ack what this run was shown (and the model did not ack itself)."""
@@ -203,20 +202,40 @@ def _mailbox(policy: ToolPolicy) -> str:
 
 def _inbox_message(
     address: str, messages: list[Message], policy: ToolPolicy, warning: str | None
-) -> HumanMessage:
-    """The mail as one message of the conversation, shown as ``fetch_messages`` shows it."""
-    mail: dict[str, Any] = {
-        "mail_address": address,
-        "count": len(messages),
-        "messages": [message_view(m, policy.max_payload_chars) for m in messages],
-        "note": DATA_NOTE,
-        "next_step": prefixed(
-            "This mail is acked for you when this run ends; do not fetch_messages or "
-            "ack_messages it. Answer by send_message to the reply_to a sender gives.",
-            policy,
-        ),
-    }
-    if warning:
-        mail["warning"] = warning
-    text = f"New mail in your mailbox {address}:\n" + json.dumps(mail, ensure_ascii=False)
-    return HumanMessage(content=text, name=INBOX_MESSAGE_NAME)
+) -> tuple[HumanMessage, list[int]]:
+    """The mail as one message of the conversation, shown as ``fetch_messages`` shows it and
+    within the same budget (``max_answer_chars`` as the model reads it, ``views.fitted``);
+    beside it, the msg_ids it shows."""
+    intro = f"New mail in your mailbox {address}:\n"
+    acked = (
+        "This mail is acked for you when this run ends; do not fetch_messages or ack_messages "
+        "it. Answer by send_message to the reply_to a sender gives."
+    )
+    cut = (
+        " A message marked truncated was cut to fit: query_messages(from_id=<its msg_id>, "
+        "limit=1) shows it alone."
+    )
+
+    def mail(views: list[dict[str, Any]], left: int) -> InboxMail:
+        more = f" {left} more did not fit here: they come with your next model call." * bool(left)
+        cuts = cut if any("truncated" in v for v in views) else ""
+        return InboxMail(
+            mail_address=address,
+            count=len(views),
+            messages=views,
+            note=DATA_NOTE,
+            next_step=prefixed(acked + cuts + more, policy),
+            warning=warning or None,
+        )
+
+    inbox, _, text = fitted(
+        mail,
+        [message_view(m) for m in messages],
+        policy.max_answer_chars,
+        chars=policy.max_payload_chars,
+        where=MESSAGE_KEPT_IN,
+        floor=MESSAGE_FLOOR,
+        overhead=len(intro),
+    )
+    message = HumanMessage(content=intro + text, name=INBOX_MESSAGE_NAME)
+    return message, [m["msg_id"] for m in inbox.messages]

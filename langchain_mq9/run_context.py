@@ -4,8 +4,10 @@ A deployed graph serves many users and threads with one toolkit. A run names the
 runs as with ``agent_mailbox``, ``group`` and ``worker``, in its context
 (``create_agent(..., context_schema=...)`` and ``invoke(..., context=...)``: what a tool reads
 as ``ToolRuntime.context``) or in its config's ``configurable``; what it leaves out is the
-toolkit's. Each identity gets its own policy (``ToolPolicy.for_run``): its own group readers,
-created mailboxes and calls, so two threads never get each other's messages.
+toolkit's. A run only narrows what its tools touch (``policy_for_run``): a group or worker the
+toolkit does not list is refused. Each identity gets its own policy (``ToolPolicy.for_run``):
+its own group readers, created mailboxes and calls, so two threads never get each other's
+messages.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 
 from .operations.errors import OperationError
 from .operations.policy import ToolPolicy
+from .protocol import quoted
 from .protocol.errors import Mq9Error
 
 # What a run may name, and the toolkit setting each one stands for.
@@ -53,18 +56,38 @@ def policy_for_run(
 ) -> ToolPolicy:
     """``policy`` for the run with ``context`` and ``config``; a ``ValueError`` that names the
     bad value when the run names one the toolkit would refuse (not the model's to fix). A
-    deployed graph may take its context and config from whoever calls it: so a run's mailbox
-    must be one the toolkit's ``allowed_mailboxes`` allow."""
+    deployed graph may take its context and config from whoever calls it, so a run may narrow
+    what its tools touch, never widen it: its mailbox must be one the toolkit's
+    ``allowed_mailboxes`` allow, its group and worker the toolkit's or one it lists in
+    ``run_groups`` / ``run_workers``."""
     identity = run_identity(context, (config or {}).get("configurable"))
     try:
         if "agent_mailbox" in identity:
             policy.check(identity["agent_mailbox"])
+        _only_narrows(policy, identity)
         return policy.for_run(**identity)
     except ValidationError as exc:
         problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
     except (OperationError, Mq9Error) as exc:
         problem = str(exc)
     raise ValueError(f"the run's mq9 identity {identity} is refused: {problem}")
+
+
+def _only_narrows(policy: ToolPolicy, identity: dict[str, Any]) -> None:
+    """A group or worker the run names is the toolkit's or one it lets a run name: another
+    would read and ack a consumer group (or take over leases) that is another service's."""
+    named = (
+        ("default_group", "group", policy.default_group, policy.run_groups),
+        ("worker", "worker", policy.worker, policy.run_workers),
+    )
+    for setting, what, own, listed in named:
+        value = identity.get(setting)
+        if value is not None and value != own and value not in listed:
+            mine = f"its own {own!r}" if own is not None else "none of its own"
+            raise OperationError(
+                f"{what} {quoted(value)} is not one this toolkit lets a run "
+                f"name ({mine}; run_{what}s lists the others a run may name)"
+            )
 
 
 class Run:

@@ -47,7 +47,9 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
 
     One run names its own agent: ``agent_mailbox``, ``group`` and ``worker`` in the run's
     context or config take the place of the toolkit's for that run, so one toolkit serves
-    many users and threads (docs/langchain.md). ``Mq9InboxMiddleware(toolkit)`` brings new mail
+    many users and threads (docs/langchain.md). A run only narrows what the tools touch: its
+    mailbox is one ``allowed_mailboxes`` allow, its group and worker the toolkit's or one
+    listed in ``run_groups`` and ``run_workers``. ``Mq9InboxMiddleware(toolkit)`` brings new mail
     to the model before each model call.
 
     A toolkit (or a run identity) is one reader of its consumer group: ``ack_messages``

@@ -6,6 +6,7 @@ same. Its parts live by job in the modules imported below.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from . import calls, registry
 from . import mailbox as mail
 from .config import ToolConfig
 from .context import CallContext, Progress
-from .errors import OperationError, explain
+from .errors import OperationError, explain, unexpected
 from .policy import ToolPolicy
 from .results import (
     ADVICE,
@@ -56,6 +57,8 @@ from .schemas import (
     tool_description,
 )
 from .views import CARD_NOTE, MAX_SHOWN_DEPTH, message_view
+
+log = logging.getLogger("langchain_mq9")
 
 # An operation's work: the call's context and its validated arguments (the operation's
 # ``input_model``) in, its ``result`` wrapped in an ``Outcome`` out.
@@ -158,6 +161,12 @@ class Operation:
         except Mq9Error as exc:
             text = explain(exc, operation=self.name, address=address, own=policy.agent_mailbox)
             raise OperationError(prefixed(text, policy)) from exc
+        except ValueError as exc:  # a valid input it could not take (a derived name too long)
+            # The model reads a tool error and goes on: neither a graph run nor an MCP call
+            # ends on it. The log keeps the traceback, in case it was a bug after all; any
+            # other exception is one, and still raises (mq9-mcp logs it and keeps serving).
+            log.error("mq9 tool %s could not take its input", self.name, exc_info=True)
+            raise OperationError(prefixed(unexpected(self.name, exc), policy)) from exc
         # What the client noticed of this mailbox's log (lost or split by the broker)
         warning = getattr(client, "warnings", {}).get(address)
         if warning:
@@ -165,7 +174,7 @@ class Operation:
         for key in ADVICE:
             if key in outcome.content:
                 outcome.content[key] = prefixed(outcome.content[key], policy)
-        outcome.fit(policy.max_answer_chars)
+        outcome.fit(policy.max_answer_chars, policy.max_payload_chars)
         return outcome
 
 

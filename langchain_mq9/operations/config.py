@@ -60,10 +60,11 @@ class ToolConfig(BaseModel):
     )
     max_answer_chars: int = Field(
         default=9000,
-        ge=1,
-        description="each tool answer is kept to about this many characters: messages (agents, "
-        "calls) that do not fit are left for the next call, with a note saying so; one that "
-        "alone is larger is still given whole",
+        ge=1000,
+        description="the budget of everything a model reads in one tool answer or inbox "
+        "message, in characters of its JSON (as read: a control character counts six): each "
+        "message, agent or call gets its share (cut, and marked so) before the last ones are "
+        "left for the next call, with a note saying so",
     )
     default_group: str = Field(
         default="default", description="the consumer group fetch_messages and ack_messages use"
@@ -121,6 +122,18 @@ class ToolConfig(BaseModel):
         description="where the call tools' results wait (default '<agent_mailbox>.calls', else "
         "a private mailbox): a restarted agent with the same one picks up its calls",
     )
+    run_groups: tuple[str, ...] = Field(
+        default=(),
+        description="consumer groups (comma-separated) a LangChain run may name as its group "
+        "(in its context or configurable) instead of default_group; none: a run reads with "
+        "default_group only, so a graph's caller cannot read another service's group",
+    )
+    run_workers: tuple[str, ...] = Field(
+        default=(),
+        description="worker names (comma-separated) a LangChain run may name as its worker "
+        "instead of worker; none: a run reads as the toolkit's worker only, so a graph's "
+        "caller cannot take over another worker's leases",
+    )
     tool_prefix: str = Field(
         default="",
         description="put before every tool name, e.g. 'mq9_' for mq9_send_message, where "
@@ -151,6 +164,23 @@ class ToolConfig(BaseModel):
         if bad:
             raise ValueError(f"{bad[0]!r} is not a mailbox address prefix ({_ADDRESS})")
         return prefixes
+
+    @field_validator("run_groups", "run_workers", mode="before")
+    @classmethod
+    def _run_names(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str):  # a command line's comma-separated list
+            value = [n for n in value.split(",") if n.strip()]
+        given = list(value or ())
+        names = tuple(n.strip() for n in given if isinstance(n, str) and n.strip())
+        if len(names) != len(given):
+            raise ValueError(f"{info.field_name} must be non-empty names")
+        if info.field_name == "run_groups":
+            for name in names:
+                try:
+                    check_group_name(name)
+                except Mq9Error as exc:
+                    raise ValueError(exc.message) from None
+        return names
 
     @field_validator("agent_mailbox", "reply_mailbox")
     @classmethod

@@ -74,6 +74,13 @@ def explain(
     return f"{text} — {hint}"
 
 
+def unexpected(operation: str, exc: ValueError) -> str:
+    """What the model reads when ``operation`` raised a ``ValueError`` no rule above explains:
+    a value it could not take (a name it derives from the address too long, ...)."""
+    said = clipped(str(exc), MAX_ERROR_CHARS)
+    return f"{operation} could not be done: {said}. Try other arguments, or tell the user."
+
+
 def explain_validation(error: ValidationError) -> str:
     """A validation failure in words a model can act on."""
     problems = []

@@ -24,8 +24,6 @@ from .results import (
     MessagesFetched,
     MessagesQueried,
     Outcome,
-    answer_text,
-    most_that_fit,
 )
 from .schemas import (
     AckMessagesInput,
@@ -35,7 +33,7 @@ from .schemas import (
     QueryMessagesInput,
     SendMessageInput,
 )
-from .views import DATA_NOTE, message_view
+from .views import DATA_NOTE, MESSAGE_FLOOR, MESSAGE_KEPT_IN, fitted, message_view
 
 QUERY_PAGE = 10  # messages query_messages shows unless given a limit: a page, not the mailbox
 
@@ -81,22 +79,18 @@ def _fitted(
     messages: list[Message], policy: ToolPolicy, answer: Callable[[list[dict[str, Any]], int], Any]
 ) -> tuple[Any, tuple[dict[str, Any], str]]:
     """The result ``answer(views, left_out)`` that shows as many of ``messages`` as fit in the
-    answer budget (``max_answer_chars``): whole messages, in order, at least one. Beside it,
-    its content and the text measured (``Outcome.written``)."""
-    views = [message_view(m, policy.max_payload_chars) for m in messages]
-    made: dict[int, tuple[Any, tuple[dict[str, Any], str]]] = {}
-
-    def result(shown: int) -> tuple[Any, tuple[dict[str, Any], str]]:
-        if shown not in made:
-            fitted = answer(views[:shown], len(views) - shown)
-            content = fitted.content()
-            made[shown] = fitted, (content, answer_text(content))
-        return made[shown]
-
-    def size(shown: int) -> int:
-        return len(result(shown)[1][1])
-
-    return result(most_that_fit(size, len(views), policy.max_answer_chars))
+    answer budget (``views.fitted``): in order, each its share, at least one. Beside it, its
+    content and the text measured (``Outcome.written``)."""
+    views = [message_view(m) for m in messages]
+    result, content, text = fitted(
+        answer,
+        views,
+        policy.max_answer_chars,
+        chars=policy.max_payload_chars,
+        where=MESSAGE_KEPT_IN,
+        floor=MESSAGE_FLOOR,
+    )
+    return result, (content, text)
 
 
 async def fetch_messages(ctx: CallContext, args: FetchMessagesInput) -> Outcome[MessagesFetched]:

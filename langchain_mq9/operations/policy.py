@@ -300,6 +300,14 @@ class ToolPolicy:
         return self.config.reply_mailbox
 
     @property
+    def run_groups(self) -> tuple[str, ...]:
+        return self.config.run_groups
+
+    @property
+    def run_workers(self) -> tuple[str, ...]:
+        return self.config.run_workers
+
+    @property
     def tool_prefix(self) -> str:
         return self.config.tool_prefix
 

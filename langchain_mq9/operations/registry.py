@@ -25,7 +25,7 @@ from .schemas import (
     AgentReportInput,
     AgentUnregisterInput,
 )
-from .views import CARD_NOTE, agent_view
+from .views import CARD_NOTE, agent_view, shown
 
 
 def _card(name: str, capabilities: str, extra: dict[str, Any], address: str) -> dict[str, Any]:
@@ -95,14 +95,15 @@ async def agent_register(ctx: CallContext, args: AgentRegisterInput) -> Outcome[
             f"already is not known (the registry keeps the first card): agent_discover("
             f"query='{name}') shows the card it holds"
         )
-    limit = policy.max_payload_chars
     if existing is None:
         await client.agent_register(card)
-    elif agent_view(existing, limit) == agent_view({**card, "mailbox": address}, limit):
+    elif agent_view(existing) == agent_view({**card, "mailbox": address}):
         result.note = "already registered with this same card"
     else:
         result.registered = False
-        result.registered_card = agent_view(existing, limit)
+        result.registered_card = shown(
+            agent_view(existing), policy.max_payload_chars, AgentRegistered.kept_in
+        )
         result.note = (
             f"an agent named {name} is already registered, and the registry keeps the "
             "first card: it was NOT changed. To replace it, call agent_unregister(name="
@@ -119,8 +120,8 @@ async def agent_register(ctx: CallContext, args: AgentRegisterInput) -> Outcome[
 async def agent_discover(ctx: CallContext, args: AgentDiscoverInput) -> Outcome[AgentsFound]:
     client, policy = ctx.client, ctx.policy
     agents = await discover(client, **search_of(policy, args.query, policy.discover_limit))
-    limit = policy.max_payload_chars
-    result = AgentsFound(count=len(agents), agents=[agent_view(a, limit) for a in agents])
+    # Each card as it is: the answer's budget cuts them (``Outcome.fit``).
+    result = AgentsFound(count=len(agents), agents=[agent_view(a) for a in agents])
     notes = [CARD_NOTE] if agents else []
     if agents.ranked_here:
         how = "meaning (embeddings)" if agents.ranking == "embeddings" else "shared words"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
+
+from .views import answer_text, fitted
 
 ADVICE = ("note", "next_step", "filter_used", "warning")
 
@@ -27,13 +27,21 @@ _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", di
 class ToolResult:
     """Base of the result models, each a keyword-only dataclass (``@dataclass(kw_only=True)``).
 
-    ``trimmable`` names a list the answer may carry only the head of (``Outcome.fit``), and
-    ``trim_hint`` says how to see the rest. Messages are never trimmed here: their handlers fit
+    ``trimmable`` names a list whose entries others wrote (agents, calls), which the answer
+    may show cut to a share each, or only the head of (``Outcome.fit``): the ``entry_first``
+    parts of each (names) kept whole longest, its ``entry_ours`` never cut, and ``trim_hint``
+    says how to see the rest. ``others_wrote`` names the parts of a single answer that others
+    wrote (an agent's result, a card): cut alike when the answer is over. ``kept_in`` says
+    where the whole of what was cut stays. Messages are never fitted here: their handlers fit
     them, as only they know what leaving one out means (a fetched one must be handed out
     again, a looked-at one is where the next page starts)."""
 
     trimmable: ClassVar[str | None] = None
     trim_hint: ClassVar[str] = ""
+    entry_first: ClassVar[tuple[str, ...]] = ()
+    entry_ours: ClassVar[frozenset[str]] = frozenset()
+    others_wrote: ClassVar[tuple[str, ...]] = ()
+    kept_in: ClassVar[str] = ""
 
     def content(self) -> dict[str, Any]:
         """The result as the tool returns it: every field but the optional ones left None."""
@@ -88,30 +96,14 @@ def _worked_out_schema(cls: type[ToolResult]) -> dict[str, Any]:
 Result = TypeVar("Result", bound=ToolResult)
 
 
-# json.dumps makes an encoder per call when given options (~0.6 µs): one made once instead.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+@dataclass
+class Written:
+    """An answer already made as its content (what ``views.fitted`` fits, as a result)."""
 
+    value: dict[str, Any]
 
-def answer_text(content: dict[str, Any]) -> str:
-    """A tool's answer as the model reads it: compact JSON."""
-    return _COMPACT.encode(content)
-
-
-def most_that_fit(size: Callable[[int], int], total: int, budget: int) -> int:
-    """How many of ``total`` items (at least one, when there is one) an answer holds when the
-    answer with the first ``n`` is ``size(n)`` characters and must stay within ``budget``: an
-    answer never stops in the middle of an item, and an item larger than the budget alone is
-    still given whole."""
-    if size(total) <= budget:  # the common case: everything fits
-        return total
-    low, high = min(total, 1), total - 1
-    while low < high:  # size grows with n
-        middle = (low + high + 1) // 2
-        if size(middle) <= budget:
-            low = middle
-        else:
-            high = middle - 1
-    return low
+    def content(self) -> dict[str, Any]:
+        return self.value
 
 
 @dataclass
@@ -136,23 +128,53 @@ class Outcome(Generic[Result]):
             return self.written[1]
         return answer_text(self.content)
 
-    def fit(self, budget: int) -> None:
-        """Keep the answer within ``budget`` characters (``ToolConfig.max_answer_chars``) by
-        carrying only the head of its ``trimmable`` list (agents best first, calls), whole
-        items, at least one; its note says how many were left out and how to see them."""
-        key = type(self.result).trimmable
-        if key is None or len(self.text()) <= budget:
+    def fit(self, budget: int, chars: int) -> None:
+        """Keep the answer within ``budget`` characters as the model reads them
+        (``ToolConfig.max_answer_chars``; ``chars``: ``max_payload_chars``), through the one
+        budget of every answer (``views.fitted``): a listing (its ``trimmable`` list: agents,
+        calls), each part of an entry cut to ``chars``, gives every entry its share, and leaves
+        out the last only when even their names do not fit, its note saying how many and how
+        to see them; an answer with parts others wrote (``others_wrote``, each cut to
+        ``chars`` by its handler) has them cut alike, its ``truncated`` saying so."""
+        kind = type(self.result)
+        content = self.content
+        if kind.trimmable is None:  # its handler cut each part to ``chars`` already
+            if not kind.others_wrote or len(self.text()) <= budget:
+                return
+            ours = frozenset(content) - set(kind.others_wrote)
+            _, self.content, text = fitted(
+                lambda shown, left: Written(shown[0]),
+                [content],
+                budget,
+                chars=chars,
+                where=kind.kept_in,
+                ours=ours,
+            )
+            self.written = (self.content, text)
             return
-        content, items = self.content, self.content[key]
+        key = kind.trimmable
 
-        def trimmed(shown: int) -> dict[str, Any]:
-            left = len(items) - shown
-            said = f"{left} more did not fit in this answer: {type(self.result).trim_hint}"
-            note = " ".join(filter(None, [content.get("note"), said]))
-            return {**content, key: items[:shown], "count": shown, "note": note}
+        def trimmed(shown: list[dict[str, Any]], left: int) -> Written:
+            said = [content.get("note")]
+            if any("truncated" in entry for entry in shown):
+                said.append(f"What others wrote was cut to fit (truncated): {kind.kept_in}.")
+            if left:
+                said.append(f"{left} more did not fit in this answer: {kind.trim_hint}")
+            fitted = {**content, key: shown, "count": len(shown)}
+            if any(said):
+                fitted["note"] = " ".join(filter(None, said))
+            return Written(fitted)
 
-        shown = most_that_fit(lambda n: len(answer_text(trimmed(n))), len(items), budget)
-        self.content = trimmed(shown)
+        _, self.content, text = fitted(
+            trimmed,
+            content[key],
+            budget,
+            chars=chars,
+            where="",  # said once, in the note
+            first=kind.entry_first,
+            ours=kind.entry_ours,
+        )
+        self.written = (self.content, text)
 
 
 # -- mailboxes and messages --------------------------------------------------------------------
@@ -185,6 +207,15 @@ class MessagesFetched(_Messages):
 
 
 @dataclass(kw_only=True)
+class InboxMail(_Messages):
+    """What ``Mq9InboxMiddleware`` brings the model: the mail waiting in the run's mailbox."""
+
+    mail_address: str
+    next_step: str | None = None
+    warning: str | None = None
+
+
+@dataclass(kw_only=True)
 class MessagesAcked(ToolResult):
     confirmed: list[int]
     still_unacked: list[int] | None = None
@@ -208,6 +239,9 @@ class MessageDeleted(ToolResult):
 
 @dataclass(kw_only=True)
 class AgentRegistered(ToolResult):
+    others_wrote = ("registered_card",)
+    kept_in = "the whole card stays in the registry"
+
     registered: bool
     mail_address: str
     mailbox_created: bool
@@ -220,6 +254,8 @@ class AgentRegistered(ToolResult):
 class AgentsFound(ToolResult):
     trimmable = "agents"
     trim_hint = "search with more precise words."
+    entry_first = ("name", "mailbox")
+    kept_in = "each whole card stays in the registry"
 
     count: int
     agents: list[dict[str, Any]]
@@ -245,6 +281,9 @@ class AgentReported(ToolResult):
 class _Task(ToolResult):
     """A delegated task (``CallState.view()``): its state and, once it has them, its result,
     question or reason."""
+
+    others_wrote = ("result", "question", "reason")
+    kept_in = "the whole text stays in the task"
 
     task_id: str
     agent: str
@@ -275,6 +314,9 @@ class CallStatus(_Task):
 class CallsListed(ToolResult):
     trimmable = "calls"
     trim_hint = "ask for one state, e.g. 'input-required'."
+    entry_first = ("agent",)
+    entry_ours = frozenset({"task_id", "state", "context_id", "answer_pending", "cancel_pending"})
+    kept_in = "check_call(task_id=...) shows one task alone"
 
     count: int
     calls: list[dict[str, Any]]

@@ -220,7 +220,8 @@ def test_keys_tags_and_cards_are_cut_to_max_payload_chars(memory_url):
         assert f"tags: {len(tagged['tags'])} of 8000 shown" in tagged["truncated"]
 
         found = result(kit, "agent_discover", query="")
-        assert found["note"] == CARD_NOTE
+        assert found["note"].startswith(CARD_NOTE)
+        assert "cut to fit (truncated): each whole card stays in the registry" in found["note"]
         (card,) = found["agents"]
         assert card["description"] == "d" * limit
         assert len(compact(card["skills"])) <= limit

@@ -391,3 +391,113 @@ async def test_a_run_may_name_only_a_mailbox_the_toolkits_allow_list_allows(brok
         # Whoever calls a deployed graph may set its config: not a way around the allow-list.
         with pytest.raises(ValueError, match=r"agent\.boss is outside the mailboxes"):
             await fetch.ainvoke({}, {"configurable": {"agent_mailbox": "agent.boss"}})
+
+
+# -- a run's identity only narrows (issue #52) ----------------------------------------------
+
+ORDERS = "team.orders"  # shared: the billing service reads it with its group "billing"
+
+
+@dataclass
+class Caller:  # what a deployed graph's caller may put in the run's context
+    group: str | None = None
+    worker: str | None = None
+
+
+async def billing_sees(client) -> list[bytes]:
+    """What billing's consumer group would hand out now (a FETCH with a group moves nothing)."""
+    found = await client.fetch(ORDERS, group_name="billing", deliver="earliest", max_wait_ms=0)
+    return [m.payload for m in found]
+
+
+@pytest.mark.parametrize("where", ["configurable", "context"])
+async def test_a_caller_cannot_widen_the_run_to_another_services_group(broker, client, where):
+    await client.mailbox_create(name=ORDERS)
+    orders = [f"order {n}".encode() for n in range(3)]
+    for order in orders:
+        await client.send(ORDERS, order)
+    options = {"agent_mailbox": ORDERS, "allowed_mailboxes": ["team"], "default_group": "helper"}
+    async with Mq9Toolkit(client=client, **options) as toolkit:
+        # The hostile caller's script: read billing's group, then ack all of it.
+        model = ScriptedChatModel(
+            steps=[call("fetch_messages"), call("ack_messages", msg_id=2), "Took them."]
+        )
+        agent = create_agent(
+            model,
+            toolkit.get_tools(),
+            middleware=[Mq9InboxMiddleware(toolkit)],
+            context_schema=Caller,
+        )
+        run = {"messages": [("human", "Any orders?")]}
+        if where == "configurable":
+            given = {"config": {"configurable": {"group": "billing"}}}
+        else:
+            given = {"context": Caller(group="billing")}
+        with pytest.raises(ValueError, match="group 'billing' is not one this toolkit lets"):
+            await agent.ainvoke(run, **given)
+        with pytest.raises(ValueError, match="worker 'billing-1' is not one"):
+            await agent.ainvoke(run, context=Caller(worker="billing-1"))
+        assert toolkit.policy.runs == {}  # no identity was made for the caller
+    assert await billing_sees(client) == orders  # billing's reader still gets every order
+
+
+async def test_a_run_may_name_a_group_the_toolkit_lists(broker, client):
+    await client.mailbox_create(name=ORDERS)
+    await client.send(ORDERS, "order 0")
+    options = {"agent_mailbox": ORDERS, "run_groups": "night,audit", "run_workers": ["w1"]}
+    async with Mq9Toolkit(client=client, **options) as toolkit:
+        fetch = next(t for t in toolkit.get_tools() if t.name == "fetch_messages")
+        config = {"configurable": {"group": "night", "worker": "w1"}}
+        result = json.loads(await fetch.ainvoke({"max_wait_ms": 0}, config))
+        assert [m["payload"] for m in result["messages"]] == ["order 0"]
+        [night] = toolkit.policy.runs.values()
+        assert (night.default_group, night.worker) == ("night", "w1")
+        # The toolkit's own group and worker are no widening either.
+        own = {"configurable": {"group": "default"}}
+        assert json.loads(await fetch.ainvoke({"max_wait_ms": 0}, own))["count"] == 1
+    assert await billing_sees(client) == [b"order 0"]
+
+
+# -- the inbox within the answer budget (issue #52) ------------------------------------------
+
+
+def injections(messages) -> list[HumanMessage]:
+    return [m for m in messages if isinstance(m, HumanMessage) and m.name == INBOX_MESSAGE_NAME]
+
+
+async def test_a_co_agents_large_mail_reaches_the_model_within_the_budget(broker, mailboxes):
+    client = mailboxes
+    for n in range(20):  # each within every per-part limit, each read as ~33,000 characters
+        await client.send(
+            SUPPORT,
+            "\x01" * 4000,
+            key=f"{n}" + '"' * 3990,
+            tags=['"' * 100 + str(t) for t in range(40)],
+            priority="critical",
+        )
+    await send_question(client, "refund?")  # a real question behind them
+    async with Mq9Toolkit(client=client, agent_mailbox=SUPPORT) as toolkit:
+        middleware = Mq9InboxMiddleware(toolkit, max_messages=25)
+        steps = [call("agent_discover", query=""), "Done."]  # two model calls a run
+        shown: list[dict] = []
+        for _ in range(2):  # the run, then the next
+            agent = create_agent(
+                ScriptedChatModel(steps=steps), toolkit.get_tools(), middleware=[middleware]
+            )
+            state = await agent.ainvoke({"messages": [("human", "Work on your mail.")]})
+            brought = injections(state["messages"])
+            assert all(len(m.content) <= 9000 for m in brought)  # as the model reads it
+            shown += [json.loads(m.content.split("\n", 1)[1]) for m in brought]
+            if len(shown) == 2:  # what did not fit in the first run waits, unacked
+                first = [v["msg_id"] for mail in shown for v in mail["messages"]]
+                left = [m.msg_id for m in await client.fetch(SUPPORT, group_name="default")]
+                assert sorted(first + left) == list(range(21))
+    ids = [v["msg_id"] for mail in shown for v in mail["messages"]]
+    assert sorted(ids) == list(range(21))  # each shown once, none hidden for good
+    assert "more did not fit here: they come with your next model call" in shown[0]["next_step"]
+    cut = [v for mail in shown for v in mail["messages"] if "truncated" in v]
+    assert len(cut) == 20 and all("payload cut from 4000 to" in v["truncated"] for v in cut)
+    assert "query_messages(from_id=<its msg_id>, limit=1)" in shown[0]["next_step"]
+    question = next(v for mail in shown for v in mail["messages"] if v["msg_id"] == 20)
+    assert question["payload"] == {"question": "refund?", "reply_to": "user.ann"}  # whole
+    assert await unacked(client) == []  # each run acked what it was shown

@@ -197,7 +197,8 @@ def test_long_payloads_are_cut_with_a_note(memory_url):
     text, data = content["messages"]
     assert text["payload"] == "x" * 10 and text["payload_encoding"] == "text"
     assert "cut from 50 to 10 characters" in text["truncated"]
-    assert data["payload"] == '{"words": ' and data["payload_encoding"] == "json"
+    # read as it is escaped: each quote counts two
+    assert data["payload"] == '{"words"' and data["payload_encoding"] == "json"
     kit.close()
 
 
@@ -206,7 +207,7 @@ def test_messages_without_key_or_tags_attributes_are_shown_too():
     sdk_message = SimpleNamespace(
         msg_id=3, payload=b"hi", priority=Priority.URGENT, create_time=1700000000
     )
-    assert message_view(sdk_message, 100) == {
+    assert message_view(sdk_message) == {
         "msg_id": 3,
         "priority": "urgent",
         "create_time": 1700000000,

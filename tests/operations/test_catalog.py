@@ -5,6 +5,7 @@ them (``CallContext``): the client, the policy, where progress goes; nothing amb
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from pathlib import Path
@@ -14,7 +15,7 @@ from a2a_support import text_graph, text_io
 
 from langchain_mq9 import tools
 from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPolicy
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.context import CallContext
 from langchain_mq9.operations.results import Outcome
@@ -57,6 +58,8 @@ def test_each_setting_reads_as_the_policy_own():
         lease_ttl=60,
         calls=True,
         reply_mailbox="agent.me.replies",
+        run_groups=("night",),
+        run_workers=("w2",),
         tool_prefix="mq9_",
     )
     assert config.model_fields_set == set(ToolConfig.model_fields)  # a new one: add it above
@@ -97,3 +100,102 @@ async def test_progress_goes_to_the_callback_the_call_is_handed(client):
     assert call.content["result"] == quiet.content["result"] == "HELLO"
     assert seen and seen[-1]["state"] == call.content["state"] == "completed"
     assert {view["task_id"] for view in seen} == {call.content["task_id"]}
+
+
+# -- a tool error never ends the run (issue #52) -------------------------------------------
+
+
+def _failing(operation_name: str, error: Exception):
+    """The operation as the catalog has it, its handler raising ``error`` (what a handler
+    raised for a value it could not take, e.g. a derived name too long, or a bug)."""
+
+    async def handler(ctx, args):
+        await ctx.client.agent_discover()  # it runs with the real client
+        raise error
+
+    return dataclasses.replace(OPERATIONS[operation_name], handler=handler)
+
+
+async def test_a_value_error_a_handler_raises_is_a_tool_error_and_logged(client, caplog):
+    error = ValueError("dead_letter: the name is too long")
+    operation = _failing("fetch_messages", error)
+    with caplog.at_level("ERROR", logger="langchain_mq9"), pytest.raises(OperationError) as raised:
+        await operation.execute(client, {"mail_address": "agent.me"}, ToolPolicy())
+    assert "fetch_messages could not be done: dead_letter: the name is too long" in str(
+        raised.value
+    )
+    [record] = [r for r in caplog.records if r.name == "langchain_mq9"]
+    assert record.exc_info[1] is error  # the traceback is kept for the developers
+    # Any other exception is a bug: it still raises (test_programming_errors_still_raise).
+    with pytest.raises(KeyError):
+        await _failing("fetch_messages", KeyError("lane")).execute(
+            client, {"mail_address": "agent.me"}, ToolPolicy()
+        )
+
+
+async def test_a_graph_run_goes_on_after_a_tool_raised(client, caplog):
+    from langchain.agents import create_agent
+    from langchain_core.messages import ToolMessage
+
+    from langchain_mq9 import Mq9Toolkit
+    from langchain_mq9.testing import ScriptedChatModel, call
+
+    class BrokenFetch(tools.Mq9Tool):
+        operation = _failing("fetch_messages", ValueError("its .dlq name is too long"))
+
+    async with Mq9Toolkit(client=client) as kit:
+        broken = BrokenFetch(connection=kit.connection, policy=kit.policy)
+        model = ScriptedChatModel(
+            steps=[call("fetch_messages", mail_address="agent.me"), "I could not read it."]
+        )
+        agent = create_agent(model, [broken])
+        with caplog.at_level("ERROR", logger="langchain_mq9"):
+            state = await agent.ainvoke({"messages": [("human", "Read agent.me.")]})
+    [answer] = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert answer.status == "error" and "its .dlq name is too long" in answer.content
+    assert state["messages"][-1].content == "I could not read it."  # the run went on
+
+
+# The longest valid addresses: the names derived from them (a group's dead letters, ...) may
+# be longer than the broker takes. Whether the tool reads the mailbox or says why not, the run
+# goes on and mq9-mcp answers a tool error, never "internal error".
+LONGEST = ("a" * 60 + ".") * 62 + "b" * 17  # 3,799 characters
+
+
+async def _a_long_mailbox(client) -> None:
+    assert len(LONGEST) == 3799
+    await client.mailbox_create(name=LONGEST)
+    await client.send(LONGEST, "hi")
+
+
+async def test_a_run_goes_on_whatever_the_longest_address_gives(client):
+    from langchain.agents import create_agent
+
+    from langchain_mq9 import Mq9Toolkit
+    from langchain_mq9.testing import ScriptedChatModel, call
+
+    await _a_long_mailbox(client)
+    async with Mq9Toolkit(client=client) as kit:
+        steps = [call("fetch_messages", mail_address=LONGEST, max_wait_ms=0), "Done."]
+        agent = create_agent(ScriptedChatModel(steps=steps), kit.get_tools())
+        state = await agent.ainvoke({"messages": [("human", "Read it.")]})
+    assert state["messages"][-1].content == "Done."
+    [answer] = [m for m in state["messages"] if m.type == "tool"]
+    assert answer.status == "success" or "fetch_messages could not be done" in answer.content
+
+
+async def test_mq9_mcp_answers_the_longest_address_with_a_tool_error_at_worst(nats_server):
+    from mcp_support import ok, result_text, served_engine, stdio_session
+
+    from langchain_mq9 import Mq9Client
+
+    async with served_engine(nats_server.url), Mq9Client(nats_server.url) as client:
+        await _a_long_mailbox(client)
+        async with stdio_session("--server", nats_server.url) as mcp:
+            result = await mcp.call_tool(
+                "fetch_messages", {"mail_address": LONGEST, "max_wait_ms": 0}
+            )
+            text = result_text(result)
+            assert not result.is_error or "fetch_messages could not be done" in text, text
+            assert "internal error" not in text.lower()
+            assert (await ok(mcp, "agent_discover", query=""))["count"] == 0  # still serving
