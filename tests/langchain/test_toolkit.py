@@ -443,7 +443,8 @@ FIND_IT = (
         (
             "send_message",
             {"mail_address": "nobody.home", "payload": "x"},
-            f"mailbox nobody.home does not exist — {FIND_IT}",
+            "mailbox 'nobody.home' does not exist (it was never created, or its TTL ran "
+            f"out) — {FIND_IT}",
         ),
         (
             "send_message",
@@ -454,13 +455,14 @@ FIND_IT = (
         (
             "fetch_messages",
             {"mail_address": "nobody.home"},
-            "'nobody.home' not found in broker cache — no mailbox has this address: check it "
-            "(agent_discover shows each agent's mailbox",
+            "mailbox 'nobody.home' does not exist (it was never created, or its TTL ran out) — "
+            "check the address: "
+            "agent_discover shows each agent's mailbox",
         ),
         (
             "query_messages",
             {"mail_address": "nobody.home"},
-            "not found in broker cache — no mailbox has this address",
+            "does not exist (it was never created, or its TTL ran out) — check the address",
         ),
         (
             "create_mailbox",
@@ -506,7 +508,7 @@ def test_errors_about_the_agents_own_mailbox_lead_to_agent_register(memory_url):
             result.content
         )
     other = tool_call(tools["query_messages"], mail_address="nobody.home")
-    assert "no mailbox has this address (yours is 'agent.me')" in other.content
+    assert "check the address (yours is 'agent.me')" in other.content
     bad = tool_call(tools["agent_report"], status="busy", details="[1, 2]")
     assert bad.status == "error" and "details must be a JSON object" in bad.content
     kit.close()
