@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, field, what in (
         ("--max-card-bytes", "max_card_bytes", "largest agent card REGISTER keeps, in bytes"),
         ("--max-agents", "max_agents", "most agents the registry holds"),
-        ("--max-groups", "max_groups", "most consumer groups (an ACK of a new group makes one)"),
+        ("--max-groups", "max_groups", "most consumer groups per mailbox (an ACK makes one)"),
     ):
         limits.add_argument(
             flag,
