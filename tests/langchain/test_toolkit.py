@@ -125,7 +125,7 @@ def test_the_own_mailbox_is_a_default_the_descriptions_name(memory_url):
         assert "mail_address" in plain[name].args_schema["required"]
         assert "mail_address" not in mine[name].args_schema.get("required", ())
         assert "'agent.me'" in mine[name].args["mail_address"]["description"]
-    assert "reply_to: 'agent.me' (your mailbox)" in mine["send_message"].description
+    assert "reply_to: 'agent.me' in a JSON payload" in mine["send_message"].description
     assert "agent.me" not in plain["send_message"].description
     assert "name" not in mine["agent_register"].args_schema["required"]
     with pytest.raises(ValueError, match="agent_mailbox 'Agent Me' is not a mailbox address"):
