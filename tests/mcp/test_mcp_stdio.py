@@ -208,7 +208,7 @@ async def test_memory_broker_inside_the_server_process():
         assert [m["payload"] for m in fetched["messages"]] == ["high", "low"]
     # A new process has a new, empty in-process broker.
     async with stdio_session("--server", "memory://") as mcp:
-        assert "not found" in await fails(mcp, "query_messages", mail_address="scratch")
+        assert "does not exist" in await fails(mcp, "query_messages", mail_address="scratch")
 
 
 async def test_broker_down_then_back():
