@@ -29,8 +29,10 @@ from .results import Check, Section
 
 TITLE = "What the model reads: tool tokens (o200k) and strict-mode safety (target 8)"
 UPSTREAM_FIXTURE = Path(__file__).with_name("fixtures") / "upstream_langchain_mq9_tools.json"
-BUDGET = 1000  # tokens for the eight default tools' OpenAI block
-MCP_SLACK = 1.10  # mq9-mcp's tools/list of the same eight: within 10% of the budget
+BUDGET = 700  # tokens for the eight default tools' OpenAI block (1,000 before issue #54)
+# mq9-mcp's tools/list of the same eight (outputSchema and annotations too): within 10% of
+# its own budget, the first one of the OpenAI block
+MCP_BUDGET, MCP_SLACK = 1000, 1.10
 # Measured the same way at commit ed9837f, before issue #13: the figures this replaced.
 BEFORE = {"openai": 2092, "mcp": 2613}
 
@@ -169,8 +171,8 @@ def run(cfg: Config) -> Section:
             ours_label="tools/list",
             ours=f"{mcp_total:,} tokens",
             baseline_label="budget",
-            baseline=f"{BUDGET:,} tokens",
-            ratio=mcp_total / BUDGET,
+            baseline=f"{MCP_BUDGET:,} tokens",
+            ratio=mcp_total / MCP_BUDGET,
             op="<=",
             limit=MCP_SLACK,
         )

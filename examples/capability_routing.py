@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 
-from support import Names, banner, parser
+from support import Names, banner, parser, until_searchable
 
 from langchain_mq9 import GroupReader, Mq9Client
 
@@ -61,6 +61,11 @@ async def main(server: str) -> None:
                 )
                 await client.send(board, {"agent": name, "load": load}, key=name, tags=["load"])
                 print(f"[{name}] registered: {description}")
+            # Search may trail the registry (RobustMQ indexes a card a moment after REGISTER):
+            # routing by search starts once the search finds every agent just registered
+            await until_searchable(
+                client, {names(base): description for base, (description, _) in AGENTS.items()}
+            )
 
             banner("the orchestrator discovers by keywords")
             found = names.mine(await client.agent_discover(text="japanese"))

@@ -7,6 +7,7 @@ folder on ``sys.path``), and so do the notebooks.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import secrets
 import time
@@ -74,6 +75,28 @@ async def wait_for_messages(reader: Any, seconds: float, *, num_msgs: int = 10) 
         batch = await reader.fetch(num_msgs=num_msgs, max_wait_ms=max(0, min(POLL_MS, left_ms)))
         if batch or left_ms <= 0:
             return batch
+
+
+SEARCH_WAIT = 10.0  # seconds: RobustMQ indexes a card about 0.5 s after its REGISTER
+
+
+async def until_searchable(
+    client: Any, cards: dict[str, str], seconds: float = SEARCH_WAIT
+) -> None:
+    """Wait until a search finds each agent of ``cards`` (name -> the words to search it by),
+    at most ``seconds``. A broker whose agent search trails its registry (RobustMQ's
+    vector-search build: docs/discovery.md) finds a card only a moment after its REGISTER; an
+    example that searches right after registering its agents looks for them first, as a
+    program routing by search should. Anywhere else the first search finds them all."""
+    deadline = time.monotonic() + seconds
+    waiting = dict(cards)
+    while waiting and time.monotonic() < deadline:
+        for name, words in list(waiting.items()):
+            found = await client.agent_discover(semantic=words, limit=10)
+            if name in {agent["name"] for agent in found}:
+                del waiting[name]
+        if waiting:
+            await asyncio.sleep(0.1)
 
 
 # -- agents --------------------------------------------------------------------------------

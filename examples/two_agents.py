@@ -25,7 +25,7 @@ from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
 from models import add_model_option, chat_model, describe
-from support import Names, banner, build_agent, parser, run_agent
+from support import Names, banner, build_agent, parser, run_agent, until_searchable
 
 from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
 from langchain_mq9.testing import call, tool_result
@@ -229,6 +229,9 @@ async def main(server: str, model: str | None) -> int:
         try:
             banner("1. the worker agent starts and registers its capability, then goes offline")
             await run_agent(worker, "worker", "Start up: register yourself.", thread="worker")
+            # It registered just now (in a real deployment, long before): on a broker whose
+            # search trails the registry, the orchestrator looks once it can be found
+            await until_searchable(client, {worker_name: "summarizes incident reports"})
 
             banner("2. the orchestrator agent gets a job and delegates it")
             await run_agent(

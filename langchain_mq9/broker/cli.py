@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, field, what in (
         ("--max-card-bytes", "max_card_bytes", "largest agent card REGISTER keeps, in bytes"),
         ("--max-agents", "max_agents", "most agents the registry holds"),
-        ("--max-groups", "max_groups", "most consumer groups (an ACK of a new group makes one)"),
+        ("--max-groups", "max_groups", "most consumer groups per mailbox (an ACK makes one)"),
     ):
         limits.add_argument(
             flag,
@@ -181,18 +181,26 @@ def main(argv: list[str] | None = None) -> int:
         # Storage first: a data file in use by another broker must stop us before anything
         # listens. nats-server is started here, on the main thread, which lives as long as the
         # broker (the child is tied to the thread that started it, see start_nats_server).
-        if args.embedding_model:  # chosen: it loads now, or the broker does not start
+        if args.embedding_model:
             os.environ[semantic.MODEL_ENV] = args.embedding_model
-            semantic.embedder()
+        # The model loads now, on this thread, before the broker says ready: a REGISTER sent
+        # once it did is answered as promptly as any. (Loaded on the engine's worker thread,
+        # which runs at nice 10, beside two busy processes its 0.3 s of CPU took 6-9 s while
+        # the broker already said ready, and the first REGISTER timed out; issue #54.)
+        try:
+            semantic.embedder()  # loaded once per process: the engine finds it loaded
+        except semantic.ModelError:
+            if args.embedding_model:  # chosen: it loads, or the broker does not start
+                raise
+            # the default model: the engine logs why, and answers it to each request needing it
         if args.data:
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
-        # The model loads while the broker starts: the first REGISTER waits less, off the loop.
-        # What is held then (the model's objects, the restored state) lives as long as the
+        engine.load_model_soon()  # loaded already; a default model that is not is logged
+        # What is held now (the model's objects, the restored state) lives as long as the
         # broker: frozen, Python's full garbage collections (which stop every thread, the loop
         # too, for 15 ms and more) no longer walk it.
         gc.freeze()
-        engine.load_model_soon().add_done_callback(lambda _: gc.freeze())
         # While the worker thread embeds or ranks, the loop waits for Python's lock at most
         # this long (default 5 ms) each time it wakes: other clients' requests stay quick
         sys.setswitchinterval(SWITCH_INTERVAL)

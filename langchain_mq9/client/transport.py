@@ -296,6 +296,13 @@ class NatsTransport:
             )
         if connection.is_closed:  # nats-py gave up reconnecting: dial again
             connection = await self._redial(connection)
+        elif connection.is_reconnecting:
+            # nats-py would hold the request until it reconnects, waiting out the whole timeout
+            # meanwhile (each call of an outage took its 5 s): not sent, and said at once
+            raise ConnectionLost(
+                f"the connection to the mq9 broker at {self.where} is down and reconnecting; "
+                "the request was not sent (try again in a moment)"
+            )
         # A dropped link cancels the request where it waits, in this task: cheaper than a task
         # per request raced against the link (a sixth of a round trip on loopback).
         waiting = asyncio.current_task()

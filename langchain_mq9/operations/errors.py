@@ -33,17 +33,13 @@ _EXISTS = (
     "it is there already: use it as it is, or call create_mailbox with another name (or none, "
     "for a private one)"
 )
-_SHORTER = "send a short reference (a URL, a path, an id) instead of the data"
 
 
 def _missing_hint(address: str | None, own: str | None) -> str:
     if own and address == own:
         return "this is your own mailbox and it does not exist yet: call agent_register first"
     yours = f" (yours is '{own}')" if own else ""
-    return (
-        f"no mailbox has this address{yours}: check it (agent_discover shows each agent's "
-        "mailbox; a mailbox with a TTL disappears when it expires)"
-    )
+    return f"check the address{yours}: agent_discover shows each agent's mailbox"
 
 
 def explain(
@@ -65,7 +61,7 @@ def explain(
     elif isinstance(exc, MailboxExists):
         hint = _EXISTS
     elif isinstance(exc, (PayloadTooLarge, ListingTooLarge)):
-        hint = _SHORTER
+        return text  # its words say already what to send or ask instead
     elif exc.retryable:  # a failed connect already says what is wrong: do not say it twice
         cause = "" if isinstance(exc, ConnectFailed) else "the mq9 broker is unreachable or busy; "
         hint = f"{cause}try again shortly"

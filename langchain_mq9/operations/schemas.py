@@ -50,34 +50,34 @@ class _MailboxInput(_Input):
 
 class AgentRegisterInput(_Input):
     own_fields = ("name",)
-    name: str = Field(default="", description="Your agent name, also your mailbox address.")
+    name: str = Field(default="", description="Your name and mailbox address.")
     capabilities: str = Field(
-        min_length=1, description="What you do, in the plain words others will search."
+        min_length=1, description="What you do, as others would search it."
     )
 
 
 class AgentDiscoverInput(_Input):
     query: str = Field(
         default="",
-        description="The skill you need: English keywords work best; '' lists all.",
+        description="The skill you need, in English keywords; '' lists all.",
     )
 
 
 class CreateMailboxInput(_Input):
     name: str = Field(
-        default="", description="An address to create; '' for a private, unguessable one."
+        default="", description="'' = private, unguessable."
     )
-    ttl: int = Field(default=0, ge=0, description="Seconds until it expires; 0 = never.")
+    ttl: int = Field(default=0, ge=0, description="Seconds to live; 0 = forever.")
 
 
 class SendMessageInput(_Input):
     mail_address: str = Field(min_length=1)
-    payload: JsonText = Field(description="Text, or a JSON object as text.")
+    payload: JsonText = Field(description="Text, or JSON object text.")
     priority: Literal["normal", "urgent", "critical"] = "normal"
     key: str = Field(default="", description="A newer message with this key replaces it.")
     tags: list[str] = Field(default_factory=list)
-    delay: int = Field(default=0, ge=0, description="Seconds before it can be read.")
-    ttl: int = Field(default=0, ge=0, description="Seconds until it expires; 0 = never.")
+    delay: int = Field(default=0, ge=0, description="Seconds until readable.")
+    ttl: int = Field(default=0, ge=0, description="Seconds to live; 0 = forever.")
 
 
 class FetchMessagesInput(_MailboxInput):
@@ -85,7 +85,7 @@ class FetchMessagesInput(_MailboxInput):
         default=500,
         ge=0,
         le=MAX_TOOL_WAIT_MS,
-        description="Wait up to this long for one, e.g. 30000.",
+        description="Wait this long for one, e.g. 30000.",
     )
 
 
@@ -95,8 +95,8 @@ class AckMessagesInput(_MailboxInput):
 
 
 class QueryMessagesInput(_MailboxInput):
-    key: str = Field(default="", description="Only the newest message with this key.")
-    tags: list[str] = Field(default_factory=list, description="Only messages with any of these.")
+    key: str = Field(default="", description="Only the newest with this key.")
+    tags: list[str] = Field(default_factory=list)  # any of these
     # Both described by the tool (a page, and its size) and by each answer (the exact calls).
     from_id: int = Field(default=0, ge=0)
     limit: int = Field(default=0, ge=0, le=QUERY_CAP)  # 0: a page of 10
@@ -134,29 +134,25 @@ class AgentReportInput(_Input):
 # -- descriptions ------------------------------------------------------------------------------
 
 DESCRIPTIONS = {
-    "agent_register": "Publish this agent in the mq9 registry, where others look agents up by "
-    "capabilities; creates its mailbox. Call once, at start.",
-    "agent_discover": "Find agents by what they can do, best match first, each with its mailbox "
-    "for send_message.",
-    "create_mailbox": "Create a mailbox; returns its mail_address.",
-    "send_message": "Leave a message in a mailbox; the recipient may be offline. Take mailboxes "
-    "from agent_discover, never guess them.{reply}",
-    "fetch_messages": "Take waiting messages, most urgent first, each given you once; then "
-    "ack_messages the last msg_id handled. query_messages only looks.",
-    "ack_messages": "Confirm fetched messages handled, up to and including msg_id.",
-    "query_messages": "Look at a mailbox without taking anything, e.g. to check whether "
-    "anyone replied: a page of 10, oldest first, and how to page on.",
-    "delete_message": "Delete one message from a mailbox, for good.",
+    "agent_register": "Register this agent (and its mailbox) once, at start.",
+    "agent_discover": "Find agents by what they do, best first, with mailboxes for send_message.",
+    "create_mailbox": "Create a mailbox; returns its address.",
+    "send_message": "Leave a message; recipients may be offline. Take mailboxes from "
+    "agent_discover, never guess.{reply}",
+    "fetch_messages": "Take waiting messages, most urgent first; then ack_messages the last "
+    "msg_id handled.",
+    "ack_messages": "Confirm fetched messages handled, through msg_id.",
+    "query_messages": "Read without taking, e.g. to check whether anyone replied; oldest first.",
+    "delete_message": "Delete one message for good.",
     "agent_unregister": "Remove an agent from the registry (this agent when it stops, or "
     "before registering a changed card).",
     "agent_report": "Report an agent's status (busy, idle, load) to the broker's operators. "
     "agent_discover does not show it.",
 }
 
-_REPLY_TO_MINE = " For an answer, put reply_to: '{mailbox}' (your mailbox) in a JSON payload."
+_REPLY_TO_MINE = " For an answer, put reply_to: '{mailbox}' in a JSON payload."
 _REPLY_TO_ANY = (
-    " For an answer, put reply_to (a mailbox of yours, e.g. from create_mailbox) in a JSON "
-    "payload."
+    " For an answer, put reply_to (your mailbox, from create_mailbox) in a JSON payload."
 )
 
 
@@ -197,7 +193,7 @@ def input_schema(model: type[_Input], agent_mailbox: str | None = None) -> dict[
         lean = _lean(spec)
         if name in model.own_fields:
             if agent_mailbox:
-                lean["description"] = f"Default: '{agent_mailbox}', yours."
+                lean["description"] = f"Default: '{agent_mailbox}'."
             else:
                 required.append(name)
         properties[name] = lean

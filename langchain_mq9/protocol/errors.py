@@ -27,10 +27,12 @@ class Mq9Error(Exception):
     ``retryable`` is true when the same call may succeed later unchanged (the broker was
     unreachable or did not answer in time), false when the request must change: each class has
     its default, ``retryable=`` overrides it. ``details`` set the attributes a class declares
-    (``address``, ``fits``, ...).
+    (``address``, ``fits``, ...). ``detail``: the broker's own text, when ``message`` says it
+    in plainer words (RobustMQ's storage layer speaks of tenants and topics).
     """
 
     retryable: bool = False
+    detail: str | None = None
 
     def __init__(self, message: str, *, retryable: bool | None = None, **details: Any) -> None:
         # A text quoting bad input (a subject or name holding a lone surrogate) must still
@@ -344,12 +346,23 @@ class WireText:
     pattern: re.Pattern[str]
     said_by: str
     texts: tuple[str | Callable[..., str], ...]
+    # The error's message in the user's words, filled from the pattern's groups; the broker's
+    # text is then its ``detail``. Empty: the broker's text is the message.
+    says: str = ""
 
 
 def _reads(
-    cls: type[Mq9Error], pattern: str, said_by: str, *texts: str | Callable[..., str]
+    cls: type[Mq9Error],
+    pattern: str,
+    said_by: str,
+    *texts: str | Callable[..., str],
+    says: str = "",
 ) -> WireText:
-    return WireText(cls, re.compile(pattern, re.DOTALL), said_by, texts)
+    return WireText(cls, re.compile(pattern, re.DOTALL), said_by, texts, says)
+
+
+# A mailbox that is not there, whichever command found it missing
+MAILBOX_MISSING = "mailbox {address} does not exist (it was never created, or its TTL ran out)"
 
 
 # The first that matches wins (a more specific text before the words it also holds).
@@ -359,11 +372,11 @@ WIRE_TEXTS = (
     _reads(ClusterUnavailable, "|".join(map(re.escape, TRANSIENT_MARKERS)), ROBUSTMQ,
            *TRANSIENT_MARKERS),
     _reads(MailboxNotFound, r"mailbox (?P<address>\S+) does not exist$", ROBUSTMQ,  # SEND
-           err_mailbox_missing),
+           err_mailbox_missing, says=MAILBOX_MISSING),
     _reads(MailboxNotFound, r"Tenant \S+ topic '(?P<address>.*)' not found in broker cache$",
-           ROBUSTMQ, err_topic_missing),
+           ROBUSTMQ, err_topic_missing, says=MAILBOX_MISSING),
     _reads(MailboxNotFound, r"mailbox not found: (?P<address>\S+)$", ROBUSTMQ,  # ACK
-           err_ack_mailbox_missing),
+           err_ack_mailbox_missing, says=MAILBOX_MISSING),
     _reads(MailboxExists, r"mailbox (?P<address>\S+) already exists$", ROBUSTMQ,
            err_mailbox_exists),
     _reads(AnswerTooLarge, r"the answer would be (?P<size>\d+) bytes, above the (?P<limit>\d+) "
@@ -379,8 +392,11 @@ WIRE_TEXTS = (
            err_entry_too_large),
     _reads(TooLarge, r"message \d+ alone takes (?P<size>\d+) bytes in an answer, above the "
            r"(?P<limit>\d+) bytes", OURS, err_stored_too_large),
-    _reads(SearchNotBuilt, re.escape(SEARCH_NOT_BUILT), ROBUSTMQ, ERR_SEARCH_NOT_BUILT),
-    _reads(SearchIndexEmpty, re.escape(SEARCH_TABLE_MISSING), ROBUSTMQ, SEARCH_TABLE_MISSING),
+    _reads(SearchNotBuilt, re.escape(SEARCH_NOT_BUILT), ROBUSTMQ, ERR_SEARCH_NOT_BUILT,
+           says="this broker has no agent search (a RobustMQ built without its vector-search "
+           "feature): list the agents without text or semantic"),
+    _reads(SearchIndexEmpty, re.escape(SEARCH_TABLE_MISSING), ROBUSTMQ, SEARCH_TABLE_MISSING,
+           says="no agent is registered with this broker yet (its search index is empty)"),
     _reads(InvalidAddress, r"name may only contain|prefix must", ROBUSTMQ,
            ERR_NAME_CHARS, ERR_NAME_EDGES, ERR_NAME_EMPTY),
     _reads(InvalidAddress, r"invalid mail_address", OURS,
@@ -401,11 +417,16 @@ WIRE_TEXTS = (
 
 def from_reply(error: str, subject: str = "") -> Mq9Error:
     """The exception for a broker's non-empty ``error`` reply to a request on ``subject``:
-    its class by RobustMQ's words (or the bundled broker's), its message those words."""
+    its class by RobustMQ's words (or the bundled broker's), its message those words, or
+    plainer ones (``WireText.says``) with the broker's words as its ``detail``."""
     for text in WIRE_TEXTS:
         found = text.pattern.search(error)
         if found and text.cls is ClusterUnavailable:
             return _cluster_unavailable(error, subject)
+        if found and text.says:
+            quoted_groups = {name: quoted(value) for name, value in found.groupdict().items()}
+            message = text.says.format(**quoted_groups)
+            return text.cls(message, retryable=None, detail=error, **_attributes(found))
         if found:
             return text.cls(error, retryable=None, **_attributes(found))
     return Mq9Error(error)

@@ -18,13 +18,14 @@ import hashlib
 import json
 import re
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the bundle holds: what `uv run` needs to install and start mq9-mcp (its pyproject.toml is
 # written by bundle_pyproject).
-SOURCES = ("README.md", "LICENSE", "langchain_mq9", "mcp_server")
+SOURCES = ("README.md", "LICENSE", "langchain_mq9", "mcp_server", "mq9_mcp.py")
 SKIPPED = re.compile(r"(^|/)(__pycache__|\.pytest_cache)(/|$)|\.py[co]$")
 # The tables of pyproject.toml the bundle keeps: how to build and run the package. uv locks every
 # optional dependency of a project before it runs it, so the extras (the semantic model, the
@@ -49,8 +50,12 @@ def project() -> dict[str, str]:
 
 
 def bundle_pyproject() -> str:
-    """pyproject.toml with only the ``BUNDLE_TABLES``."""
+    """pyproject.toml with only the ``BUNDLE_TABLES``, the mcp extra (the MCP SDK, which
+    mq9-mcp runs on) among its dependencies."""
     text = (ROOT / "pyproject.toml").read_text()
+    extra = tomllib.loads(text)["project"]["optional-dependencies"]["mcp"]
+    lines = "".join(f"    {json.dumps(r)},  # the mcp extra\n" for r in extra)
+    text = re.sub(r"^dependencies = \[\n", lambda head: head[0] + lines, text, count=1, flags=re.M)
     tables = re.split(r"^(?=\[)", text, flags=re.M)  # each from its [header] to the next
 
     def name(table: str) -> str | None:

@@ -13,7 +13,7 @@ import logging
 import nats
 import pytest
 
-from langchain_mq9 import Mq9Client, Mq9Error, Priority
+from langchain_mq9 import MailboxNotFound, Mq9Client, Mq9Error, Priority
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
@@ -343,8 +343,33 @@ async def test_closing_is_quiet_and_idempotent(broker, caplog):
 async def test_broker_errors_are_not_retryable(client):
     with pytest.raises(Mq9Error) as caught:
         await client.query("no.such.box")
-    assert caught.value.message == p.err_topic_missing("no.such.box")
     assert caught.value.retryable is False
+
+
+@pytest.mark.parametrize("command", ["fetch", "query", "delete", "send", "ack"])
+async def test_a_missing_mailbox_is_said_in_plain_words_with_the_brokers_as_detail(
+    client, command
+):
+    # RobustMQ's storage layer answers FETCH, QUERY and DELETE "Tenant default topic '...' not
+    # found in broker cache"; SEND and ACK have words of their own: one plain message for all
+    calls = {
+        "fetch": lambda: client.fetch("no.such.mailbox"),
+        "query": lambda: client.query("no.such.mailbox"),
+        "delete": lambda: client.delete("no.such.mailbox", 0),
+        "send": lambda: client.send("no.such.mailbox", "hello"),
+        "ack": lambda: client.ack("no.such.mailbox", "workers", 0),
+    }
+    with pytest.raises(MailboxNotFound) as caught:
+        await calls[command]()
+    missing = caught.value
+    assert missing.message == (
+        "mailbox 'no.such.mailbox' does not exist (it was never created, or its TTL ran out)"
+    )
+    assert str(missing) == missing.message and missing.address == "no.such.mailbox"
+    assert missing.detail is not None and "no.such.mailbox" in missing.detail
+    if command in ("fetch", "query", "delete"):
+        assert missing.detail == p.err_topic_missing("no.such.mailbox")
+    assert missing.retryable is False
 
 
 # -- an unreachable broker, and a nats-server with no broker -------------------------------------
@@ -503,11 +528,16 @@ async def test_malformed_replies_become_clean_mq9_errors(bare_nats):
             with pytest.raises(Mq9Error) as caught:
                 await asyncio.wait_for(call(client, command), 5)
             assert "malformed" in caught.value.message, (command, reply[:60])
-        # a well-formed error reply is passed on as the broker's words
+        # a well-formed error reply is passed on: its class, the broker's words as detail
         responder.reply = b'{"error": "mailbox some.box does not exist"}'
+        with pytest.raises(MailboxNotFound) as caught:
+            await call(client, "query")
+        assert caught.value.detail == "mailbox some.box does not exist"
+        assert caught.value.message.startswith("mailbox 'some.box' does not exist")
+        responder.reply = b'{"error": "invalid ttl -1: a whole number of seconds"}'
         with pytest.raises(Mq9Error) as caught:
             await call(client, "query")
-        assert caught.value.message == "mailbox some.box does not exist"
+        assert caught.value.message == "invalid ttl -1: a whole number of seconds"
         # unknown fields are ignored, known ones decoded; key and tags come from the header
         header = list(p.header_block({"mq9-key": "k", "mq9-tags": "t1, t2"}))
         responder.reply = message_json(extra={"x": 1}, key="ignored", header=header)

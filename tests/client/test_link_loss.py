@@ -2,16 +2,24 @@
 ``NatsTransport`` cancels it where it waits (what nats-py's disconnect callback does,
 ``_cut_in_flight``, is done here by hand on a live link). The caller's own cancel stays a
 cancel, and a request already answered is never cancelled afterwards. (A real restart of
-nats-server under a request: tests/broker/test_devbroker_faults.py.)"""
+nats-server under a request: tests/broker/test_devbroker_faults.py.)
+
+A request made while the link is down is not sent: it fails at once (nats-py would hold it
+until it reconnects and wait out the request's whole timeout meanwhile), and one safe to repeat
+is tried again until the link is back, within ``request_timeout`` (a real nats-server stopped
+and started again)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import pytest
 
+from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
+from langchain_mq9.broker.nats_process import start_nats_server
 from langchain_mq9.protocol.errors import ConnectionLost
 
 BOX = "links.box"
@@ -68,3 +76,36 @@ async def test_a_request_answered_is_not_cancelled_when_the_link_drops_after(cli
         await asyncio.sleep(0)
     assert not asyncio.current_task().cancelling()
     assert await client.query(BOX) == []
+
+
+async def until(condition, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_request_made_while_the_link_is_down_fails_at_once(restartable_nats):
+    # A timeout far above the test's waits: a SEND that waited it out would be a RequestTimeout
+    options = {"request_timeout": 30, "reconnect_attempts": 1000, "reconnect_delay": 0.1}
+    async with Mq9Client(restartable_nats["url"], **options) as client:
+        box = await client.mailbox_create(name="outage.box")
+        await asyncio.to_thread(restartable_nats["server"].stop)
+        link = client._transport._connection
+        await until(lambda: link.is_reconnecting, "the client saw the link drop")
+
+        with pytest.raises(ConnectionLost, match="down and reconnecting; the request was not sent"):
+            await client.send(box, "during the outage")
+        with pytest.raises(ConnectionLost) as caught:
+            await client.send(box, "again")
+        assert caught.value.retryable
+
+        # A FETCH is safe to repeat: it is tried again until the link is back
+        fetching = asyncio.create_task(client.fetch(box, deliver="earliest", max_wait_ms=0))
+        await asyncio.sleep(0.3)
+        assert not fetching.done()
+        restartable_nats["server"] = await asyncio.to_thread(
+            start_nats_server, "127.0.0.1", restartable_nats["port"]
+        )
+        assert await asyncio.wait_for(fetching, 25) == []  # nothing was sent in the outage
+        assert await client.send(box, "after the outage") == 0

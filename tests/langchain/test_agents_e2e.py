@@ -167,7 +167,8 @@ async def test_tool_errors_reach_the_model_and_the_graph_keeps_going(broker):
     errors = tool_errors(state)
     assert len(errors) == 2
     assert "priority" in errors[0] and "'critical'" in errors[0]
-    assert "mailbox greeter does not exist — no agent reads this address" in errors[1]
+    assert "mailbox 'greeter' does not exist" in errors[1]
+    assert "TTL ran out) — no agent reads this address" in errors[1]
     assert "agent_discover" in errors[1] and "do not create it" in errors[1]
     assert state["messages"][-1].content == "Sent after fixing my mistakes."
     assert "greeter" not in broker.engine.mailboxes  # nothing was created at the guess

@@ -345,7 +345,7 @@ async def test_the_model_of_each_run_reads_its_own_mailbox_in_the_tools(broker, 
     assert tool_result(state["messages"], "fetch_messages")["count"] == 0
     for schemas in RecordingModel.seen:  # each model call of the run
         described = schemas["fetch_messages"]["properties"]["mail_address"]["description"]
-        assert described == "Default: 'agent.ann', yours."
+        assert described == "Default: 'agent.ann'."
     assert len(RecordingModel.seen) == 2
 
 

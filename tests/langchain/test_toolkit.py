@@ -125,7 +125,7 @@ def test_the_own_mailbox_is_a_default_the_descriptions_name(memory_url):
         assert "mail_address" in plain[name].args_schema["required"]
         assert "mail_address" not in mine[name].args_schema.get("required", ())
         assert "'agent.me'" in mine[name].args["mail_address"]["description"]
-    assert "reply_to: 'agent.me' (your mailbox)" in mine["send_message"].description
+    assert "reply_to: 'agent.me' in a JSON payload" in mine["send_message"].description
     assert "agent.me" not in plain["send_message"].description
     assert "name" not in mine["agent_register"].args_schema["required"]
     with pytest.raises(ValueError, match="agent_mailbox 'Agent Me' is not a mailbox address"):
@@ -445,7 +445,8 @@ FIND_IT = (
         (
             "send_message",
             {"mail_address": "nobody.home", "payload": "x"},
-            f"mailbox nobody.home does not exist — {FIND_IT}",
+            "mailbox 'nobody.home' does not exist (it was never created, or its TTL ran "
+            f"out) — {FIND_IT}",
         ),
         (
             "send_message",
@@ -456,13 +457,14 @@ FIND_IT = (
         (
             "fetch_messages",
             {"mail_address": "nobody.home"},
-            "'nobody.home' not found in broker cache — no mailbox has this address: check it "
-            "(agent_discover shows each agent's mailbox",
+            "mailbox 'nobody.home' does not exist (it was never created, or its TTL ran out) — "
+            "check the address: "
+            "agent_discover shows each agent's mailbox",
         ),
         (
             "query_messages",
             {"mail_address": "nobody.home"},
-            "not found in broker cache — no mailbox has this address",
+            "does not exist (it was never created, or its TTL ran out) — check the address",
         ),
         (
             "create_mailbox",
@@ -508,7 +510,7 @@ def test_errors_about_the_agents_own_mailbox_lead_to_agent_register(memory_url):
             result.content
         )
     other = tool_call(tools["query_messages"], mail_address="nobody.home")
-    assert "no mailbox has this address (yours is 'agent.me')" in other.content
+    assert "check the address (yours is 'agent.me')" in other.content
     bad = tool_call(tools["agent_report"], status="busy", details="[1, 2]")
     assert bad.status == "error" and "details must be a JSON object" in bad.content
     kit.close()

@@ -48,6 +48,7 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
         "manifest.json",
         "pyproject.toml",
         "mcp_server/cli.py",
+        "mq9_mcp.py",
         "langchain_mq9/client/client.py",
     ):
         assert needed in names
@@ -60,8 +61,10 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
     # uv locks every extra before it runs a project: the bundle's has none, and no dev tooling
     assert "optional-dependencies" not in project["project"]
     assert set(project.get("tool", {})) == {"hatch"}
-    assert project["project"]["dependencies"] == ours["project"]["dependencies"]
-    assert project["project"]["scripts"]["mq9-mcp"] == "mcp_server.cli:main"
+    # the base's, and the mcp extra's (the MCP SDK): the bundle runs mq9-mcp
+    mcp_extra = ours["project"]["optional-dependencies"]["mcp"]
+    assert project["project"]["dependencies"] == mcp_extra + ours["project"]["dependencies"]
+    assert project["project"]["scripts"]["mq9-mcp"] == ours["project"]["scripts"]["mq9-mcp"]
     python = manifest["compatibility"]["runtimes"]["python"]
     assert python == ours["project"]["requires-python"]
 

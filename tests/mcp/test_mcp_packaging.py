@@ -48,4 +48,4 @@ def test_the_check_finds_the_bare_name_and_passes_the_repository():
 
 def test_the_one_step_install_is_documented():
     mcp = (ROOT / "docs" / "mcp.md").read_text()
-    assert f"uvx --from git+{REPOSITORY} mq9-mcp" in mcp
+    assert f'uvx --from "langchain-mq9[mcp] @ git+{REPOSITORY}" mq9-mcp' in mcp

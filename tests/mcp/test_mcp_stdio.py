@@ -140,7 +140,7 @@ async def test_mistakes_come_back_as_tool_errors_that_say_what_to_do(nats_server
         assert "'high'" in text and "call the tool again" in text
 
         text = await fails(mcp, "fetch_messages", mail_address="no.such.box")
-        assert "'no.such.box' not found" in text and "no mailbox has this address" in text
+        assert "mailbox 'no.such.box' does not exist" in text and "check the address" in text
 
         text = await fails(mcp, "send_message", payload="x")
         assert "mail_address" in text and "Field required" in text
@@ -153,7 +153,7 @@ async def test_mistakes_come_back_as_tool_errors_that_say_what_to_do(nats_server
         assert "Call fetch_messages(mail_address='desk') first" in text
 
         text = await fails(mcp, "send_message", mail_address="billing", payload="overdue")
-        assert "does not exist — no agent reads this address" in text
+        assert "TTL ran out) — no agent reads this address" in text
         assert "agent_discover" in text and "do not create it" in text
 
         text = await fails(mcp, "send_mail")
@@ -208,7 +208,7 @@ async def test_memory_broker_inside_the_server_process():
         assert [m["payload"] for m in fetched["messages"]] == ["high", "low"]
     # A new process has a new, empty in-process broker.
     async with stdio_session("--server", "memory://") as mcp:
-        assert "not found" in await fails(mcp, "query_messages", mail_address="scratch")
+        assert "does not exist" in await fails(mcp, "query_messages", mail_address="scratch")
 
 
 async def test_broker_down_then_back():
@@ -282,7 +282,7 @@ async def test_stdout_carries_only_protocol_messages():
     assert [r["id"] for r in replies] == [1, 2, 3]
     assert all(r["jsonrpc"] == "2.0" for r in replies)
     assert replies[1]["result"]["isError"] is True
-    assert "no mailbox has this address" in replies[1]["result"]["content"][0]["text"]
+    assert "check the address" in replies[1]["result"]["content"][0]["text"]
     # The logs went to stderr.
     assert "mq9 MCP server" in stderr and "tool fetch_messages mailbox=" in stderr
 

@@ -120,7 +120,7 @@ def test_the_eight_default_tools_fit_the_token_budget_below_upstream():
         assert [t["function"]["name"] for t in block] == list(DEFAULT_OPERATIONS)
         assert tokens.count(block, enc) <= tokens.BUDGET < tokens.count(upstream, enc)
         # mq9-mcp's tools/list of the same eight, outputSchema and annotations included.
-        assert tokens.count(tokens.mcp_list(**options), enc) <= tokens.BUDGET * tokens.MCP_SLACK
+        assert tokens.count(tokens.mcp_list(**options), enc) <= tokens.MCP_BUDGET * tokens.MCP_SLACK
 
 
 def test_the_bench_reports_tokens_per_tool_beside_upstream():

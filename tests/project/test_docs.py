@@ -6,9 +6,10 @@ A block says how it runs in an HTML comment right before it:
 
 - none: it runs on the base install (so the README's claim "base install" is checked: blocks
   that need more run only after every base block, and say what they need);
-- ``<!-- needs: PKG ... -->``: those packages are installed into the venv first;
+- ``<!-- needs: PKG ... -->``: those packages are installed into the venv first (``[EXTRA]``:
+  an extra of this project, the wheel's);
 - ``<!-- runs-until: TEXT -->``: a server; it is started, must print TEXT, and must stop
-  cleanly on SIGTERM;
+  cleanly on SIGTERM (``<!-- needs: ...; runs-until: TEXT -->``: both);
 - ``<!-- not-runnable: reason -->``: not run (needs Docker, Node.js, the network), with why.
 
 Ports 4222 and 8000 in a command are replaced by free ones (other processes on a shared
@@ -70,14 +71,19 @@ class Block:
 
     @property
     def needs(self) -> list[str]:
-        return self.note.removeprefix("needs:").split() if self.note.startswith("needs:") else []
+        return self._says("needs:").split()
 
     @property
     def runs_until(self) -> str | None:
-        return self.note.removeprefix("runs-until:").strip() if self.is_("runs-until") else None
+        return self._says("runs-until:").strip() if self.is_("runs-until") else None
 
     def is_(self, kind: str) -> bool:
-        return self.note.startswith(kind)
+        return any(part.strip().startswith(kind) for part in self.note.split(";"))
+
+    def _says(self, kind: str) -> str:
+        """What the note's ``kind`` part says ("" without one)."""
+        parts = (part.strip() for part in self.note.split(";"))
+        return next((part.removeprefix(kind) for part in parts if part.startswith(kind)), "")
 
 
 def blocks() -> list[Block]:
@@ -121,6 +127,7 @@ def project(tmp_path_factory) -> Path:
     built = _run(argv, None, None, 300)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("*.whl")
+    WHEEL.append(wheel)
     command = readme_block("wheel-install")
     shown = re.search(r"\S+\.whl", command).group(0)
     assert Path(shown).name == wheel.name, f"the README installs {shown}, the build made {wheel}"
@@ -144,9 +151,13 @@ def python_of(project: Path) -> str:
     return str(project / ".venv" / "bin" / "python")
 
 
+WHEEL: list[Path] = []  # the wheel the project fixture built: its extras are "[EXTRA]" needs
+
+
 def install(project: Path, packages: list[str]) -> None:
     if not packages:
         return
+    packages = [f"{WHEEL[0]}{p}" if p.startswith("[") else p for p in packages]
     done = _run([python_of(project), "-m", "pip", "install", "-q", *packages], None, None, 600)
     assert done.returncode == 0, done.stderr[-3000:]
 

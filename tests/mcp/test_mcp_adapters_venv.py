@@ -1,0 +1,102 @@
+"""The toolkit installs beside langchain-mcp-adapters (issue #54). Every adapters release the
+index serves pins mcp<2, and mq9-mcp runs on mcp>=2.3: so the MCP SDK is the ``mcp`` extra, the
+base install is what the toolkit needs, and mq9-mcp runs from a virtualenv of its own.
+
+A fresh virtualenv gets this project's wheel (no extras): mq9-mcp there says in one line what
+to install. Then langchain-mcp-adapters joins it (mcp 1.x with it): mq9-mcp there says to run
+it apart, and in the same script the toolkit's tools and ``MultiServerMCPClient`` work side by
+side on one dev broker, the MCP tools served by the mq9-mcp of this test run's virtualenv (which
+has the extra). Skipped, saying why, when the package registry cannot be reached."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+from devbroker_helpers import DevBroker
+
+from langchain_mq9.broker.nats_process import free_port
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+UNREACHABLE = ("Failed to establish", "No matching distribution", "ConnectionError",
+               "Temporary failure", "Network is unreachable")  # fmt: skip
+# Where the MCP server runs: this test run's virtualenv, which has the mcp extra
+SERVER_MQ9_MCP = Path(sys.executable).with_name("mq9-mcp")
+
+SIDE_BY_SIDE = """
+import asyncio, json, sys
+from langchain_mcp_adapters.client import MultiServerMCPClient
+from langchain_mq9 import Mq9Toolkit
+
+async def main(url, mq9_mcp):
+    toolkit = {t.name: t for t in Mq9Toolkit(server=url).get_tools()}
+    created = json.loads(await toolkit["create_mailbox"].ainvoke({"name": "beside.adapters"}))
+    await toolkit["send_message"].ainvoke(
+        {"mail_address": created["mail_address"], "payload": "from the toolkit"})
+    client = MultiServerMCPClient({"mq9": {
+        "command": mq9_mcp, "args": ["--server", url], "transport": "stdio"}})
+    tools = {t.name: t for t in await client.get_tools()}
+    answer = await tools["fetch_messages"].ainvoke(
+        {"mail_address": created["mail_address"]})
+    print(json.dumps({"mcp_tools": sorted(tools), "fetched": str(answer)}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def run(*command: str | Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def pip_install(python: Path, *requirements: str | Path) -> None:
+    done = run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+               *requirements)  # fmt: skip
+    if done.returncode != 0:
+        if any(words in done.stderr for words in UNREACHABLE):
+            pytest.skip(f"the package registry is unreachable: {done.stderr.strip()[-300:]}")
+        pytest.fail(f"pip install {requirements} failed:\n{done.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    done = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+               "--disable-pip-version-check", "-w", out, ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (found,) = out.glob("langchain_mq9-*.whl")
+    return found
+
+
+def test_the_toolkit_and_multiserver_mcp_client_share_a_virtualenv(tmp_path, wheel):
+    venv.create(tmp_path / "env", with_pip=True)
+    python, mq9_mcp = tmp_path / "env/bin/python", tmp_path / "env/bin/mq9-mcp"
+
+    pip_install(python, wheel)  # no extras: no MCP SDK
+    hint = run(mq9_mcp, "--help", timeout=60)
+    assert hint.returncode == 1 and hint.stdout == ""
+    assert hint.stderr.count("\n") == 1, hint.stderr  # one line, no traceback
+    assert "the MCP SDK is not installed" in hint.stderr
+    assert 'pip install "langchain-mq9[mcp] @ git+' in hint.stderr
+
+    pip_install(python, "langchain-mcp-adapters")
+    sdk = run(python, "-c", "from importlib.metadata import version; print(version('mcp'))")
+    assert sdk.stdout.startswith("1."), sdk  # what the adapters pin; mq9-mcp needs 2.3
+    hint = run(mq9_mcp, "--help", timeout=60)
+    assert hint.returncode == 1 and hint.stderr.count("\n") == 1, hint.stderr
+    assert f"this environment has mcp {sdk.stdout.strip()}" in hint.stderr
+    assert 'uvx --from "langchain-mq9[mcp] @ git+' in hint.stderr
+
+    with DevBroker("--port", str(free_port())) as broker:
+        done = run(python, "-c", SIDE_BY_SIDE, broker.url, SERVER_MQ9_MCP, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert {"create_mailbox", "send_message", "fetch_messages"} <= set(result["mcp_tools"])
+        assert "from the toolkit" in result["fetched"], result
