@@ -2,7 +2,9 @@
 MCP resources, and one prompt, "check my inbox and handle what is waiting".
 
 A mailbox resource is ``query_messages`` (it consumes nothing), run through the same path as the
-tool, so the same rules (``--allowed-mailboxes``, payloads cut for the model) hold.
+tool, so the same rules (``--allowed-mailboxes``, payloads cut for the model) hold; an agent
+resource is the card as ``agent_discover`` shows it (``agent_view``: cut to the same budget,
+marked as data).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.catalog import ToolPolicy
 from langchain_mq9.operations.errors import explain
-from langchain_mq9.operations.views import DATA_NOTE
+from langchain_mq9.operations.views import CARD_NOTE, DATA_NOTE, agent_view
 from langchain_mq9.protocol.errors import Mq9Error
 
 MAILBOX = "mq9://mailbox/"
@@ -64,7 +66,9 @@ async def read_resource(
         if result.is_error:
             raise MCPError(types.INVALID_PARAMS, text)
     elif uri.startswith(AGENT) and len(uri) > len(AGENT):
-        text = json.dumps(await agent_card(connection, unquote(uri[len(AGENT) :])))
+        # the card as agent_discover shows it: cut, deep parts as text, marked as data
+        card = await agent_card(connection, unquote(uri[len(AGENT) :]))
+        text = json.dumps({**agent_view(card, policy.max_payload_chars), "note": CARD_NOTE})
     else:
         raise MCPError(
             types.INVALID_PARAMS,

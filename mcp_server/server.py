@@ -15,7 +15,6 @@ import re
 import signal
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from itertools import count
@@ -48,6 +47,7 @@ from langchain_mq9.protocol import clipped
 from langchain_mq9.protocol.errors import Mq9Error
 
 from . import questions, resources, tasks, watch
+from .owners import ClientPolicies
 
 log = logging.getLogger("mcp_server")
 
@@ -187,58 +187,6 @@ async def logged_call(
     return result
 
 
-# A worker name an HTTP client may send (docs/mcp.md): which competing worker of a consumer group
-# it reads as, and whose fetched messages it may ack.
-WORKER_HEADER = "mq9-worker"
-_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# Past this many worker names the least recently used one's memory (what it was handed and has
-# not acked, the mailboxes it created) is dropped: a client making up names cannot grow it.
-MAX_WORKERS = 256
-
-
-class ClientPolicies:
-    """The ``ToolPolicy`` of each client: what the tools remember (mailboxes it created,
-    messages handed to it and not acked yet, its agent calls) belongs to the client, never to
-    an MCP session, so a stateless client (MCP 2026-07-28: no session at all) or one that opens
-    a session per call fetches in one request and acks in another.
-
-    Over stdio the process is the client. Over HTTP a client names its worker with the
-    ``Mq9-Worker`` header; without one it reads as the server's ``--worker`` (or the group's one
-    reader). Clients with different worker names are competing workers of a consumer group:
-    neither gets or acks a message the other holds (docs/groups.md)."""
-
-    def __init__(self, policy: ToolPolicy, *, workers_from_header: bool = False) -> None:
-        self.policy = policy
-        self.workers_from_header = workers_from_header
-        self._by_worker: OrderedDict[str, ToolPolicy] = OrderedDict()
-
-    def of(self, request: Any) -> ToolPolicy:
-        """The policy of the client that sent ``request`` (a Starlette request, or None)."""
-        worker = self.worker_of(request)
-        policy = self._by_worker.pop(worker, None)
-        if policy is None:
-            policy = self.policy.session(worker=worker) if worker else self.policy.session()
-        self._by_worker[worker] = policy
-        while len(self._by_worker) > MAX_WORKERS:
-            self._by_worker.popitem(last=False)
-        return policy
-
-    def worker_of(self, request: Any) -> str:
-        """The worker name the client sent (checked), or "" for the server's own."""
-        headers = getattr(request, "headers", None)
-        sent: str | None = (
-            headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
-        )
-        if sent is None:
-            return ""
-        if not _WORKER_NAME.fullmatch(sent):
-            raise OperationError(
-                f"the {WORKER_HEADER} header must be 1 to 64 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        return sent
-
-
 def create_server(
     connection: Mq9Connection, policy: ToolPolicy | None = None, *, sessions_compete: bool = False
 ) -> Server:
@@ -253,7 +201,7 @@ def create_server(
     policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
     tools = tool_definitions(policies.policy)
 
-    task_names = {policies.policy.tool_name(name) for name in tasks.TASK_TOOLS}
+    task_names = {policies.policy.tool_name(op.name) for op in OPERATIONS.values() if op.waits}
     may_be_tasks = types.ToolExecution(task_support="optional")
     tools_for_tasks = [
         t.model_copy(update={"execution": may_be_tasks}) if t.name in task_names else t
@@ -277,7 +225,7 @@ def create_server(
 
         async def as_task(ask: questions.Ask | None) -> types.CallToolResult:
             operation = operation_named(client_policy, params.name)
-            if ask is None or operation is None or operation.name not in questions.ASKING_TOOLS:
+            if ask is None or operation is None or not operation.asks:
                 return await run(params)
             result = await questions.call_asking(ctx, params, run, client_policy.tool_name, ask)
             return cast(types.CallToolResult, result)  # asked through the task: never input
@@ -300,7 +248,7 @@ def create_server(
             return await logged_call(connection, client_policy, named, ctx.request_id, progress)
 
         operation = operation_named(client_policy, params.name)
-        if operation is None or operation.name not in questions.ASKING_TOOLS:
+        if operation is None or not operation.asks:
             return await run(params)
         return await questions.call_asking(ctx, params, run, client_policy.tool_name)
 
@@ -314,6 +262,13 @@ def create_server(
         """The client's policy, for a request that answers a bad worker name with an error."""
         try:
             return policies.of(ctx.request)
+        except OperationError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+
+    def owner_of(ctx: Any) -> str:
+        """The client of a request (``owners.py``), a bad worker name answered as an error."""
+        try:
+            return policies.owner_of(ctx.request)
         except OperationError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
 
@@ -347,9 +302,9 @@ def create_server(
         on_get_prompt=get_prompt,
     )
     server.policies = policies
-    tasks.serve(server, tasks.TaskStore(), start_call, wait_of)
+    tasks.serve(server, tasks.TaskStore(owner_of), start_call, wait_of)
     server.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
-    watch.serve(server, server.watches, policy_of)
+    watch.serve(server, server.watches, policy_of, owner_of)
     return server
 
 
