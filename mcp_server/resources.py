@@ -127,3 +127,53 @@ def get_prompt(policy: ToolPolicy, name: str, arguments: dict[str, str] | None) 
     )
     message = types.PromptMessage(role="user", content=types.TextContent(type="text", text=text))
     return types.GetPromptResult(description="Check my inbox", messages=[message])
+
+
+# The most values a completion answers with (MCP's limit); ``total`` says how many matched.
+MAX_COMPLETIONS = 100
+# The registry cards read to complete an agent name (a completion comes per keystroke).
+COMPLETION_CARDS = 1000
+
+
+async def complete(
+    connection: Mq9Connection, policy: ToolPolicy, params: types.CompleteRequestParams
+) -> types.CompleteResult:
+    """``completion/complete`` for the resource templates and the prompt's argument: mailbox
+    addresses the caller may use (its agent mailbox, the mailboxes it created, its allowed
+    prefixes) and registered agent names; anything else completes to nothing."""
+    ref, argument = params.ref, params.argument
+    if isinstance(ref, types.ResourceTemplateReference) and ref.uri == AGENT + "{name}":
+        found = await _agent_names(connection) if argument.name == "name" else []
+    elif argument.name == "mail_address" and (
+        (isinstance(ref, types.ResourceTemplateReference) and ref.uri == MAILBOX + "{mail_address}")
+        or (isinstance(ref, types.PromptReference) and ref.name == INBOX_PROMPT)
+    ):
+        found = _mailboxes(policy)
+    else:
+        found = []
+    matching = sorted({value for value in found if value.startswith(argument.value)})
+    shown = matching[:MAX_COMPLETIONS]
+    return types.CompleteResult(
+        completion=types.Completion(
+            values=shown, total=len(matching), has_more=len(matching) > len(shown)
+        )
+    )
+
+
+def _mailboxes(policy: ToolPolicy) -> list[str]:
+    """The mailboxes this client may name: none listed when it may use any (the broker lists
+    no mailboxes; a guess would show others' addresses)."""
+    mine = [policy.agent_mailbox] if policy.agent_mailbox else []
+    return [*mine, *policy.created, *(policy.allowed_mailboxes or ())]
+
+
+async def _agent_names(connection: Mq9Connection) -> list[str]:
+    """The names in the registry, of its first ``COMPLETION_CARDS`` cards (every client may
+    discover every agent)."""
+    try:
+        found = await connection.run(
+            lambda client: client.agent_discover(text="", limit=COMPLETION_CARDS)
+        )
+    except Mq9Error as exc:
+        raise MCPError(types.INTERNAL_ERROR, redact(explain(exc))) from None
+    return [agent["name"] for agent in found if isinstance(agent.get("name"), str)]

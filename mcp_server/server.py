@@ -8,10 +8,8 @@ is down) comes back as a tool result with ``isError`` set and words saying what 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -27,6 +25,7 @@ from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from langchain_mq9._version import __version__
@@ -48,6 +47,7 @@ from langchain_mq9.protocol.errors import Mq9Error
 
 from . import questions, resources, tasks, watch
 from .owners import ClientPolicies
+from .screening import screened
 
 log = logging.getLogger("mcp_server")
 
@@ -283,6 +283,9 @@ def create_server(
 
         return await resources.read_resource(connection, client_policy, str(params.uri), call)
 
+    async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
+        return await resources.complete(connection, policy_of(ctx), params)
+
     async def list_prompts(_ctx: Any, _params: Any) -> types.ListPromptsResult:
         return types.ListPromptsResult(prompts=resources.prompts(policies.policy))
 
@@ -300,12 +303,24 @@ def create_server(
         on_read_resource=read_resource,
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
+        on_completion=complete,
     )
+    # Logging through the protocol is 2025's (2026-07-28 dropped it, SEP-2577): a handler added
+    # so, not given to the constructor, which warns of that for every server.
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_logging_level)
     server.policies = policies
     tasks.serve(server, tasks.TaskStore(owner_of), start_call, wait_of)
     server.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
     watch.serve(server, server.watches, policy_of, owner_of)
     return server
+
+
+async def set_logging_level(ctx: Any, _params: types.SetLevelRequestParams) -> types.EmptyResult:
+    """``logging/setLevel``, in the revisions that have it: accepted. mq9-mcp sends its clients
+    no log messages (its log goes to stderr), so no level holds any back."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        raise MCPError(types.METHOD_NOT_FOUND, "Method not found", ctx.method)
+    return types.EmptyResult()
 
 
 class _Server(Server):
@@ -318,6 +333,8 @@ class _Server(Server):
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         capabilities = super().get_capabilities(*args, **kwargs)
         version = kwargs.get("protocol_version")
+        if version in MODERN_PROTOCOL_VERSIONS:
+            capabilities.logging = None  # not in 2026-07-28
         if tasks.offered(version):
             capabilities.tasks = tasks.capability()
         if tasks.extension_offered(version):
@@ -404,18 +421,13 @@ class _StdinLines:
                 line = raw.decode("utf-8", errors="replace")
                 if not line.strip():
                     continue
-                answers = bad_id_refusal(line)
-                if not answers:
-                    try:
-                        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-                    except ValidationError as exc:
-                        answers = refusals(line, exc)
-                        if not answers:
-                            self._ignore(line)
-                            continue
-                    else:
-                        yield line
-                        continue
+                answers = screened(line)
+                if answers is None:  # the SDK reads it
+                    yield line
+                    continue
+                if not answers:  # not JSON-RPC at all, or nothing to answer
+                    self._ignore(line)
+                    continue
                 for answer in answers:
                     log.info("refused a JSON-RPC request: %s", answer.error.message)
                     await self.answer_on.send(SessionMessage(answer))
@@ -429,84 +441,6 @@ class _StdinLines:
             "meant to be started by an MCP client",
             shown,
         )
-
-
-def bad_id_refusal(line: str) -> list[types.JSONRPCError]:
-    """A request whose id is neither a string nor an integer (12.5, null, an object, an array):
-    the SDK would read it as a notification and never answer. JSON-RPC 2.0 answers a request
-    whose id cannot be used with an Invalid Request error whose id is null."""
-    if '"id"' not in line:
-        return []
-    try:
-        value = json.loads(line)
-    except (ValueError, RecursionError):
-        return []  # refusals() answers what is not JSON, or too deep to read
-    if not isinstance(value, dict) or "id" not in value or "result" in value or "error" in value:
-        return []
-    if _usable_id(value["id"]):
-        return []
-    why = f"the request id must be a string or an integer, not {json.dumps(value['id'])[:40]}"
-    return [_refusal(None, types.INVALID_REQUEST, why)]
-
-
-def _usable_id(value: Any) -> bool:
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
-def refusals(line: str, problem: Exception) -> list[types.JSONRPCError]:
-    """The JSON-RPC errors owed for a line the SDK cannot read (a batch, a missing ``method``,
-    another ``jsonrpc`` version, params that are not an object, a lone surrogate, nesting past
-    its limit): one per request in it that carries an id (JSON-RPC 2.0: every request with an
-    id gets an answer). None for a line with no id to answer (a notification, a response, or no
-    JSON at all)."""
-    try:
-        value = json.loads(line)
-    except RecursionError:  # nested past Python's limit: its id is still near the start
-        found = leading_id(line)
-        why = "the request is nested too deeply"
-        return [] if found is None else [_refusal(found, types.INVALID_REQUEST, why)]
-    except ValueError:
-        return []
-    if isinstance(value, list):
-        why = "JSON-RPC batches are not supported (MCP): send one message per line"
-        return [_refusal(item["id"], types.INVALID_REQUEST, why) for item in value if _has_id(item)]
-    if not _has_id(value):
-        return []
-    if value.get("jsonrpc") != "2.0":
-        return [_refusal(value["id"], types.INVALID_REQUEST, 'jsonrpc must be "2.0"')]
-    if not isinstance(value.get("method"), str):
-        return [_refusal(value["id"], types.INVALID_REQUEST, "the request has no method")]
-    if not isinstance(value.get("params", {}), dict):
-        return [_refusal(value["id"], types.INVALID_PARAMS, "params must be an object")]
-    detail = str(problem).splitlines()
-    text = next((d.strip() for d in detail[1:] if d.strip()), "cannot be read")
-    if "surrogate" in line or "\\ud" in line.lower():
-        text = "text holds a lone surrogate (half of a character): it is not valid UTF-8"
-    return [_refusal(value["id"], types.INVALID_PARAMS, f"invalid params: {text[:200]}")]
-
-
-# The id of a request written in the usual order (jsonrpc, id, method, params): found without
-# parsing, for a text too deep to parse.
-_LEADING_ID = re.compile(r'\s*\{\s*(?:"jsonrpc"\s*:\s*"[^"]*"\s*,\s*)?"id"\s*:\s*(-?\d+|"[^"\\]*")')
-
-
-def leading_id(text: str) -> int | str | None:
-    """The id at the start of a JSON-RPC request's text, read without parsing it."""
-    found = _LEADING_ID.match(text)
-    return None if found is None else json.loads(found.group(1))
-
-
-def _has_id(item: Any) -> bool:
-    """A request with an id to answer (not a notification, and not a response)."""
-    if not isinstance(item, dict) or "result" in item or "error" in item:
-        return False
-    return _usable_id(item.get("id"))
-
-
-def _refusal(request_id: Any, code: int, message: str) -> types.JSONRPCError:
-    return types.JSONRPCError(
-        jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
-    )
 
 
 async def connect_early(connection: Mq9Connection) -> None:
