@@ -3,6 +3,7 @@ server under test started as a real subprocess over stdio or streamable HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -258,3 +259,17 @@ class Peer:
         result = (await self.call(tool, **arguments))["result"]
         assert not result.get("isError"), result
         return result["structuredContent"]
+
+
+class Updates:
+    """The resources/updated notifications a 2025-11-25 client got."""
+
+    def __init__(self) -> None:
+        self.uris: asyncio.Queue[str] = asyncio.Queue()
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            await self.uris.put(str(message.params.uri))
+
+    async def next(self) -> str:
+        return await asyncio.wait_for(self.uris.get(), 10)

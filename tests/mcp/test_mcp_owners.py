@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2 as httpx
 import pytest
-from mcp import types
+from mcp import Client, types
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_support import LEGACY, MODERN, Peer, http_server, served_engine
+from mcp_support import LEGACY, MODERN, Peer, Updates, http_server, served_engine
 
 from langchain_mq9.operations.catalog import OperationError, ToolPolicy
 from mcp_server import owners, tasks, watch
@@ -127,6 +129,53 @@ async def test_made_up_worker_names_never_rotate_another_clients_reader_away(
         assert acked["confirmed"] == [handed["msg_id"]], acked
         # and mallory never got it
         assert (await mallory.data("fetch_messages", mail_address="team.jobs"))["messages"] == []
+
+
+@contextlib.asynccontextmanager
+async def sdk_client(url: str, era: str, worker: str, updates: Updates) -> AsyncIterator[Client]:
+    """The SDK's own client in ``era`` (``legacy``: 2025-11-25), as worker ``worker``."""
+    headers = {"mq9-worker": worker}
+    async with (
+        httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(20, read=60)) as http,
+        Client(streamable_http_client(url, http_client=http), mode=era, message_handler=updates,
+               read_timeout_seconds=20) as client,
+    ):  # fmt: skip
+        yield client
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["memory", "nats"])
+@pytest.mark.parametrize("era", ["legacy", MODERN])
+async def test_another_client_can_neither_end_nor_crowd_out_a_subscription(nats_server, era, where):
+    uri = "mq9://mailbox/team.watched"
+    alices, mallorys = Updates(), Updates()
+    async with (
+        shared_server(where, nats_server.url) as url,
+        sdk_client(url, era, "alice", alices) as alice,
+        sdk_client(url, era, "mallory", mallorys) as mallory,
+    ):
+        await alice.call_tool("create_mailbox", {"name": "team.watched"})
+        if era == "legacy":
+            with warnings.catch_warnings():  # removed at 2026-07-28, which these are not
+                warnings.simplefilter("ignore")
+                await alice.subscribe_resource(uri)
+                await mallory.unsubscribe_resource(uri)  # answered, and it acts on her own only
+            await mallory.call_tool(
+                "send_message", {"mail_address": "team.watched", "payload": "1"}
+            )
+            assert await alices.next() == uri
+            return
+        async with contextlib.AsyncExitStack() as held:  # mallory takes all her streams
+            for _ in range(watch.MAX_STREAMS_PER_OWNER):
+                await held.enter_async_context(mallory.listen(resource_subscriptions=[uri]))
+            with pytest.raises(MCPError, match="listen streams"):
+                async with mallory.listen(resource_subscriptions=[uri]):
+                    pass
+            async with alice.listen(resource_subscriptions=[uri]) as stream:  # alice still may
+                await mallory.call_tool("send_message", {"mail_address": "team.watched",
+                                                         "payload": "1"})  # fmt: skip
+                event = await asyncio.wait_for(anext(aiter(stream)), 20)
+                assert event.uri == uri
 
 
 # -- the bounds, on the stores themselves -----------------------------------------------------
