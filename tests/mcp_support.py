@@ -252,7 +252,7 @@ class Peer:
     async def call(self, tool: str, *, task: bool = False, **arguments: Any) -> dict:
         params: dict[str, Any] = {"name": tool, "arguments": arguments}
         if task and self.era == LEGACY:
-            params["task"] = {"ttl": 60_000}
+            params["task"] = {"ttl": 600_000}
         return await self.rpc("tools/call", **params)
 
     async def data(self, tool: str, **arguments: Any) -> dict:

@@ -131,6 +131,27 @@ async def test_made_up_worker_names_never_rotate_another_clients_reader_away(
         assert (await mallory.data("fetch_messages", mail_address="team.jobs"))["messages"] == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["memory", "nats"])
+async def test_another_clients_load_never_evicts_an_unread_fetch_task(nats_server, where):
+    """2025-11-25 (the era where any call may ask for a task): a flood of quick tasks from a
+    second client leaves the first's finished, unread fetch task and the message it holds."""
+    async with two_clients(where, nats_server.url, LEGACY) as (alice, mallory):
+        inbox = (await alice.data("create_mailbox"))["mail_address"]
+        await alice.data("send_message", mail_address=inbox, payload="alice's job")
+        held = task_id_of(await alice.call("fetch_messages", task=True, mail_address=inbox))
+        own = (await mallory.data("create_mailbox"))["mail_address"]
+        for _ in range(tasks.MAX_TASKS + 1):  # each finished at once, none ever read
+            await mallory.call("fetch_messages", task=True, mail_address=own, max_wait_ms=0)
+        answer = await alice.rpc("tasks/result", taskId=held)
+        assert "result" in answer, answer
+        result = answer["result"]
+        [message] = result["structuredContent"]["messages"]
+        assert message["payload"] == "alice's job"
+        acked = await alice.data("ack_messages", mail_address=inbox, msg_id=message["msg_id"])
+        assert acked["confirmed"] == [message["msg_id"]]
+
+
 @contextlib.asynccontextmanager
 async def sdk_client(url: str, era: str, worker: str, updates: Updates) -> AsyncIterator[Client]:
     """The SDK's own client in ``era`` (``legacy``: 2025-11-25), as worker ``worker``."""
