@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from mcp import types
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
@@ -34,8 +35,6 @@ from langchain_mq9.protocol import clipped
 
 log = logging.getLogger("mcp_server")
 
-# The tools whose answer may be an agent's question.
-ASKING_TOOLS = ("call_agent", "check_call", "answer_call")
 INPUT_REQUIRED = "input-required"
 # An agent may ask again after an answer; past this many questions in one call the model gets
 # the next one (a loop of questions cannot hold a tool call for ever).
@@ -81,10 +80,13 @@ async def call_asking(
     tool_name: Callable[[str], str],
     ask: Ask | None = None,
 ) -> types.CallToolResult | types.InputRequiredResult:
-    """Run a call of one of the ``ASKING_TOOLS`` (``run``), putting the agent's questions to
-    the user while the client can show them (``tool_name``: the name of a tool as listed;
-    ``ask``: how, for a call run as a task)."""
+    """Run a call of a tool that asks (``Operation.asks``; ``run``), putting the agent's
+    questions to the user while the client can show them (``tool_name``: the name of a tool as
+    listed; ``ask``: how, for a call run as a task)."""
     wait = (params.arguments or {}).get("wait_seconds", 0)
+    # A user who never answers holds the call no longer than it may wait (its wait_seconds):
+    # then the model gets the question (a number the model sent wrong: answered by the tool).
+    deadline = anyio.current_time() + (wait if isinstance(wait, (int, float)) else 0)
 
     async def follow_up(tool: str, **arguments: Any) -> types.CallToolResult:
         return await run(types.CallToolRequestParams(name=tool_name(tool), arguments=arguments))
@@ -107,7 +109,7 @@ async def call_asking(
         if ask is None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             key = f"{ANSWER_KEY}{asked}:{task_id}"
             return types.InputRequiredResult(input_requests={key: types.ElicitRequest(params=form)})
-        answer = await (ask(form) if ask else _elicit(ctx, form))
+        answer = await (ask(form) if ask else _elicit(ctx, form, deadline))
         if answer is None:
             return result
         result = await answer_call(task_id, answer)
@@ -133,16 +135,21 @@ def _question(result: types.CallToolResult) -> tuple[str, types.ElicitRequestFor
     return str(state["task_id"]), form
 
 
-async def _elicit(ctx: Any, form: types.ElicitRequestFormParams) -> str | None:
-    """The user's answer to ``form`` (elicitation/create), or None: declined, dismissed, empty,
-    or not asked at all (the client went away, or refused the request)."""
+async def _elicit(ctx: Any, form: types.ElicitRequestFormParams, deadline: float) -> str | None:
+    """The user's answer to ``form`` (elicitation/create) by ``deadline`` (anyio's clock), or
+    None: declined, dismissed, empty, unanswered in time, or not asked at all (the client went
+    away, or refused the request)."""
+    response = None
     try:
-        response = await ctx.session.elicit_form(
-            form.message, form.requested_schema, related_request_id=ctx.request_id
-        )
+        with anyio.move_on_at(deadline):
+            response = await ctx.session.elicit_form(
+                form.message, form.requested_schema, related_request_id=ctx.request_id
+            )
     except Exception as exc:  # the model gets the question instead: nothing is lost
         log.info("could not ask the user an agent's question (%s): the model gets it", exc)
         return None
+    if response is None:
+        log.info("the user did not answer an agent's question in time: the model gets it")
     return _accepted(response) if isinstance(response, types.ElicitResult) else None
 
 

@@ -2,7 +2,9 @@
 MCP resources, and one prompt, "check my inbox and handle what is waiting".
 
 A mailbox resource is ``query_messages`` (it consumes nothing), run through the same path as the
-tool, so the same rules (``--allowed-mailboxes``, payloads cut for the model) hold.
+tool, so the same rules (``--allowed-mailboxes``, payloads cut for the model) hold; an agent
+resource is the card as ``agent_discover`` shows it (``agent_view``: cut to the same budget,
+marked as data).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.catalog import ToolPolicy
 from langchain_mq9.operations.errors import explain
-from langchain_mq9.operations.views import DATA_NOTE
+from langchain_mq9.operations.views import CARD_NOTE, DATA_NOTE, agent_view
 from langchain_mq9.protocol.errors import Mq9Error
 
 MAILBOX = "mq9://mailbox/"
@@ -64,7 +66,9 @@ async def read_resource(
         if result.is_error:
             raise MCPError(types.INVALID_PARAMS, text)
     elif uri.startswith(AGENT) and len(uri) > len(AGENT):
-        text = json.dumps(await agent_card(connection, unquote(uri[len(AGENT) :])))
+        # the card as agent_discover shows it: cut, deep parts as text, marked as data
+        card = await agent_card(connection, unquote(uri[len(AGENT) :]))
+        text = json.dumps({**agent_view(card, policy.max_payload_chars), "note": CARD_NOTE})
     else:
         raise MCPError(
             types.INVALID_PARAMS,
@@ -123,3 +127,53 @@ def get_prompt(policy: ToolPolicy, name: str, arguments: dict[str, str] | None) 
     )
     message = types.PromptMessage(role="user", content=types.TextContent(type="text", text=text))
     return types.GetPromptResult(description="Check my inbox", messages=[message])
+
+
+# The most values a completion answers with (MCP's limit); ``total`` says how many matched.
+MAX_COMPLETIONS = 100
+# The registry cards read to complete an agent name (a completion comes per keystroke).
+COMPLETION_CARDS = 1000
+
+
+async def complete(
+    connection: Mq9Connection, policy: ToolPolicy, params: types.CompleteRequestParams
+) -> types.CompleteResult:
+    """``completion/complete`` for the resource templates and the prompt's argument: mailbox
+    addresses the caller may use (its agent mailbox, the mailboxes it created, its allowed
+    prefixes) and registered agent names; anything else completes to nothing."""
+    ref, argument = params.ref, params.argument
+    if isinstance(ref, types.ResourceTemplateReference) and ref.uri == AGENT + "{name}":
+        found = await _agent_names(connection) if argument.name == "name" else []
+    elif argument.name == "mail_address" and (
+        (isinstance(ref, types.ResourceTemplateReference) and ref.uri == MAILBOX + "{mail_address}")
+        or (isinstance(ref, types.PromptReference) and ref.name == INBOX_PROMPT)
+    ):
+        found = _mailboxes(policy)
+    else:
+        found = []
+    matching = sorted({value for value in found if value.startswith(argument.value)})
+    shown = matching[:MAX_COMPLETIONS]
+    return types.CompleteResult(
+        completion=types.Completion(
+            values=shown, total=len(matching), has_more=len(matching) > len(shown)
+        )
+    )
+
+
+def _mailboxes(policy: ToolPolicy) -> list[str]:
+    """The mailboxes this client may name: none listed when it may use any (the broker lists
+    no mailboxes; a guess would show others' addresses)."""
+    mine = [policy.agent_mailbox] if policy.agent_mailbox else []
+    return [*mine, *policy.created, *(policy.allowed_mailboxes or ())]
+
+
+async def _agent_names(connection: Mq9Connection) -> list[str]:
+    """The names in the registry, of its first ``COMPLETION_CARDS`` cards (every client may
+    discover every agent)."""
+    try:
+        found = await connection.run(
+            lambda client: client.agent_discover(text="", limit=COMPLETION_CARDS)
+        )
+    except Mq9Error as exc:
+        raise MCPError(types.INTERNAL_ERROR, redact(explain(exc))) from None
+    return [agent["name"] for agent in found if isinstance(agent.get("name"), str)]

@@ -8,14 +8,11 @@ is down) comes back as a tool result with ``isError`` set and words saying what 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import signal
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from itertools import count
@@ -28,6 +25,7 @@ from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from langchain_mq9._version import __version__
@@ -48,6 +46,8 @@ from langchain_mq9.protocol import clipped
 from langchain_mq9.protocol.errors import Mq9Error
 
 from . import questions, resources, tasks, watch
+from .owners import ClientPolicies
+from .screening import screened
 
 log = logging.getLogger("mcp_server")
 
@@ -187,58 +187,6 @@ async def logged_call(
     return result
 
 
-# A worker name an HTTP client may send (docs/mcp.md): which competing worker of a consumer group
-# it reads as, and whose fetched messages it may ack.
-WORKER_HEADER = "mq9-worker"
-_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# Past this many worker names the least recently used one's memory (what it was handed and has
-# not acked, the mailboxes it created) is dropped: a client making up names cannot grow it.
-MAX_WORKERS = 256
-
-
-class ClientPolicies:
-    """The ``ToolPolicy`` of each client: what the tools remember (mailboxes it created,
-    messages handed to it and not acked yet, its agent calls) belongs to the client, never to
-    an MCP session, so a stateless client (MCP 2026-07-28: no session at all) or one that opens
-    a session per call fetches in one request and acks in another.
-
-    Over stdio the process is the client. Over HTTP a client names its worker with the
-    ``Mq9-Worker`` header; without one it reads as the server's ``--worker`` (or the group's one
-    reader). Clients with different worker names are competing workers of a consumer group:
-    neither gets or acks a message the other holds (docs/groups.md)."""
-
-    def __init__(self, policy: ToolPolicy, *, workers_from_header: bool = False) -> None:
-        self.policy = policy
-        self.workers_from_header = workers_from_header
-        self._by_worker: OrderedDict[str, ToolPolicy] = OrderedDict()
-
-    def of(self, request: Any) -> ToolPolicy:
-        """The policy of the client that sent ``request`` (a Starlette request, or None)."""
-        worker = self.worker_of(request)
-        policy = self._by_worker.pop(worker, None)
-        if policy is None:
-            policy = self.policy.session(worker=worker) if worker else self.policy.session()
-        self._by_worker[worker] = policy
-        while len(self._by_worker) > MAX_WORKERS:
-            self._by_worker.popitem(last=False)
-        return policy
-
-    def worker_of(self, request: Any) -> str:
-        """The worker name the client sent (checked), or "" for the server's own."""
-        headers = getattr(request, "headers", None)
-        sent: str | None = (
-            headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
-        )
-        if sent is None:
-            return ""
-        if not _WORKER_NAME.fullmatch(sent):
-            raise OperationError(
-                f"the {WORKER_HEADER} header must be 1 to 64 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        return sent
-
-
 def create_server(
     connection: Mq9Connection, policy: ToolPolicy | None = None, *, sessions_compete: bool = False
 ) -> Server:
@@ -253,7 +201,7 @@ def create_server(
     policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
     tools = tool_definitions(policies.policy)
 
-    task_names = {policies.policy.tool_name(name) for name in tasks.TASK_TOOLS}
+    task_names = {policies.policy.tool_name(op.name) for op in OPERATIONS.values() if op.waits}
     may_be_tasks = types.ToolExecution(task_support="optional")
     tools_for_tasks = [
         t.model_copy(update={"execution": may_be_tasks}) if t.name in task_names else t
@@ -277,7 +225,7 @@ def create_server(
 
         async def as_task(ask: questions.Ask | None) -> types.CallToolResult:
             operation = operation_named(client_policy, params.name)
-            if ask is None or operation is None or operation.name not in questions.ASKING_TOOLS:
+            if ask is None or operation is None or not operation.asks:
                 return await run(params)
             result = await questions.call_asking(ctx, params, run, client_policy.tool_name, ask)
             return cast(types.CallToolResult, result)  # asked through the task: never input
@@ -300,7 +248,7 @@ def create_server(
             return await logged_call(connection, client_policy, named, ctx.request_id, progress)
 
         operation = operation_named(client_policy, params.name)
-        if operation is None or operation.name not in questions.ASKING_TOOLS:
+        if operation is None or not operation.asks:
             return await run(params)
         return await questions.call_asking(ctx, params, run, client_policy.tool_name)
 
@@ -317,6 +265,13 @@ def create_server(
         except OperationError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
 
+    def owner_of(ctx: Any) -> str:
+        """The client of a request (``owners.py``), a bad worker name answered as an error."""
+        try:
+            return policies.owner_of(ctx.request)
+        except OperationError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         client_policy = policy_of(ctx)
 
@@ -327,6 +282,9 @@ def create_server(
             return await logged_call(connection, client_policy, named, ctx.request_id)
 
         return await resources.read_resource(connection, client_policy, str(params.uri), call)
+
+    async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
+        return await resources.complete(connection, policy_of(ctx), params)
 
     async def list_prompts(_ctx: Any, _params: Any) -> types.ListPromptsResult:
         return types.ListPromptsResult(prompts=resources.prompts(policies.policy))
@@ -345,12 +303,24 @@ def create_server(
         on_read_resource=read_resource,
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
+        on_completion=complete,
     )
+    # Logging through the protocol is 2025's (2026-07-28 dropped it, SEP-2577): a handler added
+    # so, not given to the constructor, which warns of that for every server.
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_logging_level)
     server.policies = policies
-    tasks.serve(server, tasks.TaskStore(), start_call, wait_of)
+    tasks.serve(server, tasks.TaskStore(owner_of), start_call, wait_of)
     server.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
-    watch.serve(server, server.watches, policy_of)
+    watch.serve(server, server.watches, policy_of, owner_of)
     return server
+
+
+async def set_logging_level(ctx: Any, _params: types.SetLevelRequestParams) -> types.EmptyResult:
+    """``logging/setLevel``, in the revisions that have it: accepted. mq9-mcp sends its clients
+    no log messages (its log goes to stderr), so no level holds any back."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        raise MCPError(types.METHOD_NOT_FOUND, "Method not found", ctx.method)
+    return types.EmptyResult()
 
 
 class _Server(Server):
@@ -363,6 +333,8 @@ class _Server(Server):
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         capabilities = super().get_capabilities(*args, **kwargs)
         version = kwargs.get("protocol_version")
+        if version in MODERN_PROTOCOL_VERSIONS:
+            capabilities.logging = None  # not in 2026-07-28
         if tasks.offered(version):
             capabilities.tasks = tasks.capability()
         if tasks.extension_offered(version):
@@ -449,18 +421,13 @@ class _StdinLines:
                 line = raw.decode("utf-8", errors="replace")
                 if not line.strip():
                     continue
-                answers = bad_id_refusal(line)
-                if not answers:
-                    try:
-                        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-                    except ValidationError as exc:
-                        answers = refusals(line, exc)
-                        if not answers:
-                            self._ignore(line)
-                            continue
-                    else:
-                        yield line
-                        continue
+                answers = screened(line)
+                if answers is None:  # the SDK reads it
+                    yield line
+                    continue
+                if not answers:  # not JSON-RPC at all, or nothing to answer
+                    self._ignore(line)
+                    continue
                 for answer in answers:
                     log.info("refused a JSON-RPC request: %s", answer.error.message)
                     await self.answer_on.send(SessionMessage(answer))
@@ -474,84 +441,6 @@ class _StdinLines:
             "meant to be started by an MCP client",
             shown,
         )
-
-
-def bad_id_refusal(line: str) -> list[types.JSONRPCError]:
-    """A request whose id is neither a string nor an integer (12.5, null, an object, an array):
-    the SDK would read it as a notification and never answer. JSON-RPC 2.0 answers a request
-    whose id cannot be used with an Invalid Request error whose id is null."""
-    if '"id"' not in line:
-        return []
-    try:
-        value = json.loads(line)
-    except (ValueError, RecursionError):
-        return []  # refusals() answers what is not JSON, or too deep to read
-    if not isinstance(value, dict) or "id" not in value or "result" in value or "error" in value:
-        return []
-    if _usable_id(value["id"]):
-        return []
-    why = f"the request id must be a string or an integer, not {json.dumps(value['id'])[:40]}"
-    return [_refusal(None, types.INVALID_REQUEST, why)]
-
-
-def _usable_id(value: Any) -> bool:
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
-def refusals(line: str, problem: Exception) -> list[types.JSONRPCError]:
-    """The JSON-RPC errors owed for a line the SDK cannot read (a batch, a missing ``method``,
-    another ``jsonrpc`` version, params that are not an object, a lone surrogate, nesting past
-    its limit): one per request in it that carries an id (JSON-RPC 2.0: every request with an
-    id gets an answer). None for a line with no id to answer (a notification, a response, or no
-    JSON at all)."""
-    try:
-        value = json.loads(line)
-    except RecursionError:  # nested past Python's limit: its id is still near the start
-        found = leading_id(line)
-        why = "the request is nested too deeply"
-        return [] if found is None else [_refusal(found, types.INVALID_REQUEST, why)]
-    except ValueError:
-        return []
-    if isinstance(value, list):
-        why = "JSON-RPC batches are not supported (MCP): send one message per line"
-        return [_refusal(item["id"], types.INVALID_REQUEST, why) for item in value if _has_id(item)]
-    if not _has_id(value):
-        return []
-    if value.get("jsonrpc") != "2.0":
-        return [_refusal(value["id"], types.INVALID_REQUEST, 'jsonrpc must be "2.0"')]
-    if not isinstance(value.get("method"), str):
-        return [_refusal(value["id"], types.INVALID_REQUEST, "the request has no method")]
-    if not isinstance(value.get("params", {}), dict):
-        return [_refusal(value["id"], types.INVALID_PARAMS, "params must be an object")]
-    detail = str(problem).splitlines()
-    text = next((d.strip() for d in detail[1:] if d.strip()), "cannot be read")
-    if "surrogate" in line or "\\ud" in line.lower():
-        text = "text holds a lone surrogate (half of a character): it is not valid UTF-8"
-    return [_refusal(value["id"], types.INVALID_PARAMS, f"invalid params: {text[:200]}")]
-
-
-# The id of a request written in the usual order (jsonrpc, id, method, params): found without
-# parsing, for a text too deep to parse.
-_LEADING_ID = re.compile(r'\s*\{\s*(?:"jsonrpc"\s*:\s*"[^"]*"\s*,\s*)?"id"\s*:\s*(-?\d+|"[^"\\]*")')
-
-
-def leading_id(text: str) -> int | str | None:
-    """The id at the start of a JSON-RPC request's text, read without parsing it."""
-    found = _LEADING_ID.match(text)
-    return None if found is None else json.loads(found.group(1))
-
-
-def _has_id(item: Any) -> bool:
-    """A request with an id to answer (not a notification, and not a response)."""
-    if not isinstance(item, dict) or "result" in item or "error" in item:
-        return False
-    return _usable_id(item.get("id"))
-
-
-def _refusal(request_id: Any, code: int, message: str) -> types.JSONRPCError:
-    return types.JSONRPCError(
-        jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
-    )
 
 
 async def connect_early(connection: Mq9Connection) -> None:

@@ -42,13 +42,14 @@ TASKS_VERSION = "2025-11-25"
 # The Tasks extension of 2026-07-28, as a client declares it and the server offers it.
 EXTENSION = "io.modelcontextprotocol/tasks"
 _DECLARED = types.ClientCapabilities(extensions={EXTENSION: {}})
-# The tools whose calls may wait long: worth running as a task.
-TASK_TOOLS = ("call_agent", "check_call", "fetch_messages")
 DEFAULT_TTL_MS = 15 * 60 * 1000
 MAX_TTL_MS = 60 * 60 * 1000
-# Past this the oldest finished task is forgotten; with this many running, a call that could be
-# a task is answered as without one (a running task is never forgotten).
+# The tasks kept at once, in total and per owner (``owners.py``). A new task makes room by
+# forgetting a finished task whose result its owner has seen (the same owner's first), never
+# one still running or unread; without room the call is answered as without a task. A finished
+# task is forgotten its ``ttl`` after it was created.
 MAX_TASKS = 256
+MAX_TASKS_PER_OWNER = 32
 POLL_INTERVAL_MS = 1000
 
 # A call run as a task: given how to ask the user a question (None: it asks nothing).
@@ -65,6 +66,9 @@ def _now() -> str:
 class _Task:
     task_id: str
     ttl: int
+    owner: str = ""  # the client that made it: no other sees it (``owners.py``)
+    started: float = 0.0  # the store's clock when it was made
+    seen: bool = False  # its result was shown to its owner (tasks/result, tasks/get)
     created_at: str = field(default_factory=_now)
     last_updated_at: str = ""
     status: types.TaskStatus = "working"  # "failed": the tool's result has isError
@@ -135,17 +139,27 @@ class _Task:
 
 
 class TaskStore:
-    """The tasks of one server: bounded, each run by an asyncio task of its own."""
+    """The tasks of one server, each run by an asyncio task of its own, each its owner's only:
+    ``owner_of(ctx)`` names the client of a request, and a task of another owner answers as an
+    id that never existed would. Bounded in total and per owner (``MAX_TASKS``,
+    ``MAX_TASKS_PER_OWNER``)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        owner_of: Callable[[Any], str] = lambda _ctx: "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.tasks: OrderedDict[str, _Task] = OrderedDict()
+        self.owner_of = owner_of
+        self.clock = clock
 
-    def start(self, run: Run, ttl: int | None, *, asks: bool = False) -> _Task:
-        """Run ``run`` as a new task; with ``asks`` its questions go to the client through the
-        task (2026-07-28)."""
+    def start(self, owner: str, run: Run, ttl: int | None, *, asks: bool = False) -> _Task | None:
+        """Run ``run`` as a new task of ``owner`` (None: no room, see ``MAX_TASKS``); with
+        ``asks`` its questions go to the client through the task (2026-07-28)."""
+        if not self._make_room(owner):
+            return None
         ttl = min(ttl or DEFAULT_TTL_MS, MAX_TTL_MS)
-        task = _Task(task_id=secrets.token_urlsafe(12), ttl=ttl)
-        self._make_room()
+        task = _Task(task_id=secrets.token_urlsafe(16), ttl=ttl, owner=owner, started=self.clock())
         self.tasks[task.task_id] = task
 
         async def work() -> None:
@@ -161,51 +175,67 @@ class TaskStore:
         task.runner = asyncio.get_running_loop().create_task(work())
         return task
 
-    def _make_room(self) -> None:
-        finished = [i for i, t in self.tasks.items() if t.status != "working"]
-        while len(self.tasks) >= MAX_TASKS and finished:
-            self.tasks.pop(finished.pop(0))
+    def _make_room(self, owner: str) -> bool:
+        """Forget finished tasks past their ttl, then, while ``owner`` or the server is at its
+        limit, the oldest finished task already seen (``owner``'s own first); whether there is
+        room for one more of ``owner``'s."""
+        now = self.clock()
+        for task_id, task in list(self.tasks.items()):
+            if task.status != "working" and now - task.started >= task.ttl / 1000:
+                del self.tasks[task_id]
+        while True:
+            own = [t for t in self.tasks.values() if t.owner == owner]
+            if len(own) < MAX_TASKS_PER_OWNER and len(self.tasks) < MAX_TASKS:
+                return True
+            pool = own if len(own) >= MAX_TASKS_PER_OWNER else list(self.tasks.values())
+            done = [t for t in pool if t.status != "working" and t.seen]
+            done.sort(key=lambda t: (t.owner != owner, t.started))
+            if not done:
+                return False
+            del self.tasks[done[0].task_id]
 
-    def full(self) -> bool:
-        """Whether ``MAX_TASKS`` tasks are running: a call then answers as without a task."""
-        self._make_room()
-        return len(self.tasks) >= MAX_TASKS
-
-    def find(self, task_id: str) -> _Task:
+    def find(self, ctx: Any, task_id: str) -> _Task:
+        """The caller's task ``task_id``: another client's answers exactly as a missing one."""
         task = self.tasks.get(task_id)
-        if task is None:
+        if task is None or task.owner != self.owner_of(ctx):
             raise MCPError(types.INVALID_PARAMS, f"no task {task_id[:64]!r}: it ended long ago")
         return task
 
     async def get(self, ctx: Any, params: types.GetTaskRequestParams) -> dict[str, Any]:
-        if _extension_era(ctx):
-            return self.find(params.task_id).detailed()
-        return _wire(self.find(params.task_id).view())
+        extension = _extension_era(ctx)  # first: it refuses a client without the extension
+        task = self.find(ctx, params.task_id)
+        if extension:
+            task.seen = task.seen or task.result is not None  # the result is in the answer
+            return task.detailed()
+        return _wire(task.view())
 
     async def result(self, ctx: Any, params: types.GetTaskPayloadRequestParams) -> dict[str, Any]:
         _not_in_extension(ctx)
-        task = self.find(params.task_id)
+        task = self.find(ctx, params.task_id)
         if task.runner is not None:
             await asyncio.wait({task.runner})
         if task.result is None:
             raise MCPError(types.INVALID_PARAMS, f"task {task.task_id} was cancelled")
+        task.seen = True
         return task.result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def update(self, ctx: Any, params: UpdateTaskParams) -> dict[str, Any]:
         """2026-07-28's answer to a task's input requests (an agent's question)."""
         if not _extension_era(ctx):
             raise MCPError(types.METHOD_NOT_FOUND, "Method not found", "tasks/update")
-        self.find(params.task_id).answer(params.input_responses)
+        self.find(ctx, params.task_id).answer(params.input_responses)
         return {}
 
     async def cancel(self, ctx: Any, params: types.CancelTaskRequestParams) -> dict[str, Any]:
-        task = self.find(params.task_id)
-        if _extension_era(ctx):  # an acknowledgement, even of a task that ended meanwhile
+        extension = _extension_era(ctx)
+        task = self.find(ctx, params.task_id)
+        if extension:  # an acknowledgement, even of a task that ended meanwhile
             await self._stop(task)
             return {}
         if task.status != "working":
             raise MCPError(types.INVALID_PARAMS, f"task {task.task_id} is already {task.status}")
         await self._stop(task)
+        task.seen = True  # nothing left to read: it may make room
         return _wire(task.view())
 
     @staticmethod
@@ -216,7 +246,9 @@ class TaskStore:
 
     async def list(self, ctx: Any, _params: Any) -> dict[str, Any]:
         _not_in_extension(ctx)
-        return {"tasks": [_wire(task.view()) for task in self.tasks.values()]}
+        owner = self.owner_of(ctx)
+        mine = [_wire(task.view()) for task in self.tasks.values() if task.owner == owner]
+        return {"tasks": mine}
 
 
 class UpdateTaskParams(types.RequestParams):
@@ -317,20 +349,23 @@ def serve(
     async def as_task(ctx: Any, call_next: Any) -> Any:
         if ctx.method != "tools/call" or not isinstance(ctx.params, dict):
             return await call_next(ctx)
-        params = _call_params(ctx) if _may_be_task(ctx) and not store.full() else None
+        params = _call_params(ctx) if _may_be_task(ctx) else None
         if params is None:
             return await call_next(ctx)
         run = start_call(ctx, params.model_copy(update={"task": None}))
         if run is None:  # not a tool that waits: answered at once, as without a task
             return await call_next(ctx)
+        owner = store.owner_of(ctx)
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # its questions: the model's
-            task = store.start(run, params.task.ttl if params.task else None)
-            return {"task": _wire(task.view())}
+            task = store.start(owner, run, params.task.ttl if params.task else None)
+            return {"task": _wire(task.view())} if task else await call_next(ctx)
         # the server decides: a call sent again with input (the answer to a question of ours)
         # is answered, and one that waits no longer than a poll would gains nothing as a task
         if params.input_responses or wait_of(params) <= POLL_INTERVAL_MS / 1000:
             return await call_next(ctx)
-        task = store.start(run, None, asks=True)
+        task = store.start(owner, run, None, asks=True)
+        if task is None:  # no room: answered as without a task
+            return await call_next(ctx)
         stamp = {types.SERVER_INFO_META_KEY: server.server_info_stamp}
         return {"resultType": "task", **task.detailed(), "_meta": stamp}
 

@@ -43,8 +43,10 @@ log = logging.getLogger("mcp_server")
 
 POLL_SECONDS = 1.0
 MAX_PER_SUBSCRIBER = 16
+MAX_WATCHES_PER_OWNER = 32
 MAX_WATCHES = 256
-MAX_STREAMS = 256  # open subscriptions/listen streams, watching or not
+MAX_STREAMS_PER_OWNER = 8  # open subscriptions/listen streams, watching or not
+MAX_STREAMS = 256
 
 Notify = Callable[[], Awaitable[None]]
 
@@ -59,15 +61,37 @@ class Watches:
         self.timeout = timeout  # of one look
         self.poll_seconds = poll_seconds
         self.by_subscriber: dict[object, dict[str, asyncio.Task[None]]] = {}
-        self.streams: set[object] = set()  # the open subscriptions/listen streams
+        self.owners: dict[object, str] = {}  # the client of each subscriber
+        self.streams: dict[object, str] = {}  # the open subscriptions/listen streams' clients
 
-    def count(self) -> int:
-        return sum(len(watched) for watched in self.by_subscriber.values())
+    def count(self, owner: str | None = None) -> int:
+        """The mailboxes watched, for ``owner`` (None: for everyone)."""
+        return sum(
+            len(watched)
+            for subscriber, watched in self.by_subscriber.items()
+            if owner is None or self.owners.get(subscriber) == owner
+        )
 
-    async def start(self, subscriber: object, mail_address: str, notify: Notify) -> None:
-        """Watch ``mail_address`` for ``subscriber`` (again: nothing more), calling ``notify``
-        on mail newer than what is there now (looked at before this returns)."""
-        watched = self.by_subscriber.setdefault(subscriber, {})
+    def open_stream(self, stream: object, owner: str) -> None:
+        """Count a listen stream of ``owner``'s, if the limits leave room for it."""
+        if sum(1 for o in self.streams.values() if o == owner) >= MAX_STREAMS_PER_OWNER:
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"a client keeps at most {MAX_STREAMS_PER_OWNER} listen streams open: close one",
+            )
+        if len(self.streams) >= MAX_STREAMS:
+            raise MCPError(
+                types.INTERNAL_ERROR, f"{MAX_STREAMS} listen streams are open: try again later"
+            )
+        self.streams[stream] = owner
+
+    async def start(
+        self, subscriber: object, mail_address: str, notify: Notify, owner: str = ""
+    ) -> None:
+        """Watch ``mail_address`` for ``subscriber`` of client ``owner`` (again: nothing more),
+        calling ``notify`` on mail newer than what is there now (looked at before this
+        returns)."""
+        watched = self.by_subscriber.get(subscriber, {})
         if mail_address in watched:
             return
         if len(watched) >= MAX_PER_SUBSCRIBER:
@@ -75,6 +99,12 @@ class Watches:
                 types.INVALID_PARAMS,
                 f"a client watches at most {MAX_PER_SUBSCRIBER} mailboxes at once: "
                 "unsubscribe from one first",
+            )
+        if self.count(owner) >= MAX_WATCHES_PER_OWNER:
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"a client watches at most {MAX_WATCHES_PER_OWNER} mailboxes in all its sessions "
+                "and streams: unsubscribe from one first",
             )
         if self.count() >= MAX_WATCHES:
             raise MCPError(
@@ -89,6 +119,8 @@ class Watches:
             code = types.INVALID_PARAMS if mistake else types.INTERNAL_ERROR
             raise MCPError(code, redact(text)) from None
         loop = asyncio.get_running_loop()
+        self.owners[subscriber] = owner
+        watched = self.by_subscriber.setdefault(subscriber, watched)
         watched[mail_address] = loop.create_task(self._watch(mail_address, notify, seen))
 
     def stop(self, subscriber: object, mail_address: str | None = None) -> None:
@@ -100,6 +132,7 @@ class Watches:
                 task.cancel()
         if not watched:
             self.by_subscriber.pop(subscriber, None)
+            self.owners.pop(subscriber, None)
 
     async def _watch(self, mail_address: str, notify: Notify, seen: int | None) -> None:
         while True:
@@ -155,9 +188,14 @@ def _publish(bus: InMemorySubscriptionBus, uri: str) -> Notify:
     return notify
 
 
-def serve(server: Any, watches: Watches, policy_of: Callable[[Any], ToolPolicy]) -> None:
+def serve(
+    server: Any,
+    watches: Watches,
+    policy_of: Callable[[Any], ToolPolicy],
+    owner_of: Callable[[Any], str],
+) -> None:
     """Add mailbox subscriptions to ``server`` (both eras); ``policy_of(ctx)``: the client's
-    policy."""
+    policy, ``owner_of(ctx)``: the client (``owners.py``)."""
 
     async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
@@ -165,7 +203,8 @@ def serve(server: Any, watches: Watches, policy_of: Callable[[Any], ToolPolicy])
         connection = _connection_of(ctx)  # the session: its end ends its watches
         if connection not in watches.by_subscriber:
             connection.exit_stack.callback(watches.stop, connection)
-        await watches.start(connection, mail_address, lambda: connection.send_resource_updated(uri))
+        updated = lambda: connection.send_resource_updated(uri)  # noqa: E731
+        await watches.start(connection, mail_address, updated, owner_of(ctx))
         return types.EmptyResult()
 
     async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
@@ -174,24 +213,19 @@ def serve(server: Any, watches: Watches, policy_of: Callable[[Any], ToolPolicy])
             watches.stop(_connection_of(ctx), unquote(uri[len(MAILBOX) :]))
         return types.EmptyResult()
 
-    streams = watches.streams
-
     async def listen(ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
-        if len(streams) >= MAX_STREAMS:
-            raise MCPError(
-                types.INTERNAL_ERROR, f"{MAX_STREAMS} listen streams are open: try again later"
-            )
+        owner = owner_of(ctx)
         # one bus per stream: a watch tells only the stream that asked for it
         bus = InMemorySubscriptionBus()
         stream = object()
-        streams.add(stream)
+        watches.open_stream(stream, owner)
         try:
             for uri in params.notifications.resource_subscriptions or ():
                 mail_address = watched_mailbox(uri, policy_of(ctx))
-                await watches.start(stream, mail_address, _publish(bus, uri))
+                await watches.start(stream, mail_address, _publish(bus, uri), owner)
             return await ListenHandler(bus, max_subscriptions=1)(ctx, params)
         finally:
-            streams.discard(stream)
+            watches.streams.pop(stream, None)
             watches.stop(stream)
 
     server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
@@ -199,4 +233,3 @@ def serve(server: Any, watches: Watches, policy_of: Callable[[Any], ToolPolicy])
     server.add_request_handler(
         "subscriptions/listen", types.SubscriptionsListenRequestParams, listen
     )
-

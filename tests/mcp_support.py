@@ -3,6 +3,7 @@ server under test started as a real subprocess over stdio or streamable HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import nats
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
@@ -39,6 +41,9 @@ INITIALIZE = {
     },
 }
 ACCEPT = {"Accept": "application/json, text/event-stream"}
+# The two protocol eras, and the Tasks extension a 2026-07-28 client declares.
+LEGACY, MODERN = "2025-11-25", "2026-07-28"
+EXTENSION = "io.modelcontextprotocol/tasks"
 
 # The variables the server reads; a developer's own settings must not leak into a test.
 _SERVER_ENV = (
@@ -200,3 +205,71 @@ class RawStdio:
             self.process.kill()
             self.process.wait()
         self.process.stdout.close()
+
+
+class Peer:
+    """One client of the server, driven request by request: in ``era``, with its worker name."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, era: str, worker: str) -> None:
+        self.http, self.url, self.era, self.worker = http, url, era, worker
+        self.session = ""
+        self.ids = iter(range(1, 10**6))
+
+    def headers(self, worker: str | None = None) -> dict[str, str]:
+        headers = {**ACCEPT, "mcp-protocol-version": self.era, "mq9-worker": worker or self.worker}
+        return {**headers, "mcp-session-id": self.session} if self.session else headers
+
+    async def open(self) -> Peer:
+        if self.era == LEGACY:
+            opening = await self.rpc("initialize", protocolVersion=LEGACY, capabilities={},
+                                     clientInfo={"name": self.worker, "version": "1"})  # fmt: skip
+            assert "result" in opening, opening
+            note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            await self.http.post(self.url, json=note, headers=self.headers())
+        return self
+
+    async def rpc(self, method: str, *, worker: str | None = None, **params: Any) -> dict:
+        """The JSON-RPC answer to one request (2026-07-28: its capabilities in ``_meta``)."""
+        if self.era == MODERN:
+            params["_meta"] = {
+                types.PROTOCOL_VERSION_META_KEY: MODERN,
+                types.CLIENT_INFO_META_KEY: {"name": self.worker, "version": "1"},
+                types.CLIENT_CAPABILITIES_META_KEY: {"extensions": {EXTENSION: {}}},
+            }
+        message = {"jsonrpc": "2.0", "id": next(self.ids), "method": method, "params": params}
+        headers = self.headers(worker)
+        if self.era == MODERN:  # 2026-07-28 names the method (and tool) in headers too
+            headers["mcp-method"] = method
+            headers.update({"mcp-name": params["name"]} if method == "tools/call" else {})
+        response = await self.http.post(self.url, json=message, headers=headers)
+        if method == "initialize":
+            self.session = response.headers.get("mcp-session-id", "")
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+        return json.loads([d for d in data if d.strip()][-1])
+
+    async def call(self, tool: str, *, task: bool = False, **arguments: Any) -> dict:
+        params: dict[str, Any] = {"name": tool, "arguments": arguments}
+        if task and self.era == LEGACY:
+            params["task"] = {"ttl": 600_000}
+        return await self.rpc("tools/call", **params)
+
+    async def data(self, tool: str, **arguments: Any) -> dict:
+        result = (await self.call(tool, **arguments))["result"]
+        assert not result.get("isError"), result
+        return result["structuredContent"]
+
+
+class Updates:
+    """The resources/updated notifications a 2025-11-25 client got."""
+
+    def __init__(self) -> None:
+        self.uris: asyncio.Queue[str] = asyncio.Queue()
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            await self.uris.put(str(message.params.uri))
+
+    async def next(self) -> str:
+        return await asyncio.wait_for(self.uris.get(), 10)

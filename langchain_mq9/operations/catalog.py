@@ -81,6 +81,10 @@ class Operation:
     looks_when_read_only: bool = False
     needs_calls: bool = False  # an agent-call tool: only a policy with ``calls`` allows it
     extra_wait: float = 0.0  # seconds it waits of its own beyond its arguments' wait
+    # A call may wait long (its arguments' wait): MCP may run it as a task.
+    waits: bool = False
+    # Its answer may be a called agent's question: MCP may put it to the user (elicitation).
+    asks: bool = False
 
     def describe(self, policy: ToolPolicy | None = None) -> str:
         """What the model reads about this tool, for the toolkit with ``policy``."""
@@ -227,6 +231,7 @@ OPERATIONS: dict[str, Operation] = _catalog(
         result=MessagesFetched,
         description_text=DESCRIPTIONS["fetch_messages"],
         looks_when_read_only=True,
+        waits=True,
     ),
     Operation(
         name="ack_messages",
@@ -286,6 +291,8 @@ OPERATIONS: dict[str, Operation] = _catalog(
         description_text=calls.DESCRIPTIONS["call_agent"],
         in_default_set=False,
         needs_calls=True,
+        waits=True,
+        asks=True,
     ),
     Operation(
         name="check_call",
@@ -297,6 +304,8 @@ OPERATIONS: dict[str, Operation] = _catalog(
         in_default_set=False,
         needs_calls=True,
         read_only=True,
+        waits=True,
+        asks=True,
     ),
     Operation(
         name="answer_call",
@@ -307,6 +316,7 @@ OPERATIONS: dict[str, Operation] = _catalog(
         description_text=calls.DESCRIPTIONS["answer_call"],
         in_default_set=False,
         needs_calls=True,
+        asks=True,
     ),
     Operation(
         name="cancel_call",

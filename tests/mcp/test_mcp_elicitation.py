@@ -8,6 +8,7 @@ callback, against a served LangGraph agent that asks which language (``interrupt
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -89,3 +90,21 @@ async def test_a_user_who_declines_leaves_the_question_to_the_model(nats_server,
         assert done["result"] == "hello in Dutch"
         calls = result_data(await client.call_tool("list_calls", {}))["calls"]
         assert len(calls) == 1  # the declined answer made no second call
+
+
+async def test_an_unanswered_question_ends_the_calls_wait_at_its_wait_seconds(nats_server):
+    """2025-11-25: a user who never answers the form holds the call no longer than its
+    ``wait_seconds``; the call then answers with the question, for the model."""
+    asked = asyncio.Event()
+
+    async def never_answers(_ctx: Any, _params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async with mcp_client(nats_server.url, "legacy", never_answers) as client:  # type: ignore[arg-type]
+        call = {**CALL, "wait_seconds": 3}
+        async with asyncio.timeout(30):  # without the bound: no answer at all
+            waiting = result_data(await client.call_tool("call_agent", call))
+    assert asked.is_set()
+    assert (waiting["state"], waiting["question"]) == ("input-required", "Which language?")

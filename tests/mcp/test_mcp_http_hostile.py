@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from langchain_mq9.broker.nats_process import free_port
 from langchain_mq9.client.connection import Mq9Connection
-from mcp_server import http_app
+from mcp_server import http_app, http_guard, http_limits
 from mcp_server.server import create_server
 
 MB = 1024 * 1024
@@ -123,12 +123,12 @@ async def test_a_huge_body_is_refused_while_it_is_read():
         # the client wrote by then includes what the sockets' buffers took meanwhile)
         chunked = "Transfer-Encoding: chunked\r\n"
         status, sent = await send_until_answered(port, head(port, extra=chunked), 150)
-        assert status == 413 and sent < 4 * http_app.MAX_BODY_BYTES // MB, sent
+        assert status == 413 and sent < 4 * http_limits.MAX_BODY_BYTES // MB, sent
         assert await honest_request(port) == 200
 
 
 async def test_connections_that_never_finish_their_headers_are_closed(monkeypatch):
-    monkeypatch.setattr(http_app, "HEADER_SECONDS", 0.3)
+    monkeypatch.setattr(http_guard, "HEADER_SECONDS", 0.3)
     async with served() as port:
         slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(30)]
         for _, writer in slow:
@@ -142,7 +142,7 @@ async def test_connections_that_never_finish_their_headers_are_closed(monkeypatc
 
 
 async def test_open_connections_are_bounded(monkeypatch):
-    monkeypatch.setattr(http_app, "MAX_CONNECTIONS", 5)
+    monkeypatch.setattr(http_guard, "MAX_CONNECTIONS", 5)
     async with served() as port:
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -163,7 +163,7 @@ async def test_a_request_refused_by_its_head_never_reaches_the_app():
         attempts = [
             (head(port, "evil.example", length), 421, b"Invalid Host header"),
             (head(port, extra=f"Origin: http://evil.example\r\n{length}"), 403, b"Origin"),
-            (head(port, extra=length), 413, b"over %d bytes" % http_app.MAX_BODY_BYTES),
+            (head(port, extra=length), 413, b"over %d bytes" % http_limits.MAX_BODY_BYTES),
         ]
         for request, status, text in attempts:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -207,7 +207,7 @@ async def test_refused_connections_leave_no_descriptor_open(monkeypatch):
     """A refused connection lingers (``REFUSED_LINGER``), then the server closes its socket on
     a thread of its own (the kernel's reset of a refused body's connection is slow): every one
     is closed all the same."""
-    monkeypatch.setattr(http_app, "REFUSED_LINGER", 0.05)
+    monkeypatch.setattr(http_guard, "REFUSED_LINGER", 0.05)
 
     def open_descriptors() -> int:
         return len(os.listdir("/proc/self/fd"))

@@ -22,7 +22,8 @@ from mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok
 from langchain_mq9.broker.nats_process import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server.cli import build_parser
-from mcp_server.http_app import SessionLimits, create_http_app, uvicorn_config
+from mcp_server.http_app import create_http_app, uvicorn_config
+from mcp_server.http_sessions import SessionLimits
 from mcp_server.server import create_server
 
 

@@ -8,12 +8,16 @@ Python client's ``json.dumps`` of half an emoji) write them.
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
 from mcp_support import ACCEPT, INITIALIZE, RawStdio, http_server
+
+from mcp_server.http_limits import MAX_BODY_BYTES
 
 DEEP = 400  # past the MCP SDK's own nesting limit, within Python's json
 
@@ -157,3 +161,26 @@ def test_over_http_a_request_whose_id_is_no_string_or_integer_is_refused(request
     assert status == 400, answer
     assert answer["id"] is None and answer["error"]["code"] == -32600
     assert "id must be a string or an integer" in answer["error"]["message"]
+
+
+def test_over_http_one_body_limit_answered_as_json_rpc():
+    """Bodies up to MAX_BODY_BYTES reach the server (the SDK's own limit is the same: no plain
+    text 413 of its own at 4 MiB); past it, the server's JSON-RPC refusal."""
+    padding = {**INITIALIZE["params"]["clientInfo"], "padding": "x" * (5 * 1024 * 1024)}
+    opening = {**INITIALIZE, "params": {**INITIALIZE["params"], "clientInfo": padding}}
+    with http_server("--server", "memory://") as url:
+        status, answer = post(url, json.dumps(opening).encode())
+        assert status == 200, answer  # 5 MiB: read and answered by the server
+        # past it: refused by its declared length, before any of it is sent
+        where = urllib.parse.urlsplit(url)
+        http = http_client.HTTPConnection(where.hostname, where.port, timeout=20)
+        http.putrequest("POST", where.path)
+        for name, value in {**ACCEPT, "Content-Type": "application/json"}.items():
+            http.putheader(name, value)
+        http.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
+        http.endheaders()
+        response = http.getresponse()
+        status, answer = response.status, json.loads(response.read())
+        http.close()
+        assert status == 413 and answer["error"]["code"] == -32600, answer
+        assert f"over {MAX_BODY_BYTES} bytes" in answer["error"]["message"]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from mcp import Client, types
 from mcp.shared.exceptions import MCPError
-from mcp_support import http_server, ok, stdio_parameters
+from mcp_support import Updates, http_server, ok, stdio_parameters
 
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.operations.catalog import ToolPolicy
@@ -37,20 +37,6 @@ def inbox() -> str:
 
 def uri_of(mail_address: str) -> str:
     return f"mq9://mailbox/{mail_address}"
-
-
-class Updates:
-    """The resources/updated notifications a 2025-11-25 client got."""
-
-    def __init__(self) -> None:
-        self.uris: asyncio.Queue[str] = asyncio.Queue()
-
-    async def __call__(self, message: Any) -> None:
-        if isinstance(message, types.ResourceUpdatedNotification):
-            await self.uris.put(str(message.params.uri))
-
-    async def next(self) -> str:
-        return await asyncio.wait_for(self.uris.get(), 10)
 
 
 async def subscribe(client: Client, uri: str) -> Any:

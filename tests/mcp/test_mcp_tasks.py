@@ -133,6 +133,10 @@ def test_a_malformed_call_asking_for_a_task_gets_the_sdks_invalid_params(stdio):
         assert answer["error"]["code"] == -32602, answer
 
 
+class Ctx:
+    protocol_version, method = TASKS, "tasks/result"
+
+
 async def test_past_the_limit_of_running_tasks_a_call_answers_without_one(monkeypatch):
     monkeypatch.setattr(tasks, "MAX_TASKS", 2)
     store, release = tasks.TaskStore(), asyncio.Event()
@@ -141,10 +145,12 @@ async def test_past_the_limit_of_running_tasks_a_call_answers_without_one(monkey
         await release.wait()
         return types.CallToolResult(content=[])
 
-    first = store.start(blocked, None)
-    store.start(blocked, None)
-    assert store.full()  # two running: no third
+    first = store.start("", blocked, None)
+    assert first is not None and store.start("", blocked, None) is not None
+    assert store.start("", blocked, None) is None  # two running: no third
     release.set()
     await asyncio.wait({first.runner})
-    assert not store.full()  # a finished one makes room (forgotten)
+    assert store.start("", blocked, None) is None  # finished, but its result is unread
+    await store.result(Ctx(), types.GetTaskPayloadRequestParams(task_id=first.task_id))
+    assert store.start("", blocked, None) is not None  # a read one makes room (forgotten)
     assert first.task_id not in store.tasks

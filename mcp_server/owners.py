@@ -1,0 +1,113 @@
+"""Who is asking: the owner of every task, question, watch, listen stream and group reader.
+
+Over stdio the process is the one client (owner ``""``). Over HTTP a client is what the
+sessions' fair share counts (``client_identity``: the peer's address and a digest of the
+credentials it gave) together with the worker name it sends in the ``Mq9-Worker`` header (none:
+the server's ``--worker``, or the group's one reader). A stateless request (MCP 2026-07-28, or
+a 2025 client opening a session per call) has the same owner as its client's other requests, so
+it fetches in one request and acks in another. What one owner made, another never sees: its
+``tasks/*`` answer as for an id that never existed (docs/mcp.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+from langchain_mq9.operations.catalog import OperationError, ToolPolicy
+
+# A worker name an HTTP client may send (docs/mcp.md): which competing worker of a consumer group
+# it reads as, and whose fetched messages it may ack.
+WORKER_HEADER = "mq9-worker"
+_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# The clients remembered at once. Past this the least recently used one holding nothing (no
+# message handed out and not acked, no mailbox it created, no agent call) is forgotten; when
+# every one holds something, a new client is refused rather than another's work dropped.
+MAX_WORKERS = 256
+
+
+def normalized_credentials(authorization: str) -> str:
+    """The Authorization header as the token check reads it: the scheme's case and the spaces
+    around the credentials do not make ``Bearer T`` another client than ``bearer  T``."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return f"{scheme.lower()} {credentials.strip()}"
+
+
+def client_identity(scope: Scope) -> str:
+    """Who is connecting: the peer's address and a digest of the credentials it gave (the
+    sessions' fair share counts clients so)."""
+    peer = scope.get("client") or ("", 0)
+    credentials = normalized_credentials(Headers(scope=scope).get("authorization", ""))
+    return f"{peer[0]} {hashlib.sha256(credentials.encode()).hexdigest()[:12]}"
+
+
+def holds_work(policy: ToolPolicy) -> bool:
+    """Whether forgetting ``policy`` would lose something of its client's: messages handed out
+    and not acked, mailboxes it created, agent calls it follows."""
+    unacked = any(reading.unacked for reading in policy.readings.values())
+    return unacked or bool(policy.created) or bool(policy.call_state)
+
+
+class ClientPolicies:
+    """The ``ToolPolicy`` of each client (owner): what the tools remember (mailboxes it created,
+    messages handed to it and not acked yet, its agent calls) belongs to the client, never to an
+    MCP session. Clients with different worker names are competing workers of a consumer group:
+    neither gets or acks a message the other holds (docs/groups.md); the same worker name sent
+    from another peer or with other credentials is another client."""
+
+    def __init__(self, policy: ToolPolicy, *, workers_from_header: bool = False) -> None:
+        self.policy = policy
+        self.workers_from_header = workers_from_header
+        self._by_owner: OrderedDict[str, ToolPolicy] = OrderedDict()
+
+    def of(self, request: Any) -> ToolPolicy:
+        """The policy of the client that sent ``request`` (a Starlette request, or None)."""
+        owner = self.owner_of(request)
+        policy = self._by_owner.get(owner)
+        if policy is None:
+            self._make_room()
+            worker = self.worker_of(request)
+            policy = self.policy.session(worker=worker) if worker else self.policy.session()
+        self._by_owner[owner] = policy
+        self._by_owner.move_to_end(owner)
+        return policy
+
+    def _make_room(self) -> None:
+        """Forget the least recently used client holding nothing, while ``MAX_WORKERS`` are
+        remembered; refuse the newcomer when every one holds something."""
+        while len(self._by_owner) >= MAX_WORKERS:
+            idle = next((o for o, p in self._by_owner.items() if not holds_work(p)), None)
+            if idle is None:
+                raise OperationError(
+                    f"this server serves {MAX_WORKERS} clients (worker names) that each hold "
+                    "messages or agent calls: ack or finish with them, or reuse a worker name"
+                )
+            del self._by_owner[idle]
+
+    def owner_of(self, request: Any) -> str:
+        """The owner of ``request``: ``""`` over stdio; over HTTP the client's identity and its
+        worker name (checked)."""
+        scope = getattr(request, "scope", None)
+        if scope is None:
+            return ""
+        return f"{client_identity(scope)} {self.worker_of(request)}"
+
+    def worker_of(self, request: Any) -> str:
+        """The worker name the client sent (checked), or "" for the server's own."""
+        headers = getattr(request, "headers", None)
+        sent: str | None = (
+            headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
+        )
+        if sent is None:
+            return ""
+        if not _WORKER_NAME.fullmatch(sent):
+            raise OperationError(
+                f"the {WORKER_HEADER} header must be 1 to 64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return sent
