@@ -13,7 +13,7 @@ import copy
 import inspect
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -161,6 +161,11 @@ class KeptPolicies:
 
     def __len__(self) -> int:
         return len(self._kept)
+
+    def __iter__(self) -> Iterator[ToolPolicy]:
+        """The policies kept, least recently used first."""
+        with self._lock:
+            return iter(list(self._kept.values()))
 
     def get(self, owner: Any, key: Any, make: Callable[[], ToolPolicy]) -> ToolPolicy:
         with self._lock:
