@@ -20,21 +20,20 @@ from nats.aio.subscription import Subscription
 
 from .. import protocol as p
 from ..client.nats_guard import protect
-from .engine import LARGE_BODY, BrokerEngine
+from .engine import BrokerEngine, command_for
 from .pacing import AnswerPacer, Backlog, requester
 
 log = logging.getLogger("langchain_mq9.broker")
 
 
-_WAITING = (p.MSG_FETCH, p.MSG_QUERY, p.AGENT_REGISTER, p.AGENT_DISCOVER)
-# Of those, the ones that cost the broker work while they wait (the worker thread's embedding
-# and ranking, the tag reads of a QUERY above LARGE_BODY spread over the loop), and hold what
-# they parsed: a client publishing a thousand 64 KiB-tag QUERYs without waiting had them all
-# read at once (500 MB held, another client's SEND 16 ms). A requester's run AT_ONCE at a time,
-# the rest wait their turn unread, at most WAITING of a requester's and WAITING_IN_ALL in all;
-# beyond that one is answered at once with an error. A FETCH's wait, or a group reader's claim
-# QUERY by key, costs nothing: any number may run.
-_COSTLY = (p.AGENT_REGISTER, p.AGENT_DISCOVER)
+# Of the commands that wait (engine.Command.wait), the costly ones (Command.costly) cost the
+# broker work while they wait (the worker thread's embedding and ranking, the tag reads of a
+# QUERY above LARGE_BODY spread over the loop), and hold what they parsed: a client publishing
+# a thousand 64 KiB-tag QUERYs without waiting had them all read at once (500 MB held, another
+# client's SEND 16 ms). A requester's run AT_ONCE at a time, the rest wait their turn unread,
+# at most WAITING of a requester's and WAITING_IN_ALL in all; beyond that one is answered at
+# once with an error. A FETCH's wait, or a group reader's claim QUERY by key, costs nothing:
+# any number may run.
 AT_ONCE, WAITING, WAITING_IN_ALL = 4, 64, 1024
 # Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
 # a few messages' answer stays on the connection the request came by
@@ -89,10 +88,11 @@ class NatsService:
         # that finds nothing waits its max_wait_ms, REGISTER and DISCOVER wait for the engine's
         # worker thread (embedding, ranking), a QUERY of many tags lets others through between
         # its reads. Each of those gets a task and holds up no request behind it.
-        if not msg.subject.startswith(_WAITING):
+        command, _ = command_for(msg.subject)
+        if command.wait is None:
             await self._answer(msg)
             return
-        if not _costly(msg):
+        if not command.costly(msg.data):
             self._start(msg)
             return
         who = requester(msg.reply or "")  # what needs no answer shares one requester
@@ -194,12 +194,6 @@ class NatsService:
             self.pacer.close()
         self.engine.carry(self, None)
         self._carried = None
-
-
-def _costly(msg: Msg) -> bool:
-    if msg.subject.startswith(p.MSG_QUERY):
-        return len(msg.data) > LARGE_BODY
-    return msg.subject.startswith(_COSTLY)
 
 
 async def serve_on_nats(
