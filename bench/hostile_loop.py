@@ -10,6 +10,10 @@ take turns in blocks (``measure.interleave_async_blocks``); the figure is the ho
 under each kind against with nothing else running, and the check is the worst kind: target
 <= 2x. Before #35 one 12 MB semantic query held the loop 36.6 s and a REGISTER embedded its
 card there.
+
+9e (issue #52): the same honest SEND under a rotating-inbox flood: a client publishing
+FLOOD_BURST QUERYs of 16 KiB of tags at once, each under a reply inbox of its own (a requester
+of its own for the broker's turns), awaiting every answer, again and again. Target <= 2x idle.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import nats
 
@@ -37,6 +42,13 @@ TARGET = 2.0
 QUERY_BYTES = 64 * 1024 - 64  # a query as large as a DISCOVER body may be, with its JSON
 CARD_BYTES = 64 * 1024 - 512  # a card as large as the broker keeps
 KINDS = ("register", "semantic", "text", "listing", "query")
+# Issue #52's flood: costly requests published at once, each under a new reply inbox. Each a
+# QUERY of 16 KiB of tags (costly above 4 KiB): a burst of 1,000 of 64 KiB would be 64 MB in
+# flight to the broker's one connection, nats-server's max_pending for it (a flood of bytes,
+# which would hold any request behind it, not of work)
+FLOOD, FLOOD_QUERY_BYTES = "rotating-inbox flood", 16 * 1024
+FLOOD_BURST, FLOOD_BURST_QUICK = 1_000, 100
+FLOOD_BOX = "flood.tags"
 # Not a request: a process burning a core at the worker thread's priority, for the figure of
 # what busy cores alone cost the honest client's SEND on this machine
 BUSY = "a busy core"
@@ -72,21 +84,64 @@ def heavy_request(kind: str, seed: int) -> tuple[str, bytes]:
     return p.AGENT_DISCOVER, b"{}"
 
 
-async def _tagged_mailbox(nc) -> None:
+async def _tagged_mailbox(nc, box: str = TAGGED_BOX) -> None:
     """The heavy client's own mailbox for its QUERYs: TAGGED messages, each two tags."""
-    await nc.request(p.MAILBOX_CREATE, p.encode({"name": TAGGED_BOX, "ttl": 0}))
+    await nc.request(p.MAILBOX_CREATE, p.encode({"name": box, "ttl": 0}))
     for i in range(TAGGED):
         await nc.request(
-            p.send_subject(TAGGED_BOX), b"m" * 100, headers={p.HEADER_TAGS: f"t{i % 50},x/y{i}"}
+            p.send_subject(box), b"m" * 100, headers={p.HEADER_TAGS: f"t{i % 50},x/y{i}"}
         )
 
 
-async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: threading.Event):
+async def _paused(running: threading.Event, quiet: threading.Event) -> bool:
+    """Whether the heavy client is switched off (``running`` cleared): then it prints "off"
+    once when ``quiet`` asks, and waits a moment."""
+    if running.is_set():
+        return False
+    if quiet.is_set():
+        quiet.clear()
+        print("off", flush=True)
+    await asyncio.sleep(0.01)
+    return True
+
+
+async def _flood(nc, burst: int, running: threading.Event, quiet: threading.Event) -> None:
+    """Issue #52's flooder: while ``running``, ``burst`` QUERYs of 16 KiB of tags published at
+    once, each under a reply inbox of its own, then every answer awaited; "off" once the burst
+    under way is answered. Counts what was refused, on stderr at the end."""
+    await _tagged_mailbox(nc, FLOOD_BOX)
+    body = p.encode({"tags": [f"x/y{i}" for i in range(FLOOD_QUERY_BYTES // 12)]})
+    subject = p.query_subject(FLOOD_BOX)
+    answers: asyncio.Queue = asyncio.Queue()
+    await nc.subscribe("flood.>", cb=answers.put)
+    counts = {"answered": 0, "refused": 0}
+    try:
+        while True:
+            if await _paused(running, quiet):
+                continue
+            for _ in range(burst):
+                await nc.publish(subject, body, reply=f"flood.{uuid.uuid4().hex}.0")
+            await nc.flush()
+            for _ in range(burst):
+                answer = await asyncio.wait_for(answers.get(), 600)
+                counts["answered" if b'"error":""' in answer.data[:20] else "refused"] += 1
+    finally:
+        print(f"flood: {counts}", file=sys.stderr, flush=True)
+
+
+async def _heavy_loop(
+    url: str, kind: str, running: threading.Event, quiet: threading.Event, burst: int
+):
     """Send ``kind``'s request back to back while ``running`` is set (the heavy client); when
     it is cleared, print "off" once the request under way is answered (``quiet`` asks)."""
     if kind == BUSY:
         return await asyncio.to_thread(_burn, running, quiet)
     nc = await nats.connect(url)
+    if kind == FLOOD:
+        try:
+            return await _flood(nc, burst, running, quiet)
+        finally:
+            await nc.close()
     seed = 0
     if kind == "query":
         await _tagged_mailbox(nc)
@@ -95,11 +150,7 @@ async def _heavy_loop(url: str, kind: str, running: threading.Event, quiet: thre
     ready = [heavy_request(kind, -i) for i in range(PREPARED)]
     try:
         while True:
-            if not running.is_set():
-                if quiet.is_set():
-                    quiet.clear()
-                    print("off", flush=True)
-                await asyncio.sleep(0.01)
+            if await _paused(running, quiet):
                 continue
             seed += 1
             subject, body = (
@@ -131,11 +182,12 @@ def heavy_main(argv: list[str]) -> None:
     """The heavy client's process: ``on`` and ``off`` lines on stdin switch it; EOF ends it."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--kind", choices=(*KINDS, BUSY), required=True)
+    parser.add_argument("--kind", choices=(*KINDS, BUSY, FLOOD), required=True)
+    parser.add_argument("--burst", type=int, default=FLOOD_BURST)  # the flood's
     args = parser.parse_args(argv)
     running, quiet = threading.Event(), threading.Event()
     loop = asyncio.new_event_loop()
-    task = loop.create_task(_heavy_loop(args.url, args.kind, running, quiet))
+    task = loop.create_task(_heavy_loop(args.url, args.kind, running, quiet, args.burst))
 
     def read_commands() -> None:
         print("ready", flush=True)
@@ -248,8 +300,11 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
     heavy: dict[str, _Child] = {}
     try:
         broker.wait_for(READY)
-        for kind in (*KINDS, BUSY):  # started together, then waited for
-            heavy[kind] = _Child(["-m", "bench.hostile_loop", "--url", url, "--kind", kind])
+        burst = str(FLOOD_BURST_QUICK if quick else FLOOD_BURST)
+        for kind in (*KINDS, BUSY, FLOOD):  # started together, then waited for
+            heavy[kind] = _Child(
+                ["-m", "bench.hostile_loop", "--url", url, "--kind", kind, "--burst", burst]
+            )
         for child in heavy.values():
             child.wait_for("ready")
         stats = asyncio.run(_measure_sends(url, heavy, quick))
@@ -285,6 +340,21 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
         for kind in KINDS
     ]
     figures.append((f"honest SEND beside {BUSY} (p50 / p99)", _p50_p99(stats[BUSY])))
+    flood = stats[FLOOD].quantile(0.99) / idle
+    figures.append((f"honest SEND under the {FLOOD} (p50 / p99)", _p50_p99(stats[FLOOD])))
+    flood_check = Check(
+        key="9e",
+        title=f"another client's SEND under the {FLOOD} vs idle (dev broker process)",
+        ours_label="p99 under the flood",
+        ours=fmt_seconds(stats[FLOOD].quantile(0.99)),
+        baseline_label="p99 idle",
+        baseline=fmt_seconds(idle),
+        ratio=flood,
+        op="<=",
+        limit=TARGET,
+        note=f"{stats[FLOOD].n} SENDs; bursts of {burst} QUERYs of 16 KiB of tags, each under "
+        "a reply inbox of its own",
+    )
     notes = [
         "9d: the heavy client sends, back to back, a REGISTER of a 64 KiB card (a new one each "
         "time, unregistered after), a semantic or a text DISCOVER with a 64 KiB query (the "
@@ -293,7 +363,12 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
         "request, another process spinning at the worker thread's priority (nice "
         f"{WORKER_NICENESS}), what busy cores alone cost the SEND here.",
     ]
-    return [check], figures, notes
+    notes.append(
+        f"9e: the flooder publishes {burst} QUERYs of 16 KiB of tags at once on a "
+        f"mailbox of {TAGGED:,} messages, each under a reply inbox of its own, and awaits every "
+        "answer before the next burst (issue #52: before the bound in all, each ran at once)."
+    )
+    return [check, flood_check], figures, notes
 
 
 def _p50_p99(stats: Stats) -> str:

@@ -41,7 +41,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -53,9 +53,11 @@ from ..semantic.ranking import AgentEntry, word_pieces
 from .clock import Clock, system_clock
 from .mailbox import Mailbox, StoredMessage
 from .registry import AgentRegistry
-from .storage import Storage, StorageError
+from .storage import MemoryStorage, Storage, StorageError
 
 log = logging.getLogger("langchain_mq9.broker")
+
+Headers = Mapping[str, str] | None  # a request's NATS headers, as nats-py reads them
 
 T = TypeVar("T")  # what a piece of work run under the lock or off the loop gives
 A = TypeVar("A")  # what such a piece of work is given
@@ -111,8 +113,8 @@ class BrokerEngine:
         self.limits = limits or BrokerLimits()
         # False: DISCOVER searches are refused as by RobustMQ's build without vector-search
         self.search = search
-        # Told of every change, under the lock (storage.py); the default keeps nothing.
-        self.storage = storage if storage is not None else Storage()
+        # Told of every change, under the lock (storage/base.py); the default keeps nothing.
+        self.storage = storage if storage is not None else MemoryStorage()
         # Each agent's latest REPORT, for the operator (RobustMQ's topic of them is never read)
         self.reports: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
@@ -199,19 +201,17 @@ class BrokerEngine:
 
     # -- entry point -----------------------------------------------------------------------
 
-    async def handle(self, subject: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
+    async def handle(self, subject: str, headers: Headers, body: bytes) -> bytes:
         """Answer one mq9 request; never raises, every failure is an ``error`` reply."""
         try:
-            self._check_body_size(subject, body)
-            if subject.startswith(p.MSG_FETCH) and len(subject) > len(p.MSG_FETCH):
-                return await self._fetch(subject[len(p.MSG_FETCH) :], body)
-            if subject.startswith(p.MSG_QUERY) and len(subject) > len(p.MSG_QUERY):
-                return await self._query(subject[len(p.MSG_QUERY) :], body)
-            if subject == p.AGENT_REGISTER:
-                return await self._register(body)
-            if subject == p.AGENT_DISCOVER:
-                return await self._discover(body)
-            return self._transact(lambda: self._dispatch(subject, headers, body))
+            command, target = command_for(subject)
+            self._check_body_size(command, subject, body)
+            if command.addressed and not target:  # a command's prefix with no mailbox after it
+                command, target = UNKNOWN, subject
+            if command.wait is not None:
+                return await command.wait(self, target, headers, body)
+            answer = command.answer
+            return self._transact(lambda: answer(self, target, headers, body))
         except (Mq9Error, StorageError) as exc:  # an Mq9Error's str is its message
             return p.encode(p.ERROR_REPLY.write(error=str(exc)))
         except Exception as exc:  # a bug must not take the broker down: report it, keep serving
@@ -220,37 +220,11 @@ class BrokerEngine:
                 p.ERROR_REPLY.write(error=f"internal broker error: {type(exc).__name__}: {exc}")
             )
 
-    def _dispatch(self, subject: str, headers: Mapping[str, str] | None, body: bytes) -> bytes:
-        for prefix, handler in ((p.MSG_SEND, self._send), (p.MSG_ACK, self._ack)):
-            if subject.startswith(prefix) and len(subject) > len(prefix):
-                return handler(subject[len(prefix) :], body, headers)
-        if subject.startswith(p.MSG_DELETE):
-            address, dot, msg_id = subject[len(p.MSG_DELETE) :].rpartition(".")
-            if dot:
-                return self._delete(address, msg_id)
-        command = {
-            p.MAILBOX_CREATE: self._create,
-            p.AGENT_UNREGISTER: self._unregister,
-            p.AGENT_REPORT: self._report,
-        }.get(subject)
-        if command is None:
-            # RobustMQ answers a NATS -ERR; a service can only reply (our choice: same words)
-            raise Mq9Error(p.err_unknown_subject(subject))
-        return command(body)
-
-    def _check_body_size(self, subject: str, body: bytes) -> None:
+    def _check_body_size(self, command: Command, subject: str, body: bytes) -> None:
         """(our choice; RobustMQ reads any body NATS carries) refuse, unread, a body larger
-        than its command needs. SEND keeps its own rule (``_check_fits``); DELETE's body is
-        never read."""
-        if subject.startswith((p.MSG_SEND, p.MSG_DELETE)):
-            return
-        limit = self.limits.max_request
-        if subject == p.AGENT_REGISTER:
-            card = self.limits.max_card_bytes
-            if card is None:
-                return  # no card limit: what NATS carries
-            limit += _ESCAPED * card
-        if len(body) > limit:
+        than its command needs (``Command.body_limit``)."""
+        limit = command.body_limit(self.limits)
+        if limit is not None and len(body) > limit:
             raise Mq9Error(
                 f"request body of {len(body)} bytes refused unread: this broker takes at most "
                 f"{limit} bytes for {subject}"
@@ -368,7 +342,7 @@ class BrokerEngine:
 
     # -- SEND ------------------------------------------------------------------------------
 
-    def _send(self, address: str, body: bytes, headers: Mapping[str, str] | None) -> bytes:
+    def _send(self, address: str, body: bytes, headers: Headers) -> bytes:
         mailbox = self.mailboxes.get(address)
         if mailbox is None:
             raise Mq9Error(p.err_mailbox_missing(address))
@@ -520,7 +494,7 @@ class BrokerEngine:
         committed[shard] = offset
         self.storage.offset_committed(lane_group, shard, offset)
 
-    def _ack(self, _address: str, body: bytes, _headers: object) -> bytes:
+    def _ack(self, body: bytes) -> bytes:
         request = _read(p.ACK_REQUEST, body)
         address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
         mailbox = self.topics.get(address)  # the log, even of an expired mailbox
@@ -576,7 +550,10 @@ class BrokerEngine:
             found = _capped(mailbox.read(None, limit, now))
         return _answer(found, self.answer_limit)
 
-    def _delete(self, address: str, msg_id_text: str) -> bytes:
+    def _delete(self, target: str) -> bytes:
+        address, dot, msg_id_text = target.rpartition(".")
+        if not dot:  # no msg_id after the address: no command has this subject
+            raise Mq9Error(p.err_unknown_subject(p.MSG_DELETE + target))
         msg_id = p.header_u64(msg_id_text) if msg_id_text == msg_id_text.strip() else None
         if msg_id is None:
             raise Mq9Error(f"invalid msg_id: {msg_id_text}")
@@ -767,6 +744,125 @@ class BrokerEngine:
         limit = self._message_limit()
         if size > limit:
             raise Mq9Error(p.err_entry_too_large(size, limit))
+
+
+# -- the commands ----------------------------------------------------------------------------
+#
+# Each mq9 command once: what its subject holds, the largest body read for it, and how it is
+# answered. Every handler is reached through the engine (``engine._send``...), so a subclass
+# overriding one (tests do) is what answers.
+
+Answer = Callable[[BrokerEngine, str, Headers, bytes], bytes]
+Waiting = Callable[[BrokerEngine, str, Headers, bytes], Awaitable[bytes]]
+
+
+def _parsed_body(limits: BrokerLimits) -> int | None:
+    return limits.max_request
+
+
+def _card_body(limits: BrokerLimits) -> int | None:
+    """A REGISTER's: room for a card of ``max_card_bytes`` with every byte escaped; no card
+    limit, none (what NATS carries)."""
+    card = limits.max_card_bytes
+    return None if card is None else limits.max_request + _ESCAPED * card
+
+
+def _own_rule(_limits: BrokerLimits) -> int | None:
+    """None here: SEND keeps its own rule (``_check_fits``); DELETE's body is never read."""
+    return None
+
+
+def _never_costly(_body: bytes) -> bool:
+    return False
+
+
+def _always_costly(_body: bytes) -> bool:
+    return True
+
+
+def _large_body(body: bytes) -> bool:
+    return len(body) > LARGE_BODY
+
+
+def _unknown(_engine: BrokerEngine, subject: str, _headers: Headers, _body: bytes) -> bytes:
+    # RobustMQ answers a NATS -ERR; a service can only reply (our choice: same words)
+    raise Mq9Error(p.err_unknown_subject(subject))
+
+
+@dataclass(frozen=True)
+class Command:
+    """How the engine takes one mq9 command.
+
+    ``subject``: the command's subject, or, ending in ".", the prefix a mailbox address (and
+    for DELETE ``.msg_id``) follows, handed to the handler as its target. ``body_limit``: the
+    largest body read, for the broker's limits (None: not bounded here). Exactly one of
+    ``answer``: answered at once under the lock, as one storage transaction; or ``wait``: a
+    coroutine that may wait (an empty FETCH, the worker thread) and takes the lock itself for
+    each step. ``costly``: whether a request with this body costs the broker work while it
+    waits, so that a serving transport makes its requester take turns (serve.py)."""
+
+    subject: str
+    body_limit: Callable[[BrokerLimits], int | None]
+    answer: Answer = _unknown
+    wait: Waiting | None = None
+    costly: Callable[[bytes], bool] = _never_costly
+
+    @property
+    def addressed(self) -> bool:
+        return self.subject.endswith(".")
+
+
+COMMANDS = {
+    command.subject: command
+    for command in (
+        Command(p.MAILBOX_CREATE, _parsed_body, lambda e, _t, _h, body: e._create(body)),
+        Command(p.MSG_SEND, _own_rule, lambda e, address, h, body: e._send(address, body, h)),
+        Command(
+            p.MSG_FETCH, _parsed_body, wait=lambda e, address, _h, body: e._fetch(address, body)
+        ),
+        Command(p.MSG_ACK, _parsed_body, lambda e, _address, _h, body: e._ack(body)),
+        Command(
+            p.MSG_QUERY,
+            _parsed_body,
+            wait=lambda e, address, _h, body: e._query(address, body),
+            costly=_large_body,  # a group reader's claim lookup by key costs nothing
+        ),
+        Command(p.MSG_DELETE, _own_rule, lambda e, target, _h, _body: e._delete(target)),
+        Command(
+            p.AGENT_REGISTER,
+            _card_body,
+            wait=lambda e, _t, _h, body: e._register(body),
+            costly=_always_costly,
+        ),
+        Command(p.AGENT_UNREGISTER, _parsed_body, lambda e, _t, _h, body: e._unregister(body)),
+        Command(p.AGENT_REPORT, _parsed_body, lambda e, _t, _h, body: e._report(body)),
+        Command(
+            p.AGENT_DISCOVER,
+            _parsed_body,
+            wait=lambda e, _t, _h, body: e._discover(body),
+            costly=_always_costly,
+        ),
+    )
+}
+# What a subject no command has is: answered as unknown, its body bounded as a parsed one's
+UNKNOWN = Command("", _parsed_body)
+# Addressed subjects are $mq9.AI.MSG.<COMMAND>.<target>: a prefix is the first tokens
+_PREFIX_TOKENS = p.MSG_SEND.count(".")
+
+
+def command_for(subject: str) -> tuple[Command, str]:
+    """The command ``subject`` names and its target (the address after an addressed
+    command's prefix, possibly empty); ``(UNKNOWN, subject)`` when no command has it."""
+    command = COMMANDS.get(subject)
+    if command is not None:
+        return command, ""  # an exact subject, or an addressed prefix with nothing after it
+    tokens = subject.split(".", _PREFIX_TOKENS)
+    if len(tokens) > _PREFIX_TOKENS:
+        target = tokens[_PREFIX_TOKENS]
+        command = COMMANDS.get(subject[: len(subject) - len(target)])
+        if command is not None and command.addressed:
+            return command, target
+    return UNKNOWN, subject
 
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))

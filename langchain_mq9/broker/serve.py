@@ -20,22 +20,25 @@ from nats.aio.subscription import Subscription
 
 from .. import protocol as p
 from ..client.nats_guard import protect
-from .engine import LARGE_BODY, BrokerEngine
+from .engine import BrokerEngine, command_for
 from .pacing import AnswerPacer, Backlog, requester
 
 log = logging.getLogger("langchain_mq9.broker")
 
 
-_WAITING = (p.MSG_FETCH, p.MSG_QUERY, p.AGENT_REGISTER, p.AGENT_DISCOVER)
-# Of those, the ones that cost the broker work while they wait (the worker thread's embedding
-# and ranking, the tag reads of a QUERY above LARGE_BODY spread over the loop), and hold what
-# they parsed: a client publishing a thousand 64 KiB-tag QUERYs without waiting had them all
-# read at once (500 MB held, another client's SEND 16 ms). A requester's run AT_ONCE at a time,
-# the rest wait their turn unread, at most WAITING of a requester's and WAITING_IN_ALL in all;
-# beyond that one is answered at once with an error. A FETCH's wait, or a group reader's claim
-# QUERY by key, costs nothing: any number may run.
-_COSTLY = (p.AGENT_REGISTER, p.AGENT_DISCOVER)
-AT_ONCE, WAITING, WAITING_IN_ALL = 4, 64, 1024
+# Of the commands that wait (engine.Command.wait), the costly ones (Command.costly) cost the
+# broker work while they wait (the worker thread's embedding and ranking, the tag reads of a
+# QUERY above LARGE_BODY spread over the loop), and hold what they parsed: a client publishing
+# a thousand 64 KiB-tag QUERYs without waiting had them all read at once (500 MB held, another
+# client's SEND 16 ms). So they are bounded by the work under way, running and waiting:
+# RUNNING_IN_ALL run at once in all, AT_ONCE of them a requester's; the rest wait their turn
+# unread, at most WAITING of a requester's and WAITING_IN_ALL in all; beyond that one is
+# answered at once with an error. Requesters with requests waiting take turns. A requester is
+# known by its reply inbox, which the client chooses (nats-server tells a subscriber nothing of
+# the connection a request came by, see docs/security.md): one making up an inbox per request
+# gets a turn for each, but no more than RUNNING_IN_ALL run, and what waits is bounded in all.
+# A FETCH's wait, or a group reader's claim QUERY by key, costs nothing: any number may run.
+AT_ONCE, RUNNING_IN_ALL, WAITING, WAITING_IN_ALL = 4, 4, 64, 256
 # Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
 # a few messages' answer stays on the connection the request came by
 BULK_ANSWER = 64 * 1024
@@ -59,11 +62,14 @@ class NatsService:
         self.pacer = pacer
         self.subscription: Subscription | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
-        # Costly requests by requester: how many run, and those waiting their turn
+        # Costly requests by requester: how many run, and those waiting their turn (requesters
+        # in the order of their turns: a dict keeps insertion order)
         self._running: dict[str, int] = {}
+        self._running_in_all = 0
         self._queued: dict[str, deque[Msg]] = {}
         self._queued_in_all = 0
-        self.at_once, self.waiting, self.waiting_in_all = AT_ONCE, WAITING, WAITING_IN_ALL
+        self.at_once, self.running_in_all = AT_ONCE, RUNNING_IN_ALL
+        self.waiting, self.waiting_in_all = WAITING, WAITING_IN_ALL
         self._carried: int | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -89,34 +95,46 @@ class NatsService:
         # that finds nothing waits its max_wait_ms, REGISTER and DISCOVER wait for the engine's
         # worker thread (embedding, ranking), a QUERY of many tags lets others through between
         # its reads. Each of those gets a task and holds up no request behind it.
-        if not msg.subject.startswith(_WAITING):
+        command, _ = command_for(msg.subject)
+        if command.wait is None:
             await self._answer(msg)
             return
-        if not _costly(msg):
+        if not command.costly(msg.data):
             self._start(msg)
             return
         who = requester(msg.reply or "")  # what needs no answer shares one requester
-        if self._running.get(who, 0) < self.at_once:
-            self._running[who] = self._running.get(who, 0) + 1
-            self._start(msg, who)
+        if self._may_run(who):  # then nothing waits that could run: it would be running
+            self._run(msg, who)
             return
-        queue = self._queued.setdefault(who, deque())
-        if len(queue) < self.waiting and self._queued_in_all < self.waiting_in_all:
-            queue.append(msg)
+        queue = self._queued.get(who)
+        mine = len(queue) if queue is not None else 0
+        if mine < self.waiting and self._queued_in_all < self.waiting_in_all:
+            self._queued.setdefault(who, deque()).append(msg)
             self._queued_in_all += 1
             return
         if msg.reply:  # else nobody to tell
-            await self._reply(msg, self._too_many_waiting(len(queue)))
+            await self._reply(msg, self._too_many_waiting(mine))
 
     def _too_many_waiting(self, mine: int) -> bytes:
         waiting = f"{mine} of your" if mine >= self.waiting else f"{self._queued_in_all}"
         return p.encode(
             p.ERROR_REPLY.write(
                 error=f"{waiting} requests that search, register or query wait already for "
-                f"their turn ({self.at_once} of a requester's are answered at once): ask again "
-                "once your earlier ones are answered"
+                f"their turn ({self.running_in_all} are answered at once, at most "
+                f"{self.at_once} of a requester's): ask again once your earlier ones are answered"
             )
         )
+
+    def _may_run(self, who: str) -> bool:
+        return (
+            self._running_in_all < self.running_in_all
+            and self._running.get(who, 0) < self.at_once
+        )
+
+    def _run(self, msg: Msg, who: str) -> None:
+        self._running[who] = self._running.get(who, 0) + 1
+        self._running_in_all += 1
+        self._start(msg, who)
 
     def _start(self, msg: Msg, costly_for: str | None = None) -> None:
         task = asyncio.create_task(self._answer(msg))
@@ -126,18 +144,23 @@ class NatsService:
             task.add_done_callback(lambda _: self._next(costly_for))
 
     def _next(self, who: str) -> None:
-        """One of ``who``'s costly requests is answered: start its next, if one waits."""
-        queue = self._queued.get(who)
-        if queue:
-            self._queued_in_all -= 1
-            msg = queue.popleft()
-            if not queue:
-                del self._queued[who]
-            self._start(msg, who)
-            return
+        """One of ``who``'s costly requests is answered: start what waits and may now run,
+        requesters in turn (one that ran goes behind the others)."""
         self._running[who] -= 1
         if not self._running[who]:
             del self._running[who]
+        self._running_in_all -= 1
+        while self._running_in_all < self.running_in_all:
+            # Requesters at their own limit are skipped: at most running_in_all of them
+            turn = next((w for w in self._queued if self._running.get(w, 0) < self.at_once), None)
+            if turn is None:
+                return
+            queue = self._queued.pop(turn)
+            self._queued_in_all -= 1
+            msg = queue.popleft()
+            if queue:
+                self._queued[turn] = queue  # its next waits behind the other requesters
+            self._run(msg, turn)
 
     async def _answer(self, msg: Msg) -> None:
         self._tell_engine()
@@ -194,12 +217,6 @@ class NatsService:
             self.pacer.close()
         self.engine.carry(self, None)
         self._carried = None
-
-
-def _costly(msg: Msg) -> bool:
-    if msg.subject.startswith(p.MSG_QUERY):
-        return len(msg.data) > LARGE_BODY
-    return msg.subject.startswith(_COSTLY)
 
 
 async def serve_on_nats(

@@ -1,8 +1,10 @@
 """Costly requests take turns by requester (the dev broker's serve.py; issue #35's hostile
 client, publishing without waiting): a REGISTER, a DISCOVER or a QUERY of many tags of one
 requester runs at most ``at_once`` at a time, the rest wait unread, and beyond what may wait
-each is answered at once with an error; another requester's run meanwhile. A FETCH's wait and
-a small QUERY (a group reader's claim lookup) are never held back.
+each is answered at once with an error; another requester's run meanwhile. What runs is bounded
+in all too (``running_in_all``), so a client making up a reply inbox per request (issue #52)
+gets no more than that. A FETCH's wait and a small QUERY (a group reader's claim lookup) are
+never held back.
 
 The engine underneath is the real one; it holds the requests it is given until the test lets
 them go, so that what runs at once can be counted."""
@@ -79,10 +81,11 @@ class Requester:
         ]
 
 
-async def _service(nats_server, engine, at_once, waiting, in_all):
+async def _service(nats_server, engine, at_once, waiting, in_all, running_in_all=8):
     main = await nats.connect(nats_server.url)
     service = NatsService(engine, main)
     service.at_once, service.waiting, service.waiting_in_all = at_once, waiting, in_all
+    service.running_in_all = running_in_all
     await service.start()
     setup = await nats.connect(nats_server.url)
     await setup.request(p.MAILBOX_CREATE, p.encode({"name": BOX}), timeout=5)
@@ -172,3 +175,78 @@ async def test_stopping_starts_nothing_that_waits(nats_server):
     finally:
         await connection.close()
         await main.close()
+
+
+async def test_a_new_reply_inbox_per_request_buys_no_more_running_or_waiting(nats_server):
+    """Issue #52's flood: one connection publishes costly QUERYs, each under a reply inbox of
+    its own (a requester of its own). Before the bound in all, every one of them ran at once
+    (0 of 1,000 refused, +227-305 MB held); now running_in_all run, waiting_in_all wait and the
+    rest are refused at once, while another client's SEND is answered meanwhile."""
+    engine = HeldEngine()
+    service, main = await _service(
+        nats_server, engine, at_once=2, waiting=4, in_all=10, running_in_all=3
+    )
+    flooder_connection, other = [await nats.connect(nats_server.url) for _ in range(2)]
+    try:
+        answers: asyncio.Queue = asyncio.Queue()
+        await flooder_connection.subscribe("flood.>", cb=answers.put)
+        for i in range(50):
+            await flooder_connection.publish(p.query_subject(BOX), QUERY, reply=f"flood.{i}.0")
+        await flooder_connection.flush()
+        refused = [json.loads((await asyncio.wait_for(answers.get(), 5)).data) for _ in range(37)]
+        assert all(r["error"].startswith("10 requests that search") for r in refused), refused
+        await _until(lambda: engine.running[p.MSG_QUERY] == 3)
+        sent = await other.request(p.send_subject(BOX), b"meanwhile", timeout=5)
+        assert json.loads(sent.data)["error"] == ""
+        assert answers.empty() and engine.most[p.MSG_QUERY] == 3
+        engine.go.set()
+        answered = [json.loads((await asyncio.wait_for(answers.get(), 5)).data) for _ in range(13)]
+        assert [a["error"] for a in answered] == [""] * 13
+        assert engine.most[p.MSG_QUERY] == 3
+    finally:
+        await service.stop()
+        for connection in (flooder_connection, other, main):
+            await connection.close()
+
+
+class OrderedEngine(HeldEngine):
+    """A held engine that notes whose QUERY starts, in order (the first tag names whose)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[str] = []
+
+    async def handle(self, subject, headers, body):
+        if subject.startswith(p.MSG_QUERY):
+            self.started.append(json.loads(body)["tags"][0])
+        return await super().handle(subject, headers, body)
+
+
+async def test_requesters_with_requests_waiting_take_turns(nats_server):
+    """When a place frees, the requester that just ran goes behind the others waiting."""
+    engine = OrderedEngine()
+    service, main = await _service(
+        nats_server, engine, at_once=1, waiting=10, in_all=10, running_in_all=1
+    )
+    connections = [await nats.connect(nats_server.url) for _ in range(2)]
+    try:
+        first, second = [await Requester(c).start() for c in connections]
+        tagged = {
+            name: p.encode({"tags": [name] + [f"tag{i}" for i in range(1_000)]})
+            for name in ("first", "second")
+        }
+        await first.publish(p.query_subject(BOX), tagged["first"], times=3)
+        await _until(lambda: engine.started == ["first"])
+        await second.publish(p.query_subject(BOX), tagged["second"], times=3)
+        # the broker reads a connection's requests in order: once this SEND is answered, the
+        # three QUERYs before it are waiting their turn
+        await connections[1].request(p.send_subject(BOX), b"after", timeout=5)
+        engine.go.set()
+        answered = await first.answers_now(3) + await second.answers_now(3)
+        assert [a["error"] for a in answered] == [""] * 6
+        # first's first ran alone; then first (queued first), second, first, second, second
+        assert engine.started == ["first", "first", "second", "first", "second", "second"]
+    finally:
+        await service.stop()
+        for c in (*connections, main):
+            await c.close()

@@ -1,4 +1,4 @@
-"""Durable storage for the dev broker: the engine's state in one SQLite file.
+"""The dev broker's durable store: the engine's state in one SQLite file.
 
 Storage only *observes* the in-memory engine: each mutation calls a hook below
 (``message_stored``, ``offset_committed``, ...), which records what to write; when the engine
@@ -38,15 +38,14 @@ import sqlite3
 import tempfile
 import zlib
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from ..protocol import Priority
-from ..semantic.ranking import AgentEntry
-from .mailbox import Mailbox, StoredMessage
-from .registry import AgentRegistry
-from .sqlite import sqlite_busy, sqlite_readonly
+from ...protocol import Priority
+from ...semantic.ranking import AgentEntry
+from ..mailbox import Mailbox, StoredMessage
+from ..sqlite import sqlite_busy, sqlite_readonly
+from .base import Restorable, Storage, StorageError
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -112,66 +111,6 @@ CREATE TABLE IF NOT EXISTS agent_index ( -- the search index: one row per A2A ca
     create_time INTEGER NOT NULL
 );
 """
-
-
-class StorageError(Exception):
-    """The data file cannot be used (locked by another broker, not a broker file, ...)."""
-
-
-class Restorable(Protocol):
-    """What ``restore`` fills: a ``BrokerEngine`` as its storage sees it (named by its shape,
-    not imported: the engine imports this module)."""
-
-    offsets: dict[str, dict[str, int]]  # lane group -> shard -> the next msg_id it reads
-    registry: AgentRegistry
-
-    def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None: ...
-
-    def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int: ...
-
-
-class Storage:
-    """What a ``BrokerEngine`` tells its storage, under its lock inside ``transaction()``.
-    This base class keeps nothing: in memory only."""
-
-    _NO_TRANSACTION: AbstractContextManager[object] = contextlib.nullcontext()
-
-    def restore(self, engine: Restorable) -> None:
-        """Load the stored state into a freshly built ``engine``."""
-
-    def transaction(self) -> AbstractContextManager[object]:
-        """Wraps one request's changes; on exit they are durable."""
-        return self._NO_TRANSACTION
-
-    def mailbox_created(self, mailbox: Mailbox) -> None: ...
-
-    def mailbox_expired(self, mailbox: Mailbox) -> None: ...
-
-    def mailbox_removed(self, mailbox: Mailbox) -> None: ...
-
-    def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None: ...
-
-    def message_removed(self, mailbox: Mailbox, msg_id: int) -> None: ...
-
-    def mailbox_start_moved(self, mailbox: Mailbox) -> None: ...
-
-    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None: ...
-
-    def delayed_released(self, seq: int) -> None: ...
-
-    def offset_committed(self, lane: str, shard: str, offset: int) -> None: ...
-
-    def offset_dropped(self, lane: str, shard: str) -> None: ...
-
-    def agent_saved(self, entry: AgentEntry) -> None: ...
-
-    def agent_removed(self, entry: AgentEntry) -> None: ...
-
-    def index_saved(self, entry: AgentEntry) -> None: ...
-
-    def index_removed(self, card_name: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def data_file(path: str | Path) -> Path:

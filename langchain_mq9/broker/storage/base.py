@@ -1,0 +1,75 @@
+"""What the engine tells its store: the ``Storage`` interface every store implements.
+
+A store only *observes* the in-memory engine: each change calls a hook below, under the
+engine's lock inside ``transaction()``; on leaving ``transaction()`` what the request changed
+is stored, before its answer is sent. ``restore`` rebuilds a fresh engine from what is stored.
+The engine never reads a store otherwise, so a store is free in how it keeps the state.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from ...semantic.ranking import AgentEntry
+from ..mailbox import Mailbox, StoredMessage
+from ..registry import AgentRegistry
+
+
+class StorageError(Exception):
+    """The store cannot be used (its file locked by another broker, not a broker file, a
+    write that failed, ...)."""
+
+
+class Restorable(Protocol):
+    """What ``restore`` fills: a ``BrokerEngine`` as its storage sees it (named by its shape,
+    not imported: the engine imports this module)."""
+
+    offsets: dict[str, dict[str, int]]  # lane group -> shard -> the next msg_id it reads
+    registry: AgentRegistry
+
+    def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None: ...
+
+    def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int: ...
+
+
+class Storage(Protocol):
+    """What a ``BrokerEngine`` tells its store, under its lock inside ``transaction()``."""
+
+    def restore(self, engine: Restorable) -> None:
+        """Load the stored state into a freshly built ``engine`` (also after a failed
+        transaction: what was told since the last restore is void)."""
+
+    def transaction(self) -> AbstractContextManager[object]:
+        """Wraps one request's changes; on a normal exit they are stored, else it raises
+        ``StorageError`` having stored none of them."""
+
+    def mailbox_created(self, mailbox: Mailbox) -> None: ...
+
+    def mailbox_expired(self, mailbox: Mailbox) -> None: ...
+
+    def mailbox_removed(self, mailbox: Mailbox) -> None: ...
+
+    def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None: ...
+
+    def message_removed(self, mailbox: Mailbox, msg_id: int) -> None: ...
+
+    def mailbox_start_moved(self, mailbox: Mailbox) -> None: ...
+
+    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None: ...
+
+    def delayed_released(self, seq: int) -> None: ...
+
+    def offset_committed(self, lane: str, shard: str, offset: int) -> None: ...
+
+    def offset_dropped(self, lane: str, shard: str) -> None: ...
+
+    def agent_saved(self, entry: AgentEntry) -> None: ...
+
+    def agent_removed(self, entry: AgentEntry) -> None: ...
+
+    def index_saved(self, entry: AgentEntry) -> None: ...
+
+    def index_removed(self, card_name: str) -> None: ...
+
+    def close(self) -> None: ...
