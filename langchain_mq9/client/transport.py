@@ -301,7 +301,7 @@ class NatsTransport:
             # meanwhile (each call of an outage took its 5 s): not sent, and said at once
             raise ConnectionLost(
                 f"the connection to the mq9 broker at {self.where} is down and reconnecting; "
-                "the request was not sent (try again in a moment)"
+                "the request was not sent (the client reconnects by itself)"
             )
         # A dropped link cancels the request where it waits, in this task: cheaper than a task
         # per request raced against the link (a sixth of a round trip on loopback).

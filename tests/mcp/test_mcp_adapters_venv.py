@@ -29,6 +29,14 @@ UNREACHABLE = ("Failed to establish", "No matching distribution", "ConnectionErr
 # Where the MCP server runs: this test run's virtualenv, which has the mcp extra
 SERVER_MQ9_MCP = Path(sys.executable).with_name("mq9-mcp")
 
+TOOLKIT_ALONE = """
+import importlib.util
+from langchain_mq9 import Mq9InboxMiddleware, Mq9Toolkit
+toolkit = Mq9Toolkit(server="memory://")
+Mq9InboxMiddleware(toolkit)
+print(len(toolkit.get_tools()), importlib.util.find_spec("mcp") is None)
+"""
+
 SIDE_BY_SIDE = """
 import asyncio, json, sys
 from langchain_mcp_adapters.client import MultiServerMCPClient
@@ -79,7 +87,9 @@ def test_the_toolkit_and_multiserver_mcp_client_share_a_virtualenv(tmp_path, whe
     venv.create(tmp_path / "env", with_pip=True)
     python, mq9_mcp = tmp_path / "env/bin/python", tmp_path / "env/bin/mq9-mcp"
 
-    pip_install(python, wheel)  # no extras: no MCP SDK
+    pip_install(python, wheel)  # no extras: no MCP SDK, and the toolkit works without it
+    toolkit = run(python, "-c", TOOLKIT_ALONE, timeout=120)
+    assert toolkit.returncode == 0 and toolkit.stdout.split() == ["8", "True"], toolkit
     hint = run(mq9_mcp, "--help", timeout=60)
     assert hint.returncode == 1 and hint.stdout == ""
     assert hint.stderr.count("\n") == 1, hint.stderr  # one line, no traceback

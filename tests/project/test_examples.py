@@ -25,9 +25,11 @@ from pathlib import Path
 
 import nats
 import pytest
+from robustmq_shaped import RobustMQShapedListener, lagging_engine
 
 from langchain_mq9 import semantic
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
+from langchain_mq9.broker.clock import system_clock
 from langchain_mq9.broker.nats_process import start_nats_server
 from langchain_mq9.testing import ScriptedChatModel
 
@@ -314,6 +316,22 @@ def check_run(name: str, run: str, result: subprocess.CompletedProcess) -> None:
     else:
         assert result.stderr == "", f"{run} wrote to stderr:\n{result.stderr}"
     assert_tells(result.stdout, EXPECTED[name])
+
+
+# Examples that search the registry right after registering agents, and a broker whose search
+# trails its registry as RobustMQ's vector-search build does (a card is found 0.5 s after its
+# REGISTER): each waits for its own cards first (issue #54: capability_routing.py routed to the
+# wrong agent one run in thirty on RobustMQ). Two runs each, on one broker.
+SEARCH_RIGHT_AFTER_REGISTER = ("capability_routing.py", "two_agents.py")
+
+
+@pytest.mark.parametrize("name", SEARCH_RIGHT_AFTER_REGISTER)
+async def test_an_example_that_searches_waits_for_its_cards_where_search_trails(name):
+    semantic.embedder()  # loaded before serving, as mq9-dev-broker does
+    async with RobustMQShapedListener(lagging_engine(system_clock)) as listener:
+        for run in (1, 2):  # the broker serves on this loop while the example runs
+            result = await asyncio.to_thread(run_example, name, listener.url)
+            check_run(name, f"{name}, run {run}, search trailing the registry", result)
 
 
 def test_assert_tells_needs_the_lines_in_order():
