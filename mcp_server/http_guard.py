@@ -33,6 +33,7 @@ log = logging.getLogger("mcp_server")
 # the first tested up to (not including) the next that may rename them.
 SUPPORTED = {"uvicorn": ((0, 30), (1, 0)), "h11": ((0, 14), (1, 0))}
 
+# How long a connection's request headers may take to arrive.
 HEADER_SECONDS = 10.0
 # Open connections at once: past this a new one is closed at once, well below the usual limit
 # of 1024 file descriptors, so a flood of connections cannot starve the broker connection.

@@ -22,7 +22,7 @@ from .screening import leading_id, screened
 # The largest request body: a tool call carries at most a 1 MiB payload (the broker's SEND
 # limit), which JSON escaping may make up to six times longer.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-# How long a request's body, and a connection's request headers, may take to arrive.
+# How long a request's body may take to arrive.
 BODY_SECONDS = 30.0
 
 

@@ -26,6 +26,7 @@ from mcp_support import (
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mcp_server import http_guard
 from mcp_server.http_app import is_loopback
 
 TOKEN = "test-token-5c1e0f"
@@ -154,3 +155,16 @@ def test_non_loopback_host_without_token_refuses_to_start():
 )  # fmt: skip
 def test_which_hosts_count_as_loopback(host, loopback):
     assert is_loopback(host) is loopback
+
+
+def test_the_connection_guard_refuses_a_uvicorn_or_h11_it_was_not_written_for(monkeypatch):
+    http_guard.check_versions()  # the installed ones
+    installed = http_guard.version
+    for package in ("uvicorn", "h11"):
+
+        def version(name: str, newer: str = package) -> str:
+            return "1.0.0" if name == newer else installed(name)
+
+        monkeypatch.setattr(http_guard, "version", version)
+        with pytest.raises(RuntimeError, match=f"install {package}>="):
+            http_guard.check_versions()
