@@ -7,6 +7,12 @@ and a quorum of its replicas (2 of 3) hold it. So an answered request is replica
 transaction is stored whole or not at all, and the loss of one server of three loses nothing
 that was answered.
 
+Each publish also says which record it follows (``Nats-Expected-Last-Sequence``), and the
+connection buffers nothing while it reconnects: a write this broker gave up on (and answered as
+an error) that reaches the stream late, or a write of a second broker on the stream, makes the
+next write fail and the engine restore itself from the stream, never a state the engine does
+not hold (a reused msg_id).
+
 A publish that is not acknowledged (the stream's leader is gone and a new one not yet elected,
 about 6.5 s measured on loopback) is retried with the same ``Nats-Msg-Id`` until
 ``commit_timeout``: JetStream keeps a message id for its duplicate window (2 minutes), so a
@@ -20,7 +26,8 @@ Known limits of this first slice (issue #55):
 - the stream is never compacted: a restore replays every transaction ever made (no snapshot);
 - the engine runs on the serving event loop and this store blocks it while a publish waits for
   its acknowledgement (0.5 ms on loopback; up to ``commit_timeout`` during a leader election);
-- one broker process per stream: a second one would interleave its own transactions.
+- one broker process per stream: a second one's writes make the first's fail (see above),
+  and neither takes over from the other yet.
 
 The record (version 1): the UTF-8 JSON ``{"v": 1, "ops": [[kind, ...], ...]}``, a newline, then
 the bytes of every payload and header the ops refer to as ``[start, end]`` into those bytes (no
@@ -88,6 +95,7 @@ class JetStreamStorage(Storage):
         self._blobs = bytearray()
         self._delayed_ids: dict[int, int] = {}  # engine heap seq -> the record's delayed id
         self._next_delayed_id = 1
+        self._last_seq = 0  # the stream's last record as this broker knows it
         self._writer = uuid.uuid4().hex  # with a count, each transaction's Nats-Msg-Id
         self._count = 0
         # Our own event loop on a thread of ours: the engine's calls are synchronous
@@ -114,6 +122,7 @@ class JetStreamStorage(Storage):
 
     async def _open(self, replicas: int | None) -> int:
         import nats
+        from nats.errors import NoRespondersError
         from nats.js.api import StorageType, StreamConfig
         from nats.js.errors import NotFoundError
 
@@ -121,6 +130,8 @@ class JetStreamStorage(Storage):
             self._nc = await nats.connect(
                 self.servers,
                 connect_timeout=2,
+                # no buffering while reconnecting: a write given up on must not land later
+                pending_size=0,
                 max_reconnect_attempts=-1,
                 allow_reconnect=True,
                 reconnect_time_wait=0.25,
@@ -128,16 +139,23 @@ class JetStreamStorage(Storage):
         except Exception as exc:
             raise StorageError(f"cannot connect to NATS at {self.servers}: {exc}") from None
         self._js = self._nc.jetstream(timeout=_ATTEMPT_TIMEOUT)
-        try:
-            info = await self._js.stream_info(self.stream)
-            return info.config.num_replicas or 1
-        except NotFoundError:
-            pass
-        except Exception as exc:
-            raise StorageError(
-                f"JetStream is not available on {self.servers}: {type(exc).__name__}: {exc} "
-                "(start nats-server with -js, or with jetstream in its cluster config)"
-            ) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CONNECT_TIMEOUT
+        while True:  # a cluster just started elects its JetStream leader first
+            try:
+                info = await self._js.stream_info(self.stream)
+                return info.config.num_replicas or 1
+            except NotFoundError:
+                break
+            except Exception as exc:
+                # no responders: no JetStream there at all; else it may come within seconds
+                if isinstance(exc, NoRespondersError) or loop.time() >= deadline:
+                    raise StorageError(
+                        f"JetStream is not available on {self.servers}: "
+                        f"{type(exc).__name__}: {exc} (start nats-server with -js, or with "
+                        "jetstream in its config)"
+                    ) from None
+                await asyncio.sleep(_RETRY_PAUSE)
         if replicas is None:
             replicas = 3 if len(self._nc.servers) >= 3 else 1
         config = StreamConfig(
@@ -194,12 +212,22 @@ class JetStreamStorage(Storage):
         while True:
             attempts += 1
             try:
-                await self._js.publish(self.subject, data, headers={"Nats-Msg-Id": msg_id})
+                ack = await self._js.publish(
+                    self.subject,
+                    data,
+                    headers={
+                        "Nats-Msg-Id": msg_id,
+                        "Nats-Expected-Last-Sequence": str(self._last_seq),
+                    },
+                )
+                self._last_seq = ack.seq
                 if attempts > 1:
                     log.warning("a transaction was stored after %d attempts", attempts)
                 return
             except APIError as exc:
                 if exc.code is not None and exc.code < 500 and exc.code != 408:
+                    # 400 "wrong last sequence": the stream holds a record this broker did
+                    # not read (a write it gave up on that landed late, another broker)
                     raise StorageError(f"JetStream refused the write: {exc}") from None
                 failure: Exception = exc  # 503: no stream leader yet
             except Exception as exc:  # no responders, timeout, reconnecting: retried
@@ -316,7 +344,7 @@ class JetStreamStorage(Storage):
                     raise StorageError(f"{type(exc).__name__}: {exc}") from None
                 await asyncio.sleep(_RETRY_PAUSE)
         state = _State()
-        last = info.state.last_seq
+        last = self._last_seq = info.state.last_seq
         if info.state.messages == 0:
             return state
         sub = await self._js.subscribe(
