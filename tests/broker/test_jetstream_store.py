@@ -16,6 +16,7 @@ import uuid
 
 import nats
 import pytest
+from devbroker_helpers import DevBroker, request_ok
 from jetstream_servers import JetStreamCluster
 from test_durability import (
     T0,
@@ -176,3 +177,50 @@ async def test_the_stream_leaders_server_killed_loses_no_acknowledged_message():
             print(f"first SEND after the leader's server was killed answered in {gap:.2f} s")
         finally:
             broker.stop()
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+async def test_the_cli_keeps_its_state_in_jetstream_through_a_kill_9(lone_jetstream):
+    """``--nats URL,URL --store jetstream``: answered SENDs and ACKs are in the stream, so the
+    broker started again after kill -9 serves them; no msg_id is reused."""
+    stream = f"CLI{uuid.uuid4().hex[:8]}"
+    url = ",".join(lone_jetstream.urls * 2)  # a list, as for a cluster
+    args = ("--nats", url, "--store", "jetstream", "--stream", stream, "--no-search")
+    with DevBroker(*args) as broker:
+        assert f"JetStream stream {stream} (1 replicas" in broker.output()
+        nc = await nats.connect(lone_jetstream.urls)
+        try:
+            await request_ok(nc, p.MAILBOX_CREATE, {"name": "cli.box"})
+            ids = [
+                (await request_ok(nc, p.send_subject("cli.box"), f"m{i}".encode()))["msg_id"]
+                for i in range(5)
+            ]
+            ack = {"group_name": "g", "mail_address": "cli.box", "msg_id": 2}
+            await request_ok(nc, p.ack_subject("cli.box"), ack)
+            broker.kill()
+            with DevBroker(*args) as again:
+                assert "restored 1 mailboxes, 5 messages" in again.output()
+                fetch = {"group_name": "g", "deliver": "earliest", "config": {"max_wait_ms": 0}}
+                reply = await request_ok(nc, p.fetch_subject("cli.box"), fetch)
+                assert [m["msg_id"] for m in reply["messages"]] == ids[3:]
+                sent = await request_ok(nc, p.send_subject("cli.box"), b"after")
+                assert sent["msg_id"] == ids[-1] + 1
+        finally:
+            await nc.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--store", "jetstream"), "pass --nats"),
+        (("--store", "jetstream", "--nats", "nats://127.0.0.1:1", "--data", "x"), "--data"),
+        (("--store", "sqlite"), "needs --data"),
+        (("--replicas", "3"), "--replicas is for --store jetstream"),
+    ],
+)
+def test_contradicting_store_options_are_refused_in_words(args, words):
+    broker = DevBroker(*args, wait=False)
+    assert broker.wait_exit() == 1
+    assert words in broker.output()
