@@ -224,3 +224,15 @@ def test_contradicting_store_options_are_refused_in_words(args, words):
     broker = DevBroker(*args, wait=False)
     assert broker.wait_exit() == 1
     assert words in broker.output()
+
+
+async def test_a_message_too_large_for_a_jetstream_record_is_refused_at_once(durable):
+    """The lone server's max_payload is 1 MiB, as the SEND's limit: a message near it does not
+    fit in its record; the SEND says so at once (not after the retries) and nothing changes."""
+    await durable.create("box")
+    started = time.monotonic()
+    reply = await durable.call(p.send_subject("box"), b"x" * 1_048_440)
+    assert "more than the NATS server's max_payload" in reply["error"], reply
+    assert time.monotonic() - started < durable.engine.storage.commit_timeout
+    assert await durable.query("box") == []
+    assert await durable.send("box", "small") == 0

@@ -206,20 +206,29 @@ class JetStreamStorage(Storage):
     async def _publish(self, data: bytes, msg_id: str) -> None:
         from nats.js.errors import APIError
 
+        headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Last-Sequence": str(self._last_seq)}
+        # The server counts the headers too, and closes the connection over a payload too
+        # large (nats-py checks the data alone): refused here, in words
+        size = (
+            len(data)
+            + len(b"NATS/1.0\r\n\r\n")
+            + sum(len(f"{name}: {value}\r\n") for name, value in headers.items())
+        )
+        if size > self._nc.max_payload:
+            raise StorageError(
+                f"the change takes {size} bytes in JetStream, more than the NATS server's "
+                f"max_payload ({self._nc.max_payload}): send a smaller message, or raise "
+                "max_payload in the servers' configuration"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.commit_timeout
         attempts = 0
         while True:
             attempts += 1
+            if self._nc.is_closed:
+                raise StorageError("the connection to NATS is closed")
             try:
-                ack = await self._js.publish(
-                    self.subject,
-                    data,
-                    headers={
-                        "Nats-Msg-Id": msg_id,
-                        "Nats-Expected-Last-Sequence": str(self._last_seq),
-                    },
-                )
+                ack = await self._js.publish(self.subject, data, headers=headers)
                 self._last_seq = ack.seq
                 if attempts > 1:
                     log.warning("a transaction was stored after %d attempts", attempts)
