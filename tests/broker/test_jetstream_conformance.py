@@ -9,8 +9,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import test_jetstream_store
 from conftest import Broker
-from jetstream_servers import JetStreamCluster
 from test_conformance_fetch import *  # noqa: F403  (the tests, and their own fixtures)
 from test_conformance_mailbox import *  # noqa: F403
 
@@ -24,11 +24,7 @@ from langchain_mq9.broker.storage import JetStreamStorage
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
-
-@pytest.fixture(scope="module")
-def lone_jetstream():
-    with JetStreamCluster(1) as cluster:
-        yield cluster
+lone_jetstream = test_jetstream_store.lone_jetstream  # the fixture: one server per module
 
 
 @pytest.fixture

@@ -16,22 +16,10 @@ import uuid
 
 import nats
 import pytest
+import test_durability
 from devbroker_helpers import DevBroker, request_ok
 from jetstream_servers import JetStreamCluster
-from test_durability import (
-    T0,
-    Restartable,
-    engine_state,
-    test_a_dropped_group_stays_dropped_and_groups_go_with_their_log,
-    test_an_expired_mailbox_log_survives_restart,
-    test_committed_offsets_survive_and_a_fetch_commits_nothing,
-    test_delayed_messages_wait_across_a_restart,
-    test_mailbox_ttls_survive_restart,
-    test_messages_keep_every_field_and_msg_ids_are_never_reused,
-    test_offsets_by_group_name_and_huge_offsets_survive,
-    test_retention_and_the_earliest_offset_survive_restart,
-    test_the_registry_and_its_search_index_survive,
-)
+from test_durability import T0, Restartable, engine_state
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
@@ -41,16 +29,17 @@ pytestmark = pytest.mark.slow  # nats-server processes
 
 # The same tests, on this store (pytest collects what the module holds)
 RESTART_TESTS = (
-    test_a_dropped_group_stays_dropped_and_groups_go_with_their_log,
-    test_an_expired_mailbox_log_survives_restart,
-    test_committed_offsets_survive_and_a_fetch_commits_nothing,
-    test_delayed_messages_wait_across_a_restart,
-    test_mailbox_ttls_survive_restart,
-    test_messages_keep_every_field_and_msg_ids_are_never_reused,
-    test_offsets_by_group_name_and_huge_offsets_survive,
-    test_retention_and_the_earliest_offset_survive_restart,
-    test_the_registry_and_its_search_index_survive,
+    "test_a_dropped_group_stays_dropped_and_groups_go_with_their_log",
+    "test_an_expired_mailbox_log_survives_restart",
+    "test_committed_offsets_survive_and_a_fetch_commits_nothing",
+    "test_delayed_messages_wait_across_a_restart",
+    "test_mailbox_ttls_survive_restart",
+    "test_messages_keep_every_field_and_msg_ids_are_never_reused",
+    "test_offsets_by_group_name_and_huge_offsets_survive",
+    "test_retention_and_the_earliest_offset_survive_restart",
+    "test_the_registry_and_its_search_index_survive",
 )
+globals().update({name: getattr(test_durability, name) for name in RESTART_TESTS})
 
 
 class OnJetStream(Restartable):
