@@ -119,6 +119,10 @@ class JetStreamStorage(Storage):
         except TimeoutError:
             future.cancel()
             raise StorageError(f"JetStream did not answer within {timeout:g} s") from None
+        except StorageError:
+            raise
+        except Exception as exc:  # the engine expects a store to fail with StorageError only
+            raise StorageError(f"{type(exc).__name__}: {exc}") from None
 
     async def _open(self, replicas: int | None) -> int:
         import nats
@@ -340,42 +344,50 @@ class JetStreamStorage(Storage):
         self.restored = state.counts()
 
     async def _replay(self) -> _State:
-        from nats.js.api import DeliverPolicy
-
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.commit_timeout
         while True:  # during a leader election the stream answers nothing for a while
             try:
-                info = await self._js.stream_info(self.stream)
-                break
+                return await self._read_stream()
+            except _NotARecord as exc:
+                raise StorageError(str(exc)) from None
             except Exception as exc:
                 if loop.time() >= deadline:
                     raise StorageError(f"{type(exc).__name__}: {exc}") from None
                 await asyncio.sleep(_RETRY_PAUSE)
+
+    async def _read_stream(self) -> _State:
+        """Every record of the stream, from its first, applied in order."""
+        from nats.js.api import DeliverPolicy
+
+        info = await self._js.stream_info(self.stream)
         state = _State()
-        last = self._last_seq = info.state.last_seq
-        if info.state.messages == 0:
-            return state
-        sub = await self._js.subscribe(
-            self.subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-        )
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=self.commit_timeout)
-                try:
-                    state.apply(msg.data)
-                except (ValueError, KeyError, TypeError, IndexError) as exc:
-                    raise StorageError(
-                        f"stream {self.stream} message {msg.metadata.sequence.stream} is not a "
-                        f"broker record this version reads: {type(exc).__name__}: {exc}"
-                    ) from None
-                if msg.metadata.sequence.stream >= last:
-                    return state
-        except TimeoutError:
-            raise StorageError(f"the stream {self.stream} stopped before its end") from None
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        last = info.state.last_seq
+        if info.state.messages:
+            sub = await self._js.subscribe(
+                self.subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            )
+            try:
+                seq = 0
+                while seq < last:
+                    msg = await sub.next_msg(timeout=_ATTEMPT_TIMEOUT)
+                    seq = msg.metadata.sequence.stream
+                    try:
+                        state.apply(msg.data)
+                    except (ValueError, KeyError, TypeError, IndexError) as exc:
+                        raise _NotARecord(
+                            f"stream {self.stream} message {seq} is not a broker record this "
+                            f"version reads: {type(exc).__name__}: {exc}"
+                        ) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._last_seq = last
+        return state
+
+
+class _NotARecord(Exception):
+    """A message of the stream this version cannot read: retrying will not help."""
 
 
 @dataclass
