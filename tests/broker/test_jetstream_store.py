@@ -225,3 +225,33 @@ async def test_a_message_too_large_for_a_jetstream_record_is_refused_at_once(dur
     assert time.monotonic() - started < durable.engine.storage.commit_timeout
     assert await durable.query("box") == []
     assert await durable.send("box", "small") == 0
+
+
+async def test_the_cli_broker_serves_on_through_the_loss_of_the_stream_leaders_server():
+    """``mq9-dev-broker --nats A,B,C --store jetstream`` on 3 servers: SIGKILL of the server
+    holding the stream's leader; the broker answers again once a new leader is elected, and
+    every SEND it answered with a msg_id is stored, none twice."""
+    with JetStreamCluster(3) as cluster:
+        args = ("--nats", ",".join(cluster.urls), "--store", "jetstream", "--no-search")
+        with DevBroker(*args) as broker:
+            assert "JetStream stream MQ9_STATE (3 replicas" in broker.output()
+            leader = await stream_leader(cluster.urls, "MQ9_STATE")
+            survivors = [s.url for s in cluster.servers if s.name != leader]
+            nc = await nats.connect(survivors, max_reconnect_attempts=-1)
+            try:
+                await request_ok(nc, p.MAILBOX_CREATE, {"name": "ha.box"})
+                acked: dict[int, str] = {}
+                for i in range(60):
+                    if i == 20:
+                        cluster.by_name(leader).kill()
+                    payload = f"m{i}"
+                    # answered within the broker's 15 s of retries (an error would say so)
+                    sent = await request_ok(
+                        nc, p.send_subject("ha.box"), payload.encode(), timeout=30
+                    )
+                    acked[sent["msg_id"]] = payload
+                assert len(acked) == 60
+                reply = await request_ok(nc, p.query_subject("ha.box"), {"limit": 100})
+                assert {m["msg_id"]: m["payload"] for m in reply["messages"]} == acked
+            finally:
+                await nc.close()
