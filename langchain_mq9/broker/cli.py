@@ -3,6 +3,8 @@
     mq9-dev-broker                      # nats-server on 127.0.0.1:4222, state in memory
     mq9-dev-broker --data ./mq9-data    # state kept in ./mq9-data/mq9-broker.sqlite3
     mq9-dev-broker --nats nats://127.0.0.1:4222   # serve on a nats-server already running
+    mq9-dev-broker --nats nats://h1:4222,nats://h2:4222,nats://h3:4222 --store jetstream
+                                        # state replicated in JetStream on that NATS cluster
 
 It starts ``nats-server`` (or attaches to one with ``--nats``), answers every ``$mq9.AI.*``
 request with ``BrokerEngine``, prints where it listens and how to connect, and stops on Ctrl-C
@@ -35,7 +37,8 @@ from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
 from .pacing import AnswerPacer
 from .serve import BULK_ANSWER, serve_on_nats
-from .storage import SqliteStorage, StorageError
+from .storage import JetStreamStorage, SqliteStorage, Storage, StorageError
+from .storage.jetstream import DEFAULT_STREAM
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -75,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--nats",
         metavar="URL",
         help="serve on this running nats-server instead of starting one (--host/--port "
-        "unused); answers are then at most that server's max_payload (1 MiB unless it is "
+        "unused); URL may list the servers of one cluster, comma-separated; answers are "
+        "then at most that server's max_payload (1 MiB unless it is "
         f"configured otherwise), where a started nats-server carries {LARGEST_MAX_PAYLOAD} "
         "bytes (64 MiB)",
     )
@@ -88,6 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
         "a directory, created if missing, holding mq9-broker.sqlite3 when it is an existing "
         "directory, ends in /, or does not exist and has no suffix (./mq9-data); it is the "
         "file itself when it is an existing file or has a suffix (./state.sqlite3, ./mq9.db)",
+    )
+    keep.add_argument(
+        "--store",
+        choices=("memory", "sqlite", "jetstream"),
+        help="where the state is kept: memory (the default without --data), sqlite (the "
+        "default with --data: the file it names), or jetstream: a stream (MQ9_STATE) on the "
+        "NATS cluster of --nats, which needs JetStream enabled; each answer is given once a "
+        "quorum of the stream's replicas holds the change",
+    )
+    keep.add_argument(
+        "--replicas",
+        type=int,
+        choices=range(1, 6),
+        metavar="N",
+        help="with --store jetstream: the stream's replicas when the broker creates it "
+        "(default: 3 when the cluster has 3 or more servers, else 1; an existing stream keeps "
+        "its own)",
+    )
+    keep.add_argument(
+        "--stream",
+        default=DEFAULT_STREAM,
+        metavar="NAME",
+        help=f"with --store jetstream: the stream holding the state (default {DEFAULT_STREAM}; "
+        "another name keeps another broker's state on the same cluster)",
     )
     keep.add_argument(
         "--sync",
@@ -176,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     # each --max-* flag sets the BrokerLimits field its dest names
     limits = BrokerLimits(**{k: v for k, v in vars(args).items() if k.startswith("max_")})
     server: NatsProcess | None = None
-    storage: SqliteStorage | None = None
+    storage: Storage | None = None
     try:
+        store = _store_of(args)
         # Storage first: a data file in use by another broker must stop us before anything
         # listens. nats-server is started here, on the main thread, which lives as long as the
         # broker (the child is tied to the thread that started it, see start_nats_server).
@@ -193,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.embedding_model:  # chosen: it loads, or the broker does not start
                 raise
             # the default model: the engine logs why, and answers it to each request needing it
-        if args.data:
+        if store == "sqlite":
             storage = SqliteStorage(args.data, synchronous=args.sync)
+        elif store == "jetstream":
+            storage = JetStreamStorage(
+                _servers(args.nats), replicas=args.replicas, stream=args.stream
+            )
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
         engine.load_model_soon()  # loaded already; a default model that is not is logged
         # What is held now (the model's objects, the restored state) lives as long as the
@@ -222,6 +255,28 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         if storage is not None:
             storage.close()
+
+
+def _store_of(args: argparse.Namespace) -> str:
+    """The store ``--store`` names, or the one ``--data`` implies; contradictions refused."""
+    store = args.store or ("sqlite" if args.data else "memory")
+    if store == "jetstream" and not args.nats:
+        raise StartupError(
+            "--store jetstream keeps the state on the NATS cluster the broker serves on: "
+            "pass --nats nats://H1:P1,nats://H2:P2,... (servers with JetStream enabled)"
+        )
+    if store != "sqlite" and args.data:
+        raise StartupError(f"--data names a SQLite file, which --store {store} does not use")
+    if store == "sqlite" and not args.data:
+        raise StartupError("--store sqlite needs --data PATH: where the SQLite file is")
+    if args.replicas is not None and store != "jetstream":
+        raise StartupError("--replicas is for --store jetstream")
+    return store
+
+
+def _servers(url: str) -> list[str]:
+    """The servers of a ``--nats`` URL: one, or several comma-separated (one cluster)."""
+    return [one.strip() for one in url.split(",") if one.strip()]
 
 
 def _start_server(host: str, port: int) -> NatsProcess:
@@ -256,14 +311,14 @@ async def _serve(
     engine: BrokerEngine,
     url: str,
     server: NatsProcess | None,
-    storage: SqliteStorage | None,
+    storage: Storage | None,
     pacer: AnswerPacer | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    shown = redact(url)
+    shown = ",".join(redact(one) for one in _servers(url))
 
     async def disconnected() -> None:
         if not stop.is_set() and not connection.is_closed:  # not our own close()
@@ -334,7 +389,7 @@ async def _connect(url: str, shown: str, **callbacks: Any) -> NatsConnection:
     try:
         await asyncio.wait_for(
             connection.connect(
-                url,
+                _servers(url),
                 max_reconnect_attempts=3,  # for the first connection: nothing there, say so
                 reconnect_time_wait=0.25,  # type: ignore[arg-type]  # nats-py sleeps it: a float
                 **callbacks,
@@ -369,12 +424,20 @@ async def _refuse_second_broker(connection: NatsConnection, shown: str) -> None:
 
 
 def _banner(
-    shown: str, server: NatsProcess | None, storage: SqliteStorage | None, engine: BrokerEngine
+    shown: str, server: NatsProcess | None, storage: Storage | None, engine: BrokerEngine
 ) -> None:
     limits, answer_limit = engine.limits, engine.answer_limit
     pid = "" if server is None else f" (pid {server.process.pid})"
     lines = [f"mq9 dev broker: BrokerEngine on nats-server{pid} at {shown}"]
-    if storage is None:
+    if isinstance(storage, JetStreamStorage):
+        counts = storage.restored
+        lines.append(
+            f"storage: JetStream stream {storage.stream} ({storage.replicas} replicas; each "
+            f"answer after a quorum holds it); restored {counts['mailboxes']} mailboxes, "
+            f"{counts['messages']} messages, {counts['delayed']} delayed messages, "
+            f"{counts['offsets']} group offsets, {counts['agents']} agents"
+        )
+    elif not isinstance(storage, SqliteStorage):
         lines.append(
             "storage: in memory only; everything is lost when the broker stops "
             "(use --data PATH to keep it)"

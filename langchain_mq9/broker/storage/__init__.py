@@ -1,15 +1,18 @@
 """The engine's storage: one interface (``base.Storage``) and the stores behind it, beside
-each other: ``MemoryStorage`` (keeps nothing) and ``SqliteStorage`` (one SQLite file)."""
+each other: ``MemoryStorage`` (keeps nothing), ``SqliteStorage`` (one SQLite file) and
+``JetStreamStorage`` (a replicated NATS JetStream stream)."""
 
 from __future__ import annotations
 
 from .base import Restorable, Storage, StorageError
+from .jetstream import JetStreamStorage
 from .memory import MemoryStorage
 from .sqlite import DEFAULT_FILE_NAME, SCHEMA_VERSION, SqliteStorage, data_file, wal_commits_lost
 
 __all__ = [
     "DEFAULT_FILE_NAME",
     "SCHEMA_VERSION",
+    "JetStreamStorage",
     "MemoryStorage",
     "Restorable",
     "SqliteStorage",

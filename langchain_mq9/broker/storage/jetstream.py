@@ -1,0 +1,549 @@
+"""The broker's state in a NATS JetStream stream, replicated on the NATS cluster it serves on.
+
+Each request's changes (the hooks below, told under the engine's lock) are kept as an ordered
+list of change records; on leaving ``transaction()`` they go to the stream as ONE message, and
+the transaction returns only once JetStream acknowledged it, that is once the stream's leader
+and a quorum of its replicas (2 of 3) hold it. So an answered request is replicated, a
+transaction is stored whole or not at all, and the loss of one server of three loses nothing
+that was answered.
+
+Each publish also says which record it follows (``Nats-Expected-Last-Sequence``), and the
+connection buffers nothing while it reconnects: a write this broker gave up on (and answered as
+an error) that reaches the stream late, or a write of a second broker on the stream, makes the
+next write fail and the engine restore itself from the stream, never a state the engine does
+not hold (a reused msg_id).
+
+A publish that is not acknowledged (the stream's leader is gone and a new one not yet elected,
+about 6.5 s measured on loopback) is retried with the same ``Nats-Msg-Id`` until
+``commit_timeout``: JetStream keeps a message id for its duplicate window (2 minutes), so a
+retry of a publish that was stored after all is not stored twice. When no retry is acknowledged
+in time the transaction raises ``StorageError``: the engine then restores itself from the
+stream, which is the truth (``BrokerEngine._transact``).
+
+``restore`` replays the stream from its first message into a fresh engine.
+
+Known limits of this first slice (issue #55):
+- the stream is never compacted: a restore replays every transaction ever made (no snapshot);
+- the engine runs on the serving event loop and this store blocks it while a publish waits for
+  its acknowledgement (0.5 ms on loopback; up to ``commit_timeout`` during a leader election);
+- one broker process per stream: a second one's writes make the first's fail (see above),
+  and neither takes over from the other yet.
+
+The record (version 1): the UTF-8 JSON ``{"v": 1, "ops": [[kind, ...], ...]}``, a newline, then
+the bytes of every payload and header the ops refer to as ``[start, end]`` into those bytes (no
+base64: a message as large as the server takes needs little more room in its record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ...protocol import Priority
+from ...semantic.ranking import AgentEntry
+from ..mailbox import Mailbox, StoredMessage
+from .base import Restorable, Storage, StorageError
+
+log = logging.getLogger("langchain_mq9.broker")
+
+RECORD_VERSION = 1
+DEFAULT_STREAM = "MQ9_STATE"
+SUBJECT_PREFIX = "mq9state"
+# How long a transaction retries its publish: longer than a leader election (6.6 s measured)
+DEFAULT_COMMIT_TIMEOUT = 15.0
+_ATTEMPT_TIMEOUT = 2.0  # one publish's wait for its acknowledgement
+_RETRY_PAUSE = 0.1
+_CONNECT_TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+
+class JetStreamStorage(Storage):
+    """The engine's state in the JetStream stream ``stream`` on the NATS servers ``servers``.
+
+    >>> storage = JetStreamStorage(["nats://h1:4222", "nats://h2:4222"], replicas=3)
+    >>> engine = BrokerEngine(storage=storage)   # replays the stream
+
+    ``replicas``: the stream's replicas when it is created (None: 3 where the cluster has 3 or
+    more servers, else 1); an existing stream keeps its own (``self.replicas`` says which).
+    """
+
+    def __init__(
+        self,
+        servers: list[str],
+        *,
+        replicas: int | None = None,
+        stream: str = DEFAULT_STREAM,
+        commit_timeout: float = DEFAULT_COMMIT_TIMEOUT,
+    ) -> None:
+        if replicas is not None and not 1 <= replicas <= 5:
+            raise ValueError("replicas must be 1 to 5 (JetStream's limit)")
+        self.servers = servers
+        self.stream = stream
+        self.subject = f"{SUBJECT_PREFIX}.{stream.lower()}"
+        self.commit_timeout = commit_timeout
+        self.restored: dict[str, int] = {}
+        self._ops: list[list[Any]] = []
+        self._blobs = bytearray()
+        self._delayed_ids: dict[int, int] = {}  # engine heap seq -> the record's delayed id
+        self._next_delayed_id = 1
+        self._last_seq = 0  # the stream's last record as this broker knows it
+        self._writer = uuid.uuid4().hex  # with a count, each transaction's Nats-Msg-Id
+        self._count = 0
+        # Our own event loop on a thread of ours: the engine's calls are synchronous
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="mq9-jetstream", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.replicas = self._run(self._open(replicas), _CONNECT_TIMEOUT * 2)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def _run(self, work: Coroutine[Any, Any, T], timeout: float) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise StorageError(f"JetStream did not answer within {timeout:g} s") from None
+        except StorageError:
+            raise
+        except Exception as exc:  # the engine expects a store to fail with StorageError only
+            raise StorageError(f"{type(exc).__name__}: {exc}") from None
+
+    async def _open(self, replicas: int | None) -> int:
+        import nats
+        from nats.errors import NoRespondersError
+        from nats.js.api import StorageType, StreamConfig
+        from nats.js.errors import NotFoundError
+
+        try:
+            self._nc = await nats.connect(
+                self.servers,
+                connect_timeout=2,
+                # no buffering while reconnecting: a write given up on must not land later
+                pending_size=0,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                reconnect_time_wait=0.25,
+            )
+        except Exception as exc:
+            raise StorageError(f"cannot connect to NATS at {self.servers}: {exc}") from None
+        self._js = self._nc.jetstream(timeout=_ATTEMPT_TIMEOUT)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CONNECT_TIMEOUT
+        while True:  # a cluster just started elects its JetStream leader first
+            try:
+                info = await self._js.stream_info(self.stream)
+                return info.config.num_replicas or 1
+            except NotFoundError:
+                break
+            except Exception as exc:
+                # no responders: no JetStream there at all; else it may come within seconds
+                if isinstance(exc, NoRespondersError) or loop.time() >= deadline:
+                    raise StorageError(
+                        f"JetStream is not available on {self.servers}: "
+                        f"{type(exc).__name__}: {exc} (start nats-server with -js, or with "
+                        "jetstream in its config)"
+                    ) from None
+                await asyncio.sleep(_RETRY_PAUSE)
+        if replicas is None:
+            replicas = 3 if len(self._nc.servers) >= 3 else 1
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[self.subject],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+        )
+        try:
+            await self._js.add_stream(config)
+        except Exception as exc:
+            raise StorageError(f"cannot create the JetStream stream {self.stream}: {exc}") from None
+        return replicas
+
+    def close(self) -> None:
+        nc = getattr(self, "_nc", None)
+        if nc is not None and self._loop.is_running():
+            with contextlib.suppress(Exception):
+                self._run(nc.close(), 5)
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def transaction(self) -> JetStreamStorage:
+        return self
+
+    def __enter__(self) -> JetStreamStorage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._ops:
+            return
+        record = json.dumps({"v": RECORD_VERSION, "ops": self._ops}, ensure_ascii=False)
+        data = record.encode() + b"\n" + bytes(self._blobs)
+        self._ops, self._blobs = [], bytearray()
+        self._count += 1
+        msg_id = f"{self._writer}-{self._count}"
+        try:
+            self._run(self._publish(data, msg_id), self.commit_timeout + _ATTEMPT_TIMEOUT)
+        except StorageError as exc:
+            log.error("could not store a transaction in JetStream: %s", exc)
+            raise StorageError(
+                f"the broker could not save the change, so it did not make it: {exc}"
+            ) from None
+
+    async def _publish(self, data: bytes, msg_id: str) -> None:
+        from nats.js.errors import APIError
+
+        headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Last-Sequence": str(self._last_seq)}
+        # The server counts the headers too, and closes the connection over a payload too
+        # large (nats-py checks the data alone): refused here, in words
+        size = (
+            len(data)
+            + len(b"NATS/1.0\r\n\r\n")
+            + sum(len(f"{name}: {value}\r\n") for name, value in headers.items())
+        )
+        if size > self._nc.max_payload:
+            raise StorageError(
+                f"the change takes {size} bytes in JetStream, more than the NATS server's "
+                f"max_payload ({self._nc.max_payload}): send a smaller message, or raise "
+                "max_payload in the servers' configuration"
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.commit_timeout
+        attempts = 0
+        while True:
+            attempts += 1
+            if self._nc.is_closed:
+                raise StorageError("the connection to NATS is closed")
+            try:
+                ack = await self._js.publish(self.subject, data, headers=headers)
+                self._last_seq = ack.seq
+                if attempts > 1:
+                    log.warning("a transaction was stored after %d attempts", attempts)
+                return
+            except APIError as exc:
+                if exc.code is not None and exc.code < 500 and exc.code != 408:
+                    # 400 "wrong last sequence": the stream holds a record this broker did
+                    # not read (a write it gave up on that landed late, another broker)
+                    raise StorageError(f"JetStream refused the write: {exc}") from None
+                failure: Exception = exc  # 503: no stream leader yet
+            except Exception as exc:  # no responders, timeout, reconnecting: retried
+                failure = exc
+            if loop.time() + _RETRY_PAUSE >= deadline:
+                raise StorageError(
+                    f"JetStream did not acknowledge the write in {self.commit_timeout:g} s "
+                    f"({attempts} attempts; last: {type(failure).__name__}: {failure})"
+                )
+            await asyncio.sleep(_RETRY_PAUSE)
+
+    def _note(self, *op: Any) -> None:
+        self._ops.append(list(op))
+
+    def _blob(self, data: bytes | None) -> list[int] | None:
+        if data is None:
+            return None
+        start = len(self._blobs)
+        self._blobs += data
+        return [start, len(self._blobs)]
+
+    def _message(self, message: StoredMessage) -> list[Any]:
+        return [
+            message.priority.value,
+            message.create_time,
+            message.key,
+            list(message.tags) if message.tags else None,
+            self._blob(message.header),
+            message.expire_at,
+            self._blob(message.payload),
+        ]
+
+    def mailbox_created(self, mailbox: Mailbox) -> None:
+        self._note(
+            "mc",
+            mailbox.address,
+            mailbox.shard,
+            mailbox.create_time,
+            mailbox.ttl,
+            mailbox.desc,
+            mailbox.next_id,
+            mailbox.start_offset,
+        )
+
+    def mailbox_expired(self, mailbox: Mailbox) -> None:
+        self._note("mx", mailbox.address)
+
+    def mailbox_removed(self, mailbox: Mailbox) -> None:
+        self._note("mr", mailbox.address)
+
+    def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None:
+        self._note("ms", mailbox.address, mailbox.next_id, message.msg_id, self._message(message))
+
+    def message_removed(self, mailbox: Mailbox, msg_id: int) -> None:
+        self._note("md", mailbox.address, msg_id)
+
+    def mailbox_start_moved(self, mailbox: Mailbox) -> None:
+        self._note("mo", mailbox.address, mailbox.start_offset)
+
+    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None:
+        delayed_id = self._next_delayed_id
+        self._next_delayed_id += 1
+        self._delayed_ids[seq] = delayed_id
+        self._note("da", delayed_id, address, due, self._message(message))
+
+    def delayed_released(self, seq: int) -> None:
+        delayed_id = self._delayed_ids.pop(seq, None)
+        if delayed_id is not None:
+            self._note("dr", delayed_id)
+
+    def offset_committed(self, lane: str, shard: str, offset: int) -> None:
+        self._note("oc", lane, shard, offset)
+
+    def offset_dropped(self, lane: str, shard: str) -> None:
+        self._note("od", lane, shard)
+
+    def agent_saved(self, entry: AgentEntry) -> None:
+        self._note("as", entry.name, entry.agent_info, entry.create_time)
+
+    def agent_removed(self, entry: AgentEntry) -> None:
+        self._note("ar", entry.name)
+
+    def index_saved(self, entry: AgentEntry) -> None:
+        self._note("is", entry.card_name, entry.name, entry.agent_info, entry.create_time)
+
+    def index_removed(self, card_name: str) -> None:
+        self._note("ir", card_name)
+
+    # -- reading back --------------------------------------------------------------------------
+
+    def restore(self, engine: Restorable) -> None:
+        # Also after a failed write: what was noted since the last restore is void
+        self._ops, self._blobs = [], bytearray()
+        self._delayed_ids.clear()
+        try:
+            state = self._run(self._replay(), self.commit_timeout + _CONNECT_TIMEOUT)
+        except StorageError as exc:
+            raise StorageError(f"cannot read the broker's state from JetStream: {exc}") from None
+        self._next_delayed_id = max(state.delayed, default=0) + 1
+        self._delayed_ids = state.load_into(engine)
+        self.restored = state.counts()
+
+    async def _replay(self) -> _State:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.commit_timeout
+        while True:  # during a leader election the stream answers nothing for a while
+            try:
+                return await self._read_stream()
+            except _NotARecord as exc:
+                raise StorageError(str(exc)) from None
+            except Exception as exc:
+                if loop.time() >= deadline:
+                    raise StorageError(f"{type(exc).__name__}: {exc}") from None
+                await asyncio.sleep(_RETRY_PAUSE)
+
+    async def _read_stream(self) -> _State:
+        """Every record of the stream, from its first, applied in order."""
+        from nats.js.api import DeliverPolicy
+
+        info = await self._js.stream_info(self.stream)
+        state = _State()
+        last = info.state.last_seq
+        if info.state.messages:
+            sub = await self._js.subscribe(
+                self.subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            )
+            try:
+                seq = 0
+                while seq < last:
+                    msg = await sub.next_msg(timeout=_ATTEMPT_TIMEOUT)
+                    seq = msg.metadata.sequence.stream
+                    try:
+                        state.apply(msg.data)
+                    except (ValueError, KeyError, TypeError, IndexError) as exc:
+                        raise _NotARecord(
+                            f"stream {self.stream} message {seq} is not a broker record this "
+                            f"version reads: {type(exc).__name__}: {exc}"
+                        ) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._last_seq = last
+        return state
+
+
+class _NotARecord(Exception):
+    """A message of the stream this version cannot read: retrying will not help."""
+
+
+@dataclass
+class _Mailbox:
+    shard: str
+    create_time: int
+    ttl: int
+    desc: str
+    next_id: int
+    start_offset: int
+    live: bool = True
+    messages: dict[int, StoredMessage] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    """What the stream's records add up to, as the SQLite store's tables hold it."""
+
+    mailboxes: dict[str, _Mailbox] = field(default_factory=dict)
+    orphans: dict[str, dict[int, StoredMessage]] = field(default_factory=dict)
+    delayed: dict[int, tuple[str, int, StoredMessage]] = field(default_factory=dict)
+    offsets: dict[tuple[str, str], int] = field(default_factory=dict)
+    agents: dict[str, tuple[str, int]] = field(default_factory=dict)  # in registration order
+    index: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # in writing order
+
+    def apply(self, data: bytes) -> None:
+        head, _, blobs = data.partition(b"\n")
+        record = json.loads(head)
+        if record.get("v") != RECORD_VERSION:
+            raise ValueError(f"record version {record.get('v')!r}, expected {RECORD_VERSION}")
+        for kind, *args in record["ops"]:
+            getattr(self, f"_op_{kind}")(blobs, *args)
+
+    # One method per change record: replaying them in order rebuilds the state
+
+    def _op_mc(self, _b: bytes, address: str, shard: str, *fields: Any) -> None:
+        create_time, ttl, desc, next_id, start_offset = fields
+        old = self.mailboxes.get(address)
+        # a new log does not take up the messages an interrupted write left under its name
+        self.orphans.pop(address, None)
+        messages = old.messages if old is not None else {}
+        self.mailboxes[address] = _Mailbox(
+            shard, create_time, ttl, desc, next_id, start_offset, True, messages
+        )
+
+    def _op_mx(self, _b: bytes, address: str) -> None:
+        if address in self.mailboxes:
+            self.mailboxes[address].live = False
+
+    def _op_mr(self, _b: bytes, address: str) -> None:
+        self.mailboxes.pop(address, None)
+
+    def _op_ms(
+        self, blobs: bytes, address: str, next_id: int, msg_id: int, cols: list[Any]
+    ) -> None:
+        message = _message_from(msg_id, cols, blobs)
+        mailbox = self.mailboxes.get(address)
+        if mailbox is None:
+            self.orphans.setdefault(address, {})[msg_id] = message
+            return
+        mailbox.messages[msg_id] = message
+        mailbox.next_id = next_id
+
+    def _op_md(self, _b: bytes, address: str, msg_id: int) -> None:
+        if address in self.mailboxes:
+            self.mailboxes[address].messages.pop(msg_id, None)
+
+    def _op_mo(self, _b: bytes, address: str, start_offset: int) -> None:
+        if address in self.mailboxes:
+            self.mailboxes[address].start_offset = start_offset
+
+    def _op_da(
+        self, blobs: bytes, delayed_id: int, address: str, due: int, cols: list[Any]
+    ) -> None:
+        self.delayed[delayed_id] = (address, due, _message_from(-1, cols, blobs))
+
+    def _op_dr(self, _b: bytes, delayed_id: int) -> None:
+        self.delayed.pop(delayed_id, None)
+
+    def _op_oc(self, _b: bytes, lane: str, shard: str, offset: int) -> None:
+        self.offsets[(lane, shard)] = offset
+
+    def _op_od(self, _b: bytes, lane: str, shard: str) -> None:
+        self.offsets.pop((lane, shard), None)
+
+    def _op_as(self, _b: bytes, name: str, agent_info: str, create_time: int) -> None:
+        self.agents.pop(name, None)  # a replaced registration goes last, as in SQLite
+        self.agents[name] = (agent_info, create_time)
+
+    def _op_ar(self, _b: bytes, name: str) -> None:
+        self.agents.pop(name, None)
+
+    def _op_is(self, _b: bytes, card: str, name: str, agent_info: str, create_time: int) -> None:
+        self.index.pop(card, None)
+        self.index[card] = (name, agent_info, create_time)
+
+    def _op_ir(self, _b: bytes, card: str) -> None:
+        self.index.pop(card, None)
+
+    def load_into(self, engine: Restorable) -> dict[int, int]:
+        """Fill ``engine``; returns the engine's heap seq of each delayed id."""
+        for address, kept in self.mailboxes.items():
+            mailbox = Mailbox(
+                address, create_time=kept.create_time, ttl=kept.ttl, desc=kept.desc,
+                shard=kept.shard,
+            )  # fmt: skip
+            mailbox.start_offset = kept.start_offset
+            engine.add_mailbox(mailbox, live=kept.live)
+            for msg_id in sorted(kept.messages):
+                mailbox.insert(kept.messages[msg_id])
+            # ids of deleted messages stay used
+            mailbox.next_id = max(kept.next_id, mailbox.next_id)
+        for (lane, shard), offset in self.offsets.items():
+            engine.offsets.setdefault(lane, {})[shard] = offset
+        seqs = {
+            engine.hold_delayed(due, address, message): delayed_id
+            for delayed_id, (address, due, message) in sorted(self.delayed.items())
+        }
+        registered = engine.registry.entries
+        for name, (agent_info, create_time) in self.agents.items():
+            registered[name] = AgentEntry.make(name, agent_info, create_time)
+        for name, agent_info, create_time in self.index.values():
+            entry = registered.get(name)
+            if entry is None or (entry.agent_info, entry.create_time) != (agent_info, create_time):
+                entry = AgentEntry.make(name, agent_info, create_time)  # unregistered since
+            if entry.card is None:
+                raise StorageError(f"the search index holds {name!r}, which is no A2A card")
+            engine.registry.put_index(entry)
+        for address, messages in self.orphans.items():
+            log.warning("skipped %d messages of mailbox %r, not stored", len(messages), address)
+        return seqs
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "mailboxes": len(self.mailboxes),
+            "messages": sum(len(m.messages) for m in self.mailboxes.values()),
+            "delayed": len(self.delayed),
+            "offsets": len(self.offsets),
+            "agents": len(self.agents),
+            "skipped": sum(len(m) for m in self.orphans.values()),
+        }
+
+
+def _message_from(msg_id: int, cols: list[Any], blobs: bytes) -> StoredMessage:
+    priority, create_time, key, tags, header, expire_at, payload = cols
+    return StoredMessage(
+        msg_id,
+        _slice(blobs, payload) or b"",
+        Priority(priority),
+        create_time,
+        key,
+        tuple(tags) if tags else (),
+        _slice(blobs, header),
+        expire_at,
+    )
+
+
+def _slice(blobs: bytes, where: list[int] | None) -> bytes | None:
+    return None if where is None else blobs[where[0] : where[1]]

@@ -1,0 +1,268 @@
+"""The JetStream store (issue #55): the broker's state in a replicated JetStream stream.
+
+The restart tests of test_durability.py run here unchanged on a ``JetStreamStorage`` (their
+``durable`` fixture is replaced by one over a stream of the test's own on a JetStream
+nats-server): mailboxes, messages and msg_ids (none reused), group offsets, the registry and
+its search index, delayed messages and TTLs on the injected clock. Then what only this store
+has: an answer only after JetStream acknowledged the change, and a 3-server cluster losing the
+server of the stream's leader (SIGKILL) with nothing acknowledged lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import nats
+import nats.errors
+import pytest
+import test_durability
+from devbroker_helpers import DevBroker, request_ok
+from jetstream_servers import JetStreamCluster
+from test_durability import T0, Restartable, engine_state
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine, ManualClock
+from langchain_mq9.broker.storage import JetStreamStorage, StorageError
+
+pytestmark = pytest.mark.slow  # nats-server processes
+
+# The same tests, on this store (pytest collects what the module holds)
+RESTART_TESTS = (
+    "test_a_dropped_group_stays_dropped_and_groups_go_with_their_log",
+    "test_an_expired_mailbox_log_survives_restart",
+    "test_committed_offsets_survive_and_a_fetch_commits_nothing",
+    "test_delayed_messages_wait_across_a_restart",
+    "test_mailbox_ttls_survive_restart",
+    "test_messages_keep_every_field_and_msg_ids_are_never_reused",
+    "test_offsets_by_group_name_and_huge_offsets_survive",
+    "test_retention_and_the_earliest_offset_survive_restart",
+    "test_the_registry_and_its_search_index_survive",
+)
+globals().update({name: getattr(test_durability, name) for name in RESTART_TESTS})
+
+
+class OnJetStream(Restartable):
+    """An engine over a JetStream stream; ``restart()`` rebuilds it from the stream."""
+
+    def __init__(self, servers: list[str], stream: str, **options: float) -> None:
+        self.servers, self.stream, self.options = servers, stream, options
+        super().__init__(None, ManualClock(T0))  # type: ignore[arg-type]  # no file
+
+    def _start(self) -> BrokerEngine:
+        storage = JetStreamStorage(self.servers, stream=self.stream, **self.options)
+        try:
+            return BrokerEngine(clock=self.clock, storage=storage)
+        except StorageError:
+            storage.close()
+            raise
+
+
+@pytest.fixture(scope="module")
+def lone_jetstream():
+    with JetStreamCluster(1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def durable(lone_jetstream):
+    broker = OnJetStream(lone_jetstream.urls, f"T{uuid.uuid4().hex[:12]}")
+    yield broker
+    broker.stop()
+
+
+async def test_a_restored_engine_holds_exactly_the_state_written(durable):
+    await durable.create("box", ttl=600)
+    for i in range(20):
+        await durable.send(
+            "box", f"m{i}", {"mq9-priority": ("normal", "urgent", "critical")[i % 3]}
+        )
+    await durable.send("box", "later", {"mq9-delay": "30"})
+    await durable.ack("box", "g", 4)
+    await durable.ok(p.delete_subject("box", 7))
+    before = engine_state(durable.engine)
+    durable.restart()
+    assert engine_state(durable.engine) == before
+    assert durable.engine.storage.restored["messages"] == 19
+
+
+async def test_a_send_is_answered_only_once_jetstream_acknowledged_it():
+    """JetStream gone: the SEND is an error and nothing of it is applied; what was answered
+    before is all there once JetStream is back, and its msg_id is not reused."""
+    with JetStreamCluster(1) as cluster:
+        broker = OnJetStream(cluster.urls, "MQ9_STATE", commit_timeout=1.0)
+        try:
+            await broker.create("box")
+            acked = [await broker.send("box", f"kept {i}") for i in range(3)]
+            cluster.servers[0].stop()
+            reply = await broker.call(p.send_subject("box"), b"not acknowledged")
+            assert "could not save the change" in reply["error"], reply
+            assert "did not acknowledge" in reply["error"], reply
+            # the memory, ahead of the stream, could not be restored: nothing is served from it
+            again = await broker.call(p.query_subject("box"), {})
+            assert again["error"] and "messages" not in again, again
+            cluster.servers[0].start()
+            broker.restart()
+            assert [m["payload"] for m in await broker.query("box")] == [f"kept {i}" for i in acked]
+            assert await broker.send("box", "next") == acked[-1] + 1
+        finally:
+            broker.stop()
+
+
+def test_no_jetstream_on_the_server_is_a_clear_error(nats_server):
+    with pytest.raises(StorageError, match="JetStream is not available"):
+        JetStreamStorage([nats_server.url])
+
+
+def test_a_record_of_another_version_is_refused_with_its_place(durable):
+    durable.stop()
+
+    async def publish() -> None:
+        nc = await nats.connect(durable.servers)
+        await nc.jetstream().publish(f"mq9state.{durable.stream.lower()}", b'{"v":99,"ops":[]}\n')
+        await nc.close()
+
+    asyncio.run(publish())
+    with pytest.raises(StorageError, match="message 1 is not a broker record"):
+        durable._start()
+
+
+# -- a 3-server cluster: the stream leader's server killed -------------------------------------
+
+
+async def stream_leader(servers: list[str], stream: str) -> str:
+    nc = await nats.connect(servers)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        assert info.cluster is not None
+        return info.cluster.leader or ""
+    finally:
+        await nc.close()
+
+
+async def test_the_stream_leaders_server_killed_loses_no_acknowledged_message():
+    with JetStreamCluster(3) as cluster:
+        broker = OnJetStream(cluster.urls, "MQ9_STATE", commit_timeout=60.0)
+        try:
+            assert broker.engine.storage.replicas == 3  # the default on 3 servers
+            await broker.create("box")
+            acked = {await broker.send("box", f"before {i}"): f"before {i}" for i in range(50)}
+            leader = await stream_leader(cluster.urls, "MQ9_STATE")
+            cluster.by_name(leader).kill()
+            started = time.monotonic()
+            first = await broker.send("box", "during the election")  # waits for the new leader
+            gap = time.monotonic() - started
+            acked[first] = "during the election"
+            for i in range(49):
+                acked[await broker.send("box", f"after {i}")] = f"after {i}"
+            assert len(acked) == 100  # no msg_id handed out twice
+            survivors = [s.url for s in cluster.servers if s.name != leader]
+            broker.servers = survivors
+            broker.restart()
+            messages = broker.engine.topics["box"].messages.values()
+            stored = {m.msg_id: m.payload.decode() for m in messages}
+            assert stored == acked
+            assert await stream_leader(survivors, "MQ9_STATE") != leader
+            print(f"first SEND after the leader's server was killed answered in {gap:.2f} s")
+        finally:
+            broker.stop()
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+async def test_the_cli_keeps_its_state_in_jetstream_through_a_kill_9(lone_jetstream):
+    """``--nats URL,URL --store jetstream``: answered SENDs and ACKs are in the stream, so the
+    broker started again after kill -9 serves them; no msg_id is reused."""
+    stream = f"CLI{uuid.uuid4().hex[:8]}"
+    url = ",".join(lone_jetstream.urls * 2)  # a list, as for a cluster
+    args = ("--nats", url, "--store", "jetstream", "--stream", stream, "--no-search")
+    with DevBroker(*args) as broker:
+        assert f"JetStream stream {stream} (1 replicas" in broker.output()
+        nc = await nats.connect(lone_jetstream.urls)
+        try:
+            await request_ok(nc, p.MAILBOX_CREATE, {"name": "cli.box"})
+            ids = [
+                (await request_ok(nc, p.send_subject("cli.box"), f"m{i}".encode()))["msg_id"]
+                for i in range(5)
+            ]
+            ack = {"group_name": "g", "mail_address": "cli.box", "msg_id": 2}
+            await request_ok(nc, p.ack_subject("cli.box"), ack)
+            broker.kill()
+            with DevBroker(*args) as again:
+                assert "restored 1 mailboxes, 5 messages" in again.output()
+                fetch = {"group_name": "g", "deliver": "earliest", "config": {"max_wait_ms": 0}}
+                reply = await request_ok(nc, p.fetch_subject("cli.box"), fetch)
+                assert [m["msg_id"] for m in reply["messages"]] == ids[3:]
+                sent = await request_ok(nc, p.send_subject("cli.box"), b"after")
+                assert sent["msg_id"] == ids[-1] + 1
+        finally:
+            await nc.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--store", "jetstream"), "pass --nats"),
+        (("--store", "jetstream", "--nats", "nats://127.0.0.1:1", "--data", "x"), "--data"),
+        (("--store", "sqlite"), "needs --data"),
+        (("--replicas", "3"), "--replicas is for --store jetstream"),
+    ],
+)
+def test_contradicting_store_options_are_refused_in_words(args, words):
+    broker = DevBroker(*args, wait=False)
+    assert broker.wait_exit() == 1
+    assert words in broker.output()
+
+
+async def test_a_message_too_large_for_a_jetstream_record_is_refused_at_once(durable):
+    """The lone server's max_payload is 1 MiB, as the SEND's limit: a message near it does not
+    fit in its record; the SEND says so at once (not after the retries) and nothing changes."""
+    await durable.create("box")
+    started = time.monotonic()
+    reply = await durable.call(p.send_subject("box"), b"x" * 1_048_440)
+    assert "more than the NATS server's max_payload" in reply["error"], reply
+    assert time.monotonic() - started < durable.engine.storage.commit_timeout
+    assert await durable.query("box") == []
+    assert await durable.send("box", "small") == 0
+
+
+async def send_through_reconnect(nc, address: str, payload: str) -> dict:
+    """A SEND, sent again while nothing listens (the broker's own connection was on the killed
+    server and reconnects): a request no one received was not stored. Answered within the
+    broker's 15 s of retries, or its error says why."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await request_ok(nc, p.send_subject(address), payload.encode(), timeout=30)
+        except nats.errors.NoRespondersError:
+            assert time.monotonic() < deadline, "the broker did not come back in 30 s"
+            await asyncio.sleep(0.1)
+
+
+async def test_the_cli_broker_serves_on_through_the_loss_of_the_stream_leaders_server():
+    """``mq9-dev-broker --nats A,B,C --store jetstream`` on 3 servers: SIGKILL of the server
+    holding the stream's leader; the broker answers again once a new leader is elected, and
+    every SEND it answered with a msg_id is stored, none twice."""
+    with JetStreamCluster(3) as cluster:
+        args = ("--nats", ",".join(cluster.urls), "--store", "jetstream", "--no-search")
+        with DevBroker(*args) as broker:
+            assert "JetStream stream MQ9_STATE (3 replicas" in broker.output()
+            leader = await stream_leader(cluster.urls, "MQ9_STATE")
+            survivors = [s.url for s in cluster.servers if s.name != leader]
+            nc = await nats.connect(survivors, max_reconnect_attempts=-1)
+            try:
+                await request_ok(nc, p.MAILBOX_CREATE, {"name": "ha.box"})
+                acked: dict[int, str] = {}
+                for i in range(60):
+                    if i == 20:
+                        cluster.by_name(leader).kill()
+                    payload = f"m{i}"
+                    sent = await send_through_reconnect(nc, "ha.box", payload)
+                    acked[sent["msg_id"]] = payload
+                assert len(acked) == 60
+                reply = await request_ok(nc, p.query_subject("ha.box"), {"limit": 100})
+                assert {m["msg_id"]: m["payload"] for m in reply["messages"]} == acked
+            finally:
+                await nc.close()
