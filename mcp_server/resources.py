@@ -20,6 +20,7 @@ from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.catalog import ToolPolicy
 from langchain_mq9.operations.errors import explain
+from langchain_mq9.operations.results import AgentsFound, Outcome
 from langchain_mq9.operations.views import CARD_NOTE, DATA_NOTE, agent_view
 from langchain_mq9.protocol.errors import Mq9Error
 
@@ -68,7 +69,10 @@ async def read_resource(
     elif uri.startswith(AGENT) and len(uri) > len(AGENT):
         # the card as agent_discover shows it: cut, deep parts as text, marked as data
         card = await agent_card(connection, unquote(uri[len(AGENT) :]))
-        text = json.dumps({**agent_view(card, policy.max_payload_chars), "note": CARD_NOTE})
+        listed = Outcome(AgentsFound(count=1, agents=[agent_view(card)]), card)
+        listed.fit(policy.max_answer_chars, policy.max_payload_chars)  # agent_discover's budget
+        [view] = listed.content["agents"]
+        text = json.dumps({**view, "note": CARD_NOTE})
     else:
         raise MCPError(
             types.INVALID_PARAMS,
