@@ -151,7 +151,7 @@ async def test_dev_broker_no_search_flag():
             await client.agent_register({"name": "agent.a", "description": "translates text"})
             with pytest.raises(p.Mq9Error) as refused:
                 await client._call(p.AGENT_DISCOVER, p.encode({"text": "translates"}))
-            assert refused.value.message == p.ERR_SEARCH_NOT_BUILT
+            assert refused.value.detail == p.ERR_SEARCH_NOT_BUILT  # the broker's own words
             found = await client.agent_discover(text="translates")
             assert [a["name"] for a in found] == ["agent.a"] and found.ranked_here
         assert broker.stop() == 0

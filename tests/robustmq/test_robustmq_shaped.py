@@ -321,6 +321,6 @@ async def test_mq9_mcp_serves_every_tool(listener_url):
         assert registered["registered"]
         discovered = await ok(mcp, "agent_discover", query="translation")
         assert agent in [a["name"] for a in discovered["agents"]]
-        assert "no mailbox has this address" in await fails(
+        assert "does not exist" in await fails(
             mcp, "fetch_messages", mail_address=unique("shaped.nobody")
         )
