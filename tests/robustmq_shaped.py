@@ -12,7 +12,11 @@ NATS listener serves mq9 (docs/protocol.md §1), so CI proves the client against
    once; here CONNECT is always read together with the line after it, to make that case the
    rule;
 5. one connection's requests are answered one at a time, in order: an empty FETCH holds its
-   connection for its whole ``max_wait_ms`` (the engine sleeps it, as RobustMQ does).
+   connection for its whole ``max_wait_ms`` (the engine sleeps it, as RobustMQ does);
+8. with ``logins`` (user -> password: RobustMQ's ``auth_required``), a CONNECT without one of
+   ``ClientConnect``'s required fields is dropped without a word, a wrong password is answered
+   ``-ERR 'Authorization Violation'`` with the connection left open, and every SUB and PUB of a
+   connection not logged in gets that error too (docs/protocol.md §1.1, point 8).
 
 It speaks only what mq9 needs (no plain pub/sub between clients). Every point is also checked
 against a real RobustMQ in tests/robustmq/test_robustmq_shaped.py when ``MQ9_ROBUSTMQ_URL``
@@ -39,17 +43,21 @@ from langchain_mq9.broker.registry import AgentEntry, AgentRegistry
 
 INBOX_PREFIX = "_INBOX."
 MAX_PAYLOAD = 1024 * 1024  # RobustMQ's default nats_runtime.max_payload
+# ClientConnect's fields that are not an Option (protocol/src/nats/packet.rs:61-89)
+CONNECT_REQUIRED = {"verbose", "pedantic", "tls_required", "name", "lang", "version"}
 
 
 class RobustMQShapedListener:
     """``async with RobustMQShapedListener(engine) as listener:`` serves on ``listener.url``."""
 
-    def __init__(self, engine: BrokerEngine) -> None:
+    def __init__(self, engine: BrokerEngine, logins: dict[str, str] | None = None) -> None:
         self.engine = engine
+        self.logins = logins
         self.inboxes: dict[str, str] = {}  # reply subject -> sid, for every connection at once
         self.url = ""
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task] = set()
+        self._logged_in: dict[asyncio.StreamWriter, bool] = {}
 
     async def __aenter__(self) -> RobustMQShapedListener:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -68,9 +76,11 @@ class RobustMQShapedListener:
         self._connections.add(asyncio.current_task())
         info = {"server_id": "shaped", "proto": 1, "headers": True, "max_payload": MAX_PAYLOAD}
         info["go"] = "robustmq-rust"
+        info["auth_required"] = self.logins is not None
         writer.write(b"INFO " + json.dumps(info).encode() + b"\r\nPING\r\n")
         buffer = bytearray()
         connected = False
+        self._logged_in[writer] = self.logins is None
         try:
             while data := await reader.read(65536):
                 buffer += data
@@ -87,6 +97,7 @@ class RobustMQShapedListener:
             pass
         finally:
             self._connections.discard(asyncio.current_task())
+            self._logged_in.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -94,6 +105,10 @@ class RobustMQShapedListener:
     async def _frame(self, writer, op: str, args: list[str], payload: bytes | None) -> None:
         if op == "PING":
             writer.write(b"PONG\r\n")
+        elif op == "CONNECT":
+            self._connect(writer, args[0])
+        elif op in ("SUB", "PUB", "HPUB") and not self._logged_in[writer]:
+            writer.write(b"-ERR 'Authorization Violation'\r\n")
         elif op == "SUB":
             subject, sid = args[0], args[-1]
             if subject.startswith(INBOX_PREFIX):
@@ -113,6 +128,21 @@ class RobustMQShapedListener:
             if reply is not None:
                 sid = self.inboxes.get(reply, "0")  # (point 1)
                 writer.write(f"MSG {reply} {sid} {len(answer)}\r\n".encode() + answer + b"\r\n")
+
+    def _connect(self, writer: asyncio.StreamWriter, options: str) -> None:
+        if self.logins is None:
+            return
+        try:
+            fields = json.loads(options)
+        except ValueError:
+            return  # not read: dropped without a word (point 8)
+        if not isinstance(fields, dict) or not fields.keys() >= CONNECT_REQUIRED:
+            return
+        password = fields.get("pass")
+        if password is not None and self.logins.get(fields.get("user")) == password:
+            self._logged_in[writer] = True
+        else:
+            writer.write(b"-ERR 'Authorization Violation'\r\n")
 
 
 def _take_frame(buffer: bytearray) -> tuple[str, list[str], bytes | None] | None:
