@@ -57,11 +57,16 @@ def orchestrator_script() -> list[Any]:
             agent="summarize an incident report into a short summary",
             task="Summarize this incident report in two or three sentences:\n\n" + REPORT,
         ),
-        lambda m: (
-            f"I delegated the summary to {tool_result(m, 'call_agent')['agent']}; it is "
-            f"{tool_result(m, 'call_agent')['state']}, I will check back."
-        ),
+        delegated,
     ]
+
+
+def delegated(messages) -> str:
+    result = tool_result(messages, "call_agent")
+    if not isinstance(result, dict):  # the tool's error, in the words the model reads
+        return f"The delegation failed: {result}"
+    agent, state = result["agent"], result["state"]
+    return f"I delegated the summary to {agent}; it is {state}, I will check back."
 
 
 def collector_script() -> list[Any]:
