@@ -26,7 +26,7 @@ from typing import Any
 
 from langgraph.prebuilt import create_react_agent
 from models import add_model_option, chat_model, describe
-from support import Names, banner, build_agent, parser, run_agent
+from support import Names, banner, build_agent, parser, run_agent, until_searchable
 from two_agents import REPORT, extractive_summary
 
 from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
@@ -43,6 +43,8 @@ done yet, say so and stop. When asked for results, use list_calls and check_call
 (wait_seconds=30) and answer with the result.
 """
 
+# what the orchestrator asks for: call_agent routes by it
+CAPABILITY = "summarize an incident report into a short summary"
 SUMMARIZER_PROMPT = "You summarize texts in two or three plain sentences that keep the key facts."
 
 
@@ -54,7 +56,7 @@ def orchestrator_script() -> list[Any]:
         # -- first process: delegate
         call(
             "call_agent",
-            agent="summarize an incident report into a short summary",
+            agent=CAPABILITY,
             task="Summarize this incident report in two or three sentences:\n\n" + REPORT,
         ),
         delegated,
@@ -125,6 +127,9 @@ async def delegate(client, server, model, graph, card, summarizer: str, boss: st
     banner("1. the summarizer was served once: its card and mailbox are on the broker")
     first = await serve_agent(graph, name=summarizer, card=card, client=client)
     await first.stop()
+    # the orchestrator routes by capability: on a broker whose search trails its registry,
+    # wait until the search finds the summarizer (at once anywhere else)
+    await until_searchable(client, {summarizer: CAPABILITY})
     print(f"[summarizer] registered as {summarizer}, now offline")
 
     banner("2. the orchestrator delegates while the summarizer is offline, then exits")
