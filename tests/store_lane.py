@@ -9,14 +9,22 @@ as ``mq9-dev-broker --store jetstream`` gives it. The stream is deleted when its
 so every test starts from an empty store and the server holds only the running tests' streams.
 The same server holds the streams of conftest's ``jetstream_broker``, which the lanes that run
 on the store in every session use (tests/broker/test_jetstream_*.py).
+
+``store_broker()`` starts the command line on the store, as a user starts it, for the tests that
+talk to a broker process (tests/project/test_examples_on_jetstream.py,
+tests/broker/test_jetstream_devbroker_wire.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import nats
+from devbroker_helpers import DevBroker
 from jetstream_servers import JetStreamCluster
 
 from langchain_mq9.broker.storage import JetStreamStorage, Storage
@@ -65,3 +73,41 @@ def served_storage() -> Storage | None:
     """The store of a broker the suites serve on a real nats-server: None keeps the engine's
     default (memory)."""
     return STATE_SERVER.storage() if TEST_STORE == "jetstream" else None
+
+
+@contextmanager
+def store_broker() -> Iterator[DevBroker]:
+    """A JetStream nats-server of its own and ``mq9-dev-broker --nats <it> --store jetstream``
+    on a stream of its own (one mq9 broker per nats-server: the command refuses a second). At
+    the end the broker must still run, stop cleanly (SIGTERM, status 0) and have logged no
+    internal error."""
+    stream = f"EX{uuid.uuid4().hex[:10]}"
+    with JetStreamCluster(1) as servers:
+        broker = DevBroker("--nats", servers.urls[0], "--store", "jetstream", "--stream", stream)
+        try:
+            assert any(f"JetStream stream {stream} " in line for line in broker.stdout), (
+                broker.output()
+            )
+            yield broker
+            assert broker.process.poll() is None, broker.output()
+            assert broker.stop() == 0, broker.output()
+            assert not [
+                line for line in broker.stderr if "internal error" in line or "Traceback" in line
+            ], broker.output()
+        finally:
+            broker.kill()
+
+
+def records_in(broker: DevBroker) -> int:
+    """How many records the broker's stream holds (its ``--stream`` on its ``--nats``)."""
+    args = broker.args
+
+    async def count() -> int:
+        connection = await nats.connect(args[args.index("--nats") + 1].split(","))
+        try:
+            stream = args[args.index("--stream") + 1]
+            return (await connection.jetstream().stream_info(stream)).state.last_seq
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())

@@ -15,58 +15,18 @@ All run in every session: about 40 s on a quiet 2-core machine (examples 23 s, n
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import nats
 import pytest
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster
 from project.test_examples import EXPECTED, check_run, run_example
 from project.test_notebooks import NOTEBOOKS, clean_env, run_notebook
 from project.test_notebooks import kernel_specs as kernel_specs  # the fixture, used here
+from store_lane import records_in, store_broker
 
 pytestmark = pytest.mark.slow  # nats-server, the dev broker, examples and kernels: processes
-
-@contextmanager
-def store_broker() -> Iterator[DevBroker]:
-    """A JetStream nats-server of its own and ``mq9-dev-broker --nats <it> --store jetstream``
-    (one mq9 broker per nats-server: the command refuses a second); the broker must stop
-    cleanly (SIGTERM, status 0) at the end."""
-    stream = f"EX{uuid.uuid4().hex[:10]}"
-    with JetStreamCluster(1) as servers:
-        broker = DevBroker("--nats", servers.urls[0], "--store", "jetstream", "--stream", stream)
-        try:
-            assert any(f"JetStream stream {stream} " in line for line in broker.stdout), (
-                broker.output()
-            )
-            yield broker
-            assert broker.stop() == 0, broker.output()
-        finally:
-            broker.kill()
-
 
 @pytest.fixture(scope="module")
 def examples_broker():
     with store_broker() as broker:
         yield broker
-
-
-def records_in(broker: DevBroker) -> int:
-    """How many records the broker's stream holds (its ``--stream`` on its ``--nats``)."""
-    args = broker.args
-
-    async def count() -> int:
-        connection = await nats.connect(args[args.index("--nats") + 1].split(","))
-        try:
-            stream = args[args.index("--stream") + 1]
-            return (await connection.jetstream().stream_info(stream)).state.last_seq
-        finally:
-            await connection.close()
-
-    return asyncio.run(count())
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
