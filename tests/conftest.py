@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import nats
 import pytest
 from shared_broker import Namespace, NamespacedTransport, clear_registry
+from store_lane import STATE_SERVER, STORES, TEST_STORE, served_storage
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import (
@@ -30,10 +31,27 @@ from langchain_mq9.broker import (
     serve_on_nats,
 )
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.broker.storage import Storage
 from langchain_mq9.client.nats_guard import GuardedClient, protect
 
 ROBUSTMQ_URL = os.environ.get("MQ9_ROBUSTMQ_URL")
 BROKERS = ["memory", "nats"] + (["robustmq"] if ROBUSTMQ_URL else [])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_STORE not in STORES:
+        raise pytest.UsageError(f"MQ9_TEST_STORE={TEST_STORE!r}: expected one of {STORES}")
+
+
+def pytest_report_header() -> str:
+    return f"mq9 store of the brokers served on nats-server: {TEST_STORE} (MQ9_TEST_STORE)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_server():
+    """Stops the store lane's JetStream nats-server, if a test started it."""
+    yield
+    STATE_SERVER.stop()
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +131,11 @@ class Broker:
         return decoded
 
 
-async def start_broker(transport: str, nats_url: str | None, **limits) -> tuple[Broker, object]:
+async def start_broker(
+    transport: str, nats_url: str | None, storage: Storage | None = None, **limits
+) -> tuple[Broker, object]:
+    """A broker on ``transport``; the bundled one keeps its state in ``storage`` (None: in
+    memory, or on a served broker where the store lane puts it), which it closes when stopped."""
     if transport == "robustmq":
         if limits:
             pytest.skip("sets the bundled broker's limits; RobustMQ has its own")
@@ -121,13 +143,20 @@ async def start_broker(transport: str, nats_url: str | None, **limits) -> tuple[
         async with broker.client() as client:
             await clear_registry(client)
         return broker, None
+    if transport == "nats" and storage is None:
+        storage = served_storage()
     clock = ManualClock()
-    engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits))
-    if transport == "memory":
-        name = f"test{uuid.uuid4().hex}"
-        install_memory_broker(name, engine)
-        return Broker(f"memory://{name}", engine, clock, transport), name
-    connection = await nats.connect(nats_url)
+    try:
+        engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits), storage=storage)
+        if transport == "memory":
+            name = f"test{uuid.uuid4().hex}"
+            install_memory_broker(name, engine)
+            return Broker(f"memory://{name}", engine, clock, transport), name
+        connection = await nats.connect(nats_url)
+    except BaseException:
+        if storage is not None:
+            await STATE_SERVER.drop(storage)
+        raise
     service = await serve_on_nats(engine, connection)
     return Broker(nats_url, engine, clock, transport), (service, connection)
 
@@ -137,16 +166,30 @@ async def stop_broker(broker: Broker, handle) -> None:
         return
     if broker.transport == "memory":
         drop_memory_broker(handle)
-        return
-    service, connection = handle
-    await service.stop()
-    await connection.close()
+    else:
+        service, connection = handle
+        await service.stop()
+        await connection.close()
+    await STATE_SERVER.drop(broker.engine.storage)
 
 
 @pytest.fixture(params=BROKERS)
 async def broker(request):
     nats_url = request.getfixturevalue("nats_server").url if request.param == "nats" else None
     started, handle = await start_broker(request.param, nats_url)
+    try:
+        yield started
+    finally:
+        await stop_broker(started, handle)
+
+
+@pytest.fixture
+async def jetstream_broker():
+    """The bundled broker in process (``memory://``) keeping its state in JetStream, in a stream
+    of its own on the session's JetStream nats-server, whatever MQ9_TEST_STORE says: the lanes
+    that run parts of the suites on that store in every session (tests/broker/test_jetstream_*)
+    name it their ``broker``."""
+    started, handle = await start_broker("memory", None, STATE_SERVER.storage())
     try:
         yield started
     finally:
@@ -177,6 +220,7 @@ async def nats_broker(nats_server):
 # mostly quick. Plain `pytest` still runs everything.
 SLOW_FIXTURES = {
     "nats_server",
+    "jetstream_broker",
     "restartable_nats",
     "nats_broker",
     "bare_nats",

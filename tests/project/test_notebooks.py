@@ -68,6 +68,12 @@ def test_notebook_is_committed_without_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(path, kernel_specs):
+    run_notebook(path, kernel_specs, clean_env())
+
+
+def run_notebook(path: Path, kernel_specs: KernelSpecManager, env: dict[str, str]) -> None:
+    """Run the notebook at ``path`` in a fresh kernel with ``env``: no cell may fail or warn.
+    (Also tests/project/test_examples_on_jetstream.py, with MQ9_SERVER naming a broker.)"""
     notebook = nbformat.read(path, as_version=4)
     manager = KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs)
     client = NotebookClient(
@@ -76,7 +82,7 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(path, kernel_specs):
         timeout=60,
         resources={"metadata": {"path": str(path.parent)}},
     )
-    client.execute(env=clean_env())  # raises CellExecutionError naming the failing cell
+    client.execute(env=env)  # raises CellExecutionError naming the failing cell
 
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.execution_count is not None for cell in code_cells)

@@ -1,0 +1,76 @@
+"""A slice of the broker and group suites, run unchanged on the JetStream store in every session
+(issue #55 item 3; the whole suites run there with ``MQ9_TEST_STORE=jetstream``, see
+CONTRIBUTING.md): RobustMQ's own mq9 tests, ported (priorities, message and mailbox TTLs, delay,
+dedup key, tags, QUERY, FETCH deliver policies, registry and search), the consumer-group
+scenarios of docs/groups.md (groups, claims and their leases, late acks) and poison messages
+(retry budgets, dead letters and sending them back). Their ``broker`` is conftest's
+``jetstream_broker``: the bundled broker in process, each answer given once JetStream
+acknowledged the change, TTLs and leases on its hand-moved clock.
+
+Then the store lane itself: with ``MQ9_TEST_STORE=jetstream`` a broker served on a nats-server
+keeps its state in a stream of its own, gone when the broker stops.
+"""
+
+from __future__ import annotations
+
+import nats
+import pytest
+import store_lane
+from conftest import start_broker, stop_broker
+from groups.test_consume import *  # noqa: F403  (the tests)
+from groups.test_dead_letters import *  # noqa: F403
+from groups.test_group_reader import *  # noqa: F403
+from groups.test_group_scenarios import *  # noqa: F403
+from test_robustmq_ported import *  # noqa: F403
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker.storage import JetStreamStorage, MemoryStorage
+
+pytestmark = pytest.mark.slow  # a nats-server process
+
+
+@pytest.fixture
+def broker(jetstream_broker):
+    return jetstream_broker
+
+
+async def stream_messages(storage: JetStreamStorage) -> int | None:
+    """How many records the store's stream holds; None when there is no such stream."""
+    connection = await nats.connect(storage.servers)
+    try:
+        return (await connection.jetstream().stream_info(storage.stream)).state.messages
+    except nats.js.errors.NotFoundError:
+        return None
+    finally:
+        await connection.close()
+
+
+async def test_the_store_lane_keeps_a_served_brokers_state_in_a_stream_of_its_own(
+    nats_server, monkeypatch
+):
+    monkeypatch.setattr(store_lane, "TEST_STORE", "jetstream")
+    served, handle = await start_broker("nats", nats_server.url)
+    other, other_handle = await start_broker("nats", nats_server.url)
+    storage = served.engine.storage
+    try:
+        assert isinstance(storage, JetStreamStorage)
+        assert other.engine.storage.stream != storage.stream
+        async with Mq9Client(served.url) as client:
+            await client.mailbox_create(name="lane.box")
+            await client.send("lane.box", b"kept")
+        assert await stream_messages(storage) == 2  # the CREATE, then the SEND
+    finally:
+        await stop_broker(served, handle)
+        await stop_broker(other, other_handle)
+    assert await stream_messages(storage) is None  # the next test starts from nothing
+
+
+async def test_without_the_lane_a_served_broker_keeps_its_state_in_memory(
+    nats_server, monkeypatch
+):
+    monkeypatch.setattr(store_lane, "TEST_STORE", "memory")
+    served, handle = await start_broker("nats", nats_server.url)
+    try:
+        assert isinstance(served.engine.storage, MemoryStorage)
+    finally:
+        await stop_broker(served, handle)
