@@ -97,7 +97,12 @@ class NatsService:
         # its reads. Each of those gets a task and holds up no request behind it.
         command, _ = command_for(msg.subject)
         if command.wait is None:
-            await self._answer(msg)
+            if self.engine.storage.stores_later:
+                # its answer waits for the store (a JetStream ack): the requests behind it
+                # are read meanwhile, and their changes stored together with its next
+                self._start(msg)
+            else:
+                await self._answer(msg)
             return
         if not command.costly(msg.data):
             self._start(msg)

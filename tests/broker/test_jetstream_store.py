@@ -24,7 +24,7 @@ from jetstream_servers import JetStreamCluster
 from test_durability import T0, Restartable, engine_state
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
+from langchain_mq9.broker import BrokerEngine, ManualClock, serve_on_nats
 from langchain_mq9.broker.storage import JetStreamStorage, StorageError
 
 pytestmark = pytest.mark.slow  # nats-server processes
@@ -373,3 +373,24 @@ async def test_concurrent_writers_through_the_loss_of_the_stream_leaders_server(
             assert {m.msg_id: m.payload.decode() for m in messages} == acked
         finally:
             broker.stop()
+
+
+async def test_served_on_nats_the_requests_behind_a_send_are_read_while_it_waits(durable):
+    """On the wire: 40 SENDs sent at once are all answered, in far fewer records than
+    requests (the service reads the requests behind one SEND while it waits for its ack)."""
+    await durable.create("box")
+    connection = await nats.connect(durable.servers)
+    client = await nats.connect(durable.servers)
+    service = await serve_on_nats(durable.engine, connection)
+    try:
+        before = await stream_records(durable.servers, durable.stream)
+        replies = await asyncio.gather(
+            *(request_ok(client, p.send_subject("box"), b"m%d" % i, timeout=30) for i in range(40))
+        )
+        assert sorted(reply["msg_id"] for reply in replies) == list(range(40))
+        records = await stream_records(durable.servers, durable.stream) - before
+        assert records <= 20, records
+    finally:
+        await service.stop()
+        await client.close()
+        await connection.close()

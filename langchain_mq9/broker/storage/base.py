@@ -44,6 +44,11 @@ class Restorable(Protocol):
 class Storage(Protocol):
     """What a ``BrokerEngine`` tells its store, under its lock inside ``transaction()``."""
 
+    # True: changes are stored after ``transaction()`` returns, together with those of the
+    # requests made meanwhile (``settled`` may wait), so a serving transport must not hold
+    # the requests behind one while it waits (serve.py)
+    stores_later: bool = False
+
     def restore(self, engine: Restorable) -> None:
         """Load the stored state into a freshly built ``engine`` (also after a failed
         transaction: what was told since the last restore is void)."""

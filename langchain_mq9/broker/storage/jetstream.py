@@ -95,6 +95,8 @@ class JetStreamStorage(Storage):
     more servers, else 1); an existing stream keeps its own (``self.replicas`` says which).
     """
 
+    stores_later = True  # the group commit
+
     def __init__(
         self,
         servers: list[str],
