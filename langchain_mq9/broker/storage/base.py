@@ -67,6 +67,7 @@ class Storage(Protocol):
         """Store the changes told so far before returning, where the store can (nothing is
         under way on an event loop): for a change made outside a request, whose caller cannot
         wait for ``settled``."""
+        return None
 
     def lost(self) -> StorageError | None:
         """Why changes the engine holds were not stored and never will be (a failed later
