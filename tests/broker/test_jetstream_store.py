@@ -394,3 +394,26 @@ async def test_served_on_nats_the_requests_behind_a_send_are_read_while_it_waits
         await service.stop()
         await client.close()
         await connection.close()
+
+
+async def test_beyond_the_store_backlog_the_next_request_is_answered_before_another_is_read(
+    durable,
+):
+    """A service whose backlog of requests waiting for the store is full reads no more (they
+    wait in NATS): with no room at all every SEND is its own record, all still answered."""
+    await durable.create("box")
+    connection = await nats.connect(durable.servers)
+    client = await nats.connect(durable.servers)
+    service = await serve_on_nats(durable.engine, connection)
+    service.store_backlog = 0
+    try:
+        before = await stream_records(durable.servers, durable.stream)
+        replies = await asyncio.gather(
+            *(request_ok(client, p.send_subject("box"), b"m%d" % i, timeout=30) for i in range(20))
+        )
+        assert sorted(reply["msg_id"] for reply in replies) == list(range(20))
+        assert await stream_records(durable.servers, durable.stream) - before == 20
+    finally:
+        await service.stop()
+        await client.close()
+        await connection.close()
