@@ -209,10 +209,8 @@ class JetStreamStorage(Storage):
         self._lose(StorageError("the broker's store is closed"))
         writer, loop = self._writer_nc, self._writer_loop
         self._writer_nc = self._writer_js = self._writer_loop = None
-        if writer is not None and loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # closed on its own loop, when it runs
-                if asyncio.get_running_loop() is loop:
-                    self._closing = loop.create_task(writer.close())
+        if writer is not None and loop is not None and _running_on(loop):
+            self._closing = loop.create_task(writer.close())  # closed on its own loop
         nc = getattr(self, "_nc", None)
         if nc is not None and self._loop.is_running():
             with contextlib.suppress(Exception):
@@ -267,6 +265,9 @@ class JetStreamStorage(Storage):
     def flush(self) -> None:
         if not self._batches or self._batches[0].sent:
             return  # nothing queued, or a record under way: the queue follows it shortly
+        loop = self._batches[0].done.get_loop()
+        if loop.is_running() and not _running_on(loop):
+            return  # another thread's loop publishes them, shortly
         for batch in self._batches:
             self._store_now(batch)
         for batch in self._batches:
@@ -306,7 +307,9 @@ class JetStreamStorage(Storage):
             try:
                 js = await self._writer()
                 seq = await self._publish(js, batch.record(), f"{self._writer_id}-{self._count}")
-            except StorageError as exc:
+            except Exception as exc:  # a StorageError, or a bug: no request may wait forever
+                if not isinstance(exc, StorageError):
+                    log.exception("storing %d changes in JetStream failed", batch.changes)
                 if epoch == self._epoch:
                     log.error("could not store %d changes in JetStream: %s", batch.changes, exc)
                     self._lose(
@@ -543,6 +546,14 @@ class JetStreamStorage(Storage):
                     await sub.unsubscribe()
         self._last_seq = last
         return state
+
+
+def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this thread is running ``loop``."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 async def _connect(servers: list[str]) -> NatsClient:
