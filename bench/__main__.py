@@ -36,6 +36,7 @@ SECTIONS = (
     "discovery",
     "calls",
     "tracing",
+    "stores",
 )
 TITLES = {
     "latency": "Client and tool overhead over NATS (targets 1–3)",
@@ -49,8 +50,9 @@ TITLES = {
     "discovery": "Agent discovery by meaning (target 11)",
     "calls": "Agent calls: LLM steps per delegation and call-to-result time (target 12)",
     "tracing": "One trace across agents: tracing's cost to send and fetch (target 13)",
+    "stores": "The dev broker's request path and its stores (target 14)",
 }
-NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls", "tracing"}
+NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls", "tracing", "stores"}
 
 
 def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
@@ -90,6 +92,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import tracing
 
         return tracing.run(cfg, network)
+    if name == "stores":
+        from . import stores
+
+        return stores.run(cfg, network)
     if name == "mcp":
         from . import mcp_stdio
 

@@ -29,6 +29,10 @@ class Config:
     mcp_rounds: tuple[int, int]
     # memory
     memory_messages: int
+    # stores (target 14): (rounds, SENDs per sender per round) under load, and the sizes the
+    # growth figures are taken at
+    store_rounds: tuple[int, int]
+    store_sizes: tuple[int, ...]
 
 
 FULL = Config(
@@ -49,6 +53,8 @@ FULL = Config(
     load_seconds=2.0,
     mcp_rounds=(20, 25),
     memory_messages=100_000,
+    store_rounds=(6, 100),
+    store_sizes=(1_000, 10_000, 100_000),
 )
 
 QUICK = Config(
@@ -69,4 +75,6 @@ QUICK = Config(
     load_seconds=0.3,
     mcp_rounds=(2, 3),
     memory_messages=2_000,
+    store_rounds=(2, 10),
+    store_sizes=(100, 1_000),
 )

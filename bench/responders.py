@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import sys
 import time
 
@@ -137,9 +138,70 @@ class Engine:
             self.service = None
 
 
+class DevBroker:
+    """``mq9-dev-broker --data DIR`` as its main() builds it, switched on and off: the SQLite
+    store in a directory of its own, Python's collections frozen, the switch interval, the
+    pacer of large answers, the bulk connection. ``on`` options take parts away, to measure
+    what each adds: ``store`` ("sqlite", "memory", or "jetstream" on ``servers``, with their
+    default replicas), ``switch_interval`` (seconds; the CLI's by default), ``pacer`` and
+    ``bulk`` (booleans, on by default)."""
+
+    def __init__(self, nc, url: str) -> None:
+        import tempfile
+
+        self.nc, self.url = nc, url
+        self.directory = tempfile.TemporaryDirectory(prefix="mq9-bench-dev-")
+        self.engines: dict[str, object] = {}
+        self.bulk = None
+        self.service = None
+
+    def _engine(self, store: str, servers: list[str]):
+        from langchain_mq9.broker import BrokerEngine
+        from langchain_mq9.broker.storage import JetStreamStorage, SqliteStorage
+
+        if store not in self.engines:
+            storage: SqliteStorage | JetStreamStorage | None = None
+            if store == "sqlite":
+                storage = SqliteStorage(self.directory.name)
+            elif store == "jetstream":  # a stream of its own, the default replicas
+                storage = JetStreamStorage(servers, stream=f"BENCH{os.getpid()}")
+            self.engines[store] = BrokerEngine(storage=storage)
+        return self.engines[store]
+
+    async def on(self, options: dict) -> None:
+        import gc
+
+        from langchain_mq9.broker import cli, serve_on_nats
+        from langchain_mq9.broker.pacing import AnswerPacer
+
+        await self.off()
+        store = options.get("store", "sqlite")
+        engine = await asyncio.to_thread(self._engine, store, options.get("servers", [self.url]))
+        gc.freeze()
+        sys.setswitchinterval(options.get("switch_interval", cli.SWITCH_INTERVAL))
+        pacer = None
+        if options.get("pacer", True):
+            pacer = AnswerPacer(cli.ANSWER_RATE_MIB * 2**20, cli.BURST_MIB * 2**20)
+        if options.get("bulk", True) and self.bulk is None:
+            self.bulk = await nats.connect(self.url, name="bench-dev-bulk")
+        bulk = self.bulk if options.get("bulk", True) else None
+        self.service = await serve_on_nats(engine, self.nc, bulk, pacer)
+
+    async def off(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+            self.service = None
+
+
 async def serve(url: str, kind: str, name: str) -> None:
     nc = await nats.connect(url, name=f"bench-{name}", max_reconnect_attempts=2)
-    responder = Canned(nc) if kind == "canned" else Engine(nc)
+    responder: Canned | Engine | DevBroker
+    if kind == "canned":
+        responder = Canned(nc)
+    elif kind == "dev":
+        responder = DevBroker(nc, url)
+    else:
+        responder = Engine(nc)
     done = asyncio.Event()
 
     async def control(msg) -> None:
@@ -164,15 +226,13 @@ async def serve(url: str, kind: str, name: str) -> None:
     await nc.drain()
     # The stdin reader thread may still be blocked; leave without waiting for it.
     sys.stdout.flush()
-    import os
-
     os._exit(0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
-    parser.add_argument("--kind", choices=("canned", "engine"), required=True)
+    parser.add_argument("--kind", choices=("canned", "engine", "dev"), required=True)
     parser.add_argument("--name", required=True)
     args = parser.parse_args()
     asyncio.run(serve(args.url, args.kind, args.name))

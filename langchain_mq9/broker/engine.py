@@ -149,26 +149,39 @@ class BrokerEngine:
         The file is the truth: when the transaction rolled back, the memory, ahead of it, is
         restored from the file, so a failed request changes nothing."""
         with self._lock:
-            if self._broken is not None:
-                raise StorageError(self._broken)
+            self._check_usable()
             scan = self._next_retention_scan
             try:
                 with self.storage.transaction():
                     self._housekeep()
                     return work()
             except StorageError as failure:
-                self._clear()
                 self._next_retention_scan = scan  # a scan that was not saved runs again
-                try:
-                    self.storage.restore(self)
-                except StorageError as exc:
-                    self._broken = (
-                        f"{failure}; reading the data file back then failed, so the broker "
-                        f"answers nothing until it is restarted: {exc}"
-                    )
-                    log.critical("%s", self._broken)
-                    raise StorageError(self._broken) from None
+                self._restore_after(failure)
                 raise
+
+    def _check_usable(self) -> None:
+        """(under the lock) Refuse once broken; restore first when the store lost changes
+        this memory holds (a failed later write: ``Storage.lost``)."""
+        if self._broken is not None:
+            raise StorageError(self._broken)
+        lost = self.storage.lost()
+        if lost is not None:
+            self._restore_after(lost)
+
+    def _restore_after(self, failure: StorageError) -> None:
+        """(under the lock) Rebuild the memory from the store after ``failure``; when that
+        fails too, the broker is broken: it answers nothing until restarted."""
+        self._clear()
+        try:
+            self.storage.restore(self)
+        except StorageError as exc:
+            self._broken = (
+                f"{failure}; reading the data file back then failed, so the broker "
+                f"answers nothing until it is restarted: {exc}"
+            )
+            log.critical("%s", self._broken)
+            raise StorageError(self._broken) from None
 
     def now_second(self) -> int:
         return int(self.clock())
@@ -202,23 +215,36 @@ class BrokerEngine:
     # -- entry point -----------------------------------------------------------------------
 
     async def handle(self, subject: str, headers: Headers, body: bytes) -> bytes:
-        """Answer one mq9 request; never raises, every failure is an ``error`` reply."""
+        """Answer one mq9 request; never raises, every failure is an ``error`` reply.
+
+        Every answer waits until the store holds every change told so far (``settled``):
+        what it promises, and whatever state it shows, an error included, is stored."""
         try:
-            command, target = command_for(subject)
-            self._check_body_size(command, subject, body)
-            if command.addressed and not target:  # a command's prefix with no mailbox after it
-                command, target = UNKNOWN, subject
-            if command.wait is not None:
-                return await command.wait(self, target, headers, body)
-            answer = command.answer
-            return self._transact(lambda: answer(self, target, headers, body))
-        except (Mq9Error, StorageError) as exc:  # an Mq9Error's str is its message
+            try:
+                reply = await self._reply(subject, headers, body)
+            except Mq9Error as exc:  # an Mq9Error's str is its message
+                reply = p.encode(p.ERROR_REPLY.write(error=str(exc)))
+            settling = self.storage.settled()
+            if settling is not None:
+                await settling
+            return reply
+        except StorageError as exc:
             return p.encode(p.ERROR_REPLY.write(error=str(exc)))
         except Exception as exc:  # a bug must not take the broker down: report it, keep serving
             log.exception("internal error on %r", subject)
             return p.encode(
                 p.ERROR_REPLY.write(error=f"internal broker error: {type(exc).__name__}: {exc}")
             )
+
+    async def _reply(self, subject: str, headers: Headers, body: bytes) -> bytes:
+        command, target = command_for(subject)
+        self._check_body_size(command, subject, body)
+        if command.addressed and not target:  # a command's prefix with no mailbox after it
+            command, target = UNKNOWN, subject
+        if command.wait is not None:
+            return await command.wait(self, target, headers, body)
+        answer = command.answer
+        return self._transact(lambda: answer(self, target, headers, body))
 
     def _check_body_size(self, command: Command, subject: str, body: bytes) -> None:
         """(our choice; RobustMQ reads any body NATS carries) refuse, unread, a body larger
@@ -376,6 +402,9 @@ class BrokerEngine:
         )
         self._check_fits(message)
         self._check_room(mailbox)
+        refused = self.storage.message_refused(address, message)
+        if refused is not None:
+            raise Mq9Error(refused)
         if delay is not None:  # even a delay of 0 answers -1 and is written by the delay queue
             # delay-message delay.rs keys the queued copy by the queue's own id, and the
             # delivered message keeps that key: the mq9-key is lost (no compaction, no QUERY)
@@ -646,8 +675,7 @@ class BrokerEngine:
         """``read()`` of the state under the lock (refused, as every request, once the data
         file could not be read back)."""
         with self._lock:
-            if self._broken is not None:
-                raise StorageError(self._broken)
+            self._check_usable()
             return read()
 
     def _search(self, request: dict[str, Any], indexed: tuple[AgentEntry, ...]) -> bytes:
@@ -716,13 +744,16 @@ class BrokerEngine:
     def drop_group(self, group: str, mail_address: str | None = None) -> bool:
         """Forget a consumer group's positions: on one mailbox, or on every one. Its next
         FETCH starts where its deliver policy says, as for a new group. RobustMQ has no such
-        command; this is for code that embeds the bundled broker. True if there was one."""
-        if mail_address is None:
-            return self._transact(lambda: self._drop_offsets(group, None))
-        mailbox = self.topics.get(mail_address)
-        return mailbox is not None and self._transact(
-            lambda: self._drop_offsets(group, mailbox.shard)
-        )
+        command; this is for code that embeds the bundled broker. True if there was one.
+        Stored before it returns, unless requests' changes are being stored at that moment
+        (a store that groups them): then with them, just after."""
+        mailbox = self.topics.get(mail_address) if mail_address is not None else None
+        if mail_address is not None and mailbox is None:
+            return False
+        shard = mailbox.shard if mailbox is not None else None
+        dropped = self._transact(lambda: self._drop_offsets(group, shard))
+        self.storage.flush()
+        return dropped
 
     def _drop_offsets(self, group: str | None, shard: str | None) -> bool:
         """Drop the offsets of ``group`` (None: every group) on ``shard`` (None: every one)."""

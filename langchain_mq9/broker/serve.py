@@ -39,6 +39,11 @@ log = logging.getLogger("langchain_mq9.broker")
 # gets a turn for each, but no more than RUNNING_IN_ALL run, and what waits is bounded in all.
 # A FETCH's wait, or a group reader's claim QUERY by key, costs nothing: any number may run.
 AT_ONCE, RUNNING_IN_ALL, WAITING, WAITING_IN_ALL = 4, 4, 64, 256
+# On a store that commits later (JetStream), the bytes of requests read and waiting for the
+# store at most; beyond, the next is answered before another is read, so a flood during a
+# leader election (15 s of retries) waits in NATS, which drops what a slow reader leaves
+# behind it, instead of in this process's memory
+STORE_BACKLOG = 64 * 2**20
 # Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
 # a few messages' answer stays on the connection the request came by
 BULK_ANSWER = 64 * 1024
@@ -71,6 +76,8 @@ class NatsService:
         self.at_once, self.running_in_all = AT_ONCE, RUNNING_IN_ALL
         self.waiting, self.waiting_in_all = WAITING, WAITING_IN_ALL
         self._carried: int | None = None
+        self.store_backlog = STORE_BACKLOG
+        self._storing = 0  # bytes of the requests waiting for the store
         self._watchdog: asyncio.Task[None] | None = None
 
     def _tell_engine(self) -> None:
@@ -97,7 +104,14 @@ class NatsService:
         # its reads. Each of those gets a task and holds up no request behind it.
         command, _ = command_for(msg.subject)
         if command.wait is None:
-            await self._answer(msg)
+            size = len(msg.data)
+            if self.engine.storage.stores_later and self._storing + size <= self.store_backlog:
+                # its answer waits for the store (a JetStream ack): the requests behind it
+                # are read meanwhile, and their changes stored together with its next
+                self._storing += size
+                self._start(msg).add_done_callback(lambda _: self._stored(size))
+            else:
+                await self._answer(msg)
             return
         if not command.costly(msg.data):
             self._start(msg)
@@ -136,12 +150,16 @@ class NatsService:
         self._running_in_all += 1
         self._start(msg, who)
 
-    def _start(self, msg: Msg, costly_for: str | None = None) -> None:
+    def _start(self, msg: Msg, costly_for: str | None = None) -> asyncio.Task[None]:
         task = asyncio.create_task(self._answer(msg))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         if costly_for is not None:
             task.add_done_callback(lambda _: self._next(costly_for))
+        return task
+
+    def _stored(self, size: int) -> None:
+        self._storing -= size
 
     def _next(self, who: str) -> None:
         """One of ``who``'s costly requests is answered: start what waits and may now run,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable
 
 import nats
 import nats.errors
@@ -23,7 +24,7 @@ from jetstream_servers import JetStreamCluster
 from test_durability import T0, Restartable, engine_state
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
+from langchain_mq9.broker import BrokerEngine, ManualClock, serve_on_nats
 from langchain_mq9.broker.storage import JetStreamStorage, StorageError
 
 pytestmark = pytest.mark.slow  # nats-server processes
@@ -266,3 +267,153 @@ async def test_the_cli_broker_serves_on_through_the_loss_of_the_stream_leaders_s
                 assert {m["msg_id"]: m["payload"] for m in reply["messages"]} == acked
             finally:
                 await nc.close()
+
+
+# -- the group commit ---------------------------------------------------------------------------
+
+
+async def stream_records(servers: list[str], stream: str) -> int:
+    nc = await nats.connect(servers)
+    try:
+        return (await nc.jetstream().stream_info(stream)).state.messages
+    finally:
+        await nc.close()
+
+
+async def test_concurrent_requests_share_one_record_and_each_is_answered_after_its_ack(durable):
+    """50 SENDs made while one record is under way go together in the next: far fewer
+    records than requests, every SEND answered with its own msg_id, all of them replayed."""
+    await durable.create("box")
+    before = await stream_records(durable.servers, durable.stream)
+    payloads = [f"m{i}".encode() for i in range(50)]
+    replies = await asyncio.gather(
+        *(durable.call(p.send_subject("box"), payload) for payload in payloads)
+    )
+    assert sorted(reply["msg_id"] for reply in replies) == list(range(50)), replies
+    records = await stream_records(durable.servers, durable.stream) - before
+    assert 1 <= records <= 5, records  # the first alone, the rest in a record or a few
+    durable.restart()
+    stored = {m["msg_id"]: m["payload"] for m in await durable.query("box", {"limit": 100})}
+    assert stored == {reply["msg_id"]: f"m{i}" for i, reply in enumerate(replies)}
+
+
+async def test_a_failed_record_answers_every_request_in_it_with_an_error_and_keeps_nothing():
+    """JetStream gone while 10 SENDs and a QUERY that saw them wait: all 11 are errors (the
+    QUERY shows no message that was then lost); once back, the broker serves what was
+    acknowledged before, and the failed SENDs' msg_ids are handed out again (never shown)."""
+    with JetStreamCluster(1) as cluster:
+        broker = OnJetStream(cluster.urls, "MQ9_STATE", commit_timeout=1.0)
+        try:
+            await broker.create("box")
+            kept = await broker.send("box", "kept")
+            cluster.servers[0].stop()
+            sends = [broker.call(p.send_subject("box"), f"lost {i}".encode()) for i in range(10)]
+            replies = await asyncio.gather(*sends, broker.call(p.query_subject("box"), {}))
+            for reply in replies:
+                assert "could not save the change" in reply["error"], reply
+                assert "messages" not in reply and "msg_id" not in reply, reply
+            cluster.servers[0].start()
+            broker.restart()
+            assert [m["payload"] for m in await broker.query("box")] == ["kept"]
+            assert await broker.send("box", "next") == kept + 1
+        finally:
+            broker.stop()
+
+
+async def test_a_read_waits_for_the_writes_it_saw(durable):
+    """A QUERY made while a SEND's record is under way answers only once that record is
+    acknowledged: it never comes back before the SEND it shows."""
+    await durable.create("box")
+    finished: list[str] = []
+
+    async def tracked(name: str, call: Awaitable[dict]) -> dict:
+        reply = await call
+        finished.append(name)
+        return reply
+
+    sent, seen = await asyncio.gather(
+        tracked("send", durable.call(p.send_subject("box"), b"fresh")),
+        tracked("query", durable.call(p.query_subject("box"), {})),
+    )
+    assert [m["payload"] for m in seen["messages"]] == ["fresh"]
+    assert finished == ["send", "query"]
+    assert sent["msg_id"] == 0
+
+
+async def test_concurrent_writers_through_the_loss_of_the_stream_leaders_server():
+    """4 writers SEND at once while the server holding the stream's leader is SIGKILLed:
+    every SEND answered with a msg_id is stored after the election, none twice; a SEND that
+    failed said so."""
+    with JetStreamCluster(3) as cluster:
+        broker = OnJetStream(cluster.urls, "MQ9_STATE", commit_timeout=60.0)
+        try:
+            await broker.create("box")
+            leader = await stream_leader(cluster.urls, "MQ9_STATE")
+            acked: dict[int, str] = {}
+            failed: list[str] = []
+
+            async def writer(w: int) -> None:
+                for i in range(40):
+                    payload = f"w{w}-{i}"
+                    reply = await broker.call(p.send_subject("box"), payload.encode())
+                    if reply["error"]:
+                        failed.append(reply["error"])
+                    else:
+                        assert reply["msg_id"] not in acked, reply  # no msg_id twice
+                        acked[reply["msg_id"]] = payload
+                    if w == 0 and i == 10:
+                        cluster.by_name(leader).kill()
+
+            await asyncio.gather(*(writer(w) for w in range(4)))
+            assert len(acked) + len(failed) == 160
+            assert all("could not save the change" in error for error in failed), failed
+            broker.servers = [s.url for s in cluster.servers if s.name != leader]
+            broker.restart()
+            messages = broker.engine.topics["box"].messages.values()
+            assert {m.msg_id: m.payload.decode() for m in messages} == acked
+        finally:
+            broker.stop()
+
+
+async def test_served_on_nats_the_requests_behind_a_send_are_read_while_it_waits(durable):
+    """On the wire: 40 SENDs sent at once are all answered, in far fewer records than
+    requests (the service reads the requests behind one SEND while it waits for its ack)."""
+    await durable.create("box")
+    connection = await nats.connect(durable.servers)
+    client = await nats.connect(durable.servers)
+    service = await serve_on_nats(durable.engine, connection)
+    try:
+        before = await stream_records(durable.servers, durable.stream)
+        replies = await asyncio.gather(
+            *(request_ok(client, p.send_subject("box"), b"m%d" % i, timeout=30) for i in range(40))
+        )
+        assert sorted(reply["msg_id"] for reply in replies) == list(range(40))
+        records = await stream_records(durable.servers, durable.stream) - before
+        assert records <= 20, records
+    finally:
+        await service.stop()
+        await client.close()
+        await connection.close()
+
+
+async def test_beyond_the_store_backlog_the_next_request_is_answered_before_another_is_read(
+    durable,
+):
+    """A service whose backlog of requests waiting for the store is full reads no more (they
+    wait in NATS): with no room at all every SEND is its own record, all still answered."""
+    await durable.create("box")
+    connection = await nats.connect(durable.servers)
+    client = await nats.connect(durable.servers)
+    service = await serve_on_nats(durable.engine, connection)
+    service.store_backlog = 0
+    try:
+        before = await stream_records(durable.servers, durable.stream)
+        replies = await asyncio.gather(
+            *(request_ok(client, p.send_subject("box"), b"m%d" % i, timeout=30) for i in range(20))
+        )
+        assert sorted(reply["msg_id"] for reply in replies) == list(range(20))
+        assert await stream_records(durable.servers, durable.stream) - before == 20
+    finally:
+        await service.stop()
+        await client.close()
+        await connection.close()

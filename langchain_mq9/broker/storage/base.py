@@ -1,13 +1,21 @@
 """What the engine tells its store: the ``Storage`` interface every store implements.
 
 A store only *observes* the in-memory engine: each change calls a hook below, under the
-engine's lock inside ``transaction()``; on leaving ``transaction()`` what the request changed
-is stored, before its answer is sent. ``restore`` rebuilds a fresh engine from what is stored.
-The engine never reads a store otherwise, so a store is free in how it keeps the state.
+engine's lock inside ``transaction()``; what the request changed is stored before its answer
+is sent. ``restore`` rebuilds a fresh engine from what is stored. The engine never reads a
+store otherwise, so a store is free in how it keeps the state.
+
+A store stores either on leaving ``transaction()`` (SQLite: one commit per request, the
+request waits) or later (JetStream: the changes of the requests made while a write is under
+way go together in the next one, the group commit). The engine asks ``settled()`` before it
+answers any request, and waits for what it returns: so no answer promises, or shows, a change
+that is not stored yet. A later store that fails makes every waiting request an error and
+says so in ``lost()``: the engine then restores itself before it serves again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -36,13 +44,40 @@ class Restorable(Protocol):
 class Storage(Protocol):
     """What a ``BrokerEngine`` tells its store, under its lock inside ``transaction()``."""
 
+    # True: changes are stored after ``transaction()`` returns, together with those of the
+    # requests made meanwhile (``settled`` may wait), so a serving transport must not hold
+    # the requests behind one while it waits (serve.py)
+    stores_later: bool = False
+
     def restore(self, engine: Restorable) -> None:
         """Load the stored state into a freshly built ``engine`` (also after a failed
         transaction: what was told since the last restore is void)."""
 
     def transaction(self) -> AbstractContextManager[object]:
-        """Wraps one request's changes; on a normal exit they are stored, else it raises
-        ``StorageError`` having stored none of them."""
+        """Wraps one request's changes; on a normal exit they are stored or queued to be
+        (``settled``), else it raises ``StorageError`` having stored none of them."""
+
+    def settled(self) -> Awaitable[None] | None:
+        """None when every change told so far is stored (a store that stores on leaving
+        ``transaction()``: always); else what completes once they are, or raises
+        ``StorageError`` if they could not be. Called on the serving event loop."""
+        return None
+
+    def flush(self) -> None:
+        """Store the changes told so far before returning, where the store can (nothing is
+        under way on an event loop): for a change made outside a request, whose caller cannot
+        wait for ``settled``."""
+        return None
+
+    def lost(self) -> StorageError | None:
+        """Why changes the engine holds were not stored and never will be (a failed later
+        write), until the next ``restore``; None: nothing was lost."""
+        return None
+
+    def message_refused(self, address: str, message: StoredMessage) -> str | None:
+        """Why this store could not keep ``message`` for ``address`` (asked before a SEND
+        changes anything); None: it can."""
+        return None
 
     def mailbox_created(self, mailbox: Mailbox) -> None: ...
 

@@ -1,37 +1,44 @@
 """The broker's state in a NATS JetStream stream, replicated on the NATS cluster it serves on.
 
 Each request's changes (the hooks below, told under the engine's lock) are kept as an ordered
-list of change records; on leaving ``transaction()`` they go to the stream as ONE message, and
-the transaction returns only once JetStream acknowledged it, that is once the stream's leader
-and a quorum of its replicas (2 of 3) hold it. So an answered request is replicated, a
-transaction is stored whole or not at all, and the loss of one server of three loses nothing
-that was answered.
+list of change records. The group commit: on leaving ``transaction()`` they join a queue of
+batches, and the serving loop publishes the batches one at a time, each as ONE stream message;
+while one is under way, the changes of the requests made meanwhile go together in the next.
+The engine answers a request only once ``settled()`` says that everything told so far is
+acknowledged, that is held by the stream's leader and a quorum of its replicas (2 of 3): an
+answer that promises a change, and an answer that shows state (FETCH, QUERY, DISCOVER), never
+comes before what it shows is replicated. A request's changes are in one record, whole or not
+at all, and the loss of one server of three loses nothing that was answered. The serving loop
+publishes on a connection of its own: no hop to another thread per request.
 
 Each publish also says which record it follows (``Nats-Expected-Last-Sequence``), and the
-connection buffers nothing while it reconnects: a write this broker gave up on (and answered as
-an error) that reaches the stream late, or a write of a second broker on the stream, makes the
-next write fail and the engine restore itself from the stream, never a state the engine does
-not hold (a reused msg_id).
+connections buffer nothing while they reconnect: a write this broker gave up on (and answered
+as an error) that reaches the stream late, or a write of a second broker on the stream, makes
+the next write fail and the engine restore itself from the stream, never a state the engine
+does not hold (a reused msg_id).
 
 A publish that is not acknowledged (the stream's leader is gone and a new one not yet elected,
 about 6.5 s measured on loopback) is retried with the same ``Nats-Msg-Id`` until
 ``commit_timeout``: JetStream keeps a message id for its duplicate window (2 minutes), so a
-retry of a publish that was stored after all is not stored twice. When no retry is acknowledged
-in time the transaction raises ``StorageError``: the engine then restores itself from the
-stream, which is the truth (``BrokerEngine._transact``).
+retry of a publish that was stored after all is not stored twice; the requests made meanwhile
+wait in the batches behind it. When no retry is acknowledged in time, every request waiting is
+answered with an error (``lost()``), and the engine restores itself from the stream, which is
+the truth, before it serves again (``BrokerEngine._check_usable``).
 
-``restore`` replays the stream from its first message into a fresh engine.
+What the engine asks synchronously (opening, ``restore``, which replays the stream from its
+first message, a change made outside any event loop) runs on this store's own event loop, on a
+thread of its own, with its own connection.
 
-Known limits of this first slice (issue #55):
-- the stream is never compacted: a restore replays every transaction ever made (no snapshot);
-- the engine runs on the serving event loop and this store blocks it while a publish waits for
-  its acknowledgement (0.5 ms on loopback; up to ``commit_timeout`` during a leader election);
-- one broker process per stream: a second one's writes make the first's fail (see above),
-  and neither takes over from the other yet.
+Known limits (issue #55):
+- the stream is never compacted: a restore replays every record ever written (no snapshot);
+- one broker process per stream: a second one's writes make the first's fail (see above).
 
-The record (version 1): the UTF-8 JSON ``{"v": 1, "ops": [[kind, ...], ...]}``, a newline, then
-the bytes of every payload and header the ops refer to as ``[start, end]`` into those bytes (no
-base64: a message as large as the server takes needs little more room in its record).
+The record (version 2): the UTF-8 JSON ``{"v": 2, "blobs": [n, ...], "changes": [ops, ...]}``,
+a newline, then the bytes of every payload and header the ops refer to: each request's ops
+(``[[kind, ...], ...]``) refer to theirs as ``[start, end]`` into its own ``n`` bytes, which
+follow those of the requests before it (no base64: a message as large as the server takes needs
+little more room in its record). Version 1 (one request a record, ``{"v": 1, "ops": ops}``) is
+still read.
 """
 
 from __future__ import annotations
@@ -42,19 +49,25 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Awaitable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ... import protocol as p
 from ...protocol import Priority
 from ...semantic.ranking import AgentEntry
 from ..mailbox import Mailbox, StoredMessage
 from .base import Restorable, Storage, StorageError
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+    from nats.js import JetStreamContext
+
 log = logging.getLogger("langchain_mq9.broker")
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 1: one request's changes a record (still read)
 DEFAULT_STREAM = "MQ9_STATE"
 SUBJECT_PREFIX = "mq9state"
 # How long a transaction retries its publish: longer than a leader election (6.6 s measured)
@@ -62,6 +75,12 @@ DEFAULT_COMMIT_TIMEOUT = 15.0
 _ATTEMPT_TIMEOUT = 2.0  # one publish's wait for its acknowledgement
 _RETRY_PAUSE = 0.1
 _CONNECT_TIMEOUT = 10.0
+# Bytes a record takes beyond its changes' ops and blobs: the NATS headers (a Nats-Msg-Id of
+# 32 hex digits and a count, an expected sequence, "NATS/1.0" and line ends) and the JSON
+# framing; and each change's share of it (its blob size, commas)
+_NO_PEERS_YET = 10005  # JetStream's error code: not enough servers for the replicas yet
+_RECORD_ROOM = 256
+_CHANGE_ROOM = 24
 
 T = TypeVar("T")
 
@@ -75,6 +94,8 @@ class JetStreamStorage(Storage):
     ``replicas``: the stream's replicas when it is created (None: 3 where the cluster has 3 or
     more servers, else 1); an existing stream keeps its own (``self.replicas`` says which).
     """
+
+    stores_later = True  # the group commit
 
     def __init__(
         self,
@@ -91,14 +112,25 @@ class JetStreamStorage(Storage):
         self.subject = f"{SUBJECT_PREFIX}.{stream.lower()}"
         self.commit_timeout = commit_timeout
         self.restored: dict[str, int] = {}
+        # The changes of the request under way (told under the engine's lock)
         self._ops: list[list[Any]] = []
         self._blobs = bytearray()
         self._delayed_ids: dict[int, int] = {}  # engine heap seq -> the record's delayed id
         self._next_delayed_id = 1
         self._last_seq = 0  # the stream's last record as this broker knows it
-        self._writer = uuid.uuid4().hex  # with a count, each transaction's Nats-Msg-Id
+        self._writer_id = uuid.uuid4().hex  # with a count, each record's Nats-Msg-Id
         self._count = 0
-        # Our own event loop on a thread of ours: the engine's calls are synchronous
+        # The group commit, on the serving loop: batches of changes in order, the first
+        # under way once ``sent``; each a record, its future set once JetStream acked it
+        self._batches: deque[_Batch] = deque()
+        self._publisher: asyncio.Task[None] | None = None
+        self._lost: StorageError | None = None
+        self._epoch = 0  # moved on by every loss and restore: a late ack then counts for nothing
+        self._writer_nc: NatsClient | None = None
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
+        self._writer_js: JetStreamContext | None = None
+        # Our own event loop on a thread of ours, for what the engine asks synchronously:
+        # opening, restoring (replaying the stream), a change made outside any event loop
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="mq9-jetstream", daemon=True
@@ -125,21 +157,12 @@ class JetStreamStorage(Storage):
             raise StorageError(f"{type(exc).__name__}: {exc}") from None
 
     async def _open(self, replicas: int | None) -> int:
-        import nats
         from nats.errors import NoRespondersError
         from nats.js.api import StorageType, StreamConfig
         from nats.js.errors import NotFoundError
 
         try:
-            self._nc = await nats.connect(
-                self.servers,
-                connect_timeout=2,
-                # no buffering while reconnecting: a write given up on must not land later
-                pending_size=0,
-                max_reconnect_attempts=-1,
-                allow_reconnect=True,
-                reconnect_time_wait=0.25,
-            )
+            self._nc = await _connect(self.servers)
         except Exception as exc:
             raise StorageError(f"cannot connect to NATS at {self.servers}: {exc}") from None
         self._js = self._nc.jetstream(timeout=_ATTEMPT_TIMEOUT)
@@ -168,13 +191,26 @@ class JetStreamStorage(Storage):
             storage=StorageType.FILE,
             num_replicas=replicas,
         )
-        try:
-            await self._js.add_stream(config)
-        except Exception as exc:
-            raise StorageError(f"cannot create the JetStream stream {self.stream}: {exc}") from None
-        return replicas
+        while True:
+            try:
+                await self._js.add_stream(config)
+                return replicas
+            except Exception as exc:
+                # "no suitable peers for placement" (10005): the servers of a cluster just
+                # started have not all joined yet
+                joining = getattr(exc, "err_code", None) == _NO_PEERS_YET
+                if not joining or loop.time() >= deadline:
+                    raise StorageError(
+                        f"cannot create the JetStream stream {self.stream}: {exc}"
+                    ) from None
+                await asyncio.sleep(_RETRY_PAUSE)
 
     def close(self) -> None:
+        self._lose(StorageError("the broker's store is closed"))
+        writer, loop = self._writer_nc, self._writer_loop
+        self._writer_nc = self._writer_js = self._writer_loop = None
+        if writer is not None and loop is not None and _running_on(loop):
+            self._closing = loop.create_task(writer.close())  # closed on its own loop
         nc = getattr(self, "_nc", None)
         if nc is not None and self._loop.is_running():
             with contextlib.suppress(Exception):
@@ -194,36 +230,149 @@ class JetStreamStorage(Storage):
     def __exit__(self, *exc_info: object) -> None:
         if not self._ops:
             return
-        record = json.dumps({"v": RECORD_VERSION, "ops": self._ops}, ensure_ascii=False)
-        data = record.encode() + b"\n" + bytes(self._blobs)
+        change = _Change(json.dumps(self._ops, ensure_ascii=False).encode(), bytes(self._blobs))
         self._ops, self._blobs = [], bytearray()
-        self._count += 1
-        msg_id = f"{self._writer}-{self._count}"
+        limit = self._record_limit()
+        if change.size > limit:  # alone, no record can hold it: nothing of it is kept
+            failure = StorageError(
+                "the broker could not save the change, so it did not make it: it takes "
+                f"{change.size} bytes in JetStream, more than a record of the NATS server's "
+                f"max_payload ({self._nc.max_payload}) holds"
+            )
+            self._lose(failure)
+            raise failure
         try:
-            self._run(self._publish(data, msg_id), self.commit_timeout + _ATTEMPT_TIMEOUT)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # plain code (BrokerEngine.drop_group): stored before returning
+            alone = _Batch(None)
+            alone.add(change)
+            self._store_now(alone)
+            return
+        last = self._batches[-1] if self._batches else None
+        if last is None or last.sent or last.size + change.size > limit:
+            last = _Batch(loop.create_future())
+            self._batches.append(last)
+        last.add(change)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = loop.create_task(self._publish_batches())
+
+    def settled(self) -> Awaitable[None] | None:
+        if not self._batches:
+            return None
+        # shielded: a waiter cancelled (its service stopping) must not cancel the batch
+        return asyncio.shield(self._batches[-1].done)
+
+    def flush(self) -> None:
+        if not self._batches or self._batches[0].sent:
+            return  # nothing queued, or a record under way: the queue follows it shortly
+        loop = self._batches[0].done.get_loop()
+        if loop.is_running() and not _running_on(loop):
+            return  # another thread's loop publishes them, shortly
+        for batch in self._batches:
+            self._store_now(batch)
+        for batch in self._batches:
+            batch.done.set_result(None)
+        self._batches.clear()
+
+    def lost(self) -> StorageError | None:
+        return self._lost
+
+    def message_refused(self, address: str, message: StoredMessage) -> str | None:
+        blobs = len(message.payload) + len(message.header or b"")
+        widest = [self._nc.max_payload] * 2  # a blob's place, at its widest
+        op = ["ms", address, p.MAX_U64, p.MAX_U64, self._message_columns(message, widest, widest)]
+        size = len(json.dumps(op, ensure_ascii=False).encode()) + blobs + _CHANGE_ROOM
+        limit = self._record_limit()
+        if size <= limit:
+            return None
+        return (
+            f"the message takes {size} bytes in a JetStream record, more than the NATS "
+            f"server's max_payload ({self._nc.max_payload}) leaves for one: send a smaller "
+            "message, or raise max_payload in the servers' configuration"
+        )
+
+    def _record_limit(self) -> int:
+        """The most bytes of changes one record holds: the server's max_payload less the
+        room its headers and the record's framing take (nats-server counts the headers)."""
+        return self._nc.max_payload - _RECORD_ROOM
+
+    async def _publish_batches(self) -> None:
+        """Publish the queued batches in order, one record each, one at a time: while one is
+        under way, the requests made meanwhile join the next."""
+        epoch = self._epoch
+        while self._batches and epoch == self._epoch:
+            batch = self._batches[0]
+            batch.sent = True
+            self._count += 1
+            try:
+                js = await self._writer()
+                seq = await self._publish(js, batch.record(), f"{self._writer_id}-{self._count}")
+            except Exception as exc:  # a StorageError, or a bug: no request may wait forever
+                if not isinstance(exc, StorageError):
+                    log.exception("storing %d changes in JetStream failed", batch.changes)
+                if epoch == self._epoch:
+                    log.error("could not store %d changes in JetStream: %s", batch.changes, exc)
+                    self._lose(
+                        StorageError(
+                            f"the broker could not save the change, so it did not make it: {exc}"
+                        )
+                    )
+                return
+            if epoch != self._epoch:  # restored meanwhile: the stream is the truth, re-read
+                return
+            self._last_seq = seq
+            self._batches.popleft()
+            batch.done.set_result(None)
+
+    def _lose(self, failure: StorageError) -> None:
+        """Every change not yet stored is lost: its requests are answered ``failure``, and
+        the engine restores itself from the stream before it serves again (``lost``)."""
+        self._lost = failure
+        self._epoch += 1
+        for batch in self._batches:
+            if not batch.done.done():
+                batch.done.set_exception(failure)
+                batch.done.exception()  # retrieved: a batch no request waits for logs nothing
+        self._batches.clear()
+
+    def _store_now(self, batch: _Batch) -> None:
+        """Store ``batch`` before returning, on this store's own loop (no serving loop)."""
+        self._count += 1
+        msg_id = f"{self._writer_id}-{self._count}"
+        try:
+            self._last_seq = self._run(
+                self._publish(self._js, batch.record(), msg_id),
+                self.commit_timeout + _ATTEMPT_TIMEOUT,
+            )
         except StorageError as exc:
             log.error("could not store a transaction in JetStream: %s", exc)
-            raise StorageError(
+            failure = StorageError(
                 f"the broker could not save the change, so it did not make it: {exc}"
-            ) from None
+            )
+            self._lose(failure)
+            raise failure from None
 
-    async def _publish(self, data: bytes, msg_id: str) -> None:
+    async def _writer(self) -> JetStreamContext:
+        """The JetStream context of a connection on the running (serving) loop, opened on
+        first use: publishing on it needs no hop to another thread."""
+        loop = asyncio.get_running_loop()
+        nc = self._writer_nc
+        if nc is None or self._writer_loop is not loop or nc.is_closed:
+            try:
+                nc = await _connect(self.servers)
+            except Exception as exc:
+                raise StorageError(f"cannot connect to NATS at {self.servers}: {exc}") from None
+            self._writer_nc, self._writer_loop = nc, loop
+            self._writer_js = nc.jetstream(timeout=_ATTEMPT_TIMEOUT)
+        assert self._writer_js is not None
+        return self._writer_js
+
+    async def _publish(self, js: JetStreamContext, data: bytes, msg_id: str) -> int:
+        """Publish one record, retried with the same ``msg_id`` until ``commit_timeout``;
+        returns its stream sequence."""
         from nats.js.errors import APIError
 
         headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Last-Sequence": str(self._last_seq)}
-        # The server counts the headers too, and closes the connection over a payload too
-        # large (nats-py checks the data alone): refused here, in words
-        size = (
-            len(data)
-            + len(b"NATS/1.0\r\n\r\n")
-            + sum(len(f"{name}: {value}\r\n") for name, value in headers.items())
-        )
-        if size > self._nc.max_payload:
-            raise StorageError(
-                f"the change takes {size} bytes in JetStream, more than the NATS server's "
-                f"max_payload ({self._nc.max_payload}): send a smaller message, or raise "
-                "max_payload in the servers' configuration"
-            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.commit_timeout
         attempts = 0
@@ -232,11 +381,10 @@ class JetStreamStorage(Storage):
             if self._nc.is_closed:
                 raise StorageError("the connection to NATS is closed")
             try:
-                ack = await self._js.publish(self.subject, data, headers=headers)
-                self._last_seq = ack.seq
+                ack = await js.publish(self.subject, data, headers=headers)
                 if attempts > 1:
-                    log.warning("a transaction was stored after %d attempts", attempts)
-                return
+                    log.warning("a record was stored after %d attempts", attempts)
+                return ack.seq
             except APIError as exc:
                 if exc.code is not None and exc.code < 500 and exc.code != 408:
                     # 400 "wrong last sequence": the stream holds a record this broker did
@@ -263,14 +411,22 @@ class JetStreamStorage(Storage):
         return [start, len(self._blobs)]
 
     def _message(self, message: StoredMessage) -> list[Any]:
+        return self._message_columns(
+            message, self._blob(message.header), self._blob(message.payload)
+        )
+
+    @staticmethod
+    def _message_columns(
+        message: StoredMessage, header: list[int] | None, payload: list[int] | None
+    ) -> list[Any]:
         return [
             message.priority.value,
             message.create_time,
             message.key,
             list(message.tags) if message.tags else None,
-            self._blob(message.header),
+            header if message.header is not None else None,
             message.expire_at,
-            self._blob(message.payload),
+            payload,
         ]
 
     def mailbox_created(self, mailbox: Mailbox) -> None:
@@ -332,9 +488,15 @@ class JetStreamStorage(Storage):
     # -- reading back --------------------------------------------------------------------------
 
     def restore(self, engine: Restorable) -> None:
-        # Also after a failed write: what was noted since the last restore is void
+        # Also after a failed write: what was noted since the last restore is void, and a
+        # record still under way counts for nothing (the next write's expected sequence
+        # fails if it landed after the replay, and the engine restores again)
         self._ops, self._blobs = [], bytearray()
         self._delayed_ids.clear()
+        if self._batches:
+            self._lose(StorageError("the broker's state was read back from the stream"))
+        self._epoch += 1
+        self._lost = None
         try:
             state = self._run(self._replay(), self.commit_timeout + _CONNECT_TIMEOUT)
         except StorageError as exc:
@@ -386,6 +548,68 @@ class JetStreamStorage(Storage):
         return state
 
 
+def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this thread is running ``loop``."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+async def _connect(servers: list[str]) -> NatsClient:
+    import nats
+
+    return await nats.connect(
+        servers,
+        connect_timeout=2,
+        # no buffering while reconnecting: a write given up on must not land later
+        pending_size=0,
+        max_reconnect_attempts=-1,
+        allow_reconnect=True,
+        reconnect_time_wait=0.25,
+    )
+
+
+@dataclass
+class _Change:
+    """One request's changes: its ops as JSON (blob places relative to ``blobs``)."""
+
+    ops: bytes
+    blobs: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.ops) + len(self.blobs) + _CHANGE_ROOM
+
+
+@dataclass
+class _Batch:
+    """Requests' changes stored together in one record; ``done`` is set once JetStream
+    acknowledged it (None: stored outside any event loop)."""
+
+    done: asyncio.Future[None] | Any
+    changes: int = 0
+    size: int = 0
+    sent: bool = False
+    _ops: list[bytes] = field(default_factory=list)
+    _blobs: list[bytes] = field(default_factory=list)
+
+    def add(self, change: _Change) -> None:
+        self._ops.append(change.ops)
+        self._blobs.append(change.blobs)
+        self.changes += 1
+        self.size += change.size
+
+    def record(self) -> bytes:
+        sizes = ",".join(str(len(blobs)) for blobs in self._blobs)
+        head = b'{"v":%d,"blobs":[%s],"changes":[%s]}\n' % (
+            RECORD_VERSION,
+            sizes.encode(),
+            b",".join(self._ops),
+        )
+        return head + b"".join(self._blobs)
+
+
 class _NotARecord(Exception):
     """A message of the stream this version cannot read: retrying will not help."""
 
@@ -416,9 +640,19 @@ class _State:
     def apply(self, data: bytes) -> None:
         head, _, blobs = data.partition(b"\n")
         record = json.loads(head)
-        if record.get("v") != RECORD_VERSION:
-            raise ValueError(f"record version {record.get('v')!r}, expected {RECORD_VERSION}")
-        for kind, *args in record["ops"]:
+        version = record.get("v")
+        if version == 1:  # one request's changes
+            self._apply(record["ops"], blobs)
+        elif version == RECORD_VERSION:  # a batch: each request's changes and blob bytes
+            start = 0
+            for ops, size in zip(record["changes"], record["blobs"], strict=True):
+                self._apply(ops, blobs[start : start + size])
+                start += size
+        else:
+            raise ValueError(f"record version {version!r}, expected 1 or {RECORD_VERSION}")
+
+    def _apply(self, ops: list[list[Any]], blobs: bytes) -> None:
+        for kind, *args in ops:
             getattr(self, f"_op_{kind}")(blobs, *args)
 
     # One method per change record: replaying them in order rebuilds the state
