@@ -149,8 +149,9 @@ class LeaderLock:
                         f"JetStream is not available on {self.servers}: {type(exc).__name__}: {exc}"
                     ) from None
                 await asyncio.sleep(POLL_EVERY)
-        if replicas is None:
-            replicas = 3 if len(self._nc.servers) >= 3 else 1
+        if replicas is None:  # the servers the cluster told of, each counted once
+            known = {(uri.hostname, uri.port) for uri in self._nc.servers}
+            replicas = 3 if len(known) >= 3 else 1
         config = KeyValueConfig(
             bucket=self.bucket,
             ttl=self.ttl,
