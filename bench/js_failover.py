@@ -59,6 +59,7 @@ SERVICE_TIMEOUT = 90.0  # the most a round may wait for the service to come back
 CATCH_UP_TIMEOUT = 90.0  # a restarted server's replicas current again
 DRAIN_TIMEOUT = 180.0
 LOCK_WAIT = 30.0
+LOCK_STREAM = f"KV_{lock_bucket(DEFAULT_STREAM)}"  # the stream under the lock's bucket
 PROBE_EVERY = 0.05
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +73,9 @@ class Round:
     kind: str
     victim: str
     gap: float  # seconds without a probe answered
-    broker_exits: int = 0  # brokers that stopped by themselves in the round (lease lost)
+    lock_leader_killed: bool  # the killed server held the leader of the lock's bucket
+    lock_moved: bool  # another broker held the lock after the round
+    broker_exits: int = 0  # brokers that stopped by themselves (lease lost, loop blocked)
 
 
 @dataclass
@@ -113,16 +116,24 @@ class LaneResult:
             f"{len(self.handed_out_after_ack)}, msg_ids reused {len(self.reused)}, handed out "
             f"but never sent {len(self.unknown)}, client warnings {len(self.client_warnings)}",
             f"brokers that stopped by themselves: {sum(r.broker_exits for r in self.rounds)}",
+            "rounds whose kill took the lock's bucket leader / moved the lock: "
+            + ", ".join(
+                f"{k} {sum(r.lock_leader_killed for r in self.rounds if r.kind == k)}"
+                f"/{sum(r.lock_moved for r in self.rounds if r.kind == k)}"
+                for k in KINDS
+            ),
             f"SEND errors: {dict(self.failure_kinds)}",
         ]
         for kind in KINDS:
             gaps = sorted(self.gaps(kind))
             if gaps:
                 p90 = gaps[min(len(gaps) - 1, int(0.9 * len(gaps)))]
+                kept = sorted(r.gap for r in self.rounds if r.kind == kind and not r.lock_moved)
                 lines.append(
                     f"gap after a {kind} kill: min {gaps[0]:.2f} s, median "
                     f"{statistics.median(gaps):.2f} s, p90 {p90:.2f} s, max {gaps[-1]:.2f} s "
-                    f"({len(gaps)} kills)"
+                    f"({len(gaps)} kills; the lock stayed in {len(kept)}"
+                    + (f", median gap {statistics.median(kept):.2f} s)" if kept else ")")
                 )
         return "\n".join(lines)
 
@@ -283,7 +294,9 @@ class KillLane:
         for broker in self.brokers:  # one after the other: the first serves
             broker.start()
             await asyncio.to_thread(broker.wait_ready)
-        self.nc = await nats.connect(self.cluster.urls, max_reconnect_attempts=-1)
+        self.nc = await nats.connect(
+            self.cluster.urls, max_reconnect_attempts=-1, error_cb=_quiet
+        )  # its server killed: it reconnects
         clients: list[Mq9Client] = []
         try:
             async with Mq9Client(self.url, request_timeout=30) as setup:
@@ -300,6 +313,9 @@ class KillLane:
                 await asyncio.sleep(pause)
                 for number in range(rounds_per_kind * len(KINDS)):
                     kind = KINDS[number % len(KINDS)]
+                    late = self.restart_exited()  # stopped after the round that caused it
+                    if result.rounds:
+                        result.rounds[-1].broker_exits += late
                     result.rounds.append(await self.kill_round(kind))
                     await asyncio.sleep(pause)
                 self.work.writing = False
@@ -321,9 +337,10 @@ class KillLane:
     # -- one round -----------------------------------------------------------------------------
 
     async def kill_round(self, kind: str) -> Round:
-        exits_before = self.restart_exited()
+        holder = await self.serving_broker()
+        lock_leader = await self.stream_server(leader=True, stream=LOCK_STREAM)
         if kind == "broker":
-            victim = await self.serving_broker()
+            victim = holder
             killed_at = time.monotonic()
             victim.kill()
             name = f"broker pid {victim.pid}"
@@ -342,8 +359,14 @@ class KillLane:
         exits = self.restart_exited()
         for broker in self.brokers:  # a broker started again is ready before the next kill
             await asyncio.to_thread(broker.wait_ready)
-        self.say(f"killed {kind} ({name}): gap {gap:.2f} s")
-        return Round(kind, name, gap, exits_before + exits)
+        moved = await self.serving_broker() is not holder
+        killed_lock_leader = kind != "broker" and server == lock_leader
+        self.say(
+            f"killed {kind} ({name}): gap {gap:.2f} s; the lock's bucket leader "
+            f"{'killed' if killed_lock_leader else 'kept'}; the lock "
+            f"{'moved' if moved else 'stayed'}; brokers that stopped by themselves {exits}"
+        )
+        return Round(kind, name, gap, killed_lock_leader, moved, exits)
 
     def restart_exited(self) -> int:
         """Start again a broker that stopped by itself (a lease it could not give up in
@@ -372,9 +395,9 @@ class KillLane:
         self.say(f"no broker held the leader lock for {LOCK_WAIT:g} s: killing the first")
         return self.brokers[0]
 
-    async def stream_server(self, *, leader: bool) -> str:
-        """The server holding the state stream's leader, or one of its followers."""
-        info = await self.nc.jetstream().stream_info(DEFAULT_STREAM)
+    async def stream_server(self, *, leader: bool, stream: str = DEFAULT_STREAM) -> str:
+        """The server holding ``stream``'s leader, or one of its followers."""
+        info = await self.nc.jetstream().stream_info(stream)
         assert info.cluster is not None
         if leader:
             return info.cluster.leader or ""
@@ -395,7 +418,7 @@ class KillLane:
     async def caught_up(self) -> None:
         """Wait until every replica of the state stream and of the lock bucket is current."""
         deadline = time.monotonic() + CATCH_UP_TIMEOUT
-        streams = (DEFAULT_STREAM, f"KV_{lock_bucket(DEFAULT_STREAM)}")
+        streams = (DEFAULT_STREAM, LOCK_STREAM)
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
                 infos = [await self.nc.jetstream().stream_info(s) for s in streams]
@@ -449,6 +472,10 @@ class KillLane:
         result.handed_out_after_ack = sorted(after)
         probe_ids = [msg_id for _, msg_id in work.probes]
         result.probes_reused = sorted(i for i, n in Counter(probe_ids).items() if n > 1)
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py's errors while a server is down (it logs a traceback for each otherwise)."""
 
 
 def _current(info: Any) -> bool:
