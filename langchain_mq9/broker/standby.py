@@ -122,6 +122,7 @@ class LeaderLock:
 
     async def _open(self, replicas: int | None) -> None:
         import nats
+        from nats.errors import NoRespondersError
         from nats.js.api import KeyValueConfig, StorageType
         from nats.js.errors import BucketNotFoundError
 
@@ -144,9 +145,12 @@ class LeaderLock:
             except BucketNotFoundError:
                 break
             except Exception as exc:
-                if self._loop.time() >= deadline:
+                # no responders: no JetStream there at all; else it may come within seconds
+                if isinstance(exc, NoRespondersError) or self._loop.time() >= deadline:
                     raise StorageError(
-                        f"JetStream is not available on {self.servers}: {type(exc).__name__}: {exc}"
+                        f"JetStream is not available on {self.servers}: "
+                        f"{type(exc).__name__}: {exc} (start nats-server with -js, or with "
+                        "jetstream in its config)"
                     ) from None
                 await asyncio.sleep(POLL_EVERY)
         if replicas is None:  # the servers the cluster told of, each counted once
@@ -371,8 +375,8 @@ async def serve_while_leader(
             lock.keep(on_lost)
             try:
                 stop_serving = await start()
-            except StorageError as exc:  # no quorum yet, say: let another try, then try again
-                log.error("could not start serving: %s; standing by", exc)
+            except Exception as exc:  # no quorum yet, say: let another try, then try again
+                log.error("could not start serving: %s: %s; standing by", type(exc).__name__, exc)
                 await asyncio.to_thread(lock.release)
                 standing_by()
                 await asyncio.wait([stop_task], timeout=lock.ttl)

@@ -173,6 +173,28 @@ async def test_the_same_command_twice_serves_once_and_the_standby_takes_over(
         assert "restored 1 mailboxes, 3 messages" in second.output()
 
 
+def test_a_broker_of_another_store_serving_there_is_refused_and_the_lock_let_go(
+    lone_jetstream, stream, locks
+):
+    """The lock is free but a broker keeping its state elsewhere answers mq9 on this NATS:
+    the JetStream broker refuses to start beside it, and does not keep the lock."""
+    with DevBroker("--nats", lone_jetstream.urls[0], "--no-search"):
+        refused = DevBroker(
+            "--nats", lone_jetstream.urls[0], "--store", "jetstream", "--stream", stream,
+            "--no-search", wait=False,
+        )  # fmt: skip
+        assert refused.wait_exit() == 1
+        assert "an mq9 broker already serves" in refused.output()
+    assert locks().try_take()  # deleted on the way out: no wait for it to expire
+
+
+def test_no_jetstream_on_the_server_is_a_clear_error_at_once(nats_server):
+    refused = DevBroker("--nats", nats_server.url, "--store", "jetstream", wait=False)
+    assert refused.wait_exit() == 1
+    assert "JetStream is not available" in refused.output()
+    assert "Traceback" not in refused.output()
+
+
 def test_the_kill_lane():
     """SIGKILLs of the stream leader's server, a follower and the serving broker under 4
     writers and 4 group readers: nothing acknowledged lost, nothing handed out after its ACK,
