@@ -362,13 +362,17 @@ async def serve_while_leader(
             if not await take:
                 return
             lost = asyncio.Event()
-            stepped_down = threading.Event()
+            serving, stepped_down = threading.Event(), threading.Event()
 
             def on_lost(
-                lost: asyncio.Event = lost, stepped_down: threading.Event = stepped_down
+                lost: asyncio.Event = lost,
+                serving: threading.Event = serving,
+                stepped_down: threading.Event = stepped_down,
             ) -> None:
                 loop.call_soon_threadsafe(lost.set)
-                if not stepped_down.wait(lock.margin):
+                # lost while still starting: it stops as soon as it started, answering nothing
+                # meanwhile (LeaseEngine); lost while serving: it stops now, or the process ends
+                if serving.is_set() and not stepped_down.wait(lock.margin):
                     log.critical("lost the leader lock and could not stop serving: exiting")
                     os._exit(EXIT_LOST_LOCK)
 
@@ -381,6 +385,7 @@ async def serve_while_leader(
                 standing_by()
                 await asyncio.wait([stop_task], timeout=lock.ttl)
                 continue
+            serving.set()
             lost_task = asyncio.ensure_future(lost.wait())
             await asyncio.wait([lost_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
             lost_task.cancel()
