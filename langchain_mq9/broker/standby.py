@@ -14,10 +14,10 @@ every ``POLL_EVERY`` seconds; JetStream lets exactly one create succeed once the
 
 The holder's **lease** ends ``margin`` seconds before the key can expire: at the send time of
 its last acknowledged rewrite (which is before the server stamped it) + ``ttl`` - ``margin``.
-Past it the engine answers no request (``LeaseEngine``) and the process stops serving: it
-unsubscribes, then stands by again; if that does not happen within ``margin`` (its event loop
-blocked), the process exits (``EXIT_LOST_LOCK``). So by the time a standby can take the key,
-the old holder answers nothing.
+An answer is sent only when the lease held both when the request came and once the answer
+was made (``LeaseEngine``), so every answer the old holder sends was made before a standby
+could take the key, even one sent late by a loop that was blocked; once its loop can, the old
+holder unsubscribes and stands by again.
 
 A request the old holder began in time may still be writing (a store retries a publish for up
 to 15 s during a stream leader election). The new holder therefore writes a **fence** first, an
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -52,7 +53,6 @@ REFRESH_EVERY = 1.0
 MARGIN = 1.0  # the lease ends this long before the entry can expire (clock skew, scheduling)
 POLL_EVERY = 0.25  # how often a standby tries to take the lock
 LOCK_KEY = "leader"
-EXIT_LOST_LOCK = 3  # the process status when it could not stop serving in time
 _ATTEMPT_TIMEOUT = 1.0
 _CONNECT_TIMEOUT = 10.0
 # The fence: a record of no changes, in the store's record format (version 1)
@@ -216,12 +216,12 @@ class LeaderLock:
 
     # -- keeping it ----------------------------------------------------------------------------
 
-    def keep(self, on_lost: Callable[[], None]) -> None:
+    def keep(self, on_lost: Callable[[], object]) -> None:
         """Rewrite the entry every ``refresh_every`` s; ``on_lost()`` (on the lock's thread)
         once the lease ended without a rewrite acknowledged."""
         self._keeping = asyncio.run_coroutine_threadsafe(self._keep(on_lost), self._loop)
 
-    async def _keep(self, on_lost: Callable[[], None]) -> None:
+    async def _keep(self, on_lost: Callable[[], object]) -> None:
         from nats.js.errors import KeyWrongLastSequenceError
 
         next_rewrite = self.clock() + self.refresh_every
@@ -320,8 +320,13 @@ class LeaderLock:
 
 
 class LeaseEngine(BrokerEngine):
-    """A ``BrokerEngine`` that answers only while ``serving()`` is true (the leader lock's
-    lease): past it every request is refused at once, with the reason."""
+    """A ``BrokerEngine`` whose answers are those of a lease holder (``serving()``, the
+    leader lock's lease, true at the start and at the end of each): a request that comes
+    after the lease is refused at once; an answer made when the lease ended meanwhile (a
+    write waiting for a JetStream election, a FETCH waiting for messages) is replaced by an
+    error saying it may or may not have been done. So every answer sent was made before the
+    lease ended, before another broker could serve: never from a state another broker has
+    changed since."""
 
     def __init__(self, serving: Callable[[], bool], **options: Any) -> None:
         self._serving = serving
@@ -330,12 +335,19 @@ class LeaseEngine(BrokerEngine):
     async def handle(self, subject: str, headers: Any, body: bytes) -> bytes:
         if not self._serving():
             return p.encode(p.ERROR_REPLY.write(error=NOT_SERVING))
-        return await super().handle(subject, headers, body)
+        answer = await super().handle(subject, headers, body)
+        if not self._serving():  # checked with no wait after the answer was made
+            return p.encode(p.ERROR_REPLY.write(error=LEASE_ENDED))
+        return answer
 
 
 NOT_SERVING = (
     "this broker's lease ended: another broker takes over within seconds; nothing of this "
     "request was done, send it again"
+)
+LEASE_ENDED = (
+    "this broker's lease ended while it answered: the request may or may not have been "
+    "carried out; another broker takes over within seconds (check before sending it again)"
 )
 
 
@@ -346,10 +358,9 @@ async def serve_while_leader(
     *,
     standing_by: Callable[[], None],
 ) -> None:
-    """Stand by until ``lock`` is taken, then serve: ``await start()`` serves and returns how
-    to stop; until ``stop`` is set, or the lease ended (then standing by again, after
-    ``standing_by()``). A process whose loop does not stop serving within the lock's margin
-    exits with ``EXIT_LOST_LOCK``. Leaves the lock released."""
+    """Stand by until ``lock`` is taken, then serve: ``await start()`` serves (with a
+    ``LeaseEngine`` on ``lock.holds``) and returns how to stop; until ``stop`` is set, or the
+    lease ended (then standing by again, after ``standing_by()``). Leaves the lock released."""
     loop = asyncio.get_running_loop()
     waiting = threading.Event()  # set to end a wait for the lock
     stop_task = asyncio.ensure_future(stop.wait())
@@ -361,22 +372,10 @@ async def serve_while_leader(
             waiting.set()
             if not await take:
                 return
+            # Lost while starting or serving: it stops once its loop can, answering nothing
+            # meanwhile (LeaseEngine)
             lost = asyncio.Event()
-            serving, stepped_down = threading.Event(), threading.Event()
-
-            def on_lost(
-                lost: asyncio.Event = lost,
-                serving: threading.Event = serving,
-                stepped_down: threading.Event = stepped_down,
-            ) -> None:
-                loop.call_soon_threadsafe(lost.set)
-                # lost while still starting: it stops as soon as it started, answering nothing
-                # meanwhile (LeaseEngine); lost while serving: it stops now, or the process ends
-                if serving.is_set() and not stepped_down.wait(lock.margin):
-                    log.critical("lost the leader lock and could not stop serving: exiting")
-                    os._exit(EXIT_LOST_LOCK)
-
-            lock.keep(on_lost)
+            lock.keep(functools.partial(loop.call_soon_threadsafe, lost.set))
             try:
                 stop_serving = await start()
             except Exception as exc:  # no quorum yet, say: let another try, then try again
@@ -385,14 +384,10 @@ async def serve_while_leader(
                 standing_by()
                 await asyncio.wait([stop_task], timeout=lock.ttl)
                 continue
-            serving.set()
             lost_task = asyncio.ensure_future(lost.wait())
             await asyncio.wait([lost_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
             lost_task.cancel()
-            try:
-                await stop_serving()
-            finally:
-                stepped_down.set()
+            await stop_serving()
             if lost.is_set() and not stop.is_set():
                 log.warning("lost the leader lock: stopped serving, standing by")
                 standing_by()

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster
+from jetstream_servers import JetStreamCluster, wait_serving
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.standby import NOT_SERVING, LeaderLock, LeaseEngine
+from langchain_mq9.broker.standby import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine
 from langchain_mq9.broker.storage import JetStreamStorage
 
 pytestmark = pytest.mark.slow  # nats-server processes
@@ -139,6 +139,21 @@ async def test_a_stale_holders_late_write_is_refused_once_the_new_holder_fenced(
                 engine.storage.close()
 
 
+async def test_an_answer_made_after_the_lease_ended_is_not_sent():
+    """A FETCH waiting for messages when the lease ends: its answer, made after, could hand
+    out what another broker had acked meanwhile; it is replaced by an error saying so."""
+    serving = [True]
+    engine = LeaseEngine(lambda: serving[0])
+    await _ok(engine, p.MAILBOX_CREATE, {"name": "lease.box"})
+    fetch = {"group_name": "g", "deliver": "earliest", "config": {"max_wait_ms": 30_000}}
+    waiting = asyncio.create_task(_call(engine, p.fetch_subject("lease.box"), fetch))
+    await asyncio.sleep(0)  # the FETCH is waiting
+    await _ok(engine, p.send_subject("lease.box"), b"wakes it")
+    serving[0] = False  # the lease ends before the woken FETCH makes its answer
+    reply = await asyncio.wait_for(waiting, WAIT)
+    assert reply["error"] == LEASE_ENDED and "messages" not in reply
+
+
 async def test_an_engine_past_its_lease_answers_every_request_with_the_reason():
     serving = [True]
     engine = LeaseEngine(lambda: serving[0])
@@ -166,7 +181,7 @@ async def test_the_same_command_twice_serves_once_and_the_standby_takes_over(
             await client.mailbox_create(name="two.box")
             assert [await client.send("two.box", f"m{i}") for i in range(3)] == [0, 1, 2]
             assert first.stop() == 0
-            _wait_for(second, "(serving)")
+            wait_serving(second)
             assert await client.send("two.box", "after") == 3
             got = await client.query("two.box")
             assert [m.text() for m in got] == ["m0", "m1", "m2", "after"]
@@ -241,13 +256,3 @@ async def _ok(engine: BrokerEngine, subject: str, body: bytes | dict) -> dict:
 
 def _ready_line(broker: DevBroker) -> str:
     return next(line for line in broker.stdout if line.startswith("mq9 dev broker ready on"))
-
-
-def _wait_for(broker: DevBroker, words: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if any(words in line for line in broker.stdout if "ready on" in line):
-            return
-        assert broker.process.poll() is None, broker.output()
-        time.sleep(0.1)
-    raise AssertionError(f"no {words!r} in {WAIT:g} s; {broker.output()}")
