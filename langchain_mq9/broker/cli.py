@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the state is kept: memory (the default without --data), sqlite (the "
         "default with --data: the file it names), or jetstream: a stream (MQ9_STATE) on the "
         "NATS cluster of --nats, which needs JetStream enabled; each answer is given once a "
-        "quorum of the stream's replicas holds the change",
+        "quorum of the stream's replicas holds the change. The same command started again, "
+        "here or on another machine, stands by (its ready line says so) and serves within "
+        "seconds of the serving one's stop or loss (docs/deploy.md)",
     )
     keep.add_argument(
         "--replicas",
