@@ -403,11 +403,25 @@ async def _serve_jetstream(
     async def nats_error(exc: Exception) -> None:
         log.debug("nats: %s", describe(exc))
 
+    async def disconnected() -> None:
+        if not stop.is_set():
+            log.warning("lost the connection to nats-server at %s; reconnecting", shown)
+
+    async def reconnected() -> None:
+        log.warning("reconnected to nats-server at %s", shown)
+
     lock = await asyncio.to_thread(LeaderLock, servers, args.stream, replicas=args.replicas)
     connection: NatsConnection | None = None
     bulk: NatsConnection | None = None
     try:
-        connection = await _connect(args.nats, shown, name="mq9-dev-broker", error_cb=nats_error)
+        connection = await _connect(
+            args.nats,
+            shown,
+            name="mq9-dev-broker",
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=nats_error,
+        )
         bulk = await _connect(args.nats, shown, name="mq9-dev-broker answers", error_cb=nats_error)
         if await asyncio.to_thread(lock.try_take):
             try:  # a broker keeping its state elsewhere may serve these subjects
