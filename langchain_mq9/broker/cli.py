@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client as NatsConnection
@@ -37,6 +38,7 @@ from .engine import BrokerEngine, BrokerLimits
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
 from .pacing import AnswerPacer
 from .serve import BULK_ANSWER, serve_on_nats
+from .standby import LeaderLock, LeaseEngine, serve_while_leader
 from .storage import JetStreamStorage, SqliteStorage, Storage, StorageError
 from .storage.jetstream import DEFAULT_STREAM
 
@@ -99,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the state is kept: memory (the default without --data), sqlite (the "
         "default with --data: the file it names), or jetstream: a stream (MQ9_STATE) on the "
         "NATS cluster of --nats, which needs JetStream enabled; each answer is given once a "
-        "quorum of the stream's replicas holds the change",
+        "quorum of the stream's replicas holds the change. The same command started again, "
+        "here or on another machine, stands by (its ready line says so) and serves within "
+        "seconds of the serving one's stop or loss (docs/deploy.md)",
     )
     keep.add_argument(
         "--replicas",
@@ -222,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.embedding_model:  # chosen: it loads, or the broker does not start
                 raise
             # the default model: the engine logs why, and answers it to each request needing it
+        rate, burst = (args.answer_rate or 0) * 2**20, BURST_MIB * 2**20
+        pacer = AnswerPacer(rate, burst) if rate else None
+        if store == "jetstream":  # one broker serves, others stand by (standby.py)
+            sys.setswitchinterval(SWITCH_INTERVAL)
+            return asyncio.run(_serve_jetstream(args, limits, pacer))
         if store == "sqlite":
             storage = SqliteStorage(args.data, synchronous=args.sync)
-        elif store == "jetstream":
-            storage = JetStreamStorage(
-                _servers(args.nats), replicas=args.replicas, stream=args.stream
-            )
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
         engine.load_model_soon()  # loaded already; a default model that is not is logged
         # What is held now (the model's objects, the restored state) lives as long as the
@@ -242,8 +247,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = _start_server(args.host, args.port)
             url = server.url
-        rate, burst = (args.answer_rate or 0) * 2**20, BURST_MIB * 2**20
-        pacer = AnswerPacer(rate, burst) if rate else None
         return asyncio.run(_serve(engine, url, server, storage, pacer))
     except (StartupError, StorageError, semantic.ModelError) as exc:
         print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
@@ -345,16 +348,7 @@ async def _serve(
         # behind them (serve.py); it only publishes (its failures are logged as it retries)
         bulk = await _connect(url, shown, name="mq9-dev-broker answers", error_cb=nats_error)
         service = await serve_on_nats(engine, connection, bulk, pacer)
-        if engine.limits.max_payload > connection.max_payload:
-            # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
-            # not hand out in an answer is refused at SEND instead of blocking its readers
-            log.warning(
-                "--max-payload %d is above nats-server's max_payload %d: messages are limited "
-                "to what one %d-byte answer carries (SEND refuses larger ones)",
-                engine.limits.max_payload,
-                connection.max_payload,
-                connection.max_payload,
-            )
+        _warn_payload(engine, connection)
         _banner(shown, server, storage, engine)
         print(f"{READY} {shown}", flush=True)
 
@@ -379,6 +373,113 @@ async def _serve(
         await asyncio.to_thread(server.stop)
     print("mq9 dev broker stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _warn_payload(engine: BrokerEngine, connection: NatsConnection) -> None:
+    if engine.limits.max_payload > connection.max_payload:
+        # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
+        # not hand out in an answer is refused at SEND instead of blocking its readers
+        log.warning(
+            "--max-payload %d is above nats-server's max_payload %d: messages are limited "
+            "to what one %d-byte answer carries (SEND refuses larger ones)",
+            engine.limits.max_payload,
+            connection.max_payload,
+            connection.max_payload,
+        )
+
+
+async def _serve_jetstream(
+    args: argparse.Namespace, limits: BrokerLimits, pacer: AnswerPacer | None
+) -> int:
+    """Serve the state kept in JetStream while this process holds the stream's leader lock,
+    standing by while another broker holds it (standby.py); until SIGINT/SIGTERM."""
+    servers = _servers(args.nats)
+    shown = ",".join(redact(one) for one in servers)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    async def nats_error(exc: Exception) -> None:
+        log.debug("nats: %s", describe(exc))
+
+    async def disconnected() -> None:
+        if not stop.is_set():
+            log.warning("lost the connection to nats-server at %s; reconnecting", shown)
+
+    async def reconnected() -> None:
+        log.warning("reconnected to nats-server at %s", shown)
+
+    lock = await asyncio.to_thread(LeaderLock, servers, args.stream, replicas=args.replicas)
+    connection: NatsConnection | None = None
+    bulk: NatsConnection | None = None
+    try:
+        connection = await _connect(
+            args.nats,
+            shown,
+            name="mq9-dev-broker",
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=nats_error,
+        )
+        bulk = await _connect(args.nats, shown, name="mq9-dev-broker answers", error_cb=nats_error)
+        if await asyncio.to_thread(lock.try_take):
+            try:  # a broker keeping its state elsewhere may serve these subjects
+                await _refuse_second_broker(connection, shown)
+            except StartupError:
+                await asyncio.to_thread(lock.release)
+                raise
+        else:
+            _standby_banner(shown, lock)
+            print(f"{READY} {shown} (standby)", flush=True)
+        serving, stopped = connection, bulk  # bound for start()
+
+        async def start() -> Callable[[], Awaitable[None]]:
+            await asyncio.to_thread(lock.fence)
+            storage = await asyncio.to_thread(
+                JetStreamStorage, servers, replicas=args.replicas, stream=args.stream
+            )
+            try:
+                engine = await asyncio.to_thread(
+                    LeaseEngine, lock.holds, limits=limits, storage=storage,
+                    search=not args.no_search,
+                )  # fmt: skip
+            except BaseException:
+                storage.close()
+                raise
+            engine.load_model_soon()
+            service = await serve_on_nats(engine, serving, stopped, pacer)
+            _warn_payload(engine, serving)
+            _banner(shown, None, storage, engine)
+            print(f"{READY} {shown} (serving)", flush=True)
+
+            async def stop_serving() -> None:
+                await service.stop()
+                await asyncio.to_thread(storage.close)
+
+            return stop_serving
+
+        def standing_by() -> None:
+            print(f"mq9 dev broker standing by on {shown}", flush=True)
+
+        await serve_while_leader(lock, stop, start, standing_by=standing_by)
+    finally:
+        for opened in (bulk, connection):
+            if opened is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(opened.close(), 5)
+        await asyncio.to_thread(lock.close)
+    print("mq9 dev broker stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _standby_banner(shown: str, lock: LeaderLock) -> None:
+    print(
+        f"mq9 dev broker: standby for JetStream stream {lock.stream} at {shown}; serving now: "
+        f"{lock.current_holder() or 'no one (taking over)'}; this broker serves once that "
+        f"one stops or loses NATS for {lock.ttl - lock.margin:g} s",
+        flush=True,
+    )
 
 
 async def _connect(url: str, shown: str, **callbacks: Any) -> NatsConnection:

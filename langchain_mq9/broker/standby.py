@@ -1,0 +1,397 @@
+"""Several broker processes on one JetStream-kept state: one serves, the others stand by.
+
+Why not all serving: one writer keeps each mailbox's msg_ids and each group's position in one
+linear order without a lock per mailbox (two writers would have to agree on every SEND's
+msg_id); the state's stream already refuses a write that does not follow the last one it holds
+(``Nats-Expected-Last-Sequence``), so two writers would only make each other fail.
+
+Which one serves is a **leader lock**: the key ``leader`` of a JetStream key-value bucket
+(``{stream}_LEADER``, replicated like the stream) whose entries expire ``ttl`` seconds after
+they were written. The holder rewrites it every ``refresh_every`` seconds, each rewrite stating
+the revision it last wrote (so it never overwrites another's). A standby tries to create the key
+every ``POLL_EVERY`` seconds; JetStream lets exactly one create succeed once the key expired
+(its holder died or lost NATS) or was deleted (its holder stopped).
+
+The holder's **lease** ends ``margin`` seconds before the key can expire: at the send time of
+its last acknowledged rewrite (which is before the server stamped it) + ``ttl`` - ``margin``.
+An answer is sent only when the lease held both when the request came and once the answer
+was made (``LeaseEngine``), so every answer the old holder sends was made before a standby
+could take the key, even one sent late by a loop that was blocked; once its loop can, the old
+holder unsubscribes and stands by again.
+
+A request the old holder began in time may still be writing (a store retries a publish for up
+to 15 s during a stream leader election). The new holder therefore writes a **fence** first, an
+empty record following the stream's last one, before it reads the stream: a late write of the
+old holder then no longer follows the last record, and JetStream refuses it (its requester is
+told the SEND failed); a write that landed before the fence is read back by the new holder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from .. import protocol as p
+from .engine import BrokerEngine
+from .storage import StorageError
+from .storage.jetstream import SUBJECT_PREFIX
+
+log = logging.getLogger("langchain_mq9.broker")
+
+LOCK_TTL = 3.0  # seconds a lock entry lives unless rewritten
+REFRESH_EVERY = 1.0
+MARGIN = 1.0  # the lease ends this long before the entry can expire (clock skew, scheduling)
+POLL_EVERY = 0.25  # how often a standby tries to take the lock
+LOCK_KEY = "leader"
+_ATTEMPT_TIMEOUT = 1.0
+_CONNECT_TIMEOUT = 10.0
+# The fence: a record of no changes, in the store's record format (version 1)
+FENCE_RECORD = b'{"v": 1, "ops": []}\n'
+FENCE_TIMEOUT = 30.0  # longer than a stream leader election (4-8 s measured)
+
+T = TypeVar("T")
+
+
+def lock_bucket(stream: str) -> str:
+    """The key-value bucket holding the leader lock of ``stream``."""
+    return f"{stream}_LEADER"
+
+
+def holder_name() -> str:
+    """Who holds the lock: this machine and process, made unique by a random tail (a
+    process that lost the lock and takes it again is a new holder)."""
+    return f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
+
+
+class LeaderLock:
+    """The leader lock of ``stream`` on the NATS servers ``servers``; its own connection,
+    event loop and thread, so that it is kept however busy the serving loop is.
+
+    ``replicas``: the bucket's when this lock creates it (None: 3 when the cluster has 3 or
+    more servers, else 1). ``clock``: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        servers: list[str],
+        stream: str,
+        *,
+        replicas: int | None = None,
+        ttl: float = LOCK_TTL,
+        refresh_every: float = REFRESH_EVERY,
+        margin: float = MARGIN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < margin < ttl or not 0 < refresh_every < ttl - margin:
+            raise ValueError("need 0 < margin < ttl and 0 < refresh_every < ttl - margin")
+        self.servers, self.stream, self.bucket = servers, stream, lock_bucket(stream)
+        self.ttl, self.refresh_every, self.margin = ttl, refresh_every, margin
+        self.clock = clock
+        self.holder = holder_name()
+        self._revision: int | None = None  # of our entry, while we hold the lock
+        self._lease_end = 0.0  # clock() before which we may serve
+        self._keeping: Future[None] | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="mq9-leader-lock", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._run(self._open(replicas), _CONNECT_TIMEOUT * 2)
+        except BaseException:
+            self.close()
+            raise
+
+    def _run(self, work: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise StorageError(f"JetStream did not answer within {timeout:g} s") from None
+
+    async def _open(self, replicas: int | None) -> None:
+        import nats
+        from nats.errors import NoRespondersError
+        from nats.js.api import KeyValueConfig, StorageType
+        from nats.js.errors import BucketNotFoundError
+
+        try:
+            self._nc = await nats.connect(
+                self.servers,
+                connect_timeout=2,
+                pending_size=0,  # a rewrite given up on must not land later
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+            )
+        except Exception as exc:
+            raise StorageError(f"cannot connect to NATS at {self.servers}: {exc}") from None
+        self._js = self._nc.jetstream(timeout=_ATTEMPT_TIMEOUT)
+        deadline = self._loop.time() + _CONNECT_TIMEOUT
+        while True:  # a cluster just started elects its JetStream leader first
+            try:
+                self._kv = await self._js.key_value(self.bucket)
+                return
+            except BucketNotFoundError:
+                break
+            except Exception as exc:
+                # no responders: no JetStream there at all; else it may come within seconds
+                if isinstance(exc, NoRespondersError) or self._loop.time() >= deadline:
+                    raise StorageError(
+                        f"JetStream is not available on {self.servers}: "
+                        f"{type(exc).__name__}: {exc} (start nats-server with -js, or with "
+                        "jetstream in its config)"
+                    ) from None
+                await asyncio.sleep(POLL_EVERY)
+        if replicas is None:  # the servers the cluster told of, each counted once
+            known = {(uri.hostname, uri.port) for uri in self._nc.servers}
+            replicas = 3 if len(known) >= 3 else 1
+        config = KeyValueConfig(
+            bucket=self.bucket,
+            ttl=self.ttl,
+            replicas=replicas,
+            storage=StorageType.FILE,
+            description=f"which broker serves the mq9 state in stream {self.stream}",
+        )
+        try:
+            self._kv = await self._js.create_key_value(config)
+        except Exception as exc:
+            raise StorageError(f"cannot create the lock bucket {self.bucket}: {exc}") from None
+
+    # -- taking the lock -----------------------------------------------------------------------
+
+    def try_take(self) -> bool:
+        """Take the lock if no one holds it; True when this process now holds it."""
+        return self._run(self._try_take(), self.ttl)
+
+    async def _try_take(self) -> bool:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        sent = self.clock()
+        try:
+            revision = await self._kv.create(LOCK_KEY, self.holder.encode())
+        except KeyWrongLastSequenceError:  # someone holds it
+            return False
+        except Exception as exc:  # no KV leader yet, reconnecting: the next poll tries again
+            log.debug("could not try the leader lock: %s: %s", type(exc).__name__, exc)
+            return False
+        self._revision = revision
+        self._lease_end = sent + self.ttl - self.margin
+        return True
+
+    def wait_to_take(self, stop: threading.Event) -> bool:
+        """Block until this process holds the lock (True) or ``stop`` is set (False)."""
+        if self.holds():
+            return True
+        while not stop.is_set():
+            if self.try_take():
+                return True
+            stop.wait(POLL_EVERY)
+        return False
+
+    def holds(self) -> bool:
+        """Whether this process may serve now (read from any thread)."""
+        return self._revision is not None and self.clock() < self._lease_end
+
+    def current_holder(self) -> str | None:
+        """Who holds the lock as JetStream says now (None: no one, or no answer)."""
+        return self._run(self._current_holder(), self.ttl)
+
+    async def _current_holder(self) -> str | None:
+        try:
+            entry = await self._kv.get(LOCK_KEY)
+        except Exception:
+            return None
+        return entry.value.decode(errors="replace") if entry.value else None
+
+    # -- keeping it ----------------------------------------------------------------------------
+
+    def keep(self, on_lost: Callable[[], object]) -> None:
+        """Rewrite the entry every ``refresh_every`` s; ``on_lost()`` (on the lock's thread)
+        once the lease ended without a rewrite acknowledged."""
+        self._keeping = asyncio.run_coroutine_threadsafe(self._keep(on_lost), self._loop)
+
+    async def _keep(self, on_lost: Callable[[], object]) -> None:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        next_rewrite = self.clock() + self.refresh_every
+        while True:
+            left = self._lease_end - self.clock()
+            if left <= 0:
+                break
+            await asyncio.sleep(max(0.0, min(next_rewrite - self.clock(), left)))
+            if self.clock() < next_rewrite:
+                continue  # woke for the lease's end: checked above
+            sent = self.clock()
+            try:
+                revision = await asyncio.wait_for(
+                    self._kv.update(LOCK_KEY, self.holder.encode(), last=self._revision),
+                    max(0.01, min(_ATTEMPT_TIMEOUT, self._lease_end - sent)),
+                )
+            except KeyWrongLastSequenceError:
+                if not await self._adopt():
+                    log.error("the leader lock is held by another broker")
+                    break
+                continue
+            except Exception as exc:  # no KV leader, reconnecting, slow: tried again at once
+                log.warning("could not renew the leader lock: %s: %s", type(exc).__name__, exc)
+                next_rewrite = self.clock() + min(0.2, self.refresh_every)
+                continue
+            self._revision = revision
+            self._lease_end = sent + self.ttl - self.margin
+            next_rewrite = sent + self.refresh_every
+        self._revision = None
+        self._lease_end = 0.0
+        on_lost()
+
+    async def _adopt(self) -> bool:
+        """After a refused rewrite: True when the entry is still ours (a rewrite we gave up on
+        was stored after all); its revision is then taken, the lease not lengthened."""
+        try:
+            entry = await asyncio.wait_for(self._kv.get(LOCK_KEY), _ATTEMPT_TIMEOUT)
+        except Exception:
+            return True  # not known: the lease's end decides
+        if entry.value == self.holder.encode():
+            self._revision = entry.revision
+            return True
+        return False
+
+    def release(self) -> None:
+        """Stop keeping the lock and delete our entry, so a standby takes over at once."""
+        keeping, self._keeping = self._keeping, None
+        if keeping is not None:
+            self._loop.call_soon_threadsafe(keeping.cancel)
+        revision, self._revision = self._revision, None
+        self._lease_end = 0.0
+        if revision is not None:
+            with contextlib.suppress(Exception):
+                self._run(self._kv.delete(LOCK_KEY, last=revision), self.ttl)
+
+    def close(self) -> None:
+        nc = getattr(self, "_nc", None)
+        if nc is not None and self._loop.is_running():
+            with contextlib.suppress(Exception):
+                self._run(nc.close(), 5)
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    # -- the fence -----------------------------------------------------------------------------
+
+    def fence(self) -> int:
+        """Write the fence after the stream's last record (see the module); its sequence,
+        or 0 when the stream does not exist yet (nothing to fence)."""
+        return self._run(self._fence(), FENCE_TIMEOUT + _ATTEMPT_TIMEOUT)
+
+    async def _fence(self) -> int:
+        from nats.js.errors import APIError, NotFoundError
+
+        subject = f"{SUBJECT_PREFIX}.{self.stream.lower()}"
+        deadline = self._loop.time() + FENCE_TIMEOUT
+        while True:
+            failure: Exception
+            try:
+                info = await self._js.stream_info(self.stream)
+                headers = {"Nats-Expected-Last-Sequence": str(info.state.last_seq)}
+                ack = await self._js.publish(subject, FENCE_RECORD, headers=headers)
+                return ack.seq
+            except NotFoundError:
+                return 0
+            except APIError as exc:  # 400: a late write landed meanwhile; 503: no leader yet
+                failure = exc
+            except Exception as exc:
+                failure = exc
+            if self._loop.time() >= deadline:
+                raise StorageError(
+                    f"could not fence stream {self.stream} in {FENCE_TIMEOUT:g} s: "
+                    f"{type(failure).__name__}: {failure}"
+                )
+            await asyncio.sleep(0.1)
+
+
+class LeaseEngine(BrokerEngine):
+    """A ``BrokerEngine`` whose answers are those of a lease holder (``serving()``, the
+    leader lock's lease, true at the start and at the end of each): a request that comes
+    after the lease is refused at once; an answer made when the lease ended meanwhile (a
+    write waiting for a JetStream election, a FETCH waiting for messages) is replaced by an
+    error saying it may or may not have been done. So every answer sent was made before the
+    lease ended, before another broker could serve: never from a state another broker has
+    changed since."""
+
+    def __init__(self, serving: Callable[[], bool], **options: Any) -> None:
+        self._serving = serving
+        super().__init__(**options)
+
+    async def handle(self, subject: str, headers: Any, body: bytes) -> bytes:
+        if not self._serving():
+            return p.encode(p.ERROR_REPLY.write(error=NOT_SERVING))
+        answer = await super().handle(subject, headers, body)
+        if not self._serving():  # checked with no wait after the answer was made
+            return p.encode(p.ERROR_REPLY.write(error=LEASE_ENDED))
+        return answer
+
+
+NOT_SERVING = (
+    "this broker's lease ended: another broker takes over within seconds; nothing of this "
+    "request was done, send it again"
+)
+LEASE_ENDED = (
+    "this broker's lease ended while it answered: the request may or may not have been "
+    "carried out; another broker takes over within seconds (check before sending it again)"
+)
+
+
+async def serve_while_leader(
+    lock: LeaderLock,
+    stop: asyncio.Event,
+    start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]],
+    *,
+    standing_by: Callable[[], None],
+) -> None:
+    """Stand by until ``lock`` is taken, then serve: ``await start()`` serves (with a
+    ``LeaseEngine`` on ``lock.holds``) and returns how to stop; until ``stop`` is set, or the
+    lease ended (then standing by again, after ``standing_by()``). Leaves the lock released."""
+    loop = asyncio.get_running_loop()
+    waiting = threading.Event()  # set to end a wait for the lock
+    stop_task = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            waiting.clear()
+            take = asyncio.ensure_future(asyncio.to_thread(lock.wait_to_take, waiting))
+            await asyncio.wait([take, stop_task], return_when=asyncio.FIRST_COMPLETED)
+            waiting.set()
+            if not await take:
+                return
+            # Lost while starting or serving: it stops once its loop can, answering nothing
+            # meanwhile (LeaseEngine)
+            lost = asyncio.Event()
+            lock.keep(functools.partial(loop.call_soon_threadsafe, lost.set))
+            try:
+                stop_serving = await start()
+            except Exception as exc:  # no quorum yet, say: let another try, then try again
+                log.error("could not start serving: %s: %s; standing by", type(exc).__name__, exc)
+                await asyncio.to_thread(lock.release)
+                standing_by()
+                await asyncio.wait([stop_task], timeout=lock.ttl)
+                continue
+            lost_task = asyncio.ensure_future(lost.wait())
+            await asyncio.wait([lost_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
+            lost_task.cancel()
+            await stop_serving()
+            if lost.is_set() and not stop.is_set():
+                log.warning("lost the leader lock: stopped serving, standing by")
+                standing_by()
+    finally:
+        stop_task.cancel()
+        waiting.set()
+        await asyncio.to_thread(lock.release)
