@@ -33,7 +33,7 @@ from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.transport import NatsTransport, open_transport
 from langchain_mq9.groups.leases import is_reserved
 from langchain_mq9.groups.reader import GroupReader
-from langchain_mq9.protocol.errors import InvalidArgument, Mq9Error, NotAllowed
+from langchain_mq9.protocol.errors import InvalidArgument, NotAllowed
 from langchain_mq9.protocol.subjects import IDENTITIES_MARKER, PRINCIPAL_PREFIX
 
 SECRET = secrets.token_urlsafe(32)  # what must never show
