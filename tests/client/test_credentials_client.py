@@ -5,19 +5,23 @@ The wire tests run a real nats-server holding the contract's permissions (an age
 publish only ``$mq9.U.alice.>`` and ``$mq9.AI.>`` and subscribe only ``_INBOX.alice.>``) and a
 small responder playing the enforcing broker's gate: a plain request gets the marked refusal, a
 prefixed one whose reply is not the principal's own inbox is dropped, the rest reach a real
-``BrokerEngine``. The enforcing broker itself (``mq9-dev-broker --credentials``) is played
-against in tests/client/test_credentials_enforced.py.
+``BrokerEngine``. The last tests run on the enforcing broker itself (``mq9-dev-broker
+--credentials``): revocation, an agent with the toolkit, consumer groups with dead letters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 
 import nats
 import pytest
+from credentials_support import EnforcingBroker, issue, revoke
+from langchain.agents import create_agent
+from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
@@ -33,8 +37,9 @@ from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.transport import NatsTransport, open_transport
 from langchain_mq9.groups.leases import is_reserved
 from langchain_mq9.groups.reader import GroupReader
-from langchain_mq9.protocol.errors import InvalidArgument, NotAllowed
+from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
 from langchain_mq9.protocol.subjects import IDENTITIES_MARKER, PRINCIPAL_PREFIX
+from langchain_mq9.testing import ScriptedChatModel, call
 
 SECRET = secrets.token_urlsafe(32)  # what must never show
 ALICE = f"alice:{SECRET}"
@@ -356,3 +361,113 @@ async def test_an_open_broker_and_a_credentialed_client_on_it_are_unchanged(nats
     finally:
         await service.stop()
         await connection.close()
+
+
+# -- on the enforcing broker (mq9-dev-broker --credentials) ---------------------------------
+
+
+@pytest.fixture
+def enforcing(tmp_path):
+    broker = EnforcingBroker(tmp_path, "alice", "bob")
+    yield broker
+    broker.stop()
+
+
+@pytest.mark.slow
+async def test_a_revoked_credential_is_refused_at_its_next_request_then_at_login(enforcing):
+    credential = enforcing.credentials["alice"]
+    secret = credential.partition(":")[2]
+    options = {"credential": credential, "reconnect_attempts": 1, "reconnect_delay": 0.1}
+    async with Mq9Client(enforcing.url, **options) as alice:
+        box = await alice.mailbox_create(name="alice.revoked")
+        await alice.send(box, "before")
+        revoke(enforcing.data, "alice")
+        said: list[Mq9Error] = []
+        for _ in range(200):  # the broker's words, then (kicked) the refused login
+            with pytest.raises(Mq9Error) as refused:
+                await alice.send(box, "after")
+            said.append(refused.value)
+            if isinstance(refused.value, NotAllowed):
+                break
+            await asyncio.sleep(0.05)
+    kinds = {type(e).__name__ for e in said}
+    assert isinstance(said[-1], NotAllowed) and "'alice'" in said[-1].message, said
+    assert kinds <= {"Mq9Error", "ConnectionLost", "NotAllowed"}, said
+    assert all(secret not in e.message for e in said)
+    if type(said[0]) is Mq9Error:  # the next request, unless the kick came first
+        assert said[0].message == "credential revoked: ask the broker's operator for a new one"
+    with pytest.raises(NotAllowed, match="revoked credential is refused too"):
+        await asyncio.wait_for(Mq9Client(enforcing.url, credential=credential).connect(), 20)
+    again = issue(enforcing.data, "alice")["alice"]  # a new secret for the same agent
+    async with Mq9Client(enforcing.url, credential=again) as alice:
+        assert [m.payload for m in await alice.query(box)] == [b"before"]  # nothing after
+
+
+@pytest.mark.slow
+async def test_an_agent_with_the_toolkit_works_with_its_credential(enforcing):
+    """create_agent over the toolkit, its model scripted: every default tool with alice's
+    credential; bob's model is refused her mailbox by the broker, in words it reads."""
+    steps = [
+        call("create_mailbox", name="alice.desk"),
+        call("agent_register", name="alice.desk", capabilities="books trips"),
+        call("send_message", mail_address="alice.desk", payload="book Lisbon"),
+        call("fetch_messages", mail_address="alice.desk"),
+        call("ack_messages", mail_address="alice.desk", msg_id=0),
+        call("query_messages", mail_address="alice.desk"),
+        call("agent_discover", query="trips"),
+        "Done.",
+    ]
+    options = {"credential": enforcing.credentials["alice"]}
+    async with Mq9Toolkit(server=enforcing.url, client_options=options) as kit:
+        agent = create_agent(ScriptedChatModel(steps=steps), kit.get_tools())
+        state = await agent.ainvoke({"messages": [("user", "plan my trip")]})
+    answers = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert [m.status for m in answers] == ["success"] * 7, [m.content for m in answers]
+    assert "book Lisbon" in answers[3].content and "alice.desk" in answers[6].content
+    bob_steps = [call("fetch_messages", mail_address="alice.desk"), "Done."]
+    options = {"credential": enforcing.credentials["bob"]}
+    async with Mq9Toolkit(server=enforcing.url, client_options=options) as kit:
+        agent = create_agent(ScriptedChatModel(steps=bob_steps), kit.get_tools())
+        state = await agent.ainvoke({"messages": [("user", "read alice's desk")]})
+    [refusal] = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert refusal.status == "error"
+    assert "FETCH refused: mailbox 'alice.desk' belongs to another agent" in refusal.content
+
+
+@pytest.mark.slow
+async def test_consumer_groups_and_dead_letters_work_with_the_owners_credential(enforcing):
+    """Competing workers of one service share its credential; the poison message is set aside
+    in the mailbox's dead letters (a name derived from it: its owner's), which bob cannot read."""
+    credential = enforcing.credentials["alice"]
+    async with (
+        Mq9Client(enforcing.url, credential=credential) as one,
+        Mq9Client(enforcing.url, credential=credential) as two,
+    ):
+        box = await one.mailbox_create(name="alice.orders")
+        for text in ("o1", "poison", "o2"):
+            await one.send(box, text)
+        done: list[bytes] = []
+
+        def work(message) -> None:
+            if message.payload == b"poison":
+                raise ValueError("cannot parse")
+            done.append(message.payload)
+
+        options = {"group_name": "orders", "deliver": "earliest", "max_deliveries": 2}
+        consumers = [
+            await client.consume(box, work, worker=f"w{i}", **options)
+            for i, client in enumerate((one, two))
+        ]
+        letters: list = []
+        for _ in range(400):
+            with contextlib.suppress(MailboxNotFound):  # made by the first dead letter
+                letters = await one.query(f"{box}.dlq")
+            if letters and len(done) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        for consumer in consumers:
+            await consumer.stop()
+        assert sorted(done) == [b"o1", b"o2"] and [m.payload for m in letters] == [b"poison"]
+    async with Mq9Client(enforcing.url, credential=enforcing.credentials["bob"]) as bob:
+        with pytest.raises(Mq9Error, match="belongs to another agent"):
+            await bob.query(f"{box}.dlq")
