@@ -56,8 +56,13 @@ async def world(tmp_path):
             Mq9Client(broker.url, credential=broker.credentials["vault"]) as vault,
             Mq9Client(broker.url, credential=broker.credentials["victim"]) as victim,
         ):
-            server = await serve_agent(
-                text_graph(asking), name=AGENT, client=vault, worker="w1", **text_io()
+            server = await serve_agent(  # its own client, with the agent's credential
+                text_graph(asking),
+                name=AGENT,
+                server=broker.url,
+                client_options={"credential": broker.credentials["vault"]},
+                worker="w1",
+                **text_io(),
             )
             try:
                 caller = await AgentCaller(victim, CALLER).open()
