@@ -330,8 +330,13 @@ async def test_a_subject_that_is_not_utf8_is_answered_and_the_broker_keeps_servi
     )
     assert data is not None
     assert json.loads(data)["error"]
-    erin = await enforcing.agent("erin")
+    # a plain one reaches the connection that answers logins: it reads on
+    data = await asyncio.to_thread(_socket_request, enforcing.url, credential, b"$mq9.AI.X\xfe")
+    assert data is not None and json.loads(data)["error"].startswith(MARKER)
+    erin = await enforcing.agent("erin")  # a login after it
     try:
         await ok(erin, "erin", p.AGENT_DISCOVER, {})
+        plain = json.loads((await erin.request(p.AGENT_DISCOVER, b"{}", timeout=10)).data)
+        assert plain["error"].startswith(MARKER)
     finally:
         await erin.close()
