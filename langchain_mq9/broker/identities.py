@@ -44,6 +44,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
 from .. import protocol as p
+from ..client.nats_guard import protect
 from ..protocol.errors import WireError
 from .callout import BROKER_USER, SYS_USER, Issuer, Kicker, LoginService
 from .credentials import IdentityStore
@@ -339,6 +340,7 @@ class Identities:
         self._connections: list[NatsConnection] = []
         self._login: NatsConnection | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
 
     def broker_login(self) -> dict[str, str]:
         """The nats-py options the broker's own connections log in with."""
@@ -354,11 +356,20 @@ class Identities:
     async def start(self, url: str) -> None:
         """Answer logins and refuse plain requests on a connection of their own, and watch
         for revocations, on the nats-server at ``url``."""
-        login = await nats.connect(url, name="mq9-dev-broker logins", **self.broker_login())
+        login = await nats.connect(
+            url, name="mq9-dev-broker logins", max_reconnect_attempts=-1, **self.broker_login()
+        )
         self._connections.append(login)
         self._login = login
+        # Agents publish plain requests to it, whatever their frames: guarded as the serving
+        # connection is (nats_guard.py)
+        self._guard = protect(login)
         system = await nats.connect(
-            url, name="mq9-dev-broker kicks", user=SYS_USER, password=self.issuer.sys_password
+            url,
+            name="mq9-dev-broker kicks",
+            max_reconnect_attempts=-1,
+            user=SYS_USER,
+            password=self.issuer.sys_password,
         )
         self._connections.append(system)
         await self.logins.start(login)
@@ -372,6 +383,9 @@ class Identities:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
         await self.logins.stop()
         for connection in self._connections:
             with contextlib.suppress(Exception):
