@@ -19,12 +19,14 @@ import secrets
 
 import nats
 import pytest
+from a2a_support import text_graph, text_io
 from credentials_support import EnforcingBroker, issue, revoke
 from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
+from langchain_mq9.a2a.server import serve_agent
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.nats_process import start_nats_server
 from langchain_mq9.client.auth import (
@@ -471,3 +473,15 @@ async def test_consumer_groups_and_dead_letters_work_with_the_owners_credential(
     async with Mq9Client(enforcing.url, credential=enforcing.credentials["bob"]) as bob:
         with pytest.raises(Mq9Error, match="belongs to another agent"):
             await bob.query(f"{box}.dlq")
+
+
+async def test_serve_agent_gives_client_options_to_the_client_it_opens_only(gate):
+    async with Mq9Client(_as(gate, ALICE)) as mine:
+        with pytest.raises(ValueError, match="client_options are for the client serve_agent"):
+            await serve_agent(text_graph(str.upper), name="alice.agent", client=mine,
+                              client_options={"credential": ALICE})  # fmt: skip
+    served = await serve_agent(text_graph(str.upper), name="alice.agent", server=gate.url,
+                               client_options={"credential": ALICE}, **text_io())  # fmt: skip
+    await served.stop()
+    assert "alice.agent" in gate.engine.mailboxes  # made on alice's prefix, with her inbox
+    assert all(reply.startswith("_INBOX.alice.") for _, reply in gate.prefixed)
