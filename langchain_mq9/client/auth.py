@@ -141,16 +141,19 @@ def refused_credentials(exc: BaseException) -> bool:
 
 
 def refused_login(where: str, login: Login) -> str:
-    """What a client says when the server at ``where`` refused its login."""
+    """What a client says when the server at ``where`` refused its login (nats-py's
+    authorization violation: the server says no more, whatever the reason)."""
     if login.principal:
-        given = f"the credential {login.principal!r} (from {login.source})"
+        what = (
+            f"the credential {login.principal!r} (from {login.source}) is not valid there, or "
+            "was revoked (a revoked credential is refused too: ask the broker's operator for a "
+            "new one)"
+        )
     elif login.source or login.user:
-        given = "the user and password, token or creds file given"
+        what = "check the user and password, token or creds file given"
     else:
-        given = "a login without credentials"
+        what = "no credentials were given, and this broker wants a login"
     return (
-        f"the broker at {where} refused the credentials: it refused {given} (authorization "
-        "violation). Check the user and password, token or creds file; on an mq9 broker with "
-        f"per-agent credentials, {HOW_TO_LOG_IN}; a revoked credential is refused too: ask the "
-        "broker's operator for a new one"
+        f"the broker at {where} refused the credentials (authorization violation): {what}. "
+        f"On an mq9 broker with per-agent credentials, {HOW_TO_LOG_IN}"
     )
