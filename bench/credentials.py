@@ -7,7 +7,9 @@ holds the agent to ``$mq9.U.<id>.>``; the broker checks the revocation and the o
 every request). Both keep messages in memory. One ``Mq9Client`` each, the credentialed one with
 its agent's credential (it switches to the prefixed form at its first request, before any is
 timed). Requests alternate between the two one by one (the order flips every round), each timed
-alone; a run's figure is the median, and the target's ratio the median over the runs.
+alone; a run's figure is the median, and the target's ratio the median over the runs. A third
+client carries the credential to the open broker (which never asks for the prefixed form): its
+ratio to the plain client is the client's own share of the cost.
 
     python -m bench.credentials [--quick] [--runs N]
 """
@@ -111,9 +113,10 @@ async def _one_run(
     async with (
         Mq9Client(open_url) as plain,
         Mq9Client(enforcing_url, credential=credential) as agent,
+        Mq9Client(open_url, credential=credential) as carrying,  # the client's share alone
     ):
         sent, read = {}, {}
-        for mode, client in (("open", plain), ("credentials", agent)):
+        for mode, client in (("open", plain), ("credentials", agent), ("client", carrying)):
             box = await client.mailbox_create()  # the agent's own (its creator's)
             shelf = await client.mailbox_create()
             for i in range(FETCHED):
@@ -167,9 +170,14 @@ def run(cfg: Config) -> Section:
                 + ", ".join(f"{r:.2f}" for r in ratios),
             )
         )
-        section.figures.append(
-            (f"{kind}: requests per mode and run, runs", f"{per_run[0]['open'].n:,}, {runs}")
-        )
+        client_share = [r["client"].median / r["open"].median for r in per_run]
+        section.figures += [
+            (f"{kind}: requests per mode and run, runs", f"{per_run[0]['open'].n:,}, {runs}"),
+            (
+                f"{kind}: a credentialed client on the open broker / a plain one (each run)",
+                ", ".join(f"{r:.2f}" for r in client_share),
+            ),
+        ]
     section.notes.append(
         "Two dev brokers side by side (memory store, a nats-server each); requests alternate "
         "between them one by one, so both see the same machine."
@@ -189,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             ours, base = stats["credentials"].median, stats["open"].median
             print(
                 f"{kind} run {number}: open {fmt_seconds(base)}, credentials "
-                f"{fmt_seconds(ours)}, ratio {ours / base:.3f} ({stats['open'].n} each)"
+                f"{fmt_seconds(ours)}, ratio {ours / base:.3f}; the client's share "
+                f"{stats['client'].median / base:.3f} ({stats['open'].n} each)"
             )
     return 0
 
