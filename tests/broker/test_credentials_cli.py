@@ -76,3 +76,10 @@ def test_revoke_and_the_errors_an_operator_can_meet(tmp_path, capsys):
 def test_the_broker_says_what_credentials_need(capsys, argv, words):
     status, _, err = _run(capsys, *argv)
     assert status == 1 and words in err
+
+
+def test_the_command_follows_any_broker_option_and_only_it_is_one(tmp_path, capsys):
+    status, out, _ = _run(capsys, "--port", "4999", "credentials", "list", "--data", str(tmp_path))
+    assert status == 0 and out.split() == ["NAME", "LABEL", "CREATED", "REVOKED", "LAST", "SEEN"]
+    status, _, err = _run(capsys, "credential")
+    assert status == 2 and "the one command is 'credentials'" in err
