@@ -404,6 +404,7 @@ class Identities:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 5)
         self._connections.clear()
+        self.store.close()
 
     async def _refuse_plain(self, msg: Msg) -> None:
         if msg.reply and self._login is not None:

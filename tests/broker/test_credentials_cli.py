@@ -83,3 +83,22 @@ def test_the_command_follows_any_broker_option_and_only_it_is_one(tmp_path, caps
     assert status == 0 and out.split() == ["NAME", "LABEL", "CREATED", "REVOKED", "LAST", "SEEN"]
     status, _, err = _run(capsys, "credential")
     assert status == 2 and "the one command is 'credentials'" in err
+
+
+def test_credentials_dir_names_where_they_are_kept(tmp_path):
+    from argparse import Namespace
+
+    from langchain_mq9.broker import BrokerEngine
+    from langchain_mq9.broker.credentials_cli import identities_for
+
+    args = Namespace(credentials=str(tmp_path / "ids"), nats=None, data=None)
+    identities = identities_for(args, BrokerEngine())
+    assert identities is not None
+    assert identities.store.path == tmp_path / "ids" / "mq9-identities.sqlite3"
+    identities.store.close()
+    beside = identities_for(
+        Namespace(credentials="", nats=None, data=str(tmp_path)), BrokerEngine()
+    )
+    assert beside is not None and beside.store.path == tmp_path / "mq9-identities.sqlite3"
+    beside.store.close()
+    assert identities_for(Namespace(credentials=None, nats=None, data=None), BrokerEngine()) is None

@@ -268,7 +268,7 @@ async def test_a_revoked_credential_is_refused_kicked_and_cannot_log_in_again(en
         # the next request: refused in words, or the kick closed the connection first
         try:
             reply = await ask(dave, "dave", p.MSG_SEND + "d.inbox", b"after")
-        except (nats.errors.ConnectionClosedError, nats.errors.TimeoutError):
+        except nats.errors.Error:  # closed, or timed out as it closed
             pass
         else:
             _refused(reply, "credential revoked", "operator")
