@@ -48,7 +48,7 @@ from ..client.nats_guard import protect
 from ..protocol.errors import WireError
 from .callout import BROKER_USER, SYS_USER, Issuer, Kicker, LoginService
 from .credentials import IdentityStore
-from .engine import BrokerEngine, Command, command_for
+from .engine import LARGE_BODY, BrokerEngine, Command, command_for
 
 log = logging.getLogger("langchain_mq9.broker.identities")
 
@@ -120,7 +120,7 @@ def _field(shape: p.Shape, body: bytes, name: str) -> Any:
         return None
 
 
-def _registered_name(body: bytes) -> Any:
+def registered_name(body: bytes) -> Any:
     """The agent name a REGISTER body registers, read as the engine reads it."""
     try:
         card = p.a2a_card(p.loads(body))
@@ -179,12 +179,12 @@ class Ownership:
 
     # -- the checks: None when allowed, else the refusal ---------------------------------------
 
-    def check(self, principal: str, command: Command, target: str, body: bytes) -> bytes | None:
+    def check(
+        self, principal: str, command: Command, target: str, body: bytes, named: Any = None
+    ) -> bytes | None:
         """The refusal of ``command`` on ``target`` with ``body`` from ``principal``, or None
-        when it is the engine's to answer."""
-        limit = command.body_limit(self.engine.limits)
-        if limit is not None and len(body) > limit:
-            return None  # the engine refuses it unread
+        when it is the engine's to answer; ``named``: a REGISTER's agent name, read from
+        the body by ``registered_name`` (off the loop when large)."""
         verb = command.subject
         if verb == p.MAILBOX_CREATE:
             name = _field(p.CREATE_REQUEST, body, "name") if body else None
@@ -199,7 +199,7 @@ class Ownership:
             address = _field(p.ACK_REQUEST, body, "mail_address")
             return self._may_read(principal, "ACK", address) if isinstance(address, str) else None
         if verb == p.AGENT_REGISTER:
-            return self._may_name(principal, "REGISTER", _registered_name(body))
+            return self._may_name(principal, "REGISTER", named)
         if verb == p.AGENT_UNREGISTER:
             name = _field(p.UNREGISTER_REQUEST, body, "name")
             return self._may_name(principal, "UNREGISTER", name)
@@ -279,6 +279,7 @@ class Ownership:
         headers: Any,
         body: bytes,
         answer: bytes,
+        named: Any = None,
     ) -> None:
         """What ``answer`` (the engine's to ``command``) made ``principal``'s. Only what can
         own or grant something is read: a SEND's answer when it names a reply mailbox, a FETCH
@@ -307,11 +308,15 @@ class Ownership:
                 self.mailboxes[address] = principal
                 self._digests[digest(address)] = address
                 self.store.own_mailbox(address, principal)
-        elif verb == p.AGENT_REGISTER and answer.startswith(_SUCCEEDED):
-            name = _registered_name(body)
-            if isinstance(name, str) and name and name not in self.agents:
-                self.agents[name] = principal
-                self.store.own_agent(name, principal)
+        elif (
+            verb == p.AGENT_REGISTER
+            and answer.startswith(_SUCCEEDED)
+            and isinstance(named, str)
+            and named
+            and named not in self.agents
+        ):
+            self.agents[named] = principal
+            self.store.own_agent(named, principal)
 
     def _learn_lease(self, principal: str, address: str, group: Any) -> None:
         if not (isinstance(group, str) and group) or (address, group) in self._groups:
@@ -455,9 +460,18 @@ class Identities:
         if not self.store.active(principal):
             return REVOKED
         command, target = command_for(msg.subject)
-        refusal = self.ownership.check(principal, command, target, msg.data)
+        limit = command.body_limit(engine.limits)
+        if limit is not None and len(msg.data) > limit:
+            return await engine.handle(msg.subject, msg.headers, msg.data)  # refused unread
+        named = None
+        if command.subject == p.AGENT_REGISTER:  # a card may be large: read off the loop then
+            if len(msg.data) > LARGE_BODY:
+                named = await asyncio.to_thread(registered_name, msg.data)
+            else:
+                named = registered_name(msg.data)
+        refusal = self.ownership.check(principal, command, target, msg.data, named)
         if refusal is not None:
             return refusal
         answer = await engine.handle(msg.subject, msg.headers, msg.data)
-        self.ownership.record(principal, command, target, msg.headers, msg.data, answer)
+        self.ownership.record(principal, command, target, msg.headers, msg.data, answer, named)
         return answer
