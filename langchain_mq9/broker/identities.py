@@ -71,15 +71,15 @@ REVOKED = p.encode(
 RESERVED_ROOT = "mq9"
 TASKS_ROOT = RESERVED_ROOT + ".tasks."  # + digest(mailbox): the mailbox's A2A task store
 CALLS_ROOT = RESERVED_ROOT + ".calls."  # + digest(caller name): a caller's reply mailbox
-# How every answer that did what it was asked begins (the engine's encoding: compact JSON)
-_SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
 LEASE_ROOT = RESERVED_ROOT + ".lease."  # + digest(mailbox "\n" group): a group's records
 DEAD_LETTER_SUFFIX = ".dlq"  # <mailbox>.dlq, or <prefix>.dlq.<digest(mailbox)> when long
 HEADER_REPLY_TO = "mq9-reply-to"  # where a caller's SEND asks the answers to go
+# How every answer that did what it was asked begins (the engine's encoding: compact JSON)
+_SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
 FETCHES_REMEMBERED = 4096  # bodies, then forgotten all at once (read again as they come)
 WATCH_SECONDS = 0.25  # how often revocations made by another process are looked for
-OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]
 DROPS_LOGGED_EVERY = 10.0  # seconds: dropped requests are counted, logged at most this often
+OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscription calls
 
 
 def digest(text: str) -> str:
