@@ -66,6 +66,7 @@ def test_revoke_and_the_errors_an_operator_can_meet(tmp_path, capsys):
         main(["credentials", "list"])
 
 
+@pytest.mark.slow  # the broker's start loads the embedding model before it checks these
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
