@@ -34,8 +34,7 @@ from .._cli import ArgumentParser, configure_logging, count_limit, port, positiv
 from .._version import __version__
 from ..client.redaction import describe, redact
 from .credentials import CredentialError
-from .credentials_cli import add_broker_arguments, identities_for
-from .credentials_cli import main as credentials_main
+from .credentials_cli import add_broker_arguments, identities_for, run_command
 from .engine import BrokerEngine, BrokerLimits
 from .identities import Identities
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
@@ -192,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"the same as setting {semantic.MODEL_ENV}. Needs the semantic-model-dir extra "
         "(default: all-MiniLM-L6-v2 from the semantic extra). docs/discovery.md",
     )
-    add_broker_arguments(parser)  # #53: --credentials
+    add_broker_arguments(parser)  # #53: --credentials, and the credentials command
     parser.add_argument(
         "--log-level",
         default="info",
@@ -204,10 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the dev broker until SIGINT/SIGTERM; returns the process exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["credentials"]:  # #53: issue, list, revoke (credentials_cli.py)
-        return credentials_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command is not None:  # #53: credentials issue|list|revoke (credentials_cli.py)
+        return run_command(args.command, args.command_args)
     configure_logging(args.log_level)
     # each --max-* flag sets the BrokerLimits field its dest names
     limits = BrokerLimits(**{k: v for k, v in vars(args).items() if k.startswith("max_")})

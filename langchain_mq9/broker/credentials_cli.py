@@ -28,7 +28,16 @@ DATA_HELP = (
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """The broker's ``--credentials`` option."""
+    """The broker's ``--credentials`` option, and ``credentials ...``: the command that
+    manages them (after any broker option: what follows it is the command's)."""
+    parser.add_argument(
+        "command",
+        nargs="?",
+        metavar="credentials",
+        help="'credentials issue NAME | list | revoke NAME --data PATH': manage the credentials "
+        "of an enforcing broker (mq9-dev-broker credentials --help)",
+    )
+    parser.add_argument("command_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.add_argument(
         "--credentials",
         nargs="?",
@@ -59,6 +68,18 @@ def identities_for(args: argparse.Namespace, engine: BrokerEngine) -> Identities
         )
     path = Path(place, "mq9-identities.sqlite3") if args.credentials else identities_file(place)
     return Identities(IdentityStore(path), engine)
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    """``mq9-dev-broker <command> ...``: the one command there is."""
+    if command != "credentials":
+        print(
+            f"mq9-dev-broker: error: unknown command {command!r}: the one command is "
+            "'credentials' (issue, list, revoke); the broker itself takes options only",
+            file=sys.stderr,
+        )
+        return 2
+    return main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,7 +48,7 @@ from ..client.nats_guard import protect
 from ..protocol.errors import WireError
 from .callout import BROKER_USER, SYS_USER, Issuer, Kicker, LoginService
 from .credentials import IdentityStore
-from .engine import BrokerEngine, command_for
+from .engine import LARGE_BODY, BrokerEngine, Command, command_for
 
 log = logging.getLogger("langchain_mq9.broker.identities")
 
@@ -74,9 +74,12 @@ CALLS_ROOT = RESERVED_ROOT + ".calls."  # + digest(caller name): a caller's repl
 LEASE_ROOT = RESERVED_ROOT + ".lease."  # + digest(mailbox "\n" group): a group's records
 DEAD_LETTER_SUFFIX = ".dlq"  # <mailbox>.dlq, or <prefix>.dlq.<digest(mailbox)> when long
 HEADER_REPLY_TO = "mq9-reply-to"  # where a caller's SEND asks the answers to go
+# How every answer that did what it was asked begins (the engine's encoding: compact JSON)
+_SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
+FETCHES_REMEMBERED = 4096  # bodies, then forgotten all at once (read again as they come)
 WATCH_SECONDS = 0.25  # how often revocations made by another process are looked for
-OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]
 DROPS_LOGGED_EVERY = 10.0  # seconds: dropped requests are counted, logged at most this often
+OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscription calls
 
 
 def digest(text: str) -> str:
@@ -117,7 +120,7 @@ def _field(shape: p.Shape, body: bytes, name: str) -> Any:
         return None
 
 
-def _registered_name(body: bytes) -> Any:
+def registered_name(body: bytes) -> Any:
     """The agent name a REGISTER body registers, read as the engine reads it."""
     try:
         card = p.a2a_card(p.loads(body))
@@ -140,6 +143,8 @@ class Ownership:
         self._digests = {digest(m): m for m in self.mailboxes}
         # lease digest -> mailbox, for the (mailbox, group) pairs its owner read with
         self._leases: dict[str, str] = {}
+        self._groups: set[tuple[str, str]] = set()  # the (mailbox, group) pairs learned
+        self._fetches: set[tuple[str, bytes]] = set()  # FETCH bodies read for a group already
 
     # -- derived names -----------------------------------------------------------------------
 
@@ -174,11 +179,12 @@ class Ownership:
 
     # -- the checks: None when allowed, else the refusal ---------------------------------------
 
-    def check(self, principal: str, subject: str, headers: Any, body: bytes) -> bytes | None:
-        command, target = command_for(subject)
-        limit = command.body_limit(self.engine.limits)
-        if limit is not None and len(body) > limit:
-            return None  # the engine refuses it unread
+    def check(
+        self, principal: str, command: Command, target: str, body: bytes, named: Any = None
+    ) -> bytes | None:
+        """The refusal of ``command`` on ``target`` with ``body`` from ``principal``, or None
+        when it is the engine's to answer; ``named``: a REGISTER's agent name, read from
+        the body by ``registered_name`` (off the loop when large)."""
         verb = command.subject
         if verb == p.MAILBOX_CREATE:
             name = _field(p.CREATE_REQUEST, body, "name") if body else None
@@ -193,7 +199,7 @@ class Ownership:
             address = _field(p.ACK_REQUEST, body, "mail_address")
             return self._may_read(principal, "ACK", address) if isinstance(address, str) else None
         if verb == p.AGENT_REGISTER:
-            return self._may_name(principal, "REGISTER", _registered_name(body))
+            return self._may_name(principal, "REGISTER", named)
         if verb == p.AGENT_UNREGISTER:
             name = _field(p.UNREGISTER_REQUEST, body, "name")
             return self._may_name(principal, "UNREGISTER", name)
@@ -266,46 +272,58 @@ class Ownership:
     # -- the records, after the engine answered ------------------------------------------------
 
     def record(
-        self, principal: str, subject: str, headers: Any, body: bytes, answer: bytes
+        self,
+        principal: str,
+        command: Command,
+        target: str,
+        headers: Any,
+        body: bytes,
+        answer: bytes,
+        named: Any = None,
     ) -> None:
-        command, target = command_for(subject)
+        """What ``answer`` (the engine's to ``command``) made ``principal``'s. Only what can
+        own or grant something is read: a SEND's answer when it names a reply mailbox, a FETCH
+        by its mailbox's owner (SEND and FETCH are most requests)."""
         verb = command.subject
-        if verb == p.MSG_FETCH:  # a group's lease is its reader's to make: learn its name
-            self._learn_lease(principal, target, _field(p.FETCH_REQUEST, body, "group_name"))
-            return
-        if verb == p.MSG_ACK:
-            request = (
-                _field(p.ACK_REQUEST, body, "mail_address"),
-                _field(p.ACK_REQUEST, body, "group_name"),
-            )
-            if isinstance(request[0], str):
-                self._learn_lease(principal, request[0], request[1])
-            return
-        if verb not in (p.MAILBOX_CREATE, p.MSG_SEND, p.AGENT_REGISTER):
-            return
-        try:
-            reply = p.loads(answer)
-        except WireError:
-            return
-        if not isinstance(reply, dict) or reply.get("error"):
-            return  # refused: nothing changed
-        if verb == p.MAILBOX_CREATE:
-            address = reply.get("mail_address")
+        if verb == p.MSG_SEND:
+            if headers and HEADER_REPLY_TO in headers and answer.startswith(_SUCCEEDED):
+                self._grant(principal, target, headers)
+        elif verb == p.MSG_FETCH:  # a group's lease is its reader's to make: learn its name
+            if (target, body) not in self._fetches and self.mailboxes.get(target) == principal:
+                self._learn_lease(principal, target, _field(p.FETCH_REQUEST, body, "group_name"))
+                if len(self._fetches) >= FETCHES_REMEMBERED:
+                    self._fetches.clear()
+                self._fetches.add((target, body))  # a reader's FETCHes repeat one body
+        elif verb == p.MSG_ACK:
+            try:
+                request = p.ACK_REQUEST.read(body)
+            except WireError:
+                return
+            address = request["mail_address"]
+            if isinstance(address, str):
+                self._learn_lease(principal, address, request["group_name"])
+        elif verb == p.MAILBOX_CREATE and answer.startswith(_SUCCEEDED):
+            address = p.loads(answer).get("mail_address")
             if isinstance(address, str) and address not in self.mailboxes:
                 self.mailboxes[address] = principal
                 self._digests[digest(address)] = address
                 self.store.own_mailbox(address, principal)
-        elif verb == p.MSG_SEND:
-            self._grant(principal, target, headers)
-        else:
-            name = _registered_name(body)
-            if isinstance(name, str) and name and name not in self.agents:
-                self.agents[name] = principal
-                self.store.own_agent(name, principal)
+        elif (
+            verb == p.AGENT_REGISTER
+            and answer.startswith(_SUCCEEDED)
+            and isinstance(named, str)
+            and named
+            and named not in self.agents
+        ):
+            self.agents[named] = principal
+            self.store.own_agent(named, principal)
 
     def _learn_lease(self, principal: str, address: str, group: Any) -> None:
-        if isinstance(group, str) and group and self.mailboxes.get(address) == principal:
-            self._leases.setdefault(digest(f"{address}\n{group}"), address)
+        if not (isinstance(group, str) and group) or (address, group) in self._groups:
+            return
+        if self.mailboxes.get(address) == principal:
+            self._groups.add((address, group))
+            self._leases[digest(f"{address}\n{group}")] = address
 
     def _grant(self, principal: str, address: str, headers: Any) -> None:
         """A caller's request names its reply mailbox: the agent called may answer there."""
@@ -391,6 +409,7 @@ class Identities:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 5)
         self._connections.clear()
+        self.store.close()
 
     async def _refuse_plain(self, msg: Msg) -> None:
         if msg.reply and self._login is not None:
@@ -440,9 +459,19 @@ class Identities:
         principal = answers_to(msg.reply or "") or ""
         if not self.store.active(principal):
             return REVOKED
-        refusal = self.ownership.check(principal, msg.subject, msg.headers, msg.data)
+        command, target = command_for(msg.subject)
+        limit = command.body_limit(engine.limits)
+        if limit is not None and len(msg.data) > limit:
+            return await engine.handle(msg.subject, msg.headers, msg.data)  # refused unread
+        named = None
+        if command.subject == p.AGENT_REGISTER:  # a card may be large: read off the loop then
+            if len(msg.data) > LARGE_BODY:
+                named = await asyncio.to_thread(registered_name, msg.data)
+            else:
+                named = registered_name(msg.data)
+        refusal = self.ownership.check(principal, command, target, msg.data, named)
         if refusal is not None:
             return refusal
         answer = await engine.handle(msg.subject, msg.headers, msg.data)
-        self.ownership.record(principal, msg.subject, msg.headers, msg.data, answer)
+        self.ownership.record(principal, command, target, msg.headers, msg.data, answer, named)
         return answer

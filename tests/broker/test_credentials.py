@@ -370,3 +370,26 @@ async def test_the_gate_drops_a_reply_aimed_at_another_inbox(store):
     assert seen == [] and identities.dropped == 4
     await gated(Msg(None, subject=subject, reply="_INBOX.alice.x.1"))  # type: ignore[arg-type]
     assert [m.subject for m in seen] == ["$mq9.AI.MSG.FETCH.box"]
+
+
+def test_the_refusals_are_the_contracts_words():
+    """The wire contract of #53: the client side matches on these words."""
+    assert json.loads(ids.PLAIN_REFUSAL) == {
+        "error": "mq9 identities: this broker serves credentialed agents on "
+        "$mq9.U.<id>.<subject without $mq9.>; connect with a credential (docs/security.md)"
+    }
+    assert json.loads(ids.REVOKED) == {
+        "error": "credential revoked: ask the broker's operator for a new one"
+    }
+
+
+async def test_a_large_card_is_owned_and_a_body_over_the_limit_is_refused_unread(agents):
+    card = {"name": "agent.big", "payload": "x" * 20_000}  # read off the loop
+    assert (await agents("alice", p.AGENT_REGISTER, card))["error"] == ""
+    _refused(await agents("bob", p.AGENT_REGISTER, {**card, "payload": "y" * 20_000}), "REGISTER")
+    _refused(await agents("bob", p.AGENT_UNREGISTER, {"name": "agent.big"}), "UNREGISTER refused")
+    huge = p.encode({"name": "agent.big", "payload": "z" * 500_000})  # above the engine's bound
+    _refused(await agents("bob", p.AGENT_REGISTER, huge), "refused unread")
+    listing = await agents("carol", p.AGENT_DISCOVER, {})
+    (entry,) = listing["agents"]
+    assert "xxxx" in json.dumps(entry)

@@ -66,6 +66,7 @@ def test_revoke_and_the_errors_an_operator_can_meet(tmp_path, capsys):
         main(["credentials", "list"])
 
 
+@pytest.mark.slow  # the broker's start loads the embedding model before it checks these
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
@@ -76,3 +77,29 @@ def test_revoke_and_the_errors_an_operator_can_meet(tmp_path, capsys):
 def test_the_broker_says_what_credentials_need(capsys, argv, words):
     status, _, err = _run(capsys, *argv)
     assert status == 1 and words in err
+
+
+def test_the_command_follows_any_broker_option_and_only_it_is_one(tmp_path, capsys):
+    status, out, _ = _run(capsys, "--port", "4999", "credentials", "list", "--data", str(tmp_path))
+    assert status == 0 and out.split() == ["NAME", "LABEL", "CREATED", "REVOKED", "LAST", "SEEN"]
+    status, _, err = _run(capsys, "credential")
+    assert status == 2 and "the one command is 'credentials'" in err
+
+
+def test_credentials_dir_names_where_they_are_kept(tmp_path):
+    from argparse import Namespace
+
+    from langchain_mq9.broker import BrokerEngine
+    from langchain_mq9.broker.credentials_cli import identities_for
+
+    args = Namespace(credentials=str(tmp_path / "ids"), nats=None, data=None)
+    identities = identities_for(args, BrokerEngine())
+    assert identities is not None
+    assert identities.store.path == tmp_path / "ids" / "mq9-identities.sqlite3"
+    identities.store.close()
+    beside = identities_for(
+        Namespace(credentials="", nats=None, data=str(tmp_path)), BrokerEngine()
+    )
+    assert beside is not None and beside.store.path == tmp_path / "mq9-identities.sqlite3"
+    beside.store.close()
+    assert identities_for(Namespace(credentials=None, nats=None, data=None), BrokerEngine()) is None

@@ -14,7 +14,7 @@ import socket
 import nats
 import pytest
 from credentials_support import EnforcingBroker, ask, issue, ok, revoke
-from devbroker_helpers import wait_until
+from devbroker_helpers import DevBroker, wait_until
 from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
 from langchain_mq9 import protocol as p
@@ -268,7 +268,7 @@ async def test_a_revoked_credential_is_refused_kicked_and_cannot_log_in_again(en
         # the next request: refused in words, or the kick closed the connection first
         try:
             reply = await ask(dave, "dave", p.MSG_SEND + "d.inbox", b"after")
-        except (nats.errors.ConnectionClosedError, nats.errors.TimeoutError):
+        except nats.errors.Error:  # closed, or timed out as it closed
             pass
         else:
             _refused(reply, "credential revoked", "operator")
@@ -302,9 +302,11 @@ async def test_hostile_bodies_are_refused_clearly_through_the_gate(enforcing, su
         await erin.close()
 
 
-def _socket_request(url: str, credential: str, subject: bytes) -> bytes | None:
+def _socket_request(
+    url: str, credential: str, subject: bytes, header: bytes | None = None
+) -> bytes | None:
     """A request on a bare NATS connection logged in as ``credential``: bytes nats-py cannot
-    send (a subject that is not UTF-8)."""
+    send (a subject or header that is not UTF-8); the answer's payload, or None."""
     user, secret = credential.split(":", 1)
     host, port = url.removeprefix("nats://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
@@ -313,11 +315,17 @@ def _socket_request(url: str, credential: str, subject: bytes) -> bytes | None:
         connect = {"verbose": False, "headers": True, "user": user, "pass": secret}
         inbox = f"_INBOX.{user}.raw.1".encode()
         sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\nSUB " + inbox + b" 1\r\n")
-        sock.sendall(b"PUB %s %s 2\r\n{}\r\n" % (subject, inbox))
+        if header is None:
+            sock.sendall(b"PUB %s %s 2\r\n{}\r\n" % (subject, inbox))
+        else:
+            sizes = b"%d %d" % (len(header), len(header) + 2)
+            sock.sendall(b"HPUB %s %s %s\r\n%s{}\r\n" % (subject, inbox, sizes, header))
         try:
             while line := stream.readline():
-                if line.startswith(b"MSG "):
-                    return stream.read(int(line.split()[-1]) + 2)[:-2]
+                if line.startswith((b"MSG ", b"HMSG ")):
+                    parts = line.split()
+                    data = stream.read(int(parts[-1]) + 2)[:-2]
+                    return data[int(parts[-2]) :] if line.startswith(b"HMSG") else data
         except TimeoutError:
             pass
         return None
@@ -340,3 +348,48 @@ async def test_a_subject_that_is_not_utf8_is_answered_and_the_broker_keeps_servi
         assert plain["error"].startswith(MARKER)
     finally:
         await erin.close()
+
+
+async def test_a_header_that_is_not_utf8_is_answered(enforcing):
+    erin = await enforcing.agent("erin")
+    try:
+        await ask(erin, "erin", p.MAILBOX_CREATE, {"name": "e.hdr"})
+        header = b"NATS/1.0\r\nmq9-key: k\xff\r\n\r\n"
+        data = await asyncio.to_thread(
+            _socket_request,
+            enforcing.url,
+            enforcing.credentials["erin"],
+            b"$mq9.U.erin.AI.MSG.SEND.e.hdr",
+            header,
+        )
+        assert data is not None
+        assert "internal broker error" not in json.loads(data)["error"]
+        await ok(erin, "erin", p.AGENT_DISCOVER, {})
+    finally:
+        await erin.close()
+
+
+async def test_what_each_agent_owns_outlives_a_restart(tmp_path):
+    broker = EnforcingBroker(tmp_path, "alice", "bob")
+    try:
+        alice = await broker.agent("alice")
+        await ok(alice, "alice", p.MAILBOX_CREATE, {"name": "kept.inbox", "ttl": 0})
+        await ok(alice, "alice", p.MSG_SEND + "kept.inbox", b"kept")
+        await ok(alice, "alice", p.AGENT_REGISTER, {"name": "agent.kept", "payload": "card"})
+        await alice.close()
+        broker.stop()
+        broker.process = DevBroker(
+            "--credentials", "--data", str(tmp_path), "--port", str(broker.process.port)
+        )
+        alice, bob = await broker.agent("alice"), await broker.agent("bob")
+        try:
+            _refused(await ask(bob, "bob", p.MSG_QUERY + "kept.inbox", {}), "QUERY refused")
+            _refused(
+                await ask(bob, "bob", p.AGENT_UNREGISTER, {"name": "agent.kept"}),
+                "UNREGISTER refused",
+            )
+            assert await _payloads(alice, "alice", "kept.inbox") == ["kept"]
+        finally:
+            await asyncio.gather(alice.close(), bob.close())
+    finally:
+        broker.kill()
