@@ -28,6 +28,7 @@ from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a.server import serve_agent
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
+from langchain_mq9.broker.identities import PLAIN_REFUSAL
 from langchain_mq9.broker.nats_process import start_nats_server
 from langchain_mq9.client.auth import (
     CREDENTIAL_ENV,
@@ -40,19 +41,13 @@ from langchain_mq9.client.transport import NatsTransport, open_transport
 from langchain_mq9.groups.leases import is_reserved
 from langchain_mq9.groups.reader import GroupReader
 from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
-from langchain_mq9.protocol.subjects import IDENTITIES_MARKER, PRINCIPAL_PREFIX
+from langchain_mq9.protocol.subjects import PRINCIPAL_PREFIX
 from langchain_mq9.testing import ScriptedChatModel, call
 
 SECRET = secrets.token_urlsafe(32)  # what must never show
 ALICE = f"alice:{SECRET}"
 BOB_SECRET = secrets.token_urlsafe(32)
 BROKER_PASSWORD = secrets.token_urlsafe(16)
-MARKED_REFUSAL = p.encode(
-    {
-        "error": IDENTITIES_MARKER + "this broker serves credentialed agents on "
-        "$mq9.U.<id>.<subject without $mq9.>; connect with a credential (docs/security.md)"
-    }
-)
 
 
 def _login(servers=("nats://h:4222",), environ=None, **given) -> Login:
@@ -192,7 +187,7 @@ class Gate:
 
     async def refuse_plain(self, msg) -> None:
         self.plain.append(msg.subject)
-        await msg.respond(MARKED_REFUSAL)
+        await msg.respond(PLAIN_REFUSAL)  # the enforcing broker's words
 
     async def answer(self, msg) -> None:
         principal, _, rest = msg.subject[len(PRINCIPAL_PREFIX) :].partition(".")
