@@ -228,3 +228,36 @@ async def test_a_co_agents_model_reads_the_brokers_refusal_as_its_tool_error(wor
         assert f"{verb} refused" in message.content and "another agent" in message.content
         assert world.broker.credentials["mallory"].partition(":")[2] not in message.content
     assert len(await world.vault.query(AGENT)) == 1
+
+
+async def test_the_call_tools_work_with_the_callers_credential(world):
+    """The caller as a model runs it: call_agent, then answer_call and check_call, its toolkit
+    logged in with the victim's credential (another process of the same agent than the
+    AgentCaller's: the same credential, the same reply mailbox)."""
+    steps = [
+        call("call_agent", agent=AGENT, task="greet", wait_seconds=20),
+        lambda m: call(
+            "answer_call", task_id=_result(m, "call_agent")["task_id"], answer="French",
+            wait_seconds=20,
+        ),
+        lambda m: call("check_call", task_id=_result(m, "call_agent")["task_id"]),
+        "Greeted.",
+    ]
+    async with Mq9Toolkit(
+        server=world.broker.url,
+        client_options={"credential": world.broker.credentials["victim"]},
+        agent_mailbox=CALLER,
+        calls=True,
+    ) as kit:
+        agent = create_agent(ScriptedChatModel(steps=steps), kit.get_tools())
+        state = await agent.ainvoke({"messages": [("user", "say hello, in French")]})
+    asked = _result(state["messages"], "call_agent")
+    assert asked["state"] == "input-required", asked
+    done = _result(state["messages"], "check_call")
+    assert done["state"] == "completed" and done["result"] == "greet in French", done
+
+
+def _result(messages, tool: str) -> dict:
+    [found] = [m for m in messages if isinstance(m, ToolMessage) and m.name == tool]
+    assert found.status == "success", found.content
+    return json.loads(found.content)
