@@ -14,7 +14,7 @@ import socket
 import nats
 import pytest
 from credentials_support import EnforcingBroker, ask, issue, ok, revoke
-from devbroker_helpers import DevBroker, wait_until
+from devbroker_helpers import DevBroker
 from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
 from langchain_mq9 import protocol as p
@@ -44,6 +44,16 @@ class Denials:
 
     async def record(self, exc: Exception) -> None:
         self.seen.append(str(exc))
+
+    async def at_least(self, count: int, what: str, timeout: float = 15.0) -> None:
+        """Wait on the loop (which delivers them) until ``count`` errors came."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.seen) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting until {what}: {self.seen}"
+                )
+            await asyncio.sleep(0.02)
 
 
 async def _quiet(coro) -> None:
@@ -165,7 +175,7 @@ async def test_publishing_as_another_agent_is_denied_by_nats_server(enforcing):
         await ok(alice, "alice", p.MSG_SEND + "a3.inbox", b"keep me")
         await _quiet(bob.request("$mq9.U.alice.AI.MSG.DELETE.a3.inbox.0", b"", timeout=SILENCE))
         await _quiet(bob.request("$mq9.U.alice.AI.MSG.FETCH.a3.inbox", b"{}", timeout=SILENCE))
-        wait_until(lambda: len(denials.seen) >= 2, 10, "nats-server denied both publishes")
+        await denials.at_least(2, "nats-server denied both publishes")
         assert all("permissions violation for publish" in d.lower() for d in denials.seen)
         assert await _payloads(alice, "alice", "a3.inbox") == ["keep me"]
     finally:
@@ -185,7 +195,7 @@ async def test_subscribing_to_others_inboxes_or_requests_is_denied(enforcing):
         for subject in ("_INBOX.alice.>", "_INBOX.>", "$mq9.>", "$mq9.U.*.>", "$mq9.AI.>"):
             await bob.subscribe(subject, cb=keep)
         await bob.flush()
-        wait_until(lambda: len(denials.seen) >= 5, 10, "nats-server denied every subscription")
+        await denials.at_least(5, "nats-server denied every subscription")
         assert all("permissions violation for subscription" in d.lower() for d in denials.seen)
         await ok(alice, "alice", p.MAILBOX_CREATE, {"name": "a4.inbox"})
         await ok(alice, "alice", p.MSG_SEND + "a4.inbox", b"private")
