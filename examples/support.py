@@ -1,4 +1,5 @@
-"""Plumbing shared by the examples: the ``--server`` option, run-scoped names, agent transcripts.
+"""Plumbing shared by the examples: the ``--server`` and ``--credential-file`` options,
+run-scoped names, agent transcripts.
 
 Not a scenario itself; the scenario scripts import it (``python examples/<name>.py`` puts this
 folder on ``sys.path``), and so do the notebooks.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -16,11 +18,23 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
+from langchain_mq9.client.auth import CREDENTIAL_FILE_ENV
+
 DEFAULT_SERVER = "memory://"
 
 
+class _CredentialFile(argparse.Action):
+    """``--credential-file FILE``: every client the example opens logs in with it (each reads
+    ``MQ9_CREDENTIAL_FILE`` when given no credential of its own)."""
+
+    def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
+        os.environ[CREDENTIAL_FILE_ENV] = str(value)
+        setattr(namespace, self.dest, value)
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
-    """An argument parser with ``--server`` (default ``memory://``, the in-process broker)."""
+    """An argument parser with ``--server`` (default ``memory://``, the in-process broker)
+    and ``--credential-file`` (for a broker that enforces per-agent credentials)."""
     summary, _, details = (doc or "").strip().partition("\n\n")
     result = argparse.ArgumentParser(
         description=" ".join(summary.split()) or None,
@@ -32,6 +46,14 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
         default=DEFAULT_SERVER,
         help="mq9 broker URL: memory:// (default, in-process), or nats://host:4222 for "
         "mq9-dev-broker or RobustMQ",
+    )
+    result.add_argument(
+        "--credential-file",
+        metavar="FILE",
+        action=_CredentialFile,
+        help="a file holding an mq9 credential (<id>:<secret>, from `mq9-dev-broker "
+        "credentials issue NAME`), for a broker started with --credentials; every agent of "
+        "the example uses it (default: $MQ9_CREDENTIAL_FILE, or $MQ9_CREDENTIAL)",
     )
     return result
 

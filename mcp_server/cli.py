@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from langchain_mq9._cli import ArgumentParser, port, positive_float, positive_int
 from langchain_mq9._cli import configure_logging as configure_stderr_logging
 from langchain_mq9._version import __version__
+from langchain_mq9.client.auth import read_credential_file
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.config import ToolConfig
@@ -54,6 +55,8 @@ environment:
   MQ9_PASSWORD, NATS_PASSWORD  NATS password         (--password)
   MQ9_TOKEN, NATS_TOKEN        NATS token            (--token)
   MQ9_CREDS, NATS_CREDS        NATS .creds file      (--creds)
+  MQ9_CREDENTIAL               this agent's mq9 credential, <id>:<secret>
+  MQ9_CREDENTIAL_FILE          a file holding it     (--credential-file)
   MQ9_MCP_TOKEN                HTTP bearer token     (--auth-token; set but empty: refused)
 
 examples:
@@ -91,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--password", help="NATS password (prefer $MQ9_PASSWORD)")
     broker.add_argument("--token", help="NATS authentication token (prefer $MQ9_TOKEN)")
     broker.add_argument("--creds", metavar="FILE", help="NATS credentials (.creds) file")
+    broker.add_argument(
+        "--credential-file",
+        metavar="FILE",
+        help="a file holding this agent's mq9 credential, <id>:<secret>, for a broker that "
+        "enforces per-agent credentials (default: $MQ9_CREDENTIAL_FILE, or the credential "
+        "itself in $MQ9_CREDENTIAL; docs/security.md)",
+    )
     broker.add_argument(
         "--request-timeout",
         type=positive_float,
@@ -243,6 +253,12 @@ def _main(argv: Sequence[str] | None) -> int:
     credentials: dict[str, typing.Any] = {
         option: getattr(args, option) or _env(*names) for option, names in CREDENTIAL_ENV.items()
     }
+    if args.credential_file:  # (MQ9_CREDENTIAL and MQ9_CREDENTIAL_FILE: the client reads them)
+        try:
+            credential = read_credential_file(args.credential_file)
+        except Mq9Error as exc:
+            parser.error(f"--credential-file: {exc.message}")
+        credentials["credential"] = ":".join(credential)
     policy = ToolPolicy(tool_config(args, parser))
     try:
         connection = Mq9Connection(
@@ -253,7 +269,7 @@ def _main(argv: Sequence[str] | None) -> int:
             name="mq9-mcp",
             **{k: v for k, v in credentials.items() if v},
         )
-    except (Mq9Error, ValueError) as exc:
+    except (Mq9Error, ValueError) as exc:  # (a credential's words name where it came from)
         parser.error(f"--server: {redact(str(exc))}")
     server = create_server(connection, policy, sessions_compete=args.transport == "http")
 
@@ -271,6 +287,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if _stdin_is_terminal():
             # this very executable, by its absolute path: Claude Desktop does not search PATH
             server_args = ["--server", redact(server_url)]
+            if args.credential_file:  # its path: the secret stays in the file
+                server_args += ["--credential-file", args.credential_file]
             if policy.tool_prefix:
                 server_args += ["--tool-prefix", policy.tool_prefix]
             print(client_lines.terminal_help(server_args), file=sys.stderr, flush=True)

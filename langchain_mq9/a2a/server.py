@@ -556,6 +556,7 @@ async def serve_agent(
     card: dict[str, Any] | None = None,
     server: str | None = None,
     client: Mq9Client | None = None,
+    client_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> AgentServer:
     """Serve ``graph`` as the A2A agent ``name`` on its mq9 mailbox (``name`` too, unless
@@ -566,7 +567,9 @@ async def serve_agent(
     ...                            card={"description": "Summarizes reports"},
     ...                            server="nats://127.0.0.1:4222", worker="replica-1")
 
-    Give ``server=`` (a URL: the server opens and closes its own client) or ``client=`` (an open
+    Give ``server=`` (a URL: the server opens and closes its own client, with
+    ``client_options``: ``Mq9Client``'s, e.g. the agent's ``credential``, which is otherwise
+    read from ``MQ9_CREDENTIAL`` or ``MQ9_CREDENTIAL_FILE``) or ``client=`` (an open
     ``Mq9Client``). ``worker`` names this replica among the agent's replicas: unique per live
     replica, the same after a restart (it then takes back the tasks it held). Other options:
     ``mailbox``, ``group``, ``max_concurrency``, ``to_input``/``to_output`` (how a request's
@@ -576,9 +579,11 @@ async def serve_agent(
     """
     if (server is None) == (client is None):
         raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")
+    if client is not None and client_options:
+        raise ValueError("client_options are for the client serve_agent opens: give server=")
     own = client is None
     if client is None:
-        client = await Mq9Client(server).connect()
+        client = await Mq9Client(server, **(client_options or {})).connect()
     agent = AgentServer(graph, name=name, client=client, card=card, **options)
     agent.owns_client = own
     try:

@@ -34,7 +34,10 @@ from .. import semantic
 from .._cli import ArgumentParser, configure_logging, count_limit, port, positive_int
 from .._version import __version__
 from ..client.redaction import describe, redact
+from .credentials import CredentialError
+from .credentials_cli import add_broker_arguments, identities_for, run_command
 from .engine import BrokerEngine, BrokerLimits
+from .identities import Identities
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
 from .pacing import AnswerPacer
 from .serve import BULK_ANSWER, serve_on_nats
@@ -192,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"the same as setting {semantic.MODEL_ENV}. Needs the semantic-model-dir extra "
         "(default: all-MiniLM-L6-v2 from the semantic extra). docs/discovery.md",
     )
+    add_broker_arguments(parser)  # #53: --credentials, and the credentials command
     parser.add_argument(
         "--log-level",
         default="info",
@@ -204,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the dev broker until SIGINT/SIGTERM; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    if args.command is not None:  # #53: credentials issue|list|revoke (credentials_cli.py)
+        return run_command(args.command, args.command_args)
     configure_logging(args.log_level)
     # each --max-* flag sets the BrokerLimits field its dest names
     limits = BrokerLimits(**{k: v for k, v in vars(args).items() if k.startswith("max_")})
@@ -234,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if store == "sqlite":
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
+        identities = identities_for(args, engine)  # #53: None without --credentials
         engine.load_model_soon()  # loaded already; a default model that is not is logged
         # What is held now (the model's objects, the restored state) lives as long as the
         # broker: frozen, Python's full garbage collections (which stop every thread, the loop
@@ -245,10 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.nats:
             url = args.nats
         else:
-            server = _start_server(args.host, args.port)
+            server = _start_server(args.host, args.port, identities)
             url = server.url
-        return asyncio.run(_serve(engine, url, server, storage, pacer))
-    except (StartupError, StorageError, semantic.ModelError) as exc:
+        return asyncio.run(_serve(engine, url, server, storage, pacer, identities))
+    except (StartupError, StorageError, semantic.ModelError, CredentialError) as exc:
         print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
@@ -282,7 +289,7 @@ def _servers(url: str) -> list[str]:
     return [one.strip() for one in url.split(",") if one.strip()]
 
 
-def _start_server(host: str, port: int) -> NatsProcess:
+def _start_server(host: str, port: int, identities: Identities | None = None) -> NatsProcess:
     try:
         find_nats_server()
     except FileNotFoundError as exc:
@@ -292,7 +299,7 @@ def _start_server(host: str, port: int) -> NatsProcess:
             f"something already listens on {host}:{port}: pick another --port, or pass "
             f"--nats nats://{host}:{port} to serve on that nats-server"
         )
-    if host not in LOOPBACK:
+    if host not in LOOPBACK and identities is None:
         log.warning(
             "nats-server binds %s: anyone who can reach it can use every mailbox whose address "
             "they know (the dev broker has no authentication)",
@@ -301,7 +308,11 @@ def _start_server(host: str, port: int) -> NatsProcess:
     try:
         # Answers may hold many messages: let them be as large as NATS allows
         server = start_nats_server(
-            host, port, max_payload=LARGEST_MAX_PAYLOAD, die_with_parent=True
+            host,
+            port,
+            max_payload=LARGEST_MAX_PAYLOAD,
+            config_text=identities.issuer.server_config() if identities else "",  # #53
+            die_with_parent=True,
         )
     except RuntimeError as exc:
         raise StartupError(str(exc)) from None
@@ -316,8 +327,10 @@ async def _serve(
     server: NatsProcess | None,
     storage: Storage | None,
     pacer: AnswerPacer | None,
+    identities: Identities | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
+    login = identities.broker_login() if identities else {}  # #53: the broker's own user
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -340,16 +353,23 @@ async def _serve(
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         error_cb=nats_error,
+        **login,
     )
     bulk: NatsConnection | None = None
     try:
         await _refuse_second_broker(connection, shown)
         # Large answers go out on a connection of their own, so that small ones never wait
         # behind them (serve.py); it only publishes (its failures are logged as it retries)
-        bulk = await _connect(url, shown, name="mq9-dev-broker answers", error_cb=nats_error)
-        service = await serve_on_nats(engine, connection, bulk, pacer)
+        bulk = await _connect(
+            url, shown, name="mq9-dev-broker answers", error_cb=nats_error, **login
+        )
+        if identities is not None:  # #53: logins, plain requests refused, revocations
+            await identities.start(url)
+        service = await serve_on_nats(engine, connection, bulk, pacer, identities)
         _warn_payload(engine, connection)
         _banner(shown, server, storage, engine)
+        if identities is not None:  # #53
+            print(identities.describe(), flush=True)
         print(f"{READY} {shown}", flush=True)
 
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]  # results unread
@@ -361,6 +381,8 @@ async def _serve(
         log.info("stopping")
         await service.stop()
     finally:
+        if identities is not None:  # #53
+            await identities.stop()
         for opened in (bulk, connection):
             if opened is not None:
                 with contextlib.suppress(Exception):
@@ -614,6 +636,8 @@ def _relay_log(server: NatsProcess) -> None:
         line = raw.decode(errors="replace").rstrip()
         serious = any(tag in line for tag in ("[ERR]", "[FTL]", "[WRN]"))
         if "Maximum payloads over" in line:  # our own choice of max_payload, see above
+            serious = False
+        if "Plaintext passwords detected" in line:  # #53: the broker's own, random per start
             serious = False
         relay.log(logging.WARNING if serious else logging.DEBUG, "%s", line)
 

@@ -78,6 +78,7 @@ def start_nats_server(
     *,
     monitor_port: int | None = None,
     max_payload: int | None = None,
+    config_text: str = "",
     extra_args: Sequence[str] = (),
     timeout: float = 10.0,
     die_with_parent: bool = False,
@@ -86,7 +87,9 @@ def start_nats_server(
 
     ``monitor_port`` also serves nats-server's HTTP monitoring (``/varz``, ``/connz``).
     ``max_payload`` (nats-server's default: 1 MiB; at most ``LARGEST_MAX_PAYLOAD``) goes in a
-    config file: nats-server has no flag for it. ``die_with_parent`` (for a long-running owner
+    config file: nats-server has no flag for it; so does ``config_text`` (more of nats-server's
+    config, such as an enforcing broker's accounts: the file is readable by its owner only, as
+    it may hold passwords). ``die_with_parent`` (for a long-running owner
     such as the dev broker): the server gets its own session, out of reach of a Ctrl-C meant
     for the owner, and on Linux is sent SIGTERM when the calling thread ends, even by kill -9.
     """
@@ -95,12 +98,14 @@ def start_nats_server(
     if monitor_port:
         command += ["-m", str(monitor_port)]
     config = None
-    if max_payload is not None:
-        if not 0 < max_payload <= LARGEST_MAX_PAYLOAD:
-            raise ValueError(f"max_payload must be 1 to {LARGEST_MAX_PAYLOAD} bytes")
-        config = tempfile.TemporaryDirectory(prefix="mq9-nats-")
+    if max_payload is not None and not 0 < max_payload <= LARGEST_MAX_PAYLOAD:
+        raise ValueError(f"max_payload must be 1 to {LARGEST_MAX_PAYLOAD} bytes")
+    if max_payload is not None or config_text:
+        config = tempfile.TemporaryDirectory(prefix="mq9-nats-")  # made 0700
         path = Path(config.name, "nats-server.conf")
-        path.write_text(f"max_payload: {max_payload}\n")
+        path.touch(mode=0o600)
+        size = f"max_payload: {max_payload}\n" if max_payload is not None else ""
+        path.write_text(size + config_text)
         command += ["-c", str(path)]
     command += list(extra_args)  # e.g. ["--user", "u", "--pass", "p"]
     try:

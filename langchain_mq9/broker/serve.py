@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import TYPE_CHECKING
 
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
@@ -22,6 +23,9 @@ from .. import protocol as p
 from ..client.nats_guard import protect
 from .engine import BrokerEngine, command_for
 from .pacing import AnswerPacer, Backlog, requester
+
+if TYPE_CHECKING:
+    from .identities import Identities
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -60,8 +64,11 @@ class NatsService:
         connection: NatsConnection,
         bulk: NatsConnection | None = None,
         pacer: AnswerPacer | None = None,
+        identities: Identities | None = None,
     ) -> None:
         self.engine = engine
+        # #53: an enforcing broker's requests come on $mq9.U.<principal>.> (identities.py)
+        self.identities = identities
         self.connection = connection
         self.bulk = bulk
         self.pacer = pacer
@@ -93,7 +100,13 @@ class NatsService:
         # Anyone on the NATS server can send the broker a frame that would stop nats-py
         # reading (see nats_guard): guard this connection, and reconnect it if reading stops.
         self._watchdog = protect(self.connection)
-        self.subscription = await self.connection.subscribe(p.SUBJECT_WILDCARD, cb=self._on_request)
+        if self.identities is None:
+            self.subscription = await self.connection.subscribe(
+                p.SUBJECT_WILDCARD, cb=self._on_request
+            )
+        else:  # #53
+            gated = self.identities.gate(self._on_request)
+            self.subscription = await self.connection.subscribe(self.identities.subject, cb=gated)
         await self.connection.flush()
         return self
 
@@ -182,7 +195,10 @@ class NatsService:
 
     async def _answer(self, msg: Msg) -> None:
         self._tell_engine()
-        reply = await self.engine.handle(msg.subject, msg.headers, msg.data)
+        if self.identities is not None:  # #53: its ownership checks around the engine
+            reply = await self.identities.handle(self.engine, msg)
+        else:
+            reply = await self.engine.handle(msg.subject, msg.headers, msg.data)
         if not msg.reply:
             return  # a publish without a reply subject: nobody to answer
         limit = self.connection.max_payload
@@ -242,6 +258,7 @@ async def serve_on_nats(
     connection: NatsConnection,
     bulk: NatsConnection | None = None,
     pacer: AnswerPacer | None = None,
+    identities: Identities | None = None,
 ) -> NatsService:
     """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped; answers
     above ``BULK_ANSWER`` on ``bulk`` when given (a second connection to the same server, so
@@ -250,4 +267,4 @@ async def serve_on_nats(
     >>> nc = await nats.connect("nats://127.0.0.1:4222")
     >>> service = await serve_on_nats(BrokerEngine(), nc)
     """
-    return await NatsService(engine, connection, bulk, pacer).start()
+    return await NatsService(engine, connection, bulk, pacer, identities).start()

@@ -107,7 +107,9 @@ class Mq9Client:
     ...         await reader.done(message.msg_id)
 
     ``options`` are ``NatsTransport``'s: credentials (``user``/``password``, ``token``,
-    ``creds``, ``tls``; or in the URL, ``nats://user:pass@host:4222``), ``reconnect_attempts``,
+    ``creds``, ``tls``; or in the URL, ``nats://user:pass@host:4222``), an mq9 ``credential``
+    (``<id>:<secret>``; without other credentials ``MQ9_CREDENTIAL`` or ``MQ9_CREDENTIAL_FILE``
+    in the environment give it: docs/security.md), ``reconnect_attempts``,
     ``reconnect_delay``, ``name``. Instead of ``server``, ``transport`` gives the way to the
     broker itself (``transport.py``): a ``Transport``, or a broker engine (``BrokerEngine``)
     or an async ``handler(subject, headers, body)`` answering in this process.

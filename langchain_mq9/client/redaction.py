@@ -36,5 +36,12 @@ def describe(exc: BaseException) -> str:
 
 
 def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` with the value of every secret option (``password``, ``token``) hidden."""
-    return {k: "***" if k in ("password", "token") and v else v for k, v in options.items()}
+    """``options`` with the value of every secret option (``password``, ``token``, an mq9
+    ``credential``: its id stays) hidden."""
+    return {k: _hidden(k, v) if v else v for k, v in options.items()}
+
+
+def _hidden(option: str, value: Any) -> Any:
+    if option == "credential" and isinstance(value, str):
+        return value.partition(":")[0] + ":***"  # the id names the agent; the secret is hidden
+    return "***" if option in ("password", "token") else value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
@@ -28,7 +29,8 @@ from ..protocol.errors import (
     RequestTimeout,
     Unavailable,
 )
-from .auth import refused_credentials
+from ..protocol.subjects import IDENTITIES_MARKER, principal_subject
+from .auth import Login, login_for, refused_credentials, refused_login
 from .redaction import describe, redact
 
 if TYPE_CHECKING:
@@ -41,6 +43,9 @@ log = logging.getLogger("langchain_mq9")
 
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 MEMORY_SCHEME = "memory://"
+
+# An enforcing broker's answer to a plain request: "use your prefix" (protocol/subjects.py)
+_ASKS_FOR_PREFIX = re.compile(rb'\{\s*"error"\s*:\s*"' + re.escape(IDENTITIES_MARKER.encode()))
 
 NOT_CONNECTED = (
     "not connected to an mq9 broker: call `await client.connect()` first "
@@ -176,6 +181,7 @@ class _NatsOptions(TypedDict):
     password: str | None
     token: str | None
     tls: ssl.SSLContext | None
+    inbox_prefix: str
 
 
 class NatsTransport:
@@ -184,9 +190,18 @@ class NatsTransport:
     ``servers``: a NATS URL (``nats://``, ``tls://``, ``ws://``, ``wss://``), several
     comma-separated, or a list. Credentials go in the URL (``nats://user:pass@host:4222``) or
     as ``user``/``password``, ``token``, ``creds`` (a NATS .creds file) and ``tls`` (an
-    ``ssl.SSLContext``). ``request_timeout`` bounds the first connection; nats-py then
-    reconnects ``reconnect_attempts`` times, ``reconnect_delay`` seconds apart. ``name``: the
-    connection's name on the server.
+    ``ssl.SSLContext``); an mq9 credential (``<id>:<secret>``, docs/security.md) as
+    ``credential``, in the URL, or, when nothing else is given, in the environment
+    (``MQ9_CREDENTIAL``, or ``MQ9_CREDENTIAL_FILE`` naming a file that holds it).
+
+    A client with a credential takes its replies on ``_INBOX.<id>.``; when the broker answers
+    a request with its marked refusal (it enforces per-agent credentials), it sends that
+    request again on ``$mq9.U.<id>.``, and every later one of this connection, which a
+    reconnect ends (``protocol/subjects.py``).
+
+    ``request_timeout`` bounds the first connection; nats-py then reconnects
+    ``reconnect_attempts`` times, ``reconnect_delay`` seconds apart. ``name``: the connection's
+    name on the server.
 
     Like nats-py's own client, it belongs to the event loop that opened it: call it from there
     (``Mq9Connection`` gives every loop a client of its own).
@@ -205,9 +220,13 @@ class NatsTransport:
         creds: str | None = None,
         tls: ssl.SSLContext | None = None,
         name: str | None = None,
+        credential: str | None = None,
     ) -> None:
         servers = _nats_urls(servers)
         self.where = redact(", ".join(servers))  # for messages: no passwords
+        self.login: Login = login_for(
+            servers, user=user, password=password, token=token, creds=creds, credential=credential
+        )
         self._options = _NatsOptions(
             servers=servers,
             connect_timeout=request_timeout,
@@ -218,13 +237,15 @@ class NatsTransport:
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
-            user=user,
-            password=password,
+            user=self.login.user,
+            password=self.login.password,
             token=token,
             tls=tls,
+            inbox_prefix=self.login.inbox_prefix or "_INBOX",  # (nats-py's default)
         )
         self._connection: GuardedClient | None = None
-        self._refused = False  # the last connect attempt met an authorization violation
+        self._refused = False  # the last (re)connect attempt met an authorization violation
+        self._prefixed = False  # requests go on $mq9.U.<id>. (the broker said so)
         self._loop: asyncio.AbstractEventLoop | None = None  # the one connect() ran on
         # The requests waiting for a reply, cancelled where they wait when the link drops
         # (_cut_in_flight): they fail at once instead of at their timeout, since a reply sent
@@ -245,6 +266,12 @@ class NatsTransport:
         return dict(self._connection._server_info) if self._connection else {}
 
     @property
+    def principal(self) -> str | None:
+        """The id of this client's mq9 credential (None without one): who it is to a broker
+        that enforces per-agent credentials."""
+        return self.login.principal
+
+    @property
     def is_connected(self) -> bool:
         # From connect() until close(). While the link is down nats-py reconnects; once it has
         # used up reconnect_attempts, the next request dials again, so no outage ends a client.
@@ -257,6 +284,7 @@ class NatsTransport:
         connection = GuardedClient()
         watchdog = protect(connection)  # a malformed frame must not deafen it
         self._refused = False
+        self._prefixed = False  # a new connection may reach another broker: it says again
         # (the ignore: nats-py hints the seconds as int; it takes floats, as documented)
         dialing = asyncio.ensure_future(connection.connect(**self._options))  # type: ignore[arg-type]
         # Stopped while it dials (SIGTERM, a cancelled caller), wait_for cancels the dial and
@@ -270,10 +298,7 @@ class NatsTransport:
             _stop(watchdog)
             await _quietly_close(connection)
             if self._refused:  # nats-py reports it as "no servers": say what really happened
-                raise NotAllowed(
-                    f"the broker at {self.where} refused the credentials (authorization "
-                    "violation): check the user and password, token or creds file"
-                ) from None
+                raise NotAllowed(refused_login(self.where, self.login)) from None
             raise ConnectFailed(
                 f"cannot connect to the mq9 broker at {self.where} ({describe(last or exc)}); "
                 "to run one on this machine: mq9-dev-broker"
@@ -297,12 +322,37 @@ class NatsTransport:
         if connection.is_closed:  # nats-py gave up reconnecting: dial again
             connection = await self._redial(connection)
         elif connection.is_reconnecting:
+            if self._refused:  # its login is refused now: revoked, say
+                raise NotAllowed(refused_login(self.where, self.login))
             # nats-py would hold the request until it reconnects, waiting out the whole timeout
             # meanwhile (each call of an outage took its 5 s): not sent, and said at once
             raise ConnectionLost(
                 f"the connection to the mq9 broker at {self.where} is down and reconnecting; "
                 "the request was not sent (the client reconnects by itself)"
             )
+        principal = self.login.principal
+        prefixed = self._prefixed
+        sent = principal_subject(principal, subject) if principal and prefixed else subject
+        reply = await self._round_trip(connection, sent, body, headers, timeout)
+        if principal is None or prefixed or not _ASKS_FOR_PREFIX.match(reply):
+            return reply
+        # The broker enforces per-agent credentials: this request goes again on the agent's
+        # prefix (refused, it did nothing), and every later one of this connection
+        if not self._prefixed:
+            self._prefixed = True
+            log.info("the mq9 broker enforces per-agent credentials: sending as %r", principal)
+        sent = principal_subject(principal, subject)
+        return await self._round_trip(connection, sent, body, headers, timeout)
+
+    async def _round_trip(
+        self,
+        connection: GuardedClient,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str] | None,
+        timeout: float,
+    ) -> bytes:
+        """One request on ``connection`` and its reply's bytes, nats-py's failures as ours."""
         # A dropped link cancels the request where it waits, in this task: cheaper than a task
         # per request raced against the link (a sixth of a round trip on loopback).
         waiting = asyncio.current_task()
@@ -410,6 +460,8 @@ class NatsTransport:
         log.warning("lost the connection to the mq9 broker; reconnecting")
 
     async def _on_reconnected(self) -> None:
+        self._refused = False
+        self._prefixed = False  # perhaps to another broker: it says again if it must
         log.warning("reconnected to the mq9 broker")
 
 
@@ -437,7 +489,7 @@ def open_transport(server: str, **options: Any) -> Transport:
     unknown = set(options) - set(inspect.signature(NatsTransport).parameters)
     if unknown:
         raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
-    if any(options.get(k) for k in ("user", "password", "token", "creds", "tls")):
+    if any(options.get(k) for k in ("user", "password", "token", "creds", "tls", "credential")):
         raise InvalidArgument("memory:// brokers take no credentials")
     return MemoryTransport(server[len(MEMORY_SCHEME) :].strip("/"))
 

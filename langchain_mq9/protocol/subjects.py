@@ -17,6 +17,12 @@ AGENT_UNREGISTER = f"{PREFIX}.AGENT.UNREGISTER"
 AGENT_REPORT = f"{PREFIX}.AGENT.REPORT"
 AGENT_DISCOVER = f"{PREFIX}.AGENT.DISCOVER"
 
+# A broker enforcing per-agent credentials (the bundled one with --credentials, #53;
+# docs/security.md) takes a credentialed agent's requests on its own prefix, $mq9.U.<id>. and
+# the subject without "$mq9."; a plain request there is answered an error starting with the marker.
+PRINCIPAL_PREFIX = "$mq9.U."
+IDENTITIES_MARKER = "mq9 identities: "
+
 
 def send_subject(address: str) -> str:
     return MSG_SEND + address
@@ -37,3 +43,9 @@ def query_subject(address: str) -> str:
 def delete_subject(address: str, msg_id: int) -> str:
     return f"{MSG_DELETE}{address}.{msg_id}"
 
+
+
+def principal_subject(principal: str, subject: str) -> str:
+    """``subject`` as the agent ``principal`` sends it to an enforcing broker:
+    ``$mq9.AI.MSG.SEND.box`` -> ``$mq9.U.alice.AI.MSG.SEND.box``."""
+    return f"{PRINCIPAL_PREFIX}{principal}.{subject.removeprefix('$mq9.')}"

@@ -1,0 +1,241 @@
+"""Per-agent credentials and the ownership records of an enforcing broker, kept in one SQLite
+file beside the broker's data (``mq9-identities.sqlite3``; docs/security.md).
+
+A credential is ``<id>:<secret>``: the id (``[A-Za-z0-9_-]{1,64}``) is the NATS user name the
+agent logs in with and the principal the broker knows it by; the secret is 32 random bytes,
+base64url without padding. Only the secret's SHA-256 is stored (a random 256-bit secret needs
+no slow hash: nothing short of the secret itself matches it), and no secret is ever logged.
+
+The ownership records (who created a mailbox, who registered an agent, who may SEND to a reply
+mailbox) are key -> principal pairs that never change once written, so another store can hold
+them as they are: a JetStream KV bucket keyed ``mailbox.<name>``, ``agent.<name>`` and
+``grant.<mailbox>.<principal>`` (nothing here needs a transaction across keys).
+
+Written by ``mq9-dev-broker credentials`` (another process) while a broker reads it: the
+broker notices a change by SQLite's ``PRAGMA data_version`` (it moves when another connection
+commits), checked on every request, so a revocation holds from the next request on.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .storage.sqlite import data_file
+
+FILE_NAME = "mq9-identities.sqlite3"
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The broker's own NATS users (callout.py) log in by the server's config, never by a credential
+RESERVED_ID_PREFIX = "mq9-"
+SECRET_BYTES = 32
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS credentials (
+    id TEXT PRIMARY KEY, sha256 TEXT NOT NULL, label TEXT NOT NULL DEFAULT '',
+    created INTEGER NOT NULL, revoked INTEGER, last_seen INTEGER);
+CREATE TABLE IF NOT EXISTS mailbox_owners (mailbox TEXT PRIMARY KEY, principal TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agent_owners (name TEXT PRIMARY KEY, principal TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS send_grants (
+    mailbox TEXT NOT NULL, principal TEXT NOT NULL, PRIMARY KEY (mailbox, principal));
+"""
+
+
+class CredentialError(Exception):
+    """A credential command that cannot be done, in words for the operator."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What ``list`` shows of one credential: never its secret."""
+
+    id: str
+    label: str
+    created: int
+    revoked: int | None
+    last_seen: int | None
+
+
+def identities_file(data: str | Path) -> Path:
+    """The identities file beside the broker data that ``--data PATH`` names."""
+    return data_file(data).with_name(FILE_NAME)
+
+
+def new_secret() -> str:
+    return base64.urlsafe_b64encode(os.urandom(SECRET_BYTES)).rstrip(b"=").decode()
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_id(credential_id: str) -> None:
+    if not ID_PATTERN.fullmatch(credential_id):
+        raise CredentialError(
+            f"invalid credential name {credential_id[:80]!r}: 1 to 64 letters, digits, '_' or "
+            "'-' (it is the NATS user name the agent logs in with)"
+        )
+    if credential_id.startswith(RESERVED_ID_PREFIX):
+        raise CredentialError(
+            f"credential names starting {RESERVED_ID_PREFIX!r} are the broker's own NATS users: "
+            "pick another name"
+        )
+
+
+class IdentityStore:
+    """The identities file, open for one process. ``clock``: Unix seconds (injected in tests)."""
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        try:
+            # A CLI write and a broker read may meet: wait for the other's commit (WAL keeps
+            # readers and the one writer apart, so the wait is a commit's length)
+            self._db = sqlite3.connect(
+                str(self.path), timeout=5, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise CredentialError(f"cannot use {self.path} for credentials: {exc}") from None
+        if new:
+            os.chmod(self.path, 0o600)  # hashes only, but nobody else's business
+        self._lock = threading.Lock()
+        self._version = -1
+        # id -> (sha256 of the secret, revoked): what a login and every request check
+        self._credentials: dict[str, tuple[str, bool]] = {}
+        self._revoked: set[str] = set()
+        self.refresh()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- what the broker reads ---------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read the credentials again if another process changed the file (a cheap check:
+        made on every request); the ids revoked meanwhile wait in ``take_revoked``."""
+        with self._lock:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._version:
+                return
+            self._version = version
+            rows = self._db.execute("SELECT id, sha256, revoked FROM credentials").fetchall()
+            before = self._credentials
+            self._credentials = {row[0]: (row[1], row[2] is not None) for row in rows}
+            self._revoked |= {
+                cid
+                for cid, (_, was_revoked) in before.items()
+                if not was_revoked and self._credentials.get(cid, ("", True))[1]
+            }
+
+    def take_revoked(self) -> set[str]:
+        """The ids revoked since the last call (whose live connections are to be closed)."""
+        with self._lock:
+            revoked, self._revoked = self._revoked, set()
+        return revoked
+
+    def verify(self, credential_id: str, secret: str) -> bool:
+        """Whether ``secret`` is ``credential_id``'s and it is not revoked."""
+        self.refresh()
+        known = self._credentials.get(credential_id)
+        if known is None or known[1]:
+            return False
+        return hmac.compare_digest(known[0], _hash(secret))
+
+    def active(self, credential_id: str) -> bool:
+        """Whether ``credential_id`` may still act (refreshed first: a revocation made by
+        another process a moment ago counts)."""
+        self.refresh()
+        known = self._credentials.get(credential_id)
+        return known is not None and not known[1]
+
+    def seen(self, credential_id: str) -> None:
+        """Note a login (``list`` shows it)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE credentials SET last_seen = ? WHERE id = ?",
+                (int(self.clock()), credential_id),
+            )
+
+    # -- what the operator does --------------------------------------------------------------
+
+    def issue(self, credential_id: str, label: str = "") -> str:
+        """A new credential's secret (shown once, kept only as its SHA-256). A revoked id may
+        be issued again: it keeps what it owned."""
+        check_id(credential_id)
+        secret = new_secret()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT revoked FROM credentials WHERE id = ?", (credential_id,)
+            ).fetchone()
+            if row is not None and row[0] is None:
+                raise CredentialError(
+                    f"credential {credential_id!r} exists and is not revoked: revoke it first "
+                    "to issue a new secret"
+                )
+            self._db.execute(
+                "INSERT OR REPLACE INTO credentials (id, sha256, label, created) "
+                "VALUES (?, ?, ?, ?)",
+                (credential_id, _hash(secret), label, int(self.clock())),
+            )
+            self._version = -1  # our own commit does not move data_version: read again
+        return secret
+
+    def revoke(self, credential_id: str) -> None:
+        """Revoke a credential: refused at its next request and login (a running broker
+        notices within a request, and closes its connections)."""
+        with self._lock:
+            changed = self._db.execute(
+                "UPDATE credentials SET revoked = ? WHERE id = ? AND revoked IS NULL",
+                (int(self.clock()), credential_id),
+            ).rowcount
+            if not changed:
+                known = self._db.execute(
+                    "SELECT 1 FROM credentials WHERE id = ?", (credential_id,)
+                ).fetchone()
+                if known is None:
+                    raise CredentialError(f"no credential {credential_id!r} in {self.path}")
+                # revoked already: nothing more to do
+            self._version = -1
+
+    def listing(self) -> list[Credential]:
+        rows = self._db.execute(
+            "SELECT id, label, created, revoked, last_seen FROM credentials ORDER BY id"
+        ).fetchall()
+        return [Credential(*row) for row in rows]
+
+    # -- ownership records (identities.py decides; this keeps) -------------------------------
+
+    def owners(self) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+        """Every record: mailbox -> owner, agent name -> registrant, mailbox -> granted."""
+        with self._lock:
+            mailboxes = dict(self._db.execute("SELECT mailbox, principal FROM mailbox_owners"))
+            agents = dict(self._db.execute("SELECT name, principal FROM agent_owners"))
+            grants: dict[str, set[str]] = {}
+            for mailbox, principal in self._db.execute("SELECT * FROM send_grants"):
+                grants.setdefault(mailbox, set()).add(principal)
+        return mailboxes, agents, grants
+
+    def own_mailbox(self, mailbox: str, principal: str) -> None:
+        self._write("INSERT OR IGNORE INTO mailbox_owners VALUES (?, ?)", mailbox, principal)
+
+    def own_agent(self, name: str, principal: str) -> None:
+        self._write("INSERT OR IGNORE INTO agent_owners VALUES (?, ?)", name, principal)
+
+    def grant_send(self, mailbox: str, principal: str) -> None:
+        self._write("INSERT OR IGNORE INTO send_grants VALUES (?, ?)", mailbox, principal)
+
+    def _write(self, statement: str, *values: str) -> None:
+        with self._lock:
+            self._db.execute(statement, values)

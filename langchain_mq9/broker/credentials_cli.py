@@ -1,0 +1,180 @@
+"""``mq9-dev-broker credentials issue|list|revoke`` and the broker's ``--credentials`` option.
+
+    mq9-dev-broker credentials issue billing --data ./mq9-data   # prints billing:<secret> once
+    mq9-dev-broker credentials issue billing --data ./mq9-data --out billing.cred  # 0600 file
+    mq9-dev-broker credentials list --data ./mq9-data
+    mq9-dev-broker credentials revoke billing --data ./mq9-data
+    mq9-dev-broker --credentials --data ./mq9-data   # the broker enforcing them
+
+A running broker sees each change at its next request (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .._cli import ArgumentParser
+from .credentials import CredentialError, IdentityStore, identities_file
+from .engine import BrokerEngine
+from .identities import Identities
+
+DATA_HELP = (
+    "the broker's --data PATH: credentials are kept beside its data, in mq9-identities.sqlite3"
+)
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The broker's ``--credentials`` option, and ``credentials ...``: the command that
+    manages them (after any broker option: what follows it is the command's)."""
+    parser.add_argument(
+        "command",
+        nargs="?",
+        metavar="credentials",
+        help="'credentials issue NAME | list | revoke NAME --data PATH': manage the credentials "
+        "of an enforcing broker (mq9-dev-broker credentials --help)",
+    )
+    parser.add_argument("command_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--credentials",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="enforce per-agent credentials and ownership: nats-server asks the broker at each "
+        "login, each agent publishes only as itself ($mq9.U.<id>.) and reads only its own "
+        "mailboxes, reply mailboxes and registry entries; credentials (and who owns what) are "
+        "kept in DIR/mq9-identities.sqlite3, by default beside --data. Issue them with "
+        "'mq9-dev-broker credentials issue NAME --data PATH'. Not with --nats (docs/security.md)",
+    )
+
+
+def identities_for(args: argparse.Namespace, engine: BrokerEngine) -> Identities | None:
+    """The enforcing part of a broker started with ``--credentials`` (None without it)."""
+    if args.credentials is None:
+        return None
+    if args.nats:
+        raise CredentialError(
+            "--credentials needs the nats-server the broker starts (it writes its login "
+            "config); drop --nats"
+        )
+    place = args.credentials or args.data
+    if not place:
+        raise CredentialError(
+            "--credentials needs a place for the credentials: --data PATH (kept beside the "
+            "broker's data) or --credentials DIR"
+        )
+    path = Path(place, "mq9-identities.sqlite3") if args.credentials else identities_file(place)
+    return Identities(IdentityStore(path), engine)
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    """``mq9-dev-broker <command> ...``: the one command there is."""
+    if command != "credentials":
+        print(
+            f"mq9-dev-broker: error: unknown command {command!r}: the one command is "
+            "'credentials' (issue, list, revoke); the broker itself takes options only",
+            file=sys.stderr,
+        )
+        return 2
+    return main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="mq9-dev-broker credentials",
+        description="Issue, list and revoke the credentials an enforcing broker "
+        "(mq9-dev-broker --credentials) lets agents log in with. Secrets are shown once and "
+        "kept only as their SHA-256.",
+    )
+    where = ArgumentParser(add_help=False)  # each command takes it
+    place = where.add_mutually_exclusive_group(required=True)
+    place.add_argument("--data", metavar="PATH", help=DATA_HELP)
+    place.add_argument(
+        "--credentials", metavar="DIR", help="the broker's --credentials DIR, when it has one"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    issue = commands.add_parser(
+        "issue",
+        parents=[where],
+        help="make a credential NAME:SECRET and print it once (again after a revoke: a new "
+        "secret, keeping what NAME owns)",
+    )
+    issue.add_argument("name", help="1 to 64 letters, digits, '_' or '-': the agent's login")
+    issue.add_argument("--label", default="", help="a note shown by list")
+    issue.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the credential to FILE (created readable by you only) instead of printing "
+        "it: give it to the agent as MQ9_CREDENTIAL_FILE",
+    )
+    commands.add_parser(
+        "list", parents=[where], help="every credential: name, label, created, revoked, last seen"
+    )
+    revoke = commands.add_parser(
+        "revoke",
+        parents=[where],
+        help="refuse NAME from its next request and login; close its connections",
+    )
+    revoke.add_argument("name")
+    return parser
+
+
+def _when(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    path = (
+        Path(args.credentials, "mq9-identities.sqlite3")
+        if args.credentials
+        else identities_file(args.data)
+    )
+    try:
+        store = IdentityStore(path)
+        try:
+            return _run(args, store)
+        finally:
+            store.close()
+    except CredentialError as exc:
+        print(f"mq9-dev-broker credentials: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _run(args: argparse.Namespace, store: IdentityStore) -> int:
+    if args.command == "issue":
+        if args.out and Path(args.out).exists():
+            raise CredentialError(f"{args.out} exists: name a new file for the credential")
+        secret = store.issue(args.name, args.label)
+        credential = f"{args.name}:{secret}"
+        if args.out:
+            descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(credential + "\n")
+            print(f"credential {args.name!r} written to {args.out} (readable by you only)")
+        else:
+            print(credential)
+            print(
+                "shown once: give it to the agent (nats://NAME:SECRET@host:port, "
+                "MQ9_CREDENTIAL or MQ9_CREDENTIAL_FILE)",
+                file=sys.stderr,
+            )
+    elif args.command == "list":
+        rows = [("NAME", "LABEL", "CREATED", "REVOKED", "LAST SEEN")]
+        rows += [
+            (c.id, c.label, _when(c.created), _when(c.revoked), _when(c.last_seen))
+            for c in store.listing()
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        for row in rows:
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            print("  ".join(cells).rstrip())
+    else:
+        store.revoke(args.name)
+        print(f"credential {args.name!r} revoked")
+    return 0

@@ -1,0 +1,477 @@
+"""Agents an enforcing broker can tell apart, and what each owns (docs/security.md).
+
+nats-server makes the requester unforgeable: an agent ``alice`` logs in with her credential
+(callout.py) and may publish only ``$mq9.U.alice.>`` (and plain ``$mq9.AI.>``, refused here in
+words) and subscribe only ``_INBOX.alice.>``. The broker subscribes to ``$mq9.U.*.>``, takes the
+principal from the third token, and hands the request on as the mq9 subject it names
+(``$mq9.U.alice.AI.MSG.SEND.box`` -> ``$mq9.AI.MSG.SEND.box``). nats-server does not check
+reply subjects, so a request whose reply is not ``_INBOX.<principal>.`` is dropped unanswered:
+an answer would let alice aim the broker's words at bob's inbox.
+
+Ownership is the broker's to decide (mailbox names travel in bodies, and are chosen at
+CREATE), checked before the engine and recorded after it (``Ownership``):
+
+- a mailbox belongs to the principal that created it, for good (an expired one too: its log
+  would come back with a CREATE); workers of one service share it by sharing a credential;
+  only its owner FETCHes, ACKs, QUERYs and DELETEs there; any credentialed agent SENDs to an
+  ordinary mailbox;
+- an agent name belongs to its first registrant: REGISTER, REPORT and UNREGISTER of another's
+  name are refused;
+- names derived from a mailbox belong to the mailbox's owner, who alone may create, read or
+  send there: its task store ``mq9.tasks.<digest>``, its groups' leases ``mq9.lease.<digest>``
+  (digest of mailbox and group, learned from the owner's FETCH and ACK), its dead letters
+  ``<mailbox>.dlq`` (or ``<prefix>.dlq.<digest>``);
+- a reply mailbox ``mq9.calls.<digest>`` (and any other name under ``mq9.``) belongs to whoever
+  created it first; besides its owner, only an agent it called may SEND there: a SEND by the
+  owner carrying ``mq9-reply-to: <its reply mailbox>`` grants the owner of the mailbox sent to.
+
+A mailbox or agent without an owner (kept from before the broker enforced credentials) is
+nobody's to read or change; what does not exist is left to the engine to say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsConnection
+from nats.aio.msg import Msg
+
+from .. import protocol as p
+from ..client.nats_guard import protect
+from ..protocol.errors import WireError
+from .callout import BROKER_USER, SYS_USER, Issuer, Kicker, LoginService
+from .credentials import IdentityStore
+from .engine import LARGE_BODY, BrokerEngine, Command, command_for
+
+log = logging.getLogger("langchain_mq9.broker.identities")
+
+PRINCIPAL_PREFIX = "$mq9.U."
+PRINCIPAL_WILDCARD = PRINCIPAL_PREFIX + "*.>"
+MQ9_ROOT = "$mq9."
+MARKER = "mq9 identities: "
+PLAIN_REFUSAL = p.encode(
+    p.ERROR_REPLY.write(
+        error=MARKER + "this broker serves credentialed agents on $mq9.U.<id>.<subject without "
+        "$mq9.>; connect with a credential (docs/security.md)"
+    )
+)
+REVOKED = p.encode(
+    p.ERROR_REPLY.write(error="credential revoked: ask the broker's operator for a new one")
+)
+# The names the library derives under its reserved root (a2a/wire.py, groups/leases.py,
+# groups/dead_letters.py), which the broker, below them, cannot import: the same rules here,
+# held to theirs by tests/broker/test_credentials.py
+RESERVED_ROOT = "mq9"
+TASKS_ROOT = RESERVED_ROOT + ".tasks."  # + digest(mailbox): the mailbox's A2A task store
+CALLS_ROOT = RESERVED_ROOT + ".calls."  # + digest(caller name): a caller's reply mailbox
+LEASE_ROOT = RESERVED_ROOT + ".lease."  # + digest(mailbox "\n" group): a group's records
+DEAD_LETTER_SUFFIX = ".dlq"  # <mailbox>.dlq, or <prefix>.dlq.<digest(mailbox)> when long
+HEADER_REPLY_TO = "mq9-reply-to"  # where a caller's SEND asks the answers to go
+# How every answer that did what it was asked begins (the engine's encoding: compact JSON)
+_SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
+FETCHES_REMEMBERED = 4096  # bodies, then forgotten all at once (read again as they come)
+WATCH_SECONDS = 0.25  # how often revocations made by another process are looked for
+DROPS_LOGGED_EVERY = 10.0  # seconds: dropped requests are counted, logged at most this often
+OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscription calls
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def is_reserved(address: str) -> bool:
+    return address == RESERVED_ROOT or address.startswith(RESERVED_ROOT + ".")
+
+
+def principal_of(subject: str) -> tuple[str, str] | None:
+    """``$mq9.U.alice.AI.MSG.SEND.box`` -> ``("alice", "$mq9.AI.MSG.SEND.box")``."""
+    if not subject.startswith(PRINCIPAL_PREFIX):
+        return None
+    principal, dot, rest = subject[len(PRINCIPAL_PREFIX) :].partition(".")
+    if not (principal and dot and rest):
+        return None
+    return principal, MQ9_ROOT + rest
+
+
+def answers_to(reply: str) -> str | None:
+    """The principal whose inbox ``reply`` is (``_INBOX.<principal>.…``), or None."""
+    head, dot, rest = reply.partition(".")
+    principal, dot2, tail = rest.partition(".")
+    return principal if head == "_INBOX" and dot and dot2 and principal and tail else None
+
+
+def _refused(verb: str, what: str) -> bytes:
+    return p.encode(p.ERROR_REPLY.write(error=f"{verb} refused: {what}"))
+
+
+def _field(shape: p.Shape, body: bytes, name: str) -> Any:
+    """One field of a body read as the engine reads it, or None where the engine refuses the
+    body (it says why)."""
+    try:
+        return shape.read(body)[name]
+    except WireError:
+        return None
+
+
+def registered_name(body: bytes) -> Any:
+    """The agent name a REGISTER body registers, read as the engine reads it."""
+    try:
+        card = p.a2a_card(p.loads(body))
+    except WireError:
+        card = None
+    if card is not None:
+        return card.get("name")
+    return _field(p.REGISTER_REQUEST, body, "name")
+
+
+class Ownership:
+    """Who owns what (kept in ``store``) and the checks made on each request against it,
+    the engine's state telling what exists."""
+
+    def __init__(self, store: IdentityStore, engine: BrokerEngine) -> None:
+        self.store = store
+        self.engine = engine
+        self.mailboxes, self.agents, self.grants = store.owners()
+        # digest(mailbox) -> mailbox: the task store's and a long dead-letter name's digest
+        self._digests = {digest(m): m for m in self.mailboxes}
+        # lease digest -> mailbox, for the (mailbox, group) pairs its owner read with
+        self._leases: dict[str, str] = {}
+        self._groups: set[tuple[str, str]] = set()  # the (mailbox, group) pairs learned
+        self._fetches: set[tuple[str, bytes]] = set()  # FETCH bodies read for a group already
+
+    # -- derived names -----------------------------------------------------------------------
+
+    def _base(self, address: str) -> str | None:
+        """The mailbox ``address`` is derived from (its task store, a lease of its groups, its
+        dead letters), when known."""
+        if address.startswith(TASKS_ROOT):
+            return self._digests.get(address[len(TASKS_ROOT) :])
+        if address.startswith(LEASE_ROOT):
+            return self._leases.get(address[len(LEASE_ROOT) :])
+        if address.endswith(DEAD_LETTER_SUFFIX):
+            return address[: -len(DEAD_LETTER_SUFFIX)] or None
+        head, marker, tail = address.rpartition(DEAD_LETTER_SUFFIX + ".")
+        if head and marker:
+            return self._digests.get(tail)
+        return None
+
+    def _derived(self, address: str) -> bool:
+        """Whether ``address`` can only be its base mailbox's owner's."""
+        if address.startswith((TASKS_ROOT, LEASE_ROOT)) or address.endswith(DEAD_LETTER_SUFFIX):
+            return True
+        head, marker, tail = address.rpartition(DEAD_LETTER_SUFFIX + ".")
+        return bool(head and marker and len(tail) == 32)
+
+    def holder(self, address: str) -> str | None:
+        """Whose ``address`` is: its creator's, or its base mailbox's owner's."""
+        owner = self.mailboxes.get(address)
+        if owner is None:
+            base = self._base(address)
+            owner = self.mailboxes.get(base) if base is not None else None
+        return owner
+
+    # -- the checks: None when allowed, else the refusal ---------------------------------------
+
+    def check(
+        self, principal: str, command: Command, target: str, body: bytes, named: Any = None
+    ) -> bytes | None:
+        """The refusal of ``command`` on ``target`` with ``body`` from ``principal``, or None
+        when it is the engine's to answer; ``named``: a REGISTER's agent name, read from
+        the body by ``registered_name`` (off the loop when large)."""
+        verb = command.subject
+        if verb == p.MAILBOX_CREATE:
+            name = _field(p.CREATE_REQUEST, body, "name") if body else None
+            return None if not isinstance(name, str) else self._may_create(principal, name)
+        if verb == p.MSG_SEND:
+            return self._may_send(principal, target)
+        if verb in (p.MSG_FETCH, p.MSG_QUERY):
+            return self._may_read(principal, "FETCH" if verb == p.MSG_FETCH else "QUERY", target)
+        if verb == p.MSG_DELETE:
+            return self._may_read(principal, "DELETE", target.rpartition(".")[0] or target)
+        if verb == p.MSG_ACK:
+            address = _field(p.ACK_REQUEST, body, "mail_address")
+            return self._may_read(principal, "ACK", address) if isinstance(address, str) else None
+        if verb == p.AGENT_REGISTER:
+            return self._may_name(principal, "REGISTER", named)
+        if verb == p.AGENT_UNREGISTER:
+            name = _field(p.UNREGISTER_REQUEST, body, "name")
+            return self._may_name(principal, "UNREGISTER", name)
+        if verb == p.AGENT_REPORT:
+            return self._may_name(principal, "REPORT", _field(p.REPORT_REQUEST, body, "name"))
+        return None  # DISCOVER, and what the engine answers as unknown
+
+    def _may_create(self, principal: str, name: str) -> bytes | None:
+        owner = self.holder(name) if self._derived(name) else self.mailboxes.get(name)
+        if owner is not None:
+            if owner == principal:
+                return None
+            return _refused("CREATE", f"mailbox {p.quoted(name)} belongs to another agent")
+        if self._derived(name):  # nobody may take a name derived from a mailbox not theirs
+            return _refused(
+                "CREATE",
+                f"{p.quoted(name)} is derived from a mailbox (its dead letters, task store or "
+                "group lease) that is not yours: create and read your own mailbox first",
+            )
+        if name in self.engine.topics:
+            return self._unowned("CREATE", name)
+        return None
+
+    def _may_send(self, principal: str, address: str) -> bytes | None:
+        if not (is_reserved(address) or self._derived(address)):
+            return None  # an ordinary mailbox: any credentialed agent may SEND
+        owner = self.holder(address)
+        if owner == principal or principal in self.grants.get(address, ()):
+            return None
+        if owner is None and address not in self.engine.mailboxes:
+            return None  # the engine says it is not there
+        return _refused(
+            "SEND",
+            f"{p.quoted(address)} is another agent's (a reply mailbox takes SENDs from its "
+            "owner and the agents it called, a task store, lease or dead-letter mailbox from "
+            "its owner only)",
+        )
+
+    def _may_read(self, principal: str, verb: str, address: str) -> bytes | None:
+        owner = self.holder(address)
+        if owner is None:
+            return self._unowned(verb, address) if address in self.engine.topics else None
+        if owner == principal:
+            return None
+        return _refused(verb, f"mailbox {p.quoted(address)} belongs to another agent")
+
+    def _unowned(self, verb: str, address: str) -> bytes:
+        return _refused(
+            verb,
+            f"mailbox {p.quoted(address)} has no owner (it was made before this broker "
+            "enforced credentials): nobody may use it; make a new one",
+        )
+
+    def _may_name(self, principal: str, verb: str, name: Any) -> bytes | None:
+        if not isinstance(name, str) or not name:
+            return None  # the engine says what is wrong with the body
+        owner = self.agents.get(name)
+        if owner == principal:
+            return None
+        if owner is not None:
+            return _refused(verb, f"agent {p.quoted(name)} is registered by another agent")
+        if verb != "REPORT" and name in self.engine.registry.entries:
+            return _refused(
+                verb,
+                f"agent {p.quoted(name)} has no owner (registered before this broker enforced "
+                "credentials): nobody may change it",
+            )
+        return None
+
+    # -- the records, after the engine answered ------------------------------------------------
+
+    def record(
+        self,
+        principal: str,
+        command: Command,
+        target: str,
+        headers: Any,
+        body: bytes,
+        answer: bytes,
+        named: Any = None,
+    ) -> None:
+        """What ``answer`` (the engine's to ``command``) made ``principal``'s. Only what can
+        own or grant something is read: a SEND's answer when it names a reply mailbox, a FETCH
+        by its mailbox's owner (SEND and FETCH are most requests)."""
+        verb = command.subject
+        if verb == p.MSG_SEND:
+            if headers and HEADER_REPLY_TO in headers and answer.startswith(_SUCCEEDED):
+                self._grant(principal, target, headers)
+        elif verb == p.MSG_FETCH:  # a group's lease is its reader's to make: learn its name
+            if (target, body) not in self._fetches and self.mailboxes.get(target) == principal:
+                self._learn_lease(principal, target, _field(p.FETCH_REQUEST, body, "group_name"))
+                if len(self._fetches) >= FETCHES_REMEMBERED:
+                    self._fetches.clear()
+                self._fetches.add((target, body))  # a reader's FETCHes repeat one body
+        elif verb == p.MSG_ACK:
+            try:
+                request = p.ACK_REQUEST.read(body)
+            except WireError:
+                return
+            address = request["mail_address"]
+            if isinstance(address, str):
+                self._learn_lease(principal, address, request["group_name"])
+        elif verb == p.MAILBOX_CREATE and answer.startswith(_SUCCEEDED):
+            address = p.loads(answer).get("mail_address")
+            if isinstance(address, str) and address not in self.mailboxes:
+                self.mailboxes[address] = principal
+                self._digests[digest(address)] = address
+                self.store.own_mailbox(address, principal)
+        elif (
+            verb == p.AGENT_REGISTER
+            and answer.startswith(_SUCCEEDED)
+            and isinstance(named, str)
+            and named
+            and named not in self.agents
+        ):
+            self.agents[named] = principal
+            self.store.own_agent(named, principal)
+
+    def _learn_lease(self, principal: str, address: str, group: Any) -> None:
+        if not (isinstance(group, str) and group) or (address, group) in self._groups:
+            return
+        if self.mailboxes.get(address) == principal:
+            self._groups.add((address, group))
+            self._leases[digest(f"{address}\n{group}")] = address
+
+    def _grant(self, principal: str, address: str, headers: Any) -> None:
+        """A caller's request names its reply mailbox: the agent called may answer there."""
+        reply_to = headers.get(HEADER_REPLY_TO) if headers else None
+        if not (isinstance(reply_to, str) and reply_to.startswith(CALLS_ROOT)):
+            return
+        callee = self.holder(address)
+        if self.mailboxes.get(reply_to) != principal or callee in (None, principal):
+            return
+        granted = self.grants.setdefault(reply_to, set())
+        if callee not in granted:
+            granted.add(callee)
+            self.store.grant_send(reply_to, callee)
+
+
+class Identities:
+    """What makes a broker enforcing: its logins, its gate on every request, its ownership
+    checks and the kicks of revoked agents. ``cli.py`` starts it beside the engine and
+    ``serve.py`` routes each request through ``gate`` and ``handle``."""
+
+    def __init__(
+        self, store: IdentityStore, engine: BrokerEngine, issuer: Issuer | None = None
+    ) -> None:
+        self.store = store
+        self.issuer = issuer or Issuer()
+        self.ownership = Ownership(store, engine)
+        self.logins = LoginService(store, self.issuer)
+        self.subject = PRINCIPAL_WILDCARD
+        self.dropped = 0  # requests answered nothing: a reply not the requester's own inbox
+        self._dropped_logged = 0
+        self._next_drop_log = 0.0
+        self._connections: list[NatsConnection] = []
+        self._login: NatsConnection | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
+
+    def broker_login(self) -> dict[str, str]:
+        """The nats-py options the broker's own connections log in with."""
+        return {"user": BROKER_USER, "password": self.issuer.broker_password}
+
+    def describe(self) -> str:
+        return (
+            f"credentials: enforced ({self.store.path}); agents log in with their own "
+            "(mq9-dev-broker credentials issue NAME) and send on $mq9.U.<id>.; "
+            "docs/security.md"
+        )
+
+    async def start(self, url: str) -> None:
+        """Answer logins and refuse plain requests on a connection of their own, and watch
+        for revocations, on the nats-server at ``url``."""
+        login = await nats.connect(
+            url, name="mq9-dev-broker logins", max_reconnect_attempts=-1, **self.broker_login()
+        )
+        self._connections.append(login)
+        self._login = login
+        # Agents publish plain requests to it, whatever their frames: guarded as the serving
+        # connection is (nats_guard.py)
+        self._guard = protect(login)
+        system = await nats.connect(
+            url,
+            name="mq9-dev-broker kicks",
+            max_reconnect_attempts=-1,
+            user=SYS_USER,
+            password=self.issuer.sys_password,
+        )
+        self._connections.append(system)
+        await self.logins.start(login)
+        await login.subscribe(p.SUBJECT_WILDCARD, cb=self._refuse_plain)
+        await login.flush()
+        kicker = Kicker(system)
+        self._watcher = asyncio.create_task(self._watch(kicker))
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+        await self.logins.stop()
+        for connection in self._connections:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 5)
+        self._connections.clear()
+        self.store.close()
+
+    async def _refuse_plain(self, msg: Msg) -> None:
+        if msg.reply and self._login is not None:
+            with contextlib.suppress(Exception):  # the requester may be gone
+                await self._login.publish(msg.reply, PLAIN_REFUSAL)
+
+    async def _watch(self, kicker: Kicker) -> None:
+        """Close the live connections of every credential revoked meanwhile (their next
+        request is refused already: ``handle`` checks each)."""
+        while True:
+            self.store.refresh()
+            for principal in self.store.take_revoked():
+                closed = await kicker.kick(principal)
+                log.info("credential %r revoked: closed %d connection(s)", principal, closed)
+            await asyncio.sleep(WATCH_SECONDS)
+
+    def gate(self, on_request: OnRequest) -> OnRequest:
+        """``on_request`` for ``$mq9.U.<principal>.…`` requests, given as the mq9 subject they
+        name; those whose reply is not the principal's own inbox are dropped."""
+
+        async def gated(msg: Msg) -> None:
+            found = principal_of(msg.subject)
+            if found is None or answers_to(msg.reply or "") != found[0]:
+                self._drop(msg)
+                return
+            msg.subject = found[1]
+            await on_request(msg)
+
+        return gated
+
+    def _drop(self, msg: Msg) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now >= self._next_drop_log:  # a flood of them must not flood the log
+            log.warning(
+                "dropped %d request(s) unanswered whose reply was not the requester's own inbox "
+                "(last: %s)",
+                self.dropped - self._dropped_logged,
+                p.quoted(msg.subject),
+            )
+            self._dropped_logged = self.dropped
+            self._next_drop_log = now + DROPS_LOGGED_EVERY
+
+    async def handle(self, engine: BrokerEngine, msg: Msg) -> bytes:
+        """The answer to a request that passed ``gate``: refused for a revoked credential or
+        what is not the requester's, else the engine's (and what it made is recorded)."""
+        principal = answers_to(msg.reply or "") or ""
+        if not self.store.active(principal):
+            return REVOKED
+        command, target = command_for(msg.subject)
+        limit = command.body_limit(engine.limits)
+        if limit is not None and len(msg.data) > limit:
+            return await engine.handle(msg.subject, msg.headers, msg.data)  # refused unread
+        named = None
+        if command.subject == p.AGENT_REGISTER:  # a card may be large: read off the loop then
+            if len(msg.data) > LARGE_BODY:
+                named = await asyncio.to_thread(registered_name, msg.data)
+            else:
+                named = registered_name(msg.data)
+        refusal = self.ownership.check(principal, command, target, msg.data, named)
+        if refusal is not None:
+            return refusal
+        answer = await engine.handle(msg.subject, msg.headers, msg.data)
+        self.ownership.record(principal, command, target, msg.headers, msg.data, answer, named)
+        return answer

@@ -1,0 +1,95 @@
+"""An enforcing dev broker (``mq9-dev-broker --credentials``) and agents holding credentials,
+for the tests of #53. Every wait is bounded; what is started here is stopped by its owner.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nats
+from devbroker_helpers import DevBroker
+from nats.aio.client import Client as NatsConnection
+from nats.aio.msg import Msg
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker.credentials import IdentityStore, identities_file
+from langchain_mq9.broker.nats_process import free_port
+
+REQUEST_TIMEOUT = 10.0
+
+
+def issue(data: Path, *names: str) -> dict[str, str]:
+    """Credentials ``name:secret`` for ``names``, written where a broker on ``data`` reads."""
+    store = IdentityStore(identities_file(data))
+    try:
+        return {name: f"{name}:{store.issue(name)}" for name in names}
+    finally:
+        store.close()
+
+
+def revoke(data: Path, name: str) -> None:
+    store = IdentityStore(identities_file(data))
+    try:
+        store.revoke(name)
+    finally:
+        store.close()
+
+
+class EnforcingBroker:
+    """``mq9-dev-broker --credentials --data <data>`` on a free port."""
+
+    def __init__(self, data: Path, *names: str) -> None:
+        self.data = data
+        self.credentials = issue(data, *names)
+        self.process = DevBroker("--credentials", "--data", str(data), "--port", str(free_port()))
+        assert self.process.url is not None
+        self.url = self.process.url
+
+    def address(self, credential: str) -> str:
+        return self.url.replace("nats://", f"nats://{credential}@", 1)
+
+    async def agent(self, name: str, **options: Any) -> NatsConnection:
+        """A raw nats-py connection logged in as ``name``, its inbox its own."""
+        return await nats.connect(
+            self.address(self.credentials[name]),
+            inbox_prefix=f"_INBOX.{name}".encode(),
+            allow_reconnect=False,
+            **options,
+        )
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+def as_principal(principal: str, subject: str) -> str:
+    """The subject a credentialed agent sends ``subject`` on (``$mq9.U.<id>.AI.…``)."""
+    assert subject.startswith("$mq9.")
+    return f"$mq9.U.{principal}.{subject[len('$mq9.') :]}"
+
+
+async def ask(
+    connection: NatsConnection,
+    principal: str,
+    subject: str,
+    body: bytes | dict[str, Any] = b"",
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One mq9 request sent as ``principal`` (the prefixed form); the decoded answer."""
+    if isinstance(body, dict):
+        body = p.encode(body)
+    answer: Msg = await connection.request(
+        as_principal(principal, subject), body, REQUEST_TIMEOUT, headers=headers
+    )
+    reply: dict[str, Any] = json.loads(answer.data)
+    return reply
+
+
+async def ok(connection: NatsConnection, principal: str, subject: str, body: Any = b"", **kw: Any):
+    reply = await ask(connection, principal, subject, body, **kw)
+    assert reply["error"] == "", reply
+    return reply
