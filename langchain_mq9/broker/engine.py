@@ -123,7 +123,9 @@ class BrokerEngine:
         # Set when the data file could not be read back after a failed write: every request
         # is then refused (serving a partial broker would lose data silently)
         self._broken: str | None = None
-        self._next_retention_scan = self.clock() + RETENTION_SCAN_SECONDS
+        # The first request scans: a restarted engine must not serve, for up to a scan's
+        # interval, logs and messages past their retention that it would have removed
+        self._next_retention_scan = self.clock()
         # Each serving transport's largest reply (replaced whole: read without the lock)
         self._carriers: dict[object, int] = {}
         # The last listing answered, for the registry and answer limit it was made for

@@ -8,8 +8,8 @@ TTLs and the retention), applied request by request to an engine on ``MemoryStor
 started on the stream (a replay) must hold exactly the state of both, answer more requests as
 they do, and what it changed must be in the stream too.
 
-Found so: a restarted engine (either store) serves a log past its retention for up to 10 more
-minutes (the xfail test at the end, for engine.py's owner).
+Found so: a restarted engine (either store) served a log past its retention for up to 10 more
+minutes; it now scans at its first request (the test at the end).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def test_any_history_answers_as_in_memory_and_is_restored_exactly(history, after
         reader = on_stream(clock, stream)
         engines.append(reader)
         assert engine_state(reader) == engine_state(writer)
-        # A restarted engine postpones its retention scan (the xfail test below): the same
-        # schedule as the engine that did not restart, so everything else is compared
+        # A restarted engine scans for retention at its first request (the test below), the
+        # engine that did not restart on its schedule: the same schedule, so the answers compare
         reader._next_retention_scan = memory._next_retention_scan
         asyncio.run(answer_alike(memory, reader, clock, afterwards))
         reader.storage.close()
@@ -96,14 +96,6 @@ def test_any_history_answers_as_in_memory_and_is_restored_exactly(history, after
         asyncio.run(STATE_SERVER.drop(engines[-1].storage))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py: a restarted engine schedules its first retention scan "
-    "RETENTION_SCAN_SECONDS (600 s) after its start (BrokerEngine.__init__), so for up to 10 "
-    "minutes it still serves the log of a mailbox expired past its retention (FETCH answers an "
-    "empty list instead of 'not found'; a CREATE of the name goes on with the old log's "
-    "numbering) and messages older than the retention: on the SQLite store as on JetStream",
-)
 @pytest.mark.parametrize("store", ["sqlite", "jetstream"])
 async def test_a_log_past_its_retention_is_gone_after_a_restart_as_before(store, tmp_path):
     path = tmp_path / "b.sqlite3"
