@@ -37,6 +37,7 @@ SECTIONS = (
     "calls",
     "tracing",
     "stores",
+    "credentials",
 )
 TITLES = {
     "latency": "Client and tool overhead over NATS (targets 1–3)",
@@ -51,6 +52,7 @@ TITLES = {
     "calls": "Agent calls: LLM steps per delegation and call-to-result time (target 12)",
     "tracing": "One trace across agents: tracing's cost to send and fetch (target 13)",
     "stores": "The dev broker's request path and its stores (target 14)",
+    "credentials": "Per-agent credentials against the open broker (target 15)",
 }
 NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls", "tracing", "stores"}
 
@@ -96,6 +98,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import stores
 
         return stores.run(cfg, network)
+    if name == "credentials":
+        from . import credentials
+
+        return credentials.run(cfg)
     if name == "mcp":
         from . import mcp_stdio
 

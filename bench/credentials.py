@@ -38,6 +38,7 @@ from .results import Check, Section
 TITLE = "Per-agent credentials: SEND and FETCH against the open broker (#53)"
 LIMIT = 1.1  # the credentialed broker's median within 1.1x of the open one's
 READY = "mq9 dev broker ready on "
+KEYS = {"SEND": "15a", "FETCH": "15b"}  # the rows of target 15
 RUNS = {False: 5, True: 2}  # by cfg.quick
 ROUNDS = {False: 1_000, True: 40}  # requests of each kind per mode and run
 FETCHED = 10  # messages in the mailbox FETCH reads (the first one, without a group)
@@ -157,7 +158,7 @@ def run(cfg: Config) -> Section:
         base = statistics.median(r["open"].median for r in per_run)
         section.checks.append(
             Check(
-                key=f"credentials-{kind.lower()}",
+                key=KEYS[kind],
                 title=f"{kind} with a credential, enforced, against the open broker",
                 ours_label="enforcing broker (--credentials), p50",
                 ours=fmt_seconds(ours),

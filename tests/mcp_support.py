@@ -48,7 +48,8 @@ EXTENSION = "io.modelcontextprotocol/tasks"
 # The variables the server reads; a developer's own settings must not leak into a test.
 _SERVER_ENV = (
     "MQ9_SERVER", "NATS_URL", "MQ9_USER", "NATS_USER", "MQ9_PASSWORD", "NATS_PASSWORD",
-    "MQ9_TOKEN", "NATS_TOKEN", "MQ9_CREDS", "NATS_CREDS", "MQ9_MCP_TOKEN",
+    "MQ9_TOKEN", "NATS_TOKEN", "MQ9_CREDS", "NATS_CREDS", "MQ9_MCP_TOKEN", "MQ9_CREDENTIAL",
+    "MQ9_CREDENTIAL_FILE",
 )  # fmt: skip
 
 

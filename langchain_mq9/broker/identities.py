@@ -52,10 +52,11 @@ from .engine import LARGE_BODY, BrokerEngine, Command, command_for
 
 log = logging.getLogger("langchain_mq9.broker.identities")
 
-PRINCIPAL_PREFIX = "$mq9.U."
+# the wire's names, one place for the client and the broker (protocol/subjects.py)
+PRINCIPAL_PREFIX = p.subjects.PRINCIPAL_PREFIX
 PRINCIPAL_WILDCARD = PRINCIPAL_PREFIX + "*.>"
 MQ9_ROOT = "$mq9."
-MARKER = "mq9 identities: "
+MARKER = p.subjects.IDENTITIES_MARKER
 PLAIN_REFUSAL = p.encode(
     p.ERROR_REPLY.write(
         error=MARKER + "this broker serves credentialed agents on $mq9.U.<id>.<subject without "

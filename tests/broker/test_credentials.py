@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 
 import pytest
 from nats.aio.msg import Msg
@@ -17,7 +18,7 @@ from langchain_mq9.a2a import wire
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker import identities as ids
 from langchain_mq9.broker.callout import Issuer, LoginService, claims_of
-from langchain_mq9.broker.credentials import CredentialError, IdentityStore
+from langchain_mq9.broker.credentials import LOOK_EVERY, CredentialError, IdentityStore
 from langchain_mq9.broker.identities import Identities
 from langchain_mq9.groups import dead_letters, leases
 
@@ -74,15 +75,20 @@ def test_names_that_cannot_be_a_login_are_refused(store, bad):
         store.issue(bad)
 
 
-def test_a_revocation_by_another_process_counts_at_the_next_check(store):
+def test_a_revocation_by_another_process_counts_at_the_next_look(tmp_path):
+    now = [100.0]
+    store = IdentityStore(tmp_path / "mq9-identities.sqlite3", monotonic=lambda: now[0])
     store.issue("alice")
     assert store.active("alice")
     other = IdentityStore(store.path)  # the CLI's connection
     other.revoke("alice")
     other.close()
+    assert store.active("alice")  # looked LOOK_EVERY ago at most: not read yet
+    now[0] += LOOK_EVERY
     assert not store.active("alice")
     assert store.take_revoked() == {"alice"}
     assert store.take_revoked() == set()
+    store.close()
 
 
 def test_list_shows_no_secret(store):
@@ -337,6 +343,7 @@ async def test_a_revoked_credential_is_refused_at_its_next_request(agents, store
     other = IdentityStore(store.path)
     other.revoke("alice")
     other.close()
+    store.monotonic = lambda: time.monotonic() + LOOK_EVERY  # the next look is due
     _refused(await agents("alice", p.MSG_FETCH + "agent.alice", {}), "credential revoked")
     assert (await agents("bob", p.MSG_SEND + "agent.alice", b"x"))["error"] == ""
 

@@ -48,7 +48,8 @@ TIMEOUT = 120
 # The variables a snippet or the server reads; a developer's own settings must not leak in.
 _OWN_ENV = (
     "MQ9_SERVER", "NATS_URL", "MQ9_USER", "NATS_USER", "MQ9_PASSWORD", "NATS_PASSWORD",
-    "MQ9_TOKEN", "NATS_TOKEN", "MQ9_CREDS", "NATS_CREDS", "MQ9_MCP_TOKEN", "MQ9_MCP_PORT",
+    "MQ9_TOKEN", "NATS_TOKEN", "MQ9_CREDS", "NATS_CREDS", "MQ9_MCP_TOKEN", "MQ9_CREDENTIAL",
+    "MQ9_CREDENTIAL_FILE", "MQ9_MCP_PORT",
     "VIRTUAL_ENV", "PYTHONPATH",
 )  # fmt: skip
 
