@@ -168,7 +168,7 @@ class IdentityStore:
     def active(self, credential_id: str) -> bool:
         """Whether ``credential_id`` may still act (refreshed first when the last look is
         ``LOOK_EVERY`` old: a revocation made by another process counts from the first
-        request after that; reading data_version on every request cost the broker 8% a SEND, 3 runs)."""
+        request after that; reading data_version on every request cost 8% of a SEND, 3 runs)."""
         now = self.monotonic()
         if now >= self._next_look:
             self._next_look = now + LOOK_EVERY
