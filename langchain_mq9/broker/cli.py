@@ -41,7 +41,7 @@ from .identities import Identities
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
 from .pacing import AnswerPacer
 from .serve import BULK_ANSWER, serve_on_nats
-from .standby import LeaderLock, LeaseEngine, serve_while_leader
+from .standby import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine, serve_while_leader
 from .storage import JetStreamStorage, SqliteStorage, Storage, StorageError
 from .storage.jetstream import DEFAULT_STREAM
 
@@ -476,7 +476,10 @@ async def _serve_jetstream(
             print(f"{READY} {shown} (serving)", flush=True)
 
             async def stop_serving() -> None:
-                await service.stop()
+                if lock.holds():  # stopped (SIGTERM)
+                    await service.stop()
+                else:  # the lease ended: say so to what is still under way or waiting
+                    await service.stop(unfinished=LEASE_ENDED, unread=NOT_SERVING)
                 await asyncio.to_thread(storage.close)
 
             return stop_serving

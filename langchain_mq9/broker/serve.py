@@ -48,6 +48,12 @@ AT_ONCE, RUNNING_IN_ALL, WAITING, WAITING_IN_ALL = 4, 4, 64, 256
 # leader election (15 s of retries) waits in NATS, which drops what a slow reader leaves
 # behind it, instead of in this process's memory
 STORE_BACKLOG = 64 * 2**20
+# What a request still under way, or still waiting its turn, is answered when the broker stops
+STOPPED_ANSWERING = (
+    "the broker stopped while answering: the request may or may not have been carried out "
+    "(check before sending it again)"
+)
+STOPPED_UNREAD = "the broker stopped before reading this request: nothing of it was done"
 # Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
 # a few messages' answer stays on the connection the request came by
 BULK_ANSWER = 64 * 1024
@@ -73,7 +79,8 @@ class NatsService:
         self.bulk = bulk
         self.pacer = pacer
         self.subscription: Subscription | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        # Requests being answered on a task of their own, and what each answers
+        self._in_flight: dict[asyncio.Task[None], Msg] = {}
         # Costly requests by requester: how many run, and those waiting their turn (requesters
         # in the order of their turns: a dict keeps insertion order)
         self._running: dict[str, int] = {}
@@ -165,11 +172,14 @@ class NatsService:
 
     def _start(self, msg: Msg, costly_for: str | None = None) -> asyncio.Task[None]:
         task = asyncio.create_task(self._answer(msg))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        self._in_flight[task] = msg
+        task.add_done_callback(self._finished)
         if costly_for is not None:
             task.add_done_callback(lambda _: self._next(costly_for))
         return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
 
     def _stored(self, size: int) -> None:
         self._storing -= size
@@ -235,18 +245,33 @@ class NatsService:
             return bulk
         return self.connection
 
-    async def stop(self) -> None:
+    async def stop(
+        self, *, unfinished: str = STOPPED_ANSWERING, unread: str = STOPPED_UNREAD
+    ) -> None:
+        """Stop serving. Every request still under way is answered ``unfinished`` (cut while
+        it was answered: a change it made may be stored or not), every one waiting its turn
+        ``unread`` (nothing of it was done): a requester is never left to its timeout."""
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
         if self.subscription is not None:
             await self.subscription.unsubscribe()
             self.subscription = None
+        waiting = [msg for queue in self._queued.values() for msg in queue]
         self._queued.clear()  # what waits its turn is never started
         self._queued_in_all = 0
-        for task in list(self._in_flight):
+        cut = dict(self._in_flight)
+        for task in cut:
             task.cancel()
-        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await asyncio.gather(*cut, return_exceptions=True)
+        for text, told in (
+            (unfinished, [msg for task, msg in cut.items() if task.cancelled()]),
+            (unread, waiting),
+        ):
+            answer = p.encode(p.ERROR_REPLY.write(error=text))
+            for msg in told:
+                if msg.reply:
+                    await self._reply(msg, answer)
         if self.pacer is not None:
             self.pacer.close()
         self.engine.carry(self, None)

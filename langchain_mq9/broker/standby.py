@@ -45,6 +45,7 @@ from .. import protocol as p
 from .engine import BrokerEngine
 from .storage import StorageError
 from .storage.jetstream import SUBJECT_PREFIX
+from .storage.loop_thread import LoopThread
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -101,11 +102,8 @@ class LeaderLock:
         self._revision: int | None = None  # of our entry, while we hold the lock
         self._lease_end = 0.0  # clock() before which we may serve
         self._keeping: Future[None] | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="mq9-leader-lock", daemon=True
-        )
-        self._thread.start()
+        self._own = LoopThread("mq9-leader-lock")
+        self._loop = self._own.loop
         try:
             self._run(self._open(replicas), _CONNECT_TIMEOUT * 2)
         except BaseException:
@@ -113,12 +111,7 @@ class LeaderLock:
             raise
 
     def _run(self, work: Coroutine[Any, Any, T], timeout: float) -> T:
-        future = asyncio.run_coroutine_threadsafe(work, self._loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise StorageError(f"JetStream did not answer within {timeout:g} s") from None
+        return self._own.run(work, timeout)
 
     async def _open(self, replicas: int | None) -> None:
         import nats
@@ -278,13 +271,7 @@ class LeaderLock:
                 self._run(self._kv.delete(LOCK_KEY, last=revision), self.ttl)
 
     def close(self) -> None:
-        nc = getattr(self, "_nc", None)
-        if nc is not None and self._loop.is_running():
-            with contextlib.suppress(Exception):
-                self._run(nc.close(), 5)
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
+        self._own.close(getattr(self, "_nc", None))
 
     # -- the fence -----------------------------------------------------------------------------
 

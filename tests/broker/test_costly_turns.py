@@ -250,3 +250,24 @@ async def test_requesters_with_requests_waiting_take_turns(nats_server):
         await service.stop()
         for c in (*connections, main):
             await c.close()
+
+
+async def test_a_stopped_service_answers_what_runs_and_what_waits(nats_server):
+    """Stopping (SIGTERM, or a standby broker whose lease ended) leaves no requester to its
+    timeout: what runs is told it may or may not have been carried out, what waits its turn
+    that nothing of it was done, in the words the caller gives."""
+    engine = HeldEngine()
+    service, main = await _service(nats_server, engine, at_once=1, waiting=10, in_all=10)
+    connection = await nats.connect(nats_server.url)
+    try:
+        requester = await Requester(connection).start()
+        await requester.publish(p.query_subject(BOX), QUERY, times=3)  # one runs, two wait
+        await _until(lambda: engine.running[p.MSG_QUERY] == 1)
+        await service.stop(unfinished="cut while answering", unread="never read")
+        told = sorted(answer["error"] for answer in await requester.answers_now(3))
+        assert told == ["cut while answering", "never read", "never read"]
+        assert requester.answers.empty()
+    finally:
+        await service.stop()
+        for opened in (connection, main):
+            await opened.close()

@@ -47,11 +47,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Coroutine
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -60,6 +58,7 @@ from ...protocol import Priority
 from ...semantic.ranking import AgentEntry
 from ..mailbox import Mailbox, StoredMessage
 from .base import Restorable, Storage, StorageError
+from .loop_thread import LoopThread
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
@@ -131,11 +130,8 @@ class JetStreamStorage(Storage):
         self._writer_js: JetStreamContext | None = None
         # Our own event loop on a thread of ours, for what the engine asks synchronously:
         # opening, restoring (replaying the stream), a change made outside any event loop
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="mq9-jetstream", daemon=True
-        )
-        self._thread.start()
+        self._own = LoopThread("mq9-jetstream")
+        self._loop = self._own.loop
         try:
             self.replicas = self._run(self._open(replicas), _CONNECT_TIMEOUT * 2)
         except BaseException:
@@ -145,16 +141,7 @@ class JetStreamStorage(Storage):
     # -- the connection ------------------------------------------------------------------------
 
     def _run(self, work: Coroutine[Any, Any, T], timeout: float) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(work, self._loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise StorageError(f"JetStream did not answer within {timeout:g} s") from None
-        except StorageError:
-            raise
-        except Exception as exc:  # the engine expects a store to fail with StorageError only
-            raise StorageError(f"{type(exc).__name__}: {exc}") from None
+        return self._own.run(work, timeout)
 
     async def _open(self, replicas: int | None) -> int:
         from nats.errors import NoRespondersError
@@ -211,13 +198,7 @@ class JetStreamStorage(Storage):
         self._writer_nc = self._writer_js = self._writer_loop = None
         if writer is not None and loop is not None and _running_on(loop):
             self._closing = loop.create_task(writer.close())  # closed on its own loop
-        nc = getattr(self, "_nc", None)
-        if nc is not None and self._loop.is_running():
-            with contextlib.suppress(Exception):
-                self._run(nc.close(), 5)
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
+        self._own.close(getattr(self, "_nc", None))
 
     # -- writing -------------------------------------------------------------------------------
 
