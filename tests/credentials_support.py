@@ -5,6 +5,7 @@ for the tests of #53. Every wait is bounded; what is started here is stopped by 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.credentials import IdentityStore, identities_file
+from langchain_mq9.broker.credentials import LOOK_EVERY, IdentityStore, identities_file
 from langchain_mq9.broker.nats_process import free_port
 
 REQUEST_TIMEOUT = 10.0
@@ -30,11 +31,14 @@ def issue(data: Path, *names: str) -> dict[str, str]:
 
 
 def revoke(data: Path, name: str) -> None:
+    """Revoke as ``mq9-dev-broker credentials revoke`` does (another process than the broker),
+    returning once a running broker's next request looks (it looks LOOK_EVERY apart)."""
     store = IdentityStore(identities_file(data))
     try:
         store.revoke(name)
     finally:
         store.close()
+    time.sleep(2 * LOOK_EVERY)
 
 
 class EnforcingBroker:
