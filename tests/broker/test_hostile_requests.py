@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from raw_nats import socket_request
 
 from langchain_mq9 import Mq9Error
 from langchain_mq9 import protocol as p
@@ -95,31 +95,8 @@ async def test_send_body_with_lone_surrogate_escape_is_stored_as_sent(broker):
 # -- raw bytes a client library cannot send: a plain socket to nats-server ---------------------
 
 
-def _socket_request(url: str, subject: bytes, body: bytes, headers: bytes | None) -> bytes | None:
-    """One request on a bare NATS connection; the reply's payload, or None on no reply."""
-    host, port = url.removeprefix("nats://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        stream = sock.makefile("rb")
-        stream.readline()  # the server's INFO
-        sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB _INBOX.raw 1\r\n')
-        if headers is None:
-            sock.sendall(b"PUB %s _INBOX.raw %d\r\n%s\r\n" % (subject, len(body), body))
-        else:
-            sizes = b"%d %d" % (len(headers), len(headers) + len(body))
-            sock.sendall(b"HPUB %s _INBOX.raw %s\r\n%s%s\r\n" % (subject, sizes, headers, body))
-        try:
-            while line := stream.readline():
-                if line.startswith((b"MSG ", b"HMSG ")):
-                    parts = line.split()
-                    data = stream.read(int(parts[-1]) + 2)[:-2]
-                    return data[int(parts[-2]) :] if line.startswith(b"HMSG") else data
-        except TimeoutError:
-            pass
-        return None
-
-
 async def _raw_socket(url: str, subject: bytes, body: bytes, headers: bytes | None = None):
-    data = await asyncio.to_thread(_socket_request, url, subject, body, headers)
+    data = await asyncio.to_thread(socket_request, url, subject, body, headers, timeout=5)
     return None if data is None else json.loads(data)
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import nats
 import pytest
 from credentials_support import EnforcingBroker, ask, issue, ok, revoke
 from devbroker_helpers import DevBroker
+from raw_nats import socket_request
 from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
 from langchain_mq9 import protocol as p
@@ -312,44 +312,17 @@ async def test_hostile_bodies_are_refused_clearly_through_the_gate(enforcing, su
         await erin.close()
 
 
-def _socket_request(
-    url: str, credential: str, subject: bytes, header: bytes | None = None
-) -> bytes | None:
-    """A request on a bare NATS connection logged in as ``credential``: bytes nats-py cannot
-    send (a subject or header that is not UTF-8); the answer's payload, or None."""
-    user, secret = credential.split(":", 1)
-    host, port = url.removeprefix("nats://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        stream = sock.makefile("rb")
-        stream.readline()  # INFO
-        connect = {"verbose": False, "headers": True, "user": user, "pass": secret}
-        inbox = f"_INBOX.{user}.raw.1".encode()
-        sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\nSUB " + inbox + b" 1\r\n")
-        if header is None:
-            sock.sendall(b"PUB %s %s 2\r\n{}\r\n" % (subject, inbox))
-        else:
-            sizes = b"%d %d" % (len(header), len(header) + 2)
-            sock.sendall(b"HPUB %s %s %s\r\n%s{}\r\n" % (subject, inbox, sizes, header))
-        try:
-            while line := stream.readline():
-                if line.startswith((b"MSG ", b"HMSG ")):
-                    parts = line.split()
-                    data = stream.read(int(parts[-1]) + 2)[:-2]
-                    return data[int(parts[-2]) :] if line.startswith(b"HMSG") else data
-        except TimeoutError:
-            pass
-        return None
-
-
 async def test_a_subject_that_is_not_utf8_is_answered_and_the_broker_keeps_serving(enforcing):
     credential = enforcing.credentials["erin"]
     data = await asyncio.to_thread(
-        _socket_request, enforcing.url, credential, b"$mq9.U.erin.AI.MSG.FETCH.b\xffx"
+        socket_request, enforcing.url, b"$mq9.U.erin.AI.MSG.FETCH.b\xffx", login=credential
     )
     assert data is not None
     assert json.loads(data)["error"]
     # a plain one reaches the connection that answers logins: it reads on
-    data = await asyncio.to_thread(_socket_request, enforcing.url, credential, b"$mq9.AI.X\xfe")
+    data = await asyncio.to_thread(
+        socket_request, enforcing.url, b"$mq9.AI.X\xfe", login=credential
+    )
     assert data is not None and json.loads(data)["error"].startswith(MARKER)
     erin = await enforcing.agent("erin")  # a login after it
     try:
@@ -366,11 +339,12 @@ async def test_a_header_that_is_not_utf8_is_answered(enforcing):
         await ask(erin, "erin", p.MAILBOX_CREATE, {"name": "e.hdr"})
         header = b"NATS/1.0\r\nmq9-key: k\xff\r\n\r\n"
         data = await asyncio.to_thread(
-            _socket_request,
+            socket_request,
             enforcing.url,
-            enforcing.credentials["erin"],
             b"$mq9.U.erin.AI.MSG.SEND.e.hdr",
+            b"{}",
             header,
+            login=enforcing.credentials["erin"],
         )
         assert data is not None
         assert "internal broker error" not in json.loads(data)["error"]
