@@ -84,6 +84,17 @@ class StoredMessage:
             size += _json_numbers_size(self.header) - len(b"null")
         return size
 
+    def wire_size_bound(self) -> int:
+        """At least ``wire_size()``, from lengths alone: a SEND far below its limit needs no
+        encoding to know it fits (a 200-byte payload's encoding cost as much as its commit).
+        JSON writes a payload byte as at most 6 (a control byte as ``\\u00XX``; an invalid
+        one as U+FFFD, 3), a header byte as at most 4 (three digits and a comma)."""
+        size = _ITEM_FRAME + len(self.priority.value) + len(str(self.create_time))
+        size += len(str(self.msg_id)) + 6 * len(self.payload)
+        if self.header is not None:
+            size += 4 * len(self.header) + len(b"[]")
+        return size
+
     def _encoded(self, header: list[int] | None) -> bytes:
         return p.encode(
             p.MSG_ITEM.write(
@@ -94,6 +105,10 @@ class StoredMessage:
                 create_time=self.create_time,
             )
         )
+
+
+# An item's bytes besides its fields' values (msg_id, payload, priority, create_time, null header)
+_ITEM_FRAME = len(StoredMessage(0, b"", Priority.NORMAL, 0).wire()) - len(b"0normal0")
 
 
 class Mailbox:

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
+from langchain_mq9.broker import engine as engine_module
 from langchain_mq9.broker import mailbox as mailbox_module
 
 LANES = ("critical", "urgent", "normal")
@@ -346,6 +347,15 @@ async def test_msg_ids_grow_by_one_and_are_never_reused(sends):
     msg_id=st.integers(min_value=-1, max_value=2**64 - 1),
 )
 def test_a_messages_size_is_known_without_writing_it(payload, header, msg_id):
-    """The SEND's size check (``wire_size``) counts exactly what a FETCH will write."""
+    """The SEND's size check (``wire_size``) counts exactly what a FETCH will write, and its
+    shortcut (``wire_size_bound``) never counts less."""
     message = mailbox_module.StoredMessage(msg_id, payload, p.Priority.URGENT, T0, header=header)
     assert message.wire_size() == len(message.wire())
+    assert message.wire_size_bound() >= len(message.wire())
+
+
+@given(msg_id=st.integers(min_value=-1, max_value=2**64 - 1))
+def test_a_sends_answer_written_by_hand_is_the_encoders(msg_id):
+    """The SEND answer the engine writes without the encoder (``engine._SENT``) is byte for
+    byte what ``p.SEND_REPLY`` encodes."""
+    assert engine_module._SENT % msg_id == p.encode(p.SEND_REPLY.write(error="", msg_id=msg_id))

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     create_time INTEGER NOT NULL,
     ttl         INTEGER NOT NULL, -- seconds; 0 = never expires
     descr       TEXT NOT NULL,
-    next_id     INTEGER NOT NULL, -- msg_ids are never reused, even after the newest is deleted
+    next_id     INTEGER NOT NULL, -- at least: restore adds the newest stored msg_id + 1
     start_offset INTEGER NOT NULL DEFAULT 0, -- the earliest offset, moved by the retention
     live        INTEGER NOT NULL DEFAULT 1  -- 0: expired, only its log remains
 );
@@ -138,6 +138,7 @@ class SqliteStorage(Storage):
         self.synchronous = synchronous.lower()
         self.restored = dict.fromkeys(_COUNTS, 0)
         self._ops: list[tuple[str, _Params]] = []
+        self._next_ids_noted: dict[str, int] = {}  # this transaction's next_id UPDATEs
         self._delayed_rows: dict[int, int] = {}  # engine heap seq -> delayed.id
         self._next_delayed_id = 1
         # Read before SQLite opens the file: its recovery drops what follows a damaged frame
@@ -209,6 +210,7 @@ class SqliteStorage(Storage):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._next_ids_noted.clear()
         if not self._ops:
             return
         ops, self._ops = self._ops, []
@@ -222,10 +224,19 @@ class SqliteStorage(Storage):
             ) from None
 
     def _write(self, ops: list[tuple[str, _Params]]) -> None:
-        """One transaction (a test's full disk overrides ``_execute``)."""
-        with self._db:  # one transaction: commit on success, roll back on error
+        """One transaction (a test's full disk overrides ``_execute``). BEGIN and COMMIT as
+        statements: the sqlite3 module's own (``with db:``) prepares its BEGIN anew for each
+        transaction, a tenth of a SEND's commit on the wire."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
             for sql, params in ops:
                 self._execute(sql, params)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # a failed COMMIT may have rolled back already
+                db.rollback()
+            raise
 
     def _execute(self, sql: str, params: _Params) -> None:
         self._db.execute(sql, params)
@@ -268,12 +279,19 @@ class SqliteStorage(Storage):
             " VALUES (?,?,?,?,?,?,?,?,?,?)",
             *_row(mailbox.address, message.msg_id, message),
         )
-        self._note(
-            "UPDATE mailboxes SET next_id = ? WHERE address = ?", mailbox.next_id, mailbox.address
-        )
+        # No next_id UPDATE here (a third page in every SEND's commit): while the newest
+        # message is stored, restore takes next_id from it; message_removed writes next_id
+        # before the newest can go
 
     def message_removed(self, mailbox: Mailbox, msg_id: int) -> None:
         self._note("DELETE FROM messages WHERE mailbox = ? AND msg_id = ?", mailbox.address, msg_id)
+        if self._next_ids_noted.get(mailbox.address) != mailbox.next_id:  # once a retention scan
+            self._next_ids_noted[mailbox.address] = mailbox.next_id
+            self._note(
+                "UPDATE mailboxes SET next_id = ? WHERE address = ?",
+                mailbox.next_id,
+                mailbox.address,
+            )
 
     def mailbox_start_moved(self, mailbox: Mailbox) -> None:
         self._note(
@@ -388,6 +406,8 @@ class SqliteStorage(Storage):
             elif self._intact(crc, address, msg_id, columns, f"message {msg_id}"):
                 owner.insert(_message_from(msg_id, columns))
                 counts["messages"] += 1
+            else:  # not served, but its msg_id was handed out: never again
+                owner.next_id = max(owner.next_id, msg_id + 1)
         for address, count in orphans.items():
             log.warning(
                 "%s: skipped %d message%s of mailbox %r, which is not stored",
