@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats.errors
 from nats.aio.client import Client as NatsConnection
@@ -156,6 +157,19 @@ class Issuer:
             f"issuer: {self.public_key}, auth_users: [{BROKER_USER}, {SYS_USER}], "
             f"account: {ACCOUNT} }} }}\n"
         )
+
+
+def broker_urls(url: str, issuer: Issuer) -> list[str]:
+    """The servers of ``url`` (comma-separated) as URLs that log in as the broker's user: for
+    the parts that take only URLs (the JetStream store, the leader lock)."""
+    urls = []
+    for one in url.split(","):
+        if not one.strip():
+            continue
+        where = urlsplit(one.strip() if "://" in one else "nats://" + one.strip())
+        host = where.netloc.rpartition("@")[2]
+        urls.append(f"{where.scheme}://{BROKER_USER}:{issuer.broker_password}@{host}")
+    return urls
 
 
 def _users(user: str, password: str) -> str:

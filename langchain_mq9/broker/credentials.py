@@ -322,17 +322,23 @@ class IdentityStore(BaseIdentityStore):
     # A local commit is short: made on the loop, no thread hop
 
     async def own_mailbox(self, mailbox: str, principal: str) -> None:
-        self._write("INSERT OR IGNORE INTO mailbox_owners VALUES (?, ?)", mailbox, principal)
+        self._own("mailbox_owners", "mailbox", mailbox, principal)
 
     async def own_agent(self, name: str, principal: str) -> None:
-        self._write("INSERT OR IGNORE INTO agent_owners VALUES (?, ?)", name, principal)
+        self._own("agent_owners", "name", name, principal)
 
     async def grant_send(self, mailbox: str, principal: str) -> None:
-        self._write("INSERT OR IGNORE INTO send_grants VALUES (?, ?)", mailbox, principal)
+        self._own("send_grants", "mailbox", mailbox, principal)
 
-    def _write(self, statement: str, *values: str) -> None:
+    def _own(self, table: str, column: str, key: str, principal: str) -> None:
+        """Insert the record unless there; one there naming another principal is refused."""
         try:
             with self._lock:
-                self._db.execute(statement, values)
+                self._db.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (key, principal))
+                held = self._db.execute(
+                    f"SELECT 1 FROM {table} WHERE {column} = ? AND principal = ?", (key, principal)
+                ).fetchone()
         except sqlite3.Error as exc:
             raise CredentialError(f"cannot record an owner in {self.path}: {exc}") from None
+        if held is None:
+            raise CredentialError("it is recorded as another agent's")
