@@ -127,14 +127,25 @@ class KvIdentityStore(BaseIdentityStore):
             servers, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.25
         )
         self._js = self._nc.jetstream(timeout=ASK_TIMEOUT)
+        if replicas is None:  # the servers the cluster told of, each counted once
+            known = {(uri.hostname, uri.port) for uri in self._nc.servers}
+            replicas = 3 if len(known) >= 3 else 1
+        config = KeyValueConfig(
+            bucket=self.bucket,
+            history=1,
+            replicas=replicas,
+            storage=StorageType.FILE,
+            description="mq9 credentials (hashes) and who owns what",
+        )
         deadline = self._own.loop.time() + OPEN_TIMEOUT
-        while True:
+        while True:  # a cluster just started elects its JetStream leader, and finds its peers
             try:
-                self._kv = await self._js.key_value(self.bucket)
+                try:
+                    self._kv = await self._js.key_value(self.bucket)
+                except BucketNotFoundError:
+                    self._kv = await self._js.create_key_value(config)
                 return
-            except BucketNotFoundError:
-                break
-            except Exception as exc:  # no JetStream leader yet; no responders: no JetStream
+            except Exception as exc:  # no responders: no JetStream for the broker's user
                 if isinstance(exc, NoRespondersError) or self._own.loop.time() >= deadline:
                     raise CredentialError(
                         f"JetStream is not available for the broker's user: {describe(exc)} "
@@ -142,18 +153,6 @@ class KvIdentityStore(BaseIdentityStore):
                         "it; the servers need a jetstream block too)"
                     ) from None
                 await asyncio.sleep(_POLL)
-        if replicas is None:  # the servers the cluster told of, each counted once
-            known = {(uri.hostname, uri.port) for uri in self._nc.servers}
-            replicas = 3 if len(known) >= 3 else 1
-        self._kv = await self._js.create_key_value(
-            KeyValueConfig(
-                bucket=self.bucket,
-                history=1,
-                replicas=replicas,
-                storage=StorageType.FILE,
-                description="mq9 credentials (hashes) and who owns what",
-            )
-        )
 
     async def _follow_credentials(self) -> None:
         """Start the watch on ``cred.>``; returns once what the bucket holds was read."""
