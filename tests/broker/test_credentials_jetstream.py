@@ -152,21 +152,28 @@ async def test_the_attacks_of_another_agent_are_refused_on_the_cluster(deploymen
 
 
 async def test_a_revoked_credential_is_refused_and_kicked_on_every_server(deployment):
-    closed = asyncio.Event()
-
-    async def on_closed() -> None:
-        closed.set()
-
-    dave = await deployment.agent("dave", closed_cb=on_closed)
+    closed = [asyncio.Event() for _ in deployment.cluster.servers]
+    daves = []
     try:
-        await ok(dave, "dave", p.MAILBOX_CREATE, {"name": "d.inbox"})
+        for server, event in zip(deployment.cluster.servers, closed, strict=True):
+            on_cluster = AgentLogins(server.url, deployment.credentials)
+            daves.append(await on_cluster.agent("dave", closed_cb=_setter(event)))
+        await ok(daves[0], "dave", p.MAILBOX_CREATE, {"name": "d.inbox"})
         await asyncio.to_thread(deployment.revoke, "dave")
         with contextlib.suppress(nats.errors.Error):  # or the kick closed the connection first
-            _refused(await ask(dave, "dave", p.MSG_SEND + "d.inbox", b"after"), "revoked")
-        await asyncio.wait_for(closed.wait(), KICKED_WITHIN)
+            _refused(await ask(daves[1], "dave", p.MSG_SEND + "d.inbox", b"after"), "revoked")
+        # one connection on each server: each server's is closed
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in closed)), KICKED_WITHIN)
         await _refused_login(deployment, f"{deployment.credentials['dave']}@")
     finally:
-        await dave.close()
+        await asyncio.gather(*(dave.close() for dave in daves))
+
+
+def _setter(event: asyncio.Event):
+    async def closed() -> None:
+        event.set()
+
+    return closed
 
 
 async def test_the_standby_takes_over_with_the_same_owners_and_revocations(deployment):
