@@ -135,7 +135,7 @@ class Issuer:
                 f"no {path.name} in {path.parent}: run 'mq9-dev-broker credentials setup "
                 f"{path.parent}' first, and add the config it prints to every nats-server"
             ) from None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except Exception as exc:  # unreadable, not JSON, no seed (nkeys' own errors too)
             # never the file's text: it holds the seed
             raise CredentialError(f"{path} is not a setup file: {type(exc).__name__}") from None
 
