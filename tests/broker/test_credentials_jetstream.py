@@ -15,6 +15,7 @@ import io
 import json
 import signal
 import stat
+import time
 from pathlib import Path
 
 import nats
@@ -27,6 +28,9 @@ from test_hostile_requests_credentialed import (
 )
 from test_hostile_requests_credentialed import (
     test_a_reply_aimed_at_another_inbox_is_dropped_unanswered as reply_aimed_elsewhere,
+)
+from test_hostile_requests_credentialed import (
+    test_a_wrong_or_missing_credential_is_refused_at_login as refused_login,
 )
 from test_hostile_requests_credentialed import (
     test_another_agents_card_cannot_be_unregistered_or_replaced as card_attack,
@@ -102,16 +106,6 @@ def deployment(tmp_path_factory):
     made.close()
 
 
-async def _refused_login(deployment: Deployment, login: str) -> None:
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(
-            deployment.url.replace("nats://", f"nats://{login}", 1),
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            connect_timeout=10,
-        )
-
-
 def _refused(reply: dict, *words: str) -> None:
     assert reply["error"], reply
     assert all(word in reply["error"] for word in words), reply
@@ -133,7 +127,7 @@ def test_setup_keeps_its_secrets_to_its_owner_and_prints_the_servers_config(depl
 
 @pytest.mark.parametrize("login", ["", "bob:wrong-secret@", "nobody:x@", "mq9-broker:guess@"])
 async def test_a_wrong_or_missing_credential_is_refused_at_login(deployment, login):
-    await _refused_login(deployment, login)
+    await refused_login(deployment, login)
 
 
 @pytest.mark.parametrize(
@@ -164,7 +158,7 @@ async def test_a_revoked_credential_is_refused_and_kicked_on_every_server(deploy
             _refused(await ask(daves[1], "dave", p.MSG_SEND + "d.inbox", b"after"), "revoked")
         # one connection on each server: each server's is closed
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in closed)), KICKED_WITHIN)
-        await _refused_login(deployment, f"{deployment.credentials['dave']}@")
+        await refused_login(deployment, f"{deployment.credentials['dave']}@")
     finally:
         await asyncio.gather(*(dave.close() for dave in daves))
 
@@ -205,5 +199,27 @@ async def test_the_standby_takes_over_with_the_same_owners_and_revocations(deplo
         assert "agent.kept" in json.dumps(listing)
     finally:
         await asyncio.gather(alice.close(), bob.close())
-    await _refused_login(deployment, f"{deployment.credentials['carol']}@")
-    await _refused_login(deployment, f"{deployment.credentials['dave']}@")
+    await refused_login(deployment, f"{deployment.credentials['carol']}@")
+    await refused_login(deployment, f"{deployment.credentials['dave']}@")
+    await asyncio.to_thread(
+        _logged, standby, "login refused: unknown or revoked mq9 credential 'carol'"
+    )
+
+    # and once more, stopped politely: a third broker serves at once, the same ways
+    deployment.brokers.append(DevBroker(*standby.args))
+    assert standby.stop() == 0
+    await asyncio.to_thread(wait_serving, deployment.brokers[-1])
+    alice, bob = await deployment.agent("alice"), await deployment.agent("bob")
+    try:
+        _refused(await ask(bob, "bob", p.MSG_FETCH + "kept.inbox", {}), "FETCH refused")
+        assert (await ok(alice, "alice", p.MSG_QUERY + "kept.inbox", {}))["messages"]
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
+
+
+def _logged(broker: DevBroker, words: str) -> None:
+    """Until ``broker``'s log holds ``words`` (its reader thread may lag: bounded)."""
+    deadline = time.monotonic() + 10
+    while words not in "\n".join(broker.stderr):
+        assert time.monotonic() < deadline, broker.output()
+        time.sleep(0.05)
