@@ -156,10 +156,18 @@ class KvIdentityStore(BaseIdentityStore):
 
     async def _follow_credentials(self) -> None:
         """Start the watch on ``cred.>``; returns once what the bucket holds was read."""
-        watcher = await self._kv.watch("cred.>")
+        self._watcher = await self._kv.watch("cred.>")
         ready = asyncio.get_running_loop().create_future()
-        self._following = asyncio.ensure_future(self._follow(watcher, ready))
+        self._following = asyncio.ensure_future(self._follow(self._watcher, ready))
         await asyncio.wait_for(ready, OPEN_TIMEOUT)
+
+    async def _stop_following(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
+            with contextlib.suppress(Exception):  # its subscription's tasks end with it
+                await self._watcher.stop()
 
     async def _follow(self, watcher: Any, ready: asyncio.Future[None]) -> None:
         async for entry in watcher:
@@ -172,8 +180,8 @@ class KvIdentityStore(BaseIdentityStore):
                 self._learn({known[0]: (known[1]["sha256"], known[1]["revoked"] is not None)})
 
     def close(self) -> None:
-        if self._following is not None:
-            self._own.loop.call_soon_threadsafe(self._following.cancel)
+        with contextlib.suppress(Exception):  # a store that failed to open has less to stop
+            self._own.run(self._stop_following(), 5)
         self._own.close(self._nc)
 
     # -- what the broker reads ---------------------------------------------------------------
