@@ -454,7 +454,7 @@ async def _serve_jetstream(
     bulk: NatsConnection | None = None
     try:
         if logins is not None:
-            await logins.start(args.nats)
+            await _answer_logins(logins, _servers(args.nats), shown)
         lock = await asyncio.to_thread(LeaderLock, servers, args.stream, replicas=args.replicas)
         connection = await _connect(
             args.nats,
@@ -535,6 +535,30 @@ async def _serve_jetstream(
             await asyncio.to_thread(logins.store.close)
     print("mq9 dev broker stopped", file=sys.stderr, flush=True)
     return 0
+
+
+async def _answer_logins(logins: Logins, servers: list[str], shown: str) -> None:
+    """Start answering logins, then make sure every server asks: a server without the setup's
+    config would let any agent in unchecked, so the broker does not start beside it."""
+    try:
+        await logins.start(",".join(servers))
+    except Exception as exc:
+        raise StartupError(f"cannot answer logins on {shown}: {describe(exc)}") from None
+    for server in servers:
+        probe = NatsConnection()
+        try:
+            await probe.connect(
+                [server], allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5
+            )
+        except Exception:
+            continue  # refused: this server asks the brokers (or is down: it takes nobody)
+        with contextlib.suppress(Exception):
+            await probe.close()
+        raise StartupError(
+            f"the nats-server at {redact(server)} lets a client in without a credential: add "
+            "the config block 'mq9-dev-broker credentials setup DIR' printed to every server "
+            "of the cluster"
+        )
 
 
 def _cluster_issuer(args: argparse.Namespace) -> Issuer | None:

@@ -123,9 +123,16 @@ class KvIdentityStore(BaseIdentityStore):
         from nats.js.api import KeyValueConfig, StorageType
         from nats.js.errors import BucketNotFoundError
 
-        self._nc = await nats.connect(
-            servers, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.25
-        )
+        try:
+            self._nc = await nats.connect(
+                servers, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.25
+            )
+        except Exception as exc:
+            raise CredentialError(
+                f"cannot connect to NATS as the broker's user: {describe(exc)} (are the servers "
+                "configured with the block 'mq9-dev-broker credentials setup DIR' printed, "
+                "from this DIR?)"
+            ) from None
         self._js = self._nc.jetstream(timeout=ASK_TIMEOUT)
         if replicas is None:  # the servers the cluster told of, each counted once
             known = {(uri.hostname, uri.port) for uri in self._nc.servers}

@@ -223,3 +223,17 @@ def _logged(broker: DevBroker, words: str) -> None:
     while words not in "\n".join(broker.stderr):
         assert time.monotonic() < deadline, broker.output()
         time.sleep(0.05)
+
+
+def test_a_server_that_lets_anyone_in_is_refused_at_start(tmp_path):
+    """The setup's config block forgotten on a server: the broker would enforce nothing there,
+    so it does not start, and says why."""
+    place = tmp_path / "mq9-auth"
+    credentials("setup", str(place))
+    with JetStreamCluster(1) as bare:  # JetStream, but no accounts and no auth callout
+        broker = DevBroker(
+            "--nats", bare.urls[0], "--store", "jetstream", "--credentials", str(place), wait=False
+        )
+        assert broker.wait_exit() == 1
+        assert "lets a client in without a credential" in broker.output()
+        assert "Traceback" not in broker.output()
