@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mq9-dev-broker credentials",
         description="Issue, list and revoke the credentials an enforcing broker "
         "(mq9-dev-broker --credentials) lets agents log in with. Secrets are shown once and "
-        "kept only as their SHA-256.",
+        "kept only as their SHA-256. On a NATS cluster you run (--store jetstream), 'setup DIR' "
+        "first: it prints the config block for every nats-server.",
     )
     where = ArgumentParser(add_help=False)  # each command but setup takes it
     place = where.add_mutually_exclusive_group(required=True)
