@@ -71,7 +71,11 @@ def test_revoke_and_the_errors_an_operator_can_meet(tmp_path, capsys):
     ("argv", "words"),
     [
         (["--credentials"], "--data PATH"),
-        (["--credentials", "--nats", "nats://127.0.0.1:1"], "drop --nats"),
+        (["--credentials", "--nats", "nats://127.0.0.1:1"], "add --store jetstream"),
+        (
+            ["--credentials", "--nats", "nats://127.0.0.1:1", "--store", "jetstream"],
+            "needs DIR: run 'mq9-dev-broker credentials setup DIR'",
+        ),
     ],
 )
 def test_the_broker_says_what_credentials_need(capsys, argv, words):
