@@ -28,6 +28,7 @@ class JetStreamServer:
     cluster_port: int | None = None
     routes: list[int] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    extra_config: str = ""  # appended to the config (the #53 tests: accounts, auth callout)
 
     @property
     def url(self) -> str:
@@ -47,7 +48,7 @@ class JetStreamServer:
                 f"cluster {{ name: mq9js, listen: 127.0.0.1:{self.cluster_port}, "
                 f"routes: [{routes}] }}"
             )
-        config.write_text("\n".join(lines) + "\n")
+        config.write_text("\n".join(lines) + "\n" + self.extra_config)
         log = (self.home / "server.log").open("ab")
         self.process = subprocess.Popen(
             [find_nats_server(), "-c", str(config)], stdout=log, stderr=log
@@ -82,9 +83,10 @@ class JetStreamServer:
 
 
 class JetStreamCluster:
-    """``size`` JetStream servers clustered on loopback (size 1: a lone server)."""
+    """``size`` JetStream servers clustered on loopback (size 1: a lone server), each with
+    ``extra_config`` added to its config."""
 
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, size: int = 3, extra_config: str = "") -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="mq9-js-")
         ports = [free_port() for _ in range(size)]
         cluster_ports = [free_port() for _ in range(size)] if size > 1 else [None] * size
@@ -93,7 +95,11 @@ class JetStreamCluster:
             home = Path(self._dir.name, f"n{i + 1}")
             home.mkdir()
             routes = [p for p in cluster_ports if p is not None and p != cluster_port]
-            self.servers.append(JetStreamServer(f"n{i + 1}", port, home, cluster_port, routes))
+            self.servers.append(
+                JetStreamServer(
+                    f"n{i + 1}", port, home, cluster_port, routes, extra_config=extra_config
+                )
+            )
 
     @property
     def urls(self) -> list[str]:

@@ -41,15 +41,12 @@ def revoke(data: Path, name: str) -> None:
     time.sleep(2 * LOOK_EVERY)
 
 
-class EnforcingBroker:
-    """``mq9-dev-broker --credentials --data <data>`` on a free port."""
+class AgentLogins:
+    """Agents logging in at ``url`` with ``credentials`` (name -> ``name:secret``)."""
 
-    def __init__(self, data: Path, *names: str) -> None:
-        self.data = data
-        self.credentials = issue(data, *names)
-        self.process = DevBroker("--credentials", "--data", str(data), "--port", str(free_port()))
-        assert self.process.url is not None
-        self.url = self.process.url
+    def __init__(self, url: str, credentials: dict[str, str]) -> None:
+        self.url = url
+        self.credentials = credentials
 
     def address(self, credential: str) -> str:
         return self.url.replace("nats://", f"nats://{credential}@", 1)
@@ -62,6 +59,17 @@ class EnforcingBroker:
             allow_reconnect=False,
             **options,
         )
+
+
+class EnforcingBroker(AgentLogins):
+    """``mq9-dev-broker --credentials --data <data>`` on a free port."""
+
+    def __init__(self, data: Path, *names: str) -> None:
+        self.data = data
+        credentials = issue(data, *names)
+        self.process = DevBroker("--credentials", "--data", str(data), "--port", str(free_port()))
+        assert self.process.url is not None
+        super().__init__(self.process.url, credentials)
 
     def stop(self) -> None:
         self.process.stop()

@@ -9,12 +9,22 @@ broker's refusal in words, not a publish violation that nats-py turns into a tim
 subscribe ``_INBOX.<id>.>`` only. A refused login is nats' "Authorization Violation" at the
 client; the reason is in the broker's log.
 
-The system account's user (``SYS_USER``) lists and kicks a revoked agent's connections.
+The system account's user (``SYS_USER``) lists and kicks a revoked agent's connections, on
+every server of a cluster.
+
+A broker that starts its nats-server makes the issuer key and its own NATS passwords afresh
+at each start and writes the server's config itself. Servers the operator runs (``--nats``)
+are configured once: ``mq9-dev-broker credentials setup DIR`` writes the issuer seed and the
+passwords to ``DIR/mq9-callout.json`` (0600) and prints the config block for every server of
+the cluster (``Issuer.server_config``); each broker started with ``--credentials DIR`` then
+logs in and answers logins with them (``Issuer.load``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -22,14 +32,16 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats.errors
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from .credentials import ID_PATTERN, IdentityStore
+from .credentials import ID_PATTERN, BaseIdentityStore, CredentialError
 
 log = logging.getLogger("langchain_mq9.broker.identities")
 
@@ -40,6 +52,9 @@ AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 # A user JWT's life: a connection whose kick was missed is closed by the server at its end
 # (measured: to the second), and the login, answered again, checks the credential afresh
 LOGIN_SECONDS = 3600
+SETUP_FILE = "mq9-callout.json"  # what ``credentials setup DIR`` writes: the issuer's seed
+LOGIN_QUEUE = "mq9-logins"  # the brokers of one cluster answer each login once between them
+KICK_WAIT = 2.0  # seconds the servers of a cluster have to list a revoked agent's connections
 
 
 def _nkeys() -> Any:
@@ -68,7 +83,9 @@ def claims_of(token: str) -> dict[str, Any]:
 @dataclass
 class Issuer:
     """The account nkey that signs login answers, and the broker's own NATS passwords: made
-    afresh at each start (nothing to keep: every login is answered by this process)."""
+    afresh at each start of a broker that starts its nats-server (every login is answered by
+    that process), kept in a setup file for servers the operator configures (``save``,
+    ``load``)."""
 
     key: Any = field(default_factory=lambda: _nkeys().from_seed(bytearray(_seed())))
     broker_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -90,12 +107,49 @@ class Issuer:
         signature = _b64(self.key.sign(f"{head}.{body}".encode()))
         return f"{head}.{body}.{signature}"
 
-    def server_config(self) -> str:
+    def save(self, path: Path) -> None:
+        """Write the seed and the passwords to ``path``, a new file readable by its owner
+        only."""
+        kept = {
+            "issuer_seed": bytes(self.key.seed).decode(),
+            "broker_password": self.broker_password,
+            "sys_password": self.sys_password,
+        }
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            json.dump(kept, out)
+            out.write("\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Issuer:
+        """The issuer ``save`` wrote to ``path``."""
+        try:
+            kept = json.loads(path.read_text())
+            return cls(
+                key=_nkeys().from_seed(bytearray(kept["issuer_seed"].encode())),
+                broker_password=str(kept["broker_password"]),
+                sys_password=str(kept["sys_password"]),
+            )
+        except FileNotFoundError:
+            raise CredentialError(
+                f"no {path.name} in {path.parent}: run 'mq9-dev-broker credentials setup "
+                f"{path.parent}' first, and add the config it prints to every nats-server"
+            ) from None
+        except Exception as exc:  # unreadable, not JSON, no seed (nkeys' own errors too)
+            # never the file's text: it holds the seed
+            raise CredentialError(f"{path} is not a setup file: {type(exc).__name__}") from None
+
+    def server_config(self, *, jetstream: bool = False) -> str:
         """The nats-server config that sends logins to the broker (passwords are random
-        URL-safe text, quoted all the same)."""
+        URL-safe text, quoted all the same); ``jetstream``: enabled for the broker's account,
+        where its state is kept (agents, in that account too, may publish only their
+        requests)."""
+        broker = _users(BROKER_USER, self.broker_password)
+        if jetstream:
+            broker = broker.replace("{ ", "{ jetstream: enabled, ", 1)
         return (
             "accounts {\n"
-            f"  {ACCOUNT}: {_users(BROKER_USER, self.broker_password)}\n"
+            f"  {ACCOUNT}: {broker}\n"
             f"  SYS: {_users(SYS_USER, self.sys_password)}\n"
             "}\n"
             "system_account: SYS\n"
@@ -103,6 +157,19 @@ class Issuer:
             f"issuer: {self.public_key}, auth_users: [{BROKER_USER}, {SYS_USER}], "
             f"account: {ACCOUNT} }} }}\n"
         )
+
+
+def broker_urls(url: str, issuer: Issuer) -> list[str]:
+    """The servers of ``url`` (comma-separated) as URLs that log in as the broker's user: for
+    the parts that take only URLs (the JetStream store, the leader lock)."""
+    urls = []
+    for one in url.split(","):
+        if not one.strip():
+            continue
+        where = urlsplit(one.strip() if "://" in one else "nats://" + one.strip())
+        host = where.netloc.rpartition("@")[2]
+        urls.append(f"{where.scheme}://{BROKER_USER}:{issuer.broker_password}@{host}")
+    return urls
 
 
 def _users(user: str, password: str) -> str:
@@ -126,16 +193,19 @@ class LoginService:
     so that no request the engine answers holds a login up)."""
 
     def __init__(
-        self, store: IdentityStore, issuer: Issuer, clock: Callable[[], float] = time.time
+        self, store: BaseIdentityStore, issuer: Issuer, clock: Callable[[], float] = time.time
     ) -> None:
         self.store = store
         self.issuer = issuer
         self.clock = clock
         self.subscription: Subscription | None = None
 
-    async def start(self, connection: NatsConnection) -> None:
+    async def start(self, connection: NatsConnection, queue: str | None = None) -> None:
+        """Answer on ``connection``; ``queue``: a queue group shared with other brokers."""
         self.connection = connection
-        self.subscription = await connection.subscribe(AUTH_SUBJECT, cb=self._on_login)
+        self.subscription = await connection.subscribe(
+            AUTH_SUBJECT, queue=queue or "", cb=self._on_login
+        )
         await connection.flush()
 
     async def stop(self) -> None:
@@ -150,7 +220,10 @@ class LoginService:
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             log.warning("unreadable login request from nats-server: %s", type(exc).__name__)
             return
-        answer = self.answer(request.get("connect_opts") or {}, user_nkey, server_id)
+        # off the loop: the store may ask its place (a credential issued a moment ago)
+        answer = await asyncio.to_thread(
+            self.answer, request.get("connect_opts") or {}, user_nkey, server_id
+        )
         try:
             await self.connection.publish(msg.reply, answer.encode())
         except Exception as exc:  # the server gave up on this login meanwhile
@@ -187,25 +260,16 @@ class LoginService:
 
 class Kicker:
     """Closes a principal's live connections through the system account (``connection``:
-    the SYS user's): CONNZ by user on every server, then KICK each connection on its server."""
+    the SYS user's): CONNZ by user, answered by every server of the cluster, then KICK each
+    connection on its server."""
 
     def __init__(self, connection: NatsConnection) -> None:
         self.connection = connection
 
     async def kick(self, principal: str) -> int:
         """How many connections were closed."""
-        try:
-            answer = await self.connection.request(
-                "$SYS.REQ.SERVER.PING.CONNZ", json.dumps({"user": principal}).encode(), timeout=2
-            )
-            found = json.loads(answer.data)
-            server = found["server"]["id"]
-            cids = [c["cid"] for c in found["data"].get("connections") or []]
-        except (nats.errors.Error, ValueError, KeyError, TypeError) as exc:
-            log.warning("could not list %s's connections to close them: %s", principal, exc)
-            return 0
         closed = 0
-        for cid in cids:
+        for server, cid in await self._connections_of(principal):
             try:
                 await self.connection.request(
                     f"$SYS.REQ.SERVER.{server}.KICK", json.dumps({"cid": cid}).encode(), timeout=2
@@ -214,3 +278,34 @@ class Kicker:
             except nats.errors.Error as exc:
                 log.warning("could not close %s's connection %s: %s", principal, cid, exc)
         return closed
+
+    async def _connections_of(self, principal: str) -> list[tuple[str, int]]:
+        """(server id, connection id) of each of ``principal``'s connections: the answers of
+        every server known to the connection, or those that came within ``KICK_WAIT``."""
+        answers: asyncio.Queue[Msg] = asyncio.Queue()
+        inbox = self.connection.new_inbox()
+        servers = len({(uri.hostname, uri.port) for uri in self.connection.servers}) or 1
+        found: list[tuple[str, int]] = []
+        try:
+            subscription = await self.connection.subscribe(inbox, cb=answers.put)
+            await self.connection.publish(
+                "$SYS.REQ.SERVER.PING.CONNZ", json.dumps({"user": principal}).encode(), inbox
+            )
+        except nats.errors.Error as exc:
+            log.warning("could not list %s's connections to close them: %s", principal, exc)
+            return found
+        deadline = asyncio.get_running_loop().time() + KICK_WAIT
+        try:
+            for _ in range(servers):
+                left = deadline - asyncio.get_running_loop().time()
+                answer = json.loads((await asyncio.wait_for(answers.get(), max(0.0, left))).data)
+                server = answer["server"]["id"]
+                found += [(server, c["cid"]) for c in answer["data"].get("connections") or []]
+        except TimeoutError:
+            pass  # a server that did not answer: the login's end closes those (LOGIN_SECONDS)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable list of %s's connections: %s", principal, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        return found

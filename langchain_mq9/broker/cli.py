@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsConnection
@@ -34,10 +35,12 @@ from .. import semantic
 from .._cli import ArgumentParser, configure_logging, count_limit, port, positive_int
 from .._version import __version__
 from ..client.redaction import describe, redact
+from .callout import LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
 from .credentials import CredentialError
 from .credentials_cli import add_broker_arguments, identities_for, run_command
 from .engine import BrokerEngine, BrokerLimits
-from .identities import Identities
+from .identities import Identities, Logins
+from .identities_kv import KvIdentityStore
 from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
 from .pacing import AnswerPacer
 from .serve import BULK_ANSWER, serve_on_nats
@@ -256,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             url = server.url
         return asyncio.run(_serve(engine, url, server, storage, pacer, identities))
     except (StartupError, StorageError, semantic.ModelError, CredentialError) as exc:
-        print(f"mq9-dev-broker: error: {exc}", file=sys.stderr, flush=True)
+        # redacted: with --credentials on a cluster, the servers' URLs carry the broker's login
+        print(f"mq9-dev-broker: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
         return 130
@@ -432,10 +436,26 @@ async def _serve_jetstream(
     async def reconnected() -> None:
         log.warning("reconnected to nats-server at %s", shown)
 
-    lock = await asyncio.to_thread(LeaderLock, servers, args.stream, replicas=args.replicas)
+    # #53: with --credentials, the servers (configured by 'credentials setup') ask the brokers
+    # at each login; every part logs in as the broker's user, and the identities live on the
+    # cluster, read by every broker, serving or standing by
+    issuer = _cluster_issuer(args)
+    logins: Logins | None = None
+    login: dict[str, str] = {}
+    if issuer is not None:
+        servers = broker_urls(args.nats, issuer)
+        store = await asyncio.to_thread(
+            KvIdentityStore, servers, stream=args.stream, replicas=args.replicas
+        )
+        logins = Logins(store, issuer, queue=LOGIN_QUEUE)
+        login = logins.broker_login()
+    lock: LeaderLock | None = None
     connection: NatsConnection | None = None
     bulk: NatsConnection | None = None
     try:
+        if logins is not None:
+            await _answer_logins(logins, _servers(args.nats), shown)
+        lock = await asyncio.to_thread(LeaderLock, servers, args.stream, replicas=args.replicas)
         connection = await _connect(
             args.nats,
             shown,
@@ -443,8 +463,11 @@ async def _serve_jetstream(
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=nats_error,
+            **login,
         )
-        bulk = await _connect(args.nats, shown, name="mq9-dev-broker answers", error_cb=nats_error)
+        bulk = await _connect(
+            args.nats, shown, name="mq9-dev-broker answers", error_cb=nats_error, **login
+        )
         if await asyncio.to_thread(lock.try_take):
             try:  # a broker keeping its state elsewhere may serve these subjects
                 await _refuse_second_broker(connection, shown)
@@ -454,32 +477,44 @@ async def _serve_jetstream(
         else:
             _standby_banner(shown, lock)
             print(f"{READY} {shown} (standby)", flush=True)
-        serving, stopped = connection, bulk  # bound for start()
+        serving, stopped, held = connection, bulk, lock  # bound for start()
 
         async def start() -> Callable[[], Awaitable[None]]:
-            await asyncio.to_thread(lock.fence)
+            await asyncio.to_thread(held.fence)
             storage = await asyncio.to_thread(
                 JetStreamStorage, servers, replicas=args.replicas, stream=args.stream
             )
             try:
                 engine = await asyncio.to_thread(
-                    LeaseEngine, lock.holds, limits=limits, storage=storage,
+                    LeaseEngine, held.holds, limits=limits, storage=storage,
                     search=not args.no_search,
                 )  # fmt: skip
+                # #53: who owns what, as the cluster holds it at the takeover
+                identities = (
+                    None
+                    if logins is None
+                    else await asyncio.to_thread(Identities, logins.store, engine, logins=logins)
+                )
             except BaseException:
                 storage.close()
                 raise
             engine.load_model_soon()
-            service = await serve_on_nats(engine, serving, stopped, pacer)
+            if identities is not None:
+                await identities.start(args.nats)
+            service = await serve_on_nats(engine, serving, stopped, pacer, identities)
             _warn_payload(engine, serving)
             _banner(shown, None, storage, engine)
+            if identities is not None:
+                print(identities.describe(), flush=True)
             print(f"{READY} {shown} (serving)", flush=True)
 
             async def stop_serving() -> None:
-                if lock.holds():  # stopped (SIGTERM)
+                if held.holds():  # stopped (SIGTERM)
                     await service.stop()
                 else:  # the lease ended: say so to what is still under way or waiting
                     await service.stop(unfinished=LEASE_ENDED, unread=NOT_SERVING)
+                if identities is not None:
+                    await identities.stop()
                 await asyncio.to_thread(storage.close)
 
             return stop_serving
@@ -493,9 +528,50 @@ async def _serve_jetstream(
             if opened is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(opened.close(), 5)
-        await asyncio.to_thread(lock.close)
+        if lock is not None:
+            await asyncio.to_thread(lock.close)
+        if logins is not None:
+            await logins.stop()
+            await asyncio.to_thread(logins.store.close)
     print("mq9 dev broker stopped", file=sys.stderr, flush=True)
     return 0
+
+
+async def _answer_logins(logins: Logins, servers: list[str], shown: str) -> None:
+    """Start answering logins, then make sure every server asks: a server without the setup's
+    config would let any agent in unchecked, so the broker does not start beside it."""
+    try:
+        await logins.start(",".join(servers))
+    except Exception as exc:
+        raise StartupError(f"cannot answer logins on {shown}: {describe(exc)}") from None
+    for server in servers:
+        probe = NatsConnection()
+        try:
+            await probe.connect(
+                [server], allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5
+            )
+        except Exception:
+            continue  # refused: this server asks the brokers (or is down: it takes nobody)
+        with contextlib.suppress(Exception):
+            await probe.close()
+        raise StartupError(
+            f"the nats-server at {redact(server)} lets a client in without a credential: add "
+            "the config block 'mq9-dev-broker credentials setup DIR' printed to every server "
+            "of the cluster"
+        )
+
+
+def _cluster_issuer(args: argparse.Namespace) -> Issuer | None:
+    """The issuer ``credentials setup DIR`` kept, for ``--credentials DIR`` on a cluster."""
+    if args.credentials is None:
+        return None
+    if not args.credentials:
+        raise CredentialError(
+            "--credentials on --store jetstream needs DIR: run 'mq9-dev-broker credentials "
+            "setup DIR', add the config it prints to every nats-server, then pass "
+            "--credentials DIR"
+        )
+    return Issuer.load(Path(args.credentials, SETUP_FILE))
 
 
 def _standby_banner(shown: str, lock: LeaderLock) -> None:

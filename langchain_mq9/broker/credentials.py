@@ -1,5 +1,8 @@
-"""Per-agent credentials and the ownership records of an enforcing broker, kept in one SQLite
-file beside the broker's data (``mq9-identities.sqlite3``; docs/security.md).
+"""Per-agent credentials and the ownership records of an enforcing broker (docs/security.md):
+``BaseIdentityStore`` is what the broker and the ``credentials`` command ask of them;
+``IdentityStore`` keeps them in one SQLite file beside the broker's data
+(``mq9-identities.sqlite3``), ``identities_kv.KvIdentityStore`` in a JetStream key-value bucket
+on the NATS cluster of ``--store jetstream``.
 
 A credential is ``<id>:<secret>``: the id (``[A-Za-z0-9_-]{1,64}``) is the NATS user name the
 agent logs in with and the principal the broker knows it by; the secret is 32 random bytes,
@@ -7,14 +10,14 @@ base64url without padding. Only the secret's SHA-256 is stored (a random 256-bit
 no slow hash: nothing short of the secret itself matches it), and no secret is ever logged.
 
 The ownership records (who created a mailbox, who registered an agent, who may SEND to a reply
-mailbox) are key -> principal pairs that never change once written, so another store can hold
-them as they are: a JetStream KV bucket keyed ``mailbox.<name>``, ``agent.<name>`` and
-``grant.<mailbox>.<principal>`` (nothing here needs a transaction across keys).
+mailbox) are key -> principal pairs that never change once written (nothing here needs a
+transaction across keys). Each is kept before the answer that made it is given: the writes
+are coroutines, and one that fails raises ``CredentialError``.
 
-Written by ``mq9-dev-broker credentials`` (another process) while a broker reads it: the
-broker notices a change by SQLite's ``PRAGMA data_version`` (it moves when another connection
-commits), looked at most ``LOOK_EVERY`` (10 ms) apart, so a revocation holds from the
-first request after that on.
+The SQLite file is written by ``mq9-dev-broker credentials`` (another process) while a broker
+reads it: the broker notices a change by SQLite's ``PRAGMA data_version`` (it moves when
+another connection commits), looked at most ``LOOK_EVERY`` (10 ms) apart, so a revocation
+holds from the first request after that on.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import re
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +98,104 @@ def check_id(credential_id: str) -> None:
         )
 
 
-class IdentityStore:
-    """The identities file, open for one process. ``clock``: Unix seconds (injected in tests)."""
+class BaseIdentityStore(ABC):
+    """The credentials an enforcing broker checks and the ownership records it keeps, as one
+    process sees them: ``verify`` (a login), ``active`` (every request) and ``take_revoked``
+    (the kicks) read a copy of the credentials in memory that each store keeps current its
+    own way. ``clock``: Unix seconds (injected in tests)."""
+
+    where: str  # the place, for messages
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        # id -> (sha256 of the secret, revoked): what a login and every request check
+        self._credentials: dict[str, tuple[str, bool]] = {}
+        self._revoked: set[str] = set()  # revoked since the last take_revoked()
+
+    def _learn(self, credentials: dict[str, tuple[str, bool]]) -> None:
+        """Take ``credentials`` (some ids, or all) as they are now; the ids they show revoked
+        for the first time wait in ``take_revoked``."""
+        with self._lock:
+            before = self._credentials
+            self._revoked |= {
+                cid
+                for cid, (_, revoked) in credentials.items()
+                if revoked and not before.get(cid, ("", True))[1]
+            }
+            self._credentials = {**before, **credentials}
+
+    def take_revoked(self) -> set[str]:
+        """The ids revoked since the last call (whose live connections are to be closed)."""
+        with self._lock:
+            revoked, self._revoked = self._revoked, set()
+        return revoked
+
+    def verify(self, credential_id: str, secret: str) -> bool:
+        """Whether ``secret`` is ``credential_id``'s and it is not revoked."""
+        known = self._current(credential_id)
+        if known is None or known[1]:
+            return False
+        return hmac.compare_digest(known[0], _hash(secret))
+
+    def active(self, credential_id: str) -> bool:
+        """Whether ``credential_id`` may still act (asked on every request: never waits on
+        the store's place)."""
+        self._look()
+        known = self._credentials.get(credential_id)
+        return known is not None and not known[1]
+
+    @abstractmethod
+    def _look(self) -> None:
+        """Bring the copy in memory up to date where that takes asking (kept cheap)."""
+
+    @abstractmethod
+    def refresh(self) -> None:
+        """Bring the copy in memory up to date now."""
+
+    @abstractmethod
+    def _current(self, credential_id: str) -> tuple[str, bool] | None:
+        """``credential_id``'s hash and revocation as its place holds them now."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def seen(self, credential_id: str) -> None:
+        """Note a login (``list`` shows it)."""
+
+    @abstractmethod
+    def issue(self, credential_id: str, label: str = "") -> str:
+        """A new credential's secret (shown once, kept only as its SHA-256). A revoked id may
+        be issued again: it keeps what it owned."""
+
+    @abstractmethod
+    def revoke(self, credential_id: str) -> None:
+        """Refuse the credential from its next request and login (a running broker closes its
+        connections)."""
+
+    @abstractmethod
+    def listing(self) -> list[Credential]: ...
+
+    @abstractmethod
+    def owners(self) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+        """Every record: mailbox -> owner, agent name -> registrant, mailbox -> granted."""
+
+    @abstractmethod
+    async def own_mailbox(self, mailbox: str, principal: str) -> None:
+        """Record ``mailbox`` as ``principal``'s; returns once kept (``CredentialError``: not
+        kept, or the record names another principal already)."""
+
+    @abstractmethod
+    async def own_agent(self, name: str, principal: str) -> None: ...
+
+    @abstractmethod
+    async def grant_send(self, mailbox: str, principal: str) -> None: ...
+
+
+class IdentityStore(BaseIdentityStore):
+    """The identities file, open for one process. ``monotonic`` schedules ``active``'s looks
+    (a test injects one)."""
 
     def __init__(
         self,
@@ -104,8 +204,9 @@ class IdentityStore:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(clock)
         self.path = Path(path)
-        self.clock = clock
+        self.where = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
         try:
@@ -120,13 +221,9 @@ class IdentityStore:
             raise CredentialError(f"cannot use {self.path} for credentials: {exc}") from None
         if new:
             os.chmod(self.path, 0o600)  # hashes only, but nobody else's business
-        self._lock = threading.Lock()
         self._version = -1
-        self.monotonic = monotonic  # what schedules active()'s looks (a test injects one)
+        self.monotonic = monotonic
         self._next_look = 0.0  # when active() next reads data_version
-        # id -> (sha256 of the secret, revoked): what a login and every request check
-        self._credentials: dict[str, tuple[str, bool]] = {}
-        self._revoked: set[str] = set()
         self.refresh()
 
     def close(self) -> None:
@@ -135,49 +232,30 @@ class IdentityStore:
     # -- what the broker reads ---------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read the credentials again if another process changed the file (a cheap check:
-        made on every request); the ids revoked meanwhile wait in ``take_revoked``."""
+        """Read the credentials again if another process changed the file (a cheap check);
+        the ids revoked meanwhile wait in ``take_revoked``."""
         with self._lock:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
             if version == self._version:
                 return
             self._version = version
             rows = self._db.execute("SELECT id, sha256, revoked FROM credentials").fetchall()
-            before = self._credentials
-            self._credentials = {row[0]: (row[1], row[2] is not None) for row in rows}
-            self._revoked |= {
-                cid
-                for cid, (_, was_revoked) in before.items()
-                if not was_revoked and self._credentials.get(cid, ("", True))[1]
-            }
+        self._learn({row[0]: (row[1], row[2] is not None) for row in rows})
 
-    def take_revoked(self) -> set[str]:
-        """The ids revoked since the last call (whose live connections are to be closed)."""
-        with self._lock:
-            revoked, self._revoked = self._revoked, set()
-        return revoked
-
-    def verify(self, credential_id: str, secret: str) -> bool:
-        """Whether ``secret`` is ``credential_id``'s and it is not revoked."""
+    def _current(self, credential_id: str) -> tuple[str, bool] | None:
         self.refresh()
-        known = self._credentials.get(credential_id)
-        if known is None or known[1]:
-            return False
-        return hmac.compare_digest(known[0], _hash(secret))
+        return self._credentials.get(credential_id)
 
-    def active(self, credential_id: str) -> bool:
-        """Whether ``credential_id`` may still act (refreshed first when the last look is
-        ``LOOK_EVERY`` old: a revocation made by another process counts from the first
-        request after that; reading data_version on every request cost 8% of a SEND, 3 runs)."""
+    def _look(self) -> None:
+        """Refresh when the last look is ``LOOK_EVERY`` old: a revocation made by another
+        process counts from the first request after that (reading data_version on every
+        request cost 8% of a SEND, 3 runs)."""
         now = self.monotonic()
         if now >= self._next_look:
             self._next_look = now + LOOK_EVERY
             self.refresh()
-        known = self._credentials.get(credential_id)
-        return known is not None and not known[1]
 
     def seen(self, credential_id: str) -> None:
-        """Note a login (``list`` shows it)."""
         with self._lock:
             self._db.execute(
                 "UPDATE credentials SET last_seen = ? WHERE id = ?",
@@ -187,8 +265,6 @@ class IdentityStore:
     # -- what the operator does --------------------------------------------------------------
 
     def issue(self, credential_id: str, label: str = "") -> str:
-        """A new credential's secret (shown once, kept only as its SHA-256). A revoked id may
-        be issued again: it keeps what it owned."""
         check_id(credential_id)
         secret = new_secret()
         with self._lock:
@@ -212,8 +288,6 @@ class IdentityStore:
         return secret
 
     def revoke(self, credential_id: str) -> None:
-        """Revoke a credential: refused at its next request and login (a running broker
-        notices within a request, and closes its connections)."""
         with self._lock:
             changed = self._db.execute(
                 "UPDATE credentials SET revoked = ? WHERE id = ? AND revoked IS NULL",
@@ -237,7 +311,6 @@ class IdentityStore:
     # -- ownership records (identities.py decides; this keeps) -------------------------------
 
     def owners(self) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
-        """Every record: mailbox -> owner, agent name -> registrant, mailbox -> granted."""
         with self._lock:
             mailboxes = dict(self._db.execute("SELECT mailbox, principal FROM mailbox_owners"))
             agents = dict(self._db.execute("SELECT name, principal FROM agent_owners"))
@@ -246,15 +319,26 @@ class IdentityStore:
                 grants.setdefault(mailbox, set()).add(principal)
         return mailboxes, agents, grants
 
-    def own_mailbox(self, mailbox: str, principal: str) -> None:
-        self._write("INSERT OR IGNORE INTO mailbox_owners VALUES (?, ?)", mailbox, principal)
+    # A local commit is short: made on the loop, no thread hop
 
-    def own_agent(self, name: str, principal: str) -> None:
-        self._write("INSERT OR IGNORE INTO agent_owners VALUES (?, ?)", name, principal)
+    async def own_mailbox(self, mailbox: str, principal: str) -> None:
+        self._own("mailbox_owners", "mailbox", mailbox, principal)
 
-    def grant_send(self, mailbox: str, principal: str) -> None:
-        self._write("INSERT OR IGNORE INTO send_grants VALUES (?, ?)", mailbox, principal)
+    async def own_agent(self, name: str, principal: str) -> None:
+        self._own("agent_owners", "name", name, principal)
 
-    def _write(self, statement: str, *values: str) -> None:
-        with self._lock:
-            self._db.execute(statement, values)
+    async def grant_send(self, mailbox: str, principal: str) -> None:
+        self._own("send_grants", "mailbox", mailbox, principal)
+
+    def _own(self, table: str, column: str, key: str, principal: str) -> None:
+        """Insert the record unless there; one there naming another principal is refused."""
+        try:
+            with self._lock:
+                self._db.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (key, principal))
+                held = self._db.execute(
+                    f"SELECT 1 FROM {table} WHERE {column} = ? AND principal = ?", (key, principal)
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise CredentialError(f"cannot record an owner in {self.path}: {exc}") from None
+        if held is None:
+            raise CredentialError("it is recorded as another agent's")

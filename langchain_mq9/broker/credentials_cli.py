@@ -1,10 +1,18 @@
-"""``mq9-dev-broker credentials issue|list|revoke`` and the broker's ``--credentials`` option.
+"""``mq9-dev-broker credentials setup|issue|list|revoke`` and the broker's ``--credentials``.
 
     mq9-dev-broker credentials issue billing --data ./mq9-data   # prints billing:<secret> once
     mq9-dev-broker credentials issue billing --data ./mq9-data --out billing.cred  # 0600 file
     mq9-dev-broker credentials list --data ./mq9-data
     mq9-dev-broker credentials revoke billing --data ./mq9-data
     mq9-dev-broker --credentials --data ./mq9-data   # the broker enforcing them
+
+On a NATS cluster the operator runs (``--store jetstream``), once: ``credentials setup DIR``
+(the issuer key and the broker's NATS passwords, and the config block for every server);
+then the credentials live on the cluster (identities_kv.py):
+
+    mq9-dev-broker credentials setup ./mq9-auth      # prints the servers' config block
+    mq9-dev-broker credentials issue billing --credentials ./mq9-auth --nats URL
+    mq9-dev-broker --nats URL --store jetstream --credentials ./mq9-auth
 
 A running broker sees each change within 10 ms, at the next request (docs/security.md).
 """
@@ -18,9 +26,12 @@ import time
 from pathlib import Path
 
 from .._cli import ArgumentParser
-from .credentials import CredentialError, IdentityStore, identities_file
+from .callout import SETUP_FILE, Issuer, broker_urls
+from .credentials import BaseIdentityStore, CredentialError, IdentityStore, identities_file
 from .engine import BrokerEngine
 from .identities import Identities
+from .identities_kv import KvIdentityStore
+from .storage.jetstream import DEFAULT_STREAM
 
 DATA_HELP = (
     "the broker's --data PATH: credentials are kept beside its data, in mq9-identities.sqlite3"
@@ -34,8 +45,8 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         "command",
         nargs="?",
         metavar="credentials",
-        help="'credentials issue NAME | list | revoke NAME --data PATH': manage the credentials "
-        "of an enforcing broker (mq9-dev-broker credentials --help)",
+        help="'credentials setup DIR | issue NAME | list | revoke NAME --data PATH': manage the "
+        "credentials of an enforcing broker (mq9-dev-broker credentials --help)",
     )
     parser.add_argument("command_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -47,7 +58,9 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         "login, each agent publishes only as itself ($mq9.U.<id>.) and reads only its own "
         "mailboxes, reply mailboxes and registry entries; credentials (and who owns what) are "
         "kept in DIR/mq9-identities.sqlite3, by default beside --data. Issue them with "
-        "'mq9-dev-broker credentials issue NAME --data PATH'. Not with --nats (docs/security.md)",
+        "'mq9-dev-broker credentials issue NAME --data PATH'. With --nats and --store jetstream: "
+        "DIR is what 'mq9-dev-broker credentials setup DIR' wrote, and the credentials are kept "
+        "on the cluster (docs/security.md)",
     )
 
 
@@ -55,10 +68,11 @@ def identities_for(args: argparse.Namespace, engine: BrokerEngine) -> Identities
     """The enforcing part of a broker started with ``--credentials`` (None without it)."""
     if args.credentials is None:
         return None
-    if args.nats:
+    if args.nats:  # --store jetstream is served by cli._serve_jetstream
         raise CredentialError(
-            "--credentials needs the nats-server the broker starts (it writes its login "
-            "config); drop --nats"
+            "--credentials with --nats keeps the credentials on the NATS cluster: add --store "
+            "jetstream and give the DIR 'mq9-dev-broker credentials setup DIR' wrote; or drop "
+            "--nats (the broker then starts its nats-server and writes its login config)"
         )
     place = args.credentials or args.data
     if not place:
@@ -75,7 +89,7 @@ def run_command(command: str, argv: list[str]) -> int:
     if command != "credentials":
         print(
             f"mq9-dev-broker: error: unknown command {command!r}: the one command is "
-            "'credentials' (issue, list, revoke); the broker itself takes options only",
+            "'credentials' (setup, issue, list, revoke); the broker itself takes options only",
             file=sys.stderr,
         )
         return 2
@@ -87,15 +101,39 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mq9-dev-broker credentials",
         description="Issue, list and revoke the credentials an enforcing broker "
         "(mq9-dev-broker --credentials) lets agents log in with. Secrets are shown once and "
-        "kept only as their SHA-256.",
+        "kept only as their SHA-256. On a NATS cluster you run (--store jetstream), 'setup DIR' "
+        "first: it prints the config block for every nats-server.",
     )
-    where = ArgumentParser(add_help=False)  # each command takes it
+    where = ArgumentParser(add_help=False)  # each command but setup takes it
     place = where.add_mutually_exclusive_group(required=True)
     place.add_argument("--data", metavar="PATH", help=DATA_HELP)
     place.add_argument(
         "--credentials", metavar="DIR", help="the broker's --credentials DIR, when it has one"
     )
+    cluster = where.add_argument_group("on a NATS cluster (the broker's --store jetstream)")
+    cluster.add_argument(
+        "--nats",
+        metavar="URL",
+        help="the cluster's servers, comma-separated, as the broker's --nats: the credentials "
+        "are kept there; needs --credentials DIR, the DIR 'setup' wrote",
+    )
+    cluster.add_argument(
+        "--store", choices=("jetstream",), help="jetstream: the store of --nats (the default)"
+    )
+    cluster.add_argument(
+        "--stream",
+        default=DEFAULT_STREAM,
+        metavar="NAME",
+        help=f"the broker's --stream (default {DEFAULT_STREAM})",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    setup = commands.add_parser(
+        "setup",
+        help="for brokers on a NATS cluster you run: write the issuer key and the broker's NATS "
+        "passwords to DIR (readable by you only; kept if there) and print the config block to "
+        "add to every nats-server of the cluster",
+    )
+    setup.add_argument("dir", metavar="DIR", help="where to keep them: the brokers' --credentials")
     issue = commands.add_parser(
         "issue",
         parents=[where],
@@ -130,13 +168,10 @@ def _when(seconds: int | None) -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    path = (
-        Path(args.credentials, "mq9-identities.sqlite3")
-        if args.credentials
-        else identities_file(args.data)
-    )
     try:
-        store = IdentityStore(path)
+        if args.command == "setup":
+            return _setup(Path(args.dir))
+        store = _store_for(args)
         try:
             return _run(args, store)
         finally:
@@ -146,7 +181,48 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, store: IdentityStore) -> int:
+def _store_for(args: argparse.Namespace) -> BaseIdentityStore:
+    """The store the command names: the cluster's (``--nats``) or a SQLite file."""
+    if args.nats:
+        if not args.credentials:
+            raise CredentialError(
+                "--nats needs --credentials DIR: the DIR 'mq9-dev-broker credentials setup' "
+                "wrote (the command logs in to the cluster as the broker)"
+            )
+        issuer = Issuer.load(Path(args.credentials, SETUP_FILE))
+        return KvIdentityStore(broker_urls(args.nats, issuer), stream=args.stream, watch=False)
+    if args.store:
+        raise CredentialError("--store jetstream needs --nats URL: the cluster's servers")
+    path = (
+        Path(args.credentials, "mq9-identities.sqlite3")
+        if args.credentials
+        else identities_file(args.data)
+    )
+    return IdentityStore(path)
+
+
+def _setup(place: Path) -> int:
+    """Keep (or reuse) the issuer and passwords in ``place``; print the servers' config."""
+    path = place / SETUP_FILE
+    if path.exists():
+        issuer = Issuer.load(path)
+        print(f"kept the issuer and passwords already in {path}", file=sys.stderr)
+    else:
+        place.mkdir(mode=0o700, parents=True, exist_ok=True)
+        issuer = Issuer()
+        issuer.save(path)
+        print(
+            f"wrote the issuer seed and passwords to {path} (readable by you only)", file=sys.stderr
+        )
+    print(
+        "# add to the config of every nats-server of the cluster (each also needs its "
+        "jetstream and cluster blocks), then restart it:"
+    )
+    print(issuer.server_config(jetstream=True), end="", flush=True)
+    return 0
+
+
+def _run(args: argparse.Namespace, store: BaseIdentityStore) -> int:
     if args.command == "issue":
         if args.out and Path(args.out).exists():
             raise CredentialError(f"{args.out} exists: name a new file for the credential")

@@ -47,7 +47,7 @@ from .. import protocol as p
 from ..client.nats_guard import protect
 from ..protocol.errors import WireError
 from .callout import BROKER_USER, SYS_USER, Issuer, Kicker, LoginService
-from .credentials import IdentityStore
+from .credentials import BaseIdentityStore, CredentialError
 from .engine import LARGE_BODY, BrokerEngine, Command, command_for
 
 log = logging.getLogger("langchain_mq9.broker.identities")
@@ -136,7 +136,7 @@ class Ownership:
     """Who owns what (kept in ``store``) and the checks made on each request against it,
     the engine's state telling what exists."""
 
-    def __init__(self, store: IdentityStore, engine: BrokerEngine) -> None:
+    def __init__(self, store: BaseIdentityStore, engine: BrokerEngine) -> None:
         self.store = store
         self.engine = engine
         self.mailboxes, self.agents, self.grants = store.owners()
@@ -272,7 +272,7 @@ class Ownership:
 
     # -- the records, after the engine answered ------------------------------------------------
 
-    def record(
+    async def record(
         self,
         principal: str,
         command: Command,
@@ -282,13 +282,15 @@ class Ownership:
         answer: bytes,
         named: Any = None,
     ) -> None:
-        """What ``answer`` (the engine's to ``command``) made ``principal``'s. Only what can
-        own or grant something is read: a SEND's answer when it names a reply mailbox, a FETCH
-        by its mailbox's owner (SEND and FETCH are most requests)."""
+        """What ``answer`` (the engine's to ``command``) made ``principal``'s, kept in the
+        store before this returns (``CredentialError`` when it could not be: then it is not
+        known here either). Only what can own or grant something is read: a SEND's answer
+        when it names a reply mailbox, a FETCH by its mailbox's owner (SEND and FETCH are
+        most requests)."""
         verb = command.subject
         if verb == p.MSG_SEND:
             if headers and HEADER_REPLY_TO in headers and answer.startswith(_SUCCEEDED):
-                self._grant(principal, target, headers)
+                await self._grant(principal, target, headers)
         elif verb == p.MSG_FETCH:  # a group's lease is its reader's to make: learn its name
             if (target, body) not in self._fetches and self.mailboxes.get(target) == principal:
                 self._learn_lease(principal, target, _field(p.FETCH_REQUEST, body, "group_name"))
@@ -306,9 +308,9 @@ class Ownership:
         elif verb == p.MAILBOX_CREATE and answer.startswith(_SUCCEEDED):
             address = p.loads(answer).get("mail_address")
             if isinstance(address, str) and address not in self.mailboxes:
+                await self.store.own_mailbox(address, principal)
                 self.mailboxes[address] = principal
                 self._digests[digest(address)] = address
-                self.store.own_mailbox(address, principal)
         elif (
             verb == p.AGENT_REGISTER
             and answer.startswith(_SUCCEEDED)
@@ -316,8 +318,8 @@ class Ownership:
             and named
             and named not in self.agents
         ):
+            await self.store.own_agent(named, principal)
             self.agents[named] = principal
-            self.store.own_agent(named, principal)
 
     def _learn_lease(self, principal: str, address: str, group: Any) -> None:
         if not (isinstance(group, str) and group) or (address, group) in self._groups:
@@ -326,7 +328,7 @@ class Ownership:
             self._groups.add((address, group))
             self._leases[digest(f"{address}\n{group}")] = address
 
-    def _grant(self, principal: str, address: str, headers: Any) -> None:
+    async def _grant(self, principal: str, address: str, headers: Any) -> None:
         """A caller's request names its reply mailbox: the agent called may answer there."""
         reply_to = headers.get(HEADER_REPLY_TO) if headers else None
         if not (isinstance(reply_to, str) and reply_to.startswith(CALLS_ROOT)):
@@ -334,30 +336,26 @@ class Ownership:
         callee = self.holder(address)
         if self.mailboxes.get(reply_to) != principal or callee in (None, principal):
             return
-        granted = self.grants.setdefault(reply_to, set())
-        if callee not in granted:
-            granted.add(callee)
-            self.store.grant_send(reply_to, callee)
+        if callee not in self.grants.get(reply_to, ()):
+            await self.store.grant_send(reply_to, callee)
+            self.grants.setdefault(reply_to, set()).add(callee)
 
 
-class Identities:
-    """What makes a broker enforcing: its logins, its gate on every request, its ownership
-    checks and the kicks of revoked agents. ``cli.py`` starts it beside the engine and
-    ``serve.py`` routes each request through ``gate`` and ``handle``."""
+class Logins:
+    """A broker process's door: answers nats-server's logins (``LoginService``) and closes
+    the connections of credentials revoked meanwhile (``Kicker``), on connections of its own.
+    One per process, serving or standing by: on a cluster, the brokers answer logins as one
+    queue group (``queue``), each checking the same store."""
 
     def __init__(
-        self, store: IdentityStore, engine: BrokerEngine, issuer: Issuer | None = None
+        self, store: BaseIdentityStore, issuer: Issuer | None = None, *, queue: str | None = None
     ) -> None:
         self.store = store
         self.issuer = issuer or Issuer()
-        self.ownership = Ownership(store, engine)
-        self.logins = LoginService(store, self.issuer)
-        self.subject = PRINCIPAL_WILDCARD
-        self.dropped = 0  # requests answered nothing: a reply not the requester's own inbox
-        self._dropped_logged = 0
-        self._next_drop_log = 0.0
+        self.service = LoginService(store, self.issuer)
+        self.queue = queue
+        self.connection: NatsConnection | None = None  # the broker user's, answering logins
         self._connections: list[NatsConnection] = []
-        self._login: NatsConnection | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._guard: asyncio.Task[None] | None = None
 
@@ -365,37 +363,29 @@ class Identities:
         """The nats-py options the broker's own connections log in with."""
         return {"user": BROKER_USER, "password": self.issuer.broker_password}
 
-    def describe(self) -> str:
-        return (
-            f"credentials: enforced ({self.store.path}); agents log in with their own "
-            "(mq9-dev-broker credentials issue NAME) and send on $mq9.U.<id>.; "
-            "docs/security.md"
-        )
-
     async def start(self, url: str) -> None:
-        """Answer logins and refuse plain requests on a connection of their own, and watch
-        for revocations, on the nats-server at ``url``."""
+        """Answer logins, and watch for revocations, on the nats-server(s) at ``url``."""
         login = await nats.connect(
-            url, name="mq9-dev-broker logins", max_reconnect_attempts=-1, **self.broker_login()
+            _servers(url),
+            name="mq9-dev-broker logins",
+            max_reconnect_attempts=-1,
+            **self.broker_login(),
         )
         self._connections.append(login)
-        self._login = login
+        self.connection = login
         # Agents publish plain requests to it, whatever their frames: guarded as the serving
         # connection is (nats_guard.py)
         self._guard = protect(login)
         system = await nats.connect(
-            url,
+            _servers(url),
             name="mq9-dev-broker kicks",
             max_reconnect_attempts=-1,
             user=SYS_USER,
             password=self.issuer.sys_password,
         )
         self._connections.append(system)
-        await self.logins.start(login)
-        await login.subscribe(p.SUBJECT_WILDCARD, cb=self._refuse_plain)
-        await login.flush()
-        kicker = Kicker(system)
-        self._watcher = asyncio.create_task(self._watch(kicker))
+        await self.service.start(login, queue=self.queue)
+        self._watcher = asyncio.create_task(self._watch(Kicker(system)))
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -405,27 +395,84 @@ class Identities:
         if self._guard is not None:
             self._guard.cancel()
             self._guard = None
-        await self.logins.stop()
+        await self.service.stop()
         for connection in self._connections:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 5)
         self._connections.clear()
-        self.store.close()
-
-    async def _refuse_plain(self, msg: Msg) -> None:
-        if msg.reply and self._login is not None:
-            with contextlib.suppress(Exception):  # the requester may be gone
-                await self._login.publish(msg.reply, PLAIN_REFUSAL)
+        self.connection = None
 
     async def _watch(self, kicker: Kicker) -> None:
         """Close the live connections of every credential revoked meanwhile (their next
-        request is refused already: ``handle`` checks each)."""
+        request is refused already: ``Identities.handle`` checks each)."""
         while True:
             self.store.refresh()
             for principal in self.store.take_revoked():
                 closed = await kicker.kick(principal)
                 log.info("credential %r revoked: closed %d connection(s)", principal, closed)
             await asyncio.sleep(WATCH_SECONDS)
+
+
+class Identities:
+    """What makes a serving broker enforcing: its gate on every request, its ownership checks,
+    the refusal of plain requests, and (``logins`` not given) its own ``Logins``. ``cli.py``
+    starts it beside the engine and ``serve.py`` routes each request through ``gate`` and
+    ``handle``. With ``logins`` given (a JetStream broker's, started for as long as the process
+    runs), ``start`` and ``stop`` leave them and the store to their owner."""
+
+    def __init__(
+        self,
+        store: BaseIdentityStore,
+        engine: BrokerEngine,
+        issuer: Issuer | None = None,
+        *,
+        logins: Logins | None = None,
+    ) -> None:
+        self.store = store
+        self._own_logins = logins is None
+        self.logins = logins or Logins(store, issuer)
+        self.issuer = self.logins.issuer
+        self.ownership = Ownership(store, engine)
+        self.subject = PRINCIPAL_WILDCARD
+        self.dropped = 0  # requests answered nothing: a reply not the requester's own inbox
+        self._dropped_logged = 0
+        self._next_drop_log = 0.0
+        self._plain: Any = None  # the subscription refusing plain requests
+
+    def broker_login(self) -> dict[str, str]:
+        """The nats-py options the broker's own connections log in with."""
+        return self.logins.broker_login()
+
+    def describe(self) -> str:
+        return (
+            f"credentials: enforced ({self.store.where}); agents log in with their own "
+            "(mq9-dev-broker credentials issue NAME) and send on $mq9.U.<id>.; "
+            "docs/security.md"
+        )
+
+    async def start(self, url: str) -> None:
+        """Refuse plain requests (on the logins' connection), first answering logins and
+        watching for revocations on the nats-server at ``url`` when the logins are ours."""
+        if self._own_logins:
+            await self.logins.start(url)
+        login = self.logins.connection
+        assert login is not None, "the logins start first"
+        self._plain = await login.subscribe(p.SUBJECT_WILDCARD, cb=self._refuse_plain)
+        await login.flush()
+
+    async def stop(self) -> None:
+        if self._plain is not None:
+            with contextlib.suppress(Exception):  # the connection may be closed already
+                await self._plain.unsubscribe()
+            self._plain = None
+        if self._own_logins:
+            await self.logins.stop()
+            self.store.close()
+
+    async def _refuse_plain(self, msg: Msg) -> None:
+        if msg.reply and self.logins.connection is not None:
+            with contextlib.suppress(Exception):  # the requester may be gone
+                await self.logins.connection.publish(msg.reply, PLAIN_REFUSAL)
 
     def gate(self, on_request: OnRequest) -> OnRequest:
         """``on_request`` for ``$mq9.U.<principal>.…`` requests, given as the mq9 subject they
@@ -474,5 +521,30 @@ class Identities:
         if refusal is not None:
             return refusal
         answer = await engine.handle(msg.subject, msg.headers, msg.data)
-        self.ownership.record(principal, command, target, msg.headers, msg.data, answer, named)
+        try:
+            await self.ownership.record(
+                principal, command, target, msg.headers, msg.data, answer, named
+            )
+        except CredentialError as exc:  # done, but not made the requester's: say so
+            log.error("%s by %r done but not recorded: %s", command.subject, principal, exc)
+            return _not_recorded(command, exc)
         return answer
+
+
+def _servers(url: str) -> list[str]:
+    """The servers of a URL that may list several, comma-separated (one cluster)."""
+    return [one.strip() for one in url.split(",") if one.strip()]
+
+
+def _not_recorded(command: Command, exc: CredentialError) -> bytes:
+    if command.subject == p.MSG_SEND:
+        what = (
+            "SEND done (do not send it again), but the agent it reaches could not be allowed "
+            "to answer in your reply mailbox"
+        )
+    else:
+        what = (
+            f"{command.subject.rsplit('.', 1)[-1]} done, but it could not be recorded as yours: "
+            "nobody may use what it made"
+        )
+    return p.encode(p.ERROR_REPLY.write(error=f"{what} ({exc}); docs/security.md"))

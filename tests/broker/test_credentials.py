@@ -1,7 +1,8 @@
 """#53 in process: the credential store, the login answers nats-server gets, and the ownership
-an enforcing broker checks, on a real ``BrokerEngine`` and a real identities file (requests
-arrive as nats-py ``Msg`` values, as ``serve.py`` hands them on after the gate).
-The same attacks over a real nats-server: test_hostile_requests_credentialed.py."""
+an enforcing broker checks, on a real ``BrokerEngine`` and each identity store: the SQLite
+file, and the JetStream key-value bucket on a real nats-server (requests arrive as nats-py
+``Msg`` values, as ``serve.py`` hands them on after the gate). The same attacks over a real
+nats-server: test_hostile_requests_credentialed.py; on a cluster: test_credentials_jetstream.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import base64
 import json
 import re
 import time
+import uuid
 
 import pytest
+from jetstream_servers import JetStreamCluster
 from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
@@ -18,25 +21,75 @@ from langchain_mq9.a2a import wire
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker import identities as ids
 from langchain_mq9.broker.callout import Issuer, LoginService, claims_of
-from langchain_mq9.broker.credentials import LOOK_EVERY, CredentialError, IdentityStore
+from langchain_mq9.broker.credentials import (
+    LOOK_EVERY,
+    BaseIdentityStore,
+    CredentialError,
+    IdentityStore,
+)
 from langchain_mq9.broker.identities import Identities
+from langchain_mq9.broker.identities_kv import KvIdentityStore
 from langchain_mq9.groups import dead_letters, leases
 
 pytest.importorskip("nkeys")  # the credentials extra
 from nacl.signing import VerifyKey  # nkeys' own dependency
 
+WAIT = 10.0  # seconds a change made through another store is given to reach this one
 
-@pytest.fixture
-def store(tmp_path):
-    opened = IdentityStore(tmp_path / "mq9-identities.sqlite3", clock=lambda: 1_700_000_000)
+
+@pytest.fixture(scope="module")
+def lone_jetstream():
+    with JetStreamCluster(1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", pytest.param("kv", marks=pytest.mark.slow)])
+def store(request, tmp_path):
+    """Each identity store, opened as a broker opens it (the KV one: a bucket of its own)."""
+    if request.param == "sqlite":
+        opened: BaseIdentityStore = IdentityStore(
+            tmp_path / "mq9-identities.sqlite3", clock=lambda: 1_700_000_000
+        )
+    else:
+        servers = request.getfixturevalue("lone_jetstream").urls
+        stream = f"T{uuid.uuid4().hex[:12]}"
+        opened = KvIdentityStore(servers, stream=stream, clock=lambda: 1_700_000_000)
+        opened.reopen = lambda: KvIdentityStore(servers, stream=stream, watch=False)  # type: ignore[attr-defined]
     yield opened
     opened.close()
+
+
+def another_process(store: BaseIdentityStore) -> BaseIdentityStore:
+    """The same store as the ``credentials`` command (another process) opens it."""
+    if isinstance(store, IdentityStore):
+        return IdentityStore(store.path)
+    return store.reopen()  # type: ignore[attr-defined, no-any-return]
+
+
+def until_seen(store: BaseIdentityStore, change) -> None:
+    """Until ``store``, a broker's, reads ``change`` (a test of what it knows) as true: at its
+    next look for SQLite, when its watch delivers it for KV (bounded)."""
+    if isinstance(store, IdentityStore):
+        store.monotonic = lambda: time.monotonic() + LOOK_EVERY  # the next look is due
+    deadline = time.monotonic() + WAIT
+    while not change():
+        assert time.monotonic() < deadline, "the change did not reach the store"
+        time.sleep(0.01)
+
+
+def last_seen(store: BaseIdentityStore) -> int | None:
+    """The one credential's last login, once the store holds it (KV notes it unawaited)."""
+    deadline = time.monotonic() + WAIT
+    while (found := store.listing()[0].last_seen) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found
 
 
 # -- the credential store -------------------------------------------------------------------------
 
 
-def test_a_secret_is_shown_once_and_kept_only_as_its_hash(store):
+def test_a_secret_is_shown_once_and_kept_only_as_its_hash(tmp_path):
+    store = IdentityStore(tmp_path / "mq9-identities.sqlite3")
     secret = store.issue("alice", "billing worker")
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", secret)  # 32 bytes, base64url, no padding
     assert len(base64.urlsafe_b64decode(secret + "=")) == 32
@@ -44,6 +97,21 @@ def test_a_secret_is_shown_once_and_kept_only_as_its_hash(store):
     kept = b"".join(f.read_bytes() for f in store.path.parent.iterdir())
     assert secret.encode() not in kept
     assert store.path.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.slow
+def test_the_bucket_keeps_only_the_hash_too(lone_jetstream):
+    store = KvIdentityStore(lone_jetstream.urls, stream=f"T{uuid.uuid4().hex[:12]}")
+    try:
+        secret = store.issue("alice", "billing worker")
+        store.seen("alice")
+        last_seen(store)
+        kept = b"".join(
+            store._ask(store._read_all(kind)).__repr__().encode() for kind in ("cred", "seen")
+        )
+        assert b"sha256" in kept and secret.encode() not in kept
+    finally:
+        store.close()
 
 
 def test_verify_takes_the_secret_and_nothing_else(store):
@@ -75,6 +143,36 @@ def test_names_that_cannot_be_a_login_are_refused(store, bad):
         store.issue(bad)
 
 
+def test_a_revocation_by_another_process_reaches_the_broker(store):
+    store.issue("alice")
+    assert store.active("alice")
+    other = another_process(store)
+    other.revoke("alice")
+    other.close()
+    until_seen(store, lambda: not store.active("alice"))
+    assert store.take_revoked() == {"alice"}
+    assert store.take_revoked() == set()
+
+
+def test_a_credential_issued_by_another_process_logs_in_at_once(store):
+    other = another_process(store)
+    secret = other.issue("alice")
+    other.close()
+    assert store.verify("alice", secret)  # asked of the store itself when not known yet
+
+
+async def test_an_owner_record_is_never_given_to_another(store):
+    await store.own_mailbox("box", "alice")
+    await store.own_mailbox("box", "alice")  # the same record again: nothing to do
+    with pytest.raises(CredentialError, match="another agent"):
+        await store.own_mailbox("box", "bob")
+    await store.own_agent("agent.a", "alice")
+    with pytest.raises(CredentialError, match="another agent"):
+        await store.own_agent("agent.a", "bob")
+    await store.grant_send("mq9.calls.x", "bob")
+    assert store.owners() == ({"box": "alice"}, {"agent.a": "alice"}, {"mq9.calls.x": {"bob"}})
+
+
 def test_a_revocation_by_another_process_counts_at_the_next_look(tmp_path):
     now = [100.0]
     store = IdentityStore(tmp_path / "mq9-identities.sqlite3", monotonic=lambda: now[0])
@@ -94,6 +192,7 @@ def test_a_revocation_by_another_process_counts_at_the_next_look(tmp_path):
 def test_list_shows_no_secret(store):
     secret = store.issue("alice", "worker")
     store.seen("alice")
+    last_seen(store)
     (row,) = store.listing()
     assert (row.id, row.label, row.created, row.revoked, row.last_seen) == (
         "alice",
@@ -131,7 +230,7 @@ def test_a_login_with_a_valid_credential_gets_the_contract_permissions(store):
     assert user["exp"] == 1_700_000_000 + 3600
     assert user["nats"]["pub"] == {"allow": ["$mq9.U.alice.>", "$mq9.AI.>"]}
     assert user["nats"]["sub"] == {"allow": ["_INBOX.alice.>"]}
-    assert store.listing()[0].last_seen == 1_700_000_000
+    assert last_seen(store) == 1_700_000_000
 
 
 @pytest.mark.parametrize(
@@ -340,10 +439,10 @@ async def test_what_nobody_owns_is_nobodys(agents):
 
 async def test_a_revoked_credential_is_refused_at_its_next_request(agents, store):
     await agents("alice", p.MAILBOX_CREATE, {"name": "agent.alice"})
-    other = IdentityStore(store.path)
+    other = another_process(store)
     other.revoke("alice")
     other.close()
-    store.monotonic = lambda: time.monotonic() + LOOK_EVERY  # the next look is due
+    until_seen(store, lambda: not store.active("alice"))
     _refused(await agents("alice", p.MSG_FETCH + "agent.alice", {}), "credential revoked")
     assert (await agents("bob", p.MSG_SEND + "agent.alice", b"x"))["error"] == ""
 
@@ -400,3 +499,22 @@ async def test_a_large_card_is_owned_and_a_body_over_the_limit_is_refused_unread
     listing = await agents("carol", p.AGENT_DISCOVER, {})
     (entry,) = listing["agents"]
     assert "xxxx" in json.dumps(entry)
+
+
+@pytest.mark.slow
+async def test_an_owner_record_the_cluster_did_not_keep_is_said_and_owns_nothing(lone_jetstream):
+    """The bucket is gone under the broker (deleted by hand, say): a CREATE is done by the
+    engine but its record cannot be kept, and the answer says so; the mailbox is nobody's
+    rather than open to all."""
+    store = KvIdentityStore(lone_jetstream.urls, stream=f"T{uuid.uuid4().hex[:12]}")
+    try:
+        store.issue("alice"), store.issue("bob")
+        engine = BrokerEngine()
+        agents = Agents(Identities(store, engine), engine)
+        store._ask(store._js.delete_key_value(store.bucket))
+        made = await agents("alice", p.MAILBOX_CREATE, {"name": "lost.box"})
+        _refused(made, "CREATE done, but it could not be recorded as yours")
+        _refused(await agents("alice", p.MSG_FETCH + "lost.box", {}), "has no owner")
+        _refused(await agents("bob", p.MSG_FETCH + "lost.box", {}), "has no owner")
+    finally:
+        store.close()

@@ -71,7 +71,11 @@ def test_revoke_and_the_errors_an_operator_can_meet(tmp_path, capsys):
     ("argv", "words"),
     [
         (["--credentials"], "--data PATH"),
-        (["--credentials", "--nats", "nats://127.0.0.1:1"], "drop --nats"),
+        (["--credentials", "--nats", "nats://127.0.0.1:1"], "add --store jetstream"),
+        (
+            ["--credentials", "--nats", "nats://127.0.0.1:1", "--store", "jetstream"],
+            "needs DIR: run 'mq9-dev-broker credentials setup DIR'",
+        ),
     ],
 )
 def test_the_broker_says_what_credentials_need(capsys, argv, words):
@@ -103,3 +107,43 @@ def test_credentials_dir_names_where_they_are_kept(tmp_path):
     assert beside is not None and beside.store.path == tmp_path / "mq9-identities.sqlite3"
     beside.store.close()
     assert identities_for(Namespace(credentials=None, nats=None, data=None), BrokerEngine()) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (("issue", "a", "--data", "x", "--nats", "nats://127.0.0.1:1"), "needs --credentials DIR"),
+        (("issue", "a", "--store", "jetstream", "--data", "x"), "needs --nats URL"),
+        (("list", "--credentials", "{dir}", "--nats", "nats://127.0.0.1:1"), "credentials setup"),
+    ],
+)
+def test_the_cluster_commands_say_what_they_need(tmp_path, capsys, argv, words):
+    argv = tuple(arg.replace("{dir}", str(tmp_path)) for arg in argv)
+    status, _, err = _run(capsys, "credentials", *argv)
+    assert status == 1 and words in err, err
+
+
+def test_setup_writes_the_issuer_once_and_prints_the_servers_config(tmp_path, capsys):
+    status, config, err = _run(capsys, "credentials", "setup", str(tmp_path / "auth"))
+    assert status == 0 and "readable by you only" in err
+    assert "auth_callout" in config and "jetstream: enabled" in config
+    assert (tmp_path / "auth" / "mq9-callout.json").stat().st_mode & 0o077 == 0
+    status, again, err = _run(capsys, "credentials", "setup", str(tmp_path / "auth"))
+    assert status == 0 and again == config and "kept" in err
+
+
+def test_a_cluster_broker_needs_the_setup_dir(tmp_path):
+    from argparse import Namespace
+
+    from langchain_mq9.broker.cli import _cluster_issuer
+    from langchain_mq9.broker.credentials import CredentialError
+
+    assert _cluster_issuer(Namespace(credentials=None)) is None
+    with pytest.raises(CredentialError, match="needs DIR"):
+        _cluster_issuer(Namespace(credentials=""))
+    with pytest.raises(CredentialError, match="credentials setup"):
+        _cluster_issuer(Namespace(credentials=str(tmp_path)))
+    (tmp_path / "mq9-callout.json").write_text('{"issuer_seed": "not a seed"}')
+    with pytest.raises(CredentialError, match="not a setup file") as refused:
+        _cluster_issuer(Namespace(credentials=str(tmp_path)))
+    assert "not a seed" not in str(refused.value)

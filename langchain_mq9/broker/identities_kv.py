@@ -1,0 +1,391 @@
+"""The identities of an enforcing broker kept on its NATS cluster (``--store jetstream
+--credentials DIR``): ``KvIdentityStore``, the credential store of credentials.py in a
+JetStream key-value bucket ``<stream>_IDENTITIES``, replicated like the state stream, so that a
+standby broker taking over (standby.py) enforces the same ownership and revocations.
+
+It sits beside credentials.py rather than under storage/: it is one of the two identity stores
+(the interface ``BaseIdentityStore``), not the engine's state (storage/base.py); like the
+standby's leader lock, it asks NATS from a loop of its own (storage/loop_thread.py), so that a
+request waiting on it never waits on the serving loop, nor the reverse.
+
+Keys (a KV key allows only ``[-/_=.a-zA-Z0-9]``; a mailbox or agent name may hold any
+character and be of any length, so it is keyed by its SHA-256 and kept in the value):
+
+- ``cred.<id>``: ``{"sha256", "label", "created", "revoked"}`` (an id is ``[A-Za-z0-9_-]``);
+- ``seen.<id>``: the last login, Unix seconds (a key of its own: a login never writes over a
+  revocation made meanwhile);
+- ``mailbox.<sha256(name)>`` and ``agent.<sha256(name)>``: ``{"name", "principal"}``;
+- ``grant.<sha256(mailbox)>.<principal>``: ``{"mailbox", "principal"}``.
+
+An ownership record is created, never overwritten (KV ``create``): a broker that did not know
+of a record (written late by the broker before it) learns that the name is another's, and says
+so, rather than taking it. Each is acknowledged by a quorum of the bucket's replicas before the
+answer that made it goes out.
+
+Revocations reach a broker by a watch on ``cred.>``: the copy ``active`` reads is updated as
+JetStream delivers the change, a few milliseconds after ``revoke`` returned (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ..client.redaction import describe
+from .credentials import BaseIdentityStore, Credential, CredentialError, _hash, check_id, new_secret
+from .storage.loop_thread import LoopThread
+
+log = logging.getLogger("langchain_mq9.broker.identities")
+
+T = TypeVar("T")
+
+BUCKET_SUFFIX = "_IDENTITIES"
+OPEN_TIMEOUT = 20.0  # a cluster just started elects its JetStream leader first
+ASK_TIMEOUT = 10.0  # one read or write: longer than a stream leader election (4-8 s measured)
+_POLL = 0.25
+
+
+def identities_bucket(stream: str) -> str:
+    """The key-value bucket holding the identities of the broker on ``stream``."""
+    return stream + BUCKET_SUFFIX
+
+
+def _keyed(kind: str, name: str) -> str:
+    return f"{kind}.{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+class KvIdentityStore(BaseIdentityStore):
+    """The identities in the bucket of ``stream`` on the NATS servers ``servers`` (URLs that
+    log in as the broker's user). ``replicas``: the bucket's when this store creates it
+    (None: 3 when the cluster has 3 or more servers, else 1). ``watch``: follow revocations
+    (a broker); the ``credentials`` command only reads and writes."""
+
+    def __init__(
+        self,
+        servers: list[str],
+        *,
+        stream: str,
+        replicas: int | None = None,
+        watch: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(clock)
+        self.bucket = identities_bucket(stream)
+        self.where = f"JetStream bucket {self.bucket}"
+        self._own = LoopThread("mq9-identities")
+        self._nc: Any = None
+        self._following: asyncio.Future[None] | None = None
+        try:
+            self._ask(self._open(servers, replicas), OPEN_TIMEOUT * 2)
+            if watch:
+                self._ask(self._follow_credentials(), OPEN_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- asking the bucket, from any thread or loop --------------------------------------------
+
+    def _ask(self, work: Coroutine[Any, Any, T], timeout: float = ASK_TIMEOUT) -> T:
+        """``work``'s result (run on the store's loop), waited for from another thread."""
+        future = asyncio.run_coroutine_threadsafe(self._plainly(work), self._own.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise CredentialError(f"{self.where} did not answer within {timeout:g} s") from None
+
+    async def _ask_async(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work``'s result, awaited from another event loop (the serving one)."""
+        future = asyncio.run_coroutine_threadsafe(self._plainly(work), self._own.loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), ASK_TIMEOUT)
+        except TimeoutError:
+            raise CredentialError(f"{self.where} did not answer within {ASK_TIMEOUT:g} s") from None
+
+    async def _plainly(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work``, failing with ``CredentialError`` only (its text has no URL's secret)."""
+        try:
+            return await work
+        except CredentialError:
+            raise
+        except Exception as exc:
+            raise CredentialError(f"{self.where}: {describe(exc)}") from None
+
+    async def _open(self, servers: list[str], replicas: int | None) -> None:
+        import nats
+        from nats.errors import NoRespondersError
+        from nats.js.api import KeyValueConfig, StorageType
+        from nats.js.errors import BucketNotFoundError
+
+        try:
+            self._nc = await nats.connect(
+                servers, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.25
+            )
+        except Exception as exc:
+            raise CredentialError(
+                f"cannot connect to NATS as the broker's user: {describe(exc)} (are the servers "
+                "configured with the block 'mq9-dev-broker credentials setup DIR' printed, "
+                "from this DIR?)"
+            ) from None
+        self._js = self._nc.jetstream(timeout=ASK_TIMEOUT)
+        if replicas is None:  # the servers the cluster told of, each counted once
+            known = {(uri.hostname, uri.port) for uri in self._nc.servers}
+            replicas = 3 if len(known) >= 3 else 1
+        config = KeyValueConfig(
+            bucket=self.bucket,
+            history=1,
+            replicas=replicas,
+            storage=StorageType.FILE,
+            description="mq9 credentials (hashes) and who owns what",
+        )
+        deadline = self._own.loop.time() + OPEN_TIMEOUT
+        while True:  # a cluster just started elects its JetStream leader, and finds its peers
+            try:
+                try:
+                    self._kv = await self._js.key_value(self.bucket)
+                except BucketNotFoundError:
+                    self._kv = await self._js.create_key_value(config)
+                return
+            except Exception as exc:  # no responders: no JetStream for the broker's user
+                if isinstance(exc, NoRespondersError) or self._own.loop.time() >= deadline:
+                    raise CredentialError(
+                        f"JetStream is not available for the broker's user: {describe(exc)} "
+                        "(the servers' config from 'mq9-dev-broker credentials setup' enables "
+                        "it; the servers need a jetstream block too)"
+                    ) from None
+                await asyncio.sleep(_POLL)
+
+    async def _follow_credentials(self) -> None:
+        """Start the watch on ``cred.>``; returns once what the bucket holds was read."""
+        self._watcher = await self._kv.watch("cred.>")
+        ready = asyncio.get_running_loop().create_future()
+        self._following = asyncio.ensure_future(self._follow(self._watcher, ready))
+        await asyncio.wait_for(ready, OPEN_TIMEOUT)
+
+    async def _stop_following(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
+            with contextlib.suppress(Exception):  # its subscription's tasks end with it
+                await self._watcher.stop()
+
+    async def _follow(self, watcher: Any, ready: asyncio.Future[None]) -> None:
+        async for entry in watcher:
+            if entry is None:  # what was there is read: from now on, changes as they come
+                if not ready.done():
+                    ready.set_result(None)
+                continue
+            known = _credential(entry.key, entry.value)
+            if known is not None:
+                self._learn({known[0]: (known[1]["sha256"], known[1]["revoked"] is not None)})
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a store that failed to open has less to stop
+            self._own.run(self._stop_following(), 5)
+        self._own.close(self._nc)
+
+    # -- what the broker reads ---------------------------------------------------------------
+
+    def _look(self) -> None:
+        """Nothing to ask: the watch keeps the copy current."""
+
+    def refresh(self) -> None:
+        """Nothing to ask: the watch keeps the copy current."""
+
+    def _current(self, credential_id: str) -> tuple[str, bool] | None:
+        known = self._credentials.get(credential_id)
+        if known is not None:
+            return known
+        try:  # issued a moment ago, maybe: the watch may not have brought it yet
+            record = self._ask(self._get_credential(credential_id))
+        except CredentialError as exc:
+            log.warning("could not check credential %r: %s", credential_id, exc)
+            return None
+        return None if record is None else (record["sha256"], record["revoked"] is not None)
+
+    async def _get_credential(self, credential_id: str) -> dict[str, Any] | None:
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await self._kv.get(f"cred.{credential_id}")
+        except KeyNotFoundError:
+            return None
+        found = _credential(entry.key, entry.value)
+        return None if found is None else found[1]
+
+    def seen(self, credential_id: str) -> None:
+        """Written without waiting (a login is answered at once); a failure is logged."""
+        asyncio.run_coroutine_threadsafe(self._note_seen(credential_id), self._own.loop)
+
+    async def _note_seen(self, credential_id: str) -> None:
+        try:
+            await self._kv.put(f"seen.{credential_id}", str(int(self.clock())).encode())
+        except Exception as exc:
+            log.debug("could not note %r's login: %s", credential_id, describe(exc))
+
+    # -- what the operator does --------------------------------------------------------------
+
+    def issue(self, credential_id: str, label: str = "") -> str:
+        check_id(credential_id)
+        secret = new_secret()
+        sha256 = _hash(secret)
+        record = {"sha256": sha256, "label": label, "created": int(self.clock()), "revoked": None}
+        self._ask(self._issue(credential_id, record))
+        self._learn({credential_id: (sha256, False)})
+        return secret
+
+    async def _issue(self, credential_id: str, record: dict[str, Any]) -> None:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        key, value = f"cred.{credential_id}", json.dumps(record).encode()
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            entry = None
+        found = None if entry is None else _credential(entry.key, entry.value)
+        if found is not None and found[1]["revoked"] is None:
+            raise CredentialError(
+                f"credential {credential_id!r} exists and is not revoked: revoke it first "
+                "to issue a new secret"
+            )
+        try:
+            if entry is None:
+                await self._kv.create(key, value)
+            else:
+                await self._kv.update(key, value, last=entry.revision)
+        except KeyWrongLastSequenceError:
+            raise CredentialError(
+                f"credential {credential_id!r} changed meanwhile: try again"
+            ) from None
+
+    def revoke(self, credential_id: str) -> None:
+        sha256 = self._ask(self._revoke(credential_id))
+        self._learn({credential_id: (sha256, True)})
+
+    async def _revoke(self, credential_id: str) -> str:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        key = f"cred.{credential_id}"
+        while True:  # another change in between: read it again
+            try:
+                entry = await self._kv.get(key)
+            except KeyNotFoundError:
+                entry = None
+            found = None if entry is None else _credential(entry.key, entry.value)
+            if entry is None or found is None:
+                raise CredentialError(f"no credential {credential_id!r} in {self.where}")
+            record = found[1]
+            if record["revoked"] is not None:
+                return str(record["sha256"])  # revoked already: nothing more to do
+            record["revoked"] = int(self.clock())
+            try:
+                await self._kv.update(key, json.dumps(record).encode(), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return str(record["sha256"])
+
+    def listing(self) -> list[Credential]:
+        credentials = self._ask(self._read_all("cred"))
+        seen = self._ask(self._read_all("seen"))
+        rows = []
+        for key, value in sorted(credentials.items()):
+            found = _credential(key, value)
+            if found is None:
+                continue
+            cid, record = found
+            last = seen.get(f"seen.{cid}")
+            rows.append(
+                Credential(
+                    cid,
+                    str(record.get("label", "")),
+                    int(record.get("created", 0)),
+                    record["revoked"],
+                    int(last) if last else None,
+                )
+            )
+        return rows
+
+    async def _read_all(self, kind: str) -> dict[str, bytes]:
+        """Every key ``<kind>.…`` with its value, as the bucket holds them now."""
+        watcher = await self._kv.watch(f"{kind}.>", ignore_deletes=True)
+        found: dict[str, bytes] = {}
+        try:
+            while (entry := await watcher.updates(ASK_TIMEOUT)) is not None:
+                found[entry.key] = entry.value
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        return found
+
+    # -- ownership records ---------------------------------------------------------------------
+
+    def owners(self) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+        mailboxes = {
+            r["name"]: r["principal"]
+            for r in _records(self._ask(self._read_all("mailbox")), "name")
+        }
+        agents = {
+            r["name"]: r["principal"] for r in _records(self._ask(self._read_all("agent")), "name")
+        }
+        grants: dict[str, set[str]] = {}
+        for r in _records(self._ask(self._read_all("grant")), "mailbox"):
+            grants.setdefault(r["mailbox"], set()).add(r["principal"])
+        return mailboxes, agents, grants
+
+    async def own_mailbox(self, mailbox: str, principal: str) -> None:
+        record = {"name": mailbox, "principal": principal}
+        await self._ask_async(self._record(_keyed("mailbox", mailbox), record))
+
+    async def own_agent(self, name: str, principal: str) -> None:
+        record = {"name": name, "principal": principal}
+        await self._ask_async(self._record(_keyed("agent", name), record))
+
+    async def grant_send(self, mailbox: str, principal: str) -> None:
+        record = {"mailbox": mailbox, "principal": principal}
+        await self._ask_async(self._record(f"{_keyed('grant', mailbox)}.{principal}", record))
+
+    async def _record(self, key: str, record: dict[str, str]) -> None:
+        """Create ``key``; one there already holding the same principal is the same record."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        try:
+            await self._kv.create(key, json.dumps(record).encode())
+        except KeyWrongLastSequenceError:
+            entry = await self._kv.get(key)
+            if json.loads(entry.value).get("principal") != record["principal"]:
+                raise CredentialError("it is recorded as another agent's") from None
+
+
+def _credential(key: str, value: bytes | None) -> tuple[str, dict[str, Any]] | None:
+    """``(id, record)`` of a ``cred.<id>`` entry, or None for what is not one (a deleted key,
+    a value no version of this module wrote)."""
+    try:
+        record = json.loads(value or b"")
+        if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+            return None
+    except ValueError:
+        return None
+    record.setdefault("revoked", None)
+    return key.removeprefix("cred."), record
+
+
+def _records(values: dict[str, bytes], name: str) -> list[dict[str, str]]:
+    """The ownership records among ``values`` (those unreadable are skipped, and logged)."""
+    found = []
+    for key, value in values.items():
+        try:
+            record = json.loads(value)
+            if isinstance(record.get(name), str) and isinstance(record.get("principal"), str):
+                found.append(record)
+                continue
+        except (ValueError, AttributeError):
+            pass
+        log.warning("skipped an unreadable ownership record %s", key)
+    return found
