@@ -159,6 +159,7 @@ class SqliteStorage(Storage):
             raise StorageError(f"cannot open the data file {path}: {exc}") from None
         try:
             self._open()
+            self._writer = self._db.cursor()  # every write's: no cursor made per statement
         except sqlite3.Error as exc:
             self._db.close()
             if sqlite_busy(exc):
@@ -227,19 +228,19 @@ class SqliteStorage(Storage):
         """One transaction (a test's full disk overrides ``_execute``). BEGIN and COMMIT as
         statements: the sqlite3 module's own (``with db:``) prepares its BEGIN anew for each
         transaction, a tenth of a SEND's commit on the wire."""
-        db = self._db
-        db.execute("BEGIN")
+        db, writer = self._db, self._writer
+        writer.execute("BEGIN")
         try:
             for sql, params in ops:
                 self._execute(sql, params)
-            db.execute("COMMIT")
+            writer.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # a failed COMMIT may have rolled back already
                 db.rollback()
             raise
 
     def _execute(self, sql: str, params: _Params) -> None:
-        self._db.execute(sql, params)
+        self._writer.execute(sql, params)
 
     def _note(self, sql: str, *params: object) -> None:
         """Keep a statement for the request's transaction."""
