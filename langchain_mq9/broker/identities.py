@@ -488,6 +488,11 @@ class Identities:
 
         return gated
 
+    def requester(self, reply: str) -> str:
+        """Whose turn a request of ``reply`` (passed by ``gate``) takes: its agent's, however
+        many inboxes the agent makes up (``_INBOX.<principal>``)."""
+        return f"_INBOX.{answers_to(reply)}"
+
     def _drop(self, msg: Msg) -> None:
         self.dropped += 1
         now = time.monotonic()

@@ -136,7 +136,7 @@ class NatsService:
         if not command.costly(msg.data):
             self._start(msg)
             return
-        who = requester(msg.reply or "")  # what needs no answer shares one requester
+        who = self._requester(msg.reply or "")  # what needs no answer shares one requester
         if self._may_run(who):  # then nothing waits that could run: it would be running
             self._run(msg, who)
             return
@@ -148,6 +148,14 @@ class NatsService:
             return
         if msg.reply:  # else nobody to tell
             await self._reply(msg, self._too_many_waiting(mine))
+
+    def _requester(self, reply: str) -> str:
+        """Who asks: on an enforcing broker the agent (#53: its gate let through only replies
+        to the agent's own inboxes, of which it may make up any number), else as far as the
+        reply subject shows."""
+        if self.identities is not None:
+            return self.identities.requester(reply)
+        return requester(reply)
 
     def _too_many_waiting(self, mine: int) -> bytes:
         waiting = f"{mine} of your" if mine >= self.waiting else f"{self._queued_in_all}"
@@ -224,7 +232,7 @@ class NatsService:
             )
         if self.pacer is not None and len(reply) > BULK_ANSWER:
             try:
-                await self.pacer.admit(requester(msg.reply), len(reply))
+                await self.pacer.admit(self._requester(msg.reply), len(reply))
             except Backlog as exc:  # too much waits already: say so now, keep nothing
                 reply = p.encode(p.ERROR_REPLY.write(error=str(exc)))
         await self._reply(msg, reply)

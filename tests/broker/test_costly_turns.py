@@ -15,9 +15,14 @@ import asyncio
 import json
 
 import nats
+import pytest
+from credentials_support import as_principal, ask, ok
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker.credentials import IdentityStore
+from langchain_mq9.broker.identities import Identities
+from langchain_mq9.broker.nats_process import start_nats_server
 from langchain_mq9.broker.serve import NatsService
 
 BOX = "turns.box"
@@ -271,3 +276,55 @@ async def test_a_stopped_service_answers_what_runs_and_what_waits(nats_server):
         await service.stop()
         for opened in (connection, main):
             await opened.close()
+
+
+async def test_an_agent_making_up_inboxes_takes_its_own_turns_only(tmp_path):
+    """#53's broker knows who asks: alice, logged in, may make up any reply inbox under her
+    own (``_INBOX.alice.<anything>``), and floods costly QUERYs each under a new one; they are
+    all hers: `waiting` of them wait, the rest are refused in her words, and bob's QUERY still
+    waits its turn and is answered (keyed by inbox, alice's flood filled what waits in all and
+    bob was refused)."""
+    pytest.importorskip("nkeys")  # the credentials extra
+    store = IdentityStore(tmp_path / "ids.sqlite3")
+    secrets = {name: store.issue(name) for name in ("alice", "bob")}
+    engine = HeldEngine()
+    identities = Identities(store, engine)
+    server = start_nats_server(config_text=identities.issuer.server_config())
+    connections = []
+    try:
+        await identities.start(server.url)
+        main = await nats.connect(server.url, **identities.broker_login())
+        connections.append(main)
+        service = NatsService(engine, main, identities=identities)
+        service.at_once, service.waiting, service.waiting_in_all = 1, 4, 10
+        service.running_in_all = 1
+        await service.start()
+        agents = {}
+        for name, secret in secrets.items():
+            agents[name] = await nats.connect(
+                server.url.replace("nats://", f"nats://{name}:{secret}@"),
+                inbox_prefix=f"_INBOX.{name}".encode(),
+            )
+            connections.append(agents[name])
+            await ok(agents[name], name, p.MAILBOX_CREATE, {"name": f"{name}.box"})
+        alice, bob = agents["alice"], agents["bob"]
+        answers: asyncio.Queue = asyncio.Queue()
+        await alice.subscribe("_INBOX.alice.flood.>", cb=answers.put)
+        subject = as_principal("alice", p.query_subject("alice.box"))
+        for i in range(30):  # 1 runs, 4 wait, 25 refused
+            await alice.publish(subject, QUERY, reply=f"_INBOX.alice.flood.{i}.0")
+        await alice.flush()
+        refused = [json.loads((await asyncio.wait_for(answers.get(), 5)).data) for _ in range(25)]
+        assert all(r["error"].startswith("4 of your requests") for r in refused), refused
+        bobs = asyncio.ensure_future(ask(bob, "bob", p.query_subject("bob.box"), QUERY))
+        await _until(lambda: service._queued_in_all == 5)  # bob's waits its turn
+        engine.go.set()
+        assert (await bobs)["error"] == ""
+        answered = [json.loads((await asyncio.wait_for(answers.get(), 5)).data) for _ in range(5)]
+        assert [a["error"] for a in answered] == [""] * 5
+        await service.stop()
+    finally:
+        for connection in connections:
+            await connection.close()
+        await identities.stop()
+        server.stop()
