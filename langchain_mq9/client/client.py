@@ -29,6 +29,7 @@ from ..protocol.errors import (
     MailboxExists,
     MalformedReply,
     Mq9Error,
+    NoBroker,
     NotConnected,
     PayloadTooLarge,
     SearchIndexEmpty,
@@ -773,7 +774,11 @@ def _traced(mail_address: str, handler: Handler) -> Handler:
 
 
 def _stored_nothing(exc: Mq9Error) -> bool:
-    """Whether a failed SEND certainly stored nothing (so it may be sent again)."""
+    """Whether a failed SEND certainly stored nothing (so it may be sent again): no broker
+    had it (NATS said nothing listens: between two brokers' turns on a cluster, say), or the
+    cluster said so."""
+    if isinstance(exc, NoBroker):
+        return True
     return isinstance(exc, ClusterUnavailable) and exc.stored_nothing
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from langchain_mq9 import MailboxNotFound, Mq9Client, Mq9Error, Priority
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
 from langchain_mq9.client.transport import NOT_CONNECTED
 from langchain_mq9.operations.catalog import explain
@@ -858,3 +858,23 @@ async def test_serde_forms_and_texts_as_robustmq_answers_them(broker, subject, b
     await raw_ok(broker, p.MAILBOX_CREATE, p.encode({"name": BOX}))
     reply = await broker.raw(subject, body)
     assert reply["error"].split(" at line ")[0] == error, reply
+
+
+async def test_a_send_while_no_broker_serves_waits_for_one_within_its_timeout(bare_nats):
+    """NATS says nothing listens (between two brokers' turns on a cluster): the SEND reached
+    no one, so it is sent again until a broker serves, within ``request_timeout``, and stored
+    once."""
+    async with Mq9Client(bare_nats.url, request_timeout=10) as client:
+        sending = asyncio.ensure_future(client.send("late.box", "hello"))
+        await asyncio.sleep(0.3)  # several tries find nobody
+        assert not sending.done()
+        engine = BrokerEngine()
+        await engine.handle(p.MAILBOX_CREATE, None, p.encode({"name": "late.box"}))
+        connection = await nats.connect(bare_nats.url)
+        service = await serve_on_nats(engine, connection)
+        try:
+            assert await asyncio.wait_for(sending, 10) == 0
+            assert [m.text() for m in await client.query("late.box")] == ["hello"]
+        finally:
+            await service.stop()
+            await connection.close()
