@@ -31,7 +31,8 @@ log = logging.getLogger("mcp_server")
 # The releases whose internals this module relies on (uvicorn's H11Protocol: conn, flow,
 # transport, connections, on_response_complete, shutdown; h11's Connection.next_event), from
 # the first tested up to (not including) the next that may rename them.
-SUPPORTED = {"uvicorn": ((0, 30), (1, 0)), "h11": ((0, 14), (1, 0))}
+# mcp: http_sessions.py closes an idle session through the session manager's own table
+SUPPORTED = {"uvicorn": ((0, 30), (1, 0)), "h11": ((0, 14), (1, 0)), "mcp": ((2, 3), (3, 0))}
 
 # How long a connection's request headers may take to arrive.
 HEADER_SECONDS = 10.0
@@ -51,14 +52,15 @@ RECEIVE_BUFFER = 128 * 1024
 
 
 def check_versions() -> None:
-    """Refuse to guard connections on a uvicorn or h11 this module was not written for."""
+    """Refuse to serve HTTP on a uvicorn, h11 or mcp whose internals this server was not
+    written for."""
     for package, (lowest, beyond) in SUPPORTED.items():
         found = version(package)
         release = tuple(int(part) for part in found.split(".")[:2] if part.isdigit())
         if not lowest <= release < beyond:
             wanted = f">={'.'.join(map(str, lowest))},<{'.'.join(map(str, beyond))}"
             raise RuntimeError(
-                f"mq9-mcp's HTTP connection guard relies on {package}'s internals as of "
+                f"mq9-mcp's HTTP server relies on {package}'s internals as of "
                 f"{package}{wanted}, not {found}: install {package}{wanted}"
             )
 

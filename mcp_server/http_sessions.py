@@ -64,7 +64,8 @@ class SessionLimits:
                 f"idle_timeout must be a positive number of seconds, got {idle_timeout}"
             )
         # Closing a session the client did not end has no public API in the SDK: its transport
-        # is terminated as a client's DELETE does, and the SDK then forgets it.
+        # is terminated as a client's DELETE does, and the SDK then forgets it (the versions
+        # this was written for: http_guard.SUPPORTED, checked before the server starts)
         if not isinstance(getattr(manager, "_server_instances", None), dict):
             raise RuntimeError(
                 "this version of the mcp SDK keeps its HTTP sessions where mq9-mcp cannot close "

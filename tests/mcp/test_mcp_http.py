@@ -157,13 +157,13 @@ def test_which_hosts_count_as_loopback(host, loopback):
     assert is_loopback(host) is loopback
 
 
-def test_the_connection_guard_refuses_a_uvicorn_or_h11_it_was_not_written_for(monkeypatch):
+def test_the_http_server_refuses_a_uvicorn_h11_or_mcp_it_was_not_written_for(monkeypatch):
     http_guard.check_versions()  # the installed ones
     installed = http_guard.version
-    for package in ("uvicorn", "h11"):
+    for package in ("uvicorn", "h11", "mcp"):
 
         def version(name: str, newer: str = package) -> str:
-            return "1.0.0" if name == newer else installed(name)
+            return "3.0.0" if name == newer else installed(name)
 
         monkeypatch.setattr(http_guard, "version", version)
         with pytest.raises(RuntimeError, match=f"install {package}>="):
