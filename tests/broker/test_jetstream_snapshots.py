@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import nats
 import pytest
 from store_lane import STATE_SERVER
-from test_durability import T0, engine_state
+from test_durability import CARDS, GROUPS, T0, engine_state, request_of
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
@@ -112,6 +112,60 @@ async def test_the_stream_stays_bounded_over_many_sends_and_deletes(streams):
     again = streams(4000)
     assert engine_state(again) == engine_state(engine)
     assert again.storage.restored["messages"] == 200
+
+
+# A state of every kind: live, expired and re-created mailboxes, messages of every field, one
+# replaced by key, the last ones deleted (msg_ids go on past them), group offsets, delayed
+# messages, agents with and without A2A cards, a card registered under another name
+EVERY_KIND = [
+    ("create", "a", 0),
+    ("create", "b.c", 5),
+    ("create", "gone", 5),
+    ("send", "a", "urgent", "k1", None, 2**64 - 1, ("x", "y")),
+    ("send", "a", "critical", "k1", None, None, ("x",)),
+    ("send", "a", "normal", None, None, 4, ()),
+    ("send", "b.c", "normal", "k2", None, None, ()),
+    ("send", "b.c", "normal", None, None, None, ()),
+    ("send", "a", "normal", None, 3600, None, ("x",)),  # delayed
+    ("send", "b.c", "urgent", None, 60, 30, ()),  # delayed, with a TTL
+    ("fetch", "a", "g1", 2, "earliest", False),
+    ("ack", "a", "g1", 1),
+    ("ack", "b.c", "g2", 0),
+    ("delete", "b.c", 1),
+    ("delete", "a", 2),
+    ("register", "m1", "text"),
+    ("register", "n1", CARDS[0]),
+    ("register", "m2", CARDS[1]),
+    ("register", "n2", "text"),
+    ("unregister", "n2"),
+    ("advance", 6),  # b.c and gone expire: their logs stay
+    ("create", "gone", 0),  # taken up again
+]
+READS = [
+    ("fetch", box, group, 4, "earliest", False) for box in ("a", "b.c", "gone") for group in GROUPS
+]
+
+
+async def test_a_state_of_every_kind_is_restored_exactly_from_a_snapshot(streams):
+    clock = ManualClock(T0)
+    engine = streams(1, clock)  # a snapshot as soon as the records since take its size
+    stream = engine.storage.stream
+    for op in EVERY_KIND:
+        if op[0] == "advance":
+            clock.advance(op[1])
+            continue
+        await engine.handle(*request_of(op))
+    covered = (await stream_state(stream)).last_seq
+    await ok(engine, p.MAILBOX_CREATE, {"name": "filler", "ttl": 0})
+    for i in range(200):  # until a snapshot taken after the state is complete
+        if (await stream_state(stream)).first_seq > covered:
+            break
+        await ok(engine, p.send_subject("filler"), f"filler {i}".encode())
+    assert (await stream_state(stream)).first_seq > covered  # the state's records are gone
+    restored = streams(1, clock)
+    assert engine_state(restored) == engine_state(engine)
+    for op in READS:  # the expired mailboxes' logs and the groups' offsets, as before
+        assert await restored.handle(*request_of(op)) == await engine.handle(*request_of(op)), op
 
 
 async def test_requests_made_while_snapshots_are_written_are_all_kept(streams):
