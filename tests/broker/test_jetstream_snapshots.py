@@ -21,8 +21,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
+import test_durability
 from store_lane import STATE_SERVER
 from test_durability import CARDS, GROUPS, T0, engine_state, request_of
+from test_jetstream_store import RESTART_TESTS, OnJetStream
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
@@ -33,6 +35,18 @@ pytestmark = pytest.mark.slow  # a nats-server process
 
 WAIT = 60.0  # bounded waits on real processes, generous for a busy 2-core machine
 BIG = 200_000  # a payload: 25 of them take 5 MB, a snapshot of 5 parts
+
+
+# test_durability.py's restart tests, with a snapshot as soon as the records since the last one
+# take its size (test_jetstream_store.py runs them without)
+globals().update({name: getattr(test_durability, name) for name in RESTART_TESTS})
+
+
+@pytest.fixture
+async def durable() -> AsyncIterator[OnJetStream]:
+    broker = OnJetStream(STATE_SERVER.urls, f"T{uuid.uuid4().hex[:12]}", snapshot_bytes=1)
+    yield broker
+    await STATE_SERVER.drop(broker.engine.storage)
 
 
 @pytest.fixture
