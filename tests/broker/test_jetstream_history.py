@@ -97,9 +97,8 @@ def test_any_history_answers_as_in_memory_and_is_restored_exactly(
         reader._next_retention_scan = memory._next_retention_scan
         asyncio.run(answer_alike(memory, reader, clock, afterwards))
         reader.storage.close()
-        again = on_stream(
-            clock, stream, snapshot_bytes
-        )  # what the restored engine changed was kept as well
+        # what the restored engine changed was kept as well
+        again = on_stream(clock, stream, snapshot_bytes)
         engines.append(again)
         assert engine_state(again) == engine_state(reader)
         assert alike(engine_state(again)) == alike(engine_state(memory))
