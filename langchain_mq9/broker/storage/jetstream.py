@@ -270,11 +270,15 @@ class JetStreamStorage(Storage):
             last = _Batch(loop.create_future())
             self._batches.append(last)
         last.add(change)
+        self._kick(loop)
         if self._snapshot is not None and self._snapshot.loop is not loop:
             self._snapshot = None  # of a loop that stopped serving: its rest never comes
         if self._snapshot_due():
-            self._take_snapshot(loop, last)
-        self._kick(loop)
+            try:
+                self._take_snapshot(loop, last)
+            except Exception:  # a bug, or a loop closing: the request's change goes on
+                log.exception("could not take a snapshot of the broker's state")
+                self._snapshot = None
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._publisher is None or self._publisher.done():
