@@ -234,6 +234,8 @@ class JetStreamStorage(Storage):
         self._writer_nc = self._writer_js = self._writer_loop = None
         if writer is not None and loop is not None and _running_on(loop):
             self._closing = loop.create_task(writer.close())  # closed on its own loop
+        if self._snapshot_write is not None:  # a snapshot's record: given up with the rest
+            self._snapshot_write.cancel()
         self._own.close(getattr(self, "_nc", None))
 
     # -- writing -------------------------------------------------------------------------------
