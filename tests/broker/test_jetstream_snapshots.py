@@ -3,10 +3,13 @@
 Now and then the serving broker writes its whole state into the stream, between the records of
 the requests that go on meanwhile, then purges what came before: the stream stays bounded, and
 a start or a takeover reads only the newest snapshot and the records after it. Here, on a real
-JetStream nats-server: the stream's size stays bounded over many SENDs and DELETEs; a takeover
-(fence, then a new broker) after many SENDs reads only the tail, also of a stream written before
-snapshots; a broker cut off mid-snapshot (its store closed) is restored exactly, its snapshot
-skipped; a stale broker's snapshot after a takeover's fence is refused and changes nothing.
+JetStream nats-server: a state of every kind is restored exactly from a snapshot (and
+test_durability.py's restart tests pass with a snapshot every few records); the stream's size
+stays bounded over many SENDs and DELETEs; requests made while snapshots are written are all
+kept; a takeover (fence, then a new broker) after many SENDs reads only the tail, also of a
+stream written before snapshots; a broker cut off mid-snapshot (its store closed, or its
+process SIGKILLed) is restored exactly, its snapshot skipped; a stale broker's snapshot after a
+takeover's fence is refused and changes nothing.
 That random histories are restored exactly with snapshots taken every few requests is
 tests/broker/test_jetstream_history.py's property test, with a small threshold.
 """
@@ -15,6 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -265,6 +272,65 @@ async def test_a_broker_cut_off_mid_snapshot_is_restored_exactly(streams, kind):
     assert engine_state(restored) == engine_state(writer)
     assert restored.storage.restored["messages"] == 21
     assert (await stream_state(stream)).first_seq == 1  # nothing purged
+
+
+# A broker process: 21 SENDs (the last takes a snapshot of 5 MB), then it waits to be killed
+SNAPSHOTTING_BROKER = f"""
+import asyncio, sys
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker.storage import JetStreamStorage
+
+async def main():
+    servers, stream = sys.argv[1].split(","), sys.argv[2]
+    storage = JetStreamStorage(servers, stream=stream, snapshot_bytes={20 * BIG})
+    engine = BrokerEngine(storage=storage)
+    await engine.handle(p.MAILBOX_CREATE, {{}}, p.encode({{"name": "box", "ttl": 0}}))
+    for i in range(21):
+        answer = await engine.handle(p.send_subject("box"), {{}}, bytes([65 + i]) * {BIG})
+        assert b'"error":""' in answer, answer
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_broker_killed_mid_snapshot_is_restored_exactly():
+    """SIGKILL once its snapshot's beginning is in the stream: the 21 acknowledged messages
+    are restored, every byte, and the snapshot is skipped."""
+    stream = f"SN{uuid.uuid4().hex[:10]}"
+    connection = await nats.connect(STATE_SERVER.urls)
+    killed = asyncio.Event()
+    started: list[subprocess.Popen] = []
+
+    async def watch(msg) -> None:
+        record = json.loads(msg.data.partition(b"\n")[0])
+        if record.get("snap", [None, None])[1] == "begin" and not killed.is_set():
+            os.kill(started[0].pid, signal.SIGKILL)
+            killed.set()
+
+    await connection.subscribe(f"mq9state.{stream.lower()}", cb=watch)
+    broker = subprocess.Popen(
+        [sys.executable, "-c", SNAPSHOTTING_BROKER, ",".join(STATE_SERVER.urls), stream]
+    )
+    started.append(broker)
+    try:
+        await asyncio.wait_for(killed.wait(), WAIT)
+    finally:
+        broker.kill()
+        broker.wait(WAIT)
+        await connection.close()
+    assert broker.returncode == -signal.SIGKILL
+    kinds = [found[2] for found in await snapshot_records(stream)]
+    assert "begin" in kinds and "end" not in kinds, kinds
+    restored = BrokerEngine(storage=JetStreamStorage(STATE_SERVER.urls, stream=stream))
+    try:
+        box = restored.topics["box"]
+        assert [(m.msg_id, m.payload) for m in box.messages.values()] == [
+            (i, bytes([65 + i]) * BIG) for i in range(21)
+        ]
+    finally:
+        await STATE_SERVER.drop(restored.storage)
 
 
 async def test_a_stale_brokers_snapshot_after_the_fence_is_refused_and_changes_nothing(
