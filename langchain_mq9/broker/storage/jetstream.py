@@ -25,13 +25,24 @@ wait in the batches behind it. When no retry is acknowledged in time, every requ
 answered with an error (``lost()``), and the engine restores itself from the stream, which is
 the truth, before it serves again (``BrokerEngine._check_usable``).
 
-What the engine asks synchronously (opening, ``restore``, which replays the stream from its
+What the engine asks synchronously (opening, ``restore``, which reads the stream from its
 first message, a change made outside any event loop) runs on this store's own event loop, on a
 thread of its own, with its own connection.
 
-Known limits (issue #55):
-- the stream is never compacted: a restore replays every record ever written (no snapshot);
-- one broker process per stream: a second one's writes make the first's fail (see above).
+Snapshots keep the stream bounded, and a restore short. Once the records written since the
+last snapshot take ``snapshot_bytes`` (8 MiB), or as many bytes as that snapshot if it took
+more, the serving broker takes the engine's state under the engine's lock (the containers
+copied, not the messages: about 2 ms at 100,000 messages), makes it into change records on another
+thread, and writes it between the requests' records: a beginning right after the record whose
+state it is, then one part after each batch of requests, then an end; each follows the last
+record like any other (``Nats-Expected-Last-Sequence``), so a stale broker's snapshot fails
+after a takeover's fence. Once its end is stored, the records before its beginning are purged.
+A restore reads on from the stream's first record: at a complete snapshot's end, the state is
+its parts and the records since its beginning; a snapshot without an end (its broker died, or
+was fenced) is skipped (see "snapshots" below). Streams written before snapshots read as before.
+
+Known limit (issue #55): one broker process per stream: a second one's writes make the first's
+fail (see above).
 
 The record (version 2): the UTF-8 JSON ``{"v": 2, "blobs": [n, ...], "changes": [ops, ...]}``,
 a newline, then the bytes of every payload and header the ops refer to: each request's ops
@@ -44,14 +55,16 @@ still read.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import gc
 import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ... import protocol as p
 from ...protocol import Priority
@@ -67,6 +80,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("langchain_mq9.broker")
 
 RECORD_VERSION = 2  # 1: one request's changes a record (still read)
+SNAPSHOT_VERSION = 3  # a snapshot's records: its begin, its parts, its end
+# A snapshot is written once the records written since the last one take this many bytes, or
+# as many as the last snapshot took if that is more (so writing snapshots costs at most about
+# as much as the records themselves)
+DEFAULT_SNAPSHOT_BYTES = 8 * 1024 * 1024
+# A snapshot's part takes this much at most (a message alone may take more, up to a record's
+# size): a request waits for one part at most, and a restore reads smaller JSON documents
+# (parts of 1 MB took longer to read back: the garbage collector's passes over the state)
+_PART_BYTES = 256 * 1024
 DEFAULT_STREAM = "MQ9_STATE"
 SUBJECT_PREFIX = "mq9state"
 # How long a transaction retries its publish: longer than a leader election (6.6 s measured)
@@ -103,18 +125,30 @@ class JetStreamStorage(Storage):
         replicas: int | None = None,
         stream: str = DEFAULT_STREAM,
         commit_timeout: float = DEFAULT_COMMIT_TIMEOUT,
+        snapshot_bytes: int | None = DEFAULT_SNAPSHOT_BYTES,
     ) -> None:
         if replicas is not None and not 1 <= replicas <= 5:
             raise ValueError("replicas must be 1 to 5 (JetStream's limit)")
+        if snapshot_bytes is not None and snapshot_bytes < 1:
+            raise ValueError("snapshot_bytes must be at least 1 (None: no snapshots)")
         self.servers = servers
         self.stream = stream
         self.subject = f"{SUBJECT_PREFIX}.{stream.lower()}"
         self.commit_timeout = commit_timeout
+        self.snapshot_bytes = snapshot_bytes
         self.restored: dict[str, int] = {}
+        self.records_read = 0  # the stream messages the last restore read
+        # The engine this store restored (a snapshot is taken of it), the snapshot under way,
+        # the bytes of the records written since the last complete one, and its own size
+        self._engine: Restorable | None = None
+        self._snapshot: _Snapshot | None = None
+        self._tail_bytes = 0
+        self._snapshot_size = 0
         # The changes of the request under way (told under the engine's lock)
         self._ops: list[list[Any]] = []
         self._blobs = bytearray()
         self._delayed_ids: dict[int, int] = {}  # engine heap seq -> the record's delayed id
+        self._held: dict[int, tuple[str, int, StoredMessage]] = {}  # delayed id -> its message
         self._next_delayed_id = 1
         self._last_seq = 0  # the stream's last record as this broker knows it
         self._writer_id = uuid.uuid4().hex  # with a count, each record's Nats-Msg-Id
@@ -123,6 +157,8 @@ class JetStreamStorage(Storage):
         # under way once ``sent``; each a record, its future set once JetStream acked it
         self._batches: deque[_Batch] = deque()
         self._publisher: asyncio.Task[None] | None = None
+        # A snapshot's record being written (on this store's own loop: ``flush`` waits for it)
+        self._snapshot_write: concurrent.futures.Future[int] | None = None
         self._lost: StorageError | None = None
         self._epoch = 0  # moved on by every loss and restore: a late ack then counts for nothing
         self._writer_nc: NatsClient | None = None
@@ -198,6 +234,8 @@ class JetStreamStorage(Storage):
         self._writer_nc = self._writer_js = self._writer_loop = None
         if writer is not None and loop is not None and _running_on(loop):
             self._closing = loop.create_task(writer.close())  # closed on its own loop
+        if self._snapshot_write is not None:  # a snapshot's record: given up with the rest
+            self._snapshot_write.cancel()
         self._own.close(getattr(self, "_nc", None))
 
     # -- writing -------------------------------------------------------------------------------
@@ -230,10 +268,21 @@ class JetStreamStorage(Storage):
             self._store_now(alone)
             return
         last = self._batches[-1] if self._batches else None
-        if last is None or last.sent or last.size + change.size > limit:
+        if last is None or last.sent or last.closed or last.size + change.size > limit:
             last = _Batch(loop.create_future())
             self._batches.append(last)
         last.add(change)
+        self._kick(loop)
+        if self._snapshot is not None and self._snapshot.loop is not loop:
+            self._snapshot = None  # of a loop that stopped serving: its rest never comes
+        if self._snapshot_due():
+            try:
+                self._take_snapshot(loop, last)
+            except Exception:  # a bug, or a loop closing: the request's change goes on
+                log.exception("could not take a snapshot of the broker's state")
+                self._snapshot = None
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._publisher is None or self._publisher.done():
             self._publisher = loop.create_task(self._publish_batches())
 
@@ -249,6 +298,10 @@ class JetStreamStorage(Storage):
         loop = self._batches[0].done.get_loop()
         if loop.is_running() and not _running_on(loop):
             return  # another thread's loop publishes them, shortly
+        writing = self._snapshot_write
+        if writing is not None:  # the record it follows (if it fails, so do these)
+            with contextlib.suppress(Exception):
+                writing.result(self.commit_timeout + _ATTEMPT_TIMEOUT)
         for batch in self._batches:
             self._store_now(batch)
         for batch in self._batches:
@@ -279,37 +332,141 @@ class JetStreamStorage(Storage):
 
     async def _publish_batches(self) -> None:
         """Publish the queued batches in order, one record each, one at a time: while one is
-        under way, the requests made meanwhile join the next."""
+        under way, the requests made meanwhile join the next. A snapshot under way goes
+        between them, one of its records after each batch: a request waits for one at most."""
         epoch = self._epoch
-        while self._batches and epoch == self._epoch:
-            batch = self._batches[0]
-            batch.sent = True
-            self._count += 1
-            try:
+        snapshot_turn = False
+        while epoch == self._epoch:
+            snapshot = self._snapshot
+            if snapshot is not None and snapshot.may_begin():
+                # right after the batch whose state it holds: the state as of this record
+                seq = await self._send(snapshot.begin, "a snapshot's beginning", epoch, own=True)
+                if seq is None:
+                    return
+                if self._snapshot is snapshot:  # not given up by a flush meanwhile
+                    snapshot.first_seq = seq
+                    self._tail_bytes = 0  # the records after it are its tail
+                continue
+            ready = snapshot is not None and snapshot.first_seq and snapshot.records
+            if self._batches and not (snapshot_turn and ready):
+                batch = self._batches[0]
+                batch.sent = True
+                record = batch.record()
+                if await self._send(record, f"{batch.changes} changes", epoch) is None:
+                    return
+                self._tail_bytes += len(record)
+                self._batches.popleft()
+                batch.done.set_result(None)
+            elif ready:
+                assert snapshot is not None
+                if not await self._write_snapshot_record(snapshot, epoch):
+                    return
+            else:
+                return
+            snapshot_turn = not snapshot_turn
+
+    async def _send(self, record: bytes, what: str, epoch: int, *, own: bool = False) -> int | None:
+        """Publish ``record`` after the last one; its sequence, or None when it failed (every
+        change not yet stored is then lost) or this store restored itself meanwhile.
+        ``own``: on this store's own loop (a snapshot's record, which ``flush``, called on this
+        loop, may have to wait for), else on a connection of this loop."""
+        self._count += 1
+        msg_id = f"{self._writer_id}-{self._count}"
+        try:
+            if own:
+                writing = asyncio.run_coroutine_threadsafe(
+                    self._store_own(record, msg_id, epoch), self._loop
+                )
+                self._snapshot_write = writing
+                seq = await asyncio.wrap_future(writing)
+            else:
                 js = await self._writer()
-                seq = await self._publish(js, batch.record(), f"{self._writer_id}-{self._count}")
-            except Exception as exc:  # a StorageError, or a bug: no request may wait forever
-                if not isinstance(exc, StorageError):
-                    log.exception("storing %d changes in JetStream failed", batch.changes)
-                if epoch == self._epoch:
-                    log.error("could not store %d changes in JetStream: %s", batch.changes, exc)
-                    self._lose(
-                        StorageError(
-                            f"the broker could not save the change, so it did not make it: {exc}"
-                        )
+                seq = await self._publish(js, record, msg_id)
+        except Exception as exc:  # a StorageError, or a bug: no request may wait forever
+            if not isinstance(exc, StorageError):
+                log.exception("storing %s in JetStream failed", what)
+            if epoch == self._epoch:
+                log.error("could not store %s in JetStream: %s", what, exc)
+                self._lose(
+                    StorageError(
+                        f"the broker could not save the change, so it did not make it: {exc}"
                     )
-                return
-            if epoch != self._epoch:  # restored meanwhile: the stream is the truth, re-read
-                return
-            self._last_seq = seq
-            self._batches.popleft()
-            batch.done.set_result(None)
+                )
+            return None
+        finally:
+            self._snapshot_write = None
+        if epoch != self._epoch:  # restored meanwhile: the stream is the truth, re-read
+            return None
+        self._last_seq = max(self._last_seq, seq)  # a flush may have stored more since
+        return seq
+
+    async def _store_own(self, record: bytes, msg_id: str, epoch: int) -> int:
+        seq = await self._publish(self._js, record, msg_id)
+        if epoch == self._epoch:  # (else restored meanwhile: the stream's last is known)
+            self._last_seq = seq  # before a flush waiting for it goes on
+        return seq
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def _snapshot_due(self) -> bool:
+        if self.snapshot_bytes is None or self._snapshot is not None or self._engine is None:
+            return False
+        return self._tail_bytes >= max(self.snapshot_bytes, self._snapshot_size)
+
+    def _take_snapshot(self, loop: asyncio.AbstractEventLoop, last: _Batch) -> None:
+        """(under the engine's lock, every change told so far in ``last`` or before) Take the
+        engine's state, which is the stream's once ``last`` is stored: its records are made on
+        another thread, and written after ``last``'s, between the batches that follow."""
+        last.closed = True  # the changes told from now on are not in the snapshot
+        snapshot = _Snapshot(uuid.uuid4().hex[:12], last, loop)
+        self._snapshot = snapshot
+        state = _capture(cast(_Engine, self._engine), self._held)
+        limit = min(self._record_limit(), _PART_BYTES)
+        made = loop.run_in_executor(None, _snapshot_parts, state, snapshot.id, limit)
+        made.add_done_callback(lambda done: self._snapshot_made(snapshot, done, loop))
+
+    def _snapshot_made(
+        self,
+        snapshot: _Snapshot,
+        made: asyncio.Future[list[bytes]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        if self._snapshot is not snapshot:  # lost or restored meanwhile
+            return
+        if made.cancelled() or made.exception() is not None:
+            log.error("could not make a snapshot of the broker's state: %r", made.exception())
+            self._snapshot = None  # its beginning alone, if written, is skipped on reading
+            return
+        parts = made.result()
+        snapshot.records.extend(parts)
+        snapshot.records.append(_snapshot_head(snapshot.id, "end", len(parts)))
+        snapshot.size = sum(len(part) for part in parts)
+        self._kick(loop)
+
+    async def _write_snapshot_record(self, snapshot: _Snapshot, epoch: int) -> bool:
+        """Write the snapshot's next record; after its end, purge the records before its
+        beginning. False: the write failed (every change not yet stored is lost)."""
+        record = snapshot.records[0]
+        if await self._send(record, "a snapshot's part", epoch, own=True) is None:
+            return False
+        snapshot.records.popleft()
+        if snapshot.records:
+            return True
+        self._snapshot = None
+        self._snapshot_size = snapshot.size
+        try:  # the snapshot is complete: no reader needs what it holds
+            js = await self._writer()
+            await js.purge_stream(self.stream, seq=snapshot.first_seq)
+        except Exception as exc:  # kept until the next snapshot's purge: nothing is lost
+            log.warning("could not purge stream %s before a snapshot: %s", self.stream, exc)
+        return True
 
     def _lose(self, failure: StorageError) -> None:
         """Every change not yet stored is lost: its requests are answered ``failure``, and
         the engine restores itself from the stream before it serves again (``lost``)."""
         self._lost = failure
         self._epoch += 1
+        self._snapshot = None
         for batch in self._batches:
             if not batch.done.done():
                 batch.done.set_exception(failure)
@@ -320,11 +477,15 @@ class JetStreamStorage(Storage):
         """Store ``batch`` before returning, on this store's own loop (no serving loop)."""
         self._count += 1
         msg_id = f"{self._writer_id}-{self._count}"
+        if self._snapshot is not None and not self._snapshot.first_seq:
+            # its beginning must follow the record of its state at once: not this one's
+            self._snapshot = None
+        record = batch.record()
         try:
             self._last_seq = self._run(
-                self._publish(self._js, batch.record(), msg_id),
-                self.commit_timeout + _ATTEMPT_TIMEOUT,
+                self._publish(self._js, record, msg_id), self.commit_timeout + _ATTEMPT_TIMEOUT
             )
+            self._tail_bytes += len(record)
         except StorageError as exc:
             log.error("could not store a transaction in JetStream: %s", exc)
             failure = StorageError(
@@ -441,11 +602,13 @@ class JetStreamStorage(Storage):
         delayed_id = self._next_delayed_id
         self._next_delayed_id += 1
         self._delayed_ids[seq] = delayed_id
+        self._held[delayed_id] = (address, due, message)
         self._note("da", delayed_id, address, due, self._message(message))
 
     def delayed_released(self, seq: int) -> None:
         delayed_id = self._delayed_ids.pop(seq, None)
         if delayed_id is not None:
+            self._held.pop(delayed_id, None)
             self._note("dr", delayed_id)
 
     def offset_committed(self, lane: str, shard: str, offset: int) -> None:
@@ -474,19 +637,26 @@ class JetStreamStorage(Storage):
         # fails if it landed after the replay, and the engine restores again)
         self._ops, self._blobs = [], bytearray()
         self._delayed_ids.clear()
+        self._held.clear()
         if self._batches:
             self._lose(StorageError("the broker's state was read back from the stream"))
         self._epoch += 1
         self._lost = None
+        self._snapshot = None
+        self._engine = engine
         try:
-            state = self._run(self._replay(), self.commit_timeout + _CONNECT_TIMEOUT)
+            replay = self._run(self._replay(), self.commit_timeout + _CONNECT_TIMEOUT)
         except StorageError as exc:
             raise StorageError(f"cannot read the broker's state from JetStream: {exc}") from None
+        state = replay.state
         self._next_delayed_id = max(state.delayed, default=0) + 1
         self._delayed_ids = state.load_into(engine)
+        self._held = dict(state.delayed)
         self.restored = state.counts()
+        self.records_read = replay.read
+        self._tail_bytes, self._snapshot_size = replay.tail_bytes, replay.snapshot_size
 
-    async def _replay(self) -> _State:
+    async def _replay(self) -> _Replay:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.commit_timeout
         while True:  # during a leader election the stream answers nothing for a while
@@ -499,34 +669,54 @@ class JetStreamStorage(Storage):
                     raise StorageError(f"{type(exc).__name__}: {exc}") from None
                 await asyncio.sleep(_RETRY_PAUSE)
 
-    async def _read_stream(self) -> _State:
+    async def _read_stream(self) -> _Replay:
         """Every record of the stream, from its first, applied in order."""
-        from nats.js.api import DeliverPolicy
-
         info = await self._js.stream_info(self.stream)
-        state = _State()
+        state = _Replay()
         last = info.state.last_seq
         if info.state.messages:
-            sub = await self._js.subscribe(
-                self.subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-            )
-            try:
-                seq = 0
-                while seq < last:
-                    msg = await sub.next_msg(timeout=_ATTEMPT_TIMEOUT)
-                    seq = msg.metadata.sequence.stream
-                    try:
-                        state.apply(msg.data)
-                    except (ValueError, KeyError, TypeError, IndexError) as exc:
-                        raise _NotARecord(
-                            f"stream {self.stream} message {seq} is not a broker record this "
-                            f"version reads: {type(exc).__name__}: {exc}"
-                        ) from None
-            finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            # Many records read back at once make many objects that stay: the garbage
+            # collector's passes over them cost up to a third of the time (100,000 messages)
+            with _cycle_collection_paused():
+                await self._apply_stream(state, last)
         self._last_seq = last
         return state
+
+    async def _apply_stream(self, state: _Replay, last: int) -> None:
+        """Take every record of the stream up to ``last``, in order."""
+        from nats.js.api import DeliverPolicy
+
+        sub = await self._js.subscribe(
+            self.subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        try:
+            seq = 0
+            while seq < last:
+                msg = await sub.next_msg(timeout=_ATTEMPT_TIMEOUT)
+                seq = msg.metadata.sequence.stream
+                try:
+                    state.take(msg.data)
+                except (ValueError, KeyError, TypeError, IndexError) as exc:
+                    raise _NotARecord(
+                        f"stream {self.stream} message {seq} is not a broker record this "
+                        f"version reads: {type(exc).__name__}: {exc}"
+                    ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+@contextlib.contextmanager
+def _cycle_collection_paused() -> Iterator[None]:
+    """Python's cycle collection off meanwhile, for the whole process (objects are still
+    freed as they were: only reference cycles wait); on again after, if it was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
@@ -572,6 +762,7 @@ class _Batch:
     changes: int = 0
     size: int = 0
     sent: bool = False
+    closed: bool = False  # no more changes join it (a snapshot holds the state up to it)
     _ops: list[bytes] = field(default_factory=list)
     _blobs: list[bytes] = field(default_factory=list)
 
@@ -593,6 +784,220 @@ class _Batch:
 
 class _NotARecord(Exception):
     """A message of the stream this version cannot read: retrying will not help."""
+
+
+# -- snapshots: the engine's whole state as change records ---------------------------------------
+#
+# A snapshot is written into the stream between the other records: its beginning (the stream
+# holds the snapshot's state as of this record), its parts (the state as change ops, each part
+# a record of at most the records' size), then its end (how many parts). Each is the UTF-8 JSON
+# ``{"v": 3, "snap": [id, "begin" | "part" | "end", n], ...}``, a part's other keys those of a
+# version 2 record. A reader applies the records as they come, and keeps those after an open
+# snapshot's beginning aside as well; at its end, the snapshot's parts and then these records
+# are the state. A snapshot without an end (its broker died, or was fenced) is skipped. Once
+# the end is stored, the stream is purged of the records before the beginning.
+
+
+class _Engine(Restorable, Protocol):
+    """What a snapshot is taken of: a ``BrokerEngine`` as its store sees it."""
+
+    mailboxes: dict[str, Mailbox]  # the live ones
+    topics: dict[str, Mailbox]  # every log
+
+
+@dataclass
+class _Snapshot:
+    """A snapshot being written: of the state as of ``after``, the batch before it."""
+
+    id: str
+    after: _Batch
+    loop: asyncio.AbstractEventLoop  # the serving loop that writes it
+    first_seq: int = 0  # its beginning's sequence, once written
+    records: deque[bytes] = field(default_factory=deque)  # its parts and end, once made
+    size: int = 0  # its parts' bytes
+
+    @property
+    def begin(self) -> bytes:
+        return _snapshot_head(self.id, "begin", 0)
+
+    def may_begin(self) -> bool:
+        return not self.first_seq and self.after.done.done()
+
+
+@dataclass
+class _Log:
+    """A mailbox's log as a snapshot takes it (its fields change once the lock is let go)."""
+
+    address: str
+    columns: list[Any]  # shard, create_time, ttl, desc, next_id, start_offset
+    live: bool
+    messages: dict[int, StoredMessage]
+
+
+@dataclass
+class _Taken:
+    logs: list[_Log]
+    offsets: list[tuple[str, str, int]]
+    agents: list[AgentEntry]
+    index: list[tuple[str, AgentEntry]]
+    delayed: list[tuple[int, tuple[str, int, StoredMessage]]]
+
+
+def _capture(engine: _Engine, held: dict[int, tuple[str, int, StoredMessage]]) -> _Taken:
+    """(under the engine's lock) The engine's state, copied as little as it may be: the
+    containers the engine changes in place, not the messages and entries, which it never does
+    (a delayed message changes when it is released, after its release is told: a record after
+    the snapshot's state says so)."""
+    live = engine.mailboxes
+    logs = [
+        _Log(
+            box.address,
+            [box.shard, box.create_time, box.ttl, box.desc, box.next_id, box.start_offset],
+            live.get(box.address) is box,
+            dict(box.messages),
+        )
+        for box in engine.topics.values()
+    ]
+    return _Taken(
+        logs,
+        [
+            (lane, shard, n)
+            for lane, shards in engine.offsets.items()
+            for shard, n in shards.items()
+        ],
+        list(engine.registry.entries.values()),
+        list(engine.registry.index.items()),
+        list(held.items()),
+    )
+
+
+def _snapshot_parts(taken: _Taken, snapshot_id: str, limit: int) -> list[bytes]:
+    """``taken`` as the records of snapshot ``snapshot_id``'s parts, of ``limit`` bytes at
+    most each (but for a message that alone takes more, which a record holds, see
+    ``message_refused``): the change ops that replayed onto nothing give the state."""
+    parts: list[bytes] = []
+    ops: list[bytes] = []
+    blobs = bytearray()
+    size = 0
+
+    def encoded(op: list[Any], message: StoredMessage | None) -> bytes:
+        if message is not None:  # its blobs' places in this part's
+            start = len(blobs)
+            header = None if message.header is None else [start, start + len(message.header)]
+            at = start + len(message.header or b"")
+            payload = [at, at + len(message.payload)]
+            op = [*op, JetStreamStorage._message_columns(message, header, payload)]
+        return json.dumps(op, ensure_ascii=False).encode()
+
+    def add(op: list[Any], message: StoredMessage | None = None) -> None:
+        nonlocal size
+        blob = b"" if message is None else (message.header or b"") + message.payload
+        text = encoded(op, message)
+        if ops and size + len(text) + len(blob) + _CHANGE_ROOM > limit:
+            parts.append(_snapshot_part(snapshot_id, len(parts), ops, blobs))
+            ops.clear()
+            blobs.clear()
+            size = 0
+            text = encoded(op, message)
+        ops.append(text)
+        blobs.extend(blob)
+        size += len(text) + len(blob) + 1
+
+    for log_ in taken.logs:
+        add(["mc", log_.address, *log_.columns])
+        if not log_.live:
+            add(["mx", log_.address])
+        next_id = log_.columns[4]
+        for msg_id in sorted(log_.messages):
+            add(["ms", log_.address, next_id, msg_id], log_.messages[msg_id])
+    for lane, shard, offset in taken.offsets:
+        add(["oc", lane, shard, offset])
+    for entry in taken.agents:
+        add(["as", entry.name, entry.agent_info, entry.create_time])
+    for card, entry in taken.index:
+        add(["is", card, entry.name, entry.agent_info, entry.create_time])
+    for delayed_id, (address, due, message) in taken.delayed:
+        add(["da", delayed_id, address, due], message)
+    if ops or not parts:
+        parts.append(_snapshot_part(snapshot_id, len(parts), ops, blobs))
+    return parts
+
+
+def _snapshot_head(snapshot_id: str, kind: str, n: int) -> bytes:
+    return b'{"v":%d,"snap":["%s","%s",%d]}\n' % (
+        SNAPSHOT_VERSION,
+        snapshot_id.encode(),
+        kind.encode(),
+        n,
+    )
+
+
+def _snapshot_part(snapshot_id: str, n: int, ops: list[bytes], blobs: bytearray) -> bytes:
+    head = b'{"v":%d,"snap":["%s","part",%d],"blobs":[%d],"changes":[[%s]]}\n' % (
+        SNAPSHOT_VERSION,
+        snapshot_id.encode(),
+        n,
+        len(blobs),
+        b",".join(ops),
+    )
+    return head + bytes(blobs)
+
+
+@dataclass
+class _Opened:
+    """A snapshot met while reading the stream, its end not yet."""
+
+    id: str
+    state: _State = field(default_factory=lambda: _State())
+    parts: int = 0
+    size: int = 0
+    after: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)  # records since
+    after_bytes: int = 0
+
+
+@dataclass
+class _Replay:
+    """The stream read in order: the state of its last complete snapshot and the records
+    after it (or of all its records, when it holds no complete snapshot)."""
+
+    state: _State = field(default_factory=lambda: _State())
+    opened: _Opened | None = None
+    read: int = 0  # stream messages read
+    tail_bytes: int = 0  # the bytes of the records after the last complete snapshot
+    snapshot_size: int = 0  # the bytes of its parts
+
+    def take(self, data: bytes) -> None:
+        self.read += 1
+        head, _, blobs = data.partition(b"\n")
+        record = json.loads(head)
+        opened = self.opened
+        if record.get("v") != SNAPSHOT_VERSION:
+            self.state.apply_record(record, blobs)
+            self.tail_bytes += len(data)
+            if opened is not None:
+                opened.after.append((record, blobs))
+                opened.after_bytes += len(data)
+            return
+        snapshot_id, kind, n = record["snap"]
+        if kind == "begin":  # an open one before it never ends: its broker was cut off
+            self.opened = _Opened(snapshot_id)
+        elif opened is None or opened.id != snapshot_id:
+            return  # the rest of a snapshot that was given up
+        elif kind == "part":
+            if n != opened.parts:
+                raise ValueError(f"snapshot {snapshot_id} part {n}, expected {opened.parts}")
+            opened.state.apply_record(record, blobs)
+            opened.parts += 1
+            opened.size += len(data)
+        elif kind == "end":
+            if n != opened.parts:
+                raise ValueError(f"snapshot {snapshot_id} ends after {n} parts, not {opened.parts}")
+            for after, after_blobs in opened.after:
+                opened.state.apply_record(after, after_blobs)
+            self.state, self.opened = opened.state, None
+            self.tail_bytes, self.snapshot_size = opened.after_bytes, opened.size
+        else:
+            raise ValueError(f"snapshot record kind {kind!r}")
 
 
 @dataclass
@@ -618,13 +1023,12 @@ class _State:
     agents: dict[str, tuple[str, int]] = field(default_factory=dict)  # in registration order
     index: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # in writing order
 
-    def apply(self, data: bytes) -> None:
-        head, _, blobs = data.partition(b"\n")
-        record = json.loads(head)
+    def apply_record(self, record: dict[str, Any], blobs: bytes) -> None:
+        """Apply a record: its head (the JSON before its newline), read, and its blobs."""
         version = record.get("v")
         if version == 1:  # one request's changes
             self._apply(record["ops"], blobs)
-        elif version == RECORD_VERSION:  # a batch: each request's changes and blob bytes
+        elif version in (RECORD_VERSION, SNAPSHOT_VERSION):  # changes, their blob bytes
             start = 0
             for ops, size in zip(record["changes"], record["blobs"], strict=True):
                 self._apply(ops, blobs[start : start + size])
