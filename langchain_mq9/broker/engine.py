@@ -262,11 +262,6 @@ class BrokerEngine:
         """``work(argument)`` on the broker's worker thread, the loop serving others meanwhile."""
         return await asyncio.get_running_loop().run_in_executor(_WORKER, work, argument)
 
-    async def _maybe_off_loop(self, work: Callable[[A], T], argument: A, large: bool) -> T:
-        """``work(argument)`` off the loop when ``large``, else at once: the worker thread is
-        one, and a small request must not queue behind a REGISTER's embedding there."""
-        return await self._off_loop(work, argument) if large else work(argument)
-
     def load_model_soon(self) -> Future[None]:
         """Start loading the embedding model on the worker thread now (at a broker's start),
         so the first REGISTER or search waits less for it, and never on the loop. A model
@@ -543,8 +538,19 @@ class BrokerEngine:
     # -- QUERY and DELETE ------------------------------------------------------------------
 
     async def _query(self, address: str, body: bytes) -> bytes:
-        self._locked(lambda: None)  # a broken broker refuses before reading the body
-        request = await self._maybe_off_loop(_read_query, body, len(body) > LARGE_BODY)
+        # A small body is read and answered here (the worker thread's hops, and a second
+        # look under the lock, cost a QUERY more than its own work: bench 9a), a large one
+        # on the worker; a broken broker refuses before a large body is read, and says it is
+        # broken before what is wrong with a small one (_transact looks too)
+        if len(body) > LARGE_BODY:
+            self._locked(_nothing)
+            request = await self._off_loop(_read_query, body)
+        else:
+            try:
+                request = _read_query(body)
+            except Mq9Error:
+                self._locked(_nothing)
+                raise
         limit = p.QUERY_CAP if request["limit"] is None else min(request["limit"], p.QUERY_CAP)
         # One filter only, in this order of precedence (RobustMQ)
         if request["key"] is not None or not request["tags"]:
@@ -560,8 +566,9 @@ class BrokerEngine:
             if start + QUERY_TAGS_AT_ONCE < len(tags):
                 await asyncio.sleep(QUERY_PAUSE)
         found = list(by_id.values())
-        answer = functools.partial(_answer, limit=self.answer_limit)
-        return await self._maybe_off_loop(answer, found, len(found) > p.QUERY_CAP)
+        if len(found) > p.QUERY_CAP:
+            return await self._off_loop(functools.partial(_answer, limit=self.answer_limit), found)
+        return _answer(found, self.answer_limit)
 
     def _read_tags(
         self, address: str, tags: list[str], limit: int, into: dict[int, StoredMessage]
@@ -955,6 +962,10 @@ def _encode(messages: list[StoredMessage]) -> bytes:
 
 def _too_large_alone(message: StoredMessage, limit: int) -> Mq9Error:
     return Mq9Error(p.err_stored_too_large(message.msg_id, _size([message]), limit))
+
+
+def _nothing() -> None:
+    """What ``_locked`` reads for a request that only needs to know the broker is usable."""
 
 
 def _answer(found: list[StoredMessage], limit: int | None) -> bytes:

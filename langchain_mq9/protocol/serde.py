@@ -104,13 +104,7 @@ def loads(data: bytes, *, as_struct: bool = False) -> Any:
         raise WireError("EOF while parsing a value")
     try:
         text = bytes(data).decode("utf-8", "surrogateescape" if as_struct else "strict")
-        value = json.loads(
-            text,
-            object_pairs_hook=_pairs if as_struct else _unique_pairs,
-            parse_constant=_no_constant,
-            parse_int=_int,
-            parse_float=_float,
-        )
+        value = (_STRUCT_DECODER if as_struct else _STRICT_DECODER).decode(text)
     except WireError:
         raise
     except UnicodeDecodeError:
@@ -124,6 +118,15 @@ def loads(data: bytes, *, as_struct: bool = False) -> Any:
     if not as_struct and "\\u" in text:  # an escaped lone surrogate parses in Python only
         _check_surrogates(value)
     return value
+
+
+# Made once: json.loads with options builds a decoder (and its scanner) for every call
+_STRUCT_DECODER, _STRICT_DECODER = (
+    json.JSONDecoder(
+        object_pairs_hook=hook, parse_constant=_no_constant, parse_int=_int, parse_float=_float
+    )
+    for hook in (_pairs, _unique_pairs)
+)
 
 
 def _serde_syntax(exc: json.JSONDecodeError) -> str:

@@ -53,6 +53,14 @@ class Shape:
         self.name = name
         self.fields = fields
         self.defaults = dict(defaults or {})
+        # What a body leaves out becomes, in field order (copied for each body read); the
+        # fields it may not leave out
+        self._absent = {field: self.defaults.get(field) for field in fields}
+        self._required = [
+            field
+            for field, spec in fields.items()
+            if not isinstance(spec, Shape) and spec[1] and field not in self.defaults
+        ]
 
     def read(self, data: bytes) -> dict[str, Any]:
         """The fields of a JSON body; absent optional fields are None. Raises ``WireError``."""
@@ -66,7 +74,7 @@ class Shape:
             value, short = self._from_sequence(value)
         if not isinstance(value, dict):
             raise WireError(f"invalid type: {_describe(value)}, expected struct {self.name}")
-        out: dict[str, Any] = {}
+        out = self._absent.copy()  # what the object leaves out, in field order
         for field, item in value.items():  # JSON order
             spec = self.fields.get(field)
             if spec is None:
@@ -82,16 +90,10 @@ class Shape:
         repeated = [name for name in repeated_names(value) if name in self.fields]
         if repeated:
             raise WireError(f"duplicate field `{repeated[0]}`")
-        for field, spec in self.fields.items():  # what the object left out
-            if field in out:
-                continue
-            if field in self.defaults:
-                out[field] = self.defaults[field]
-            elif isinstance(spec, Shape) or not spec[1]:
-                out[field] = None
-            else:
+        for field in self._required:
+            if field not in value:
                 raise WireError(f"missing field `{field}`")
-        return {field: out[field] for field in self.fields}
+        return out
 
     def _from_sequence(self, items: list[Any]) -> tuple[dict[str, Any], str | None]:
         """serde's derived visit_seq: the fields in order; one left out takes its default
