@@ -42,6 +42,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .credentials import ID_PATTERN, BaseIdentityStore, CredentialError
+from .nats_process import server_urls
 
 log = logging.getLogger("langchain_mq9.broker.identities")
 
@@ -163,10 +164,8 @@ def broker_urls(url: str, issuer: Issuer) -> list[str]:
     """The servers of ``url`` (comma-separated) as URLs that log in as the broker's user: for
     the parts that take only URLs (the JetStream store, the leader lock)."""
     urls = []
-    for one in url.split(","):
-        if not one.strip():
-            continue
-        where = urlsplit(one.strip() if "://" in one else "nats://" + one.strip())
+    for one in server_urls(url):
+        where = urlsplit(one if "://" in one else "nats://" + one)
         host = where.netloc.rpartition("@")[2]
         urls.append(f"{where.scheme}://{BROKER_USER}:{issuer.broker_password}@{host}")
     return urls

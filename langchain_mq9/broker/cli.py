@@ -41,7 +41,13 @@ from .credentials_cli import add_broker_arguments, identities_for, run_command
 from .engine import BrokerEngine, BrokerLimits
 from .identities import Identities, Logins
 from .identities_kv import KvIdentityStore
-from .nats_process import LARGEST_MAX_PAYLOAD, NatsProcess, find_nats_server, start_nats_server
+from .nats_process import (
+    LARGEST_MAX_PAYLOAD,
+    NatsProcess,
+    find_nats_server,
+    server_urls,
+    start_nats_server,
+)
 from .pacing import AnswerPacer
 from .serve import BULK_ANSWER, serve_on_nats
 from .standby import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine, serve_while_leader
@@ -288,11 +294,6 @@ def _store_of(args: argparse.Namespace) -> str:
     return store
 
 
-def _servers(url: str) -> list[str]:
-    """The servers of a ``--nats`` URL: one, or several comma-separated (one cluster)."""
-    return [one.strip() for one in url.split(",") if one.strip()]
-
-
 def _start_server(host: str, port: int, identities: Identities | None = None) -> NatsProcess:
     try:
         find_nats_server()
@@ -338,7 +339,7 @@ async def _serve(
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    shown = ",".join(redact(one) for one in _servers(url))
+    shown = ",".join(redact(one) for one in server_urls(url))
 
     async def disconnected() -> None:
         if not stop.is_set() and not connection.is_closed:  # not our own close()
@@ -419,7 +420,7 @@ async def _serve_jetstream(
 ) -> int:
     """Serve the state kept in JetStream while this process holds the stream's leader lock,
     standing by while another broker holds it (standby.py); until SIGINT/SIGTERM."""
-    servers = _servers(args.nats)
+    servers = server_urls(args.nats)
     shown = ",".join(redact(one) for one in servers)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -454,7 +455,7 @@ async def _serve_jetstream(
     bulk: NatsConnection | None = None
     try:
         if logins is not None:
-            await _answer_logins(logins, _servers(args.nats), shown)
+            await _answer_logins(logins, server_urls(args.nats), shown)
         lock = await asyncio.to_thread(LeaderLock, servers, args.stream, replicas=args.replicas)
         connection = await _connect(
             args.nats,
@@ -591,7 +592,7 @@ async def _connect(url: str, shown: str, **callbacks: Any) -> NatsConnection:
     try:
         await asyncio.wait_for(
             connection.connect(
-                _servers(url),
+                server_urls(url),
                 max_reconnect_attempts=3,  # for the first connection: nothing there, say so
                 reconnect_time_wait=0.25,  # type: ignore[arg-type]  # nats-py sleeps it: a float
                 **callbacks,

@@ -49,6 +49,7 @@ from ..protocol.errors import WireError
 from .callout import BROKER_USER, SYS_USER, Issuer, Kicker, LoginService
 from .credentials import BaseIdentityStore, CredentialError
 from .engine import LARGE_BODY, BrokerEngine, Command, command_for
+from .nats_process import server_urls
 
 log = logging.getLogger("langchain_mq9.broker.identities")
 
@@ -366,7 +367,7 @@ class Logins:
     async def start(self, url: str) -> None:
         """Answer logins, and watch for revocations, on the nats-server(s) at ``url``."""
         login = await nats.connect(
-            _servers(url),
+            server_urls(url),
             name="mq9-dev-broker logins",
             max_reconnect_attempts=-1,
             **self.broker_login(),
@@ -377,7 +378,7 @@ class Logins:
         # connection is (nats_guard.py)
         self._guard = protect(login)
         system = await nats.connect(
-            _servers(url),
+            server_urls(url),
             name="mq9-dev-broker kicks",
             max_reconnect_attempts=-1,
             user=SYS_USER,
@@ -534,11 +535,6 @@ class Identities:
             log.error("%s by %r done but not recorded: %s", command.subject, principal, exc)
             return _not_recorded(command, exc)
         return answer
-
-
-def _servers(url: str) -> list[str]:
-    """The servers of a URL that may list several, comma-separated (one cluster)."""
-    return [one.strip() for one in url.split(",") if one.strip()]
 
 
 def _not_recorded(command: Command, exc: CredentialError) -> bytes:

@@ -18,6 +18,11 @@ from pathlib import Path
 LARGEST_MAX_PAYLOAD = 64 * 1024 * 1024
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of a NATS URL that may list several, comma-separated (one cluster)."""
+    return [one.strip() for one in url.split(",") if one.strip()]
+
+
 def find_nats_server() -> str:
     """The nats-server executable: beside this Python first, then on PATH."""
     beside = Path(sys.executable).with_name("nats-server")
