@@ -659,6 +659,17 @@ def _banner(
                 "after a damaged part of the write-ahead log (SQLite replays it only up to "
                 "the damage); the log above says so too"
             )
+        if counts["wal_redone"]:
+            lines.append(
+                f"storage: the write-ahead log was damaged: the {counts['wal_redone']} writes "
+                "after the damage were restored from the request log"
+            )
+        if counts["log_lost"]:
+            lines.append(
+                f"storage: NOT restored: {counts['log_lost']} acknowledged writes that came "
+                "after a damaged part of the request log (kept beside it as .damaged); the "
+                "log above says so too"
+            )
         if counts["damaged"] or counts["skipped"]:
             lines.append(
                 f"storage: NOT restored: {counts['damaged']} damaged messages (checksum "

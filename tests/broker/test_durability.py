@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -325,9 +326,29 @@ def test_a_directory_gets_the_default_file_name(tmp_path):
 
 async def test_a_change_that_cannot_be_saved_is_not_answered_as_success(durable):
     await durable.create("box")
-    durable.engine.storage._db.close()  # the disk went away
+    os.close(durable.engine.storage._log._fd)  # the disk went away under the request log
     reply = await durable.call(p.send_subject("box"), b"lost")
     assert "could not save the change" in reply["error"]
+
+
+async def test_a_data_file_that_cannot_take_a_fold_fails_no_request(tmp_path, caplog):
+    """The records are in the request log when SQLite cannot take them: every SEND is
+    answered, and the next start replays what never reached the file."""
+
+    class SmallFolds(Restartable):
+        def _start(self) -> BrokerEngine:
+            return BrokerEngine(clock=self.clock, storage=SqliteStorage(self.path, fold_every=4))
+
+    broker = SmallFolds(tmp_path / "broker.sqlite3")
+    await broker.create("box")
+    broker.engine.storage._db.close()  # the data file went away; its log did not
+    ids = [await broker.send("box", f"m{i}") for i in range(10)]
+    assert ids == list(range(10))
+    assert sum("could not fold" in r.message for r in caplog.records) == 2  # at 4, then 8
+    broker.restart()
+    assert [m["payload"] for m in await broker.query("box")] == [f"m{i}" for i in range(10)]
+    assert await broker.send("box", "after") == 10
+    broker.stop()
 
 
 # -- any sequence of requests: the restored engine equals the one that wrote the file -----------
@@ -571,35 +592,78 @@ async def test_kill_9_of_the_broker_takes_its_own_nats_server_along(tmp_path):
         assert broker.stop() == 0
 
 
-async def test_a_damaged_write_ahead_log_is_reported_not_dropped_silently(tmp_path):
-    """#22, item 6: after a kill -9 the newest answered writes live in SQLite's WAL; one changed
-    byte there makes SQLite replay only up to it. The broker says how many it did not restore."""
+async def _kill_after_sends(data: Path, nats_url: str, count: int) -> None:
+    """A broker on ``data`` answers a CREATE and ``count`` SENDs, then is killed -9."""
+    broker = DevBroker("--nats", nats_url, "--data", str(data))
+    try:
+        connection = await nats.connect(nats_url)
+        try:
+            await request_ok(connection, p.MAILBOX_CREATE, {"name": "jobs"})
+            for i in range(count):
+                await request_ok(connection, p.send_subject("jobs"), f"job {i}".encode())
+        finally:
+            await connection.close()
+        broker.process.send_signal(signal.SIGKILL)
+        broker.process.wait(10)
+        broker.join_output(5)
+    finally:
+        broker.kill()
+
+
+async def test_a_damaged_write_ahead_log_is_healed_from_the_request_log(tmp_path):
+    """#22, item 6: after a kill -9 the newest folds live in SQLite's WAL; one changed byte
+    there makes SQLite replay only up to it. What it drops is still in the request log, which
+    is replayed from what the file holds: every answered SEND is back, and the broker says
+    what happened."""
     data = tmp_path / "data"
     with start_nats_server() as nats_server:
+        await _kill_after_sends(data, nats_server.url, 150)  # folds of 64 records: 2 in the WAL
+        wal = data / "mq9-broker.sqlite3-wal"
+        damaged = bytearray(wal.read_bytes())
+        damaged[32 + 24 + 100] ^= 0xFF  # in the first frame (after the WAL's and its header)
+        wal.write_bytes(bytes(damaged))
+
         broker = DevBroker("--nats", nats_server.url, "--data", str(data))
         try:
-            connection = await nats.connect(nats_server.url)
-            try:
-                await request_ok(connection, p.MAILBOX_CREATE, {"name": "jobs"})
-                for i in range(150):
-                    await request_ok(connection, p.send_subject("jobs"), f"job {i}".encode())
-            finally:
-                await connection.close()
-            broker.process.send_signal(signal.SIGKILL)
-            broker.process.wait(10)
-            broker.join_output(5)
-            wal = data / "mq9-broker.sqlite3-wal"
-            damaged = bytearray(wal.read_bytes())
-            middle = len(damaged) // 2
-            damaged[middle] ^= 0xFF  # one byte, in the middle of the newest writes
-            wal.write_bytes(bytes(damaged))
-
-            broker = DevBroker("--nats", nats_server.url, "--data", str(data))
             banner = "\n".join(broker.stdout)
-            restored = int(re.search(r"restored 1 mailboxes, (\d+) messages", banner).group(1))
-            lost = int(re.search(r"NOT restored: (\d+) acknowledged writes", banner).group(1))
-            assert restored < 150 and lost > 0, banner
-            assert restored + lost == 150  # every answered SEND is restored or counted
+            assert "restored 1 mailboxes, 150 messages" in banner, banner
+            redone = re.search(r"the (\d+) writes after the damage were restored from", banner)
+            assert redone and int(redone.group(1)) > 0, banner
+            assert "NOT restored" not in banner
+            assert broker.stop() == 0
+        finally:
+            broker.kill()
+
+
+async def test_a_damaged_request_log_is_reported_and_kept(tmp_path):
+    """One changed byte in the request log's second-newest record: that record and the one
+    after it are not replayed, and said so; the damaged log is kept beside the new one."""
+    from langchain_mq9.broker.storage.request_log import HEADER_SIZE, RequestLog
+
+    data = tmp_path / "data"
+    with start_nats_server() as nats_server:
+        await _kill_after_sends(data, nats_server.url, 150)
+        path = data / "mq9-broker.sqlite3-log"
+        reader = RequestLog(path, sync=False)
+        ends = [end for end, _ in reader.read(HEADER_SIZE, lambda statement: True).records]
+        reader.close(remove=False)
+        assert len(ends) == 151  # nothing was dropped from the log at a fold
+        damaged = bytearray(path.read_bytes())
+        damaged[ends[-2] - 2] ^= 0xFF  # in the body of the second-newest SEND
+        path.write_bytes(bytes(damaged))
+
+        broker = DevBroker("--nats", nats_server.url, "--data", str(data))
+        try:
+            banner = "\n".join(broker.stdout)
+            assert "restored 1 mailboxes, 148 messages" in banner, banner
+            assert "NOT restored: 2 acknowledged writes" in banner, banner
+            assert (data / "mq9-broker.sqlite3-log.damaged").read_bytes() == bytes(damaged)
+            assert broker.stop() == 0
+        finally:
+            broker.kill()
+        broker = DevBroker("--nats", nats_server.url, "--data", str(data))  # reported once
+        try:
+            assert "NOT restored" not in "\n".join(broker.stdout)
             assert broker.stop() == 0
         finally:
             broker.kill()

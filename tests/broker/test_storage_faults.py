@@ -1,14 +1,16 @@
 """Storage faults: a write that fails changes nothing, damage on disk is detected, and a data
 file or directory the broker cannot use is refused in words that say what to do.
 
-Faults are injected through the storage layer: ``FullDisk`` is a ``SqliteStorage`` whose writes
-raise what SQLite raises when the disk is full, so the real transaction rolls back as it would.
+Faults are injected at the storage's writes: ``FullDisk`` is a ``SqliteStorage`` whose request
+log writes half a record and then gets what the kernel says of a full disk, and whose SQLite
+commits fail as SQLite's do then, so the real transaction rolls back as it would.
 Rule under test: nothing is visible or confirmed unless it was persisted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -26,31 +28,62 @@ from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, BrokerLimits, serve_on_nats
 from langchain_mq9.broker.nats_process import start_nats_server
 from langchain_mq9.broker.storage import SqliteStorage, StorageError
+from langchain_mq9.broker.storage.request_log import RequestLog
+from langchain_mq9.broker.storage.sqlite import FOLD_EVERY
 
-DISK_FULL = "database or disk is full"
+DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
+
+
+class FullLog(RequestLog):
+    """A request log on a disk that fills up on demand: while ``full``, half of a record is
+    written, then the disk is full, as the kernel reports it. ``records`` counts the records
+    actually written."""
+
+    full = False
+    records = 0
+
+    def _pwrite(self, fd: int, data: bytes, at: int) -> int:
+        if self.full:
+            os.pwrite(fd, data[: len(data) // 2], at)
+            raise OSError(errno.ENOSPC, DISK_FULL)
+        return os.pwrite(fd, data, at)
+
+    def append(self, body: bytes) -> None:
+        super().append(body)
+        self.records += 1
 
 
 class FullDisk(SqliteStorage):
-    """A data file on a disk that fills up on demand: while ``full``, the first statement of a
-    transaction is written and then the disk is full, as SQLite reports it, so the transaction
-    must roll back what it wrote. ``commits`` counts the transactions actually written."""
+    """A data file and its request log on a disk that fills up on demand: ``full`` fails both
+    the log's writes and SQLite's commits (folds), ``sqlite_full`` the commits alone."""
 
-    full = False
-    commits = 0
+    request_log = FullLog
+    sqlite_full = False
 
-    def _execute(self, sql: str, params: tuple) -> None:
-        super()._execute(sql, params)
-        if self.full:
-            raise sqlite3.OperationalError(DISK_FULL)
+    @property
+    def full(self) -> bool:
+        return self._log.full
 
-    def _write(self, ops) -> None:
-        super()._write(ops)
-        self.commits += 1
+    @full.setter
+    def full(self, value: bool) -> None:
+        self._log.full = value
+
+    @property
+    def commits(self) -> int:
+        return self._log.records
+
+    def _commit(self) -> None:
+        if self.full or self.sqlite_full:
+            raise sqlite3.OperationalError("database or disk is full")
+        super()._commit()
 
 
 class Faulty(Restartable):
+    fold_every = FOLD_EVERY
+
     def _start(self) -> BrokerEngine:
-        return BrokerEngine(clock=self.clock, storage=FullDisk(self.path))
+        storage = FullDisk(self.path, fold_every=self.fold_every)
+        return BrokerEngine(clock=self.clock, storage=storage)
 
     @property
     def disk(self) -> FullDisk:
@@ -187,6 +220,64 @@ async def test_a_repeated_ack_writes_nothing(faulty):
     assert faulty.disk.commits - before == 1
     faulty.restart()
     assert await faulty.fetch("box", group_name="g") == []
+
+
+async def test_a_fold_on_a_full_disk_fails_no_request_and_is_done_later(faulty, caplog):
+    faulty.fold_every = 2
+    faulty.restart()
+    await faulty.create("box")  # record 1
+    faulty.disk.sqlite_full = True
+    for text in "abcde":  # records 2-6: folds at 2, 4 and 6 fail
+        await faulty.send("box", text)
+    assert sum("could not fold" in r.message for r in caplog.records) == 3
+    faulty.disk.sqlite_full = False
+    for text in "fg":  # the fold at 8 takes all of them
+        await faulty.send("box", text)
+    faulty.disk._db.close()  # a crash: nothing folded at close
+    with sqlite3.connect(faulty.path) as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (7,)
+    db.close()
+    faulty.engine = faulty._start()
+    assert [text for _, text in await faulty.state()] == list("abcdefg")
+
+
+async def test_the_log_starts_over_and_a_crash_at_any_point_loses_nothing(tmp_path):
+    class Small(Restartable):
+        def _start(self) -> BrokerEngine:
+            storage = SqliteStorage(self.path, fold_every=3, log_limit=400)
+            return BrokerEngine(clock=self.clock, storage=storage)
+
+    broker = Small(tmp_path / "broker.sqlite3")
+    log_path = tmp_path / "broker.sqlite3-log"
+    await broker.create("box")
+    sizes = []
+    for i in range(40):
+        await broker.send("box", f"m{i}")
+        sizes.append(log_path.stat().st_size)
+        if i % 7 == 6:  # a crash: the file and the log closed without a fold
+            storage = broker.engine.storage
+            storage._db.close()
+            storage._log.close(remove=False)
+            broker.engine = broker._start()
+    assert max(sizes) < 1000 and min(sizes) < 100  # it started over, again and again
+    assert not log_path.with_name(log_path.name + ".new").exists()
+    assert [m["payload"] for m in await broker.query("box")] == [f"m{i}" for i in range(40)]
+    broker.stop()
+    assert not log_path.exists()  # a clean stop folds it all and leaves the file alone
+    broker.engine = broker._start()
+    assert len(await broker.query("box")) == 40
+    broker.stop()
+
+
+async def test_a_data_file_older_than_its_log_is_refused(faulty):
+    await faulty.create("box")
+    await faulty.send("box", "in the log only")
+    faulty.disk._db.close()  # a crash
+    with sqlite3.connect(faulty.path) as db:  # as an older copy of the file would say
+        db.execute("UPDATE log_folded SET generation = generation - 1")
+    db.close()
+    with pytest.raises(StorageError, match=r"newer than the data file .* same copy"):
+        faulty._start()
 
 
 # -- restore tolerates what an interrupted write can leave ---------------------------------------

@@ -2,29 +2,36 @@
 
 Storage only *observes* the in-memory engine: each mutation calls a hook below
 (``message_stored``, ``offset_committed``, ...), which records what to write; when the engine
-leaves its lock at the end of a request, ``transaction()`` writes it all in one SQLite
-transaction and commits *before* the reply is sent. So an answered request is on disk, costs
-one commit, and a storage failure never interrupts the engine half-way through a change.
+leaves its lock at the end of a request, ``transaction()`` appends it all as one record to the
+request log (``request_log.py``, the file ``<data file>-log``) *before* the reply is sent. So
+an answered request is on disk, costs one write(2), and a storage failure never interrupts the
+engine half-way through a change. The records are folded into SQLite ``fold_every`` at a time
+(one transaction, which also notes how far the log is folded), and the log starts over, in a
+new generation, once it passed ``log_limit`` bytes and all of it is folded.
 
-``restore`` rebuilds the engine from the file: mailboxes, messages, delayed messages not yet
-due, committed group offsets, and the agent registry with its search index.
+``restore`` rebuilds the engine from the file and the records not folded yet: mailboxes,
+messages, delayed messages not yet due, committed group offsets, and the agent registry with
+its search index.
 
-The file is the truth: when a transaction cannot be written (a full disk), SQLite rolls it back
-and the engine restores itself from the file (``BrokerEngine._transact``). Each message and
-delayed row carries a crc32: a row whose bytes changed on disk is logged, counted in
+The file and its log are the truth: when a record cannot be written (a full disk), the request
+fails and the engine restores itself from them (``BrokerEngine._transact``). A fold that cannot
+be written fails no request (its records are in the log): it is tried again later. Each message
+and delayed row carries a crc32: a row whose bytes changed on disk is logged, counted in
 ``restored["damaged"]`` and not served. Message rows of a mailbox that is not stored (an
 interrupted or foreign write) are skipped with a warning.
 
 u64 numbers (a mailbox ttl, expire_at, a committed offset) are stored as the signed 64-bit
 INTEGER with the same bits.
 
-Durability (why WAL with ``synchronous=NORMAL`` by default): a commit appends to the write-ahead
-log with write(2) before it returns, so the data is in the kernel's page cache, which killing
-the broker process (even ``kill -9``) does not touch; the next open replays the log. Only an OS
-crash or power loss can lose the last commits; ``synchronous="full"`` (``--sync full``) fsyncs
-every commit to cover that too, at about ten times the cost per write.
+Durability (why ``synchronous=NORMAL`` by default): a record is written with pwrite(2) before
+the answer, so it is in the kernel's page cache, which killing the broker process (even
+``kill -9``) does not touch; the next open replays it. Only an OS crash or power loss can lose
+the last records; ``synchronous="full"`` (``--sync full``) fdatasyncs every record to cover
+that too. SQLite itself runs in WAL mode; before a log is dropped, a checkpoint puts what was
+folded from it into the data file and syncs it.
 
-The file is opened in SQLite's exclusive locking mode: a second broker on it is refused.
+The file is opened in SQLite's exclusive locking mode: a second broker on it is refused, and
+the log, opened after that lock is held, has one writer.
 """
 
 from __future__ import annotations
@@ -39,22 +46,26 @@ import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ...protocol import Priority
 from ...semantic.ranking import AgentEntry
 from ..mailbox import Mailbox, StoredMessage
 from ..sqlite import sqlite_busy, sqlite_readonly
 from .base import Restorable, Storage, StorageError
+from .request_log import HEADER_SIZE, Change, RequestLog, encode_changes, set_aside_name
 
 log = logging.getLogger("langchain_mq9.broker")
 
-_Params = tuple[object, ...]  # a statement's parameters
-
 # 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
 # 4: a crc32 per message and delayed row (version 3 files are upgraded in place)
-SCHEMA_VERSION = 4
+# 5: the request log (log_folded; versions 3 and 4 are upgraded in place)
+SCHEMA_VERSION = 5
 DEFAULT_FILE_NAME = "mq9-broker.sqlite3"
+LOG_SUFFIX = "-log"  # the request log: beside SQLite's own "-wal"
+FOLD_EVERY = 64  # records folded into SQLite together
+FOLD_BYTES = 1 << 20  # ... or fewer, when they hold this much
+LOG_LIMIT = 8 << 20  # a log this long, all folded, starts over
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailboxes (
@@ -111,6 +122,65 @@ CREATE TABLE IF NOT EXISTS agent_index ( -- the search index: one row per A2A ca
     create_time INTEGER NOT NULL
 );
 """
+# One row: how far this file holds the request log (its generation, the offset folded up to)
+_LOG_FOLDED = """
+CREATE TABLE IF NOT EXISTS log_folded (generation INTEGER NOT NULL, folded INTEGER NOT NULL);
+INSERT INTO log_folded SELECT 0, 0 WHERE NOT EXISTS (SELECT 1 FROM log_folded);
+"""
+_SET_FOLDED = "UPDATE log_folded SET generation = ?, folded = ?"
+
+# The statements a record names by number. The numbers are the request log's format: a number
+# is never given to another statement (a changed statement takes a new number).
+_SQL: dict[int, str] = {}
+
+
+def _statement(number: int, sql: str) -> int:
+    assert number not in _SQL, number
+    _SQL[number] = sql
+    return number
+
+
+# A new log (no row yet) must not take up message rows an interrupted write left under its
+# name: they would come back as its messages at the next start
+_DROP_STRAY_MESSAGES = _statement(
+    1,
+    "DELETE FROM messages WHERE mailbox = ?"
+    " AND NOT EXISTS (SELECT 1 FROM mailboxes WHERE address = ?)",
+)
+_PUT_MAILBOX = _statement(
+    2,
+    "INSERT OR REPLACE INTO mailboxes (address, shard, create_time, ttl, descr, next_id,"
+    " start_offset, live) VALUES (?,?,?,?,?,?,?,1)",
+)
+_EXPIRE_MAILBOX = _statement(3, "UPDATE mailboxes SET live = 0 WHERE address = ?")
+_DROP_MAILBOX = _statement(4, "DELETE FROM mailboxes WHERE address = ?")
+_DROP_MAILBOX_MESSAGES = _statement(5, "DELETE FROM messages WHERE mailbox = ?")
+_PUT_MESSAGE = _statement(
+    6,
+    "INSERT OR REPLACE INTO messages (mailbox, msg_id, priority, create_time, key, tags,"
+    " header, expire_at, payload, crc) VALUES (?,?,?,?,?,?,?,?,?,?)",
+)
+_DROP_MESSAGE = _statement(7, "DELETE FROM messages WHERE mailbox = ? AND msg_id = ?")
+_SET_NEXT_ID = _statement(8, "UPDATE mailboxes SET next_id = ? WHERE address = ?")
+_SET_START = _statement(9, "UPDATE mailboxes SET start_offset = ? WHERE address = ?")
+_PUT_DELAYED = _statement(
+    10,
+    "INSERT INTO delayed (id, mailbox, due, priority, create_time, key, tags, header,"
+    " expire_at, payload, crc) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+)
+_DROP_DELAYED = _statement(11, "DELETE FROM delayed WHERE id = ?")
+_PUT_OFFSET = _statement(12, "INSERT OR REPLACE INTO offsets (lane, shard, offset) VALUES (?,?,?)")
+_DROP_OFFSET = _statement(13, "DELETE FROM offsets WHERE lane = ? AND shard = ?")
+_PUT_AGENT = _statement(
+    14, "INSERT OR REPLACE INTO agents (name, agent_info, create_time) VALUES (?,?,?)"
+)
+_DROP_AGENT = _statement(15, "DELETE FROM agents WHERE name = ?")
+_PUT_INDEX = _statement(
+    16,
+    "INSERT INTO agent_index (card_name, name, agent_info, create_time) VALUES (?,?,?,?)",
+)
+_DROP_INDEX = _statement(17, "DELETE FROM agent_index WHERE card_name = ?")
+_INT64 = 1 << 63
 
 
 def data_file(path: str | Path) -> Path:
@@ -124,25 +194,42 @@ def data_file(path: str | Path) -> Path:
 
 
 class SqliteStorage(Storage):
-    """The engine's state in one SQLite file (WAL mode), written once per request.
+    """The engine's state in one SQLite file (WAL mode) and its request log.
 
     >>> storage = SqliteStorage("broker.sqlite3")
-    >>> engine = BrokerEngine(storage=storage)   # restores what the file holds
+    >>> engine = BrokerEngine(storage=storage)   # restores what the file and its log hold
+
+    ``fold_every`` and ``log_limit`` (records folded together, the log's length before it starts
+    over) are this module's ``FOLD_EVERY`` and ``LOG_LIMIT`` unless a test wants them smaller.
     """
 
-    def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
+    request_log: ClassVar[type[RequestLog]] = RequestLog  # a test's full disk replaces it
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "normal",
+        fold_every: int = FOLD_EVERY,
+        log_limit: int = LOG_LIMIT,
+    ) -> None:
         path = data_file(path)
         if synchronous.lower() not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
         self.path = path
         self.synchronous = synchronous.lower()
+        self.fold_every, self.log_limit = fold_every, log_limit
         self.restored = dict.fromkeys(_COUNTS, 0)
-        self._ops: list[tuple[str, _Params]] = []
+        self._ops: list[Change] = []
         self._next_ids_noted: dict[str, int] = {}  # this transaction's next_id UPDATEs
         self._delayed_rows: dict[int, int] = {}  # engine heap seq -> delayed.id
         self._next_delayed_id = 1
+        self._unfolded: list[Change] = []  # in the log, not in SQLite yet
+        self._unfolded_records = self._unfolded_bytes = 0
+        self._fold_at = fold_every  # records; moved on when a fold failed
+        self._broken: StorageError | None = None  # the log could not be switched: no writes
         # Read before SQLite opens the file: its recovery drops what follows a damaged frame
-        self._wal_lost = wal_commits_lost(path.with_name(path.name + "-wal"))
+        wal_damage = wal_commits_lost(path.with_name(path.name + "-wal"))
         if path.is_file() and path.stat().st_size == 0:
             # SQLite would take it for a new database and the broker would start empty
             raise StorageError(
@@ -160,6 +247,9 @@ class SqliteStorage(Storage):
         try:
             self._open()
             self._writer = self._db.cursor()  # every write's: no cursor made per statement
+            self._generation, folded = self._db.execute(
+                "SELECT generation, folded FROM log_folded"
+            ).fetchone()
         except sqlite3.Error as exc:
             self._db.close()
             if sqlite_busy(exc):
@@ -171,6 +261,13 @@ class SqliteStorage(Storage):
                     f"the data file {path} is read-only: make it writable, or pass another --data"
                 ) from None
             raise StorageError(f"cannot use {path} as broker data: {exc}") from None
+        try:
+            self._open_log(folded, wal_damage)
+        except (OSError, StorageError) as exc:
+            self._db.close()
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"cannot use the request log beside {path}: {exc}") from None
 
     def _open(self) -> None:
         db = self._db
@@ -186,9 +283,14 @@ class SqliteStorage(Storage):
         tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
         if version == 0 and tables == 0:
             # executescript commits first; its own BEGIN makes the schema appear all at once
-            db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};")
-        elif version == 3:
-            _add_checksums(db)
+            db.executescript(
+                f"BEGIN IMMEDIATE;{_SCHEMA}{_LOG_FOLDED}PRAGMA user_version={SCHEMA_VERSION};"
+            )
+        elif version in (3, 4):
+            if version == 3:
+                _add_checksums(db)
+            for statement in _LOG_FOLDED.strip().split(";\n"):
+                db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version in (1, 2):
             raise sqlite3.DatabaseError(
@@ -198,9 +300,75 @@ class SqliteStorage(Storage):
         elif version != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"it is not an mq9 dev-broker data file (schema version {version}, "
-                f"expected {SCHEMA_VERSION})"
+                f"expected {SCHEMA_VERSION}: a newer langchain-mq9 may have written it)"
             )
         db.commit()
+
+    def _open_log(self, folded: int, wal_damage: int) -> None:
+        """Open the request log and take up the records SQLite does not hold yet (``restore``
+        folds them); decide whether the log must start over before the broker serves."""
+        log_path = self.path.with_name(self.path.name + LOG_SUFFIX)
+        with contextlib.suppress(FileNotFoundError):  # a new log never swapped in
+            log_path.with_name(log_path.name + ".new").unlink()
+        self._log = self.request_log(log_path, sync=self.synchronous == "full")
+        generation = self._log.generation
+        self._keep_damaged = False
+        if generation is not None and generation > self._generation:
+            self._log.close(remove=False)
+            raise StorageError(
+                f"the request log {log_path} is newer than the data file {self.path} (its "
+                f"generation {generation}, the file's {self._generation}): the data file was "
+                "put back from an older copy without its log? Put both back from the same "
+                "copy, or move the log away to start from the data file alone"
+            )
+        counts = self.restored
+        if generation == self._generation and folded > self._log.size:
+            self._log_stale = True  # shorter than what was folded of it: nothing left to read
+            self._keep_damaged = True
+        elif generation == self._generation:
+            found = self._log.read(max(folded, HEADER_SIZE), _SQL.__contains__)
+            for _, changes in found.records:
+                self._unfolded.extend(changes)
+                self._unfolded_records += 1
+            self._keep_damaged = found.lost > 0
+            self._log_stale = found.damaged
+            counts["log_lost"] = found.lost
+            counts["wal_redone"] = wal_damage  # its folds are still in this log
+        else:
+            # None: a new data file, or a log that is missing or whose header is unreadable;
+            # older: a log folded whole before the file moved on to a new one (nothing to read)
+            self._log_stale = True
+            self._keep_damaged = generation is None and self._log.size > HEADER_SIZE
+            counts["wal_lost"] = wal_damage
+            if self._keep_damaged:
+                # records of no known generation: they cannot be placed, only kept
+                found = self._log.read(HEADER_SIZE, _SQL.__contains__)
+                counts["log_lost"] = len(found.records) + found.lost
+        self._found = {key: counts[key] for key in ("log_lost", "wal_redone", "wal_lost")}
+        if counts["log_lost"]:
+            log.error(
+                "%s: the request log is damaged: %d acknowledged writes after the damage were "
+                "NOT restored (the log is kept as %s)",
+                log_path,
+                counts["log_lost"],
+                set_aside_name(log_path),
+            )
+        elif self._log_stale and generation == self._generation:
+            log.warning("%s: the newest record is incomplete or damaged (never answered)", log_path)
+        if counts["wal_lost"]:
+            log.error(
+                "%s: the write-ahead log is damaged: %d acknowledged writes after the damage "
+                "were NOT restored",
+                self.path,
+                counts["wal_lost"],
+            )
+        elif counts["wal_redone"]:
+            log.warning(
+                "%s: the write-ahead log is damaged: the %d writes after the damage are "
+                "restored from the request log",
+                self.path,
+                counts["wal_redone"],
+            )
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -214,50 +382,118 @@ class SqliteStorage(Storage):
         self._next_ids_noted.clear()
         if not self._ops:
             return
-        ops, self._ops = self._ops, []
+        changes, self._ops = self._ops, []
+        if self._broken is not None:
+            raise self._broken
         try:
-            self._write(ops)
-        except (sqlite3.Error, OverflowError) as exc:
-            # Rolled back: the engine restores itself from the file and the request fails
-            log.error("could not write to %s: %s", self.path, exc)
+            _check_storable(changes)
+            body = encode_changes(changes)
+            self._log.append(body)
+        except (OSError, OverflowError, UnicodeEncodeError) as exc:
+            # Not in the log: the engine restores itself from the file and the request fails
+            log.error("could not write to %s: %s", self._log.path, exc)
             raise StorageError(
                 f"the broker could not save the change, so it did not make it: {exc}"
             ) from None
+        self._unfolded.extend(changes)
+        self._unfolded_records += 1
+        self._unfolded_bytes += len(body)
+        if self._unfolded_records >= self._fold_at or self._unfolded_bytes >= FOLD_BYTES:
+            self._fold_quietly()
 
-    def _write(self, ops: list[tuple[str, _Params]]) -> None:
-        """One transaction (a test's full disk overrides ``_execute``). BEGIN and COMMIT as
-        statements: the sqlite3 module's own (``with db:``) prepares its BEGIN anew for each
-        transaction, a tenth of a SEND's commit on the wire."""
+    def _fold_quietly(self) -> None:
+        """Fold the log into SQLite; a failure fails no request (the records are in the log):
+        it is logged, and the fold tried again ``fold_every`` records later."""
+        try:
+            self.fold()
+        except (sqlite3.Error, OSError, StorageError) as exc:
+            self._fold_at = self._unfolded_records + self.fold_every
+            log.error(
+                "%s: could not fold %d records of the request log into SQLite (they stay in "
+                "the log; tried again later): %s",
+                self.path,
+                self._unfolded_records,
+                exc,
+            )
+
+    def fold(self) -> None:
+        """Write the records not folded yet into SQLite, in one transaction; start a new log
+        when this one is long. Raises ``sqlite3.Error``, ``OSError`` or ``StorageError``."""
+        if self._unfolded:
+            self._write(self._unfolded, self._log.end)
+            self._folded()
+        if self._log.end >= self.log_limit:
+            self._new_log()
+
+    def _folded(self) -> None:
+        self._unfolded = []
+        self._unfolded_records = self._unfolded_bytes = 0
+        self._fold_at = self.fold_every
+
+    def _write(self, changes: list[Change], folded: int) -> None:
+        """One transaction. BEGIN and COMMIT as statements: the sqlite3 module's own
+        (``with db:``) prepares its BEGIN anew for each transaction."""
         db, writer = self._db, self._writer
         writer.execute("BEGIN")
         try:
-            for sql, params in ops:
-                self._execute(sql, params)
-            writer.execute("COMMIT")
+            self._apply(changes, folded)
+            self._commit()
         except BaseException:
             if db.in_transaction:  # a failed COMMIT may have rolled back already
                 db.rollback()
             raise
 
-    def _execute(self, sql: str, params: _Params) -> None:
-        self._writer.execute(sql, params)
+    def _apply(self, changes: list[Change], folded: int) -> None:
+        execute = self._writer.execute
+        for statement, params in changes:
+            execute(_SQL[statement], params)
+        execute(_SET_FOLDED, (self._generation, folded))
 
-    def _note(self, sql: str, *params: object) -> None:
-        """Keep a statement for the request's transaction."""
-        self._ops.append((sql, params))
+    def _commit(self) -> None:
+        """Where SQLite writes (a test's full disk makes it fail)."""
+        self._writer.execute("COMMIT")
+
+    def _new_log(self) -> None:
+        """Start the next generation of the log (everything folded): the data file says so
+        first, and a checkpoint puts what was folded into it and syncs it, then the new log
+        takes the old one's place. After the file moved on, the log must follow: if it cannot,
+        the store takes no more writes (a restart drops the old log, folded whole)."""
+        generation = self._generation + 1
+        fresh = self._log.start(generation)
+        self._writer.execute("BEGIN")
+        try:
+            self._writer.execute(_SET_FOLDED, (generation, HEADER_SIZE))
+            self._writer.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.rollback()
+            with contextlib.suppress(OSError):
+                fresh.unlink()
+            raise
+        self._generation = generation
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:  # it stays in the WAL, safe from all but an OS crash
+            log.error("%s: checkpoint before a new request log failed: %s", self.path, exc)
+        keep_as = set_aside_name(self._log.path) if self._keep_damaged else None
+        try:
+            self._log.swap(fresh, generation, keep_old_as=keep_as)
+        except OSError as exc:
+            self._broken = StorageError(
+                f"the broker could not start a new request log beside {self.path} ({exc}): "
+                "it takes no more changes until it is restarted"
+            )
+            raise self._broken from None
+        self._keep_damaged = self._log_stale = False
+
+    def _note(self, statement: int, *params: object) -> None:
+        """Keep a change for the request's record."""
+        self._ops.append((statement, params))
 
     def mailbox_created(self, mailbox: Mailbox) -> None:
-        # A new log (no row yet) must not take up message rows an interrupted write left
-        # under its name: they would come back as its messages at the next start
+        self._note(_DROP_STRAY_MESSAGES, mailbox.address, mailbox.address)
         self._note(
-            "DELETE FROM messages WHERE mailbox = ?"
-            " AND NOT EXISTS (SELECT 1 FROM mailboxes WHERE address = ?)",
-            mailbox.address,
-            mailbox.address,
-        )
-        self._note(
-            "INSERT OR REPLACE INTO mailboxes (address, shard, create_time, ttl, descr,"
-            " next_id, start_offset, live) VALUES (?,?,?,?,?,?,?,1)",
+            _PUT_MAILBOX,
             mailbox.address,
             mailbox.shard,
             mailbox.create_time,
@@ -268,117 +504,119 @@ class SqliteStorage(Storage):
         )
 
     def mailbox_expired(self, mailbox: Mailbox) -> None:
-        self._note("UPDATE mailboxes SET live = 0 WHERE address = ?", mailbox.address)
+        self._note(_EXPIRE_MAILBOX, mailbox.address)
 
     def mailbox_removed(self, mailbox: Mailbox) -> None:
-        for table, column in (("mailboxes", "address"), ("messages", "mailbox")):
-            self._note(f"DELETE FROM {table} WHERE {column} = ?", mailbox.address)
+        self._note(_DROP_MAILBOX, mailbox.address)
+        self._note(_DROP_MAILBOX_MESSAGES, mailbox.address)
 
     def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None:
-        self._note(
-            f"INSERT OR REPLACE INTO messages (mailbox, msg_id, {_COLUMNS}, crc)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            *_row(mailbox.address, message.msg_id, message),
-        )
-        # No next_id UPDATE here (a third page in every SEND's commit): while the newest
+        self._note(_PUT_MESSAGE, *_row(mailbox.address, message.msg_id, message))
+        # No next_id UPDATE here (a third page in every fold's SEND): while the newest
         # message is stored, restore takes next_id from it; message_removed writes next_id
         # before the newest can go
 
     def message_removed(self, mailbox: Mailbox, msg_id: int) -> None:
-        self._note("DELETE FROM messages WHERE mailbox = ? AND msg_id = ?", mailbox.address, msg_id)
+        self._note(_DROP_MESSAGE, mailbox.address, msg_id)
         if self._next_ids_noted.get(mailbox.address) != mailbox.next_id:  # once a retention scan
             self._next_ids_noted[mailbox.address] = mailbox.next_id
-            self._note(
-                "UPDATE mailboxes SET next_id = ? WHERE address = ?",
-                mailbox.next_id,
-                mailbox.address,
-            )
+            self._note(_SET_NEXT_ID, mailbox.next_id, mailbox.address)
 
     def mailbox_start_moved(self, mailbox: Mailbox) -> None:
-        self._note(
-            "UPDATE mailboxes SET start_offset = ? WHERE address = ?",
-            mailbox.start_offset,
-            mailbox.address,
-        )
+        self._note(_SET_START, mailbox.start_offset, mailbox.address)
 
     def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None:
         row_id = self._next_delayed_id
         self._next_delayed_id += 1
         self._delayed_rows[seq] = row_id
-        self._note(
-            f"INSERT INTO delayed (id, mailbox, due, {_COLUMNS}, crc)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            row_id,
-            *_row(address, _signed(due), message),
-        )
+        self._note(_PUT_DELAYED, row_id, *_row(address, _signed(due), message))
 
     def delayed_released(self, seq: int) -> None:
         row_id = self._delayed_rows.pop(seq, None)
         if row_id is not None:
-            self._note("DELETE FROM delayed WHERE id = ?", row_id)
+            self._note(_DROP_DELAYED, row_id)
 
     def offset_committed(self, lane: str, shard: str, offset: int) -> None:
-        self._note(
-            "INSERT OR REPLACE INTO offsets (lane, shard, offset) VALUES (?,?,?)",
-            lane,
-            shard,
-            _signed(offset),
-        )
+        self._note(_PUT_OFFSET, lane, shard, _signed(offset))
 
     def offset_dropped(self, lane: str, shard: str) -> None:
-        self._note("DELETE FROM offsets WHERE lane = ? AND shard = ?", lane, shard)
+        self._note(_DROP_OFFSET, lane, shard)
 
     def agent_saved(self, entry: AgentEntry) -> None:
-        self._note(
-            "INSERT OR REPLACE INTO agents (name, agent_info, create_time) VALUES (?,?,?)",
-            entry.name,
-            entry.agent_info,
-            entry.create_time,
-        )
+        self._note(_PUT_AGENT, entry.name, entry.agent_info, entry.create_time)
 
     def agent_removed(self, entry: AgentEntry) -> None:
-        self._note("DELETE FROM agents WHERE name = ?", entry.name)
+        self._note(_DROP_AGENT, entry.name)
 
     def index_saved(self, entry: AgentEntry) -> None:
         # DELETE first: a replaced row goes to the end of the rowid order, as in the index
         self.index_removed(entry.card_name)
-        self._note(
-            "INSERT INTO agent_index (card_name, name, agent_info, create_time) VALUES (?,?,?,?)",
-            entry.card_name,
-            entry.name,
-            entry.agent_info,
-            entry.create_time,
-        )
+        self._note(_PUT_INDEX, entry.card_name, entry.name, entry.agent_info, entry.create_time)
 
     def index_removed(self, card_name: str) -> None:
-        self._note("DELETE FROM agent_index WHERE card_name = ?", card_name)
+        self._note(_DROP_INDEX, card_name)
 
     def close(self) -> None:
+        """Fold what is left; the log goes when all of it is in the file (a clean stop leaves
+        the data file alone), else it stays for the next start to replay."""
+        folded = False
+        if self._broken is None:
+            try:
+                if self._unfolded:
+                    self._write(self._unfolded, self._log.end)
+                    self._folded()
+                folded = not self._log_stale
+            except sqlite3.Error as exc:
+                log.error(
+                    "%s: the request log stays to be replayed at the next start: %s", self.path, exc
+                )
         with contextlib.suppress(sqlite3.Error):
-            self._db.close()
+            self._db.close()  # SQLite checkpoints its WAL into the file and syncs it
+        self._log.close(remove=folded)
 
     # -- reading back --------------------------------------------------------------------------
 
     def restore(self, engine: Restorable) -> None:
+        """Fold the records SQLite does not hold yet and read everything back, in one
+        transaction: if its commit fails (a full disk), the engine still gets the whole state
+        and the records stay in the log, to be folded later."""
         # Also after a failed write: what was noted since the last restore is void
         self.restored = dict.fromkeys(_COUNTS, 0)
-        self.restored["wal_lost"] = self._wal_lost
-        if self._wal_lost:
-            log.error(
-                "%s: the write-ahead log is damaged: %d acknowledged writes after the damage "
-                "were NOT restored",
-                self.path,
-                self._wal_lost,
-            )
+        self.restored.update(self._found)
         self._ops.clear()
         self._delayed_rows.clear()
+        if self._broken is not None:
+            raise self._broken
+        db, writer = self._db, self._writer
         try:
+            writer.execute("BEGIN")
+            if self._unfolded:
+                self._apply(self._unfolded, self._log.end)
             self._restore(engine)
         except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+            if db.in_transaction:
+                db.rollback()
             raise StorageError(
                 f"cannot restore the broker's state from {self.path}: {type(exc).__name__}: "
                 f"{exc} (the file is damaged; move it away to start empty)"
             ) from None
+        try:
+            self._commit()
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.rollback()
+            if self._log_stale:  # the log must start over before the broker writes to it
+                raise StorageError(f"cannot write to the data file {self.path}: {exc}") from None
+            log.error("%s: could not fold the request log (it stays): %s", self.path, exc)
+            return
+        self._folded()
+        if self._log_stale:
+            try:
+                self._new_log()
+            except (sqlite3.Error, OSError) as exc:
+                raise StorageError(
+                    f"cannot start the request log beside {self.path}: {exc}"
+                ) from None
 
     def _restore(self, engine: Restorable) -> None:
         db = self._db
@@ -465,7 +703,8 @@ class SqliteStorage(Storage):
 
 
 _COUNTS = (
-    "mailboxes", "messages", "delayed", "offsets", "agents", "damaged", "skipped", "wal_lost",
+    "mailboxes", "messages", "delayed", "offsets", "agents", "damaged", "skipped",
+    "wal_lost", "wal_redone", "log_lost",
 )  # fmt: skip
 
 _ByteOrder = Literal["little", "big"]
@@ -564,7 +803,19 @@ def _checksum(address: str, number: int, columns: Sequence[Any]) -> int:
     return zlib.crc32(bytes(payload), zlib.crc32(repr((address, number, *fields)).encode()))
 
 
-def _row(address: str, number: int, message: StoredMessage) -> _Params:
+def _check_storable(changes: list[Change]) -> None:
+    """Refuse, before it is logged, what SQLite could not take when it is folded: an integer
+    beyond 64 bits (``OverflowError``), a string that is no UTF-8 (``UnicodeEncodeError``)."""
+    for _, params in changes:
+        for value in params:
+            if type(value) is int:
+                if not -_INT64 <= value < _INT64:
+                    raise OverflowError(f"{value} does not fit a 64-bit integer")
+            elif type(value) is str and not value.isascii():
+                value.encode()
+
+
+def _row(address: str, number: int, message: StoredMessage) -> tuple[object, ...]:
     columns = _message_columns(message)
     return (address, number, *columns, _checksum(address, number, columns))
 
