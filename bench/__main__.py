@@ -54,7 +54,7 @@ TITLES = {
     "stores": "The dev broker's request path and its stores (target 14)",
     "credentials": "Per-agent credentials against the open broker (target 15)",
 }
-NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls", "tracing", "stores"}
+NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls", "tracing"}
 
 
 def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
@@ -97,7 +97,7 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
     if name == "stores":
         from . import stores
 
-        return stores.run(cfg, network)
+        return stores.run(cfg)
     if name == "credentials":
         from . import credentials
 

@@ -34,7 +34,7 @@ from langchain_mq9.broker.storage import JetStreamStorage, SqliteStorage, Storag
 
 from . import request_path
 from .config import Config
-from .infra import ROOT, Network, Responder
+from .infra import ROOT, Responder
 from .measure import Stats, fmt_seconds
 from .responders import PAYLOAD_SIZE
 from .results import Check, Section
@@ -131,9 +131,9 @@ async def _growth(
     return found
 
 
-def run(cfg: Config, net: Network) -> Section:
+def run(cfg: Config) -> Section:
     section = Section("stores", TITLE)
-    request_path.run(cfg, net, section)
+    request_path.run(cfg, section)  # on nats-servers of its own, one a run
     rounds, block = cfg.store_rounds
     with _cluster() as cluster, tempfile.TemporaryDirectory(prefix="mq9-bench-") as where:
         dev = Responder(cluster.urls[0], "dev").wait_ready()
