@@ -106,3 +106,4 @@ async def test_a_forged_record_with_a_good_checksum_is_damage_not_a_change(tmp_p
     assert [m["payload"] for m in await broker.query("box")] == ["real", "after"]
     assert broker.engine.storage.restored["log_lost"] == 0
     broker.stop()
+

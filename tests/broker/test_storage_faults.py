@@ -66,14 +66,14 @@ class FullDisk(SqliteStorage):
 
     @full.setter
     def full(self, value: bool) -> None:
-        self._log.full = value
+        self._log.full = self.sqlite_full = value
 
     @property
     def commits(self) -> int:
         return self._log.records
 
     def _commit(self) -> None:
-        if self.full or self.sqlite_full:
+        if self.sqlite_full:
             raise sqlite3.OperationalError("database or disk is full")
         super()._commit()
 
@@ -239,6 +239,23 @@ async def test_a_fold_on_a_full_disk_fails_no_request_and_is_done_later(faulty, 
     db.close()
     faulty.engine = faulty._start()
     assert [text for _, text in await faulty.state()] == list("abcdefg")
+
+
+async def test_a_record_that_could_not_be_logged_is_undone_and_the_rest_folded(faulty):
+    """Only the log's disk is full: the request fails, and reading the state back folds the
+    records before it into SQLite (its commit works) without the failed one."""
+    await faulty.create("box")
+    for text in "ab":
+        await faulty.send("box", text)
+    faulty.disk._log.full = True  # the log's disk alone
+    reply = await faulty.call(p.send_subject("box"), b"failed")
+    faulty.disk._log.full = False
+    assert DISK_FULL in reply["error"], reply
+    assert faulty.disk._unfolded == []  # folded by the read-back
+    assert await faulty.send("box", "c") == 2  # the failed SEND used no msg_id
+    faulty.disk._db.close()  # a crash
+    faulty.engine = faulty._start()
+    assert [text for _, text in await faulty.state()] == list("abc")
 
 
 async def test_the_log_starts_over_and_a_crash_at_any_point_loses_nothing(tmp_path):

@@ -353,7 +353,7 @@ class SqliteStorage(Storage):
                 counts["log_lost"],
                 set_aside_name(log_path),
             )
-        elif self._log_stale and generation == self._generation:
+        elif generation == self._generation and self._log_stale and not self._keep_damaged:
             log.warning("%s: the newest record is incomplete or damaged (never answered)", log_path)
         if counts["wal_lost"]:
             log.error(
