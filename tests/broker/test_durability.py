@@ -1,8 +1,8 @@
 """Durable storage: what the broker answered is still there after a restart, and after kill -9.
 
-The first tests restart an engine in-process over the same SQLite file (schema version 4) and
-talk to it on the wire (``engine.handle``); a ``ManualClock`` drives TTLs and delays, so nothing
-sleeps. A property test checks that for any sequence of requests the restored engine holds
+The first tests restart an engine in-process over the same SQLite file (schema version 5) and
+its request log, and talk to it on the wire (``engine.handle``); a ``ManualClock`` drives TTLs
+and delays, so nothing sleeps. A property test checks that for any sequence of requests the restored engine holds
 exactly the state of the one that wrote the file. The last tests kill -9 a real
 ``python -m langchain_mq9.broker --data`` process and restart it, with raw nats-py requests.
 

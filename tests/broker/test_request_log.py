@@ -10,6 +10,7 @@ damage and never executed.
 from __future__ import annotations
 
 import marshal
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -107,3 +108,30 @@ async def test_a_forged_record_with_a_good_checksum_is_damage_not_a_change(tmp_p
     assert broker.engine.storage.restored["log_lost"] == 0
     broker.stop()
 
+
+
+async def test_with_sync_full_every_record_is_synced_before_its_answer(tmp_path, monkeypatch):
+    """``--sync full``: an fdatasync of the log after each record's write, before the answer
+    (counted through the real call), and the records are replayed after a crash."""
+    from langchain_mq9.broker import BrokerEngine
+    from langchain_mq9.broker.storage import SqliteStorage
+
+    class Full(Restartable):
+        def _start(self) -> BrokerEngine:
+            storage = SqliteStorage(self.path, synchronous="full")
+            return BrokerEngine(clock=self.clock, storage=storage)
+
+    broker = Full(tmp_path / "broker.sqlite3")
+    await broker.create("box")
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    for text in "abc":
+        await broker.send("box", text)
+    assert len(synced) == 3
+    storage = broker.engine.storage
+    storage._db.close()  # a crash
+    storage._log.close(remove=False)
+    broker.engine = broker._start()
+    assert [m["payload"] for m in await broker.query("box")] == list("abc")
+    broker.stop()
