@@ -2,9 +2,9 @@
 
 The first tests restart an engine in-process over the same SQLite file (schema version 5) and
 its request log, and talk to it on the wire (``engine.handle``); a ``ManualClock`` drives TTLs
-and delays, so nothing sleeps. A property test checks that for any sequence of requests the restored engine holds
-exactly the state of the one that wrote the file. The last tests kill -9 a real
-``python -m langchain_mq9.broker --data`` process and restart it, with raw nats-py requests.
+and delays, so nothing sleeps. A property test checks that for any sequence of requests the
+restored engine holds exactly the state of the one that wrote the file. The last tests kill -9 a
+real ``python -m langchain_mq9.broker --data`` process and restart it, with raw nats-py requests.
 
 What must survive is RobustMQ's state: mailboxes, messages (with header and expire_at), delayed
 messages, committed group offsets (only ACK and force_deliver commit: a FETCH leaves nothing

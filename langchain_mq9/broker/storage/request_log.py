@@ -29,7 +29,7 @@ import struct
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 MAGIC = b"mq9-log\x01"
 _HEADER = struct.Struct("<8sQ")  # magic, generation
@@ -45,7 +45,8 @@ Change = tuple[int, tuple[object, ...]]
 def encode_changes(changes: Sequence[Change]) -> bytes:
     """A record's body: the request's changes (statement numbers, parameters of None, int,
     str and bytes) in marshal's format, which the C library writes and reads in one call."""
-    return marshal.dumps(tuple(changes), _MARSHAL_VERSION)
+    marshallable: Any = tuple(changes)  # (typed as objects: marshal takes what they are)
+    return marshal.dumps(marshallable, _MARSHAL_VERSION)
 
 
 def decode_changes(body: bytes | memoryview, known: Callable[[int], bool]) -> list[Change] | None:
