@@ -286,6 +286,36 @@ async def test_the_log_starts_over_and_a_crash_at_any_point_loses_nothing(tmp_pa
     broker.stop()
 
 
+async def test_a_new_log_that_cannot_take_the_old_ones_place_stops_writes_not_data(tmp_path):
+    """The data file moved on to a new generation, but the new log could not replace the old
+    one: the store takes no more changes (a record in the old log would be taken for folded
+    at the next start), and a restart drops the old log, all of it folded, and loses
+    nothing."""
+
+    class Tiny(Restartable):
+        def _start(self) -> BrokerEngine:
+            storage = SqliteStorage(self.path, fold_every=1, log_limit=1)
+            return BrokerEngine(clock=self.clock, storage=storage)
+
+    broker = Tiny(tmp_path / "broker.sqlite3")
+    await broker.create("box")
+    storage = broker.engine.storage
+
+    def swap_fails(*args, **kwargs):
+        raise OSError(errno.EIO, "the rename failed")
+
+    storage._log.swap = swap_fails
+    assert await broker.send("box", "kept") == 0  # stored and folded; the new log failed
+    reply = await broker.call(p.send_subject("box"), b"refused")
+    assert "takes no more changes" in reply["error"], reply
+    storage._db.close()  # a crash
+    storage._log.close(remove=False)
+    broker.engine = broker._start()
+    assert [m["payload"] for m in await broker.query("box")] == ["kept"]
+    assert await broker.send("box", "after") == 1
+    broker.stop()
+
+
 async def test_a_data_file_older_than_its_log_is_refused(faulty):
     await faulty.create("box")
     await faulty.send("box", "in the log only")
