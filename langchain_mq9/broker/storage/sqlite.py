@@ -129,6 +129,9 @@ INSERT INTO log_folded SELECT 0, 0 WHERE NOT EXISTS (SELECT 1 FROM log_folded);
 """
 _SET_FOLDED = "UPDATE log_folded SET generation = ?, folded = ?"
 
+# A message's columns, in this order in every row (after mailbox and msg_id, or due if delayed)
+_COLUMNS = "priority, create_time, key, tags, header, expire_at, payload"
+
 # The statements a record names by number. The numbers are the request log's format: a number
 # is never given to another statement (a changed statement takes a new number).
 _SQL: dict[int, str] = {}
@@ -157,16 +160,15 @@ _DROP_MAILBOX = _statement(4, "DELETE FROM mailboxes WHERE address = ?")
 _DROP_MAILBOX_MESSAGES = _statement(5, "DELETE FROM messages WHERE mailbox = ?")
 _PUT_MESSAGE = _statement(
     6,
-    "INSERT OR REPLACE INTO messages (mailbox, msg_id, priority, create_time, key, tags,"
-    " header, expire_at, payload, crc) VALUES (?,?,?,?,?,?,?,?,?,?)",
+    f"INSERT OR REPLACE INTO messages (mailbox, msg_id, {_COLUMNS}, crc)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?)",
 )
 _DROP_MESSAGE = _statement(7, "DELETE FROM messages WHERE mailbox = ? AND msg_id = ?")
 _SET_NEXT_ID = _statement(8, "UPDATE mailboxes SET next_id = ? WHERE address = ?")
 _SET_START = _statement(9, "UPDATE mailboxes SET start_offset = ? WHERE address = ?")
 _PUT_DELAYED = _statement(
     10,
-    "INSERT INTO delayed (id, mailbox, due, priority, create_time, key, tags, header,"
-    " expire_at, payload, crc) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    f"INSERT INTO delayed (id, mailbox, due, {_COLUMNS}, crc) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
 )
 _DROP_DELAYED = _statement(11, "DELETE FROM delayed WHERE id = ?")
 _PUT_OFFSET = _statement(12, "INSERT OR REPLACE INTO offsets (lane, shard, offset) VALUES (?,?,?)")
@@ -430,24 +432,25 @@ class SqliteStorage(Storage):
         self._unfolded_records = self._unfolded_bytes = 0
         self._fold_at = self.fold_every
 
-    def _write(self, changes: list[Change], folded: int) -> None:
-        """One transaction. BEGIN and COMMIT as statements: the sqlite3 module's own
+    def _write(self, changes: list[Change], folded: int, generation: int | None = None) -> None:
+        """One transaction: ``changes``, and the log folded up to ``folded`` of ``generation``
+        (None: this one). BEGIN and COMMIT as statements: the sqlite3 module's own
         (``with db:``) prepares its BEGIN anew for each transaction."""
         db, writer = self._db, self._writer
         writer.execute("BEGIN")
         try:
-            self._apply(changes, folded)
+            self._apply(changes, folded, generation)
             self._commit()
         except BaseException:
             if db.in_transaction:  # a failed COMMIT may have rolled back already
                 db.rollback()
             raise
 
-    def _apply(self, changes: list[Change], folded: int) -> None:
+    def _apply(self, changes: list[Change], folded: int, generation: int | None = None) -> None:
         execute = self._writer.execute
         for statement, params in changes:
             execute(_SQL[statement], params)
-        execute(_SET_FOLDED, (self._generation, folded))
+        execute(_SET_FOLDED, (self._generation if generation is None else generation, folded))
 
     def _commit(self) -> None:
         """Where SQLite writes (a test's full disk makes it fail)."""
@@ -460,13 +463,9 @@ class SqliteStorage(Storage):
         the store takes no more writes (a restart drops the old log, folded whole)."""
         generation = self._generation + 1
         fresh = self._log.start(generation)
-        self._writer.execute("BEGIN")
         try:
-            self._writer.execute(_SET_FOLDED, (generation, HEADER_SIZE))
-            self._writer.execute("COMMIT")
+            self._write([], HEADER_SIZE, generation)
         except BaseException:
-            if self._db.in_transaction:
-                self._db.rollback()
             with contextlib.suppress(OSError):
                 fresh.unlink()
             raise
@@ -791,8 +790,6 @@ def _add_checksums(db: sqlite3.Connection) -> None:
 
 # -- encoding ------------------------------------------------------------------------------------
 
-# A message's columns, in this order in every row (after mailbox and msg_id, or due if delayed)
-_COLUMNS = "priority, create_time, key, tags, header, expire_at, payload"
 # The values of those columns, as written
 _Columns = tuple[str, int, str | None, str | None, bytes | None, int, bytes]
 
