@@ -14,8 +14,8 @@ ratios (``RUNS``): the ratio moves with the processes' draw more than with anyth
 later 1.22-1.25x; the code was the same), so one draw says little.
 
 ``ablations`` (``python -m bench.request_path``) adds the dev broker with one part taken away
-at a time (in memory instead of SQLite, the default 5 ms switch interval, no pacer, no bulk
-connection), to say what each costs.
+at a time (in memory instead of SQLite; nats-py's delivery instead of the read loop's), to say
+what each costs.
 """
 
 from __future__ import annotations
@@ -49,9 +49,8 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
 }
 ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dev, in memory": ("dev", {"store": "memory"}),
-    "dev, 5 ms switch interval": ("dev", {"switch_interval": 0.005}),
-    "dev, no pacer": ("dev", {"pacer": False}),
-    "dev, no bulk connection": ("dev", {"bulk": False}),
+    "dev, nats-py's delivery (a task, a flusher)": ("dev", {"inline": False}),
+    "dev, in memory, nats-py's delivery": ("dev", {"store": "memory", "inline": False}),
 }
 
 

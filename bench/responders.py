@@ -143,8 +143,8 @@ class DevBroker:
     store in a directory of its own, Python's collections frozen, the switch interval, the
     pacer of large answers, the bulk connection. ``on`` options take parts away, to measure
     what each adds: ``store`` ("sqlite", "memory", or "jetstream" on ``servers``, with their
-    default replicas), ``switch_interval`` (seconds; the CLI's by default), ``pacer`` and
-    ``bulk`` (booleans, on by default)."""
+    default replicas), ``switch_interval`` (seconds; the CLI's by default), ``pacer``, ``bulk``
+    and ``inline`` (requests handled in the read loop; booleans, on by default)."""
 
     def __init__(self, nc, url: str) -> None:
         import tempfile
@@ -171,8 +171,9 @@ class DevBroker:
     async def on(self, options: dict) -> None:
         import gc
 
-        from langchain_mq9.broker import cli, serve_on_nats
+        from langchain_mq9.broker import cli
         from langchain_mq9.broker.pacing import AnswerPacer
+        from langchain_mq9.broker.serve import NatsService
 
         await self.off()
         store = options.get("store", "sqlite")
@@ -185,7 +186,9 @@ class DevBroker:
         if options.get("bulk", True) and self.bulk is None:
             self.bulk = await nats.connect(self.url, name="bench-dev-bulk")
         bulk = self.bulk if options.get("bulk", True) else None
-        self.service = await serve_on_nats(engine, self.nc, bulk, pacer)
+        self.service = await NatsService(
+            engine, self.nc, bulk, pacer, inline=options.get("inline", True)
+        ).start()
 
     async def off(self) -> None:
         if self.service is not None:

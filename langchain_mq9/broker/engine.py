@@ -228,21 +228,48 @@ class BrokerEngine:
                 reply = p.encode(p.ERROR_REPLY.write(error=str(exc)))
             settling = self.storage.settled()
             if settling is not None:
-                await settling
+                # shared by the requests of one record: this waiter's cancellation is its own
+                await asyncio.shield(settling)
             return reply
-        except StorageError as exc:
-            return p.encode(p.ERROR_REPLY.write(error=str(exc)))
-        except Exception as exc:  # a bug must not take the broker down: report it, keep serving
-            log.exception("internal error on %r", subject)
-            return p.encode(
-                p.ERROR_REPLY.write(error=f"internal broker error: {type(exc).__name__}: {exc}")
-            )
+        except Exception as exc:
+            return self.failure_answer(subject, exc)
 
-    async def _reply(self, subject: str, headers: Headers, body: bytes) -> bytes:
+    def answer(self, subject: str, headers: Headers, body: bytes) -> bytes:
+        """``handle``'s answer to a command that does not wait (``Command.wait`` None), at
+        once, before the store may hold its changes: its caller waits for ``settled()``
+        before giving it (serve.py, many answers to one wait). Never raises."""
+        try:
+            try:
+                command, target = self._command(subject, body)
+                if command.wait is not None:
+                    raise TypeError(f"{subject} waits: BrokerEngine.handle answers it")
+                answer = command.answer
+                return self._transact(lambda: answer(self, target, headers, body))
+            except Mq9Error as exc:
+                return p.encode(p.ERROR_REPLY.write(error=str(exc)))
+        except Exception as exc:
+            return self.failure_answer(subject, exc)
+
+    def failure_answer(self, subject: str, exc: Exception) -> bytes:
+        """The answer to a request that failed other than by the rules: the store's error as
+        it says it, a bug reported (the broker keeps serving)."""
+        if isinstance(exc, StorageError):
+            return p.encode(p.ERROR_REPLY.write(error=str(exc)))
+        log.exception("internal error on %r", subject, exc_info=exc)
+        return p.encode(
+            p.ERROR_REPLY.write(error=f"internal broker error: {type(exc).__name__}: {exc}")
+        )
+
+    def _command(self, subject: str, body: bytes) -> tuple[Command, str]:
+        """The command ``subject`` names and its target, its body's size checked."""
         command, target = command_for(subject)
         self._check_body_size(command, subject, body)
         if command.addressed and not target:  # a command's prefix with no mailbox after it
             command, target = UNKNOWN, subject
+        return command, target
+
+    async def _reply(self, subject: str, headers: Headers, body: bytes) -> bytes:
+        command, target = self._command(subject, body)
         if command.wait is not None:
             return await command.wait(self, target, headers, body)
         answer = command.answer

@@ -20,9 +20,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .. import protocol as p
-from ..client.nats_guard import protect
+from ..client.nats_guard import deliver_inline, protect, publish_queued, write_now
 from .engine import BrokerEngine, command_for
 from .pacing import AnswerPacer, Backlog, requester
+from .storage import StorageError
 
 if TYPE_CHECKING:
     from .identities import Identities
@@ -71,6 +72,7 @@ class NatsService:
         bulk: NatsConnection | None = None,
         pacer: AnswerPacer | None = None,
         identities: Identities | None = None,
+        inline: bool = True,
     ) -> None:
         self.engine = engine
         # #53: an enforcing broker's requests come on $mq9.U.<principal>.> (identities.py)
@@ -78,6 +80,10 @@ class NatsService:
         self.connection = connection
         self.bulk = bulk
         self.pacer = pacer
+        # Requests handled in the connection's read loop (nats_guard.deliver_inline): a SEND
+        # and its answer take one turn of the event loop; _on_request never waits for long,
+        # it starts a task for what does
+        self.inline = inline
         self.subscription: Subscription | None = None
         # Requests being answered on a task of their own, and what each answers
         self._in_flight: dict[asyncio.Task[None], Msg] = {}
@@ -92,7 +98,10 @@ class NatsService:
         self._carried: int | None = None
         self.store_backlog = STORE_BACKLOG
         self._storing = 0  # bytes of the requests waiting for the store
+        # Of those, what the engine answered, by the record whose storing the answers wait for
+        self._waiting_for_store: dict[asyncio.Future[None], list[tuple[Msg, bytes, int]]] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        self._guarded = False  # nats_guard.protect took: its publish_now may be used
 
     def _tell_engine(self) -> None:
         """Keep the engine's answers within the server's max_payload (which a reconnect to
@@ -107,6 +116,7 @@ class NatsService:
         # Anyone on the NATS server can send the broker a frame that would stop nats-py
         # reading (see nats_guard): guard this connection, and reconnect it if reading stops.
         self._watchdog = protect(self.connection)
+        self._guarded = self._watchdog is not None
         if self.identities is None:
             self.subscription = await self.connection.subscribe(
                 p.SUBJECT_WILDCARD, cb=self._on_request
@@ -114,6 +124,8 @@ class NatsService:
         else:  # #53
             gated = self.identities.gate(self._on_request)
             self.subscription = await self.connection.subscribe(self.identities.subject, cb=gated)
+        if self.inline:
+            deliver_inline(self.connection, self.subscription)
         await self.connection.flush()
         return self
 
@@ -129,7 +141,10 @@ class NatsService:
                 # its answer waits for the store (a JetStream ack): the requests behind it
                 # are read meanwhile, and their changes stored together with its next
                 self._storing += size
-                self._start(msg).add_done_callback(lambda _: self._stored(size))
+                if self.identities is None:
+                    await self._answer_once_stored(msg, size)
+                else:
+                    self._start(msg).add_done_callback(lambda _: self._stored(size))
             else:
                 await self._answer(msg)
             return
@@ -186,6 +201,56 @@ class NatsService:
             task.add_done_callback(lambda _: self._next(costly_for))
         return task
 
+    async def _answer_once_stored(self, msg: Msg, size: int) -> None:
+        """Answer ``msg`` once the store holds its changes, together with the other requests
+        whose changes it stores in the same record: no task, the record's callback answers."""
+        self._tell_engine()
+        reply = self.engine.answer(msg.subject, msg.headers, msg.data)
+        settling = self.engine.storage.settled()
+        if settling is None:  # stored already (or nothing to store)
+            self._storing -= size
+            await self._send_answer(msg, reply)
+            return
+        waiting = self._waiting_for_store.get(settling)
+        if waiting is None:
+            waiting = self._waiting_for_store[settling] = []
+            settling.add_done_callback(self._answer_stored)
+        waiting.append((msg, reply, size))
+
+    def _answer_stored(self, settling: asyncio.Future[None]) -> None:
+        """(``settling``'s callback) The answers that waited for it, each its own or the
+        store's error (what they promised was not stored), written at once."""
+        waiting = self._waiting_for_store.pop(settling, None)
+        if waiting is None:
+            return  # stop() answered them
+        failure = None
+        if settling.cancelled() or settling.exception() is not None:
+            exc = settling.exception() if not settling.cancelled() else None
+            if not isinstance(exc, Exception):
+                exc = StorageError("the record's write was cancelled")
+            failure = self.engine.failure_answer("a stored request", exc)
+        try:
+            for msg, reply, size in waiting:
+                self._storing -= size
+                answer = reply if failure is None else failure
+                if not msg.reply:
+                    continue
+                if not self._guarded or len(answer) > BULK_ANSWER:  # (pacing, bulk carrier)
+                    self._start_answer(msg, answer)
+                    continue
+                try:
+                    publish_queued(self.connection, msg.reply, answer)
+                except Exception as exc:  # the requester may be gone; the broker serves on
+                    log.warning("could not answer %s: %s", msg.subject, exc)
+        finally:  # all of them in one write, now: not on nats-py's flusher's next turn
+            if self._guarded:
+                write_now(self.connection)
+
+    def _start_answer(self, msg: Msg, answer: bytes) -> None:
+        task = asyncio.create_task(self._send_answer(msg, answer))
+        self._in_flight[task] = msg
+        task.add_done_callback(self._finished)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
 
@@ -217,6 +282,11 @@ class NatsService:
             reply = await self.identities.handle(self.engine, msg)
         else:
             reply = await self.engine.handle(msg.subject, msg.headers, msg.data)
+        await self._send_answer(msg, reply)
+
+    async def _send_answer(self, msg: Msg, reply: bytes) -> None:
+        """``reply`` to ``msg``'s reply subject, within the server's max_payload, at the
+        pacer's pace when large."""
         if not msg.reply:
             return  # a publish without a reply subject: nobody to answer
         limit = self.connection.max_payload
@@ -272,8 +342,11 @@ class NatsService:
         for task in cut:
             task.cancel()
         await asyncio.gather(*cut, return_exceptions=True)
+        unstored = [msg for answers in self._waiting_for_store.values() for msg, _, _ in answers]
+        self._waiting_for_store.clear()
+        self._storing = 0
         for text, told in (
-            (unfinished, [msg for task, msg in cut.items() if task.cancelled()]),
+            (unfinished, [m for task, m in cut.items() if task.cancelled()] + unstored),
             (unread, waiting),
         ):
             answer = p.encode(p.ERROR_REPLY.write(error=text))

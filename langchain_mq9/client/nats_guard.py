@@ -19,11 +19,20 @@ does not know (RobustMQ's sid 0) for the request whose inbox the subject names, 
 
 ``GuardedClient`` also writes a publish's header block itself (nats-py's way, quicker).
 
+``deliver_inline(connection, subscription)`` hands a subscription's messages to its callback
+inside the read loop, and writes what the callbacks published once the read is parsed: a
+request and its answer then take one turn of the event loop, not three (nats-py queues a
+message for a task of the subscription's, and an answer for its flusher task). The broker's
+own subscription uses it (its callback starts a task for whatever waits). ``publish_queued``
+and ``write_now`` do the same for answers given in a future's callback.
+
 All of it leans on nats-py internals (the ``_ps`` parser, ``_process_*`` handlers,
-``_reading_task``, ``_subs``, ``_resp_sub_prefix``, ``_connect_to_server``, ``_send_publish``
-and what it calls). ``internals_problem`` checks them: a nats-py that no longer matches is
-left unguarded with a warning, and the tests
-(tests/client/test_malformed_frames.py, tests/robustmq/test_robustmq_shaped.py) fail loudly.
+``_build_message``, ``_reading_task``, ``_subs``, ``_resp_sub_prefix``, ``_connect_to_server``,
+``_send_publish`` and what it calls, the ``_pending`` commands and the ``_transport``, a
+subscription's ``_id`` and ``_cb``). ``internals_problem`` checks them: a nats-py that no
+longer matches is left unguarded with a warning, and the tests
+(tests/client/test_malformed_frames.py, tests/robustmq/test_robustmq_shaped.py,
+tests/client/test_inline_delivery.py) fail loudly.
 """
 
 from __future__ import annotations
@@ -39,16 +48,26 @@ from typing import Any
 from urllib.parse import ParseResult
 
 from nats.aio.client import PING_PROTO, PONG_PROTO, Client, Srv
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.aio.transport import TcpTransport
-from nats.errors import ProtocolError
+from nats.errors import (
+    BadSubjectError,
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    MaxPayloadError,
+    OutboundBufferLimitError,
+    ProtocolError,
+)
 from nats.protocol import parser as nats_parser
-from nats.protocol.command import hpub_cmd
+from nats.protocol.command import hpub_cmd, pub_cmd
 
 log = logging.getLogger("langchain_mq9")
 
 WATCH_INTERVAL = 1.0  # seconds between two looks at the read loop: a dead one costs at most this
 _CRLF = b"\r\n"
 _SEPARATORS = re.compile(rb"[ \t]+")  # nats-server's argument separators, and only those
+_BAD_SUBJECT = re.compile(r"[ \t\r\n]")  # what nats-py's publish refuses in a subject
 _PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
 _HANDLERS = {
     "_process_msg": ["sid", "subject", "reply", "data", "headers"],
@@ -56,6 +75,8 @@ _HANDLERS = {
     "_process_info": ["info", "initial_connection"],
     "_process_ping": [],
     "_process_pong": [],
+    "_process_headers": ["headers"],
+    "_build_message": ["sid", "subject", "reply", "data", "headers"],
     "_connect_to_server": ["s"],  # GuardedClient's seams
     "_connect_command": [],
     "_send_publish": ["subject", "reply", "payload", "payload_size", "headers"],
@@ -68,8 +89,17 @@ class GuardedParser(nats_parser.Parser):
 
     nc: Client
     dropped = 0
+    # deliver_inline's subscriptions: sid -> callback, and whether answers wait to be written
+    inline: dict[int, Callable[[Msg], Awaitable[None]]]
+    _answered = False
 
     async def parse(self, data: bytes = b"") -> None:
+        await self._parse(data)
+        if self._answered:  # (if parsing failed, nats-py's flusher still writes them)
+            self._answered = False
+            await self._write_pending()
+
+    async def _parse(self, data: bytes) -> None:
         self.buf.extend(data)
         while self.buf:
             if self.state == nats_parser.AWAITING_MSG_PAYLOAD:
@@ -131,6 +161,9 @@ class GuardedParser(nats_parser.Parser):
         sid = arg["sid"]
         if sid not in self.nc._subs:  # RobustMQ's sid 0: a reply goes to the request it names
             sid = self._inbox_sid(subject, sid)
+        elif sid in self.inline:
+            await self._hand_over(sid, subject, reply, payload, headers)
+            return
         # (the ignores: nats-py's own parser passes headers=None, its annotation says bytes)
         try:
             try:
@@ -152,6 +185,34 @@ class GuardedParser(nats_parser.Parser):
                     exc,
                     self.dropped,
                 )
+
+    async def _hand_over(
+        self, sid: int, subject: bytes, reply: bytes, payload: bytes, headers: bytes | None
+    ) -> None:
+        """A message of a deliver_inline subscription to its callback, here and now."""
+        nc = self.nc
+        nc.stats["in_msgs"] += 1
+        nc.stats["in_bytes"] += len(payload)
+        try:
+            read = await nc._process_headers(headers)
+        except Exception:  # read as none, as _deliver does and RobustMQ does
+            read = None
+        msg = nc._build_message(sid, subject, reply, payload, read)
+        self._answered = True
+        try:
+            await self.inline[sid](msg)
+        except Exception:  # as nats-py's subscription task: the callback's error is its own
+            log.exception("the callback of %r failed", msg.subject[:80])
+
+    async def _write_pending(self) -> None:
+        """Write what was published while the read was parsed (the answers, in order, with
+        whatever else waited), as nats-py's flusher would a turn later."""
+        transport = self.nc._transport
+        if write_now(self.nc) and transport is not None:
+            # nats-py's flusher waits for the socket to take it; so does reading the next
+            # request (the connection reads nothing while the socket is full; nats-py leaves
+            # drain unannotated)
+            await transport.drain()  # type: ignore[no-untyped-call]
 
     def _inbox_sid(self, subject: bytes, sid: int) -> int:
         """The sid of nats-py's request inbox subscription when ``subject`` is one of its
@@ -196,6 +257,10 @@ def internals_problem(connection: Client) -> str | None:
         if handler is None or list(inspect.signature(handler).parameters) != params:
             return f"nats-py's Client.{name} is not ({', '.join(params)})"
     for name in (
+        "_pending",
+        "_pending_data_size",
+        "_max_pending_size",
+        "_transport",
         "_reading_task",
         "force_reconnect",
         "_subs",
@@ -226,8 +291,62 @@ def protect(connection: Client) -> asyncio.Task[None] | None:
         guarded = GuardedParser(connection)
         for name in _PARSER_STATE:  # a live connection may be halfway through a frame
             setattr(guarded, name, getattr(old, name))
+        guarded.inline = {}
         connection._ps = guarded
     return asyncio.get_running_loop().create_task(_watch(connection))
+
+
+def write_now(connection: Client) -> bool:
+    """Write what waits to be written on ``connection`` now, as nats-py's flusher would on its
+    next turn (it then finds nothing); False when nothing was written. Not while connecting or
+    reconnecting: nats-py keeps it for the new connection."""
+    transport = connection._transport
+    pending = connection._pending
+    if not pending or transport is None or not connection.is_connected or connection.is_connecting:
+        return False
+    transport.writelines(pending)
+    connection._pending = []
+    connection._pending_data_size = 0
+    return True
+
+
+def publish_queued(connection: Client, subject: str, payload: bytes) -> None:
+    """nats-py's publish of ``payload`` to ``subject`` (no reply subject, no headers) from
+    plain code (nats-py's publish is a coroutine): queued for the caller's ``write_now``, which
+    writes all it queued in one go. Raises as publish does: a bad subject, a closed or draining
+    connection, a payload above max_payload, and while reconnecting, a buffer nats-py would
+    refuse to grow. Only on a guarded connection (``protect``)."""
+    if not subject or _BAD_SUBJECT.search(subject):
+        raise BadSubjectError
+    if connection.is_closed:
+        raise ConnectionClosedError
+    if connection.is_draining_pubs:
+        raise ConnectionDrainingError
+    if len(payload) > connection.max_payload:
+        raise MaxPayloadError
+    command = pub_cmd(subject, "", payload)
+    if not connection.is_connected:
+        limit = connection._max_pending_size
+        if limit <= 0 or connection._pending_data_size + len(command) > limit:
+            raise OutboundBufferLimitError
+    connection.stats["out_msgs"] += 1
+    connection.stats["out_bytes"] += len(payload)
+    connection._pending.append(command)
+    connection._pending_data_size += len(command)
+
+
+def deliver_inline(connection: Client, subscription: Subscription) -> bool:
+    """Hand ``subscription``'s messages to its callback in ``connection``'s read loop (see the
+    module), False when the connection is not guarded (``protect``), which leaves nats-py's
+    own delivery. For a callback that returns without waiting: the connection reads nothing
+    while it runs."""
+    parser = connection._ps
+    sid, callback = getattr(subscription, "_id", None), getattr(subscription, "_cb", None)
+    if not isinstance(parser, GuardedParser) or not isinstance(sid, int) or callback is None:
+        return False
+    parser.inline = {known: cb for known, cb in parser.inline.items() if known in connection._subs}
+    parser.inline[sid] = callback
+    return True
 
 
 async def _watch(connection: Client) -> None:

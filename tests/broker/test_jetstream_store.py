@@ -421,6 +421,57 @@ async def test_served_on_nats_the_requests_behind_a_send_are_read_while_it_waits
         await connection.close()
 
 
+async def test_a_stopped_service_tells_each_request_waiting_for_its_record(durable):
+    """The requests answered together once their record is stored (one task a record) are
+    each told, when the service stops before the record is acknowledged, that it may or may
+    not have been carried out: none is left to its timeout, none told twice."""
+    await durable.create("box")
+    storage = durable.engine.storage
+    publish, under_way, released = storage._publish, asyncio.Event(), asyncio.Event()
+
+    async def held_publish(js, data, msg_id):  # the record's write, held until released
+        under_way.set()
+        await released.wait()
+        return await publish(js, data, msg_id)
+
+    storage._publish = held_publish
+    connection = await nats.connect(durable.servers)
+    client = await nats.connect(durable.servers)
+    service = await serve_on_nats(durable.engine, connection)
+    answers: asyncio.Queue = asyncio.Queue()
+    try:
+        await client.subscribe("answers.>", cb=answers.put)
+        for i in range(8):
+            await client.publish(p.send_subject("box"), b"m%d" % i, reply=f"answers.{i}")
+        await client.flush()
+        await asyncio.wait_for(under_way.wait(), 10)
+        await _until(lambda: sum(map(len, service._waiting_for_store.values())) == 8)
+        await service.stop(unfinished="cut while storing")
+        told = {}
+        for _ in range(8):
+            answer = await asyncio.wait_for(answers.get(), 5)
+            told[answer.subject] = json.loads(answer.data)["error"]
+        assert told == {f"answers.{i}": "cut while storing" for i in range(8)}
+        await client.flush()
+        assert answers.empty()
+    finally:
+        released.set()
+        storage._publish = publish
+        settling = storage.settled()
+        if settling is not None:  # the held record goes on, on this loop: until it is done
+            await asyncio.wait_for(asyncio.shield(settling), 30)
+        await service.stop()
+        await client.close()
+        await connection.close()
+
+
+async def _until(condition, within: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.01)
+
+
 async def test_beyond_the_store_backlog_the_next_request_is_answered_before_another_is_read(
     durable,
 ):

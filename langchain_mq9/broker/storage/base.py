@@ -15,7 +15,7 @@ says so in ``lost()``: the engine then restores itself before it serves again.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -57,10 +57,12 @@ class Storage(Protocol):
         """Wraps one request's changes; on a normal exit they are stored or queued to be
         (``settled``), else it raises ``StorageError`` having stored none of them."""
 
-    def settled(self) -> Awaitable[None] | None:
+    def settled(self) -> asyncio.Future[None] | None:
         """None when every change told so far is stored (a store that stores on leaving
-        ``transaction()``: always); else what completes once they are, or raises
-        ``StorageError`` if they could not be. Called on the serving event loop."""
+        ``transaction()``: always); else a future that completes once they are, or raises
+        ``StorageError`` if they could not be. Called on the serving event loop. The same
+        future for every request whose changes are stored together: a waiter that may be
+        cancelled shields it."""
         return None
 
     def flush(self) -> None:

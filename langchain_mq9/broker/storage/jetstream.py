@@ -62,7 +62,7 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -288,11 +288,12 @@ class JetStreamStorage(Storage):
         if self._publisher is None or self._publisher.done():
             self._publisher = loop.create_task(self._publish_batches())
 
-    def settled(self) -> Awaitable[None] | None:
+    def settled(self) -> asyncio.Future[None] | None:
         if not self._batches:
             return None
-        # shielded: a waiter cancelled (its service stopping) must not cancel the batch
-        return asyncio.shield(self._batches[-1].done)
+        # the batch's own future, shared by its requests: a waiter shields it (engine.handle)
+        # or never cancels it (serve.py answers a batch's requests together once it is done)
+        return self._batches[-1].done
 
     def flush(self) -> None:
         if not self._batches or self._batches[0].sent:

@@ -1,0 +1,176 @@
+"""nats_guard.deliver_inline: a subscription's messages handled in the read loop, the answers
+written at the end of the read (the broker's own subscription, serve.py). On a real
+nats-server, each test against what nats-py's own delivery would do instead."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.client.nats_guard import deliver_inline, protect
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _guarded(url: str) -> tuple[Client, asyncio.Task[None] | None]:
+    connection = await nats.connect(url)
+    return connection, protect(connection)
+
+
+async def _close(connection: Client, watchdog: asyncio.Task[None] | None) -> None:
+    if watchdog is not None:
+        watchdog.cancel()
+    await connection.close()
+
+
+async def test_messages_are_handled_by_the_read_loop_and_answered_by_it(nats_server):
+    server, watchdog = await _guarded(nats_server.url)
+    asker = await nats.connect(nats_server.url)
+    handled_by: list[asyncio.Task[None] | None] = []
+    writers: list[asyncio.Task[None] | None] = []
+    transport = server._transport
+    write = transport.writelines
+
+    def recording_writelines(payload):
+        if any(b"answer-" in part for part in payload):
+            writers.append(asyncio.current_task())
+        return write(payload)
+
+    transport.writelines = recording_writelines
+
+    async def answer(msg: Msg) -> None:
+        handled_by.append(asyncio.current_task())
+        await server.publish(msg.reply, b"answer-" + msg.data)
+
+    try:
+        subscription = await server.subscribe("inline.>", cb=answer)
+        assert deliver_inline(server, subscription)
+        await server.flush()
+        for i in range(20):
+            reply = await asker.request("inline.x", str(i).encode(), timeout=5)
+            assert reply.data == b"answer-%d" % i
+        reading = server._reading_task
+        assert handled_by == [reading] * 20  # not a task of the subscription's
+        assert writers and set(writers) == {reading}  # not nats-py's flusher, a turn later
+    finally:
+        transport.writelines = write
+        await asker.close()
+        await _close(server, watchdog)
+
+
+async def test_order_is_kept_and_a_failing_callback_loses_only_its_own_message(nats_server):
+    server, watchdog = await _guarded(nats_server.url)
+    sender = await nats.connect(nats_server.url)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def record(msg: Msg) -> None:
+        number = int(msg.data)
+        if number == 7:
+            raise RuntimeError("this one fails")
+        seen.append(number)
+        if number == 499:
+            done.set()
+
+    try:
+        subscription = await server.subscribe("inline.order", cb=record)
+        assert deliver_inline(server, subscription)
+        await server.flush()
+        for i in range(500):
+            await sender.publish("inline.order", str(i).encode())
+        await sender.flush()
+        await asyncio.wait_for(done.wait(), 10)
+        assert seen == [i for i in range(500) if i != 7]
+        assert server.is_connected  # the failure was the callback's, not the connection's
+    finally:
+        await sender.close()
+        await _close(server, watchdog)
+
+
+async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server):
+    server, watchdog = await _guarded(nats_server.url)
+    sender = await nats.connect(nats_server.url)
+    seen: list[bytes] = []
+
+    async def record(msg: Msg) -> None:
+        seen.append(msg.data)
+
+    try:
+        subscription = await server.subscribe("inline.gone", cb=record)
+        assert deliver_inline(server, subscription)
+        await server.flush()
+        await sender.publish("inline.gone", b"before")
+        await sender.flush()
+        await server.flush()  # a round trip after the publish: it has been read
+        await subscription.unsubscribe()
+        await server.flush()
+        await sender.publish("inline.gone", b"after")
+        await sender.flush()
+        await server.flush()
+        assert seen == [b"before"]
+    finally:
+        await sender.close()
+        await _close(server, watchdog)
+
+
+async def test_an_unguarded_connection_keeps_nats_pys_delivery(nats_server):
+    plain = await nats.connect(nats_server.url)
+    asker = await nats.connect(nats_server.url)
+    handled_by: list[asyncio.Task[None] | None] = []
+
+    async def answer(msg: Msg) -> None:
+        handled_by.append(asyncio.current_task())
+        await msg.respond(b"ok")
+
+    try:
+        subscription = await plain.subscribe("inline.plain", cb=answer)
+        assert not deliver_inline(plain, subscription)
+        await plain.flush()
+        assert (await asker.request("inline.plain", b"", timeout=5)).data == b"ok"
+        assert handled_by and handled_by[0] is not plain._reading_task
+    finally:
+        await asker.close()
+        await plain.close()
+
+
+async def test_inline_delivery_carries_on_after_a_reconnect():
+    # nats-py subscribes again with the same sid on the new connection; its read loop is a
+    # new task, and the messages go on reaching the callback there
+    port = free_port()
+    server = start_nats_server(port=port)
+    connection = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.05)
+    watchdog = protect(connection)
+    asker = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.05)
+    handled_by: list[asyncio.Task[None] | None] = []
+
+    async def answer(msg: Msg) -> None:
+        handled_by.append(asyncio.current_task())
+        await connection.publish(msg.reply, b"ok")
+
+    try:
+        subscription = await connection.subscribe("inline.again", cb=answer)
+        assert deliver_inline(connection, subscription)
+        await connection.flush()
+        assert (await asker.request("inline.again", b"", timeout=5)).data == b"ok"
+        before = connection._reading_task
+        await asyncio.to_thread(server.stop)
+        server = await asyncio.to_thread(start_nats_server, "127.0.0.1", port)
+        for _ in range(200):  # until both have reconnected and subscribed again
+            try:
+                assert (await asker.request("inline.again", b"", timeout=0.5)).data == b"ok"
+                break
+            except nats.errors.Error:
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("no answer after the restart")
+        assert connection._reading_task is not before
+        assert handled_by[0] is before and handled_by[-1] is connection._reading_task
+    finally:
+        await asker.close()
+        await _close(connection, watchdog)
+        server.stop()
