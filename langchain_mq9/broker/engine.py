@@ -243,8 +243,7 @@ class BrokerEngine:
                 command, target = self._command(subject, body)
                 if command.wait is not None:
                     raise TypeError(f"{subject} waits: BrokerEngine.handle answers it")
-                answer = command.answer
-                return self._transact(lambda: answer(self, target, headers, body))
+                return self._at_once(command, target, headers, body)
             except Mq9Error as exc:
                 return p.encode(p.ERROR_REPLY.write(error=str(exc)))
         except Exception as exc:
@@ -272,6 +271,10 @@ class BrokerEngine:
         command, target = self._command(subject, body)
         if command.wait is not None:
             return await command.wait(self, target, headers, body)
+        return self._at_once(command, target, headers, body)
+
+    def _at_once(self, command: Command, target: str, headers: Headers, body: bytes) -> bytes:
+        """A command that does not wait, answered under the lock as one transaction."""
         answer = command.answer
         return self._transact(lambda: answer(self, target, headers, body))
 

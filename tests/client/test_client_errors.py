@@ -37,15 +37,21 @@ INVALID_ADDRESSES = [
 
 @pytest.fixture
 def requests_seen(broker) -> list[str]:
-    """Subjects of every request that reaches the engine, over either transport."""
+    """Subjects of every request that reaches the engine, over either transport (by
+    ``handle``, or ``answer`` where serve.py answers once the store has a record: JetStream)."""
     seen: list[str] = []
-    handle = broker.engine.handle
+    handle, answer = broker.engine.handle, broker.engine.answer
 
     async def recording(subject, headers, body):
         seen.append(subject)
         return await handle(subject, headers, body)
 
+    def recording_answer(subject, headers, body):
+        seen.append(subject)
+        return answer(subject, headers, body)
+
     broker.engine.handle = recording
+    broker.engine.answer = recording_answer
     return seen
 
 

@@ -96,9 +96,11 @@ async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server):
     server, watchdog = await _guarded(nats_server.url)
     sender = await nats.connect(nats_server.url)
     seen: list[bytes] = []
+    got = asyncio.Event()
 
     async def record(msg: Msg) -> None:
         seen.append(msg.data)
+        got.set()
 
     try:
         subscription = await server.subscribe("inline.gone", cb=record)
@@ -106,12 +108,12 @@ async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server):
         await server.flush()
         await sender.publish("inline.gone", b"before")
         await sender.flush()
-        await server.flush()  # a round trip after the publish: it has been read
+        await asyncio.wait_for(got.wait(), 5)
         await subscription.unsubscribe()
         await server.flush()
         await sender.publish("inline.gone", b"after")
         await sender.flush()
-        await server.flush()
+        await server.flush()  # anything the server still sent came before this answer
         assert seen == [b"before"]
     finally:
         await sender.close()
