@@ -493,3 +493,47 @@ async def test_beyond_the_store_backlog_the_next_request_is_answered_before_anot
         await service.stop()
         await client.close()
         await connection.close()
+
+
+async def test_a_records_writer_answers_as_nats_pys_jetstream_publish(lone_jetstream, monkeypatch):
+    """The writer's own publish (its acknowledgement taken in the read loop) against what
+    ``JetStreamContext.publish`` answers on the same stream: the sequence, JetStream's error
+    (a wrong expected last sequence: code 400, never retried), nothing that answers, and a
+    timeout when something takes the write and never answers."""
+    from nats.js.errors import APIError, NoStreamResponseError
+
+    from langchain_mq9.broker.storage import jetstream
+
+    url = lone_jetstream.urls[0]
+    stream = f"W{uuid.uuid4().hex[:10]}"
+    setup = await nats.connect(url)
+    silent = await nats.connect(url)
+    writer = await jetstream._RecordWriter(await nats.connect(url)).start()
+    try:
+        js = setup.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+        assert writer._inline  # on a connection nats_guard takes
+        first = await js.publish(f"{stream}.x", b"by nats-py")
+        ack = await writer.publish(f"{stream}.x", b"by the writer", {"Nats-Msg-Id": "w1"})
+        assert ack.seq == first.seq + 1
+        again = await writer.publish(f"{stream}.x", b"by the writer", {"Nats-Msg-Id": "w1"})
+        assert again.seq == ack.seq  # a duplicate, answered with the record's own sequence
+        with pytest.raises(APIError) as refused:
+            await writer.publish(
+                f"{stream}.x", b"late", {"Nats-Expected-Last-Sequence": str(first.seq)}
+            )
+        assert refused.value.code == 400
+        with pytest.raises(NoStreamResponseError):
+            await writer.publish("no.stream.here", b"", {})
+        await silent.subscribe("swallowed.>")  # takes every write, answers none
+        await silent.flush()
+        monkeypatch.setattr(jetstream, "_ATTEMPT_TIMEOUT", 0.2)
+        with pytest.raises(TimeoutError):
+            await writer.publish("swallowed.x", b"", {})
+        assert not writer._waiting  # nothing left behind by any of them
+        info = await js.stream_info(stream)
+        assert info.state.messages == 2
+    finally:
+        await writer.close()
+        await silent.close()
+        await setup.close()
