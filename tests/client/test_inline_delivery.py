@@ -5,11 +5,14 @@ nats-server, each test against what nats-py's own delivery would do instead."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
 from langchain_mq9.client.nats_guard import deliver_inline, protect
@@ -28,44 +31,54 @@ async def _close(connection: Client, watchdog: asyncio.Task[None] | None) -> Non
     await connection.close()
 
 
+@contextlib.asynccontextmanager
+async def _inline(
+    url: str, subject: str, callback: Callable[[Msg], Awaitable[None]]
+) -> AsyncIterator[tuple[Client, Client, Subscription]]:
+    """A guarded connection subscribed to ``subject`` with ``callback`` delivered in its read
+    loop, another connection to send with, and the subscription."""
+    server, watchdog = await _guarded(url)
+    sender = await nats.connect(url)
+    try:
+        subscription = await server.subscribe(subject, cb=callback)
+        assert deliver_inline(server, subscription)
+        await server.flush()
+        yield server, sender, subscription
+    finally:
+        await sender.close()
+        await _close(server, watchdog)
+
+
 async def test_messages_are_handled_by_the_read_loop_and_answered_by_it(nats_server):
-    server, watchdog = await _guarded(nats_server.url)
-    asker = await nats.connect(nats_server.url)
     handled_by: list[asyncio.Task[None] | None] = []
     writers: list[asyncio.Task[None] | None] = []
-    transport = server._transport
-    write = transport.writelines
-
-    def recording_writelines(payload):
-        if any(b"answer-" in part for part in payload):
-            writers.append(asyncio.current_task())
-        return write(payload)
-
-    transport.writelines = recording_writelines
 
     async def answer(msg: Msg) -> None:
         handled_by.append(asyncio.current_task())
         await server.publish(msg.reply, b"answer-" + msg.data)
 
-    try:
-        subscription = await server.subscribe("inline.>", cb=answer)
-        assert deliver_inline(server, subscription)
-        await server.flush()
-        for i in range(20):
-            reply = await asker.request("inline.x", str(i).encode(), timeout=5)
-            assert reply.data == b"answer-%d" % i
+    async with _inline(nats_server.url, "inline.>", answer) as (server, asker, _):
+        transport = server._transport
+        write = transport.writelines
+
+        def recording_writelines(payload):
+            if any(b"answer-" in part for part in payload):
+                writers.append(asyncio.current_task())
+            return write(payload)
+
+        transport.writelines = recording_writelines
+        try:
+            for i in range(20):
+                reply = await asker.request("inline.x", str(i).encode(), timeout=5)
+                assert reply.data == b"answer-%d" % i
+        finally:
+            transport.writelines = write
         reading = server._reading_task
         assert handled_by == [reading] * 20  # not a task of the subscription's
         assert writers and set(writers) == {reading}  # not nats-py's flusher, a turn later
-    finally:
-        transport.writelines = write
-        await asker.close()
-        await _close(server, watchdog)
 
 
 async def test_order_is_kept_and_a_failing_callback_loses_only_its_own_message(nats_server):
-    server, watchdog = await _guarded(nats_server.url)
-    sender = await nats.connect(nats_server.url)
     seen: list[int] = []
     done = asyncio.Event()
 
@@ -77,24 +90,16 @@ async def test_order_is_kept_and_a_failing_callback_loses_only_its_own_message(n
         if number == 499:
             done.set()
 
-    try:
-        subscription = await server.subscribe("inline.order", cb=record)
-        assert deliver_inline(server, subscription)
-        await server.flush()
+    async with _inline(nats_server.url, "inline.order", record) as (server, sender, _):
         for i in range(500):
             await sender.publish("inline.order", str(i).encode())
         await sender.flush()
         await asyncio.wait_for(done.wait(), 10)
         assert seen == [i for i in range(500) if i != 7]
         assert server.is_connected  # the failure was the callback's, not the connection's
-    finally:
-        await sender.close()
-        await _close(server, watchdog)
 
 
 async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server):
-    server, watchdog = await _guarded(nats_server.url)
-    sender = await nats.connect(nats_server.url)
     seen: list[bytes] = []
     got = asyncio.Event()
 
@@ -102,10 +107,7 @@ async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server):
         seen.append(msg.data)
         got.set()
 
-    try:
-        subscription = await server.subscribe("inline.gone", cb=record)
-        assert deliver_inline(server, subscription)
-        await server.flush()
+    async with _inline(nats_server.url, "inline.gone", record) as (server, sender, subscription):
         await sender.publish("inline.gone", b"before")
         await sender.flush()
         await asyncio.wait_for(got.wait(), 5)
@@ -115,9 +117,6 @@ async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server):
         await sender.flush()
         await server.flush()  # anything the server still sent came before this answer
         assert seen == [b"before"]
-    finally:
-        await sender.close()
-        await _close(server, watchdog)
 
 
 async def test_an_unguarded_connection_keeps_nats_pys_delivery(nats_server):
