@@ -41,6 +41,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ..client.nats_guard import flush_in_order
 from .credentials import ID_PATTERN, BaseIdentityStore, CredentialError
 from .nats_process import server_urls
 
@@ -205,7 +206,7 @@ class LoginService:
         self.subscription = await connection.subscribe(
             AUTH_SUBJECT, queue=queue or "", cb=self._on_login
         )
-        await connection.flush()
+        await flush_in_order(connection)
 
     async def stop(self) -> None:
         if self.subscription is not None:

@@ -44,7 +44,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
 from .. import protocol as p
-from ..client.nats_guard import protect
+from ..client.nats_guard import flush_in_order, protect
 from ..protocol.errors import WireError
 from .callout import BROKER_USER, SYS_USER, Issuer, Kicker, LoginService
 from .credentials import BaseIdentityStore, CredentialError
@@ -459,7 +459,7 @@ class Identities:
         login = self.logins.connection
         assert login is not None, "the logins start first"
         self._plain = await login.subscribe(p.SUBJECT_WILDCARD, cb=self._refuse_plain)
-        await login.flush()
+        await flush_in_order(login)
 
     async def stop(self) -> None:
         if self._plain is not None:

@@ -20,7 +20,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .. import protocol as p
-from ..client.nats_guard import deliver_inline, protect, publish_queued, write_now
+from ..client.nats_guard import (
+    deliver_inline,
+    flush_in_order,
+    protect,
+    publish_queued,
+    write_now,
+)
 from .engine import BrokerEngine, command_for
 from .pacing import AnswerPacer, Backlog, requester
 from .storage import StorageError
@@ -126,7 +132,7 @@ class NatsService:
             self.subscription = await self.connection.subscribe(self.identities.subject, cb=gated)
         if self.inline:
             deliver_inline(self.connection, self.subscription)
-        await self.connection.flush()
+        await flush_in_order(self.connection)  # serving once this returns
         return self
 
     async def _on_request(self, msg: Msg) -> None:

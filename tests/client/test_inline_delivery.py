@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
-from langchain_mq9.client.nats_guard import deliver_inline, protect
+from langchain_mq9.client.nats_guard import deliver_inline, flush_in_order, protect
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,7 +42,7 @@ async def _inline(
     try:
         subscription = await server.subscribe(subject, cb=callback)
         assert deliver_inline(server, subscription)
-        await server.flush()
+        await flush_in_order(server)
         yield server, sender, subscription
     finally:
         await sender.close()
@@ -93,7 +93,7 @@ async def test_order_is_kept_and_a_failing_callback_loses_only_its_own_message(n
     async with _inline(nats_server.url, "inline.order", record) as (server, sender, _):
         for i in range(500):
             await sender.publish("inline.order", str(i).encode())
-        await sender.flush()
+        await flush_in_order(sender)
         await asyncio.wait_for(done.wait(), 10)
         assert seen == [i for i in range(500) if i != 7]
         assert server.is_connected  # the failure was the callback's, not the connection's
@@ -109,13 +109,13 @@ async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server):
 
     async with _inline(nats_server.url, "inline.gone", record) as (server, sender, subscription):
         await sender.publish("inline.gone", b"before")
-        await sender.flush()
+        await flush_in_order(sender)
         await asyncio.wait_for(got.wait(), 5)
         await subscription.unsubscribe()
-        await server.flush()
+        await flush_in_order(server)
         await sender.publish("inline.gone", b"after")
-        await sender.flush()
-        await server.flush()  # anything the server still sent came before this answer
+        await flush_in_order(sender)
+        await flush_in_order(server)  # anything the server still sent came before this answer
         assert seen == [b"before"]
 
 
@@ -131,7 +131,7 @@ async def test_an_unguarded_connection_keeps_nats_pys_delivery(nats_server):
     try:
         subscription = await plain.subscribe("inline.plain", cb=answer)
         assert not deliver_inline(plain, subscription)
-        await plain.flush()
+        await flush_in_order(plain)
         assert (await asker.request("inline.plain", b"", timeout=5)).data == b"ok"
         assert handled_by and handled_by[0] is not plain._reading_task
     finally:
@@ -156,7 +156,7 @@ async def test_inline_delivery_carries_on_after_a_reconnect():
     try:
         subscription = await connection.subscribe("inline.again", cb=answer)
         assert deliver_inline(connection, subscription)
-        await connection.flush()
+        await flush_in_order(connection)
         assert (await asker.request("inline.again", b"", timeout=5)).data == b"ok"
         before = connection._reading_task
         await asyncio.to_thread(server.stop)
@@ -175,3 +175,26 @@ async def test_inline_delivery_carries_on_after_a_reconnect():
         await asker.close()
         await _close(connection, watchdog)
         server.stop()
+
+
+@pytest.mark.parametrize("in_order", [False, True])
+async def test_a_flush_in_order_follows_the_subscription_onto_the_wire(nats_server, in_order):
+    """nats-py's flush writes its PING at once, ahead of a SUB still waiting for the flusher
+    (so its PONG may come back before the server has the SUB); ``flush_in_order`` writes the
+    SUB first. Measured on the wire order of the connection's writes."""
+    connection = await nats.connect(nats_server.url)
+    transport = connection._transport
+    write, writelines = transport.write, transport.writelines
+    wire: list[bytes] = []
+    transport.write = lambda data: (wire.append(bytes(data)), write(data))[1]
+    transport.writelines = lambda parts: (wire.extend(map(bytes, parts)), writelines(parts))[1]
+    try:
+        await connection.subscribe("inline.order.check")
+        await (flush_in_order(connection) if in_order else connection.flush())
+        sent = b"".join(wire)
+        sub, ping = sent.find(b"SUB inline.order.check"), sent.find(b"PING")
+        assert sub >= 0 and ping >= 0
+        assert (sub < ping) is in_order  # nats-py's own order is the other way round
+    finally:
+        transport.write, transport.writelines = write, writelines
+        await connection.close()

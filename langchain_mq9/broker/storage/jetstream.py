@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 
 from ... import protocol as p
-from ...client.nats_guard import deliver_inline, protect, write_now
+from ...client.nats_guard import deliver_inline, flush_in_order, protect, write_now
 from ...protocol import Priority
 from ...semantic.ranking import AgentEntry
 from ..mailbox import Mailbox, StoredMessage
@@ -760,7 +760,7 @@ class _RecordWriter:
         if self._watchdog is not None:
             subscription = await self.nc.subscribe(self._inbox + "*", cb=self._acknowledged)
             self._inline = deliver_inline(self.nc, subscription)
-            await self.nc.flush(int(_ATTEMPT_TIMEOUT))
+            await flush_in_order(self.nc, int(_ATTEMPT_TIMEOUT))
         return self
 
     async def _acknowledged(self, msg: Msg) -> None:
