@@ -20,6 +20,7 @@ from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
 from langchain_mq9.broker.identities import MARKER
+from langchain_mq9.client.nats_guard import flush_in_order
 from langchain_mq9.groups import dead_letters, leases
 
 pytestmark = pytest.mark.slow  # a dev broker and its nats-server (tests/conftest.py's rule)
@@ -194,7 +195,7 @@ async def test_subscribing_to_others_inboxes_or_requests_is_denied(enforcing):
 
         for subject in ("_INBOX.alice.>", "_INBOX.>", "$mq9.>", "$mq9.U.*.>", "$mq9.AI.>"):
             await bob.subscribe(subject, cb=keep)
-        await bob.flush()
+        await flush_in_order(bob)
         await denials.at_least(5, "nats-server denied every subscription")
         assert all("permissions violation for subscription" in d.lower() for d in denials.seen)
         await ok(alice, "alice", p.MAILBOX_CREATE, {"name": "a4.inbox"})
@@ -216,7 +217,7 @@ async def test_a_reply_aimed_at_another_inbox_is_dropped_unanswered(enforcing):
             landed.append(msg.data)
 
         await alice.subscribe("_INBOX.alice.aimed.>", cb=keep)
-        await alice.flush()
+        await flush_in_order(alice)  # listening before bob aims at it: the silence means it
         for subject, body in (
             (p.MSG_SEND + "b5.inbox", b"not executed"),
             (p.MSG_QUERY + "b5.inbox", b"{}"),

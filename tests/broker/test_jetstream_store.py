@@ -28,6 +28,7 @@ from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock, serve_on_nats
 from langchain_mq9.broker.standby import LEASE_ENDED, NOT_SERVING
 from langchain_mq9.broker.storage import JetStreamStorage, StorageError
+from langchain_mq9.client.nats_guard import flush_in_order
 
 pytestmark = pytest.mark.slow  # nats-server processes
 
@@ -526,7 +527,7 @@ async def test_a_records_writer_answers_as_nats_pys_jetstream_publish(lone_jetst
         with pytest.raises(NoStreamResponseError):
             await writer.publish("no.stream.here", b"", {})
         await silent.subscribe("swallowed.>")  # takes every write, answers none
-        await silent.flush()
+        await flush_in_order(silent)
         monkeypatch.setattr(jetstream, "_ATTEMPT_TIMEOUT", 0.2)
         with pytest.raises(TimeoutError):
             await writer.publish("swallowed.x", b"", {})

@@ -17,6 +17,7 @@ from langchain_mq9 import MailboxNotFound, Mq9Client, Mq9Error, Priority
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.client.nats_guard import flush_in_order
 from langchain_mq9.client.transport import NOT_CONNECTED
 from langchain_mq9.operations.catalog import explain
 
@@ -446,7 +447,7 @@ class Responder:
                 await msg.respond(self.reply)
 
         await self.connection.subscribe(p.SUBJECT_WILDCARD, cb=answer)
-        await self.connection.flush()
+        await flush_in_order(self.connection)  # the SUB on the server before a request
         return self
 
     async def __aexit__(self, *exc_info) -> None:

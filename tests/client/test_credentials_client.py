@@ -37,6 +37,7 @@ from langchain_mq9.client.auth import (
     login_for,
 )
 from langchain_mq9.client.connection import Mq9Connection
+from langchain_mq9.client.nats_guard import flush_in_order
 from langchain_mq9.client.transport import NatsTransport, open_transport
 from langchain_mq9.groups.leases import is_reserved
 from langchain_mq9.groups.reader import GroupReader
@@ -205,7 +206,7 @@ async def gate(permissions_nats):
     connection = await nats.connect(permissions_nats.url, user="broker", password=BROKER_PASSWORD)
     await connection.subscribe(p.SUBJECT_WILDCARD, cb=gate.refuse_plain)
     await connection.subscribe(PRINCIPAL_PREFIX + "*.>", cb=gate.answer)
-    await connection.flush()
+    await flush_in_order(connection)  # the SUBs on the server before a request
     gate.url = permissions_nats.url  # type: ignore[attr-defined]
     yield gate
     await connection.close()
