@@ -107,7 +107,7 @@ class NatsService:
         # Of those, what the engine answered, by the record whose storing the answers wait for
         self._waiting_for_store: dict[asyncio.Future[None], list[tuple[Msg, bytes, int]]] = {}
         self._watchdog: asyncio.Task[None] | None = None
-        self._guarded = False  # nats_guard.protect took: its publish_now may be used
+        self._guarded = False  # nats_guard.protect took: publish_queued may be used
 
     def _tell_engine(self) -> None:
         """Keep the engine's answers within the server's max_payload (which a reconnect to
@@ -231,8 +231,8 @@ class NatsService:
             return  # stop() answered them
         failure = None
         if settling.cancelled() or settling.exception() is not None:
-            exc = settling.exception() if not settling.cancelled() else None
-            if not isinstance(exc, Exception):
+            exc = None if settling.cancelled() else settling.exception()
+            if not isinstance(exc, Exception):  # (cancelled: nothing in this package does it)
                 exc = StorageError("the record's write was cancelled")
             failure = self.engine.failure_answer("a stored request", exc)
         try:

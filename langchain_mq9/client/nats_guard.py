@@ -193,10 +193,12 @@ class GuardedParser(nats_parser.Parser):
         nc = self.nc
         nc.stats["in_msgs"] += 1
         nc.stats["in_bytes"] += len(payload)
-        try:
-            read = await nc._process_headers(headers)
-        except Exception:  # read as none, as _deliver does and RobustMQ does
-            read = None
+        read = None
+        if headers is not None:  # (most requests have none: no coroutine for them)
+            try:
+                read = await nc._process_headers(headers)
+            except Exception:  # read as none, as _deliver does and RobustMQ does
+                read = None
         msg = nc._build_message(sid, subject, reply, payload, read)
         self._answered = True
         try:

@@ -506,8 +506,7 @@ class JetStreamStorage(Storage):
         writer = self._writer
         if writer is None or self._writer_loop is not loop or writer.nc.is_closed:
             try:
-                nc = await _connect_near_leader(self.servers, self.stream)
-                writer = await _RecordWriter(nc).start()
+                writer = await _RecordWriter.open(self.servers, self.stream)
             except Exception as exc:
                 raise StorageError(f"cannot connect to NATS at {self.servers}: {exc}") from None
             self._writer, self._writer_loop = writer, loop
@@ -754,6 +753,16 @@ class _RecordWriter:
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self._inline = False
+
+    @classmethod
+    async def open(cls, servers: list[str], stream: str) -> _RecordWriter:
+        """A writer on a connection near ``stream``'s leader (closed again if it cannot start)."""
+        writer = cls(await _connect_near_leader(servers, stream))
+        try:
+            return await writer.start()
+        except BaseException:
+            await writer.close()
+            raise
 
     async def start(self) -> _RecordWriter:
         self._watchdog = protect(self.nc)
