@@ -20,7 +20,12 @@ from ..groups.reader import POLL_SECONDS
 from ..protocol import Priority, check_address
 from ..protocol.errors import MailboxNotFound
 from . import wire as w
+from .hosts import HostPolicy
 from .store import ensure_mailbox, keep, latest
+
+# How often a waiting check asks an HTTP agent again (GetTask), where a mailbox is read each
+# POLL_SECONDS: each look is a request the agent's server answers.
+HTTP_POLL_SECONDS = 0.5
 
 StateListener = Callable[["CallState"], Awaitable[None]]
 
@@ -43,6 +48,7 @@ class CallState:
     answer_pending: bool = False  # an answer was sent and the agent has not taken it yet
     cancel_pending: bool = False
     agent_error: str | None = None
+    transport: str = "mq9"  # or "http": an HTTP A2A agent (http_caller.py)
 
     @property
     def stopped(self) -> bool:
@@ -85,9 +91,13 @@ class AgentCaller:
     >>> state.state, state.view().get("result")
     """
 
-    def __init__(self, client: Mq9Client, reply_mailbox: str) -> None:
+    def __init__(
+        self, client: Mq9Client, reply_mailbox: str, *, hosts: HostPolicy | None = None
+    ) -> None:
         self.client = client
         self.reply_mailbox = w.caller_address(check_address(reply_mailbox))
+        # Where calls to HTTP A2A agents may go: the operator's allow-list (hosts.py)
+        self.hosts = hosts if hosts is not None else HostPolicy.from_env()
 
     async def open(self) -> AgentCaller:
         """Create the reply mailbox (never expiring) unless it is there. Optional: the first
@@ -142,6 +152,106 @@ class AgentCaller:
         await self._send(mailbox, request, w.SEND, task_id)
         return task_id
 
+    async def call_http(
+        self,
+        card: dict[str, Any],
+        text: str,
+        *,
+        agent: str | None = None,
+        context_id: str | None = None,
+        wait: float = 0,
+        on_state: StateListener | None = None,
+    ) -> CallState:
+        """``call`` for an HTTP A2A agent: ``card`` is its A2A card (JSON; from the registry
+        or its well-known URL). The call is kept as a call over mq9 is: ``check``,
+        ``answer``, ``cancel`` and ``calls`` take its task id; an agent that cannot be reached
+        leaves the task ``failed`` saying why."""
+        from .http_caller import HttpAgent
+
+        if not isinstance(text, str) or not text.strip():
+            raise CallError("the task text is empty: say what the agent should do")
+        interface = w.http_interface(card)
+        if interface is None:
+            raise CallError("the agent's card names no HTTP A2A interface (JSONRPC, HTTP+JSON)")
+        capabilities = card.get("capabilities")
+        task_id, context_id = w.new_id(), context_id or w.new_id()
+        record = {
+            "taskId": task_id,
+            "agent": agent or str(card.get("name") or interface["url"]),
+            "mailbox": "",
+            "transport": "http",
+            "url": interface["url"],
+            "binding": interface["protocolBinding"],
+            "protocolVersion": interface["protocolVersion"],
+            "streaming": isinstance(capabilities, dict) and capabilities.get("streaming") is True,
+            "contextId": context_id,
+            "request": text[:2000],
+        }
+        try:
+            await self._write_record(record)
+        except MailboxNotFound:
+            await self.open()
+            await self._write_record(record)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait)
+        await self._http_send(
+            HttpAgent(record, self.hosts), record, w.message(text, context_id=context_id), wait
+        )
+        return await self.check(task_id, wait=deadline - loop.time(), on_state=on_state)
+
+    async def _http_send(
+        self, agent: Any, record: dict[str, Any], msg: dict[str, Any], wait: float
+    ) -> None:
+        """Send ``msg`` to an HTTP agent, keeping each state it reports under our task id."""
+        from .http_caller import AgentUnreachable, kept
+
+        task_id = record["taskId"]
+
+        async def keep_state(remote: dict[str, Any]) -> None:
+            if not record.get("remoteTaskId") and w.is_valid_id(remote.get("id")):
+                record["remoteTaskId"] = remote["id"]
+                if isinstance(remote.get("contextId"), str) and remote["contextId"]:
+                    record["contextId"] = remote["contextId"]
+                await self._write_record(record)
+            await self._keep_task(kept(remote, task_id))
+
+        try:
+            await agent.send(msg, stream_for=wait, keep=keep_state)
+        except AgentUnreachable as exc:
+            if record.get("remoteTaskId"):  # an answer: the task stands as it was
+                await self._keep_error(task_id, f"the answer did not reach the agent: {exc}")
+                return
+            failed = w.task(
+                task_id,
+                record["contextId"],
+                w.FAILED,
+                status_text=f"the agent at {record['url']} could not be reached: {exc}",
+            )
+            await self._keep_task(failed)
+
+    async def _http_refresh(self, record: dict[str, Any]) -> None:
+        """Ask an HTTP agent where its task stands (GetTask) and keep the answer."""
+        from .http_caller import AgentUnreachable, HttpAgent, kept
+
+        remote_id = record.get("remoteTaskId")
+        if not w.is_valid_id(remote_id):
+            return  # the agent never named its task: the call failed when sent
+        try:
+            remote = await HttpAgent(record, self.hosts).get(remote_id)
+        except AgentUnreachable as exc:
+            await self._keep_error(record["taskId"], f"the agent could not be asked: {exc}")
+            return
+        await self._keep_task(kept(remote, record["taskId"]))
+
+    async def _keep_task(self, snapshot: dict[str, Any]) -> None:
+        from .store import deliver
+
+        await deliver(self.client, self.reply_mailbox, snapshot)
+
+    async def _keep_error(self, task_id: str, text: str) -> None:
+        body = {"error": {"code": -32001, "message": text}, "taskId": task_id}
+        await keep(self.client, self.reply_mailbox, f"error.{task_id}", body)
+
     async def answer(
         self,
         task_id: str,
@@ -165,6 +275,14 @@ class AgentCaller:
         if not isinstance(text, str) or not text.strip():
             raise CallError("the answer is empty")
         record = await self._record(task_id)
+        if record.get("transport") == "http":
+            from .http_caller import HttpAgent
+
+            msg = w.message(text, context_id=record["contextId"], task_id=record["remoteTaskId"])
+            # Until the agent says otherwise, the question is answered: not ours to answer again
+            await self._keep_task({**(current.task or {}), "status": {"state": w.WORKING}})
+            await self._http_send(HttpAgent(record, self.hosts), record, msg, 0)
+            return await self.check(task_id, wait=wait, on_state=on_state)
         _allowed(record, allow)
         # Answers sent so far: the agent's history holds the request and each answer it took.
         record["answered"] = _user_turns(current.task)
@@ -183,10 +301,26 @@ class AgentCaller:
         if current.state in w.FINAL:
             return current
         record = await self._record(task_id)
+        if record.get("transport") == "http":
+            return await self._http_cancel(record, wait)
         _allowed(record, allow)
         record["cancel"] = True
         await self._write_record(record)
         await self._send(record["mailbox"], {"id": task_id}, w.CANCEL_TASK, task_id)
+        return await self.check(task_id, wait=wait, final_only=True)
+
+    async def _http_cancel(self, record: dict[str, Any], wait: float) -> CallState:
+        from .http_caller import AgentUnreachable, HttpAgent, kept
+
+        task_id = record["taskId"]
+        if not w.is_valid_id(record.get("remoteTaskId")):
+            return await self.check(task_id)
+        try:
+            remote = await HttpAgent(record, self.hosts).cancel(record["remoteTaskId"])
+            await self._keep_task(kept(remote, task_id))
+        except AgentUnreachable as exc:
+            await self._keep_error(task_id, f"the agent did not cancel the task: {exc}")
+            return await self.check(task_id)
         return await self.check(task_id, wait=wait, final_only=True)
 
     async def check(
@@ -203,6 +337,9 @@ class AgentCaller:
         seen: tuple[str, bool] | None = None
         while True:
             state = await self._state(task_id)
+            if state.transport == "http" and state.state not in w.FINAL:
+                await self._http_refresh(await self._record(task_id))
+                state = await self._state(task_id)
             if on_state is not None and (state.state, state.answer_pending) != seen:
                 seen = (state.state, state.answer_pending)
                 await on_state(state)
@@ -210,7 +347,8 @@ class AgentCaller:
             left = deadline - loop.time()
             if done or left <= 0:
                 return state
-            await asyncio.sleep(min(POLL_SECONDS, left))
+            pause = HTTP_POLL_SECONDS if state.transport == "http" else POLL_SECONDS
+            await asyncio.sleep(min(pause, left))
 
     async def calls(self) -> list[CallState]:
         """Every call kept in the reply mailbox (RobustMQ answers at most 100), oldest first."""
@@ -258,9 +396,13 @@ class AgentCaller:
             state=state,
             context_id=str(record.get("contextId", "")),
             task=snapshot,
-            answer_pending=answered > _user_turns(snapshot) - 1 and state == w.INPUT_REQUIRED,
+            # (an HTTP agent's answer is kept as it comes: its state says where it stands)
+            answer_pending=record.get("transport") != "http"
+            and answered > _user_turns(snapshot) - 1
+            and state == w.INPUT_REQUIRED,
             cancel_pending=bool(record.get("cancel")),
             agent_error=_error_text(error),
+            transport="http" if record.get("transport") == "http" else "mq9",
         )
 
     async def _send(self, mailbox: str, body: dict[str, Any], method: str, task_id: str) -> None:

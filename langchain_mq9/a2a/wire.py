@@ -128,6 +128,42 @@ def serves_tasks(card: dict[str, Any]) -> bool:
     return marked and isinstance(mailbox, str) and bool(mailbox)
 
 
+# The A2A protocol bindings an HTTP agent may name for its interface that a2a-sdk's client
+# speaks over HTTP (gRPC needs grpcio: not an extra of ours).
+HTTP_BINDINGS = ("JSONRPC", "HTTP+JSON")
+# The card of an HTTP agent imported into the registry carries this extension, its
+# description the URL the card was read from (cards_import.py).
+IMPORTED_EXTENSION = "urn:langchain-mq9:a2a-imported-card"
+
+
+def http_interface(card: dict[str, Any]) -> dict[str, str] | None:
+    """The first interface of a card that a2a-sdk's client reaches over HTTP (url, binding,
+    version), or None: an agent that takes A2A tasks over HTTP rather than mq9."""
+    interfaces = card.get("supportedInterfaces")
+    for item in interfaces if isinstance(interfaces, list) else ():
+        if not isinstance(item, dict):
+            continue
+        url, binding = item.get("url"), item.get("protocolBinding") or "JSONRPC"
+        if isinstance(url, str) and url.startswith(("http://", "https://")) and (
+            binding in HTTP_BINDINGS
+        ):
+            version = item.get("protocolVersion")
+            return {
+                "url": url,
+                "protocolBinding": binding,
+                "protocolVersion": version if isinstance(version, str) and version else "1.0",
+            }
+    return None
+
+
+def transport_of(card: dict[str, Any]) -> str:
+    """How an agent takes work: ``mq9`` (A2A tasks in its mailbox), ``http`` (an HTTP A2A
+    agent: call_agent reaches it), ``mailbox`` (plain messages only)."""
+    if serves_tasks(card):
+        return "mq9"
+    return "http" if http_interface(card) is not None else "mailbox"
+
+
 def tasks_capability() -> dict[str, Any]:
     """The capability extension a served agent's card carries (``serves_tasks``)."""
     return {

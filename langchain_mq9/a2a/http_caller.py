@@ -1,0 +1,237 @@
+"""Calls to HTTP A2A agents (a2a-sdk servers, LangGraph's Agent Server, ...) for ``AgentCaller``:
+the same call record and task states in the caller's reply mailbox as a call over mq9, so
+``check``, ``answer``, ``cancel`` and ``calls`` work alike, also from a restarted process.
+
+An HTTP agent does not write to our mailbox: the caller keeps what the agent answers (each
+state, under our own task id: a remote id is never a key of ours, so an agent cannot overwrite
+another call's state), and asks the agent again (GetTask) while a check waits. Every request
+goes only where the host allow-list lets it (``hosts.py``). Needs the ``a2a`` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+from a2a.client import ClientConfig, ClientFactory
+from a2a.client.client import Client
+from a2a.types.a2a_pb2 import (
+    AgentCard,
+    CancelTaskRequest,
+    GetTaskRequest,
+    SendMessageRequest,
+    StreamResponse,
+)
+
+from ..protocol import clipped
+from . import wire as w
+from .hosts import HostPolicy, HostRefused, guard
+from .transport import to_json, to_proto
+
+# How long one HTTP request may take before the call says the agent did not answer.
+REQUEST_TIMEOUT = 30.0
+# The most of an agent's answer kept as one state (the broker carries about 1 MB a message).
+MAX_KEPT_CHARS = 200_000
+# What an agent's answer may weigh on the wire before we stop reading it.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+Keep = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class AgentUnreachable(Exception):
+    """The HTTP agent could not be reached or answered no A2A, in words for the caller
+    (``status``: the HTTP status that said so, if one did)."""
+
+    def __init__(self, text: str, status: int | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, HostRefused):
+        return str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, HostRefused):
+        return str(cause)
+    return clipped(f"{type(exc).__name__}: {exc}", 500)
+
+
+def http_client(hosts: HostPolicy, *, timeout: float = REQUEST_TIMEOUT) -> httpx.AsyncClient:
+    """An httpx client that reaches only allowed hosts, follows no redirect and refuses an
+    answer announced larger than ``MAX_RESPONSE_BYTES``."""
+
+    async def bounded(response: httpx.Response) -> None:
+        size = response.headers.get("content-length", "")
+        if size.isdigit() and int(size) > MAX_RESPONSE_BYTES:
+            raise AgentUnreachable(f"the agent's answer is {size} bytes: too large")
+
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        event_hooks={"request": [guard(hosts)], "response": [bounded]},
+    )
+
+
+def snapshot_of(event: StreamResponse, before: dict[str, Any] | None) -> dict[str, Any]:
+    """The task as it stands after ``event`` (a task, a status or artifact update, or a
+    message, which ends the task completed with its text), in A2A JSON."""
+    kind = event.WhichOneof("payload")
+    if kind == "task":
+        return to_json(event.task)
+    if kind == "message":
+        msg = to_json(event.message)
+        snap = w.task(
+            str(msg.get("taskId") or (before or {}).get("id") or w.new_id()),
+            str(msg.get("contextId") or (before or {}).get("contextId") or ""),
+            w.COMPLETED,
+            artifacts=[w.artifact(w.parts_text(msg.get("parts")))],
+        )
+        return snap
+    snap = dict(before or {})
+    if kind == "status_update":
+        update = event.status_update
+        snap.setdefault("id", update.task_id)
+        snap.setdefault("contextId", update.context_id)
+        snap["status"] = to_json(update.status)
+    elif kind == "artifact_update":
+        update = event.artifact_update
+        snap.setdefault("id", update.task_id)
+        snap.setdefault("contextId", update.context_id)
+        artifact = to_json(update.artifact)
+        artifacts = list(snap.get("artifacts") or [])
+        same = [a for a in artifacts if a.get("artifactId") == artifact.get("artifactId")]
+        if update.append and same:
+            same[0]["parts"] = [*same[0].get("parts", []), *artifact.get("parts", [])]
+        else:
+            artifacts.append(artifact)
+        snap["artifacts"] = artifacts
+    return snap
+
+
+def kept(remote: dict[str, Any], task_id: str) -> dict[str, Any]:
+    """What we keep of an agent's task: under our id, without its history (our record holds
+    the request), and cut to ``MAX_KEPT_CHARS`` of text when larger."""
+    snap = {k: v for k, v in remote.items() if k not in ("history", "id", "metadata")}
+    snap["id"] = task_id
+    if len(w.json_text(snap)) > MAX_KEPT_CHARS:
+        text = clipped(w.result_text(snap), MAX_KEPT_CHARS // 2)
+        snap["artifacts"] = [w.artifact(text)] if text else []
+        status = snap.get("status")
+        if isinstance(status, dict) and isinstance(status.get("message"), dict):
+            question = clipped(w.status_text(snap), MAX_KEPT_CHARS // 4)
+            status["message"] = w.message(question, role="ROLE_AGENT")
+    return snap
+
+
+class HttpAgent:
+    """One HTTP A2A agent, reached through the interface a call record names."""
+
+    def __init__(self, record: dict[str, Any], hosts: HostPolicy) -> None:
+        self.record = record
+        self.hosts = hosts
+
+    def _card(self) -> AgentCard:
+        card = {
+            "name": str(self.record.get("agent") or "agent"),
+            "supportedInterfaces": [
+                {
+                    "url": self.record["url"],
+                    "protocolBinding": self.record.get("binding", "JSONRPC"),
+                    "protocolVersion": self.record.get("protocolVersion", "1.0"),
+                }
+            ],
+            "capabilities": {"streaming": bool(self.record.get("streaming"))},
+        }
+        return to_proto(card, AgentCard)
+
+    @contextlib.asynccontextmanager
+    async def _client(self, *, stream: bool, timeout: float) -> AsyncIterator[Client]:
+        await self.hosts.check(self.record["url"])  # a clear refusal before any request
+        config = ClientConfig(
+            httpx_client=http_client(self.hosts, timeout=timeout),
+            streaming=stream,
+            polling=not stream,  # returnImmediately: the task's id at once
+            supported_protocol_bindings=list(w.HTTP_BINDINGS),
+        )
+        client = ClientFactory(config).create(self._card())
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+            assert config.httpx_client is not None
+            await config.httpx_client.aclose()
+
+    async def send(
+        self, msg: dict[str, Any], *, stream_for: float, keep: Keep
+    ) -> dict[str, Any] | None:
+        """Send a message; ``keep`` each state the agent reports (streaming for up to
+        ``stream_for`` seconds when the agent streams, else its first answer). The newest."""
+        request = to_proto({"message": msg}, SendMessageRequest)
+        stream = stream_for > 0 and bool(self.record.get("streaming"))
+        newest: dict[str, Any] | None = None
+        timeout = max(REQUEST_TIMEOUT, stream_for + 5) if stream else REQUEST_TIMEOUT
+        try:
+            async with self._client(stream=stream, timeout=timeout) as client:
+                events = client.send_message(request)
+                try:
+                    async with asyncio.timeout(stream_for if stream else None):
+                        async for event in events:
+                            newest = snapshot_of(event, newest)
+                            await keep(newest)
+                            if w.task_state(newest) in w.STOPPED:
+                                break
+                except TimeoutError:
+                    pass  # still running: a check asks again
+                finally:
+                    await events.aclose()
+        except Exception as exc:
+            if newest is None:
+                raise AgentUnreachable(_why(exc)) from None
+        return newest
+
+    async def get(self, remote_id: str) -> dict[str, Any]:
+        try:
+            async with self._client(stream=False, timeout=REQUEST_TIMEOUT) as client:
+                return to_json(await client.get_task(GetTaskRequest(id=remote_id)))
+        except Exception as exc:
+            raise AgentUnreachable(_why(exc)) from None
+
+    async def cancel(self, remote_id: str) -> dict[str, Any]:
+        try:
+            async with self._client(stream=False, timeout=REQUEST_TIMEOUT) as client:
+                return to_json(await client.cancel_task(CancelTaskRequest(id=remote_id)))
+        except Exception as exc:
+            raise AgentUnreachable(_why(exc)) from None
+
+
+async def fetch_card(url: str, hosts: HostPolicy) -> dict[str, Any]:
+    """The A2A card at ``url`` (a card's URL, or an agent's base URL: then its
+    ``/.well-known/agent-card.json``), as JSON; ``AgentUnreachable`` saying why not."""
+    from a2a.client.card_resolver import parse_agent_card
+    from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+
+    if not url.rstrip("/").endswith(".json"):
+        url = url.rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH
+    try:
+        await hosts.check(url)
+        async with http_client(hosts) as http:
+            response = await http.get(url)
+            if response.status_code != 200:
+                raise AgentUnreachable(
+                    f"{url} answered HTTP {response.status_code}", response.status_code
+                )
+            found = response.json()
+            if not isinstance(found, dict):
+                raise AgentUnreachable(f"{url} holds no A2A card (not a JSON object)")
+            return to_json(parse_agent_card(found))
+    except AgentUnreachable:
+        raise
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise AgentUnreachable(f"{url} holds no A2A card: {clipped(str(exc), 200)}") from None
+    except Exception as exc:
+        raise AgentUnreachable(_why(exc)) from None
