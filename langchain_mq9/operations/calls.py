@@ -143,14 +143,26 @@ def _progress(ctx: CallContext) -> Callable[[CallState], Awaitable[None]] | None
 MATCHES_LOOKED_AT = 20
 
 
+def _takes_tasks(card: dict[str, Any]) -> bool:
+    return w.transport_of(card) != "mailbox"
+
+
 async def _resolve(ctx: CallContext, agent: str) -> dict[str, Any]:
-    """The agent named ``agent``, else the best match for it as a capability among the agents
-    whose card says they take tasks (``a2a_wire.serves_tasks``): one registered only for its
-    mailbox would never answer."""
+    """The agent named ``agent`` (or the HTTP A2A agent whose card is at that URL), else the
+    best match for it as a capability among the agents that take tasks: over mq9 (their card
+    says so: ``a2a_wire.serves_tasks``) or over HTTP (an HTTP A2A interface); one registered
+    only for its mailbox would never answer."""
+    if agent.startswith(("http://", "https://")):
+        from ..a2a.http_caller import AgentUnreachable, fetch_card
+
+        try:  # through the caller's allow-list, as every request to an HTTP agent
+            return await fetch_card(agent, _caller(ctx).hosts)
+        except AgentUnreachable as exc:
+            raise OperationError(f"no A2A card at {clipped(agent, 120)}: {exc}") from None
     listing = await discover(ctx.client)
     named: list[dict[str, Any]] = [a for a in listing if a.get("name") == agent]
     if named:
-        if not w.serves_tasks(named[0]):
+        if not _takes_tasks(named[0]):
             raise OperationError(
                 f"agent {clipped(agent, 80)!r} takes no delegated tasks (its card does not say "
                 "it serves A2A tasks): send_message to its mailbox instead"
@@ -158,7 +170,7 @@ async def _resolve(ctx: CallContext, agent: str) -> dict[str, Any]:
         return named[0]
     search = search_of(ctx.policy, agent, MATCHES_LOOKED_AT)
     found: list[dict[str, Any]] = [
-        a for a in await discover(ctx.client, **search) if w.serves_tasks(a)
+        a for a in await discover(ctx.client, **search) if _takes_tasks(a)
     ]
     if not found:
         raise OperationError(
@@ -172,6 +184,16 @@ async def call_agent(ctx: CallContext, args: CallAgentInput) -> Outcome[CallStar
     if args.context_id and not w.is_valid_id(args.context_id):
         raise OperationError("context_id: use the context_id an earlier call returned")
     agent = await _resolve(ctx, args.agent)
+    if w.transport_of(agent) == "http":  # where it may go: the caller's host allow-list
+        state = await _caller(ctx).call_http(
+            agent,
+            args.task,
+            agent=agent.get("name") or args.agent,
+            context_id=args.context_id or None,
+            wait=args.wait_seconds,
+            on_state=_progress(ctx),
+        )
+        return Outcome(_shown(state, ctx.policy, CallStarted), state)
     ctx.policy.check(agent["mailbox"])
     state = await _caller(ctx).call(
         agent["mailbox"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..a2a.wire import http_interface, transport_of
 from ..client.client import Agents
 from ..protocol import agent_card, check_address, normalize_agent
 from ..protocol.errors import ListingTooLarge, MailboxExists
@@ -117,11 +118,25 @@ async def agent_register(ctx: CallContext, args: AgentRegisterInput) -> Outcome[
     return Outcome(result, card)
 
 
+def _view(agent: dict[str, Any]) -> dict[str, Any]:
+    """``agent_view``, and for an agent that takes delegated tasks how (``transport``: mq9,
+    or http with the HTTP A2A agent's URL): call_agent reaches both. An agent without it
+    takes messages in its mailbox only."""
+    view = agent_view(agent)
+    transport = transport_of(agent)
+    if transport != "mailbox":
+        view["transport"] = transport
+    interface = http_interface(agent) if transport == "http" else None
+    if interface is not None:
+        view["url"] = interface["url"]
+    return view
+
+
 async def agent_discover(ctx: CallContext, args: AgentDiscoverInput) -> Outcome[AgentsFound]:
     client, policy = ctx.client, ctx.policy
     agents = await discover(client, **search_of(policy, args.query, policy.discover_limit))
     # Each card as it is: the answer's budget cuts them (``Outcome.fit``).
-    result = AgentsFound(count=len(agents), agents=[agent_view(a) for a in agents])
+    result = AgentsFound(count=len(agents), agents=[_view(a) for a in agents])
     notes = [CARD_NOTE] if agents else []
     if agents.ranked_here:
         how = "meaning (embeddings)" if agents.ranking == "embeddings" else "shared words"

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
+from a2a.helpers.proto_helpers import new_task
 from a2a.server.agent_execution import AgentExecutor
 from a2a.server.request_handlers import DefaultRequestHandlerV2
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
-from a2a.helpers.proto_helpers import new_task
 from a2a.types.a2a_pb2 import (
     AgentCapabilities,
     AgentCard,
