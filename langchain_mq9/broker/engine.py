@@ -67,6 +67,11 @@ A = TypeVar("A")  # what such a piece of work is given
 # DEFAULT_RETENTION_SEC; storage-engine commitlog/rocksdb/expire.rs).
 RETENTION_SECONDS = 7 * 86_400
 RETENTION_SCAN_SECONDS = 600
+# A mailbox's retention is stored in pieces removing this many bytes of names at most (an
+# address, at most MAX_ADDRESS_LENGTH, and a msg_id a removal): a piece is one small change,
+# far below any record a store writes (a JetStream record: the server's max_payload)
+RETENTION_PIECE_BYTES = 64 * 1024
+_REMOVAL_ROOM = 32  # a removal's bytes in a record beyond its address: a msg_id, brackets
 
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
 
@@ -117,6 +122,9 @@ class BrokerEngine:
         self.storage = storage if storage is not None else MemoryStorage()
         # Each agent's latest REPORT, for the operator (RobustMQ's topic of them is never read)
         self.reports: dict[str, tuple[str, int]] = {}
+        # Told the address of each message stored (#62: serve.py announces it, a waker in this
+        # process listens): called under the lock, so each only notes it and returns
+        self.arrivals: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._clear()
@@ -148,19 +156,25 @@ class BrokerEngine:
     def _transact(self, work: Callable[[], T]) -> T:
         """``work()`` under the lock, after housekeeping, as one storage transaction.
 
-        The file is the truth: when the transaction rolled back, the memory, ahead of it, is
-        restored from the file, so a failed request changes nothing."""
+        Housekeeping is stored first, in transactions of its own that each hold one small
+        change (``_housekeep``): however much falls due at once, no change outgrows what a
+        store writes in one record (a JetStream record: the server's max_payload), and the
+        store writes them in order, before the request's own. The file is the truth: when a
+        transaction rolled back, the memory, ahead of it, is restored from the file, so a
+        failed request changes nothing the store does not hold."""
         with self._lock:
             self._check_usable()
-            scan = self._next_retention_scan
-            try:
-                with self.storage.transaction():
-                    self._housekeep()
-                    return work()
-            except StorageError as failure:
-                self._next_retention_scan = scan  # a scan that was not saved runs again
-                self._restore_after(failure)
-                raise
+            self._housekeep()
+            return self._stored(work)
+
+    def _stored(self, work: Callable[[], T]) -> T:
+        """(under the lock) ``work()`` as one storage transaction."""
+        try:
+            with self.storage.transaction():
+                return work()
+        except StorageError as failure:
+            self._restore_after(failure)
+            raise
 
     def _check_usable(self) -> None:
         """(under the lock) Refuse once broken; restore first when the store lost changes
@@ -307,44 +321,80 @@ class BrokerEngine:
     # -- time ------------------------------------------------------------------------------
 
     def _housekeep(self) -> None:
-        """Expire mailboxes, write delayed messages that are due, apply the retention."""
+        """Expire mailboxes, write delayed messages that are due, apply the retention: each
+        mailbox expired, each delayed message written and each piece of a mailbox's retention
+        stored as a transaction of its own, in this order (a store groups small ones into one
+        record, and replays them in order after a restart). One that fails fails the request
+        and leaves the rest due: the next request takes them up from the stored state."""
         now = self.clock()
         while self._mailbox_expiry and self._mailbox_expiry[0][0] <= now:
-            _, _, mailbox = heapq.heappop(self._mailbox_expiry)
-            live = self.mailboxes.get(mailbox.address) is mailbox
-            if live and (mailbox.expires_at or now) <= now:  # not a stale entry of a re-create
-                # RobustMQ's GC (every 60 s; here at the exact second, our choice) removes only
-                # the metadata: SEND and CREATE no longer see it, its log stays readable until
-                # the retention, and a CREATE of the name takes the log up again, offsets too
-                del self.mailboxes[mailbox.address]
-                self.storage.mailbox_expired(mailbox)
+            self._stored(functools.partial(self._expire_next, now))
         while self._delayed and self._delayed[0][0] <= now:
-            due, seq, address, message = heapq.heappop(self._delayed)
-            self.storage.delayed_released(seq)
-            topic = self.topics.get(address)  # written to the log, expired mailbox or not
-            # delay-message pop.rs reads the queued copy back first: one whose TTL ended
-            # before it was due is not found, so never delivered
-            if topic is not None and not message.expired(int(due)):
-                # written when due (a due wrapped round to the past: at once), as a new record
-                # without expire_at (pop.rs build_new_record)
-                message.create_time = max(int(due), message.create_time)
-                message.expire_at = 0
-                self._write(topic, message)
+            self._stored(self._release_next)
         if now >= self._next_retention_scan:
-            self._next_retention_scan = now + RETENTION_SCAN_SECONDS
             cutoff = int(now) - RETENTION_SECONDS
             for mailbox in list(self.topics.values()):
-                dropped = mailbox.drop_before(cutoff)
-                for msg_id in dropped:
-                    self.storage.message_removed(mailbox, msg_id)
-                if dropped:
-                    self.storage.mailbox_start_moved(mailbox)
-                if not mailbox.messages and mailbox.address not in self.mailboxes:
-                    # (our choice) an expired mailbox's empty log is forgotten: a later CREATE
-                    # starts a new log (RobustMQ would go on numbering)
-                    del self.topics[mailbox.address]
-                    self.storage.mailbox_removed(mailbox)
-                    self._drop_offsets(None, mailbox.shard)  # its groups go with it
+                self._retain(mailbox, cutoff)
+            # (only once every mailbox's retention is stored: a failed one runs again)
+            self._next_retention_scan = now + RETENTION_SCAN_SECONDS
+
+    def _expire_next(self, now: float) -> None:
+        _, _, mailbox = heapq.heappop(self._mailbox_expiry)
+        live = self.mailboxes.get(mailbox.address) is mailbox
+        if live and (mailbox.expires_at or now) <= now:  # not a stale entry of a re-create
+            # RobustMQ's GC (every 60 s; here at the exact second, our choice) removes only
+            # the metadata: SEND and CREATE no longer see it, its log stays readable until
+            # the retention, and a CREATE of the name takes the log up again, offsets too
+            del self.mailboxes[mailbox.address]
+            self.storage.mailbox_expired(mailbox)
+
+    def _release_next(self) -> None:
+        due, seq, address, message = heapq.heappop(self._delayed)
+        self.storage.delayed_released(seq)
+        topic = self.topics.get(address)  # written to the log, expired mailbox or not
+        # delay-message pop.rs reads the queued copy back first: one whose TTL ended
+        # before it was due is not found, so never delivered
+        if topic is None or message.expired(int(due)):
+            return
+        # written when due (a due wrapped round to the past: at once), as a new record
+        # without expire_at (pop.rs build_new_record)
+        message.create_time = max(int(due), message.create_time)
+        message.expire_at = 0
+        refused = self.storage.message_refused(address, message)
+        if refused is not None:
+            # Taken when the store's records were larger (an older max_payload): written
+            # now, it would fail every request after it for good
+            log.error("a delayed message for %r is dropped: %s", address, refused)
+            return
+        self._write(topic, message)
+
+    def _retain(self, mailbox: Mailbox, cutoff: int) -> None:
+        """RobustMQ's retention on one mailbox: its messages older than ``cutoff`` removed,
+        stored in pieces of at most ``RETENTION_PIECE_BYTES`` of names; then its start moved,
+        and an expired mailbox's emptied log forgotten. The memory drops them all at once,
+        ahead of the store until the last piece: a piece that fails restores it."""
+        dropped = mailbox.drop_before(cutoff)
+        per_id = len(mailbox.address.encode()) + _REMOVAL_ROOM
+        step = max(RETENTION_PIECE_BYTES // per_id, 1)
+        for start in range(0, len(dropped), step):
+            piece = dropped[start : start + step]
+            self._stored(lambda piece=piece: self._removed(mailbox, piece))
+        if dropped or (not mailbox.messages and mailbox.address not in self.mailboxes):
+            self._stored(lambda: self._retained(mailbox, bool(dropped)))
+
+    def _removed(self, mailbox: Mailbox, msg_ids: list[int]) -> None:
+        for msg_id in msg_ids:
+            self.storage.message_removed(mailbox, msg_id)
+
+    def _retained(self, mailbox: Mailbox, moved: bool) -> None:
+        if moved:
+            self.storage.mailbox_start_moved(mailbox)
+        if not mailbox.messages and mailbox.address not in self.mailboxes:
+            # (our choice) an expired mailbox's empty log is forgotten: a later CREATE
+            # starts a new log (RobustMQ would go on numbering)
+            del self.topics[mailbox.address]
+            self.storage.mailbox_removed(mailbox)
+            self._drop_offsets(None, mailbox.shard)  # its groups go with it
 
     # -- mailboxes -------------------------------------------------------------------------
 
@@ -469,6 +519,8 @@ class BrokerEngine:
         if replaced is not None:
             self.storage.message_removed(mailbox, replaced)
         self.storage.message_stored(mailbox, message)
+        for told in self.arrivals:
+            told(mailbox.address)
         return message
 
     # -- FETCH and ACK ---------------------------------------------------------------------

@@ -104,6 +104,8 @@ _CONNECT_TIMEOUT = 10.0
 _NO_PEERS_YET = 10005  # JetStream's error code: not enough servers for the replicas yet
 _RECORD_ROOM = 256
 _CHANGE_ROOM = 24
+# A delayed message's release beside its write, at its widest: ["dr",<a u64>],
+_RELEASE_ROOM = len('["dr",18446744073709551615],')
 # A request's ops as a record holds them: made once (json.dumps with an option makes one a call)
 _OPS_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
@@ -317,7 +319,8 @@ class JetStreamStorage(Storage):
 
     def message_refused(self, address: str, message: StoredMessage) -> str | None:
         blobs = len(message.payload) + len(message.header or b"")
-        limit = self._record_limit()
+        # room for the release a delayed message is written with, in the same change
+        limit = self._record_limit() - _RELEASE_ROOM
         if blobs + message_op_bound(address, message) + _CHANGE_ROOM <= limit:
             return None  # (every SEND asks: its JSON below is a tenth of a SEND's own time)
         widest = [self._nc.max_payload] * 2  # a blob's place, at its widest
@@ -443,6 +446,19 @@ class JetStreamStorage(Storage):
             self._snapshot = None  # its beginning alone, if written, is skipped on reading
             return
         parts = made.result()
+        largest = max(len(part) for part in parts)
+        if largest > self._record_limit():
+            # a message kept from when the server took larger records: no record holds this
+            # part, and writing it would fail every request waiting behind it
+            log.error(
+                "a snapshot of the broker's state is given up: a part of it takes %d bytes, "
+                "more than a record of the NATS server's max_payload (%d) holds",
+                largest,
+                self._nc.max_payload,
+            )
+            self._snapshot = None
+            self._tail_bytes = 0  # tried again once as many records were written again
+            return
         snapshot.records.extend(parts)
         snapshot.records.append(_snapshot_head(snapshot.id, "end", len(parts)))
         snapshot.size = sum(len(part) for part in parts)
