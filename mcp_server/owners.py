@@ -7,13 +7,19 @@ the server's ``--worker``, or the group's one reader). A stateless request (MCP 
 a 2025 client opening a session per call) has the same owner as its client's other requests, so
 it fetches in one request and acks in another. What one owner made, another never sees: its
 ``tasks/*`` answer as for an id that never existed (docs/mcp.md).
+
+Worker names cost nothing to make up, so the bounds hold per client as well (``client_of``):
+the worker names of one client share its slice of tasks and listen streams, and when every
+remembered owner holds work, a client holding fewer than the one holding the most takes that
+one's least recently used owner: one peer inventing names cannot lock out a client never seen.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -21,13 +27,17 @@ from starlette.types import Scope
 
 from langchain_mq9.operations.catalog import OperationError, ToolPolicy
 
+log = logging.getLogger("mcp_server")
+
 # A worker name an HTTP client may send (docs/mcp.md): which competing worker of a consumer group
 # it reads as, and whose fetched messages it may ack.
 WORKER_HEADER = "mq9-worker"
 _WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# The clients remembered at once. Past this the least recently used one holding nothing (no
-# message handed out and not acked, no mailbox it created, no agent call) is forgotten; when
-# every one holds something, a new client is refused rather than another's work dropped.
+# The owners (client and worker name) remembered at once. Past this the least recently used
+# one holding nothing (no message handed out and not acked, no mailbox it created, no agent
+# call) is forgotten; when every one holds something, the client holding the most owners gives
+# its least recently used one up to a client holding fewer (``ClientPolicies``), and only a
+# client holding as many as any other is refused.
 MAX_WORKERS = 256
 
 
@@ -44,6 +54,14 @@ def client_identity(scope: Scope) -> str:
     peer = scope.get("client") or ("", 0)
     credentials = normalized_credentials(Headers(scope=scope).get("authorization", ""))
     return f"{peer[0]} {hashlib.sha256(credentials.encode()).hexdigest()[:12]}"
+
+
+def client_of(owner: str) -> str:
+    """The client of an owner (``ClientPolicies.owner_of``: the client's identity, then its
+    worker name): the one whose slice the owner's tasks and streams count in. An owner named
+    without a worker (stdio's ``""``) is its own client."""
+    client, separator, _worker = owner.rpartition(" ")
+    return client if separator else owner
 
 
 def holds_work(policy: ToolPolicy) -> bool:
@@ -70,24 +88,40 @@ class ClientPolicies:
         owner = self.owner_of(request)
         policy = self._by_owner.get(owner)
         if policy is None:
-            self._make_room()
+            self._make_room(client_of(owner))
             worker = self.worker_of(request)
             policy = self.policy.session(worker=worker) if worker else self.policy.session()
         self._by_owner[owner] = policy
         self._by_owner.move_to_end(owner)
         return policy
 
-    def _make_room(self) -> None:
-        """Forget the least recently used client holding nothing, while ``MAX_WORKERS`` are
-        remembered; refuse the newcomer when every one holds something."""
+    def _make_room(self, client: str) -> None:
+        """While ``MAX_WORKERS`` owners are remembered, forget the least recently used one
+        holding nothing, else one of the client holding the most (``_fair_share``); refuse
+        the newcomer of ``client`` when neither is there."""
         while len(self._by_owner) >= MAX_WORKERS:
             idle = next((o for o, p in self._by_owner.items() if not holds_work(p)), None)
-            if idle is None:
+            victim = idle if idle is not None else self._fair_share(client)
+            if victim is None:
                 raise OperationError(
                     f"this server serves {MAX_WORKERS} clients (worker names) that each hold "
-                    "messages or agent calls: ack or finish with them, or reuse a worker name"
+                    "messages or agent calls, and yours holds as many as any other: ack or "
+                    "finish with them, or reuse a worker name"
                 )
-            del self._by_owner[idle]
+            del self._by_owner[victim]
+
+    def _fair_share(self, client: str) -> str | None:
+        """The least recently used owner of the client holding the most owners, when
+        ``client`` holds fewer than it even after one more; else None. What that owner
+        held is handed out again once its lease lapses (``GroupReader``), or adopted by a
+        later ack from the broker's records."""
+        held = Counter(client_of(owner) for owner in self._by_owner)
+        hog, most = held.most_common(1)[0]
+        if held[client] + 1 >= most:
+            return None
+        victim = next(owner for owner in self._by_owner if client_of(owner) == hog)
+        log.info("forgot worker %r of the client holding %d owners for another", victim, most)
+        return victim
 
     def owner_of(self, request: Any) -> str:
         """The owner of ``request``: ``""`` over stdio; over HTTP the client's identity and its

@@ -46,7 +46,7 @@ from langchain_mq9.protocol import clipped
 from langchain_mq9.protocol.errors import Mq9Error
 
 from . import questions, resources, tasks, watch
-from .owners import ClientPolicies
+from .owners import ClientPolicies, client_of
 from .screening import screened
 
 log = logging.getLogger("mcp_server")
@@ -311,7 +311,8 @@ def create_server(
     server.policies = policies
     tasks.serve(server, tasks.TaskStore(owner_of), start_call, wait_of)
     server.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
-    watch.serve(server, server.watches, policy_of, owner_of)
+    # the streams and watches count per client: its worker names share its slice
+    watch.serve(server, server.watches, policy_of, lambda ctx: client_of(owner_of(ctx)))
     return server
 
 

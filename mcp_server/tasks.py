@@ -36,6 +36,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field, ValidationError
 
 from . import questions
+from .owners import client_of
 
 # The one revision with Tasks in the protocol itself (2026-07-28 has them as an extension).
 TASKS_VERSION = "2025-11-25"
@@ -44,12 +45,12 @@ EXTENSION = "io.modelcontextprotocol/tasks"
 _DECLARED = types.ClientCapabilities(extensions={EXTENSION: {}})
 DEFAULT_TTL_MS = 15 * 60 * 1000
 MAX_TTL_MS = 60 * 60 * 1000
-# The tasks kept at once, in total and per owner (``owners.py``). A new task makes room by
-# forgetting a finished task whose result its owner has seen (the same owner's first), never
-# one still running or unread; without room the call is answered as without a task. A finished
-# task is forgotten its ``ttl`` after it was created.
+# The tasks kept at once, in total and per client (``owners.client_of``: its worker names share
+# its slice). A new task makes room by forgetting a finished task whose result its owner has
+# seen (the same client's first), never one still running or unread; without room the call is
+# answered as without a task. A finished task is forgotten its ``ttl`` after it was created.
 MAX_TASKS = 256
-MAX_TASKS_PER_OWNER = 32
+MAX_TASKS_PER_OWNER = 32  # per client, whatever worker names it sends
 POLL_INTERVAL_MS = 1000
 
 # A call run as a task: given how to ask the user a question (None: it asks nothing).
@@ -141,7 +142,7 @@ class _Task:
 class TaskStore:
     """The tasks of one server, each run by an asyncio task of its own, each its owner's only:
     ``owner_of(ctx)`` names the client of a request, and a task of another owner answers as an
-    id that never existed would. Bounded in total and per owner (``MAX_TASKS``,
+    id that never existed would. Bounded in total and per client (``MAX_TASKS``,
     ``MAX_TASKS_PER_OWNER``)."""
 
     def __init__(
@@ -176,20 +177,21 @@ class TaskStore:
         return task
 
     def _make_room(self, owner: str) -> bool:
-        """Forget finished tasks past their ttl, then, while ``owner`` or the server is at its
-        limit, the oldest finished task already seen (``owner``'s own first); whether there is
-        room for one more of ``owner``'s."""
+        """Forget finished tasks past their ttl, then, while ``owner``'s client or the server
+        is at its limit, the oldest finished task already seen (the client's own first);
+        whether there is room for one more of ``owner``'s."""
         now = self.clock()
         for task_id, task in list(self.tasks.items()):
             if task.status != "working" and now - task.started >= task.ttl / 1000:
                 del self.tasks[task_id]
+        client = client_of(owner)
         while True:
-            own = [t for t in self.tasks.values() if t.owner == owner]
+            own = [t for t in self.tasks.values() if client_of(t.owner) == client]
             if len(own) < MAX_TASKS_PER_OWNER and len(self.tasks) < MAX_TASKS:
                 return True
             pool = own if len(own) >= MAX_TASKS_PER_OWNER else list(self.tasks.values())
             done = [t for t in pool if t.status != "working" and t.seen]
-            done.sort(key=lambda t: (t.owner != owner, t.started))
+            done.sort(key=lambda t: (client_of(t.owner) != client, t.started))
             if not done:
                 return False
             del self.tasks[done[0].task_id]

@@ -153,11 +153,16 @@ async def test_another_clients_load_never_evicts_an_unread_fetch_task(nats_serve
 
 
 @contextlib.asynccontextmanager
-async def sdk_client(url: str, era: str, worker: str, updates: Updates) -> AsyncIterator[Client]:
-    """The SDK's own client in ``era`` (``legacy``: 2025-11-25), as worker ``worker``."""
+async def sdk_client(
+    url: str, era: str, worker: str, updates: Updates, address: str | None = None
+) -> AsyncIterator[Client]:
+    """The SDK's own client in ``era`` (``legacy``: 2025-11-25), as worker ``worker``, its
+    connections from ``address`` (a loopback address: another peer)."""
     headers = {"mq9-worker": worker}
+    transport = httpx.AsyncHTTPTransport(local_address=address) if address else None
+    timeout = httpx.Timeout(20, read=60)
     async with (
-        httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(20, read=60)) as http,
+        httpx.AsyncClient(headers=headers, timeout=timeout, transport=transport) as http,
         Client(streamable_http_client(url, http_client=http), mode=era, message_handler=updates,
                read_timeout_seconds=20) as client,
     ):  # fmt: skip
@@ -172,7 +177,7 @@ async def test_another_client_can_neither_end_nor_crowd_out_a_subscription(nats_
     alices, mallorys = Updates(), Updates()
     async with (
         shared_server(where, nats_server.url) as url,
-        sdk_client(url, era, "alice", alices) as alice,
+        sdk_client(url, era, "alice", alices, "127.0.0.2") as alice,  # another peer
         sdk_client(url, era, "mallory", mallorys) as mallory,
     ):
         await alice.call_tool("create_mailbox", {"name": "team.watched"})
