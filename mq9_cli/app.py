@@ -1,0 +1,488 @@
+"""``mq9``: the agents' mail at a terminal, on any mq9 server. Each subcommand is one of the
+catalog's operations (``overview.operate``) or one of ``overview``'s reads; this module only
+reads options and writes answers (``render``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from click.shell_completion import get_completion_class
+
+from langchain_mq9._version import __version__
+from langchain_mq9.client.client import Mq9Client
+from langchain_mq9.protocol import QUERY_CAP
+
+from . import overview, render
+from .connect import OK, USAGE, Failure, Target, failure
+
+T = TypeVar("T")
+SHELLS = ("bash", "zsh", "fish")
+COMPLETE_VAR = "_MQ9_COMPLETE"
+
+
+@dataclass
+class Session:
+    target: Target
+    as_json: bool
+
+    def run(self, action: Callable[[Mq9Client], Awaitable[T]]) -> T:
+        """``action(client)`` on a connected client; a failure ends the command in one line."""
+
+        async def main() -> T:
+            async with self.target.client() as client:
+                return await action(client)
+
+        try:
+            return asyncio.run(main())
+        except Exception as exc:
+            stop(failure(exc))
+
+    def show(self, data: Any, human: Callable[[Any], str]) -> None:
+        click.echo(json.dumps(data, ensure_ascii=False) if self.as_json else human(data))
+
+
+def stop(problem: Failure) -> Any:
+    click.echo(f"mq9: {render.printable(str(problem))}", err=True)
+    raise click.exceptions.Exit(problem.code)
+
+
+def _session(ctx: click.Context, as_json: bool) -> Session:
+    session: Session = ctx.find_object(Session)
+    if as_json:
+        session.as_json = True
+    return session
+
+
+def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Answer in JSON, for scripts.")(
+        command
+    )
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # as written: the order of the help's story
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Example: mq9 --server nats://localhost:4222 agents",
+)
+@click.option(
+    "--server",
+    metavar="URL",
+    help="nats://host:port (several comma-separated), tls://..., or memory:// (default: "
+    "$MQ9_SERVER, then $NATS_URL, then nats://localhost:4222)",
+)
+@click.option("--user", help="NATS user ($MQ9_USER)")
+@click.option("--password", help="NATS password (prefer $MQ9_PASSWORD)")
+@click.option("--token", help="NATS token (prefer $MQ9_TOKEN)")
+@click.option("--creds", metavar="FILE", help="NATS .creds file ($MQ9_CREDS)")
+@click.option(
+    "--credential-file",
+    metavar="FILE",
+    help="a file holding an mq9 credential <id>:<secret> (or $MQ9_CREDENTIAL, "
+    "$MQ9_CREDENTIAL_FILE)",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="seconds to wait for each broker answer",
+)
+@json_option
+@click.version_option(__version__, prog_name="mq9")
+@click.pass_context
+def cli(ctx: click.Context, server: str | None, timeout: float, as_json: bool, **login: Any) -> None:
+    """See and steer the agents' mail on an mq9 server (bundled broker or RobustMQ).
+
+    Exit codes: 0 done, 1 refused, 2 usage, 3 not found, 4 broker unreachable,
+    5 credentials refused."""
+    if ctx.resilient_parsing:  # shell completion: nothing to connect
+        return
+    try:
+        target = Target.from_options(server, request_timeout=timeout, **login)
+    except Failure as problem:
+        stop(problem)
+    ctx.obj = Session(target, as_json)
+
+
+# -- agents ------------------------------------------------------------------------------------
+
+
+@cli.command(epilog="Example: mq9 agents")
+@json_option
+@click.pass_context
+def agents(ctx: click.Context, as_json: bool) -> None:
+    """List the registered agents."""
+    session = _session(ctx, as_json)
+    found = session.run(lambda c: overview.operate(c, "agent_discover", {"query": ""}))
+    session.show(found, render.agents)
+
+
+@cli.command(epilog="Example: mq9 discover 'translates to Japanese'")
+@click.argument("query")
+@json_option
+@click.pass_context
+def discover(ctx: click.Context, query: str, as_json: bool) -> None:
+    """Find agents by what they do, best first."""
+    session = _session(ctx, as_json)
+    found = session.run(lambda c: overview.operate(c, "agent_discover", {"query": query}))
+    session.show(found, render.agents)
+
+
+@cli.command(epilog="Example: mq9 register agent.translator --capabilities 'translates text'")
+@click.argument("name")
+@click.option("--capabilities", required=True, help="what it does, as others would search it")
+@click.option("--mailbox", help="its mailbox (default: the name); created if missing")
+@json_option
+@click.pass_context
+def register(
+    ctx: click.Context, name: str, capabilities: str, mailbox: str | None, as_json: bool
+) -> None:
+    """Register an agent: an A2A card carrying its mailbox."""
+    session = _session(ctx, as_json)
+    policy = _policy(agent_mailbox=mailbox)
+    args = {"name": name, "capabilities": capabilities}
+    done = session.run(lambda c: overview.operate(c, "agent_register", args, policy))
+    session.show(done, lambda d: f"registered {name} (mailbox {d['mail_address']})")
+
+
+@cli.command(epilog="Example: mq9 unregister agent.translator")
+@click.argument("name")
+@json_option
+@click.pass_context
+def unregister(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Remove an agent from the registry."""
+    session = _session(ctx, as_json)
+    done = session.run(lambda c: overview.operate(c, "agent_unregister", {"name": name}))
+    session.show(done, lambda d: f"unregistered {d['unregistered']}")
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+@cli.command(epilog="Example: echo '{\"task\": \"summarize\"}' | mq9 send agent.worker --priority urgent")
+@click.argument("mailbox")
+@click.argument("payload", required=False)
+@click.option("--file", "path", type=click.File("r", encoding="utf-8"), help="read it from FILE")
+@click.option(
+    "--priority", type=click.Choice(["normal", "urgent", "critical"]), default="normal",
+    show_default=True,
+)
+@click.option("--key", default="", help="a newer message with this key replaces it")
+@click.option("--tag", "tags", multiple=True, help="a tag for query (repeatable)")
+@click.option("--delay", type=click.IntRange(min=0), default=0, help="seconds until readable")
+@click.option("--ttl", type=click.IntRange(min=0), default=0, help="seconds to live; 0 forever")
+@json_option
+@click.pass_context
+def send(
+    ctx: click.Context, mailbox: str, payload: str | None, path: Any, as_json: bool, **sent: Any
+) -> None:
+    """Store a message for MAILBOX: PAYLOAD, --file, or standard input ('-' or nothing)."""
+    session = _session(ctx, as_json)
+    if payload is not None and path is not None:
+        stop(Failure("give the payload as an argument or --file, not both", USAGE))
+    if path is not None:
+        payload = path.read()
+    elif payload is None or payload == "-":
+        if sys.stdin.isatty():
+            stop(Failure("no payload: give it as an argument, --file or on standard input", USAGE))
+        payload = sys.stdin.read()
+    args = {"mail_address": mailbox, "payload": payload, **sent, "tags": list(sent["tags"])}
+    done = session.run(lambda c: overview.operate(c, "send_message", args))
+    session.show(done, lambda d: f"sent to {mailbox}: msg_id {d['msg_id']}")
+
+
+@cli.command(epilog="Example: mq9 fetch agent.worker --group workers --wait 30000")
+@click.argument("mailbox")
+@click.option("--group", default="default", show_default=True, help="the consumer group")
+@click.option(
+    "--wait", type=click.IntRange(0, 30_000), default=0, metavar="MS",
+    help="wait this long for a message",
+)
+@json_option
+@click.pass_context
+def fetch(ctx: click.Context, mailbox: str, group: str, wait: int, as_json: bool) -> None:
+    """Take what waits for GROUP, most urgent first (ack them next)."""
+    session = _session(ctx, as_json)
+    policy = _policy(group=group)
+    args = {"mail_address": mailbox, "max_wait_ms": wait}
+    found = session.run(lambda c: overview.operate(c, "fetch_messages", args, policy))
+    session.show(found, render.messages)
+
+
+@cli.command(epilog="Example: mq9 ack agent.worker 41 --group workers")
+@click.argument("mailbox")
+@click.argument("msg_id", type=click.IntRange(min=0))
+@click.option("--group", default="default", show_default=True, help="the consumer group")
+@click.option("--set-aside", default="", metavar="REASON", help="dead-letter it, saying why")
+@json_option
+@click.pass_context
+def ack(
+    ctx: click.Context, mailbox: str, msg_id: int, group: str, set_aside: str, as_json: bool
+) -> None:
+    """Confirm GROUP handled MAILBOX up to MSG_ID (or set one aside)."""
+    session = _session(ctx, as_json)
+    policy = _policy(group=group)
+    args = {"mail_address": mailbox, "msg_id": msg_id, "set_aside": set_aside}
+    done = session.run(lambda c: overview.operate(c, "ack_messages", args, policy))
+    session.show(done, lambda d: f"acked {', '.join(map(str, d['confirmed'])) or 'nothing'}")
+
+
+@cli.command(epilog="Example: mq9 query agent.worker --tag billing --limit 20")
+@click.argument("mailbox")
+@click.option("--key", default="", help="only the newest with this key")
+@click.option("--tag", "tags", multiple=True, help="only messages with one of these tags")
+@click.option("--from-id", type=click.IntRange(min=0), default=0, help="start at this msg_id")
+@click.option("--limit", type=click.IntRange(1, QUERY_CAP), default=QUERY_CAP, show_default=True)
+@json_option
+@click.pass_context
+def query(
+    ctx: click.Context, mailbox: str, tags: tuple[str, ...], as_json: bool, **given: Any
+) -> None:
+    """Read MAILBOX without consuming anything."""
+    session = _session(ctx, as_json)
+    args = {"mail_address": mailbox, "tags": list(tags), **given}
+    found = session.run(lambda c: overview.operate(c, "query_messages", args))
+    session.show(found, render.messages)
+
+
+@cli.command(epilog="Example: mq9 delete agent.worker 41")
+@click.argument("mailbox")
+@click.argument("msg_id", type=click.IntRange(min=0))
+@json_option
+@click.pass_context
+def delete(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> None:
+    """Delete one message."""
+    session = _session(ctx, as_json)
+    args = {"mail_address": mailbox, "msg_id": msg_id}
+    done = session.run(lambda c: overview.operate(c, "delete_message", args))
+    session.show(done, lambda d: f"deleted {mailbox} msg_id {d['msg_id']}")
+
+
+@cli.command(epilog="Example: mq9 watch agent.worker --json | jq .payload")
+@click.argument("mailbox")
+@click.option("--from-id", type=click.IntRange(min=0), help="start here (default: new ones)")
+@click.option("--count", type=click.IntRange(min=1), help="stop after this many")
+@click.option("--for", "seconds", type=click.FloatRange(min=0), help="stop after SECONDS")
+@json_option
+@click.pass_context
+def watch(
+    ctx: click.Context,
+    mailbox: str,
+    from_id: int | None,
+    count: int | None,
+    seconds: float | None,
+    as_json: bool,
+) -> None:
+    """Follow MAILBOX live: each new message as it arrives (consumes nothing). Ctrl-C stops."""
+    session = _session(ctx, as_json)
+
+    async def follow(client: Mq9Client) -> None:
+        after = None if from_id is None else from_id - 1
+        shown = 0
+        async with asyncio.timeout(seconds):
+            async for message in overview.follow(client, mailbox, after=after):
+                session.show(overview.message_view(message), render.message)
+                sys.stdout.flush()
+                shown += 1
+                if count is not None and shown >= count:
+                    return
+
+    try:
+        session.run(follow)
+    except KeyboardInterrupt:
+        pass
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+
+@cli.group(cls=_Group, epilog="Example: mq9 dlq list agent.worker")
+def dlq() -> None:
+    """A mailbox's dead letters (in <mailbox>.dlq): list, show, replay."""
+
+
+@dlq.command("list", epilog="Example: mq9 dlq list agent.worker --json")
+@click.argument("mailbox")
+@json_option
+@click.pass_context
+def dlq_list(ctx: click.Context, mailbox: str, as_json: bool) -> None:
+    """The dead letters of MAILBOX: why, how often they failed, whether replayed."""
+    session = _session(ctx, as_json)
+    address, letters = session.run(lambda c: overview.dead_letters(c, mailbox))
+    data = {
+        "dead_letter_mailbox": address,
+        "exists": letters is not None,
+        "letters": [letter.view() for letter in letters or ()],
+    }
+    session.show(data, render.letters)
+
+
+@dlq.command("show", epilog="Example: mq9 dlq show agent.worker 3")
+@click.argument("mailbox")
+@click.argument("msg_id", type=click.IntRange(min=0))
+@json_option
+@click.pass_context
+def dlq_show(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> None:
+    """One dead letter, payload and all (MSG_ID in the dead-letter mailbox)."""
+    session = _session(ctx, as_json)
+    address, letters = session.run(lambda c: overview.dead_letters(c, mailbox))
+    found = [x for x in letters or () if x.message.msg_id == msg_id]
+    if not found:
+        stop(Failure(f"no message {msg_id} in {address}", 3))
+    session.show(found[0].view(), render.letter)
+
+
+@dlq.command("replay", epilog="Example: mq9 dlq replay agent.worker")
+@click.argument("mailbox")
+@json_option
+@click.pass_context
+def dlq_replay(ctx: click.Context, mailbox: str, as_json: bool) -> None:
+    """Send MAILBOX's dead letters back to it, each once."""
+    session = _session(ctx, as_json)
+    done = session.run(lambda c: overview.replay_dead_letters(c, mailbox))
+    data = {"sent": done.sent, "skipped": {str(k): v for k, v in done.skipped.items()}}
+    session.show(data, render.replayed)
+
+
+# -- calls -------------------------------------------------------------------------------------
+
+
+@cli.group(cls=_Group, epilog="Example: mq9 calls --reply agent.me.calls list")
+@click.option(
+    "--reply",
+    required=True,
+    metavar="MAILBOX",
+    help="the caller's reply mailbox (its agent_mailbox + '.calls', or its reply_mailbox)",
+)
+@click.pass_context
+def calls(ctx: click.Context, reply: str) -> None:
+    """The calls one caller made: list, show, answer a question, cancel."""
+    ctx.meta["reply"] = reply
+
+
+def _call(ctx: click.Context, as_json: bool, name: str, args: dict[str, Any]) -> Any:
+    session = _session(ctx, as_json)
+    policy = _policy(reply_mailbox=ctx.meta["reply"])
+    return session, session.run(lambda c: overview.operate(c, name, args, policy))
+
+
+@calls.command("list", epilog="Example: mq9 calls --reply agent.me.calls list --state input-required")
+@click.option("--state", default="", help="only calls in this state, e.g. input-required")
+@json_option
+@click.pass_context
+def calls_list(ctx: click.Context, state: str, as_json: bool) -> None:
+    """Each call and its state."""
+    session, found = _call(ctx, as_json, "list_calls", {"state": state})
+    session.show(found, render.calls)
+
+
+@calls.command("show", epilog="Example: mq9 calls --reply agent.me.calls show 7f3a...")
+@click.argument("task_id")
+@click.option("--wait", type=click.IntRange(0, 120), default=0, help="seconds to wait for it")
+@json_option
+@click.pass_context
+def calls_show(ctx: click.Context, task_id: str, wait: int, as_json: bool) -> None:
+    """One call: its state, and its result, question or reason."""
+    args = {"task_id": task_id, "wait_seconds": wait}
+    session, found = _call(ctx, as_json, "check_call", args)
+    session.show(found, render.call)
+
+
+@calls.command("answer", epilog="Example: mq9 calls --reply agent.me.calls answer 7f3a... 'French'")
+@click.argument("task_id")
+@click.argument("answer")
+@click.option("--wait", type=click.IntRange(0, 120), default=0, help="seconds to wait for it")
+@json_option
+@click.pass_context
+def calls_answer(ctx: click.Context, task_id: str, answer: str, wait: int, as_json: bool) -> None:
+    """Answer the question of a call waiting for input (input-required)."""
+    args = {"task_id": task_id, "answer": answer, "wait_seconds": wait}
+    session, found = _call(ctx, as_json, "answer_call", args)
+    session.show(found, render.call)
+
+
+@calls.command("cancel", epilog="Example: mq9 calls --reply agent.me.calls cancel 7f3a...")
+@click.argument("task_id")
+@json_option
+@click.pass_context
+def calls_cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Ask the agent to cancel a call."""
+    session, found = _call(ctx, as_json, "cancel_call", {"task_id": task_id})
+    session.show(found, render.call)
+
+
+# -- the console and the shell -----------------------------------------------------------------
+
+
+@cli.command(epilog="Example: mq9 --server nats://localhost:4222 console --calls agent.me.calls")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
+@click.option("--port", type=click.IntRange(1, 65535), default=8780, show_default=True)
+@click.option(
+    "--token",
+    "console_token",
+    envvar="MQ9_CONSOLE_TOKEN",
+    help="the token to enter ($MQ9_CONSOLE_TOKEN; default: a random one, printed); "
+    "needed to bind a non-loopback address",
+)
+@click.option("--allow-writes", is_flag=True, help="allow replay, answering and cancelling")
+@click.option("--mailbox", "mailboxes", multiple=True, help="a mailbox to show (repeatable)")
+@click.option(
+    "--calls", "reply_mailboxes", multiple=True, metavar="MAILBOX",
+    help="a caller's reply mailbox whose calls to show (repeatable)",
+)
+@click.pass_context
+def console(ctx: click.Context, **options: Any) -> None:
+    """Serve the web console: agents, mailboxes, dead letters, calls, live."""
+    try:
+        from .console.serve import serve
+    except ImportError as exc:
+        stop(Failure(f"the console needs the console extra ({exc.name} is missing): "
+                     "pip install 'langchain-mq9[console]'", USAGE))
+    session = _session(ctx, False)
+    try:
+        serve(session.target, **options)
+    except Failure as problem:
+        stop(problem)
+
+
+@cli.command(epilog="Example: mq9 completion bash >> ~/.bashrc")
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL."""
+    complete = get_completion_class(shell)
+    assert complete is not None  # Click has each of SHELLS
+    click.echo(complete(cli, {}, "mq9", COMPLETE_VAR).source())
+
+
+def _policy(**options: Any) -> Any:
+    """The catalog's policy for a person with ``options`` (a mailbox, group or reply mailbox
+    it refuses ends the command, naming it)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        return overview.person_policy(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = {"agent_mailbox": "mailbox", "default_group": "group", "reply_mailbox": "reply"}
+        flag = "--" + name.get(str(error["loc"][0]), str(error["loc"][0]))
+        stop(Failure(f"{flag}: {error['msg'].removeprefix('Value error, ')}", USAGE))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run ``mq9`` with ``argv``; its exit code."""
+    try:
+        cli.main(args=argv, prog_name="mq9", complete_var=COMPLETE_VAR)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else USAGE
+    return OK

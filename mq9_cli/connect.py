@@ -1,0 +1,126 @@
+"""Where ``mq9`` connects and how it logs in (as ``mq9-mcp`` takes them: options, then the
+environment), and what each failure means as an exit code."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_mq9.a2a.caller import CallError
+from langchain_mq9.client.auth import read_credential_file
+from langchain_mq9.client.client import Mq9Client
+from langchain_mq9.client.redaction import redact
+from langchain_mq9.operations.errors import OperationError
+from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error, NotAllowed, Unavailable
+
+DEFAULT_SERVER = "nats://localhost:4222"
+SERVER_ENV = ("MQ9_SERVER", "NATS_URL")
+# Each credential option falls back to these environment variables, the first one set wins
+# (mq9-mcp's); MQ9_CREDENTIAL and MQ9_CREDENTIAL_FILE the client reads itself.
+CREDENTIAL_ENV = {
+    "user": ("MQ9_USER", "NATS_USER"),
+    "password": ("MQ9_PASSWORD", "NATS_PASSWORD"),
+    "token": ("MQ9_TOKEN", "NATS_TOKEN"),
+    "creds": ("MQ9_CREDS", "NATS_CREDS"),
+}
+
+# Exit codes: what a script can branch on.
+OK = 0
+FAILED = 1  # the broker refused the request, or a call is in no state to take it
+USAGE = 2  # a wrong option or argument (Click's own code too)
+NOT_FOUND = 3  # no such mailbox, message, agent or call
+UNREACHABLE = 4  # the broker is not there, or did not answer in time
+REFUSED_LOGIN = 5  # the broker refused the credentials, or this identity may not do that
+
+
+class Failure(Exception):
+    """A failure said in one line, with the exit code it means."""
+
+    def __init__(self, message: str, code: int = FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _env(names: tuple[str, ...]) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+@dataclass(frozen=True)
+class Target:
+    """An mq9 server and the login to it."""
+
+    server: str
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
+    request_timeout: float = 5.0
+
+    @classmethod
+    def from_options(
+        cls,
+        server: str | None,
+        *,
+        credential_file: str | None = None,
+        request_timeout: float = 5.0,
+        **given: str | None,
+    ) -> Target:
+        options: dict[str, Any] = {
+            name: given.get(name) or _env(names) for name, names in CREDENTIAL_ENV.items()
+        }
+        if credential_file:
+            try:
+                options["credential"] = ":".join(read_credential_file(credential_file))
+            except Mq9Error as exc:
+                raise Failure(f"--credential-file: {exc.message}", USAGE) from None
+        url = server or _env(SERVER_ENV) or DEFAULT_SERVER
+        kept = {k: v for k, v in options.items() if v}
+        return cls(url, kept, request_timeout)
+
+    @property
+    def shown(self) -> str:
+        return redact(self.server)
+
+    def client(self, name: str = "mq9") -> Mq9Client:
+        try:
+            return Mq9Client(
+                self.server,
+                request_timeout=self.request_timeout,
+                **({"name": name} if not self.server.startswith("memory://") else {}),
+                **self.options,
+            )
+        except (Mq9Error, ValueError, TypeError) as exc:
+            raise Failure(f"--server: {redact(str(exc))}", USAGE) from None
+
+    def login_secrets(self) -> list[str]:
+        """What a person may enter the console with besides its token: the broker's
+        password, token or mq9 credential this console logs in with."""
+        secrets = [self.options.get("password"), self.options.get("token")]
+        secrets.append(self.options.get("credential"))
+        return [s for s in secrets if s]
+
+
+def failure(exc: BaseException) -> Failure:
+    """The one line and exit code of an error an operation raised."""
+    if isinstance(exc, Failure):
+        return exc
+    cause: BaseException | None = exc
+    while isinstance(cause, OperationError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = redact(str(exc))
+    if isinstance(cause, Mq9Error):
+        return Failure(text, _code(cause))
+    if isinstance(exc, CallError) or isinstance(cause, CallError):
+        lost = "no call with task id" in text or "is no task id" in text
+        return Failure(text, NOT_FOUND if lost else FAILED)
+    if isinstance(exc, (OperationError, ValueError)):
+        return Failure(text, FAILED)
+    return Failure(f"{type(exc).__name__}: {text}", FAILED)
+
+
+def _code(exc: Mq9Error) -> int:
+    if isinstance(exc, MailboxNotFound):
+        return NOT_FOUND
+    if isinstance(exc, Unavailable):
+        return REFUSED_LOGIN if "refused the credentials" in exc.message else UNREACHABLE
+    if isinstance(exc, NotAllowed):
+        return REFUSED_LOGIN
+    return FAILED

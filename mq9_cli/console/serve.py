@@ -1,0 +1,72 @@
+"""``mq9 console``: the checks before the console listens (a token to enter, always; one given
+by hand to bind beyond loopback), and uvicorn serving it."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import sys
+from typing import Any
+
+import uvicorn
+
+from ..connect import USAGE, Failure, Target
+from .app import Settings, create_app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def settings_for(
+    target: Target,
+    *,
+    host: str,
+    console_token: str | None,
+    allow_writes: bool,
+    mailboxes: tuple[str, ...],
+    reply_mailboxes: tuple[str, ...],
+) -> tuple[Settings, bool]:
+    """The console's settings, and whether its token was made here (then printed)."""
+    if console_token is not None and len(console_token.strip()) < 16:
+        raise Failure(
+            "--token (or MQ9_CONSOLE_TOKEN) must be at least 16 characters: a long random "
+            "secret, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe())'`",
+            USAGE,
+        )
+    if not is_loopback(host) and console_token is None:
+        raise Failure(
+            f"--host {host} is not a loopback address, so anyone who can reach it could read "
+            "and steer the agents' mail: give --token (or MQ9_CONSOLE_TOKEN) a long random "
+            "secret, or bind 127.0.0.1",
+            USAGE,
+        )
+    made = console_token is None
+    token = console_token.strip() if console_token else secrets.token_urlsafe(24)
+    settings = Settings(
+        token=token,
+        other_secrets=target.login_secrets(),
+        allow_writes=allow_writes,
+        mailboxes=mailboxes,
+        reply_mailboxes=reply_mailboxes,
+        server=target.shown,
+    )
+    return settings, made
+
+
+def serve(target: Target, *, host: str, port: int, **options: Any) -> None:
+    settings, made = settings_for(target, host=host, **options)
+    shown_host = f"[{host}]" if ":" in host else host
+    where = f"http://{shown_host}:{port}/login"
+    lines = [f"mq9 console on {where} for {target.shown}"]
+    lines.append("writes allowed" if settings.allow_writes else "read-only (--allow-writes)")
+    if made:
+        lines.append(f"token (enter it on the login page): {settings.token}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    app = create_app(lambda: target.client("mq9-console"), settings)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
