@@ -1,0 +1,280 @@
+"""The A2A gateway: mq9 agents served to HTTP A2A clients (A2A 1.0, JSON-RPC binding, with
+a2a-sdk's server side), store and forward (docs/a2a.md, "The gateway").
+
+    app = await gateway_app(mq9_client, ["agent.summarizer"], tenants=Tenants({"app": token}),
+                            public_url="https://gw.example.com")
+
+Each chosen agent has its card at ``/a2a/<name>/.well-known/agent-card.json`` and its endpoint
+at ``/a2a/<name>``. A request is an ``Mq9Transport`` call: SendMessage leaves the task in the
+agent's mailbox, and the HTTP client has the task's id at once (streaming, or
+``returnImmediately``) even while the agent is offline; GetTask, ListTasks, a stream or a
+resubscribe give the result once the agent is back. Every caller authenticates (a bearer
+token or an API key, as the card declares) and is a tenant: its tasks live in a reply mailbox
+of its own, so another tenant's GetTask, ListTasks, CancelTask or answer never finds them.
+The gateway reaches the broker as one mq9 identity, its client's (``MQ9_CREDENTIAL``...).
+Needs the ``a2a-gateway`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+from a2a.client.client import ClientCallContext
+from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue import Event
+from a2a.server.request_handlers import RequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.types.a2a_pb2 import (
+    AgentCard,
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+    Task,
+)
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.errors import (
+    ExtendedAgentCardNotConfiguredError,
+    InvalidRequestError,
+    PushNotificationNotSupportedError,
+)
+from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, SimpleUser
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..client.client import Mq9Client
+from ..protocol import card_mailbox, check_address
+from . import wire as w
+from .store import ensure_mailbox
+from .transport import Mq9Transport, to_proto
+
+BEARER = "bearer"
+API_KEY = "api-key"
+API_KEY_HEADER = "X-API-Key"
+# How long a blocking SendMessage waits for the task to stop before answering with the task
+# as it stands (the client then polls GetTask or resubscribes).
+SEND_WAIT = 30.0
+# How long a stream (SendStreamingMessage, SubscribeToTask) follows a task.
+STREAM_WAIT = 600.0
+# How long CancelTask waits for the agent to confirm.
+CANCEL_WAIT = 5.0
+
+
+class Tenants:
+    """Who may call: each secret (a bearer token or an API key, by ``scheme``) names a tenant."""
+
+    def __init__(self, secrets: Mapping[str, str], *, scheme: str = BEARER) -> None:
+        """``secrets``: tenant -> its token. A tenant is a name of letters, digits, '.-_'."""
+        if scheme not in (BEARER, API_KEY):
+            raise ValueError(f"auth scheme {scheme!r}: {BEARER} or {API_KEY}")
+        if not secrets:
+            raise ValueError("the gateway needs at least one tenant and its token")
+        self.scheme = scheme
+        self._by_digest: dict[bytes, str] = {}
+        for tenant, token in secrets.items():
+            if not w.is_valid_id(tenant):
+                raise ValueError(f"tenant name {tenant[:40]!r}: letters, digits, '.', '-', '_'")
+            if len(token) < 16:
+                raise ValueError(f"tenant {tenant}'s token is shorter than 16 characters")
+            self._by_digest[_digest(token)] = tenant
+
+    def find(self, headers: Headers) -> str | None:
+        """The tenant the request's credential names, or None."""
+        if self.scheme == BEARER:
+            kind, _, token = headers.get("authorization", "").partition(" ")
+            if kind.lower() != "bearer":
+                return None
+        else:
+            token = headers.get(API_KEY_HEADER, "")
+        # Looked up by digest: no comparison runs over the secret itself.
+        return self._by_digest.get(_digest(token.strip())) if token.strip() else None
+
+    def card_fields(self) -> dict[str, Any]:
+        """The A2A card's securitySchemes and securityRequirements for this scheme."""
+        if self.scheme == BEARER:
+            scheme = {"httpAuthSecurityScheme": {"scheme": "Bearer"}}
+        else:
+            scheme = {"apiKeySecurityScheme": {"location": "header", "name": API_KEY_HEADER}}
+        return {
+            "securitySchemes": {self.scheme: scheme},
+            "securityRequirements": [{"schemes": {self.scheme: {"list": []}}}],
+        }
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class _Authenticated:
+    """ASGI middleware: every request but a card's GET carries a tenant's credential."""
+
+    def __init__(self, app: ASGIApp, tenants: Tenants) -> None:
+        self.app = app
+        self.tenants = tenants
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            scope["method"] in ("GET", "HEAD")
+            and scope["path"].endswith(AGENT_CARD_WELL_KNOWN_PATH)
+        ):
+            await self.app(scope, receive, send)
+            return
+        tenant = self.tenants.find(Headers(scope=scope))
+        if tenant is None:
+            challenge = "Bearer" if self.tenants.scheme == BEARER else API_KEY_HEADER
+            refused = JSONResponse(
+                {"error": f"authenticate: {challenge} (see the agent card's securitySchemes)"},
+                status_code=401,
+                headers={"WWW-Authenticate": challenge},
+            )
+            await refused(scope, receive, send)
+            return
+        scope["user"] = SimpleUser(tenant)
+        scope["auth"] = AuthCredentials(["authenticated"])
+        await self.app(scope, receive, send)
+
+
+class GatewayHandler(RequestHandler):
+    """a2a-sdk's request handler for one mq9 agent: each method an ``Mq9Transport`` call in the
+    calling tenant's own reply mailbox."""
+
+    def __init__(
+        self,
+        client: Mq9Client,
+        mailbox: str,
+        card: AgentCard,
+        *,
+        gateway: str = "gateway",
+        send_wait: float = SEND_WAIT,
+        stream_wait: float = STREAM_WAIT,
+    ) -> None:
+        self.client = client
+        self.mailbox = mailbox
+        self.card = card
+        self.gateway = gateway
+        self.send_wait = send_wait
+        self.stream_wait = stream_wait
+
+    @staticmethod
+    def _shown(task: Task) -> Task:
+        """A task as the HTTP client sees it: without our own bookkeeping (which reply
+        mailbox owns it)."""
+        if "mq9" in task.metadata:
+            del task.metadata["mq9"]
+        return task
+
+    def _transport(self, context: ServerCallContext) -> Mq9Transport:
+        tenant = context.user.user_name if context.user.is_authenticated else ""
+        if not w.is_valid_id(tenant):  # the middleware lets no such request through
+            raise InvalidRequestError("unauthenticated")
+        reply = f"{self.gateway}.{tenant}"  # one reply mailbox per tenant: its tasks alone
+        return Mq9Transport(self.client, self.mailbox, reply_mailbox=reply, card=self.card)
+
+    async def on_message_send(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> Task | Message:
+        transport = self._transport(context)
+        timeout = ClientCallContext(timeout=self.send_wait)
+        return self._shown((await transport.send_message(params, context=timeout)).task)
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event]:
+        transport = self._transport(context)
+        timeout = ClientCallContext(timeout=self.stream_wait)
+        async for event in transport.send_message_streaming(params, context=timeout):
+            yield self._shown(event.task)
+
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task:
+        return self._shown(await self._transport(context).get_task(params))
+
+    async def on_list_tasks(
+        self, params: ListTasksRequest, context: ServerCallContext
+    ) -> ListTasksResponse:
+        found = await self._transport(context).list_tasks(params)
+        for task in found.tasks:
+            self._shown(task)
+        return found
+
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task:
+        timeout = ClientCallContext(timeout=CANCEL_WAIT)
+        return self._shown(await self._transport(context).cancel_task(params, context=timeout))
+
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event]:
+        timeout = ClientCallContext(timeout=self.stream_wait)
+        async for event in self._transport(context).subscribe(params, context=timeout):
+            yield self._shown(event.task)
+
+    # The result waits in the tenant's reply mailbox: poll, stream or resubscribe for it.
+    async def on_create_task_push_notification_config(self, params: Any, context: Any) -> Any:
+        raise PushNotificationNotSupportedError()
+
+    on_get_task_push_notification_config = on_create_task_push_notification_config
+    on_list_task_push_notification_configs = on_create_task_push_notification_config
+    on_delete_task_push_notification_config = on_create_task_push_notification_config
+
+    async def on_get_extended_agent_card(self, params: Any, context: Any) -> AgentCard:
+        raise ExtendedAgentCardNotConfiguredError()
+
+
+def gateway_card(
+    registered: Mapping[str, Any] | None, name: str, endpoint: str, tenants: Tenants
+) -> dict[str, Any]:
+    """The HTTP A2A card of mq9 agent ``name`` (its registry card's words and skills, if it
+    has one) served at ``endpoint``."""
+    card = dict(registered or {})
+    return {
+        "name": name,
+        "description": str(card.get("description") or f"{name}, an mq9 agent"),
+        "version": str(card.get("version") or "1.0.0"),
+        "supportedInterfaces": [
+            {"url": endpoint, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+        ],
+        "capabilities": {"streaming": True, "pushNotifications": False},
+        "defaultInputModes": card.get("defaultInputModes") or ["text/plain"],
+        "defaultOutputModes": card.get("defaultOutputModes") or ["text/plain"],
+        "skills": card.get("skills") or [],
+        **tenants.card_fields(),
+    }
+
+
+async def gateway_app(
+    client: Mq9Client,
+    agents: list[str],
+    *,
+    tenants: Tenants,
+    public_url: str,
+    gateway: str = "gateway",
+    send_wait: float = SEND_WAIT,
+    stream_wait: float = STREAM_WAIT,
+) -> ASGIApp:
+    """The ASGI app serving ``agents`` (registry names) to HTTP A2A clients. Each agent's
+    mailbox (its card's, else its name) is created if missing, so calls wait there until it
+    starts; ``gateway`` names the tenants' reply mailboxes (``<gateway>.<tenant>``)."""
+    if not agents:
+        raise ValueError("name at least one mq9 agent to serve")
+    registered = {a.get("name"): a for a in await client.agent_discover()}
+    routes = []
+    for name in agents:
+        entry = registered.get(name)
+        mailbox = check_address((entry and card_mailbox(entry)) or name)
+        await ensure_mailbox(client, mailbox)
+        path = f"/a2a/{name}"
+        card = to_proto(
+            gateway_card(entry, name, public_url.rstrip("/") + path, tenants), AgentCard
+        )
+        handler = GatewayHandler(
+            client, mailbox, card, gateway=gateway, send_wait=send_wait, stream_wait=stream_wait
+        )
+        routes += create_agent_card_routes(card, card_url=path + AGENT_CARD_WELL_KNOWN_PATH)
+        routes += create_jsonrpc_routes(handler, path)
+    return _Authenticated(Starlette(routes=routes), tenants)

@@ -1,0 +1,120 @@
+"""``mq9-a2a-gateway``: serve mq9 agents to HTTP A2A clients (docs/a2a.md, "The gateway").
+
+    MQ9_GATEWAY_TOKENS_FILE=tokens.json mq9-a2a-gateway --server nats://127.0.0.1:4222 \\
+        --agent agent.summarizer --listen 127.0.0.1:8300
+
+The tokens file is JSON, ``{"<tenant>": "<token>", ...}`` (or ``MQ9_GATEWAY_TOKENS``, the same
+JSON): secrets never on the command line, where any local user's ``ps`` reads them.
+``--import-card URL`` also keeps HTTP A2A cards in the registry (``cards_import.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+TOKENS_ENV = "MQ9_GATEWAY_TOKENS"
+TOKENS_FILE_ENV = "MQ9_GATEWAY_TOKENS_FILE"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mq9-a2a-gateway",
+        description="Serve mq9 agents as HTTP A2A 1.0 agents (JSON-RPC), store and forward.",
+    )
+    parser.add_argument("--server", required=True, help="the mq9 broker's NATS URL")
+    parser.add_argument(
+        "--agent", action="append", default=[], help="a registered mq9 agent to serve (repeat)"
+    )
+    parser.add_argument("--listen", default="127.0.0.1:8300", help="HOST:PORT (127.0.0.1:8300)")
+    parser.add_argument("--public-url", help="the URL clients reach (default: http://LISTEN)")
+    parser.add_argument("--auth", choices=["bearer", "api-key"], default="bearer")
+    parser.add_argument("--tokens-file", help=f"JSON tenant -> token (or ${TOKENS_FILE_ENV})")
+    parser.add_argument("--name", default="gateway", help="names the tenants' reply mailboxes")
+    parser.add_argument("--send-wait", type=float, default=30.0, help="a blocking send's wait")
+    parser.add_argument(
+        "--import-card", action="append", default=[], help="an HTTP A2A card URL to import"
+    )
+    parser.add_argument("--import-every", type=float, default=300.0, help="seconds")
+    parser.add_argument(
+        "--allow-host", action="append", default=[], help="adds to MQ9_A2A_ALLOW_HOSTS"
+    )
+    return parser
+
+
+def _tokens(path: str | None) -> dict[str, str]:
+    path = path or os.environ.get(TOKENS_FILE_ENV)
+    try:
+        if path:
+            with open(path, encoding="utf-8") as f:
+                found: Any = json.load(f)
+        else:
+            found = json.loads(os.environ.get(TOKENS_ENV) or "{}")
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"mq9-a2a-gateway: cannot read the tokens: {exc}") from None
+    if not isinstance(found, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in found.items()
+    ):
+        raise SystemExit('mq9-a2a-gateway: the tokens are JSON {"<tenant>": "<token>", ...}')
+    return found
+
+
+async def _run(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from ..client.client import Mq9Client
+    from .cards_import import CardImporter
+    from .gateway import Tenants, gateway_app
+    from .hosts import HostPolicy
+
+    host, _, port = args.listen.rpartition(":")
+    tenants = Tenants(_tokens(args.tokens_file), scheme=args.auth)
+    client = await Mq9Client(args.server).connect()  # its identity: MQ9_CREDENTIAL...
+    jobs = []
+    try:
+        if args.import_card:
+            importer = CardImporter(
+                client, args.import_card, hosts=HostPolicy.from_env(args.allow_host)
+            )
+            jobs.append(asyncio.create_task(importer.run(every=args.import_every)))
+        app = await gateway_app(
+            client,
+            args.agent,
+            tenants=tenants,
+            public_url=args.public_url or f"http://{args.listen}",
+            gateway=args.name,
+            send_wait=args.send_wait,
+        )
+        config = uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), lifespan="off")
+        await uvicorn.Server(config).serve()
+    finally:
+        for job in jobs:
+            job.cancel()
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+        from a2a.server.routes import create_jsonrpc_routes  # noqa: F401
+    except ImportError as exc:
+        sys.exit(
+            f"mq9-a2a-gateway needs the a2a-gateway extra ({exc.name} is missing): "
+            "pip install 'langchain-mq9[a2a-gateway]'"
+        )
+    try:
+        asyncio.run(_run(args))
+    except ValueError as exc:  # a configuration the gateway refuses: one line
+        sys.exit(f"mq9-a2a-gateway: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
