@@ -38,6 +38,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..client.redaction import describe
+from .cluster import replicas_for
 from .credentials import BaseIdentityStore, Credential, CredentialError, _hash, check_id, new_secret
 from .storage.loop_thread import LoopThread
 
@@ -134,9 +135,8 @@ class KvIdentityStore(BaseIdentityStore):
                 "from this DIR?)"
             ) from None
         self._js = self._nc.jetstream(timeout=ASK_TIMEOUT)
-        if replicas is None:  # the servers the cluster told of, each counted once
-            known = {(uri.hostname, uri.port) for uri in self._nc.servers}
-            replicas = 3 if len(known) >= 3 else 1
+        if replicas is None:  # the servers the cluster tells of, each counted once
+            replicas = replicas_for(self._nc._server_info)
         config = KeyValueConfig(
             bucket=self.bucket,
             history=1,

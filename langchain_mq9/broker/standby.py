@@ -42,6 +42,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .. import protocol as p
+from .cluster import replicas_for
 from .engine import BrokerEngine
 from .storage import StorageError
 from .storage.jetstream import SUBJECT_PREFIX
@@ -146,9 +147,8 @@ class LeaderLock:
                         "jetstream in its config)"
                     ) from None
                 await asyncio.sleep(POLL_EVERY)
-        if replicas is None:  # the servers the cluster told of, each counted once
-            known = {(uri.hostname, uri.port) for uri in self._nc.servers}
-            replicas = 3 if len(known) >= 3 else 1
+        if replicas is None:  # the servers the cluster tells of, each counted once
+            replicas = replicas_for(self._nc._server_info)
         config = KeyValueConfig(
             bucket=self.bucket,
             ttl=self.ttl,

@@ -70,6 +70,7 @@ from ... import protocol as p
 from ...client.nats_guard import deliver_inline, flush_in_order, protect, write_now
 from ...protocol import Priority
 from ...semantic.ranking import AgentEntry
+from ..cluster import replicas_for
 from ..mailbox import Mailbox, StoredMessage
 from .base import Restorable, Storage, StorageError
 from .loop_thread import LoopThread
@@ -118,8 +119,8 @@ class JetStreamStorage(Storage):
     >>> storage = JetStreamStorage(["nats://h1:4222", "nats://h2:4222"], replicas=3)
     >>> engine = BrokerEngine(storage=storage)   # replays the stream
 
-    ``replicas``: the stream's replicas when it is created (None: 3 where the cluster has 3 or
-    more servers, else 1); an existing stream keeps its own (``self.replicas`` says which).
+    ``replicas``: the stream's replicas when it is created (None: 3 where the cluster tells of 3
+    or more servers, else 1); an existing stream keeps its own (``self.replicas`` says which).
     """
 
     stores_later = True  # the group commit
@@ -211,8 +212,8 @@ class JetStreamStorage(Storage):
                         "jetstream in its config)"
                     ) from None
                 await asyncio.sleep(_RETRY_PAUSE)
-        if replicas is None:
-            replicas = 3 if len(self._nc.servers) >= 3 else 1
+        if replicas is None:  # the servers the cluster tells of, each counted once
+            replicas = replicas_for(self._nc._server_info)
         config = StreamConfig(
             name=self.stream,
             subjects=[self.subject],

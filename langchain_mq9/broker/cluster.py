@@ -1,0 +1,134 @@
+"""The nats-servers a broker is given (``--nats``): the URLs checked, each server's INFO read
+without logging in, how many servers the cluster tells of (the replica count follows it), and
+the wait for a JetStream cluster that is still forming.
+
+A server's INFO is the first line it sends on a new connection, before any login: whether it
+is clustered (``cluster``), the client URLs of every server it is routed to, itself included
+(``connect_urls``), whether it has JetStream and whether it asks a login (``auth_required``).
+Reading it costs the server no login attempt, so a broker's start leaves no "Authorization
+Violation" in any log, and an unreachable or misspelt URL fails in one line at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..client.redaction import describe, redact
+from ..client.transport import _nats_urls
+from ..protocol.errors import InvalidArgument
+
+NATS_PORT = 4222
+INFO_TIMEOUT = 5.0  # seconds for a server to send its INFO once the TCP connection is up
+_INFO_LIMIT = 1 << 20  # an INFO line listing every server of a large cluster
+POLL = 0.5  # seconds between two looks at a forming cluster
+# JetStream's error codes for "not now": no leader elected yet, not enough servers joined yet
+JETSTREAM_UNAVAILABLE = 10008
+NO_PEERS_YET = 10005
+
+
+class ClusterError(Exception):
+    """Why the broker cannot use the servers it was given, in one line for the command line."""
+
+
+def check_urls(url: str) -> list[str]:
+    """The servers of ``url`` (comma-separated), each a NATS URL with a host and a port
+    number; refused in the words the client uses for a misspelt URL."""
+    try:
+        urls = _nats_urls(url)
+        for one in urls:
+            address(one)
+    except (InvalidArgument, ValueError) as exc:
+        raise ClusterError(str(exc)) from None
+    return urls
+
+
+def address(url: str) -> tuple[str, int]:
+    """The host and port of a NATS URL (4222 when it names none)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or NATS_PORT
+    except ValueError:
+        raise ValueError(
+            f"unsupported server URL {redact(url)!r}: its port is not a number"
+        ) from None
+    if not parts.hostname:
+        raise ValueError(f"unsupported server URL {redact(url)!r}: it names no host")
+    return parts.hostname, port
+
+
+async def read_info(url: str, timeout: float = INFO_TIMEOUT) -> dict[str, Any]:
+    """The INFO the nats-server at ``url`` sends a new connection (no login is tried)."""
+    host, port = address(url)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, limit=_INFO_LIMIT), timeout
+    )
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    if not line.startswith(b"INFO "):
+        said = line[:60].decode(errors="replace").strip() or "nothing"
+        raise ConnectionError(f"not a nats-server: it said {said!r}")
+    info: dict[str, Any] = json.loads(line[5:])
+    return info
+
+
+def servers_told(info: Mapping[str, Any]) -> int:
+    """How many servers a server's INFO tells of, each counted once: 1 when it is not
+    clustered, else the distinct client URLs of the servers it is routed to (itself too)."""
+    if not info.get("cluster"):
+        return 1
+    return max(len(set(info.get("connect_urls") or ())), 1)
+
+
+def replicas_for(info: Mapping[str, Any]) -> int:
+    """The replicas of a stream or bucket the broker creates on the server whose INFO this is:
+    3 where the cluster tells of 3 or more servers, else 1 (a URL given three times is one
+    server; a lone server refuses more than 1)."""
+    return 3 if servers_told(info) >= 3 else 1
+
+
+def distinct(urls: Sequence[str]) -> int:
+    """How many servers ``urls`` name, each host and port counted once."""
+    return len({address(url) for url in urls})
+
+
+async def survey(urls: Sequence[str], shown: str) -> dict[str, dict[str, Any]]:
+    """The INFO of each server of ``urls`` that answers (by URL); none answering is a
+    ``ClusterError`` naming why, in one line."""
+    answers = await asyncio.gather(*(read_info(url) for url in urls), return_exceptions=True)
+    infos = {url: a for url, a in zip(urls, answers, strict=True) if isinstance(a, dict)}
+    if not infos:
+        why = next(a for a in answers if isinstance(a, BaseException))
+        if isinstance(why, asyncio.TimeoutError):
+            why = TimeoutError(f"no answer within {INFO_TIMEOUT:g} s")
+        raise ClusterError(f"cannot connect to nats-server at {shown}: {describe(why)}")
+    return infos
+
+
+class Waiting:
+    """A bounded wait that says once what it waits for, and again when that changes."""
+
+    def __init__(
+        self,
+        seconds: float,
+        say: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds, self.say, self.clock = seconds, say, clock
+        self.deadline = clock() + seconds
+        self._said = ""
+
+    def until(self, what: str) -> None:
+        """Note that the wait goes on for ``what``; past the deadline, a ``ClusterError``."""
+        if self.clock() >= self.deadline:
+            raise ClusterError(f"gave up after {self.seconds:g} s waiting for {what}")
+        if what != self._said:
+            self._said = what
+            left = max(self.deadline - self.clock(), 0)
+            self.say(f"waiting for {what} (up to {left:.0f} s more)")
