@@ -197,12 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--embedding-model",
         metavar="DIR",
-        help="'multilingual': rank semantic searches with the semantic-multilingual extra's "
-        "model (16 languages); else the model in DIR, a directory laid out as RobustMQ's "
-        "embedding_model_path (model.onnx, tokenizer.json, config.json, "
-        "special_tokens_map.json, tokenizer_config.json), embedded as RobustMQ embeds with it; "
-        f"the same as setting {semantic.MODEL_ENV}. Needs the semantic-model-dir extra "
-        "(default: all-MiniLM-L6-v2 from the semantic extra). docs/discovery.md",
+        help="'minilm': rank semantic searches with all-MiniLM-L6-v2, RobustMQ's English model "
+        "(the semantic-minilm extra); 'multilingual': the default; else the model in DIR, a "
+        "directory laid out as RobustMQ's embedding_model_path (model.onnx, tokenizer.json, "
+        "config.json, special_tokens_map.json, tokenizer_config.json), embedded as RobustMQ "
+        "embeds with it (the semantic-model-dir extra); the same as setting "
+        f"{semantic.MODEL_ENV} (default: Universal Sentence Encoder multilingual v3 from the "
+        "semantic extra, 16 languages). docs/discovery.md",
     )
     add_broker_arguments(parser)  # #53: --credentials, and the credentials command
     parser.add_argument(

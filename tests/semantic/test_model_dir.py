@@ -52,7 +52,7 @@ def test_the_tokenizer_gives_the_ids_hugging_face_gives(loaded):
 
 def test_vectors_are_the_first_tokens_as_robustmq_pools_a_directory_model(loaded):
     np = pytest.importorskip("numpy")
-    default = semantic.default_embedder()
+    default = semantic.minilm_embedder()
     text = "Translates contracts between German and Japanese"
     ids = np.array([loaded.token_ids(text)], dtype=np.int64)
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
@@ -61,14 +61,15 @@ def test_vectors_are_the_first_tokens_as_robustmq_pools_a_directory_model(loaded
     vector = loaded.embed(text)
     assert vector.shape == (semantic.DIMENSIONS,)
     assert float(vector @ (first / np.linalg.norm(first))) > 0.99999
-    # ... not the mean the default model uses: the two rank differently (docs/discovery.md)
+    # ... not the mean the semantic-minilm extra's model uses: the two rank differently
+    # (docs/discovery.md)
     assert float(vector @ default.embed(text)) < 0.99
 
 
 def test_the_environment_variable_chooses_the_model_for_broker_and_client(directory, monkeypatch):
     monkeypatch.setenv(semantic.MODEL_ENV, str(directory))
     chosen = semantic.embedder()
-    assert chosen is not semantic.default_embedder() and chosen.name.startswith("the model in")
+    assert chosen is not semantic.minilm_embedder() and chosen.name.startswith("the model in")
     assert semantic.installed()
     assert (
         semantic.describe() == f"embeddings (the model in {directory}, as RobustMQ's "

