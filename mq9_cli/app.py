@@ -5,15 +5,16 @@ reads options and writes answers (``render``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
-from pydantic import ValidationError
 from click.shell_completion import get_completion_class
+from pydantic import ValidationError
 
 from langchain_mq9._version import __version__
 from langchain_mq9.client.client import Mq9Client
@@ -48,13 +49,14 @@ class Session:
         click.echo(json.dumps(data, ensure_ascii=False) if self.as_json else human(data))
 
 
-def stop(problem: Failure) -> Any:
+def stop(problem: Failure) -> NoReturn:
     click.echo(f"mq9: {render.printable(str(problem))}", err=True)
     raise click.exceptions.Exit(problem.code)
 
 
 def _session(ctx: click.Context, as_json: bool) -> Session:
-    session: Session = ctx.find_object(Session)
+    session = ctx.find_object(Session)
+    assert session is not None  # the group made it
     if as_json:
         session.as_json = True
     return session
@@ -102,7 +104,9 @@ class _Group(click.Group):
 @json_option
 @click.version_option(__version__, prog_name="mq9")
 @click.pass_context
-def cli(ctx: click.Context, server: str | None, timeout: float, as_json: bool, **login: Any) -> None:
+def cli(
+    ctx: click.Context, /, server: str | None, timeout: float, as_json: bool, **login: Any
+) -> None:
     """See and steer the agents' mail on an mq9 server (bundled broker or RobustMQ).
 
     Exit codes: 0 done, 1 refused, 2 usage, 3 not found, 4 broker unreachable,
@@ -171,12 +175,14 @@ def unregister(ctx: click.Context, name: str, as_json: bool) -> None:
 # -- messages ----------------------------------------------------------------------------------
 
 
-@cli.command(epilog="Example: echo '{\"task\": \"summarize\"}' | mq9 send agent.worker --priority urgent")
+@cli.command(epilog="Example: echo '{\"task\": 1}' | mq9 send agent.worker --priority urgent")
 @click.argument("mailbox")
 @click.argument("payload", required=False)
 @click.option("--file", "path", type=click.File("r", encoding="utf-8"), help="read it from FILE")
 @click.option(
-    "--priority", type=click.Choice(["normal", "urgent", "critical"]), default="normal",
+    "--priority",
+    type=click.Choice(["normal", "urgent", "critical"]),
+    default="normal",
     show_default=True,
 )
 @click.option("--key", default="", help="a newer message with this key replaces it")
@@ -186,7 +192,7 @@ def unregister(ctx: click.Context, name: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def send(
-    ctx: click.Context, mailbox: str, payload: str | None, path: Any, as_json: bool, **sent: Any
+    ctx: click.Context, /, mailbox: str, payload: str | None, path: Any, as_json: bool, **sent: Any
 ) -> None:
     """Store a message for MAILBOX: PAYLOAD, --file, or standard input ('-' or nothing)."""
     session = _session(ctx, as_json)
@@ -207,7 +213,10 @@ def send(
 @click.argument("mailbox")
 @click.option("--group", default="default", show_default=True, help="the consumer group")
 @click.option(
-    "--wait", type=click.IntRange(0, 30_000), default=0, metavar="MS",
+    "--wait",
+    type=click.IntRange(0, 30_000),
+    default=0,
+    metavar="MS",
     help="wait this long for a message",
 )
 @json_option
@@ -248,7 +257,7 @@ def ack(
 @json_option
 @click.pass_context
 def query(
-    ctx: click.Context, mailbox: str, tags: tuple[str, ...], as_json: bool, **given: Any
+    ctx: click.Context, /, mailbox: str, tags: tuple[str, ...], as_json: bool, **given: Any
 ) -> None:
     """Read MAILBOX without consuming anything."""
     session = _session(ctx, as_json)
@@ -291,18 +300,17 @@ def watch(
     async def follow(client: Mq9Client) -> None:
         after = None if from_id is None else from_id - 1
         shown = 0
-        async with asyncio.timeout(seconds):
-            async for message in overview.follow(client, mailbox, after=after):
-                session.show(overview.message_view(message), render.message)
-                sys.stdout.flush()
-                shown += 1
-                if count is not None and shown >= count:
-                    return
+        with contextlib.suppress(TimeoutError):  # --for ran out: the end asked for
+            async with asyncio.timeout(seconds):
+                async for message in overview.follow(client, mailbox, after=after):
+                    session.show(overview.message_view(message), render.message)
+                    sys.stdout.flush()
+                    shown += 1
+                    if count is not None and shown >= count:
+                        return
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the end a person chose
         session.run(follow)
-    except KeyboardInterrupt:
-        pass
 
 
 # -- dead letters ------------------------------------------------------------------------------
@@ -378,7 +386,7 @@ def _call(ctx: click.Context, as_json: bool, name: str, args: dict[str, Any]) ->
     return session, session.run(lambda c: overview.operate(c, name, args, policy))
 
 
-@calls.command("list", epilog="Example: mq9 calls --reply agent.me.calls list --state input-required")
+@calls.command("list", epilog="Example: mq9 calls --reply me.calls list --state input-required")
 @click.option("--state", default="", help="only calls in this state, e.g. input-required")
 @json_option
 @click.pass_context
@@ -439,17 +447,25 @@ def calls_cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
 @click.option("--allow-writes", is_flag=True, help="allow replay, answering and cancelling")
 @click.option("--mailbox", "mailboxes", multiple=True, help="a mailbox to show (repeatable)")
 @click.option(
-    "--calls", "reply_mailboxes", multiple=True, metavar="MAILBOX",
+    "--calls",
+    "reply_mailboxes",
+    multiple=True,
+    metavar="MAILBOX",
     help="a caller's reply mailbox whose calls to show (repeatable)",
 )
 @click.pass_context
-def console(ctx: click.Context, **options: Any) -> None:
+def console(ctx: click.Context, /, **options: Any) -> None:
     """Serve the web console: agents, mailboxes, dead letters, calls, live."""
     try:
         from .console.serve import serve
     except ImportError as exc:
-        stop(Failure(f"the console needs the console extra ({exc.name} is missing): "
-                     "pip install 'langchain-mq9[console]'", USAGE))
+        stop(
+            Failure(
+                f"the console needs the console extra ({exc.name} is missing): "
+                "pip install 'langchain-mq9[console]'",
+                USAGE,
+            )
+        )
     session = _session(ctx, False)
     try:
         serve(session.target, **options)

@@ -72,7 +72,7 @@ class Target:
             except Mq9Error as exc:
                 raise Failure(f"--credential-file: {exc.message}", USAGE) from None
         url = server or _env(SERVER_ENV) or DEFAULT_SERVER
-        kept = {k: v for k, v in options.items() if v}
+        kept: dict[str, Any] = {k: v for k, v in options.items() if v}
         return cls(url, kept, request_timeout)
 
     @property
@@ -80,13 +80,11 @@ class Target:
         return redact(self.server)
 
     def client(self, name: str = "mq9") -> Mq9Client:
+        options: dict[str, Any] = dict(self.options)
+        if not self.server.startswith("memory://"):  # a NATS connection's name
+            options["name"] = name
         try:
-            return Mq9Client(
-                self.server,
-                request_timeout=self.request_timeout,
-                **({"name": name} if not self.server.startswith("memory://") else {}),
-                **self.options,
-            )
+            return Mq9Client(self.server, request_timeout=self.request_timeout, **options)
         except (Mq9Error, ValueError, TypeError) as exc:
             raise Failure(f"--server: {redact(str(exc))}", USAGE) from None
 

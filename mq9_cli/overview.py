@@ -240,7 +240,10 @@ async def _not_replayed(client: Any, address: str) -> set[int] | None:
     and moves nothing (None: unknown)."""
     try:
         found = await client.fetch(
-            address, group_name=REPLAY_GROUP, deliver="earliest", num_msgs=QUERY_CAP,
+            address,
+            group_name=REPLAY_GROUP,
+            deliver="earliest",
+            num_msgs=QUERY_CAP,
             max_wait_ms=0,
         )
     except Exception:  # a look only: the page says "unknown"

@@ -84,8 +84,13 @@ def letters(data: dict[str, Any]) -> str:
         status = {True: "waiting", False: "replayed", None: "unknown"}[shown.get("waiting")]
         reason = about.get("reason", shown.get("problem") or "")
         rows.append(
-            [str(shown["msg_id"]), str(about.get("msg_id", "-")), str(about.get("attempts", "-")),
-             status, str(reason)]
+            [
+                str(shown["msg_id"]),
+                str(about.get("msg_id", "-")),
+                str(about.get("attempts", "-")),
+                status,
+                str(reason),
+            ]
         )
     heads = ["ID", "ORIGINAL", "ATTEMPTS", "STATUS", "REASON"]
     return _table(rows, heads) or f"no dead letters in {data['dead_letter_mailbox']}"
@@ -112,8 +117,12 @@ def calls(data: dict[str, Any]) -> str:
     if not found:
         return "no calls"
     rows = [
-        [c["task_id"], c["state"], c.get("agent", ""), c.get("question") or c.get("result") or
-         c.get("reason") or ""]
+        [
+            c["task_id"],
+            c["state"],
+            c.get("agent", ""),
+            c.get("question") or c.get("result") or c.get("reason") or "",
+        ]
         for c in found
     ]
     return _table(rows, ["TASK", "STATE", "AGENT", "QUESTION / RESULT"])

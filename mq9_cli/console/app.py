@@ -21,8 +21,13 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.responses import StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -386,7 +391,11 @@ async def _dead_letters(request: Request) -> Response:
     dlq, letters = await overview.dead_letters(console.broker, address)
     views = [letter.view() for letter in letters or ()]
     return console.page(
-        request, "dead_letters.html", address=address, dlq=dlq, letters=views,
+        request,
+        "dead_letters.html",
+        address=address,
+        dlq=dlq,
+        letters=views,
         exists=letters is not None,
     )
 
@@ -552,7 +561,8 @@ async def _api_dead_letters(request: Request) -> Response:
     console = _console(request)
     dlq, letters = await overview.dead_letters(console.broker, _address(request))
     views = [letter.view() for letter in letters or ()]
-    return JSONResponse({"dead_letter_mailbox": dlq, "exists": letters is not None, "letters": views})
+    data = {"dead_letter_mailbox": dlq, "exists": letters is not None, "letters": views}
+    return JSONResponse(data)
 
 
 async def _api_calls(request: Request) -> Response:

@@ -1,0 +1,285 @@
+"""``mq9``, each subcommand against the bundled broker served on a real nats-server and against
+the RobustMQ-shaped listener (tests/robustmq_shaped.py, without agent search as RobustMQ's
+default build): what it prints for a person, its ``--json`` parsed, its exit codes.
+
+The command line runs in a worker thread (its own event loop, as in a shell) while the broker
+and the agents run on the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import nats
+import pytest
+from a2a_support import asking, text_graph, text_io
+from click.testing import CliRunner
+from robustmq_shaped import RobustMQShapedListener
+
+from langchain_mq9 import AgentCaller, Mq9Client, serve_agent
+from langchain_mq9.broker import BrokerEngine, serve_on_nats
+from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.groups.reader import GroupReader
+from mq9_cli import main
+from mq9_cli.app import cli
+
+LANES = ["bundled", "shaped"]
+
+
+@pytest.fixture(params=LANES)
+async def server(request, nats_server):
+    """The URL of an mq9 server on loopback, and a client of the test's own on it."""
+    async with served(request.param, nats_server.url) as url, Mq9Client(url) as client:
+        yield url, client
+
+
+@contextlib.asynccontextmanager
+async def served(lane: str, nats_url: str):
+    """The bundled broker served on the session's nats-server, or the RobustMQ-shaped
+    listener (without agent search, as RobustMQ's default build): its URL."""
+    if lane == "shaped":
+        async with RobustMQShapedListener(BrokerEngine(search=False)) as listener:
+            yield listener.url
+        return
+    connection = await nats.connect(nats_url)
+    service = await serve_on_nats(BrokerEngine(), connection)
+    try:
+        yield nats_url
+    finally:
+        await service.stop()
+        await connection.close()
+
+
+async def mq9(url: str, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    """``mq9 --server URL ARGS``: its exit code, standard output and standard error."""
+
+    def invoke():
+        result = CliRunner().invoke(cli, ["--server", url, *args], input=stdin, prog_name="mq9")
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout, result.stderr
+
+    return await asyncio.to_thread(invoke)
+
+
+async def as_json(url: str, *args: str, stdin: str | None = None):
+    code, out, err = await mq9(url, *args, "--json", stdin=stdin)
+    assert code == 0, err
+    return json.loads(out)
+
+
+async def test_agents_register_discover_unregister(server):
+    url, _ = server
+    done = await as_json(
+        url, "register", "agent.translator", "--capabilities", "translates English to Japanese"
+    )
+    assert done["registered"] and done["mail_address"] == "agent.translator"
+    await as_json(
+        url,
+        "register",
+        "agent.billing",
+        "--capabilities",
+        "sends invoices",
+        "--mailbox",
+        "team.billing",
+    )
+    listed = await as_json(url, "agents")
+    assert {a["name"]: a["mailbox"] for a in listed["agents"]} == {
+        "agent.translator": "agent.translator",
+        "agent.billing": "team.billing",
+    }
+    code, out, _ = await mq9(url, "agents")
+    assert code == 0 and "agent.translator" in out and "NAME" in out
+    found = await as_json(url, "discover", "invoices")
+    assert found["agents"][0]["name"] == "agent.billing"
+    gone = await as_json(url, "unregister", "agent.billing")
+    assert gone["unregistered"] == "agent.billing"
+    code, out, _ = await mq9(url, "unregister", "agent.translator")
+    assert code == 0 and out.strip() == "unregistered agent.translator"
+    assert (await as_json(url, "agents"))["agents"] == []
+
+
+async def test_send_from_an_argument_standard_input_and_a_file(server, tmp_path):
+    url, client = server
+    await client.mailbox_create(name="team.inbox")
+    one = await as_json(url, "send", "team.inbox", "hello", "--priority", "urgent", "--tag", "a")
+    two = await as_json(url, "send", "team.inbox", stdin='{"task": "summarize"}')
+    path = tmp_path / "payload.txt"
+    path.write_text("from a file\nwith two lines", encoding="utf-8")
+    three = await as_json(url, "send", "team.inbox", "--file", str(path), "--key", "k1")
+    assert [one["msg_id"], two["msg_id"], three["msg_id"]] == [0, 1, 2]
+    stored = {m.msg_id: m for m in await client.query("team.inbox")}
+    assert stored[0].text() == "hello" and stored[0].tags == ["a"]
+    assert stored[1].json() == {"task": "summarize"}
+    assert stored[2].text() == "from a file\nwith two lines" and stored[2].key == "k1"
+    code, _, err = await mq9(url, "send", "team.inbox", "x", "--file", str(path))
+    assert code == 2 and "not both" in err
+
+
+async def test_fetch_ack_query_delete(server):
+    url, client = server
+    await client.mailbox_create(name="team.work")
+    for n in range(3):
+        await client.send("team.work", f"job {n}", priority="critical" if n == 2 else "normal")
+    fetched = await as_json(url, "fetch", "team.work", "--group", "workers")
+    assert [m["msg_id"] for m in fetched["messages"]] == [2, 0, 1]  # most urgent first
+    acked = await as_json(url, "ack", "team.work", "2", "--group", "workers")
+    assert acked["confirmed"] == [2]
+    # the group's position is the broker's: a fetch from a new process starts after it
+    again = await as_json(url, "fetch", "team.work", "--group", "workers")
+    assert 2 not in [m["msg_id"] for m in again["messages"]]
+    queried = await as_json(url, "query", "team.work")
+    assert [m["payload"] for m in queried["messages"]] == ["job 0", "job 1", "job 2"]
+    code, out, _ = await mq9(url, "query", "team.work", "--limit", "1")
+    assert code == 0 and "#0 normal" in out and "job 0" in out
+    deleted = await as_json(url, "delete", "team.work", "1")
+    assert deleted["deleted"] and deleted["msg_id"] == 1
+    left = await as_json(url, "query", "team.work")
+    assert [m["msg_id"] for m in left["messages"]] == [0, 2]
+
+
+async def test_watch_follows_a_mailbox_live(server):
+    url, client = server
+    await client.mailbox_create(name="team.live")
+    await client.send("team.live", "before")
+    watching = asyncio.ensure_future(
+        mq9(url, "watch", "team.live", "--from-id", "1", "--count", "2", "--for", "60", "--json")
+    )
+    await asyncio.sleep(0.5)  # (the watch polls: it sees these whenever they land)
+    await client.send("team.live", "first <b>live</b>")
+    await client.send("team.live", "second", priority="urgent")
+    code, out, err = await asyncio.wait_for(watching, 90)
+    assert code == 0, err
+    seen = [json.loads(line) for line in out.splitlines()]
+    assert [(m["msg_id"], m["payload"]) for m in seen] == [(1, "first <b>live</b>"), (2, "second")]
+    # --for ends a quiet watch, and nothing was consumed
+    code, out, _ = await mq9(url, "watch", "team.live", "--for", "0.5")
+    assert code == 0 and out == ""
+    assert len(await client.query("team.live")) == 3
+
+
+async def test_dlq_list_show_replay(server):
+    url, client = server
+    await client.mailbox_create(name="team.jobs")
+    await client.send("team.jobs", "poison <script>alert(1)</script>")
+    await client.send("team.jobs", "fine")
+    reader = GroupReader(client, "team.jobs", "workers")
+    [first, *_] = await reader.fetch()
+    await reader.dead_letter(first.msg_id, ValueError("cannot parse"))
+    listed = await as_json(url, "dlq", "list", "team.jobs")
+    assert listed["dead_letter_mailbox"] == "team.jobs.dlq" and listed["exists"]
+    [letter] = listed["letters"]
+    assert letter["dead_letter"]["reason"] == "ValueError: cannot parse"
+    assert letter["dead_letter"]["msg_id"] == 0 and letter["waiting"] is True
+    shown = await as_json(url, "dlq", "show", "team.jobs", str(letter["msg_id"]))
+    assert shown["payload"] == "poison <script>alert(1)</script>"
+    code, out, _ = await mq9(url, "dlq", "list", "team.jobs")
+    assert code == 0 and "cannot parse" in out and "waiting" in out
+    replayed = await as_json(url, "dlq", "replay", "team.jobs")
+    assert len(replayed["sent"]) == 1 and replayed["skipped"] == {}
+    back = [m.text() for m in await client.query("team.jobs")]
+    assert back.count("poison <script>alert(1)</script>") == 2
+    after = await as_json(url, "dlq", "list", "team.jobs")
+    assert after["letters"][0]["waiting"] is False
+    again = await as_json(url, "dlq", "replay", "team.jobs")  # each once
+    assert again["sent"] == []
+    code, _, err = await mq9(url, "dlq", "show", "team.jobs", "99")
+    assert code == 3 and "no message 99" in err
+    empty = await as_json(url, "dlq", "list", "team.other")
+    assert empty == {"dead_letter_mailbox": "team.other.dlq", "exists": False, "letters": []}
+
+
+async def test_calls_list_show_answer_cancel(server):
+    url, client = server
+    agent = await serve_agent(text_graph(asking), name="agent.asker", client=client, **text_io())
+    try:
+        caller = AgentCaller(client, "human.calls")
+        asked = await caller.call("agent.asker", "greet", wait=30)
+        other = await caller.call("agent.asker", "wave", wait=30)
+        assert asked.state == other.state == "TASK_STATE_INPUT_REQUIRED"
+        listed = await as_json(url, "calls", "--reply", "human.calls", "list")
+        assert {c["task_id"] for c in listed["calls"]} == {asked.task_id, other.task_id}
+        assert {c["question"] for c in listed["calls"]} == {"Which language?"}
+        waiting = await as_json(
+            url, "calls", "--reply", "human.calls", "list", "--state", "input-required"
+        )
+        assert waiting["count"] == 2
+        shown = await as_json(url, "calls", "--reply", "human.calls", "show", asked.task_id)
+        assert shown["state"] == "input-required" and shown["agent"] == "agent.asker"
+        answered = await as_json(
+            url,
+            "calls",
+            "--reply",
+            "human.calls",
+            "answer",
+            asked.task_id,
+            "French",
+            "--wait",
+            "60",
+        )
+        assert answered["state"] == "completed" and answered["result"] == "greet in French"
+        code, _, err = await mq9(
+            url, "calls", "--reply", "human.calls", "answer", asked.task_id, "again"
+        )
+        assert code == 1 and "takes no answer now" in err
+        canceled = await as_json(url, "calls", "--reply", "human.calls", "cancel", other.task_id)
+        assert canceled["state"] in ("canceled", "input-required")  # the agent confirms later
+        done = await caller.check(other.task_id, wait=30)
+        assert done.state == "TASK_STATE_CANCELED"
+        code, out, _ = await mq9(url, "calls", "--reply", "human.calls", "list")
+        assert code == 0 and "completed" in out and "canceled" in out
+        code, _, err = await mq9(url, "calls", "--reply", "human.calls", "show", "nope")
+        assert code == 3 and "no call" in err
+    finally:
+        await agent.stop()
+
+
+async def test_exit_codes_say_what_went_wrong(server):
+    url, _ = server
+    code, _, err = await mq9(url, "query", "no.such.box")
+    assert code == 3 and err.startswith("mq9: mailbox 'no.such.box' does not exist")
+    code, _, err = await mq9(url, "query", "NOT AN ADDRESS")
+    assert code == 1 and "invalid mail_address" in err
+    code, _, err = await mq9(url, "fetch", "team.x", "--group", "")
+    assert code == 2 and err.startswith("mq9: --group:")
+    code, _, err = await mq9(url, "send")
+    assert code == 2 and "Missing argument" in err
+    code, _, err = await mq9(f"nats://127.0.0.1:{free_port()}", "agents")
+    assert code == 4 and "cannot connect" in err
+
+
+async def test_what_others_wrote_cannot_drive_the_terminal(server):
+    url, client = server
+    await client.mailbox_create(name="team.term")
+    await client.send("team.term", "\x1b]0;owned\x07\x1b[2Jhidden\u202eevil")
+    code, out, _ = await mq9(url, "query", "team.term")
+    assert code == 0 and "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\u001b]0;owned\\u0007" in out
+    found = await as_json(url, "query", "team.term")  # JSON keeps it exact, escaped by JSON
+    assert found["messages"][0]["payload"] == "\x1b]0;owned\x07\x1b[2Jhidden\u202eevil"
+
+
+async def test_the_shell_gets_completion_and_each_command_an_example():
+    for shell in ("bash", "zsh", "fish"):
+        result = CliRunner().invoke(cli, ["completion", shell], prog_name="mq9")
+        assert result.exit_code == 0 and "_MQ9_COMPLETE" in result.stdout
+    env = {"_MQ9_COMPLETE": "bash_complete", "COMP_WORDS": "mq9 dl", "COMP_CWORD": "1"}
+    result = CliRunner().invoke(cli, [], env=env, prog_name="mq9")
+    assert "dlq" in result.stdout
+    commands = [[], ["dlq"], ["calls"]]
+    commands += [[name] for name in cli.commands]
+    commands += [["dlq", name] for name in cli.commands["dlq"].commands]
+    commands += [["calls", "--reply", "x.y", name] for name in cli.commands["calls"].commands]
+    for words in commands:
+        result = CliRunner().invoke(cli, [*words, "--help"], prog_name="mq9")
+        assert result.exit_code == 0 and "Example:" in result.stdout and "mq9 " in result.stdout, (
+            words
+        )
+
+
+def test_the_entry_point_runs_on_the_in_process_broker(capsys):
+    assert main(["--server", "memory://", "agents", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"count": 0, "agents": []}
+    assert main(["--server", "memory://", "query", "no.box"]) == 3
+    assert main(["--bogus"]) == 2
