@@ -11,9 +11,10 @@ calls and picks up their results. The reply mailbox lives under the reserved roo
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..client.client import Mq9Client
 from ..groups.reader import POLL_SECONDS
@@ -174,7 +175,8 @@ class AgentCaller:
         if interface is None:
             raise CallError("the agent's card names no HTTP A2A interface (JSONRPC, HTTP+JSON)")
         capabilities = card.get("capabilities")
-        task_id, context_id = w.new_id(), context_id or w.new_id()
+        # A UUID: LangGraph's Agent Server takes a context id as its thread id, a UUID only.
+        task_id, context_id = w.new_id(), context_id or str(uuid.uuid4())
         record = {
             "taskId": task_id,
             "agent": agent or str(card.get("name") or interface["url"]),
@@ -208,7 +210,7 @@ class AgentCaller:
         task_id = record["taskId"]
 
         async def keep_state(remote: dict[str, Any]) -> None:
-            if not record.get("remoteTaskId") and w.is_valid_id(remote.get("id")):
+            if not record.get("remoteTaskId") and _remote_id(remote.get("id")):
                 record["remoteTaskId"] = remote["id"]
                 if isinstance(remote.get("contextId"), str) and remote["contextId"]:
                     record["contextId"] = remote["contextId"]
@@ -234,7 +236,7 @@ class AgentCaller:
         from .http_caller import AgentUnreachable, HttpAgent, kept
 
         remote_id = record.get("remoteTaskId")
-        if not w.is_valid_id(remote_id):
+        if not _remote_id(remote_id):
             return  # the agent never named its task: the call failed when sent
         try:
             remote = await HttpAgent(record, self.hosts).get(remote_id)
@@ -313,7 +315,7 @@ class AgentCaller:
         from .http_caller import AgentUnreachable, HttpAgent, kept
 
         task_id = record["taskId"]
-        if not w.is_valid_id(record.get("remoteTaskId")):
+        if not _remote_id(record.get("remoteTaskId")):
             return await self.check(task_id)
         try:
             remote = await HttpAgent(record, self.hosts).cancel(record["remoteTaskId"])
@@ -420,6 +422,12 @@ class AgentCaller:
                 f"no mailbox {mailbox}: the agent has never been served there (find it "
                 "with agent_discover)"
             ) from None
+
+
+def _remote_id(value: object) -> TypeGuard[str]:
+    """An HTTP agent's task id as we keep it (in a record, never a key: any text of a sane
+    length; LangGraph's hold a ':')."""
+    return isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable()
 
 
 def _allowed(record: dict[str, Any], allow: Callable[[str], None] | None) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from a2a.client import ClientConfig, ClientFactory
@@ -117,6 +118,12 @@ def kept(remote: dict[str, Any], task_id: str) -> dict[str, Any]:
     the request), and cut to ``MAX_KEPT_CHARS`` of text when larger."""
     snap = {k: v for k, v in remote.items() if k not in ("history", "id", "metadata")}
     snap["id"] = task_id
+    if w.task_state(snap) == w.COMPLETED and not snap.get("artifacts"):
+        # An answer given as a message only (LangGraph's GetTask: the last agent message of
+        # its history) is the result.
+        answer = _last_agent_text(remote.get("history"))
+        if answer:
+            snap["artifacts"] = [w.artifact(answer)]
     if len(w.json_text(snap)) > MAX_KEPT_CHARS:
         text = clipped(w.result_text(snap), MAX_KEPT_CHARS // 2)
         snap["artifacts"] = [w.artifact(text)] if text else []
@@ -125,6 +132,19 @@ def kept(remote: dict[str, Any], task_id: str) -> dict[str, Any]:
             question = clipped(w.status_text(snap), MAX_KEPT_CHARS // 4)
             status["message"] = w.message(question, role="ROLE_AGENT")
     return snap
+
+
+def _last_agent_text(history: object) -> str:
+    """The text of the agent's messages after the caller's last one in a task's history."""
+    said: list[str] = []
+    for msg in history if isinstance(history, list) else ():
+        if not isinstance(msg, dict):
+            continue
+        if msg.get("role") == "ROLE_USER":
+            said = []
+        elif msg.get("role") == "ROLE_AGENT":
+            said.append(w.parts_text(msg.get("parts")))
+    return "\n".join(t for t in said if t)
 
 
 class HttpAgent:
@@ -215,8 +235,10 @@ async def fetch_card(url: str, hosts: HostPolicy) -> dict[str, Any]:
     from a2a.client.card_resolver import parse_agent_card
     from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 
-    if not url.rstrip("/").endswith(".json"):
-        url = url.rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH
+    parts = urlsplit(url)
+    if not parts.path.endswith(".json"):  # a base URL: its well-known card
+        path = parts.path.rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH
+        url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
     try:
         await hosts.check(url)
         async with http_client(hosts) as http:

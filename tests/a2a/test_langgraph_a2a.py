@@ -1,0 +1,70 @@
+"""Against LangGraph's Agent Server (a real ``langgraph dev --no-browser``, tests/agent_server.py):
+an mq9 toolkit agent calls a LangGraph assistant by its A2A card (``/a2a/{assistant_id}``, A2A
+1.0 JSON-RPC), waiting and coming back later; its card is imported into the registry and found
+by agent_discover beside the mq9 agents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from agent_server import AgentServer, langgraph_command
+
+from langchain_mq9 import Mq9Toolkit
+from langchain_mq9.a2a import wire as w
+from langchain_mq9.a2a.caller import AgentCaller
+from langchain_mq9.a2a.cards_import import import_card
+from langchain_mq9.a2a.hosts import HostPolicy
+from langchain_mq9.a2a.http_caller import fetch_card
+
+pytestmark = pytest.mark.skipif(langgraph_command() is None, reason="langgraph-cli not installed")
+
+LOOPBACK = HostPolicy(["127.0.0.1"])
+
+
+@pytest.fixture(scope="module")
+def langgraph_server(tmp_path_factory):
+    server = AgentServer(tmp_path_factory.mktemp("langgraph"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def card_url(server) -> str:
+    return f"{server.url}/.well-known/agent-card.json?assistant_id={server.assistant_ids['echo']}"
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+async def test_an_mq9_caller_calls_a_langgraph_assistant_by_its_card(client, langgraph_server):
+    card = await fetch_card(card_url(langgraph_server), LOOPBACK)
+    assert w.http_interface(card)["url"].endswith("/a2a/" + langgraph_server.assistant_ids["echo"])
+    caller = AgentCaller(client, "agent.me.calls", hosts=LOOPBACK)
+    done = await caller.call_http(card, "hello from mq9", wait=60)
+    assert done.state == w.COMPLETED, done.view().get("reason")
+    assert "hello from mq9" in done.view()["result"]
+
+    later = await caller.call_http(card, "come back later")  # wait=0: back at once
+    assert later.state in (w.SUBMITTED, w.WORKING, w.COMPLETED)
+    picked = await caller.check(later.task_id, wait=60)
+    assert picked.state == w.COMPLETED and "come back later" in picked.view()["result"]
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+async def test_a_langgraph_card_is_imported_found_and_called_by_name(
+    client, langgraph_server, monkeypatch
+):
+    monkeypatch.setenv("MQ9_A2A_ALLOW_HOSTS", "127.0.0.1")
+    entry = await import_card(client, card_url(langgraph_server), hosts=LOOPBACK)
+    assert entry["name"] == "echo"
+    toolkit = Mq9Toolkit(client=client, agent_mailbox="agent.boss", calls=True)
+    tools = {t.name: t for t in toolkit.get_tools()}
+    found = json.loads(await tools["agent_discover"].ainvoke({"query": ""}))
+    echo = next(a for a in found["agents"] if a["name"] == "echo")
+    assert echo["transport"] == "http"
+    answer = json.loads(
+        await tools["call_agent"].ainvoke({"agent": "echo", "task": "ping", "wait_seconds": 60})
+    )
+    assert answer["state"] == "completed" and "ping" in answer["result"], answer
+    await toolkit.aclose()
+    await asyncio.sleep(0)
