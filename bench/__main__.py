@@ -38,6 +38,7 @@ SECTIONS = (
     "tracing",
     "stores",
     "credentials",
+    "a2a_gateway",
 )
 TITLES = {
     "latency": "Client and tool overhead over NATS (targets 1–3)",
@@ -53,8 +54,9 @@ TITLES = {
     "tracing": "One trace across agents: tracing's cost to send and fetch (target 13)",
     "stores": "The dev broker's request path and its stores (target 14)",
     "credentials": "Per-agent credentials against the open broker (target 15)",
+    "a2a_gateway": "The A2A gateway: an HTTP A2A call through mq9 vs direct (target 16)",
 }
-NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls", "tracing"}
+NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls", "tracing", "a2a_gateway"}
 
 
 def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
@@ -102,6 +104,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import credentials
 
         return credentials.run(cfg)
+    if name == "a2a_gateway":
+        from . import a2a_gateway
+
+        return a2a_gateway.run(cfg, network)
     if name == "mcp":
         from . import mcp_stdio
 

@@ -242,7 +242,9 @@ def gateway_card(
         "capabilities": {"streaming": True, "pushNotifications": False},
         "defaultInputModes": card.get("defaultInputModes") or ["text/plain"],
         "defaultOutputModes": card.get("defaultOutputModes") or ["text/plain"],
-        "skills": card.get("skills") or [],
+        # A2A requires a skill: an agent that named none takes what its description says
+        "skills": card.get("skills")
+        or [{"id": "tasks", "name": name, "description": "takes A2A tasks", "tags": ["mq9"]}],
         **tenants.card_fields(),
     }
 

@@ -1,0 +1,197 @@
+"""The A2A gateway (issue #63): an HTTP A2A call through ``mq9-a2a-gateway`` to an mq9 agent,
+against the same call made directly to an HTTP A2A agent, both on loopback.
+
+The agent is one a2a-sdk ``AgentExecutor`` (it answers the text in capitals) served two ways:
+by a2a-sdk's own HTTP server (the baseline), and over mq9 (``serve_executor``) behind the
+gateway, with the dev broker's engine on a real nats-server. The client is the same a2a-sdk
+client, a blocking SendMessage each round, rounds interleaved. 16a has the agent answer at once
+(the gateway's whole cost); 16b gives it 1 s of work, as an agent that calls a model takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from typing import Any
+
+from .config import Config
+from .results import Check, Section
+
+TITLE = "The A2A gateway: an HTTP A2A call through mq9 vs direct (target 16)"
+
+
+def _executor(pause: float) -> Any:
+    from a2a.helpers.proto_helpers import new_task
+    from a2a.server.agent_execution import AgentExecutor
+    from a2a.server.tasks import TaskUpdater
+    from a2a.types.a2a_pb2 import Part, TaskState
+
+    class Upper(AgentExecutor):
+        async def execute(self, context, event_queue) -> None:  # type: ignore[no-untyped-def]
+            if context.current_task is None:
+                submitted = TaskState.TASK_STATE_SUBMITTED
+                await event_queue.enqueue_event(
+                    new_task(context.task_id, context.context_id, submitted)
+                )
+            updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+            if pause:
+                await asyncio.sleep(pause)
+            await updater.add_artifact([Part(text=context.get_user_input().upper())])
+            await updater.complete()
+
+        async def cancel(self, context, event_queue) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    return Upper()
+
+
+async def _serve(app: Any, port: int) -> Any:
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    return server, task
+
+
+async def _timings(url: str, rounds: int, pause: float) -> tuple[list[float], list[float]]:
+    """Seconds per blocking SendMessage: (through the gateway, direct), interleaved."""
+    import httpx
+    from a2a.client import ClientConfig, ClientFactory
+    from a2a.client.card_resolver import A2ACardResolver
+    from a2a.server.request_handlers import DefaultRequestHandlerV2
+    from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+    from a2a.server.tasks import InMemoryTaskStore
+    from a2a.types.a2a_pb2 import AgentCard, Message, Part, Role, SendMessageRequest
+    from starlette.applications import Starlette
+
+    from langchain_mq9 import Mq9Client
+    from langchain_mq9.a2a.executor import serve_executor
+    from langchain_mq9.a2a.gateway import Tenants, gateway_app
+    from langchain_mq9.a2a.transport import to_proto
+    from langchain_mq9.broker.nats_process import free_port
+
+    token = secrets.token_hex(16)
+    name = f"bench.upper.{time.time_ns()}"
+    direct_port, gateway_port = free_port(), free_port()
+    direct_base = f"http://127.0.0.1:{direct_port}"
+    card = to_proto(
+        {
+            "name": "upper",
+            "description": "answers the text in capitals",
+            "version": "1.0.0",
+            "defaultInputModes": ["text/plain"],
+            "defaultOutputModes": ["text/plain"],
+            "skills": [{"id": "upper", "name": "upper", "description": "capitals", "tags": []}],
+            "supportedInterfaces": [
+                {
+                    "url": direct_base + "/rpc",
+                    "protocolBinding": "JSONRPC",
+                    "protocolVersion": "1.0",
+                }
+            ],
+            "capabilities": {"streaming": True},
+        },
+        AgentCard,
+    )
+    handler = DefaultRequestHandlerV2(_executor(pause), InMemoryTaskStore(), card)
+    direct_app = Starlette(
+        routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/rpc")]
+    )
+    async with Mq9Client(url) as agent_client, Mq9Client(url) as gateway_client:
+        agent = await serve_executor(_executor(pause), name=name, client=agent_client, worker="w")
+        app = await gateway_app(
+            gateway_client,
+            [name],
+            tenants=Tenants({"bench": token}),
+            public_url=f"http://127.0.0.1:{gateway_port}",
+        )
+        servers = [await _serve(direct_app, direct_port), await _serve(app, gateway_port)]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+            clients = []
+            for base in (f"http://127.0.0.1:{gateway_port}/a2a/{name}", direct_base):
+                found = await A2ACardResolver(http, base).get_agent_card()
+                config = ClientConfig(httpx_client=http, streaming=False)
+                clients.append(ClientFactory(config).create(found))
+
+            async def one(client: Any, i: int) -> float:
+                msg = Message(message_id=str(i), role=Role.ROLE_USER, parts=[Part(text=f"r{i}")])
+                began = time.perf_counter()
+                events = [e async for e in client.send_message(SendMessageRequest(message=msg))]
+                took = time.perf_counter() - began
+                if events[-1].task.artifacts[0].parts[0].text != f"R{i}":
+                    raise RuntimeError(f"round {i} ended {events[-1]}")
+                return took
+
+            await one(clients[0], -1)  # warm both paths up
+            await one(clients[1], -1)
+            through, direct = [], []
+            for i in range(rounds):
+                through.append(await one(clients[0], i))
+                direct.append(await one(clients[1], i))
+        for server, task in servers:
+            server.should_exit = True
+            await task
+        await agent.stop()
+    return through, direct
+
+
+def _check(key: str, what: str, through: list[float], direct: list[float]) -> Check:
+    ours, base = statistics.median(through), statistics.median(direct)
+    return Check(
+        key=key,
+        title=f"a blocking SendMessage, {what}, on loopback: through mq9-a2a-gateway to the "
+        "agent served over mq9 (dev broker on nats-server) vs direct to a2a-sdk's HTTP server",
+        ours_label="through the gateway",
+        ours=f"{ours * 1000:.0f} ms",
+        baseline_label="direct HTTP A2A",
+        baseline=f"{base * 1000:.0f} ms",
+        ratio=ours / base,
+        op="<=",
+        limit=1.5,
+    )
+
+
+def run(cfg: Config, net: Any) -> Section:
+    section = Section("a2a_gateway", TITLE)
+
+    async def timed(rounds: int, pause: float) -> tuple[list[float], list[float]]:
+        import nats
+
+        connection = await nats.connect(net.url)
+        try:
+            await net.serve(connection, "engine")
+        finally:
+            await connection.close()
+        return await _timings(net.url, rounds, pause)
+
+    through, direct = asyncio.run(timed(5 if cfg.quick else 30, 0.0))
+    section.checks.append(_check("16a", "the agent answers at once", through, direct))
+    slow_through, slow_direct = asyncio.run(timed(3 if cfg.quick else 10, 1.0))
+    section.checks.append(_check("16b", "the agent works 1 s", slow_through, slow_direct))
+    added = statistics.median(through) - statistics.median(direct)
+    section.figures += [
+        (
+            "through the gateway, p90 (16a)",
+            f"{statistics.quantiles(through, n=10)[-1] * 1000:.0f} ms",
+        ),
+        ("direct, p90 (16a)", f"{statistics.quantiles(direct, n=10)[-1] * 1000:.0f} ms"),
+        ("the gateway's added time, median (16a)", f"{added * 1000:.0f} ms"),
+        ("rounds (16a, 16b)", f"{len(through)}, {len(slow_through)}"),
+    ]
+    section.notes.append(
+        "Through the gateway a request is a message in the agent's mailbox and its result a "
+        "task state in the tenant's reply mailbox: the agent's reader and the gateway each look "
+        "every 0.1 s (RobustMQ's FETCH does not wake on arrival), so the added time is mostly "
+        "that polling, whatever the agent's work; what the call buys is the task kept while "
+        "the agent is offline or restarting."
+    )
+    return section
