@@ -12,8 +12,10 @@ question, for the model to ``answer_call``.
 - 2026-07-28 (no server-to-client requests): the call answers with ``InputRequiredResult``, the
   elicitation in its ``inputRequests`` under a key naming the task; the client asks the user and
   sends the call again with the answer in ``inputResponses``, which goes to that task (the call
-  is not made again; declined, the model gets the task's state). The key gives a client no more
-  than ``answer_call`` does: it answers only the calls of that client's own caller.
+  is not made again; declined, the model gets the task's state). The key is the result's
+  ``requestState`` too: a call sent back with it but without the answer is asked again
+  (SEP-2322), not made again. The key gives a client no more than ``answer_call`` does: it
+  answers only the calls of that client's own caller.
 - 2026-07-28, a call run as a task (the Tasks extension): the task's ``input_required``
   status, the elicitation in its ``inputRequests``, the answer with ``tasks/update``
   (``tasks.py``).
@@ -21,6 +23,7 @@ question, for the model to ``answer_call``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from typing import Any
 
 import anyio
 from mcp import types
+from mcp.shared.exceptions import MCPError
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
@@ -60,17 +64,45 @@ class Answer:
     task_id: str
     text: str | None  # None: the user declined or dismissed it
     asked: int  # the questions this call has asked so far
+    missing: bool = False  # the call came back (its requestState) without the answer
 
 
 def given_answer(params: types.CallToolRequestParams) -> Answer | None:
     """The answer in a call's ``inputResponses`` to an ``InputRequiredResult`` of ours (its
-    key: ``ANSWER_KEY``, the number of the question, ``:``, the task id), or None."""
+    key: ``ANSWER_KEY``, the number of the question, ``:``, the task id); a call sent again
+    with our ``requestState`` (the same key) but not the answer is ``missing`` it; else None."""
     for key, response in (params.input_responses or {}).items():
-        asked, _, task_id = key.removeprefix(ANSWER_KEY).partition(":")
-        if key.startswith(ANSWER_KEY) and asked.isdigit() and task_id:
+        question = _question_key(key)
+        if question is not None:
             text = _accepted(response) if isinstance(response, types.ElicitResult) else None
-            return Answer(task_id, text, int(asked))
-    return None
+            return Answer(question[1], text, question[0])
+    question = _question_key(params.request_state or "")
+    return Answer(question[1], None, question[0], missing=True) if question else None
+
+
+def _question_key(key: str) -> tuple[int, str] | None:
+    """The number of the question and the task id an answer key of ours names, or None."""
+    asked, _, task_id = key.removeprefix(ANSWER_KEY).partition(":")
+    return (
+        (int(asked), task_id)
+        if key.startswith(ANSWER_KEY) and asked.isdigit() and task_id
+        else None
+    )
+
+
+async def checked_input(ctx: Any, call_next: Any) -> Any:
+    """Server middleware: a request whose ``inputResponses`` is there but not an object (null,
+    a number) is a protocol error, answered as invalid params (SEP-2322), not run as though the
+    client had sent none."""
+    if isinstance(ctx.params, dict) and "inputResponses" in ctx.params:
+        given = ctx.params["inputResponses"]
+        if not isinstance(given, dict):
+            raise MCPError(
+                types.INVALID_PARAMS,
+                "inputResponses must be an object holding the answer to each key of the "
+                f"InputRequiredResult's inputRequests, not {json.dumps(given)[:40]}",
+            )
+    return await call_next(ctx)
 
 
 async def call_asking(
@@ -97,6 +129,8 @@ async def call_asking(
     given = given_answer(params)
     if given is None:
         result, asked = await run(params), 0
+    elif given.missing:  # sent again without the answer: asked again while the agent asks
+        result, asked = await follow_up("check_call", task_id=given.task_id), given.asked - 1
     elif given.text is None:  # the user would not answer: the model gets the question
         return await follow_up("check_call", task_id=given.task_id)
     else:
@@ -108,7 +142,10 @@ async def call_asking(
         asked += 1
         if ask is None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             key = f"{ANSWER_KEY}{asked}:{task_id}"
-            return types.InputRequiredResult(input_requests={key: types.ElicitRequest(params=form)})
+            asking = {key: types.ElicitRequest(params=form)}
+            # the key again as requestState: a client sending the call back without the
+            # answer (SEP-2322 has it echo the state) is asked again, not called anew
+            return types.InputRequiredResult(input_requests=asking, request_state=key)
         answer = await (ask(form) if ask else _elicit(ctx, form, deadline))
         if answer is None:
             return result

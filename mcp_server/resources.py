@@ -65,21 +65,37 @@ async def read_resource(
         result = await call("query_messages", {"mail_address": unquote(uri[len(MAILBOX) :])})
         text = "".join(c.text for c in result.content if isinstance(c, types.TextContent))
         if result.is_error:
-            raise MCPError(types.INVALID_PARAMS, text)
+            raise not_found(uri, text)
     elif uri.startswith(AGENT) and len(uri) > len(AGENT):
         # the card as agent_discover shows it: cut, deep parts as text, marked as data
-        card = await agent_card(connection, unquote(uri[len(AGENT) :]))
+        try:
+            card = await agent_card(connection, unquote(uri[len(AGENT) :]))
+        except MCPError as exc:
+            if exc.error.code != types.INVALID_PARAMS:
+                raise
+            raise not_found(uri, exc.error.message) from None
         listed = Outcome(AgentsFound(count=1, agents=[agent_view(card)]), card)
         listed.fit(policy.max_answer_chars, policy.max_payload_chars)  # agent_discover's budget
         [view] = listed.content["agents"]
         text = json.dumps({**view, "note": CARD_NOTE})
     else:
-        raise MCPError(
-            types.INVALID_PARAMS,
-            f"unknown resource {uri[:200]!r}: mq9 serves {MAILBOX}<mail_address> and {AGENT}<name>",
+        text = (
+            f"unknown resource {uri[:200]!r}: mq9 serves {MAILBOX}<mail_address> and {AGENT}<name>"
         )
+        raise not_found(uri, text)
     return types.ReadResourceResult(
         contents=[types.TextResourceContents(uri=uri, mime_type=JSON, text=text)]
+    )
+
+
+# The longest URI an error names in its data (a longer one is the client's own, cut in the text).
+MAX_URI_IN_ERROR = 2048
+
+
+def not_found(uri: str, text: str) -> MCPError:
+    """A resource that cannot be read: invalid params, naming the URI in its data (SEP-2164)."""
+    return MCPError(
+        types.INVALID_PARAMS, text, {"uri": uri} if len(uri) <= MAX_URI_IN_ERROR else None
     )
 
 

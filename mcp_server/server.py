@@ -309,6 +309,7 @@ def create_server(
     # so, not given to the constructor, which warns of that for every server.
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_logging_level)
     server.policies = policies
+    server.middleware.append(questions.checked_input)  # before the task middleware: outer
     tasks.serve(server, tasks.TaskStore(owner_of), start_call, wait_of)
     server.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
     # the streams and watches count per client: its worker names share its slice
@@ -336,6 +337,12 @@ class _Server(Server):
         version = kwargs.get("protocol_version")
         if version in MODERN_PROTOCOL_VERSIONS:
             capabilities.logging = None  # not in 2026-07-28
+        # The tools, prompts and resources listed never change while the server runs (they
+        # follow its options), so no list_changed is ever sent: none is declared. (At
+        # 2026-07-28 the SDK declares them wherever subscriptions/listen is served.)
+        for listed in (capabilities.tools, capabilities.prompts, capabilities.resources):
+            if listed is not None:
+                listed.list_changed = False
         if tasks.offered(version):
             capabilities.tasks = tasks.capability()
         if tasks.extension_offered(version):

@@ -239,9 +239,10 @@ class Peer:
             }
         message = {"jsonrpc": "2.0", "id": next(self.ids), "method": method, "params": params}
         headers = self.headers(worker)
-        if self.era == MODERN:  # 2026-07-28 names the method (and tool) in headers too
+        if self.era == MODERN:  # 2026-07-28 names the method (and tool, uri) in headers too
             headers["mcp-method"] = method
-            headers.update({"mcp-name": params["name"]} if method == "tools/call" else {})
+            named = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+            headers.update({"mcp-name": params[named[method]]} if method in named else {})
         response = await self.http.post(self.url, json=message, headers=headers)
         if method == "initialize":
             self.session = response.headers.get("mcp-session-id", "")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from a2a_support import asking, text_graph, text_io
 from mcp import Client, types
+from mcp.shared.exceptions import MCPError
 from mcp_support import result_data, served_engine, stdio_parameters
 
 from langchain_mq9 import Mq9Client
@@ -108,3 +109,51 @@ async def test_an_unanswered_question_ends_the_calls_wait_at_its_wait_seconds(na
             waiting = result_data(await client.call_tool("call_agent", call))
     assert asked.is_set()
     assert (waiting["state"], waiting["question"]) == ("input-required", "Which language?")
+
+
+class Answered(types.Result):
+    """A tools/call answer as sent (an InputRequiredResult's fields, or a tool result's)."""
+
+    result_type: str | None = None
+    input_requests: dict[str, Any] | None = None
+    request_state: str | None = None
+    structured_content: dict[str, Any] | None = None
+
+
+async def raw_call(client: Client, **params: Any) -> Answered:
+    request = types.Request[Any, Any](method="tools/call", params={"name": "call_agent", **params})
+    return await client.session.send_request(request, Answered)
+
+
+async def test_a_call_sent_again_without_the_answer_is_asked_again_not_made_again(nats_server):
+    """2026-07-28 (SEP-2322): the InputRequiredResult carries its key as ``requestState``; the
+    call sent back with that state but not the answer (a wrong key) gets the question again,
+    and the agent is called once."""
+    async with mcp_client(nats_server.url, "modern", User()) as client:
+        first = await raw_call(client, arguments=CALL)
+        assert first.result_type == "input_required", first
+        [key] = first.input_requests or {}
+        assert first.request_state == key
+        wrong = {"wrong_key": {"action": "accept", "content": {"answer": "French"}}}
+        again = await raw_call(
+            client, arguments=CALL, requestState=first.request_state, inputResponses=wrong
+        )
+        assert again.result_type == "input_required", again
+        assert again.input_requests == first.input_requests  # the same question, re-requested
+        answer = {key: {"action": "accept", "content": {"answer": "French"}}}
+        done = await raw_call(client, arguments=CALL, requestState=key, inputResponses=answer)
+        assert done.structured_content is not None, done
+        assert done.structured_content["result"] == "hello in French"
+        calls = result_data(await client.call_tool("list_calls", {}))["calls"]
+        assert len(calls) == 1  # asked again, never called again
+
+
+async def test_input_responses_that_are_not_an_object_are_a_protocol_error(nats_server):
+    async with mcp_client(nats_server.url, "modern", User()) as client:
+        for given in (None, 12345, "x"):
+            with pytest.raises(MCPError) as refused:
+                await raw_call(client, arguments=CALL, inputResponses=given)
+            assert refused.value.error.code == types.INVALID_PARAMS
+            assert "inputResponses must be an object" in refused.value.error.message
+        calls = result_data(await client.call_tool("list_calls", {}))["calls"]
+        assert calls == []  # refused before the call was made

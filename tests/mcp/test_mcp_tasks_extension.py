@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
+import httpx2 as httpx
 import pytest
 from a2a_support import asking, text_graph, text_io
 from mcp import Client, types
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.shared.exceptions import MCPError
-from mcp_support import http_server, result_data, served_engine, stdio_parameters
+from mcp_support import Peer, http_server, result_data, served_engine, stdio_parameters
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
@@ -249,3 +251,62 @@ async def test_an_agents_question_in_a_task_goes_to_the_user_through_the_task(na
         assert (done["state"], done["result"]) == ("completed", "hello in French")
     else:
         assert (done["state"], done["question"]) == ("input-required", "Which language?")
+
+
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+
+
+def bare(answer: dict[str, Any]) -> dict[str, Any]:
+    """A 2026-07-28 result without what every result carries (its type, the server's stamp)."""
+    return {k: v for k, v in answer["result"].items() if k not in ("resultType", "_meta")}
+
+
+async def test_the_suites_tasks_checks_hold_for_a_waiting_fetch():
+    """The conformance suite's tasks-* scenarios call fixture tools of its own (slow_compute,
+    failing_job): their checks, played here with mq9's task-capable ``fetch_messages``."""
+    with http_server("--server", "memory://") as url:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(20, read=60)) as http:
+            peer = Peer(http, url, MODERN, "alice")  # the extension in each request's _meta
+            box = (await peer.data("create_mailbox"))["mail_address"]
+            # tasks-lifecycle / tasks-wire-fields: a flat CreateTaskResult
+            created = (await peer.call("fetch_messages", mail_address=box, max_wait_ms=30_000))[
+                "result"
+            ]
+            assert created["resultType"] == "task" and "task" not in created, created
+            assert created["status"] == "working" and isinstance(created["ttlMs"], int)
+            assert ISO.fullmatch(created["createdAt"]) and ISO.fullmatch(created["lastUpdatedAt"])
+            task_id = created["taskId"]
+            assert (await peer.rpc("tasks/get", taskId=task_id))["result"]["status"] == "working"
+            await peer.data("send_message", mail_address=box, payload="job")
+            async with asyncio.timeout(20):
+                while (got := (await peer.rpc("tasks/get", taskId=task_id))["result"])[
+                    "status"
+                ] == "working":
+                    await asyncio.sleep(0.1)
+            assert got["status"] == "completed", got
+            [message] = got["result"]["structuredContent"]["messages"]
+            assert message["payload"] == "job"
+            related = "io.modelcontextprotocol/related-task"
+            assert related not in got["result"].get("_meta", {})  # inlined: no related-task
+            # a cancel of a finished task is acknowledged, with an empty result, every time
+            for _ in range(2):
+                assert bare(await peer.rpc("tasks/cancel", taskId=task_id)) == {}
+
+            # a tool error ends the task "completed", the error in its result ("failed" is
+            # kept for JSON-RPC errors)
+            failing = await peer.call("fetch_messages", mail_address="no.such.box",
+                                      max_wait_ms=30_000)  # fmt: skip
+            failing_id = failing["result"]["taskId"]
+            async with asyncio.timeout(20):
+                while (got := (await peer.rpc("tasks/get", taskId=failing_id))["result"])[
+                    "status"
+                ] == "working":
+                    await asyncio.sleep(0.1)
+            assert got["status"] == "completed" and got["result"]["isError"], got
+
+            # a waiting task cancelled: acknowledged at once, then "cancelled"
+            waiting = await peer.call("fetch_messages", mail_address=box, max_wait_ms=30_000)
+            waiting_id = waiting["result"]["taskId"]
+            assert bare(await peer.rpc("tasks/cancel", taskId=waiting_id)) == {}
+            state = (await peer.rpc("tasks/get", taskId=waiting_id))["result"]["status"]
+            assert state == "cancelled"
