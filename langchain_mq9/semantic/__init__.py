@@ -92,10 +92,6 @@ def chosen_directory() -> str | None:
     return None if choice in (MULTILINGUAL, MINILM) else choice
 
 
-def chose_multilingual() -> bool:
-    return _resolved(chosen_model()) == MULTILINGUAL
-
-
 def _minilm_installed() -> bool:
     return all(importlib.util.find_spec(name) for name in _EXTRA_MODULES)
 
