@@ -146,7 +146,7 @@ def test_the_held_out_set_is_what_it_says():
     cards, queries = HELD["cards"], HELD["queries"]
     names = [card["name"] for card in cards]
     assert len(cards) >= 60 and len(set(names)) == len(names) and len(queries) == 300
-    assert "never be tuned" not in HELD["about"] and "HELD OUT" in HELD["about"]
+    assert "HELD OUT: nothing in the ranking" in HELD["about"]  # the file says so
     # written anew: no card text of the sets tuned on (six roles recur, as in any registry:
     # payroll, onboarding, customs, routing, vulnerability scans, math tutoring)
     older = {c["description"] for c in DATA["cards"] + SET_B["cards"]}
