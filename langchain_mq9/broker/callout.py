@@ -7,10 +7,19 @@ issuer key made at start, that puts the agent in the AGENTS account with the per
 the wire contract: publish ``$mq9.U.<id>.>`` and ``$mq9.AI.>`` (a plain request gets the
 broker's refusal in words, not a publish violation that nats-py turns into a timeout),
 subscribe ``_INBOX.<id>.>`` only. A refused login is nats' "Authorization Violation" at the
-client; the reason is in the broker's log.
+client; the reason is in the broker's log. Each login is named after its credential's
+generation (``login_name``: the id and a digest of the secret's hash), so that the
+connections of a secret revoked or issued anew are told apart from those of the new one.
 
-The system account's user (``SYS_USER``) lists and kicks a revoked agent's connections, on
-every server of a cluster.
+A plain request reaches no agent's inbox by its subject, and nats-server says nothing of who
+sent it: its refusal goes out on a connection of the broker's that logs in here too
+(``ANSWERS_USER``, its password derived from the issuer's seed, so that any broker of a
+cluster checks it), allowed to publish to ``_INBOX.>`` and nothing else. Whatever reply
+subject an agent names, the broker's own user, which keeps the state, is never made to
+publish there.
+
+The system account's user (``SYS_USER``) lists and kicks the connections of a credential's
+old generations, page after page, on every server of a cluster (``Kicker``).
 
 A broker that starts its nats-server makes the issuer key and its own NATS passwords afresh
 at each start and writes the server's config itself. Servers the operator runs (``--nats``)
@@ -25,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -50,6 +61,9 @@ log = logging.getLogger("langchain_mq9.broker.identities")
 ACCOUNT = "AGENTS"
 BROKER_USER = "mq9-broker"
 SYS_USER = "mq9-sys"
+# The broker's user for plain requests' refusals: it logs in through the callout, which lets
+# it publish only to inboxes (``answers_permissions``); never a credential (check_id)
+ANSWERS_USER = "mq9-answers"
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 # A user JWT's life: a connection whose kick was missed is closed by the server at its end
 # (measured: to the second), and the login, answered again, checks the credential afresh
@@ -57,6 +71,12 @@ LOGIN_SECONDS = 3600
 SETUP_FILE = "mq9-callout.json"  # what ``credentials setup DIR`` writes: the issuer's seed
 LOGIN_QUEUE = "mq9-logins"  # the brokers of one cluster answer each login once between them
 KICK_WAIT = 2.0  # seconds the servers of a cluster have to list a revoked agent's connections
+KICK_PAGE = 1024  # connections a server lists at once (nats-server's own default page)
+KICKS_AT_ONCE = 64  # KICK requests under way at once
+# A login checked just before a revocation was learned registers its connection a moment
+# later: the listing goes on this long after the revocation before its empty answer counts
+KICK_SETTLE = 0.5
+KICK_GIVE_UP = 30.0  # seconds: then the old connections left end with their login (LOGIN_SECONDS)
 
 
 def _nkeys() -> Any:
@@ -96,6 +116,13 @@ class Issuer:
     @property
     def public_key(self) -> str:
         return str(self.key.public_key.decode())
+
+    @property
+    def answers_password(self) -> str:
+        """``ANSWERS_USER``'s password: derived from the seed, so that every broker sharing
+        the issuer (a cluster's, from its setup file) checks another's login."""
+        mac = hmac.new(bytes(self.key.seed), ANSWERS_USER.encode(), hashlib.sha256)
+        return _b64(mac.digest())
 
     def sign(self, claims: dict[str, Any]) -> str:
         claims = {
@@ -188,6 +215,19 @@ def permissions(principal: str) -> dict[str, Any]:
     }
 
 
+def answers_permissions() -> dict[str, Any]:
+    """``ANSWERS_USER``'s: it hears plain requests and answers only to inboxes (no JetStream
+    API, no bucket, no state stream, no lock, whatever reply a request names)."""
+    return {"pub": {"allow": ["_INBOX.>"]}, "sub": {"allow": ["$mq9.AI.>"]}}
+
+
+def login_name(principal: str, sha256: str) -> str:
+    """The name nats-server knows a login by (CONNZ's ``user``): the principal and its
+    credential's generation, a digest of the secret's hash (never the hash itself)."""
+    generation = hashlib.sha256(f"mq9-login\n{sha256}".encode()).hexdigest()[:16]
+    return f"{principal}.{generation}"
+
+
 class LoginService:
     """Answers nats-server's login requests on ``connection`` (one of the broker user's own,
     so that no request the engine answers holds a login up)."""
@@ -237,51 +277,99 @@ class LoginService:
             "aud": server_id,
             "nats": {"type": "authorization_response", "version": 2},
         }
-        if not isinstance(principal, str) or not ID_PATTERN.fullmatch(principal):
+        user: dict[str, Any] = {"sub": user_nkey, "aud": ACCOUNT}
+        sha256 = None
+        if principal == ANSWERS_USER:
+            if isinstance(secret, str) and hmac.compare_digest(
+                secret.encode(), self.issuer.answers_password.encode()
+            ):
+                # the broker's own: no end (nothing revokes it), its permissions its only power
+                user.update(name=ANSWERS_USER, nats=answers_permissions())
+            else:
+                response["nats"]["error"] = "wrong password for the broker's answers user"
+        elif not isinstance(principal, str) or not ID_PATTERN.fullmatch(principal):
             # never the secret, nor text the agent chose beyond a bounded name
             response["nats"]["error"] = "no mq9 credential given (user name and password)"
-        elif not isinstance(secret, str) or not self.store.verify(principal, secret):
+        elif (
+            not isinstance(secret, str)
+            or (sha256 := self.store.verified(principal, secret)) is None
+        ):
             response["nats"]["error"] = f"unknown or revoked mq9 credential {principal!r}"
         else:
             self.store.seen(principal)
-            response["nats"]["jwt"] = self.issuer.sign(
-                {
-                    "sub": user_nkey,
-                    "aud": ACCOUNT,
-                    "name": principal,
-                    "exp": int(self.clock()) + LOGIN_SECONDS,
-                    "nats": {"type": "user", "version": 2, **permissions(principal)},
-                }
+            user.update(
+                name=login_name(principal, sha256),
+                exp=int(self.clock()) + LOGIN_SECONDS,
+                nats=permissions(principal),
             )
+        if "error" not in response["nats"]:
+            user["nats"].update(type="user", version=2)
+            response["nats"]["jwt"] = self.issuer.sign(user)
             return self.issuer.sign(response)
         log.info("login refused: %s", response["nats"]["error"])
         return self.issuer.sign(response)
 
 
 class Kicker:
-    """Closes a principal's live connections through the system account (``connection``:
-    the SYS user's): CONNZ by user, answered by every server of the cluster, then KICK each
-    connection on its server."""
+    """Closes the connections of one login name (``login_name``: a credential's generation)
+    through the system account (``connection``: the SYS user's). Each round asks every server
+    of the cluster for a page of that name's connections (CONNZ by user) and KICKs each on its
+    server; the rounds go on until one finds none, so that no page is left unread however
+    many connections one credential made."""
 
-    def __init__(self, connection: NatsConnection) -> None:
+    def __init__(self, connection: NatsConnection, clock: Callable[[], float] = time.monotonic):
         self.connection = connection
+        self.clock = clock
 
-    async def kick(self, principal: str) -> int:
-        """How many connections were closed."""
-        closed = 0
-        for server, cid in await self._connections_of(principal):
-            try:
-                await self.connection.request(
-                    f"$SYS.REQ.SERVER.{server}.KICK", json.dumps({"cid": cid}).encode(), timeout=2
+    async def kick(self, user: str, give_up: float = KICK_GIVE_UP) -> int:
+        """How many connections of ``user`` were closed; returns once a listing begun
+        ``KICK_SETTLE`` after the call found none (or after ``give_up`` seconds: logged)."""
+        began = self.clock()
+        closed: set[tuple[str, int]] = set()
+        while True:
+            asked = self.clock()
+            found = await self._connections_of(user)
+            if found:  # one kicked a moment ago may still be listed: kicked again, harmless
+                closed.update(await self._close(user, found))
+            elif asked >= began + KICK_SETTLE:
+                return len(closed)
+            if self.clock() >= began + give_up:
+                log.warning(
+                    "gave up closing %s's connections after %g s (%d closed); those left end "
+                    "with their login, within %d s",
+                    user,
+                    give_up,
+                    len(closed),
+                    LOGIN_SECONDS,
                 )
-                closed += 1
-            except nats.errors.Error as exc:
-                log.warning("could not close %s's connection %s: %s", principal, cid, exc)
-        return closed
+                return len(closed)
+            if not found:
+                await asyncio.sleep(KICK_SETTLE / 5)
 
-    async def _connections_of(self, principal: str) -> list[tuple[str, int]]:
-        """(server id, connection id) of each of ``principal``'s connections: the answers of
-        every server known to the connection, or those that came within ``KICK_WAIT``."""
+    async def _close(self, user: str, found: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The connections of ``found`` whose server took the KICK."""
+        gate = asyncio.Semaphore(KICKS_AT_ONCE)
+
+        async def one(server: str, cid: int) -> bool:
+            async with gate:
+                try:
+                    await self.connection.request(
+                        f"$SYS.REQ.SERVER.{server}.KICK",
+                        json.dumps({"cid": cid}).encode(),
+                        timeout=KICK_WAIT,
+                    )
+                    return True
+                except nats.errors.Error as exc:
+                    log.warning("could not close %s's connection %s: %s", user, cid, exc)
+                    return False
+
+        done = await asyncio.gather(*(one(server, cid) for server, cid in found))
+        return [where for where, kicked in zip(found, done, strict=True) if kicked]
+
+    async def _connections_of(self, user: str) -> list[tuple[str, int]]:
+        """(server id, connection id) of a page of ``user``'s connections on each server: the
+        answers of every server known to the connection, or those that came within
+        ``KICK_WAIT`` (one that does not answer: its connections end with their login)."""
         answers: asyncio.Queue[Msg] = asyncio.Queue()
         inbox = self.connection.new_inbox()
         servers = len({(uri.hostname, uri.port) for uri in self.connection.servers}) or 1
@@ -289,10 +377,12 @@ class Kicker:
         try:
             subscription = await self.connection.subscribe(inbox, cb=answers.put)
             await self.connection.publish(
-                "$SYS.REQ.SERVER.PING.CONNZ", json.dumps({"user": principal}).encode(), inbox
+                "$SYS.REQ.SERVER.PING.CONNZ",
+                json.dumps({"user": user, "limit": KICK_PAGE}).encode(),
+                inbox,
             )
         except nats.errors.Error as exc:
-            log.warning("could not list %s's connections to close them: %s", principal, exc)
+            log.warning("could not list %s's connections to close them: %s", user, exc)
             return found
         deadline = asyncio.get_running_loop().time() + KICK_WAIT
         try:
@@ -304,7 +394,7 @@ class Kicker:
         except TimeoutError:
             pass  # a server that did not answer: the login's end closes those (LOGIN_SECONDS)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("unreadable list of %s's connections: %s", principal, exc)
+            log.warning("unreadable list of %s's connections: %s", user, exc)
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()

@@ -100,7 +100,7 @@ def check_id(credential_id: str) -> None:
 
 class BaseIdentityStore(ABC):
     """The credentials an enforcing broker checks and the ownership records it keeps, as one
-    process sees them: ``verify`` (a login), ``active`` (every request) and ``take_revoked``
+    process sees them: ``verified`` (a login), ``active`` (every request) and ``closing``
     (the kicks) read a copy of the credentials in memory that each store keeps current its
     own way. ``clock``: Unix seconds (injected in tests)."""
 
@@ -111,39 +111,61 @@ class BaseIdentityStore(ABC):
         self._lock = threading.Lock()
         # id -> (sha256 of the secret, revoked): what a login and every request check
         self._credentials: dict[str, tuple[str, bool]] = {}
-        self._revoked: set[str] = set()  # revoked since the last take_revoked()
+        # (id, sha256) of the secrets revoked or replaced whose live connections are to be
+        # closed (``closing``); the id acts again once ``closed`` says they are
+        self._closing: set[tuple[str, str]] = set()
 
     def _learn(self, credentials: dict[str, tuple[str, bool]]) -> None:
-        """Take ``credentials`` (some ids, or all) as they are now; the ids they show revoked
-        for the first time wait in ``take_revoked``."""
+        """Take ``credentials`` (some ids, or all) as they are now. A secret that was good
+        and is now revoked, or replaced (revoked and issued again between two looks), waits
+        in ``closing``: its connections could otherwise act as the new secret's."""
         with self._lock:
             before = self._credentials
-            self._revoked |= {
-                cid
-                for cid, (_, revoked) in credentials.items()
-                if revoked and not before.get(cid, ("", True))[1]
-            }
+            for cid, (sha256, revoked) in credentials.items():
+                old = before.get(cid)
+                if old is not None and not old[1] and (revoked or sha256 != old[0]):
+                    self._closing.add((cid, old[0]))
+                if revoked and (old is None or sha256 != old[0]):
+                    self._closing.add((cid, sha256))  # logged in before this process knew it
             self._credentials = {**before, **credentials}
 
-    def take_revoked(self) -> set[str]:
-        """The ids revoked since the last call (whose live connections are to be closed)."""
+    def closing(self) -> set[tuple[str, str]]:
+        """The (id, sha256) of the secrets revoked or replaced whose live connections are
+        still to be closed."""
         with self._lock:
-            revoked, self._revoked = self._revoked, set()
-        return revoked
+            return set(self._closing)
+
+    def closed(self, credential_id: str, sha256: str) -> None:
+        """Those connections are closed: ``credential_id`` acts again if it is current."""
+        with self._lock:
+            self._closing.discard((credential_id, sha256))
+
+    def verified(self, credential_id: str, secret: str) -> str | None:
+        """The hash of ``credential_id``'s secret when ``secret`` is it and it is not
+        revoked, else None."""
+        known = self._current(credential_id)
+        if known is None or known[1] or not hmac.compare_digest(known[0], _hash(secret)):
+            return None
+        return known[0]
 
     def verify(self, credential_id: str, secret: str) -> bool:
         """Whether ``secret`` is ``credential_id``'s and it is not revoked."""
-        known = self._current(credential_id)
-        if known is None or known[1]:
-            return False
-        return hmac.compare_digest(known[0], _hash(secret))
+        return self.verified(credential_id, secret) is not None
 
     def active(self, credential_id: str) -> bool:
-        """Whether ``credential_id`` may still act (asked on every request: never waits on
-        the store's place)."""
+        """Whether ``credential_id`` may act (asked on every request: never waits on the
+        store's place): issued, not revoked, and no connection of a secret it had before
+        left open."""
         self._look()
         known = self._credentials.get(credential_id)
-        return known is not None and not known[1]
+        if known is None or known[1]:
+            return False
+        return not (self._closing and any(cid == credential_id for cid, _ in self._closing))
+
+    def renewing(self, credential_id: str) -> bool:
+        """Whether ``credential_id`` is current but waits for its old connections to close."""
+        known = self._credentials.get(credential_id)
+        return known is not None and not known[1] and not self.active(credential_id)
 
     @abstractmethod
     def _look(self) -> None:
@@ -233,7 +255,7 @@ class IdentityStore(BaseIdentityStore):
 
     def refresh(self) -> None:
         """Read the credentials again if another process changed the file (a cheap check);
-        the ids revoked meanwhile wait in ``take_revoked``."""
+        the secrets revoked or replaced meanwhile wait in ``closing``."""
         with self._lock:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
             if version == self._version:

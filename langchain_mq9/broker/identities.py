@@ -6,7 +6,10 @@ words) and subscribe only ``_INBOX.alice.>``. The broker subscribes to ``$mq9.U.
 principal from the third token, and hands the request on as the mq9 subject it names
 (``$mq9.U.alice.AI.MSG.SEND.box`` -> ``$mq9.AI.MSG.SEND.box``). nats-server does not check
 reply subjects, so a request whose reply is not ``_INBOX.<principal>.`` is dropped unanswered:
-an answer would let alice aim the broker's words at bob's inbox.
+an answer would let alice aim the broker's words at bob's inbox, or at a subject of the
+broker's own storage. A plain request (``$mq9.AI.>``, whose sender nothing tells) is refused on
+a connection of its own that may publish only to inboxes (callout.ANSWERS_USER), and only when
+its reply is one.
 
 Ownership is the broker's to decide (mailbox names travel in bodies, and are chosen at
 CREATE), checked before the engine and recorded after it (``Ownership``):
@@ -36,6 +39,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -46,7 +50,7 @@ from nats.aio.msg import Msg
 from .. import protocol as p
 from ..client.nats_guard import flush_in_order, protect
 from ..protocol.errors import WireError
-from .callout import BROKER_USER, SYS_USER, Issuer, Kicker, LoginService
+from .callout import ANSWERS_USER, BROKER_USER, SYS_USER, Issuer, Kicker, LoginService, login_name
 from .credentials import BaseIdentityStore, CredentialError
 from .engine import LARGE_BODY, BrokerEngine, Command, command_for
 from .nats_process import server_urls
@@ -67,6 +71,12 @@ PLAIN_REFUSAL = p.encode(
 REVOKED = p.encode(
     p.ERROR_REPLY.write(error="credential revoked: ask the broker's operator for a new one")
 )
+RENEWING = p.encode(
+    p.ERROR_REPLY.write(
+        error="credential issued anew a moment ago: the connections of its old secret are "
+        "being closed; ask again in a moment"
+    )
+)
 # The names the library derives under its reserved root (a2a/wire.py, groups/leases.py,
 # groups/dead_letters.py), which the broker, below them, cannot import: the same rules here,
 # held to theirs by tests/broker/test_credentials.py
@@ -79,6 +89,12 @@ HEADER_REPLY_TO = "mq9-reply-to"  # where a caller's SEND asks the answers to go
 # How every answer that did what it was asked begins (the engine's encoding: compact JSON)
 _SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
 FETCHES_REMEMBERED = 4096  # bodies, then forgotten all at once (read again as they come)
+FETCH_BODY_REMEMBERED = 512  # bytes: a larger FETCH body is read again each time, never kept
+# The groups' lease names learned from owners' FETCHes and ACKs, at most, per agent and in all;
+# beyond, the one learned longest ago (of the agent holding the most, for the bound in all) is
+# forgotten and learned again from its owner's next FETCH or ACK of that group
+LEASES_PER_AGENT = 4096
+LEASES_IN_ALL = 65536
 WATCH_SECONDS = 0.25  # how often revocations made by another process are looked for
 DROPS_LOGGED_EVERY = 10.0  # seconds: dropped requests are counted, logged at most this often
 OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscription calls
@@ -145,7 +161,9 @@ class Ownership:
         self._digests = {digest(m): m for m in self.mailboxes}
         # lease digest -> mailbox, for the (mailbox, group) pairs its owner read with
         self._leases: dict[str, str] = {}
-        self._groups: set[tuple[str, str]] = set()  # the (mailbox, group) pairs learned
+        # each principal's lease digests, the one learned (or used) longest ago first
+        self._leases_of: dict[str, OrderedDict[str, None]] = {}
+        self.leases_per_agent, self.leases_in_all = LEASES_PER_AGENT, LEASES_IN_ALL
         self._fetches: set[tuple[str, bytes]] = set()  # FETCH bodies read for a group already
 
     # -- derived names -----------------------------------------------------------------------
@@ -289,15 +307,18 @@ class Ownership:
         when it names a reply mailbox, a FETCH by its mailbox's owner (SEND and FETCH are
         most requests)."""
         verb = command.subject
+        if not answer.startswith(_SUCCEEDED):
+            return  # refused by the engine: it made nothing, nothing is remembered of it
         if verb == p.MSG_SEND:
-            if headers and HEADER_REPLY_TO in headers and answer.startswith(_SUCCEEDED):
+            if headers and HEADER_REPLY_TO in headers:
                 await self._grant(principal, target, headers)
         elif verb == p.MSG_FETCH:  # a group's lease is its reader's to make: learn its name
             if (target, body) not in self._fetches and self.mailboxes.get(target) == principal:
                 self._learn_lease(principal, target, _field(p.FETCH_REQUEST, body, "group_name"))
-                if len(self._fetches) >= FETCHES_REMEMBERED:
-                    self._fetches.clear()
-                self._fetches.add((target, body))  # a reader's FETCHes repeat one body
+                if len(body) <= FETCH_BODY_REMEMBERED:  # a reader's FETCHes repeat one body
+                    if len(self._fetches) >= FETCHES_REMEMBERED:
+                        self._fetches.clear()
+                    self._fetches.add((target, body))
         elif verb == p.MSG_ACK:
             try:
                 request = p.ACK_REQUEST.read(body)
@@ -306,7 +327,7 @@ class Ownership:
             address = request["mail_address"]
             if isinstance(address, str):
                 self._learn_lease(principal, address, request["group_name"])
-        elif verb == p.MAILBOX_CREATE and answer.startswith(_SUCCEEDED):
+        elif verb == p.MAILBOX_CREATE:
             address = p.loads(answer).get("mail_address")
             if isinstance(address, str) and address not in self.mailboxes:
                 await self.store.own_mailbox(address, principal)
@@ -314,7 +335,6 @@ class Ownership:
                 self._digests[digest(address)] = address
         elif (
             verb == p.AGENT_REGISTER
-            and answer.startswith(_SUCCEEDED)
             and isinstance(named, str)
             and named
             and named not in self.agents
@@ -323,11 +343,33 @@ class Ownership:
             self.agents[named] = principal
 
     def _learn_lease(self, principal: str, address: str, group: Any) -> None:
-        if not (isinstance(group, str) and group) or (address, group) in self._groups:
+        """Remember that the lease of ``group`` on ``address`` is its owner's, within
+        ``leases_per_agent`` and ``leases_in_all`` (the lease digest only, not the name)."""
+        if not (isinstance(group, str) and group) or self.mailboxes.get(address) != principal:
             return
-        if self.mailboxes.get(address) == principal:
-            self._groups.add((address, group))
-            self._leases[digest(f"{address}\n{group}")] = address
+        lease = digest(f"{address}\n{group}")
+        mine = self._leases_of.setdefault(principal, OrderedDict())
+        if lease in mine:
+            mine.move_to_end(lease)
+            return
+        if len(mine) >= self.leases_per_agent:
+            self._forget_lease(principal)
+        elif len(self._leases) >= self.leases_in_all:
+            self._forget_lease(max(self._leases_of, key=lambda who: len(self._leases_of[who])))
+        mine[lease] = None
+        self._leases[lease] = address
+
+    def _forget_lease(self, principal: str) -> None:
+        """Forget ``principal``'s lease learned longest ago (its next FETCH or ACK of that
+        group learns it again: the FETCH bodies that would are forgotten too)."""
+        lease, _ = self._leases_of[principal].popitem(last=False)
+        self._leases.pop(lease, None)
+        self._fetches.clear()
+
+    def remembered(self) -> dict[str, int]:
+        """What this remembers beyond the records: lease names by principal, FETCH bodies."""
+        held = {who: len(leases) for who, leases in self._leases_of.items()}
+        return {**held, "leases in all": len(self._leases), "fetch bodies": len(self._fetches)}
 
     async def _grant(self, principal: str, address: str, headers: Any) -> None:
         """A caller's request names its reply mailbox: the agent called may answer there."""
@@ -344,7 +386,8 @@ class Ownership:
 
 class Logins:
     """A broker process's door: answers nats-server's logins (``LoginService``) and closes
-    the connections of credentials revoked meanwhile (``Kicker``), on connections of its own.
+    the connections of secrets revoked or replaced meanwhile (``Kicker``), on connections of
+    its own.
     One per process, serving or standing by: on a cluster, the brokers answer logins as one
     queue group (``queue``), each checking the same store."""
 
@@ -358,7 +401,6 @@ class Logins:
         self.connection: NatsConnection | None = None  # the broker user's, answering logins
         self._connections: list[NatsConnection] = []
         self._watcher: asyncio.Task[None] | None = None
-        self._guard: asyncio.Task[None] | None = None
 
     def broker_login(self) -> dict[str, str]:
         """The nats-py options the broker's own connections log in with."""
@@ -373,10 +415,7 @@ class Logins:
             **self.broker_login(),
         )
         self._connections.append(login)
-        self.connection = login
-        # Agents publish plain requests to it, whatever their frames: guarded as the serving
-        # connection is (nats_guard.py)
-        self._guard = protect(login)
+        self.connection = login  # it hears nats-server's login requests only
         system = await nats.connect(
             server_urls(url),
             name="mq9-dev-broker kicks",
@@ -393,9 +432,6 @@ class Logins:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        if self._guard is not None:
-            self._guard.cancel()
-            self._guard = None
         await self.service.stop()
         for connection in self._connections:
             with contextlib.suppress(Exception):
@@ -404,14 +440,34 @@ class Logins:
         self.connection = None
 
     async def _watch(self, kicker: Kicker) -> None:
-        """Close the live connections of every credential revoked meanwhile (their next
-        request is refused already: ``Identities.handle`` checks each)."""
-        while True:
-            self.store.refresh()
-            for principal in self.store.take_revoked():
-                closed = await kicker.kick(principal)
-                log.info("credential %r revoked: closed %d connection(s)", principal, closed)
-            await asyncio.sleep(WATCH_SECONDS)
+        """Close the live connections of every secret revoked or replaced meanwhile, each on
+        a task of its own (its credential's requests are refused until then:
+        ``Identities.handle`` asks ``store.active``)."""
+        under_way: dict[tuple[str, str], asyncio.Task[None]] = {}
+        try:
+            while True:
+                self.store.refresh()
+                for old in self.store.closing() - under_way.keys():
+                    under_way[old] = asyncio.create_task(self._close(kicker, *old))
+                for old in [old for old, task in under_way.items() if task.done()]:
+                    del under_way[old]
+                await asyncio.sleep(WATCH_SECONDS)
+        finally:
+            for task in under_way.values():
+                task.cancel()
+            await asyncio.gather(*under_way.values(), return_exceptions=True)
+
+    async def _close(self, kicker: Kicker, principal: str, sha256: str) -> None:
+        try:
+            closed = await kicker.kick(login_name(principal, sha256))
+            log.info(
+                "credential %r revoked or issued anew: closed %d connection(s) of its old secret",
+                principal,
+                closed,
+            )
+        except Exception as exc:  # a bug: its logins' end closes them (callout.LOGIN_SECONDS)
+            log.error("could not close the connections of %r's old secret: %r", principal, exc)
+        self.store.closed(principal, sha256)
 
 
 class Identities:
@@ -438,7 +494,8 @@ class Identities:
         self.dropped = 0  # requests answered nothing: a reply not the requester's own inbox
         self._dropped_logged = 0
         self._next_drop_log = 0.0
-        self._plain: Any = None  # the subscription refusing plain requests
+        self._answers: NatsConnection | None = None  # ANSWERS_USER's: plain requests refused
+        self._guard: asyncio.Task[None] | None = None
 
     def broker_login(self) -> dict[str, str]:
         """The nats-py options the broker's own connections log in with."""
@@ -452,28 +509,52 @@ class Identities:
         )
 
     async def start(self, url: str) -> None:
-        """Refuse plain requests (on the logins' connection), first answering logins and
-        watching for revocations on the nats-server at ``url`` when the logins are ours."""
+        """Refuse plain requests, on a connection of ``ANSWERS_USER`` (which may publish
+        only to inboxes), first answering logins and watching for revocations on the
+        nats-server at ``url`` when the logins are ours (that user logs in through them)."""
         if self._own_logins:
             await self.logins.start(url)
-        login = self.logins.connection
-        assert login is not None, "the logins start first"
-        self._plain = await login.subscribe(p.SUBJECT_WILDCARD, cb=self._refuse_plain)
-        await flush_in_order(login)
+
+        async def quietly(exc: Exception) -> None:  # a permission refused is said in the log
+            log.debug("nats (plain requests): %s", exc)
+
+        self._answers = await nats.connect(
+            server_urls(url),
+            name="mq9-dev-broker plain requests",
+            user=ANSWERS_USER,
+            password=self.issuer.answers_password,
+            max_reconnect_attempts=-1,
+            error_cb=quietly,
+        )
+        # Agents publish plain requests to it, whatever their frames: guarded as the serving
+        # connection is (nats_guard.py)
+        self._guard = protect(self._answers)
+        await self._answers.subscribe(p.SUBJECT_WILDCARD, cb=self._refuse_plain)
+        await flush_in_order(self._answers)
 
     async def stop(self) -> None:
-        if self._plain is not None:
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+        if self._answers is not None:
             with contextlib.suppress(Exception):  # the connection may be closed already
-                await self._plain.unsubscribe()
-            self._plain = None
+                await asyncio.wait_for(self._answers.close(), 5)
+            self._answers = None
         if self._own_logins:
             await self.logins.stop()
             self.store.close()
 
     async def _refuse_plain(self, msg: Msg) -> None:
-        if msg.reply and self.logins.connection is not None:
+        """A plain request's refusal, to its reply when that is an inbox (nats-server would
+        refuse ``ANSWERS_USER`` any other subject, and log it); else dropped and counted."""
+        if not msg.reply:
+            return
+        if answers_to(msg.reply) is None:
+            self._drop(msg)
+            return
+        if self._answers is not None:
             with contextlib.suppress(Exception):  # the requester may be gone
-                await self.logins.connection.publish(msg.reply, PLAIN_REFUSAL)
+                await self._answers.publish(msg.reply, PLAIN_REFUSAL)
 
     def gate(self, on_request: OnRequest) -> OnRequest:
         """``on_request`` for ``$mq9.U.<principal>.…`` requests, given as the mq9 subject they
@@ -512,7 +593,7 @@ class Identities:
         what is not the requester's, else the engine's (and what it made is recorded)."""
         principal = answers_to(msg.reply or "") or ""
         if not self.store.active(principal):
-            return REVOKED
+            return RENEWING if self.store.renewing(principal) else REVOKED
         command, target = command_for(msg.subject)
         limit = command.body_limit(engine.limits)
         if limit is not None and len(msg.data) > limit:

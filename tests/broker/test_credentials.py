@@ -7,6 +7,7 @@ nats-server: test_hostile_requests_credentialed.py; on a cluster: test_credentia
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import time
@@ -20,7 +21,13 @@ from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker import identities as ids
-from langchain_mq9.broker.callout import Issuer, LoginService, claims_of
+from langchain_mq9.broker.callout import (
+    ANSWERS_USER,
+    Issuer,
+    LoginService,
+    claims_of,
+    login_name,
+)
 from langchain_mq9.broker.credentials import (
     LOOK_EVERY,
     BaseIdentityStore,
@@ -150,8 +157,7 @@ def test_a_revocation_by_another_process_reaches_the_broker(store):
     other.revoke("alice")
     other.close()
     until_seen(store, lambda: not store.active("alice"))
-    assert store.take_revoked() == {"alice"}
-    assert store.take_revoked() == set()
+    _closes_once(store, "alice")
 
 
 def test_a_credential_issued_by_another_process_logs_in_at_once(store):
@@ -184,8 +190,38 @@ def test_a_revocation_by_another_process_counts_at_the_next_look(tmp_path):
     assert store.active("alice")  # looked LOOK_EVERY ago at most: not read yet
     now[0] += LOOK_EVERY
     assert not store.active("alice")
-    assert store.take_revoked() == {"alice"}
-    assert store.take_revoked() == set()
+    _closes_once(store, "alice")
+    store.close()
+
+
+def _closes_once(store: BaseIdentityStore, principal: str) -> str:
+    """``principal``'s one old secret waits in ``closing`` until ``closed``: its hash."""
+    ((closing, sha256),) = store.closing()
+    assert closing == principal
+    assert store.closing() == {(principal, sha256)}  # asked again: still to be closed
+    store.closed(principal, sha256)
+    assert store.closing() == set()
+    return sha256
+
+
+def test_a_credential_issued_anew_acts_once_its_old_connections_are_closed(tmp_path):
+    """Revoked and issued again between two looks of the broker: the old secret's
+    connections are to be closed, and the name acts again only once they are."""
+    now = [100.0]
+    store = IdentityStore(tmp_path / "mq9-identities.sqlite3", monotonic=lambda: now[0])
+    old = store.issue("alice")
+    assert store.active("alice") and store.closing() == set()
+    other = IdentityStore(store.path)  # the CLI's connection
+    other.revoke("alice")
+    new = other.issue("alice")
+    other.close()
+    now[0] += LOOK_EVERY
+    assert not store.active("alice") and store.renewing("alice")
+    assert store.verify("alice", new) and not store.verify("alice", old)
+    ((_, sha256),) = store.closing()
+    assert sha256 == hashlib.sha256(old.encode()).hexdigest()  # the old secret's logins
+    store.closed("alice", sha256)
+    assert store.active("alice") and not store.renewing("alice")
     store.close()
 
 
@@ -226,7 +262,10 @@ def test_a_login_with_a_valid_credential_gets_the_contract_permissions(store):
     assert answer["sub"] == "UNKEY" and answer["aud"] == "SRV"
     assert "error" not in answer["nats"]
     user = _verify(answer["nats"]["jwt"], issuer.public_key)
-    assert user["name"] == "alice" and user["aud"] == "AGENTS" and user["sub"] == "UNKEY"
+    # named after its secret's generation (never the hash itself): the kicks find them by it
+    assert user["name"] == login_name("alice", hashlib.sha256(secret.encode()).hexdigest())
+    assert user["name"].startswith("alice.") and len(user["name"]) == len("alice.") + 16
+    assert user["aud"] == "AGENTS" and user["sub"] == "UNKEY"
     assert user["exp"] == 1_700_000_000 + 3600
     assert user["nats"]["pub"] == {"allow": ["$mq9.U.alice.>", "$mq9.AI.>"]}
     assert user["nats"]["sub"] == {"allow": ["_INBOX.alice.>"]}
@@ -245,6 +284,30 @@ def test_a_login_without_a_valid_credential_is_refused_without_echoing_it(store,
     assert "jwt" not in answer["nats"]
     assert "credential" in answer["nats"]["error"]
     assert "wrong" not in answer["nats"]["error"]
+
+
+def test_the_broker_answers_user_may_publish_only_to_inboxes(store):
+    """The user of the connection refusing plain requests: its password derived from the
+    issuer's seed (another broker of the cluster, sharing the seed, checks it too), its
+    permissions reaching no JetStream API, bucket, state stream or lock."""
+    issuer = Issuer()
+    twin = Issuer(key=issuer.key)  # another broker loading the same setup file
+    assert twin.answers_password == issuer.answers_password
+    assert Issuer().answers_password != issuer.answers_password
+    login = LoginService(store, twin)
+    answer = _verify(
+        login.answer({"user": ANSWERS_USER, "pass": issuer.answers_password}, "U", "S"),
+        issuer.public_key,
+    )
+    user = _verify(answer["nats"]["jwt"], issuer.public_key)
+    assert user["name"] == ANSWERS_USER and "exp" not in user
+    assert user["nats"]["pub"] == {"allow": ["_INBOX.>"]}
+    assert user["nats"]["sub"] == {"allow": ["$mq9.AI.>"]}
+    for wrong in ({"user": ANSWERS_USER, "pass": "guess"}, {"user": ANSWERS_USER}):
+        refused = claims_of(login.answer(wrong, "U", "S"))
+        assert "jwt" not in refused["nats"] and refused["nats"]["error"]
+    with pytest.raises(CredentialError):
+        store.issue(ANSWERS_USER)  # never a credential's name
 
 
 def test_a_revoked_credential_cannot_log_in(store):
