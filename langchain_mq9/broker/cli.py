@@ -26,18 +26,42 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsConnection
 
 from .. import protocol as p
 from .. import semantic
-from .._cli import ArgumentParser, configure_logging, count_limit, port, positive_int
+from .._cli import (
+    ArgumentParser,
+    configure_logging,
+    count_limit,
+    port,
+    positive_float,
+    positive_int,
+)
 from .._version import __version__
 from ..client.redaction import describe, redact
-from .callout import LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
+from .callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
+from .cluster import (
+    JETSTREAM_UNAVAILABLE,
+    NO_PEERS_YET,
+    POLL,
+    ClusterError,
+    Waiting,
+    check_urls,
+    distinct,
+    replicas_for,
+    servers_told,
+    survey,
+)
 from .credentials import CredentialError
-from .credentials_cli import add_broker_arguments, identities_for, run_command
+from .credentials_cli import (
+    add_broker_arguments,
+    check_broker_arguments,
+    identities_for,
+    run_command,
+)
 from .engine import BrokerEngine, BrokerLimits
 from .identities import Identities, Logins
 from .identities_kv import KvIdentityStore
@@ -53,8 +77,10 @@ from .serve import BULK_ANSWER, serve_on_nats
 from .standby import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine, serve_while_leader
 from .storage import JetStreamStorage, SqliteStorage, Storage, StorageError
 from .storage.jetstream import DEFAULT_STREAM
+from .storage.sqlite import data_file
 
 log = logging.getLogger("langchain_mq9.broker")
+T = TypeVar("T")
 
 READY = "mq9 dev broker ready on"
 CONNECT_TIMEOUT = 10.0
@@ -66,6 +92,7 @@ SWITCH_INTERVAL = 0.0001  # seconds: see main()
 # at once, up to BURST_MIB ahead of the pace
 ANSWER_RATE_MIB = 8
 BURST_MIB = 4
+CLUSTER_WAIT = 60.0  # seconds: a cluster's servers started by hand, one after another
 
 
 class StartupError(Exception):
@@ -123,8 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=range(1, 6),
         metavar="N",
         help="with --store jetstream: the stream's replicas when the broker creates it "
-        "(default: 3 when the cluster has 3 or more servers, else 1; an existing stream keeps "
-        "its own)",
+        "(default: 3 when the cluster tells of 3 or more servers, each counted once, else 1; "
+        "an existing stream keeps its own)",
+    )
+    keep.add_argument(
+        "--cluster-wait",
+        type=positive_float,
+        default=CLUSTER_WAIT,
+        metavar="SECONDS",
+        help="with --store jetstream: how long a start waits for a NATS cluster still forming "
+        "(its JetStream leader elected, the servers --nats names joined), saying what for, "
+        f"before it gives up (default {CLUSTER_WAIT:g}); an unreachable --nats fails at once",
     )
     keep.add_argument(
         "--stream",
@@ -227,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     storage: Storage | None = None
     try:
         store = _store_of(args)
+        check_broker_arguments(args, store)  # #53: before the servers are reached
+        if args.nats:  # servers that are not there: said now, before the model loads
+            urls = server_urls(args.nats)
+            asyncio.run(_survey(urls, ",".join(redact(one) for one in urls)))
         # Storage first: a data file in use by another broker must stop us before anything
         # listens. nats-server is started here, on the main thread, which lives as long as the
         # broker (the child is tied to the thread that started it, see start_nats_server).
@@ -248,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.setswitchinterval(SWITCH_INTERVAL)
             return asyncio.run(_serve_jetstream(args, limits, pacer))
         if store == "sqlite":
+            # made the broker's own: it holds every message (docs/security.md, the data directory)
+            data_file(args.data).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             storage = SqliteStorage(args.data, synchronous=args.sync)
         engine = BrokerEngine(limits=limits, storage=storage, search=not args.no_search)
         identities = identities_for(args, engine)  # #53: None without --credentials
@@ -265,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             server = _start_server(args.host, args.port, identities)
             url = server.url
         return asyncio.run(_serve(engine, url, server, storage, pacer, identities))
-    except (StartupError, StorageError, semantic.ModelError, CredentialError) as exc:
+    except (StartupError, ClusterError, StorageError, semantic.ModelError, CredentialError) as exc:
         # redacted: with --credentials on a cluster, the servers' URLs carry the broker's login
         print(f"mq9-dev-broker: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
@@ -281,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
 def _store_of(args: argparse.Namespace) -> str:
     """The store ``--store`` names, or the one ``--data`` implies; contradictions refused."""
     store = args.store or ("sqlite" if args.data else "memory")
+    if args.nats:
+        _checked_urls(args.nats)  # a misspelt URL: one line now, before anything loads
     if store == "jetstream" and not args.nats:
         raise StartupError(
             "--store jetstream keeps the state on the NATS cluster the broker serves on: "
@@ -352,6 +396,8 @@ async def _serve(
     async def nats_error(exc: Exception) -> None:
         log.debug("nats: %s", describe(exc))  # describe redacts a URL in the text
 
+    if server is None:  # --nats: one that is not there is said in one line, at once
+        await _survey(server_urls(url), shown)
     connection = await _connect(
         url,
         shown,
@@ -420,13 +466,92 @@ async def _serve_jetstream(
     args: argparse.Namespace, limits: BrokerLimits, pacer: AnswerPacer | None
 ) -> int:
     """Serve the state kept in JetStream while this process holds the stream's leader lock,
-    standing by while another broker holds it (standby.py); until SIGINT/SIGTERM."""
-    servers = server_urls(args.nats)
+    standing by while another broker holds it (standby.py); until SIGINT/SIGTERM. A cluster
+    still forming is waited for (``--cluster-wait``), saying what for."""
+    servers = _checked_urls(args.nats)
     shown = ",".join(redact(one) for one in servers)
-    loop = asyncio.get_running_loop()
+    stop = _stop_on_signals()
+    # #53: with --credentials, the servers (configured by 'credentials setup') ask the brokers
+    # at each login; every part logs in as the broker's user, and the identities live on the
+    # cluster, read by every broker, serving or standing by
+    issuer = _cluster_issuer(args)
+    infos = await _survey(servers, shown)
+    if issuer is not None:
+        _require_logins(infos)
+    parts = servers if issuer is None else broker_urls(args.nats, issuer)  # URLs with a login
+    login = {} if issuer is None else {"user": BROKER_USER, "password": issuer.broker_password}
+    wait = Waiting(args.cluster_wait, log.info)
+    nats_error, disconnected, reconnected = _connection_callbacks(shown, stop)
+    logins: Logins | None = None
+    lock: LeaderLock | None = None
+    connection: NatsConnection | None = None
+    bulk: NatsConnection | None = None
+    try:
+        connection = await _connect(
+            args.nats, shown, name="mq9-dev-broker", disconnected_cb=disconnected,
+            reconnected_cb=reconnected, error_cb=nats_error, **login,
+        )  # fmt: skip
+        replicas = await _await_cluster(connection, servers, args.replicas, shown, wait)
+        if issuer is not None:
+            logins = await _answer_logins(args, issuer, parts, replicas, wait)
+        lock = await _placed(
+            wait, "the lock bucket", LeaderLock, parts, args.stream, replicas=replicas
+        )
+        bulk = await _connect(
+            args.nats, shown, name="mq9-dev-broker answers", error_cb=nats_error, **login
+        )
+        await _take_or_stand_by(lock, connection, shown)
+        refused: list[str] = []  # why the stream cannot be had, if it cannot: the broker exits
+        start = _starter(args, limits, pacer, parts, replicas, lock, connection, bulk, logins)
+
+        async def start_or_exit() -> Callable[[], Awaitable[None]]:
+            try:
+                return await start()
+            except StorageError as exc:
+                if not _refused(exc):
+                    raise  # no quorum yet, say: serve_while_leader stands by, tries again
+                refused.append(str(exc))
+                stop.set()
+                return _nothing
+
+        def standing_by() -> None:
+            print(f"mq9 dev broker standing by on {shown}", flush=True)
+
+        await serve_while_leader(lock, stop, start_or_exit, standing_by=standing_by)
+        if refused:
+            raise StartupError(refused[0])
+    finally:
+        stop.set()  # what closes now is closed by us: no "lost the connection" said
+        await _close_all(bulk, connection, lock, logins)
+    print("mq9 dev broker stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _checked_urls(url: str) -> list[str]:
+    try:
+        return check_urls(url)
+    except ClusterError as exc:
+        raise StartupError(f"--nats: {exc}") from None
+
+
+async def _survey(servers: list[str], shown: str) -> dict[str, dict[str, Any]]:
+    try:
+        return await survey(servers, shown)
+    except ClusterError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _connection_callbacks(shown: str, stop: asyncio.Event) -> tuple[Any, Any, Any]:
+    """nats-py's error, disconnected and reconnected callbacks of the broker's connection."""
 
     async def nats_error(exc: Exception) -> None:
         log.debug("nats: %s", describe(exc))
@@ -438,141 +563,202 @@ async def _serve_jetstream(
     async def reconnected() -> None:
         log.warning("reconnected to nats-server at %s", shown)
 
-    # #53: with --credentials, the servers (configured by 'credentials setup') ask the brokers
-    # at each login; every part logs in as the broker's user, and the identities live on the
-    # cluster, read by every broker, serving or standing by
-    issuer = _cluster_issuer(args)
-    logins: Logins | None = None
-    login: dict[str, str] = {}
-    if issuer is not None:
-        servers = broker_urls(args.nats, issuer)
-        store = await asyncio.to_thread(
-            KvIdentityStore, servers, stream=args.stream, replicas=args.replicas
-        )
-        logins = Logins(store, issuer, queue=LOGIN_QUEUE)
-        login = logins.broker_login()
-    lock: LeaderLock | None = None
-    connection: NatsConnection | None = None
-    bulk: NatsConnection | None = None
-    try:
-        if logins is not None:
-            await _answer_logins(logins, server_urls(args.nats), shown)
-        lock = await asyncio.to_thread(LeaderLock, servers, args.stream, replicas=args.replicas)
-        connection = await _connect(
-            args.nats,
-            shown,
-            name="mq9-dev-broker",
-            disconnected_cb=disconnected,
-            reconnected_cb=reconnected,
-            error_cb=nats_error,
-            **login,
-        )
-        bulk = await _connect(
-            args.nats, shown, name="mq9-dev-broker answers", error_cb=nats_error, **login
-        )
-        if await asyncio.to_thread(lock.try_take):
-            try:  # a broker keeping its state elsewhere may serve these subjects
-                await _refuse_second_broker(connection, shown)
-            except StartupError:
-                await asyncio.to_thread(lock.release)
-                raise
-        else:
-            _standby_banner(shown, lock)
-            print(f"{READY} {shown} (standby)", flush=True)
-        serving, stopped, held = connection, bulk, lock  # bound for start()
+    return nats_error, disconnected, reconnected
 
-        async def start() -> Callable[[], Awaitable[None]]:
-            await asyncio.to_thread(held.fence)
-            storage = await asyncio.to_thread(
-                JetStreamStorage, servers, replicas=args.replicas, stream=args.stream
+
+async def _await_cluster(
+    connection: NatsConnection, servers: list[str], replicas: int | None, shown: str,
+    wait: Waiting,
+) -> int:  # fmt: skip
+    """Wait until JetStream answers on the cluster and the cluster tells of as many servers
+    as the state needs: ``replicas`` (``--replicas``), else 3 when ``servers`` name 3 or more
+    distinct servers, else 1. The replicas of what the broker creates: ``replicas``, else from
+    the servers the cluster tells of (``cluster.replicas_for``), never from the URLs' spelling."""
+    await _await_jetstream(connection, shown, wait)
+    want = replicas or (3 if distinct(servers) >= 3 else 1)
+    while True:
+        infos = await _survey(servers, shown)
+        url, info = max(infos.items(), key=lambda item: servers_told(item[1]))
+        if want > 1 and not info.get("cluster"):
+            raise StartupError(
+                f"the nats-server at {redact(url)} is not clustered (no cluster block in its "
+                f"config), so it cannot hold {want} replicas of the state: name the servers "
+                "of a NATS cluster in --nats, or pass --replicas 1"
             )
-            try:
-                engine = await asyncio.to_thread(
-                    LeaseEngine, held.holds, limits=limits, storage=storage,
-                    search=not args.no_search,
-                )  # fmt: skip
-                # #53: who owns what, as the cluster holds it at the takeover
-                identities = (
-                    None
-                    if logins is None
-                    else await asyncio.to_thread(Identities, logins.store, engine, logins=logins)
-                )
-            except BaseException:
-                storage.close()
-                raise
-            engine.load_model_soon()
-            if identities is not None:
-                await identities.start(args.nats)
-            service = await serve_on_nats(engine, serving, stopped, pacer, identities)
-            _warn_payload(engine, serving)
-            _banner(shown, None, storage, engine)
-            if identities is not None:
-                print(identities.describe(), flush=True)
-            print(f"{READY} {shown} (serving)", flush=True)
-
-            async def stop_serving() -> None:
-                if held.holds():  # stopped (SIGTERM)
-                    await service.stop()
-                else:  # the lease ended: say so to what is still under way or waiting
-                    await service.stop(unfinished=LEASE_ENDED, unread=NOT_SERVING)
-                if identities is not None:
-                    await identities.stop()
-                await asyncio.to_thread(storage.close)
-
-            return stop_serving
-
-        def standing_by() -> None:
-            print(f"mq9 dev broker standing by on {shown}", flush=True)
-
-        await serve_while_leader(lock, stop, start, standing_by=standing_by)
-    finally:
-        for opened in (bulk, connection):
-            if opened is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(opened.close(), 5)
-        if lock is not None:
-            await asyncio.to_thread(lock.close)
-        if logins is not None:
-            await logins.stop()
-            await asyncio.to_thread(logins.store.close)
-    print("mq9 dev broker stopped", file=sys.stderr, flush=True)
-    return 0
+        told = servers_told(info)
+        if told >= want:
+            return replicas or replicas_for(info)
+        wait.until(f"the NATS cluster at {shown} to have {want} servers (it has {told} so far)")
+        await asyncio.sleep(POLL)
 
 
-async def _answer_logins(logins: Logins, servers: list[str], shown: str) -> None:
-    """Start answering logins, then make sure every server asks: a server without the setup's
-    config would let any agent in unchecked, so the broker does not start beside it."""
-    try:
-        await logins.start(",".join(servers))
-    except Exception as exc:
-        raise StartupError(f"cannot answer logins on {shown}: {describe(exc)}") from None
-    for server in servers:
-        probe = NatsConnection()
+async def _await_jetstream(connection: NatsConnection, shown: str, wait: Waiting) -> None:
+    """Until JetStream answers the broker's user: a cluster just started (or still missing
+    servers) elects its JetStream leader first; JetStream off is said at once."""
+    import nats.errors
+    from nats.js.errors import APIError
+
+    js = connection.jetstream(timeout=2)
+    while True:
         try:
-            await probe.connect(
-                [server], allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5
-            )
-        except Exception:
-            continue  # refused: this server asks the brokers (or is down: it takes nobody)
-        with contextlib.suppress(Exception):
-            await probe.close()
-        raise StartupError(
-            f"the nats-server at {redact(server)} lets a client in without a credential: add "
-            "the config block 'mq9-dev-broker credentials setup DIR' printed to every server "
-            "of the cluster"
+            await js.account_info()
+            return
+        except nats.errors.NoRespondersError:
+            raise StartupError(
+                f"JetStream is not enabled on {shown}: give each nats-server a jetstream block "
+                "(store_dir), or drop --store jetstream"
+            ) from None
+        except APIError as exc:
+            if exc.err_code != JETSTREAM_UNAVAILABLE:
+                raise StartupError(f"JetStream on {shown} refuses the broker: {exc}") from None
+        except (TimeoutError, nats.errors.TimeoutError):
+            pass  # no JetStream leader to answer yet
+        wait.until(f"the JetStream cluster at {shown} to elect its leader")
+        await asyncio.sleep(POLL)
+
+
+async def _placed(wait: Waiting, what: str, make: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """``make(*args, **kw)`` on a thread, tried again while the cluster cannot place ``what``
+    yet (its servers still registering with JetStream), within ``wait``."""
+    while True:
+        try:
+            return await asyncio.to_thread(make, *args, **kw)
+        except (StorageError, CredentialError) as exc:
+            if isinstance(exc, StorageError) and _refused(exc):
+                raise
+            wait.until(f"the JetStream cluster to place {what} ({redact(str(exc))})")
+        await asyncio.sleep(POLL)
+
+
+def _refused(exc: StorageError) -> bool:
+    """Whether JetStream refused for good (a request it will never grant, such as more
+    replicas than a lone server holds: err 10074), not for now (no leader, no peers yet)."""
+    code = getattr(exc.__context__, "err_code", None)  # the nats-py error it was made from
+    return code is not None and code not in (NO_PEERS_YET, JETSTREAM_UNAVAILABLE)
+
+
+async def _nothing() -> None:
+    """How to stop serving what never started."""
+
+
+async def _take_or_stand_by(lock: LeaderLock, connection: NatsConnection, shown: str) -> None:
+    """Take the lock now if no one holds it, refusing to serve beside another broker; else
+    say that this one stands by."""
+    if await asyncio.to_thread(lock.try_take):
+        try:  # a broker keeping its state elsewhere may serve these subjects
+            await _refuse_second_broker(connection, shown)
+        except StartupError:
+            await asyncio.to_thread(lock.release)
+            raise
+    else:
+        _standby_banner(shown, lock)
+        print(f"{READY} {shown} (standby)", flush=True)
+
+
+def _starter(
+    args: argparse.Namespace, limits: BrokerLimits, pacer: AnswerPacer | None,
+    parts: list[str], replicas: int, held: LeaderLock, serving: NatsConnection,
+    stopped: NatsConnection, logins: Logins | None,
+) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:  # fmt: skip
+    """What ``serve_while_leader`` runs once this broker holds the lock: fence the stream,
+    read it back, serve; it returns how to stop."""
+    shown = ",".join(redact(one) for one in server_urls(args.nats))
+
+    async def start() -> Callable[[], Awaitable[None]]:
+        await asyncio.to_thread(held.fence)
+        storage = await asyncio.to_thread(
+            JetStreamStorage, parts, replicas=replicas, stream=args.stream
         )
+        try:
+            engine = await asyncio.to_thread(
+                LeaseEngine, held.holds, limits=limits, storage=storage,
+                search=not args.no_search,
+            )  # fmt: skip
+            # #53: who owns what, as the cluster holds it at the takeover
+            identities = (
+                None
+                if logins is None
+                else await asyncio.to_thread(Identities, logins.store, engine, logins=logins)
+            )
+        except BaseException:
+            storage.close()
+            raise
+        engine.load_model_soon()
+        if identities is not None:
+            await identities.start(args.nats)
+        service = await serve_on_nats(engine, serving, stopped, pacer, identities)
+        _warn_payload(engine, serving)
+        _banner(shown, None, storage, engine)
+        if identities is not None:
+            print(identities.describe(), flush=True)
+        print(f"{READY} {shown} (serving)", flush=True)
+
+        async def stop_serving() -> None:
+            if held.holds():  # stopped (SIGTERM)
+                await service.stop()
+            else:  # the lease ended: say so to what is still under way or waiting
+                await service.stop(unfinished=LEASE_ENDED, unread=NOT_SERVING)
+            if identities is not None:
+                await identities.stop()
+            await asyncio.to_thread(storage.close)
+
+        return stop_serving
+
+    return start
+
+
+async def _close_all(
+    bulk: NatsConnection | None, connection: NatsConnection | None, lock: LeaderLock | None,
+    logins: Logins | None,
+) -> None:  # fmt: skip
+    for opened in (bulk, connection):
+        if opened is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(opened.close(), 5)
+    if lock is not None:
+        await asyncio.to_thread(lock.close)
+    if logins is not None:
+        await logins.stop()
+        await asyncio.to_thread(logins.store.close)
+
+
+def _require_logins(infos: dict[str, dict[str, Any]]) -> None:
+    """Every server that answered asks a login: a server without the setup's config would let
+    any agent in unchecked, so the broker does not start beside it. (Read from the server's
+    INFO: a login tried to find out would be refused, and logged as an error, at each start.)"""
+    for url, info in infos.items():
+        if not info.get("auth_required"):
+            raise StartupError(
+                f"the nats-server at {redact(url)} lets a client in without a credential: add "
+                "the config block 'mq9-dev-broker credentials setup DIR' printed to every "
+                "server of the cluster"
+            )
+
+
+async def _answer_logins(
+    args: argparse.Namespace, issuer: Issuer, parts: list[str], replicas: int, wait: Waiting
+) -> Logins:
+    """The cluster's identities (its bucket, made with ``replicas``), and this broker
+    answering logins with them."""
+    store = await _placed(
+        wait, "the identities bucket", KvIdentityStore, parts, stream=args.stream,
+        replicas=replicas,
+    )  # fmt: skip
+    logins = Logins(store, issuer, queue=LOGIN_QUEUE)
+    try:
+        await logins.start(args.nats)
+    except Exception as exc:
+        await logins.stop()
+        await asyncio.to_thread(store.close)
+        raise StartupError(f"cannot answer logins on the servers: {describe(exc)}") from None
+    return logins
 
 
 def _cluster_issuer(args: argparse.Namespace) -> Issuer | None:
     """The issuer ``credentials setup DIR`` kept, for ``--credentials DIR`` on a cluster."""
     if args.credentials is None:
         return None
-    if not args.credentials:
-        raise CredentialError(
-            "--credentials on --store jetstream needs DIR: run 'mq9-dev-broker credentials "
-            "setup DIR', add the config it prints to every nats-server, then pass "
-            "--credentials DIR"
-        )
+    check_broker_arguments(args, "jetstream")
     return Issuer.load(Path(args.credentials, SETUP_FILE))
 
 

@@ -20,13 +20,16 @@ A running broker sees each change within 10 ms, at the next request (docs/securi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
 from pathlib import Path
 
-from .._cli import ArgumentParser
+from .._cli import ArgumentParser, configure_logging
+from ..client.redaction import redact
 from .callout import SETUP_FILE, Issuer, broker_urls
+from .cluster import ClusterError, check_urls, survey
 from .credentials import BaseIdentityStore, CredentialError, IdentityStore, identities_file
 from .engine import BrokerEngine
 from .identities import Identities
@@ -36,6 +39,20 @@ from .storage.jetstream import DEFAULT_STREAM
 DATA_HELP = (
     "the broker's --data PATH: credentials are kept beside its data, in mq9-identities.sqlite3"
 )
+EXTRA = "credentials"  # the extra of langchain-mq9 that brings nkeys
+
+
+def need_credentials_extra() -> None:
+    """Refuse, in one line, what signs logins (nkeys) when the ``credentials`` extra is not
+    installed."""
+    try:
+        import nkeys  # type: ignore[import-untyped]  # noqa: F401  # no types shipped
+    except ImportError:
+        raise CredentialError(
+            f"credentials need langchain-mq9's '{EXTRA}' extra (nkeys), missing from "
+            f"{sys.prefix}: install langchain-mq9 as you did, with [{EXTRA}] after its name (in "
+            f"a clone: {sys.executable} -m pip install -e '.[{EXTRA}]')"
+        ) from None
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,16 +81,30 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def identities_for(args: argparse.Namespace, engine: BrokerEngine) -> Identities | None:
-    """The enforcing part of a broker started with ``--credentials`` (None without it)."""
+def check_broker_arguments(args: argparse.Namespace, store: str) -> None:
+    """Refuse what ``--credentials`` cannot be with: said before anything is reached."""
     if args.credentials is None:
-        return None
-    if args.nats:  # --store jetstream is served by cli._serve_jetstream
+        return
+    need_credentials_extra()
+    if getattr(args, "nats", None) and store != "jetstream":  # cli._serve_jetstream's
         raise CredentialError(
             "--credentials with --nats keeps the credentials on the NATS cluster: add --store "
             "jetstream and give the DIR 'mq9-dev-broker credentials setup DIR' wrote; or drop "
             "--nats (the broker then starts its nats-server and writes its login config)"
         )
+    if store == "jetstream" and not args.credentials:
+        raise CredentialError(
+            "--credentials on --store jetstream needs DIR: run 'mq9-dev-broker credentials "
+            "setup DIR', add the config it prints to every nats-server, then pass "
+            "--credentials DIR"
+        )
+
+
+def identities_for(args: argparse.Namespace, engine: BrokerEngine) -> Identities | None:
+    """The enforcing part of a broker started with ``--credentials`` (None without it)."""
+    if args.credentials is None:
+        return None
+    check_broker_arguments(args, getattr(args, "store", None) or "sqlite")
     place = args.credentials or args.data
     if not place:
         raise CredentialError(
@@ -81,6 +112,7 @@ def identities_for(args: argparse.Namespace, engine: BrokerEngine) -> Identities
             "broker's data) or --credentials DIR"
         )
     path = Path(place, "mq9-identities.sqlite3") if args.credentials else identities_file(place)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the broker's own (security.md)
     return Identities(IdentityStore(path), engine)
 
 
@@ -168,8 +200,10 @@ def _when(seconds: int | None) -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging("warning")  # a library's complaint: one line, never a traceback
     try:
         if args.command == "setup":
+            need_credentials_extra()
             return _setup(Path(args.dir))
         store = _store_for(args)
         try:
@@ -189,7 +223,9 @@ def _store_for(args: argparse.Namespace) -> BaseIdentityStore:
                 "--nats needs --credentials DIR: the DIR 'mq9-dev-broker credentials setup' "
                 "wrote (the command logs in to the cluster as the broker)"
             )
+        need_credentials_extra()
         issuer = Issuer.load(Path(args.credentials, SETUP_FILE))
+        _reachable(args.nats)
         return KvIdentityStore(broker_urls(args.nats, issuer), stream=args.stream, watch=False)
     if args.store:
         raise CredentialError("--store jetstream needs --nats URL: the cluster's servers")
@@ -198,7 +234,23 @@ def _store_for(args: argparse.Namespace) -> BaseIdentityStore:
         if args.credentials
         else identities_file(args.data)
     )
+    if not path.parent.is_dir():  # a misspelt path: never a new store no broker reads
+        made_by = "the broker makes it at its first start with --data, " if args.data else ""
+        raise CredentialError(
+            f"no directory {path.parent}: {made_by}or make it with mkdir -m 700 "
+            f"{path.parent}; a new identity store there would be one no broker reads (check "
+            "the path)"
+        )
     return IdentityStore(path)
+
+
+def _reachable(url: str) -> None:
+    """The servers of ``url`` are NATS URLs and one of them answers: else one line, at once."""
+    try:
+        servers = check_urls(url)
+        asyncio.run(survey(servers, ",".join(redact(one) for one in servers)))
+    except ClusterError as exc:
+        raise CredentialError(f"--nats: {exc}") from None
 
 
 def _setup(place: Path) -> int:

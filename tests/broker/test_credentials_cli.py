@@ -19,6 +19,7 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_issue_prints_the_credential_once_and_list_never_shows_it(tmp_path, capsys):
     data = str(tmp_path / "data")
+    (tmp_path / "data").mkdir(mode=0o700)  # the broker's --data, which its first start makes
     status, out, _ = _run(capsys, "credentials", "issue", "billing", "--data", data, "--label", "w")
     assert status == 0
     credential = out.strip()
