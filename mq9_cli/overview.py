@@ -253,7 +253,10 @@ async def _not_replayed(client: Any, address: str) -> set[int] | None:
 
 async def replay_dead_letters(client: Any, mailbox: str) -> Replayed:
     """Send ``mailbox``'s dead letters back to it, each once (``groups.reader.replay``)."""
-    return await replay(client, dead_letter_address(mailbox), mailbox=mailbox)
+    try:
+        return await replay(client, dead_letter_address(mailbox), mailbox=mailbox)
+    except MailboxNotFound:  # no dead-letter mailbox: none was ever set aside
+        return Replayed([], {})
 
 
 # -- calls -------------------------------------------------------------------------------------
@@ -296,12 +299,17 @@ async def call_timeline(client: Any, reply_mailbox: str, task_id: str) -> list[E
                 events.append(Event(message.create_time, "caller", label, trace))
     if isinstance(agent_mailbox, str):
         with contextlib.suppress(MailboxNotFound, ValueError):
+            sends = 0
             for message in await client.query(agent_mailbox, limit=QUERY_CAP):
                 if message.header.get(w.HEADER_TASK_ID) != task_id:
                     continue
                 method = message.header.get(w.HEADER_METHOD, w.SEND)
+                what = "cancel asked" if method == w.CANCEL_TASK else f"request: {method}"
+                if method == w.SEND:  # the task, then each answer the caller gave
+                    what = "task sent" if sends == 0 else "answer sent"
+                    sends += 1
                 trace = _trace_id(message.header)
-                events.append(Event(message.create_time, "agent", f"sent: {method}", trace))
+                events.append(Event(message.create_time, "agent", what, trace))
     return sorted(events, key=lambda e: e.time)
 
 

@@ -40,7 +40,7 @@ from langchain_mq9.protocol import QUERY_CAP, is_valid_address
 from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error
 
 from .. import overview
-from ..connect import failure
+from ..connect import NOT_FOUND, UNREACHABLE, failure
 from ..render import when
 from . import charts
 from .auth import COOKIE, Gate, Session, cookie_header, csrf_ok, same_origin
@@ -163,7 +163,7 @@ class Guard:
                 headers += [
                     (b"content-security-policy", CSP.encode()),
                     (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
+                    (b"referrer-policy", b"same-origin"),  # no-referrer: Chrome sends Origin: null
                     (b"x-frame-options", b"DENY"),
                     (b"cache-control", b"no-store"),
                 ]
@@ -267,9 +267,10 @@ def _console(request: Request) -> Console:
 async def _failed(request: Request, exc: Exception) -> Response:
     """A broker's refusal or absence as a page (or JSON), in its one line; never a traceback."""
     problem = failure(exc)
+    status = {NOT_FOUND: 404, UNREACHABLE: 502}.get(problem.code, 400)
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": str(problem)}, 502 if problem.code == 4 else 400)
-    return _console(request).page(request, "error.html", 502, problem=str(problem))
+        return JSONResponse({"error": str(problem)}, status)
+    return _console(request).page(request, "error.html", status, problem=str(problem))
 
 
 async def _login(request: Request) -> Response:
@@ -472,7 +473,8 @@ async def _steer(request: Request, operation: str) -> Response:
         args["answer"] = fields.get("answer", "")
     policy = overview.person_policy(reply_mailbox=reply)
     shown = await overview.operate(console.broker, operation, args, policy)
-    _notice(request, f"{operation.replace('_call', 'ed')}: the call is {shown['state']}")
+    done = "your answer went to the agent" if operation == "answer_call" else "cancel asked"
+    _notice(request, f"{done}; the call is {shown['state']} (this page follows it)")
     return RedirectResponse(f"/calls/{quote(reply, safe='')}/{quote(task_id, safe='')}", 303)
 
 

@@ -103,7 +103,9 @@ def timeline_chart(task_id: str, events: list[Event]) -> str:
         y = 50 + 60 * row
         colour = colours[traces.index(event.trace_id) % 4] if event.trace_id else "#555"
         body.append(f'<circle cx="{x:.1f}" cy="{y}" r="5" fill="{colour}"/>')
-        body.append(_text(x + 7, y - 8 - 12 * stack, event.what))
+        right = x > WIDTH * 0.6  # a label near the right edge reads leftwards
+        label_x = x - 7 if right else x + 7
+        body.append(_text(label_x, y - 8 - 12 * stack, event.what, "end" if right else "start"))
     for n, trace in enumerate(traces):
         body.append(_text(8, height - 20 + 0 * n - 14 * (len(traces) - 1 - n), f"trace {trace}"))
     body.append(_text(80, height - 4, time.strftime("%H:%M:%S", time.gmtime(t0))))

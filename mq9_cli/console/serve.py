@@ -69,4 +69,12 @@ def serve(target: Target, *, host: str, port: int, **options: Any) -> None:
         lines.append(f"token (enter it on the login page): {settings.token}")
     print("\n".join(lines), file=sys.stderr, flush=True)
     app = create_app(lambda: target.client("mq9-console"), settings)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # Live pages hold their event streams open: a stop waits for them 2 s at most.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )

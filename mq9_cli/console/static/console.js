@@ -66,6 +66,7 @@
     source.addEventListener("call", function (event) {
       var c = JSON.parse(event.data);
       document.getElementById("state").textContent = c.state;
+      document.getElementById("pending").hidden = !c.answer_pending;
       ["question", "result", "reason"].forEach(function (key) {
         document.getElementById(key).textContent = c[key] || "";
       });
