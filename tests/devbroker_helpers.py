@@ -25,15 +25,25 @@ START_TIMEOUT = 30.0  # a cold interpreter importing langchain on a busy 2-core 
 class DevBroker:
     """One dev-broker process. ``url`` and ``nats_pid`` are known once it printed ready."""
 
-    def __init__(self, *args: str, wait: bool = True) -> None:
+    def __init__(
+        self,
+        *args: str,
+        wait: bool = True,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``command``: the whole command line instead (a documented one, run as written), in
+        ``cwd`` with ``env``."""
         self.args = args
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "langchain_mq9.broker", *args],
+            command or [sys.executable, "-m", "langchain_mq9.broker", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=cwd or Path(__file__).resolve().parents[1],
+            env=env,
         )
         self.stdout: list[str] = []
         self.stderr: list[str] = []

@@ -1,0 +1,201 @@
+"""#61 item 8: docs/deploy.md's first cluster, its configuration and commands as written, read
+from the markdown (blocks marked ``<!-- deploy-file: NAME -->``, ``<!-- deploy-commands -->``
+and ``<!-- deploy-credentials -->``) and run on loopback with free ports in place of the
+documented ones: three nats-servers clustered with JetStream, two brokers (one serves, one
+stands by), state written; then credentials turned on as the doc says (the setup's config in
+place of accounts.conf, the servers restarted one at a time, the brokers started again with
+--credentials): the state is still there, the start logs no refused login anywhere, and an
+agent with a credential issued by the documented command is served."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from credentials_support import ok
+from devbroker_helpers import DevBroker, request_ok, wait_until
+from jetstream_servers import wait_serving
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker.nats_process import free_port
+
+pytestmark = pytest.mark.slow  # three nats-servers and two brokers, twice
+pytest.importorskip("nkeys")
+
+DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+PORTS = ("4222", "4223", "4224", "6222", "6223", "6224")
+BLOCK = re.compile(
+    r"<!-- (?P<marker>deploy-[\w-]+)(?:: (?P<name>\S+))? -->\n```\w*\n(?P<body>.*?)^```",
+    re.S | re.M,
+)
+
+
+def _documented() -> tuple[dict[str, str], list[str], list[str]]:
+    """The files, the commands and the credentials commands of deploy.md, each documented
+    port replaced by a free one (the same everywhere)."""
+    text = DEPLOY.read_text()
+    free = {port: str(free_port()) for port in PORTS}
+    text = re.sub(r"\b(" + "|".join(PORTS) + r")\b", lambda m: free[m.group(1)], text)
+    files, commands, credentials = {}, [], []
+    for block in BLOCK.finditer(text):
+        marker, body = block.group("marker"), block.group("body")
+        if marker == "deploy-file":
+            files[block.group("name")] = body
+        elif marker == "deploy-commands":
+            commands = body.strip().splitlines()
+        elif marker == "deploy-credentials":
+            credentials = body.strip().splitlines()
+    assert set(files) == {"node1.conf", "node2.conf", "node3.conf", "accounts.conf"}, files
+    assert len(commands) == 5 and len(credentials) == 4, (commands, credentials)
+    return files, commands, credentials
+
+
+class Deployment:
+    """The documented commands run in ``home``, with this venv's executables on PATH."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        self.servers: dict[str, subprocess.Popen[bytes]] = {}
+        self.brokers: list[DevBroker] = []
+
+    def start_server(self, line: str) -> None:
+        name = shlex.split(line)[-1].removesuffix(".conf")
+        with (self.home / f"{name}.log").open("ab") as log:
+            self.servers[line] = subprocess.Popen(
+                ["bash", "-c", f"exec {line}"], cwd=self.home, env=self.env, stdout=log,
+                stderr=log,
+            )  # fmt: skip
+        port = int(re.search(r"listen: 127\.0\.0\.1:(\d+)", self._config(name)).group(1))
+        wait_until(lambda: _listens(port), 30, f"{name} listens on {port}")
+
+    def _config(self, name: str) -> str:
+        return (self.home / f"{name}.conf").read_text()
+
+    def restart_server(self, line: str) -> None:
+        process = self.servers.pop(line)
+        process.terminate()
+        process.wait(30)
+        self.start_server(line)
+
+    def start_broker(self, line: str) -> DevBroker:
+        broker = DevBroker(
+            command=["bash", "-c", f"exec {line} --no-search"], cwd=self.home, env=self.env,
+            wait=False,
+        )  # fmt: skip
+        self.brokers.append(broker)
+        return broker
+
+    def run(self, line: str) -> str:
+        done = subprocess.run(
+            ["bash", "-c", line], cwd=self.home, env=self.env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def server_logs(self) -> str:
+        return "".join(log.read_text(errors="replace") for log in self.home.glob("node*.log"))
+
+    def close(self) -> None:
+        for broker in self.brokers:
+            broker.kill()
+        for process in self.servers.values():
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _serving(brokers: list[DevBroker]) -> DevBroker:
+    for broker in brokers:
+        broker.wait_ready(120)
+    serving = [b for b in brokers if any(line.endswith("(serving)") for line in b.stdout)]
+    assert len(serving) == 1, [b.output() for b in brokers]
+    wait_serving(serving[0])
+    return serving[0]
+
+
+def test_the_documented_cluster_runs_as_written_and_keeps_its_state_when_credentials_come(
+    tmp_path,
+):
+    files, commands, credentials = _documented()
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+    deployment = Deployment(tmp_path)
+    try:
+        servers, brokers = commands[:3], commands[3:]
+        for line in servers:
+            deployment.start_server(line)
+        serving = _serving([deployment.start_broker(line) for line in brokers])
+        assert any("(3 replicas;" in line for line in serving.stdout), serving.output()
+        url = shlex.split(brokers[0])[2].split(",")[1]  # the second server: not the first
+        asyncio.run(_write_state(url))
+        for broker in deployment.brokers:
+            assert broker.stop() == 0, broker.output()
+
+        # credentials turned on, as documented
+        deployment.run(credentials[0])
+        accounts = tmp_path / "accounts.conf"
+        assert stat.S_IMODE(accounts.stat().st_mode) == 0o600
+        assert "auth_callout" in accounts.read_text()
+        for line in servers:  # one at a time
+            deployment.restart_server(line)
+        assert "Unable to lookup account" not in deployment.server_logs()
+        logged_before = len(deployment.server_logs())
+        serving = _serving([deployment.start_broker(line) for line in credentials[1:3]])
+        assert any("restored 1 mailboxes, 3 messages" in x for x in serving.stdout), (
+            serving.output()
+        )
+        credential = deployment.run(credentials[3]).splitlines()[0]
+        asyncio.run(_agent_served(url, credential))
+        for broker in deployment.brokers[2:]:
+            assert not [x for x in broker.stderr if "login refused" in x], broker.output()
+            assert not [x for x in broker.stderr if " ERROR " in x], broker.output()
+        # the brokers' starts tried no login: no server logged a refusal since
+        assert "Authorization Violation" not in deployment.server_logs()[logged_before:]
+    finally:
+        deployment.close()
+
+
+async def _write_state(url: str) -> None:
+    import nats
+
+    client = await nats.connect(url)
+    try:
+        await request_ok(client, p.MAILBOX_CREATE, {"name": "deploy.box", "ttl": 0})
+        for n in range(3):
+            await request_ok(client, p.send_subject("deploy.box"), f"before {n}".encode())
+    finally:
+        await client.close()
+
+
+async def _agent_served(url: str, credential: str) -> None:
+    import nats
+
+    name = credential.partition(":")[0]
+    agent = await nats.connect(
+        url.replace("nats://", f"nats://{credential}@", 1), inbox_prefix=f"_INBOX.{name}".encode()
+    )
+    try:
+        await ok(agent, name, p.MAILBOX_CREATE, {"name": "billing.box", "ttl": 0})
+        await ok(agent, name, p.send_subject("billing.box"), b"after")
+        fetched = await ok(agent, name, p.fetch_subject("billing.box"), {"deliver": "earliest"})
+        assert [m["payload"] for m in fetched["messages"]] == ["after"]
+    finally:
+        await agent.close()
