@@ -224,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         "asks for large answers back to back; 0: no pace)",
     )
     parser.add_argument(
+        "--announce",
+        action="store_true",
+        help="announce each message stored on $mq9.WAKE.<digest of its mailbox> (no name, "
+        "no payload), so that mq9-wake wakes agents at once instead of polling (docs/wake.md)",
+    )
+    parser.add_argument(
         "--no-search",
         action="store_true",
         help="answer DISCOVER with text or semantic as RobustMQ's default build does (it has "
@@ -306,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = _start_server(args.host, args.port, identities)
             url = server.url
-        return asyncio.run(_serve(engine, url, server, storage, pacer, identities))
+        return asyncio.run(
+            _serve(engine, url, server, storage, pacer, identities, announce=args.announce)
+        )
     except (StartupError, ClusterError, StorageError, semantic.ModelError, CredentialError) as exc:
         # redacted: with --credentials on a cluster, the servers' URLs carry the broker's login
         print(f"mq9-dev-broker: error: {redact(str(exc))}", file=sys.stderr, flush=True)
@@ -378,6 +386,7 @@ async def _serve(
     storage: Storage | None,
     pacer: AnswerPacer | None,
     identities: Identities | None = None,
+    announce: bool = False,
 ) -> int:
     loop = asyncio.get_running_loop()
     login = identities.broker_login() if identities else {}  # #53: the broker's own user
@@ -417,7 +426,9 @@ async def _serve(
         )
         if identities is not None:  # #53: logins, plain requests refused, revocations
             await identities.start(url)
-        service = await serve_on_nats(engine, connection, bulk, pacer, identities)
+        service = await serve_on_nats(
+            engine, connection, bulk, pacer, identities, announce=announce
+        )
         _warn_payload(engine, connection)
         _banner(shown, server, storage, engine)
         if identities is not None:  # #53
@@ -686,7 +697,9 @@ def _starter(
         engine.load_model_soon()
         if identities is not None:
             await identities.start(args.nats)
-        service = await serve_on_nats(engine, serving, stopped, pacer, identities)
+        service = await serve_on_nats(
+            engine, serving, stopped, pacer, identities, announce=args.announce
+        )
         _warn_payload(engine, serving)
         _banner(shown, None, storage, engine)
         if identities is not None:

@@ -85,6 +85,8 @@ TASKS_ROOT = RESERVED_ROOT + ".tasks."  # + digest(mailbox): the mailbox's A2A t
 CALLS_ROOT = RESERVED_ROOT + ".calls."  # + digest(caller name): a caller's reply mailbox
 LEASE_ROOT = RESERVED_ROOT + ".lease."  # + digest(mailbox "\n" group): a group's records
 DEAD_LETTER_SUFFIX = ".dlq"  # <mailbox>.dlq, or <prefix>.dlq.<digest(mailbox)> when long
+WAKE_ROOT = RESERVED_ROOT + ".wake."  # + digest(mailbox): its wake rules (#62, wake/book.py)
+WAKE_INDEX = WAKE_ROOT + "index"  # where any agent lists its rules mailbox (a digest, no name)
 HEADER_REPLY_TO = "mq9-reply-to"  # where a caller's SEND asks the answers to go
 # How every answer that did what it was asked begins (the engine's encoding: compact JSON)
 _SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
@@ -102,6 +104,12 @@ OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscripti
 
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def is_wake_rules(address: str) -> bool:
+    """``mq9.wake.<digest>``: a mailbox's wake rules, only its owner's (#62)."""
+    tail = address[len(WAKE_ROOT) :] if address.startswith(WAKE_ROOT) else ""
+    return len(tail) == 32 and all(c in "0123456789abcdef" for c in tail)
 
 
 def is_reserved(address: str) -> bool:
@@ -173,6 +181,8 @@ class Ownership:
         dead letters), when known."""
         if address.startswith(TASKS_ROOT):
             return self._digests.get(address[len(TASKS_ROOT) :])
+        if is_wake_rules(address):
+            return self._digests.get(address[len(WAKE_ROOT) :])
         if address.startswith(LEASE_ROOT):
             return self._leases.get(address[len(LEASE_ROOT) :])
         if address.endswith(DEAD_LETTER_SUFFIX):
@@ -185,6 +195,8 @@ class Ownership:
     def _derived(self, address: str) -> bool:
         """Whether ``address`` can only be its base mailbox's owner's."""
         if address.startswith((TASKS_ROOT, LEASE_ROOT)) or address.endswith(DEAD_LETTER_SUFFIX):
+            return True
+        if is_wake_rules(address):
             return True
         head, marker, tail = address.rpartition(DEAD_LETTER_SUFFIX + ".")
         return bool(head and marker and len(tail) == 32)
@@ -246,6 +258,8 @@ class Ownership:
     def _may_send(self, principal: str, address: str) -> bytes | None:
         if not (is_reserved(address) or self._derived(address)):
             return None  # an ordinary mailbox: any credentialed agent may SEND
+        if address == WAKE_INDEX:
+            return None  # #62: every agent lists its own rules mailbox there
         owner = self.holder(address)
         if owner == principal or principal in self.grants.get(address, ()):
             return None

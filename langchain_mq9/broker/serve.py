@@ -11,7 +11,9 @@ every core busy moving them, and other clients' requests wait for a core.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -64,6 +66,9 @@ STOPPED_UNREAD = "the broker stopped before reading this request: nothing of it 
 # Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
 # a few messages' answer stays on the connection the request came by
 BULK_ANSWER = 64 * 1024
+# #62: with announce=True each message stored is announced on this prefix + the digest of its
+# mailbox's name (never the name), empty, for wakers (langchain_mq9/wake/arrivals.py)
+ARRIVALS_PREFIX = "$mq9.WAKE."
 
 
 class NatsService:
@@ -79,8 +84,14 @@ class NatsService:
         pacer: AnswerPacer | None = None,
         identities: Identities | None = None,
         inline: bool = True,
+        announce: bool = False,
     ) -> None:
         self.engine = engine
+        self.announce = announce
+        self._arrived_at: set[str] = set()  # mailboxes to announce at the loop's next turn
+        self._digests: dict[str, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
         # #53: an enforcing broker's requests come on $mq9.U.<principal>.> (identities.py)
         self.identities = identities
         self.connection = connection
@@ -132,8 +143,35 @@ class NatsService:
             self.subscription = await self.connection.subscribe(self.identities.subject, cb=gated)
         if self.inline:
             deliver_inline(self.connection, self.subscription)
+        if self.announce and self._guarded:  # (publish_queued needs the guard)
+            self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
+            self.engine.arrivals.append(self._arrived)
         await flush_in_order(self.connection)  # serving once this returns
         return self
+
+    def _arrived(self, address: str) -> None:
+        """The engine stored a message in ``address`` (under its lock): announced at the loop's
+        next turn, once however many arrived in this one."""
+        assert self._loop is not None
+        if not self._arrived_at:
+            if threading.get_ident() == self._thread:
+                self._loop.call_soon(self._announce)
+            else:
+                self._loop.call_soon_threadsafe(self._announce)
+        self._arrived_at.add(address)
+
+    def _announce(self) -> None:
+        arrived, self._arrived_at = self._arrived_at, set()
+        for address in arrived:
+            d = self._digests.get(address)
+            if d is None:
+                d = self._digests[address] = hashlib.sha256(address.encode()).hexdigest()[:32]
+            try:
+                publish_queued(self.connection, ARRIVALS_PREFIX + d, b"")
+            except Exception as exc:  # a connection down: the wakers' sweeps find it
+                log.debug("arrival not announced: %s", type(exc).__name__)
+                return
+        write_now(self.connection)
 
     async def _on_request(self, msg: Msg) -> None:
         # Commands are answered at once, in arrival order, except those that wait: a FETCH
@@ -338,6 +376,8 @@ class NatsService:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        if self._arrived in self.engine.arrivals:
+            self.engine.arrivals.remove(self._arrived)
         if self.subscription is not None:
             await self.subscription.unsubscribe()
             self.subscription = None
@@ -371,12 +411,16 @@ async def serve_on_nats(
     bulk: NatsConnection | None = None,
     pacer: AnswerPacer | None = None,
     identities: Identities | None = None,
+    announce: bool = False,
 ) -> NatsService:
     """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped; answers
     above ``BULK_ANSWER`` on ``bulk`` when given (a second connection to the same server, so
-    that small answers never wait behind large ones), at ``pacer``'s pace when given.
+    that small answers never wait behind large ones), at ``pacer``'s pace when given;
+    ``announce``: each message stored is announced on ``ARRIVALS_PREFIX`` (#62).
 
     >>> nc = await nats.connect("nats://127.0.0.1:4222")
     >>> service = await serve_on_nats(BrokerEngine(), nc)
     """
-    return await NatsService(engine, connection, bulk, pacer, identities).start()
+    return await NatsService(
+        engine, connection, bulk, pacer, identities, announce=announce
+    ).start()

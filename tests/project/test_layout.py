@@ -31,6 +31,8 @@ MAY_IMPORT = {
     "operations": {"protocol", "semantic", "groups", "client", "a2a", "tracing"},
     "face": {"protocol", "semantic", "groups", "client", "a2a", "operations", "broker", "tracing"},
     "mcp_server": {"protocol", "client", "operations", "face"},
+    # wake rules and the waker (#62): the client and its memory:// engine's announcements
+    "wake": {"protocol", "client", "broker"},
 }
 # What the broker may use of the client and the face: the guard and the redaction of a NATS
 # connection (both sides hold one), and the private leaves the two command lines share.

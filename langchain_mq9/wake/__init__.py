@@ -1,0 +1,23 @@
+"""Mail that wakes its agent (issue #62, docs/wake.md): wake rules kept on the broker, and a
+waker that delivers one wake per burst of mail to a webhook, a LangGraph Agent Server run, a
+command or a callback."""
+
+from .book import RuleBook
+from .deliver import Deliverer, Destinations, Refused, Wake, run_input, sign, verify
+from .rules import RuleError, WakeRule, rules_address
+from .waker import Waker
+
+__all__ = [
+    "Deliverer",
+    "Destinations",
+    "Refused",
+    "RuleBook",
+    "RuleError",
+    "Wake",
+    "WakeRule",
+    "Waker",
+    "rules_address",
+    "run_input",
+    "sign",
+    "verify",
+]

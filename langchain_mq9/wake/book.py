@@ -1,0 +1,145 @@
+"""Where wake rules and a waker's records live on the broker: plain mq9 mailboxes.
+
+- ``mq9.wake.<digest of M>``: mailbox M's rules (mq9-key ``rule.<name>``, tag ``rule``), its
+  wake state (mq9-key ``state``: the cursor, and per rule the last wake, the cap's window,
+  what waits for quiet hours or the minimum interval) and wakers' claims (tag ``claim``). On
+  the bundled broker with ``--credentials`` it is derived from M: only M's owner creates,
+  writes or reads it, so only M's reader can add a rule for M (docs/security.md).
+- ``mq9.wake.index``: one record per rules mailbox, its digest (keyed by it): what a waker
+  reads to learn which mailboxes have rules, without their names.
+- ``mq9.wake.failed``: wakes set aside after their retries, for the operator.
+
+``RuleBook`` is the client's side: ``add``, ``list``, ``remove``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..client import Mq9Client
+from ..protocol import Message
+from ..protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
+from .rules import INDEX_ADDRESS, MAX_RULES, RuleError, WakeRule, digest, rules_address
+
+RULE_TAG = "rule"
+CLAIM_TAG = "claim"
+STATE_KEY = "state"
+PAGE = 200  # records read per FETCH when the index is read whole
+
+
+async def ensure_mailbox(client: Mq9Client, address: str) -> None:
+    with contextlib.suppress(MailboxExists):
+        await client.mailbox_create(name=address, ttl=0)
+
+
+@dataclass
+class RuleState:
+    """What a waker keeps for one rule (in the mailbox's ``state`` record)."""
+
+    last_wake: float = 0.0  # the waker's clock, seconds
+    window_start: float = 0.0
+    window_count: int = 0
+    pending_from: int = -1  # the first msg_id a wake is still owed for, or -1
+    failures: int = 0  # wakes set aside in a row
+    last_error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class MailboxState:
+    """The mailbox's wake cursor (the highest msg_id seen) and its rules' states."""
+
+    seen: int = -1
+    rules: dict[str, RuleState] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"seen": self.seen, "rules": {n: s.to_dict() for n, s in self.rules.items()}},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_message(cls, message: Message | None) -> MailboxState:
+        if message is None:
+            return cls()
+        try:
+            body = message.json()
+            rules = {
+                str(name): RuleState(**{k: v for k, v in s.items() if k in RuleState().__dict__})
+                for name, s in body.get("rules", {}).items()
+            }
+            return cls(seen=int(body.get("seen", -1)), rules=rules)
+        except (ValueError, TypeError, AttributeError):
+            return cls()  # a damaged record: start again from what the mailbox holds
+
+
+class RuleBook:
+    """The wake rules of mailboxes, on ``client``'s broker.
+
+    >>> book = RuleBook(client)
+    >>> await book.add(WakeRule(mailbox="agent.me", target="webhook", url=..., secret=...))
+    >>> await book.list("agent.me")
+    """
+
+    def __init__(self, client: Mq9Client) -> None:
+        self.client = client
+
+    async def add(self, rule: WakeRule) -> WakeRule:
+        """Store ``rule`` (replacing the mailbox's rule of that name) and list its mailbox in
+        the index. The mailbox must exist: a rule for a name nobody reads wakes nobody."""
+        await self._check_mailbox(rule.mailbox)
+        address = rules_address(rule.mailbox)
+        await ensure_mailbox(self.client, address)
+        present = await self.list(rule.mailbox)
+        if rule.name not in {r.name for r in present} and len(present) >= MAX_RULES:
+            raise RuleError(f"{rule.mailbox!r} has {MAX_RULES} wake rules: remove one first")
+        await self.client.send(address, rule.to_json(), key=rule.key, tags=[RULE_TAG])
+        d = digest(rule.mailbox)
+        try:  # (with --credentials the index is its creator's, and takes every agent's SEND)
+            await self.client.send(INDEX_ADDRESS, d, key=d)
+        except MailboxNotFound:
+            await ensure_mailbox(self.client, INDEX_ADDRESS)
+            await self.client.send(INDEX_ADDRESS, d, key=d)
+        return rule
+
+    async def list(self, mail_address: str) -> list[WakeRule]:
+        """The mailbox's rules, by name."""
+        return [rule for _, rule in await self.rule_records(mail_address)]
+
+    async def rule_records(self, mail_address: str) -> list[tuple[int, WakeRule]]:
+        try:
+            found = await self.client.query(rules_address(mail_address), tags=[RULE_TAG])
+        except Mq9Error as exc:
+            if "not found" in str(exc) or "does not exist" in str(exc):
+                return []
+            raise
+        rules: dict[str, tuple[int, WakeRule]] = {}
+        for message in found:
+            try:
+                rule = WakeRule.from_json(message.payload)
+            except RuleError:
+                continue  # not a rule this version can read: left alone
+            if rule.mailbox == mail_address:  # a record naming another mailbox is no rule
+                rules[rule.name] = (message.msg_id, rule)
+        return [rules[name] for name in sorted(rules)]
+
+    async def remove(self, mail_address: str, name: str) -> bool:
+        """Remove the mailbox's rule ``name``; False if there was none."""
+        for msg_id, rule in await self.rule_records(mail_address):
+            if rule.name == name:
+                await self.client.delete(rules_address(mail_address), msg_id)
+                return True
+        return False
+
+    async def _check_mailbox(self, mail_address: str) -> None:
+        # A QUERY of one message: the mailbox must be there, and (with --credentials) the
+        # asker must be its reader, before anything is written for it.
+        try:
+            await self.client.query(mail_address, limit=1)
+        except Mq9Error as exc:
+            raise RuleError(f"no wake rule for {mail_address!r}: {exc}") from None

@@ -1,0 +1,231 @@
+"""Wake rules: what to wake, and how often, when mail arrives in a mailbox (docs/wake.md).
+
+A rule is data: JSON stored as a keyed message in the mailbox's rules mailbox
+``mq9.wake.<digest of the mailbox>`` (``book.py``), so it lives where the broker keeps state,
+survives restarts and is read by every waker. Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import protocol as p
+
+RESERVED_ROOT = "mq9"
+RULES_ROOT = RESERVED_ROOT + ".wake."  # + digest(mailbox): that mailbox's rules and records
+INDEX_ADDRESS = RESERVED_ROOT + ".wake.index"  # one record per rules mailbox: its digest
+FAILED_ADDRESS = RESERVED_ROOT + ".wake.failed"  # wakes set aside, for the operator
+# What the bundled broker publishes (an empty body) when a message is stored in a mailbox,
+# with --announce: the digest, never the name (broker/serve.py holds the same prefix)
+ARRIVALS_PREFIX = "$mq9.WAKE."
+ARRIVALS_WILDCARD = ARRIVALS_PREFIX + "*"
+
+TARGETS = ("webhook", "agent_server", "command", "callback")
+THREADS = ("mailbox", "sender")
+MAX_RULES = 20  # per mailbox: every rule is read on every wake
+MAX_NAME = 64
+MAX_URL = 2048
+MAX_ARGV = 32
+MAX_ARG = 1024
+MAX_ENV = 16
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+_HOURS = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
+
+
+def digest(text: str) -> str:
+    """The 32 hex digits naming a mailbox's wake records (as its task store is named)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def rules_address(mail_address: str) -> str:
+    return RULES_ROOT + digest(mail_address)
+
+
+class RuleError(ValueError):
+    """A rule that cannot be kept: the one line says what to change."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WakeRule:
+    """One rule: when mail waits in ``mailbox``, wake ``target``.
+
+    Targets (one of ``TARGETS``): ``webhook`` (``url``; the body is signed with ``secret``,
+    HMAC-SHA256; ``include_payload`` adds the waiting messages' payloads), ``agent_server``
+    (``url`` of a LangGraph Agent Server, ``assistant``; a thread per ``thread``: "mailbox" or
+    "sender"), ``command`` (``argv``, never a shell; ``env`` added to the environment, with
+    the mailbox), ``callback`` (``callback``: the name a waker's owner registered in process).
+
+    How often: ``min_interval`` seconds between two wakes, at most ``cap`` wakes per
+    ``cap_window`` seconds (0: no cap), none in ``quiet_hours`` ("22:00-07:00", UTC; what
+    arrives then wakes when they end). ``group``: the consumer group the agent reads with, so
+    that mail it read already wakes nothing ("" counts every arrival).
+    """
+
+    mailbox: str
+    name: str = "default"
+    target: str
+    url: str = ""
+    secret: str = field(default="", repr=False)  # never shown (docs/security.md)
+    include_payload: bool = False
+    assistant: str = ""
+    thread: str = "mailbox"
+    argv: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    callback: str = ""
+    group: str = ""
+    min_interval: float = 1.0
+    cap: int = 0
+    cap_window: float = 3600.0
+    quiet_hours: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def key(self) -> str:
+        """The rule's mq9-key in its rules mailbox (a new rule of the name replaces it)."""
+        return "rule." + self.name
+
+    def to_json(self) -> str:
+        body: dict[str, Any] = {
+            "mailbox": self.mailbox,
+            "name": self.name,
+            "target": self.target,
+            "url": self.url,
+            "secret": self.secret,
+            "include_payload": self.include_payload,
+            "assistant": self.assistant,
+            "thread": self.thread,
+            "argv": list(self.argv),
+            "env": dict(self.env),
+            "callback": self.callback,
+            "group": self.group,
+            "min_interval": self.min_interval,
+            "cap": self.cap,
+            "cap_window": self.cap_window,
+            "quiet_hours": self.quiet_hours,
+        }
+        return json.dumps(body, separators=(",", ":"))
+
+    def view(self) -> dict[str, Any]:
+        """What a listing shows: the rule without its secret."""
+        shown = json.loads(self.to_json())
+        shown["secret"] = "***" if self.secret else ""
+        return shown
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WakeRule:
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise RuleError(f"a wake rule is a JSON object: {exc}") from None
+        return cls.from_dict(body)
+
+    @classmethod
+    def from_dict(cls, body: object) -> WakeRule:
+        if not isinstance(body, dict):
+            raise RuleError("a wake rule is a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise RuleError(f"unknown wake rule field {unknown[0]!r}; known: {sorted(known)}")
+        values = dict(body)
+        if "argv" in values:
+            values["argv"] = _strings("argv", values["argv"])
+        if "env" in values:
+            env = values["env"]
+            if not isinstance(env, dict):
+                raise RuleError("env must be an object of names to text")
+            values["env"] = tuple(sorted((str(k), v) for k, v in env.items()))
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise RuleError(f"wake rule: {exc}") from None
+
+
+def _strings(name: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise RuleError(f"{name} must be a list of strings (never one shell string)")
+    return tuple(value)
+
+
+def _check(rule: WakeRule) -> None:
+    try:
+        p.check_address(rule.mailbox)
+    except p.Mq9Error as exc:
+        raise RuleError(f"mailbox: {exc}") from None
+    if rule.mailbox == RESERVED_ROOT or rule.mailbox.startswith(RESERVED_ROOT + "."):
+        raise RuleError("mailboxes under the reserved root 'mq9' cannot have wake rules")
+    if not isinstance(rule.name, str) or not _NAME.fullmatch(rule.name):
+        raise RuleError("name: 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit")
+    if rule.target not in TARGETS:
+        raise RuleError(f"target {rule.target!r}: one of {', '.join(TARGETS)}")
+    for text_field in ("url", "secret", "assistant", "callback", "group", "quiet_hours"):
+        value = getattr(rule, text_field)
+        if not isinstance(value, str) or len(value) > MAX_URL or _control(value):
+            raise RuleError(f"{text_field} must be text of at most {MAX_URL} characters")
+    if rule.target in ("webhook", "agent_server") and not rule.url.startswith(
+        ("http://", "https://")
+    ):
+        raise RuleError(f"url: an http:// or https:// URL for a {rule.target} rule")
+    if rule.target == "webhook" and len(rule.secret) < 16:
+        raise RuleError("secret: at least 16 characters, to sign the webhook's body")
+    if rule.target == "agent_server" and not rule.assistant:
+        raise RuleError("assistant: the assistant id or graph name the run is for")
+    if rule.thread not in THREADS:
+        raise RuleError(f"thread {rule.thread!r}: one of {', '.join(THREADS)}")
+    if rule.target == "command":
+        if not rule.argv or len(rule.argv) > MAX_ARGV:
+            raise RuleError(f"argv: 1 to {MAX_ARGV} arguments, the program first")
+        if any(not isinstance(a, str) or len(a) > MAX_ARG or "\x00" in a for a in rule.argv):
+            raise RuleError(f"argv: text arguments of at most {MAX_ARG} characters")
+    if len(rule.env) > MAX_ENV or any(
+        not _ENV_NAME.fullmatch(k) or not isinstance(v, str) or len(v) > MAX_ARG or "\x00" in v
+        for k, v in rule.env
+    ):
+        raise RuleError(f"env: at most {MAX_ENV} NAMES (A-Z, 0-9, _) to text")
+    if rule.target == "callback" and not rule.callback:
+        raise RuleError("callback: the name the waker's owner registered")
+    if not isinstance(rule.include_payload, bool):
+        raise RuleError("include_payload must be true or false")
+    for number in ("min_interval", "cap_window"):
+        value = getattr(rule, number)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RuleError(f"{number} must be a number of seconds")
+        if not 0 <= value <= 366 * 86400:
+            raise RuleError(f"{number} must be between 0 and a year, in seconds")
+    if isinstance(rule.cap, bool) or not isinstance(rule.cap, int) or not 0 <= rule.cap <= 10**6:
+        raise RuleError("cap must be a whole number of wakes, 0 for none")
+    if rule.cap and rule.cap_window <= 0:
+        raise RuleError("cap_window must be positive with a cap")
+    if rule.quiet_hours and not _HOURS.fullmatch(rule.quiet_hours):
+        raise RuleError("quiet_hours: 'HH:MM-HH:MM' in UTC, e.g. '22:00-07:00'")
+
+
+def _control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def quiet_until(rule: WakeRule, now: float) -> float | None:
+    """When the quiet hours that hold at ``now`` (Unix seconds, UTC) end, or None."""
+    match = _HOURS.fullmatch(rule.quiet_hours) if rule.quiet_hours else None
+    if match is None:
+        return None
+    start = int(match[1]) * 3600 + int(match[2]) * 60
+    end = int(match[3]) * 3600 + int(match[4]) * 60
+    day = now - now % 86400
+    second = now - day
+    if start == end:
+        return None
+    if start < end:
+        return day + end if start <= second < end else None
+    if second >= start:
+        return day + 86400 + end
+    if second < end:
+        return day + end
+    return None

@@ -1,0 +1,130 @@
+"""The wake tests' brokers and a webhook receiver.
+
+``lane``: the bundled broker in process (memory://, its engine announcing arrivals), served on
+a real nats-server announcing arrivals (``--announce``), and the RobustMQ-shaped listener
+(tests/robustmq_shaped.py: no announcements, so the waker polls). ``Receiver``: a real HTTP
+server on loopback that keeps every request it is sent and answers as told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+
+import nats
+import pytest
+from robustmq_shaped import RobustMQShapedListener
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker import (
+    BrokerEngine,
+    drop_memory_broker,
+    install_memory_broker,
+    serve_on_nats,
+)
+from langchain_mq9.wake import verify
+
+LANES = ["memory", "nats", "robustmq_shaped"]
+SECRET = "s3cret-s3cret-s3cret"
+
+
+@dataclass
+class Lane:
+    name: str
+    url: str
+    engine: BrokerEngine
+    announces: bool
+
+    def client(self) -> Mq9Client:
+        return Mq9Client(self.url)
+
+
+@pytest.fixture(params=LANES)
+async def lane(request):
+    engine = BrokerEngine()
+    if request.param == "memory":
+        name = f"wake-{uuid.uuid4().hex[:8]}"
+        install_memory_broker(name, engine)
+        yield Lane("memory", f"memory://{name}", engine, True)
+        drop_memory_broker(name)
+    elif request.param == "nats":
+        server = request.getfixturevalue("nats_server")
+        connection = await nats.connect(server.url)
+        service = await serve_on_nats(engine, connection, announce=True)
+        try:
+            yield Lane("nats", server.url, engine, True)
+        finally:
+            await service.stop()
+            await connection.close()
+    else:
+        async with RobustMQShapedListener(engine) as listener:
+            yield Lane("robustmq_shaped", listener.url, engine, False)
+
+
+@pytest.fixture
+async def memory_lane():
+    engine = BrokerEngine()
+    name = f"wake-{uuid.uuid4().hex[:8]}"
+    install_memory_broker(name, engine)
+    yield Lane("memory", f"memory://{name}", engine, True)
+    drop_memory_broker(name)
+
+
+class Receiver:
+    """A webhook receiver on ``host`` (loopback): ``url``, ``requests`` (body, headers), and
+    ``status`` to answer."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.requests: list[tuple[bytes, dict[str, str]]] = []
+        self.status = 200
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.arrived:
+                    receiver.requests.append((body, dict(self.headers)))
+                    receiver.arrived.notify_all()
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wakes(self) -> list[dict]:
+        """The bodies received, each checked against its signature."""
+        found = []
+        for body, headers in list(self.requests):
+            assert verify(SECRET, body, headers.get("X-Mq9-Signature", "")), headers
+            found.append(json.loads(body))
+        return found
+
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[dict]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.requests) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{len(self.requests)} wakes received, {count} expected")
+            await asyncio.sleep(0.02)
+        return self.wakes()
+
+
+@pytest.fixture
+def receiver():
+    found = Receiver()
+    yield found
+    found.close()

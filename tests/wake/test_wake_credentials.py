@@ -1,0 +1,48 @@
+"""On the bundled broker with --credentials (#53), only a mailbox's reader may make its wake
+rules: the rules mailbox ``mq9.wake.<digest>`` is derived from the mailbox, its owner's alone,
+and the index takes every agent's entry (a digest, no name)."""
+
+from __future__ import annotations
+
+import pytest
+from credentials_support import EnforcingBroker
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.protocol.errors import Mq9Error
+from langchain_mq9.wake import RuleBook, RuleError, WakeRule, rules_address
+
+SECRET = "s3cret-s3cret-s3cret"
+
+
+@pytest.fixture
+def enforcing(tmp_path):
+    broker = EnforcingBroker(tmp_path, "alice", "bob")
+    yield broker
+    broker.stop()
+
+
+def rule(mailbox: str) -> WakeRule:
+    return WakeRule(mailbox=mailbox, target="webhook", url="https://hooks.example.com/w",
+                    secret=SECRET)
+
+
+async def test_only_the_reader_adds_a_rule(enforcing):
+    url = enforcing.url
+    async with Mq9Client(url, credential=enforcing.credentials["alice"]) as alice, Mq9Client(
+        url, credential=enforcing.credentials["bob"]
+    ) as bob:
+        await alice.mailbox_create(name="agent.alice")
+        await RuleBook(alice).add(rule("agent.alice"))
+        assert [r.mailbox for r in await RuleBook(alice).list("agent.alice")] == ["agent.alice"]
+        with pytest.raises(RuleError, match="belongs to another agent"):
+            await RuleBook(bob).add(rule("agent.alice"))
+        # nor around the book: the rules mailbox is alice's alone, to write and to read
+        with pytest.raises(Mq9Error, match="another agent"):
+            await bob.send(rules_address("agent.alice"), rule("agent.alice").to_json(),
+                           key="rule.evil", tags=["rule"])
+        with pytest.raises(Mq9Error, match="another agent"):
+            await bob.query(rules_address("agent.alice"))
+        # bob's own mailbox: his rules, listed in the same index
+        await bob.mailbox_create(name="agent.bob")
+        await RuleBook(bob).add(rule("agent.bob"))
+        assert [r.name for r in await RuleBook(alice).list("agent.alice")] == ["default"]
