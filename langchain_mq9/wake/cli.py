@@ -1,0 +1,191 @@
+"""``mq9-wake``: run a waker beside any mq9 broker, or keep wake rules (docs/wake.md).
+
+    mq9-wake --server nats://127.0.0.1:4222 --allow-host hooks.example.com
+    mq9-wake rules add agent.me --webhook https://hooks.example.com/mq9 --secret-env HOOK_SECRET
+    mq9-wake rules list agent.me
+    mq9-wake rules remove agent.me default
+    mq9-wake failed
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from .._cli import configure_logging, positive_float
+from ..client import Mq9Client
+from ..client.redaction import redact
+from ..protocol.errors import Mq9Error
+from .book import RuleBook
+from .deliver import Deliverer, Destinations
+from .rules import FAILED_ADDRESS, RuleError, WakeRule
+from .waker import LEASE, POLL_INTERVAL, SWEEP_INTERVAL, Waker
+
+SERVER_ENV = "MQ9_SERVER"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mq9-wake",
+        description="Wake agents when mail waits in their mailboxes (docs/wake.md).",
+    )
+    parser.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_ENV, "nats://127.0.0.1:4222"),
+        help=f"the mq9 broker (default ${SERVER_ENV} or nats://127.0.0.1:4222)",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command")
+    rules = commands.add_parser("rules", help="add, list or remove a mailbox's wake rules")
+    verbs = rules.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="add (or replace) a wake rule")
+    add.add_argument("mailbox")
+    add.add_argument("--name", default="default")
+    target = add.add_mutually_exclusive_group(required=True)
+    target.add_argument("--webhook", metavar="URL", help="POST a signed wake to URL")
+    target.add_argument("--agent-server", metavar="URL", help="start a run on this Agent Server")
+    target.add_argument(
+        "--command", dest="argv", nargs="+", metavar="ARG", help="start this program (argv)"
+    )
+    target.add_argument("--callback", metavar="NAME", help="an in-process callback's name")
+    add.add_argument(
+        "--secret-env", metavar="VAR", help="the environment variable holding the webhook's secret"
+    )
+    add.add_argument("--include-payload", action="store_true")
+    add.add_argument("--assistant", default="", help="the Agent Server's assistant or graph")
+    add.add_argument("--thread", choices=("mailbox", "sender"), default="mailbox")
+    add.add_argument("--group", default="", help="the consumer group the agent reads with")
+    add.add_argument("--min-interval", type=float, default=1.0, metavar="SECONDS")
+    add.add_argument("--cap", type=int, default=0, metavar="N", help="wakes per --cap-window")
+    add.add_argument("--cap-window", type=float, default=3600.0, metavar="SECONDS")
+    add.add_argument("--quiet-hours", default="", metavar="HH:MM-HH:MM", help="UTC")
+    listing = verbs.add_parser("list", help="a mailbox's rules (secrets hidden)")
+    listing.add_argument("mailbox")
+    remove = verbs.add_parser("remove", help="remove a rule")
+    remove.add_argument("mailbox")
+    remove.add_argument("name", nargs="?", default="default")
+    commands.add_parser("failed", help="the wakes set aside after their retries")
+    parser.add_argument(
+        "--allow-host", action="append", default=[], metavar="HOST|CIDR",
+        help="a webhook or Agent Server host (or IP network) wakes may go to; repeatable. "
+        "Private and loopback addresses only when a network listed holds them",
+    )
+    parser.add_argument(
+        "--allow-command", action="append", default=[], metavar="PROGRAM",
+        help="a program (argv[0], exactly) a command rule may start; repeatable",
+    )
+    parser.add_argument(
+        "--mailbox", action="append", default=None, metavar="ADDRESS",
+        help="watch only these mailboxes (else every mailbox the rules index lists); "
+        "repeatable. With --credentials: your own mailboxes",
+    )
+    parser.add_argument(
+        "--poll", type=positive_float, default=POLL_INTERVAL, metavar="SECONDS",
+        help=f"look at every watched mailbox this often when the broker announces nothing "
+        f"(RobustMQ; default {POLL_INTERVAL})",
+    )
+    parser.add_argument(
+        "--sweep", type=positive_float, default=SWEEP_INTERVAL, metavar="SECONDS",
+        help=f"with announcements, look at every mailbox this often anyway "
+        f"(default {SWEEP_INTERVAL})",
+    )
+    parser.add_argument(
+        "--lease", type=positive_float, default=LEASE, metavar="SECONDS",
+        help=f"how long a waker's claim on a mailbox holds if the waker dies (default {LEASE}; "
+        "longer than a wake's retries)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        if args.command == "rules":
+            return asyncio.run(_rules(args))
+        if args.command == "failed":
+            return asyncio.run(_failed(args))
+        return asyncio.run(_serve(args))
+    except (RuleError, Mq9Error, OSError) as exc:
+        print(f"mq9-wake: error: {redact(str(exc))}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _rule(args: argparse.Namespace) -> WakeRule:
+    secret = ""
+    if args.webhook:
+        if not args.secret_env or not os.environ.get(args.secret_env):
+            raise RuleError("a webhook needs --secret-env VAR naming its signing secret")
+        secret = os.environ[args.secret_env]
+    target = (
+        "webhook" if args.webhook else "agent_server" if args.agent_server
+        else "command" if args.argv else "callback"
+    )
+    return WakeRule(
+        mailbox=args.mailbox, name=args.name, target=target,
+        url=args.webhook or args.agent_server or "", secret=secret,
+        include_payload=args.include_payload, assistant=args.assistant, thread=args.thread,
+        argv=tuple(args.argv or ()), callback=args.callback or "", group=args.group,
+        min_interval=args.min_interval, cap=args.cap, cap_window=args.cap_window,
+        quiet_hours=args.quiet_hours,
+    )
+
+
+async def _rules(args: argparse.Namespace) -> int:
+    async with Mq9Client(args.server) as client:
+        book = RuleBook(client)
+        if args.verb == "add":
+            rule = await book.add(_rule(args))
+            print(json.dumps(rule.view()))
+        elif args.verb == "list":
+            for rule in await book.list(args.mailbox):
+                print(json.dumps(rule.view()))
+        elif not await book.remove(args.mailbox, args.name):
+            print(f"mq9-wake: no rule {args.name!r} for {args.mailbox!r}", file=sys.stderr)
+            return 1
+    return 0
+
+
+async def _failed(args: argparse.Namespace) -> int:
+    async with Mq9Client(args.server) as client:
+        try:
+            found = await client.query(FAILED_ADDRESS)
+        except Mq9Error as exc:
+            if "not found" in str(exc) or "does not exist" in str(exc):
+                return 0
+            raise
+        for message in found:
+            print(message.text())
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    destinations = Destinations(hosts=args.allow_host, commands=args.allow_command)
+    api_key = os.environ.get("LANGGRAPH_API_KEY") or None
+    async with Mq9Client(args.server) as client:
+        waker = Waker(
+            client,
+            Deliverer(destinations, agent_server_api_key=api_key),
+            mailboxes=args.mailbox,
+            poll_interval=args.poll,
+            sweep_interval=args.sweep,
+            lease=args.lease,
+        )
+        await waker.start()
+        print(f"mq9-wake: watching {redact(args.server)} ({destinations!r})", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await waker.stop()
+    return 0

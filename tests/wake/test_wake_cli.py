@@ -1,0 +1,102 @@
+"""``mq9-wake`` as processes beside ``mq9-dev-broker --announce`` (#62): rules kept through the
+CLI, a waker SIGKILLed in the middle of a burst, its wake delivered by a second waker once the
+dead one's claim lapsed, and every wake signed; none lost, none delivered for the same mail
+twice beyond at-least-once (the same wake key)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import SECRET, Receiver
+from devbroker_helpers import DevBroker
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker.nats_process import free_port
+
+WAKE = [sys.executable, "-m", "langchain_mq9.wake"]
+
+
+def wake_cli(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*WAKE, "--server", url, *args], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def start_waker(url: str, *args: str) -> subprocess.Popen:
+    waker = subprocess.Popen(
+        [*WAKE, "--server", url, "--allow-host", "127.0.0.1/32", "--poll", "0.1",
+         "--lease", "5", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    line = waker.stdout.readline()
+    assert line.startswith("mq9-wake: watching"), line
+    return waker
+
+
+def test_rules_through_the_cli_and_a_waker_killed_mid_burst(tmp_path):
+    broker = DevBroker("--announce", "--port", str(free_port()))
+    receiver = Receiver()
+    wakers: list[subprocess.Popen] = []
+    try:
+        async def create() -> None:
+            async with Mq9Client(broker.url) as client:
+                await client.mailbox_create(name="agent.asleep")
+
+        asyncio.run(create())
+        bad = wake_cli(broker.url, "rules", "add", "agent.asleep", "--webhook", receiver.url)
+        assert bad.returncode == 1 and "--secret-env" in bad.stderr
+        added = wake_cli(
+            broker.url, "rules", "add", "agent.asleep", "--webhook", receiver.url,
+            "--secret-env", "HOOK_SECRET", "--min-interval", "0",
+            env={"HOOK_SECRET": SECRET},
+        )
+        assert added.returncode == 0, added.stderr
+        listed = wake_cli(broker.url, "rules", "list", "agent.asleep")
+        assert "agent.asleep" in listed.stdout and SECRET not in listed.stdout
+
+        # the receiver holds its answers, so the first waker is killed while delivering
+        receiver.status = 200
+        first = start_waker(broker.url)
+        wakers.append(first)
+
+        async def burst() -> int:
+            async with Mq9Client(broker.url) as client:
+                last = -1
+                for n in range(100):
+                    last = await client.send("agent.asleep", f"mail {n}")
+                return last
+
+        last = asyncio.run(burst())
+        deadline = time.monotonic() + 30
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        late = asyncio.run(burst())  # mail arriving while no waker runs
+        second = start_waker(broker.url)
+        wakers.append(second)
+        deadline = time.monotonic() + 90  # the dead waker's claim lapses after its lease
+        while time.monotonic() < deadline:
+            wakes = receiver.wakes()
+            if wakes and max(w["newest_msg_id"] for w in wakes) >= late:
+                break
+            time.sleep(0.1)
+        wakes = receiver.wakes()
+        assert max(w["newest_msg_id"] for w in wakes) == late, wakes
+        assert last < late
+        starts = [w["wake_key"] for w in wakes]
+        # at least once: a wake may come again with its key, no other mail woken twice
+        assert len(wakes) - len(set(starts)) <= 1
+    finally:
+        for waker in wakers:
+            if waker.poll() is None:
+                waker.send_signal(signal.SIGTERM)
+                waker.wait(10)
+        receiver.close()
+        broker.stop()
