@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
@@ -92,6 +93,7 @@ SWITCH_INTERVAL = 0.0001  # seconds: see main()
 # at once, up to BURST_MIB ahead of the pace
 ANSWER_RATE_MIB = 8
 BURST_MIB = 4
+DEFAULT_ACCOUNT = "$G"  # nats-server's account for clients when its config names none
 CLUSTER_WAIT = 60.0  # seconds: a cluster's servers started by hand, one after another
 
 
@@ -505,6 +507,8 @@ async def _serve_jetstream(
         replicas = await _await_cluster(connection, servers, args.replicas, shown, wait)
         if issuer is not None:
             logins = await _answer_logins(args, issuer, parts, replicas, wait)
+        else:
+            await _warn_default_account(connection, args.stream)
         lock = await _placed(
             wait, "the lock bucket", LeaderLock, parts, args.stream, replicas=replicas
         )
@@ -733,6 +737,26 @@ async def _close_all(
     if logins is not None:
         await logins.stop()
         await asyncio.to_thread(logins.store.close)
+
+
+async def _warn_default_account(connection: NatsConnection, stream: str) -> None:
+    """Say so when the state lands in the servers' default account: the config that enables
+    credentials names accounts, and a broker with credentials never reaches this one (nor may
+    any config name it), so it would start on an empty state (docs/deploy.md)."""
+    try:
+        answer = await connection.request("$SYS.REQ.USER.INFO", b"", timeout=2)
+        account = json.loads(answer.data)["data"]["account"]
+    except Exception:  # an older server, no system account: nothing to tell
+        return
+    if account == DEFAULT_ACCOUNT:
+        log.warning(
+            "the JetStream stream %s is kept in the servers' default account (%s): a broker "
+            "started later with --credentials keeps its state in another account and will not "
+            "see it; configure the accounts of docs/deploy.md (a first cluster, step by step) "
+            "before there is state to keep",
+            stream,
+            DEFAULT_ACCOUNT,
+        )
 
 
 def _require_logins(infos: dict[str, dict[str, Any]]) -> None:
