@@ -5,7 +5,9 @@ queries: keywords, paraphrases that share no word stem with their card, and the 
 in another language) and on set B (``discovery_set_b.json``, 24 cards, 72 queries, never tuned
 on), and on the held-out set (``discovery_heldout.json``, issue #65: 63 cards of 16 fields,
 300 queries, a third in other languages and a third in a field's jargon; scored, never tuned
-on): recall@1 and mean reciprocal rank of each ranking shipped: lexical (no extra), the
+on), and on the development set the hybrid weight is tuned on with the first two
+(``discovery_dev.json``: 65 cards of other roles, 325 queries of the held-out set's kinds):
+recall@1 and mean reciprocal rank of each ranking shipped: lexical (no extra), the
 default ``semantic`` extra's multilingual model and the ``semantic-minilm`` extra's
 all-MiniLM-L6-v2 (RobustMQ's model), each by the cosine alone (as RobustMQ's vector search)
 and hybrid (as the bundled broker and the client rank). What embeddings cost: CPU to register
@@ -43,6 +45,10 @@ SET_B_FILE = DATA / "discovery_set_b.json"
 # The held-out set (issue #65): written after the ranking, by another method than the two
 # above, and never tuned on: nothing in the ranking may be chosen by its figures
 HELDOUT_FILE = DATA / "discovery_heldout.json"
+# The development set (issue #65): cards of roles in none of the sets above and queries of the
+# held-out set's four kinds, written without reading the held-out queries; tuned on
+DEV_FILE = DATA / "discovery_dev.json"
+TUNING_FILES = (SET_FILE, SET_B_FILE, DEV_FILE)  # what the ranking may be chosen by
 KINDS = ("keywords", "paraphrase", "other-language")
 HELDOUT_KINDS = (*KINDS, "jargon")
 RECALL_TARGET = 0.85  # embeddings recall@1 over the whole set
@@ -466,6 +472,7 @@ def run(cfg: Any) -> Any:
     other_model = multilingual_embedder()
     scored = {"project set": rankings_of(data, other_model)}
     scored["set B"] = rankings_of(data_b, other_model)
+    scored["dev set"] = rankings_of(load_set(DEV_FILE), other_model)
     held = load_set(HELDOUT_FILE)
     scored["held-out set"] = rankings_of(held, other_model)
     project = scored["project set"]
@@ -586,6 +593,15 @@ def run(cfg: Any) -> Any:
                     _kinds(loaded),
                 )
             )
+    def pooled(label: str) -> float | None:
+        """recall@1 of one ranking over the queries of every set tuned on."""
+        found = [scored[name].get(label) for name in ("project set", "set B", "dev set")]
+        if None in found:
+            return None
+        ranks = [r for scores in found if scores for ranks in scores.ranks.values() for r in ranks]
+        return sum(r == 1 for r in ranks) / len(ranks)
+
+    tuned = sum(len(load_set(path)["queries"]) for path in TUNING_FILES)
     import asyncio
 
     from . import ghost_check
@@ -595,12 +611,13 @@ def run(cfg: Any) -> Any:
     section.figures += figures
     check(
         "11h",
-        "recall@1 of semantic DISCOVER on the whole set, RobustMQ's model: hybrid ranking (the "
-        "bundled broker's and the client's) vs the cosine alone (RobustMQ's)",
+        f"recall@1 of semantic DISCOVER on the three sets tuned on ({tuned} queries), "
+        "RobustMQ's model: hybrid ranking (the bundled broker's and the client's) vs the "
+        "cosine alone (RobustMQ's)",
         "hybrid",
-        recall(embeddings),
+        pooled(f"{default_name}, hybrid"),
         "cosine alone",
-        recall(cosine),
+        pooled(f"{default_name}, cosine alone"),
         ">=",
         HYBRID_FACTOR,
         ratio,
@@ -708,20 +725,23 @@ NOTE = (
     "Portuguese, Chinese, Japanese or Korean), set B (tests/data/discovery_set_b.json, 24 "
     "cards of other domains, 72 queries: keywords and jargon, paraphrases in the user's own "
     "words, requests in another language; written before any ranking ran on it), and the "
+    "development set (tests/data/discovery_dev.json, issue #65: 65 cards of roles in none of "
+    "the other sets, 325 queries of the held-out set's four kinds, written without reading its "
+    "queries), and the "
     "held-out set (tests/data/discovery_heldout.json, issue #65: 63 cards of 16 fields, 300 "
     "queries: 50 keywords, 50 paraphrases, 100 in another language than the card (Chinese, "
     "Spanish, German, French, Japanese, Portuguese, Italian, Korean), 100 in a field's jargon; "
     "cards written from role descriptions, queries later from task scenarios; never tuned "
-    "on: every choice of ranking was made on the first two). recall@1: the share of queries "
+    "on: every choice of ranking was made on the other three). recall@1: the share of queries "
     "whose card comes first; MRR: the mean of 1/rank. How target 11 is judged: the default "
     "model (the semantic extra: Universal Sentence Encoder multilingual v3, or a model "
     "directory MQ9_EMBEDDING_MODEL names) on the whole project set (11c, 11d) and on the "
     "held-out set, overall and per kind (11k-11o); RobustMQ's model (all-MiniLM-L6-v2, int8 "
     "ONNX, what RobustMQ's vector-search build downloads; English only; the semantic-minilm "
     "extra) with the hybrid ranking on the queries it can read, and against the lexical "
-    "ranking on the whole set (11a, 11b); the hybrid ranking against the cosine alone (11h: "
-    "its weight was chosen on the project set only). Hybrid: the cosine plus 0.1 × the "
-    "squared share of the query's stem weight a card holds. Lexical: the bundled broker's "
+    "ranking on the whole set (11a, 11b); the hybrid ranking against the cosine alone on the "
+    "three sets tuned on (11h: its weight was chosen on them). Hybrid: the cosine plus 0.3 × "
+    "the share of the query's stem weight a card holds. Lexical: the bundled broker's "
     "stems ranking. Register CPU: `AgentRegistry.register` of a card never embedded before "
     "(process time). DISCOVER over 10,000 agents with the model this process ranks with is "
     "target 4e. 11f/11g: a search checked against the registry's listing, as the client "

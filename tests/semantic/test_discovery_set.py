@@ -1,8 +1,9 @@
-"""The labeled discovery set (tests/data/discovery_set.json) and what each ranking finds in it.
+"""The labeled discovery sets (tests/data/discovery_*.json) and what each ranking finds in them.
 
 bench/discovery.py (target 11) reports the same figures; this test keeps them from sliding.
-The set: 50 A2A cards, and per card one query of each kind: keywords, a paraphrase sharing no
-word stem with the card, and the skill's name in another language.
+The project set: 50 A2A cards, and per card one query of each kind: keywords, a paraphrase
+sharing no word stem with the card, and the skill's name in another language. Set B and the
+dev set are tuned on with it; the held-out set never (docs/discovery.md).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def test_a_multilingual_model_reads_the_other_languages(scores):
 # -- issue #39: the hybrid ranking, and a second set written before any ranking ran on it -----
 
 SET_B = discovery.load_set(discovery.SET_B_FILE)
+HELD = discovery.load_set(discovery.HELDOUT_FILE)
 
 
 def test_set_b_is_what_it_says():
@@ -111,20 +113,44 @@ def test_set_b_is_what_it_says():
         assert sorted(q["expect"] for q in queries if q["kind"] == kind) == sorted(names), kind
 
 
-@pytest.mark.parametrize("data", [DATA, SET_B], ids=["project set", "set B"])
-def test_the_hybrid_ranking_finds_at_least_what_the_cosine_alone_finds(data):
-    """Bench target 11h: the weight was chosen on the project set (where it changes nothing:
-    its paraphrases share no stem with their card); set B was never tuned on."""
+def _pooled(model, hybrid: bool) -> discovery.Scores:
+    """One ranking's ranks over the queries of the three sets tuned on."""
+    pooled = discovery.Scores()
+    for path in discovery.TUNING_FILES:
+        data = discovery.load_set(path)
+        cards = [discovery.card_of(c) for c in data["cards"]]
+        for kind, ranks in discovery.score_embedder(
+            model, cards, data["queries"], hybrid=hybrid
+        ).ranks.items():
+            pooled.ranks.setdefault(kind, []).extend(ranks)
+    return pooled
+
+
+def test_the_hybrid_ranking_finds_at_least_what_the_cosine_alone_finds():
+    """Bench target 11h, with RobustMQ's model: the weight was chosen on the three sets tuned
+    on (issue #65), over all of them and of each kind. The project set's paraphrases share no
+    stem with their card by construction, so there any shared word is a wrong card's: the
+    fusion costs a query or two there and finds more keywords and jargon elsewhere."""
     model = semantic.minilm_embedder()
     if model is None:
         pytest.skip(f"the semantic-minilm extra is not installed ({semantic.MINILM_HINT})")
-    cards = [discovery.card_of(c) for c in data["cards"]]
-    hybrid = discovery.score_embedder(model, cards, data["queries"])
-    cosine = discovery.score_embedder(model, cards, data["queries"], hybrid=False)
-    for kind in (None, *discovery.KINDS):
+    hybrid, cosine = _pooled(model, True), _pooled(model, False)
+    for kind in (None, *discovery.HELDOUT_KINDS):
         assert hybrid.recall_at_1(kind) >= cosine.recall_at_1(kind), kind
-    if data is SET_B:  # its keywords and jargon (HS code, RMA, DICOM): what the fusion adds
-        assert hybrid.recall_at_1("keywords") > cosine.recall_at_1("keywords")
+    # keywords and jargon (HS code, RMA, DICOM, ICFR, IBNR): what the fusion adds
+    assert hybrid.recall_at_1("keywords") > cosine.recall_at_1("keywords")
+    assert hybrid.recall_at_1("jargon") > cosine.recall_at_1("jargon") + 0.1
+
+
+def test_the_default_model_gains_from_the_hybrid_ranking_where_it_was_tuned():
+    model = discovery.multilingual_embedder()
+    if model is None:
+        pytest.skip(f"no multilingual model here ({semantic.EXTRA_HINT})")
+    hybrid, cosine = _pooled(model, True), _pooled(model, False)
+    assert hybrid.recall_at_1() > cosine.recall_at_1()
+    assert hybrid.recall_at_1("jargon") > cosine.recall_at_1("jargon") + 0.1
+    assert hybrid.recall_at_1("keywords") >= cosine.recall_at_1("keywords")
+    assert hybrid.recall_at_1("other-language") >= cosine.recall_at_1("other-language") - 0.01
 
 
 def test_the_multilingual_option_on_set_b():
@@ -137,9 +163,32 @@ def test_the_multilingual_option_on_set_b():
     assert found.recall_at_1("other-language") >= 0.8
 
 
-# -- issue #65: the held-out set, scored and never tuned on -----------------------------------
+# -- issue #65: the development set (tuned on) and the held-out set (scored, never tuned on) ---
 
-HELD = discovery.load_set(discovery.HELDOUT_FILE)
+DEV = discovery.load_set(discovery.DEV_FILE)
+
+
+def test_the_dev_set_is_what_it_says():
+    cards, queries = DEV["cards"], DEV["queries"]
+    names = [card["name"] for card in cards]
+    assert len(cards) >= 60 and len(set(names)) == len(names) and len(queries) >= 300
+    # other roles than every other set's, and no card text of theirs
+    others = DATA["cards"] + SET_B["cards"] + HELD["cards"]
+    assert not set(names) & {card["name"] for card in others}
+    assert not {card["description"] for card in cards} & {c["description"] for c in others}
+    for kind in discovery.HELDOUT_KINDS:
+        asked = {q["expect"] for q in queries if q["kind"] == kind}
+        assert asked <= set(names) and len(asked) >= len(names) // 2, kind
+    kinds = [q["kind"] for q in queries]
+    assert kinds.count("other-language") >= len(queries) // 4
+    assert kinds.count("jargon") >= len(queries) // 4
+    others_lang = [q["lang"] for q in queries if q["kind"] == "other-language"]
+    assert "en" not in others_lang and len(set(others_lang)) >= 6
+    assert all(q["lang"] == "en" for q in queries if q["kind"] != "other-language")
+    # nobody's query text is another set's: written anew
+    older = {q["query"] for d in (DATA, SET_B, HELD) for q in d["queries"]}
+    assert not {q["query"] for q in queries} & older
+
 
 
 def test_the_held_out_set_is_what_it_says():
@@ -175,16 +224,21 @@ def held_out():
 
 
 def test_the_default_model_on_the_held_out_set(held_out):
-    """Bench targets 11k-11o. The issue asks 0.85 overall and 0.75 per kind; the default model
-    reaches the first two kinds and the other languages, not yet paraphrases and jargon
-    (docs/discovery.md). These floors are the measured figures, rounded down: a guard against
-    sliding, not a fit (nothing here was tuned on the set)."""
+    """Bench targets 11k-11o. The issue asks 0.85 overall and 0.75 per kind; with the hybrid
+    ranking tuned on the dev set the default model reaches it for keywords, other languages
+    and jargon, not yet overall (0.843) nor for paraphrases (docs/discovery.md). The targets
+    met are asserted; the rest are floors at the measured figures, rounded down: a guard
+    against sliding, not a fit (nothing here was tuned on the set)."""
     rankings, name = held_out
     found = rankings[f"{name}, hybrid"]
-    assert found.recall_at_1() >= 0.80
+    for kind in ("keywords", "other-language", "jargon"):
+        assert found.recall_at_1(kind) >= discovery.KIND_TARGET, kind
+    assert found.recall_at_1() >= 0.84
     assert found.recall_at_1("keywords") >= 0.90
     assert found.recall_at_1("other-language") >= 0.85
-    assert found.recall_at_1("paraphrase") >= 0.65 and found.recall_at_1("jargon") >= 0.65
+    assert found.recall_at_1("paraphrase") >= 0.69 and found.recall_at_1("jargon") >= 0.80
+    # the fusion is what finds the jargon: the cosine alone finds far less of it
+    assert found.recall_at_1("jargon") > rankings[f"{name}, cosine alone"].recall_at_1("jargon")
     lexical = rankings["lexical (no extra)"]
     assert found.recall_at_1() >= discovery.LEXICAL_FACTOR * lexical.recall_at_1()
     minilm = rankings.get("all-MiniLM-L6-v2, hybrid")
