@@ -36,16 +36,16 @@ REPLAY_GROUP = "replay"
 POLL_SECONDS = 0.25  # how often a followed mailbox is looked at
 
 UNANSWERED = {
-    "mailboxes": "mq9 has no listing of mailboxes (RobustMQ's admin API has one, not its mq9 "
+    "mailboxes": "The mq9 protocol lists no mailboxes (RobustMQ's admin API has one, not its mq9 "
     "subjects): shown are the agents' mailboxes, their dead-letter mailboxes and those named",
-    "ttl": "a mailbox's TTL is set when it is created and never answered over mq9",
-    "groups": "mq9 has no listing of consumer groups, nor of where a group stands (RobustMQ "
+    "ttl": "A mailbox's TTL is set when it is created and never answered over mq9",
+    "groups": "The mq9 protocol lists no consumer groups, nor says where a group stands (RobustMQ "
     "neither)",
-    "calls": "mq9 has no listing of calls: each caller keeps its own in its reply mailbox; "
+    "calls": "The mq9 protocol lists no calls: each caller keeps its own in its reply mailbox; "
     "shown are the calls of the reply mailboxes named",
-    "reports": "an agent's reports (agent_report) are kept by the broker and never answered "
+    "reports": "An agent's reports (agent_report) are kept by the broker and never answered "
     "over mq9: DISCOVER shows cards only",
-    "count": f"a QUERY answers at most {QUERY_CAP} messages: a mailbox with more shows "
+    "count": f"A QUERY answers at most {QUERY_CAP} messages: a mailbox with more shows "
     f"{QUERY_CAP}+",
 }
 

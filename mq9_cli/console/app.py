@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from . import charts
 from .auth import COOKIE, Gate, Session, cookie_header, csrf_ok, same_origin
 
 HERE = Path(__file__).parent
+log = logging.getLogger("mq9_cli.console")
 PREVIEW_CHARS = 2000  # of a payload in a list; the message's own page shows all of it
 MAX_FORM_BYTES = 64 * 1024
 MAX_STREAMS = 32  # event streams open at once
@@ -131,8 +133,10 @@ class Console:
         while True:
             await asyncio.sleep(self.settings.sample_seconds)
             for address in list(self.known):
-                with contextlib.suppress(Mq9Error, OperationError):
+                try:
                     await self.figures(address)
+                except Exception as exc:  # a point missed; the pages say what is wrong
+                    log.debug("no depth sample of %s: %s", address, failure(exc))
 
 
 def _preview(text: str) -> dict[str, Any]:
@@ -223,8 +227,7 @@ def create_app(
             yield
         finally:
             sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            await asyncio.gather(sampler, return_exceptions=True)
             await console.broker.close()
 
     routes = [
@@ -382,7 +385,10 @@ async def _message(request: Request) -> Response:
 async def _depth(request: Request) -> Response:
     console = _console(request)
     address = _address(request)
-    svg = charts.depth_chart(address, console.history.samples(address), capped=QUERY_CAP)
+    samples = console.history.samples(address)
+    if request.query_params.get("small"):  # a table's thumbnail: the line alone
+        return Response(charts.sparkline(address, samples), media_type="image/svg+xml")
+    svg = charts.depth_chart(address, samples, capped=QUERY_CAP)
     return Response(svg, media_type="image/svg+xml")
 
 
@@ -408,8 +414,9 @@ async def _replay(request: Request) -> Response:
         return PlainRefusal(str(exc), 403)
     address = _address(request)
     done = await overview.replay_dead_letters(console.broker, address)
-    skipped = f", skipped {len(done.skipped)}" if done.skipped else ""
-    _notice(request, f"replayed {len(done.sent)} dead letters into {address}{skipped}")
+    letters = "dead letter" if len(done.sent) == 1 else "dead letters"
+    skipped = f"; skipped {len(done.skipped)} (no dead letter of {address})" if done.skipped else ""
+    _notice(request, f"sent {len(done.sent)} {letters} back to {address}{skipped}")
     return RedirectResponse(f"/mailboxes/{quote(address, safe='')}/dead-letters", 303)
 
 
@@ -474,7 +481,7 @@ async def _steer(request: Request, operation: str) -> Response:
     policy = overview.person_policy(reply_mailbox=reply)
     shown = await overview.operate(console.broker, operation, args, policy)
     done = "your answer went to the agent" if operation == "answer_call" else "cancel asked"
-    _notice(request, f"{done}; the call is {shown['state']} (this page follows it)")
+    _notice(request, f"{done} (the call was {shown['state']}; this page follows it)")
     return RedirectResponse(f"/calls/{quote(reply, safe='')}/{quote(task_id, safe='')}", 303)
 
 

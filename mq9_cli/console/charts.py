@@ -37,11 +37,11 @@ def _text(x: float, y: float, words: str, anchor: str = "start", size: int = 11)
     )
 
 
-def _svg(body: Iterable[str], title: str, height: int = HEIGHT) -> str:
+def _svg(body: Iterable[str], title: str, height: int = HEIGHT, width: int = WIDTH) -> str:
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-        f'viewBox="0 0 {WIDTH} {height}" role="img"><title>{escape(title)}</title>'
-        f'<rect width="{WIDTH}" height="{height}" fill="#fff"/>' + "".join(body) + "</svg>"
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img"><title>{escape(title)}</title>'
+        f'<rect width="{width}" height="{height}" fill="#fff"/>' + "".join(body) + "</svg>"
     )
 
 
@@ -73,6 +73,22 @@ def depth_chart(address: str, samples: list[tuple[float, int]], *, capped: int) 
         _text(WIDTH / 2, 16, title, "middle", 12),
     ]
     return _svg(body, title)
+
+
+def sparkline(address: str, samples: list[tuple[float, int]]) -> str:
+    """Depth over time as a bare line, 160 by 40, for a table's row."""
+    width, height = 160, 40
+    title = f"messages in {address} over time"
+    if len(samples) < 2:
+        return _svg([], title, height, width)
+    t0, t1 = samples[0][0], max(samples[-1][0], samples[0][0] + 1)
+    top = max(max(d for _, d in samples), 1)
+    points = " ".join(
+        f"{2 + (t - t0) / (t1 - t0) * (width - 4):.1f},{height - 2 - d / top * (height - 4):.1f}"
+        for t, d in samples
+    )
+    line = f'<polyline points="{points}" fill="none" stroke="#2563eb" stroke-width="1.5"/>'
+    return _svg([line], title, height, width)
 
 
 LANES = ("caller", "agent")

@@ -60,7 +60,9 @@ def log_in(driver, url: str) -> None:
     shoot(driver, "login")
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     driver.find_element(By.CSS_SELECTOR, "#login button").click()
-    wait_for(driver, lambda d: d.current_url.endswith("/agents"), "the agents page")
+    # (the login page was shown at /agents too: wait for what only a session sees)
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "header nav"), "a session")
+    assert driver.current_url.endswith("/agents")
 
 
 async def _register(client, name: str, capabilities: str) -> None:
@@ -147,8 +149,7 @@ def test_a_person_steers_the_mail_in_a_browser(driver):
             driver.find_element(By.CSS_SELECTOR, "#replay button").click()
             wait_for(driver, lambda d: d.find_elements(By.ID, "notice"), "the replay's notice")
             assert (
-                "replayed 1 dead letters into team.jobs"
-                in driver.find_element(By.ID, "notice").text
+                "sent 1 dead letter back to team.jobs" in driver.find_element(By.ID, "notice").text
             )
             assert "replayed" in driver.find_element(By.CSS_SELECTOR, ".letter .status").text
             back = [m.text() for m in world.run(client.query("team.jobs"))]

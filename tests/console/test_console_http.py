@@ -158,7 +158,7 @@ def test_the_json_api_hands_payloads_back_exactly(world):
     assert hostile in [m["payload"] for m in found["messages"]]
     assert found["mailbox_ttl"] is None and found["exists"]
     calls = http.get("/api/calls").json()
-    assert "no listing of calls" in calls["unanswered"]["calls"]
+    assert "lists no calls" in calls["unanswered"]["calls"]
 
 
 def test_the_broker_login_also_opens_it_and_each_secret_is_compared_whole():
