@@ -59,7 +59,9 @@ class AgentRegisterInput(_Input):
 class AgentDiscoverInput(_Input):
     query: str = Field(
         default="",
-        description="The skill you need, in English keywords; '' lists all.",
+        # RobustMQ's own search embeds with an English model; the bundled broker's and the
+        # client's own ranking read 16 languages (docs/discovery.md)
+        description="Skill needed; in English on RobustMQ; '' lists all.",
     )
 
 
