@@ -81,6 +81,11 @@ _LAZY = {
     "AnswerCallTool": "tools",
     "CancelCallTool": "tools",
     "ListCallsTool": "tools",
+    "WakeRuleTool": "tools",
+    # Mail that wakes its agent (docs/wake.md)
+    "RuleBook": "wake",
+    "WakeRule": "wake",
+    "Waker": "wake",
     # Agent calls: A2A tasks over mq9 (docs/a2a.md)
     "AgentCaller": "a2a.caller",
     "AgentServer": "a2a.server",
@@ -110,7 +115,9 @@ if TYPE_CHECKING:
         Mq9Tool,
         QueryMessagesTool,
         SendMessageTool,
+        WakeRuleTool,
     )
+    from .wake import RuleBook, Waker, WakeRule
 
 
 def __getattr__(name: str) -> Any:
@@ -180,6 +187,10 @@ __all__ = [  # noqa: RUF022  (grouped: the client, its errors, then the LangChai
     "AnswerCallTool",
     "CancelCallTool",
     "ListCallsTool",
+    "WakeRuleTool",
+    "RuleBook",
+    "WakeRule",
+    "Waker",
     "AgentCaller",
     "AgentServer",
     "serve_agent",

@@ -182,6 +182,12 @@ class AgentReportTool(Mq9Tool):
     operation = OPERATIONS["agent_report"]
 
 
+class WakeRuleTool(Mq9Tool):
+    """``wake_rule``: wake rules of a mailbox you read (#62; not in the default eight)."""
+
+    operation = OPERATIONS["wake_rule"]
+
+
 # The agent-call tools (``Mq9Toolkit(calls=True)``)
 
 
@@ -233,5 +239,6 @@ TOOL_CLASSES: dict[str, type[Mq9Tool]] = {
         AnswerCallTool,
         CancelCallTool,
         ListCallsTool,
+        WakeRuleTool,
     )
 }

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from ..a2a.caller import CallError
 from ..protocol.errors import Mq9Error
-from . import calls, registry
+from . import calls, registry, wake
 from . import mailbox as mail
 from .config import ToolConfig
 from .context import CallContext, Progress
@@ -39,6 +39,7 @@ from .results import (
     MessagesQueried,
     Outcome,
     ToolResult,
+    WakeRules,
 )
 from .schemas import (
     DESCRIPTIONS,
@@ -341,6 +342,16 @@ OPERATIONS: dict[str, Operation] = _catalog(
         in_default_set=False,
         needs_calls=True,
         read_only=True,
+    ),
+    # #62: wake rules (wake.py), an extra
+    Operation(
+        name="wake_rule",
+        title="Wake an agent when mail waits",
+        input_model=wake.WakeRuleInput,
+        handler=wake.wake_rule,
+        result=WakeRules,
+        description_text=wake.DESCRIPTIONS["wake_rule"],
+        in_default_set=False,
     ),
 )
 

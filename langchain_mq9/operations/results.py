@@ -274,6 +274,15 @@ class AgentReported(ToolResult):
     name: str
 
 
+@dataclass(kw_only=True)
+class WakeRules(ToolResult):
+    """A mailbox's wake rules after the action (their secrets hidden; #62)."""
+
+    mail_address: str
+    action: str
+    rules: list[dict[str, Any]]
+
+
 # -- agent calls -------------------------------------------------------------------------------
 
 

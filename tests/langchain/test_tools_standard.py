@@ -36,6 +36,7 @@ EXAMPLES = {
     "answer_call": {"task_id": "t1", "answer": "in English"},
     "cancel_call": {"task_id": "t1"},
     "list_calls": {"state": ""},
+    "wake_rule": {"mail_address": "agent.inbox", "action": "list"},
 }
 
 

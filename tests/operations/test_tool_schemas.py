@@ -198,6 +198,7 @@ def test_every_bound_a_provider_may_drop_is_checked_again():
         "answer_call": {"task_id": "t1", "answer": "a"},
         "cancel_call": {"task_id": "t1"},
         "list_calls": {},
+        "wake_rule": {"mail_address": "agent.inbox"},
     }
     checked = []
     with Mq9Toolkit(server=f"memory://bounds{uuid.uuid4().hex}", tools=list(OPERATIONS)) as kit:
@@ -390,6 +391,7 @@ async def test_every_mcp_output_schema_matches_what_the_tool_returns():
         await run("agent_report", name="agent.w", status="busy", details='{"load": 1}')
         await run("agent_unregister", name="agent.w")
         await _run_call_tools(client, run)
+        await run("wake_rule", mail_address=box, action="add", target="callback", callback="f")
 
     for name, keys in seen.items():
         assert set(OPERATIONS[name].output_schema["properties"]) <= keys, name

@@ -28,8 +28,18 @@ MAY_IMPORT = {
     "client": {"protocol", "semantic", "groups", "broker", "tracing"},
     "broker": {"protocol", "semantic", "client", "face"},  # only BROKER_MAY_USE of the two
     "a2a": {"protocol", "groups", "client", "tracing"},
-    "operations": {"protocol", "semantic", "groups", "client", "a2a", "tracing"},
-    "face": {"protocol", "semantic", "groups", "client", "a2a", "operations", "broker", "tracing"},
+    "operations": {"protocol", "semantic", "groups", "client", "a2a", "tracing", "wake"},
+    "face": {
+        "protocol",
+        "semantic",
+        "groups",
+        "client",
+        "a2a",
+        "operations",
+        "broker",
+        "tracing",
+        "wake",
+    },
     "mcp_server": {"protocol", "client", "operations", "face"},
     # wake rules and the waker (#62): the client and its memory:// engine's announcements
     "wake": {"protocol", "client", "broker"},
