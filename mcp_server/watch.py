@@ -7,18 +7,21 @@ told ``notifications/resources/updated`` when new mail arrives there, in both MC
   ``resourceSubscriptions``; the request's answer is the stream of notifications (the SDK's
   ``ListenHandler``), and its watches end with it.
 
-mq9 pushes nothing to a reader, so a watched mailbox is looked at every ``POLL_SECONDS``: a
-FETCH without a consumer group from the newest message (it records nothing, and consumes
-nothing) names the newest msg_id, and msg_ids only grow, so a higher one than the last look's
-is new mail. A broker that does not answer is looked at again the next time. The mailbox must
-be one the client may read (``--allowed-mailboxes``), as for reading the resource. Bounded:
-``MAX_PER_SUBSCRIBER`` mailboxes per session or stream, ``MAX_WATCHES`` for the server, and
-``MAX_STREAMS`` listen streams open at once.
+mq9 pushes nothing to a reader. Where the broker announces arrivals (the bundled broker with
+``--announce``, or memory://: langchain_mq9/wake/arrivals.py, #62) a watched mailbox is looked
+at as soon as mail arrives, and every ``SWEEP_SECONDS`` anyway; elsewhere (RobustMQ) every
+``POLL_SECONDS``. A look is a FETCH without a consumer group from the newest message (it
+records nothing, and consumes nothing): it names the newest msg_id, and msg_ids only grow, so a
+higher one than the last look's is new mail. A broker that does not answer is looked at
+again the next time. The mailbox must be one the client may read (``--allowed-mailboxes``),
+as for reading the resource. Bounded: ``MAX_PER_SUBSCRIBER`` mailboxes per session or stream,
+``MAX_WATCHES`` for the server, and ``MAX_STREAMS`` listen streams open at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,12 +39,15 @@ from langchain_mq9.operations.errors import OperationError, explain
 from langchain_mq9.operations.policy import ToolPolicy
 from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
 from langchain_mq9.protocol.messages import Message
+from langchain_mq9.wake.arrivals import subscribe_arrivals
+from langchain_mq9.wake.rules import digest
 
 from .resources import MAILBOX
 
 log = logging.getLogger("mcp_server")
 
 POLL_SECONDS = 1.0
+SWEEP_SECONDS = 30.0  # with announcements: a look anyway, for one lost while reconnecting
 MAX_PER_SUBSCRIBER = 16
 MAX_WATCHES_PER_OWNER = 32
 MAX_WATCHES = 256
@@ -63,6 +69,33 @@ class Watches:
         self.by_subscriber: dict[object, dict[str, asyncio.Task[None]]] = {}
         self.owners: dict[object, str] = {}  # the client of each subscriber
         self.streams: dict[object, str] = {}  # the open subscriptions/listen streams' clients
+        # #62: the watches' wake-ups by the digest of their mailbox, set by announcements
+        self._wakeups: dict[str, set[asyncio.Event]] = {}
+        self._subscribed: asyncio.Future[bool] | None = None
+        self.announced = False  # an announcement came: the broker tells of arrivals
+
+    async def _subscribe(self) -> None:
+        """Listen to the broker's announcements once (where there are none: poll)."""
+        if self._subscribed is not None:
+            await asyncio.shield(self._subscribed)
+            return
+        self._subscribed = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+
+        def arrived(d: str) -> None:  # on the client's loop
+            loop.call_soon_threadsafe(self._arrived, d)
+
+        try:
+            found = await self.connection.run(lambda c: subscribe_arrivals(c, arrived))
+        except Exception as exc:  # the broker away: poll
+            log.debug("no arrival announcements: %s", exc)
+            found = None
+        self._subscribed.set_result(found is not None)
+
+    def _arrived(self, d: str) -> None:
+        self.announced = True
+        for wakeup in self._wakeups.get(d, ()):
+            wakeup.set()
 
     def count(self, owner: str | None = None) -> int:
         """The mailboxes watched, for ``owner`` (None: for everyone)."""
@@ -135,8 +168,26 @@ class Watches:
             self.owners.pop(subscriber, None)
 
     async def _watch(self, mail_address: str, notify: Notify, seen: int | None) -> None:
+        await self._subscribe()
+        wakeup = asyncio.Event()
+        d = digest(mail_address)
+        self._wakeups.setdefault(d, set()).add(wakeup)
+        try:
+            await self._looks(mail_address, notify, seen, wakeup)
+        finally:
+            waiting = self._wakeups.get(d, set())
+            waiting.discard(wakeup)
+            if not waiting:
+                self._wakeups.pop(d, None)
+
+    async def _looks(
+        self, mail_address: str, notify: Notify, seen: int | None, wakeup: asyncio.Event
+    ) -> None:
         while True:
-            await asyncio.sleep(self.poll_seconds)
+            wait = SWEEP_SECONDS if self.announced else self.poll_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), wait)
+            wakeup.clear()
             try:
                 newest = await self._newest(mail_address)
             except (Mq9Error, TimeoutError):  # the broker is away: look again next time

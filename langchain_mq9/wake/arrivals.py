@@ -65,14 +65,19 @@ def _on_engine(
     names: dict[str, str] = {}
     thread = threading.get_ident()
 
-    def told(address: str) -> None:  # under the engine's lock: only hand it on
+    def told(address: str) -> None:  # under the engine's lock: only hand it on, never raise
+        if loop.is_closed():  # a listener whose loop ended without unsubscribing
+            return
         d = names.get(address)
         if d is None:
             d = names[address] = digest(address)
-        if threading.get_ident() == thread:
-            loop.call_soon(on_arrival, d)
-        else:
-            loop.call_soon_threadsafe(on_arrival, d)
+        try:
+            if threading.get_ident() == thread:
+                loop.call_soon(on_arrival, d)
+            else:
+                loop.call_soon_threadsafe(on_arrival, d)
+        except RuntimeError:  # closed meanwhile
+            pass
 
     arrivals.append(told)
 

@@ -40,7 +40,7 @@ MAY_IMPORT = {
         "tracing",
         "wake",
     },
-    "mcp_server": {"protocol", "client", "operations", "face"},
+    "mcp_server": {"protocol", "client", "operations", "face", "wake"},
     # wake rules and the waker (#62): the client and its memory:// engine's announcements
     "wake": {"protocol", "client", "broker"},
 }
