@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -232,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         "no payload), so that mq9-wake wakes agents at once instead of polling (docs/wake.md)",
     )
     parser.add_argument(
+        "--console",
+        action="store_true",
+        help="also serve the web console for this broker (`mq9 console`, the console extra), "
+        "on loopback; it prints where, and the token to enter (docs/console.md)",
+    )
+    parser.add_argument(
         "--no-search",
         action="store_true",
         help="answer DISCOVER with text or semantic as RobustMQ's default build does (it has "
@@ -314,9 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = _start_server(args.host, args.port, identities)
             url = server.url
-        return asyncio.run(
-            _serve(engine, url, server, storage, pacer, identities, announce=args.announce)
-        )
+        console = _start_console(url) if args.console else None  # docs/console.md
+        try:
+            return asyncio.run(
+                _serve(engine, url, server, storage, pacer, identities, announce=args.announce)
+            )
+        finally:
+            if console is not None:
+                console.terminate()
     except (StartupError, ClusterError, StorageError, semantic.ModelError, CredentialError) as exc:
         # redacted: with --credentials on a cluster, the servers' URLs carry the broker's login
         print(f"mq9-dev-broker: error: {redact(str(exc))}", file=sys.stderr, flush=True)
@@ -955,6 +967,12 @@ def _relay_log(server: NatsProcess) -> None:
         if "Plaintext passwords detected" in line:  # #53: the broker's own, random per start
             serious = False
         relay.log(logging.WARNING if serious else logging.DEBUG, "%s", line)
+
+
+def _start_console(url: str) -> subprocess.Popen[bytes]:
+    """``mq9 console`` for the broker at ``url`` (docs/console.md), in a process of its own
+    that ends with the broker."""
+    return subprocess.Popen([sys.executable, "-m", "mq9_cli", "--server", url, "console"])
 
 
 if __name__ == "__main__":
