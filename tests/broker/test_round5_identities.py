@@ -25,7 +25,8 @@ import pytest
 from credentials_support import AgentLogins, ask, ok, raw_login, until_closed
 from devbroker_helpers import DevBroker
 from jetstream_servers import wait_serving
-from test_credentials_jetstream import Deployment
+from test_credentials_jetstream import Deployment, _refused
+from test_credentials_jetstream import deployment as deployment  # a cluster of this module's
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.callout import ANSWERS_USER, SETUP_FILE, Issuer, broker_urls
@@ -55,18 +56,6 @@ STORAGE_REPLIES = [
     f"$JS.API.STREAM.PURGE.{DEFAULT_STREAM}",
     f"$JS.API.STREAM.DELETE.KV_{IDENTITIES}",
 ]
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
-    made = Deployment(tmp_path_factory.mktemp("round5"))
-    yield made
-    made.close()
-
-
-def _refused(reply: dict, *words: str) -> None:
-    assert reply["error"], reply
-    assert all(word in reply["error"] for word in words), reply
 
 
 # -- 3: revocation closes every connection --------------------------------------------------------
