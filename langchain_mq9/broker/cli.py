@@ -51,8 +51,10 @@ from .cluster import (
     POLL,
     ClusterError,
     Waiting,
+    check_login,
     check_urls,
     distinct,
+    refused_login,
     replicas_for,
     servers_told,
     survey,
@@ -501,9 +503,13 @@ async def _serve_jetstream(
     # cluster, read by every broker, serving or standing by
     issuer = _cluster_issuer(args)
     infos = await _survey(servers, shown)
+    parts = servers if issuer is None else broker_urls(args.nats, issuer)  # URLs with a login
     if issuer is not None:
         _require_logins(infos)
-    parts = servers if issuer is None else broker_urls(args.nats, issuer)  # URLs with a login
+        try:  # a wrong DIR: said once, where the connections below would retry for long
+            await check_login(parts, shown)
+        except ClusterError as exc:
+            raise StartupError(str(exc)) from None
     login = {} if issuer is None else {"user": BROKER_USER, "password": issuer.broker_password}
     wait = Waiting(args.cluster_wait, log.info)
     nats_error, disconnected, reconnected = _connection_callbacks(shown, stop)
@@ -836,11 +842,12 @@ async def _connect(url: str, shown: str, **callbacks: Any) -> NatsConnection:
             CONNECT_TIMEOUT,
         )
     except Exception as exc:
-        cause = connection.last_error if isinstance(exc, asyncio.TimeoutError) else exc
+        # a timeout or "no servers": what the last try met says why
+        cause = connection.last_error or exc
         with contextlib.suppress(Exception):
             await connection.close()
         raise StartupError(
-            f"cannot connect to nats-server at {shown}: {describe(cause or exc)}"
+            f"cannot connect to nats-server at {shown}: {refused_login(cause)}"
         ) from None
     # From now on a nats-server restart must not end the broker: reconnect for as long as it
     # takes (nats-py reads this option at each reconnect).

@@ -132,3 +132,33 @@ class Waiting:
             self._said = what
             left = max(self.deadline - self.clock(), 0)
             self.say(f"waiting for {what} (up to {left:.0f} s more)")
+
+
+def refused_login(exc: BaseException) -> str:
+    """``exc`` in one line, and what a refused login of the broker's own user means."""
+    text = describe(exc)
+    if "Authorization Violation" in text:
+        text += (
+            " (the servers refuse the broker's login: --credentials DIR must be the directory "
+            "whose config block 'credentials setup' printed for these servers)"
+        )
+    return text
+
+
+async def check_login(urls: Sequence[str], shown: str) -> None:
+    """Log in once with what ``urls`` carry (no reconnect, no retry), then leave: a refused
+    login is a ``ClusterError`` in one line, where a client retrying would print one a try."""
+    import nats
+
+    async def quiet(exc: Exception) -> None:
+        """nats-py's default logs each error with its traceback: the one raised says it."""
+
+    try:
+        connection = await nats.connect(
+            list(urls), allow_reconnect=False, connect_timeout=INFO_TIMEOUT, error_cb=quiet
+        )
+    except Exception as exc:
+        raise ClusterError(
+            f"cannot log in to nats-server at {shown}: {refused_login(exc)}"
+        ) from None
+    await connection.close()

@@ -29,7 +29,7 @@ from pathlib import Path
 from .._cli import ArgumentParser, configure_logging
 from ..client.redaction import redact
 from .callout import SETUP_FILE, Issuer, broker_urls
-from .cluster import ClusterError, check_urls, survey
+from .cluster import ClusterError, check_login, check_urls, survey
 from .credentials import BaseIdentityStore, CredentialError, IdentityStore, identities_file
 from .engine import BrokerEngine
 from .identities import Identities
@@ -225,8 +225,9 @@ def _store_for(args: argparse.Namespace) -> BaseIdentityStore:
             )
         need_credentials_extra()
         issuer = Issuer.load(Path(args.credentials, SETUP_FILE))
-        _reachable(args.nats)
-        return KvIdentityStore(broker_urls(args.nats, issuer), stream=args.stream, watch=False)
+        urls = broker_urls(args.nats, issuer)
+        _reachable(args.nats, urls)
+        return KvIdentityStore(urls, stream=args.stream, watch=False)
     if args.store:
         raise CredentialError("--store jetstream needs --nats URL: the cluster's servers")
     path = (
@@ -244,11 +245,18 @@ def _store_for(args: argparse.Namespace) -> BaseIdentityStore:
     return IdentityStore(path)
 
 
-def _reachable(url: str) -> None:
-    """The servers of ``url`` are NATS URLs and one of them answers: else one line, at once."""
+def _reachable(url: str, logins: list[str]) -> None:
+    """The servers of ``url`` are NATS URLs, one of them answers and takes the broker's login
+    (``logins``: the same URLs carrying it): else one line, at once."""
     try:
         servers = check_urls(url)
-        asyncio.run(survey(servers, ",".join(redact(one) for one in servers)))
+        shown = ",".join(redact(one) for one in servers)
+
+        async def look() -> None:
+            await survey(servers, shown)
+            await check_login(logins, shown)
+
+        asyncio.run(look())
     except ClusterError as exc:
         raise CredentialError(f"--nats: {exc}") from None
 

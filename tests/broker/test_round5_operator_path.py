@@ -243,3 +243,27 @@ async def _squat_the_state_subject(url: str) -> None:
         await client.jetstream().add_stream(name="SQUATTER", subjects=["mq9state.>"])
     finally:
         await client.close()
+
+
+def test_a_setup_dir_the_servers_do_not_have_is_one_line(tmp_path):
+    """--credentials DIR of another setup than the servers': the broker's login is refused,
+    said once, by the broker and by the credentials command alike."""
+    pytest.importorskip("nkeys")
+    status, config, _ = _credentials("setup", str(tmp_path / "theirs"))
+    assert status == 0 and _credentials("setup", str(tmp_path / "other"))[0] == 0
+    words = ("cannot log in to nats-server at", "Authorization Violation", "--credentials DIR")
+    with JetStreamCluster(1, extra_config=config) as server:
+        url = server.urls[0]
+        status, out, err = _credentials(
+            "list", "--credentials", str(tmp_path / "other"), "--nats", url
+        )
+        assert status == 1 and err.count("\n") == 1 and all(w in err for w in words), err
+        broker = DevBroker(
+            "--nats", url, "--store", "jetstream", "--credentials", str(tmp_path / "other"),
+            wait=False,
+        )  # fmt: skip
+        _one_line_error(broker, *words)
+        status, out, _ = _credentials(
+            "list", "--credentials", str(tmp_path / "theirs"), "--nats", url
+        )
+        assert status == 0 and out.split()[0] == "NAME"
