@@ -4,13 +4,21 @@ allowed, and the checks before it listens. Its pictures and its JSON API."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import httpx
 import pytest
 from click.testing import CliRunner
 from console_world import TOKEN, World
 
+from langchain_mq9.broker.nats_process import free_port
 from langchain_mq9.groups.reader import GroupReader
 from mq9_cli.app import cli
 from mq9_cli.connect import Target
@@ -185,3 +193,47 @@ def test_it_binds_beyond_loopback_only_with_a_token_it_was_given():
     assert not made and settings.token == "a-long-random-secret-here"
     result = CliRunner().invoke(cli, ["--server", "memory://", "console", "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "not a loopback address" in result.stderr
+
+
+def test_the_dev_broker_serves_the_console_beside_it():
+    if _listening(CONSOLE_PORT):
+        pytest.skip(f"port {CONSOLE_PORT}, the console's default, is in use here")
+    env = {**os.environ, "MQ9_CONSOLE_TOKEN": TOKEN}
+    command = [sys.executable, "-m", "langchain_mq9.broker", "--port", str(free_port())]
+    process = subprocess.Popen(
+        [*command, "--console"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(iter(lambda: process.stdout.readline().decode(), "")),
+        daemon=True,
+    )
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120  # a hang guard
+        while not any("mq9 console on" in line for line in lines):
+            assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        bearer = {"authorization": f"Bearer {TOKEN}"}
+        url = f"http://127.0.0.1:{CONSOLE_PORT}/api/agents"
+        while not _listening(CONSOLE_PORT):
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        assert httpx.get(url, headers=bearer, timeout=30).json() == {"count": 0, "agents": []}
+        assert httpx.get(url, timeout=30).status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    deadline = time.monotonic() + 60
+    while _listening(CONSOLE_PORT):  # the console ends with the broker
+        assert time.monotonic() < deadline, "the console outlived the broker"
+        time.sleep(0.2)
+
+
+CONSOLE_PORT = 8780
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
