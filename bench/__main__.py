@@ -39,6 +39,7 @@ SECTIONS = (
     "stores",
     "credentials",
     "a2a_gateway",
+    "wake",
 )
 TITLES = {
     "latency": "Client and tool overhead over NATS (targets 1–3)",
@@ -55,6 +56,7 @@ TITLES = {
     "stores": "The dev broker's request path and its stores (target 14)",
     "credentials": "Per-agent credentials against the open broker (target 15)",
     "a2a_gateway": "The A2A gateway: an HTTP A2A call through mq9 vs direct (target 16)",
+    "wake": "Mail that wakes its agent: arrival to webhook, and one waker's cost (target 17)",
 }
 NEEDS_NETWORK = {"latency", "throughput", "mcp", "calls", "tracing", "a2a_gateway"}
 
@@ -108,6 +110,10 @@ def _run_section(name: str, cfg: Config, out: Path, network) -> Section:
         from . import a2a_gateway
 
         return a2a_gateway.run(cfg, network)
+    if name == "wake":
+        from . import wake
+
+        return wake.run(cfg)
     if name == "mcp":
         from . import mcp_stdio
 
