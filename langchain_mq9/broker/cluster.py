@@ -19,10 +19,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..client.redaction import describe, redact
-from ..client.transport import _nats_urls
-from ..protocol.errors import InvalidArgument
+from .nats_process import server_urls
 
 NATS_PORT = 4222
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")  # what nats-py dials
 INFO_TIMEOUT = 5.0  # seconds for a server to send its INFO once the TCP connection is up
 _INFO_LIMIT = 1 << 20  # an INFO line listing every server of a large cluster
 POLL = 0.5  # seconds between two looks at a forming cluster
@@ -37,13 +37,20 @@ class ClusterError(Exception):
 
 def check_urls(url: str) -> list[str]:
     """The servers of ``url`` (comma-separated), each a NATS URL with a host and a port
-    number; refused in the words the client uses for a misspelt URL."""
-    try:
-        urls = _nats_urls(url)
-        for one in urls:
+    number; refused in the words the client uses for a misspelt URL (client/transport.py,
+    which the broker does not import)."""
+    urls = server_urls(url)
+    for one in urls or [""]:
+        scheme, sep, rest = one.partition("://")
+        if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
+            raise ClusterError(
+                f"unsupported server URL {redact(one)!r}: use nats://host:port, "
+                "tls://host:port, or a comma-separated list of those"
+            )
+        try:
             address(one)
-    except (InvalidArgument, ValueError) as exc:
-        raise ClusterError(str(exc)) from None
+        except ValueError as exc:
+            raise ClusterError(str(exc)) from None
     return urls
 
 
