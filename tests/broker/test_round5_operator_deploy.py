@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from credentials_support import ok
-from devbroker_helpers import DevBroker, request_ok, wait_until
+from devbroker_helpers import DevBroker, port_open, request_ok, wait_until
 from jetstream_servers import wait_serving
 
 from langchain_mq9 import protocol as p
@@ -76,7 +75,7 @@ class Deployment:
                 stderr=log,
             )  # fmt: skip
         port = int(re.search(r"listen: 127\.0\.0\.1:(\d+)", self._config(name)).group(1))
-        wait_until(lambda: _listens(port), 30, f"{name} listens on {port}")
+        wait_until(lambda: port_open(port), 30, f"{name} listens on {port}")
 
     def _config(self, name: str) -> str:
         return (self.home / f"{name}.conf").read_text()
@@ -112,14 +111,6 @@ class Deployment:
         for process in self.servers.values():
             process.send_signal(signal.SIGKILL)
             process.wait(10)
-
-
-def _listens(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _serving(brokers: list[DevBroker]) -> DevBroker:
