@@ -480,7 +480,6 @@ def run(cfg: Any) -> Any:
     other_name = getattr(other_model, "name", "a multilingual model")
     lexical = project["lexical (no extra)"]
     embeddings = project.get(f"{default_name}, hybrid")
-    cosine = project.get(f"{default_name}, cosine alone")
     other = project.get(f"{other_name}, hybrid")
     missing = f"the semantic-minilm extra is not installed ({semantic.MINILM_HINT})"
     no_other = (
@@ -593,6 +592,7 @@ def run(cfg: Any) -> Any:
                     _kinds(loaded),
                 )
             )
+
     def pooled(label: str) -> float | None:
         """recall@1 of one ranking over the queries of every set tuned on."""
         found = [scored[name].get(label) for name in ("project set", "set B", "dev set")]

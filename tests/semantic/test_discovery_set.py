@@ -190,7 +190,6 @@ def test_the_dev_set_is_what_it_says():
     assert not {q["query"] for q in queries} & older
 
 
-
 def test_the_held_out_set_is_what_it_says():
     cards, queries = HELD["cards"], HELD["queries"]
     names = [card["name"] for card in cards]
