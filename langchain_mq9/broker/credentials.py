@@ -39,6 +39,11 @@ from .storage.sqlite import data_file
 
 # How stale what active() knows of revocations made by another process may be, in seconds
 LOOK_EVERY = 0.01
+# A revoked credential issued again waits this long first: every broker has looked since the
+# revocation (or had its watch bring it) before the new secret exists, so no request of an old
+# connection is checked against a copy from before the revocation once mail for the new one
+# can be there
+ROTATION_PAUSE = 2 * LOOK_EVERY
 
 FILE_NAME = "mq9-identities.sqlite3"
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -298,6 +303,8 @@ class IdentityStore(BaseIdentityStore):
                     f"credential {credential_id!r} exists and is not revoked: revoke it first "
                     "to issue a new secret"
                 )
+            if row is not None:
+                time.sleep(ROTATION_PAUSE)
             self._db.execute(
                 "INSERT OR REPLACE INTO credentials (id, sha256, label, created) "
                 "VALUES (?, ?, ?, ?)",

@@ -98,6 +98,7 @@ FETCH_BODY_REMEMBERED = 512  # bytes: a larger FETCH body is read again each tim
 LEASES_PER_AGENT = 4096
 LEASES_IN_ALL = 65536
 WATCH_SECONDS = 0.25  # how often revocations made by another process are looked for
+CLOSINGS_AT_ONCE = 16  # old secrets whose connections are being closed at once
 DROPS_LOGGED_EVERY = 10.0  # seconds: dropped requests are counted, logged at most this often
 OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscription calls
 
@@ -461,10 +462,12 @@ class Logins:
         try:
             while True:
                 self.store.refresh()
-                for old in self.store.closing() - under_way.keys():
-                    under_way[old] = asyncio.create_task(self._close(kicker, *old))
                 for old in [old for old, task in under_way.items() if task.done()]:
                     del under_way[old]
+                for old in sorted(self.store.closing() - under_way.keys()):
+                    if len(under_way) >= CLOSINGS_AT_ONCE:
+                        break  # (a start finding many credentials revoked) the rest wait
+                    under_way[old] = asyncio.create_task(self._close(kicker, *old))
                 await asyncio.sleep(WATCH_SECONDS)
         finally:
             for task in under_way.values():
@@ -474,7 +477,9 @@ class Logins:
     async def _close(self, kicker: Kicker, principal: str, sha256: str) -> None:
         try:
             closed = await kicker.kick(login_name(principal, sha256))
-            log.info(
+            # (none: the usual case at a start, for each credential revoked before it)
+            log.log(
+                logging.INFO if closed else logging.DEBUG,
                 "credential %r revoked or issued anew: closed %d connection(s) of its old secret",
                 principal,
                 closed,

@@ -39,7 +39,15 @@ from typing import Any, TypeVar
 
 from ..client.redaction import describe
 from .cluster import replicas_for
-from .credentials import BaseIdentityStore, Credential, CredentialError, _hash, check_id, new_secret
+from .credentials import (
+    ROTATION_PAUSE,
+    BaseIdentityStore,
+    Credential,
+    CredentialError,
+    _hash,
+    check_id,
+    new_secret,
+)
 from .storage.loop_thread import LoopThread
 
 log = logging.getLogger("langchain_mq9.broker.identities")
@@ -255,6 +263,8 @@ class KvIdentityStore(BaseIdentityStore):
                 f"credential {credential_id!r} exists and is not revoked: revoke it first "
                 "to issue a new secret"
             )
+        if entry is not None:
+            await asyncio.sleep(ROTATION_PAUSE)
         try:
             if entry is None:
                 await self._kv.create(key, value)

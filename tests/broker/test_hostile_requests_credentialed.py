@@ -8,6 +8,7 @@ hostile bodies of test_hostile_requests.py get the same clear answers through th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import nats
@@ -19,6 +20,7 @@ from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
+from langchain_mq9.broker.credentials import IdentityStore, identities_file
 from langchain_mq9.broker.identities import MARKER
 from langchain_mq9.client.nats_guard import flush_in_order
 from langchain_mq9.groups import dead_letters, leases
@@ -291,6 +293,47 @@ async def test_a_revoked_credential_is_refused_kicked_and_cannot_log_in_again(en
         _refused(await ask(alice, "alice", p.MSG_FETCH + "d.inbox", {}), "FETCH refused")
     finally:
         await asyncio.gather(alice.close(), dave.close())
+
+
+async def test_a_rotation_never_lets_an_old_connection_act_as_the_new_secret(enforcing):
+    """#61: revoked and issued again in one go (between two looks of the broker): the old
+    secret's connection is refused every request until it is closed; the new secret then
+    reads the mail sent after the rotation."""
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    old = await enforcing.agent("erin", closed_cb=on_closed)
+    alice = await enforcing.agent("alice")
+    try:
+        await ok(old, "erin", p.MAILBOX_CREATE, {"name": "e.inbox"})
+        store = IdentityStore(identities_file(enforcing.data))  # the CLI's, another process's
+        try:
+            store.revoke("erin")
+            enforcing.credentials["erin"] = f"erin:{store.issue('erin')}"
+        finally:
+            store.close()
+        await ok(alice, "alice", p.MSG_SEND + "e.inbox", b"for the new erin")
+        fetch = (p.MSG_FETCH + "e.inbox", {"group_name": "g"})
+        while old.is_connected:
+            with contextlib.suppress(nats.errors.Error):  # closed, or timed out as it closed
+                _refused(await ask(old, "erin", *fetch))  # revoked, or renewed: never served
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(closed.wait(), 15)
+        new = await enforcing.agent("erin")
+        try:
+            for _ in range(500):  # a hang guard: it acts once the old connection is closed
+                fetched = await ask(new, "erin", *fetch)
+                if not fetched["error"]:
+                    break
+                _refused(fetched, "issued anew")
+                await asyncio.sleep(0.02)
+            assert [m["payload"] for m in fetched["messages"]] == ["for the new erin"]
+        finally:
+            await new.close()
+    finally:
+        await asyncio.gather(alice.close(), old.close())
 
 
 # -- the hostile bodies of test_hostile_requests.py, sent as a credentialed agent ---------------
