@@ -20,7 +20,16 @@ no msg_id given to two payloads, every message handed out was sent (an ambiguous
 raised after the broker stored it, is counted, not an error). The gap of a round: from the last
 probe answered before the kill to the first answered after it.
 
+With ``--readers group`` (issue #61, item 7) the four readers are ``GroupReader``s of the
+group on ONE client (one connection, no worker names), each calling ``done`` on every batch it
+fetched; the lane then counts the messages handed out by a fetch *sent* after a ``done``
+covering them had returned (target 0), and, as the issue first counted them, by a fetch that
+*returned* after it (a fetch the broker answered before the ack, whose answer came back after
+the done: no fault). At the broker, an observer reads the state stream as it is stored and
+counts the group's commits that moved its position back.
+
     python -m bench.js_failover --rounds 11 --out /tmp/kill-lane.json   # 33 kills
+    python -m bench.js_failover --rounds 10 --readers group              # 30 kills
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -44,9 +54,9 @@ from typing import Any
 
 import nats
 
-from langchain_mq9 import Mq9Client
+from langchain_mq9 import GroupReader, Mq9Client
 from langchain_mq9.broker.standby import LOCK_KEY, lock_bucket
-from langchain_mq9.broker.storage.jetstream import DEFAULT_STREAM
+from langchain_mq9.broker.storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
 
 from .js_cluster import JetStreamCluster
 
@@ -93,12 +103,21 @@ class LaneResult:
     ambiguous: int = 0  # SENDs that raised, yet their message was stored
     client_warnings: list[str] = field(default_factory=list)
     probes_reused: list[int] = field(default_factory=list)
+    # --readers group: handed out by a fetch sent after a done covering them had returned
+    # (msg_ids), and (a count) by one that returned after it; the group's stored commits that
+    # moved its position back, and the records the observer read
+    handed_out_after_done: list[int] = field(default_factory=list)
+    returned_after_done: int = 0
+    commits_back: list[tuple[int, int]] = field(default_factory=list)  # (from, to)
+    records_observed: int = 0
 
     @property
     def clean(self) -> bool:
         return not (
             self.lost
             or self.handed_out_after_ack
+            or self.handed_out_after_done
+            or self.commits_back
             or self.reused
             or self.unknown
             or self.client_warnings
@@ -116,6 +135,10 @@ class LaneResult:
             f"acknowledged lost {len(self.lost)}, handed out after their ACK "
             f"{len(self.handed_out_after_ack)}, msg_ids reused {len(self.reused)}, handed out "
             f"but never sent {len(self.unknown)}, client warnings {len(self.client_warnings)}",
+            f"handed out by a fetch sent after a returned done "
+            f"{len(self.handed_out_after_done)} (returned after one: {self.returned_after_done});"
+            f" stored commits that moved the group back {len(self.commits_back)} (of "
+            f"{self.records_observed} records observed)",
             f"brokers that stopped by themselves: {sum(r.broker_exits for r in self.rounds)}",
             "rounds whose kill took the lock's bucket leader / moved the lock: "
             + ", ".join(
@@ -206,6 +229,12 @@ class Workload:
     acked_up_to: int = -1
     writing: bool = True
     reading: bool = True
+    # --readers group: (fetch sent at, returned at, msg_id) of each hand-out; when the first
+    # done covering a msg_id returned
+    handed: list[tuple[float, float, int]] = field(default_factory=list)
+    done_at: dict[int, float] = field(default_factory=dict)
+    commits: list[int] = field(default_factory=list)  # the group's stored positions, in order
+    records: int = 0
 
     def delivered(self) -> dict[int, set[str]]:
         found: dict[int, set[str]] = defaultdict(set)
@@ -256,6 +285,61 @@ async def reader(url: str, work: Workload, ack_turn: asyncio.Lock) -> None:
                 work.acked_up_to = top
 
 
+async def group_reader(client: Mq9Client, work: Workload) -> None:
+    """A ``GroupReader`` of the group (no worker name) on the shared ``client``: fetch, then
+    ``done`` on the whole batch, stamping each hand-out and each returned done."""
+    reader = GroupReader(client, MAILBOX, GROUP)
+    while work.reading:
+        sent_at = time.monotonic()
+        try:
+            batch = await reader.fetch(num_msgs=10, max_wait_ms=200)
+        except Exception:
+            await asyncio.sleep(0.05)
+            continue
+        returned_at = time.monotonic()
+        got = [(m.msg_id, m.text()) for m in batch]
+        work.fetches.append((sent_at, got))
+        work.handed.extend((sent_at, returned_at, msg_id) for msg_id, _ in got)
+        while batch and work.reading:
+            try:
+                await reader.done([m.msg_id for m in batch])
+            except Exception:  # not known to be acked: done again (the reader acks again)
+                await asyncio.sleep(0.05)
+                continue
+            finished = time.monotonic()
+            for message in batch:
+                work.done_at.setdefault(message.msg_id, finished)
+            break
+
+
+async def observer(nc: Any, work: Workload) -> None:
+    """The group's position as the broker stores it: every commit of the group's normal lane
+    in the state stream's records, in the order stored (snapshots, which only restate it,
+    skipped)."""
+    lane = f"{GROUP}-normal"
+    sub = await nc.jetstream().subscribe(
+        f"{SUBJECT_PREFIX}.{DEFAULT_STREAM.lower()}", ordered_consumer=True
+    )
+    try:
+        while work.reading:
+            try:
+                msg = await sub.next_msg(timeout=1)
+            except Exception:
+                continue
+            work.records += 1
+            head = json.loads(msg.data.partition(b"\n")[0])
+            changes = [head["ops"]] if head.get("v") == 1 else head.get("changes", [])
+            if "snap" in head:
+                continue
+            for ops in changes:
+                for op in ops:
+                    if op[0] == "oc" and op[1] == lane:
+                        work.commits.append(op[3])
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
 async def prober(url: str, work: Workload) -> None:
     async with Mq9Client(url, request_timeout=1) as client:
         count = 0
@@ -269,8 +353,9 @@ async def prober(url: str, work: Workload) -> None:
 class KillLane:
     """The cluster, the two brokers and the workload of one lane run (see the module)."""
 
-    def __init__(self, home: Path, broker_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, home: Path, broker_args: tuple[str, ...] = (), readers: str = "raw") -> None:
         self.home = home
+        self.readers = readers
         self.cluster = JetStreamCluster(3)
         self.url = ",".join(self.cluster.urls)
         self.brokers = [
@@ -306,8 +391,14 @@ class KillLane:
             ack_turn = asyncio.Lock()
             writers = [asyncio.create_task(writer(self.url, i, self.work, clients))
                        for i in range(WRITERS)]  # fmt: skip
-            tasks = writers + [asyncio.create_task(reader(self.url, self.work, ack_turn))
-                               for _ in range(READERS)]  # fmt: skip
+            if self.readers == "group":  # one client, one connection, for all four
+                shared = await Mq9Client(self.url, request_timeout=10).connect()
+                clients.append(shared)
+                readers = [group_reader(shared, self.work) for _ in range(READERS)]
+                readers.append(observer(self.nc, self.work))
+            else:
+                readers = [reader(self.url, self.work, ack_turn) for _ in range(READERS)]
+            tasks = writers + [asyncio.create_task(r) for r in readers]
             tasks.append(asyncio.create_task(prober(self.url, self.work)))
             result = LaneResult()
             try:
@@ -333,6 +424,8 @@ class KillLane:
             for task in done:
                 if task.exception() is not None:
                     raise LaneError(f"a client task failed: {task.exception()!r}")
+            if self.readers == "group":
+                await clients[-1].close()
             result.client_warnings = [w for c in clients for w in c.warnings.values()]
             self.check(result)
             return result
@@ -475,6 +568,20 @@ class KillLane:
             passed = max((x for at, x in acks if at < sent_at), default=-1)
             after.update(msg_id for msg_id, _ in messages if msg_id <= passed)
         result.handed_out_after_ack = sorted(after)
+        done_at = work.done_at
+        result.handed_out_after_done = sorted(
+            {msg_id for sent_at, _, msg_id in work.handed if done_at.get(msg_id, sent_at) < sent_at}
+        )
+        result.returned_after_done = sum(
+            1
+            for _, returned_at, msg_id in work.handed
+            if done_at.get(msg_id, returned_at) < returned_at
+        )
+        result.commits_back = [
+            (before, after_) for before, after_ in itertools.pairwise(work.commits)
+            if after_ < before
+        ]  # fmt: skip
+        result.records_observed = work.records
         probe_ids = [msg_id for _, msg_id in work.probes]
         result.probes_reused = sorted(i for i, n in Counter(probe_ids).items() if n > 1)
 
@@ -494,12 +601,20 @@ def _current(info: Any) -> bool:
     )
 
 
-async def run_lane(rounds_per_kind: int, broker_args: tuple[str, ...] = ()) -> LaneResult:
-    """One lane run: ``rounds_per_kind`` kills of each kind (see the module)."""
+async def run_lane(
+    rounds_per_kind: int,
+    broker_args: tuple[str, ...] = (),
+    *,
+    readers: str = "raw",
+    pause: float = 2.0,
+) -> LaneResult:
+    """One lane run: ``rounds_per_kind`` kills of each kind (see the module), ``pause``
+    seconds of traffic before each; ``readers``: "raw" (FETCH and ACK) or "group"
+    (``GroupReader``s on one client)."""
     with tempfile.TemporaryDirectory(prefix="mq9-kill-lane-") as home:
-        lane = KillLane(Path(home), broker_args)
+        lane = KillLane(Path(home), broker_args, readers)
         try:
-            return await lane.run(rounds_per_kind)
+            return await lane.run(rounds_per_kind, pause=pause)
         except BaseException:
             for broker in lane.brokers:
                 print(f"--- {broker.log_path.name}\n{broker.tail()}", file=sys.stderr)
@@ -510,10 +625,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.js_failover", description=__doc__)
     parser.add_argument("--rounds", type=int, default=11, help="kills of each kind (default 11)")
     parser.add_argument("--out", type=Path, help="write the rounds and the checks as JSON")
+    parser.add_argument(
+        "--readers", choices=("raw", "group"), default="raw",
+        help="raw FETCH/ACK readers, or GroupReaders on one client (default raw)",
+    )  # fmt: skip
+    parser.add_argument("--pause", type=float, default=2.0, help="seconds between kills")
     args = parser.parse_args(argv)
     started = time.monotonic()
     load = os.getloadavg()
-    result = asyncio.run(run_lane(args.rounds))
+    result = asyncio.run(run_lane(args.rounds, readers=args.readers, pause=args.pause))
     print(result.summary())
     print(f"lane time {time.monotonic() - started:.0f} s; load average at start {load}")
     if args.out is not None:

@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
@@ -55,6 +56,71 @@ DeadLetterHook = Callable[[Message, int, str], Awaitable[None] | None]
 POLL_SECONDS = 0.1
 
 T = TypeVar("T")
+
+
+class GroupAcks:
+    """The acks of every ``GroupReader`` of one group on one mailbox made through one client.
+
+    RobustMQ's ACK *sets* the group's position, so of two acks the one stored last wins. Two
+    readers of a group on one client acking on their own could store a lower ack after a higher
+    one: a reader that fetched before another's ack and finished after it, or an ack sent
+    again after a failover behind one sent meanwhile (measured: messages whose ``done`` had
+    returned handed out again; docs/groups.md). So they take turns (``turn``: one ack at a
+    time, its retries included), and an ack at or below the highest one answered is not sent:
+    the position is past it already. What one of them finished above that ack is done for
+    all of them (``finished``): a reader whose own answers cannot prove the group may move
+    past a message returns from ``done`` without acking, and the others, handed the same
+    message by the same position, must neither hand it out again nor wait on it."""
+
+    def __init__(self) -> None:
+        self.turn = asyncio.Lock()
+        self.highest: int | None = None  # the largest ack answered
+        self.newest_time = -1  # the newest create_time the readers had seen when it was
+        self.finished: dict[int, int] = {}  # above it: msg_id -> create_time, done by one
+
+    def finish(self, messages: Iterable[Message]) -> None:
+        highest = -1 if self.highest is None else self.highest
+        self.finished.update((m.msg_id, m.create_time) for m in messages if m.msg_id > highest)
+
+    def done_among(self, messages: Iterable[Message]) -> set[int]:
+        """Which of ``messages`` a reader of this client finished (the same message: its
+        create_time too)."""
+        finished = self.finished
+        return {m.msg_id for m in messages if finished.get(m.msg_id) == m.create_time}
+
+    def acked(self, msg_id: int, newest_time: int) -> None:
+        self.highest = msg_id if self.highest is None else max(self.highest, msg_id)
+        self.newest_time = max(self.newest_time, newest_time)
+        self.finished = {i: t for i, t in self.finished.items() if i > self.highest}
+
+    def forget(self) -> None:
+        """The broker's log went back: what was acked and finished was of the lost one."""
+        self.highest, self.newest_time, self.finished = None, -1, {}
+
+    def went_back(self, answer: Iterable[Message]) -> bool:
+        """The answer holds a message at or below the highest ack, seen before it was sent:
+        the group's position went back behind it (another client's late ack, a cluster
+        node's older idea of it)."""
+        highest = self.highest
+        if highest is None:
+            return False
+        return any(m.msg_id <= highest and m.create_time <= self.newest_time for m in answer)
+
+
+# Each client's GroupAcks by (mailbox, group), forgotten with the client
+_ACKS: weakref.WeakKeyDictionary[object, dict[tuple[str, str], GroupAcks]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def group_acks(client: object, mail_address: str, group_name: str) -> GroupAcks:
+    """The ``GroupAcks`` that ``client``'s readers of the group share (a client that cannot
+    be weakly referenced: one of the reader's own)."""
+    try:
+        groups = _ACKS.setdefault(client, {})
+    except TypeError:
+        return GroupAcks()
+    return groups.setdefault((mail_address, group_name), GroupAcks())
 
 
 class Failure(NamedTuple):
@@ -165,6 +231,7 @@ class GroupReader:
         self.on_dead_letter = on_dead_letter
         self.commit = commit
         self.state = ReaderState()
+        self._acks = group_acks(client, self.mail_address, self.group_name)
         # Unfinished deliveries counted on the broker, by msg_id, of the messages it read the
         # count of: before this hand-out, or (after a failure) with it.
         self._deliveries: dict[int, int] = {}
@@ -433,6 +500,7 @@ class GroupReader:
         if self.leases is not None and finished:
             await self.leases.record_done(finished)
         state.mark_done(ids)
+        self._acks.finish(finished)
         if self.leases is not None and state.held:
             # What other workers held may be finished by now: learn it, so the group's
             # position moves with this ack rather than at the next fetch.
@@ -460,16 +528,22 @@ class GroupReader:
         while True:
             asked = state.ask(num_msgs)
             answer, fit, asked = await self._read(asked, *start)
-            if self.commit and state.committed is not None and state.went_back(answer):
-                # The group's position is behind this reader's last ack: put it back first.
-                await self.client.ack(self.mail_address, self.group_name, state.committed)
+            if self.commit and (state.went_back(answer) or self._acks.went_back(answer)):
+                # The group's position is behind this reader's last ack, or another's of this
+                # client: put it back first, so nothing finished is handed out again.
+                await self._ack(state.committed, again=True)
                 answer, fit, asked = await self._read(asked, *start)
             start = fixed_start(*start, answer)
             if state.reused_ids(answer):
                 self._log_went_back(answer)
                 state = self.state  # this answer is the fresh state's first
             fresh = state.accept(answer, asked)
-            chosen = fresh[:num_msgs] if self.leases is None else await self._take(fresh, num_msgs)
+            # Finished by another reader of this client: done here too (GroupAcks)
+            finished = self._acks.done_among(fresh)
+            if finished:
+                state.mark_done(finished)
+            new = [m for m in fresh if m.msg_id not in finished]
+            chosen = new[:num_msgs] if self.leases is None else await self._take(new, num_msgs)
             batch = chosen
             if chosen and (not self._read_first or self._taken_over):
                 batch = await self._read_deliveries(chosen)
@@ -482,7 +556,7 @@ class GroupReader:
             # With leases, every new message may turn out done or held by another worker, and
             # any reader may set one aside or find it done: what that taught lets the next
             # FETCH reach past them, so "nothing" is never answered while a message waits.
-            set_aside = len(batch) < len(chosen)
+            set_aside = len(batch) < len(chosen) or bool(finished)
             if batch or not fresh or (state.ask(num_msgs) <= asked and not set_aside):
                 return batch, start
 
@@ -552,6 +626,7 @@ class GroupReader:
             p.warn_log_went_back(self.mail_address, min(reused), self.state.floor),
         )
         self.state = ReaderState()
+        self._acks.forget()
 
     def _stalled(self, fit: int) -> str:
         return (
@@ -567,8 +642,24 @@ class GroupReader:
     async def _advance(self) -> None:
         ack = self.state.advance()
         if self.commit and ack is not None:
-            await self.client.ack(self.mail_address, self.group_name, ack)
+            await self._ack(ack)
             self.state.acked(ack)
+
+    async def _ack(self, msg_id: int | None, *, again: bool = False) -> None:
+        """Ack ``msg_id`` in this client's turn for the group (``GroupAcks``): not at all
+        when another reader of it had an ack at or past it answered, unless ``again`` (the
+        position went back): then the highest of the two is sent again."""
+        acks = self._acks
+        async with acks.turn:
+            highest = acks.highest
+            if highest is not None and (msg_id is None or msg_id <= highest):
+                if not again:
+                    return
+                msg_id = highest
+            if msg_id is None:
+                return
+            await self.client.ack(self.mail_address, self.group_name, msg_id)
+            acks.acked(msg_id, self.state.newest_time)
 
 
 class Consumer:

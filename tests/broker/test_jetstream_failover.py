@@ -6,7 +6,8 @@ holder wrote its fence; the engine answers nothing past its lease. The command l
 command started twice gives a serving broker and a standby, which serves once the first stops.
 And the kill lane (bench/js_failover.py): 3 servers, 2 brokers, writers and group readers
 through SIGKILLs of the stream leader's server, a follower and the serving broker; one kill of
-each kind here, 11 of each with ``MQ9_KILL_LANE_FULL=1`` (the figures in bench/CLUSTER.md).
+each kind here, 11 of each with ``MQ9_KILL_LANE_FULL=1`` (the figures in bench/CLUSTER.md);
+and its group-reader lane (issue #61): 30 kills under ``GroupReader``s on one client.
 """
 
 from __future__ import annotations
@@ -229,6 +230,25 @@ def test_the_kill_lane():
     assert result.handed_out_after_ack == []
     assert result.reused == [] and result.probes_reused == []
     assert result.unknown == [] and result.client_warnings == []
+
+
+def test_the_kill_lane_of_group_readers():
+    """Issue #61 item 7: 30 SIGKILLs (10 of each kind, a short phase of traffic between them)
+    under 4 writers and 4 ``GroupReader``s of one group on one client: no message handed out
+    by a fetch sent after a ``done`` covering it had returned, no stored commit moving the
+    group back, nothing acknowledged lost. ``MQ9_KILL_LANE_FULL=1``: 60 kills, longer phases."""
+    from bench.js_failover import KINDS, run_lane
+
+    full = os.environ.get("MQ9_KILL_LANE_FULL") == "1"
+    rounds, pause = (20, 3.0) if full else (10, 0.5)
+    result = asyncio.run(run_lane(rounds, readers="group", pause=pause))
+    print(result.summary())
+    assert len(result.rounds) == rounds * len(KINDS)
+    assert result.acked > 0 and result.records_observed > 0
+    assert result.handed_out_after_done == []
+    assert result.commits_back == []
+    assert result.lost == [] and result.reused == [] and result.unknown == []
+    assert result.client_warnings == [] and result.probes_reused == []
 
 
 # -- helpers -----------------------------------------------------------------------------------

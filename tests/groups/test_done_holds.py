@@ -1,0 +1,98 @@
+"""A returned ``done`` holds for the other readers of a group on the same client (issue #61,
+item 7).
+
+RobustMQ's ACK sets the group's position: of two acks the one stored last wins. Four
+``GroupReader``s of one group on one client, through kills of nodes and brokers, handed out
+again messages whose ``done`` had returned, and the broker's stored commits showed why: the
+group's position moved back (15 times in 9 kills, bench/js_failover.py ``--readers group``):
+a reader that fetched before another's ack acked lower after it, or an ACK sent again after a
+failover landed behind one sent meanwhile. The readers of one client now ack in turn, never
+below the highest ack answered; a position moved back by someone else is put back before
+anything is handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from langchain_mq9 import GroupReader
+from langchain_mq9 import protocol as p
+from langchain_mq9.protocol.errors import NoBroker
+
+_boxes = itertools.count()
+
+
+async def _box(client, count: int) -> str:
+    box = await client.mailbox_create(name=f"dh.box{next(_boxes)}")
+    for i in range(count):
+        await client.send(box, f"m{i}")
+    return box
+
+
+async def _ids(reader: GroupReader, num_msgs: int) -> list[int]:
+    return [m.msg_id for m in await reader.fetch(num_msgs=num_msgs)]
+
+
+async def _each_done_first(readers: list[GroupReader], count: int) -> None:
+    """Each reader is handed the first ``count`` messages, then each finishes them (a
+    reader's later answers then start right above what it finished: its done can ack)."""
+    for reader in readers:
+        assert await _ids(reader, count) == list(range(count))
+    for reader in readers:
+        await reader.done(list(range(count)))
+
+
+async def test_a_reader_that_finishes_late_does_not_move_the_group_back(client):
+    box = await _box(client, 40)
+    a, b, c, d = readers = [GroupReader(client, box, "g") for _ in range(4)]
+    await _each_done_first(readers, 10)
+    assert await _ids(b, 10) == list(range(10, 20))  # and is slow
+    assert await _ids(c, 20) == list(range(10, 30))
+    await c.done(list(range(10, 30)))  # returned: 10..29 are done for the group
+    await b.done(list(range(10, 20)))  # late: its ack of 19 would move the group back to 20
+    assert await _ids(d, 10) == list(range(30, 40))
+    assert a.committed == 9
+
+
+async def test_an_ack_sent_again_after_a_failover_is_not_overtaken(client):
+    """b's ACK finds no broker (a failover) and is sent again a moment later; c's higher ACK,
+    made meanwhile, waits for b's turn instead of landing before b's repeat."""
+    box = await _box(client, 40)
+    a, b, c, d = readers = [GroupReader(client, box, "g") for _ in range(4)]
+    await _each_done_first(readers, 5)
+    assert await _ids(b, 10) == list(range(5, 15))
+    assert await _ids(c, 20) == list(range(5, 25))
+    transport = client._transport
+    request = transport.request
+    failed = asyncio.Event()
+
+    async def away_once(subject, body, headers, timeout):
+        if subject == p.ack_subject(box) and b'"msg_id":14' in body and not failed.is_set():
+            failed.set()
+            await asyncio.sleep(0.2)
+            raise NoBroker("no mq9 broker is serving (a failover)")
+        return await request(subject, body, headers, timeout)
+
+    transport.request = away_once
+    try:
+        late = asyncio.create_task(b.done(list(range(5, 15))))
+        await asyncio.wait_for(failed.wait(), 10)
+        await c.done(list(range(5, 25)))  # returned: 5..24 are done for the group
+        await late
+    finally:
+        transport.request = request
+    assert await _ids(d, 10) == list(range(25, 35))
+    assert a.committed == 4
+
+
+async def test_a_position_moved_back_by_another_client_is_put_back_first(client):
+    """Reader d never saw 0..19; another client's late ACK moved the group back to 10: d
+    acks the highest ack of its client again before handing anything out."""
+    box = await _box(client, 30)
+    a, d = GroupReader(client, box, "g"), GroupReader(client, box, "g")
+    assert await _ids(a, 20) == list(range(20))
+    await a.done(list(range(20)))
+    await client.ack(box, "g", 9)  # as another client's late ACK
+    assert await _ids(d, 10) == list(range(20, 30))
+    assert (await client.fetch(box, group_name="g", max_wait_ms=0))[0].msg_id == 20
