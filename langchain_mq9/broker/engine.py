@@ -724,6 +724,9 @@ class BrokerEngine:
         limit = self.limits.max_agents
         if limit is not None and len(self.registry) >= limit:
             raise Mq9Error(p.err_agent_limit(limit))
+        refused = self.storage.entry_refused(entry)  # before anything changes
+        if refused is not None:
+            raise Mq9Error(refused)
         entry.create_time = self.now_second()
         self.registry.register(entry)
         self.storage.agent_saved(entry)

@@ -186,6 +186,35 @@ async def test_a_stream_holding_a_record_larger_than_the_server_now_takes_still_
             engine.storage.close()
 
 
+async def test_a_registration_no_record_holds_is_refused_before_anything_changes():
+    """On a server taking records of 64 KB, a REGISTER whose change would take 192 KB is
+    refused before it changes anything; the SENDs made around it, whose changes wait in the
+    same queue of records, are all stored and answered."""
+    with JetStreamCluster(1, extra_config="max_payload: 64KB") as cluster:
+        storage = JetStreamStorage(cluster.urls, stream=f"F{uuid.uuid4().hex[:12]}")
+        engine = BrokerEngine(clock=ManualClock(T0), storage=storage, search=False)
+        try:
+            await _ok(engine, p.MAILBOX_CREATE, {"name": "box"})
+            big = p.encode({"name": "big", "payload": "\x01" * 32_000})
+            sends = [engine.handle(p.send_subject("box"), {}, b"m%d" % i) for i in range(20)]
+            answers = await asyncio.gather(
+                *sends[:10], engine.handle(p.AGENT_REGISTER, {}, big), *sends[10:]
+            )
+            replies = [json.loads(answer) for answer in answers]
+            refused = replies.pop(10)["error"]
+            assert "registration takes" in refused and "max_payload (65536)" in refused
+            assert [reply["error"] for reply in replies] == [""] * 20
+            assert sorted(reply["msg_id"] for reply in replies) == list(range(20))
+            assert "big" not in engine.registry.entries
+            before = engine_state(engine)
+            engine.storage.close()
+            engine = BrokerEngine(clock=ManualClock(T0), storage=JetStreamStorage(
+                cluster.urls, stream=storage.stream), search=False)  # fmt: skip
+            assert engine_state(engine) == before
+        finally:
+            engine.storage.close()
+
+
 # -- helpers -----------------------------------------------------------------------------------
 
 

@@ -81,6 +81,11 @@ class Storage(Protocol):
         changes anything); None: it can."""
         return None
 
+    def entry_refused(self, entry: AgentEntry) -> str | None:
+        """Why this store could not keep the registration ``entry`` (asked before a
+        REGISTER changes anything); None: it can."""
+        return None
+
     def mailbox_created(self, mailbox: Mailbox) -> None: ...
 
     def mailbox_expired(self, mailbox: Mailbox) -> None: ...

@@ -335,6 +335,19 @@ class JetStreamStorage(Storage):
             "message, or raise max_payload in the servers' configuration"
         )
 
+    def entry_refused(self, entry: AgentEntry) -> str | None:
+        ops: list[list[Any]] = [["as", entry.name, entry.agent_info, p.MAX_U64]]
+        if entry.card is not None:
+            ops.append(["is", entry.card_name, entry.name, entry.agent_info, p.MAX_U64])
+        size = len(_OPS_ENCODER.encode(ops).encode()) + _CHANGE_ROOM
+        if size <= self._record_limit():
+            return None
+        return (
+            f"the registration takes {size} bytes in a JetStream record, more than the NATS "
+            f"server's max_payload ({self._nc.max_payload}) leaves for one: register a "
+            "smaller card, or raise max_payload in the servers' configuration"
+        )
+
     def _record_limit(self) -> int:
         """The most bytes of changes one record holds: the server's max_payload less the
         room its headers and the record's framing take (nats-server counts the headers)."""
