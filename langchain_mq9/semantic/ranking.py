@@ -360,9 +360,12 @@ class AgentIndex:
             stacked = self._matrix = (indexed, np.stack([entry.vector for entry in indexed]))
         # unit vectors: the dot product is the cosine similarity
         score = stacked[1] @ vector
-        if self.hybrid:
-            for i, share in self.coverage(query, indexed).items():
-                score[i] += HYBRID_WEIGHT * share
+        if self.hybrid and (shares := self.coverage(query, indexed)):
+            # in one call: a common stem is held by every card, and an item at a time cost
+            # more than the search
+            at = np.fromiter(shares, dtype=np.intp, count=len(shares))
+            gain = HYBRID_WEIGHT * np.fromiter(shares.values(), float, count=len(shares))
+            score[at] += gain.astype(score.dtype)
         order = np.argsort(-score, kind="stable")
         return [indexed[i] for i in order]
 
@@ -375,11 +378,19 @@ class AgentIndex:
         if not weight:
             return {}
         total = sum(weight.values()) + (len(terms) - len(weight)) * _rarest(len(indexed))
-        shares = {}
+        shares: dict[int, float] = {}
+        # a share per distinct set of stems held (most cards holding any hold the same one or
+        # two), summed once
+        share_of: dict[frozenset[str], float] = {}
+        known = weight.keys()
         for i, entry in enumerate(indexed):
-            held = weight.keys() & entry.stems
+            held = known & entry.stems
             if held:
-                shares[i] = math.fsum(weight[s] for s in held) / total
+                key = frozenset(held)
+                share = share_of.get(key)
+                if share is None:
+                    share = share_of[key] = math.fsum(weight[s] for s in held) / total
+                shares[i] = share
         return shares
 
 
