@@ -33,11 +33,34 @@ from .http_app import (
     is_loopback,
     serve_http,
 )
-from .server import RECONNECT_ATTEMPTS, RECONNECT_DELAY, create_server, serve_stdio
+from .server import (
+    RECONNECT_ATTEMPTS,
+    RECONNECT_DELAY,
+    create_server,
+    serve_stdio,
+    tool_definitions,
+)
 
 log = logging.getLogger("mcp_server")
 
 DEFAULT_SERVER = "nats://localhost:4222"
+
+# The tools RobustMQ's own MCP server serves (its admin-server's /mcp,
+# src/admin-server/src/mcp/mq9/mod.rs), which a client may load beside mq9-mcp. mq9-mcp's
+# names without a prefix, or with one not ending in "mq9_" (e.g. "mq9mcp_"), never match them.
+ROBUSTMQ_TOOLS = frozenset(
+    {
+        "mq9_create_mailbox",
+        "mq9_send_message",
+        "mq9_fetch_messages",
+        "mq9_ack_message",
+        "mq9_query_mailbox",
+        "mq9_register_agent",
+        "mq9_discover_agents",
+        "mq9_delete_message",
+        "mq9_unregister_agent",
+    }
+)
 DEFAULT_PORT = 8000
 
 # Each credential option falls back to these environment variables, first one set wins.
@@ -187,6 +210,11 @@ def tool_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> To
         parser.error(f"{flag}: {error['msg'].removeprefix('Value error, ')}")
 
 
+def robustmq_clashes(policy: ToolPolicy) -> list[str]:
+    """The names of ``policy``'s tools that RobustMQ's own MCP server gives its tools too."""
+    return sorted({tool.name for tool in tool_definitions(policy)} & ROBUSTMQ_TOOLS)
+
+
 def configure_logging(level: str) -> None:
     """Everything to stderr: with stdio, stdout carries the MCP messages. Other libraries (the
     MCP SDK logs every request at INFO) only speak up for problems, unless debug is asked for."""
@@ -260,6 +288,15 @@ def _main(argv: Sequence[str] | None) -> int:
             parser.error(f"--credential-file: {exc.message}")
         credentials["credential"] = ":".join(credential)
     policy = ToolPolicy(tool_config(args, parser))
+    clashes = robustmq_clashes(policy)
+    if clashes:
+        log.warning(
+            "--tool-prefix %s names %s as RobustMQ's own MCP server (admin-server /mcp) names "
+            "its tools: a client loading both sees two tools of one name; pick another prefix "
+            "(e.g. mq9mcp_) or none",
+            policy.tool_prefix,
+            ", ".join(clashes),
+        )
     try:
         connection = Mq9Connection(
             server_url,

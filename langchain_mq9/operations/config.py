@@ -136,8 +136,9 @@ class ToolConfig(BaseModel):
     )
     tool_prefix: str = Field(
         default="",
-        description="put before every tool name, e.g. 'mq9_' for mq9_send_message, where "
-        "another server's tools have the same names",
+        description="put before every tool name, e.g. 'mq9mcp_' for mq9mcp_send_message, where "
+        "another server's tools have the same names (not 'mq9_': RobustMQ's own MCP server "
+        "names its tools mq9_send_message, ...)",
     )
 
     @model_validator(mode="before")

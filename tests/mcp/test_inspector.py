@@ -298,3 +298,21 @@ async def _call_tools(mcp: Session) -> None:
     assert sorted((c["task_id"], c["state"]) for c in calls) == sorted(
         [(task_id, "completed"), (other["task_id"], "canceled")]
     )
+
+
+def test_the_readmes_line_for_node_20_runs_the_inspector_2(inspector):
+    """The README's workaround where the machine's Node is older than the Inspector 2.x needs
+    (npm on Node 20 picks the Inspector 0.15 unless the version is named), run as written under
+    the machine's own npx (Node 20 here), in the CLI mode the same Inspector has."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"`(npx -y -p node@22 -p [^`]+)`", readme.replace("\n", " "))
+    assert found, "the README gives no Node 20 line"
+    words = found[1].split()
+    assert f"{INSPECTOR}@{INSPECTOR_VERSION}" in words  # named: else npm on Node 20 picks 0.15
+    at = words.index("mcp-inspector") + 1
+    words[at:at] = ["--cli"]
+    words = [MQ9_MCP if word == ".venv/bin/mq9-mcp" else word for word in words]
+    run = _run([*words, "--protocol-era", "modern", "--method", "tools/list"], inspector.cwd,
+               FIRST_RUN_TIMEOUT)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert _names(json.loads(run.stdout)) == _catalog()
