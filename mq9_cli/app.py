@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from langchain_mq9._version import __version__
 from langchain_mq9.client.client import Mq9Client
+from langchain_mq9.operations.policy import ToolPolicy
 from langchain_mq9.protocol import QUERY_CAP
 
 from . import overview, render
@@ -47,6 +48,16 @@ class Session:
 
     def show(self, data: Any, human: Callable[[Any], str]) -> None:
         click.echo(json.dumps(data, ensure_ascii=False) if self.as_json else human(data))
+
+    def operate(
+        self,
+        name: str,
+        args: dict[str, Any],
+        human: Callable[[Any], str],
+        policy: ToolPolicy | None = None,
+    ) -> None:
+        """Run the catalog's operation ``name`` and show its result."""
+        self.show(self.run(lambda c: overview.operate(c, name, args, policy)), human)
 
 
 def stop(problem: Failure) -> NoReturn:
@@ -128,9 +139,7 @@ def cli(
 @click.pass_context
 def agents(ctx: click.Context, as_json: bool) -> None:
     """List the registered agents."""
-    session = _session(ctx, as_json)
-    found = session.run(lambda c: overview.operate(c, "agent_discover", {"query": ""}))
-    session.show(found, render.agents)
+    _session(ctx, as_json).operate("agent_discover", {"query": ""}, render.agents)
 
 
 @cli.command(epilog="Example: mq9 discover 'translates to Japanese'")
@@ -139,9 +148,7 @@ def agents(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def discover(ctx: click.Context, query: str, as_json: bool) -> None:
     """Find agents by what they do, best first."""
-    session = _session(ctx, as_json)
-    found = session.run(lambda c: overview.operate(c, "agent_discover", {"query": query}))
-    session.show(found, render.agents)
+    _session(ctx, as_json).operate("agent_discover", {"query": query}, render.agents)
 
 
 @cli.command(epilog="Example: mq9 register agent.translator --capabilities 'translates text'")
@@ -154,11 +161,9 @@ def register(
     ctx: click.Context, name: str, capabilities: str, mailbox: str | None, as_json: bool
 ) -> None:
     """Register an agent: an A2A card carrying its mailbox."""
-    session = _session(ctx, as_json)
-    policy = _policy(agent_mailbox=mailbox)
     args = {"name": name, "capabilities": capabilities}
-    done = session.run(lambda c: overview.operate(c, "agent_register", args, policy))
-    session.show(done, lambda d: f"registered {name} (mailbox {d['mail_address']})")
+    policy = _policy(agent_mailbox=mailbox)
+    _session(ctx, as_json).operate("agent_register", args, render.registered, policy)
 
 
 @cli.command(epilog="Example: mq9 unregister agent.translator")
@@ -167,9 +172,7 @@ def register(
 @click.pass_context
 def unregister(ctx: click.Context, name: str, as_json: bool) -> None:
     """Remove an agent from the registry."""
-    session = _session(ctx, as_json)
-    done = session.run(lambda c: overview.operate(c, "agent_unregister", {"name": name}))
-    session.show(done, lambda d: f"unregistered {d['unregistered']}")
+    _session(ctx, as_json).operate("agent_unregister", {"name": name}, render.unregistered)
 
 
 # -- messages ----------------------------------------------------------------------------------
@@ -205,8 +208,7 @@ def send(
             stop(Failure("no payload: give it as an argument, --file or on standard input", USAGE))
         payload = sys.stdin.read()
     args = {"mail_address": mailbox, "payload": payload, **sent, "tags": list(sent["tags"])}
-    done = session.run(lambda c: overview.operate(c, "send_message", args))
-    session.show(done, lambda d: f"sent to {mailbox}: msg_id {d['msg_id']}")
+    session.operate("send_message", args, render.sent)
 
 
 @cli.command(epilog="Example: mq9 fetch agent.worker --group workers --wait 30000")
@@ -223,11 +225,8 @@ def send(
 @click.pass_context
 def fetch(ctx: click.Context, mailbox: str, group: str, wait: int, as_json: bool) -> None:
     """Take what waits for GROUP, most urgent first (ack them next)."""
-    session = _session(ctx, as_json)
-    policy = _policy(group=group)
     args = {"mail_address": mailbox, "max_wait_ms": wait}
-    found = session.run(lambda c: overview.operate(c, "fetch_messages", args, policy))
-    session.show(found, render.messages)
+    _session(ctx, as_json).operate("fetch_messages", args, render.messages, _policy(group=group))
 
 
 @cli.command(epilog="Example: mq9 ack agent.worker 41 --group workers")
@@ -241,11 +240,8 @@ def ack(
     ctx: click.Context, mailbox: str, msg_id: int, group: str, set_aside: str, as_json: bool
 ) -> None:
     """Confirm GROUP handled MAILBOX up to MSG_ID (or set one aside)."""
-    session = _session(ctx, as_json)
-    policy = _policy(group=group)
     args = {"mail_address": mailbox, "msg_id": msg_id, "set_aside": set_aside}
-    done = session.run(lambda c: overview.operate(c, "ack_messages", args, policy))
-    session.show(done, lambda d: f"acked {', '.join(map(str, d['confirmed'])) or 'nothing'}")
+    _session(ctx, as_json).operate("ack_messages", args, render.acked, _policy(group=group))
 
 
 @cli.command(epilog="Example: mq9 query agent.worker --tag billing --limit 20")
@@ -260,10 +256,8 @@ def query(
     ctx: click.Context, /, mailbox: str, tags: tuple[str, ...], as_json: bool, **given: Any
 ) -> None:
     """Read MAILBOX without consuming anything."""
-    session = _session(ctx, as_json)
     args = {"mail_address": mailbox, "tags": list(tags), **given}
-    found = session.run(lambda c: overview.operate(c, "query_messages", args))
-    session.show(found, render.messages)
+    _session(ctx, as_json).operate("query_messages", args, render.messages)
 
 
 @cli.command(epilog="Example: mq9 delete agent.worker 41")
@@ -273,10 +267,8 @@ def query(
 @click.pass_context
 def delete(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> None:
     """Delete one message."""
-    session = _session(ctx, as_json)
     args = {"mail_address": mailbox, "msg_id": msg_id}
-    done = session.run(lambda c: overview.operate(c, "delete_message", args))
-    session.show(done, lambda d: f"deleted {mailbox} msg_id {d['msg_id']}")
+    _session(ctx, as_json).operate("delete_message", args, render.deleted)
 
 
 @cli.command(epilog="Example: mq9 watch agent.worker --json | jq .payload")
@@ -380,10 +372,11 @@ def calls(ctx: click.Context, reply: str) -> None:
     ctx.meta["reply"] = reply
 
 
-def _call(ctx: click.Context, as_json: bool, name: str, args: dict[str, Any]) -> Any:
-    session = _session(ctx, as_json)
+def _call(
+    ctx: click.Context, as_json: bool, name: str, args: dict[str, Any], human: Callable[..., str]
+) -> None:
     policy = _policy(reply_mailbox=ctx.meta["reply"])
-    return session, session.run(lambda c: overview.operate(c, name, args, policy))
+    _session(ctx, as_json).operate(name, args, human, policy)
 
 
 @calls.command("list", epilog="Example: mq9 calls --reply me.calls list --state input-required")
@@ -392,8 +385,7 @@ def _call(ctx: click.Context, as_json: bool, name: str, args: dict[str, Any]) ->
 @click.pass_context
 def calls_list(ctx: click.Context, state: str, as_json: bool) -> None:
     """Each call and its state."""
-    session, found = _call(ctx, as_json, "list_calls", {"state": state})
-    session.show(found, render.calls)
+    _call(ctx, as_json, "list_calls", {"state": state}, render.calls)
 
 
 @calls.command("show", epilog="Example: mq9 calls --reply agent.me.calls show 7f3a...")
@@ -403,9 +395,7 @@ def calls_list(ctx: click.Context, state: str, as_json: bool) -> None:
 @click.pass_context
 def calls_show(ctx: click.Context, task_id: str, wait: int, as_json: bool) -> None:
     """One call: its state, and its result, question or reason."""
-    args = {"task_id": task_id, "wait_seconds": wait}
-    session, found = _call(ctx, as_json, "check_call", args)
-    session.show(found, render.call)
+    _call(ctx, as_json, "check_call", {"task_id": task_id, "wait_seconds": wait}, render.call)
 
 
 @calls.command("answer", epilog="Example: mq9 calls --reply agent.me.calls answer 7f3a... 'French'")
@@ -417,8 +407,7 @@ def calls_show(ctx: click.Context, task_id: str, wait: int, as_json: bool) -> No
 def calls_answer(ctx: click.Context, task_id: str, answer: str, wait: int, as_json: bool) -> None:
     """Answer the question of a call waiting for input (input-required)."""
     args = {"task_id": task_id, "answer": answer, "wait_seconds": wait}
-    session, found = _call(ctx, as_json, "answer_call", args)
-    session.show(found, render.call)
+    _call(ctx, as_json, "answer_call", args, render.call)
 
 
 @calls.command("cancel", epilog="Example: mq9 calls --reply agent.me.calls cancel 7f3a...")
@@ -427,8 +416,7 @@ def calls_answer(ctx: click.Context, task_id: str, answer: str, wait: int, as_js
 @click.pass_context
 def calls_cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
     """Ask the agent to cancel a call."""
-    session, found = _call(ctx, as_json, "cancel_call", {"task_id": task_id})
-    session.show(found, render.call)
+    _call(ctx, as_json, "cancel_call", {"task_id": task_id}, render.call)
 
 
 # -- the console and the shell -----------------------------------------------------------------
@@ -482,7 +470,7 @@ def completion(shell: str) -> None:
     click.echo(complete(cli, {}, "mq9", COMPLETE_VAR).source())
 
 
-def _policy(**options: Any) -> Any:
+def _policy(**options: Any) -> ToolPolicy:
     """The catalog's policy for a person with ``options`` (a mailbox, group or reply mailbox
     it refuses ends the command, naming it)."""
     given = {k: v for k, v in options.items() if v is not None}

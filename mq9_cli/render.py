@@ -35,6 +35,26 @@ def _table(rows: list[list[str]], heads: list[str]) -> str:
     return "\n".join(lines)
 
 
+def registered(data: dict[str, Any]) -> str:
+    return printable(f"registered, mailbox {data['mail_address']}")
+
+
+def unregistered(data: dict[str, Any]) -> str:
+    return printable(f"unregistered {data['unregistered']}")
+
+
+def sent(data: dict[str, Any]) -> str:
+    return f"sent: msg_id {data['msg_id']}"
+
+
+def acked(data: dict[str, Any]) -> str:
+    return f"acked up to {', '.join(map(str, data['confirmed'])) or 'nothing'}"
+
+
+def deleted(data: dict[str, Any]) -> str:
+    return f"deleted msg_id {data['msg_id']}"
+
+
 def agents(data: dict[str, Any]) -> str:
     found = data.get("agents", [])
     if not found:

@@ -3,14 +3,16 @@ by hand to bind beyond loopback), and uvicorn serving it."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import secrets
+import socket
 import sys
 from typing import Any
 
 import uvicorn
 
-from ..connect import USAGE, Failure, Target
+from ..connect import USAGE, Failure, Target, failure
 from .app import Settings, create_app
 
 
@@ -59,8 +61,32 @@ def settings_for(
     return settings, made
 
 
+def _free(host: str, port: int) -> None:
+    """Nothing listens on ``host:port`` yet (uvicorn would only log the bind error)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            why = f"cannot listen on {host}:{port}: {exc.strerror}: pick another --port"
+            raise Failure(why, USAGE) from None
+
+
+async def _reachable(target: Target) -> None:
+    """The broker answers a connection now: else one line, not a traceback from uvicorn."""
+    client = target.client("mq9-console")
+    try:
+        await client.connect()
+    except Exception as exc:
+        raise failure(exc) from None
+    finally:
+        await client.close()
+
+
 def serve(target: Target, *, host: str, port: int, **options: Any) -> None:
     settings, made = settings_for(target, host=host, **options)
+    _free(host, port)
+    asyncio.run(_reachable(target))
     shown_host = f"[{host}]" if ":" in host else host
     where = f"http://{shown_host}:{port}/login"
     lines = [f"mq9 console on {where} for {target.shown}"]

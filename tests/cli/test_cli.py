@@ -30,7 +30,10 @@ LANES = ["bundled", "shaped"]
 @pytest.fixture(params=LANES)
 async def server(request, nats_server):
     """The URL of an mq9 server on loopback, and a client of the test's own on it."""
-    async with served(request.param, nats_server.url) as url, Mq9Client(url) as client:
+    async with (
+        served(request.param, nats_server.url) as url,
+        Mq9Client(url, request_timeout=60) as client,
+    ):
         yield url, client
 
 
@@ -51,11 +54,15 @@ async def served(lane: str, nats_url: str):
         await connection.close()
 
 
-async def mq9(url: str, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+async def mq9(
+    url: str, *args: str, stdin: str | None = None, env: dict | None = None
+) -> tuple[int, str, str]:
     """``mq9 --server URL ARGS``: its exit code, standard output and standard error."""
 
     def invoke():
-        result = CliRunner().invoke(cli, ["--server", url, *args], input=stdin, prog_name="mq9")
+        # (a generous --timeout: the broker's first REGISTER loads its embedding model)
+        argv = ["--server", url, "--timeout", "60", *args]
+        result = CliRunner().invoke(cli, argv, input=stdin, prog_name="mq9", env=env)
         if result.exception and not isinstance(result.exception, SystemExit):
             raise result.exception
         return result.exit_code, result.stdout, result.stderr
@@ -283,3 +290,19 @@ def test_the_entry_point_runs_on_the_in_process_broker(capsys):
     assert json.loads(capsys.readouterr().out) == {"count": 0, "agents": []}
     assert main(["--server", "memory://", "query", "no.box"]) == 3
     assert main(["--bogus"]) == 2
+
+
+async def test_it_logs_in_as_the_toolkit_does():
+    """Against the RobustMQ-shaped listener with logins (RobustMQ's auth_required)."""
+    engine = BrokerEngine(search=False)
+    async with RobustMQShapedListener(engine, logins={"alice": "s3cret-pw"}) as listener:
+        url = listener.url
+        found = await as_json(url, "--user", "alice", "--password", "s3cret-pw", "agents")
+        assert found == {"count": 0, "agents": []}
+        env = {"MQ9_USER": "alice", "MQ9_PASSWORD": "s3cret-pw"}
+        code, out, err = await mq9(url, "agents", "--json", env=env)
+        assert code == 0 and json.loads(out)["count"] == 0, err
+        code, _, err = await mq9(url, "--user", "alice", "--password", "wrong-pw", "agents")
+        assert code == 5 and "refused the credentials" in err and "wrong-pw" not in err
+        code, _, err = await mq9(url, "agents")
+        assert code == 5 and "wants a login" in err

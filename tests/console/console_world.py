@@ -55,10 +55,11 @@ class World:
     async def _start(self) -> None:
         self.listener = RobustMQShapedListener(BrokerEngine(search=False))
         await self.listener.__aenter__()
-        self.client = await Mq9Client(self.listener.url).connect()
+        # Generous timeouts, hang guards only: the first REGISTER loads the embedding model
+        self.client = await Mq9Client(self.listener.url, request_timeout=60).connect()
         options = {"sample_seconds": 0.3, "poll_seconds": 0.2, **self.settings}
         settings = Settings(token=TOKEN, server=self.listener.url, **options)
-        app = create_app(lambda: Mq9Client(self.listener.url), settings)
+        app = create_app(lambda: Mq9Client(self.listener.url, request_timeout=60), settings)
         port = free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2

@@ -52,6 +52,12 @@ def wait_for(driver, condition, what: str):
     return waiting.until(condition, message=what)
 
 
+def wait_live(driver) -> None:
+    """Until the mailbox page's event stream is open."""
+    live = "return document.getElementById('live-state').textContent"
+    wait_for(driver, lambda d: d.execute_script(live) == "live", "the event stream")
+
+
 def log_in(driver, url: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -68,6 +74,12 @@ def log_in(driver, url: str) -> None:
 async def _register(client, name: str, capabilities: str) -> None:
     args = {"name": name, "capabilities": capabilities}
     await overview.operate(client, "agent_register", args)
+
+
+async def serve(client, work, name: str, description: str):
+    """A one-node graph running ``work`` served as the A2A agent ``name``."""
+    card = {"description": description}
+    return await serve_agent(text_graph(work), name=name, client=client, card=card, **text_io())
 
 
 async def _dead_letter(client, mailbox: str, payload: str, reason: str) -> None:
@@ -88,14 +100,9 @@ def test_a_person_steers_the_mail_in_a_browser(driver):
         world.run(client.send("agent.translator", "translate: good morning", priority="urgent"))
         world.run(_dead_letter(client, "team.jobs", "a job that always fails", "KeyError: 'id'"))
 
-        async def serve():
-            graph = text_graph(asking)
-            card = {"description": "greets people, in the language you choose"}
-            return await serve_agent(
-                graph, name="agent.greeter", client=client, card=card, **text_io()
-            )
-
-        agent = world.run(serve())
+        agent = world.run(
+            serve(client, asking, "agent.greeter", "greets people, in the language you choose")
+        )
         try:
             log_in(driver, world.url)
 
@@ -119,14 +126,7 @@ def test_a_person_steers_the_mail_in_a_browser(driver):
             wait_for(driver, lambda d: d.find_elements(By.ID, "messages"), "the mailbox page")
             assert "translate: good morning" in driver.find_element(By.ID, "messages").text
             assert driver.find_element(By.ID, "count-urgent").text == "1"
-            wait_for(
-                driver,
-                lambda d: (
-                    d.execute_script("return document.getElementById('live-state').textContent")
-                    == "live"
-                ),
-                "the event stream",
-            )
+            wait_live(driver)
             world.run(client.send("agent.translator", "translate: good night"))
             wait_for(
                 driver,
@@ -222,13 +222,7 @@ def test_hostile_payloads_are_inert_text_on_every_page(driver):
         world.run(client.send("team.hostile", big))
         world.run(_dead_letter(client, "team.bad", HOSTILE, HOSTILE))
 
-        async def serve():
-            graph = text_graph(asking_hostile)
-            return await serve_agent(
-                graph, name="agent.asker", client=client, card={"description": HOSTILE}, **text_io()
-            )
-
-        agent = world.run(serve())
+        agent = world.run(serve(client, asking_hostile, "agent.asker", HOSTILE))
         try:
             asked = world.run(
                 AgentCaller(client, "human.calls").call("agent.asker", HOSTILE, wait=WAIT)
@@ -255,14 +249,7 @@ def test_hostile_payloads_are_inert_text_on_every_page(driver):
             shoot(driver, "hostile-message")
 
             driver.get(world.url + "/mailboxes/team.hostile")
-            wait_for(
-                driver,
-                lambda d: (
-                    d.execute_script("return document.getElementById('live-state').textContent")
-                    == "live"
-                ),
-                "the event stream",
-            )
+            wait_live(driver)
             world.run(client.send("team.hostile", "live: " + HOSTILE))
             wait_for(
                 driver,

@@ -195,6 +195,19 @@ def test_it_binds_beyond_loopback_only_with_a_token_it_was_given():
     assert result.exit_code == 2 and "not a loopback address" in result.stderr
 
 
+def test_it_says_in_one_line_why_it_cannot_start():
+    nowhere = f"nats://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(cli, ["--server", nowhere, "console", "--port", str(free_port())])
+    assert result.exit_code == 4 and result.stderr.startswith("mq9: cannot connect")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(cli, ["--server", "memory://", "console", "--port", port])
+    assert result.exit_code == 2 and "Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_the_dev_broker_serves_the_console_beside_it():
     if _listening(CONSOLE_PORT):
         pytest.skip(f"port {CONSOLE_PORT}, the console's default, is in use here")

@@ -1,0 +1,44 @@
+"""``mq9_cli`` is a face (docs/architecture.md): it imports the catalog, the client and what
+they stand on, never the broker or the MCP server, and nothing of the package imports it
+(``mq9-dev-broker --console`` starts it as a process of its own)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# What the person's face may use of langchain_mq9 (tests/project/test_layout.py's parts)
+MAY_IMPORT = {"protocol", "client", "groups", "a2a", "operations", "_version"}
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add(node.module or "")
+    return found
+
+
+def test_the_face_imports_only_the_parts_below_it():
+    wrong = []
+    for path in sorted((ROOT / "mq9_cli").rglob("*.py")):
+        for name in _imports(path):
+            top, _, rest = name.partition(".")
+            if top == "mcp_server" or (
+                top == "langchain_mq9" and rest.split(".")[0] not in MAY_IMPORT
+            ):
+                wrong.append(f"{path.relative_to(ROOT)}: {name}")
+    assert wrong == []
+
+
+def test_nothing_of_the_package_imports_it():
+    importers = [
+        str(path.relative_to(ROOT))
+        for package in ("langchain_mq9", "mcp_server")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if any(name.split(".")[0] == "mq9_cli" for name in _imports(path))
+    ]
+    assert importers == []
