@@ -323,16 +323,38 @@ class KvIdentityStore(BaseIdentityStore):
         return rows
 
     async def _read_all(self, kind: str) -> dict[str, bytes]:
-        """Every key ``<kind>.…`` with its value, as the bucket holds them now."""
-        watcher = await self._kv.watch(f"{kind}.>", ignore_deletes=True)
+        """Every key ``<kind>.…`` with its value, as the bucket holds them now: the last value
+        of each key on an ordered consumer, read up to the one no other follows. (nats-py's KV
+        watch says "nothing more" when the server's count of what it has yet to send is 0 and
+        the client has read nothing yet, which is also so when the server sent everything a
+        moment before: a broker taking over once read no owners at all.)"""
+        from nats.js.api import DeliverPolicy
+
+        prefix = f"$KV.{self.bucket}."
+        subscription = await self._js.subscribe(
+            f"{prefix}{kind}.>",
+            stream=f"KV_{self.bucket}",
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            inactive_threshold=60.0,
+        )
         found: dict[str, bytes] = {}
         try:
-            while (entry := await watcher.updates(ASK_TIMEOUT)) is not None:
-                found[entry.key] = entry.value
+            consumer = await subscription.consumer_info()
+            if consumer.num_pending == 0 and consumer.delivered.consumer_seq == 0:
+                return found  # nothing sent, nothing to send: no such key
+            while True:
+                msg = await subscription.next_msg(ASK_TIMEOUT)
+                key = msg.subject[len(prefix) :]
+                if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                    found.pop(key, None)
+                else:
+                    found[key] = msg.data
+                if msg.metadata.num_pending == 0:
+                    return found
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
-        return found
+                await subscription.unsubscribe()
 
     # -- ownership records ---------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from langchain_mq9.broker.credentials import (
 )
 from langchain_mq9.broker.identities import Identities
 from langchain_mq9.broker.identities_kv import KvIdentityStore
+from langchain_mq9.broker.identities_kv import _keyed as ids_kv_key
 from langchain_mq9.groups import dead_letters, leases
 
 pytest.importorskip("nkeys")  # the credentials extra
@@ -579,5 +580,30 @@ async def test_an_owner_record_the_cluster_did_not_keep_is_said_and_owns_nothing
         _refused(made, "CREATE done, but it could not be recorded as yours")
         _refused(await agents("alice", p.MSG_FETCH + "lost.box", {}), "has no owner")
         _refused(await agents("bob", p.MSG_FETCH + "lost.box", {}), "has no owner")
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+async def test_every_record_is_read_back_by_a_broker_taking_over(lone_jetstream):
+    """What a broker taking over reads (``owners``): every record, none deleted, nothing of
+    a kind that has none, each time (#61: nats-py's watch could say "nothing more" before the
+    records the server had sent were read, and a new broker then saw no owner at all)."""
+    stream = f"T{uuid.uuid4().hex[:12]}"
+    store = KvIdentityStore(lone_jetstream.urls, stream=stream)
+    try:
+        for n in range(300):
+            await store.own_mailbox(f"box.{n}", "alice" if n % 2 else "bob")
+        await store.own_agent("agent.a", "alice")
+        store._ask(store._kv.delete(ids_kv_key("mailbox", "box.7")))
+        for _ in range(20):
+            other = KvIdentityStore(lone_jetstream.urls, stream=stream, watch=False)
+            try:
+                mailboxes, agents, grants = other.owners()
+            finally:
+                other.close()
+            assert len(mailboxes) == 299 and "box.7" not in mailboxes
+            assert mailboxes["box.8"] == "bob" and agents == {"agent.a": "alice"}
+            assert grants == {}
     finally:
         store.close()
