@@ -89,7 +89,9 @@ async def _timings(url: str, rounds: int, pause: float) -> tuple[list[float], li
             "version": "1.0.0",
             "defaultInputModes": ["text/plain"],
             "defaultOutputModes": ["text/plain"],
-            "skills": [{"id": "upper", "name": "upper", "description": "capitals", "tags": []}],
+            "skills": [
+                {"id": "upper", "name": "upper", "description": "capitals", "tags": ["upper"]}
+            ],
             "supportedInterfaces": [
                 {
                     "url": direct_base + "/rpc",

@@ -1,0 +1,93 @@
+"""``mq9-a2a-gateway`` as a process: an a2a-sdk client calls an offline mq9 agent through it and
+gets the result once the agent starts; bad configuration is one line, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import time
+
+import httpx
+from a2a.client import ClientConfig, ClientFactory
+from a2a.client.card_resolver import A2ACardResolver
+from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRequest, TaskState
+from a2a_support import text_graph, text_io
+from http_agents import free_port
+
+from langchain_mq9.a2a.server import AgentServer
+
+GATEWAY = [sys.executable, "-m", "langchain_mq9.a2a.gateway_cli"]
+
+
+def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*GATEWAY, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+async def test_the_gateway_process_serves_an_offline_agent(nats_broker, tmp_path):
+    token = secrets.token_hex(16)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"app": token}))
+    port = free_port()
+    process = start(
+        [
+            "--server", nats_broker.url, "--agent", "agent.echo",
+            "--listen", f"127.0.0.1:{port}", "--tokens-file", str(tokens),
+        ]
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/a2a/agent.echo"
+    try:
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as http:
+            deadline = time.monotonic() + 60  # a hang guard: the process imports a2a-sdk
+            while True:
+                try:
+                    card = await A2ACardResolver(http, url).get_agent_card()
+                    break
+                except Exception:
+                    assert process.poll() is None, process.communicate()[1].decode()
+                    assert time.monotonic() < deadline, "the gateway never served its card"
+                    await asyncio.sleep(0.2)
+            config = ClientConfig(httpx_client=http, streaming=False, polling=True)
+            a2a = ClientFactory(config).create(card)
+            msg = Message(message_id="m1", role=Role.ROLE_USER, parts=[Part(text="offline")])
+            events = [e async for e in a2a.send_message(SendMessageRequest(message=msg))]
+            task = events[-1].task
+            assert task.status.state == TaskState.TASK_STATE_SUBMITTED
+            async with nats_broker.client() as client:
+                agent = AgentServer(
+                    text_graph(str.upper), name="agent.echo", client=client, **text_io()
+                )
+                async with agent:
+                    for _ in range(400):
+                        done = await a2a.get_task(GetTaskRequest(id=task.id))
+                        if done.status.state == TaskState.TASK_STATE_COMPLETED:
+                            break
+                        await asyncio.sleep(0.05)
+            assert done.artifacts[0].parts[0].text == "OFFLINE"
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_bad_configuration_is_one_line(tmp_path):
+    weak = tmp_path / "weak.json"
+    weak.write_text(json.dumps({"app": "short"}))
+    for args in (
+        ["--server", "nats://127.0.0.1:9", "--agent", "a", "--tokens-file", str(weak)],
+        ["--server", "nats://127.0.0.1:9", "--agent", "a", "--tokens-file", "/nonexistent"],
+    ):
+        process = start(args)
+        _out, err = process.communicate(timeout=60)
+        assert process.returncode != 0
+        text = err.decode().strip()
+        assert "Traceback" not in text and text.startswith("mq9-a2a-gateway:"), text
+        assert len(text.splitlines()) == 1
