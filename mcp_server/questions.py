@@ -142,7 +142,7 @@ async def call_asking(
         asked += 1
         if ask is None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             key = f"{ANSWER_KEY}{asked}:{task_id}"
-            asking = {key: types.ElicitRequest(params=form)}
+            asking: types.InputRequests = {key: types.ElicitRequest(params=form)}
             # the key again as requestState: a client sending the call back without the
             # answer (SEP-2322 has it echo the state) is asked again, not called anew
             return types.InputRequiredResult(input_requests=asking, request_state=key)
