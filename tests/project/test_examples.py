@@ -116,6 +116,15 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
         "[agent] approval-1 resumed → done: refund order #1042",
         "approval-1: done: refund order #1042",
     ],
+    "wake_agent.py": [
+        "[customer] asks about phone",
+        re.compile(r"\[helpdesk\] woken: [1-3] message\(s\) waiting in agent\.helpdesk"),
+        "[customer] hours: 9 to 5, Monday to Friday",
+        "[customer] refund: within 14 days",
+        "later, one more question wakes it again",
+        "[helpdesk] woken: 1 message(s) waiting",
+        re.compile(r"4 questions answered by [23] wakes of an agent that was never left running"),
+    ],
     "request_reply.py": [
         "[A] asks req-2 [urgent]",
         "[A] no replies yet (3 pending)",
