@@ -19,7 +19,7 @@ from typing import Any, TypeGuard
 from ..client.client import Mq9Client
 from ..groups.reader import POLL_SECONDS
 from ..protocol import Priority, check_address
-from ..protocol.errors import MailboxNotFound
+from ..protocol.errors import MailboxNotFound, TooLarge
 from . import wire as w
 from .hosts import HostPolicy
 from .store import ensure_mailbox, keep, latest
@@ -150,7 +150,14 @@ class AgentCaller:
         except MailboxNotFound:  # the first call: only a call creates the reply mailbox
             await self.open()
             await self._write_record(record)
-        await self._send(mailbox, request, w.SEND, task_id)
+        try:
+            await self._send(mailbox, request, w.SEND, task_id)
+        except TooLarge as exc:  # the call ends here, saying so: it never reached the agent
+            why = f"the request is {exc.size or 'too many'} bytes, more than the broker carries"
+            why += f" ({exc.limit}): send less, or a reference to the data"
+            failed = w.task(task_id, msg["contextId"], w.FAILED, status_text=why)
+            await self._keep_task(failed)
+            raise CallError(why) from None
         return task_id
 
     async def call_http(

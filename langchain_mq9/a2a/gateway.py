@@ -48,6 +48,7 @@ from starlette.authentication import AuthCredentials, SimpleUser
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 from ..client.client import Mq9Client
 from ..protocol import card_mailbox, check_address
@@ -65,6 +66,8 @@ SEND_WAIT = 30.0
 STREAM_WAIT = 600.0
 # How long CancelTask waits for the agent to confirm.
 CANCEL_WAIT = 5.0
+# The largest request body read: a request goes into one mq9 message (about 1 MB on RobustMQ).
+MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 class Tenants:
@@ -138,7 +141,39 @@ class _Authenticated:
             return
         scope["user"] = SimpleUser(tenant)
         scope["auth"] = AuthCredentials(["authenticated"])
-        await self.app(scope, receive, send)
+        size = Headers(scope=scope).get("content-length", "")
+        if size.isdigit() and int(size) > MAX_BODY_BYTES:
+            await _too_large(scope, receive, send)
+            return
+        await self.app(scope, _bounded(receive), send)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    refused = JSONResponse(
+        {"error": f"the request is larger than {MAX_BODY_BYTES} bytes: send less"},
+        status_code=413,
+    )
+    await refused(scope, receive, send)
+
+
+def _bounded(receive: Receive) -> Receive:
+    """``receive`` that stops a body (sent without a length) past ``MAX_BODY_BYTES``."""
+    read = 0
+
+    async def bounded() -> AsgiMessage:
+        nonlocal read
+        message = await receive()
+        if message["type"] == "http.request":
+            read += len(message.get("body", b""))
+            if read > MAX_BODY_BYTES:
+                raise BodyTooLarge()
+        return message
+
+    return bounded
+
+
+class BodyTooLarge(Exception):
+    """A request body past ``MAX_BODY_BYTES`` (the connection is dropped)."""
 
 
 class GatewayHandler(RequestHandler):
