@@ -364,7 +364,7 @@ class Mq9Client:
         mail_address: str,
         *,
         group_name: str | None = None,
-        deliver: str = "latest",
+        deliver: str | None = None,
         from_time: int | None = None,
         from_id: int | None = None,
         force_deliver: bool = False,
@@ -388,8 +388,13 @@ class Mq9Client:
         When nothing is there the client looks again every ``consumer.POLL_SECONDS`` for up
         to ``max_wait_ms``; the FETCH on the wire always says ``max_wait_ms: 0`` (RobustMQ's
         own wait would not end when a message arrives: docs/protocol.md §1).
+
+        Without ``deliver`` the start is the one the arguments name: ``from_id`` given, from
+        that msg_id; ``from_time`` given, from that time; else ``latest``. A ``from_id`` or
+        ``from_time`` that the ``deliver`` given would not read is refused.
         """
         p.check_address(mail_address)
+        deliver = _start_named(deliver, from_time, from_id)
         subject = p.fetch_subject(mail_address)
         p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS)
         body = _fetch_body(group_name, deliver, from_time, from_id, force_deliver, num_msgs, 0)
@@ -777,6 +782,23 @@ def _stored_nothing(exc: Mq9Error) -> bool:
     if isinstance(exc, NoBroker):
         return True
     return isinstance(exc, ClusterUnavailable) and exc.stored_nothing
+
+
+def _start_named(deliver: str | None, from_time: int | None, from_id: int | None) -> str:
+    """The deliver policy of a fetch: the one given, or the one ``from_id``/``from_time``
+    name (a paging loop giving ``from_id`` alone must not read the newest message each time)."""
+    given = {"from_id": from_id, "from_time": from_time}
+    named = [name for name, value in given.items() if value is not None]
+    if len(named) > 1:
+        raise InvalidArgument("give from_id or from_time, not both: each names where to start")
+    if deliver is None:
+        return named[0] if named else "latest"
+    if named and named[0] != deliver:
+        raise InvalidArgument(
+            f"{named[0]} is read only with deliver={named[0]!r}, not {deliver!r}: leave deliver "
+            f"out, or give deliver={named[0]!r}"
+        )
+    return deliver
 
 
 def _fetch_body(
