@@ -377,10 +377,9 @@ class BrokerEngine:
         per_id = len(mailbox.address.encode()) + _REMOVAL_ROOM
         step = max(RETENTION_PIECE_BYTES // per_id, 1)
         for start in range(0, len(dropped), step):
-            piece = dropped[start : start + step]
-            self._stored(lambda piece=piece: self._removed(mailbox, piece))
+            self._stored(functools.partial(self._removed, mailbox, dropped[start : start + step]))
         if dropped or (not mailbox.messages and mailbox.address not in self.mailboxes):
-            self._stored(lambda: self._retained(mailbox, bool(dropped)))
+            self._stored(functools.partial(self._retained, mailbox, bool(dropped)))
 
     def _removed(self, mailbox: Mailbox, msg_ids: list[int]) -> None:
         for msg_id in msg_ids:
