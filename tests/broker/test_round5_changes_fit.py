@@ -21,6 +21,7 @@ import pytest
 from devbroker_helpers import request_ok
 from jetstream_servers import JetStreamCluster
 from test_durability import T0, engine_state
+from test_jetstream_store import stream_records
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock, serve_on_nats
@@ -74,7 +75,7 @@ async def test_over_3_mib_falling_due_in_one_second_is_applied_and_survives_a_re
         due = BOXES * NAME_LENGTH + DELAYED * DELAYED_BYTES
         assert due > 3 * 2**20
         assert (await request_ok(other, p.send_subject("other.box"), b"before"))["msg_id"] == 0
-        records_before = await _records(servers, stream) if kind == "jetstream" else 0
+        records_before = await stream_records(servers, stream) if kind == "jetstream" else 0
 
         clock.advance(LIFETIME)  # every expiry and every delayed message due in this second
         answers = await asyncio.gather(
@@ -87,7 +88,7 @@ async def test_over_3_mib_falling_due_in_one_second_is_applied_and_survives_a_re
         assert [m.payload for m in engine.topics["later.box"].messages.values()] == _payloads()
         assert engine._delayed == []
         if kind == "jetstream":  # cut into several records, each taken by the server
-            assert await _records(servers, stream) - records_before >= 3
+            assert await stream_records(servers, stream) - records_before >= 3
         before = engine_state(engine)
     finally:
         await service.stop()
@@ -228,14 +229,6 @@ async def _ok(engine: BrokerEngine, subject: str, body: bytes | dict) -> dict:
     reply = json.loads(await engine.handle(subject, {}, raw))
     assert reply["error"] == "", reply
     return reply
-
-
-async def _records(servers: list[str], stream: str) -> int:
-    connection = await nats.connect(servers)
-    try:
-        return (await connection.jetstream().stream_info(stream)).state.last_seq
-    finally:
-        await connection.close()
 
 
 async def _delete(servers: list[str], stream: str) -> None:
