@@ -19,8 +19,12 @@ import asyncio
 import ipaddress
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:  # httpx comes with the a2a extra; the policy itself needs none
+    import httpx
 
 ENV = "MQ9_A2A_ALLOW_HOSTS"
 
@@ -107,10 +111,10 @@ async def _addresses(host: str, port: int) -> list[Address]:
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
 
 
-def guard(policy: HostPolicy):  # type: ignore[no-untyped-def]
+def guard(policy: HostPolicy) -> Callable[[httpx.Request], Awaitable[None]]:
     """An httpx request hook refusing every request the policy does not allow."""
 
-    async def check(request) -> None:  # type: ignore[no-untyped-def]
+    async def check(request: httpx.Request) -> None:
         await policy.check(str(request.url))
 
     return check

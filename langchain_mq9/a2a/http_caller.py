@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -197,7 +197,7 @@ class HttpAgent:
         timeout = max(REQUEST_TIMEOUT, stream_for + 5) if stream else REQUEST_TIMEOUT
         try:
             async with self._client(stream=stream, timeout=timeout) as client:
-                events = client.send_message(request)
+                events = cast(AsyncGenerator[StreamResponse], client.send_message(request))
                 try:
                     async with asyncio.timeout(stream_for if stream else None):
                         async for event in events:
