@@ -636,13 +636,16 @@ async def _await_jetstream(connection: NatsConnection, shown: str, wait: Waiting
         try:
             await js.account_info()
             return
-        except nats.errors.NoRespondersError:
-            raise StartupError(
-                f"JetStream is not enabled on {shown}: give each nats-server a jetstream block "
-                "(store_dir), or drop --store jetstream"
-            ) from None
-        except APIError as exc:
-            if exc.err_code != JETSTREAM_UNAVAILABLE:
+        except (nats.errors.NoRespondersError, APIError) as exc:
+            code = getattr(exc, "err_code", None)
+            if code == JETSTREAM_UNAVAILABLE:
+                pass  # no leader yet
+            elif code is None:  # nothing answers the JetStream API (nats-py's "503")
+                raise StartupError(
+                    f"JetStream is not available on {shown}: start each nats-server with -js, "
+                    "or with a jetstream block in its config (or drop --store jetstream)"
+                ) from None
+            else:
                 raise StartupError(f"JetStream on {shown} refuses the broker: {exc}") from None
         except (TimeoutError, nats.errors.TimeoutError):
             pass  # no JetStream leader to answer yet
