@@ -26,6 +26,7 @@ from a2a.types.a2a_pb2 import (
     GetTaskRequest,
     SendMessageRequest,
     StreamResponse,
+    Task,
 )
 
 from ..protocol import clipped
@@ -214,19 +215,19 @@ class HttpAgent:
                 raise AgentUnreachable(_why(exc)) from None
         return newest
 
-    async def get(self, remote_id: str) -> dict[str, Any]:
+    async def _one(self, request: Callable[[Client], Awaitable[Task]]) -> dict[str, Any]:
+        """One request answered with a task (as JSON); ``AgentUnreachable`` saying why not."""
         try:
             async with self._client(stream=False, timeout=REQUEST_TIMEOUT) as client:
-                return to_json(await client.get_task(GetTaskRequest(id=remote_id)))
+                return to_json(await request(client))
         except Exception as exc:
             raise AgentUnreachable(_why(exc)) from None
 
+    async def get(self, remote_id: str) -> dict[str, Any]:
+        return await self._one(lambda client: client.get_task(GetTaskRequest(id=remote_id)))
+
     async def cancel(self, remote_id: str) -> dict[str, Any]:
-        try:
-            async with self._client(stream=False, timeout=REQUEST_TIMEOUT) as client:
-                return to_json(await client.cancel_task(CancelTaskRequest(id=remote_id)))
-        except Exception as exc:
-            raise AgentUnreachable(_why(exc)) from None
+        return await self._one(lambda client: client.cancel_task(CancelTaskRequest(id=remote_id)))
 
 
 async def fetch_card(url: str, hosts: HostPolicy) -> dict[str, Any]:
