@@ -350,8 +350,14 @@ class JetStreamStorage(Storage):
 
     def _record_limit(self) -> int:
         """The most bytes of changes one record holds: the server's max_payload less the
-        room its headers and the record's framing take (nats-server counts the headers)."""
-        return self._nc.max_payload - _RECORD_ROOM
+        room its headers and the record's framing take (nats-server counts the headers). The
+        servers announce it (INFO): that of the store's own connection, and of the serving
+        writer's, which may be on another server of the cluster, whichever is smaller."""
+        writer = self._writer
+        payload = self._nc.max_payload
+        if writer is not None:
+            payload = min(payload, writer.nc.max_payload)
+        return payload - _RECORD_ROOM
 
     async def _publish_batches(self) -> None:
         """Publish the queued batches in order, one record each, one at a time: while one is
