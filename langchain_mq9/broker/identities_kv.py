@@ -170,11 +170,12 @@ class KvIdentityStore(BaseIdentityStore):
                 await asyncio.sleep(_POLL)
 
     async def _follow_credentials(self) -> None:
-        """Start the watch on ``cred.>``; returns once what the bucket holds was read."""
+        """Read what the bucket holds of ``cred.>``, then follow it with a watch (which
+        begins with the current value of each key again: a change made in between is not
+        missed). Returns once the first reading is known."""
+        self._learn_credentials(await self._read_all("cred"))
         self._watcher = await self._kv.watch("cred.>")
-        ready = asyncio.get_running_loop().create_future()
-        self._following = asyncio.ensure_future(self._follow(self._watcher, ready))
-        await asyncio.wait_for(ready, OPEN_TIMEOUT)
+        self._following = asyncio.ensure_future(self._follow(self._watcher))
 
     async def _stop_following(self) -> None:
         if self._following is not None:
@@ -184,15 +185,19 @@ class KvIdentityStore(BaseIdentityStore):
             with contextlib.suppress(Exception):  # its subscription's tasks end with it
                 await self._watcher.stop()
 
-    async def _follow(self, watcher: Any, ready: asyncio.Future[None]) -> None:
+    async def _follow(self, watcher: Any) -> None:
         async for entry in watcher:
-            if entry is None:  # what was there is read: from now on, changes as they come
-                if not ready.done():
-                    ready.set_result(None)
-                continue
-            known = _credential(entry.key, entry.value)
-            if known is not None:
-                self._learn({known[0]: (known[1]["sha256"], known[1]["revoked"] is not None)})
+            if entry is not None:  # (None: nats-py's "what was there is read")
+                self._learn_credentials({entry.key: entry.value})
+
+    def _learn_credentials(self, values: dict[str, bytes]) -> None:
+        found = (_credential(key, value) for key, value in values.items())
+        self._learn(
+            {
+                cid: (record["sha256"], record["revoked"] is not None)
+                for cid, record in filter(None, found)
+            }
+        )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a store that failed to open has less to stop
