@@ -52,6 +52,7 @@ PREVIEW_CHARS = 2000  # of a payload in a list; the message's own page shows all
 MAX_FORM_BYTES = 64 * 1024
 MAX_STREAMS = 32  # event streams open at once
 MAX_MAILBOXES = 100  # shown on the mailboxes page
+MAX_WATCHED = 20  # mailboxes sampled for their depth pictures between page views
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -85,7 +86,7 @@ class Console:
         self.history = charts.DepthHistory(clock)
         self.client: Mq9Client | None = None
         self.streams = 0
-        self.known: list[str] = list(settings.mailboxes)
+        self.watched: dict[str, None] = dict.fromkeys(settings.mailboxes[:MAX_WATCHED])
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
         self.env.filters["when"] = when
         self.env.filters["path"] = lambda text: quote(str(text), safe="")
@@ -125,14 +126,21 @@ class Console:
         named = [*self.settings.mailboxes, *(a.get("mailbox") for a in found["agents"])]
         known = [a for a in dict.fromkeys(named) if isinstance(a, str) and is_valid_address(a)]
         known += [dead_letter_address(a) for a in known if not a.endswith(".dlq")]
-        self.known = list(dict.fromkeys(known))[: MAX_MAILBOXES * 2]
-        return self.known
+        return list(dict.fromkeys(known))[: MAX_MAILBOXES * 2]
+
+    def watch(self, address: str) -> None:
+        """Sample ``address`` from now on (the ``MAX_WATCHED`` last opened are)."""
+        self.watched.pop(address, None)
+        self.watched[address] = None
+        while len(self.watched) > MAX_WATCHED:
+            del self.watched[next(iter(self.watched))]
 
     async def sample(self) -> None:
-        """Look at each known mailbox now and then: the depth pictures' points."""
+        """Look at the mailboxes watched now and then: the depth pictures' points (a QUERY
+        each, up to an answer's worth of payloads: so only those, not every one known)."""
         while True:
             await asyncio.sleep(self.settings.sample_seconds)
-            for address in list(self.known):
+            for address in list(self.watched):
                 try:
                     await self.figures(address)
                 except Exception as exc:  # a point missed; the pages say what is wrong
@@ -353,6 +361,7 @@ async def _mailboxes(request: Request) -> Response:
 async def _mailbox(request: Request) -> Response:
     console = _console(request)
     address = _address(request)
+    console.watch(address)
     figures = await console.figures(address)
     found = await overview.messages(console.broker, address) if figures.exists else []
     newest = await overview.newest_id(console.broker, address) if figures.exists else None

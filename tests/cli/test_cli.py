@@ -285,6 +285,16 @@ async def test_the_shell_gets_completion_and_each_command_an_example():
         )
 
 
+def test_a_misspelt_option_or_command_names_the_one_meant():
+    for argv, meant in [
+        (["console", "--allow-write"], "Did you mean '--allow-writes'?"),
+        (["fetch", "team.box", "--gruop", "g"], "Did you mean '--group'?"),
+        (["dlqq"], "Did you mean 'dlq'?"),
+    ]:
+        result = CliRunner().invoke(cli, ["--server", "memory://", *argv], prog_name="mq9")
+        assert result.exit_code == 2 and meant in result.stderr, argv
+
+
 def test_the_entry_point_runs_on_the_in_process_broker(capsys):
     assert main(["--server", "memory://", "agents", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"count": 0, "agents": []}
