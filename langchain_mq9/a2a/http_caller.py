@@ -190,24 +190,34 @@ class HttpAgent:
     async def send(
         self, msg: dict[str, Any], *, stream_for: float, keep: Keep
     ) -> dict[str, Any] | None:
-        """Send a message; ``keep`` each state the agent reports (streaming for up to
-        ``stream_for`` seconds when the agent streams, else its first answer). The newest."""
+        """Send a message; ``keep`` each state the agent reports: on a stream when the agent
+        streams (followed for ``stream_for`` seconds, at least to its first event, which names
+        the task), else its answer (``returnImmediately``). The newest state."""
         request = to_proto({"message": msg}, SendMessageRequest)
-        stream = stream_for > 0 and bool(self.record.get("streaming"))
+        # A stream even when not waiting: its first event names the task at once, where an
+        # agent that ignores returnImmediately (LangGraph's) would hold the answer until done.
+        stream = bool(self.record.get("streaming"))
         newest: dict[str, Any] | None = None
-        timeout = max(REQUEST_TIMEOUT, stream_for + 5) if stream else REQUEST_TIMEOUT
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + stream_for
+        timeout = max(REQUEST_TIMEOUT, stream_for + 5)
         try:
             async with self._client(stream=stream, timeout=timeout) as client:
                 events = cast(AsyncGenerator[StreamResponse], client.send_message(request))
                 try:
-                    async with asyncio.timeout(stream_for if stream else None):
-                        async for event in events:
-                            newest = snapshot_of(event, newest)
-                            await keep(newest)
-                            if w.task_state(newest) in w.STOPPED:
-                                break
-                except TimeoutError:
-                    pass  # still running: a check asks again
+                    while newest is None or (
+                        w.task_state(newest) not in w.STOPPED and loop.time() < deadline
+                    ):
+                        # until the first event, the request's own timeout bounds the wait
+                        left = None if newest is None else deadline - loop.time()
+                        try:
+                            event = await asyncio.wait_for(anext(events), left)
+                        except (StopAsyncIteration, TimeoutError):
+                            break  # the stream ended, or the wait did: a check asks again
+                        if event.WhichOneof("payload") is None:
+                            continue  # an event this SDK does not read (LangGraph's 0.3 updates)
+                        newest = snapshot_of(event, newest)
+                        await keep(newest)
                 finally:
                     await events.aclose()
         except Exception as exc:

@@ -9,7 +9,7 @@ import asyncio
 import json
 
 import pytest
-from agent_server import AgentServer, langgraph_command
+from agent_server import ECHO_GRAPH, AgentServer, langgraph_command
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.a2a import wire as w
@@ -21,18 +21,24 @@ from langchain_mq9.a2a.http_caller import fetch_card
 pytestmark = pytest.mark.skipif(langgraph_command() is None, reason="langgraph-cli not installed")
 
 LOOPBACK = HostPolicy(["127.0.0.1"])
+# The echo graph, 2 s slower: a call that does not wait returns before it is done.
+SLOW_GRAPH = ECHO_GRAPH.replace(
+    "def answer(state: State) -> dict[str, Any]:",
+    "def answer(state: State) -> dict[str, Any]:\n    import time\n\n    time.sleep(2)",
+)
 
 
 @pytest.fixture(scope="module")
 def langgraph_server(tmp_path_factory):
-    server = AgentServer(tmp_path_factory.mktemp("langgraph"))
+    graphs = {"echo": ECHO_GRAPH, "slow": SLOW_GRAPH}
+    server = AgentServer(tmp_path_factory.mktemp("langgraph"), graphs=graphs)
     server.start()
     yield server
     server.stop()
 
 
-def card_url(server) -> str:
-    return f"{server.url}/.well-known/agent-card.json?assistant_id={server.assistant_ids['echo']}"
+def card_url(server, graph: str = "echo") -> str:
+    return f"{server.url}/.well-known/agent-card.json?assistant_id={server.assistant_ids[graph]}"
 
 
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
@@ -44,8 +50,11 @@ async def test_an_mq9_caller_calls_a_langgraph_assistant_by_its_card(client, lan
     assert done.state == w.COMPLETED, done.view().get("reason")
     assert "hello from mq9" in done.view()["result"]
 
-    later = await caller.call_http(card, "come back later")  # wait=0: back at once
-    assert later.state in (w.SUBMITTED, w.WORKING, w.COMPLETED)
+    # wait=0 on a graph still running: back with the task's id from the stream's first event
+    # (LangGraph holds a SendMessage until done, returnImmediately or not)
+    slow = await fetch_card(card_url(langgraph_server, "slow"), LOOPBACK)
+    later = await caller.call_http(slow, "come back later")
+    assert later.state in (w.SUBMITTED, w.WORKING), later.view()
     picked = await caller.check(later.task_id, wait=60)
     assert picked.state == w.COMPLETED and "come back later" in picked.view()["result"]
 
