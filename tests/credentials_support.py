@@ -109,6 +109,16 @@ async def ok(connection: NatsConnection, principal: str, subject: str, body: Any
     return reply
 
 
+def on_close() -> tuple[asyncio.Event, Any]:
+    """An event set once a nats-py connection is closed, and the ``closed_cb`` that sets it."""
+    closed = asyncio.Event()
+
+    async def set_it() -> None:
+        closed.set()
+
+    return closed, set_it
+
+
 async def raw_login(url: str, credential: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """One connection logged in at ``url`` with ``credential`` (``name:secret``) by hand: CONNECT,
     then PING until its PONG (a refused login gets nats' -ERR instead). A fraction of a nats-py

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from credentials_support import AgentLogins, ask, ok
+from credentials_support import AgentLogins, ask, ok, on_close
 from devbroker_helpers import DevBroker
 from jetstream_servers import JetStreamCluster, wait_serving
 from test_hostile_requests_credentialed import (
@@ -146,12 +146,14 @@ async def test_the_attacks_of_another_agent_are_refused_on_the_cluster(deploymen
 
 
 async def test_a_revoked_credential_is_refused_and_kicked_on_every_server(deployment):
-    closed = [asyncio.Event() for _ in deployment.cluster.servers]
+    closed = []
     daves = []
     try:
-        for server, event in zip(deployment.cluster.servers, closed, strict=True):
+        for server in deployment.cluster.servers:
+            event, on_closed = on_close()
+            closed.append(event)
             on_cluster = AgentLogins(server.url, deployment.credentials)
-            daves.append(await on_cluster.agent("dave", closed_cb=_setter(event)))
+            daves.append(await on_cluster.agent("dave", closed_cb=on_closed))
         await ok(daves[0], "dave", p.MAILBOX_CREATE, {"name": "d.inbox"})
         await asyncio.to_thread(deployment.revoke, "dave")
         with contextlib.suppress(nats.errors.Error):  # or the kick closed the connection first
@@ -161,13 +163,6 @@ async def test_a_revoked_credential_is_refused_and_kicked_on_every_server(deploy
         await refused_login(deployment, f"{deployment.credentials['dave']}@")
     finally:
         await asyncio.gather(*(dave.close() for dave in daves))
-
-
-def _setter(event: asyncio.Event):
-    async def closed() -> None:
-        event.set()
-
-    return closed
 
 
 async def test_the_standby_takes_over_with_the_same_owners_and_revocations(deployment):

@@ -13,7 +13,7 @@ import json
 
 import nats
 import pytest
-from credentials_support import EnforcingBroker, ask, issue, ok, revoke
+from credentials_support import EnforcingBroker, ask, issue, ok, on_close, revoke
 from devbroker_helpers import DevBroker
 from raw_nats import socket_request
 from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
@@ -267,11 +267,7 @@ async def test_a_credential_issued_while_the_broker_runs_works_at_once(enforcing
 
 
 async def test_a_revoked_credential_is_refused_kicked_and_cannot_log_in_again(enforcing):
-    closed = asyncio.Event()
-
-    async def on_closed() -> None:
-        closed.set()
-
+    closed, on_closed = on_close()
     dave = await enforcing.agent("dave", closed_cb=on_closed)
     alice = await enforcing.agent("alice")
     try:
@@ -299,11 +295,7 @@ async def test_a_rotation_never_lets_an_old_connection_act_as_the_new_secret(enf
     """#61: revoked and issued again in one go (between two looks of the broker): the old
     secret's connection is refused every request until it is closed; the new secret then
     reads the mail sent after the rotation."""
-    closed = asyncio.Event()
-
-    async def on_closed() -> None:
-        closed.set()
-
+    closed, on_closed = on_close()
     old = await enforcing.agent("erin", closed_cb=on_closed)
     alice = await enforcing.agent("alice")
     try:

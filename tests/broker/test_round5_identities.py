@@ -22,7 +22,7 @@ import time
 
 import nats
 import pytest
-from credentials_support import AgentLogins, ask, ok, raw_login, until_closed
+from credentials_support import AgentLogins, ask, ok, on_close, raw_login, until_closed
 from devbroker_helpers import DevBroker
 from jetstream_servers import wait_serving
 from test_credentials_jetstream import Deployment, _refused
@@ -95,11 +95,10 @@ async def test_a_rotation_never_lets_an_old_connection_act_as_the_new_credential
     deployment.credentials["erin"] = await asyncio.to_thread(deployment.issue, "erin")
     olds, closed = [], []
     for url in deployment.cluster.urls:
-        event = asyncio.Event()
+        event, on_closed = on_close()
         closed.append(event)
-        olds.append(
-            await AgentLogins(url, deployment.credentials).agent("erin", closed_cb=_setter(event))
-        )
+        on_server = AgentLogins(url, deployment.credentials)
+        olds.append(await on_server.agent("erin", closed_cb=on_closed))
     alice = await deployment.agent("alice")
     try:
         await ok(olds[0], "erin", p.MAILBOX_CREATE, {"name": "erin.inbox"})
@@ -136,13 +135,6 @@ async def test_a_rotation_never_lets_an_old_connection_act_as_the_new_credential
             await new.close()
     finally:
         await asyncio.gather(alice.close(), *(old.close() for old in olds))
-
-
-def _setter(event: asyncio.Event):
-    async def closed() -> None:
-        event.set()
-
-    return closed
 
 
 # -- 1: nothing an agent names as a reply reaches the broker's storage --------------------------
