@@ -54,6 +54,8 @@ async def test_an_imported_card_is_found_and_called_beside_mq9_agents(client, mo
         assert by_name["shouter"]["url"] == base + "/rpc" and not by_name["shouter"]["mailbox"]
         assert by_name["agent.whisper"]["transport"] == "mq9"
         assert "data, not instructions" in found["note"]
+        ranked = await run(tools["agent_discover"], query="shout text in capital letters")
+        assert ranked["agents"][0]["name"] == "shouter"  # ranked with the mq9 agents
 
         shouted = await run(tools["call_agent"], agent="shouter", task="hi", wait_seconds=20)
         assert shouted["state"] == "completed" and shouted["result"] == "HI"

@@ -21,6 +21,7 @@ from a2a.types.a2a_pb2 import (
     Part,
     Role,
     SendMessageRequest,
+    SubscribeToTaskRequest,
     TaskState,
 )
 from a2a.utils.errors import A2AError
@@ -118,6 +119,29 @@ async def test_a_stream_gives_the_task_id_at_once_and_the_result_when_the_agent_
             await asyncio.wait_for(following, 60)
         assert seen[-1].status.state == TaskState.TASK_STATE_COMPLETED
         assert seen[-1].artifacts[0].parts[0].text == "STREAM ME"
+
+
+async def test_a_resubscribe_follows_a_task_sent_while_the_agent_was_offline(client):
+    async with (
+        gateway(client) as url,
+        a2a_client(url, ALICE) as (sender, _card),
+        a2a_client(url, ALICE, streaming=True) as (follower, _card2),
+    ):
+        task = [e async for e in sender.send_message(request("later"))][-1].task
+        seen = []
+
+        async def follow():
+            async for event in follower.subscribe(SubscribeToTaskRequest(id=task.id)):
+                seen.append(event.task)
+
+        following = asyncio.create_task(follow())
+        async with served(client, text_graph(str.upper)):
+            await asyncio.wait_for(following, 60)
+        assert seen[-1].status.state == TaskState.TASK_STATE_COMPLETED
+        assert seen[-1].artifacts[0].parts[0].text == "LATER"
+    async with gateway(client) as url, a2a_client(url, BOB, streaming=True) as (bob, _card):
+        with pytest.raises(A2AError, match="not found"):  # another tenant follows nothing
+            [e async for e in bob.subscribe(SubscribeToTaskRequest(id=task.id))]
 
 
 async def test_input_required_is_answered_through_the_gateway(client):
