@@ -302,6 +302,8 @@ async def gateway_app(
     registered = {a.get("name"): a for a in await client.agent_discover()}
     routes = []
     for name in agents:
+        if not w.is_valid_id(name):  # it becomes a URL path: letters, digits, '.', '-', '_'
+            raise ValueError(f"agent name {name[:80]!r}: letters, digits, '.', '-', '_' only")
         entry = registered.get(name)
         mailbox = check_address((entry and card_mailbox(entry)) or name)
         await ensure_mailbox(client, mailbox)
