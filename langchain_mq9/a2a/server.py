@@ -26,6 +26,7 @@ from ..client.client import Mq9Client
 from ..groups.reader import GroupReader
 from ..protocol import Message, card_skills, clipped
 from ..protocol.errors import Mq9Error, TooLarge
+from ..wake.deliver import Deliverer, Destinations, Refused
 from . import wire as w
 from .store import TaskStore, deliver, ensure_mailbox, owner_of
 
@@ -90,6 +91,9 @@ def _interrupt_text(interrupts: Any) -> str:
     return "\n".join(shown) or "input required"
 
 
+MAX_PUSH_CONFIGS = 8  # per task
+
+
 class AgentServer:
     """A served agent: ``await server.start()`` (or ``serve_agent``), ``await server.stop()``."""
 
@@ -111,9 +115,14 @@ class AgentServer:
         register: bool = True,
         reader_options: dict[str, Any] | None = None,
         retry_delay: Callable[[int], float] = backoff,
+        push_destinations: Destinations | None = None,
     ) -> None:
         self.graph = graph
         self.name = name
+        # #62: A2A push notifications, to the URLs the operator's allow-list lets through
+        # (None: refused); delivered as wakes are, one task's states in order
+        self.push = Deliverer(push_destinations) if push_destinations is not None else None
+        self._pushing: dict[str, asyncio.Task[None]] = {}
         self.client = client
         self.mailbox = mailbox or name
         self.card = dict(card or {})
@@ -160,6 +169,7 @@ class AgentServer:
         card = {k: v for k, v in self.card.items() if k not in ("name", "mailbox")}
         capabilities = dict(card.get("capabilities") or {})
         capabilities.setdefault("streaming", True)
+        capabilities["pushNotifications"] = self.push is not None
         # Says "I take A2A tasks": call_agent routes by capability only to such agents.
         extensions = [e for e in capabilities.get("extensions") or [] if e != w.tasks_capability()]
         capabilities["extensions"] = [*extensions, w.tasks_capability()]
@@ -178,9 +188,12 @@ class AgentServer:
             j for j in (self._loop, self._watch, *self._handlers) if j is not None
         ]
         jobs += [run for run, _owner in self._running.values()]
+        jobs += list(self._pushing.values())
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
+        if self.push is not None:
+            await self.push.close()
         if self.owns_client:
             await self.client.close()
 
@@ -266,6 +279,8 @@ class AgentServer:
             await self._get_task(request)
         elif request.method == w.LIST_TASKS:
             await self._list_tasks(request)
+        elif request.method in w.PUSH_METHODS:
+            await self._push_config(request)
         else:
             await self._cancel_task(request)
 
@@ -465,6 +480,118 @@ class AgentServer:
         await self._persist(what, lambda: self.store.put(snapshot))
         if reply_to:
             await self._deliver(reply_to, snapshot)
+        if self.push is not None:
+            self._push_state(snapshot)
+
+    # -- push notifications (#62) ------------------------------------------------------------
+
+    def _push_state(self, snapshot: dict[str, Any]) -> None:
+        """POST the state to the task's push URLs, after its earlier states (in order)."""
+        task_id = snapshot["id"]
+        before = self._pushing.get(task_id)
+
+        async def push() -> None:
+            if before is not None:
+                with contextlib.suppress(Exception):
+                    await before
+            await self._push_now(snapshot)
+
+        job = asyncio.ensure_future(push())
+        self._pushing[task_id] = job
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._pushing.get(task_id) is finished:
+                del self._pushing[task_id]
+
+        job.add_done_callback(done)
+
+    async def _push_now(self, snapshot: dict[str, Any]) -> None:
+        assert self.push is not None
+        try:
+            configs = await self.store.push_configs(snapshot["id"])
+        except Mq9Error as exc:
+            log.warning("agent %s: push configs of %s unread: %s", self.name, snapshot["id"], exc)
+            return
+        body = w.json_text({"task": snapshot}).encode()
+        for config in configs.values():
+            headers = {}
+            if config.get("token"):
+                headers["X-A2A-Notification-Token"] = str(config["token"])
+            auth = config.get("authentication")
+            if isinstance(auth, dict) and auth.get("scheme") and auth.get("credentials"):
+                headers["Authorization"] = f"{auth['scheme']} {auth['credentials']}"
+            what = f"push of task {snapshot['id']} ({w.short_state(w.task_state(snapshot))})"
+            try:
+                await self.push.post(str(config.get("url", "")), body, headers, what)
+            except Exception as exc:  # set aside: the caller still has its reply mailbox
+                log.warning("agent %s: %s failed: %s", self.name, what, type(exc).__name__)
+
+    async def _push_config(self, request: w.Request) -> None:
+        """Create, get, list or delete a task's push notification configs: its owner's only."""
+        body, reply_to = request.body, request.reply_to
+        task_id = body.get("taskId") or request.task_id
+        if not w.is_valid_id(task_id):
+            await self._error(reply_to, w.new_id(), f"an A2A {request.method}Request needs taskId")
+            return
+        if self.push is None:
+            await self._error(
+                reply_to, task_id, "push notifications are not enabled on this agent (its "
+                "operator allows them with push_destinations); results wait in your reply mailbox",
+            )
+            return
+        snapshot = await self._stored(task_id)
+        if snapshot is None or reply_to is None or owner_of(snapshot) != reply_to:
+            await self._error(reply_to, task_id, f"task {task_id} not found")
+            return
+        configs = await self._persist("reading push configs",
+                                      lambda: self.store.push_configs(task_id))
+        config_id = body.get("id") if isinstance(body.get("id"), str) else ""
+        if request.method == w.CREATE_PUSH:
+            url = body.get("url")
+            if not isinstance(url, str) or len(url) > 2048:
+                await self._error(reply_to, task_id, "a push notification config needs a url")
+                return
+            try:
+                await self.push.destinations.check_url(url)
+            except Refused as exc:
+                await self._error(reply_to, task_id, f"push notification url refused: {exc}")
+                return
+            config_id = config_id if w.is_valid_id(config_id) else w.new_id()
+            config = {k: body[k] for k in ("url", "token", "authentication") if k in body}
+            config.update(id=config_id, taskId=task_id)
+            configs[config_id] = config
+            if len(configs) > MAX_PUSH_CONFIGS:
+                await self._error(reply_to, task_id, f"at most {MAX_PUSH_CONFIGS} push configs")
+                return
+            await self._persist("keeping push configs",
+                                lambda: self.store.keep_push_configs(task_id, configs))
+            await self._answer(reply_to, task_id, "TaskPushNotificationConfig", config)
+        elif request.method == w.GET_PUSH:
+            if config_id not in configs:
+                await self._error(reply_to, task_id, f"push config {config_id!r} not found")
+                return
+            await self._answer(reply_to, task_id, "TaskPushNotificationConfig", configs[config_id])
+        elif request.method == w.LIST_PUSH:
+            listed = {"configs": list(configs.values()), "nextPageToken": ""}
+            await self._answer(reply_to, task_id, "ListTaskPushNotificationConfigsResponse", listed)
+        else:
+            configs.pop(config_id, None)
+            await self._persist("keeping push configs",
+                                lambda: self.store.keep_push_configs(task_id, configs))
+            await self._answer(reply_to, task_id, "Empty", {})
+
+    async def _answer(
+        self, reply_to: str | None, task_id: str, kind: str, body: dict[str, Any]
+    ) -> None:
+        """An answer that is no task state, of type ``kind``, to the caller."""
+        if reply_to is None:
+            return
+        headers = {w.HEADER_TYPE: kind, w.HEADER_TASK_ID: task_id, w.HEADER_LAST: "true"}
+
+        async def send() -> None:
+            await self.client.send(reply_to, w.json_text(body), headers=headers)
+
+        await self._to_caller(reply_to, f"answering {kind}", send)
 
     async def _invoke(self, turn: Turn) -> tuple[Any, Any]:
         """Run the graph for one turn: (its result, its interrupts or None)."""

@@ -94,6 +94,9 @@ async def tasks_in(client: Mq9Client, mailbox: str, context_id: str = "") -> lis
     return tasks
 
 
+PUSH_KEY = "push."  # + task id: its push notification configs, one record (#62)
+
+
 def _cancel_key(task_id: str, by: str | None) -> str:
     # One record per asker: nobody else's cancel can replace (or stand for) the owner's.
     return f"{w.CANCEL_KEY}{task_id}.{w.digest(by or '')}"
@@ -119,6 +122,17 @@ class TaskStore:
     async def request_cancel(self, task_id: str, by: str | None) -> None:
         """Keep ``by``'s cancel of the task: it counts if ``by`` turns out to own it."""
         await keep(self.client, self.mailbox, _cancel_key(task_id, by), {"id": task_id})
+
+    async def push_configs(self, task_id: str) -> dict[str, dict[str, Any]]:
+        """The task's push notification configs, by id (#62)."""
+        kept = await latest(self.client, self.mailbox, PUSH_KEY + task_id) or {}
+        configs = kept.get("configs")
+        return {k: v for k, v in configs.items() if isinstance(v, dict)} if isinstance(
+            configs, dict
+        ) else {}
+
+    async def keep_push_configs(self, task_id: str, configs: dict[str, dict[str, Any]]) -> None:
+        await keep(self.client, self.mailbox, PUSH_KEY + task_id, {"configs": configs})
 
     async def list(self, owner: str | None, context_id: str = "") -> list[dict[str, Any]]:
         """The tasks ``owner`` sent (see ``tasks_in``)."""

@@ -31,7 +31,14 @@ SEND = "SendMessage"
 GET_TASK = "GetTask"
 LIST_TASKS = "ListTasks"
 CANCEL_TASK = "CancelTask"
-METHODS = (SEND, GET_TASK, LIST_TASKS, CANCEL_TASK)
+# Push notifications (#62): task updates POSTed to the caller's URL, where the agent's operator
+# allows it (server.py, push_destinations)
+CREATE_PUSH = "CreateTaskPushNotificationConfig"
+GET_PUSH = "GetTaskPushNotificationConfig"
+LIST_PUSH = "ListTaskPushNotificationConfigs"
+DELETE_PUSH = "DeleteTaskPushNotificationConfig"
+PUSH_METHODS = (CREATE_PUSH, GET_PUSH, LIST_PUSH, DELETE_PUSH)
+METHODS = (SEND, GET_TASK, LIST_TASKS, CANCEL_TASK, *PUSH_METHODS)
 
 # A2A task states as A2A 1.x writes them in JSON, and the short names the tools show.
 SUBMITTED = "TASK_STATE_SUBMITTED"

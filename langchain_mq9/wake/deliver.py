@@ -188,18 +188,30 @@ class Deliverer:
             self.destinations.check_command(rule.argv)
             return await self._command(rule, wake)
         await self.destinations.check_url(rule.url)
-        attempt = self._webhook if rule.target == "webhook" else self._agent_server
+        if rule.target == "webhook":
+            body = json.dumps(wake.body(rule.include_payload), separators=(",", ":")).encode()
+            headers = {SIGNATURE_HEADER: sign(rule.secret, body), KEY_HEADER: wake.key}
+            return await self._retried(wake.key, lambda: self._post(rule.url, body, headers))
+        await self._retried(wake.key, lambda: self._agent_server(rule, wake))
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str], what: str) -> None:
+        """POST JSON ``body`` to ``url`` through the allow-list, tried as a webhook is (A2A
+        push notifications, a2a/server.py)."""
+        await self.destinations.check_url(url)
+        await self._retried(what, lambda: self._post(url, body, headers))
+
+    async def _retried(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
         for n in range(self.attempts):
             try:
-                return await attempt(rule, wake)
+                return await attempt()
             except Refused:
                 raise
             except Exception as exc:
                 if n + 1 == self.attempts:
                     raise
                 delay = self.backoff * 2**n * random.uniform(0.75, 1.25)  # jitter
-                log.info("wake %s to %s failed (%s); again in %.2f s", wake.key,
-                         rule.target, type(exc).__name__, delay)
+                log.info("delivery %s failed (%s); again in %.2f s", what,
+                         type(exc).__name__, delay)
                 await self.sleep(delay)
 
     async def _callback(self, rule: WakeRule, wake: Wake) -> None:
@@ -246,16 +258,9 @@ class Deliverer:
             self._http = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
         return self._http
 
-    async def _webhook(self, rule: WakeRule, wake: Wake) -> None:
-        body = json.dumps(wake.body(rule.include_payload), separators=(",", ":")).encode()
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
         answer = await self._client().post(
-            rule.url,
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(rule.secret, body),
-                KEY_HEADER: wake.key,
-            },
+            url, content=body, headers={"Content-Type": "application/json", **headers}
         )
         if answer.status_code >= 300:
             raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")

@@ -27,7 +27,7 @@ MAY_IMPORT = {
     # broker: memory:// runs it in process
     "client": {"protocol", "semantic", "groups", "broker", "tracing"},
     "broker": {"protocol", "semantic", "client", "face"},  # only BROKER_MAY_USE of the two
-    "a2a": {"protocol", "groups", "client", "tracing"},
+    "a2a": {"protocol", "groups", "client", "tracing", "wake"},
     "operations": {"protocol", "semantic", "groups", "client", "a2a", "tracing", "wake"},
     "face": {
         "protocol",
