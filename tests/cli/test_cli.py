@@ -302,6 +302,7 @@ def test_the_entry_point_runs_on_the_in_process_broker(capsys):
     assert main(["--bogus"]) == 2
 
 
+@pytest.mark.slow  # a refused login is waited out as the client waits it
 async def test_it_logs_in_as_the_toolkit_does():
     """Against the RobustMQ-shaped listener with logins (RobustMQ's auth_required)."""
     engine = BrokerEngine(search=False)
