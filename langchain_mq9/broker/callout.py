@@ -278,7 +278,6 @@ class LoginService:
             "nats": {"type": "authorization_response", "version": 2},
         }
         user: dict[str, Any] = {"sub": user_nkey, "aud": ACCOUNT}
-        sha256 = None
         if principal == ANSWERS_USER:
             if isinstance(secret, str) and hmac.compare_digest(
                 secret.encode(), self.issuer.answers_password.encode()
