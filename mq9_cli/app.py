@@ -47,7 +47,10 @@ class Session:
             stop(failure(exc))
 
     def show(self, data: Any, human: Callable[[Any], str]) -> None:
-        click.echo(json.dumps(data, ensure_ascii=False) if self.as_json else human(data))
+        # JSON escapes C0 controls itself; printable escapes the rest a terminal obeys (DEL,
+        # C1, bidirectional overrides), which inside JSON strings are the same text
+        shown = json.dumps(data, ensure_ascii=False) if self.as_json else human(data)
+        click.echo(render.printable(shown) if self.as_json else shown)
 
     def operate(
         self,

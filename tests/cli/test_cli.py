@@ -263,7 +263,9 @@ async def test_what_others_wrote_cannot_drive_the_terminal(server):
     code, out, _ = await mq9(url, "query", "team.term")
     assert code == 0 and "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "\\u001b]0;owned\\u0007" in out
-    found = await as_json(url, "query", "team.term")  # JSON keeps it exact, escaped by JSON
+    code, out, _ = await mq9(url, "query", "team.term", "--json")
+    assert "\x1b" not in out and "\u202e" not in out  # escaped: the same text to a parser
+    found = json.loads(out)
     assert found["messages"][0]["payload"] == "\x1b]0;owned\x07\x1b[2Jhidden\u202eevil"
 
 
