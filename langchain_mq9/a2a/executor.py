@@ -26,8 +26,8 @@ from a2a.types.a2a_pb2 import (
 
 from ..client.client import Mq9Client
 from . import wire as w
+from .protojson import to_json, to_proto
 from .server import AgentServer, Turn
-from .transport import to_json, to_proto
 
 
 class ExecutorFailed(Exception):

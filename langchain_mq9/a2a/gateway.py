@@ -53,8 +53,9 @@ from starlette.types import Message as AsgiMessage
 from ..client.client import Mq9Client
 from ..protocol import card_mailbox, check_address
 from . import wire as w
+from .protojson import to_proto
 from .store import ensure_mailbox
-from .transport import Mq9Transport, to_proto
+from .transport import Mq9Transport
 
 BEARER = "bearer"
 API_KEY = "api-key"

@@ -32,7 +32,7 @@ from a2a.types.a2a_pb2 import (
 from ..protocol import clipped
 from . import wire as w
 from .hosts import HostPolicy, HostRefused, guard
-from .transport import to_json, to_proto
+from .protojson import to_json, to_proto
 
 # How long one HTTP request may take before the call says the agent did not answer.
 REQUEST_TIMEOUT = 30.0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from a2a.client.client import ClientCallContext, ClientConfig
 from a2a.client.client_factory import ClientFactory
@@ -41,33 +41,18 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
-# (the ignore: protobuf ships no type hints; types-protobuf would be one more dependency)
-from google.protobuf import json_format  # type: ignore[import-untyped]
-
 from ..client.client import Mq9Client
 from ..groups.reader import POLL_SECONDS
 from ..protocol import MQ9_URL_SCHEME
 from ..protocol.errors import Mq9Error
 from . import wire as w
 from .caller import AgentCaller, CallError, _user_turns
+from .protojson import to_json, to_proto
 from .store import latest, tasks_in
 
 BINDING = "mq9"
 # How long a blocking send or cancel waits for the task to stop when the call gives no timeout.
 DEFAULT_TIMEOUT = 60.0
-
-
-Proto = TypeVar("Proto")  # an a2a-sdk protobuf message class
-
-
-def to_proto(value: dict[str, Any], kind: type[Proto]) -> Proto:
-    parsed: Proto = json_format.ParseDict(value, kind(), ignore_unknown_fields=True)
-    return parsed
-
-
-def to_json(value: object) -> dict[str, Any]:
-    found: dict[str, Any] = json_format.MessageToDict(value)
-    return found
 
 
 class Mq9Transport(ClientTransport):
