@@ -522,7 +522,9 @@ async def _serve_jetstream(
             args.nats, shown, name="mq9-dev-broker", disconnected_cb=disconnected,
             reconnected_cb=reconnected, error_cb=nats_error, **login,
         )  # fmt: skip
-        replicas = await _await_cluster(connection, servers, args.replicas, shown, wait)
+        replicas = await _await_cluster(
+            connection, servers, args.replicas, args.stream, shown, wait
+        )
         if issuer is not None:
             logins = await _answer_logins(args, issuer, parts, replicas, wait)
         else:
@@ -600,14 +602,18 @@ def _connection_callbacks(shown: str, stop: asyncio.Event) -> tuple[Any, Any, An
 
 
 async def _await_cluster(
-    connection: NatsConnection, servers: list[str], replicas: int | None, shown: str,
-    wait: Waiting,
+    connection: NatsConnection, servers: list[str], replicas: int | None, stream: str,
+    shown: str, wait: Waiting,
 ) -> int:  # fmt: skip
-    """Wait until JetStream answers on the cluster and the cluster tells of as many servers
-    as the state needs: ``replicas`` (``--replicas``), else 3 when ``servers`` name 3 or more
-    distinct servers, else 1. The replicas of what the broker creates: ``replicas``, else from
-    the servers the cluster tells of (``cluster.replicas_for``), never from the URLs' spelling."""
+    """Wait until JetStream answers on the cluster and, when the state's stream is still to
+    be made, until the cluster tells of as many servers as it needs: ``replicas``
+    (``--replicas``), else 3 when ``servers`` name 3 or more distinct servers, else 1. The
+    replicas of what the broker creates: ``replicas``, else the existing stream's, else from the
+    servers the cluster tells of (``cluster.replicas_for``), never from the URLs' spelling."""
     await _await_jetstream(connection, shown, wait)
+    existing = await _stream_replicas(connection, stream, wait)
+    if existing:  # made already: a server down for a while does not keep the broker waiting
+        return replicas or existing
     want = replicas or (3 if distinct(servers) >= 3 else 1)
     while True:
         infos = await _survey(servers, shown)
@@ -622,6 +628,23 @@ async def _await_cluster(
         if told >= want:
             return replicas or replicas_for(info)
         wait.until(f"the NATS cluster at {shown} to have {want} servers (it has {told} so far)")
+        await asyncio.sleep(POLL)
+
+
+async def _stream_replicas(connection: NatsConnection, stream: str, wait: Waiting) -> int | None:
+    """The replicas of ``stream`` when it exists, None when it does not; while it does not
+    answer (its leader being elected), waited for."""
+    from nats.js.errors import NotFoundError
+
+    js = connection.jetstream(timeout=2)
+    while True:
+        try:
+            info = await js.stream_info(stream)
+            return info.config.num_replicas or 1
+        except NotFoundError:
+            return None
+        except Exception:  # there, but no leader answering just now
+            wait.until(f"the JetStream stream {stream} to elect its leader")
         await asyncio.sleep(POLL)
 
 

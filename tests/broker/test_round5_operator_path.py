@@ -267,3 +267,20 @@ def test_a_setup_dir_the_servers_do_not_have_is_one_line(tmp_path):
             "list", "--credentials", str(tmp_path / "theirs"), "--nats", url
         )
         assert status == 0 and out.split()[0] == "NAME"
+
+
+def test_a_broker_started_while_one_server_is_down_serves_the_stream_already_made():
+    """The stream exists (R3): a broker (re)started while one of the three servers is away
+    serves on the two left, as JetStream does, rather than waiting for the third."""
+    with JetStreamCluster(3) as cluster:
+        nats = ",".join(cluster.urls)
+        first = DevBroker("--nats", nats, "--store", "jetstream", "--no-search", wait=False)
+        wait_serving(first)
+        asyncio.run(_send_and_fetch(cluster.urls[1]))
+        assert first.stop() == 0
+        cluster.servers[2].stop()
+        with DevBroker("--nats", nats, "--store", "jetstream", "--no-search",
+                       wait=False) as again:  # fmt: skip
+            wait_serving(again)
+            assert not [x for x in again.stderr if "servers (it has" in x], again.output()
+            assert any("restored 1 mailboxes, 1 messages" in x for x in again.stdout)
