@@ -507,6 +507,8 @@ def _stream(console: Console, events: AsyncIterator[str]) -> Response:
             yield "retry: 2000\n\n"
             async for event in events:
                 yield event
+        except Exception as exc:  # the broker went away: the page's script connects again
+            log.debug("an event stream ended: %s", failure(exc))
         finally:
             console.streams -= 1
 
