@@ -545,7 +545,8 @@ class AgentServer:
             return
         configs = await self._persist("reading push configs",
                                       lambda: self.store.push_configs(task_id))
-        config_id = body.get("id") if isinstance(body.get("id"), str) else ""
+        given = body.get("id")
+        config_id: str = given if isinstance(given, str) else ""
         if request.method == w.CREATE_PUSH:
             url = body.get("url")
             if not isinstance(url, str) or len(url) > 2048:
@@ -557,7 +558,9 @@ class AgentServer:
                 await self._error(reply_to, task_id, f"push notification url refused: {exc}")
                 return
             config_id = config_id if w.is_valid_id(config_id) else w.new_id()
-            config = {k: body[k] for k in ("url", "token", "authentication") if k in body}
+            config: dict[str, Any] = {
+                k: body[k] for k in ("url", "token", "authentication") if k in body
+            }
             config.update(id=config_id, taskId=task_id)
             configs[config_id] = config
             if len(configs) > MAX_PUSH_CONFIGS:

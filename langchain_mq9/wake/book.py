@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 from dataclasses import dataclass, field
@@ -107,11 +108,11 @@ class RuleBook:
             await self.client.send(INDEX_ADDRESS, d, key=d)
         return rule
 
-    async def list(self, mail_address: str) -> list[WakeRule]:
+    async def list(self, mail_address: str) -> builtins.list[WakeRule]:
         """The mailbox's rules, by name."""
         return [rule for _, rule in await self.rule_records(mail_address)]
 
-    async def rule_records(self, mail_address: str) -> list[tuple[int, WakeRule]]:
+    async def rule_records(self, mail_address: str) -> builtins.list[tuple[int, WakeRule]]:
         try:
             found = await self.client.query(rules_address(mail_address), tags=[RULE_TAG])
         except Mq9Error as exc:

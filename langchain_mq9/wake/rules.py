@@ -114,7 +114,7 @@ class WakeRule:
 
     def view(self) -> dict[str, Any]:
         """What a listing shows: the rule without its secret."""
-        shown = json.loads(self.to_json())
+        shown: dict[str, Any] = json.loads(self.to_json())
         shown["secret"] = "***" if self.secret else ""
         return shown
 
