@@ -4,12 +4,14 @@ and the index takes every agent's entry (a digest, no name)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from credentials_support import EnforcingBroker
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.protocol.errors import Mq9Error
-from langchain_mq9.wake import RuleBook, RuleError, WakeRule, rules_address
+from langchain_mq9.wake import Deliverer, RuleBook, RuleError, Waker, WakeRule, rules_address
 
 SECRET = "s3cret-s3cret-s3cret"
 
@@ -46,3 +48,33 @@ async def test_only_the_reader_adds_a_rule(enforcing):
         await bob.mailbox_create(name="agent.bob")
         await RuleBook(bob).add(rule("agent.bob"))
         assert [r.name for r in await RuleBook(alice).list("agent.alice")] == ["default"]
+
+
+async def test_a_tenants_waker_wakes_its_own_mailboxes_only(enforcing):
+    url = enforcing.url
+    async with Mq9Client(url, credential=enforcing.credentials["alice"]) as alice, Mq9Client(
+        url, credential=enforcing.credentials["bob"]
+    ) as bob:
+        await alice.mailbox_create(name="agent.alice2")
+        await RuleBook(alice).add(
+            WakeRule(mailbox="agent.alice2", target="callback", callback="seen", min_interval=0)
+        )
+        mine: list = []
+        theirs: list = []
+        # agents cannot hear announcements on this broker: each tenant's waker polls
+        alices = await Waker(alice, Deliverer(callbacks={"seen": mine.append}),
+                             mailboxes=["agent.alice2"], poll_interval=0.05).start()
+        bobs = await Waker(bob, Deliverer(callbacks={"seen": theirs.append}),
+                           mailboxes=["agent.alice2"], poll_interval=0.05).start()
+        try:
+            await bob.send("agent.alice2", "hello alice")  # anyone may send
+            for _ in range(600):
+                if mine:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            assert [w.mailbox for w in mine] == ["agent.alice2"]
+            assert theirs == []  # bob's waker reads neither alice's rules nor her mailbox
+        finally:
+            await alices.stop()
+            await bobs.stop()
