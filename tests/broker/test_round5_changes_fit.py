@@ -24,7 +24,7 @@ from test_durability import T0, engine_state
 from test_jetstream_store import stream_records
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock, serve_on_nats
+from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock, serve_on_nats
 from langchain_mq9.broker.engine import RETENTION_SECONDS
 from langchain_mq9.broker.storage import JetStreamStorage, SqliteStorage, Storage
 
@@ -183,6 +183,53 @@ async def test_a_stream_holding_a_record_larger_than_the_server_now_takes_still_
             engine = BrokerEngine(clock=clock, storage=JetStreamStorage(servers, stream=stream))
             assert engine_state(engine) == before
             assert (await _ok(engine, p.send_subject("box"), b"next"))["msg_id"] == 4
+        finally:
+            engine.storage.close()
+
+
+async def test_messages_kept_from_larger_records_neither_stop_snapshots_nor_requests(caplog):
+    """A message of 1.5 MB and a delayed one, stored while the server took 4 MB records, on a
+    server now taking 1 MB: restored and served; the snapshot that cannot hold the message is
+    given up (logged), not written, and the delayed one, due, is dropped (logged) rather than
+    written: every request around them is answered, before and after a restart."""
+    stream, large = f"F{uuid.uuid4().hex[:12]}", b"L" * 1_500_000
+    clock = ManualClock(T0)
+    with JetStreamCluster(1, extra_config="max_payload: 4MB") as cluster:
+        servers = cluster.urls
+        limits = BrokerLimits(max_payload=4 * 2**20)
+        engine = BrokerEngine(
+            clock=clock, limits=limits, storage=JetStreamStorage(servers, stream=stream)
+        )
+        try:
+            await _ok(engine, p.MAILBOX_CREATE, {"name": "box", "ttl": 0})
+            assert (await _ok(engine, p.send_subject("box"), large))["msg_id"] == 0
+            delayed = json.loads(
+                await engine.handle(p.send_subject("box"), {p.HEADER_DELAY: "10"}, large)
+            )
+            assert delayed == {"error": "", "msg_id": -1}
+        finally:
+            engine.storage.close()
+        server = cluster.servers[0]
+        server.stop()
+        server.extra_config = "max_payload: 1MB"
+        server.start()
+        engine = BrokerEngine(
+            clock=clock, storage=JetStreamStorage(servers, stream=stream, snapshot_bytes=1)
+        )
+        try:
+            assert [m.payload for m in engine.topics["box"].messages.values()] == [large]
+            for i in range(3):  # a snapshot is due at the first, and given up
+                assert (await _ok(engine, p.send_subject("box"), b"new"))["msg_id"] == i + 1
+            assert "a snapshot of the broker's state is given up" in caplog.text
+            clock.advance(10)
+            assert (await _ok(engine, p.send_subject("box"), b"after"))["msg_id"] == 4
+            assert "a delayed message for 'box' is dropped" in caplog.text
+            assert engine._delayed == [] and len(engine.topics["box"].messages) == 5
+            before = engine_state(engine)
+            engine.storage.close()
+            engine = BrokerEngine(clock=clock, storage=JetStreamStorage(servers, stream=stream))
+            assert engine_state(engine) == before
+            assert (await _ok(engine, p.send_subject("box"), b"next"))["msg_id"] == 5
         finally:
             engine.storage.close()
 
