@@ -57,6 +57,8 @@ POLL_INTERVAL = 1.0  # seconds between looks at each mailbox without announcemen
 SWEEP_INTERVAL = 30.0  # seconds between looks at every mailbox with announcements
 SETTLE = 0.005  # seconds after an announcement before the look: a burst's next messages join
 LEASE = 60.0  # seconds a claim holds a mailbox: longer than a wake's retries
+FORGED_AHEAD = 1000  # msg_ids a stored cursor may be ahead of the newest message stored
+CLAIM_SLACK = 5.0  # seconds a claim may outlast this waker's lease (wakers' clocks differ)
 RULES_REFRESH = 30.0  # seconds a mailbox's rules are kept before they are read again
 WAITING_SHOWN = 100  # messages counted per wake (a wake says "100" for more)
 PAYLOADS_SHOWN = 20  # messages whose payloads a rule with include_payload gets
@@ -326,7 +328,8 @@ class Waker:
         live: list[tuple[int, float]] = []
         for message in claims:
             until = _until(message)
-            if message.msg_id == mine or until > now:
+            # a claim longer than a lease is forged (it would hold the mailbox for good): void
+            if message.msg_id == mine or now < until <= now + self.lease + CLAIM_SLACK:
                 live.append((message.msg_id, until))
             else:  # a dead waker's: nobody needs it
                 with contextlib.suppress(Mq9Error):
@@ -344,6 +347,11 @@ class Waker:
         address = rules_address(watch.mailbox)
         records = await self.client.query(address, key=STATE_KEY)
         state = MailboxState.from_message(records[0] if records else None)
+        newest = await self._newest(watch.mailbox)
+        if state.seen > newest + FORGED_AHEAD:  # far past the mailbox's end (expired mail
+            # ends it early, a little): no cursor a waker wrote, and it would silence the
+            # mailbox for good; start again from what this waker knew (at least once)
+            state.seen = watch.seen if watch.seen <= newest else -1
         arrived = await self._above(watch.mailbox, state.seen)
         now = self.clock()
         if arrived:

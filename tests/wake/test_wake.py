@@ -392,3 +392,34 @@ async def test_rules_mailbox_is_reserved_for_the_tools(memory_lane):
         # a record naming another mailbox, slipped into agent.me's rules mailbox, is no rule
         await client.send(rules_address("agent.me"), forged, key="rule.x", tags=["rule"])
         assert [r.mailbox for r in await RuleBook(client).list("agent.me")] == ["agent.me"]
+
+
+async def test_a_forged_claim_cannot_hold_a_mailbox_for_good(lane):
+    seen: list = []
+    clock = ManualClock(DAY + 12 * 3600)
+    async with lane.client() as client:
+        waker = await manual(lane, client, clock, seen, min_interval=0)
+        try:
+            # any client of an open broker may write there: a claim "until the end of time"
+            forged = json.dumps({"waker": "squatter", "until": 1e18})
+            await client.send(rules_address("agent.me"), forged, tags=["claim"])
+            await client.send("agent.me", "hi")
+            await waker.check("agent.me")
+            assert [w.waiting for w in seen] == [1]
+        finally:
+            await waker.stop()
+
+
+async def test_a_forged_cursor_cannot_silence_a_mailbox(lane):
+    seen: list = []
+    clock = ManualClock(DAY + 12 * 3600)
+    async with lane.client() as client:
+        waker = await manual(lane, client, clock, seen, min_interval=0)
+        try:
+            forged = json.dumps({"seen": 10**12, "rules": {}})
+            await client.send(rules_address("agent.me"), forged, key="state")
+            await client.send("agent.me", "hi")
+            await waker.check("agent.me")
+            assert [w.waiting for w in seen] == [1]
+        finally:
+            await waker.stop()
