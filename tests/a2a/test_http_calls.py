@@ -73,6 +73,10 @@ async def test_an_agent_that_is_gone_leaves_the_call_failed_saying_why(client):
         "http://10.0.0.8/rpc",
         "http://[::1]:9/rpc",
         "http://localhost:9/rpc",
+        "http://0.0.0.0:9/rpc",
+        "http://[::ffff:127.0.0.1]:9/rpc",
+        "http://2130706433:9/rpc",  # 127.0.0.1 written as one number
+        "http://127.1:9/rpc",
         "file:///etc/passwd",
     ],
 )
