@@ -591,8 +591,10 @@ class AgentServer:
             return
         headers = {w.HEADER_TYPE: kind, w.HEADER_TASK_ID: task_id, w.HEADER_LAST: "true"}
 
-        async def send() -> None:
-            await self.client.send(reply_to, w.json_text(body), headers=headers)
+        async def send() -> None:  # keyed: the caller finds the task's last answer by key
+            await self.client.send(
+                reply_to, w.json_text(body), key=f"answer.{task_id}", headers=headers
+            )
 
         await self._to_caller(reply_to, f"answering {kind}", send)
 
