@@ -4,10 +4,11 @@ and logging on stderr."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .client.redaction import redact
 
@@ -95,6 +96,24 @@ class _Redacting(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+@contextlib.contextmanager
+def nats_errors_in_one_line() -> Iterator[None]:
+    """Meanwhile, nats-py's complaints (a failed reconnect, with its traceback) are one line
+    each on stderr and go no further: for a short command that configures no logging."""
+    nats_log = logging.getLogger("nats")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Redacting("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_one_line_nats_errors)
+    kept = nats_log.propagate
+    nats_log.addHandler(handler)
+    nats_log.propagate = False
+    try:
+        yield
+    finally:
+        nats_log.removeHandler(handler)
+        nats_log.propagate = kept
 
 
 def _one_line_nats_errors(record: logging.LogRecord) -> bool:

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .._cli import ArgumentParser, configure_logging
+from .._cli import ArgumentParser, nats_errors_in_one_line
 from ..client.redaction import redact
 from .callout import SETUP_FILE, Issuer, broker_urls
 from .cluster import ClusterError, check_login, check_urls, survey
@@ -200,16 +200,16 @@ def _when(seconds: int | None) -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging("warning")  # a library's complaint: one line, never a traceback
     try:
         if args.command == "setup":
             need_credentials_extra()
             return _setup(Path(args.dir))
-        store = _store_for(args)
-        try:
-            return _run(args, store)
-        finally:
-            store.close()
+        with nats_errors_in_one_line():  # a library's complaint: one line, never a traceback
+            store = _store_for(args)
+            try:
+                return _run(args, store)
+            finally:
+                store.close()
     except CredentialError as exc:
         print(f"mq9-dev-broker credentials: error: {exc}", file=sys.stderr, flush=True)
         return 1

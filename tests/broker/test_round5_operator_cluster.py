@@ -122,3 +122,24 @@ def test_a_wait_says_what_it_waits_for_once_and_gives_up_at_its_bound():
     now[0] = 10
     with pytest.raises(ClusterError, match="gave up after 10 s waiting for 3 servers"):
         wait.until("3 servers")
+
+
+def test_a_short_commands_nats_complaints_are_one_line_each_and_go_no_further(capsys):
+    import logging
+
+    from langchain_mq9._cli import nats_errors_in_one_line
+
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
+    except ConnectionRefusedError as exc:
+        error = exc
+    with nats_errors_in_one_line():
+        logging.getLogger("nats.aio.client").error("nats: encountered error", exc_info=error)
+    logging.getLogger("nats.aio.client").error("after: not ours to show")
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == (
+        "ERROR nats.aio.client: nats: encountered error: ConnectionRefusedError: "
+        "[Errno 111] Connect call failed ('127.0.0.1', 1)"
+    )
+    assert "Traceback" not in err
+    assert logging.getLogger("nats").propagate and not logging.getLogger("nats").handlers
