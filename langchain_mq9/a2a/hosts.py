@@ -9,8 +9,9 @@ A card's URL is written by whoever registered or served it, so it may point insi
 - a host that resolves to a private, loopback, link-local or otherwise non-public address is
   refused unless an entry names it or a network holding it (``*`` is not enough).
 
-Every request is checked (``guard``, an httpx request hook), redirects included, so a card that
-was fine when imported cannot send a later call elsewhere.
+Every request is checked and sent to the address checked (``pinned_transport``), so a card
+that was fine when imported cannot send a later call elsewhere, nor can a DNS answer that
+changes between the check and the connection.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import ipaddress
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -70,8 +71,9 @@ class HostPolicy:
     def _listed(self, address: Address) -> bool:
         return any(address in net for net in self.networks)
 
-    async def check(self, url: str) -> None:
-        """Raise ``HostRefused`` unless ``url`` may be reached."""
+    async def check(self, url: str) -> list[Address]:
+        """The addresses to reach ``url`` at, all checked (connect to them, not to the name
+        again); ``HostRefused`` unless ``url`` may be reached."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HostRefused(f"{url[:120]!r} is no http(s) URL")
@@ -95,6 +97,7 @@ class HostPolicy:
                     f"{host} resolves to {address}, a non-public address: refused unless "
                     f"{ENV} names it"
                 )
+        return addresses
 
 
 async def _addresses(host: str, port: int) -> list[Address]:
@@ -111,10 +114,31 @@ async def _addresses(host: str, port: int) -> list[Address]:
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
 
 
-def guard(policy: HostPolicy) -> Callable[[httpx.Request], Awaitable[None]]:
-    """An httpx request hook refusing every request the policy does not allow."""
+def pinned_transport(policy: HostPolicy) -> httpx.AsyncBaseTransport:
+    """An httpx transport that checks each request's host and connects to the very address
+    it checked (the name is not resolved a second time: a DNS answer that changes after the
+    check cannot send the request elsewhere); TLS still verifies the host's name."""
+    import httpx
 
-    async def check(request: httpx.Request) -> None:
-        await policy.check(str(request.url))
+    class Pinned(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport()
 
-    return check
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            host = request.url.host
+            addresses = await policy.check(str(request.url))
+            for address in addresses:  # in the resolver's order, as a connection tries them
+                if str(address) != host:  # the Host header stays the name, as built
+                    request.url = request.url.copy_with(host=str(address))
+                    request.extensions = {**request.extensions, "sni_hostname": host}
+                try:
+                    return await self.inner.handle_async_request(request)
+                except httpx.ConnectError:
+                    if address == addresses[-1]:
+                        raise
+            raise AssertionError("check returns at least one address")
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    return Pinned()

@@ -31,7 +31,7 @@ from a2a.types.a2a_pb2 import (
 
 from ..protocol import clipped
 from . import wire as w
-from .hosts import HostPolicy, HostRefused, guard
+from .hosts import HostPolicy, HostRefused, pinned_transport
 from .protojson import to_json, to_proto
 
 # How long one HTTP request may take before the call says the agent did not answer.
@@ -74,7 +74,8 @@ def http_client(hosts: HostPolicy, *, timeout: float = REQUEST_TIMEOUT) -> httpx
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
-        event_hooks={"request": [guard(hosts)], "response": [bounded]},
+        transport=pinned_transport(hosts),
+        event_hooks={"response": [bounded]},
     )
 
 

@@ -104,3 +104,15 @@ async def test_without_an_allow_list_no_http_call_goes_out(client):
         state = await caller.call_http(card, "hi", wait=5)
         assert state.state == w.FAILED and "MQ9_A2A_ALLOW_HOSTS" in state.view()["reason"]
         assert not executor.running.is_set()
+
+
+async def test_a_host_allowed_by_name_is_reached_at_the_address_checked(client):
+    """``localhost`` named in the allow-list: the request goes to an address the check saw
+    (tried in order, ::1 then 127.0.0.1 where both resolve), its Host header still the name."""
+    async with a2a_http_agent() as (base, _executor):
+        card = await fetch_card(base, LOOPBACK)
+        named = base.replace("127.0.0.1", "localhost")
+        card["supportedInterfaces"][0]["url"] = named + "/rpc"
+        caller = AgentCaller(client, "agent.me.calls", hosts=HostPolicy(["localhost"]))
+        done = await caller.call_http(card, "by name", wait=20)
+        assert done.state == w.COMPLETED and done.view()["result"] == "BY NAME"
