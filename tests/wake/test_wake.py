@@ -187,6 +187,7 @@ async def test_a_failing_webhook_is_retried_then_set_aside(memory_lane, receiver
 # -- commands and callbacks -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # a process: the command
 async def test_a_command_is_started_with_the_mailbox_in_its_environment(memory_lane, tmp_path):
     out = tmp_path / "woken.json"
     script = (

@@ -16,7 +16,10 @@ from langchain_mq9.broker import ManualClock
 from langchain_mq9.wake import Deliverer, Destinations, RuleBook, Waker, WakeRule
 from langchain_mq9.wake.deliver import THREAD_NAMESPACE
 
-pytestmark = pytest.mark.skipif(langgraph_command() is None, reason="needs langgraph-cli[inmem]")
+pytestmark = [
+    pytest.mark.skipif(langgraph_command() is None, reason="needs langgraph-cli[inmem]"),
+    pytest.mark.slow,  # a process: langgraph dev
+]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import SECRET, Receiver
 from devbroker_helpers import DevBroker
 
@@ -19,6 +20,7 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.nats_process import free_port
 
 WAKE = [sys.executable, "-m", "langchain_mq9.wake"]
+pytestmark = pytest.mark.slow  # processes: the dev broker, wakers
 
 
 def wake_cli(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

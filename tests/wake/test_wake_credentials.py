@@ -14,6 +14,7 @@ from langchain_mq9.protocol.errors import Mq9Error
 from langchain_mq9.wake import Deliverer, RuleBook, RuleError, Waker, WakeRule, rules_address
 
 SECRET = "s3cret-s3cret-s3cret"
+pytestmark = pytest.mark.slow  # a process: the enforcing dev broker
 
 
 @pytest.fixture

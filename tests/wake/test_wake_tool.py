@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
 from mcp_support import ok, stdio_session
 
 from langchain_mq9 import Mq9Toolkit
@@ -48,6 +49,7 @@ def test_a_model_keeps_the_rules_of_its_own_mailbox_only():
         assert removed["rules"] == []
 
 
+@pytest.mark.slow  # a process: mq9-mcp
 async def test_mq9_mcp_offers_it():
     async with stdio_session("--server", "memory://") as s:
         names = {t.name for t in (await s.list_tools()).tools}
