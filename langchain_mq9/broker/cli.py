@@ -614,6 +614,12 @@ async def _await_cluster(
     existing = await _stream_replicas(connection, stream, wait)
     if existing:  # made already: a server down for a while does not keep the broker waiting
         return replicas or existing
+    log.info(
+        "no JetStream stream %s in the account the broker logs in to: it starts on a new, "
+        "empty state (a state kept in another account is not read: docs/deploy.md, a first "
+        "cluster)",
+        stream,
+    )
     want = replicas or (3 if distinct(servers) >= 3 else 1)
     while True:
         infos = await _survey(servers, shown)

@@ -157,6 +157,9 @@ def test_the_documented_cluster_runs_as_written_and_keeps_its_state_when_credent
         assert any("restored 1 mailboxes, 3 messages" in x for x in serving.stdout), (
             serving.output()
         )
+        new_state = "it starts on a new, empty state"  # said by the first two only
+        assert any(new_state in x for b in deployment.brokers[:2] for x in b.stderr)
+        assert not any(new_state in x for b in deployment.brokers[2:] for x in b.stderr)
         credential = deployment.run(credentials[3]).splitlines()[0]
         asyncio.run(_agent_served(url, credential))
         for broker in deployment.brokers[2:]:
