@@ -100,13 +100,17 @@ class RuleBook:
         if rule.name not in {r.name for r in present} and len(present) >= MAX_RULES:
             raise RuleError(f"{rule.mailbox!r} has {MAX_RULES} wake rules: remove one first")
         await self.client.send(address, rule.to_json(), key=rule.key, tags=[RULE_TAG])
-        d = digest(rule.mailbox)
+        await self._list_in_index(rule.mailbox)
+        return rule
+
+    async def _list_in_index(self, mail_address: str) -> None:
+        """(Again:) a waker reads the mailbox's rules anew when its entry comes again."""
+        d = digest(mail_address)
         try:  # (with --credentials the index is its creator's, and takes every agent's SEND)
             await self.client.send(INDEX_ADDRESS, d, key=d)
         except MailboxNotFound:
             await ensure_mailbox(self.client, INDEX_ADDRESS)
             await self.client.send(INDEX_ADDRESS, d, key=d)
-        return rule
 
     async def list(self, mail_address: str) -> builtins.list[WakeRule]:
         """The mailbox's rules, by name."""
@@ -134,6 +138,7 @@ class RuleBook:
         for msg_id, rule in await self.rule_records(mail_address):
             if rule.name == name:
                 await self.client.delete(rules_address(mail_address), msg_id)
+                await self._list_in_index(mail_address)
                 return True
         return False
 

@@ -59,7 +59,9 @@ SETTLE = 0.005  # seconds after an announcement before the look: a burst's next 
 LEASE = 60.0  # seconds a claim holds a mailbox: longer than a wake's retries
 FORGED_AHEAD = 1000  # msg_ids a stored cursor may be ahead of the newest message stored
 CLAIM_SLACK = 5.0  # seconds a claim may outlast this waker's lease (wakers' clocks differ)
-RULES_REFRESH = 30.0  # seconds a mailbox's rules are kept before they are read again
+# seconds a mailbox's rules are kept before they are read again (an added or removed rule
+# lists its mailbox in the index again: announced, the waker reads them at once)
+RULES_REFRESH = 300.0
 WAITING_SHOWN = 100  # messages counted per wake (a wake says "100" for more)
 PAYLOADS_SHOWN = 20  # messages whose payloads a rule with include_payload gets
 PAYLOAD_CHARS = 4000

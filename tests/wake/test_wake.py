@@ -424,3 +424,28 @@ async def test_a_forged_cursor_cannot_silence_a_mailbox(lane):
             assert [w.waiting for w in seen] == [1]
         finally:
             await waker.stop()
+
+
+async def test_a_rule_removed_wakes_no_more(memory_lane):
+    seen: list = []
+    async with memory_lane.client() as client:
+        await client.mailbox_create(name="agent.me")
+        book = RuleBook(client)
+        await book.add(WakeRule(mailbox="agent.me", target="callback", callback="seen",
+                                min_interval=0))
+        waker = await Waker(client, Deliverer(callbacks={"seen": seen.append}),
+                            clock=ManualClock(DAY)).start()
+        try:
+            await client.send("agent.me", "one")
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(seen) == 1
+            await book.remove("agent.me", "default")
+            await settle(0.2)  # the index's announcement: the waker reads the rules again
+            await client.send("agent.me", "two")
+            await settle(0.3)
+            assert len(seen) == 1
+        finally:
+            await waker.stop()
