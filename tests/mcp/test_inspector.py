@@ -280,6 +280,8 @@ async def _mailbox_tools(mcp: Session, inbox: str) -> None:
     # fetched in one run, acked in the next: nothing depends on a session
     acked = await mcp.ok("ack_messages", mail_address=inbox, msg_id=first)
     assert acked["confirmed"] == [first]
+    rules = await mcp.ok("wake_rule", mail_address=inbox)  # list: none kept yet
+    assert (rules["action"], rules["rules"]) == ("list", [])
 
 
 async def _call_tools(mcp: Session) -> None:
