@@ -79,6 +79,7 @@ from .nats_process import (
 from .pacing import AnswerPacer
 from .serve import BULK_ANSWER, serve_on_nats
 from .standby import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine, serve_while_leader
+from .state_cli import main as state_command
 from .storage import JetStreamStorage, SqliteStorage, Storage, StorageError
 from .storage.jetstream import DEFAULT_STREAM
 from .storage.sqlite import data_file
@@ -271,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the dev broker until SIGINT/SIGTERM; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "state":  # export|import: moving a JetStream store's state
+        return state_command(args.command_args)
     if args.command is not None:  # #53: credentials issue|list|revoke (credentials_cli.py)
         return run_command(args.command, args.command_args)
     configure_logging(args.log_level)
@@ -800,10 +803,10 @@ async def _warn_default_account(connection: NatsConnection, stream: str) -> None
         return
     if account == DEFAULT_ACCOUNT:
         log.warning(
-            "the JetStream stream %s is kept in the servers' default account (%s): a broker "
-            "started later with --credentials keeps its state in another account and will not "
-            "see it; configure the accounts of docs/deploy.md (a first cluster, step by step) "
-            "before there is state to keep",
+            "the JetStream stream %s is kept in the servers' default account (%s): once the "
+            "servers' config names accounts (docs/deploy.md's, or those 'credentials setup' "
+            "prints), no broker sees it; move it across with 'mq9-dev-broker state export' "
+            "before the change and 'state import' after (docs/deploy.md)",
             stream,
             DEFAULT_ACCOUNT,
         )

@@ -61,9 +61,10 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "command",
         nargs="?",
-        metavar="credentials",
+        metavar="credentials|state",
         help="'credentials setup DIR | issue NAME | list | revoke NAME --data PATH': manage the "
-        "credentials of an enforcing broker (mq9-dev-broker credentials --help)",
+        "credentials of an enforcing broker (mq9-dev-broker credentials --help); 'state "
+        "export|import FILE --nats URL': move a JetStream store's state (docs/deploy.md)",
     )
     parser.add_argument("command_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -117,11 +118,12 @@ def identities_for(args: argparse.Namespace, engine: BrokerEngine) -> Identities
 
 
 def run_command(command: str, argv: list[str]) -> int:
-    """``mq9-dev-broker <command> ...``: the one command there is."""
+    """``mq9-dev-broker credentials ...`` (``state ...`` is state_cli.py's)."""
     if command != "credentials":
         print(
-            f"mq9-dev-broker: error: unknown command {command!r}: the one command is "
-            "'credentials' (setup, issue, list, revoke); the broker itself takes options only",
+            f"mq9-dev-broker: error: unknown command {command!r}: the commands are "
+            "'credentials' (setup, issue, list, revoke) and 'state' (export, import); the "
+            "broker itself takes options only",
             file=sys.stderr,
         )
         return 2

@@ -88,7 +88,7 @@ def test_the_command_follows_any_broker_option_and_only_it_is_one(tmp_path, caps
     status, out, _ = _run(capsys, "--port", "4999", "credentials", "list", "--data", str(tmp_path))
     assert status == 0 and out.split() == ["NAME", "LABEL", "CREATED", "REVOKED", "LAST", "SEEN"]
     status, _, err = _run(capsys, "credential")
-    assert status == 2 and "the one command is 'credentials'" in err
+    assert status == 2 and "the commands are 'credentials'" in err
 
 
 def test_credentials_dir_names_where_they_are_kept(tmp_path):
