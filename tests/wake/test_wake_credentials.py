@@ -29,11 +29,13 @@ def rule(mailbox: str) -> WakeRule:
                     secret=SECRET)
 
 
+def agent(enforcing, name: str) -> Mq9Client:
+    """A client logged in as agent ``name``."""
+    return Mq9Client(enforcing.url, credential=enforcing.credentials[name])
+
+
 async def test_only_the_reader_adds_a_rule(enforcing):
-    url = enforcing.url
-    async with Mq9Client(url, credential=enforcing.credentials["alice"]) as alice, Mq9Client(
-        url, credential=enforcing.credentials["bob"]
-    ) as bob:
+    async with agent(enforcing, "alice") as alice, agent(enforcing, "bob") as bob:
         await alice.mailbox_create(name="agent.alice")
         await RuleBook(alice).add(rule("agent.alice"))
         assert [r.mailbox for r in await RuleBook(alice).list("agent.alice")] == ["agent.alice"]
@@ -52,10 +54,7 @@ async def test_only_the_reader_adds_a_rule(enforcing):
 
 
 async def test_a_tenants_waker_wakes_its_own_mailboxes_only(enforcing):
-    url = enforcing.url
-    async with Mq9Client(url, credential=enforcing.credentials["alice"]) as alice, Mq9Client(
-        url, credential=enforcing.credentials["bob"]
-    ) as bob:
+    async with agent(enforcing, "alice") as alice, agent(enforcing, "bob") as bob:
         await alice.mailbox_create(name="agent.alice2")
         await RuleBook(alice).add(
             WakeRule(mailbox="agent.alice2", target="callback", callback="seen", min_interval=0)
