@@ -178,3 +178,18 @@ async def request_ok(connection, subject: str, body=b"", headers=None, timeout: 
     reply = json.loads((await connection.request(subject, body, timeout, headers=headers)).data)
     assert reply["error"] == "", reply
     return reply
+
+
+async def write_mailbox(url: str, box: str, count: int) -> None:
+    """Create ``box`` and SEND it ``count`` messages over a plain connection to ``url``."""
+    import nats
+
+    from langchain_mq9 import protocol as p
+
+    client = await nats.connect(url)
+    try:
+        await request_ok(client, p.MAILBOX_CREATE, {"name": box, "ttl": 0})
+        for n in range(count):
+            await request_ok(client, p.send_subject(box), f"message {n}".encode())
+    finally:
+        await client.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from credentials_support import ok
-from devbroker_helpers import DevBroker, port_open, request_ok, wait_until
+from devbroker_helpers import DevBroker, port_open, wait_until, write_mailbox
 from jetstream_servers import wait_serving
 
 from langchain_mq9 import protocol as p
@@ -139,7 +139,7 @@ def test_the_documented_cluster_runs_as_written_and_keeps_its_state_when_credent
         serving = _serving([deployment.start_broker(line) for line in brokers])
         assert any("(3 replicas;" in line for line in serving.stdout), serving.output()
         url = shlex.split(brokers[0])[2].split(",")[1]  # the second server: not the first
-        asyncio.run(_write_state(url))
+        asyncio.run(write_mailbox(url, "deploy.box", 3))
         for broker in deployment.brokers:
             assert broker.stop() == 0, broker.output()
             assert not [x for x in broker.stderr if "default account" in x], broker.output()
@@ -169,18 +169,6 @@ def test_the_documented_cluster_runs_as_written_and_keeps_its_state_when_credent
         assert "Authorization Violation" not in deployment.server_logs()[logged_before:]
     finally:
         deployment.close()
-
-
-async def _write_state(url: str) -> None:
-    import nats
-
-    client = await nats.connect(url)
-    try:
-        await request_ok(client, p.MAILBOX_CREATE, {"name": "deploy.box", "ttl": 0})
-        for n in range(3):
-            await request_ok(client, p.send_subject("deploy.box"), f"before {n}".encode())
-    finally:
-        await client.close()
 
 
 async def _agent_served(url: str, credential: str) -> None:

@@ -11,10 +11,9 @@ import io
 import stat
 
 import pytest
-from devbroker_helpers import DevBroker, request_ok
+from devbroker_helpers import DevBroker, write_mailbox
 from jetstream_servers import JetStreamCluster, wait_serving
 
-from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli import main
 
 pytestmark = pytest.mark.slow  # a nats-server and brokers: processes
@@ -28,25 +27,13 @@ def _command(*argv: str) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-async def _write_state(url: str) -> None:
-    import nats
-
-    client = await nats.connect(url)
-    try:
-        await request_ok(client, p.MAILBOX_CREATE, {"name": "kept.box", "ttl": 0})
-        for n in range(3):
-            await request_ok(client, p.send_subject("kept.box"), f"kept {n}".encode())
-    finally:
-        await client.close()
-
-
 def test_the_state_moves_across_the_accounts_credentials_bring(tmp_path):
     state, auth = tmp_path / "mq9-state", tmp_path / "mq9-auth"
     with JetStreamCluster(1) as cluster:
         server, url = cluster.servers[0], cluster.urls[0]
         with DevBroker("--nats", url, "--store", "jetstream", "--no-search", wait=False) as old:
             wait_serving(old)
-            asyncio.run(_write_state(url))
+            asyncio.run(write_mailbox(url, "kept.box", 3))
             assert any("default account ($G)" in line for line in old.stderr), old.output()
             assert old.stop() == 0
         status, out, err = _command("state", "export", str(state), "--nats", url)
