@@ -30,6 +30,7 @@ ATTEMPTS = 5  # a webhook or run tried this many times, then set aside
 BACKOFF = 0.5  # seconds before the second try, doubling, each +-25% (jitter)
 TIMEOUT = 10.0  # seconds per try
 THREAD_NAMESPACE = uuid.UUID("5b0e6bd3-7c35-4f3e-9c1b-6e9f0a2d6c62")
+NEEDS_EXTRA = "webhooks and Agent Server runs need the wake extra (langchain-mq9[wake])"
 # What a command gets of the waker's environment: nothing secret (no credentials, no URLs)
 COMMAND_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 
@@ -252,7 +253,10 @@ class Deliverer:
 
     def _client(self) -> Any:
         if self._http is None:
-            import httpx  # the wake extra
+            try:
+                import httpx
+            except ImportError:
+                raise Refused(NEEDS_EXTRA) from None
 
             # No redirects: a 30x could lead where the allow-list does not reach
             self._http = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
@@ -266,7 +270,10 @@ class Deliverer:
             raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")
 
     async def _agent_server(self, rule: WakeRule, wake: Wake) -> None:
-        from langgraph_sdk import get_client  # the wake extra
+        try:
+            from langgraph_sdk import get_client
+        except ImportError:
+            raise Refused(NEEDS_EXTRA) from None
 
         client = get_client(url=rule.url, api_key=self._api_key)
         by = wake.sender if rule.thread == "sender" and wake.sender else wake.mailbox
