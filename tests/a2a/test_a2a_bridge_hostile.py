@@ -5,6 +5,7 @@ tenant."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import httpx
@@ -13,7 +14,7 @@ from a2a_support import text_graph, text_io
 from http_agents import serve_http
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from test_gateway import ALICE, gateway
 
@@ -36,6 +37,14 @@ def liar(mode: str, hits: list[str]) -> Starlette:
             return RedirectResponse("http://127.0.0.1:9/internal", status_code=307)
         if mode == "huge":
             return Response(b"x", headers={"content-length": str(50 * 1024 * 1024)})
+        if mode == "endless":  # no length announced: a body that never stops coming
+
+            async def body():
+                while True:  # (each chunk waits its turn: the test shares this event loop)
+                    await asyncio.sleep(0.001)
+                    yield b" " * 65536
+
+            return StreamingResponse(body(), media_type="application/json")
         if mode == "garbage":
             return Response(b"<html>not json</html>", media_type="text/html")
         text = body["params"]["message"]["parts"][0]["text"]
@@ -68,7 +77,7 @@ async def test_one_task_id_for_every_call_never_mixes_two_calls(client):
 
 @pytest.mark.parametrize(
     ("mode", "why"),
-    [("redirect", "307"), ("huge", "too large"), ("garbage", "")],
+    [("redirect", "307"), ("huge", "too large"), ("endless", "passed"), ("garbage", "")],
 )
 async def test_a_lying_agent_fails_its_own_call_only(client, mode, why):
     hits: list[str] = []
