@@ -17,8 +17,9 @@ Needs the ``a2a-gateway`` extra.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
 from a2a.client.client import ClientCallContext
@@ -40,6 +41,7 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from a2a.utils.errors import (
     ExtendedAgentCardNotConfiguredError,
+    InternalError,
     InvalidRequestError,
     PushNotificationNotSupportedError,
 )
@@ -52,6 +54,7 @@ from starlette.types import Message as AsgiMessage
 
 from ..client.client import Mq9Client
 from ..protocol import card_mailbox, check_address
+from ..protocol.errors import Mq9Error
 from . import wire as w
 from .protojson import to_proto
 from .store import ensure_mailbox
@@ -218,37 +221,44 @@ class GatewayHandler(RequestHandler):
     ) -> Task | Message:
         transport = self._transport(context)
         timeout = ClientCallContext(timeout=self.send_wait)
-        return self._shown((await transport.send_message(params, context=timeout)).task)
+        with _said():
+            return self._shown((await transport.send_message(params, context=timeout)).task)
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event]:
         transport = self._transport(context)
         timeout = ClientCallContext(timeout=self.stream_wait)
-        async for event in transport.send_message_streaming(params, context=timeout):
-            yield self._shown(event.task)
+        with _said():
+            async for event in transport.send_message_streaming(params, context=timeout):
+                yield self._shown(event.task)
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task:
-        return self._shown(await self._transport(context).get_task(params))
+        with _said():
+            return self._shown(await self._transport(context).get_task(params))
 
     async def on_list_tasks(
         self, params: ListTasksRequest, context: ServerCallContext
     ) -> ListTasksResponse:
-        found = await self._transport(context).list_tasks(params)
+        with _said():
+            found = await self._transport(context).list_tasks(params)
         for task in found.tasks:
             self._shown(task)
         return found
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task:
         timeout = ClientCallContext(timeout=CANCEL_WAIT)
-        return self._shown(await self._transport(context).cancel_task(params, context=timeout))
+        with _said():
+            task = await self._transport(context).cancel_task(params, context=timeout)
+        return self._shown(task)
 
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event]:
         timeout = ClientCallContext(timeout=self.stream_wait)
-        async for event in self._transport(context).subscribe(params, context=timeout):
-            yield self._shown(event.task)
+        with _said():
+            async for event in self._transport(context).subscribe(params, context=timeout):
+                yield self._shown(event.task)
 
     # The result waits in the tenant's reply mailbox: poll, stream or resubscribe for it.
     async def on_create_task_push_notification_config(self, params: Any, context: Any) -> Any:
@@ -260,6 +270,15 @@ class GatewayHandler(RequestHandler):
 
     async def on_get_extended_agent_card(self, params: Any, context: Any) -> AgentCard:
         raise ExtendedAgentCardNotConfiguredError()
+
+
+@contextlib.contextmanager
+def _said() -> Iterator[None]:
+    """A broker failure as an A2A error in words (a2a-sdk answers others with an empty one)."""
+    try:
+        yield
+    except Mq9Error as exc:
+        raise InternalError(f"the mq9 broker did not carry the request: {exc}") from None
 
 
 def gateway_card(

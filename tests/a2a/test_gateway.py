@@ -218,3 +218,17 @@ def test_tenants_refuse_weak_or_odd_configuration():
         Tenants({"a": "short"})
     with pytest.raises(ValueError, match="tenant name"):
         Tenants({"a b": ALICE})
+
+
+async def test_a_broker_that_is_gone_is_said_in_words(broker):
+    """The gateway's mq9 connection closed under it: each request gets an A2A error that
+    says so (not an empty internal error), and the server goes on."""
+    gone = await broker.client().connect()
+    async with gateway(gone) as url:
+        await gone.close()
+        headers = {"Authorization": f"Bearer {ALICE}", "A2A-Version": "1.0"}
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            for method, params in (("ListTasks", {}), ("GetTask", {"id": "t1"})):
+                body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+                answer = (await http.post(url, json=body)).json()
+                assert "mq9 broker" in answer["error"]["message"], answer
