@@ -310,13 +310,12 @@ async def gateway_app(
     *,
     tenants: Tenants,
     public_url: str,
-    gateway: str = "gateway",
-    send_wait: float = SEND_WAIT,
-    stream_wait: float = STREAM_WAIT,
+    **options: Any,
 ) -> ASGIApp:
     """The ASGI app serving ``agents`` (registry names) to HTTP A2A clients. Each agent's
     mailbox (its card's, else its name) is created if missing, so calls wait there until it
-    starts; ``gateway`` names the tenants' reply mailboxes (``<gateway>.<tenant>``)."""
+    starts. ``options`` are ``GatewayHandler``'s: ``gateway`` (names the tenants' reply
+    mailboxes, ``<gateway>.<tenant>``), ``send_wait``, ``stream_wait``."""
     if not agents:
         raise ValueError("name at least one mq9 agent to serve")
     registered = {a.get("name"): a for a in await client.agent_discover()}
@@ -331,9 +330,7 @@ async def gateway_app(
         card = to_proto(
             gateway_card(entry, name, public_url.rstrip("/") + path, tenants), AgentCard
         )
-        handler = GatewayHandler(
-            client, mailbox, card, gateway=gateway, send_wait=send_wait, stream_wait=stream_wait
-        )
+        handler = GatewayHandler(client, mailbox, card, **options)
         routes += create_agent_card_routes(card, card_url=path + AGENT_CARD_WELL_KNOWN_PATH)
         routes += create_jsonrpc_routes(handler, path)
     return _Authenticated(Starlette(routes=routes), tenants)

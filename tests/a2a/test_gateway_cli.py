@@ -13,9 +13,10 @@ import time
 import httpx
 from a2a.client import ClientConfig, ClientFactory
 from a2a.client.card_resolver import A2ACardResolver
-from a2a.types.a2a_pb2 import GetTaskRequest, Message, Part, Role, SendMessageRequest, TaskState
+from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
 from a2a_support import text_graph, text_io
 from http_agents import free_port
+from test_gateway import until_stopped
 
 from langchain_mq9.a2a.server import AgentServer
 
@@ -67,11 +68,7 @@ async def test_the_gateway_process_serves_an_offline_agent(nats_broker, tmp_path
                     text_graph(str.upper), name="agent.echo", client=client, **text_io()
                 )
                 async with agent:
-                    for _ in range(400):
-                        done = await a2a.get_task(GetTaskRequest(id=task.id))
-                        if done.status.state == TaskState.TASK_STATE_COMPLETED:
-                            break
-                        await asyncio.sleep(0.05)
+                    done = await until_stopped(a2a, task.id)
             assert done.artifacts[0].parts[0].text == "OFFLINE"
     finally:
         process.terminate()
