@@ -109,7 +109,12 @@ class LaneResult:
     handed_out_after_done: list[int] = field(default_factory=list)
     returned_after_done: int = 0
     commits_back: list[tuple[int, int]] = field(default_factory=list)  # (from, to)
+    # for each: the ACKs of the two positions, as the readers' client saw them (``why_back``)
+    commits_back_why: list[str] = field(default_factory=list)
     records_observed: int = 0
+    group_acks: int = 0  # ACKs the GroupReaders sent
+    group_acks_unanswered: int = 0  # of them, raised (stored or not: nobody knows)
+    group_acks_lower: int = 0  # of them, sent below one sent before (that one may land first)
 
     @property
     def clean(self) -> bool:
@@ -138,7 +143,10 @@ class LaneResult:
             f"handed out by a fetch sent after a returned done "
             f"{len(self.handed_out_after_done)} (returned after one: {self.returned_after_done});"
             f" stored commits that moved the group back {len(self.commits_back)} (of "
-            f"{self.records_observed} records observed)",
+            f"{self.records_observed} records observed); the readers' ACKs "
+            f"{self.group_acks}, unanswered {self.group_acks_unanswered}, sent below one "
+            f"sent before {self.group_acks_lower}",
+            *(f"  moved back: {why}" for why in self.commits_back_why),
             f"brokers that stopped by themselves: {sum(r.broker_exits for r in self.rounds)}",
             "rounds whose kill took the lock's bucket leader / moved the lock: "
             + ", ".join(
@@ -234,6 +242,10 @@ class Workload:
     handed: list[tuple[float, float, int]] = field(default_factory=list)
     done_at: dict[int, float] = field(default_factory=dict)
     commits: list[int] = field(default_factory=list)  # the group's stored positions, in order
+    # (stream sequence, the writing broker's Nats-Msg-Id prefix) of each of ``commits``
+    commit_records: list[tuple[int, str]] = field(default_factory=list)
+    # the GroupReaders' ACKs: (sent at, returned at, msg_id, the error's class or "")
+    group_acks: list[tuple[float, float, int, str]] = field(default_factory=list)
     records: int = 0
 
     def delivered(self) -> dict[int, set[str]]:
@@ -312,6 +324,25 @@ async def group_reader(client: Mq9Client, work: Workload) -> None:
             break
 
 
+class AckRecordingClient(Mq9Client):
+    """The GroupReaders' shared client, recording every ACK it sends and how it ended."""
+
+    def __init__(self, url: str, work: Workload) -> None:
+        super().__init__(url, request_timeout=10)
+        self.work = work
+
+    async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None:
+        sent_at = time.monotonic()
+        outcome = ""
+        try:
+            await super().ack(mail_address, group_name, msg_id)
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self.work.group_acks.append((sent_at, time.monotonic(), msg_id, outcome))
+
+
 async def observer(nc: Any, work: Workload) -> None:
     """The group's position as the broker stores it: every commit of the group's normal lane
     in the state stream's records, in the order stored (snapshots, which only restate it,
@@ -335,6 +366,8 @@ async def observer(nc: Any, work: Workload) -> None:
                 for op in ops:
                     if op[0] == "oc" and op[1] == lane:
                         work.commits.append(op[3])
+                        writer_id = (msg.headers or {}).get("Nats-Msg-Id", "").rpartition("-")
+                        work.commit_records.append((msg.metadata.sequence.stream, writer_id[0]))
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
@@ -392,7 +425,7 @@ class KillLane:
             writers = [asyncio.create_task(writer(self.url, i, self.work, clients))
                        for i in range(WRITERS)]  # fmt: skip
             if self.readers == "group":  # one client, one connection, for all four
-                shared = await Mq9Client(self.url, request_timeout=10).connect()
+                shared = await AckRecordingClient(self.url, self.work).connect()
                 clients.append(shared)
                 readers = [group_reader(shared, self.work) for _ in range(READERS)]
                 readers.append(observer(self.nc, self.work))
@@ -577,13 +610,45 @@ class KillLane:
             for _, returned_at, msg_id in work.handed
             if done_at.get(msg_id, returned_at) < returned_at
         )
-        result.commits_back = [
-            (before, after_) for before, after_ in itertools.pairwise(work.commits)
+        back = [
+            i for i, (before, after_) in enumerate(itertools.pairwise(work.commits))
             if after_ < before
         ]  # fmt: skip
+        result.commits_back = [(work.commits[i], work.commits[i + 1]) for i in back]
+        result.commits_back_why = [why_back(work, i) for i in back]
         result.records_observed = work.records
+        result.group_acks = len(work.group_acks)
+        result.group_acks_unanswered = sum(1 for *_, outcome in work.group_acks if outcome)
+        sent = [msg_id for _, _, msg_id, _ in sorted(work.group_acks)]
+        highest_before = itertools.accumulate(sent[:-1], max)
+        result.group_acks_lower = sum(
+            1 for before, msg_id in zip(highest_before, sent[1:], strict=True) if msg_id < before
+        )
         probe_ids = [msg_id for _, msg_id in work.probes]
         result.probes_reused = sorted(i for i, n in Counter(probe_ids).items() if n > 1)
+
+
+def why_back(work: Workload, i: int) -> str:
+    """What the readers' client did for the stored positions ``commits[i]`` and the lower
+    ``commits[i + 1]`` (an ACK of msg_id stores msg_id + 1): each ACK of them, when sent
+    (seconds into the lane) and how it ended, and which broker wrote each record."""
+    start = min((at for at, *_ in work.group_acks), default=0.0)
+
+    def acks_of(position: int) -> str:
+        found = [
+            f"sent {sent - start:.2f} s, {outcome or 'answered'} after {end - sent:.2f} s"
+            for sent, end, msg_id, outcome in work.group_acks if msg_id + 1 == position
+        ]  # fmt: skip
+        return "; ".join(found) or "none sent by the readers"
+
+    (high, low), ((seq_high, by_high), (seq_low, by_low)) = (
+        work.commits[i : i + 2], work.commit_records[i : i + 2]
+    )  # fmt: skip
+    same = "the same broker" if by_high == by_low else "two brokers"
+    return (
+        f"{high} (seq {seq_high}; ACK {acks_of(high)}) then {low} (seq {seq_low}; "
+        f"ACK {acks_of(low)}), written by {same}"
+    )
 
 
 async def _quiet(exc: Exception) -> None:

@@ -67,7 +67,11 @@ class GroupAcks:
     again after a failover behind one sent meanwhile (measured: messages whose ``done`` had
     returned handed out again; docs/groups.md). So they take turns (``turn``: one ack at a
     time, its retries included), and an ack at or below the highest one answered is not sent:
-    the position is past it already. What one of them finished above that ack is done for
+    the position is past it already. Nor is one below the highest ever sent (``sent``): an
+    ack whose answer never came (a timeout, a broker killed after storing it, a write the
+    broker gave up on that reached the stream late) may be stored yet, and a lower one would
+    land behind it; that ack is sent instead, its messages being finished by one of them.
+    What one of them finished above the highest ack answered is done for
     all of them (``finished``): a reader whose own answers cannot prove the group may move
     past a message returns from ``done`` without acking, and the others, handed the same
     message by the same position, must neither hand it out again nor wait on it."""
@@ -76,6 +80,8 @@ class GroupAcks:
         self.turn = asyncio.Lock()
         self.highest: int | None = None  # the largest ack answered
         self.newest_time = -1  # the newest create_time the readers had seen when it was
+        self.sent: int | None = None  # the largest ack sent, answered or not
+        self.sent_time = -1  # the newest create_time the readers had seen when it was
         self.finished: dict[int, int] = {}  # above it: msg_id -> create_time, done by one
 
     def finish(self, messages: Iterable[Message]) -> None:
@@ -96,6 +102,7 @@ class GroupAcks:
     def forget(self) -> None:
         """The broker's log went back: what was acked and finished was of the lost one."""
         self.highest, self.newest_time, self.finished = None, -1, {}
+        self.sent, self.sent_time = None, -1
 
     def went_back(self, answer: Iterable[Message]) -> bool:
         """The answer holds a message at or below the highest ack, seen before it was sent:
@@ -648,7 +655,8 @@ class GroupReader:
     async def _ack(self, msg_id: int | None, *, again: bool = False) -> None:
         """Ack ``msg_id`` in this client's turn for the group (``GroupAcks``): not at all
         when another reader of it had an ack at or past it answered, unless ``again`` (the
-        position went back): then the highest of the two is sent again."""
+        position went back): then the highest of the two is sent again. Never below an ack
+        sent before whose answer never came: that one is sent instead."""
         acks = self._acks
         async with acks.turn:
             highest = acks.highest
@@ -658,8 +666,13 @@ class GroupReader:
                 msg_id = highest
             if msg_id is None:
                 return
+            newest_time = self.state.newest_time
+            if acks.sent is None or msg_id > acks.sent:
+                acks.sent, acks.sent_time = msg_id, newest_time
+            else:  # one at or past it, sent before, may be stored yet
+                msg_id, newest_time = acks.sent, max(newest_time, acks.sent_time)
             await self.client.ack(self.mail_address, self.group_name, msg_id)
-            acks.acked(msg_id, self.state.newest_time)
+            acks.acked(msg_id, newest_time)
 
 
 class Consumer:

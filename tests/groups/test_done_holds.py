@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import pytest
+
 from langchain_mq9 import GroupReader
 from langchain_mq9 import protocol as p
-from langchain_mq9.protocol.errors import NoBroker
+from langchain_mq9.protocol.errors import NoBroker, RequestTimeout
 
 _boxes = itertools.count()
 
@@ -96,3 +98,34 @@ async def test_a_position_moved_back_by_another_client_is_put_back_first(client)
     await client.ack(box, "g", 9)  # as another client's late ACK
     assert await _ids(d, 10) == list(range(20, 30))
     assert (await client.fetch(box, group_name="g", max_wait_ms=0))[0].msg_id == 20
+
+
+async def test_an_ack_never_answered_is_not_overtaken_by_a_lower_one(client):
+    """c's ACK is stored, yet its answer never comes (its broker killed after storing it, a
+    write that reached the stream late): c's done raises. b's lower ACK, sent afterwards,
+    would land behind it and move the group back; b sends c's instead."""
+    box = await _box(client, 40)
+    a, b, c, d = readers = [GroupReader(client, box, "g") for _ in range(4)]
+    await _each_done_first(readers, 5)
+    assert await _ids(b, 10) == list(range(5, 15))
+    assert await _ids(c, 20) == list(range(5, 25))
+    transport = client._transport
+    request = transport.request
+
+    async def stored_unanswered(subject, body, headers, timeout):
+        answer = await request(subject, body, headers, timeout)
+        if subject == p.ack_subject(box) and b'"msg_id":24' in body:
+            raise RequestTimeout("no answer in time")
+        return answer
+
+    transport.request, timeout = stored_unanswered, client.request_timeout
+    client.request_timeout = 0.5  # its repeats, each stored and unanswered, end sooner
+    try:
+        with pytest.raises(RequestTimeout):
+            await c.done(list(range(5, 25)))
+    finally:
+        transport.request, client.request_timeout = request, timeout
+    await b.done(list(range(5, 15)))
+    assert (await client.fetch(box, group_name="g", max_wait_ms=0))[0].msg_id == 25
+    assert await _ids(d, 10) == list(range(25, 35))
+    assert a.committed == 4
