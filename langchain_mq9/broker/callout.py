@@ -11,12 +11,14 @@ client; the reason is in the broker's log. Each login is named after its credent
 generation (``login_name``: the id and a digest of the secret's hash), so that the
 connections of a secret revoked or issued anew are told apart from those of the new one.
 
-A plain request reaches no agent's inbox by its subject, and nats-server says nothing of who
-sent it: its refusal goes out on a connection of the broker's that logs in here too
-(``ANSWERS_USER``, its password derived from the issuer's seed, so that any broker of a
-cluster checks it), allowed to publish to ``_INBOX.>`` and nothing else. Whatever reply
-subject an agent names, the broker's own user, which keeps the state, is never made to
-publish there.
+The broker answers on connections that log in here too, as users of its own whose passwords
+are derived from the issuer's seed (so that any broker of a cluster checks them), and whose
+permissions are their only power: ``SERVE_USER`` hears the agents' requests
+(``$mq9.U.*.>``) and publishes only to inboxes and wake announcements (``$mq9.WAKE.>``);
+``ANSWERS_USER`` hears plain requests and publishes only to inboxes. Whatever reply subject
+an agent names, nats-server refuses them the state stream, the buckets, the lock and
+JetStream's API: the broker's own user (``BROKER_USER``), which keeps the state, never
+publishes an answer.
 
 The system account's user (``SYS_USER``) lists and kicks the connections of a credential's
 old generations, page after page, on every server of a cluster (``Kicker``).
@@ -52,6 +54,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from .. import protocol as p
 from ..client.nats_guard import flush_in_order
 from .credentials import ID_PATTERN, BaseIdentityStore, CredentialError
 from .nats_process import server_urls
@@ -61,9 +64,11 @@ log = logging.getLogger("langchain_mq9.broker.identities")
 ACCOUNT = "AGENTS"
 BROKER_USER = "mq9-broker"
 SYS_USER = "mq9-sys"
-# The broker's user for plain requests' refusals: it logs in through the callout, which lets
-# it publish only to inboxes (``answers_permissions``); never a credential (check_id)
-ANSWERS_USER = "mq9-answers"
+# The broker's users for its answers: they log in through the callout, which lets them
+# publish only to inboxes (and announcements); never a credential's name (check_id)
+ANSWERS_USER = "mq9-answers"  # plain requests' refusals (``answers_permissions``)
+SERVE_USER = "mq9-serve"  # the agents' requests and their answers (``serve_permissions``)
+ARRIVALS = "$mq9.WAKE.>"  # what serve.py announces with --announce (#62)
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 # A user JWT's life: a connection whose kick was missed is closed by the server at its end
 # (measured: to the second), and the login, answered again, checks the credential afresh
@@ -119,9 +124,17 @@ class Issuer:
 
     @property
     def answers_password(self) -> str:
-        """``ANSWERS_USER``'s password: derived from the seed, so that every broker sharing
-        the issuer (a cluster's, from its setup file) checks another's login."""
-        mac = hmac.new(bytes(self.key.seed), ANSWERS_USER.encode(), hashlib.sha256)
+        return self.password_of(ANSWERS_USER)
+
+    @property
+    def serve_password(self) -> str:
+        return self.password_of(SERVE_USER)
+
+    def password_of(self, user: str) -> str:
+        """The password of one of the broker's callout users (``ANSWERS_USER``,
+        ``SERVE_USER``): derived from the seed, so that every broker sharing the issuer (a
+        cluster's, from its setup file) checks another's login."""
+        mac = hmac.new(bytes(self.key.seed), user.encode(), hashlib.sha256)
         return _b64(mac.digest())
 
     def sign(self, claims: dict[str, Any]) -> str:
@@ -221,6 +234,18 @@ def answers_permissions() -> dict[str, Any]:
     return {"pub": {"allow": ["_INBOX.>"]}, "sub": {"allow": ["$mq9.AI.>"]}}
 
 
+def serve_permissions() -> dict[str, Any]:
+    """``SERVE_USER``'s: it hears the agents' requests and publishes their answers, to
+    inboxes only, and the wake announcements (no JetStream API, no bucket, no state stream,
+    no lock, whatever reply a request names)."""
+    requests = p.subjects.PRINCIPAL_PREFIX + "*.>"
+    return {"pub": {"allow": ["_INBOX.>", ARRIVALS]}, "sub": {"allow": [requests]}}
+
+
+# The broker's callout users: what each may do
+BROKER_USERS = {ANSWERS_USER: answers_permissions, SERVE_USER: serve_permissions}
+
+
 def login_name(principal: str, sha256: str) -> str:
     """The name nats-server knows a login by (CONNZ's ``user``): the principal and its
     credential's generation, a digest of the secret's hash (never the hash itself)."""
@@ -278,14 +303,14 @@ class LoginService:
             "nats": {"type": "authorization_response", "version": 2},
         }
         user: dict[str, Any] = {"sub": user_nkey, "aud": ACCOUNT}
-        if principal == ANSWERS_USER:
+        if isinstance(principal, str) and principal in BROKER_USERS:
             if isinstance(secret, str) and hmac.compare_digest(
-                secret.encode(), self.issuer.answers_password.encode()
+                secret.encode(), self.issuer.password_of(principal).encode()
             ):
                 # the broker's own: no end (nothing revokes it), its permissions its only power
-                user.update(name=ANSWERS_USER, nats=answers_permissions())
+                user.update(name=principal, nats=BROKER_USERS[principal]())
             else:
-                response["nats"]["error"] = "wrong password for the broker's answers user"
+                response["nats"]["error"] = f"wrong password for the broker's user {principal}"
         elif not isinstance(principal, str) or not ID_PATTERN.fullmatch(principal):
             # never the secret, nor text the agent chose beyond a bounded name
             response["nats"]["error"] = "no mq9 credential given (user name and password)"

@@ -415,7 +415,7 @@ async def _serve(
     shown = ",".join(redact(one) for one in server_urls(url))
 
     async def disconnected() -> None:
-        if not stop.is_set() and not connection.is_closed:  # not our own close()
+        if not stop.is_set():  # not our own close()
             log.warning("lost the connection to nats-server at %s; reconnecting", shown)
 
     async def reconnected() -> None:
@@ -426,29 +426,32 @@ async def _serve(
 
     if server is None:  # --nats: one that is not there is said in one line, at once
         await _survey(server_urls(url), shown)
-    connection = await _connect(
-        url,
-        shown,
-        name="mq9-dev-broker",
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        error_cb=nats_error,
-        **login,
-    )
-    bulk: NatsConnection | None = None
+    callbacks = {
+        "disconnected_cb": disconnected,
+        "reconnected_cb": reconnected,
+        "error_cb": nats_error,
+    }
+    # (with credentials the serving connection says when nats-server is lost, once)
+    told = callbacks if identities is None else {"error_cb": nats_error}
+    connection = await _connect(url, shown, name="mq9-dev-broker", **told, **login)
+    opened = [connection]
     try:
-        await _refuse_second_broker(connection, shown)
+        await _refuse_second_broker(connection, shown)  # before this broker answers anything
+        serving = connection
+        if identities is not None:  # #53: logins, plain requests refused, revocations
+            await identities.start(url)
+            # #61: requests heard and answered as a user that may publish only to inboxes
+            login = identities.serve_login()
+            serving = await _connect(url, shown, name="mq9-dev-broker", **callbacks, **login)
+            opened.append(serving)
         # Large answers go out on a connection of their own, so that small ones never wait
         # behind them (serve.py); it only publishes (its failures are logged as it retries)
         bulk = await _connect(
             url, shown, name="mq9-dev-broker answers", error_cb=nats_error, **login
         )
-        if identities is not None:  # #53: logins, plain requests refused, revocations
-            await identities.start(url)
-        service = await serve_on_nats(
-            engine, connection, bulk, pacer, identities, announce=announce
-        )
-        _warn_payload(engine, connection)
+        opened.append(bulk)
+        service = await serve_on_nats(engine, serving, bulk, pacer, identities, announce=announce)
+        _warn_payload(engine, serving)
         _banner(shown, server, storage, engine)
         if identities is not None:  # #53
             print(identities.describe(), flush=True)
@@ -463,12 +466,10 @@ async def _serve(
         log.info("stopping")
         await service.stop()
     finally:
+        stop.set()  # what closes now is closed by us: no "lost the connection" said
         if identities is not None:  # #53
             await identities.stop()
-        for opened in (bulk, connection):
-            if opened is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(opened.close(), 5)
+        await _close_all(*opened)
     if crashed and server is not None:  # only its exit ends the wait otherwise
         log.error("nats-server exited (status %s); the broker stops", server.process.returncode)
         return 1
@@ -518,13 +519,17 @@ async def _serve_jetstream(
     nats_error, disconnected, reconnected = _connection_callbacks(shown, stop)
     logins: Logins | None = None
     lock: LeaderLock | None = None
-    connection: NatsConnection | None = None
-    bulk: NatsConnection | None = None
+    opened: list[NatsConnection] = []
+    callbacks = {
+        "disconnected_cb": disconnected,
+        "reconnected_cb": reconnected,
+        "error_cb": nats_error,
+    }
     try:
-        connection = await _connect(
-            args.nats, shown, name="mq9-dev-broker", disconnected_cb=disconnected,
-            reconnected_cb=reconnected, error_cb=nats_error, **login,
-        )  # fmt: skip
+        # (with credentials the serving connection says when nats-server is lost, once)
+        told = callbacks if issuer is None else {"error_cb": nats_error}
+        connection = await _connect(args.nats, shown, name="mq9-dev-broker", **told, **login)
+        opened.append(connection)
         replicas = await _await_cluster(
             connection, servers, args.replicas, args.stream, shown, wait
         )
@@ -535,12 +540,18 @@ async def _serve_jetstream(
         lock = await _placed(
             wait, "the lock bucket", LeaderLock, parts, args.stream, replicas=replicas
         )
+        serving = connection
+        if logins is not None:  # #61: requests heard and answered as a user that may publish
+            login = logins.serve_login()  # only to inboxes, never as the one keeping the state
+            serving = await _connect(args.nats, shown, name="mq9-dev-broker", **callbacks, **login)
+            opened.append(serving)
         bulk = await _connect(
             args.nats, shown, name="mq9-dev-broker answers", error_cb=nats_error, **login
         )
-        await _take_or_stand_by(lock, connection, shown)
+        opened.append(bulk)
+        await _take_or_stand_by(lock, connection, shown)  # asked as the broker's user
         refused: list[str] = []  # why the stream cannot be had, if it cannot: the broker exits
-        start = _starter(args, limits, pacer, parts, replicas, lock, connection, bulk, logins)
+        start = _starter(args, limits, pacer, parts, replicas, lock, serving, bulk, logins)
 
         async def start_or_exit() -> Callable[[], Awaitable[None]]:
             try:
@@ -560,7 +571,7 @@ async def _serve_jetstream(
             raise StartupError(refused[0])
     finally:
         stop.set()  # what closes now is closed by us: no "lost the connection" said
-        await _close_all(bulk, connection, lock, logins)
+        await _close_all(*opened, lock=lock, logins=logins)
     print("mq9 dev broker stopped", file=sys.stderr, flush=True)
     return 0
 
@@ -778,13 +789,11 @@ def _starter(
 
 
 async def _close_all(
-    bulk: NatsConnection | None, connection: NatsConnection | None, lock: LeaderLock | None,
-    logins: Logins | None,
-) -> None:  # fmt: skip
-    for opened in (bulk, connection):
-        if opened is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(opened.close(), 5)
+    *connections: NatsConnection, lock: LeaderLock | None = None, logins: Logins | None = None
+) -> None:
+    for opened in reversed(connections):  # the last opened first
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(opened.close(), 5)
     if lock is not None:
         await asyncio.to_thread(lock.close)
     if logins is not None:

@@ -6,10 +6,12 @@ words) and subscribe only ``_INBOX.alice.>``. The broker subscribes to ``$mq9.U.
 principal from the third token, and hands the request on as the mq9 subject it names
 (``$mq9.U.alice.AI.MSG.SEND.box`` -> ``$mq9.AI.MSG.SEND.box``). nats-server does not check
 reply subjects, so a request whose reply is not ``_INBOX.<principal>.`` is dropped unanswered:
-an answer would let alice aim the broker's words at bob's inbox, or at a subject of the
-broker's own storage. A plain request (``$mq9.AI.>``, whose sender nothing tells) is refused on
-a connection of its own that may publish only to inboxes (callout.ANSWERS_USER), and only when
-its reply is one.
+an answer would let alice aim the broker's words at bob's inbox. Nor could it reach the
+broker's own storage: the requests are heard, and answered, on connections of
+callout.SERVE_USER, which nats-server lets publish only to inboxes (and wake announcements),
+never as the user keeping the state. A plain request (``$mq9.AI.>``, whose sender nothing
+tells) is refused on a connection of its own that may publish only to inboxes
+(callout.ANSWERS_USER), and only when its reply is one.
 
 Ownership is the broker's to decide (mailbox names travel in bodies, and are chosen at
 CREATE), checked before the engine and recorded after it (``Ownership``):
@@ -50,7 +52,16 @@ from nats.aio.msg import Msg
 from .. import protocol as p
 from ..client.nats_guard import flush_in_order, protect
 from ..protocol.errors import WireError
-from .callout import ANSWERS_USER, BROKER_USER, SYS_USER, Issuer, Kicker, LoginService, login_name
+from .callout import (
+    ANSWERS_USER,
+    BROKER_USER,
+    SERVE_USER,
+    SYS_USER,
+    Issuer,
+    Kicker,
+    LoginService,
+    login_name,
+)
 from .credentials import BaseIdentityStore, CredentialError
 from .engine import LARGE_BODY, BrokerEngine, Command, command_for
 from .nats_process import server_urls
@@ -418,8 +429,15 @@ class Logins:
         self._watcher: asyncio.Task[None] | None = None
 
     def broker_login(self) -> dict[str, str]:
-        """The nats-py options the broker's own connections log in with."""
+        """The nats-py options the broker's own connections log in with (those that keep
+        the state, answer logins, or ask whether another broker serves)."""
         return {"user": BROKER_USER, "password": self.issuer.broker_password}
+
+    def serve_login(self) -> dict[str, str]:
+        """The nats-py options of the connections that hear requests and publish answers
+        (``SERVE_USER``: inboxes and wake announcements only), once these logins are
+        answered (that user logs in through them)."""
+        return {"user": SERVE_USER, "password": self.issuer.serve_password}
 
     async def start(self, url: str) -> None:
         """Answer logins, and watch for revocations, on the nats-server(s) at ``url``."""
@@ -519,6 +537,11 @@ class Identities:
     def broker_login(self) -> dict[str, str]:
         """The nats-py options the broker's own connections log in with."""
         return self.logins.broker_login()
+
+    def serve_login(self) -> dict[str, str]:
+        """The nats-py options of the serving connections (``Logins.serve_login``): usable
+        once ``start`` returned."""
+        return self.logins.serve_login()
 
     def describe(self) -> str:
         return (

@@ -24,13 +24,20 @@ import nats
 import pytest
 from credentials_support import AgentLogins, ask, ok, on_close, raw_login, until_closed
 from devbroker_helpers import DevBroker
-from jetstream_servers import wait_serving
-from test_credentials_jetstream import Deployment, _refused
+from jetstream_servers import JetStreamCluster, wait_serving
+from test_credentials_jetstream import Deployment, _refused, credentials
 from test_credentials_jetstream import deployment as deployment  # a cluster of this module's
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.callout import ANSWERS_USER, SETUP_FILE, Issuer, broker_urls
-from langchain_mq9.broker.identities import MARKER
+from langchain_mq9.broker.callout import (
+    ANSWERS_USER,
+    SERVE_USER,
+    SETUP_FILE,
+    SYS_USER,
+    Issuer,
+    broker_urls,
+)
+from langchain_mq9.broker.identities import MARKER, PRINCIPAL_WILDCARD
 from langchain_mq9.broker.identities_kv import identities_bucket
 from langchain_mq9.broker.standby import lock_bucket
 from langchain_mq9.broker.storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
@@ -163,37 +170,128 @@ async def test_the_broker_answers_user_is_refused_storage_by_nats_server(deploym
     """Whatever the broker's code did, the user refusing plain requests could not write the
     storage: nats-server refuses it every subject but inboxes."""
     issuer = Issuer.load(deployment.dir / SETUP_FILE)
+    await _refused_storage(deployment, ANSWERS_USER, issuer.answers_password)
+    await _refused_login(deployment, ANSWERS_USER, "guess")
+
+
+async def _refused_storage(
+    deployment: Deployment, user: str, password: str, allowed: tuple[str, ...] = ()
+) -> None:
+    """A connection logged in as one of the broker's answering users: nats-server refuses
+    it each storage subject (the state stream's, the buckets', JetStream's API), and takes
+    ``allowed`` (published first) without a word."""
     denied: list[str] = []
 
     async def keep(exc: Exception) -> None:
-        denied.append(str(exc).lower())
+        denied.append(str(exc).lower())  # (nats-py lowers the subject it names)
 
-    answers = await nats.connect(
+    connection = await nats.connect(
         deployment.cluster.urls[1],
-        user=ANSWERS_USER,
-        password=issuer.answers_password,
+        user=user,
+        password=password,
         error_cb=keep,
         allow_reconnect=False,
     )
+    storage = [*STORAGE_REPLIES, f"{SUBJECT_PREFIX}.x", "$KV.any.key", "$JS.API.INFO"]
     try:
-        for subject in STORAGE_REPLIES:
-            await answers.publish(subject, b"not from the broker's store")
-        await answers.flush()
+        for subject in allowed:
+            await connection.publish(subject, b"")
+        for subject in storage:
+            await connection.publish(subject, b"not from the broker's store")
+        await connection.flush()
         deadline = time.monotonic() + 15
-        while len(denied) < len(STORAGE_REPLIES):
+        while len(denied) < len(storage):
             assert time.monotonic() < deadline, denied
             await asyncio.sleep(0.02)
-        assert all("permissions violation for publish" in d for d in denied), denied
+        await connection.flush()  # a violation for an allowed one would have come by now
     finally:
-        await answers.close()
+        await connection.close()
+    assert len(denied) == len(storage), denied
+    for subject, told in zip(storage, denied, strict=True):
+        assert "permissions violation for publish" in told, told
+        assert subject.lower() in told, (subject, told)
+
+
+async def _refused_login(deployment: Deployment, user: str, password: str) -> None:
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(
             deployment.cluster.urls[0],
-            user=ANSWERS_USER,
-            password="guess",
+            user=user,
+            password=password,
             allow_reconnect=False,
             max_reconnect_attempts=0,
         )
+
+
+async def _connections(deployment: Deployment) -> list[dict]:
+    """Every client connection of the cluster with its login and subscriptions, as the
+    servers list them to the system account (CONNZ, answered by each server)."""
+    issuer = Issuer.load(deployment.dir / SETUP_FILE)
+    system = await nats.connect(
+        deployment.cluster.urls[0], user=SYS_USER, password=issuer.sys_password
+    )
+    listed: list[dict] = []
+    try:
+        answers = await system.subscribe(inbox := system.new_inbox())
+        ask = {"subscriptions": True, "auth": True, "limit": 4096}
+        await system.publish("$SYS.REQ.SERVER.PING.CONNZ", json.dumps(ask).encode(), inbox)
+        for _ in deployment.cluster.urls:
+            answer = json.loads((await answers.next_msg(timeout=10)).data)
+            listed += answer["data"]["connections"]
+    finally:
+        await system.close()
+    return listed
+
+
+async def test_the_serving_connection_logs_in_as_a_user_refused_storage(deployment):
+    """The connection hearing the agents' requests and publishing their answers (and wake
+    announcements) is, as nats-server sees it, the broker's serving user, never the user
+    keeping the state; and nats-server refuses that user the state stream, the buckets, the
+    lock and JetStream's API: whatever reply the broker's code were made to answer to."""
+    listed = await _connections(deployment)
+    hearing = [c for c in listed if PRINCIPAL_WILDCARD in c.get("subscriptions_list", [])]
+    assert hearing, listed  # the serving broker's
+    assert {c.get("authorized_user") for c in hearing} == {SERVE_USER}, hearing
+    issuer = Issuer.load(deployment.dir / SETUP_FILE)
+    # what it publishes for the broker (an answer, an announcement): taken
+    allowed = ("_INBOX.alice.x", "$mq9.WAKE." + "0" * 32)
+    await _refused_storage(deployment, SERVE_USER, issuer.serve_password, allowed)
+    # another of the broker's users' password
+    await _refused_login(deployment, SERVE_USER, issuer.answers_password)
+
+
+async def test_a_credentialed_broker_announces_arrivals_as_its_serving_user(tmp_path):
+    """``--announce`` with credentials: the wake announcements go out on the serving
+    connection, whose user may publish them (and inboxes) only."""
+    setup = tmp_path / "mq9-auth"
+    config = credentials("setup", str(setup))
+    issuer = Issuer.load(setup / SETUP_FILE)
+    with JetStreamCluster(1, extra_config=config) as cluster:
+        (url,) = cluster.urls
+        on_cluster = ("--credentials", str(setup), "--nats", url)
+        issued = await asyncio.to_thread(credentials, "issue", "alice", *on_cluster)
+        secret = issued.splitlines()[0]
+        broker = DevBroker(
+            "--nats", url, "--store", "jetstream", "--replicas", "1", *on_cluster[:2],
+            "--no-search", "--announce",
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(wait_serving, broker)
+            listener = await nats.connect(broker_urls(url, issuer))  # the broker's own user
+            heard = await listener.subscribe("$mq9.WAKE.>")
+            await listener.flush()
+            alice = await AgentLogins(url, {"alice": secret}).agent("alice")
+            try:
+                await ok(alice, "alice", p.MAILBOX_CREATE, {"name": "alice.inbox"})
+                await ok(alice, "alice", p.MSG_SEND + "alice.inbox", b"wake up")
+                announced = await heard.next_msg(timeout=30)
+            finally:
+                await asyncio.gather(alice.close(), listener.close())
+            mailbox = hashlib.sha256(b"alice.inbox").hexdigest()[:32]
+            assert announced.subject == f"$mq9.WAKE.{mailbox}"
+            assert "Traceback" not in broker.output()
+        finally:
+            broker.kill()
 
 
 async def test_replies_naming_the_brokers_storage_reach_nothing_and_change_nothing(deployment):
