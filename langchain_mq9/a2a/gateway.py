@@ -30,13 +30,18 @@ from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.types.a2a_pb2 import (
     AgentCard,
     CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
     ListTasksRequest,
     ListTasksResponse,
     Message,
     SendMessageRequest,
     SubscribeToTaskRequest,
     Task,
+    TaskPushNotificationConfig,
 )
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from a2a.utils.errors import (
@@ -56,6 +61,7 @@ from ..client.client import Mq9Client
 from ..protocol import card_mailbox, check_address
 from ..protocol.errors import Mq9Error
 from . import wire as w
+from .gateway_push import GatewayPush
 from .protojson import to_proto
 from .store import ensure_mailbox
 from .transport import Mq9Transport
@@ -193,6 +199,7 @@ class GatewayHandler(RequestHandler):
         gateway: str = "gateway",
         send_wait: float = SEND_WAIT,
         stream_wait: float = STREAM_WAIT,
+        push: GatewayPush | None = None,
     ) -> None:
         self.client = client
         self.mailbox = mailbox
@@ -200,6 +207,7 @@ class GatewayHandler(RequestHandler):
         self.gateway = gateway
         self.send_wait = send_wait
         self.stream_wait = stream_wait
+        self.push = push  # the tenants' push configs, where the operator allows them (#62)
 
     @staticmethod
     def _shown(task: Task) -> Task:
@@ -260,13 +268,37 @@ class GatewayHandler(RequestHandler):
             async for event in self._transport(context).subscribe(params, context=timeout):
                 yield self._shown(event.task)
 
-    # The result waits in the tenant's reply mailbox: poll, stream or resubscribe for it.
-    async def on_create_task_push_notification_config(self, params: Any, context: Any) -> Any:
-        raise PushNotificationNotSupportedError()
+    # Push configs: the gateway keeps them, per tenant, and POSTs the task's states (#62).
+    def _pushing(self) -> GatewayPush:
+        if self.push is None:
+            raise PushNotificationNotSupportedError(
+                "push notifications are not enabled on this gateway: poll, stream or resubscribe"
+            )
+        return self.push
 
-    on_get_task_push_notification_config = on_create_task_push_notification_config
-    on_list_task_push_notification_configs = on_create_task_push_notification_config
-    on_delete_task_push_notification_config = on_create_task_push_notification_config
+    async def on_create_task_push_notification_config(
+        self, params: TaskPushNotificationConfig, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        with _said():
+            return await self._pushing().create(self._transport(context), params)
+
+    async def on_get_task_push_notification_config(
+        self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        with _said():
+            return await self._pushing().get(self._transport(context), params)
+
+    async def on_list_task_push_notification_configs(
+        self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
+    ) -> ListTaskPushNotificationConfigsResponse:
+        with _said():
+            return await self._pushing().list(self._transport(context), params)
+
+    async def on_delete_task_push_notification_config(
+        self, params: DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> None:
+        with _said():
+            await self._pushing().delete(self._transport(context), params)
 
     async def on_get_extended_agent_card(self, params: Any, context: Any) -> AgentCard:
         raise ExtendedAgentCardNotConfiguredError()
@@ -282,7 +314,12 @@ def _said() -> Iterator[None]:
 
 
 def gateway_card(
-    registered: Mapping[str, Any] | None, name: str, endpoint: str, tenants: Tenants
+    registered: Mapping[str, Any] | None,
+    name: str,
+    endpoint: str,
+    tenants: Tenants,
+    *,
+    push: bool = False,
 ) -> dict[str, Any]:
     """The HTTP A2A card of mq9 agent ``name`` (its registry card's words and skills, if it
     has one) served at ``endpoint``."""
@@ -294,7 +331,7 @@ def gateway_card(
         "supportedInterfaces": [
             {"url": endpoint, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
         ],
-        "capabilities": {"streaming": True, "pushNotifications": False},
+        "capabilities": {"streaming": True, "pushNotifications": push},
         "defaultInputModes": card.get("defaultInputModes") or ["text/plain"],
         "defaultOutputModes": card.get("defaultOutputModes") or ["text/plain"],
         # A2A requires a skill: an agent that named none takes what its description says
@@ -315,7 +352,8 @@ async def gateway_app(
     """The ASGI app serving ``agents`` (registry names) to HTTP A2A clients. Each agent's
     mailbox (its card's, else its name) is created if missing, so calls wait there until it
     starts. ``options`` are ``GatewayHandler``'s: ``gateway`` (names the tenants' reply
-    mailboxes, ``<gateway>.<tenant>``), ``send_wait``, ``stream_wait``."""
+    mailboxes, ``<gateway>.<tenant>``), ``send_wait``, ``stream_wait``, ``push`` (a
+    ``GatewayPush``: the tenants' push configs; the cards then say ``pushNotifications``)."""
     if not agents:
         raise ValueError("name at least one mq9 agent to serve")
     registered = {a.get("name"): a for a in await client.agent_discover()}
@@ -328,7 +366,14 @@ async def gateway_app(
         await ensure_mailbox(client, mailbox)
         path = f"/a2a/{name}"
         card = to_proto(
-            gateway_card(entry, name, public_url.rstrip("/") + path, tenants), AgentCard
+            gateway_card(
+                entry,
+                name,
+                public_url.rstrip("/") + path,
+                tenants,
+                push=options.get("push") is not None,
+            ),
+            AgentCard,
         )
         handler = GatewayHandler(client, mailbox, card, **options)
         routes += create_agent_card_routes(card, card_url=path + AGENT_CARD_WELL_KNOWN_PATH)

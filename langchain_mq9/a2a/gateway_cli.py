@@ -6,6 +6,8 @@
 The tokens file is JSON, ``{"<tenant>": "<token>", ...}`` (or ``MQ9_GATEWAY_TOKENS``, the same
 JSON): secrets never on the command line, where any local user's ``ps`` reads them.
 ``--import-card URL`` also keeps HTTP A2A cards in the registry (``cards_import.py``).
+``--allow-push-host`` turns push notifications on, to URLs on the hosts it names
+(``gateway_push.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-host", action="append", default=[], help="adds to MQ9_A2A_ALLOW_HOSTS"
     )
+    parser.add_argument(
+        "--allow-push-host",
+        action="append",
+        default=[],
+        help="a host name or IP network push notification URLs may name (repeat); push "
+        "notifications are off without one",
+    )
     return parser
 
 
@@ -67,14 +76,17 @@ async def _run(args: argparse.Namespace) -> None:
     import uvicorn
 
     from ..client.client import Mq9Client
+    from ..wake.deliver import Destinations
     from .cards_import import CardImporter
     from .gateway import Tenants, gateway_app
+    from .gateway_push import GatewayPush
     from .hosts import HostPolicy
 
     host, _, port = args.listen.rpartition(":")
     tenants = Tenants(_tokens(args.tokens_file), scheme=args.auth)
     client = await Mq9Client(args.server).connect()  # its identity: MQ9_CREDENTIAL...
     jobs = []
+    push = GatewayPush(Destinations(args.allow_push_host)) if args.allow_push_host else None
     try:
         if args.import_card:
             importer = CardImporter(
@@ -88,12 +100,15 @@ async def _run(args: argparse.Namespace) -> None:
             public_url=args.public_url or f"http://{args.listen}",
             gateway=args.name,
             send_wait=args.send_wait,
+            push=push,
         )
         config = uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), lifespan="off")
         await uvicorn.Server(config).serve()
     finally:
         for job in jobs:
             job.cancel()
+        if push is not None:
+            await push.close()
         await client.close()
 
 

@@ -26,7 +26,7 @@ from ..client.client import Mq9Client
 from ..groups.reader import GroupReader
 from ..protocol import Message, card_skills, clipped
 from ..protocol.errors import Mq9Error, TooLarge
-from ..wake.deliver import Deliverer, Destinations, Refused
+from ..wake.deliver import Deliverer, Destinations, Refused, push_headers
 from . import wire as w
 from .store import TaskStore, deliver, ensure_mailbox, owner_of
 
@@ -514,12 +514,7 @@ class AgentServer:
             return
         body = w.json_text({"task": snapshot}).encode()
         for config in configs.values():
-            headers = {}
-            if config.get("token"):
-                headers["X-A2A-Notification-Token"] = str(config["token"])
-            auth = config.get("authentication")
-            if isinstance(auth, dict) and auth.get("scheme") and auth.get("credentials"):
-                headers["Authorization"] = f"{auth['scheme']} {auth['credentials']}"
+            headers = push_headers(config, body)
             what = f"push of task {snapshot['id']} ({w.short_state(w.task_state(snapshot))})"
             try:
                 await self.push.post(str(config.get("url", "")), body, headers, what)

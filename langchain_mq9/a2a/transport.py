@@ -9,23 +9,31 @@ agent served over mq9 (``serve_agent``, or anything that speaks ``wire``) unchan
 Needs the ``a2a`` extra. Requests go to the interface's ``mq9://<mailbox>``, snapshots come
 back in the caller's reply mailbox (named by ``reply_mailbox``, else a private one, both under
 the reserved root); GetTask, ListTasks and subscribe read it, so they answer while the agent
-is offline, and show this caller's tasks only (docs/a2a.md).
+is offline, and show this caller's tasks only (docs/a2a.md). Push notification configs go to
+the agent, which POSTs each later state where its operator allows (``push_destinations``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from a2a.client.client import ClientCallContext, ClientConfig
 from a2a.client.client_factory import ClientFactory
+from a2a.client.errors import A2AClientTimeoutError
 from a2a.client.transports.base import ClientTransport
 from a2a.types.a2a_pb2 import (
     AgentCard,
     CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
     GetExtendedAgentCardRequest,
+    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
     ListTasksRequest,
     ListTasksResponse,
     SendMessageRequest,
@@ -33,9 +41,12 @@ from a2a.types.a2a_pb2 import (
     StreamResponse,
     SubscribeToTaskRequest,
     Task,
+    TaskPushNotificationConfig,
 )
 from a2a.utils.errors import (
+    InvalidAgentResponseError,
     InvalidParamsError,
+    PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
     UnsupportedOperationError,
@@ -43,8 +54,8 @@ from a2a.utils.errors import (
 
 from ..client.client import Mq9Client
 from ..groups.reader import POLL_SECONDS
-from ..protocol import MQ9_URL_SCHEME
-from ..protocol.errors import Mq9Error
+from ..protocol import MQ9_URL_SCHEME, Message
+from ..protocol.errors import MailboxNotFound, Mq9Error
 from . import wire as w
 from .caller import AgentCaller, CallError, _user_turns
 from .protojson import to_json, to_proto
@@ -71,6 +82,7 @@ class Mq9Transport(ClientTransport):
         self.card = card
         # A private reply mailbox unless named: under the reserved root, made by the first send
         self._caller = AgentCaller(client, reply_mailbox or w.CALLS_ROOT + w.new_id())
+        self._asking = asyncio.Lock()  # push config requests, one at a time
 
     # -- SendMessage ------------------------------------------------------------------------
 
@@ -82,6 +94,12 @@ class Mq9Transport(ClientTransport):
         if not isinstance(msg, dict) or not msg.get("parts"):
             raise InvalidParamsError("the request needs a message with parts")
         msg.setdefault("role", "ROLE_USER")
+        if request.configuration.HasField("task_push_notification_config"):
+            # The agent keeps a config only for a task it has stored: never silently dropped
+            raise InvalidParamsError(
+                "a push notification config inside SendMessage is not taken over mq9: send "
+                "with returnImmediately, then CreateTaskPushNotificationConfig for the task"
+            )
         task_id = msg.get("taskId")
         try:
             if not task_id:
@@ -141,6 +159,21 @@ class Mq9Transport(ClientTransport):
                 return
             await asyncio.sleep(min(POLL_SECONDS, left))
 
+    @property
+    def reply_mailbox(self) -> str:
+        """Where this caller's tasks and answers come back (its tasks are those sent from it)."""
+        return self._caller.reply_mailbox
+
+    def states(
+        self,
+        task_id: str,
+        context: ClientCallContext | None = None,
+        until: frozenset[str] = w.STOPPED,
+    ) -> AsyncGenerator[dict[str, Any]]:
+        """Each new state of the task (as the agent reports it) until one of ``until``, or the
+        context's timeout (the gateway's pushes follow a task so)."""
+        return self._snapshots(lambda: self._snapshot(task_id), context, until=until)
+
     # -- tasks ------------------------------------------------------------------------------
 
     async def _known(self, task_id: str) -> dict[str, Any]:
@@ -195,21 +228,116 @@ class Mq9Transport(ClientTransport):
             raise UnsupportedOperationError("this mq9 transport was given no card")
         return self.card
 
-    # Push notifications are HTTP callbacks: an mq9 caller has its reply mailbox instead.
-    async def create_task_push_notification_config(
-        self, request: object, *, context: ClientCallContext | None = None
-    ) -> NoReturn:
-        raise UnsupportedOperationError(_NO_PUSH)
+    # -- push notification configs ---------------------------------------------------------
+    # The agent keeps them (its operator allows the URLs: server.py, push_destinations) and
+    # POSTs each later state of the task; the result still waits in the reply mailbox too.
 
-    get_task_push_notification_config = create_task_push_notification_config
-    list_task_push_notification_configs = create_task_push_notification_config
-    delete_task_push_notification_config = create_task_push_notification_config
+    async def create_task_push_notification_config(
+        self, request: TaskPushNotificationConfig, *, context: ClientCallContext | None = None
+    ) -> TaskPushNotificationConfig:
+        answer = await self._ask(w.CREATE_PUSH, request.task_id, to_json(request), context)
+        return to_proto(answer, TaskPushNotificationConfig)
+
+    async def get_task_push_notification_config(
+        self,
+        request: GetTaskPushNotificationConfigRequest,
+        *,
+        context: ClientCallContext | None = None,
+    ) -> TaskPushNotificationConfig:
+        answer = await self._ask(w.GET_PUSH, request.task_id, to_json(request), context)
+        return to_proto(answer, TaskPushNotificationConfig)
+
+    async def list_task_push_notification_configs(
+        self,
+        request: ListTaskPushNotificationConfigsRequest,
+        *,
+        context: ClientCallContext | None = None,
+    ) -> ListTaskPushNotificationConfigsResponse:
+        answer = await self._ask(w.LIST_PUSH, request.task_id, to_json(request), context)
+        return to_proto(answer, ListTaskPushNotificationConfigsResponse)
+
+    async def delete_task_push_notification_config(
+        self,
+        request: DeleteTaskPushNotificationConfigRequest,
+        *,
+        context: ClientCallContext | None = None,
+    ) -> None:
+        await self._ask(w.DELETE_PUSH, request.task_id, to_json(request), context)
+
+    async def _ask(
+        self, method: str, task_id: str, body: dict[str, Any], context: ClientCallContext | None
+    ) -> dict[str, Any]:
+        """One push config request to the agent, and its answer (a JSON object) from the
+        reply mailbox. The agent keeps the answer under ``answer.<task>`` (``error.<task>``
+        when it refuses): the first one newer than any there before is this request's."""
+        await self._known(task_id)  # a task this caller sent, else TaskNotFoundError
+        # The agent keeps configs for the tasks it has stored: wait until it took this one (it
+        # stores a state before telling the caller), else a request overtaking the task's own
+        # would find none.
+        async for _ in self._snapshots(lambda: self._snapshot(task_id), context, until=_ANY):
+            break
+        else:
+            raise A2AClientTimeoutError(
+                f"agent {self.mailbox} has not taken task {task_id} in {_timeout(context):g} s "
+                "(offline? the task waits in its mailbox)"
+            )
+        reply = self._caller.reply_mailbox
+        keys = (_ANSWER_KEY + task_id, _ERROR_KEY + task_id)
+        async with self._asking:  # one request at a time: each answer is the one awaited
+            before = max((m.msg_id for m in await _kept(self.client, reply, keys)), default=-1)
+            try:
+                await self._caller._send(self.mailbox, {**body, "taskId": task_id}, method, task_id)
+            except CallError as exc:
+                raise InvalidParamsError(str(exc)) from None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _timeout(context)
+            while True:
+                for msg in await _kept(self.client, reply, keys):
+                    if msg.msg_id > before:
+                        return _answer(msg.header.get(w.HEADER_TYPE), msg.payload, method)
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise A2AClientTimeoutError(
+                        f"agent {self.mailbox} did not answer {method} in {_timeout(context):g} "
+                        "s (offline? the request waits in its mailbox)"
+                    )
+                await asyncio.sleep(min(POLL_SECONDS, left))
 
     async def close(self) -> None:
         """The mq9 client belongs to whoever opened it: nothing to close here."""
 
 
-_NO_PUSH = "push notifications are not needed over mq9: results wait in the reply mailbox"
+_ANY = frozenset({""})  # no state stops ``_snapshots``: the first one seen is enough
+_ANSWER_KEY, _ERROR_KEY = "answer.", "error."  # + task id (server.py, _answer and _error)
+
+
+async def _kept(client: Mq9Client, mailbox: str, keys: tuple[str, ...]) -> list[Message]:
+    """The messages kept in ``mailbox`` under each of ``keys``."""
+    found = []
+    for key in keys:
+        with contextlib.suppress(MailboxNotFound):
+            found += await client.query(mailbox, key=key)
+    return found
+
+
+def _answer(kind: str | None, payload: bytes, method: str) -> dict[str, Any]:
+    """An agent's answer to a push config request, or the A2A error it stands for."""
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise InvalidAgentResponseError(f"the agent answered {method} with no JSON object")
+    if kind == "Error":
+        error = body.get("error")
+        text = str(error.get("message", "")) if isinstance(error, dict) else ""
+        text = text[:500] or "refused"
+        if "not found" in text:
+            raise TaskNotFoundError(text)
+        if "not enabled" in text:
+            raise PushNotificationNotSupportedError(text)
+        raise InvalidParamsError(text)
+    return body
 
 
 def _timeout(context: ClientCallContext | None) -> float:

@@ -3,7 +3,16 @@ waker that delivers one wake per burst of mail to a webhook, a LangGraph Agent S
 command or a callback."""
 
 from .book import RuleBook
-from .deliver import Deliverer, Destinations, Refused, Wake, run_input, sign, verify
+from .deliver import (
+    Deliverer,
+    Destinations,
+    Refused,
+    Wake,
+    push_headers,
+    run_input,
+    sign,
+    verify,
+)
 from .rules import RuleError, WakeRule, rules_address
 from .waker import Waker
 
@@ -16,6 +25,7 @@ __all__ = [
     "Wake",
     "WakeRule",
     "Waker",
+    "push_headers",
     "rules_address",
     "run_input",
     "sign",

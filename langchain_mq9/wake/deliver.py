@@ -71,6 +71,25 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+TOKEN_HEADER = "X-A2A-Notification-Token"  # an A2A push config's token, as a2a-sdk sends it
+
+
+def push_headers(config: dict[str, Any], body: bytes) -> dict[str, str]:
+    """The headers of an A2A push notification POST (a2a/server.py, a2a/gateway.py): the
+    config's token, as a2a-sdk's sender sends it, and the body signed with that token
+    (``SIGNATURE_HEADER``, checked with ``verify``); ``Authorization`` from its
+    ``authentication``."""
+    headers = {}
+    token = config.get("token")
+    if isinstance(token, str) and token:
+        headers[TOKEN_HEADER] = token
+        headers[SIGNATURE_HEADER] = sign(token, body)
+    auth = config.get("authentication")
+    if isinstance(auth, dict) and auth.get("scheme") and auth.get("credentials"):
+        headers["Authorization"] = f"{auth['scheme']} {auth['credentials']}"
+    return headers
+
+
 def verify(secret: str, body: bytes, signature: str) -> bool:
     """For a webhook's receiver: whether ``signature`` (the header) signs ``body``."""
     return hmac.compare_digest(sign(secret, body), signature or "")

@@ -1,0 +1,115 @@
+"""Push notifications through the gateway (#62, #63): a real a2a-sdk client sets a push config
+for its task while the mq9 agent is offline, and a webhook receiver on loopback (allow-listed)
+gets the task's states, signed, once the agent starts. Another tenant neither sees nor sets
+the task's configs; a URL inside the network the operator did not allow is refused; a gateway
+without push says so, and so do its cards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from a2a.types.a2a_pb2 import (
+    DeleteTaskPushNotificationConfigRequest,
+    GetTaskPushNotificationConfigRequest,
+    ListTaskPushNotificationConfigsRequest,
+    TaskPushNotificationConfig,
+    TaskState,
+)
+from a2a.utils.errors import A2AError
+from a2a_support import text_graph
+from push_support import Receiver
+from test_gateway import ALICE, BOB, a2a_client, gateway, request, served, until_stopped
+
+from langchain_mq9.a2a import wire as w
+from langchain_mq9.a2a.gateway_push import GatewayPush
+from langchain_mq9.wake import Destinations
+
+TOKEN = "alice-push-" + "5" * 16
+
+
+@pytest.fixture
+def receiver():
+    found = Receiver()
+    yield found
+    found.close()
+
+
+@contextlib.asynccontextmanager
+async def pushing_gateway(client):
+    push = GatewayPush(Destinations(hosts=["127.0.0.1/32"]))
+    try:
+        async with gateway(client, push=push) as url:
+            yield url
+    finally:
+        await push.close()
+
+
+async def test_an_offline_agents_result_reaches_the_client_by_push(client, receiver):
+    async with (
+        pushing_gateway(client) as url,
+        a2a_client(url, ALICE) as (alice, card),
+        a2a_client(url, BOB) as (bob, _card),
+    ):
+        assert card.capabilities.push_notifications
+        task = [e async for e in alice.send_message(request("hello"))][-1].task
+        assert task.status.state == TaskState.TASK_STATE_SUBMITTED  # the agent is offline
+        made = await alice.create_task_push_notification_config(
+            TaskPushNotificationConfig(task_id=task.id, url=receiver.url, token=TOKEN)
+        )
+        assert made.id and made.task_id == task.id and made.url == receiver.url
+        got = await alice.get_task_push_notification_config(
+            GetTaskPushNotificationConfigRequest(task_id=task.id, id=made.id)
+        )
+        assert got.token == TOKEN
+
+        # SSRF: the cloud metadata address and a private network, which the operator did not allow
+        for inside in ("http://169.254.169.254/latest/meta-data", "http://10.1.2.3/hook"):
+            with pytest.raises(A2AError, match="refused"):
+                await alice.create_task_push_notification_config(
+                    TaskPushNotificationConfig(task_id=task.id, url=inside)
+                )
+        # the second tenant: Alice's task is "not found", whatever it asks
+        with pytest.raises(A2AError, match="not found"):
+            await bob.list_task_push_notification_configs(
+                ListTaskPushNotificationConfigsRequest(task_id=task.id)
+            )
+        with pytest.raises(A2AError, match="not found"):
+            await bob.create_task_push_notification_config(
+                TaskPushNotificationConfig(task_id=task.id, url=receiver.url, token="bob-" * 5)
+            )
+        with pytest.raises(A2AError, match="not found"):
+            await bob.delete_task_push_notification_config(
+                DeleteTaskPushNotificationConfigRequest(task_id=task.id, id=made.id)
+            )
+        # Bob's own task shows none of Alice's configs
+        bobs = [e async for e in bob.send_message(request("bob's"))][-1].task
+        listed = await bob.list_task_push_notification_configs(
+            ListTaskPushNotificationConfigsRequest(task_id=bobs.id)
+        )
+        assert list(listed.configs) == []
+        listed = await alice.list_task_push_notification_configs(
+            ListTaskPushNotificationConfigsRequest(task_id=task.id)
+        )
+        assert [c.id for c in listed.configs] == [made.id]
+        assert receiver.requests == []  # nothing happened yet: nothing pushed
+
+        async with served(client, text_graph(str.upper)):
+            pushed = await receiver.until(TOKEN, w.COMPLETED)
+            await until_stopped(bob, bobs.id)
+        assert {t["id"] for t in pushed} == {task.id}  # Alice's task only, never Bob's
+        assert pushed[-1]["artifacts"][0]["parts"][0]["text"] == "HELLO"
+        assert all("mq9" not in (t.get("metadata") or {}) for t in pushed)
+        bodies = [json.loads(body) for body, _ in receiver.requests]
+        assert all(set(b) == {"task"} for b in bodies)
+
+
+async def test_a_gateway_without_push_says_so(client):
+    async with gateway(client) as url, a2a_client(url, ALICE) as (alice, card):
+        assert not card.capabilities.push_notifications
+        task = [e async for e in alice.send_message(request("hi"))][-1].task
+        with pytest.raises(A2AError, match="not enabled"):
+            await alice.create_task_push_notification_config(
+                TaskPushNotificationConfig(task_id=task.id, url="http://127.0.0.1:9/x")
+            )
