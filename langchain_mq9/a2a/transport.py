@@ -332,7 +332,7 @@ def _answer(kind: str | None, payload: bytes, method: str) -> dict[str, Any]:
         error = body.get("error")
         text = str(error.get("message", "")) if isinstance(error, dict) else ""
         text = text[:500] or "refused"
-        if "not found" in text:
+        if "not found" in text and not text.startswith("push config"):
             raise TaskNotFoundError(text)
         if "not enabled" in text:
             raise PushNotificationNotSupportedError(text)

@@ -40,13 +40,6 @@ AGENT = "agent.pushing"
 TOKEN = "tok-" + "7" * 20
 
 
-@pytest.fixture
-def receiver():
-    found = Receiver()
-    yield found
-    found.close()
-
-
 def request(text: str) -> SendMessageRequest:
     msg = Message(message_id="m-" + text, role=Role.ROLE_USER, parts=[Part(text=text)])
     return SendMessageRequest(
@@ -76,7 +69,7 @@ class Gate:
         return text.upper()
 
 
-async def test_an_a2a_sdk_client_sets_push_and_the_receiver_gets_signed_states(client, receiver):
+async def test_an_a2a_sdk_client_sets_push_and_the_receiver_gets_signed_states(client):
     gate = Gate()
     allowed = Destinations(hosts=["127.0.0.1/32"])
     server = AgentServer(
@@ -87,50 +80,55 @@ async def test_an_a2a_sdk_client_sets_push_and_the_receiver_gets_signed_states(c
         push_destinations=allowed,
         **text_io(),
     )
-    async with server:
-        a2a = await a2a_client(client)
-        card = await mq9_agent_card(client, AGENT)
-        assert card.capabilities.push_notifications
-        task_id = await sent(a2a, "hello")
-        made = await a2a.create_task_push_notification_config(
-            TaskPushNotificationConfig(task_id=task_id, url=receiver.url, token=TOKEN)
-        )
-        assert made.id and made.url == receiver.url and made.task_id == task_id
-        got = await a2a.get_task_push_notification_config(
-            GetTaskPushNotificationConfigRequest(task_id=task_id, id=made.id)
-        )
-        assert got.url == receiver.url and got.token == TOKEN
-        listed = await a2a.list_task_push_notification_configs(
-            ListTaskPushNotificationConfigsRequest(task_id=task_id)
-        )
-        assert [c.id for c in listed.configs] == [made.id]
-
-        # the attacker's URL: the cloud metadata address, which the operator did not allow
-        with pytest.raises(InvalidParamsError, match="refused"):
-            await a2a.create_task_push_notification_config(
-                TaskPushNotificationConfig(task_id=task_id, url="http://169.254.169.254/latest")
+    with Receiver() as receiver:
+        async with server:
+            a2a = await a2a_client(client)
+            card = await mq9_agent_card(client, AGENT)
+            assert card.capabilities.push_notifications
+            task_id = await sent(a2a, "hello")
+            made = await a2a.create_task_push_notification_config(
+                TaskPushNotificationConfig(task_id=task_id, url=receiver.url, token=TOKEN)
             )
-        # another caller (its own reply mailbox) neither sees nor sets the task's configs
-        stranger = await a2a_client(client)
-        with pytest.raises(TaskNotFoundError):
-            await stranger.list_task_push_notification_configs(
+            assert made.id and made.url == receiver.url and made.task_id == task_id
+            got = await a2a.get_task_push_notification_config(
+                GetTaskPushNotificationConfigRequest(task_id=task_id, id=made.id)
+            )
+            assert got.url == receiver.url and got.token == TOKEN
+            with pytest.raises(InvalidParamsError, match="push config"):  # the task is there
+                await a2a.get_task_push_notification_config(
+                    GetTaskPushNotificationConfigRequest(task_id=task_id, id="no-such-config")
+                )
+            listed = await a2a.list_task_push_notification_configs(
                 ListTaskPushNotificationConfigsRequest(task_id=task_id)
             )
+            assert [c.id for c in listed.configs] == [made.id]
 
-        gate.open.set()
-        pushed = await receiver.until(TOKEN, w.COMPLETED)
-        assert pushed[-1]["id"] == task_id
-        assert pushed[-1]["artifacts"][0]["parts"][0]["text"] == "HELLO"
+            # the attacker's URL: the cloud metadata address, which the operator did not allow
+            with pytest.raises(InvalidParamsError, match="refused"):
+                await a2a.create_task_push_notification_config(
+                    TaskPushNotificationConfig(task_id=task_id, url="http://169.254.169.254/latest")
+                )
+            # another caller (its own reply mailbox) neither sees nor sets the task's configs
+            stranger = await a2a_client(client)
+            with pytest.raises(TaskNotFoundError):
+                await stranger.list_task_push_notification_configs(
+                    ListTaskPushNotificationConfigsRequest(task_id=task_id)
+                )
 
-        await a2a.delete_task_push_notification_config(
-            DeleteTaskPushNotificationConfigRequest(task_id=task_id, id=made.id)
-        )
-        listed = await a2a.list_task_push_notification_configs(
-            ListTaskPushNotificationConfigsRequest(task_id=task_id)
-        )
-        assert list(listed.configs) == []
-        done = await a2a.get_task(GetTaskRequest(id=task_id))
-        assert done.status.state == TaskState.TASK_STATE_COMPLETED
+            gate.open.set()
+            pushed = await receiver.until(TOKEN, w.COMPLETED)
+            assert pushed[-1]["id"] == task_id
+            assert pushed[-1]["artifacts"][0]["parts"][0]["text"] == "HELLO"
+
+            await a2a.delete_task_push_notification_config(
+                DeleteTaskPushNotificationConfigRequest(task_id=task_id, id=made.id)
+            )
+            listed = await a2a.list_task_push_notification_configs(
+                ListTaskPushNotificationConfigsRequest(task_id=task_id)
+            )
+            assert list(listed.configs) == []
+            done = await a2a.get_task(GetTaskRequest(id=task_id))
+            assert done.status.state == TaskState.TASK_STATE_COMPLETED
 
 
 async def test_an_agent_without_push_and_a_config_inside_send_are_refused_in_words(client):
