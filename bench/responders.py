@@ -129,8 +129,11 @@ class Engine:
     async def on(self, options: dict) -> None:
         from langchain_mq9.broker import serve_on_nats
 
+        announce = bool(options.get("announce", False))  # arrivals on $mq9.WAKE.* (#62)
+        if self.service is not None and self.service.announce != announce:
+            await self.off()
         if self.service is None:
-            self.service = await serve_on_nats(self.engine, self.nc)
+            self.service = await serve_on_nats(self.engine, self.nc, announce=announce)
 
     async def off(self) -> None:
         if self.service is not None:

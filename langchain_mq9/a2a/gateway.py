@@ -61,6 +61,7 @@ from ..client.client import Mq9Client
 from ..protocol import card_mailbox, check_address
 from ..protocol.errors import Mq9Error
 from . import wire as w
+from .arrivals import Arrivals
 from .gateway_push import GatewayPush
 from .protojson import to_proto
 from .store import ensure_mailbox
@@ -200,6 +201,7 @@ class GatewayHandler(RequestHandler):
         send_wait: float = SEND_WAIT,
         stream_wait: float = STREAM_WAIT,
         push: GatewayPush | None = None,
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.client = client
         self.mailbox = mailbox
@@ -208,6 +210,8 @@ class GatewayHandler(RequestHandler):
         self.send_wait = send_wait
         self.stream_wait = stream_wait
         self.push = push  # the tenants' push configs, where the operator allows them (#62)
+        # The agent's answers read as they arrive where the broker announces them (else polled)
+        self.arrivals = arrivals
 
     @staticmethod
     def _shown(task: Task) -> Task:
@@ -222,7 +226,9 @@ class GatewayHandler(RequestHandler):
         if not w.is_valid_id(tenant):  # the middleware lets no such request through
             raise InvalidRequestError("unauthenticated")
         reply = f"{self.gateway}.{tenant}"  # one reply mailbox per tenant: its tasks alone
-        return Mq9Transport(self.client, self.mailbox, reply_mailbox=reply, card=self.card)
+        return Mq9Transport(
+            self.client, self.mailbox, reply_mailbox=reply, card=self.card, arrivals=self.arrivals
+        )
 
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
@@ -353,11 +359,14 @@ async def gateway_app(
     mailbox (its card's, else its name) is created if missing, so calls wait there until it
     starts. ``options`` are ``GatewayHandler``'s: ``gateway`` (names the tenants' reply
     mailboxes, ``<gateway>.<tenant>``), ``send_wait``, ``stream_wait``, ``push`` (a
-    ``GatewayPush``: the tenants' push configs; the cards then say ``pushNotifications``)."""
+    ``GatewayPush``: the tenants' push configs; the cards then say ``pushNotifications``).
+    The client hears the broker's arrival announcements from here on, where it makes them
+    (arrivals.py)."""
     if not agents:
         raise ValueError("name at least one mq9 agent to serve")
     registered = {a.get("name"): a for a in await client.agent_discover()}
     routes = []
+    arrivals = Arrivals(client)  # one listener for every agent's handler
     for name in agents:
         if not w.is_valid_id(name):  # it becomes a URL path: letters, digits, '.', '-', '_'
             raise ValueError(f"agent name {name[:80]!r}: letters, digits, '.', '-', '_' only")
@@ -375,7 +384,8 @@ async def gateway_app(
             ),
             AgentCard,
         )
-        handler = GatewayHandler(client, mailbox, card, **options)
+        handler = GatewayHandler(client, mailbox, card, arrivals=arrivals, **options)
         routes += create_agent_card_routes(card, card_url=path + AGENT_CARD_WELL_KNOWN_PATH)
         routes += create_jsonrpc_routes(handler, path)
+    await arrivals.start()
     return _Authenticated(Starlette(routes=routes), tenants)

@@ -28,6 +28,7 @@ from ..protocol import Message, card_skills, clipped
 from ..protocol.errors import Mq9Error, TooLarge
 from ..wake.deliver import Deliverer, Destinations, Refused, push_headers
 from . import wire as w
+from .arrivals import Arrivals, Bell
 from .store import TaskStore, deliver, ensure_mailbox, owner_of
 
 T = TypeVar("T")
@@ -40,7 +41,8 @@ CANCEL_POLL_SECONDS = 0.5
 # cancel, read critical first). Few: a held request's lease runs while it waits, and the group
 # has no lease renewal, so a request waiting past its lease could be run by another replica.
 HELD_EXTRA = 2
-# How long one wait for new requests lasts before the loop looks at its own state again.
+# How long one wait for new requests lasts at most before the loop looks at its own state
+# again (a wait ends sooner at an arrival the broker announces, or at its next poll: arrivals.py).
 FETCH_WAIT_MS = 500
 
 
@@ -139,6 +141,7 @@ class AgentServer:
         # docs/groups.md) is set aside; its caller is told, unless the options say otherwise.
         options = {"on_dead_letter": self._set_aside, **(reader_options or {})}
         self.reader = GroupReader(client, self.mailbox, self.group, worker=self.worker, **options)
+        self.arrivals = Arrivals(client)  # requests read as they arrive, where announced
         # Graphs running at once, and requests held (handed out, not finished): a few more
         # than run, so a cancel or a GetTask still gets read while every slot is busy.
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -159,6 +162,7 @@ class AgentServer:
         await ensure_mailbox(self.client, self.store.mailbox)
         if self.register:
             await self.client.agent_register(self.agent_card())
+        await self.arrivals.start()
         self._loop = asyncio.create_task(self._serve(), name=f"mq9-a2a-{self.name}")
         self._watch = asyncio.create_task(self._watch_cancels(), name=f"mq9-a2a-cancel-{self.name}")
         return self
@@ -192,6 +196,7 @@ class AgentServer:
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
+        await self.arrivals.stop()
         if self.push is not None:
             await self.push.close()
         if self.owns_client:
@@ -212,18 +217,29 @@ class AgentServer:
     # -- the loop ---------------------------------------------------------------------------
 
     async def _serve(self) -> None:
+        with self.arrivals.bell(self.mailbox) as bell:
+            await self._read_requests(bell)
+
+    async def _read_requests(self, bell: Bell) -> None:
         backoff = 0.1
+        batch: list[Message] | None = None  # None: look at once
+        found = False  # requests were read since the last wait
         while not self._stopping:
             await self._held.acquire()  # room for one more before taking anything
             self._held.release()
             free = max(1, self._most_held - len(self._handlers))
+            if batch == []:  # nothing last time: until a request arrives, or the next look
+                await bell.wait(FETCH_WAIT_MS / 1000, found=found)
+                found = False
             try:
-                batch = await self.reader.fetch(num_msgs=free, max_wait_ms=FETCH_WAIT_MS)
+                batch = await self.reader.fetch(num_msgs=free)
+                found = found or bool(batch)
                 backoff = 0.1
             except Mq9Error as exc:
                 log.warning("agent %s: reading %s failed: %s", self.name, self.mailbox, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                batch = None
                 continue
             for msg in batch:
                 await self._held.acquire()

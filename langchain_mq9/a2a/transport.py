@@ -57,6 +57,7 @@ from ..groups.reader import POLL_SECONDS
 from ..protocol import MQ9_URL_SCHEME, Message
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from . import wire as w
+from .arrivals import NO_ANNOUNCEMENTS, Arrivals
 from .caller import AgentCaller, CallError, _user_turns
 from .protojson import to_json, to_proto
 from .store import latest, tasks_in
@@ -76,9 +77,12 @@ class Mq9Transport(ClientTransport):
         *,
         reply_mailbox: str | None = None,
         card: AgentCard | None = None,
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.client = client
         self.mailbox = mailbox
+        # A task's new states are read as they arrive where ``arrivals`` hears them, else polled
+        self.arrivals = arrivals or NO_ANNOUNCEMENTS
         self.card = card
         # A private reply mailbox unless named: under the reserved root, made by the first send
         self._caller = AgentCaller(client, reply_mailbox or w.CALLS_ROOT + w.new_id())
@@ -147,17 +151,19 @@ class Mq9Transport(ClientTransport):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(context)
         last = None
-        while True:
-            snapshot = await read()
-            if snapshot is not None and snapshot != last:
-                last = snapshot
-                yield snapshot
-                if w.task_state(snapshot) in until and _user_turns(snapshot) >= turns:
+        with self.arrivals.bell(self._caller.reply_mailbox) as bell:
+            while True:
+                snapshot = await read()
+                found = snapshot is not None and snapshot != last
+                if snapshot is not None and found:
+                    last = snapshot
+                    yield snapshot
+                    if w.task_state(snapshot) in until and _user_turns(snapshot) >= turns:
+                        return
+                left = deadline - loop.time()
+                if left <= 0:
                     return
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(POLL_SECONDS, left))
+                await bell.wait(left, found=found)
 
     @property
     def reply_mailbox(self) -> str:

@@ -1,0 +1,137 @@
+"""A call through the gateway is carried by arrivals, not by polls, where the broker announces
+them: with every poll interval set to an hour, the served agent must read the request because
+it arrived and the gateway must read the answer because it arrived, or the call could not
+finish. On memory:// (the engine tells this process) and on nats-server with the bundled
+broker announcing (``mq9-dev-broker --announce``). Where nothing is announced (RobustMQ), both
+sides poll; forged announcements cost no more looks than polling does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import httpx
+import nats
+import pytest
+from a2a.client import ClientConfig, ClientFactory
+from a2a.client.card_resolver import A2ACardResolver
+from a2a.types.a2a_pb2 import TaskState
+from a2a_support import text_graph, text_io
+from robustmq_shaped import RobustMQShapedListener
+from test_gateway import AGENT, ALICE, gateway
+from test_gateway import request as a2a_request
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.a2a import arrivals as arrivals_module
+from langchain_mq9.a2a import server as server_module
+from langchain_mq9.a2a.arrivals import Arrivals
+from langchain_mq9.a2a.server import AgentServer
+from langchain_mq9.broker import (
+    BrokerEngine,
+    drop_memory_broker,
+    install_memory_broker,
+    serve_on_nats,
+)
+
+HOUR = 3600.0
+
+
+@pytest.fixture
+def no_polls(monkeypatch):
+    """Every look that no arrival prompts is an hour away."""
+    monkeypatch.setattr(arrivals_module, "POLL_SECONDS", HOUR)
+    monkeypatch.setattr(arrivals_module, "SWEEP_SECONDS", HOUR)
+    monkeypatch.setattr(server_module, "FETCH_WAIT_MS", int(HOUR * 1000))
+
+
+@contextlib.asynccontextmanager
+async def blocking_client(agent_url: str):
+    """An a2a-sdk client whose SendMessage waits for the task to stop (no polling of its own)."""
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    async with httpx.AsyncClient(headers=headers, timeout=120) as http:
+        card = await A2ACardResolver(http, agent_url).get_agent_card()
+        config = ClientConfig(httpx_client=http, streaming=False, polling=False)
+        yield ClientFactory(config).create(card)
+
+
+@contextlib.asynccontextmanager
+async def announcing(kind: str, nats_url: str | None):
+    """A URL of the bundled broker that announces arrivals: memory://, or served on nats."""
+    engine = BrokerEngine()
+    if kind == "memory":
+        name = f"arrivals{uuid.uuid4().hex}"
+        install_memory_broker(name, engine)
+        try:
+            yield f"memory://{name}"
+        finally:
+            drop_memory_broker(name)
+        return
+    assert nats_url is not None
+    connection = await nats.connect(nats_url)
+    service = await serve_on_nats(engine, connection, announce=True)
+    try:
+        yield nats_url
+    finally:
+        await service.stop()
+        await connection.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "nats"])
+async def test_the_agent_and_the_gateway_wake_at_arrivals_not_polls(kind, no_polls, request):
+    nats_url = request.getfixturevalue("nats_server").url if kind == "nats" else None
+    async with (
+        announcing(kind, nats_url) as url,
+        Mq9Client(url) as agent_client,
+        Mq9Client(url) as gateway_client,
+    ):
+        agent = AgentServer(
+            text_graph(str.upper), name=AGENT, client=agent_client, worker="w1", **text_io()
+        )
+        async with (
+            agent,
+            gateway(gateway_client, send_wait=60) as agent_url,
+            blocking_client(agent_url) as alice,
+        ):
+            await asyncio.sleep(0)  # the agent's reader is waiting (its first look found none)
+            for text in ("first", "second"):  # the second after both sides went back to wait
+                events = [e async for e in alice.send_message(a2a_request(text))]
+                done = events[-1].task
+                assert done.status.state == TaskState.TASK_STATE_COMPLETED, done.status
+                assert done.artifacts[0].parts[0].text == text.upper()
+        assert agent.arrivals.heard
+
+
+async def test_without_announcements_both_sides_poll():
+    """On a RobustMQ-shaped listener no announcement is listened for: the poll interval holds."""
+    async with (
+        RobustMQShapedListener(BrokerEngine()) as listener,
+        Mq9Client(listener.url) as client,
+    ):
+        arrivals = await Arrivals(client).start()
+        assert arrivals._unsubscribe is None
+        assert arrivals.interval == arrivals_module.POLL_SECONDS
+        await arrivals.stop()
+
+
+async def test_forged_announcements_cost_no_more_looks_than_polling(monkeypatch):
+    """A peer flooding announcements of a mailbox wakes its waiter a few times in a row at
+    most; then the waiter waits its poll time, announcements or not."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(arrivals_module.asyncio, "sleep", sleep)
+    arrivals = Arrivals(None)
+    with arrivals.bell("mailbox.a") as bell:
+        for _ in range(arrivals_module.IDLE_WAKES + 1):
+            arrivals._arrived(arrivals_module.digest("mailbox.a"))  # forged: nothing there
+            await asyncio.wait_for(bell.wait(HOUR), 30)  # a hang guard only
+        assert not slept  # woken each time so far
+        arrivals._arrived(arrivals_module.digest("mailbox.a"))
+        await asyncio.wait_for(bell.wait(HOUR), 30)
+        assert slept == [arrivals_module.POLL_SECONDS]  # this wait took its poll time
+        arrivals._arrived(arrivals_module.digest("mailbox.a"))
+        await asyncio.wait_for(bell.wait(HOUR, found=True), 30)  # mail found: woken again
+        assert slept == [arrivals_module.POLL_SECONDS]
