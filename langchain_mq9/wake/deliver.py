@@ -1,6 +1,8 @@
 """Delivering one wake to its target: a signed webhook POST, a LangGraph Agent Server run, a
 command, an in-process callback (docs/wake.md). The waker decides when; this module only
-delivers, through the operator's allow-lists (``Destinations``).
+delivers, through the operator's allow-lists (``Destinations``); every HTTP request goes
+through the package's SSRF guard (``client/http_guard.py``), which connects to the addresses it
+checked.
 """
 
 from __future__ import annotations
@@ -8,18 +10,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
 import random
-import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
-
+from ..client.http_guard import HostPolicy, HostRefused, guarded_client
 from .rules import WakeRule
 
 log = logging.getLogger("langchain_mq9.wake")
@@ -35,7 +34,7 @@ NEEDS_EXTRA = "webhooks and Agent Server runs need the wake extra (langchain-mq9
 COMMAND_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 
 
-class Refused(Exception):
+class Refused(HostRefused):
     """The operator's allow-lists refuse this target: no try is made, the wake is set aside."""
 
 
@@ -95,72 +94,33 @@ def verify(secret: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, body), signature or "")
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
 class Destinations:
-    """The operator's allow-lists. ``hosts``: host names (exact) and IP networks ("10.0.0.0/8",
-    "127.0.0.1") a webhook or Agent Server URL may name; every address the host resolves to
-    must be public or inside a listed network (a name cannot lead inside the network: SSRF).
+    """The operator's allow-lists. ``hosts``: host names (exact), ``*.suffix`` and IP networks
+    ("10.0.0.0/8", "127.0.0.1") a webhook or Agent Server URL may name; every address the host
+    resolves to must be public or inside a listed network (a name cannot lead inside the
+    network: SSRF), checked again at each connection, which goes to the address checked.
     ``commands``: the programs (argv[0], exactly) a command rule may start. Callbacks are the
     waker owner's own, by name."""
 
     def __init__(self, hosts: Iterable[str] = (), commands: Iterable[str] = ()) -> None:
-        self.names: set[str] = set()
-        self.networks: list[Network] = []
-        for entry in hosts:
-            try:
-                self.networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                self.names.add(entry.lower().rstrip("."))
+        self.hosts = HostPolicy(hosts, knob="the waker's --allow-host")
         self.commands = set(commands)
 
     def __repr__(self) -> str:
-        hosts = sorted(self.names) + [str(n) for n in self.networks]
-        return f"Destinations(hosts={hosts!r}, commands={sorted(self.commands)!r})"
+        hosts = repr(self.hosts).removeprefix("HostPolicy(").removesuffix(")")
+        return f"Destinations(hosts={hosts}, commands={sorted(self.commands)!r})"
 
     async def check_url(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise Refused("only http:// and https:// URLs with a host")
-        host = parts.hostname.lower().rstrip(".")
-        literal = _ip(host)
-        if literal is None and host not in self.names:
-            raise Refused(f"host {host!r} is not in the waker's allow-list (--allow-host)")
-        if literal is not None and not self._inside(literal):
-            raise Refused(f"address {host} is not in the waker's allow-list (--allow-host)")
-        addresses = [literal] if literal is not None else await _resolve(host, parts.port)
-        if not addresses:
-            raise Refused(f"host {host!r} does not resolve")
-        for address in addresses:
-            if not address.is_global and not self._inside(address):
-                raise Refused(
-                    f"host {host!r} resolves to {address}, a private, loopback or reserved "
-                    "address the allow-list does not name"
-                )
+        try:
+            await self.hosts.check(url)
+        except Refused:
+            raise
+        except HostRefused as exc:
+            raise Refused(str(exc)) from None
 
     def check_command(self, argv: tuple[str, ...]) -> None:
         if argv[0] not in self.commands:
             raise Refused(f"program {argv[0]!r} is not in the waker's allow-list (--allow-command)")
-
-    def _inside(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return any(address in network for network in self.networks)
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-async def _resolve(host: str, port: int | None) -> list[Any]:
-    loop = asyncio.get_running_loop()
-    try:
-        found = await loop.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
-    except OSError:
-        return []
-    return [ipaddress.ip_address(str(item[4][0]).split("%")[0]) for item in found]
 
 
 Callback = Callable[[Wake], Awaitable[None] | None]
@@ -226,6 +186,8 @@ class Deliverer:
                 return await attempt()
             except Refused:
                 raise
+            except HostRefused as exc:  # at the connection: the name now leads elsewhere
+                raise Refused(str(exc)) from None
             except Exception as exc:
                 if n + 1 == self.attempts:
                     raise
@@ -273,38 +235,40 @@ class Deliverer:
     def _client(self) -> Any:
         if self._http is None:
             try:
-                import httpx
-            except ImportError:
+                self._http = guarded_client(self.destinations.hosts, timeout=TIMEOUT)
+            except ImportError:  # httpx
                 raise Refused(NEEDS_EXTRA) from None
-
-            # No redirects: a 30x could lead where the allow-list does not reach
-            self._http = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
         return self._http
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
-        answer = await self._client().post(
-            url, content=body, headers={"Content-Type": "application/json", **headers}
-        )
-        if answer.status_code >= 300:
-            raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")
+        sent = {"Content-Type": "application/json", **headers}
+        # Only the status counts: the answer's body is never read
+        async with self._client().stream("POST", url, content=body, headers=sent) as answer:
+            if answer.status_code >= 300:
+                raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")
 
     async def _agent_server(self, rule: WakeRule, wake: Wake) -> None:
         try:
-            from langgraph_sdk import get_client
+            from langgraph_sdk.client import LangGraphClient
         except ImportError:
             raise Refused(NEEDS_EXTRA) from None
 
-        client = get_client(url=rule.url, api_key=self._api_key)
-        by = wake.sender if rule.thread == "sender" and wake.sender else wake.mailbox
-        thread_id = str(uuid.uuid5(THREAD_NAMESPACE, f"{wake.mailbox}\n{by}"))
-        await client.threads.create(thread_id=thread_id, if_exists="do_nothing")
-        await client.runs.create(
-            thread_id,
-            rule.assistant,
-            input=run_input(wake),
-            metadata={"mq9_wake_key": wake.key, "mq9_mailbox": wake.mailbox},
-            multitask_strategy="enqueue",
-        )
+        # The SDK's own client would connect by name, proxies and all: ours, with its headers
+        key = {"x-api-key": self._api_key} if self._api_key else {}
+        http = guarded_client(self.destinations.hosts, timeout=TIMEOUT, base_url=rule.url,
+                              headers={"User-Agent": "langchain-mq9-wake", **key})
+        async with http:
+            client = LangGraphClient(http)
+            by = wake.sender if rule.thread == "sender" and wake.sender else wake.mailbox
+            thread_id = str(uuid.uuid5(THREAD_NAMESPACE, f"{wake.mailbox}\n{by}"))
+            await client.threads.create(thread_id=thread_id, if_exists="do_nothing")
+            await client.runs.create(
+                thread_id,
+                rule.assistant,
+                input=run_input(wake),
+                metadata={"mq9_wake_key": wake.key, "mq9_mailbox": wake.mailbox},
+                multitask_strategy="enqueue",
+            )
 
 
 def run_input(wake: Wake) -> dict[str, Any]:

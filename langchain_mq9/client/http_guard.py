@@ -1,0 +1,287 @@
+"""Where an HTTP request to a URL an agent gave may go (SSRF): the operator's allow-list, checked
+against the very addresses each connection is made to. Used by the HTTP A2A calls and card
+imports (``a2a/hosts.py``) and by the wake deliveries (``wake/deliver.py``).
+
+An allow-list holds entries, each a host name (``agents.example.com``), a suffix
+(``*.example.com``), an address or a network (``10.1.0.0/16``), or ``*`` for any host whose every
+address is public. A URL's host may be reached when an entry lets it in (by name, or every
+address it has inside a listed network) and every address it resolves to is public or inside a
+listed network; ``trust_names`` also lets a host named outright resolve anywhere (the A2A list).
+
+Every spelling of an address counts as that address: ``2130706433``, ``0x7f.1`` and ``0177.0.0.1``
+are 127.0.0.1 (as the system's resolver reads them), ``::ffff:127.0.0.1`` and the other IPv6
+forms that carry an IPv4 address are judged by it too, ``localhost`` and ``*.localhost`` are
+loopback whatever the resolver says, a trailing dot changes nothing.
+
+``guarded_client`` connects to the address it checked, never to the name again (so a DNS answer
+that changes between the check and the connection cannot send a request elsewhere: DNS
+rebinding), while the Host header, TLS's SNI and the certificate check stay on the name; it
+follows no redirect, ignores proxy settings from the environment (a proxy would connect by
+name) and reads no more than ``max_bytes`` of an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:  # httpx comes with the extras that make HTTP requests; the policy needs none
+    import httpx
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# host, port -> its addresses (tests give one that changes its answer, as a rebinding DNS does)
+Resolve = Callable[[str, int], Awaitable[list[Address]]]
+
+RESOLVE_TIMEOUT = 10.0  # seconds a name may take to resolve before it counts as not resolving
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+_LOOPBACK = [ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
+_NUMERIC = re.compile(r"[0-9a-fx.]+")  # what inet_aton may read as an IPv4 address
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # IPv4-compatible IPv6 (deprecated, still parsed)
+
+
+class HostRefused(Exception):
+    """A URL the allow-list does not let us reach, in words that say what to do."""
+
+
+class AnswerTooLarge(Exception):
+    """An HTTP answer over the client's ``max_bytes``."""
+
+
+def literal(host: str) -> Address | None:
+    """The address ``host`` spells, in any of the ways a resolver reads one, else None."""
+    host = host.strip("[]").lower().rstrip(".")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if _NUMERIC.fullmatch(host) and host[0].isdigit():
+        try:  # decimal, octal, hex and short forms: 2130706433, 0177.0.0.1, 0x7f.1, 127.1
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def is_public(address: Address) -> bool:
+    """Whether ``address`` is globally reachable, an IPv4 address carried inside an IPv6 one
+    (mapped, compatible, 6to4, NAT64) judged as itself too."""
+    if isinstance(address, ipaddress.IPv6Address):
+        address = ipaddress.IPv6Address(address.packed)  # no scope
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is None and (address in _NAT64 or address in _COMPATIBLE):
+            inner = ipaddress.IPv4Address(address.packed[-4:])
+        if inner is not None and not inner.is_global:
+            return False
+    return address.is_global
+
+
+async def system_resolve(host: str, port: int) -> list[Address]:
+    loop = asyncio.get_running_loop()
+    try:
+        found = await asyncio.wait_for(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT
+        )
+    except (OSError, asyncio.TimeoutError):
+        return []
+    # An IPv6 scope ("fe80::1%eth0") is no part of the address.
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
+
+
+class HostPolicy:
+    """An allow-list (see the module's text). ``knob`` names where the operator sets it, in
+    refusals; ``trust_names``: a host named outright may resolve to any address; ``resolve``:
+    the resolver (the system's by default). Empty: no host at all."""
+
+    def __init__(
+        self,
+        allow: Iterable[str] = (),
+        *,
+        knob: str = "the allow-list",
+        trust_names: bool = False,
+        resolve: Resolve | None = None,
+    ) -> None:
+        self.names: set[str] = set()
+        self.suffixes: list[str] = []
+        self.networks: list[Network] = []
+        self.public = False
+        self.knob = knob
+        self.trust_names = trust_names
+        self.resolve = resolve or system_resolve
+        for entry in (e.strip().lower() for e in allow):
+            if not entry:
+                continue
+            if entry == "*":
+                self.public = True
+            elif entry.startswith("*."):
+                self.suffixes.append(entry[1:].rstrip("."))
+            else:
+                try:
+                    self.networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                except ValueError:
+                    self.names.add(entry.rstrip("."))
+
+    def __repr__(self) -> str:
+        entries = [*(["*"] if self.public else []), *sorted(self.names)]
+        entries += [f"*{s}" for s in self.suffixes] + [str(n) for n in self.networks]
+        return f"HostPolicy({entries!r})"
+
+    @property
+    def empty(self) -> bool:
+        return not (self.public or self.names or self.suffixes or self.networks)
+
+    def _named(self, host: str) -> bool:
+        return host in self.names or any(host.endswith(s) for s in self.suffixes)
+
+    def _listed(self, address: Address) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1 to the list too
+        return any(address in net for net in self.networks)
+
+    async def check(self, url: str) -> list[Address]:
+        """The addresses to reach ``url`` at, all checked; ``HostRefused`` unless ``url``
+        may be reached. A request must connect to these (``guarded_client`` does)."""
+        parts = urlsplit(url)
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError:  # a port out of range or not a number
+            host = None
+        if parts.scheme not in ("http", "https") or not host:
+            raise HostRefused(f"{url[:120]!r} is no http(s) URL with a host")
+        return await self.addresses(host, port or (443 if parts.scheme == "https" else 80))
+
+    async def addresses(self, host: str, port: int) -> list[Address]:
+        """The checked addresses of ``host`` (see ``check``)."""
+        host = host.strip("[]").lower().rstrip(".")
+        if self.empty:
+            raise HostRefused(f"no host is allowed here ({self.knob} names none): {host} refused")
+        named = self._named(host)
+        if not (named or self.public or self.networks):  # not even asked of the DNS
+            raise HostRefused(f"{host} is not on the allow-list ({self.knob})")
+        spelled = literal(host)
+        if spelled is not None:
+            found = [spelled]
+        elif host == "localhost" or host.endswith(".localhost"):
+            found = list(_LOOPBACK)
+        else:
+            found = list(dict.fromkeys(await self.resolve(host, port)))
+        if not found:
+            raise HostRefused(f"{host} does not resolve")
+        if not (named or self.public or all(self._listed(a) for a in found)):
+            raise HostRefused(f"{host} is not on the allow-list ({self.knob})")
+        for address in found:
+            if self._listed(address) or (named and self.trust_names) or is_public(address):
+                continue
+            raise HostRefused(
+                f"{host} resolves to {address}, a private, loopback or otherwise non-public "
+                f"address: refused unless {self.knob} names it"
+            )
+        return found
+
+
+def pinned_transport(policy: HostPolicy) -> httpx.AsyncBaseTransport:
+    """An httpx transport whose every connection goes to an address ``policy`` checked for the
+    request's host at that moment (the name is never resolved again); the URL keeps the name,
+    so the Host header, SNI, the certificate check and the reuse of connections all go by it."""
+    import httpcore
+    import httpx
+
+    class Pinned(httpcore.AsyncNetworkBackend):
+        def __init__(self) -> None:
+            self.inner = httpcore.AnyIOBackend()
+
+        async def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Iterable[Any] | None = None,
+        ) -> httpcore.AsyncNetworkStream:
+            addresses = await policy.addresses(host, port)
+            for address in addresses:  # in the resolver's order, as a connection tries them
+                try:
+                    return await self.inner.connect_tcp(
+                        str(address), port, timeout, local_address, socket_options
+                    )
+                except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                    if address == addresses[-1]:
+                        raise
+            raise AssertionError("addresses returns at least one")
+
+        async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
+            raise HostRefused("no Unix sockets")
+
+        async def sleep(self, seconds: float) -> None:
+            await self.inner.sleep(seconds)
+
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    # httpx takes no network backend, its connection pool (httpcore's) does
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=Pinned()
+    )
+    return transport
+
+
+def guarded_client(
+    policy: HostPolicy,
+    *,
+    timeout: float,
+    max_bytes: int = MAX_ANSWER_BYTES,
+    base_url: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client that reaches only what ``policy`` allows, at the addresses it checked,
+    follows no redirect (a 30x could lead anywhere) and reads at most ``max_bytes`` of an
+    answer (``AnswerTooLarge``: one announced larger is refused unread, one that streams past
+    it is cut off there)."""
+    import httpx
+
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=headers,
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        trust_env=False,
+        transport=_bounded(pinned_transport(policy), max_bytes),
+    )
+
+
+def _bounded(inner: httpx.AsyncBaseTransport, limit: int) -> httpx.AsyncBaseTransport:
+    import httpx
+
+    class Counted(httpx.AsyncByteStream):
+        def __init__(self, stream: Any) -> None:
+            self.stream = stream
+            self.read = 0
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self.stream:
+                self.read += len(chunk)
+                if self.read > limit:
+                    raise AnswerTooLarge(f"the answer passed {limit} bytes")
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.stream.aclose()
+
+    class Bounded(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await inner.handle_async_request(request)
+            size = response.headers.get("content-length", "")
+            if size.isdigit() and int(size) > limit:
+                await response.aclose()
+                raise AnswerTooLarge(f"the answer is {size} bytes, over {limit}")
+            response.stream = Counted(response.stream)
+            return response
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return Bounded()
