@@ -26,6 +26,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -40,7 +41,7 @@ Resolve = Callable[[str, int], Awaitable[list[Address]]]
 
 RESOLVE_TIMEOUT = 10.0  # seconds a name may take to resolve before it counts as not resolving
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
-_LOOPBACK = [ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
+_LOOPBACK: list[Address] = [ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
 _NUMERIC = re.compile(r"[0-9a-fx.]+")  # what inet_aton may read as an IPv4 address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _COMPATIBLE = ipaddress.IPv6Network("::/96")  # IPv4-compatible IPv6 (deprecated, still parsed)
@@ -88,7 +89,7 @@ async def system_resolve(host: str, port: int) -> list[Address]:
         found = await asyncio.wait_for(
             loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT
         )
-    except (OSError, asyncio.TimeoutError):
+    except (OSError, TimeoutError):
         return []
     # An IPv6 scope ("fe80::1%eth0") is no part of the address.
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
@@ -185,10 +186,13 @@ class HostPolicy:
         return found
 
 
-def pinned_transport(policy: HostPolicy) -> httpx.AsyncBaseTransport:
+def pinned_transport(
+    policy: HostPolicy, verify: ssl.SSLContext | None = None
+) -> httpx.AsyncBaseTransport:
     """An httpx transport whose every connection goes to an address ``policy`` checked for the
     request's host at that moment (the name is never resolved again); the URL keeps the name,
-    so the Host header, SNI, the certificate check and the reuse of connections all go by it."""
+    so the Host header, SNI, the certificate check and the reuse of connections all go by it.
+    ``verify``: the TLS context (the system's trust by default)."""
     import httpcore
     import httpx
 
@@ -224,7 +228,7 @@ def pinned_transport(policy: HostPolicy) -> httpx.AsyncBaseTransport:
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx takes no network backend, its connection pool (httpcore's) does
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=Pinned()
+        ssl_context=verify or httpx.create_ssl_context(trust_env=False), network_backend=Pinned()
     )
     return transport
 
@@ -236,6 +240,7 @@ def guarded_client(
     max_bytes: int = MAX_ANSWER_BYTES,
     base_url: str = "",
     headers: Mapping[str, str] | None = None,
+    verify: ssl.SSLContext | None = None,
 ) -> httpx.AsyncClient:
     """An httpx client that reaches only what ``policy`` allows, at the addresses it checked,
     follows no redirect (a 30x could lead anywhere) and reads at most ``max_bytes`` of an
@@ -249,7 +254,7 @@ def guarded_client(
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         trust_env=False,
-        transport=_bounded(pinned_transport(policy), max_bytes),
+        transport=_bounded(pinned_transport(policy, verify), max_bytes),
     )
 
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
 from ..client.http_guard import HostPolicy, HostRefused, guarded_client
 from .rules import WakeRule
 
@@ -192,8 +193,9 @@ class Deliverer:
                 if n + 1 == self.attempts:
                     raise
                 delay = self.backoff * 2**n * random.uniform(0.75, 1.25)  # jitter
-                log.info("delivery %s failed (%s); again in %.2f s", what,
-                         type(exc).__name__, delay)
+                log.info(
+                    "delivery %s failed (%s); again in %.2f s", what, type(exc).__name__, delay
+                )
                 await self.sleep(delay)
 
     async def _callback(self, rule: WakeRule, wake: Wake) -> None:
@@ -255,8 +257,12 @@ class Deliverer:
 
         # The SDK's own client would connect by name, proxies and all: ours, with its headers
         key = {"x-api-key": self._api_key} if self._api_key else {}
-        http = guarded_client(self.destinations.hosts, timeout=TIMEOUT, base_url=rule.url,
-                              headers={"User-Agent": "langchain-mq9-wake", **key})
+        http = guarded_client(
+            self.destinations.hosts,
+            timeout=TIMEOUT,
+            base_url=rule.url,
+            headers={"User-Agent": "langchain-mq9-wake", **key},
+        )
         async with http:
             client = LangGraphClient(http)
             by = wake.sender if rule.thread == "sender" and wake.sender else wake.mailbox
