@@ -29,9 +29,10 @@ from a2a.types.a2a_pb2 import (
     Task,
 )
 
+from ..client.http_guard import AnswerTooLarge, guarded_client
 from ..protocol import clipped
 from . import wire as w
-from .hosts import HostPolicy, HostRefused, pinned_transport
+from .hosts import HostPolicy, HostRefused
 from .protojson import to_json, to_proto
 
 # How long one HTTP request may take before the call says the agent did not answer.
@@ -54,58 +55,19 @@ class AgentUnreachable(Exception):
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, HostRefused):
+    if isinstance(exc, (HostRefused, AnswerTooLarge)):
         return str(exc)
     cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, HostRefused):
+    if isinstance(cause, (HostRefused, AnswerTooLarge)):
         return str(cause)
     return clipped(f"{type(exc).__name__}: {exc}", 500)
 
 
 def http_client(hosts: HostPolicy, *, timeout: float = REQUEST_TIMEOUT) -> httpx.AsyncClient:
-    """An httpx client that reaches only allowed hosts, follows no redirect and reads no more
-    than ``MAX_RESPONSE_BYTES`` of an answer (announced or streamed)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        transport=_Bounded(pinned_transport(hosts)),
-    )
-
-
-class _Bounded(httpx.AsyncBaseTransport):
-    """Answers read up to ``MAX_RESPONSE_BYTES``: one announced larger is refused unread, one
-    that streams past it is cut off there."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        size = response.headers.get("content-length", "")
-        if size.isdigit() and int(size) > MAX_RESPONSE_BYTES:
-            await response.aclose()
-            raise AgentUnreachable(f"the agent's answer is {size} bytes: too large")
-        response.stream = _Counted(response.stream)
-        return response
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-class _Counted(httpx.AsyncByteStream):
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.read = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self.stream:
-            self.read += len(chunk)
-            if self.read > MAX_RESPONSE_BYTES:
-                raise AgentUnreachable(f"the agent's answer passed {MAX_RESPONSE_BYTES} bytes")
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
+    """An httpx client that reaches only allowed hosts, at the addresses checked, follows no
+    redirect and reads no more than ``MAX_RESPONSE_BYTES`` of an answer (announced or
+    streamed): the package's SSRF guard."""
+    return guarded_client(hosts, timeout=timeout, max_bytes=MAX_RESPONSE_BYTES)
 
 
 def snapshot_of(event: StreamResponse, before: dict[str, Any] | None) -> dict[str, Any]:

@@ -270,7 +270,7 @@ def _bounded(inner: httpx.AsyncBaseTransport, limit: int) -> httpx.AsyncBaseTran
             async for chunk in self.stream:
                 self.read += len(chunk)
                 if self.read > limit:
-                    raise AnswerTooLarge(f"the answer passed {limit} bytes")
+                    raise AnswerTooLarge(f"the answer passed {limit} bytes: too large")
                 yield chunk
 
         async def aclose(self) -> None:
@@ -282,7 +282,7 @@ def _bounded(inner: httpx.AsyncBaseTransport, limit: int) -> httpx.AsyncBaseTran
             size = response.headers.get("content-length", "")
             if size.isdigit() and int(size) > limit:
                 await response.aclose()
-                raise AnswerTooLarge(f"the answer is {size} bytes, over {limit}")
+                raise AnswerTooLarge(f"the answer is {size} bytes: too large (at most {limit})")
             response.stream = Counted(response.stream)
             return response
 
