@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..client.client import Mq9Client
 from ..client.live_search import is_robustmq
@@ -39,9 +39,11 @@ IDLE_WAKES = 3
 class Arrivals:
     """The arrival announcements one client hears, handed to the waiters on each mailbox."""
 
-    def __init__(self, client: Mq9Client | None) -> None:
-        """``client``: the connection to listen on (None: no announcements, poll)."""
+    def __init__(self, client: Mq9Client | None, mailboxes: Iterable[str] | None = None) -> None:
+        """``client``: the connection to listen on (None: no announcements, poll);
+        ``mailboxes``: the only ones waited on, if known (else every mailbox's are heard)."""
         self.client = client
+        self.mailboxes = None if mailboxes is None else list(mailboxes)
         self.heard = False  # an announcement came: the broker announces arrivals
         self._bells: dict[str, set[Bell]] = {}
         self._unsubscribe: Unsubscribe | None = None
@@ -53,7 +55,9 @@ class Arrivals:
             return self
         if is_robustmq(getattr(getattr(client, "_transport", None), "server_info", None)):
             return self
-        self._unsubscribe = await subscribe_arrivals(client, self._arrived)
+        self._unsubscribe = await subscribe_arrivals(
+            client, self._arrived, mailboxes=self.mailboxes
+        )
         return self
 
     async def stop(self) -> None:

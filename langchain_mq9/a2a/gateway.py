@@ -79,6 +79,7 @@ STREAM_WAIT = 600.0
 CANCEL_WAIT = 5.0
 # The largest request body read: a request goes into one mq9 message (about 1 MB on RobustMQ).
 MAX_BODY_BYTES = 2 * 1024 * 1024
+GATEWAY = "gateway"  # the default name of the gateway's reply mailboxes, <gateway>.<tenant>
 
 
 class Tenants:
@@ -98,6 +99,10 @@ class Tenants:
             if len(token) < 16:
                 raise ValueError(f"tenant {tenant}'s token is shorter than 16 characters")
             self._by_digest[_digest(token)] = tenant
+
+    @property
+    def names(self) -> set[str]:
+        return set(self._by_digest.values())
 
     def find(self, headers: Headers) -> str | None:
         """The tenant the request's credential names, or None."""
@@ -197,7 +202,7 @@ class GatewayHandler(RequestHandler):
         mailbox: str,
         card: AgentCard,
         *,
-        gateway: str = "gateway",
+        gateway: str = GATEWAY,
         send_wait: float = SEND_WAIT,
         stream_wait: float = STREAM_WAIT,
         push: GatewayPush | None = None,
@@ -225,7 +230,7 @@ class GatewayHandler(RequestHandler):
         tenant = context.user.user_name if context.user.is_authenticated else ""
         if not w.is_valid_id(tenant):  # the middleware lets no such request through
             raise InvalidRequestError("unauthenticated")
-        reply = f"{self.gateway}.{tenant}"  # one reply mailbox per tenant: its tasks alone
+        reply = reply_mailbox(self.gateway, tenant)
         return Mq9Transport(
             self.client, self.mailbox, reply_mailbox=reply, card=self.card, arrivals=self.arrivals
         )
@@ -310,6 +315,11 @@ class GatewayHandler(RequestHandler):
         raise ExtendedAgentCardNotConfiguredError()
 
 
+def reply_mailbox(gateway: str, tenant: str) -> str:
+    """One reply mailbox per tenant: its tasks alone."""
+    return f"{gateway}.{tenant}"
+
+
 @contextlib.contextmanager
 def _said() -> Iterator[None]:
     """A broker failure as an A2A error in words (a2a-sdk answers others with an empty one)."""
@@ -366,7 +376,10 @@ async def gateway_app(
         raise ValueError("name at least one mq9 agent to serve")
     registered = {a.get("name"): a for a in await client.agent_discover()}
     routes = []
-    arrivals = Arrivals(client)  # one listener for every agent's handler
+    # One listener for every agent's handler, hearing of the tenants' reply mailboxes
+    gateway = options.get("gateway", GATEWAY)
+    replies = [w.caller_address(reply_mailbox(gateway, tenant)) for tenant in tenants.names]
+    arrivals = Arrivals(client, replies)
     for name in agents:
         if not w.is_valid_id(name):  # it becomes a URL path: letters, digits, '.', '-', '_'
             raise ValueError(f"agent name {name[:80]!r}: letters, digits, '.', '-', '_' only")

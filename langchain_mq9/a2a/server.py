@@ -141,7 +141,7 @@ class AgentServer:
         # docs/groups.md) is set aside; its caller is told, unless the options say otherwise.
         options = {"on_dead_letter": self._set_aside, **(reader_options or {})}
         self.reader = GroupReader(client, self.mailbox, self.group, worker=self.worker, **options)
-        self.arrivals = Arrivals(client)  # requests read as they arrive, where announced
+        self.arrivals = Arrivals(client, [self.mailbox])  # requests read as they arrive
         # Graphs running at once, and requests held (handed out, not finished): a few more
         # than run, so a cancel or a GetTask still gets read while every slot is busy.
         self._slots = asyncio.Semaphore(max_concurrency)

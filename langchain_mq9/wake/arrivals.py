@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..client import Mq9Client
@@ -26,10 +26,13 @@ OnArrival = Callable[[str], None]  # called on the loop with a mailbox's digest
 Unsubscribe = Callable[[], Awaitable[None]]
 
 
-async def subscribe_arrivals(client: Mq9Client, on_arrival: OnArrival) -> Unsubscribe | None:
+async def subscribe_arrivals(
+    client: Mq9Client, on_arrival: OnArrival, *, mailboxes: Iterable[str] | None = None
+) -> Unsubscribe | None:
     """Call ``on_arrival(digest)`` on this loop for each message stored, where the broker
     announces it: a memory:// engine of this process, or a NATS server carrying
-    ``$mq9.WAKE.*``. None when nothing can be subscribed (then poll)."""
+    ``$mq9.WAKE.*``. None when nothing can be subscribed (then poll). ``mailboxes``: on NATS,
+    only theirs are subscribed to (a listener for a few mailboxes is not sent every one's)."""
     loop = asyncio.get_running_loop()
     transport: Any = getattr(client, "_transport", None)
     engine = getattr(transport, "_handler", None)
@@ -45,17 +48,24 @@ async def subscribe_arrivals(client: Mq9Client, on_arrival: OnArrival) -> Unsubs
         if len(d) == 32:
             on_arrival(d)
 
+    subjects = [ARRIVALS_WILDCARD]
+    if mailboxes is not None:
+        subjects = [ARRIVALS_PREFIX + digest(m) for m in set(mailboxes)]
+    subscriptions: list[Any] = []
+
+    async def unsubscribe() -> None:
+        for subscription in subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
     try:
-        subscription = await connection.subscribe(ARRIVALS_WILDCARD, cb=announced)
+        for subject in subjects:
+            subscriptions.append(await connection.subscribe(subject, cb=announced))
         await connection.flush(timeout=client.request_timeout)
     except Exception as exc:  # a server refusing the subscription: poll instead
         log.warning("arrival announcements unavailable (%s): polling", type(exc).__name__)
+        await unsubscribe()
         return None
-
-    async def unsubscribe() -> None:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
-
     return unsubscribe
 
 
