@@ -29,7 +29,7 @@ from a2a.types.a2a_pb2 import (
     Task,
 )
 
-from ..client.http_guard import AnswerTooLarge, guarded_client
+from ..client.ssrf import AnswerTooLarge, guarded_client
 from ..protocol import clipped
 from . import wire as w
 from .hosts import HostPolicy, HostRefused

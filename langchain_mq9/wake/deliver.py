@@ -1,7 +1,7 @@
 """Delivering one wake to its target: a signed webhook POST, a LangGraph Agent Server run, a
 command, an in-process callback (docs/wake.md). The waker decides when; this module only
 delivers, through the operator's allow-lists (``Destinations``); every HTTP request goes
-through the package's SSRF guard (``client/http_guard.py``), which connects to the addresses it
+through the package's SSRF guard (``client/ssrf.py``), which connects to the addresses it
 checked.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..client.http_guard import HostPolicy, HostRefused, guarded_client
+from ..client.ssrf import HostPolicy, HostRefused, guarded_client
 from .rules import WakeRule
 
 log = logging.getLogger("langchain_mq9.wake")
