@@ -26,7 +26,9 @@ fetched; the lane then counts the messages handed out by a fetch *sent* after a 
 covering them had returned (target 0), and, as the issue first counted them, by a fetch that
 *returned* after it (a fetch the broker answered before the ack, whose answer came back after
 the done: no fault). At the broker, an observer reads the state stream as it is stored and
-counts the group's commits that moved its position back.
+counts the group's commits that moved its position back; the readers' client records each ACK
+it sends and how it ended, so that each such commit is told with the ACKs of both positions
+(``why_back``), and counts the ACKs it sent below one it had sent before.
 
     python -m bench.js_failover --rounds 11 --out /tmp/kill-lane.json   # 33 kills
     python -m bench.js_failover --rounds 10 --readers group              # 30 kills

@@ -45,6 +45,16 @@ async def _each_done_first(readers: list[GroupReader], count: int) -> None:
         await reader.done(list(range(count)))
 
 
+async def _b_and_c_holding(client) -> tuple[str, list[GroupReader]]:
+    """Four readers past 0..4; b is handed 5..14 and c 5..24, neither finished yet."""
+    box = await _box(client, 40)
+    readers = [GroupReader(client, box, "g") for _ in range(4)]
+    await _each_done_first(readers, 5)
+    assert await _ids(readers[1], 10) == list(range(5, 15))
+    assert await _ids(readers[2], 20) == list(range(5, 25))
+    return box, readers
+
+
 async def test_a_reader_that_finishes_late_does_not_move_the_group_back(client):
     box = await _box(client, 40)
     a, b, c, d = readers = [GroupReader(client, box, "g") for _ in range(4)]
@@ -60,11 +70,7 @@ async def test_a_reader_that_finishes_late_does_not_move_the_group_back(client):
 async def test_an_ack_sent_again_after_a_failover_is_not_overtaken(client):
     """b's ACK finds no broker (a failover) and is sent again a moment later; c's higher ACK,
     made meanwhile, waits for b's turn instead of landing before b's repeat."""
-    box = await _box(client, 40)
-    a, b, c, d = readers = [GroupReader(client, box, "g") for _ in range(4)]
-    await _each_done_first(readers, 5)
-    assert await _ids(b, 10) == list(range(5, 15))
-    assert await _ids(c, 20) == list(range(5, 25))
+    box, (a, b, c, d) = await _b_and_c_holding(client)
     transport = client._transport
     request = transport.request
     failed = asyncio.Event()
@@ -104,11 +110,7 @@ async def test_an_ack_never_answered_is_not_overtaken_by_a_lower_one(client):
     """c's ACK is stored, yet its answer never comes (its broker killed after storing it, a
     write that reached the stream late): c's done raises. b's lower ACK, sent afterwards,
     would land behind it and move the group back; b sends c's instead."""
-    box = await _box(client, 40)
-    a, b, c, d = readers = [GroupReader(client, box, "g") for _ in range(4)]
-    await _each_done_first(readers, 5)
-    assert await _ids(b, 10) == list(range(5, 15))
-    assert await _ids(c, 20) == list(range(5, 25))
+    box, (a, b, c, d) = await _b_and_c_holding(client)
     transport = client._transport
     request = transport.request
 
