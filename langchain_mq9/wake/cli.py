@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    # The waker's own records; httpx's line per request (every webhook URL) only at debug
+    configure_logging(args.log_level, loud=("langchain_mq9",))
     try:
         if args.command == "rules":
             return asyncio.run(_rules(args))
