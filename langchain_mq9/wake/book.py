@@ -119,10 +119,8 @@ class RuleBook:
     async def rule_records(self, mail_address: str) -> builtins.list[tuple[int, WakeRule]]:
         try:
             found = await self.client.query(rules_address(mail_address), tags=[RULE_TAG])
-        except Mq9Error as exc:
-            if "not found" in str(exc) or "does not exist" in str(exc):
-                return []
-            raise
+        except MailboxNotFound:
+            return []
         rules: dict[str, tuple[int, WakeRule]] = {}
         for message in found:
             try:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from .._cli import configure_logging, positive_float
 from ..client import Mq9Client
 from ..client.redaction import redact
-from ..protocol.errors import Mq9Error
+from ..protocol.errors import MailboxNotFound, Mq9Error
 from .book import RuleBook
 from .deliver import Deliverer, Destinations
 from .rules import FAILED_ADDRESS, RuleError, WakeRule
@@ -158,10 +158,8 @@ async def _failed(args: argparse.Namespace) -> int:
     async with Mq9Client(args.server) as client:
         try:
             found = await client.query(FAILED_ADDRESS)
-        except Mq9Error as exc:
-            if "not found" in str(exc) or "does not exist" in str(exc):
-                return 0
-            raise
+        except MailboxNotFound:
+            return 0
         for message in found:
             print(message.text())
     return 0
