@@ -182,6 +182,10 @@ def _first_server_only() -> Iterator[JetStreamCluster]:
         cluster.__exit__()
 
 
+def _serving(brokers: list[DevBroker]) -> list[DevBroker]:
+    return [b for b in brokers if any(x.endswith("(serving)") for x in b.stdout)]
+
+
 def test_brokers_started_before_their_cluster_has_formed_serve_once_it_has():
     with _first_server_only() as cluster:
         nats = ",".join(cluster.urls)
@@ -197,7 +201,14 @@ def test_brokers_started_before_their_cluster_has_formed_serve_once_it_has():
                 server.start()
             ready = [broker.wait_ready(120) for broker in brokers]
             assert ready == [nats, nats]
-            serving = [b for b in brokers if any(x.endswith("(serving)") for x in b.stdout)]
+            # both may start as standbys while the lock's bucket is still being placed: one
+            # takes the lock once it can (a hang guard, not a speed check)
+            serving = _serving(brokers)
+            for _ in range(600):
+                if serving:
+                    break
+                time.sleep(0.1)
+                serving = _serving(brokers)
             assert len(serving) == 1, [b.output() for b in brokers]
             assert any("(3 replicas;" in line for line in serving[0].stdout)
             asyncio.run(_send_and_fetch(cluster.urls[2]))
