@@ -226,7 +226,14 @@ def pinned_transport(
             await self.inner.sleep(seconds)
 
     transport = httpx.AsyncHTTPTransport(trust_env=False)
-    # httpx takes no network backend, its connection pool (httpcore's) does
+    # httpx takes no network backend, its connection pool (httpcore's) does. Should a later
+    # httpx keep its pool elsewhere, setting it here would change nothing and connections would
+    # go by name again: refuse to make a client rather than make an unpinned one.
+    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
+        raise RuntimeError(
+            f"httpx {httpx.__version__} keeps no httpcore pool where this guard puts its own: "
+            "its connections could not be pinned to checked addresses"
+        )
     transport._pool = httpcore.AsyncConnectionPool(
         ssl_context=verify or httpx.create_ssl_context(trust_env=False), network_backend=Pinned()
     )

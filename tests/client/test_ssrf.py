@@ -282,3 +282,16 @@ async def test_https_goes_to_the_address_and_verifies_the_name():
 
 async def _at(address: ipaddress._BaseAddress) -> list:
     return [address]
+
+
+def test_an_httpx_whose_pool_the_guard_cannot_replace_makes_no_client(monkeypatch):
+    # a later httpx keeping its pool elsewhere: the guard's own pool would be set and never
+    # used, so every connection would go by name again; no client is made instead
+    class Elsewhere(httpx.AsyncHTTPTransport):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__(**kwargs)  # type: ignore[arg-type]
+            del self._pool
+
+    monkeypatch.setattr(httpx, "AsyncHTTPTransport", Elsewhere)
+    with pytest.raises(RuntimeError, match="could not be pinned"):
+        guarded_client(HostPolicy(["*"]), timeout=20)
