@@ -121,7 +121,7 @@ def current_run(policy: ToolPolicy) -> Run:
     the call was given a config, and no stream writer."""
     config = var_child_runnable_config.get()
     if not config or not config.get("configurable"):  # no graph's runtime, no identity named
-        return Run(policy)  # (what the rest makes of it, 3 µs sooner: most tool calls)
+        return Run(policy)  # (what the rest would make of it, sooner: most tool calls)
     runtime = _runtime()
     context = runtime.context if runtime is not None else None
     writer = runtime.stream_writer if runtime is not None else None

@@ -91,10 +91,9 @@ READY = "mq9 dev broker ready on"
 CONNECT_TIMEOUT = 10.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SWITCH_INTERVAL = 0.0001  # seconds: see main()
-# Answers above BULK_ANSWER, in MiB a second (serve.py, pacing.py): a client listing 1,000
-# agents (2 MB) back to back left another client's SEND p99 at 1.32x idle at 8 MiB/s, 2.15x at
-# 16 and 6x unpaced on 2 cores (bench 9d, one run each); an answer after a quiet moment goes
-# at once, up to BURST_MIB ahead of the pace
+# Answers above BULK_ANSWER, in MiB a second (serve.py, pacing.py): the pace at which a client
+# listing the registry back to back leaves another client's SEND close to idle (bench 9d,
+# bench/HOTPATH.md); an answer after a quiet moment goes at once, up to BURST_MIB ahead
 ANSWER_RATE_MIB = 8
 BURST_MIB = 4
 DEFAULT_ACCOUNT = "$G"  # nats-server's account for clients when its config names none

@@ -78,7 +78,7 @@ class StoredMessage:
     def wire_size(self) -> int:
         """``len(self.wire())``, without keeping it or writing the header block out: a SEND's
         size check comes before its msg_id is known, and a header block is a JSON list of
-        numbers, costlier to encode than all the rest (7 µs for a traceparent's 82 bytes)."""
+        numbers, costlier to encode than all the rest."""
         size = len(self._encoded(None))  # the header written as null
         if self.header is not None:
             size += _json_numbers_size(self.header) - len(b"null")

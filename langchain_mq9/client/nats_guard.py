@@ -460,8 +460,8 @@ class GuardedClient(Client):
     """nats-py's client on ``PatientTcpTransport`` (see the module); call ``protect`` on it.
 
     It also writes a publish's header block faster than nats-py (which takes each header
-    through a regex and a translate table: ~1.6 µs for one traceparent, ~10 µs on a loaded
-    machine, on every SEND under a trace: docs/tracing.md, "What it costs"): the same bytes.
+    through a regex and a translate table on every SEND under a trace: docs/tracing.md,
+    "What it costs"): the same bytes.
     """
 
     def _connect_command(self) -> bytes:

@@ -44,7 +44,7 @@ def _current_run() -> Any:
         return None
     run = helpers.get_current_run_tree()  # a context variable: asked first, as it is cheap
     if run is None:
-        return None  # (tracing_is_enabled reads the tracing context and the environment: ~30 µs)
+        return None  # (tracing_is_enabled reads the tracing context and the environment)
     from langsmith.utils import tracing_is_enabled
 
     return run if tracing_is_enabled() else None
@@ -72,7 +72,7 @@ UNTRACED = Sending()  # every SEND outside a trace: nothing to carry or report
 class _TracedSend(Sending):
     """A SEND in a trace: the ``send`` span's context (when a span is active) and the
     LangSmith run's place go with the message. A class, not a generator context: every
-    traced SEND comes here, and a generator costs a few µs more."""
+    traced SEND comes here, and a generator costs more (bench/HOTPATH.md)."""
 
     def __init__(self, mailbox: str, parent: Span | None, run: Any) -> None:
         headers: dict[str, str] = {}
@@ -109,7 +109,7 @@ def sending(mailbox: str) -> Sending:
 def receiving(mailbox: str, group: str | None) -> AbstractContextManager[list[Message]]:
     """Around one FETCH (under an active span only): a ``receive`` span, linked to the send of
     each message handed out (the caller fills the yielded list). Without a span, a plain
-    list: every fetch comes here, and a context of ours costs ~0.4 µs more (issue #36)."""
+    list: every fetch comes here, and a context of ours costs more (issue #36)."""
     if _current_span() is None:
         return nullcontext([])
     return _Receiving(mailbox, group)

@@ -776,9 +776,8 @@ class _RecordWriter:
     """The serving loop's connection for the records, and JetStream's publish on it without
     nats-py's request machinery: the acknowledgement comes to an inbox of the writer's own,
     handed over in the connection's read loop (``nats_guard.deliver_inline``), and the record
-    leaves at once (``write_now``), not on the flusher's next turn: 388-389 µs against
-    461-479 µs a 2.5 KB record with 3 replicas on loopback (2 runs of 2,000, the leader's
-    server, idle). The same answers as ``JetStreamContext.publish``: nats-py's ``APIError``
+    leaves at once (``write_now``), not on the flusher's next turn (bench/HOTPATH.md). The
+    same answers as ``JetStreamContext.publish``: nats-py's ``APIError``
     for JetStream's error, ``NoStreamResponseError`` when nothing answers, a timeout after
     ``_ATTEMPT_TIMEOUT``; on a connection nats_guard cannot take, that publish itself."""
 
