@@ -8,7 +8,7 @@ Run it with ``mq9-mcp`` or ``python -m mcp_server`` (``--help`` lists the option
 >>> server = create_server(Mq9Connection("memory://"))   # an mcp.server.lowlevel.Server
 """
 
-from .http_app import create_http_app
+from .http import create_http_app
 from .server import create_server, tool_definitions
 
 __all__ = ["create_http_app", "create_server", "tool_definitions"]

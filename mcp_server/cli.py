@@ -25,7 +25,7 @@ from langchain_mq9.operations.policy import ToolPolicy
 from langchain_mq9.protocol.errors import Mq9Error
 
 from . import client_lines
-from .http_app import (
+from .http import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_SESSION_IDLE_TIMEOUT,
     MCP_PATH,

@@ -26,8 +26,8 @@ from mcp_support import (
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
-from mcp_server import http_guard
-from mcp_server.http_app import is_loopback
+from mcp_server.http import guard as http_guard
+from mcp_server.http import is_loopback
 
 TOKEN = "test-token-5c1e0f"
 

@@ -17,9 +17,11 @@ from mcp_support import ACCEPT, INITIALIZE
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.client.connection import Mq9Connection
-from mcp_server import http_app, http_guard, http_limits
+from mcp_server.http import app as http_app
+from mcp_server.http import guard as http_guard
+from mcp_server.http import limits as http_limits
 from mcp_server.server import create_server
 
 MB = 1024 * 1024

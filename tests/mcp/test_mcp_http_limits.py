@@ -19,11 +19,11 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok
 
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server.cli import build_parser
-from mcp_server.http_app import create_http_app, uvicorn_config
-from mcp_server.http_sessions import SessionLimits
+from mcp_server.http import create_http_app, uvicorn_config
+from mcp_server.http.sessions import SessionLimits
 from mcp_server.server import create_server
 
 

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 from mcp_support import ACCEPT, INITIALIZE, RawStdio, http_server
 
-from mcp_server.http_limits import MAX_BODY_BYTES
+from mcp_server.http.limits import MAX_BODY_BYTES
 
 DEEP = 400  # past the MCP SDK's own nesting limit, within Python's json
 

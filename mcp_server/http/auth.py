@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .owners import normalized_credentials
+from ..owners import normalized_credentials
 
 # On a refusal before the body is read: uvicorn would otherwise read (and drop) the rest of it to
 # keep the connection, which for a 150 MB body costs as much as buffering it.

@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from .owners import client_identity
+from ..owners import client_identity
 
 log = logging.getLogger("mcp_server")
 
@@ -65,7 +65,7 @@ class SessionLimits:
             )
         # Closing a session the client did not end has no public API in the SDK: its transport
         # is terminated as a client's DELETE does, and the SDK then forgets it (the versions
-        # this was written for: http_guard.SUPPORTED, checked before the server starts)
+        # this was written for: guard.SUPPORTED, checked before the server starts)
         if not isinstance(getattr(manager, "_server_instances", None), dict):
             raise RuntimeError(
                 "this version of the mcp SDK keeps its HTTP sessions where mq9-mcp cannot close "

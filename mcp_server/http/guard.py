@@ -23,15 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .http_auth import is_loopback, loopback_security
-from .http_limits import MAX_BODY_BYTES, too_long
+from .auth import is_loopback, loopback_security
+from .limits import MAX_BODY_BYTES, too_long
 
 log = logging.getLogger("mcp_server")
 
 # The releases whose internals this module relies on (uvicorn's H11Protocol: conn, flow,
 # transport, connections, on_response_complete, shutdown; h11's Connection.next_event), from
 # the first tested up to (not including) the next that may rename them.
-# mcp: http_sessions.py closes an idle session through the session manager's own table
+# mcp: sessions.py closes an idle session through the session manager's own table
 SUPPORTED = {"uvicorn": ((0, 30), (1, 0)), "h11": ((0, 14), (1, 0)), "mcp": ((2, 3), (3, 0))}
 
 # How long a connection's request headers may take to arrive.

@@ -16,8 +16,8 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .http_auth import CLOSE
-from .screening import leading_id, screened
+from ..screening import leading_id, screened
+from .auth import CLOSE
 
 # The largest request body: a tool call carries at most a 1 MiB payload (the broker's SEND
 # limit), which JSON escaping may make up to six times longer.

@@ -1,10 +1,10 @@
 """Streamable HTTP for the MCP server: one endpoint at ``/mcp``, a bearer token, loopback first.
 
-Bound to a loopback address the server also checks ``Host`` and ``Origin`` (``http_auth.py``),
+Bound to a loopback address the server also checks ``Host`` and ``Origin`` (``auth.py``),
 so a web page in the user's browser cannot reach it. Bound anywhere else it refuses to start
 without a token (``cli.py`` checks that); with a token every request needs ``Authorization:
-Bearer <token>``. ``http_sessions.py`` bounds the sessions, ``http_limits.py`` the bodies,
-``http_guard.py`` the connections.
+Bearer <token>``. ``sessions.py`` bounds the sessions, ``limits.py`` the bodies,
+``guard.py`` the connections.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from starlette.types import ASGIApp
 
 from langchain_mq9.client.connection import Mq9Connection
 
-from .http_auth import BearerTokenMiddleware, HostAndOrigin, is_loopback, loopback_security
-from .http_guard import BoundedConnections, check_versions
-from .http_limits import MAX_BODY_BYTES, UnreadableBodies
-from .http_sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT, SessionLimits
-from .server import connect_early
+from ..server import connect_early
+from .auth import BearerTokenMiddleware, HostAndOrigin, is_loopback, loopback_security
+from .guard import BoundedConnections, check_versions
+from .limits import MAX_BODY_BYTES, UnreadableBodies
+from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT, SessionLimits
 from .sse import RETRY_MS, PrimingEvents
 
 __all__ = [
