@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from .clock import ManualClock
-from .engine import BrokerEngine, BrokerLimits
-from .serve import serve_on_nats
+from .engine.engine import BrokerEngine, BrokerLimits
+from .serving.serve import serve_on_nats
+from .state.clock import ManualClock
 
 _memory_brokers: dict[str, BrokerEngine] = {}
 _memory_lock = threading.Lock()

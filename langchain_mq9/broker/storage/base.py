@@ -20,8 +20,8 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from ...semantic.ranking import AgentEntry
-from ..mailbox import Mailbox, StoredMessage
-from ..registry import AgentRegistry
+from ..state.mailbox import Mailbox, StoredMessage
+from ..state.registry import AgentRegistry
 
 
 class StorageError(Exception):

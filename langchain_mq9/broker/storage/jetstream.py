@@ -70,8 +70,8 @@ from ... import protocol as p
 from ...client.nats_guard import deliver_inline, flush_in_order, protect, write_now
 from ...protocol import Priority
 from ...semantic.ranking import AgentEntry
-from ..cluster import replicas_for
-from ..mailbox import Mailbox, StoredMessage
+from ..cluster.survey import replicas_for
+from ..state.mailbox import Mailbox, StoredMessage
 from .base import Restorable, Storage, StorageError
 from .loop_thread import LoopThread
 

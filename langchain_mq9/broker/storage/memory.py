@@ -7,7 +7,7 @@ import contextlib
 from contextlib import AbstractContextManager
 
 from ...semantic.ranking import AgentEntry
-from ..mailbox import Mailbox, StoredMessage
+from ..state.mailbox import Mailbox, StoredMessage
 from .base import Restorable, Storage
 
 

@@ -50,12 +50,26 @@ from typing import Any, ClassVar, Literal
 
 from ...protocol import Priority
 from ...semantic.ranking import AgentEntry
-from ..mailbox import Mailbox, StoredMessage
-from ..sqlite import sqlite_busy, sqlite_readonly
+from ..state.mailbox import Mailbox, StoredMessage
 from .base import Restorable, Storage, StorageError
 from .request_log import HEADER_SIZE, Change, RequestLog, encode_changes, set_aside_name
 
 log = logging.getLogger("langchain_mq9.broker")
+
+
+def sqlite_busy(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused because another process holds the database (locked/busy)."""
+    return _sqlite_code(exc, ("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def sqlite_readonly(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused to write a database it may only read."""
+    return _sqlite_code(exc, ("SQLITE_READONLY",))
+
+
+def _sqlite_code(exc: sqlite3.Error, names: tuple[str, ...]) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # set on errors SQLite itself raised
+    return code is not None and any(code & 0xFF == getattr(sqlite3, name) for name in names)
 
 # 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
 # 4: a crc32 per message and delayed row (version 3 files are upgraded in place)

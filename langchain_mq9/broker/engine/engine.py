@@ -46,14 +46,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .. import protocol as p
-from ..protocol import PRIORITY_ORDER, Priority
-from ..protocol.errors import Mq9Error, WireError
-from ..semantic.ranking import AgentEntry, word_pieces
-from .clock import Clock, system_clock
-from .mailbox import Mailbox, StoredMessage
-from .registry import AgentRegistry
-from .storage import MemoryStorage, Storage, StorageError
+from ... import protocol as p
+from ...protocol import PRIORITY_ORDER, Priority
+from ...protocol.errors import Mq9Error, WireError
+from ...semantic.ranking import AgentEntry, word_pieces
+from ..state.clock import Clock, system_clock
+from ..state.mailbox import Mailbox, StoredMessage
+from ..state.registry import AgentRegistry
+from ..storage import MemoryStorage, Storage, StorageError
 
 log = logging.getLogger("langchain_mq9.broker")
 

@@ -54,12 +54,12 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from .. import protocol as p
-from ..client.nats_guard import flush_in_order
-from .credentials import ID_PATTERN, BaseIdentityStore, CredentialError
-from .nats_process import server_urls
+from ... import protocol as p
+from ...client.nats_guard import flush_in_order
+from ..cluster.servers import server_urls
+from .store import ID_PATTERN, BaseIdentityStore, CredentialError
 
-log = logging.getLogger("langchain_mq9.broker.identities")
+log = logging.getLogger("langchain_mq9.broker.identities.ownership")
 
 ACCOUNT = "AGENTS"
 BROKER_USER = "mq9-broker"

@@ -26,15 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-from .._cli import ArgumentParser, nats_errors_in_one_line
-from ..client.redaction import redact
-from .callout import SETUP_FILE, Issuer, broker_urls
-from .cluster import ClusterError, check_login, check_urls, survey
-from .credentials import BaseIdentityStore, CredentialError, IdentityStore, identities_file
-from .engine import BrokerEngine
-from .identities import Identities
-from .identities_kv import KvIdentityStore
-from .storage.jetstream import DEFAULT_STREAM
+from ..._cli import ArgumentParser, nats_errors_in_one_line
+from ...client.redaction import redact
+from ..cluster.survey import ClusterError, check_login, check_urls, survey
+from ..engine.engine import BrokerEngine
+from ..identities.callout import SETUP_FILE, Issuer, broker_urls
+from ..identities.kv_store import KvIdentityStore
+from ..identities.ownership import Identities
+from ..identities.store import BaseIdentityStore, CredentialError, IdentityStore, identities_file
+from ..storage.jetstream import DEFAULT_STREAM
 
 DATA_HELP = (
     "the broker's --data PATH: credentials are kept beside its data, in mq9-identities.sqlite3"

@@ -32,9 +32,9 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsConnection
 
-from .. import protocol as p
-from .. import semantic
-from .._cli import (
+from ... import protocol as p
+from ... import semantic
+from ..._cli import (
     ArgumentParser,
     configure_logging,
     count_limit,
@@ -42,10 +42,16 @@ from .._cli import (
     positive_float,
     positive_int,
 )
-from .._version import __version__
-from ..client.redaction import describe, redact
-from .callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
-from .cluster import (
+from ..._version import __version__
+from ...client.redaction import describe, redact
+from ..cluster.servers import (
+    LARGEST_MAX_PAYLOAD,
+    NatsProcess,
+    find_nats_server,
+    server_urls,
+    start_nats_server,
+)
+from ..cluster.survey import (
     JETSTREAM_UNAVAILABLE,
     NO_PEERS_YET,
     POLL,
@@ -59,30 +65,24 @@ from .cluster import (
     servers_told,
     survey,
 )
-from .credentials import CredentialError
-from .credentials_cli import (
+from ..engine.engine import BrokerEngine, BrokerLimits
+from ..identities.callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
+from ..identities.kv_store import KvIdentityStore
+from ..identities.ownership import Identities, Logins
+from ..identities.store import CredentialError
+from ..serving.pacing import AnswerPacer
+from ..serving.serve import BULK_ANSWER, serve_on_nats
+from ..standby.leader import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine, serve_while_leader
+from ..storage import JetStreamStorage, SqliteStorage, Storage, StorageError
+from ..storage.jetstream import DEFAULT_STREAM
+from ..storage.sqlite import data_file
+from .credentials import (
     add_broker_arguments,
     check_broker_arguments,
     identities_for,
     run_command,
 )
-from .engine import BrokerEngine, BrokerLimits
-from .identities import Identities, Logins
-from .identities_kv import KvIdentityStore
-from .nats_process import (
-    LARGEST_MAX_PAYLOAD,
-    NatsProcess,
-    find_nats_server,
-    server_urls,
-    start_nats_server,
-)
-from .pacing import AnswerPacer
-from .serve import BULK_ANSWER, serve_on_nats
-from .standby import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine, serve_while_leader
-from .state_cli import main as state_command
-from .storage import JetStreamStorage, SqliteStorage, Storage, StorageError
-from .storage.jetstream import DEFAULT_STREAM
-from .storage.sqlite import data_file
+from .state import main as state_command
 
 log = logging.getLogger("langchain_mq9.broker")
 T = TypeVar("T")

@@ -49,9 +49,11 @@ import nats
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
-from .. import protocol as p
-from ..client.nats_guard import flush_in_order, protect
-from ..protocol.errors import WireError
+from ... import protocol as p
+from ...client.nats_guard import flush_in_order, protect
+from ...protocol.errors import WireError
+from ..cluster.servers import server_urls
+from ..engine.engine import LARGE_BODY, BrokerEngine, Command, command_for
 from .callout import (
     ANSWERS_USER,
     BROKER_USER,
@@ -62,11 +64,9 @@ from .callout import (
     LoginService,
     login_name,
 )
-from .credentials import BaseIdentityStore, CredentialError
-from .engine import LARGE_BODY, BrokerEngine, Command, command_for
-from .nats_process import server_urls
+from .store import BaseIdentityStore, CredentialError
 
-log = logging.getLogger("langchain_mq9.broker.identities")
+log = logging.getLogger("langchain_mq9.broker.identities.ownership")
 
 # the wire's names, one place for the client and the broker (protocol/subjects.py)
 PRINCIPAL_PREFIX = p.subjects.PRINCIPAL_PREFIX

@@ -21,20 +21,20 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from .. import protocol as p
-from ..client.nats_guard import (
+from ... import protocol as p
+from ...client.nats_guard import (
     deliver_inline,
     flush_in_order,
     protect,
     publish_queued,
     write_now,
 )
-from .engine import BrokerEngine, command_for
+from ..engine.engine import BrokerEngine, command_for
+from ..storage import StorageError
 from .pacing import AnswerPacer, Backlog, requester
-from .storage import StorageError
 
 if TYPE_CHECKING:
-    from .identities import Identities
+    from ..identities.ownership import Identities
 
 log = logging.getLogger("langchain_mq9.broker")
 

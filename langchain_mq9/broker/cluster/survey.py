@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..client.redaction import describe, redact
-from .nats_process import server_urls
+from ...client.redaction import describe, redact
+from .servers import server_urls
 
 NATS_PORT = 4222
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")  # what nats-py dials

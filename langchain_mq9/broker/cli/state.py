@@ -25,14 +25,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._cli import ArgumentParser, nats_errors_in_one_line
-from ..client.redaction import describe, redact
-from .callout import SETUP_FILE, Issuer, broker_urls
-from .cluster import ClusterError, check_login, check_urls, survey
-from .credentials import CredentialError
-from .credentials_cli import need_credentials_extra
-from .storage import JetStreamStorage, StorageError
-from .storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
+from ..._cli import ArgumentParser, nats_errors_in_one_line
+from ...client.redaction import describe, redact
+from ..cluster.survey import ClusterError, check_login, check_urls, survey
+from ..identities.callout import SETUP_FILE, Issuer, broker_urls
+from ..identities.store import CredentialError
+from ..storage import JetStreamStorage, StorageError
+from ..storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
+from .credentials import need_credentials_extra
 
 MAGIC = b"mq9-state 1\n"  # the file's first line: what it is, and its format's version
 _LENGTH = struct.Struct(">I")

@@ -41,12 +41,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .. import protocol as p
-from .cluster import replicas_for
-from .engine import BrokerEngine
-from .storage import StorageError
-from .storage.jetstream import SUBJECT_PREFIX
-from .storage.loop_thread import LoopThread
+from ... import protocol as p
+from ..cluster.survey import replicas_for
+from ..engine.engine import BrokerEngine
+from ..storage import StorageError
+from ..storage.jetstream import SUBJECT_PREFIX
+from ..storage.loop_thread import LoopThread
 
 log = logging.getLogger("langchain_mq9.broker")
 

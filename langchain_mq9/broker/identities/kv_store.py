@@ -37,9 +37,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ..client.redaction import describe
-from .cluster import replicas_for
-from .credentials import (
+from ...client.redaction import describe
+from ..cluster.survey import replicas_for
+from ..storage.loop_thread import LoopThread
+from .store import (
     ROTATION_PAUSE,
     BaseIdentityStore,
     Credential,
@@ -48,9 +49,8 @@ from .credentials import (
     check_id,
     new_secret,
 )
-from .storage.loop_thread import LoopThread
 
-log = logging.getLogger("langchain_mq9.broker.identities")
+log = logging.getLogger("langchain_mq9.broker.identities.ownership")
 
 T = TypeVar("T")
 

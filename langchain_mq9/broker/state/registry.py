@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import protocol as p
-from ..semantic.ranking import AgentEntry, AgentIndex
+from ... import protocol as p
+from ...semantic.ranking import AgentEntry, AgentIndex
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The NATS servers the broker stands on: starting them, and reading their cluster."""

@@ -1,0 +1,1 @@
+"""Who an agent is and what it owns: credentials, logins (the auth callout) and ownership."""

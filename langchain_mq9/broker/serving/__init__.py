@@ -1,0 +1,1 @@
+"""Serving the engine on NATS: requests heard, answered, paced."""
