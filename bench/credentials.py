@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 from .config import Config
 from .infra import START_TIMEOUT, child_env
@@ -86,7 +86,7 @@ class DevBroker:
 
 def issue(place: Path, name: str) -> str:
     """A credential for ``name``, where a broker started with ``--credentials place`` reads."""
-    from langchain_mq9.broker.credentials import IdentityStore
+    from langchain_mq9.broker.identities.store import IdentityStore
 
     store = IdentityStore(place / "mq9-identities.sqlite3")
     try:

@@ -36,7 +36,7 @@ from typing import Any
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
-from langchain_mq9.broker.registry import AgentEntry, AgentRegistry
+from langchain_mq9.broker.state.registry import AgentEntry, AgentRegistry
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 SET_FILE = DATA / "discovery_set.json"

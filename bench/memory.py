@@ -45,7 +45,7 @@ def rss_bytes() -> int:
 async def _probe(messages: int, removal: str, measure: str) -> dict:
     from langchain_mq9 import protocol as p
     from langchain_mq9.broker import BrokerEngine, ManualClock
-    from langchain_mq9.broker.engine import RETENTION_SCAN_SECONDS, RETENTION_SECONDS
+    from langchain_mq9.broker.engine.engine import RETENTION_SCAN_SECONDS, RETENTION_SECONDS
 
     clock = ManualClock()
     engine = BrokerEngine(clock=clock)

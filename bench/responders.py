@@ -174,9 +174,9 @@ class DevBroker:
     async def on(self, options: dict) -> None:
         import gc
 
-        from langchain_mq9.broker import cli
-        from langchain_mq9.broker.pacing import AnswerPacer
-        from langchain_mq9.broker.serve import NatsService
+        import langchain_mq9.broker.cli.dev_broker as cli
+        from langchain_mq9.broker.serving.pacing import AnswerPacer
+        from langchain_mq9.broker.serving.serve import NatsService
 
         await self.off()
         store = options.get("store", "sqlite")

@@ -66,7 +66,7 @@ def bundled(store: str) -> Iterator[str]:
     from devbroker_helpers import DevBroker
     from jetstream_servers import JetStreamCluster, wait_serving
 
-    from langchain_mq9.broker.nats_process import free_port
+    from langchain_mq9.broker.cluster.servers import free_port
 
     with tempfile.TemporaryDirectory(prefix="mq9-side-") as data:
         if store == "sqlite":

@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 START_SECONDS = 120.0  # a hang guard: a cold start imports langgraph-api and its runtime
 STOP_SECONDS = 15.0

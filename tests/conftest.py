@@ -30,7 +30,7 @@ from langchain_mq9.broker import (
     install_memory_broker,
     serve_on_nats,
 )
-from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.broker.storage import Storage
 from langchain_mq9.client.nats_guard import GuardedClient, protect
 

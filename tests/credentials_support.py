@@ -17,8 +17,8 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.credentials import LOOK_EVERY, IdentityStore, identities_file
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.identities.store import LOOK_EVERY, IdentityStore, identities_file
 
 REQUEST_TIMEOUT = 10.0
 

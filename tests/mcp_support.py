@@ -22,7 +22,7 @@ from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.registry import AgentEntry, AgentRegistry
+from langchain_mq9.broker.state.registry import AgentEntry, AgentRegistry
 
 INBOX_PREFIX = "_INBOX."
 MAX_PAYLOAD = 1024 * 1024  # RobustMQ's default nats_runtime.max_payload

@@ -1,7 +1,7 @@
 """``ToolPolicy``: one agent's use of the tools (a toolkit's, or an MCP session's).
 
 A consumer group's FETCH hands the same messages out again until they are acked, and an ACK
-moves every priority lane of the group (RobustMQ's rules, ``broker/engine.py``), so the tools
+moves every priority lane of the group (RobustMQ's rules, ``broker/engine/engine.py``), so the tools
 read groups through one ``GroupReader`` per mailbox and group, kept here.
 """
 

@@ -20,7 +20,7 @@ RULES_ROOT = RESERVED_ROOT + ".wake."  # + digest(mailbox): that mailbox's rules
 INDEX_ADDRESS = RESERVED_ROOT + ".wake.index"  # one record per rules mailbox: its digest
 FAILED_ADDRESS = RESERVED_ROOT + ".wake.failed"  # wakes set aside, for the operator
 # What the bundled broker publishes (an empty body) when a message is stored in a mailbox,
-# with --announce: the digest, never the name (broker/serve.py holds the same prefix)
+# with --announce: the digest, never the name (broker/serving/serve.py holds the same prefix)
 ARRIVALS_PREFIX = "$mq9.WAKE."
 ARRIVALS_WILDCARD = ARRIVALS_PREFIX + "*"
 

@@ -180,7 +180,7 @@ async def test_a_tag_query_finds_its_tags_without_walking_every_tag_the_mailbox_
 async def test_a_tag_given_again_is_read_once(monkeypatch):
     """Issue #35: ``["x"] * 6000`` read the tag (and its 2,000 sub-tags) 6,000 times: 107 s on
     the loop. The answer is the same as for the tag given once."""
-    from langchain_mq9.broker.mailbox import Mailbox
+    from langchain_mq9.broker.state.mailbox import Mailbox
 
     engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
     reads: list[str] = []
@@ -202,7 +202,7 @@ async def test_a_tag_given_again_is_read_once(monkeypatch):
 def test_a_tag_read_finds_the_tag_and_those_below_it_in_key_order(carried, asked, limit):
     """The tags below ``asked`` are a range of the sorted tag names (from ``asked/`` to
     ``asked0``): the same messages, in the same order, as comparing every tag."""
-    from langchain_mq9.broker.mailbox import Mailbox, StoredMessage
+    from langchain_mq9.broker.state.mailbox import Mailbox, StoredMessage
     from langchain_mq9.protocol import Priority
 
     mailbox = Mailbox("box", create_time=0, ttl=0)
@@ -222,7 +222,7 @@ async def test_a_query_of_many_tags_lets_other_requests_through_between_its_read
     """Issue #35: a QUERY of thousands of tags read them all in one go on the loop (each tag up
     to 100 messages). It reads a few at a time, and a SEND that arrives meanwhile is answered
     before it ends, with the same answer as before."""
-    from langchain_mq9.broker.engine import QUERY_TAGS_AT_ONCE
+    from langchain_mq9.broker.engine.engine import QUERY_TAGS_AT_ONCE
 
     engine = await _tagged_engine([f"t{i % 50},x/y{i}" for i in range(500)])
     tags = [f"x/y{i}" for i in range(4 * QUERY_TAGS_AT_ONCE)]
@@ -255,8 +255,7 @@ async def test_a_query_of_a_large_body_is_read_while_the_loop_answers_others(mon
     them back to back). Its body is parsed on the worker: the stand-in parser waits for a gate,
     and a SEND that arrives meanwhile is answered before the QUERY, which then answers as
     before. Before the fix the loop itself waited on the gate, and the SEND came after."""
-    from langchain_mq9.broker import engine as engine_module
-
+    import langchain_mq9.broker.engine.engine.engine as engine_module
     engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
     gate = threading.Event()
     parse = engine_module._read_query
@@ -325,7 +324,7 @@ async def test_a_large_answer_goes_out_on_its_own_connection(nats_server):
     import nats
 
     from langchain_mq9.broker import BrokerEngine, serve_on_nats
-    from langchain_mq9.broker.serve import BULK_ANSWER
+    from langchain_mq9.broker.serving.serve import BULK_ANSWER
 
     engine = BrokerEngine()
     engine.registry.embedder = None  # the lexical ranking: no model to load

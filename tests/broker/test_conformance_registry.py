@@ -6,7 +6,7 @@ The RobustMQ files behind the rules: ``src/nats-broker/src/mq9/agent.rs`` (reque
 unregister fine, search limit 0 means 10), ``src/meta-service/src/raft/route/mq9.rs`` and
 ``src/common/search-engine/src/agent.rs`` (only an agent_info that parses as an A2A AgentCard
 is indexed; the index row is named by the card). Search ranking is the bundled broker's
-approximation of lancedb's BM25 and embeddings (see ``broker/registry.py``): the tests check
+approximation of lancedb's BM25 and embeddings (see ``broker/state/registry.py``): the tests check
 what matches, not exact scores.
 
 Every request goes out raw (``broker.raw``), over ``memory://`` and over a real nats-server.

@@ -20,10 +20,10 @@ from credentials_support import as_principal, ask, ok
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.credentials import IdentityStore
-from langchain_mq9.broker.identities import Identities
-from langchain_mq9.broker.nats_process import start_nats_server
-from langchain_mq9.broker.serve import NatsService
+from langchain_mq9.broker.cluster.servers import start_nats_server
+from langchain_mq9.broker.identities.ownership import Identities
+from langchain_mq9.broker.identities.store import IdentityStore
+from langchain_mq9.broker.serving.serve import NatsService
 
 BOX = "turns.box"
 QUERY = p.encode({"tags": [f"tag{i}" for i in range(1_000)]})  # above LARGE_BODY: costly

@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 
+import langchain_mq9.broker.identities.ownership.ownership as ids
 import pytest
 from jetstream_servers import JetStreamCluster
 from nats.aio.msg import Msg
@@ -20,23 +21,22 @@ from nats.aio.msg import Msg
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
 from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker import identities as ids
-from langchain_mq9.broker.callout import (
+from langchain_mq9.broker.identities.callout import (
     ANSWERS_USER,
     Issuer,
     LoginService,
     claims_of,
     login_name,
 )
-from langchain_mq9.broker.credentials import (
+from langchain_mq9.broker.identities.kv_store import KvIdentityStore
+from langchain_mq9.broker.identities.kv_store import _keyed as ids_kv_key
+from langchain_mq9.broker.identities.ownership import Identities
+from langchain_mq9.broker.identities.store import (
     LOOK_EVERY,
     BaseIdentityStore,
     CredentialError,
     IdentityStore,
 )
-from langchain_mq9.broker.identities import Identities
-from langchain_mq9.broker.identities_kv import KvIdentityStore
-from langchain_mq9.broker.identities_kv import _keyed as ids_kv_key
 from langchain_mq9.groups import dead_letters, leases
 
 pytest.importorskip("nkeys")  # the credentials extra

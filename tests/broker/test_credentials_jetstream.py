@@ -18,6 +18,7 @@ import stat
 import time
 from pathlib import Path
 
+import langchain_mq9.broker.cli.dev_broker.credentials as credentials_cli
 import nats
 import pytest
 from credentials_support import AgentLogins, ask, ok, on_close
@@ -46,8 +47,7 @@ from test_hostile_requests_credentialed import (
 )
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import credentials_cli
-from langchain_mq9.broker.callout import SETUP_FILE
+from langchain_mq9.broker.identities.callout import SETUP_FILE
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers
 pytest.importorskip("nkeys")

@@ -23,7 +23,7 @@ from devbroker_helpers import DevBroker
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 
 
 async def restart(server, port: int):

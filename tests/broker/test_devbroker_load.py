@@ -17,7 +17,7 @@ import nats
 from devbroker_helpers import DevBroker, request_ok
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 PRODUCERS = 4
 PER_PRODUCER = 500

@@ -17,7 +17,7 @@ import pytest
 from devbroker_helpers import DevBroker
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 BOX = "wire.box"
 

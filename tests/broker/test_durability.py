@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.nats_process import start_nats_server
+from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.storage import SqliteStorage, StorageError
 
 T0 = 1_700_000_000
@@ -566,7 +566,7 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path):
 
 
 async def test_kill_9_of_the_broker_takes_its_own_nats_server_along(tmp_path):
-    from langchain_mq9.broker.nats_process import free_port
+    from langchain_mq9.broker.cluster.servers import free_port
 
     port = free_port()
     with DevBroker("--port", str(port), "--data", str(tmp_path)) as broker:

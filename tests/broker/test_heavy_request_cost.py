@@ -15,8 +15,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from langchain_mq9.broker import mailbox as mailbox_module
-from langchain_mq9.broker.mailbox import Mailbox, StoredMessage
+import langchain_mq9.broker.state.mailbox as mailbox_module
+from langchain_mq9.broker.state.mailbox import Mailbox, StoredMessage
 from langchain_mq9.protocol import Priority
 from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex, word_pieces, words
 
@@ -143,10 +143,10 @@ async def test_a_long_text_query_pauses_between_its_pieces_with_the_same_hits(mo
     their bytes (each answered in 0.35 ms). The worker now sleeps ``TEXT_PAUSE`` between the
     query's 4 KiB pieces (Python's lock left to the loop at once); a short query never sleeps,
     and the hits are those of the whole query."""
+    import langchain_mq9.broker.engine.engine.engine as engine_module
+
     from langchain_mq9 import protocol as p
     from langchain_mq9.broker import BrokerEngine
-    from langchain_mq9.broker import engine as engine_module
-
     engine = BrokerEngine()
     engine.registry.embedder = None
     for name in ("agent.a", "agent.b"):

@@ -20,8 +20,8 @@ from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
-from langchain_mq9.broker.credentials import IdentityStore, identities_file
-from langchain_mq9.broker.identities import MARKER
+from langchain_mq9.broker.identities.ownership import MARKER
+from langchain_mq9.broker.identities.store import IdentityStore, identities_file
 from langchain_mq9.client.nats_guard import flush_in_order
 from langchain_mq9.groups import dead_letters, leases
 

@@ -1,6 +1,6 @@
 """Two brokers on one JetStream-kept state (issue #55, item 2): one serves, one stands by.
 
-The leader lock (langchain_mq9/broker/standby.py): one holder at a time; the holder's lease
+The leader lock (langchain_mq9/broker/standby/leader.py): one holder at a time; the holder's lease
 ends before a standby can take the lock; a stale holder's late write is refused once the new
 holder wrote its fence; the engine answers nothing past its lease. The command line: the same
 command started twice gives a serving broker and a standby, which serves once the first stops.
@@ -27,7 +27,7 @@ from jetstream_servers import JetStreamCluster, wait_serving
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.standby import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine
+from langchain_mq9.broker.standby.leader import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine
 from langchain_mq9.broker.storage import JetStreamStorage
 
 pytestmark = pytest.mark.slow  # nats-server processes

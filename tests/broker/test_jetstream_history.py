@@ -28,7 +28,7 @@ from test_durability import T0, engine_state, request_of, requests
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.engine import RETENTION_SECONDS
+from langchain_mq9.broker.engine.engine import RETENTION_SECONDS
 from langchain_mq9.broker.storage import JetStreamStorage, SqliteStorage, Storage
 
 pytestmark = pytest.mark.slow  # a nats-server process

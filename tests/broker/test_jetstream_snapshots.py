@@ -35,7 +35,7 @@ from test_jetstream_store import RESTART_TESTS, OnJetStream
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.standby import LeaderLock
+from langchain_mq9.broker.standby.leader import LeaderLock
 from langchain_mq9.broker.storage import JetStreamStorage, jetstream
 
 pytestmark = pytest.mark.slow  # a nats-server process

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.pacing import AnswerPacer, Backlog, requester
+from langchain_mq9.broker.serving.pacing import AnswerPacer, Backlog, requester
 
 MB = 1_000_000
 
@@ -185,7 +185,7 @@ async def _paced_broker(nats_server, pacer: AnswerPacer):
 async def test_the_dev_broker_paces_large_answers_only(nats_server):
     """Wired into serve_on_nats: two listings back to back wait for the pace, on the bulk
     connection; a SEND's small answer between them never asks the pacer."""
-    from langchain_mq9.broker.serve import BULK_ANSWER
+    from langchain_mq9.broker.serving.serve import BULK_ANSWER
 
     time = Time()
     pacer = AnswerPacer(MB, 0, clock=time.clock, sleep=time.sleep)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.mailbox import Mailbox, StoredMessage
+from langchain_mq9.broker.state.mailbox import Mailbox, StoredMessage
 from langchain_mq9.protocol import PRIORITY_ORDER, Priority
 
 

@@ -25,7 +25,7 @@ from test_jetstream_store import stream_records
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock, serve_on_nats
-from langchain_mq9.broker.engine import RETENTION_SECONDS
+from langchain_mq9.broker.engine.engine import RETENTION_SECONDS
 from langchain_mq9.broker.storage import JetStreamStorage, SqliteStorage, Storage
 
 pytestmark = pytest.mark.slow  # nats-server processes

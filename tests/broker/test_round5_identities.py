@@ -29,7 +29,7 @@ from test_credentials_jetstream import Deployment, _refused, credentials
 from test_credentials_jetstream import deployment as deployment  # a cluster of this module's
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.callout import (
+from langchain_mq9.broker.identities.callout import (
     ANSWERS_USER,
     SERVE_USER,
     SETUP_FILE,
@@ -37,9 +37,9 @@ from langchain_mq9.broker.callout import (
     Issuer,
     broker_urls,
 )
-from langchain_mq9.broker.identities import MARKER, PRINCIPAL_WILDCARD
-from langchain_mq9.broker.identities_kv import identities_bucket
-from langchain_mq9.broker.standby import lock_bucket
+from langchain_mq9.broker.identities.kv_store import identities_bucket
+from langchain_mq9.broker.identities.ownership import MARKER, PRINCIPAL_WILDCARD
+from langchain_mq9.broker.standby.leader import lock_bucket
 from langchain_mq9.broker.storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers

@@ -15,8 +15,8 @@ from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.credentials import IdentityStore
-from langchain_mq9.broker.identities import FETCH_BODY_REMEMBERED, Identities
+from langchain_mq9.broker.identities.ownership import FETCH_BODY_REMEMBERED, Identities
+from langchain_mq9.broker.identities.store import IdentityStore
 from langchain_mq9.groups import leases
 
 pytest.importorskip("nkeys")  # the credentials extra

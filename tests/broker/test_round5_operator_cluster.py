@@ -10,7 +10,8 @@ import re
 import pytest
 from jetstream_servers import JetStreamCluster
 
-from langchain_mq9.broker.cluster import (
+from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.cluster.survey import (
     ClusterError,
     Waiting,
     check_urls,
@@ -20,7 +21,6 @@ from langchain_mq9.broker.cluster import (
     servers_told,
     survey,
 )
-from langchain_mq9.broker.nats_process import free_port
 
 
 def test_a_url_named_three_times_is_one_server():

@@ -25,7 +25,7 @@ from devbroker_helpers import DevBroker, port_open, wait_until, write_mailbox
 from jetstream_servers import wait_serving
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers, twice
 pytest.importorskip("nkeys")

@@ -14,14 +14,14 @@ import sys
 import time
 from collections.abc import Iterator
 
+import langchain_mq9.broker.cli.dev_broker.credentials as credentials_cli
 import pytest
 from devbroker_helpers import DevBroker, request_ok
 from jetstream_servers import JetStreamCluster, wait_serving
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import credentials_cli
-from langchain_mq9.broker.cli import main
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cli.dev_broker import main
+from langchain_mq9.broker.cluster.servers import free_port
 
 pytestmark = pytest.mark.slow  # nats-servers and brokers: processes
 
@@ -135,7 +135,7 @@ def test_the_directories_the_credentials_live_in_are_the_owners_only(tmp_path):
     from argparse import Namespace
 
     from langchain_mq9.broker import BrokerEngine
-    from langchain_mq9.broker.credentials_cli import identities_for
+    from langchain_mq9.broker.cli.credentials import identities_for
 
     pytest.importorskip("nkeys")
     assert _credentials("setup", str(tmp_path / "auth"))[0] == 0

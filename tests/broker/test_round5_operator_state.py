@@ -14,7 +14,7 @@ import pytest
 from devbroker_helpers import DevBroker, write_mailbox
 from jetstream_servers import JetStreamCluster, wait_serving
 
-from langchain_mq9.broker.cli import main
+from langchain_mq9.broker.cli.dev_broker import main
 
 pytestmark = pytest.mark.slow  # a nats-server and brokers: processes
 pytest.importorskip("nkeys")

@@ -24,7 +24,7 @@ from langchain_mq9.broker import (
     install_memory_broker,
     serve_on_nats,
 )
-from langchain_mq9.broker.clock import ManualClock
+from langchain_mq9.broker.state.clock import ManualClock
 
 STORAGE_FORWARD = (
     "Failed to send request to node 1 with error message :exceeded max retry times (10)"

@@ -28,8 +28,8 @@ from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a.server import serve_agent
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.identities import PLAIN_REFUSAL
-from langchain_mq9.broker.nats_process import start_nats_server
+from langchain_mq9.broker.cluster.servers import start_nats_server
+from langchain_mq9.broker.identities.ownership import PLAIN_REFUSAL
 from langchain_mq9.client.auth import (
     CREDENTIAL_ENV,
     CREDENTIAL_FILE_ENV,

@@ -23,7 +23,7 @@ from langchain_mq9.broker import (
     install_memory_broker,
     serve_on_nats,
 )
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 CARDS = [
     ("agent.translator", "Translates documents between Japanese and English"),

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.client.nats_guard import deliver_inline, flush_in_order, protect
 
 pytestmark = pytest.mark.asyncio

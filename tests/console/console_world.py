@@ -18,7 +18,7 @@ from robustmq_shaped import RobustMQShapedListener
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 from mq9_cli.console.app import Settings, create_app
 
 TOKEN = "console-test-token-0123456789"

@@ -16,7 +16,7 @@ from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, Priority, ToolPolicy
 from langchain_mq9.broker import BrokerEngine, memory_broker, serve_on_nats
-from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.operations.catalog import OPERATIONS, message_view
 
 EIGHT = [

@@ -21,7 +21,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp_support import end_process, server_env
 
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 from mcp_server import client_lines as lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,8 +275,7 @@ def test_a_busy_http_port_says_what_to_do():
 
 
 def test_nats_server_missing_advice_works_outside_a_clone(tmp_path, monkeypatch):
-    from langchain_mq9.broker import nats_process
-
+    import langchain_mq9.broker.cluster.survey.servers as nats_process
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     with pytest.raises(FileNotFoundError) as raised:

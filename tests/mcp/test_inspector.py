@@ -35,7 +35,7 @@ from mcp_support import http_server, served_engine
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server import client_lines
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from devbroker_helpers import DevBroker
 
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 pytestmark = pytest.mark.slow
 

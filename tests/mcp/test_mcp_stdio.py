@@ -11,7 +11,7 @@ import pytest
 from mcp_support import INITIALIZE, ROOT, fails, ok, served_engine, server_env, stdio_session
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.broker.nats_process import free_port, start_nats_server
+from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 
 # What mq9-mcp lists without --calls: every operation but the opt-in agent-call tools.

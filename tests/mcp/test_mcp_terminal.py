@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import pytest
 from mcp_support import ROOT, server_env
 
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and pty")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_mq9.broker.cli import build_parser as broker_parser
+from langchain_mq9.broker.cli.dev_broker import build_parser as broker_parser
 from mcp_server.cli import build_parser as mcp_parser
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,8 +29,8 @@ from robustmq_shaped import RobustMQShapedListener, lagging_engine
 
 from langchain_mq9 import semantic
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.clock import system_clock
-from langchain_mq9.broker.nats_process import start_nats_server
+from langchain_mq9.broker.cluster.servers import start_nats_server
+from langchain_mq9.broker.state.clock import system_clock
 from langchain_mq9.testing import ScriptedChatModel
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ import pytest
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.engine import BrokerLimits
+from langchain_mq9.broker.engine.engine import BrokerLimits
 from langchain_mq9.client import Mq9Client
 from langchain_mq9.protocol import errors
 from langchain_mq9.protocol.errors import WIRE_TEXTS, WireText, from_reply
@@ -38,8 +38,6 @@ ALLOWED = {
     ("langchain_mq9/protocol/serde.py", "_serde_syntax"),
     # nats-py raises a plain error quoting the server's -ERR while connecting: no class to read.
     ("langchain_mq9/client/auth.py", "refused_credentials"),
-    # Python 3.10's sqlite3 errors carry no code: their words are all there is.
-    ("langchain_mq9/broker/sqlite.py", "_sqlite_code"),
 }
 
 # A value for each parameter of the table's makers: each is named as the attribute it fills.

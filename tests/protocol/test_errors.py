@@ -9,8 +9,9 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, sqlite
-from langchain_mq9.broker.engine import BrokerLimits
+from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker.engine.engine import BrokerLimits
+from langchain_mq9.broker.storage import sqlite
 from langchain_mq9.protocol import errors
 from langchain_mq9.protocol.errors import from_reply
 
@@ -99,10 +100,10 @@ async def test_the_client_raises_the_class_of_each_broker_refusal():
 
 
 def test_sqlite_failures_are_read_by_their_code():
-    busy = sqlite3.OperationalError("database is locked")
-    readonly = sqlite3.OperationalError("attempt to write a readonly database")
-    if hasattr(busy, "sqlite_errorcode"):  # Python 3.11+: codes, whatever the words
-        busy.sqlite_errorcode, readonly.sqlite_errorcode = sqlite3.SQLITE_BUSY, 1032
-        busy.args = readonly.args = ("reworded",)
+    busy = sqlite3.OperationalError("reworded")
+    readonly = sqlite3.OperationalError("reworded")
+    busy.sqlite_errorcode, readonly.sqlite_errorcode = sqlite3.SQLITE_BUSY, 1032  # codes only
     assert sqlite.sqlite_busy(busy) and not sqlite.sqlite_readonly(busy)
     assert sqlite.sqlite_readonly(readonly) and not sqlite.sqlite_busy(readonly)
+    # an error SQLite did not raise carries no code: it is neither
+    assert not sqlite.sqlite_busy(sqlite3.OperationalError("database is locked"))

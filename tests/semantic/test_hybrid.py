@@ -9,7 +9,7 @@ import math
 import pytest
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.registry import AgentRegistry
+from langchain_mq9.broker.state.registry import AgentRegistry
 from langchain_mq9.semantic.ranking import HYBRID_WEIGHT, AgentEntry, AgentIndex
 
 np = pytest.importorskip("numpy")  # the semantic extra brings it; the lexical path needs none

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+import langchain_mq9.broker.cli.dev_broker as cli
 from bench import discovery
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
-from langchain_mq9.broker import cli
 from langchain_mq9.semantic import model_dir
 from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex
 

@@ -102,7 +102,7 @@ WITHOUT_THE_EXTRA = textwrap.dedent(
         semantic.embedder()
     except semantic.ModelError as exc:
         print(exc)
-    from langchain_mq9.broker import cli
+    import langchain_mq9.broker.cli.dev_broker as cli
     print("exit", cli.main(["--embedding-model", "multilingual"]))
     """
 )

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.registry import AgentRegistry
+from langchain_mq9.broker.state.registry import AgentRegistry
 from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ import pytest
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
-from langchain_mq9.broker.registry import AgentRegistry
+from langchain_mq9.broker.state.registry import AgentRegistry
 from langchain_mq9.semantic import wordpiece
 from langchain_mq9.semantic.ranking import AgentEntry, embed_text_of
 

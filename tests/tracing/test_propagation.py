@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.broker.nats_process import start_nats_server
+from langchain_mq9.broker.cluster.servers import start_nats_server
 
 INBOX = "agent.worker"
 AGENT = "agent.upper"

@@ -17,7 +17,7 @@ from conftest import SECRET, Receiver
 from devbroker_helpers import DevBroker
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.nats_process import free_port
+from langchain_mq9.broker.cluster.servers import free_port
 
 WAKE = [sys.executable, "-m", "langchain_mq9.wake"]
 pytestmark = pytest.mark.slow  # processes: the dev broker, wakers
