@@ -5,10 +5,10 @@ client: the same tools, schemas and behaviour as the LangChain toolkit, from the
 Run it with ``mq9-mcp`` or ``python -m mcp_server`` (``--help`` lists the options), or embed it:
 
 >>> from langchain_mq9.client.connection import Mq9Connection
->>> server = create_server(Mq9Connection("memory://"))   # an mcp.server.lowlevel.Server
+>>> server = Mq9McpServer(Mq9Connection("memory://"))   # an mcp.server.lowlevel.Server
 """
 
 from .http import create_http_app
-from .server import create_server, tool_definitions
+from .server import Mq9McpServer, create_server, tool_definitions
 
-__all__ = ["create_http_app", "create_server", "tool_definitions"]
+__all__ = ["Mq9McpServer", "create_http_app", "create_server", "tool_definitions"]

@@ -12,6 +12,7 @@ import typing
 from collections.abc import Sequence
 
 import anyio
+from mcp.server.lowlevel import Server
 from pydantic import ValidationError
 
 from langchain_mq9._cli import ArgumentParser, port, positive_float, positive_int
@@ -105,7 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_broker_flags(parser)
+    add_transport_flags(parser)
+    add_tool_flags(parser)
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="log level; logs always go to stderr (default: info)",
+    )
+    return parser
 
+
+def add_broker_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the broker is and how to log in to it."""
     broker = parser.add_argument_group("mq9 broker")
     broker.add_argument(
         "--server",
@@ -132,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for the broker's answer (default: 5)",
     )
 
+
+def add_transport_flags(parser: argparse.ArgumentParser) -> None:
+    """How MCP clients reach the server: stdio, or HTTP with its address, token and bounds."""
     transport = parser.add_argument_group("MCP transport")
     transport.add_argument(
         "--transport",
@@ -170,15 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="close an HTTP session after this long with no request (an open event stream "
         f"counts as one) (default: {DEFAULT_SESSION_IDLE_TIMEOUT:g})",
     )
-
-    add_tool_flags(parser)
-    parser.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        default="info",
-        help="log level; logs always go to stderr (default: info)",
-    )
-    return parser
 
 
 def add_tool_flags(parser: argparse.ArgumentParser) -> None:
@@ -253,7 +261,36 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
+    auth_token = http_token(args, parser)
+    server_url = args.server or _env("MQ9_SERVER", "NATS_URL") or DEFAULT_SERVER
+    credentials = broker_credentials(args, parser)
+    policy = tool_policy(args, parser)
+    connection = broker_connection(args, parser, server_url, credentials)
+    server = create_server(connection, policy, sessions_compete=args.transport == "http")
 
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    where = "stdio" if args.transport == "stdio" else f"http://{host}:{args.port}{MCP_PATH}"
+    log.info(
+        "mq9 MCP server %s: broker %s, %s%s%s",
+        __version__,
+        redact(server_url),
+        "read-only, " if policy.read_only else "",
+        f"mailboxes {','.join(policy.allowed_mailboxes)}, " if policy.allowed_mailboxes else "",
+        where,
+    )
+    if args.transport == "stdio":
+        if _stdin_is_terminal():
+            help_text = client_lines.terminal_help(_client_args(args, server_url, policy))
+            print(help_text, file=sys.stderr, flush=True)
+        anyio.run(serve_stdio, server, connection)
+        return 0
+    return _run_http(args, server, connection, auth_token)
+
+
+def http_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """The bearer token HTTP requests must carry (``--auth-token``, else ``MQ9_MCP_TOKEN``).
+    Stops the program when it is set but empty, or missing while a non-loopback address is
+    bound; with stdio, says that the HTTP options are ignored."""
     auth_token = args.auth_token if args.auth_token is not None else os.environ.get("MQ9_MCP_TOKEN")
     if args.transport == "stdio":
         for option in ("auth_token", "max_sessions", "session_idle_timeout"):
@@ -275,18 +312,11 @@ def _main(argv: Sequence[str] | None) -> int:
             "use your mailboxes: set --auth-token (or MQ9_MCP_TOKEN) to a long random secret, "
             "or bind 127.0.0.1"
         )
+    return auth_token
 
-    server_url = args.server or _env("MQ9_SERVER", "NATS_URL") or DEFAULT_SERVER
-    # Only credentials (strings) are passed on: never ``client=`` (Mq9Connection's other keyword)
-    credentials: dict[str, typing.Any] = {
-        option: getattr(args, option) or _env(*names) for option, names in CREDENTIAL_ENV.items()
-    }
-    if args.credential_file:  # (MQ9_CREDENTIAL and MQ9_CREDENTIAL_FILE: the client reads them)
-        try:
-            credential = read_credential_file(args.credential_file)
-        except Mq9Error as exc:
-            parser.error(f"--credential-file: {exc.message}")
-        credentials["credential"] = ":".join(credential)
+
+def tool_policy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ToolPolicy:
+    """The tools' policy from the tool flags, warning of a prefix that names RobustMQ's tools."""
     policy = ToolPolicy(tool_config(args, parser))
     clashes = robustmq_clashes(policy)
     if clashes:
@@ -297,8 +327,37 @@ def _main(argv: Sequence[str] | None) -> int:
             policy.tool_prefix,
             ", ".join(clashes),
         )
+    return policy
+
+
+def broker_credentials(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> dict[str, typing.Any]:
+    """The broker credentials given (each option, else its environment variables); an
+    unreadable ``--credential-file`` stops the program saying so."""
+    # Only credentials (strings) are passed on: never ``client=`` (Mq9Connection's other keyword)
+    credentials: dict[str, typing.Any] = {
+        option: getattr(args, option) or _env(*names) for option, names in CREDENTIAL_ENV.items()
+    }
+    if args.credential_file:  # (MQ9_CREDENTIAL and MQ9_CREDENTIAL_FILE: the client reads them)
+        try:
+            credential = read_credential_file(args.credential_file)
+        except Mq9Error as exc:
+            parser.error(f"--credential-file: {exc.message}")
+        credentials["credential"] = ":".join(credential)
+    return credentials
+
+
+def broker_connection(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    server_url: str,
+    credentials: dict[str, typing.Any],
+) -> Mq9Connection:
+    """The one broker connection every client shares; a bad URL or credential stops the
+    program saying which."""
     try:
-        connection = Mq9Connection(
+        return Mq9Connection(
             server_url,
             request_timeout=args.request_timeout,
             reconnect_attempts=RECONNECT_ATTEMPTS,
@@ -308,29 +367,23 @@ def _main(argv: Sequence[str] | None) -> int:
         )
     except (Mq9Error, ValueError) as exc:  # (a credential's words name where it came from)
         parser.error(f"--server: {redact(str(exc))}")
-    server = create_server(connection, policy, sessions_compete=args.transport == "http")
 
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    where = "stdio" if args.transport == "stdio" else f"http://{host}:{args.port}{MCP_PATH}"
-    log.info(
-        "mq9 MCP server %s: broker %s, %s%s%s",
-        __version__,
-        redact(server_url),
-        "read-only, " if policy.read_only else "",
-        f"mailboxes {','.join(policy.allowed_mailboxes)}, " if policy.allowed_mailboxes else "",
-        where,
-    )
-    if args.transport == "stdio":
-        if _stdin_is_terminal():
-            # this very executable, by its absolute path: Claude Desktop does not search PATH
-            server_args = ["--server", redact(server_url)]
-            if args.credential_file:  # its path: the secret stays in the file
-                server_args += ["--credential-file", args.credential_file]
-            if policy.tool_prefix:
-                server_args += ["--tool-prefix", policy.tool_prefix]
-            print(client_lines.terminal_help(server_args), file=sys.stderr, flush=True)
-        anyio.run(serve_stdio, server, connection)
-        return 0
+
+def _client_args(args: argparse.Namespace, server_url: str, policy: ToolPolicy) -> list[str]:
+    """The arguments an MCP client's configuration starts this server with (the terminal help
+    shows them; the executable is named by its absolute path: Claude Desktop does not search
+    PATH)."""
+    server_args = ["--server", redact(server_url)]
+    if args.credential_file:  # its path: the secret stays in the file
+        server_args += ["--credential-file", args.credential_file]
+    if policy.tool_prefix:
+        server_args += ["--tool-prefix", policy.tool_prefix]
+    return server_args
+
+
+def _run_http(
+    args: argparse.Namespace, server: Server, connection: Mq9Connection, auth_token: str | None
+) -> int:
     if auth_token:
         log.info("HTTP bearer token enforced: every request needs Authorization: Bearer")
     else:

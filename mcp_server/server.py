@@ -189,148 +189,162 @@ async def logged_call(
 
 def create_server(
     connection: Mq9Connection, policy: ToolPolicy | None = None, *, sessions_compete: bool = False
-) -> Server:
-    """An MCP server (the SDK's low-level ``Server``) whose tools are the mq9 operations.
+) -> Mq9McpServer:
+    """An MCP server whose tools are the mq9 operations (``Mq9McpServer``; the name kept for
+    the code that embeds it)."""
+    return Mq9McpServer(connection, policy, sessions_compete=sessions_compete)
+
+
+class Mq9McpServer(Server):
+    """An MCP server (the SDK's low-level ``Server``) whose tools are the mq9 operations, a
+    method for each request it handles.
 
     ``connection`` is shared by every client; each client gets a ``ToolPolicy`` of its own
-    (``ClientPolicies``): the same rules, its own state, so a mailbox one client creates is not
-    opened to another by ``allowed_mailboxes``. With ``sessions_compete`` (HTTP) clients name
-    their worker with the ``Mq9-Worker`` header; a stdio server is the group's one reader, or
-    ``--worker NAME``.
+    (``policies``, a ``ClientPolicies``): the same rules, its own state, so a mailbox one client
+    creates is not opened to another by ``allowed_mailboxes``. With ``sessions_compete`` (HTTP)
+    clients name their worker with the ``Mq9-Worker`` header; a stdio server is the group's one
+    reader, or ``--worker NAME``. Tasks are offered in the capabilities of each era (2025-11-25's
+    ``tasks``, 2026-07-28's extension); ``watches`` holds the mailbox subscriptions.
     """
-    policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
-    tools = tool_definitions(policies.policy)
 
-    task_names = {policies.policy.tool_name(op.name) for op in OPERATIONS.values() if op.waits}
-    may_be_tasks = types.ToolExecution(task_support="optional")
-    tools_for_tasks = [
-        t.model_copy(update={"execution": may_be_tasks}) if t.name in task_names else t
-        for t in tools
-    ]
+    def __init__(
+        self,
+        connection: Mq9Connection,
+        policy: ToolPolicy | None = None,
+        *,
+        sessions_compete: bool = False,
+    ) -> None:
+        self.connection = connection
+        self.policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
+        server_policy = self.policies.policy
+        self.tools = tool_definitions(server_policy)
+        self.task_names = {server_policy.tool_name(o.name) for o in OPERATIONS.values() if o.waits}
+        may_be_tasks = types.ToolExecution(task_support="optional")
+        self.tools_for_tasks = [
+            t.model_copy(update={"execution": may_be_tasks}) if t.name in self.task_names else t
+            for t in self.tools
+        ]
+        super().__init__(
+            SERVER_NAME,
+            version=__version__,
+            instructions=prefixed(INSTRUCTIONS, server_policy),
+            on_list_tools=self.handle_list_tools,
+            on_call_tool=self.handle_call_tool,
+            on_list_resources=self.handle_list_resources,
+            on_list_resource_templates=self.handle_list_templates,
+            on_read_resource=self.handle_read_resource,
+            on_list_prompts=self.handle_list_prompts,
+            on_get_prompt=self.handle_get_prompt,
+            on_completion=self.handle_complete,
+        )
+        # Logging through the protocol is 2025's (2026-07-28 dropped it, SEP-2577): a handler
+        # added so, not given to the constructor, which warns of that for every server.
+        self.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_logging_level)
+        self.middleware.append(questions.checked_input)  # before the task middleware: outer
+        tasks.serve(self, tasks.TaskStore(self.owner_of), self.start_call, self.wait_of)
+        self.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
+        # the streams and watches count per client: its worker names share its slice
+        watch.serve(self, self.watches, self.policy_of, self.client_of_request)
 
-    async def list_tools(ctx: Any, _params: Any) -> types.ListToolsResult:
-        offered = tasks.offered(ctx.protocol_version)
-        return types.ListToolsResult(tools=tools_for_tasks if offered else tools)
-
-    def start_call(ctx: Any, params: types.CallToolRequestParams) -> tasks.Run | None:
-        if params.name not in task_names:
-            return None
+    def policy_of(self, ctx: Any) -> ToolPolicy:
+        """The client's policy, for a request that answers a bad worker name with an error."""
         try:
-            client_policy = policies.of(ctx.request)
-        except OperationError:  # answered by call_tool, as a tool error
-            return None
+            return self.policies.of(ctx.request)
+        except OperationError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
 
-        async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
-            return await logged_call(connection, client_policy, named, ctx.request_id)
+    def owner_of(self, ctx: Any) -> str:
+        """The client of a request (``owners.py``), a bad worker name answered as an error."""
+        try:
+            return self.policies.owner_of(ctx.request)
+        except OperationError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
 
-        async def as_task(ask: questions.Ask | None) -> types.CallToolResult:
-            operation = operation_named(client_policy, params.name)
-            if ask is None or operation is None or not operation.asks:
-                return await run(params)
-            result = await questions.call_asking(ctx, params, run, client_policy.tool_name, ask)
-            return cast(types.CallToolResult, result)  # asked through the task: never input
+    def client_of_request(self, ctx: Any) -> str:
+        """The client whose slice a request's streams and watches count in."""
+        return client_of(self.owner_of(ctx))
 
-        return as_task
+    def wait_of(self, params: types.CallToolRequestParams) -> float:
+        return call_wait(self.policies.policy, params)
 
-    def wait_of(params: types.CallToolRequestParams) -> float:
-        return call_wait(policies.policy, params)
+    async def logged_call(
+        self,
+        policy: ToolPolicy,
+        ctx: Any,
+        params: types.CallToolRequestParams,
+        progress: Progress | None = None,
+    ) -> types.CallToolResult:
+        return await logged_call(self.connection, policy, params, ctx.request_id, progress)
+
+    async def handle_list_tools(self, ctx: Any, _params: Any) -> types.ListToolsResult:
+        offered = tasks.offered(ctx.protocol_version)
+        return types.ListToolsResult(tools=self.tools_for_tasks if offered else self.tools)
 
     # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
     # the same wording as the LangChain tools and accept what those accept.
-    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
+    async def handle_call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
         try:
-            client_policy = policies.of(ctx.request)
+            policy = self.policies.of(ctx.request)
         except OperationError as exc:
             return error_result(str(exc))
         progress = progress_reporter(ctx)
 
         async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
-            return await logged_call(connection, client_policy, named, ctx.request_id, progress)
+            return await self.logged_call(policy, ctx, named, progress)
 
-        operation = operation_named(client_policy, params.name)
+        operation = operation_named(policy, params.name)
         if operation is None or not operation.asks:
             return await run(params)
-        return await questions.call_asking(ctx, params, run, client_policy.tool_name)
+        return await questions.call_asking(ctx, params, run, policy.tool_name)
 
-    async def list_templates(_ctx: Any, _params: Any) -> types.ListResourceTemplatesResult:
+    def start_call(self, ctx: Any, params: types.CallToolRequestParams) -> tasks.Run | None:
+        """A tool call run as a task (``tasks.serve``), or None for a tool never one."""
+        if params.name not in self.task_names:
+            return None
+        try:
+            policy = self.policies.of(ctx.request)
+        except OperationError:  # answered by handle_call_tool, as a tool error
+            return None
+
+        async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
+            return await self.logged_call(policy, ctx, named)
+
+        async def as_task(ask: questions.Ask | None) -> types.CallToolResult:
+            operation = operation_named(policy, params.name)
+            if ask is None or operation is None or not operation.asks:
+                return await run(params)
+            result = await questions.call_asking(ctx, params, run, policy.tool_name, ask)
+            return cast(types.CallToolResult, result)  # asked through the task: never input
+
+        return as_task
+
+    async def handle_list_templates(
+        self, _ctx: Any, _params: Any
+    ) -> types.ListResourceTemplatesResult:
         return types.ListResourceTemplatesResult(resource_templates=resources.resource_templates())
 
-    async def list_resources(_ctx: Any, _params: Any) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=resources.listed_resources(policies.policy))
+    async def handle_list_resources(self, _ctx: Any, _params: Any) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=resources.listed_resources(self.policies.policy))
 
-    def policy_of(ctx: Any) -> ToolPolicy:
-        """The client's policy, for a request that answers a bad worker name with an error."""
-        try:
-            return policies.of(ctx.request)
-        except OperationError as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-
-    def owner_of(ctx: Any) -> str:
-        """The client of a request (``owners.py``), a bad worker name answered as an error."""
-        try:
-            return policies.owner_of(ctx.request)
-        except OperationError as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-
-    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
-        client_policy = policy_of(ctx)
+    async def handle_read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        policy = self.policy_of(ctx)
 
         async def call(tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
-            named = types.CallToolRequestParams(
-                name=client_policy.tool_name(tool), arguments=arguments
-            )
-            return await logged_call(connection, client_policy, named, ctx.request_id)
+            named = types.CallToolRequestParams(name=policy.tool_name(tool), arguments=arguments)
+            return await self.logged_call(policy, ctx, named)
 
-        return await resources.read_resource(connection, client_policy, str(params.uri), call)
+        return await resources.read_resource(self.connection, policy, str(params.uri), call)
 
-    async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
-        return await resources.complete(connection, policy_of(ctx), params)
+    async def handle_complete(
+        self, ctx: Any, params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        return await resources.complete(self.connection, self.policy_of(ctx), params)
 
-    async def list_prompts(_ctx: Any, _params: Any) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=resources.prompts(policies.policy))
+    async def handle_list_prompts(self, _ctx: Any, _params: Any) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=resources.prompts(self.policies.policy))
 
-    async def get_prompt(_ctx: Any, params: types.GetPromptRequestParams) -> Any:
-        return resources.get_prompt(policies.policy, params.name, params.arguments)
-
-    server = _Server(
-        SERVER_NAME,
-        version=__version__,
-        instructions=prefixed(INSTRUCTIONS, policies.policy),
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
-        on_list_resources=list_resources,
-        on_list_resource_templates=list_templates,
-        on_read_resource=read_resource,
-        on_list_prompts=list_prompts,
-        on_get_prompt=get_prompt,
-        on_completion=complete,
-    )
-    # Logging through the protocol is 2025's (2026-07-28 dropped it, SEP-2577): a handler added
-    # so, not given to the constructor, which warns of that for every server.
-    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_logging_level)
-    server.policies = policies
-    server.middleware.append(questions.checked_input)  # before the task middleware: outer
-    tasks.serve(server, tasks.TaskStore(owner_of), start_call, wait_of)
-    server.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
-    # the streams and watches count per client: its worker names share its slice
-    watch.serve(server, server.watches, policy_of, lambda ctx: client_of(owner_of(ctx)))
-    return server
-
-
-async def set_logging_level(ctx: Any, _params: types.SetLevelRequestParams) -> types.EmptyResult:
-    """``logging/setLevel``, in the revisions that have it: accepted. mq9-mcp sends its clients
-    no log messages (its log goes to stderr), so no level holds any back."""
-    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-        raise MCPError(types.METHOD_NOT_FOUND, "Method not found", ctx.method)
-    return types.EmptyResult()
-
-
-class _Server(Server):
-    """The SDK's server, offering Tasks in the capabilities of each era (2025-11-25's
-    ``tasks``, 2026-07-28's extension), and holding its clients' ``policies``."""
-
-    policies: ClientPolicies
-    watches: watch.Watches
+    async def handle_get_prompt(self, _ctx: Any, params: types.GetPromptRequestParams) -> Any:
+        return resources.get_prompt(self.policies.policy, params.name, params.arguments)
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         capabilities = super().get_capabilities(*args, **kwargs)
@@ -348,6 +362,14 @@ class _Server(Server):
         if tasks.extension_offered(version):
             capabilities.extensions = {**(capabilities.extensions or {}), tasks.EXTENSION: {}}
         return capabilities
+
+
+async def set_logging_level(ctx: Any, _params: types.SetLevelRequestParams) -> types.EmptyResult:
+    """``logging/setLevel``, in the revisions that have it: accepted. mq9-mcp sends its clients
+    no log messages (its log goes to stderr), so no level holds any back."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        raise MCPError(types.METHOD_NOT_FOUND, "Method not found", ctx.method)
+    return types.EmptyResult()
 
 
 def progress_reporter(context: Any) -> Progress | None:
