@@ -255,7 +255,7 @@ async def test_a_query_of_a_large_body_is_read_while_the_loop_answers_others(mon
     them back to back). Its body is parsed on the worker: the stand-in parser waits for a gate,
     and a SEND that arrives meanwhile is answered before the QUERY, which then answers as
     before. Before the fix the loop itself waited on the gate, and the SEND came after."""
-    import langchain_mq9.broker.engine.engine.engine as engine_module
+    import langchain_mq9.broker.engine.engine as engine_module
     engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
     gate = threading.Event()
     parse = engine_module._read_query

@@ -13,11 +13,11 @@ import re
 import time
 import uuid
 
-import langchain_mq9.broker.identities.ownership.ownership as ids
 import pytest
 from jetstream_servers import JetStreamCluster
 from nats.aio.msg import Msg
 
+import langchain_mq9.broker.identities.ownership as ids
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
 from langchain_mq9.broker import BrokerEngine

@@ -18,7 +18,6 @@ import stat
 import time
 from pathlib import Path
 
-import langchain_mq9.broker.cli.dev_broker.credentials as credentials_cli
 import nats
 import pytest
 from credentials_support import AgentLogins, ask, ok, on_close
@@ -46,6 +45,7 @@ from test_hostile_requests_credentialed import (
     test_publishing_as_another_agent_is_denied_by_nats_server as publish_as_another,
 )
 
+import langchain_mq9.broker.cli.credentials as credentials_cli
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.identities.callout import SETUP_FILE
 

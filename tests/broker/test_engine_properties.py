@@ -24,10 +24,10 @@ import json
 from dataclasses import dataclass, field
 from unittest.mock import patch
 
-import langchain_mq9.broker.engine.engine.engine as engine_module
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import langchain_mq9.broker.engine.engine as engine_module
 import langchain_mq9.broker.state.mailbox as mailbox_module
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock

@@ -14,11 +14,11 @@ import sys
 import time
 from collections.abc import Iterator
 
-import langchain_mq9.broker.cli.dev_broker.credentials as credentials_cli
 import pytest
 from devbroker_helpers import DevBroker, request_ok
 from jetstream_servers import JetStreamCluster, wait_serving
 
+import langchain_mq9.broker.cli.credentials as credentials_cli
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli.dev_broker import main
 from langchain_mq9.broker.cluster.servers import free_port
