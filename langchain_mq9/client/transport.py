@@ -32,6 +32,7 @@ from ..protocol.errors import (
 from ..protocol.subjects import IDENTITIES_MARKER, principal_subject
 from .auth import Login, login_for, refused_credentials, refused_login
 from .redaction import describe, redact
+from .urls import nats_urls
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("langchain_mq9")
 
-NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 MEMORY_SCHEME = "memory://"
 
 # An enforcing broker's answer to a plain request: "use your prefix" (protocol/subjects.py)
@@ -495,14 +495,7 @@ def open_transport(server: str, **options: Any) -> Transport:
 
 
 def _nats_urls(servers: str | list[str]) -> list[str]:
-    if isinstance(servers, str):
-        servers = servers.split(",")
-    urls = [part.strip() for part in servers if part.strip()]
-    for url in urls or [""]:
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
-            raise InvalidArgument(
-                f"unsupported server URL {redact(url)!r}: use nats://host:port, tls://host:port, "
-                "a comma-separated list of those, or memory:// for the in-process broker"
-            )
-    return urls
+    try:
+        return nats_urls(servers, also="memory:// for the in-process broker")
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None

@@ -45,10 +45,12 @@ MAY_IMPORT = {
     "wake": {"protocol", "client", "broker", "face"},  # of the face, only _cli.py (mq9-wake)
 }
 # What the broker may use of the client and the face: the guard and the redaction of a NATS
-# connection (both sides hold one), and the private leaves the two command lines share.
+# connection and the reading of its URLs (both sides hold one), and the private leaves the two
+# command lines share.
 BROKER_MAY_USE = {
     "langchain_mq9/client/nats_guard.py",
     "langchain_mq9/client/redaction.py",
+    "langchain_mq9/client/urls.py",
     "langchain_mq9/_cli.py",
     "langchain_mq9/_version.py",
 }

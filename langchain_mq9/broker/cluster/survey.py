@@ -16,13 +16,10 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
-from ...client.redaction import describe, redact
-from .servers import server_urls
+from ...client.redaction import describe
+from ...client.urls import address, nats_urls
 
-NATS_PORT = 4222
-NATS_SCHEMES = ("nats", "tls", "ws", "wss")  # what nats-py dials
 INFO_TIMEOUT = 5.0  # seconds for a server to send its INFO once the TCP connection is up
 _INFO_LIMIT = 1 << 20  # an INFO line listing every server of a large cluster
 POLL = 0.5  # seconds between two looks at a forming cluster
@@ -37,35 +34,11 @@ class ClusterError(Exception):
 
 def check_urls(url: str) -> list[str]:
     """The servers of ``url`` (comma-separated), each a NATS URL with a host and a port
-    number; refused in the words the client uses for a misspelt URL (client/transport.py,
-    which the broker does not import)."""
-    urls = server_urls(url)
-    for one in urls or [""]:
-        scheme, sep, rest = one.partition("://")
-        if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
-            raise ClusterError(
-                f"unsupported server URL {redact(one)!r}: use nats://host:port, "
-                "tls://host:port, or a comma-separated list of those"
-            )
-        try:
-            address(one)
-        except ValueError as exc:
-            raise ClusterError(str(exc)) from None
-    return urls
-
-
-def address(url: str) -> tuple[str, int]:
-    """The host and port of a NATS URL (4222 when it names none)."""
-    parts = urlsplit(url)
+    number; refused in the words the client uses for a misspelt URL."""
     try:
-        port = parts.port or NATS_PORT
-    except ValueError:
-        raise ValueError(
-            f"unsupported server URL {redact(url)!r}: its port is not a number"
-        ) from None
-    if not parts.hostname:
-        raise ValueError(f"unsupported server URL {redact(url)!r}: it names no host")
-    return parts.hostname, port
+        return nats_urls(url)
+    except ValueError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 async def read_info(url: str, timeout: float = INFO_TIMEOUT) -> dict[str, Any]:
