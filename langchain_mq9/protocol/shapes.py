@@ -164,8 +164,8 @@ def _convert(kind: str, value: Any) -> Any:
 
 def _str_list(items: list[Any]) -> list[str]:
     """A sequence of strings; the first item that is not one is the error. All at once when
-    every item is text (a QUERY may name thousands of tags: one call per tag cost the broker's
-    worker ~0.8 ms a 64 KiB body), else item by item for the first one's error. Joined, lone
+    every item is text (a QUERY may name thousands of tags: a call per tag is the broker's
+    worker's time, bench/HOTPATH.md), else item by item for the first one's error. Joined, lone
     surrogates stay apart (a str never pairs them), so the join encodes iff every item does."""
     if all(type(item) is str for item in items):
         try:
