@@ -27,7 +27,7 @@ from starlette.types import ASGIApp
 from langchain_mq9.client.connection import Mq9Connection
 
 from ..server import connect_early
-from .auth import BearerTokenMiddleware, HostAndOrigin, is_loopback, loopback_security
+from .auth import HostAndOrigin, is_loopback, loopback_security, require_bearer_token
 from .guard import BoundedConnections, check_versions
 from .limits import MAX_BODY_BYTES, UnreadableBodies
 from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT, SessionLimits
@@ -97,7 +97,7 @@ def create_http_app(
     endpoint = UnreadableBodies(limits)
     starlette = Starlette(routes=[Route(MCP_PATH, endpoint=endpoint)], lifespan=lifespan)
     starlette.state.session_limits = limits
-    app: ASGIApp = BearerTokenMiddleware(starlette, auth_token) if auth_token else starlette
+    app: ASGIApp = require_bearer_token(starlette, auth_token) if auth_token else starlette
     return HostAndOrigin(app, loopback_security(host)) if is_loopback(host) else app
 
 

@@ -1,22 +1,22 @@
-"""Who may use mq9-mcp over HTTP: a bearer token, and, bound to a loopback address, only
-requests addressed to a loopback name from no page or a loopback page (the SDK's DNS-rebinding
-protection), checked before anything reads a body."""
+"""Who may use mq9-mcp over HTTP: a bearer token (the MCP SDK's bearer auth, asking
+``BearerToken``), and, bound to a loopback address, only requests addressed to a loopback name
+from no page or a loopback page (the SDK's DNS-rebinding protection), both checked before
+anything reads a body."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
 
+from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from starlette.datastructures import Headers
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..owners import normalized_credentials
-
 # On a refusal before the body is read: uvicorn would otherwise read (and drop) the rest of it to
-# keep the connection, which for a 150 MB body costs as much as buffering it.
+# keep the connection, which costs as much as buffering it.
 CLOSE = "close"
 
 
@@ -59,28 +59,43 @@ class HostAndOrigin:
         await self.app(scope, receive, send)
 
 
-class BearerTokenMiddleware:
-    """Answer 401 to every HTTP request that lacks ``Authorization: Bearer <token>``."""
+def require_bearer_token(app: ASGIApp, token: str) -> ASGIApp:
+    """``app`` behind the SDK's bearer auth: every HTTP request without ``Authorization:
+    Bearer <token>`` is answered 401 (whatever its path), and the SDK's session manager binds
+    each session to the principal that opened it (one token: one principal, ``PRINCIPAL``)."""
+    required = _Requests(RequireAuthMiddleware(app, required_scopes=[]), app)
+    return AuthenticationMiddleware(required, backend=BearerAuthBackend(BearerToken(token)))
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
+
+# The principal every holder of the token is, for the SDK's session binding: one token cannot
+# tell its holders apart (the sessions' fair share and the owners of tasks do, owners.py).
+PRINCIPAL = "mq9-mcp"
+
+
+class BearerToken:
+    """The SDK's ``TokenVerifier`` for the one token ``--auth-token`` names, compared in
+    constant time. The SDK passes what follows the scheme (``Bearer``, in any case): the spaces
+    around the token do not make it another (``owners.normalized_credentials`` reads it so)."""
+
+    def __init__(self, token: str) -> None:
         self._token = token.encode()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not self._authorized(scope):
-            response = JSONResponse(
-                {
-                    "error": "unauthorized",
-                    "error_description": "this MCP server needs Authorization: Bearer <token>",
-                },
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="mq9-mcp"'},
-            )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+    async def verify_token(self, token: str) -> AccessToken | None:
+        given = token.strip()
+        if not hmac.compare_digest(given.encode(), self._token):
+            return None
+        return AccessToken(token=given, client_id=PRINCIPAL, scopes=[])
 
-    def _authorized(self, scope: Scope) -> bool:
-        given = normalized_credentials(Headers(scope=scope).get("authorization", ""))
-        scheme, _, credentials = given.partition(" ")
-        return scheme == "bearer" and hmac.compare_digest(credentials.encode(), self._token)
+
+class _Requests:
+    """HTTP requests (and websockets) go through ``guard``; the lifespan goes straight to
+    ``app``: the SDK's ``RequireAuthMiddleware`` would answer it 401."""
+
+    def __init__(self, guard: ASGIApp, app: ASGIApp) -> None:
+        self.guard = guard
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await (self.guard if scope["type"] in ("http", "websocket") else self.app)(
+            scope, receive, send
+        )

@@ -1,7 +1,14 @@
 """uvicorn's HTTP/1.1 connection, guarded: connections that never finish their headers are
 closed, open connections are bounded, and a request its head alone refuses is answered before
 any of its body is read. It subclasses uvicorn's ``H11Protocol`` and h11's ``Connection``, whose
-internals it relies on: ``check_versions`` refuses versions it was not written for."""
+internals it relies on: ``check_versions`` refuses versions it was not written for.
+
+Why not a public mechanism: uvicorn's options bound a head's size
+(``h11_max_incomplete_event_size``, passed on here) and answer 503 past ``limit_concurrency``,
+but give no deadline for a head, never close a connection that sends nothing, and start the
+app only once h11 has the head, reading on into the body; an ASGI middleware runs later still.
+A refused connection lingering before it closes (``REFUSED_LINGER``) is a socket's matter. The
+SDK's Host/Origin check and body limit answer inside the app (``auth.py``, ``limits.py``)."""
 
 from __future__ import annotations
 
@@ -40,14 +47,15 @@ HEADER_SECONDS = 10.0
 # of 1024 file descriptors, so a flood of connections cannot starve the broker connection.
 MAX_CONNECTIONS = 512
 # How long a connection refused by a request's head stays open, its answer sent and nothing
-# read: closed at once, a client repeating a refused 150 MB POST started over within a
-# millisecond and had the server refuse ~2,000 a second (bench 9h); now each costs it a second.
-# A slot is held no longer than a client that is slow to send its headers holds one anyway.
+# read: closed at once, a client repeating a refused large POST starts over at once and keeps
+# the server refusing as fast as it can (bench row 9h; docs/mcp.md); lingering, each refusal
+# costs the client this long. A slot is held no longer than a client that is slow to send its
+# headers holds one anyway.
 REFUSED_LINGER = 1.0
 # A connection's kernel receive buffer (the kernel doubles it): a refused body's client can
 # queue no more than this before the server closes, where Linux would otherwise let the buffer
-# grow to net.ipv4.tcp_rmem's maximum (32 MiB here) for the server to copy and drop. An 8 MiB
-# body still streams through it at loopback speed.
+# grow to net.ipv4.tcp_rmem's maximum for the server to copy and drop. A body of
+# ``MAX_BODY_BYTES`` still streams through it at loopback speed.
 RECEIVE_BUFFER = 128 * 1024
 
 
@@ -124,7 +132,7 @@ class BoundedConnections(H11Protocol):
     def _close_off_the_loop(self) -> None:
         """Have the socket's last close happen on a worker thread: closing a connection whose
         client still had megabytes on the way (a refused body) makes the kernel drop them and
-        reset it, about 0.4 ms the event loop would otherwise spend on each. asyncio closes its
+        reset it, time the event loop would otherwise spend on each. asyncio closes its
         own descriptor right after ``connection_lost``; this duplicate is closed after that."""
         sock = self.transport.get_extra_info("socket")
         if sock is None or sock.fileno() < 0:

@@ -22,7 +22,8 @@ from ..owners import client_identity
 
 log = logging.getLogger("mcp_server")
 
-# Room for many MCP clients on one machine, while a flood stays small: about 60 KB a session.
+# Room for many MCP clients on one machine, while a flood stays small (what a session holds:
+# docs/mcp.md, "The HTTP edge").
 DEFAULT_MAX_SESSIONS = 100
 DEFAULT_SESSION_IDLE_TIMEOUT = 600.0
 

@@ -135,9 +135,10 @@ async def served(
         clock=clock,
     )
     port = free_port()
-    limits = (
-        app.app.state.session_limits if auth_token is None else app.app.app.state.session_limits
-    )
+    inner = app
+    while not hasattr(inner, "state"):  # the Starlette app, under the middleware around it
+        inner = inner.app
+    limits = inner.state.session_limits
     result = Served(f"http://127.0.0.1:{port}/mcp", limits, clock)
     uv = _Uvicorn(uvicorn_config(app, "127.0.0.1", port))
     task = asyncio.create_task(uv.serve())
