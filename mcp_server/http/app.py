@@ -33,16 +33,6 @@ from .limits import MAX_BODY_BYTES, UnreadableBodies
 from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT, SessionLimits
 from .sse import RETRY_MS, PrimingEvents
 
-__all__ = [
-    "DEFAULT_MAX_SESSIONS",
-    "DEFAULT_SESSION_IDLE_TIMEOUT",
-    "MCP_PATH",
-    "create_http_app",
-    "is_loopback",
-    "serve_http",
-    "uvicorn_config",
-]
-
 log = logging.getLogger("mcp_server")
 
 MCP_PATH = "/mcp"
