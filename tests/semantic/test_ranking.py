@@ -43,9 +43,7 @@ def _orders(index: AgentIndex) -> dict[str, list[tuple[str, str]]]:
     orders = {"indexed": [(e.name, e.card_name) for e in index.indexed()]}
     for query in QUERIES:
         orders[f"text {query}"] = [(e.name, e.card_name) for e in index.search_text(query)]
-        orders[f"semantic {query}"] = [
-            (e.name, e.card_name) for e in index.search_semantic(query)
-        ]
+        orders[f"semantic {query}"] = [(e.name, e.card_name) for e in index.search_semantic(query)]
     return orders
 
 
@@ -53,8 +51,7 @@ def _orders(index: AgentIndex) -> dict[str, list[tuple[str, str]]]:
 @given(listings)
 def test_a_listing_is_ranked_as_the_registry_of_its_agents_ranks(agents):
     items = [
-        {"name": a["name"], "agent_info": _agent_info(a["card"], a["description"])}
-        for a in agents
+        {"name": a["name"], "agent_info": _agent_info(a["card"], a["description"])} for a in agents
     ]
     registry = AgentRegistry()
     for item in items:  # as the bundled broker took the registrations, in order

