@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .client.client import Message, Mq9Client
+from .client.transport import Engine, register_memory_engines
 from .groups.reader import Consumer, GroupReader
 from .protocol import Priority
 from .protocol.errors import (
@@ -55,6 +56,17 @@ from .protocol.errors import (
     Unavailable,
     WireError,
 )
+
+
+def _bundled_broker(name: str) -> Engine:
+    """The bundled broker's engine behind ``memory://NAME``: the client finds it through this
+    registration, never importing the broker (imported here at the first memory:// client)."""
+    from .broker import memory_broker
+
+    return memory_broker(name)
+
+
+register_memory_engines(_bundled_broker)
 
 # The LangChain side is imported on first use, so the client and the broker (mq9-dev-broker)
 # start without loading langchain-core.

@@ -1,9 +1,16 @@
-"""The bundled mq9 broker: one engine, served in-process (``memory://``) or on NATS."""
+"""The bundled mq9 broker: one engine, served in-process (``memory://``) or on NATS.
+
+``Broker(BrokerConfig(...))`` runs it on NATS from Python (``broker.py``, ``config.py``);
+``memory_broker(NAME)`` is the engine behind ``memory://NAME``, which ``import langchain_mq9``
+registers with the client (``client/transport.py``).
+"""
 
 from __future__ import annotations
 
 import threading
 
+from .broker import Broker
+from .config import BrokerConfig, StartupError
 from .engine.engine import BrokerEngine, BrokerLimits
 from .serving.serve import serve_on_nats
 from .state.clock import ManualClock
@@ -36,9 +43,12 @@ def drop_memory_broker(name: str) -> None:
 
 
 __all__ = [
+    "Broker",
+    "BrokerConfig",
     "BrokerEngine",
     "BrokerLimits",
     "ManualClock",
+    "StartupError",
     "drop_memory_broker",
     "install_memory_broker",
     "memory_broker",

@@ -2,9 +2,12 @@
 
 A transport moves bytes and headers; it knows nothing of mq9 commands. ``Mq9Client(server)``
 picks one by the URL's scheme (``open_transport``): ``NatsTransport`` for NATS URLs, and for
-``memory://NAME`` the process-wide bundled broker of that name. ``Mq9Client(transport=...)``
-takes any other: a ``NatsTransport`` with its own options, a ``HandlerTransport`` on a broker
-engine or a function (as httpx's ``MockTransport``), or a class of your own.
+``memory://NAME`` a ``MemoryTransport`` on the in-process engine of that name, which it finds
+through ``register_memory_engines`` (``import langchain_mq9`` registers the bundled broker's:
+the client itself never imports the broker). ``Mq9Client(transport=...)`` takes any other: a
+``NatsTransport`` with its own options, a ``MemoryTransport(engine)`` on an engine of your own
+(as httpx's ``ASGITransport(app)`` takes an app), a ``HandlerTransport`` on a function (as
+httpx's ``MockTransport``), or a class of your own.
 """
 
 from __future__ import annotations
@@ -142,26 +145,46 @@ class HandlerTransport:
         self._connected = False
 
 
-class MemoryTransport(HandlerTransport):
-    """``memory://NAME``: the process-wide bundled broker of that name, looked up at connect
-    (``broker.install_memory_broker`` puts one there; else it is made on first use)."""
+# memory://NAME -> its engine: the bundled broker's memory_broker, once registered
+FindEngine = Callable[[str], Engine]
+_memory_engines: list[FindEngine] = []  # the one registered, if any
 
-    def __init__(self, name: str) -> None:
-        super().__init__(None)
-        self.name = name
+
+def register_memory_engines(find: FindEngine | None) -> None:
+    """Where ``memory://NAME`` finds its engine from now on: ``find(NAME)``, called at each
+    connect (None: nowhere). ``import langchain_mq9`` registers the bundled broker's."""
+    _memory_engines[:] = [] if find is None else [find]
+
+
+def memory_engine(name: str) -> Engine:
+    """The engine behind ``memory://NAME``, as the registered function gives it."""
+    if not _memory_engines:
+        raise ConnectFailed(
+            f"no in-process broker for memory://{name}: none is registered (import "
+            "langchain_mq9, which registers the bundled broker, or give the client "
+            "transport=MemoryTransport(engine))"
+        )
+    return _memory_engines[0](name)
+
+
+class MemoryTransport(HandlerTransport):
+    """Requests answered by a broker engine in this process: ``engine``, or the engine of
+    ``memory://NAME`` (``name``), looked up at connect (``memory_engine``)."""
+
+    def __init__(self, engine: Engine | str = "") -> None:
+        named = isinstance(engine, str)
+        super().__init__(None if named else cast(Engine, engine))
+        self.name: str | None = cast(str, engine) if named else None
 
     @property
     def max_payload(self) -> int:
-        from ..broker import memory_broker
-
-        if self._handler is not None:  # the broker it connected to
-            return super().max_payload
-        return memory_broker(self.name).limits.max_payload
+        if self._handler is None and self.name is not None:  # not connected yet
+            return memory_engine(self.name).limits.max_payload
+        return super().max_payload
 
     async def connect(self) -> None:
-        from ..broker import memory_broker
-
-        self._handler = memory_broker(self.name)
+        if self.name is not None:
+            self._handler = memory_engine(self.name)
         await super().connect()
 
 

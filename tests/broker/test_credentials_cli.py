@@ -95,7 +95,7 @@ def test_credentials_dir_names_where_they_are_kept(tmp_path):
     from argparse import Namespace
 
     from langchain_mq9.broker import BrokerEngine
-    from langchain_mq9.broker.cli.credentials import identities_for
+    from langchain_mq9.broker.broker import identities_for
 
     args = Namespace(credentials=str(tmp_path / "ids"), nats=None, data=None)
     identities = identities_for(args, BrokerEngine())
@@ -136,7 +136,7 @@ def test_setup_writes_the_issuer_once_and_prints_the_servers_config(tmp_path, ca
 def test_a_cluster_broker_needs_the_setup_dir(tmp_path):
     from argparse import Namespace
 
-    from langchain_mq9.broker.cli.dev_broker import _cluster_issuer
+    from langchain_mq9.broker.broker import cluster_issuer as _cluster_issuer
     from langchain_mq9.broker.identities.store import CredentialError
 
     assert _cluster_issuer(Namespace(credentials=None)) is None

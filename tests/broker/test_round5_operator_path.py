@@ -135,7 +135,7 @@ def test_the_directories_the_credentials_live_in_are_the_owners_only(tmp_path):
     from argparse import Namespace
 
     from langchain_mq9.broker import BrokerEngine
-    from langchain_mq9.broker.cli.credentials import identities_for
+    from langchain_mq9.broker.broker import identities_for
 
     pytest.importorskip("nkeys")
     assert _credentials("setup", str(tmp_path / "auth"))[0] == 0

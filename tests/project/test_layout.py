@@ -24,8 +24,8 @@ MAY_IMPORT = {
     "semantic": {"protocol"},
     "groups": {"protocol"},
     "tracing": {"protocol"},
-    # broker: memory:// runs it in process
-    "client": {"protocol", "semantic", "groups", "broker", "tracing"},
+    # memory:// finds its engine through a registration (the face registers the broker's)
+    "client": {"protocol", "semantic", "groups", "tracing"},
     "broker": {"protocol", "semantic", "client", "face"},  # only BROKER_MAY_USE of the two
     "a2a": {"protocol", "groups", "client", "tracing", "wake"},
     "operations": {"protocol", "semantic", "groups", "client", "a2a", "tracing", "wake"},

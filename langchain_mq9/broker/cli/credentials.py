@@ -14,7 +14,7 @@ then the credentials live on the cluster (identities_kv.py):
     mq9-dev-broker credentials issue billing --credentials ./mq9-auth --nats URL
     mq9-dev-broker --nats URL --store jetstream --credentials ./mq9-auth
 
-A running broker sees each change within 10 ms, at the next request (docs/security.md).
+A running broker sees each change at its next request (docs/security.md says how soon).
 """
 
 from __future__ import annotations
@@ -29,30 +29,15 @@ from pathlib import Path
 from ..._cli import ArgumentParser, nats_errors_in_one_line
 from ...client.redaction import redact
 from ..cluster.survey import ClusterError, check_login, check_urls, survey
-from ..engine.engine import BrokerEngine
+from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls
 from ..identities.kv_store import KvIdentityStore
-from ..identities.ownership import Identities
 from ..identities.store import BaseIdentityStore, CredentialError, IdentityStore, identities_file
 from ..storage.jetstream import DEFAULT_STREAM
 
 DATA_HELP = (
     "the broker's --data PATH: credentials are kept beside its data, in mq9-identities.sqlite3"
 )
-EXTRA = "credentials"  # the extra of langchain-mq9 that brings nkeys
-
-
-def need_credentials_extra() -> None:
-    """Refuse, in one line, what signs logins (nkeys) when the ``credentials`` extra is not
-    installed."""
-    try:
-        import nkeys  # type: ignore[import-untyped]  # noqa: F401  # no types shipped
-    except ImportError:
-        raise CredentialError(
-            f"credentials need langchain-mq9's '{EXTRA}' extra (nkeys), missing from "
-            f"{sys.prefix}: install langchain-mq9 as you did, with [{EXTRA}] after its name (in "
-            f"a clone: {sys.executable} -m pip install -e '.[{EXTRA}]')"
-        ) from None
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,41 +65,6 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         "DIR is what 'mq9-dev-broker credentials setup DIR' wrote, and the credentials are kept "
         "on the cluster (docs/security.md)",
     )
-
-
-def check_broker_arguments(args: argparse.Namespace, store: str) -> None:
-    """Refuse what ``--credentials`` cannot be with: said before anything is reached."""
-    if args.credentials is None:
-        return
-    need_credentials_extra()
-    if getattr(args, "nats", None) and store != "jetstream":  # cli._serve_jetstream's
-        raise CredentialError(
-            "--credentials with --nats keeps the credentials on the NATS cluster: add --store "
-            "jetstream and give the DIR 'mq9-dev-broker credentials setup DIR' wrote; or drop "
-            "--nats (the broker then starts its nats-server and writes its login config)"
-        )
-    if store == "jetstream" and not args.credentials:
-        raise CredentialError(
-            "--credentials on --store jetstream needs DIR: run 'mq9-dev-broker credentials "
-            "setup DIR', add the config it prints to every nats-server, then pass "
-            "--credentials DIR"
-        )
-
-
-def identities_for(args: argparse.Namespace, engine: BrokerEngine) -> Identities | None:
-    """The enforcing part of a broker started with ``--credentials`` (None without it)."""
-    if args.credentials is None:
-        return None
-    check_broker_arguments(args, getattr(args, "store", None) or "sqlite")
-    place = args.credentials or args.data
-    if not place:
-        raise CredentialError(
-            "--credentials needs a place for the credentials: --data PATH (kept beside the "
-            "broker's data) or --credentials DIR"
-        )
-    path = Path(place, "mq9-identities.sqlite3") if args.credentials else identities_file(place)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the broker's own (security.md)
-    return Identities(IdentityStore(path), engine)
 
 
 def run_command(command: str, argv: list[str]) -> int:

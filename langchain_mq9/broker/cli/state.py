@@ -28,11 +28,11 @@ from typing import Any
 from ..._cli import ArgumentParser, nats_errors_in_one_line
 from ...client.redaction import describe, redact
 from ..cluster.survey import ClusterError, check_login, check_urls, survey
+from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls
 from ..identities.store import CredentialError
 from ..storage import JetStreamStorage, StorageError
 from ..storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
-from .credentials import need_credentials_extra
 
 MAGIC = b"mq9-state 1\n"  # the file's first line: what it is, and its format's version
 _LENGTH = struct.Struct(">I")

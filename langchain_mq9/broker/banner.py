@@ -1,0 +1,115 @@
+"""The lines a broker says once it serves: where, what it restored, its limits, how to connect
+(``mq9-dev-broker`` prints them; the tests and the docs read their words)."""
+
+from __future__ import annotations
+
+from .. import semantic
+from .cluster.servers import NatsProcess
+from .engine.engine import BrokerEngine
+from .standby.leader import LeaderLock
+from .storage import JetStreamStorage, SqliteStorage, Storage
+
+
+def banner(
+    shown: str, server: NatsProcess | None, storage: Storage | None, engine: BrokerEngine
+) -> str:
+    """What a broker serving ``engine`` at ``shown`` (redacted URLs) says: on the nats-server
+    it started (``server``) or on one of its own, keeping its state in ``storage``."""
+    pid = "" if server is None else f" (pid {server.process.pid})"
+    lines = [f"mq9 dev broker: BrokerEngine on nats-server{pid} at {shown}"]
+    lines += _storage_lines(storage)
+    lines += _limit_lines(engine)
+    if not engine.search:
+        lines.append(
+            "agent search: off (--no-search), as on RobustMQ's default build: DISCOVER with "
+            "text or semantic answers an error, clients rank the listing themselves"
+        )
+    else:
+        lines.append(f"agent search: on; semantic ranks by {semantic.describe()}")
+    lines += [
+        "connect with:",
+        f'  Mq9Client("{shown}")',
+        f'  Mq9Toolkit(server="{shown}")',
+        f"  mq9-mcp --server {shown}",
+    ]
+    return "\n".join(lines)
+
+
+def standby_banner(shown: str, lock: LeaderLock) -> str:
+    """What a JetStream broker standing by says: who serves, and when it takes over."""
+    return (
+        f"mq9 dev broker: standby for JetStream stream {lock.stream} at {shown}; serving now: "
+        f"{lock.current_holder() or 'no one (taking over)'}; this broker serves once that "
+        f"one stops or loses NATS for {lock.ttl - lock.margin:g} s"
+    )
+
+
+def _storage_lines(storage: Storage | None) -> list[str]:
+    if isinstance(storage, JetStreamStorage):
+        counts = storage.restored
+        return [
+            f"storage: JetStream stream {storage.stream} ({storage.replicas} replicas; each "
+            f"answer after a quorum holds it); restored {counts['mailboxes']} mailboxes, "
+            f"{counts['messages']} messages, {counts['delayed']} delayed messages, "
+            f"{counts['offsets']} group offsets, {counts['agents']} agents"
+        ]
+    if isinstance(storage, SqliteStorage):
+        return _sqlite_lines(storage)
+    return [
+        "storage: in memory only; everything is lost when the broker stops "
+        "(use --data PATH to keep it)"
+    ]
+
+
+def _sqlite_lines(storage: SqliteStorage) -> list[str]:
+    counts = storage.restored
+    lines = [
+        f"storage: {storage.path} (SQLite, WAL, synchronous={storage.synchronous}); "
+        f"restored {counts['mailboxes']} mailboxes, {counts['messages']} messages, "
+        f"{counts['delayed']} delayed messages, {counts['offsets']} group offsets, "
+        f"{counts['agents']} agents"
+    ]
+    if counts["wal_lost"]:
+        lines.append(
+            f"storage: NOT restored: {counts['wal_lost']} acknowledged writes that came "
+            "after a damaged part of the write-ahead log (SQLite replays it only up to "
+            "the damage); the log above says so too"
+        )
+    if counts["wal_redone"]:
+        lines.append(
+            f"storage: the write-ahead log was damaged: the {counts['wal_redone']} writes "
+            "after the damage were restored from the request log"
+        )
+    if counts["log_lost"]:
+        lines.append(
+            f"storage: NOT restored: {counts['log_lost']} acknowledged writes that came "
+            "after a damaged part of the request log (kept beside it as .damaged); the "
+            "log above says so too"
+        )
+    if counts["damaged"] or counts["skipped"]:
+        lines.append(
+            f"storage: NOT restored: {counts['damaged']} damaged messages (checksum "
+            f"mismatch), {counts['skipped']} messages of mailboxes not stored; the log "
+            "above names them"
+        )
+    return lines
+
+
+def _most(n: int | None) -> str:
+    return "no limit" if n is None else str(n)
+
+
+def _limit_lines(engine: BrokerEngine) -> list[str]:
+    limits, answer_limit = engine.limits, engine.answer_limit
+    effective = ""
+    if answer_limit is not None and answer_limit < limits.max_payload:
+        effective = f" (in effect {answer_limit}: what one answer carries)"
+    return [
+        f"limits: max payload {limits.max_payload} bytes{effective}, "
+        f"mailboxes {_most(limits.max_mailboxes)}, "
+        f"messages per mailbox {_most(limits.max_messages_per_mailbox)}, "
+        f"agents {_most(limits.max_agents)} (cards up to {_most(limits.max_card_bytes)} bytes), "
+        f"groups {_most(limits.max_groups)}",
+        f"answers: up to {answer_limit} bytes (the nats-server's max_payload); a FETCH or "
+        "QUERY answer holds as many messages as fit",
+    ]

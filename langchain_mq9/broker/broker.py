@@ -1,0 +1,683 @@
+"""``Broker``: the bundled mq9 broker as an object, started and stopped from Python.
+
+    async with Broker(BrokerConfig(nats=URLS, store="jetstream", credentials="./mq9-auth")) as b:
+        credential = await b.issue("billing")        # name:secret, for one agent
+        await b.serve()                              # until stopped
+
+It answers every ``$mq9.AI.*`` request with a ``BrokerEngine``: on a nats-server it starts
+(``host``/``port``) or on running ones (``nats``); its state in memory, in SQLite (``data``) or
+in JetStream on the cluster of ``nats``, where one broker serves while the others started on the
+same stream stand by (``standby/leader.py``). ``mq9-dev-broker`` is this object behind argparse.
+
+What it says as it starts and takes over (where it serves, what it restored, its limits, "ready")
+goes to ``say``: the command prints it; by default it is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NatsConnection
+
+from .. import protocol as p
+from .. import semantic
+from ..client.redaction import describe, redact
+from .banner import banner, standby_banner
+from .cluster.forming import await_cluster, placed, refused_for_good
+from .cluster.servers import (
+    LARGEST_MAX_PAYLOAD,
+    NatsProcess,
+    find_nats_server,
+    server_urls,
+    start_nats_server,
+)
+from .cluster.survey import ClusterError, Waiting, check_login, refused_login, survey
+from .config import (
+    BrokerConfig,
+    StartupError,
+    check_credentials,
+    credentials_place,
+    identities_path,
+)
+from .engine.engine import BrokerEngine
+from .identities.callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
+from .identities.kv_store import KvIdentityStore
+from .identities.ownership import Identities, Logins
+from .identities.store import CredentialError, IdentityStore
+from .serving.pacing import AnswerPacer
+from .serving.serve import serve_on_nats
+from .standby.leader import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine, serve_while_leader
+from .storage import JetStreamStorage, SqliteStorage, Storage, StorageError
+from .storage.sqlite import data_file
+
+log = logging.getLogger("langchain_mq9.broker")
+
+READY = "mq9 dev broker ready on"
+CONNECT_TIMEOUT = 10.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+BURST_MIB = 4  # a large answer after a quiet moment goes at once, up to this far ahead
+DEFAULT_ACCOUNT = "$G"  # nats-server's account for clients when its config names none
+NAME = "mq9-dev-broker"  # the broker's connections, as the servers list them
+
+Stop = Callable[[], Awaitable[None]]
+
+
+def _log_said(text: str) -> None:
+    for line in text.splitlines():
+        log.info("%s", line)
+
+
+class Broker:
+    """The bundled broker ``config`` describes. ``async with Broker(config) as broker:``
+    starts it (``start``) and stops it (``stop``); ``serve()`` waits while it serves.
+
+    Errors that stop a start are one line each: ``StartupError``, ``ClusterError``,
+    ``StorageError``, ``CredentialError`` and ``semantic.ModelError``. Starting loads the
+    embedding model into the process (``config.embedding_model`` sets it, as the
+    ``MQ9_EMBEDDING_MODEL`` variable does), and a nats-server it starts lives as long as the
+    thread that started it."""
+
+    def __init__(
+        self, config: BrokerConfig | None = None, *, say: Callable[[str], None] = _log_said
+    ) -> None:
+        self.config = config or BrokerConfig()
+        self.say = say
+        self.url: str | None = None  # where clients connect, once started
+        self.engine: BrokerEngine | None = None  # the one serving (None standing by)
+        self._shown = ""  # self.url, redacted
+        self._stopping = asyncio.Event()
+        self._ended = asyncio.Event()  # it stopped by itself: _failure says why
+        self._failure: Exception | None = None
+        self._started = False
+        self._server: NatsProcess | None = None
+        self._storage: Storage | None = None
+        self._identities: Identities | None = None
+        self._logins: Logins | None = None
+        self._lock: LeaderLock | None = None
+        self._opened: list[NatsConnection] = []
+        self._service: Any = None  # serve_on_nats's, while this broker serves alone
+        self._issuer: Issuer | None = None  # a cluster's, with credentials
+        self._settled = asyncio.Event()  # a JetStream broker serves or stands by
+        self._leading: asyncio.Future[None] | None = None  # serve_while_leader, on JetStream
+        self._watching: asyncio.Future[None] | None = None  # the nats-server it started
+
+    def __repr__(self) -> str:
+        return f"Broker({self._shown or self.config.nats or 'not started'!r})"
+
+    @property
+    def serving(self) -> bool:
+        """Whether this broker answers requests now (a JetStream broker may stand by)."""
+        return self.engine is not None and not self._ended.is_set()
+
+    async def __aenter__(self) -> Broker:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> Broker:
+        """Start serving (or, on JetStream, standing by); returns once it does. A failure
+        leaves nothing running and raises one of the errors the class names."""
+        if self._started:
+            raise RuntimeError("this Broker was started already: make another")
+        self._started = True
+        try:
+            if self.config.store == "jetstream":  # a wrong DIR: said before the servers
+                self._issuer = cluster_issuer(self.config)
+            infos = await self._survey()
+            self._load_model()
+            if self.config.store == "jetstream":
+                await self._start_on_cluster(infos)
+            else:
+                await self._start_alone()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def serve(self, until: asyncio.Event | None = None) -> None:
+        """Until ``until`` is set (for ever without it), or the broker stops by itself: then
+        raises why (its nats-server exited, JetStream refused the state's stream)."""
+        waits = [asyncio.ensure_future(self._ended.wait())]
+        if until is not None:
+            waits.append(asyncio.ensure_future(until.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if self._failure is not None:
+            raise self._failure
+
+    async def stop(self) -> None:
+        """Stop serving, close every connection, stop the nats-server it started and close
+        the state's store. Safe to call again."""
+        self._stopping.set()  # what closes now is closed by us: no "lost the connection" said
+        if self._watching is not None:  # (its thread ends with the nats-server, below)
+            self._watching.cancel()
+        if self._leading is not None:  # serve_while_leader stops serving, releases the lock
+            with contextlib.suppress(Exception):
+                await self._leading
+            self._leading = None
+        if self._service is not None:
+            service, self._service = self._service, None
+            await service.stop()
+        if self._identities is not None:
+            await self._identities.stop()
+        opened, self._opened = self._opened, []
+        lock, self._lock = self._lock, None
+        logins, self._logins = self._logins, None
+        await _close_all(*opened, lock=lock, logins=logins)
+        if self._server is not None:
+            # stopped now: the thread waiting for it must end before the loop can
+            await asyncio.to_thread(self._server.stop)
+        if self._storage is not None:
+            await asyncio.to_thread(self._storage.close)
+        self._server = self._storage = self._identities = self.engine = None
+
+    async def issue(self, name: str, label: str = "") -> str:
+        """A new credential ``name:secret`` for the agent ``name`` (the secret is shown only
+        here), on a broker enforcing credentials (``credentials``)."""
+        holder = self._identities or self._logins
+        if holder is None:
+            raise CredentialError("this broker does not enforce credentials (credentials=False)")
+        secret = await asyncio.to_thread(holder.store.issue, name, label)
+        return f"{name}:{secret}"
+
+    # -- the start's common steps --------------------------------------------------------
+
+    async def _survey(self) -> dict[str, dict[str, Any]]:
+        """The servers of ``nats`` that answer: one that is not there is said now, before the
+        model loads ({} for a nats-server this broker starts)."""
+        servers = self.config.servers
+        self._shown = ",".join(redact(one) for one in servers)
+        if not servers:
+            return {}
+        try:
+            return await survey(servers, self._shown)
+        except ClusterError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _load_model(self) -> None:
+        """The embedding model, loaded now on this thread, before the broker says ready: a
+        REGISTER sent once it did is answered as promptly as any (loaded later, on the
+        engine's worker thread at nice 10, beside busy processes the first REGISTER timed out:
+        issue #54)."""
+        if self.config.embedding_model:
+            os.environ[semantic.MODEL_ENV] = self.config.embedding_model
+        try:
+            semantic.embedder()  # loaded once per process: the engine finds it loaded
+        except semantic.ModelError:
+            if self.config.embedding_model:  # chosen: it loads, or the broker does not start
+                raise
+            # the default model: the engine logs why, and answers it to each request needing it
+
+    def _pacer(self) -> AnswerPacer | None:
+        rate = self.config.answer_rate * 2**20
+        return AnswerPacer(rate, BURST_MIB * 2**20) if rate else None
+
+    def _callbacks(self) -> dict[str, Any]:
+        """nats-py's callbacks for the broker's connections: a lost link said once."""
+        shown, stopping = self._shown, self._stopping
+
+        async def disconnected() -> None:
+            if not stopping.is_set():  # not our own close()
+                log.warning("lost the connection to nats-server at %s; reconnecting", shown)
+
+        async def reconnected() -> None:
+            log.warning("reconnected to nats-server at %s", shown)
+
+        return {
+            "disconnected_cb": disconnected,
+            "reconnected_cb": reconnected,
+            "error_cb": _nats_error,
+        }
+
+    async def _connect(self, url: str, *, name: str = NAME, **options: Any) -> NatsConnection:
+        connection = await _connect(url, self._shown, name=name, **options)
+        self._opened.append(connection)
+        return connection
+
+    # -- alone: memory or SQLite, on a nats-server of its own or on one given ------------
+
+    async def _start_alone(self) -> None:
+        config = self.config
+        if config.store == "sqlite":
+            assert config.data is not None  # (BrokerConfig says so)
+            # made the broker's own: it holds every message (docs/security.md)
+            data_file(config.data).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._storage = SqliteStorage(config.data, synchronous=config.sync)
+        engine = BrokerEngine(limits=config.limits, storage=self._storage, search=config.search)
+        self._identities = identities = identities_for(config, engine)  # None without
+        engine.load_model_soon()  # loaded already; a default model that is not is logged
+        if config.nats:
+            self.url = config.nats
+        else:
+            self._server = _start_server(config.host, config.port, identities)
+            self.url = self._server.url
+            self._shown = redact(self.url)
+        serving, bulk = await self._open_alone(self.url)
+        pacer, announce = self._pacer(), config.announce
+        self._service = await serve_on_nats(
+            engine, serving, bulk, pacer, identities, announce=announce
+        )
+        _warn_payload(engine, serving)
+        self.engine = engine
+        self.say(banner(self._shown, self._server, self._storage, engine))
+        if identities is not None:
+            self.say(identities.describe())
+        self.say(f"{READY} {self._shown}")
+        if self._server is not None:  # a nats-server that dies under us ends the broker
+            self._watching = asyncio.ensure_future(self._watch(self._server))
+
+    async def _open_alone(self, url: str) -> tuple[NatsConnection, NatsConnection]:
+        """The connections a broker serving alone answers on, and its bulk one: large
+        answers go out on a connection of their own, so that small ones never wait behind
+        them (serve.py); it only publishes."""
+        identities, callbacks = self._identities, self._callbacks()
+        login = identities.broker_login() if identities else {}  # the broker's own user
+        # (with credentials the serving connection says when nats-server is lost, once)
+        told = callbacks if identities is None else {"error_cb": _nats_error}
+        connection = await self._connect(url, **told, **login)
+        await _refuse_second_broker(connection, self._shown)  # before it answers anything
+        serving = connection
+        if identities is not None:  # logins, plain requests refused, revocations
+            await identities.start(url)
+            # #61: requests heard and answered as a user that may publish only to inboxes
+            login = identities.serve_login()
+            serving = await self._connect(url, **callbacks, **login)
+        bulk = await self._connect(url, name=f"{NAME} answers", error_cb=_nats_error, **login)
+        return serving, bulk
+
+    async def _watch(self, server: NatsProcess) -> None:
+        code = await asyncio.to_thread(server.process.wait)
+        if not self._stopping.is_set():
+            self._end(StartupError(f"nats-server exited (status {code}); the broker stops"))
+
+    def _end(self, failure: Exception | None) -> None:
+        """The broker stopped by itself, for ``failure``."""
+        self._failure = self._failure or failure
+        self.engine = None
+        self._ended.set()
+
+    # -- on a JetStream cluster: serving while it holds the leader lock ------------------
+
+    async def _start_on_cluster(self, infos: dict[str, dict[str, Any]]) -> None:
+        """Serve the state kept in JetStream while this broker holds the stream's leader
+        lock, standing by while another holds it (``standby/leader.py``). A cluster still
+        forming is waited for (``cluster_wait``), saying what for."""
+        config, shown, issuer = self.config, self._shown, self._issuer
+        assert config.nats is not None  # (BrokerConfig says so)
+        self.url = url = config.nats
+        # with credentials, the servers (configured by 'credentials setup') ask the brokers
+        # at each login; every part logs in as the broker's user, and the identities live on
+        # the cluster, read by every broker, serving or standing by
+        parts = config.servers if issuer is None else broker_urls(url, issuer)
+        if issuer is not None:
+            await _check_logins(infos, parts, shown)
+        login = {} if issuer is None else {"user": BROKER_USER, "password": issuer.broker_password}
+        wait = Waiting(config.cluster_wait, log.info)
+        callbacks = self._callbacks()
+        told = callbacks if issuer is None else {"error_cb": _nats_error}
+        connection = await self._connect(url, **told, **login)
+        replicas = await await_cluster(
+            connection, config.servers, config.replicas, config.stream, shown, wait
+        )
+        if issuer is not None:
+            self._logins = await _answer_logins(url, config.stream, issuer, parts, replicas, wait)
+        else:
+            await _warn_default_account(connection, config.stream)
+        self._lock = lock = await placed(
+            wait, "the lock bucket", LeaderLock, parts, config.stream, replicas=replicas
+        )
+        serving = connection
+        if self._logins is not None:  # #61: requests heard and answered as a user that may
+            login = self._logins.serve_login()  # publish only to inboxes
+            serving = await self._connect(url, **callbacks, **login)
+        bulk = await self._connect(url, name=f"{NAME} answers", error_cb=_nats_error, **login)
+        await self._take_or_stand_by(lock, connection)  # asked as the broker's user
+        await self._lead(_Takeover(self, url, parts, replicas, serving, bulk))
+
+    async def _take_or_stand_by(self, lock: LeaderLock, connection: NatsConnection) -> None:
+        """Take the lock now if no one holds it, refusing to serve beside another broker; else
+        say that this one stands by."""
+        if await asyncio.to_thread(lock.try_take):
+            try:  # a broker keeping its state elsewhere may serve these subjects
+                await _refuse_second_broker(connection, self._shown)
+            except StartupError:
+                await asyncio.to_thread(lock.release)
+                raise
+        else:
+            self.say(standby_banner(self._shown, lock))
+            self.say(f"{READY} {self._shown} (standby)")
+            self._settled.set()
+
+    async def _lead(self, takeover: _Takeover) -> None:
+        """Run ``serve_while_leader`` until stopped; return once this broker serves or
+        stands by. A stream JetStream refuses for good ends it (``serve`` raises why)."""
+        assert self._lock is not None
+        lock, refused = self._lock, takeover.refused
+
+        def standing_by() -> None:
+            self.say(f"mq9 dev broker standing by on {self._shown}")
+            self._settled.set()
+
+        async def lead() -> None:
+            try:
+                await serve_while_leader(
+                    lock, self._stopping, takeover.start, standing_by=standing_by
+                )
+            except Exception as exc:
+                self._end(exc)
+                raise
+            if refused:
+                self._end(StartupError(refused[0]))
+
+        self._leading = leading = asyncio.ensure_future(lead())
+        settled = asyncio.ensure_future(self._settled.wait())
+        await asyncio.wait([leading, settled], return_when=asyncio.FIRST_COMPLETED)
+        settled.cancel()
+        if self._failure is not None:
+            raise self._failure
+
+
+class _Takeover:
+    """What ``serve_while_leader`` runs each time this broker takes the lock: fence the
+    stream, read it back, serve; ``start`` returns how to stop."""
+
+    def __init__(
+        self, broker: Broker, url: str, parts: list[str], replicas: int,
+        serving: NatsConnection, bulk: NatsConnection,
+    ) -> None:  # fmt: skip
+        self.broker, self.url, self.parts, self.replicas = broker, url, parts, replicas
+        self.serving, self.bulk = serving, bulk
+        self.refused: list[str] = []  # why the stream cannot be had, if it cannot
+
+    async def start(self) -> Stop:
+        try:
+            return await self._start()
+        except StorageError as exc:
+            if not refused_for_good(exc):
+                raise  # no quorum yet, say: serve_while_leader stands by, tries again
+            self.refused.append(str(exc))
+            self.broker._stopping.set()
+            return _nothing
+
+    async def _start(self) -> Stop:
+        broker, config = self.broker, self.broker.config
+        lock, logins = broker._lock, broker._logins
+        assert lock is not None
+        await asyncio.to_thread(lock.fence)
+        storage = await asyncio.to_thread(
+            JetStreamStorage, self.parts, replicas=self.replicas, stream=config.stream
+        )
+        try:
+            engine, identities = await self._engine(storage, lock, logins)
+        except BaseException:
+            storage.close()
+            raise
+        engine.load_model_soon()
+        if identities is not None:
+            await identities.start(self.url)
+        service = await serve_on_nats(
+            engine, self.serving, self.bulk, broker._pacer(), identities,
+            announce=config.announce,
+        )  # fmt: skip
+        _warn_payload(engine, self.serving)
+        broker.engine = engine
+        self._say_serving(storage, engine, identities)
+
+        async def stop_serving() -> None:
+            broker.engine = None
+            if lock.holds():  # stopped (SIGTERM)
+                await service.stop()
+            else:  # the lease ended: say so to what is still under way or waiting
+                await service.stop(unfinished=LEASE_ENDED, unread=NOT_SERVING)
+            if identities is not None:
+                await identities.stop()
+            await asyncio.to_thread(storage.close)
+
+        return stop_serving
+
+    async def _engine(
+        self, storage: JetStreamStorage, lock: LeaderLock, logins: Logins | None
+    ) -> tuple[LeaseEngine, Identities | None]:
+        """The engine on the state read back, serving while ``lock`` holds, and who owns what
+        as the cluster holds it at the takeover (#53)."""
+        engine = await asyncio.to_thread(
+            LeaseEngine, lock.holds, limits=self.broker.config.limits, storage=storage,
+            search=self.broker.config.search,
+        )  # fmt: skip
+        if logins is None:
+            return engine, None
+        identities = await asyncio.to_thread(Identities, logins.store, engine, logins=logins)
+        return engine, identities
+
+    def _say_serving(
+        self, storage: JetStreamStorage, engine: BrokerEngine, identities: Identities | None
+    ) -> None:
+        broker = self.broker
+        broker.say(banner(broker._shown, None, storage, engine))
+        if identities is not None:
+            broker.say(identities.describe())
+        broker.say(f"{READY} {broker._shown} (serving)")
+        broker._settled.set()
+
+
+async def _nothing() -> None:
+    """How to stop serving what never started."""
+
+
+# -- the parts a broker is made of -----------------------------------------------------------
+
+
+def identities_for(settings: Any, engine: BrokerEngine) -> Identities | None:
+    """The enforcing part of a broker with ``credentials`` on a nats-server of its own (None
+    without them). ``settings``: a ``BrokerConfig`` or the command's parsed arguments."""
+    path = identities_path(settings)
+    if path is None:
+        return None
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the broker's own (security.md)
+    return Identities(IdentityStore(path), engine)
+
+
+def cluster_issuer(settings: Any) -> Issuer | None:
+    """The issuer ``credentials setup DIR`` kept, for ``credentials=DIR`` on a cluster."""
+    place = credentials_place(settings.credentials)
+    if place is None:
+        return None
+    check_credentials(settings, "jetstream")
+    return Issuer.load(Path(place, SETUP_FILE))
+
+
+def _start_server(host: str, port: int, identities: Identities | None = None) -> NatsProcess:
+    try:
+        find_nats_server()
+    except FileNotFoundError as exc:
+        raise StartupError(str(exc)) from None
+    if _listening(host, port):
+        raise StartupError(
+            f"something already listens on {host}:{port}: pick another --port, or pass "
+            f"--nats nats://{host}:{port} to serve on that nats-server"
+        )
+    if host not in LOOPBACK and identities is None:
+        log.warning(
+            "nats-server binds %s: anyone who can reach it can use every mailbox whose address "
+            "they know (the dev broker has no authentication)",
+            host,
+        )
+    try:
+        # Answers may hold many messages: let them be as large as NATS allows
+        server = start_nats_server(
+            host,
+            port,
+            max_payload=LARGEST_MAX_PAYLOAD,
+            config_text=identities.issuer.server_config() if identities else "",  # #53
+            die_with_parent=True,
+        )
+    except RuntimeError as exc:
+        raise StartupError(str(exc)) from None
+    # Drain nats-server's log pipe as long as it runs: a full pipe would block the server
+    threading.Thread(target=_relay_log, args=(server,), daemon=True).start()
+    return server
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _relay_log(server: NatsProcess) -> None:
+    relay = logging.getLogger("langchain_mq9.broker.nats_server")
+    stream = server.process.stderr
+    if stream is None:
+        return
+    for raw in stream:
+        line = raw.decode(errors="replace").rstrip()
+        serious = any(tag in line for tag in ("[ERR]", "[FTL]", "[WRN]"))
+        if "Maximum payloads over" in line:  # our own choice of max_payload, see above
+            serious = False
+        if "Plaintext passwords detected" in line:  # #53: the broker's own, random per start
+            serious = False
+        relay.log(logging.WARNING if serious else logging.DEBUG, "%s", line)
+
+
+async def _nats_error(exc: Exception) -> None:
+    log.debug("nats: %s", describe(exc))  # describe redacts a URL in the text
+
+
+async def _connect(url: str, shown: str, **callbacks: Any) -> NatsConnection:
+    """A connection to the nats-server at ``url`` (``shown``: the same, redacted), which
+    reconnects for as long as it takes once made; ``callbacks``: its name and nats-py's
+    ``*_cb`` callbacks."""
+    connection = NatsConnection()
+    try:
+        await asyncio.wait_for(
+            connection.connect(
+                server_urls(url),
+                max_reconnect_attempts=3,  # for the first connection: nothing there, say so
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # nats-py sleeps it: a float
+                **callbacks,
+            ),
+            CONNECT_TIMEOUT,
+        )
+    except Exception as exc:
+        # a timeout or "no servers": what the last try met says why
+        cause = connection.last_error or exc
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise StartupError(
+            f"cannot connect to nats-server at {shown}: {refused_login(cause)}"
+        ) from None
+    # From now on a nats-server restart must not end the broker: reconnect for as long as it
+    # takes (nats-py reads this option at each reconnect).
+    connection.options["max_reconnect_attempts"] = -1
+    return connection
+
+
+async def _close_all(
+    *connections: NatsConnection, lock: LeaderLock | None = None, logins: Logins | None = None
+) -> None:
+    for opened in reversed(connections):  # the last opened first
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(opened.close(), 5)
+    if lock is not None:
+        await asyncio.to_thread(lock.close)
+    if logins is not None:
+        await logins.stop()
+        await asyncio.to_thread(logins.store.close)
+
+
+async def _refuse_second_broker(connection: NatsConnection, shown: str) -> None:
+    """Two brokers answering the same subjects would split the state between them."""
+    import nats.errors
+
+    try:
+        await connection.request(p.AGENT_DISCOVER, p.DISCOVER_REQUEST.body(limit=1), timeout=0.5)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return
+    raise StartupError(
+        f"an mq9 broker already serves {shown} (something answers {p.PREFIX}.*): use it, "
+        "or stop it first"
+    )
+
+
+def _warn_payload(engine: BrokerEngine, connection: NatsConnection) -> None:
+    if engine.limits.max_payload > connection.max_payload:
+        # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
+        # not hand out in an answer is refused at SEND instead of blocking its readers
+        log.warning(
+            "--max-payload %d is above nats-server's max_payload %d: messages are limited "
+            "to what one %d-byte answer carries (SEND refuses larger ones)",
+            engine.limits.max_payload,
+            connection.max_payload,
+            connection.max_payload,
+        )
+
+
+async def _warn_default_account(connection: NatsConnection, stream: str) -> None:
+    """Say so when the state lands in the servers' default account: the config that enables
+    credentials names accounts, and a broker with credentials never reaches this one (nor may
+    any config name it), so it would start on an empty state (docs/deploy.md)."""
+    try:
+        answer = await connection.request("$SYS.REQ.USER.INFO", b"", timeout=2)
+        account = json.loads(answer.data)["data"]["account"]
+    except Exception:  # an older server, no system account: nothing to tell
+        return
+    if account == DEFAULT_ACCOUNT:
+        log.warning(
+            "the JetStream stream %s is kept in the servers' default account (%s): once the "
+            "servers' config names accounts (docs/deploy.md's, or those 'credentials setup' "
+            "prints), no broker sees it; move it across with 'mq9-dev-broker state export' "
+            "before the change and 'state import' after (docs/deploy.md)",
+            stream,
+            DEFAULT_ACCOUNT,
+        )
+
+
+async def _check_logins(infos: dict[str, dict[str, Any]], parts: list[str], shown: str) -> None:
+    """Every server that answered asks a login (a server without the setup's config would
+    let any agent in unchecked, so the broker does not start beside it; read from the
+    server's INFO: a login tried to find out would be refused, and logged, at each start),
+    and the broker's own is taken: a wrong DIR said once, where the connections would retry."""
+    for url, info in infos.items():
+        if not info.get("auth_required"):
+            raise StartupError(
+                f"the nats-server at {redact(url)} lets a client in without a credential: add "
+                "the config block 'mq9-dev-broker credentials setup DIR' printed to every "
+                "server of the cluster"
+            )
+    try:
+        await check_login(parts, shown)
+    except ClusterError as exc:
+        raise StartupError(str(exc)) from None
+
+
+async def _answer_logins(
+    url: str, stream: str, issuer: Issuer, parts: list[str], replicas: int, wait: Waiting
+) -> Logins:
+    """The cluster's identities (kept beside ``stream``, its bucket made with ``replicas``),
+    and this broker answering logins with them on the servers of ``url``."""
+    store = await placed(
+        wait, "the identities bucket", KvIdentityStore, parts, stream=stream, replicas=replicas
+    )
+    logins = Logins(store, issuer, queue=LOGIN_QUEUE)
+    try:
+        await logins.start(url)
+    except Exception as exc:
+        await logins.stop()
+        await asyncio.to_thread(store.close)
+        raise StartupError(f"cannot answer logins on the servers: {describe(exc)}") from None
+    return logins

@@ -1,0 +1,136 @@
+"""Waiting for a NATS cluster still forming, before a JetStream broker keeps its state there:
+JetStream answering (its leader elected), the state's stream answering, as many servers
+joined as the replicas need, and what the broker makes (buckets, the stream) placed.
+
+Each wait is a ``Waiting``: it says what it waits for, and past its deadline fails in one line
+(``ClusterError``); what can never come (JetStream off, a lone server asked for 3 replicas) fails
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from nats.aio.client import Client as NatsConnection
+
+from ...client.redaction import redact
+from ..identities.store import CredentialError
+from ..storage import StorageError
+from .survey import (
+    JETSTREAM_UNAVAILABLE,
+    NO_PEERS_YET,
+    POLL,
+    ClusterError,
+    Waiting,
+    distinct,
+    replicas_for,
+    servers_told,
+    survey,
+)
+
+log = logging.getLogger("langchain_mq9.broker")
+T = TypeVar("T")
+
+
+async def await_cluster(
+    connection: NatsConnection, servers: list[str], replicas: int | None, stream: str,
+    shown: str, wait: Waiting,
+) -> int:  # fmt: skip
+    """Wait until JetStream answers on the cluster and, when the state's stream is still to
+    be made, until the cluster tells of as many servers as it needs: ``replicas``
+    (``--replicas``), else 3 when ``servers`` name 3 or more distinct servers, else 1. The
+    replicas of what the broker creates: ``replicas``, else the existing stream's, else from the
+    servers the cluster tells of (``replicas_for``), never from the URLs' spelling."""
+    await _await_jetstream(connection, shown, wait)
+    existing = await _stream_replicas(connection, stream, wait)
+    if existing:  # made already: a server down for a while does not keep the broker waiting
+        return replicas or existing
+    log.info(
+        "no JetStream stream %s in the account the broker logs in to: it starts on a new, "
+        "empty state (one kept before the servers' accounts changed is moved with "
+        "'mq9-dev-broker state export' and 'state import': docs/deploy.md)",
+        stream,
+    )
+    want = replicas or (3 if distinct(servers) >= 3 else 1)
+    while True:
+        infos = await survey(servers, shown)
+        url, info = max(infos.items(), key=lambda item: servers_told(item[1]))
+        if want > 1 and not info.get("cluster"):
+            raise ClusterError(
+                f"the nats-server at {redact(url)} is not clustered (no cluster block in its "
+                f"config), so it cannot hold {want} replicas of the state: name the servers "
+                "of a NATS cluster in --nats, or pass --replicas 1"
+            )
+        told = servers_told(info)
+        if told >= want:
+            return replicas or replicas_for(info)
+        wait.until(f"the NATS cluster at {shown} to have {want} servers (it has {told} so far)")
+        await asyncio.sleep(POLL)
+
+
+async def _stream_replicas(connection: NatsConnection, stream: str, wait: Waiting) -> int | None:
+    """The replicas of ``stream`` when it exists, None when it does not; while it does not
+    answer (its leader being elected), waited for."""
+    from nats.js.errors import NotFoundError
+
+    js = connection.jetstream(timeout=2)
+    while True:
+        try:
+            info = await js.stream_info(stream)
+            return info.config.num_replicas or 1
+        except NotFoundError:
+            return None
+        except Exception:  # there, but no leader answering just now
+            wait.until(f"the JetStream stream {stream} to elect its leader")
+        await asyncio.sleep(POLL)
+
+
+async def _await_jetstream(connection: NatsConnection, shown: str, wait: Waiting) -> None:
+    """Until JetStream answers the broker's user: a cluster just started (or still missing
+    servers) elects its JetStream leader first; JetStream off is said at once."""
+    import nats.errors
+    from nats.js.errors import APIError
+
+    js = connection.jetstream(timeout=2)
+    while True:
+        try:
+            await js.account_info()
+            return
+        except (nats.errors.NoRespondersError, APIError) as exc:
+            code = getattr(exc, "err_code", None)
+            if code == JETSTREAM_UNAVAILABLE:
+                pass  # no leader yet
+            elif code is None:  # nothing answers the JetStream API (nats-py's "503")
+                raise ClusterError(
+                    f"JetStream is not available on {shown}: start each nats-server with -js, "
+                    "or with a jetstream block in its config (or drop --store jetstream)"
+                ) from None
+            else:
+                raise ClusterError(f"JetStream on {shown} refuses the broker: {exc}") from None
+        except (TimeoutError, nats.errors.TimeoutError):
+            pass  # no JetStream leader to answer yet
+        wait.until(f"the JetStream cluster at {shown} to elect its leader")
+        await asyncio.sleep(POLL)
+
+
+async def placed(wait: Waiting, what: str, make: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """``make(*args, **kw)`` on a thread, tried again while the cluster cannot place ``what``
+    yet (its servers still registering with JetStream), within ``wait``."""
+    while True:
+        try:
+            return await asyncio.to_thread(make, *args, **kw)
+        except (StorageError, CredentialError) as exc:
+            if isinstance(exc, StorageError) and refused_for_good(exc):
+                raise
+            wait.until(f"the JetStream cluster to place {what} ({redact(str(exc))})")
+        await asyncio.sleep(POLL)
+
+
+def refused_for_good(exc: StorageError) -> bool:
+    """Whether JetStream refused for good (a request it will never grant, such as more
+    replicas than a lone server holds: err 10074), not for now (no leader, no peers yet)."""
+    code = getattr(exc.__context__, "err_code", None)  # the nats-py error it was made from
+    return code is not None and code not in (NO_PEERS_YET, JETSTREAM_UNAVAILABLE)

@@ -1,0 +1,146 @@
+"""``Broker`` and ``BrokerConfig`` (#64 item 1): the bundled broker started and stopped from
+Python, as docs/broker.md shows, on real nats-servers: alone in memory, on a nats-server of
+its own or one given, on SQLite across a restart, and on JetStream with credentials; a client
+talks to each, and each stops leaving nothing running. A config that cannot work is refused in
+one line before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+from devbroker_helpers import port_open, process_alive, wait_until
+from jetstream_servers import JetStreamCluster
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker import Broker, BrokerConfig, BrokerLimits, StartupError
+from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+from langchain_mq9.broker.identities.callout import SETUP_FILE, Issuer
+from langchain_mq9.broker.identities.store import CredentialError
+from langchain_mq9.protocol.errors import NotAllowed
+
+pytestmark = pytest.mark.slow  # nats-servers, and a broker serving on them in this process
+
+
+def _pid(said: list[str]) -> int:
+    found = re.search(r"nats-server \(pid (\d+)\)", "\n".join(said))
+    assert found, said
+    return int(found.group(1))
+
+
+async def _round_trip(client: Mq9Client, box: str, text: str) -> list[str]:
+    """A mailbox ``box`` holding ``text``: what a group reads from it."""
+    await client.mailbox_create(name=box)
+    await client.send(box, text)
+    return [m.payload.decode() for m in await client.fetch(box, group_name="g", deliver="earliest")]
+
+
+async def test_a_broker_on_its_own_nats_server_serves_a_client_and_stops_with_it():
+    said: list[str] = []
+    port = free_port()
+    config = BrokerConfig(port=port, limits=BrokerLimits(max_mailboxes=3))
+    async with Broker(config, say=said.append) as broker:
+        assert broker.url == f"nats://127.0.0.1:{port}" and broker.serving
+        assert said[-1] == f"mq9 dev broker ready on {broker.url}"
+        banner = "\n".join(said)
+        assert "storage: in memory only" in banner and "mailboxes 3," in banner
+        async with Mq9Client(broker.url) as client:
+            assert await _round_trip(client, "team.inbox", "hello") == ["hello"]
+        nats_pid = _pid(said)
+    assert not broker.serving
+    wait_until(lambda: not process_alive(nats_pid), 10, "its nats-server is gone")
+    assert not port_open(port)
+
+
+async def test_a_broker_on_a_running_nats_server_leaves_the_server_running():
+    with start_nats_server() as own:
+        async with Broker(BrokerConfig(nats=own.url, search=False), say=lambda _: None) as broker:
+            async with Mq9Client(own.url) as client:
+                assert await _round_trip(client, "box", "one") == ["one"]
+            # a second broker on the same server would split the state: refused in one line
+            with pytest.raises(StartupError, match="an mq9 broker already serves") as second:
+                await Broker(BrokerConfig(nats=own.url), say=lambda _: None).start()
+            assert "\n" not in str(second.value)
+            assert broker.serving
+        assert port_open(own.port)
+
+
+async def test_the_sqlite_state_outlives_a_restart(tmp_path):
+    config = BrokerConfig(port=free_port(), data=tmp_path / "state.sqlite3")
+    assert config.store == "sqlite"  # implied by data
+    async with Broker(config, say=lambda _: None) as broker:
+        async with Mq9Client(broker.url) as client:
+            await client.mailbox_create(name="kept")
+            await client.send("kept", "still here")
+    said: list[str] = []
+    async with Broker(config, say=said.append) as broker:
+        assert "restored 1 mailboxes, 1 messages" in "\n".join(said)
+        async with Mq9Client(broker.url) as client:
+            batch = await client.fetch("kept", group_name="g", deliver="earliest")
+            assert [m.payload.decode() for m in batch] == ["still here"]
+
+
+async def test_the_broker_stops_and_says_why_when_its_nats_server_dies():
+    said: list[str] = []
+    async with Broker(BrokerConfig(port=free_port()), say=said.append) as broker:
+        os.kill(_pid(said), signal.SIGKILL)
+        with pytest.raises(StartupError, match=r"nats-server exited \(status -9\)"):
+            await broker.serve()
+        assert not broker.serving
+
+
+async def test_a_credentialed_jetstream_broker_started_from_python(tmp_path):
+    pytest.importorskip("nkeys")
+    issuer = Issuer()  # what 'mq9-dev-broker credentials setup DIR' writes
+    issuer.save(tmp_path / SETUP_FILE)
+    with JetStreamCluster(1, extra_config=issuer.server_config(jetstream=True)) as cluster:
+        url = cluster.urls[0]
+        config = BrokerConfig(nats=url, store="jetstream", credentials=tmp_path, search=False)
+        said: list[str] = []
+        async with Broker(config, say=said.append) as broker:
+            assert broker.serving and said[-1].endswith("(serving)"), said
+            credential = await broker.issue("alice")
+            async with Mq9Client(url, credential=credential) as alice:
+                assert await _round_trip(alice, "alice.inbox", "mine") == ["mine"]
+            with pytest.raises(NotAllowed):  # no credential, no login
+                await Mq9Client(url, credential="mallory:wrong").connect()
+        assert not broker.serving
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"store": "jetstream"}, "--store jetstream keeps the state on the NATS cluster"),
+        ({"store": "sqlite"}, "--store sqlite needs --data PATH"),
+        ({"replicas": 3}, "--replicas is for --store jetstream"),
+        ({"data": "x.sqlite3", "store": "memory"}, "--data names a SQLite file"),
+        ({"nats": "http://example.com"}, "--nats: "),
+        ({"port": 0}, "BrokerConfig: port must be a port number"),
+        ({"store": "disk"}, "BrokerConfig: store must be one of memory, sqlite, jetstream"),
+        ({"answer_rate": -1}, "BrokerConfig: answer_rate"),
+        ({"limits": {"max_mailboxes": 3}}, "BrokerConfig: limits must be a BrokerLimits"),
+    ],
+)
+def test_a_config_that_cannot_work_is_refused_in_one_line(options, words):
+    with pytest.raises(StartupError) as refused:
+        BrokerConfig(**options)
+    assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_credentials_on_a_cluster_need_the_setup_dir():
+    pytest.importorskip("nkeys")
+    with pytest.raises(CredentialError, match="needs DIR"):
+        BrokerConfig(nats="nats://127.0.0.1:4222", store="jetstream", credentials=True)
+
+
+async def test_nothing_to_serve_on_is_one_line_and_leaves_nothing_running():
+    broker = Broker(BrokerConfig(nats=f"nats://127.0.0.1:{free_port()}"), say=lambda _: None)
+    with pytest.raises(StartupError, match="cannot connect to nats-server") as refused:
+        await broker.start()
+    assert "\n" not in str(refused.value) and not broker.serving
+    with pytest.raises(RuntimeError, match="started already"):
+        await broker.start()
+    await broker.stop()  # again: nothing to do
