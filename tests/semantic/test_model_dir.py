@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from semantic_support import run_python
 
 import langchain_mq9.broker.cli.dev_broker as cli
 from bench import discovery
@@ -227,15 +226,7 @@ WITHOUT_TOKENIZERS = textwrap.dedent(
 
 
 def test_a_chosen_directory_without_its_extra_says_what_to_install(directory):
-    run = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TOKENIZERS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, semantic.MODEL_ENV: str(directory)},
-    )
+    run = run_python(WITHOUT_TOKENIZERS, {**os.environ, semantic.MODEL_ENV: str(directory)})
     assert run.returncode == 0, run.stderr[-2000:]
     assert "tokenizers is not installed" in run.stdout
     assert model_dir.DIR_EXTRA_HINT in run.stdout

@@ -6,21 +6,17 @@ ranking, off the broker's event loop."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 import threading
-from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from semantic_support import run_python
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
 from langchain_mq9.semantic import multilingual
 from langchain_mq9.semantic.ranking import _UNSET, AgentEntry, AgentIndex
-
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
     not multilingual.installed(),
@@ -111,15 +107,7 @@ WITHOUT_THE_EXTRA = textwrap.dedent(
 def test_chosen_without_its_extra_it_says_what_to_install():
     """Never a silent fall back to the English model: the client's ranking and the dev
     broker (``--embedding-model multilingual``) both refuse, naming the extra."""
-    run = subprocess.run(
-        [sys.executable, "-c", WITHOUT_THE_EXTRA],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, semantic.MODEL_ENV: semantic.MULTILINGUAL},
-    )
+    run = run_python(WITHOUT_THE_EXTRA, {**os.environ, semantic.MODEL_ENV: semantic.MULTILINGUAL})
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines()[0] == "False"
     assert multilingual.EXTRA_HINT in run.stdout

@@ -6,12 +6,10 @@ alone for any other."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from semantic_support import run_python
 
 from langchain_mq9 import semantic
 from langchain_mq9.semantic import pair
@@ -19,7 +17,6 @@ from langchain_mq9.semantic.embedding import DIMENSIONS
 from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex
 
 np = pytest.importorskip("numpy")  # the semantic extra brings it
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Fixed:
@@ -139,15 +136,7 @@ def test_without_the_english_model_the_default_is_the_multilingual_one_and_a_cho
     """Unset, an install holding only the multilingual model ranks with it; the pair named
     without all-MiniLM-L6-v2 is an error naming the extra, never one model in its place."""
     env = {k: v for k, v in os.environ.items() if k != semantic.MODEL_ENV}
-    run = subprocess.run(
-        [sys.executable, "-c", WITHOUT_MINILM],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-        env=env,
-    )
+    run = run_python(WITHOUT_MINILM, env)
     assert run.returncode == 0, run.stderr[-2000:]
     described, installed, error = run.stdout.splitlines()[:3]
     assert described == f"{semantic.RANKING_EMBEDDINGS} ({semantic.multilingual.MODEL_NAME})"

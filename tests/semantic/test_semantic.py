@@ -10,13 +10,12 @@ numpy forward pass (tests/data/make_semantic_golden.py); neither is installed he
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 import tomllib
 from pathlib import Path
 
 import pytest
+from semantic_support import run_python
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
@@ -232,14 +231,7 @@ WITHOUT_EXTRA = textwrap.dedent(
 
 
 def test_without_the_extra_the_lexical_ranking_answers_and_says_so():
-    run = subprocess.run(
-        [sys.executable, "-c", WITHOUT_EXTRA],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
+    run = run_python(WITHOUT_EXTRA)
     assert run.returncode == 0, run.stderr[-2000:]
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert seen["embedder"] is False
