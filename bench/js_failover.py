@@ -57,7 +57,7 @@ from typing import Any
 import nats
 
 from langchain_mq9 import GroupReader, Mq9Client
-from langchain_mq9.broker.standby.leader import LOCK_KEY, lock_bucket
+from langchain_mq9.broker.standby.lock import LOCK_KEY, lock_bucket
 from langchain_mq9.broker.storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
 
 from .js_cluster import JetStreamCluster

@@ -376,7 +376,7 @@ def test_the_jetstream_size_bound_is_never_below_the_op_it_stands_for(
 ):
     """``message_refused`` answers from the bound alone when it fits: the bound must hold for
     any text (control characters escape to six bytes) and the widest numbers."""
-    from langchain_mq9.broker.storage.jetstream import JetStreamStorage, message_op_bound
+    from langchain_mq9.broker.storage.jetstream.records import message_columns, message_op_bound
 
     create_time, expire_at = numbers
     message = mailbox_module.StoredMessage(
@@ -384,5 +384,5 @@ def test_the_jetstream_size_bound_is_never_below_the_op_it_stands_for(
     )
     widest = [2**63 - 1] * 2
     op = ["ms", address, p.MAX_U64, p.MAX_U64,
-          JetStreamStorage._message_columns(message, widest, widest)]  # fmt: skip
+          message_columns(message, widest, widest)]  # fmt: skip
     assert len(json.dumps(op, ensure_ascii=False).encode()) <= message_op_bound(address, message)

@@ -37,6 +37,7 @@ from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
 from langchain_mq9.broker.standby.leader import LeaderLock
 from langchain_mq9.broker.storage import JetStreamStorage, jetstream
+from langchain_mq9.broker.storage.jetstream import store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -341,14 +342,14 @@ async def test_a_stale_brokers_snapshot_after_the_fence_is_refused_and_changes_n
     the stream still holds what the new broker read."""
     made = threading.Event()  # the stale broker's snapshot is taken, its parts to be made
     go_on = threading.Event()
-    make_parts = jetstream._snapshot_parts
+    make_parts = store.snapshot_parts
 
     def held_back(*args):
         made.set()
         assert go_on.wait(WAIT)
         return make_parts(*args)
 
-    monkeypatch.setattr(jetstream, "_snapshot_parts", held_back)
+    monkeypatch.setattr(store, "snapshot_parts", held_back)
     stale = streams(2000)
     stream = stale.storage.stream
     await ok(stale, p.MAILBOX_CREATE, {"name": "box", "ttl": 0})

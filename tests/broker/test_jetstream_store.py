@@ -503,13 +503,13 @@ async def test_a_records_writer_answers_as_nats_pys_jetstream_publish(lone_jetst
     timeout when something takes the write and never answers."""
     from nats.js.errors import APIError, NoStreamResponseError
 
-    from langchain_mq9.broker.storage import jetstream
+    from langchain_mq9.broker.storage.jetstream import writer as record_writer
 
     url = lone_jetstream.urls[0]
     stream = f"W{uuid.uuid4().hex[:10]}"
     setup = await nats.connect(url)
     silent = await nats.connect(url)
-    writer = await jetstream._RecordWriter(await nats.connect(url)).start()
+    writer = await record_writer.RecordWriter(await nats.connect(url)).start()
     try:
         js = setup.jetstream()
         await js.add_stream(name=stream, subjects=[f"{stream}.>"])
@@ -528,7 +528,7 @@ async def test_a_records_writer_answers_as_nats_pys_jetstream_publish(lone_jetst
             await writer.publish("no.stream.here", b"", {})
         await silent.subscribe("swallowed.>")  # takes every write, answers none
         await flush_in_order(silent)
-        monkeypatch.setattr(jetstream, "_ATTEMPT_TIMEOUT", 0.2)
+        monkeypatch.setattr(record_writer, "ATTEMPT_TIMEOUT", 0.2)
         with pytest.raises(TimeoutError):
             await writer.publish("swallowed.x", b"", {})
         assert not writer._waiting  # nothing left behind by any of them

@@ -39,7 +39,7 @@ from langchain_mq9.broker.identities.callout import (
 )
 from langchain_mq9.broker.identities.kv_store import identities_bucket
 from langchain_mq9.broker.identities.ownership import MARKER, PRINCIPAL_WILDCARD
-from langchain_mq9.broker.standby.leader import lock_bucket
+from langchain_mq9.broker.standby.lock import lock_bucket
 from langchain_mq9.broker.storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers

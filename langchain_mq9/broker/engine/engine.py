@@ -4,29 +4,11 @@
 returns the reply bytes; the in-process transport and ``serve_on_nats`` both call it. Every rule
 follows RobustMQ at the pinned commit (``docs/protocol.md`` names the RobustMQ file behind
 each); where we differ is marked "(our choice)" there and here. Time comes from an injectable
-clock: tests move a ``ManualClock`` instead of sleeping.
-
-Consumer groups: a group is three offsets per mailbox, one per priority lane (``{group}-critical``,
-``-urgent``, ``-normal``), looked up by group name across every mailbox. FETCH only reads; ACK
-commits ``msg_id + 1`` to all three lanes. Until a group has committed, FETCH starts from its
-deliver policy.
-
-Answers stay within ``answer_limit`` (our choice: RobustMQ sends what it read, which NATS may
-refuse). A group's FETCH is answered whole or refused with the largest ``num_msgs`` that fits,
-since a reader judges from the lanes how far it may ack and a cut lane would look finished; a
-FETCH without a group and a QUERY are cut after the last message that fits. SEND refuses a
-message that could not travel alone in an answer.
-
-u64 sums (expire_at, a delay's due time, ACK's msg_id + 1) wrap round as in RobustMQ's release
-build, which has no overflow checks.
-
-Safe to share between event loops and threads: state changes happen under one lock and never
-await; an empty FETCH sleeps outside it. No request holds the event loop that serves it: what
-costs CPU time (loading the embedding model, embedding a card or a query, ranking, encoding a
-listing, parsing a large QUERY body and encoding a large QUERY answer) runs on the broker's
-worker thread, on a snapshot of the index, and the loop answers other requests meanwhile; a
-QUERY's tag reads, which need the state, run on the loop a few at a time with pauses between.
-A request body is refused unread above a bound fitting its command (``BrokerLimits.max_request``).
+clock. Safe to share between event loops and threads: state changes happen under one lock and
+never await; what costs CPU time runs on the broker's worker thread, so no request holds the
+loop that serves it. Answers stay within ``answer_limit`` (answers.py); a request body is
+refused unread above its command's bound (``BrokerLimits.max_request``). docs/broker.md
+("Inside the engine") tells consumer groups, u64 sums and the worker thread.
 """
 
 from __future__ import annotations
@@ -41,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -54,6 +36,27 @@ from ..state.clock import Clock, system_clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
 from ..storage import MemoryStorage, Storage, StorageError
+from .answers import EMPTY_ANSWER, capped, cut_answer, whole_answer
+from .limits import BrokerLimits
+
+# Imported from here by the broker's other parts and the tests
+__all__ = [
+    "COMMANDS",
+    "LARGE_BODY",
+    "QUERY_PAUSE",
+    "QUERY_TAGS_AT_ONCE",
+    "RETENTION_PIECE_BYTES",
+    "RETENTION_SCAN_SECONDS",
+    "RETENTION_SECONDS",
+    "TEXT_PAUSE",
+    "UNKNOWN",
+    "WORKER_NICENESS",
+    "BrokerEngine",
+    "BrokerLimits",
+    "Command",
+    "Headers",
+    "command_for",
+]
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -74,35 +77,7 @@ RETENTION_PIECE_BYTES = 64 * 1024
 _REMOVAL_ROOM = 32  # a removal's bytes in a record beyond its address: a msg_id, brackets
 
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
-
-
-@dataclass(frozen=True)
-class BrokerLimits:
-    """What one broker will hold (our choice: RobustMQ has no such limits); None: no limit.
-
-    ``max_payload``: the largest message SEND accepts, counted as it takes room in a FETCH
-    answer; also bounds a registry entry and a DISCOVER answer. ``max_answer``: the largest
-    FETCH or QUERY answer (a NATS connection serving the engine bounds it too, see
-    ``BrokerEngine.answer_limit``). ``max_card_bytes``: A2A cards run to a few KiB; 64 KiB
-    leaves room for many skills while a 1 MiB DISCOVER listing still holds a dozen of the
-    largest. ``max_agents``: 10,000 bounds the cards at about 640 MiB and keeps a search over
-    all of them well inside a request timeout (bench 4d/4e). ``max_groups``: consumer groups ACK
-    creates **per mailbox** (kept until ``drop_group`` or the retention empties the log), so a
-    client making names up fills only the mailbox it floods; 1,000 is far more than the agents
-    reading one mailbox use, each a few hundred bytes."""
-
-    max_payload: int = p.DEFAULT_MAX_PAYLOAD
-    max_mailboxes: int | None = None
-    max_messages_per_mailbox: int | None = None
-    max_answer: int | None = None
-    max_card_bytes: int | None = 64 * 1024
-    max_agents: int | None = 10_000
-    max_groups: int | None = 1_000
-    # The largest body of a command that is parsed (CREATE, FETCH, ACK, QUERY, UNREGISTER,
-    # REPORT, DISCOVER): names, numbers, tags and a search query, for which 64 KiB is ample (a
-    # larger one would only make the broker parse it, and a semantic search tokenize it). A
-    # REGISTER body may add a card of max_card_bytes with every byte escaped (``\u0000``: 6).
-    max_request: int = 64 * 1024
+_ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
 
 
 class BrokerEngine:
@@ -501,9 +476,9 @@ class BrokerEngine:
         # (our choice; RobustMQ takes any payload) refuse a message whose FETCH answer NATS
         # could not carry or above max_payload, with room for the widest msg_id (not known yet)
         limit = self._message_limit()
-        if _EMPTY_ANSWER + message.wire_size_bound() + _MSG_ID_ROOM <= limit:
+        if EMPTY_ANSWER + message.wire_size_bound() + _MSG_ID_ROOM <= limit:
             return
-        size = _EMPTY_ANSWER + message.wire_size() + _MSG_ID_ROOM
+        size = EMPTY_ANSWER + message.wire_size() + _MSG_ID_ROOM
         if size > limit:
             raise Mq9Error(p.err_message_too_large(size, limit))
 
@@ -537,8 +512,8 @@ class BrokerEngine:
             # RobustMQ sleeps the whole wait and answers empty, without looking again
             await asyncio.sleep(max_wait_ms / 1000)
         if request["group_name"] is not None:
-            return _whole_answer(lanes, num_msgs, self.answer_limit)
-        return _answer([m for lane in lanes for m in lane], self.answer_limit)
+            return whole_answer(lanes, num_msgs, self.answer_limit)
+        return cut_answer([m for lane in lanes for m in lane], self.answer_limit)
 
     def _read_group(
         self, mailbox: Mailbox, request: dict[str, Any], num_msgs: int
@@ -561,16 +536,14 @@ class BrokerEngine:
         lanes: list[list[StoredMessage]] = []
         held = 0
         for priority in PRIORITY_ORDER:  # each lane reads up to num_msgs: an answer may hold more
-            read = _capped(mailbox.read_lane(priority, starts[priority.value], num_msgs, now))
+            read = capped(mailbox.read_lane(priority, starts[priority.value], num_msgs, now))
             lanes.append(read)
             held += len(read)
             if held >= num_msgs:
                 break
         return lanes if held else []
 
-    def _lane_start(
-        self, lane_group: str, mailbox: Mailbox, request: dict[str, Any]
-    ) -> int | None:
+    def _lane_start(self, lane_group: str, mailbox: Mailbox, request: dict[str, Any]) -> int | None:
         committed = self.offsets.get(lane_group)
         if committed:
             # Committed anywhere: this mailbox's offset, or (none here) the lane's beginning
@@ -648,15 +621,16 @@ class BrokerEngine:
                 await asyncio.sleep(QUERY_PAUSE)
         found = list(by_id.values())
         if len(found) > p.QUERY_CAP:
-            return await self._off_loop(functools.partial(_answer, limit=self.answer_limit), found)
-        return _answer(found, self.answer_limit)
+            cut = functools.partial(cut_answer, limit=self.answer_limit)
+            return await self._off_loop(cut, found)
+        return cut_answer(found, self.answer_limit)
 
     def _read_tags(
         self, address: str, tags: list[str], limit: int, into: dict[int, StoredMessage]
     ) -> None:
         mailbox, now = self._topic(address), self.now_second()
         for tag in tags:
-            for message in _capped(mailbox.read_tag(tag, limit, now)):
+            for message in capped(mailbox.read_tag(tag, limit, now)):
                 into.setdefault(message.msg_id, message)
 
     def _query_now(self, address: str, key: str | None, limit: int) -> bytes:
@@ -668,8 +642,8 @@ class BrokerEngine:
             # ``since`` (and an empty ``tags``, which RobustMQ makes since 0) is no filter:
             # query.rs ``query_by_since`` files the offset under the mail address, and the
             # storage driver looks offsets up by shard name ("{topic_id}-0"), so reads from 0
-            found = _capped(mailbox.read(None, limit, now))
-        return _answer(found, self.answer_limit)
+            found = capped(mailbox.read(None, limit, now))
+        return cut_answer(found, self.answer_limit)
 
     def _delete(self, target: str) -> bytes:
         address, dot, msg_id_text = target.rpartition(".")
@@ -992,8 +966,8 @@ def command_for(subject: str) -> tuple[Command, str]:
 
 
 _OK = p.encode(p.ERROR_REPLY.write(error=""))
-# A body above this is parsed off the loop (a QUERY of 64 KiB of tags: 0.3 ms of parsing);
-# a QUERY's above it takes its requester's turns (serve.py)
+# A body above this is parsed off the loop (a large QUERY's parsing would hold every other
+# request: bench/HOTPATH.md); a QUERY's above it takes its requester's turns (serve.py)
 LARGE_BODY = 4096
 _SEARCH_LIMIT_FOR_ZERO = 10
 # Tags a QUERY reads before the loop answers other requests (each reads up to 100 messages):
@@ -1005,98 +979,19 @@ QUERY_TAGS_AT_ONCE = 32
 QUERY_PAUSE = 0.0005
 # Between two pieces of a text query's words (4 KiB each) the worker thread sleeps this long
 # (seconds): Python's lock goes to the loop at once, not when the loop has waited the switch
-# interval for it, and a client sending 64 KiB queries back to back (8 ms each now) no longer
-# keeps the loop busy with its requests' bytes (bench 9d text). A query of one piece never waits.
+# interval for it, and a client sending large queries back to back no longer keeps the loop
+# busy with its requests' bytes (bench 9d text). A query of one piece never waits.
 TEXT_PAUSE = QUERY_PAUSE
-_ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
 # The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
 _DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
-_MESSAGES_HEAD = p.encode(p.MESSAGES_REPLY.write(error="", messages=[]))[:-2]
 # A SEND's answer, written without the encoder (as much as the rest of a SEND's own work);
 # tests/broker/test_engine_properties.py holds it to p.SEND_REPLY's encoding
 _SENT = b'{"error":"","msg_id":%d}'
-_EMPTY_ANSWER = len(_MESSAGES_HEAD) + len(b"]}")
 _MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyond the -1 sent
-
-
-def _capped(messages: Iterable[StoredMessage]) -> list[StoredMessage]:
-    """A lane read of a FETCH or a read of a QUERY as RobustMQ's storage engine makes it
-    (rocksdb read.rs read_by_tag and read_by_offset): ``messages``, already limited in number,
-    pulled until one would take the payload bytes above ``LANE_READ_BYTES`` (30 MiB); the
-    first is always taken."""
-    cap = p.LANE_READ_BYTES
-    taken: list[StoredMessage] = []
-    total = 0
-    for message in messages:
-        total += len(message.payload)
-        if taken and total > cap:
-            break
-        taken.append(message)
-    return taken
-
-
-def _size(messages: list[StoredMessage]) -> int:
-    """The bytes of an answer holding ``messages``."""
-    return _EMPTY_ANSWER + sum(len(m.wire()) for m in messages) + max(len(messages) - 1, 0)
-
-
-def _encode(messages: list[StoredMessage]) -> bytes:
-    return _MESSAGES_HEAD + b",".join(m.wire() for m in messages) + b"]}"
-
-
-def _too_large_alone(message: StoredMessage, limit: int) -> Mq9Error:
-    return Mq9Error(p.err_stored_too_large(message.msg_id, _size([message]), limit))
 
 
 def _nothing() -> None:
     """What ``_locked`` reads for a request that only needs to know the broker is usable."""
-
-
-def _answer(found: list[StoredMessage], limit: int | None) -> bytes:
-    """A FETCH without a group or a QUERY answer, cut after the last message that fits in
-    ``limit`` (reading moves no offset: the rest come with a later request)."""
-    if limit is None:
-        return _encode(found)
-    room = limit - _EMPTY_ANSWER
-    kept = 0
-    for message in found:
-        room -= len(message.wire()) + (1 if kept else 0)
-        if room < 0:
-            if not kept:
-                raise _too_large_alone(message, limit)
-            break
-        kept += 1
-    return _encode(found[:kept])
-
-
-def _whole_answer(lanes: list[list[StoredMessage]], num_msgs: int, limit: int | None) -> bytes:
-    """A group's FETCH answer: ``lanes`` (as ``_read_group`` read them for ``num_msgs``)
-    whole, or refused with the largest ``num_msgs`` whose whole answer fits within ``limit``.
-    Asked for n < num_msgs, the broker would read a prefix of each lane here (the byte cap
-    cuts at the same message whatever the count) until it holds n: an answer computed from
-    ``lanes``, which grows with n (so the largest that fits is found by bisection)."""
-    found = [m for lane in lanes for m in lane]
-    if limit is None or _size(found) <= limit:
-        return _encode(found)
-
-    def answer_for(n: int) -> list[StoredMessage]:
-        taken: list[StoredMessage] = []
-        for lane in lanes:
-            taken += lane[:n]
-            if len(taken) >= n:
-                break
-        return taken
-
-    fit, above = 0, num_msgs  # answer_for(fit) fits, answer_for(above) does not
-    while above - fit > 1:
-        middle = (fit + above) // 2
-        if _size(answer_for(middle)) <= limit:
-            fit = middle
-        else:
-            above = middle
-    if fit == 0:
-        raise _too_large_alone(answer_for(1)[0], limit)
-    raise Mq9Error(p.err_answer_too_large(_size(found), limit, fit))
 
 
 def _paced_words(text: str) -> set[str]:

@@ -1,29 +1,15 @@
 """The identities of an enforcing broker kept on its NATS cluster (``--store jetstream
---credentials DIR``): ``KvIdentityStore``, the credential store of credentials.py in a
-JetStream key-value bucket ``<stream>_IDENTITIES``, replicated like the state stream, so that a
-standby broker taking over (standby.py) enforces the same ownership and revocations.
+--credentials DIR``): ``KvIdentityStore``, the credential store of store.py in a JetStream
+key-value bucket ``<stream>_IDENTITIES``, replicated like the state stream, so that a standby
+taking over enforces the same ownership and revocations. Like the leader lock it asks NATS from
+a loop of its own (storage/loop_thread.py).
 
-It sits beside credentials.py rather than under storage/: it is one of the two identity stores
-(the interface ``BaseIdentityStore``), not the engine's state (storage/base.py); like the
-standby's leader lock, it asks NATS from a loop of its own (storage/loop_thread.py), so that a
-request waiting on it never waits on the serving loop, nor the reverse.
-
-Keys (a KV key allows only ``[-/_=.a-zA-Z0-9]``; a mailbox or agent name may hold any
-character and be of any length, so it is keyed by its SHA-256 and kept in the value):
-
-- ``cred.<id>``: ``{"sha256", "label", "created", "revoked"}`` (an id is ``[A-Za-z0-9_-]``);
-- ``seen.<id>``: the last login, Unix seconds (a key of its own: a login never writes over a
-  revocation made meanwhile);
-- ``mailbox.<sha256(name)>`` and ``agent.<sha256(name)>``: ``{"name", "principal"}``;
-- ``grant.<sha256(mailbox)>.<principal>``: ``{"mailbox", "principal"}``.
-
-An ownership record is created, never overwritten (KV ``create``): a broker that did not know
-of a record (written late by the broker before it) learns that the name is another's, and says
-so, rather than taking it. Each is acknowledged by a quorum of the bucket's replicas before the
-answer that made it goes out.
-
-Revocations reach a broker by a watch on ``cred.>``: the copy ``active`` reads is updated as
-JetStream delivers the change, a few milliseconds after ``revoke`` returned (docs/security.md).
+A KV key allows only ``[-/_=.a-zA-Z0-9]``: a mailbox or agent name is keyed by its SHA-256 and
+kept in the value (``cred.<id>``, ``seen.<id>``, ``mailbox.<sha256>``, ``agent.<sha256>``,
+``grant.<sha256 of the mailbox>.<principal>``). An ownership record is created, never
+overwritten (KV ``create``), and acknowledged by a quorum before the answer that made it goes
+out. Revocations reach a broker by a watch on ``cred.>``. docs/security.md ("On a NATS
+cluster") tells why.
 """
 
 from __future__ import annotations
@@ -35,11 +21,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...client.redaction import describe
 from ..cluster.survey import replicas_for
-from ..storage.loop_thread import LoopThread
+from ..storage.loop_thread import LoopThread, until_jetstream
 from .store import (
     ROTATION_PAUSE,
     BaseIdentityStore,
@@ -50,13 +37,16 @@ from .store import (
     new_secret,
 )
 
+if TYPE_CHECKING:
+    from nats.js.api import KeyValueConfig
+
 log = logging.getLogger("langchain_mq9.broker.identities.ownership")
 
 T = TypeVar("T")
 
 BUCKET_SUFFIX = "_IDENTITIES"
 OPEN_TIMEOUT = 20.0  # a cluster just started elects its JetStream leader first
-ASK_TIMEOUT = 10.0  # one read or write: longer than a stream leader election (4-8 s measured)
+ASK_TIMEOUT = 10.0  # one read or write: longer than a stream leader election (docs/broker.md)
 _POLL = 0.25
 
 
@@ -102,12 +92,7 @@ class KvIdentityStore(BaseIdentityStore):
 
     def _ask(self, work: Coroutine[Any, Any, T], timeout: float = ASK_TIMEOUT) -> T:
         """``work``'s result (run on the store's loop), waited for from another thread."""
-        future = asyncio.run_coroutine_threadsafe(self._plainly(work), self._own.loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise CredentialError(f"{self.where} did not answer within {timeout:g} s") from None
+        return self._own.run(self._plainly(work), timeout, error=CredentialError, who=self.where)
 
     async def _ask_async(self, work: Coroutine[Any, Any, T]) -> T:
         """``work``'s result, awaited from another event loop (the serving one)."""
@@ -128,9 +113,7 @@ class KvIdentityStore(BaseIdentityStore):
 
     async def _open(self, servers: list[str], replicas: int | None) -> None:
         import nats
-        from nats.errors import NoRespondersError
         from nats.js.api import KeyValueConfig, StorageType
-        from nats.js.errors import BucketNotFoundError
 
         try:
             self._nc = await nats.connect(
@@ -152,22 +135,24 @@ class KvIdentityStore(BaseIdentityStore):
             storage=StorageType.FILE,
             description="mq9 credentials (hashes) and who owns what",
         )
-        deadline = self._own.loop.time() + OPEN_TIMEOUT
-        while True:  # a cluster just started elects its JetStream leader, and finds its peers
-            try:
-                try:
-                    self._kv = await self._js.key_value(self.bucket)
-                except BucketNotFoundError:
-                    self._kv = await self._js.create_key_value(config)
-                return
-            except Exception as exc:  # no responders: no JetStream for the broker's user
-                if isinstance(exc, NoRespondersError) or self._own.loop.time() >= deadline:
-                    raise CredentialError(
-                        f"JetStream is not available for the broker's user: {describe(exc)} "
-                        "(the servers' config from 'mq9-dev-broker credentials setup' enables "
-                        "it; the servers need a jetstream block too)"
-                    ) from None
-                await asyncio.sleep(_POLL)
+        await until_jetstream(
+            partial(self._bucket, config),
+            wait=OPEN_TIMEOUT,
+            pause=_POLL,
+            unavailable=lambda exc: CredentialError(
+                f"JetStream is not available for the broker's user: {describe(exc)} (the "
+                "servers' config from 'mq9-dev-broker credentials setup' enables it; the "
+                "servers need a jetstream block too)"
+            ),
+        )
+
+    async def _bucket(self, config: KeyValueConfig) -> None:
+        from nats.js.errors import BucketNotFoundError
+
+        try:
+            self._kv = await self._js.key_value(self.bucket)
+        except BucketNotFoundError:
+            self._kv = await self._js.create_key_value(config)
 
     async def _follow_credentials(self) -> None:
         """Read what the bucket holds of ``cred.>``, then follow it with a watch (which

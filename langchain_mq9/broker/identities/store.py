@@ -1,23 +1,15 @@
 """Per-agent credentials and the ownership records of an enforcing broker (docs/security.md):
 ``BaseIdentityStore`` is what the broker and the ``credentials`` command ask of them;
 ``IdentityStore`` keeps them in one SQLite file beside the broker's data
-(``mq9-identities.sqlite3``), ``identities_kv.KvIdentityStore`` in a JetStream key-value bucket
-on the NATS cluster of ``--store jetstream``.
+(``mq9-identities.sqlite3``), ``kv_store.KvIdentityStore`` in a JetStream key-value bucket.
 
-A credential is ``<id>:<secret>``: the id (``[A-Za-z0-9_-]{1,64}``) is the NATS user name the
-agent logs in with and the principal the broker knows it by; the secret is 32 random bytes,
-base64url without padding. Only the secret's SHA-256 is stored (a random 256-bit secret needs
-no slow hash: nothing short of the secret itself matches it), and no secret is ever logged.
-
-The ownership records (who created a mailbox, who registered an agent, who may SEND to a reply
-mailbox) are key -> principal pairs that never change once written (nothing here needs a
-transaction across keys). Each is kept before the answer that made it is given: the writes
-are coroutines, and one that fails raises ``CredentialError``.
-
-The SQLite file is written by ``mq9-dev-broker credentials`` (another process) while a broker
-reads it: the broker notices a change by SQLite's ``PRAGMA data_version`` (it moves when
-another connection commits), looked at most ``LOOK_EVERY`` (10 ms) apart, so a revocation
-holds from the first request after that on.
+A credential is ``<id>:<secret>``: the id (``[A-Za-z0-9_-]{1,64}``) is the NATS user name and
+the principal; the secret is 32 random bytes, base64url. Only the secret's SHA-256 is stored (a
+random 256-bit secret needs no slow hash), and no secret is ever logged. Ownership records are
+key -> principal pairs that never change once written, each kept before the answer that made
+it (a write that fails raises ``CredentialError``). The SQLite file is written by the
+``credentials`` command while a broker reads it: the broker notices a change by SQLite's
+``PRAGMA data_version``, looked at most ``LOOK_EVERY`` seconds apart.
 """
 
 from __future__ import annotations

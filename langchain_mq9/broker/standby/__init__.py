@@ -1,1 +1,17 @@
-"""One serving broker among several: the leader lock, and serving while holding it."""
+"""Several brokers on one JetStream-kept state: one serves (it holds the leader lock), the others
+stand by."""
+
+from __future__ import annotations
+
+from .leader import LEASE_ENDED, NOT_SERVING, LeaseEngine, serve_while_leader
+from .lock import LOCK_KEY, LeaderLock, lock_bucket
+
+__all__ = [
+    "LEASE_ENDED",
+    "LOCK_KEY",
+    "NOT_SERVING",
+    "LeaderLock",
+    "LeaseEngine",
+    "lock_bucket",
+    "serve_while_leader",
+]

@@ -29,7 +29,7 @@ class AgentRegistry(AgentIndex):
 
     entries: dict[str, AgentEntry] = field(default_factory=dict)  # by registration name
     # Each entry as a listing shows it, encoded once, with the entry it was encoded from: a
-    # listing of 1,000 cards of 2 KiB encoded them all again each time (9 ms)
+    # listing does not encode every card again (bench/HOTPATH.md)
     _listed: dict[str, tuple[AgentEntry, bytes]] = field(default_factory=dict, repr=False)
     changes: int = 0  # registrations and unregistrations so far: what a listing was made of
 

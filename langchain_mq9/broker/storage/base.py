@@ -16,6 +16,7 @@ says so in ``lost()``: the engine then restores itself before it serves again.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -39,6 +40,30 @@ class Restorable(Protocol):
     def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None: ...
 
     def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int: ...
+
+
+def restore_agents(
+    engine: Restorable,
+    agents: Iterable[tuple[str, str, int]],
+    index: Iterable[tuple[str, str, int]],
+) -> int:
+    """Fill ``engine``'s registry from stored rows ``(name, agent_info, create_time)``: the
+    registrations in their order, then the search index in its own (an entry indexed before
+    its agent registered again, or unregistered, stays as it was indexed). Returns how many
+    registrations; ``ValueError`` when the index holds an entry that is no A2A card."""
+    registered = engine.registry.entries
+    count = 0
+    for name, agent_info, create_time in agents:
+        registered[name] = AgentEntry.make(name, agent_info, create_time)
+        count += 1
+    for name, agent_info, create_time in index:
+        entry = registered.get(name)
+        if entry is None or (entry.agent_info, entry.create_time) != (agent_info, create_time):
+            entry = AgentEntry.make(name, agent_info, create_time)  # unregistered since
+        if entry.card is None:
+            raise ValueError(f"the search index holds {name!r}, which is no A2A card")
+        engine.registry.put_index(entry)
+    return count
 
 
 class Storage(Protocol):

@@ -1,9 +1,9 @@
-"""An event loop on a thread of its own, for NATS work asked for synchronously.
+"""NATS asked synchronously: an event loop on a thread of its own, with its own connection.
 
-The JetStream store (opening, replaying the stream, a change made outside any event loop) and
-the standby's leader lock (kept alive while the serving loop is busy) each run one: what they
-ask waits on a ``concurrent.futures.Future``, bounded, and fails only with ``StorageError``
-(what the engine and the standby expect of a store).
+The JetStream store (opening, replaying the stream, a change made outside any event loop), the
+standby's leader lock (kept alive while the serving loop is busy) and the identities' bucket
+each run one. What they ask waits on a ``concurrent.futures.Future``, bounded, and fails only
+with the error its owner names (``StorageError`` for a store and the lock).
 """
 
 from __future__ import annotations
@@ -11,41 +11,143 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import StorageError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+    from nats.js import JetStreamContext
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Patience:
+    """How ``LoopThread.open`` waits for JetStream: ``ask``, one request's timeout; ``wait``,
+    how long JetStream may take to answer at all; ``pause``, between two tries."""
+
+    ask: float
+    wait: float
+    pause: float
+
+
 class LoopThread:
-    """``loop`` running on a daemon thread named ``name`` until ``close``."""
+    """``loop`` running on a daemon thread named ``name`` until ``close``; ``nc``, the
+    connection ``connect`` opened on it."""
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self.nc: NatsClient | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, work: Coroutine[Any, Any, T], timeout: float) -> T:
-        """``work``'s result, waited for at most ``timeout`` seconds from another thread."""
+    def run(
+        self,
+        work: Coroutine[Any, Any, T],
+        timeout: float,
+        *,
+        error: type[Exception] = StorageError,
+        who: str = "JetStream",
+    ) -> T:
+        """``work``'s result, waited for at most ``timeout`` seconds from another thread; any
+        failure an ``error`` (what the owner's callers expect, and nothing else)."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(work, self.loop)
         try:
             return future.result(timeout)
         except TimeoutError:
             future.cancel()
-            raise StorageError(f"JetStream did not answer within {timeout:g} s") from None
-        except StorageError:
+            raise error(f"{who} did not answer within {timeout:g} s") from None
+        except error:
             raise
-        except Exception as exc:  # the engine expects a store to fail with StorageError only
-            raise StorageError(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            raise error(f"{type(exc).__name__}: {exc}") from None
+
+    async def open(
+        self,
+        servers: list[str],
+        find: Callable[[JetStreamContext], Awaitable[T]],
+        missing: type[Exception],
+        patience: Patience,
+    ) -> tuple[NatsClient, JetStreamContext, T | None]:
+        """(on the loop) Connect to ``servers`` (the connection is closed with the loop), then
+        ask JetStream ``find(js)`` until it answers (``until_jetstream``): the connection, its
+        JetStream context and the answer (None: ``missing``)."""
+        try:
+            self.nc = nc = await connect(servers)
+        except Exception as exc:
+            raise StorageError(f"cannot connect to NATS at {servers}: {exc}") from None
+        js = nc.jetstream(timeout=patience.ask)
+        found = await until_jetstream(
+            partial(find, js),
+            wait=patience.wait,
+            pause=patience.pause,
+            unavailable=partial(_no_jetstream, servers),
+            missing=missing,
+        )
+        return nc, js, found
 
     def close(self, connection: Any = None) -> None:
-        """Close ``connection`` (a nats-py client of this loop's) on the loop, then stop it."""
+        """Close ``connection`` (a nats-py client of this loop's; else ``nc``) on the loop,
+        then stop it."""
+        connection = connection if connection is not None else self.nc
         if connection is not None and self.loop.is_running():
             with contextlib.suppress(Exception):
                 self.run(connection.close(), 5)
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+
+
+async def connect(servers: list[str], *, in_order: bool = False) -> NatsClient:
+    """A connection that reconnects for ever and buffers nothing meanwhile: a write given up
+    on must not land later. ``in_order``: try ``servers`` in their order."""
+    import nats
+
+    return await nats.connect(
+        servers,
+        connect_timeout=2,
+        pending_size=0,
+        max_reconnect_attempts=-1,
+        allow_reconnect=True,
+        reconnect_time_wait=0.25,
+        dont_randomize=in_order,
+    )
+
+
+async def until_jetstream(
+    ask: Callable[[], Awaitable[T]],
+    *,
+    wait: float,
+    pause: float,
+    unavailable: Callable[[Exception], Exception],
+    missing: type[Exception] | None = None,
+) -> T | None:
+    """``ask()``'s answer, asked again every ``pause`` seconds for ``wait`` seconds while
+    JetStream does not answer (a cluster just started elects its JetStream leader first).
+    None when it raised ``missing``; ``unavailable(exc)`` is raised when there is no JetStream
+    at all (no responders) or it did not answer in time."""
+    from nats.errors import NoRespondersError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        try:
+            return await ask()
+        except Exception as exc:
+            if missing is not None and isinstance(exc, missing):
+                return None
+            if isinstance(exc, NoRespondersError) or loop.time() >= deadline:
+                raise unavailable(exc) from None
+            await asyncio.sleep(pause)
+
+
+def _no_jetstream(servers: list[str], exc: Exception) -> StorageError:
+    return StorageError(
+        f"JetStream is not available on {servers}: {type(exc).__name__}: {exc} (start "
+        "nats-server with -js, or with jetstream in its config)"
+    )

@@ -1,23 +1,13 @@
 """The SQLite store's request log: what each request changed, appended before its answer.
 
-Why a file of our own in front of SQLite: a SQLite transaction per request (BEGIN, the row
-into two B-trees, the COMMIT's write-ahead-log frames of two pages) was most of what a dev
-broker's SEND cost beyond a trivial responder (bench/HOTPATH.md, target 14a). One ``pwrite(2)``
-of a record here costs a fraction of that and is as durable: once it returned, the record is
-in the kernel's page cache, which killing the broker (even ``kill -9``) does not touch; with
-``--sync full`` an ``fdatasync`` follows. ``SqliteStorage`` folds the records into SQLite a
-batch at a time, and replays the ones not folded yet when it opens.
-
 The file: a header (8 bytes of magic, the generation as a u64), then records, each a u32
 length, the crc32 of the body and the body (``encode_changes``). The generation ties a log to
 its data file: SQLite keeps which generation it has folded, up to which offset, in the same
-transaction as the fold, so each record is folded exactly once. A new generation starts in a
-new file, swapped in whole (``start``).
-
-Damage: a record whose length or crc32 does not hold ends what can be read; the records after
-it are counted, not replayed (they may depend on the damaged one). Damage in the last record
-alone is only logged: a write cut short by an OS crash or a full disk looks the same, and its
-request was not answered.
+transaction as the fold, so each record is folded exactly once; a new generation starts in a
+new file, swapped in whole (``start``). A record whose length or crc32 does not hold ends what
+can be read (the records after it are counted, not replayed); damage in the last record alone
+is only logged (a write cut short, whose request was not answered). Why a file of our own in
+front of SQLite: docs/broker.md ("Inside the SQLite store").
 """
 
 from __future__ import annotations

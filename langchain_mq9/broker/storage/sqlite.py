@@ -1,37 +1,14 @@
 """The dev broker's durable store: the engine's state in one SQLite file.
 
-Storage only *observes* the in-memory engine: each mutation calls a hook below
-(``message_stored``, ``offset_committed``, ...), which records what to write; when the engine
-leaves its lock at the end of a request, ``transaction()`` appends it all as one record to the
-request log (``request_log.py``, the file ``<data file>-log``) *before* the reply is sent. So
-an answered request is on disk, costs one write(2), and a storage failure never interrupts the
-engine half-way through a change. The records are folded into SQLite ``fold_every`` at a time
-(one transaction, which also notes how far the log is folded), and the log starts over, in a
-new generation, once it passed ``log_limit`` bytes and all of it is folded.
-
-``restore`` rebuilds the engine from the file and the records not folded yet: mailboxes,
-messages, delayed messages not yet due, committed group offsets, and the agent registry with
-its search index.
-
-The file and its log are the truth: when a record cannot be written (a full disk), the request
-fails and the engine restores itself from them (``BrokerEngine._transact``). A fold that cannot
-be written fails no request (its records are in the log): it is tried again later. Each message
-and delayed row carries a crc32: a row whose bytes changed on disk is logged, counted in
-``restored["damaged"]`` and not served. Message rows of a mailbox that is not stored (an
-interrupted or foreign write) are skipped with a warning.
-
-u64 numbers (a mailbox ttl, expire_at, a committed offset) are stored as the signed 64-bit
-INTEGER with the same bits.
-
-Durability (why ``synchronous=NORMAL`` by default): a record is written with pwrite(2) before
-the answer, so it is in the kernel's page cache, which killing the broker process (even
-``kill -9``) does not touch; the next open replays it. Only an OS crash or power loss can lose
-the last records; ``synchronous="full"`` (``--sync full``) fdatasyncs every record to cover
-that too. SQLite itself runs in WAL mode; before a log is dropped, a checkpoint puts what was
-folded from it into the data file and syncs it.
-
-The file is opened in SQLite's exclusive locking mode: a second broker on it is refused, and
-the log, opened after that lock is held, has one writer.
+The store observes the engine: each change calls a hook (``message_stored``, ...); on leaving
+``transaction()`` the request's changes are appended as one record to the request log
+(``request_log.py``) before the reply is sent, and folded into SQLite ``fold_every`` at a time.
+``restore`` rebuilds the engine from the file and the records not folded yet. The file and its
+log are the truth: a record that cannot be written fails its request and the engine restores
+itself; a fold that cannot be written fails nothing (its records stay in the log). A row whose
+crc32 does not hold is logged and not served. The file is opened in SQLite's exclusive locking
+mode: a second broker on it is refused. docs/broker.md ("Inside the SQLite store") tells the
+rest: durability, u64s as signed integers.
 """
 
 from __future__ import annotations
@@ -51,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from ...protocol import Priority
 from ...semantic.ranking import AgentEntry
 from ..state.mailbox import Mailbox, StoredMessage
-from .base import Restorable, Storage, StorageError
+from .base import Restorable, Storage, StorageError, restore_agents
 from .request_log import HEADER_SIZE, Change, RequestLog, encode_changes, set_aside_name
 
 log = logging.getLogger("langchain_mq9.broker")
@@ -70,6 +47,7 @@ def sqlite_readonly(exc: sqlite3.Error) -> bool:
 def _sqlite_code(exc: sqlite3.Error, names: tuple[str, ...]) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)  # set on errors SQLite itself raised
     return code is not None and any(code & 0xFF == getattr(sqlite3, name) for name in names)
+
 
 # 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
 # 4: a crc32 per message and delayed row (version 3 files are upgraded in place)
@@ -683,21 +661,11 @@ class SqliteStorage(Storage):
                 seq = engine.hold_delayed(_unsigned(due), address, _message_from(-1, columns))
                 self._delayed_rows[seq] = row_id
                 counts["delayed"] += 1
-        registered = engine.registry.entries  # indexed from its own table below
-        for name, agent_info, create_time in db.execute(
-            "SELECT name, agent_info, create_time FROM agents ORDER BY rowid"
-        ):
-            registered[name] = AgentEntry.make(name, agent_info, create_time)
-            counts["agents"] += 1
-        for name, agent_info, create_time in db.execute(
-            "SELECT name, agent_info, create_time FROM agent_index ORDER BY rowid"
-        ):
-            entry = registered.get(name)
-            if entry is None or (entry.agent_info, entry.create_time) != (agent_info, create_time):
-                entry = AgentEntry.make(name, agent_info, create_time)  # unregistered since
-            if entry.card is None:
-                raise ValueError(f"the search index holds {name!r}, which is no A2A card")
-            engine.registry.put_index(entry)
+        counts["agents"] += restore_agents(
+            engine,
+            db.execute("SELECT name, agent_info, create_time FROM agents ORDER BY rowid"),
+            db.execute("SELECT name, agent_info, create_time FROM agent_index ORDER BY rowid"),
+        )
 
     def _intact(
         self, crc: int, address: str, number: int, columns: Sequence[Any], what: str

@@ -1,0 +1,37 @@
+"""What one broker will hold: ``BrokerLimits``, the bounds the engine enforces (our choice:
+RobustMQ has none)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ... import protocol as p
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    """What one broker will hold (our choice: RobustMQ has no such limits); None: no limit.
+
+    ``max_payload``: the largest message SEND accepts, counted as it takes room in a FETCH
+    answer; also bounds a registry entry and a DISCOVER answer. ``max_answer``: the largest
+    FETCH or QUERY answer (a NATS connection serving the engine bounds it too, see
+    ``BrokerEngine.answer_limit``). ``max_card_bytes``: A2A cards run to a few KiB; 64 KiB
+    leaves room for many skills while a 1 MiB DISCOVER listing still holds a dozen of the
+    largest. ``max_agents``: 10,000 bounds the cards at about 640 MiB and keeps a search over
+    all of them well inside a request timeout (bench 4d/4e). ``max_groups``: consumer groups ACK
+    creates **per mailbox** (kept until ``drop_group`` or the retention empties the log), so a
+    client making names up fills only the mailbox it floods; 1,000 is far more than the agents
+    reading one mailbox use, each a few hundred bytes."""
+
+    max_payload: int = p.DEFAULT_MAX_PAYLOAD
+    max_mailboxes: int | None = None
+    max_messages_per_mailbox: int | None = None
+    max_answer: int | None = None
+    max_card_bytes: int | None = 64 * 1024
+    max_agents: int | None = 10_000
+    max_groups: int | None = 1_000
+    # The largest body of a command that is parsed (CREATE, FETCH, ACK, QUERY, UNREGISTER,
+    # REPORT, DISCOVER): names, numbers, tags and a search query, for which 64 KiB is ample (a
+    # larger one would only make the broker parse it, and a semantic search tokenize it). A
+    # REGISTER body may add a card of max_card_bytes with every byte escaped (``\u0000``: 6).
+    max_request: int = 64 * 1024
