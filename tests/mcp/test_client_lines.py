@@ -276,6 +276,7 @@ def test_a_busy_http_port_says_what_to_do():
 
 def test_nats_server_missing_advice_works_outside_a_clone(tmp_path, monkeypatch):
     import langchain_mq9.broker.cluster.servers as nats_process
+
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     with pytest.raises(FileNotFoundError) as raised:
