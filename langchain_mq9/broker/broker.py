@@ -37,6 +37,7 @@ from .cluster.servers import (
     LARGEST_MAX_PAYLOAD,
     NatsProcess,
     find_nats_server,
+    free_port,
     server_urls,
     start_nats_server,
 )
@@ -262,7 +263,8 @@ class Broker:
         if config.nats:
             self.url = config.nats
         else:
-            self._server = _start_server(config.host, config.port, identities)
+            port = config.port or free_port(config.host)
+            self._server = _start_server(config.host, port, identities)
             self.url = self._server.url
             self._shown = redact(self.url)
         serving, bulk = await self._open_alone(self.url)

@@ -40,8 +40,9 @@ class StartupError(Exception):
 class BrokerConfig:
     """A bundled broker's settings: ``mq9-dev-broker``'s options, typed, with its defaults.
 
-    Where it serves: a nats-server it starts on ``host``:``port``, or the running servers of
-    ``nats`` (one URL, or a NATS cluster's comma-separated). Where the state is kept:
+    Where it serves: a nats-server it starts on ``host``:``port`` (0: a free port), or the
+    running servers of ``nats`` (one URL, or a NATS cluster's comma-separated). Where the
+    state is kept:
     ``store`` (None: ``sqlite`` when ``data`` names a file or directory, else ``memory``;
     ``jetstream``: a stream, ``stream``, on the cluster of ``nats``, with ``replicas``, waiting
     up to ``cluster_wait`` seconds for a cluster still forming). ``sync``: SQLite's durability.
@@ -89,8 +90,8 @@ def _check_types(config: BrokerConfig) -> None:
 
 def _wrong_field(config: BrokerConfig) -> str:
     """What is wrong with one field of ``config`` ("" when nothing is)."""
-    if not isinstance(config.port, int) or not 0 < config.port < 65536:
-        return f"port must be a port number from 1 to 65535, not {config.port!r}"
+    if not isinstance(config.port, int) or not 0 <= config.port < 65536:
+        return f"port must be a port number from 0 (a free one) to 65535, not {config.port!r}"
     if config.store not in (None, *get_args(Store)):
         return f"store must be one of memory, sqlite, jetstream, not {config.store!r}"
     if config.sync not in get_args(Sync):

@@ -7,6 +7,7 @@ one line before anything starts.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from jetstream_servers import JetStreamCluster
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import Broker, BrokerConfig, BrokerLimits, StartupError
+from langchain_mq9.broker.cli.dev_broker import build_parser, config_of
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.broker.identities.callout import SETUP_FILE, Issuer
 from langchain_mq9.broker.identities.store import CredentialError
@@ -71,10 +73,9 @@ async def test_a_broker_on_a_running_nats_server_leaves_the_server_running():
 async def test_the_sqlite_state_outlives_a_restart(tmp_path):
     config = BrokerConfig(port=free_port(), data=tmp_path / "state.sqlite3")
     assert config.store == "sqlite"  # implied by data
-    async with Broker(config, say=lambda _: None) as broker:
-        async with Mq9Client(broker.url) as client:
-            await client.mailbox_create(name="kept")
-            await client.send("kept", "still here")
+    async with Broker(config, say=lambda _: None) as broker, Mq9Client(broker.url) as client:
+        await client.mailbox_create(name="kept")
+        await client.send("kept", "still here")
     said: list[str] = []
     async with Broker(config, say=said.append) as broker:
         assert "restored 1 mailboxes, 1 messages" in "\n".join(said)
@@ -110,6 +111,29 @@ async def test_a_credentialed_jetstream_broker_started_from_python(tmp_path):
         assert not broker.serving
 
 
+async def test_a_second_jetstream_broker_stands_by_and_takes_over():
+    with JetStreamCluster(1) as cluster:
+        config = BrokerConfig(nats=cluster.urls[0], store="jetstream", search=False)
+        said: list[str] = []
+        second = Broker(config, say=said.append)
+        try:
+            async with Broker(config, say=lambda _: None), Mq9Client(cluster.urls[0]) as client:
+                await client.mailbox_create(name="kept")
+                await client.send("kept", "before")
+                await second.start()
+                assert not second.serving and said[-1].endswith("(standby)"), said
+            for _ in range(600):  # the first deleted the lock as it stopped: taken over at once
+                if second.serving:
+                    break
+                await asyncio.sleep(0.05)
+            assert second.serving and said[-1].endswith("(serving)"), said
+            async with Mq9Client(cluster.urls[0]) as client:
+                batch = await client.fetch("kept", group_name="g", deliver="earliest")
+                assert [m.text() for m in batch] == ["before"]
+        finally:
+            await second.stop()
+
+
 @pytest.mark.parametrize(
     ("options", "words"),
     [
@@ -118,7 +142,7 @@ async def test_a_credentialed_jetstream_broker_started_from_python(tmp_path):
         ({"replicas": 3}, "--replicas is for --store jetstream"),
         ({"data": "x.sqlite3", "store": "memory"}, "--data names a SQLite file"),
         ({"nats": "http://example.com"}, "--nats: "),
-        ({"port": 0}, "BrokerConfig: port must be a port number"),
+        ({"port": 65536}, "BrokerConfig: port must be a port number"),
         ({"store": "disk"}, "BrokerConfig: store must be one of memory, sqlite, jetstream"),
         ({"answer_rate": -1}, "BrokerConfig: answer_rate"),
         ({"limits": {"max_mailboxes": 3}}, "BrokerConfig: limits must be a BrokerLimits"),
@@ -144,3 +168,21 @@ async def test_nothing_to_serve_on_is_one_line_and_leaves_nothing_running():
     with pytest.raises(RuntimeError, match="started already"):
         await broker.start()
     await broker.stop()  # again: nothing to do
+
+
+def test_the_command_line_becomes_the_config_it_describes(tmp_path):
+    argv = ["--port", "4333", "--data", str(tmp_path), "--max-mailboxes", "7", "--max-groups", "0"]
+    argv += ["--answer-rate", "0", "--no-search", "--announce", "--cluster-wait", "5"]
+    config = config_of(build_parser().parse_args(argv))
+    limits = BrokerLimits(max_mailboxes=7, max_groups=None)
+    assert config == BrokerConfig(
+        port=4333, data=str(tmp_path), limits=limits, answer_rate=0, search=False,
+        announce=True, cluster_wait=5.0,
+    )  # fmt: skip
+    assert config.store == "sqlite" and config.credentials is False
+    assert config_of(build_parser().parse_args([])) == BrokerConfig()
+    with_dir = build_parser().parse_args(["--credentials", "ids", "--data", str(tmp_path)])
+    beside = build_parser().parse_args(["--credentials", "--data", str(tmp_path)])
+    pytest.importorskip("nkeys")
+    assert config_of(with_dir).credentials == "ids"
+    assert config_of(beside).credentials is True

@@ -9,13 +9,13 @@ import asyncio
 
 import pytest
 from a2a_support import text_graph, text_io
-from devbroker_helpers import DevBroker
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
+from langchain_mq9.broker import Broker, BrokerConfig
 from langchain_mq9.broker.cluster.servers import start_nats_server
 
 INBOX = "agent.worker"
@@ -132,20 +132,19 @@ async def test_call_agent_to_serve_agent_and_back_is_one_trace(client, spans, tr
     assert all(s.context.trace_id == trace_id for s in spans.get_finished_spans())
 
 
-@pytest.mark.slow  # two mq9-dev-broker processes and a nats-server
+@pytest.mark.slow  # a nats-server, and the bundled broker on it twice
 async def test_the_trace_outlives_a_restart_of_the_dev_broker(tmp_path, spans, tracer):
-    """mq9-dev-broker with storage, stopped and started again between the send and the
-    handling: the context is stored with the message, so the trace goes on."""
-    data = str(tmp_path / "data")
+    """The bundled broker with storage (as ``mq9-dev-broker --nats URL --data PATH``),
+    stopped and started again between the send and the handling: the context is stored with
+    the message, so the trace goes on."""
     with start_nats_server() as nats_server:
-        with DevBroker("--nats", nats_server.url, "--data", data):
-            async with Mq9Client(nats_server.url) as sender:
-                await sender.mailbox_create(name=INBOX)
-                with tracer.start_as_current_span("plan the report") as task:
-                    await sender.send(INBOX, {"task": "summarize"})
-        with DevBroker("--nats", nats_server.url, "--data", data):
-            async with Mq9Client(nats_server.url) as receiver:
-                handling = await handled_once(receiver, INBOX)
+        config = BrokerConfig(nats=nats_server.url, data=tmp_path / "data")
+        async with Broker(config), Mq9Client(nats_server.url) as sender:
+            await sender.mailbox_create(name=INBOX)
+            with tracer.start_as_current_span("plan the report") as task:
+                await sender.send(INBOX, {"task": "summarize"})
+        async with Broker(config), Mq9Client(nats_server.url) as receiver:
+            handling = await handled_once(receiver, INBOX)
     send = named(spans, f"send {INBOX}")
     process = named(spans, f"process {INBOX}")
     assert process.parent.span_id == send.context.span_id

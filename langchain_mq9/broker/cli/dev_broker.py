@@ -20,6 +20,7 @@ import logging
 import signal
 import subprocess
 import sys
+from dataclasses import fields
 
 from ... import protocol as p
 from ... import semantic
@@ -246,27 +247,18 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_of(args: argparse.Namespace) -> BrokerConfig:
-    """The ``BrokerConfig`` the options describe (refused in one line if they contradict)."""
-    limits = BrokerLimits(**{k: v for k, v in vars(args).items() if k.startswith("max_")})
-    credentials = args.credentials
-    return BrokerConfig(
-        host=args.host,
-        port=args.port,
-        nats=args.nats,
-        store=args.store,
-        data=args.data,
-        replicas=args.replicas,
-        cluster_wait=args.cluster_wait,
-        stream=args.stream,
-        sync=args.sync,
-        limits=limits,
-        answer_rate=args.answer_rate or 0,
-        announce=args.announce,
+    """The ``BrokerConfig`` the options describe (refused in one line if they contradict):
+    each option whose dest names a field sets it; the others are told apart below."""
+    given = vars(args)
+    settings = {f.name: given[f.name] for f in fields(BrokerConfig) if f.name in given}
+    credentials = args.credentials  # off (None), beside --data (""), or DIR
+    settings.update(
+        limits=BrokerLimits(**{k: v for k, v in given.items() if k.startswith("max_")}),
+        answer_rate=args.answer_rate or 0,  # 0: no pace (count_limit's None)
         search=not args.no_search,
-        embedding_model=args.embedding_model,
-        # --credentials: off (None), beside --data (""), or DIR
         credentials=False if credentials is None else credentials or True,
     )
+    return BrokerConfig(**settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from ..storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
 
 MAGIC = b"mq9-state 1\n"  # the file's first line: what it is, and its format's version
 _LENGTH = struct.Struct(">I")
-READ_TIMEOUT = 10.0  # seconds for the next record of a stream being read (an election: 4-8 s)
+READ_TIMEOUT = 10.0  # seconds for the next record of a stream being read (past an election)
 
 
 class StateError(Exception):
