@@ -63,8 +63,32 @@ async def _serve(app: Any, port: int) -> Any:
     return server, task
 
 
-async def _timings(url: str, rounds: int, pause: float) -> tuple[list[float], list[float]]:
-    """Seconds per blocking SendMessage: (through the gateway, direct), interleaved."""
+class Timings:
+    """Seconds per blocking SendMessage (through the gateway, direct: interleaved rounds), the
+    seconds of one broker round trip each round (a QUERY from the same process), and how many
+    broker requests the agent and the gateway made for the calls through the gateway."""
+
+    def __init__(self) -> None:
+        self.through: list[float] = []
+        self.direct: list[float] = []
+        self.round_trip: list[float] = []
+        self.requests = 0
+
+
+def _counted(client: Any, timings: Timings) -> None:
+    """Count each request ``client`` sends to the broker while a call is timed."""
+    transport = client._transport
+    request = transport.request
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        timings.requests += 1
+        return await request(*args, **kwargs)
+
+    transport.request = counted
+
+
+async def _timings(url: str, rounds: int, pause: float) -> Timings:
+    """The figures of ``rounds`` rounds (``Timings``)."""
     import httpx
     from a2a.client import ClientConfig, ClientFactory
     from a2a.client.card_resolver import A2ACardResolver
@@ -137,15 +161,26 @@ async def _timings(url: str, rounds: int, pause: float) -> tuple[list[float], li
 
             await one(clients[0], -1)  # warm both paths up
             await one(clients[1], -1)
-            through, direct = [], []
+            timings = Timings()
+            for client in (agent_client, gateway_client):
+                _counted(client, timings)
             for i in range(rounds):
-                through.append(await one(clients[0], i))
-                direct.append(await one(clients[1], i))
+                timings.through.append(await one(clients[0], i))
+                timings.direct.append(await one(clients[1], i))
+                began = time.perf_counter()
+                await gateway_client.query(name, key="none")
+                timings.round_trip.append(time.perf_counter() - began)
+            await asyncio.sleep(0.5)  # the last call's own ends (the request marked done)
+            timings.requests -= rounds  # the round trips timed
         for server, task in servers:
             server.should_exit = True
             await task
         await agent.stop()
-    return through, direct
+    return timings
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
 
 
 def _check(key: str, what: str, through: list[float], direct: list[float]) -> Check:
@@ -155,21 +190,23 @@ def _check(key: str, what: str, through: list[float], direct: list[float]) -> Ch
         title=f"a blocking SendMessage, {what}, on loopback: through mq9-a2a-gateway to the "
         "agent served over mq9 (dev broker on nats-server) vs direct to a2a-sdk's HTTP server",
         ours_label="through the gateway",
-        ours=f"{ours * 1000:.0f} ms",
+        ours=_ms(ours),
         baseline_label="direct HTTP A2A",
-        baseline=f"{base * 1000:.0f} ms",
+        baseline=_ms(base),
         ratio=ours / base,
         op="<=",
         limit=1.5,
     )
 
 
+def _p90(values: list[float]) -> str:
+    return _ms(statistics.quantiles(values, n=10)[-1])
+
+
 def run(cfg: Config, net: Any) -> Section:
     section = Section("a2a_gateway", TITLE)
 
-    async def timed(
-        rounds: int, pause: float, announce: bool = True
-    ) -> tuple[list[float], list[float]]:
+    async def timed(rounds: int, pause: float, announce: bool = True) -> Timings:
         import nats
 
         connection = await nats.connect(net.url)
@@ -179,25 +216,32 @@ def run(cfg: Config, net: Any) -> Section:
             await connection.close()
         return await _timings(net.url, rounds, pause)
 
-    through, direct = asyncio.run(timed(5 if cfg.quick else 30, 0.0))
-    section.checks.append(_check("16a", "the agent answers at once", through, direct))
-    slow_through, slow_direct = asyncio.run(timed(3 if cfg.quick else 10, 1.0))
-    section.checks.append(_check("16b", "the agent works 1 s", slow_through, slow_direct))
-    polled, polled_direct = asyncio.run(timed(5 if cfg.quick else 15, 0.0, announce=False))
-    added = statistics.median(through) - statistics.median(direct)
+    quick = asyncio.run(timed(5 if cfg.quick else 30, 0.0))
+    section.checks.append(_check("16a", "the agent answers at once", quick.through, quick.direct))
+    slow = asyncio.run(timed(3 if cfg.quick else 10, 1.0))
+    section.checks.append(_check("16b", "the agent works 1 s", slow.through, slow.direct))
+    polled = asyncio.run(timed(5 if cfg.quick else 15, 0.0, announce=False))
+    added = statistics.median(quick.through) - statistics.median(quick.direct)
+    round_trip = statistics.median(quick.round_trip)
     section.figures += [
+        ("through the gateway, p90 (16a)", _p90(quick.through)),
+        ("direct, p90 (16a)", _p90(quick.direct)),
+        ("the gateway's added time, median (16a)", _ms(added)),
+        ("one broker round trip (a QUERY, same process), median (16a)", _ms(round_trip)),
         (
-            "through the gateway, p90 (16a)",
-            f"{statistics.quantiles(through, n=10)[-1] * 1000:.0f} ms",
+            "the added time in broker round trips (16a)",
+            f"{added / round_trip:.1f} (a call makes {quick.requests / len(quick.through):.0f} "
+            "broker requests, agent and gateway)",
         ),
-        ("direct, p90 (16a)", f"{statistics.quantiles(direct, n=10)[-1] * 1000:.0f} ms"),
-        ("the gateway's added time, median (16a)", f"{added * 1000:.0f} ms"),
         (
             "16a without announcements (both sides poll every 0.1 s), median",
-            f"{statistics.median(polled) * 1000:.0f} ms vs "
-            f"{statistics.median(polled_direct) * 1000:.0f} ms direct",
+            f"{_ms(statistics.median(polled.through))} vs "
+            f"{_ms(statistics.median(polled.direct))} direct",
         ),
-        ("rounds (16a, 16b, unannounced)", f"{len(through)}, {len(slow_through)}, {len(polled)}"),
+        (
+            "rounds (16a, 16b, unannounced)",
+            f"{len(quick.through)}, {len(slow.through)}, {len(polled.through)}",
+        ),
     ]
     section.notes.append(
         "Through the gateway a request is a message in the agent's mailbox and its result a "

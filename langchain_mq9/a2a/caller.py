@@ -11,16 +11,17 @@ calls and picks up their results. The reply mailbox lives under the reserved roo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from ..client.client import Mq9Client
-from ..groups.reader import POLL_SECONDS
 from ..protocol import Priority, check_address
 from ..protocol.errors import MailboxNotFound, TooLarge
 from . import wire as w
+from .arrivals import Arrivals, Bell
 from .hosts import HostPolicy
 from .store import ensure_mailbox, keep, latest
 
@@ -99,11 +100,13 @@ class AgentCaller:
         self.reply_mailbox = w.caller_address(check_address(reply_mailbox))
         # Where calls to HTTP A2A agents may go: the operator's allow-list (hosts.py)
         self.hosts = hosts if hosts is not None else HostPolicy.from_env()
+        self._opened = False  # the reply mailbox is known to be there
 
     async def open(self) -> AgentCaller:
         """Create the reply mailbox (never expiring) unless it is there. Optional: the first
         call creates it, and reading calls creates nothing."""
         await ensure_mailbox(self.client, self.reply_mailbox)
+        self._opened = True
         return self
 
     # -- the calls ---------------------------------------------------------------------------
@@ -144,14 +147,8 @@ class AgentCaller:
             "contextId": msg["contextId"],
             "request": w.parts_text(msg.get("parts"))[:2000],
         }
-        # The record first: a caller that dies right after the send still finds its call.
         try:
-            await self._write_record(record)
-        except MailboxNotFound:  # the first call: only a call creates the reply mailbox
-            await self.open()
-            await self._write_record(record)
-        try:
-            await self._send(mailbox, request, w.SEND, task_id)
+            await self._record_and_send(record, mailbox, request)
         except TooLarge as exc:  # the call ends here, saying so: it never reached the agent
             why = f"the request is {exc.size or 'too many'} bytes, more than the broker carries"
             why += f" ({exc.limit}): send less, or a reference to the data"
@@ -159,6 +156,34 @@ class AgentCaller:
             await self._keep_task(failed)
             raise CallError(why) from None
         return task_id
+
+    async def _record_and_send(
+        self, record: dict[str, Any], mailbox: str, request: dict[str, Any]
+    ) -> None:
+        """The call's record, then its request. The record goes first (a caller that dies right
+        after the send still finds its call); once the reply mailbox is known to be there, the
+        request follows it on the wire without waiting for its answer (the agent's answer has
+        a mailbox to go to)."""
+        task_id = record["taskId"]
+        if not self._opened:
+            try:
+                await self._write_record(record)
+            except MailboxNotFound:  # the first call: only a call creates the reply mailbox
+                await self.open()
+                await self._write_record(record)
+            await self._send(mailbox, request, w.SEND, task_id)
+            return
+        kept, sent = await asyncio.gather(
+            self._write_record(record),
+            self._send(mailbox, request, w.SEND, task_id),
+            return_exceptions=True,
+        )
+        if isinstance(sent, BaseException):
+            raise sent  # as if sent alone: the record stands, as it did before a failed send
+        if isinstance(kept, BaseException):
+            if isinstance(kept, MailboxNotFound):  # deleted since: made again
+                await self.open()
+            await self._write_record(record)  # the request is out: its record must be kept
 
     async def call_http(
         self,
@@ -340,24 +365,40 @@ class AgentCaller:
         on_state: StateListener | None = None,
         final_only: bool = False,
     ) -> CallState:
-        """The call's state; with ``wait``, looks again until it stops (or the wait ends)."""
+        """The call's state; with ``wait``, looks again until it stops (or the wait ends): a
+        call over mq9 at each arrival in the reply mailbox where the broker announces them
+        (arrivals.py), else every ``POLL_SECONDS``; a call to an HTTP agent every
+        ``HTTP_POLL_SECONDS``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait)
         seen: tuple[str, bool] | None = None
-        while True:
-            state = await self._state(task_id)
-            if state.transport == "http" and state.state not in w.FINAL:
-                await self._http_refresh(await self._record(task_id))
-                state = await self._state(task_id)
-            if on_state is not None and (state.state, state.answer_pending) != seen:
-                seen = (state.state, state.answer_pending)
-                await on_state(state)
-            done = state.state in w.FINAL if final_only else state.stopped
-            left = deadline - loop.time()
-            if done or left <= 0:
-                return state
-            pause = HTTP_POLL_SECONDS if state.transport == "http" else POLL_SECONDS
-            await asyncio.sleep(min(pause, left))
+        listening: Arrivals | None = None
+        try:
+            with contextlib.ExitStack() as hung:
+                bell: Bell | None = None
+                while True:
+                    state = await self._state(task_id)
+                    if state.transport == "http" and state.state not in w.FINAL:
+                        await self._http_refresh(await self._record(task_id))
+                        state = await self._state(task_id)
+                    changed = (state.state, state.answer_pending) != seen
+                    seen = (state.state, state.answer_pending)
+                    if on_state is not None and changed:
+                        await on_state(state)
+                    done = state.state in w.FINAL if final_only else state.stopped
+                    left = deadline - loop.time()
+                    if done or left <= 0:
+                        return state
+                    if state.transport == "http":
+                        await asyncio.sleep(min(HTTP_POLL_SECONDS, left))
+                        continue
+                    if bell is None:  # listened to from the first wait on
+                        listening = await Arrivals(self.client, [self.reply_mailbox]).start()
+                        bell = hung.enter_context(listening.bell(self.reply_mailbox))
+                    await bell.wait(left, found=changed)
+        finally:
+            if listening is not None:
+                await listening.stop()
 
     async def calls(self) -> list[CallState]:
         """Every call kept in the reply mailbox (RobustMQ answers at most 100), oldest first."""
@@ -391,6 +432,7 @@ class AgentCaller:
     async def _write_record(self, record: dict[str, Any]) -> None:
         key = w.CALL_KEY + record["taskId"]
         await keep(self.client, self.reply_mailbox, key, record, tags=[w.CALL_TAG])
+        self._opened = True
 
     async def _state(self, task_id: str) -> CallState:
         record = await self._record(task_id)

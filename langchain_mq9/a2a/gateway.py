@@ -217,6 +217,7 @@ class GatewayHandler(RequestHandler):
         self.push = push  # the tenants' push configs, where the operator allows them (#62)
         # The agent's answers read as they arrive where the broker announces them (else polled)
         self.arrivals = arrivals
+        self._transports: dict[str, Mq9Transport] = {}  # by tenant: the configured ones
 
     @staticmethod
     def _shown(task: Task) -> Task:
@@ -230,10 +231,18 @@ class GatewayHandler(RequestHandler):
         tenant = context.user.user_name if context.user.is_authenticated else ""
         if not w.is_valid_id(tenant):  # the middleware lets no such request through
             raise InvalidRequestError("unauthenticated")
-        reply = reply_mailbox(self.gateway, tenant)
-        return Mq9Transport(
-            self.client, self.mailbox, reply_mailbox=reply, card=self.card, arrivals=self.arrivals
-        )
+        transport = self._transports.get(tenant)
+        if transport is None:  # one per tenant: it learns once that its reply mailbox is there
+            reply = reply_mailbox(self.gateway, tenant)
+            transport = Mq9Transport(
+                self.client,
+                self.mailbox,
+                reply_mailbox=reply,
+                card=self.card,
+                arrivals=self.arrivals,
+            )
+            self._transports[tenant] = transport
+        return transport
 
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext

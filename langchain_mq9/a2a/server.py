@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -84,7 +84,6 @@ class Turn:
     existing: dict[str, Any] | None  # the task's snapshot before this turn, if any
     resume: bool  # the answer to an input-required task
     owner: str | None = None  # the reply mailbox that sent the task: its caller
-    request: int | None = None  # the msg_id of the request that started this turn
 
 
 def _interrupt_text(interrupts: Any) -> str:
@@ -94,6 +93,27 @@ def _interrupt_text(interrupts: Any) -> str:
 
 
 MAX_PUSH_CONFIGS = 8  # per task
+
+
+class KeyedLock:
+    """One holder per key at a time, first come first served; a key's lock lasts while used."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, its users)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._locks[key][1] - 1
+            if users:
+                self._locks[key] = (lock, users)
+            else:
+                del self._locks[key]
 
 
 class AgentServer:
@@ -150,6 +170,7 @@ class AgentServer:
         # id -> run (its result and interrupts), owner
         self._running: dict[str, tuple[asyncio.Task[tuple[Any, Any]], str | None]] = {}
         self._handlers: set[asyncio.Task[None]] = set()  # requests being handled
+        self._one_task = KeyedLock()  # by task id: its requests, until its run starts
         self._loop: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -228,7 +249,8 @@ class AgentServer:
             await self._held.acquire()  # room for one more before taking anything
             self._held.release()
             free = max(1, self._most_held - len(self._handlers))
-            if batch == []:  # nothing last time: until a request arrives, or the next look
+            if batch is not None and not (batch and self._more_to_read()):
+                # Nothing more to take: until a request arrives, or the next look.
                 await bell.wait(FETCH_WAIT_MS / 1000, found=found)
                 found = False
             try:
@@ -246,6 +268,11 @@ class AgentServer:
                 job = asyncio.create_task(self._handle(msg))
                 self._handlers.add(job)
                 job.add_done_callback(self._handlers.discard)
+
+    def _more_to_read(self) -> bool:
+        """Whether the last FETCH's answer was cut at the count asked for (more may wait behind
+        it); one that was not showed every request there was, each lane read to its end."""
+        return len(self.reader.last_answer) >= self.reader.state.asked
 
     async def _handle(self, msg: Message) -> None:
         """One request, whatever it holds: never raises, and marks the message done unless the
@@ -381,16 +408,38 @@ class AgentServer:
     # -- SendMessage ------------------------------------------------------------------------
 
     async def _send_message(self, request: w.Request, msg_id: int) -> None:
+        task_id = request.body["message"].get("taskId") or request.task_id or w.new_id()
+        async with self._slots:
+            # Until its run starts, one request of a task at a time, in the order handed out:
+            # a cancel (critical, handed out first) is kept before the send it cancels is read.
+            async with self._one_task.hold(task_id):
+                turn = await self._admit(request, task_id, msg_id)
+                if turn is None:
+                    return  # answered already
+                run = asyncio.create_task(self._invoke(turn))
+                self._running[task_id] = (run, turn.owner)
+            await self._follow(turn, run)
+
+    async def _admit(self, request: w.Request, task_id: str, msg_id: int) -> Turn | None:
+        """The turn a SendMessage starts, or None when it is answered without one: a stranger
+        naming another's task, an answer to a task that asks none, a task that ran already, or
+        one its owner canceled before it came."""
         msg = request.body["message"]
-        text = w.parts_text(msg["parts"])
         owner = request.reply_to
+        # Read together: the task as stored, and whether its owner canceled it already.
+        existing, canceled = await asyncio.gather(
+            self._stored(task_id),
+            self._persist(
+                f"looking for a cancel of {task_id}",
+                lambda: self.store.cancel_requested(task_id, owner),
+            ),
+        )
+        text = w.parts_text(msg["parts"])
         if msg.get("taskId"):  # the answer to an input-required task
-            task_id = msg["taskId"]
-            existing = await self._stored(task_id)
             if existing is None or owner is None or owner_of(existing) != owner:
                 # Only the caller that sent the task may answer it; to others it is not there.
                 await self._error(owner, task_id, f"task {task_id} not found")
-                return
+                return None
             if w.task_state(existing) != w.INPUT_REQUIRED:
                 state = w.short_state(w.task_state(existing))
                 await self._error(
@@ -398,74 +447,73 @@ class AgentServer:
                     task_id,
                     f"task {task_id} is {state}: only an input-required task takes an answer",
                 )
-                return
-            turn = Turn(task_id, existing["contextId"], text, msg, existing, True, owner, msg_id)
-            await self._run(turn)
-            return
-        task_id = request.task_id or w.new_id()
-        context_id = msg.get("contextId") or w.new_id()
-        existing = await self._stored(task_id)
-        if existing is not None and owner_of(existing) != owner:
-            await self._error(owner, task_id, f"task {task_id} exists: a new task needs a new id")
-            return
-        if existing is not None and w.task_state(existing) in w.STOPPED:
-            # Handed out again after a crash, or sent twice: it ran already.
-            if owner:
-                await self._deliver(owner, existing)
-            return
-        await self._run(Turn(task_id, context_id, text, msg, existing, False, owner, msg_id))
-
-    async def _run(self, turn: Turn) -> None:
-        task_id, context_id, owner = turn.task_id, turn.context_id, turn.owner
-        earlier = (turn.existing or {}).get("history") or []
-        history = [*earlier, {**turn.message, "taskId": task_id, "contextId": context_id}]
-        meta = {"mq9": {"replyTo": owner, "agent": self.name}} if owner else None
-
-        async def report(state: str, **fields: Any) -> bool:
-            snapshot = w.task(task_id, context_id, state, history=history, metadata=meta, **fields)
-            return await self._publish(snapshot, owner)
-
-        async with self._slots:
-            if turn.request is not None:
-                # Its graph runs now: a replica that dies from here on charges this request,
-                # never those waiting for a slot behind it (docs/groups.md, "Poison messages").
-                request = turn.request
-                await self._persist(
-                    f"recording that request {request} runs",
-                    lambda: self.reader.begin([request]),
+                return None
+            turn = Turn(task_id, existing["contextId"], text, msg, existing, True, owner)
+        else:
+            if existing is not None and owner_of(existing) != owner:
+                await self._error(
+                    owner, task_id, f"task {task_id} exists: a new task needs a new id"
                 )
-            canceled = await self._persist(
-                f"looking for a cancel of {task_id}",
-                lambda: self.store.cancel_requested(task_id, owner),
+                return None
+            if existing is not None and w.task_state(existing) in w.STOPPED:
+                # Handed out again after a crash, or sent twice: it ran already.
+                if owner:
+                    await self._deliver(owner, existing)
+                return None
+            context_id = msg.get("contextId") or w.new_id()
+            turn = Turn(task_id, context_id, text, msg, existing, False, owner)
+        if self.reader.records_begin(msg_id):
+            # Its graph runs now: a replica that dies from here on charges this request,
+            # never those waiting for a slot behind it (docs/groups.md, "Poison messages").
+            await self._persist(
+                f"recording that request {msg_id} runs", lambda: self.reader.begin([msg_id])
             )
-            if canceled:
-                await report(w.CANCELED, status_text="canceled before it started")
+        if canceled:
+            await self._report(turn, w.CANCELED, status_text="canceled before it started")
+            return None
+        return turn
+
+    async def _report(self, turn: Turn, state: str, **fields: Any) -> bool:
+        """Publish a state of the turn's task (``_publish``)."""
+        earlier = (turn.existing or {}).get("history") or []
+        history = [*earlier, {**turn.message, "taskId": turn.task_id, "contextId": turn.context_id}]
+        meta = {"mq9": {"replyTo": turn.owner, "agent": self.name}} if turn.owner else None
+        snapshot = w.task(
+            turn.task_id, turn.context_id, state, history=history, metadata=meta, **fields
+        )
+        return await self._publish(snapshot, turn.owner)
+
+    async def _follow(self, turn: Turn, run: asyncio.Task[tuple[Any, Any]]) -> None:
+        """Report a started run: working while it runs, then how it ended."""
+        try:
+            # A run that ends in its first step (an answer at once) reports its end only.
+            await asyncio.sleep(0)
+            if not run.done() and not await self._report(turn, w.WORKING):
+                run.cancel()  # the request cannot be kept: the task failed, saying why
+                await asyncio.gather(run, return_exceptions=True)
                 return
-            if not await report(w.WORKING):
-                return  # the request cannot be kept: the task failed, saying why
-            run = asyncio.create_task(self._invoke(turn))
-            self._running[task_id] = (run, owner)
-            try:
-                result, interrupts = await run
-            except asyncio.CancelledError:
-                if self._stopping:
-                    raise  # not a cancel of the task: leave it to be handed out again
-                await report(w.CANCELED, status_text="canceled")
-                return
-            except Exception as exc:  # the graph failed: the caller gets its words
-                await report(w.FAILED, status_text=clipped(f"{type(exc).__name__}: {exc}", 4000))
-                return
-            finally:
-                self._running.pop(task_id, None)
-            if interrupts:
-                await report(w.INPUT_REQUIRED, status_text=_interrupt_text(interrupts))
-                return
-            try:
-                output = self.to_output(result)
-            except Exception as exc:
-                await report(w.FAILED, status_text=f"the result could not be read: {exc!r:.500}")
-                return
-            await report(w.COMPLETED, artifacts=[w.artifact(output)])
+            result, interrupts = await run
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise  # not a cancel of the task: leave it to be handed out again
+            await self._report(turn, w.CANCELED, status_text="canceled")
+            return
+        except Exception as exc:  # the graph failed: the caller gets its words
+            text = clipped(f"{type(exc).__name__}: {exc}", 4000)
+            await self._report(turn, w.FAILED, status_text=text)
+            return
+        finally:
+            self._running.pop(turn.task_id, None)
+        if interrupts:
+            await self._report(turn, w.INPUT_REQUIRED, status_text=_interrupt_text(interrupts))
+            return
+        try:
+            output = self.to_output(result)
+        except Exception as exc:
+            text = f"the result could not be read: {exc!r:.500}"
+            await self._report(turn, w.FAILED, status_text=text)
+            return
+        await self._report(turn, w.COMPLETED, artifacts=[w.artifact(output)])
 
     async def _publish(self, snapshot: dict[str, Any], reply_to: str | None) -> bool:
         """Leave a state in the store and with the caller, however long the broker is away.
@@ -492,10 +540,16 @@ class AgentServer:
         return False
 
     async def _keep_state(self, snapshot: dict[str, Any], reply_to: str | None) -> None:
+        """The store's copy and the caller's go out together, the store's first (a replica that
+        dies between the two leaves the state stored): both are written before the next state
+        is (each mailbox keeps the newest state under the task's key)."""
         what = f"keeping task {snapshot['id']}"
-        await self._persist(what, lambda: self.store.put(snapshot))
+        writes = [self._persist(what, lambda: self.store.put(snapshot))]
         if reply_to:
-            await self._deliver(reply_to, snapshot)
+            writes.append(self._deliver(reply_to, snapshot))
+        failed = [r for r in await asyncio.gather(*writes, return_exceptions=True) if r]
+        if failed:
+            raise failed[0]
         if self.push is not None:
             self._push_state(snapshot)
 
@@ -652,7 +706,10 @@ class AgentServer:
 
     async def _cancel_task(self, request: w.Request) -> None:
         task_id = request.named_task()
-        asker = request.reply_to
+        async with self._one_task.hold(task_id):
+            await self._cancel(task_id, request.reply_to)
+
+    async def _cancel(self, task_id: str, asker: str | None) -> None:
         snapshot = await self._stored(task_id)
         if snapshot is not None and (asker is None or owner_of(snapshot) != asker):
             await self._error(asker, task_id, f"task {task_id} not found")

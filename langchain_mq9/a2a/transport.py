@@ -122,7 +122,7 @@ class Mq9Transport(ClientTransport):
         task_id, turns = await self._submit(request)
         newest: dict[str, Any] | None = None
         if not request.configuration.return_immediately:
-            async for seen in self._snapshots(lambda: self._snapshot(task_id), context, turns):
+            async for seen in self._states_after_send(task_id, context, turns):
                 newest = seen
         snapshot = newest or await self._snapshot(task_id) or _submitted(task_id, request)
         return SendMessageResponse(task=to_proto(snapshot, Task))
@@ -132,8 +132,16 @@ class Mq9Transport(ClientTransport):
     ) -> AsyncGenerator[StreamResponse]:
         task_id, turns = await self._submit(request)
         yield StreamResponse(task=to_proto(_submitted(task_id, request), Task))
-        async for snapshot in self._snapshots(lambda: self._snapshot(task_id), context, turns):
+        async for snapshot in self._states_after_send(task_id, context, turns):
             yield StreamResponse(task=to_proto(snapshot, Task))
+
+    def _states_after_send(
+        self, task_id: str, context: ClientCallContext | None, turns: int
+    ) -> AsyncGenerator[dict[str, Any]]:
+        """The task's new states from a request just sent: the first look waits for an arrival
+        in the reply mailbox (or the next look's time), the agent having had no time to answer
+        yet."""
+        return self._snapshots(lambda: self._snapshot(task_id), context, turns, look_first=False)
 
     async def _snapshot(self, task_id: str) -> dict[str, Any] | None:
         """The newest state of the task, as the agent left it in the reply mailbox."""
@@ -145,14 +153,25 @@ class Mq9Transport(ClientTransport):
         context: ClientCallContext | None,
         turns: int = 0,
         until: frozenset[str] = w.STOPPED,
+        *,
+        look_first: bool = True,
     ) -> AsyncGenerator[dict[str, Any]]:
         """Each new snapshot ``read()`` answers until the task is in a state of ``until`` with
-        ``turns`` caller turns taken (or the call's time is up)."""
+        ``turns`` caller turns taken (or the call's time is up); ``look_first=False``: the
+        first read waits for an arrival in the reply mailbox, or the next look's time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(context)
         last = None
+        found = False
         with self.arrivals.bell(self._caller.reply_mailbox) as bell:
+            waiting = not look_first
             while True:
+                if waiting:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        return
+                    await bell.wait(left, found=found)
+                waiting = True
                 snapshot = await read()
                 found = snapshot is not None and snapshot != last
                 if snapshot is not None and found:
@@ -160,10 +179,6 @@ class Mq9Transport(ClientTransport):
                     yield snapshot
                     if w.task_state(snapshot) in until and _user_turns(snapshot) >= turns:
                         return
-                left = deadline - loop.time()
-                if left <= 0:
-                    return
-                await bell.wait(left, found=found)
 
     @property
     def reply_mailbox(self) -> str:

@@ -10,6 +10,7 @@ import json
 
 import pytest
 from a2a_support import Counting, asking, text_graph, text_io
+from calls_support import until_state
 from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import Mq9Toolkit
@@ -227,7 +228,7 @@ async def test_a_cancel_gets_through_while_every_slot_is_busy(client):
         busy = await caller.call(AGENT, "first")
         waiting = await caller.call(AGENT, "second")
         await asyncio.wait_for(running.wait(), 10)
-        assert (await caller.check(busy.task_id)).state == w.WORKING
+        await until_state(caller, busy.task_id, w.WORKING)
         canceled = await caller.cancel(waiting.task_id, wait=10)
         assert canceled.state == w.CANCELED
         assert (await caller.cancel(busy.task_id, wait=10)).state == w.CANCELED

@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from a2a_support import text_graph, text_io
+from calls_support import until_state
 from langchain_core.runnables import RunnableLambda
 
 from langchain_mq9 import Mq9Client
@@ -202,6 +203,7 @@ async def test_a_request_that_takes_every_replica_down_fails_for_its_caller(clie
             if call_id is None:
                 call_id = (await caller.call(AGENT, "crash me", wait=0)).task_id
             await asyncio.wait_for(started.wait(), 20)
+            await until_state(caller, call_id, w.WORKING)
     assert (await caller.check(call_id)).view()["state"] == "working"
     async with AgentServer(text_graph(hangs), name=AGENT, client=client, **options):
         done = await caller.check(call_id, wait=20)

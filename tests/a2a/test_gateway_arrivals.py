@@ -25,7 +25,9 @@ from test_gateway import request as a2a_request
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a import arrivals as arrivals_module
 from langchain_mq9.a2a import server as server_module
+from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.arrivals import Arrivals
+from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.broker import (
     BrokerEngine,
@@ -77,29 +79,49 @@ async def announcing(kind: str, nats_url: str | None):
         await connection.close()
 
 
-@pytest.mark.parametrize("kind", ["memory", "nats"])
-async def test_the_agent_and_the_gateway_wake_at_arrivals_not_polls(kind, no_polls, request):
+@contextlib.asynccontextmanager
+async def served_upper(kind: str, request):
+    """An agent answering in capitals on a broker that announces arrivals, and a second client
+    of that broker (the caller's)."""
     nats_url = request.getfixturevalue("nats_server").url if kind == "nats" else None
     async with (
         announcing(kind, nats_url) as url,
         Mq9Client(url) as agent_client,
-        Mq9Client(url) as gateway_client,
+        Mq9Client(url) as other,
     ):
         agent = AgentServer(
             text_graph(str.upper), name=AGENT, client=agent_client, worker="w1", **text_io()
         )
-        async with (
-            agent,
-            gateway(gateway_client, send_wait=60) as agent_url,
-            blocking_client(agent_url) as alice,
-        ):
-            await asyncio.sleep(0)  # the agent's reader is waiting (its first look found none)
-            for text in ("first", "second"):  # the second after both sides went back to wait
-                events = [e async for e in alice.send_message(a2a_request(text))]
-                done = events[-1].task
-                assert done.status.state == TaskState.TASK_STATE_COMPLETED, done.status
-                assert done.artifacts[0].parts[0].text == text.upper()
-        assert agent.arrivals.heard
+        async with agent:
+            yield agent, other
+
+
+@pytest.mark.parametrize("kind", ["memory", "nats"])
+async def test_the_agent_and_the_gateway_wake_at_arrivals_not_polls(kind, no_polls, request):
+    async with (
+        served_upper(kind, request) as (agent, gateway_client),
+        gateway(gateway_client, send_wait=60) as agent_url,
+        blocking_client(agent_url) as alice,
+    ):
+        await asyncio.sleep(0)  # the agent's reader is waiting (its first look found none)
+        for text in ("first", "second"):  # the second after both sides went back to wait
+            events = [e async for e in alice.send_message(a2a_request(text))]
+            done = events[-1].task
+            assert done.status.state == TaskState.TASK_STATE_COMPLETED, done.status
+            assert done.artifacts[0].parts[0].text == text.upper()
+    assert agent.arrivals.heard
+
+
+@pytest.mark.parametrize("kind", ["memory", "nats"])
+async def test_a_waiting_call_agent_wakes_at_the_answer_not_a_poll(kind, no_polls, request):
+    """call_agent's wait (AgentCaller.check) reads the answer because it arrived: with every
+    poll an hour away, a call that waits could not finish otherwise."""
+    async with served_upper(kind, request) as (_agent, caller_client):
+        caller = await AgentCaller(caller_client, "agent.me.calls").open()
+        for text in ("first", "second"):
+            done = await caller.call(AGENT, text, wait=30)
+            assert done.state == w.COMPLETED, done.view()
+            assert done.view()["result"] == text.upper()
 
 
 async def test_without_announcements_both_sides_poll():
