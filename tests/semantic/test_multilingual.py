@@ -1,7 +1,7 @@
-"""The multilingual model (issue #39; the default since #65): the ``semantic`` extra's
-Universal Sentence Encoder multilingual v3 (numpy), also named by
-``MQ9_EMBEDDING_MODEL=multilingual``, ranks in the bundled broker and in the client's own
-ranking, off the broker's event loop."""
+"""The multilingual model (issue #39; since #65 in the default, with all-MiniLM-L6-v2:
+test_pair.py): the ``semantic`` extra's Universal Sentence Encoder multilingual v3 (numpy),
+chosen alone by ``MQ9_EMBEDDING_MODEL=multilingual``, ranks in the bundled broker and in the
+client's own ranking, off the broker's event loop."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from langchain_mq9.semantic.ranking import _UNSET, AgentEntry, AgentIndex
 
 pytestmark = pytest.mark.skipif(
     not multilingual.installed(),
-    reason=f"the semantic-multilingual extra is not installed ({multilingual.EXTRA_HINT})",
+    reason=f"the semantic extra is not installed ({multilingual.EXTRA_HINT})",
 )
 
 
