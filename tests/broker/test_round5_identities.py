@@ -29,6 +29,7 @@ from test_credentials_jetstream import Deployment, _refused, credentials
 from test_credentials_jetstream import deployment as deployment  # a cluster of this module's
 
 from langchain_mq9 import protocol as p
+from langchain_mq9.broker import Broker, BrokerConfig
 from langchain_mq9.broker.identities.callout import (
     ANSWERS_USER,
     SERVE_USER,
@@ -260,23 +261,21 @@ async def test_the_serving_connection_logs_in_as_a_user_refused_storage(deployme
     await _refused_login(deployment, SERVE_USER, issuer.answers_password)
 
 
-async def test_a_credentialed_broker_announces_arrivals_as_its_serving_user(tmp_path):
+async def test_a_credentialed_broker_announces_arrivals_as_its_serving_user(tmp_path, caplog):
     """``--announce`` with credentials: the wake announcements go out on the serving
-    connection, whose user may publish them (and inboxes) only."""
+    connection, whose user may publish them (and inboxes) only. (The broker runs in this
+    process, as ``--nats URL --store jetstream --credentials DIR --announce`` configures it.)"""
     setup = tmp_path / "mq9-auth"
     config = credentials("setup", str(setup))
     issuer = Issuer.load(setup / SETUP_FILE)
     with JetStreamCluster(1, extra_config=config) as cluster:
         (url,) = cluster.urls
-        on_cluster = ("--credentials", str(setup), "--nats", url)
-        issued = await asyncio.to_thread(credentials, "issue", "alice", *on_cluster)
-        secret = issued.splitlines()[0]
-        broker = DevBroker(
-            "--nats", url, "--store", "jetstream", "--replicas", "1", *on_cluster[:2],
-            "--no-search", "--announce",
+        settings = BrokerConfig(
+            nats=url, store="jetstream", replicas=1, credentials=setup, search=False,
+            announce=True,
         )  # fmt: skip
-        try:
-            await asyncio.to_thread(wait_serving, broker)
+        async with Broker(settings) as broker:
+            secret = await broker.issue("alice")
             listener = await nats.connect(broker_urls(url, issuer))  # the broker's own user
             heard = await listener.subscribe("$mq9.WAKE.>")
             await listener.flush()
@@ -287,11 +286,9 @@ async def test_a_credentialed_broker_announces_arrivals_as_its_serving_user(tmp_
                 announced = await heard.next_msg(timeout=30)
             finally:
                 await asyncio.gather(alice.close(), listener.close())
-            mailbox = hashlib.sha256(b"alice.inbox").hexdigest()[:32]
-            assert announced.subject == f"$mq9.WAKE.{mailbox}"
-            assert "Traceback" not in broker.output()
-        finally:
-            broker.kill()
+        mailbox = hashlib.sha256(b"alice.inbox").hexdigest()[:32]
+        assert announced.subject == f"$mq9.WAKE.{mailbox}"
+        assert not [record for record in caplog.records if record.exc_info]  # no traceback
 
 
 async def test_replies_naming_the_brokers_storage_reach_nothing_and_change_nothing(deployment):
