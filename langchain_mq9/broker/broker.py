@@ -55,7 +55,7 @@ from .identities.kv_store import KvIdentityStore
 from .identities.ownership import Identities, Logins
 from .identities.store import CredentialError, IdentityStore
 from .serving.pacing import AnswerPacer
-from .serving.serve import serve_on_nats
+from .serving.serve import NatsService, serve_on_nats
 from .standby.leader import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine, serve_while_leader
 from .storage import JetStreamStorage, SqliteStorage, Storage, StorageError
 from .storage.sqlite import data_file
@@ -105,7 +105,7 @@ class Broker:
         self._logins: Logins | None = None
         self._lock: LeaderLock | None = None
         self._opened: list[NatsConnection] = []
-        self._service: Any = None  # serve_on_nats's, while this broker serves alone
+        self._service: NatsService | None = None  # while this broker serves alone
         self._issuer: Issuer | None = None  # a cluster's, with credentials
         self._settled = asyncio.Event()  # a JetStream broker serves or stands by
         self._leading: asyncio.Future[None] | None = None  # serve_while_leader, on JetStream
