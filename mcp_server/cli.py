@@ -34,13 +34,8 @@ from .http import (
     is_loopback,
     serve_http,
 )
-from .server import (
-    RECONNECT_ATTEMPTS,
-    RECONNECT_DELAY,
-    create_server,
-    serve_stdio,
-    tool_definitions,
-)
+from .server import RECONNECT_ATTEMPTS, RECONNECT_DELAY, create_server, tool_definitions
+from .stdio import serve_stdio
 
 log = logging.getLogger("mcp_server")
 
