@@ -180,14 +180,6 @@ async def logged_call(
     return result
 
 
-def create_server(
-    connection: Mq9Connection, policy: ToolPolicy | None = None, *, sessions_compete: bool = False
-) -> Mq9McpServer:
-    """An MCP server whose tools are the mq9 operations (``Mq9McpServer``; the name kept for
-    the code that embeds it)."""
-    return Mq9McpServer(connection, policy, sessions_compete=sessions_compete)
-
-
 class Mq9McpServer(Server):
     """An MCP server (the SDK's low-level ``Server``) whose tools are the mq9 operations, a
     method for each request it handles.
@@ -260,13 +252,14 @@ class Mq9McpServer(Server):
     def wait_of(self, params: types.CallToolRequestParams) -> float:
         return call_wait(self.policies.policy, params)
 
-    async def logged_call(
+    async def run_call(
         self,
         policy: ToolPolicy,
         ctx: Any,
         params: types.CallToolRequestParams,
         progress: Progress | None = None,
     ) -> types.CallToolResult:
+        """One tool call of the client with ``policy``, logged with its request id."""
         return await logged_call(self.connection, policy, params, ctx.request_id, progress)
 
     async def handle_list_tools(self, ctx: Any, _params: Any) -> types.ListToolsResult:
@@ -283,7 +276,7 @@ class Mq9McpServer(Server):
         progress = progress_reporter(ctx)
 
         async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
-            return await self.logged_call(policy, ctx, named, progress)
+            return await self.run_call(policy, ctx, named, progress)
 
         operation = operation_named(policy, params.name)
         if operation is None or not operation.asks:
@@ -300,7 +293,7 @@ class Mq9McpServer(Server):
             return None
 
         async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
-            return await self.logged_call(policy, ctx, named)
+            return await self.run_call(policy, ctx, named)
 
         async def as_task(ask: questions.Ask | None) -> types.CallToolResult:
             operation = operation_named(policy, params.name)
@@ -324,7 +317,7 @@ class Mq9McpServer(Server):
 
         async def call(tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
             named = types.CallToolRequestParams(name=policy.tool_name(tool), arguments=arguments)
-            return await self.logged_call(policy, ctx, named)
+            return await self.run_call(policy, ctx, named)
 
         return await resources.read_resource(self.connection, policy, str(params.uri), call)
 
@@ -355,6 +348,14 @@ class Mq9McpServer(Server):
         if tasks.extension_offered(version):
             capabilities.extensions = {**(capabilities.extensions or {}), tasks.EXTENSION: {}}
         return capabilities
+
+
+def create_server(
+    connection: Mq9Connection, policy: ToolPolicy | None = None, *, sessions_compete: bool = False
+) -> Mq9McpServer:
+    """An MCP server whose tools are the mq9 operations (``Mq9McpServer``; the name kept for
+    the code that embeds it)."""
+    return Mq9McpServer(connection, policy, sessions_compete=sessions_compete)
 
 
 async def set_logging_level(ctx: Any, _params: types.SetLevelRequestParams) -> types.EmptyResult:
