@@ -2,7 +2,7 @@
 
 Three nats-server processes clustered with JetStream on loopback (bench/js_cluster.py) and two
 broker processes started with the same command, ``mq9-dev-broker --nats A,B,C --store
-jetstream`` (one serves, one stands by: broker/standby/leader.py). Four writers SEND to
+jetstream`` (one serves, one stands by: broker/standby/). Four writers SEND to
 one mailbox, each payload unique, recording the msg_id of every SEND answered and the error of
 every SEND that raised; four readers FETCH in one consumer group and ACK what they got
 (acks taken in turn and only forward, so that the group's position only moves on), recording

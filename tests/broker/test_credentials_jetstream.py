@@ -1,7 +1,7 @@
 """#53 on the JetStream store: three nats-servers clustered with JetStream, configured with the
 block ``mq9-dev-broker credentials setup DIR`` prints, and two brokers started as
 ``--nats A,B,C --store jetstream --credentials DIR`` (one serving, one standing by). The
-credentials and who owns what live on the cluster (identities_kv.py): the attacks of
+credentials and who owns what live on the cluster (broker/identities/kv_store.py): the attacks of
 test_hostile_requests_credentialed.py are refused there too, and after the serving broker is
 killed the standby serves with the same ownership and revocations. Agents log in on a server
 other than the serving broker's.

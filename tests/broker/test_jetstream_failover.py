@@ -1,6 +1,6 @@
 """Two brokers on one JetStream-kept state (issue #55, item 2): one serves, one stands by.
 
-The leader lock (langchain_mq9/broker/standby/leader.py): one holder at a time; the holder's lease
+The leader lock (langchain_mq9/broker/standby/lock.py): one holder at a time; the holder's lease
 ends before a standby can take the lock; a stale holder's late write is refused once the new
 holder wrote its fence; the engine answers nothing past its lease. The command line: the same
 command started twice gives a serving broker and a standby, which serves once the first stops.

@@ -236,7 +236,7 @@ async def test_a_message_too_large_for_a_jetstream_record_is_refused_at_once(dur
 async def send_through_reconnect(nc, address: str, payload: str) -> dict:
     """A SEND, sent again while nothing listens (the broker's own connection was on the killed
     server and reconnects) or while the broker stands by (its leader lock's bucket had its
-    leader there: standby.py): such a request was not stored. Answered within the broker's
+    leader there: broker/standby/): such a request was not stored. Answered within the broker's
     15 s of retries, or its error says why: LEASE_ENDED when the broker's lease ended while it
     answered (stored or not); ``no answer`` when none came: a request published as the killed
     server's routes closed can be forwarded to it and lost (core NATS, docs/deploy.md)."""
