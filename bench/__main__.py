@@ -4,6 +4,7 @@
     python -m bench --quick          # tiny sizes, seconds: checks that everything runs
     python -m bench --only latency,broker --out /tmp/bench
     python -m bench --out bench/     # refresh the committed bench/RESULTS.md and plots
+    python -m bench --no-fast-path   # the broker on nats-py's public API only
 
 Run it from the repository root. By default the results go to ``bench-results/`` (untracked,
 ignored by git), so a run never changes tracked files; ``--out bench/`` writes the committed
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 import traceback
@@ -140,7 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         help="directory for RESULTS.md and the plots (default: bench-results/ in the "
         "repository, untracked; --out bench/ refreshes the committed results)",
     )
+    parser.add_argument(
+        "--no-fast-path",
+        action="store_true",
+        help="the brokers benched use nats-py's public API only (MQ9_BROKER_FAST_PATH=0, "
+        "inherited by the processes they run in: broker/cluster/fast_path.py)",
+    )
     args = parser.parse_args(argv)
+    if args.no_fast_path:
+        os.environ["MQ9_BROKER_FAST_PATH"] = "0"
     selected = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
     unknown = [s for s in selected if s not in SECTIONS]
     if unknown:
@@ -173,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --quick" if args.quick else "")
     if args.only:
         command += f" --only {args.only}"
+    if args.no_fast_path:
+        command += " --no-fast-path"
     if args.out.resolve() == BENCH_DIR:
         command += " --out bench/"
     path = args.out / "RESULTS.md"

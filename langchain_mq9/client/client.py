@@ -90,8 +90,8 @@ class Agents(list[dict[str, Any]]):
 
 def _digest(payload: bytes) -> int:
     """A payload's fingerprint for the receipt check: Python's own keyed hash of the bytes
-    (SipHash, 64 bits, its key random per process). It never leaves this process, and costs a
-    tenth of a blake2b on every SEND (bench 1)."""
+    (SipHash, 64 bits, its key random per process). It never leaves this process, and costs
+    less than a blake2b on every SEND (bench/HOTPATH.md)."""
     return hash(payload)
 
 
@@ -725,7 +725,7 @@ class Mq9Client:
 
 def _reply(raw: bytes, subject: str) -> dict[str, Any]:
     """A reply's JSON object when it is a success, else its ``Mq9Error``. A SEND's success as
-    brokers write it is read without the JSON decoder (a fifth of the time: bench 1), to
+    brokers write it is read without the JSON decoder (quicker: bench/HOTPATH.md), to
     the same dict."""
     if raw.startswith(_SEND_STORED) and raw.endswith(b"}"):
         digits = raw[len(_SEND_STORED) : -1]

@@ -1,38 +1,16 @@
-"""Keep nats-py connections we own reading: through malformed frames, and on RobustMQ.
+"""Keep nats-py connections we own reading and talking: through malformed frames, and on RobustMQ.
 
-nats-py (checked up to 2.16) loses a connection to frames nats-server lets any publisher send
-(docs/security.md): a subject, reply subject or header status line that is not UTF-8 ends its
-read loop (``UnicodeDecodeError``) while the connection stays "connected", reading nothing until
-its pings time out, minutes later; a subject holding ``\\x0b`` or ``\\x0c`` breaks its MSG line
-(it splits on the regex ``\\s``, nats-server on spaces and tabs only): a protocol error.
+``protect(connection)`` gives one connection a parser that splits control lines as nats-server
+does, reads subjects that are not UTF-8 leniently, drops only a frame nats-py still cannot take
+(logged), and hands a reply with a sid it does not know (RobustMQ's sid 0) to the request whose
+inbox the subject names; and a watchdog that reconnects it when its read loop ended.
+``GuardedClient`` finishes its handshake on RobustMQ and names ``tls_required`` in its CONNECT.
+``flush_in_order``: a flush after which everything written before it has reached the server.
 
-``protect(connection)`` gives one connection (never nats-py as a whole) a parser that splits
-control lines as nats-server does, reads subjects that are not UTF-8 leniently and drops only
-a frame nats-py still cannot take (logged), and a watchdog that reconnects if the read loop
-ends anyway while the connection counts as connected.
-
-RobustMQ's NATS listener differs from nats-server where nats-py cannot follow it
-(docs/protocol.md §1.1, points 1 and 4): the parser also takes a reply that comes with a sid it
-does not know (RobustMQ's sid 0) for the request whose inbox the subject names, and
-``GuardedClient`` finishes its handshake on RobustMQ (``PatientTcpTransport``) and names
-``tls_required`` in its CONNECT, without which RobustMQ reads no CONNECT (so no login) at all.
-
-``GuardedClient`` also writes a publish's header block itself (nats-py's way, quicker).
-
-``deliver_inline(connection, subscription)`` hands a subscription's messages to its callback
-inside the read loop, and writes what the callbacks published once the read is parsed: a
-request and its answer then take one turn of the event loop, not three (nats-py queues a
-message for a task of the subscription's, and an answer for its flusher task). The broker's
-own subscription uses it (its callback starts a task for whatever waits). ``publish_queued``
-and ``write_now`` do the same for answers given in a future's callback.
-
-All of it leans on nats-py internals (the ``_ps`` parser, ``_process_*`` handlers,
-``_build_message``, ``_reading_task``, ``_subs``, ``_resp_sub_prefix``, ``_connect_to_server``,
-``_send_publish`` and what it calls, the ``_pending`` commands and the ``_transport``, a
-subscription's ``_id`` and ``_cb``). ``internals_problem`` checks them: a nats-py that no
-longer matches is left unguarded with a warning, and the tests
-(tests/client/test_malformed_frames.py, tests/robustmq/test_robustmq_shaped.py,
-tests/client/test_inline_delivery.py) fail loudly.
+Each override leans on nats-py internals and is checked before its first use
+(``internals_problem``): one that does not match stays off, whole, with one warning, and nats-py
+behaves as its own. Why each exists: docs/security.md ("Hostile NATS traffic"), docs/protocol.md
+§1.1.
 """
 
 from __future__ import annotations
@@ -43,44 +21,93 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Container, Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import ParseResult
 
 from nats.aio.client import PING_PROTO, PONG_PROTO, Client, Srv
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.aio.transport import TcpTransport
-from nats.errors import (
-    BadSubjectError,
-    ConnectionClosedError,
-    ConnectionDrainingError,
-    MaxPayloadError,
-    OutboundBufferLimitError,
-    ProtocolError,
-)
+from nats.errors import ProtocolError
 from nats.protocol import parser as nats_parser
-from nats.protocol.command import hpub_cmd, pub_cmd
+from nats.protocol.command import hpub_cmd
 
 log = logging.getLogger("langchain_mq9")
 
 WATCH_INTERVAL = 1.0  # seconds between two looks at the read loop: a dead one costs at most this
 _CRLF = b"\r\n"
 _SEPARATORS = re.compile(rb"[ \t]+")  # nats-server's argument separators, and only those
-_BAD_SUBJECT = re.compile(r"[ \t\r\n]")  # what nats-py's publish refuses in a subject
-_PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
-_HANDLERS = {
-    "_process_msg": ["sid", "subject", "reply", "data", "headers"],
-    "_process_err": ["err_msg"],
-    "_process_info": ["info", "initial_connection"],
-    "_process_ping": [],
-    "_process_pong": [],
-    "_process_headers": ["headers"],
-    "_build_message": ["sid", "subject", "reply", "data", "headers"],
-    "_connect_to_server": ["s"],  # GuardedClient's seams
-    "_connect_command": [],
-    "_send_publish": ["subject", "reply", "payload", "payload_size", "headers"],
-}
+PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
+
+# What each override uses of a nats-py connection: methods with their parameters, attributes
+_PARSER_USES = (
+    {
+        "_process_msg": ["sid", "subject", "reply", "data", "headers"],
+        "_process_err": ["err_msg"],
+        "_process_info": ["info", "initial_connection"],
+        "_process_ping": [],
+        "_process_pong": [],
+        "force_reconnect": [],
+    },
+    ("_ps", "_reading_task", "_subs", "_resp_sub_prefix", "options"),
+)
+_HANDSHAKE_USES = (
+    {"_connect_to_server": ["s"], "_connect_command": []},
+    ("_transport", "_current_server"),
+)
+_HEADER_WRITER_USES = (
+    {
+        "_send_publish": ["subject", "reply", "payload", "payload_size", "headers"],
+        "_send_command": ["cmd", "priority"],
+        "_flush_pending": ["force_flush"],
+    },
+    ("_flush_queue", "stats"),
+)
+
+
+def internals_problem(
+    connection: Client, methods: Mapping[str, list[str]], attributes: Iterable[str]
+) -> str | None:
+    """What of ``methods`` (name -> parameters, of nats-py's own Client, whatever a subclass
+    overrides) and ``attributes`` (of ``connection``) this nats-py lacks or has otherwise, or
+    None."""
+    for name, params in methods.items():
+        method = getattr(Client, name, None)
+        if not callable(method) or list(inspect.signature(method).parameters)[1:] != params:
+            return f"nats-py's Client.{name} is not ({', '.join(params)})"
+    missing = [name for name in attributes if not hasattr(connection, name)]
+    return f"nats-py's Client has no {', '.join(missing)}" if missing else None
+
+
+def _parser_problem(connection: Client) -> str | None:
+    parser = getattr(connection, "_ps", None)
+    if not isinstance(parser, nats_parser.Parser):
+        return f"the connection's parser is {type(parser).__name__}, not nats-py's Parser"
+    missing = [name for name in PARSER_STATE if not hasattr(parser, name)]
+    if missing:
+        return f"nats-py's Parser has no {', '.join(missing)}"
+    if not hasattr(nats_parser, "AWAITING_MSG_PAYLOAD"):
+        return "nats-py's parser module has no AWAITING_MSG_PAYLOAD"
+    return internals_problem(connection, *_PARSER_USES)
+
+
+_verdicts: dict[str, bool] = {}  # override -> on, decided once per process
+
+
+def override_on(override: str, connection: Client, problem: Callable[[Client], str | None]) -> bool:
+    """Whether ``override`` may be used (checked once, on the first connection; a warning
+    when it may not)."""
+    verdict = _verdicts.get(override)
+    if verdict is None:
+        found = problem(connection)
+        if found is not None:
+            log.warning(
+                "this nats-py differs from the one langchain-mq9 was checked against (%s): %s "
+                "is off",
+                found,
+                override,
+            )
+        verdict = _verdicts[override] = found is None
+    return verdict
 
 
 class GuardedParser(nats_parser.Parser):
@@ -89,17 +116,10 @@ class GuardedParser(nats_parser.Parser):
 
     nc: Client
     dropped = 0
-    # deliver_inline's subscriptions: sid -> callback, and whether answers wait to be written
-    inline: dict[int, Callable[[Msg], Awaitable[None]]]
-    _answered = False
+    # The sids whose messages a subclass takes itself (``take``): the broker's fast path
+    taken: Container[int] = frozenset()
 
     async def parse(self, data: bytes = b"") -> None:
-        await self._parse(data)
-        if self._answered:  # (if parsing failed, nats-py's flusher still writes them)
-            self._answered = False
-            await self._write_pending()
-
-    async def _parse(self, data: bytes) -> None:
         self.buf.extend(data)
         while self.buf:
             if self.state == nats_parser.AWAITING_MSG_PAYLOAD:
@@ -161,8 +181,8 @@ class GuardedParser(nats_parser.Parser):
         sid = arg["sid"]
         if sid not in self.nc._subs:  # RobustMQ's sid 0: a reply goes to the request it names
             sid = self._inbox_sid(subject, sid)
-        elif sid in self.inline:
-            await self._hand_over(sid, subject, reply, payload, headers)
+        elif sid in self.taken:
+            await self.take(sid, subject, reply, payload, headers)
             return
         # (the ignores: nats-py's own parser passes headers=None, its annotation says bytes)
         try:
@@ -186,35 +206,11 @@ class GuardedParser(nats_parser.Parser):
                     self.dropped,
                 )
 
-    async def _hand_over(
+    async def take(
         self, sid: int, subject: bytes, reply: bytes, payload: bytes, headers: bytes | None
     ) -> None:
-        """A message of a deliver_inline subscription to its callback, here and now."""
-        nc = self.nc
-        nc.stats["in_msgs"] += 1
-        nc.stats["in_bytes"] += len(payload)
-        read = None
-        if headers is not None:  # (most requests have none: no coroutine for them)
-            try:
-                read = await nc._process_headers(headers)
-            except Exception:  # read as none, as _deliver does and RobustMQ does
-                read = None
-        msg = nc._build_message(sid, subject, reply, payload, read)
-        self._answered = True
-        try:
-            await self.inline[sid](msg)
-        except Exception:  # as nats-py's subscription task: the callback's error is its own
-            log.exception("the callback of %r failed", msg.subject[:80])
-
-    async def _write_pending(self) -> None:
-        """Write what was published while the read was parsed (the answers, in order, with
-        whatever else waited), as nats-py's flusher would a turn later."""
-        transport = self.nc._transport
-        if write_now(self.nc) and transport is not None:
-            # nats-py's flusher waits for the socket to take it; so does reading the next
-            # request (the connection reads nothing while the socket is full; nats-py leaves
-            # drain unannotated)
-            await transport.drain()  # type: ignore[no-untyped-call]
+        """A message read whole for a sid in ``taken`` (a subclass's to handle)."""
+        raise NotImplementedError
 
     def _inbox_sid(self, subject: bytes, sid: int) -> int:
         """The sid of nats-py's request inbox subscription when ``subject`` is one of its
@@ -228,6 +224,9 @@ class GuardedParser(nats_parser.Parser):
             if subscription.subject == wildcard:
                 return known
         return sid
+
+
+P = TypeVar("P", bound=GuardedParser)
 
 
 def _arguments(rest: bytes) -> list[bytes]:
@@ -244,122 +243,39 @@ def _lenient(raw: bytes) -> bytes:
     return raw if raw.isascii() else raw.decode("utf-8", "replace").encode()
 
 
-def internals_problem(connection: Client) -> str | None:
-    """What in this nats-py differs from what the guard relies on, or None."""
-    parser = getattr(connection, "_ps", None)
-    if type(parser) not in (nats_parser.Parser, GuardedParser):
-        return f"the connection's parser is {type(parser).__name__}, not nats-py's Parser"
-    missing = [name for name in _PARSER_STATE if not hasattr(parser, name)]
-    if missing:
-        return f"nats-py's Parser has no {', '.join(missing)}"
-    if not hasattr(nats_parser, "AWAITING_MSG_PAYLOAD"):
-        return "nats-py's parser module has no AWAITING_MSG_PAYLOAD"
-    for name, params in _HANDLERS.items():
-        handler = getattr(connection, name, None)
-        if handler is None or list(inspect.signature(handler).parameters) != params:
-            return f"nats-py's Client.{name} is not ({', '.join(params)})"
-    for name in (
-        "_pending",
-        "_pending_data_size",
-        "_max_pending_size",
-        "_transport",
-        "_reading_task",
-        "force_reconnect",
-        "_subs",
-        "_resp_sub_prefix",
-        "_send_command",
-        "_flush_pending",
-        "_flush_queue",
-        "stats",
-    ):
-        if not hasattr(connection, name):
-            return f"nats-py's Client has no {name}"
-    return None
+def replace_parser(connection: Client, kind: type[P]) -> P:
+    """``connection``'s parser replaced by one of ``kind``, in the state the old one left
+    (a live connection may be halfway through a frame)."""
+    old = connection._ps
+    if isinstance(old, kind) and type(old) is kind:
+        return old
+    new = kind(connection)
+    for name in PARSER_STATE:
+        setattr(new, name, getattr(old, name))
+    new.dropped = getattr(old, "dropped", 0)
+    connection._ps = new
+    return new
 
 
 def protect(connection: Client) -> asyncio.Task[None] | None:
     """Guard ``connection`` (open or not) and watch it; cancel the returned watchdog task
-    when done with the connection. None when this nats-py cannot be guarded (logged)."""
-    problem = internals_problem(connection)
-    if problem is not None:
-        log.warning(
-            "this nats-py is not the one langchain-mq9 was built against (%s): one malformed "
-            "NATS message can stop this connection reading until its pings time out",
-            problem,
-        )
+    when done with the connection. None when this nats-py cannot be guarded (logged once):
+    one malformed NATS message can then stop the connection reading until its pings time out."""
+    if not override_on("the lenient parser and its watchdog", connection, _parser_problem):
         return None
-    old = connection._ps
-    if not isinstance(old, GuardedParser):
-        guarded = GuardedParser(connection)
-        for name in _PARSER_STATE:  # a live connection may be halfway through a frame
-            setattr(guarded, name, getattr(old, name))
-        guarded.inline = {}
-        connection._ps = guarded
+    if not isinstance(connection._ps, GuardedParser):
+        replace_parser(connection, GuardedParser)
     return asyncio.get_running_loop().create_task(_watch(connection))
 
 
-def write_now(connection: Client) -> bool:
-    """Write what waits to be written on ``connection`` now, as nats-py's flusher would on its
-    next turn (it then finds nothing); False when nothing was written. Not while connecting or
-    reconnecting: nats-py keeps it for the new connection."""
-    transport = connection._transport
-    pending = connection._pending
-    if not pending or transport is None or not connection.is_connected or connection.is_connecting:
-        return False
-    transport.writelines(pending)
-    connection._pending = []
-    connection._pending_data_size = 0
-    return True
-
-
 async def flush_in_order(connection: Client, timeout: int = 10) -> None:
-    """nats-py's ``flush``, with what waits for its flusher written first. nats-py (checked
-    with 2.16) writes flush's PING at once, ahead of commands still waiting for the flusher's
-    next turn, such as the SUB of a subscription just made: its PONG can come back before the
-    server has that SUB, and a request another connection sends then finds no responder.
-    After this, everything written before it has reached the server."""
-    if internals_problem(connection) is None:
-        write_now(connection)
+    """A flush after which everything written to ``connection`` before it has reached the
+    server. nats-py's ``flush`` writes its PING at once, ahead of commands still waiting for
+    its flusher, such as the SUB of a subscription just made: its PONG can come back before the
+    server has that SUB. By the time it does, the flusher has written them: a second flush
+    follows them (nats-py's public API only, one round trip more)."""
     await connection.flush(timeout)
-
-
-def publish_queued(connection: Client, subject: str, payload: bytes) -> None:
-    """nats-py's publish of ``payload`` to ``subject`` (no reply subject, no headers) from
-    plain code (nats-py's publish is a coroutine): queued for the caller's ``write_now``, which
-    writes all it queued in one go. Raises as publish does: a bad subject, a closed or draining
-    connection, a payload above max_payload, and while reconnecting, a buffer nats-py would
-    refuse to grow. Only on a guarded connection (``protect``)."""
-    if not subject or _BAD_SUBJECT.search(subject):
-        raise BadSubjectError
-    if connection.is_closed:
-        raise ConnectionClosedError
-    if connection.is_draining_pubs:
-        raise ConnectionDrainingError
-    if len(payload) > connection.max_payload:
-        raise MaxPayloadError
-    command = pub_cmd(subject, "", payload)
-    if not connection.is_connected:
-        limit = connection._max_pending_size
-        if limit <= 0 or connection._pending_data_size + len(command) > limit:
-            raise OutboundBufferLimitError
-    connection.stats["out_msgs"] += 1
-    connection.stats["out_bytes"] += len(payload)
-    connection._pending.append(command)
-    connection._pending_data_size += len(command)
-
-
-def deliver_inline(connection: Client, subscription: Subscription) -> bool:
-    """Hand ``subscription``'s messages to its callback in ``connection``'s read loop (see the
-    module), False when the connection is not guarded (``protect``), which leaves nats-py's
-    own delivery. For a callback that returns without waiting: the connection reads nothing
-    while it runs."""
-    parser = connection._ps
-    sid, callback = getattr(subscription, "_id", None), getattr(subscription, "_cb", None)
-    if not isinstance(parser, GuardedParser) or not isinstance(sid, int) or callback is None:
-        return False
-    parser.inline = {known: cb for known, cb in parser.inline.items() if known in connection._subs}
-    parser.inline[sid] = callback
-    return True
+    await connection.flush(timeout)
 
 
 async def _watch(connection: Client) -> None:
@@ -377,7 +293,7 @@ async def _watch(connection: Client) -> None:
                     await connection.close()
 
 
-# The first nudge, then each one twice as late: RobustMQ answers a PING in about a millisecond.
+# The first nudge, then each one twice as late (docs/protocol.md §1.1, point 4)
 FIRST_NUDGE = 0.05
 
 # nats-py annotates its abstract Transport but not TcpTransport's methods: the ones called
@@ -441,6 +357,13 @@ class PatientTcpTransport(TcpTransport):
         return reading.result()
 
 
+def _handshake_problem(connection: Client) -> str | None:
+    params = list(inspect.signature(TcpTransport.connect).parameters)
+    if params != ["self", "uri", "buffer_size", "connect_timeout"]:
+        return f"nats-py's TcpTransport.connect is ({', '.join(params)})"
+    return internals_problem(connection, *_HANDSHAKE_USES)
+
+
 # Header lines exactly as nats-py writes them: a token name, the value already stripped
 # (str.strip and re's \s agree on what whitespace is), no CR or LF but the line's end.
 _PLAIN_HEADER_LINES = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: (?:\S(?:[^\r\n]*\S)?)?\r\n)+")
@@ -457,42 +380,52 @@ def plain_header_block(headers: dict[str, str]) -> bytes | None:
 
 
 class GuardedClient(Client):
-    """nats-py's client on ``PatientTcpTransport`` (see the module); call ``protect`` on it.
+    """nats-py's client on ``PatientTcpTransport`` naming ``tls_required`` (the RobustMQ
+    handshake, see the module); call ``protect`` on it.
 
     It also writes a publish's header block faster than nats-py (which takes each header
     through a regex and a translate table on every SEND under a trace: docs/tracing.md,
-    "What it costs"): the same bytes.
+    "What it costs"): the same bytes. Each of the two is off, whole, when this nats-py's
+    internals differ from what it uses: the override then passes nats-py's arguments on.
     """
 
-    def _connect_command(self) -> bytes:
-        # RobustMQ 8bd49dc reads a CONNECT only when it names tls_required (nats-server and the
-        # Go client send it; nats-py leaves it out): without it RobustMQ drops the CONNECT
-        # without a word, so with logins required every publish of a client that gave the
-        # right password is an 'Authorization Violation' (docs/protocol.md §1.1, point 7).
-        command = super()._connect_command()
+    def _connect_command(self, *args: Any, **kwargs: Any) -> bytes:
+        command = super()._connect_command(*args, **kwargs)
+        if not override_on("RobustMQ's handshake", self, _handshake_problem):
+            return command
+        # RobustMQ 8bd49dc reads a CONNECT only when it names tls_required (docs/protocol.md
+        # §1.1, point 8)
         verb, _, options = command.partition(b" ")
         fields = json.loads(options)
         server = self._current_server
         fields.setdefault("tls_required", server is not None and server.uri.scheme == "tls")
         return verb + b" " + json.dumps(fields, sort_keys=True).encode() + _CRLF
 
-    async def _connect_to_server(self, s: Srv) -> None:  # nats-py's name for the server
-        if not self._transport and s.uri.scheme in ("nats", "tls"):
+    async def _connect_to_server(self, *args: Any, **kwargs: Any) -> None:
+        server = args[0] if args else kwargs.get("s")
+        if (
+            not self._transport
+            and isinstance(server, Srv)
+            and server.uri.scheme in ("nats", "tls")
+            and override_on("RobustMQ's handshake", self, _handshake_problem)
+        ):
             # (nats-py leaves TcpTransport.__init__ unannotated)
             self._transport = PatientTcpTransport()  # type: ignore[no-untyped-call]
-        await super()._connect_to_server(s)
+        await super()._connect_to_server(*args, **kwargs)
 
-    def _send_publish(
-        self,
-        subject: str,
-        reply: str,
-        payload: bytes,
-        payload_size: int,
-        headers: dict[str, Any] | None,
-    ) -> Coroutine[Any, Any, None]:
-        block = plain_header_block(headers) if headers and subject else None
+    def _send_publish(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, None]:
+        block = None
+        if (
+            len(args) == 5
+            and args[4]  # (a plain publish has no headers: nats-py's own at once)
+            and args[0]
+            and not kwargs
+            and override_on("the header block writer", self, _header_problem)
+        ):
+            block = plain_header_block(args[4])
         if block is None:  # nats-py's own coroutine, awaited by the caller (no frame of ours)
-            return super()._send_publish(subject, reply, payload, payload_size, headers)
+            return super()._send_publish(*args, **kwargs)
+        subject, reply, payload, payload_size, _ = args
         return self._send_block(subject, reply, block, payload, payload_size)
 
     async def _send_block(
@@ -504,3 +437,7 @@ class GuardedClient(Client):
         await self._send_command(hpub_cmd(subject, reply, block, payload))
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
+
+
+def _header_problem(connection: Client) -> str | None:
+    return internals_problem(connection, *_HEADER_WRITER_USES)

@@ -3,7 +3,7 @@
 A request of a few bytes can ask for megabytes: the listing of 1,000 agents is 2 MB for the
 two bytes ``{}``. Sent back to back, such answers keep both cores of a small machine busy
 (nats-server copying them twice, the requester reading them) and every other client's SEND
-waits for a core: 6x its idle p99 in bench 9d. Paced to a rate the machine carries beside its
+waits for a core (bench 9d). Paced to a rate the machine carries beside its
 other work, they leave the cores free most of the time.
 
 The pace is a virtual clock (GCRA): an answer goes at once while the answers before it have
@@ -14,8 +14,8 @@ known by its reply subject without the last token (NATS clients make one inbox p
 connection); a client making up prefixes gets as many turns as it makes, as it could make
 connections: the dev broker has no authentication.
 
-What waits is held in memory, built: a client publishing a thousand requests for 1 MB answers
-without waiting for them held the broker at 1.1 GB for the two minutes they took to go. So a
+What waits is held in memory, built: a client publishing requests for large answers without
+waiting for them held the broker's memory for as long as they took to go. So a
 requester may have at most ``PER_REQUESTER`` bytes of answers waiting, and all requesters
 together ``IN_ALL``; an answer beyond that is refused (``Backlog``), and its request answered
 with that error at once. One answer with nothing else waiting is never refused, however large.

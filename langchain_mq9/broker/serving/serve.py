@@ -22,13 +22,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ... import protocol as p
-from ...client.nats_guard import (
-    deliver_inline,
-    flush_in_order,
-    protect,
-    publish_queued,
-    write_now,
-)
+from ...client.nats_guard import flush_in_order, protect
+from ..cluster.fast_path import deliver_inline, engage, publish_queued, write_now
 from ..engine.engine import BrokerEngine, command_for
 from ..storage import StorageError
 from .pacing import AnswerPacer, Backlog, requester
@@ -42,8 +37,8 @@ log = logging.getLogger("langchain_mq9.broker")
 # Of the commands that wait (engine.Command.wait), the costly ones (Command.costly) cost the
 # broker work while they wait (the worker thread's embedding and ranking, the tag reads of a
 # QUERY above LARGE_BODY spread over the loop), and hold what they parsed: a client publishing
-# a thousand 64 KiB-tag QUERYs without waiting had them all read at once (500 MB held, another
-# client's SEND 16 ms). So they are bounded by the work under way, running and waiting:
+# thousands of them without waiting had them all read at once (bench/HOTPATH.md). So they are
+# bounded by the work under way, running and waiting:
 # RUNNING_IN_ALL run at once in all, AT_ONCE of them a requester's; the rest wait their turn
 # unread, at most WAITING of a requester's and WAITING_IN_ALL in all; beyond that one is
 # answered at once with an error. Requesters with requests waiting take turns. A requester is
@@ -97,9 +92,8 @@ class NatsService:
         self.connection = connection
         self.bulk = bulk
         self.pacer = pacer
-        # Requests handled in the connection's read loop (nats_guard.deliver_inline): a SEND
-        # and its answer take one turn of the event loop; _on_request never waits for long,
-        # it starts a task for what does
+        # Requests handled in the connection's read loop (fast_path.deliver_inline, when the
+        # fast path is on): _on_request never waits for long, it starts a task for what does
         self.inline = inline
         self.subscription: Subscription | None = None
         # Requests being answered on a task of their own, and what each answers
@@ -118,7 +112,6 @@ class NatsService:
         # Of those, what the engine answered, by the record whose storing the answers wait for
         self._waiting_for_store: dict[asyncio.Future[None], list[tuple[Msg, bytes, int]]] = {}
         self._watchdog: asyncio.Task[None] | None = None
-        self._guarded = False  # nats_guard.protect took: publish_queued may be used
 
     def _tell_engine(self) -> None:
         """Keep the engine's answers within the server's max_payload (which a reconnect to
@@ -133,7 +126,7 @@ class NatsService:
         # Anyone on the NATS server can send the broker a frame that would stop nats-py
         # reading (see nats_guard): guard this connection, and reconnect it if reading stops.
         self._watchdog = protect(self.connection)
-        self._guarded = self._watchdog is not None
+        engage(self.connection)
         if self.identities is None:
             self.subscription = await self.connection.subscribe(
                 p.SUBJECT_WILDCARD, cb=self._on_request
@@ -143,7 +136,7 @@ class NatsService:
             self.subscription = await self.connection.subscribe(self.identities.subject, cb=gated)
         if self.inline:
             deliver_inline(self.connection, self.subscription)
-        if self.announce and self._guarded:  # (publish_queued needs the guard)
+        if self.announce:
             self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
             self.engine.arrivals.append(self._arrived)
         await flush_in_order(self.connection)  # serving once this returns
@@ -279,7 +272,7 @@ class NatsService:
                 answer = reply if failure is None else failure
                 if not msg.reply:
                     continue
-                if not self._guarded or len(answer) > BULK_ANSWER:  # (pacing, bulk carrier)
+                if len(answer) > BULK_ANSWER:  # (pacing, bulk carrier)
                     self._start_answer(msg, answer)
                     continue
                 try:
@@ -287,8 +280,7 @@ class NatsService:
                 except Exception as exc:  # the requester may be gone; the broker serves on
                     log.warning("could not answer %s: %s", msg.subject, exc)
         finally:  # all of them in one write, now: not on nats-py's flusher's next turn
-            if self._guarded:
-                write_now(self.connection)
+            write_now(self.connection)
 
     def _start_answer(self, msg: Msg, answer: bytes) -> None:
         task = asyncio.create_task(self._send_answer(msg, answer))

@@ -2,8 +2,8 @@
 
 ``RecordWriter.publish`` answers as ``JetStreamContext.publish`` does (nats-py's ``APIError``
 for JetStream's error, ``NoStreamResponseError`` when nothing answers, a ``TimeoutError``
-after ``ATTEMPT_TIMEOUT``), without nats-py's request machinery where nats_guard can take the
-connection; on one it cannot, it is that publish itself. The writer
+after ``ATTEMPT_TIMEOUT``), without nats-py's request machinery where the broker's fast path
+is on (``cluster/fast_path.py``); where it is off, it is that publish itself. The writer
 connects to the server holding the stream's leader when it can tell which
 (``connect_near_leader``).
 """
@@ -15,7 +15,8 @@ import json
 import uuid
 from typing import TYPE_CHECKING, NamedTuple
 
-from ....client.nats_guard import deliver_inline, flush_in_order, protect, write_now
+from ....client.nats_guard import flush_in_order, protect
+from ...cluster.fast_path import deliver_inline, engage, write_now
 from ..loop_thread import connect
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class Ack(NamedTuple):
 class RecordWriter:
     """The serving loop's connection for the records, and JetStream's publish on it: the
     acknowledgement comes to an inbox of the writer's own, handed over in the connection's
-    read loop (``nats_guard.deliver_inline``), and the record leaves at once (``write_now``),
+    read loop (``fast_path.deliver_inline``), and the record leaves at once (``write_now``),
     not on the flusher's next turn (bench/HOTPATH.md)."""
 
     def __init__(self, nc: NatsClient) -> None:
@@ -55,7 +56,7 @@ class RecordWriter:
 
     async def start(self) -> RecordWriter:
         self._watchdog = protect(self.nc)
-        if self._watchdog is not None:
+        if engage(self.nc):
             subscription = await self.nc.subscribe(self._inbox + "*", cb=self._acknowledged)
             self._inline = deliver_inline(self.nc, subscription)
             await flush_in_order(self.nc, int(ATTEMPT_TIMEOUT))

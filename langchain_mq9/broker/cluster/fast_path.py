@@ -1,0 +1,195 @@
+"""The broker's fast path on its own NATS connections: a subscription's messages handed to its
+callback inside the read loop, and what was published meanwhile written when the read is
+parsed, so that a request and its answer take one turn of the event loop, not three (nats-py
+queues a message for a task of the subscription's, and an answer for its flusher task).
+
+``engage(connection)`` turns it on for a connection ``protect`` guards, on a nats-py of a
+version in ``CHECKED`` whose internals match what it uses (checked once per process), unless
+``MQ9_BROKER_FAST_PATH=0``. Without it each function does the same through nats-py's public
+API, a turn or two later; bench/HOTPATH.md has what each way costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import (
+    BadSubjectError,
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    MaxPayloadError,
+    OutboundBufferLimitError,
+)
+from nats.protocol.command import pub_cmd
+
+from ...client.nats_guard import GuardedParser, internals_problem, override_on, replace_parser
+
+log = logging.getLogger("langchain_mq9.broker")
+
+ENV = "MQ9_BROKER_FAST_PATH"  # "0": nats-py's public API only
+CHECKED = ((2, 16),)  # the nats-py minors whose internals this was written and tested against
+_USES = (
+    {
+        "_process_headers": ["headers"],
+        "_build_message": ["sid", "subject", "reply", "data", "headers"],
+    },
+    (
+        "_ps",
+        "_pending",
+        "_pending_data_size",
+        "_max_pending_size",
+        "_transport",
+        "_subs",
+        "stats",
+        "is_connecting",
+        "is_draining_pubs",
+    ),
+)
+_BAD_SUBJECT = re.compile(r"[ \t\r\n]")  # what nats-py's publish refuses in a subject
+_publishing: set[asyncio.Task[None]] = set()  # publish_queued's, without the fast path
+
+
+def _problem(connection: Client) -> str | None:
+    try:
+        found = version("nats-py")
+    except PackageNotFoundError:
+        return "nats-py's version is unknown"
+    if tuple(int(part) for part in found.split(".")[:2] if part.isdigit()) not in CHECKED:
+        checked = ", ".join(f"{major}.{minor}" for major, minor in CHECKED)
+        return f"nats-py {found}, the fast path was checked on {checked}"
+    return internals_problem(connection, *_USES)
+
+
+class InlineParser(GuardedParser):
+    """The guarded parser handing the messages of ``taken``'s subscriptions (sid -> callback)
+    to their callback itself, and writing what waits to be written once a read is parsed."""
+
+    taken: dict[int, Callable[[Msg], Awaitable[None]]]
+    _answered = False
+
+    async def parse(self, data: bytes = b"") -> None:
+        await super().parse(data)
+        if self._answered:  # (if parsing failed, nats-py's flusher still writes them)
+            self._answered = False
+            transport = self.nc._transport
+            if write_now(self.nc) and transport is not None:
+                # nats-py's flusher waits for the socket to take it; so does reading the next
+                # request (nats-py leaves drain unannotated)
+                await transport.drain()  # type: ignore[no-untyped-call]
+
+    async def take(
+        self, sid: int, subject: bytes, reply: bytes, payload: bytes, headers: bytes | None
+    ) -> None:
+        nc = self.nc
+        nc.stats["in_msgs"] += 1
+        nc.stats["in_bytes"] += len(payload)
+        read = None
+        if headers is not None:  # (most requests have none: no coroutine for them)
+            try:
+                read = await nc._process_headers(headers)
+            except Exception:  # read as none, as the guarded parser does and RobustMQ does
+                read = None
+        msg = nc._build_message(sid, subject, reply, payload, read)
+        self._answered = True
+        try:
+            await self.taken[sid](msg)
+        except Exception:  # as nats-py's subscription task: the callback's error is its own
+            log.exception("the callback of %r failed", msg.subject[:80])
+
+
+def engage(connection: Client) -> bool:
+    """Put the fast path on ``connection``, which ``protect`` guards: False (said in the log
+    once) when the environment turns it off or this nats-py is not one it was checked on."""
+    if os.environ.get(ENV, "1") == "0":
+        log.info("%s=0: the broker uses nats-py's public API only", ENV)
+        return False
+    if not isinstance(getattr(connection, "_ps", None), GuardedParser):
+        return False  # protect() could not guard it (it said why)
+    if not override_on("the broker's fast path", connection, _problem):
+        return False
+    parser = replace_parser(connection, InlineParser)
+    if not isinstance(parser.taken, dict):
+        parser.taken = {}
+    return True
+
+
+def _parser(connection: Client) -> InlineParser | None:
+    parser = getattr(connection, "_ps", None)
+    return parser if isinstance(parser, InlineParser) else None
+
+
+def deliver_inline(connection: Client, subscription: Subscription) -> bool:
+    """Hand ``subscription``'s messages to its callback in ``connection``'s read loop, False
+    (nats-py's own delivery) without the fast path (``engage``). For a callback that returns
+    without waiting: the connection reads nothing while it runs."""
+    parser = _parser(connection)
+    sid, callback = getattr(subscription, "_id", None), getattr(subscription, "_cb", None)
+    if parser is None or not isinstance(sid, int) or callback is None:
+        return False
+    subs = connection._subs
+    parser.taken = {known: cb for known, cb in parser.taken.items() if known in subs}
+    parser.taken[sid] = callback
+    return True
+
+
+def write_now(connection: Client) -> bool:
+    """Write what waits to be written on ``connection`` now, as nats-py's flusher would on its
+    next turn (it then finds nothing); False when nothing was written (without the fast path
+    the flusher writes it). Not while connecting or reconnecting: nats-py keeps it for the new
+    connection."""
+    if _parser(connection) is None:
+        return False
+    transport = connection._transport
+    pending = connection._pending
+    if not pending or transport is None or not connection.is_connected or connection.is_connecting:
+        return False
+    transport.writelines(pending)
+    connection._pending = []
+    connection._pending_data_size = 0
+    return True
+
+
+def publish_queued(connection: Client, subject: str, payload: bytes) -> None:
+    """nats-py's publish of ``payload`` to ``subject`` (no reply subject, no headers) from
+    plain code (nats-py's publish is a coroutine). Raises as publish does: a bad subject, a
+    closed or draining connection, a payload above max_payload. With the fast path, queued for
+    the caller's ``write_now``, which writes all it queued in one go (and, while reconnecting,
+    refused beyond the buffer nats-py would keep); without it, nats-py's publish in a task,
+    whose failure is logged."""
+    if not subject or _BAD_SUBJECT.search(subject):
+        raise BadSubjectError
+    if connection.is_closed:
+        raise ConnectionClosedError
+    if connection.is_draining_pubs:
+        raise ConnectionDrainingError
+    if len(payload) > connection.max_payload:
+        raise MaxPayloadError
+    if _parser(connection) is None:
+        task = asyncio.get_running_loop().create_task(_publish(connection, subject, payload))
+        _publishing.add(task)
+        task.add_done_callback(_publishing.discard)
+        return
+    command = pub_cmd(subject, "", payload)
+    if not connection.is_connected:
+        limit = connection._max_pending_size
+        if limit <= 0 or connection._pending_data_size + len(command) > limit:
+            raise OutboundBufferLimitError
+    connection.stats["out_msgs"] += 1
+    connection.stats["out_bytes"] += len(payload)
+    connection._pending.append(command)
+    connection._pending_data_size += len(command)
+
+
+async def _publish(connection: Client, subject: str, payload: bytes) -> None:
+    try:
+        await connection.publish(subject, payload)
+    except Exception as exc:  # the requester may be gone; the broker serves on
+        log.warning("could not publish to %s: %s", subject[:80], exc)
