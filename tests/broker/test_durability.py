@@ -264,6 +264,22 @@ async def test_the_registry_and_its_search_index_survive(durable):
     assert await durable.discover() == listing
 
 
+async def test_a_search_index_row_that_is_no_card_is_refused_with_a_way_out(durable):
+    """The index restore both stores share (storage/base.py ``restore_agents``): a row of the
+    search index whose agent_info reads as no A2A card is damage, said in words."""
+    await durable.ok(p.AGENT_REGISTER, a2a_card("translator", "translates French"))
+    durable.stop()
+    with sqlite3.connect(durable.path) as db:
+        db.execute("UPDATE agent_index SET agent_info = 'not a card'")
+    db.close()
+    storage = SqliteStorage(durable.path)
+    try:
+        with pytest.raises(StorageError, match=r"'translator', which is no A2A card .* move it"):
+            BrokerEngine(storage=storage)
+    finally:
+        storage.close()
+
+
 def test_a_second_broker_on_the_same_file_is_refused(durable):
     with pytest.raises(StorageError, match="in use by another mq9 dev broker"):
         SqliteStorage(durable.path)

@@ -538,3 +538,16 @@ async def test_a_records_writer_answers_as_nats_pys_jetstream_publish(lone_jetst
         await writer.close()
         await silent.close()
         await setup.close()
+
+
+def test_a_stream_whose_search_index_holds_no_card_is_refused_in_words():
+    """The index restore both stores share (storage/base.py ``restore_agents``): an index op
+    whose agent_info reads as no A2A card fails the restore with a ``StorageError`` naming it,
+    the engine filled from the stream's records as a restore fills it."""
+    from langchain_mq9.broker.storage.jetstream.replay import State
+
+    state = State()
+    ops = [["as", "weather", "not a card", 1], ["is", "weather", "weather", "not a card", 1]]
+    state.apply_record({"v": 2, "blobs": [0], "changes": [ops]}, b"")
+    with pytest.raises(StorageError, match="'weather', which is no A2A card"):
+        state.load_into(BrokerEngine())
