@@ -23,6 +23,7 @@ from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server.cli import build_parser
 from mcp_server.http import create_http_app, uvicorn_config
+from mcp_server.http.auth import PRINCIPAL
 from mcp_server.http.sessions import SessionLimits
 from mcp_server.server import create_server
 
@@ -318,3 +319,22 @@ async def test_a_forwarded_for_header_does_not_make_another_client():
         assert {s.client.split()[0] for s in srv.limits.sessions.values()} == {"127.0.0.1"}
         await RawSession(other, srv.url).start()  # the hog gives one of its three way
         assert len(srv.limits.sessions) == 3 and srv.limits.evicted == 1
+
+
+async def test_the_token_is_checked_by_the_sdks_bearer_auth_which_binds_each_session():
+    """The MCP SDK's bearer auth asks ``BearerToken``: a wrong token (or none) is answered 401,
+    and the session the right one opens is bound to its principal by the SDK's session manager
+    (one token: one principal, whatever its spelling)."""
+    async with served(max_sessions=3, auth_token="T") as srv:
+        for spelling in ("Bearer T", "bearer  T"):
+            async with bound_to("127.0.0.2", Authorization=spelling) as http:
+                session = RawSession(http, srv.url)
+                await session.start()
+                assert await session.status() == 200
+        owners = srv.limits.manager._session_owners  # the SDK's binding, no public view of it
+        assert [owner["client_id"] for owner in owners.values()] == [PRINCIPAL, PRINCIPAL]
+        for refused in ("Bearer t", "Bearer T2", "Basic T", ""):
+            async with bound_to("127.0.0.2", Authorization=refused) as http:
+                response = await RawSession(http, srv.url).open()
+                assert response.status_code == 401, refused
+                assert response.headers["www-authenticate"].startswith("Bearer"), refused
