@@ -48,8 +48,9 @@ class BrokerConfig:
     up to ``cluster_wait`` seconds for a cluster still forming). ``sync``: SQLite's durability.
     ``answer_rate``: MiB a second for large answers in all (0: no pace). ``announce``: each
     message stored is announced for mq9-wake. ``search``: DISCOVER by text or meaning (False:
-    as RobustMQ's default build). ``embedding_model``: 'minilm', 'multilingual' or a
-    directory. ``credentials``: enforce per-agent credentials (docs/security.md)."""
+    as RobustMQ's default build). ``embedding_model``: 'multilingual+minilm' (the
+    default), 'multilingual', 'minilm' or a directory. ``credentials``: enforce per-agent
+    credentials (docs/security.md)."""
 
     host: str = "127.0.0.1"
     port: int = 4222

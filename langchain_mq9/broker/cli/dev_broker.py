@@ -236,13 +236,14 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--embedding-model",
         metavar="DIR",
-        help="'minilm': rank semantic searches with all-MiniLM-L6-v2, RobustMQ's English model "
-        "(the semantic-minilm extra); 'multilingual': the default; else the model in DIR, a "
-        "directory laid out as RobustMQ's embedding_model_path (model.onnx, tokenizer.json, "
+        help="'multilingual+minilm': the default, both models of the semantic extra "
+        "(Universal Sentence Encoder multilingual v3, 16 languages, with all-MiniLM-L6-v2 "
+        "averaged in for a query in ASCII characters); 'multilingual' or 'minilm' (RobustMQ's "
+        "English model; the semantic-minilm extra): one of them alone; else the model in DIR, "
+        "a directory laid out as RobustMQ's embedding_model_path (model.onnx, tokenizer.json, "
         "config.json, special_tokens_map.json, tokenizer_config.json), embedded as RobustMQ "
         "embeds with it (the semantic-model-dir extra); the same as setting "
-        f"{semantic.MODEL_ENV} (default: Universal Sentence Encoder multilingual v3 from the "
-        "semantic extra, 16 languages). docs/discovery.md",
+        f"{semantic.MODEL_ENV}. docs/discovery.md",
     )
 
 
