@@ -540,16 +540,24 @@ class AgentServer:
         return False
 
     async def _keep_state(self, snapshot: dict[str, Any], reply_to: str | None) -> None:
-        """The store's copy and the caller's go out together, the store's first (a replica that
-        dies between the two leaves the state stored): both are written before the next state
-        is (each mailbox keeps the newest state under the task's key)."""
+        """Keep a state in the store and leave it with the caller. A state that stops the task
+        is stored before the caller may see it: a replica that dies between the two leaves it
+        stored, so a redelivered request sends it again instead of running the task again. A
+        ``working`` state goes to both at once. Either way both are written before the next
+        state is (each mailbox keeps the newest state under the task's key)."""
         what = f"keeping task {snapshot['id']}"
-        writes = [self._persist(what, lambda: self.store.put(snapshot))]
-        if reply_to:
-            writes.append(self._deliver(reply_to, snapshot))
-        failed = [r for r in await asyncio.gather(*writes, return_exceptions=True) if r]
-        if failed:
-            raise failed[0]
+        keep = self._persist(what, lambda: self.store.put(snapshot))
+        if reply_to and w.task_state(snapshot) not in w.STOPPED:
+            both = await asyncio.gather(
+                keep, self._deliver(reply_to, snapshot), return_exceptions=True
+            )
+            failed = [r for r in both if r is not None]
+            if failed:
+                raise failed[0]
+        else:
+            await keep
+            if reply_to:
+                await self._deliver(reply_to, snapshot)
         if self.push is not None:
             self._push_state(snapshot)
 
