@@ -18,6 +18,7 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.store import TaskStore
+from langchain_mq9.protocol.errors import ConnectionLost
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 
 AGENT = "agent.upper"
@@ -233,3 +234,26 @@ async def test_a_cancel_gets_through_while_every_slot_is_busy(client):
         assert canceled.state == w.CANCELED
         assert (await caller.cancel(busy.task_id, wait=10)).state == w.CANCELED
     assert started == ["first"]
+
+
+async def test_a_call_keeps_its_record_when_only_the_record_failed(client):
+    """Once the reply mailbox is there, a call's record and its request go out together: a
+    record whose SEND failed while the request went through is written again (without it the
+    caller could not find its own call)."""
+    caller = await AgentCaller(client, "agent.boss.calls").open()
+    write = caller._write_record
+    failed: list[str] = []
+
+    async def failing_once(record: dict) -> None:
+        if not failed:
+            failed.append(record["taskId"])
+            raise ConnectionLost("the record's SEND failed (played)")
+        await write(record)
+
+    caller._write_record = failing_once
+    work = Counting()
+    async with served(client, text_graph(work)):
+        done = await caller.call(AGENT, "hello", wait=20)
+    assert failed == [done.task_id]
+    assert done.state == w.COMPLETED and done.view()["result"] == "HELLO"
+    assert [c.task_id for c in await caller.calls()] == [done.task_id] and work.runs["hello"] == 1

@@ -17,6 +17,7 @@ from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer, backoff
 from langchain_mq9.a2a.store import latest
 from langchain_mq9.broker.cluster.servers import start_nats_server
+from langchain_mq9.protocol.errors import ConnectionLost
 
 AGENT = "agent.big"
 
@@ -213,3 +214,36 @@ async def test_a_request_that_takes_every_replica_down_fails_for_its_caller(clie
     assert len(runs) == 2
     dead = await client.query(AGENT + ".dlq")
     assert len(dead) == 1 and w.HEADER_TASK_ID in dead[0].header
+
+
+async def test_a_final_state_reaches_the_caller_only_once_it_is_stored(client):
+    """The store refuses the task's completed state for a while (the broker fails that SEND):
+    the caller must not see completed before the store has it, or a replica dying in between
+    would leave the caller a result whose request runs again when redelivered."""
+    stored = asyncio.Event()
+    refused = []
+    work = Runs(str.upper)
+    server = AgentServer(text_graph(work), name=AGENT, client=client, worker="w1",
+                         retry_delay=lambda attempt: 0.02, **text_io())  # fmt: skip
+    put = server.store.put
+
+    async def refusing_final_states(snapshot: dict) -> None:
+        if w.task_state(snapshot) in w.STOPPED and not stored.is_set():
+            refused.append(snapshot["id"])
+            raise ConnectionLost("the store's SEND failed (played)")
+        await put(snapshot)
+
+    server.store.put = refusing_final_states
+    async with server:
+        caller = await AgentCaller(client, "agent.me.calls").open()
+        call_id = (await caller.call(AGENT, "keep me", wait=0)).task_id
+        for _ in range(400):  # until the store refused it a few times
+            if len(refused) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert len(refused) >= 3
+        assert (await caller.check(call_id)).state not in w.STOPPED
+        stored.set()
+        done = await caller.check(call_id, wait=20)
+    assert done.view()["state"] == "completed" and done.view()["result"] == "KEEP ME"
+    assert w.task_state(await server.store.get(call_id)) == w.COMPLETED and work.count == 1
