@@ -250,6 +250,9 @@ def run(cfg: Config, net: Any) -> Section:
         "as each message arrives; elsewhere (RobustMQ, whose FETCH does not wake on arrival "
         "and must not be asked to wait) each looks every 0.1 s, which is most of the added "
         "time there. What the call buys is the task kept while the agent is offline or "
-        "restarting."
+        "restarting. The direct call makes no broker request; through the gateway a call makes "
+        "those counted above, 8 of them one after the other (the request stored, fetched and "
+        "leased, the task read, its state stored, then delivered, then read), so the added "
+        "time is about that many round trips (docs/a2a.md, the floor)."
     )
     return section
