@@ -1,6 +1,6 @@
-"""The engine's state in a NATS JetStream stream: the store (store.py), its record format
-(records.py), snapshots (snapshot.py), reading the stream back (replay.py) and the serving
-loop's record writer (writer.py)."""
+"""The engine's state in a NATS JetStream stream: the store (store.py), a request's changes as
+ops (changes.py), the record format (records.py), snapshots (snapshot.py), reading the stream
+back (replay.py) and the serving loop's record writer (writer.py)."""
 
 from __future__ import annotations
 

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from .... import protocol as p
 from ....semantic.ranking import AgentEntry
 from ...cluster.survey import replicas_for
-from ...state.mailbox import Mailbox, StoredMessage
+from ...state.mailbox import StoredMessage
 from ..base import Restorable, Storage, StorageError
 from ..loop_thread import LoopThread, Patience
+from .changes import ChangeNotes
 from .records import (
     CHANGE_ROOM,
     OPS_ENCODER,
@@ -63,7 +64,7 @@ _NO_PEERS_YET = 10005  # JetStream's error code: not enough servers for the repl
 T = TypeVar("T")
 
 
-class JetStreamStorage(Storage):
+class JetStreamStorage(ChangeNotes, Storage):
     """The engine's state in the JetStream stream ``stream`` on the NATS servers ``servers``.
 
     >>> storage = JetStreamStorage(["nats://h1:4222", "nats://h2:4222"], replicas=3)
@@ -101,12 +102,7 @@ class JetStreamStorage(Storage):
         self._snapshot: Snapshot | None = None
         self._tail_bytes = 0
         self._snapshot_size = 0
-        # The changes of the request under way (told under the engine's lock)
-        self._ops: list[list[Any]] = []
-        self._blobs = bytearray()
-        self._delayed_ids: dict[int, int] = {}  # engine heap seq -> the record's delayed id
-        self._held: dict[int, tuple[str, int, StoredMessage]] = {}  # delayed id -> its message
-        self._next_delayed_id = 1
+        ChangeNotes.__init__(self)  # the changes of the request under way
         self._last_seq = 0  # the stream's last record as this broker knows it
         self._writer_id = uuid.uuid4().hex  # with a count, each record's Nats-Msg-Id
         self._count = 0
@@ -511,77 +507,6 @@ class JetStreamStorage(Storage):
                     f"({attempts} attempts; last: {type(failure).__name__}: {failure})"
                 )
             await asyncio.sleep(_RETRY_PAUSE)
-
-    def _note(self, *op: Any) -> None:
-        self._ops.append(list(op))
-
-    def _blob(self, data: bytes | None) -> list[int] | None:
-        if data is None:
-            return None
-        start = len(self._blobs)
-        self._blobs += data
-        return [start, len(self._blobs)]
-
-    def _message(self, message: StoredMessage) -> list[Any]:
-        return message_columns(message, self._blob(message.header), self._blob(message.payload))
-
-    def mailbox_created(self, mailbox: Mailbox) -> None:
-        self._note(
-            "mc",
-            mailbox.address,
-            mailbox.shard,
-            mailbox.create_time,
-            mailbox.ttl,
-            mailbox.desc,
-            mailbox.next_id,
-            mailbox.start_offset,
-        )
-
-    def mailbox_expired(self, mailbox: Mailbox) -> None:
-        self._note("mx", mailbox.address)
-
-    def mailbox_removed(self, mailbox: Mailbox) -> None:
-        self._note("mr", mailbox.address)
-
-    def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None:
-        self._note("ms", mailbox.address, mailbox.next_id, message.msg_id, self._message(message))
-
-    def message_removed(self, mailbox: Mailbox, msg_id: int) -> None:
-        self._note("md", mailbox.address, msg_id)
-
-    def mailbox_start_moved(self, mailbox: Mailbox) -> None:
-        self._note("mo", mailbox.address, mailbox.start_offset)
-
-    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None:
-        delayed_id = self._next_delayed_id
-        self._next_delayed_id += 1
-        self._delayed_ids[seq] = delayed_id
-        self._held[delayed_id] = (address, due, message)
-        self._note("da", delayed_id, address, due, self._message(message))
-
-    def delayed_released(self, seq: int) -> None:
-        delayed_id = self._delayed_ids.pop(seq, None)
-        if delayed_id is not None:
-            self._held.pop(delayed_id, None)
-            self._note("dr", delayed_id)
-
-    def offset_committed(self, lane: str, shard: str, offset: int) -> None:
-        self._note("oc", lane, shard, offset)
-
-    def offset_dropped(self, lane: str, shard: str) -> None:
-        self._note("od", lane, shard)
-
-    def agent_saved(self, entry: AgentEntry) -> None:
-        self._note("as", entry.name, entry.agent_info, entry.create_time)
-
-    def agent_removed(self, entry: AgentEntry) -> None:
-        self._note("ar", entry.name)
-
-    def index_saved(self, entry: AgentEntry) -> None:
-        self._note("is", entry.card_name, entry.name, entry.agent_info, entry.create_time)
-
-    def index_removed(self, card_name: str) -> None:
-        self._note("ir", card_name)
 
     # -- reading back --------------------------------------------------------------------------
 
