@@ -32,7 +32,6 @@ from .. import protocol as p
 from .. import semantic
 from ..client.redaction import describe, redact
 from .banner import banner, standby_banner
-from .cluster.forming import await_cluster, placed, refused_for_good
 from .cluster.servers import (
     LARGEST_MAX_PAYLOAD,
     NatsProcess,
@@ -50,6 +49,7 @@ from .config import (
     identities_path,
 )
 from .engine.engine import BrokerEngine
+from .forming import await_cluster, placed, refused_for_good
 from .identities.callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
 from .identities.kv_store import KvIdentityStore
 from .identities.ownership import Identities, Logins

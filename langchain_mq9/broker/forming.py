@@ -16,10 +16,8 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsConnection
 
-from ...client.redaction import redact
-from ..identities.store import CredentialError
-from ..storage import StorageError
-from .survey import (
+from ..client.redaction import redact
+from .cluster.survey import (
     JETSTREAM_UNAVAILABLE,
     NO_PEERS_YET,
     POLL,
@@ -30,6 +28,8 @@ from .survey import (
     servers_told,
     survey,
 )
+from .identities.store import CredentialError
+from .storage import StorageError
 
 log = logging.getLogger("langchain_mq9.broker")
 T = TypeVar("T")
