@@ -175,6 +175,8 @@ class DevBroker:
         import gc
 
         import langchain_mq9.broker.cli.dev_broker as cli
+        from langchain_mq9.broker.broker import BURST_MIB
+        from langchain_mq9.broker.config import ANSWER_RATE_MIB
         from langchain_mq9.broker.serving.pacing import AnswerPacer
         from langchain_mq9.broker.serving.serve import NatsService
 
@@ -185,7 +187,7 @@ class DevBroker:
         sys.setswitchinterval(options.get("switch_interval", cli.SWITCH_INTERVAL))
         pacer = None
         if options.get("pacer", True):
-            pacer = AnswerPacer(cli.ANSWER_RATE_MIB * 2**20, cli.BURST_MIB * 2**20)
+            pacer = AnswerPacer(ANSWER_RATE_MIB * 2**20, BURST_MIB * 2**20)
         if options.get("bulk", True) and self.bulk is None:
             self.bulk = await nats.connect(self.url, name="bench-dev-bulk")
         bulk = self.bulk if options.get("bulk", True) else None
