@@ -106,8 +106,9 @@ class InlineParser(GuardedParser):
 
 
 def engage(connection: Client) -> bool:
-    """Put the fast path on ``connection``, which ``protect`` guards: False (said in the log
-    once) when the environment turns it off or this nats-py is not one it was checked on."""
+    """Put the fast path on ``connection``, which ``protect`` guards. False when it is not
+    guarded, when the environment turns the fast path off (said at INFO), or when this nats-py
+    is not one it was checked on (a warning, once per process)."""
     if os.environ.get(ENV, "1") == "0":
         log.info("%s=0: the broker uses nats-py's public API only", ENV)
         return False
