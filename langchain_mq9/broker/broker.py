@@ -135,7 +135,7 @@ class Broker:
             if self.config.store == "jetstream":  # a wrong DIR: said before the servers
                 self._issuer = cluster_issuer(self.config)
             infos = await self._survey()
-            self._load_model()
+            await asyncio.to_thread(self._load_model)  # seconds of CPU: off the caller's loop
             if self.config.store == "jetstream":
                 await self._start_on_cluster(infos)
             else:
@@ -209,7 +209,7 @@ class Broker:
             raise StartupError(str(exc)) from None
 
     def _load_model(self) -> None:
-        """The embedding model, loaded now on this thread, before the broker says ready: a
+        """The embedding model, loaded now (on a thread of its own), before the broker says ready: a
         REGISTER sent once it did is answered as promptly as any (loaded later, on the
         engine's worker thread at nice 10, beside busy processes the first REGISTER timed out:
         issue #54)."""
