@@ -91,6 +91,7 @@ from .messages import (
     HEADER_DELAY,
     HEADER_KEY,
     HEADER_PRIORITY,
+    HEADER_SENDER,
     HEADER_TAGS,
     HEADER_TTL,
     Message,
@@ -202,7 +203,8 @@ __all__ = [  # noqa: RUF022  (grouped by module, as imported)
     "REPORT_REQUEST", "SEND_REPLY", "STR", "STR_LIST", "U32", "U64", "UNREGISTER_REQUEST",
     "Shape",
     # messages
-    "HEADER_DELAY", "HEADER_KEY", "HEADER_PRIORITY", "HEADER_TAGS", "HEADER_TTL", "Message",
+    "HEADER_DELAY", "HEADER_KEY", "HEADER_PRIORITY", "HEADER_SENDER", "HEADER_TAGS", "HEADER_TTL",
+    "Message",
     "check_key", "check_tags", "extra_headers", "header_block", "parse_header_block",
     "payload_bytes", "payload_text", "send_headers",
     # cards

@@ -23,6 +23,10 @@ HEADER_KEY = "mq9-key"
 HEADER_DELAY = "mq9-delay"
 HEADER_TTL = "mq9-ttl"
 HEADER_TAGS = "mq9-tags"
+# Who sent a stored message, as the broker authenticated it: set by a --credentials broker
+# on every SEND it stores, replacing any a client wrote (docs/security.md). Absent on an open
+# broker and on RobustMQ, where nothing vouches for a sender.
+HEADER_SENDER = "mq9-sender"
 
 
 def header_block(headers: Mapping[str, str] | None) -> bytes | None:
