@@ -18,11 +18,13 @@ from pydantic import ValidationError
 
 from langchain_mq9._version import __version__
 from langchain_mq9.client.client import Mq9Client
+from langchain_mq9.groups.dead_letters import dead_letter_address
+from langchain_mq9.operations.errors import OperationError
 from langchain_mq9.operations.policy import ToolPolicy
-from langchain_mq9.protocol import QUERY_CAP
+from langchain_mq9.protocol import LANE_READ_BYTES, QUERY_CAP
 
 from . import overview, render
-from .connect import OK, USAGE, Failure, Target, failure
+from .connect import FAILED, NOT_FOUND, OK, USAGE, Failure, Target, failure
 
 T = TypeVar("T")
 SHELLS = ("bash", "zsh", "fish")
@@ -85,6 +87,35 @@ def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
 class _Group(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)  # as written: the order of the help's story
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Click's main, but a usage error is one ``mq9:`` line naming the help to read (not
+        Click's four lines), as every other error is (docs/console.md's exit codes)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `mq9` alone: the help it asked
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            sys.exit(USAGE)
+        except click.UsageError as exc:
+            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
+            click.echo(f"mq9: {render.printable(exc.format_message())}{where}", err=True)
+            sys.exit(USAGE)
+        except click.ClickException as exc:
+            click.echo(f"mq9: {render.printable(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("mq9: aborted", err=True)
+            sys.exit(FAILED)
+        sys.exit(code if isinstance(code, int) else OK)
 
 
 @click.group(
@@ -210,6 +241,9 @@ def send(
         if sys.stdin.isatty():
             stop(Failure("no payload: give it as an argument, --file or on standard input", USAGE))
         payload = sys.stdin.read()
+    if not payload:
+        why = "an empty message: give the payload as an argument, --file or on standard input"
+        stop(Failure(why + " (nothing was sent)", USAGE))
     args = {"mail_address": mailbox, "payload": payload, **sent, "tags": list(sent["tags"])}
     session.operate("send_message", args, render.sent)
 
@@ -244,7 +278,24 @@ def ack(
 ) -> None:
     """Confirm GROUP handled MAILBOX up to MSG_ID (or set one aside)."""
     args = {"mail_address": mailbox, "msg_id": msg_id, "set_aside": set_aside}
-    _session(ctx, as_json).operate("ack_messages", args, render.acked, _policy(group=group))
+    session, policy = _session(ctx, as_json), _policy(group=group)
+
+    async def acking(client: Mq9Client) -> dict[str, Any]:
+        try:
+            done = await overview.operate(client, "ack_messages", args, policy)
+        except OperationError as exc:
+            if "is not waiting for an ack" not in str(exc):
+                raise
+            raise Failure(
+                f"msg_id {msg_id} is not waiting for an ack by group {group} in {mailbox}: "
+                f"ack an id `mq9 fetch {mailbox} --group {group}` showed (or it is acked already)",
+                FAILED,
+            ) from None
+        if set_aside:  # the tool's words for this are a model's (next_step): a person's here
+            done |= {"set_aside": msg_id, "dead_letter_mailbox": dead_letter_address(mailbox)}
+        return done
+
+    session.show(session.run(acking), render.acked)
 
 
 @cli.command(epilog="Example: mq9 query agent.worker --tag billing --limit 20")
@@ -260,7 +311,33 @@ def query(
 ) -> None:
     """Read MAILBOX without consuming anything."""
     args = {"mail_address": mailbox, "tags": list(tags), **given}
-    _session(ctx, as_json).operate("query_messages", args, render.messages)
+    session, limit = _session(ctx, as_json), given["limit"]
+
+    async def querying(client: Mq9Client) -> dict[str, Any]:
+        done = await overview.operate(client, "query_messages", args)
+        found = done["messages"]
+        if len(found) >= limit or not _maybe_cut(found):
+            return done
+        if tags or given["key"]:  # the broker pages a filter no further: say so
+            done["count_is_lower_bound"] = True
+            done["warning"] = (
+                f"a QUERY answers at most {LANE_READ_BYTES >> 20} MiB of payloads: "
+                "there may be more of this key or these tags"
+            )
+            return done
+        # One QUERY stops at 30 MiB of payloads (34 messages of 1 MB answer 31): page on
+        while found and len(done["messages"]) < limit:
+            more = {**args, "from_id": found[-1]["msg_id"] + 1, "limit": limit - len(found)}
+            found = (await overview.operate(client, "query_messages", more))["messages"]
+            done["messages"] += found
+        done["count"] = len(done["messages"])
+        return done
+
+    session.show(session.run(querying), render.messages)
+
+
+def _maybe_cut(shown: list[dict[str, Any]]) -> bool:
+    return sum(len(m["payload"].encode()) for m in shown) > overview.SURE_BYTES
 
 
 @cli.command(epilog="Example: mq9 delete agent.worker 41")
@@ -271,7 +348,16 @@ def query(
 def delete(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> None:
     """Delete one message."""
     args = {"mail_address": mailbox, "msg_id": msg_id}
-    _session(ctx, as_json).operate("delete_message", args, render.deleted)
+    session = _session(ctx, as_json)
+
+    async def deleting(client: Mq9Client) -> dict[str, Any]:
+        # mq9's DELETE of an id that is not there succeeds: a person is told it is not there
+        with contextlib.suppress(overview.Unknown):  # (then deleted as asked)
+            if await overview.message_at(client, mailbox, msg_id) is None:
+                raise Failure(f"no message {msg_id} in {mailbox} (nothing deleted)", NOT_FOUND)
+        return await overview.operate(client, "delete_message", args)
+
+    session.show(session.run(deleting), render.deleted)
 
 
 @cli.command(epilog="Example: mq9 watch agent.worker --json | jq .payload")
@@ -323,7 +409,14 @@ def dlq() -> None:
 def dlq_list(ctx: click.Context, mailbox: str, as_json: bool) -> None:
     """The dead letters of MAILBOX: why, how often they failed, whether replayed."""
     session = _session(ctx, as_json)
-    address, letters = session.run(lambda c: overview.dead_letters(c, mailbox))
+
+    async def listing(client: Mq9Client) -> tuple[str, list[overview.Letter] | None]:
+        found = await overview.dead_letters(client, mailbox)
+        if found[1] is None and not await overview.exists(client, mailbox):
+            raise Failure(f"mailbox {mailbox!r} does not exist (nor its dead letters)", NOT_FOUND)
+        return found
+
+    address, letters = session.run(listing)
     data = {
         "dead_letter_mailbox": address,
         "exists": letters is not None,

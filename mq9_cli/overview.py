@@ -12,19 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.groups.dead_letters import DeadLetter, dead_letter_address
+from langchain_mq9.groups.dead_letters import store as store_dead_letter
 from langchain_mq9.groups.reader import Replayed, replay
+from langchain_mq9.groups.state import LARGEST_MESSAGE, ReaderState
 from langchain_mq9.operations.catalog import OPERATIONS
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.policy import ToolPolicy
-from langchain_mq9.protocol import PRIORITY_ORDER, QUERY_CAP, Message, Priority
-from langchain_mq9.protocol.errors import MailboxNotFound
-from langchain_mq9.protocol.messages import HEADER_TTL
+from langchain_mq9.protocol import (
+    LANE_READ_BYTES,
+    PRIORITY_ORDER,
+    QUERY_CAP,
+    Message,
+    Priority,
+    payload_text,
+)
+from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error, Unavailable
+from langchain_mq9.protocol.messages import HEADER_SENDER, HEADER_TTL
 
 # Nothing a person asked for is cut: the budgets are the model's, not a person's.
 _WHOLE = 1 << 40
@@ -45,9 +56,12 @@ UNANSWERED = {
     "shown are the calls of the reply mailboxes named",
     "reports": "An agent's reports (agent_report) are kept by the broker and never answered "
     "over mq9: DISCOVER shows cards only",
-    "count": f"A QUERY answers at most {QUERY_CAP} messages: a mailbox with more shows "
-    f"{QUERY_CAP}+",
+    "count": f"A QUERY answers at most {QUERY_CAP} messages and {LANE_READ_BYTES >> 20} MiB of "
+    "payloads: a count it may have cut shows as a lower bound (N+)",
 }
+# A QUERY (a lane read of a FETCH) holding more payload bytes than this may have been cut by
+# RobustMQ's 30 MiB a read: the next message could have been up to the largest a broker takes.
+SURE_BYTES = LANE_READ_BYTES - LARGEST_MESSAGE
 
 
 def person_policy(
@@ -84,10 +98,15 @@ async def operate(
 @dataclass(frozen=True)
 class MailboxFigures:
     """A mailbox as one QUERY shows it: its messages per priority (``capped``: the QUERY's
-    limit was reached, there may be more), the oldest's time, the shortest message TTL."""
+    limit of messages or of bytes may have cut it, so the counts are a lower bound), the
+    oldest's time, the shortest message TTL. ``refused``: the broker's one line why this
+    reader may not see it (a credentialed broker's mailbox of another agent), then nothing
+    else is known. ``messages``: what the QUERY answered, oldest first."""
 
     address: str
     exists: bool
+    refused: str | None = None
+    messages: tuple[Message, ...] = field(default=(), repr=False, compare=False)
     counts: dict[str, int] = field(default_factory=dict)
     capped: bool = False
     oldest: int | None = None
@@ -105,6 +124,8 @@ class MailboxFigures:
             "counts": self.counts,
             "total": self.total,
             "capped": self.capped,
+            "total_is_lower_bound": self.capped,
+            "refused": self.refused,
             "oldest": self.oldest,
             "newest_id": self.newest_id,
             "message_ttl": self.message_ttl,
@@ -112,11 +133,31 @@ class MailboxFigures:
         }
 
 
+def maybe_cut(found: list[Message], asked: int = QUERY_CAP) -> bool:
+    """Whether a QUERY answer may hold less than the mailbox: ``asked`` reached, or so many
+    payload bytes that RobustMQ's 30 MiB a read may have stopped it (34 messages of 1 MB
+    answer 31)."""
+    return len(found) >= asked or sum(len(m.payload) for m in found) > SURE_BYTES
+
+
+def refusal(exc: BaseException) -> str | None:
+    """The broker's one line when ``exc`` refuses this reader one mailbox (a credentialed
+    broker: another agent's, or one nobody owns), None for anything else."""
+    if not isinstance(exc, Mq9Error) or isinstance(exc, (MailboxNotFound, Unavailable)):
+        return None
+    return exc.message if " refused: " in exc.message else None
+
+
 async def figures(client: Any, address: str) -> MailboxFigures:
     try:
         found: list[Message] = await client.query(address, limit=QUERY_CAP)
     except MailboxNotFound:
         return MailboxFigures(address, exists=False)
+    except Mq9Error as exc:
+        why = refusal(exc)
+        if why is None:
+            raise
+        return MailboxFigures(address, exists=True, refused=why)
     counts = {priority.value: 0 for priority in PRIORITY_ORDER}
     ttls = []
     for message in found:
@@ -127,11 +168,24 @@ async def figures(client: Any, address: str) -> MailboxFigures:
         address,
         exists=True,
         counts=counts,
-        capped=len(found) >= QUERY_CAP,
+        capped=maybe_cut(found),
         oldest=min((m.create_time for m in found), default=None),
         newest_id=max((m.msg_id for m in found), default=None),
         message_ttl=min(ttls, default=None),
+        messages=tuple(found),
     )
+
+
+def pretty(text: str) -> str | None:
+    """``text`` indented, when it is a JSON object or array (a person reads it better so; it
+    stays text, shown escaped), else None."""
+    if not text.lstrip().startswith(("{", "[")):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def message_view(message: Message) -> dict[str, Any]:
@@ -147,10 +201,140 @@ def message_view(message: Message) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Page:
+    """Messages of a mailbox in msg_id order, and where the next page starts (None: the end).
+    ``scanned_to``: a search looked at every message up to this id (its next page's start)."""
+
+    messages: list[Message]
+    next_from: int | None
+    scanned_to: int | None = None
+
+
+async def page(client: Any, address: str, from_id: int, limit: int = QUERY_CAP) -> Page:
+    """Up to ``limit`` messages from msg_id ``from_id`` on, in msg_id order, and where the
+    next page starts. The first page is a QUERY (the oldest); the others stateless FETCHes
+    from an id, which read lane by lane (critical, urgent, normal) and each lane at most
+    30 MiB: only the ids every lane was read through make the page, so none is left out."""
+    if from_id <= 0:
+        found = await client.query(address, limit=min(limit, QUERY_CAP))
+        more = maybe_cut(found, min(limit, QUERY_CAP))
+        return Page(found, found[-1].msg_id + 1 if more and found else None)
+    asked = min(limit, QUERY_CAP)
+    answer = await client.fetch(
+        address, deliver="from_id", from_id=from_id, num_msgs=asked, max_wait_ms=0
+    )
+    # From an id past the end the broker answers the newest message: not from from_id on
+    found = sorted((m for m in answer if m.msg_id >= from_id), key=lambda m: m.msg_id)
+    through = read_through(found, asked)
+    if through < from_id and found:
+        # Over ``asked`` more urgent messages from from_id on: the less urgent lanes were not
+        # read. Their own page: from the most urgent, as far as it was read.
+        through = found[min(asked, len(found)) - 1].msg_id
+    kept = [m for m in found if m.msg_id <= through][:limit]
+    if through == math.inf and len(kept) == len(found):
+        return Page(kept, None)
+    return Page(kept, (kept[-1].msg_id if kept else from_id) + 1)
+
+
+async def search(
+    client: Any,
+    address: str,
+    *,
+    key: str = "",
+    tags: list[str] | None = None,
+    text: str = "",
+    from_id: int = 0,
+    limit: int = QUERY_CAP,
+    scan: int = 10,
+) -> Page:
+    """The messages of ``address`` with ``key`` (the newest of that key), one of ``tags``
+    (each a QUERY filter of the broker's, which answers the oldest 100 and pages no further),
+    and holding ``text`` (matched here, case-insensitively, in the payload, key and tags,
+    ``scan`` pages at most a call: the next call goes on from ``next_from``)."""
+    if key or tags:
+        given: dict[str, Any] = {"key": key} if key else {"tags": tags}
+        found = await client.query(address, limit=QUERY_CAP, **given)
+        return Page([m for m in found if _holds(m, text)][:limit], None)
+    if not text:
+        return await page(client, address, from_id, limit)
+    hits: list[Message] = []
+    at = from_id
+    for _ in range(scan):
+        found = await page(client, address, at)
+        for message in found.messages:
+            if _holds(message, text):
+                if len(hits) == limit:
+                    return Page(hits, message.msg_id, message.msg_id - 1)
+                hits.append(message)
+        if found.next_from is None:
+            return Page(hits, None)
+        at = found.next_from
+    return Page(hits, at, at - 1)
+
+
+def _holds(message: Message, text: str) -> bool:
+    if not text:
+        return True
+    wanted = text.casefold()
+    words = [payload_text(message.payload), message.key or "", *message.tags]
+    return any(wanted in w.casefold() for w in words)
+
+
 async def messages(client: Any, address: str, *, limit: int = QUERY_CAP) -> list[Message]:
     """The oldest ``limit`` messages of ``address`` (a QUERY: nothing consumed)."""
     found: list[Message] = await client.query(address, limit=limit)
     return found
+
+
+class Unknown(Exception):
+    """What a read cannot tell (said in its one line)."""
+
+
+async def message_at(client: Any, address: str, msg_id: int) -> Message | None:
+    """The message ``msg_id`` of ``address``, or None when it is not there (mq9's DELETE of
+    such an id succeeds all the same): stateless FETCHes from it, nothing consumed. A FETCH
+    reads lane by lane, most urgent first, so a normal message is in its answer only if the
+    lanes before it left room: ``Unknown`` when over 100 more urgent ones follow it."""
+    for asked in (1, QUERY_CAP + 1):
+        found: list[Message] = await client.fetch(
+            address, deliver="from_id", from_id=msg_id, num_msgs=asked, max_wait_ms=0
+        )
+        held = next((m for m in found if m.msg_id == msg_id), None)
+        if held is not None:
+            return held
+        if read_through([m for m in found if m.msg_id >= msg_id], asked) >= msg_id:
+            return None
+    raise Unknown(
+        f"cannot tell whether {address} holds msg_id {msg_id}: over {QUERY_CAP} more urgent "
+        "messages follow it"
+    )
+
+
+def read_through(answer: list[Message], asked: int) -> float:
+    """The largest msg_id up to which a FETCH of ``asked`` without a group holds every message
+    from its start on (``math.inf``: all there is; -1: nothing is sure). A lane read whole
+    holds all of its own; one cut short (by number or by RobustMQ's 30 MiB a read), those up
+    to its last; a lane not read because the answer was full before it, none."""
+    whole = ReaderState(last_answer=answer, asked=asked).whole_lanes()
+    through, held = math.inf, 0
+    for priority in PRIORITY_ORDER:
+        lane = [m.msg_id for m in answer if m.priority is priority]
+        if held >= asked:
+            return -1
+        if priority not in whole:
+            through = min(through, max(lane, default=-1))
+        held += len(lane)
+    return through
+
+
+async def exists(client: Any, address: str) -> bool:
+    """Whether ``address`` is a mailbox now (a QUERY of one message)."""
+    try:
+        await client.query(address, limit=1)
+    except MailboxNotFound:
+        return False
+    return True
 
 
 async def newest_id(client: Any, address: str) -> int | None:
@@ -249,6 +433,55 @@ async def _not_replayed(client: Any, address: str) -> set[int] | None:
     except Exception:  # a look only: the page says "unknown"
         return None
     return {m.msg_id for m in found}
+
+
+async def set_aside(client: Any, address: str, msg_id: int, *, group: str, reason: str) -> int:
+    """Move message ``msg_id`` of ``address`` to its dead letters (``<address>.dlq``), saying
+    why, then delete it: every group passes it, and it is kept there to read and replay. Its
+    msg_id in the dead-letter mailbox; ``LookupError`` when it is not there."""
+    message = await message_at(client, address, msg_id)
+    if message is None:
+        raise LookupError(f"no message {msg_id} in {address}")
+    letter = await store_dead_letter(
+        client,
+        dead_letter_address(address),
+        message,
+        mailbox=address,
+        group=group,
+        attempts=0,
+        reason=reason,
+    )
+    await client.delete(address, msg_id)
+    return letter
+
+
+async def replay_one(client: Any, mailbox: str, letter_id: int) -> int:
+    """Send the dead letter ``letter_id`` (in ``<mailbox>.dlq``) back to ``mailbox`` as
+    ``replay`` does (payload, priority, tags and headers as they were, not the key), then
+    delete it from the dead letters, so that it goes back once. Its new msg_id."""
+    dlq = dead_letter_address(mailbox)
+    message = await message_at(client, dlq, letter_id)
+    if message is None:
+        raise LookupError(f"no dead letter {letter_id} in {dlq}")
+    letter = DeadLetter.read(message)  # ValueError: it carries none
+    if letter.mailbox != mailbox:
+        raise ValueError(f"#{letter_id} is a dead letter of {letter.mailbox}, not of {mailbox}")
+    sender = message.header.get(HEADER_SENDER)
+    me = getattr(client, "principal", None)
+    if sender is not None and sender != me:
+        raise ValueError(
+            f"#{letter_id} was written by the agent {sender!r}, not by this console's "
+            f"({me!r}): it sends back only what its own agent set aside"
+        )
+    sent: int = await client.send(
+        mailbox,
+        payload_text(message.payload),
+        priority=message.priority,
+        tags=message.tags or None,
+        headers=letter.header or None,
+    )
+    await client.delete(dlq, letter_id)
+    return sent
 
 
 async def replay_dead_letters(client: Any, mailbox: str) -> Replayed:

@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any
 
+COLUMN = 60  # widest a table column is padded to
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
@@ -24,14 +25,16 @@ def when(seconds: int | None) -> str:
 
 
 def _table(rows: list[list[str]], heads: list[str]) -> str:
+    """Columns aligned up to ``COLUMN`` characters; nothing is cut (a reason or a question is
+    read whole: a longer cell pushes its row's next ones along instead), each newline shown as
+    an escape so that a row stays one line."""
     if not rows:
         return ""
-    cells = [heads, *[[printable(c) for c in row] for row in rows]]
-    widths = [min(max(len(r[i]) for r in cells), 60) for i in range(len(heads))]
+    cells = [heads, *[[printable(c).replace("\n", "\\n") for c in row] for row in rows]]
+    widths = [min(max(len(r[i]) for r in cells), COLUMN) for i in range(len(heads))]
     lines = []
     for row in cells:
-        shown = [c if len(c) <= 60 else c[:57] + "..." for c in row]
-        lines.append("  ".join(c.ljust(w) for c, w in zip(shown, widths, strict=True)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
 
 
@@ -48,7 +51,12 @@ def sent(data: dict[str, Any]) -> str:
 
 
 def acked(data: dict[str, Any]) -> str:
-    return f"acked up to {', '.join(map(str, data['confirmed'])) or 'nothing'}"
+    if "set_aside" in data:
+        return printable(
+            f"set aside msg_id {data['set_aside']}: the group goes past it; it is kept with "
+            f"your reason in {data['dead_letter_mailbox']} (mq9 dlq list)"
+        )
+    return f"acked {', '.join(map(str, data['confirmed'])) or 'nothing'}"
 
 
 def deleted(data: dict[str, Any]) -> str:

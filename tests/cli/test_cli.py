@@ -193,6 +193,7 @@ async def test_dlq_list_show_replay(server):
     assert again["sent"] == []
     code, _, err = await mq9(url, "dlq", "show", "team.jobs", "99")
     assert code == 3 and "no message 99" in err
+    await client.mailbox_create(name="team.other")
     empty = await as_json(url, "dlq", "list", "team.other")
     assert empty == {"dead_letter_mailbox": "team.other.dlq", "exists": False, "letters": []}
 
@@ -319,3 +320,100 @@ async def test_it_logs_in_as_the_toolkit_does():
         assert code == 5 and "refused the credentials" in err and "wrong-pw" not in err
         code, _, err = await mq9(url, "agents")
         assert code == 5 and "wants a login" in err
+
+
+# -- #73: the exit codes of docs/console.md in every case, in one line a person reads ---------
+
+
+async def test_deleting_a_message_that_is_not_there_says_so(server):
+    url, client = server
+    await client.mailbox_create(name="team.del")
+    kept = await client.send("team.del", "keep me")
+    code, out, err = await mq9(url, "delete", "team.del", "987654")
+    assert code == 3 and out == "" and "deleted" not in out
+    assert err == "mq9: no message 987654 in team.del (nothing deleted)\n"
+    code, out, _ = await mq9(url, "delete", "team.del", str(kept))
+    assert code == 0 and out.strip() == f"deleted msg_id {kept}"
+    assert await client.query("team.del") == []
+    code, _, err = await mq9(url, "delete", "no.such.box", "1")
+    assert code == 3 and err.startswith("mq9: mailbox 'no.such.box' does not exist")
+
+
+async def test_the_dead_letters_of_no_mailbox_are_not_found(server):
+    url, _ = server
+    code, out, err = await mq9(url, "dlq", "list", "no.such.mailbox")
+    assert code == 3 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith("mq9: mailbox 'no.such.mailbox' does not exist")
+
+
+async def test_an_empty_message_is_refused_and_nothing_is_stored(server):
+    url, client = server
+    await client.mailbox_create(name="team.empty")
+    for stdin in ("", None):
+        code, out, err = await mq9(url, "send", "team.empty", stdin=stdin)
+        assert code == 2 and out == "" and err.startswith("mq9: an empty message"), err
+    code, _, err = await mq9(url, "send", "team.empty", "")
+    assert code == 2 and "empty message" in err
+    assert await client.query("team.empty") == []
+
+
+def test_a_usage_error_is_one_mq9_line():
+    for argv, said in [
+        (["send"], "Missing argument 'MAILBOX'"),
+        (["fetch", "team.box", "--gruop", "g"], "No such option '--gruop'"),
+        (["ack", "team.box", "x"], "'x' is not a valid integer"),
+        (["dlqq"], "No such command 'dlqq'"),
+        (["--bogus"], "No such option"),
+    ]:
+        result = CliRunner().invoke(cli, ["--server", "memory://", *argv], prog_name="mq9")
+        assert result.exit_code == 2 and result.stdout == "", argv
+        [line] = result.stderr.splitlines()
+        assert line.startswith("mq9: ") and said in line and "--help" in line, line
+        assert "Usage:" not in result.stderr and "Try " not in result.stderr
+
+
+async def test_set_aside_says_what_it_did_and_a_wrong_ack_speaks_to_a_person(server):
+    url, client = server
+    await client.mailbox_create(name="team.aside")
+    await client.send("team.aside", "poison")
+    fetched = await as_json(url, "fetch", "team.aside", "--group", "workers")
+    [msg_id] = [m["msg_id"] for m in fetched["messages"]]
+    code, out, err = await mq9(
+        url, "ack", "team.aside", str(msg_id), "--group", "workers", "--set-aside", "bad input"
+    )
+    assert code == 0, err
+    assert out.startswith(f"set aside msg_id {msg_id}") and "team.aside.dlq" in out
+    assert "nothing" not in out
+    listed = await as_json(url, "dlq", "list", "team.aside")
+    assert listed["letters"][0]["dead_letter"]["reason"] == "bad input"
+    code, out, err = await mq9(url, "ack", "team.aside", "77", "--group", "workers")
+    assert code == 1 and out == "" and len(err.splitlines()) == 1
+    assert "fetch_messages" not in err and "mail_address" not in err
+    assert "mq9 fetch team.aside --group workers" in err
+
+
+async def test_a_table_shows_a_long_reason_whole(server):
+    url, client = server
+    await client.mailbox_create(name="team.long")
+    await client.send("team.long", "x")
+    reader = GroupReader(client, "team.long", "workers")
+    [message] = await reader.fetch()
+    reason = "the upstream invoice service answered 503 three times in a row; " + "z" * 80
+    await reader.dead_letter(message.msg_id, reason)
+    code, out, _ = await mq9(url, "dlq", "list", "team.long")
+    assert code == 0 and reason in out and "..." not in out
+
+
+async def test_a_query_counts_every_message_past_an_answer_s_30_mib():
+    """34 messages of 1 MB: one QUERY answers 31 (RobustMQ reads at most 30 MiB at once)."""
+    async with RobustMQShapedListener(BrokerEngine(search=False)) as listener:
+        async with Mq9Client(listener.url, request_timeout=60) as client:
+            await client.mailbox_create(name="team.big")
+            for n in range(34):
+                await client.send("team.big", f"{n:04d}" + "x" * 999_996)
+            assert len(await client.query("team.big")) == 31  # what one QUERY answers
+        found = await as_json(listener.url, "query", "team.big")
+        assert found["count"] == 34
+        assert [m["msg_id"] for m in found["messages"]] == list(range(34))
+        tagged = await as_json(listener.url, "query", "team.big", "--limit", "5")
+        assert tagged["count"] == 5
