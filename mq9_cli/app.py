@@ -520,7 +520,13 @@ def calls_cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
 
 @cli.command(epilog="Example: mq9 --server nats://localhost:4222 console --calls agent.me.calls")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
-@click.option("--port", type=click.IntRange(1, 65535), default=8780, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8780,
+    show_default=True,
+    help="port to listen on (0: a free one, printed)",
+)
 @click.option(
     "--token",
     "console_token",
@@ -536,6 +542,21 @@ def calls_cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
     multiple=True,
     metavar="MAILBOX",
     help="a caller's reply mailbox whose calls to show (repeatable)",
+)
+@click.option(
+    "--public-origin",
+    "public_origins",
+    multiple=True,
+    metavar="URL",
+    envvar="MQ9_CONSOLE_ORIGIN",
+    help="the address a browser reaches it at behind a reverse proxy that rewrites Host, "
+    "e.g. https://mq9.example.com: forms posted from there are its own "
+    "($MQ9_CONSOLE_ORIGIN; repeatable)",
+)
+@click.option(
+    "--audit-log",
+    metavar="FILE",
+    help="append who did what (each write) to FILE as JSON lines, and show it from there",
 )
 @click.pass_context
 def console(ctx: click.Context, /, **options: Any) -> None:

@@ -3,9 +3,11 @@ environment), and what each failure means as an exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from langchain_mq9.a2a.caller import CallError
 from langchain_mq9.client.auth import read_credential_file
@@ -90,10 +92,24 @@ class Target:
 
     def login_secrets(self) -> list[str]:
         """What a person may enter the console with besides its token: the broker's
-        password, token or mq9 credential this console logs in with."""
+        password, token or mq9 credential this console logs in with, however it was given
+        (an option, ``$MQ9_CREDENTIAL``, ``$MQ9_CREDENTIAL_FILE``, or the URL's
+        ``nats://id:secret@host``, which a person may enter as ``id:secret`` or the secret)."""
         secrets = [self.options.get("password"), self.options.get("token")]
         secrets.append(self.options.get("credential"))
-        return [s for s in secrets if s]
+        secrets.append(os.environ.get("MQ9_CREDENTIAL"))
+        path = os.environ.get("MQ9_CREDENTIAL_FILE")
+        if path and not self.options.get("credential"):
+            with contextlib.suppress(Mq9Error):
+                secrets.append(":".join(read_credential_file(path)))
+        for url in self.server.split(","):
+            parts = urlsplit(url.strip())
+            if parts.password:  # the user info a client logs in with (RobustMQ's or ours)
+                user, secret = unquote(parts.username or ""), unquote(parts.password)
+                secrets += [f"{user}:{secret}", secret]
+            elif parts.username:  # nats://token@host
+                secrets.append(unquote(parts.username))
+        return list(dict.fromkeys(s.strip() for s in secrets if s and s.strip()))
 
 
 def failure(exc: BaseException) -> Failure:

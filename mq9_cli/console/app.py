@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
@@ -42,8 +43,9 @@ from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error
 
 from .. import overview
 from ..connect import NOT_FOUND, UNREACHABLE, failure
-from ..render import when
+from ..render import printable, when
 from . import charts
+from .audit import AuditLog
 from .auth import COOKIE, Gate, Session, cookie_header, csrf_ok, same_origin
 
 HERE = Path(__file__).parent
@@ -52,6 +54,7 @@ PREVIEW_CHARS = 2000  # of a payload in a list; the message's own page shows all
 MAX_FORM_BYTES = 64 * 1024
 MAX_STREAMS = 32  # event streams open at once
 MAX_MAILBOXES = 100  # shown on the mailboxes page
+PAGE = 100  # messages a mailbox's page lists (then a link to the next page)
 MAX_WATCHED = 20  # mailboxes sampled for their depth pictures between page views
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -69,6 +72,11 @@ class Settings:
     server: str = ""
     sample_seconds: float = 5.0
     poll_seconds: float = 0.5
+    # The origins a browser may post from besides this console's own Host: the public
+    # address behind a reverse proxy that rewrites Host (nginx's default), e.g.
+    # https://mq9.example.com
+    public_origins: tuple[str, ...] = ()
+    audit_log: str | None = None  # a file the log of writes is appended to (and read from)
 
 
 class Console:
@@ -87,8 +95,19 @@ class Console:
         self.client: Mq9Client | None = None
         self.streams = 0
         self.watched: dict[str, None] = dict.fromkeys(settings.mailboxes[:MAX_WATCHED])
-        self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
+        self.audit = AuditLog(settings.audit_log, clock)
+        # Reads that answer payloads (up to 30 MiB each) take turns: a page's read and the
+        # depth sampler's would otherwise wait behind each other at the broker's pace, which
+        # refuses a requester more than it may have waiting (HTTP 400 on a large mailbox)
+        self.reading = asyncio.Lock()
+        # Every value a page shows goes through ``shown``: what another agent wrote (a name,
+        # a payload, a reason) shows its control characters and bidirectional overrides as
+        # escapes (\u202e), as the command line prints them, before Jinja2 escapes the HTML
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"), autoescape=True, finalize=shown
+        )
         self.env.filters["when"] = when
+        self.env.filters["pretty"] = overview.pretty
         self.env.filters["path"] = lambda text: quote(str(text), safe="")
         self.env.filters["preview"] = _preview
 
@@ -114,10 +133,15 @@ class Console:
         return HTMLResponse(html, status)
 
     async def figures(self, address: str) -> overview.MailboxFigures:
-        found = await overview.figures(self.broker, address)
-        if found.exists:
+        async with self.reading:
+            found = await overview.figures(self.broker, address)
+        if found.exists and found.refused is None:
             self.history.add(address, found.total)
         return found
+
+    async def page_of(self, address: str, **search: Any) -> overview.Page:
+        async with self.reading:
+            return await overview.search(self.broker, address, limit=PAGE, **search)
 
     async def mailboxes(self) -> list[str]:
         """The mailboxes this console knows: those named, the agents', and the dead-letter
@@ -145,6 +169,20 @@ class Console:
                     await self.figures(address)
                 except Exception as exc:  # a point missed; the pages say what is wrong
                     log.debug("no depth sample of %s: %s", address, failure(exc))
+
+
+def shown(value: Any) -> Any:
+    """A value as a page shows it: text with its control characters escaped (markup the
+    templates made, such as ``tojson``'s, too: the escapes are plain text in it)."""
+    if isinstance(value, Markup):
+        return Markup(printable(str(value)))
+    if isinstance(value, str):
+        return printable(value)
+    return value
+
+
+def shown_text(value: Any) -> Any:
+    return printable(value) if isinstance(value, str) else value
 
 
 def _preview(text: str) -> dict[str, Any]:
@@ -191,7 +229,8 @@ class Guard:
         path = request.url.path
         if request.method == "POST":
             origin = request.headers.get("origin")
-            if not same_origin(origin, request.headers.get("host"), request.url.scheme):
+            host, scheme = request.headers.get("host"), request.url.scheme
+            if not same_origin(origin, host, scheme, self.console.settings.public_origins):
                 return PlainRefusal("a form from another site: refused", 403)
             size = request.headers.get("content-length")
             if size is None or not size.isdigit() or int(size) > MAX_FORM_BYTES:
@@ -246,9 +285,18 @@ def create_app(
         Route("/mailboxes", _mailboxes),
         Route("/mailboxes/{address}", _mailbox),
         Route("/mailboxes/{address}/messages/{msg_id:int}", _message),
+        Route(
+            "/mailboxes/{address}/messages/{msg_id:int}/{action}",
+            _message_action,
+            methods=["POST"],
+        ),
         Route("/mailboxes/{address}/depth.svg", _depth),
         Route("/mailboxes/{address}/dead-letters", _dead_letters),
         Route("/mailboxes/{address}/dead-letters/replay", _replay, methods=["POST"]),
+        Route(
+            "/mailboxes/{address}/dead-letters/{msg_id:int}/replay", _replay, methods=["POST"]
+        ),
+        Route("/log", _log),
         Route("/calls", _calls),
         Route("/calls/{reply}/{task_id}", _call),
         Route("/calls/{reply}/{task_id}/timeline.svg", _timeline),
@@ -260,9 +308,10 @@ def create_app(
         Route("/api/mailboxes/{address}", _api_mailbox),
         Route("/api/mailboxes/{address}/dead-letters", _api_dead_letters),
         Route("/api/calls", _api_calls),
+        Route("/api/log", _api_log),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    expected = (OperationError, Mq9Error, CallError, ValueError)
+    expected = (OperationError, Mq9Error, CallError, ValueError, overview.Unknown)
     handlers = dict.fromkeys(expected, _failed)
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.console = console
@@ -290,10 +339,12 @@ async def _login(request: Request) -> Response:
         return console.page(request, "login.html", failed=False)
     form = await request.form()
     given = form.get("token")
-    if not isinstance(given, str) or not console.gate.opens(given):
+    opened_by = console.gate.opened_by(given) if isinstance(given, str) else None
+    if opened_by is None:
         await asyncio.sleep(0.5)  # a guesser's pace
         return console.page(request, "login.html", 401, failed=True)
-    sid, _ = console.gate.open_session()
+    peer = request.client.host if request.client else "?"
+    sid, _ = console.gate.open_session(who=f"{opened_by} from {peer}")
     response = RedirectResponse("/agents", 303)
     response.headers["set-cookie"] = cookie_header(sid, secure=request.url.scheme == "https")
     return response
@@ -333,6 +384,15 @@ def _notice(request: Request, text: str) -> None:
         session.notice = text
 
 
+def _who(request: Request) -> str:
+    """Who made a write, for the log: the session's opener, or a program's bearer token."""
+    session: Session | None = request.scope.get("mq9_session")
+    if session is not None:
+        return session.who
+    peer = request.client.host if request.client else "?"
+    return f"the bearer token from {peer}"
+
+
 async def _agents(request: Request) -> Response:
     console = _console(request)
     query = request.query_params.get("q", "")
@@ -353,42 +413,115 @@ async def _mailboxes(request: Request) -> Response:
     if opened:  # the page's "open a mailbox" form
         return RedirectResponse(f"/mailboxes/{quote(opened.strip(), safe='')}", 303)
     known = await console.mailboxes()
-    shown = [await console.figures(a) for a in known]
-    rows = [f for f in shown if f.exists][:MAX_MAILBOXES]
+    looked = [await console.figures(a) for a in known]
+    # a mailbox this console's credential may not read is listed as not its own, with the
+    # broker's reason: one such mailbox never fails the page
+    rows = [f for f in looked if f.exists][:MAX_MAILBOXES]
     return console.page(request, "mailboxes.html", rows=rows)
+
+
+def _search(request: Request) -> dict[str, Any]:
+    """A mailbox page's search (key, tags, text) and where its page starts."""
+    params = request.query_params
+    tags = [t.strip() for t in params.get("tags", "").split(",") if t.strip()]
+    try:
+        from_id = max(0, int(params.get("from_id", "0") or 0))
+    except ValueError:
+        raise OperationError(f"from_id {params['from_id'][:20]!r} is not a msg_id") from None
+    key, text = params.get("key", "").strip(), params.get("text", "").strip()
+    return {"key": key, "tags": tags, "text": text, "from_id": from_id}
 
 
 async def _mailbox(request: Request) -> Response:
     console = _console(request)
     address = _address(request)
+    search = _search(request)
     console.watch(address)
     figures = await console.figures(address)
-    found = await overview.messages(console.broker, address) if figures.exists else []
-    newest = await overview.newest_id(console.broker, address) if figures.exists else None
+    if figures.refused is not None:
+        raise OperationError(figures.refused)
+    found = overview.Page([], None)
+    if figures.exists:
+        if search["key"] or search["tags"] or search["text"] or search["from_id"]:
+            found = await console.page_of(address, **search)
+        else:  # the first page is the QUERY the figures were read from: one read, not two
+            held = list(figures.messages)
+            found = overview.Page(held, held[-1].msg_id + 1 if figures.capped and held else None)
+    newest = figures.newest_id
+    next_link = None
+    if found.next_from is not None:
+        query = {k: v for k, v in search.items() if v and k != "from_id"}
+        query["tags"] = ",".join(search["tags"]) if search["tags"] else ""
+        query["from_id"] = found.next_from
+        next_link = "?" + "&".join(f"{k}={quote(str(v), safe='')}" for k, v in query.items() if v)
     return console.page(
         request,
         "mailbox.html",
         address=address,
         figures=figures,
-        messages=[overview.message_view(m) for m in found],
+        messages=[overview.message_view(m) for m in found.messages],
         after=-1 if newest is None else newest,
         dead_letters=dead_letter_address(address),
         cap=QUERY_CAP,
+        search=search | {"tags": ", ".join(search["tags"])},
+        searching=any(search.values()),
+        next_link=next_link,
+        scanned_to=found.scanned_to,
+        history=console.audit.entries(target=address)[:20],
     )
 
 
 async def _message(request: Request) -> Response:
     console = _console(request)
     address, msg_id = _address(request), request.path_params["msg_id"]
-    found = await console.broker.fetch(
-        address, deliver="from_id", from_id=msg_id, num_msgs=1, max_wait_ms=0
-    )
-    held = [m for m in found if m.msg_id == msg_id]
-    if not held:
+    held = await overview.message_at(console.broker, address, msg_id)
+    if held is None:
         return console.page(request, "error.html", 404, problem=f"no message {msg_id} in {address}")
+    shown = overview.message_view(held)
     return console.page(
-        request, "message.html", address=address, message=overview.message_view(held[0])
+        request,
+        "message.html",
+        address=address,
+        message=shown,
+        pretty=overview.pretty(shown["payload"]),
+        is_dead_letter=address.endswith(".dlq"),
     )
+
+
+async def _message_action(request: Request) -> Response:
+    """Delete a message, ack a group past it, or set it aside (to its dead letters)."""
+    try:
+        console, fields = await _written(request)
+    except Refused as exc:
+        return PlainRefusal(str(exc), 403)
+    address, msg_id = _address(request), request.path_params["msg_id"]
+    action = request.path_params["action"]
+    client, who = console.broker, _who(request)
+    if action == "delete":
+        if await overview.message_at(client, address, msg_id) is None:
+            raise OperationError(f"no message {msg_id} in {address} (nothing deleted)")
+        await client.delete(address, msg_id)
+        done = f"deleted message {msg_id} of {address}"
+    elif action == "ack":
+        group = fields.get("group", "").strip() or "default"
+        await client.ack(address, group, msg_id)
+        done = f"the group {group} went past message {msg_id} of {address} (and all before it)"
+    elif action == "set-aside":
+        group = fields.get("group", "").strip() or "console"
+        reason = fields.get("reason", "").strip() or "set aside in the console"
+        try:
+            letter = await overview.set_aside(
+                client, address, msg_id, group=group, reason=f"{reason} ({who})"
+            )
+        except LookupError as exc:
+            raise OperationError(str(exc)) from None
+        done = f"set message {msg_id} aside: it is #{letter} of {dead_letter_address(address)}"
+    else:
+        return PlainRefusal(f"no action {action[:40]!r}", 404)
+    console.audit.add(who, action, address, msg_id=msg_id, **{k: v for k, v in fields.items()
+                                                            if k in ("group", "reason")})
+    _notice(request, done)
+    return RedirectResponse(f"/mailboxes/{quote(address, safe='')}", 303)
 
 
 async def _depth(request: Request) -> Response:
@@ -413,6 +546,7 @@ async def _dead_letters(request: Request) -> Response:
         dlq=dlq,
         letters=views,
         exists=letters is not None,
+        history=console.audit.entries(action="replay", target=address)[:20],
     )
 
 
@@ -422,7 +556,19 @@ async def _replay(request: Request) -> Response:
     except Refused as exc:
         return PlainRefusal(str(exc), 403)
     address = _address(request)
+    one = request.path_params.get("msg_id")
+    if one is not None:
+        try:
+            sent = await overview.replay_one(console.broker, address, one)
+        except LookupError as exc:
+            raise OperationError(str(exc)) from None
+        console.audit.add(_who(request), "replay", address, letter=one, sent_as=sent)
+        _notice(request, f"sent dead letter {one} back to {address} as message {sent}")
+        return RedirectResponse(f"/mailboxes/{quote(address, safe='')}/dead-letters", 303)
     done = await overview.replay_dead_letters(console.broker, address)
+    console.audit.add(
+        _who(request), "replay", address, sent=done.sent, skipped=sorted(done.skipped)
+    )
     letters = "dead letter" if len(done.sent) == 1 else "dead letters"
     skipped = f"; skipped {len(done.skipped)} (no dead letter of {address})" if done.skipped else ""
     _notice(request, f"sent {len(done.sent)} {letters} back to {address}{skipped}")
@@ -447,7 +593,10 @@ async def _calls_of(console: Console) -> list[dict[str, Any]]:
 
 async def _calls(request: Request) -> Response:
     console = _console(request)
-    return console.page(request, "calls.html", callers=await _calls_of(console))
+    answered = console.audit.entries(action="answer")
+    return console.page(
+        request, "calls.html", callers=await _calls_of(console), answered=answered
+    )
 
 
 async def _check(console: Console, reply: str, task_id: str) -> dict[str, Any]:
@@ -460,7 +609,8 @@ async def _call(request: Request) -> Response:
     console = _console(request)
     reply, task_id = _reply(request), request.path_params["task_id"]
     shown = await _check(console, reply, task_id)
-    return console.page(request, "call.html", reply=reply, call=shown)
+    steps = [e for e in console.audit.entries(target=reply) if e.detail.get("task_id") == task_id]
+    return console.page(request, "call.html", reply=reply, call=shown, steps=steps)
 
 
 async def _timeline(request: Request) -> Response:
@@ -485,10 +635,18 @@ async def _steer(request: Request, operation: str) -> Response:
         return PlainRefusal(str(exc), 403)
     reply, task_id = _reply(request), request.path_params["task_id"]
     args = {"task_id": task_id}
+    question = None
     if operation == "answer_call":
         args["answer"] = fields.get("answer", "")
+        # the question this answers: the call's record drops it once the call goes on
+        question = (await _check(console, reply, task_id)).get("question")
     policy = overview.person_policy(reply_mailbox=reply)
     shown = await overview.operate(console.broker, operation, args, policy)
+    detail = {"task_id": task_id, "agent": shown.get("agent")}
+    if operation == "answer_call":
+        detail |= {"question": question, "answer": args["answer"]}
+    action = "answer" if operation == "answer_call" else "cancel"
+    console.audit.add(_who(request), action, reply, **detail)
     done = "your answer went to the agent" if operation == "answer_call" else "cancel asked"
     _notice(request, f"{done} (the call was {shown['state']}; this page follows it)")
     return RedirectResponse(f"/calls/{quote(reply, safe='')}/{quote(task_id, safe='')}", 303)
@@ -532,7 +690,10 @@ async def _mailbox_events(request: Request) -> Response:
         with contextlib.suppress(MailboxNotFound):
             async for message in overview.follow(console.broker, address, after=after):
                 shown = overview.message_view(message)
-                shown["preview"] = _preview(shown.pop("payload"))
+                # the page's script sets these as text: escaped here as the pages escape them
+                shown["preview"] = _preview(printable(shown.pop("payload")))
+                shown["key"] = printable(shown["key"] or "")
+                shown["tags"] = [printable(t) for t in shown["tags"]]
                 shown["time"] = when(message.create_time)
                 figures = await console.figures(address)
                 shown["counts"] = figures.counts
@@ -551,7 +712,7 @@ async def _call_events(request: Request) -> Response:
             shown = await _check(console, reply, task_id)
             if shown != seen:
                 seen = shown
-                yield _event("call", shown)
+                yield _event("call", {k: shown_text(v) for k, v in shown.items()})
             if shown["state"] in ("completed", "failed", "canceled", "rejected"):
                 return
             await asyncio.sleep(console.settings.poll_seconds)
@@ -571,10 +732,33 @@ async def _api_agents(request: Request) -> Response:
 async def _api_mailbox(request: Request) -> Response:
     console = _console(request)
     address = _address(request)
+    search = _search(request)
     figures = await console.figures(address)
-    found = await overview.messages(console.broker, address) if figures.exists else []
-    data = figures.view() | {"messages": [overview.message_view(m) for m in found]}
+    if figures.refused is not None:
+        raise OperationError(figures.refused)
+    if any(search.values()) and figures.exists:
+        found = await console.page_of(address, **search)
+    else:
+        held = list(figures.messages)
+        found = overview.Page(held, held[-1].msg_id + 1 if figures.capped and held else None)
+    data = figures.view() | {
+        "messages": [overview.message_view(m) for m in found.messages],
+        "next_from_id": found.next_from,
+    }
     return JSONResponse(data)
+
+
+async def _log(request: Request) -> Response:
+    console = _console(request)
+    return console.page(request, "log.html", entries=console.audit.entries())
+
+
+async def _api_log(request: Request) -> Response:
+    entries = [
+        {"time": e.time, "who": e.who, "action": e.action, "target": e.target, **e.detail}
+        for e in _console(request).audit.entries()
+    ]
+    return JSONResponse({"entries": entries})
 
 
 async def _api_dead_letters(request: Request) -> Response:

@@ -23,6 +23,7 @@ class Session:
     csrf: str
     expires: float
     notice: str | None = None  # what the last write did, shown once on the next page
+    who: str = "a session"  # for the log of writes: how it was opened, and from where
 
 
 class Gate:
@@ -40,19 +41,25 @@ class Gate:
 
     def opens(self, given: str) -> bool:
         """Whether ``given`` is one of the secrets, compared in constant time (each is)."""
+        return self.opened_by(given) is not None
+
+    def opened_by(self, given: str) -> str | None:
+        """Which secret ``given`` is (the console's token, or the broker login), None if none;
+        every secret is compared, each in constant time."""
         candidate = given.encode()
-        found = False
-        for secret in self._secrets:
-            found |= hmac.compare_digest(candidate, secret)
+        found = None
+        for index, secret in enumerate(self._secrets):
+            if hmac.compare_digest(candidate, secret) and found is None:
+                found = "the console token" if index == 0 else "the broker login"
         return found
 
     def bearer(self, header: str | None) -> bool:
         scheme, _, value = (header or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), self._token)
 
-    def open_session(self) -> tuple[str, Session]:
+    def open_session(self, who: str = "a session") -> tuple[str, Session]:
         sid = secrets.token_urlsafe(32)
-        session = Session(secrets.token_urlsafe(32), self.clock() + SESSION_SECONDS)
+        session = Session(secrets.token_urlsafe(32), self.clock() + SESSION_SECONDS, who=who)
         self._sessions[sid] = session
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
@@ -80,6 +87,12 @@ def cookie_header(sid: str, *, secure: bool) -> str:
     return f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{flags}"
 
 
-def same_origin(origin: str | None, host: str | None, scheme: str) -> bool:
-    """A POST's Origin (when the browser sends one) names this console."""
-    return origin is None or origin == f"{scheme}://{host}"
+def same_origin(
+    origin: str | None, host: str | None, scheme: str, public: tuple[str, ...] = ()
+) -> bool:
+    """A POST's Origin (when the browser sends one) names this console: as the Host it was
+    asked by, or one of its ``public`` origins (its address behind a reverse proxy that
+    rewrites Host: the proxy asks for 127.0.0.1:8780, the browser says https://mq9.example)."""
+    if origin is None:
+        return True
+    return origin == f"{scheme}://{host}" or origin.rstrip("/") in public

@@ -9,6 +9,7 @@ import secrets
 import socket
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -33,6 +34,8 @@ def settings_for(
     allow_writes: bool,
     mailboxes: tuple[str, ...],
     reply_mailboxes: tuple[str, ...],
+    public_origins: tuple[str, ...] = (),
+    audit_log: str | None = None,
 ) -> tuple[Settings, bool]:
     """The console's settings, and whether its token was made here (then printed)."""
     if console_token is not None and len(console_token.strip()) < 16:
@@ -48,6 +51,14 @@ def settings_for(
             "secret, or bind 127.0.0.1",
             USAGE,
         )
+    for origin in public_origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+            raise Failure(
+                f"--public-origin {origin[:80]!r}: give the scheme and host a browser shows, "
+                "e.g. https://mq9.example.com (no path)",
+                USAGE,
+            )
     made = console_token is None
     token = console_token.strip() if console_token else secrets.token_urlsafe(24)
     settings = Settings(
@@ -57,19 +68,28 @@ def settings_for(
         mailboxes=mailboxes,
         reply_mailboxes=reply_mailboxes,
         server=target.shown,
+        public_origins=tuple(o.rstrip("/") for o in public_origins),
+        audit_log=audit_log,
     )
     return settings, made
 
 
-def _free(host: str, port: int) -> None:
-    """Nothing listens on ``host:port`` yet (uvicorn would only log the bind error)."""
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` (port 0: a free one, the system's pick), bound
+    here so that a port taken is one line (uvicorn would only log it) and the port printed
+    is the one served."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as probe:
-        try:
-            probe.bind((host.strip("[]"), port))
-        except OSError as exc:
-            why = f"cannot listen on {host}:{port}: {exc.strerror}: pick another --port"
-            raise Failure(why, USAGE) from None
+    sock = socket.socket(family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        why = f"cannot listen on {host}:{port}: {exc.strerror}: give another port (0: a free one)"
+        raise Failure(why, USAGE) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 async def _reachable(target: Target) -> None:
@@ -85,8 +105,9 @@ async def _reachable(target: Target) -> None:
 
 def serve(target: Target, *, host: str, port: int, **options: Any) -> None:
     settings, made = settings_for(target, host=host, **options)
-    _free(host, port)
     asyncio.run(_reachable(target))
+    sock = listen(host, port)
+    port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     where = f"http://{shown_host}:{port}/login"
     lines = [f"mq9 console on {where} for {target.shown}"]
@@ -96,11 +117,10 @@ def serve(target: Target, *, host: str, port: int, **options: Any) -> None:
     print("\n".join(lines), file=sys.stderr, flush=True)
     app = create_app(lambda: target.client("mq9-console"), settings)
     # Live pages hold their event streams open: a stop waits for them 2 s at most.
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=2,
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=2
     )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -51,6 +51,10 @@
         payload.appendChild(more);
       }
       table.tBodies[0].appendChild(row);
+      var none = table.querySelector("tr.none");
+      if (none) {
+        none.remove();
+      }
       ["critical", "urgent", "normal"].forEach(function (lane) {
         var count = document.getElementById("count-" + lane);
         if (count && m.counts && lane in m.counts) {
