@@ -169,6 +169,13 @@ class Mq9Client:
     def is_connected(self) -> bool:
         return self._transport.is_connected
 
+    @property
+    def principal(self) -> str | None:
+        """The id of this client's mq9 credential (None without one): the agent a
+        ``--credentials`` broker knows it as, and writes as ``mq9-sender`` on what it sends."""
+        principal = getattr(self._transport, "principal", None)  # NatsTransport's, if any
+        return principal if isinstance(principal, str) else None
+
     async def connect(self) -> Mq9Client:
         """Open the connection (a no-op when already open). Returns the client."""
         if not self._transport.is_connected:

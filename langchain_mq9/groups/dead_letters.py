@@ -3,10 +3,13 @@ moves past them (docs/groups.md, "Poison messages").
 
 A dead letter is an ordinary message in an ordinary mailbox (``<mailbox>.dlq`` by default):
 the original payload as it was, its priority, tags and other headers, and one header more,
-``mq9-dead-letter``, saying where it came from, how often it failed and why. So it can be read
-(``query``, ``query_messages``), consumed (a group, ``consume``) and sent back
-(``reader.replay``) on any mq9 broker, and a copy never outgrows the original by more than
-that header.
+``mq9-dead-letter``, saying where it came from, how often it failed and why (and who sent it,
+where a ``--credentials`` broker vouched for that). So it can be read (``query``,
+``query_messages``), consumed (a group, ``consume``) and sent back (``reader.replay``) on any
+mq9 broker, and a copy never outgrows the original by more than that header.
+
+``mq9-sender`` is never copied as a header: a broker that vouches writes its own on the copy
+(the agent that set it aside), which is what ``replay`` checks (#70).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ _OWN_HEADERS = {
     p.HEADER_TTL,
     p.HEADER_TAGS,
     DEAD_LETTER_HEADER,
+    # written by a --credentials broker on each message stored, for the agent that sent it
+    p.HEADER_SENDER,
 }
 
 
@@ -92,6 +97,9 @@ class DeadLetter:
     attempts: int
     reason: str
     header: dict[str, str]  # the original's other headers, to send back with it
+    # the original's sender as the broker vouched for it, when it did (mq9-sender), as the
+    # agent that set it aside read it: for the operator's eyes, never sent back as a header
+    sender: str | None = None
 
     @classmethod
     def read(cls, message: Message) -> DeadLetter:
@@ -108,6 +116,7 @@ class DeadLetter:
                 attempts=about["attempts"],
                 reason=about["reason"],
                 header={k: v for k, v in message.header.items() if k not in _OWN_HEADERS},
+                sender=_text_or_none(about.get("sender")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
@@ -137,6 +146,9 @@ async def store(
         "attempts": attempts,
         "reason": failure_reason(reason),
     }
+    sender = message.header.get(p.HEADER_SENDER)
+    if sender is not None:
+        about["sender"] = sender
     # ASCII JSON: one header line whatever the reason holds (a header value is one line).
     headers = {**_copied_headers(message), DEAD_LETTER_HEADER: json.dumps(about)}
 
@@ -155,6 +167,12 @@ async def store(
         with contextlib.suppress(MailboxExists):
             await client.mailbox_create(name=address, ttl=0)
         return await send_copy()
+
+
+def _text_or_none(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"sender {value!r} is not a string")
+    return value
 
 
 def _copied_headers(message: Message) -> dict[str, str]:

@@ -901,17 +901,23 @@ async def replay(
     new msg_id.
 
     Only to ``mailbox``, whatever a message's header names: a dead-letter mailbox is an
-    ordinary mailbox that others may write to. A message that is no dead letter, or one of
-    another mailbox, is skipped, reported in ``Replayed.skipped`` and logged, and passed by
-    the group; the rest are sent back all the same."""
+    ordinary mailbox that others may write to. Where the broker vouches for senders (a
+    ``--credentials`` broker writes ``mq9-sender`` on every message), only what this client's
+    own agent set aside: a message another agent wrote there would otherwise go out with this
+    agent's name on it (#70). A message that is no dead letter, one of another mailbox or
+    written by another agent is skipped, reported in ``Replayed.skipped`` and logged, and
+    passed by the group; the rest are sent back all the same."""
     target = mailbox if mailbox is not None else _replayed_to(dead_letters)
     check_writable(p.check_address(target), "replay's mailbox")
+    # the agent this client is to an enforcing broker (Mq9Client.principal); a client without
+    # one (memory://, a test's) has none, and then only what no broker vouched for is replayed
+    me = getattr(client, "principal", None)
     reader = GroupReader(client, dead_letters, group_name)
     sent: list[int] = []
     skipped: dict[int, str] = {}
     while batch := await reader.fetch(num_msgs=num_msgs):
         for message in batch:
-            why = _not_replayable(message, target)
+            why = _not_replayable(message, target, me)
             if why is None:
                 sent.append(await _send_back(client, target, message))
             else:
@@ -931,8 +937,14 @@ def _replayed_to(dead_letters: str) -> str:
     return base
 
 
-def _not_replayable(message: Message, target: str) -> str | None:
-    """Why ``message`` is not sent back to ``target`` (None: it is)."""
+def _not_replayable(message: Message, target: str, me: str | None) -> str | None:
+    """Why ``message`` is not sent back to ``target`` by the agent ``me`` (None: it is)."""
+    sender = message.header.get(p.HEADER_SENDER)
+    if sender is not None and sender != me:
+        return (
+            f"written by the agent {p.quoted(sender)}, not by this one ({p.quoted(me)}): "
+            "replay sends back only what its own agent set aside"
+        )
     try:
         letter = DeadLetter.read(message)
     except ValueError as exc:

@@ -55,12 +55,44 @@ __all__ = [
     "BrokerLimits",
     "Command",
     "Headers",
+    "Vouched",
     "command_for",
 ]
 
 log = logging.getLogger("langchain_mq9.broker")
 
 Headers = Mapping[str, str] | None  # a request's NATS headers, as nats-py reads them
+
+
+class Vouched(dict[str, str]):
+    """A SEND's headers with the sender the broker authenticated (#70): what an enforcing
+    broker hands the engine (identities/ownership.py), the client's own ``mq9-sender``, in
+    any case or spacing, replaced by ``sender``. Built only in this process: a request off
+    the wire is a plain mapping, whose ``mq9-sender`` the engine removes (``_stored_headers``)."""
+
+    def __init__(self, headers: Headers, sender: str) -> None:
+        super().__init__(_without_sender(headers) or {})
+        self[p.HEADER_SENDER] = sender
+        self.sender = sender
+
+
+def _is_sender(name: str) -> bool:
+    # stripped as parse_header_block strips a name, and in any case: no reader may take a
+    # client's "MQ9-Sender " for the broker's
+    return name.strip().lower() == p.HEADER_SENDER
+
+
+def _without_sender(headers: Headers) -> Headers:
+    if headers and any(_is_sender(name) for name in headers):
+        return {name: value for name, value in headers.items() if not _is_sender(name)}
+    return headers
+
+
+def _stored_headers(headers: Headers) -> Headers:
+    """The headers a SEND's message is stored with: ``Vouched`` ones as they are, any other
+    without a ``mq9-sender`` (our choice: on this broker the header always means vouched;
+    RobustMQ stores what the client wrote)."""
+    return headers if isinstance(headers, Vouched) else _without_sender(headers)
 
 T = TypeVar("T")  # what a piece of work run under the lock or off the loop gives
 A = TypeVar("A")  # what such a piece of work is given
@@ -423,13 +455,21 @@ class BrokerEngine:
         mailbox = self.mailboxes.get(address)
         if mailbox is None:
             raise Mq9Error(p.err_mailbox_missing(address))
-        headers = headers or {}
+        headers = _stored_headers(headers) or {}
         mq9 = headers
-        if any("\ufffd" in name or "\ufffd" in value for name, value in headers.items()):
-            # send.rs parse_mq9_headers reads the header block as UTF-8 or not at all (every
-            # mq9 header at its default); nats-py replaces invalid bytes by U+FFFD, so (our
-            # approximation) a U+FFFD means the block was not UTF-8
-            mq9 = {}
+        for name, value in headers.items():
+            if "\r\n" in name or "\r\n" in value:
+                # (our choice) only an in-process caller can (NATS splits the block at each
+                # CRLF): stored, it would read back as a header of the caller's choosing
+                raise Mq9Error(
+                    f"SEND refused: header {p.quoted(name)} holds a line break (CRLF): a "
+                    "header is one line"
+                )
+            if "\ufffd" in name or "\ufffd" in value:
+                # send.rs parse_mq9_headers reads the header block as UTF-8 or not at all
+                # (every mq9 header at its default); nats-py replaces invalid bytes by U+FFFD,
+                # so (our approximation) a U+FFFD means the block was not UTF-8
+                mq9 = {}
         # Exact names only; a value that is not a known priority means normal (RobustMQ).
         text = (mq9.get(p.HEADER_PRIORITY) or "").strip()
         priority = Priority(text) if text in _LANES else Priority.NORMAL

@@ -26,9 +26,19 @@ CREATE), checked before the engine and recorded after it (``Ownership``):
   send there: its task store ``mq9.tasks.<digest>``, its groups' leases ``mq9.lease.<digest>``
   (digest of mailbox and group, learned from the owner's FETCH and ACK), its dead letters
   ``<mailbox>.dlq`` (or ``<prefix>.dlq.<digest>``);
-- a reply mailbox ``mq9.calls.<digest>`` (and any other name under ``mq9.``) belongs to whoever
-  created it first; besides its owner, only an agent it called may SEND there: a SEND by the
-  owner carrying ``mq9-reply-to: <its reply mailbox>`` grants the owner of the mailbox sent to.
+- names derived from an agent's own name are that agent's to create (#70): a waker's failed
+  wakes ``mq9.wake.failed.<digest of its principal>``, the reply mailbox
+  ``mq9.calls.<digest>`` of a caller named after its principal or after one of its mailboxes
+  ``m`` (``m`` or ``m.calls``, the toolkit's default), and every
+  ``mq9.calls.<digest of its principal>.<anything>`` (a gateway's per-tenant reply mailboxes);
+  a reply mailbox of another name (``mq9.calls.<random>``, a pinned name's digest) belongs to
+  whoever created it first, and nobody makes a name under ``mq9.`` that the library does not
+  derive (the plain ``mq9.wake.failed`` included); besides its owner, only an agent it called
+  may SEND to a reply mailbox: a SEND by the owner carrying ``mq9-reply-to: <its reply
+  mailbox>`` grants the owner of the mailbox sent to (what is recorded stays its creator's).
+
+Every message a SEND stores carries ``mq9-sender: <principal>`` (``engine.Vouched``), written
+here from the subject the request came on, whatever the client wrote under that name.
 
 A mailbox or agent without an owner (kept from before the broker enforced credentials) is
 nobody's to read or change; what does not exist is left to the engine to say so.
@@ -53,7 +63,7 @@ from ... import protocol as p
 from ...client.nats_guard import flush_in_order, protect
 from ...protocol.errors import WireError
 from ..cluster.servers import server_urls
-from ..engine.engine import LARGE_BODY, BrokerEngine, Command, command_for
+from ..engine.engine import LARGE_BODY, BrokerEngine, Command, Vouched, command_for
 from .callout import (
     ANSWERS_USER,
     BROKER_USER,
@@ -98,6 +108,8 @@ LEASE_ROOT = RESERVED_ROOT + ".lease."  # + digest(mailbox "\n" group): a group'
 DEAD_LETTER_SUFFIX = ".dlq"  # <mailbox>.dlq, or <prefix>.dlq.<digest(mailbox)> when long
 WAKE_ROOT = RESERVED_ROOT + ".wake."  # + digest(mailbox): its wake rules (#62, wake/book.py)
 WAKE_INDEX = WAKE_ROOT + "index"  # where any agent lists its rules mailbox (a digest, no name)
+WAKE_FAILED = WAKE_ROOT + "failed"  # + "." + digest(principal): a waker's failed wakes (#70)
+CALLER_SUFFIX = ".calls"  # a toolkit's caller is named <its mailbox>.calls (operations/calls.py)
 HEADER_REPLY_TO = "mq9-reply-to"  # where a caller's SEND asks the answers to go
 # How every answer that did what it was asked begins (the engine's encoding: compact JSON)
 _SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
@@ -118,10 +130,13 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def is_digest(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
 def is_wake_rules(address: str) -> bool:
     """``mq9.wake.<digest>``: a mailbox's wake rules, only its owner's (#62)."""
-    tail = address[len(WAKE_ROOT) :] if address.startswith(WAKE_ROOT) else ""
-    return len(tail) == 32 and all(c in "0123456789abcdef" for c in tail)
+    return address.startswith(WAKE_ROOT) and is_digest(address[len(WAKE_ROOT) :])
 
 
 def is_reserved(address: str) -> bool:
@@ -179,6 +194,10 @@ class Ownership:
         self.mailboxes, self.agents, self.grants = store.owners()
         # digest(mailbox) -> mailbox: the task store's and a long dead-letter name's digest
         self._digests = {digest(m): m for m in self.mailboxes}
+        # digest(mailbox + ".calls") -> mailbox: the reply mailbox of the toolkit's caller
+        self._callers = {digest(m + CALLER_SUFFIX): m for m in self.mailboxes}
+        # digest(principal) -> principal, for the credentials known (read again on a miss)
+        self._principals: dict[str, str] = {}
         # lease digest -> mailbox, for the (mailbox, group) pairs its owner read with
         self._leases: dict[str, str] = {}
         # each principal's lease digests, the one learned (or used) longest ago first
@@ -263,9 +282,67 @@ class Ownership:
                 f"{p.quoted(name)} is derived from a mailbox (its dead letters, task store or "
                 "group lease) that is not yours: create and read your own mailbox first",
             )
+        if is_reserved(name):
+            refusal = self._reserved_for(principal, name)
+            if refusal is not None:
+                return refusal
         if name in self.engine.topics:
             return self._unowned("CREATE", name)
         return None
+
+    def _reserved_for(self, principal: str, name: str) -> bytes | None:
+        """The refusal of ``principal``'s CREATE of ``name`` (under the reserved root, owned
+        by nobody yet, not derived from a mailbox) when it is made for another or for nobody
+        (#70), else None."""
+        if name == WAKE_FAILED or name.startswith(WAKE_FAILED + "."):
+            if name == f"{WAKE_FAILED}.{digest(principal)}":
+                return None
+            return _refused(
+                "CREATE",
+                f"{p.quoted(name)}: a waker's failed wakes are kept per agent, in "
+                f"{WAKE_FAILED}.<digest of its own credential's id>",
+            )
+        if name == WAKE_INDEX:
+            return None
+        if name.startswith(CALLS_ROOT):
+            head, dot, _ = name[len(CALLS_ROOT) :].partition(".")
+            if not is_digest(head) or head == digest(principal):
+                return None  # a name of the caller's choosing (the first to make it), or its own
+            if dot:  # mq9.calls.<digest of a principal>.<...>: that principal's alone
+                return _refused(
+                    "CREATE",
+                    f"{p.quoted(name)} is another agent's: mq9.calls.<digest>.<...> is made "
+                    "only by the agent whose credential's id the digest is of",
+                )
+            deriver = self._deriver(head)
+            if deriver is None or deriver == principal:
+                return None
+            return _refused(
+                "CREATE",
+                f"{p.quoted(name)} is the reply mailbox of a caller named after another agent "
+                "or one of its mailboxes: only that agent makes it",
+            )
+        return _refused(
+            "CREATE",
+            f"{p.quoted(name)} is under '{RESERVED_ROOT}.', where only the names this library "
+            "derives are made (task stores, reply mailboxes, leases, wake rules): give another "
+            "name",
+        )
+
+    def _deriver(self, head: str) -> str | None:
+        """Who a reply mailbox ``mq9.calls.<head>`` is derived from: the principal whose name
+        ``head`` is the digest of, else the owner of the mailbox ``m`` whose digest (or of
+        ``m.calls``) it is, else None."""
+        found = self._principals.get(head)
+        if found is None:
+            known = self.store.known_ids()
+            if len(known) != len(self._principals):  # a credential issued since: read again
+                self._principals = {digest(name): name for name in known}
+                found = self._principals.get(head)
+        if found is not None:
+            return found
+        mailbox = self._digests.get(head) or self._callers.get(head)
+        return self.mailboxes.get(mailbox) if mailbox is not None else None
 
     def _may_send(self, principal: str, address: str) -> bytes | None:
         if not (is_reserved(address) or self._derived(address)):
@@ -359,6 +436,7 @@ class Ownership:
                 await self.store.own_mailbox(address, principal)
                 self.mailboxes[address] = principal
                 self._digests[digest(address)] = address
+                self._callers[digest(address + CALLER_SUFFIX)] = address
         elif (
             verb == p.AGENT_REGISTER
             and isinstance(named, str)
@@ -649,7 +727,10 @@ class Identities:
         refusal = self.ownership.check(principal, command, target, msg.data, named)
         if refusal is not None:
             return refusal
-        answer = await engine.handle(msg.subject, msg.headers, msg.data)
+        headers = msg.headers
+        if command.subject == p.MSG_SEND:  # #70: the message says who sent it, as checked here
+            headers = Vouched(headers, principal)
+        answer = await engine.handle(msg.subject, headers, msg.data)
         try:
             await self.ownership.record(
                 principal, command, target, msg.headers, msg.data, answer, named

@@ -126,6 +126,13 @@ class BaseIdentityStore(ABC):
                     self._closing.add((cid, sha256))  # logged in before this process knew it
             self._credentials = {**before, **credentials}
 
+    def known_ids(self) -> list[str]:
+        """Every credential id this process knows, revoked ones too (one issued again keeps
+        what it owned): the names a broker derives per-owner reserved names from (#70)."""
+        self._look()
+        with self._lock:
+            return list(self._credentials)
+
     def closing(self) -> set[tuple[str, str]]:
         """The (id, sha256) of the secrets revoked or replaced whose live connections are
         still to be closed."""

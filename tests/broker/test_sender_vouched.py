@@ -1,0 +1,416 @@
+"""#70, the broker's part: a sender the broker vouches for, and names made for one agent.
+
+On a ``--credentials`` broker every stored message carries ``mq9-sender: <the agent whose
+credential sent it>``, written by the broker from the subject the request came on; a header of
+that name written by the client (in any case or spacing) is replaced. An open broker removes a
+client's, so on the bundled broker the header always means vouched. Names derived from an
+agent's own name (a waker's failed wakes, reply mailboxes) are made by that agent alone.
+
+In process first (``Identities.handle`` on a real ``BrokerEngine``, as serve.py hands requests
+on after the gate) on each store, the stored header read back after a restart; then over a real
+nats-server with real clients: a second credentialed agent and a raw NATS client writing the
+header themselves, and a dead letter another agent planted, which replay does not send back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import uuid
+
+import nats
+import pytest
+from jetstream_servers import JetStreamCluster
+from nats.aio.msg import Msg
+from raw_nats import socket_request
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9 import protocol as p
+from langchain_mq9.a2a import wire
+from langchain_mq9.broker import Broker, BrokerConfig, BrokerEngine
+from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.identities.ownership import (
+    CALLER_SUFFIX,
+    WAKE_FAILED,
+    Identities,
+    digest,
+)
+from langchain_mq9.broker.identities.store import IdentityStore
+from langchain_mq9.broker.storage import JetStreamStorage, SqliteStorage, Storage
+from langchain_mq9.groups import dead_letters, replay
+from langchain_mq9.protocol.errors import Mq9Error
+
+pytest.importorskip("nkeys")  # the credentials extra
+
+SENDER = p.HEADER_SENDER
+# What a client may write to pass for alice: the header's name as nats-py reads it off the
+# wire (names stripped), in other cases, and beside other headers
+FORGERIES = [
+    {SENDER: "alice"},
+    {"MQ9-Sender": "alice"},
+    {"Mq9-SENDER": "alice", "x-trace": "t1"},
+    {SENDER: "alice", "mq9-key": "k1", "mq9-tags": "a,b"},
+]
+
+
+def senders(header: list[int] | None) -> list[str]:
+    """Every value a message's ``header`` (on the wire, the block's bytes as a list of
+    numbers) gives a name reading as ``mq9-sender``, in any case."""
+    if not header:
+        return []
+    block = p.parse_header_block(bytes(header))
+    return [value for name, value in block.items() if name.strip().lower() == SENDER]
+
+
+# -- in process, on each store -------------------------------------------------------------------
+
+
+class Place:
+    """Where an engine keeps its state, opened again as a restarted broker opens it."""
+
+    def __init__(self, kind: str, tmp_path, jetstream: JetStreamCluster | None) -> None:
+        self.kind, self.path, self.jetstream = kind, tmp_path / "state.sqlite3", jetstream
+        self.stream = f"V{uuid.uuid4().hex[:12]}"
+
+    def open(self) -> Storage | None:
+        if self.kind == "sqlite":
+            return SqliteStorage(self.path)
+        if self.kind == "jetstream":
+            assert self.jetstream is not None
+            return JetStreamStorage(self.jetstream.urls, stream=self.stream)
+        return None  # the engine's own memory
+
+
+class Agents:
+    """Requests as each principal sends them, through ``Identities.handle``."""
+
+    def __init__(self, identities: Identities) -> None:
+        self.identities = identities
+        self.engine = identities.ownership.engine
+
+    async def __call__(self, who: str, subject: str, body=b"", headers=None) -> dict:
+        if isinstance(body, dict):
+            body = p.encode(body)
+        msg = Msg(None, subject=subject, reply=f"_INBOX.{who}.r.1", data=body, headers=headers)  # type: ignore[arg-type]
+        return json.loads(await self.identities.handle(self.engine, msg))
+
+    async def ok(self, who: str, subject: str, body=b"", headers=None) -> dict:
+        answer = await self(who, subject, body, headers)
+        assert answer["error"] == "", answer
+        return answer
+
+
+@pytest.fixture(scope="module")
+def lone_jetstream():
+    with JetStreamCluster(1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("jetstream", marks=pytest.mark.slow)])
+def place(request, tmp_path):
+    servers = request.getfixturevalue("lone_jetstream") if request.param == "jetstream" else None
+    return Place(request.param, tmp_path, servers)
+
+
+@pytest.fixture
+def identity_store(tmp_path):
+    store = IdentityStore(tmp_path / "mq9-identities.sqlite3")
+    for name in ("alice", "bob", "carol"):
+        store.issue(name)
+    yield store
+    store.close()
+
+
+def enforcing(store: IdentityStore, storage: Storage | None = None) -> Agents:
+    engine = BrokerEngine() if storage is None else BrokerEngine(storage=storage)
+    return Agents(Identities(store, engine))
+
+
+async def test_the_sender_is_the_agent_that_sent_whatever_it_wrote(place, identity_store):
+    """bob writes ``mq9-sender: alice`` himself (every spelling): each message says bob, once;
+    alice's own says alice; FETCH and QUERY hand it back, and so does the store after a
+    restart. The other headers are stored as sent."""
+    agents = enforcing(identity_store, place.open())
+    await agents.ok("alice", p.MAILBOX_CREATE, {"name": "agent.alice"})
+    for forged in FORGERIES:
+        await agents.ok("bob", p.MSG_SEND + "agent.alice", b"from bob", forged)
+    await agents.ok("bob", p.MSG_SEND + "agent.alice", b"bare")  # no headers at all
+    await agents.ok("alice", p.MSG_SEND + "agent.alice", b"mine", {SENDER: "bob"})
+
+    def check(messages: list[dict]) -> None:
+        assert [senders(m["header"]) for m in messages] == [["bob"]] * 5 + [["alice"]]
+        forged_with_more = p.parse_header_block(bytes(messages[2]["header"]))
+        assert forged_with_more["x-trace"] == "t1"
+        assert p.parse_header_block(bytes(messages[3]["header"]))["mq9-tags"] == "a,b"
+
+    check((await agents.ok("alice", p.MSG_QUERY + "agent.alice", {}))["messages"])
+    fetched = await agents.ok(
+        "alice", p.MSG_FETCH + "agent.alice", {"deliver": "earliest", "config": {"num_msgs": 10}}
+    )
+    check(fetched["messages"])
+    assert (await agents.ok("alice", p.MSG_QUERY + "agent.alice", {"key": "k1"}))["messages"]
+    agents.engine.storage.close()
+    if place.kind == "memory":
+        return
+    again = enforcing(identity_store, place.open())  # a restarted broker, its state restored
+    try:
+        check((await again.ok("alice", p.MSG_QUERY + "agent.alice", {}))["messages"])
+    finally:
+        again.engine.storage.close()
+        if place.kind == "jetstream":
+            connection = await nats.connect(place.jetstream.urls)
+            await connection.jetstream().delete_stream(place.stream)
+            await connection.close()
+
+
+async def test_a_delayed_message_carries_its_sender_too(identity_store):
+    from langchain_mq9.broker import ManualClock
+
+    clock = ManualClock()
+    agents = Agents(Identities(identity_store, BrokerEngine(clock=clock)))
+    await agents.ok("alice", p.MAILBOX_CREATE, {"name": "agent.alice"})
+    await agents.ok("bob", p.MSG_SEND + "agent.alice", b"later", {"mq9-delay": "1", SENDER: "x"})
+    clock.advance(2)
+    for _ in range(200):  # the delay queue delivers on the engine's next turn
+        found = (await agents.ok("alice", p.MSG_QUERY + "agent.alice", {}))["messages"]
+        if found:
+            break
+        await asyncio.sleep(0.01)
+    assert [senders(m["header"]) for m in found] == [["bob"]]
+
+
+async def test_an_open_broker_stores_no_senders_header(broker):
+    """On an open broker nothing vouches: a client's ``mq9-sender`` is removed, so on the
+    bundled broker the header's presence always means a --credentials broker wrote it."""
+    async with broker.client() as client:
+        await client.mailbox_create(name="open.box")
+        await client.send("open.box", "forged", headers={SENDER: "alice", "x-a": "1"})
+        await client.send("open.box", "plain", headers={"x-a": "2"})
+        kept = await client.query("open.box")
+    assert [m.header for m in kept] == [{"x-a": "1"}, {"x-a": "2"}]
+    for spelling in ("MQ9-SENDER", " mq9-sender"):
+        answer = await broker.engine.handle(
+            p.MSG_SEND + "open.box", {spelling: "alice"}, b"raw"
+        )
+        assert json.loads(answer)["error"] == ""
+    raw = await broker.engine.handle(p.MSG_QUERY + "open.box", None, b"{}")
+    assert [senders(m["header"]) for m in json.loads(raw)["messages"]] == [[]] * 4
+
+
+async def test_a_header_holding_a_line_break_is_refused_in_process():
+    """NATS splits a header block at each CRLF, so only an in-process caller can give one
+    inside a value: stored, it would read back as a header of its choosing."""
+    engine = BrokerEngine()
+    await engine.handle(p.MAILBOX_CREATE, None, p.encode({"name": "box"}))
+    answer = json.loads(
+        await engine.handle(p.MSG_SEND + "box", {"x": "1\r\nmq9-sender: alice"}, b"forged")
+    )
+    assert answer["error"].startswith("SEND refused: header 'x' holds a line break"), answer
+    listed = json.loads(await engine.handle(p.MSG_QUERY + "box", None, b"{}"))
+    assert listed["messages"] == []
+    async with Mq9Client(transport=engine) as client:  # the client refuses it first
+        with pytest.raises(Mq9Error, match="single-line"):
+            await client.send("box", "x", headers={"x": "1\r\nmq9-sender: alice"})
+
+
+# -- names made for one agent --------------------------------------------------------------------
+
+
+def test_the_names_are_the_librarys():
+    """The broker cannot import the library's layers above it: its names held to theirs."""
+    from langchain_mq9.operations import calls
+    from langchain_mq9.wake import rules
+
+    assert WAKE_FAILED == rules.FAILED_ADDRESS
+    assert digest("alice") == wire.digest("alice") == rules.digest("alice")
+    assert CALLER_SUFFIX == ".calls" and '+ ".calls"' in inspect.getsource(calls._caller)
+
+
+
+def _refused(answer: dict, *words: str) -> None:
+    assert answer["error"], answer
+    assert all(word in answer["error"] for word in words), answer
+
+
+async def test_a_wakers_failed_wakes_are_made_by_that_agent_alone(identity_store):
+    agents = enforcing(identity_store)
+    alices = f"{WAKE_FAILED}.{digest('alice')}"
+    for name in (alices, WAKE_FAILED, f"{WAKE_FAILED}.{digest('nobody')}", WAKE_FAILED + ".x"):
+        _refused(await agents("bob", p.MAILBOX_CREATE, {"name": name}), "CREATE refused")
+    _refused(await agents("alice", p.MAILBOX_CREATE, {"name": WAKE_FAILED}), "per agent")
+    # the legitimate use: alice's waker sets a wake aside and lists it; bob may do neither
+    await agents.ok("alice", p.MAILBOX_CREATE, {"name": alices})
+    await agents.ok("alice", p.MSG_SEND + alices, b"a wake that failed")
+    _refused(await agents("bob", p.MSG_SEND + alices, b"forged"), "SEND refused")
+    _refused(await agents("bob", p.MSG_QUERY + alices, {}), "QUERY refused")
+    kept = await agents.ok("alice", p.MSG_QUERY + alices, {})
+    assert [m["payload"] for m in kept["messages"]] == ["a wake that failed"]
+    bobs = f"{WAKE_FAILED}.{digest('bob')}"
+    await agents.ok("bob", p.MAILBOX_CREATE, {"name": bobs})
+
+
+async def test_reply_mailboxes_derived_from_an_agent_are_its_own(identity_store):
+    agents = enforcing(identity_store)
+    await agents.ok("alice", p.MAILBOX_CREATE, {"name": "agent.alice"})
+    # named after alice's credential, her mailbox, or her mailbox's toolkit caller
+    derived = [
+        wire.caller_address("alice"),
+        wire.caller_address("agent.alice"),
+        wire.caller_address("agent.alice.calls"),
+    ]
+    tenants = [f"{wire.CALLS_ROOT}{digest('alice')}.{t}" for t in ("t1", "gateway.bob")]
+    for name in derived + tenants:
+        _refused(await agents("bob", p.MAILBOX_CREATE, {"name": name}), "CREATE refused")
+    # a credential issued while the broker runs: its names are its own at once
+    identity_store.issue("dave")
+    _refused(
+        await agents("bob", p.MAILBOX_CREATE, {"name": wire.caller_address("dave")}),
+        "another agent",
+    )
+    await agents.ok("dave", p.MAILBOX_CREATE, {"name": wire.caller_address("dave")})
+    # a mailbox made later makes the names derived from it its owner's from then on
+    await agents.ok("carol", p.MAILBOX_CREATE, {"name": "agent.carol"})
+    _refused(
+        await agents("bob", p.MAILBOX_CREATE, {"name": wire.caller_address("agent.carol.calls")}),
+        "CREATE refused",
+    )
+    # the legitimate use: alice makes each of them, and calls with one
+    for name in derived + tenants:
+        await agents.ok("alice", p.MAILBOX_CREATE, {"name": name})
+    await agents.ok("bob", p.MAILBOX_CREATE, {"name": "agent.bob"})
+    reply = derived[2]
+    await agents.ok("alice", p.MSG_SEND + "agent.bob", b"do it", {wire.HEADER_REPLY_TO: reply})
+    await agents.ok("bob", p.MSG_SEND + reply, b"done")
+    _refused(await agents("carol", p.MSG_SEND + reply, b"forged"), "SEND refused")
+    # carol naming alice's reply mailbox in a call to herself grants herself nothing
+    await agents.ok("carol", p.MSG_SEND + "agent.carol", b"x", {wire.HEADER_REPLY_TO: reply})
+    _refused(await agents("carol", p.MSG_SEND + reply, b"forged"), "SEND refused")
+    got = await agents.ok("alice", p.MSG_QUERY + reply, {})
+    assert [(m["payload"], senders(m["header"])) for m in got["messages"]] == [("done", ["bob"])]
+
+
+async def test_other_reply_mailboxes_are_the_first_makers_and_nothing_else_is_made(
+    identity_store,
+):
+    agents = enforcing(identity_store)
+    # names no agent's: a pinned caller name, a random one (the first to make it owns it)
+    for name in (wire.caller_address("billing-caller"), wire.CALLS_ROOT + wire.new_id()):
+        await agents.ok("bob", p.MAILBOX_CREATE, {"name": name})
+        _refused(await agents("alice", p.MAILBOX_CREATE, {"name": name}), "another agent")
+    await agents.ok("bob", p.MAILBOX_CREATE, {"name": "mq9.wake.index"})
+    await agents.ok("alice", p.MSG_SEND + "mq9.wake.index", b"a digest")
+    # what the library never derives under its reserved root is made by nobody
+    for name in ("mq9", "mq9.mine", "mq9.wake.other", "mq9.calls"):
+        _refused(await agents("alice", p.MAILBOX_CREATE, {"name": name}), "CREATE refused")
+
+
+# -- over a real nats-server, real clients -------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def credentialed(request, tmp_path):
+    """``mq9-dev-broker --credentials`` started from Python on a nats-server of its own, on
+    the store named; alice, mallory and bob's credentials."""
+    data = tmp_path / "state.sqlite3" if request.param == "sqlite" else None
+    config = BrokerConfig(port=free_port(), credentials=tmp_path, data=data, search=False)
+    async with Broker(config, say=lambda _: None) as broker:
+        issued = {name: await broker.issue(name) for name in ("alice", "mallory", "bob")}
+        yield broker, issued
+
+
+@pytest.mark.slow
+async def test_a_second_agent_and_a_raw_client_cannot_pass_for_alice(credentialed):
+    broker, issued = credentialed
+    url = broker.url
+    async with Mq9Client(url, credential=issued["alice"]) as alice, Mq9Client(
+        url, credential=issued["mallory"]
+    ) as mallory:
+        await alice.mailbox_create(name="agent.alice")
+        await mallory.send("agent.alice", "client", headers={SENDER: "alice"})
+        # a raw nats-py client with mallory's credential, the header in two spellings
+        raw = await nats.connect(
+            url.replace("nats://", f"nats://{issued['mallory']}@", 1),
+            inbox_prefix=b"_INBOX.mallory",
+        )
+        try:
+            answer = await raw.request(
+                "$mq9.U.mallory.AI.MSG.SEND.agent.alice",
+                b"raw",
+                timeout=10,
+                headers={SENDER: "alice", "MQ9-SENDER": "alice"},
+            )
+            assert json.loads(answer.data)["error"] == ""
+        finally:
+            await raw.close()
+        # bytes nats-py would not write: the name spaced out, the header twice
+        block = b"NATS/1.0\r\n  mq9-sender  :alice\r\nmq9-sender: alice\r\n\r\n"
+        data = await asyncio.to_thread(
+            socket_request,
+            url,
+            b"$mq9.U.mallory.AI.MSG.SEND.agent.alice",
+            b"socket",
+            block,
+            login=issued["mallory"],
+        )
+        assert data is not None and json.loads(data)["error"] == ""
+        await alice.send("agent.alice", "mine", headers={SENDER: "mallory"})
+        kept = await alice.query("agent.alice")
+        assert [(m.payload, m.header) for m in kept] == [
+            (b"client", {SENDER: "mallory"}),
+            (b"raw", {SENDER: "mallory"}),
+            (b"socket", {SENDER: "mallory"}),
+            (b"mine", {SENDER: "alice"}),
+        ]
+        fetched = await alice.fetch(
+            "agent.alice", group_name="readers", deliver="earliest", num_msgs=10
+        )
+        assert [m.header[SENDER] for m in fetched] == ["mallory"] * 3 + ["alice"]
+
+
+@pytest.mark.slow
+async def test_replay_sends_back_only_what_its_own_agent_set_aside(credentialed):
+    """A dead-letter mailbox named by the reader is an ordinary mailbox any agent may SEND
+    to: mallory plants a dead letter of alice's mailbox in it, carrying her reply address.
+    Replayed, it would reach alice's agent as sent by alice; it is skipped, and alice's own
+    dead letter goes back with her name."""
+    broker, issued = credentialed
+    url = broker.url
+    async with Mq9Client(url, credential=issued["alice"]) as alice, Mq9Client(
+        url, credential=issued["mallory"]
+    ) as mallory, Mq9Client(url, credential=issued["bob"]) as bob:
+        assert alice.principal == "alice"
+        await alice.mailbox_create(name="agent.alice")
+        await alice.mailbox_create(name="alice.failures")
+        await bob.send("agent.alice", "bob's request", headers={"x-trace": "t"})
+        [original] = await alice.fetch("agent.alice", group_name="workers", deliver="earliest")
+        await dead_letters.store(
+            alice, "alice.failures", original, mailbox="agent.alice", group="workers",
+            attempts=8, reason="failed",
+        )  # fmt: skip
+        about = {
+            "mailbox": "agent.alice", "group": "workers", "msg_id": 0, "create_time": 0,
+            "key": None, "attempts": 8, "reason": "planted",
+        }  # fmt: skip
+        await mallory.send(
+            "alice.failures",
+            "mallory's request",
+            headers={
+                dead_letters.DEAD_LETTER_HEADER: json.dumps(about),
+                wire.HEADER_REPLY_TO: wire.caller_address("mallory"),
+                SENDER: "alice",
+            },
+        )
+        [mine, planted] = await alice.query("alice.failures")
+        letter = dead_letters.DeadLetter.read(mine)
+        assert (mine.header[SENDER], letter.sender, letter.header) == (
+            "alice", "bob", {"x-trace": "t"}
+        )
+        assert planted.header[SENDER] == "mallory"
+        done = await replay(alice, "alice.failures", mailbox="agent.alice")
+        assert len(done.sent) == 1 and list(done.skipped) == [planted.msg_id], done
+        assert "written by the agent 'mallory'" in done.skipped[planted.msg_id]
+        back = (await alice.query("agent.alice"))[-1]
+        assert (back.payload, back.header) == (
+            b"bob's request", {"x-trace": "t", SENDER: "alice"}
+        )
