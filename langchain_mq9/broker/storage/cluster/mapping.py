@@ -1,0 +1,155 @@
+"""Where the cluster store keeps what: the subjects, buckets, headers and bytes of its layout
+(docs/broker.md, "The JetStream store kept in the cluster").
+
+Pure functions and one frozen ``Layout``: no I/O, so the mapping is read and tested on its own.
+A mailbox, a key, a tag part, a group and an agent name each become one subject token, the
+first 32 hex digits of their SHA-256 (the digest the waker names mailboxes by): any name, with
+dots, spaces or 3,800 characters, is one token, and a subject never carries a user's text.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import hashlib
+import json
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ....protocol import Priority
+
+DEFAULT_NAME = "MQ9_STATE"
+NO_KEY = "-"  # a message without a key: its subject's last token
+TOKEN_DIGITS = 32
+
+# Headers the store writes (never the SEND's own, which travel in the data: a SEND's
+# Nats-Msg-Id or Nats-Expected-* must not steer JetStream)
+EXPIRE_AT = "Mq9-Expire-At"  # the message TTL's second (RobustMQ's expire_at)
+SCHEDULER = "Nats-Scheduler"  # on a message the server wrote from a schedule: no expire_at
+
+_FRAME = struct.Struct(">I")  # the length of the SEND's header block, before it
+
+
+def token(text: str) -> str:
+    """One subject token for ``text``: 32 hex digits of its SHA-256."""
+    return hashlib.sha256(text.encode()).hexdigest()[:TOKEN_DIGITS]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The names of one store's stream and buckets, from ``--stream`` (``name``)."""
+
+    name: str = DEFAULT_NAME
+
+    @property
+    def messages(self) -> str:
+        return f"{self.name}_MSGS"
+
+    @property
+    def prefix(self) -> str:
+        return f"mq9.{self.name}"
+
+    @property
+    def mailboxes(self) -> str:
+        return f"{self.name}_MAILBOXES"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.name}_GROUPS"
+
+    @property
+    def agents(self) -> str:
+        return f"{self.name}_AGENTS"
+
+    @property
+    def buckets(self) -> tuple[str, ...]:
+        return (self.mailboxes, self.groups, self.agents)
+
+    # -- the messages stream -------------------------------------------------------------
+
+    @property
+    def message_subjects(self) -> list[str]:
+        return [f"{self.prefix}.m.>", f"{self.prefix}.d.>"]
+
+    def message_subject(self, mailbox: str, priority: Priority, key: str | None) -> str:
+        key_token = NO_KEY if key is None else token(key)
+        return f"{self.prefix}.m.{token(mailbox)}.{priority.value}.{key_token}"
+
+    def mailbox_filter(self, mailbox: str) -> str:
+        """Every message of ``mailbox``, any priority, any key."""
+        return f"{self.prefix}.m.{token(mailbox)}.>"
+
+    def lane_filter(self, mailbox: str, priority: Priority) -> str:
+        return f"{self.prefix}.m.{token(mailbox)}.{priority.value}.*"
+
+    def key_filter(self, mailbox: str, key: str) -> str:
+        """``mailbox``'s messages with ``key``, of any priority."""
+        return f"{self.prefix}.m.{token(mailbox)}.*.{token(key)}"
+
+    def schedule_subject(self, mailbox: str, schedule_id: str) -> str:
+        """A delayed message's own subject (one schedule a subject)."""
+        return f"{self.prefix}.d.{token(mailbox)}.{schedule_id}"
+
+    def is_message_of(self, subject: str, mailbox: str) -> bool:
+        return subject.startswith(f"{self.prefix}.m.{token(mailbox)}.")
+
+    # -- the buckets' keys ---------------------------------------------------------------
+
+    def kv_subject(self, bucket: str, key: str) -> str:
+        return f"$KV.{bucket}.{key}"
+
+    @staticmethod
+    def position_key(group: str, mailbox: str) -> str:
+        return f"{token(group)}.{token(mailbox)}"
+
+    @staticmethod
+    def marker_key(group: str) -> str:
+        """Present once ``group`` committed on any mailbox (RobustMQ looks groups up by name)."""
+        return f"{token(group)}._"
+
+
+def priority_of(subject: str) -> Priority:
+    """The priority a message subject names (its next-to-last token)."""
+    return Priority(subject.rsplit(".", 2)[1])
+
+
+def frame(header: bytes | None, payload: bytes) -> bytes:
+    """A stored message's data: the SEND's header block (its length first) and the payload."""
+    block = header or b""
+    return _FRAME.pack(len(block)) + block + payload
+
+
+def unframe(data: bytes) -> tuple[bytes | None, bytes]:
+    """``frame``'s header block (None when the SEND had none) and payload; ValueError when
+    ``data`` is not a frame."""
+    if len(data) < _FRAME.size:
+        raise ValueError("a stored message shorter than its frame")
+    (size,) = _FRAME.unpack_from(data)
+    end = _FRAME.size + size
+    if end > len(data):
+        raise ValueError("a stored message's header block runs past its data")
+    return (data[_FRAME.size : end] or None), data[end:]
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_of(stamp: str) -> int:
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
+
+
+def stamp_second(stamp: str) -> int:
+    """Whole seconds since the epoch of a JetStream timestamp (``2026-11-25T14:50:07.99Z``)."""
+    return _second_of(stamp[:19])
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    """A bucket's JSON value; ValueError when it is not an object."""
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("a bucket value that is no JSON object")
+    return value

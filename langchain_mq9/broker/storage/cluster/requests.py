@@ -1,0 +1,204 @@
+"""The JetStream requests the cluster store makes, on one NATS connection: reads from a
+stream's leader (``STREAM.MSG.GET``: current), batched direct gets (any replica at least as
+new as ``min_last_seq``; nats-py has none, so the request is sent here and its answers read
+up to the ``204 EOB`` status message), and publishes that expect a subject's last sequence.
+
+Every request has one deadline; a failure is a ``StorageError`` in words, never nats-py's
+exception, so the engine answers it as any store's failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..base import StorageError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+    from nats.aio.msg import Msg
+
+NOT_FOUND = 10037  # JetStream's "no message found"
+WRONG_LAST_SEQUENCE = 10071  # an expected last (subject) sequence that is not the last
+_STATUS = "Status"
+_HEADER_LINE = b"NATS/1.0"
+
+
+@dataclass
+class StoredEntry:
+    """One message of a stream as a read returned it."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    time: str = ""  # JetStream's timestamp, RFC 3339 in UTC
+
+
+@dataclass
+class Batch:
+    """A batched direct get's messages, oldest first, and how many more match after them."""
+
+    entries: list[StoredEntry]
+    pending: int
+
+
+class JetStreamError(StorageError):
+    """A JetStream API error: ``code`` (HTTP-like) and ``err_code`` (JetStream's own)."""
+
+    def __init__(self, text: str, code: int = 0, err_code: int = 0) -> None:
+        super().__init__(text)
+        self.code, self.err_code = code, err_code
+
+
+def parse_headers(block: bytes) -> dict[str, str]:
+    """A raw NATS header block (``NATS/1.0\\r\\nName: value\\r\\n...``) as a dict."""
+    headers: dict[str, str] = {}
+    for line in block.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon:
+            headers[name.decode(errors="replace").strip()] = value.decode(errors="replace").strip()
+    return headers
+
+
+class Requests:
+    """The store's JetStream requests on ``connection`` (opened and closed by its owner)."""
+
+    def __init__(self, connection: NatsClient, *, timeout: float) -> None:
+        self.connection, self.timeout = connection, timeout
+        self._inbox = connection.new_inbox()
+        self._waiting: dict[str, asyncio.Queue[Msg]] = {}
+        self._numbers = itertools.count()
+        self._subscription: Any = None
+
+    async def start(self) -> None:
+        # One subscription for every batched read: a read's answers come to an inbox below it
+        self._subscription = await self.connection.subscribe(f"{self._inbox}.*", cb=self._route)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            await subscription.unsubscribe()
+
+    async def _route(self, message: Msg) -> None:
+        queue = self._waiting.get(message.subject)
+        if queue is not None:  # a read given up on: its late answers are dropped
+            queue.put_nowait(message)
+
+    # -- the API ---------------------------------------------------------------------------
+
+    async def api(self, subject: str, request: Mapping[str, Any] | None) -> dict[str, Any]:
+        """A JetStream API request's answer; ``JetStreamError`` when it says an error."""
+        body = b"" if request is None else json.dumps(request).encode()
+        try:
+            reply = await self.connection.request(f"$JS.API.{subject}", body, timeout=self.timeout)
+        except Exception as exc:  # nats-py: timeouts, no responders, a closed connection
+            text = str(exc) or type(exc).__name__
+            raise StorageError(f"JetStream did not answer {subject}: {text}") from None
+        answer = json.loads(reply.data)
+        error = answer.get("error")
+        if error:
+            raise JetStreamError(
+                f"JetStream refused {subject}: {error.get('description', error)}",
+                int(error.get("code", 0)),
+                int(error.get("err_code", 0)),
+            )
+        return answer  # type: ignore[no-any-return]
+
+    async def leader_get(
+        self, stream: str, *, seq: int | None = None, last_by_subject: str | None = None
+    ) -> StoredEntry | None:
+        """One message read by the stream's leader (current): by sequence or the last on a
+        subject (wildcards allowed); None when there is none."""
+        request: dict[str, Any] = {}
+        if seq is not None:
+            request["seq"] = seq
+        if last_by_subject is not None:
+            request["last_by_subj"] = last_by_subject
+        try:
+            answer = await self.api(f"STREAM.MSG.GET.{stream}", request)
+        except JetStreamError as exc:
+            if exc.err_code == NOT_FOUND or exc.code == 404:
+                return None
+            raise
+        message = answer["message"]
+        raw = base64.b64decode(message["hdrs"]) if message.get("hdrs") else b""
+        return StoredEntry(
+            seq=int(message["seq"]),
+            subject=message["subject"],
+            data=base64.b64decode(message.get("data") or ""),
+            headers=parse_headers(raw) if raw.startswith(_HEADER_LINE) else {},
+            time=message.get("time", ""),
+        )
+
+    async def direct_batch(self, stream: str, request: Mapping[str, Any]) -> Batch:
+        """A batched direct get (``batch``, ``next_by_subj`` or ``multi_last``, ``seq``,
+        ``min_last_seq``, ``max_bytes``): the messages it returned, up to its end."""
+        inbox = f"{self._inbox}.{next(self._numbers)}"
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._waiting[inbox] = queue
+        entries: list[StoredEntry] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.connection.publish(
+                    f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox
+                )
+                while True:
+                    message = await queue.get()
+                    headers = dict(message.headers or {})
+                    status = headers.get(_STATUS)
+                    if status is None:
+                        entries.append(_entry(message, headers))
+                        continue
+                    if status == "204":  # the end of the batch
+                        return Batch(entries, int(headers.get("Nats-Num-Pending") or 0))
+                    if status == "404":  # nothing matched
+                        return Batch(entries, 0)
+                    text = headers.get("Description") or status
+                    refused = f"JetStream refused a read of {stream}: {text}"
+                    raise JetStreamError(refused, int(status))
+        except TimeoutError:
+            raise StorageError(
+                f"JetStream did not answer a read of {stream} within {self.timeout:g} s"
+            ) from None
+        finally:
+            del self._waiting[inbox]
+
+    async def publish(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> int:
+        """Store ``data`` on ``subject``; its stream sequence. ``JetStreamError`` with
+        ``WRONG_LAST_SEQUENCE`` when an expected sequence was not the last."""
+        try:
+            reply = await self.connection.request(
+                subject, data, timeout=self.timeout, headers=headers
+            )
+        except Exception as exc:
+            text = str(exc) or type(exc).__name__
+            raise StorageError(f"JetStream did not acknowledge a write: {text}") from None
+        answer = json.loads(reply.data) if reply.data else {}
+        error = answer.get("error")
+        if error:
+            raise JetStreamError(
+                f"JetStream refused a write: {error.get('description', error)}",
+                int(error.get("code", 0)),
+                int(error.get("err_code", 0)),
+            )
+        if "seq" not in answer:
+            raise StorageError(f"JetStream's answer to a write holds no sequence: {answer}")
+        return int(answer["seq"])
+
+
+def _entry(message: Msg, headers: dict[str, str]) -> StoredEntry:
+    return StoredEntry(
+        seq=int(headers.get("Nats-Sequence") or 0),
+        subject=headers.get("Nats-Subject", ""),
+        data=message.data,
+        headers=headers,
+        time=headers.get("Nats-Time-Stamp", ""),
+    )
