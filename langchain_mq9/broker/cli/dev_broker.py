@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -51,6 +52,10 @@ log = logging.getLogger("langchain_mq9.broker")
 # this long each time it wakes (Python's default is longer): other clients' requests stay quick
 SWITCH_INTERVAL = 0.0001  # seconds
 DEFAULTS = BrokerConfig()
+CONSOLE_DEFAULT = "127.0.0.1:0"  # --console alone: loopback, a free port (printed)
+CONSOLE_START_SECONDS = 120.0  # a cold interpreter importing starlette on a busy machine
+CONSOLE_STOP_SECONDS = 10.0
+_PASSING: set[asyncio.Future[None]] = set()  # the console's lines being passed on
 # What stops a start, said in one line (redacted: a cluster's URLs carry the broker's login)
 ERRORS = (StartupError, ClusterError, StorageError, semantic.ModelError, CredentialError)
 
@@ -222,9 +227,31 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--console",
+        nargs="?",
+        const=CONSOLE_DEFAULT,
+        metavar="[HOST:]PORT",
+        help="also serve the web console for this broker (`mq9 console`, the console extra) "
+        "at HOST:PORT (default: loopback, a free port; port 0 picks one); it prints where, "
+        "and the token to enter. On a --credentials broker it logs in with "
+        "--console-credential-file or $MQ9_CREDENTIAL (docs/console.md)",
+    )
+    parser.add_argument(
+        "--calls",
+        action="append",
+        default=[],
+        metavar="MAILBOX",
+        help="a caller's reply mailbox whose calls the console shows (repeatable; --console)",
+    )
+    parser.add_argument(
+        "--console-allow-writes",
         action="store_true",
-        help="also serve the web console for this broker (`mq9 console`, the console extra), "
-        "on loopback; it prints where, and the token to enter (docs/console.md)",
+        help="let the console replay, delete, ack, set aside and answer calls (--console)",
+    )
+    parser.add_argument(
+        "--console-credential-file",
+        metavar="FILE",
+        help="the mq9 credential the console logs in with on a --credentials broker "
+        "(else $MQ9_CREDENTIAL or $MQ9_CREDENTIAL_FILE)",
     )
     parser.add_argument(
         "--no-search",
@@ -273,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_of(args)
         sys.setswitchinterval(SWITCH_INTERVAL)
-        return asyncio.run(_run(config, console=args.console))
+        console = _console_command(args, config) if args.console is not None else None
+        return asyncio.run(_run(config, console=console))
     except ERRORS as exc:
         print(f"mq9-dev-broker: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
@@ -281,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-async def _run(config: BrokerConfig, *, console: bool) -> int:
+async def _run(config: BrokerConfig, *, console: list[str] | None) -> int:
     stop = _stop_on_signals()
     async with Broker(config, say=_say) as broker:
         if config.store != "jetstream":
@@ -290,13 +318,15 @@ async def _run(config: BrokerConfig, *, console: bool) -> int:
             # loop too) no longer walk it.
             gc.freeze()
         assert broker.url is not None  # (set by start)
-        shell = _start_console(broker.url) if console else None  # docs/console.md
+        shell = None
+        if console is not None:  # docs/console.md
+            shell = await _start_console([*console[:4], broker.url, *console[4:]])
         try:
             await broker.serve(until=stop)
             log.info("stopping")
         finally:
             if shell is not None:
-                shell.terminate()
+                await _stop_console(shell)
     print("mq9 dev broker stopped", file=sys.stderr, flush=True)
     return 0
 
@@ -314,10 +344,72 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def _start_console(url: str) -> subprocess.Popen[bytes]:
-    """``mq9 console`` for the broker at ``url`` (docs/console.md), in a process of its own
-    that ends with the broker."""
-    return subprocess.Popen([sys.executable, "-m", "mq9_cli", "--server", url, "console"])
+def _console_command(args: argparse.Namespace, config: BrokerConfig) -> list[str]:
+    """``mq9 console``'s command line for ``--console [HOST:]PORT`` and its options (the
+    broker's URL goes after ``--server`` once known); refused in one line when it could not
+    log in."""
+    host, _, port = str(args.console).rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise StartupError(f"--console {args.console!r}: give [HOST:]PORT, e.g. 127.0.0.1:8780")
+    host = host or "127.0.0.1"
+    login = []
+    if args.console_credential_file:
+        login = ["--credential-file", args.console_credential_file]
+    elif config.credentials and not (
+        os.environ.get("MQ9_CREDENTIAL") or os.environ.get("MQ9_CREDENTIAL_FILE")
+    ):
+        raise StartupError(
+            "--console on a --credentials broker needs the console's own credential: "
+            "--console-credential-file FILE or $MQ9_CREDENTIAL (issue one with "
+            "`mq9-dev-broker credentials issue NAME --data DIR`); it shows what that "
+            "credential may read"
+        )
+    command = [sys.executable, "-m", "mq9_cli", "--server", *login]
+    command += ["console", "--host", host.strip("[]"), "--port", port]
+    command += [f"--calls={mailbox}" for mailbox in args.calls]
+    return command + (["--allow-writes"] if args.console_allow_writes else [])
+
+
+async def _start_console(command: list[str]) -> asyncio.subprocess.Process:
+    """``mq9 console`` (docs/console.md) in a process of its own that ends with the broker:
+    its lines are passed on; if it stops before it serves, so does the broker, saying why."""
+    shell = await asyncio.create_subprocess_exec(
+        *command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert shell.stderr is not None
+    said = ""
+    try:
+        async with asyncio.timeout(CONSOLE_START_SECONDS):  # a hang guard
+            while line := (await shell.stderr.readline()).decode(errors="replace"):
+                print(line, end="", file=sys.stderr, flush=True)
+                said = line.strip() or said
+                if line.startswith("mq9 console on "):
+                    break
+    except TimeoutError:
+        said = f"it did not say where it serves within {CONSOLE_START_SECONDS:.0f} s"
+    if shell.returncode is not None or not said.startswith("mq9 console on"):
+        await _stop_console(shell)
+        raise StartupError(f"the console did not start: {said.removeprefix('mq9: ')}")
+    shell_lines = asyncio.ensure_future(_pass_on(shell.stderr))
+    _PASSING.add(shell_lines)
+    shell_lines.add_done_callback(_PASSING.discard)
+    return shell
+
+
+async def _pass_on(stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        print(line.decode(errors="replace"), end="", file=sys.stderr, flush=True)
+
+
+async def _stop_console(shell: asyncio.subprocess.Process) -> None:
+    """The console stopped and reaped (no zombie): asked first, then killed."""
+    if shell.returncode is None:
+        shell.terminate()
+        try:
+            await asyncio.wait_for(shell.wait(), CONSOLE_STOP_SECONDS)
+        except TimeoutError:
+            shell.kill()
+    await shell.wait()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,160 @@
+"""The console on each deployment docs/deploy.md describes, started as an operator starts it:
+``mq9-dev-broker --console`` on the memory, SQLite and JetStream stores, and on a
+``--credentials`` broker with two tenants, where it sees what its credential may see and lists
+the rest as not its own (never a failed page). Each refusal is one line; nothing outlives the
+broker."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from console_world import TOKEN
+from credentials_support import issue
+from devbroker_helpers import DevBroker
+from jetstream_servers import JetStreamCluster, wait_serving
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker.cluster.servers import free_port
+
+pytestmark = pytest.mark.slow
+WAIT = 120.0  # seconds: a hang guard on a busy machine, never a timing assertion
+BEARER = {"authorization": f"Bearer {TOKEN}"}
+CONSOLE_LINE = re.compile(r"mq9 console on (http://\S+)/login")
+
+
+def console_url(broker: DevBroker) -> str:
+    """Where the broker's console serves, as it printed (it picked a free port)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        for line in broker.stderr:
+            if found := CONSOLE_LINE.search(line):
+                return found[1]
+        assert broker.process.poll() is None and time.monotonic() < deadline, broker.output()
+        time.sleep(0.1)
+
+
+def listening(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def stopped_with_its_console(broker: DevBroker, url: str) -> None:
+    assert broker.stop() == 0, broker.output()
+    deadline = time.monotonic() + 60
+    while listening(url):  # the console ends with the broker, reaped
+        assert time.monotonic() < deadline, "the console outlived the broker"
+        time.sleep(0.2)
+
+
+async def register(url: str, name: str) -> None:
+    async with Mq9Client(url, request_timeout=60) as client:
+        await client.mailbox_create(name=name)
+        await client.agent_register({"name": name, "capabilities": "does things", "mailbox": name})
+        await client.send(name, "hello \u202eexe.txt")
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "MQ9_CONSOLE_TOKEN": TOKEN, **extra}
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite", "jetstream"])
+def test_the_dev_broker_serves_its_console_on_every_store(store, tmp_path):
+    options = ["--console", "--calls", "human.calls", "--console-allow-writes"]
+    servers = None
+    if store == "sqlite":
+        options += ["--data", str(tmp_path / "data")]
+    if store == "jetstream":
+        servers = JetStreamCluster(1).__enter__()
+        stream = f"CON{uuid.uuid4().hex[:10]}"
+        options += ["--nats", servers.urls[0], "--store", "jetstream", "--stream", stream]
+    else:
+        options += ["--port", str(free_port())]
+    try:
+        with DevBroker(*options, env=env_with()) as broker:
+            if store == "jetstream":
+                wait_serving(broker)
+            url = console_url(broker)
+            assert url.startswith("http://127.0.0.1:") and not url.endswith(":8780")
+            assert broker.url is not None
+            asyncio.run(register(broker.url, "agent.worker"))
+            page = httpx.get(f"{url}/mailboxes", headers=BEARER, timeout=WAIT)
+            assert page.status_code == 200 and "agent.worker" in page.text
+            assert "\\u202e" in httpx.get(f"{url}/mailboxes/agent.worker", headers=BEARER,
+                                          timeout=WAIT).text
+            calls = httpx.get(f"{url}/api/calls", headers=BEARER, timeout=WAIT).json()
+            assert [c["reply"] for c in calls["callers"]] == ["human.calls"]
+            assert httpx.get(f"{url}/api/agents", timeout=WAIT).status_code == 401
+            stopped_with_its_console(broker, url)
+    finally:
+        if servers is not None:
+            servers.__exit__(None, None, None)
+
+
+def test_a_console_that_cannot_start_stops_the_broker_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = DevBroker(
+            "--port", str(free_port()), "--console", f"127.0.0.1:{port}", env=env_with(),
+            wait=False,
+        )
+        with broker:
+            assert broker.wait_exit(WAIT) == 1
+            said = [line for line in broker.stderr if line.startswith("mq9-dev-broker: error")]
+            assert len(said) == 1 and "the console did not start" in said[0], broker.output()
+            assert "Address already in use" in said[0] and "Traceback" not in broker.output()
+            assert "pick another --port" not in broker.output()
+    bad = DevBroker("--port", str(free_port()), "--console", "nowhere", wait=False)
+    with bad:
+        assert bad.wait_exit(WAIT) == 1
+        assert any("--console 'nowhere': give [HOST:]PORT" in line for line in bad.stderr)
+
+
+def test_on_a_credentialed_broker_the_console_shows_what_its_credential_may_see(
+    tmp_path: Path,
+):
+    data = tmp_path / "data"
+    credentials = issue(data, "ops", "tenant2")
+    options = ["--credentials", "--data", str(data), "--port", str(free_port())]
+    # without a credential of its own the console would be refused at every request
+    with DevBroker(*options, "--console", env=env_with(), wait=False) as refused:
+        assert refused.wait_exit(WAIT) == 1
+        assert any("needs the console's own credential" in line for line in refused.stderr), (
+            refused.output()
+        )
+    env = env_with(MQ9_CREDENTIAL=credentials["ops"])
+    with DevBroker(*options, "--console", env=env) as broker:
+        url = console_url(broker)
+        assert broker.url is not None
+
+        def as_agent(name: str) -> str:
+            return broker.url.replace("nats://", f"nats://{credentials[name]}@", 1)
+
+        asyncio.run(register(as_agent("ops"), "agent.ops"))
+        asyncio.run(register(as_agent("tenant2"), "agent.tenant2"))
+        page = httpx.get(f"{url}/mailboxes", headers=BEARER, timeout=WAIT)
+        assert page.status_code == 200, page.text
+        ours = re.search(r'<a href="/mailboxes/agent.ops">agent.ops</a></td>\s*<td[^>]*>(\d+)',
+                         page.text)
+        assert ours and ours[1] == "1", page.text
+        theirs = page.text.split("agent.tenant2", 1)[1].split("</tr>", 1)[0]
+        assert "not this console's to read" in theirs and "belongs to another agent" in theirs
+        one = httpx.get(f"{url}/mailboxes/agent.tenant2", headers=BEARER, timeout=WAIT)
+        assert one.status_code == 400 and "belongs to another agent" in one.text
+        assert "Traceback" not in one.text
+        # the credential given in the environment opens the login page too
+        login = httpx.post(f"{url}/login", data={"token": credentials["ops"]}, timeout=WAIT)
+        assert login.status_code == 303
+        stopped_with_its_console(broker, url)
