@@ -30,6 +30,9 @@ from test_hostile_requests_credentialed import (
     test_a_reply_aimed_at_another_inbox_is_dropped_unanswered as reply_aimed_elsewhere,
 )
 from test_hostile_requests_credentialed import (
+    test_a_second_agent_cannot_pass_for_another_as_the_sender as sender_forged,
+)
+from test_hostile_requests_credentialed import (
     test_a_wrong_or_missing_credential_is_refused_at_login as refused_login,
 )
 from test_hostile_requests_credentialed import (
@@ -40,6 +43,9 @@ from test_hostile_requests_credentialed import (
 )
 from test_hostile_requests_credentialed import (
     test_forging_into_a_reply_mailbox_or_task_store_is_refused as forging_attack,
+)
+from test_hostile_requests_credentialed import (
+    test_names_derived_from_another_agent_cannot_be_made_first as derived_names_attack,
 )
 from test_hostile_requests_credentialed import (
     test_publishing_as_another_agent_is_denied_by_nats_server as publish_as_another,
@@ -136,6 +142,8 @@ async def test_a_wrong_or_missing_credential_is_refused_at_login(deployment, log
         mailbox_attack,
         forging_attack,
         card_attack,
+        sender_forged,
+        derived_names_attack,
         publish_as_another,
         reply_aimed_elsewhere,
         plain_request,

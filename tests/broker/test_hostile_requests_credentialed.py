@@ -20,7 +20,7 @@ from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
-from langchain_mq9.broker.identities.ownership import MARKER
+from langchain_mq9.broker.identities.ownership import MARKER, WAKE_FAILED, digest
 from langchain_mq9.broker.identities.store import IdentityStore, identities_file
 from langchain_mq9.client.nats_guard import flush_in_order
 from langchain_mq9.groups import dead_letters, leases
@@ -144,6 +144,46 @@ async def test_forging_into_a_reply_mailbox_or_task_store_is_refused(enforcing):
         _refused(await ask(alice, "alice", p.MSG_FETCH + reply, {}), "FETCH refused")
     finally:
         await asyncio.gather(alice.close(), bob.close(), carol.close())
+
+
+async def test_a_second_agent_cannot_pass_for_another_as_the_sender(enforcing):
+    """#70: bob writes ``mq9-sender: alice`` himself, in two spellings; the broker writes bob,
+    once, and alice's own message says alice whatever she wrote."""
+    alice, bob = await enforcing.agent("alice"), await enforcing.agent("bob")
+    try:
+        await ok(alice, "alice", p.MAILBOX_CREATE, {"name": "s70.inbox"})
+        forged = {p.HEADER_SENDER: "alice", "MQ9-Sender": "alice", "x-note": "n"}
+        await ok(bob, "bob", p.MSG_SEND + "s70.inbox", b"from bob", headers=forged)
+        mine = {p.HEADER_SENDER: "bob"}
+        await ok(alice, "alice", p.MSG_SEND + "s70.inbox", b"from alice", headers=mine)
+        found = (await ok(alice, "alice", p.MSG_QUERY + "s70.inbox", {}))["messages"]
+        assert [(m["payload"], p.parse_header_block(bytes(m["header"]))) for m in found] == [
+            ("from bob", {"x-note": "n", p.HEADER_SENDER: "bob"}),
+            ("from alice", {p.HEADER_SENDER: "alice"}),
+        ]
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
+
+
+async def test_names_derived_from_another_agent_cannot_be_made_first(enforcing):
+    """#70: bob takes neither alice's failed-wakes mailbox nor her reply mailboxes (named
+    after her id, or a gateway's per-tenant form) before her; nobody takes the plain
+    ``mq9.wake.failed``; alice makes and uses hers."""
+    alice, bob = await enforcing.agent("alice"), await enforcing.agent("bob")
+    try:
+        failed = f"{WAKE_FAILED}.{digest('alice')}"
+        hers = [failed, wire.caller_address("alice"), f"{wire.CALLS_ROOT}{digest('alice')}.gw.t1"]
+        for name in [*hers, WAKE_FAILED]:
+            reply = await ask(bob, "bob", p.MAILBOX_CREATE, {"name": name})
+            _refused(reply, "CREATE refused")
+        _refused(await ask(alice, "alice", p.MAILBOX_CREATE, {"name": WAKE_FAILED}), "per agent")
+        for name in hers:
+            await ok(alice, "alice", p.MAILBOX_CREATE, {"name": name})
+        await ok(alice, "alice", p.MSG_SEND + failed, b"set aside")
+        _refused(await ask(bob, "bob", p.MSG_SEND + failed, b"forged"), "SEND refused")
+        assert await _payloads(alice, "alice", failed) == ["set aside"]
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
 
 
 async def test_another_agents_card_cannot_be_unregistered_or_replaced(enforcing):
