@@ -27,6 +27,7 @@ TOKEN_DIGITS = 32
 # Headers the store writes (never the SEND's own, which travel in the data: a SEND's
 # Nats-Msg-Id or Nats-Expected-* must not steer JetStream)
 EXPIRE_AT = "Mq9-Expire-At"  # the message TTL's second (RobustMQ's expire_at)
+TAGS = "Mq9-Tags"  # the SEND's tags, a JSON list (QUERY by tags reads them)
 SCHEDULER = "Nats-Scheduler"  # on a message the server wrote from a schedule: no expire_at
 
 _FRAME = struct.Struct(">I")  # the length of the SEND's header block, before it

@@ -18,6 +18,7 @@ writes create_times, removes messages whose TTL ended and writes delayed message
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ..base import StorageError
 from .mapping import (
     EXPIRE_AT,
     SCHEDULER,
+    TAGS,
     Layout,
     decode_record,
     encode_record,
@@ -49,6 +51,7 @@ RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 da
 DEFAULT_TIMEOUT = 15.0  # a request the cluster does not answer in this long fails
 _TTL_SLACK = 2  # seconds a message outlives its TTL on the server (the broker hides it first)
 _KV_OPERATION = "KV-Operation"  # a bucket's delete or purge marker
+_BATCH = 1000  # messages a batched read asks for at most (the rest in the next one)
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,8 @@ class ClusterStore:
         replaces the key's older message, of any priority."""
         layout = self.layout
         headers = {"Nats-Msg-Id": uuid.uuid4().hex}  # a retried publish is stored once
+        if message.tags:
+            headers[TAGS] = json.dumps(message.tags)
         if message.expire_at:
             headers[EXPIRE_AT] = str(message.expire_at)
             if message.expire_at >= now:
@@ -287,6 +292,8 @@ class ClusterStore:
             "Nats-Schedule-Target": layout.message_subject(mailbox, message.priority, None),
             "Nats-Msg-Id": uuid.uuid4().hex,
         }
+        if message.tags:
+            headers[TAGS] = json.dumps(message.tags)
         if message.expire_at:
             if message.expire_at < max(due, now):
                 return  # its TTL ends before it is due: never delivered
@@ -299,11 +306,13 @@ class ClusterStore:
         expire_at = 0
         if SCHEDULER not in entry.headers:  # a delayed message is written without expire_at
             expire_at = int(entry.headers.get(EXPIRE_AT) or 0)
+        tags = entry.headers.get(TAGS)
         return StoredMessage(
             entry.seq,
             payload,
             priority_of(entry.subject),
             stamp_second(entry.time),
+            tags=tuple(json.loads(tags)) if tags else (),
             header=header,
             expire_at=expire_at,
         )
@@ -358,7 +367,7 @@ class ClusterStore:
         seq = max(start or 1, 1)
         while len(found) < limit and (upto is None or seq <= upto):
             request: dict[str, Any] = {"seq": seq, "next_by_subj": subject}
-            request["batch"] = limit - len(found)
+            request["batch"] = min(limit - len(found), _BATCH)
             if upto is not None:
                 request["min_last_seq"] = upto
             batch = await self.requests.direct_batch(self.layout.messages, request)
@@ -438,6 +447,21 @@ class ClusterStore:
             writes.append(self._mark(group))
         await asyncio.gather(*writes)
         self._marked.add(group)
+
+    async def groups_on(self, record: MailboxRecord) -> int:
+        """How many groups hold a position in ``record``'s log (``--max-groups``)."""
+        layout = self.layout
+        batch = await self.requests.direct_batch(
+            f"KV_{layout.groups}",
+            {"multi_last": [f"$KV.{layout.groups}.*.{token(record.name)}"], "batch": 1 << 20},
+        )
+        count = 0
+        for entry in batch.entries:
+            if entry.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+                continue
+            if decode_record(entry.data).get("log") == record.log:
+                count += 1
+        return count
 
     async def _mark(self, group: str) -> int:
         layout = self.layout

@@ -1,0 +1,476 @@
+"""``ClusterEngine``: the mq9 commands answered over a ``ClusterStore``, the state kept in
+JetStream (issue #72; docs/broker.md, "The JetStream store kept in the cluster").
+
+The same rules and texts as ``BrokerEngine`` (its parsers, answers and error texts are used
+as they are), over a store of data instead of the process's memory: nothing is held between
+requests but what the store may drop, so any number of engines on one store answer as one
+broker. No lock: each decision two engines could make differently is JetStream's.
+
+Not yet here (docs/broker.md, the design's status): ``--max-mailboxes`` (refused when set,
+rather than ignored); QUERY by tags reads the whole mailbox (no index yet);
+the search index is the registrations holding a card (a ``{name, payload}`` registration
+whose card has another name is indexed under its registration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from ... import protocol as p
+from ...protocol import PRIORITY_ORDER, Priority
+from ...protocol.errors import Mq9Error, WireError
+from ...semantic.ranking import AgentEntry
+from ..state.clock import Clock, system_clock
+from ..state.mailbox import StoredMessage
+from ..state.registry import AgentRegistry
+from ..storage.base import StorageError
+from ..storage.cluster import ClusterStore, MailboxRecord
+from .answers import EMPTY_ANSWER, capped, cut_answer, whole_answer
+from .engine import (
+    _DISCOVER_HEAD,
+    _MSG_ID_ROOM,
+    _OK,
+    _SEARCH_LIMIT_FOR_ZERO,
+    _SENT,
+    Command,
+    _header_number,
+    _read,
+    _read_query,
+    _wrap_u64,
+    command_for,
+)
+from .limits import BrokerLimits
+
+log = logging.getLogger("langchain_mq9.broker")
+
+Headers = Mapping[str, str] | None
+_LANES = tuple(priority.value for priority in PRIORITY_ORDER)
+_GROUPS_KEPT = 65_536  # (group, mailbox) pairs an engine remembers holding a position
+_DELETED = p.encode(p.DELETE_REPLY.write(error="", deleted=True))
+
+
+class ClusterEngine:
+    """Answers mq9 requests (``handle``) over ``store``; ``limits`` and ``search`` as
+    ``BrokerEngine``'s. Time from ``clock`` (the servers' own clock writes create_times)."""
+
+    def __init__(
+        self,
+        store: ClusterStore,
+        *,
+        clock: Clock = system_clock,
+        limits: BrokerLimits | None = None,
+        search: bool = True,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.limits = limits or BrokerLimits()
+        if self.limits.max_mailboxes is not None:
+            # (not yet) counted from the bucket; refused rather than silently not enforced
+            raise StorageError("the cluster store does not enforce --max-mailboxes yet")
+        self.search = search
+        self.reports: dict[str, tuple[str, int]] = {}
+        # (group, log) pairs known to hold a position: a cache, so an ACK of a known group
+        # asks nothing before its write
+        self._groups: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # The search index of this engine: the bucket's registrations, each embedded once
+        self._known: dict[tuple[str, str, int], AgentEntry] = {}
+        self._handlers = {
+            p.MAILBOX_CREATE: self._create,
+            p.MSG_SEND: self._send,
+            p.MSG_FETCH: self._fetch,
+            p.MSG_ACK: self._ack,
+            p.MSG_QUERY: self._query,
+            p.MSG_DELETE: self._delete,
+            p.AGENT_REGISTER: self._register,
+            p.AGENT_UNREGISTER: self._unregister,
+            p.AGENT_REPORT: self._report,
+            p.AGENT_DISCOVER: self._discover,
+        }
+
+    def now_second(self) -> int:
+        return int(self.clock())
+
+    @property
+    def answer_limit(self) -> int | None:
+        return self.limits.max_answer
+
+    def _message_limit(self) -> int:
+        limit = self.answer_limit
+        return self.limits.max_payload if limit is None else min(self.limits.max_payload, limit)
+
+    # -- entry point -----------------------------------------------------------------------
+
+    async def handle(self, subject: str, headers: Headers, body: bytes) -> bytes:
+        """Answer one mq9 request; never raises, every failure is an ``error`` reply."""
+        try:
+            command, target = command_for(subject)
+            self._check_body_size(command, subject, body)
+            handler = self._handlers.get(command.subject)
+            if handler is None or (command.addressed and not target):
+                raise Mq9Error(p.err_unknown_subject(subject))
+            return await handler(target, headers, body)
+        except Mq9Error as exc:
+            return p.encode(p.ERROR_REPLY.write(error=str(exc)))
+        except StorageError as exc:
+            return p.encode(p.ERROR_REPLY.write(error=str(exc)))
+        except Exception as exc:
+            log.exception("internal error on %r", subject, exc_info=exc)
+            return p.encode(
+                p.ERROR_REPLY.write(error=f"internal broker error: {type(exc).__name__}: {exc}")
+            )
+
+    def _check_body_size(self, command: Command, subject: str, body: bytes) -> None:
+        limit = command.body_limit(self.limits)
+        if limit is not None and len(body) > limit:
+            raise Mq9Error(
+                f"request body of {len(body)} bytes refused unread: this broker takes at most "
+                f"{limit} bytes for {subject}"
+            )
+
+    async def _topic(self, address: str) -> MailboxRecord:
+        """The log FETCH, QUERY and DELETE read (an expired mailbox's too)."""
+        record = await self.store.mailbox(address, now=self.now_second())
+        if record is None:
+            raise Mq9Error(p.err_topic_missing(address))
+        return record
+
+    # -- mailboxes -------------------------------------------------------------------------
+
+    async def _create(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        request = _read(p.CREATE_REQUEST, body, "invalid MAILBOX.CREATE payload: ", empty_ok=True)
+        name = request["name"]
+        if name is None:
+            address = p.new_address()
+        else:
+            problem = p.name_error(name)
+            if problem:
+                raise Mq9Error(problem)
+            if len(name) > p.MAX_ADDRESS_LENGTH:
+                raise Mq9Error(p.err_address_too_long(name))
+            address = name
+        ttl = p.DEFAULT_MAILBOX_TTL if request["ttl"] is None else request["ttl"]
+        made = await self.store.create_mailbox(
+            address, ttl=ttl, desc=request["desc"] or "", now=self.now_second()
+        )
+        if made is None:
+            raise Mq9Error(p.err_mailbox_exists(address))
+        return p.encode(p.CREATE_REPLY.write(error="", mail_address=address))
+
+    # -- SEND ------------------------------------------------------------------------------
+
+    async def _send(self, address: str, headers: Headers, body: bytes) -> bytes:
+        now = self.now_second()
+        record = await self.store.mailbox(address, now=now)
+        if record is None or not record.live(now):
+            raise Mq9Error(p.err_mailbox_missing(address))
+        headers = headers or {}
+        mq9: Mapping[str, str] = headers
+        if any("\ufffd" in name or "\ufffd" in value for name, value in headers.items()):
+            mq9 = {}  # not UTF-8: every mq9 header at its default (BrokerEngine._send)
+        text = (mq9.get(p.HEADER_PRIORITY) or "").strip()
+        priority = Priority(text) if text in _LANES else Priority.NORMAL
+        key = mq9.get(p.HEADER_KEY)
+        key = None if key is None else key.strip()
+        tag_header = mq9.get(p.HEADER_TAGS)
+        tags = tuple(t.strip() for t in tag_header.split(",") if t.strip()) if tag_header else ()
+        delay = _header_number(mq9, p.HEADER_DELAY)
+        ttl = _header_number(mq9, p.HEADER_TTL)
+        message = StoredMessage(
+            -1,
+            bytes(body),
+            priority,
+            now,
+            key,
+            tags,
+            p.header_block(headers),
+            _wrap_u64(now + ttl) if ttl is not None else 0,
+        )
+        limit = self._message_limit()
+        size = EMPTY_ANSWER + message.wire_size() + _MSG_ID_ROOM
+        if size > limit:
+            raise Mq9Error(p.err_message_too_large(size, limit))
+        room = self.limits.max_messages_per_mailbox
+        if room is not None and await self.store.count(address) >= room:
+            raise Mq9Error(p.err_mailbox_full(address, room))
+        if delay is not None:
+            message.key = None  # delay.rs: the delivered message keeps no mq9-key
+            await self.store.hold(address, message, due=_wrap_u64(now + delay), now=now)
+            return p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
+        return _SENT % await self.store.append(address, message, now=now)
+
+    # -- FETCH and ACK ---------------------------------------------------------------------
+
+    async def _fetch(self, address: str, _headers: Headers, body: bytes) -> bytes:
+        request = _read(p.FETCH_REQUEST, body)
+        config = request["config"] or {}
+        num_msgs = config.get("num_msgs")
+        num_msgs = p.DEFAULT_NUM_MSGS if num_msgs is None else num_msgs
+        max_wait_ms = config.get("max_wait_ms")
+        max_wait_ms = p.DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
+        record, last = await asyncio.gather(self._topic(address), self.store.last_id(address))
+        lanes = await self._read_group(record, last, request, num_msgs)
+        if not lanes and max_wait_ms > 0:
+            await asyncio.sleep(max_wait_ms / 1000)  # RobustMQ sleeps the whole wait
+        if request["group_name"] is not None:
+            return whole_answer(lanes, num_msgs, self.answer_limit)
+        return cut_answer([m for lane in lanes for m in lane], self.answer_limit)
+
+    async def _read_group(
+        self, record: MailboxRecord, last: int | None, request: dict[str, Any], num_msgs: int
+    ) -> list[list[StoredMessage]]:
+        group = request["group_name"]
+        start: int | None
+        if group is None:
+            start = await self._initial(record, last, request)
+        else:
+            position = await self.store.position(group, record)
+            if request["force_deliver"] and position.committed_anywhere:
+                target = await self._reset_target(record, last, request)
+                await self.store.commit(group, record, _wrap_u64(target + 1))
+                start = target
+            elif position.offset is not None:
+                start = position.offset
+            elif position.committed_anywhere:
+                start = None  # committed on another mailbox: this lane's beginning
+            else:
+                start = await self._initial(record, last, request)
+        if last is None or num_msgs <= 0:
+            return []
+        read = await self.store.read_lanes(
+            record.name, start, num_msgs, upto=last, now=self.now_second()
+        )
+        lanes: list[list[StoredMessage]] = []
+        held = 0
+        for lane in read:  # critical first; a lane is read only while fewer are held
+            lanes.append(capped(lane))
+            held += len(lanes[-1])
+            if held >= num_msgs:
+                break
+        return lanes if held else []
+
+    async def _initial(
+        self, record: MailboxRecord, last: int | None, request: dict[str, Any]
+    ) -> int:
+        deliver = request["deliver"]
+        if deliver == "earliest":
+            return await self._earliest(record)
+        if deliver == "from_id":
+            return await self._clamp(record, last, request["from_id"] or 0)
+        if deliver == "from_time":
+            found = await self.store.first_id(record.name, at_time=request["from_time"] or 0)
+            return found if found is not None else await self._earliest(record)
+        return last or 0  # latest: the newest message stored is still handed out
+
+    async def _reset_target(
+        self, record: MailboxRecord, last: int | None, request: dict[str, Any]
+    ) -> int:
+        if request["deliver"] == "from_time":
+            found = await self.store.first_id(record.name, at_time=request["from_time"] or 0)
+            at = found if found is not None else await self._earliest(record)
+            return await self._clamp(record, last, at)
+        return await self._initial(record, last, request)
+
+    async def _earliest(self, record: MailboxRecord) -> int:
+        return await self.store.first_id(record.name) or 0
+
+    async def _clamp(self, record: MailboxRecord, last: int | None, offset: int) -> int:
+        return min(max(offset, await self._earliest(record)), last or 0)
+
+    async def _ack(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        request = _read(p.ACK_REQUEST, body)
+        address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
+        record = await self.store.mailbox(address, now=self.now_second())
+        if record is None:
+            raise Mq9Error(p.err_ack_mailbox_missing(address))
+        group = request["group_name"]
+        if len(group) > p.MAX_GROUP_NAME:
+            raise Mq9Error(p.err_group_name_too_long(len(group)))
+        await self._check_group_room(group, record)
+        await self.store.commit(group, record, _wrap_u64(request["msg_id"] + 1))
+        self._know_group(group, record)
+        return _OK
+
+    async def _check_group_room(self, group: str, record: MailboxRecord) -> None:
+        """(our choice) room under ``max_groups`` for a group new on this mailbox: counted
+        from the bucket, so brokers adding groups at one moment may each pass one more."""
+        limit = self.limits.max_groups
+        if limit is None or (group, record.log) in self._groups:
+            return
+        if (await self.store.position(group, record)).offset is not None:
+            return
+        if await self.store.groups_on(record) >= limit:
+            raise Mq9Error(p.err_group_limit(limit, record.name))
+
+    def _know_group(self, group: str, record: MailboxRecord) -> None:
+        self._groups[(group, record.log)] = None
+        self._groups.move_to_end((group, record.log))
+        while len(self._groups) > _GROUPS_KEPT:
+            self._groups.popitem(last=False)
+
+    # -- QUERY and DELETE ------------------------------------------------------------------
+
+    async def _query(self, address: str, _headers: Headers, body: bytes) -> bytes:
+        request = _read_query(body)
+        limit = p.QUERY_CAP if request["limit"] is None else min(request["limit"], p.QUERY_CAP)
+        record = await self._topic(address)
+        now = self.now_second()
+        if request["key"] is not None:
+            message = await self.store.by_key(record.name, request["key"], now=now)
+            found = [message][:limit] if message is not None else []
+        elif request["tags"]:
+            found = await self._by_tags(record, list(dict.fromkeys(request["tags"])), limit)
+        else:
+            last = await self.store.last_id(record.name)
+            found = (
+                []
+                if last is None
+                else capped(await self.store.read(record.name, None, limit, upto=last, now=now))
+            )
+        return cut_answer(found, self.answer_limit)
+
+    async def _by_tags(
+        self, record: MailboxRecord, tags: list[str], limit: int
+    ) -> list[StoredMessage]:
+        """(not indexed yet) every message read, those carrying a tag (or one below it)
+        kept in RobustMQ's order: by tag, then msg_id, each tag up to ``limit``."""
+        last = await self.store.last_id(record.name)
+        if last is None:
+            return []
+        now = self.now_second()
+        everything = await self.store.read(record.name, None, 1 << 30, upto=last, now=now)
+        by_id: dict[int, StoredMessage] = {}
+        for tag in tags:
+            keyed: list[tuple[str, int, StoredMessage]] = []
+            for message in everything:
+                for own in dict.fromkeys(message.tags):
+                    if own == tag or own.startswith(tag + "/"):
+                        keyed.append((own, message.msg_id, message))
+            ordered = [found for _, _, found in sorted(keyed, key=lambda k: k[:2])]
+            for message in capped(ordered[:limit]):
+                by_id.setdefault(message.msg_id, message)
+        return list(by_id.values())
+
+    async def _delete(self, target: str, _headers: Headers, _body: bytes) -> bytes:
+        address, dot, msg_id_text = target.rpartition(".")
+        if not dot:
+            raise Mq9Error(p.err_unknown_subject(p.MSG_DELETE + target))
+        msg_id = p.header_u64(msg_id_text) if msg_id_text == msg_id_text.strip() else None
+        if msg_id is None:
+            raise Mq9Error(f"invalid msg_id: {msg_id_text}")
+        record = await self._topic(address)
+        await self.store.delete(record.name, msg_id)  # not there: "deleted" all the same
+        return _DELETED
+
+    # -- agent registry --------------------------------------------------------------------
+
+    async def _register(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        if not body:
+            raise Mq9Error(p.ERR_REGISTER_EMPTY)
+        try:
+            card = p.a2a_card(p.loads(body))
+        except WireError:
+            card = None
+        if card is not None:
+            name, agent_info = card.get("name", ""), p.encode(card).decode()
+        else:
+            request = _read(p.REGISTER_REQUEST, body, "invalid AGENT.REGISTER payload: ")
+            name, agent_info = request["name"], request["payload"]
+        if not agent_info:
+            raise Mq9Error(p.ERR_AGENT_INFO_EMPTY)
+        size, limit = len(agent_info.encode()), self.limits.max_card_bytes
+        if limit is not None and size > limit:
+            raise Mq9Error(p.err_card_too_large(size, limit))
+        entry = AgentEntry.make(name, agent_info, 0)
+        listed = len(p.encode(p.DISCOVER_REPLY.write(error="", agents=[entry.listed()])))
+        if listed > self._message_limit():
+            raise Mq9Error(p.err_entry_too_large(listed, self._message_limit()))
+        agents = self.limits.max_agents
+        if agents is not None:
+            names = {row[0] for row in await self.store.agents()}
+            if name not in names and len(names) >= agents:
+                raise Mq9Error(p.err_agent_limit(agents))
+        await self.store.register(name, agent_info, self.now_second())
+        return _OK
+
+    def _named(self, body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
+        request = _read(shape, body, f"invalid {command} payload: ")
+        if not request["name"]:
+            raise Mq9Error(p.ERR_AGENT_NAME_EMPTY)
+        return request
+
+    async def _unregister(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        request = self._named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
+        await self.store.unregister(request["name"])
+        return _OK
+
+    async def _report(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        request = self._named(body, p.REPORT_REQUEST, "AGENT.REPORT")
+        self.reports[request["name"]] = (request["report_info"] or "", self.now_second())
+        return _OK
+
+    async def _discover(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        request = _read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
+        registry = await self._registry()
+        if not (request["semantic"] or request["text"]):
+            return self._listing(registry)
+        if not self.search:
+            raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._search, request, registry)
+
+    async def _registry(self) -> AgentRegistry:
+        """The registrations as the bucket holds them now, each card embedded once by this
+        engine (its search index is a cache rebuilt from the bucket)."""
+        rows = await self.store.agents()
+        known, self._known = self._known, {}
+        registry = AgentRegistry()
+        for row in rows:
+            entry = known.get(row) or AgentEntry.make(*row)
+            self._known[row] = entry
+            registry.entries[entry.name] = entry
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _index, registry)
+        return registry
+
+    def _listing(self, registry: AgentRegistry) -> bytes:
+        items: list[bytes] = []
+        size = len(_DISCOVER_HEAD) + 2
+        limit = self.answer_limit
+        entries = registry.listing()
+        for entry in entries:
+            items.append(registry.listed(entry))
+            size += len(items[-1]) + (len(items) > 1)
+            if limit is not None and size > limit:
+                raise Mq9Error(p.err_listing_too_large(len(entries), size, limit))
+        return _DISCOVER_HEAD + b",".join(items) + b"]}"
+
+    def _search(self, request: dict[str, Any], registry: AgentRegistry) -> bytes:
+        limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
+        first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
+        size = limit or _SEARCH_LIMIT_FOR_ZERO
+        indexed = registry.indexed()
+        if request["semantic"]:
+            hits = registry.search_semantic(request["semantic"], indexed)
+        else:
+            hits = registry.search_text(request["text"], indexed)
+        room = self._message_limit() - len(_DISCOVER_HEAD) - 2
+        kept: list[bytes] = []
+        for entry in hits[first : first + size]:
+            item = p.encode(entry.found())
+            room -= len(item) + (1 if kept else 0)
+            if room < 0:
+                break
+            kept.append(item)
+        return _DISCOVER_HEAD + b",".join(kept) + b"]}"
+
+
+def _index(registry: AgentRegistry) -> None:
+    """Index the registrations holding a card, in the order they were made (embedding each
+    not embedded before: on a worker thread)."""
+    for entry in sorted(registry.entries.values(), key=lambda e: e.create_time):
+        if entry.card is not None:
+            registry.put_index(entry)
