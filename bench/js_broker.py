@@ -1,0 +1,76 @@
+"""A broker on the cluster store, as a process (issue #72): ``ClusterEngine`` answering mq9
+requests on ``$mq9.AI.>`` in the queue group ``mq9-brokers``, so any number of them serve one
+layout at once and NATS hands each request to one. For the tests and the bench until the
+cluster store is ``mq9-dev-broker --store jetstream`` (docs/broker.md, the design's status).
+
+    python -m bench.js_broker --nats nats://127.0.0.1:4222 --stream MQ9_STATE [--replicas 3]
+
+Prints ``ready <pid>`` once it serves; stops on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import nats
+
+from langchain_mq9.broker.engine.cluster import ClusterEngine
+from langchain_mq9.broker.storage.cluster import ClusterStore
+
+QUEUE = "mq9-brokers"
+SUBJECTS = "$mq9.AI.>"
+
+
+async def serve(urls: list[str], stream: str, replicas: int, stop: asyncio.Event) -> None:
+    connection = await nats.connect(urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    store = ClusterStore(connection, name=stream, replicas=replicas)
+    await store.open()
+    engine = ClusterEngine(store)
+    running: set[asyncio.Task[None]] = set()
+
+    async def answer(message: Any) -> None:
+        reply = await engine.handle(message.subject, message.headers, message.data)
+        if message.reply:
+            await connection.publish(message.reply, reply)
+
+    async def take(message: Any) -> None:
+        # each request a task: a FETCH that waits holds no other request
+        task = asyncio.create_task(answer(message))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    subscription = await connection.subscribe(SUBJECTS, queue=QUEUE, cb=take)
+    await connection.flush()
+    print(f"ready {__import__('os').getpid()}", flush=True)
+    await stop.wait()
+    await subscription.drain()
+    if running:
+        await asyncio.wait(running, timeout=5)
+    await store.close()
+    await connection.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nats", required=True, help="comma-separated nats:// URLs")
+    parser.add_argument("--stream", default="MQ9_STATE")
+    parser.add_argument("--replicas", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(args.nats.split(","), args.stream, args.replicas, stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

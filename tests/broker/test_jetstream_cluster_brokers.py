@@ -1,0 +1,74 @@
+"""Broker processes on the cluster store serving at once (issue #72): two ``bench.js_broker``
+processes in one queue group on one layout, a client on the nats-server. One of them SIGKILLed:
+the requests sent after it are answered by the other, with no takeover (there is none to wait
+for), and nothing answered before or after is lost.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jetstream_servers import JetStreamCluster
+
+from langchain_mq9 import Mq9Client
+
+pytestmark = pytest.mark.slow  # nats-server and broker processes
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 120.0  # a busy 2-core machine importing the package
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[str]]:
+    with JetStreamCluster(1) as cluster:
+        yield cluster.urls
+
+
+def _broker(urls: list[str], stream: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls), "--stream", stream],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("ready"):
+            return process
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"the broker did not serve: {process.stdout.read()}")
+
+
+async def test_a_broker_killed_leaves_the_other_answering(servers: list[str]) -> None:
+    stream = f"K{uuid.uuid4().hex[:10]}"
+    brokers = [_broker(servers, stream), _broker(servers, stream)]
+    try:
+        async with Mq9Client(servers[0]) as client:
+            await client.mailbox_create(name="jobs", ttl=0)
+            before = [await client.send("jobs", f"before {i}") for i in range(30)]
+            brokers[0].send_signal(signal.SIGKILL)
+            brokers[0].wait(30)
+            after = [await client.send("jobs", f"after {i}") for i in range(30)]
+            stored = await client.fetch("jobs", deliver="earliest", num_msgs=100)
+            assert [m.msg_id for m in stored] == before + after
+            assert [m.payload.decode() for m in stored][-1] == "after 29"
+    finally:
+        for process in brokers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
