@@ -13,18 +13,21 @@ from .deliver import (
     sign,
     verify,
 )
-from .rules import RuleError, WakeRule, rules_address
+from .limits import Limits
+from .rules import RuleError, WakeRule, failed_address, rules_address
 from .waker import Waker
 
 __all__ = [
     "Deliverer",
     "Destinations",
+    "Limits",
     "Refused",
     "RuleBook",
     "RuleError",
     "Wake",
     "WakeRule",
     "Waker",
+    "failed_address",
     "push_headers",
     "rules_address",
     "run_input",

@@ -7,7 +7,8 @@
   writes or reads it, so only M's reader can add a rule for M (docs/security.md).
 - ``mq9.wake.index``: one record per rules mailbox, its digest (keyed by it): what a waker
   reads to learn which mailboxes have rules, without their names.
-- ``mq9.wake.failed``: wakes set aside after their retries, for the operator.
+- ``mq9.wake.failed`` (open broker) or ``mq9.wake.failed.<digest of the waker's agent>``
+  (``--credentials``): wakes set aside after their retries, for the operator.
 
 ``RuleBook`` is the client's side: ``add``, ``list``, ``remove``.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,17 +68,49 @@ class MailboxState:
 
     @classmethod
     def from_message(cls, message: Message | None) -> MailboxState:
+        """The state a record holds, each field checked (on an open broker anyone may write
+        it): a field of the wrong kind is read as its start value; the waker then holds the
+        times and the cursor within what is possible (``Waker``: never in the future, never
+        past the mailbox's end), so no record silences a rule for good."""
         if message is None:
             return cls()
         try:
             body = message.json()
-            rules = {
-                str(name): RuleState(**{k: v for k, v in s.items() if k in RuleState().__dict__})
-                for name, s in body.get("rules", {}).items()
-            }
-            return cls(seen=int(body.get("seen", -1)), rules=rules)
-        except (ValueError, TypeError, AttributeError):
+        except ValueError:
             return cls()  # a damaged record: start again from what the mailbox holds
+        if not isinstance(body, dict):
+            return cls()
+        rules_found = body.get("rules")
+        rules: dict[str, RuleState] = {}
+        if isinstance(rules_found, dict):
+            for name, fields in list(rules_found.items())[:64]:
+                if isinstance(fields, dict):
+                    rules[str(name)] = _rule_state(fields)
+        return cls(seen=_whole(body.get("seen"), -1), rules=rules)
+
+
+def _whole(value: object, default: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and -1 <= value < 2**64:
+        return value
+    return default
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0
+
+
+def _rule_state(fields: dict[str, Any]) -> RuleState:
+    error = fields.get("last_error")
+    return RuleState(
+        last_wake=_seconds(fields.get("last_wake")),
+        window_start=_seconds(fields.get("window_start")),
+        window_count=max(_whole(fields.get("window_count"), 0), 0),
+        pending_from=_whole(fields.get("pending_from"), -1),
+        failures=max(_whole(fields.get("failures"), 0), 0),
+        last_error=error[:300] if isinstance(error, str) else "",
+    )
 
 
 class RuleBook:

@@ -1,6 +1,8 @@
 """``mq9-wake``: run a waker beside any mq9 broker, or keep wake rules (docs/wake.md).
 
     mq9-wake --server nats://127.0.0.1:4222 --allow-host hooks.example.com
+    mq9-wake --allow-agent-server http://10.0.0.5:2024 LANGGRAPH_API_KEY \
+        --allow-command /usr/local/bin/agent --allow-command-env AGENT_PROFILE
     mq9-wake rules add agent.me --webhook https://hooks.example.com/mq9 --secret-env HOOK_SECRET
     mq9-wake rules list agent.me
     mq9-wake rules remove agent.me default
@@ -23,7 +25,8 @@ from ..client.redaction import redact
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from .book import RuleBook
 from .deliver import Deliverer, Destinations
-from .rules import FAILED_ADDRESS, RuleError, WakeRule
+from .limits import COMMANDS_AT_ONCE, MIN_INTERVAL, RUNS_PER_HOUR, Limits
+from .rules import RuleError, WakeRule, failed_address
 from .waker import LEASE, POLL_INTERVAL, SWEEP_INTERVAL, Waker
 
 SERVER_ENV = "MQ9_SERVER"
@@ -57,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--secret-env", metavar="VAR", help="the environment variable holding the webhook's secret"
     )
     add.add_argument("--include-payload", action="store_true")
+    add.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="a command's environment (repeatable); only names the waker allows "
+        "(--allow-command-env) are ever given",
+    )
     add.add_argument("--assistant", default="", help="the Agent Server's assistant or graph")
     add.add_argument("--thread", choices=("mailbox", "sender"), default="mailbox")
     add.add_argument("--group", default="", help="the consumer group the agent reads with")
@@ -78,6 +86,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-command", action="append", default=[], metavar="PROGRAM",
         help="a program (argv[0], exactly) a command rule may start; repeatable",
+    )
+    parser.add_argument(
+        "--allow-command-env", action="append", default=[], metavar="NAME",
+        help="an environment name a command rule may set (repeatable; nothing else is "
+        "given: never PATH, LD_*, PYTHON*, BASH_ENV and the like, refused here)",
+    )
+    parser.add_argument(
+        "--allow-agent-server", action="append", nargs="+", default=[],
+        metavar=("URL", "KEY_VAR"),
+        help="a LangGraph Agent Server a rule may start runs on, and the environment "
+        "variable holding its API key (sent to that server only); repeatable",
+    )
+    parser.add_argument(
+        "--floor-interval", type=_seconds, default=MIN_INTERVAL, metavar="SECONDS",
+        help=f"no rule wakes more often than this, whatever its min_interval "
+        f"(default {MIN_INTERVAL})",
+    )
+    parser.add_argument(
+        "--runs-per-hour", type=_count, default=RUNS_PER_HOUR, metavar="N",
+        help=f"wakes per target (URL, program, callback) per hour, at most "
+        f"(default {RUNS_PER_HOUR})",
+    )
+    parser.add_argument(
+        "--commands-at-once", type=_count, default=COMMANDS_AT_ONCE, metavar="N",
+        help=f"command wakes running at once, at most (default {COMMANDS_AT_ONCE}); they end "
+        "with the waker",
     )
     parser.add_argument(
         "--mailbox", action="append", default=None, metavar="ADDRESS",
@@ -102,6 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds between 0 and 86400")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10**6:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number from 1 to 1000000")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The waker's own records; httpx's line per request (every webhook URL) only at debug
@@ -112,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "failed":
             return asyncio.run(_failed(args))
         return asyncio.run(_serve(args))
-    except (RuleError, Mq9Error, OSError) as exc:
+    except (RuleError, Mq9Error, OSError, ValueError) as exc:
         print(f"mq9-wake: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
@@ -133,10 +183,37 @@ def _rule(args: argparse.Namespace) -> WakeRule:
         mailbox=args.mailbox, name=args.name, target=target,
         url=args.webhook or args.agent_server or "", secret=secret,
         include_payload=args.include_payload, assistant=args.assistant, thread=args.thread,
-        argv=tuple(args.argv or ()), callback=args.callback or "", group=args.group,
+        argv=tuple(args.argv or ()), env=_env(args.env), callback=args.callback or "",
+        group=args.group,
         min_interval=args.min_interval, cap=args.cap, cap_window=args.cap_window,
         quiet_hours=args.quiet_hours,
     )
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name:
+            raise RuleError(f"--env {pair!r}: NAME=VALUE")
+        if name in env:
+            raise RuleError(f"--env {name}: given twice")
+        env[name] = value
+    return env
+
+
+def _agent_servers(entries: list[list[str]]) -> dict[str, str | None]:
+    servers: dict[str, str | None] = {}
+    for entry in entries:
+        if len(entry) > 2:
+            raise ValueError("--allow-agent-server URL [KEY_VAR]: a URL and at most one name")
+        key = None
+        if len(entry) == 2:
+            key = os.environ.get(entry[1])
+            if not key:
+                raise ValueError(f"--allow-agent-server {entry[0]}: ${entry[1]} is not set")
+        servers[entry[0]] = key
+    return servers
 
 
 async def _rules(args: argparse.Namespace) -> int:
@@ -157,7 +234,7 @@ async def _rules(args: argparse.Namespace) -> int:
 async def _failed(args: argparse.Namespace) -> int:
     async with Mq9Client(args.server) as client:
         try:
-            found = await client.query(FAILED_ADDRESS)
+            found = await client.query(failed_address(client.principal))
         except MailboxNotFound:
             return 0
         for message in found:
@@ -170,12 +247,17 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    destinations = Destinations(hosts=args.allow_host, commands=args.allow_command)
-    api_key = os.environ.get("LANGGRAPH_API_KEY") or None
+    destinations = Destinations(
+        hosts=args.allow_host, commands=args.allow_command,
+        agent_servers=_agent_servers(args.allow_agent_server),
+        command_env=args.allow_command_env,
+    )
+    limits = Limits(min_interval=args.floor_interval, runs_per_hour=args.runs_per_hour,
+                    commands_at_once=args.commands_at_once)
     async with Mq9Client(args.server) as client:
         waker = Waker(
             client,
-            Deliverer(destinations, agent_server_api_key=api_key),
+            Deliverer(destinations, limits=limits),
             mailboxes=args.mailbox,
             poll_interval=args.poll,
             sweep_interval=args.sweep,

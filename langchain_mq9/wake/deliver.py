@@ -1,38 +1,64 @@
 """Delivering one wake to its target: a signed webhook POST, a LangGraph Agent Server run, a
 command, an in-process callback (docs/wake.md). The waker decides when; this module only
-delivers, through the operator's allow-lists (``Destinations``); every HTTP request goes
-through the package's SSRF guard (``client/ssrf.py``), which connects to the addresses it
-checked.
+delivers, to what the waker's operator set up (``Destinations``: webhook hosts, Agent Servers
+each with its own key, programs and the environment names a rule may give them) and within
+the operator's ceilings (``limits.py``); every HTTP request goes through the package's SSRF
+guard (``client/ssrf.py``), which connects to the addresses it checked. A rule is data any
+reader of a mailbox may write, a model too: it chooses among the operator's targets, never
+adds one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import hashlib
 import hmac
 import json
 import logging
 import os
 import random
+import re
+import signal
+import sys
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..client.ssrf import HostPolicy, HostRefused, guarded_client
+from .limits import BUSY_RETRY, Limits, RunBook
 from .rules import WakeRule
 
 log = logging.getLogger("langchain_mq9.wake")
 
-SIGNATURE_HEADER = "X-Mq9-Signature"  # "sha256=<hex HMAC-SHA256 of the body>"
-KEY_HEADER = "X-Mq9-Wake-Key"  # the wake's dedupe key
+# "t=<unix seconds>,sha256=<hex HMAC-SHA256 of '<t>.<wake key>.' + the body>": the time and
+# the key are signed with the body, so a captured request stops verifying (``verify``'s
+# tolerance) and its key cannot be swapped for another
+SIGNATURE_HEADER = "X-Mq9-Signature"
+KEY_HEADER = "X-Mq9-Wake-Key"  # the wake's dedupe key (signed: see SIGNATURE_HEADER)
+TOLERANCE = 300.0  # seconds a signature's time may be from the receiver's clock
 ATTEMPTS = 5  # a webhook or run tried this many times, then set aside
 BACKOFF = 0.5  # seconds before the second try, doubling, each +-25% (jitter)
-TIMEOUT = 10.0  # seconds per try
+TIMEOUT = 10.0  # seconds per try, the whole try (a peer dripping bytes holds only itself)
+KILL_GRACE = 2.0  # seconds a command has to end after SIGTERM when the waker stops
 THREAD_NAMESPACE = uuid.UUID("5b0e6bd3-7c35-4f3e-9c1b-6e9f0a2d6c62")
 NEEDS_EXTRA = "webhooks and Agent Server runs need the wake extra (langchain-mq9[wake])"
 # What a command gets of the waker's environment: nothing secret (no credentials, no URLs)
 COMMAND_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+# Names no operator may let a rule set, whatever --command-env says: each makes a shell, the
+# dynamic loader, Python or another runtime run code of the setter's choosing (the allow-list
+# is what stands; this only stops an operator listing a hook by mistake)
+_HOOK_NAMES = re.compile(
+    r"(PATH|ENV|BASH_ENV|BASH_FUNC_.*|SHELLOPTS|BASHOPTS|PS4|PROMPT_COMMAND|IFS|CDPATH|"
+    r"LD_.*|DYLD_.*|PYTHON.*|PERL.*|RUBY.*|NODE_.*|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_.*|"
+    r"BROWSER|EDITOR|VISUAL|PAGER|GIT_.*|SSL_.*|OPENSSL_.*|GCONV_PATH|HOME|TMPDIR|"
+    r"LOCPATH|NLSPATH|MALLOC_.*|GLIBC_.*|MQ9_WAKE_.*|LANG|LC_.*|TZ|TZDIR)"
+)
+_PR_SET_PDEATHSIG = 1  # Linux prctl: a signal the child gets when the waker's thread ends
 
 
 class Refused(HostRefused):
@@ -67,8 +93,16 @@ class Wake:
         return shown
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, *, wake_key: str = "", at: float | None = None) -> str:
+    """The ``SIGNATURE_HEADER`` of ``body``: its time (``at``, else now) and ``wake_key``
+    signed with it."""
+    t = int(time.time() if at is None else at)
+    return f"t={t},sha256={_mac(secret, t, wake_key, body)}"
+
+
+def _mac(secret: str, t: int, wake_key: str, body: bytes) -> str:
+    signed = f"{t}.{wake_key}.".encode() + body
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 TOKEN_HEADER = "X-A2A-Notification-Token"  # an A2A push config's token, as a2a-sdk sends it
@@ -83,33 +117,74 @@ def push_headers(config: dict[str, Any], body: bytes) -> dict[str, str]:
     token = config.get("token")
     if isinstance(token, str) and token:
         headers[TOKEN_HEADER] = token
-        headers[SIGNATURE_HEADER] = sign(token, body)
+        headers[SIGNATURE_HEADER] = sign(token, body)  # no wake key: verify(token, body, sig)
     auth = config.get("authentication")
     if isinstance(auth, dict) and auth.get("scheme") and auth.get("credentials"):
         headers["Authorization"] = f"{auth['scheme']} {auth['credentials']}"
     return headers
 
 
-def verify(secret: str, body: bytes, signature: str) -> bool:
-    """For a webhook's receiver: whether ``signature`` (the header) signs ``body``."""
-    return hmac.compare_digest(sign(secret, body), signature or "")
+def verify(
+    secret: str,
+    body: bytes,
+    signature: str,
+    wake_key: str = "",
+    *,
+    tolerance: float = TOLERANCE,
+    now: float | None = None,
+) -> bool:
+    """For a webhook's receiver: whether ``signature`` (the ``X-Mq9-Signature`` header) signs
+    ``body`` and ``wake_key`` (the ``X-Mq9-Wake-Key`` header; "" for an A2A push) at a time
+    within ``tolerance`` seconds of ``now``. A captured request stops verifying once its time
+    is older than that: dedupe by the wake key within the window."""
+    fields = dict(part.partition("=")[::2] for part in (signature or "").split(","))
+    t_text, mac = fields.get("t", ""), fields.get("sha256", "")
+    if not t_text.isdigit() or len(t_text) > 12 or not mac:
+        return False
+    t = int(t_text)
+    if abs((time.time() if now is None else now) - t) > tolerance:
+        return False
+    return hmac.compare_digest(_mac(secret, t, wake_key, body), mac)
 
 
 class Destinations:
-    """The operator's allow-lists. ``hosts``: host names (exact), ``*.suffix`` and IP networks
-    ("10.0.0.0/8", "127.0.0.1") a webhook or Agent Server URL may name; every address the host
-    resolves to must be public or inside a listed network (a name cannot lead inside the
-    network: SSRF), checked again at each connection, which goes to the address checked.
-    ``commands``: the programs (argv[0], exactly) a command rule may start. Callbacks are the
-    waker owner's own, by name."""
+    """The operator's targets. ``hosts``: host names (exact), ``*.suffix`` and IP networks
+    ("10.0.0.0/8", "127.0.0.1") a webhook URL may name; every address the host resolves to
+    must be public or inside a listed network (a name cannot lead inside the network: SSRF),
+    checked again at each connection, which goes to the address checked. ``agent_servers``:
+    the LangGraph Agent Server URLs a rule may name, each to its own API key (or None); a key
+    goes to its own server only. ``commands``: the programs (argv[0], exactly) a command rule
+    may start; ``command_env``: the environment names a rule may set for them (nothing else:
+    an allow-list). Callbacks are the waker owner's own, by name."""
 
-    def __init__(self, hosts: Iterable[str] = (), commands: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        hosts: Iterable[str] = (),
+        commands: Iterable[str] = (),
+        *,
+        agent_servers: Mapping[str, str | None] | None = None,
+        command_env: Iterable[str] = (),
+    ) -> None:
         self.hosts = HostPolicy(hosts, knob="the waker's --allow-host")
         self.commands = set(commands)
+        self.command_env = frozenset(command_env)
+        for name in sorted(self.command_env):
+            if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", name) or _HOOK_NAMES.fullmatch(name):
+                raise ValueError(
+                    f"--command-env {name!r}: a rule may never set it (it would let the rule's "
+                    "writer run code: a loader, shell or runtime hook, or the waker's own)"
+                )
+        self._servers: dict[str, tuple[str | None, HostPolicy]] = {}
+        for url, key in (agent_servers or {}).items():
+            self._servers[agent_server_id(url)] = (key or None, _server_policy(url))
 
     def __repr__(self) -> str:
         hosts = repr(self.hosts).removeprefix("HostPolicy(").removesuffix(")")
-        return f"Destinations(hosts={hosts}, commands={sorted(self.commands)!r})"
+        servers = sorted(self._servers)
+        return (
+            f"Destinations(hosts={hosts}, agent_servers={servers!r}, "
+            f"commands={sorted(self.commands)!r}, command_env={sorted(self.command_env)!r})"
+        )
 
     async def check_url(self, url: str) -> None:
         try:
@@ -119,9 +194,48 @@ class Destinations:
         except HostRefused as exc:
             raise Refused(str(exc)) from None
 
-    def check_command(self, argv: tuple[str, ...]) -> None:
+    def agent_server(self, url: str) -> tuple[str | None, HostPolicy]:
+        """The key and the address policy of the Agent Server at ``url``, which the operator
+        must have set up (``--agent-server``): a rule never sends the operator's key, nor a
+        run, anywhere else."""
+        try:
+            found = self._servers.get(agent_server_id(url))
+        except ValueError:
+            found = None
+        if found is None:
+            raise Refused(
+                f"the Agent Server {url!r} is not one of the waker's (--agent-server); "
+                "a rule may name only those"
+            )
+        return found
+
+    def check_command(self, argv: tuple[str, ...], env: Mapping[str, str] | None = None) -> None:
         if argv[0] not in self.commands:
             raise Refused(f"program {argv[0]!r} is not in the waker's allow-list (--allow-command)")
+        refused = sorted(set(env or {}) - self.command_env)
+        if refused:
+            raise Refused(
+                f"env {refused[0]!r} is not one the waker lets a rule set (--command-env)"
+            )
+
+
+def agent_server_id(url: str) -> str:
+    """An Agent Server URL as compared: scheme, host and port, path without its last '/'."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is no http:// or https:// URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: an Agent Server URL has no user, query or fragment")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname.lower().rstrip(".")
+    return f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}"
+
+
+def _server_policy(url: str) -> HostPolicy:
+    # The operator named this server outright: it may be on loopback or inside the network,
+    # and its name may resolve anywhere (the operator's DNS); still connected to by address
+    host = urlsplit(agent_server_id(url)).hostname or ""
+    return HostPolicy([host], knob="the waker's --agent-server", trust_names=True)
 
 
 Callback = Callable[[Wake], Awaitable[None] | None]
@@ -140,40 +254,73 @@ class Deliverer:
         attempts: int = ATTEMPTS,
         backoff: float = BACKOFF,
         sleep: Sleep = asyncio.sleep,
-        agent_server_api_key: str | None = None,
+        limits: Limits | None = None,
+        timeout: float = TIMEOUT,
     ) -> None:
         self.destinations = destinations or Destinations()
         self.callbacks = dict(callbacks or {})
         self.attempts = attempts
         self.backoff = backoff
         self.sleep = sleep
-        self._api_key = agent_server_api_key  # the operator's, never a rule's
+        self.limits = limits or Limits()
+        self.timeout = timeout
+        self._runs = RunBook(self.limits)
         self._http: Any = None
         self._children: set[asyncio.Task[None]] = set()
+        self._processes: set[asyncio.subprocess.Process] = set()
 
     def __repr__(self) -> str:
         return f"Deliverer({self.destinations!r}, callbacks={sorted(self.callbacks)!r})"
 
+    @property
+    def commands_running(self) -> int:
+        return len(self._processes)
+
     async def close(self) -> None:
+        """Close the HTTP client and end every command still running (none outlives the
+        waker: SIGTERM, then SIGKILL after ``KILL_GRACE`` seconds)."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        for process in list(self._processes):
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        if self._children:
+            _, late = await asyncio.wait(self._children, timeout=KILL_GRACE)
+            if late:
+                for process in list(self._processes):
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                await asyncio.wait(late, timeout=KILL_GRACE)
         for task in list(self._children):
             task.cancel()
         await asyncio.gather(*self._children, return_exceptions=True)
 
-    async def deliver(self, rule: WakeRule, wake: Wake) -> None:
+    def free_at(self, rule: WakeRule, now: float) -> float:
+        """When ``rule``'s target may be woken under the operator's ceilings: ``now``, or
+        later (its runs this hour, or the commands running at once)."""
+        due = self._runs.free_at(target_of(rule), now)
+        if rule.target == "command" and len(self._processes) >= self.limits.commands_at_once:
+            due = max(due, now + BUSY_RETRY)
+        return due
+
+    async def deliver(self, rule: WakeRule, wake: Wake, now: float | None = None) -> None:
+        """Deliver ``wake``; ``now`` (the waker's clock) counts the run against the target's
+        ceiling of runs per hour."""
+        self._runs.ran(target_of(rule), time.time() if now is None else now)
         if rule.target == "callback":
             return await self._callback(rule, wake)
         if rule.target == "command":
-            self.destinations.check_command(rule.argv)
+            self.destinations.check_command(rule.argv, dict(rule.env))
             return await self._command(rule, wake)
-        await self.destinations.check_url(rule.url)
         if rule.target == "webhook":
+            await self.destinations.check_url(rule.url)
             body = json.dumps(wake.body(rule.include_payload), separators=(",", ":")).encode()
-            headers = {SIGNATURE_HEADER: sign(rule.secret, body), KEY_HEADER: wake.key}
+            headers = {SIGNATURE_HEADER: sign(rule.secret, body, wake_key=wake.key),
+                       KEY_HEADER: wake.key}
             return await self._retried(wake.key, lambda: self._post(rule.url, body, headers))
-        await self._retried(wake.key, lambda: self._agent_server(rule, wake))
+        key, policy = self.destinations.agent_server(rule.url)
+        await self._retried(wake.key, lambda: self._agent_server(rule, wake, key, policy))
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], what: str) -> None:
         """POST JSON ``body`` to ``url`` through the allow-list, tried as a webhook is (A2A
@@ -184,7 +331,8 @@ class Deliverer:
     async def _retried(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
         for n in range(self.attempts):
             try:
-                return await attempt()
+                async with asyncio.timeout(self.timeout):  # the whole try, whatever is sent
+                    return await attempt()
             except Refused:
                 raise
             except HostRefused as exc:  # at the connection: the name now leads elsewhere
@@ -216,21 +364,27 @@ class Deliverer:
             MQ9_WAKE_WAITING=str(wake.waiting),
             MQ9_WAKE_NEWEST_MSG_ID=str(wake.newest_msg_id),
         )
-        # exec, never a shell: nothing from mail is ever parsed as a command line
+        # exec, never a shell: nothing from mail is ever parsed as a command line. In the
+        # waker's process group (a signal to the group ends them too), ended by close(), and
+        # on Linux killed by the kernel if the waker dies without closing
         process = await asyncio.create_subprocess_exec(
             *rule.argv,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+        self._processes.add(process)
         task = asyncio.ensure_future(self._reap(process, wake))
         self._children.add(task)
         task.add_done_callback(self._children.discard)
 
     async def _reap(self, process: asyncio.subprocess.Process, wake: Wake) -> None:
-        code = await process.wait()
+        try:
+            code = await process.wait()
+        finally:
+            self._processes.discard(process)
         if code:
             log.warning("wake %s: the command exited with %s", wake.key, code)
 
@@ -249,16 +403,19 @@ class Deliverer:
             if answer.status_code >= 300:
                 raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")
 
-    async def _agent_server(self, rule: WakeRule, wake: Wake) -> None:
+    async def _agent_server(
+        self, rule: WakeRule, wake: Wake, api_key: str | None, policy: HostPolicy
+    ) -> None:
         try:
             from langgraph_sdk.client import LangGraphClient
         except ImportError:
             raise Refused(NEEDS_EXTRA) from None
 
-        # The SDK's own client would connect by name, proxies and all: ours, with its headers
-        key = {"x-api-key": self._api_key} if self._api_key else {}
+        # The SDK's own client would connect by name, proxies and all: ours, with its headers;
+        # the key is the one the operator bound to this server (Destinations.agent_server)
+        key = {"x-api-key": api_key} if api_key else {}
         http = guarded_client(
-            self.destinations.hosts,
+            policy,
             timeout=TIMEOUT,
             base_url=rule.url,
             headers={"User-Agent": "langchain-mq9-wake", **key},
@@ -294,3 +451,19 @@ def run_input(wake: Wake) -> dict[str, Any]:
 
 class DeliveryFailed(Exception):
     """One try that did not reach its target."""
+
+
+def target_of(rule: WakeRule) -> str:
+    """What the ceiling of runs per hour counts by: the URL, the program, the callback."""
+    if rule.target == "command":
+        return "command " + rule.argv[0]
+    if rule.target == "callback":
+        return "callback " + rule.callback
+    return f"{rule.target} {rule.url}"
+
+
+def _die_with_parent() -> None:  # in the child, between fork and exec
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,10 @@ from .. import protocol as p
 RESERVED_ROOT = "mq9"
 RULES_ROOT = RESERVED_ROOT + ".wake."  # + digest(mailbox): that mailbox's rules and records
 INDEX_ADDRESS = RESERVED_ROOT + ".wake.index"  # one record per rules mailbox: its digest
-FAILED_ADDRESS = RESERVED_ROOT + ".wake.failed"  # wakes set aside, for the operator
+# Wakes set aside, for the operator: FAILED_ADDRESS on an open broker (nothing is anyone's
+# there); with --credentials one per waker's agent, failed_address(its name), which the broker
+# lets that agent alone create (else the first agent to create it would own every waker's)
+FAILED_ADDRESS = RESERVED_ROOT + ".wake.failed"
 # What the bundled broker publishes (an empty body) when a message is stored in a mailbox,
 # with --announce: the digest, never the name (broker/serving/serve.py holds the same prefix)
 ARRIVALS_PREFIX = "$mq9.WAKE."
@@ -44,6 +48,11 @@ def digest(text: str) -> str:
 
 def rules_address(mail_address: str) -> str:
     return RULES_ROOT + digest(mail_address)
+
+
+def failed_address(principal: str | None) -> str:
+    """Where a waker logged in as ``principal`` (None: an open broker) sets wakes aside."""
+    return FAILED_ADDRESS if not principal else f"{FAILED_ADDRESS}.{digest(principal)}"
 
 
 class RuleError(ValueError):
@@ -75,7 +84,8 @@ class WakeRule:
     assistant: str = ""
     thread: str = "mailbox"
     argv: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
+    # names to text: a mapping or pairs, kept as sorted pairs (a rule is hashable, frozen)
+    env: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
     callback: str = ""
     group: str = ""
     min_interval: float = 1.0
@@ -84,6 +94,7 @@ class WakeRule:
     quiet_hours: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "env", _env_pairs(self.env))
         _check(self)
 
     @property
@@ -102,7 +113,7 @@ class WakeRule:
             "assistant": self.assistant,
             "thread": self.thread,
             "argv": list(self.argv),
-            "env": dict(self.env),
+            "env": dict(_env_pairs(self.env)),
             "callback": self.callback,
             "group": self.group,
             "min_interval": self.min_interval,
@@ -137,15 +148,29 @@ class WakeRule:
         values = dict(body)
         if "argv" in values:
             values["argv"] = _strings("argv", values["argv"])
-        if "env" in values:
-            env = values["env"]
-            if not isinstance(env, dict):
-                raise RuleError("env must be an object of names to text")
-            values["env"] = tuple(sorted((str(k), v) for k, v in env.items()))
+        if "env" in values and not isinstance(values["env"], dict):
+            raise RuleError("env must be an object of names to text")
         try:
             return cls(**values)
         except TypeError as exc:
             raise RuleError(f"wake rule: {exc}") from None
+
+
+def _env_pairs(env: object) -> tuple[tuple[str, str], ...]:
+    if isinstance(env, Mapping):
+        items = list(env.items())
+    elif isinstance(env, (list, tuple)) and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in env
+    ):
+        items = [(pair[0], pair[1]) for pair in env]
+    else:
+        raise RuleError("env: a mapping of NAMES to text (or (name, text) pairs)")
+    names = [k for k, _ in items]
+    if len(set(names)) != len(names):
+        raise RuleError("env: each name once")
+    if not all(isinstance(k, str) for k in names):
+        raise RuleError(f"env: at most {MAX_ENV} NAMES (A-Z, 0-9, _) to text")
+    return tuple(sorted(items))
 
 
 def _strings(name: str, value: object) -> tuple[str, ...]:
@@ -184,9 +209,10 @@ def _check(rule: WakeRule) -> None:
             raise RuleError(f"argv: 1 to {MAX_ARGV} arguments, the program first")
         if any(not isinstance(a, str) or len(a) > MAX_ARG or "\x00" in a for a in rule.argv):
             raise RuleError(f"argv: text arguments of at most {MAX_ARG} characters")
-    if len(rule.env) > MAX_ENV or any(
+    pairs = _env_pairs(rule.env)
+    if len(pairs) > MAX_ENV or any(
         not _ENV_NAME.fullmatch(k) or not isinstance(v, str) or len(v) > MAX_ARG or "\x00" in v
-        for k, v in rule.env
+        for k, v in pairs
     ):
         raise RuleError(f"env: at most {MAX_ENV} NAMES (A-Z, 0-9, _) to text")
     if rule.target == "callback" and not rule.callback:

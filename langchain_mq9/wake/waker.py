@@ -2,9 +2,10 @@
 waits there (docs/wake.md).
 
 Each look at a mailbox M: one FETCH (no group, from the newest message) says whether anything
-arrived above M's cursor. Only then does the waker claim M (a claim record in M's rules
-mailbox; the oldest live claim holds M, as a group's leases do: groups/leases.py), read M's
-state again, and for each rule due deliver one wake for all that arrived since its last one,
+arrived above M's cursor. Only then does the waker read M's rules (so a removed rule never
+wakes again), claim M (a claim record in M's rules mailbox; the oldest live claim holds M, as
+a group's leases do: groups/leases.py), read M's state again, and for each rule due deliver
+one wake for every message from its first owed one to the newest (counted exactly, span.py),
 then store the state (the cursor moved) and drop the claim. So:
 
 - a burst is one wake: what arrives while a rule waits for its minimum interval, quiet hours
@@ -20,6 +21,12 @@ look follows each arrival after ``settle`` seconds; elsewhere every watched mail
 at every ``poll_interval`` seconds (RobustMQ: its FETCH never waits, docs/protocol.md rule 5).
 A sweep every ``sweep_interval`` seconds looks at all of them anyway (what an announcement
 missed while a waker was down).
+
+At most ``CONCURRENT_LOOKS`` looks talk to the broker at once; a delivery waits outside that
+gate (each try with a deadline of its own, deliver.py), so a target that never answers holds
+its own mailbox only. The index is read a page at a time, each new digest kept only once its
+rules mailbox shows a rule: the waker's memory follows the mailboxes with rules, whatever is
+written to the index.
 """
 
 from __future__ import annotations
@@ -30,26 +37,27 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ..client import Mq9Client
-from ..protocol import Message
+from ..protocol import HEADER_SENDER, Message
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from .arrivals import Unsubscribe, subscribe_arrivals
-from .book import CLAIM_TAG, PAGE, RULE_TAG, STATE_KEY, MailboxState, RuleState, ensure_mailbox
+from .book import CLAIM_TAG, RULE_TAG, STATE_KEY, MailboxState, RuleState, ensure_mailbox
 from .deliver import Deliverer, Refused, Wake
 from .rules import (
-    FAILED_ADDRESS,
     INDEX_ADDRESS,
     RULES_ROOT,
     RuleError,
     WakeRule,
     digest,
+    failed_address,
     quiet_until,
     rules_address,
 )
+from .span import read_span
 
 log = logging.getLogger("langchain_mq9.wake")
 
@@ -57,15 +65,14 @@ POLL_INTERVAL = 1.0  # seconds between looks at each mailbox without announcemen
 SWEEP_INTERVAL = 30.0  # seconds between looks at every mailbox with announcements
 SETTLE = 0.005  # seconds after an announcement before the look: a burst's next messages join
 LEASE = 60.0  # seconds a claim holds a mailbox: longer than a wake's retries
-FORGED_AHEAD = 1000  # msg_ids a stored cursor may be ahead of the newest message stored
 CLAIM_SLACK = 5.0  # seconds a claim may outlast this waker's lease (wakers' clocks differ)
-# seconds a mailbox's rules are kept before they are read again (an added or removed rule
-# lists its mailbox in the index again: announced, the waker reads them at once)
-RULES_REFRESH = 300.0
-WAITING_SHOWN = 100  # messages counted per wake (a wake says "100" for more)
 PAYLOADS_SHOWN = 20  # messages whose payloads a rule with include_payload gets
 PAYLOAD_CHARS = 4000
-CONCURRENT_LOOKS = 16
+GROUP_SHOWN = 10_000  # a group's unacked messages counted per wake (one FETCH: no paging)
+CONCURRENT_LOOKS = 16  # looks talking to the broker at once (deliveries wait outside)
+INDEX_PAGE = 200  # index entries read per FETCH
+INDEX_LOOKS = 4  # new index digests whose rules are read at once (beside the looks' gate)
+MAX_WATCHED = 100_000  # mailboxes with rules one waker watches; beyond, the rest wait
 INDEX_DIGEST = digest(INDEX_ADDRESS)
 Clock = Callable[[], float]
 
@@ -74,13 +81,22 @@ Clock = Callable[[], float]
 class _Watch:
     digest: str
     mailbox: str = ""
-    rules: list[WakeRule] = field(default_factory=list)
-    rules_read: float = -1e18
+    explicit: bool = False  # named by the waker's owner (kept without rules)
     seen: int = -1  # the cursor as this waker last knew it
     due: float | None = None  # when a wake held back becomes due (the waker's clock)
     running: bool = False
     again: bool = False
     timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class _Span:
+    """What a wake tells of the messages it is for."""
+
+    count: int = 0
+    newest: Message | None = None
+    priorities: dict[str, int] | None = None
+    shown: list[Message] | None = None
 
 
 class Waker:
@@ -92,6 +108,8 @@ class Waker:
 
     ``mailboxes``: watch only these (else every mailbox the index lists). ``clock``: the
     time rules are judged by (minimum interval, cap, quiet hours, claims' leases).
+    ``owner``: the agent the client is logged in as (default: its credential's id), which
+    names the mailbox wakes are set aside in (``failed_address``).
     """
 
     def __init__(
@@ -107,6 +125,7 @@ class Waker:
         settle: float = SETTLE,
         lease: float = LEASE,
         name: str | None = None,
+        owner: str | None = None,
     ) -> None:
         self.client = client
         self.deliverer = deliverer or Deliverer()
@@ -117,14 +136,21 @@ class Waker:
         self.settle = settle
         self.lease = lease
         self.name = name or f"waker-{uuid.uuid4().hex[:12]}"
+        self.owner = owner if owner is not None else client.principal
+        self.failed_address = failed_address(self.owner)
         self._explicit = list(mailboxes) if mailboxes is not None else None
         self._watches: dict[str, _Watch] = {}
         self._index_next = 0
+        self._index_lock = asyncio.Lock()
+        self._index_task: asyncio.Task[None] | None = None
+        self._index_again = False
+        self._full_said = False
         self._announced = False  # an announcement came: sweeps may be rare
         self._unsubscribe: Unsubscribe | None = None
         self._task: asyncio.Task[None] | None = None
         self._looks: set[asyncio.Task[None]] = set()
         self._gate = asyncio.Semaphore(CONCURRENT_LOOKS)
+        self._vetting = asyncio.Semaphore(INDEX_LOOKS)
         self.wakes = 0  # delivered
         self.set_aside = 0
 
@@ -135,13 +161,19 @@ class Waker:
     def watching(self) -> list[str]:
         return sorted(w.mailbox for w in self._watches.values() if w.mailbox)
 
+    @property
+    def index_read(self) -> int:
+        """How far the index has been read (its next msg_id)."""
+        return self._index_next
+
     # -- running -------------------------------------------------------------------------
 
     async def start(self) -> Waker:
         if self.events:
             self._unsubscribe = await subscribe_arrivals(self.client, self._arrived)
         for mailbox in self._explicit or []:
-            self._watches.setdefault(digest(mailbox), _Watch(digest(mailbox), mailbox))
+            d = digest(mailbox)
+            self._watches.setdefault(d, _Watch(d, mailbox, explicit=True))
         await self.sweep()
         self._task = asyncio.ensure_future(self._run())
         return self
@@ -176,16 +208,12 @@ class Waker:
         """Read the index's new entries, then look at every watched mailbox."""
         if self._explicit is None:
             await self._read_index()
-        now = self.clock()
-        for watch in list(self._watches.values()):
-            if now - watch.rules_read >= RULES_REFRESH:
-                watch.rules_read = -1e18  # read again at its look
         await asyncio.gather(*(self._look(w) for w in list(self._watches.values())))
 
     async def check(self, mail_address: str) -> None:
-        """Look at one mailbox now (its rules read again) and deliver what is due."""
-        watch = self._watches.setdefault(digest(mail_address), _Watch(digest(mail_address)))
-        watch.rules_read = -1e18
+        """Look at one mailbox now and deliver what is due."""
+        d = digest(mail_address)
+        watch = self._watches.setdefault(d, _Watch(d, mail_address, explicit=True))
         await self._look(watch)
 
     # -- announcements ---------------------------------------------------------------------
@@ -193,11 +221,31 @@ class Waker:
     def _arrived(self, d: str) -> None:
         self._announced = True
         if d == INDEX_DIGEST and self._explicit is None:
-            self._spawn(self._read_index_and_look())
+            self._kick_index()
             return
         watch = self._watches.get(d)
         if watch is not None:
             self._soon(watch, self.settle)
+
+    def _kick_index(self) -> None:
+        """One reader of the index at a time; a flood of entries is one more pass."""
+        if self._index_task is not None and not self._index_task.done():
+            self._index_again = True
+            return
+        self._index_task = asyncio.ensure_future(self._index_passes())
+        self._looks.add(self._index_task)
+        self._index_task.add_done_callback(self._looks.discard)
+
+    async def _index_passes(self) -> None:
+        while True:
+            self._index_again = False
+            try:
+                listed = await self._read_index()
+                await asyncio.gather(*(self._look(w) for w in listed))
+            except Mq9Error as exc:
+                log.warning("wake index read failed: %s", exc)
+            if not self._index_again:
+                return
 
     def _soon(self, watch: _Watch, delay: float) -> None:
         if watch.running:
@@ -223,32 +271,38 @@ class Waker:
         self._looks.add(task)
         task.add_done_callback(self._looks.discard)
 
-    async def _read_index_and_look(self) -> None:
-        fresh = await self._read_index()
-        await asyncio.gather(*(self._look(w) for w in fresh))
-
     async def _read_index(self) -> list[_Watch]:
-        """Learn the rules mailboxes listed since the last read (a rule added again lists its
-        mailbox again: its rules are read again)."""
-        fresh: list[_Watch] = []
-        while True:
-            try:
-                page = await self.client.fetch(
-                    INDEX_ADDRESS, deliver="from_id", from_id=self._index_next,
-                    num_msgs=PAGE, max_wait_ms=0,
-                )
-            except MailboxNotFound:
-                return fresh
-            page = [m for m in page if m.msg_id >= self._index_next]
-            if not page:
-                return fresh
-            for message in page:
-                d = message.text().strip()
-                if len(d) == 32 and all(c in "0123456789abcdef" for c in d):
-                    watch = self._watches.setdefault(d, _Watch(d))
-                    watch.rules_read = -1e18
-                    fresh.append(watch)
-            self._index_next = max(m.msg_id for m in page) + 1
+        """Read the index's entries listed since the last read, a page at a time; the watches
+        to look at: a digest already watched (a rule added or removed lists it again), and a
+        new one only if its rules mailbox holds a rule (no other is kept)."""
+        listed: dict[str, _Watch] = {}
+        async with self._index_lock:
+            async for page in read_span(self.client, INDEX_ADDRESS, self._index_next,
+                                        page=INDEX_PAGE):
+                found = {m.text().strip() for m in page}
+                digests = [d for d in found if len(d) == 32 and
+                           all(c in "0123456789abcdef" for c in d)]
+                for watch in await asyncio.gather(*(self._listed(d) for d in digests)):
+                    if watch is not None:
+                        listed[watch.digest] = watch
+                self._index_next = page[-1].msg_id + 1
+        return list(listed.values())
+
+    async def _listed(self, d: str) -> _Watch | None:
+        watch = self._watches.get(d)
+        if watch is not None:
+            return watch
+        if len(self._watches) >= MAX_WATCHED:
+            if not self._full_said:
+                self._full_said = True
+                log.warning("this waker watches %d mailboxes, its most: run another with "
+                            "--mailbox for the rest", MAX_WATCHED)
+            return None
+        async with self._vetting:
+            rules = await self._rules(RULES_ROOT + d, d)
+        if not rules:
+            return None
+        return self._watches.setdefault(d, _Watch(d, rules[0].mailbox))
 
     # -- one mailbox -----------------------------------------------------------------------
 
@@ -271,39 +325,51 @@ class Waker:
         finally:
             watch.running = False
 
-    async def _read_rules(self, watch: _Watch) -> None:
-        address = RULES_ROOT + watch.digest
+    @contextlib.asynccontextmanager
+    async def _outside_gate(self) -> AsyncIterator[None]:
+        """A delivery waits for its target without holding a look's place at the broker."""
+        self._gate.release()
+        try:
+            yield
+        finally:
+            await self._gate.acquire()
+
+    async def _rules(self, address: str, d: str) -> list[WakeRule]:
         try:
             found = await self.client.query(address, tags=[RULE_TAG])
         except MailboxNotFound:
-            found = []
+            return []
         rules: dict[str, WakeRule] = {}
         for message in found:
             try:
                 rule = WakeRule.from_json(message.payload)
             except RuleError:
                 continue
-            if digest(rule.mailbox) == watch.digest:  # a record naming another mailbox: no rule
+            if digest(rule.mailbox) == d:  # a record naming another mailbox: no rule
                 rules[rule.name] = rule
-        watch.rules = [rules[n] for n in sorted(rules)]
-        if watch.rules:
-            watch.mailbox = watch.rules[0].mailbox
-        watch.rules_read = self.clock()
+        return [rules[n] for n in sorted(rules)]
 
     async def _visit(self, watch: _Watch) -> None:
-        if watch.rules_read < 0:
-            await self._read_rules(watch)
-        if not watch.rules:
-            return
         now = self.clock()
-        newest = await self._newest(watch.mailbox)
-        if newest <= watch.seen and (watch.due is None or watch.due > now):
-            return  # nothing new, nothing owed yet
+        newest = -1
+        if watch.mailbox:
+            newest = await self._newest(watch.mailbox)
+            if newest <= watch.seen and (watch.due is None or watch.due > now):
+                return  # nothing new, nothing owed yet
+        # read at every look that may wake: a rule removed wakes nothing from then on
+        rules = await self._rules(RULES_ROOT + watch.digest, watch.digest)
+        if not rules:
+            if not watch.explicit:  # the index listed it; nothing to keep
+                self._watches.pop(watch.digest, None)
+            elif watch.mailbox:
+                watch.seen, watch.due = max(watch.seen, newest), None
+            return
+        watch.mailbox = rules[0].mailbox
         claim = await self._claim(watch)
         if claim is None:
             return
         try:
-            await self._wake_due(watch)
+            await self._wake_due(watch, rules)
         finally:
             with contextlib.suppress(Mq9Error):
                 await self.client.delete(rules_address(watch.mailbox), claim)
@@ -345,36 +411,39 @@ class Waker:
         self._later(watch, holder[1] - now + 0.05)
         return None
 
-    async def _wake_due(self, watch: _Watch) -> None:
+    async def _wake_due(self, watch: _Watch, rules: list[WakeRule]) -> None:
         address = rules_address(watch.mailbox)
         records = await self.client.query(address, key=STATE_KEY)
         state = MailboxState.from_message(records[0] if records else None)
         newest = await self._newest(watch.mailbox)
-        if state.seen > newest + FORGED_AHEAD:  # far past the mailbox's end (expired mail
-            # ends it early, a little): no cursor a waker wrote, and it would silence the
-            # mailbox for good; start again from what this waker knew (at least once)
-            state.seen = watch.seen if watch.seen <= newest else -1
-        arrived = await self._above(watch.mailbox, state.seen)
         now = self.clock()
-        if arrived:
-            first = min(m.msg_id for m in arrived)
-            for rule in watch.rules:
+        if state.seen > newest:  # past the mailbox's end: no cursor a waker wrote (or the
+            # newest message expired); it would silence the mailbox: start again from what
+            # this waker knew, else from the start (at least once)
+            state.seen = watch.seen if watch.seen <= newest else -1
+        for rs in state.rules.values():  # a time in the future is no time a waker wrote
+            rs.last_wake = min(rs.last_wake, now)
+            rs.window_start = min(rs.window_start, now)
+            if rs.pending_from > state.seen + 1:
+                rs.pending_from = -1
+        if newest > state.seen:
+            for rule in rules:
                 rs = state.rules.setdefault(rule.name, RuleState())
                 if rs.pending_from < 0:
-                    rs.pending_from = first
-            state.seen = max(state.seen, max(m.msg_id for m in arrived))
-        for name in [n for n in state.rules if n not in {r.name for r in watch.rules}]:
+                    rs.pending_from = state.seen + 1
+            state.seen = newest
+        for name in [n for n in state.rules if n not in {r.name for r in rules}]:
             del state.rules[name]  # a removed rule's record
         next_due: float | None = None
-        for rule in watch.rules:
+        for rule in rules:
             rs = state.rules.setdefault(rule.name, RuleState())
             if rs.pending_from < 0:
                 continue
-            due = _due(rule, rs, now)
+            due = max(self._due(rule, rs, now), self.deliverer.free_at(rule, now))
             if due > now:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            await self._wake(rule, rs, watch, state, now)
+            await self._wake(rule, rs, watch, state.seen, now)
         # stored before the claim is dropped: the next holder reads where this one ended
         await self.client.send(address, state.to_json(), key=STATE_KEY)
         watch.seen = state.seen
@@ -382,48 +451,74 @@ class Waker:
         if next_due is not None:
             self._later(watch, next_due - now)
 
-    async def _above(self, mailbox: str, seen: int) -> list[Message]:
-        try:
-            found = await self.client.fetch(
-                mailbox, deliver="from_id", from_id=seen + 1, num_msgs=WAITING_SHOWN,
-                max_wait_ms=0,
-            )
-        except MailboxNotFound:
-            return []
-        return [m for m in found if m.msg_id > seen]
+    def _due(self, rule: WakeRule, rs: RuleState, now: float) -> float:
+        """When the rule may wake next: its minimum interval (never under the operator's
+        floor), cap and quiet hours."""
+        due = now
+        if rs.last_wake:
+            interval = max(rule.min_interval, self.deliverer.limits.min_interval)
+            due = max(due, rs.last_wake + interval)
+        if rule.cap and rs.window_count >= rule.cap and due - rs.window_start < rule.cap_window:
+            due = rs.window_start + rule.cap_window
+        ends = quiet_until(rule, due)
+        return ends if ends is not None else due
 
-    async def _waiting(self, rule: WakeRule, rs: RuleState) -> list[Message]:
-        """What the wake is for: the mail its reader has not read (``rule.group``), else what
-        arrived since the wake owed began."""
+    async def _span(self, rule: WakeRule, first: int, last: int) -> _Span:
+        """The messages the wake is for: the mail its reader has not read (``rule.group``),
+        else every message from ``first`` to ``last``, counted exactly."""
+        span = _Span(priorities={}, shown=[])
+        assert span.priorities is not None and span.shown is not None
+
+        def add(message: Message) -> None:
+            assert span.priorities is not None and span.shown is not None
+            span.count += 1
+            lane = str(message.priority)
+            span.priorities[lane] = span.priorities.get(lane, 0) + 1
+            if span.newest is None or message.msg_id > span.newest.msg_id:
+                span.newest = message
+            if len(span.shown) < PAYLOADS_SHOWN:
+                span.shown.append(message)
+
         if rule.group:
             found = await self.client.fetch(
                 rule.mailbox, group_name=rule.group, deliver="earliest",
-                num_msgs=WAITING_SHOWN, max_wait_ms=0,
+                num_msgs=GROUP_SHOWN, max_wait_ms=0,
             )
-            return found
-        return await self._above(rule.mailbox, rs.pending_from - 1)
+            for message in sorted(found, key=lambda m: m.msg_id):
+                if message.msg_id <= last:
+                    add(message)
+            return span
+        async for page in read_span(self.client, rule.mailbox, first, last):
+            for message in page:
+                add(message)
+        return span
+
+    def _sender(self, message: Message) -> str:
+        """Who sent ``message``: on a --credentials broker (this waker logged in) the agent
+        the broker stamped on it, never a header a sender wrote; on an open broker anyone
+        can write either, and the reply mailbox names whoever says so."""
+        stamped = message.header.get(HEADER_SENDER, "")
+        if self.owner:
+            return stamped
+        return stamped or message.header.get("mq9-reply-to", "")
 
     async def _wake(
-        self, rule: WakeRule, rs: RuleState, watch: _Watch, state: MailboxState, now: float
+        self, rule: WakeRule, rs: RuleState, watch: _Watch, last: int, now: float
     ) -> None:
-        waiting = await self._waiting(rule, rs)
+        span = await self._span(rule, rs.pending_from, last)
         key = f"{watch.digest[:16]}.{rule.name}.{rs.pending_from}"
         rs.pending_from = -1
-        if not waiting:
+        if span.newest is None:
             return  # read already: no wake
-        newest = max(waiting, key=lambda m: m.msg_id)
-        priorities: dict[str, int] = {}
-        for message in waiting:
-            priorities[str(message.priority)] = priorities.get(str(message.priority), 0) + 1
         wake = Wake(
             mailbox=rule.mailbox,
             rule=rule.name,
             key=key,
-            waiting=len(waiting),
-            newest_msg_id=newest.msg_id,
-            priorities=priorities,
-            sender=newest.header.get("mq9-reply-to", ""),
-            messages=[_shown(m) for m in waiting[:PAYLOADS_SHOWN]] if rule.include_payload else [],
+            waiting=span.count,
+            newest_msg_id=span.newest.msg_id,
+            priorities=span.priorities or {},
+            sender=self._sender(span.newest),
+            messages=[_shown(m) for m in span.shown or []] if rule.include_payload else [],
         )
         if rule.cap:
             if now - rs.window_start >= rule.cap_window:
@@ -431,12 +526,13 @@ class Waker:
             rs.window_count += 1
         rs.last_wake = now
         try:
-            await self.deliverer.deliver(rule, wake)
+            async with self._outside_gate():
+                await self.deliverer.deliver(rule, wake, now)
         except Exception as exc:
             rs.failures += 1
             rs.last_error = _reason(exc)
-            self.set_aside += 1
             await self._set_aside(rule, wake, rs.last_error)
+            self.set_aside += 1  # counted once recorded: what counts may be read at once
             return
         rs.failures, rs.last_error = 0, ""
         self.wakes += 1
@@ -447,8 +543,9 @@ class Waker:
         record = {"wake": wake.body(False), "target": rule.target, "reason": reason,
                   "waker": self.name}
         try:
-            await ensure_mailbox(self.client, FAILED_ADDRESS)
-            await self.client.send(FAILED_ADDRESS, json.dumps(record), tags=[watch_tag(rule)])
+            await ensure_mailbox(self.client, self.failed_address)
+            await self.client.send(self.failed_address, json.dumps(record),
+                                   tags=[watch_tag(rule)])
         except Mq9Error as exc:
             log.warning("wake %s could not be set aside on the broker: %s", wake.key, exc)
 
@@ -464,17 +561,6 @@ def _until(message: Message) -> float:
         return 0.0
 
 
-def _due(rule: WakeRule, rs: RuleState, now: float) -> float:
-    """When the rule may wake next: its minimum interval, cap and quiet hours."""
-    due = now
-    if rs.last_wake:
-        due = max(due, rs.last_wake + rule.min_interval)
-    if rule.cap and rs.window_count >= rule.cap and due - rs.window_start < rule.cap_window:
-        due = rs.window_start + rule.cap_window
-    ends = quiet_until(rule, due)
-    return ends if ends is not None else due
-
-
 def _shown(message: Message) -> dict[str, Any]:
     text = message.payload.decode(errors="replace")
     return {
@@ -488,5 +574,7 @@ def _shown(message: Message) -> dict[str, Any]:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, Refused):
         return f"refused: {exc}"
+    if isinstance(exc, TimeoutError):
+        return "TimeoutError: no answer within the try's deadline"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:300]

@@ -110,7 +110,8 @@ class Receiver:
         """The bodies received, each checked against its signature."""
         found = []
         for body, headers in list(self.requests):
-            assert verify(SECRET, body, headers.get("X-Mq9-Signature", "")), headers
+            key = headers.get("X-Mq9-Wake-Key", "")
+            assert verify(SECRET, body, headers.get("X-Mq9-Signature", ""), key), headers
             found.append(json.loads(body))
         return found
 

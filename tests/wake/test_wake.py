@@ -18,6 +18,7 @@ from langchain_mq9.broker import ManualClock
 from langchain_mq9.wake import (
     Deliverer,
     Destinations,
+    Limits,
     RuleBook,
     RuleError,
     Waker,
@@ -27,6 +28,7 @@ from langchain_mq9.wake import (
 from langchain_mq9.wake.rules import FAILED_ADDRESS
 
 LOOPBACK = Destinations(hosts=["127.0.0.1/32"])
+NO_FLOOR = Limits(min_interval=0)
 DAY = 1_700_000_000 - 1_700_000_000 % 86400  # a UTC midnight
 
 
@@ -34,11 +36,14 @@ def hook(mailbox: str, url: str, **policy) -> WakeRule:
     return WakeRule(mailbox=mailbox, target="webhook", url=url, secret=SECRET, **policy)
 
 
-def waker_for(lane, client, clock=None, destinations=LOOPBACK, **options) -> Waker:
+def waker_for(lane, client, clock=None, destinations=LOOPBACK, limits=NO_FLOOR,
+              **options) -> Waker:
+    """A waker on a clock of the test's (the operator's floor at 0 unless given: these
+    tests judge the rules' own intervals)."""
     options.setdefault("poll_interval", 0.05)
     return Waker(
         client,
-        Deliverer(destinations, backoff=0.01),
+        Deliverer(destinations, backoff=0.01, limits=limits),
         clock=clock or ManualClock(DAY + 12 * 3600),
         **options,
     )
@@ -238,7 +243,8 @@ async def manual(lane, client, clock, seen: list, **policy) -> Waker:
     await RuleBook(client).add(
         WakeRule(mailbox="agent.me", target="callback", callback="seen", **policy)
     )
-    deliverer = Deliverer(callbacks={"seen": seen.append})
+    # the operator's floor at 0: the rules' own intervals are what these tests judge
+    deliverer = Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR)
     return await Waker(client, deliverer, clock=clock, events=False, poll_interval=3600).start()
 
 
@@ -301,7 +307,8 @@ async def test_a_restarted_waker_neither_misses_nor_repeats(memory_lane):
         await waker.stop()
         await client.send("agent.me", "two")  # while no waker runs
         again = await Waker(
-            client, Deliverer(callbacks={"seen": seen.append}), clock=clock, events=False,
+            client, Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR), clock=clock,
+            events=False,
             poll_interval=3600,
         ).start()
         try:

@@ -53,7 +53,8 @@ async def test_mail_starts_a_run_on_the_agent_server(lane, agent_server):
                      assistant="echo", min_interval=60)
         )
         waker = await Waker(
-            client, Deliverer(Destinations(hosts=["127.0.0.1/32"])),
+            # the operator's Agent Server: the only one a rule may name
+            client, Deliverer(Destinations(agent_servers={agent_server.url: None})),
             clock=ManualClock(), poll_interval=0.05,
         ).start()
         try:
