@@ -55,12 +55,18 @@
       if (none) {
         none.remove();
       }
+      var sum = 0;
       ["critical", "urgent", "normal"].forEach(function (lane) {
         var count = document.getElementById("count-" + lane);
         if (count && m.counts && lane in m.counts) {
           count.textContent = String(m.counts[lane]);
+          sum += Number(m.counts[lane]);
         }
       });
+      var total = document.getElementById("total");
+      if (total && !document.getElementById("lower-bound")) {
+        total.textContent = String(sum);
+      }
       refresh(document.getElementById("depth"));
     };
   }
