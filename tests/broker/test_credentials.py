@@ -480,6 +480,20 @@ async def test_a_reply_mailbox_takes_sends_from_its_caller_and_the_agents_it_cal
     assert [m["payload"] for m in got["messages"]] == ["done"]
 
 
+async def test_names_derived_from_an_agents_id_are_its_own_on_each_store(agents):
+    """#70 on each identity store (the ids known are read from it): names derived from
+    alice's credential id are refused to bob, made by alice."""
+    alices = [
+        f"{ids.WAKE_FAILED}.{ids.digest('alice')}",
+        wire.caller_address("alice"),
+        f"{wire.CALLS_ROOT}{ids.digest('alice')}.gateway.t1",
+    ]
+    for name in alices:
+        _refused(await agents("bob", p.MAILBOX_CREATE, {"name": name}), "CREATE refused")
+    for name in alices:
+        assert (await agents("alice", p.MAILBOX_CREATE, {"name": name}))["error"] == ""
+
+
 async def test_naming_anothers_reply_mailbox_grants_nothing(agents):
     await agents("alice", p.MAILBOX_CREATE, {"name": "agent.alice"})
     reply = wire.caller_address("bob.calls")
