@@ -447,13 +447,18 @@ async def _mailbox(request: Request) -> Response:
         else:  # the first page is the QUERY the figures were read from: one read, not two
             held = list(figures.messages)
             found = overview.Page(held, held[-1].msg_id + 1 if figures.capped and held else None)
-    newest = figures.newest_id
     next_link = None
     if found.next_from is not None:
         query = {k: v for k, v in search.items() if v and k != "from_id"}
         query["tags"] = ",".join(search["tags"]) if search["tags"] else ""
         query["from_id"] = found.next_from
         next_link = "?" + "&".join(f"{k}={quote(str(v), safe='')}" for k, v in query.items() if v)
+    # New messages arrive live on the last page of all messages only (they belong after it)
+    filtering = bool(search["key"] or search["tags"] or search["text"])
+    live = figures.exists and not filtering and next_link is None
+    newest = figures.newest_id
+    if live and figures.capped:  # the QUERY saw the oldest only: where the mailbox ends now
+        newest = await overview.newest_id(console.broker, address)
     return console.page(
         request,
         "mailbox.html",
@@ -464,7 +469,8 @@ async def _mailbox(request: Request) -> Response:
         dead_letters=dead_letter_address(address),
         cap=QUERY_CAP,
         search=search | {"tags": ", ".join(search["tags"])},
-        searching=any(search.values()),
+        searching=filtering,
+        live=live,
         next_link=next_link,
         scanned_to=found.scanned_to,
         history=console.audit.entries(target=address)[:20],

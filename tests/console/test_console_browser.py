@@ -260,3 +260,55 @@ def test_hostile_payloads_are_inert_text_on_every_page(driver):
             shoot(driver, "hostile-mailbox")
         finally:
             world.run(agent.stop())
+
+
+def test_an_operator_searches_acts_on_one_message_and_reads_the_log(driver):
+    """#73: search past a page, a JSON payload indented, a message set aside from its page,
+    that one dead letter replayed, and the log saying who did it; an override shown as an
+    escape."""
+    from selenium.webdriver.common.by import By
+
+    with World(allow_writes=True) as world:
+        client = world.client
+        world.run(client.mailbox_create(name="team.orders"))
+        for n in range(120):
+            world.run(client.send("team.orders", f"order {n}", tags=["eu"] if n % 40 else None))
+        world.run(client.send("team.orders", '{"order": 120, "ship_to": "\u202eexe.txt"}'))
+        log_in(driver, world.url)
+
+        driver.get(world.url + "/mailboxes/team.orders")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#messages tr.message")
+        assert len(rows) == 100
+        driver.find_element(By.ID, "next-page").click()
+        wait_for(driver, lambda d: "from_id=100" in d.current_url, "the next page")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#messages tr.message")) == 21
+        shoot(driver, "mailbox-next-page")
+        text = driver.find_element(By.ID, "search-text")
+        text.send_keys("ship_to")
+        text.submit()
+        wait_for(driver, lambda d: "text=ship_to" in d.current_url, "the search")
+        [found] = driver.find_elements(By.CSS_SELECTOR, "#messages tr.message")
+        assert "\\u202eexe.txt" in found.text and "\u202e" not in found.text
+        shoot(driver, "mailbox-search")
+
+        driver.get(world.url + "/mailboxes/team.orders/messages/120")
+        payload = driver.find_element(By.ID, "payload").text
+        assert payload.startswith('{\n  "order": 120,') and "\\u202eexe.txt" in payload
+        driver.find_element(By.ID, "set-aside-reason").send_keys("no such country")
+        shoot(driver, "message-actions")
+        driver.find_element(By.CSS_SELECTOR, "#set-aside-form button").click()
+        wait_for(driver, lambda d: d.find_elements(By.ID, "notice"), "the set-aside's notice")
+        assert "set message 120 aside" in driver.find_element(By.ID, "notice").text
+
+        driver.get(world.url + "/mailboxes/team.orders/dead-letters")
+        assert "no such country" in driver.find_element(By.ID, "letters").text
+        driver.find_element(By.CSS_SELECTOR, "form.replay-one button").click()
+        wait_for(driver, lambda d: d.find_elements(By.ID, "notice"), "the replay's notice")
+        assert "sent dead letter 0 back to team.orders" in driver.find_element(By.ID, "notice").text
+        shoot(driver, "dead-letter-replayed-one")
+
+        driver.get(world.url + "/log")
+        log = driver.find_element(By.ID, "log").text
+        assert "set-aside" in log and "replay" in log and "the console token from" in log
+        shoot(driver, "log")
+        assert_inert(driver, "the log", visible=False)
