@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from html import escape
 
 from ..overview import Event
+from ..render import printable
 
 WIDTH, HEIGHT, PAD = 640, 200, 40
 KEPT_SAMPLES = 720  # per mailbox: an hour at one sample each 5 s
@@ -33,14 +34,14 @@ class DepthHistory:
 def _text(x: float, y: float, words: str, anchor: str = "start", size: int = 11) -> str:
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
-        f'font-family="sans-serif">{escape(words)}</text>'
+        f'font-family="sans-serif">{escape(printable(words))}</text>'
     )
 
 
 def _svg(body: Iterable[str], title: str, height: int = HEIGHT, width: int = WIDTH) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img"><title>{escape(title)}</title>'
+        f'viewBox="0 0 {width} {height}" role="img"><title>{escape(printable(title))}</title>'
         f'<rect width="{width}" height="{height}" fill="#fff"/>' + "".join(body) + "</svg>"
     )
 

@@ -282,3 +282,29 @@ def test_the_first_page_is_the_figures_query_not_a_second_read():
         finally:
             overview.figures = real
         assert reads == ["team.once"]
+
+
+def test_the_audit_log_file_keeps_who_did_what_across_restarts(tmp_path):
+    from mq9_cli.console.audit import AuditLog
+
+    path = tmp_path / "audit.jsonl"
+    first = AuditLog(str(path), clock=lambda: 1000.0)
+    first.add("the console token from 127.0.0.1", "delete", "team.box", msg_id=3)
+    first.add("the broker login from 10.0.0.2", "answer", "me.calls", question="Q", answer="A")
+    with path.open("a") as torn:
+        torn.write('{"time": 1, "who"')  # a write cut short by a crash
+    again = AuditLog(str(path))
+    assert [(e.action, e.target) for e in again.entries()] == [
+        ("answer", "me.calls"),
+        ("delete", "team.box"),
+    ]
+    assert again.entries(action="answer")[0].detail == {"question": "Q", "answer": "A"}
+
+
+def test_the_pictures_show_overrides_as_escapes():
+    from mq9_cli.console.charts import depth_chart, timeline_chart
+    from mq9_cli.overview import Event
+
+    drawn = timeline_chart(f"t{RTL}1", [Event(1, "agent", f"step {RTL}exe.txt", None)])
+    assert RTL not in drawn and "step \\u202eexe.txt" in drawn
+    assert RTL not in depth_chart(f"x{RTL}", [(0.0, 1), (1.0, 2)], capped=100)
