@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_broker_flags(parser)
     add_transport_flags(parser)
     add_tool_flags(parser)
+    add_event_flags(parser)
     parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
@@ -184,6 +185,16 @@ def add_transport_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_event_flags(parser: argparse.ArgumentParser) -> None:
+    """Where MCP Events may be POSTed (events/subscribe; docs/mcp.md, "MCP Events")."""
+    parser.add_argument_group("MCP Events").add_argument(
+        "--webhook-hosts",
+        metavar="HOSTS",
+        help="comma-separated hosts, *.suffixes, addresses or networks a client's webhook "
+        "(events/subscribe) may be POSTed to ('*': any public host); default none: no webhooks",
+    )
+
+
 def add_tool_flags(parser: argparse.ArgumentParser) -> None:
     """A flag for each ``ToolConfig`` field (``--agent-mailbox`` for ``agent_mailbox``), whose
     description is its help; the values are checked by ``ToolConfig`` (``tool_config``)."""
@@ -261,7 +272,12 @@ def _main(argv: Sequence[str] | None) -> int:
     credentials = broker_credentials(args, parser)
     policy = tool_policy(args, parser)
     connection = broker_connection(args, parser, server_url, credentials)
-    server = create_server(connection, policy, sessions_compete=args.transport == "http")
+    server = create_server(
+        connection,
+        policy,
+        sessions_compete=args.transport == "http",
+        webhook_hosts=[h for h in (args.webhook_hosts or "").split(",") if h.strip()],
+    )
 
     host = f"[{args.host}]" if ":" in args.host else args.host
     where = "stdio" if args.transport == "stdio" else f"http://{host}:{args.port}{MCP_PATH}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from itertools import count
 from typing import Any, cast
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from langchain_mq9._version import __version__
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.redaction import redact
+from langchain_mq9.client.ssrf import HostPolicy
 from langchain_mq9.operations.catalog import (
     OPERATIONS,
     Operation,
@@ -39,7 +41,7 @@ from langchain_mq9.operations.views import DATA_NOTE
 from langchain_mq9.protocol import clipped
 from langchain_mq9.protocol.errors import Mq9Error
 
-from . import questions, resources, tasks, watch
+from . import events, questions, resources, tasks, watch, webhooks
 from .owners import ClientPolicies, client_of
 
 log = logging.getLogger("mcp_server")
@@ -198,6 +200,8 @@ class Mq9McpServer(Server):
         policy: ToolPolicy | None = None,
         *,
         sessions_compete: bool = False,
+        webhook_hosts: Sequence[str] = (),
+        heartbeat_seconds: float = events.HEARTBEAT_SECONDS,
     ) -> None:
         self.connection = connection
         self.policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
@@ -230,6 +234,14 @@ class Mq9McpServer(Server):
         self.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
         # the streams and watches count per client: its worker names share its slice
         watch.serve(self, self.watches, self.policy_of, self.client_of_request)
+        # MCP Events (#71): mailbox arrivals polled, streamed or POSTed to a listed host
+        reader = events.Reader(connection, self.watches.timeout)
+        hosts = HostPolicy(webhook_hosts, knob="--webhook-hosts")
+        self.webhooks = webhooks.Webhooks(reader, self.watches, hosts, self.owner_of)
+        events.serve(
+            self, reader, self.watches, self.policy_of, self.client_of_request,
+            heartbeat_seconds=heartbeat_seconds, webhooks=self.webhooks,
+        )  # fmt: skip
 
     def policy_of(self, ctx: Any) -> ToolPolicy:
         """The client's policy, for a request that answers a bad worker name with an error."""
@@ -347,15 +359,30 @@ class Mq9McpServer(Server):
             capabilities.tasks = tasks.capability()
         if tasks.extension_offered(version):
             capabilities.extensions = {**(capabilities.extensions or {}), tasks.EXTENSION: {}}
+        # Events (#71): an extension at 2026-07-28; before, whose capabilities have no
+        # extensions, in the experimental capabilities
+        if version in MODERN_PROTOCOL_VERSIONS:
+            capabilities.extensions = {**(capabilities.extensions or {}), events.EXTENSION: {}}
+        else:
+            capabilities.experimental = {
+                **(capabilities.experimental or {}),
+                events.EXTENSION: {},
+            }
         return capabilities
 
 
 def create_server(
-    connection: Mq9Connection, policy: ToolPolicy | None = None, *, sessions_compete: bool = False
+    connection: Mq9Connection,
+    policy: ToolPolicy | None = None,
+    *,
+    sessions_compete: bool = False,
+    webhook_hosts: Sequence[str] = (),
 ) -> Mq9McpServer:
     """An MCP server whose tools are the mq9 operations (``Mq9McpServer``; the name kept for
     the code that embeds it)."""
-    return Mq9McpServer(connection, policy, sessions_compete=sessions_compete)
+    return Mq9McpServer(
+        connection, policy, sessions_compete=sessions_compete, webhook_hosts=webhook_hosts
+    )
 
 
 async def set_logging_level(ctx: Any, _params: types.SetLevelRequestParams) -> types.EmptyResult:

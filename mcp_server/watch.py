@@ -119,11 +119,18 @@ class Watches:
         self.streams[stream] = owner
 
     async def start(
-        self, subscriber: object, mail_address: str, notify: Notify, owner: str = ""
+        self,
+        subscriber: object,
+        mail_address: str,
+        notify: Notify,
+        owner: str = "",
+        *,
+        must_exist: bool = True,
     ) -> None:
         """Watch ``mail_address`` for ``subscriber`` of client ``owner`` (again: nothing more),
         calling ``notify`` on mail newer than what is there now (looked at before this
-        returns)."""
+        returns); without ``must_exist`` a mailbox not made yet is watched as an empty one
+        (a dead-letter mailbox, made by the first message set aside: ``events.py``)."""
         watched = self.by_subscriber.get(subscriber, {})
         if mail_address in watched:
             return
@@ -147,10 +154,10 @@ class Watches:
         try:
             seen = await self._newest(mail_address)
         except (Mq9Error, TimeoutError) as exc:  # a client's mistake, or the broker's trouble
-            text = explain(exc) if isinstance(exc, Mq9Error) else "the broker did not answer"
-            mistake = isinstance(exc, (MailboxNotFound, InvalidArgument, NotAllowed))
-            code = types.INVALID_PARAMS if mistake else types.INTERNAL_ERROR
-            raise MCPError(code, redact(text)) from None
+            if isinstance(exc, MailboxNotFound) and not must_exist:
+                seen = None
+            else:
+                raise _refusal(exc) from None
         loop = asyncio.get_running_loop()
         self.owners[subscriber] = owner
         watched = self.by_subscriber.setdefault(subscriber, watched)
@@ -208,6 +215,15 @@ class Watches:
         with anyio.fail_after(self.timeout):
             found = await self.connection.run(look)
         return max((message.msg_id for message in found), default=None)
+
+
+def _refusal(exc: Mq9Error | TimeoutError) -> MCPError:
+    """A watch refused at its start: the client's mistake (invalid params), or the broker's
+    trouble (internal error)."""
+    text = explain(exc) if isinstance(exc, Mq9Error) else "the broker did not answer"
+    mistake = isinstance(exc, (MailboxNotFound, InvalidArgument, NotAllowed))
+    code = types.INVALID_PARAMS if mistake else types.INTERNAL_ERROR
+    return MCPError(code, redact(text))
 
 
 def watched_mailbox(uri: str, policy: ToolPolicy) -> str:

@@ -1,0 +1,475 @@
+"""mq9-mcp as a source of MCP Events (the extension ``io.modelcontextprotocol/events``, SEP-3415,
+#71): mail arriving in a mailbox, and a message set aside into its dead-letter mailbox, as events
+a client polls for (``events/poll``), is pushed on a long-lived request (``events/stream``) or has
+POSTed to its own URL (``events/subscribe``, ``webhooks.py``).
+
+The MCP SDK 2.3 does not implement the extension and its text is not installed here: the method
+names and shapes are the issue's reading of it, written down in docs/mcp.md ("MCP Events").
+
+An event says that a message is there, never what it says: its data is the message's msg_id,
+priority, key, tags and time; the payload stays with ``fetch_messages`` (which consumes it) and
+``query_messages``. Reading for events consumes nothing and records nothing on the broker (a FETCH
+without a consumer group, as the mailbox watches of ``watch.py`` look). The cursor is the next
+msg_id to read, as text: msg_ids only grow, so a client that gives back the cursor of the last
+event it handled gets every later message once, with no gap and no duplicate, across disconnects
+and server restarts. Events come in msg_id order (not priority order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import anyio
+from mcp import types
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from langchain_mq9.client.client import Mq9Client
+from langchain_mq9.client.connection import Mq9Connection
+from langchain_mq9.client.redaction import redact
+from langchain_mq9.groups.dead_letters import dead_letter_address
+from langchain_mq9.operations.errors import OperationError, explain
+from langchain_mq9.operations.policy import ToolPolicy
+from langchain_mq9.protocol import PRIORITY_ORDER, clipped
+from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
+from langchain_mq9.protocol.messages import Message
+
+from .watch import Watches
+
+log = logging.getLogger("mcp_server")
+
+EXTENSION = "io.modelcontextprotocol/events"
+ARRIVED = "mailbox.message_arrived"
+DEAD_LETTERED = "mailbox.message_dead_lettered"
+DELIVERY = ["poll", "push", "webhook"]
+
+# The most events one poll answers (and one FETCH reads per priority lane).
+MAX_EVENTS = 100
+# A FETCH answer this large may have been cut by the broker's answer limit (RobustMQ and the
+# bundled broker cut at hundreds of KB or more): past it, the last lane read is not taken as whole.
+CUT_SAFE_BYTES = 64 * 1024
+HEARTBEAT_SECONDS = 15.0  # an events/stream says where it stands at least this often
+
+# The extension's errors as mq9-mcp answers them: a JSON-RPC error whose data names the reason
+# (docs/mcp.md lists them).
+UNKNOWN_EVENT = "unknown_event"
+INVALID_ARGUMENTS = "invalid_arguments"
+INVALID_CURSOR = "invalid_cursor"
+FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
+TOO_MANY = "too_many_subscriptions"
+UNAVAILABLE = "unavailable"
+
+
+def event_error(code: int, reason: str, text: str) -> MCPError:
+    return MCPError(code, text, {"reason": reason})
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One kind of event: its name, and the mailbox its arguments' mailbox is read at."""
+
+    name: str
+    title: str
+    description: str
+    source: Callable[[str], str]  # the mailbox named in the arguments -> the mailbox read
+
+    def listed(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "inputSchema": INPUT_SCHEMA,
+            "payloadSchema": PAYLOAD_SCHEMA,
+            "delivery": DELIVERY,
+            "replay": True,
+        }
+
+
+INPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "mail_address": {"type": "string", "description": "the mailbox to watch"},
+    },
+    "required": ["mail_address"],
+    "additionalProperties": False,
+}
+PAYLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "mail_address": {"type": "string", "description": "the mailbox the message is in"},
+        "msg_id": {"type": "integer"},
+        "priority": {"type": "string", "enum": ["critical", "urgent", "normal"]},
+        "key": {"type": ["string", "null"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "time": {"type": "integer", "description": "when it was stored, Unix seconds"},
+    },
+    "required": ["mail_address", "msg_id", "priority", "key", "tags", "time"],
+}
+
+EVENT_TYPES = {
+    t.name: t
+    for t in (
+        EventType(
+            ARRIVED,
+            "Message arrived",
+            "A message was stored in a mailbox (its msg_id, priority, key, tags and time; read "
+            "it with fetch_messages or query_messages). Nothing is consumed.",
+            lambda mailbox: mailbox,
+        ),
+        EventType(
+            DEAD_LETTERED,
+            "Message dead-lettered",
+            "A message of a mailbox was set aside into its dead-letter mailbox (<mailbox>.dlq: "
+            "ack_messages' set_aside, or a consumer group's retry budget spent); the event's "
+            "mail_address is the dead-letter mailbox.",
+            dead_letter_address,
+        ),
+    )
+}
+
+
+class _Params(types.RequestParams):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ListParams(_Params):
+    cursor: str | None = None  # one page holds every event type: no cursor is ever given
+
+
+class Subscription(_Params):
+    """What names a subscription: the event type and its arguments."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    cursor: str | None = None
+
+
+class PollParams(Subscription):
+    max_events: int | None = None
+
+
+class StreamParams(Subscription):
+    pass
+
+
+class SubscribeParams(Subscription):
+    delivery: dict[str, Any] = Field(default_factory=dict)
+    ttl_ms: int | None = None
+
+
+class UnsubscribeParams(_Params):
+    id: str
+
+
+class _Arguments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mail_address: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A subscription checked: its event type, the mailbox it names, the mailbox read."""
+
+    event: EventType
+    mail_address: str
+    read: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.event.name, self.mail_address)
+
+
+def source_of(params: Subscription, policy: ToolPolicy) -> Source:
+    """The event type and mailbox ``params`` name, checked against the client's policy (its
+    ``--allowed-mailboxes``, the mailboxes it created)."""
+    event = EVENT_TYPES.get(params.name)
+    if event is None:
+        raise event_error(
+            types.INVALID_PARAMS,
+            UNKNOWN_EVENT,
+            f"no event type {clipped(params.name, 80)!r}: events/list names "
+            f"{', '.join(EVENT_TYPES)}",
+        )
+    try:
+        mail_address = _Arguments.model_validate(params.arguments).mail_address
+    except ValidationError:
+        raise event_error(
+            types.INVALID_PARAMS,
+            INVALID_ARGUMENTS,
+            f"{event.name} takes one argument, mail_address (the mailbox to watch)",
+        ) from None
+    read = event.source(mail_address)
+    try:
+        policy.check(mail_address)
+        policy.check(read)
+    except (OperationError, Mq9Error) as exc:
+        raise event_error(types.INVALID_PARAMS, FORBIDDEN, redact(str(exc))) from None
+    return Source(event, mail_address, read)
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if cursor.isascii() and cursor.isdigit() and len(cursor) <= 20:
+        return int(cursor)
+    raise event_error(
+        types.INVALID_PARAMS,
+        INVALID_CURSOR,
+        f"cursor {clipped(cursor, 40)!r} is none this server gave: give back the cursor of an "
+        "event or answer, or none to start from now",
+    )
+
+
+def occurrence(source: Source, message: Message) -> dict[str, Any]:
+    """One event as the client gets it: eventId, name, timestamp, data, cursor."""
+    seconds = message.create_time
+    return {
+        "eventId": f"{source.read}#{message.msg_id}",
+        "name": source.event.name,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds)),
+        "data": {
+            "mail_address": source.read,
+            "msg_id": message.msg_id,
+            "priority": message.priority.value,
+            "key": message.key,
+            "tags": list(message.tags),
+            "time": seconds,
+        },
+        "cursor": str(message.msg_id + 1),
+    }
+
+
+@dataclass
+class Batch:
+    """What a read after a cursor found: the events, the cursor after them, whether more wait,
+    and whether messages were skipped (``truncated``)."""
+
+    messages: list[Message]
+    cursor: int
+    more: bool = False
+    truncated: bool = False
+
+
+class Reader:
+    """Reads a mailbox after a cursor, in msg_id order, for every delivery mode."""
+
+    def __init__(self, connection: Mq9Connection, timeout: float) -> None:
+        self.connection = connection
+        self.timeout = timeout
+
+    async def _fetch(self, source: Source, **how: Any) -> list[Message]:
+        def look(client: Mq9Client) -> Awaitable[list[Message]]:
+            return client.fetch(source.read, max_wait_ms=0, **how)
+
+        try:
+            with anyio.fail_after(self.timeout):
+                return await self.connection.run(look)
+        except MailboxNotFound as exc:
+            if source.read == source.mail_address:
+                raise _broker_error(exc) from None
+            return []  # a dead-letter mailbox comes with the first message set aside
+        except (Mq9Error, TimeoutError) as exc:
+            raise _broker_error(exc) from None
+
+    async def now(self, source: Source) -> int:
+        """The cursor of "from now": after the newest message stored (0: the mailbox is empty,
+        so every message later there is new). The mailbox named must exist."""
+        if source.read != source.mail_address:  # the dead-letter mailbox's mailbox
+            await self._fetch(Source(source.event, source.mail_address, source.mail_address),
+                              deliver="latest", num_msgs=1)  # fmt: skip
+        found = await self._fetch(source, deliver="latest", num_msgs=1)
+        return max((m.msg_id + 1 for m in found), default=0)
+
+    async def after(self, source: Source, cursor: int, limit: int = MAX_EVENTS) -> Batch:
+        """The messages from msg_id ``cursor`` on, at most ``limit``, and the cursor after them.
+
+        A FETCH reads the priority lanes one after the other (critical first), each up to its
+        ``num_msgs`` from the start, and stops once it holds that many; the broker may cut a
+        large answer. So a lane is known whole only when it gave fewer than ``num_msgs`` and
+        the answer was neither stopped nor cut; otherwise only up to its last message, and a
+        lane it never reached not at all. The messages up to the least of those are taken, in
+        msg_id order; should that be none, the larger read is tried, and past it the cursor
+        moves over what was read, ``truncated`` set (messages may have been skipped)."""
+        found: list[Message] = []
+        for num in (MAX_EVENTS, 10 * MAX_EVENTS):
+            read = await self._fetch(source, deliver="from_id", from_id=cursor, num_msgs=num)
+            found = [m for m in read if m.msg_id >= cursor]
+            horizon = _horizon(found, num, cursor)
+            safe = sorted(
+                (m for m in found if horizon is None or m.msg_id <= horizon),
+                key=lambda m: m.msg_id,
+            )
+            if safe or horizon is None:
+                return _batch(safe, cursor, limit, more=horizon is not None)
+        found.sort(key=lambda m: m.msg_id)
+        log.warning("events of %s: a read past the lanes' ends skipped messages", source.read)
+        return _batch(found, cursor, limit, more=True, truncated=True)
+
+
+def _horizon(found: list[Message], num: int, cursor: int) -> int | None:
+    """The last msg_id up to which ``found`` holds every message (None: all of them)."""
+    if len(found) < num and sum(len(m.payload) + 256 for m in found) < CUT_SAFE_BYTES:
+        return None  # every lane read whole, nothing cut
+    by_lane = {p: [m.msg_id for m in found if m.priority == p] for p in PRIORITY_ORDER}
+    present = [p for p in PRIORITY_ORDER if by_lane[p]]
+    if not present:
+        return None
+    last = PRIORITY_ORDER.index(present[-1])
+    ends = [max(by_lane[p]) for p in present if len(by_lane[p]) >= num or p == present[-1]]
+    if last < len(PRIORITY_ORDER) - 1:  # lanes after the last one present: perhaps unread
+        ends.append(cursor - 1)
+    return min(ends)
+
+
+def _batch(
+    messages: list[Message], cursor: int, limit: int, *, more: bool, truncated: bool = False
+) -> Batch:
+    kept = messages[:limit]
+    after = kept[-1].msg_id + 1 if kept else cursor
+    return Batch(kept, after, more=more or len(messages) > limit, truncated=truncated)
+
+
+def _broker_error(exc: BaseException) -> MCPError:
+    """A read's failure in the extension's words: the mailbox missing or refused, or the broker
+    away."""
+    if isinstance(exc, MailboxNotFound):
+        return event_error(types.INVALID_PARAMS, NOT_FOUND, redact(explain(exc)))
+    if isinstance(exc, (NotAllowed, InvalidArgument)):
+        return event_error(types.INVALID_PARAMS, FORBIDDEN, redact(explain(exc)))
+    text = explain(exc) if isinstance(exc, Mq9Error) else "the broker did not answer in time"
+    return event_error(types.INTERNAL_ERROR, UNAVAILABLE, redact(text))
+
+
+def _limit_error(exc: MCPError) -> MCPError:
+    """The watch limits' refusals (``watch.py``: too many for the client, or for the server)
+    with the extension's reason."""
+    if exc.error.data:  # already one of ours
+        return exc
+    reason = TOO_MANY if exc.error.code == types.INVALID_PARAMS else UNAVAILABLE
+    return event_error(exc.error.code, reason, exc.error.message)
+
+
+class EventNotification(BaseModel):
+    """A notification of the extension's (the SDK's typed notifications know none): its method
+    and params, as ``ServerSession.send_notification`` writes them."""
+
+    method: str
+    params: dict[str, Any]
+
+
+async def _notify(ctx: Any, method: str, params: dict[str, Any]) -> None:
+    note = EventNotification(method=method, params=params)
+    await ctx.session.send_notification(
+        cast(types.ServerNotification, note), related_request_id=ctx.request_id
+    )
+
+
+def serve(
+    server: Any,
+    reader: Reader,
+    watches: Watches,
+    policy_of: Callable[[Any], ToolPolicy],
+    client_of: Callable[[Any], str],
+    *,
+    heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    webhooks: Any = None,
+) -> None:
+    """Add the Events extension's methods to ``server``: its mailboxes read by ``reader``, its
+    streams counted and woken by ``watches`` (``policy_of(ctx)``: the client's policy,
+    ``client_of(ctx)``: its slice); ``webhooks``: a ``webhooks.Webhooks`` serving
+    ``events/subscribe`` and ``events/unsubscribe``."""
+
+    async def listed(_ctx: Any, _params: ListParams) -> dict[str, Any]:
+        return {"events": [t.listed() for t in EVENT_TYPES.values()]}
+
+    async def poll(ctx: Any, params: PollParams) -> dict[str, Any]:
+        source = source_of(params, policy_of(ctx))
+        limit = params.max_events or MAX_EVENTS
+        if not 1 <= limit <= MAX_EVENTS:
+            raise event_error(
+                types.INVALID_PARAMS, INVALID_ARGUMENTS, f"maxEvents: 1 to {MAX_EVENTS}"
+            )
+        cursor = parse_cursor(params.cursor)
+        if cursor is None:  # subscribing now: nothing yet, and where "now" is
+            return {"events": [], "cursor": str(await reader.now(source)), "hasMore": False}
+        batch = await reader.after(source, cursor, limit)
+        answer: dict[str, Any] = {
+            "events": [occurrence(source, m) for m in batch.messages],
+            "cursor": str(batch.cursor),
+            "hasMore": batch.more,
+        }
+        if batch.truncated:
+            answer["truncated"] = True
+        return answer
+
+    async def stream(ctx: Any, params: StreamParams) -> dict[str, Any]:
+        source = source_of(params, policy_of(ctx))
+        cursor = parse_cursor(params.cursor)
+        owner = client_of(ctx)
+        handle = object()
+        arrived = asyncio.Event()
+
+        async def wake() -> None:
+            arrived.set()
+
+        now = await reader.now(source)  # the mailbox exists (and "now", for no cursor)
+        cursor = now if cursor is None else cursor
+        try:
+            watches.open_stream(handle, owner)
+        except MCPError as exc:
+            raise _limit_error(exc) from None
+        try:
+            try:
+                await watches.start(handle, source.read, wake, owner, must_exist=False)
+            except MCPError as exc:
+                raise _limit_error(exc) from None
+            meta = {"_meta": {"io.modelcontextprotocol/subscriptionId": ctx.request_id}}
+            await _notify(ctx, "notifications/events/heartbeat", {"cursor": str(cursor), **meta})
+            while True:
+                arrived.clear()
+                try:
+                    batch = await reader.after(source, cursor)
+                except MCPError as exc:  # the broker away: say so, look again
+                    log.debug("events/stream of %s: %s", source.read, exc.error.message)
+                    batch = Batch([], cursor)
+                for message in batch.messages:
+                    await _notify(
+                        ctx, "notifications/events/event", {**occurrence(source, message), **meta}
+                    )
+                cursor = batch.cursor
+                if batch.more:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), heartbeat_seconds)
+                if not arrived.is_set():
+                    heartbeat = {"cursor": str(cursor), **meta}
+                    await _notify(ctx, "notifications/events/heartbeat", heartbeat)
+        finally:
+            watches.streams.pop(handle, None)
+            watches.stop(handle)
+
+    server.add_request_handler("events/list", ListParams, listed)
+    server.add_request_handler("events/poll", PollParams, poll)
+    server.add_request_handler("events/stream", StreamParams, stream)
+    if webhooks is not None:
+
+        async def subscribe(ctx: Any, params: SubscribeParams) -> dict[str, Any]:
+            source = source_of(params, policy_of(ctx))
+            cursor = parse_cursor(params.cursor)
+            try:
+                return cast(dict[str, Any], await webhooks.subscribe(ctx, source, params, cursor))
+            except MCPError as exc:
+                raise _limit_error(exc) from None
+
+        async def unsubscribe(ctx: Any, params: UnsubscribeParams) -> dict[str, Any]:
+            return cast(dict[str, Any], await webhooks.unsubscribe(ctx, params.id))
+
+        server.add_request_handler("events/subscribe", SubscribeParams, subscribe)
+        server.add_request_handler("events/unsubscribe", UnsubscribeParams, unsubscribe)

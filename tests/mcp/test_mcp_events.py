@@ -1,0 +1,463 @@
+"""mq9-mcp as an MCP Events source (#71, ``mcp_server/events.py``, ``webhooks.py``): a client that
+knows only the extension's shapes (docs/mcp.md, "MCP Events") gets mail arrivals by poll, by a
+stream and by webhook, over HTTP and stdio, resumes from its cursor after a disconnect with no gap
+and no duplicate, and a second client's subscriptions stay its own. Events consume nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env
+
+from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.client.connection import Mq9Connection
+from mcp_server import events, webhooks
+from mcp_server.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
+
+WAIT = 20.0  # seconds any one thing a test waits for may take
+
+
+def arrived(mail_address: str, **more: Any) -> dict[str, Any]:
+    return {"name": ARRIVED, "arguments": {"mail_address": mail_address}, **more}
+
+
+async def poll(peer: Peer, subscription: dict[str, Any], **more: Any) -> dict[str, Any]:
+    answer = await peer.rpc("events/poll", **subscription, **more)
+    assert "result" in answer, answer
+    return answer["result"]
+
+
+async def test_the_extension_is_declared_and_lists_its_event_types():
+    with http_server("--server", "memory://") as url:
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            modern = await Peer(http, url, MODERN, "alice").rpc("server/discover")
+            assert EXTENSION in modern["result"]["capabilities"]["extensions"]
+            legacy = await Peer(http, url, LEGACY, "alice").rpc(
+                "initialize", protocolVersion=LEGACY, capabilities={},
+                clientInfo={"name": "alice", "version": "1"},
+            )  # fmt: skip
+            assert EXTENSION in legacy["result"]["capabilities"]["experimental"]
+            listed = (await Peer(http, url, MODERN, "alice").rpc("events/list"))["result"]
+            types = {t["name"]: t for t in listed["events"]}
+            assert set(types) == {ARRIVED, DEAD_LETTERED}
+            for kind in types.values():
+                assert kind["inputSchema"]["required"] == ["mail_address"]
+                assert "payload" not in kind["payloadSchema"]["properties"]
+                assert kind["delivery"] == ["poll", "push", "webhook"]
+
+
+async def test_poll_gives_each_arrival_once_in_msg_id_order_without_payload_or_consuming():
+    with http_server("--server", "memory://") as url:
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.alice")
+            sub = arrived("inbox.alice")
+            now = await poll(alice, sub)
+            assert now["events"] == [] and now["cursor"] == "0"
+            sent = []
+            for i, priority in enumerate(["normal", "critical", "urgent", "normal"]):
+                done = await alice.data("send_message", mail_address="inbox.alice",
+                                        payload=f"secret {i}", priority=priority, key=f"k{i}",
+                                        tags=["t"])  # fmt: skip
+                sent.append(done["msg_id"])
+            first = await poll(alice, sub, cursor=now["cursor"], maxEvents=3)
+            assert [e["data"]["msg_id"] for e in first["events"]] == sent[:3]
+            assert first["hasMore"] is True
+            event = first["events"][1]
+            assert event["name"] == ARRIVED and event["eventId"] and event["timestamp"]
+            assert event["data"]["priority"] == "critical" and event["data"]["key"] == "k1"
+            assert event["data"]["tags"] == ["t"] and "secret" not in json.dumps(first)
+            assert event["cursor"] == str(sent[1] + 1)
+            rest = await poll(alice, sub, cursor=first["cursor"])
+            assert [e["data"]["msg_id"] for e in rest["events"]] == sent[3:]
+            assert (await poll(alice, sub, cursor=rest["cursor"]))["events"] == []
+            # resumed from any event's cursor: exactly what came after it
+            again = await poll(alice, sub, cursor=first["events"][0]["cursor"])
+            assert [e["data"]["msg_id"] for e in again["events"]] == sent[1:]
+            # nothing was consumed: the group still hands every message out
+            fetched = await alice.data("fetch_messages", mail_address="inbox.alice")
+            assert sorted(m["msg_id"] for m in fetched["messages"]) == sent
+
+
+async def test_bad_subscriptions_get_the_extensions_errors():
+    args = ("--server", "memory://", "--allowed-mailboxes", "team")
+    with http_server(*args) as url:
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="team.box")
+
+            async def error(**params: Any) -> dict[str, Any]:
+                answer = await alice.rpc("events/poll", **params)
+                assert "error" in answer, answer
+                return answer["error"]
+
+            cases = {
+                "unknown_event": {"name": "mailbox.exploded", "arguments": {}},
+                "invalid_arguments": {"name": ARRIVED, "arguments": {"mailbox": "team.box"}},
+                "forbidden": arrived("other.box"),
+                "not_found": arrived("team.missing", cursor="0"),
+                "invalid_cursor": arrived("team.box", cursor="-1"),
+            }
+            for reason, params in cases.items():
+                found = await error(**params)
+                assert found["code"] == -32602 and found["data"] == {"reason": reason}, found
+                assert found["message"], found
+            long = await error(**arrived("team.box", cursor="x" * 5000))
+            assert long["message"].count("x") < 100
+
+
+async def test_dead_lettered_messages_are_events_of_the_mailbox_they_left():
+    with http_server("--server", "memory://") as url:
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="jobs")
+            sub = {"name": DEAD_LETTERED, "arguments": {"mail_address": "jobs"}}
+            start = await poll(alice, sub)  # no dead-letter mailbox yet: empty, from now
+            assert start == {**start, "events": [], "cursor": "0"}
+            sent = await alice.data("send_message", mail_address="jobs", payload="poison")
+            await alice.data("fetch_messages", mail_address="jobs")
+            await alice.data("ack_messages", mail_address="jobs", msg_id=sent["msg_id"],
+                             set_aside="cannot parse it")  # fmt: skip
+            found = await poll(alice, sub, cursor=start["cursor"])
+            [event] = found["events"]
+            assert event["name"] == DEAD_LETTERED
+            assert event["data"]["mail_address"] == "jobs.dlq"
+
+
+@contextlib.asynccontextmanager
+async def http_stream(
+    http: httpx.AsyncClient, url: str, worker: str, **params: Any
+) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+    """An events/stream request over streamable HTTP; its notifications (or its final answer)
+    as they come, until the block ends and the connection with it."""
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientInfo": {"name": worker, "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}  # fmt: skip
+    message = {"jsonrpc": "2.0", "id": 1, "method": "events/stream",
+               "params": {**params, "_meta": meta}}  # fmt: skip
+    headers = {**ACCEPT, "mcp-protocol-version": MODERN, "mcp-method": "events/stream",
+               "mq9-worker": worker}  # fmt: skip
+    got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def read() -> None:
+        async with http.stream("POST", url, json=message, headers=headers) as response:
+            if response.headers.get("content-type", "").startswith("application/json"):
+                await got.put(json.loads(await response.aread()))
+                return
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and line[5:].strip():
+                    await got.put(json.loads(line[5:]))
+
+    reading = asyncio.create_task(read())
+    try:
+        yield got
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reading
+
+
+async def next_of(got: asyncio.Queue[dict[str, Any]], method: str) -> dict[str, Any]:
+    while True:
+        message = await asyncio.wait_for(got.get(), WAIT)
+        assert "error" not in message, message
+        if message.get("method") == method:
+            return message["params"]
+
+
+async def test_a_stream_pushes_arrivals_and_resumes_after_a_disconnect_without_gap_or_duplicate():
+    with http_server("--server", "memory://") as url:
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.s")
+            sub = arrived("inbox.s")
+            async with http_stream(http, url, "alice", **sub) as got:
+                heartbeat = await next_of(got, "notifications/events/heartbeat")
+                assert heartbeat["cursor"] == "0"
+                one = await alice.data("send_message", mail_address="inbox.s", payload="1")
+                event = await next_of(got, "notifications/events/event")
+                assert event["data"]["msg_id"] == one["msg_id"]
+                cursor = event["cursor"]
+            # disconnected: two more arrive meanwhile
+            missed = [
+                (await alice.data("send_message", mail_address="inbox.s", payload=p))["msg_id"]
+                for p in ("2", "3")
+            ]
+            async with http_stream(http, url, "alice", **sub, cursor=cursor) as got:
+                assert (await next_of(got, "notifications/events/heartbeat"))["cursor"] == cursor
+                seen = [(await next_of(got, "notifications/events/event"))["data"]["msg_id"]
+                        for _ in missed]  # fmt: skip
+                assert seen == missed
+                four = await alice.data("send_message", mail_address="inbox.s", payload="4")
+                event = await next_of(got, "notifications/events/event")
+                assert event["data"]["msg_id"] == four["msg_id"]  # not "3" again
+
+
+async def test_streams_count_in_their_clients_watch_limits_until_they_close():
+    with http_server("--server", "memory://") as url:
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.l")
+            sub = arrived("inbox.l")
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(8):  # watch.MAX_STREAMS_PER_OWNER
+                    got = await stack.enter_async_context(http_stream(http, url, "alice", **sub))
+                    await next_of(got, "notifications/events/heartbeat")
+                async with http_stream(http, url, "alice", **sub) as got:
+                    refused = await asyncio.wait_for(got.get(), WAIT)
+                    assert refused["error"]["data"] == {"reason": "too_many_subscriptions"}
+            # the streams closed (the client went away): their places are free again
+            deadline = asyncio.get_running_loop().time() + WAIT
+            while True:
+                async with http_stream(http, url, "alice", **sub) as got:
+                    first = await asyncio.wait_for(got.get(), WAIT)
+                if "error" not in first or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert first["method"] == "notifications/events/heartbeat", first
+
+
+class Receiver:
+    """A webhook receiver on loopback: records each POST and answers the statuses queued
+    (then 200)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.posts: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
+        self.statuses: list[int] = []
+
+    async def __aenter__(self) -> Receiver:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")[1:]
+        fields = (h.partition(":") for h in lines if h)
+        headers = {k.strip().lower(): v.strip() for k, _, v in fields}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        status = self.statuses.pop(0) if self.statuses else 200
+        await self.posts.put((headers, body))
+        head = f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        writer.write(head.encode())
+        await writer.drain()
+        writer.close()
+
+    async def next(self) -> tuple[dict[str, str], bytes]:
+        return await asyncio.wait_for(self.posts.get(), WAIT)
+
+
+def verified(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Standard Webhooks' check, written from its text: v1 signatures of id.timestamp.body."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    signatures = headers["webhook-signature"].split()
+    given = [s.split(",", 1)[1] for s in signatures if s.startswith("v1,")]
+    return any(hmac.compare_digest(expected, g) for g in given)
+
+
+@pytest.mark.slow
+async def test_webhooks_are_signed_retried_kept_to_listed_hosts_and_each_clients_own():
+    token = "t" * 40
+    auth = {"Authorization": f"Bearer {token}"}
+    args = ("--server", "memory://", "--auth-token", token, "--webhook-hosts", "127.0.0.1")
+    with http_server(*args) as url:
+        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
+            alice, bob = Peer(http, url, MODERN, "alice"), Peer(http, url, MODERN, "bob")
+            await alice.data("create_mailbox", name="inbox.w")
+            sub = arrived("inbox.w")
+            refused = await alice.rpc("events/subscribe", **sub,
+                                      delivery={"url": "http://10.1.2.3/hook"})  # fmt: skip
+            assert refused["error"]["data"] == {"reason": "forbidden"}, refused
+            answer = await alice.rpc("events/subscribe", **sub, delivery={"url": hook.url})
+            made = answer["result"]
+            assert made["secret"].startswith("whsec_") and made["cursor"] == "0"
+            hook.statuses = [503]  # the first try fails, the second is the same event
+            sent = await alice.data("send_message", mail_address="inbox.w", payload="x")
+            first_headers, first_body = await hook.next()
+            headers, body = await hook.next()
+            assert body == first_body and headers["webhook-id"] == first_headers["webhook-id"]
+            assert verified(made["secret"], headers, body)
+            tampered = body.replace(b'"msg_id"', b'"msg_ix"')
+            assert not verified(made["secret"], headers, tampered)
+            event = json.loads(body)
+            assert event["data"]["msg_id"] == sent["msg_id"] and "x" not in event["data"].values()
+            # bob can neither see nor end alice's subscription; hers keeps delivering
+            gone = await bob.rpc("events/unsubscribe", id=made["id"])
+            assert gone["error"]["data"] == {"reason": "not_found"}
+            await bob.data("create_mailbox", name="inbox.bob")
+            bobs = (await bob.rpc("events/subscribe", **arrived("inbox.bob"),
+                                  delivery={"url": hook.url}))["result"]  # fmt: skip
+            assert bobs["id"] != made["id"]
+            two = await alice.data("send_message", mail_address="inbox.w", payload="y")
+            headers, body = await hook.next()
+            assert json.loads(body)["data"]["msg_id"] == two["msg_id"]
+            # a refresh keeps the subscription (and its secret), unsubscribe ends it
+            again = (await alice.rpc("events/subscribe", **sub, delivery={"url": hook.url}))
+            assert again["result"]["id"] == made["id"] and "secret" not in again["result"]
+            assert (await alice.rpc("events/unsubscribe", id=made["id"]))["result"] == {
+                "resultType": "complete", **{k: v for k, v in again["result"].items()
+                                              if k == "_meta"}}  # fmt: skip
+            await bob.data("send_message", mail_address="inbox.bob", payload="z")
+            headers, body = await hook.next()
+            assert json.loads(body)["data"]["mail_address"] == "inbox.bob"
+            assert hook.posts.empty()
+
+
+async def test_webhooks_need_a_principal_of_their_own():
+    with http_server("--server", "memory://", "--webhook-hosts", "127.0.0.1") as url:
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.p")
+            answer = await alice.rpc("events/subscribe", **arrived("inbox.p"),
+                                     delivery={"url": "http://127.0.0.1:9/x"})  # fmt: skip
+            assert answer["error"]["data"] == {"reason": "forbidden"}
+            assert "--auth-token" in answer["error"]["message"]
+
+
+class Stdio:
+    """``python -m mcp_server`` over stdio, driven line by line as a client knowing only the
+    extension's text would."""
+
+    async def __aenter__(self) -> Stdio:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mcp_server", "--server", "memory://", cwd=ROOT,
+            env=server_env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        self.ids = iter(range(1, 10**6))
+        self.notes: list[dict[str, Any]] = []  # notifications not looked at yet
+        self.lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.reading = asyncio.create_task(self._read())
+        opened = await self.request("initialize", protocolVersion=LEGACY, capabilities={},
+                                    clientInfo={"name": "stdio", "version": "1"})  # fmt: skip
+        assert EXTENSION in opened["result"]["capabilities"]["experimental"]
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.reading.cancel()
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), WAIT)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            await self.lines.put(json.loads(line))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def start(self, method: str, **params: Any) -> int:
+        request_id = next(self.ids)
+        await self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        return request_id
+
+    async def request(self, method: str, **params: Any) -> dict[str, Any]:
+        return await self.answer(await self.start(method, **params))
+
+    async def answer(self, request_id: int) -> dict[str, Any]:
+        """The answer to ``request_id`` (notifications meanwhile are kept for ``note``)."""
+        while True:
+            message = await asyncio.wait_for(self.lines.get(), WAIT)
+            if message.get("id") == request_id:
+                return message
+            self.notes.append(message)
+
+    async def note(self, method: str) -> dict[str, Any]:
+        while True:
+            for message in self.notes:
+                if message.get("method") == method:
+                    self.notes.remove(message)
+                    return message["params"]
+            self.notes.append(await asyncio.wait_for(self.lines.get(), WAIT))
+
+    async def tool(self, tool: str, /, **arguments: Any) -> dict[str, Any]:
+        result = (await self.request("tools/call", name=tool, arguments=arguments))["result"]
+        assert not result.get("isError"), result
+        return result["structuredContent"]
+
+
+async def test_over_stdio_poll_and_a_stream_resumed_after_it_was_cancelled():
+    async with Stdio() as mcp:
+        await mcp.tool("create_mailbox", name="inbox.io")
+        sub = arrived("inbox.io")
+        stream = await mcp.start("events/stream", **sub)
+        assert (await mcp.note("notifications/events/heartbeat"))["cursor"] == "0"
+        one = await mcp.tool("send_message", mail_address="inbox.io", payload="1")
+        event = await mcp.note("notifications/events/event")
+        assert event["data"]["msg_id"] == one["msg_id"]
+        await mcp.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": stream}})  # fmt: skip
+        two = await mcp.tool("send_message", mail_address="inbox.io", payload="2")
+        polled = (await mcp.request("events/poll", **sub, cursor=event["cursor"]))["result"]
+        assert [e["data"]["msg_id"] for e in polled["events"]] == [two["msg_id"]]
+        await mcp.start("events/stream", **sub, cursor=event["cursor"])
+        resumed = await mcp.note("notifications/events/event")
+        assert resumed["data"]["msg_id"] == two["msg_id"]
+        assert not [n for n in mcp.notes if n.get("method") == "notifications/events/event"]
+
+
+async def test_a_read_across_priority_lanes_longer_than_one_fetch_skips_and_repeats_nothing():
+    """FETCH reads critical, urgent, then normal, each up to num_msgs from the cursor, and
+    stops once it holds num_msgs: more critical mail than one read holds must not hide the
+    normal mail between (``Reader.after``)."""
+    connection = Mq9Connection("memory://")
+    try:
+        await connection.run(lambda c: c.mailbox_create(name="lanes", ttl=0))
+        sent: list[int] = []
+        for i in range(events.MAX_EVENTS + 60):
+            priority = "normal" if i % 7 == 0 else "critical"
+            sent.append(
+                await connection.run(lambda c, i=i, p=priority: c.send("lanes", str(i), priority=p))
+            )
+        reader = Reader(connection, WAIT)
+        source = Source(events.EVENT_TYPES[ARRIVED], "lanes", "lanes")
+        seen: list[int] = []
+        cursor = 0
+        for _ in range(20):
+            batch = await reader.after(source, cursor)
+            seen += [m.msg_id for m in batch.messages]
+            cursor = batch.cursor
+            assert not batch.truncated
+            if not batch.more:
+                break
+        assert seen == sorted(sent)
+    finally:
+        await connection.aclose()
+
+
+def test_the_signature_is_standard_webhooks_v1():
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    body = b'{"a":1}'
+    signature = webhooks.sign(secret, "msg_1", 1700000000, body)
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": "1700000000",
+               "webhook-signature": signature}  # fmt: skip
+    assert signature.startswith("v1,") and verified(secret, headers, body)
+    assert not verified(secret, {**headers, "webhook-timestamp": "1700000001"}, body)
