@@ -11,12 +11,15 @@ agent's mailbox, and the HTTP client has the task's id at once (streaming, or
 resubscribe give the result once the agent is back. Every caller authenticates (a bearer
 token or an API key, as the card declares) and is a tenant: its tasks live in a reply mailbox
 of its own, so another tenant's GetTask, ListTasks, CancelTask or answer never finds them.
-The gateway reaches the broker as one mq9 identity, its client's (``MQ9_CREDENTIAL``...).
+The gateway reaches the broker as one mq9 identity, its client's (``MQ9_CREDENTIAL``...), and
+needs nothing of any other agent's but a SEND to its public mailbox; to a served agent each
+tenant's task is that identity's (the broker vouches for it) AND the tenant's reply mailbox.
 Needs the ``a2a-gateway`` extra.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncGenerator, Iterator, Mapping
@@ -79,6 +82,8 @@ STREAM_WAIT = 600.0
 CANCEL_WAIT = 5.0
 # The largest request body read: a request goes into one mq9 message (about 1 MB on RobustMQ).
 MAX_BODY_BYTES = 2 * 1024 * 1024
+# How long a request's body may take to arrive, whole.
+BODY_SECONDS = 30.0
 GATEWAY = "gateway"  # the default name of the gateway's reply mailboxes, <gateway>.<tenant>
 
 
@@ -161,35 +166,83 @@ class _Authenticated:
         if size.isdigit() and int(size) > MAX_BODY_BYTES:
             await _too_large(scope, receive, send)
             return
-        await self.app(scope, _bounded(receive), send)
+        # The body is read here, whole, before the SDK sees any of it: one sent without a
+        # length (chunked) is refused as soon as it passes the limit, never read to its end
+        # (the SDK, reading it itself, read all of it and answered an empty -32603).
+        try:
+            body = await _bounded(receive)
+        except _Disconnected:
+            return  # the client left: nobody to answer
+        except _Refused as refused:
+            await _too_large(scope, receive, send, refused.status, str(refused))
+            return
+        await self.app(scope, _replay(body, receive), send)
 
 
-async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
-    refused = JSONResponse(
-        {"error": f"the request is larger than {MAX_BODY_BYTES} bytes: send less"},
-        status_code=413,
-    )
+async def _too_large(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int = 413,
+    text: str = f"the request is larger than {MAX_BODY_BYTES} bytes: send less",
+) -> None:
+    # Connection: close, as the rest of the body is never read
+    refused = JSONResponse({"error": text}, status_code=status, headers={"Connection": "close"})
     await refused(scope, receive, send)
 
 
-def _bounded(receive: Receive) -> Receive:
-    """``receive`` that stops a body (sent without a length) past ``MAX_BODY_BYTES``."""
-    read = 0
-
-    async def bounded() -> AsgiMessage:
-        nonlocal read
-        message = await receive()
-        if message["type"] == "http.request":
-            read += len(message.get("body", b""))
-            if read > MAX_BODY_BYTES:
-                raise BodyTooLarge()
-        return message
-
-    return bounded
+class _Disconnected(Exception):
+    """The client went away before its body was whole."""
 
 
-class BodyTooLarge(Exception):
-    """A request body past ``MAX_BODY_BYTES`` (the connection is dropped)."""
+class _Refused(Exception):
+    """A body not read to its end: too large (413), or too slow (408)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+async def _bounded(receive: Receive) -> bytes:
+    """The request's body, read as it comes: ``_Refused`` once it passes ``MAX_BODY_BYTES``
+    (nothing more is read), or when it has not all come within ``BODY_SECONDS`` (a client
+    sending a byte at a time holds a connection that long at most)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _Refused(
+                        413, f"the request is larger than {MAX_BODY_BYTES} bytes: send less"
+                    )
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise _Refused(
+            408, f"the request body did not arrive within {BODY_SECONDS:g} s"
+        ) from None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the app: the body read already, then the connection's own messages (a
+    stream learns of the client's leaving there)."""
+    given = False
+
+    async def replay() -> AsgiMessage:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 class GatewayHandler(RequestHandler):
@@ -325,7 +378,9 @@ class GatewayHandler(RequestHandler):
 
 
 def reply_mailbox(gateway: str, tenant: str) -> str:
-    """One reply mailbox per tenant: its tasks alone."""
+    """One reply mailbox per tenant: its tasks alone (the caller name ``<gateway>.<tenant>``;
+    for a gateway with an identity of its own ``gateway_app`` makes ``gateway`` a name under
+    ``mq9.calls.<digest of that identity>``, used as the address itself)."""
     return f"{gateway}.{tenant}"
 
 
@@ -376,17 +431,26 @@ async def gateway_app(
 ) -> ASGIApp:
     """The ASGI app serving ``agents`` (registry names) to HTTP A2A clients. Each agent's
     mailbox (its card's, else its name) is created if missing, so calls wait there until it
-    starts. ``options`` are ``GatewayHandler``'s: ``gateway`` (names the tenants' reply
-    mailboxes, ``<gateway>.<tenant>``), ``send_wait``, ``stream_wait``, ``push`` (a
-    ``GatewayPush``: the tenants' push configs; the cards then say ``pushNotifications``).
+    starts, unless the client has an mq9 identity of its own (a credential): then the gateway
+    makes no other agent's mailbox (on a ``--credentials`` broker a mailbox is its maker's for
+    good, so the agent makes its own, as ``serve_agent`` does). ``options`` are
+    ``GatewayHandler``'s: ``gateway`` (names the tenants' reply mailboxes,
+    ``<gateway>.<tenant>``), ``send_wait``, ``stream_wait``, ``push`` (a ``GatewayPush``: the
+    tenants' push configs; the cards then say ``pushNotifications``).
     The client hears the broker's arrival announcements from here on, where it makes them
     (arrivals.py)."""
     if not agents:
         raise ValueError("name at least one mq9 agent to serve")
     registered = {a.get("name"): a for a in await client.agent_discover()}
     routes = []
-    # One listener for every agent's handler, hearing of the tenants' reply mailboxes
     gateway = options.get("gateway", GATEWAY)
+    if client.principal is not None:
+        # Tenants' reply mailboxes that only this identity may make: a --credentials broker
+        # keeps mq9.calls.<digest of a credential's id>.<...> for that credential, so nobody
+        # can make a tenant's before the gateway does (a name anyone may derive, they could)
+        gateway = f"{w.CALLS_ROOT}{w.digest(client.principal)}.{gateway}"
+        options["gateway"] = gateway
+    # One listener for every agent's handler, hearing of the tenants' reply mailboxes
     replies = [w.caller_address(reply_mailbox(gateway, tenant)) for tenant in tenants.names]
     arrivals = Arrivals(client, replies)
     for name in agents:
@@ -394,7 +458,8 @@ async def gateway_app(
             raise ValueError(f"agent name {name[:80]!r}: letters, digits, '.', '-', '_' only")
         entry = registered.get(name)
         mailbox = check_address((entry and card_mailbox(entry)) or name)
-        await ensure_mailbox(client, mailbox)
+        if client.principal is None:
+            await ensure_mailbox(client, mailbox)
         path = f"/a2a/{name}"
         card = to_proto(
             gateway_card(

@@ -84,7 +84,9 @@ async def _run(args: argparse.Namespace) -> None:
 
     host, _, port = args.listen.rpartition(":")
     tenants = Tenants(_tokens(args.tokens_file), scheme=args.auth)
-    client = await Mq9Client(args.server).connect()  # its identity: MQ9_CREDENTIAL...
+    # Its identity: MQ9_CREDENTIAL or MQ9_CREDENTIAL_FILE (an agent of its own on a
+    # --credentials broker, needing no other agent's mailbox: gateway_app)
+    client = await Mq9Client(args.server).connect()
     jobs = []
     push = GatewayPush(Destinations(args.allow_push_host)) if args.allow_push_host else None
     try:
@@ -123,9 +125,11 @@ def main(argv: list[str] | None = None) -> None:
             f"mq9-a2a-gateway needs the a2a-gateway extra ({exc.name} is missing): "
             "pip install 'langchain-mq9[a2a-gateway]'"
         )
+    from ..protocol.errors import Mq9Error
+
     try:
         asyncio.run(_run(args))
-    except ValueError as exc:  # a configuration the gateway refuses: one line
+    except (ValueError, Mq9Error) as exc:  # a configuration, or a broker, refusing: one line
         sys.exit(f"mq9-a2a-gateway: {exc}")
     except KeyboardInterrupt:
         pass

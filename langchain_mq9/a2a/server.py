@@ -5,8 +5,9 @@ Replicas read the mailbox as one consumer group, each with a worker name (``Grou
 A request is marked done only when its task stops (final, or input-required), so a task runs
 AT LEAST once; one that reached a final state is not run again (its snapshot is resent), and a
 broker that fails a step is waited out, never answered by running the graph again. A task
-belongs to the reply mailbox that sent it (docs/a2a.md, "The wire"), and runs the graph with a
-LangGraph ``thread_id`` made of its ``contextId`` and that owner; ``interrupt()`` makes it
+belongs to who sent it (``store.Asker``: the agent a ``--credentials`` broker vouches for in
+``mq9-sender``, and the reply mailbox it named; docs/a2a.md, "The wire"), and runs the graph
+with a LangGraph ``thread_id`` made of its ``contextId`` and that owner; ``interrupt()`` makes it
 input-required, and the owner's answer resumes it with ``Command(resume=<answer text>)``.
 """
 
@@ -24,12 +25,12 @@ from typing import Any, TypeVar
 from .. import tracing
 from ..client.client import Mq9Client
 from ..groups.reader import GroupReader
-from ..protocol import Message, card_skills, clipped
+from ..protocol import HEADER_SENDER, Message, card_skills, clipped
 from ..protocol.errors import Mq9Error, TooLarge
 from ..wake.deliver import Deliverer, Destinations, Refused, push_headers
 from . import wire as w
 from .arrivals import Arrivals, Bell
-from .store import TaskStore, deliver, ensure_mailbox, owner_of
+from .store import Asker, TaskStore, deliver, ensure_mailbox
 
 T = TypeVar("T")
 
@@ -84,6 +85,11 @@ class Turn:
     existing: dict[str, Any] | None  # the task's snapshot before this turn, if any
     resume: bool  # the answer to an input-required task
     owner: str | None = None  # the reply mailbox that sent the task: its caller
+    sender: str | None = None  # the agent the broker vouched sent it (None: nothing vouches)
+
+    @property
+    def asker(self) -> Asker:
+        return Asker(self.owner, self.sender)
 
 
 def _interrupt_text(interrupts: Any) -> str:
@@ -168,7 +174,7 @@ class AgentServer:
         self._most_held = max_concurrency + HELD_EXTRA
         self._held = asyncio.Semaphore(self._most_held)
         # id -> run (its result and interrupts), owner
-        self._running: dict[str, tuple[asyncio.Task[tuple[Any, Any]], str | None]] = {}
+        self._running: dict[str, tuple[asyncio.Task[tuple[Any, Any]], Asker]] = {}
         self._handlers: set[asyncio.Task[None]] = set()  # requests being handled
         self._one_task = KeyedLock()  # by task id: its requests, until its run starts
         self._loop: asyncio.Task[None] | None = None
@@ -314,7 +320,7 @@ class AgentServer:
         try:
             request = w.read_request(msg.header, msg.payload)
         except w.Rejection as exc:
-            await self._reject(msg.header.get(w.HEADER_REPLY_TO), exc)
+            await self._reject(_asker(msg), exc)
             return
         if request.method == w.SEND:
             await self._send_message(request, msg.msg_id)
@@ -327,33 +333,46 @@ class AgentServer:
         else:
             await self._cancel_task(request)
 
-    async def _reject(self, reply_to: str | None, exc: w.Rejection) -> None:
-        """A request that is no A2A request gets a rejected task saying why."""
+    async def _reject(self, asker: Asker, exc: w.Rejection) -> None:
+        """A request that is no A2A request gets a rejected task saying why (under a new id
+        when the one it names is another's task: never a state of that task)."""
         log.info("agent %s: rejected a request: %s", self.name, exc)
+        reply_to = asker.reply_to
         if not w.answerable(reply_to):
             return  # nowhere to answer
-        snapshot = w.task(exc.task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=str(exc))
+        task_id = exc.task_id
+        if task_id is not None and not await self._may_name(asker, task_id):
+            task_id = None
+        snapshot = w.task(task_id or w.new_id(), w.new_id(), w.REJECTED, status_text=str(exc))
         await self._deliver(reply_to, snapshot)
+
+    async def _may_name(self, asker: Asker, task_id: str) -> bool:
+        """Whether an answer about ``task_id`` may go to ``asker``: the task is its own, or
+        none is stored under that id."""
+        stored = await self._stored(task_id)
+        return stored is None or asker.owns(stored)
 
     async def _unprocessable(self, msg: Message, exc: Exception) -> None:
         """The error answer to a request that failed for a reason of the agent's own."""
-        reply_to = msg.header.get(w.HEADER_REPLY_TO)
+        asker = _asker(msg)
         task_id = msg.header.get(w.HEADER_TASK_ID)
-        if w.answerable(reply_to) and w.is_valid_id(task_id):
+        if w.answerable(asker.reply_to) and w.is_valid_id(task_id):
             text = f"the agent could not process the request: {type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
-                await self._error(reply_to, task_id, clipped(text, 500))
+                if await self._may_name(asker, task_id):
+                    await self._error(asker.reply_to, task_id, clipped(text, 500))
 
     async def _set_aside(self, msg: Message, attempts: int, reason: str) -> None:
         """A request the consumer group set aside (its dead-letter copy is stored): the task
         fails, saying so, for its owner only. Raising leaves the request to be set aside again."""
-        reply_to = msg.header.get(w.HEADER_REPLY_TO)
+        asker = _asker(msg)
+        reply_to = asker.reply_to
         task_id = msg.header.get(w.HEADER_TASK_ID)
         if not (w.answerable(reply_to) and w.is_valid_id(task_id)):
             return  # nobody to tell
         existing = await self._stored(task_id)
         if existing is not None and (
-            owner_of(existing) != reply_to or w.task_state(existing) in w.STOPPED
+            not asker.owns(existing) or w.task_state(existing) in w.STOPPED
         ):
             return  # another's task (a stranger naming its id), or one that ended already
         try:
@@ -368,7 +387,7 @@ class AgentServer:
             w.FAILED,
             status_text=clipped(text, 1000),
             history=(existing or {}).get("history"),
-            metadata={"mq9": {"replyTo": reply_to, "agent": self.name}},
+            metadata={"mq9": asker.metadata(self.name)},
         )
         await self._publish(failed, reply_to)
 
@@ -417,7 +436,7 @@ class AgentServer:
                 if turn is None:
                     return  # answered already
                 run = asyncio.create_task(self._invoke(turn))
-                self._running[task_id] = (run, turn.owner)
+                self._running[task_id] = (run, turn.asker)
             await self._follow(turn, run)
 
     async def _admit(self, request: w.Request, task_id: str, msg_id: int) -> Turn | None:
@@ -426,19 +445,20 @@ class AgentServer:
         one its owner canceled before it came."""
         msg = request.body["message"]
         owner = request.reply_to
+        asker = Asker(owner, request.sender)
         # Read together: the task as stored, and whether its owner canceled it already.
         existing, canceled = await asyncio.gather(
             self._stored(task_id),
             self._persist(
                 f"looking for a cancel of {task_id}",
-                lambda: self.store.cancel_requested(task_id, owner),
+                lambda: self.store.cancel_requested(task_id, asker),
             ),
         )
         text = w.parts_text(msg["parts"])
         if msg.get("taskId"):  # the answer to an input-required task
-            if existing is None or owner is None or owner_of(existing) != owner:
+            if not asker.owns(existing):
                 # Only the caller that sent the task may answer it; to others it is not there.
-                await self._error(owner, task_id, f"task {task_id} not found")
+                await self._not_found(asker, task_id, existing)
                 return None
             if w.task_state(existing) != w.INPUT_REQUIRED:
                 state = w.short_state(w.task_state(existing))
@@ -448,12 +468,15 @@ class AgentServer:
                     f"task {task_id} is {state}: only an input-required task takes an answer",
                 )
                 return None
-            turn = Turn(task_id, existing["contextId"], text, msg, existing, True, owner)
+            turn = Turn(
+                task_id, existing["contextId"], text, msg, existing, True, owner, asker.sender
+            )
         else:
-            if existing is not None and owner_of(existing) != owner:
-                await self._error(
-                    owner, task_id, f"task {task_id} exists: a new task needs a new id"
-                )
+            if existing is not None and not asker.owns(existing):
+                if not asker.named_by_another(existing):
+                    await self._error(
+                        owner, task_id, f"task {task_id} exists: a new task needs a new id"
+                    )
                 return None
             if existing is not None and w.task_state(existing) in w.STOPPED:
                 # Handed out again after a crash, or sent twice: it ran already.
@@ -461,7 +484,7 @@ class AgentServer:
                     await self._deliver(owner, existing)
                 return None
             context_id = msg.get("contextId") or w.new_id()
-            turn = Turn(task_id, context_id, text, msg, existing, False, owner)
+            turn = Turn(task_id, context_id, text, msg, existing, False, owner, asker.sender)
         if self.reader.records_begin(msg_id):
             # Its graph runs now: a replica that dies from here on charges this request,
             # never those waiting for a slot behind it (docs/groups.md, "Poison messages").
@@ -477,7 +500,7 @@ class AgentServer:
         """Publish a state of the turn's task (``_publish``)."""
         earlier = (turn.existing or {}).get("history") or []
         history = [*earlier, {**turn.message, "taskId": turn.task_id, "contextId": turn.context_id}]
-        meta = {"mq9": {"replyTo": turn.owner, "agent": self.name}} if turn.owner else None
+        meta = {"mq9": turn.asker.metadata(self.name)} if turn.owner else None
         snapshot = w.task(
             turn.task_id, turn.context_id, state, history=history, metadata=meta, **fields
         )
@@ -613,8 +636,9 @@ class AgentServer:
             )
             return
         snapshot = await self._stored(task_id)
-        if snapshot is None or reply_to is None or owner_of(snapshot) != reply_to:
-            await self._error(reply_to, task_id, f"task {task_id} not found")
+        asker = Asker(reply_to, request.sender)
+        if not asker.owns(snapshot):
+            await self._not_found(asker, task_id, snapshot)
             return
         configs = await self._persist("reading push configs",
                                       lambda: self.store.push_configs(task_id))
@@ -673,7 +697,9 @@ class AgentServer:
 
     async def _invoke(self, turn: Turn) -> tuple[Any, Any]:
         """Run the graph for one turn: (its result, its interrupts or None)."""
-        config = {"configurable": {"thread_id": w.thread_id(turn.owner, turn.context_id)}}
+        # The owner's key: a vouched sender's conversation is its own, whoever names its
+        # reply mailbox (where nothing vouches, the reply mailbox alone, as before)
+        config = {"configurable": {"thread_id": w.thread_id(turn.asker.key, turn.context_id)}}
         if turn.resume:
             from langgraph.types import Command
 
@@ -690,10 +716,23 @@ class AgentServer:
     async def _get_task(self, request: w.Request) -> None:
         task_id = request.named_task()
         snapshot = await self._stored(task_id)
-        if snapshot is None or request.reply_to is None or owner_of(snapshot) != request.reply_to:
-            await self._error(request.reply_to, task_id, f"task {task_id} not found")
+        asker = Asker(request.reply_to, request.sender)
+        if not asker.owns(snapshot) or request.reply_to is None:
+            await self._not_found(asker, task_id, snapshot)
         else:
             await self._deliver(request.reply_to, snapshot)
+
+    async def _not_found(
+        self, asker: Asker, task_id: str, snapshot: dict[str, Any] | None
+    ) -> None:
+        """Tell an asker the task is not found (it is not its task): at its reply mailbox,
+        unless that is the owner's own named by another sender, where a "not found" would sit
+        among the owner's answers."""
+        if asker.named_by_another(snapshot):
+            log.info("agent %s: a request about task %s named its owner's reply mailbox "
+                     "from another sender: not answered", self.name, task_id)
+            return
+        await self._error(asker.reply_to, task_id, f"task {task_id} not found")
 
     async def _list_tasks(self, request: w.Request) -> None:
         reply_to = request.reply_to
@@ -701,7 +740,8 @@ class AgentServer:
             return
         context_id = request.body.get("contextId") or ""
         context_id = context_id if isinstance(context_id, str) else ""
-        tasks = await self._persist("listing tasks", lambda: self.store.list(reply_to, context_id))
+        asker = Asker(reply_to, request.sender)
+        tasks = await self._persist("listing tasks", lambda: self.store.list(asker, context_id))
         headers = {w.HEADER_TYPE: "ListTasksResponse", w.HEADER_LAST: "true"}
         if request.task_id:
             headers[w.HEADER_TASK_ID] = request.task_id
@@ -715,12 +755,12 @@ class AgentServer:
     async def _cancel_task(self, request: w.Request) -> None:
         task_id = request.named_task()
         async with self._one_task.hold(task_id):
-            await self._cancel(task_id, request.reply_to)
+            await self._cancel(task_id, Asker(request.reply_to, request.sender))
 
-    async def _cancel(self, task_id: str, asker: str | None) -> None:
+    async def _cancel(self, task_id: str, asker: Asker) -> None:
         snapshot = await self._stored(task_id)
-        if snapshot is not None and (asker is None or owner_of(snapshot) != asker):
-            await self._error(asker, task_id, f"task {task_id} not found")
+        if snapshot is not None and not asker.owns(snapshot):
+            await self._not_found(asker, task_id, snapshot)
             return
         # Seen by a replica running it, and on arrival (where it counts if asker sent it).
         await self._persist(
@@ -738,12 +778,13 @@ class AgentServer:
                 history=snapshot.get("history"),
                 metadata=snapshot.get("metadata"),
             )
-            await self._publish(snapshot, asker)  # to the store and the owner, who asked
+            # to the store and the owner, who asked
+            await self._publish(snapshot, asker.reply_to)
             return
         if snapshot is None:  # not read yet (or never sent): it will be canceled on arrival
             snapshot = w.task(task_id, "", w.CANCELED, status_text="canceled before it started")
-        if asker:  # the answer: final already, or canceled on arrival
-            await self._deliver(asker, snapshot)
+        if asker.reply_to:  # the answer: final already, or canceled on arrival
+            await self._deliver(asker.reply_to, snapshot)
 
     async def _watch_cancels(self) -> None:
         """Stop a run here whose task another replica canceled."""
@@ -755,6 +796,13 @@ class AgentServer:
                         run.cancel()
                 except Mq9Error as exc:
                     log.warning("agent %s: cancel check failed: %s", self.name, exc)
+
+
+def _asker(msg: Message) -> Asker:
+    """Who sent a request, as its headers say (``mq9-sender``: only a broker writes it on a
+    ``--credentials`` broker; any client may where nothing vouches, as any reply mailbox)."""
+    reply_to = msg.header.get(w.HEADER_REPLY_TO) or None
+    return Asker(reply_to, msg.header.get(HEADER_SENDER) or None)
 
 
 async def serve_agent(

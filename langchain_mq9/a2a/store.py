@@ -3,16 +3,20 @@ mailbox>`` (under the reserved root: no tool reads or writes it, docs/security.m
 
 Each state of a task is kept as the whole A2A Task under key ``task.{id}``: key compaction
 keeps the newest, so a QUERY by key answers it from any replica, after a restart, or while the
-agent is offline. The task's owner is the reply mailbox that sent it (``metadata.mq9.replyTo``):
-only its requests may read, answer or cancel the task. A cancel is kept apart, as
-``cancel.{id}`` naming who asked, so that a replica still writing ``working`` cannot hide it.
+agent is offline. The task's owner is who sent it (``Asker``): the agent a ``--credentials``
+broker vouched for (``metadata.mq9.sender``) and the reply mailbox it named
+(``metadata.mq9.replyTo``); only requests from both may read, answer or cancel the task. Where
+nothing vouches (an open broker, RobustMQ) the reply mailbox is all there is, and anyone may
+name it (docs/security.md, "Agent calls"). A cancel is kept apart, as ``cancel.{id}`` naming
+who asked, so that a replica still writing ``working`` cannot hide it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 from ..client.client import Mq9Client
 from ..protocol.errors import MailboxExists, MailboxNotFound
@@ -69,12 +73,68 @@ async def deliver(client: Mq9Client, mailbox: str, snapshot: dict[str, Any]) -> 
     )
 
 
-def owner_of(snapshot: dict[str, Any] | None) -> str | None:
-    """The reply mailbox that sent the task (None: it came without one, or is unknown)."""
+def _mq9_metadata(snapshot: dict[str, Any] | None) -> dict[str, Any]:
     meta = (snapshot or {}).get("metadata")
     mq9 = meta.get("mq9") if isinstance(meta, dict) else None
-    reply_to = mq9.get("replyTo") if isinstance(mq9, dict) else None
+    return mq9 if isinstance(mq9, dict) else {}
+
+
+def owner_of(snapshot: dict[str, Any] | None) -> str | None:
+    """The reply mailbox that sent the task (None: it came without one, or is unknown)."""
+    reply_to = _mq9_metadata(snapshot).get("replyTo")
     return reply_to if w.answerable(reply_to) else None
+
+
+def sender_of(snapshot: dict[str, Any] | None) -> str | None:
+    """The agent the broker vouched sent the task (None where nothing vouched)."""
+    sender = _mq9_metadata(snapshot).get("sender")
+    return sender if isinstance(sender, str) and sender else None
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who a request comes from: the reply mailbox its answers go to, and the agent that sent
+    it as a ``--credentials`` broker authenticated it (``mq9-sender``, written by the broker on
+    every stored message, whatever the sender wrote). Without a sender (an open broker,
+    RobustMQ: nothing vouches) the reply mailbox is all there is, and anyone may name it."""
+
+    reply_to: str | None
+    sender: str | None = None
+
+    def owns(self, snapshot: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
+        """Whether the task was sent by this asker: the same reply mailbox AND the same
+        vouched sender (a task sent where nothing vouched is no vouched sender's, and back)."""
+        return (
+            snapshot is not None
+            and self.reply_to is not None
+            and owner_of(snapshot) == self.reply_to
+            and sender_of(snapshot) == self.sender
+        )
+
+    def named_by_another(self, snapshot: dict[str, Any] | None) -> bool:
+        """Whether this asker names the reply mailbox of the task's owner without being it: a
+        vouched sender that is not the owner's. Nothing goes there on its word: an answer
+        would land among the owner's own (a "not found" where the owner waits for its task)."""
+        return (
+            snapshot is not None
+            and self.reply_to is not None
+            and owner_of(snapshot) == self.reply_to
+            and sender_of(snapshot) != self.sender
+        )
+
+    @property
+    def key(self) -> str:
+        """One text per asker, for its cancel records and LangGraph threads (the reply mailbox
+        alone where nothing vouches, as before senders were known)."""
+        reply_to = self.reply_to or ""
+        return reply_to if self.sender is None else f"{reply_to}\n{self.sender}"
+
+    def metadata(self, agent: str) -> dict[str, Any]:
+        """The task's ``metadata.mq9``: who owns it, and the agent that runs it."""
+        meta: dict[str, Any] = {"replyTo": self.reply_to, "agent": agent}
+        if self.sender is not None:
+            meta["sender"] = self.sender
+        return meta
 
 
 async def tasks_in(client: Mq9Client, mailbox: str, context_id: str = "") -> list[dict[str, Any]]:
@@ -97,9 +157,9 @@ async def tasks_in(client: Mq9Client, mailbox: str, context_id: str = "") -> lis
 PUSH_KEY = "push."  # + task id: its push notification configs, one record (#62)
 
 
-def _cancel_key(task_id: str, by: str | None) -> str:
+def _cancel_key(task_id: str, by: Asker) -> str:
     # One record per asker: nobody else's cancel can replace (or stand for) the owner's.
-    return f"{w.CANCEL_KEY}{task_id}.{w.digest(by or '')}"
+    return f"{w.CANCEL_KEY}{task_id}.{w.digest(by.key)}"
 
 
 class TaskStore:
@@ -115,11 +175,11 @@ class TaskStore:
     async def put(self, snapshot: dict[str, Any]) -> None:
         await deliver(self.client, self.mailbox, snapshot)
 
-    async def cancel_requested(self, task_id: str, owner: str | None) -> bool:
+    async def cancel_requested(self, task_id: str, owner: Asker) -> bool:
         """Whether the task's owner asked to cancel it (a cancel from anyone else is void)."""
         return await latest(self.client, self.mailbox, _cancel_key(task_id, owner)) is not None
 
-    async def request_cancel(self, task_id: str, by: str | None) -> None:
+    async def request_cancel(self, task_id: str, by: Asker) -> None:
         """Keep ``by``'s cancel of the task: it counts if ``by`` turns out to own it."""
         await keep(self.client, self.mailbox, _cancel_key(task_id, by), {"id": task_id})
 
@@ -134,7 +194,7 @@ class TaskStore:
     async def keep_push_configs(self, task_id: str, configs: dict[str, dict[str, Any]]) -> None:
         await keep(self.client, self.mailbox, PUSH_KEY + task_id, {"configs": configs})
 
-    async def list(self, owner: str | None, context_id: str = "") -> list[dict[str, Any]]:
+    async def list(self, owner: Asker, context_id: str = "") -> list[dict[str, Any]]:
         """The tasks ``owner`` sent (see ``tasks_in``)."""
         found = await tasks_in(self.client, self.mailbox, context_id)
-        return [t for t in found if owner is not None and owner_of(t) == owner]
+        return [t for t in found if owner.owns(t)]

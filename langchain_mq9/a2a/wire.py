@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from ..groups.leases import RESERVED_ROOT, is_reserved
-from ..protocol import MQ9_URL_SCHEME, is_valid_address, nests_deeper
+from ..protocol import HEADER_SENDER, MQ9_URL_SCHEME, is_valid_address, nests_deeper
 
 HEADER_REPLY_TO = "mq9-reply-to"
 HEADER_METHOD = "mq9-a2a-method"
@@ -286,6 +286,9 @@ class Request:
     reply_to: str | None
     task_id: str | None
     body: dict[str, Any]
+    # Who sent it, as a --credentials broker authenticated it (``mq9-sender``, which such a
+    # broker writes on every stored message); None where nothing vouches (docs/security.md)
+    sender: str | None = None
 
     def named_task(self) -> str:
         """The task a GetTask or CancelTask names: its body's ``id``, else the header's
@@ -340,7 +343,7 @@ def read_request(header: dict[str, str], payload: bytes) -> Request:
             f"the request nests deeper than {MAX_REQUEST_DEPTH} levels: send flatter JSON",
             task_id,
         )
-    request = Request(method, reply_to, task_id, body)
+    request = Request(method, reply_to, task_id, body, header.get(HEADER_SENDER) or None)
     if method == SEND:
         _check_message(body.get("message"), task_id)
     elif method in (GET_TASK, CANCEL_TASK):

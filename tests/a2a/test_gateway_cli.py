@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import subprocess
 import sys
 import time
 
 import httpx
+import pytest
 from a2a.client import ClientConfig, ClientFactory
 from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
@@ -88,3 +90,68 @@ def test_bad_configuration_is_one_line(tmp_path):
         text = err.decode().strip()
         assert "Traceback" not in text and text.startswith("mq9-a2a-gateway:"), text
         assert len(text.splitlines()) == 1
+
+
+@pytest.mark.slow  # a dev broker process and the gateway's
+async def test_the_gateway_process_runs_under_its_own_credential(tmp_path):
+    """On a --credentials broker, with MQ9_CREDENTIAL of its own (#70): it used to exit with
+    "CREATE refused: mailbox 'agent.echo' belongs to another agent" (it made every agent's
+    mailbox); now it serves, and a call through it completes."""
+    from credentials_support import EnforcingBroker
+
+    from langchain_mq9 import Mq9Client
+
+    broker = EnforcingBroker(tmp_path / "data", "echo", "gw")
+    token = secrets.token_hex(16)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"app": token}))
+    port = free_port()
+    env = {**os.environ, "MQ9_CREDENTIAL": broker.credentials["gw"]}
+    env.pop("MQ9_CREDENTIAL_FILE", None)
+    try:
+        async with Mq9Client(broker.url, credential=broker.credentials["echo"]) as client:
+            agent = AgentServer(text_graph(str.upper), name="agent.echo", client=client,
+                                **text_io())  # fmt: skip
+            async with agent:
+                process = start(
+                    [
+                        "--server", broker.url, "--agent", "agent.echo",
+                        "--listen", f"127.0.0.1:{port}", "--tokens-file", str(tokens),
+                    ],
+                    env,
+                )  # fmt: skip
+                try:
+                    url = f"http://127.0.0.1:{port}/a2a/agent.echo"
+                    async with httpx.AsyncClient(
+                        headers={"Authorization": f"Bearer {token}"}, timeout=30
+                    ) as http:
+                        a2a = await _served_client(http, url, process)
+                        msg = Message(message_id="m1", role=Role.ROLE_USER, parts=[Part(text="hi")])
+                        events = [
+                            e async for e in a2a.send_message(SendMessageRequest(message=msg))
+                        ]
+                        done = await until_stopped(a2a, events[-1].task.id)
+                    assert done.artifacts[0].parts[0].text == "HI"
+                finally:
+                    process.terminate()
+                    _out, err = process.communicate(timeout=15)
+                assert b"Traceback" not in err, err.decode()
+    finally:
+        broker.stop()
+
+
+async def _served_client(http: httpx.AsyncClient, url: str, process: subprocess.Popen):
+    """An a2a-sdk client of the gateway process once it serves its card (a hang guard: 60 s,
+    the process imports a2a-sdk)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            card = await A2ACardResolver(http, url).get_agent_card()
+            break
+        except Exception:
+            assert process.poll() is None, process.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the gateway never served its card"
+            await asyncio.sleep(0.2)
+    return ClientFactory(ClientConfig(httpx_client=http, streaming=False, polling=True)).create(
+        card
+    )
