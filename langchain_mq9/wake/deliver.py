@@ -265,7 +265,6 @@ class Deliverer:
         self.limits = limits or Limits()
         self.timeout = timeout
         self._runs = RunBook(self.limits)
-        self._http: Any = None
         self._children: set[asyncio.Task[None]] = set()
         self._processes: set[asyncio.subprocess.Process] = set()
 
@@ -277,11 +276,8 @@ class Deliverer:
         return len(self._processes)
 
     async def close(self) -> None:
-        """Close the HTTP client and end every command still running (none outlives the
-        waker: SIGTERM, then SIGKILL after ``KILL_GRACE`` seconds)."""
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        """End every command still running (none outlives the waker: SIGTERM, then SIGKILL
+        after ``KILL_GRACE`` seconds)."""
         for process in list(self._processes):
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
@@ -388,18 +384,16 @@ class Deliverer:
         if code:
             log.warning("wake %s: the command exited with %s", wake.key, code)
 
-    def _client(self) -> Any:
-        if self._http is None:
-            try:
-                self._http = guarded_client(self.destinations.hosts, timeout=TIMEOUT)
-            except ImportError:  # httpx
-                raise Refused(NEEDS_EXTRA) from None
-        return self._http
-
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
         sent = {"Content-Type": "application/json", **headers}
+        # A client per try: a shared one's pool (10 connections) would let ten receivers
+        # that never answer hold every other wake behind them
+        try:
+            http = guarded_client(self.destinations.hosts, timeout=self.timeout)
+        except ImportError:  # httpx
+            raise Refused(NEEDS_EXTRA) from None
         # Only the status counts: the answer's body is never read
-        async with self._client().stream("POST", url, content=body, headers=sent) as answer:
+        async with http, http.stream("POST", url, content=body, headers=sent) as answer:
             if answer.status_code >= 300:
                 raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")
 
@@ -416,7 +410,7 @@ class Deliverer:
         key = {"x-api-key": api_key} if api_key else {}
         http = guarded_client(
             policy,
-            timeout=TIMEOUT,
+            timeout=self.timeout,
             base_url=rule.url,
             headers={"User-Agent": "langchain-mq9-wake", **key},
         )

@@ -200,9 +200,15 @@ class Waker:
             interval = self.sweep_interval if self._announced else self.poll_interval
             await asyncio.sleep(interval)
             try:
-                await self.sweep()
+                if self._explicit is None:
+                    await self._read_index()
             except Mq9Error as exc:  # the broker away: the next sweep tries again
-                log.warning("wake sweep failed: %s", exc)
+                log.warning("wake index read failed: %s", exc)
+            # each look on its own: one held by a slow target delays no other, nor the
+            # next sweep (a look still running is left to finish)
+            for watch in list(self._watches.values()):
+                if not watch.running:
+                    self._spawn(self._look(watch))
 
     async def sweep(self) -> None:
         """Read the index's new entries, then look at every watched mailbox."""
