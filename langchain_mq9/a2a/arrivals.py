@@ -7,6 +7,12 @@ them, polling where it does not (docs/a2a.md, "How quickly a call is seen").
             await bell.wait(seconds_left)   # an arrival there, or the next look's time
     await arrivals.stop()
 
+A bell hears only what arrives while it is there: arm it before whatever it waits for is
+asked for (before the first look, before the request is sent), or mark the announcements heard
+before asking and give the mark to the bell, ``bell(mailbox, since=mark)``: an answer announced
+between the request and the bell is then not waited out (issue #70: a busy process whose send
+returned after the agent's answer was announced waited its whole sweep, 1 s).
+
 The bundled broker announces each message stored (memory:// in this process, and
 ``mq9-dev-broker --announce`` on ``$mq9.WAKE.<digest>``: langchain_mq9/wake/arrivals.py); a
 waiter then looks as soon as mail arrives, and every ``SWEEP_SECONDS`` anyway (for what no
@@ -45,6 +51,7 @@ class Arrivals:
         self.client = client
         self.mailboxes = None if mailboxes is None else list(mailboxes)
         self.heard = False  # an announcement came: the broker announces arrivals
+        self._count = 0  # announcements heard, of any mailbox listened to (``mark``)
         self._bells: dict[str, set[Bell]] = {}
         self._unsubscribe: Unsubscribe | None = None
 
@@ -67,6 +74,7 @@ class Arrivals:
 
     def _arrived(self, mailbox_digest: str) -> None:
         self.heard = True
+        self._count += 1
         for bell in self._bells.get(mailbox_digest, ()):
             bell.ring()
 
@@ -75,11 +83,20 @@ class Arrivals:
         """Seconds between looks that no arrival prompted."""
         return SWEEP_SECONDS if self.heard else POLL_SECONDS
 
+    def mark(self) -> int:
+        """Where the announcements stand now: for ``bell(since=...)``."""
+        return self._count
+
     @contextlib.contextmanager
-    def bell(self, mailbox: str) -> Iterator[Bell]:
-        """A bell rung by each arrival in ``mailbox``, for as long as the block lasts."""
+    def bell(self, mailbox: str, *, since: int | None = None) -> Iterator[Bell]:
+        """A bell rung by each arrival in ``mailbox``, for as long as the block lasts; with
+        ``since`` (a ``mark``), rung at once if anything was announced after that mark (the
+        announcements' digests are not kept: it may be another mailbox's, which costs a look,
+        where missing this one's would cost a sweep)."""
         d = digest(mailbox)
         bell = Bell(self)
+        if since is not None and since != self._count:
+            bell.ring()
         self._bells.setdefault(d, set()).add(bell)
         try:
             yield bell

@@ -231,13 +231,16 @@ class AgentCaller:
         await self._http_send(
             HttpAgent(record, self.hosts), record, w.message(text, context_id=context_id), wait
         )
-        return await self.check(task_id, wait=deadline - loop.time(), on_state=on_state)
+        # (the send kept the newest state: no GetTask unless there is time left to wait)
+        return await self._check(task_id, deadline, on_state, ask_first=False)
 
     async def _http_send(
         self, agent: Any, record: dict[str, Any], msg: dict[str, Any], wait: float
     ) -> None:
-        """Send ``msg`` to an HTTP agent, keeping each state it reports under our task id."""
-        from .http_caller import AgentUnreachable, kept
+        """Send ``msg`` to an HTTP agent, keeping each state it reports under our task id, for
+        ``wait`` seconds in all whatever the agent sends (0: until its first state, within
+        ``REQUEST_TIMEOUT``). An agent that names no task by then leaves the task failed."""
+        from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, kept
 
         task_id = record["taskId"]
 
@@ -249,8 +252,11 @@ class AgentCaller:
                 await self._write_record(record)
             await self._keep_task(kept(remote, task_id))
 
+        now = asyncio.get_running_loop().time()
+        follow_until = now + max(0.0, wait)
+        first_by = follow_until if wait > 0 else now + REQUEST_TIMEOUT
         try:
-            await agent.send(msg, stream_for=wait, keep=keep_state)
+            await agent.send(msg, first_by=first_by, follow_until=follow_until, keep=keep_state)
         except AgentUnreachable as exc:
             if record.get("remoteTaskId"):  # an answer: the task stands as it was
                 await self._keep_error(task_id, f"the answer did not reach the agent: {exc}")
@@ -263,17 +269,24 @@ class AgentCaller:
             )
             await self._keep_task(failed)
 
-    async def _http_refresh(self, record: dict[str, Any]) -> None:
-        """Ask an HTTP agent where its task stands (GetTask) and keep the answer."""
-        from .http_caller import AgentUnreachable, HttpAgent, kept
+    async def _http_refresh(self, record: dict[str, Any], deadline: float) -> None:
+        """Ask an HTTP agent where its task stands (GetTask) and keep the answer: by
+        ``deadline`` (a loop time: the waiting call's) when it is ahead, else within
+        ``REQUEST_TIMEOUT``. An answer cut by the caller's own deadline is no error of the
+        agent's: the call returns the task as it stood."""
+        from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, HttpAgent, kept
 
         remote_id = record.get("remoteTaskId")
         if not _remote_id(remote_id):
             return  # the agent never named its task: the call failed when sent
+        now = asyncio.get_running_loop().time()
+        ours = now < deadline < now + REQUEST_TIMEOUT  # the caller's wait ends first
+        until = deadline if ours else now + REQUEST_TIMEOUT
         try:
-            remote = await HttpAgent(record, self.hosts).get(remote_id)
+            remote = await HttpAgent(record, self.hosts).get(remote_id, until=until)
         except AgentUnreachable as exc:
-            await self._keep_error(record["taskId"], f"the agent could not be asked: {exc}")
+            if not (exc.late and ours):
+                await self._keep_error(record["taskId"], f"the agent could not be asked: {exc}")
             return
         await self._keep_task(kept(remote, record["taskId"]))
 
@@ -315,8 +328,10 @@ class AgentCaller:
             msg = w.message(text, context_id=record["contextId"], task_id=record["remoteTaskId"])
             # Until the agent says otherwise, the question is answered: not ours to answer again
             await self._keep_task({**(current.task or {}), "status": {"state": w.WORKING}})
-            await self._http_send(HttpAgent(record, self.hosts), record, msg, 0)
-            return await self.check(task_id, wait=wait, on_state=on_state)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(0.0, wait)
+            await self._http_send(HttpAgent(record, self.hosts), record, msg, wait)
+            return await self._check(task_id, deadline, on_state, ask_first=False)
         _allowed(record, allow)
         # Answers sent so far: the agent's history holds the request and each answer it took.
         record["answered"] = _user_turns(current.task)
@@ -344,18 +359,21 @@ class AgentCaller:
         return await self.check(task_id, wait=wait, final_only=True)
 
     async def _http_cancel(self, record: dict[str, Any], wait: float) -> CallState:
-        from .http_caller import AgentUnreachable, HttpAgent, kept
+        from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, HttpAgent, kept
 
         task_id = record["taskId"]
         if not _remote_id(record.get("remoteTaskId")):
             return await self.check(task_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait)
+        until = deadline if wait > 0 else loop.time() + REQUEST_TIMEOUT  # the whole cancel
         try:
-            remote = await HttpAgent(record, self.hosts).cancel(record["remoteTaskId"])
+            remote = await HttpAgent(record, self.hosts).cancel(record["remoteTaskId"], until=until)
             await self._keep_task(kept(remote, task_id))
         except AgentUnreachable as exc:
             await self._keep_error(task_id, f"the agent did not cancel the task: {exc}")
-            return await self.check(task_id)
-        return await self.check(task_id, wait=wait, final_only=True)
+            return await self._check(task_id, deadline, None, ask_first=False)
+        return await self._check(task_id, deadline, None, final_only=True, ask_first=False)
 
     async def check(
         self,
@@ -368,19 +386,40 @@ class AgentCaller:
         """The call's state; with ``wait``, looks again until it stops (or the wait ends): a
         call over mq9 at each arrival in the reply mailbox where the broker announces them
         (arrivals.py), else every ``POLL_SECONDS``; a call to an HTTP agent every
-        ``HTTP_POLL_SECONDS``."""
+        ``HTTP_POLL_SECONDS``, each GetTask ending by the wait's end (``wait`` is the whole
+        check, however slowly the agent answers)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, wait)
+        return await self._check(task_id, loop.time() + max(0.0, wait), on_state, final_only)
+
+    async def _check(
+        self,
+        task_id: str,
+        deadline: float,
+        on_state: StateListener | None,
+        final_only: bool = False,
+        *,
+        ask_first: bool = True,
+    ) -> CallState:
+        """``check`` until ``deadline`` (a loop time); ``ask_first=False``: an HTTP agent is
+        not asked at the first look (its state was just kept)."""
+        loop = asyncio.get_running_loop()
         seen: tuple[str, bool] | None = None
         listening: Arrivals | None = None
+        ask = ask_first
         try:
             with contextlib.ExitStack() as hung:
                 bell: Bell | None = None
+                if deadline > loop.time():
+                    # Listening before the first look: an answer stored after that look is
+                    # announced to us, one stored before it is found by it (#70)
+                    listening = await Arrivals(self.client, [self.reply_mailbox]).start()
+                    bell = hung.enter_context(listening.bell(self.reply_mailbox))
                 while True:
                     state = await self._state(task_id)
-                    if state.transport == "http" and state.state not in w.FINAL:
-                        await self._http_refresh(await self._record(task_id))
+                    if state.transport == "http" and state.state not in w.FINAL and ask:
+                        await self._http_refresh(await self._record(task_id), deadline)
                         state = await self._state(task_id)
+                    ask = True
                     changed = (state.state, state.answer_pending) != seen
                     seen = (state.state, state.answer_pending)
                     if on_state is not None and changed:
@@ -389,12 +428,9 @@ class AgentCaller:
                     left = deadline - loop.time()
                     if done or left <= 0:
                         return state
-                    if state.transport == "http":
+                    if state.transport == "http" or bell is None:
                         await asyncio.sleep(min(HTTP_POLL_SECONDS, left))
                         continue
-                    if bell is None:  # listened to from the first wait on
-                        listening = await Arrivals(self.client, [self.reply_mailbox]).start()
-                        bell = hung.enter_context(listening.bell(self.reply_mailbox))
                     await bell.wait(left, found=changed)
         finally:
             if listening is not None:

@@ -35,8 +35,12 @@ from . import wire as w
 from .hosts import HostPolicy, HostRefused
 from .protojson import to_json, to_proto
 
-# How long one HTTP request may take before the call says the agent did not answer.
+# How long one HTTP request may take in all (connecting, headers, body, a stream's first
+# event), however slowly the agent sends: never per read, which a peer sending a byte at a
+# time would hold for ever. A call that waits less ends its requests at its own deadline.
 REQUEST_TIMEOUT = 30.0
+# How long closing a client (and the stream it holds) may take: a peer cannot hold it either.
+CLOSE_SECONDS = 5.0
 # The most of an agent's answer kept as one state (the broker carries about 1 MB a message).
 MAX_KEPT_CHARS = 200_000
 # What an agent's answer may weigh on the wire before we stop reading it.
@@ -49,9 +53,20 @@ class AgentUnreachable(Exception):
     """The HTTP agent could not be reached or answered no A2A, in words for the caller
     (``status``: the HTTP status that said so, if one did)."""
 
-    def __init__(self, text: str, status: int | None = None) -> None:
+    def __init__(self, text: str, status: int | None = None, *, late: bool = False) -> None:
         super().__init__(text)
         self.status = status
+        self.late = late  # it sent nothing (or not all) before the request's deadline
+
+
+def _late(url: str, seconds: float, what: str = "answered") -> AgentUnreachable:
+    return AgentUnreachable(f"{url} had not {what} within {seconds:.3g} s", late=True)
+
+
+async def _closed(closing: Awaitable[Any]) -> None:
+    """Close something that talks to a peer, within ``CLOSE_SECONDS`` and quietly."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(closing, CLOSE_SECONDS)
 
 
 def _why(exc: BaseException) -> str:
@@ -162,10 +177,18 @@ class HttpAgent:
         return to_proto(card, AgentCard)
 
     @contextlib.asynccontextmanager
-    async def _client(self, *, stream: bool, timeout: float) -> AsyncIterator[Client]:
-        await self.hosts.check(self.record["url"])  # a clear refusal before any request
+    async def _client(self, *, stream: bool, until: float) -> AsyncIterator[Client]:
+        """An a2a-sdk client for the agent, once its host is allowed (checked by ``until``)."""
+        loop = asyncio.get_running_loop()
+        check = self.hosts.check(self.record["url"])  # a clear refusal before any request
+        try:
+            await asyncio.wait_for(check, max(0.0, until - loop.time()))
+        except TimeoutError:
+            url = self.record["url"]
+            raise AgentUnreachable(f"{url}: its host was not resolved in time", late=True) from None
         config = ClientConfig(
-            httpx_client=http_client(self.hosts, timeout=timeout),
+            # (httpx's timeout is per read: the deadline that holds is the caller's ``until``)
+            httpx_client=http_client(self.hosts, timeout=max(1.0, until - loop.time())),
             streaming=stream,
             polling=not stream,  # returnImmediately: the task's id at once
             supported_protocol_bindings=list(w.HTTP_BINDINGS),
@@ -174,77 +197,114 @@ class HttpAgent:
         try:
             yield client
         finally:
-            with contextlib.suppress(Exception):
-                await client.close()
+            await _closed(client.close())
             assert config.httpx_client is not None
-            await config.httpx_client.aclose()
+            await _closed(config.httpx_client.aclose())
 
     async def send(
-        self, msg: dict[str, Any], *, stream_for: float, keep: Keep
-    ) -> dict[str, Any] | None:
+        self, msg: dict[str, Any], *, first_by: float, follow_until: float, keep: Keep
+    ) -> dict[str, Any]:
         """Send a message; ``keep`` each state the agent reports: on a stream when the agent
-        streams (followed for ``stream_for`` seconds, at least to its first event, which names
-        the task), else its answer (``returnImmediately``). The newest state."""
+        streams (followed until ``follow_until``, a loop time, or the task stops), else its
+        answer (``returnImmediately``). The first state (it names the task) must come by
+        ``first_by``, else ``AgentUnreachable`` (``late``); the newest state."""
         request = to_proto({"message": msg}, SendMessageRequest)
         # A stream even when not waiting: its first event names the task at once, where an
         # agent that ignores returnImmediately (LangGraph's) would hold the answer until done.
         stream = bool(self.record.get("streaming"))
         newest: dict[str, Any] | None = None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + stream_for
-        timeout = max(REQUEST_TIMEOUT, stream_for + 5)
+        began = loop.time()
         try:
-            async with self._client(stream=stream, timeout=timeout) as client:
+            async with self._client(stream=stream, until=first_by) as client:
                 events = cast(AsyncGenerator[StreamResponse], client.send_message(request))
                 try:
                     while newest is None or (
-                        w.task_state(newest) not in w.STOPPED and loop.time() < deadline
+                        w.task_state(newest) not in w.STOPPED and loop.time() < follow_until
                     ):
-                        # until the first event, the request's own timeout bounds the wait
-                        left = None if newest is None else deadline - loop.time()
+                        # Each wait ends at the call's deadline, whatever the agent sends
+                        # meanwhile (headers slowly, a body a byte at a time, an endless stream)
+                        until = first_by if newest is None else follow_until
                         try:
-                            event = await asyncio.wait_for(anext(events), left)
-                        except (StopAsyncIteration, TimeoutError):
-                            break  # the stream ended, or the wait did: a check asks again
+                            event = await asyncio.wait_for(
+                                anext(events), max(0.0, until - loop.time())
+                            )
+                        except StopAsyncIteration:
+                            break  # the stream ended: a check asks again
+                        except TimeoutError:
+                            if newest is None:
+                                raise _late(self.record["url"], first_by - began) from None
+                            break  # the wait is over: a check asks again
                         if event.WhichOneof("payload") is None:
                             continue  # an event this SDK does not read (LangGraph's 0.3 updates)
                         newest = snapshot_of(event, newest)
                         await keep(newest)
                 finally:
-                    await events.aclose()
+                    await _closed(events.aclose())
+        except AgentUnreachable:
+            if newest is None:
+                raise
         except Exception as exc:
             if newest is None:
                 raise AgentUnreachable(_why(exc)) from None
+        if newest is None:  # the agent answered nothing at all
+            raise AgentUnreachable(f"{self.record['url']} answered no task")
         return newest
 
-    async def _one(self, request: Callable[[Client], Awaitable[Task]]) -> dict[str, Any]:
-        """One request answered with a task (as JSON); ``AgentUnreachable`` saying why not."""
+    async def _one(
+        self, request: Callable[[Client], Awaitable[Task]], until: float | None
+    ) -> dict[str, Any]:
+        """One request answered with a task (as JSON) by ``until`` (a loop time; None:
+        ``REQUEST_TIMEOUT`` from now); ``AgentUnreachable`` saying why not."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        until = began + REQUEST_TIMEOUT if until is None else until
         try:
-            async with self._client(stream=False, timeout=REQUEST_TIMEOUT) as client:
-                return to_json(await request(client))
+            async with self._client(stream=False, until=until) as client:
+                answer = request(client)
+                return to_json(await asyncio.wait_for(answer, max(0.0, until - loop.time())))
+        except AgentUnreachable:
+            raise
+        except TimeoutError:
+            raise _late(self.record["url"], until - began) from None
         except Exception as exc:
             raise AgentUnreachable(_why(exc)) from None
 
-    async def get(self, remote_id: str) -> dict[str, Any]:
-        return await self._one(lambda client: client.get_task(GetTaskRequest(id=remote_id)))
+    async def get(self, remote_id: str, *, until: float | None = None) -> dict[str, Any]:
+        return await self._one(
+            lambda client: client.get_task(GetTaskRequest(id=remote_id)), until
+        )
 
-    async def cancel(self, remote_id: str) -> dict[str, Any]:
-        return await self._one(lambda client: client.cancel_task(CancelTaskRequest(id=remote_id)))
+    async def cancel(self, remote_id: str, *, until: float | None = None) -> dict[str, Any]:
+        return await self._one(
+            lambda client: client.cancel_task(CancelTaskRequest(id=remote_id)), until
+        )
 
 
-async def fetch_card(url: str, hosts: HostPolicy) -> dict[str, Any]:
+async def fetch_card(
+    url: str, hosts: HostPolicy, *, timeout: float = REQUEST_TIMEOUT
+) -> dict[str, Any]:
     """The A2A card at ``url`` (a card's URL, or an agent's base URL: then its
-    ``/.well-known/agent-card.json``), as JSON; ``AgentUnreachable`` saying why not."""
-    from a2a.client.card_resolver import parse_agent_card
+    ``/.well-known/agent-card.json``), as JSON, read within ``timeout`` seconds in all;
+    ``AgentUnreachable`` saying why not."""
     from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 
     parts = urlsplit(url)
     if not parts.path.endswith(".json"):  # a base URL: its well-known card
         path = parts.path.rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH
         url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    try:  # one deadline for the whole read: a card sent a byte at a time holds nothing
+        return await asyncio.wait_for(_read_card(url, hosts, timeout), timeout)
+    except TimeoutError:
+        raise _late(url, timeout, "sent its card") from None
+
+
+async def _read_card(url: str, hosts: HostPolicy, timeout: float) -> dict[str, Any]:
+    from a2a.client.card_resolver import parse_agent_card
+
     try:
         await hosts.check(url)
-        async with http_client(hosts) as http:
+        async with http_client(hosts, timeout=timeout) as http:
             response = await http.get(url)
             if response.status_code != 200:
                 raise AgentUnreachable(

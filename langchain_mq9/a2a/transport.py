@@ -119,10 +119,11 @@ class Mq9Transport(ClientTransport):
     async def send_message(
         self, request: SendMessageRequest, *, context: ClientCallContext | None = None
     ) -> SendMessageResponse:
+        mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
         task_id, turns = await self._submit(request)
         newest: dict[str, Any] | None = None
         if not request.configuration.return_immediately:
-            async for seen in self._states_after_send(task_id, context, turns):
+            async for seen in self._states_after_send(task_id, context, turns, mark):
                 newest = seen
         snapshot = newest or await self._snapshot(task_id) or _submitted(task_id, request)
         return SendMessageResponse(task=to_proto(snapshot, Task))
@@ -130,18 +131,25 @@ class Mq9Transport(ClientTransport):
     async def send_message_streaming(
         self, request: SendMessageRequest, *, context: ClientCallContext | None = None
     ) -> AsyncGenerator[StreamResponse]:
+        mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
         task_id, turns = await self._submit(request)
         yield StreamResponse(task=to_proto(_submitted(task_id, request), Task))
-        async for snapshot in self._states_after_send(task_id, context, turns):
+        async for snapshot in self._states_after_send(task_id, context, turns, mark):
             yield StreamResponse(task=to_proto(snapshot, Task))
 
     def _states_after_send(
-        self, task_id: str, context: ClientCallContext | None, turns: int
+        self,
+        task_id: str,
+        context: ClientCallContext | None,
+        turns: int,
+        since: int | None = None,
     ) -> AsyncGenerator[dict[str, Any]]:
         """The task's new states from a request just sent: the first look waits for an arrival
         in the reply mailbox (or the next look's time), the agent having had no time to answer
         yet."""
-        return self._snapshots(lambda: self._snapshot(task_id), context, turns, look_first=False)
+        return self._snapshots(
+            lambda: self._snapshot(task_id), context, turns, look_first=False, since=since
+        )
 
     async def _snapshot(self, task_id: str) -> dict[str, Any] | None:
         """The newest state of the task, as the agent left it in the reply mailbox."""
@@ -155,15 +163,17 @@ class Mq9Transport(ClientTransport):
         until: frozenset[str] = w.STOPPED,
         *,
         look_first: bool = True,
+        since: int | None = None,
     ) -> AsyncGenerator[dict[str, Any]]:
         """Each new snapshot ``read()`` answers until the task is in a state of ``until`` with
         ``turns`` caller turns taken (or the call's time is up); ``look_first=False``: the
-        first read waits for an arrival in the reply mailbox, or the next look's time."""
+        first read waits for an arrival in the reply mailbox (since ``since``, an
+        ``Arrivals.mark`` taken before the request was sent), or the next look's time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(context)
         last = None
         found = False
-        with self.arrivals.bell(self._caller.reply_mailbox) as bell:
+        with self.arrivals.bell(self._caller.reply_mailbox, since=since) as bell:
             waiting = not look_first
             while True:
                 if waiting:

@@ -29,6 +29,7 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.arrivals import Arrivals
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
+from langchain_mq9.a2a.store import latest
 from langchain_mq9.broker import (
     BrokerEngine,
     drop_memory_broker,
@@ -157,3 +158,102 @@ async def test_forged_announcements_cost_no_more_looks_than_polling(monkeypatch)
         arrivals._arrived(arrivals_module.digest("mailbox.a"))
         await asyncio.wait_for(bell.wait(HOUR, found=True), 30)  # mail found: woken again
         assert slept == [arrivals_module.POLL_SECONDS]
+
+
+class StallsAfterSending(Mq9Client):
+    """A caller's client whose process stalls right after a request leaves for the agent, until
+    the agent has answered: every announcement of the answer reaches it before its send
+    returns (what a busy machine does now and then: issue #70, 1 s calls in 1 of 30-100)."""
+
+    async def send(self, mail_address, payload, **options):
+        msg_id = await super().send(mail_address, payload, **options)
+        headers = options.get("headers") or {}
+        if headers.get(w.HEADER_METHOD) == w.SEND:
+            key = w.TASK_KEY + headers[w.HEADER_TASK_ID]
+            async with asyncio.timeout(30):  # a hang guard only
+                while True:
+                    answer = await latest(self, headers[w.HEADER_REPLY_TO], key)
+                    if answer is not None and w.task_state(answer) in w.STOPPED:
+                        break
+                    await asyncio.sleep(0.01)
+        return msg_id
+
+
+@contextlib.asynccontextmanager
+async def upper_with_stalling_caller(kind: str, request):
+    """``served_upper``, the second client stalling after each request (``StallsAfterSending``)."""
+    nats_url = request.getfixturevalue("nats_server").url if kind == "nats" else None
+    async with (
+        announcing(kind, nats_url) as url,
+        Mq9Client(url) as agent_client,
+        StallsAfterSending(url) as stalling,
+    ):
+        agent = AgentServer(
+            text_graph(str.upper), name=AGENT, client=agent_client, worker="w1", **text_io()
+        )
+        async with agent:
+            yield stalling
+
+
+@pytest.mark.parametrize("kind", ["memory", "nats"])
+async def test_an_answer_announced_before_the_send_returns_is_seen(kind, no_polls, request):
+    """The race of issue #70: the agent answers (and the broker announces it) while the
+    gateway's send has not returned yet. The gateway listens from before the request leaves,
+    so that announcement wakes it: with every poll an hour away, the call ends only so."""
+    async with (
+        upper_with_stalling_caller(kind, request) as gateway_client,
+        gateway(gateway_client, send_wait=60) as agent_url,
+        blocking_client(agent_url) as alice,
+    ):
+        for text in ("first", "second"):
+            async with asyncio.timeout(30):  # a hang guard: the bug waits an hour
+                events = [e async for e in alice.send_message(a2a_request(text))]
+            done = events[-1].task
+            assert done.status.state == TaskState.TASK_STATE_COMPLETED, done.status
+            assert done.artifacts[0].parts[0].text == text.upper()
+
+
+class StallsInItsFirstLook(Mq9Client):
+    """A caller's client whose first look at a task finds nothing, and returns only once the
+    agent has answered: the answer is stored (and announced) between a look that missed it and
+    the wait after that look."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stalled: set[str] = set()
+
+    async def query(self, mail_address, *, key=None, **options):
+        found = await super().query(mail_address, key=key, **options)
+        if found or not key or not key.startswith(w.TASK_KEY) or key in self.stalled:
+            return found
+        self.stalled.add(key)
+        async with asyncio.timeout(30):  # a hang guard only
+            while True:
+                answer = await latest(self, mail_address, key)
+                if answer is not None and w.task_state(answer) in w.STOPPED:
+                    return found  # what the look saw: nothing yet
+                await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", ["memory", "nats"])
+async def test_a_waiting_call_agent_hears_an_answer_stored_during_its_first_look(
+    kind, no_polls, request
+):
+    """The same race for ``AgentCaller.check`` (call_agent's wait): it listens from before its
+    first look, so an answer stored while that look was under way wakes the wait after it."""
+    nats_url = request.getfixturevalue("nats_server").url if kind == "nats" else None
+    async with (
+        announcing(kind, nats_url) as url,
+        Mq9Client(url) as agent_client,
+        StallsInItsFirstLook(url) as caller_client,
+    ):
+        agent = AgentServer(
+            text_graph(str.upper), name=AGENT, client=agent_client, worker="w1", **text_io()
+        )
+        async with agent:
+            caller = await AgentCaller(caller_client, "agent.me.calls").open()
+            for text in ("first", "second"):
+                async with asyncio.timeout(30):  # a hang guard: the bug waits an hour
+                    done = await caller.call(AGENT, text, wait=HOUR)
+                assert done.state == w.COMPLETED, done.view()
+                assert done.view()["result"] == text.upper()
