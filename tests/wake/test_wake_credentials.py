@@ -1,17 +1,32 @@
 """On the bundled broker with --credentials (#53), only a mailbox's reader may make its wake
 rules: the rules mailbox ``mq9.wake.<digest>`` is derived from the mailbox, its owner's alone,
-and the index takes every agent's entry (a digest, no name)."""
+and the index takes every agent's entry (a digest, no name). Each waker's failed wakes are its
+agent's own, and a wake's sender is the one the broker vouches for (#70)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 from credentials_support import EnforcingBroker
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.protocol.errors import Mq9Error
-from langchain_mq9.wake import Deliverer, RuleBook, RuleError, Waker, WakeRule, rules_address
+from langchain_mq9.wake import (
+    Deliverer,
+    Limits,
+    RuleBook,
+    RuleError,
+    Waker,
+    WakeRule,
+    failed_address,
+    rules_address,
+)
+from langchain_mq9.wake.rules import FAILED_ADDRESS
 
 SECRET = "s3cret-s3cret-s3cret"
 pytestmark = pytest.mark.slow  # a process: the enforcing dev broker
@@ -78,3 +93,64 @@ async def test_a_tenants_waker_wakes_its_own_mailboxes_only(enforcing):
         finally:
             await alices.stop()
             await bobs.stop()
+
+
+async def test_each_wakers_failed_wakes_are_its_own(enforcing):
+    """bob made ``mq9.wake.failed`` first and alice's waker could neither set a wake aside
+    nor list its failures (#70): the failed-wakes mailbox is per agent, made by it alone."""
+    async with agent(enforcing, "alice") as alice, agent(enforcing, "bob") as bob:
+        with pytest.raises(Mq9Error):  # the plain name: nobody's on this broker
+            await bob.mailbox_create(name=FAILED_ADDRESS)
+        with pytest.raises(Mq9Error):  # alice's: hers alone to make
+            await bob.mailbox_create(name=failed_address("alice"))
+        await bob.mailbox_create(name=failed_address("bob"))  # his own: fine
+        await alice.mailbox_create(name="agent.alice3")
+        # a target the waker was not given: the wake is set aside, in alice's mailbox
+        await RuleBook(alice).add(rule("agent.alice3"))
+        waker = await Waker(alice, Deliverer(), mailboxes=["agent.alice3"],
+                            poll_interval=0.05).start()
+        try:
+            assert waker.failed_address == failed_address("alice")
+            await bob.send("agent.alice3", "hello")
+            for _ in range(600):
+                if waker.set_aside:
+                    break
+                await asyncio.sleep(0.05)
+            (record,) = await alice.query(failed_address("alice"))
+            assert "refused" in json.loads(record.payload)["reason"]
+            with pytest.raises(Mq9Error, match="another agent"):
+                await bob.query(failed_address("alice"))
+        finally:
+            await waker.stop()
+        # mq9-wake failed, logged in as alice, lists hers
+        listed = subprocess.run(
+            [sys.executable, "-m", "langchain_mq9.wake", "--server", enforcing.url, "failed"],
+            env={**os.environ, "MQ9_CREDENTIAL": enforcing.credentials["alice"]},
+            capture_output=True, text=True, timeout=120,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "refused" in listed.stdout
+
+
+async def test_the_sender_of_a_wake_is_who_the_broker_says(enforcing):
+    """A wake's ``sender`` (an Agent Server thread per sender) is the broker-written
+    ``mq9-sender``: bob writing alice's name in that header, or her reply mailbox, changes
+    nothing."""
+    async with agent(enforcing, "alice") as alice, agent(enforcing, "bob") as bob:
+        await alice.mailbox_create(name="agent.alice4")
+        await RuleBook(alice).add(WakeRule(mailbox="agent.alice4", target="callback",
+                                           callback="seen", min_interval=0))
+        seen: list = []
+        waker = await Waker(alice, Deliverer(callbacks={"seen": seen.append},
+                                             limits=Limits(min_interval=0)),
+                            mailboxes=["agent.alice4"], poll_interval=0.05).start()
+        try:
+            await bob.send("agent.alice4", "from 'alice'",
+                           headers={"mq9-sender": "alice", "mq9-reply-to": "agent.alice"})
+            for _ in range(600):
+                if seen:
+                    break
+                await asyncio.sleep(0.05)
+            assert [w.sender for w in seen] == ["bob"]
+        finally:
+            await waker.stop()
