@@ -265,3 +265,16 @@ async def test_two_stores_writing_and_reading_at_once_lose_nothing_and_keep_orde
         assert ids == sorted(ids)
         assert set(ids) <= set(by_lane[priority])
     assert sum(len(ids) for ids in by_lane.values()) == 8 * 40
+
+
+async def test_a_stream_message_no_broker_wrote_is_not_served_and_the_rest_is(
+    pair: tuple[ClusterStore, ClusterStore],
+) -> None:
+    first, second = pair
+    await first.create_mailbox("box", ttl=0, desc="", now=_now())
+    await first.append("box", _message(b"before"), now=_now())
+    foreign = first.layout.message_subject("box", Priority.NORMAL, None)
+    await first.requests.publish(foreign, b"\x00\x00\x00\xffnot a frame")
+    await first.append("box", _message(b"after"), now=_now())
+    read = await second.read("box", None, 10, upto=None, now=_now())
+    assert [m.payload for m in read] == [b"before", b"after"]

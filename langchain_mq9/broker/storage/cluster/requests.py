@@ -55,6 +55,12 @@ class JetStreamError(StorageError):
         super().__init__(text)
         self.code, self.err_code = code, err_code
 
+    @property
+    def wrong_last_sequence(self) -> bool:
+        """An expected last (subject) sequence was not the last: another write came first.
+        A clustered stream says so with another code and no number ("wrong last sequence")."""
+        return self.err_code == WRONG_LAST_SEQUENCE or "wrong last sequence" in str(self)
+
 
 def parse_headers(block: bytes) -> dict[str, str]:
     """A raw NATS header block (``NATS/1.0\\r\\nName: value\\r\\n...``) as a dict."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -41,10 +42,12 @@ from .mapping import (
     token,
     unframe,
 )
-from .requests import WRONG_LAST_SEQUENCE, JetStreamError, Requests, StoredEntry
+from .requests import JetStreamError, Requests, StoredEntry
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
+
+log = logging.getLogger("langchain_mq9.broker")
 
 RECORDS_KEPT = 65_536  # mailbox records a store keeps (about 200 bytes each)
 RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
@@ -112,6 +115,7 @@ class ClusterStore:
         self.requests = Requests(connection, timeout=timeout)
         self._records: OrderedDict[str, MailboxRecord] = OrderedDict()
         self._marked: set[str] = set()  # groups whose marker this store wrote or read
+        self._unreadable: set[int] = set()  # sequences said to be no message (said once)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -189,7 +193,7 @@ class ClusterStore:
             try:
                 revision = await self.requests.publish(subject, record.value(), headers)
             except JetStreamError as exc:
-                if exc.err_code != WRONG_LAST_SEQUENCE:
+                if not exc.wrong_last_sequence:
                     raise
                 old = await self._read_record(name)
                 if old is not None and old.live(now):
@@ -253,6 +257,7 @@ class ClusterStore:
         """Drop what this store holds (it reads it again as needed)."""
         self._records.clear()
         self._marked.clear()
+        self._unreadable.clear()
 
     # -- messages --------------------------------------------------------------------------
 
@@ -317,6 +322,17 @@ class ClusterStore:
             expire_at=expire_at,
         )
 
+    def _readable(self, entry: StoredEntry) -> StoredMessage | None:
+        """``entry`` as a message; None, said once in the log, when it is not one (written
+        into the stream by something other than a broker): not served, the rest is."""
+        try:
+            return self._message(entry)
+        except (ValueError, KeyError) as exc:
+            if entry.seq not in self._unreadable:
+                self._unreadable.add(entry.seq)
+                log.error("stream message %d (%s) is not served: %s", entry.seq, entry.subject, exc)
+            return None
+
     async def last_id(self, mailbox: str) -> int | None:
         """The newest stored message's msg_id, read from the stream's leader (current)."""
         entry = await self.requests.leader_get(
@@ -374,9 +390,9 @@ class ClusterStore:
             for entry in batch.entries:
                 if upto is not None and entry.seq > upto:
                     return found
-                message = self._message(entry)
-                if not message.expired(now):  # the server removes it soon; hidden already
-                    found.append(message)
+                message = self._readable(entry)
+                if message is not None and not message.expired(now):
+                    found.append(message)  # (one whose TTL ended: the server removes it soon)
             if not batch.entries or batch.pending == 0:
                 break
             seq = batch.entries[-1].seq + 1
@@ -386,10 +402,8 @@ class ClusterStore:
         entry = await self.requests.leader_get(
             self.layout.messages, last_by_subject=self.layout.key_filter(mailbox, key)
         )
-        if entry is None:
-            return None
-        message = self._message(entry)
-        return None if message.expired(now) else message
+        message = None if entry is None else self._readable(entry)
+        return None if message is None or message.expired(now) else message
 
     async def delete(self, mailbox: str, msg_id: int) -> bool:
         """Remove ``mailbox``'s message ``msg_id``; False when it holds none (a sequence of
@@ -471,7 +485,7 @@ class ClusterStore:
                 subject, b"", {"Nats-Expected-Last-Subject-Sequence": "0"}
             )
         except JetStreamError as exc:
-            if exc.err_code != WRONG_LAST_SEQUENCE:
+            if not exc.wrong_last_sequence:
                 raise
             return 0  # marked already, by this broker or another
 
@@ -491,7 +505,7 @@ class ClusterStore:
                 )
                 return True
             except JetStreamError as exc:
-                if exc.err_code != WRONG_LAST_SEQUENCE:
+                if not exc.wrong_last_sequence:
                     raise
             entry = await self.requests.leader_get(f"KV_{layout.agents}", last_by_subject=subject)
             if entry is not None and entry.headers.get(_KV_OPERATION) not in ("DEL", "PURGE"):

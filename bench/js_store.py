@@ -1,0 +1,234 @@
+"""The cluster store against raw JetStream, side by side in one run (issue #72).
+
+Three JetStream nats-servers clustered on loopback, one R3 layout (``ClusterStore``), one
+broker process on it (``bench.js_broker``). Alternating, for ``--seconds`` each, with
+``--in-flight`` requests in flight and ``--size``-byte payloads:
+
+- SEND: ``Mq9Client.send`` through the broker, against nats-py publishing the same bytes to
+  the same stream (a message subject of the same mailbox), acknowledged the same way;
+- FETCH: ``Mq9Client.fetch`` of ``--fetch`` messages without a group, against the batched
+  direct get that reads them (the broker makes that read, and the leader read of the
+  mailbox's last sequence before it);
+- ACK: ``Mq9Client.ack``, against nats-py putting the same position into the bucket.
+
+Also: the broker's CPU seconds per 10,000 SENDs (from /proc, its user + system time over the
+SEND runs), and with ``--stored N``: N messages of ``--size`` bytes written into the layout
+(raw, the quickest), then a broker started on it: its start time (launch to ``ready``) and
+resident memory, against a broker started on the layout empty.
+
+    python -m bench.js_store --seconds 5 --rounds 3 --stored 100000 --out /tmp/js_store.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from bench.js_cluster import JetStreamCluster
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker.storage.cluster import ClusterStore, Layout, token
+from langchain_mq9.broker.storage.cluster.mapping import frame
+
+ROOT = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+STARTED: list[subprocess.Popen[str]] = []  # every broker process, stopped however a run ends
+
+
+class BrokerProcess:
+    def __init__(self, urls: list[str], stream: str, replicas: int) -> None:
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls),
+             "--stream", stream, "--replicas", str(replicas)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        STARTED.append(self.process)
+        assert self.process.stdout is not None
+        while True:
+            line = self.process.stdout.readline()
+            if line.startswith("ready"):
+                break
+            if not line and self.process.poll() is not None:
+                raise RuntimeError("the broker exited before serving")
+        self.start_seconds = time.monotonic() - started
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def rate(work: Callable[[], Awaitable[Any]], in_flight: int, seconds: float) -> float:
+    """Requests answered a second with ``in_flight`` of them always under way."""
+    done = 0
+    deadline = time.monotonic() + seconds
+
+    async def lane() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            await work()
+            done += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    return done / (time.monotonic() - started)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"args": vars(args), "load_before": os.getloadavg()}
+    with JetStreamCluster(3) as cluster:
+        urls = cluster.urls
+        stream = f"B{uuid.uuid4().hex[:8]}"
+        layout = Layout(stream)
+        setup = await nats.connect(urls)
+        deadline = time.monotonic() + 120  # a cluster forming elects its JetStream leader
+        while True:
+            try:
+                await ClusterStore(setup, name=stream, replicas=3, timeout=5).open()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)
+        broker = BrokerProcess(urls, stream, 3)
+        raw = await nats.connect(urls)
+        js = raw.jetstream()
+        payload = b"x" * args.size
+        stored = frame(None, payload)  # a message as the store keeps it: the same bytes
+        subject = f"{layout.prefix}.m.{token('bench')}.normal.-"
+        names = ("send", "raw_publish", "fetch", "raw_direct_get", "ack", "raw_kv_put")
+        rows: dict[str, list[float]] = {name: [] for name in names}
+        cpu_per_10k: list[float] = []
+        request = json.dumps({"seq": 1, "next_by_subj": subject, "batch": args.fetch}).encode()
+        position = f"$KV.{layout.groups}.{layout.position_key('g', 'bench')}"
+        value = b'{"log":"x","offset":1}'
+        text = payload.decode()
+
+        async def direct_get() -> None:
+            """What the broker's lane read is: a batched direct get, answers to an inbox."""
+            inbox = raw.new_inbox()
+            sub = await raw.subscribe(inbox)
+            await raw.publish(f"$JS.API.DIRECT.GET.{layout.messages}", request, reply=inbox)
+            while not ((await sub.next_msg(timeout=10)).headers or {}).get("Status"):
+                pass
+            await sub.unsubscribe()
+
+        async with Mq9Client(urls[0]) as client:
+            await client.mailbox_create(name="bench", ttl=0)
+            await client.send("bench", "warm")
+            sent = await client.send("bench", payload.decode())
+            for _ in range(args.rounds):
+                cpu, started = broker.cpu_seconds(), time.monotonic()
+                count = await rate(lambda: client.send("bench", text), args.in_flight, args.seconds)
+                elapsed = time.monotonic() - started
+                cpu_per_10k.append((broker.cpu_seconds() - cpu) / (count * elapsed) * 10_000)
+                rows["send"].append(count)
+                rows["raw_publish"].append(
+                    await rate(lambda: js.publish(subject, stored), args.in_flight, args.seconds)
+                )
+                rows["fetch"].append(
+                    await rate(
+                        lambda: client.fetch("bench", deliver="earliest", num_msgs=args.fetch),
+                        args.in_flight,
+                        args.seconds,
+                    )
+                )
+                rows["raw_direct_get"].append(await rate(direct_get, args.in_flight, args.seconds))
+                rows["ack"].append(
+                    await rate(lambda: client.ack("bench", "g", sent), args.in_flight, args.seconds)
+                )
+                rows["raw_kv_put"].append(
+                    await rate(lambda: js.publish(position, value), args.in_flight, args.seconds)
+                )
+        results["rates"] = rows
+        results["ratios"] = {
+            "send": [s / r for s, r in zip(rows["send"], rows["raw_publish"], strict=True)],
+            "fetch": [s / r for s, r in zip(rows["fetch"], rows["raw_direct_get"], strict=True)],
+            "ack": [s / r for s, r in zip(rows["ack"], rows["raw_kv_put"], strict=True)],
+        }
+        results["cpu_seconds_per_10k_sends"] = cpu_per_10k
+        results["broker_start_seconds_empty_layout"] = broker.start_seconds
+        results["broker_rss_after_runs"] = broker.rss_bytes()
+        broker.stop()
+        if args.stored:
+            empty = BrokerProcess(urls, f"E{uuid.uuid4().hex[:8]}", 3)
+            results["start_seconds_empty"] = empty.start_seconds
+            results["rss_empty"] = empty.rss_bytes()
+            empty.stop()
+            fill = f"{layout.prefix}.m.{token('stored')}.normal.-"
+            written = time.monotonic()
+            pending = []
+            for _ in range(args.stored):
+                pending.append(js.publish(fill, stored))
+                if len(pending) >= 256:
+                    await asyncio.gather(*pending)
+                    pending = []
+            await asyncio.gather(*pending)
+            results["stored"] = args.stored
+            results["store_fill_seconds"] = time.monotonic() - written
+            full = BrokerProcess(urls, stream, 3)
+            results["start_seconds_stored"] = full.start_seconds
+            results["rss_stored"] = full.rss_bytes()
+            async with Mq9Client(urls[0]) as client:
+                await client.mailbox_create(name="stored", ttl=0)
+                for _ in range(20):  # reads across the stored messages
+                    await client.fetch("stored", deliver="earliest", num_msgs=100)
+                    await client.fetch("stored", num_msgs=100)
+            results["rss_stored_after_reads"] = full.rss_bytes()
+            full.stop()
+        await raw.close()
+        await setup.close()
+    results["load_after"] = os.getloadavg()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--fetch", type=int, default=10)
+    parser.add_argument("--stored", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        results = asyncio.run(run(args))
+    finally:
+        for process in STARTED:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
+    text = json.dumps(results, indent=2, default=str)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

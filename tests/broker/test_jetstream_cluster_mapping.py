@@ -1,0 +1,58 @@
+"""The cluster store's layout (issue #72), without a server: subjects never carry a user's
+text, a stored message's frame gives back its header block and payload, and a frame that is
+not one is refused in words."""
+
+from __future__ import annotations
+
+import pytest
+
+from langchain_mq9.broker.storage.cluster import Layout, token
+from langchain_mq9.broker.storage.cluster.mapping import (
+    frame,
+    priority_of,
+    stamp_second,
+    unframe,
+)
+from langchain_mq9.broker.storage.cluster.requests import parse_headers
+from langchain_mq9.protocol import Priority
+from langchain_mq9.wake.rules import digest
+
+
+def test_a_mailbox_is_one_token_the_wakers_digest() -> None:
+    layout = Layout("S")
+    name = "team.inbox with spaces > * " + "x" * 3800
+    subject = layout.message_subject(name, Priority.URGENT, "a.key")
+    assert subject == f"mq9.S.m.{token(name)}.urgent.{token('a.key')}"
+    assert token(name) == digest(name)  # the waker hears $mq9.WAKE.<the same token>
+    assert layout.message_subject(name, Priority.NORMAL, None).endswith(".normal.-")
+    assert layout.is_message_of(subject, name) and not layout.is_message_of(subject, "other")
+    assert priority_of(subject) is Priority.URGENT
+    assert layout.lane_filter(name, Priority.CRITICAL) == f"mq9.S.m.{token(name)}.critical.*"
+    assert layout.key_filter(name, "k") == f"mq9.S.m.{token(name)}.*.{token('k')}"
+    assert (layout.messages, layout.mailboxes, layout.groups, layout.agents) == (
+        "S_MSGS",
+        "S_MAILBOXES",
+        "S_GROUPS",
+        "S_AGENTS",
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "payload"),
+    [(None, b""), (None, b"\x00\xff"), (b"NATS/1.0\r\nmq9-key: k\r\n\r\n", b"body")],
+)
+def test_a_frame_gives_back_what_the_send_carried(header: bytes | None, payload: bytes) -> None:
+    assert unframe(frame(header, payload)) == (header, payload)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\x00", b"\x00\x00\x00\x09short"])
+def test_a_frame_that_is_not_one_is_refused_in_words(data: bytes) -> None:
+    with pytest.raises(ValueError, match="stored message"):
+        unframe(data)
+
+
+def test_timestamps_and_header_blocks() -> None:
+    assert stamp_second("1970-01-01T00:00:10.999999999Z") == 10
+    assert stamp_second("2026-11-25T14:50:07Z") == stamp_second("2026-11-25T14:50:07.5Z")
+    block = b"NATS/1.0\r\nNats-TTL: 3s\r\nKV-Operation: PURGE\r\n\r\n"
+    assert parse_headers(block) == {"Nats-TTL": "3s", "KV-Operation": "PURGE"}
