@@ -102,3 +102,80 @@ def test_rules_through_the_cli_and_a_waker_killed_mid_burst(tmp_path):
                 waker.wait(10)
         receiver.close()
         broker.stop()
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--allow-command-env", "LD_PRELOAD"], "a rule may never set it"),
+    (["--allow-command-env", "PYTHONWARNINGS"], "a rule may never set it"),
+    (["--allow-agent-server", "http://127.0.0.1:2024", "MQ9_TEST_UNSET_KEY"], "is not set"),
+    (["--allow-agent-server", "http://127.0.0.1:2024", "A", "B"], "at most one name"),
+    (["--allow-agent-server", "ftp://x"], "no http"),
+    (["--runs-per-hour", "0"], "a whole number"),
+    (["--floor-interval", "-1"], "seconds between"),
+])
+def test_the_operators_configuration_is_checked_in_one_line(argv, said):
+    done = wake_cli("memory://", *argv)
+    assert done.returncode != 0
+    assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_env_on_the_command_line_and_commands_ending_with_a_killed_waker(tmp_path):
+    broker = DevBroker("--announce", "--port", str(free_port()))
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = tmp_path / "agent.py"
+    script.write_text("import os, sys, time\nopen(os.path.join(sys.argv[1], os.environ["
+                      "'AGENT_PROFILE'] + '.' + str(os.getpid())), 'w').close()\ntime.sleep(60)\n")
+    waker = None
+    try:
+        async def create() -> None:
+            async with Mq9Client(broker.url) as client:
+                await client.mailbox_create(name="agent.cmd")
+
+        asyncio.run(create())
+        added = wake_cli(broker.url, "rules", "add", "agent.cmd", "--env", "AGENT_PROFILE=night",
+                         "--min-interval", "0", "--command", sys.executable, str(script),
+                         str(pids))
+        assert added.returncode == 0, added.stderr
+        assert '"env": {"AGENT_PROFILE": "night"}' in added.stdout
+        bad = wake_cli(broker.url, "rules", "add", "agent.cmd", "--env", "NOEQUALS",
+                       "--command", sys.executable)
+        assert bad.returncode == 1 and "NAME=VALUE" in bad.stderr and "Traceback" not in bad.stderr
+        waker = start_waker(broker.url, "--allow-command", sys.executable,
+                            "--allow-command-env", "AGENT_PROFILE")
+
+        async def send() -> None:
+            async with Mq9Client(broker.url) as client:
+                await client.send("agent.cmd", "go")
+
+        asyncio.run(send())
+        deadline = time.monotonic() + 60
+        while not list(pids.iterdir()):
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.05)
+        (started,) = list(pids.iterdir())
+        assert started.name.startswith("night.")
+        pid = int(started.name.split(".")[1])
+        waker.send_signal(signal.SIGKILL)  # no stop(): the kernel ends its commands
+        waker.wait(10)
+        deadline = time.monotonic() + 30
+        while _alive(pid):
+            assert time.monotonic() < deadline, "the command outlived its waker"
+            time.sleep(0.05)
+    finally:
+        if waker is not None and waker.poll() is None:
+            waker.kill()
+            waker.wait(10)
+        broker.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
