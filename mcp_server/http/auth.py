@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.types import INVALID_REQUEST
+from starlette.datastructures import Headers
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # On a refusal before the body is read: uvicorn would otherwise read (and drop) the rest of it to
 # keep the connection, which costs as much as buffering it.
@@ -63,8 +66,57 @@ def require_bearer_token(app: ASGIApp, token: str) -> ASGIApp:
     """``app`` behind the SDK's bearer auth: every HTTP request without ``Authorization:
     Bearer <token>`` is answered 401 (whatever its path), and the SDK's session manager binds
     each session to the principal that opened it (one token: one principal, ``PRINCIPAL``)."""
-    required = _Requests(RequireAuthMiddleware(app, required_scopes=[]), app)
+    required = _Requests(_InWords(RequireAuthMiddleware(app, required_scopes=[])), app)
     return AuthenticationMiddleware(required, backend=BearerAuthBackend(BearerToken(token)))
+
+
+class _InWords:
+    """The SDK's 401, its ``WWW-Authenticate`` header kept, with a JSON-RPC error for a body
+    that says what was wrong: an MCP client shows a JSON-RPC error's message to its user
+    (the MCP SDK's client, under LangChain's ``langchain.mcp`` too), where the SDK's OAuth
+    body reached them as "Server returned an error response". The OAuth fields ride in the
+    error's data."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = False
+
+        async def reworded(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                refused = True
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() not in (b"content-length", b"content-type")]  # fmt: skip
+                body = _refusal_body(scope)
+                headers += [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]  # fmt: skip
+                await send({**message, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            if not refused:  # the SDK's own body of a 401 is dropped: ours went
+                await send(message)
+
+        await self.app(scope, receive, reworded)
+
+
+def _refusal_body(scope: Scope) -> bytes:
+    given = Headers(scope=scope).get("authorization", "")
+    scheme, _, credentials = given.strip().partition(" ")
+    if not given.strip():
+        why = "no bearer token was sent"
+    elif scheme.lower() != "bearer" or not credentials.strip():
+        why = "the Authorization header is not 'Bearer <token>'"
+    else:
+        why = "the bearer token is wrong"
+    text = (
+        f"Unauthorized: {why}. This mq9-mcp server needs 'Authorization: Bearer <token>' on "
+        "every request, the token it was started with (--auth-token or MQ9_MCP_TOKEN)"
+    )
+    oauth = {"error": "invalid_token", "error_description": why}
+    error = {"code": INVALID_REQUEST, "message": text, "data": oauth}
+    return json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
 
 
 # The principal every holder of the token is, for the SDK's session binding: one token cannot

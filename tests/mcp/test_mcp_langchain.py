@@ -197,3 +197,33 @@ async def test_mcp_and_langchain_surfaces_talk_both_ways(nats_server):
         for name, args in [("query_messages", {"mail_address": "lc.inbox"}),
                            ("agent_discover", {"query": "haiku"})]:  # fmt: skip
             assert await lc_call(name, **args) == await mcp_call(name, **args)
+
+
+async def test_a_missing_or_wrong_token_is_said_so_to_a_langchain_user():
+    """The 401's body is a JSON-RPC error (``http/auth.py``), whose message the MCP client
+    under ``langchain.mcp`` raises: words saying what is wrong, not "Server returned an error
+    response"; the header and status stay the SDK's bearer auth's."""
+    from fastmcp.client.transports import StreamableHttpTransport
+    from mcp.shared.exceptions import MCPError
+
+    token = "s" * 40
+    with http_server("--server", "memory://", "--auth-token", token) as url:
+        said = {}
+        for case, headers in {
+            "no bearer token was sent": {},
+            "the bearer token is wrong": {"Authorization": "Bearer nope"},
+            "is not 'Bearer <token>'": {"Authorization": token},
+        }.items():
+            with pytest.raises(MCPError) as refused:
+                async with MCPAdapter(StreamableHttpTransport(url, headers=headers)) as mq9:
+                    await mq9.list_tools()
+            said[case] = str(refused.value)
+        for case, text in said.items():
+            assert case in text and "--auth-token" in text, text
+        right = {"Authorization": f"Bearer {token}"}
+        async with MCPAdapter(StreamableHttpTransport(url, headers=right)) as mq9:
+            assert len(await mq9.list_tools()) == len(tool_names())
+
+
+def tool_names() -> list[str]:
+    return [name for name, op in OPERATIONS.items() if op.allowed(ToolPolicy())]
