@@ -54,6 +54,9 @@ RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 da
 DEFAULT_TIMEOUT = 15.0  # a request the cluster does not answer in this long fails
 _TTL_SLACK = 2  # seconds a message outlives its TTL on the server (the broker hides it first)
 _KV_OPERATION = "KV-Operation"  # a bucket's delete or purge marker
+# The longest TTL handed to the server (Go's durations end at about 292 years): a longer
+# one (a u64 TTL of RobustMQ's) gets none, the broker hiding what it must by its own rule
+_LONGEST_TTL = 100 * 365 * 86_400
 _BATCH = 1000  # messages a batched read asks for at most (the rest in the next one)
 
 
@@ -189,7 +192,7 @@ class ClusterStore:
             if ttl:
                 # the record outlives the mailbox by the retention: its log is empty once
                 # the record goes, so a create after that starts a new log
-                headers["Nats-TTL"] = f"{ttl + RETENTION_SECONDS}s"
+                _set_ttl(headers, ttl + RETENTION_SECONDS)
             try:
                 revision = await self.requests.publish(subject, record.value(), headers)
             except JetStreamError as exc:
@@ -271,7 +274,7 @@ class ClusterStore:
         if message.expire_at:
             headers[EXPIRE_AT] = str(message.expire_at)
             if message.expire_at >= now:
-                headers["Nats-TTL"] = f"{message.expire_at - now + 1 + _TTL_SLACK}s"
+                _set_ttl(headers, message.expire_at - now + 1 + _TTL_SLACK)
         if message.key is not None:
             headers["Nats-Rollup"] = "sub"  # the key's message of this priority, replaced
         subject = layout.message_subject(mailbox, message.priority, message.key)
@@ -302,7 +305,7 @@ class ClusterStore:
         if message.expire_at:
             if message.expire_at < max(due, now):
                 return  # its TTL ends before it is due: never delivered
-            headers["Nats-TTL"] = f"{message.expire_at - now + 1}s"
+            _set_ttl(headers, message.expire_at - now + 1)
         subject = layout.schedule_subject(mailbox, uuid.uuid4().hex)
         await self.requests.publish(subject, frame(message.header, message.payload), headers)
 
@@ -540,3 +543,9 @@ class ClusterStore:
 
 
 NOT_FOUND_DELETE = 10057  # JetStream's "no message found" to a delete
+
+
+def _set_ttl(headers: dict[str, str], seconds: int) -> None:
+    """``Nats-TTL`` of ``seconds``, unless longer than the server takes (then none)."""
+    if seconds <= _LONGEST_TTL:
+        headers["Nats-TTL"] = f"{seconds}s"
