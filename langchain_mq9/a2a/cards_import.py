@@ -25,13 +25,16 @@ from ..client.client import Mq9Client
 from ..protocol import card_skills, clipped
 from . import wire as w
 from .hosts import HostPolicy, HostRefused
-from .http_caller import AgentUnreachable, fetch_card
+from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
 
 log = logging.getLogger("langchain_mq9.a2a.cards_import")
 
 GONE = (404, 410)  # the answers that say a card is gone for good
 MAX_DESCRIPTION_CHARS = 2000
 MAX_SKILLS = 32
+# Card URLs read at once by one refresh: each read ends at its own deadline, so a URL that
+# answers a byte at a time delays only its own import, never the others'.
+PARALLEL_READS = 8
 
 
 class ImportRefused(Exception):
@@ -104,11 +107,17 @@ def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 async def import_card(
-    client: Mq9Client, url: str, *, hosts: HostPolicy, name: str | None = None
+    client: Mq9Client,
+    url: str,
+    *,
+    hosts: HostPolicy,
+    name: str | None = None,
+    timeout: float = REQUEST_TIMEOUT,
 ) -> dict[str, Any]:
-    """Read the A2A card at ``url`` and register it (replacing our older import of it);
-    the card registered. ``ImportRefused`` or ``AgentUnreachable`` say why not."""
-    card = await fetch_card(url, hosts)
+    """Read the A2A card at ``url`` (within ``timeout`` seconds in all, however slowly it is
+    sent) and register it (replacing our older import of it); the card registered.
+    ``ImportRefused`` or ``AgentUnreachable`` say why not."""
+    card = await fetch_card(url, hosts, timeout=timeout)
     entry = registry_card(card, url, name)
     try:  # the agent's own address must be reachable too, or calls would fail later
         await hosts.check(entry["supportedInterfaces"][0]["url"])
@@ -139,7 +148,8 @@ async def remove_import(client: Mq9Client, url: str, name: str) -> bool:
 
 class CardImporter:
     """Keeps the cards at ``urls`` (a URL, or URL -> registry name) in the registry: imported,
-    refreshed by ``refresh()`` or ``run(every=...)``, removed when gone."""
+    refreshed by ``refresh()`` or ``run(every=...)``, removed when gone. Each URL is read
+    within ``timeout`` seconds, ``PARALLEL_READS`` at a time: a slow one is a miss of its own."""
 
     def __init__(
         self,
@@ -148,6 +158,7 @@ class CardImporter:
         *,
         hosts: HostPolicy,
         misses: int = 3,
+        timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.client = client
         self.urls: dict[str, str | None] = (
@@ -155,29 +166,45 @@ class CardImporter:
         )
         self.hosts = hosts
         self.misses = misses
+        self.timeout = timeout
         self.names: dict[str, str] = {}  # url -> the name its card is registered under
         self.failures: dict[str, int] = {}
         self.errors: dict[str, str] = {}  # url -> why its last refresh failed
 
     async def refresh(self) -> dict[str, str]:
-        """Import each card again; the registry name each URL's card has now."""
-        for url, name in self.urls.items():
-            try:
-                entry = await import_card(self.client, url, hosts=self.hosts, name=name)
-            except (AgentUnreachable, ImportRefused) as exc:
-                self.errors[url] = str(exc)
-                self.failures[url] = self.failures.get(url, 0) + 1
-                gone = isinstance(exc, AgentUnreachable) and exc.status in GONE
-                log.warning("card import from %s failed: %s", url, exc)
-                known = self.names.get(url) or name
-                if known and (gone or self.failures[url] >= self.misses):
-                    await remove_import(self.client, url, known)
-                    self.names.pop(url, None)
-                continue
-            self.failures.pop(url, None)
-            self.errors.pop(url, None)
-            self.names[url] = entry["name"]
+        """Import each card again, side by side; the registry name each URL's card has now."""
+        room = asyncio.Semaphore(PARALLEL_READS)
+
+        async def one(url: str, name: str | None) -> None:
+            async with room:
+                await self._refresh_one(url, name)
+
+        done = await asyncio.gather(
+            *(one(url, name) for url, name in self.urls.items()), return_exceptions=True
+        )
+        for failed in done:  # the broker away, say: said once every import has ended
+            if isinstance(failed, BaseException):
+                raise failed
         return dict(self.names)
+
+    async def _refresh_one(self, url: str, name: str | None) -> None:
+        try:
+            entry = await import_card(
+                self.client, url, hosts=self.hosts, name=name, timeout=self.timeout
+            )
+        except (AgentUnreachable, ImportRefused) as exc:
+            self.errors[url] = str(exc)
+            self.failures[url] = self.failures.get(url, 0) + 1
+            gone = isinstance(exc, AgentUnreachable) and exc.status in GONE
+            log.warning("card import from %s failed: %s", url, exc)
+            known = self.names.get(url) or name
+            if known and (gone or self.failures[url] >= self.misses):
+                await remove_import(self.client, url, known)
+                self.names.pop(url, None)
+            return
+        self.failures.pop(url, None)
+        self.errors.pop(url, None)
+        self.names[url] = entry["name"]
 
     async def run(self, every: float = 300.0) -> None:
         """``refresh()`` every ``every`` seconds, until cancelled."""
