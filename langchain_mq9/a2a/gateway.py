@@ -451,7 +451,10 @@ async def gateway_app(
         gateway = f"{w.CALLS_ROOT}{w.digest(client.principal)}.{gateway}"
         options["gateway"] = gateway
     # One listener for every agent's handler, hearing of the tenants' reply mailboxes
-    replies = [w.caller_address(reply_mailbox(gateway, tenant)) for tenant in tenants.names]
+    # (checked here: a --name or tenant that makes no address is said once, at the start)
+    replies = [
+        check_address(w.caller_address(reply_mailbox(gateway, tenant))) for tenant in tenants.names
+    ]
     arrivals = Arrivals(client, replies)
     for name in agents:
         if not w.is_valid_id(name):  # it becomes a URL path: letters, digits, '.', '-', '_'

@@ -44,6 +44,7 @@ from langchain_mq9.a2a.gateway import Tenants, gateway_app, reply_mailbox
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.store import latest
 from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
+from langchain_mq9.protocol.errors import InvalidAddress
 from langchain_mq9.wake import Destinations
 
 pytestmark = pytest.mark.slow  # a dev broker process per test
@@ -262,3 +263,12 @@ async def test_a_body_over_the_limit_from_a_tenant_of_the_credentialed_gateway_i
         async with httpx.AsyncClient(headers=headers, timeout=30) as http:
             refused = await http.post(url, content=b"x" * (3 * 1024 * 1024))
             assert refused.status_code == 413
+
+
+async def test_a_gateway_name_that_makes_no_address_is_said_at_the_start(world):
+    async with Mq9Client(world.broker.url, credential=world.broker.credentials["gw"]) as gw:
+        with pytest.raises(InvalidAddress, match="has an empty segment"):
+            await gateway_app(
+                gw, [AGENT], tenants=Tenants({"alice": ALICE}), public_url="http://x",
+                gateway="two..dots",
+            )  # fmt: skip
