@@ -133,6 +133,12 @@ async def test_a_cancel_in_the_callers_name_leaves_its_task_alone(world):
     asked = await world.caller.call(AGENT, "greet", wait=20)
     reply = world.caller.reply_mailbox
     await in_the_name_of(world, reply, w.CANCEL_TASK, asked.task_id, {"id": asked.task_id})
+    # what the agent read: her name, as the broker wrote it over both of hers
+    inbox = await world.vault.query(AGENT)
+    [hers] = [m for m in inbox if m.header.get(w.HEADER_METHOD) == w.CANCEL_TASK]
+    assert hers.header[p.HEADER_SENDER] == "mallory"
+    assert not any(name.strip().lower() == p.HEADER_SENDER and name != p.HEADER_SENDER
+                   for name in hers.header)  # fmt: skip
     still = await world.caller.check(asked.task_id)
     assert still.state == w.INPUT_REQUIRED and still.agent_error is None
     await nothing_left_for(world.victim, reply, asked.task_id)
