@@ -55,6 +55,10 @@ MAX_FORM_BYTES = 64 * 1024
 MAX_STREAMS = 32  # event streams open at once
 MAX_MAILBOXES = 100  # shown on the mailboxes page
 PAGE = 100  # messages a mailbox's page lists (then a link to the next page)
+# A mailbox whose look answered more payload bytes than this is sampled at most this often:
+# a dev broker paces large answers (8 MiB/s), and pages wait behind the sampler's looks
+HEAVY_BYTES = 1 << 20
+HEAVY_SAMPLE_SECONDS = 60.0
 MAX_WATCHED = 20  # mailboxes sampled for their depth pictures between page views
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -96,6 +100,9 @@ class Console:
         self.streams = 0
         self.watched: dict[str, None] = dict.fromkeys(settings.mailboxes[:MAX_WATCHED])
         self.audit = AuditLog(settings.audit_log, clock)
+        self.clock = clock
+        # when each mailbox was last looked at, and its answer's payload bytes
+        self.weight: dict[str, tuple[float, int]] = {}
         # Reads that answer payloads (up to 30 MiB each) take turns: a page's read and the
         # depth sampler's would otherwise wait behind each other at the broker's pace, which
         # refuses a requester more than it may have waiting (HTTP 400 on a large mailbox)
@@ -135,6 +142,7 @@ class Console:
     async def figures(self, address: str) -> overview.MailboxFigures:
         async with self.reading:
             found = await overview.figures(self.broker, address)
+        self.weight[address] = (self.clock(), sum(len(m.payload) for m in found.messages))
         if found.exists and found.refused is None:
             self.history.add(address, found.total)
         return found
@@ -165,6 +173,9 @@ class Console:
         while True:
             await asyncio.sleep(self.settings.sample_seconds)
             for address in list(self.watched):
+                looked, weight = self.weight.get(address, (0.0, 0))
+                if weight > HEAVY_BYTES and self.clock() - looked < HEAVY_SAMPLE_SECONDS:
+                    continue  # a look at it costs the broker's pace seconds: less often
                 try:
                     await self.figures(address)
                 except Exception as exc:  # a point missed; the pages say what is wrong
