@@ -461,3 +461,35 @@ def test_the_signature_is_standard_webhooks_v1():
                "webhook-signature": signature}  # fmt: skip
     assert signature.startswith("v1,") and verified(secret, headers, body)
     assert not verified(secret, {**headers, "webhook-timestamp": "1700000001"}, body)
+
+
+async def test_a_webhook_takes_the_clients_own_secret_and_refuses_what_is_out_of_shape():
+    token = "u" * 40
+    auth = {"Authorization": f"Bearer {token}"}
+    args = ("--server", "memory://", "--auth-token", token, "--webhook-hosts", "127.0.0.1")
+    with http_server(*args) as url:
+        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.own")
+            sub = arrived("inbox.own")
+            refusals = {
+                "forbidden": [{"url": "file:///etc/passwd"}, {"url": "http://localhost.:1/"},
+                              {"url": "http://[::1]:1/"}],
+                "invalid_arguments": [{}, {"url": hook.url, "secret": "whsec_short"},
+                                      {"url": hook.url, "secret": "not-a-secret" * 4}],
+            }  # fmt: skip
+            for reason, deliveries in refusals.items():
+                for delivery in deliveries:
+                    answer = await alice.rpc("events/subscribe", **sub, delivery=delivery)
+                    assert answer["error"]["data"] == {"reason": reason}, (delivery, answer)
+            long = await alice.rpc("events/subscribe", **sub, delivery={"url": hook.url},
+                                   ttlMs=10**12)  # fmt: skip
+            assert long["error"]["data"] == {"reason": "invalid_arguments"}
+            secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+            made = await alice.rpc("events/subscribe", **sub, cursor="0",
+                                   delivery={"url": hook.url, "secret": secret})  # fmt: skip
+            assert "secret" not in made["result"], made
+            sent = await alice.data("send_message", mail_address="inbox.own", payload="p")
+            headers, body = await hook.next()
+            assert verified(secret, headers, body)
+            assert json.loads(body)["data"]["msg_id"] == sent["msg_id"]
