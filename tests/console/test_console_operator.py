@@ -308,3 +308,16 @@ def test_the_pictures_show_overrides_as_escapes():
     drawn = timeline_chart(f"t{RTL}1", [Event(1, "agent", f"step {RTL}exe.txt", None)])
     assert RTL not in drawn and "step \\u202eexe.txt" in drawn
     assert RTL not in depth_chart(f"x{RTL}", [(0.0, 1), (1.0, 2)], capped=100)
+
+
+def test_a_public_origin_that_is_no_origin_is_refused_in_one_line():
+    from click.testing import CliRunner
+
+    from mq9_cli.app import cli
+
+    for given in ("mq9.example.com", "https://mq9.example.com/console", "ftp://x"):
+        argv = ["--server", "memory://", "console", "--public-origin", given]
+        result = CliRunner().invoke(cli, argv, prog_name="mq9")
+        assert result.exit_code == 2 and result.stdout == "", given
+        [line] = result.stderr.splitlines()
+        assert line.startswith("mq9: --public-origin") and "https://mq9.example.com" in line
