@@ -286,9 +286,15 @@ def ack(
         except OperationError as exc:
             if "is not waiting for an ack" not in str(exc):
                 raise
+            waiting = str(exc).partition("Waiting for an ack: ")[2].partition(";")[0]
+            hint = (
+                f"these wait: {waiting}"
+                if waiting
+                else f"ack an id `mq9 fetch {mailbox} --group {group}` showed"
+            )
             raise Failure(
-                f"msg_id {msg_id} is not waiting for an ack by group {group} in {mailbox}: "
-                f"ack an id `mq9 fetch {mailbox} --group {group}` showed (or it is acked already)",
+                f"msg_id {msg_id} is not waiting for an ack by group {group} in {mailbox} "
+                f"(never handed out, or acked already): {hint}",
                 FAILED,
             ) from None
         if set_aside:  # the tool's words for this are a model's (next_step): a person's here
