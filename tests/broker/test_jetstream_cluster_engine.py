@@ -21,7 +21,6 @@ from jetstream_servers import JetStreamCluster
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.engine.cluster import ClusterEngine
-from langchain_mq9.broker.storage import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore
 from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.groups import GroupReader
@@ -122,15 +121,23 @@ async def test_the_registry_is_one_for_both(brokers: tuple[Mq9Client, Mq9Client]
     assert await a.agent_discover() == []
 
 
-async def test_a_limit_it_does_not_enforce_yet_is_refused(servers: list[str]) -> None:
+async def test_the_mailbox_limit_is_counted_from_the_bucket(servers: list[str]) -> None:
     from langchain_mq9.broker import BrokerLimits
 
     connection = await nats.connect(servers)
+    store = ClusterStore(connection, name=f"L{uuid.uuid4().hex[:8]}")
+    await store.open()
     try:
-        store = ClusterStore(connection, name=f"L{uuid.uuid4().hex[:8]}")
-        with pytest.raises(StorageError, match="--max-mailboxes"):
-            ClusterEngine(store, limits=BrokerLimits(max_mailboxes=10))
+        engine = ClusterEngine(store, limits=BrokerLimits(max_mailboxes=2))
+        async with Mq9Client(transport=MemoryTransport(engine)) as client:
+            await client.mailbox_create(name="one", ttl=0)
+            await client.mailbox_create(name="two", ttl=0)
+            with pytest.raises(MailboxExists):
+                await client.mailbox_create(name="two", ttl=0)
+            with pytest.raises(Mq9Error, match="mailbox limit reached"):
+                await client.mailbox_create(name="three", ttl=0)
     finally:
+        await store.close()
         await connection.close()
 
 

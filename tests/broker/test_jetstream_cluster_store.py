@@ -278,3 +278,29 @@ async def test_a_stream_message_no_broker_wrote_is_not_served_and_the_rest_is(
     await first.append("box", _message(b"after"), now=_now())
     read = await second.read("box", None, 10, upto=None, now=_now())
     assert [m.payload for m in read] == [b"before", b"after"]
+
+
+async def test_every_stored_message_is_announced_a_delayed_one_too(
+    pair: tuple[ClusterStore, ClusterStore],
+) -> None:
+    """The stream republishes each message's headers on ``$mq9.WAKE.<digest>`` (the waker's
+    subject), so no broker needs to: a delayed message the server wrote is announced too."""
+    from langchain_mq9.wake.rules import ARRIVALS_PREFIX, digest
+
+    first, second = pair
+    heard: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def hear(message: object) -> None:
+        heard.put_nowait(message.data)  # type: ignore[attr-defined]
+
+    connection = first.requests.connection
+    subscription = await connection.subscribe(ARRIVALS_PREFIX + digest("woken"), cb=hear)
+    await connection.flush()
+    await first.create_mailbox("woken", ttl=0, desc="", now=_now())
+    await second.append("woken", _message(b"now"), now=_now())
+    await first.append("other", _message(b"elsewhere"), now=_now())
+    assert await asyncio.wait_for(heard.get(), 30) == b""
+    await first.hold("woken", _message(b"later"), due=_now() + 1, now=_now())
+    assert await asyncio.wait_for(heard.get(), 30) == b""  # the server wrote it when due
+    await subscription.unsubscribe()
+    assert heard.empty()

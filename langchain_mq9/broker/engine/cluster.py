@@ -6,10 +6,9 @@ as they are), over a store of data instead of the process's memory: nothing is h
 requests but what the store may drop, so any number of engines on one store answer as one
 broker. No lock: each decision two engines could make differently is JetStream's.
 
-Not yet here (docs/broker.md, the design's status): ``--max-mailboxes`` (refused when set,
-rather than ignored); QUERY by tags reads the whole mailbox (no index yet);
-the search index is the registrations holding a card (a ``{name, payload}`` registration
-whose card has another name is indexed under its registration).
+Not yet here (docs/broker.md, the design's status): QUERY by tags reads the whole mailbox
+(no index yet); the search index is the registrations holding a card (a ``{name, payload}``
+registration whose card has another name is indexed under its registration).
 """
 
 from __future__ import annotations
@@ -68,9 +67,6 @@ class ClusterEngine:
         self.store = store
         self.clock = clock
         self.limits = limits or BrokerLimits()
-        if self.limits.max_mailboxes is not None:
-            # (not yet) counted from the bucket; refused rather than silently not enforced
-            raise StorageError("the cluster store does not enforce --max-mailboxes yet")
         self.search = search
         self.reports: dict[str, tuple[str, int]] = {}
         # (group, log) pairs known to hold a position: a cache, so an ACK of a known group
@@ -153,6 +149,15 @@ class ClusterEngine:
                 raise Mq9Error(p.err_address_too_long(name))
             address = name
         ttl = p.DEFAULT_MAILBOX_TTL if request["ttl"] is None else request["ttl"]
+        limit = self.limits.max_mailboxes
+        if limit is not None and await self.store.mailbox_count() >= limit:
+            # (our choice) counted from the bucket: an expired mailbox whose log is kept
+            # counts, and brokers creating at one moment may each pass one more
+            kept = await self.store.mailbox(address, now=self.now_second())
+            if kept is not None and kept.live(self.now_second()):
+                raise Mq9Error(p.err_mailbox_exists(address))
+            if kept is None:  # (an expired one's record is replaced, not added)
+                raise Mq9Error(p.err_mailbox_limit(limit))
         made = await self.store.create_mailbox(
             address, ttl=ttl, desc=request["desc"] or "", now=self.now_second()
         )

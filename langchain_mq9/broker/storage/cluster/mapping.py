@@ -21,7 +21,10 @@ from typing import Any
 from ....protocol import Priority
 
 DEFAULT_NAME = "MQ9_STATE"
-NO_KEY = "-"  # a message without a key: its subject's last token
+NO_KEY = "-"
+# Where a stored message is announced (the waker's ARRIVALS_PREFIX, wake/rules.py: the broker
+# may not import the waker); the mailbox's token is the waker's digest of its name
+ARRIVALS_PREFIX = "$mq9.WAKE."  # a message without a key: its subject's last token
 TOKEN_DIGITS = 32
 
 # Headers the store writes (never the SEND's own, which travel in the data: a SEND's

@@ -30,6 +30,7 @@ from ....protocol import PRIORITY_ORDER
 from ...state.mailbox import StoredMessage
 from ..base import StorageError
 from .mapping import (
+    ARRIVALS_PREFIX,
     EXPIRE_AT,
     SCHEDULER,
     TAGS,
@@ -137,6 +138,14 @@ class ClusterStore:
                 "allow_msg_schedules": True,
                 "allow_rollup_hdrs": True,
                 "duplicate_window": 120 * 1_000_000_000,
+                # every message stored, a delayed one the server wrote too, announced on
+                # $mq9.WAKE.<its mailbox's digest>, empty, as a broker announces (the waker,
+                # the gateway): whichever broker wrote it, or none
+                "republish": {
+                    "src": f"{layout.prefix}.m.*.*.*",
+                    "dest": ARRIVALS_PREFIX + "{{wildcard(1)}}",
+                    "headers_only": True,
+                },
             },
         )
         for bucket in layout.buckets:
@@ -211,6 +220,12 @@ class ClusterStore:
             self._keep(made)
             return made
         raise StorageError(f"mailbox {name!r}: created and expired by others 8 times in a row")
+
+    async def mailbox_count(self) -> int:
+        """How many mailbox records the bucket holds: the live mailboxes and the expired
+        ones whose log is still kept (``--max-mailboxes`` counts both here)."""
+        info = await self.requests.api(f"STREAM.INFO.KV_{self.layout.mailboxes}", None)
+        return int(info.get("state", {}).get("messages", 0))
 
     async def _revision(self, subject: str) -> int:
         entry = await self.requests.leader_get(
