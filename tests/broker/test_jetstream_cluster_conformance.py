@@ -78,9 +78,6 @@ NUMBERED = frozenset(
         "test_the_deliver_policy_applies_until_the_group_commits",
     }
 )
-# the search index is the registrations holding a card, by registration name: a {name,
-# payload} registration whose card has another name is found under its registration
-CARD_NAMED = frozenset({"test_the_search_index_is_named_by_the_card"})
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +104,6 @@ def _known_differences(request: Any) -> None:
     name = request.node.originalname
     if name in NUMBERED:
         reason = "msg_ids are the stream's sequences (docs/protocol.md §13)"
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-    elif name in CARD_NAMED:
-        reason = "the search index is by registration name (docs/broker.md, the status)"
         request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
 
 

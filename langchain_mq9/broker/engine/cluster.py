@@ -7,8 +7,7 @@ requests but what the store may drop, so any number of engines on one store answ
 broker. No lock: each decision two engines could make differently is JetStream's.
 
 Not yet here (docs/broker.md, the design's status): QUERY by tags reads the whole mailbox
-(no index yet); the search index is the registrations holding a card (a ``{name, payload}``
-registration whose card has another name is indexed under its registration).
+(no index yet).
 """
 
 from __future__ import annotations
@@ -398,7 +397,9 @@ class ClusterEngine:
             names = {row[0] for row in await self.store.agents()}
             if name not in names and len(names) >= agents:
                 raise Mq9Error(p.err_agent_limit(agents))
-        await self.store.register(name, agent_info, self.now_second())
+        row = (name, agent_info, self.now_second())
+        if await self.store.register(*row) and entry.card is not None:
+            await self.store.index_put(entry.card_name, row)
         return _OK
 
     def _named(self, body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
@@ -409,7 +410,9 @@ class ClusterEngine:
 
     async def _unregister(self, _target: str, _headers: Headers, body: bytes) -> bytes:
         request = self._named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
-        await self.store.unregister(request["name"])
+        if await self.store.unregister(request["name"]):  # an unknown name succeeds all the same
+            # the row named by the registration, whatever card it held (RobustMQ)
+            await self.store.index_drop(request["name"])
         return _OK
 
     async def _report(self, _target: str, _headers: Headers, body: bytes) -> bytes:
@@ -428,17 +431,23 @@ class ClusterEngine:
         return await loop.run_in_executor(None, self._search, request, registry)
 
     async def _registry(self) -> AgentRegistry:
-        """The registrations as the bucket holds them now, each card embedded once by this
-        engine (its search index is a cache rebuilt from the bucket)."""
-        rows = await self.store.agents()
+        """The registrations and the search index as the buckets hold them now, each card
+        embedded once by this engine (its index is a cache rebuilt from the bucket)."""
+        rows, index_rows = await asyncio.gather(self.store.agents(), self.store.index_rows())
         known, self._known = self._known, {}
         registry = AgentRegistry()
         for row in rows:
             entry = known.get(row) or AgentEntry.make(*row)
             self._known[row] = entry
             registry.entries[entry.name] = entry
+        indexed = []
+        for row in index_rows:
+            entry = self._known.get(row) or known.get(row) or AgentEntry.make(*row)
+            self._known[row] = entry
+            if entry.card is not None:
+                indexed.append(entry)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _index, registry)
+        await loop.run_in_executor(None, _index, registry, indexed)
         return registry
 
     def _listing(self, registry: AgentRegistry) -> bytes:
@@ -473,9 +482,8 @@ class ClusterEngine:
         return _DISCOVER_HEAD + b",".join(kept) + b"]}"
 
 
-def _index(registry: AgentRegistry) -> None:
-    """Index the registrations holding a card, in the order they were made (embedding each
-    not embedded before: on a worker thread)."""
-    for entry in sorted(registry.entries.values(), key=lambda e: e.create_time):
-        if entry.card is not None:
-            registry.put_index(entry)
+def _index(registry: AgentRegistry, indexed: list[AgentEntry]) -> None:
+    """Index ``indexed`` in the order their rows were written (embedding each card not
+    embedded before: on a worker thread)."""
+    for entry in indexed:
+        registry.put_index(entry)

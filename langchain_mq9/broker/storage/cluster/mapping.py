@@ -68,8 +68,13 @@ class Layout:
         return f"{self.name}_AGENTS"
 
     @property
+    def index(self) -> str:
+        """The search index's rows, by card name (RobustMQ's search-engine)."""
+        return f"{self.name}_INDEX"
+
+    @property
     def buckets(self) -> tuple[str, ...]:
-        return (self.mailboxes, self.groups, self.agents)
+        return (self.mailboxes, self.groups, self.agents, self.index)
 
     # -- the messages stream -------------------------------------------------------------
 

@@ -531,20 +531,47 @@ class ClusterStore:
             expected = 0 if entry is None else entry.seq  # unregistered: take its place
         raise StorageError(f"agent {name!r}: registered and unregistered by others 8 times")
 
-    async def unregister(self, name: str) -> None:
+    async def unregister(self, name: str) -> bool:
+        """Remove the registration ``name``; False when there was none."""
         layout = self.layout
         subject = layout.kv_subject(layout.agents, token(name))
+        entry = await self.requests.leader_get(f"KV_{layout.agents}", last_by_subject=subject)
+        if entry is None or entry.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+            return False
+        await self._purge(subject)
+        return True
+
+    async def _purge(self, subject: str) -> None:
         await self.requests.publish(subject, b"", {_KV_OPERATION: "PURGE", "Nats-Rollup": "sub"})
 
     async def agents(self) -> list[tuple[str, str, int]]:
         """Every registration ``(name, agent_info, create_time)``, by name."""
+        return sorted(await self._rows(self.layout.agents))
+
+    async def index_put(self, card_name: str, row: tuple[str, str, int]) -> None:
+        """The search index's row of ``card_name`` is ``row`` (a registration's ``(name,
+        agent_info, create_time)``), replacing any row of that card name (RobustMQ's
+        search-engine names a row by the card)."""
+        name, agent_info, create_time = row
         layout = self.layout
+        value = encode_record({"name": name, "agent_info": agent_info, "create_time": create_time})
+        await self.requests.publish(layout.kv_subject(layout.index, token(card_name)), value)
+
+    async def index_drop(self, card_name: str) -> None:
+        layout = self.layout
+        await self._purge(layout.kv_subject(layout.index, token(card_name)))
+
+    async def index_rows(self) -> list[tuple[str, str, int]]:
+        """The search index's rows, in the order they were written (a replaced row last)."""
+        return await self._rows(self.layout.index)
+
+    async def _rows(self, bucket: str) -> list[tuple[str, str, int]]:
+        """A registry bucket's values ``(name, agent_info, create_time)``, oldest write first."""
         found: list[tuple[str, str, int]] = []
         seq = 1
         while True:
             batch = await self.requests.direct_batch(
-                f"KV_{layout.agents}",
-                {"seq": seq, "next_by_subj": f"$KV.{layout.agents}.>", "batch": 1000},
+                f"KV_{bucket}", {"seq": seq, "next_by_subj": f"$KV.{bucket}.>", "batch": 1000}
             )
             for entry in batch.entries:
                 if entry.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
@@ -554,7 +581,7 @@ class ClusterStore:
             if not batch.entries or batch.pending == 0:
                 break
             seq = batch.entries[-1].seq + 1
-        return sorted(found)
+        return found
 
 
 NOT_FOUND_DELETE = 10057  # JetStream's "no message found" to a delete
