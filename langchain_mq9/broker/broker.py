@@ -31,6 +31,7 @@ from nats.aio.client import Client as NatsConnection
 from .. import protocol as p
 from .. import semantic
 from ..client.redaction import describe, redact
+from ..metrics import RequestMeter
 from .banner import banner, standby_banner
 from .cluster.servers import (
     LARGEST_MAX_PAYLOAD,
@@ -88,10 +89,15 @@ class Broker:
     thread that started it."""
 
     def __init__(
-        self, config: BrokerConfig | None = None, *, say: Callable[[str], None] = _log_said
+        self,
+        config: BrokerConfig | None = None,
+        *,
+        say: Callable[[str], None] = _log_said,
+        meter: RequestMeter | None = None,
     ) -> None:
         self.config = config or BrokerConfig()
         self.say = say
+        self.meter = meter  # #73: what it answers counted (mq9-dev-broker --metrics)
         self.url: str | None = None  # where clients connect, once started
         self.engine: BrokerEngine | None = None  # the one serving (None standing by)
         self._shown = ""  # self.url, redacted
@@ -118,6 +124,13 @@ class Broker:
     def serving(self) -> bool:
         """Whether this broker answers requests now (a JetStream broker may stand by)."""
         return self.engine is not None and not self._ended.is_set()
+
+    @property
+    def connections(self) -> tuple[int, int]:
+        """(#73) Of the NATS connections the broker opened, how many are connected, of
+        how many."""
+        opened = [c for c in self._opened if not c.is_closed]
+        return sum(c.is_connected for c in opened), len(opened)
 
     async def __aenter__(self) -> Broker:
         return await self.start()
@@ -270,7 +283,7 @@ class Broker:
         serving, bulk = await self._open_alone(self.url)
         pacer, announce = self._pacer(), config.announce
         self._service = await serve_on_nats(
-            engine, serving, bulk, pacer, identities, announce=announce
+            engine, serving, bulk, pacer, identities, announce=announce, meter=self.meter
         )
         _warn_payload(engine, serving)
         self.engine = engine
@@ -432,7 +445,7 @@ class _Takeover:
             await identities.start(self.url)
         service = await serve_on_nats(
             engine, self.serving, self.bulk, broker._pacer(), identities,
-            announce=config.announce,
+            announce=config.announce, meter=broker.meter,
         )  # fmt: skip
         _warn_payload(engine, self.serving)
         broker.engine = engine

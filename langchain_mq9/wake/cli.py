@@ -22,10 +22,12 @@ from collections.abc import Sequence
 from .._cli import configure_logging, positive_float
 from ..client import Mq9Client
 from ..client.redaction import redact
+from ..metrics import MetricsUnavailable, need_prometheus, operator_address
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from .book import RuleBook
 from .deliver import Deliverer, Destinations
 from .limits import COMMANDS_AT_ONCE, MIN_INTERVAL, RUNS_PER_HOUR, Limits
+from .metrics import wake_endpoint
 from .rules import RuleError, WakeRule, failed_address
 from .waker import LEASE, POLL_INTERVAL, SWEEP_INTERVAL, Waker
 
@@ -129,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {SWEEP_INTERVAL})",
     )
     parser.add_argument(
+        "--metrics", metavar="[HOST:]PORT",
+        help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
+        "operator's address (HOST default 127.0.0.1; port 0 picks one, printed); off by "
+        "default. The metrics extra (prometheus-client). docs/deploy.md#watching-it",
+    )
+    parser.add_argument(
         "--lease", type=positive_float, default=LEASE, metavar="SECONDS",
         help=f"how long a waker's claim on a mailbox holds if the waker dies (default {LEASE}; "
         "longer than a wake's retries)",
@@ -162,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "failed":
             return asyncio.run(_failed(args))
         return asyncio.run(_serve(args))
-    except (RuleError, Mq9Error, OSError, ValueError) as exc:
+    except (RuleError, Mq9Error, OSError, ValueError, MetricsUnavailable) as exc:
         print(f"mq9-wake: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
@@ -243,6 +251,9 @@ async def _failed(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    metrics = None if args.metrics is None else operator_address(args.metrics)
+    if metrics is not None:
+        need_prometheus()  # without the extra: one line, before connecting
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -263,10 +274,20 @@ async def _serve(args: argparse.Namespace) -> int:
             sweep_interval=args.sweep,
             lease=args.lease,
         )
+        endpoint = None if metrics is None else wake_endpoint(waker, *metrics)
         await waker.start()
-        print(f"mq9-wake: watching {redact(args.server)} ({destinations!r})", flush=True)
         try:
+            if endpoint is not None:
+                try:
+                    await endpoint.start()
+                except OSError as exc:
+                    raise OSError(f"--metrics {args.metrics}: cannot listen there: {exc}") from None
+                print(f"mq9-wake: metrics on {endpoint.url}/metrics (/healthz, /readyz)",
+                      flush=True)
+            print(f"mq9-wake: watching {redact(args.server)} ({destinations!r})", flush=True)
             await stop.wait()
         finally:
+            if endpoint is not None:
+                await endpoint.stop()
             await waker.stop()
     return 0

@@ -153,6 +153,9 @@ class Waker:
         self._vetting = asyncio.Semaphore(INDEX_LOOKS)
         self.wakes = 0  # delivered
         self.set_aside = 0
+        # #73: told of each wake tried: its rule, "delivered" or "set_aside", and the seconds
+        # from its oldest message's arrival to the end of the delivery (mq9-wake --metrics)
+        self.on_wake: Callable[[WakeRule, str, float], None] | None = None
 
     def __repr__(self) -> str:
         return f"Waker({self.client!r}, name={self.name!r}, watching={len(self._watches)})"
@@ -539,9 +542,18 @@ class Waker:
             rs.last_error = _reason(exc)
             await self._set_aside(rule, wake, rs.last_error)
             self.set_aside += 1  # counted once recorded: what counts may be read at once
+            self._told(rule, "set_aside", span)
             return
         rs.failures, rs.last_error = 0, ""
         self.wakes += 1
+        self._told(rule, "delivered", span)
+
+    def _told(self, rule: WakeRule, outcome: str, span: _Span) -> None:
+        if self.on_wake is None:
+            return
+        arrived = min((m.create_time for m in span.shown or ()), default=None)
+        lag = 0.0 if arrived is None else max(self.clock() - arrived, 0.0)
+        self.on_wake(rule, outcome, lag)
 
     async def _set_aside(self, rule: WakeRule, wake: Wake, reason: str) -> None:
         log.warning("wake %s of %s (rule %s, %s) set aside: %s", wake.key, rule.mailbox,

@@ -24,10 +24,13 @@ MAY_IMPORT = {
     "semantic": {"protocol"},
     "groups": {"protocol"},
     "tracing": {"protocol"},
+    # what a server tells its operator (#73): counters, the /metrics and health endpoint
+    "metrics": {"protocol"},
     # memory:// finds its engine through a registration (the face registers the broker's)
     "client": {"protocol", "semantic", "groups", "tracing"},
-    "broker": {"protocol", "semantic", "client", "face"},  # only BROKER_MAY_USE of the two
-    "a2a": {"protocol", "groups", "client", "tracing", "wake"},
+    # of the client and the face, only BROKER_MAY_USE
+    "broker": {"protocol", "semantic", "client", "face", "metrics"},
+    "a2a": {"protocol", "groups", "client", "tracing", "wake", "metrics"},
     "operations": {"protocol", "semantic", "groups", "client", "a2a", "tracing", "wake"},
     "face": {
         "protocol",
@@ -40,9 +43,10 @@ MAY_IMPORT = {
         "tracing",
         "wake",
     },
-    "mcp_server": {"protocol", "client", "operations", "face", "wake"},
+    "mcp_server": {"protocol", "client", "operations", "face", "wake", "metrics"},
     # wake rules and the waker (#62): the client and its memory:// engine's announcements
-    "wake": {"protocol", "client", "broker", "face"},  # of the face, only _cli.py (mq9-wake)
+    # of the face, only _cli.py (mq9-wake)
+    "wake": {"protocol", "client", "broker", "face", "metrics"},
 }
 # What the broker may use of the client and the face: the guard and the redaction of a NATS
 # connection and the reading of its URLs (both sides hold one), and the private leaves the two

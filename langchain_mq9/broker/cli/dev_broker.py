@@ -35,6 +35,7 @@ from ..._cli import (
 )
 from ..._version import __version__
 from ...client.redaction import redact
+from ...metrics import MetricsUnavailable, OperatorEndpoint, operator_address
 from ..broker import Broker
 from ..cluster.servers import LARGEST_MAX_PAYLOAD
 from ..cluster.survey import ClusterError
@@ -44,6 +45,7 @@ from ..identities.store import CredentialError
 from ..serving.serve import BULK_ANSWER
 from ..storage import StorageError
 from .credentials import add_broker_arguments, run_command
+from .metrics import broker_endpoint
 from .state import main as state_command
 
 log = logging.getLogger("langchain_mq9.broker")
@@ -57,7 +59,10 @@ CONSOLE_START_SECONDS = 120.0  # a cold interpreter importing starlette on a bus
 CONSOLE_STOP_SECONDS = 10.0
 _PASSING: set[asyncio.Future[None]] = set()  # the console's lines being passed on
 # What stops a start, said in one line (redacted: a cluster's URLs carry the broker's login)
-ERRORS = (StartupError, ClusterError, StorageError, semantic.ModelError, CredentialError)
+ERRORS = (
+    StartupError, ClusterError, StorageError, semantic.ModelError, CredentialError,
+    MetricsUnavailable,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +231,13 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
         "no payload), so that mq9-wake wakes agents at once instead of polling (docs/wake.md)",
     )
     parser.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
+        "operator's address (HOST default 127.0.0.1; port 0 picks one, printed); off by "
+        "default. The metrics extra (prometheus-client). docs/deploy.md#watching-it",
+    )
+    parser.add_argument(
         "--console",
         nargs="?",
         const=CONSOLE_DEFAULT,
@@ -300,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_of(args)
         sys.setswitchinterval(SWITCH_INTERVAL)
         console = _console_command(args, config) if args.console is not None else None
-        return asyncio.run(_run(config, console=console))
+        metrics = _metrics_address(args.metrics)
+        return asyncio.run(_run(config, console=console, metrics=metrics))
     except ERRORS as exc:
         print(f"mq9-dev-broker: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
@@ -308,9 +321,42 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-async def _run(config: BrokerConfig, *, console: list[str] | None) -> int:
+def _metrics_address(given: str | None) -> tuple[str, int] | None:
+    if given is None:
+        return None
+    try:
+        return operator_address(given)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+
+
+async def _run(
+    config: BrokerConfig, *, console: list[str] | None, metrics: tuple[str, int] | None = None
+) -> int:
     stop = _stop_on_signals()
-    async with Broker(config, say=_say) as broker:
+    broker = Broker(config, say=_say)
+    # #73: the operator's endpoint answers while the broker starts (/readyz: not yet)
+    endpoint = None if metrics is None else await _start_metrics(broker, *metrics)
+    try:
+        return await _serve(broker, stop, console)
+    finally:
+        if endpoint is not None:
+            await endpoint.stop()
+
+
+async def _start_metrics(broker: Broker, host: str, port: int) -> OperatorEndpoint:
+    endpoint = broker_endpoint(broker, host, port)
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        raise StartupError(f"--metrics {host}:{port}: cannot listen there: {exc}") from None
+    _say(f"mq9 dev broker metrics on {endpoint.url}/metrics (/healthz, /readyz)")
+    return endpoint
+
+
+async def _serve(broker: Broker, stop: asyncio.Event, console: list[str] | None) -> int:
+    config = broker.config
+    async with broker:
         if config.store != "jetstream":
             # What is held now (the model's objects, the restored state) lives as long as the
             # broker: frozen, Python's full garbage collections (which stop every thread, the

@@ -29,7 +29,11 @@ from ..storage import StorageError
 from .pacing import AnswerPacer, Backlog, requester
 
 if TYPE_CHECKING:
+    from ...metrics import RequestMeter
     from ..identities.ownership import Identities
+
+# #73: with metrics, what a request is counted by (its command's key) and when it was read
+Stamp = tuple[str, float] | None
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -80,9 +84,11 @@ class NatsService:
         identities: Identities | None = None,
         inline: bool = True,
         announce: bool = False,
+        meter: RequestMeter | None = None,
     ) -> None:
         self.engine = engine
         self.announce = announce
+        self.meter = meter  # #73: requests counted by command, outcome and latency
         self._arrived_at: set[str] = set()  # mailboxes to announce at the loop's next turn
         self._digests: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,7 +108,7 @@ class NatsService:
         # in the order of their turns: a dict keeps insertion order)
         self._running: dict[str, int] = {}
         self._running_in_all = 0
-        self._queued: dict[str, deque[Msg]] = {}
+        self._queued: dict[str, deque[tuple[Msg, Stamp]]] = {}
         self._queued_in_all = 0
         self.at_once, self.running_in_all = AT_ONCE, RUNNING_IN_ALL
         self.waiting, self.waiting_in_all = WAITING, WAITING_IN_ALL
@@ -110,7 +116,9 @@ class NatsService:
         self.store_backlog = STORE_BACKLOG
         self._storing = 0  # bytes of the requests waiting for the store
         # Of those, what the engine answered, by the record whose storing the answers wait for
-        self._waiting_for_store: dict[asyncio.Future[None], list[tuple[Msg, bytes, int]]] = {}
+        self._waiting_for_store: dict[
+            asyncio.Future[None], list[tuple[Msg, bytes, int, Stamp]]
+        ] = {}
         self._watchdog: asyncio.Task[None] | None = None
 
     def _tell_engine(self) -> None:
@@ -172,6 +180,8 @@ class NatsService:
         # worker thread (embedding, ranking), a QUERY of many tags lets others through between
         # its reads. Each of those gets a task and holds up no request behind it.
         command, _ = command_for(msg.subject)
+        meter = self.meter
+        stamp = None if meter is None else (command.subject, meter.started())
         if command.wait is None:
             size = len(msg.data)
             if self.engine.storage.stores_later and self._storing + size <= self.store_backlog:
@@ -179,25 +189,27 @@ class NatsService:
                 # are read meanwhile, and their changes stored together with its next
                 self._storing += size
                 if self.identities is None:
-                    await self._answer_once_stored(msg, size)
+                    await self._answer_once_stored(msg, size, stamp)
                 else:
-                    self._start(msg).add_done_callback(lambda _: self._stored(size))
+                    self._start(msg, stamp=stamp).add_done_callback(lambda _: self._stored(size))
             else:
-                await self._answer(msg)
+                await self._answer(msg, stamp)
             return
         if not command.costly(msg.data):
-            self._start(msg)
+            self._start(msg, stamp=stamp)
             return
         who = self._requester(msg.reply or "")  # what needs no answer shares one requester
         if self._may_run(who):  # then nothing waits that could run: it would be running
-            self._run(msg, who)
+            self._run(msg, who, stamp)
             return
         queue = self._queued.get(who)
         mine = len(queue) if queue is not None else 0
         if mine < self.waiting and self._queued_in_all < self.waiting_in_all:
-            self._queued.setdefault(who, deque()).append(msg)
+            self._queued.setdefault(who, deque()).append((msg, stamp))
             self._queued_in_all += 1
             return
+        if meter is not None:
+            meter.refused(command.subject, "too_many_waiting")
         if msg.reply:  # else nobody to tell
             await self._reply(msg, self._too_many_waiting(mine))
 
@@ -225,20 +237,22 @@ class NatsService:
             and self._running.get(who, 0) < self.at_once
         )
 
-    def _run(self, msg: Msg, who: str) -> None:
+    def _run(self, msg: Msg, who: str, stamp: Stamp) -> None:
         self._running[who] = self._running.get(who, 0) + 1
         self._running_in_all += 1
-        self._start(msg, who)
+        self._start(msg, who, stamp)
 
-    def _start(self, msg: Msg, costly_for: str | None = None) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._answer(msg))
+    def _start(
+        self, msg: Msg, costly_for: str | None = None, stamp: Stamp = None
+    ) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._answer(msg, stamp))
         self._in_flight[task] = msg
         task.add_done_callback(self._finished)
         if costly_for is not None:
             task.add_done_callback(lambda _: self._next(costly_for))
         return task
 
-    async def _answer_once_stored(self, msg: Msg, size: int) -> None:
+    async def _answer_once_stored(self, msg: Msg, size: int, stamp: Stamp) -> None:
         """Answer ``msg`` once the store holds its changes, together with the other requests
         whose changes it stores in the same record: no task, the record's callback answers."""
         self._tell_engine()
@@ -246,13 +260,13 @@ class NatsService:
         settling = self.engine.storage.settled()
         if settling is None:  # stored already (or nothing to store)
             self._storing -= size
-            await self._send_answer(msg, reply)
+            await self._send_answer(msg, reply, stamp)
             return
         waiting = self._waiting_for_store.get(settling)
         if waiting is None:
             waiting = self._waiting_for_store[settling] = []
             settling.add_done_callback(self._answer_stored)
-        waiting.append((msg, reply, size))
+        waiting.append((msg, reply, size, stamp))
 
     def _answer_stored(self, settling: asyncio.Future[None]) -> None:
         """(``settling``'s callback) The answers that waited for it, each its own or the
@@ -266,14 +280,17 @@ class NatsService:
             if not isinstance(exc, Exception):  # (cancelled: nothing in this package does it)
                 exc = StorageError("the record's write was cancelled")
             failure = self.engine.failure_answer("a stored request", exc)
+        meter = self.meter
         try:
-            for msg, reply, size in waiting:
+            for msg, reply, size, stamp in waiting:
                 self._storing -= size
                 answer = reply if failure is None else failure
-                if not msg.reply:
-                    continue
                 if len(answer) > BULK_ANSWER:  # (pacing, bulk carrier)
-                    self._start_answer(msg, answer)
+                    self._start_answer(msg, answer, stamp)
+                    continue
+                if meter is not None and stamp is not None:
+                    meter.answered(stamp[0], answer, stamp[1])
+                if not msg.reply:
                     continue
                 try:
                     publish_queued(self.connection, msg.reply, answer)
@@ -282,8 +299,8 @@ class NatsService:
         finally:  # all of them in one write, now: not on nats-py's flusher's next turn
             write_now(self.connection)
 
-    def _start_answer(self, msg: Msg, answer: bytes) -> None:
-        task = asyncio.create_task(self._send_answer(msg, answer))
+    def _start_answer(self, msg: Msg, answer: bytes, stamp: Stamp) -> None:
+        task = asyncio.create_task(self._send_answer(msg, answer, stamp))
         self._in_flight[task] = msg
         task.add_done_callback(self._finished)
 
@@ -307,23 +324,25 @@ class NatsService:
                 return
             queue = self._queued.pop(turn)
             self._queued_in_all -= 1
-            msg = queue.popleft()
+            msg, stamp = queue.popleft()
             if queue:
                 self._queued[turn] = queue  # its next waits behind the other requesters
-            self._run(msg, turn)
+            self._run(msg, turn, stamp)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _answer(self, msg: Msg, stamp: Stamp = None) -> None:
         self._tell_engine()
         if self.identities is not None:  # #53: its ownership checks around the engine
             reply = await self.identities.handle(self.engine, msg)
         else:
             reply = await self.engine.handle(msg.subject, msg.headers, msg.data)
-        await self._send_answer(msg, reply)
+        await self._send_answer(msg, reply, stamp)
 
-    async def _send_answer(self, msg: Msg, reply: bytes) -> None:
+    async def _send_answer(self, msg: Msg, reply: bytes, stamp: Stamp = None) -> None:
         """``reply`` to ``msg``'s reply subject, within the server's max_payload, at the
-        pacer's pace when large."""
+        pacer's pace when large; counted once written, when metered (``stamp``)."""
         if not msg.reply:
+            if stamp is not None and self.meter is not None:
+                self.meter.answered(stamp[0], reply, stamp[1])
             return  # a publish without a reply subject: nobody to answer
         limit = self.connection.max_payload
         # Last resort (the engine keeps within the limit it was told; the server may have
@@ -342,6 +361,8 @@ class NatsService:
             except Backlog as exc:  # too much waits already: say so now, keep nothing
                 reply = p.encode(p.ERROR_REPLY.write(error=str(exc)))
         await self._reply(msg, reply)
+        if stamp is not None and self.meter is not None:
+            self.meter.answered(stamp[0], reply, stamp[1])
 
     async def _reply(self, msg: Msg, reply: bytes) -> None:
         try:
@@ -373,14 +394,14 @@ class NatsService:
         if self.subscription is not None:
             await self.subscription.unsubscribe()
             self.subscription = None
-        waiting = [msg for queue in self._queued.values() for msg in queue]
+        waiting = [msg for queue in self._queued.values() for msg, _ in queue]
         self._queued.clear()  # what waits its turn is never started
         self._queued_in_all = 0
         cut = dict(self._in_flight)
         for task in cut:
             task.cancel()
         await asyncio.gather(*cut, return_exceptions=True)
-        unstored = [msg for answers in self._waiting_for_store.values() for msg, _, _ in answers]
+        unstored = [msg for answers in self._waiting_for_store.values() for msg, *_ in answers]
         self._waiting_for_store.clear()
         self._storing = 0
         for text, told in (
@@ -404,15 +425,17 @@ async def serve_on_nats(
     pacer: AnswerPacer | None = None,
     identities: Identities | None = None,
     announce: bool = False,
+    meter: RequestMeter | None = None,
 ) -> NatsService:
     """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped; answers
     above ``BULK_ANSWER`` on ``bulk`` when given (a second connection to the same server, so
     that small answers never wait behind large ones), at ``pacer``'s pace when given;
-    ``announce``: each message stored is announced on ``ARRIVALS_PREFIX`` (#62).
+    ``announce``: each message stored is announced on ``ARRIVALS_PREFIX`` (#62); ``meter``:
+    each request counted (#73).
 
     >>> nc = await nats.connect("nats://127.0.0.1:4222")
     >>> service = await serve_on_nats(BrokerEngine(), nc)
     """
     return await NatsService(
-        engine, connection, bulk, pacer, identities, announce=announce
+        engine, connection, bulk, pacer, identities, announce=announce, meter=meter
     ).start()

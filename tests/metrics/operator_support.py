@@ -1,0 +1,139 @@
+"""Servers run as an operator runs them, with ``--metrics 127.0.0.1:0``, and a real
+Prometheus (Debian's ``prometheus`` package) on loopback that scrapes them (#73). Every wait
+has one deadline; every process started here is stopped by the test that started it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from langchain_mq9.broker.cluster.servers import free_port
+
+DEADLINE = 120.0  # a guard against hangs on a busy 2-core machine, never a timing claim
+WAKE = [sys.executable, "-m", "langchain_mq9.wake"]
+PROMETHEUS = shutil.which("prometheus")
+NO_PROMETHEUS = "Debian's prometheus package is not installed (.ci/run installs it as root)"
+
+
+def metrics_url(lines: list[str], said: str) -> str:
+    """The scrape URL a server printed (``... metrics on http://H:P/metrics ...``)."""
+    for line in lines:
+        if said in line and " metrics on " in line:
+            return line.split(" metrics on ", 1)[1].split()[0]
+    raise AssertionError(f"no metrics line in {lines!r}")
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return answer.read().decode()
+
+
+def names_in(text: str) -> set[str]:
+    """Every series name of a scrape (``x_bucket``, ``x_total`` ... as written)."""
+    return {
+        line.split("{", 1)[0].split(" ", 1)[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def start_waker(url: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """``mq9-wake --metrics 127.0.0.1:0`` on ``url``: the process and its scrape URL."""
+    waker = subprocess.Popen(
+        [*WAKE, "--server", url, "--poll", "0.1", "--metrics", "127.0.0.1:0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert waker.stdout is not None
+    said = []
+    for _ in range(2):
+        said.append(waker.stdout.readline())
+    assert said[-1].startswith("mq9-wake: watching"), said
+    return waker, metrics_url(said, "mq9-wake")
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+class Prometheus:
+    """A Prometheus on a free loopback port, its storage in ``tmp``, scraping ``targets``
+    (job name -> the scrape URL a server printed) every second."""
+
+    def __init__(self, tmp: Path, targets: dict[str, str]) -> None:
+        assert PROMETHEUS is not None
+        self.port = free_port()
+        jobs = []
+        for job, url in targets.items():
+            parsed = urllib.parse.urlsplit(url)
+            jobs.append(
+                f"  - job_name: {job}\n    metrics_path: {parsed.path}\n"
+                f"    static_configs:\n      - targets: ['{parsed.netloc}']\n"
+            )
+        config = tmp / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+            "scrape_configs:\n" + "".join(jobs)
+        )
+        (tmp / "tsdb").mkdir()
+        self.log = (tmp / "prometheus.log").open("w")
+        self.process = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            assert self.process.poll() is None, "prometheus exited: see its log"
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/-/ready", timeout=5
+                ) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "prometheus never became ready"
+            time.sleep(0.2)
+
+    def query(self, promql: str) -> list[dict]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": promql}
+        )
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            body = json.loads(answer.read())
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def value(self, promql: str) -> float | None:
+        """The query's one value (None while it has none)."""
+        found = self.query(promql)
+        return float(found[0]["value"][1]) if found else None
+
+    def wait_for(self, promql: str, at_least: float) -> float:
+        """The query's value once it reaches ``at_least`` (scrapes come every second)."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            got = self.value(promql)
+            if got is not None and got >= at_least:
+                return got
+            assert time.monotonic() < deadline, f"{promql} stayed at {got}, not >= {at_least}"
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        stop(self.process)  # type: ignore[arg-type]
+        self.log.close()
