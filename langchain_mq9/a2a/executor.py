@@ -4,13 +4,15 @@ gRPC) takes tasks from its mailbox unchanged (docs/a2a.md, "An a2a-sdk AgentExec
     server = await serve_executor(MyExecutor(), name="agent.x", client=mq9_client)
 
 Each turn calls ``executor.execute(context, queue)``; what it published (its final status and
-artifacts, or a ``Message``) decides the turn. Needs the ``a2a`` extra.
+artifacts, or a ``Message``) decides the turn, and reaches the caller as it was given (parts
+of every kind, the status message, a Message answer). Needs the ``a2a`` extra.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -44,21 +46,49 @@ class _Collected(EventQueue):
         self.events.append(event)
 
 
-def _outcome(events: list[Event]) -> tuple[str | None, str, list[dict[str, Any]]]:
-    """(the last state published, its status text, the artifacts) of one turn."""
-    state, text, artifacts = None, "", []
+@dataclass
+class Outcome:
+    """What an executor published in one turn, as it gave it."""
+
+    state: str | None = None  # the last state published
+    status_message: dict[str, Any] | None = None  # its status message, whole
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # by artifactId, in order
+    answer: dict[str, Any] | None = None  # a Message it answered with instead of a task
+
+    @property
+    def text(self) -> str:
+        return w.parts_text((self.status_message or {}).get("parts"))
+
+    def add_artifact(self, artifact: dict[str, Any], append: bool) -> None:
+        """An artifact update: a new artifact, one replaced, or (``append``) parts added to
+        the one of that id (a result streamed in chunks)."""
+        for i, kept in enumerate(self.artifacts):
+            if kept.get("artifactId") == artifact.get("artifactId"):
+                if append:
+                    parts = [*(kept.get("parts") or []), *(artifact.get("parts") or [])]
+                    self.artifacts[i] = {**kept, "parts": parts}
+                else:
+                    self.artifacts[i] = artifact
+                return
+        self.artifacts.append(artifact)
+
+
+def _outcome(events: list[Event]) -> Outcome:
+    """One turn's outcome from the events the executor published, in order."""
+    found = Outcome()
     for event in events:
         if isinstance(event, Message):
-            state, text = w.COMPLETED, w.parts_text(to_json(event).get("parts"))
-            artifacts.append(w.artifact(text))
+            found.state, found.answer = w.COMPLETED, to_json(event)
+            found.status_message = found.answer
         elif isinstance(event, Task | TaskStatusUpdateEvent):
             status = to_json(event).get("status", {})
-            state = status.get("state", state)
-            text = w.parts_text((status.get("message") or {}).get("parts"))
-            artifacts += to_json(event).get("artifacts", []) if isinstance(event, Task) else []
+            found.state = status.get("state", found.state)
+            found.status_message = status.get("message")
+            if isinstance(event, Task):
+                found.artifacts = list(to_json(event).get("artifacts", []))
         elif isinstance(event, TaskArtifactUpdateEvent):
-            artifacts.append(to_json(event.artifact))
-    return state, text, artifacts
+            found.add_artifact(to_json(event.artifact), event.append)
+    return found
 
 
 class ExecutorServer(AgentServer):
@@ -87,7 +117,8 @@ class ExecutorServer(AgentServer):
             with contextlib.suppress(Exception):  # its own cleanup; the task is canceled anyway
                 await asyncio.shield(self.executor.cancel(context, _Collected()))
             raise
-        state, text, artifacts = _outcome(queue.events)
+        found = _outcome(queue.events)
+        state, text = found.state, found.text
         if state in (w.FAILED, w.REJECTED):
             raise ExecutorFailed(text or w.short_state(state))
         if state == w.CANCELED:
@@ -99,7 +130,22 @@ class ExecutorServer(AgentServer):
                 f"the executor returned with the task {w.short_state(state or 'unknown')}, "
                 "not completed, failed or input-required"
             )
-        return "\n".join(w.parts_text(a.get("parts")) for a in artifacts), None
+        return found, None
+
+    def _completed(self, result: Any) -> dict[str, Any]:
+        """The completed state as the executor gave it: its artifacts (file parts with their
+        names and media types, data parts as data), its status message, and a Message answer
+        marked as one (the Message is then the status message: docs/a2a.md, "The wire")."""
+        assert isinstance(result, Outcome)
+        artifacts = result.artifacts
+        if result.answer is not None and not artifacts:
+            # Callers that read results from artifacts (the call tools) find its parts there
+            artifacts = [{"artifactId": w.new_id(), "name": "result",
+                          "parts": result.answer.get("parts") or []}]
+        fields: dict[str, Any] = {"artifacts": artifacts, "status_message": result.status_message}
+        if result.answer is not None:
+            fields["answer"] = w.MESSAGE_ANSWER
+        return fields
 
 
 async def serve_executor(

@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hashlib
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from a2a.client.client import ClientCallContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import RequestHandler
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.request_handlers.response_helpers import build_error_response
+from a2a.server.routes import (
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
 from a2a.types.a2a_pb2 import (
     AgentCard,
     CancelTaskRequest,
@@ -42,27 +48,35 @@ from a2a.types.a2a_pb2 import (
     ListTasksResponse,
     Message,
     SendMessageRequest,
+    StreamResponse,
     SubscribeToTaskRequest,
     Task,
     TaskPushNotificationConfig,
 )
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.error_handlers import build_rest_error_payload
 from a2a.utils.errors import (
+    A2AError,
+    ContentTypeNotSupportedError,
     ExtendedAgentCardNotConfiguredError,
     InternalError,
+    InvalidParamsError,
     InvalidRequestError,
     PushNotificationNotSupportedError,
 )
+from a2a.utils.task import apply_history_length, validate_history_length
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, SimpleUser
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from ..client.client import Mq9Client
 from ..protocol import card_mailbox, check_address
 from ..protocol.errors import Mq9Error
+from ..wake.deliver import Refused
 from . import wire as w
 from .arrivals import Arrivals
 from .gateway_push import GatewayPush
@@ -260,6 +274,7 @@ class GatewayHandler(RequestHandler):
         stream_wait: float = STREAM_WAIT,
         push: GatewayPush | None = None,
         arrivals: Arrivals | None = None,
+        closing: asyncio.Event | None = None,
     ) -> None:
         self.client = client
         self.mailbox = mailbox
@@ -271,6 +286,9 @@ class GatewayHandler(RequestHandler):
         # The agent's answers read as they arrive where the broker announces them (else polled)
         self.arrivals = arrivals
         self._transports: dict[str, Mq9Transport] = {}  # by tenant: the configured ones
+        # Set when the gateway stops (close(), or the event given, shared by every agent's
+        # handler): open streams end with their task's state as it stands
+        self._closing = closing or asyncio.Event()
 
     @staticmethod
     def _shown(task: Task) -> Task:
@@ -300,10 +318,15 @@ class GatewayHandler(RequestHandler):
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> Task | Message:
+        validate_history_length(params.configuration)
         transport = self._transport(context)
         timeout = ClientCallContext(timeout=self.send_wait)
         with _said():
-            return self._shown((await transport.send_message(params, context=timeout)).task)
+            params, on_sent = await self._push_inline(params, transport)
+            answer = await transport.send_message(params, context=timeout, on_sent=on_sent)
+        if answer.HasField("message"):  # the agent answered with a Message, not a task
+            return answer.message
+        return apply_history_length(self._shown(answer.task), params.configuration)
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
@@ -311,12 +334,16 @@ class GatewayHandler(RequestHandler):
         transport = self._transport(context)
         timeout = ClientCallContext(timeout=self.stream_wait)
         with _said():
-            async for event in transport.send_message_streaming(params, context=timeout):
-                yield self._shown(event.task)
+            params, on_sent = await self._push_inline(params, transport)
+            events = transport.send_message_streaming(params, context=timeout, on_sent=on_sent)
+            async for task in self._until_closing(events, transport):
+                yield task
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task:
+        validate_history_length(params)
         with _said():
-            return self._shown(await self._transport(context).get_task(params))
+            task = self._shown(await self._transport(context).get_task(params))
+        return apply_history_length(task, params)
 
     async def on_list_tasks(
         self, params: ListTasksRequest, context: ServerCallContext
@@ -325,6 +352,8 @@ class GatewayHandler(RequestHandler):
             found = await self._transport(context).list_tasks(params)
         for task in found.tasks:
             self._shown(task)
+            if params.HasField("history_length"):
+                task.CopyFrom(apply_history_length(task, params))
         return found
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task:
@@ -336,10 +365,74 @@ class GatewayHandler(RequestHandler):
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event]:
+        transport = self._transport(context)
         timeout = ClientCallContext(timeout=self.stream_wait)
         with _said():
-            async for event in self._transport(context).subscribe(params, context=timeout):
-                yield self._shown(event.task)
+            events = transport.subscribe(params, context=timeout)
+            async for task in self._until_closing(events, transport):
+                yield task
+
+    async def _until_closing(
+        self, events: AsyncGenerator[StreamResponse], transport: Mq9Transport
+    ) -> AsyncGenerator[Task]:
+        """A stream's tasks until it ends, or until the gateway closes (``close()``): then it
+        ends with the task's state as it stands, which the client resumes from (GetTask,
+        SubscribeToTask on a gateway started again)."""
+        newest: Task | None = None
+        closing = asyncio.ensure_future(self._closing.wait())
+        step: asyncio.Future[StreamResponse] | None = None
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(events))
+                await asyncio.wait({step, closing}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    if newest is not None:
+                        now = await _now(transport, newest)
+                        if now != newest:
+                            yield now
+                    return
+                try:
+                    event = step.result()
+                except StopAsyncIteration:
+                    return
+                newest = self._shown(event.task)
+                yield newest
+        finally:
+            # The stream is over (closing, or the client went away: then this generator is
+            # cancelled while ``step`` still runs ``events``): stop that first, then close it
+            closing.cancel()
+            if step is not None and not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+            await events.aclose()
+
+    async def _push_inline(
+        self, params: SendMessageRequest, transport: Mq9Transport
+    ) -> tuple[SendMessageRequest, Callable[[str], Awaitable[None]] | None]:
+        """A push config given inside SendMessage: its URL checked before anything is sent,
+        then kept by the gateway for the task once sent (the request goes on without it)."""
+        if not params.configuration.HasField("task_push_notification_config"):
+            return params, None
+        push = self._pushing()
+        config = TaskPushNotificationConfig()
+        config.CopyFrom(params.configuration.task_push_notification_config)
+        try:
+            await push.deliverer.destinations.check_url(config.url)
+        except Refused as exc:
+            raise InvalidParamsError(f"push notification url refused: {exc}") from None
+        bare = SendMessageRequest()
+        bare.CopyFrom(params)
+        bare.configuration.ClearField("task_push_notification_config")
+
+        async def keep(task_id: str) -> None:
+            config.task_id = task_id
+            await push.create(transport, config)
+
+        return bare, keep
+
+    def close(self) -> None:
+        """End every open stream with its task's state as it stands (the gateway stops)."""
+        self._closing.set()
 
     # Push configs: the gateway keeps them, per tenant, and POSTs the task's states (#62).
     def _pushing(self) -> GatewayPush:
@@ -377,6 +470,15 @@ class GatewayHandler(RequestHandler):
         raise ExtendedAgentCardNotConfiguredError()
 
 
+async def _now(transport: Mq9Transport, task: Task) -> Task:
+    """The task as it stands, as the HTTP client sees it (``task`` if it cannot be read)."""
+    try:
+        now = await transport.get_task(GetTaskRequest(id=task.id))
+    except (A2AError, Mq9Error):
+        return task
+    return GatewayHandler._shown(now)
+
+
 def reply_mailbox(gateway: str, tenant: str) -> str:
     """One reply mailbox per tenant: its tasks alone (the caller name ``<gateway>.<tenant>``;
     for a gateway with an identity of its own ``gateway_app`` makes ``gateway`` a name under
@@ -391,6 +493,108 @@ def _said() -> Iterator[None]:
         yield
     except Mq9Error as exc:
         raise InternalError(f"the mq9 broker did not carry the request: {exc}") from None
+
+
+REST = "/rest"  # under an agent's endpoint: its HTTP+JSON binding (JSON-RPC at the endpoint)
+JSON_TYPES = ("application/json", "application/a2a+json")  # the media types a request may have
+CARD_MAX_AGE = 300  # seconds a client may keep an agent card (A2A 8.6: Cache-Control)
+
+
+def agent_routes(handler: GatewayHandler, card: AgentCard, path: str) -> list[BaseRoute]:
+    """One agent's routes: its card, JSON-RPC at ``path`` (with or without a trailing slash:
+    clients post to either, and a redirect is not followed by all), HTTP+JSON under
+    ``path + REST``."""
+    routes: list[BaseRoute] = [
+        *create_agent_card_routes(card, card_url=path + AGENT_CARD_WELL_KNOWN_PATH),
+        *create_jsonrpc_routes(handler, path),
+        *create_jsonrpc_routes(handler, path + "/"),
+    ]
+    # a2a-sdk adds a catch-all Mount for its own tenant paths: it would shadow the next agent
+    return routes + [
+        r for r in create_rest_routes(handler, path_prefix=path + REST) if isinstance(r, Route)
+    ]
+
+
+class _Conventions:
+    """ASGI middleware for what a2a-sdk's routes leave out: a request body of another media
+    type than JSON refused as A2A says (ContentTypeNotSupportedError: JSON-RPC -32005, HTTP+JSON
+    415), and an agent card's caching headers (Cache-Control, ETag, Last-Modified)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.started = email.utils.formatdate(usegmt=True)  # the cards are made at startup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if scope["method"] == "GET" and path.endswith(AGENT_CARD_WELL_KNOWN_PATH):
+            await self.app(scope, receive, self._cached(send))
+            return
+        kind = Headers(scope=scope).get("content-type")
+        media = (kind or "").partition(";")[0].strip().lower()
+        if scope["method"] in ("POST", "PUT", "PATCH") and kind is not None and (
+            media not in JSON_TYPES
+        ):
+            error = ContentTypeNotSupportedError(
+                f"Content-Type {media[:80]!r}: send {' or '.join(JSON_TYPES)}"
+            )
+            if REST + "/" in path:
+                refused = JSONResponse(build_rest_error_payload(error), status_code=415)
+            else:
+                refused = JSONResponse(build_error_response(None, error))
+            await refused(scope, receive, send)
+            return
+        # A2A 11.1: the HTTP+JSON binding answers application/json (a2a-sdk says a2a+json)
+        await self.app(scope, receive, _plain_json(send) if REST + "/" in path else send)
+
+    def _cached(self, send: Send) -> Send:
+        body_hash = hashlib.sha256()
+        held: list[AsgiMessage] = []
+
+        async def cached(message: AsgiMessage) -> None:
+            # The card is small: held until its body is known, for its ETag
+            if message["type"] == "http.response.start":
+                held.append(message)
+                return
+            if message["type"] == "http.response.body" and held:
+                body_hash.update(message.get("body", b""))
+                if message.get("more_body"):
+                    held.append(message)
+                    return
+                start, *bodies = held
+                held.clear()
+                if start.get("status") == 200:
+                    headers = list(start.get("headers", []))
+                    headers += [
+                        (b"cache-control", f"public, max-age={CARD_MAX_AGE}".encode()),
+                        (b"etag", f'"{body_hash.hexdigest()[:32]}"'.encode()),
+                        (b"last-modified", self.started.encode()),
+                    ]
+                    start = {**start, "headers": headers}
+                for each in (start, *bodies, message):
+                    await send(each)
+                return
+            await send(message)
+
+        return cached
+
+
+def _plain_json(send: Send) -> Send:
+    async def sent(message: AsgiMessage) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (k, b"application/json" if k == b"content-type" and v == A2A_JSON else v)
+                for k, v in message.get("headers", [])
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sent
+
+
+A2A_JSON = b"application/a2a+json"
 
 
 def gateway_card(
@@ -409,7 +613,8 @@ def gateway_card(
         "description": str(card.get("description") or f"{name}, an mq9 agent"),
         "version": str(card.get("version") or "1.0.0"),
         "supportedInterfaces": [
-            {"url": endpoint, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+            {"url": endpoint, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+            {"url": endpoint + REST, "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
         ],
         "capabilities": {"streaming": True, "pushNotifications": push},
         "defaultInputModes": card.get("defaultInputModes") or ["text/plain"],
@@ -436,7 +641,8 @@ async def gateway_app(
     good, so the agent makes its own, as ``serve_agent`` does). ``options`` are
     ``GatewayHandler``'s: ``gateway`` (names the tenants' reply mailboxes,
     ``<gateway>.<tenant>``), ``send_wait``, ``stream_wait``, ``push`` (a ``GatewayPush``: the
-    tenants' push configs; the cards then say ``pushNotifications``).
+    tenants' push configs; the cards then say ``pushNotifications``), ``closing`` (an
+    ``asyncio.Event``: once set, open streams end with their task's state as it stands).
     The client hears the broker's arrival announcements from here on, where it makes them
     (arrivals.py)."""
     if not agents:
@@ -475,7 +681,6 @@ async def gateway_app(
             AgentCard,
         )
         handler = GatewayHandler(client, mailbox, card, arrivals=arrivals, **options)
-        routes += create_agent_card_routes(card, card_url=path + AGENT_CARD_WELL_KNOWN_PATH)
-        routes += create_jsonrpc_routes(handler, path)
+        routes += agent_routes(handler, card, path)
     await arrivals.start()
-    return _Authenticated(Starlette(routes=routes), tenants)
+    return _Authenticated(_Conventions(Starlette(routes=routes)), tenants)

@@ -72,6 +72,23 @@ def _tokens(path: str | None) -> dict[str, str]:
     return found
 
 
+# Seconds a stopping gateway (SIGTERM, Ctrl-C) gives open requests before it closes them;
+# streams end at once with their task's state (the client resubscribes to a new gateway)
+SHUTDOWN_WAIT = 5
+
+
+def _server(config: Any, closing: asyncio.Event) -> Any:
+    """uvicorn's server, ending the gateway's open streams as it starts to stop."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            closing.set()
+            await super().shutdown(sockets)
+
+    return Server(config)
+
+
 async def _run(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -88,6 +105,7 @@ async def _run(args: argparse.Namespace) -> None:
     # --credentials broker, needing no other agent's mailbox: gateway_app)
     client = await Mq9Client(args.server).connect()
     jobs = []
+    closing = asyncio.Event()
     push = GatewayPush(Destinations(args.allow_push_host)) if args.allow_push_host else None
     try:
         if args.import_card:
@@ -103,9 +121,16 @@ async def _run(args: argparse.Namespace) -> None:
             gateway=args.name,
             send_wait=args.send_wait,
             push=push,
+            closing=closing,
         )
-        config = uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), lifespan="off")
-        await uvicorn.Server(config).serve()
+        config = uvicorn.Config(
+            app,
+            host=host or "127.0.0.1",
+            port=int(port),
+            lifespan="off",
+            timeout_graceful_shutdown=SHUTDOWN_WAIT,
+        )
+        await _server(config, closing).serve()
     finally:
         for job in jobs:
             job.cancel()

@@ -501,6 +501,9 @@ class AgentServer:
         earlier = (turn.existing or {}).get("history") or []
         history = [*earlier, {**turn.message, "taskId": turn.task_id, "contextId": turn.context_id}]
         meta = {"mq9": turn.asker.metadata(self.name)} if turn.owner else None
+        answer = fields.pop("answer", None)  # "message": the agent answered with a Message
+        if answer:
+            meta = {"mq9": {**(meta or {}).get("mq9", {}), "answer": answer}}
         snapshot = w.task(
             turn.task_id, turn.context_id, state, history=history, metadata=meta, **fields
         )
@@ -531,12 +534,17 @@ class AgentServer:
             await self._report(turn, w.INPUT_REQUIRED, status_text=_interrupt_text(interrupts))
             return
         try:
-            output = self.to_output(result)
+            completed = self._completed(result)
         except Exception as exc:
             text = f"the result could not be read: {exc!r:.500}"
             await self._report(turn, w.FAILED, status_text=text)
             return
-        await self._report(turn, w.COMPLETED, artifacts=[w.artifact(output)])
+        await self._report(turn, w.COMPLETED, **completed)
+
+    def _completed(self, result: Any) -> dict[str, Any]:
+        """The completed state's fields from what the run returned: its output as the one
+        artifact (``to_output``); ``serve_executor`` keeps the executor's own artifacts."""
+        return {"artifacts": [w.artifact(self.to_output(result))]}
 
     async def _publish(self, snapshot: dict[str, Any], reply_to: str | None) -> bool:
         """Leave a state in the store and with the caller, however long the broker is away.

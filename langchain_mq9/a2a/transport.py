@@ -43,6 +43,7 @@ from a2a.types.a2a_pb2 import (
     Task,
     TaskPushNotificationConfig,
 )
+from a2a.types.a2a_pb2 import Message as A2AMessage
 from a2a.utils.errors import (
     InvalidAgentResponseError,
     InvalidParamsError,
@@ -90,8 +91,9 @@ class Mq9Transport(ClientTransport):
 
     # -- SendMessage ------------------------------------------------------------------------
 
-    async def _submit(self, request: SendMessageRequest) -> tuple[str, int]:
-        """Send the request; the task's id and how many caller turns it will have."""
+    async def _submit(self, request: SendMessageRequest) -> tuple[str, int, int]:
+        """Send the request: the task's id, how many caller turns it will have, and the newest
+        error answer about it before this request (the agent's answer to it comes after)."""
         caller = self._caller
         body = to_json(request)
         msg = body.get("message")
@@ -107,34 +109,59 @@ class Mq9Transport(ClientTransport):
         task_id = msg.get("taskId")
         try:
             if not task_id:
-                return await caller.submit(self.mailbox, body), 1
-            before = await self._snapshot(task_id)
-            if before is None:
-                raise TaskNotFoundError(f"task {task_id} not found")
+                return await caller.submit(self.mailbox, body), 1, -1
+            before, errors = await asyncio.gather(
+                self._known(task_id), self._error_ids(task_id)
+            )
+            _check_follow_up(before, msg)  # refused here, at once: the agent would refuse too
             await caller._send(self.mailbox, body, w.SEND, task_id)
-            return task_id, _user_turns(before) + 1
+            return task_id, _user_turns(before) + 1, max(errors, default=-1)
         except CallError as exc:
             raise InvalidParamsError(str(exc)) from None
 
+    async def _error_ids(self, task_id: str) -> list[int]:
+        found = await _kept(self.client, self.reply_mailbox, (_ERROR_KEY + task_id,))
+        return [m.msg_id for m in found]
+
     async def send_message(
-        self, request: SendMessageRequest, *, context: ClientCallContext | None = None
+        self,
+        request: SendMessageRequest,
+        *,
+        context: ClientCallContext | None = None,
+        on_sent: Callable[[str], Awaitable[None]] | None = None,
     ) -> SendMessageResponse:
+        """The task once it stops (or as it stands when the call's time is up, or at once with
+        ``returnImmediately``); the agent's Message when it answered with one (docs/a2a.md,
+        "The wire"); its refusal of the request as the A2A error it stands for. ``on_sent``:
+        awaited with the task's id once the request is sent (the gateway keeps a push config
+        given in the request so)."""
         mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
-        task_id, turns = await self._submit(request)
+        task_id, turns, errors = await self._submit(request)
+        if on_sent is not None:
+            await on_sent(task_id)
         newest: dict[str, Any] | None = None
         if not request.configuration.return_immediately:
-            async for seen in self._states_after_send(task_id, context, turns, mark):
+            async for seen in self._states_after_send(task_id, context, turns, errors, mark):
                 newest = seen
         snapshot = newest or await self._snapshot(task_id) or _submitted(task_id, request)
+        answer = message_answer(snapshot)
+        if answer is not None:
+            return SendMessageResponse(message=to_proto(answer, A2AMessage))
         return SendMessageResponse(task=to_proto(snapshot, Task))
 
     async def send_message_streaming(
-        self, request: SendMessageRequest, *, context: ClientCallContext | None = None
+        self,
+        request: SendMessageRequest,
+        *,
+        context: ClientCallContext | None = None,
+        on_sent: Callable[[str], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[StreamResponse]:
         mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
-        task_id, turns = await self._submit(request)
+        task_id, turns, errors = await self._submit(request)
+        if on_sent is not None:
+            await on_sent(task_id)
         yield StreamResponse(task=to_proto(_submitted(task_id, request), Task))
-        async for snapshot in self._states_after_send(task_id, context, turns, mark):
+        async for snapshot in self._states_after_send(task_id, context, turns, errors, mark):
             yield StreamResponse(task=to_proto(snapshot, Task))
 
     def _states_after_send(
@@ -142,14 +169,37 @@ class Mq9Transport(ClientTransport):
         task_id: str,
         context: ClientCallContext | None,
         turns: int,
+        errors: int,
         since: int | None = None,
     ) -> AsyncGenerator[dict[str, Any]]:
         """The task's new states from a request just sent: the first look waits for an arrival
         in the reply mailbox (or the next look's time), the agent having had no time to answer
-        yet."""
-        return self._snapshots(
-            lambda: self._snapshot(task_id), context, turns, look_first=False, since=since
-        )
+        yet. A refusal the agent answers instead of a state (an error newer than ``errors``)
+        raises at once: the send never waits out its time for an answer that came."""
+
+        previous: dict[str, Any] | None = None
+
+        async def read() -> dict[str, Any] | None:
+            nonlocal previous
+            snapshot = await self._snapshot(task_id)
+            if snapshot is None or snapshot == previous:  # a look that found no new state
+                refusal = await self._refusal(task_id, errors)
+                if refusal is not None:
+                    raise refusal
+            previous = snapshot
+            return snapshot
+
+        return self._snapshots(read, context, turns, look_first=False, since=since)
+
+    async def _refusal(self, task_id: str, after: int) -> Exception | None:
+        """The A2A error of the agent's answer about the task newer than ``after``, if any."""
+        for msg in await _kept(self.client, self.reply_mailbox, (_ERROR_KEY + task_id,)):
+            if msg.msg_id > after:
+                try:
+                    _answer(msg.header.get(w.HEADER_TYPE), msg.payload, w.SEND)
+                except Exception as exc:  # the error it stands for
+                    return exc
+        return None
 
     async def _snapshot(self, task_id: str) -> dict[str, Any] | None:
         """The newest state of the task, as the agent left it in the reply mailbox."""
@@ -187,7 +237,9 @@ class Mq9Transport(ClientTransport):
                 if snapshot is not None and found:
                     last = snapshot
                     yield snapshot
-                    if w.task_state(snapshot) in until and _user_turns(snapshot) >= turns:
+                    state = w.task_state(snapshot)
+                    # A rejected request is answered with no turn of the caller's in it
+                    if state in until and (_user_turns(snapshot) >= turns or state == w.REJECTED):
                         return
 
     @property
@@ -248,9 +300,20 @@ class Mq9Transport(ClientTransport):
     async def subscribe(
         self, request: SubscribeToTaskRequest, *, context: ClientCallContext | None = None
     ) -> AsyncGenerator[StreamResponse]:
-        await self._known(request.id)
-        async for snapshot in self._snapshots(lambda: self._snapshot(request.id), context):
-            yield StreamResponse(task=to_proto(snapshot, Task))
+        """The task as it stands at once (``submitted`` while the agent has not taken it),
+        then each new state until a final one: an input-required task is followed through
+        its answer. A task that ended already is refused (A2A: UnsupportedOperationError)."""
+        current = await self._known(request.id)
+        if w.task_state(current) in w.FINAL:
+            raise UnsupportedOperationError(
+                f"task {request.id} is {w.short_state(w.task_state(current))}: nothing to "
+                "subscribe to (GetTask reads it)"
+            )
+        yield StreamResponse(task=to_proto(current, Task))
+        following = self._snapshots(lambda: self._snapshot(request.id), context, until=w.FINAL)
+        async for snapshot in following:
+            if snapshot != current:
+                yield StreamResponse(task=to_proto(snapshot, Task))
 
     async def get_extended_agent_card(
         self, request: GetExtendedAgentCardRequest, *, context: ClientCallContext | None = None
@@ -367,8 +430,39 @@ def _answer(kind: str | None, payload: bytes, method: str) -> dict[str, Any]:
             raise TaskNotFoundError(text)
         if "not enabled" in text:
             raise PushNotificationNotSupportedError(text)
+        if "takes an answer" in text:  # a message to a task that asks nothing
+            raise UnsupportedOperationError(text)
         raise InvalidParamsError(text)
     return body
+
+
+def _check_follow_up(task: dict[str, Any], msg: dict[str, Any]) -> None:
+    """A message naming a task goes on with it: refused when the task ended (A2A:
+    UnsupportedOperationError), or when its contextId is another than the task's."""
+    state = w.task_state(task)
+    if state in w.FINAL:
+        raise UnsupportedOperationError(
+            f"task {task['id']} is {w.short_state(state)}: it takes no more messages (send a "
+            "new task, with its contextId to go on with the conversation)"
+        )
+    given, own = msg.get("contextId"), task.get("contextId")
+    if given and own and given != own:
+        raise InvalidParamsError(
+            f"the message's contextId {str(given)[:80]!r} is not task {task['id']}'s: leave it "
+            "out, or give the task's"
+        )
+
+
+def message_answer(snapshot: dict[str, Any]) -> dict[str, Any] | None:
+    """The Message an agent answered with instead of a task (docs/a2a.md, "The wire"): the
+    status message of a completed task marked ``metadata.mq9.answer: "message"``."""
+    meta = snapshot.get("metadata")
+    mq9 = meta.get("mq9") if isinstance(meta, dict) else None
+    if not (isinstance(mq9, dict) and mq9.get("answer") == w.MESSAGE_ANSWER):
+        return None
+    status = snapshot.get("status")
+    found = status.get("message") if isinstance(status, dict) else None
+    return found if isinstance(found, dict) and w.task_state(snapshot) == w.COMPLETED else None
 
 
 def _timeout(context: ClientCallContext | None) -> float:

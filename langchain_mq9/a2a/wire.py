@@ -50,6 +50,9 @@ CANCELED = "TASK_STATE_CANCELED"
 REJECTED = "TASK_STATE_REJECTED"
 FINAL = frozenset({COMPLETED, FAILED, CANCELED, REJECTED})
 STOPPED = FINAL | {INPUT_REQUIRED}  # the caller's turn, or nobody's: the stream ends here
+# ``metadata.mq9.answer`` of a task the agent answered with a Message (A2A lets an agent answer
+# a SendMessage with a Message instead of a Task): the Message is the completed status message
+MESSAGE_ANSWER = "message"
 
 
 def short_state(state: str) -> str:
@@ -204,15 +207,19 @@ def task(
     state: str,
     *,
     status_text: str | None = None,
+    status_message: dict[str, Any] | None = None,
     artifacts: list[dict[str, Any]] | None = None,
     history: list[dict[str, Any]] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An A2A Task snapshot. ``status_text`` becomes the status message (the agent's words:
-    the question of input-required, the error of failed, the reason of rejected)."""
+    the question of input-required, the error of failed, the reason of rejected), unless
+    ``status_message`` gives the agent's whole A2A Message."""
     timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     status: dict[str, Any] = {"state": state, "timestamp": timestamp}
-    if status_text is not None:
+    if status_message is not None:
+        status["message"] = {**status_message, "contextId": context_id, "taskId": task_id}
+    elif status_text is not None:
         status["message"] = message(
             status_text, role="ROLE_AGENT", context_id=context_id, task_id=task_id
         )
@@ -243,7 +250,8 @@ def event_headers(task_id: str, state: str) -> dict[str, str]:
 
 
 def parts_text(parts: object) -> str:
-    """The text of a list of A2A parts: text parts as they are, data parts as JSON."""
+    """The text of a list of A2A parts: text parts as they are, data parts as JSON, a file's
+    URL, and a file given as bytes named (its bytes are no text)."""
     chunks = []
     for part in parts if isinstance(parts, list) else ():
         if not isinstance(part, dict):
@@ -254,6 +262,9 @@ def parts_text(parts: object) -> str:
             chunks.append(json.dumps(part["data"], ensure_ascii=False))
         elif isinstance(part.get("url"), str):
             chunks.append(part["url"])
+        elif isinstance(part.get("raw"), str):
+            name = part.get("filename") or "a file"
+            chunks.append(f"[{name}, {part.get('mediaType') or 'bytes'}]")
     return "\n".join(chunks)
 
 
@@ -270,12 +281,15 @@ def status_text(snapshot: dict[str, Any]) -> str:
 
 
 def result_text(snapshot: dict[str, Any]) -> str:
+    """The result of a task: its artifacts' text, else its status message's (an agent may
+    complete a task with a message and no artifact)."""
     artifacts = snapshot.get("artifacts")
-    return "\n".join(
+    text = "\n".join(
         parts_text(a.get("parts"))
         for a in (artifacts if isinstance(artifacts, list) else ())
         if isinstance(a, dict)
     )
+    return text or (status_text(snapshot) if task_state(snapshot) == COMPLETED else "")
 
 
 @dataclass(frozen=True)
@@ -362,7 +376,7 @@ def _check_message(msg: object, task_id: str | None) -> None:
         if key in msg and not (msg[key] == "" or is_valid_id(msg[key])):
             raise Rejection(f"the message's {key} is not a valid id", task_id)
     if not parts_text(parts).strip():
-        raise Rejection("the message holds no text, data or url part", task_id)
+        raise Rejection("the message holds no text, data, url or file part", task_id)
 
 
 def json_text(value: Any) -> str:
