@@ -25,6 +25,8 @@ from a2a.client import ClientConfig, ClientFactory
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
+    ListTasksRequest,
+    SubscribeToTaskRequest,
     TaskPushNotificationConfig,
     TaskState,
 )
@@ -234,11 +236,14 @@ async def test_the_gateway_starts_under_its_own_identity_and_keeps_tenants_apart
         task_id = events[-1].task.id
         asked = await until_stopped(alice, task_id)
         assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
-        async with a2a_client(url, BOB) as (bob, _):
+        async with a2a_client(url, BOB, streaming=True) as (bob, _):
             with pytest.raises(A2AError, match="not found"):
                 await bob.get_task(GetTaskRequest(id=task_id))
             with pytest.raises(A2AError, match="not found"):
                 await bob.cancel_task(CancelTaskRequest(id=task_id))
+            with pytest.raises(A2AError, match="not found"):
+                [_ async for _ in bob.subscribe(SubscribeToTaskRequest(id=task_id))]
+            assert not (await bob.list_tasks(ListTasksRequest())).tasks
         # mallory, over mq9, in alice's tenant's name (and the gateway's, written by her)
         reply = tenant_reply_mailbox("alice")
         await in_the_name_of(world, reply, w.CANCEL_TASK, task_id, {"id": task_id})
