@@ -124,13 +124,20 @@ class ExecutorServer(AgentServer):
         if state == w.CANCELED:
             raise asyncio.CancelledError
         if state == w.INPUT_REQUIRED:
-            return None, [text or "input required"]
+            return None, [found]
         if state != w.COMPLETED:
             raise ExecutorFailed(
                 f"the executor returned with the task {w.short_state(state or 'unknown')}, "
                 "not completed, failed or input-required"
             )
         return found, None
+
+    def _asked(self, interrupts: Any) -> dict[str, Any]:
+        """The question as the executor asked it: its whole status message."""
+        [found] = interrupts
+        if found.status_message and found.text.strip():
+            return {"status_message": found.status_message}
+        return {"status_text": found.text or "input required"}
 
     def _completed(self, result: Any) -> dict[str, Any]:
         """The completed state as the executor gave it: its artifacts (file parts with their

@@ -531,7 +531,7 @@ class AgentServer:
         finally:
             self._running.pop(turn.task_id, None)
         if interrupts:
-            await self._report(turn, w.INPUT_REQUIRED, status_text=_interrupt_text(interrupts))
+            await self._report(turn, w.INPUT_REQUIRED, **self._asked(interrupts))
             return
         try:
             completed = self._completed(result)
@@ -540,6 +540,11 @@ class AgentServer:
             await self._report(turn, w.FAILED, status_text=text)
             return
         await self._report(turn, w.COMPLETED, **completed)
+
+    def _asked(self, interrupts: Any) -> dict[str, Any]:
+        """The input-required state's fields: the graph's ``interrupt()`` values as the
+        question; ``serve_executor`` keeps the executor's own status message."""
+        return {"status_text": _interrupt_text(interrupts)}
 
     def _completed(self, result: Any) -> dict[str, Any]:
         """The completed state's fields from what the run returned: its output as the one

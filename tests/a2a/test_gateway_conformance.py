@@ -175,6 +175,9 @@ async def test_a_send_to_an_ended_task_or_in_another_context_is_refused_at_once(
             await send(a2a, request("more", task_id=done.id))
         asked = (await send(a2a, request("ask"))).task
         assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        question = asked.status.message  # as the executor asked it
+        assert question.parts[0].text == "Which one?" and question.role == Role.ROLE_AGENT
+        assert question.task_id == asked.id and question.message_id
         with pytest.raises(A2AError, match="contextId"):
             await send(a2a, request("the red one", task_id=asked.id, context_id="elsewhere"))
         answered = (await send(a2a, request("the red one", task_id=asked.id))).task
