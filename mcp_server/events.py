@@ -37,7 +37,14 @@ from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.operations.errors import OperationError, explain
 from langchain_mq9.operations.policy import ToolPolicy
 from langchain_mq9.protocol import PRIORITY_ORDER, clipped
-from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
+from langchain_mq9.protocol.errors import (
+    InvalidArgument,
+    MailboxNotFound,
+    MalformedReply,
+    Mq9Error,
+    NotAllowed,
+    NotConnected,
+)
 from langchain_mq9.protocol.messages import Message
 
 from .watch import Watches
@@ -341,7 +348,13 @@ def _broker_error(exc: BaseException) -> MCPError:
     away."""
     if isinstance(exc, MailboxNotFound):
         return event_error(types.INVALID_PARAMS, NOT_FOUND, redact(explain(exc)))
-    if isinstance(exc, (NotAllowed, InvalidArgument)):
+    # the broker's refusal of what this request asks (another agent's mailbox, with
+    # credentials: "FETCH refused: ... belongs to another agent"), not of the moment
+    if isinstance(exc, (NotAllowed, InvalidArgument)) or (
+        isinstance(exc, Mq9Error)
+        and not exc.retryable
+        and not isinstance(exc, (MalformedReply, NotConnected))
+    ):
         return event_error(types.INVALID_PARAMS, FORBIDDEN, redact(explain(exc)))
     text = explain(exc) if isinstance(exc, Mq9Error) else "the broker did not answer in time"
     return event_error(types.INTERNAL_ERROR, UNAVAILABLE, redact(text))

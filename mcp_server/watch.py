@@ -37,7 +37,14 @@ from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.errors import OperationError, explain
 from langchain_mq9.operations.policy import ToolPolicy
-from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
+from langchain_mq9.protocol.errors import (
+    InvalidArgument,
+    MailboxNotFound,
+    MalformedReply,
+    Mq9Error,
+    NotAllowed,
+    NotConnected,
+)
 from langchain_mq9.protocol.messages import Message
 from langchain_mq9.wake.arrivals import subscribe_arrivals
 from langchain_mq9.wake.rules import digest
@@ -221,7 +228,12 @@ def _refusal(exc: Mq9Error | TimeoutError) -> MCPError:
     """A watch refused at its start: the client's mistake (invalid params), or the broker's
     trouble (internal error)."""
     text = explain(exc) if isinstance(exc, Mq9Error) else "the broker did not answer"
-    mistake = isinstance(exc, (MailboxNotFound, InvalidArgument, NotAllowed))
+    # a refusal of this request (not of the moment: the broker away) is the client's to fix
+    mistake = isinstance(exc, (MailboxNotFound, InvalidArgument, NotAllowed)) or (
+        isinstance(exc, Mq9Error)
+        and not exc.retryable
+        and not isinstance(exc, (MalformedReply, NotConnected))
+    )
     code = types.INVALID_PARAMS if mistake else types.INTERNAL_ERROR
     return MCPError(code, redact(text))
 

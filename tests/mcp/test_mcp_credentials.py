@@ -84,3 +84,23 @@ async def test_http_with_a_credential_from_the_environment(enforcing):
             await ok(mcp, "send_message", mail_address="alice.http", payload="over http")
             queried = await ok(mcp, "query_messages", mail_address="alice.http")
     assert [m["payload"] for m in queried["messages"]] == ["over http"]
+
+
+async def test_events_of_another_agents_mailbox_are_refused_by_the_broker(enforcing):
+    """MCP Events (#71) read as the server's agent: a mailbox the broker refuses it is the
+    extension's ``forbidden``, for a poll as for a stream, in the broker's words."""
+    from mcp_support import MODERN, Peer
+
+    with http_server("--server", enforcing.url, MQ9_CREDENTIAL=enforcing.credentials["alice"]) as a:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(20, read=60)) as http:
+            alice = Peer(http, a, MODERN, "alice")
+            await alice.data("create_mailbox", name="alice.events")
+            sub = {"name": "mailbox.message_arrived", "arguments": {"mail_address": "alice.events"}}
+            assert (await alice.rpc("events/poll", **sub))["result"]["cursor"] == "0"
+    with http_server("--server", enforcing.url, MQ9_CREDENTIAL=enforcing.credentials["bob"]) as b:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(20, read=60)) as http:
+            bob = Peer(http, b, MODERN, "bob")
+            for method, more in (("events/poll", {"cursor": "0"}), ("events/stream", {})):
+                refused = (await bob.rpc(method, **sub, **more))["error"]
+                assert refused["data"] == {"reason": "forbidden"}, refused
+                assert "belongs to another agent" in refused["message"], refused
