@@ -120,7 +120,11 @@ async def test_a_waiting_fetch_is_a_task_whose_result_comes_by_polling(transport
     tasks = Tasks()
     async with connected(transport, tasks) as client:
         assert client.protocol_version == MODERN
-        assert client.server_capabilities.extensions == {EXTENSION: {}}
+        # the Tasks extension, beside MCP Events' (test_mcp_events.py)
+        assert client.server_capabilities.extensions == {
+            EXTENSION: {},
+            "io.modelcontextprotocol/events": {},
+        }
         assert client.server_capabilities.tasks is None  # 2025-11-25's form is not offered
         box = result_data(await client.call_tool("create_mailbox", {}))["mail_address"]
 
