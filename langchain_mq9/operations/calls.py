@@ -7,6 +7,7 @@ is ``AgentCaller``'s (``a2a/caller.py``); what each returns, ``results.py``'s ``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Annotated, Any, TypeVar
@@ -147,16 +148,16 @@ def _takes_tasks(card: dict[str, Any]) -> bool:
     return w.transport_of(card) != "mailbox"
 
 
-async def _resolve(ctx: CallContext, agent: str) -> dict[str, Any]:
+async def _resolve(ctx: CallContext, agent: str, wait: float = 0) -> dict[str, Any]:
     """The agent named ``agent`` (or the HTTP A2A agent whose card is at that URL), else the
     best match for it as a capability among the agents that take tasks: over mq9 (their card
     says so: ``a2a_wire.serves_tasks``) or over HTTP (an HTTP A2A interface); one registered
     only for its mailbox would never answer."""
     if agent.startswith(("http://", "https://")):
-        from ..a2a.http_caller import AgentUnreachable, fetch_card
+        from ..a2a.http_caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
 
-        try:  # through the caller's allow-list, as every request to an HTTP agent
-            return await fetch_card(agent, _caller(ctx).hosts)
+        try:  # through the caller's allow-list; within the call's wait (#70), else 30 s
+            return await fetch_card(agent, _caller(ctx).hosts, timeout=wait or REQUEST_TIMEOUT)
         except AgentUnreachable as exc:
             raise OperationError(f"no A2A card at {clipped(agent, 120)}: {exc}") from None
     listing = await discover(ctx.client)
@@ -183,14 +184,19 @@ async def _resolve(ctx: CallContext, agent: str) -> dict[str, Any]:
 async def call_agent(ctx: CallContext, args: CallAgentInput) -> Outcome[CallStarted]:
     if args.context_id and not w.is_valid_id(args.context_id):
         raise OperationError("context_id: use the context_id an earlier call returned")
-    agent = await _resolve(ctx, args.agent)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    agent = await _resolve(ctx, args.agent, args.wait_seconds)
     if w.transport_of(agent) == "http":  # where it may go: the caller's host allow-list
+        # wait_seconds is the whole call, the card's read included (never 0 once it was asked
+        # for: 0 would give the send its own 30 s)
+        left = max(args.wait_seconds - (loop.time() - began), 0.001) if args.wait_seconds else 0
         state = await _caller(ctx).call_http(
             agent,
             args.task,
             agent=agent.get("name") or args.agent,
             context_id=args.context_id or None,
-            wait=args.wait_seconds,
+            wait=left,
             on_state=_progress(ctx),
         )
         return Outcome(_shown(state, ctx.policy, CallStarted), state)

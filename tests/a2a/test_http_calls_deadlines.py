@@ -103,3 +103,18 @@ async def test_one_dripping_card_url_delays_only_its_own_import(client):
         assert "within 10 s" in importer.errors[peer.url]
         found = [a for a in await client.agent_discover() if a.get("name") == "shouter"]
         assert found and found[0]["supportedInterfaces"][0]["url"].startswith(base)
+
+
+async def test_call_agent_given_a_dripping_card_url_ends_at_its_wait(client, monkeypatch):
+    """The tool a model holds: ``call_agent(agent=<card URL>, wait_seconds=1)`` reads the card
+    within the call's wait, and says why it gave up; the honest agent's URL still works."""
+    from langchain_mq9 import Mq9Toolkit
+
+    monkeypatch.setenv("MQ9_A2A_ALLOW_HOSTS", "127.0.0.1")
+    tool = Mq9Toolkit(client=client, tools=["call_agent"]).get_tools()[0]
+    async with dripping("body") as peer, a2a_http_agent() as (base, _executor):
+        async with asyncio.timeout(GUARD):
+            said = await tool.ainvoke({"agent": peer.url, "task": "hi", "wait_seconds": 1})
+        assert "no A2A card at" in str(said) and "within 1 s" in str(said), said
+        done = await tool.ainvoke({"agent": base, "task": "hi", "wait_seconds": 20})
+        assert '"completed"' in str(done) and "HI" in str(done), done
