@@ -21,6 +21,7 @@ from langchain_mq9._version import __version__
 from langchain_mq9.client.auth import read_credential_file
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.redaction import redact
+from langchain_mq9.metrics import MetricsUnavailable, operator_address
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.policy import ToolPolicy
 from langchain_mq9.protocol.errors import Mq9Error
@@ -34,6 +35,7 @@ from .http import (
     is_loopback,
     serve_http,
 )
+from .http.metrics import McpMetrics, mcp_endpoint
 from .server import RECONNECT_ATTEMPTS, RECONNECT_DELAY, create_server, tool_definitions
 from .stdio import serve_stdio
 
@@ -183,6 +185,14 @@ def add_transport_flags(parser: argparse.ArgumentParser) -> None:
         help="close an HTTP session after this long with no request (an open event stream "
         f"counts as one) (default: {DEFAULT_SESSION_IDLE_TIMEOUT:g})",
     )
+    transport.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        help="with --transport http: serve Prometheus metrics (/metrics), /healthz and /readyz "
+        "at HOST:PORT, the operator's address, apart from --port (HOST default 127.0.0.1; "
+        "port 0 picks one, printed); off by default. The metrics extra. "
+        "docs/deploy.md#watching-it",
+    )
 
 
 def add_event_flags(parser: argparse.ArgumentParser) -> None:
@@ -304,7 +314,7 @@ def http_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str
     bound; with stdio, says that the HTTP options are ignored."""
     auth_token = args.auth_token if args.auth_token is not None else os.environ.get("MQ9_MCP_TOKEN")
     if args.transport == "stdio":
-        for option in ("auth_token", "max_sessions", "session_idle_timeout"):
+        for option in ("auth_token", "max_sessions", "session_idle_timeout", "metrics"):
             if getattr(args, option):
                 log.warning(
                     "--%s only applies to --transport http; ignored with stdio",
@@ -409,6 +419,14 @@ def _run_http(
         max_sessions,
         idle_timeout,
     )
+    metrics = None
+    if args.metrics is not None:  # #73: refused in one line before anything is served
+        try:
+            address = operator_address(args.metrics)
+            metrics = McpMetrics()
+        except (ValueError, MetricsUnavailable) as exc:
+            print(f"mq9-mcp: {exc}", file=sys.stderr, flush=True)
+            return 1
     app = create_http_app(
         server,
         connection,
@@ -416,12 +434,36 @@ def _run_http(
         auth_token=auth_token,
         max_sessions=max_sessions,
         session_idle_timeout=idle_timeout,
+        metrics=metrics,
     )
     busy = client_lines.port_in_use(args.host, args.port)
     if busy:  # uvicorn would only log the bind error and stop
         print(busy, file=sys.stderr, flush=True)
         return 1
-    asyncio.run(serve_http(app, args.host, args.port))
+    if metrics is None:
+        asyncio.run(serve_http(app, args.host, args.port))
+        return 0
+    return asyncio.run(_serve_watched(app, args, metrics, connection, address))
+
+
+async def _serve_watched(
+    app: typing.Any, args: argparse.Namespace, metrics: McpMetrics, connection: Mq9Connection,
+    address: tuple[str, int],
+) -> int:  # fmt: skip
+    """``serve_http`` with the operator's endpoint beside it, on the same loop."""
+    endpoint = mcp_endpoint(metrics, connection, *address)
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        print(f"mq9-mcp: --metrics {args.metrics}: cannot listen there: {exc}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 1
+    print(f"mq9-mcp: metrics on {endpoint.url}/metrics (/healthz, /readyz)", file=sys.stderr,
+          flush=True)  # fmt: skip
+    try:
+        await serve_http(app, args.host, args.port)
+    finally:
+        await endpoint.stop()
     return 0
 
 

@@ -564,6 +564,12 @@ def calls_cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
     metavar="FILE",
     help="append who did what (each write) to FILE as JSON lines, and show it from there",
 )
+@click.option(
+    "--metrics",
+    metavar="[HOST:]PORT",
+    help="serve Prometheus metrics, /healthz and /readyz at HOST:PORT, the operator's "
+    "address, apart from --port (the metrics extra)",
+)
 @click.pass_context
 def console(ctx: click.Context, /, **options: Any) -> None:
     """Serve the web console: agents, mailboxes, dead letters, calls, live."""

@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a host name or IP network push notification URLs may name (repeat); push "
         "notifications are off without one",
     )
+    parser.add_argument(
+        "--metrics", metavar="[HOST:]PORT",
+        help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
+        "operator's address, apart from --listen (HOST default 127.0.0.1; port 0 picks one, "
+        "printed); off by default. The metrics extra. docs/deploy.md#watching-it",
+    )
     return parser
 
 
@@ -100,6 +106,12 @@ async def _run(args: argparse.Namespace) -> None:
     from .hosts import HostPolicy
 
     host, _, port = args.listen.rpartition(":")
+    metrics = None
+    if args.metrics is not None:  # #73: checked before anything connects
+        from ..metrics import need_prometheus, operator_address
+
+        metrics = operator_address(args.metrics)
+        need_prometheus()
     tenants = Tenants(_tokens(args.tokens_file), scheme=args.auth)
     # Its identity: MQ9_CREDENTIAL or MQ9_CREDENTIAL_FILE (an agent of its own on a
     # --credentials broker, needing no other agent's mailbox: gateway_app)
@@ -123,6 +135,21 @@ async def _run(args: argparse.Namespace) -> None:
             push=push,
             closing=closing,
         )
+        served: Any = None  # uvicorn's server, once made: /readyz asks whether it started
+        if metrics is not None:
+            from .gateway_metrics import gateway_metrics
+
+            wrap, endpoint = gateway_metrics(
+                client, *metrics, serving=lambda: bool(served and served.started)
+            )
+            app = wrap(app)
+            try:
+                await endpoint.start()
+            except OSError as exc:
+                raise ValueError(f"--metrics {args.metrics}: cannot listen there: {exc}") from None
+            print(f"mq9-a2a-gateway: metrics on {endpoint.url}/metrics (/healthz, /readyz)",
+                  flush=True)
+            jobs.append(asyncio.ensure_future(_stopped_with(endpoint, closing)))
         config = uvicorn.Config(
             app,
             host=host or "127.0.0.1",
@@ -130,13 +157,22 @@ async def _run(args: argparse.Namespace) -> None:
             lifespan="off",
             timeout_graceful_shutdown=SHUTDOWN_WAIT,
         )
-        await _server(config, closing).serve()
+        served = _server(config, closing)
+        await served.serve()
     finally:
         for job in jobs:
             job.cancel()
         if push is not None:
             await push.close()
         await client.close()
+
+
+async def _stopped_with(endpoint: Any, closing: asyncio.Event) -> None:
+    """The operator's endpoint, stopped when the gateway stops (or this task is cancelled)."""
+    try:
+        await closing.wait()
+    finally:
+        await endpoint.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,11 +186,13 @@ def main(argv: list[str] | None = None) -> None:
             f"mq9-a2a-gateway needs the a2a-gateway extra ({exc.name} is missing): "
             "pip install 'langchain-mq9[a2a-gateway]'"
         )
+    from ..metrics import MetricsUnavailable
     from ..protocol.errors import Mq9Error
 
     try:
         asyncio.run(_run(args))
-    except (ValueError, Mq9Error) as exc:  # a configuration, or a broker, refusing: one line
+    # a configuration, or a broker, refusing: one line
+    except (ValueError, Mq9Error, MetricsUnavailable) as exc:
         sys.exit(f"mq9-a2a-gateway: {exc}")
     except KeyboardInterrupt:
         pass

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .extra import need_prometheus
 
 log = logging.getLogger("langchain_mq9.metrics")
 
-# None: ready; else why not, in one line (served with 503)
-Ready = Callable[[], str | None]
+# None: ready; else why not, in one line (served with 503); or an awaitable of that (a check
+# that asks the broker), awaited within the read deadline
+Ready = Callable[[], str | Awaitable[str | None] | None]
 READ_DEADLINE = 10.0  # seconds for the request line and headers: a slow client is dropped
 LINE_LIMIT = 8192  # bytes of one line; of all the headers: HEADERS_LIMIT
 HEADERS_LIMIT = 32 * 1024
@@ -139,6 +141,11 @@ class OperatorEndpoint:
             kind = self._prometheus.CONTENT_TYPE_LATEST
         elif path == "/readyz":
             why = self.ready()
+            if inspect.isawaitable(why):
+                try:
+                    why = await asyncio.wait_for(why, self.read_deadline)
+                except TimeoutError:
+                    why = f"the readiness check took over {self.read_deadline:g}s"
             status, body = (200, b"ready\n") if why is None else (503, f"{why}\n".encode())
         elif path != "/healthz":
             status, body = 404, b"/metrics, /healthz or /readyz\n"

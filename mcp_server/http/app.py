@@ -30,6 +30,7 @@ from ..server import connect_early
 from .auth import HostAndOrigin, is_loopback, loopback_security, require_bearer_token
 from .guard import BoundedConnections, check_versions
 from .limits import MAX_BODY_BYTES, UnreadableBodies
+from .metrics import McpMetrics
 from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT, SessionLimits
 from .sse import RETRY_MS, PrimingEvents
 
@@ -47,12 +48,14 @@ def create_http_app(
     max_sessions: int = DEFAULT_MAX_SESSIONS,
     session_idle_timeout: float = DEFAULT_SESSION_IDLE_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
+    metrics: McpMetrics | None = None,
 ) -> ASGIApp:
     """The ASGI app serving ``server`` over streamable HTTP at ``/mcp``.
 
     The app's lifespan opens the broker connection early and closes it at shutdown: one
     connection for every HTTP session. ``max_sessions`` and ``session_idle_timeout`` bound the
     sessions (see ``SessionLimits``, which the app's ``state.session_limits`` holds).
+    ``metrics`` (#73): counts every request, outermost, and reads the sessions.
     """
     check_versions()  # the connection guard's, before anything is served
     # The SDK's own session settings: its body limit is ours (one limit, answered by
@@ -88,7 +91,11 @@ def create_http_app(
     starlette = Starlette(routes=[Route(MCP_PATH, endpoint=endpoint)], lifespan=lifespan)
     starlette.state.session_limits = limits
     app: ASGIApp = require_bearer_token(starlette, auth_token) if auth_token else starlette
-    return HostAndOrigin(app, loopback_security(host)) if is_loopback(host) else app
+    app = HostAndOrigin(app, loopback_security(host)) if is_loopback(host) else app
+    if metrics is not None:
+        metrics.watch(limits)
+        app = metrics.wrap(app)
+    return app
 
 
 async def serve_http(app: ASGIApp, host: str, port: int) -> None:

@@ -81,6 +81,7 @@ class Settings:
     # https://mq9.example.com
     public_origins: tuple[str, ...] = ()
     audit_log: str | None = None  # a file the log of writes is appended to (and read from)
+    metrics: str | None = None  # #73: [HOST:]PORT of the operator's /metrics, /healthz, /readyz
 
 
 class Console:
@@ -276,16 +277,27 @@ def create_app(
 ) -> Starlette:
     """The console for the client ``connect`` makes (opened with the application)."""
     console = Console(connect, settings, clock)
+    watched = None
+    if settings.metrics is not None:  # #73 (serve.py checked the address and the extra)
+        from .metrics import ConsoleMetrics
+
+        watched = ConsoleMetrics(
+            settings.metrics, lambda: console.client is not None and console.client.is_connected
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         console.client = await connect().connect()
         sampler = asyncio.create_task(console.sample())
         try:
+            if watched is not None:
+                await watched.start()
             yield
         finally:
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
+            if watched is not None:
+                await watched.stop()
             await console.broker.close()
 
     routes = [
@@ -327,6 +339,10 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.console = console
     app.add_middleware(Guard, console=console)
+    if watched is not None:  # outermost: the Guard's refusals are counted too
+        from .metrics import Metered
+
+        app.add_middleware(Metered, metrics=watched)
     return app
 
 

@@ -36,6 +36,7 @@ def settings_for(
     reply_mailboxes: tuple[str, ...],
     public_origins: tuple[str, ...] = (),
     audit_log: str | None = None,
+    metrics: str | None = None,
 ) -> tuple[Settings, bool]:
     """The console's settings, and whether its token was made here (then printed)."""
     if console_token is not None and len(console_token.strip()) < 16:
@@ -59,6 +60,17 @@ def settings_for(
                 "e.g. https://mq9.example.com (no path)",
                 USAGE,
             )
+    if metrics is not None:  # #73: one line now, not a traceback once serving
+        from langchain_mq9.metrics import MetricsUnavailable, need_prometheus, operator_address
+
+        try:
+            where = operator_address(metrics)
+            need_prometheus()
+            socket.create_server(where).close()  # taken: said here, not by uvicorn's lifespan
+        except (ValueError, MetricsUnavailable) as exc:
+            raise Failure(str(exc), USAGE) from None
+        except OSError as exc:
+            raise Failure(f"--metrics {metrics}: cannot listen there: {exc}", USAGE) from None
     made = console_token is None
     token = console_token.strip() if console_token else secrets.token_urlsafe(24)
     settings = Settings(
@@ -70,6 +82,7 @@ def settings_for(
         server=target.shown,
         public_origins=tuple(o.rstrip("/") for o in public_origins),
         audit_log=audit_log,
+        metrics=metrics,
     )
     return settings, made
 

@@ -137,3 +137,59 @@ class Prometheus:
     def stop(self) -> None:
         stop(self.process)  # type: ignore[arg-type]
         self.log.close()
+
+
+class Server:
+    """A server process whose output (stdout and stderr together) is read as it comes, until
+    it says where its metrics are."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        import os
+        import queue
+        import threading
+
+        self.lines: list[str] = []
+        self._said: queue.Queue[str | None] = queue.Queue()
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._said.put(line)
+        self._said.put(None)
+
+    def metrics_url(self) -> str:
+        """The scrape URL it printed (waiting for it, one deadline)."""
+        import queue
+
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                line = self._said.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise AssertionError(f"no metrics line: {self.lines}") from None
+            assert line is not None, f"it exited: {self.lines}"
+            if " metrics on " in line:
+                return line.split(" metrics on ", 1)[1].split()[0]
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def exported(text: str) -> set[str]:
+    """The series names a scrape exports: its samples, and each family its TYPE line declares
+    (a labelled counter with no child yet has no sample, and is exported all the same)."""
+    found = names_in(text)
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                "gauge": ("",), "summary": ("_sum", "_count")}  # fmt: skip
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            base = name.removesuffix("_total") if kind == "counter" else name
+            found |= {base + s for s in suffixes.get(kind, ("",))}
+    return found

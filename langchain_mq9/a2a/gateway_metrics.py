@@ -1,0 +1,58 @@
+"""``mq9-a2a-gateway --metrics HOST:PORT`` (#73): the gateway's HTTP requests by route and
+status, the A2A calls by method, the task states its answers carry, the requests open (streams
+included) and its broker connection, with ``/healthz`` and ``/readyz``, on the operator's
+address, never on the port the tenants reach. No label names an agent or a tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..client.client import Mq9Client
+from ..metrics import OperatorEndpoint, need_prometheus
+from ..metrics.http import ASGIApp, HttpMetrics
+
+PREFIX = "mq9_gateway"
+# A2A 1.0's JSON-RPC methods (a2a-sdk's dispatcher): counted by name, anything else as other
+METHODS = (
+    "SendMessage", "SendStreamingMessage", "GetTask", "ListTasks", "CancelTask",
+    "SubscribeToTask", "CreateTaskPushNotificationConfig", "GetTaskPushNotificationConfig",
+    "ListTaskPushNotificationConfigs", "DeleteTaskPushNotificationConfig",
+    "GetExtendedAgentCard",
+)  # fmt: skip
+
+
+def route_of(path: str) -> str:
+    """``card`` (an agent's card), ``rpc`` (its JSON-RPC endpoint), ``rest`` (HTTP+JSON) or
+    ``other``: never the agent's name."""
+    if not path.startswith("/a2a/"):
+        return "other"
+    rest = path[len("/a2a/") :]
+    if "/.well-known/" in rest:
+        return "card"
+    return "rpc" if "/" not in rest.rstrip("/") else "rest"
+
+
+def gateway_metrics(
+    client: Mq9Client, host: str, port: int, serving: Callable[[], bool]
+) -> tuple[Callable[[ASGIApp], ASGIApp], OperatorEndpoint]:
+    """What wraps the gateway's app, and the operator's endpoint (not started). ``serving``:
+    whether the HTTP server listens."""
+    prometheus = need_prometheus()
+    registry = prometheus.CollectorRegistry(auto_describe=False)
+    http = HttpMetrics(PREFIX, registry, route=route_of, known=METHODS, task_states=True)
+    connected = prometheus.Gauge(
+        f"{PREFIX}_broker_connected", "1 while the gateway's connection to the broker is up",
+        registry=registry,
+    )  # fmt: skip
+    connected.set_function(lambda: int(client.is_connected))
+
+    def ready() -> str | None:
+        if not serving():
+            return "the HTTP server is not listening yet"
+        if not client.is_connected:
+            return "not connected to the broker (reconnecting)"
+        return None
+
+    return http.wrap, OperatorEndpoint(host, port, registry, ready)
+
+

@@ -1,0 +1,64 @@
+"""``mq9 console --metrics HOST:PORT`` (#73): the console's HTTP requests by page and status
+class with their duration, its open requests (live pages' event streams), and its broker
+connection, with ``/healthz`` and ``/readyz``, on the operator's address, apart from the
+console's own port. A page label is the route's first word (``mailboxes``), never a mailbox."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from langchain_mq9.metrics import OperatorEndpoint, need_prometheus, operator_address
+from langchain_mq9.metrics.http import HttpMetrics
+
+PREFIX = "mq9_console"
+PAGES = frozenset(
+    {"agents", "mailboxes", "calls", "events", "api", "static", "login", "logout", "log"}
+)
+
+
+def page_of(path: str) -> str:
+    first = path.lstrip("/").split("/", 1)[0]
+    return first if first in PAGES else ("root" if not first else "other")
+
+
+class ConsoleMetrics:
+    """The registry a scrape reads, the middleware that counts, and the endpoint."""
+
+    def __init__(self, address: str, connected: Any) -> None:
+        self.host, self.port = operator_address(address)
+        prometheus = need_prometheus()
+        self.registry = prometheus.CollectorRegistry(auto_describe=False)
+        self.http = HttpMetrics(PREFIX, self.registry, route=page_of)
+        up = prometheus.Gauge(
+            f"{PREFIX}_broker_connected", "1 while the console's connection to the broker is up",
+            registry=self.registry,
+        )  # fmt: skip
+        up.set_function(lambda: int(connected()))
+        self.connected = connected
+        self.endpoint: OperatorEndpoint | None = None
+
+    async def start(self) -> None:
+        def ready() -> str | None:
+            return None if self.connected() else "not connected to the broker (reconnecting)"
+
+        self.endpoint = OperatorEndpoint(self.host, self.port, self.registry, ready)
+        await self.endpoint.start()  # (serve.py tried the address first: one line if taken)
+        print(f"mq9 console metrics on {self.endpoint.url}/metrics (/healthz, /readyz)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    async def stop(self) -> None:
+        if self.endpoint is not None:
+            await self.endpoint.stop()
+
+
+class Metered:
+    """Starlette middleware (``app.add_middleware(Metered, metrics=...)``, outermost)."""
+
+    def __init__(self, app: ASGIApp, metrics: ConsoleMetrics) -> None:
+        self._app = metrics.http.wrap(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
