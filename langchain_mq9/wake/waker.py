@@ -22,11 +22,12 @@ at every ``poll_interval`` seconds (RobustMQ: its FETCH never waits, docs/protoc
 A sweep every ``sweep_interval`` seconds looks at all of them anyway (what an announcement
 missed while a waker was down).
 
-At most ``CONCURRENT_LOOKS`` looks talk to the broker at once; a delivery waits outside that
-gate (each try with a deadline of its own, deliver.py), so a target that never answers holds
-its own mailbox only. The index is read a page at a time, each new digest kept only once its
-rules mailbox shows a rule: the waker's memory follows the mailboxes with rules, whatever is
-written to the index.
+At most ``CONCURRENT_LOOKS`` looks ask the broker whether mail arrived at once, the looks an
+announcement (or a wake owed) calls apart from the sweep's (which come by the thousand, and
+would queue them); a look that found mail goes on by itself, and its delivery (each try with
+a deadline of its own, deliver.py) holds its own mailbox only. The index is read a page at a
+time, each new digest kept only once its rules mailbox shows a rule: the waker's memory
+follows the mailboxes with rules, whatever is written to the index.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,7 @@ CLAIM_SLACK = 5.0  # seconds a claim may outlast this waker's lease (wakers' clo
 PAYLOADS_SHOWN = 20  # messages whose payloads a rule with include_payload gets
 PAYLOAD_CHARS = 4000
 GROUP_SHOWN = 10_000  # a group's unacked messages counted per wake (one FETCH: no paging)
-CONCURRENT_LOOKS = 16  # looks talking to the broker at once (deliveries wait outside)
+CONCURRENT_LOOKS = 16  # looks asking whether mail arrived at once (per gate: called, swept)
 INDEX_PAGE = 200  # index entries read per FETCH
 INDEX_LOOKS = 4  # new index digests whose rules are read at once (beside the looks' gate)
 MAX_WATCHED = 100_000  # mailboxes with rules one waker watches; beyond, the rest wait
@@ -149,7 +150,8 @@ class Waker:
         self._unsubscribe: Unsubscribe | None = None
         self._task: asyncio.Task[None] | None = None
         self._looks: set[asyncio.Task[None]] = set()
-        self._gate = asyncio.Semaphore(CONCURRENT_LOOKS)
+        self._gate = asyncio.Semaphore(CONCURRENT_LOOKS)  # looks an announcement called
+        self._sweep_gate = asyncio.Semaphore(CONCURRENT_LOOKS)  # the sweep's and the polls'
         self._vetting = asyncio.Semaphore(INDEX_LOOKS)
         self.wakes = 0  # delivered
         self.set_aside = 0
@@ -211,13 +213,14 @@ class Waker:
             # next sweep (a look still running is left to finish)
             for watch in list(self._watches.values()):
                 if not watch.running:
-                    self._spawn(self._look(watch))
+                    self._spawn(self._look(watch, self._sweep_gate))
 
     async def sweep(self) -> None:
         """Read the index's new entries, then look at every watched mailbox."""
         if self._explicit is None:
             await self._read_index()
-        await asyncio.gather(*(self._look(w) for w in list(self._watches.values())))
+        gate = self._sweep_gate
+        await asyncio.gather(*(self._look(w, gate) for w in list(self._watches.values())))
 
     async def check(self, mail_address: str) -> None:
         """Look at one mailbox now and deliver what is due."""
@@ -315,7 +318,7 @@ class Waker:
 
     # -- one mailbox -----------------------------------------------------------------------
 
-    async def _look(self, watch: _Watch) -> None:
+    async def _look(self, watch: _Watch, gate: asyncio.Semaphore | None = None) -> None:
         if watch.running:
             watch.again = True
             return
@@ -323,25 +326,14 @@ class Waker:
         try:
             while True:
                 watch.again = False
-                async with self._gate:
-                    try:
-                        await self._visit(watch)
-                    except (Mq9Error, RuleError) as exc:
-                        log.warning("wake look at %s failed: %s", watch.mailbox or watch.digest,
-                                    exc)
+                try:
+                    await self._visit(watch, gate or self._gate)
+                except (Mq9Error, RuleError) as exc:
+                    log.warning("wake look at %s failed: %s", watch.mailbox or watch.digest, exc)
                 if not watch.again:
                     break
         finally:
             watch.running = False
-
-    @contextlib.asynccontextmanager
-    async def _outside_gate(self) -> AsyncIterator[None]:
-        """A delivery waits for its target without holding a look's place at the broker."""
-        self._gate.release()
-        try:
-            yield
-        finally:
-            await self._gate.acquire()
 
     async def _rules(self, address: str, d: str) -> list[WakeRule]:
         try:
@@ -358,11 +350,12 @@ class Waker:
                 rules[rule.name] = rule
         return [rules[n] for n in sorted(rules)]
 
-    async def _visit(self, watch: _Watch) -> None:
+    async def _visit(self, watch: _Watch, gate: asyncio.Semaphore) -> None:
         now = self.clock()
         newest = -1
         if watch.mailbox:
-            newest = await self._newest(watch.mailbox)
+            async with gate:
+                newest = await self._newest(watch.mailbox)
             if newest <= watch.seen and (watch.due is None or watch.due > now):
                 return  # nothing new, nothing owed yet
         # read at every look that may wake: a rule removed wakes nothing from then on
@@ -424,6 +417,7 @@ class Waker:
         address = rules_address(watch.mailbox)
         records = await self.client.query(address, key=STATE_KEY)
         state = MailboxState.from_message(records[0] if records else None)
+        # the newest once the claim holds: the wake covers all that arrived until now
         newest = await self._newest(watch.mailbox)
         now = self.clock()
         if state.seen > newest:  # past the mailbox's end: no cursor a waker wrote (or the
@@ -535,8 +529,7 @@ class Waker:
             rs.window_count += 1
         rs.last_wake = now
         try:
-            async with self._outside_gate():
-                await self.deliverer.deliver(rule, wake, now)
+            await self.deliverer.deliver(rule, wake, now)
         except Exception as exc:
             rs.failures += 1
             rs.last_error = _reason(exc)
