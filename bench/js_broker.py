@@ -19,16 +19,27 @@ from typing import Any
 import nats
 
 from langchain_mq9.broker.engine.cluster import ClusterEngine
+from langchain_mq9.broker.storage import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore
 
 QUEUE = "mq9-brokers"
 SUBJECTS = "$mq9.AI.>"
+OPEN_WAIT = 120.0  # seconds a start waits for the cluster's JetStream to answer
 
 
 async def serve(urls: list[str], stream: str, replicas: int, stop: asyncio.Event) -> None:
     connection = await nats.connect(urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     store = ClusterStore(connection, name=stream, replicas=replicas)
-    await store.open()
+    deadline = asyncio.get_running_loop().time() + OPEN_WAIT
+    while True:  # a cluster forming, or one of its servers restarting, answers later
+        try:
+            await store.open()
+            break
+        except StorageError:
+            await store.close()
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
     engine = ClusterEngine(store)
     running: set[asyncio.Task[None]] = set()
 
