@@ -175,3 +175,24 @@ def test_one_prometheus_scrapes_every_server_and_the_dashboard_names_what_they_e
 
 def test_every_dashboard_query_names_an_mq9_metric():
     assert len(dashboard_metrics()) >= 20
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        ([sys.executable, "-m", "langchain_mq9.a2a.gateway_cli", "--server", "nats://127.0.0.1:1",
+          "--agent", "a", "--metrics", "nohost:"], "mq9-a2a-gateway: --metrics 'nohost:'"),
+        ([sys.executable, "-m", "mcp_server", "--server", "nats://127.0.0.1:1", "--transport",
+          "http", "--port", str(free_port()), "--metrics", "1:99999"],
+         "mq9-mcp: --metrics '1:99999'"),
+        ([sys.executable, "-m", "mq9_cli", "--server", "nats://127.0.0.1:1", "console",
+          "--metrics", "x:y"], "--metrics 'x:y': [HOST:]PORT"),
+    ],
+)  # fmt: skip
+def test_a_wrong_metrics_address_is_one_line_on_every_http_server(argv, said):
+    import subprocess
+
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0, out
+    assert said in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len([line for line in out.stderr.splitlines() if "--metrics" in line]) == 1

@@ -1,0 +1,74 @@
+"""The broker's requests counted on the paths serve.py answers them by (#73): on the JetStream
+store, whose answers wait for their record and go out together from its callback, and on a
+``--credentials`` broker, whose ownership checks refuse what is not the requester's. The
+counts are exact: what was asked, answered and refused."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from credentials_support import issue
+from jetstream_servers import JetStreamCluster
+from prometheus_client import CollectorRegistry, generate_latest
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker import Broker
+from langchain_mq9.broker.cli.metrics import broker_meter
+from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.config import BrokerConfig
+from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error
+
+pytestmark = pytest.mark.slow  # nats-servers
+
+
+class _Families:
+    def __init__(self, meter):
+        self.meter = meter
+
+    def collect(self):
+        return self.meter.families("t")
+
+
+async def test_sends_on_the_jetstream_store_are_counted_once_stored():
+    meter = broker_meter()
+    with JetStreamCluster(1) as servers:
+        config = BrokerConfig(
+            nats=servers.urls[0], store="jetstream", stream=f"MX{uuid.uuid4().hex[:10]}",
+            search=False,
+        )  # fmt: skip
+        async with Broker(config, say=lambda _: None, meter=meter) as broker:
+            assert broker.url is not None
+            async with Mq9Client(broker.url) as client:
+                await client.mailbox_create(name="agent.js")
+                for i in range(30):
+                    await client.send("agent.js", f"m{i}")
+                with pytest.raises(MailboxNotFound):
+                    await client.send("agent.none", "x")
+    counts = meter.counts()
+    assert counts[("SEND", "ok")] == 30
+    assert counts[("SEND", "refused")] == 1
+    assert counts[("CREATE", "ok")] == 1
+
+
+async def test_what_is_not_the_requesters_is_counted_as_refused(tmp_path):
+    credentials = issue(tmp_path, "alice", "bob")
+    meter = broker_meter()
+    config = BrokerConfig(port=free_port(), data=tmp_path, credentials=True, search=False)
+    async with Broker(config, say=lambda _: None, meter=meter) as broker:
+        assert broker.url is not None
+        async with Mq9Client(broker.url, credential=credentials["alice"]) as a:
+            await a.mailbox_create(name="agent.a.inbox")
+            await a.send("agent.a.inbox", "mine")
+        async with Mq9Client(broker.url, credential=credentials["bob"]) as b:
+            with pytest.raises(Mq9Error):
+                await b.fetch("agent.a.inbox", group_name="g", max_wait_ms=0)
+    counts = meter.counts()
+    assert counts[("SEND", "ok")] == 1
+    assert counts[("FETCH", "refused")] == 1
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(meter))
+    text = generate_latest(registry).decode()
+    # protocol/errors.py reads no class from the ownership refusals' texts (the client raises
+    # Mq9Error itself): counted, under the bounded "other"
+    assert 't_refusals_total{command="FETCH",reason="other"} 1.0' in text, text
