@@ -43,7 +43,8 @@ MAY_IMPORT = {
         "tracing",
         "wake",
     },
-    "mcp_server": {"protocol", "client", "operations", "face", "wake", "metrics"},
+    # groups: the dead-letter naming its Events extension watches (events.py)
+    "mcp_server": {"protocol", "groups", "client", "operations", "face", "wake", "metrics"},
     # wake rules and the waker (#62): the client and its memory:// engine's announcements
     # of the face, only _cli.py (mq9-wake)
     "wake": {"protocol", "client", "broker", "face", "metrics"},
