@@ -59,6 +59,7 @@ _KV_OPERATION = "KV-Operation"  # a bucket's delete or purge marker
 # one (a u64 TTL of RobustMQ's) gets none, the broker hiding what it must by its own rule
 _LONGEST_TTL = 100 * 365 * 86_400
 _BATCH = 1000  # messages a batched read asks for at most (the rest in the next one)
+STREAM_NAME_IN_USE = 10058  # JetStream's "stream name already in use" to a STREAM.CREATE
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ class ClusterStore:
         try:
             await self.requests.api(f"STREAM.CREATE.{stream}", full)
         except JetStreamError as exc:
-            if "already in use" not in str(exc):  # another broker made it meanwhile
+            if exc.err_code != STREAM_NAME_IN_USE:  # another broker made it meanwhile
                 raise
 
     async def close(self) -> None:
