@@ -187,12 +187,14 @@ class HostPolicy:
 
 
 def pinned_transport(
-    policy: HostPolicy, verify: ssl.SSLContext | None = None
+    policy: HostPolicy, verify: ssl.SSLContext | None = None, max_connections: int = 10
 ) -> httpx.AsyncBaseTransport:
     """An httpx transport whose every connection goes to an address ``policy`` checked for the
     request's host at that moment (the name is never resolved again); the URL keeps the name,
     so the Host header, SNI, the certificate check and the reuse of connections all go by it.
-    ``verify``: the TLS context (the system's trust by default)."""
+    ``verify``: the TLS context (the system's trust by default); ``max_connections``: open at
+    once (httpcore's default, 10; the waker's deliveries take more, so that peers that never
+    answer hold only their own)."""
     import httpcore
     import httpx
 
@@ -235,7 +237,8 @@ def pinned_transport(
             "its connections could not be pinned to checked addresses"
         )
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=verify or httpx.create_ssl_context(trust_env=False), network_backend=Pinned()
+        ssl_context=verify or httpx.create_ssl_context(trust_env=False), network_backend=Pinned(),
+        max_connections=max_connections,
     )
     return transport
 
@@ -248,6 +251,7 @@ def guarded_client(
     base_url: str = "",
     headers: Mapping[str, str] | None = None,
     verify: ssl.SSLContext | None = None,
+    max_connections: int = 10,
 ) -> httpx.AsyncClient:
     """An httpx client that reaches only what ``policy`` allows, at the addresses it checked,
     follows no redirect (a 30x could lead anywhere) and reads at most ``max_bytes`` of an
@@ -261,7 +265,7 @@ def guarded_client(
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         trust_env=False,
-        transport=_bounded(pinned_transport(policy, verify), max_bytes),
+        transport=_bounded(pinned_transport(policy, verify, max_connections), max_bytes),
     )
 
 

@@ -44,7 +44,7 @@ TOLERANCE = 300.0  # seconds a signature's time may be from the receiver's clock
 ATTEMPTS = 5  # a webhook or run tried this many times, then set aside
 BACKOFF = 0.5  # seconds before the second try, doubling, each +-25% (jitter)
 TIMEOUT = 10.0  # seconds per try, the whole try (a peer dripping bytes holds only itself)
-IDLE_CLIENTS = 8  # HTTP clients kept between POSTs (each POST under way has its own)
+MAX_CONNECTIONS = 4096  # webhook connections open at once (one per POST under way)
 KILL_GRACE = 2.0  # seconds a command has to end after SIGTERM when the waker stops
 THREAD_NAMESPACE = uuid.UUID("5b0e6bd3-7c35-4f3e-9c1b-6e9f0a2d6c62")
 NEEDS_EXTRA = "webhooks and Agent Server runs need the wake extra (langchain-mq9[wake])"
@@ -268,8 +268,7 @@ class Deliverer:
         self._runs = RunBook(self.limits)
         self._children: set[asyncio.Task[None]] = set()
         self._processes: set[asyncio.subprocess.Process] = set()
-        self._idle: list[Any] = []  # HTTP clients no POST is using
-        self._tls: Any = None  # their TLS context, made once
+        self._http: Any = None
 
     def __repr__(self) -> str:
         return f"Deliverer({self.destinations!r}, callbacks={sorted(self.callbacks)!r})"
@@ -280,9 +279,10 @@ class Deliverer:
 
     async def close(self) -> None:
         """End every command still running (none outlives the waker: SIGTERM, then SIGKILL
-        after ``KILL_GRACE`` seconds), and close the idle HTTP clients."""
-        while self._idle:
-            await self._idle.pop().aclose()
+        after ``KILL_GRACE`` seconds), and close the HTTP client."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         for process in list(self._processes):
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
@@ -389,34 +389,24 @@ class Deliverer:
         if code:
             log.warning("wake %s: the command exited with %s", wake.key, code)
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
-        sent = {"Content-Type": "application/json", **headers}
-        # A client per POST under way (an idle one reused, else a new one): a shared client's
-        # pool (10 connections) would let ten receivers that never answer hold every other
-        # wake behind them. They share one TLS context (each of its own costs tens of ms)
-        http = self._idle.pop() if self._idle else None
-        if http is None:
+    def _client(self) -> Any:
+        if self._http is None:
             try:
-                import httpx
-
-                if self._tls is None:
-                    self._tls = httpx.create_ssl_context(trust_env=False)
-                http = guarded_client(self.destinations.hosts, timeout=self.timeout,
-                                      verify=self._tls)
+                # One client, its pool as large as the deliveries under way (httpcore's 10
+                # let ten receivers that never answer hold every other wake behind them);
+                # one client, because each costs its TLS context (tens of ms of CPU)
+                self._http = guarded_client(self.destinations.hosts, timeout=self.timeout,
+                                            max_connections=MAX_CONNECTIONS)
             except ImportError:  # httpx
                 raise Refused(NEEDS_EXTRA) from None
-        try:
-            # Only the status counts: the answer's body is never read
-            async with http.stream("POST", url, content=body, headers=sent) as answer:
-                if answer.status_code >= 300:
-                    raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")
-        except BaseException:
-            await asyncio.shield(http.aclose())  # a try cut short: its connection is not kept
-            raise
-        if len(self._idle) < IDLE_CLIENTS:
-            self._idle.append(http)
-        else:
-            await http.aclose()
+        return self._http
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        sent = {"Content-Type": "application/json", **headers}
+        # Only the status counts: the answer's body is never read
+        async with self._client().stream("POST", url, content=body, headers=sent) as answer:
+            if answer.status_code >= 300:
+                raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")
 
     async def _agent_server(
         self, rule: WakeRule, wake: Wake, api_key: str | None, policy: HostPolicy

@@ -39,7 +39,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..client import Mq9Client
@@ -86,6 +86,7 @@ class _Watch:
     seen: int = -1  # the cursor as this waker last knew it
     due: float | None = None  # when a wake held back becomes due (the waker's clock)
     running: bool = False
+    looked: asyncio.Event = field(default_factory=asyncio.Event)  # set when a look ends
     again: bool = False
     timer: asyncio.TimerHandle | None = None
 
@@ -226,6 +227,8 @@ class Waker:
         """Look at one mailbox now and deliver what is due."""
         d = digest(mail_address)
         watch = self._watches.setdefault(d, _Watch(d, mail_address, explicit=True))
+        while watch.running:  # a look under way (a poll's): this one comes after it
+            await watch.looked.wait()
         await self._look(watch)
 
     # -- announcements ---------------------------------------------------------------------
@@ -323,6 +326,7 @@ class Waker:
             watch.again = True
             return
         watch.running = True
+        watch.looked.clear()
         try:
             while True:
                 watch.again = False
@@ -334,6 +338,7 @@ class Waker:
                     break
         finally:
             watch.running = False
+            watch.looked.set()
 
     async def _rules(self, address: str, d: str) -> list[WakeRule]:
         try:
