@@ -6,6 +6,8 @@ and writes ``mq9-sender: victim`` herself besides; each request she sends in the
 (cancel, answer, push config, GetTask, ListTasks, a malformed one) changes nothing and leaves
 nothing in the victim's reply mailbox, and the victim's own request of each kind still works.
 The same for an HTTP tenant behind the gateway, which runs under an identity of its own.
+Since the broker refuses a SEND naming a reply mailbox not its sender's, none of hers reaches
+the agent (tests/a2a/test_reply_mailbox_is_the_senders.py has the attacks that closed).
 
 Four credentials: the served agent ``vault``, the caller ``victim``, the gateway ``gw`` and
 ``mallory``. docs/security.md's "Agent calls" rows name these tests.
@@ -32,7 +34,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import A2AError
 from a2a_support import asking, text_graph, text_io
-from credentials_support import EnforcingBroker, ask, ok
+from credentials_support import EnforcingBroker, ask
 from http_agents import free_port, serve_http
 from nats.aio.client import Client as NatsConnection
 from push_support import Receiver
@@ -55,7 +57,6 @@ AGENT = "agent.vault"
 CALLER = "agent.victim"
 TOKEN = "tok-" + "5" * 20
 ALICE, BOB = secrets.token_hex(16), secrets.token_hex(16)
-HANDLED_WAIT = 20.0  # seconds: a guard against a hang, never a measure
 
 
 @dataclass
@@ -97,7 +98,8 @@ async def world(tmp_path):
 
 async def in_the_name_of(world: World, reply_to: str, method: str, task_id: str, body) -> None:
     """Mallory's request to the agent in another's name (its reply mailbox, and its sender
-    written by her, which the broker replaces), read and handled before this returns."""
+    written by her): the broker refuses it in one line, as a SEND naming a reply mailbox not
+    its sender's (#70), so the agent never reads it (its own check stands behind that)."""
     before = world.server.handled
     headers = {
         w.HEADER_METHOD: method,
@@ -108,11 +110,9 @@ async def in_the_name_of(world: World, reply_to: str, method: str, task_id: str,
         p.HEADER_PRIORITY: "critical",
     }
     payload = body if isinstance(body, bytes) else w.json_text(body).encode()
-    await ok(world.mallory, "mallory", p.send_subject(AGENT), payload, headers=headers)
-    deadline = asyncio.get_running_loop().time() + HANDLED_WAIT
-    while world.server.handled <= before:
-        assert asyncio.get_running_loop().time() < deadline, "the agent never read it"
-        await asyncio.sleep(0.02)
+    said = await ask(world.mallory, "mallory", p.send_subject(AGENT), payload, headers=headers)
+    assert said["error"].startswith("SEND refused: mq9-reply-to "), said
+    assert world.server.handled == before
 
 
 async def nothing_left_for(client: Mq9Client, reply: str, task_id: str) -> None:
@@ -135,12 +135,9 @@ async def test_a_cancel_in_the_callers_name_leaves_its_task_alone(world):
     asked = await world.caller.call(AGENT, "greet", wait=20)
     reply = world.caller.reply_mailbox
     await in_the_name_of(world, reply, w.CANCEL_TASK, asked.task_id, {"id": asked.task_id})
-    # what the agent read: her name, as the broker wrote it over both of hers
+    # the agent's mailbox holds none of hers: the broker stored none
     inbox = await world.vault.query(AGENT)
-    [hers] = [m for m in inbox if m.header.get(w.HEADER_METHOD) == w.CANCEL_TASK]
-    assert hers.header[p.HEADER_SENDER] == "mallory"
-    assert not any(name.strip().lower() == p.HEADER_SENDER and name != p.HEADER_SENDER
-                   for name in hers.header)  # fmt: skip
+    assert [m.header[p.HEADER_SENDER] for m in inbox] == ["victim"]
     still = await world.caller.check(asked.task_id)
     assert still.state == w.INPUT_REQUIRED and still.agent_error is None
     await nothing_left_for(world.victim, reply, asked.task_id)

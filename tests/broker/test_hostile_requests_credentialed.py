@@ -165,6 +165,56 @@ async def test_a_second_agent_cannot_pass_for_another_as_the_sender(enforcing):
         await asyncio.gather(alice.close(), bob.close())
 
 
+async def test_naming_another_agents_reply_mailbox_is_refused(enforcing):
+    """#70: carol, a raw nats-py client with her own credential, names bob's reply mailbox in
+    requests to alice's agent (which leaves a request's answers there): each SEND is refused
+    in one line and stores nothing, in nats-py's spellings and in bytes it would not write
+    (the name spaced out, the header twice, hers beside his). Her own reply mailbox and bob's
+    call still go."""
+    alice, bob = await enforcing.agent("alice"), await enforcing.agent("bob")
+    carol = await enforcing.agent("carol")
+    try:
+        await ok(alice, "alice", p.MAILBOX_CREATE, {"name": "agent.r70"})
+        bobs, carols = wire.caller_address("bob.r70"), wire.caller_address("carol.r70")
+        await ok(bob, "bob", p.MAILBOX_CREATE, {"name": bobs})
+        await ok(carol, "carol", p.MAILBOX_CREATE, {"name": carols})
+        send = p.MSG_SEND + "agent.r70"
+        for headers in (
+            {wire.HEADER_REPLY_TO: bobs},
+            {"MQ9-REPLY-TO": bobs, p.HEADER_SENDER: "bob"},
+            {wire.HEADER_REPLY_TO: bobs, wire.HEADER_TASK_ID: "t-victims", "x-note": "n"},
+        ):
+            said = await ask(carol, "carol", send, b"carol's task", headers=headers)
+            _refused(said, "SEND refused: mq9-reply-to", "is not a mailbox of yours")
+        for block in (
+            f"NATS/1.0\r\n  mq9-reply-to  :{bobs}\r\n\r\n",
+            f"NATS/1.0\r\nmq9-reply-to: {carols}\r\nmq9-reply-to: {bobs}\r\n\r\n",
+            f"NATS/1.0\r\nmq9-reply-to: {bobs}\r\nMQ9-Reply-To : {carols}\r\n\r\n",
+        ):
+            data = await asyncio.to_thread(
+                socket_request,
+                enforcing.url,
+                b"$mq9.U.carol.AI.MSG.SEND.agent.r70",
+                b"socket",
+                block.encode(),
+                login=enforcing.credentials["carol"],
+            )
+            assert data is not None
+            _refused(json.loads(data), "SEND refused: mq9-reply-to", "is not a mailbox of yours")
+        # the legitimate uses beside it
+        await ok(carol, "carol", send, b"carol's own", headers={wire.HEADER_REPLY_TO: carols})
+        await ok(bob, "bob", send, b"bob's call", headers={wire.HEADER_REPLY_TO: bobs})
+        found = (await ok(alice, "alice", p.MSG_QUERY + "agent.r70", {}))["messages"]
+        assert [(m["payload"], p.parse_header_block(bytes(m["header"]))) for m in found] == [
+            ("carol's own", {wire.HEADER_REPLY_TO: carols, p.HEADER_SENDER: "carol"}),
+            ("bob's call", {wire.HEADER_REPLY_TO: bobs, p.HEADER_SENDER: "bob"}),
+        ]
+        await ok(alice, "alice", p.MSG_SEND + bobs, b"the answer")  # granted by bob's call
+        assert await _payloads(bob, "bob", bobs) == ["the answer"]
+    finally:
+        await asyncio.gather(alice.close(), bob.close(), carol.close())
+
+
 async def test_names_derived_from_another_agent_cannot_be_made_first(enforcing):
     """#70: bob takes neither alice's failed-wakes mailbox nor her reply mailboxes (named
     after her id, or a gateway's per-tenant form) before her; nobody takes the plain

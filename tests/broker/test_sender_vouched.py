@@ -293,6 +293,83 @@ async def test_reply_mailboxes_derived_from_an_agent_are_its_own(identity_store)
     assert [(m["payload"], senders(m["header"])) for m in got["messages"]] == [("done", ["bob"])]
 
 
+REPLY_REFUSED = "SEND refused: mq9-reply-to "
+
+
+async def test_a_send_names_only_a_reply_mailbox_of_its_senders(identity_store):
+    """#70's two attacks left open: carol (her own credential) naming bob's reply mailbox in
+    requests to alice's agent, which would leave the states of carol's tasks there, under ids
+    of her choosing. Each such SEND is refused in one line and stores nothing, in every
+    spelling of the header's name; bob's call, carol's with her own reply mailbox and a SEND
+    into one's own mailbox carrying another's (a dead letter) still go."""
+    agents = enforcing(identity_store)
+    await agents.ok("alice", p.MAILBOX_CREATE, {"name": "agent.alice"})
+    await agents.ok("bob", p.MAILBOX_CREATE, {"name": "agent.bob"})
+    bobs = wire.caller_address("bob")
+    await agents.ok("bob", p.MAILBOX_CREATE, {"name": bobs})
+    carols = wire.caller_address("carol")  # hers to make, not made yet
+    for named in (
+        {wire.HEADER_REPLY_TO: bobs},
+        {"MQ9-Reply-To": bobs},
+        {" mq9-reply-to ": bobs, "x-trace": "t"},  # a reader strips names (parse_header_block)
+        {"Mq9-reply-to": bobs, wire.HEADER_REPLY_TO: bobs.upper()},
+        {wire.HEADER_REPLY_TO: "agent.bob"},  # an ordinary mailbox of bob's
+        {wire.HEADER_REPLY_TO: wire.caller_address("nobody.made")},  # a mailbox nobody made
+        {wire.HEADER_REPLY_TO: carols},  # derived from her id, but she has not made it
+        {wire.HEADER_REPLY_TO: "x" * 5000},  # no mailbox at all: the same one line
+    ):
+        said = await agents("carol", p.MSG_SEND + "agent.alice", b"carol's task", named)
+        _refused(said, REPLY_REFUSED, "is not a mailbox of yours")
+        assert "\n" not in said["error"] and len(said["error"]) < 400, said
+    # one of her own beside bob's: refused all the same
+    both = {wire.HEADER_REPLY_TO: bobs, "MQ9-REPLY-TO": carols}
+    await agents.ok("carol", p.MAILBOX_CREATE, {"name": carols})
+    _refused(await agents("carol", p.MSG_SEND + "agent.alice", b"x", both), REPLY_REFUSED)
+    assert (await agents.ok("alice", p.MSG_QUERY + "agent.alice", {}))["messages"] == []
+    # the legitimate uses: carol's own reply mailbox, an empty header (none), bob's call
+    await agents.ok("carol", p.MSG_SEND + "agent.alice", b"mine", {wire.HEADER_REPLY_TO: carols})
+    await agents.ok("carol", p.MSG_SEND + "agent.alice", b"none", {wire.HEADER_REPLY_TO: ""})
+    await agents.ok("bob", p.MSG_SEND + "agent.alice", b"bob's", {wire.HEADER_REPLY_TO: bobs})
+    await agents.ok("alice", p.MSG_SEND + bobs, b"answered")  # granted by bob's call
+    # alice, granted bob's reply mailbox, still may not hand it on to another agent
+    _refused(
+        await agents("alice", p.MSG_SEND + "agent.bob", b"x", {wire.HEADER_REPLY_TO: bobs}),
+        REPLY_REFUSED,
+    )
+    # into one's own mailbox (its dead letters, a replay) any reply-to goes, and grants nothing
+    await agents.ok("alice", p.MAILBOX_CREATE, {"name": "agent.alice.dlq"})
+    for own in ("agent.alice", dead_letters.dead_letter_address("agent.alice")):
+        await agents.ok("alice", p.MSG_SEND + own, b"bob's again", {wire.HEADER_REPLY_TO: bobs})
+    await agents.ok("carol", p.MAILBOX_CREATE, {"name": "agent.carol"})
+    await agents.ok("carol", p.MSG_SEND + "agent.carol", b"x", {wire.HEADER_REPLY_TO: bobs})
+    _refused(await agents("carol", p.MSG_SEND + bobs, b"forged"), "SEND refused")
+    kept = await agents.ok("alice", p.MSG_QUERY + "agent.alice", {})
+    assert [(m["payload"], senders(m["header"])) for m in kept["messages"]] == [
+        ("mine", ["carol"]),
+        ("none", ["carol"]),
+        ("bob's", ["bob"]),
+        ("bob's again", ["alice"]),
+    ]
+
+
+async def test_a_tenants_reply_mailbox_is_its_gateways_to_name(identity_store):
+    """The gateway (alice's credential) makes and names mq9.calls.<digest of alice>.<...>;
+    bob, who may not make it, may not name it either."""
+    agents = enforcing(identity_store)
+    await agents.ok("carol", p.MAILBOX_CREATE, {"name": "agent.carol"})
+    tenant = f"{wire.CALLS_ROOT}{digest('alice')}.gateway.t1"
+    _refused(
+        await agents("alice", p.MSG_SEND + "agent.carol", b"x", {wire.HEADER_REPLY_TO: tenant}),
+        REPLY_REFUSED,  # not made yet
+    )
+    await agents.ok("alice", p.MAILBOX_CREATE, {"name": tenant})
+    await agents.ok("alice", p.MSG_SEND + "agent.carol", b"x", {wire.HEADER_REPLY_TO: tenant})
+    _refused(
+        await agents("bob", p.MSG_SEND + "agent.carol", b"y", {wire.HEADER_REPLY_TO: tenant}),
+        REPLY_REFUSED,
+    )
+
+
 async def test_other_reply_mailboxes_are_the_first_makers_and_nothing_else_is_made(
     identity_store,
 ):
@@ -395,12 +472,14 @@ async def test_replay_sends_back_only_what_its_own_agent_set_aside(credentialed)
             "mailbox": "agent.alice", "group": "workers", "msg_id": 0, "create_time": 0,
             "key": None, "attempts": 8, "reason": "planted",
         }  # fmt: skip
+        hers = wire.caller_address("mallory")  # a reply mailbox of her own: the only one
+        await mallory.mailbox_create(name=hers)  # a SEND may name (#70)
         await mallory.send(
             "alice.failures",
             "mallory's request",
             headers={
                 dead_letters.DEAD_LETTER_HEADER: json.dumps(about),
-                wire.HEADER_REPLY_TO: wire.caller_address("mallory"),
+                wire.HEADER_REPLY_TO: hers,
                 SENDER: "alice",
             },
         )
@@ -416,4 +495,34 @@ async def test_replay_sends_back_only_what_its_own_agent_set_aside(credentialed)
         back = (await alice.query("agent.alice"))[-1]
         assert (back.payload, back.header) == (
             b"bob's request", {"x-trace": "t", SENDER: "alice"}
+        )
+
+
+@pytest.mark.slow
+async def test_a_dead_letter_keeps_its_callers_reply_to_and_goes_back(credentialed):
+    """The SEND that names another's reply mailbox and must go: alice sets bob's call aside
+    into her own dead letters, carrying his reply-to, and replays it into her mailbox. Mallory
+    naming bob's reply mailbox in a SEND to alice's is refused in one line."""
+    broker, issued = credentialed
+    url = broker.url
+    async with Mq9Client(url, credential=issued["alice"]) as alice, Mq9Client(
+        url, credential=issued["bob"]
+    ) as bob, Mq9Client(url, credential=issued["mallory"]) as mallory:
+        await alice.mailbox_create(name="agent.alice")
+        reply = wire.caller_address("bob")
+        await bob.mailbox_create(name=reply)
+        await bob.send("agent.alice", "bob's call", headers={wire.HEADER_REPLY_TO: reply})
+        with pytest.raises(Mq9Error, match=r"^SEND refused: mq9-reply-to .* not a mailbox of"):
+            await mallory.send("agent.alice", "hers", headers={wire.HEADER_REPLY_TO: reply})
+        [call] = await alice.fetch("agent.alice", group_name="workers", deliver="earliest")
+        dlq = dead_letters.dead_letter_address("agent.alice")
+        await dead_letters.store(
+            alice, dlq, call, mailbox="agent.alice", group="workers", attempts=8, reason="x"
+        )
+        done = await replay(alice, dlq)
+        assert len(done.sent) == 1 and not done.skipped, done
+        back = (await alice.query("agent.alice"))[-1]
+        assert (back.payload, back.header) == (
+            b"bob's call",
+            {wire.HEADER_REPLY_TO: reply, SENDER: "alice"},
         )

@@ -35,7 +35,11 @@ CREATE), checked before the engine and recorded after it (``Ownership``):
   whoever created it first, and nobody makes a name under ``mq9.`` that the library does not
   derive (the plain ``mq9.wake.failed`` included); besides its owner, only an agent it called
   may SEND to a reply mailbox: a SEND by the owner carrying ``mq9-reply-to: <its reply
-  mailbox>`` grants the owner of the mailbox sent to (what is recorded stays its creator's).
+  mailbox>`` grants the owner of the mailbox sent to (what is recorded stays its creator's);
+- a SEND may name in ``mq9-reply-to`` only a mailbox of its sender's, unless it goes into a
+  mailbox of the sender's own (a dead letter keeps its caller's reply-to): an agent answers
+  where that header says, so naming another's reply mailbox would have the agent leave the
+  namer's task states there, under task ids of the namer's choosing.
 
 Every message a SEND stores carries ``mq9-sender: <principal>`` (``engine.Vouched``), written
 here from the subject the request came on, whatever the client wrote under that name.
@@ -173,6 +177,22 @@ def _field(shape: p.Shape, body: bytes, name: str) -> Any:
         return None
 
 
+def _replies_to(headers: Any) -> list[str]:
+    """The non-empty values of a request's ``mq9-reply-to`` headers, in whatever case or
+    spacing its name was written: a reader stripping names (``parse_header_block``), or
+    ignoring their case, would take any of them for it."""
+    if not headers:
+        return []
+    return [
+        value.strip()
+        for name, value in headers.items()
+        if isinstance(name, str)
+        and name.strip().lower() == HEADER_REPLY_TO
+        and isinstance(value, str)
+        and value.strip()
+    ]
+
+
 def registered_name(body: bytes) -> Any:
     """The agent name a REGISTER body registers, read as the engine reads it."""
     try:
@@ -243,17 +263,26 @@ class Ownership:
     # -- the checks: None when allowed, else the refusal ---------------------------------------
 
     def check(
-        self, principal: str, command: Command, target: str, body: bytes, named: Any = None
+        self,
+        principal: str,
+        command: Command,
+        target: str,
+        body: bytes,
+        named: Any = None,
+        headers: Any = None,
     ) -> bytes | None:
-        """The refusal of ``command`` on ``target`` with ``body`` from ``principal``, or None
-        when it is the engine's to answer; ``named``: a REGISTER's agent name, read from
-        the body by ``registered_name`` (off the loop when large)."""
+        """The refusal of ``command`` on ``target`` with ``body`` (and, for a SEND, the NATS
+        ``headers`` it came with) from ``principal``, or None when it is the engine's to
+        answer; ``named``: a REGISTER's agent name, read from the body by
+        ``registered_name`` (off the loop when large)."""
         verb = command.subject
         if verb == p.MAILBOX_CREATE:
             name = _field(p.CREATE_REQUEST, body, "name") if body else None
             return None if not isinstance(name, str) else self._may_create(principal, name)
         if verb == p.MSG_SEND:
-            return self._may_send(principal, target)
+            return self._may_send(principal, target) or self._may_reply_to(
+                principal, target, headers
+            )
         if verb in (p.MSG_FETCH, p.MSG_QUERY):
             return self._may_read(principal, "FETCH" if verb == p.MSG_FETCH else "QUERY", target)
         if verb == p.MSG_DELETE:
@@ -360,6 +389,28 @@ class Ownership:
             "owner and the agents it called, a task store, lease or dead-letter mailbox from "
             "its owner only)",
         )
+
+    def _may_reply_to(self, principal: str, address: str, headers: Any) -> bytes | None:
+        """The refusal of a SEND to ``address`` whose ``mq9-reply-to`` names a mailbox that is
+        not ``principal``'s (#70), else None. An agent leaves a request's answers where that
+        header says, under the sender the broker wrote: naming another's reply mailbox made a
+        served agent leave the states of the namer's tasks there, and let a task of the
+        namer's take an id the other's request was to have. A SEND into one's own mailbox
+        may carry any: a dead letter set aside, or sent back by ``replay``, keeps its
+        original caller's reply-to, and only its owner reads it (that grants nothing:
+        ``_grant`` asks that the reply mailbox be the sender's)."""
+        named = _replies_to(headers)
+        if not named or self.holder(address) == principal:
+            return None
+        for reply_to in named:
+            if self.holder(reply_to) != principal:
+                return _refused(
+                    "SEND",
+                    f"{HEADER_REPLY_TO} {p.quoted(reply_to)} is not a mailbox of yours: a "
+                    "request may name only a reply mailbox its sender created (create yours "
+                    "first; docs/security.md)",
+                )
+        return None
 
     def _may_read(self, principal: str, verb: str, address: str) -> bytes | None:
         owner = self.holder(address)
@@ -724,7 +775,7 @@ class Identities:
                 named = await asyncio.to_thread(registered_name, msg.data)
             else:
                 named = registered_name(msg.data)
-        refusal = self.ownership.check(principal, command, target, msg.data, named)
+        refusal = self.ownership.check(principal, command, target, msg.data, named, msg.headers)
         if refusal is not None:
             return refusal
         headers = msg.headers

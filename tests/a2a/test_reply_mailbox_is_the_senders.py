@@ -1,0 +1,186 @@
+"""#70's two attacks left open after the served agent took a task's owner from ``mq9-sender``:
+on a ``--credentials`` broker mallory (a raw nats-py client holding her own valid credential)
+could still name the victim's reply mailbox in requests to a served agent, and
+
+(a) have the agent leave the states of her own new tasks in the victim's reply mailbox;
+(b) with a task id the agent had not read yet (the agent offline), have her task take that id
+    first, so that the victim saw her result under it.
+
+The broker now refuses a SEND whose ``mq9-reply-to`` names a mailbox that is not its sender's
+(unless it goes into the sender's own mailbox): each attack is refused in one line, the agent
+reads nothing of it, and the victim's call (and mallory's with a reply mailbox of her own)
+still works. Three credentials: the served agent ``vault``, the caller ``victim``,
+``mallory``. docs/security.md's "Agent calls" rows name these tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import pytest
+from a2a_support import Counting, text_graph, text_io
+from credentials_support import EnforcingBroker, ask, ok
+from nats.aio.client import Client as NatsConnection
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9 import protocol as p
+from langchain_mq9.a2a import wire as w
+from langchain_mq9.a2a.caller import AgentCaller
+from langchain_mq9.a2a.server import AgentServer
+
+pytestmark = pytest.mark.slow  # a dev broker process per test
+
+AGENT = "agent.vault"
+CALLER = "agent.victim"
+REFUSAL = "SEND refused: mq9-reply-to "
+WAIT = 20.0  # seconds: a guard against a hang, never a measure
+
+
+@dataclass
+class World:
+    broker: EnforcingBroker
+    vault: Mq9Client
+    victim: Mq9Client
+    caller: AgentCaller
+    mallory: NatsConnection
+    work: Counting  # what the agent's graph ran, by text
+
+    def agent(self) -> AgentServer:
+        """The served agent (started by ``async with``; a second one reads on where the first
+        stopped: the same worker of the same group)."""
+        graph = text_graph(self.work)
+        return AgentServer(graph, name=AGENT, client=self.vault, worker="w1", **text_io())
+
+
+@pytest.fixture
+async def world(tmp_path):
+    broker = EnforcingBroker(tmp_path, "vault", "victim", "mallory")
+    try:
+        async with (
+            Mq9Client(broker.url, credential=broker.credentials["vault"]) as vault,
+            Mq9Client(broker.url, credential=broker.credentials["victim"]) as victim,
+        ):
+            caller = await AgentCaller(victim, CALLER).open()
+            mallory = await broker.agent("mallory")
+            try:
+                yield World(broker, vault, victim, caller, mallory, Counting())
+            finally:
+                await mallory.close()
+    finally:
+        broker.stop()
+
+
+async def mallorys_task(world: World, reply_to: str, task_id: str, text: str, **extra: str):
+    """Mallory's new task to the agent, its answers asked into ``reply_to``: the broker's
+    answer (critical, so that the agent would read it before anything waiting)."""
+    headers = {
+        w.HEADER_METHOD: w.SEND,
+        w.HEADER_REPLY_TO: reply_to,
+        w.HEADER_TASK_ID: task_id,
+        p.HEADER_PRIORITY: "critical",
+        **extra,
+    }
+    body = w.json_text(w.send_request(w.message(text))).encode()
+    return await ask(world.mallory, "mallory", p.send_subject(AGENT), body, headers=headers)
+
+
+def refused_in_one_line(said: dict) -> None:
+    assert said["error"].startswith(REFUSAL), said
+    assert "is not a mailbox of yours" in said["error"] and "\n" not in said["error"], said
+
+
+async def nothing_of(world: World, task_id: str) -> None:
+    """The victim's reply mailbox holds nothing about mallory's task, and its calls are its
+    own."""
+    kept = await world.victim.query(world.caller.reply_mailbox)
+    assert not [m for m in kept if m.header.get(w.HEADER_TASK_ID) == task_id], kept
+    assert not [m for m in kept if (m.key or "").endswith(task_id)], kept
+
+
+async def until_completed(connection: NatsConnection, reply: str, task_id: str) -> dict:
+    """The completed task ``task_id`` the agent left in mallory's own reply mailbox."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        found = await ok(connection, "mallory", p.MSG_QUERY + reply, {"key": w.TASK_KEY + task_id})
+        for message in found["messages"]:
+            task = json.loads(message["payload"])
+            if task["status"]["state"] == w.COMPLETED:
+                return dict(task)
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.05)
+
+
+async def test_mallorys_new_tasks_leave_nothing_in_the_victims_reply_mailbox(world):
+    """(a): her new tasks naming the victim's reply mailbox are refused; none runs; the
+    victim's reply mailbox and calls hold only its own. Her own reply mailbox works."""
+    async with world.agent():
+        asked = await world.caller.call(AGENT, "victim's words", wait=WAIT)
+        assert asked.state == w.COMPLETED
+        reply = world.caller.reply_mailbox
+        hers = [w.new_id() for _ in range(3)]
+        refused_in_one_line(await mallorys_task(world, reply, hers[0], "mallory's"))
+        # in other spellings, and with the victim's name written as the sender besides
+        refused_in_one_line(
+            await mallorys_task(world, "", hers[1], "mallory's", **{"MQ9-Reply-To": reply})
+        )
+        refused_in_one_line(
+            await mallorys_task(world, reply, hers[2], "mallory's", **{p.HEADER_SENDER: "victim"})
+        )
+        # the legitimate use beside it: a reply mailbox of her own, which the agent answers
+        mine = w.caller_address("mallory")
+        await ok(world.mallory, "mallory", p.MAILBOX_CREATE, {"name": mine, "ttl": 0})
+        own = w.new_id()
+        assert (await mallorys_task(world, mine, own, "her own"))["error"] == ""
+        done = await until_completed(world.mallory, mine, own)
+        assert done["artifacts"][0]["parts"][0]["text"] == "HER OWN"
+        # and the victim's next call
+        again = await world.caller.call(AGENT, "victim again", wait=WAIT)
+        assert again.state == w.COMPLETED and again.view()["result"] == "VICTIM AGAIN"
+    assert dict(world.work.runs) == {"victim's words": 1, "her own": 1, "victim again": 1}
+    for task_id in hers:
+        await nothing_of(world, task_id)
+    calls = await world.caller.calls()
+    assert sorted(c.task_id for c in calls) == sorted([asked.task_id, again.task_id])
+
+
+async def test_a_task_id_not_read_yet_stays_the_victims(world):
+    """(b): the agent is offline with the victim's request waiting; mallory, knowing its task
+    id, sends a task of hers under it naming the victim's reply mailbox (critical, so that it
+    would be read first): refused. The agent, back, runs the victim's task, whose result is
+    the victim's own."""
+    async with world.agent():
+        pass  # its mailbox and task store made, then offline
+    asked = await world.caller.call(AGENT, "victim's words")
+    assert asked.state == w.SUBMITTED
+    reply = world.caller.reply_mailbox
+    refused_in_one_line(await mallorys_task(world, reply, asked.task_id, "mallory's result"))
+    [waiting] = await world.vault.query(AGENT)
+    assert waiting.header[p.HEADER_SENDER] == "victim"  # nothing of hers is waiting
+    async with world.agent():
+        done = await world.caller.check(asked.task_id, wait=WAIT)
+    assert done.state == w.COMPLETED and done.view()["result"] == "VICTIM'S WORDS"
+    assert "mallory" not in json.dumps(done.task)
+    assert dict(world.work.runs) == {"victim's words": 1}
+
+
+async def test_a_task_id_she_takes_with_her_own_reply_mailbox_never_shows_her_result(world):
+    """What the broker's rule leaves (docs/security.md): with a reply mailbox of her own,
+    her task may still take a task id the agent has not read yet (a task id is unguessable,
+    and on this broker only the agent's owner reads its mailbox: she must have learned it
+    elsewhere). Her result goes to her own reply mailbox; the victim's call never shows it."""
+    async with world.agent():
+        pass
+    asked = await world.caller.call(AGENT, "victim's words")
+    mine = w.caller_address("mallory")
+    await ok(world.mallory, "mallory", p.MAILBOX_CREATE, {"name": mine, "ttl": 0})
+    said = await mallorys_task(world, mine, asked.task_id, "mallory's result")
+    assert said["error"] == "", said
+    async with world.agent():
+        hers = await until_completed(world.mallory, mine, asked.task_id)
+        seen = await world.caller.check(asked.task_id, wait=1)
+    assert hers["artifacts"][0]["parts"][0]["text"] == "MALLORY'S RESULT"
+    assert seen.state != w.COMPLETED and "MALLORY" not in json.dumps(seen.task), seen
+    kept = await world.victim.query(world.caller.reply_mailbox)
+    assert "MALLORY" not in json.dumps([m.payload.decode() for m in kept])
