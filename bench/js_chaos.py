@@ -1,23 +1,27 @@
 """The chaos lane of the cluster store (issue #72): SIGKILLs of servers and brokers while two
-brokers serve one mailbox to writers and a reader.
+brokers serve one mailbox to writers and competing readers.
 
 Three JetStream nats-servers on loopback, one R3 layout, two broker processes
 (``bench.js_broker``) in one queue group. Two writers SEND unique payloads (each answered
-msg_id recorded; a SEND that raised is ambiguous: counted, not an error); a reader FETCHes in
-one group and ACKs the largest msg_id of each answer once it has it (acks only forward,
-one priority, so an ACK covers exactly what was read), recording when each FETCH was sent and
-each ACK answered. Each round SIGKILLs, in turn, a broker or a server (started again once the
-service answers), ``--rounds`` of them. Then the reader reads on until every answered SEND
-was handed out, and the lane counts: answered SENDs never handed out (lost), and messages a
-FETCH sent after an ACK covering them was answered handed out again (done undone).
+msg_id recorded; a SEND that raised is ambiguous: counted, not an error). ``--readers``
+competing workers of one group (``GroupReader(worker=...)``, each on a client of its own:
+leases, done records, acks as docs/groups.md says) fetch and call ``done`` on what they were
+handed, retrying a ``done`` that raised until it returns; the lane records when each fetch
+was sent and, for each ``done`` that returned, what it covered: the ids it was given and
+every id up to the group position its reader had acked. Each round SIGKILLs, in turn, a
+broker or a server (started again once the service answers), ``--rounds`` of them. Then the
+readers read on until every answered SEND was handed out, and the lane counts: answered SENDs
+never handed out (lost), and messages a fetch of any reader sent after a ``done`` covering
+them returned handed out again (done undone).
 
-    python -m bench.js_chaos --rounds 30 --out /tmp/js_chaos.json
+    python -m bench.js_chaos --rounds 30 --readers 2 --out js_chaos.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import signal
@@ -33,6 +37,7 @@ from bench.js_cluster import JetStreamCluster
 from bench.js_store import STARTED, BrokerProcess
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.groups.reader import GroupReader
 
 MAILBOX = "chaos.lane"
 
@@ -41,8 +46,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"args": vars(args), "load_before": os.getloadavg()}
     answered: dict[int, str] = {}
     ambiguous = 0
-    handed: list[tuple[float, list[int]]] = []  # (when the FETCH was sent, msg_ids)
-    acks: list[tuple[float, int]] = []  # (when the ACK was answered, msg_id)
+    handed: list[tuple[float, list[int]]] = []  # (when a reader's fetch was sent, msg_ids)
+    by_reader: dict[str, int] = {}  # how many messages each reader was handed
+    # (when a done returned, the ids it was given, the group position its reader had acked)
+    dones: list[tuple[float, list[int], int]] = []
+    failures = {"fetch": 0, "done": 0}
     kills: list[dict[str, Any]] = []
     with JetStreamCluster(3) as cluster:
         urls = cluster.urls
@@ -60,11 +68,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await setup.close()
         brokers = [BrokerProcess(urls, stream, 3), BrokerProcess(urls, stream, 3)]
         writing = True
-        options = {"request_timeout": 10.0}
-        async with (
-            Mq9Client(",".join(urls), **options) as writer_client,
-            Mq9Client(",".join(urls), **options) as reader_client,
-        ):
+        urls_text = ",".join(urls)
+        async with Mq9Client(urls_text, request_timeout=10.0) as writer_client:
             await writer_client.mailbox_create(name=MAILBOX, ttl=0)
 
             async def writer(number: int) -> None:
@@ -79,32 +84,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         ambiguous += 1
                         await asyncio.sleep(0.05)
 
-            async def reader(until: asyncio.Event) -> None:
-                while True:
-                    sent = time.monotonic()
-                    try:
-                        got = await reader_client.fetch(
-                            MAILBOX, group_name="g", deliver="earliest", num_msgs=50
-                        )
-                    except Exception:
-                        await asyncio.sleep(0.05)
-                        continue
-                    ids = [m.msg_id for m in got]
-                    handed.append((sent, ids))
-                    if ids:
+            async def reader(number: int, until: asyncio.Event) -> None:
+                async with Mq9Client(urls_text, request_timeout=10.0) as client:
+                    group = GroupReader(
+                        client, MAILBOX, "g", worker=f"w{number}", max_deliveries=None
+                    )
+                    while True:
+                        sent = time.monotonic()
                         try:
-                            await reader_client.ack(MAILBOX, "g", max(ids))
-                            acks.append((time.monotonic(), max(ids)))
+                            got = await group.fetch(num_msgs=50)
                         except Exception:
-                            pass
-                    elif until.is_set():
-                        return
-                    else:
-                        await asyncio.sleep(0.02)
+                            failures["fetch"] += 1
+                            await asyncio.sleep(0.05)
+                            continue
+                        ids = [m.msg_id for m in got]
+                        handed.append((sent, ids))
+                        by_reader[f"w{number}"] = by_reader.get(f"w{number}", 0) + len(ids)
+                        if not ids:
+                            if until.is_set():
+                                return
+                            await asyncio.sleep(0.02)
+                            continue
+                        while True:  # a done that raised is sent again until it returns
+                            try:
+                                await group.done(ids)
+                                break
+                            except Exception:
+                                failures["done"] += 1
+                                await asyncio.sleep(0.05)
+                        dones.append((time.monotonic(), ids, group.committed or -1))
 
             finished = asyncio.Event()
             tasks = [asyncio.create_task(writer(n)) for n in range(2)]
-            reading = asyncio.create_task(reader(finished))
+            reading = [asyncio.create_task(reader(n, finished)) for n in range(args.readers)]
             for round_number in range(args.rounds):
                 await asyncio.sleep(args.pause)
                 if round_number % 2 == 0:
@@ -128,7 +140,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.5)
             finished.set()
-            await reading
+            await asyncio.gather(*reading)
             # where each answered SEND never handed out is: in the stream, or not
             missing = sorted(set(answered) - {i for _, ids in handed for i in ids})
             probe = await nats.connect(urls)
@@ -145,26 +157,49 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for broker in brokers:
             broker.stop()
     seen = {i for _, ids in handed for i in ids}
-    undone = 0
-    for sent, ids in handed:
-        covered = max((acked for when, acked in acks if when < sent), default=-1)
-        undone += sum(1 for i in ids if i <= covered)
+    undone = _handed_out_after_done(handed, dones)
     results.update(
         kills=kills,
         sends_answered=len(answered),
         sends_ambiguous=ambiguous,
         answered_never_handed_out=len(set(answered) - seen),
-        handed_out_after_a_covering_ack=undone,
+        handed_out_after_a_covering_done=undone,
         fetches=len(handed),
-        acks=len(acks),
+        dones=len(dones),
+        handed_by_reader=by_reader,
+        failures_retried=failures,
         load_after=os.getloadavg(),
     )
     return results
 
 
+def _handed_out_after_done(
+    handed: list[tuple[float, list[int]]], dones: list[tuple[float, list[int], int]]
+) -> int:
+    """How many ids fetches handed out after a ``done`` covering them had returned: an id
+    is covered from the first ``done`` given it, or from the first whose reader had acked
+    the group up to it or past (every id at or below an ack is done, docs/groups.md)."""
+    dones = sorted(dones)
+    given: dict[int, float] = {}
+    times: list[float] = []
+    highest: list[int] = []  # the highest acked position by each done's return
+    for when, ids, committed in dones:
+        for msg_id in ids:
+            given.setdefault(msg_id, when)
+        times.append(when)
+        highest.append(max(committed, highest[-1] if highest else -1))
+    undone = 0
+    for sent, ids in handed:
+        before = bisect.bisect_left(times, sent)  # the dones returned before this fetch
+        acked = highest[before - 1] if before else -1
+        undone += sum(1 for i in ids if i <= acked or given.get(i, sent) < sent)
+    return undone
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--readers", type=int, default=2, help="competing workers of one group")
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between kills")
     parser.add_argument("--down", type=float, default=1.0, help="seconds a server stays down")
     parser.add_argument("--out", type=Path)
