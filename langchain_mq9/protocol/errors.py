@@ -114,6 +114,13 @@ class NotAllowed(Mq9Error):
     """The broker refused the caller (its credentials)."""
 
 
+class NotOwner(Mq9Error):
+    """A ``--credentials`` broker refused what is another agent's, or nobody's (a mailbox or
+    agent made before credentials were enforced, a name reserved for another): the same
+    request will be refused again; use a mailbox or agent of your own. Not a ``NotAllowed``:
+    the credential itself was accepted."""
+
+
 class NotConnected(Mq9Error):
     """The client is not connected, or is called from another event loop than its own."""
 
@@ -179,6 +186,39 @@ ERR_SEARCH_NOT_BUILT = (
 )
 # The same on a vector-search build until the first A2A card is registered: no agents yet.
 SEARCH_TABLE_MISSING = "Table 'mq9_agents' was not found"
+# A --credentials broker's refusals of what is not the requester's (broker/identities/
+# ownership.py writes them, "<VERB> refused: <name> <why>"; a RobustMQ broker has no owners):
+# the words after the name that say whose it is, and one written text of each.
+NOT_YOURS = (
+    "belongs to another agent",
+    "has no owner",
+    "is another agent's",
+    "is registered by another agent",
+    "is not a mailbox of yours",
+    "that is not yours",
+    "a waker's failed wakes are kept per agent",
+    "is the reply mailbox of a caller named after another agent",
+    "where only the names this library derives are made",
+)
+NOT_YOURS_REFUSALS = (
+    "FETCH refused: mailbox 'alice.inbox' belongs to another agent",
+    "QUERY refused: mailbox 'agent.ops' has no owner (it was made before this broker "
+    "enforced credentials): nobody may use it; make a new one",
+    "SEND refused: 'mq9.calls.x' is another agent's (a reply mailbox takes SENDs from its "
+    "owner and the agents it called, a task store, lease or dead-letter mailbox from its "
+    "owner only)",
+    "REGISTER refused: agent 'alice' is registered by another agent",
+    "SEND refused: mq9-reply-to 'alice.replies' is not a mailbox of yours: a request may name "
+    "only a reply mailbox its sender created (create yours first; docs/security.md)",
+    "CREATE refused: 'alice.inbox.dlq' is derived from a mailbox (its dead letters, task "
+    "store or group lease) that is not yours: create and read your own mailbox first",
+    "CREATE refused: 'mq9.wake.failed.x': a waker's failed wakes are kept per agent, in "
+    "mq9.wake.failed.<digest of its own credential's id>",
+    "CREATE refused: 'mq9.calls.ab' is the reply mailbox of a caller named after another "
+    "agent or one of its mailboxes: only that agent makes it",
+    "CREATE refused: 'mq9.mine' is under 'mq9.', where only the names this library derives "
+    "are made (task stores, reply mailboxes, leases, wake rules): give another name",
+)
 LISTING_TOO_LARGE = "too large to list in one answer"
 
 # RobustMQ's CREATE name rules (broker mq9/create.rs:40,48,54) and its REGISTER, UNREGISTER and
@@ -368,7 +408,11 @@ MAILBOX_MISSING = "mailbox {address} does not exist (it was never created, or it
 # The first that matches wins (a more specific text before the words it also holds).
 # fmt: off
 WIRE_TEXTS = (
-    # anywhere in any reply, so first; ``from_reply`` adds what to do (ClusterUnavailable)
+    # first: anchored at its start, and the name it quotes is the requester's, which may hold
+    # any other entry's words (an agent named "Connection refused")
+    _reads(NotOwner, r"^[A-Z]+ refused: .*(?:" + "|".join(map(re.escape, NOT_YOURS)) + ")",
+           OURS, *NOT_YOURS_REFUSALS),
+    # anywhere in any reply, so early; ``from_reply`` adds what to do (ClusterUnavailable)
     _reads(ClusterUnavailable, "|".join(map(re.escape, TRANSIENT_MARKERS)), ROBUSTMQ,
            *TRANSIENT_MARKERS),
     _reads(MailboxNotFound, r"mailbox (?P<address>\S+) does not exist$", ROBUSTMQ,  # SEND

@@ -90,8 +90,10 @@ def test_the_dev_broker_serves_its_console_on_every_store(store, tmp_path):
             asyncio.run(register(broker.url, "agent.worker"))
             page = httpx.get(f"{url}/mailboxes", headers=BEARER, timeout=WAIT)
             assert page.status_code == 200 and "agent.worker" in page.text
-            assert "\\u202e" in httpx.get(f"{url}/mailboxes/agent.worker", headers=BEARER,
-                                          timeout=WAIT).text
+            assert (
+                "\\u202e"
+                in httpx.get(f"{url}/mailboxes/agent.worker", headers=BEARER, timeout=WAIT).text
+            )
             calls = httpx.get(f"{url}/api/calls", headers=BEARER, timeout=WAIT).json()
             assert [c["reply"] for c in calls["callers"]] == ["human.calls"]
             assert httpx.get(f"{url}/api/agents", timeout=WAIT).status_code == 401
@@ -107,7 +109,11 @@ def test_a_console_that_cannot_start_stops_the_broker_in_one_line():
         taken.listen()
         port = taken.getsockname()[1]
         broker = DevBroker(
-            "--port", str(free_port()), "--console", f"127.0.0.1:{port}", env=env_with(),
+            "--port",
+            str(free_port()),
+            "--console",
+            f"127.0.0.1:{port}",
+            env=env_with(),
             wait=False,
         )
         with broker:
@@ -146,8 +152,9 @@ def test_on_a_credentialed_broker_the_console_shows_what_its_credential_may_see(
         asyncio.run(register(as_agent("tenant2"), "agent.tenant2"))
         page = httpx.get(f"{url}/mailboxes", headers=BEARER, timeout=WAIT)
         assert page.status_code == 200, page.text
-        ours = re.search(r'<a href="/mailboxes/agent.ops">agent.ops</a></td>\s*<td[^>]*>(\d+)',
-                         page.text)
+        ours = re.search(
+            r'<a href="/mailboxes/agent.ops">agent.ops</a></td>\s*<td[^>]*>(\d+)', page.text
+        )
         assert ours and ours[1] == "1", page.text
         theirs = page.text.split("agent.tenant2", 1)[1].split("</tr>", 1)[0]
         assert "not this console's to read" in theirs and "belongs to another agent" in theirs
@@ -180,7 +187,68 @@ def test_a_large_mailbox_s_page_never_fails_for_an_answer_s_size():
             assert page.status_code == 200, page.text
             assert 'id="total">31+<' in page.text
             time.sleep(1)  # (the sampler looks meanwhile)
-        rest = httpx.get(f"{url}/api/mailboxes/team.big?from_id=31", headers=BEARER,
-                         timeout=WAIT).json()
+        rest = httpx.get(
+            f"{url}/api/mailboxes/team.big?from_id=31", headers=BEARER, timeout=WAIT
+        ).json()
         assert [m["msg_id"] for m in rest["messages"]] == [31, 32, 33]
         stopped_with_its_console(broker, url)
+
+
+METRICS_LINE = re.compile(r"mq9 (console|dev broker) metrics on (http://\S+/metrics)")
+
+
+def metrics_urls(broker: DevBroker) -> dict[str, str]:
+    """The broker's and its console's scrape URLs, as they printed them."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        found = {
+            m[1]: m[2] for line in broker.stdout + broker.stderr if (m := METRICS_LINE.search(line))
+        }
+        if len(found) == 2:
+            return found
+        assert broker.process.poll() is None and time.monotonic() < deadline, broker.output()
+        time.sleep(0.1)
+
+
+def test_the_broker_s_console_is_scraped_at_its_own_metrics_address(tmp_path: Path):
+    """#73: ``--console-metrics`` gives the console's process its ``--metrics``; on a
+    credentialed broker with a second tenant, the console's refused read of the other's
+    mailbox is counted by the console (a 4xx page) and by the broker (a not_owner refusal)."""
+    data = tmp_path / "data"
+    credentials = issue(data, "ops", "tenant2")
+    env = env_with(MQ9_CREDENTIAL=credentials["ops"])
+    options = ["--credentials", "--data", str(data), "--port", str(free_port())]
+    options += ["--metrics", "127.0.0.1:0", "--console", "--console-metrics", "127.0.0.1:0"]
+    with DevBroker(*options, env=env) as broker:
+        url = console_url(broker)
+        scrapes = metrics_urls(broker)
+        assert scrapes["console"] != scrapes["dev broker"]
+        assert broker.url is not None
+        as_tenant2 = broker.url.replace("nats://", f"nats://{credentials['tenant2']}@", 1)
+        asyncio.run(register(as_tenant2, "agent.tenant2"))
+        one = httpx.get(f"{url}/mailboxes/agent.tenant2", headers=BEARER, timeout=WAIT)
+        assert one.status_code == 400 and "belongs to another agent" in one.text
+        console = httpx.get(scrapes["console"], timeout=WAIT).text
+        assert 'mq9_console_http_requests_total{route="mailboxes",status="4xx"} 1.0' in console
+        assert httpx.get(scrapes["console"].replace("/metrics", "/readyz"),
+                         timeout=WAIT).status_code == 200  # fmt: skip
+        held = httpx.get(scrapes["dev broker"], timeout=WAIT).text
+        refused = re.search(
+            r'mq9_broker_refusals_total\{command="QUERY",reason="not_owner"\} (\d+)', held
+        )
+        assert refused and int(float(refused[1])) >= 1, held
+        assert 'reason="other"' not in held, held
+        stopped_with_its_console(broker, url)
+
+
+def test_console_metrics_refused_in_one_line_without_a_console_or_an_address():
+    for options, said in (
+        (["--console-metrics", "127.0.0.1:0"], "--console-metrics is the console's"),
+        (["--console", "--console-metrics", "nowhere"], "--console-metrics 'nowhere': give"),
+    ):
+        bad = DevBroker("--port", str(free_port()), *options, env=env_with(), wait=False)
+        with bad:
+            assert bad.wait_exit(WAIT) == 1
+            errors = [line for line in bad.stderr if line.startswith("mq9-dev-broker: error")]
+            assert len(errors) == 1 and said in errors[0], bad.output()
+            assert "Traceback" not in bad.output()

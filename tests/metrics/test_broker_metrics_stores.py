@@ -13,11 +13,12 @@ from jetstream_servers import JetStreamCluster
 from prometheus_client import CollectorRegistry, generate_latest
 
 from langchain_mq9 import Mq9Client
+from langchain_mq9.a2a.wire import HEADER_REPLY_TO
 from langchain_mq9.broker import Broker
 from langchain_mq9.broker.cli.metrics import broker_meter
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.config import BrokerConfig
-from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error
+from langchain_mq9.protocol.errors import MailboxNotFound, NotOwner
 
 pytestmark = pytest.mark.slow  # nats-servers
 
@@ -51,7 +52,9 @@ async def test_sends_on_the_jetstream_store_are_counted_once_stored():
     assert counts[("CREATE", "ok")] == 1
 
 
-async def test_what_is_not_the_requesters_is_counted_as_refused(tmp_path):
+async def test_what_is_not_the_requesters_is_counted_as_refused_not_owner(tmp_path):
+    """A second agent's tries at the first's mailbox, mailbox name, agent and reply mailbox:
+    each refused, read back by the client as ``NotOwner``, and counted under ``not_owner``."""
     credentials = issue(tmp_path, "alice", "bob")
     meter = broker_meter()
     config = BrokerConfig(port=free_port(), data=tmp_path, credentials=True, search=False)
@@ -59,16 +62,34 @@ async def test_what_is_not_the_requesters_is_counted_as_refused(tmp_path):
         assert broker.url is not None
         async with Mq9Client(broker.url, credential=credentials["alice"]) as a:
             await a.mailbox_create(name="agent.a.inbox")
+            await a.mailbox_create(name="agent.a.replies")
             await a.send("agent.a.inbox", "mine")
+            await a.agent_register(
+                {"name": "agent.a", "capabilities": "does things", "mailbox": "agent.a.inbox"}
+            )
         async with Mq9Client(broker.url, credential=credentials["bob"]) as b:
-            with pytest.raises(Mq9Error):
-                await b.fetch("agent.a.inbox", group_name="g", max_wait_ms=0)
+            await b.mailbox_create(name="agent.b.inbox")
+            tries = {
+                "FETCH": lambda: b.fetch("agent.a.inbox", group_name="g", max_wait_ms=0),
+                "QUERY": lambda: b.query("agent.a.inbox"),
+                "CREATE": lambda: b.mailbox_create(name="agent.a.inbox"),
+                "REGISTER": lambda: b.agent_register(
+                    {"name": "agent.a", "capabilities": "mine now", "mailbox": "agent.b.inbox"}
+                ),
+                "SEND": lambda: b.send(
+                    "agent.a.inbox", "answer there", headers={HEADER_REPLY_TO: "agent.a.replies"}
+                ),
+            }
+            for command, attempt in tries.items():
+                with pytest.raises(NotOwner) as refused:
+                    await attempt()
+                assert refused.value.message.startswith(f"{command} refused: "), command
     counts = meter.counts()
     assert counts[("SEND", "ok")] == 1
-    assert counts[("FETCH", "refused")] == 1
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(meter))
     text = generate_latest(registry).decode()
-    # protocol/errors.py reads no class from the ownership refusals' texts (the client raises
-    # Mq9Error itself): counted, under the bounded "other"
-    assert 't_refusals_total{command="FETCH",reason="other"} 1.0' in text, text
+    for command in tries:
+        assert counts[(command, "refused")] == 1, command
+        assert f't_refusals_total{{command="{command}",reason="not_owner"}} 1.0' in text, text
+    assert 'reason="other"' not in text, text

@@ -259,6 +259,13 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
         help="let the console replay, delete, ack, set aside and answer calls (--console)",
     )
     parser.add_argument(
+        "--console-metrics",
+        metavar="[HOST:]PORT",
+        help="serve the console's own metrics, /healthz and /readyz at HOST:PORT (--console; "
+        "port 0 picks one, printed): a process of its own, apart from --metrics, the "
+        "broker's. docs/deploy.md#watching-it",
+    )
+    parser.add_argument(
         "--console-credential-file",
         metavar="FILE",
         help="the mq9 credential the console logs in with on a --credentials broker "
@@ -311,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_of(args)
         sys.setswitchinterval(SWITCH_INTERVAL)
+        if args.console_metrics is not None and args.console is None:
+            raise StartupError("--console-metrics is the console's: give --console too")
         console = _console_command(args, config) if args.console is not None else None
         metrics = _metrics_address(args.metrics)
         return asyncio.run(_run(config, console=console, metrics=metrics))
@@ -412,6 +421,15 @@ def _console_command(args: argparse.Namespace, config: BrokerConfig) -> list[str
     command = [sys.executable, "-m", "mq9_cli", "--server", *login]
     command += ["console", "--host", host.strip("[]"), "--port", port]
     command += [f"--calls={mailbox}" for mailbox in args.calls or ()]
+    if args.console_metrics is not None:  # #73: the console's process counts its own requests
+        try:
+            operator_address(args.console_metrics)  # refused here, in the operator's words
+        except ValueError:
+            raise StartupError(
+                f"--console-metrics {args.console_metrics!r}: give [HOST:]PORT, PORT from 0 "
+                "(a free one) to 65535"
+            ) from None
+        command.append(f"--metrics={args.console_metrics}")
     return command + (["--allow-writes"] if args.console_allow_writes else [])
 
 
