@@ -60,7 +60,7 @@ class Arrivals:
         client = self.client
         if client is None or self._unsubscribe is not None:
             return self
-        if is_robustmq(getattr(getattr(client, "_transport", None), "server_info", None)):
+        if is_robustmq(client.server_info):
             return self
         self._unsubscribe = await subscribe_arrivals(
             client, self._arrived, mailboxes=self.mailboxes

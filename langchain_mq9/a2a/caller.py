@@ -171,11 +171,11 @@ class AgentCaller:
             except MailboxNotFound:  # the first call: only a call creates the reply mailbox
                 await self.open()
                 await self._write_record(record)
-            await self._send(mailbox, request, w.SEND, task_id)
+            await self.send_request(mailbox, request, w.SEND, task_id)
             return
         kept, sent = await asyncio.gather(
             self._write_record(record),
-            self._send(mailbox, request, w.SEND, task_id),
+            self.send_request(mailbox, request, w.SEND, task_id),
             return_exceptions=True,
         )
         if isinstance(sent, BaseException):
@@ -337,7 +337,7 @@ class AgentCaller:
         record["answered"] = _user_turns(current.task)
         await self._write_record(record)
         msg = w.message(text, context_id=record["contextId"], task_id=task_id)
-        await self._send(record["mailbox"], w.send_request(msg), w.SEND, task_id)
+        await self.send_request(record["mailbox"], w.send_request(msg), w.SEND, task_id)
         return await self.check(task_id, wait=wait, on_state=on_state)
 
     async def cancel(
@@ -355,7 +355,7 @@ class AgentCaller:
         _allowed(record, allow)
         record["cancel"] = True
         await self._write_record(record)
-        await self._send(record["mailbox"], {"id": task_id}, w.CANCEL_TASK, task_id)
+        await self.send_request(record["mailbox"], {"id": task_id}, w.CANCEL_TASK, task_id)
         return await self.check(task_id, wait=wait, final_only=True)
 
     async def _http_cancel(self, record: dict[str, Any], wait: float) -> CallState:
@@ -492,7 +492,13 @@ class AgentCaller:
             transport="http" if record.get("transport") == "http" else "mq9",
         )
 
-    async def _send(self, mailbox: str, body: dict[str, Any], method: str, task_id: str) -> None:
+    async def send_request(
+        self, mailbox: str, body: dict[str, Any], method: str, task_id: str
+    ) -> None:
+        """Put one A2A request (``method``, about task ``task_id``) into an agent's
+        ``mailbox``, its answer to come to this caller's reply mailbox; a cancel goes first in
+        the agent's queue. Public because the a2a-sdk transport (``transport.py``) sends its
+        requests through the caller too, so both say the same of a mailbox never served."""
         headers = {
             w.HEADER_METHOD: method,
             w.HEADER_REPLY_TO: self.reply_mailbox,

@@ -114,7 +114,7 @@ class Mq9Transport(ClientTransport):
                 self._known(task_id), self._error_ids(task_id)
             )
             _check_follow_up(before, msg)  # refused here, at once: the agent would refuse too
-            await caller._send(self.mailbox, body, w.SEND, task_id)
+            await caller.send_request(self.mailbox, body, w.SEND, task_id)
             return task_id, _user_turns(before) + 1, max(errors, default=-1)
         except CallError as exc:
             raise InvalidParamsError(str(exc)) from None
@@ -291,7 +291,7 @@ class Mq9Transport(ClientTransport):
             raise TaskNotCancelableError(
                 f"task {request.id} is {w.short_state(w.task_state(snapshot))}"
             )
-        await self._caller._send(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
+        await self._caller.send_request(self.mailbox, {"id": request.id}, w.CANCEL_TASK, request.id)
         watching = self._snapshots(lambda: self._snapshot(request.id), context, until=w.FINAL)
         async for seen in watching:
             snapshot = seen
@@ -380,7 +380,9 @@ class Mq9Transport(ClientTransport):
         async with self._asking:  # one request at a time: each answer is the one awaited
             before = max((m.msg_id for m in await _kept(self.client, reply, keys)), default=-1)
             try:
-                await self._caller._send(self.mailbox, {**body, "taskId": task_id}, method, task_id)
+                await self._caller.send_request(
+                    self.mailbox, {**body, "taskId": task_id}, method, task_id
+                )
             except CallError as exc:
                 raise InvalidParamsError(str(exc)) from None
             loop = asyncio.get_running_loop()

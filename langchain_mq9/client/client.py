@@ -176,6 +176,20 @@ class Mq9Client:
         principal = getattr(self._transport, "principal", None)  # NatsTransport's, if any
         return principal if isinstance(principal, str) else None
 
+    @property
+    def transport(self) -> Transport:
+        """The way this client reaches its broker (``transport.py``): for what a transport
+        offers beyond requests, such as arrival announcements (``StoredArrivals``,
+        ``Announcements``)."""
+        return self._transport
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        """The INFO the NATS server sent ({} in process, or before connecting): which broker
+        this is (``live_search.is_robustmq``)."""
+        info = getattr(self._transport, "server_info", None)  # NatsTransport's, if any
+        return info if isinstance(info, dict) else {}
+
     async def connect(self) -> Mq9Client:
         """Open the connection (a no-op when already open). Returns the client."""
         if not self._transport.is_connected:
@@ -232,7 +246,7 @@ class Mq9Client:
         ids = [m.msg_id for m in messages]
         if len(set(ids)) != len(ids):
             twice = next(i for i in ids if ids.count(i) > 1)
-            self._suspect(mail_address, p.warn_partitions(mail_address, twice))
+            self.warn_once(mail_address, p.warn_partitions(mail_address, twice))
         return messages
 
     def _sent(self, mail_address: str, msg_id: int) -> None:
@@ -242,9 +256,13 @@ class Mq9Client:
         if msg_id > highest:
             self._highest_sent[mail_address] = msg_id
         else:
-            self._suspect(mail_address, p.warn_log_went_back(mail_address, msg_id, highest))
+            self.warn_once(mail_address, p.warn_log_went_back(mail_address, msg_id, highest))
 
-    def _suspect(self, mail_address: str, warning: str) -> None:
+    def warn_once(self, mail_address: str, warning: str) -> None:
+        """Log ``warning`` and keep it in ``warnings``, the first time something about
+        ``mail_address`` looks wrong (a log that went back or split, a receipt missing): a
+        broker that lost a mailbox's log is said once, not on every read. Public because the
+        readers above the client (the catalog's policy, a group reader) see such things too."""
         if mail_address not in self.warnings:
             log.warning("%s", warning)
             self.warnings[mail_address] = warning
@@ -364,7 +382,7 @@ class Mq9Client:
             return  # a look only: the SEND itself succeeded
         if not any(m.msg_id == msg_id and _digest(m.payload) == digest for m in answer):
             newest = max((m.msg_id for m in answer), default=-1)
-            self._suspect(mail_address, p.warn_receipt_missing(mail_address, msg_id, newest))
+            self.warn_once(mail_address, p.warn_receipt_missing(mail_address, msg_id, newest))
 
     async def fetch(
         self,
@@ -494,7 +512,7 @@ class Mq9Client:
             max_deliveries=max_deliveries,
             dead_letter=dead_letter,
         )
-        await consumer._start()
+        await consumer.start()
         return consumer
 
     async def query(
@@ -545,7 +563,7 @@ class Mq9Client:
         if held is not None and held.payload == expected:
             return True
         newest = max((m.msg_id for m in answer), default=-1)
-        self._suspect(mail_address, p.warn_receipt_missing(mail_address, msg_id, newest))
+        self.warn_once(mail_address, p.warn_receipt_missing(mail_address, msg_id, newest))
         return False
 
     # -- agent registry --------------------------------------------------------------------
@@ -665,7 +683,7 @@ class Mq9Client:
         (its NATS INFO says so), or whatever ``check_search`` says."""
         if self.check_search is not None:
             return self.check_search
-        return is_robustmq(getattr(self._transport, "server_info", None))
+        return is_robustmq(self.server_info)
 
     @property
     def listing_ttl(self) -> float:

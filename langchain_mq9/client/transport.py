@@ -13,12 +13,13 @@ httpx's ``MockTransport``), or a class of your own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checkable
 
 from ..protocol import DEFAULT_MAX_PAYLOAD
 from ..protocol.errors import (
@@ -75,6 +76,36 @@ class Transport(Protocol):
     ) -> bytes: ...
 
     async def close(self) -> None: ...
+
+
+# Arrival announcements (docs/wake.md): mq9 itself announces nothing, the bundled broker does.
+# A transport that can hear them offers one of the two methods below (both are optional: a
+# transport without them is polled); what to make of what is heard is the waker's
+# (langchain_mq9/wake/arrivals.py), which knows the announcements' subjects.
+Unsubscribe = Callable[[], Awaitable[None]]
+
+
+@runtime_checkable
+class StoredArrivals(Protocol):
+    """A transport on an engine in this process, which tells each mailbox it stores in."""
+
+    def subscribe_stored(self, told: Callable[[str], None]) -> Unsubscribe | None:
+        """``told(address)`` for each message the engine stores, under the engine's lock and
+        maybe on another thread (hand it on, never raise); None when the engine tells none."""
+        ...
+
+
+@runtime_checkable
+class Announcements(Protocol):
+    """A transport on a NATS server, where the broker publishes its announcements."""
+
+    async def subscribe_announcements(
+        self, subjects: Sequence[str], heard: Callable[[str], None], timeout: float
+    ) -> Unsubscribe | None:
+        """``heard(subject)`` on this loop for each message published on ``subjects``
+        (wildcards allowed), subscribed and flushed within ``timeout`` seconds; None before
+        connecting. Raises what the server says when it refuses a subscription."""
+        ...
 
 
 # A broker answering in this process: (subject, headers, body) -> the reply's bytes.
@@ -143,6 +174,20 @@ class HandlerTransport:
 
     async def close(self) -> None:
         self._connected = False
+
+    def subscribe_stored(self, told: Callable[[str], None]) -> Unsubscribe | None:
+        """``StoredArrivals``: the engine's ``arrivals`` listeners (``BrokerEngine``'s), if
+        it keeps them; a plain function answering tells nothing."""
+        arrivals = getattr(self._handler, "arrivals", None)
+        if not isinstance(arrivals, list):
+            return None
+        arrivals.append(told)
+
+        async def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):  # already gone: unsubscribed twice
+                arrivals.remove(told)
+
+        return unsubscribe
 
 
 # memory://NAME -> its engine: the bundled broker's memory_broker, once registered
@@ -293,6 +338,38 @@ class NatsTransport:
         """The id of this client's mq9 credential (None without one): who it is to a broker
         that enforces per-agent credentials."""
         return self.login.principal
+
+    async def subscribe_announcements(
+        self, subjects: Sequence[str], heard: Callable[[str], None], timeout: float
+    ) -> Unsubscribe | None:
+        """``Announcements``: a plain NATS subscription to each subject, on the connection
+        requests go by; all of them undone if one is refused."""
+        from .nats_guard import flush_in_order  # nats-py, only once a NATS link is used
+
+        connection = self._connection
+        if connection is None:
+            return None
+        subscriptions: list[Any] = []
+
+        async def announced(msg: Any) -> None:
+            heard(msg.subject)
+
+        async def unsubscribe() -> None:
+            for subscription in subscriptions:
+                with contextlib.suppress(Exception):  # the connection may be gone: nothing held
+                    await subscription.unsubscribe()
+
+        try:
+            for subject in subjects:
+                subscriptions.append(await connection.subscribe(subject, cb=announced))
+            # In order: nats-py's own flush may see its PONG before the server has the SUBs
+            # (an announcement published just after was then missed, one time in ten here).
+            # nats-py annotates the timeout an int; it waits with asyncio.wait_for, in seconds.
+            await flush_in_order(connection, cast(int, timeout))
+        except Exception:
+            await unsubscribe()
+            raise
+        return unsubscribe
 
     @property
     def is_connected(self) -> bool:

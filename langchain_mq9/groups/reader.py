@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import inspect
 import logging
 import time
@@ -253,6 +254,14 @@ class GroupReader:
         # One fetch or done at a time: two fetches computing "new" from the same state would
         # hand the same message out twice.
         self._lock = asyncio.Lock()
+
+    def for_another_loop(self) -> GroupReader:
+        """This reader for another event loop: the same state and leases (shared, not
+        copied), under a fresh lock. An asyncio lock serves the loop it was first used on, and
+        a toolkit outlives its loops (each ``asyncio.run``), one at a time."""
+        reader = copy.copy(self)
+        reader._lock = asyncio.Lock()
+        return reader
 
     # What tests and callers read of the state.
     @property
@@ -628,7 +637,7 @@ class GroupReader:
         """The broker hands out new messages under ids this reader acked past: its log went
         back. Say so once, and read the mailbox afresh so they are handed out."""
         reused = self.state.reused_ids(answer)
-        self.client._suspect(
+        self.client.warn_once(
             self.mail_address,
             p.warn_log_went_back(self.mail_address, min(reused), self.state.floor),
         )
@@ -733,7 +742,9 @@ class Consumer:
     def is_running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Fetch the first batch (which fixes where a group starts) and run in a task of its
+        own. ``Mq9Client.consume`` calls it: a consumer it hands back is running."""
         first = await self._fetch(max_wait_ms=0)  # fixes the start point before returning
         self._task = asyncio.create_task(self._run(first), name=f"mq9-consume-{self.mail_address}")
 

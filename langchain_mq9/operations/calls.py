@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from pydantic import Field
 
 from ..a2a import wire as w
 from ..a2a.caller import AgentCaller, CallState
+from ..client.client import Mq9Client
 from ..protocol import clipped
 from .context import CallContext
 from .errors import OperationError
@@ -99,7 +100,8 @@ def _caller(ctx: CallContext) -> AgentCaller:
         or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
         or w.CALLS_ROOT + w.new_id(),  # unguessable, under the reserved root
     )
-    return AgentCaller(ctx.client, name)
+    # A2A requests travel with headers: this package's client (the SDK's sends none)
+    return AgentCaller(cast(Mq9Client, ctx.client), name)
 
 
 _Shown = TypeVar("_Shown", CallStarted, CallStatus)

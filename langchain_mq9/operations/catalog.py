@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..a2a.caller import CallError
+from ..client.api import Mq9ClientLike
 from ..protocol.errors import Mq9Error
 from . import calls, registry, wake
 from . import mailbox as mail
@@ -144,7 +145,7 @@ class Operation:
 
     async def execute(
         self,
-        client: Any,
+        client: Mq9ClientLike,
         args: BaseModel | dict[str, Any],
         policy: ToolPolicy,
         *,

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..client.api import Mq9ClientLike
 from .policy import ToolPolicy
 
 # Told each state a waiting agent call goes through (its ``CallState.view()``).
@@ -22,8 +23,7 @@ class CallContext:
     """One tool call's ``client``, the ``policy`` of the agent calling, and where a call that
     waits reports its ``progress`` (None: nowhere)."""
 
-    # Any client with Mq9Client's methods: ours, or the official mq9 SDK's (whose Message has
-    # no key or tags, and whose query takes no tags).
-    client: Any
+    # Ours, or the official mq9 SDK's: what the two share (client/api.py says where they differ)
+    client: Mq9ClientLike
     policy: ToolPolicy
     progress: Progress | None = None

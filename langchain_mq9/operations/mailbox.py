@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..client.api import Mq9ClientLike
 from ..groups.reader import GroupReader
 from ..groups.state import ReaderState
 from ..protocol import PRIORITY_ORDER, QUERY_CAP, Message, Priority
@@ -150,7 +151,7 @@ async def fetch_messages(ctx: CallContext, args: FetchMessagesInput) -> Outcome[
 
 
 async def _hand_to_model(
-    reading: GroupReading, client: Any, shown: list[Message], left: list[Message]
+    reading: GroupReading, client: Mq9ClientLike, shown: list[Message], left: list[Message]
 ) -> None:
     """The model is shown ``shown``: their delivery begins (a death now charges them alone,
     docs/groups.md). ``left``, handed out but cut from the answer, are handed out again by
@@ -222,7 +223,7 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
     client, policy = ctx.client, ctx.policy
     address = policy.own(args.mail_address)
     policy.check(address)
-    given = {k: v for k, v in (("key", args.key), ("tags", args.tags)) if v}
+    given: dict[str, Any] = {k: v for k, v in (("key", args.key), ("tags", args.tags)) if v}
     limit = args.limit or QUERY_PAGE
     if given:
         if args.from_id:
@@ -285,7 +286,7 @@ def _filtered_answer(
 
 
 async def _page(
-    client: Any, address: str, from_id: int, limit: int
+    client: Mq9ClientLike, address: str, from_id: int, limit: int
 ) -> tuple[list[Message], bool, bool]:
     """Up to ``limit`` messages from msg_id ``from_id`` on, all of them in msg_id order;
     whether more may follow; whether the page is surely whole. RobustMQ's QUERY answers the
@@ -328,7 +329,7 @@ def _read_through(answer: list[Message], asked: int) -> float:
     return through
 
 
-async def _newest_id(client: Any, address: str, known: int) -> int | None:
+async def _newest_id(client: Mq9ClientLike, address: str, known: int) -> int | None:
     """The msg_id of the newest message in the mailbox (None: it is empty), ``known`` being
     one there (or -1).
 

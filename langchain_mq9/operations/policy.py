@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import inspect
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..client.api import Mq9ClientLike
 from ..groups.dead_letters import (
     DEAD_LETTER_SUFFIX,
     DEFAULT_MAX_DELIVERIES,
     dead_letter_address,
 )
-from ..groups.leases import RESERVED_ROOT, MailboxClient, is_reserved
+from ..groups.leases import RESERVED_ROOT, is_reserved
 from ..groups.reader import GroupReader, fixed_start
 from ..protocol import QUOTE_CHARS, Message, check_address, clipped, quoted
 from .config import ToolConfig
 from .errors import OperationError, invalid
+
+log = logging.getLogger("langchain_mq9")
 
 # How many run identities (``ToolPolicy.for_run``) one toolkit remembers.
 MAX_RUN_IDENTITIES = 1000
@@ -39,15 +42,15 @@ class _ClientPerLoop:
     them all. It has what a reader uses of a client (``groups.leases.MailboxClient``)."""
 
     def __init__(self) -> None:
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MailboxClient] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Mq9ClientLike] = (
             weakref.WeakKeyDictionary()
         )
 
-    def bind(self, client: MailboxClient) -> None:
+    def bind(self, client: Mq9ClientLike) -> None:
         self._clients[asyncio.get_running_loop()] = client
 
     @property
-    def _client(self) -> MailboxClient:
+    def _client(self) -> Mq9ClientLike:
         try:
             return self._clients[asyncio.get_running_loop()]
         except (RuntimeError, KeyError):
@@ -71,11 +74,15 @@ class _ClientPerLoop:
     async def mailbox_create(self, *, name: str | None = None, ttl: int = 0) -> str:
         return await self._client.mailbox_create(name=name, ttl=ttl)
 
-    def _suspect(self, mail_address: str, warning: str) -> None:
-        self._client._suspect(mail_address, warning)
+    def warn_once(self, mail_address: str, warning: str) -> None:
+        warn = getattr(self._client, "warn_once", None)  # the official SDK's keeps no warnings
+        if warn is None:
+            log.warning("%s", warning)
+        else:
+            warn(mail_address, warning)
 
 
-def _queries_tags(client: Any) -> bool:
+def _queries_tags(client: Mq9ClientLike) -> bool:
     try:
         return "tags" in inspect.signature(client.query).parameters
     except (TypeError, ValueError):
@@ -94,7 +101,7 @@ class GroupReading:
     start: tuple[str, int | None] | None = None
     _loop: weakref.ref[asyncio.AbstractEventLoop] | None = None  # the loop that last used it
 
-    def reader_for(self, client: Any) -> GroupReader:
+    def reader_for(self, client: Mq9ClientLike) -> GroupReader:
         """The reader, running with ``client`` (the call's) on the event loop running."""
         self.clients.bind(client)
         return self.reader
@@ -109,13 +116,12 @@ class GroupReading:
         except RuntimeError:  # looked at from sync code: nothing will wait on its lock
             return self.held
         if self._loop is not None and self._loop() is not loop:
-            self.held = copy.copy(self.held)  # the same state and leases, shared
-            self.held._lock = asyncio.Lock()
+            self.held = self.held.for_another_loop()
         self._loop = weakref.ref(loop)
         return self.held
 
     async def fetch(
-        self, client: Any, num_msgs: int, deliver: str, max_wait_ms: int
+        self, client: Mq9ClientLike, num_msgs: int, deliver: str, max_wait_ms: int
     ) -> list[Message]:
         """Up to ``num_msgs`` messages not handed out yet, read with ``client`` (the call's)."""
         reader = self.reader_for(client)
@@ -128,7 +134,7 @@ class GroupReading:
         self.unacked.extend(m.msg_id for m in found)
         return found
 
-    async def adopt(self, client: Any, msg_id: int, deliver: str) -> bool:
+    async def adopt(self, client: Mq9ClientLike, msg_id: int, deliver: str) -> bool:
         """Whether ``msg_id`` was handed out under this reading's identity by another process
         or replica (``GroupReader.adopt``, from the broker's records): then it and what was
         handed out before it wait for an ack here, first."""
@@ -319,7 +325,7 @@ class ToolPolicy:
     def tool_name(self, name: str) -> str:
         return self.config.tool_prefix + name
 
-    def reading(self, client: Any, mail_address: str, group: str) -> GroupReading:
+    def reading(self, client: Mq9ClientLike, mail_address: str, group: str) -> GroupReading:
         key = (mail_address, group)
         if key not in self.readings:
             # Leases need QUERY by tags, which the official SDK's client lacks: with it the

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..a2a.wire import http_interface, transport_of
+from ..client.api import Mq9ClientLike
 from ..client.client import Agents
 from ..protocol import agent_card, check_address, normalize_agent
 from ..protocol.errors import ListingTooLarge, MailboxExists
@@ -43,7 +44,7 @@ def _card(name: str, capabilities: str, extra: dict[str, Any], address: str) -> 
     return card
 
 
-async def discover(client: Any, **query: Any) -> Agents:
+async def discover(client: Mq9ClientLike, **query: Any) -> Agents:
     """Agents as our client returns them: the official SDK's hands out the broker's raw
     items, whose card is a JSON string in ``agent_info``."""
     found = await client.agent_discover(**query)

@@ -6,10 +6,11 @@ delivered; the mailbox goes through the policy as every mailbox a tool touches.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import Field
 
+from ..client.client import Mq9Client
 from ..wake import RuleBook, RuleError, WakeRule
 from .context import CallContext
 from .errors import OperationError
@@ -45,7 +46,8 @@ DESCRIPTIONS = {
 async def wake_rule(ctx: CallContext, args: WakeRuleInput) -> Outcome[WakeRules]:
     address = ctx.policy.own(args.mail_address)
     ctx.policy.check(address)
-    book = RuleBook(ctx.client)
+    # Rules are records with tags and headers: this package's client (the SDK's has neither)
+    book = RuleBook(cast(Mq9Client, ctx.client))
     try:
         if args.action == "add":
             if not args.target:

@@ -11,19 +11,18 @@ only (docs/security.md): announcements reach the broker's own users, nobody else
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from ..client import Mq9Client
+from ..client.transport import Announcements, StoredArrivals
+from ..client.transport import Unsubscribe as Unsubscribe  # the waker's and agent calls' too
 from .rules import ARRIVALS_PREFIX, ARRIVALS_WILDCARD, digest
 
 log = logging.getLogger("langchain_mq9.wake")
 
 OnArrival = Callable[[str], None]  # called on the loop with a mailbox's digest
-Unsubscribe = Callable[[], Awaitable[None]]
 
 
 async def subscribe_arrivals(
@@ -34,44 +33,33 @@ async def subscribe_arrivals(
     ``$mq9.WAKE.*``. None when nothing can be subscribed (then poll). ``mailboxes``: on NATS,
     only theirs are subscribed to (a listener for a few mailboxes is not sent every one's)."""
     loop = asyncio.get_running_loop()
-    transport: Any = getattr(client, "_transport", None)
-    engine = getattr(transport, "_handler", None)
-    arrivals = getattr(engine, "arrivals", None)
-    if isinstance(arrivals, list):  # the engine itself, in this process
-        return _on_engine(loop, arrivals, on_arrival)
-    connection = getattr(transport, "_connection", None)
-    if connection is None or not hasattr(connection, "subscribe"):
+    transport = client.transport
+    if isinstance(transport, StoredArrivals):  # an engine in this process, if it tells
+        told = _on_engine(loop, on_arrival)
+        unsubscribe = transport.subscribe_stored(told)
+        if unsubscribe is not None:
+            return unsubscribe
+    if not isinstance(transport, Announcements):
         return None
 
-    async def announced(msg: Any) -> None:
-        d = msg.subject[len(ARRIVALS_PREFIX) :]
+    def heard(subject: str) -> None:
+        d = subject[len(ARRIVALS_PREFIX) :]
         if len(d) == 32:
             on_arrival(d)
 
     subjects = [ARRIVALS_WILDCARD]
     if mailboxes is not None:
         subjects = [ARRIVALS_PREFIX + digest(m) for m in set(mailboxes)]
-    subscriptions: list[Any] = []
-
-    async def unsubscribe() -> None:
-        for subscription in subscriptions:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-
     try:
-        for subject in subjects:
-            subscriptions.append(await connection.subscribe(subject, cb=announced))
-        await connection.flush(timeout=client.request_timeout)
+        return await transport.subscribe_announcements(subjects, heard, client.request_timeout)
     except Exception as exc:  # a server refusing the subscription: poll instead
         log.warning("arrival announcements unavailable (%s): polling", type(exc).__name__)
-        await unsubscribe()
         return None
-    return unsubscribe
 
 
-def _on_engine(
-    loop: asyncio.AbstractEventLoop, arrivals: list[Callable[[str], None]], on_arrival: OnArrival
-) -> Unsubscribe:
+def _on_engine(loop: asyncio.AbstractEventLoop, on_arrival: OnArrival) -> Callable[[str], None]:
+    """What the engine calls with each mailbox it stores in: ``on_arrival(digest)`` handed to
+    ``loop`` (the engine may tell from another thread, under its lock)."""
     names: dict[str, str] = {}
     thread = threading.get_ident()
 
@@ -89,10 +77,4 @@ def _on_engine(
         except RuntimeError:  # closed meanwhile
             pass
 
-    arrivals.append(told)
-
-    async def unsubscribe() -> None:
-        with contextlib.suppress(ValueError):
-            arrivals.remove(told)
-
-    return unsubscribe
+    return told
