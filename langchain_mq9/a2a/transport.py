@@ -54,7 +54,6 @@ from a2a.utils.errors import (
 )
 
 from ..client.client import Mq9Client
-from ..groups.reader import POLL_SECONDS
 from ..protocol import MQ9_URL_SCHEME, Message
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from . import wire as w
@@ -276,12 +275,35 @@ class Mq9Transport(ClientTransport):
     async def list_tasks(
         self, request: ListTasksRequest, *, context: ClientCallContext | None = None
     ) -> ListTasksResponse:
-        mine = {c.task_id for c in await self._caller.calls() if c.mailbox == self.mailbox}
-        found = await tasks_in(self.client, self._caller.reply_mailbox, request.context_id)
+        # Two queries side by side, however many tasks: the call records say which tasks
+        # went to this agent (not each call's state, 3 queries a task one after the other:
+        # the tasks' states come in the second query)
+        mine, found = await asyncio.gather(
+            self._sent_here(), tasks_in(self.client, self.reply_mailbox, request.context_id)
+        )
         tasks = [t for t in found if t["id"] in mine]
         return ListTasksResponse(
             tasks=[to_proto(t, Task) for t in tasks], total_size=len(tasks), page_size=len(tasks)
         )
+
+    async def _sent_here(self) -> set[str]:
+        """The ids of the tasks this caller sent to this agent, from their call records
+        (``AgentCaller``'s, tagged ``w.CALL_TAG``: RobustMQ answers at most 100)."""
+        try:
+            records = await self.client.query(self.reply_mailbox, tags=[w.CALL_TAG])
+        except MailboxNotFound:
+            return set()  # no call made yet
+        ids = set()
+        for msg in records:
+            try:
+                record = msg.json()
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or record.get("mailbox") != self.mailbox:
+                continue  # another agent's call, from the same reply mailbox
+            if w.is_valid_id(record.get("taskId")):
+                ids.add(record["taskId"])
+        return ids
 
     async def cancel_task(
         self, request: CancelTaskRequest, *, context: ClientCallContext | None = None
@@ -378,6 +400,7 @@ class Mq9Transport(ClientTransport):
         reply = self._caller.reply_mailbox
         keys = (_ANSWER_KEY + task_id, _ERROR_KEY + task_id)
         async with self._asking:  # one request at a time: each answer is the one awaited
+            mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes
             before = max((m.msg_id for m in await _kept(self.client, reply, keys)), default=-1)
             try:
                 await self._caller.send_request(
@@ -387,17 +410,19 @@ class Mq9Transport(ClientTransport):
                 raise InvalidParamsError(str(exc)) from None
             loop = asyncio.get_running_loop()
             deadline = loop.time() + _timeout(context)
-            while True:
-                for msg in await _kept(self.client, reply, keys):
-                    if msg.msg_id > before:
-                        return _answer(msg.header.get(w.HEADER_TYPE), msg.payload, method)
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise A2AClientTimeoutError(
-                        f"agent {self.mailbox} did not answer {method} in {_timeout(context):g} "
-                        "s (offline? the request waits in its mailbox)"
-                    )
-                await asyncio.sleep(min(POLL_SECONDS, left))
+            # Woken by the answer's arrival where the broker announces it, not a poll's time
+            with self.arrivals.bell(reply, since=mark) as bell:
+                while True:
+                    for msg in await _kept(self.client, reply, keys):
+                        if msg.msg_id > before:
+                            return _answer(msg.header.get(w.HEADER_TYPE), msg.payload, method)
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise A2AClientTimeoutError(
+                            f"agent {self.mailbox} did not answer {method} in "
+                            f"{_timeout(context):g} s (offline? the request waits in its mailbox)"
+                        )
+                    await bell.wait(left)
 
     async def close(self) -> None:
         """The mq9 client belongs to whoever opened it: nothing to close here."""
