@@ -19,6 +19,11 @@ question, for the model to ``answer_call``.
 - 2026-07-28, a call run as a task (the Tasks extension): the task's ``input_required``
   status, the elicitation in its ``inputRequests``, the answer with ``tasks/update``
   (``tasks.py``).
+
+The machinery (``ask_user``) is any tool's that asks the user a form: the tool is an ``Asker``
+(its steps, each a result or a ``Question``); the agent calls are one (``AgentCall``). A call
+sent back without the answer (a wrong key with the ``requestState``, an accepted form without
+the answer's field) is asked again, whatever the tool (SEP-2322).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from mcp import types
@@ -58,36 +63,75 @@ Ask = Callable[[types.ElicitRequestFormParams], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
+class Question:
+    """An input a tool asks the user for, one form: ``key`` names it in an
+    ``InputRequiredResult``'s ``inputRequests`` (and is its ``requestState``), ``unasked`` is what
+    the call answers when the question cannot be put (no elicitation, a declined form at
+    2025-11-25, too many questions)."""
+
+    key: str
+    form: types.ElicitRequestFormParams
+    unasked: types.CallToolResult
+
+
+# A step of a call that asks: its result, or the question it waits on.
+Step = types.CallToolResult | Question
+
+
+class Asker(Protocol):
+    """A tool call that may ask the user (``ask_user``), as its tool sees it: the call's
+    steps, each a result or a ``Question``. ``wait_seconds`` bounds a 2025-11-25
+    form (``elicitation/create``) a user leaves open."""
+
+    wait_seconds: float
+
+    def owns(self, key: str) -> bool:
+        """Whether ``key`` names a question of this tool's (in ``inputResponses``, or as the
+        ``requestState`` a 2026-07-28 client sends the call back with)."""
+        ...
+
+    def field_of(self, key: str) -> str:
+        """The property of the question ``key``'s form that holds the answer (a string)."""
+        ...
+
+    async def start(self) -> Step:
+        """The call itself, first time."""
+        ...
+
+    async def answer(self, key: str, text: str) -> Step:
+        """The user's answer to the question ``key``, sent on; the step after it."""
+        ...
+
+    async def resume(self, key: str) -> Step:
+        """The call sent back without the answer to the question ``key`` (a wrong key, an
+        empty form): where it stands, its question asked again while it waits on one."""
+        ...
+
+    async def declined(self, key: str) -> types.CallToolResult:
+        """The user would not answer the question ``key``: the call's answer for the model."""
+        ...
+
+
+@dataclass(frozen=True)
 class Answer:
-    """What a 2026-07-28 client sent with its call again, for a question of ours."""
+    """What a 2026-07-28 client sent with its call again, for a question of the tool's."""
 
-    task_id: str
+    key: str
     text: str | None  # None: the user declined or dismissed it
-    asked: int  # the questions this call has asked so far
-    missing: bool = False  # the call came back (its requestState) without the answer
+    missing: bool = False  # sent back without the answer: no response, a wrong one, no field
 
 
-def given_answer(params: types.CallToolRequestParams) -> Answer | None:
-    """The answer in a call's ``inputResponses`` to an ``InputRequiredResult`` of ours (its
-    key: ``ANSWER_KEY``, the number of the question, ``:``, the task id); a call sent again
-    with our ``requestState`` (the same key) but not the answer is ``missing`` it; else None."""
+def given_answer(params: types.CallToolRequestParams, asker: Asker) -> Answer | None:
+    """The answer in a call's ``inputResponses`` to a question of ``asker``'s (the first key
+    it owns); a call sent again with its ``requestState`` but no usable answer is ``missing``
+    it, as is an accepted form without the answer's field or a response of another kind
+    (SEP-2322: the missing input is asked for again); else None (keys it does not own are
+    ignored, as SEP-2322 says)."""
     for key, response in (params.input_responses or {}).items():
-        question = _question_key(key)
-        if question is not None:
-            text = _accepted(response) if isinstance(response, types.ElicitResult) else None
-            return Answer(question[1], text, question[0])
-    question = _question_key(params.request_state or "")
-    return Answer(question[1], None, question[0], missing=True) if question else None
-
-
-def _question_key(key: str) -> tuple[int, str] | None:
-    """The number of the question and the task id an answer key of ours names, or None."""
-    asked, _, task_id = key.removeprefix(ANSWER_KEY).partition(":")
-    return (
-        (int(asked), task_id)
-        if key.startswith(ANSWER_KEY) and asked.isdigit() and task_id
-        else None
-    )
+        if asker.owns(key):
+            return Answer(key, *_answered(response, asker.field_of(key)))
+    state = params.request_state or ""
+    return Answer(state, None, missing=True) if asker.owns(state) else None
 
 
 async def checked_input(ctx: Any, call_next: Any) -> Any:
@@ -105,6 +149,134 @@ async def checked_input(ctx: Any, call_next: Any) -> Any:
     return await call_next(ctx)
 
 
+async def ask_user(
+    ctx: Any,
+    params: types.CallToolRequestParams,
+    asker: Asker,
+    ask: Ask | None = None,
+) -> types.CallToolResult | types.InputRequiredResult:
+    """Run a call of a tool that asks (``asker``), putting its questions to the user while the
+    client can show them (``ask``: how, for a call run as a task). At 2026-07-28 a question is
+    an ``InputRequiredResult``; the call comes back with the answer, or without it and is asked
+    again."""
+    # A user who never answers holds the call no longer than it may wait: then the model gets
+    # the question.
+    deadline = anyio.current_time() + asker.wait_seconds
+    given = given_answer(params, asker)
+    if given is None:
+        step = await asker.start()
+    elif given.missing:
+        step = await asker.resume(given.key)
+    elif given.text is None:
+        return await asker.declined(given.key)
+    else:
+        step = await asker.answer(given.key, given.text)
+    if not _can_ask(ctx):
+        return _settled(step)
+    for _ in range(MAX_QUESTIONS):  # the asker counts its own; this bounds one that does not
+        if not isinstance(step, Question):
+            return step
+        if ask is None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            asking: types.InputRequests = {step.key: types.ElicitRequest(params=step.form)}
+            # the key again as requestState: a client sending the call back without the
+            # answer (SEP-2322 has it echo the state) is asked again, not called anew
+            return types.InputRequiredResult(input_requests=asking, request_state=step.key)
+        if ask is not None:
+            text, missing = await ask(step.form), False
+        else:
+            response = await _elicit(ctx, step.form, deadline)
+            text, missing = _answered(response, asker.field_of(step.key))
+        if missing:  # an accepted form without the answer: asked again, as at 2026-07-28
+            step = await asker.resume(step.key)
+        elif text is None:
+            return await asker.declined(step.key)
+        else:
+            step = await asker.answer(step.key, text)
+    return _settled(step)
+
+
+def _answered(response: Any, field: str) -> tuple[str | None, bool]:
+    """The answer in a response to a form (its ``field``), and whether it is missing: a form
+    accepted without it, or a response of another kind (the question is then asked again).
+    Declined, dismissed or not answered at all (None): no answer, not missing."""
+    if response is None:
+        return None, False
+    if not isinstance(response, types.ElicitResult):
+        return None, True
+    text = _accepted(response, field)
+    return text, text is None and response.action == "accept"
+
+
+def _settled(step: Step) -> types.CallToolResult:
+    return step.unasked if isinstance(step, Question) else step
+
+
+class AgentCall:
+    """``call_agent``, ``check_call`` and ``answer_call`` as an ``Asker``: the called agent's
+    questions (state ``input-required``), each keyed ``ANSWER_KEY``, its number in the call,
+    ``:``, the task id; answered with ``answer_call``, looked at again with ``check_call``."""
+
+    def __init__(
+        self, params: types.CallToolRequestParams, run: Run, tool_name: Callable[[str], str]
+    ) -> None:
+        self.params = params
+        self.run = run
+        self.tool_name = tool_name
+        wait = (params.arguments or {}).get("wait_seconds", 0)
+        # a number the model sent wrong: answered by the tool
+        self.wait_seconds = wait if isinstance(wait, (int, float)) else 0
+
+    def owns(self, key: str) -> bool:
+        return _question_key(key) is not None
+
+    def field_of(self, _key: str) -> str:
+        return "answer"  # FORM's
+
+    async def start(self) -> Step:
+        return self._step(await self.run(self.params), 1)
+
+    async def answer(self, key: str, text: str) -> Step:
+        asked, task_id = self._named(key)
+        answer = {"task_id": task_id, "answer": text, "wait_seconds": self.wait_seconds}
+        return self._step(await self._follow_up("answer_call", answer), asked + 1)
+
+    async def resume(self, key: str) -> Step:
+        asked, task_id = self._named(key)
+        return self._step(await self._follow_up("check_call", {"task_id": task_id}), asked)
+
+    async def declined(self, key: str) -> types.CallToolResult:
+        return await self._follow_up("check_call", {"task_id": self._named(key)[1]})
+
+    def _named(self, key: str) -> tuple[int, str]:
+        named = _question_key(key)
+        if named is None:  # ask_user hands it only keys it owns
+            raise ValueError(f"not a question of an agent call: {key!r}")
+        return named
+
+    async def _follow_up(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        named = types.CallToolRequestParams(name=self.tool_name(tool), arguments=arguments)
+        return await self.run(named)
+
+    def _step(self, result: types.CallToolResult, number: int) -> Step:
+        """``result``, or the ``number``th question of the call when the agent asks one (past
+        ``MAX_QUESTIONS``: the result, for the model)."""
+        question = _question(result) if number <= MAX_QUESTIONS else None
+        if question is None:
+            return result
+        task_id, form = question
+        return Question(f"{ANSWER_KEY}{number}:{task_id}", form, unasked=result)
+
+
+def _question_key(key: str) -> tuple[int, str] | None:
+    """The number of the question and the task id an answer key of ours names, or None."""
+    asked, _, task_id = key.removeprefix(ANSWER_KEY).partition(":")
+    return (
+        (int(asked), task_id)
+        if key.startswith(ANSWER_KEY) and asked.isdigit() and task_id
+        else None
+    )
+
+
 async def call_asking(
     ctx: Any,
     params: types.CallToolRequestParams,
@@ -115,42 +287,7 @@ async def call_asking(
     """Run a call of a tool that asks (``Operation.asks``; ``run``), putting the agent's
     questions to the user while the client can show them (``tool_name``: the name of a tool as
     listed; ``ask``: how, for a call run as a task)."""
-    wait = (params.arguments or {}).get("wait_seconds", 0)
-    # A user who never answers holds the call no longer than it may wait (its wait_seconds):
-    # then the model gets the question (a number the model sent wrong: answered by the tool).
-    deadline = anyio.current_time() + (wait if isinstance(wait, (int, float)) else 0)
-
-    async def follow_up(tool: str, **arguments: Any) -> types.CallToolResult:
-        return await run(types.CallToolRequestParams(name=tool_name(tool), arguments=arguments))
-
-    async def answer_call(task_id: str, answer: str) -> types.CallToolResult:
-        return await follow_up("answer_call", task_id=task_id, answer=answer, wait_seconds=wait)
-
-    given = given_answer(params)
-    if given is None:
-        result, asked = await run(params), 0
-    elif given.missing:  # sent again without the answer: asked again while the agent asks
-        result, asked = await follow_up("check_call", task_id=given.task_id), given.asked - 1
-    elif given.text is None:  # the user would not answer: the model gets the question
-        return await follow_up("check_call", task_id=given.task_id)
-    else:
-        result, asked = await answer_call(given.task_id, given.text), given.asked
-    if not _can_ask(ctx):
-        return result
-    while asked < MAX_QUESTIONS and (question := _question(result)) is not None:
-        task_id, form = question
-        asked += 1
-        if ask is None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            key = f"{ANSWER_KEY}{asked}:{task_id}"
-            asking: types.InputRequests = {key: types.ElicitRequest(params=form)}
-            # the key again as requestState: a client sending the call back without the
-            # answer (SEP-2322 has it echo the state) is asked again, not called anew
-            return types.InputRequiredResult(input_requests=asking, request_state=key)
-        answer = await (ask(form) if ask else _elicit(ctx, form, deadline))
-        if answer is None:
-            return result
-        result = await answer_call(task_id, answer)
-    return result
+    return await ask_user(ctx, params, AgentCall(params, run, tool_name), ask)
 
 
 def _can_ask(ctx: Any) -> bool:
@@ -172,10 +309,12 @@ def _question(result: types.CallToolResult) -> tuple[str, types.ElicitRequestFor
     return str(state["task_id"]), form
 
 
-async def _elicit(ctx: Any, form: types.ElicitRequestFormParams, deadline: float) -> str | None:
-    """The user's answer to ``form`` (elicitation/create) by ``deadline`` (anyio's clock), or
-    None: declined, dismissed, empty, unanswered in time, or not asked at all (the client went
-    away, or refused the request)."""
+async def _elicit(
+    ctx: Any, form: types.ElicitRequestFormParams, deadline: float
+) -> types.ElicitResult | None:
+    """The user's response to ``form`` (elicitation/create) by ``deadline`` (anyio's clock),
+    or None: unanswered in time, or not asked at all (the client went away, or refused the
+    request)."""
     response = None
     try:
         with anyio.move_on_at(deadline):
@@ -183,11 +322,11 @@ async def _elicit(ctx: Any, form: types.ElicitRequestFormParams, deadline: float
                 form.message, form.requested_schema, related_request_id=ctx.request_id
             )
     except Exception as exc:  # the model gets the question instead: nothing is lost
-        log.info("could not ask the user an agent's question (%s): the model gets it", exc)
+        log.info("could not ask the user a question (%s): the model gets it", exc)
         return None
     if response is None:
-        log.info("the user did not answer an agent's question in time: the model gets it")
-    return _accepted(response) if isinstance(response, types.ElicitResult) else None
+        log.info("the user did not answer a question in time: the model gets it")
+    return response if isinstance(response, types.ElicitResult) else None
 
 
 def answer_text(response: Any) -> str | None:
@@ -198,6 +337,6 @@ def answer_text(response: Any) -> str | None:
         return None
 
 
-def _accepted(response: types.ElicitResult) -> str | None:
-    answer = (response.content or {}).get("answer") if response.action == "accept" else None
+def _accepted(response: types.ElicitResult, field: str = "answer") -> str | None:
+    answer = (response.content or {}).get(field) if response.action == "accept" else None
     return answer if isinstance(answer, str) and answer.strip() else None
