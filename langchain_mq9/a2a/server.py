@@ -6,7 +6,9 @@ A request is marked done only when its task stops (final, or input-required), so
 AT LEAST once; one that reached a final state is not run again (its snapshot is resent), and a
 broker that fails a step is waited out, never answered by running the graph again. A task
 belongs to who sent it (``store.Asker``: the agent a ``--credentials`` broker vouches for in
-``mq9-sender``, and the reply mailbox it named; docs/a2a.md, "The wire"), and runs the graph
+``mq9-sender``, and the reply mailbox it named; docs/a2a.md, "The wire"): where the broker
+vouches, a task id is its owner's alone (``Asker.scope``), so another's task under the same id
+is a task apart, which neither blocks nor sees the first. It runs the graph
 with a LangGraph ``thread_id`` made of its ``contextId`` and that owner; ``interrupt()`` makes it
 input-required, and the owner's answer resumes it with ``Command(resume=<answer text>)``.
 """
@@ -18,7 +20,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,6 +35,9 @@ from .arrivals import Arrivals, Bell
 from .store import Asker, TaskStore, deliver, ensure_mailbox
 
 T = TypeVar("T")
+# A task as this server tells tasks apart: its owner's part of the store (``Asker.scope``: None
+# where nothing vouches, all askers sharing one id space) and its id.
+Slot = tuple[str | None, str]
 
 log = logging.getLogger("langchain_mq9.a2a")
 
@@ -91,6 +96,10 @@ class Turn:
     def asker(self) -> Asker:
         return Asker(self.owner, self.sender)
 
+    @property
+    def slot(self) -> Slot:
+        return (self.asker.scope, self.task_id)
+
 
 def _interrupt_text(interrupts: Any) -> str:
     values = [getattr(i, "value", i) for i in interrupts]
@@ -105,10 +114,10 @@ class KeyedLock:
     """One holder per key at a time, first come first served; a key's lock lasts while used."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, its users)
+        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}  # key -> (lock, its users)
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
@@ -150,7 +159,7 @@ class AgentServer:
         # #62: A2A push notifications, to the URLs the operator's allow-list lets through
         # (None: refused); delivered as wakes are, one task's states in order
         self.push = Deliverer(push_destinations) if push_destinations is not None else None
-        self._pushing: dict[str, asyncio.Task[None]] = {}
+        self._pushing: dict[Slot, asyncio.Task[None]] = {}
         self.client = client
         self.mailbox = mailbox or name
         self.card = dict(card or {})
@@ -173,10 +182,10 @@ class AgentServer:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._most_held = max_concurrency + HELD_EXTRA
         self._held = asyncio.Semaphore(self._most_held)
-        # id -> run (its result and interrupts), owner
-        self._running: dict[str, tuple[asyncio.Task[tuple[Any, Any]], Asker]] = {}
+        # task -> run (its result and interrupts), owner
+        self._running: dict[Slot, tuple[asyncio.Task[tuple[Any, Any]], Asker]] = {}
         self._handlers: set[asyncio.Task[None]] = set()  # requests being handled
-        self._one_task = KeyedLock()  # by task id: its requests, until its run starts
+        self._one_task = KeyedLock()  # by task (Slot): its requests, until its run starts
         self._loop: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -349,7 +358,7 @@ class AgentServer:
     async def _may_name(self, asker: Asker, task_id: str) -> bool:
         """Whether an answer about ``task_id`` may go to ``asker``: the task is its own, or
         none is stored under that id."""
-        stored = await self._stored(task_id)
+        stored = await self._stored(task_id, asker)
         return stored is None or asker.owns(stored)
 
     async def _unprocessable(self, msg: Message, exc: Exception) -> None:
@@ -370,7 +379,7 @@ class AgentServer:
         task_id = msg.header.get(w.HEADER_TASK_ID)
         if not (w.answerable(reply_to) and w.is_valid_id(task_id)):
             return  # nobody to tell
-        existing = await self._stored(task_id)
+        existing = await self._stored(task_id, asker)
         if existing is not None and (
             not asker.owns(existing) or w.task_state(existing) in w.STOPPED
         ):
@@ -389,7 +398,7 @@ class AgentServer:
             history=(existing or {}).get("history"),
             metadata={"mq9": asker.metadata(self.name)},
         )
-        await self._publish(failed, reply_to)
+        await self._publish(failed, asker)
 
     async def _error(self, reply_to: str | None, task_id: str, text: str) -> None:
         """An answer that is no task state (an unknown task, a task that cannot go on): kept
@@ -421,22 +430,27 @@ class AgentServer:
         except Mq9Error as exc:  # the caller's mailbox is gone (or refuses): its loss alone
             log.warning("agent %s: %s: %s", self.name, what, exc)
 
-    async def _stored(self, task_id: str) -> dict[str, Any] | None:
-        return await self._persist(f"reading task {task_id}", lambda: self.store.get(task_id))
+    async def _stored(self, task_id: str, asker: Asker) -> dict[str, Any] | None:
+        """``asker``'s task ``task_id`` where the broker vouches for senders (another's under
+        the same id is none of its business), the one task of that id where nothing does."""
+        return await self._persist(
+            f"reading task {task_id}", lambda: self.store.get(task_id, asker)
+        )
 
     # -- SendMessage ------------------------------------------------------------------------
 
     async def _send_message(self, request: w.Request, msg_id: int) -> None:
         task_id = request.body["message"].get("taskId") or request.task_id or w.new_id()
+        slot = (Asker(request.reply_to, request.sender).scope, task_id)
         async with self._slots:
             # Until its run starts, one request of a task at a time, in the order handed out:
             # a cancel (critical, handed out first) is kept before the send it cancels is read.
-            async with self._one_task.hold(task_id):
+            async with self._one_task.hold(slot):
                 turn = await self._admit(request, task_id, msg_id)
                 if turn is None:
                     return  # answered already
                 run = asyncio.create_task(self._invoke(turn))
-                self._running[task_id] = (run, turn.asker)
+                self._running[turn.slot] = (run, turn.asker)
             await self._follow(turn, run)
 
     async def _admit(self, request: w.Request, task_id: str, msg_id: int) -> Turn | None:
@@ -448,7 +462,7 @@ class AgentServer:
         asker = Asker(owner, request.sender)
         # Read together: the task as stored, and whether its owner canceled it already.
         existing, canceled = await asyncio.gather(
-            self._stored(task_id),
+            self._stored(task_id, asker),
             self._persist(
                 f"looking for a cancel of {task_id}",
                 lambda: self.store.cancel_requested(task_id, asker),
@@ -500,14 +514,17 @@ class AgentServer:
         """Publish a state of the turn's task (``_publish``)."""
         earlier = (turn.existing or {}).get("history") or []
         history = [*earlier, {**turn.message, "taskId": turn.task_id, "contextId": turn.context_id}]
-        meta = {"mq9": turn.asker.metadata(self.name)} if turn.owner else None
+        # Who owns the task, also with no reply mailbox where a sender is vouched for: the
+        # store keeps each state under its owner's key (store.TaskStore.put)
+        owned = turn.owner or turn.sender
+        meta = {"mq9": turn.asker.metadata(self.name)} if owned else None
         answer = fields.pop("answer", None)  # "message": the agent answered with a Message
         if answer:
             meta = {"mq9": {**(meta or {}).get("mq9", {}), "answer": answer}}
         snapshot = w.task(
             turn.task_id, turn.context_id, state, history=history, metadata=meta, **fields
         )
-        return await self._publish(snapshot, turn.owner)
+        return await self._publish(snapshot, turn.asker)
 
     async def _follow(self, turn: Turn, run: asyncio.Task[tuple[Any, Any]]) -> None:
         """Report a started run: working while it runs, then how it ended."""
@@ -529,7 +546,7 @@ class AgentServer:
             await self._report(turn, w.FAILED, status_text=text)
             return
         finally:
-            self._running.pop(turn.task_id, None)
+            self._running.pop(turn.slot, None)
         if interrupts:
             await self._report(turn, w.INPUT_REQUIRED, **self._asked(interrupts))
             return
@@ -551,12 +568,12 @@ class AgentServer:
         artifact (``to_output``); ``serve_executor`` keeps the executor's own artifacts."""
         return {"artifacts": [w.artifact(self.to_output(result))]}
 
-    async def _publish(self, snapshot: dict[str, Any], reply_to: str | None) -> bool:
+    async def _publish(self, snapshot: dict[str, Any], owner: Asker) -> bool:
         """Leave a state in the store and with the caller, however long the broker is away.
         A state the broker cannot carry (too large, or nested too deep to write as JSON)
         becomes ``failed`` saying why: True when ``snapshot`` itself was written."""
         try:
-            await self._keep_state(snapshot, reply_to)
+            await self._keep_state(snapshot, owner)
             return True
         except TooLarge as exc:
             why = f"{exc.size or 'too many'} bytes, more than the broker carries ({exc.limit})"
@@ -572,16 +589,17 @@ class AgentServer:
             "reference to the data",
             metadata=snapshot.get("metadata"),
         )
-        await self._keep_state(failed, reply_to)
+        await self._keep_state(failed, owner)
         return False
 
-    async def _keep_state(self, snapshot: dict[str, Any], reply_to: str | None) -> None:
+    async def _keep_state(self, snapshot: dict[str, Any], owner: Asker) -> None:
         """Keep a state in the store and leave it with the caller. A state that stops the task
         is stored before the caller may see it: a replica that dies between the two leaves it
         stored, so a redelivered request sends it again instead of running the task again. A
         ``working`` state goes to both at once. Either way both are written before the next
         state is (each mailbox keeps the newest state under the task's key)."""
         what = f"keeping task {snapshot['id']}"
+        reply_to = owner.reply_to
         keep = self._persist(what, lambda: self.store.put(snapshot))
         if reply_to and w.task_state(snapshot) not in w.STOPPED:
             both = await asyncio.gather(
@@ -595,20 +613,20 @@ class AgentServer:
             if reply_to:
                 await self._deliver(reply_to, snapshot)
         if self.push is not None:
-            self._push_state(snapshot)
+            self._push_state(snapshot, owner)
 
     # -- push notifications (#62) ------------------------------------------------------------
 
-    def _push_state(self, snapshot: dict[str, Any]) -> None:
+    def _push_state(self, snapshot: dict[str, Any], owner: Asker) -> None:
         """POST the state to the task's push URLs, after its earlier states (in order)."""
-        task_id = snapshot["id"]
+        task_id: Slot = (owner.scope, snapshot["id"])
         before = self._pushing.get(task_id)
 
         async def push() -> None:
             if before is not None:
                 with contextlib.suppress(Exception):
                     await before
-            await self._push_now(snapshot)
+            await self._push_now(snapshot, owner)
 
         job = asyncio.ensure_future(push())
         self._pushing[task_id] = job
@@ -619,10 +637,10 @@ class AgentServer:
 
         job.add_done_callback(done)
 
-    async def _push_now(self, snapshot: dict[str, Any]) -> None:
+    async def _push_now(self, snapshot: dict[str, Any], owner: Asker) -> None:
         assert self.push is not None
         try:
-            configs = await self.store.push_configs(snapshot["id"])
+            configs = await self.store.push_configs(snapshot["id"], owner)
         except Mq9Error as exc:
             log.warning("agent %s: push configs of %s unread: %s", self.name, snapshot["id"], exc)
             return
@@ -648,13 +666,13 @@ class AgentServer:
                 "operator allows them with push_destinations); results wait in your reply mailbox",
             )
             return
-        snapshot = await self._stored(task_id)
         asker = Asker(reply_to, request.sender)
+        snapshot = await self._stored(task_id, asker)
         if not asker.owns(snapshot):
             await self._not_found(asker, task_id, snapshot)
             return
         configs = await self._persist("reading push configs",
-                                      lambda: self.store.push_configs(task_id))
+                                      lambda: self.store.push_configs(task_id, asker))
         given = body.get("id")
         config_id: str = given if isinstance(given, str) else ""
         if request.method == w.CREATE_PUSH:
@@ -677,7 +695,7 @@ class AgentServer:
                 await self._error(reply_to, task_id, f"at most {MAX_PUSH_CONFIGS} push configs")
                 return
             await self._persist("keeping push configs",
-                                lambda: self.store.keep_push_configs(task_id, configs))
+                                lambda: self.store.keep_push_configs(task_id, asker, configs))
             await self._answer(reply_to, task_id, "TaskPushNotificationConfig", config)
         elif request.method == w.GET_PUSH:
             if config_id not in configs:
@@ -690,7 +708,7 @@ class AgentServer:
         else:
             configs.pop(config_id, None)
             await self._persist("keeping push configs",
-                                lambda: self.store.keep_push_configs(task_id, configs))
+                                lambda: self.store.keep_push_configs(task_id, asker, configs))
             await self._answer(reply_to, task_id, "Empty", {})
 
     async def _answer(
@@ -728,8 +746,8 @@ class AgentServer:
 
     async def _get_task(self, request: w.Request) -> None:
         task_id = request.named_task()
-        snapshot = await self._stored(task_id)
         asker = Asker(request.reply_to, request.sender)
+        snapshot = await self._stored(task_id, asker)
         if not asker.owns(snapshot) or request.reply_to is None:
             await self._not_found(asker, task_id, snapshot)
         else:
@@ -767,11 +785,12 @@ class AgentServer:
 
     async def _cancel_task(self, request: w.Request) -> None:
         task_id = request.named_task()
-        async with self._one_task.hold(task_id):
-            await self._cancel(task_id, Asker(request.reply_to, request.sender))
+        asker = Asker(request.reply_to, request.sender)
+        async with self._one_task.hold((asker.scope, task_id)):
+            await self._cancel(task_id, asker)
 
     async def _cancel(self, task_id: str, asker: Asker) -> None:
-        snapshot = await self._stored(task_id)
+        snapshot = await self._stored(task_id, asker)
         if snapshot is not None and not asker.owns(snapshot):
             await self._not_found(asker, task_id, snapshot)
             return
@@ -779,7 +798,7 @@ class AgentServer:
         await self._persist(
             f"keeping the cancel of {task_id}", lambda: self.store.request_cancel(task_id, asker)
         )
-        running = self._running.get(task_id)
+        running = self._running.get((asker.scope, task_id))  # its own run only
         if running is not None:
             running[0].cancel()  # its end writes canceled too
         if snapshot is not None and w.task_state(snapshot) not in w.FINAL:
@@ -792,7 +811,7 @@ class AgentServer:
                 metadata=snapshot.get("metadata"),
             )
             # to the store and the owner, who asked
-            await self._publish(snapshot, asker.reply_to)
+            await self._publish(snapshot, asker)
             return
         if snapshot is None:  # not read yet (or never sent): it will be canceled on arrival
             snapshot = w.task(task_id, "", w.CANCELED, status_text="canceled before it started")
@@ -803,7 +822,7 @@ class AgentServer:
         """Stop a run here whose task another replica canceled."""
         while not self._stopping:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
-            for task_id, (run, owner) in list(self._running.items()):
+            for (_scope, task_id), (run, owner) in list(self._running.items()):
                 try:
                     if await self.store.cancel_requested(task_id, owner):
                         run.cancel()

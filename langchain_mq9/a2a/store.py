@@ -1,14 +1,17 @@
 """Where A2A task state lives on the broker: an agent's task store, ``mq9.tasks.<digest of its
 mailbox>`` (under the reserved root: no tool reads or writes it, docs/security.md).
 
-Each state of a task is kept as the whole A2A Task under key ``task.{id}``: key compaction
-keeps the newest, so a QUERY by key answers it from any replica, after a restart, or while the
-agent is offline. The task's owner is who sent it (``Asker``): the agent a ``--credentials``
-broker vouched for (``metadata.mq9.sender``) and the reply mailbox it named
-(``metadata.mq9.replyTo``); only requests from both may read, answer or cancel the task. Where
-nothing vouches (an open broker, RobustMQ) the reply mailbox is all there is, and anyone may
-name it (docs/security.md, "Agent calls"). A cancel is kept apart, as ``cancel.{id}`` naming
-who asked, so that a replica still writing ``working`` cannot hide it.
+Each state of a task is kept as the whole A2A Task under its key: key compaction keeps the
+newest, so a QUERY by key answers it from any replica, after a restart, or while the agent is
+offline. The task's owner is who sent it (``Asker``): the agent a ``--credentials`` broker
+vouched for (``metadata.mq9.sender``) and the reply mailbox it named (``metadata.mq9.replyTo``);
+only requests from both may read, answer or cancel the task. Where a sender is vouched for, a
+task id is its owner's alone: the task is kept under ``owned.<digest of its owner>.task.{id}``
+(its push configs likewise), so another agent sending a task under the same id makes a task of
+its own, which neither blocks nor sees the first. Where nothing vouches (an open broker,
+RobustMQ) the reply mailbox is all there is, and anyone may name it: tasks share one id space,
+``task.{id}`` (docs/security.md, "Agent calls"). A cancel is kept apart, as ``cancel.{id}``
+naming who asked, so that a replica still writing ``working`` cannot hide it.
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ def sender_of(snapshot: dict[str, Any] | None) -> str | None:
     return sender if isinstance(sender, str) and sender else None
 
 
+PUSH_KEY = "push."  # + task id: its push notification configs, one record (#62)
+OWNED_KEY = "owned."  # + digest of a vouched owner + ".": its tasks' records (#70)
+
+
 @dataclass(frozen=True)
 class Asker:
     """Who a request comes from: the reply mailbox its answers go to, and the agent that sent
@@ -121,6 +128,14 @@ class Asker:
             and owner_of(snapshot) == self.reply_to
             and sender_of(snapshot) != self.sender
         )
+
+    @property
+    def scope(self) -> str | None:
+        """The part of the task store this asker's tasks are kept in: its own where the broker
+        vouches for its sender (``owned.<digest>.``: a task id is then this owner's alone), the
+        one all askers share where nothing vouches (None: anyone may name any reply mailbox,
+        so a scope of its own would keep nothing apart)."""
+        return None if self.sender is None else f"{OWNED_KEY}{w.digest(self.key)}."
 
     @property
     def key(self) -> str:
@@ -154,26 +169,45 @@ async def tasks_in(client: Mq9Client, mailbox: str, context_id: str = "") -> lis
     return tasks
 
 
-PUSH_KEY = "push."  # + task id: its push notification configs, one record (#62)
-
-
 def _cancel_key(task_id: str, by: Asker) -> str:
     # One record per asker: nobody else's cancel can replace (or stand for) the owner's.
     return f"{w.CANCEL_KEY}{task_id}.{w.digest(by.key)}"
 
 
 class TaskStore:
-    """The task states of the agent served at ``agent_mailbox`` (``wire.store_address``)."""
+    """The task states of the agent served at ``agent_mailbox`` (``wire.store_address``).
+
+    A task is looked up as its asker's (``Asker.scope``): where the broker vouches for
+    senders, under the asker's own keys, then (a task kept before task ids were their owner's)
+    under the shared ``task.{id}``, taken only when that record is the asker's."""
 
     def __init__(self, client: Mq9Client, agent_mailbox: str) -> None:
         self.client = client
         self.mailbox = w.store_address(agent_mailbox)
 
-    async def get(self, task_id: str) -> dict[str, Any] | None:
-        return await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
+    async def get(self, task_id: str, asker: Asker | None = None) -> dict[str, Any] | None:
+        """``asker``'s task ``task_id`` (None: not its, or none). Without an asker, or where
+        nothing vouches, the task kept under the shared id, whoever owns it."""
+        scope = asker.scope if asker is not None else None
+        if scope is None:
+            return await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
+        assert asker is not None
+        own = await latest(self.client, self.mailbox, f"{scope}{w.TASK_KEY}{task_id}")
+        return own if own is not None else await self._kept_before(task_id, asker)
+
+    async def _kept_before(self, task_id: str, asker: Asker) -> dict[str, Any] | None:
+        """A task kept under the shared id before ids were their owner's: the asker's only
+        (another's there is as if absent: it neither blocks nor shows the asker's)."""
+        shared = await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
+        return shared if asker.owns(shared) else None
 
     async def put(self, snapshot: dict[str, Any]) -> None:
-        await deliver(self.client, self.mailbox, snapshot)
+        """Keep a state of a task, under its owner's key as the state's ``metadata.mq9`` says
+        (where its later states and its owner find it)."""
+        headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
+        owner = Asker(owner_of(snapshot), sender_of(snapshot))
+        key = f"{owner.scope or ''}{w.TASK_KEY}{snapshot['id']}"
+        await keep(self.client, self.mailbox, key, snapshot, tags=[w.TASK_TAG], headers=headers)
 
     async def cancel_requested(self, task_id: str, owner: Asker) -> bool:
         """Whether the task's owner asked to cancel it (a cancel from anyone else is void)."""
@@ -183,18 +217,27 @@ class TaskStore:
         """Keep ``by``'s cancel of the task: it counts if ``by`` turns out to own it."""
         await keep(self.client, self.mailbox, _cancel_key(task_id, by), {"id": task_id})
 
-    async def push_configs(self, task_id: str) -> dict[str, dict[str, Any]]:
-        """The task's push notification configs, by id (#62)."""
-        kept = await latest(self.client, self.mailbox, PUSH_KEY + task_id) or {}
-        configs = kept.get("configs")
+    async def push_configs(self, task_id: str, owner: Asker) -> dict[str, dict[str, Any]]:
+        """The push notification configs of ``owner``'s task, by id (#62): those kept under
+        the shared id only for a task kept there before ids were their owner's, and its."""
+        scope = owner.scope
+        kept = await latest(self.client, self.mailbox, f"{scope or ''}{PUSH_KEY}{task_id}")
+        if kept is None and scope is not None and await self._kept_before(task_id, owner):
+            kept = await latest(self.client, self.mailbox, PUSH_KEY + task_id)
+        configs = (kept or {}).get("configs")
         return {k: v for k, v in configs.items() if isinstance(v, dict)} if isinstance(
             configs, dict
         ) else {}
 
-    async def keep_push_configs(self, task_id: str, configs: dict[str, dict[str, Any]]) -> None:
-        await keep(self.client, self.mailbox, PUSH_KEY + task_id, {"configs": configs})
+    async def keep_push_configs(
+        self, task_id: str, owner: Asker, configs: dict[str, dict[str, Any]]
+    ) -> None:
+        key = f"{owner.scope or ''}{PUSH_KEY}{task_id}"
+        await keep(self.client, self.mailbox, key, {"configs": configs})
 
     async def list(self, owner: Asker, context_id: str = "") -> list[dict[str, Any]]:
-        """The tasks ``owner`` sent (see ``tasks_in``)."""
+        """The tasks ``owner`` sent (see ``tasks_in``): one state each, its newest (a task
+        kept under the shared id before ids were their owner's, and under its owner's since)."""
         found = await tasks_in(self.client, self.mailbox, context_id)
-        return [t for t in found if owner.owns(t)]
+        newest = {t["id"]: t for t in found if owner.owns(t)}  # oldest first: the last stands
+        return list(newest.values())

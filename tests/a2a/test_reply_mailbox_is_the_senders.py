@@ -4,7 +4,9 @@ could still name the victim's reply mailbox in requests to a served agent, and
 
 (a) have the agent leave the states of her own new tasks in the victim's reply mailbox;
 (b) with a task id the agent had not read yet (the agent offline), have her task take that id
-    first, so that the victim saw her result under it.
+    first, so that the victim saw her result under it (with a reply mailbox of her own, the
+    victim's call was then refused, "task T exists": closed by the agent keeping a task id
+    its vouched owner's, tests/a2a/test_task_ids_are_their_owners.py).
 
 The broker now refuses a SEND whose ``mq9-reply-to`` names a mailbox that is not its sender's
 (unless it goes into the sender's own mailbox): each attack is refused in one line, the agent
@@ -165,11 +167,12 @@ async def test_a_task_id_not_read_yet_stays_the_victims(world):
     assert dict(world.work.runs) == {"victim's words": 1}
 
 
-async def test_a_task_id_she_takes_with_her_own_reply_mailbox_never_shows_her_result(world):
-    """What the broker's rule leaves (docs/security.md): with a reply mailbox of her own,
-    her task may still take a task id the agent has not read yet (a task id is unguessable,
-    and on this broker only the agent's owner reads its mailbox: she must have learned it
-    elsewhere). Her result goes to her own reply mailbox; the victim's call never shows it."""
+async def test_a_task_id_she_takes_with_her_own_reply_mailbox_is_hers_alone(world):
+    """What the broker's rule leaves, closed by the agent (docs/security.md): with a reply
+    mailbox of her own, her task takes a task id the agent has not read yet (unguessable, and
+    on this broker only the agent's owner reads its mailbox: she must have learned it
+    elsewhere). A task id is its vouched owner's: hers is a task of her own, its result in her
+    reply mailbox, and the victim's call, read after it, runs and completes with its own."""
     async with world.agent():
         pass
     asked = await world.caller.call(AGENT, "victim's words")
@@ -179,8 +182,12 @@ async def test_a_task_id_she_takes_with_her_own_reply_mailbox_never_shows_her_re
     assert said["error"] == "", said
     async with world.agent():
         hers = await until_completed(world.mallory, mine, asked.task_id)
-        seen = await world.caller.check(asked.task_id, wait=1)
+        done = await world.caller.check(asked.task_id, wait=WAIT)
     assert hers["artifacts"][0]["parts"][0]["text"] == "MALLORY'S RESULT"
-    assert seen.state != w.COMPLETED and "MALLORY" not in json.dumps(seen.task), seen
+    assert done.state == w.COMPLETED and done.view()["result"] == "VICTIM'S WORDS", done
+    assert done.task["metadata"]["mq9"]["sender"] == "victim"
+    assert hers["metadata"]["mq9"]["sender"] == "mallory"
+    assert dict(world.work.runs) == {"mallory's result": 1, "victim's words": 1}
     kept = await world.victim.query(world.caller.reply_mailbox)
     assert "MALLORY" not in json.dumps([m.payload.decode() for m in kept])
+    assert not [m for m in kept if m.header.get(w.HEADER_TYPE) == "Error"], kept

@@ -1,0 +1,194 @@
+"""On a ``--credentials`` broker a task id is its vouched owner's (#70): the served agent keeps
+each task under its owner's part of the store (``store.Asker.scope``), so mallory (a raw
+nats-py client holding her own valid credential, with a reply mailbox of her own: all the
+broker lets her name) who sends a task under an id the victim uses makes a task of her own.
+Her GetTask, cancel, answer and push config of that id reach her task only; the victim's task
+goes on, and completes with its own result. A task kept before ids were their owner's (under
+the shared ``task.{id}``) stays its owner's and is nobody else's. Three credentials: the
+served agent ``vault``, the caller ``victim``, ``mallory``. docs/security.md's "Agent calls"
+rows name these tests; tests/a2a/test_reply_mailbox_is_the_senders.py has the same attack
+with the agent offline while she sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from a2a_support import asking, text_graph, text_io
+from credentials_support import EnforcingBroker, ask, ok
+from nats.aio.client import Client as NatsConnection
+from push_support import Receiver
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9 import protocol as p
+from langchain_mq9.a2a import wire as w
+from langchain_mq9.a2a.caller import AgentCaller
+from langchain_mq9.a2a.server import AgentServer
+from langchain_mq9.a2a.store import Asker, deliver
+from langchain_mq9.wake import Destinations
+
+pytestmark = pytest.mark.slow  # a dev broker process per test
+
+AGENT = "agent.vault"
+CALLER = "agent.victim"
+MINE = w.caller_address("mallory")  # mallory's own reply mailbox
+TOKEN = "tok-" + "7" * 20
+WAIT = 20.0  # seconds: a guard against a hang, never a measure
+
+
+@dataclass
+class World:
+    broker: EnforcingBroker
+    vault: Mq9Client
+    victim: Mq9Client
+    caller: AgentCaller
+    server: AgentServer
+    mallory: NatsConnection
+
+
+@pytest.fixture
+async def world(tmp_path):
+    broker = EnforcingBroker(tmp_path, "vault", "victim", "mallory")
+    try:
+        async with (
+            Mq9Client(broker.url, credential=broker.credentials["vault"]) as vault,
+            Mq9Client(broker.url, credential=broker.credentials["victim"]) as victim,
+        ):
+            server = AgentServer(
+                text_graph(asking),
+                name=AGENT,
+                client=vault,
+                worker="w1",
+                push_destinations=Destinations(hosts=["127.0.0.1/32"]),
+                **text_io(),
+            )
+            async with server:
+                caller = await AgentCaller(victim, CALLER).open()
+                mallory = await broker.agent("mallory")
+                try:
+                    await ok(mallory, "mallory", p.MAILBOX_CREATE, {"name": MINE, "ttl": 0})
+                    yield World(broker, vault, victim, caller, server, mallory)
+                finally:
+                    await mallory.close()
+    finally:
+        broker.stop()
+
+
+async def mallorys(world: World, method: str, task_id: str, body: Any) -> None:
+    """Mallory's request to the agent about ``task_id``, its answers asked into her own reply
+    mailbox (critical, so that the agent reads it before anything waiting): the broker takes
+    it (the attack is what the agent does with it)."""
+    headers = {
+        w.HEADER_METHOD: method,
+        w.HEADER_REPLY_TO: MINE,
+        w.HEADER_TASK_ID: task_id,
+        p.HEADER_PRIORITY: "critical",
+    }
+    said = await ask(
+        world.mallory, "mallory", p.send_subject(AGENT), w.json_text(body).encode(), headers
+    )
+    assert said["error"] == "", said
+
+
+async def in_her_mailbox(world: World, key: str, state: str | None = None) -> dict:
+    """What the agent left in mallory's reply mailbox under ``key`` (a task in ``state``)."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        found = await ok(world.mallory, "mallory", p.MSG_QUERY + MINE, {"key": key})
+        for message in reversed(found["messages"]):
+            kept = json.loads(message["payload"])
+            if state is None or kept.get("status", {}).get("state") == state:
+                return dict(kept)
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.05)
+
+
+async def nothing_of_hers(world: World) -> None:
+    """The victim's reply mailbox holds nothing of mallory's tasks, nor any error."""
+    kept = await world.victim.query(world.caller.reply_mailbox)
+    assert "steal" not in json.dumps([m.payload.decode() for m in kept])
+    assert not [m for m in kept if m.header.get(w.HEADER_TYPE) == "Error"], kept
+
+
+async def test_her_task_under_the_victims_id_neither_blocks_nor_sees_it(world):
+    asked = await world.caller.call(AGENT, "greet", wait=WAIT)
+    assert asked.state == w.INPUT_REQUIRED
+    task_id = asked.task_id
+    # a new task of hers under the victim's id: hers, not "task exists", not the victim's
+    await mallorys(world, w.SEND, task_id, w.send_request(w.message("steal")))
+    hers = await in_her_mailbox(world, w.TASK_KEY + task_id, w.INPUT_REQUIRED)
+    assert hers["history"][-1]["parts"][0]["text"] == "steal"
+    # GetTask of that id: her own task
+    await mallorys(world, w.GET_TASK, task_id, {"id": task_id})
+    with Receiver() as her_url, Receiver() as theirs:
+        # a push config on that id: on her task
+        config = {"taskId": task_id, "url": her_url.url, "token": TOKEN}
+        await mallorys(world, w.CREATE_PUSH, task_id, config)
+        made = await in_her_mailbox(world, f"answer.{task_id}")
+        assert made["url"] == her_url.url
+        # her answer resumes her task, in her thread: never the victim's question
+        answer = w.send_request(w.message("Klingon", task_id=task_id))
+        await mallorys(world, w.SEND, task_id, answer)
+        done = await in_her_mailbox(world, w.TASK_KEY + task_id, w.COMPLETED)
+        assert done["artifacts"][0]["parts"][0]["text"] == "steal in Klingon"
+        # her cancel of that id: her task (ended already: its state again), never the victim's
+        key = {"key": w.TASK_KEY + task_id}
+        [last] = (await ok(world.mallory, "mallory", p.MSG_QUERY + MINE, key))["messages"]
+        await mallorys(world, w.CANCEL_TASK, task_id, {"id": task_id})
+        async with asyncio.timeout(WAIT):  # a hang guard only
+            while True:
+                [again] = (await ok(world.mallory, "mallory", p.MSG_QUERY + MINE, key))["messages"]
+                if again["msg_id"] != last["msg_id"]:
+                    break
+                await asyncio.sleep(0.05)
+        assert json.loads(again["payload"])["status"]["state"] == w.COMPLETED
+        still = await world.caller.check(task_id)
+        assert still.state == w.INPUT_REQUIRED and still.agent_error is None, still
+        assert "steal" not in json.dumps(still.task)
+        # the victim's own task goes on: its push config, its answer, its result
+        config = {"taskId": task_id, "url": theirs.url, "token": TOKEN + "v"}
+        await world.victim.send(
+            AGENT,
+            w.json_text(config),
+            headers={
+                w.HEADER_METHOD: w.CREATE_PUSH,
+                w.HEADER_REPLY_TO: world.caller.reply_mailbox,
+                w.HEADER_TASK_ID: task_id,
+            },
+        )
+        finished = await world.caller.answer(task_id, "French", wait=WAIT)
+        assert finished.state == w.COMPLETED, finished
+        assert finished.view()["result"] == "greet in French"
+        pushed = await theirs.until(TOKEN + "v", w.COMPLETED)
+        assert pushed[-1]["artifacts"][0]["parts"][0]["text"] == "greet in French"
+        seen_by_her = json.dumps([body.decode() for body, _ in her_url.requests])
+        assert "greet" not in seen_by_her
+    await nothing_of_hers(world)
+
+
+async def test_a_task_kept_under_the_shared_id_stays_its_owners(world):
+    """A task kept before ids were their owner's (its record under ``task.{id}``, as this
+    server wrote it until then) is still found by its owner, who answers it; to mallory it is
+    as if absent: her task under that id is her own, and the owner's goes on."""
+    asked = await world.caller.call(AGENT, "greet", wait=WAIT)
+    assert asked.state == w.INPUT_REQUIRED
+    task_id, store = asked.task_id, world.server.store
+    owner = Asker(world.caller.reply_mailbox, "victim")
+    [now] = await world.vault.query(store.mailbox, key=f"{owner.scope}{w.TASK_KEY}{task_id}")
+    # the record as it was kept before: under the shared key, the owner's own one gone
+    await deliver(world.vault, store.mailbox, json.loads(now.payload))
+    await world.vault.delete(store.mailbox, now.msg_id)
+    assert await store.get(task_id, owner) == json.loads(now.payload)
+    assert await store.get(task_id, Asker(MINE, "mallory")) is None
+    await mallorys(world, w.SEND, task_id, w.send_request(w.message("steal")))
+    hers = await in_her_mailbox(world, w.TASK_KEY + task_id, w.INPUT_REQUIRED)
+    assert hers["metadata"]["mq9"]["sender"] == "mallory"
+    done = await world.caller.answer(task_id, "French", wait=WAIT)
+    assert done.state == w.COMPLETED and done.view()["result"] == "greet in French", done
+    listed = await store.list(owner)
+    assert [(t["id"], t["status"]["state"]) for t in listed] == [(task_id, w.COMPLETED)]
+    await nothing_of_hers(world)
