@@ -32,6 +32,7 @@ from .rules import RuleError, WakeRule, failed_address
 from .waker import LEASE, POLL_INTERVAL, SWEEP_INTERVAL, Waker
 
 SERVER_ENV = "MQ9_SERVER"
+STOP_DEADLINE = 10.0  # seconds SIGTERM waits for the waker (its commands end first: 2 + 2 s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,5 +290,9 @@ async def _serve(args: argparse.Namespace) -> int:
         finally:
             if endpoint is not None:
                 await endpoint.stop()
-            await waker.stop()
+            try:  # one deadline: a stop that hangs (seen once at 10,000 mailboxes) ends here
+                await asyncio.wait_for(waker.stop(), STOP_DEADLINE)
+            except TimeoutError:
+                print(f"mq9-wake: the waker did not stop within {STOP_DEADLINE:.0f} s; "
+                      "exiting", file=sys.stderr, flush=True)
     return 0
