@@ -12,7 +12,9 @@
   carries the result once the call completed, and may ``tasks/cancel``. A called agent's
   question goes to a client that declared elicitation as the task's ``input_required`` status
   (an elicitation in ``inputRequests``), its answer comes with ``tasks/update``
-  (``questions.py``); ``tasks/result`` and ``tasks/list`` are not part of the extension.
+  (``questions.py``); an update without the answer (an accepted form without it, a response
+  of another kind) asks again under a new key, as a call sent back without it is (SEP-2322);
+  ``tasks/result`` and ``tasks/list`` are not part of the extension.
 
 A client that does not ask (or does not declare the extension) gets today's answer. The MCP
 SDK 2.3 serves neither form (its tools/call results are checked as a ``CallToolResult``), so the
@@ -63,6 +65,31 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
+@dataclass(frozen=True)
+class _Question:
+    """A question outstanding in a task: its key, its elicitation request, where its answer
+    goes, and how many times it has been asked."""
+
+    key: str
+    request: dict[str, Any]
+    answer: asyncio.Future[str | None]
+    times: int
+
+
+def _answered(response: Any) -> tuple[str | None, bool]:
+    """The answer in a client's response to a task's question (``questions.FORM``'s field: the
+    only form a task asks, an agent's question), and whether it is missing: an accepted form
+    without it, or a response of another kind. Declined or dismissed: no answer, not missing."""
+    text = questions.answer_text(response)
+    if text is not None:
+        return text, False
+    try:
+        declined = types.ElicitResult.model_validate(response).action != "accept"
+    except ValidationError:
+        declined = False
+    return None, not declined
+
+
 @dataclass
 class _Task:
     task_id: str
@@ -75,9 +102,8 @@ class _Task:
     status: types.TaskStatus = "working"  # "failed": the tool's result has isError
     result: types.CallToolResult | None = None
     runner: asyncio.Task[None] | None = None
-    asked: int = 0  # questions put to the client (2026-07-28: inputRequests)
-    # the outstanding question: its key, its elicitation request, where its answer goes
-    question: tuple[str, dict[str, Any], asyncio.Future[str | None]] | None = None
+    asked: int = 0  # questions put to the client, each asking again (2026-07-28: inputRequests)
+    question: _Question | None = None  # the outstanding one
 
     def detailed(self) -> dict[str, Any]:
         """The task as the 2026-07-28 extension shows it (its ``DetailedTask``): the result
@@ -95,23 +121,20 @@ class _Task:
             view["status"] = "completed"
             view["result"] = self.result.model_dump(by_alias=True, mode="json", exclude_none=True)
         elif self.question is not None:
-            key, request, _answer = self.question
             view["status"] = "input_required"
-            view["inputRequests"] = {key: request}
+            view["inputRequests"] = {self.question.key: self.question.request}
         return view
 
     async def ask(self, form: types.ElicitRequestFormParams) -> str | None:
         """Put a question to the client (2026-07-28: in ``tasks/get``'s ``inputRequests``) and
-        wait for its answer (``tasks/update``) as long as the task lives: None if none came."""
-        self.asked += 1
-        key = f"{questions.ANSWER_KEY}{self.asked}:{self.task_id}"
+        wait for its answer (``tasks/update``) as long as the task lives: None if none came,
+        or the user declined."""
         request = types.ElicitRequest(params=form).model_dump(
             by_alias=True, mode="json", exclude_none=True
         )
         answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.question = (key, request, answer)
-        self.last_updated_at = _now()
-        try:
+        self._put(request, answer, times=1)
+        try:  # one deadline for the question, however often it is asked again
             return await asyncio.wait_for(answer, self.ttl / 1000)
         except TimeoutError:
             return None
@@ -119,14 +142,27 @@ class _Task:
             self.question = None
             self.last_updated_at = _now()
 
+    def _put(self, request: dict[str, Any], answer: asyncio.Future[str | None], times: int) -> None:
+        """The question outstanding under a new key: SEP-2663 has a client skip a key it has
+        seen, so a question asked again needs one to be seen again."""
+        self.asked += 1
+        key = f"{questions.ANSWER_KEY}{self.asked}:{self.task_id}"
+        self.question = _Question(key, request, answer, times)
+        self.last_updated_at = _now()
+
     def answer(self, responses: dict[str, Any]) -> None:
         """The client's answer to the outstanding question, if ``responses`` holds it (an
-        answer to anything else is ignored, as SEP-2663 says)."""
-        if self.question is None:
+        answer to anything else is ignored, as SEP-2663 says). Without the input (SEP-2322:
+        an accepted form without it, a response of another kind) the question is asked again,
+        up to ``questions.MAX_QUESTIONS`` times; past that, the model gets it."""
+        question = self.question
+        if question is None or question.key not in responses or question.answer.done():
             return
-        key, _request, answer = self.question
-        if key in responses and not answer.done():
-            answer.set_result(questions.answer_text(responses[key]))
+        text, missing = _answered(responses[question.key])
+        if missing and question.times < questions.MAX_QUESTIONS:
+            self._put(question.request, question.answer, question.times + 1)
+        else:
+            question.answer.set_result(text)
 
     def view(self) -> types.Task:
         return types.Task(

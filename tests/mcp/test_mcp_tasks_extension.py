@@ -65,6 +65,7 @@ class Tasks(ClientExtension):
         self.created: list[CreatedTask] = []
         self.user = user
         self.asked: list[dict[str, Any]] = []
+        self.keys: list[str] = []  # SEP-2663: a client skips a key it has seen, not a request
 
     def claims(self) -> list[ResultClaim[Any]]:
         return [ResultClaim(result_type="task", model=CreatedTask, resolve=self.settle)]
@@ -82,7 +83,8 @@ class Tasks(ClientExtension):
     async def answer(self, session: Any, task: DetailedTask) -> None:
         """Each question of ``task`` not answered yet, put to the user, answered."""
         for key, asked in (task.input_requests or {}).items():
-            if self.user is not None and asked not in self.asked:
+            if self.user is not None and key not in self.keys:
+                self.keys.append(key)
                 self.asked.append(asked)
                 answers = {key: await self.user(asked)}
                 await request(session, "tasks/update", types.Result, taskId=task.task_id,
@@ -220,6 +222,16 @@ async def declines(_asked: dict[str, Any]) -> dict[str, Any]:
     return {"action": "decline"}
 
 
+class Forgetful:
+    """A user whose first answer leaves the input out (``given``), then answers French."""
+
+    def __init__(self, given: dict[str, Any]) -> None:
+        self.answers = [given, {"action": "accept", "content": {"answer": "French"}}]
+
+    async def __call__(self, _asked: dict[str, Any]) -> dict[str, Any]:
+        return self.answers.pop(0)
+
+
 async def unused_callback(_context: Any, _params: Any) -> types.ElicitResult:
     raise AssertionError("a task's question comes through tasks/get, not elicitation/create")
 
@@ -314,3 +326,29 @@ async def test_the_suites_tasks_checks_hold_for_a_waiting_fetch():
             assert bare(await peer.rpc("tasks/cancel", taskId=waiting_id)) == {}
             state = (await peer.rpc("tasks/get", taskId=waiting_id))["result"]["status"]
             assert state == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{"action": "accept", "content": {}}, {"roots": []}],
+    ids=["accepted-without-the-answer", "a-response-of-another-kind"],
+)
+async def test_an_update_without_the_input_asks_again_in_the_task(nats_server, given):
+    """#71: a tasks/update answering the agent's question without the input (SEP-2322) leaves
+    the task input_required with the same question under a new key (a client skips keys it
+    has seen); the answer to that one completes the task, as in a call."""
+    tasks = Tasks(Forgetful(given))
+    server = stdio_parameters("--server", nats_server.url, "--calls", "--agent-mailbox", "me")
+    options: dict[str, Any] = {"mode": "auto", "extensions": [tasks], "read_timeout_seconds": 30}
+    async with (
+        served_engine(nats_server.url),
+        Mq9Client(nats_server.url) as mq9,
+        AgentServer(text_graph(asking), name="agent.asking", client=mq9, **text_io()),
+        Client(server, elicitation_callback=unused_callback, **options) as client,
+    ):
+        call = {"agent": "agent.asking", "task": "hello", "wait_seconds": 20}
+        done = result_data(await client.call_tool("call_agent", call))
+    assert (done["state"], done["result"]) == ("completed", "hello in French")
+    first, again = tasks.asked
+    assert first == again and first["params"]["message"].endswith("asks: Which language?")
+    assert len(set(tasks.keys)) == 2
