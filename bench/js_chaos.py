@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import json
 import os
 import signal
 import sys
@@ -34,7 +33,7 @@ from typing import Any
 import nats
 
 from bench.js_cluster import JetStreamCluster
-from bench.js_store import STARTED, BrokerProcess
+from bench.js_store import BrokerProcess, run_and_print
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.storage.cluster import ClusterStore
 from langchain_mq9.groups.reader import GroupReader
@@ -203,19 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between kills")
     parser.add_argument("--down", type=float, default=1.0, help="seconds a server stays down")
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        results = asyncio.run(run(args))
-    finally:
-        for process in STARTED:
-            if process.poll() is None:
-                process.kill()
-                process.wait(30)
-    text = json.dumps(results, indent=2, default=str)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
-    return 0
+    return run_and_print(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

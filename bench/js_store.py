@@ -206,16 +206,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--in-flight", type=int, default=16)
-    parser.add_argument("--size", type=int, default=200)
-    parser.add_argument("--fetch", type=int, default=10)
-    parser.add_argument("--stored", type=int, default=0)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
+def run_and_print(
+    run: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]], args: argparse.Namespace
+) -> int:
+    """Run one of the cluster store's benches and print its figures as JSON (and to ``--out``),
+    its broker processes killed however the run ends (the js_* benches share this)."""
     try:
         results = asyncio.run(run(args))
     finally:
@@ -228,6 +223,18 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(text)
     print(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--fetch", type=int, default=10)
+    parser.add_argument("--stored", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    return run_and_print(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
