@@ -27,6 +27,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
+from .client.api import Mq9ClientLike
 from .operations.catalog import OperationError, prefixed
 from .operations.errors import explain
 from .operations.policy import ToolPolicy
@@ -137,7 +138,7 @@ class Mq9InboxMiddleware(AgentMiddleware[InboxState, Any]):
         return policy
 
     async def _bring(
-        self, client: Any, policy: ToolPolicy, state: InboxState
+        self, client: Mq9ClientLike, policy: ToolPolicy, state: InboxState
     ) -> dict[str, Any] | None:
         """The mail to show now: what an earlier run was shown and did not finish, then new
         mail, at most ``max_messages``."""
@@ -164,7 +165,9 @@ class Mq9InboxMiddleware(AgentMiddleware[InboxState, Any]):
         # What did not fit stays waiting: the next model call (or run) shows it.
         return {"messages": [message], "mq9_inbox": [*shown_here, *shown]}
 
-    async def _ack(self, client: Any, policy: ToolPolicy, state: InboxState) -> dict[str, Any]:
+    async def _ack(
+        self, client: Mq9ClientLike, policy: ToolPolicy, state: InboxState
+    ) -> dict[str, Any]:
         """Ack what this run was shown (and the model did not ack itself)."""
         reading = policy.readings.get((_mailbox(policy), policy.default_group))
         handled = set(state.get("mq9_inbox") or ())

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Annotated, Any, cast
 
 from langchain_core.tools import BaseTool, BaseToolkit
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation, WithJsonSchema
 
+from .client.api import Mq9ClientLike
+from .client.client import Mq9Client
 from .client.connection import Mq9Connection
 from .client.redaction import redact, redact_options
 from .operations.catalog import DEFAULT_OPERATIONS, OPERATIONS
@@ -62,7 +64,11 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
     server: str | None = Field(
         default=None, description="mq9 broker URL (nats://, tls://, memory://)"
     )
-    client: Any = Field(default=None, description="An open Mq9Client to use instead of server")
+    # This package's Mq9Client or the official mq9 SDK's: a Protocol pydantic cannot check with
+    # isinstance, so taken as given (as before), its JSON schema left open.
+    client: Annotated[Mq9ClientLike | None, SkipValidation(), WithJsonSchema({})] = Field(
+        default=None, description="An open Mq9Client to use instead of server"
+    )
     tools: Sequence[str] | None = Field(default=None, description="Tool names; default the eight")
     request_timeout: float = Field(default=5.0, gt=0)
     client_options: dict[str, Any] = Field(
@@ -93,7 +99,9 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
         if self.client is not None:
             if self.server is not None:
                 raise ValueError("give server= or client=, not both")
-            self._connection = Mq9Connection(client=self.client)
+            # Mq9Connection hands on a client given as it is, to the catalog's handlers, which
+            # use only what Mq9ClientLike names (its own type says Mq9Client: the ones it opens)
+            self._connection = Mq9Connection(client=cast(Mq9Client, self.client))
         else:
             server = self.server or os.environ.get("MQ9_SERVER") or os.environ.get("NATS_URL")
             if not server:

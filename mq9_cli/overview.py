@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_mq9.a2a import wire as w
+from langchain_mq9.client.api import Mq9ClientLike
+from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.groups.dead_letters import DeadLetter, dead_letter_address
 from langchain_mq9.groups.dead_letters import store as store_dead_letter
 from langchain_mq9.groups.reader import Replayed, replay
@@ -85,7 +87,7 @@ def person_policy(
 
 
 async def operate(
-    client: Any, name: str, args: dict[str, Any], policy: ToolPolicy | None = None
+    client: Mq9ClientLike, name: str, args: dict[str, Any], policy: ToolPolicy | None = None
 ) -> dict[str, Any]:
     """Run the catalog's operation ``name``; its result's data (``OperationError``: refused)."""
     outcome = await OPERATIONS[name].execute(client, args, policy or person_policy())
@@ -148,7 +150,7 @@ def refusal(exc: BaseException) -> str | None:
     return exc.message if " refused: " in exc.message else None
 
 
-async def figures(client: Any, address: str) -> MailboxFigures:
+async def figures(client: Mq9ClientLike, address: str) -> MailboxFigures:
     try:
         found: list[Message] = await client.query(address, limit=QUERY_CAP)
     except MailboxNotFound:
@@ -211,7 +213,7 @@ class Page:
     scanned_to: int | None = None
 
 
-async def page(client: Any, address: str, from_id: int, limit: int = QUERY_CAP) -> Page:
+async def page(client: Mq9ClientLike, address: str, from_id: int, limit: int = QUERY_CAP) -> Page:
     """Up to ``limit`` messages from msg_id ``from_id`` on, in msg_id order, and where the
     next page starts. The first page is a QUERY (the oldest); the others stateless FETCHes
     from an id, which read lane by lane (critical, urgent, normal) and each lane at most
@@ -238,7 +240,7 @@ async def page(client: Any, address: str, from_id: int, limit: int = QUERY_CAP) 
 
 
 async def search(
-    client: Any,
+    client: Mq9Client,  # tags: a QUERY filter of this package's client, not the SDK's
     address: str,
     *,
     key: str = "",
@@ -254,8 +256,8 @@ async def search(
     ``scan`` pages at most a call: the next call goes on from ``next_from``)."""
     if key or tags:
         given: dict[str, Any] = {"key": key} if key else {"tags": tags}
-        found = await client.query(address, limit=QUERY_CAP, **given)
-        return Page([m for m in found if _holds(m, text)][:limit], None)
+        filtered = await client.query(address, limit=QUERY_CAP, **given)
+        return Page([m for m in filtered if _holds(m, text)][:limit], None)
     if not text:
         return await page(client, address, from_id, limit)
     hits: list[Message] = []
@@ -281,7 +283,7 @@ def _holds(message: Message, text: str) -> bool:
     return any(wanted in w.casefold() for w in words)
 
 
-async def messages(client: Any, address: str, *, limit: int = QUERY_CAP) -> list[Message]:
+async def messages(client: Mq9ClientLike, address: str, *, limit: int = QUERY_CAP) -> list[Message]:
     """The oldest ``limit`` messages of ``address`` (a QUERY: nothing consumed)."""
     found: list[Message] = await client.query(address, limit=limit)
     return found
@@ -291,7 +293,7 @@ class Unknown(Exception):
     """What a read cannot tell (said in its one line)."""
 
 
-async def message_at(client: Any, address: str, msg_id: int) -> Message | None:
+async def message_at(client: Mq9ClientLike, address: str, msg_id: int) -> Message | None:
     """The message ``msg_id`` of ``address``, or None when it is not there (mq9's DELETE of
     such an id succeeds all the same): stateless FETCHes from it, nothing consumed. A FETCH
     reads lane by lane, most urgent first, so a normal message is in its answer only if the
@@ -328,7 +330,7 @@ def read_through(answer: list[Message], asked: int) -> float:
     return through
 
 
-async def exists(client: Any, address: str) -> bool:
+async def exists(client: Mq9ClientLike, address: str) -> bool:
     """Whether ``address`` is a mailbox now (a QUERY of one message)."""
     try:
         await client.query(address, limit=1)
@@ -337,14 +339,14 @@ async def exists(client: Any, address: str) -> bool:
     return True
 
 
-async def newest_id(client: Any, address: str) -> int | None:
+async def newest_id(client: Mq9ClientLike, address: str) -> int | None:
     """The newest stored message's id (a stateless FETCH of ``latest``), None if empty."""
     found = await client.fetch(address, deliver="latest", num_msgs=1, max_wait_ms=0)
     return max((m.msg_id for m in found), default=None)
 
 
 async def follow(
-    client: Any,
+    client: Mq9ClientLike,
     address: str,
     *,
     after: int | None = None,
@@ -400,7 +402,7 @@ class Letter:
         return shown
 
 
-async def dead_letters(client: Any, mailbox: str) -> tuple[str, list[Letter] | None]:
+async def dead_letters(client: Mq9ClientLike, mailbox: str) -> tuple[str, list[Letter] | None]:
     """The dead-letter mailbox of ``mailbox`` and its messages (None: it does not exist)."""
     address = dead_letter_address(mailbox)
     try:
@@ -419,7 +421,7 @@ async def dead_letters(client: Any, mailbox: str) -> tuple[str, list[Letter] | N
     return address, letters
 
 
-async def _not_replayed(client: Any, address: str) -> set[int] | None:
+async def _not_replayed(client: Mq9ClientLike, address: str) -> set[int] | None:
     """The msg_ids the replay group has not passed: its FETCH without an ack hands them out
     and moves nothing (None: unknown)."""
     try:
@@ -435,7 +437,9 @@ async def _not_replayed(client: Any, address: str) -> set[int] | None:
     return {m.msg_id for m in found}
 
 
-async def set_aside(client: Any, address: str, msg_id: int, *, group: str, reason: str) -> int:
+async def set_aside(
+    client: Mq9Client, address: str, msg_id: int, *, group: str, reason: str
+) -> int:
     """Move message ``msg_id`` of ``address`` to its dead letters (``<address>.dlq``), saying
     why, then delete it: every group passes it, and it is kept there to read and replay. Its
     msg_id in the dead-letter mailbox; ``LookupError`` when it is not there."""
@@ -455,7 +459,7 @@ async def set_aside(client: Any, address: str, msg_id: int, *, group: str, reaso
     return letter
 
 
-async def replay_one(client: Any, mailbox: str, letter_id: int) -> int:
+async def replay_one(client: Mq9Client, mailbox: str, letter_id: int) -> int:
     """Send the dead letter ``letter_id`` (in ``<mailbox>.dlq``) back to ``mailbox`` as
     ``replay`` does (payload, priority, tags and headers as they were, not the key), then
     delete it from the dead letters, so that it goes back once. Its new msg_id."""
@@ -484,7 +488,7 @@ async def replay_one(client: Any, mailbox: str, letter_id: int) -> int:
     return sent
 
 
-async def replay_dead_letters(client: Any, mailbox: str) -> Replayed:
+async def replay_dead_letters(client: Mq9Client, mailbox: str) -> Replayed:
     """Send ``mailbox``'s dead letters back to it, each once (``groups.reader.replay``)."""
     try:
         return await replay(client, dead_letter_address(mailbox), mailbox=mailbox)
@@ -512,7 +516,7 @@ def _trace_id(header: dict[str, str]) -> str | None:
     return parts[1] if ok and all(c in "0123456789abcdef" for c in parts[1]) else None
 
 
-async def call_timeline(client: Any, reply_mailbox: str, task_id: str) -> list[Event]:
+async def call_timeline(client: Mq9ClientLike, reply_mailbox: str, task_id: str) -> list[Event]:
     """A call's steps across the caller's reply mailbox and the agent's mailbox, oldest first:
     the record, each request the agent was sent (the task, answers, a cancel), the newest state
     and error the agent left. Key compaction keeps only the newest of each record."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.metrics import OperatorEndpoint, need_prometheus
 from langchain_mq9.metrics.http import ASGIApp, HttpMetrics
@@ -74,7 +75,7 @@ def mcp_endpoint(metrics: McpMetrics, connection: Mq9Connection, host: str, port
     """The operator's endpoint (not started): ready while the broker answers."""
 
     async def ready() -> str | None:
-        async def up(client: Any) -> bool:
+        async def up(client: Mq9Client) -> bool:
             return bool(client.is_connected)
 
         try:
