@@ -24,7 +24,7 @@ from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.groups.dead_letters import DeadLetter, dead_letter_address
 from langchain_mq9.groups.dead_letters import store as store_dead_letter
 from langchain_mq9.groups.reader import Replayed, replay
-from langchain_mq9.groups.state import LARGEST_MESSAGE, ReaderState
+from langchain_mq9.groups.state import LARGEST_MESSAGE, read_through
 from langchain_mq9.operations.catalog import OPERATIONS
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.policy import ToolPolicy
@@ -311,23 +311,6 @@ async def message_at(client: Mq9ClientLike, address: str, msg_id: int) -> Messag
         f"cannot tell whether {address} holds msg_id {msg_id}: over {QUERY_CAP} more urgent "
         "messages follow it"
     )
-
-
-def read_through(answer: list[Message], asked: int) -> float:
-    """The largest msg_id up to which a FETCH of ``asked`` without a group holds every message
-    from its start on (``math.inf``: all there is; -1: nothing is sure). A lane read whole
-    holds all of its own; one cut short (by number or by RobustMQ's 30 MiB a read), those up
-    to its last; a lane not read because the answer was full before it, none."""
-    whole = ReaderState(last_answer=answer, asked=asked).whole_lanes()
-    through, held = math.inf, 0
-    for priority in PRIORITY_ORDER:
-        lane = [m.msg_id for m in answer if m.priority is priority]
-        if held >= asked:
-            return -1
-        if priority not in whole:
-            through = min(through, max(lane, default=-1))
-        held += len(lane)
-    return through
 
 
 async def exists(client: Mq9ClientLike, address: str) -> bool:

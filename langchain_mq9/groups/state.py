@@ -10,6 +10,7 @@ holds ``asked``; an ACK X moves every lane to X + 1; the broker leases nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -213,3 +214,21 @@ class ReaderState:
         if busy:
             horizon = min(horizon, min(busy) - 1)
         return max(horizon, self.floor)
+
+
+def read_through(answer: list[Message], asked: int) -> float:
+    """The largest msg_id up to which a FETCH of ``asked`` without a group holds every message
+    from its start on (``math.inf``: all there is; -1: nothing is sure). A lane read whole
+    holds all of its own; one cut short (by number or by RobustMQ's 30 MiB a read), those up
+    to its last; a lane not read because the answer was full before it, none. The toolkit's
+    pages and the console's counts both read a mailbox this way."""
+    whole = ReaderState(last_answer=answer, asked=asked).whole_lanes()
+    through, held = math.inf, 0
+    for priority in PRIORITY_ORDER:
+        lane = [m.msg_id for m in answer if m.priority is priority]
+        if held >= asked:
+            return -1
+        if priority not in whole:
+            through = min(through, max(lane, default=-1))
+        held += len(lane)
+    return through

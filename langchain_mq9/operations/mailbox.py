@@ -12,8 +12,8 @@ from typing import Any
 
 from ..client.api import Mq9ClientLike
 from ..groups.reader import GroupReader
-from ..groups.state import ReaderState
-from ..protocol import PRIORITY_ORDER, QUERY_CAP, Message, Priority
+from ..groups.state import read_through
+from ..protocol import QUERY_CAP, Message, Priority
 from .context import CallContext
 from .errors import OperationError, invalid
 from .policy import GroupReading, ToolPolicy
@@ -303,30 +303,13 @@ async def _page(
         )
         # From an id past the end RobustMQ answers the newest message: not from from_id on.
         found = sorted((m for m in found if m.msg_id >= from_id), key=lambda m: m.msg_id)
-        through = _read_through(found, asked)
+        through = read_through(found, asked)
         if not found or through >= found[0].msg_id:
             break
     # Over 100 urgent and critical messages from from_id on (a rare mailbox): the normal
     # lane was not read; what was read is shown, and the answer says so.
     page = [m for m in found if m.msg_id <= through][:limit] or found[:limit]
     return page, len(found) > len(page) or through < math.inf, through >= 0
-
-
-def _read_through(answer: list[Message], asked: int) -> float:
-    """The largest msg_id up to which a FETCH of ``asked`` without a group holds every message
-    from its start on (``math.inf``: all there is). A lane read whole holds all of its own; a
-    lane cut short, those up to its last; a lane not read (the answer held ``asked`` before
-    it), none (then -1)."""
-    whole = ReaderState(last_answer=answer, asked=asked).whole_lanes()
-    through, held = math.inf, 0
-    for priority in PRIORITY_ORDER:
-        lane = [m.msg_id for m in answer if m.priority is priority]
-        if held >= asked:
-            return -1
-        if priority not in whole:
-            through = min(through, max(lane))
-        held += len(lane)
-    return through
 
 
 async def _newest_id(client: Mq9ClientLike, address: str, known: int) -> int | None:
