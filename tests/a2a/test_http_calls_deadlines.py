@@ -8,6 +8,7 @@ guard (``asyncio.timeout``, a hang guard only, far above the deadlines; no timin
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from http_agents import a2a_http_agent
@@ -24,6 +25,13 @@ LOOPBACK = HostPolicy(["127.0.0.1"])
 GUARD = 60  # seconds: a hang guard, never a measure
 
 
+def within_a_second(reason: str) -> bool:
+    """The words say a deadline of one second ran out: the time the request was given, the
+    second set here less what the call spent before it on a busy machine (0.999 s, say)."""
+    found = re.search(r"within ([0-9.]+) s", reason)
+    return found is not None and 0 < float(found.group(1)) <= 1
+
+
 @pytest.mark.parametrize(
     ("how", "streaming"),
     [("headers", True), ("headers", False), ("body", False), ("body", True), ("stream", True)],
@@ -34,7 +42,8 @@ async def test_a_call_to_an_agent_that_drips_ends_at_its_wait(client, how, strea
         async with asyncio.timeout(GUARD):
             held = await caller.call_http(card_of(peer.url, streaming=streaming), "hi", wait=1)
         assert held.state == w.FAILED, held.view()
-        assert "had not answered within 1 s" in held.view()["reason"]
+        assert "had not answered within" in held.view()["reason"]
+        assert within_a_second(held.view()["reason"])
         # the call is kept as any other: a check says the same
         assert (await caller.check(held.task_id)).state == w.FAILED
         # the honest agent beside it answers as before
@@ -50,7 +59,7 @@ async def test_a_call_that_does_not_wait_is_held_no_longer_than_one_request(clie
         caller = AgentCaller(client, "agent.me.calls", hosts=LOOPBACK)
         async with asyncio.timeout(GUARD):
             held = await caller.call_http(card_of(peer.url, streaming=False), "hi")
-        assert held.state == w.FAILED and "within 1 s" in held.view()["reason"]
+        assert held.state == w.FAILED and within_a_second(held.view()["reason"])
 
 
 async def test_a_stream_that_never_ends_is_followed_until_the_wait_then_checked(client):
@@ -79,7 +88,7 @@ async def test_a_check_whose_get_task_drips_ends_at_its_wait(client, monkeypatch
             asked = await caller.check(sent.task_id)
         assert asked.state == w.WORKING
         assert "could not be asked" in asked.view()["reason"]
-        assert "within 1 s" in asked.view()["reason"]
+        assert within_a_second(asked.view()["reason"])
 
 
 @pytest.mark.parametrize("how", ["headers", "body"])
@@ -115,6 +124,6 @@ async def test_call_agent_given_a_dripping_card_url_ends_at_its_wait(client, mon
     async with dripping("body") as peer, a2a_http_agent() as (base, _executor):
         async with asyncio.timeout(GUARD):
             said = await tool.ainvoke({"agent": peer.url, "task": "hi", "wait_seconds": 1})
-        assert "no A2A card at" in str(said) and "within 1 s" in str(said), said
+        assert "no A2A card at" in str(said) and within_a_second(str(said)), said
         done = await tool.ainvoke({"agent": base, "task": "hi", "wait_seconds": 20})
         assert '"completed"' in str(done) and "HI" in str(done), done
