@@ -33,7 +33,7 @@ from typing import Any
 import nats
 
 from bench.js_cluster import JetStreamCluster
-from bench.js_store import BrokerProcess, run_and_print
+from bench.js_store import BrokerProcess, open_layout, run_and_print
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.storage.cluster import ClusterStore
 from langchain_mq9.groups.reader import GroupReader
@@ -54,16 +54,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with JetStreamCluster(3) as cluster:
         urls = cluster.urls
         stream = f"X{uuid.uuid4().hex[:8]}"
-        setup = await nats.connect(urls)
-        deadline = time.monotonic() + 120  # a cluster forming elects its JetStream leader
-        while True:
-            try:
-                await ClusterStore(setup, name=stream, replicas=3, timeout=5).open()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(1)
+        setup = await open_layout(urls, stream)
         await setup.close()
         brokers = [BrokerProcess(urls, stream, 3), BrokerProcess(urls, stream, 3)]
         writing = True

@@ -14,7 +14,6 @@ a broker still subscribed. At the end every answered SEND is counted in the mail
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import statistics
@@ -24,12 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from bench.js_cluster import JetStreamCluster
-from bench.js_store import BrokerProcess, run_and_print
+from bench.js_store import BrokerProcess, open_layout, run_and_print
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.storage.cluster import ClusterStore
 
 
 async def timed(client: Mq9Client, text: str) -> float:
@@ -43,16 +39,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with JetStreamCluster(3) as cluster:
         urls = cluster.urls
         stream = f"K{uuid.uuid4().hex[:8]}"
-        setup = await nats.connect(urls)
-        deadline = time.monotonic() + 120  # a cluster forming elects its JetStream leader
-        while True:
-            try:
-                await ClusterStore(setup, name=stream, replicas=3, timeout=5).open()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(1)
+        setup = await open_layout(urls, stream)
         brokers = [BrokerProcess(urls, stream, 3), BrokerProcess(urls, stream, 3)]
         async with Mq9Client(urls[0]) as client:
             await client.mailbox_create(name="kill.lane", ttl=0)

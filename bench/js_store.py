@@ -98,22 +98,30 @@ async def rate(work: Callable[[], Awaitable[Any]], in_flight: int, seconds: floa
     return done / (time.monotonic() - started)
 
 
+async def open_layout(urls: list[str], stream: str) -> nats.NATS:
+    """A connection to the cluster once the store's stream and buckets (R3) are made there,
+    tried again while the forming cluster elects its JetStream leader (up to 120 s); the
+    js_* benches share it."""
+    setup = await nats.connect(urls)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            await ClusterStore(setup, name=stream, replicas=3, timeout=5).open()
+            return setup
+        except Exception:
+            if time.monotonic() > deadline:
+                await setup.close()
+                raise
+            await asyncio.sleep(1)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"args": vars(args), "load_before": os.getloadavg()}
     with JetStreamCluster(3) as cluster:
         urls = cluster.urls
         stream = f"B{uuid.uuid4().hex[:8]}"
         layout = Layout(stream)
-        setup = await nats.connect(urls)
-        deadline = time.monotonic() + 120  # a cluster forming elects its JetStream leader
-        while True:
-            try:
-                await ClusterStore(setup, name=stream, replicas=3, timeout=5).open()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(1)
+        setup = await open_layout(urls, stream)
         broker = BrokerProcess(urls, stream, 3)
         raw = await nats.connect(urls)
         js = raw.jetstream()
