@@ -273,6 +273,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop, made with SIGINT and SIGTERM held: either, turned into
+    KeyboardInterrupt in the middle of the loop's construction, would leave a half-made loop
+    whose finaliser prints a traceback. Held, the signal lands once the loop is whole."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        return asyncio.new_event_loop()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        return asyncio.new_event_loop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -303,7 +316,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if _stdin_is_terminal():
             help_text = client_lines.terminal_help(_client_args(args, server_url, policy))
             print(help_text, file=sys.stderr, flush=True)
-        anyio.run(serve_stdio, server, connection)
+        anyio.run(serve_stdio, server, connection, backend_options={"loop_factory": _new_loop})
         return 0
     return _run_http(args, server, connection, auth_token)
 
