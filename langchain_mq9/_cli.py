@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 
-from .client.redaction import redact
+from ._nats.redaction import redact
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -9,10 +9,10 @@ from typing import Annotated, Any, cast
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation, WithJsonSchema
 
+from ._nats.redaction import redact, redact_options
 from .client.api import Mq9ClientLike
 from .client.client import Mq9Client
 from .client.connection import Mq9Connection
-from .client.redaction import redact, redact_options
 from .operations.catalog import DEFAULT_OPERATIONS, OPERATIONS
 from .operations.config import ToolConfig
 from .operations.policy import ToolPolicy

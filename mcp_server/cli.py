@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from langchain_mq9._cli import ArgumentParser, port, positive_float, positive_int
 from langchain_mq9._cli import configure_logging as configure_stderr_logging
+from langchain_mq9._nats.redaction import redact
 from langchain_mq9._version import __version__
 from langchain_mq9.client.auth import read_credential_file
 from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.client.redaction import redact
 from langchain_mq9.metrics import MetricsUnavailable, operator_address
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.policy import ToolPolicy

@@ -30,9 +30,9 @@ from mcp import types
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from langchain_mq9._nats.redaction import redact
 from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.client.redaction import redact
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.operations.errors import OperationError, explain
 from langchain_mq9.operations.policy import ToolPolicy

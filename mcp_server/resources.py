@@ -16,8 +16,8 @@ from urllib.parse import quote, unquote
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
+from langchain_mq9._nats.redaction import redact
 from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.catalog import ToolPolicy
 from langchain_mq9.operations.errors import explain
 from langchain_mq9.operations.results import AgentsFound, Outcome

@@ -23,10 +23,10 @@ from mcp.shared.exceptions import MCPError
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
+from langchain_mq9._http.ssrf import HostPolicy
+from langchain_mq9._nats.redaction import redact
 from langchain_mq9._version import __version__
 from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.client.redaction import redact
-from langchain_mq9.client.ssrf import HostPolicy
 from langchain_mq9.operations.catalog import (
     OPERATIONS,
     Operation,

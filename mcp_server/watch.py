@@ -32,9 +32,9 @@ from mcp import types
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
 from mcp.shared.exceptions import MCPError
 
+from langchain_mq9._nats.redaction import redact
 from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.client.redaction import redact
 from langchain_mq9.operations.errors import OperationError, explain
 from langchain_mq9.operations.policy import ToolPolicy
 from langchain_mq9.protocol.errors import (

@@ -4,7 +4,7 @@ the server POSTs each event to a URL the client gave, signed as Standard Webhook
 "id.timestamp.body">`` with the subscription's ``whsec_`` secret), until the subscription's TTL
 ends unless the client subscribes again (a refresh: the same event, arguments and URL).
 
-A URL is the client's data: it goes through the package's SSRF guard (``client/ssrf.py``), which
+A URL is the client's data: it goes through the package's SSRF guard (``_http/ssrf.py``), which
 lets only the hosts the operator listed (``--webhook-hosts``) be reached and connects to the
 addresses it checked. Only a client with a principal of its own subscribes: over stdio the
 process that started the server, over HTTP a request the bearer token let in (a server without
@@ -35,7 +35,7 @@ from typing import Any
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9.client.ssrf import HostPolicy, HostRefused, guarded_client
+from langchain_mq9._http.ssrf import HostPolicy, HostRefused, guarded_client
 
 from .events import (
     FORBIDDEN,

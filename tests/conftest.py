@@ -22,6 +22,7 @@ from shared_broker import Namespace, NamespacedTransport, clear_registry
 from store_lane import STATE_SERVER, STORES, TEST_STORE, served_storage
 
 from langchain_mq9 import Mq9Client
+from langchain_mq9._nats.guard import GuardedClient, protect
 from langchain_mq9.broker import (
     BrokerEngine,
     BrokerLimits,
@@ -32,7 +33,6 @@ from langchain_mq9.broker import (
 )
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.broker.storage import Storage
-from langchain_mq9.client.nats_guard import GuardedClient, protect
 
 ROBUSTMQ_URL = os.environ.get("MQ9_ROBUSTMQ_URL")
 BROKERS = ["memory", "nats"] + (["robustmq"] if ROBUSTMQ_URL else [])

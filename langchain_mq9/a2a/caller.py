@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from .._http.hosts import HostPolicy
 from ..client.client import Mq9Client
 from ..protocol import Priority, check_address
 from ..protocol.errors import MailboxNotFound, TooLarge
 from . import wire as w
 from .arrivals import Arrivals, Bell
-from .hosts import HostPolicy
 from .store import ensure_mailbox, keep, latest
 
 # How often a waiting check asks an HTTP agent again (GetTask), where a mailbox is read each

@@ -21,10 +21,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .._http.hosts import HostPolicy, HostRefused
 from ..client.client import Mq9Client
 from ..protocol import card_skills, clipped
 from . import wire as w
-from .hosts import HostPolicy, HostRefused
 from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
 
 log = logging.getLogger("langchain_mq9.a2a.cards_import")

@@ -98,12 +98,12 @@ def _server(config: Any, closing: asyncio.Event) -> Any:
 async def _run(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from .._http.hosts import HostPolicy
     from ..client.client import Mq9Client
     from ..wake.deliver import Destinations
     from .cards_import import CardImporter
     from .gateway import Tenants, gateway_app
     from .gateway_push import GatewayPush
-    from .hosts import HostPolicy
 
     host, _, port = args.listen.rpartition(":")
     metrics = None

@@ -29,10 +29,10 @@ from a2a.types.a2a_pb2 import (
     Task,
 )
 
-from ..client.ssrf import AnswerTooLarge, guarded_client
+from .._http.hosts import HostPolicy, HostRefused
+from .._http.ssrf import AnswerTooLarge, guarded_client
 from ..protocol import clipped
 from . import wire as w
-from .hosts import HostPolicy, HostRefused
 from .protojson import to_json, to_proto
 
 # How long one HTTP request may take in all (connecting, headers, body, a stream's first

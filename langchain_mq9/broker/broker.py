@@ -30,7 +30,7 @@ from nats.aio.client import Client as NatsConnection
 
 from .. import protocol as p
 from .. import semantic
-from ..client.redaction import describe, redact
+from .._nats.redaction import describe, redact
 from ..metrics import RequestMeter
 from .banner import banner, standby_banner
 from .cluster.servers import (

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsConnection
 
-from ..client.redaction import redact
+from .._nats.redaction import redact
 from .cluster.survey import (
     JETSTREAM_UNAVAILABLE,
     NO_PEERS_YET,

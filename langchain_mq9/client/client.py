@@ -18,6 +18,7 @@ from typing import Any
 from .. import protocol as p
 from .. import semantic as models
 from .. import tracing
+from .._nats.redaction import redact
 from ..groups.dead_letters import DEFAULT_MAX_DELIVERIES
 from ..groups.leases import DEFAULT_LEASE_TTL
 from ..groups.reader import Consumer, ErrorHandler, GroupReader, Handler, until_found
@@ -39,7 +40,6 @@ from ..protocol.errors import (
 )
 from ..semantic.ranking import AgentEntry, AgentIndex
 from .live_search import LiveSearch, is_robustmq
-from .redaction import redact
 from .transport import (
     NOT_CONNECTED,
     Answer,

@@ -21,6 +21,9 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checkable
 
+from .._nats.info import server_info
+from .._nats.redaction import describe, redact
+from .._nats.urls import nats_urls
 from ..protocol import DEFAULT_MAX_PAYLOAD
 from ..protocol.errors import (
     ConnectFailed,
@@ -35,14 +38,12 @@ from ..protocol.errors import (
 )
 from ..protocol.subjects import IDENTITIES_MARKER, principal_subject
 from .auth import Login, login_for, refused_credentials, refused_login
-from .redaction import describe, redact
-from .urls import nats_urls
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from typing_extensions import TypeIs
 
-    from .nats_guard import GuardedClient
+    from .._nats.guard import GuardedClient
 
 log = logging.getLogger("langchain_mq9")
 
@@ -322,7 +323,7 @@ class NatsTransport:
         self._cut: set[asyncio.Task[Any]] = set()
         self._redialing = asyncio.Lock()
         self._closes = 0
-        self._watchdog: asyncio.Task[None] | None = None  # see nats_guard.protect
+        self._watchdog: asyncio.Task[None] | None = None  # see _nats.guard.protect
 
     @property
     def max_payload(self) -> int:
@@ -331,7 +332,7 @@ class NatsTransport:
     @property
     def server_info(self) -> dict[str, Any]:
         """The INFO the server sent ({} before connecting): says which broker this is."""
-        return dict(self._connection._server_info) if self._connection else {}
+        return server_info(self._connection) if self._connection else {}
 
     @property
     def principal(self) -> str | None:
@@ -344,7 +345,7 @@ class NatsTransport:
     ) -> Unsubscribe | None:
         """``Announcements``: a plain NATS subscription to each subject, on the connection
         requests go by; all of them undone if one is refused."""
-        from .nats_guard import flush_in_order  # nats-py, only once a NATS link is used
+        from .._nats.guard import flush_in_order  # nats-py, only once a NATS link is used
 
         connection = self._connection
         if connection is None:
@@ -378,7 +379,7 @@ class NatsTransport:
         return self._connection is not None
 
     async def connect(self) -> None:
-        from .nats_guard import GuardedClient, protect
+        from .._nats.guard import GuardedClient, protect
 
         # A first connection gets request_timeout in all, not nats-py's reconnect_attempts tries
         connection = GuardedClient()

@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 
 from .._cli import configure_logging, positive_float
+from .._nats.redaction import redact
 from ..client import Mq9Client
-from ..client.redaction import redact
 from ..metrics import MetricsUnavailable, need_prometheus, operator_address
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from .book import RuleBook

@@ -3,7 +3,7 @@ command, an in-process callback (docs/wake.md). The waker decides when; this mod
 delivers, to what the waker's operator set up (``Destinations``: webhook hosts, Agent Servers
 each with its own key, programs and the environment names a rule may give them) and within
 the operator's ceilings (``limits.py``); every HTTP request goes through the package's SSRF
-guard (``client/ssrf.py``), which connects to the addresses it checked. A rule is data any
+guard (``_http/ssrf.py``), which connects to the addresses it checked. A rule is data any
 reader of a mailbox may write, a model too: it chooses among the operator's targets, never
 adds one.
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..client.ssrf import HostPolicy, HostRefused, guarded_client
+from .._http.ssrf import HostPolicy, HostRefused, guarded_client
 from .limits import BUSY_RETRY, Limits, RunBook
 from .rules import WakeRule
 

@@ -60,7 +60,7 @@ def load_executor_class(tck_dir: Path = TCK_DIR) -> type:
 
 
 def _loopback_resolver(resolve: Any) -> Any:
-    from langchain_mq9.client.ssrf import Address
+    from langchain_mq9._http.ssrf import Address
 
     async def resolved(host: str, port: int) -> list[Address]:
         if host == "example.com":

@@ -16,9 +16,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from langchain_mq9 import Mq9Toolkit
+from langchain_mq9._http.hosts import HostPolicy
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.cards_import import CardImporter, ImportRefused, import_card
-from langchain_mq9.a2a.hosts import HostPolicy
 from langchain_mq9.a2a.http_caller import AgentUnreachable
 from langchain_mq9.a2a.server import AgentServer
 

@@ -12,10 +12,10 @@ import pytest
 from agent_server import ECHO_GRAPH, AgentServer, langgraph_command
 
 from langchain_mq9 import Mq9Toolkit
+from langchain_mq9._http.hosts import HostPolicy
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.cards_import import import_card
-from langchain_mq9.a2a.hosts import HostPolicy
 from langchain_mq9.a2a.http_caller import fetch_card
 
 pytestmark = pytest.mark.skipif(langgraph_command() is None, reason="langgraph-cli not installed")

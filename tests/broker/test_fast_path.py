@@ -1,4 +1,4 @@
-"""broker/cluster/fast_path.py: a subscription's messages handled in the read loop, the answers
+"""_nats/fast_path.py: a subscription's messages handled in the read loop, the answers
 written at the end of the read (the broker's own subscription, serve.py, and the JetStream
 record writer), and the same effect through nats-py's public API when the fast path is off
 (MQ9_BROKER_FAST_PATH=0, or a nats-py whose internals it was not checked against). On a real
@@ -18,18 +18,19 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from store_lane import STATE_SERVER
 
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.cluster import fast_path
-from langchain_mq9.broker.cluster.fast_path import (
+from langchain_mq9._nats import fast_path
+from langchain_mq9._nats import guard as nats_guard
+from langchain_mq9._nats.fast_path import (
     InlineParser,
     deliver_inline,
     engage,
     publish_queued,
     write_now,
 )
+from langchain_mq9._nats.guard import flush_in_order, protect
+from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
-from langchain_mq9.client import Mq9Client, nats_guard
-from langchain_mq9.client.nats_guard import flush_in_order, protect
+from langchain_mq9.client import Mq9Client
 
 pytestmark = pytest.mark.asyncio
 

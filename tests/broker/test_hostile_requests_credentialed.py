@@ -19,10 +19,10 @@ from raw_nats import socket_request
 from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
 from langchain_mq9 import protocol as p
+from langchain_mq9._nats.guard import flush_in_order
 from langchain_mq9.a2a import wire
 from langchain_mq9.broker.identities.ownership import MARKER, WAKE_FAILED, digest
 from langchain_mq9.broker.identities.store import IdentityStore, identities_file
-from langchain_mq9.client.nats_guard import flush_in_order
 from langchain_mq9.groups import dead_letters, leases
 
 pytestmark = pytest.mark.slow  # a dev broker and its nats-server (tests/conftest.py's rule)

@@ -25,10 +25,10 @@ from jetstream_servers import JetStreamCluster, wait_serving
 from test_durability import T0, Restartable, engine_state
 
 from langchain_mq9 import protocol as p
+from langchain_mq9._nats.guard import flush_in_order
 from langchain_mq9.broker import BrokerEngine, ManualClock, serve_on_nats
 from langchain_mq9.broker.standby.leader import LEASE_ENDED, NOT_SERVING
 from langchain_mq9.broker.storage import JetStreamStorage, StorageError
-from langchain_mq9.client.nats_guard import flush_in_order
 
 pytestmark = pytest.mark.slow  # nats-server processes
 

@@ -15,9 +15,9 @@ import pytest
 
 from langchain_mq9 import MailboxNotFound, Mq9Client, Mq9Error, Priority
 from langchain_mq9 import protocol as p
+from langchain_mq9._nats.guard import flush_in_order
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
-from langchain_mq9.client.nats_guard import flush_in_order
 from langchain_mq9.client.transport import NOT_CONNECTED
 from langchain_mq9.operations.catalog import explain
 

@@ -26,6 +26,7 @@ from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
+from langchain_mq9._nats.guard import flush_in_order
 from langchain_mq9.a2a.server import serve_agent
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import start_nats_server
@@ -37,7 +38,6 @@ from langchain_mq9.client.auth import (
     login_for,
 )
 from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.client.nats_guard import flush_in_order
 from langchain_mq9.client.transport import NatsTransport, open_transport
 from langchain_mq9.groups.leases import is_reserved
 from langchain_mq9.groups.reader import GroupReader

@@ -8,7 +8,7 @@ from __future__ import annotations
 import nats
 import pytest
 
-from langchain_mq9.client.nats_guard import flush_in_order
+from langchain_mq9._nats.guard import flush_in_order
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,7 +1,7 @@
 """Passwords never leak through ``redact`` (issue #12, item 7), whatever the URL form.
 
 Every message and log line that names a broker goes through
-``langchain_mq9.client.redaction.redact`` (Mq9Client errors, mq9-mcp tool results and logs,
+``langchain_mq9._nats.redaction.redact`` (Mq9Client errors, mq9-mcp tool results and logs,
 mq9-dev-broker logs).
 """
 

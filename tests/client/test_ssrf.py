@@ -1,4 +1,4 @@
-"""The package's SSRF guard (client/ssrf.py) played against: a DNS answer that changes
+"""The package's SSRF guard (_http/ssrf.py) played against: a DNS answer that changes
 between the check and the connection (the resolver injected), every spelling of a loopback,
 private or link-local address, redirects, proxies from the environment and endless answers.
 Real HTTP servers on loopback stand for the target and for what an attacker wants reached."""
@@ -15,8 +15,8 @@ import httpx
 import pytest
 import trustme
 
-from langchain_mq9.a2a.hosts import HostPolicy as A2aPolicy
-from langchain_mq9.client.ssrf import (
+from langchain_mq9._http.hosts import HostPolicy as A2aPolicy
+from langchain_mq9._http.ssrf import (
     AnswerTooLarge,
     HostPolicy,
     HostRefused,

@@ -100,7 +100,7 @@ async def test_a_dial_that_fails_as_its_caller_is_stopped_leaves_no_unretrieved_
 
     from nats.errors import NoServersError
 
-    from langchain_mq9.client.nats_guard import GuardedClient
+    from langchain_mq9._nats.guard import GuardedClient
 
     async def dial(self, **options):
         try:

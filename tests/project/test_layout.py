@@ -20,6 +20,10 @@ PACKAGES = ("langchain_mq9", "mcp_server")
 # "face" for the files at its top (the LangChain integration and the package's face), or
 # mcp_server. The order is the one docs/architecture.md draws, bottom up.
 MAY_IMPORT = {
+    # the ground floors: NATS plumbing (nats-py's internals behind their version checks, URLs,
+    # redaction) and HTTP (the SSRF guard, the host allow-list); they stand on nothing of ours
+    "_nats": set(),
+    "_http": set(),
     "protocol": set(),
     "semantic": {"protocol"},
     "groups": {"protocol"},
@@ -27,12 +31,24 @@ MAY_IMPORT = {
     # what a server tells its operator (#73): counters, the /metrics and health endpoint
     "metrics": {"protocol"},
     # memory:// finds its engine through a registration (the face registers the broker's)
-    "client": {"protocol", "semantic", "groups", "tracing"},
-    # of the client and the face, only BROKER_MAY_USE
-    "broker": {"protocol", "semantic", "client", "face", "metrics"},
-    "a2a": {"protocol", "groups", "client", "tracing", "wake", "metrics"},
-    "operations": {"protocol", "semantic", "groups", "client", "a2a", "tracing", "wake"},
+    "client": {"_nats", "protocol", "semantic", "groups", "tracing"},
+    # the client and the broker are peers on the NATS floor; of the face, only BROKER_MAY_USE
+    "broker": {"_nats", "protocol", "semantic", "face", "metrics"},
+    "a2a": {"_nats", "_http", "protocol", "groups", "client", "tracing", "wake", "metrics"},
+    "operations": {
+        "_nats",
+        "_http",
+        "protocol",
+        "semantic",
+        "groups",
+        "client",
+        "a2a",
+        "tracing",
+        "wake",
+    },
     "face": {
+        "_nats",
+        "_http",
         "protocol",
         "semantic",
         "groups",
@@ -44,18 +60,23 @@ MAY_IMPORT = {
         "wake",
     },
     # groups: the dead-letter naming its Events extension watches (events.py)
-    "mcp_server": {"protocol", "groups", "client", "operations", "face", "wake", "metrics"},
+    "mcp_server": {
+        "_nats",
+        "_http",
+        "protocol",
+        "groups",
+        "client",
+        "operations",
+        "face",
+        "wake",
+        "metrics",
+    },
     # wake rules and the waker (#62): the client and its memory:// engine's announcements
     # of the face, only _cli.py (mq9-wake)
-    "wake": {"protocol", "client", "broker", "face", "metrics"},
+    "wake": {"_nats", "_http", "protocol", "client", "broker", "face", "metrics"},
 }
-# What the broker may use of the client and the face: the guard and the redaction of a NATS
-# connection and the reading of its URLs (both sides hold one), and the private leaves the two
-# command lines share.
+# What the broker may use of the face: the private leaves the command lines share.
 BROKER_MAY_USE = {
-    "langchain_mq9/client/nats_guard.py",
-    "langchain_mq9/client/redaction.py",
-    "langchain_mq9/client/urls.py",
     "langchain_mq9/_cli.py",
     "langchain_mq9/_version.py",
 }
@@ -174,7 +195,7 @@ def test_each_part_imports_only_the_parts_below_it():
             other = part_of(target)
             if other == part:
                 continue
-            limited = (part == "broker" and other in ("client", "face")) or (
+            limited = (part == "broker" and other == "face") or (
                 part == "wake" and other == "face"  # mq9-wake's command line: _cli.py
             )
             if other not in MAY_IMPORT[part] or (

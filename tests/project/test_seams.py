@@ -31,46 +31,38 @@ PACKAGES = ("langchain_mq9", "mcp_server", "mq9_cli")
 ACCESSORS = ("getattr", "hasattr", "setattr", "delattr")
 
 _NATS = "nats-py keeps no public name for it; read behind the guard's version check"
-_NATS_FLOOR = (
-    "nats-py's INFO (no public reader); #74: to the NATS floor's server_info, after the "
-    "JetStream move"
-)
+_NATS_INFO = "nats-py's INFO: no public reader; the floor's server_info() is the one read"
 _FAST_PATH = (
-    "the broker's own fast path on nats-py's internals, checked at start (else the public "
-    "API); #74: to the NATS floor, after the JetStream move"
+    "the broker's own fast path on nats-py's internals, checked at start (else the public API)"
 )
 
 # (file, attribute) -> why: the reach-ins into dependencies that this project knows about.
 KNOWN: dict[tuple[str, str], str] = {
-    # nats-py, guarded (client/nats_guard.py checks the version and each name before use)
-    ("langchain_mq9/client/nats_guard.py", "_ps"): _NATS + " (the protocol parser)",
-    ("langchain_mq9/client/nats_guard.py", "_reading_task"): _NATS + " (its read loop)",
-    ("langchain_mq9/client/nats_guard.py", "_resp_sub_prefix"): _NATS + " (the reply inbox)",
-    ("langchain_mq9/client/nats_guard.py", "_subs"): _NATS + " (its subscriptions)",
-    ("langchain_mq9/client/nats_guard.py", "_process_ping"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/client/nats_guard.py", "_process_pong"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/client/nats_guard.py", "_process_msg"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/client/nats_guard.py", "_process_err"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/client/nats_guard.py", "_process_info"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/client/transport.py", "_server_info"): _NATS_FLOOR,
-    ("langchain_mq9/broker/identities/kv_store.py", "_server_info"): _NATS_FLOOR,
-    ("langchain_mq9/broker/standby/lock.py", "_server_info"): _NATS_FLOOR,
-    ("langchain_mq9/broker/storage/jetstream/store.py", "_server_info"): _NATS_FLOOR,
-    ("langchain_mq9/broker/storage/jetstream/writer.py", "_server_info"): _NATS_FLOOR,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_subs"): _FAST_PATH,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_ps"): _FAST_PATH,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_cb"): _FAST_PATH,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_id"): _FAST_PATH,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_transport"): _FAST_PATH,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_pending"): _FAST_PATH,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_pending_data_size"): _FAST_PATH,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_max_pending_size"): _FAST_PATH,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_build_message"): _FAST_PATH,
-    ("langchain_mq9/broker/cluster/fast_path.py", "_process_headers"): _FAST_PATH,
+    # nats-py, guarded (_nats/guard.py checks the version and each name before use)
+    ("langchain_mq9/_nats/guard.py", "_ps"): _NATS + " (the protocol parser)",
+    ("langchain_mq9/_nats/guard.py", "_reading_task"): _NATS + " (its read loop)",
+    ("langchain_mq9/_nats/guard.py", "_resp_sub_prefix"): _NATS + " (the reply inbox)",
+    ("langchain_mq9/_nats/guard.py", "_subs"): _NATS + " (its subscriptions)",
+    ("langchain_mq9/_nats/guard.py", "_process_ping"): _NATS + " (the parser's callback)",
+    ("langchain_mq9/_nats/guard.py", "_process_pong"): _NATS + " (the parser's callback)",
+    ("langchain_mq9/_nats/guard.py", "_process_msg"): _NATS + " (the parser's callback)",
+    ("langchain_mq9/_nats/guard.py", "_process_err"): _NATS + " (the parser's callback)",
+    ("langchain_mq9/_nats/guard.py", "_process_info"): _NATS + " (the parser's callback)",
+    ("langchain_mq9/_nats/info.py", "_server_info"): _NATS_INFO,
+    ("langchain_mq9/_nats/fast_path.py", "_subs"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_ps"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_cb"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_id"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_transport"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_pending"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_pending_data_size"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_max_pending_size"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_build_message"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_process_headers"): _FAST_PATH,
     # httpx
-    ("langchain_mq9/client/ssrf.py", "_pool"): (
+    ("langchain_mq9/_http/ssrf.py", "_pool"): (
         "httpx's connection pool under the pinned transport: the only way to hand httpcore "
-        "the checked address (httpx names no public hook); #74: to the HTTP floor"
+        "the checked address (httpx names no public hook)"
     ),
     # the MCP SDK
     ("mcp_server/http/sessions.py", "_server_instances"): (
@@ -89,6 +81,15 @@ KNOWN: dict[tuple[str, str], str] = {
         "os._exit, documented: a forked child leaves without running the parent's cleanup"
     ),
 }
+
+
+def test_nats_py_privates_are_read_only_on_the_nats_floor():
+    """#74: every nats-py private name the project reads is under langchain_mq9/_nats/, behind
+    its version checks; the client and the broker use that floor's public names."""
+    reasons = (_NATS, _NATS_INFO, _FAST_PATH)
+    elsewhere = [f"{f}: {name}" for (f, name), why in KNOWN.items() if why.startswith(reasons)]
+    elsewhere = [e for e in elsewhere if not e.startswith("langchain_mq9/_nats/")]
+    assert elsewhere == []
 
 
 def room(path: Path) -> str:

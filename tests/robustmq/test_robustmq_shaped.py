@@ -22,8 +22,8 @@ from robustmq_shaped import RobustMQShapedListener
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
+from langchain_mq9._nats.guard import GuardedClient, protect
 from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.client.nats_guard import GuardedClient, protect
 
 REAL = os.environ.get("MQ9_ROBUSTMQ_URL")
 TARGETS = [

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from ..._cli import ArgumentParser, nats_errors_in_one_line
-from ...client.redaction import redact
+from ..._nats.redaction import redact
 from ..cluster.survey import ClusterError, check_login, check_urls, survey
 from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls

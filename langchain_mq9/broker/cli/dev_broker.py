@@ -33,8 +33,8 @@ from ..._cli import (
     positive_float,
     positive_int,
 )
+from ..._nats.redaction import redact
 from ..._version import __version__
-from ...client.redaction import redact
 from ...metrics import MetricsUnavailable, OperatorEndpoint, operator_address
 from ..broker import Broker
 from ..cluster.servers import LARGEST_MAX_PAYLOAD

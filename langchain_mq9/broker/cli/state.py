@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._cli import ArgumentParser, nats_errors_in_one_line
-from ...client.redaction import describe, redact
+from ..._nats.redaction import describe, redact
 from ..cluster.survey import ClusterError, check_login, check_urls, survey
 from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls

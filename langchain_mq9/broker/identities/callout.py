@@ -55,7 +55,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ... import protocol as p
-from ...client.nats_guard import flush_in_order
+from ..._nats.guard import flush_in_order
 from ..cluster.servers import server_urls
 from .store import ID_PATTERN, BaseIdentityStore, CredentialError
 

@@ -24,7 +24,8 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ...client.redaction import describe
+from ..._nats.info import server_info
+from ..._nats.redaction import describe
 from ..cluster.survey import replicas_for
 from ..storage.loop_thread import LoopThread, until_jetstream
 from .store import (
@@ -127,7 +128,7 @@ class KvIdentityStore(BaseIdentityStore):
             ) from None
         self._js = self._nc.jetstream(timeout=ASK_TIMEOUT)
         if replicas is None:  # the servers the cluster tells of, each counted once
-            replicas = replicas_for(self._nc._server_info)
+            replicas = replicas_for(server_info(self._nc))
         config = KeyValueConfig(
             bucket=self.bucket,
             history=1,

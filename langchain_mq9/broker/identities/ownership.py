@@ -64,7 +64,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
 from ... import protocol as p
-from ...client.nats_guard import flush_in_order, protect
+from ..._nats.guard import flush_in_order, protect
 from ...protocol.errors import WireError
 from ..cluster.servers import server_urls
 from ..engine.engine import LARGE_BODY, BrokerEngine, Command, Vouched, command_for
@@ -698,7 +698,7 @@ class Identities:
             error_cb=quietly,
         )
         # Agents publish plain requests to it, whatever their frames: guarded as the serving
-        # connection is (nats_guard.py)
+        # connection is (_nats/guard.py)
         self._guard = protect(self._answers)
         await self._answers.subscribe(p.SUBJECT_WILDCARD, cb=self._refuse_plain)
         await flush_in_order(self._answers)

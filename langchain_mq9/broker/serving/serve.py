@@ -22,8 +22,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ... import protocol as p
-from ...client.nats_guard import flush_in_order, protect
-from ..cluster.fast_path import deliver_inline, engage, publish_queued, write_now
+from ..._nats.fast_path import deliver_inline, engage, publish_queued, write_now
+from ..._nats.guard import flush_in_order, protect
 from ..engine.engine import BrokerEngine, command_for
 from ..storage import StorageError
 from .pacing import AnswerPacer, Backlog, requester
@@ -132,7 +132,7 @@ class NatsService:
     async def start(self) -> NatsService:
         self._tell_engine()
         # Anyone on the NATS server can send the broker a frame that would stop nats-py
-        # reading (see nats_guard): guard this connection, and reconnect it if reading stops.
+        # reading (see _nats/guard.py): guard this connection, and reconnect it if reading stops.
         self._watchdog = protect(self.connection)
         engage(self.connection)
         if self.identities is None:

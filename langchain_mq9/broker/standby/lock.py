@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
+from ..._nats.info import server_info
 from ..cluster.survey import replicas_for
 from ..storage import StorageError
 from ..storage.jetstream import SUBJECT_PREFIX
@@ -105,7 +106,7 @@ class LeaderLock:
             self._kv = kv
             return
         if replicas is None:  # the servers the cluster tells of, each counted once
-            replicas = replicas_for(self._nc._server_info)
+            replicas = replicas_for(server_info(self._nc))
         config = KeyValueConfig(
             bucket=self.bucket,
             ttl=self.ttl,

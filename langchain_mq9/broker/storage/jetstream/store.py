@@ -22,6 +22,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .... import protocol as p
+from ...._nats.info import server_info
 from ....semantic.ranking import AgentEntry
 from ...cluster.survey import replicas_for
 from ...state.mailbox import StoredMessage
@@ -140,7 +141,7 @@ class JetStreamStorage(ChangeNotes, Storage):
         if info is not None:
             return info.config.num_replicas or 1
         if replicas is None:  # the servers the cluster tells of, each counted once
-            replicas = replicas_for(self._nc._server_info)
+            replicas = replicas_for(server_info(self._nc))
         config = StreamConfig(
             name=self.stream,
             subjects=[self.subject],

@@ -3,7 +3,7 @@
 ``RecordWriter.publish`` answers as ``JetStreamContext.publish`` does (nats-py's ``APIError``
 for JetStream's error, ``NoStreamResponseError`` when nothing answers, a ``TimeoutError``
 after ``ATTEMPT_TIMEOUT``), without nats-py's request machinery where the broker's fast path
-is on (``cluster/fast_path.py``); where it is off, it is that publish itself. The writer
+is on (``_nats/fast_path.py``); where it is off, it is that publish itself. The writer
 connects to the server holding the stream's leader when it can tell which
 (``connect_near_leader``).
 """
@@ -15,8 +15,9 @@ import json
 import uuid
 from typing import TYPE_CHECKING, NamedTuple
 
-from ....client.nats_guard import flush_in_order, protect
-from ...cluster.fast_path import deliver_inline, engage, write_now
+from ...._nats.fast_path import deliver_inline, engage, write_now
+from ...._nats.guard import flush_in_order, protect
+from ...._nats.info import server_info
 from ..loop_thread import connect
 
 if TYPE_CHECKING:
@@ -131,8 +132,7 @@ async def connect_near_leader(servers: list[str], stream: str) -> NatsClient:
 
 
 def _server_name(nc: NatsClient) -> str | None:
-    """The name of the server ``nc`` is connected to, from the INFO it sent (nats-py keeps it
-    in a private attribute, in the version pinned in pyproject.toml: None when it does not)."""
-    info = getattr(nc, "_server_info", None)
-    name = info.get("server_name") if isinstance(info, dict) else None
+    """The name of the server ``nc`` is connected to, from the INFO it sent (read
+    through the NATS floor: None when it gave none)."""
+    name = server_info(nc).get("server_name")
     return name if isinstance(name, str) else None

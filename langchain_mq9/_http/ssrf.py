@@ -1,6 +1,6 @@
 """Where an HTTP request to a URL an agent gave may go (SSRF): the operator's allow-list, checked
 against the very addresses each connection is made to. Used by the HTTP A2A calls and card
-imports (``a2a/hosts.py``) and by the wake deliveries (``wake/deliver.py``).
+imports (``_http/hosts.py``) and by the wake deliveries (``wake/deliver.py``).
 
 An allow-list holds entries, each a host name (``agents.example.com``), a suffix
 (``*.example.com``), an address or a network (``10.1.0.0/16``), or ``*`` for any host whose every

@@ -9,7 +9,7 @@ A card's URL is written by whoever registered or served it, so it may point insi
 - a host that resolves to a private, loopback, link-local or otherwise non-public address is
   refused unless an entry names it or a network holding it (``*`` is not enough).
 
-The package's one SSRF guard does the checking (``client/ssrf.py``): every request is
+The package's one SSRF guard does the checking (``_http/ssrf.py``): every request is
 checked and sent to the address checked (``pinned_transport``), so a card that was fine when
 imported cannot send a later call elsewhere, nor can a DNS answer that changes between the
 check and the connection.
@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from ..client import ssrf
-from ..client.ssrf import Address, HostRefused, pinned_transport
+from . import ssrf
+from .ssrf import Address, HostRefused, pinned_transport
 
 ENV = "MQ9_A2A_ALLOW_HOSTS"
 

@@ -30,7 +30,7 @@ from nats.errors import (
 )
 from nats.protocol.command import pub_cmd
 
-from ...client.nats_guard import GuardedParser, internals_problem, override_on, replace_parser
+from .guard import GuardedParser, internals_problem, override_on, replace_parser
 
 log = logging.getLogger("langchain_mq9.broker")
 
