@@ -138,8 +138,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await store.requests.start()
             in_stream = []
             for msg_id in missing[:50]:
-                entry = await store.requests.leader_get(store.layout.messages, seq=msg_id)
-                in_stream.append(entry is not None)
+                in_stream.append(await store.find(MAILBOX, msg_id) is not None)
             results["missing_first_50_in_stream"] = in_stream
             results["missing_first_50"] = missing[:50]
             await store.close()

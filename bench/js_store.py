@@ -39,7 +39,8 @@ import nats
 from bench.js_cluster import JetStreamCluster
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.storage.cluster import ClusterStore, Layout, token
-from langchain_mq9.broker.storage.cluster.mapping import frame
+from langchain_mq9.broker.storage.cluster.mapping import NO_KEY, frame
+from langchain_mq9.protocol import Priority
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -127,11 +128,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         js = raw.jetstream()
         payload = b"x" * args.size
         stored = frame(None, payload)  # a message as the store keeps it: the same bytes
-        subject = f"{layout.prefix}.m.{token('bench')}.normal.-"
+        # raw publishes: a message subject of a mailbox of their own (msg_id 0 each: numbered
+        # by no broker, so kept out of the broker's mailbox, whose numbering they would stop)
+        subject = layout.message_subject(token("raw"), Priority.NORMAL, NO_KEY, 0)
         names = ("send", "raw_publish", "fetch", "raw_direct_get", "ack", "raw_kv_put")
         rows: dict[str, list[float]] = {name: [] for name in names}
         cpu_per_10k: list[float] = []
-        request = json.dumps({"seq": 1, "next_by_subj": subject, "batch": args.fetch}).encode()
+        lane = layout.lane_filter("bench", Priority.NORMAL)  # what the broker's FETCH reads
+        request = json.dumps({"seq": 1, "next_by_subj": lane, "batch": args.fetch}).encode()
         position = f"$KV.{layout.groups}.{layout.position_key('g', 'bench')}"
         value = b'{"log":"x","offset":1}'
         text = payload.decode()
@@ -187,7 +191,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["start_seconds_empty"] = empty.start_seconds
             results["rss_empty"] = empty.rss_bytes()
             empty.stop()
-            fill = f"{layout.prefix}.m.{token('stored')}.normal.-"
+            fill = layout.message_subject(token("stored"), Priority.NORMAL, NO_KEY, 0)
             written = time.monotonic()
             pending = []
             for _ in range(args.stored):

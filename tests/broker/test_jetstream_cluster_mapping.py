@@ -8,9 +8,13 @@ import pytest
 
 from langchain_mq9.broker.storage.cluster import Layout, token
 from langchain_mq9.broker.storage.cluster.mapping import (
+    NO_KEY,
     frame,
+    msg_id_of,
+    parts_of,
     priority_of,
     stamp_second,
+    subject_box,
     unframe,
 )
 from langchain_mq9.broker.storage.cluster.requests import parse_headers
@@ -18,17 +22,24 @@ from langchain_mq9.protocol import Priority
 from langchain_mq9.wake.rules import digest
 
 
-def test_a_mailbox_is_one_token_the_wakers_digest() -> None:
+def test_a_mailbox_is_one_token_the_wakers_digest_and_the_msg_id_the_last() -> None:
     layout = Layout("S")
     name = "team.inbox with spaces > * " + "x" * 3800
-    subject = layout.message_subject(name, Priority.URGENT, "a.key")
-    assert subject == f"mq9.S.m.{token(name)}.urgent.{token('a.key')}"
+    box = token(name)
+    subject = layout.message_subject(box, Priority.URGENT, token("a.key"), 41)
+    assert subject == f"mq9.S.m.{box}.urgent.{token('a.key')}.41"
     assert token(name) == digest(name)  # the waker hears $mq9.WAKE.<the same token>
-    assert layout.message_subject(name, Priority.NORMAL, None).endswith(".normal.-")
+    assert layout.message_subject(box, Priority.NORMAL, NO_KEY, 0).endswith(".normal.-.0")
     assert layout.is_message_of(subject, name) and not layout.is_message_of(subject, "other")
-    assert priority_of(subject) is Priority.URGENT
-    assert layout.lane_filter(name, Priority.CRITICAL) == f"mq9.S.m.{token(name)}.critical.*"
-    assert layout.key_filter(name, "k") == f"mq9.S.m.{token(name)}.*.{token('k')}"
+    assert priority_of(subject) is Priority.URGENT and msg_id_of(subject) == 41
+    assert parts_of(subject) == (box, Priority.URGENT, token("a.key"), 41)
+    assert subject_box(subject) == box
+    assert layout.lane_filter(name, Priority.CRITICAL) == f"mq9.S.m.{box}.critical.*.*"
+    assert layout.key_filter(name, "k") == f"mq9.S.m.{box}.*.{token('k')}.*"
+    assert layout.id_filter(name, 7) == f"mq9.S.m.{box}.*.*.7"
+    assert layout.mailbox_filter(name) == layout.box_filter(box) == f"mq9.S.m.{box}.>"
+    # a delayed message is written, unnumbered, where no mailbox filter reaches it
+    assert layout.staged_subject(name, Priority.URGENT) == f"mq9.S.s.{box}.urgent"
     assert (layout.messages, layout.mailboxes, layout.groups, layout.agents) == (
         "S_MSGS",
         "S_MAILBOXES",

@@ -22,10 +22,13 @@ import pytest
 from jetstream_servers import JetStreamCluster
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.broker.storage.cluster import ClusterStore, Mark, token
+from langchain_mq9.broker.storage.cluster.mapping import NO_KEY
 from langchain_mq9.protocol import PRIORITY_ORDER, Priority
 
 pytestmark = pytest.mark.slow  # a nats-server process
+
+START = Mark(0, 0)  # a log's beginning
 
 
 @pytest.fixture(scope="module")
@@ -109,24 +112,27 @@ async def test_messages_come_back_by_lane_with_every_field(
         message = _message(b"m%d \xff" % number, priority, header=header)
         sent.append((await first.append("box", message, now=_now()), message))
     ids = [msg_id for msg_id, _ in sent]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    last = await second.last_id("box")
-    assert last == ids[-1]
-    lanes = await second.read_lanes("box", None, 10, upto=last, now=_now())
+    assert ids == list(range(9))  # RobustMQ's numbering: from 0, one after another
+    last = await second.last("box")
+    assert last is not None and last.msg_id == ids[-1]
+    lanes = await second.read_lanes("box", START, 10, upto=last.seq, now=_now())
     for priority, lane in zip(PRIORITY_ORDER, lanes, strict=True):
         expected = [m for _, m in sent if m.priority is priority]
         assert [m.msg_id for m in lane] == [m.msg_id for m in expected]
         assert [(m.payload, m.header) for m in lane] == [(m.payload, m.header) for m in expected]
         assert all(abs(m.create_time - _now()) < 60 for m in lane)
     # from a msg_id on, a limit, and a state no newer than `upto`
-    later = await second.read_lanes("box", ids[4], 1, upto=ids[6], now=_now())
+    fourth, sixth = await second.find("box", ids[4]), await second.find("box", ids[6])
+    assert fourth is not None and sixth is not None
+    later = await second.read_lanes("box", fourth, 1, upto=sixth.seq, now=_now())
     assert [[m.msg_id for m in lane] for lane in later] == [[ids[4]], [ids[5]], [ids[6]]]
-    assert [m.msg_id for m in await second.read("box", ids[2], 3, upto=None, now=_now())] == ids[
-        2:5
-    ]
-    assert await second.first_id("box") == ids[0]
+    # from a msg_id on, whatever sequence the read starts at below it
+    from_two = await second.read("box", Mark(ids[2], 0), 3, upto=None, now=_now())
+    assert [m.msg_id for m in from_two] == ids[2:5]
+    first_mark = await second.first("box")
+    assert first_mark is not None and first_mark.msg_id == ids[0]
     assert await second.count("box") == 9
-    assert await second.read("other", None, 5, upto=None, now=_now()) == []
+    assert await second.read("other", START, 5, upto=None, now=_now()) == []
 
 
 async def test_a_key_replaces_its_message_of_any_priority_and_ttls_hide(
@@ -138,14 +144,14 @@ async def test_a_key_replaces_its_message_of_any_priority_and_ttls_hide(
     await second.append("keyed", _message(b"v2", Priority.CRITICAL, key="state"), now=_now())
     newest = await first.by_key("keyed", "state", now=_now())
     assert newest is not None and newest.payload == b"v2"
-    assert [m.payload for m in await first.read("keyed", None, 10, upto=None, now=_now())] == [
+    assert [m.payload for m in await first.read("keyed", START, 10, upto=None, now=_now())] == [
         b"v2"
     ]
     gone = _message(b"expired", expire_at=_now() - 1)
     kept = _message(b"lives", expire_at=_now() + 3600)
     await first.append("keyed", gone, now=_now())
     await first.append("keyed", kept, now=_now())
-    payloads = [m.payload for m in await second.read("keyed", None, 10, upto=None, now=_now())]
+    payloads = [m.payload for m in await second.read("keyed", START, 10, upto=None, now=_now())]
     assert payloads == [b"v2", b"lives"]
 
 
@@ -158,28 +164,56 @@ async def test_a_delayed_message_is_written_by_the_server_when_due(
         "later", _message(b"due", key="k", expire_at=_now() + 3600), due=_now() + 1, now=_now()
     )
     await first.hold("later", _message(b"never", expire_at=_now()), due=_now() + 1, now=_now())
-    assert await second.read("later", None, 10, upto=None, now=_now()) == []
+    assert await second.read("later", START, 10, upto=None, now=_now()) == []
     deadline = time.monotonic() + 30  # the server's schedules tick about once a second
     found: list[StoredMessage] = []
     while not found and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-        found = await second.read("later", None, 10, upto=None, now=_now())
+        found = await second.read("later", START, 10, upto=None, now=_now())
     assert [m.payload for m in found] == [b"due"]
     assert found[0].expire_at == 0  # written without its TTL, as RobustMQ writes it
+    assert found[0].msg_id == 0  # numbered into the mailbox when written
 
 
 async def test_delete_touches_only_its_own_mailbox(pair: tuple[ClusterStore, ClusterStore]) -> None:
     first, second = pair
     for name in ("mine", "theirs"):
         await first.create_mailbox(name, ttl=0, desc="", now=_now())
-    theirs = await first.append("theirs", _message(b"t"), now=_now())
+    await first.append("theirs", _message(b"t0"), now=_now())
+    theirs = await first.append("theirs", _message(b"t1"), now=_now())
     mine = await first.append("mine", _message(b"m"), now=_now())
+    assert (theirs, mine) == (1, 0)  # each mailbox numbered on its own
     assert not await second.delete("mine", theirs)
-    assert not await second.delete("mine", 0) and not await second.delete("mine", 10**9)
+    assert not await second.delete("mine", 10**9)
     assert await second.delete("mine", mine)
     assert not await first.delete("mine", mine)
-    assert await first.read("mine", None, 5, upto=None, now=_now()) == []
-    assert [m.payload for m in await first.read("theirs", None, 5, upto=None, now=_now())] == [b"t"]
+    assert await first.read("mine", START, 5, upto=None, now=_now()) == []
+    read = await first.read("theirs", START, 5, upto=None, now=_now())
+    assert [m.payload for m in read] == [b"t0", b"t1"]
+
+
+async def test_a_msg_id_is_never_given_twice_after_its_message_is_deleted(
+    pair: tuple[ClusterStore, ClusterStore],
+) -> None:
+    """The newest message deleted (by the store that wrote it or another), its msg_id is
+    still the mailbox's last: neither store gives it again, a store whose knowledge of the
+    mailbox predates the deletion included."""
+    first, second = pair
+    await first.create_mailbox("box", ttl=0, desc="", now=_now())
+    assert [await first.append("box", _message(b"%d" % n), now=_now()) for n in range(3)] == [
+        0,
+        1,
+        2,
+    ]
+    assert await second.append("box", _message(b"3"), now=_now()) == 3
+    assert await second.delete("box", 3)  # the newest: first still knows 2 as the last
+    assert await first.append("box", _message(b"4"), now=_now()) == 4
+    assert await first.delete("box", 4) and await first.delete("box", 1)
+    assert await second.last_id("box") == 4
+    assert await second.append("box", _message(b"5"), now=_now()) == 5
+    read = await first.read("box", START, 10, upto=None, now=_now())
+    assert [m.msg_id for m in read] == [0, 2, 5]
+    assert await first.count("box") == 3  # (a deleted newest's marker goes with a newer one)
 
 
 async def test_a_position_one_store_commits_the_other_reads(
@@ -235,11 +269,12 @@ async def test_two_stores_writing_and_reading_at_once_lose_nothing_and_keep_orde
 
     async def reader(store: ClusterStore) -> None:
         while not done.is_set():
-            last = await store.last_id("shared")
-            if last is None:
+            mark = await store.last("shared")
+            if mark is None:
                 await asyncio.sleep(0.01)
                 continue
-            lanes = await store.read_lanes("shared", None, 1000, upto=last, now=_now())
+            last = mark.msg_id
+            lanes = await store.read_lanes("shared", START, 1000, upto=mark.seq, now=_now())
             for lane in lanes:
                 ids = [m.msg_id for m in lane]
                 if ids != sorted(ids) or any(i > last for i in ids):
@@ -254,9 +289,9 @@ async def test_two_stores_writing_and_reading_at_once_lose_nothing_and_keep_orde
     done.set()
     await asyncio.gather(*readers)
     assert problems == []
-    last = await pair[1].last_id("shared")
+    last = await pair[1].last("shared")
     assert last is not None
-    stored = await pair[1].read_lanes("shared", None, 1000, upto=last, now=_now())
+    stored = await pair[1].read_lanes("shared", START, 1000, upto=last.seq, now=_now())
     by_lane = {
         priority: [m.msg_id for m in lane]
         for priority, lane in zip(PRIORITY_ORDER, stored, strict=True)
@@ -265,6 +300,11 @@ async def test_two_stores_writing_and_reading_at_once_lose_nothing_and_keep_orde
         assert ids == sorted(ids)
         assert set(ids) <= set(by_lane[priority])
     assert sum(len(ids) for ids in by_lane.values()) == 8 * 40
+    # RobustMQ's numbering across both: each msg_id from 0 once, in stream order
+    acknowledged = sorted(i for ids in sent.values() for i in ids)
+    assert acknowledged == list(range(8 * 40))
+    in_stream = [m.msg_id for m in await pair[0].read("shared", START, 1000, upto=None, now=_now())]
+    assert in_stream == acknowledged
 
 
 async def test_a_stream_message_no_broker_wrote_is_not_served_and_the_rest_is(
@@ -273,10 +313,10 @@ async def test_a_stream_message_no_broker_wrote_is_not_served_and_the_rest_is(
     first, second = pair
     await first.create_mailbox("box", ttl=0, desc="", now=_now())
     await first.append("box", _message(b"before"), now=_now())
-    foreign = first.layout.message_subject("box", Priority.NORMAL, None)
+    foreign = first.layout.message_subject(token("box"), Priority.NORMAL, NO_KEY, 1)
     await first.requests.publish(foreign, b"\x00\x00\x00\xffnot a frame")
-    await first.append("box", _message(b"after"), now=_now())
-    read = await second.read("box", None, 10, upto=None, now=_now())
+    assert await first.append("box", _message(b"after"), now=_now()) == 2  # (past it)
+    read = await second.read("box", START, 10, upto=None, now=_now())
     assert [m.payload for m in read] == [b"before", b"after"]
 
 

@@ -26,7 +26,7 @@ from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
 from ..state.registry import AgentRegistry
 from ..storage.base import StorageError
-from ..storage.cluster import ClusterStore, MailboxRecord
+from ..storage.cluster import ClusterStore, MailboxRecord, Mark
 from .answers import EMPTY_ANSWER, capped, cut_answer, whole_answer
 from .engine import (
     _DISCOVER_HEAD,
@@ -49,6 +49,7 @@ Headers = Mapping[str, str] | None
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
 _GROUPS_KEPT = 65_536  # (group, mailbox) pairs an engine remembers holding a position
 _DELETED = p.encode(p.DELETE_REPLY.write(error="", deleted=True))
+_BEGINNING = Mark(0, 0)  # a log's first msg_id, read from its first sequence
 
 
 class ClusterEngine:
@@ -215,7 +216,7 @@ class ClusterEngine:
         num_msgs = p.DEFAULT_NUM_MSGS if num_msgs is None else num_msgs
         max_wait_ms = config.get("max_wait_ms")
         max_wait_ms = p.DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
-        record, last = await asyncio.gather(self._topic(address), self.store.last_id(address))
+        record, last = await asyncio.gather(self._topic(address), self.store.last(address))
         lanes = await self._read_group(record, last, request, num_msgs)
         if not lanes and max_wait_ms > 0:
             await asyncio.sleep(max_wait_ms / 1000)  # RobustMQ sleeps the whole wait
@@ -224,28 +225,28 @@ class ClusterEngine:
         return cut_answer([m for lane in lanes for m in lane], self.answer_limit)
 
     async def _read_group(
-        self, record: MailboxRecord, last: int | None, request: dict[str, Any], num_msgs: int
+        self, record: MailboxRecord, last: Mark | None, request: dict[str, Any], num_msgs: int
     ) -> list[list[StoredMessage]]:
         group = request["group_name"]
-        start: int | None
+        start: Mark
         if group is None:
             start = await self._initial(record, last, request)
         else:
             position = await self.store.position(group, record)
             if request["force_deliver"] and position.committed_anywhere:
-                target = await self._reset_target(record, last, request)
-                await self.store.commit(group, record, _wrap_u64(target + 1))
-                start = target
+                # RobustMQ commits the reset position + 1 yet reads this answer from it
+                start = await self._reset_target(record, last, request)
+                await self.store.commit(group, record, _wrap_u64(start.msg_id + 1), start.seq)
             elif position.offset is not None:
-                start = position.offset
+                start = Mark(position.offset, position.seq)
             elif position.committed_anywhere:
-                start = None  # committed on another mailbox: this lane's beginning
+                start = _BEGINNING  # committed on another mailbox: this lane's beginning
             else:
                 start = await self._initial(record, last, request)
         if last is None or num_msgs <= 0:
             return []
         read = await self.store.read_lanes(
-            record.name, start, num_msgs, upto=last, now=self.now_second()
+            record.name, start, num_msgs, upto=last.seq, now=self.now_second()
         )
         lanes: list[list[StoredMessage]] = []
         held = 0
@@ -257,32 +258,41 @@ class ClusterEngine:
         return lanes if held else []
 
     async def _initial(
-        self, record: MailboxRecord, last: int | None, request: dict[str, Any]
-    ) -> int:
+        self, record: MailboxRecord, last: Mark | None, request: dict[str, Any]
+    ) -> Mark:
+        """Where a group with no committed offset starts (RobustMQ's start strategies)."""
         deliver = request["deliver"]
         if deliver == "earliest":
-            return await self._earliest(record)
+            # (RobustMQ's earliest offset is 0 until the retention removes the oldest: a read
+            # from 0 finds what a read from there finds)
+            return _BEGINNING
         if deliver == "from_id":
             return await self._clamp(record, last, request["from_id"] or 0)
         if deliver == "from_time":
-            found = await self.store.first_id(record.name, at_time=request["from_time"] or 0)
-            return found if found is not None else await self._earliest(record)
-        return last or 0  # latest: the newest message stored is still handed out
+            found = await self.store.first(record.name, at_time=request["from_time"] or 0)
+            return found if found is not None else _BEGINNING
+        return await self._end(record, last)  # latest: the newest message is still handed out
 
     async def _reset_target(
-        self, record: MailboxRecord, last: int | None, request: dict[str, Any]
-    ) -> int:
+        self, record: MailboxRecord, last: Mark | None, request: dict[str, Any]
+    ) -> Mark:
         if request["deliver"] == "from_time":
-            found = await self.store.first_id(record.name, at_time=request["from_time"] or 0)
-            at = found if found is not None else await self._earliest(record)
-            return await self._clamp(record, last, at)
+            found = await self.store.first(record.name, at_time=request["from_time"] or 0)
+            return await self._clamp(record, last, found.msg_id if found is not None else 0)
         return await self._initial(record, last, request)
 
-    async def _earliest(self, record: MailboxRecord) -> int:
-        return await self.store.first_id(record.name) or 0
+    async def _end(self, record: MailboxRecord, last: Mark | None) -> Mark:
+        """RobustMQ's end offset: the newest msg_id written (0 when none was)."""
+        if last is not None:
+            return last
+        return Mark(await self.store.last_id(record.name) or 0, 0)
 
-    async def _clamp(self, record: MailboxRecord, last: int | None, offset: int) -> int:
-        return min(max(offset, await self._earliest(record)), last or 0)
+    async def _clamp(self, record: MailboxRecord, last: Mark | None, offset: int) -> Mark:
+        """``offset`` held within [0, end], as RobustMQ holds a ``from_id``."""
+        end = await self._end(record, last)
+        if offset >= end.msg_id:
+            return end
+        return Mark(offset, await self.store.seq_for(record.name, offset))
 
     async def _ack(self, _target: str, _headers: Headers, body: bytes) -> bytes:
         request = _read(p.ACK_REQUEST, body)
@@ -293,8 +303,12 @@ class ClusterEngine:
         group = request["group_name"]
         if len(group) > p.MAX_GROUP_NAME:
             raise Mq9Error(p.err_group_name_too_long(len(group)))
-        await self._check_group_room(group, record)
-        await self.store.commit(group, record, _wrap_u64(request["msg_id"] + 1))
+        msg_id = request["msg_id"]
+        # where reads from past msg_id start: its sequence (cached, or the leader's)
+        _, seq = await asyncio.gather(
+            self._check_group_room(group, record), self.store.seq_for(record.name, msg_id)
+        )
+        await self.store.commit(group, record, _wrap_u64(msg_id + 1), seq)
         self._know_group(group, record)
         return _OK
 
@@ -328,11 +342,13 @@ class ClusterEngine:
         elif request["tags"]:
             found = await self._by_tags(record, list(dict.fromkeys(request["tags"])), limit)
         else:
-            last = await self.store.last_id(record.name)
+            last = await self.store.last(record.name)
             found = (
                 []
                 if last is None
-                else capped(await self.store.read(record.name, None, limit, upto=last, now=now))
+                else capped(
+                    await self.store.read(record.name, _BEGINNING, limit, upto=last.seq, now=now)
+                )
             )
         return cut_answer(found, self.answer_limit)
 
@@ -341,11 +357,13 @@ class ClusterEngine:
     ) -> list[StoredMessage]:
         """(not indexed yet) every message read, those carrying a tag (or one below it)
         kept in RobustMQ's order: by tag, then msg_id, each tag up to ``limit``."""
-        last = await self.store.last_id(record.name)
+        last = await self.store.last(record.name)
         if last is None:
             return []
         now = self.now_second()
-        everything = await self.store.read(record.name, None, 1 << 30, upto=last, now=now)
+        everything = await self.store.read(
+            record.name, _BEGINNING, 1 << 30, upto=last.seq, now=now
+        )
         by_id: dict[int, StoredMessage] = {}
         for tag in tags:
             keyed: list[tuple[str, int, StoredMessage]] = []

@@ -5,6 +5,15 @@ its requests (requests.py). docs/broker.md, "The JetStream store kept in the clu
 from __future__ import annotations
 
 from .mapping import DEFAULT_NAME, Layout, token
+from .numbering import Mark
 from .store import ClusterStore, MailboxRecord, Position
 
-__all__ = ["DEFAULT_NAME", "ClusterStore", "Layout", "MailboxRecord", "Position", "token"]
+__all__ = [
+    "DEFAULT_NAME",
+    "ClusterStore",
+    "Layout",
+    "MailboxRecord",
+    "Mark",
+    "Position",
+    "token",
+]

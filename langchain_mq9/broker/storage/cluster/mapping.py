@@ -24,7 +24,7 @@ DEFAULT_NAME = "MQ9_STATE"
 NO_KEY = "-"
 # Where a stored message is announced (the waker's ARRIVALS_PREFIX, wake/rules.py: the broker
 # may not import the waker); the mailbox's token is the waker's digest of its name
-ARRIVALS_PREFIX = "$mq9.WAKE."  # a message without a key: its subject's last token
+ARRIVALS_PREFIX = "$mq9.WAKE."
 TOKEN_DIGITS = 32
 
 # Headers the store writes (never the SEND's own, which travel in the data: a SEND's
@@ -32,6 +32,7 @@ TOKEN_DIGITS = 32
 EXPIRE_AT = "Mq9-Expire-At"  # the message TTL's second (RobustMQ's expire_at)
 TAGS = "Mq9-Tags"  # the SEND's tags, a JSON list (QUERY by tags reads them)
 SCHEDULER = "Nats-Scheduler"  # on a message the server wrote from a schedule: no expire_at
+DELETED = "Mq9-Deleted"  # a deleted newest message's marker: its msg_id stays the last
 
 _FRAME = struct.Struct(">I")  # the length of the SEND's header block, before it
 
@@ -80,26 +81,51 @@ class Layout:
 
     @property
     def message_subjects(self) -> list[str]:
-        return [f"{self.prefix}.m.>", f"{self.prefix}.d.>"]
+        return [f"{self.prefix}.m.>", f"{self.prefix}.d.>", f"{self.prefix}.s.>"]
 
-    def message_subject(self, mailbox: str, priority: Priority, key: str | None) -> str:
-        key_token = NO_KEY if key is None else token(key)
-        return f"{self.prefix}.m.{token(mailbox)}.{priority.value}.{key_token}"
+    # A message's subject is m.<mailbox>.<priority>.<key>.<msg_id> (tokens, the msg_id in
+    # decimal): the msg_id travels with the message, so the stream's sequence is free to be
+    # the stream's, and a publish expecting the mailbox's last sequence numbers it safely
+
+    def message_subject(self, box: str, priority: Priority, key_token: str, msg_id: int) -> str:
+        """``box`` is the mailbox's token (``token(name)``), ``key_token`` the key's
+        (``NO_KEY`` for none)."""
+        return f"{self.prefix}.m.{box}.{priority.value}.{key_token}.{msg_id}"
 
     def mailbox_filter(self, mailbox: str) -> str:
         """Every message of ``mailbox``, any priority, any key."""
-        return f"{self.prefix}.m.{token(mailbox)}.>"
+        return self.box_filter(token(mailbox))
+
+    def box_filter(self, box: str) -> str:
+        return f"{self.prefix}.m.{box}.>"
 
     def lane_filter(self, mailbox: str, priority: Priority) -> str:
-        return f"{self.prefix}.m.{token(mailbox)}.{priority.value}.*"
+        return f"{self.prefix}.m.{token(mailbox)}.{priority.value}.*.*"
 
     def key_filter(self, mailbox: str, key: str) -> str:
         """``mailbox``'s messages with ``key``, of any priority."""
-        return f"{self.prefix}.m.{token(mailbox)}.*.{token(key)}"
+        return self.box_key_filter(token(mailbox), token(key))
+
+    def box_key_filter(self, box: str, key_token: str) -> str:
+        return f"{self.prefix}.m.{box}.*.{key_token}.*"
+
+    def id_filter(self, mailbox: str, msg_id: int) -> str:
+        """``mailbox``'s message ``msg_id`` (one at most)."""
+        return f"{self.prefix}.m.{token(mailbox)}.*.*.{msg_id}"
 
     def schedule_subject(self, mailbox: str, schedule_id: str) -> str:
         """A delayed message's own subject (one schedule a subject)."""
         return f"{self.prefix}.d.{token(mailbox)}.{schedule_id}"
+
+    def staged_subject(self, mailbox: str, priority: Priority) -> str:
+        """Where the servers write a delayed message when due, unnumbered: a broker numbers
+        it into the mailbox (a schedule's target is fixed when the SEND is taken, its
+        msg_id is known only when it is written)."""
+        return f"{self.prefix}.s.{token(mailbox)}.{priority.value}"
+
+    @property
+    def staged_filter(self) -> str:
+        return f"{self.prefix}.s.>"
 
     def is_message_of(self, subject: str, mailbox: str) -> bool:
         return subject.startswith(f"{self.prefix}.m.{token(mailbox)}.")
@@ -119,9 +145,25 @@ class Layout:
         return f"{token(group)}._"
 
 
+def subject_box(subject: str) -> str:
+    """The mailbox token a message subject names."""
+    return subject.rsplit(".", 4)[1]
+
+
 def priority_of(subject: str) -> Priority:
-    """The priority a message subject names (its next-to-last token)."""
-    return Priority(subject.rsplit(".", 2)[1])
+    """The priority a message subject names (its third token from the end)."""
+    return Priority(subject.rsplit(".", 3)[1])
+
+
+def msg_id_of(subject: str) -> int:
+    """The msg_id a message subject names (its last token); ValueError when none."""
+    return int(subject.rsplit(".", 1)[1])
+
+
+def parts_of(subject: str) -> tuple[str, Priority, str, int]:
+    """A message subject's mailbox token, priority, key token and msg_id."""
+    box, priority, key_token, msg_id = subject.rsplit(".", 4)[1:]
+    return box, Priority(priority), key_token, int(msg_id)
 
 
 def frame(header: bytes | None, payload: bytes) -> bytes:

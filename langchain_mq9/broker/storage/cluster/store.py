@@ -20,29 +20,34 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ....protocol import PRIORITY_ORDER
+from ....protocol import PRIORITY_ORDER, Priority
 from ...state.mailbox import StoredMessage
 from ..base import StorageError
 from .mapping import (
     ARRIVALS_PREFIX,
+    DELETED,
     EXPIRE_AT,
-    SCHEDULER,
+    NO_KEY,
     TAGS,
     Layout,
     decode_record,
     encode_record,
     frame,
+    msg_id_of,
     priority_of,
     stamp_second,
+    subject_box,
     token,
     unframe,
 )
+from .numbering import Mark, Numbering, Write, every
 from .requests import JetStreamError, Requests, StoredEntry
 
 if TYPE_CHECKING:
@@ -53,12 +58,14 @@ log = logging.getLogger("langchain_mq9.broker")
 RECORDS_KEPT = 65_536  # mailbox records a store keeps (about 200 bytes each)
 RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
 DEFAULT_TIMEOUT = 15.0  # a request the cluster does not answer in this long fails
-_TTL_SLACK = 2  # seconds a message outlives its TTL on the server (the broker hides it first)
 _KV_OPERATION = "KV-Operation"  # a bucket's delete or purge marker
 # The longest TTL handed to the server (Go's durations end at about 292 years): a longer
 # one (a u64 TTL of RobustMQ's) gets none, the broker hiding what it must by its own rule
 _LONGEST_TTL = 100 * 365 * 86_400
 _BATCH = 1000  # messages a batched read asks for at most (the rest in the next one)
+HIGH_MARK_SECONDS = 60.0  # how often a broker writes the next msg_ids it reached into records
+_STAGED_WAIT = 5.0  # seconds a wait for delayed messages to number lasts before the next
+_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last a timestamp here can say
 STREAM_NAME_IN_USE = 10058  # JetStream's "stream name already in use" to a STREAM.CREATE
 
 
@@ -74,6 +81,9 @@ class MailboxRecord:
     desc: str
     log: str
     revision: int = 0  # the bucket's sequence of this record
+    # the msg_id the log's next message takes when the log holds none: written by brokers
+    # as their writes go on (the retention may empty a live mailbox's log)
+    next_id: int = 0
 
     @property
     def expires_at(self) -> int | None:
@@ -91,17 +101,21 @@ class MailboxRecord:
                 "ttl": self.ttl,
                 "desc": self.desc,
                 "log": self.log,
+                "next": self.next_id,
             }
         )
 
 
 @dataclass(frozen=True)
 class Position:
-    """Where a group reads a mailbox: ``offset`` (None: never committed here) and whether
-    the group committed on any mailbox (RobustMQ looks a group up by its name)."""
+    """Where a group reads a mailbox: ``offset`` (the msg_id it reads from; None: never
+    committed here), ``seq`` (a stream sequence at or below the first message numbered
+    ``offset`` or more: where the read starts) and whether the group committed on any
+    mailbox (RobustMQ looks a group up by its name)."""
 
     offset: int | None
     committed_anywhere: bool
+    seq: int = 0
 
 
 class ClusterStore:
@@ -118,6 +132,8 @@ class ClusterStore:
         self.layout = Layout(name)
         self.replicas = replicas
         self.requests = Requests(connection, timeout=timeout)
+        self._numbering = Numbering(self.requests, self.layout)
+        self._background: list[asyncio.Task[None]] = []
         self._records: OrderedDict[str, MailboxRecord] = OrderedDict()
         self._marked: set[str] = set()  # groups whose marker this store wrote or read
         self._unreadable: set[int] = set()  # sequences said to be no message (said once)
@@ -138,12 +154,13 @@ class ClusterStore:
                 "allow_msg_ttl": True,
                 "allow_msg_schedules": True,
                 "allow_rollup_hdrs": True,
+                "allow_atomic": True,
                 "duplicate_window": 120 * 1_000_000_000,
                 # every message stored, a delayed one the server wrote too, announced on
                 # $mq9.WAKE.<its mailbox's digest>, empty, as a broker announces (the waker,
                 # the gateway): whichever broker wrote it, or none
                 "republish": {
-                    "src": f"{layout.prefix}.m.*.*.*",
+                    "src": f"{layout.prefix}.m.*.*.*.*",
                     "dest": ARRIVALS_PREFIX + "{{wildcard(1)}}",
                     "headers_only": True,
                 },
@@ -162,6 +179,80 @@ class ClusterStore:
                     "allow_msg_ttl": True,
                 },
             )
+
+        await self._ensure_consumer()
+        loop = asyncio.get_running_loop()
+        self._background = [
+            loop.create_task(self._number_staged()),
+            loop.create_task(every(HIGH_MARK_SECONDS, self.mark_high)),
+        ]
+
+    async def mark_high(self) -> None:
+        """Write the next msg_id of each mailbox this store wrote lately into its record."""
+        await self._numbering.mark_high(int(time.time()))
+
+    async def _ensure_consumer(self) -> None:
+        """The durable consumer every broker of the layout takes delayed messages from."""
+        layout = self.layout
+        name = f"{layout.name}_STAGED"
+        config = {
+            "durable_name": name,
+            "filter_subject": layout.staged_filter,
+            "ack_policy": "explicit",
+            "ack_wait": 30 * 1_000_000_000,
+            "deliver_policy": "all",
+            "max_ack_pending": 1000,
+        }
+        await self.requests.api(
+            f"CONSUMER.CREATE.{layout.messages}.{name}",
+            {"stream_name": layout.messages, "config": config},
+        )
+
+    async def _number_staged(self) -> None:
+        """Number the delayed messages the servers wrote when due into their mailboxes (any
+        broker: the consumer hands each to one; one handed again after a broker died is
+        written once, by its ``Nats-Msg-Id``)."""
+        layout = self.layout
+        name = f"{layout.name}_STAGED"
+        connection = self.requests.connection
+        subscription = await connection.jetstream().pull_subscribe_bind(
+            durable=name, stream=layout.messages
+        )
+        while True:
+            try:
+                messages = await subscription.fetch(64, timeout=_STAGED_WAIT)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # nothing due (a timeout), or the cluster away a moment
+                continue
+            for staged in messages:
+                try:
+                    await self._number_one(staged)
+                    await staged.ack()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # handed again after ack_wait
+                    log.warning("a delayed message is numbered later: %s", exc)
+
+    async def _number_one(self, staged: Any) -> None:
+        box, priority = staged.subject.rsplit(".", 2)[1:]
+        seq = staged.metadata.sequence.stream
+        headers = {
+            name: value
+            for name, value in (staged.headers or {}).items()
+            if name == TAGS  # written without its key and expire_at (RobustMQ)
+        }
+        headers["Nats-Msg-Id"] = f"staged-{seq}"
+        write = Write(
+            Priority(priority),
+            NO_KEY,
+            staged.data,
+            headers,
+            asyncio.get_running_loop().create_future(),
+            staged=seq,
+        )
+        self._numbering.enqueue(box, write)
+        await write.future
 
     async def _ensure(self, stream: str, config: dict[str, Any]) -> None:
         try:
@@ -184,6 +275,11 @@ class ClusterStore:
                 raise
 
     async def close(self) -> None:
+        background, self._background = self._background, []
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await self._numbering.stop()
         await self.requests.stop()
 
     # -- mailboxes -------------------------------------------------------------------------
@@ -215,9 +311,9 @@ class ClusterStore:
                 # expired: its log taken up again (or a deleted record's place taken)
                 expected = old.revision if old is not None else await self._revision(subject)
                 if old is not None:
-                    record = MailboxRecord(name, now, ttl, desc, old.log)
+                    record = MailboxRecord(name, now, ttl, desc, old.log, next_id=old.next_id)
                 continue
-            made = MailboxRecord(name, now, ttl, desc, record.log, revision)
+            made = MailboxRecord(name, now, ttl, desc, record.log, revision, record.next_id)
             self._keep(made)
             return made
         raise StorageError(f"mailbox {name!r}: created and expired by others 8 times in a row")
@@ -264,6 +360,7 @@ class ClusterStore:
             str(value.get("desc", "")),
             str(value["log"]),
             entry.seq,
+            int(value.get("next", 0)),
         )
 
     def _keep(self, record: MailboxRecord) -> None:
@@ -275,45 +372,52 @@ class ClusterStore:
     def forget(self) -> None:
         """Drop what this store holds (it reads it again as needed)."""
         self._records.clear()
+        self._numbering.last.clear()
+        self._numbering.seqs.clear()
         self._marked.clear()
         self._unreadable.clear()
 
     # -- messages --------------------------------------------------------------------------
 
     async def append(self, mailbox: str, message: StoredMessage, *, now: int) -> int:
-        """Store ``message`` in ``mailbox``'s log; its msg_id (the stream sequence). A key
-        replaces the key's older message, of any priority."""
-        layout = self.layout
-        headers = {"Nats-Msg-Id": uuid.uuid4().hex}  # a retried publish is stored once
+        """Store ``message`` in ``mailbox``'s log with the mailbox's next msg_id (RobustMQ's
+        numbering: from 0, one after another, never given twice); that msg_id. A key
+        replaces the key's older message, of any priority.
+
+        The SENDs a broker holds for one mailbox go as one atomic batch, the first expecting
+        the mailbox's last sequence: one round trip for all of them, and when another broker
+        wrote first, JetStream refuses the whole batch and it is numbered again."""
+        headers: dict[str, str] = {}
         if message.tags:
             headers[TAGS] = json.dumps(message.tags)
         if message.expire_at:
+            # (no Nats-TTL: only the retention removes, oldest first, so a mailbox's newest
+            # message is the last to go and its msg_id is the next one's base; the broker
+            # hides a message from its expire_at second)
             headers[EXPIRE_AT] = str(message.expire_at)
-            if message.expire_at >= now:
-                _set_ttl(headers, message.expire_at - now + 1 + _TTL_SLACK)
-        if message.key is not None:
-            headers["Nats-Rollup"] = "sub"  # the key's message of this priority, replaced
-        subject = layout.message_subject(mailbox, message.priority, message.key)
-        seq = await self.requests.publish(subject, frame(message.header, message.payload), headers)
-        if message.key is not None:
-            # the key's older message of another priority: removed below the new one's
-            # sequence (a crash between the two leaves it until the key's next SEND; reads
-            # by key take the newest)
-            await self.requests.api(
-                f"STREAM.PURGE.{layout.messages}",
-                {"filter": layout.key_filter(mailbox, message.key), "seq": seq},
-            )
-        message.msg_id = seq
-        return seq
+        box = token(mailbox)
+        write = Write(
+            message.priority,
+            NO_KEY if message.key is None else token(message.key),
+            frame(message.header, message.payload),
+            headers,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._numbering.names[box] = mailbox
+        self._numbering.enqueue(box, write)
+        message.msg_id = await write.future
+        return message.msg_id
 
     async def hold(self, mailbox: str, message: StoredMessage, *, due: int, now: int) -> None:
-        """Have the servers write ``message`` into ``mailbox``'s log at second ``due``
-        (``Nats-Schedule``); one whose TTL ends first is never written (RobustMQ)."""
+        """Have the servers write ``message`` for ``mailbox`` at second ``due``
+        (``Nats-Schedule``), unnumbered, where a broker numbers it into the mailbox (its
+        msg_id is the next when written, RobustMQ's); one whose TTL ends first is never
+        written (RobustMQ)."""
         layout = self.layout
         when = datetime.fromtimestamp(max(due, 0), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         headers = {
             "Nats-Schedule": f"@at {when}",
-            "Nats-Schedule-Target": layout.message_subject(mailbox, message.priority, None),
+            "Nats-Schedule-Target": layout.staged_subject(mailbox, message.priority),
             "Nats-Msg-Id": uuid.uuid4().hex,
         }
         if message.tags:
@@ -327,23 +431,23 @@ class ClusterStore:
 
     def _message(self, entry: StoredEntry) -> StoredMessage:
         header, payload = unframe(entry.data)
-        expire_at = 0
-        if SCHEDULER not in entry.headers:  # a delayed message is written without expire_at
-            expire_at = int(entry.headers.get(EXPIRE_AT) or 0)
         tags = entry.headers.get(TAGS)
         return StoredMessage(
-            entry.seq,
+            msg_id_of(entry.subject),
             payload,
             priority_of(entry.subject),
             stamp_second(entry.time),
             tags=tuple(json.loads(tags)) if tags else (),
             header=header,
-            expire_at=expire_at,
+            expire_at=int(entry.headers.get(EXPIRE_AT) or 0),
         )
 
     def _readable(self, entry: StoredEntry) -> StoredMessage | None:
-        """``entry`` as a message; None, said once in the log, when it is not one (written
-        into the stream by something other than a broker): not served, the rest is."""
+        """``entry`` as a message; None for a deleted newest message's marker, and (said once
+        in the log) for what is not a message (written into the stream by something other
+        than a broker): not served, the rest is."""
+        if DELETED in entry.headers:
+            return None
         try:
             return self._message(entry)
         except (ValueError, KeyError) as exc:
@@ -352,22 +456,60 @@ class ClusterStore:
                 log.error("stream message %d (%s) is not served: %s", entry.seq, entry.subject, exc)
             return None
 
-    async def last_id(self, mailbox: str) -> int | None:
-        """The newest stored message's msg_id, read from the stream's leader (current)."""
+    async def last(self, mailbox: str) -> Mark | None:
+        """The mailbox's newest message (a deleted newest one's marker too): its msg_id and
+        sequence, read from the stream's leader (current); None when its log holds none."""
         entry = await self.requests.leader_get(
             self.layout.messages, last_by_subject=self.layout.mailbox_filter(mailbox)
         )
-        return None if entry is None else entry.seq
+        return None if entry is None else Mark(msg_id_of(entry.subject), entry.seq)
 
-    async def first_id(self, mailbox: str, *, at_time: int | None = None) -> int | None:
-        """The oldest stored message's msg_id (written at or after ``at_time``, when given)."""
+    async def last_id(self, mailbox: str) -> int | None:
+        """The newest msg_id written into ``mailbox``'s log (RobustMQ's end offset): its
+        newest message's, or (none left) the one before the record's next number."""
+        mark = await self.last(mailbox)
+        if mark is not None:
+            return mark.msg_id
+        following = await self._numbering.record_next(token(mailbox))
+        return following - 1 if following else None
+
+    async def find(self, mailbox: str, msg_id: int) -> Mark | None:
+        """Where ``mailbox``'s message ``msg_id`` is (the leader's: current); None when
+        it holds none."""
+        entry = await self.requests.leader_get(
+            self.layout.messages, last_by_subject=self.layout.id_filter(mailbox, msg_id)
+        )
+        if entry is None or DELETED in entry.headers:
+            return None
+        return Mark(msg_id, entry.seq)
+
+    async def seq_for(self, mailbox: str, msg_id: int) -> int:
+        """A sequence at or below the first of ``mailbox``'s messages numbered ``msg_id`` or
+        more (where a read from ``msg_id`` starts): the message's own, as this store wrote
+        or read it lately, else the leader's; 0 (the log's start) when it holds none."""
+        seq = self._numbering.seqs.get((token(mailbox), msg_id))
+        if seq is not None:
+            return seq
+        found = await self.find(mailbox, msg_id)
+        if found is None:
+            return 0
+        self._numbering.remember(token(mailbox), msg_id, found.seq)
+        return found.seq
+
+    async def first(self, mailbox: str, *, at_time: int | None = None) -> Mark | None:
+        """The oldest stored message (written at or after ``at_time``, when given)."""
         request: dict[str, Any] = {"next_by_subj": self.layout.mailbox_filter(mailbox), "batch": 1}
         if at_time is None:
             request["seq"] = 1
+        elif at_time > _LAST_SECOND:
+            return None  # (after year 9999: nothing was written then)
         else:
             request["start_time"] = datetime.fromtimestamp(max(at_time, 0), UTC).isoformat()
         batch = await self.requests.direct_batch(self.layout.messages, request)
-        return batch.entries[0].seq if batch.entries else None
+        if not batch.entries:
+            return None
+        entry = batch.entries[0]
+        return Mark(msg_id_of(entry.subject), entry.seq)
 
     async def count(self, mailbox: str) -> int:
         """How many messages ``mailbox``'s log holds."""
@@ -376,13 +518,13 @@ class ClusterStore:
         return len(batch.entries) + batch.pending
 
     async def read_lanes(
-        self, mailbox: str, start: int | None, limit: int, *, upto: int, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: int, now: int
     ) -> list[list[StoredMessage]]:
-        """Each priority's live messages from msg_id ``start`` on (None: the beginning), up
-        to ``limit`` a lane, critical first, as of sequence ``upto`` (the mailbox's last
-        sequence the leader gave): the three lanes are read at once, each from a replica at
-        least that new, and what a newer replica gave beyond it is left for the next read,
-        so the lanes show one state."""
+        """Each priority's live messages from ``start`` on (msg_ids from ``start.msg_id``,
+        read from sequence ``start.seq``), up to ``limit`` a lane, critical first, as of
+        sequence ``upto`` (the mailbox's last sequence the leader gave): the three lanes are
+        read at once, each from a replica at least that new, and what a newer replica gave
+        beyond it is left for the next read, so the lanes show one state."""
         reads = [
             self._read(self.layout.lane_filter(mailbox, priority), start, limit, upto, now)
             for priority in PRIORITY_ORDER
@@ -390,16 +532,17 @@ class ClusterStore:
         return list(await asyncio.gather(*reads))
 
     async def read(
-        self, mailbox: str, start: int | None, limit: int, *, upto: int | None, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int
     ) -> list[StoredMessage]:
-        """Up to ``limit`` live messages of any priority from msg_id ``start`` on."""
+        """Up to ``limit`` live messages of any priority from ``start`` on."""
         return await self._read(self.layout.mailbox_filter(mailbox), start, limit, upto, now)
 
     async def _read(
-        self, subject: str, start: int | None, limit: int, upto: int | None, now: int
+        self, subject: str, start: Mark, limit: int, upto: int | None, now: int
     ) -> list[StoredMessage]:
         found: list[StoredMessage] = []
-        seq = max(start or 1, 1)
+        seq = max(start.seq, 1)
+        remember = self._numbering.remember
         while len(found) < limit and (upto is None or seq <= upto):
             request: dict[str, Any] = {"seq": seq, "next_by_subj": subject}
             request["batch"] = min(limit - len(found), _BATCH)
@@ -410,8 +553,11 @@ class ClusterStore:
                 if upto is not None and entry.seq > upto:
                     return found
                 message = self._readable(entry)
-                if message is not None and not message.expired(now):
-                    found.append(message)  # (one whose TTL ended: the server removes it soon)
+                if message is None or message.msg_id < start.msg_id:
+                    continue  # (below a position's msg_id: acknowledged)
+                remember(subject_box(entry.subject), message.msg_id, entry.seq)
+                if not message.expired(now):
+                    found.append(message)  # (one whose TTL ended: hidden until it ages out)
             if not batch.entries or batch.pending == 0:
                 break
             seq = batch.entries[-1].seq + 1
@@ -425,16 +571,33 @@ class ClusterStore:
         return None if message is None or message.expired(now) else message
 
     async def delete(self, mailbox: str, msg_id: int) -> bool:
-        """Remove ``mailbox``'s message ``msg_id``; False when it holds none (a sequence of
-        another mailbox's message is not touched)."""
-        if msg_id <= 0:
+        """Remove ``mailbox``'s message ``msg_id``; False when it holds none. The newest is
+        replaced by a marker on its subject (a rollup) expecting it is still the newest, so
+        its msg_id stays the mailbox's last and is never given again; another is deleted."""
+        layout = self.layout
+        if msg_id < 0:
             return False
-        entry = await self.requests.leader_get(self.layout.messages, seq=msg_id)
-        if entry is None or not self.layout.is_message_of(entry.subject, mailbox):
+        entry = await self.requests.leader_get(
+            layout.messages, last_by_subject=layout.id_filter(mailbox, msg_id)
+        )
+        if entry is None or DELETED in entry.headers:
             return False
+        headers = {
+            DELETED: "1",
+            "Nats-Rollup": "sub",
+            "Nats-Expected-Last-Subject-Sequence": str(entry.seq),
+            "Nats-Expected-Last-Subject-Sequence-Subject": layout.mailbox_filter(mailbox),
+        }
+        try:
+            await self.requests.publish(entry.subject, b"", headers)
+            return True
+        except JetStreamError as exc:
+            if not exc.wrong_last_sequence:
+                raise
+        # not the newest (or no longer): deleted where it is
         try:
             await self.requests.api(
-                f"STREAM.MSG.DELETE.{self.layout.messages}", {"seq": msg_id, "no_erase": True}
+                f"STREAM.MSG.DELETE.{layout.messages}", {"seq": entry.seq, "no_erase": True}
             )
         except JetStreamError as exc:
             if exc.code == 404 or exc.err_code == NOT_FOUND_DELETE:
@@ -460,22 +623,24 @@ class ClusterStore:
                 stream, last_by_subject=layout.kv_subject(layout.groups, layout.marker_key(group))
             ),
         )
-        offset = None
+        offset, seq = None, 0
         if mine is not None and mine.headers.get(_KV_OPERATION) not in ("DEL", "PURGE"):
             value = decode_record(mine.data)
             if value.get("log") == record.log:  # a position in a log forgotten since: none
-                offset = int(value["offset"])
+                offset, seq = int(value["offset"]), int(value.get("seq", 0))
         anywhere = marker is not None or offset is not None
         if anywhere:
             self._marked.add(group)
-        return Position(offset, anywhere)
+        return Position(offset, anywhere, seq)
 
-    async def commit(self, group: str, record: MailboxRecord, offset: int) -> None:
-        """``group``'s position in ``record``'s log is ``offset`` (the last ACK wins, as on
-        RobustMQ, whichever broker it reached)."""
+    async def commit(self, group: str, record: MailboxRecord, offset: int, seq: int = 0) -> None:
+        """``group``'s position in ``record``'s log is ``offset``, its reads starting at
+        sequence ``seq`` (at or below the first message numbered ``offset`` or more; 0: the
+        log's start); the last ACK wins, as on RobustMQ, whichever broker it reached."""
         layout = self.layout
         key = layout.kv_subject(layout.groups, layout.position_key(group, record.name))
-        writes = [self.requests.publish(key, encode_record({"log": record.log, "offset": offset}))]
+        value = encode_record({"log": record.log, "offset": offset, "seq": seq})
+        writes = [self.requests.publish(key, value)]
         if group not in self._marked:
             writes.append(self._mark(group))
         await asyncio.gather(*writes)

@@ -1,0 +1,280 @@
+"""RobustMQ's msg_ids in the cluster store: each mailbox numbers its messages from 0, one
+after another, never giving a number twice, whichever broker writes (docs/broker.md, "The
+alternatives weighed").
+
+A message's msg_id is the last token of its subject (``m.<mailbox>.<priority>.<key>.<msg_id>``),
+and every write expects the mailbox's last sequence (``Nats-Expected-Last-Subject-Sequence``
+on ``m.<mailbox>.>``): JetStream takes one of two racing writes, so within a mailbox stream
+order is msg_id order. A broker keeps each mailbox's last sequence and next msg_id from its
+own writes: one request a write while one broker writes a mailbox; when another wrote
+first, the write is refused, the leader is asked for the mailbox's newest message, and the
+write is numbered again.
+
+The writes a broker holds for one mailbox go as one atomic batch (``allow_atomic``), the
+first message expecting the last sequence: one round trip for all of them, so one mailbox's
+rate is not one round trip a message. While a batch is under way the next ones gather.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ....protocol import Priority
+from ..base import StorageError
+from .mapping import DELETED, NO_KEY, Layout, decode_record, encode_record, msg_id_of
+from .requests import JetStreamError
+
+if TYPE_CHECKING:
+    from .requests import Requests
+
+RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
+BATCH_MOST = 256  # writes one atomic batch carries at most (the server takes 1,000)
+KEPT = 65_536  # mailboxes (and sequences of msg_ids) a broker remembers, then forgets all
+_LONGEST_TTL = 100 * 365 * 86_400  # Go's durations end at about 292 years
+_TRIES = 64  # batches refused in a row (other brokers writing the mailbox) before giving up
+_KV_OPERATION = "KV-Operation"
+NOT_FOUND_DELETE = 10057
+
+
+@dataclass(slots=True)
+class Write:
+    """One message waiting for its msg_id: where, what, and the SEND's answer to come."""
+
+    priority: Priority
+    key_token: str
+    data: bytes
+    headers: dict[str, str]
+    future: asyncio.Future[int]
+    # a staged (delayed) message this write numbers: removed once written
+    staged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A message's msg_id and stream sequence."""
+
+    msg_id: int
+    seq: int
+
+
+class Numbering:
+    """The writes of one store, numbered per mailbox (``box``: the mailbox's token)."""
+
+    def __init__(self, requests: Requests, layout: Layout) -> None:
+        self.requests, self.layout = requests, layout
+        self.last: dict[str, tuple[int, int]] = {}  # box -> (last sequence, next msg_id)
+        self.seqs: dict[tuple[str, int], int] = {}  # (box, msg_id) -> sequence, lately seen
+        self.names: dict[str, str] = {}  # box -> mailbox name (the record's high mark)
+        self.written: set[str] = set()  # boxes written since the last high mark
+        self._queues: dict[str, list[Write]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def remember(self, box: str, msg_id: int, seq: int) -> None:
+        """``box``'s message ``msg_id`` is at ``seq`` (an ACK's read start, without asking)."""
+        if len(self.seqs) >= KEPT:
+            self.seqs.clear()
+        self.seqs[(box, msg_id)] = seq
+
+    def enqueue(self, box: str, write: Write) -> None:
+        """``write`` goes in ``box``'s next batch (sent now when none is under way)."""
+        queue = self._queues.get(box)
+        if queue is not None:
+            queue.append(write)
+            return
+        self._queues[box] = queue = [write]
+        task = asyncio.get_running_loop().create_task(self._drain(box, queue))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, box: str, queue: list[Write]) -> None:
+        try:
+            while queue:
+                batch = queue[:BATCH_MOST]
+                del queue[:BATCH_MOST]
+                try:
+                    await self._write(box, batch)
+                except Exception as exc:  # each SEND of the batch answers the failure
+                    for write in batch:
+                        if not write.future.done():
+                            write.future.set_exception(exc)
+        finally:
+            del self._queues[box]
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _write(self, box: str, batch: list[Write]) -> None:
+        layout = self.layout
+        state = self.last.get(box)
+        marker = 0  # a deleted newest message's marker the write makes needless
+        for _ in range(_TRIES):
+            if state is None:
+                state, marker = await self.read_last(box)
+            expected, first_id = state
+            try:
+                last_seq = await self._publish(box, batch, expected, first_id)
+            except JetStreamError as exc:
+                if not exc.wrong_last_sequence:
+                    raise
+                state = None  # another broker wrote (or deleted the newest): read again
+                continue
+            count = len(batch)
+            if len(self.last) >= KEPT:
+                self.last.clear()
+            self.last[box] = (last_seq, first_id + count)
+            self.written.add(box)
+            seqs = self.seqs
+            if len(seqs) >= KEPT:
+                seqs.clear()
+            keys: dict[str, int] = {}
+            first_seq = last_seq - count + 1  # an atomic batch is stored in one piece
+            for index, write in enumerate(batch):
+                seqs[(box, first_id + index)] = first_seq + index
+                if write.key_token != NO_KEY:
+                    keys[write.key_token] = first_seq + index
+            if keys:
+                # the key's older messages, of any priority: removed below the new one's
+                # sequence (a crash between the two leaves them until the key's next SEND;
+                # reads by key take the newest)
+                await asyncio.gather(
+                    *(
+                        self.requests.api(
+                            f"STREAM.PURGE.{layout.messages}",
+                            {"filter": layout.box_key_filter(box, key), "seq": seq},
+                        )
+                        for key, seq in keys.items()
+                    )
+                )
+            gone = [write.staged for write in batch if write.staged]
+            if marker:
+                gone.append(marker)
+            if gone:
+                await asyncio.gather(*(self._delete(seq) for seq in gone))
+            for index, write in enumerate(batch):
+                if not write.future.done():
+                    write.future.set_result(first_id + index)
+            return
+        raise StorageError(f"a mailbox written by other brokers {_TRIES} times in a row")
+
+    async def _publish(self, box: str, batch: list[Write], expected: int, first_id: int) -> int:
+        """The batch numbered from ``first_id``, expecting ``expected`` as the mailbox's last
+        sequence; the last message's sequence."""
+        layout = self.layout
+        expect = {
+            "Nats-Expected-Last-Subject-Sequence": str(expected),
+            "Nats-Expected-Last-Subject-Sequence-Subject": layout.box_filter(box),
+        }
+        if len(batch) == 1:
+            write = batch[0]
+            subject = layout.message_subject(box, write.priority, write.key_token, first_id)
+            return await self.requests.publish(subject, write.data, {**write.headers, **expect})
+        batch_id = uuid.uuid4().hex
+        connection = self.requests.connection
+        last = len(batch)
+        for number, write in enumerate(batch, 1):
+            subject = layout.message_subject(
+                box, write.priority, write.key_token, first_id + number - 1
+            )
+            headers = {
+                **write.headers,
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(number),
+            }
+            if number == 1:
+                headers.update(expect)
+            if number < last:
+                await connection.publish(subject, write.data, headers=headers)
+                continue
+            headers["Nats-Batch-Commit"] = "1"
+            return await self.requests.publish(subject, write.data, headers)
+        raise AssertionError("an empty batch")
+
+    async def read_last(self, box: str) -> tuple[tuple[int, int], int]:
+        """``box``'s last sequence and next msg_id from the leaders: its newest message's
+        (a deleted newest one's marker too), or none left: the record's next number; and
+        the marker's sequence when the newest is one (else 0)."""
+        entry, following = await asyncio.gather(
+            self.requests.leader_get(
+                self.layout.messages, last_by_subject=self.layout.box_filter(box)
+            ),
+            self.record_next(box),
+        )
+        if entry is None:
+            return (0, following), 0
+        marker = entry.seq if DELETED in entry.headers else 0
+        return (entry.seq, max(msg_id_of(entry.subject) + 1, following)), marker
+
+    async def record_next(self, box: str) -> int:
+        """The next msg_id the mailbox record keeps (0 when none): the number its log had
+        reached when a broker last wrote it there, for a log the retention emptied."""
+        entry = await self._record_entry(box)
+        if entry is None:
+            return 0
+        return int(decode_record(entry.data).get("next", 0))
+
+    async def _record_entry(self, box: str) -> Any:
+        layout = self.layout
+        entry = await self.requests.leader_get(
+            f"KV_{layout.mailboxes}", last_by_subject=layout.kv_subject(layout.mailboxes, box)
+        )
+        if entry is None or entry.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+            return None
+        return entry
+
+    async def mark_high(self, now: int) -> None:
+        """Write each mailbox this broker wrote since the last call its next msg_id into the
+        record (when above the record's): the retention removes a mailbox's messages oldest
+        first, and once a live mailbox's every message is gone, the record keeps its number."""
+        boxes, self.written = self.written, set()
+        for box in boxes:
+            state = self.last.get(box)
+            if state is not None:
+                await self._raise_next(box, state[1], now)
+
+    async def _raise_next(self, box: str, following: int, now: int) -> None:
+        layout = self.layout
+        subject = layout.kv_subject(layout.mailboxes, box)
+        for _ in range(8):  # a record another broker wrote meanwhile: read again
+            entry = await self._record_entry(box)
+            if entry is None:
+                return  # forgotten (its log empty by then): a new log starts at 0
+            value = decode_record(entry.data)
+            if int(value.get("next", 0)) >= following:
+                return
+            value["next"] = following
+            headers = {"Nats-Expected-Last-Subject-Sequence": str(entry.seq)}
+            if int(value.get("ttl", 0)):  # the record's TTL: what was left of it
+                left = int(value["create_time"]) + int(value["ttl"]) + RETENTION_SECONDS - now
+                if left <= _LONGEST_TTL:  # (a longer one: none, as the record was made)
+                    headers["Nats-TTL"] = f"{max(left, 1)}s"
+            try:
+                await self.requests.publish(subject, encode_record(value), headers)
+                return
+            except JetStreamError as exc:
+                if not exc.wrong_last_sequence:
+                    raise
+
+    async def _delete(self, seq: int) -> None:
+        try:
+            await self.requests.api(
+                f"STREAM.MSG.DELETE.{self.layout.messages}", {"seq": seq, "no_erase": True}
+            )
+        except JetStreamError as exc:
+            if exc.code != 404 and exc.err_code != NOT_FOUND_DELETE:
+                raise
+
+
+async def every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+    """``work`` every ``seconds`` until cancelled; a failure is tried again next time."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception:  # the cluster unreachable a moment: the next turn writes it
+            continue
