@@ -344,3 +344,25 @@ async def test_every_stored_message_is_announced_a_delayed_one_too(
     assert await asyncio.wait_for(heard.get(), 30) == b""  # the server wrote it when due
     await subscription.unsubscribe()
     assert heard.empty()
+
+
+async def test_a_log_the_retention_emptied_goes_on_from_the_record(
+    pair: tuple[ClusterStore, ClusterStore],
+) -> None:
+    """The retention removes a live mailbox's messages oldest first; once all are gone, the
+    next number comes from the mailbox record, where brokers write the number they reached
+    (``mark_high``, once a minute): never from 0 again."""
+    first, second = pair
+    await first.create_mailbox("quiet", ttl=0, desc="", now=_now())
+    for n in range(3):
+        await first.append("quiet", _message(b"%d" % n), now=_now())
+    await first.mark_high()
+    record = await second.mailbox("quiet", now=_now())
+    assert record is not None and record.next_id == 3
+    # what the 7-day retention does to a mailbox silent that long: every message gone
+    await first.requests.api(
+        f"STREAM.PURGE.{first.layout.messages}", {"filter": first.layout.mailbox_filter("quiet")}
+    )
+    assert await second.last_id("quiet") == 2
+    assert await second.append("quiet", _message(b"after"), now=_now()) == 3
+    assert await first.append("quiet", _message(b"and on"), now=_now()) == 4
