@@ -21,6 +21,7 @@ from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.operations.errors import OperationError
 from langchain_mq9.operations.policy import ToolPolicy
+from langchain_mq9.operations.views import message_view
 from langchain_mq9.protocol import LANE_READ_BYTES, QUERY_CAP
 
 from . import overview, render
@@ -322,20 +323,26 @@ def query(
     async def querying(client: Mq9Client) -> dict[str, Any]:
         done = await overview.operate(client, "query_messages", args)
         found = done["messages"]
-        if len(found) >= limit or not _maybe_cut(found):
+        if len(found) >= limit:
             return done
         if tags or given["key"]:  # the broker pages a filter no further: say so
-            done["count_is_lower_bound"] = True
-            done["warning"] = (
-                f"a QUERY answers at most {LANE_READ_BYTES >> 20} MiB of payloads: "
-                "there may be more of this key or these tags"
-            )
+            if _maybe_cut(found):
+                done["count_is_lower_bound"] = True
+                done["warning"] = (
+                    f"a QUERY answers at most {LANE_READ_BYTES >> 20} MiB of payloads: "
+                    "there may be more of this key or these tags"
+                )
             return done
-        # One QUERY stops at 30 MiB of payloads (34 messages of 1 MB answer 31): page on
-        while found and len(done["messages"]) < limit:
-            more = {**args, "from_id": found[-1]["msg_id"] + 1, "limit": limit - len(found)}
-            found = (await overview.operate(client, "query_messages", more))["messages"]
-            done["messages"] += found
+        # One answer may stop before the mailbox ends without saying so: at 30 MiB of payloads
+        # (34 messages of 1 MB answer 31) or at the broker's answer size. Read on from its
+        # last id until the limit or a read that finds nothing more (overview.page)
+        at = found[-1]["msg_id"] + 1 if found else None
+        while at is not None and len(done["messages"]) < limit:
+            more = await overview.page(client, mailbox, at, limit - len(done["messages"]))
+            done["messages"] += [message_view(m) for m in more.messages]
+            at = more.next_from
+            if more.hidden is not None:
+                done["warning"] = more.hidden
         done["count"] = len(done["messages"])
         return done
 
@@ -343,7 +350,11 @@ def query(
 
 
 def _maybe_cut(shown: list[dict[str, Any]]) -> bool:
-    return sum(len(m["payload"].encode()) for m in shown) > overview.SURE_BYTES
+    def size(payload: Any) -> int:  # a JSON payload is shown parsed
+        text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+        return len(text.encode())
+
+    return sum(size(m["payload"]) for m in shown) > overview.SURE_BYTES
 
 
 @cli.command(epilog="Example: mq9 delete agent.worker 41")

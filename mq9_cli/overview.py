@@ -30,6 +30,7 @@ from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.policy import ToolPolicy
 from langchain_mq9.protocol import (
     LANE_READ_BYTES,
+    MAX_NUM_MSGS,
     PRIORITY_ORDER,
     QUERY_CAP,
     Message,
@@ -58,9 +59,18 @@ UNANSWERED = {
     "shown are the calls of the reply mailboxes named",
     "reports": "An agent's reports (agent_report) are kept by the broker and never answered "
     "over mq9: DISCOVER shows cards only",
-    "count": f"A QUERY answers at most {QUERY_CAP} messages and {LANE_READ_BYTES >> 20} MiB of "
-    "payloads: a count it may have cut shows as a lower bound (N+)",
+    "count": f"mq9 answers no count: a QUERY answers at most {QUERY_CAP} messages and "
+    f"{LANE_READ_BYTES >> 20} MiB of payloads (a broker may cut it sooner to fit its answer "
+    "size), and a mailbox's own page counts on from there as far as one look goes; a count "
+    "it could not finish shows as a lower bound (N+)",
 }
+# A page's read asks for this many when over a page of more urgent messages kept it from the
+# less urgent lanes: the page still shows 100, now from every lane (each lane at most 30 MiB).
+DEEP_ASK = 1_000
+# How far a mailbox's own page counts on past its QUERY (a stateless FETCH a page, each up to
+# an answer of payloads): a person's look, not a scan of a mailbox of any size.
+COUNT_PAGES = 10
+COUNT_BYTES = 64 << 20
 # A QUERY (a lane read of a FETCH) holding more payload bytes than this may have been cut by
 # RobustMQ's 30 MiB a read: the next message could have been up to the largest a broker takes.
 SURE_BYTES = LANE_READ_BYTES - LARGEST_MESSAGE
@@ -99,11 +109,13 @@ async def operate(
 
 @dataclass(frozen=True)
 class MailboxFigures:
-    """A mailbox as one QUERY shows it: its messages per priority (``capped``: the QUERY's
-    limit of messages or of bytes may have cut it, so the counts are a lower bound), the
-    oldest's time, the shortest message TTL. ``refused``: the broker's one line why this
-    reader may not see it (a credentialed broker's mailbox of another agent), then nothing
-    else is known. ``messages``: what the QUERY answered, oldest first."""
+    """A mailbox as its QUERY shows it, counted on past it when asked: its messages per
+    priority, the oldest's time, the shortest message TTL. ``capped``: the QUERY did not hold
+    every message (its 100, its 30 MiB, or the broker's answer size cut it), so its page has a
+    next one; ``lower_bound``: the counts are not all there is, and ``why`` says why (the
+    count stopped where a look stops). ``refused``: the broker's one line why this reader may
+    not see it (a credentialed broker's mailbox of another agent), then nothing else is known.
+    ``messages``: what the QUERY answered, oldest first."""
 
     address: str
     exists: bool
@@ -111,6 +123,8 @@ class MailboxFigures:
     messages: tuple[Message, ...] = field(default=(), repr=False, compare=False)
     counts: dict[str, int] = field(default_factory=dict)
     capped: bool = False
+    lower_bound: bool = False
+    why: str | None = None
     oldest: int | None = None
     newest_id: int | None = None
     message_ttl: int | None = None
@@ -126,7 +140,8 @@ class MailboxFigures:
             "counts": self.counts,
             "total": self.total,
             "capped": self.capped,
-            "total_is_lower_bound": self.capped,
+            "total_is_lower_bound": self.lower_bound,
+            "lower_bound_why": self.why,
             "refused": self.refused,
             "oldest": self.oldest,
             "newest_id": self.newest_id,
@@ -150,7 +165,10 @@ def refusal(exc: BaseException) -> str | None:
     return exc.message if " refused: " in exc.message else None
 
 
-async def figures(client: Mq9ClientLike, address: str) -> MailboxFigures:
+async def figures(client: Mq9ClientLike, address: str, *, count_on: bool = False) -> MailboxFigures:
+    """``address`` as its QUERY shows it; ``count_on``: past the QUERY, counted on page by page
+    (``page``) up to ``COUNT_PAGES`` reads and ``COUNT_BYTES`` of payloads, so the count is
+    exact where one look can reach the end, and a lower bound that says so where not."""
     try:
         found: list[Message] = await client.query(address, limit=QUERY_CAP)
     except MailboxNotFound:
@@ -160,22 +178,97 @@ async def figures(client: Mq9ClientLike, address: str) -> MailboxFigures:
         if why is None:
             raise
         return MailboxFigures(address, exists=True, refused=why)
-    counts = {priority.value: 0 for priority in PRIORITY_ORDER}
-    ttls = []
-    for message in found:
-        counts[Priority(message.priority).value] += 1
-        with contextlib.suppress(KeyError, ValueError):
-            ttls.append(int(message.header[HEADER_TTL]))
+    # A QUERY answers in msg_id order: one cut to the broker's answer size looks whole but
+    # for what a next read from its last id finds
+    capped = maybe_cut(found) or (bool(found) and await more_after(client, address, found))
+    tally = _Tally()
+    tally.add(found)
+    lower_bound, why = capped, (QUERY_WHY if capped else None)
+    if capped and count_on:
+        lower_bound, why = await _count_on(client, address, found[-1].msg_id + 1, tally)
     return MailboxFigures(
         address,
         exists=True,
-        counts=counts,
-        capped=maybe_cut(found),
-        oldest=min((m.create_time for m in found), default=None),
-        newest_id=max((m.msg_id for m in found), default=None),
-        message_ttl=min(ttls, default=None),
+        counts=tally.counts,
+        capped=capped,
+        lower_bound=lower_bound,
+        why=why,
+        oldest=tally.oldest,
+        newest_id=tally.newest_id,
+        message_ttl=min(tally.ttls, default=None),
         messages=tuple(found),
     )
+
+
+QUERY_WHY = (
+    f"one QUERY answers at most {QUERY_CAP} messages and {LANE_READ_BYTES >> 20} MiB of "
+    "payloads, or less to fit the broker's answer size, and mq9 answers no count: the pages "
+    "below go on"
+)
+
+
+@dataclass
+class _Tally:
+    """What the counted messages add up to."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {p.value: 0 for p in PRIORITY_ORDER})
+    ttls: list[int] = field(default_factory=list)
+    oldest: int | None = None
+    newest_id: int | None = None
+    payload_bytes: int = 0
+
+    def add(self, found: list[Message]) -> None:
+        for message in found:
+            self.counts[Priority(message.priority).value] += 1
+            with contextlib.suppress(KeyError, ValueError):
+                self.ttls.append(int(message.header[HEADER_TTL]))
+            self.payload_bytes += len(message.payload)
+        times = [m.create_time for m in found]
+        self.oldest = min([*times, *([] if self.oldest is None else [self.oldest])], default=None)
+        ids = [m.msg_id for m in found]
+        top = max(ids, default=None)
+        if top is not None and (self.newest_id is None or top > self.newest_id):
+            self.newest_id = top
+
+
+async def _count_on(
+    client: Mq9ClientLike, address: str, from_id: int, tally: _Tally
+) -> tuple[bool, str | None]:
+    """Count the messages from ``from_id`` on into ``tally``, a page at a time, as far as one
+    look goes: (whether the count is a lower bound, why)."""
+    spent = tally.payload_bytes
+    hidden = None
+    at: int | None = from_id
+    for _ in range(COUNT_PAGES):
+        if at is None:
+            break
+        found = await page(client, address, at)
+        tally.add(found.messages)
+        hidden = hidden or found.hidden
+        at = found.next_from
+        if tally.payload_bytes - spent > COUNT_BYTES:
+            break
+    if hidden is not None:
+        return True, hidden
+    if at is None:
+        return False, None
+    total = sum(tally.counts.values())
+    return True, (
+        f"counted the first {total}, as far as one look goes ({COUNT_PAGES} pages or "
+        f"{COUNT_BYTES >> 20} MiB of payloads past the QUERY), and mq9 answers no count: the "
+        "pages below go on"
+    )
+
+
+async def more_after(client: Mq9ClientLike, address: str, found: list[Message]) -> bool:
+    """Whether ``address`` holds a message past the newest in ``found``: a FETCH of one from
+    the next id (one message always fits an answer; from past the end the broker answers the
+    newest message, which is not past it)."""
+    last = max(m.msg_id for m in found)
+    probe = await client.fetch(
+        address, deliver="from_id", from_id=last + 1, num_msgs=1, max_wait_ms=0
+    )
+    return any(m.msg_id > last for m in probe)
 
 
 def pretty(text: str) -> str | None:
@@ -206,37 +299,87 @@ def message_view(message: Message) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Page:
     """Messages of a mailbox in msg_id order, and where the next page starts (None: the end).
-    ``scanned_to``: a search looked at every message up to this id (its next page's start)."""
+    ``scanned_to``: a search looked at every message up to this id (its next page's start).
+    ``hidden``: why less urgent messages among these ids may be missing from it."""
 
     messages: list[Message]
     next_from: int | None
     scanned_to: int | None = None
+    hidden: str | None = None
 
 
 async def page(client: Mq9ClientLike, address: str, from_id: int, limit: int = QUERY_CAP) -> Page:
     """Up to ``limit`` messages from msg_id ``from_id`` on, in msg_id order, and where the
     next page starts. The first page is a QUERY (the oldest); the others stateless FETCHes
     from an id, which read lane by lane (critical, urgent, normal) and each lane at most
-    30 MiB: only the ids every lane was read through make the page, so none is left out."""
-    if from_id <= 0:
-        found = await client.query(address, limit=min(limit, QUERY_CAP))
-        more = maybe_cut(found, min(limit, QUERY_CAP))
-        return Page(found, found[-1].msg_id + 1 if more and found else None)
+    30 MiB: only the ids every lane was read through make the page, so none is left out.
+
+    A broker may cut either answer after any message to fit its answer size (the bundled
+    broker does, to its NATS server's max_payload; nothing in the answer says so): a page
+    that looks like the end is the end only when a read from where its answer stops finds
+    nothing new, else the next page starts there."""
     asked = min(limit, QUERY_CAP)
-    answer = await client.fetch(
-        address, deliver="from_id", from_id=from_id, num_msgs=asked, max_wait_ms=0
-    )
-    # From an id past the end the broker answers the newest message: not from from_id on
-    found = sorted((m for m in answer if m.msg_id >= from_id), key=lambda m: m.msg_id)
+    if from_id <= 0:
+        found = await client.query(address, limit=asked)
+        more = maybe_cut(found, asked) or (bool(found) and await more_after(client, address, found))
+        return Page(found, found[-1].msg_id + 1 if more and found else None)
+    found = await _fetch_from(client, address, from_id, asked)
+    if not found:  # an empty answer was not cut: the first message always fits one
+        return Page([], None)
     through = read_through(found, asked)
-    if through < from_id and found:
+    if through < from_id:  # the less urgent lanes were not read: once more, asking for more
+        asked = DEEP_ASK
+        found = await _fetch_from(client, address, from_id, asked)
+        if not found:
+            return Page([], None)
+        through = read_through(found, asked)
+    hidden = None
+    if through < from_id:
         # Over ``asked`` more urgent messages from from_id on: the less urgent lanes were not
         # read. Their own page: from the most urgent, as far as it was read.
         through = found[min(asked, len(found)) - 1].msg_id
+        hidden = _hidden(from_id, through, f"over {asked} more urgent ones follow")
+    # A cut answer is a prefix in the broker's order (critical, urgent, normal): its last
+    # lane may go on past its last id, and the lanes after it may not have been read
+    last = next(p for p in reversed(PRIORITY_ORDER) if any(m.priority is p for m in found))
+    read_to = max(m.msg_id for m in found if m.priority is last)
+    if through > read_to and await _went_on(client, address, found, read_to):
+        through = read_to
+        if last is not PRIORITY_ORDER[-1]:
+            hidden = _hidden(from_id, read_to, "more urgent ones filled the broker's answer")
     kept = [m for m in found if m.msg_id <= through][:limit]
     if through == math.inf and len(kept) == len(found):
         return Page(kept, None)
-    return Page(kept, (kept[-1].msg_id if kept else from_id) + 1)
+    return Page(kept, (kept[-1].msg_id if kept else from_id) + 1, hidden=hidden)
+
+
+async def _fetch_from(
+    client: Mq9ClientLike, address: str, from_id: int, asked: int
+) -> list[Message]:
+    """A stateless FETCH of ``asked`` from ``from_id``: its messages from there on, by id
+    (from an id past the end the broker answers the newest message: not from from_id on)."""
+    answer = await client.fetch(
+        address, deliver="from_id", from_id=from_id, num_msgs=asked, max_wait_ms=0
+    )
+    return sorted((m for m in answer if m.msg_id >= from_id), key=lambda m: m.msg_id)
+
+
+async def _went_on(client: Mq9ClientLike, address: str, found: list[Message], read_to: int) -> bool:
+    """Whether a FETCH from ``read_to`` + 1 finds a message ``found`` does not hold: then the
+    answer was cut (or a message came since) and is sure only through ``read_to``. The more
+    urgent lanes answer first again: asked for one more than ``found`` holds past read_to,
+    the probe reaches the lane that ended the answer."""
+    past = sum(1 for m in found if m.msg_id > read_to)
+    probe = await _fetch_from(client, address, read_to + 1, min(past + 1, MAX_NUM_MSGS))
+    held = {m.msg_id for m in found}
+    return any(m.msg_id not in held for m in probe)
+
+
+def _hidden(from_id: int, through: int, cause: str) -> str:
+    return (
+        f"less urgent messages between msg_id {from_id} and {through} may be missing here: "
+        f"{cause}, and a read from an id answers the most urgent first"
+    )
 
 
 async def search(

@@ -140,12 +140,16 @@ class Console:
         )
         return HTMLResponse(html, status)
 
-    async def figures(self, address: str) -> overview.MailboxFigures:
+    async def figures(self, address: str, count_on: bool = False) -> overview.MailboxFigures:
+        """``address``'s figures; ``count_on``: counted past its QUERY as far as one look
+        goes (a mailbox's own page and its API; the lists and samplers read one QUERY)."""
         async with self.reading:
-            found = await overview.figures(self.broker, address)
+            found = await overview.figures(self.broker, address, count_on=count_on)
         self.weight[address] = (self.clock(), sum(len(m.payload) for m in found.messages))
         if found.exists and found.refused is None:
-            self.history.add(address, found.total)
+            # the QUERY's count, as every sample takes it: a page view's longer count would
+            # make the picture jump between the two
+            self.history.add(address, len(found.messages))
         return found
 
     async def page_of(self, address: str, **search: Any) -> overview.Page:
@@ -316,9 +320,7 @@ def create_app(
         Route("/mailboxes/{address}/depth.svg", _depth),
         Route("/mailboxes/{address}/dead-letters", _dead_letters),
         Route("/mailboxes/{address}/dead-letters/replay", _replay, methods=["POST"]),
-        Route(
-            "/mailboxes/{address}/dead-letters/{msg_id:int}/replay", _replay, methods=["POST"]
-        ),
+        Route("/mailboxes/{address}/dead-letters/{msg_id:int}/replay", _replay, methods=["POST"]),
         Route("/log", _log),
         Route("/calls", _calls),
         Route("/calls/{reply}/{task_id}", _call),
@@ -464,7 +466,7 @@ async def _mailbox(request: Request) -> Response:
     address = _address(request)
     search = _search(request)
     console.watch(address)
-    figures = await console.figures(address)
+    figures = await console.figures(address, count_on=True)
     if figures.refused is not None:
         raise OperationError(figures.refused)
     found = overview.Page([], None)
@@ -484,7 +486,7 @@ async def _mailbox(request: Request) -> Response:
     filtering = bool(search["key"] or search["tags"] or search["text"])
     live = figures.exists and not filtering and next_link is None
     newest = figures.newest_id
-    if live and figures.capped:  # the QUERY saw the oldest only: where the mailbox ends now
+    if live and figures.lower_bound:  # the count stopped short: where the mailbox ends now
         newest = await overview.newest_id(console.broker, address)
     return console.page(
         request,
@@ -500,6 +502,7 @@ async def _mailbox(request: Request) -> Response:
         live=live,
         next_link=next_link,
         scanned_to=found.scanned_to,
+        hidden=found.hidden,
         history=console.audit.entries(target=address)[:20],
     )
 
@@ -551,8 +554,13 @@ async def _message_action(request: Request) -> Response:
         done = f"set message {msg_id} aside: it is #{letter} of {dead_letter_address(address)}"
     else:
         return PlainRefusal(f"no action {action[:40]!r}", 404)
-    console.audit.add(who, action, address, msg_id=msg_id, **{k: v for k, v in fields.items()
-                                                            if k in ("group", "reason")})
+    console.audit.add(
+        who,
+        action,
+        address,
+        msg_id=msg_id,
+        **{k: v for k, v in fields.items() if k in ("group", "reason")},
+    )
     _notice(request, done)
     return RedirectResponse(f"/mailboxes/{quote(address, safe='')}", 303)
 
@@ -627,9 +635,7 @@ async def _calls_of(console: Console) -> list[dict[str, Any]]:
 async def _calls(request: Request) -> Response:
     console = _console(request)
     answered = console.audit.entries(action="answer")
-    return console.page(
-        request, "calls.html", callers=await _calls_of(console), answered=answered
-    )
+    return console.page(request, "calls.html", callers=await _calls_of(console), answered=answered)
 
 
 async def _check(console: Console, reply: str, task_id: str) -> dict[str, Any]:
@@ -729,7 +735,8 @@ async def _mailbox_events(request: Request) -> Response:
                 shown["tags"] = [printable(t) for t in shown["tags"]]
                 shown["time"] = when(message.create_time)
                 figures = await console.figures(address)
-                shown["counts"] = figures.counts
+                # only a whole count: the page may show one counted further than a QUERY
+                shown["counts"] = None if figures.lower_bound else figures.counts
                 yield _event("message", shown)
 
     return _stream(console, events())
@@ -766,7 +773,7 @@ async def _api_mailbox(request: Request) -> Response:
     console = _console(request)
     address = _address(request)
     search = _search(request)
-    figures = await console.figures(address)
+    figures = await console.figures(address, count_on=True)
     if figures.refused is not None:
         raise OperationError(figures.refused)
     if any(search.values()) and figures.exists:
@@ -777,6 +784,7 @@ async def _api_mailbox(request: Request) -> Response:
     data = figures.view() | {
         "messages": [overview.message_view(m) for m in found.messages],
         "next_from_id": found.next_from,
+        "page_may_miss": found.hidden,
     }
     return JSONResponse(data)
 

@@ -20,6 +20,7 @@ from robustmq_shaped import RobustMQShapedListener
 from langchain_mq9 import AgentCaller, Mq9Client, serve_agent
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.groups.reader import GroupReader
 from mq9_cli import main
 from mq9_cli.app import cli
@@ -417,3 +418,25 @@ async def test_a_query_counts_every_message_past_an_answer_s_30_mib():
         assert [m["msg_id"] for m in found["messages"]] == list(range(34))
         tagged = await as_json(listener.url, "query", "team.big", "--limit", "5")
         assert tagged["count"] == 5
+
+
+async def test_a_query_reads_on_past_an_answer_cut_to_the_broker_s_answer_size():
+    """A broker that keeps answers within 200,000 bytes (as the bundled broker keeps them
+    within its NATS server's max_payload) answers six messages of 30 KB a read, saying nothing
+    of the cut: ``mq9 query`` reads on from where each answer stops until a read finds nothing
+    more, across the lanes (the critical and urgent ones come first in each read)."""
+    engine = BrokerEngine(search=False, limits=BrokerLimits(max_answer=200_000))
+    plan = ["normal"] * 10 + ["critical"] * 2 + ["normal"] * 10 + ["urgent"] + ["normal"] * 4
+    async with RobustMQShapedListener(engine) as listener:
+        async with Mq9Client(listener.url, request_timeout=60) as client:
+            await client.mailbox_create(name="team.cut")
+            sent = [
+                await client.send("team.cut", f"{n:03d}" + "x" * 30_000, priority=priority)
+                for n, priority in enumerate(plan)
+            ]
+            assert len(await client.query("team.cut")) < 10  # what one QUERY answers
+        found = await as_json(listener.url, "query", "team.cut")
+        assert found["count"] == len(sent) == 27
+        assert [m["msg_id"] for m in found["messages"]] == sent
+        some = await as_json(listener.url, "query", "team.cut", "--limit", "20")
+        assert [m["msg_id"] for m in some["messages"]] == sent[:20]

@@ -30,7 +30,11 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 class World:
-    def __init__(self, **settings: Any) -> None:
+    """``engine``: the bundled engine to serve (one with smaller ``BrokerLimits``, say);
+    the rest are the console's ``Settings``."""
+
+    def __init__(self, engine: BrokerEngine | None = None, **settings: Any) -> None:
+        self.engine = engine
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -53,7 +57,7 @@ class World:
             self.thread.join(10)
 
     async def _start(self) -> None:
-        self.listener = RobustMQShapedListener(BrokerEngine(search=False))
+        self.listener = RobustMQShapedListener(self.engine or BrokerEngine(search=False))
         await self.listener.__aenter__()
         # Generous timeouts, hang guards only: the first REGISTER loads the embedding model
         self.client = await Mq9Client(self.listener.url, request_timeout=60).connect()

@@ -64,7 +64,8 @@
         }
       });
       var total = document.getElementById("total");
-      if (total && !document.getElementById("lower-bound")) {
+      // no counts: the stream's one QUERY could not count them all (the page's figure stays)
+      if (total && m.counts && !document.getElementById("lower-bound")) {
         total.textContent = String(sum);
       }
       refresh(document.getElementById("depth"));
