@@ -79,6 +79,8 @@ environment:
   MQ9_CREDENTIAL               this agent's mq9 credential, <id>:<secret>
   MQ9_CREDENTIAL_FILE          a file holding it     (--credential-file)
   MQ9_MCP_TOKEN                HTTP bearer token     (--auth-token; set but empty: refused)
+  MQ9_MCP_STATE_KEYS           keys sealing requestState, comma-separated, each 32+ characters,
+                               the first sealing: replicas behind one address share them
 
 examples:
   mq9-mcp --server memory://                      try it with an in-process broker
@@ -300,6 +302,7 @@ def _main(argv: Sequence[str] | None) -> int:
         policy,
         sessions_compete=args.transport == "http",
         webhook_hosts=[h for h in (args.webhook_hosts or "").split(",") if h.strip()],
+        state_keys=state_keys(parser),
     )
 
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -319,6 +322,26 @@ def _main(argv: Sequence[str] | None) -> int:
         anyio.run(serve_stdio, server, connection, backend_options={"loop_factory": _new_loop})
         return 0
     return _run_http(args, server, connection, auth_token)
+
+
+# Each key sealing requestState is secret randomness of at least this many characters (the
+# SDK's floor for its AES-GCM key derivation).
+MIN_STATE_KEY = 32
+
+
+def state_keys(parser: argparse.ArgumentParser) -> list[str]:
+    """The keys sealing the ``requestState`` of 2026-07-28's InputRequiredResult
+    (``MQ9_MCP_STATE_KEYS``, comma-separated, the first sealing and all opening, so a key can be
+    rotated in); none: a key made at start. Stops the program on a key too short to be one."""
+    keys = [k.strip() for k in os.environ.get("MQ9_MCP_STATE_KEYS", "").split(",") if k.strip()]
+    for number, key in enumerate(keys, 1):
+        if len(key) < MIN_STATE_KEY:
+            parser.error(
+                f"MQ9_MCP_STATE_KEYS: key {number} has {len(key)} characters, fewer than "
+                f"{MIN_STATE_KEY}; make one with: python -c 'import secrets; "
+                "print(secrets.token_hex(32))'"
+            )
+    return keys
 
 
 def http_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:

@@ -20,22 +20,27 @@ question, for the model to ``answer_call``.
   status, the elicitation in its ``inputRequests``, the answer with ``tasks/update``
   (``tasks.py``).
 
-The machinery (``ask_user``) is any tool's that asks the user a form: the tool is an ``Asker``
-(its steps, each a result or a ``Question``); the agent calls are one (``AgentCall``). A call
-sent back without the answer (a wrong key with the ``requestState``, an accepted form without
-the answer's field) is asked again, whatever the tool (SEP-2322).
+The machinery (``ask_user``) is any request's that asks the user a form, a tool call's or a
+prompt's (``prompts/get``): the request is an ``Asker`` (its steps, each a result or a
+``Question``); the agent calls are one (``AgentCall``). A request sent back without the answer
+(a wrong key with the ``requestState``, an accepted form without the answer's field) is asked
+again, whatever the tool (SEP-2322). The ``requestState`` a 2026-07-28 client echoes is sealed
+(``state_boundary``): one it altered, one minted for another client or another call, or one
+past its hour, is an invalid-params error before any tool runs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 from mcp import types
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
@@ -56,7 +61,16 @@ FORM: types.ElicitRequestedSchema = {
     "required": ["answer"],
 }
 
+# How long a sealed requestState holds: a user may take a while over a form, and an agent's
+# task waits for its answer far longer than the SDK's ten minutes (a 2025-11-25 task lives up
+# to an hour here too).
+STATE_TTL_SECONDS = 3600.0
+
 Run = Callable[[types.CallToolRequestParams], Awaitable[types.CallToolResult]]
+# What a request that asks ends in: a tool's result, or a prompt's.
+Settled = types.CallToolResult | types.GetPromptResult
+# A request that may ask (tools/call, prompts/get): both carry inputResponses and requestState.
+Asking = types.CallToolRequestParams | types.GetPromptRequestParams
 # How a question is put to the user when not by this module: a task's (tasks.py); the answer,
 # or None.
 Ask = Callable[[types.ElicitRequestFormParams], Awaitable[str | None]]
@@ -71,11 +85,20 @@ class Question:
 
     key: str
     form: types.ElicitRequestFormParams
-    unasked: types.CallToolResult
+    unasked: Settled
 
 
 # A step of a call that asks: its result, or the question it waits on.
-Step = types.CallToolResult | Question
+Step = Settled | Question
+
+
+@dataclass(frozen=True)
+class Field:
+    """The property of a question's form that holds the answer, and its JSON type: a
+    ``string`` (not blank) or a ``boolean`` (handed on as ``true`` or ``false``)."""
+
+    name: str
+    kind: Literal["string", "boolean"] = "string"
 
 
 class Asker(Protocol):
@@ -90,8 +113,8 @@ class Asker(Protocol):
         ``requestState`` a 2026-07-28 client sends the call back with)."""
         ...
 
-    def field_of(self, key: str) -> str:
-        """The property of the question ``key``'s form that holds the answer (a string)."""
+    def field_of(self, key: str) -> Field:
+        """The property of the question ``key``'s form that holds the answer."""
         ...
 
     async def start(self) -> Step:
@@ -107,7 +130,7 @@ class Asker(Protocol):
         empty form): where it stands, its question asked again while it waits on one."""
         ...
 
-    async def declined(self, key: str) -> types.CallToolResult:
+    async def declined(self, key: str) -> Settled:
         """The user would not answer the question ``key``: the call's answer for the model."""
         ...
 
@@ -121,17 +144,23 @@ class Answer:
     missing: bool = False  # sent back without the answer: no response, a wrong one, no field
 
 
-def given_answer(params: types.CallToolRequestParams, asker: Asker) -> Answer | None:
-    """The answer in a call's ``inputResponses`` to a question of ``asker``'s (the first key
-    it owns); a call sent again with its ``requestState`` but no usable answer is ``missing``
-    it, as is an accepted form without the answer's field or a response of another kind
-    (SEP-2322: the missing input is asked for again); else None (keys it does not own are
-    ignored, as SEP-2322 says)."""
-    for key, response in (params.input_responses or {}).items():
+def given_answer(params: Asking, asker: Asker) -> Answer | None:
+    """The answer in a call's ``inputResponses`` to a question of ``asker``'s: with the
+    ``requestState`` (sealed, so it names the question this server asked), the answer to that
+    question only; without it, the first key the asker owns. A call sent again with its
+    ``requestState`` but no usable answer is ``missing`` it, as is an accepted form without the
+    answer's field or a response of another kind (SEP-2322: the missing input is asked for
+    again); else None (keys it does not own are ignored, as SEP-2322 says)."""
+    responses = params.input_responses or {}
+    state = params.request_state or ""
+    if asker.owns(state):
+        if state not in responses:
+            return Answer(state, None, missing=True)
+        return Answer(state, *_answered(responses[state], asker.field_of(state)))
+    for key, response in responses.items():
         if asker.owns(key):
             return Answer(key, *_answered(response, asker.field_of(key)))
-    state = params.request_state or ""
-    return Answer(state, None, missing=True) if asker.owns(state) else None
+    return None
 
 
 async def checked_input(ctx: Any, call_next: Any) -> Any:
@@ -149,16 +178,31 @@ async def checked_input(ctx: Any, call_next: Any) -> Any:
     return await call_next(ctx)
 
 
+def state_boundary(
+    principal: Callable[[Any], str], audience: str, keys: Sequence[str] = ()
+) -> RequestStateBoundary:
+    """The SDK's seal on the ``requestState`` of an ``InputRequiredResult`` (SEP-2322: a server
+    treats what the client echoes as untrusted): encrypted and authenticated (AES-GCM), bound to
+    the request's method, name and arguments, to its client (``principal``: ``owner_of``) and
+    to this server (``audience``), good for ``STATE_TTL_SECONDS``. ``keys`` (at least 32
+    characters each; the first seals, all open) let replicas behind one address open each
+    other's states; without them a key made at start seals, so a state outlives neither a
+    restart nor its process."""
+    ring: list[str | bytes] = [*keys] or [os.urandom(32)]
+    security = RequestStateSecurity(keys=ring, ttl=STATE_TTL_SECONDS, bind_principal=principal)
+    return RequestStateBoundary(security, default_audience=audience)
+
+
 async def ask_user(
     ctx: Any,
-    params: types.CallToolRequestParams,
+    params: Asking,
     asker: Asker,
     ask: Ask | None = None,
-) -> types.CallToolResult | types.InputRequiredResult:
-    """Run a call of a tool that asks (``asker``), putting its questions to the user while the
-    client can show them (``ask``: how, for a call run as a task). At 2026-07-28 a question is
-    an ``InputRequiredResult``; the call comes back with the answer, or without it and is asked
-    again."""
+) -> Settled | types.InputRequiredResult:
+    """Run a request that asks (``asker``: a tool call, a prompt), putting its questions to the
+    user while the client can show them (``ask``: how, for a call run as a task). At
+    2026-07-28 a question is an ``InputRequiredResult``; the request comes back with the
+    answer, or without it and is asked again."""
     # A user who never answers holds the call no longer than it may wait: then the model gets
     # the question.
     deadline = anyio.current_time() + asker.wait_seconds
@@ -195,7 +239,7 @@ async def ask_user(
     return _settled(step)
 
 
-def _answered(response: Any, field: str) -> tuple[str | None, bool]:
+def _answered(response: Any, field: Field) -> tuple[str | None, bool]:
     """The answer in a response to a form (its ``field``), and whether it is missing: a form
     accepted without it, or a response of another kind (the question is then asked again).
     Declined, dismissed or not answered at all (None): no answer, not missing."""
@@ -207,7 +251,7 @@ def _answered(response: Any, field: str) -> tuple[str | None, bool]:
     return text, text is None and response.action == "accept"
 
 
-def _settled(step: Step) -> types.CallToolResult:
+def _settled(step: Step) -> Settled:
     return step.unasked if isinstance(step, Question) else step
 
 
@@ -229,8 +273,8 @@ class AgentCall:
     def owns(self, key: str) -> bool:
         return _question_key(key) is not None
 
-    def field_of(self, _key: str) -> str:
-        return "answer"  # FORM's
+    def field_of(self, _key: str) -> Field:
+        return Field("answer")  # FORM's
 
     async def start(self) -> Step:
         return self._step(await self.run(self.params), 1)
@@ -244,7 +288,7 @@ class AgentCall:
         asked, task_id = self._named(key)
         return self._step(await self._follow_up("check_call", {"task_id": task_id}), asked)
 
-    async def declined(self, key: str) -> types.CallToolResult:
+    async def declined(self, key: str) -> Settled:
         return await self._follow_up("check_call", {"task_id": self._named(key)[1]})
 
     def _named(self, key: str) -> tuple[int, str]:
@@ -287,7 +331,9 @@ async def call_asking(
     """Run a call of a tool that asks (``Operation.asks``; ``run``), putting the agent's
     questions to the user while the client can show them (``tool_name``: the name of a tool as
     listed; ``ask``: how, for a call run as a task)."""
-    return await ask_user(ctx, params, AgentCall(params, run, tool_name), ask)
+    result = await ask_user(ctx, params, AgentCall(params, run, tool_name), ask)
+    # an agent call ends in a tool's result, never a prompt's
+    return cast(types.CallToolResult | types.InputRequiredResult, result)
 
 
 def _can_ask(ctx: Any) -> bool:
@@ -337,6 +383,10 @@ def answer_text(response: Any) -> str | None:
         return None
 
 
-def _accepted(response: types.ElicitResult, field: str = "answer") -> str | None:
-    answer = (response.content or {}).get(field) if response.action == "accept" else None
+def _accepted(response: types.ElicitResult, field: Field = Field("answer")) -> str | None:
+    """The answer in an accepted form, as text: a string not blank, or a boolean where the
+    form asked one (``true``, ``false``); None when it is not there as the form asked."""
+    answer = (response.content or {}).get(field.name) if response.action == "accept" else None
+    if field.kind == "boolean":
+        return json.dumps(answer) if isinstance(answer, bool) else None
     return answer if isinstance(answer, str) and answer.strip() else None

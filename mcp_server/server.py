@@ -202,6 +202,7 @@ class Mq9McpServer(Server):
         sessions_compete: bool = False,
         webhook_hosts: Sequence[str] = (),
         heartbeat_seconds: float = events.HEARTBEAT_SECONDS,
+        state_keys: Sequence[str] = (),
     ) -> None:
         self.connection = connection
         self.policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
@@ -229,6 +230,9 @@ class Mq9McpServer(Server):
         # Logging through the protocol is 2025's (2026-07-28 dropped it, SEP-2577): a handler
         # added so, not given to the constructor, which warns of that for every server.
         self.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_logging_level)
+        # The requestState a client echoes, opened (or refused) first: the handlers below see
+        # only states this server sealed, for this client (``state_keys``: shared by replicas)
+        self.middleware.append(questions.state_boundary(self.owner_of, SERVER_NAME, state_keys))
         self.middleware.append(questions.checked_input)  # before the task middleware: outer
         tasks.serve(self, tasks.TaskStore(self.owner_of), self.start_call, self.wait_of)
         self.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
@@ -377,12 +381,14 @@ def create_server(
     *,
     sessions_compete: bool = False,
     webhook_hosts: Sequence[str] = (),
+    state_keys: Sequence[str] = (),
 ) -> Mq9McpServer:
     """An MCP server whose tools are the mq9 operations (``Mq9McpServer``; the name kept for
     the code that embeds it)."""
     return Mq9McpServer(
-        connection, policy, sessions_compete=sessions_compete, webhook_hosts=webhook_hosts
-    )
+        connection, policy, sessions_compete=sessions_compete, webhook_hosts=webhook_hosts,
+        state_keys=state_keys,
+    )  # fmt: skip
 
 
 async def set_logging_level(ctx: Any, _params: types.SetLevelRequestParams) -> types.EmptyResult:

@@ -1,15 +1,17 @@
 """The MCP conformance suite's input-required fixtures (SEP-2322), served by mq9-mcp itself.
 
 The suite's ``input-required-result-*`` scenarios call tools of its own
-(``test_input_required_result_elicitation`` and friends, each described in the scenario's text).
-Here they are tools of an ``Mq9McpServer`` subclass beside mq9's eleven, each an ``Asker``
-run by ``mcp_server.questions.ask_user``: the machinery ``call_agent`` asks the user through,
-so the suite's calls (a wrong key, a missing answer, an echoed ``requestState``) exercise
-mq9-mcp's own code path; nothing here builds an ``InputRequiredResult``.
+(``test_input_required_result_elicitation`` and friends, each described in the scenario's text)
+and one prompt (``test_input_required_result_prompt``). Here they are tools and a prompt of an
+``Mq9McpServer`` subclass beside mq9's own, each an ``Asker`` run by
+``mcp_server.questions.ask_user``: the machinery ``call_agent`` asks the user through, so the
+suite's calls (a wrong key, a missing answer, an echoed or a tampered ``requestState``)
+exercise mq9-mcp's own code path, its ``requestState`` seal included; nothing here builds an
+``InputRequiredResult``.
 
-Only the fixtures that ask the user a text form are here: sampling, roots, a boolean answer
-and a capability-filtered mix are not questions mq9-mcp's machinery asks (the report lists
-those scenarios as needing their fixture).
+Only the fixtures that ask the user a form are here: sampling (the client's model) and roots
+(the client's files) are never asked by mq9-mcp, which has no use for either, so the scenarios
+that need them are listed in docs/mcp.md as not applying.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import uvicorn
 from mcp import types
+from mcp.shared.exceptions import MCPError
 
 from langchain_mq9.broker.cluster.servers import free_port
 from mcp_server import questions
@@ -31,15 +34,18 @@ from mcp_server.server import Mq9McpServer, error_result
 
 ELICITATION = "test_input_required_result_elicitation"
 MULTI_ROUND = "test_input_required_result_multi_round"
+REQUEST_STATE = "test_input_required_result_request_state"
+TAMPERED_STATE = "test_input_required_result_tampered_state"
+PROMPT = "test_input_required_result_prompt"
 # A form a user leaves open at 2025-11-25 (elicitation/create in the call) ends here.
 FORM_WAIT_SECONDS = 60.0
 
 
-def form(message: str, field: str) -> types.ElicitRequestFormParams:
+def form(message: str, field: questions.Field) -> types.ElicitRequestFormParams:
     schema: types.ElicitRequestedSchema = {
         "type": "object",
-        "properties": {field: {"type": "string"}},
-        "required": [field],
+        "properties": {field.name: {"type": field.kind}},
+        "required": [field.name],
     }
     return types.ElicitRequestFormParams(message=message, requested_schema=schema)
 
@@ -53,16 +59,19 @@ class Steps:
     then answering with ``done`` of the last answer. Stateless as a 2026-07-28 server is: the
     key of the question answered says where the call stands."""
 
-    steps: tuple[tuple[str, str, str], ...] = ()
+    steps: tuple[tuple[str, str, questions.Field], ...] = ()
     wait_seconds = FORM_WAIT_SECONDS
 
     def done(self, answer: str) -> str:
         raise NotImplementedError
 
+    def finish(self, answer: str) -> questions.Settled:
+        return text_result(self.done(answer))
+
     def owns(self, key: str) -> bool:
         return any(key == step[0] for step in self.steps)
 
-    def field_of(self, key: str) -> str:
+    def field_of(self, key: str) -> questions.Field:
         return next(field for name, _message, field in self.steps if name == key)
 
     async def start(self) -> questions.Step:
@@ -70,12 +79,12 @@ class Steps:
 
     async def answer(self, key: str, text: str) -> questions.Step:
         at = self._index(key) + 1
-        return self._question(at) if at < len(self.steps) else text_result(self.done(text))
+        return self._question(at) if at < len(self.steps) else self.finish(text)
 
     async def resume(self, key: str) -> questions.Step:
         return self._question(self._index(key))  # the same question, asked again
 
-    async def declined(self, key: str) -> types.CallToolResult:
+    async def declined(self, key: str) -> questions.Settled:
         return error_result(f"the user would not answer {key!r}: nothing was done")
 
     def _index(self, key: str) -> int:
@@ -83,16 +92,18 @@ class Steps:
 
     def _question(self, at: int) -> questions.Question:
         key, message, field = self.steps[at]
-        unasked = error_result(f"this tool needs the user's answer to {message!r}, and the "
-                               "client declared no form elicitation to ask it with")  # fmt: skip
-        return questions.Question(key, form(message, field), unasked)
+        return questions.Question(key, form(message, field), self.unasked(message))
+
+    def unasked(self, message: str) -> questions.Settled:
+        return error_result(f"this tool needs the user's answer to {message!r}, and the "
+                            "client declared no form elicitation to ask it with")  # fmt: skip
 
 
 class Greeting(Steps):
     """``test_input_required_result_elicitation`` (scenario A1): the user's name, then a
     greeting."""
 
-    steps = (("user_name", "What is your name?", "name"),)
+    steps = (("user_name", "What is your name?", questions.Field("name")),)
 
     def done(self, answer: str) -> str:
         return f"Hello, {answer}!"
@@ -103,15 +114,53 @@ class TwoRounds(Steps):
     ``requestState``."""
 
     steps = (
-        ("step1", "Step 1: What is your name?", "name"),
-        ("step2", "Step 2: What is your favorite color?", "color"),
+        ("step1", "Step 1: What is your name?", questions.Field("name")),
+        ("step2", "Step 2: What is your favorite color?", questions.Field("color")),
     )
 
     def done(self, answer: str) -> str:
         return f"Your favorite color is {answer}."
 
 
-FIXTURES: dict[str, type[Steps]] = {ELICITATION: Greeting, MULTI_ROUND: TwoRounds}
+class Confirmation(Steps):
+    """``test_input_required_result_request_state`` and ``_tampered_state``: a yes or no
+    (a boolean form), then ``state-ok``. The ``requestState`` that comes back is the one
+    mq9-mcp sealed (else the call is refused before it gets here)."""
+
+    steps = (("confirm", "Please confirm", questions.Field("ok", "boolean")),)
+
+    def done(self, answer: str) -> str:
+        return f"state-ok: the requestState came back as sealed; confirmed: {answer}"
+
+
+class PromptContext(Steps):
+    """``test_input_required_result_prompt`` (a prompt that asks, SEP-2322's non-tool
+    request): the context to use, then the prompt."""
+
+    steps = (("user_context", "What context should the prompt use?", questions.Field("context")),)
+
+    def finish(self, answer: str) -> types.GetPromptResult:
+        return prompt_result(f"Use this context: {answer}")
+
+    def unasked(self, message: str) -> types.GetPromptResult:
+        return prompt_result(f"Ask the user first: {message}")
+
+    async def declined(self, key: str) -> types.GetPromptResult:
+        raise MCPError(types.INVALID_PARAMS, f"the user would not give {key!r}: no prompt")
+
+
+def prompt_result(text: str) -> types.GetPromptResult:
+    message = types.PromptMessage(role="user", content=types.TextContent(type="text", text=text))
+    return types.GetPromptResult(description="A prompt that asks", messages=[message])
+
+
+FIXTURES: dict[str, type[Steps]] = {
+    ELICITATION: Greeting,
+    MULTI_ROUND: TwoRounds,
+    REQUEST_STATE: Confirmation,
+    TAMPERED_STATE: Confirmation,
+}
+PROMPTS: dict[str, type[Steps]] = {PROMPT: PromptContext}
 TOOLS = [
     types.Tool(
         name=name,
@@ -120,10 +169,14 @@ TOOLS = [
     )
     for name, fixture in FIXTURES.items()
 ]
+FIXTURE_PROMPTS = [
+    types.Prompt(name=name, description=(fixture.__doc__ or "").split("\n\n")[0])
+    for name, fixture in PROMPTS.items()
+]
 
 
 class ServerWithFixtures(Mq9McpServer):
-    """mq9-mcp with the suite's input-required fixtures among its tools."""
+    """mq9-mcp with the suite's input-required fixtures among its tools and prompts."""
 
     async def handle_list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
         listed = await super().handle_list_tools(ctx, params)
@@ -133,6 +186,16 @@ class ServerWithFixtures(Mq9McpServer):
         fixture = FIXTURES.get(params.name)
         if fixture is None:
             return await super().handle_call_tool(ctx, params)
+        return await questions.ask_user(ctx, params, fixture())
+
+    async def handle_list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
+        listed = await super().handle_list_prompts(ctx, params)
+        return types.ListPromptsResult(prompts=[*listed.prompts, *FIXTURE_PROMPTS])
+
+    async def handle_get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> Any:
+        fixture = PROMPTS.get(params.name)
+        if fixture is None:
+            return await super().handle_get_prompt(ctx, params)
         return await questions.ask_user(ctx, params, fixture())
 
 

@@ -10,9 +10,12 @@ the test skips, saying why. Scenarios that need the suite's own fixtures (tools,
 prompts such as ``test_image_content`` or ``slow_compute``) do not apply to a server with mq9's
 own: the report names the fixture each needs (``NEEDS_FIXTURE``, listed in docs/mcp.md); every
 other scenario must pass with no failure and no warning. The input-required fixtures that ask the
-user a text form (``test_input_required_result_elicitation``, ``_multi_round``) are served
-beside mq9's tools through mq9-mcp's own asking machinery (``conformance_fixtures.py``), so
-their scenarios (``missing-input-response`` among them) pass on its code path."""
+user a form (``test_input_required_result_elicitation``, ``_multi_round``, ``_request_state``,
+``_tampered_state`` and the prompt ``test_input_required_result_prompt``) are served beside
+mq9's own through mq9-mcp's asking machinery (``conformance_fixtures.py``), so their scenarios
+(``missing-input-response`` and ``tampered-state`` among them) pass on its code path. Those
+that need the client's model or files (sampling, roots) do not apply to mq9-mcp, which asks
+for neither (``DOES_NOT_APPLY``, said in docs/mcp.md)."""
 
 from __future__ import annotations
 
@@ -58,15 +61,6 @@ NEEDS_FIXTURE = {
     "prompts-get-with-args": "prompt test_prompt_with_arguments",
     "prompts-get-embedded-resource": "prompt test_prompt_with_embedded_resource",
     "prompts-get-with-image": "prompt test_prompt_with_image",
-    "input-required-result-basic-sampling": "tool test_input_required_result_sampling",
-    "input-required-result-basic-list-roots": "tool test_input_required_result_list_roots",
-    "input-required-result-request-state": "tool test_input_required_result_request_state",
-    "input-required-result-multiple-input-requests": (
-        "tool test_input_required_result_multiple_inputs"
-    ),
-    "input-required-result-non-tool-request": "prompt test_input_required_result_prompt",
-    "input-required-result-tampered-state": "tool test_input_required_result_tampered_state",
-    "input-required-result-capability-check": "tool test_input_required_result_capabilities",
     "tasks-lifecycle": "tools slow_compute, failing_job, protocol_error_job",
     "tasks-capability-negotiation": "tool slow_compute",
     "tasks-wire-fields": "tool slow_compute",
@@ -76,6 +70,14 @@ NEEDS_FIXTURE = {
     "tasks-dispatch-and-envelope": "tools greet, slow_compute, failing_job",
     "tasks-required-task-error": "tool failing_job",
     "tasks-mrtr-composition": "tool test_tool_with_task",
+}
+# Each asks the client's model (sampling/createMessage) or its roots (roots/list), which mq9-mcp
+# never does: no tool of its needs the client's model or files (docs/mcp.md says so).
+DOES_NOT_APPLY = {
+    "input-required-result-basic-sampling": "sampling: mq9-mcp asks no client model",
+    "input-required-result-basic-list-roots": "roots: mq9-mcp reads no client files",
+    "input-required-result-multiple-input-requests": "sampling and roots beside a form",
+    "input-required-result-capability-check": "a sampling request for a client without forms",
 }
 # Their fixture is missing too, but what they check (a text result; a tool error with a
 # message) holds for mq9-mcp's answer to an unknown tool: said so in the report.
@@ -128,6 +130,8 @@ def verdicts(out: Path) -> dict[str, str]:
             found[scenario] = "passed"
         elif scenario in NEEDS_FIXTURE:
             found[scenario] = f"needs fixture {NEEDS_FIXTURE[scenario]}"
+        elif scenario in DOES_NOT_APPLY:
+            found[scenario] = f"does not apply ({DOES_NOT_APPLY[scenario]})"
         elif None not in fixtures:
             found[scenario] = f"passed, but for checks that need fixture {', '.join(fixtures)}"
         else:
@@ -166,7 +170,9 @@ def test_every_scenario_of_both_requirement_sets_passes_or_needs_a_suite_fixture
                  # on the fixtures served through mq9-mcp's asking machinery
                  "input-required-result-basic-elicitation", "input-required-result-result-type",
                  "input-required-result-missing-input-response",
-                 "input-required-result-ignore-extra-params", "input-required-result-multi-round"},
+                 "input-required-result-ignore-extra-params", "input-required-result-multi-round",
+                 "input-required-result-request-state", "input-required-result-tampered-state",
+                 "input-required-result-non-tool-request"},
         LEGACY: {"server-initialize", "logging-set-level", "completion-complete", "ping",
                  "server-session-lifecycle", "dns-rebinding-protection"},
     }  # fmt: skip

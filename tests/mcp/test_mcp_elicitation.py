@@ -126,14 +126,14 @@ async def raw_call(client: Client, **params: Any) -> Answered:
 
 
 async def test_a_call_sent_again_without_the_answer_is_asked_again_not_made_again(nats_server):
-    """2026-07-28 (SEP-2322): the InputRequiredResult carries its key as ``requestState``; the
-    call sent back with that state but not the answer (a wrong key) gets the question again,
-    and the agent is called once."""
+    """2026-07-28 (SEP-2322): the InputRequiredResult carries its key, sealed, as
+    ``requestState``; the call sent back with that state but not the answer (a wrong key) gets
+    the question again, and the agent is called once. The plain key as the state is refused."""
     async with mcp_client(nats_server.url, "modern", User()) as client:
         first = await raw_call(client, arguments=CALL)
         assert first.result_type == "input_required", first
         [key] = first.input_requests or {}
-        assert first.request_state == key
+        assert first.request_state and key not in first.request_state  # sealed: opaque
         wrong = {"wrong_key": {"action": "accept", "content": {"answer": "French"}}}
         again = await raw_call(
             client, arguments=CALL, requestState=first.request_state, inputResponses=wrong
@@ -141,7 +141,12 @@ async def test_a_call_sent_again_without_the_answer_is_asked_again_not_made_agai
         assert again.result_type == "input_required", again
         assert again.input_requests == first.input_requests  # the same question, re-requested
         answer = {key: {"action": "accept", "content": {"answer": "French"}}}
-        done = await raw_call(client, arguments=CALL, requestState=key, inputResponses=answer)
+        with pytest.raises(MCPError) as forged:  # the key is not the state: nothing is sent on
+            await raw_call(client, arguments=CALL, requestState=key, inputResponses=answer)
+        assert forged.value.error.code == types.INVALID_PARAMS
+        done = await raw_call(
+            client, arguments=CALL, requestState=first.request_state, inputResponses=answer
+        )
         assert done.structured_content is not None, done
         assert done.structured_content["result"] == "hello in French"
         calls = result_data(await client.call_tool("list_calls", {}))["calls"]
