@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import nats
 import pytest
+import store_lane
 from shared_broker import Namespace, NamespacedTransport, clear_registry
-from store_lane import STATE_SERVER, STORES, TEST_STORE, served_storage
+from store_lane import STATE_SERVER, STORES, TEST_STORE, ClusterLayout
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9._nats.guard import GuardedClient, protect
@@ -32,7 +33,7 @@ from langchain_mq9.broker import (
     serve_on_nats,
 )
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
-from langchain_mq9.broker.storage import Storage
+from langchain_mq9.broker.serving.cluster import QUEUE, ClusterServing
 
 ROBUSTMQ_URL = os.environ.get("MQ9_ROBUSTMQ_URL")
 BROKERS = ["memory", "nats"] + (["robustmq"] if ROBUSTMQ_URL else [])
@@ -91,16 +92,30 @@ class Broker:
     _clock: ManualClock | None
     transport: str
     names: Namespace | None = None  # on a shared RobustMQ: this test's own names
+    # on the JetStream store (MQ9_TEST_STORE=jetstream, jetstream_broker): the cluster's
+    # engine, which raw requests go into, and its layout, deleted when the broker stops
+    cluster: ClusterServing | None = None
+    layout: ClusterLayout | None = None
 
     @property
     def engine(self) -> BrokerEngine:
         if self._engine is None:
+            if self.cluster is not None:
+                pytest.skip(
+                    "reads the in-process engine's state; on the JetStream store the state "
+                    "is in the cluster"
+                )
             pytest.skip("needs the bundled broker's engine; RobustMQ is reached only by wire")
         return self._engine
 
     @property
     def clock(self) -> ManualClock:
         if self._clock is None:
+            if self.cluster is not None:
+                pytest.skip(
+                    "moves an injected clock; on the JetStream store the servers' clock writes "
+                    "create times, ends TTLs and releases delays"
+                )
             pytest.skip("needs an injected clock; RobustMQ keeps its own time")
         return self._clock
 
@@ -113,7 +128,9 @@ class Broker:
     async def raw(self, subject: str, body: bytes = b"", headers: dict | None = None) -> dict:
         """One request exactly as it goes on the wire, no Mq9Client in between: straight into
         the engine for memory, over a plain nats-py connection for nats. The decoded reply."""
-        if self.transport == "memory":
+        if self.transport == "memory" and self.cluster is not None:
+            reply = await self.cluster.handle(subject, headers, body)
+        elif self.transport == "memory":
             reply = await self.engine.handle(subject, headers, body)
         elif self.names is not None:
             async with self.client() as client:
@@ -132,10 +149,11 @@ class Broker:
 
 
 async def start_broker(
-    transport: str, nats_url: str | None, storage: Storage | None = None, **limits
+    transport: str, nats_url: str | None, cluster: bool = False, **limits
 ) -> tuple[Broker, object]:
-    """A broker on ``transport``; the bundled one keeps its state in ``storage`` (None: in
-    memory, or on a served broker where the store lane puts it), which it closes when stopped."""
+    """A broker on ``transport``; the bundled one keeps its state in memory, or in JetStream
+    (``cluster``, or a served broker in the store lane: MQ9_TEST_STORE=jetstream) in a layout
+    of its own, deleted when the broker stops."""
     if transport == "robustmq":
         if limits:
             pytest.skip("sets the bundled broker's limits; RobustMQ has its own")
@@ -143,22 +161,42 @@ async def start_broker(
         async with broker.client() as client:
             await clear_registry(client)
         return broker, None
-    if transport == "nats" and storage is None:
-        storage = served_storage()
+    if cluster or (transport == "nats" and store_lane.TEST_STORE == "jetstream"):
+        return await _start_on_cluster(transport, nats_url, BrokerLimits(**limits))
     clock = ManualClock()
-    try:
-        engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits), storage=storage)
-        if transport == "memory":
-            name = f"test{uuid.uuid4().hex}"
-            install_memory_broker(name, engine)
-            return Broker(f"memory://{name}", engine, clock, transport), name
-        connection = await nats.connect(nats_url)
-    except BaseException:
-        if storage is not None:
-            await STATE_SERVER.drop(storage)
-        raise
+    engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits))
+    if transport == "memory":
+        name = f"test{uuid.uuid4().hex}"
+        install_memory_broker(name, engine)
+        return Broker(f"memory://{name}", engine, clock, transport), name
+    connection = await nats.connect(nats_url)
     service = await serve_on_nats(engine, connection)
     return Broker(nats_url, engine, clock, transport), (service, connection)
+
+
+async def _start_on_cluster(
+    transport: str, nats_url: str | None, limits: BrokerLimits
+) -> tuple[Broker, object]:
+    """A ``ClusterEngine`` on a layout of its own on the session's JetStream nats-server,
+    reached in process (``memory``) or served on ``nats_url`` as ``--store jetstream`` serves."""
+    layout = await STATE_SERVER.layout()
+    engine = ClusterServing(layout.engine(limits))
+    try:
+        if transport == "memory":
+            name = f"test{uuid.uuid4().hex}"
+            install_memory_broker(name, engine.cluster)  # type: ignore[arg-type]
+            url, handle = f"memory://{name}", name
+        else:
+            connection = await nats.connect(nats_url)
+            # in a queue group as --store jetstream serves, of this layout's brokers only: a
+            # test's two brokers on one nats-server each answer every request, as before
+            queue = f"{QUEUE}.{layout.store.layout.name}"
+            service = await serve_on_nats(engine, connection, queue=queue)
+            url, handle = nats_url, (service, connection)
+    except BaseException:
+        await STATE_SERVER.drop(layout)
+        raise
+    return Broker(url, None, None, transport, cluster=engine, layout=layout), handle
 
 
 async def stop_broker(broker: Broker, handle) -> None:
@@ -170,7 +208,8 @@ async def stop_broker(broker: Broker, handle) -> None:
         service, connection = handle
         await service.stop()
         await connection.close()
-    await STATE_SERVER.drop(broker.engine.storage)
+    if broker.layout is not None:
+        await STATE_SERVER.drop(broker.layout)
 
 
 @pytest.fixture(params=BROKERS)
@@ -185,11 +224,12 @@ async def broker(request):
 
 @pytest.fixture
 async def jetstream_broker():
-    """The bundled broker in process (``memory://``) keeping its state in JetStream, in a stream
-    of its own on the session's JetStream nats-server, whatever MQ9_TEST_STORE says: the lanes
+    """The bundled broker in process (``memory://``) keeping its state in JetStream (a
+    ``ClusterEngine`` on a layout of its own on the session's JetStream nats-server), whatever
+    MQ9_TEST_STORE says: the lanes
     that run parts of the suites on that store in every session (tests/broker/test_jetstream_*)
     name it their ``broker``."""
-    started, handle = await start_broker("memory", None, STATE_SERVER.storage())
+    started, handle = await start_broker("memory", None, cluster=True)
     try:
         yield started
     finally:

@@ -2,13 +2,14 @@
 
 Unset, or ``memory``: in memory, as always. ``jetstream``: every bundled broker that
 tests/conftest.py serves on a real nats-server (the ``broker`` fixture's ``nats`` case,
-``nats_broker``, ``start_broker("nats", ...)``) keeps its state in a JetStream stream of its own
-on one loopback JetStream nats-server, started at first use and stopped with the session (one
-server, so R1, file storage): each answer is given only once JetStream acknowledged the change,
-as ``mq9-dev-broker --store jetstream`` gives it. The stream is deleted when its broker stops,
-so every test starts from an empty store and the server holds only the running tests' streams.
-The same server holds the streams of conftest's ``jetstream_broker``, which the lanes that run
-on the store in every session use (tests/broker/test_jetstream_*.py).
+``nats_broker``, ``start_broker("nats", ...)``) is a ``ClusterEngine`` keeping its state in a
+layout of its own (a stream and buckets: ``ClusterLayout``) on one loopback JetStream
+nats-server, started at first use and stopped with the session (one server, so R1, file
+storage), served in the brokers' queue group as ``mq9-dev-broker --store jetstream`` serves it.
+Tests that move the injected clock or read the in-process engine skip there, saying why. The
+layout is deleted when its broker stops, so every test starts from an empty store. The same
+server holds the layouts of conftest's ``jetstream_broker``, which the lanes that run on the
+store in every session use (tests/broker/test_jetstream_*.py).
 
 ``store_broker()`` starts the command line on the store, as a user starts it, for the tests that
 talk to a broker process (tests/project/test_examples_on_jetstream.py,
@@ -18,6 +19,7 @@ tests/broker/test_jetstream_devbroker.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -27,7 +29,10 @@ import nats
 from devbroker_helpers import DevBroker
 from jetstream_servers import JetStreamCluster
 
+from langchain_mq9.broker.engine.cluster import ClusterEngine
+from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.storage import JetStreamStorage, Storage
+from langchain_mq9.broker.storage.cluster import ClusterStore, Layout
 
 STORES = ("memory", "jetstream")
 TEST_STORE = os.environ.get("MQ9_TEST_STORE") or "memory"
@@ -49,8 +54,11 @@ class StateServer:
         """A store on a stream of its own (created empty)."""
         return JetStreamStorage(self.urls, stream=f"S{uuid.uuid4().hex[:12]}")
 
-    async def drop(self, storage: Storage) -> None:
+    async def drop(self, storage: Storage | ClusterLayout) -> None:
         """Close ``storage`` and delete its stream (a store of another kind is left alone)."""
+        if isinstance(storage, ClusterLayout):
+            await storage.drop()
+            return
         storage.close()
         if not isinstance(storage, JetStreamStorage):
             return
@@ -60,19 +68,43 @@ class StateServer:
         finally:
             await connection.close()
 
+    async def layout(self) -> ClusterLayout:
+        """A cluster store on a layout of its own (made empty), open."""
+        connection = await nats.connect(self.urls)
+        store = ClusterStore(connection, name=f"L{uuid.uuid4().hex[:12]}", timeout=20.0)
+        try:
+            await store.open()
+        except BaseException:
+            await connection.close()
+            raise
+        return ClusterLayout(connection, store)
+
     def stop(self) -> None:
         if self._servers is not None:
             self._servers.__exit__()
             self._servers = None
 
 
+class ClusterLayout:
+    """A test's cluster store, on its own connection: its engines, and its deletion."""
+
+    def __init__(self, connection: nats.NATS, store: ClusterStore) -> None:
+        self.connection, self.store = connection, store
+
+    def engine(self, limits: BrokerLimits | None = None) -> ClusterEngine:
+        return ClusterEngine(self.store, limits=limits)
+
+    async def drop(self) -> None:
+        await self.store.close()
+        layout = self.store.layout
+        js = self.connection.jetstream()
+        for stream in (layout.messages, *(f"KV_{bucket}" for bucket in layout.buckets)):
+            with contextlib.suppress(Exception):  # not made, or gone with the server
+                await js.delete_stream(stream)
+        await self.connection.close()
+
+
 STATE_SERVER = StateServer()
-
-
-def served_storage() -> Storage | None:
-    """The store of a broker the suites serve on a real nats-server: None keeps the engine's
-    default (memory)."""
-    return STATE_SERVER.storage() if TEST_STORE == "jetstream" else None
 
 
 @contextmanager
@@ -85,7 +117,7 @@ def store_broker() -> Iterator[DevBroker]:
     with JetStreamCluster(1) as servers:
         broker = DevBroker("--nats", servers.urls[0], "--store", "jetstream", "--stream", stream)
         try:
-            assert any(f"JetStream stream {stream} " in line for line in broker.stdout), (
+            assert any(f"JetStream stream {stream}_MSGS " in line for line in broker.stdout), (
                 broker.output()
             )
             yield broker
@@ -100,13 +132,14 @@ def store_broker() -> Iterator[DevBroker]:
 
 
 def records_in(broker: DevBroker) -> int:
-    """How many records the broker's stream holds (its ``--stream`` on its ``--nats``)."""
+    """How many messages the broker's messages stream was given (its ``--stream``'s, on its
+    ``--nats``)."""
     args = broker.args
 
     async def count() -> int:
         connection = await nats.connect(args[args.index("--nats") + 1].split(","))
         try:
-            stream = args[args.index("--stream") + 1]
+            stream = Layout(args[args.index("--stream") + 1]).messages
             return (await connection.jetstream().stream_info(stream)).state.last_seq
         finally:
             await connection.close()

@@ -6,8 +6,9 @@ from __future__ import annotations
 from .. import semantic
 from .cluster.servers import NatsProcess
 from .engine.engine import BrokerEngine
-from .standby.leader import LeaderLock
-from .storage import JetStreamStorage, SqliteStorage, Storage
+from .serving.cluster import QUEUE, ClusterServing
+from .storage import SqliteStorage, Storage
+from .storage.cluster import Layout
 
 
 def banner(
@@ -35,24 +36,32 @@ def banner(
     return "\n".join(lines)
 
 
-def standby_banner(shown: str, lock: LeaderLock) -> str:
-    """What a JetStream broker standing by says: who serves, and when it takes over."""
-    return (
-        f"mq9 dev broker: standby for JetStream stream {lock.stream} at {shown}; serving now: "
-        f"{lock.current_holder() or 'no one (taking over)'}; this broker serves once that "
-        f"one stops or loses NATS for {lock.ttl - lock.margin:g} s"
+def cluster_banner(shown: str, layout: Layout, replicas: int, engine: ClusterServing) -> str:
+    """What a broker serving the state kept in JetStream says (``layout``: its stream and
+    buckets, made with ``replicas``)."""
+    lines = [
+        f"mq9 dev broker: ClusterEngine on the NATS cluster at {shown}",
+        f"storage: JetStream stream {layout.messages} and buckets "
+        f"{', '.join(layout.buckets)} ({replicas} replicas; each answer after a quorum holds "
+        f"its change); every broker started on --stream {layout.name} serves them at once "
+        f"(queue group {QUEUE})",
+    ]
+    lines += _limit_lines(engine)
+    lines.append(
+        "agent search: on; semantic ranks by " + semantic.describe()
+        if engine.search
+        else "agent search: off (--no-search), as on RobustMQ's default build"
     )
+    lines += [
+        "connect with:",
+        f'  Mq9Client("{shown}")',
+        f'  Mq9Toolkit(server="{shown}")',
+        f"  mq9-mcp --server {shown}",
+    ]
+    return "\n".join(lines)
 
 
 def _storage_lines(storage: Storage | None) -> list[str]:
-    if isinstance(storage, JetStreamStorage):
-        counts = storage.restored
-        return [
-            f"storage: JetStream stream {storage.stream} ({storage.replicas} replicas; each "
-            f"answer after a quorum holds it); restored {counts['mailboxes']} mailboxes, "
-            f"{counts['messages']} messages, {counts['delayed']} delayed messages, "
-            f"{counts['offsets']} group offsets, {counts['agents']} agents"
-        ]
     if isinstance(storage, SqliteStorage):
         return _sqlite_lines(storage)
     return [
@@ -99,7 +108,7 @@ def _most(n: int | None) -> str:
     return "no limit" if n is None else str(n)
 
 
-def _limit_lines(engine: BrokerEngine) -> list[str]:
+def _limit_lines(engine: BrokerEngine | ClusterServing) -> list[str]:
     limits, answer_limit = engine.limits, engine.answer_limit
     effective = ""
     if answer_limit is not None and answer_limit < limits.max_payload:

@@ -4,13 +4,14 @@
         credential = await b.issue("billing")        # name:secret, for one agent
         await b.serve()                              # until stopped
 
-It answers every ``$mq9.AI.*`` request with a ``BrokerEngine``: on a nats-server it starts
-(``host``/``port``) or on running ones (``nats``); its state in memory, in SQLite (``data``) or
-in JetStream on the cluster of ``nats``, where one broker serves while the others started on the
-same stream stand by (``standby/leader.py``). ``mq9-dev-broker`` is this object behind argparse.
+It answers every ``$mq9.AI.*`` request: with a ``BrokerEngine`` on a nats-server it starts
+(``host``/``port``) or on running ones (``nats``), its state in memory or in SQLite (``data``);
+or with a ``ClusterEngine`` keeping the state in JetStream on the cluster of ``nats``, where
+every broker started on the same ``stream`` serves at once (serving/cluster.py).
+``mq9-dev-broker`` is this object behind argparse.
 
-What it says as it starts and takes over (where it serves, what it restored, its limits, "ready")
-goes to ``say``: the command prints it; by default it is logged.
+What it says as it starts (where it serves, what it restored, its limits, "ready") goes to
+``say``: the command prints it; by default it is logged.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .. import protocol as p
 from .. import semantic
 from .._nats.redaction import describe, redact
 from ..metrics import RequestMeter
-from .banner import banner, standby_banner
+from .banner import banner, cluster_banner
 from .cluster.servers import (
     LARGEST_MAX_PAYLOAD,
     NatsProcess,
@@ -49,16 +50,18 @@ from .config import (
     credentials_place,
     identities_path,
 )
+from .engine.cluster import ClusterEngine
 from .engine.engine import BrokerEngine
-from .forming import await_cluster, placed, refused_for_good
+from .forming import await_cluster, placed, refuse_old_format, refused_for_good
 from .identities.callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
 from .identities.kv_store import KvIdentityStore
 from .identities.ownership import Identities, Logins
 from .identities.store import CredentialError, IdentityStore
+from .serving.cluster import QUEUE, ClusterServing, open_store
 from .serving.pacing import AnswerPacer
 from .serving.serve import NatsService, serve_on_nats
-from .standby.leader import LEASE_ENDED, NOT_SERVING, LeaderLock, LeaseEngine, serve_while_leader
-from .storage import JetStreamStorage, SqliteStorage, Storage, StorageError
+from .storage import SqliteStorage, Storage, StorageError
+from .storage.cluster import ClusterStore, Layout
 from .storage.sqlite import data_file
 
 log = logging.getLogger("langchain_mq9.broker")
@@ -99,7 +102,7 @@ class Broker:
         self.say = say
         self.meter = meter  # #73: what it answers counted (mq9-dev-broker --metrics)
         self.url: str | None = None  # where clients connect, once started
-        self.engine: BrokerEngine | None = None  # the one serving (None standing by)
+        self.engine: BrokerEngine | ClusterServing | None = None  # while it serves
         self._shown = ""  # self.url, redacted
         self._stopping = asyncio.Event()
         self._ended = asyncio.Event()  # it stopped by itself: _failure says why
@@ -109,12 +112,10 @@ class Broker:
         self._storage: Storage | None = None
         self._identities: Identities | None = None
         self._logins: Logins | None = None
-        self._lock: LeaderLock | None = None
+        self._cluster: ClusterServing | None = None  # on JetStream: its engine, its store
         self._opened: list[NatsConnection] = []
         self._service: NatsService | None = None  # while this broker serves alone
         self._issuer: Issuer | None = None  # a cluster's, with credentials
-        self._settled = asyncio.Event()  # a JetStream broker serves or stands by
-        self._leading: asyncio.Future[None] | None = None  # serve_while_leader, on JetStream
         self._watching: asyncio.Future[None] | None = None  # the nats-server it started
 
     def __repr__(self) -> str:
@@ -122,7 +123,7 @@ class Broker:
 
     @property
     def serving(self) -> bool:
-        """Whether this broker answers requests now (a JetStream broker may stand by)."""
+        """Whether this broker answers requests now."""
         return self.engine is not None and not self._ended.is_set()
 
     @property
@@ -139,7 +140,7 @@ class Broker:
         await self.stop()
 
     async def start(self) -> Broker:
-        """Start serving (or, on JetStream, standing by); returns once it does. A failure
+        """Start serving; returns once it does. A failure
         leaves nothing running and raises one of the errors the class names."""
         if self._started:
             raise RuntimeError("this Broker was started already: make another")
@@ -178,19 +179,17 @@ class Broker:
         self._stopping.set()  # what closes now is closed by us: no "lost the connection" said
         if self._watching is not None:  # (its thread ends with the nats-server, below)
             self._watching.cancel()
-        if self._leading is not None:  # serve_while_leader stops serving, releases the lock
-            with contextlib.suppress(Exception):
-                await self._leading
-            self._leading = None
         if self._service is not None:
             service, self._service = self._service, None
             await service.stop()
         if self._identities is not None:
             await self._identities.stop()
         opened, self._opened = self._opened, []
-        lock, self._lock = self._lock, None
+        if self._cluster is not None:  # its requests end before its connection closes
+            cluster, self._cluster = self._cluster, None
+            await cluster.close()
         logins, self._logins = self._logins, None
-        await _close_all(*opened, lock=lock, logins=logins)
+        await _close_all(*opened, logins=logins)
         if self._server is not None:
             # stopped now: the thread waiting for it must end before the loop can
             await asyncio.to_thread(self._server.stop)
@@ -324,18 +323,19 @@ class Broker:
         self.engine = None
         self._ended.set()
 
-    # -- on a JetStream cluster: serving while it holds the leader lock ------------------
+    # -- on a JetStream cluster: one of any number of brokers serving the cluster's state --
 
     async def _start_on_cluster(self, infos: dict[str, dict[str, Any]]) -> None:
-        """Serve the state kept in JetStream while this broker holds the stream's leader
-        lock, standing by while another holds it (``standby/leader.py``). A cluster still
-        forming is waited for (``cluster_wait``), saying what for."""
+        """Serve the state kept in JetStream (a stream and buckets named after ``stream``)
+        with a ``ClusterEngine``, in the queue group every broker of that state answers in:
+        no leader, no lock, no takeover (docs/broker.md, "The JetStream store"). A cluster
+        still forming is waited for (``cluster_wait``), saying what for."""
         config, shown, issuer = self.config, self._shown, self._issuer
         assert config.nats is not None  # (BrokerConfig says so)
         self.url = url = config.nats
         # with credentials, the servers (configured by 'credentials setup') ask the brokers
         # at each login; every part logs in as the broker's user, and the identities live on
-        # the cluster, read by every broker, serving or standing by
+        # the cluster, read by every broker
         parts = config.servers if issuer is None else broker_urls(url, issuer)
         if issuer is not None:
             await _check_logins(infos, parts, shown)
@@ -344,152 +344,53 @@ class Broker:
         callbacks = self._callbacks()
         told = callbacks if issuer is None else {"error_cb": _nats_error}
         connection = await self._connect(url, **told, **login)
+        layout = Layout(config.stream)
         replicas = await await_cluster(
-            connection, config.servers, config.replicas, config.stream, shown, wait
+            connection, config.servers, config.replicas, layout.messages, shown, wait
         )
+        await refuse_old_format(connection, config.stream)
         if issuer is not None:
             self._logins = await _answer_logins(url, config.stream, issuer, parts, replicas, wait)
         else:
-            await _warn_default_account(connection, config.stream)
-        self._lock = lock = await placed(
-            wait, "the lock bucket", LeaderLock, parts, config.stream, replicas=replicas
+            await _warn_default_account(connection, layout.messages)
+        store = ClusterStore(connection, name=config.stream, replicas=replicas)
+        self._cluster = engine = ClusterServing(
+            ClusterEngine(store, limits=config.limits, search=config.search)
         )
+        await open_store(store, _placing(wait))
+        identities = None
+        if self._logins is not None:
+            identities = await asyncio.to_thread(
+                Identities, self._logins.store, engine, logins=self._logins
+            )
+            self._identities = identities
+            await identities.start(url)
         serving = connection
         if self._logins is not None:  # #61: requests heard and answered as a user that may
             login = self._logins.serve_login()  # publish only to inboxes
             serving = await self._connect(url, **callbacks, **login)
         bulk = await self._connect(url, name=f"{NAME} answers", error_cb=_nats_error, **login)
-        await self._take_or_stand_by(lock, connection)  # asked as the broker's user
-        await self._lead(_Takeover(self, url, parts, replicas, serving, bulk))
-
-    async def _take_or_stand_by(self, lock: LeaderLock, connection: NatsConnection) -> None:
-        """Take the lock now if no one holds it, refusing to serve beside another broker; else
-        say that this one stands by."""
-        if await asyncio.to_thread(lock.try_take):
-            try:  # a broker keeping its state elsewhere may serve these subjects
-                await _refuse_second_broker(connection, self._shown)
-            except StartupError:
-                await asyncio.to_thread(lock.release)
-                raise
-        else:
-            self.say(standby_banner(self._shown, lock))
-            self.say(f"{READY} {self._shown} (standby)")
-            self._settled.set()
-
-    async def _lead(self, takeover: _Takeover) -> None:
-        """Run ``serve_while_leader`` until stopped; return once this broker serves or
-        stands by. A stream JetStream refuses for good ends it (``serve`` raises why)."""
-        assert self._lock is not None
-        lock, refused = self._lock, takeover.refused
-
-        def standing_by() -> None:
-            self.say(f"mq9 dev broker standing by on {self._shown}")
-            self._settled.set()
-
-        async def lead() -> None:
-            try:
-                await serve_while_leader(
-                    lock, self._stopping, takeover.start, standing_by=standing_by
-                )
-            except Exception as exc:
-                self._end(exc)
-                raise
-            if refused:
-                self._end(StartupError(refused[0]))
-
-        self._leading = leading = asyncio.ensure_future(lead())
-        settled = asyncio.ensure_future(self._settled.wait())
-        await asyncio.wait([leading, settled], return_when=asyncio.FIRST_COMPLETED)
-        settled.cancel()
-        if self._failure is not None:
-            raise self._failure
-
-
-class _Takeover:
-    """What ``serve_while_leader`` runs each time this broker takes the lock: fence the
-    stream, read it back, serve; ``start`` returns how to stop."""
-
-    def __init__(
-        self, broker: Broker, url: str, parts: list[str], replicas: int,
-        serving: NatsConnection, bulk: NatsConnection,
-    ) -> None:  # fmt: skip
-        self.broker, self.url, self.parts, self.replicas = broker, url, parts, replicas
-        self.serving, self.bulk = serving, bulk
-        self.refused: list[str] = []  # why the stream cannot be had, if it cannot
-
-    async def start(self) -> Stop:
-        try:
-            return await self._start()
-        except StorageError as exc:
-            if not refused_for_good(exc):
-                raise  # no quorum yet, say: serve_while_leader stands by, tries again
-            self.refused.append(str(exc))
-            self.broker._stopping.set()
-            return _nothing
-
-    async def _start(self) -> Stop:
-        broker, config = self.broker, self.broker.config
-        lock, logins = broker._lock, broker._logins
-        assert lock is not None
-        await asyncio.to_thread(lock.fence)
-        storage = await asyncio.to_thread(
-            JetStreamStorage, self.parts, replicas=self.replicas, stream=config.stream
+        self._service = await serve_on_nats(
+            engine, serving, bulk, self._pacer(), identities, meter=self.meter, queue=QUEUE
         )
-        try:
-            engine, identities = await self._engine(storage, lock, logins)
-        except BaseException:
-            storage.close()
-            raise
-        engine.load_model_soon()
+        _warn_payload(engine, serving)
+        self.engine = engine
+        self.say(cluster_banner(shown, layout, replicas, engine))
         if identities is not None:
-            await identities.start(self.url)
-        service = await serve_on_nats(
-            engine, self.serving, self.bulk, broker._pacer(), identities,
-            announce=config.announce, meter=broker.meter,
-        )  # fmt: skip
-        _warn_payload(engine, self.serving)
-        broker.engine = engine
-        self._say_serving(storage, engine, identities)
-
-        async def stop_serving() -> None:
-            broker.engine = None
-            if lock.holds():  # stopped (SIGTERM)
-                await service.stop()
-            else:  # the lease ended: say so to what is still under way or waiting
-                await service.stop(unfinished=LEASE_ENDED, unread=NOT_SERVING)
-            if identities is not None:
-                await identities.stop()
-            await asyncio.to_thread(storage.close)
-
-        return stop_serving
-
-    async def _engine(
-        self, storage: JetStreamStorage, lock: LeaderLock, logins: Logins | None
-    ) -> tuple[LeaseEngine, Identities | None]:
-        """The engine on the state read back, serving while ``lock`` holds, and who owns what
-        as the cluster holds it at the takeover (#53)."""
-        engine = await asyncio.to_thread(
-            LeaseEngine, lock.holds, limits=self.broker.config.limits, storage=storage,
-            search=self.broker.config.search,
-        )  # fmt: skip
-        if logins is None:
-            return engine, None
-        identities = await asyncio.to_thread(Identities, logins.store, engine, logins=logins)
-        return engine, identities
-
-    def _say_serving(
-        self, storage: JetStreamStorage, engine: BrokerEngine, identities: Identities | None
-    ) -> None:
-        broker = self.broker
-        broker.say(banner(broker._shown, None, storage, engine))
-        if identities is not None:
-            broker.say(identities.describe())
-        broker.say(f"{READY} {broker._shown} (serving)")
-        broker._settled.set()
+            self.say(identities.describe())
+        self.say(f"{READY} {shown} (serving)")  # as every broker of the store does
 
 
-async def _nothing() -> None:
-    """How to stop serving what never started."""
+def _placing(wait: Waiting) -> Callable[[Exception], None]:
+    """What ``open_store`` does with a failure: waits on while the cluster cannot place the
+    stream and buckets yet, raises what JetStream refuses for good."""
+
+    def tried(exc: Exception) -> None:
+        if isinstance(exc, StorageError) and refused_for_good(exc):
+            raise StartupError(f"JetStream refuses the broker's stream: {exc}") from None
+        wait.until(f"the JetStream cluster to place the broker's stream ({redact(str(exc))})")
+
+    return tried
 
 
 # -- the parts a broker is made of -----------------------------------------------------------
@@ -602,14 +503,10 @@ async def _connect(url: str, shown: str, **callbacks: Any) -> NatsConnection:
     return connection
 
 
-async def _close_all(
-    *connections: NatsConnection, lock: LeaderLock | None = None, logins: Logins | None = None
-) -> None:
+async def _close_all(*connections: NatsConnection, logins: Logins | None = None) -> None:
     for opened in reversed(connections):  # the last opened first
         with contextlib.suppress(Exception):
             await asyncio.wait_for(opened.close(), 5)
-    if lock is not None:
-        await asyncio.to_thread(lock.close)
     if logins is not None:
         await logins.stop()
         await asyncio.to_thread(logins.store.close)

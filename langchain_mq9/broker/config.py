@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 from .cluster.survey import ClusterError, check_urls
 from .engine.engine import BrokerLimits
 from .identities.store import CredentialError, identities_file
-from .storage.jetstream import DEFAULT_STREAM
+from .storage.cluster import DEFAULT_NAME as DEFAULT_STREAM
 
 Store = Literal["memory", "sqlite", "jetstream"]
 Sync = Literal["normal", "full"]

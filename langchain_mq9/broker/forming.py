@@ -28,6 +28,7 @@ from .cluster.survey import (
     servers_told,
     survey,
 )
+from .config import StartupError
 from .identities.store import CredentialError
 from .storage import StorageError
 
@@ -127,6 +128,37 @@ async def placed(wait: Waiting, what: str, make: Callable[..., T], *args: Any, *
                 raise
             wait.until(f"the JetStream cluster to place {what} ({redact(str(exc))})")
         await asyncio.sleep(POLL)
+
+
+OLD_SUBJECT_PREFIX = "mq9state"  # the subjects of the stream an earlier version wrote
+
+
+async def refuse_old_format(connection: NatsConnection, stream: str) -> None:
+    """Refuse to start beside a stream named ``stream`` itself holding the state as a
+    version before the cluster store wrote it (a log of changes on ``mq9state.<stream>``),
+    when the new layout (``<stream>_MSGS`` and its buckets) is not made yet: the broker would
+    start empty, the old state unseen. Once 'state import' made the layout, the old stream
+    is left alone (and may be deleted)."""
+    from nats.js.errors import NotFoundError
+
+    js = connection.jetstream(timeout=5)
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return
+    if f"{OLD_SUBJECT_PREFIX}.{stream.lower()}" not in (info.config.subjects or []):
+        return
+    try:
+        await js.stream_info(f"{stream}_MSGS")
+        return  # imported already: the layout serves, the old stream is a leftover
+    except NotFoundError:
+        pass
+    raise StartupError(
+        f"the JetStream stream {stream} holds the state as an earlier langchain-mq9 kept it "
+        f"(a log of changes, {info.state.messages} records), which this broker no longer "
+        f"reads: move it with 'mq9-dev-broker state export FILE --nats URL' and then "
+        f"'mq9-dev-broker state import FILE --nats URL' (docs/deploy.md), then start again"
+    )
 
 
 def refused_for_good(exc: StorageError) -> bool:

@@ -1,135 +1,127 @@
-"""Any history of requests on the JetStream store (issue #55 item 3): the same answers as the
-engine that keeps nothing, and restored exactly from the stream.
+"""The state an earlier version kept in JetStream (one stream holding a log of changes and
+snapshots) moved into the cluster store's layout by ``mq9-dev-broker state import`` (issue #72),
+then served by ``--store jetstream``.
 
-The histories are test_durability.py's (two mailboxes, sends with priorities, keys, tags, delays
-and TTLs, group fetches and acks, deletes, agents with and without A2A cards, the clock moved past
-TTLs and the retention), applied request by request to an engine on ``MemoryStorage`` and one on
-``JetStreamStorage`` sharing one hand-moved clock: every answer must be the same. Then a broker
-started on the stream (a replay) must hold exactly the state of both, answer more requests as
-they do, and what it changed must be in the stream too.
-
-Found so: a restarted engine (either store) served a log past its retention for up to 10 more
-minutes; it now scans at its first request (the test at the end).
+tests/data/jetstream_old_format.mq9state is what ``state export`` wrote of a stream the earlier
+store made (written by that store before it was removed): a snapshot (two mailboxes, messages of
+every priority, a key sent twice, tags, a deleted message, a group that read and acked msg_id 0)
+and change records after it (three agents registered, one of them unregistered, an A2A card
+indexed, a message delayed by an hour).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
+import shutil
 import uuid
-from typing import Any
+from pathlib import Path
 
+import nats
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from store_lane import STATE_SERVER, TEST_STORE
-from test_durability import T0, engine_state, request_of, requests
+from jetstream_servers import JetStreamCluster
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.engine.engine import RETENTION_SECONDS
-from langchain_mq9.broker.storage import JetStreamStorage, SqliteStorage, Storage
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker import Broker, BrokerConfig
+from langchain_mq9.broker.cli import state
+from langchain_mq9.broker.cli.state import OldState, _records
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
-# Histories checked: a few seconds in every session, more with MQ9_TEST_STORE=jetstream
-EXAMPLES = 300 if TEST_STORE == "jetstream" else 40
+OLD_FILE = Path(__file__).resolve().parents[1] / "data" / "jetstream_old_format.mq9state"
 
 
-async def answer_alike(memory: BrokerEngine, stored: BrokerEngine, clock: ManualClock, ops) -> None:
-    for op in ops:
-        if op[0] == "advance":
-            clock.advance(op[1])
-            continue
-        subject, headers, body = request_of(op)
-        expected = json.loads(await memory.handle(subject, headers, body))
-        answered = json.loads(await stored.handle(subject, headers, body))
-        assert answered == expected, (op, answered, expected)
+async def _state(argv: list[str]) -> int:
+    """``mq9-dev-broker state ...`` (it runs an event loop of its own)."""
+    return await asyncio.to_thread(state.main, argv)
 
 
-SHARD = re.compile(r"^(.*/\d+)/\d+$")  # address/create_time/a number of the engine's own
+@pytest.fixture(scope="module")
+def servers():
+    with JetStreamCluster(1) as cluster:
+        yield cluster.urls
 
 
-def alike(state: Any) -> Any:
-    """``state`` with each mailbox log's shard name cut to what two engines share: the number
-    that keeps a re-created mailbox's log apart is each engine's own."""
-    if isinstance(state, dict):
-        return {alike(key): alike(value) for key, value in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(alike(item) for item in state)
-    if isinstance(state, str):
-        return SHARD.sub(r"\1", state)
-    return state
+def test_the_old_format_is_read_as_the_earlier_store_read_it():
+    old = OldState.read(_records(OLD_FILE))
+    assert old.read_records == 8
+    assert sorted(old.mailboxes) == ["jobs", "short"]
+    jobs = old.mailboxes["jobs"]
+    assert jobs.desc == "the jobs" and jobs.ttl == 0
+    assert [m.payload for _, m in sorted(jobs.messages.items())] == [
+        *(f"normal {i}".encode() for i in range(6)),
+        b"urgent",
+        b"later",
+        b"keyed two",
+        b"tagged",
+    ]
+    assert [agent for agent in old.agents] == ["billing-agent", "card-agent"]
+    assert list(old.index) == ["card-agent"]
+    assert [message.payload for _, _, message in old.delayed.values()] == [b"delayed"]
+    assert {group for group, _ in old.offsets} == {
+        "workers-critical",
+        "workers-urgent",
+        "workers-normal",
+    }
 
 
-def on_stream(clock: ManualClock, stream: str, snapshot_bytes: int | None = None) -> BrokerEngine:
-    storage = JetStreamStorage(STATE_SERVER.urls, stream=stream, snapshot_bytes=snapshot_bytes)
-    return BrokerEngine(clock=clock, storage=storage)
+async def test_an_old_stream_is_moved_into_the_layout_and_served(servers, tmp_path, capsys):
+    stream = f"H{uuid.uuid4().hex[:10]}"
+    url = servers[0]
+    assert await _state(["import", str(OLD_FILE), "--nats", url, "--stream", stream]) == 0
+    said = capsys.readouterr().out
+    assert "8 records read" in said
+    assert "2 mailboxes, 11 messages, 1 delayed messages, 1 group positions, 2 agents" in said
+    # a second import into the same layout is refused: it holds the first one's
+    assert await _state(["import", str(OLD_FILE), "--nats", url, "--stream", stream]) == 1
+    assert "import into a new or empty layout only" in capsys.readouterr().err
+
+    config = BrokerConfig(nats=url, store="jetstream", stream=stream, search=False, port=0)
+    async with Broker(config, say=lambda _: None), Mq9Client(url) as client:
+        everything = await client.query("jobs")
+        assert [m.text() for m in everything] == [
+            *(f"normal {i}" for i in range(6)),
+            "urgent",
+            "later",
+            "keyed two",
+            "tagged",
+        ]
+        by_key = await client.query("jobs", key="status")
+        assert [m.text() for m in by_key] == ["keyed two"]
+        tagged = await client.query("jobs", tags=["billing"])
+        assert [m.text() for m in tagged] == ["tagged"]
+        # the group goes on past msg_id 0, which it acked before the move
+        workers = await client.fetch("jobs", group_name="workers", num_msgs=10)
+        assert [m.text() for m in workers] == [
+            "urgent",
+            "later",
+            *(f"normal {i}" for i in range(1, 6)),
+            "keyed two",
+            "tagged",
+        ]
+        assert [m.text() for m in await client.query("short")] == ["in short"]
+        names = {agent["name"] for agent in await client.agent_discover()}
+        assert names == {"billing-agent", "card-agent"}
 
 
-# Snapshots (tests/broker/test_jetstream_snapshots.py): none, and one as soon as the records
-# since the last one take as many bytes as it did (every few requests), begun, written and
-# purged between the requests; a history's last one is often cut off by its end
-SNAPSHOTS = {"no snapshots": None, "small snapshot threshold": 1}
-
-
-@pytest.mark.parametrize("snapshot_bytes", SNAPSHOTS.values(), ids=SNAPSHOTS.keys())
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(requests, max_size=40), st.lists(requests, max_size=10))
-def test_any_history_answers_as_in_memory_and_is_restored_exactly(
-    snapshot_bytes, history, afterwards
-):
-    clock = ManualClock(T0)
-    memory = BrokerEngine(clock=clock)
-    stream = f"S{uuid.uuid4().hex[:12]}"
-    writer = on_stream(clock, stream, snapshot_bytes)
-    engines = [writer]
-    try:
-        asyncio.run(answer_alike(memory, writer, clock, history))
-        assert alike(engine_state(writer)) == alike(engine_state(memory))
-        writer.storage.close()
-        reader = on_stream(clock, stream, snapshot_bytes)
-        engines.append(reader)
-        assert engine_state(reader) == engine_state(writer)
-        # A restarted engine scans for retention at its first request (the test below), the
-        # engine that did not restart on its schedule: the same schedule, so the answers compare
-        reader._next_retention_scan = memory._next_retention_scan
-        asyncio.run(answer_alike(memory, reader, clock, afterwards))
-        reader.storage.close()
-        # what the restored engine changed was kept as well
-        again = on_stream(clock, stream, snapshot_bytes)
-        engines.append(again)
-        assert engine_state(again) == engine_state(reader)
-        assert alike(engine_state(again)) == alike(engine_state(memory))
+async def test_a_broker_starts_beside_the_old_stream_once_its_state_was_imported(servers, tmp_path):
+    stream = f"O{uuid.uuid4().hex[:10]}"
+    url = servers[0]
+    connection = await nats.connect(servers)
+    try:  # the old stream, holding the file's records as the earlier store wrote them
+        js = connection.jetstream()
+        await js.add_stream(name=stream, subjects=[f"mq9state.{stream.lower()}"])
+        for record in _records(OLD_FILE):
+            await js.publish(f"mq9state.{stream.lower()}", record)
     finally:
-        for engine in engines[:-1]:
-            engine.storage.close()
-        asyncio.run(STATE_SERVER.drop(engines[-1].storage))
-
-
-@pytest.mark.parametrize("store", ["sqlite", "jetstream"])
-async def test_a_log_past_its_retention_is_gone_after_a_restart_as_before(store, tmp_path):
-    path = tmp_path / "b.sqlite3"
-
-    def reopen(storage: Storage) -> Storage:
-        if isinstance(storage, JetStreamStorage):
-            return JetStreamStorage(storage.servers, stream=storage.stream)
-        return SqliteStorage(path)
-
-    clock = ManualClock(T0)
-    first = STATE_SERVER.storage() if store == "jetstream" else SqliteStorage(path)
-    storage = first
-    try:
-        before = BrokerEngine(clock=clock, storage=first)
-        await before.handle(p.MAILBOX_CREATE, None, p.encode({"name": "old", "ttl": 60}))
-        clock.advance(60 + RETENTION_SECONDS + 1)
-        first.close()
-        storage = reopen(first)
-        after = BrokerEngine(clock=clock, storage=storage)
-        fetch = p.encode({"config": {"max_wait_ms": 0}})
-        answer = json.loads(await after.handle(p.fetch_subject("old"), None, fetch))
-        # what an engine that did not restart answers (tests/broker/test_durability.py)
-        assert "not found" in answer["error"], answer
-    finally:
-        await STATE_SERVER.drop(storage)
+        await connection.close()
+    exported = tmp_path / "state"
+    assert await _state(["export", str(exported), "--nats", url, "--stream", stream]) == 0
+    assert _records(exported) == _records(OLD_FILE)
+    config = BrokerConfig(nats=url, store="jetstream", stream=stream, search=False, port=0)
+    with pytest.raises(Exception, match="holds the state as an earlier langchain-mq9"):
+        async with Broker(config, say=lambda _: None):
+            pass
+    assert await _state(["import", str(exported), "--nats", url, "--stream", stream]) == 0
+    async with Broker(config, say=lambda _: None), Mq9Client(url) as client:
+        assert len(await client.query("jobs")) == 10
+    shutil.rmtree(tmp_path, ignore_errors=True)

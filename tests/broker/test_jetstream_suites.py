@@ -4,11 +4,11 @@ CONTRIBUTING.md): RobustMQ's own mq9 tests, ported (priorities, message and mail
 dedup key, tags, QUERY, FETCH deliver policies, registry and search), the consumer-group
 scenarios of docs/groups.md (groups, claims and their leases, late acks) and poison messages
 (retry budgets, dead letters and sending them back). Their ``broker`` is conftest's
-``jetstream_broker``: the bundled broker in process, each answer given once JetStream
-acknowledged the change, TTLs and leases on its hand-moved clock.
+``jetstream_broker``: a ``ClusterEngine`` in process, the state in a layout of its own on a
+JetStream nats-server; tests that move the hand-moved clock skip (the servers keep the time).
 
 Then the store lane itself: with ``MQ9_TEST_STORE=jetstream`` a broker served on a nats-server
-keeps its state in a stream of its own, gone when the broker stops.
+keeps its state in a layout of its own, gone when the broker stops.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from groups.test_group_scenarios import *  # noqa: F403
 from test_robustmq_ported import *  # noqa: F403
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.storage import JetStreamStorage, MemoryStorage
+from langchain_mq9.broker.storage import MemoryStorage
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -34,40 +34,40 @@ def broker(jetstream_broker):
     return jetstream_broker
 
 
-async def stream_messages(storage: JetStreamStorage) -> int | None:
-    """How many records the store's stream holds; None when there is no such stream."""
-    connection = await nats.connect(storage.servers)
+async def stream_messages(servers: list[str], stream: str) -> int | None:
+    """How many messages ``stream`` holds; None when there is no such stream."""
+    connection = await nats.connect(servers)
     try:
-        return (await connection.jetstream().stream_info(storage.stream)).state.messages
+        return (await connection.jetstream().stream_info(stream)).state.messages
     except nats.js.errors.NotFoundError:
         return None
     finally:
         await connection.close()
 
 
-async def test_the_store_lane_keeps_a_served_brokers_state_in_a_stream_of_its_own(
+async def test_the_store_lane_keeps_a_served_brokers_state_in_a_layout_of_its_own(
     nats_server, monkeypatch
 ):
     monkeypatch.setattr(store_lane, "TEST_STORE", "jetstream")
     served, handle = await start_broker("nats", nats_server.url)
     other, other_handle = await start_broker("nats", nats_server.url)
-    storage = served.engine.storage
+    assert served.layout is not None and other.layout is not None
+    layout = served.layout.store.layout
+    servers = store_lane.STATE_SERVER.urls
     try:
-        assert isinstance(storage, JetStreamStorage)
-        assert other.engine.storage.stream != storage.stream
+        assert other.layout.store.layout.name != layout.name
         async with Mq9Client(served.url) as client:
             await client.mailbox_create(name="lane.box")
             await client.send("lane.box", b"kept")
-        assert await stream_messages(storage) == 2  # the CREATE, then the SEND
+        assert await stream_messages(servers, layout.messages) == 1  # the SEND
+        assert await stream_messages(servers, f"KV_{layout.mailboxes}") == 1  # the CREATE
     finally:
         await stop_broker(served, handle)
         await stop_broker(other, other_handle)
-    assert await stream_messages(storage) is None  # the next test starts from nothing
+    assert await stream_messages(servers, layout.messages) is None  # the next test: nothing
 
 
-async def test_without_the_lane_a_served_broker_keeps_its_state_in_memory(
-    nats_server, monkeypatch
-):
+async def test_without_the_lane_a_served_broker_keeps_its_state_in_memory(nats_server, monkeypatch):
     monkeypatch.setattr(store_lane, "TEST_STORE", "memory")
     served, handle = await start_broker("nats", nats_server.url)
     try:

@@ -1,38 +1,48 @@
-"""``mq9-dev-broker state export|import``: move a JetStream store's state to other servers, or
-to the same servers once their accounts changed.
+"""``mq9-dev-broker state export|import``: move the state an earlier version kept in JetStream
+(one stream, ``--stream``, holding a log of changes and snapshots) into the layout the broker
+keeps it in now (a stream of messages and buckets, ``<stream>_MSGS`` and ``KV_<stream>_*``:
+docs/broker.md, "The JetStream store"), on the same servers or others.
 
-A nats-server configured without accounts keeps every stream in its default account, and its
-own JetStream records in the default system account; a config that names accounts (the ones
-docs/deploy.md gives, or those 'credentials setup' prints) puts the broker's user in another
-account, and JetStream's records in another system account: the stream is then out of every
-broker's reach, and no config can name the default account. So the state goes by file:
+    mq9-dev-broker state export ./mq9-state --nats URL       # the old stream's records, as they are
+    mq9-dev-broker state import ./mq9-state --nats URL       # into the new layout (new or empty)
 
-    mq9-dev-broker state export ./mq9-state --nats URL       # with the old config
-    mq9-dev-broker state import ./mq9-state --nats URL       # with the new one (--credentials DIR)
-
-The file holds the stream's records as they are (every message of every mailbox: it is made
-readable by its owner only); ``import`` writes them, in order, into the stream, which must be
-new or empty, where the broker reads them at its next start as it read them before.
+The file holds the old stream's records as they are (every message of every mailbox: it is made
+readable by its owner only). ``import`` reads them as the earlier store read them back (the last
+complete snapshot, then the changes after it: ``OldState``, the one reader of that format kept)
+and writes what they add up to: each mailbox (its create time, TTL and description), its
+messages in msg_id order (priority, key, tags, headers, TTL kept; msg_ids are the new store's,
+and the create time a message shows is the import's), delayed messages (due when they were),
+each group's position (moved to the new msg_id of the first message it had not passed), the
+registry and its search index. The new broker refuses to start beside an old stream until the
+layout is made (forming.refuse_old_format).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import struct
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..._cli import ArgumentParser, nats_errors_in_one_line
 from ..._nats.redaction import describe, redact
+from ...protocol import Priority
 from ..cluster.survey import ClusterError, check_login, check_urls, survey
 from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls
 from ..identities.store import CredentialError
-from ..storage import JetStreamStorage, StorageError
-from ..storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
+from ..state.mailbox import StoredMessage
+from ..storage import StorageError
+from ..storage.cluster import DEFAULT_NAME as DEFAULT_STREAM
+from ..storage.cluster import ClusterStore, MailboxRecord
+
+SUBJECT_PREFIX = "mq9state"  # the old stream's subject: mq9state.<stream, lower case>
 
 MAGIC = b"mq9-state 1\n"  # the file's first line: what it is, and its format's version
 _LENGTH = struct.Struct(">I")
@@ -46,9 +56,9 @@ class StateError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="mq9-dev-broker state",
-        description="Copy the state a broker keeps in JetStream (--store jetstream) to a file, "
-        "and from the file into a new stream: to move it to other servers, or across a change "
-        "of the servers' accounts (docs/deploy.md).",
+        description="Move the state an earlier version kept in JetStream (one stream holding a "
+        "log of changes) into the layout --store jetstream keeps it in now: export the old "
+        "stream's records to a file, import them into the new layout (docs/deploy.md).",
     )
     where = ArgumentParser(add_help=False)
     where.add_argument("file", metavar="FILE", help="the state file")
@@ -63,10 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
-        "export", parents=[where], help="write every record of the stream to FILE (a new file)"
+        "export",
+        parents=[where],
+        help="write every record of the old stream --stream to FILE (a new file)",
     )
     commands.add_parser(
-        "import", parents=[where], help="write FILE's records into the stream (new or empty)"
+        "import",
+        parents=[where],
+        help="write the state FILE's records add up to into the layout of --stream (new or empty)",
     )
     return parser
 
@@ -80,8 +94,13 @@ def main(argv: list[str]) -> int:
                 count = asyncio.run(_export(servers, args.stream, Path(args.file)))
                 print(f"{count} records of stream {args.stream} written to {args.file}")
             else:
-                count = _import(servers, args.stream, Path(args.file))
-                print(f"{count} records written into stream {args.stream}")
+                counts = asyncio.run(_import(servers, args.stream, Path(args.file)))
+                print(
+                    f"{counts['records']} records read; written into the layout of "
+                    f"{args.stream}: {counts['mailboxes']} mailboxes, {counts['messages']} "
+                    f"messages, {counts['delayed']} delayed messages, {counts['groups']} group "
+                    f"positions, {counts['agents']} agents"
+                )
         return 0
     except (StateError, ClusterError, StorageError, CredentialError) as exc:
         print(f"mq9-dev-broker state: error: {redact(str(exc))}", file=sys.stderr, flush=True)
@@ -175,33 +194,212 @@ def _records(path: Path) -> list[bytes]:
     raise StateError(f"{path} is cut short or damaged at byte {at}: export it again")
 
 
-def _import(servers: list[str], stream: str, path: Path) -> int:
-    records = _records(path)
-    # the stream made as the broker makes it (its replicas from the servers the cluster tells
-    # of), when it is not there yet
-    JetStreamStorage(servers, stream=stream, snapshot_bytes=None).close()
-    asyncio.run(_write(servers, stream, records))
-    return len(records)
-
-
-async def _write(servers: list[str], stream: str, records: list[bytes]) -> None:
-    """Each record after the one before it (an expected last sequence), as the broker writes,
-    into ``stream`` when it holds nothing."""
+async def _import(servers: list[str], stream: str, path: Path) -> dict[str, int]:
+    """The state ``path``'s records add up to, written into the layout of ``stream`` (made
+    when missing, refused when it holds anything)."""
     import nats
 
+    state = OldState.read(_records(path))
     connection = await nats.connect(servers, connect_timeout=5)
     try:
-        js = connection.jetstream(timeout=READ_TIMEOUT)
-        state = (await js.stream_info(stream)).state
-        if state.messages:
-            raise StateError(
-                f"stream {stream} already holds {state.messages} records: import into a new or "
-                "empty stream only (or give another --stream)"
-            )
-        last = state.last_seq
-        subject = f"{SUBJECT_PREFIX}.{stream.lower()}"
-        for record in records:
-            headers: dict[str, Any] = {"Nats-Expected-Last-Sequence": str(last)}
-            last = (await js.publish(subject, record, headers=headers)).seq
+        store = ClusterStore(connection, name=stream, timeout=READ_TIMEOUT)
+        await store.open()
+        try:
+            await _check_empty(connection, store)
+            counts = await state.write(store)
+        finally:
+            await store.close()
     finally:
         await connection.close()
+    return {"records": state.read_records, **counts}
+
+
+async def _check_empty(connection: Any, store: ClusterStore) -> None:
+    js = connection.jetstream(timeout=READ_TIMEOUT)
+    layout = store.layout
+    for name in (layout.messages, *(f"KV_{bucket}" for bucket in layout.buckets)):
+        held = (await js.stream_info(name)).state.messages
+        if held:
+            raise StateError(
+                f"stream {name} already holds {held} messages: import into a new or empty "
+                "layout only (or give another --stream)"
+            )
+
+
+@dataclass
+class _OldMailbox:
+    shard: str
+    create_time: int
+    ttl: int
+    desc: str
+    messages: dict[int, StoredMessage] = field(default_factory=dict)
+
+
+@dataclass
+class OldState:
+    """What the earlier store's records add up to (its replay, kept only to be moved): the
+    last complete snapshot, then every change record after it, applied in order."""
+
+    mailboxes: dict[str, _OldMailbox] = field(default_factory=dict)
+    delayed: dict[int, tuple[str, int, StoredMessage]] = field(default_factory=dict)
+    offsets: dict[tuple[str, str], int] = field(default_factory=dict)  # (group-lane, shard)
+    agents: dict[str, tuple[str, int]] = field(default_factory=dict)  # in registration order
+    index: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # card -> row
+    read_records: int = 0
+
+    @classmethod
+    def read(cls, records: list[bytes]) -> OldState:
+        """The state ``records`` (the old stream's, in order) add up to."""
+        state: OldState = cls()
+        opened: OldState | None = None
+        snapshot_id = None
+        for data in records:
+            head, _, blobs = data.partition(b"\n")
+            try:
+                record = json.loads(head)
+            except ValueError:
+                raise StateError("a record of the file is not the earlier store's") from None
+            if record.get("v") != _SNAPSHOT_VERSION:
+                state._apply_record(record, blobs)
+                if opened is not None:
+                    opened._apply_record(record, blobs)
+                continue
+            sid, kind, _ = record["snap"]
+            if kind == "begin":  # a snapshot under way; its end makes it the state
+                opened, snapshot_id = cls(), sid
+            elif opened is None or sid != snapshot_id:
+                continue  # the rest of a snapshot given up
+            elif kind == "part":
+                opened._apply_record(record, blobs)
+            elif kind == "end":
+                state, opened = opened, None
+        state.read_records = len(records)
+        return state
+
+    def _apply_record(self, record: dict[str, Any], blobs: bytes) -> None:
+        version = record.get("v")
+        if version == 1:
+            self._apply(record["ops"], blobs)
+        elif version in (2, _SNAPSHOT_VERSION):
+            start = 0
+            for ops, size in zip(record["changes"], record["blobs"], strict=True):
+                self._apply(ops, blobs[start : start + size])
+                start += size
+        else:
+            raise StateError(f"a record of version {version!r}, not the earlier store's 1 or 2")
+
+    def _apply(self, ops: list[list[Any]], blobs: bytes) -> None:
+        for kind, *args in ops:
+            if kind == "mc":
+                address, shard, create_time, ttl, desc, *_ = args
+                old = self.mailboxes.get(address)
+                kept = old.messages if old is not None else {}
+                self.mailboxes[address] = _OldMailbox(shard, create_time, ttl, desc, kept)
+            elif kind == "mr":
+                self.mailboxes.pop(args[0], None)
+            elif kind == "ms":
+                address, _next_id, msg_id, cols = args
+                if address in self.mailboxes:
+                    self.mailboxes[address].messages[msg_id] = _message(msg_id, cols, blobs)
+            elif kind == "md":
+                if args[0] in self.mailboxes:
+                    self.mailboxes[args[0]].messages.pop(args[1], None)
+            elif kind == "da":
+                delayed_id, address, due, cols = args
+                self.delayed[delayed_id] = (address, due, _message(-1, cols, blobs))
+            elif kind == "dr":
+                self.delayed.pop(args[0], None)
+            elif kind == "oc":
+                self.offsets[(args[0], args[1])] = args[2]
+            elif kind == "od":
+                self.offsets.pop((args[0], args[1]), None)
+            elif kind == "as":
+                self.agents.pop(args[0], None)
+                self.agents[args[0]] = (args[1], args[2])
+            elif kind == "ar":
+                self.agents.pop(args[0], None)
+            elif kind == "is":
+                self.index.pop(args[0], None)
+                self.index[args[0]] = (args[1], args[2], args[3])
+            elif kind == "ir":
+                self.index.pop(args[0], None)
+            elif kind not in ("mx", "mo"):  # expiry and retention: the new store's own
+                raise StateError(f"a change of kind {kind!r}, not the earlier store's")
+
+    async def write(self, store: ClusterStore) -> dict[str, int]:
+        """Write this state into ``store`` (open, empty)."""
+        counts = dict.fromkeys(("mailboxes", "messages", "delayed", "groups", "agents"), 0)
+        records: dict[str, MailboxRecord] = {}
+        new_ids: dict[str, list[tuple[int, int]]] = {}  # address -> (old msg_id, new msg_id)
+        for address, kept in self.mailboxes.items():
+            made = await store.create_mailbox(
+                address, ttl=kept.ttl, desc=kept.desc, now=kept.create_time
+            )
+            if made is None:
+                raise StateError(f"mailbox {address!r} is in the layout already")
+            records[address] = made
+            counts["mailboxes"] += 1
+            pairs = new_ids[address] = []
+            for msg_id in sorted(kept.messages):
+                message = kept.messages[msg_id]
+                pairs.append((msg_id, await store.append(address, message, now=_now())))
+                counts["messages"] += 1
+        for _, (address, due, message) in sorted(self.delayed.items()):
+            if address in records:
+                await store.hold(address, message, due=due, now=_now())
+                counts["delayed"] += 1
+        by_shard = {kept.shard: address for address, kept in self.mailboxes.items()}
+        positions: dict[tuple[str, str], int] = {}
+        for (group_lane, shard), offset in self.offsets.items():
+            address = by_shard.get(shard)
+            group, _, lane = group_lane.rpartition("-")
+            if address is None or lane not in _LANES:
+                continue
+            # the lanes move together (an ACK moves all three): the lowest, so that nothing
+            # a lane had not passed is skipped
+            key = (group, address)
+            positions[key] = min(positions.get(key, offset), offset)
+        for (group, address), offset in positions.items():
+            await store.commit(group, records[address], _moved(new_ids[address], offset))
+            counts["groups"] += 1
+        for name, (agent_info, create_time) in self.agents.items():
+            await store.register(name, agent_info, create_time)
+            counts["agents"] += 1
+        for card_name, row in self.index.items():
+            await store.index_put(card_name, row)
+        return counts
+
+
+_SNAPSHOT_VERSION = 3
+_LANES = {priority.value for priority in Priority}
+
+
+def _message(msg_id: int, cols: list[Any], blobs: bytes) -> StoredMessage:
+    priority, create_time, key, tags, header, expire_at, payload = cols
+    return StoredMessage(
+        msg_id,
+        _slice(blobs, payload) or b"",
+        Priority(priority),
+        create_time,
+        key,
+        tuple(tags) if tags else (),
+        _slice(blobs, header),
+        expire_at,
+    )
+
+
+def _slice(blobs: bytes, where: list[int] | None) -> bytes | None:
+    return None if where is None else blobs[where[0] : where[1]]
+
+
+def _moved(pairs: list[tuple[int, int]], offset: int) -> int:
+    """A group's position ``offset`` (the first old msg_id not passed) in the new msg_ids:
+    the new id of the first message kept at or above it, else one past the newest."""
+    for old, new in pairs:
+        if old >= offset:
+            return new
+    return pairs[-1][1] + 1 if pairs else 0
+
+
+def _now() -> int:
+    return int(time.time())

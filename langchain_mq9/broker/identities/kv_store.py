@@ -81,6 +81,8 @@ class KvIdentityStore(BaseIdentityStore):
         self._own = LoopThread("mq9-identities")
         self._nc: Any = None
         self._following: asyncio.Future[None] | None = None
+        self._owner_watches: list[Any] = []
+        self._owner_follows: list[asyncio.Future[None]] = []
         try:
             self._ask(self._open(servers, replicas), OPEN_TIMEOUT * 2)
             if watch:
@@ -164,6 +166,11 @@ class KvIdentityStore(BaseIdentityStore):
         self._following = asyncio.ensure_future(self._follow(self._watcher))
 
     async def _stop_following(self) -> None:
+        for follow in self._owner_follows:
+            follow.cancel()
+        for watcher in self._owner_watches:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
         if self._following is not None:
             self._following.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -373,6 +380,49 @@ class KvIdentityStore(BaseIdentityStore):
     async def grant_send(self, mailbox: str, principal: str) -> None:
         record = {"mailbox": mailbox, "principal": principal}
         await self._ask_async(self._record(f"{_keyed('grant', mailbox)}.{principal}", record))
+
+    async def owner(self, kind: str, name: str) -> str | None:
+        entry = await self._ask_async(self._get(_keyed(kind, name)))
+        found = _records({"": entry}, "name") if entry is not None else []
+        return found[0]["principal"] if found and found[0]["name"] == name else None
+
+    async def grantees(self, mailbox: str) -> set[str]:
+        values = await self._ask_async(self._read_all(_keyed("grant", mailbox)))
+        return {r["principal"] for r in _records(values, "mailbox") if r["mailbox"] == mailbox}
+
+    async def _get(self, key: str) -> bytes | None:
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value
+
+    def follow_owners(self, learn: Callable[[str, dict[str, str]], None]) -> None:
+        """(A watch per kind, from the records' current values on: one made between the
+        broker's first reading and the watch's start is not missed.)"""
+        self._ask(self._follow_owners(learn), OPEN_TIMEOUT)
+
+    async def _follow_owners(self, learn: Callable[[str, dict[str, str]], None]) -> None:
+        for kind, field in (("mailbox", "name"), ("agent", "name"), ("grant", "mailbox")):
+            watcher = await self._kv.watch(f"{kind}.>")
+            self._owner_watches.append(watcher)
+            self._owner_follows.append(
+                asyncio.ensure_future(self._follow_kind(watcher, kind, field, learn))
+            )
+
+    async def _follow_kind(
+        self, watcher: Any, kind: str, field: str, learn: Callable[[str, dict[str, str]], None]
+    ) -> None:
+        async for entry in watcher:
+            if entry is None or entry.value is None:
+                continue
+            for record in _records({entry.key: entry.value}, field):
+                try:
+                    learn(kind, record)
+                except Exception as exc:  # a bug: the records still read on a miss
+                    log.error("could not learn an ownership record: %r", exc)
 
     async def _record(self, key: str, record: dict[str, str]) -> None:
         """Create ``key``; one there already holding the same principal is the same record."""

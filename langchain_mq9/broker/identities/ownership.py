@@ -68,6 +68,7 @@ from ..._nats.guard import flush_in_order, protect
 from ...protocol.errors import WireError
 from ..cluster.servers import server_urls
 from ..engine.engine import LARGE_BODY, BrokerEngine, Command, Vouched, command_for
+from ..serving.cluster import ClusterServing
 from .callout import (
     ANSWERS_USER,
     BROKER_USER,
@@ -128,6 +129,9 @@ WATCH_SECONDS = 0.25  # how often revocations made by another process are looked
 CLOSINGS_AT_ONCE = 16  # old secrets whose connections are being closed at once
 DROPS_LOGGED_EVERY = 10.0  # seconds: dropped requests are counted, logged at most this often
 OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscription calls
+
+
+PLAIN_QUEUE = "mq9-plain-refusals"  # the brokers refusing plain requests, one each
 
 
 def digest(text: str) -> str:
@@ -208,7 +212,7 @@ class Ownership:
     """Who owns what (kept in ``store``) and the checks made on each request against it,
     the engine's state telling what exists."""
 
-    def __init__(self, store: BaseIdentityStore, engine: BrokerEngine) -> None:
+    def __init__(self, store: BaseIdentityStore, engine: BrokerEngine | ClusterServing) -> None:
         self.store = store
         self.engine = engine
         self.mailboxes, self.agents, self.grants = store.owners()
@@ -497,6 +501,64 @@ class Ownership:
             await self.store.own_agent(named, principal)
             self.agents[named] = principal
 
+    # -- records made by other brokers on the same store (a cluster's) --------------------------
+
+    def learn(self, kind: str, record: dict[str, str]) -> None:
+        """Keep a record another broker made (``kind``: "mailbox", "agent" or "grant"), as
+        ``record`` keeps it here once made."""
+        principal = record["principal"]
+        if kind == "mailbox":
+            address = record["name"]
+            self.mailboxes.setdefault(address, principal)
+            self._digests[digest(address)] = address
+            self._callers[digest(address + CALLER_SUFFIX)] = address
+        elif kind == "agent":
+            self.agents.setdefault(record["name"], principal)
+        elif kind == "grant":
+            self.grants.setdefault(record["mailbox"], set()).add(principal)
+
+    async def look_up(
+        self, principal: str, command: Command, target: str, body: bytes, named: Any, headers: Any
+    ) -> None:
+        """Read the records ``check`` will ask about and this copy lacks (another broker
+        made them a moment ago, before its watch brought them): the mailboxes and agent the
+        request names, the grants of a reserved mailbox it SENDs to."""
+        verb = command.subject
+        names: list[Any] = []
+        if verb == p.MAILBOX_CREATE:
+            names = [_field(p.CREATE_REQUEST, body, "name") if body else None]
+        elif verb == p.MSG_SEND:
+            if is_reserved(target) or self._derived(target):
+                names = [target, self._base(target) or target]
+            names += _replies_to(headers)
+        elif verb in (p.MSG_FETCH, p.MSG_QUERY):
+            names = [target]
+        elif verb == p.MSG_DELETE:
+            names = [target.rpartition(".")[0] or target]
+        elif verb == p.MSG_ACK:
+            names = [_field(p.ACK_REQUEST, body, "mail_address")]
+        for name in names:
+            if isinstance(name, str) and name and self.holder(name) is None:
+                owner = await self.store.owner("mailbox", name)
+                if owner is not None:
+                    self.learn("mailbox", {"name": name, "principal": owner})
+        if (
+            verb == p.MSG_SEND
+            and (is_reserved(target) or self._derived(target))
+            and self.holder(target) != principal
+            and principal not in self.grants.get(target, ())
+        ):
+            self.grants.setdefault(target, set()).update(await self.store.grantees(target))
+        if verb in (p.AGENT_REGISTER, p.AGENT_UNREGISTER, p.AGENT_REPORT):
+            name = named
+            if verb != p.AGENT_REGISTER:
+                shape = p.UNREGISTER_REQUEST if verb == p.AGENT_UNREGISTER else p.REPORT_REQUEST
+                name = _field(shape, body, "name")
+            if isinstance(name, str) and name and name not in self.agents:
+                owner = await self.store.owner("agent", name)
+                if owner is not None:
+                    self.learn("agent", {"name": name, "principal": owner})
+
     def _learn_lease(self, principal: str, address: str, group: Any) -> None:
         """Remember that the lease of ``group`` on ``address`` is its owner's, within
         ``leases_per_agent`` and ``leases_in_all`` (the lease digest only, not the name)."""
@@ -646,7 +708,7 @@ class Identities:
     def __init__(
         self,
         store: BaseIdentityStore,
-        engine: BrokerEngine,
+        engine: BrokerEngine | ClusterServing,
         issuer: Issuer | None = None,
         *,
         logins: Logins | None = None,
@@ -700,7 +762,14 @@ class Identities:
         # Agents publish plain requests to it, whatever their frames: guarded as the serving
         # connection is (_nats/guard.py)
         self._guard = protect(self._answers)
-        await self._answers.subscribe(p.SUBJECT_WILDCARD, cb=self._refuse_plain)
+        # (brokers serving one store together: one of them refuses each)
+        await self._answers.subscribe(p.SUBJECT_WILDCARD, queue=PLAIN_QUEUE, cb=self._refuse_plain)
+        loop = asyncio.get_running_loop()
+
+        def learn(kind: str, record: dict[str, str]) -> None:  # on the store's thread
+            loop.call_soon_threadsafe(self.ownership.learn, kind, record)
+
+        await asyncio.to_thread(self.store.follow_owners, learn)
         await flush_in_order(self._answers)
 
     async def stop(self) -> None:
@@ -759,7 +828,7 @@ class Identities:
             self._dropped_logged = self.dropped
             self._next_drop_log = now + DROPS_LOGGED_EVERY
 
-    async def handle(self, engine: BrokerEngine, msg: Msg) -> bytes:
+    async def handle(self, engine: BrokerEngine | ClusterServing, msg: Msg) -> bytes:
         """The answer to a request that passed ``gate``: refused for a revoked credential or
         what is not the requester's, else the engine's (and what it made is recorded)."""
         principal = answers_to(msg.reply or "") or ""
@@ -775,6 +844,9 @@ class Identities:
                 named = await asyncio.to_thread(registered_name, msg.data)
             else:
                 named = registered_name(msg.data)
+        if isinstance(engine, ClusterServing):  # several brokers: read what others made
+            await engine.look_up(command, target, msg.data, named)
+            await self.ownership.look_up(principal, command, target, msg.data, named, msg.headers)
         refusal = self.ownership.check(principal, command, target, msg.data, named, msg.headers)
         if refusal is not None:
             return refusal

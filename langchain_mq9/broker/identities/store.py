@@ -218,6 +218,22 @@ class BaseIdentityStore(ABC):
     @abstractmethod
     async def grant_send(self, mailbox: str, principal: str) -> None: ...
 
+    # Several brokers on one store (a cluster's) each keep a copy of the records: what
+    # another broker recorded since is read on a miss, and followed. A store one broker
+    # uses alone has every record in its copy already.
+
+    async def owner(self, kind: str, name: str) -> str | None:
+        """Who ``name`` (``kind``: "mailbox" or "agent") is recorded as, read now."""
+        return None
+
+    async def grantees(self, mailbox: str) -> set[str]:
+        """Who may SEND to ``mailbox`` by a grant, read now."""
+        return set()
+
+    def follow_owners(self, learn: Callable[[str, dict[str, str]], None]) -> None:  # noqa: B027
+        """Call ``learn(kind, record)`` with each record made from now on (by any broker),
+        from a thread of the store's."""
+
 
 class IdentityStore(BaseIdentityStore):
     """The identities file, open for one process. ``monotonic`` schedules ``active``'s looks

@@ -26,6 +26,7 @@ from ..._nats.fast_path import deliver_inline, engage, publish_queued, write_now
 from ..._nats.guard import flush_in_order, protect
 from ..engine.engine import BrokerEngine, command_for
 from ..storage import StorageError
+from .cluster import ClusterServing
 from .pacing import AnswerPacer, Backlog, requester
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class NatsService:
 
     def __init__(
         self,
-        engine: BrokerEngine,
+        engine: BrokerEngine | ClusterServing,
         connection: NatsConnection,
         bulk: NatsConnection | None = None,
         pacer: AnswerPacer | None = None,
@@ -85,8 +86,13 @@ class NatsService:
         inline: bool = True,
         announce: bool = False,
         meter: RequestMeter | None = None,
+        queue: str = "",
     ) -> None:
         self.engine = engine
+        # brokers serving one store together (serving/cluster.py): NATS hands each request
+        # to one of those subscribed in ``queue``
+        self.queue = queue
+        self._each_on_a_task = isinstance(engine, ClusterServing)
         self.announce = announce
         self.meter = meter  # #73: requests counted by command, outcome and latency
         self._arrived_at: set[str] = set()  # mailboxes to announce at the loop's next turn
@@ -137,11 +143,13 @@ class NatsService:
         engage(self.connection)
         if self.identities is None:
             self.subscription = await self.connection.subscribe(
-                p.SUBJECT_WILDCARD, cb=self._on_request
+                p.SUBJECT_WILDCARD, queue=self.queue, cb=self._on_request
             )
         else:  # #53
             gated = self.identities.gate(self._on_request)
-            self.subscription = await self.connection.subscribe(self.identities.subject, cb=gated)
+            self.subscription = await self.connection.subscribe(
+                self.identities.subject, queue=self.queue, cb=gated
+            )
         if self.inline:
             deliver_inline(self.connection, self.subscription)
         if self.announce:
@@ -182,6 +190,11 @@ class NatsService:
         command, _ = command_for(msg.subject)
         meter = self.meter
         stamp = None if meter is None else (command.subject, meter.started())
+        if command.wait is None and self._each_on_a_task:
+            # its answer waits for JetStream requests made on this connection, whose answers
+            # this read loop delivers: answered on a task, the loop reading on
+            self._start(msg, stamp=stamp)
+            return
         if command.wait is None:
             size = len(msg.data)
             if self.engine.storage.stores_later and self._storing + size <= self.store_backlog:
@@ -233,8 +246,7 @@ class NatsService:
 
     def _may_run(self, who: str) -> bool:
         return (
-            self._running_in_all < self.running_in_all
-            and self._running.get(who, 0) < self.at_once
+            self._running_in_all < self.running_in_all and self._running.get(who, 0) < self.at_once
         )
 
     def _run(self, msg: Msg, who: str, stamp: Stamp) -> None:
@@ -419,23 +431,25 @@ class NatsService:
 
 
 async def serve_on_nats(
-    engine: BrokerEngine,
+    engine: BrokerEngine | ClusterServing,
     connection: NatsConnection,
     bulk: NatsConnection | None = None,
     pacer: AnswerPacer | None = None,
     identities: Identities | None = None,
     announce: bool = False,
     meter: RequestMeter | None = None,
+    queue: str = "",
 ) -> NatsService:
     """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped; answers
     above ``BULK_ANSWER`` on ``bulk`` when given (a second connection to the same server, so
     that small answers never wait behind large ones), at ``pacer``'s pace when given;
     ``announce``: each message stored is announced on ``ARRIVALS_PREFIX`` (#62); ``meter``:
-    each request counted (#73).
+    each request counted (#73); ``queue``: the queue group of the brokers serving one store
+    together (serving/cluster.py).
 
     >>> nc = await nats.connect("nats://127.0.0.1:4222")
     >>> service = await serve_on_nats(BrokerEngine(), nc)
     """
     return await NatsService(
-        engine, connection, bulk, pacer, identities, announce=announce, meter=meter
+        engine, connection, bulk, pacer, identities, announce=announce, meter=meter, queue=queue
     ).start()
