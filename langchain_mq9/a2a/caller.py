@@ -28,6 +28,8 @@ from .store import ensure_mailbox, keep, latest
 # How often a waiting check asks an HTTP agent again (GetTask), where a mailbox is read each
 # POLL_SECONDS: each look is a request the agent's server answers.
 HTTP_POLL_SECONDS = 0.5
+# Where the agent leaves its refusal of a request about a task (wire.py's answer keys)
+ERROR_KEY = "error."
 
 StateListener = Callable[["CallState"], Awaitable[None]]
 
@@ -297,7 +299,7 @@ class AgentCaller:
 
     async def _keep_error(self, task_id: str, text: str) -> None:
         body = {"error": {"code": -32001, "message": text}, "taskId": task_id}
-        await keep(self.client, self.reply_mailbox, f"error.{task_id}", body)
+        await keep(self.client, self.reply_mailbox, ERROR_KEY + task_id, body)
 
     async def answer(
         self,
@@ -455,9 +457,11 @@ class AgentCaller:
     # -- reading and writing the records ------------------------------------------------------
 
     async def _record(self, task_id: str) -> dict[str, Any]:
-        if not w.is_valid_id(task_id):
-            raise CallError(f"{task_id[:80]!r} is no task id: list_calls shows yours")
+        _check_id(task_id)
         record = await latest(self.client, self.reply_mailbox, w.CALL_KEY + task_id)
+        return self._found(task_id, record)
+
+    def _found(self, task_id: str, record: dict[str, Any] | None) -> dict[str, Any]:
         if record is None:
             raise CallError(
                 f"no call with task id {task_id} from this caller (reply mailbox "
@@ -465,15 +469,34 @@ class AgentCaller:
             )
         return record
 
+    async def _read_call(
+        self, task_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+        """The call's record, its newest task snapshot and its newest error, asked for at once:
+        none of the three depends on another, so a look costs one round trip where it cost
+        three, and has one deadline: each query is sent at the same moment with the client's
+        ``request_timeout``, so the lot ends within it (one after the other, within three). The
+        first to fail ends the look; the others are not left running."""
+        _check_id(task_id)
+        reads = [
+            asyncio.ensure_future(latest(self.client, self.reply_mailbox, key + task_id))
+            for key in (w.CALL_KEY, w.TASK_KEY, ERROR_KEY)
+        ]
+        try:
+            record, snapshot, error = await asyncio.gather(*reads)
+        except BaseException:
+            for read in reads:
+                read.cancel()
+            raise
+        return self._found(task_id, record), snapshot, error
+
     async def _write_record(self, record: dict[str, Any]) -> None:
         key = w.CALL_KEY + record["taskId"]
         await keep(self.client, self.reply_mailbox, key, record, tags=[w.CALL_TAG])
         self._opened = True
 
     async def _state(self, task_id: str) -> CallState:
-        record = await self._record(task_id)
-        snapshot = await latest(self.client, self.reply_mailbox, w.TASK_KEY + task_id)
-        error = await latest(self.client, self.reply_mailbox, f"error.{task_id}")
+        record, snapshot, error = await self._read_call(task_id)
         state = w.task_state(snapshot) if snapshot else w.SUBMITTED
         answered = int(record.get("answered", 0) or 0)
         return CallState(
@@ -519,6 +542,11 @@ def _remote_id(value: object) -> TypeGuard[str]:
     """An HTTP agent's task id as we keep it (in a record, never a key: any text of a sane
     length; LangGraph's hold a ':')."""
     return isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable()
+
+
+def _check_id(task_id: str) -> None:
+    if not w.is_valid_id(task_id):
+        raise CallError(f"{task_id[:80]!r} is no task id: list_calls shows yours")
 
 
 def _allowed(record: dict[str, Any], allow: Callable[[str], None] | None) -> None:
