@@ -368,7 +368,9 @@ async def _went_on(client: Mq9ClientLike, address: str, found: list[Message], re
     """Whether a FETCH from ``read_to`` + 1 finds a message ``found`` does not hold: then the
     answer was cut (or a message came since) and is sure only through ``read_to``. The more
     urgent lanes answer first again: asked for one more than ``found`` holds past read_to,
-    the probe reaches the lane that ended the answer."""
+    the probe reaches the lane that ended the answer. A cut right after that lane's last
+    message that hid only less urgent ones below it leaves nothing a read from past it finds
+    (the bundled broker cuts so; RobustMQ sends what it read, uncut)."""
     past = sum(1 for m in found if m.msg_id > read_to)
     probe = await _fetch_from(client, address, read_to + 1, min(past + 1, MAX_NUM_MSGS))
     held = {m.msg_id for m in found}

@@ -142,7 +142,8 @@ class Console:
 
     async def figures(self, address: str, count_on: bool = False) -> overview.MailboxFigures:
         """``address``'s figures; ``count_on``: counted past its QUERY as far as one look
-        goes (a mailbox's own page and its API; the lists and samplers read one QUERY)."""
+        goes (a mailbox's own first page and its API's; the lists, later pages and samplers
+        read one QUERY)."""
         async with self.reading:
             found = await overview.figures(self.broker, address, count_on=count_on)
         self.weight[address] = (self.clock(), sum(len(m.payload) for m in found.messages))
@@ -466,7 +467,8 @@ async def _mailbox(request: Request) -> Response:
     address = _address(request)
     search = _search(request)
     console.watch(address)
-    figures = await console.figures(address, count_on=True)
+    # the count reads on past the QUERY on the first page only: not again at each next page
+    figures = await console.figures(address, count_on=not any(search.values()))
     if figures.refused is not None:
         raise OperationError(figures.refused)
     found = overview.Page([], None)
@@ -773,7 +775,7 @@ async def _api_mailbox(request: Request) -> Response:
     console = _console(request)
     address = _address(request)
     search = _search(request)
-    figures = await console.figures(address, count_on=True)
+    figures = await console.figures(address, count_on=not any(search.values()))
     if figures.refused is not None:
         raise OperationError(figures.refused)
     if any(search.values()) and figures.exists:
