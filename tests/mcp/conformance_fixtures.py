@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -206,15 +206,16 @@ class _Uvicorn(uvicorn.Server):
 
 
 @contextmanager
-def fixture_server(*options: str) -> Iterator[str]:
+def fixture_server(*options: str, state_keys: Sequence[str] = ()) -> Iterator[str]:
     """``ServerWithFixtures`` over HTTP on a free loopback port, built from mq9-mcp's own
-    command-line ``options`` as ``mq9-mcp --transport http`` builds its server, served in a
-    thread; yields the /mcp URL and stops it afterwards."""
+    command-line ``options`` (and ``MQ9_MCP_STATE_KEYS``' ``state_keys``) as ``mq9-mcp
+    --transport http`` builds its server, served in a thread; yields the /mcp URL and stops it
+    afterwards."""
     parser = build_parser()
     args = parser.parse_args(["--transport", "http", *options])
     policy = tool_policy(args, parser)
     connection = broker_connection(args, parser, args.server, {})
-    server = ServerWithFixtures(connection, policy, sessions_compete=True)
+    server = ServerWithFixtures(connection, policy, sessions_compete=True, state_keys=state_keys)
     app = create_http_app(server, connection, host="127.0.0.1")
     port = free_port()
     served = _Uvicorn(uvicorn_config(app, "127.0.0.1", port))

@@ -25,6 +25,8 @@ from conformance_fixtures import (
 from mcp import Client, types
 from mcp_support import ACCEPT, MODERN
 
+from mcp_server.cli import build_parser, state_keys
+
 ERAS = {"legacy": "legacy", "modern": "2026-07-28"}
 
 
@@ -172,6 +174,32 @@ def test_a_request_state_altered_or_moved_is_refused_before_the_tool_runs(url):
     assert refused_state(other)
     whole = call(url, TAMPERED_STATE, inputResponses=answer, requestState=state)
     assert text(whole).startswith("state-ok")  # the state as sealed still completes it
+
+
+def test_replicas_sharing_state_keys_open_each_others_states():
+    """``MQ9_MCP_STATE_KEYS``: a state sealed by one replica completes the call on another with
+    the same keys (the second key opens what the first sealed, for a key rolled in); a server
+    with a key of its own refuses it."""
+    old, new = "o" * 32, "n" * 32
+    with (
+        fixture_server("--server", "memory://", state_keys=[old]) as first,
+        fixture_server("--server", "memory://", state_keys=[new, old]) as rolled,
+        fixture_server("--server", "memory://") as alone,
+    ):
+        state = call(first, REQUEST_STATE)["result"]["requestState"]
+        answer = {"confirm": accept(ok=True)}
+        assert refused_state(call(alone, REQUEST_STATE, inputResponses=answer, requestState=state))
+        done = call(rolled, REQUEST_STATE, inputResponses=answer, requestState=state)
+        assert text(done).startswith("state-ok"), done
+
+
+def test_a_state_key_too_short_to_be_one_stops_the_server(monkeypatch, capsys):
+    monkeypatch.setenv("MQ9_MCP_STATE_KEYS", f"{'k' * 32}, short")
+    with pytest.raises(SystemExit):
+        state_keys(build_parser())
+    assert "MQ9_MCP_STATE_KEYS: key 2 has 5 characters, fewer than 32" in capsys.readouterr().err
+    monkeypatch.setenv("MQ9_MCP_STATE_KEYS", f" {'k' * 32} ,{'l' * 40}")
+    assert state_keys(build_parser()) == ["k" * 32, "l" * 40]
 
 
 def test_a_prompt_asks_the_user_as_a_tool_does(url):
