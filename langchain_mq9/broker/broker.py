@@ -552,8 +552,9 @@ async def _warn_default_account(connection: NatsConnection, stream: str) -> None
         log.warning(
             "the JetStream stream %s is kept in the servers' default account (%s): once the "
             "servers' config names accounts (docs/deploy.md's, or those 'credentials setup' "
-            "prints), no broker sees it; move it across with 'mq9-dev-broker state export' "
-            "before the change and 'state import' after (docs/deploy.md)",
+            "prints), no broker sees it; move it and its buckets across with the NATS CLI's "
+            "'nats stream backup' before the change and 'nats stream restore' after "
+            "(docs/deploy.md)",
             stream,
             DEFAULT_ACCOUNT,
         )

@@ -51,8 +51,8 @@ async def await_cluster(
         return replicas or existing
     log.info(
         "no JetStream stream %s in the account the broker logs in to: it starts on a new, "
-        "empty state (one kept before the servers' accounts changed is moved with "
-        "'mq9-dev-broker state export' and 'state import': docs/deploy.md)",
+        "empty state (one kept before the servers' accounts changed is moved with the NATS "
+        "CLI's 'nats stream backup' and 'restore': docs/deploy.md)",
         stream,
     )
     want = replicas or (3 if distinct(servers) >= 3 else 1)

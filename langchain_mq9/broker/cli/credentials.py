@@ -33,7 +33,7 @@ from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls
 from ..identities.kv_store import KvIdentityStore
 from ..identities.store import BaseIdentityStore, CredentialError, IdentityStore, identities_file
-from ..storage.jetstream import DEFAULT_STREAM
+from ..storage.cluster import DEFAULT_NAME as DEFAULT_STREAM
 
 DATA_HELP = (
     "the broker's --data PATH: credentials are kept beside its data, in mq9-identities.sqlite3"

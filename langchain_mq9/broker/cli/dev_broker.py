@@ -128,11 +128,11 @@ def _state_options(keep: Group) -> None:
         "--store",
         choices=("memory", "sqlite", "jetstream"),
         help="where the state is kept: memory (the default without --data), sqlite (the "
-        "default with --data: the file it names), or jetstream: a stream (MQ9_STATE) on the "
-        "NATS cluster of --nats, which needs JetStream enabled; each answer is given once a "
-        "quorum of the stream's replicas holds the change. The same command started again, "
-        "here or on another machine, stands by (its ready line says so) and serves within "
-        "seconds of the serving one's stop or loss (docs/deploy.md)",
+        "default with --data: the file it names), or jetstream: a stream and buckets "
+        "(MQ9_STATE_MSGS, KV_MQ9_STATE_*) on the NATS cluster of --nats, which needs JetStream "
+        "enabled; each answer is given once a quorum of their replicas holds the change. The "
+        "same command started again, here or on other machines, serves the same state at once "
+        "beside it (no leader, no standby: a broker lost costs no takeover; docs/deploy.md)",
     )
     keep.add_argument(
         "--sync",
@@ -149,9 +149,9 @@ def _jetstream_options(keep: Group) -> None:
         type=int,
         choices=range(1, 6),
         metavar="N",
-        help="with --store jetstream: the stream's replicas when the broker creates it "
-        "(default: 3 when the cluster tells of 3 or more servers, each counted once, else 1; "
-        "an existing stream keeps its own)",
+        help="with --store jetstream: the replicas of the state's stream and buckets when the "
+        "broker creates them (default: 3 when the cluster tells of 3 or more servers, each "
+        "counted once, else 1; existing ones keep their own)",
     )
     keep.add_argument(
         "--cluster-wait",
@@ -167,8 +167,8 @@ def _jetstream_options(keep: Group) -> None:
         "--stream",
         default=DEFAULTS.stream,
         metavar="NAME",
-        help=f"with --store jetstream: the stream holding the state (default {DEFAULTS.stream}; "
-        "another name keeps another broker's state on the same cluster)",
+        help=f"with --store jetstream: the name of the state's stream and buckets (default "
+        f"{DEFAULTS.stream}; another name keeps another state on the same cluster)",
     )
 
 

@@ -1,8 +1,9 @@
 """The identities of an enforcing broker kept on its NATS cluster (``--store jetstream
 --credentials DIR``): ``KvIdentityStore``, the credential store of store.py in a JetStream
-key-value bucket ``<stream>_IDENTITIES``, replicated like the state stream, so that a standby
-taking over enforces the same ownership and revocations. Like the leader lock it asks NATS from
-a loop of its own (storage/loop_thread.py).
+key-value bucket ``<stream>_IDENTITIES``, replicated like the state, so that every broker
+serving the state enforces the same ownership and revocations (each follows the records with
+watches, and reads one another broker made a moment ago on a miss: ``owner``, ``grantees``). It
+asks NATS from a loop of its own (storage/loop_thread.py).
 
 A KV key allows only ``[-/_=.a-zA-Z0-9]``: a mailbox or agent name is keyed by its SHA-256 and
 kept in the value (``cred.<id>``, ``seen.<id>``, ``mailbox.<sha256>``, ``agent.<sha256>``,
