@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -33,67 +32,27 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import A2AError
-from a2a_support import asking, text_graph, text_io
-from credentials_support import EnforcingBroker, ask
+from credentials_support import ask
 from http_agents import free_port, serve_http
-from nats.aio.client import Client as NatsConnection
 from push_support import Receiver
 from test_gateway import a2a_client, request, until_stopped
+from vault_world import AGENT, CALLER, World, world_fixture
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.gateway import Tenants, gateway_app, reply_mailbox
-from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.store import latest
 from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
 from langchain_mq9.protocol.errors import InvalidAddress
-from langchain_mq9.wake import Destinations
 
 pytestmark = pytest.mark.slow  # a dev broker process per test
 
-AGENT = "agent.vault"
-CALLER = "agent.victim"
 TOKEN = "tok-" + "5" * 20
 ALICE, BOB = secrets.token_hex(16), secrets.token_hex(16)
 
 
-@dataclass
-class World:
-    broker: EnforcingBroker
-    vault: Mq9Client
-    victim: Mq9Client
-    caller: AgentCaller
-    server: AgentServer
-    mallory: NatsConnection
-
-
-@pytest.fixture
-async def world(tmp_path):
-    broker = EnforcingBroker(tmp_path, "vault", "victim", "gw", "mallory")
-    try:
-        async with (
-            Mq9Client(broker.url, credential=broker.credentials["vault"]) as vault,
-            Mq9Client(broker.url, credential=broker.credentials["victim"]) as victim,
-        ):
-            server = AgentServer(
-                text_graph(asking),
-                name=AGENT,
-                client=vault,
-                worker="w1",
-                push_destinations=Destinations(hosts=["127.0.0.1/32"]),
-                **text_io(),
-            )
-            async with server:
-                caller = await AgentCaller(victim, CALLER).open()
-                mallory = await broker.agent("mallory")
-                try:
-                    yield World(broker, vault, victim, caller, server, mallory)
-                finally:
-                    await mallory.close()
-    finally:
-        broker.stop()
+world = world_fixture(served=True, pushes=True, also=("gw",))
 
 
 async def in_the_name_of(world: World, reply_to: str, method: str, task_id: str, body) -> None:

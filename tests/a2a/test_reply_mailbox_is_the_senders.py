@@ -19,59 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 
 import pytest
-from a2a_support import Counting, text_graph, text_io
-from credentials_support import EnforcingBroker, ask, ok
+from a2a_support import Counting
+from credentials_support import ask, ok
 from nats.aio.client import Client as NatsConnection
+from vault_world import AGENT, World, world_fixture
 
-from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
 
 pytestmark = pytest.mark.slow  # a dev broker process per test
 
-AGENT = "agent.vault"
-CALLER = "agent.victim"
 REFUSAL = "SEND refused: mq9-reply-to "
 WAIT = 20.0  # seconds: a guard against a hang, never a measure
 
 
-@dataclass
-class World:
-    broker: EnforcingBroker
-    vault: Mq9Client
-    victim: Mq9Client
-    caller: AgentCaller
-    mallory: NatsConnection
-    work: Counting  # what the agent's graph ran, by text
-
-    def agent(self) -> AgentServer:
-        """The served agent (started by ``async with``; a second one reads on where the first
-        stopped: the same worker of the same group)."""
-        graph = text_graph(self.work)
-        return AgentServer(graph, name=AGENT, client=self.vault, worker="w1", **text_io())
-
-
-@pytest.fixture
-async def world(tmp_path):
-    broker = EnforcingBroker(tmp_path, "vault", "victim", "mallory")
-    try:
-        async with (
-            Mq9Client(broker.url, credential=broker.credentials["vault"]) as vault,
-            Mq9Client(broker.url, credential=broker.credentials["victim"]) as victim,
-        ):
-            caller = await AgentCaller(victim, CALLER).open()
-            mallory = await broker.agent("mallory")
-            try:
-                yield World(broker, vault, victim, caller, mallory, Counting())
-            finally:
-                await mallory.close()
-    finally:
-        broker.stop()
+world = world_fixture(served=False, work=Counting)  # work.runs: what the graph ran, by text
 
 
 async def mallorys_task(world: World, reply_to: str, task_id: str, text: str, **extra: str):

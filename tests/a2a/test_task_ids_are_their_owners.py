@@ -14,68 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from a2a_support import asking, text_graph, text_io
-from credentials_support import EnforcingBroker, ask, ok
-from nats.aio.client import Client as NatsConnection
+from credentials_support import ask, ok
 from push_support import Receiver
+from vault_world import AGENT, MINE, World, world_fixture
 
-from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.store import Asker, deliver
-from langchain_mq9.wake import Destinations
 
 pytestmark = pytest.mark.slow  # a dev broker process per test
 
-AGENT = "agent.vault"
-CALLER = "agent.victim"
-MINE = w.caller_address("mallory")  # mallory's own reply mailbox
 TOKEN = "tok-" + "7" * 20
 WAIT = 20.0  # seconds: a guard against a hang, never a measure
 
 
-@dataclass
-class World:
-    broker: EnforcingBroker
-    vault: Mq9Client
-    victim: Mq9Client
-    caller: AgentCaller
-    server: AgentServer
-    mallory: NatsConnection
-
-
-@pytest.fixture
-async def world(tmp_path):
-    broker = EnforcingBroker(tmp_path, "vault", "victim", "mallory")
-    try:
-        async with (
-            Mq9Client(broker.url, credential=broker.credentials["vault"]) as vault,
-            Mq9Client(broker.url, credential=broker.credentials["victim"]) as victim,
-        ):
-            server = AgentServer(
-                text_graph(asking),
-                name=AGENT,
-                client=vault,
-                worker="w1",
-                push_destinations=Destinations(hosts=["127.0.0.1/32"]),
-                **text_io(),
-            )
-            async with server:
-                caller = await AgentCaller(victim, CALLER).open()
-                mallory = await broker.agent("mallory")
-                try:
-                    await ok(mallory, "mallory", p.MAILBOX_CREATE, {"name": MINE, "ttl": 0})
-                    yield World(broker, vault, victim, caller, server, mallory)
-                finally:
-                    await mallory.close()
-    finally:
-        broker.stop()
+world = world_fixture(served=True, pushes=True, mallorys_mailbox=True)
 
 
 async def mallorys(world: World, method: str, task_id: str, body: Any) -> None:
