@@ -10,6 +10,8 @@ and brokers SIGKILLed under writers and competing readers) is bench/js_chaos.py'
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import uuid
 
 import nats
@@ -18,6 +20,7 @@ from devbroker_helpers import DevBroker
 from jetstream_servers import JetStreamCluster
 
 from langchain_mq9 import Mq9Client
+from langchain_mq9.broker import Broker, BrokerConfig
 
 pytestmark = pytest.mark.slow  # nats-server processes
 
@@ -88,3 +91,37 @@ async def test_a_stream_the_earlier_store_wrote_is_refused_in_clear_words(lone_j
     assert f"the JetStream stream {stream} holds the state as an earlier" in said
     assert "mq9-dev-broker state import FILE" in said
     assert "Traceback" not in said
+
+
+async def test_each_message_is_announced_once_whichever_broker_stored_it(lone_jetstream, stream):
+    """The waker and the gateway hear of arrivals on ``$mq9.WAKE.<digest of the mailbox>``:
+    on this store the stream republishes each stored message there, once, whichever of the
+    brokers (two here, both serving) stored it; no broker announces it again."""
+    url = lone_jetstream.urls[0]
+    config = BrokerConfig(nats=url, store="jetstream", stream=stream, search=False, port=0)
+    digest = hashlib.sha256(b"wake.box").hexdigest()[:32]
+    heard: list[str] = []
+
+    async def hear(msg: nats.aio.msg.Msg) -> None:
+        heard.append(msg.subject)
+
+    listener = await nats.connect(url)
+    try:
+        await listener.subscribe("$mq9.WAKE.>", cb=hear)
+        await listener.flush()
+        brokers = Broker(config, say=lambda _: None), Broker(config, say=lambda _: None)
+        async with brokers[0], brokers[1], Mq9Client(url) as client:
+            await client.mailbox_create(name="wake.box")
+            for i in range(7):
+                await client.send("wake.box", f"m{i}")
+            # (a bounded wait for the seventh; an eighth would come at once after it)
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(heard) < 7 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            await client.send("wake.box", "last")
+            while len(heard) < 8 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            await listener.flush()
+        assert heard == [f"$mq9.WAKE.{digest}"] * 8
+    finally:
+        await listener.close()
