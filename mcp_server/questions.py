@@ -12,8 +12,8 @@ question, for the model to ``answer_call``.
 - 2026-07-28 (no server-to-client requests): the call answers with ``InputRequiredResult``, the
   elicitation in its ``inputRequests`` under a key naming the task; the client asks the user and
   sends the call again with the answer in ``inputResponses``, which goes to that task (the call
-  is not made again; declined, the model gets the task's state). The key is the result's
-  ``requestState`` too: a call sent back with it but without the answer is asked again
+  is not made again; declined, the model gets the task's state). The key, sealed, is the
+  result's ``requestState`` too: a call sent back with it but without the answer is asked again
   (SEP-2322), not made again. The key gives a client no more than ``answer_call`` does: it
   answers only the calls of that client's own caller.
 - 2026-07-28, a call run as a task (the Tasks extension): the task's ``input_required``
