@@ -1,5 +1,6 @@
-"""nats-server with JetStream on loopback for tests: bench/js_cluster.py (the kill lane of
-bench/js_failover.py runs the same servers); and the wait for a JetStream broker to serve."""
+"""nats-server with JetStream on loopback for tests: bench/js_cluster.py (the cluster store's
+kill and chaos lanes, bench/js_kill.py and bench/js_chaos.py, run the same servers); and the
+wait for a JetStream broker to serve."""
 
 from __future__ import annotations
 
