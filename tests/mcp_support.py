@@ -69,13 +69,23 @@ def stdio_parameters(*args: str, **env: str) -> StdioServerParameters:
     )
 
 
+# The model's load is waited for this long at most (it is read once per process).
+MODEL_LOAD_SECONDS = 120
+
+
 @asynccontextmanager
 async def served_engine(nats_url: str) -> AsyncIterator[BrokerEngine]:
-    """A fresh broker engine answering mq9 requests on ``nats_url`` until the block ends."""
+    """A fresh broker engine answering mq9 requests on ``nats_url`` until the block ends, its
+    embedding model loaded first, as ``Broker`` loads it at start (``load_model_soon``): an
+    engine that has not loads it inside the first REGISTER, whose answer an agent's client
+    waits for only its request timeout (5 s), and a cold load takes longer on a busy machine
+    (9 s measured at a load average of 12)."""
     engine = BrokerEngine()
     connection = await nats.connect(nats_url)
     service = await serve_on_nats(engine, connection)
     try:
+        async with asyncio.timeout(MODEL_LOAD_SECONDS):
+            await asyncio.wrap_future(engine.load_model_soon())
         yield engine
     finally:
         await service.stop()

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from a2a_support import asking, text_graph, text_io
-from engine_support import engine_with_model
 from mcp import Client, types
 from mcp.shared.exceptions import MCPError
-from mcp_support import result_data, stdio_parameters
+from mcp_support import result_data, served_engine, stdio_parameters
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
@@ -50,7 +49,7 @@ async def mcp_client(nats_url: str, era: str, user: User | None) -> AsyncIterato
     """An agent that asks before it answers, and mq9-mcp --calls with a client in ``era``."""
     server = stdio_parameters("--server", nats_url, "--calls", "--agent-mailbox", f"agent.{era}")
     async with (
-        engine_with_model(nats_url),  # a REGISTER that loads it may overrun its 5 s
+        served_engine(nats_url),
         Mq9Client(nats_url) as mq9,
         AgentServer(text_graph(asking), name="agent.asking", client=mq9, **text_io()),
         Client(server, mode=ERAS[era], elicitation_callback=user, read_timeout_seconds=30) as c,

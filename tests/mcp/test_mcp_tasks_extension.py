@@ -17,11 +17,10 @@ from typing import Any, Literal
 import httpx2 as httpx
 import pytest
 from a2a_support import asking, text_graph, text_io
-from engine_support import engine_with_model
 from mcp import Client, types
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.shared.exceptions import MCPError
-from mcp_support import Peer, http_server, result_data, stdio_parameters
+from mcp_support import Peer, http_server, result_data, served_engine, stdio_parameters
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
@@ -249,7 +248,7 @@ async def test_an_agents_question_in_a_task_goes_to_the_user_through_the_task(na
     if user is not None:  # the client declares elicitation
         options["elicitation_callback"] = unused_callback
     async with (
-        engine_with_model(nats_server.url),  # a REGISTER that loads it may overrun its 5 s
+        served_engine(nats_server.url),
         Mq9Client(nats_server.url) as mq9,
         AgentServer(text_graph(asking), name="agent.asking", client=mq9, **text_io()),
         Client(server, **options) as client,
@@ -342,7 +341,7 @@ async def test_an_update_without_the_input_asks_again_in_the_task(nats_server, g
     server = stdio_parameters("--server", nats_server.url, "--calls", "--agent-mailbox", "me")
     options: dict[str, Any] = {"mode": "auto", "extensions": [tasks], "read_timeout_seconds": 30}
     async with (
-        engine_with_model(nats_server.url),  # a REGISTER that loads it may overrun its 5 s
+        served_engine(nats_server.url),
         Mq9Client(nats_server.url) as mq9,
         AgentServer(text_graph(asking), name="agent.asking", client=mq9, **text_io()),
         Client(server, elicitation_callback=unused_callback, **options) as client,
