@@ -128,9 +128,7 @@ class ReaderState:
         for msg_id in msg_ids:
             p.check_int("msg_id", msg_id)
             if not (msg_id in self.pending or self.is_done(msg_id)):
-                raise Mq9Error(
-                    f"msg_id {msg_id} was not handed out by this reader: fetch it first"
-                )
+                raise Mq9Error(f"msg_id {msg_id} was not handed out by this reader: fetch it first")
 
     def mark_done(self, msg_ids: Iterable[int]) -> None:
         """``msg_ids`` are done: handled here, or (lease records) by another worker."""
@@ -220,8 +218,9 @@ def read_through(answer: list[Message], asked: int) -> float:
     """The largest msg_id up to which a FETCH of ``asked`` without a group holds every message
     from its start on (``math.inf``: all there is; -1: nothing is sure). A lane read whole
     holds all of its own; one cut short (by number or by RobustMQ's 30 MiB a read), those up
-    to its last; a lane not read because the answer was full before it, none. The toolkit's
-    pages and the console's counts both read a mailbox this way."""
+    to its last; a lane not read because the answer was full before it, none. A mailbox's pages
+    (operations/pages.py: the toolkit's query_messages, the console's pages and counts) read it
+    this way."""
     whole = ReaderState(last_answer=answer, asked=asked).whole_lanes()
     through, held = math.inf, 0
     for priority in PRIORITY_ORDER:

@@ -6,14 +6,13 @@ SDK's, whose ``Message`` has no key or tags and whose ``query`` takes no tags; t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from ..client.api import Mq9ClientLike
 from ..groups.reader import GroupReader
-from ..groups.state import read_through
 from ..protocol import QUERY_CAP, Message, Priority
+from . import pages
 from .context import CallContext
 from .errors import OperationError, invalid
 from .policy import GroupReading, ToolPolicy
@@ -235,17 +234,17 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
         if len(given) > 1:  # both key and tags: the broker applies key, else tags
             result.filter_used = "only key: the broker applies one filter"
         return Outcome(result, found[: result.count], written)
-    page, maybe_more, whole = await _page(client, address, args.from_id, limit)
+    # The console's pages too (pages.py): an answer the broker cut to its answer size is not
+    # the mailbox's end, and a page that may miss less urgent messages says so.
+    read = await pages.page(client, address, args.from_id, limit)
+    page = read.messages
     newest = None
-    if maybe_more or (not page and args.from_id):  # where the mailbox ends, for the next calls
+    if read.next_from is not None or (not page and args.from_id):  # for the next calls
         newest = await _newest_id(client, address, page[-1].msg_id if page else -1)
 
     gaps = None
-    if not whole:
-        gaps = (
-            "Normal messages between these may be missing: over 100 urgent and critical ones "
-            "follow; fetch_messages takes every one in turn."
-        )
+    if read.hidden:
+        gaps = f"{read.hidden[0].upper()}{read.hidden[1:]}; fetch_messages takes every one in turn."
 
     def answer(views: list[dict[str, Any]], left: int) -> MessagesQueried:
         step = _page_step(address, policy, args, page[: len(views)], page[len(views) :], newest)
@@ -283,33 +282,6 @@ def _filtered_answer(
         )
 
     return answer
-
-
-async def _page(
-    client: Mq9ClientLike, address: str, from_id: int, limit: int
-) -> tuple[list[Message], bool, bool]:
-    """Up to ``limit`` messages from msg_id ``from_id`` on, all of them in msg_id order;
-    whether more may follow; whether the page is surely whole. RobustMQ's QUERY answers the
-    oldest messages; a FETCH without a group reads from any msg_id and consumes nothing, but
-    lane by lane (critical, urgent, normal; docs/protocol.md §5.3): only the ids every lane was
-    read through are a page."""
-    if not from_id:
-        asked = min(limit + 1, QUERY_CAP)
-        found = await client.query(address, limit=asked)
-        return found[:limit], len(found) >= asked, True
-    for asked in dict.fromkeys((limit + 1, QUERY_CAP + 1)):
-        found = await client.fetch(
-            address, deliver="from_id", from_id=from_id, num_msgs=asked, max_wait_ms=0
-        )
-        # From an id past the end RobustMQ answers the newest message: not from from_id on.
-        found = sorted((m for m in found if m.msg_id >= from_id), key=lambda m: m.msg_id)
-        through = read_through(found, asked)
-        if not found or through >= found[0].msg_id:
-            break
-    # Over 100 urgent and critical messages from from_id on (a rare mailbox): the normal
-    # lane was not read; what was read is shown, and the answer says so.
-    page = [m for m in found if m.msg_id <= through][:limit] or found[:limit]
-    return page, len(found) > len(page) or through < math.inf, through >= 0
 
 
 async def _newest_id(client: Mq9ClientLike, address: str, known: int) -> int | None:

@@ -1,0 +1,88 @@
+"""query_messages on a broker that cuts its answers to its answer size (the bundled broker keeps
+each within its NATS server's max_payload or BrokerLimits.max_answer; RobustMQ sends what it read,
+uncut; nothing in a cut answer says so): a page cut short is not the mailbox's end. A model that
+calls exactly what each answer names reaches every message, in msg_id order, each once, and is
+told "more follow" until the last page, on the in-process broker and served on a real
+nats-server. The console's pages read the same way (operations/pages.py;
+tests/console/test_console_counts.py).
+
+Here every answer is kept within 200,000 bytes: six messages of 30 KB fill one."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import start_broker, stop_broker
+from test_answer_budget import ask, ids, named_call
+
+from langchain_mq9 import Mq9Toolkit
+
+ANSWER = 200_000
+BIG = "x" * 30_000
+BUDGET = 9_000  # the tools' answer budget (max_answer_chars' default)
+
+
+@pytest.fixture(params=["memory", "nats"])
+async def cut_client(request):
+    url = request.getfixturevalue("nats_server").url if request.param == "nats" else None
+    broker, handle = await start_broker(request.param, url, max_answer=ANSWER)
+    try:
+        async with broker.client() as client:
+            yield client
+    finally:
+        await stop_broker(broker, handle)
+
+
+async def fill(client, box: str) -> list[int]:
+    """33 messages of 30 KB, a few critical and urgent among the normal: their msg_ids."""
+    await client.mailbox_create(name=box)
+    plan = ["normal"] * 12 + ["critical"] * 3 + ["normal"] * 12 + ["urgent"] + ["normal"] * 5
+    return [await client.send(box, f"{n:03d}{BIG}", priority=p) for n, p in enumerate(plan)]
+
+
+async def walk(kit: Mq9Toolkit, box: str, **first) -> list[int]:
+    """The msg_ids a model sees calling query_messages, then each next page the answer names,
+    until an answer says no more follow."""
+    page = await ask(kit, "query_messages", mail_address=box, **first)
+    seen = ids(page)
+    for _ in range(40):  # a hang guard: each page shows one message at least
+        assert len(page.content) <= BUDGET
+        step = page.answer.get("next_step") or ""
+        if "More follow" not in step:
+            return seen
+        name, args = named_call(step, "next page")
+        page = await ask(kit, name, **args)
+        assert page.answer["count"] >= 1  # a page that said more follow shows more
+        seen += ids(page)
+    raise AssertionError("the pages never ended")
+
+
+async def test_a_model_pages_a_cut_mailbox_to_its_end(cut_client):
+    sent = await fill(cut_client, "box.cut")
+    assert len(await cut_client.query("box.cut", limit=10)) < 10  # one answer is cut short
+    async with Mq9Toolkit(client=cut_client) as kit:
+        assert await walk(kit, "box.cut") == sent  # each once, in order, no end too soon
+        # limit=100: every page is cut by the broker, never by the limit
+        assert await walk(kit, "box.cut", limit=100) == sent
+        # from an id, as a model pages on from where it was
+        assert await walk(kit, "box.cut", from_id=sent[10]) == sent[10:]
+        past = await ask(kit, "query_messages", mail_address="box.cut", from_id=sent[-1] + 1)
+        assert past.answer["count"] == 0 and "No message from msg_id" in past.answer["next_step"]
+
+
+async def test_a_page_of_urgent_messages_filling_the_answer_says_what_it_may_miss(cut_client):
+    """A read from an id answers the critical lane first: ten critical messages of 30 KB fill
+    the answer before the normal one below them is reached. The page shows what it read, says
+    that less urgent messages among its ids may be missing, and the pages go on to the end."""
+    await cut_client.mailbox_create(name="box.urgent")
+    await cut_client.send("box.urgent", "first")
+    below = await cut_client.send("box.urgent", "normal, under the critical ones")
+    critical = [
+        await cut_client.send("box.urgent", f"{n}{BIG}", priority="critical") for n in range(10)
+    ]
+    async with Mq9Toolkit(client=cut_client) as kit:
+        page = await ask(kit, "query_messages", mail_address="box.urgent", from_id=below)
+        shown = ids(page)
+        assert shown and set(shown) <= set(critical) and below not in shown
+        assert "Less urgent messages between msg_id" in page.answer["note"]
+        assert "fetch_messages takes every one in turn" in page.answer["note"]
+        assert await walk(kit, "box.urgent", from_id=below) == critical
