@@ -526,7 +526,7 @@ async def _refuse_second_broker(connection: NatsConnection, shown: str) -> None:
     )
 
 
-def _warn_payload(engine: BrokerEngine, connection: NatsConnection) -> None:
+def _warn_payload(engine: BrokerEngine | ClusterServing, connection: NatsConnection) -> None:
     if engine.limits.max_payload > connection.max_payload:
         # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
         # not hand out in an answer is refused at SEND instead of blocking its readers

@@ -75,7 +75,9 @@ class BrokerCollector:
         connections.add_metric(["disconnected"], opened - up)
         yield connections
         engine = broker.engine
-        if engine is not None:
+        # (the state's figures are read from the process's engine; on the JetStream store
+        # the state is in the cluster, not in a broker: none here)
+        if isinstance(engine, BrokerEngine):
             yield from self.held.families(engine)
 
 

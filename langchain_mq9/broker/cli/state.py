@@ -351,13 +351,13 @@ class OldState:
         by_shard = {kept.shard: address for address, kept in self.mailboxes.items()}
         positions: dict[tuple[str, str], int] = {}
         for (group_lane, shard), offset in self.offsets.items():
-            address = by_shard.get(shard)
+            read = by_shard.get(shard)
             group, _, lane = group_lane.rpartition("-")
-            if address is None or lane not in _LANES:
+            if read is None or lane not in _LANES:
                 continue
             # the lanes move together (an ACK moves all three): the lowest, so that nothing
             # a lane had not passed is skipped
-            key = (group, address)
+            key = (group, read)
             positions[key] = min(positions.get(key, offset), offset)
         for (group, address), offset in positions.items():
             await store.commit(group, records[address], _moved(new_ids[address], offset))

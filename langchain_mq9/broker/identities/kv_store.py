@@ -398,7 +398,8 @@ class KvIdentityStore(BaseIdentityStore):
             entry = await self._kv.get(key)
         except KeyNotFoundError:
             return None
-        return entry.value
+        value: bytes | None = entry.value
+        return value
 
     def follow_owners(self, learn: Callable[[str, dict[str, str]], None]) -> None:
         """(A watch per kind, from the records' current values on: one made between the

@@ -155,5 +155,6 @@ async def open_store(store: ClusterStore, tries_until: Callable[[Exception], Non
             await store.open()
             return
         except Exception as exc:
+            await store.close()  # (its reads' subscription: the next try makes its own)
             tries_until(exc)
         await asyncio.sleep(0.5)

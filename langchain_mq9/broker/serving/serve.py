@@ -268,8 +268,10 @@ class NatsService:
         """Answer ``msg`` once the store holds its changes, together with the other requests
         whose changes it stores in the same record: no task, the record's callback answers."""
         self._tell_engine()
-        reply = self.engine.answer(msg.subject, msg.headers, msg.data)
-        settling = self.engine.storage.settled()
+        engine = self.engine
+        assert isinstance(engine, BrokerEngine)  # (a store that stores later is one of its)
+        reply = engine.answer(msg.subject, msg.headers, msg.data)
+        settling = engine.storage.settled()
         if settling is None:  # stored already (or nothing to store)
             self._storing -= size
             await self._send_answer(msg, reply, stamp)
@@ -291,6 +293,7 @@ class NatsService:
             exc = None if settling.cancelled() else settling.exception()
             if not isinstance(exc, Exception):  # (cancelled: nothing in this package does it)
                 exc = StorageError("the record's write was cancelled")
+            assert isinstance(self.engine, BrokerEngine)  # (as _answer_once_stored)
             failure = self.engine.failure_answer("a stored request", exc)
         meter = self.meter
         try:
