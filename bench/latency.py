@@ -666,8 +666,9 @@ def run(cfg: Config, net: Network) -> Section:
         "target. The canned responder plays along (new msg_ids on every group FETCH, every "
         "claim won), and an untimed ack after each fetch keeps the reader in the same state. "
         "2c is a look "
-        "at a mailbox that consumes nothing (query_messages, one QUERY answered with 10 "
-        "messages). Every bare tool replays the requests recorded from the mq9 tool it stands "
+        "at a mailbox that consumes nothing (query_messages: one QUERY answered with 10 "
+        "messages, and a one-message FETCH from its last id that tells a full page from an "
+        "answer the broker cut to its size limit). Every bare tool replays the requests recorded from the mq9 tool it stands "
         "for: the same subjects, bytes and headers."
     )
     section.notes.append(
