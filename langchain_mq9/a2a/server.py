@@ -50,6 +50,11 @@ HELD_EXTRA = 2
 # How long one wait for new requests lasts at most before the loop looks at its own state
 # again (a wait ends sooner at an arrival the broker announces, or at its next poll: arrivals.py).
 FETCH_WAIT_MS = 500
+# How long a run may take before its task is reported ``working``: a run that ends sooner
+# reports its end only (the ``working`` state would cost the store's write and the caller's, and
+# a look of the caller's at it), a longer one shows ``working`` this much later. A graph's run
+# takes many loop turns even when it answers at once, so no fixed number of turns tells.
+WORKING_AFTER = 0.1
 
 
 def backoff(attempt: int) -> float:
@@ -153,6 +158,7 @@ class AgentServer:
         reader_options: dict[str, Any] | None = None,
         retry_delay: Callable[[int], float] = backoff,
         push_destinations: Destinations | None = None,
+        working_after: float = WORKING_AFTER,
     ) -> None:
         self.graph = graph
         self.name = name
@@ -171,6 +177,9 @@ class AgentServer:
         self.to_output = to_output
         self.register = register
         self.retry_delay = retry_delay
+        if not working_after >= 0:  # NaN too
+            raise ValueError(f"working_after is seconds, 0 or more, not {working_after!r}")
+        self.working_after = working_after
         self.store = TaskStore(client, self.mailbox)
         # A request past its retry budget (it took every replica that ran it down with it:
         # docs/groups.md) is set aside; its caller is told, unless the options say otherwise.
@@ -529,8 +538,9 @@ class AgentServer:
     async def _follow(self, turn: Turn, run: asyncio.Task[tuple[Any, Any]]) -> None:
         """Report a started run: working while it runs, then how it ended."""
         try:
-            # A run that ends in its first step (an answer at once) reports its end only.
-            await asyncio.sleep(0)
+            # A run that ends within ``working_after`` reports its end only (a cancel of the
+            # run ends this wait too: it is done then)
+            await asyncio.wait({run}, timeout=self.working_after)
             if not run.done() and not await self._report(turn, w.WORKING):
                 run.cancel()  # the request cannot be kept: the task failed, saying why
                 await asyncio.gather(run, return_exceptions=True)
@@ -662,7 +672,9 @@ class AgentServer:
             return
         if self.push is None:
             await self._error(
-                reply_to, task_id, "push notifications are not enabled on this agent (its "
+                reply_to,
+                task_id,
+                "push notifications are not enabled on this agent (its "
                 "operator allows them with push_destinations); results wait in your reply mailbox",
             )
             return
@@ -671,8 +683,9 @@ class AgentServer:
         if not asker.owns(snapshot):
             await self._not_found(asker, task_id, snapshot)
             return
-        configs = await self._persist("reading push configs",
-                                      lambda: self.store.push_configs(task_id, asker))
+        configs = await self._persist(
+            "reading push configs", lambda: self.store.push_configs(task_id, asker)
+        )
         given = body.get("id")
         config_id: str = given if isinstance(given, str) else ""
         if request.method == w.CREATE_PUSH:
@@ -694,8 +707,10 @@ class AgentServer:
             if len(configs) > MAX_PUSH_CONFIGS:
                 await self._error(reply_to, task_id, f"at most {MAX_PUSH_CONFIGS} push configs")
                 return
-            await self._persist("keeping push configs",
-                                lambda: self.store.keep_push_configs(task_id, asker, configs))
+            await self._persist(
+                "keeping push configs",
+                lambda: self.store.keep_push_configs(task_id, asker, configs),
+            )
             await self._answer(reply_to, task_id, "TaskPushNotificationConfig", config)
         elif request.method == w.GET_PUSH:
             if config_id not in configs:
@@ -707,8 +722,10 @@ class AgentServer:
             await self._answer(reply_to, task_id, "ListTaskPushNotificationConfigsResponse", listed)
         else:
             configs.pop(config_id, None)
-            await self._persist("keeping push configs",
-                                lambda: self.store.keep_push_configs(task_id, asker, configs))
+            await self._persist(
+                "keeping push configs",
+                lambda: self.store.keep_push_configs(task_id, asker, configs),
+            )
             await self._answer(reply_to, task_id, "Empty", {})
 
     async def _answer(
@@ -753,15 +770,17 @@ class AgentServer:
         else:
             await self._deliver(request.reply_to, snapshot)
 
-    async def _not_found(
-        self, asker: Asker, task_id: str, snapshot: dict[str, Any] | None
-    ) -> None:
+    async def _not_found(self, asker: Asker, task_id: str, snapshot: dict[str, Any] | None) -> None:
         """Tell an asker the task is not found (it is not its task): at its reply mailbox,
         unless that is the owner's own named by another sender, where a "not found" would sit
         among the owner's answers."""
         if asker.named_by_another(snapshot):
-            log.info("agent %s: a request about task %s named its owner's reply mailbox "
-                     "from another sender: not answered", self.name, task_id)
+            log.info(
+                "agent %s: a request about task %s named its owner's reply mailbox "
+                "from another sender: not answered",
+                self.name,
+                task_id,
+            )
             return
         await self._error(asker.reply_to, task_id, f"task {task_id} not found")
 
@@ -863,7 +882,8 @@ async def serve_agent(
     ``mailbox``, ``group``, ``max_concurrency``, ``to_input``/``to_output`` (how a request's
     text becomes the graph's input, and the graph's result the task's), ``register``,
     ``reader_options`` (for the consumer group's ``GroupReader``), ``retry_delay`` (seconds
-    before a failed broker step is tried again, by attempt: ``backoff``).
+    before a failed broker step is tried again, by attempt: ``backoff``), ``working_after``
+    (seconds a run may take before its task is reported ``working``: ``WORKING_AFTER``).
     """
     if (server is None) == (client is None):
         raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")

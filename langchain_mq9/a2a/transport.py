@@ -16,7 +16,6 @@ the agent, which POSTs each later state where its operator allows (``push_destin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -58,7 +57,7 @@ from ..protocol import MQ9_URL_SCHEME, Message
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from . import wire as w
 from .arrivals import NO_ANNOUNCEMENTS, Arrivals
-from .caller import AgentCaller, CallError, _user_turns
+from .caller import AgentCaller, CallError, CallState, _user_turns
 from .protojson import to_json, to_proto
 from .store import latest, tasks_in
 
@@ -109,9 +108,7 @@ class Mq9Transport(ClientTransport):
         try:
             if not task_id:
                 return await caller.submit(self.mailbox, body), 1, -1
-            before, errors = await asyncio.gather(
-                self._known(task_id), self._error_ids(task_id)
-            )
+            before, errors = await asyncio.gather(self._known(task_id), self._error_ids(task_id))
             _check_follow_up(before, msg)  # refused here, at once: the agent would refuse too
             await caller.send_request(self.mailbox, body, w.SEND, task_id)
             return task_id, _user_turns(before) + 1, max(errors, default=-1)
@@ -261,11 +258,16 @@ class Mq9Transport(ClientTransport):
     async def _known(self, task_id: str) -> dict[str, Any]:
         """The newest state of a task this caller sent (``submitted`` until the agent reports);
         ``TaskNotFoundError`` if none."""
+        state = await self._call(task_id)
+        return state.task or w.task(task_id, state.context_id, w.SUBMITTED)
+
+    async def _call(self, task_id: str) -> CallState:
+        """Where a task this caller sent stands (one look: ``AgentCaller.check``);
+        ``TaskNotFoundError`` if this caller sent none under that id."""
         try:
-            state = await self._caller.check(task_id)
+            return await self._caller.check(task_id)
         except CallError:
             raise TaskNotFoundError(f"task {task_id!r} not found at agent {self.mailbox}") from None
-        return state.task or w.task(task_id, state.context_id, w.SUBMITTED)
 
     async def get_task(
         self, request: GetTaskRequest, *, context: ClientCallContext | None = None
@@ -386,17 +388,19 @@ class Mq9Transport(ClientTransport):
         """One push config request to the agent, and its answer (a JSON object) from the
         reply mailbox. The agent keeps the answer under ``answer.<task>`` (``error.<task>``
         when it refuses): the first one newer than any there before is this request's."""
-        await self._known(task_id)  # a task this caller sent, else TaskNotFoundError
+        call = await self._call(task_id)  # a task this caller sent, else TaskNotFoundError
         # The agent keeps configs for the tasks it has stored: wait until it took this one (it
         # stores a state before telling the caller), else a request overtaking the task's own
-        # would find none.
-        async for _ in self._snapshots(lambda: self._snapshot(task_id), context, until=_ANY):
-            break
-        else:
-            raise A2AClientTimeoutError(
-                f"agent {self.mailbox} has not taken task {task_id} in {_timeout(context):g} s "
-                "(offline? the task waits in its mailbox)"
-            )
+        # would find none. A state the look found already says so: no second read of it.
+        if call.task is None:
+            watching = self._snapshots(lambda: self._snapshot(task_id), context, until=_ANY)
+            async for _ in watching:
+                break
+            else:
+                raise A2AClientTimeoutError(
+                    f"agent {self.mailbox} has not taken task {task_id} in "
+                    f"{_timeout(context):g} s (offline? the task waits in its mailbox)"
+                )
         reply = self._caller.reply_mailbox
         keys = (_ANSWER_KEY + task_id, _ERROR_KEY + task_id)
         async with self._asking:  # one request at a time: each answer is the one awaited
@@ -433,12 +437,25 @@ _ANSWER_KEY, _ERROR_KEY = "answer.", "error."  # + task id (server.py, _answer a
 
 
 async def _kept(client: Mq9Client, mailbox: str, keys: tuple[str, ...]) -> list[Message]:
-    """The messages kept in ``mailbox`` under each of ``keys``."""
-    found = []
-    for key in keys:
-        with contextlib.suppress(MailboxNotFound):
-            found += await client.query(mailbox, key=key)
-    return found
+    """The messages kept in ``mailbox`` under each of ``keys``: the queries sent at once, so
+    the lot takes one round trip and ends within the client's ``request_timeout`` (one after
+    the other, within that many). The first to fail ends the read; the others are not left
+    running."""
+
+    async def under(key: str) -> list[Message]:
+        try:
+            return await client.query(mailbox, key=key)
+        except MailboxNotFound:
+            return []
+
+    reads = [asyncio.ensure_future(under(key)) for key in keys]
+    try:
+        found = await asyncio.gather(*reads)
+    except BaseException:
+        for read in reads:
+            read.cancel()
+        raise
+    return [msg for messages in found for msg in messages]
 
 
 def _answer(kind: str | None, payload: bytes, method: str) -> dict[str, Any]:

@@ -81,9 +81,9 @@ async def announcing(kind: str, nats_url: str | None):
 
 
 @contextlib.asynccontextmanager
-async def served_upper(kind: str, request):
+async def served_upper(kind: str, request, **options):
     """An agent answering in capitals on a broker that announces arrivals, and a second client
-    of that broker (the caller's)."""
+    of that broker (the caller's); ``options``: the ``AgentServer``'s."""
     nats_url = request.getfixturevalue("nats_server").url if kind == "nats" else None
     async with (
         announcing(kind, nats_url) as url,
@@ -91,7 +91,11 @@ async def served_upper(kind: str, request):
         Mq9Client(url) as other,
     ):
         agent = AgentServer(
-            text_graph(str.upper), name=AGENT, client=agent_client, worker="w1", **text_io()
+            text_graph(str.upper),
+            name=AGENT,
+            client=agent_client,
+            worker="w1",
+            **text_io() | options,
         )
         async with agent:
             yield agent, other
