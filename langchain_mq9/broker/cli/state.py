@@ -136,7 +136,10 @@ async def _export(servers: list[str], stream: str, path: Path) -> int:
             last = (await js.stream_info(stream)).state.last_seq
         except NotFoundError:
             raise StateError(
-                f"no stream {stream} there for this login: nothing to export"
+                f"no stream {stream} there for this login: nothing an earlier version kept to "
+                f"export (the layout this version keeps, {stream}_MSGS and its KV_{stream}_* "
+                "buckets, is moved with the NATS CLI's 'nats stream backup' and 'restore': "
+                "docs/deploy.md)"
             ) from None
         descriptor = _new_private_file(path)
         count = 0
