@@ -1,5 +1,9 @@
-"""Several brokers on one JetStream-kept state: one serves (it holds the leader lock), the others
-stand by."""
+"""Several brokers on the earlier JetStream-kept state: one serves (it holds the leader lock), the
+others stand by.
+
+No broker runs it since issue #72 (``--store jetstream`` serves the cluster store,
+storage/cluster/); kept only until the tests and benches that still import it move, then
+removed."""
 
 from __future__ import annotations
 

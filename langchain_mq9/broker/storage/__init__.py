@@ -1,6 +1,8 @@
 """The engine's storage: one interface (``base.Storage``) and the stores behind it, beside
 each other: ``MemoryStorage`` (keeps nothing), ``SqliteStorage`` (one SQLite file) and
-``JetStreamStorage`` (a replicated NATS JetStream stream)."""
+``JetStreamStorage`` (the earlier JetStream store, a log of changes in one stream: no broker runs
+it since issue #72, whose state is kept in the cluster by ``cluster.ClusterStore`` under its own
+engine; kept only until the tests and benches that still import it move, then removed)."""
 
 from __future__ import annotations
 
