@@ -4,6 +4,7 @@ layout at once and NATS hands each request to one. For the tests and the bench u
 cluster store is ``mq9-dev-broker --store jetstream`` (docs/broker.md, the design's status).
 
     python -m bench.js_broker --nats nats://127.0.0.1:4222 --stream MQ9_STATE [--replicas 3]
+        [--profile FILE]
 
 Prints ``ready <pid>`` once it serves; stops on SIGTERM or SIGINT.
 """
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nats", required=True, help="comma-separated nats:// URLs")
     parser.add_argument("--stream", default="MQ9_STATE")
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--profile", help="write cProfile's figures of the run to this file")
     args = parser.parse_args(argv)
 
     async def run() -> None:
@@ -79,7 +81,14 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(args.nats.split(","), args.stream, args.replicas, stop)
 
-    asyncio.run(run())
+    if not args.profile:
+        asyncio.run(run())
+        return 0
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.runcall(asyncio.run, run())
+    profiler.dump_stats(args.profile)
     return 0
 
 

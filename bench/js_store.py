@@ -48,11 +48,14 @@ STARTED: list[subprocess.Popen[str]] = []  # every broker process, stopped howev
 
 
 class BrokerProcess:
-    def __init__(self, urls: list[str], stream: str, replicas: int) -> None:
+    def __init__(
+        self, urls: list[str], stream: str, replicas: int, profile: Path | None = None
+    ) -> None:
         started = time.monotonic()
+        extra = ["--profile", str(profile)] if profile else []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls),
-             "--stream", stream, "--replicas", str(replicas)],
+             "--stream", stream, "--replicas", str(replicas), *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         STARTED.append(self.process)
@@ -107,7 +110,9 @@ async def open_layout(urls: list[str], stream: str) -> nats.NATS:
     deadline = time.monotonic() + 120
     while True:
         try:
-            await ClusterStore(setup, name=stream, replicas=3, timeout=5).open()
+            store = ClusterStore(setup, name=stream, replicas=3, timeout=5)
+            await store.open()
+            await store.close()  # (made: the brokers do the work)
             return setup
         except Exception:
             if time.monotonic() > deadline:
@@ -123,7 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stream = f"B{uuid.uuid4().hex[:8]}"
         layout = Layout(stream)
         setup = await open_layout(urls, stream)
-        broker = BrokerProcess(urls, stream, 3)
+        broker = BrokerProcess(urls, stream, 3, args.profile)
         raw = await nats.connect(urls)
         js = raw.jetstream()
         payload = b"x" * args.size
@@ -246,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch", type=int, default=10)
     parser.add_argument("--stored", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", type=Path, help="cProfile the broker into this file")
     return run_and_print(run, parser.parse_args(argv))
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
 BATCH_MOST = 256  # writes one atomic batch carries at most (the server takes 1,000)
+GATHER_SECONDS = 0.003  # the longest a batch waits for the last batch's senders to send again
 KEPT = 65_536  # mailboxes (and sequences of msg_ids) a broker remembers, then forgets all
 _LONGEST_TTL = 100 * 365 * 86_400  # Go's durations end at about 292 years
 _TRIES = 64  # batches refused in a row (other brokers writing the mailbox) before giving up
@@ -72,6 +73,7 @@ class Numbering:
         self.written: set[str] = set()  # boxes written since the last high mark
         self._queues: dict[str, list[Write]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wanted: dict[str, tuple[int, asyncio.Event]] = {}
 
     def remember(self, box: str, msg_id: int, seq: int) -> None:
         """``box``'s message ``msg_id`` is at ``seq`` (an ACK's read start, without asking)."""
@@ -84,6 +86,9 @@ class Numbering:
         queue = self._queues.get(box)
         if queue is not None:
             queue.append(write)
+            wanted = self._wanted.get(box)
+            if wanted is not None and len(queue) >= wanted[0]:
+                wanted[1].set()
             return
         self._queues[box] = queue = [write]
         task = asyncio.get_running_loop().create_task(self._drain(box, queue))
@@ -91,10 +96,19 @@ class Numbering:
         task.add_done_callback(self._tasks.discard)
 
     async def _drain(self, box: str, queue: list[Write]) -> None:
+        size = 0  # how many the last batch carried
         try:
-            while queue:
+            while True:
+                if size > 1 and len(queue) < size:
+                    # the last batch's senders were answered together, so their next SENDs
+                    # come back together a hop later: gathered into one batch (one round
+                    # trip) rather than the first alone and the rest after it
+                    await self._gather(box, size)
+                if not queue:
+                    break
                 batch = queue[:BATCH_MOST]
                 del queue[:BATCH_MOST]
+                size = len(batch)
                 try:
                     await self._write(box, batch)
                 except Exception as exc:  # each SEND of the batch answers the failure
@@ -103,6 +117,18 @@ class Numbering:
                             write.future.set_exception(exc)
         finally:
             del self._queues[box]
+
+    async def _gather(self, box: str, size: int) -> None:
+        """Until ``box``'s queue holds ``size`` writes, or ``GATHER_SECONDS`` passed."""
+        arrived = asyncio.Event()
+        self._wanted[box] = (size, arrived)
+        try:
+            async with asyncio.timeout(GATHER_SECONDS):
+                await arrived.wait()
+        except TimeoutError:
+            pass
+        finally:
+            del self._wanted[box]
 
     async def stop(self) -> None:
         for task in list(self._tasks):

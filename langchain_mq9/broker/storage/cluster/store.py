@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from nats.errors import TimeoutError as NatsTimeout
+
 from ....protocol import PRIORITY_ORDER, Priority
 from ...state.mailbox import StoredMessage
 from ..base import StorageError
@@ -218,12 +220,15 @@ class ClusterStore:
         subscription = await connection.jetstream().pull_subscribe_bind(
             durable=name, stream=layout.messages
         )
-        while True:
+        while not connection.is_closed:
             try:
                 messages = await subscription.fetch(64, timeout=_STAGED_WAIT)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # nothing due (a timeout), or the cluster away a moment
+            except NatsTimeout:  # nothing due
+                continue
+            except Exception:  # the cluster away a moment: asked again a little later
+                await asyncio.sleep(1.0)
                 continue
             for staged in messages:
                 try:
