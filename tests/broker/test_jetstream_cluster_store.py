@@ -324,7 +324,8 @@ async def test_every_stored_message_is_announced_a_delayed_one_too(
     pair: tuple[ClusterStore, ClusterStore],
 ) -> None:
     """The stream republishes each message's headers on ``$mq9.WAKE.<digest>`` (the waker's
-    subject), so no broker needs to: a delayed message the server wrote is announced too."""
+    subject), so no broker needs to: a delayed message too, once a broker numbered what the
+    servers wrote when it was due."""
     from langchain_mq9.wake.rules import ARRIVALS_PREFIX, digest
 
     first, second = pair
@@ -341,7 +342,7 @@ async def test_every_stored_message_is_announced_a_delayed_one_too(
     await first.append("other", _message(b"elsewhere"), now=_now())
     assert await asyncio.wait_for(heard.get(), 30) == b""
     await first.hold("woken", _message(b"later"), due=_now() + 1, now=_now())
-    assert await asyncio.wait_for(heard.get(), 30) == b""  # the server wrote it when due
+    assert await asyncio.wait_for(heard.get(), 30) == b""  # written when due, then numbered
     await subscription.unsubscribe()
     assert heard.empty()
 
