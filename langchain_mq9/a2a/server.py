@@ -820,6 +820,10 @@ class AgentServer:
         running = self._running.get((asker.scope, task_id))  # its own run only
         if running is not None:
             running[0].cancel()  # its end writes canceled too
+            if snapshot is None:
+                # Running here with no state kept yet (it has run less than working_after):
+                # its end keeps and tells how it ended, never "canceled before it started"
+                return
         if snapshot is not None and w.task_state(snapshot) not in w.FINAL:
             snapshot = w.task(
                 task_id,

@@ -63,6 +63,29 @@ async def test_a_run_longer_than_working_after_shows_working_while_it_runs(clien
     assert kept == [w.WORKING, w.COMPLETED]
 
 
+async def test_a_cancel_before_working_after_is_kept_and_told_by_the_run(client):
+    """A run canceled before any state of it is kept: its end keeps ``canceled`` in the store
+    and tells the caller, who never hears "canceled before it started" of a run that began."""
+    started = asyncio.Event()
+
+    async def endless(text: str) -> str:
+        started.set()
+        await asyncio.Event().wait()  # until canceled
+        return text
+
+    agent, kept = served(client, text_graph(endless), working_after=GUARD)
+    async with agent:
+        caller = await AgentCaller(client, "agent.boss.calls").open()
+        sent = await caller.call(AGENT, "endless")
+        await asyncio.wait_for(started.wait(), GUARD)
+        canceled = await caller.cancel(sent.task_id, wait=GUARD)
+        assert canceled.state == w.CANCELED, canceled.view()
+        assert "before it started" not in str(canceled.view()), canceled.view()
+        stored = await agent.store.get(sent.task_id)
+        assert stored is not None and w.task_state(stored) == w.CANCELED, stored
+    assert kept == [w.CANCELED]
+
+
 @pytest.mark.parametrize("seconds", [-1.0, float("nan")])
 async def test_working_after_is_seconds(client, seconds):
     with pytest.raises(ValueError, match="working_after is seconds"):
