@@ -195,9 +195,11 @@ class ClusterEngine:
             _wrap_u64(now + ttl) if ttl is not None else 0,
         )
         limit = self._message_limit()
-        size = EMPTY_ANSWER + message.wire_size() + _MSG_ID_ROOM
-        if size > limit:
-            raise Mq9Error(p.err_message_too_large(size, limit))
+        # (a bound from lengths first: a message far below the limit is not encoded to know)
+        if EMPTY_ANSWER + message.wire_size_bound() + _MSG_ID_ROOM > limit:
+            size = EMPTY_ANSWER + message.wire_size() + _MSG_ID_ROOM
+            if size > limit:
+                raise Mq9Error(p.err_message_too_large(size, limit))
         room = self.limits.max_messages_per_mailbox
         if room is not None and await self.store.count(address) >= room:
             raise Mq9Error(p.err_mailbox_full(address, room))
