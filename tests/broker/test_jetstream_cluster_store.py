@@ -367,3 +367,13 @@ async def test_a_log_the_retention_emptied_goes_on_from_the_record(
     assert await second.last_id("quiet") == 2
     assert await second.append("quiet", _message(b"after"), now=_now()) == 3
     assert await first.append("quiet", _message(b"and on"), now=_now()) == 4
+
+
+async def test_a_report_one_store_keeps_the_other_reads(
+    pair: tuple[ClusterStore, ClusterStore],
+) -> None:
+    first, second = pair
+    assert await second.last_report("billing") is None
+    await first.report("billing", "busy", 10)
+    await second.report("billing", "idle", 11)  # the last write wins, whichever broker
+    assert await first.last_report("billing") == ("idle", 11)

@@ -68,7 +68,6 @@ class ClusterEngine:
         self.clock = clock
         self.limits = limits or BrokerLimits()
         self.search = search
-        self.reports: dict[str, tuple[str, int]] = {}
         # (group, log) pairs known to hold a position: a cache, so an ACK of a known group
         # asks nothing before its write
         self._groups: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -363,9 +362,7 @@ class ClusterEngine:
         if last is None:
             return []
         now = self.now_second()
-        everything = await self.store.read(
-            record.name, _BEGINNING, 1 << 30, upto=last.seq, now=now
-        )
+        everything = await self.store.read(record.name, _BEGINNING, 1 << 30, upto=last.seq, now=now)
         by_id: dict[int, StoredMessage] = {}
         for tag in tags:
             keyed: list[tuple[str, int, StoredMessage]] = []
@@ -437,7 +434,7 @@ class ClusterEngine:
 
     async def _report(self, _target: str, _headers: Headers, body: bytes) -> bytes:
         request = self._named(body, p.REPORT_REQUEST, "AGENT.REPORT")
-        self.reports[request["name"]] = (request["report_info"] or "", self.now_second())
+        await self.store.report(request["name"], request["report_info"] or "", self.now_second())
         return _OK
 
     async def _discover(self, _target: str, _headers: Headers, body: bytes) -> bytes:

@@ -74,8 +74,13 @@ class Layout:
         return f"{self.name}_INDEX"
 
     @property
+    def reports(self) -> str:
+        """Each agent's last AGENT.REPORT (kept, never answered: RobustMQ's)."""
+        return f"{self.name}_REPORTS"
+
+    @property
     def buckets(self) -> tuple[str, ...]:
-        return (self.mailboxes, self.groups, self.agents, self.index)
+        return (self.mailboxes, self.groups, self.agents, self.index, self.reports)
 
     # -- the messages stream -------------------------------------------------------------
 

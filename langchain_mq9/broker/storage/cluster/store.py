@@ -719,6 +719,23 @@ class ClusterStore:
         """Every registration ``(name, agent_info, create_time)``, by name."""
         return sorted(await self._rows(self.layout.agents))
 
+    async def report(self, name: str, report_info: str, at: int) -> None:
+        """Keep ``name``'s last report (the last write wins, whichever broker took it)."""
+        layout = self.layout
+        value = encode_record({"name": name, "report_info": report_info, "at": at})
+        await self.requests.publish(layout.kv_subject(layout.reports, token(name)), value)
+
+    async def last_report(self, name: str) -> tuple[str, int] | None:
+        """``name``'s last report and its second; None when it never reported."""
+        layout = self.layout
+        entry = await self.requests.leader_get(
+            f"KV_{layout.reports}", last_by_subject=layout.kv_subject(layout.reports, token(name))
+        )
+        if entry is None or entry.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+            return None
+        value = decode_record(entry.data)
+        return str(value["report_info"]), int(value["at"])
+
     async def index_put(self, card_name: str, row: tuple[str, str, int]) -> None:
         """The search index's row of ``card_name`` is ``row`` (a registration's ``(name,
         agent_info, create_time)``), replacing any row of that card name (RobustMQ's
