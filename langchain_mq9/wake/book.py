@@ -1,10 +1,12 @@
 """Where wake rules and a waker's records live on the broker: plain mq9 mailboxes.
 
 - ``mq9.wake.<digest of M>``: mailbox M's rules (mq9-key ``rule.<name>``, tag ``rule``), its
-  wake state (mq9-key ``state``: the cursor, and per rule the last wake, the cap's window,
-  what waits for quiet hours or the minimum interval) and wakers' claims (tag ``claim``). On
-  the bundled broker with ``--credentials`` it is derived from M: only M's owner creates,
-  writes or reads it, so only M's reader can add a rule for M (docs/security.md).
+  wake state (mq9-key and tag ``state``: the cursor, per rule the last wake, the cap's window,
+  what waits for quiet hours or the minimum interval, and the claim its writer released) and
+  wakers' claims (tag ``claim``, mq9-key ``claim.<the waker's instance>``: claims.py). One
+  QUERY of the three tags reads them all. On the bundled broker with ``--credentials`` it is
+  derived from M: only M's owner creates, writes or reads it, so only M's reader can add a
+  rule for M (docs/security.md).
 - ``mq9.wake.index``: one record per rules mailbox, its digest (keyed by it): what a waker
   reads to learn which mailboxes have rules, without their names.
 - ``mq9.wake.failed`` (open broker) or ``mq9.wake.failed.<digest of the waker's agent>``
@@ -30,6 +32,7 @@ from .rules import INDEX_ADDRESS, MAX_RULES, RuleError, WakeRule, digest, rules_
 RULE_TAG = "rule"
 CLAIM_TAG = "claim"
 STATE_KEY = "state"
+STATE_TAG = "state"  # since #74; a state record written before has the key only (claims.py)
 PAGE = 200  # records read per FETCH when the index is read whole
 
 
@@ -55,14 +58,21 @@ class RuleState:
 
 @dataclass
 class MailboxState:
-    """The mailbox's wake cursor (the highest msg_id seen) and its rules' states."""
+    """The mailbox's wake cursor (the highest msg_id seen), its rules' states, and the msg_id
+    of the claim the waker that wrote it held (``released``: that claim holds nothing more,
+    claims.py; -1 in a record written before #74)."""
 
     seen: int = -1
     rules: dict[str, RuleState] = field(default_factory=dict)
+    released: int = -1
 
     def to_json(self) -> str:
         return json.dumps(
-            {"seen": self.seen, "rules": {n: s.to_dict() for n, s in self.rules.items()}},
+            {
+                "seen": self.seen,
+                "rules": {n: s.to_dict() for n, s in self.rules.items()},
+                "released": self.released,
+            },
             separators=(",", ":"),
         )
 
@@ -86,7 +96,11 @@ class MailboxState:
             for name, fields in list(rules_found.items())[:64]:
                 if isinstance(fields, dict):
                     rules[str(name)] = _rule_state(fields)
-        return cls(seen=_whole(body.get("seen"), -1), rules=rules)
+        return cls(
+            seen=_whole(body.get("seen"), -1),
+            rules=rules,
+            released=_whole(body.get("released"), -1),
+        )
 
 
 def _whole(value: object, default: int) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from .._cli import configure_logging, positive_float
 from .._nats.redaction import redact
 from ..client import Mq9Client
-from ..metrics import MetricsUnavailable, need_prometheus, operator_address
+from ..metrics import MetricsUnavailable, OperatorEndpoint, need_prometheus, operator_address
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from .book import RuleBook
 from .deliver import Deliverer, Destinations
@@ -33,6 +33,7 @@ from .waker import LEASE, POLL_INTERVAL, SWEEP_INTERVAL, Waker
 
 SERVER_ENV = "MQ9_SERVER"
 STOP_DEADLINE = 10.0  # seconds SIGTERM waits for the waker (its commands end first: 2 + 2 s)
+# and then the process exits whatever still runs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--include-payload", action="store_true")
     add.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE",
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="a command's environment (repeatable); only names the waker allows "
         "(--allow-command-env) are ever given",
     )
@@ -82,63 +86,97 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name", nargs="?", default="default")
     commands.add_parser("failed", help="the wakes set aside after their retries")
     parser.add_argument(
-        "--allow-host", action="append", default=[], metavar="HOST|CIDR",
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST|CIDR",
         help="a webhook or Agent Server host (or IP network) wakes may go to; repeatable. "
         "Private and loopback addresses only when a network listed holds them",
     )
     parser.add_argument(
-        "--allow-command", action="append", default=[], metavar="PROGRAM",
+        "--allow-command",
+        action="append",
+        default=[],
+        metavar="PROGRAM",
         help="a program (argv[0], exactly) a command rule may start; repeatable",
     )
     parser.add_argument(
-        "--allow-command-env", action="append", default=[], metavar="NAME",
+        "--allow-command-env",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="an environment name a command rule may set (repeatable; nothing else is "
         "given: never PATH, LD_*, PYTHON*, BASH_ENV and the like, refused here)",
     )
     parser.add_argument(
-        "--allow-agent-server", action="append", nargs="+", default=[],
+        "--allow-agent-server",
+        action="append",
+        nargs="+",
+        default=[],
         metavar=("URL", "KEY_VAR"),
         help="a LangGraph Agent Server a rule may start runs on, and the environment "
         "variable holding its API key (sent to that server only); repeatable",
     )
     parser.add_argument(
-        "--floor-interval", type=_seconds, default=MIN_INTERVAL, metavar="SECONDS",
+        "--floor-interval",
+        type=_seconds,
+        default=MIN_INTERVAL,
+        metavar="SECONDS",
         help=f"no rule wakes more often than this, whatever its min_interval "
         f"(default {MIN_INTERVAL})",
     )
     parser.add_argument(
-        "--runs-per-hour", type=_count, default=RUNS_PER_HOUR, metavar="N",
+        "--runs-per-hour",
+        type=_count,
+        default=RUNS_PER_HOUR,
+        metavar="N",
         help=f"wakes per target (URL, program, callback) per hour, at most "
         f"(default {RUNS_PER_HOUR})",
     )
     parser.add_argument(
-        "--commands-at-once", type=_count, default=COMMANDS_AT_ONCE, metavar="N",
+        "--commands-at-once",
+        type=_count,
+        default=COMMANDS_AT_ONCE,
+        metavar="N",
         help=f"command wakes running at once, at most (default {COMMANDS_AT_ONCE}); they end "
         "with the waker",
     )
     parser.add_argument(
-        "--mailbox", action="append", default=None, metavar="ADDRESS",
+        "--mailbox",
+        action="append",
+        default=None,
+        metavar="ADDRESS",
         help="watch only these mailboxes (else every mailbox the rules index lists); "
         "repeatable. With --credentials: your own mailboxes",
     )
     parser.add_argument(
-        "--poll", type=positive_float, default=POLL_INTERVAL, metavar="SECONDS",
+        "--poll",
+        type=positive_float,
+        default=POLL_INTERVAL,
+        metavar="SECONDS",
         help=f"look at every watched mailbox this often when the broker announces nothing "
         f"(RobustMQ; default {POLL_INTERVAL})",
     )
     parser.add_argument(
-        "--sweep", type=positive_float, default=SWEEP_INTERVAL, metavar="SECONDS",
+        "--sweep",
+        type=positive_float,
+        default=SWEEP_INTERVAL,
+        metavar="SECONDS",
         help=f"with announcements, look at every mailbox this often anyway "
         f"(default {SWEEP_INTERVAL})",
     )
     parser.add_argument(
-        "--metrics", metavar="[HOST:]PORT",
+        "--metrics",
+        metavar="[HOST:]PORT",
         help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
         "operator's address (HOST default 127.0.0.1; port 0 picks one, printed); off by "
         "default. The metrics extra (prometheus-client). docs/deploy.md#watching-it",
     )
     parser.add_argument(
-        "--lease", type=positive_float, default=LEASE, metavar="SECONDS",
+        "--lease",
+        type=positive_float,
+        default=LEASE,
+        metavar="SECONDS",
         help=f"how long a waker's claim on a mailbox holds if the waker dies (default {LEASE}; "
         "longer than a wake's retries)",
     )
@@ -153,6 +191,20 @@ def _seconds(text: str) -> float:
     if not 0 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"{text!r}: seconds between 0 and 86400")
     return value
+
+
+async def _stop(
+    waker: Waker,
+    starting: asyncio.Future[Waker],
+    endpoint: OperatorEndpoint | None,
+    client: Mq9Client,
+) -> None:
+    if endpoint is not None:
+        await endpoint.stop()
+    starting.cancel()
+    await waker.stop()
+    await asyncio.gather(starting, return_exceptions=True)
+    await client.close()
 
 
 def _count(text: str) -> int:
@@ -185,16 +237,30 @@ def _rule(args: argparse.Namespace) -> WakeRule:
             raise RuleError("a webhook needs --secret-env VAR naming its signing secret")
         secret = os.environ[args.secret_env]
     target = (
-        "webhook" if args.webhook else "agent_server" if args.agent_server
-        else "command" if args.argv else "callback"
+        "webhook"
+        if args.webhook
+        else "agent_server"
+        if args.agent_server
+        else "command"
+        if args.argv
+        else "callback"
     )
     return WakeRule(
-        mailbox=args.mailbox, name=args.name, target=target,
-        url=args.webhook or args.agent_server or "", secret=secret,
-        include_payload=args.include_payload, assistant=args.assistant, thread=args.thread,
-        argv=tuple(args.argv or ()), env=_env(args.env), callback=args.callback or "",
+        mailbox=args.mailbox,
+        name=args.name,
+        target=target,
+        url=args.webhook or args.agent_server or "",
+        secret=secret,
+        include_payload=args.include_payload,
+        assistant=args.assistant,
+        thread=args.thread,
+        argv=tuple(args.argv or ()),
+        env=_env(args.env),
+        callback=args.callback or "",
         group=args.group,
-        min_interval=args.min_interval, cap=args.cap, cap_window=args.cap_window,
+        min_interval=args.min_interval,
+        cap=args.cap,
+        cap_window=args.cap_window,
         quiet_hours=args.quiet_hours,
     )
 
@@ -260,39 +326,58 @@ async def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     destinations = Destinations(
-        hosts=args.allow_host, commands=args.allow_command,
+        hosts=args.allow_host,
+        commands=args.allow_command,
         agent_servers=_agent_servers(args.allow_agent_server),
         command_env=args.allow_command_env,
     )
-    limits = Limits(min_interval=args.floor_interval, runs_per_hour=args.runs_per_hour,
-                    commands_at_once=args.commands_at_once)
-    async with Mq9Client(args.server) as client:
-        waker = Waker(
-            client,
-            Deliverer(destinations, limits=limits),
-            mailboxes=args.mailbox,
-            poll_interval=args.poll,
-            sweep_interval=args.sweep,
-            lease=args.lease,
-        )
-        endpoint = None if metrics is None else wake_endpoint(waker, *metrics)
-        await waker.start()
-        try:
+    limits = Limits(
+        min_interval=args.floor_interval,
+        runs_per_hour=args.runs_per_hour,
+        commands_at_once=args.commands_at_once,
+    )
+    client = await Mq9Client(args.server).connect()
+    waker = Waker(
+        client,
+        Deliverer(destinations, limits=limits),
+        mailboxes=args.mailbox,
+        poll_interval=args.poll,
+        sweep_interval=args.sweep,
+        lease=args.lease,
+    )
+    endpoint = None if metrics is None else wake_endpoint(waker, *metrics)
+    # The first sweep reads every rules mailbox (10,000 QUERYs at 10,000 mailboxes): a SIGTERM
+    # meanwhile stops it, rather than waiting for it to end
+    starting = asyncio.ensure_future(waker.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
             if endpoint is not None:
                 try:
                     await endpoint.start()
                 except OSError as exc:
                     raise OSError(f"--metrics {args.metrics}: cannot listen there: {exc}") from None
-                print(f"mq9-wake: metrics on {endpoint.url}/metrics (/healthz, /readyz)",
-                      flush=True)
+                print(
+                    f"mq9-wake: metrics on {endpoint.url}/metrics (/healthz, /readyz)", flush=True
+                )
             print(f"mq9-wake: watching {redact(args.server)} ({destinations!r})", flush=True)
-            await stop.wait()
-        finally:
-            if endpoint is not None:
-                await endpoint.stop()
-            try:  # one deadline: a stop that hangs (seen once at 10,000 mailboxes) ends here
-                await asyncio.wait_for(waker.stop(), STOP_DEADLINE)
-            except TimeoutError:
-                print(f"mq9-wake: the waker did not stop within {STOP_DEADLINE:.0f} s; "
-                      "exiting", file=sys.stderr, flush=True)
+            await stopped
+    finally:
+        stopped.cancel()
+        try:  # one deadline for the whole stop: the waker, its first sweep, the connection
+            async with asyncio.timeout(STOP_DEADLINE):
+                await _stop(waker, starting, endpoint, client)
+        except TimeoutError:
+            # what is left may never end (a task that lost its cancel): the process does
+            # not wait for it; its commands end with it (the kernel, deliver.py)
+            print(
+                f"mq9-wake: the waker did not stop within {STOP_DEADLINE:.0f} s; exiting",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.stdout.flush()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ended as by a SIGTERM unhandled
+            os.kill(os.getpid(), signal.SIGTERM)
     return 0

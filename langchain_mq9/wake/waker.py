@@ -2,11 +2,13 @@
 waits there (docs/wake.md).
 
 Each look at a mailbox M: one FETCH (no group, from the newest message) says whether anything
-arrived above M's cursor. Only then does the waker read M's rules (so a removed rule never
-wakes again), claim M (a claim record in M's rules mailbox; the oldest live claim holds M, as
-a group's leases do: groups/leases.py), read M's state again, and for each rule due deliver
-one wake for every message from its first owed one to the newest (counted exactly, span.py),
-then store the state (the cursor moved) and drop the claim. So:
+arrived above M's cursor. Only then does the waker claim M (a claim record in M's rules
+mailbox) and read M's rules (so a removed rule never wakes again), the claims and M's state in
+one QUERY; the oldest live claim holds M, as a group's leases do (claims.py). The holder
+delivers, for each rule due, one wake for every message from its first owed one to the newest
+the FETCH saw (counted exactly, span.py: one FETCH a page), then stores the state (the cursor
+moved), which releases its claim. Five broker requests for a wake (FETCH, SEND, QUERY, FETCH,
+SEND; nine before #74). So:
 
 - a burst is one wake: what arrives while a rule waits for its minimum interval, quiet hours
   or cap joins the wake owed (``pending_from``), delivered once it is due;
@@ -29,6 +31,12 @@ at a waker's stop). A look that found mail goes on by itself, and its delivery (
 a deadline of its own, deliver.py) holds its own mailbox only. The index is read a page at a
 time, each new digest kept only once its rules mailbox shows a rule: the waker's memory
 follows the mailboxes with rules, whatever is written to the index.
+
+``stop`` starts nothing more and cancels what runs until it has ended: a cancel can be lost
+(Python 3.11's ``asyncio.wait_for``, in nats-py's request, returns a reply that arrived with the
+cancel and drops the cancel), and a sweep worker that lost it went on through thousands of
+mailboxes; so every loop here ends at its next turn once the waker stops, and what still runs
+is cancelled again.
 """
 
 from __future__ import annotations
@@ -47,7 +55,16 @@ from ..client import Mq9Client
 from ..protocol import HEADER_SENDER, Message
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from .arrivals import Unsubscribe, subscribe_arrivals
-from .book import CLAIM_TAG, RULE_TAG, STATE_KEY, MailboxState, RuleState, ensure_mailbox
+from .book import (
+    CLAIM_TAG,
+    RULE_TAG,
+    STATE_KEY,
+    STATE_TAG,
+    MailboxState,
+    RuleState,
+    ensure_mailbox,
+)
+from .claims import judge, read_records, rules_in
 from .deliver import Deliverer, Refused, Wake
 from .rules import (
     INDEX_ADDRESS,
@@ -57,7 +74,6 @@ from .rules import (
     digest,
     failed_address,
     quiet_until,
-    rules_address,
 )
 from .span import read_span
 
@@ -67,7 +83,6 @@ POLL_INTERVAL = 1.0  # seconds between looks at each mailbox without announcemen
 SWEEP_INTERVAL = 30.0  # seconds between looks at every mailbox with announcements
 SETTLE = 0.005  # seconds after an announcement before the look: a burst's next messages join
 LEASE = 60.0  # seconds a claim holds a mailbox: longer than a wake's retries
-CLAIM_SLACK = 5.0  # seconds a claim may outlast this waker's lease (wakers' clocks differ)
 PAYLOADS_SHOWN = 20  # messages whose payloads a rule with include_payload gets
 PAYLOAD_CHARS = 4000
 GROUP_SHOWN = 10_000  # a group's unacked messages counted per wake (one FETCH: no paging)
@@ -75,6 +90,7 @@ CONCURRENT_LOOKS = 16  # looks asking whether mail arrived at once (and a sweep'
 INDEX_PAGE = 200  # index entries read per FETCH
 INDEX_LOOKS = 4  # new index digests whose rules are read at once (beside the looks' gate)
 MAX_WATCHED = 100_000  # mailboxes with rules one waker watches; beyond, the rest wait
+CANCEL_AGAIN = 0.5  # seconds stop waits for what it cancelled before cancelling it again
 INDEX_DIGEST = digest(INDEX_ADDRESS)
 Clock = Callable[[], float]
 
@@ -84,6 +100,7 @@ class _Watch:
     digest: str
     mailbox: str = ""
     explicit: bool = False  # named by the waker's owner (kept without rules)
+    ruled: bool = True  # its last look found rules (else the next reads them before claiming)
     seen: int = -1  # the cursor as this waker last knew it
     due: float | None = None  # when a wake held back becomes due (the waker's clock)
     running: bool = False
@@ -141,6 +158,9 @@ class Waker:
         self.name = name or f"waker-{uuid.uuid4().hex[:12]}"
         self.owner = owner if owner is not None else client.principal
         self.failed_address = failed_address(self.owner)
+        # this instance's claims (two wakers given one name never replace each other's)
+        self._claim_key = f"claim.{uuid.uuid4().hex}"
+        self._stopping = False
         self._explicit = list(mailboxes) if mailboxes is not None else None
         self._watches: dict[str, _Watch] = {}
         self._index_next = 0
@@ -186,24 +206,29 @@ class Waker:
         return self
 
     async def stop(self) -> None:
+        """Start nothing more, and end what runs: cancelled, and cancelled again while it
+        runs on (a cancel lost as a reply arrives: the module's docstring)."""
+        self._stopping = True
         if self._unsubscribe is not None:
             await self._unsubscribe()
             self._unsubscribe = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
         for watch in self._watches.values():
             if watch.timer is not None:
                 watch.timer.cancel()
-        for task in list(self._looks):
-            task.cancel()
-        await asyncio.gather(*self._looks, return_exceptions=True)
+                watch.timer = None
+        running = [t for t in (self._task, *self._looks) if t is not None]
+        while running:
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running, timeout=CANCEL_AGAIN)
+            running = [t for t in running if not t.done()] + [
+                t for t in self._looks if t not in running and not t.done()
+            ]
+        self._task = None
         await self.deliverer.close()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             interval = self.sweep_interval if self._announced else self.poll_interval
             await asyncio.sleep(interval)
             try:
@@ -232,8 +257,10 @@ class Waker:
 
         async def worker() -> None:
             for watch in queue:
+                if self._stopping:  # (a cancel it lost: the module's docstring)
+                    return
                 try:
-                    if await self._due_now(watch):
+                    if await self._due_now(watch) and not self._stopping:
                         task = asyncio.ensure_future(self._look(watch))
                         self._looks.add(task)
                         task.add_done_callback(self._looks.discard)
@@ -271,6 +298,8 @@ class Waker:
 
     def _kick_index(self) -> None:
         """One reader of the index at a time; a flood of entries is one more pass."""
+        if self._stopping:
+            return
         if self._index_task is not None and not self._index_task.done():
             self._index_again = True
             return
@@ -286,16 +315,20 @@ class Waker:
                 await asyncio.gather(*(self._look(w) for w in listed))
             except Mq9Error as exc:
                 log.warning("wake index read failed: %s", exc)
-            if not self._index_again:
+            if not self._index_again or self._stopping:
                 return
 
     def _soon(self, watch: _Watch, delay: float) -> None:
+        if self._stopping:
+            return
         if watch.running:
             watch.again = True
             return
         self._later(watch, delay)
 
     def _later(self, watch: _Watch, delay: float) -> None:
+        if self._stopping:
+            return
         loop = asyncio.get_running_loop()
         when = loop.time() + max(delay, 0.0)
         if watch.timer is not None:
@@ -306,12 +339,10 @@ class Waker:
 
     def _fire(self, watch: _Watch) -> None:
         watch.timer = None
-        self._spawn(self._look(watch))
-
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
-        self._looks.add(task)
-        task.add_done_callback(self._looks.discard)
+        if not self._stopping:
+            task = asyncio.ensure_future(self._look(watch))
+            self._looks.add(task)
+            task.add_done_callback(self._looks.discard)
 
     async def _read_index(self) -> list[_Watch]:
         """Read the index's entries listed since the last read, a page at a time; the watches
@@ -319,11 +350,15 @@ class Waker:
         new one only if its rules mailbox holds a rule (no other is kept)."""
         listed: dict[str, _Watch] = {}
         async with self._index_lock:
-            async for page in read_span(self.client, INDEX_ADDRESS, self._index_next,
-                                        page=INDEX_PAGE):
+            async for page in read_span(
+                self.client, INDEX_ADDRESS, self._index_next, page=INDEX_PAGE
+            ):
+                if self._stopping:
+                    break
                 found = {m.text().strip() for m in page}
-                digests = [d for d in found if len(d) == 32 and
-                           all(c in "0123456789abcdef" for c in d)]
+                digests = [
+                    d for d in found if len(d) == 32 and all(c in "0123456789abcdef" for c in d)
+                ]
                 for watch in await asyncio.gather(*(self._listed(d) for d in digests)):
                     if watch is not None:
                         listed[watch.digest] = watch
@@ -337,8 +372,11 @@ class Waker:
         if len(self._watches) >= MAX_WATCHED:
             if not self._full_said:
                 self._full_said = True
-                log.warning("this waker watches %d mailboxes, its most: run another with "
-                            "--mailbox for the rest", MAX_WATCHED)
+                log.warning(
+                    "this waker watches %d mailboxes, its most: run another with "
+                    "--mailbox for the rest",
+                    MAX_WATCHED,
+                )
             return None
         async with self._vetting:
             rules = await self._rules(RULES_ROOT + d, d)
@@ -361,7 +399,7 @@ class Waker:
                     await self._visit(watch)
                 except (Mq9Error, RuleError) as exc:
                     log.warning("wake look at %s failed: %s", watch.mailbox or watch.digest, exc)
-                if not watch.again:
+                if not watch.again or self._stopping:
                     break
         finally:
             watch.running = False
@@ -369,18 +407,9 @@ class Waker:
 
     async def _rules(self, address: str, d: str) -> list[WakeRule]:
         try:
-            found = await self.client.query(address, tags=[RULE_TAG])
+            return rules_in(await self.client.query(address, tags=[RULE_TAG]), d)
         except MailboxNotFound:
             return []
-        rules: dict[str, WakeRule] = {}
-        for message in found:
-            try:
-                rule = WakeRule.from_json(message.payload)
-            except RuleError:
-                continue
-            if digest(rule.mailbox) == d:  # a record naming another mailbox: no rule
-                rules[rule.name] = rule
-        return [rules[n] for n in sorted(rules)]
 
     async def _visit(self, watch: _Watch) -> None:
         now = self.clock()
@@ -390,23 +419,69 @@ class Waker:
                 newest = await self._newest(watch.mailbox)
             if newest <= watch.seen and (watch.due is None or watch.due > now):
                 return  # nothing new, nothing owed yet
-        # read at every look that may wake: a rule removed wakes nothing from then on
-        rules = await self._rules(RULES_ROOT + watch.digest, watch.digest)
-        if not rules:
-            if not watch.explicit:  # the index listed it; nothing to keep
-                self._watches.pop(watch.digest, None)
-            elif watch.mailbox:
-                watch.seen, watch.due = max(watch.seen, newest), None
-            return
-        watch.mailbox = rules[0].mailbox
-        claim = await self._claim(watch)
-        if claim is None:
-            return
+        if not watch.ruled or not watch.mailbox:  # none last time: read them before claiming
+            rules = await self._rules(RULES_ROOT + watch.digest, watch.digest)
+            if not rules:
+                self._no_rules(watch, newest)
+                return
+            watch.ruled = True
+            if not watch.mailbox:
+                watch.mailbox = rules[0].mailbox
+                newest = await self._newest(watch.mailbox)
+        address = RULES_ROOT + watch.digest
         try:
-            await self._wake_due(watch, rules)
+            mine = await self.client.send(
+                address,
+                json.dumps({"waker": self.name, "until": now + self.lease}),
+                key=self._claim_key,
+                tags=[CLAIM_TAG],
+                ttl=int(self.lease * 2) + 60,
+            )
+        except MailboxNotFound:  # no rules mailbox: no rules
+            self._no_rules(watch, newest)
+            return
+        released = False
+        try:
+            released = await self._held(watch, address, mine, now, newest)
         finally:
+            if not released:  # not holding, or stopped short of storing the state
+                with contextlib.suppress(Mq9Error):
+                    await self.client.delete(address, mine)
+
+    async def _held(self, watch: _Watch, address: str, mine: int, now: float, newest: int) -> bool:
+        """With claim ``mine`` sent: read the rules mailbox (rules, claims, state: one QUERY),
+        and if ``mine`` holds, wake what is due and store the state, which releases ``mine``
+        (True); False when it did not hold (the caller drops it)."""
+        # read at every look that may wake: a rule removed wakes nothing from then on
+        records = read_records(
+            await self.client.query(address, tags=[RULE_TAG, CLAIM_TAG, STATE_TAG]),
+            watch.digest,
+        )
+        if not records.rules:
+            self._no_rules(watch, newest)
+            return False
+        watch.mailbox = records.rules[0].mailbox
+        state = MailboxState.from_message(records.state)
+        held = judge(records.claims, mine, now + self.lease, state.released, now, self.lease)
+        for msg_id in held.void:  # a dead waker's, or forged: nobody needs it
             with contextlib.suppress(Mq9Error):
-                await self.client.delete(rules_address(watch.mailbox), claim)
+                await self.client.delete(address, msg_id)
+        if held.holder != mine:
+            # the holder may die: look again once its lease is over
+            self._later(watch, held.until - now + 0.05)
+            return False
+        if records.state is None:  # a state record written before #74 has no tag: once
+            found = await self.client.query(address, key=STATE_KEY)
+            state = MailboxState.from_message(found[-1] if found else None)
+        await self._wake_due(watch, records.rules, state, newest, mine)
+        return True
+
+    def _no_rules(self, watch: _Watch, newest: int) -> None:
+        watch.ruled = False
+        if not watch.explicit:  # the index listed it; nothing to keep
+            self._watches.pop(watch.digest, None)
+        elif watch.mailbox:
+            watch.seen, watch.due = max(watch.seen, newest), None
 
     async def _newest(self, mailbox: str) -> int:
         try:
@@ -415,47 +490,19 @@ class Waker:
             return -1
         return max((m.msg_id for m in found), default=-1)
 
-    async def _claim(self, watch: _Watch) -> int | None:
-        """Claim the mailbox; its msg_id, or None when another waker's live claim holds it
-        (then look again when that claim's lease ends)."""
-        address = rules_address(watch.mailbox)
+    async def _wake_due(
+        self, watch: _Watch, rules: list[WakeRule], state: MailboxState, newest: int, mine: int
+    ) -> None:
+        """Wake each rule due for the messages up to ``newest`` (the look's FETCH), and store
+        the state, releasing claim ``mine``."""
         now = self.clock()
-        mine = await self.client.send(
-            address,
-            json.dumps({"waker": self.name, "until": now + self.lease}),
-            tags=[CLAIM_TAG],
-            ttl=int(self.lease * 2) + 60,
-        )
-        claims = await self.client.query(address, tags=[CLAIM_TAG])
-        live: list[tuple[int, float]] = []
-        for message in claims:
-            until = _until(message)
-            # a claim longer than a lease is forged (it would hold the mailbox for good): void
-            if message.msg_id == mine or now < until <= now + self.lease + CLAIM_SLACK:
-                live.append((message.msg_id, until))
-            else:  # a dead waker's: nobody needs it
-                with contextlib.suppress(Mq9Error):
-                    await self.client.delete(address, message.msg_id)
-        holder = min(live, default=(mine, now + self.lease))
-        if holder[0] == mine:
-            return mine
-        with contextlib.suppress(Mq9Error):
-            await self.client.delete(address, mine)
-        # the holder may die: look again once its lease is over
-        self._later(watch, holder[1] - now + 0.05)
-        return None
-
-    async def _wake_due(self, watch: _Watch, rules: list[WakeRule]) -> None:
-        address = rules_address(watch.mailbox)
-        records = await self.client.query(address, key=STATE_KEY)
-        state = MailboxState.from_message(records[0] if records else None)
-        # the newest once the claim holds: the wake covers all that arrived until now
-        newest = await self._newest(watch.mailbox)
-        now = self.clock()
-        if state.seen > newest:  # past the mailbox's end: no cursor a waker wrote (or the
-            # newest message expired); it would silence the mailbox: start again from what
-            # this waker knew, else from the start (at least once)
-            state.seen = watch.seen if watch.seen <= newest else -1
+        if state.seen > newest:  # another holder woke for mail that came after this look's
+            # FETCH, or no cursor a waker wrote (past the mailbox's end, or the newest message
+            # expired): asked again, and if so, start again from what this waker knew, else
+            # from the start (at least once), since it would silence the mailbox
+            newest = max(newest, await self._newest(watch.mailbox))
+            if state.seen > newest:
+                state.seen = watch.seen if watch.seen <= newest else -1
         for rs in state.rules.values():  # a time in the future is no time a waker wrote
             rs.last_wake = min(rs.last_wake, now)
             rs.window_start = min(rs.window_start, now)
@@ -470,17 +517,22 @@ class Waker:
         for name in [n for n in state.rules if n not in {r.name for r in rules}]:
             del state.rules[name]  # a removed rule's record
         next_due: float | None = None
+        spans: dict[tuple[str, int], _Span] = {}  # rules owed from one msg_id read it once
         for rule in rules:
             rs = state.rules.setdefault(rule.name, RuleState())
             if rs.pending_from < 0:
                 continue
             due = max(self._due(rule, rs, now), self.deliverer.free_at(rule, now))
-            if due > now:
+            if due > now or self._stopping:  # (stopping: left owed to the next holder)
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            await self._wake(rule, rs, watch, state.seen, now)
-        # stored before the claim is dropped: the next holder reads where this one ended
-        await self.client.send(address, state.to_json(), key=STATE_KEY)
+            await self._wake(rule, rs, watch, state.seen, now, spans)
+        # stored while the claim holds: the next holder reads where this one ended; the
+        # record names the claim, which holds nothing from then on (claims.py)
+        state.released = mine
+        await self.client.send(
+            RULES_ROOT + watch.digest, state.to_json(), key=STATE_KEY, tags=[STATE_TAG]
+        )
         watch.seen = state.seen
         watch.due = next_due
         if next_due is not None:
@@ -516,8 +568,11 @@ class Waker:
 
         if rule.group:
             found = await self.client.fetch(
-                rule.mailbox, group_name=rule.group, deliver="earliest",
-                num_msgs=GROUP_SHOWN, max_wait_ms=0,
+                rule.mailbox,
+                group_name=rule.group,
+                deliver="earliest",
+                num_msgs=GROUP_SHOWN,
+                max_wait_ms=0,
             )
             for message in sorted(found, key=lambda m: m.msg_id):
                 if message.msg_id <= last:
@@ -538,9 +593,18 @@ class Waker:
         return stamped or message.header.get("mq9-reply-to", "")
 
     async def _wake(
-        self, rule: WakeRule, rs: RuleState, watch: _Watch, last: int, now: float
+        self,
+        rule: WakeRule,
+        rs: RuleState,
+        watch: _Watch,
+        last: int,
+        now: float,
+        spans: dict[tuple[str, int], _Span],
     ) -> None:
-        span = await self._span(rule, rs.pending_from, last)
+        read = ("group:" + rule.group, -1) if rule.group else ("", rs.pending_from)
+        span = spans.get(read)
+        if span is None:
+            span = spans[read] = await self._span(rule, rs.pending_from, last)
         key = f"{watch.digest[:16]}.{rule.name}.{rs.pending_from}"
         rs.pending_from = -1
         if span.newest is None:
@@ -581,27 +645,29 @@ class Waker:
         self.on_wake(rule, outcome, lag)
 
     async def _set_aside(self, rule: WakeRule, wake: Wake, reason: str) -> None:
-        log.warning("wake %s of %s (rule %s, %s) set aside: %s", wake.key, rule.mailbox,
-                    rule.name, rule.target, reason)
-        record = {"wake": wake.body(False), "target": rule.target, "reason": reason,
-                  "waker": self.name}
+        log.warning(
+            "wake %s of %s (rule %s, %s) set aside: %s",
+            wake.key,
+            rule.mailbox,
+            rule.name,
+            rule.target,
+            reason,
+        )
+        record = {
+            "wake": wake.body(False),
+            "target": rule.target,
+            "reason": reason,
+            "waker": self.name,
+        }
         try:
             await ensure_mailbox(self.client, self.failed_address)
-            await self.client.send(self.failed_address, json.dumps(record),
-                                   tags=[watch_tag(rule)])
+            await self.client.send(self.failed_address, json.dumps(record), tags=[watch_tag(rule)])
         except Mq9Error as exc:
             log.warning("wake %s could not be set aside on the broker: %s", wake.key, exc)
 
 
 def watch_tag(rule: WakeRule) -> str:
     return "m" + digest(rule.mailbox)
-
-
-def _until(message: Message) -> float:
-    try:
-        return float(message.json().get("until", 0))
-    except (ValueError, TypeError, AttributeError):
-        return 0.0
 
 
 def _shown(message: Message) -> dict[str, Any]:
