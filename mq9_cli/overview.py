@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -373,22 +374,112 @@ async def follow(
     after: int | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncIterator[Message]:
-    """Each message stored in ``address`` after ``after`` (None: after the newest now), as it
-    arrives; nothing is consumed (stateless FETCHes from the next id, no group)."""
+    """Each message stored in ``address`` after ``after`` (None: after the newest now), once,
+    as it arrives; nothing is consumed (stateless reads, no group). Read as a mailbox's pages
+    are (``page``): an answer the broker cut, or one full of more urgent messages, is sure
+    only so far, so the ids it may hide less urgent messages among are read again until a
+    read covers them. What one poll finds comes in msg_id order; a message hidden under more
+    than an answer of more urgent ones comes when a read reaches it (they were deleted or
+    expired), after newer ones."""
     if after is None:
         after = await newest_id(client, address)
-    next_id = -1 if after is None else after
+    followed = _Followed(0 if after is None else after + 1)
     while True:
-        found = await client.fetch(
-            address, deliver="from_id", from_id=next_id + 1, num_msgs=QUERY_CAP, max_wait_ms=0
-        )
-        # A FETCH from past the end answers the newest message again: only newer ones count.
-        fresh = sorted((m for m in found if m.msg_id > next_id), key=lambda m: m.msg_id)
+        fresh = await followed.poll(client, address)
         for message in fresh:
-            next_id = message.msg_id
             yield message
         if not fresh:
             await sleep(POLL_SECONDS)
+
+
+# How many pages one poll of a followed mailbox reads at most (its new messages, then the ids
+# that may hide some): a backlog is read on at the next poll, without a pause.
+FOLLOW_PAGES = 10
+# Ids that may hide a message are read again in the poll that found them (a read from their
+# own id may reach it), then once in this many polls: a message stays hidden under more
+# urgent ones until some of those are deleted or expire, which no read from past them sees.
+AGAIN_POLLS = 20
+
+
+@dataclass
+class _Followed:
+    """Where a followed mailbox was read to. ``start``: every id below it was read in every
+    lane (shown, or not there) but those in ``open``, id ranges (first, last) a read may have
+    hidden less urgent messages in; ``shown``: the ids shown from the first of those on (a
+    read from there answers them again); ``polls``: how many polls were made."""
+
+    start: int
+    open: list[tuple[int, int]] = field(default_factory=list)
+    shown: set[int] = field(default_factory=set)
+    polls: int = 0
+
+    async def poll(self, client: Mq9ClientLike, address: str) -> list[Message]:
+        """The messages not shown yet that one poll finds, in msg_id order."""
+        found: list[Message] = []
+        reads, known = 0, len(self.open)
+        while reads < FOLLOW_PAGES:  # the new messages first: the frontier's pages
+            read = await page(client, address, self.start)
+            reads += 1
+            found += self._take(read)
+            last = read.messages[-1].msg_id if read.messages else self.start - 1
+            if not _sure(read, self.start):
+                self._hide(self.start, last)
+            self.start = read.next_from if read.next_from is not None else last + 1
+            if read.next_from is None:
+                break
+        again = self.open if self.polls % AGAIN_POLLS == 0 else self.open[known:]
+        self.polls += 1
+        for first, _ in list(again):  # then the ids that may hide some, oldest first
+            if reads >= FOLLOW_PAGES:
+                break
+            read = await page(client, address, first)
+            reads += 1
+            found += self._take(read)
+            if _sure(read, first):  # every lane read from first on, as far as the page goes
+                self._cover(first, math.inf if read.next_from is None else read.next_from - 1)
+        floor = min([self.start, *(first for first, _ in self.open)])
+        self.shown = {i for i in self.shown if i >= floor}
+        return sorted(found, key=lambda m: m.msg_id)
+
+    def _take(self, read: Page) -> list[Message]:
+        fresh = [m for m in read.messages if m.msg_id not in self.shown]
+        self.shown.update(m.msg_id for m in fresh)
+        return fresh
+
+    def _hide(self, first: int, last: int) -> None:
+        """The ids first..last not shown may hold less urgent messages no read reached yet."""
+        held = sorted(i for i in self.shown if first <= i <= last)
+        for low, high in zip([first - 1, *held], [*held, last + 1], strict=True):
+            if high - low > 1:
+                self.open.append((low + 1, high - 1))
+
+    def _cover(self, first: int, last: float) -> None:
+        """Every lane was read from ``first`` through ``last``: no range there is open."""
+        kept = []
+        for low, high in self.open:
+            if high < first or low > last:
+                kept.append((low, high))
+                continue
+            if low < first:
+                kept.append((low, first - 1))
+            if high > last:
+                kept.append((int(last) + 1, high))
+        self.open = kept
+
+
+def _sure(read: Page, first: int) -> bool:
+    """Whether every lane of ``read`` (a page from ``first``) was read as far as it goes: it
+    says nothing may be missing, and holds a normal message or every id from ``first`` to
+    its last. A broker's cut right after the last message of a more urgent lane leaves
+    nothing a read from past it finds (``pages._went_on``): the ids missing below may be
+    less urgent messages or none (deleted, expired), which no read tells apart."""
+    if read.hidden is not None:
+        return False
+    if first <= 0:  # a QUERY: the oldest in msg_id order, so a missing id is not there
+        return True
+    if any(m.priority is Priority.NORMAL for m in read.messages) or not read.messages:
+        return True
+    return len({m.msg_id for m in read.messages}) == read.messages[-1].msg_id - first + 1
 
 
 # -- dead letters ------------------------------------------------------------------------------

@@ -167,6 +167,34 @@ async def test_watch_follows_a_mailbox_live(server):
     assert len(await client.query("team.live")) == 3
 
 
+async def test_watch_shows_every_message_once_through_cut_answers(nats_server):
+    """A broker that keeps every answer within 200,000 bytes (as the bundled one keeps it
+    within its NATS server's max_payload): a read from the watch's start answers six critical
+    messages of 30 KB and is cut before the normal one below them, which a watch that moved
+    past the largest msg_id it saw never showed. Then small ones of every priority arrive
+    while watching: each message once, in msg_id order."""
+    big = "x" * 30_000
+    hiding = ["critical"] * 2 + ["normal"] + ["critical"] * 5
+    arriving = ["urgent", "normal", "critical", "normal", "urgent"]
+    connection = await nats.connect(nats_server.url)
+    engine = BrokerEngine(search=False, limits=BrokerLimits(max_answer=200_000))
+    service = await serve_on_nats(engine, connection)
+    try:
+        async with Mq9Client(nats_server.url, request_timeout=60) as client:
+            await client.mailbox_create(name="team.cut")
+            sent = [await client.send("team.cut", f"{p}{big}", priority=p) for p in hiding]
+            total = str(len(hiding) + len(arriving))
+            watch = ["watch", "team.cut", "--from-id", str(sent[0]), "--count", total]
+            watching = asyncio.ensure_future(mq9(nats_server.url, *watch, "--for", "60", "--json"))
+            sent += [await client.send("team.cut", p, priority=p) for p in arriving]
+            code, out, err = await asyncio.wait_for(watching, 90)
+    finally:
+        await service.stop()
+        await connection.close()
+    assert code == 0, err
+    assert [json.loads(line)["msg_id"] for line in out.splitlines()] == sent
+
+
 async def test_dlq_list_show_replay(server):
     url, client = server
     await client.mailbox_create(name="team.jobs")
