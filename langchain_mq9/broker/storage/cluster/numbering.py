@@ -18,6 +18,8 @@ rate is not one round trip a message. While a batch is under way the next ones g
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from .requests import JetStreamError
 
 if TYPE_CHECKING:
     from .requests import Requests
+
+log = logging.getLogger("langchain_mq9.broker")
 
 RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
 BATCH_MOST = 256  # writes one atomic batch carries at most (the server takes 1,000)
@@ -111,12 +115,27 @@ class Numbering:
                 size = len(batch)
                 try:
                     await self._write(box, batch)
-                except Exception as exc:  # each SEND of the batch answers the failure
+                except JetStreamError:
+                    if len(batch) == 1:
+                        self._fail(batch, sys.exc_info()[1])
+                        continue
+                    # a batch the server refused whole (its limit of batches at once, say):
+                    # each write alone, nothing of the batch having been stored
                     for write in batch:
-                        if not write.future.done():
-                            write.future.set_exception(exc)
+                        try:
+                            await self._write(box, [write])
+                        except Exception as exc:
+                            self._fail([write], exc)
+                except Exception as exc:  # each SEND of the batch answers the failure
+                    self._fail(batch, exc)
         finally:
             del self._queues[box]
+
+    @staticmethod
+    def _fail(batch: list[Write], exc: BaseException | None) -> None:
+        for write in batch:
+            if not write.future.done():
+                write.future.set_exception(exc or StorageError("a write failed"))
 
     async def _gather(self, box: str, size: int) -> None:
         """Until ``box``'s queue holds ``size`` writes, or ``GATHER_SECONDS`` passed."""
@@ -136,7 +155,6 @@ class Numbering:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _write(self, box: str, batch: list[Write]) -> None:
-        layout = self.layout
         state = self.last.get(box)
         marker = 0  # a deleted newest message's marker the write makes needless
         for _ in range(_TRIES):
@@ -164,29 +182,33 @@ class Numbering:
                 seqs[(box, first_id + index)] = first_seq + index
                 if write.key_token != NO_KEY:
                     keys[write.key_token] = first_seq + index
-            if keys:
-                # the key's older messages, of any priority: removed below the new one's
-                # sequence (a crash between the two leaves them until the key's next SEND;
-                # reads by key take the newest)
-                await asyncio.gather(
-                    *(
-                        self.requests.api(
-                            f"STREAM.PURGE.{layout.messages}",
-                            {"filter": layout.box_key_filter(box, key), "seq": seq},
-                        )
-                        for key, seq in keys.items()
-                    )
-                )
-            gone = [write.staged for write in batch if write.staged]
-            if marker:
-                gone.append(marker)
-            if gone:
-                await asyncio.gather(*(self._delete(seq) for seq in gone))
+            try:
+                await self._tidy(box, batch, keys, marker)
+            except Exception as exc:  # stored all the same: answered with their msg_ids
+                log.warning("a mailbox's older copies are removed later: %s", exc)
             for index, write in enumerate(batch):
                 if not write.future.done():
                     write.future.set_result(first_id + index)
             return
         raise StorageError(f"a mailbox written by other brokers {_TRIES} times in a row")
+
+    async def _tidy(self, box: str, batch: list[Write], keys: dict[str, int], marker: int) -> None:
+        """What a stored batch makes needless: each key's older messages, of any priority,
+        removed below the new one's sequence (a failure leaves them until the key's next
+        SEND; reads by key take the newest), the delayed messages it numbered, the marker
+        of a deleted newest message it passed."""
+        layout = self.layout
+        purges = [
+            self.requests.api(
+                f"STREAM.PURGE.{layout.messages}",
+                {"filter": layout.box_key_filter(box, key), "seq": seq},
+            )
+            for key, seq in keys.items()
+        ]
+        gone = [write.staged for write in batch if write.staged]
+        if marker:
+            gone.append(marker)
+        await asyncio.gather(*purges, *(self._delete(seq) for seq in gone))
 
     async def _publish(self, box: str, batch: list[Write], expected: int, first_id: int) -> int:
         """The batch numbered from ``first_id``, expecting ``expected`` as the mailbox's last
