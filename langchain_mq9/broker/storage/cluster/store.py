@@ -18,6 +18,7 @@ writes create_times, removes messages whose TTL ended and writes delayed message
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -220,24 +221,29 @@ class ClusterStore:
         subscription = await connection.jetstream().pull_subscribe_bind(
             durable=name, stream=layout.messages
         )
-        while not connection.is_closed:
-            try:
-                messages = await subscription.fetch(64, timeout=_STAGED_WAIT)
-            except asyncio.CancelledError:
-                raise
-            except NatsTimeout:  # nothing due
-                continue
-            except Exception:  # the cluster away a moment: asked again a little later
-                await asyncio.sleep(1.0)
-                continue
-            for staged in messages:
+        try:
+            while not connection.is_closed:
                 try:
-                    await self._number_one(staged)
-                    await staged.ack()
+                    messages = await subscription.fetch(64, timeout=_STAGED_WAIT)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # handed again after ack_wait
-                    log.warning("a delayed message is numbered later: %s", exc)
+                except NatsTimeout:  # nothing due
+                    continue
+                except Exception:  # the cluster away a moment: asked again a little later
+                    await asyncio.sleep(1.0)
+                    continue
+                for staged in messages:
+                    try:
+                        await self._number_one(staged)
+                        await staged.ack()
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # handed again after ack_wait
+                        log.warning("a delayed message is numbered later: %s", exc)
+        finally:
+            if not connection.is_closed:  # (a store closed on a connection kept open)
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
 
     async def _number_one(self, staged: Any) -> None:
         box, priority = staged.subject.rsplit(".", 2)[1:]
