@@ -31,7 +31,6 @@ from jetstream_servers import JetStreamCluster
 
 from langchain_mq9.broker.engine.cluster import ClusterEngine
 from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.storage import JetStreamStorage, Storage
 from langchain_mq9.broker.storage.cluster import ClusterStore, Layout
 
 STORES = ("memory", "jetstream")
@@ -50,23 +49,9 @@ class StateServer:
             self._servers = JetStreamCluster(1).__enter__()
         return self._servers.urls
 
-    def storage(self) -> JetStreamStorage:
-        """A store on a stream of its own (created empty)."""
-        return JetStreamStorage(self.urls, stream=f"S{uuid.uuid4().hex[:12]}")
-
-    async def drop(self, storage: Storage | ClusterLayout) -> None:
-        """Close ``storage`` and delete its stream (a store of another kind is left alone)."""
-        if isinstance(storage, ClusterLayout):
-            await storage.drop()
-            return
-        storage.close()
-        if not isinstance(storage, JetStreamStorage):
-            return
-        connection = await nats.connect(storage.servers)
-        try:
-            await connection.jetstream().delete_stream(storage.stream)
-        finally:
-            await connection.close()
+    async def drop(self, layout: ClusterLayout) -> None:
+        """Close ``layout``'s store and delete its stream and buckets."""
+        await layout.drop()
 
     async def layout(self) -> ClusterLayout:
         """A cluster store on a layout of its own (made empty), open."""

@@ -7,7 +7,6 @@ one line before anything starts.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -22,6 +21,7 @@ from langchain_mq9.broker.cli.dev_broker import build_parser, config_of
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.broker.identities.callout import SETUP_FILE, Issuer
 from langchain_mq9.broker.identities.store import CredentialError
+from langchain_mq9.metrics.meter import RequestMeter
 from langchain_mq9.protocol.errors import NotAllowed
 
 pytestmark = pytest.mark.slow  # nats-servers, and a broker serving on them in this process
@@ -111,27 +111,35 @@ async def test_a_credentialed_jetstream_broker_started_from_python(tmp_path):
         assert not broker.serving
 
 
-async def test_a_second_jetstream_broker_stands_by_and_takes_over():
+async def test_two_jetstream_brokers_both_serve_and_one_stopped_costs_no_takeover():
+    """``--store jetstream``: every broker of a stream serves at once, in one queue group (no
+    standby). Both answer: of 40 SENDs nats-server spreads over the group, each broker
+    answered some (each counts its own; all to one has odds of 2^-39). One stopped, the other,
+    serving all along, answers the next request from the state kept in the cluster."""
     with JetStreamCluster(1) as cluster:
         config = BrokerConfig(nats=cluster.urls[0], store="jetstream", search=False)
-        said: list[str] = []
-        second = Broker(config, say=said.append)
+        meters = [RequestMeter({}), RequestMeter({})]  # every command counted as one
+        said: list[list[str]] = [[], []]
+        brokers = [Broker(config, say=said[i].append, meter=meters[i]) for i in range(2)]
         try:
-            async with Broker(config, say=lambda _: None), Mq9Client(cluster.urls[0]) as client:
-                await client.mailbox_create(name="kept")
-                await client.send("kept", "before")
-                await second.start()
-                assert not second.serving and said[-1].endswith("(standby)"), said
-            for _ in range(600):  # the first deleted the lock as it stopped: taken over at once
-                if second.serving:
-                    break
-                await asyncio.sleep(0.05)
-            assert second.serving and said[-1].endswith("(serving)"), said
+            for broker in brokers:
+                await broker.start()
+            assert all(broker.serving for broker in brokers)
+            assert all(lines[-1].endswith("(serving)") for lines in said), said
             async with Mq9Client(cluster.urls[0]) as client:
-                batch = await client.fetch("kept", group_name="g", deliver="earliest")
-                assert [m.text() for m in batch] == ["before"]
+                await client.mailbox_create(name="kept")
+                for i in range(40):
+                    await client.send("kept", f"m{i}")
+            answered = [sum(n for (_, how), n in m.counts().items() if how == "ok") for m in meters]
+            assert sum(answered) == 41 and all(answered), answered
+            await brokers[0].stop()
+            assert not brokers[0].serving and brokers[1].serving
+            async with Mq9Client(cluster.urls[0]) as client:
+                batch = await client.fetch("kept", group_name="g", deliver="earliest", num_msgs=40)
+                assert [m.text() for m in batch] == [f"m{i}" for i in range(40)]
         finally:
-            await second.stop()
+            for broker in brokers:
+                await broker.stop()
 
 
 @pytest.mark.parametrize(

@@ -359,30 +359,3 @@ def test_a_sends_answer_written_by_hand_is_the_encoders(msg_id):
     """The SEND answer the engine writes without the encoder (``engine._SENT``) is byte for
     byte what ``p.SEND_REPLY`` encodes."""
     assert engine_module._SENT % msg_id == p.encode(p.SEND_REPLY.write(error="", msg_id=msg_id))
-
-
-# -- the JetStream store's size check from lengths (its record, not this log; no server needed)
-
-
-@given(
-    address=st.text(min_size=1, max_size=40),
-    key=st.none() | st.text(max_size=40),
-    tags=st.lists(st.text(max_size=20), max_size=8).map(tuple),
-    header=st.none() | st.binary(max_size=30),
-    numbers=st.tuples(*[st.integers(min_value=0, max_value=2**64 - 1)] * 2),
-)
-def test_the_jetstream_size_bound_is_never_below_the_op_it_stands_for(
-    address, key, tags, header, numbers
-):
-    """``message_refused`` answers from the bound alone when it fits: the bound must hold for
-    any text (control characters escape to six bytes) and the widest numbers."""
-    from langchain_mq9.broker.storage.jetstream.records import message_columns, message_op_bound
-
-    create_time, expire_at = numbers
-    message = mailbox_module.StoredMessage(
-        0, b"", p.Priority.CRITICAL, create_time, key, tags, header, expire_at
-    )
-    widest = [2**63 - 1] * 2
-    op = ["ms", address, p.MAX_U64, p.MAX_U64,
-          message_columns(message, widest, widest)]  # fmt: skip
-    assert len(json.dumps(op, ensure_ascii=False).encode()) <= message_op_bound(address, message)

@@ -1,8 +1,8 @@
 """_nats/fast_path.py: a subscription's messages handled in the read loop, the answers
-written at the end of the read (the broker's own subscription, serve.py, and the JetStream
-record writer), and the same effect through nats-py's public API when the fast path is off
-(MQ9_BROKER_FAST_PATH=0, or a nats-py whose internals it was not checked against). On a real
-nats-server, each test against what nats-py's own delivery would do instead."""
+written at the end of the read (the broker's own subscription, serve.py), and the same effect
+through nats-py's public API when the fast path is off (MQ9_BROKER_FAST_PATH=0, or a nats-py
+whose internals it was not checked against). On a real nats-server, each test against what
+nats-py's own delivery would do instead."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from langchain_mq9._nats.fast_path import (
 from langchain_mq9._nats.guard import flush_in_order, protect
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+from langchain_mq9.broker.serving.cluster import ClusterServing
 from langchain_mq9.client import Mq9Client
 
 pytestmark = pytest.mark.asyncio
@@ -274,11 +275,12 @@ async def test_inline_delivery_carries_on_after_a_reconnect():
 
 @pytest.mark.parametrize("store", ["memory", "jetstream"])
 async def test_the_broker_serves_end_to_end_either_way(nats_server, way, store):
-    """A broker served on a real nats-server, its store in memory (answers published as they
-    come) or in JetStream (answers written once the record is acknowledged: publish_queued,
-    and the record writer's own inline acknowledgements), with the fast path on or off."""
-    storage = STATE_SERVER.storage() if store == "jetstream" else None
-    engine = BrokerEngine(storage=storage)
+    """A broker served on a real nats-server, its state in memory (answers published as they
+    come) or in JetStream (a ``ClusterEngine`` on a layout of its own, as ``--store jetstream``
+    serves: answers published once JetStream acknowledged the write, publish_queued), with the
+    fast path on or off."""
+    layout = await STATE_SERVER.layout() if store == "jetstream" else None
+    engine = BrokerEngine() if layout is None else ClusterServing(layout.engine())
     connection = await nats.connect(nats_server.url)
     service = await serve_on_nats(engine, connection, announce=True)
     try:
@@ -289,10 +291,8 @@ async def test_the_broker_serves_end_to_end_either_way(nats_server, way, store):
             assert len(set(sent)) == 20
             got = await client.fetch(box, group_name="g", deliver="earliest", num_msgs=20)
             assert sorted(m.payload for m in got) == sorted(f"m{i}".encode() for i in range(20))
-        if storage is not None:  # the records' writer took the same way
-            assert storage._writer is not None and storage._writer._inline is (way == "on")
     finally:
         await service.stop()
         await connection.close()
-        if storage is not None:
-            await STATE_SERVER.drop(storage)
+        if layout is not None:
+            await STATE_SERVER.drop(layout)

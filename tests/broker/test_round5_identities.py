@@ -1,10 +1,11 @@
 """#61 items 1 and 3 on a cluster: three nats-servers clustered with JetStream, configured as
-``credentials setup`` says, and two brokers (one serving, one standing by), as in
-test_credentials_jetstream.py. A raw nats-py client holding a valid credential of its own:
+``credentials setup`` says, and two brokers (both serving), as in test_credentials_jetstream.py.
+A raw nats-py client holding a valid credential of its own:
 
-- names the broker's storage as the reply of its requests (the state stream's subject, keys
-  of the identities bucket, the leader lock, JetStream's API): nothing reaches them, another
-  agent's SENDs, mailbox, login and ownership are untouched, through a takeover too;
+- names the broker's storage as the reply of its requests (the messages stream's subjects,
+  keys of the identities bucket and of the store's buckets, JetStream's API): nothing reaches
+  them, another agent's SENDs, mailbox, login and ownership are untouched, through a broker
+  killed too (the other serves on: nothing to take over);
 - a credential with 1,100 connections on one server (beyond one CONNZ page) and more on the
   others is revoked: every one is closed;
 - a credential revoked and issued again at once: its old connections never act as the new
@@ -40,8 +41,7 @@ from langchain_mq9.broker.identities.callout import (
 )
 from langchain_mq9.broker.identities.kv_store import identities_bucket
 from langchain_mq9.broker.identities.ownership import MARKER, PRINCIPAL_WILDCARD
-from langchain_mq9.broker.standby.lock import lock_bucket
-from langchain_mq9.broker.storage.jetstream import DEFAULT_STREAM, SUBJECT_PREFIX
+from langchain_mq9.broker.storage.cluster import DEFAULT_NAME, Layout, token
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers
 pytest.importorskip("nkeys")
@@ -50,18 +50,24 @@ CLOSED_WITHIN = 120.0  # seconds: a hang guard for a thousand kicks on a busy ma
 ON_ONE_SERVER = 1100  # beyond nats-server's CONNZ page of 1,024
 ON_EACH_OTHER = 10
 LOGINS_AT_ONCE = 64
-IDENTITIES = identities_bucket(DEFAULT_STREAM)
-LOCK = lock_bucket(DEFAULT_STREAM)
+LAYOUT = Layout(DEFAULT_NAME)  # the store's stream and buckets (the default --stream)
+IDENTITIES = identities_bucket(DEFAULT_NAME)
+VICTIM_BOX = token("victim.inbox")
+# the victim's mailbox record, in the store's bucket of mailboxes
+VICTIM_RECORD = LAYOUT.kv_subject(LAYOUT.mailboxes, VICTIM_BOX)
 # The replies an attacker names: the broker's storage, each a subject the broker's own user
 # may publish to
 STORAGE_REPLIES = [
-    f"{SUBJECT_PREFIX}.{DEFAULT_STREAM.lower()}",  # the state stream's subject
+    # a message of the victim's mailbox, numbered past its last
+    LAYOUT.message_subject(VICTIM_BOX, p.Priority.NORMAL, token("k"), 99),
+    VICTIM_RECORD,
+    LAYOUT.kv_subject(LAYOUT.agents, token("agent.victim")),
     f"$KV.{IDENTITIES}.mailbox.{hashlib.sha256(b'victim.inbox').hexdigest()}",
     f"$KV.{IDENTITIES}.cred.carol",
     f"$KV.{IDENTITIES}.agent.{hashlib.sha256(b'agent.victim').hexdigest()}",
-    f"$KV.{LOCK}.leader",
-    f"$JS.API.STREAM.DELETE.{DEFAULT_STREAM}",
-    f"$JS.API.STREAM.PURGE.{DEFAULT_STREAM}",
+    f"$JS.API.STREAM.DELETE.{LAYOUT.messages}",
+    f"$JS.API.STREAM.PURGE.{LAYOUT.messages}",
+    f"$JS.API.STREAM.DELETE.KV_{LAYOUT.mailboxes}",
     f"$JS.API.STREAM.DELETE.KV_{IDENTITIES}",
 ]
 
@@ -150,7 +156,7 @@ async def test_a_rotation_never_lets_an_old_connection_act_as_the_new_credential
 
 class Overheard:
     """Every message on the broker's storage subjects, heard as the broker's own user: the
-    state stream's, the buckets', JetStream's API (the broker's own writes among them)."""
+    messages stream's, the buckets', JetStream's API (the broker's own writes among them)."""
 
     def __init__(self) -> None:
         self.refusals: list[tuple[str, bytes]] = []
@@ -158,7 +164,7 @@ class Overheard:
     async def start(self, deployment: Deployment) -> None:
         issuer = Issuer.load(deployment.dir / SETUP_FILE)
         self.connection = await nats.connect(broker_urls(deployment.nats, issuer))
-        for subject in (f"{SUBJECT_PREFIX}.>", "$KV.>", "$JS.API.>"):
+        for subject in (f"{LAYOUT.prefix}.>", "$KV.>", "$JS.API.>"):
             await self.connection.subscribe(subject, cb=self._heard)
         await self.connection.flush()
 
@@ -179,7 +185,7 @@ async def _refused_storage(
     deployment: Deployment, user: str, password: str, allowed: tuple[str, ...] = ()
 ) -> None:
     """A connection logged in as one of the broker's answering users: nats-server refuses
-    it each storage subject (the state stream's, the buckets', JetStream's API), and takes
+    it each storage subject (the messages stream's, the buckets', JetStream's API), and takes
     ``allowed`` (published first) without a word."""
     denied: list[str] = []
 
@@ -193,7 +199,7 @@ async def _refused_storage(
         error_cb=keep,
         allow_reconnect=False,
     )
-    storage = [*STORAGE_REPLIES, f"{SUBJECT_PREFIX}.x", "$KV.any.key", "$JS.API.INFO"]
+    storage = [*STORAGE_REPLIES, f"{LAYOUT.prefix}.x", "$KV.any.key", "$JS.API.INFO"]
     try:
         for subject in allowed:
             await connection.publish(subject, b"")
@@ -247,11 +253,11 @@ async def _connections(deployment: Deployment) -> list[dict]:
 async def test_the_serving_connection_logs_in_as_a_user_refused_storage(deployment):
     """The connection hearing the agents' requests and publishing their answers (and wake
     announcements) is, as nats-server sees it, the broker's serving user, never the user
-    keeping the state; and nats-server refuses that user the state stream, the buckets, the
-    lock and JetStream's API: whatever reply the broker's code were made to answer to."""
+    keeping the state; and nats-server refuses that user the messages stream, the buckets and
+    JetStream's API: whatever reply the broker's code were made to answer to."""
     listed = await _connections(deployment)
     hearing = [c for c in listed if PRINCIPAL_WILDCARD in c.get("subscriptions_list", [])]
-    assert hearing, listed  # the serving broker's
+    assert hearing, listed  # the serving brokers'
     assert {c.get("authorized_user") for c in hearing} == {SERVE_USER}, hearing
     issuer = Issuer.load(deployment.dir / SETUP_FILE)
     # what it publishes for the broker (an answer, an announcement): taken
@@ -294,8 +300,9 @@ async def test_a_credentialed_broker_announces_arrivals_as_its_serving_user(tmp_
 async def test_replies_naming_the_brokers_storage_reach_nothing_and_change_nothing(deployment):
     """The attacks of #61 (a plain request's refusal published as the broker's user to the
     reply the request named), and the same replies on prefixed requests: each refused; the
-    victim's SENDs, mail, ownership and login hold; the broker serves on, and the standby
-    taking over finds the state and the identities whole."""
+    victim's SENDs, mail, ownership and login hold; the brokers serve on, and with one of them
+    killed the other (serving all along: nothing to take over) finds the state and the
+    identities whole."""
     overheard = Overheard()
     await overheard.start(deployment)
     alice, bob, carol = [await deployment.agent(name) for name in ("alice", "bob", "carol")]
@@ -315,18 +322,18 @@ async def test_replies_naming_the_brokers_storage_reach_nothing_and_change_nothi
                 await bob.publish(subject, b"{}", reply=reply)
         await bob.flush()
 
-        # the leader lock named again and again while another agent SENDs
-        async def hammer_the_lock(stop: asyncio.Event) -> int:
+        # the victim's mailbox record named again and again while another agent SENDs
+        async def hammer_the_record(stop: asyncio.Event) -> int:
             sent = 0
             while not stop.is_set():
-                await bob.publish(p.AGENT_DISCOVER, b"{}", reply=f"$KV.{LOCK}.leader")
-                await bob.publish(p.MSG_FETCH + "victim.inbox", b"{}", reply=f"$KV.{LOCK}.leader")
+                await bob.publish(p.AGENT_DISCOVER, b"{}", reply=VICTIM_RECORD)
+                await bob.publish(p.MSG_FETCH + "victim.inbox", b"{}", reply=VICTIM_RECORD)
                 sent += 2
                 await asyncio.sleep(0.2)
             return sent
 
         stop = asyncio.Event()
-        hammering = asyncio.ensure_future(hammer_the_lock(stop))
+        hammering = asyncio.ensure_future(hammer_the_record(stop))
         try:
             for n in range(9):
                 await ok(carol, "carol", p.MSG_SEND + "victim.inbox", f"during {n}".encode())
@@ -347,23 +354,25 @@ async def test_replies_naming_the_brokers_storage_reach_nothing_and_change_nothi
     await asyncio.sleep(0.5)  # anything published by then has been heard
     await overheard.connection.close()
     assert overheard.refusals == []
-    serving, standby = deployment.brokers[:2]
-    assert "Traceback" not in serving.output()
+    killed, other = deployment.brokers[:2]
+    assert "Traceback" not in killed.output() and "Traceback" not in other.output()
 
-    # a takeover reads the stream and the identities as they were
-    serving.stop(signal.SIGKILL)
-    await asyncio.to_thread(wait_serving, standby)
-    deployment.brokers.append(DevBroker(*standby.args))  # stands by in its turn
+    # one broker killed: the other, serving all along, reads the store and the identities as
+    # they were (no takeover: nothing waits for it)
+    killed.stop(signal.SIGKILL)
     alice, bob, carol = [await deployment.agent(name) for name in ("alice", "bob", "carol")]
     try:
-        await ok(carol, "carol", p.MSG_SEND + "victim.inbox", b"after the takeover")
+        await ok(carol, "carol", p.MSG_SEND + "victim.inbox", b"after the kill")
         _refused(await ask(bob, "bob", p.MSG_FETCH + "victim.inbox", {}), "another agent")
         _refused(
             await ask(bob, "bob", p.AGENT_UNREGISTER, {"name": "agent.victim"}),
             "registered by another agent",
         )
         fetched = await ok(alice, "alice", p.MSG_QUERY + "victim.inbox", {})
-        assert [m["payload"] for m in fetched["messages"]][-1] == "after the takeover"
+        assert [m["payload"] for m in fetched["messages"]][-1] == "after the kill"
         assert len(fetched["messages"]) == 13
     finally:
         await asyncio.gather(alice.close(), bob.close(), carol.close())
+    # a broker started in the killed one's place serves beside it, for the module's others
+    deployment.brokers.append(DevBroker(*killed.args))
+    await asyncio.to_thread(wait_serving, deployment.brokers[-1])

@@ -6,8 +6,9 @@ that name written by the client (in any case or spacing) is replaced. An open br
 client's, so on the bundled broker the header always means vouched. Names derived from an
 agent's own name (a waker's failed wakes, reply mailboxes) are made by that agent alone.
 
-In process first (``Identities.handle`` on a real ``BrokerEngine``, as serve.py hands requests
-on after the gate) on each store, the stored header read back after a restart; then over a real
+In process first (``Identities.handle`` on a real engine, as serve.py hands requests on after
+the gate) on each store (the JetStream one a ``ClusterEngine`` on a layout of its own, as
+``--store jetstream`` serves), the stored header read back after a restart; then over a real
 nats-server with real clients: a second credentialed agent and a raw NATS client writing the
 header themselves, and a dead letter another agent planted, which replay does not send back.
 """
@@ -17,13 +18,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import uuid
 
 import nats
 import pytest
-from jetstream_servers import JetStreamCluster
 from nats.aio.msg import Msg
 from raw_nats import socket_request
+from store_lane import STATE_SERVER, ClusterLayout
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
@@ -37,7 +37,9 @@ from langchain_mq9.broker.identities.ownership import (
     digest,
 )
 from langchain_mq9.broker.identities.store import IdentityStore
-from langchain_mq9.broker.storage import JetStreamStorage, SqliteStorage, Storage
+from langchain_mq9.broker.serving.cluster import ClusterServing
+from langchain_mq9.broker.storage import SqliteStorage
+from langchain_mq9.broker.storage.cluster import ClusterStore
 from langchain_mq9.groups import dead_letters, replay
 from langchain_mq9.protocol.errors import Mq9Error
 
@@ -69,17 +71,36 @@ def senders(header: list[int] | None) -> list[str]:
 class Place:
     """Where an engine keeps its state, opened again as a restarted broker opens it."""
 
-    def __init__(self, kind: str, tmp_path, jetstream: JetStreamCluster | None) -> None:
-        self.kind, self.path, self.jetstream = kind, tmp_path / "state.sqlite3", jetstream
-        self.stream = f"V{uuid.uuid4().hex[:12]}"
+    def __init__(self, kind: str, tmp_path) -> None:
+        self.kind, self.path = kind, tmp_path / "state.sqlite3"
+        self.layout: ClusterLayout | None = None
 
-    def open(self) -> Storage | None:
+    async def open(self) -> BrokerEngine | ClusterServing:
         if self.kind == "sqlite":
-            return SqliteStorage(self.path)
-        if self.kind == "jetstream":
-            assert self.jetstream is not None
-            return JetStreamStorage(self.jetstream.urls, stream=self.stream)
-        return None  # the engine's own memory
+            return BrokerEngine(storage=SqliteStorage(self.path))
+        if self.kind == "memory":
+            return BrokerEngine()  # the engine's own memory
+        if self.layout is None:
+            self.layout = await STATE_SERVER.layout()
+        else:  # the same stream and buckets, on a connection and a store of its own
+            connection = await nats.connect(STATE_SERVER.urls)
+            store = ClusterStore(connection, name=self.layout.store.layout.name, timeout=20.0)
+            await store.open()
+            self.layout = ClusterLayout(connection, store)
+        return ClusterServing(self.layout.engine())
+
+    async def stop(self, engine: BrokerEngine | ClusterServing) -> None:
+        """The broker of ``engine`` stops: what it keeps stays."""
+        if isinstance(engine, BrokerEngine):
+            engine.storage.close()
+        elif self.layout is not None:
+            await self.layout.store.close()
+            await self.layout.connection.close()
+
+    async def drop(self) -> None:
+        """Delete what the test kept in JetStream (a layout's stream and buckets)."""
+        if self.layout is not None:
+            await STATE_SERVER.drop(self.layout)
 
 
 class Agents:
@@ -101,16 +122,11 @@ class Agents:
         return answer
 
 
-@pytest.fixture(scope="module")
-def lone_jetstream():
-    with JetStreamCluster(1) as cluster:
-        yield cluster
-
-
 @pytest.fixture(params=["memory", "sqlite", pytest.param("jetstream", marks=pytest.mark.slow)])
-def place(request, tmp_path):
-    servers = request.getfixturevalue("lone_jetstream") if request.param == "jetstream" else None
-    return Place(request.param, tmp_path, servers)
+async def place(request, tmp_path):
+    made = Place(request.param, tmp_path)
+    yield made
+    await made.drop()
 
 
 @pytest.fixture
@@ -122,16 +138,15 @@ def identity_store(tmp_path):
     store.close()
 
 
-def enforcing(store: IdentityStore, storage: Storage | None = None) -> Agents:
-    engine = BrokerEngine() if storage is None else BrokerEngine(storage=storage)
-    return Agents(Identities(store, engine))
+def enforcing(store: IdentityStore, engine: BrokerEngine | ClusterServing | None = None) -> Agents:
+    return Agents(Identities(store, engine or BrokerEngine()))
 
 
 async def test_the_sender_is_the_agent_that_sent_whatever_it_wrote(place, identity_store):
     """bob writes ``mq9-sender: alice`` himself (every spelling): each message says bob, once;
     alice's own says alice; FETCH and QUERY hand it back, and so does the store after a
     restart. The other headers are stored as sent."""
-    agents = enforcing(identity_store, place.open())
+    agents = enforcing(identity_store, await place.open())
     await agents.ok("alice", p.MAILBOX_CREATE, {"name": "agent.alice"})
     for forged in FORGERIES:
         await agents.ok("bob", p.MSG_SEND + "agent.alice", b"from bob", forged)
@@ -150,18 +165,15 @@ async def test_the_sender_is_the_agent_that_sent_whatever_it_wrote(place, identi
     )
     check(fetched["messages"])
     assert (await agents.ok("alice", p.MSG_QUERY + "agent.alice", {"key": "k1"}))["messages"]
-    agents.engine.storage.close()
+    await place.stop(agents.engine)
     if place.kind == "memory":
         return
-    again = enforcing(identity_store, place.open())  # a restarted broker, its state restored
+    # a restarted broker, its state read back
+    again = enforcing(identity_store, await place.open())
     try:
         check((await again.ok("alice", p.MSG_QUERY + "agent.alice", {}))["messages"])
     finally:
-        again.engine.storage.close()
-        if place.kind == "jetstream":
-            connection = await nats.connect(place.jetstream.urls)
-            await connection.jetstream().delete_stream(place.stream)
-            await connection.close()
+        await place.stop(again.engine)
 
 
 async def test_a_delayed_message_carries_its_sender_too(identity_store):
@@ -193,9 +205,7 @@ async def test_an_open_broker_stores_no_senders_header(broker):
         return
     assert [m.header for m in kept] == [{"x-a": "1"}, {"x-a": "2"}]
     for spelling in ("MQ9-SENDER", " mq9-sender"):
-        answer = await broker.engine.handle(
-            p.MSG_SEND + "open.box", {spelling: "alice"}, b"raw"
-        )
+        answer = await broker.engine.handle(p.MSG_SEND + "open.box", {spelling: "alice"}, b"raw")
         assert json.loads(answer)["error"] == ""
     raw = await broker.engine.handle(p.MSG_QUERY + "open.box", None, b"{}")
     assert [senders(m["header"]) for m in json.loads(raw)["messages"]] == [[]] * 4
@@ -228,7 +238,6 @@ def test_the_names_are_the_librarys():
     assert WAKE_FAILED == rules.FAILED_ADDRESS
     assert digest("alice") == wire.digest("alice") == rules.digest("alice")
     assert CALLER_SUFFIX == ".calls" and '+ ".calls"' in inspect.getsource(calls._caller)
-
 
 
 def _refused(answer: dict, *words: str) -> None:
@@ -403,9 +412,10 @@ async def credentialed(request, tmp_path):
 async def test_a_second_agent_and_a_raw_client_cannot_pass_for_alice(credentialed):
     broker, issued = credentialed
     url = broker.url
-    async with Mq9Client(url, credential=issued["alice"]) as alice, Mq9Client(
-        url, credential=issued["mallory"]
-    ) as mallory:
+    async with (
+        Mq9Client(url, credential=issued["alice"]) as alice,
+        Mq9Client(url, credential=issued["mallory"]) as mallory,
+    ):
         await alice.mailbox_create(name="agent.alice")
         await mallory.send("agent.alice", "client", headers={SENDER: "alice"})
         # a raw nats-py client with mallory's credential, the header in two spellings
@@ -456,9 +466,11 @@ async def test_replay_sends_back_only_what_its_own_agent_set_aside(credentialed)
     dead letter goes back with her name."""
     broker, issued = credentialed
     url = broker.url
-    async with Mq9Client(url, credential=issued["alice"]) as alice, Mq9Client(
-        url, credential=issued["mallory"]
-    ) as mallory, Mq9Client(url, credential=issued["bob"]) as bob:
+    async with (
+        Mq9Client(url, credential=issued["alice"]) as alice,
+        Mq9Client(url, credential=issued["mallory"]) as mallory,
+        Mq9Client(url, credential=issued["bob"]) as bob,
+    ):
         assert alice.principal == "alice"
         await alice.mailbox_create(name="agent.alice")
         await alice.mailbox_create(name="alice.failures")
@@ -486,16 +498,16 @@ async def test_replay_sends_back_only_what_its_own_agent_set_aside(credentialed)
         [mine, planted] = await alice.query("alice.failures")
         letter = dead_letters.DeadLetter.read(mine)
         assert (mine.header[SENDER], letter.sender, letter.header) == (
-            "alice", "bob", {"x-trace": "t"}
+            "alice",
+            "bob",
+            {"x-trace": "t"},
         )
         assert planted.header[SENDER] == "mallory"
         done = await replay(alice, "alice.failures", mailbox="agent.alice")
         assert len(done.sent) == 1 and list(done.skipped) == [planted.msg_id], done
         assert "written by the agent 'mallory'" in done.skipped[planted.msg_id]
         back = (await alice.query("agent.alice"))[-1]
-        assert (back.payload, back.header) == (
-            b"bob's request", {"x-trace": "t", SENDER: "alice"}
-        )
+        assert (back.payload, back.header) == (b"bob's request", {"x-trace": "t", SENDER: "alice"})
 
 
 @pytest.mark.slow
@@ -505,9 +517,11 @@ async def test_a_dead_letter_keeps_its_callers_reply_to_and_goes_back(credential
     naming bob's reply mailbox in a SEND to alice's is refused in one line."""
     broker, issued = credentialed
     url = broker.url
-    async with Mq9Client(url, credential=issued["alice"]) as alice, Mq9Client(
-        url, credential=issued["bob"]
-    ) as bob, Mq9Client(url, credential=issued["mallory"]) as mallory:
+    async with (
+        Mq9Client(url, credential=issued["alice"]) as alice,
+        Mq9Client(url, credential=issued["bob"]) as bob,
+        Mq9Client(url, credential=issued["mallory"]) as mallory,
+    ):
         await alice.mailbox_create(name="agent.alice")
         reply = wire.caller_address("bob")
         await bob.mailbox_create(name=reply)

@@ -1,7 +1,7 @@
 """Rooms meet at public seams (issue #74): no module reads another room's ``_private``
 attribute. A room is a package folder of docs/architecture.md: a folder of ``langchain_mq9``
 (its top files are the face), a folder of the bundled broker (``broker/engine``, ...;
-``storage/jetstream`` is the storage's), ``mcp_server`` and ``mq9_cli`` (each with its
+``storage/cluster`` is the storage's), ``mcp_server`` and ``mq9_cli`` (each with its
 subfolders). A part that needs something of another room asks for it by a public name, with a
 docstring saying why; what is private may change with its room alone.
 

@@ -1,20 +1,17 @@
 """The engine's storage: one interface (``base.Storage``) and the stores behind it, beside
-each other: ``MemoryStorage`` (keeps nothing), ``SqliteStorage`` (one SQLite file) and
-``JetStreamStorage`` (the earlier JetStream store, a log of changes in one stream: no broker runs
-it since issue #72, whose state is kept in the cluster by ``cluster.ClusterStore`` under its own
-engine; kept only until the tests and benches that still import it move, then removed)."""
+each other: ``MemoryStorage`` (keeps nothing) and ``SqliteStorage`` (one SQLite file). The
+state ``--store jetstream`` keeps in the cluster is ``cluster.ClusterStore``'s, under an engine
+of its own (``engine/cluster.py``): no Storage, since no broker process holds it."""
 
 from __future__ import annotations
 
 from .base import Restorable, Storage, StorageError
-from .jetstream import JetStreamStorage
 from .memory import MemoryStorage
 from .sqlite import DEFAULT_FILE_NAME, SCHEMA_VERSION, SqliteStorage, data_file, wal_commits_lost
 
 __all__ = [
     "DEFAULT_FILE_NAME",
     "SCHEMA_VERSION",
-    "JetStreamStorage",
     "MemoryStorage",
     "Restorable",
     "SqliteStorage",

@@ -1,9 +1,8 @@
 """NATS asked synchronously: an event loop on a thread of its own, with its own connection.
 
-The JetStream store (opening, replaying the stream, a change made outside any event loop), the
-standby's leader lock (kept alive while the serving loop is busy) and the identities' bucket
-each run one. What they ask waits on a ``concurrent.futures.Future``, bounded, and fails only
-with the error its owner names (``StorageError`` for a store and the lock).
+The identities' bucket (identities/kv_store.py: its reads and writes come from synchronous
+code) runs one. What it asks waits on a ``concurrent.futures.Future``, bounded, and fails only
+with the error its owner names.
 """
 
 from __future__ import annotations
