@@ -72,7 +72,7 @@ async def test_what_one_broker_stores_the_other_answers(
     urgent = await a.send("team.inbox", "urgent one", priority=Priority.URGENT)
     second = await b.send("team.inbox", "normal two", key="state")
     third = await a.send("team.inbox", "critical", priority=Priority.CRITICAL, key="state")
-    assert first < urgent < second < third  # msg_ids grow (the stream's sequence)
+    assert [first, urgent, second, third] == [0, 1, 2, 3]  # RobustMQ's, across both
     fetched = await a.fetch("team.inbox", group_name="g", deliver="earliest", num_msgs=10)
     # critical first; the key kept only its newest message, of another priority
     assert [m.payload.decode() for m in fetched] == ["critical", "urgent one", "normal one"]
@@ -178,6 +178,8 @@ async def test_group_readers_on_both_brokers_lose_nothing_and_done_holds(
     readers = [asyncio.create_task(read(client, group)) for client, group in ((a, "g1"), (b, "g2"))]
     await asyncio.gather(*(writer(n, (a, b)[n % 2]) for n in range(4)))
     writing = False
+    # both brokers numbered the one mailbox: each msg_id from 0 once
+    assert sorted(i for ids in sent.values() for i in ids) == list(range(160))
     for got in await asyncio.gather(*readers):
         ids = [msg_id for msg_id, _ in got]
         assert sorted(ids) == sorted(i for ids in sent.values() for i in ids)  # once each
