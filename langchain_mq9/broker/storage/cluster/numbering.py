@@ -73,7 +73,6 @@ class Numbering:
         self.requests, self.layout = requests, layout
         self.last: dict[str, tuple[int, int]] = {}  # box -> (last sequence, next msg_id)
         self.seqs: dict[tuple[str, int], int] = {}  # (box, msg_id) -> sequence, lately seen
-        self.names: dict[str, str] = {}  # box -> mailbox name (the record's high mark)
         self.written: set[str] = set()  # boxes written since the last high mark
         self._queues: dict[str, list[Write]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -101,6 +100,7 @@ class Numbering:
 
     async def _drain(self, box: str, queue: list[Write]) -> None:
         size = 0  # how many the last batch carried
+        batch: list[Write] = []
         try:
             while True:
                 if size > 1 and len(queue) < size:
@@ -130,6 +130,8 @@ class Numbering:
                     self._fail(batch, exc)
         finally:
             del self._queues[box]
+            # (the store closing: a SEND still waiting is answered, not left to hang)
+            self._fail([*batch, *queue], StorageError("the store closed before this write"))
 
     @staticmethod
     def _fail(batch: list[Write], exc: BaseException | None) -> None:

@@ -414,7 +414,6 @@ class ClusterStore:
             headers,
             asyncio.get_running_loop().create_future(),
         )
-        self._numbering.names[box] = mailbox
         self._numbering.enqueue(box, write)
         message.msg_id = await write.future
         return message.msg_id
