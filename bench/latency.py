@@ -668,8 +668,8 @@ def run(cfg: Config, net: Network) -> Section:
         "2c is a look "
         "at a mailbox that consumes nothing (query_messages: one QUERY answered with 10 "
         "messages, and a one-message FETCH from its last id that tells a full page from an "
-        "answer the broker cut to its size limit). Every bare tool replays the requests recorded from the mq9 tool it stands "
-        "for: the same subjects, bytes and headers."
+        "answer the broker cut to its size limit). Every bare tool replays the requests "
+        "recorded from the mq9 tool it stands for: the same subjects, bytes and headers."
     )
     section.notes.append(
         "3a: LangChain's own cost per call (~0.4–0.5 ms here) is on both sides of 'connect-per-"

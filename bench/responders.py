@@ -145,9 +145,10 @@ class DevBroker:
     """``mq9-dev-broker --data DIR`` as its main() builds it, switched on and off: the SQLite
     store in a directory of its own, Python's collections frozen, the switch interval, the
     pacer of large answers, the bulk connection. ``on`` options take parts away, to measure
-    what each adds: ``store`` ("sqlite", "memory", or "jetstream" on ``servers``, with their
-    default replicas), ``switch_interval`` (seconds; the CLI's by default), ``pacer``, ``bulk``
-    and ``inline`` (requests handled in the read loop; booleans, on by default)."""
+    what each adds: ``store`` ("sqlite", "memory", or "jetstream": a cluster store of its own
+    on ``servers``, one replica a server up to 3, as --store jetstream serves it),
+    ``switch_interval`` (seconds; the CLI's by default), ``pacer``, ``bulk`` and ``inline``
+    (requests handled in the read loop; booleans, on by default)."""
 
     def __init__(self, nc, url: str) -> None:
         import tempfile
@@ -158,18 +159,29 @@ class DevBroker:
         self.bulk = None
         self.service = None
 
-    def _engine(self, store: str, servers: list[str]):
+    def _engine(self, store: str):
         from langchain_mq9.broker import BrokerEngine
-        from langchain_mq9.broker.storage import JetStreamStorage, SqliteStorage
+        from langchain_mq9.broker.storage import SqliteStorage
 
         if store not in self.engines:
-            storage: SqliteStorage | JetStreamStorage | None = None
-            if store == "sqlite":
-                storage = SqliteStorage(self.directory.name)
-            elif store == "jetstream":  # a stream of its own, the default replicas
-                storage = JetStreamStorage(servers, stream=f"BENCH{os.getpid()}")
+            storage = SqliteStorage(self.directory.name) if store == "sqlite" else None
             self.engines[store] = BrokerEngine(storage=storage)
         return self.engines[store]
+
+    async def _cluster_engine(self, servers: list[str]):
+        """A ``ClusterEngine`` on a layout of its own, served as ``--store jetstream`` serves
+        it (``ClusterServing``), its store on a connection of its own."""
+        from langchain_mq9.broker.engine.cluster import ClusterEngine
+        from langchain_mq9.broker.serving.cluster import ClusterServing
+        from langchain_mq9.broker.storage.cluster import ClusterStore
+
+        if "jetstream" not in self.engines:
+            connection = await nats.connect(servers, name="bench-dev-store")
+            replicas = min(3, len(servers))
+            store = ClusterStore(connection, name=f"BENCH{os.getpid()}", replicas=replicas)
+            await store.open()
+            self.engines["jetstream"] = ClusterServing(ClusterEngine(store))
+        return self.engines["jetstream"]
 
     async def on(self, options: dict) -> None:
         import gc
@@ -182,7 +194,10 @@ class DevBroker:
 
         await self.off()
         store = options.get("store", "sqlite")
-        engine = await asyncio.to_thread(self._engine, store, options.get("servers", [self.url]))
+        if store == "jetstream":
+            engine = await self._cluster_engine(options.get("servers", [self.url]))
+        else:
+            engine = await asyncio.to_thread(self._engine, store)
         gc.freeze()
         sys.setswitchinterval(options.get("switch_interval", cli.SWITCH_INTERVAL))
         pacer = None
