@@ -377,3 +377,24 @@ async def test_a_report_one_store_keeps_the_other_reads(
     await first.report("billing", "busy", 10)
     await second.report("billing", "idle", 11)  # the last write wins, whichever broker
     assert await first.last_report("billing") == ("idle", 11)
+
+
+async def test_the_registry_copy_follows_what_either_store_writes(
+    pair: tuple[ClusterStore, ClusterStore],
+) -> None:
+    """Each store keeps a copy of the registry buckets, brought up to date before each read:
+    rows written, replaced and dropped through the other store are there at once, a
+    replaced index row last (RobustMQ's search index names a row by the card)."""
+    first, second = pair
+    a, b, a2 = ("a", "{}", 1), ("b", "{}", 2), ("a", '{"v": 2}', 3)
+    await first.index_put("a", a)
+    await first.index_put("b", b)
+    assert await second.index_rows() == [a, b]
+    await first.index_put("a", a2)
+    assert await second.index_rows() == [b, a2]
+    await second.index_drop("b")
+    assert await first.index_rows() == [a2]
+    await second.register("x", "{}", 5)
+    assert await first.agents() == [("x", "{}", 5)]
+    await first.unregister("x")
+    assert await second.agents() == []

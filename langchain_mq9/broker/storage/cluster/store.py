@@ -33,6 +33,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from ....protocol import PRIORITY_ORDER, Priority
 from ...state.mailbox import StoredMessage
 from ..base import StorageError
+from .copies import BucketCopy
 from .mapping import (
     ARRIVALS_PREFIX,
     DELETED,
@@ -137,6 +138,9 @@ class ClusterStore:
         self.requests = Requests(connection, timeout=timeout)
         self._numbering = Numbering(self.requests, self.layout)
         self._background: list[asyncio.Task[None]] = []
+        # the registry's buckets as this broker last read them, brought up to date per read
+        self._agents = BucketCopy(self.requests, self.layout.agents)
+        self._index = BucketCopy(self.requests, self.layout.index)
         self._records: OrderedDict[str, MailboxRecord] = OrderedDict()
         self._marked: set[str] = set()  # groups whose marker this store wrote or read
         self._unreadable: set[int] = set()  # sequences said to be no message (said once)
@@ -385,6 +389,8 @@ class ClusterStore:
         self._records.clear()
         self._numbering.last.clear()
         self._numbering.seqs.clear()
+        self._agents.forget()
+        self._index.forget()
         self._marked.clear()
         self._unreadable.clear()
 
@@ -722,7 +728,7 @@ class ClusterStore:
 
     async def agents(self) -> list[tuple[str, str, int]]:
         """Every registration ``(name, agent_info, create_time)``, by name."""
-        return sorted(await self._rows(self.layout.agents))
+        return sorted(await self._agents.rows())
 
     async def report(self, name: str, report_info: str, at: int) -> None:
         """Keep ``name``'s last report (the last write wins, whichever broker took it)."""
@@ -756,25 +762,7 @@ class ClusterStore:
 
     async def index_rows(self) -> list[tuple[str, str, int]]:
         """The search index's rows, in the order they were written (a replaced row last)."""
-        return await self._rows(self.layout.index)
-
-    async def _rows(self, bucket: str) -> list[tuple[str, str, int]]:
-        """A registry bucket's values ``(name, agent_info, create_time)``, oldest write first."""
-        found: list[tuple[str, str, int]] = []
-        seq = 1
-        while True:
-            batch = await self.requests.direct_batch(
-                f"KV_{bucket}", {"seq": seq, "next_by_subj": f"$KV.{bucket}.>", "batch": 1000}
-            )
-            for entry in batch.entries:
-                if entry.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
-                    continue
-                value = decode_record(entry.data)
-                found.append((value["name"], value["agent_info"], int(value["create_time"])))
-            if not batch.entries or batch.pending == 0:
-                break
-            seq = batch.entries[-1].seq + 1
-        return found
+        return await self._index.rows()
 
 
 NOT_FOUND_DELETE = 10057  # JetStream's "no message found" to a delete

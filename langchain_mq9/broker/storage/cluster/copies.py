@@ -1,0 +1,65 @@
+"""A broker's copy of a registry bucket (the agents, the search index), brought up to date
+before each read: DISCOVER and REGISTER's limit read the registry without reading the whole
+bucket each time (docs/broker.md, "What each command costs").
+
+The bucket keeps one value a key, so the entries after the copy's sequence are exactly the
+keys written (or purged) since. A read asks the bucket's leader for its last sequence, then
+reads what came after the copy's from any replica at least that new (``min_last_seq``): what
+any broker wrote before the read began is in the answer, as when the bucket was read whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from .mapping import decode_record
+
+if TYPE_CHECKING:
+    from .requests import Requests
+
+Row = tuple[str, str, int]  # a registration: (name, agent_info, create_time)
+_KV_OPERATION = "KV-Operation"
+_READ_MOST = 1000  # entries one read asks for
+
+
+class BucketCopy:
+    """The rows of bucket ``bucket`` (a registry's ``{name, agent_info, create_time}``
+    values), in the order they were last written."""
+
+    def __init__(self, requests: Requests, bucket: str) -> None:
+        self.requests, self.bucket = requests, bucket
+        self.seq = 0  # the bucket's sequence the copy has reached
+        self._rows: dict[str, Row] = {}  # key -> row, oldest write first
+        self._lock = asyncio.Lock()
+
+    async def rows(self) -> list[Row]:
+        """The bucket's rows as its leader holds them now, oldest write first."""
+        stream = f"KV_{self.bucket}"
+        info = await self.requests.api(f"STREAM.INFO.{stream}", None)
+        last = int(info.get("state", {}).get("last_seq", 0))
+        async with self._lock:  # (one catch-up at a time: the others find it done)
+            while self.seq < last:
+                request = {
+                    "seq": self.seq + 1,
+                    "next_by_subj": f"$KV.{self.bucket}.>",
+                    "batch": _READ_MOST,
+                    "min_last_seq": last,
+                }
+                batch = await self.requests.direct_batch(stream, request)
+                for entry in batch.entries:
+                    key = entry.subject.rsplit(".", 1)[1]
+                    self._rows.pop(key, None)  # (a row written again goes last)
+                    if entry.headers.get(_KV_OPERATION) not in ("DEL", "PURGE"):
+                        value = decode_record(entry.data)
+                        row = (value["name"], value["agent_info"], int(value["create_time"]))
+                        self._rows[key] = row
+                if not batch.entries or batch.pending == 0:
+                    self.seq = max(self.seq, last, batch.entries[-1].seq if batch.entries else 0)
+                    break
+                self.seq = batch.entries[-1].seq
+            return list(self._rows.values())
+
+    def forget(self) -> None:
+        self.seq = 0
+        self._rows.clear()
