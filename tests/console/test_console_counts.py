@@ -244,3 +244,45 @@ def test_a_person_watching_a_mailbox_live_sees_every_message_once_in_a_browser()
             assert shown(driver) == [start, *sent]  # each once, in msg_id order
     finally:
         driver.quit()
+
+
+def test_a_message_hidden_under_more_urgent_ones_comes_once_they_are_deleted():
+    """Six critical messages of 30 KB after a normal one fill every answer from its id on:
+    no read reaches it while they are there. The live stream shows them, then the normal one
+    once a person deletes one of them (read again every few polls), and the browser puts its
+    row in msg_id order, before theirs."""
+    driver = browser()  # (skipped, saying why, without chromium and chromium-driver)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        with World(engine=cutting()) as world:
+            client = world.client
+            world.run(client.mailbox_create(name="team.under"))
+            start = world.run(client.send("team.under", "start"))
+            driver.get(world.url + "/login")
+            driver.find_element(By.ID, "token").send_keys(TOKEN)
+            driver.find_element(By.CSS_SELECTOR, "#login button").click()
+            WebDriverWait(driver, WAIT).until(lambda d: d.current_url.endswith("/agents"))
+            driver.get(world.url + "/mailboxes/team.under")
+            live = "return document.getElementById('live-state').textContent"
+            WebDriverWait(driver, WAIT).until(lambda d: d.execute_script(live) == "live")
+            http = logged_in(world)
+            sent = send_all(world, "team.under", ["normal"] + ["critical"] * 6)
+            with http.stream("GET", f"/events/mailbox/team.under?after={start}") as events:
+                ids = (json.loads(e[5:])["msg_id"] for e in events.iter_lines() if e[:5] == "data:")
+                # a stream from before them shows the critical ones, not the normal one
+                assert [next(ids) for _ in sent[1:]] == sent[1:]
+                world.run(client.delete("team.under", sent[-1]))
+                assert next(ids) == sent[0]  # then it, once a read reaches it
+
+            def shown(d) -> list[int]:
+                rows = d.find_elements(By.CSS_SELECTOR, "#messages tr.message")
+                return [int(r.get_attribute("data-msg-id")) for r in rows]
+
+            expected = {start, *sent[:-1]}  # (and the deleted one, if it was read before)
+            WebDriverWait(driver, WAIT).until(lambda d: set(shown(d)) >= expected)
+            rows = shown(driver)  # (the browser may have read the normal one before the rest)
+            assert rows == sorted(set(rows))
+    finally:
+        driver.quit()

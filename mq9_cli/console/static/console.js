@@ -50,7 +50,12 @@
         more.textContent = "… " + m.preview.more + " more characters";
         payload.appendChild(more);
       }
-      table.tBodies[0].appendChild(row);
+      // in msg_id order: a message a cut answer hid comes after newer ones (overview.follow)
+      var body = table.tBodies[0];
+      var later = Array.prototype.find.call(body.querySelectorAll("tr.message"), function (r) {
+        return Number(r.dataset.msgId) > id;
+      });
+      body.insertBefore(row, later || null);
       var none = table.querySelector("tr.none");
       if (none) {
         none.remove();
