@@ -341,8 +341,8 @@ def query(
             more = await overview.page(client, mailbox, at, limit - len(done["messages"]))
             done["messages"] += [message_view(m) for m in more.messages]
             at = more.next_from
-            if more.hidden is not None:
-                done["warning"] = more.hidden
+            if more.hidden is not None:  # each page's, not only the last one's
+                done["warning"] = "; ".join(filter(None, [done.get("warning"), more.hidden]))
         done["count"] = len(done["messages"])
         return done
 

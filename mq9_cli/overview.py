@@ -301,17 +301,21 @@ async def search(
         return await page(client, address, from_id, limit)
     hits: list[Message] = []
     at = from_id
+    hidden: list[str] = []  # each scanned page's "may be missing" note: the search's too
     for _ in range(scan):
         found = await page(client, address, at)
+        if found.hidden is not None:
+            hidden.append(found.hidden)
+        said = "; ".join(hidden) or None
         for message in found.messages:
             if _holds(message, text):
                 if len(hits) == limit:
-                    return Page(hits, message.msg_id, message.msg_id - 1)
+                    return Page(hits, message.msg_id, message.msg_id - 1, said)
                 hits.append(message)
         if found.next_from is None:
-            return Page(hits, None)
+            return Page(hits, None, hidden=said)
         at = found.next_from
-    return Page(hits, at, at - 1)
+    return Page(hits, at, at - 1, "; ".join(hidden) or None)
 
 
 def _holds(message: Message, text: str) -> bool:

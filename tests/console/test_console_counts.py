@@ -103,6 +103,12 @@ def test_a_page_of_urgent_messages_that_fill_the_answer_says_what_it_may_miss():
         assert "less urgent messages between" in shown["page_may_miss"]
         page = http.get(f"/mailboxes/team.urgent?from_id={below}").text
         assert 'id="page-may-miss"' in page
+        # a text search over the same ids says so too
+        searched = http.get(f"/api/mailboxes/team.urgent?from_id={below}&text=xxx").json()
+        assert [m["msg_id"] for m in searched["messages"]][: len(ids)] == ids
+        assert "less urgent messages between" in searched["page_may_miss"]
+        page = http.get(f"/mailboxes/team.urgent?from_id={below}&text=xxx").text
+        assert 'id="page-may-miss"' in page
 
 
 def test_a_count_is_exact_as_far_as_one_look_goes_and_says_why_past_it(monkeypatch):
