@@ -244,7 +244,7 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
 
     gaps = None
     if read.hidden:
-        gaps = f"{read.hidden[0].upper()}{read.hidden[1:]}; fetch_messages takes every one in turn."
+        gaps = f"{read.hidden[0].upper()}{read.hidden[1:]}; {_reaching(policy)}"
 
     def answer(views: list[dict[str, Any]], left: int) -> MessagesQueried:
         step = _page_step(address, policy, args, page[: len(views)], page[len(views) :], newest)
@@ -257,6 +257,17 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
 
     result, written = _fitted(page, policy, answer)
     return Outcome(result, page[: result.count], written)
+
+
+def _reaching(policy: ToolPolicy) -> str:
+    """What reads the less urgent messages a page may miss, in this toolkit's mode."""
+    if policy.read_only:  # a FETCH without a group: from the same start each call, no turns
+        return (
+            "fetch_messages here is a look from the same start each call (deliver), most "
+            "urgent first, that takes nothing, so it does not reach them either; a page from "
+            "a later msg_id among these may."
+        )
+    return "fetch_messages takes every one in turn."
 
 
 def _filtered_answer(

@@ -86,3 +86,9 @@ async def test_a_page_of_urgent_messages_filling_the_answer_says_what_it_may_mis
         assert "Less urgent messages between msg_id" in page.answer["note"]
         assert "fetch_messages takes every one in turn" in page.answer["note"]
         assert await walk(kit, "box.urgent", from_id=below) == critical
+    # read-only, fetch_messages is a look from the same start each time: it takes no turns
+    async with Mq9Toolkit(client=cut_client, read_only=True) as kit:
+        page = await ask(kit, "query_messages", mail_address="box.urgent", from_id=below)
+        assert "Less urgent messages between msg_id" in page.answer["note"]
+        assert "takes every one in turn" not in page.answer["note"]
+        assert "does not reach them either" in page.answer["note"]
