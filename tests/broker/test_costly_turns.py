@@ -258,7 +258,7 @@ async def test_requesters_with_requests_waiting_take_turns(nats_server):
 
 
 async def test_a_stopped_service_answers_what_runs_and_what_waits(nats_server):
-    """Stopping (SIGTERM, or a standby broker whose lease ended) leaves no requester to its
+    """Stopping (SIGTERM, or ``Broker.stop()``) leaves no requester to its
     timeout: what runs is told it may or may not have been carried out, what waits its turn
     that nothing of it was done, in the words the caller gives."""
     engine = HeldEngine()

@@ -4,11 +4,11 @@ item 7).
 RobustMQ's ACK sets the group's position: of two acks the one stored last wins. Four
 ``GroupReader``s of one group on one client, through kills of nodes and brokers, handed out
 again messages whose ``done`` had returned, and the broker's stored commits showed why: the
-group's position moved back (15 times in 9 kills, bench/js_failover.py ``--readers group``):
-a reader that fetched before another's ack acked lower after it, or an ACK sent again after a
-failover landed behind one sent meanwhile. The readers of one client now ack in turn, never
-below the highest ack answered; a position moved back by someone else is put back before
-anything is handed out.
+group's position moved back (15 times in 9 kills, on the earlier JetStream store's kill lane,
+gone with that store in issue #72; docs/groups.md): a reader that fetched before another's ack
+acked lower after it, or an ACK sent again after a failover landed behind one sent meanwhile.
+The readers of one client now ack in turn, never below the highest ack answered; a position
+moved back by someone else is put back before anything is handed out.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class BrokerCollector:
         broker = self.broker
         up, opened = broker.connections
         yield GaugeMetricFamily(
-            f"{PREFIX}_serving", "1 while this broker answers requests (a standby: 0)",
+            f"{PREFIX}_serving", "1 while this broker answers requests (0 before and after)",
             value=int(broker.serving),
         )  # fmt: skip
         connections = GaugeMetricFamily(

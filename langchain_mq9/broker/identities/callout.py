@@ -203,7 +203,8 @@ class Issuer:
 
 def broker_urls(url: str, issuer: Issuer) -> list[str]:
     """The servers of ``url`` (comma-separated) as URLs that log in as the broker's user: for
-    the parts that take only URLs (the JetStream store, the leader lock)."""
+    the parts that take only URLs (the logins' answering, the ``credentials`` and ``state``
+    commands on a cluster)."""
     urls = []
     for one in server_urls(url):
         where = urlsplit(one if "://" in one else "nats://" + one)
