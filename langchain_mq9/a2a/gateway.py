@@ -470,11 +470,18 @@ class GatewayHandler(RequestHandler):
         raise ExtendedAgentCardNotConfiguredError()
 
 
+# A closing stream's last read of its task is bounded well inside the gateway's shutdown
+# window (gateway_cli.SHUTDOWN_WAIT, 5 s): past it the stream ends with the state it showed last.
+CLOSING_READ_SECONDS = 2.0
+
+
 async def _now(transport: Mq9Transport, task: Task) -> Task:
-    """The task as it stands, as the HTTP client sees it (``task`` if it cannot be read)."""
+    """The task as it stands, as the HTTP client sees it (``task`` if it cannot be read in
+    ``CLOSING_READ_SECONDS``)."""
     try:
-        now = await transport.get_task(GetTaskRequest(id=task.id))
-    except (A2AError, Mq9Error):
+        async with asyncio.timeout(CLOSING_READ_SECONDS):
+            now = await transport.get_task(GetTaskRequest(id=task.id))
+    except (A2AError, Mq9Error, TimeoutError):
         return task
     return GatewayHandler._shown(now)
 
