@@ -164,5 +164,7 @@ async def refuse_old_format(connection: NatsConnection, stream: str) -> None:
 def refused_for_good(exc: StorageError) -> bool:
     """Whether JetStream refused for good (a request it will never grant, such as more
     replicas than a lone server holds: err 10074), not for now (no leader, no peers yet)."""
-    code = getattr(exc.__context__, "err_code", None)  # the nats-py error it was made from
-    return code is not None and code not in (NO_PEERS_YET, JETSTREAM_UNAVAILABLE)
+    # the cluster store's JetStreamError carries JetStream's code; the identities' bucket
+    # raises from the nats-py error that carries it
+    code = getattr(exc, "err_code", None) or getattr(exc.__context__, "err_code", None)
+    return bool(code) and code not in (NO_PEERS_YET, JETSTREAM_UNAVAILABLE)

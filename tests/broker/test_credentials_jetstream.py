@@ -200,7 +200,7 @@ async def test_the_other_broker_serves_on_with_the_same_owners_and_revocations(d
         await asyncio.gather(alice.close(), bob.close())
     await asyncio.to_thread(deployment.revoke, "carol")
 
-    killed, standby = deployment.brokers
+    killed, other = deployment.brokers
     killed.stop(signal.SIGKILL)  # no goodbye: the other serves on, nothing to take over
 
     alice, bob = await deployment.agent("alice"), await deployment.agent("bob")  # its logins
@@ -220,12 +220,12 @@ async def test_the_other_broker_serves_on_with_the_same_owners_and_revocations(d
     await refused_login(deployment, f"{deployment.credentials['carol']}@")
     await refused_login(deployment, f"{deployment.credentials['dave']}@")
     await asyncio.to_thread(
-        _logged, standby, "login refused: unknown or revoked mq9 credential 'carol'"
+        _logged, other, "login refused: unknown or revoked mq9 credential 'carol'"
     )
 
     # and once more, stopped politely: a third broker started serves the same ways
-    deployment.brokers.append(DevBroker(*standby.args))
-    assert standby.stop() == 0
+    deployment.brokers.append(DevBroker(*other.args))
+    assert other.stop() == 0
     await asyncio.to_thread(wait_serving, deployment.brokers[-1])
     alice, bob = await deployment.agent("alice"), await deployment.agent("bob")
     try:

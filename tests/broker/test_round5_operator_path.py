@@ -22,6 +22,7 @@ import langchain_mq9.broker.cli.credentials as credentials_cli
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli.dev_broker import main
 from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.storage.cluster import DEFAULT_NAME, Layout
 
 pytestmark = pytest.mark.slow  # nats-servers and brokers: processes
 
@@ -235,13 +236,14 @@ def _logged(broker: DevBroker, words: str, timeout: float = 60) -> None:
 
 
 def test_a_stream_jetstream_refuses_for_good_is_one_line_and_an_exit():
-    """Another stream already takes the state's subject: JetStream refuses MQ9_STATE for good
-    (err 10065), which the broker says once and exits on, instead of standing by for ever."""
+    """Another stream already takes the messages stream's subjects: JetStream refuses
+    MQ9_STATE_MSGS for good (err 10065), which the broker says once and exits on, instead of
+    waiting for ever."""
     with JetStreamCluster(1) as lone:
         asyncio.run(_squat_the_state_subject(lone.urls[0]))
         broker = DevBroker("--nats", lone.urls[0], "--store", "jetstream", wait=False)
-        line = _one_line_error(broker, "cannot create the JetStream stream MQ9_STATE")
-        assert "10065" in line, line
+        line = _one_line_error(broker, "JetStream refuses the broker's stream")
+        assert "subjects overlap" in line, line
 
 
 async def _squat_the_state_subject(url: str) -> None:
@@ -249,7 +251,8 @@ async def _squat_the_state_subject(url: str) -> None:
 
     client = await nats.connect(url)
     try:
-        await client.jetstream().add_stream(name="SQUATTER", subjects=["mq9state.>"])
+        subjects = Layout(DEFAULT_NAME).message_subjects  # the messages stream's
+        await client.jetstream().add_stream(name="SQUATTER", subjects=subjects)
     finally:
         await client.close()
 
@@ -292,4 +295,15 @@ def test_a_broker_started_while_one_server_is_down_serves_the_stream_already_mad
                        wait=False) as again:  # fmt: skip
             wait_serving(again)
             assert not [x for x in again.stderr if "servers (it has" in x], again.output()
-            assert any("restored 1 mailboxes, 1 messages" in x for x in again.stdout)
+            asyncio.run(_kept(cluster.urls[0]))  # what the first one stored, served
+
+
+async def _kept(url: str) -> None:
+    import nats
+
+    client = await nats.connect(url)
+    try:
+        listed = await request_ok(client, p.query_subject("ops.box"), {})
+        assert [m["payload"] for m in listed["messages"]] == ["hello"]
+    finally:
+        await client.close()
