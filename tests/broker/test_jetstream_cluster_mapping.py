@@ -40,6 +40,11 @@ def test_a_mailbox_is_one_token_the_wakers_digest_and_the_msg_id_the_last() -> N
     assert layout.mailbox_filter(name) == layout.box_filter(box) == f"mq9.S.m.{box}.>"
     # a delayed message is written, unnumbered, where no mailbox filter reaches it
     assert layout.staged_subject(name, Priority.URGENT) == f"mq9.S.s.{box}.urgent"
+    # a tag's index entry, a token per "/" part; a tag's filter reaches it and those below
+    a, b = token("a.1"), token("b c")
+    assert layout.tag_subject(box, "a.1/b c") == f"mq9.S.t.{box}.{a}.{b}._"
+    assert layout.tag_filter(name, "a.1") == f"mq9.S.t.{box}.{a}.>"
+    assert layout.tag_filter(name, "a.1/") == f"mq9.S.t.{box}.{a}.{token('')}.>"
     assert (layout.messages, layout.mailboxes, layout.groups, layout.agents) == (
         "S_MSGS",
         "S_MAILBOXES",

@@ -398,3 +398,78 @@ async def test_the_registry_copy_follows_what_either_store_writes(
     assert await first.agents() == [("x", "{}", 5)]
     await first.unregister("x")
     assert await second.agents() == []
+
+
+async def test_a_query_by_tags_reads_the_index_not_the_mailbox(
+    pair: tuple[ClusterStore, ClusterStore],
+) -> None:
+    """A tag's entries are written with their message, in its batch (whichever store
+    writes, alone or gathered); a QUERY reads them and the messages they point at: a tag on
+    2 of 300 messages costs 1 index read and 2 message reads, not the 300; a tag below the
+    one asked (``a/b`` for ``a``) is found, a look-alike (``ab``) is not; a message deleted
+    or replaced by its key is not served, nor one written after the sequence asked about."""
+    first, second = pair
+    await first.create_mailbox("tagged", ttl=0, desc="", now=_now())
+    await asyncio.gather(
+        *(first.append("tagged", _message(b"plain %d" % n), now=_now()) for n in range(150))
+    )
+    await second.append("tagged", _message(b"one", tags=("a", "a", "x")), now=_now())
+    await first.append("tagged", _message(b"below", Priority.URGENT, tags=("a/b",)), now=_now())
+    await first.append("tagged", _message(b"alike", tags=("ab",)), now=_now())
+    keyed = await second.append("tagged", _message(b"old", key="k", tags=("a",)), now=_now())
+    await second.append("tagged", _message(b"new", key="k"), now=_now())  # replaces it
+    doomed = await first.append("tagged", _message(b"deleted", tags=("a/c",)), now=_now())
+    assert await first.delete("tagged", doomed)
+    await asyncio.gather(
+        *(second.append("tagged", _message(b"more %d" % n), now=_now()) for n in range(150))
+    )
+    last = await second.last("tagged")
+    assert last is not None and keyed < doomed
+
+    reads = 0
+    direct_batch = second.requests.direct_batch
+
+    async def counted(stream: str, request: dict) -> object:
+        nonlocal reads
+        reads += 1
+        return await direct_batch(stream, request)
+
+    second.requests.direct_batch = counted  # type: ignore[method-assign]
+    (found,) = await second.by_tags("tagged", ["a"], 100, upto=last.seq, now=_now())
+    assert [m.payload for m in found] == [b"one", b"below"]  # by tag ("a" < "a/b"), then id
+    assert found[0].tags == ("a", "a", "x") and found[1].priority is Priority.URGENT
+    # 1 index read, and one read each for the 4 entries' messages: 2 found, the one its key
+    # replaced and the deleted one gone
+    assert reads == 5
+    x, alike, none = await second.by_tags(
+        "tagged", ["x", "ab", "zz"], 100, upto=last.seq, now=_now()
+    )
+    assert ([m.payload for m in x], [m.payload for m in alike], none) == ([b"one"], [b"alike"], [])
+    (limited,) = await first.by_tags("tagged", ["a"], 1, upto=last.seq, now=_now())
+    assert [m.payload for m in limited] == [b"one"]
+    later = await first.append("tagged", _message(b"later", tags=("a",)), now=_now())
+    (as_of,) = await first.by_tags("tagged", ["a"], 100, upto=last.seq, now=_now())
+    assert later > doomed and [m.payload for m in as_of] == [b"one", b"below"]
+
+
+async def test_a_stream_made_before_the_tag_index_takes_its_subjects(
+    servers: list[str], layout: str
+) -> None:
+    store = await _store(servers, layout)
+    try:
+        info = await store.requests.api(f"STREAM.INFO.{layout}_MSGS", None)
+        config = info["config"]
+        config["subjects"] = [s for s in config["subjects"] if ".t." not in s]
+        await store.requests.api(f"STREAM.UPDATE.{layout}_MSGS", config)
+    finally:
+        await _close(store)
+    again = await _store(servers, layout)
+    try:
+        await again.create_mailbox("b", ttl=0, desc="", now=_now())
+        await again.append("b", _message(b"m", tags=("t",)), now=_now())
+        last = await again.last("b")
+        assert last is not None
+        (found,) = await again.by_tags("b", ["t"], 10, upto=last.seq, now=_now())
+        assert [m.payload for m in found] == [b"m"]
+    finally:
+        await _close(again)

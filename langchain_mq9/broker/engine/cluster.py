@@ -5,9 +5,6 @@ The same rules and texts as ``BrokerEngine`` (its parsers, answers and error tex
 as they are), over a store of data instead of the process's memory: nothing is held between
 requests but what the store may drop, so any number of engines on one store answer as one
 broker. No lock: each decision two engines could make differently is JetStream's.
-
-Not yet here (docs/broker.md, the design's status): QUERY by tags reads the whole mailbox
-(no index yet).
 """
 
 from __future__ import annotations
@@ -356,22 +353,18 @@ class ClusterEngine:
     async def _by_tags(
         self, record: MailboxRecord, tags: list[str], limit: int
     ) -> list[StoredMessage]:
-        """(not indexed yet) every message read, those carrying a tag (or one below it)
-        kept in RobustMQ's order: by tag, then msg_id, each tag up to ``limit``."""
+        """Each tag's messages through the store's tag index, a tag's own or one below it,
+        in RobustMQ's order (by tag, then msg_id), each tag up to ``limit``; a message found
+        by two tags answered once, where the first found it."""
         last = await self.store.last(record.name)
         if last is None:
             return []
-        now = self.now_second()
-        everything = await self.store.read(record.name, _BEGINNING, 1 << 30, upto=last.seq, now=now)
+        answers = await self.store.by_tags(
+            record.name, tags, limit, upto=last.seq, now=self.now_second()
+        )
         by_id: dict[int, StoredMessage] = {}
-        for tag in tags:
-            keyed: list[tuple[str, int, StoredMessage]] = []
-            for message in everything:
-                for own in dict.fromkeys(message.tags):
-                    if own == tag or own.startswith(tag + "/"):
-                        keyed.append((own, message.msg_id, message))
-            ordered = [found for _, _, found in sorted(keyed, key=lambda k: k[:2])]
-            for message in capped(ordered[:limit]):
+        for found in answers:
+            for message in capped(found):
                 by_id.setdefault(message.msg_id, message)
         return list(by_id.values())
 

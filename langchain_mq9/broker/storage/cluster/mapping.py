@@ -33,6 +33,7 @@ EXPIRE_AT = "Mq9-Expire-At"  # the message TTL's second (RobustMQ's expire_at)
 TAGS = "Mq9-Tags"  # the SEND's tags, a JSON list (QUERY by tags reads them)
 SCHEDULER = "Nats-Scheduler"  # on a message the server wrote from a schedule: no expire_at
 DELETED = "Mq9-Deleted"  # a deleted newest message's marker: its msg_id stays the last
+AHEAD = "Mq9-Ahead"  # on a tag index entry: how many sequences later its message is
 
 _FRAME = struct.Struct(">I")  # the length of the SEND's header block, before it
 
@@ -86,7 +87,12 @@ class Layout:
 
     @property
     def message_subjects(self) -> list[str]:
-        return [f"{self.prefix}.m.>", f"{self.prefix}.d.>", f"{self.prefix}.s.>"]
+        return [
+            f"{self.prefix}.m.>",
+            f"{self.prefix}.d.>",
+            f"{self.prefix}.s.>",
+            f"{self.prefix}.t.>",
+        ]
 
     # A message's subject is m.<mailbox>.<priority>.<key>.<msg_id> (tokens, the msg_id in
     # decimal): the msg_id travels with the message, so the stream's sequence is free to be
@@ -132,6 +138,18 @@ class Layout:
     def staged_filter(self) -> str:
         return f"{self.prefix}.s.>"
 
+    # A tag's index entry is t.<mailbox>.<p1>.<p2>..._ (a token per "/"-separated part, "_"
+    # closing it), written in its message's atomic batch: a QUERY for tag X reads
+    # t.<mailbox>.<X's parts>.>, which is X and every tag below it (RobustMQ's X or X/...)
+
+    def tag_subject(self, box: str, tag: str) -> str:
+        """The index entry's subject of ``tag`` in mailbox ``box`` (its token)."""
+        return f"{self.prefix}.t.{box}.{_parts(tag)}._"
+
+    def tag_filter(self, mailbox: str, tag: str) -> str:
+        """The index entries of ``tag`` and of the tags below it in ``mailbox``."""
+        return f"{self.prefix}.t.{token(mailbox)}.{_parts(tag)}.>"
+
     def is_message_of(self, subject: str, mailbox: str) -> bool:
         return subject.startswith(f"{self.prefix}.m.{token(mailbox)}.")
 
@@ -148,6 +166,10 @@ class Layout:
     def marker_key(group: str) -> str:
         """Present once ``group`` committed on any mailbox (RobustMQ looks groups up by name)."""
         return f"{token(group)}._"
+
+
+def _parts(tag: str) -> str:
+    return ".".join(token(part) for part in tag.split("/"))
 
 
 def subject_box(subject: str) -> str:

@@ -12,7 +12,9 @@ write is numbered again.
 
 The writes a broker holds for one mailbox go as one atomic batch (``allow_atomic``), the
 first message expecting the last sequence: one round trip for all of them, so one mailbox's
-rate is not one round trip a message. While a batch is under way the next ones gather.
+rate is not one round trip a message. While a batch is under way the next ones gather. A
+message's tag index entries go right before it in its batch (``Mq9-Ahead`` says how far
+ahead it is): stored with it or not at all.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ....protocol import Priority
 from ..base import StorageError
-from .mapping import DELETED, NO_KEY, Layout, decode_record, encode_record, msg_id_of
+from .mapping import AHEAD, DELETED, NO_KEY, Layout, decode_record, encode_record, msg_id_of
 from .requests import JetStreamError
 
 if TYPE_CHECKING:
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("langchain_mq9.broker")
 
 RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
-BATCH_MOST = 256  # writes one atomic batch carries at most (the server takes 1,000)
+BATCH_MOST = 256  # writes one atomic batch carries at most
+ENTRIES_MOST = 1000  # stream messages one atomic batch carries at most (the server's limit)
 GATHER_SECONDS = 0.003  # the longest a batch waits for the last batch's senders to send again
 KEPT = 65_536  # mailboxes (and sequences of msg_ids) a broker remembers, then forgets all
 _LONGEST_TTL = 100 * 365 * 86_400  # Go's durations end at about 292 years
@@ -56,6 +59,12 @@ class Write:
     future: asyncio.Future[int]
     # a staged (delayed) message this write numbers: removed once written
     staged: int = 0
+    tags: tuple[str, ...] = ()  # its distinct tags, each an index entry before it
+
+    @property
+    def entries(self) -> int:
+        """The stream messages it writes: its tags' index entries and itself."""
+        return len(self.tags) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +119,7 @@ class Numbering:
                     await self._gather(box, size)
                 if not queue:
                     break
-                batch = queue[:BATCH_MOST]
-                del queue[:BATCH_MOST]
+                batch = _take(queue)
                 size = len(batch)
                 try:
                     await self._write(box, batch)
@@ -173,17 +181,20 @@ class Numbering:
             count = len(batch)
             if len(self.last) >= KEPT:
                 self.last.clear()
+            # (the mailbox's last sequence is its newest message's: the batch's last entry)
             self.last[box] = (last_seq, first_id + count)
             self.written.add(box)
             seqs = self.seqs
             if len(seqs) >= KEPT:
                 seqs.clear()
             keys: dict[str, int] = {}
-            first_seq = last_seq - count + 1  # an atomic batch is stored in one piece
+            # an atomic batch is stored in one piece, each message after its index entries
+            seq = last_seq - sum(write.entries for write in batch)
             for index, write in enumerate(batch):
-                seqs[(box, first_id + index)] = first_seq + index
+                seq += write.entries
+                seqs[(box, first_id + index)] = seq
                 if write.key_token != NO_KEY:
-                    keys[write.key_token] = first_seq + index
+                    keys[write.key_token] = seq
             try:
                 await self._tidy(box, batch, keys, marker)
             except Exception as exc:  # stored all the same: answered with their msg_ids
@@ -220,29 +231,28 @@ class Numbering:
             "Nats-Expected-Last-Subject-Sequence": str(expected),
             "Nats-Expected-Last-Subject-Sequence-Subject": layout.box_filter(box),
         }
-        if len(batch) == 1:
-            write = batch[0]
-            subject = layout.message_subject(box, write.priority, write.key_token, first_id)
-            return await self.requests.publish(subject, write.data, {**write.headers, **expect})
+        entries: list[tuple[str, bytes, dict[str, str]]] = []
+        for index, write in enumerate(batch):
+            for place, tag in enumerate(write.tags):
+                ahead = {AHEAD: str(len(write.tags) - place)}
+                entries.append((layout.tag_subject(box, tag), tag.encode(), ahead))
+            subject = layout.message_subject(box, write.priority, write.key_token, first_id + index)
+            entries.append((subject, write.data, write.headers))
+        if len(entries) == 1:
+            subject, data, headers = entries[0]
+            return await self.requests.publish(subject, data, {**headers, **expect})
         batch_id = uuid.uuid4().hex
         connection = self.requests.connection
-        last = len(batch)
-        for number, write in enumerate(batch, 1):
-            subject = layout.message_subject(
-                box, write.priority, write.key_token, first_id + number - 1
-            )
-            headers = {
-                **write.headers,
-                "Nats-Batch-Id": batch_id,
-                "Nats-Batch-Sequence": str(number),
-            }
+        last = len(entries)
+        for number, (subject, data, own) in enumerate(entries, 1):
+            headers = {**own, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
             if number == 1:
                 headers.update(expect)
             if number < last:
-                await connection.publish(subject, write.data, headers=headers)
+                await connection.publish(subject, data, headers=headers)
                 continue
             headers["Nats-Batch-Commit"] = "1"
-            return await self.requests.publish(subject, write.data, headers)
+            return await self.requests.publish(subject, data, headers)
         raise AssertionError("an empty batch")
 
     async def read_last(self, box: str) -> tuple[tuple[int, int], int]:
@@ -318,6 +328,20 @@ class Numbering:
         except JetStreamError as exc:
             if exc.code != 404 and exc.err_code != NOT_FOUND_DELETE:
                 raise
+
+
+def _take(queue: list[Write]) -> list[Write]:
+    """The next batch from ``queue`` (removed from it): up to ``BATCH_MOST`` writes and
+    ``ENTRIES_MOST`` stream messages, one write at least."""
+    taken, entries = 0, 0
+    for write in queue[:BATCH_MOST]:
+        if taken and entries + write.entries > ENTRIES_MOST:
+            break
+        taken += 1
+        entries += write.entries
+    batch = queue[:taken]
+    del queue[:taken]
+    return batch
 
 
 async def every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:

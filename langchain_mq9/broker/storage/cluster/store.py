@@ -35,6 +35,7 @@ from ...state.mailbox import StoredMessage
 from ..base import StorageError
 from .copies import BucketCopy
 from .mapping import (
+    AHEAD,
     ARRIVALS_PREFIX,
     DELETED,
     EXPIRE_AT,
@@ -265,17 +266,20 @@ class ClusterStore:
             headers,
             asyncio.get_running_loop().create_future(),
             staged=seq,
+            tags=_distinct(json.loads(headers[TAGS])) if TAGS in headers else (),
         )
         self._numbering.enqueue(box, write)
         await write.future
 
     async def _ensure(self, stream: str, config: dict[str, Any]) -> None:
         try:
-            await self.requests.api(f"STREAM.INFO.{stream}", None)
-            return
+            info = await self.requests.api(f"STREAM.INFO.{stream}", None)
         except JetStreamError as exc:
             if exc.code != 404:
                 raise
+        else:
+            await self._add_subjects(info["config"], config["subjects"])
+            return
         full = {
             "name": stream,
             "storage": "file",
@@ -288,6 +292,14 @@ class ClusterStore:
         except JetStreamError as exc:
             if exc.err_code != STREAM_NAME_IN_USE:  # another broker made it meanwhile
                 raise
+
+    async def _add_subjects(self, existing: dict[str, Any], subjects: list[str]) -> None:
+        """A stream made before a subject of the layout was (the tag index's ``t.>``) takes
+        it: every broker writes it once one does."""
+        missing = [subject for subject in subjects if subject not in existing["subjects"]]
+        if missing:
+            config = {**existing, "subjects": [*existing["subjects"], *missing]}
+            await self.requests.api(f"STREAM.UPDATE.{existing['name']}", config)
 
     async def close(self) -> None:
         background, self._background = self._background, []
@@ -419,6 +431,7 @@ class ClusterStore:
             frame(message.header, message.payload),
             headers,
             asyncio.get_running_loop().create_future(),
+            tags=_distinct(message.tags),
         )
         self._numbering.enqueue(box, write)
         message.msg_id = await write.future
@@ -578,6 +591,70 @@ class ClusterStore:
                 break
             seq = batch.entries[-1].seq + 1
         return found[:limit]
+
+    async def by_tags(
+        self, mailbox: str, tags: list[str], limit: int, *, upto: int, now: int
+    ) -> list[list[StoredMessage]]:
+        """For each of ``tags``: the live messages carrying it or a tag below it (``X/...``),
+        in RobustMQ's order (by the tag they carry, then msg_id), up to ``limit``, as of
+        sequence ``upto`` (the mailbox's last sequence the leader gave). Read through the
+        index: each tag's entries ∥, then the messages they point at ∥, in that order until
+        ``limit`` are found (a message deleted or replaced by its key leaves its entries)."""
+        indexes = await asyncio.gather(*(self._index_of(mailbox, tag, upto) for tag in tags))
+        read: dict[int, StoredMessage | None] = {}
+        answers: list[list[StoredMessage]] = []
+        for pointers in indexes:
+            found: list[StoredMessage] = []
+            at = 0
+            while len(found) < limit and at < len(pointers):
+                # the next pointers, as many as messages still wanted, read at once
+                some = pointers[at : at + limit - len(found)]
+                at += len(some)
+                wanted = sorted({seq for _, seq in some if seq not in read})
+                messages = await asyncio.gather(
+                    *(self._message_at(mailbox, seq, upto) for seq in wanted)
+                )
+                read.update(zip(wanted, messages, strict=True))
+                for own, seq in some:
+                    message = read[seq]
+                    # (the message at that sequence carries the tag: an entry never points
+                    # elsewhere, but what is served is checked against what was asked)
+                    if message is not None and own in message.tags and not message.expired(now):
+                        found.append(message)
+            answers.append(found[:limit])
+        return answers
+
+    async def _index_of(self, mailbox: str, tag: str, upto: int) -> list[tuple[str, int]]:
+        """``tag``'s index entries (its own and those below it) in ``mailbox`` as of ``upto``:
+        each one's tag and its message's sequence, by tag then sequence (msg_id order)."""
+        subject = self.layout.tag_filter(mailbox, tag)
+        pointers: list[tuple[str, int]] = []
+        seq = 1
+        while seq <= upto:
+            request = {"seq": seq, "next_by_subj": subject, "batch": _BATCH, "min_last_seq": upto}
+            batch = await self.requests.direct_batch(self.layout.messages, request)
+            for entry in batch.entries:
+                target = entry.seq + int(entry.headers.get(AHEAD) or 0)
+                if target <= upto:  # (one written after: the next QUERY's)
+                    pointers.append((entry.data.decode(errors="replace"), target))
+            if not batch.entries or batch.pending == 0:
+                break
+            seq = batch.entries[-1].seq + 1
+        pointers.sort()
+        return pointers
+
+    async def _message_at(self, mailbox: str, seq: int, upto: int) -> StoredMessage | None:
+        """``mailbox``'s message at sequence ``seq``; None when it is gone (or a marker)."""
+        request = {
+            "seq": seq,
+            "next_by_subj": self.layout.mailbox_filter(mailbox),
+            "batch": 1,
+            "min_last_seq": upto,
+        }
+        batch = await self.requests.direct_batch(self.layout.messages, request)
+        if not batch.entries or batch.entries[0].seq != seq:
+            return None
+        return self._readable(batch.entries[0])
 
     async def by_key(self, mailbox: str, key: str, *, now: int) -> StoredMessage | None:
         entry = await self.requests.leader_get(
@@ -766,6 +843,11 @@ class ClusterStore:
 
 
 NOT_FOUND_DELETE = 10057  # JetStream's "no message found" to a delete
+
+
+def _distinct(tags: Any) -> tuple[str, ...]:
+    """A message's tags, each once (one index entry a tag)."""
+    return tuple(dict.fromkeys(str(tag) for tag in tags))
 
 
 def _set_ttl(headers: dict[str, str], seconds: int) -> None:
