@@ -11,6 +11,7 @@ clock) is skipped there, with the reason, when it reaches for it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -165,6 +166,10 @@ async def start_broker(
         return await _start_on_cluster(transport, nats_url, BrokerLimits(**limits))
     clock = ManualClock()
     engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits))
+    # loaded before it answers, as ``Broker`` loads it before it says ready (#54): else the
+    # first REGISTER loads it on the engine's worker thread (nice 10), which beside busy
+    # processes on 2 cores took longer than the client's 5 s (once per process: cached)
+    await asyncio.wrap_future(engine.load_model_soon())
     if transport == "memory":
         name = f"test{uuid.uuid4().hex}"
         install_memory_broker(name, engine)

@@ -23,9 +23,6 @@ from langchain_mq9.a2a.http_caller import AgentUnreachable
 from langchain_mq9.a2a.server import AgentServer
 
 LOOPBACK = HostPolicy(["127.0.0.1"])
-# Each test registers a card: on the in-process broker the model must be loaded first, as a
-# real broker has it before it answers (tests/a2a/conftest.py says why)
-pytestmark = pytest.mark.usefixtures("embedding_model")
 
 
 def tools_of(toolkit) -> dict:

@@ -34,9 +34,7 @@ def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
     )
 
 
-async def test_the_gateway_process_serves_an_offline_agent(nats_broker, embedding_model, tmp_path):
-    """(The agent's card is registered with the in-process broker: ``embedding_model`` loads
-    the model first, as a real broker does, tests/a2a/conftest.py.)"""
+async def test_the_gateway_process_serves_an_offline_agent(nats_broker, tmp_path):
     token = secrets.token_hex(16)
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"app": token}))

@@ -94,9 +94,12 @@ async def spying(url: str) -> AsyncIterator[Spy]:
 
 @contextlib.asynccontextmanager
 async def broker_on(url: str) -> AsyncIterator[None]:
-    """The bundled broker in this process, served on the nats-server (announcing arrivals)."""
+    """The bundled broker in this process, served on the nats-server (announcing arrivals),
+    its embedding model loaded first as ``Broker`` loads it (#54)."""
+    engine = BrokerEngine()
+    await asyncio.wrap_future(engine.load_model_soon())
     connection = await nats.connect(url)
-    service = await serve_on_nats(BrokerEngine(), connection, announce=True)
+    service = await serve_on_nats(engine, connection, announce=True)
     try:
         yield
     finally:
@@ -151,7 +154,7 @@ CALL = Counter(
 )
 
 
-@pytest.mark.usefixtures("no_polls", "embedding_model")
+@pytest.mark.usefixtures("no_polls")
 async def test_a_call_through_the_gateway_costs_what_docs_say(nats_server, request):
     """Calls of an a2a-sdk client through the gateway to a served agent that answers at once
     (within its ``working_after``, here a guard's length: no ``working`` state), each counted
