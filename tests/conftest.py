@@ -217,10 +217,24 @@ async def stop_broker(broker: Broker, handle) -> None:
         await STATE_SERVER.drop(broker.layout)
 
 
+# What the store lane (MQ9_TEST_STORE=jetstream) answers otherwise, by test name: the servers
+# write a delayed message when their schedule ticks (about once a second), not before the
+# broker's next request as the in-process engine does, so a SEND answered meanwhile takes the
+# number first (docs/protocol.md §13). Not strict: a tick may come first.
+SCHEDULE_TICK = frozenset({"test_a_delay_of_zero_still_goes_through_the_delay_queue"})
+
+
+def _store_lane_differences(request, started: Broker) -> None:
+    if started.cluster is not None and request.node.originalname in SCHEDULE_TICK:
+        reason = "a delayed message is written at the servers' next schedule tick (§13)"
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
+
+
 @pytest.fixture(params=BROKERS)
 async def broker(request):
     nats_url = request.getfixturevalue("nats_server").url if request.param == "nats" else None
     started, handle = await start_broker(request.param, nats_url)
+    _store_lane_differences(request, started)
     try:
         yield started
     finally:
