@@ -95,7 +95,7 @@ def _server(config: Any, closing: asyncio.Event) -> Any:
     # still open a second before uvicorn's own deadline, sse-starlette ends then.
     drain_ourselves = hasattr(AppStatus, "disable_automatic_graceful_drain")  # 2.x and later
     if drain_ourselves:
-        AppStatus.disable_automatic_graceful_drain()
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
     def drain_the_rest() -> None:
         AppStatus.should_exit = True
