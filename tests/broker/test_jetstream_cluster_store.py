@@ -22,6 +22,7 @@ import pytest
 from jetstream_servers import JetStreamCluster
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
+from langchain_mq9.broker.storage.base import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore, Mark, token
 from langchain_mq9.broker.storage.cluster.mapping import NO_KEY
 from langchain_mq9.protocol import PRIORITY_ORDER, Priority
@@ -473,3 +474,18 @@ async def test_a_stream_made_before_the_tag_index_takes_its_subjects(
         assert [m.payload for m in found] == [b"m"]
     finally:
         await _close(again)
+
+
+async def test_a_message_with_more_tags_than_its_batch_holds_is_refused_in_words(
+    pair: tuple[ClusterStore, ClusterStore],
+) -> None:
+    first, _ = pair
+    await first.create_mailbox("many", ttl=0, desc="", now=_now())
+    tags = tuple(f"t{n}" for n in range(1000))
+    for write in (
+        first.append("many", _message(b"m", tags=tags), now=_now()),
+        first.hold("many", _message(b"d", tags=tags), due=_now() + 60, now=_now()),
+    ):
+        with pytest.raises(StorageError, match=r"1000 distinct tags: .* takes at most 999"):
+            await write
+    assert await first.append("many", _message(b"m", tags=tags[:999]), now=_now()) == 0

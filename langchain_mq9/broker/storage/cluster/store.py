@@ -52,7 +52,7 @@ from .mapping import (
     token,
     unframe,
 )
-from .numbering import Mark, Numbering, Write, every
+from .numbering import ENTRIES_MOST, Mark, Numbering, Write, every
 from .requests import JetStreamError, Requests, StoredEntry
 
 if TYPE_CHECKING:
@@ -416,6 +416,7 @@ class ClusterStore:
         The SENDs a broker holds for one mailbox go as one atomic batch, the first expecting
         the mailbox's last sequence: one round trip for all of them, and when another broker
         wrote first, JetStream refuses the whole batch and it is numbered again."""
+        tags = _indexable(message)
         headers: dict[str, str] = {}
         if message.tags:
             headers[TAGS] = json.dumps(message.tags)
@@ -431,7 +432,7 @@ class ClusterStore:
             frame(message.header, message.payload),
             headers,
             asyncio.get_running_loop().create_future(),
-            tags=_distinct(message.tags),
+            tags=tags,
         )
         self._numbering.enqueue(box, write)
         message.msg_id = await write.future
@@ -442,6 +443,7 @@ class ClusterStore:
         (``Nats-Schedule``), unnumbered, where a broker numbers it into the mailbox (its
         msg_id is the next when written, RobustMQ's); one whose TTL ends first is never
         written (RobustMQ)."""
+        _indexable(message)  # (checked now: once due, a broker could not write it)
         layout = self.layout
         when = datetime.fromtimestamp(max(due, 0), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         headers = {
@@ -843,6 +845,18 @@ class ClusterStore:
 
 
 NOT_FOUND_DELETE = 10057  # JetStream's "no message found" to a delete
+
+
+def _indexable(message: StoredMessage) -> tuple[str, ...]:
+    """``message``'s distinct tags; ``StorageError`` when more than its batch holds (its
+    index entries and itself are one atomic batch, which the servers cap)."""
+    tags = _distinct(message.tags)
+    if len(tags) >= ENTRIES_MOST:
+        raise StorageError(
+            f"a message with {len(tags)} distinct tags: this broker's cluster store takes "
+            f"at most {ENTRIES_MOST - 1}"
+        )
+    return tags
 
 
 def _distinct(tags: Any) -> tuple[str, ...]:
