@@ -35,6 +35,7 @@ from .engine import (
     _header_number,
     _read,
     _read_query,
+    _stored_headers,
     _wrap_u64,
     command_for,
 )
@@ -187,7 +188,8 @@ class ClusterEngine:
             now,
             key,
             tags,
-            p.header_block(headers),
+            # a client's own mq9-sender is not kept: only a credentialed broker's stands
+            p.header_block(_stored_headers(headers)),
             _wrap_u64(now + ttl) if ttl is not None else 0,
         )
         limit = self._message_limit()
