@@ -489,3 +489,19 @@ async def test_a_message_with_more_tags_than_its_batch_holds_is_refused_in_words
         with pytest.raises(StorageError, match=r"1000 distinct tags: .* takes at most 999"):
             await write
     assert await first.append("many", _message(b"m", tags=tags[:999]), now=_now()) == 0
+
+
+async def test_a_delayed_message_is_indexed_by_its_tags_once_numbered(
+    pair: tuple[ClusterStore, ClusterStore],
+) -> None:
+    first, second = pair
+    await first.create_mailbox("later-tagged", ttl=0, desc="", now=_now())
+    await first.hold("later-tagged", _message(b"due", tags=("x/y",)), due=_now() + 1, now=_now())
+    deadline = time.monotonic() + 30  # the server's schedules tick about once a second
+    found: list[StoredMessage] = []
+    while not found and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        last = await second.last("later-tagged")
+        if last is not None:
+            (found,) = await second.by_tags("later-tagged", ["x"], 10, upto=last.seq, now=_now())
+    assert [(m.payload, m.tags, m.msg_id) for m in found] == [(b"due", ("x/y",), 0)]
