@@ -11,12 +11,19 @@ broker process on it (``bench.js_broker``). Alternating, for ``--seconds`` each,
   mailbox's last sequence before it);
 - ACK: ``Mq9Client.ack``, against nats-py putting the same position into the bucket.
 
+With ``--mailboxes N`` every side goes round-robin over N mailboxes, as agents write (each its
+own mailbox, a reply mailbox a call): the SENDs, FETCHes and ACKs over N mailboxes, the raw
+publishes over N message subjects of the same shape, the direct gets over their N lanes, the
+KV puts over N positions; the same bytes and the same requests in flight. N=1 (the default) is
+the one-mailbox run the figures before it measured, with the same names.
+
 Also: the broker's CPU seconds per 10,000 SENDs (from /proc, its user + system time over the
 SEND runs), and with ``--stored N``: N messages of ``--size`` bytes written into the layout
 (raw, the quickest), then a broker started on it: its start time (launch to ``ready``) and
 resident memory, against a broker started on the layout empty.
 
     python -m bench.js_store --seconds 5 --rounds 3 --stored 100000 --out /tmp/js_store.json
+    python -m bench.js_store --seconds 5 --rounds 3 --mailboxes 256
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from itertools import cycle
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +110,12 @@ async def rate(work: Callable[[], Awaitable[Any]], in_flight: int, seconds: floa
     return done / (time.monotonic() - started)
 
 
+def mailbox_names(count: int) -> list[str]:
+    """The bench's mailboxes: ``bench`` alone for one (the name the one-mailbox figures used),
+    else ``bench0`` to ``bench<count - 1>``."""
+    return ["bench"] if count == 1 else [f"bench{i}" for i in range(count)]
+
+
 async def open_layout(urls: list[str], stream: str) -> nats.NATS:
     """A connection to the cluster once the store's stream and buckets (R3) are made there,
     tried again while the forming cluster elects its JetStream leader (up to 120 s); the
@@ -133,15 +147,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         js = raw.jetstream()
         payload = b"x" * args.size
         stored = frame(None, payload)  # a message as the store keeps it: the same bytes
+        boxes = mailbox_names(args.mailboxes)
         # raw publishes: a message subject of a mailbox of their own (msg_id 0 each: numbered
-        # by no broker, so kept out of the broker's mailbox, whose numbering they would stop)
-        subject = layout.message_subject(token("raw"), Priority.NORMAL, NO_KEY, 0)
+        # by no broker, so kept out of the broker's mailboxes, whose numbering they would stop),
+        # one per bench mailbox, so JetStream's per-subject work is the same on both sides
+        raw_boxes = ["raw"] if len(boxes) == 1 else [f"raw{i}" for i in range(len(boxes))]
+        subjects = [
+            layout.message_subject(token(box), Priority.NORMAL, NO_KEY, 0) for box in raw_boxes
+        ]
         names = ("send", "raw_publish", "fetch", "raw_direct_get", "ack", "raw_kv_put")
         rows: dict[str, list[float]] = {name: [] for name in names}
         cpu_per_10k: list[float] = []
-        lane = layout.lane_filter("bench", Priority.NORMAL)  # what the broker's FETCH reads
-        request = json.dumps({"seq": 1, "next_by_subj": lane, "batch": args.fetch}).encode()
-        position = f"$KV.{layout.groups}.{layout.position_key('g', 'bench')}"
+        requests = [  # what the broker's FETCH of each mailbox reads: its lane
+            json.dumps(
+                {
+                    "seq": 1,
+                    "next_by_subj": layout.lane_filter(box, Priority.NORMAL),
+                    "batch": args.fetch,
+                }
+            ).encode()
+            for box in boxes
+        ]
+        positions = [f"$KV.{layout.groups}.{layout.position_key('g', box)}" for box in boxes]
         value = b'{"log":"x","offset":1}'
         text = payload.decode()
 
@@ -149,37 +176,57 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             """What the broker's lane read is: a batched direct get, answers to an inbox."""
             inbox = raw.new_inbox()
             sub = await raw.subscribe(inbox)
-            await raw.publish(f"$JS.API.DIRECT.GET.{layout.messages}", request, reply=inbox)
+            await raw.publish(
+                f"$JS.API.DIRECT.GET.{layout.messages}", next(next_request), reply=inbox
+            )
             while not ((await sub.next_msg(timeout=10)).headers or {}).get("Status"):
                 pass
             await sub.unsubscribe()
 
+        # round-robin, each side its own turn: a lane takes the next mailbox at each request
+        next_request, next_position = cycle(requests), cycle(positions)
+        next_subject, next_send, next_fetch = cycle(subjects), cycle(boxes), cycle(boxes)
+
         async with Mq9Client(urls[0]) as client:
-            await client.mailbox_create(name="bench", ttl=0)
-            await client.send("bench", "warm")
-            sent = await client.send("bench", payload.decode())
+            sent: list[tuple[str, int]] = []  # (mailbox, a msg_id in it) for the ACKs
+            for box in boxes:
+                await client.mailbox_create(name=box, ttl=0)
+                await client.send(box, "warm")
+                sent.append((box, await client.send(box, text)))
+            next_ack = cycle(sent)
+
+            def ack() -> Awaitable[Any]:
+                box, msg_id = next(next_ack)
+                return client.ack(box, "g", msg_id)
+
             for _ in range(args.rounds):
                 cpu, started = broker.cpu_seconds(), time.monotonic()
-                count = await rate(lambda: client.send("bench", text), args.in_flight, args.seconds)
+                count = await rate(
+                    lambda: client.send(next(next_send), text), args.in_flight, args.seconds
+                )
                 elapsed = time.monotonic() - started
                 cpu_per_10k.append((broker.cpu_seconds() - cpu) / (count * elapsed) * 10_000)
                 rows["send"].append(count)
                 rows["raw_publish"].append(
-                    await rate(lambda: js.publish(subject, stored), args.in_flight, args.seconds)
+                    await rate(
+                        lambda: js.publish(next(next_subject), stored), args.in_flight, args.seconds
+                    )
                 )
                 rows["fetch"].append(
                     await rate(
-                        lambda: client.fetch("bench", deliver="earliest", num_msgs=args.fetch),
+                        lambda: client.fetch(
+                            next(next_fetch), deliver="earliest", num_msgs=args.fetch
+                        ),
                         args.in_flight,
                         args.seconds,
                     )
                 )
                 rows["raw_direct_get"].append(await rate(direct_get, args.in_flight, args.seconds))
-                rows["ack"].append(
-                    await rate(lambda: client.ack("bench", "g", sent), args.in_flight, args.seconds)
-                )
+                rows["ack"].append(await rate(ack, args.in_flight, args.seconds))
                 rows["raw_kv_put"].append(
-                    await rate(lambda: js.publish(position, value), args.in_flight, args.seconds)
+                    await rate(
+                        lambda: js.publish(next(next_position), value), args.in_flight, args.seconds
+                    )
                 )
         results["rates"] = rows
         results["ratios"] = {
@@ -249,10 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--fetch", type=int, default=10)
+    parser.add_argument(
+        "--mailboxes", type=int, default=1, help="spread every side round-robin over N mailboxes"
+    )
     parser.add_argument("--stored", type=int, default=0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path, help="cProfile the broker into this file")
-    return run_and_print(run, parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.mailboxes < 1:
+        parser.error("--mailboxes must be 1 or more")
+    return run_and_print(run, args)
 
 
 if __name__ == "__main__":
