@@ -27,6 +27,7 @@ from langchain_mq9.groups.reader import Replayed, replay
 from langchain_mq9.groups.state import read_through
 from langchain_mq9.operations.catalog import OPERATIONS
 from langchain_mq9.operations.config import ToolConfig
+from langchain_mq9.operations.mailbox import hidden_in
 
 # A mailbox's pages are the toolkit's query_messages pages: one reading of cut answers for both
 # (the face reads Page, page and SURE_BYTES here, so they are named again as this module's)
@@ -100,8 +101,14 @@ async def operate(
     client: Mq9ClientLike, name: str, args: dict[str, Any], policy: ToolPolicy | None = None
 ) -> dict[str, Any]:
     """Run the catalog's operation ``name``; its result's data (``OperationError``: refused)."""
-    outcome = await OPERATIONS[name].execute(client, args, policy or person_policy())
-    return {k: v for k, v in outcome.content.items() if k not in _FOR_MODELS}
+    policy = policy or person_policy()
+    outcome = await OPERATIONS[name].execute(client, args, policy)
+    shown = {k: v for k, v in outcome.content.items() if k not in _FOR_MODELS}
+    # A page's "may be missing" is a person's too (the note's other words are a model's)
+    hidden = hidden_in(outcome.content.get("note"), policy) if name == "query_messages" else None
+    if hidden is not None:
+        shown["warning"] = "; ".join(filter(None, [shown.get("warning"), hidden]))
+    return shown
 
 
 # -- mailboxes ---------------------------------------------------------------------------------
@@ -426,7 +433,7 @@ class _Followed:
             reads += 1
             found += self._take(read)
             last = read.messages[-1].msg_id if read.messages else self.start - 1
-            if not _sure(read, self.start):
+            if not _sure(read):
                 self._hide(self.start, last)
             self.start = read.next_from if read.next_from is not None else last + 1
             if read.next_from is None:
@@ -439,7 +446,7 @@ class _Followed:
             read = await page(client, address, first)
             reads += 1
             found += self._take(read)
-            if _sure(read, first):  # every lane read from first on, as far as the page goes
+            if _sure(read):  # every lane read from first on, as far as the page goes
                 self._cover(first, math.inf if read.next_from is None else read.next_from - 1)
         floor = min([self.start, *(first for first, _ in self.open)])
         self.shown = {i for i in self.shown if i >= floor}
@@ -471,19 +478,11 @@ class _Followed:
         self.open = kept
 
 
-def _sure(read: Page, first: int) -> bool:
-    """Whether every lane of ``read`` (a page from ``first``) was read as far as it goes: it
-    says nothing may be missing, and holds a normal message or every id from ``first`` to
-    its last. A broker's cut right after the last message of a more urgent lane leaves
-    nothing a read from past it finds (``pages._went_on``): the ids missing below may be
-    less urgent messages or none (deleted, expired), which no read tells apart."""
-    if read.hidden is not None:
-        return False
-    if first <= 0:  # a QUERY: the oldest in msg_id order, so a missing id is not there
-        return True
-    if any(m.priority is Priority.NORMAL for m in read.messages) or not read.messages:
-        return True
-    return len({m.msg_id for m in read.messages}) == read.messages[-1].msg_id - first + 1
+def _sure(read: Page) -> bool:
+    """Whether every lane of ``read`` was read as far as it goes: its page says nothing may be
+    missing (``page`` tells a cut it cannot see from the ids missing below its highest, and
+    says when a deleted message and a hidden one still look alike)."""
+    return read.hidden is None
 
 
 # -- dead letters ------------------------------------------------------------------------------

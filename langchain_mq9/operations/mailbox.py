@@ -259,6 +259,15 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
     return Outcome(result, page[: result.count], written)
 
 
+def hidden_in(note: str | None, policy: ToolPolicy) -> str | None:
+    """A page's "may be missing" words in the note ``query_messages`` wrote with ``policy``
+    (None: the page said nothing may be missing): what a person is shown of that note, without
+    the model's advice (mq9 query shows it as a warning)."""
+    gaps = (note or "").removeprefix(DATA_NOTE).strip()
+    gaps = gaps.removesuffix(f"; {_reaching(policy)}")
+    return f"{gaps[0].lower()}{gaps[1:]}" if gaps else None
+
+
 def _reaching(policy: ToolPolicy) -> str:
     """What reads the less urgent messages a page may miss, in this toolkit's mode."""
     if policy.read_only:  # a FETCH without a group: from the same start each call, no turns

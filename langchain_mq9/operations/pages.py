@@ -92,9 +92,31 @@ async def page(client: Mq9ClientLike, address: str, from_id: int, limit: int = Q
         if last is not PRIORITY_ORDER[-1]:
             hidden = _hidden(from_id, read_to, "more urgent ones filled the broker's answer")
     kept = [m for m in found if m.msg_id <= through][:limit]
+    if hidden is None and last is not PRIORITY_ORDER[-1]:
+        hidden = _gaps(from_id, kept)
     if through == math.inf and len(kept) == len(found):
-        return Page(kept, None)
+        return Page(kept, None, hidden=hidden)
     return Page(kept, (kept[-1].msg_id if kept else from_id) + 1, hidden=hidden)
+
+
+def _gaps(from_id: int, kept: list[Message]) -> str | None:
+    """Why less urgent messages may be missing from a page whose less urgent lanes went unread
+    (none of its messages is normal): ids missing below its highest. A mailbox's msg_ids are
+    consecutive (RobustMQ numbers each from 0 without gaps; every store here too), so a missing
+    one is a message deleted or expired, or a less urgent one the broker's answer was cut
+    before, right after the more urgent lane's last message (which ``_went_on`` cannot see).
+    No read tells them apart: a FETCH's num_msgs counts across lanes, so one from the missing
+    id answers the same more urgent messages first and is cut where this one was. It costs no
+    request; past the highest, ``_went_on`` found nothing, so the page may still be the end."""
+    held = {m.msg_id for m in kept}
+    top = max(held, default=from_id - 1)
+    if all(i in held for i in range(from_id, top)):  # held: at most 1,000 ids to look at
+        return None
+    cause = (
+        "an id this page lacks is a deleted or expired message or one the broker's cut "
+        "answer hid, which no read tells apart"
+    )
+    return _hidden(from_id, top, cause)
 
 
 async def _fetch_from(

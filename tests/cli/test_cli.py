@@ -468,3 +468,28 @@ async def test_a_query_reads_on_past_an_answer_cut_to_the_broker_s_answer_size()
         assert [m["msg_id"] for m in found["messages"]] == sent
         some = await as_json(listener.url, "query", "team.cut", "--limit", "20")
         assert [m["msg_id"] for m in some["messages"]] == sent[:20]
+
+
+async def test_a_query_from_an_id_says_what_its_first_page_may_miss():
+    """``mq9 query --from-id`` shows its first page's "may be missing" (the tool's note is a
+    model's, so the command line dropped it): six critical messages of 30 KB fill an answer
+    of 200,000 bytes, cut right after them, before the normal one below."""
+    engine = BrokerEngine(search=False, limits=BrokerLimits(max_answer=200_000))
+    async with RobustMQShapedListener(engine) as listener:
+        async with Mq9Client(listener.url, request_timeout=60) as client:
+            await client.mailbox_create(name="team.edge")
+            await client.send("team.edge", "first")
+            below = await client.send("team.edge", "normal" + "x" * 30_000)
+            critical = [
+                await client.send("team.edge", f"{n}" + "x" * 30_000, priority="critical")
+                for n in range(6)
+            ]
+        found = await as_json(listener.url, "query", "team.edge", "--from-id", str(below))
+        assert [m["msg_id"] for m in found["messages"]] == critical
+        said = f"less urgent messages between msg_id {below} and {critical[-1]} may be missing"
+        assert said in found["warning"] and "fetch_messages" not in found["warning"]
+        code, out, _ = await mq9(listener.url, "query", "team.edge", "--from-id", str(below))
+        assert code == 0 and f"warning: {said}" in out
+        whole = await as_json(listener.url, "query", "team.edge")  # a QUERY: msg_id order
+        assert [m["msg_id"] for m in whole["messages"]] == [0, below, *critical]
+        assert "warning" not in whole

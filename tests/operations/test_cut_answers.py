@@ -15,6 +15,7 @@ from conftest import start_broker, stop_broker
 from test_answer_budget import ask, ids, named_call
 
 from langchain_mq9 import Mq9Toolkit
+from langchain_mq9.operations import pages
 
 ANSWER = 200_000
 BIG = "x" * 30_000
@@ -92,3 +93,41 @@ async def test_a_page_of_urgent_messages_filling_the_answer_says_what_it_may_mis
         assert "Less urgent messages between msg_id" in page.answer["note"]
         assert "takes every one in turn" not in page.answer["note"]
         assert "does not reach them either" in page.answer["note"]
+
+
+async def test_a_page_cut_right_after_the_critical_lane_says_what_it_may_miss(cut_client):
+    """Six critical messages of 30 KB fill the answer of a read from the normal one below them:
+    the broker cuts right after the critical lane's last message, and a read from past it finds
+    nothing. The id missing below the page's highest tells the cut (a mailbox's msg_ids are
+    consecutive): the page says less urgent messages may be missing there, and what reaches
+    them."""
+    await cut_client.mailbox_create(name="box.edge")
+    await cut_client.send("box.edge", "first")
+    below = await cut_client.send("box.edge", f"normal{BIG}")
+    critical = [
+        await cut_client.send("box.edge", f"{n}{BIG}", priority="critical") for n in range(6)
+    ]
+    read = await pages.page(cut_client, "box.edge", below)
+    assert [m.msg_id for m in read.messages] == critical and read.next_from is None
+    assert f"between msg_id {below} and {critical[-1]} may be missing here" in read.hidden
+    async with Mq9Toolkit(client=cut_client) as kit:
+        page = await ask(kit, "query_messages", mail_address="box.edge", from_id=below)
+        assert ids(page) == critical
+        assert f"Less urgent messages between msg_id {below} and" in page.answer["note"]
+        assert "fetch_messages takes every one in turn" in page.answer["note"]
+
+
+async def test_a_deleted_id_under_urgent_messages_may_be_missing(cut_client):
+    """A deleted message and one a cut answer hid look alike (no read tells them apart: a
+    FETCH's num_msgs counts across lanes, and QUERY's since does nothing): the page says less
+    urgent messages may be missing there, not that they are. A page holding every id from its
+    start says nothing."""
+    await cut_client.mailbox_create(name="box.gone")
+    await cut_client.send("box.gone", "first")
+    gone = await cut_client.send("box.gone", "deleted", priority="critical")
+    kept = await cut_client.send("box.gone", "kept", priority="critical")
+    await cut_client.delete("box.gone", gone)
+    read = await pages.page(cut_client, "box.gone", gone)
+    assert [m.msg_id for m in read.messages] == [kept] and read.next_from is None
+    assert f"between msg_id {gone} and {kept} may be missing" in read.hidden
+    assert await pages.page(cut_client, "box.gone", kept) == pages.Page(read.messages, None)
