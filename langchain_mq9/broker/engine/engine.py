@@ -94,6 +94,7 @@ def _stored_headers(headers: Headers) -> Headers:
     RobustMQ stores what the client wrote)."""
     return headers if isinstance(headers, Vouched) else _without_sender(headers)
 
+
 T = TypeVar("T")  # what a piece of work run under the lock or off the loop gives
 A = TypeVar("A")  # what such a piece of work is given
 
@@ -184,13 +185,9 @@ class BrokerEngine:
             raise
 
     def _check_usable(self) -> None:
-        """(under the lock) Refuse once broken; restore first when the store lost changes
-        this memory holds (a failed later write: ``Storage.lost``)."""
+        """(under the lock) Refuse once broken (the data file could not be read back)."""
         if self._broken is not None:
             raise StorageError(self._broken)
-        lost = self.storage.lost()
-        if lost is not None:
-            self._restore_after(lost)
 
     def _restore_after(self, failure: StorageError) -> None:
         """(under the lock) Rebuild the memory from the store after ``failure``; when that
@@ -240,25 +237,19 @@ class BrokerEngine:
     async def handle(self, subject: str, headers: Headers, body: bytes) -> bytes:
         """Answer one mq9 request; never raises, every failure is an ``error`` reply.
 
-        Every answer waits until the store holds every change told so far (``settled``):
-        what it promises, and whatever state it shows, an error included, is stored."""
+        A store writes each request's changes before ``transaction()`` returns: what an
+        answer promises, and whatever state it shows, is stored when it is given."""
         try:
             try:
-                reply = await self._reply(subject, headers, body)
+                return await self._reply(subject, headers, body)
             except Mq9Error as exc:  # an Mq9Error's str is its message
-                reply = p.encode(p.ERROR_REPLY.write(error=str(exc)))
-            settling = self.storage.settled()
-            if settling is not None:
-                # shared by the requests of one record: this waiter's cancellation is its own
-                await asyncio.shield(settling)
-            return reply
+                return p.encode(p.ERROR_REPLY.write(error=str(exc)))
         except Exception as exc:
             return self.failure_answer(subject, exc)
 
     def answer(self, subject: str, headers: Headers, body: bytes) -> bytes:
-        """``handle``'s answer to a command that does not wait (``Command.wait`` None), at
-        once, before the store may hold its changes: its caller waits for ``settled()``
-        before giving it (serve.py, many answers to one wait). Never raises."""
+        """``handle``'s answer to a command that does not wait (``Command.wait`` None), with
+        no coroutine; refuses one that waits. Never raises."""
         try:
             try:
                 command, target = self._command(subject, body)
@@ -854,15 +845,12 @@ class BrokerEngine:
         """Forget a consumer group's positions: on one mailbox, or on every one. Its next
         FETCH starts where its deliver policy says, as for a new group. RobustMQ has no such
         command; this is for code that embeds the bundled broker. True if there was one.
-        Stored before it returns, unless requests' changes are being stored at that moment
-        (a store that groups them): then with them, just after."""
+        Stored before it returns."""
         mailbox = self.topics.get(mail_address) if mail_address is not None else None
         if mail_address is not None and mailbox is None:
             return False
         shard = mailbox.shard if mailbox is not None else None
-        dropped = self._transact(lambda: self._drop_offsets(group, shard))
-        self.storage.flush()
-        return dropped
+        return self._transact(lambda: self._drop_offsets(group, shard))
 
     def _drop_offsets(self, group: str | None, shard: str | None) -> bool:
         """Drop the offsets of ``group`` (None: every group) on ``shard`` (None: every one)."""

@@ -25,7 +25,6 @@ from ... import protocol as p
 from ..._nats.fast_path import deliver_inline, engage, publish_queued, write_now
 from ..._nats.guard import flush_in_order, protect
 from ..engine.engine import BrokerEngine, command_for
-from ..storage import StorageError
 from .cluster import ClusterServing
 from .pacing import AnswerPacer, Backlog, requester
 
@@ -52,11 +51,6 @@ log = logging.getLogger("langchain_mq9.broker")
 # gets a turn for each, but no more than RUNNING_IN_ALL run, and what waits is bounded in all.
 # A FETCH's wait, or a group reader's claim QUERY by key, costs nothing: any number may run.
 AT_ONCE, RUNNING_IN_ALL, WAITING, WAITING_IN_ALL = 4, 4, 64, 256
-# On a store that commits later (JetStream), the bytes of requests read and waiting for the
-# store at most; beyond, the next is answered before another is read, so a flood during a
-# leader election (15 s of retries) waits in NATS, which drops what a slow reader leaves
-# behind it, instead of in this process's memory
-STORE_BACKLOG = 64 * 2**20
 # What a request still under way, or still waiting its turn, is answered when the broker stops
 STOPPED_ANSWERING = (
     "the broker stopped while answering: the request may or may not have been carried out "
@@ -119,12 +113,6 @@ class NatsService:
         self.at_once, self.running_in_all = AT_ONCE, RUNNING_IN_ALL
         self.waiting, self.waiting_in_all = WAITING, WAITING_IN_ALL
         self._carried: int | None = None
-        self.store_backlog = STORE_BACKLOG
-        self._storing = 0  # bytes of the requests waiting for the store
-        # Of those, what the engine answered, by the record whose storing the answers wait for
-        self._waiting_for_store: dict[
-            asyncio.Future[None], list[tuple[Msg, bytes, int, Stamp]]
-        ] = {}
         self._watchdog: asyncio.Task[None] | None = None
 
     def _tell_engine(self) -> None:
@@ -196,17 +184,7 @@ class NatsService:
             self._start(msg, stamp=stamp)
             return
         if command.wait is None:
-            size = len(msg.data)
-            if self.engine.storage.stores_later and self._storing + size <= self.store_backlog:
-                # its answer waits for the store (a JetStream ack): the requests behind it
-                # are read meanwhile, and their changes stored together with its next
-                self._storing += size
-                if self.identities is None:
-                    await self._answer_once_stored(msg, size, stamp)
-                else:
-                    self._start(msg, stamp=stamp).add_done_callback(lambda _: self._stored(size))
-            else:
-                await self._answer(msg, stamp)
+            await self._answer(msg, stamp)
             return
         if not command.costly(msg.data):
             self._start(msg, stamp=stamp)
@@ -264,66 +242,8 @@ class NatsService:
             task.add_done_callback(lambda _: self._next(costly_for))
         return task
 
-    async def _answer_once_stored(self, msg: Msg, size: int, stamp: Stamp) -> None:
-        """Answer ``msg`` once the store holds its changes, together with the other requests
-        whose changes it stores in the same record: no task, the record's callback answers."""
-        self._tell_engine()
-        engine = self.engine
-        assert isinstance(engine, BrokerEngine)  # (a store that stores later is one of its)
-        reply = engine.answer(msg.subject, msg.headers, msg.data)
-        settling = engine.storage.settled()
-        if settling is None:  # stored already (or nothing to store)
-            self._storing -= size
-            await self._send_answer(msg, reply, stamp)
-            return
-        waiting = self._waiting_for_store.get(settling)
-        if waiting is None:
-            waiting = self._waiting_for_store[settling] = []
-            settling.add_done_callback(self._answer_stored)
-        waiting.append((msg, reply, size, stamp))
-
-    def _answer_stored(self, settling: asyncio.Future[None]) -> None:
-        """(``settling``'s callback) The answers that waited for it, each its own or the
-        store's error (what they promised was not stored), written at once."""
-        waiting = self._waiting_for_store.pop(settling, None)
-        if waiting is None:
-            return  # stop() answered them
-        failure = None
-        if settling.cancelled() or settling.exception() is not None:
-            exc = None if settling.cancelled() else settling.exception()
-            if not isinstance(exc, Exception):  # (cancelled: nothing in this package does it)
-                exc = StorageError("the record's write was cancelled")
-            assert isinstance(self.engine, BrokerEngine)  # (as _answer_once_stored)
-            failure = self.engine.failure_answer("a stored request", exc)
-        meter = self.meter
-        try:
-            for msg, reply, size, stamp in waiting:
-                self._storing -= size
-                answer = reply if failure is None else failure
-                if len(answer) > BULK_ANSWER:  # (pacing, bulk carrier)
-                    self._start_answer(msg, answer, stamp)
-                    continue
-                if meter is not None and stamp is not None:
-                    meter.answered(stamp[0], answer, stamp[1])
-                if not msg.reply:
-                    continue
-                try:
-                    publish_queued(self.connection, msg.reply, answer)
-                except Exception as exc:  # the requester may be gone; the broker serves on
-                    log.warning("could not answer %s: %s", msg.subject, exc)
-        finally:  # all of them in one write, now: not on nats-py's flusher's next turn
-            write_now(self.connection)
-
-    def _start_answer(self, msg: Msg, answer: bytes, stamp: Stamp) -> None:
-        task = asyncio.create_task(self._send_answer(msg, answer, stamp))
-        self._in_flight[task] = msg
-        task.add_done_callback(self._finished)
-
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
-
-    def _stored(self, size: int) -> None:
-        self._storing -= size
 
     def _next(self, who: str) -> None:
         """One of ``who``'s costly requests is answered: start what waits and may now run,
@@ -416,11 +336,8 @@ class NatsService:
         for task in cut:
             task.cancel()
         await asyncio.gather(*cut, return_exceptions=True)
-        unstored = [msg for answers in self._waiting_for_store.values() for msg, *_ in answers]
-        self._waiting_for_store.clear()
-        self._storing = 0
         for text, told in (
-            (unfinished, [m for task, m in cut.items() if task.cancelled()] + unstored),
+            (unfinished, [m for task, m in cut.items() if task.cancelled()]),
             (unread, waiting),
         ):
             answer = p.encode(p.ERROR_REPLY.write(error=text))

@@ -5,17 +5,13 @@ engine's lock inside ``transaction()``; what the request changed is stored befor
 is sent. ``restore`` rebuilds a fresh engine from what is stored. The engine never reads a
 store otherwise, so a store is free in how it keeps the state.
 
-A store stores either on leaving ``transaction()`` (SQLite: one commit per request, the
-request waits) or later (JetStream: the changes of the requests made while a write is under
-way go together in the next one, the group commit). The engine asks ``settled()`` before it
-answers any request, and waits for what it returns: so no answer promises, or shows, a change
-that is not stored yet. A later store that fails makes every waiting request an error and
-says so in ``lost()``: the engine then restores itself before it serves again.
+A store writes a request's changes before ``transaction()`` returns (SQLite: one commit per
+request, which waits for it; memory: at once), so no answer promises, or shows, a change that
+is not stored. A write that fails raises: the engine restores itself from the store then.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
@@ -69,36 +65,18 @@ def restore_agents(
 class Storage(Protocol):
     """What a ``BrokerEngine`` tells its store, under its lock inside ``transaction()``."""
 
-    # True: changes are stored after ``transaction()`` returns, together with those of the
-    # requests made meanwhile (``settled`` may wait), so a serving transport must not hold
-    # the requests behind one while it waits (serve.py)
-    stores_later: bool = False
-
     def restore(self, engine: Restorable) -> None:
         """Load the stored state into a freshly built ``engine`` (also after a failed
         transaction: what was told since the last restore is void)."""
 
     def transaction(self) -> AbstractContextManager[object]:
-        """Wraps one request's changes; on a normal exit they are stored or queued to be
-        (``settled``), else it raises ``StorageError`` having stored none of them."""
-
-    def settled(self) -> asyncio.Future[None] | None:
-        """None when every change told so far is stored (a store that stores on leaving
-        ``transaction()``: always); else a future that completes once they are, or raises
-        ``StorageError`` if they could not be. Called on the serving event loop. The same
-        future for every request whose changes are stored together: a waiter that may be
-        cancelled shields it."""
-        return None
-
-    def flush(self) -> None:
-        """Store the changes told so far before returning, where the store can (nothing is
-        under way on an event loop): for a change made outside a request, whose caller cannot
-        wait for ``settled``."""
-        return None
+        """Wraps one request's changes; on a normal exit they are stored, else it raises
+        ``StorageError`` having stored none of them."""
 
     def lost(self) -> StorageError | None:
-        """Why changes the engine holds were not stored and never will be (a failed later
-        write), until the next ``restore``; None: nothing was lost."""
+        """Why changes the engine holds were not stored; None: nothing was lost. Always None
+        (every store writes before ``transaction()`` returns): kept only because the operator
+        endpoint's readiness check still asks it (cli/metrics.py)."""
         return None
 
     def message_refused(self, address: str, message: StoredMessage) -> str | None:
