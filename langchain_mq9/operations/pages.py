@@ -92,31 +92,38 @@ async def page(client: Mq9ClientLike, address: str, from_id: int, limit: int = Q
         if last is not PRIORITY_ORDER[-1]:
             hidden = _hidden(from_id, read_to, "more urgent ones filled the broker's answer")
     kept = [m for m in found if m.msg_id <= through][:limit]
-    if hidden is None and last is not PRIORITY_ORDER[-1]:
-        hidden = _gaps(from_id, kept)
+    gap = _first_gap(from_id, kept) if hidden is None and last is not PRIORITY_ORDER[-1] else None
+    if gap is not None and gap > from_id:  # every id below it is here: the page ends there
+        kept, through = [m for m in kept if m.msg_id < gap], gap - 1
+    elif gap is not None:  # its own first id: no read tells what it was (_first_gap)
+        hidden = _hidden(from_id, kept[-1].msg_id, _GAP)
     if through == math.inf and len(kept) == len(found):
         return Page(kept, None, hidden=hidden)
     return Page(kept, (kept[-1].msg_id if kept else from_id) + 1, hidden=hidden)
 
 
-def _gaps(from_id: int, kept: list[Message]) -> str | None:
-    """Why less urgent messages may be missing from a page whose less urgent lanes went unread
-    (none of its messages is normal): ids missing below its highest. A mailbox's msg_ids are
-    consecutive (RobustMQ numbers each from 0 without gaps; every store here too), so a missing
-    one is a message deleted or expired, or a less urgent one the broker's answer was cut
-    before, right after the more urgent lane's last message (which ``_went_on`` cannot see).
-    No read tells them apart: a FETCH's num_msgs counts across lanes, so one from the missing
-    id answers the same more urgent messages first and is cut where this one was. It costs no
-    request; past the highest, ``_went_on`` found nothing, so the page may still be the end."""
+_GAP = (
+    "an id this page lacks is a deleted or expired message or one the broker's cut answer hid, "
+    "which no read tells apart"
+)
+
+
+def _first_gap(from_id: int, kept: list[Message]) -> int | None:
+    """The first msg_id from ``from_id`` missing below the highest of a page none of whose
+    messages is normal (its less urgent lanes went unread), None: none is. A mailbox's msg_ids
+    are consecutive (RobustMQ numbers each from 0 without gaps; every store here too), so a
+    missing one is a message deleted or expired, or a less urgent one the broker's answer was
+    cut before, right after the more urgent lane's last message (which ``_went_on`` cannot
+    see). Above ``from_id`` the page ends before it, whole in every lane, and the next page
+    is the read from it: fewer more urgent messages come first there, so it may reach the
+    less urgent lanes. At ``from_id`` itself that read is this one again (a FETCH's num_msgs
+    counts across lanes, and QUERY's since does nothing, docs/protocol.md §5.5): a deleted
+    message and a hidden one look alike, so the page says they may be missing. Costs no
+    request; past the highest ``_went_on`` found nothing, so the page may still be the end."""
     held = {m.msg_id for m in kept}
-    top = max(held, default=from_id - 1)
-    if all(i in held for i in range(from_id, top)):  # held: at most 1,000 ids to look at
-        return None
-    cause = (
-        "an id this page lacks is a deleted or expired message or one the broker's cut "
-        "answer hid, which no read tells apart"
-    )
-    return _hidden(from_id, top, cause)
+    top = max(held, default=from_id)
+    # at most len(kept) + 1 ids looked at: it stops at the first missing one
+    return next((i for i in range(from_id, top) if i not in held), None)
 
 
 async def _fetch_from(

@@ -117,6 +117,21 @@ async def test_a_page_cut_right_after_the_critical_lane_says_what_it_may_miss(cu
         assert "fetch_messages takes every one in turn" in page.answer["note"]
 
 
+async def test_a_page_ends_before_an_id_missing_above_its_start(cut_client):
+    """The same cut with a critical message below the normal one: the page from it ends
+    before the missing id (every lane is whole up to there), and the page from the missing id
+    has one more urgent message fewer ahead of it, so its answer reaches the normal lane."""
+    await cut_client.mailbox_create(name="box.step")
+    await cut_client.send("box.step", "first")
+    plan = ["critical", "normal"] + ["critical"] * 5
+    sent = [await cut_client.send("box.step", f"{n}{BIG}", priority=p) for n, p in enumerate(plan)]
+    read = await pages.page(cut_client, "box.step", sent[0])
+    assert [m.msg_id for m in read.messages] == sent[:1] and read.next_from == sent[1]
+    assert read.hidden is None
+    async with Mq9Toolkit(client=cut_client) as kit:
+        assert await walk(kit, "box.step", from_id=sent[0]) == sent
+
+
 async def test_a_deleted_id_under_urgent_messages_may_be_missing(cut_client):
     """A deleted message and one a cut answer hid look alike (no read tells them apart: a
     FETCH's num_msgs counts across lanes, and QUERY's since does nothing): the page says less
