@@ -143,7 +143,8 @@ async def _went_on(client: Mq9ClientLike, address: str, found: list[Message], re
     urgent lanes answer first again: asked for one more than ``found`` holds past read_to,
     the probe reaches the lane that ended the answer. A cut right after that lane's last
     message that hid only less urgent ones below it leaves nothing a read from past it finds
-    (the bundled broker cuts so; RobustMQ sends what it read, uncut)."""
+    (the bundled broker cuts so; RobustMQ sends what it read, uncut): ``_first_gap`` tells
+    that one from the ids missing below."""
     past = sum(1 for m in found if m.msg_id > read_to)
     probe = await _fetch_from(client, address, read_to + 1, min(past + 1, MAX_NUM_MSGS))
     held = {m.msg_id for m in found}
