@@ -174,17 +174,14 @@ _PRIORITIES = {priority.value: priority for priority in p.Priority}
 
 
 def ready(broker: Broker) -> str | None:
-    """None when the broker serves, connected, its store holding what it was told; else why
-    not, in one line."""
+    """None when the broker serves, connected; else why not, in one line. (Every store writes
+    a change before the request's answer: nothing the broker said is held unwritten.)"""
     engine = broker.engine
     if engine is None or not broker.serving:
-        return "not serving (starting, stopped, or standing by for the JetStream lease)"
+        return "not serving (starting or stopped)"
     up, opened = broker.connections
     if up < opened:
         return f"{opened - up} of its {opened} NATS connections are down (reconnecting)"
-    lost = engine.storage.lost()
-    if lost is not None:
-        return f"its store lost changes: {lost}"
     return None
 
 

@@ -605,7 +605,7 @@ class Logins:
     """A broker process's door: answers nats-server's logins (``LoginService``) and closes
     the connections of secrets revoked or replaced meanwhile (``Kicker``), on connections of
     its own.
-    One per process, serving or standing by: on a cluster, the brokers answer logins as one
+    One per process: on a cluster, the brokers (all serving) answer logins as one
     queue group (``queue``), each checking the same store."""
 
     def __init__(

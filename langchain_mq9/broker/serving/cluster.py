@@ -28,18 +28,6 @@ QUEUE = "mq9-brokers"  # every broker of one store answers in it: NATS hands a r
 _LOOKED_UP = 65_536  # names whose existence a broker remembers from its last look
 
 
-class _StoresAtOnce:
-    """serve.py's view of the store: every change is JetStream's before the answer."""
-
-    stores_later = False
-
-    def settled(self) -> None:
-        return None
-
-    def lost(self) -> None:
-        return None
-
-
 class _Seen:
     """Names found to exist (or not) by the last ``look_up`` of each: ``name in seen``."""
 
@@ -70,7 +58,6 @@ class ClusterServing:
     def __init__(self, engine: ClusterEngine) -> None:
         self.cluster = engine
         self.store: ClusterStore = engine.store
-        self.storage = _StoresAtOnce()
         self.arrivals: list[Callable[[str], None]] = []  # announced by the stream
         self._given: BrokerLimits = engine.limits
         self._carriers: dict[object, int] = {}

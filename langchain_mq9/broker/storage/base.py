@@ -73,12 +73,6 @@ class Storage(Protocol):
         """Wraps one request's changes; on a normal exit they are stored, else it raises
         ``StorageError`` having stored none of them."""
 
-    def lost(self) -> StorageError | None:
-        """Why changes the engine holds were not stored; None: nothing was lost. Always None
-        (every store writes before ``transaction()`` returns): kept only because the operator
-        endpoint's readiness check still asks it (cli/metrics.py)."""
-        return None
-
     def message_refused(self, address: str, message: StoredMessage) -> str | None:
         """Why this store could not keep ``message`` for ``address`` (asked before a SEND
         changes anything); None: it can."""
