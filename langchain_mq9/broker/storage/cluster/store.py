@@ -145,6 +145,7 @@ class ClusterStore:
         self._records: OrderedDict[str, MailboxRecord] = OrderedDict()
         self._marked: set[str] = set()  # groups whose marker this store wrote or read
         self._unreadable: set[int] = set()  # sequences said to be no message (said once)
+        self._closing = False
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -227,7 +228,9 @@ class ClusterStore:
             durable=name, stream=layout.messages
         )
         try:
-            while not connection.is_closed:
+            # (and not closing: a cancel that nats-py's wait_for loses on Python 3.11, as a
+            # fetch's answer comes, would leave the loop and the store's close waiting)
+            while not connection.is_closed and not self._closing:
                 try:
                     messages = await subscription.fetch(64, timeout=_STAGED_WAIT)
                 except asyncio.CancelledError:
@@ -302,6 +305,7 @@ class ClusterStore:
             await self.requests.api(f"STREAM.UPDATE.{existing['name']}", config)
 
     async def close(self) -> None:
+        self._closing = True
         background, self._background = self._background, []
         for task in background:
             task.cancel()
