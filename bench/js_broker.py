@@ -4,7 +4,11 @@ layout at once and NATS hands each request to one. For the tests and the bench u
 cluster store is ``mq9-dev-broker --store jetstream`` (docs/broker.md, the design's status).
 
     python -m bench.js_broker --nats nats://127.0.0.1:4222 --stream MQ9_STATE [--replicas 3]
-        [--profile FILE]
+        [--profile FILE] [--served]
+
+``--served``: the requests go through ``serve_on_nats`` (what ``mq9-dev-broker --store
+jetstream`` runs: a request handled in the connection's read loop), not this file's
+subscription handing each request to a task of its own.
 
 Prints ``ready <pid>`` once it serves; stops on SIGTERM or SIGINT.
 """
@@ -20,6 +24,8 @@ from typing import Any
 import nats
 
 from langchain_mq9.broker.engine.cluster import ClusterEngine
+from langchain_mq9.broker.serving.cluster import ClusterServing
+from langchain_mq9.broker.serving.serve import serve_on_nats
 from langchain_mq9.broker.storage import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore
 
@@ -28,7 +34,9 @@ SUBJECTS = "$mq9.AI.>"
 OPEN_WAIT = 120.0  # seconds a start waits for the cluster's JetStream to answer
 
 
-async def serve(urls: list[str], stream: str, replicas: int, stop: asyncio.Event) -> None:
+async def serve(
+    urls: list[str], stream: str, replicas: int, stop: asyncio.Event, served: bool = False
+) -> None:
     connection = await nats.connect(urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     store = ClusterStore(connection, name=stream, replicas=replicas)
     deadline = asyncio.get_running_loop().time() + OPEN_WAIT
@@ -42,6 +50,14 @@ async def serve(urls: list[str], stream: str, replicas: int, stop: asyncio.Event
                 raise
             await asyncio.sleep(0.5)
     engine = ClusterEngine(store)
+    if served:
+        service = await serve_on_nats(ClusterServing(engine), connection, queue=QUEUE)
+        print(f"ready {__import__('os').getpid()}", flush=True)
+        await stop.wait()
+        await service.stop()
+        await store.close()
+        await connection.close()
+        return
     running: set[asyncio.Task[None]] = set()
 
     async def answer(message: Any) -> None:
@@ -72,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", default="MQ9_STATE")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--profile", help="write cProfile's figures of the run to this file")
+    parser.add_argument("--served", action="store_true", help="through serve_on_nats")
     args = parser.parse_args(argv)
 
     async def run() -> None:
@@ -79,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(args.nats.split(","), args.stream, args.replicas, stop)
+        await serve(args.nats.split(","), args.stream, args.replicas, stop, args.served)
 
     if not args.profile:
         asyncio.run(run())

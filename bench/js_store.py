@@ -57,10 +57,16 @@ STARTED: list[subprocess.Popen[str]] = []  # every broker process, stopped howev
 
 class BrokerProcess:
     def __init__(
-        self, urls: list[str], stream: str, replicas: int, profile: Path | None = None
+        self,
+        urls: list[str],
+        stream: str,
+        replicas: int,
+        profile: Path | None = None,
+        served: bool = False,
     ) -> None:
         started = time.monotonic()
         extra = ["--profile", str(profile)] if profile else []
+        extra += ["--served"] if served else []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls),
              "--stream", stream, "--replicas", str(replicas), *extra],
@@ -142,7 +148,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stream = f"B{uuid.uuid4().hex[:8]}"
         layout = Layout(stream)
         setup = await open_layout(urls, stream)
-        broker = BrokerProcess(urls, stream, 3, args.profile)
+        broker = BrokerProcess(urls, stream, 3, args.profile, args.served)
         raw = await nats.connect(urls)
         js = raw.jetstream()
         payload = b"x" * args.size
@@ -302,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stored", type=int, default=0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path, help="cProfile the broker into this file")
+    parser.add_argument(
+        "--served", action="store_true", help="the broker through serve_on_nats (bench.js_broker)"
+    )
     args = parser.parse_args(argv)
     if args.mailboxes < 1:
         parser.error("--mailboxes must be 1 or more")
