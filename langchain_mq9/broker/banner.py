@@ -27,13 +27,7 @@ def banner(
         )
     else:
         lines.append(f"agent search: on; semantic ranks by {semantic.describe()}")
-    lines += [
-        "connect with:",
-        f'  Mq9Client("{shown}")',
-        f'  Mq9Toolkit(server="{shown}")',
-        f"  mq9-mcp --server {shown}",
-    ]
-    return "\n".join(lines)
+    return "\n".join(lines + _connect_lines(shown))
 
 
 def cluster_banner(shown: str, layout: Layout, replicas: int, engine: ClusterServing) -> str:
@@ -52,13 +46,7 @@ def cluster_banner(shown: str, layout: Layout, replicas: int, engine: ClusterSer
         if engine.search
         else "agent search: off (--no-search), as on RobustMQ's default build"
     )
-    lines += [
-        "connect with:",
-        f'  Mq9Client("{shown}")',
-        f'  Mq9Toolkit(server="{shown}")',
-        f"  mq9-mcp --server {shown}",
-    ]
-    return "\n".join(lines)
+    return "\n".join(lines + _connect_lines(shown))
 
 
 def _storage_lines(storage: Storage | None) -> list[str]:
@@ -121,4 +109,14 @@ def _limit_lines(engine: BrokerEngine | ClusterServing) -> list[str]:
         f"groups {_most(limits.max_groups)}",
         f"answers: up to {answer_limit} bytes (the nats-server's max_payload); a FETCH or "
         "QUERY answer holds as many messages as fit",
+    ]
+
+
+def _connect_lines(shown: str) -> list[str]:
+    """How a client reaches the broker at ``shown`` (the last lines of each banner)."""
+    return [
+        "connect with:",
+        f'  Mq9Client("{shown}")',
+        f'  Mq9Toolkit(server="{shown}")',
+        f"  mq9-mcp --server {shown}",
     ]
