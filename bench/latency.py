@@ -62,18 +62,20 @@ def tool_call(name: str, args: dict[str, Any]) -> dict[str, Any]:
 
 class RawRequestTool(BaseTool):
     """The baseline: a bare tool with the same name and args schema whose whole body is the
-    raw nats-py request the mq9 tool makes (recorded from it: the same subject, bytes and
-    headers). No parsing, no shaping."""
+    raw nats-py requests the mq9 tool makes (recorded from it: the same subjects, bytes and
+    headers, one after another as the tool sends them). No parsing, no shaping."""
 
     description: str = "baseline"
     response_format: str = "content_and_artifact"
     nc: Any = None
-    request: tuple = ()
+    requests: tuple = ()
 
     async def _arun(self, **kwargs):
-        subject, body, headers = self.request
-        reply = await self.nc.request(subject, body, timeout=TIMEOUT, headers=headers)
-        return reply.data.decode(), None
+        data = b""
+        for subject, body, headers in self.requests:
+            reply = await self.nc.request(subject, body, timeout=TIMEOUT, headers=headers)
+            data += reply.data
+        return data.decode(), None
 
     def _run(self, **kwargs):
         raise NotImplementedError
@@ -135,11 +137,13 @@ async def _requests_of(tool: BaseTool, call: dict[str, Any], client: Mq9Client) 
 
 
 async def _bare(schema: type[BaseModel], call: dict, tool: BaseTool, client, nc) -> RawRequestTool:
-    """The bare tool for ``tool``'s one request (``tool`` runs on ``client``)."""
+    """The bare tool for ``tool``'s requests (``tool`` runs on ``client``): a send is one; a
+    look (query_messages) is its QUERY and the one-message FETCH that tells a full page from
+    an answer the broker cut (operations/pages.py)."""
     made = await _requests_of(tool, call, client)
-    if len(made) != 1:
-        raise RuntimeError(f"{tool.name} made {len(made)} requests, not one: {made}")
-    return RawRequestTool(name=tool.name, args_schema=schema, nc=nc, request=made[0])
+    if not made:
+        raise RuntimeError(f"{tool.name} made no request")
+    return RawRequestTool(name=tool.name, args_schema=schema, nc=nc, requests=tuple(made))
 
 
 def _timed_group_reads(fetch, ack):
@@ -259,9 +263,9 @@ async def _async_part(cfg: Config, net: Network, section: Section, kit: Mq9Toolk
             async def mine_call(mine=mine, call=call) -> None:
                 await mine.ainvoke(call)
 
-            async def raw_call(request=bare.request) -> None:
-                subject, body, headers = request
-                await raw.request(subject, body, timeout=TIMEOUT, headers=headers)
+            async def raw_call(requests=bare.requests) -> None:
+                for subject, body, headers in requests:
+                    await raw.request(subject, body, timeout=TIMEOUT, headers=headers)
 
             results = await interleave_async(
                 {
@@ -293,7 +297,7 @@ async def _async_part(cfg: Config, net: Network, section: Section, kit: Mq9Toolk
             name="send_message",
             args_schema=SendMessageInput,
             url=net.url,
-            request=bare_send_tool.request,
+            request=bare_send_tool.requests[0],
         )
         send_tool = tools["send_message"]
 
