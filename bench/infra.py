@@ -80,7 +80,10 @@ class Responder:
 
     async def command(self, nc, cmd: str, **options: object) -> None:
         body = json.dumps({"cmd": cmd, **options}).encode()
-        await nc.request(CONTROL + self.name, body, timeout=10)
+        # a set-up step, not a measured one: switching to the cluster store makes its R3
+        # stream and buckets, each waiting for its leader on a cluster just formed (over 10 s
+        # once in a clean-clone suite run on a quiet machine)
+        await nc.request(CONTROL + self.name, body, timeout=START_TIMEOUT)
 
     def stop(self) -> None:
         if self.process.poll() is None:
