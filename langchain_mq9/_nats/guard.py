@@ -6,6 +6,7 @@ does, reads subjects that are not UTF-8 leniently, drops only a frame nats-py st
 inbox the subject names; and a watchdog that reconnects it when its read loop ended.
 ``GuardedClient`` finishes its handshake on RobustMQ and names ``tls_required`` in its CONNECT.
 ``flush_in_order``: a flush after which everything written before it has reached the server.
+``close_within``: nats-py's close, bounded (a peer that stops reading holds it for ever).
 
 Each override leans on nats-py internals and is checked before its first use
 (``internals_problem``): one that does not match stays off, whole, with one warning, and nats-py
@@ -276,6 +277,40 @@ async def flush_in_order(connection: Client, timeout: int = 10) -> None:
     follows them (nats-py's public API only, one round trip more)."""
     await connection.flush(timeout)
     await connection.flush(timeout)
+
+
+_ABORT_USES: tuple[dict[str, list[str]], tuple[str, ...]] = ({"close": []}, ("_transport",))
+
+
+def _abort_problem(connection: Client) -> str | None:
+    transport = getattr(connection, "_transport", None)
+    if transport is not None and not isinstance(transport, TcpTransport):
+        return None  # a websocket's: closed as nats-py closes it, then left to its own bound
+    if not hasattr(TcpTransport(), "_io_writer"):  # type: ignore[no-untyped-call]
+        return "nats-py's TcpTransport has no _io_writer"
+    return internals_problem(connection, *_ABORT_USES)
+
+
+async def close_within(connection: Client, seconds: float) -> bool:
+    """nats-py's ``close``, given ``seconds``: it flushes what is pending and waits for the
+    socket to close, both for ever when the server has stopped reading (its buffers full).
+    Past the bound the socket is dropped at once (nothing pending is sent). Whether the
+    close finished in time."""
+    if connection.is_closed:
+        return True
+    try:
+        await asyncio.wait_for(connection.close(), seconds)
+        return True
+    except TimeoutError:
+        pass
+    transport = getattr(connection, "_transport", None)
+    if isinstance(transport, TcpTransport) and override_on(
+        "dropping a socket that does not close", connection, _abort_problem
+    ):
+        writer = getattr(transport, "_io_writer", None)
+        if writer is not None:
+            writer.transport.abort()
+    return False
 
 
 async def _watch(connection: Client) -> None:

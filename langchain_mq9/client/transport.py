@@ -18,7 +18,7 @@ import inspect
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checkable
 
 from .._nats.info import server_info
@@ -41,6 +41,7 @@ from .auth import Login, login_for, refused_credentials, refused_login
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
     from typing_extensions import TypeIs
 
     from .._nats.guard import GuardedClient
@@ -48,6 +49,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("langchain_mq9")
 
 MEMORY_SCHEME = "memory://"
+# seconds a close may take: a server that stops reading would hold nats-py's for ever
+CLOSE_WITHIN = 5.0
+# Bytes a connection queues before nats-py's publish waits for its flusher (nats-py's own
+# default, named here: _round_trip reads it). That wait has no bound and swallows a cancel.
+PENDING_SIZE = 2 * 1024 * 1024
+# A request's bytes on the wire beyond its subject and body (HPUB line, reply inbox, headers)
+_FRAME_ROOM = 512
 
 # An enforcing broker's answer to a plain request: "use your prefix" (protocol/subjects.py)
 _ASKS_FOR_PREFIX = re.compile(rb'\{\s*"error"\s*:\s*"' + re.escape(IDENTITIES_MARKER.encode()))
@@ -251,6 +259,7 @@ class _NatsOptions(TypedDict):
     token: str | None
     tls: ssl.SSLContext | None
     inbox_prefix: str
+    pending_size: int
 
 
 class NatsTransport:
@@ -303,6 +312,7 @@ class NatsTransport:
             reconnect_time_wait=reconnect_delay,
             user_credentials=creds,
             name=name or "langchain-mq9",
+            pending_size=PENDING_SIZE,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
@@ -461,9 +471,12 @@ class NatsTransport:
         self._in_flight.add(waiting)
         try:
             try:
-                reply = await connection.request(
-                    subject, body, timeout=timeout, headers=headers or None
-                )
+                asking = connection.request(subject, body, timeout=timeout, headers=headers or None)
+                queued = connection.pending_data_size + len(body) + len(subject) + _FRAME_ROOM
+                if queued > PENDING_SIZE:  # the publish would wait for the flusher: bounded
+                    reply = await _within(asking, timeout)
+                else:
+                    reply = await asking
             finally:
                 self._in_flight.discard(waiting)
                 cut = waiting in self._cut
@@ -566,15 +579,34 @@ class NatsTransport:
         log.warning("reconnected to the mq9 broker")
 
 
+async def _within(asking: Coroutine[Any, Any, Msg], timeout: float) -> Msg:
+    """nats-py's request, in a task of its own, given ``timeout``: with more than its pending
+    size queued its publish waits for the flusher, which a server that stops reading holds
+    for ever, and it swallows the cancel meant to end that wait. Left behind past the bound
+    (cancelled; it ends when the flusher moves or the connection closes)."""
+    task = asyncio.ensure_future(asking)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    finally:
+        if not task.done():
+            task.cancel()
+    if not done:
+        raise TimeoutError
+    return task.result()
+
+
 def _stop(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
 
 
 async def _quietly_close(connection: Client) -> None:
+    from .._nats.guard import close_within
+
     try:
-        if not connection.is_closed:
-            await connection.close()
+        if not await close_within(connection, CLOSE_WITHIN):
+            log.debug("the NATS connection did not close within %s s: dropped", CLOSE_WITHIN)
     except Exception as exc:  # closing must not fail a shutdown
         log.debug("error while closing the NATS connection: %s", exc)
 

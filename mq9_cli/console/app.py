@@ -60,6 +60,7 @@ PAGE = 100  # messages a mailbox's page lists (then a link to the next page)
 HEAVY_BYTES = 1 << 20
 HEAVY_SAMPLE_SECONDS = 60.0
 MAX_WATCHED = 20  # mailboxes sampled for their depth pictures between page views
+SAMPLER_STOP_WITHIN = 2.0  # seconds the depth sampler gets to stop at shutdown
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -300,7 +301,8 @@ def create_app(
             yield
         finally:
             sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+            # (bounded: a look in progress ends at its request timeout, the shutdown sooner)
+            await asyncio.wait({sampler}, timeout=SAMPLER_STOP_WITHIN)
             if watched is not None:
                 await watched.stop()
             await console.broker.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,24 @@ class World:
     def __exit__(self, *exc_info: object) -> None:
         try:
             self.run(self._stop())
+        except TimeoutError:
+            print(
+                self._stacks(), file=sys.stderr
+            )  # where the stop hung: the next look starts there
+            raise
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+
+    def _stacks(self) -> str:
+        """Every task of the world's loop and where it waits."""
+        lines = []
+        for task in asyncio.all_tasks(self.loop):
+            frames = [
+                f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack()
+            ]
+            lines.append(f"{task.get_name()}: " + " <- ".join(reversed(frames)))
+        return "\n".join(lines)
 
     async def _start(self) -> None:
         self.listener = RobustMQShapedListener(self.engine or BrokerEngine(search=False))
