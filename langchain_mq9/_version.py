@@ -1,5 +1,5 @@
 """The package's version, in a leaf both command lines and the package's face import (so the
 bundled broker need not import the face). pyproject.toml says it too: a test keeps them equal
-(tests/broker/test_dev_broker.py)."""
+(tests/broker/cli/test_dev_broker.py)."""
 
 __version__ = "0.4.0"

@@ -246,7 +246,7 @@ async def jetstream_broker():
     """The bundled broker in process (``memory://``) keeping its state in JetStream (a
     ``ClusterEngine`` on a layout of its own on the session's JetStream nats-server), whatever
     MQ9_TEST_STORE says: the lanes
-    that run parts of the suites on that store in every session (tests/broker/test_jetstream_*)
+    that run parts of the suites on that store in every session (tests/broker/*/test_jetstream_*)
     name it their ``broker``."""
     started, handle = await start_broker("memory", None, cluster=True)
     try:

@@ -9,11 +9,11 @@ storage), served in the brokers' queue group as ``mq9-dev-broker --store jetstre
 Tests that move the injected clock or read the in-process engine skip there, saying why. The
 layout is deleted when its broker stops, so every test starts from an empty store. The same
 server holds the layouts of conftest's ``jetstream_broker``, which the lanes that run on the
-store in every session use (tests/broker/test_jetstream_*.py).
+store in every session use (tests/broker/*/test_jetstream_*.py).
 
 ``store_broker()`` starts the command line on the store, as a user starts it, for the tests that
 talk to a broker process (tests/project/test_examples_on_jetstream.py,
-tests/broker/test_jetstream_devbroker.py).
+tests/broker/cli/test_jetstream_devbroker.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 ``NatsTransport`` cancels it where it waits (what nats-py's disconnect callback does,
 ``_cut_in_flight``, is done here by hand on a live link). The caller's own cancel stays a
 cancel, and a request already answered is never cancelled afterwards. (A real restart of
-nats-server under a request: tests/broker/test_devbroker_faults.py.)
+nats-server under a request: tests/broker/cli/test_devbroker_faults.py.)
 
 A request made while the link is down is not sent: it fails at once (nats-py would hold it
 until it reconnects and wait out the request's whole timeout meanwhile), and one safe to repeat

@@ -103,7 +103,7 @@ async def _learn_inbox(peer: RawPeer, client: Mq9Client, address: str) -> bytes:
 
 # Header blocks nats-py reads but refuses to write (a name outside RFC 7230's token
 # characters). nats-py's Msg.respond() sends the request's headers back with the answer, so
-# the broker failed to answer such a request at all (found by tests/broker/test_wire_fuzz.py:
+# the broker failed to answer such a request at all (found by tests/broker/cli/test_wire_fuzz.py:
 # seed 22, case 30).
 UNWRITABLE_HEADERS = [
     b"NATS/1.0\r\n[: x\r\n\r\n",
@@ -115,7 +115,7 @@ UNWRITABLE_HEADERS = [
 # Header blocks nats-py cannot read: its Client._process_headers raises, outside its own try,
 # on a block of at most 8 bytes (IndexError) and on a status line that is not UTF-8
 # (UnicodeDecodeError); nats_guard's parser then dropped the whole frame, so the broker never
-# sees the request and its requester times out (found by tests/broker/test_wire_fuzz.py; with
+# sees the request and its requester times out (found by tests/broker/cli/test_wire_fuzz.py; with
 # MQ9_FUZZ_KNOWN_BUGS=1, seed 22, case 127).
 # _nats/guard.py delivers such a frame without its header block.
 UNREADABLE_HEADERS = [b"N", b"\r\n\r\n", BAD_STATUS_HEADER]

@@ -36,8 +36,10 @@ from ..state.clock import Clock, system_clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
 from ..storage import MemoryStorage, Storage, StorageError
+from . import owned as owning
 from .answers import EMPTY_ANSWER, capped, cut_answer, whole_answer
 from .limits import BrokerLimits
+from .owned import Keep, Named, Owned, Requester
 
 # Imported from here by the broker's other parts and the tests
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "BrokerLimits",
     "Command",
     "Headers",
+    "Requester",
     "Vouched",
     "command_for",
 ]
@@ -234,13 +237,19 @@ class BrokerEngine:
 
     # -- entry point -----------------------------------------------------------------------
 
-    async def handle(self, subject: str, headers: Headers, body: bytes) -> bytes:
+    async def handle(
+        self, subject: str, headers: Headers, body: bytes, requester: Requester | None = None
+    ) -> bytes:
         """Answer one mq9 request; never raises, every failure is an ``error`` reply.
 
         A store writes each request's changes before ``transaction()`` returns: what an
-        answer promises, and whatever state it shows, is stored when it is given."""
+        answer promises, and whatever state it shows, is stored when it is given. With
+        ``requester`` (an enforcing broker's), its command's ownership check and record
+        (``Command.owned``) are made as part of it (``_owned_reply``)."""
         try:
             try:
+                if requester is not None:
+                    return await self._owned_reply(subject, headers, body, requester)
                 return await self._reply(subject, headers, body)
             except Mq9Error as exc:  # an Mq9Error's str is its message
                 return p.encode(p.ERROR_REPLY.write(error=str(exc)))
@@ -284,6 +293,41 @@ class BrokerEngine:
         if command.wait is not None:
             return await command.wait(self, target, headers, body)
         return self._at_once(command, target, headers, body)
+
+    async def _owned_reply(
+        self, subject: str, headers: Headers, body: bytes, requester: Requester
+    ) -> bytes:
+        """``_reply`` for ``requester``: a command answered at once is checked, done and its
+        record claimed in one transaction, so no other request comes between the check and
+        what it allowed; one that waits is checked, and claims, under the lock right before
+        it starts and once it is answered. The record is kept before the answer goes."""
+        command, target = self._command(subject, body)
+        owned = command.owned
+        named = await owned.names(target, body, LARGE_BODY)
+        given = Vouched(headers, requester.principal) if owned.vouched else headers
+        if command.wait is None:
+            answer = command.answer
+
+            def work() -> tuple[bytes, Keep | None]:
+                refusal = owned.check(requester.policy, requester.principal, named, headers)
+                if refusal is not None:
+                    return refusal, None
+                made = answer(self, target, given, body)
+                return made, owned.recorded(requester, named, headers, body, made)
+
+            return await owning.kept(*self._transact(work))
+        with self._lock:
+            refusal = owned.check(requester.policy, requester.principal, named, headers)
+        if refusal is not None:
+            return refusal
+        made = await command.wait(self, target, given, body)
+        with self._lock:
+            keep = owned.recorded(requester, named, headers, body, made)
+        return await owning.kept(made, keep)
+
+    async def look_up(self, _named: Named) -> None:
+        """(what exists is this process's own state, which the checks read under the lock:
+        nothing to read first; ``ClusterServing.look_up`` reads it from the cluster)"""
 
     def _at_once(self, command: Command, target: str, headers: Headers, body: bytes) -> bytes:
         """A command that does not wait, answered under the lock as one transaction."""
@@ -927,13 +971,16 @@ class Command:
     ``answer``: answered at once under the lock, as one storage transaction; or ``wait``: a
     coroutine that may wait (an empty FETCH, the worker thread) and takes the lock itself for
     each step. ``costly``: whether a request with this body costs the broker work while it
-    waits, so that a serving transport makes its requester take turns (serve.py)."""
+    waits, so that a serving transport makes its requester take turns (serve.py). ``owned``:
+    what an enforcing broker's ownership checks before it and records after it (owned.py),
+    made as part of answering it (``BrokerEngine._owned_reply``, ``ClusterEngine``)."""
 
     subject: str
     body_limit: Callable[[BrokerLimits], int | None]
     answer: Answer = _unknown
     wait: Waiting | None = None
     costly: Callable[[bytes], bool] = _never_costly
+    owned: Owned = owning.NOTHING
 
     @property
     def addressed(self) -> bool:
@@ -943,27 +990,59 @@ class Command:
 COMMANDS = {
     command.subject: command
     for command in (
-        Command(p.MAILBOX_CREATE, _parsed_body, lambda e, _t, _h, body: e._create(body)),
-        Command(p.MSG_SEND, _own_rule, lambda e, address, h, body: e._send(address, body, h)),
         Command(
-            p.MSG_FETCH, _parsed_body, wait=lambda e, address, _h, body: e._fetch(address, body)
+            p.MAILBOX_CREATE,
+            _parsed_body,
+            lambda e, _t, _h, body: e._create(body),
+            owned=owning.CREATE,
         ),
-        Command(p.MSG_ACK, _parsed_body, lambda e, _address, _h, body: e._ack(body)),
+        Command(
+            p.MSG_SEND,
+            _own_rule,
+            lambda e, address, h, body: e._send(address, body, h),
+            owned=owning.SEND,
+        ),
+        Command(
+            p.MSG_FETCH,
+            _parsed_body,
+            wait=lambda e, address, _h, body: e._fetch(address, body),
+            owned=owning.FETCH,
+        ),
+        Command(
+            p.MSG_ACK, _parsed_body, lambda e, _address, _h, body: e._ack(body), owned=owning.ACK
+        ),
         Command(
             p.MSG_QUERY,
             _parsed_body,
             wait=lambda e, address, _h, body: e._query(address, body),
             costly=_large_body,  # a group reader's claim lookup by key costs nothing
+            owned=owning.QUERY,
         ),
-        Command(p.MSG_DELETE, _own_rule, lambda e, target, _h, _body: e._delete(target)),
+        Command(
+            p.MSG_DELETE,
+            _own_rule,
+            lambda e, target, _h, _body: e._delete(target),
+            owned=owning.DELETE,
+        ),
         Command(
             p.AGENT_REGISTER,
             _card_body,
             wait=lambda e, _t, _h, body: e._register(body),
             costly=_always_costly,
+            owned=owning.REGISTER,
         ),
-        Command(p.AGENT_UNREGISTER, _parsed_body, lambda e, _t, _h, body: e._unregister(body)),
-        Command(p.AGENT_REPORT, _parsed_body, lambda e, _t, _h, body: e._report(body)),
+        Command(
+            p.AGENT_UNREGISTER,
+            _parsed_body,
+            lambda e, _t, _h, body: e._unregister(body),
+            owned=owning.UNREGISTER,
+        ),
+        Command(
+            p.AGENT_REPORT,
+            _parsed_body,
+            lambda e, _t, _h, body: e._report(body),
+            owned=owning.REPORT,
+        ),
         Command(
             p.AGENT_DISCOVER,
             _parsed_body,
@@ -1013,7 +1092,7 @@ TEXT_PAUSE = QUERY_PAUSE
 # The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
 _DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
 # A SEND's answer, written without the encoder (as much as the rest of a SEND's own work);
-# tests/broker/test_engine_properties.py holds it to p.SEND_REPLY's encoding
+# tests/broker/engine/test_engine_properties.py holds it to p.SEND_REPLY's encoding
 _SENT = b'{"error":"","msg_id":%d}'
 _MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyond the -1 sent
 

@@ -65,9 +65,9 @@ from nats.aio.msg import Msg
 
 from ... import protocol as p
 from ..._nats.guard import flush_in_order, protect
-from ...protocol.errors import WireError
 from ..cluster.servers import server_urls
-from ..engine.engine import LARGE_BODY, BrokerEngine, Command, Vouched, command_for
+from ..engine.engine import BrokerEngine
+from ..engine.owned import Headers, Keep, Named, Requester
 from ..serving.cluster import ClusterServing
 from .callout import (
     ANSWERS_USER,
@@ -105,7 +105,7 @@ RENEWING = p.encode(
 )
 # The names the library derives under its reserved root (a2a/wire.py, groups/leases.py,
 # groups/dead_letters.py), which the broker, below them, cannot import: the same rules here,
-# held to theirs by tests/broker/test_credentials.py
+# held to theirs by tests/broker/identities/test_credentials.py
 RESERVED_ROOT = "mq9"
 TASKS_ROOT = RESERVED_ROOT + ".tasks."  # + digest(mailbox): the mailbox's A2A task store
 CALLS_ROOT = RESERVED_ROOT + ".calls."  # + digest(caller name): a caller's reply mailbox
@@ -116,8 +116,6 @@ WAKE_INDEX = WAKE_ROOT + "index"  # where any agent lists its rules mailbox (a d
 WAKE_FAILED = WAKE_ROOT + "failed"  # + "." + digest(principal): a waker's failed wakes (#70)
 CALLER_SUFFIX = ".calls"  # a toolkit's caller is named <its mailbox>.calls (operations/calls.py)
 HEADER_REPLY_TO = "mq9-reply-to"  # where a caller's SEND asks the answers to go
-# How every answer that did what it was asked begins (the engine's encoding: compact JSON)
-_SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
 FETCHES_REMEMBERED = 4096  # bodies, then forgotten all at once (read again as they come)
 FETCH_BODY_REMEMBERED = 512  # bytes: a larger FETCH body is read again each time, never kept
 # The groups' lease names learned from owners' FETCHes and ACKs, at most, per agent and in all;
@@ -172,15 +170,6 @@ def _refused(verb: str, what: str) -> bytes:
     return p.encode(p.ERROR_REPLY.write(error=f"{verb} refused: {what}"))
 
 
-def _field(shape: p.Shape, body: bytes, name: str) -> Any:
-    """One field of a body read as the engine reads it, or None where the engine refuses the
-    body (it says why)."""
-    try:
-        return shape.read(body)[name]
-    except WireError:
-        return None
-
-
 def _replies_to(headers: Any) -> list[str]:
     """The non-empty values of a request's ``mq9-reply-to`` headers, in whatever case or
     spacing its name was written: a reader stripping names (``parse_header_block``), or
@@ -195,17 +184,6 @@ def _replies_to(headers: Any) -> list[str]:
         and isinstance(value, str)
         and value.strip()
     ]
-
-
-def registered_name(body: bytes) -> Any:
-    """The agent name a REGISTER body registers, read as the engine reads it."""
-    try:
-        card = p.a2a_card(p.loads(body))
-    except WireError:
-        card = None
-    if card is not None:
-        return card.get("name")
-    return _field(p.REGISTER_REQUEST, body, "name")
 
 
 class Ownership:
@@ -264,44 +242,27 @@ class Ownership:
             owner = self.mailboxes.get(base) if base is not None else None
         return owner
 
-    # -- the checks: None when allowed, else the refusal ---------------------------------------
+    # -- the checks (engine/owned.py's Policy): None when allowed, else the refusal ------------
+    # Each command's entry in the engine's table says which it asks, about what; the engine
+    # asks it as part of answering the request (under its lock, in the request's transaction)
 
-    def check(
-        self,
-        principal: str,
-        command: Command,
-        target: str,
-        body: bytes,
-        named: Any = None,
-        headers: Any = None,
-    ) -> bytes | None:
-        """The refusal of ``command`` on ``target`` with ``body`` (and, for a SEND, the NATS
-        ``headers`` it came with) from ``principal``, or None when it is the engine's to
-        answer; ``named``: a REGISTER's agent name, read from the body by
-        ``registered_name`` (off the loop when large)."""
-        verb = command.subject
-        if verb == p.MAILBOX_CREATE:
-            name = _field(p.CREATE_REQUEST, body, "name") if body else None
-            return None if not isinstance(name, str) else self._may_create(principal, name)
-        if verb == p.MSG_SEND:
-            return self._may_send(principal, target) or self._may_reply_to(
-                principal, target, headers
-            )
-        if verb in (p.MSG_FETCH, p.MSG_QUERY):
-            return self._may_read(principal, "FETCH" if verb == p.MSG_FETCH else "QUERY", target)
-        if verb == p.MSG_DELETE:
-            return self._may_read(principal, "DELETE", target.rpartition(".")[0] or target)
-        if verb == p.MSG_ACK:
-            address = _field(p.ACK_REQUEST, body, "mail_address")
-            return self._may_read(principal, "ACK", address) if isinstance(address, str) else None
-        if verb == p.AGENT_REGISTER:
-            return self._may_name(principal, "REGISTER", named)
-        if verb == p.AGENT_UNREGISTER:
-            name = _field(p.UNREGISTER_REQUEST, body, "name")
-            return self._may_name(principal, "UNREGISTER", name)
-        if verb == p.AGENT_REPORT:
-            return self._may_name(principal, "REPORT", _field(p.REPORT_REQUEST, body, "name"))
-        return None  # DISCOVER, and what the engine answers as unknown
+    def may_create(self, principal: str, name: Any) -> bytes | None:
+        """A CREATE of ``name`` (None: the broker chooses it, or the engine refuses the body)."""
+        return self._may_create(principal, name) if isinstance(name, str) else None
+
+    def may_send(self, principal: str, address: Any, headers: Headers) -> bytes | None:
+        """A SEND to ``address`` with ``headers`` (its ``mq9-reply-to``)."""
+        return self._may_send(principal, address) or self._may_reply_to(principal, address, headers)
+
+    def may_read(self, principal: str, verb: str, address: Any) -> bytes | None:
+        """``verb`` (FETCH, QUERY, DELETE, ACK) on ``address``: its owner's only."""
+        return self._may_read(principal, verb, address) if isinstance(address, str) else None
+
+    def may_name(self, principal: str, verb: str, named: Named) -> bytes | None:
+        """``verb`` (REGISTER, UNREGISTER, REPORT) of the agent ``named.agent``: its
+        registrant's (one registered before this broker enforced credentials is nobody's
+        to change, when ``named.listed``: a REPORT changes nothing of a registration)."""
+        return self._may_name(principal, verb, named.agent, named.listed)
 
     def _may_create(self, principal: str, name: str) -> bytes | None:
         owner = self.holder(name) if self._derived(name) else self.mailboxes.get(name)
@@ -431,7 +392,7 @@ class Ownership:
             "enforced credentials): nobody may use it; make a new one",
         )
 
-    def _may_name(self, principal: str, verb: str, name: Any) -> bytes | None:
+    def _may_name(self, principal: str, verb: str, name: Any, listed: bool) -> bytes | None:
         if not isinstance(name, str) or not name:
             return None  # the engine says what is wrong with the body
         owner = self.agents.get(name)
@@ -439,7 +400,7 @@ class Ownership:
             return None
         if owner is not None:
             return _refused(verb, f"agent {p.quoted(name)} is registered by another agent")
-        if verb != "REPORT" and name in self.engine.registry.entries:
+        if listed and name in self.engine.registry.entries:
             return _refused(
                 verb,
                 f"agent {p.quoted(name)} has no owner (registered before this broker enforced "
@@ -447,59 +408,105 @@ class Ownership:
             )
         return None
 
-    # -- the records, after the engine answered ------------------------------------------------
+    # -- the records (engine/owned.py's Policy), of what a request did -----------------------
+    # Claimed here as the engine answers (under its lock), kept in the store by the ``Keep``
+    # returned, which the engine awaits before it answers: a record that cannot be kept is
+    # undone, and the answer says so (``CredentialError``). Only what can own or grant
+    # something is read: a SEND's headers when they name a reply mailbox, a FETCH by its
+    # mailbox's owner (SEND and FETCH are most requests).
 
-    async def record(
-        self,
-        principal: str,
-        command: Command,
-        target: str,
-        headers: Any,
-        body: bytes,
-        answer: bytes,
-        named: Any = None,
-    ) -> None:
-        """What ``answer`` (the engine's to ``command``) made ``principal``'s, kept in the
-        store before this returns (``CredentialError`` when it could not be: then it is not
-        known here either). Only what can own or grant something is read: a SEND's answer
-        when it names a reply mailbox, a FETCH by its mailbox's owner (SEND and FETCH are
-        most requests)."""
-        verb = command.subject
-        if not answer.startswith(_SUCCEEDED):
-            return  # refused by the engine: it made nothing, nothing is remembered of it
-        if verb == p.MSG_SEND:
-            if headers and HEADER_REPLY_TO in headers:
-                await self._grant(principal, target, headers)
-        elif verb == p.MSG_FETCH:  # a group's lease is its reader's to make: learn its name
-            if (target, body) not in self._fetches and self.mailboxes.get(target) == principal:
-                self._learn_lease(principal, target, _field(p.FETCH_REQUEST, body, "group_name"))
-                if len(body) <= FETCH_BODY_REMEMBERED:  # a reader's FETCHes repeat one body
-                    if len(self._fetches) >= FETCHES_REMEMBERED:
-                        self._fetches.clear()
-                    self._fetches.add((target, body))
-        elif verb == p.MSG_ACK:
+    def created(self, principal: str, address: Any) -> Keep | None:
+        """A CREATE made ``address``: ``principal``'s for good."""
+        if not isinstance(address, str) or address in self.mailboxes:
+            return None
+        self._own(address, principal)
+
+        async def keep() -> bytes | None:
             try:
-                request = p.ACK_REQUEST.read(body)
-            except WireError:
-                return
-            address = request["mail_address"]
-            if isinstance(address, str):
-                self._learn_lease(principal, address, request["group_name"])
-        elif verb == p.MAILBOX_CREATE:
-            address = p.loads(answer).get("mail_address")
-            if isinstance(address, str) and address not in self.mailboxes:
                 await self.store.own_mailbox(address, principal)
-                self.mailboxes[address] = principal
-                self._digests[digest(address)] = address
-                self._callers[digest(address + CALLER_SUFFIX)] = address
-        elif (
-            verb == p.AGENT_REGISTER
-            and isinstance(named, str)
-            and named
-            and named not in self.agents
+            except CredentialError as exc:
+                self._disown(address, principal)
+                return _not_recorded("CREATE", principal, exc)
+            return None
+
+        return keep
+
+    def registered(self, principal: str, name: Any) -> Keep | None:
+        """A REGISTER of ``name`` done: its first registrant's for good."""
+        if not (isinstance(name, str) and name) or name in self.agents:
+            return None
+        self.agents[name] = principal
+
+        async def keep() -> bytes | None:
+            try:
+                await self.store.own_agent(name, principal)
+            except CredentialError as exc:
+                if self.agents.get(name) == principal:
+                    del self.agents[name]
+                return _not_recorded("REGISTER", principal, exc)
+            return None
+
+        return keep
+
+    def sent(self, principal: str, address: Any, headers: Headers) -> Keep | None:
+        """A caller's SEND names its reply mailbox: the agent called may answer there."""
+        if not (headers and HEADER_REPLY_TO in headers):
+            return None
+        reply_to = headers.get(HEADER_REPLY_TO)
+        if not (isinstance(reply_to, str) and reply_to.startswith(CALLS_ROOT)):
+            return None
+        callee = self.holder(address)
+        if self.mailboxes.get(reply_to) != principal or callee in (None, principal):
+            return None
+        granted = self.grants.setdefault(reply_to, set())
+        if callee in granted:
+            return None
+        granted.add(callee)
+
+        async def keep() -> bytes | None:
+            try:
+                await self.store.grant_send(reply_to, callee)
+            except CredentialError as exc:
+                self.grants.get(reply_to, set()).discard(callee)
+                return _not_recorded("SEND", principal, exc, _NOT_GRANTED)
+            return None
+
+        return keep
+
+    def fetched(
+        self, principal: str, address: Any, body: bytes, group: Callable[[bytes], Any]
+    ) -> None:
+        """An answered FETCH: a group's lease is its reader's to make, so its name is learned
+        from the owner's FETCH (``group(body)``: the group it names), once per body."""
+        if (address, body) in self._fetches or self.mailboxes.get(address) != principal:
+            return
+        self._learn_lease(principal, address, group(body))
+        if len(body) <= FETCH_BODY_REMEMBERED:  # a reader's FETCHes repeat one body
+            if len(self._fetches) >= FETCHES_REMEMBERED:
+                self._fetches.clear()
+            self._fetches.add((address, body))
+
+    def acked(self, principal: str, address: Any, group: Any) -> None:
+        """An answered ACK of ``group`` on ``address``: its lease name, learned."""
+        if isinstance(address, str):
+            self._learn_lease(principal, address, group)
+
+    def _own(self, address: str, principal: str) -> None:
+        self.mailboxes[address] = principal
+        self._digests[digest(address)] = address
+        self._callers[digest(address + CALLER_SUFFIX)] = address
+
+    def _disown(self, address: str, principal: str) -> None:
+        """Undo ``_own`` (its record could not be kept)."""
+        if self.mailboxes.get(address) != principal:
+            return
+        del self.mailboxes[address]
+        for known, key in (
+            (self._digests, digest(address)),
+            (self._callers, digest(address + CALLER_SUFFIX)),
         ):
-            await self.store.own_agent(named, principal)
-            self.agents[named] = principal
+            if known.get(key) == address:
+                del known[key]
 
     # -- records made by other brokers on the same store (a cluster's) --------------------------
 
@@ -517,47 +524,39 @@ class Ownership:
         elif kind == "grant":
             self.grants.setdefault(record["mailbox"], set()).add(principal)
 
-    async def look_up(
-        self, principal: str, command: Command, target: str, body: bytes, named: Any, headers: Any
-    ) -> None:
-        """Read the records ``check`` will ask about and this copy lacks (another broker
-        made them a moment ago, before its watch brought them): the mailboxes and agent the
-        request names, the grants of a reserved mailbox it SENDs to."""
-        verb = command.subject
-        names: list[Any] = []
-        if verb == p.MAILBOX_CREATE:
-            names = [_field(p.CREATE_REQUEST, body, "name") if body else None]
-        elif verb == p.MSG_SEND:
-            if is_reserved(target) or self._derived(target):
-                names = [target, self._base(target) or target]
-            names += _replies_to(headers)
-        elif verb in (p.MSG_FETCH, p.MSG_QUERY):
-            names = [target]
-        elif verb == p.MSG_DELETE:
-            names = [target.rpartition(".")[0] or target]
-        elif verb == p.MSG_ACK:
-            names = [_field(p.ACK_REQUEST, body, "mail_address")]
-        for name in names:
-            if isinstance(name, str) and name and self.holder(name) is None:
-                owner = await self.store.owner("mailbox", name)
-                if owner is not None:
-                    self.learn("mailbox", {"name": name, "principal": owner})
+    async def look_up(self, principal: str, named: Named) -> None:
+        """Read what a check will ask about and this copy lacks (another broker made it a
+        moment ago, before its watch brought it): whether the mailbox or agent ``named``
+        exists (the engine's look), and whose it is."""
+        await self.engine.look_up(named)
+        await self._look_up_owners([named.mailbox], named.agent)
+
+    async def look_up_send(self, principal: str, named: Named, headers: Headers) -> None:
+        """``look_up`` for a SEND: the mailbox sent to, and when it is reserved or derived,
+        its base mailbox and its grants; the reply mailboxes its headers name."""
+        await self.engine.look_up(named)
+        target, names = named.mailbox, []
+        special = is_reserved(target) or self._derived(target)
+        if special:
+            names = [target, self._base(target) or target]
+        await self._look_up_owners(names + _replies_to(headers), None)
         if (
-            verb == p.MSG_SEND
-            and (is_reserved(target) or self._derived(target))
+            special
             and self.holder(target) != principal
             and principal not in self.grants.get(target, ())
         ):
             self.grants.setdefault(target, set()).update(await self.store.grantees(target))
-        if verb in (p.AGENT_REGISTER, p.AGENT_UNREGISTER, p.AGENT_REPORT):
-            name = named
-            if verb != p.AGENT_REGISTER:
-                shape = p.UNREGISTER_REQUEST if verb == p.AGENT_UNREGISTER else p.REPORT_REQUEST
-                name = _field(shape, body, "name")
-            if isinstance(name, str) and name and name not in self.agents:
-                owner = await self.store.owner("agent", name)
+
+    async def _look_up_owners(self, mailboxes: list[Any], agent: Any) -> None:
+        for name in mailboxes:
+            if isinstance(name, str) and name and self.holder(name) is None:
+                owner = await self.store.owner("mailbox", name)
                 if owner is not None:
-                    self.learn("agent", {"name": name, "principal": owner})
+                    self.learn("mailbox", {"name": name, "principal": owner})
+        if isinstance(agent, str) and agent and agent not in self.agents:
+            owner = await self.store.owner("agent", agent)
+            if owner is not None:
+                self.learn("agent", {"name": agent, "principal": owner})
 
     def _learn_lease(self, principal: str, address: str, group: Any) -> None:
         """Remember that the lease of ``group`` on ``address`` is its owner's, within
@@ -587,18 +586,6 @@ class Ownership:
         """What this remembers beyond the records: lease names by principal, FETCH bodies."""
         held = {who: len(leases) for who, leases in self._leases_of.items()}
         return {**held, "leases in all": len(self._leases), "fetch bodies": len(self._fetches)}
-
-    async def _grant(self, principal: str, address: str, headers: Any) -> None:
-        """A caller's request names its reply mailbox: the agent called may answer there."""
-        reply_to = headers.get(HEADER_REPLY_TO) if headers else None
-        if not (isinstance(reply_to, str) and reply_to.startswith(CALLS_ROOT)):
-            return
-        callee = self.holder(address)
-        if self.mailboxes.get(reply_to) != principal or callee in (None, principal):
-            return
-        if callee not in self.grants.get(reply_to, ()):
-            await self.store.grant_send(reply_to, callee)
-            self.grants.setdefault(reply_to, set()).add(callee)
 
 
 class Logins:
@@ -829,50 +816,25 @@ class Identities:
             self._next_drop_log = now + DROPS_LOGGED_EVERY
 
     async def handle(self, engine: BrokerEngine | ClusterServing, msg: Msg) -> bytes:
-        """The answer to a request that passed ``gate``: refused for a revoked credential or
-        what is not the requester's, else the engine's (and what it made is recorded)."""
+        """The answer to a request that passed ``gate``: refused for a revoked credential,
+        else the engine's, which makes its command's ownership check and record
+        (``engine.Command.owned``) with this broker's ``Ownership`` as the policy."""
         principal = answers_to(msg.reply or "") or ""
         if not self.store.active(principal):
             return RENEWING if self.store.renewing(principal) else REVOKED
-        command, target = command_for(msg.subject)
-        limit = command.body_limit(engine.limits)
-        if limit is not None and len(msg.data) > limit:
-            return await engine.handle(msg.subject, msg.headers, msg.data)  # refused unread
-        named = None
-        if command.subject == p.AGENT_REGISTER:  # a card may be large: read off the loop then
-            if len(msg.data) > LARGE_BODY:
-                named = await asyncio.to_thread(registered_name, msg.data)
-            else:
-                named = registered_name(msg.data)
-        if isinstance(engine, ClusterServing):  # several brokers: read what others made
-            await engine.look_up(command, target, msg.data, named)
-            await self.ownership.look_up(principal, command, target, msg.data, named, msg.headers)
-        refusal = self.ownership.check(principal, command, target, msg.data, named, msg.headers)
-        if refusal is not None:
-            return refusal
-        headers = msg.headers
-        if command.subject == p.MSG_SEND:  # #70: the message says who sent it, as checked here
-            headers = Vouched(headers, principal)
-        answer = await engine.handle(msg.subject, headers, msg.data)
-        try:
-            await self.ownership.record(
-                principal, command, target, msg.headers, msg.data, answer, named
-            )
-        except CredentialError as exc:  # done, but not made the requester's: say so
-            log.error("%s by %r done but not recorded: %s", command.subject, principal, exc)
-            return _not_recorded(command, exc)
-        return answer
+        return await engine.handle(
+            msg.subject, msg.headers, msg.data, Requester(principal, self.ownership)
+        )
 
 
-def _not_recorded(command: Command, exc: CredentialError) -> bytes:
-    if command.subject == p.MSG_SEND:
-        what = (
-            "SEND done (do not send it again), but the agent it reaches could not be allowed "
-            "to answer in your reply mailbox"
-        )
-    else:
-        what = (
-            f"{command.subject.rsplit('.', 1)[-1]} done, but it could not be recorded as yours: "
-            "nobody may use what it made"
-        )
-    return p.encode(p.ERROR_REPLY.write(error=f"{what} ({exc}); docs/security.md"))
+_NOT_OWNED = "done, but it could not be recorded as yours: nobody may use what it made"
+_NOT_GRANTED = (
+    "done (do not send it again), but the agent it reaches could not be allowed to answer in "
+    "your reply mailbox"
+)
+
+
+def _not_recorded(verb: str, principal: str, exc: CredentialError, what: str = _NOT_OWNED) -> bytes:
+    """The answer to ``principal``'s ``verb``, done but its record not kept."""
+    log.error("%s by %r done but not recorded: %s", verb, principal, exc)
+    return p.encode(p.ERROR_REPLY.write(error=f"{verb} {what} ({exc}); docs/security.md"))

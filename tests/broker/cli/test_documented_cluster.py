@@ -31,7 +31,7 @@ from langchain_mq9.broker.cluster.servers import free_port
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers, twice
 pytest.importorskip("nkeys")
 
-DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+DEPLOY = Path(__file__).resolve().parents[3] / "docs" / "deploy.md"
 PORTS = ("4222", "4223", "4224", "6222", "6223", "6224")
 BLOCK = re.compile(
     r"<!-- (?P<marker>deploy-[\w-]+)(?:: (?P<name>\S+))? -->\n```\w*\n(?P<body>.*?)^```",

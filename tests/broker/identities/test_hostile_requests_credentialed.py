@@ -13,10 +13,10 @@ import json
 
 import nats
 import pytest
+from broker.engine.test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 from credentials_support import EnforcingBroker, ask, issue, ok, on_close, revoke
 from devbroker_helpers import DevBroker
 from raw_nats import socket_request
-from test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
 from langchain_mq9 import protocol as p
 from langchain_mq9._nats.guard import flush_in_order

@@ -19,7 +19,7 @@ the broker's; the fuzz then opens another). A witness connection subscribed to t
 own subject sees exactly what nats-server delivers to the broker, so each of those deliveries
 that carries one of the fuzz's reply subjects must get its answer.
 
-    MQ9_FUZZ_SEED=7 MQ9_FUZZ_COUNT=20000 python -m pytest -q -s tests/broker/test_wire_fuzz.py
+    MQ9_FUZZ_SEED=7 MQ9_FUZZ_COUNT=20000 python -m pytest -q -s tests/broker/cli/test_wire_fuzz.py
 
 (``-s`` prints the counts.)
 """

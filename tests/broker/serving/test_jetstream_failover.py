@@ -3,9 +3,9 @@ jetstream`` started on the same ``--stream`` serves at once, in one queue group;
 by, none takes over. One SIGKILLed: the requests sent after it are answered by the others at
 once, and nothing answered before is lost. A stream an earlier version wrote (a log of
 changes) is refused at start in clear words, until 'state import' moved it
-(tests/broker/test_jetstream_history.py moves one). The chaos lane of the cluster store (nodes
+(tests/broker/cli/test_jetstream_history.py moves one). The chaos lane of the cluster store (nodes
 and brokers SIGKILLed under writers and competing readers) is bench/js_chaos.py's
-(tests/broker/test_jetstream_cluster_chaos_count.py).
+(tests/broker/serving/test_jetstream_cluster_chaos_count.py).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from langchain_mq9.broker.cli.state import OldState, _records
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
-OLD_FILE = Path(__file__).resolve().parents[1] / "data" / "jetstream_old_format.mq9state"
+OLD_FILE = Path(__file__).resolve().parents[2] / "data" / "jetstream_old_format.mq9state"
 
 
 async def _state(argv: list[str]) -> int:

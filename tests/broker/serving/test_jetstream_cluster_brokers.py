@@ -21,7 +21,7 @@ from langchain_mq9 import Mq9Client
 
 pytestmark = pytest.mark.slow  # nats-server and broker processes
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 READY_TIMEOUT = 120.0  # a busy 2-core machine importing the package
 
 

@@ -294,7 +294,7 @@ async def test_data_without_a_suffix_becomes_a_directory(tmp_path):
 
 def test_version_is_printed_as_pyproject_declares_it(capsys):
     # langchain_mq9/_version.py writes it a second time: the two must agree
-    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text("utf-8")
+    pyproject = (Path(__file__).resolve().parents[3] / "pyproject.toml").read_text("utf-8")
     declared = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     with pytest.raises(SystemExit) as exited:
         main(["--version"])

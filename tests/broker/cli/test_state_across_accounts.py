@@ -30,7 +30,7 @@ from langchain_mq9.protocol.errors import Mq9Error
 pytestmark = pytest.mark.slow  # a nats-server and brokers: processes
 pytest.importorskip("nkeys")
 
-OLD_FILE = Path(__file__).resolve().parents[1] / "data" / "jetstream_old_format.mq9state"
+OLD_FILE = Path(__file__).resolve().parents[2] / "data" / "jetstream_old_format.mq9state"
 OLD_STREAM = "MQ9_STATE"  # the default --stream
 
 
