@@ -11,8 +11,11 @@ was sent and, for each ``done`` that returned, what it covered: the ids it was g
 every id up to the group position its reader had acked. Each round SIGKILLs, in turn, a
 broker or a server (started again once the service answers), ``--rounds`` of them. Then the
 readers read on until every answered SEND was handed out, and the lane counts: answered SENDs
-never handed out (lost), and messages a fetch of any reader sent after a ``done`` covering
-them returned handed out again (done undone).
+never handed out (lost), messages a fetch of any reader sent after a ``done`` covering them
+returned handed out again (done undone), msg_ids two answered SENDs were given, and msg_ids
+handed out with a payload other than the SEND's that was answered with them (either would
+hide a loss from the first count). Broker and server restarts run in a thread, so the
+writers and readers go on while a process starts.
 
     python -m bench.js_chaos --rounds 30 --readers 2 --out js_chaos.json
 """
@@ -44,7 +47,12 @@ MAILBOX = "chaos.lane"
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"args": vars(args), "load_before": os.getloadavg()}
     answered: dict[int, str] = {}
+    answered_twice = 0  # msg_ids two answered SENDs were both given (a numbering fault)
+    went_back = 0  # a writer's SEND answered with a msg_id below its SEND before
+    warnings: list[str] = []  # what the lane's clients warned of
     ambiguous = 0
+    texts: dict[int, str] = {}  # msg_id -> the payload a fetch first handed out under it
+    other_text = 0  # handed out under an answered msg_id with another SEND's payload
     handed: list[tuple[float, list[int]]] = []  # (when a reader's fetch was sent, msg_ids)
     by_reader: dict[str, int] = {}  # how many messages each reader was handed
     # (when a done returned, the ids it was given, the group position its reader had acked)
@@ -63,18 +71,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await writer_client.mailbox_create(name=MAILBOX, ttl=0)
 
             async def writer(number: int) -> None:
-                nonlocal ambiguous
-                index = 0
-                while writing:
-                    text = f"{number}-{index}"
-                    index += 1
-                    try:
-                        answered[await writer_client.send(MAILBOX, text)] = text
-                    except Exception:
-                        ambiguous += 1
-                        await asyncio.sleep(0.05)
+                # a client of its own: one SEND at a time, so each answer's msg_id must be
+                # above the one before (the client warns otherwise; the lane counts it)
+                nonlocal ambiguous, answered_twice, went_back
+                index, last = 0, -1
+                async with Mq9Client(urls_text, request_timeout=10.0) as client:
+                    while writing:
+                        text = f"{number}-{index}"
+                        index += 1
+                        try:
+                            msg_id = await client.send(MAILBOX, text)
+                        except Exception:
+                            ambiguous += 1
+                            await asyncio.sleep(0.05)
+                            continue
+                        answered_twice += msg_id in answered
+                        went_back += msg_id <= last
+                        last = max(last, msg_id)
+                        answered[msg_id] = text
+                    warnings.extend(client.warnings.values())
 
             async def reader(number: int, until: asyncio.Event) -> None:
+                nonlocal other_text
                 async with Mq9Client(urls_text, request_timeout=10.0) as client:
                     group = GroupReader(
                         client, MAILBOX, "g", worker=f"w{number}", max_deliveries=None
@@ -88,10 +106,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             await asyncio.sleep(0.05)
                             continue
                         ids = [m.msg_id for m in got]
+                        for m in got:
+                            first = texts.setdefault(m.msg_id, m.text())
+                            other_text += first != m.text()
                         handed.append((sent, ids))
                         by_reader[f"w{number}"] = by_reader.get(f"w{number}", 0) + len(ids)
                         if not ids:
                             if until.is_set():
+                                warnings.extend(client.warnings.values())
                                 return
                             await asyncio.sleep(0.02)
                             continue
@@ -107,20 +129,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             finished = asyncio.Event()
             tasks = [asyncio.create_task(writer(n)) for n in range(2)]
             reading = [asyncio.create_task(reader(n, finished)) for n in range(args.readers)]
+            started = time.monotonic()
+            # (a start waits for the process in a thread: the writers and readers of this
+            # loop go on meanwhile, as they would beside a real restart)
             for round_number in range(args.rounds):
                 await asyncio.sleep(args.pause)
+                at = time.monotonic() - started
                 if round_number % 2 == 0:
                     slot = (round_number // 2) % 2
                     brokers[slot].process.send_signal(signal.SIGKILL)
-                    brokers[slot].process.wait(30)
-                    brokers[slot] = BrokerProcess(urls, stream, 3)
-                    kills.append({"round": round_number, "killed": f"broker {slot}"})
+                    await asyncio.to_thread(brokers[slot].process.wait, 30)
+                    brokers[slot] = await asyncio.to_thread(BrokerProcess, urls, stream, 3)
+                    killed = f"broker {slot}"
                 else:
                     server = cluster.servers[(round_number // 2) % 3]
-                    server.kill()
+                    await asyncio.to_thread(server.kill)
                     await asyncio.sleep(args.down)
-                    server.start()
-                    kills.append({"round": round_number, "killed": server.name})
+                    await asyncio.to_thread(server.start)
+                    killed = server.name
+                kills.append({"round": round_number, "killed": killed, "at_seconds": round(at, 1)})
+            results["kill_seconds"] = time.monotonic() - started
             writing = False
             await asyncio.gather(*tasks)
             deadline = time.monotonic() + 300
@@ -150,6 +178,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results.update(
         kills=kills,
         sends_answered=len(answered),
+        msg_ids_answered_twice=answered_twice,
+        msg_ids_below_the_writers_last=went_back,
+        client_warnings=warnings,
+        handed_out_with_another_payload=other_text
+        + sum(1 for i, text in answered.items() if i in texts and texts[i] != text),
         sends_ambiguous=ambiguous,
         answered_never_handed_out=len(set(answered) - seen),
         handed_out_after_a_covering_done=undone,
