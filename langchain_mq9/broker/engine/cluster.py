@@ -31,7 +31,9 @@ from .engine import (
     _OK,
     _SEARCH_LIMIT_FOR_ZERO,
     _SENT,
+    LARGE_BODY,
     Command,
+    Vouched,
     _header_number,
     _read,
     _read_query,
@@ -40,6 +42,7 @@ from .engine import (
     command_for,
 )
 from .limits import BrokerLimits
+from .owned import Requester, kept
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -97,15 +100,30 @@ class ClusterEngine:
 
     # -- entry point -----------------------------------------------------------------------
 
-    async def handle(self, subject: str, headers: Headers, body: bytes) -> bytes:
-        """Answer one mq9 request; never raises, every failure is an ``error`` reply."""
+    async def handle(
+        self, subject: str, headers: Headers, body: bytes, requester: Requester | None = None
+    ) -> bytes:
+        """Answer one mq9 request; never raises, every failure is an ``error`` reply. With
+        ``requester`` (an enforcing broker's), its command's ownership (``Command.owned``):
+        what the check asks about read from the cluster first (another broker may have made
+        it a moment ago), then the check, the command, and its record kept."""
         try:
             command, target = command_for(subject)
             self._check_body_size(command, subject, body)
             handler = self._handlers.get(command.subject)
             if handler is None or (command.addressed and not target):
                 raise Mq9Error(p.err_unknown_subject(subject))
-            return await handler(target, headers, body)
+            if requester is None:
+                return await handler(target, headers, body)
+            owned, policy, principal = command.owned, requester.policy, requester.principal
+            named = await owned.names(target, body, LARGE_BODY)
+            await owned.look_up(policy, principal, named, headers)
+            refusal = owned.check(policy, principal, named, headers)
+            if refusal is not None:
+                return refusal
+            given = Vouched(headers, principal) if owned.vouched else headers
+            answer = await handler(target, given, body)
+            return await kept(answer, owned.recorded(requester, named, headers, body, answer))
         except Mq9Error as exc:
             return p.encode(p.ERROR_REPLY.write(error=str(exc)))
         except StorageError as exc:

@@ -18,10 +18,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ... import protocol as p
 from ..engine.cluster import ClusterEngine
-from ..engine.engine import Command
 from ..engine.limits import BrokerLimits
+from ..engine.owned import Named, Requester
 from ..storage.cluster import ClusterStore
 
 QUEUE = "mq9-brokers"  # every broker of one store answers in it: NATS hands a request to one
@@ -91,31 +90,23 @@ class ClusterServing:
             bounds.append(self._given.max_answer)
         self.cluster.limits = dataclasses.replace(self._given, max_answer=min(bounds, default=None))
 
-    async def handle(self, subject: str, headers: Any, body: bytes) -> bytes:
-        return await self.cluster.handle(subject, headers, body)
+    async def handle(
+        self, subject: str, headers: Any, body: bytes, requester: Requester | None = None
+    ) -> bytes:
+        return await self.cluster.handle(subject, headers, body, requester)
 
     def load_model_soon(self) -> None:
         """(the model is loaded before the broker serves: Broker._load_model)"""
 
-    async def look_up(self, command: Command, target: str, body: bytes, named: Any) -> None:
-        """Read from the cluster whether what ``command``'s ownership check asks about exists:
-        the mailbox it names, or the agent (``named``: a REGISTER's name)."""
-        verb = command.subject
-        address: Any = None
-        if verb in (p.MAILBOX_CREATE,):
-            address = _field(p.CREATE_REQUEST, body, "name") if body else None
-        elif verb in (p.MSG_SEND, p.MSG_FETCH, p.MSG_QUERY):
-            address = target
-        elif verb == p.MSG_DELETE:
-            address = target.rpartition(".")[0] or target
-        elif verb == p.MSG_ACK:
-            address = _field(p.ACK_REQUEST, body, "mail_address")
-        elif verb in (p.AGENT_REGISTER, p.AGENT_UNREGISTER):
-            name = named if verb == p.AGENT_REGISTER else _field(p.UNREGISTER_REQUEST, body, "name")
-            if isinstance(name, str) and name:
-                agents = await self.store.agents()
-                self.registry.entries.note(name, any(row[0] == name for row in agents))
+    async def look_up(self, named: Named) -> None:
+        """Read from the cluster whether what a request's ownership check asks about exists
+        (``named``, engine/owned.py): the mailbox it names, or the agent when its check asks
+        the registry."""
+        if named.listed:
+            agents = await self.store.agents()
+            self.registry.entries.note(named.agent, any(row[0] == named.agent for row in agents))
             return
+        address = named.mailbox
         if not isinstance(address, str) or not address:
             return
         now = self.cluster.now_second()
@@ -125,13 +116,6 @@ class ClusterServing:
 
     async def close(self) -> None:
         await self.store.close()
-
-
-def _field(shape: p.Shape, body: bytes, name: str) -> Any:
-    try:
-        return shape.read(body)[name]
-    except Exception:  # the engine says what is wrong with the body
-        return None
 
 
 async def open_store(store: ClusterStore, tries_until: Callable[[Exception], None]) -> None:

@@ -39,15 +39,15 @@ class HeldEngine(BrokerEngine):
         self.running = {p.MSG_QUERY: 0, p.MSG_FETCH: 0}
         self.most = dict(self.running)
 
-    async def handle(self, subject, headers, body):
+    async def handle(self, subject, headers, body, requester=None):
         kind = next((k for k in self.running if subject.startswith(k)), None)
         if kind is None:
-            return await super().handle(subject, headers, body)
+            return await super().handle(subject, headers, body, requester)
         self.running[kind] += 1
         self.most[kind] = max(self.most[kind], self.running[kind])
         try:
             await self.go.wait()
-            return await super().handle(subject, headers, body)
+            return await super().handle(subject, headers, body, requester)
         finally:
             self.running[kind] -= 1
 

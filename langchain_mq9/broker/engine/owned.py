@@ -1,0 +1,255 @@
+"""What each mq9 command asks of an enforcing broker's ownership (#74), for its entry in the
+engine's table (``engine.Command.owned``): which names the request touches, which check it
+passes before it is done, which record its success makes, what a broker sharing its store
+with others reads first, and whether its message carries the sender the broker vouches for.
+
+The engine runs them as part of answering a request of a ``Requester`` (the principal the
+broker authenticated, and the ``Policy`` deciding what it may): ``BrokerEngine`` checks and
+claims in the request's own transaction, under its lock; ``ClusterEngine`` reads the records
+and what exists first, since its store is shared. identities/ownership.py is the ``Policy``:
+who may do what, and how a record is kept. Nothing here decides: it only says which of the
+policy's questions a command asks, and about what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ... import protocol as p
+from ...protocol.errors import WireError
+
+Headers = Mapping[str, str] | None
+# A record's durable write, once its claim is made in memory: None when kept, else the answer
+# that says it could not be (its claim is then undone)
+Keep = Callable[[], Awaitable[bytes | None]]
+# How every answer that did what it was asked begins (the engine's encoding: compact JSON):
+# a refused request made nothing, so records nothing
+_SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """The names a request touches, read once from its subject and body."""
+
+    mailbox: Any = None  # the mailbox it creates, sends to or reads (a str when it names one)
+    agent: Any = None  # the agent name it registers, unregisters or reports on
+    listed: bool = False  # whether its check asks if ``agent`` is registered
+
+
+class Policy(Protocol):
+    """Who may do what, and what a done request makes whose (identities/ownership.py). The
+    checks answer None when allowed, else the refusal; they never wait, reading what exists
+    from the engine's state (under its lock) or from what ``look_up`` read."""
+
+    def may_create(self, principal: str, name: Any) -> bytes | None: ...
+    def may_send(self, principal: str, address: Any, headers: Headers) -> bytes | None: ...
+    def may_read(self, principal: str, verb: str, address: Any) -> bytes | None: ...
+    def may_name(self, principal: str, verb: str, named: Named) -> bytes | None: ...
+
+    def created(self, principal: str, address: Any) -> Keep | None: ...
+    def sent(self, principal: str, address: Any, headers: Headers) -> Keep | None: ...
+    def fetched(
+        self, principal: str, address: Any, body: bytes, group: Callable[[bytes], Any]
+    ) -> None: ...
+    def acked(self, principal: str, address: Any, group: Any) -> None: ...
+    def registered(self, principal: str, name: Any) -> Keep | None: ...
+
+    async def look_up(self, principal: str, named: Named) -> None: ...
+    async def look_up_send(self, principal: str, named: Named, headers: Headers) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asks (the principal the broker authenticated) and the policy saying what it may."""
+
+    principal: str
+    policy: Policy
+
+
+Check = Callable[[Policy, str, Named, Headers], "bytes | None"]
+Record = Callable[[Policy, str, Named, Headers, bytes, bytes], "Keep | None"]
+LookUp = Callable[[Policy, str, Named, Headers], Awaitable[None]]
+
+
+def _no_mailbox(_target: str, _body: bytes) -> Any:
+    return None
+
+
+def _allowed(_policy: Policy, _principal: str, _named: Named, _headers: Headers) -> None:
+    return None
+
+
+def _makes_nothing(
+    _policy: Policy, _principal: str, _named: Named, _headers: Headers, _body: bytes, _a: bytes
+) -> None:
+    return None
+
+
+async def _look_up_names(policy: Policy, principal: str, named: Named, _headers: Headers) -> None:
+    await policy.look_up(principal, named)
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A command's part in ownership. ``mailbox(target, body)``: the mailbox it touches;
+    ``agent(body)``: the agent name (read off the loop when the body is large); ``listed``:
+    whether its check asks if that agent is registered; ``check``, ``record`` and
+    ``look_up``: the policy's questions it asks; ``vouched``: its message carries the
+    sender the broker authenticated (``engine.Vouched``)."""
+
+    mailbox: Callable[[str, bytes], Any] = _no_mailbox
+    agent: Callable[[bytes], Any] | None = None
+    listed: bool = True
+    check: Check = _allowed
+    record: Record = _makes_nothing
+    look_up: LookUp = _look_up_names
+    vouched: bool = False
+
+    async def names(self, target: str, body: bytes, large: int) -> Named:
+        """What the request of ``target`` and ``body`` touches; an agent name read from a
+        body above ``large`` bytes on a thread (a card may be large)."""
+        agent = None
+        if self.agent is not None:
+            if len(body) > large:
+                agent = await asyncio.to_thread(self.agent, body)
+            else:
+                agent = self.agent(body)
+        listed = self.listed and isinstance(agent, str) and bool(agent)
+        return Named(self.mailbox(target, body), agent, listed)
+
+    def recorded(
+        self, requester: Requester, named: Named, headers: Headers, body: bytes, answer: bytes
+    ) -> Keep | None:
+        """The record ``answer`` makes ``requester``'s, claimed now (a refused request makes
+        none); its durable write is what is returned, to await before answering."""
+        if not answer.startswith(_SUCCEEDED):
+            return None
+        return self.record(requester.policy, requester.principal, named, headers, body, answer)
+
+
+async def kept(answer: bytes, keep: Keep | None) -> bytes:
+    """``answer`` once its record is kept, else the answer saying it could not be."""
+    if keep is None:
+        return answer
+    return (await keep()) or answer
+
+
+# -- the names a command's body holds, read as the engine reads it --------------------------
+
+
+def _field(shape: p.Shape, body: bytes, name: str) -> Any:
+    """One field of a body, or None where the engine refuses the body (it says why)."""
+    try:
+        return shape.read(body)[name]
+    except WireError:
+        return None
+
+
+def _created_name(_target: str, body: bytes) -> Any:
+    return _field(p.CREATE_REQUEST, body, "name") if body else None
+
+
+def _addressed(target: str, _body: bytes) -> Any:
+    return target
+
+
+def _deleted_from(target: str, _body: bytes) -> Any:
+    return target.rpartition(".")[0] or target  # <mailbox>.<msg_id>
+
+
+def _acked_on(_target: str, body: bytes) -> Any:
+    return _field(p.ACK_REQUEST, body, "mail_address")  # the body's, not the subject's
+
+
+def registered_name(body: bytes) -> Any:
+    """The agent name a REGISTER body registers: an A2A card's, else the body's ``name``."""
+    try:
+        card = p.a2a_card(p.loads(body))
+    except WireError:
+        card = None
+    if card is not None:
+        return card.get("name")
+    return _field(p.REGISTER_REQUEST, body, "name")
+
+
+def _unregistered_name(body: bytes) -> Any:
+    return _field(p.UNREGISTER_REQUEST, body, "name")
+
+
+def _reported_name(body: bytes) -> Any:
+    return _field(p.REPORT_REQUEST, body, "name")
+
+
+def _fetch_group(body: bytes) -> Any:
+    return _field(p.FETCH_REQUEST, body, "group_name")
+
+
+def _created_address(answer: bytes) -> Any:
+    return p.loads(answer).get("mail_address")  # a name the broker chose too
+
+
+# -- each command's part (engine.COMMANDS names them) ----------------------------------------
+
+
+def _reads(verb: str) -> Check:
+    """Only the mailbox's owner does ``verb`` there."""
+
+    def check(policy: Policy, principal: str, named: Named, _headers: Headers) -> bytes | None:
+        return policy.may_read(principal, verb, named.mailbox)
+
+    return check
+
+
+def _names(verb: str) -> Check:
+    """Only the agent name's registrant does ``verb`` on it."""
+
+    def check(policy: Policy, principal: str, named: Named, _headers: Headers) -> bytes | None:
+        return policy.may_name(principal, verb, named)
+
+    return check
+
+
+async def _look_up_send(policy: Policy, principal: str, named: Named, headers: Headers) -> None:
+    await policy.look_up_send(principal, named, headers)
+
+
+CREATE = Owned(
+    mailbox=_created_name,
+    check=lambda policy, who, named, _h: policy.may_create(who, named.mailbox),
+    record=lambda policy, who, _n, _h, _b, answer: policy.created(who, _created_address(answer)),
+)
+SEND = Owned(
+    mailbox=_addressed,
+    check=lambda policy, who, named, headers: policy.may_send(who, named.mailbox, headers),
+    record=lambda policy, who, named, headers, _b, _a: policy.sent(who, named.mailbox, headers),
+    look_up=_look_up_send,
+    vouched=True,  # #70: the message says who sent it, as the broker checked
+)
+FETCH = Owned(
+    mailbox=_addressed,
+    check=_reads("FETCH"),
+    # a group's lease is its reader's to make: its name is learned from the owner's FETCH
+    record=lambda policy, who, named, _h, body, _a: policy.fetched(
+        who, named.mailbox, body, _fetch_group
+    ),
+)
+ACK = Owned(
+    mailbox=_acked_on,
+    check=_reads("ACK"),
+    record=lambda policy, who, named, _h, body, _a: policy.acked(
+        who, named.mailbox, _field(p.ACK_REQUEST, body, "group_name")
+    ),
+)
+QUERY = Owned(mailbox=_addressed, check=_reads("QUERY"))
+DELETE = Owned(mailbox=_deleted_from, check=_reads("DELETE"))
+REGISTER = Owned(
+    agent=registered_name,
+    check=_names("REGISTER"),
+    record=lambda policy, who, named, _h, _b, _a: policy.registered(who, named.agent),
+)
+UNREGISTER = Owned(agent=_unregistered_name, check=_names("UNREGISTER"))
+REPORT = Owned(agent=_reported_name, listed=False, check=_names("REPORT"))  # any name reported on
+NOTHING = Owned()  # DISCOVER, and what the engine answers as unknown: anyone may
