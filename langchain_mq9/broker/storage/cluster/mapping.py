@@ -92,6 +92,7 @@ class Layout:
             f"{self.prefix}.d.>",
             f"{self.prefix}.s.>",
             f"{self.prefix}.t.>",
+            f"{self.prefix}.h.>",
         ]
 
     # A message's subject is m.<mailbox>.<priority>.<key>.<msg_id> (tokens, the msg_id in
@@ -102,6 +103,16 @@ class Layout:
         """``box`` is the mailbox's token (``token(name)``), ``key_token`` the key's
         (``NO_KEY`` for none)."""
         return f"{self.prefix}.m.{box}.{priority.value}.{key_token}.{msg_id}"
+
+    # A mailbox's head, h.<mailbox>: one message (each write rolls the one before up) holding
+    # the next msg_id, written last in every batch of the mailbox's messages and expected by
+    # the next. A literal subject: the server finds its last sequence in its subject index
+    # at once, where a filter (m.<mailbox>.>, one subject a message) has it match every
+    # subject of the mailbox, a cost that grew with the mailbox (docs/broker.md)
+
+    def head_subject(self, box: str) -> str:
+        """``box``'s head (``box``: the mailbox's token)."""
+        return f"{self.prefix}.h.{box}"
 
     def mailbox_filter(self, mailbox: str) -> str:
         """Every message of ``mailbox``, any priority, any key."""

@@ -2,17 +2,20 @@
 after another, never giving a number twice, whichever broker writes (docs/broker.md, "The
 alternatives weighed").
 
-A message's msg_id is the last token of its subject (``m.<mailbox>.<priority>.<key>.<msg_id>``),
-and every write expects the mailbox's last sequence (``Nats-Expected-Last-Subject-Sequence``
-on ``m.<mailbox>.>``): JetStream takes one of two racing writes, so within a mailbox stream
-order is msg_id order. A broker keeps each mailbox's last sequence and next msg_id from its
-own writes: one request a write while one broker writes a mailbox; when another wrote
-first, the write is refused, the leader is asked for the mailbox's newest message, and the
-write is numbered again.
+A message's msg_id is the last token of its subject (``m.<mailbox>.<priority>.<key>.<msg_id>``).
+Every write of a mailbox ends with its head (``h.<mailbox>``: the next msg_id, rolling the
+head before it up) expecting the head's last sequence (``Nats-Expected-Last-Subject-Sequence``):
+JetStream takes one of two racing writes, so within a mailbox stream order is msg_id order,
+and the expectation is on one literal subject, which the server looks up at once (a filter
+over the mailbox's messages has it match every one of them: a write's cost grew with the
+mailbox). A broker keeps each mailbox's head sequence and next msg_id from its own writes: one
+request a write while one broker writes a mailbox; when another wrote first, the write is
+refused, the leader is asked for the head, and the write is numbered again.
 
-The writes a broker holds for one mailbox go as one atomic batch (``allow_atomic``), the
-first message expecting the last sequence: one round trip for all of them, so one mailbox's
-rate is not one round trip a message. While a batch is under way the next ones gather. A
+The writes a broker holds for one mailbox go as one atomic batch (``allow_atomic``), the head
+last: one round trip for all of them, so one mailbox's rate is not one round trip a message.
+While a batch is under way the next ones gather (the servers refuse a second expectation of
+a subject while one is in process, so one batch of a mailbox is in flight at a time). A
 message's tag index entries go right before it in its batch (``Mq9-Ahead`` says how far
 ahead it is): stored with it or not at all.
 """
@@ -40,12 +43,14 @@ log = logging.getLogger("langchain_mq9.broker")
 RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
 BATCH_MOST = 256  # writes one atomic batch carries at most
 ENTRIES_MOST = 1000  # stream messages one atomic batch carries at most (the server's limit)
+TAGS_MOST = ENTRIES_MOST - 2  # a message's distinct tags at most: its batch holds it and a head
 GATHER_SECONDS = 0.003  # the longest a batch waits for the last batch's senders to send again
 KEPT = 65_536  # mailboxes (and sequences of msg_ids) a broker remembers, then forgets all
 _LONGEST_TTL = 100 * 365 * 86_400  # Go's durations end at about 292 years
 _TRIES = 64  # batches refused in a row (other brokers writing the mailbox) before giving up
 _KV_OPERATION = "KV-Operation"
 NOT_FOUND_DELETE = 10057
+DUPLICATE_IN_BATCH = 10201  # "atomic publish batch contains duplicate message id"
 
 
 @dataclass(slots=True)
@@ -174,22 +179,30 @@ class Numbering:
             try:
                 last_seq = await self._publish(box, batch, expected, first_id)
             except JetStreamError as exc:
+                if exc.err_code == DUPLICATE_IN_BATCH and len(batch) == 1 and batch[0].staged:
+                    # a delayed message numbered before, by a broker gone before it removed
+                    # the staged copy (its Nats-Msg-Id): only that removal is left
+                    await self._delete(batch[0].staged)
+                    if not batch[0].future.done():
+                        batch[0].future.set_result(-1)
+                    return
                 if not exc.wrong_last_sequence:
                     raise
-                state = None  # another broker wrote (or deleted the newest): read again
+                state = None  # another broker wrote: read again
                 continue
             count = len(batch)
             if len(self.last) >= KEPT:
                 self.last.clear()
-            # (the mailbox's last sequence is its newest message's: the batch's last entry)
+            # (the batch's last entry is the head: the mailbox's last sequence)
             self.last[box] = (last_seq, first_id + count)
             self.written.add(box)
             seqs = self.seqs
             if len(seqs) >= KEPT:
                 seqs.clear()
             keys: dict[str, int] = {}
-            # an atomic batch is stored in one piece, each message after its index entries
-            seq = last_seq - sum(write.entries for write in batch)
+            # an atomic batch is stored in one piece, each message after its index entries,
+            # the head after them all
+            seq = last_seq - 1 - sum(write.entries for write in batch)
             for index, write in enumerate(batch):
                 seq += write.entries
                 seqs[(box, first_id + index)] = seq
@@ -224,51 +237,56 @@ class Numbering:
         await asyncio.gather(*purges, *(self._delete(seq) for seq in gone))
 
     async def _publish(self, box: str, batch: list[Write], expected: int, first_id: int) -> int:
-        """The batch numbered from ``first_id``, expecting ``expected`` as the mailbox's last
-        sequence; the last message's sequence."""
+        """The batch numbered from ``first_id``, then the head, expecting ``expected`` as the
+        head's last sequence (0: no head yet); the head's sequence."""
         layout = self.layout
-        expect = {
-            "Nats-Expected-Last-Subject-Sequence": str(expected),
-            "Nats-Expected-Last-Subject-Sequence-Subject": layout.box_filter(box),
-        }
-        entries: list[tuple[str, bytes, dict[str, str]]] = []
+        batch_id = uuid.uuid4().hex
+        publish = self.requests.connection.publish
+        number = 0
         for index, write in enumerate(batch):
             for place, tag in enumerate(write.tags):
-                ahead = {AHEAD: str(len(write.tags) - place)}
-                entries.append((layout.tag_subject(box, tag), tag.encode(), ahead))
+                number += 1
+                headers = {
+                    AHEAD: str(len(write.tags) - place),
+                    "Nats-Batch-Id": batch_id,
+                    "Nats-Batch-Sequence": str(number),
+                }
+                await publish(layout.tag_subject(box, tag), tag.encode(), headers=headers)
+            number += 1
             subject = layout.message_subject(box, write.priority, write.key_token, first_id + index)
-            entries.append((subject, write.data, write.headers))
-        if len(entries) == 1:
-            subject, data, headers = entries[0]
-            return await self.requests.publish(subject, data, {**headers, **expect})
-        batch_id = uuid.uuid4().hex
-        connection = self.requests.connection
-        last = len(entries)
-        for number, (subject, data, own) in enumerate(entries, 1):
-            headers = {**own, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
-            if number == 1:
-                headers.update(expect)
-            if number < last:
-                await connection.publish(subject, data, headers=headers)
-                continue
-            headers["Nats-Batch-Commit"] = "1"
-            return await self.requests.publish(subject, data, headers)
-        raise AssertionError("an empty batch")
+            headers = {**write.headers, "Nats-Batch-Id": batch_id}
+            headers["Nats-Batch-Sequence"] = str(number)
+            await publish(subject, write.data, headers=headers)
+        head = {
+            "Nats-Expected-Last-Subject-Sequence": str(expected),
+            "Nats-Rollup": "sub",  # (one head a mailbox: the one before goes)
+            "Nats-Batch-Id": batch_id,
+            "Nats-Batch-Sequence": str(number + 1),
+            "Nats-Batch-Commit": "1",
+        }
+        following = str(first_id + len(batch)).encode()
+        return await self.requests.publish(layout.head_subject(box), following, head)
 
     async def read_last(self, box: str) -> tuple[tuple[int, int], int]:
-        """``box``'s last sequence and next msg_id from the leaders: its newest message's
-        (a deleted newest one's marker too), or none left: the record's next number; and
-        the marker's sequence when the newest is one (else 0)."""
-        entry, following = await asyncio.gather(
-            self.requests.leader_get(
-                self.layout.messages, last_by_subject=self.layout.box_filter(box)
-            ),
+        """``box``'s head sequence and next msg_id from the leaders: the head's (the
+        record's next number when above it); no head (a mailbox no write reached since this
+        layout wrote heads, or one silent past the retention): 0 and the number after its
+        newest message, else the record's; and, then, the sequence of a deleted newest
+        message's marker, when the newest is one (a layout's before heads), else 0."""
+        layout = self.layout
+        head, following = await asyncio.gather(
+            self.requests.leader_get(layout.messages, last_by_subject=layout.head_subject(box)),
             self.record_next(box),
+        )
+        if head is not None:
+            return (head.seq, max(int(head.data), following)), 0
+        entry = await self.requests.leader_get(
+            layout.messages, last_by_subject=layout.box_filter(box)
         )
         if entry is None:
             return (0, following), 0
         marker = entry.seq if DELETED in entry.headers else 0
-        return (entry.seq, max(msg_id_of(entry.subject) + 1, following)), marker
+        return (0, max(msg_id_of(entry.subject) + 1, following)), marker
 
     async def record_next(self, box: str) -> int:
         """The next msg_id the mailbox record keeps (0 when none): the number its log had
@@ -332,10 +350,10 @@ class Numbering:
 
 def _take(queue: list[Write]) -> list[Write]:
     """The next batch from ``queue`` (removed from it): up to ``BATCH_MOST`` writes and
-    ``ENTRIES_MOST`` stream messages, one write at least."""
+    ``ENTRIES_MOST`` stream messages with the head, one write at least."""
     taken, entries = 0, 0
     for write in queue[:BATCH_MOST]:
-        if taken and entries + write.entries > ENTRIES_MOST:
+        if taken and entries + write.entries + 1 > ENTRIES_MOST:
             break
         taken += 1
         entries += write.entries

@@ -52,7 +52,7 @@ from .mapping import (
     token,
     unframe,
 )
-from .numbering import ENTRIES_MOST, Mark, Numbering, Write, every
+from .numbering import TAGS_MOST, Mark, Numbering, Write, every
 from .requests import JetStreamError, Requests, StoredEntry
 
 if TYPE_CHECKING:
@@ -492,10 +492,20 @@ class ClusterStore:
             return None
 
     async def last(self, mailbox: str) -> Mark | None:
-        """The mailbox's newest message (a deleted newest one's marker too): its msg_id and
-        sequence, read from the stream's leader (current); None when its log holds none."""
+        """The mailbox's newest number written (its message deleted or not) and a sequence
+        at or below its message and at or above every message of the mailbox, from the
+        stream's leader (current): from the head, the one message after the newest of each
+        batch; a mailbox with no head (none written since heads, a layout's before) from its
+        newest message (a deleted newest one's marker too); None when its log holds none."""
+        layout = self.layout
+        box = token(mailbox)
+        head = await self.requests.leader_get(
+            layout.messages, last_by_subject=layout.head_subject(box)
+        )
+        if head is not None:
+            return Mark(int(head.data) - 1, head.seq - 1)
         entry = await self.requests.leader_get(
-            self.layout.messages, last_by_subject=self.layout.mailbox_filter(mailbox)
+            layout.messages, last_by_subject=layout.box_filter(box)
         )
         return None if entry is None else Mark(msg_id_of(entry.subject), entry.seq)
 
@@ -670,30 +680,26 @@ class ClusterStore:
         return None if message is None or message.expired(now) else message
 
     async def delete(self, mailbox: str, msg_id: int) -> bool:
-        """Remove ``mailbox``'s message ``msg_id``; False when it holds none. The newest is
-        replaced by a marker on its subject (a rollup) expecting it is still the newest, so
-        its msg_id stays the mailbox's last and is never given again; another is deleted."""
+        """Remove ``mailbox``'s message ``msg_id``; False when it holds none. The mailbox's
+        head keeps its next number, so the newest is deleted as any other and its msg_id is
+        never given again. A mailbox with no head yet (a layout's before heads) numbers from
+        its newest message: that one is replaced by a marker on its subject (a rollup)
+        expecting it is still the newest, as that layout did."""
         layout = self.layout
         if msg_id < 0:
             return False
-        entry = await self.requests.leader_get(
-            layout.messages, last_by_subject=layout.id_filter(mailbox, msg_id)
+        entry, head = await asyncio.gather(
+            self.requests.leader_get(
+                layout.messages, last_by_subject=layout.id_filter(mailbox, msg_id)
+            ),
+            self.requests.leader_get(
+                layout.messages, last_by_subject=layout.head_subject(token(mailbox))
+            ),
         )
         if entry is None or DELETED in entry.headers:
             return False
-        headers = {
-            DELETED: "1",
-            "Nats-Rollup": "sub",
-            "Nats-Expected-Last-Subject-Sequence": str(entry.seq),
-            "Nats-Expected-Last-Subject-Sequence-Subject": layout.mailbox_filter(mailbox),
-        }
-        try:
-            await self.requests.publish(entry.subject, b"", headers)
+        if head is None and await self._marked_newest(mailbox, entry):
             return True
-        except JetStreamError as exc:
-            if not exc.wrong_last_sequence:
-                raise
-        # not the newest (or no longer): deleted where it is
         try:
             await self.requests.api(
                 f"STREAM.MSG.DELETE.{layout.messages}", {"seq": entry.seq, "no_erase": True}
@@ -703,6 +709,23 @@ class ClusterStore:
                 return False  # deleted meanwhile
             raise
         return True
+
+    async def _marked_newest(self, mailbox: str, entry: StoredEntry) -> bool:
+        """``entry`` replaced by a marker when it is the newest of ``mailbox`` (which has no
+        head); False when it is not (or no longer)."""
+        headers = {
+            DELETED: "1",
+            "Nats-Rollup": "sub",
+            "Nats-Expected-Last-Subject-Sequence": str(entry.seq),
+            "Nats-Expected-Last-Subject-Sequence-Subject": self.layout.mailbox_filter(mailbox),
+        }
+        try:
+            await self.requests.publish(entry.subject, b"", headers)
+            return True
+        except JetStreamError as exc:
+            if not exc.wrong_last_sequence:
+                raise
+        return False
 
     # -- group positions -------------------------------------------------------------------
 
@@ -853,12 +876,13 @@ NOT_FOUND_DELETE = 10057  # JetStream's "no message found" to a delete
 
 def _indexable(message: StoredMessage) -> tuple[str, ...]:
     """``message``'s distinct tags; ``StorageError`` when more than its batch holds (its
-    index entries and itself are one atomic batch, which the servers cap)."""
+    index entries, itself and its mailbox's head are one atomic batch, which the servers
+    cap)."""
     tags = _distinct(message.tags)
-    if len(tags) >= ENTRIES_MOST:
+    if len(tags) > TAGS_MOST:
         raise StorageError(
             f"a message with {len(tags)} distinct tags: this broker's cluster store takes "
-            f"at most {ENTRIES_MOST - 1}"
+            f"at most {TAGS_MOST}"
         )
     return tags
 
