@@ -1,0 +1,102 @@
+"""#74: ownership is made by the engine as part of answering (each command's entry in its table
+names its check and record, engine/owned.py), not around it. On a real ``BrokerEngine``,
+requests handed on as ``serve.py`` hands them after the gate (``Identities.handle``):
+
+- what a CREATE made is its creator's from the transaction that made it, also while its record
+  is being written to a store that waits (the cluster's bucket): another agent's request in
+  that moment is refused as touching another's mailbox, never as touching nobody's;
+- a name two agents register at once is owned by the one whose card the registry keeps;
+- asked without a requester (an open broker), the engine checks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from jetstream_servers import JetStreamCluster
+from nats.aio.msg import Msg
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker.identities.kv_store import KvIdentityStore
+from langchain_mq9.broker.identities.ownership import Identities
+from langchain_mq9.broker.identities.store import BaseIdentityStore, IdentityStore
+
+pytest.importorskip("nkeys")  # the credentials extra
+
+NAMES = 20  # agent names registered by two agents at once
+
+
+async def ask(identities: Identities, who: str, subject: str, body: dict | bytes = b"") -> dict:
+    raw = body if isinstance(body, bytes) else p.encode(body)
+    msg = Msg(None, subject=subject, reply=f"_INBOX.{who}.r.1", data=raw)  # type: ignore[arg-type]
+    return json.loads(await identities.handle(identities.ownership.engine, msg))
+
+
+def _issued(store: BaseIdentityStore) -> BaseIdentityStore:
+    for name in ("alice", "bob"):
+        store.issue(name)
+    return store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    store = _issued(IdentityStore(tmp_path / "mq9-identities.sqlite3"))
+    yield store
+    store.close()
+
+
+@pytest.mark.slow
+async def test_a_mailbox_is_its_creators_while_its_record_is_written():
+    """The KV store's write waits for the cluster: bob's FETCH, answered meanwhile, finds the
+    mailbox alice's (it found it nobody's when the record was made after the engine's
+    answer, from outside it)."""
+    with JetStreamCluster(1) as cluster:
+        store = _issued(KvIdentityStore(cluster.urls, stream=f"T{uuid.uuid4().hex[:12]}"))
+        try:
+            identities = Identities(store, BrokerEngine())
+            made, read = await asyncio.gather(
+                ask(identities, "alice", p.MAILBOX_CREATE, {"name": "a.box"}),
+                ask(identities, "bob", p.MSG_FETCH + "a.box", {}),
+            )
+            assert made == {"error": "", "mail_address": "a.box"}
+            assert read["error"].startswith("FETCH refused: mailbox 'a.box' belongs to another")
+            assert await store.owner("mailbox", "a.box") == "alice"
+        finally:
+            store.close()
+
+
+async def test_a_name_registered_by_two_at_once_is_the_one_kept_registrants(sqlite_store):
+    identities = Identities(sqlite_store, BrokerEngine())
+    names = [f"agent.{n}" for n in range(NAMES)]
+    # alice first for even names, bob first for odd ones
+    answers = await asyncio.gather(
+        *(
+            ask(identities, who, p.AGENT_REGISTER, {"name": name, "payload": f"{who}'s card"})
+            for n, name in enumerate(names)
+            for who in (("alice", "bob") if n % 2 == 0 else ("bob", "alice"))
+        )
+    )
+    assert [a["error"] for a in answers] == [""] * 2 * NAMES  # a taken name keeps its card
+    listing = await ask(identities, "alice", p.AGENT_DISCOVER, {})
+    cards = {entry["name"]: entry["agent_info"] for entry in listing["agents"]}
+    _, owners, _ = sqlite_store.owners()
+    for name in names:
+        assert cards[name] == f"{owners[name]}'s card", name
+        other = "bob" if owners[name] == "alice" else "alice"
+        refused = await ask(identities, other, p.AGENT_UNREGISTER, {"name": name})
+        assert refused["error"].startswith("UNREGISTER refused"), refused
+
+
+async def test_the_engine_asked_without_a_requester_checks_nothing(sqlite_store):
+    engine = BrokerEngine()
+    identities = Identities(sqlite_store, engine)
+    assert (await ask(identities, "alice", p.MAILBOX_CREATE, {"name": "a.box"}))["error"] == ""
+    assert (await ask(identities, "bob", p.MSG_FETCH + "a.box", {}))["error"].startswith(
+        "FETCH refused"
+    )
+    open_answer = json.loads(await engine.handle(p.MSG_FETCH + "a.box", None, p.encode({})))
+    assert open_answer == {"error": "", "messages": []}
