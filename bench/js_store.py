@@ -83,8 +83,7 @@ class BrokerProcess:
         self.start_seconds = time.monotonic() - started
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+        return cpu_seconds(self.process.pid)
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -114,6 +113,12 @@ async def rate(work: Callable[[], Awaitable[Any]], in_flight: int, seconds: floa
     started = time.monotonic()
     await asyncio.gather(*(lane() for _ in range(in_flight)))
     return done / (time.monotonic() - started)
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's user + system CPU seconds so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def mailbox_names(count: int) -> list[str]:
@@ -164,6 +169,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         names = ("send", "raw_publish", "fetch", "raw_direct_get", "ack", "raw_kv_put")
         rows: dict[str, list[float]] = {name: [] for name in names}
         cpu_per_10k: list[float] = []
+        cpu_per_op: dict[str, list[dict[str, int]]] = {name: [] for name in names}
+        processes_own = ("bench", "broker")
         requests = [  # what the broker's FETCH of each mailbox reads: its lane
             json.dumps(
                 {
@@ -205,35 +212,41 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 box, msg_id = next(next_ack)
                 return client.ack(box, "g", msg_id)
 
+            sides: dict[str, Callable[[], Awaitable[Any]]] = {
+                "send": lambda: client.send(next(next_send), text),
+                "raw_publish": lambda: js.publish(next(next_subject), stored),
+                "fetch": lambda: client.fetch(
+                    next(next_fetch), deliver="earliest", num_msgs=args.fetch
+                ),
+                "raw_direct_get": direct_get,
+                "ack": ack,
+                "raw_kv_put": lambda: js.publish(next(next_position), value),
+            }
+            processes = {"bench": os.getpid(), "broker": broker.process.pid}
+            processes.update({s.name: s.process.pid for s in cluster.servers if s.process})
             for _ in range(args.rounds):
-                cpu, started = broker.cpu_seconds(), time.monotonic()
-                count = await rate(
-                    lambda: client.send(next(next_send), text), args.in_flight, args.seconds
-                )
-                elapsed = time.monotonic() - started
-                cpu_per_10k.append((broker.cpu_seconds() - cpu) / (count * elapsed) * 10_000)
-                rows["send"].append(count)
-                rows["raw_publish"].append(
-                    await rate(
-                        lambda: js.publish(next(next_subject), stored), args.in_flight, args.seconds
+                for name, work in sides.items():
+                    before = {who: cpu_seconds(pid) for who, pid in processes.items()}
+                    started = time.monotonic()
+                    count = await rate(work, args.in_flight, args.seconds)
+                    done = count * (time.monotonic() - started)
+                    used = {who: cpu_seconds(pid) - before[who] for who, pid in processes.items()}
+                    rows[name].append(count)
+                    if name == "send":
+                        cpu_per_10k.append(used["broker"] / done * 10_000)
+                    # every process's CPU an operation: on a machine whose cores are all
+                    # busy, the rates go as the inverse of the CPU an operation costs in all
+                    cpu_per_op[name].append(
+                        {
+                            "bench": round(used["bench"] / done * 1e6),
+                            "broker": round(used["broker"] / done * 1e6),
+                            "servers": round(
+                                sum(v for who, v in used.items() if who not in processes_own)
+                                / done
+                                * 1e6
+                            ),
+                        }
                     )
-                )
-                rows["fetch"].append(
-                    await rate(
-                        lambda: client.fetch(
-                            next(next_fetch), deliver="earliest", num_msgs=args.fetch
-                        ),
-                        args.in_flight,
-                        args.seconds,
-                    )
-                )
-                rows["raw_direct_get"].append(await rate(direct_get, args.in_flight, args.seconds))
-                rows["ack"].append(await rate(ack, args.in_flight, args.seconds))
-                rows["raw_kv_put"].append(
-                    await rate(
-                        lambda: js.publish(next(next_position), value), args.in_flight, args.seconds
-                    )
-                )
         results["rates"] = rows
         results["ratios"] = {
             "send": [s / r for s, r in zip(rows["send"], rows["raw_publish"], strict=True)],
@@ -241,6 +254,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "ack": [s / r for s, r in zip(rows["ack"], rows["raw_kv_put"], strict=True)],
         }
         results["cpu_seconds_per_10k_sends"] = cpu_per_10k
+        # (microseconds of CPU an operation: the bench process, the broker, the 3 servers)
+        results["cpu_us_per_operation"] = cpu_per_op
         results["broker_start_seconds_empty_layout"] = broker.start_seconds
         results["broker_rss_after_runs"] = broker.rss_bytes()
         broker.stop()

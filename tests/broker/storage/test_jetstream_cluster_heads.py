@@ -7,7 +7,10 @@ What is checked: one head a mailbox whatever was written, holding the next numbe
 newest message deleted keeps its number from being given again, through the head alone; a
 mailbox a layout wrote before heads (messages, a deleted newest's marker, no head) goes on
 from its newest number; a delayed message numbered twice (a broker gone before it removed the
-staged copy) is stored once.
+staged copy) is stored once; mailboxes written in one turn go as one batch (each its own
+head and expectation), and two stores writing the same mailboxes at once, their batches
+refused whole when one mailbox was written by the other, still number each mailbox from 0,
+each number once, in stream order.
 """
 
 from __future__ import annotations
@@ -38,16 +41,25 @@ def servers() -> Iterator[list[str]]:
         yield cluster.urls
 
 
+async def _open(servers: list[str], name: str) -> ClusterStore:
+    connection = await nats.connect(servers)
+    opened = ClusterStore(connection, name=name, timeout=20.0)
+    await opened.open()
+    return opened
+
+
+async def _close(store: ClusterStore) -> None:
+    await store.close()
+    await store.requests.connection.close()
+
+
 @pytest.fixture
 async def store(servers: list[str]) -> AsyncIterator[ClusterStore]:
-    connection = await nats.connect(servers)
-    opened = ClusterStore(connection, name=f"H{uuid.uuid4().hex[:10]}", timeout=20.0)
-    await opened.open()
+    opened = await _open(servers, f"H{uuid.uuid4().hex[:10]}")
     try:
         yield opened
     finally:
-        await opened.close()
-        await connection.close()
+        await _close(opened)
 
 
 def _now() -> int:
@@ -134,3 +146,36 @@ async def test_a_delayed_message_numbered_twice_is_stored_once(store: ClusterSto
     read = await store.read("later", START, 10, upto=None, now=_now())
     assert [(m.msg_id, m.payload) for m in read] == [(0, b"due")]
     assert await store.requests.leader_get(layout.messages, seq=staged) is None
+
+
+async def test_two_stores_writing_many_mailboxes_at_once_number_each_from_0_once(
+    servers: list[str],
+) -> None:
+    name = f"H{uuid.uuid4().hex[:10]}"
+    stores = [await _open(servers, name), await _open(servers, name)]
+    boxes = [f"box{n}" for n in range(8)]
+    try:
+        for box in boxes:
+            await stores[0].create_mailbox(box, ttl=0, desc="", now=_now())
+
+        async def writer(store: ClusterStore) -> list[tuple[str, int]]:
+            numbered: list[tuple[str, int]] = []
+            for _ in range(6):  # each turn every mailbox at once: batches of several
+                ids = await asyncio.gather(
+                    *(store.append(box, _message(box.encode()), now=_now()) for box in boxes)
+                )
+                numbered += zip(boxes, ids, strict=True)
+            return numbered
+
+        both = await asyncio.gather(*(writer(store) for store in stores))
+        for box in boxes:
+            given = sorted(i for numbered in both for mailbox, i in numbered if mailbox == box)
+            assert given == list(range(12))
+            read = await stores[1].read(box, START, 100, upto=None, now=_now())
+            assert [m.msg_id for m in read] == given  # (stream order is msg_id order)
+            assert {m.payload for m in read} == {box.encode()}
+            [(_, data)] = await _heads(stores[1], box)
+            assert data == b"12"
+    finally:
+        for store in stores:
+            await _close(store)

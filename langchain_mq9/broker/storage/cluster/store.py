@@ -762,10 +762,10 @@ class ClusterStore:
         layout = self.layout
         key = layout.kv_subject(layout.groups, layout.position_key(group, record.name))
         value = encode_record({"log": record.log, "offset": offset, "seq": seq})
-        writes = [self.requests.publish(key, value)]
-        if group not in self._marked:
-            writes.append(self._mark(group))
-        await asyncio.gather(*writes)
+        if group in self._marked:  # (the steady state: one write, awaited without a task)
+            await self.requests.publish(key, value)
+            return
+        await asyncio.gather(self.requests.publish(key, value), self._mark(group))
         self._marked.add(group)
 
     async def groups_on(self, record: MailboxRecord) -> int:
