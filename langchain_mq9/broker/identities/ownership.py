@@ -14,7 +14,8 @@ tells) is refused on a connection of its own that may publish only to inboxes
 (callout.ANSWERS_USER), and only when its reply is one.
 
 Ownership is the broker's to decide (mailbox names travel in bodies, and are chosen at
-CREATE), checked before the engine and recorded after it (``Ownership``):
+CREATE). ``Ownership`` is the policy; the engine asks it as part of answering each request, its
+command's entry in the engine's table naming the check and the record (engine/owned.py):
 
 - a mailbox belongs to the principal that created it, for good (an expired one too: its log
   would come back with a CREATE); workers of one service share it by sharing a credential;
@@ -187,8 +188,9 @@ def _replies_to(headers: Any) -> list[str]:
 
 
 class Ownership:
-    """Who owns what (kept in ``store``) and the checks made on each request against it,
-    the engine's state telling what exists."""
+    """Who owns what (kept in ``store``), and the policy the engine asks about each request
+    (engine/owned.py's ``Policy``: its checks and records), the engine's state telling what
+    exists."""
 
     def __init__(self, store: BaseIdentityStore, engine: BrokerEngine | ClusterServing) -> None:
         self.store = store
@@ -512,7 +514,7 @@ class Ownership:
 
     def learn(self, kind: str, record: dict[str, str]) -> None:
         """Keep a record another broker made (``kind``: "mailbox", "agent" or "grant"), as
-        ``record`` keeps it here once made."""
+        ``created``, ``registered`` and ``sent`` keep it here once made."""
         principal = record["principal"]
         if kind == "mailbox":
             address = record["name"]
