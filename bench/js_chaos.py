@@ -141,13 +141,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.to_thread(brokers[slot].process.wait, 30)
                     brokers[slot] = await asyncio.to_thread(BrokerProcess, urls, stream, 3)
                     killed = f"broker {slot}"
+                    took = brokers[slot].start_seconds  # launch to serving
                 else:
                     server = cluster.servers[(round_number // 2) % 3]
                     await asyncio.to_thread(server.kill)
                     await asyncio.sleep(args.down)
+                    back = time.monotonic()
                     await asyncio.to_thread(server.start)
                     killed = server.name
-                kills.append({"round": round_number, "killed": killed, "at_seconds": round(at, 1)})
+                    took = time.monotonic() - back  # launch to listening
+                kills.append(
+                    {
+                        "round": round_number,
+                        "killed": killed,
+                        "at_seconds": round(at, 1),
+                        "start_seconds": round(took, 2),
+                    }
+                )
             results["kill_seconds"] = time.monotonic() - started
             writing = False
             await asyncio.gather(*tasks)
