@@ -322,10 +322,14 @@ class ClusterEngine:
         if len(group) > p.MAX_GROUP_NAME:
             raise Mq9Error(p.err_group_name_too_long(len(group)))
         msg_id = request["msg_id"]
-        # where reads from past msg_id start: its sequence (cached, or the leader's)
-        _, seq = await asyncio.gather(
-            self._check_group_room(group, record), self.store.seq_for(record.name, msg_id)
-        )
+        # where reads from past msg_id start: its sequence (cached, or the leader's); a
+        # group known here, or no --max-groups, asks nothing more (awaited without tasks)
+        if self.limits.max_groups is None or (group, record.log) in self._groups:
+            seq = await self.store.seq_for(record.name, msg_id)
+        else:
+            _, seq = await asyncio.gather(
+                self._check_group_room(group, record), self.store.seq_for(record.name, msg_id)
+            )
         await self.store.commit(group, record, _wrap_u64(msg_id + 1), seq)
         self._know_group(group, record)
         return _OK
