@@ -266,7 +266,7 @@ class NatsService:
 
     async def _answer(self, msg: Msg, stamp: Stamp = None) -> None:
         self._tell_engine()
-        if self.identities is not None:  # #53: its ownership checks around the engine
+        if self.identities is not None:  # #53: the gate, then the engine making ownership (#74)
             reply = await self.identities.handle(self.engine, msg)
         else:
             reply = await self.engine.handle(msg.subject, msg.headers, msg.data)
