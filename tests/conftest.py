@@ -37,7 +37,11 @@ from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.broker.serving.cluster import QUEUE, ClusterServing
 
 ROBUSTMQ_URL = os.environ.get("MQ9_ROBUSTMQ_URL")
-BROKERS = ["memory", "nats"] + (["robustmq"] if ROBUSTMQ_URL else [])
+# A lane on a real server waits on another process: marked slow where it is listed, as every
+# slow test is marked in its own file (tests/project/test_slow_marks.py holds the rule)
+BROKERS = ["memory", pytest.param("nats", marks=pytest.mark.slow)] + (
+    [pytest.param("robustmq", marks=pytest.mark.slow)] if ROBUSTMQ_URL else []
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -269,91 +273,3 @@ async def nats_broker(nats_server):
         yield started
     finally:
         await stop_broker(started, handle)
-
-
-# -- the unit suite: `pytest -m "not slow"` ------------------------------------------------------
-# A test is slow when it runs another process or waits on one (a nats-server, the dev broker,
-# the MCP server, a notebook kernel, an example, node), serves or floods a network server in
-# process, loads a model, or waits out real timeouts. Found by fixture (one that starts a
-# nats-server), by lane (a fixture's nats or robustmq param), by file, and by name in files
-# mostly quick. Plain `pytest` still runs everything.
-SLOW_FIXTURES = {
-    "nats_server",
-    "jetstream_broker",
-    "restartable_nats",
-    "nats_broker",
-    "bare_nats",
-    "guarded_nats",
-    "monitored_nats",
-}
-SLOW_FILES = {
-    # processes: the dev broker, mq9-mcp, notebooks, examples, the bench, node, ruff
-    "test_agent_calls_kill.py",
-    "test_agent_calls_mcp.py",
-    "test_bench_smoke.py",
-    "test_dev_broker.py",
-    "test_devbroker_faults.py",
-    "test_devbroker_load.py",
-    "test_devbroker_wire.py",
-    "test_durability.py",
-    "test_examples.py",
-    "test_inspector.py",
-    "test_lint.py",
-    "test_types.py",  # mypy
-    "test_mcp_bundle.py",  # npx @anthropic-ai/mcpb
-    "test_mcp_http.py",
-    "test_mcp_http_hostile.py",
-    "test_mcp_install.py",  # pip resolves against the package registry
-    "test_mcp_eras.py",
-    "test_mcp_langchain.py",
-    "test_mcp_resources.py",
-    "test_mcp_observability.py",
-    "test_mcp_stdio.py",
-    "test_mcp_tasks.py",
-    "test_mcp_terminal.py",
-    "test_notebooks.py",
-    "test_readme.py",
-    "test_docs.py",
-    "test_sdk_interop_js.py",
-    # servers in process, floods and fuzzing, real waits, models and provider SDKs
-    "test_a2a_executor.py",
-    "test_a2a_transport.py",
-    "test_discovery_set.py",
-    "test_hostile_requests.py",
-    "test_hostile_tool_input.py",
-    "test_mcp_fuzz.py",
-    "test_mcp_http_limits.py",
-    "test_mcp_jsonrpc_answers.py",
-    "test_redaction.py",
-    "test_robustmq_ported.py",
-    "test_robustmq_shaped.py",
-    "test_semantic.py",
-    "test_tool_schemas.py",
-    "test_tools_standard.py",
-    "test_wire_fuzz.py",
-}
-SLOW_TESTS = {  # each waits out a connect or request timeout, or starts a process
-    "test_agent_calls.py::test_two_replicas_share_the_tasks_and_each_runs_once",
-    "test_client_errors.py::test_connect_to_a_cluster_of_dead_servers_fails_fast",
-    "test_client_errors.py::test_connect_to_nothing_fails_fast_and_retryable",
-    "test_client_errors.py::test_silent_responder_times_out_retryably",
-    "test_cluster_hazards.py::test_a_cluster_that_stays_unreachable_fails_within_the_timeout",
-    "test_cluster_hazards.py::test_safe_requests_pass_a_transient_cluster_error",
-    "test_discover_without_search.py::test_dev_broker_no_search_flag",
-    "test_storage_faults.py::test_the_cli_names_what_it_did_not_restore_and_the_payload_limit_in_effect",
-    "test_toolkit.py::test_a_broker_that_is_down_is_a_tool_error_not_a_crash",
-    "test_toolkit.py::test_a_sync_call_on_the_loop_that_owns_the_connection_uses_a_companion",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        lanes = callspec.params.values() if callspec is not None else ()
-        if (
-            item.path.name in SLOW_FILES
-            or f"{item.path.name}::{item.originalname}" in SLOW_TESTS
-            or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
-            or any(lane in ("nats", "robustmq") for lane in lanes if isinstance(lane, str))
-        ):
-            item.add_marker(pytest.mark.slow)

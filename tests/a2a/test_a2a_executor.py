@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from a2a.client import ClientConfig, ClientFactory
 from a2a.server.agent_execution import AgentExecutor
 from a2a.server.tasks import TaskUpdater
@@ -14,6 +15,8 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.executor import ExecutorServer
 from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
+
+pytestmark = pytest.mark.slow
 
 
 class Shouter(AgentExecutor):

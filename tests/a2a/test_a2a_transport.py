@@ -23,6 +23,8 @@ from a2a_support import asking, text_graph, text_io
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
 
+pytestmark = pytest.mark.slow
+
 
 def request(text: str, task_id: str = "", context_id: str = "") -> SendMessageRequest:
     msg = Message(message_id="m-" + text, role=Role.ROLE_USER, parts=[Part(text=text)])

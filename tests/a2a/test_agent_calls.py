@@ -186,6 +186,7 @@ async def test_bad_input_gets_a_clear_answer_and_the_loop_survives(client):
     assert kept("error.gone")["error"]["message"] == "task gone not found"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tasks", [200])
 async def test_two_replicas_share_the_tasks_and_each_runs_once(broker, tasks):
     """Competing replicas (consumer group, one worker name each): every task completes, and

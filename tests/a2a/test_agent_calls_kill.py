@@ -18,6 +18,8 @@ from langchain_mq9 import GroupReader
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).resolve().parents[1]  # the tests folder, where the helpers are
 TASKS = 8
 HAS_LEASES = "lease_ttl" in inspect.signature(GroupReader).parameters

@@ -101,7 +101,7 @@ async def served_upper(kind: str, request, **options):
             yield agent, other
 
 
-@pytest.mark.parametrize("kind", ["memory", "nats"])
+@pytest.mark.parametrize("kind", ["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def test_the_agent_and_the_gateway_wake_at_arrivals_not_polls(kind, no_polls, request):
     async with (
         served_upper(kind, request) as (agent, gateway_client),
@@ -117,7 +117,7 @@ async def test_the_agent_and_the_gateway_wake_at_arrivals_not_polls(kind, no_pol
     assert agent.arrivals.heard
 
 
-@pytest.mark.parametrize("kind", ["memory", "nats"])
+@pytest.mark.parametrize("kind", ["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def test_a_waiting_call_agent_wakes_at_the_answer_not_a_poll(kind, no_polls, request):
     """call_agent's wait (AgentCaller.check) reads the answer because it arrived: with every
     poll an hour away, a call that waits could not finish otherwise."""
@@ -199,7 +199,7 @@ async def upper_with_stalling_caller(kind: str, request):
             yield stalling
 
 
-@pytest.mark.parametrize("kind", ["memory", "nats"])
+@pytest.mark.parametrize("kind", ["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def test_an_answer_announced_before_the_send_returns_is_seen(kind, no_polls, request):
     """The race of issue #70: the agent answers (and the broker announces it) while the
     gateway's send has not returned yet. The gateway listens from before the request leaves,
@@ -239,7 +239,7 @@ class StallsInItsFirstLook(Mq9Client):
                 await asyncio.sleep(0.01)
 
 
-@pytest.mark.parametrize("kind", ["memory", "nats"])
+@pytest.mark.parametrize("kind", ["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def test_a_waiting_call_agent_hears_an_answer_stored_during_its_first_look(
     kind, no_polls, request
 ):

@@ -34,6 +34,7 @@ def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 async def test_the_gateway_process_serves_an_offline_agent(nats_broker, tmp_path):
     token = secrets.token_hex(16)
     tokens = tmp_path / "tokens.json"

@@ -331,6 +331,7 @@ def test_raw_parts_are_named_in_the_text_a_graph_reads():
     assert w.parts_text(parts) == "[a.pdf, application/pdf]"
 
 
+@pytest.mark.slow
 async def test_the_gateway_process_exits_on_sigterm_with_a_subscription_open(nats_broker, tmp_path):
     """#70: a subscription to an offline agent's task opens at once; SIGTERM ends it with the
     task's state and the process exits (before: nothing for 20 s+, and no exit in 60 s)."""

@@ -122,6 +122,7 @@ async def test_a_gateway_without_push_says_so(client):
             )
 
 
+@pytest.mark.slow
 async def test_the_gateway_process_pushes_with_allow_push_host(nats_broker, tmp_path):
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"alice": ALICE}))

@@ -4,8 +4,11 @@ environment (MQ9_A2A_ALLOW_HOSTS), and without it nothing goes out."""
 
 from __future__ import annotations
 
+import pytest
 from http_agents import a2a_http_agent
 from mcp_support import ok, served_engine, stdio_session
+
+pytestmark = pytest.mark.slow
 
 
 async def test_mq9_mcp_calls_an_http_agent_by_its_card_url(nats_server):

@@ -77,6 +77,7 @@ async def as_json(url: str, *args: str, stdin: str | None = None):
     return json.loads(out)
 
 
+@pytest.mark.slow
 async def test_agents_register_discover_unregister(server):
     url, _ = server
     done = await as_json(
@@ -108,6 +109,7 @@ async def test_agents_register_discover_unregister(server):
     assert (await as_json(url, "agents"))["agents"] == []
 
 
+@pytest.mark.slow
 async def test_send_from_an_argument_standard_input_and_a_file(server, tmp_path):
     url, client = server
     await client.mailbox_create(name="team.inbox")
@@ -125,6 +127,7 @@ async def test_send_from_an_argument_standard_input_and_a_file(server, tmp_path)
     assert code == 2 and "not both" in err
 
 
+@pytest.mark.slow
 async def test_fetch_ack_query_delete(server):
     url, client = server
     await client.mailbox_create(name="team.work")
@@ -147,6 +150,7 @@ async def test_fetch_ack_query_delete(server):
     assert [m["msg_id"] for m in left["messages"]] == [0, 2]
 
 
+@pytest.mark.slow
 async def test_watch_follows_a_mailbox_live(server):
     url, client = server
     await client.mailbox_create(name="team.live")
@@ -167,6 +171,7 @@ async def test_watch_follows_a_mailbox_live(server):
     assert len(await client.query("team.live")) == 3
 
 
+@pytest.mark.slow
 async def test_watch_shows_every_message_once_through_cut_answers(nats_server):
     """A broker that keeps every answer within 200,000 bytes (as the bundled one keeps it
     within its NATS server's max_payload): a read from the watch's start answers six critical
@@ -195,6 +200,7 @@ async def test_watch_shows_every_message_once_through_cut_answers(nats_server):
     assert [json.loads(line)["msg_id"] for line in out.splitlines()] == sent
 
 
+@pytest.mark.slow
 async def test_dlq_list_show_replay(server):
     url, client = server
     await client.mailbox_create(name="team.jobs")
@@ -227,6 +233,7 @@ async def test_dlq_list_show_replay(server):
     assert empty == {"dead_letter_mailbox": "team.other.dlq", "exists": False, "letters": []}
 
 
+@pytest.mark.slow
 async def test_calls_list_show_answer_cancel(server):
     url, client = server
     agent = await serve_agent(text_graph(asking), name="agent.asker", client=client, **text_io())
@@ -272,6 +279,7 @@ async def test_calls_list_show_answer_cancel(server):
         await agent.stop()
 
 
+@pytest.mark.slow
 async def test_exit_codes_say_what_went_wrong(server):
     url, _ = server
     code, _, err = await mq9(url, "query", "no.such.box")
@@ -286,6 +294,7 @@ async def test_exit_codes_say_what_went_wrong(server):
     assert code == 4 and "cannot connect" in err
 
 
+@pytest.mark.slow
 async def test_what_others_wrote_cannot_drive_the_terminal(server):
     url, client = server
     await client.mailbox_create(name="team.term")
@@ -354,6 +363,7 @@ async def test_it_logs_in_as_the_toolkit_does():
 # -- #73: the exit codes of docs/console.md in every case, in one line a person reads ---------
 
 
+@pytest.mark.slow
 async def test_deleting_a_message_that_is_not_there_says_so(server):
     url, client = server
     await client.mailbox_create(name="team.del")
@@ -368,6 +378,7 @@ async def test_deleting_a_message_that_is_not_there_says_so(server):
     assert code == 3 and err.startswith("mq9: mailbox 'no.such.box' does not exist")
 
 
+@pytest.mark.slow
 async def test_the_dead_letters_of_no_mailbox_are_not_found(server):
     url, _ = server
     code, out, err = await mq9(url, "dlq", "list", "no.such.mailbox")
@@ -375,6 +386,7 @@ async def test_the_dead_letters_of_no_mailbox_are_not_found(server):
     assert err.startswith("mq9: mailbox 'no.such.mailbox' does not exist")
 
 
+@pytest.mark.slow
 async def test_an_empty_message_is_refused_and_nothing_is_stored(server):
     url, client = server
     await client.mailbox_create(name="team.empty")
@@ -401,6 +413,7 @@ def test_a_usage_error_is_one_mq9_line():
         assert "Usage:" not in result.stderr and "Try " not in result.stderr
 
 
+@pytest.mark.slow
 async def test_set_aside_says_what_it_did_and_a_wrong_ack_speaks_to_a_person(server):
     url, client = server
     await client.mailbox_create(name="team.aside")
@@ -421,6 +434,7 @@ async def test_set_aside_says_what_it_did_and_a_wrong_ack_speaks_to_a_person(ser
     assert "mq9 fetch team.aside --group workers" in err
 
 
+@pytest.mark.slow
 async def test_a_table_shows_a_long_reason_whole(server):
     url, client = server
     await client.mailbox_create(name="team.long")

@@ -11,6 +11,8 @@ from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import start_nats_server
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def guarded_nats():

@@ -382,6 +382,7 @@ async def test_a_missing_mailbox_is_said_in_plain_words_with_the_brokers_as_deta
 # -- an unreachable broker, and a nats-server with no broker -------------------------------------
 
 
+@pytest.mark.slow
 async def test_connect_to_nothing_fails_fast_and_retryable():
     client = Mq9Client(f"nats://127.0.0.1:{free_port()}", request_timeout=1)
     with pytest.raises(Mq9Error) as caught:
@@ -399,6 +400,7 @@ async def test_connect_to_nothing_fails_fast_and_retryable():
         await client.mailbox_create()
 
 
+@pytest.mark.slow
 async def test_connect_to_a_cluster_of_dead_servers_fails_fast():
     urls = ",".join(f"nats://127.0.0.1:{free_port()}" for _ in range(3))
     client = Mq9Client(urls, request_timeout=1)
@@ -407,6 +409,7 @@ async def test_connect_to_a_cluster_of_dead_servers_fails_fast():
     assert caught.value.retryable
 
 
+@pytest.mark.slow
 async def test_nats_server_without_mq9_broker_says_so(bare_nats):
     async with Mq9Client(bare_nats.url, request_timeout=2) as client:
         calls = [
@@ -525,6 +528,7 @@ async def call(client: Mq9Client, command: str):
     raise AssertionError(command)
 
 
+@pytest.mark.slow
 async def test_malformed_replies_become_clean_mq9_errors(bare_nats):
     async with (
         Responder(bare_nats.url) as responder,
@@ -564,6 +568,7 @@ async def test_malformed_replies_become_clean_mq9_errors(bare_nats):
         assert await call(client, "send") == 3
 
 
+@pytest.mark.slow
 async def test_silent_responder_times_out_retryably(bare_nats):
     async with (
         Responder(bare_nats.url) as responder,
@@ -752,6 +757,7 @@ async def test_deeply_nested_card_does_not_break_discover(broker):
         assert [agent["name"] for agent in found["agents"]] == ["deep"]
 
 
+@pytest.mark.slow
 async def test_publish_without_reply_subject_is_ignored(broker, nats_server):
     if broker.transport != "nats":
         pytest.skip("a publish without a reply subject exists only on NATS")
@@ -867,6 +873,7 @@ async def test_serde_forms_and_texts_as_robustmq_answers_them(broker, subject, b
     assert reply["error"].split(" at line ")[0] == error, reply
 
 
+@pytest.mark.slow
 async def test_a_send_while_no_broker_serves_waits_for_one_within_its_timeout(bare_nats):
     """NATS says nothing listens (between two brokers' turns on a cluster): the SEND reached
     no one, so it is sent again until a broker serves, within ``request_timeout``, and stored

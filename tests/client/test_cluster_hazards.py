@@ -65,7 +65,7 @@ class FlakyCluster(BrokerEngine):
         return answer
 
 
-@pytest.fixture(params=["memory", "nats"])
+@pytest.fixture(params=["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def serve(request):
     """``await serve(engine)``: a URL where ``engine`` answers, over the parametrized transport."""
     stops = []
@@ -97,6 +97,7 @@ async def serve(request):
 # -- item 2: transient texts are retryable, safe requests are repeated, SEND never is -------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", [STORAGE_FORWARD, META_FORWARD])
 async def test_safe_requests_pass_a_transient_cluster_error(serve, text):
     engine = FlakyCluster()
@@ -140,6 +141,7 @@ async def test_a_named_create_whose_reply_was_lost_is_made_once(serve):
             await client.mailbox_create(name="made.once")
 
 
+@pytest.mark.slow
 async def test_a_cluster_that_stays_unreachable_fails_within_the_timeout(serve):
     engine = FlakyCluster(prefix=p.MSG_QUERY, failures=10**6)
     async with Mq9Client(await serve(engine), request_timeout=0.5) as client:

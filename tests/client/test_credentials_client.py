@@ -343,6 +343,7 @@ async def test_the_environment_logs_a_plain_client_in(gate, monkeypatch, tmp_pat
     assert all(reply.startswith("_INBOX.alice.") for _, reply in gate.prefixed)
 
 
+@pytest.mark.slow
 async def test_an_open_broker_and_a_credentialed_client_on_it_are_unchanged(nats_server):
     """The default broker: no logins, no gate. A client given a credential (its agent's
     environment, say) sends plain subjects there, as before."""

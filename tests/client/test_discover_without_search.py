@@ -46,7 +46,7 @@ async def register_all(url: str) -> None:
             await client.agent_register({"name": name, "mailbox": name, "description": description})
 
 
-@pytest.fixture(params=["memory", "nats"])
+@pytest.fixture(params=["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def two_brokers(request):
     """Client URLs of two brokers holding the same agents: one with search (in-process), and
     one without (in-process, or served on a real nats-server)."""
@@ -144,6 +144,7 @@ async def test_a_search_table_not_yet_made_is_no_agents():
         drop_memory_broker(name)
 
 
+@pytest.mark.slow
 async def test_dev_broker_no_search_flag():
     with DevBroker("--port", str(free_port()), "--no-search") as broker:
         assert "agent search: off (--no-search)" in "\n".join(broker.stdout)

@@ -10,7 +10,7 @@ import pytest
 
 from langchain_mq9._nats.guard import flush_in_order
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
 
 @pytest.mark.parametrize("in_order", [False, True])

@@ -40,6 +40,7 @@ async def test_each_check_finds_this_nats_py_as_checked():
     assert nats_guard._header_problem(connection) is None
 
 
+@pytest.mark.slow
 async def test_the_parser_guard_is_off_when_nats_py_differs(nats_server, monkeypatch, caplog):
     _differ(monkeypatch, "_process_msg")
     connection = await nats.connect(nats_server.url)
@@ -58,6 +59,7 @@ async def test_the_parser_guard_is_off_when_nats_py_differs(nats_server, monkeyp
         await connection.close()
 
 
+@pytest.mark.slow
 async def test_the_handshake_is_off_whole_when_nats_py_differs(nats_server, monkeypatch, caplog):
     _differ(monkeypatch, "_connect_command")
     connection = GuardedClient()
@@ -74,6 +76,7 @@ async def test_the_handshake_is_off_whole_when_nats_py_differs(nats_server, monk
         await connection.close()
 
 
+@pytest.mark.slow
 async def test_the_handshake_is_on_here(nats_server):
     connection = GuardedClient()
     await connection.connect(nats_server.url, max_reconnect_attempts=0)
@@ -84,6 +87,7 @@ async def test_the_handshake_is_on_here(nats_server):
         await connection.close()
 
 
+@pytest.mark.slow
 async def test_the_header_writer_is_off_when_nats_py_differs(nats_server, monkeypatch, caplog):
     _differ(monkeypatch, "_send_publish")
 
@@ -105,6 +109,7 @@ async def test_the_header_writer_is_off_when_nats_py_differs(nats_server, monkey
         await connection.close()
 
 
+@pytest.mark.slow
 async def test_a_guarded_parser_stays_when_protect_is_called_again(nats_server):
     connection = await nats.connect(nats_server.url)
     try:

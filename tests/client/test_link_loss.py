@@ -22,6 +22,8 @@ from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.protocol.errors import ConnectionLost
 
+pytestmark = pytest.mark.slow
+
 BOX = "links.box"
 # A FETCH that parks on the bundled broker (nothing in the mailbox): a request in flight
 PARKED = p.encode({"config": {"max_wait_ms": 20_000}})

@@ -60,6 +60,7 @@ async def test_nats_py_internals_are_what_the_guard_expects():
     assert nats_guard._parser_problem(Client()) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("subject", BAD_SUBJECTS, ids=["non-utf8", "vt", "ff", "mixed"])
 async def test_bad_subject_to_the_broker_leaves_it_answering(broker_way, nats_broker, subject):
     async with nats_broker.client() as client:
@@ -76,6 +77,7 @@ async def test_bad_subject_to_the_broker_leaves_it_answering(broker_way, nats_br
         assert connection.stats["reconnects"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("subject", BAD_SUBJECTS, ids=["non-utf8", "vt", "ff", "mixed"])
 async def test_bad_frame_to_a_client_inbox_leaves_it_answering(nats_broker, subject):
     async with nats_broker.client() as client:
@@ -144,6 +146,7 @@ def broker_way(request, monkeypatch) -> None:
         monkeypatch.setenv("MQ9_BROKER_FAST_PATH", "0")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header", UNWRITABLE_HEADERS, ids=["bracket", "slash", "parenthesis"])
 async def test_a_request_whose_headers_nats_py_cannot_write_is_answered(
     broker_way, nats_broker, header
@@ -152,6 +155,7 @@ async def test_a_request_whose_headers_nats_py_cannot_write_is_answered(
     assert answer["error"] == "", answer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header", UNREADABLE_HEADERS, ids=["short", "blank", "non-utf8-status"])
 async def test_a_request_whose_headers_nats_py_cannot_read_is_answered(
     broker_way, nats_broker, header
@@ -160,6 +164,7 @@ async def test_a_request_whose_headers_nats_py_cannot_read_is_answered(
     assert answer["error"] == "", answer
 
 
+@pytest.mark.slow
 async def test_honest_sends_amid_a_stream_of_malformed_frames_all_succeed(nats_broker):
     async with nats_broker.client() as client:
         address = await client.mailbox_create()
@@ -185,6 +190,7 @@ def quick_watchdog(monkeypatch):
     monkeypatch.setattr(nats_guard, "WATCH_INTERVAL", 0.1)
 
 
+@pytest.mark.slow
 async def test_watchdog_redials_a_client_whose_read_loop_died(nats_broker, quick_watchdog):
     # Something the parser guard does not cover (here: nats-py's own parser put back) kills
     # the read loop; the watchdog notices within seconds and reconnects.
@@ -203,6 +209,7 @@ async def test_watchdog_redials_a_client_whose_read_loop_died(nats_broker, quick
         assert connection.stats["reconnects"] == 1
 
 
+@pytest.mark.slow
 async def test_watchdog_reconnects_a_broker_whose_read_loop_died(nats_server, quick_watchdog):
     connection = await nats.connect(nats_server.url, reconnect_time_wait=0.05)
     service = await serve_on_nats(BrokerEngine(), connection)

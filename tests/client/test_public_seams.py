@@ -10,6 +10,7 @@ import inspect
 import logging
 
 import nats
+import pytest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import BrokerEngine
@@ -65,6 +66,7 @@ async def _heard_after(transport: NatsTransport, publisher, subject: str) -> Non
     await unsubscribe()
 
 
+@pytest.mark.slow
 async def test_announcements_on_nats_are_heard_and_undone(nats_server):
     transport = NatsTransport(nats_server.url)
     publisher = await nats.connect(nats_server.url)
@@ -93,6 +95,7 @@ async def test_announcements_on_nats_are_heard_and_undone(nats_server):
         await transport.close()
 
 
+@pytest.mark.slow
 async def test_a_refused_subscription_raises_and_keeps_none_of_the_others(nats_server):
     transport = NatsTransport(nats_server.url)
     publisher = await nats.connect(nats_server.url)

@@ -53,7 +53,7 @@ class Node(BrokerEngine):
         return await self.log.handle(subject, headers, body)
 
 
-@pytest.fixture(params=["memory", "nats"])
+@pytest.fixture(params=["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def node(request):
     """``await node(engine)``: the URL of a broker answering from ``engine`` from now on, over
     the parametrized transport; another engine is a node that came back without its log;

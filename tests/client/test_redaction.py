@@ -16,6 +16,8 @@ from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.client.transport import describe, open_transport, redact
 from langchain_mq9.protocol import Mq9Error
 
+pytestmark = pytest.mark.slow
+
 MARK = "SECRETX"  # in every generated secret, so a leak of any part around it shows
 SCHEMES = ["nats://", "tls://", "ws://", "wss://", ""]
 HOSTS = ["localhost", "127.0.0.1", "[::1]", "[2001:db8::7]", "mq9.example.com"]

@@ -58,6 +58,7 @@ async def test_a_transport_of_ones_own_is_used_as_it_is():
     assert subjects == [p.MAILBOX_CREATE]
 
 
+@pytest.mark.slow
 async def test_a_nats_transport_owns_the_nats_options(nats_server):
     engine = BrokerEngine()
     connection = await nats.connect(nats_server.url)

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from langchain_mq9 import GroupReader
 
 HERE = Path(__file__).resolve().parents[1]  # the tests folder, where the helpers are
@@ -86,6 +88,7 @@ def step(url: str, box: str, *args: str) -> list[int]:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 async def test_one_process_fetches_and_the_next_acks(nats_broker):
     async with nats_broker.client() as client:
         for worker in ((), ("w1",)):  # the group's one reader, then a worker

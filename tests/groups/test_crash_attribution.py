@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from poison_consumer import POISON_EXIT
 
 from langchain_mq9 import Message
@@ -81,6 +82,7 @@ async def until(ready) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.slow
 async def test_consumer_processes_killed_by_a_poison_dead_letter_only_it(nats_broker, tmp_path):
     async with nats_broker.client() as client:
         box, poison, good = await orders_box(client, "crash.processes")

@@ -107,6 +107,7 @@ def test_registry_names_outside_the_allow_list_are_refused(memory_url):
         assert "team.helper" not in engine.registry.entries
 
 
+@pytest.mark.slow
 async def test_registry_names_outside_the_allow_list_are_refused_over_mcp(nats_server):
     async with served_engine(nats_server.url) as engine, Mq9Client(nats_server.url) as victim:
         await victim.agent_register({"name": "victim.agent", "description": "does payroll"})
@@ -244,6 +245,7 @@ def test_discover_shows_deep_cards_as_text(memory_url):
         assert isinstance(card["skills"][0]["tags"], str)  # the deep part, as its JSON text
 
 
+@pytest.mark.slow
 async def test_mcp_stdio_survives_deep_payloads_and_cards(nats_server):
     async with served_engine(nats_server.url), Mq9Client(nats_server.url) as sender:
         await sender.mailbox_create(name="inbox.deep")

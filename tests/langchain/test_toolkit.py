@@ -529,6 +529,7 @@ def test_a_pinned_agent_card_that_is_not_a2a_is_a_tool_error(memory_url):
     kit.close()
 
 
+@pytest.mark.slow
 async def test_a_broker_that_is_down_is_a_tool_error_not_a_crash():
     kit = Mq9Toolkit(server=f"nats://127.0.0.1:{free_port()}", request_timeout=1)
     tools = tools_of(kit)
@@ -780,6 +781,7 @@ def served_nats(monitored_nats):
     loop.close()
 
 
+@pytest.mark.slow
 async def test_sync_async_in_loop_and_concurrent_calls_share_one_connection(served_nats):
     url, monitor = served_nats
     assert open_connections(monitor) == 1  # the broker's own
@@ -809,6 +811,7 @@ async def test_sync_async_in_loop_and_concurrent_calls_share_one_connection(serv
     assert open_connections(monitor, settle_to=1) == 1
 
 
+@pytest.mark.slow
 def test_a_connection_opened_in_asyncio_run_closes_with_it_and_the_next_run_reopens(served_nats):
     url, monitor = served_nats
     kit = Mq9Toolkit(server=url)
@@ -842,6 +845,7 @@ def test_a_connection_opened_in_asyncio_run_closes_with_it_and_the_next_run_reop
     assert open_connections(monitor, settle_to=1) == 1
 
 
+@pytest.mark.slow
 async def test_a_sync_call_on_the_loop_that_owns_the_connection_uses_a_companion(served_nats):
     url, monitor = served_nats
     kit = Mq9Toolkit(server=url)

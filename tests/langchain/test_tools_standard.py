@@ -14,6 +14,8 @@ from langchain_mq9.broker import drop_memory_broker
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from langchain_mq9.tools import TOOL_CLASSES
 
+pytestmark = pytest.mark.slow
+
 # One call each tool can make on the seeded broker below, and make again (idempotent or fresh).
 EXAMPLES = {
     "agent_register": {"name": "agent.worker", "capabilities": "summarizes long documents"},

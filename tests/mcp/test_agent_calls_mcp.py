@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from a2a_support import text_graph, text_io
 from mcp_support import fails, ok, served_engine, stdio_session
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
+
+pytestmark = pytest.mark.slow
 
 
 async def test_a_waiting_call_reports_its_states_as_mcp_progress(nats_server):

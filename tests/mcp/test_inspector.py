@@ -39,6 +39,8 @@ from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server import client_lines
 
+pytestmark = pytest.mark.slow
+
 INSPECTOR = "@modelcontextprotocol/inspector"
 INSPECTOR_VERSION = "2.12"  # the newest 2.12.x: the first release with --protocol-era modern
 NODE = "node@22"  # the npm package whose bin is a Node 22 binary

@@ -6,10 +6,13 @@ process. What a process handed out lives on the broker (docs/groups.md), not in 
 
 from __future__ import annotations
 
+import pytest
 from mcp_support import fails, http_server, ok, served_engine, stdio_session
 from test_mcp_http import http_session
 
 from langchain_mq9 import GroupReader, Mq9Client
+
+pytestmark = pytest.mark.slow
 
 
 async def test_a_new_process_acks_what_the_last_one_fetched(nats_server):

@@ -25,6 +25,8 @@ sys.path.insert(0, str(ROOT / "packaging" / "mcpb"))
 
 import build  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 MCPB = "@anthropic-ai/mcpb"
 
 

@@ -17,6 +17,8 @@ from mcp_support import ROOT, http_server, result_data, server_env
 
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 
+pytestmark = pytest.mark.slow
+
 MODERN = "2026-07-28"
 ERAS = {"modern": MODERN, "legacy": "legacy"}
 

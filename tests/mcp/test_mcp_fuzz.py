@@ -14,6 +14,8 @@ import random
 import pytest
 from mcp_support import RawStdio
 
+pytestmark = pytest.mark.slow
+
 COUNT = int(os.environ.get("MQ9_MCP_FUZZ_COUNT", "300"))
 SEED = int(os.environ.get("MQ9_MCP_FUZZ_SEED", "20261123"))
 TOOLS = ["create_mailbox", "send_message", "fetch_messages", "ack_messages", "query_messages",

@@ -29,6 +29,8 @@ from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server.http import guard as http_guard
 from mcp_server.http import is_loopback
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "test-token-5c1e0f"
 
 

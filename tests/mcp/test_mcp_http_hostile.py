@@ -227,4 +227,4 @@ async def test_refused_connections_leave_no_descriptor_open(monkeypatch):
         assert open_descriptors() <= before
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::ResourceWarning")]

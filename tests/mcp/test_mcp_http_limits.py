@@ -27,6 +27,8 @@ from mcp_server.http.auth import PRINCIPAL
 from mcp_server.http.sessions import SessionLimits
 from mcp_server.server import create_server
 
+pytestmark = pytest.mark.slow
+
 
 @asynccontextmanager
 async def sdk_session(url: str) -> AsyncIterator[ClientSession]:

@@ -19,6 +19,8 @@ from mcp_support import ACCEPT, INITIALIZE, RawStdio, http_server
 
 from mcp_server.http.limits import MAX_BODY_BYTES
 
+pytestmark = pytest.mark.slow
+
 DEEP = 400  # past the MCP SDK's own nesting limit, within Python's json
 
 

@@ -22,6 +22,8 @@ from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from langchain_mq9.testing import ScriptedChatModel, call
 
+pytestmark = pytest.mark.slow
+
 
 def structured(messages: list[Any], tool: str | None = None) -> dict[str, Any]:
     """The newest tool result's structured content (what the MCP server returned)."""

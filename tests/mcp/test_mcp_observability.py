@@ -11,6 +11,8 @@ import sys
 import pytest
 from mcp_support import INITIALIZE, ROOT, server_env
 
+pytestmark = pytest.mark.slow
+
 SECRET = "payload-that-must-stay-out-of-logs"
 
 

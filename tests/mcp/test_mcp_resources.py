@@ -11,6 +11,8 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from mcp_support import ROOT, server_env
 
+pytestmark = pytest.mark.slow
+
 ERAS = {"modern": "2026-07-28", "legacy": "legacy"}
 
 

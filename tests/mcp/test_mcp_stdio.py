@@ -14,6 +14,8 @@ from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 
+pytestmark = pytest.mark.slow
+
 # What mq9-mcp lists without --calls: every operation but the opt-in agent-call tools.
 WITHOUT_CALLS = [name for name, op in OPERATIONS.items() if op.allowed(ToolPolicy())]
 

@@ -18,6 +18,8 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
 from mcp_server import tasks
 
+pytestmark = pytest.mark.slow
+
 TASKS = "2025-11-25"
 
 

@@ -22,7 +22,10 @@ from mcp_support import ROOT, server_env
 
 from langchain_mq9.broker.cluster.servers import free_port
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and pty")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and pty"),
+]
 
 STARTED = "mq9 MCP server"
 CONNECTED = "connected to the mq9 broker"

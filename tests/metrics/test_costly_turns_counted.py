@@ -8,6 +8,7 @@ import asyncio
 import json
 
 import nats
+import pytest
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
@@ -37,6 +38,7 @@ class HeldEngine(BrokerEngine):
             self.running -= 1
 
 
+@pytest.mark.slow
 async def test_turns_and_refusals_are_counted(nats_server):
     engine, meter = HeldEngine(), broker_meter()
     main = await nats.connect(nats_server.url)

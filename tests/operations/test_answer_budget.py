@@ -13,6 +13,8 @@ import ast
 import json
 import re
 
+import pytest
+
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 
 
@@ -218,6 +220,7 @@ async def test_a_list_of_agents_gives_every_name_before_any_description(client):
 # -- the same budget over MCP ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_mq9_mcp_takes_the_budget_as_a_flag_and_pages_the_same(nats_server):
     from mcp_support import ok, served_engine, stdio_session
 

@@ -184,6 +184,7 @@ async def test_a_run_goes_on_whatever_the_longest_address_gives(client):
     assert answer.status == "success" or "fetch_messages could not be done" in answer.content
 
 
+@pytest.mark.slow
 async def test_mq9_mcp_answers_the_longest_address_with_a_tool_error_at_worst(nats_server):
     from mcp_support import ok, result_text, served_engine, stdio_session
 

@@ -22,7 +22,7 @@ BIG = "x" * 30_000
 BUDGET = 9_000  # the tools' answer budget (max_answer_chars' default)
 
 
-@pytest.fixture(params=["memory", "nats"])
+@pytest.fixture(params=["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def cut_client(request):
     url = request.getfixturevalue("nats_server").url if request.param == "nats" else None
     broker, handle = await start_broker(request.param, url, max_answer=ANSWER)

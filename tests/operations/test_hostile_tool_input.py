@@ -13,6 +13,8 @@ from langchain_core.messages import ToolMessage
 from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
 from langchain_mq9 import protocol as p
 
+pytestmark = pytest.mark.slow
+
 HALF_EMOJI = "half an emoji \ud83d"  # what json.dumps writes as "\ud83d": a lone surrogate
 HUGE = "a" * 1_000_000
 

@@ -35,6 +35,8 @@ if str(ROOT) not in sys.path:  # bench/ is a folder of the repository, not of th
 from bench import tokens  # noqa: E402
 from mcp_server.server import tool_definitions  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 SURFACES = ["langchain", "langchain, agent_mailbox", "mcp", "mcp, agent_mailbox"]
 # The keywords OpenAI's strict mode supports that our schemas use; anything else might be refused.
 STRICT_KEYWORDS = {"type", "properties", "required", "additionalProperties", "description",

@@ -40,6 +40,8 @@ from mcp_support import end_process
 
 from langchain_mq9.broker.cluster.servers import free_port
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples/README.md"]
 STUB = Path(__file__).resolve().parents[1] / "claude_stub.py"

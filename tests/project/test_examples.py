@@ -33,6 +33,8 @@ from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.state.clock import system_clock
 from langchain_mq9.testing import ScriptedChatModel
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 HELPERS = {"models.py", "support.py"}  # imported by the examples, not scenarios themselves

@@ -31,7 +31,7 @@ REAL_LOGINS = os.environ.get("MQ9_ROBUSTMQ_LOGINS")
 SHAPED_LOGINS = {"alice": "alice-secret", "bob": "bob-secret"}
 
 
-@pytest.fixture(params=["shaped", "robustmq"])
+@pytest.fixture(params=["shaped", pytest.param("robustmq", marks=pytest.mark.slow)])
 async def with_logins(request):
     """(URL without a login, [(user, password), (user, password)]) of a broker requiring logins."""
     if request.param == "robustmq":

@@ -25,6 +25,8 @@ from langchain_mq9 import protocol as p
 from langchain_mq9._nats.guard import GuardedClient, protect
 from langchain_mq9.broker import BrokerEngine
 
+pytestmark = pytest.mark.slow
+
 REAL = os.environ.get("MQ9_ROBUSTMQ_URL")
 TARGETS = [
     "shaped",

@@ -23,6 +23,8 @@ import uuid
 import pytest
 from sdk_snapshot import sdk_repo, write_folder
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sdk(tmp_path_factory):

@@ -59,6 +59,8 @@ from pathlib import Path
 import pytest
 from sdk_snapshot import sdk_repo, write_folder
 
+pytestmark = pytest.mark.slow
+
 _DRIVER = Path(__file__).resolve().parents[1] / "js" / "interop_driver.mjs"
 _INSTALL_TIMEOUT = 180  # npm ci, from the registry
 _COMPILE_TIMEOUT = 120  # tsc

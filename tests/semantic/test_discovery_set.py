@@ -14,6 +14,8 @@ from bench import discovery
 from langchain_mq9 import semantic
 from langchain_mq9.semantic.ranking import search_text_of, stems
 
+pytestmark = pytest.mark.slow
+
 DATA = discovery.load_set()
 
 

@@ -23,6 +23,8 @@ from langchain_mq9.broker.state.registry import AgentRegistry
 from langchain_mq9.semantic import wordpiece
 from langchain_mq9.semantic.ranking import AgentEntry, embed_text_of
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((ROOT / "tests" / "data" / "semantic_golden.json").read_text("utf-8"))
 

@@ -28,7 +28,7 @@ from langchain_mq9.broker import (
 )
 from langchain_mq9.wake import verify
 
-LANES = ["memory", "nats", "robustmq_shaped"]
+LANES = ["memory", pytest.param("nats", marks=pytest.mark.slow), "robustmq_shaped"]
 SECRET = "s3cret-s3cret-s3cret"
 
 

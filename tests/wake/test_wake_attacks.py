@@ -329,7 +329,9 @@ async def test_a_dripping_webhook_times_out_as_a_whole(memory_lane):
 # -- every waiting message in exactly one wake ------------------------------------------------
 
 
-@pytest.mark.parametrize("lane", ["memory", "nats"], indirect=True)
+@pytest.mark.parametrize(
+    "lane", ["memory", pytest.param("nats", marks=pytest.mark.slow)], indirect=True
+)
 async def test_every_message_of_a_large_burst_is_in_exactly_one_wake(lane):
     seen: list = []
     async with lane.client() as client:

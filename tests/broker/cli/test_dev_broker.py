@@ -22,6 +22,8 @@ from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.broker.storage import DEFAULT_FILE_NAME, data_file
 from langchain_mq9.protocol.errors import from_reply
 
+pytestmark = pytest.mark.slow
+
 
 class Wire:
     """Raw mq9 requests over one nats-py connection."""

@@ -25,6 +25,8 @@ from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 
+pytestmark = pytest.mark.slow
+
 
 async def restart(server, port: int):
     """Stop nats-server and start a new one on the same port."""

@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 
 import nats
+import pytest
 from devbroker_helpers import DevBroker, request_ok
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import free_port
+
+pytestmark = pytest.mark.slow
 
 PRODUCERS = 4
 PER_PRODUCER = 500

@@ -19,6 +19,8 @@ from devbroker_helpers import DevBroker
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import free_port
 
+pytestmark = pytest.mark.slow
+
 BOX = "wire.box"
 
 

@@ -38,12 +38,15 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import pytest
 from devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 from raw_nats import CRLF, RawPeer, frame
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import LARGEST_MAX_PAYLOAD, free_port
+
+pytestmark = pytest.mark.slow
 
 # Issue #22 asks for at least 5,000; they take about 5 s on 2 busy cores.
 COUNT = int(os.environ.get("MQ9_FUZZ_COUNT", "5000"))

@@ -316,6 +316,7 @@ async def test_a_listing_kept_for_the_next_one_follows_every_registry_change(bro
     assert await listed() == []
 
 
+@pytest.mark.slow
 async def test_a_large_answer_goes_out_on_its_own_connection(nats_server):
     """Bench 9d: nats-server reads a connection's bytes in order, so a SEND's answer published
     behind a 2 MB listing on the broker's one connection waited for nats-server to read and

@@ -21,6 +21,8 @@ from langchain_mq9 import Mq9Error
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
 
+pytestmark = pytest.mark.slow
+
 ESCAPE = '"\\ud800"'  # a JSON escape of a lone surrogate, as it travels (ASCII)
 BAD_BYTES = b'"\xff\xfe"'  # a JSON string whose bytes are not UTF-8
 

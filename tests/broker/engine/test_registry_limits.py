@@ -23,7 +23,7 @@ async def _call(engine: BrokerEngine, subject: str, body: bytes) -> dict:
     return json.loads(await engine.handle(subject, None, body))
 
 
-@pytest.mark.parametrize("transport", ["memory", "nats"])
+@pytest.mark.parametrize("transport", ["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def test_default_discover_still_answers_with_a_near_limit_card_registered(transport, request):
     """Before: one card just under max_payload made every listing DISCOVER an error."""
     url = request.getfixturevalue("nats_server").url if transport == "nats" else None
@@ -88,7 +88,7 @@ async def test_card_above_max_card_bytes_is_refused_clearly(broker):
     assert [a["name"] for a in listed["agents"]] == ["raw"]
 
 
-@pytest.mark.parametrize("transport", ["memory", "nats"])
+@pytest.mark.parametrize("transport", ["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def test_agent_limit_refuses_new_names_only(transport, request):
     url = request.getfixturevalue("nats_server").url if transport == "nats" else None
     broker, handle = await start_broker(transport, url, max_agents=3)
@@ -115,7 +115,7 @@ def test_default_limits():
     assert limits.max_agents == 10_000
 
 
-@pytest.mark.parametrize("transport", ["memory", "nats"])
+@pytest.mark.parametrize("transport", ["memory", pytest.param("nats", marks=pytest.mark.slow)])
 async def test_consumer_group_limit_is_per_mailbox_and_refuses_new_groups_only(transport, request):
     """One client making group names up fills the mailbox it floods, never another (#21,
     scenario 6: before, 10,000 made-up groups stopped every new group everywhere)."""

@@ -44,6 +44,10 @@ import json
 import uuid
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 ROBUSTMQ_COMMIT = "8bd49dc"
 
 # -- subjects (mq9_core::command::Mq9Command::to_subject) --------------------------------------

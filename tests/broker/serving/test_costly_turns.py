@@ -98,6 +98,7 @@ async def _service(nats_server, engine, at_once, waiting, in_all, running_in_all
     return service, main
 
 
+@pytest.mark.slow
 async def test_a_requester_s_costly_requests_take_turns_and_the_rest_are_refused(nats_server):
     engine = HeldEngine()
     service, main = await _service(nats_server, engine, at_once=2, waiting=4, in_all=100)
@@ -125,6 +126,7 @@ async def test_a_requester_s_costly_requests_take_turns_and_the_rest_are_refused
             await connection.close()
 
 
+@pytest.mark.slow
 async def test_what_waits_in_all_is_bounded_too(nats_server):
     engine = HeldEngine()
     service, main = await _service(nats_server, engine, at_once=1, waiting=10, in_all=2)
@@ -146,6 +148,7 @@ async def test_what_waits_in_all_is_bounded_too(nats_server):
             await connection.close()
 
 
+@pytest.mark.slow
 async def test_fetches_and_claim_lookups_run_together_whatever_the_turns(nats_server):
     """Long-poll readers (a group's many workers on one connection) cost nothing waiting, nor
     do their claim lookups: twenty FETCHes and twenty small QUERYs of one requester all run at
@@ -167,6 +170,7 @@ async def test_fetches_and_claim_lookups_run_together_whatever_the_turns(nats_se
             await c.close()
 
 
+@pytest.mark.slow
 async def test_stopping_starts_nothing_that_waits(nats_server):
     engine = HeldEngine()
     service, main = await _service(nats_server, engine, at_once=1, waiting=5, in_all=5)
@@ -182,6 +186,7 @@ async def test_stopping_starts_nothing_that_waits(nats_server):
         await main.close()
 
 
+@pytest.mark.slow
 async def test_a_new_reply_inbox_per_request_buys_no_more_running_or_waiting(nats_server):
     """Issue #52's flood: one connection publishes costly QUERYs, each under a reply inbox of
     its own (a requester of its own). Before the bound in all, every one of them ran at once
@@ -227,6 +232,7 @@ class OrderedEngine(HeldEngine):
         return await super().handle(subject, headers, body)
 
 
+@pytest.mark.slow
 async def test_requesters_with_requests_waiting_take_turns(nats_server):
     """When a place frees, the requester that just ran goes behind the others waiting."""
     engine = OrderedEngine()
@@ -257,6 +263,7 @@ async def test_requesters_with_requests_waiting_take_turns(nats_server):
             await c.close()
 
 
+@pytest.mark.slow
 async def test_a_stopped_service_answers_what_runs_and_what_waits(nats_server):
     """Stopping (SIGTERM, or ``Broker.stop()``) leaves no requester to its
     timeout: what runs is told it may or may not have been carried out, what waits its turn

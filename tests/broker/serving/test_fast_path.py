@@ -88,6 +88,7 @@ async def _served(
         await _close(server, watchdog)
 
 
+@pytest.mark.slow
 async def test_the_fast_path_is_on_only_where_it_was_checked(nats_server, way, caplog):
     connection, watchdog = await _guarded(nats_server.url)
     try:
@@ -108,6 +109,7 @@ async def test_the_fast_path_is_on_only_where_it_was_checked(nats_server, way, c
         await _close(connection, watchdog)
 
 
+@pytest.mark.slow
 async def test_an_unguarded_connection_has_no_fast_path(nats_server):
     plain = await nats.connect(nats_server.url)
     asker = await nats.connect(nats_server.url)
@@ -129,6 +131,7 @@ async def test_an_unguarded_connection_has_no_fast_path(nats_server):
         await plain.close()
 
 
+@pytest.mark.slow
 async def test_messages_are_handled_by_the_read_loop_and_answered_by_it(nats_server, way):
     handled_by: list[asyncio.Task[None] | None] = []
     writers: list[asyncio.Task[None] | None] = []
@@ -163,6 +166,7 @@ async def test_messages_are_handled_by_the_read_loop_and_answered_by_it(nats_ser
             assert reading not in writers
 
 
+@pytest.mark.slow
 async def test_order_is_kept_and_a_failing_callback_loses_only_its_own_message(nats_server, way):
     seen: list[int] = []
     done = asyncio.Event()
@@ -184,6 +188,7 @@ async def test_order_is_kept_and_a_failing_callback_loses_only_its_own_message(n
         assert server.is_connected  # the failure was the callback's, not the connection's
 
 
+@pytest.mark.slow
 async def test_answers_queued_together_arrive_in_order(nats_server, way):
     async def fan_out(msg: Msg) -> None:
         for i in range(50):
@@ -199,6 +204,7 @@ async def test_answers_queued_together_arrive_in_order(nats_server, way):
         assert answers == [b"%d" % i for i in range(50)]
 
 
+@pytest.mark.slow
 async def test_publish_queued_refuses_what_publish_refuses(nats_server, way):
     async def nothing(msg: Msg) -> None:
         return None
@@ -214,6 +220,7 @@ async def test_publish_queued_refuses_what_publish_refuses(nats_server, way):
             publish_queued(server, "inline.late", b"")
 
 
+@pytest.mark.slow
 async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server, way):
     seen: list[bytes] = []
     got = asyncio.Event()
@@ -273,6 +280,7 @@ async def test_inline_delivery_carries_on_after_a_reconnect():
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["memory", "jetstream"])
 async def test_the_broker_serves_end_to_end_either_way(nats_server, way, store):
     """A broker served on a real nats-server, its state in memory (answers published as they

@@ -182,6 +182,7 @@ async def _paced_broker(nats_server, pacer: AnswerPacer):
             await connection.close()
 
 
+@pytest.mark.slow
 async def test_the_dev_broker_paces_large_answers_only(nats_server):
     """Wired into serve_on_nats: two listings back to back wait for the pace, on the bulk
     connection; a SEND's small answer between them never asks the pacer."""
@@ -202,6 +203,7 @@ async def test_the_dev_broker_paces_large_answers_only(nats_server):
         assert time.slept == pytest.approx([size / MB])
 
 
+@pytest.mark.slow
 async def test_the_dev_broker_answers_what_may_not_wait_with_an_error_at_once(nats_server):
     """Five listings asked at once without waiting: the first waits for the pace (held until
     the test lets it go), and the four behind it, above what one requester may have waiting,

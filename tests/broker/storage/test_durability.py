@@ -34,6 +34,8 @@ from langchain_mq9.broker import BrokerEngine, ManualClock
 from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.storage import SqliteStorage, StorageError
 
+pytestmark = pytest.mark.slow
+
 T0 = 1_700_000_000
 
 

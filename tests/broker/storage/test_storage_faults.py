@@ -477,6 +477,7 @@ async def test_a_message_nats_could_not_hand_out_is_refused_and_the_batch_flows(
             await service_connection.close()
 
 
+@pytest.mark.slow
 async def test_the_cli_names_what_it_did_not_restore_and_the_payload_limit_in_effect(tmp_path):
     data = Restartable(tmp_path / "broker.sqlite3")
     await data.create("box")
