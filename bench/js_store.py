@@ -18,9 +18,11 @@ KV puts over N positions; the same bytes and the same requests in flight. N=1 (t
 the one-mailbox run the figures before it measured, with the same names.
 
 Also: the broker's CPU seconds per 10,000 SENDs (from /proc, its user + system time over the
-SEND runs), and with ``--stored N``: N messages of ``--size`` bytes written into the layout
-(raw, the quickest), then a broker started on it: its start time (launch to ``ready``) and
-resident memory, against a broker started on the layout empty.
+SEND runs); for every side, the CPU microseconds an operation costs the bench process, the
+broker and the 3 servers (``cpu_us_per_operation``: on a machine whose cores are all busy the
+rates go as the inverse of their sum); and with ``--stored N``: N messages of ``--size``
+bytes written into the layout (raw, the quickest), then a broker started on it: its start
+time (launch to ``ready``) and resident memory, against a broker started on the layout empty.
 
     python -m bench.js_store --seconds 5 --rounds 3 --stored 100000 --out /tmp/js_store.json
     python -m bench.js_store --seconds 5 --rounds 3 --mailboxes 256
@@ -48,6 +50,7 @@ from bench.js_cluster import JetStreamCluster
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.storage.cluster import ClusterStore, Layout, token
 from langchain_mq9.broker.storage.cluster.mapping import NO_KEY, frame
+from langchain_mq9.broker.storage.cluster.requests import Requests
 from langchain_mq9.protocol import Priority
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,29 +175,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_per_op: dict[str, list[dict[str, int]]] = {name: [] for name in names}
         processes_own = ("bench", "broker")
         requests = [  # what the broker's FETCH of each mailbox reads: its lane
-            json.dumps(
-                {
-                    "seq": 1,
-                    "next_by_subj": layout.lane_filter(box, Priority.NORMAL),
-                    "batch": args.fetch,
-                }
-            ).encode()
+            {
+                "seq": 1,
+                "next_by_subj": layout.lane_filter(box, Priority.NORMAL),
+                "batch": args.fetch,
+            }
             for box in boxes
         ]
         positions = [f"$KV.{layout.groups}.{layout.position_key('g', box)}" for box in boxes]
         value = b'{"log":"x","offset":1}'
         text = payload.decode()
 
+        # the raw side's batched direct gets through the same reader the broker reads with
+        # (one subscription for every read's answers), not a subscription a read
+        reads = Requests(raw, timeout=10)
+        await reads.start()
+
         async def direct_get() -> None:
-            """What the broker's lane read is: a batched direct get, answers to an inbox."""
-            inbox = raw.new_inbox()
-            sub = await raw.subscribe(inbox)
-            await raw.publish(
-                f"$JS.API.DIRECT.GET.{layout.messages}", next(next_request), reply=inbox
-            )
-            while not ((await sub.next_msg(timeout=10)).headers or {}).get("Status"):
-                pass
-            await sub.unsubscribe()
+            """What the broker's lane read is: a batched direct get, up to its end."""
+            await reads.direct_batch(layout.messages, next(next_request))
 
         # round-robin, each side its own turn: a lane takes the next mailbox at each request
         next_request, next_position = cycle(requests), cycle(positions)
@@ -285,6 +284,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await client.fetch("stored", num_msgs=100)
             results["rss_stored_after_reads"] = full.rss_bytes()
             full.stop()
+        await reads.stop()
         await raw.close()
         await setup.close()
     results["load_after"] = os.getloadavg()
