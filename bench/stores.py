@@ -16,8 +16,8 @@ stream and where each process runs moved the ratio by 0.3 between runs of the sa
 The growth figures: the engine in this process (``BrokerEngine.handle``, no network to the
 client) on the SQLite store, filled to each size by SENDs made ``FILL_AT_ONCE`` at a time, then
 ``GROWTH_SENDS`` SENDs one after another (p50), and a restart: the time a new engine takes to
-read the store back. (The cluster store reads nothing back at a start: its start and its costs
-at 1,000,000 messages are ``bench.js_store``'s.)
+read the store back. (The cluster store reads nothing back at a start: its start time and
+memory with 1,000,000 messages stored are ``bench.js_memory``'s, its rates ``bench.js_store``'s.)
 """
 
 from __future__ import annotations
