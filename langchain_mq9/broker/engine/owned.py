@@ -14,7 +14,7 @@ policy's questions a command asks, and about what.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,6 +67,30 @@ class Requester:
 
     principal: str
     policy: Policy
+
+
+class _Listed(Protocol):
+    @property
+    def entries(self) -> Container[str]: ...
+
+
+class Answering(Protocol):
+    """What the policy reads of whatever answers the requests it guards (``BrokerEngine``,
+    or ``ClusterServing`` over the shared store): which mailboxes and agents exist, as its
+    last look found them, a look again, and the answer itself. (A shape, so that
+    identities/ imports neither serving room nor engine class for it.)"""
+
+    @property
+    def topics(self) -> Container[str]: ...
+    @property
+    def mailboxes(self) -> Container[str]: ...
+    @property
+    def registry(self) -> _Listed: ...
+
+    async def look_up(self, named: Named) -> None: ...
+    async def handle(
+        self, subject: str, headers: Any, body: bytes, requester: Requester | None = None
+    ) -> bytes: ...
 
 
 Check = Callable[[Policy, str, Named, Headers], "bytes | None"]

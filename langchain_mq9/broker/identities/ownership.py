@@ -67,9 +67,7 @@ from nats.aio.msg import Msg
 from ... import protocol as p
 from ..._nats.guard import flush_in_order, protect
 from ..cluster.servers import server_urls
-from ..engine.engine import BrokerEngine
-from ..engine.owned import Headers, Keep, Named, Requester
-from ..serving.cluster import ClusterServing
+from ..engine.owned import Answering, Headers, Keep, Named, Requester
 from .callout import (
     ANSWERS_USER,
     BROKER_USER,
@@ -192,7 +190,7 @@ class Ownership:
     (engine/owned.py's ``Policy``: its checks and records), the engine's state telling what
     exists."""
 
-    def __init__(self, store: BaseIdentityStore, engine: BrokerEngine | ClusterServing) -> None:
+    def __init__(self, store: BaseIdentityStore, engine: Answering) -> None:
         self.store = store
         self.engine = engine
         self.mailboxes, self.agents, self.grants = store.owners()
@@ -697,7 +695,7 @@ class Identities:
     def __init__(
         self,
         store: BaseIdentityStore,
-        engine: BrokerEngine | ClusterServing,
+        engine: Answering,
         issuer: Issuer | None = None,
         *,
         logins: Logins | None = None,
@@ -817,7 +815,7 @@ class Identities:
             self._dropped_logged = self.dropped
             self._next_drop_log = now + DROPS_LOGGED_EVERY
 
-    async def handle(self, engine: BrokerEngine | ClusterServing, msg: Msg) -> bytes:
+    async def handle(self, engine: Answering, msg: Msg) -> bytes:
         """The answer to a request that passed ``gate``: refused for a revoked credential,
         else the engine's, which makes its command's ownership check and record
         (``engine.Command.owned``) with this broker's ``Ownership`` as the policy."""
