@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ....protocol import Priority
 from ..base import StorageError
+from .batches import ENTRIES_MOST, Batches, Entry
 from .mapping import AHEAD, DELETED, NO_KEY, Layout, decode_record, encode_record, msg_id_of
 from .requests import JetStreamError
 
@@ -42,7 +42,6 @@ log = logging.getLogger("langchain_mq9.broker")
 
 RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
 BATCH_MOST = 256  # writes one atomic batch carries at most
-ENTRIES_MOST = 1000  # stream messages one atomic batch carries at most (the server's limit)
 TAGS_MOST = ENTRIES_MOST - 2  # a message's distinct tags at most: its batch holds it and a head
 GATHER_SECONDS = 0.003  # the longest a batch waits for the last batch's senders to send again
 KEPT = 65_536  # mailboxes (and sequences of msg_ids) a broker remembers, then forgets all
@@ -80,17 +79,6 @@ class Mark:
     seq: int
 
 
-Entry = tuple[str, bytes, dict[str, str]]  # a stream message to write: subject, data, headers
-
-
-@dataclass(slots=True)
-class _Part:
-    """One mailbox's batch (its head last), waiting to go in a batch of several mailboxes."""
-
-    entries: list[Entry]
-    head_seq: asyncio.Future[int]
-
-
 class Numbering:
     """The writes of one store, numbered per mailbox (``box``: the mailbox's token)."""
 
@@ -102,7 +90,7 @@ class Numbering:
         self._queues: dict[str, list[Write]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wanted: dict[str, tuple[int, asyncio.Event]] = {}
-        self._parts: list[_Part] = []  # mailboxes' batches to send in this turn of the loop
+        self._batches = Batches(requests)  # the mailboxes ready in one turn: one batch
 
     def remember(self, box: str, msg_id: int, seq: int) -> None:
         """``box``'s message ``msg_id`` is at ``seq`` (an ACK's read start, without asking)."""
@@ -180,6 +168,7 @@ class Numbering:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._batches.stop()
 
     async def _write(self, box: str, batch: list[Write]) -> None:
         state = self.last.get(box)
@@ -252,7 +241,7 @@ class Numbering:
         """The batch numbered from ``first_id``, then the head, expecting ``expected`` as the
         head's last sequence (0: no head yet); the head's sequence. The mailboxes whose
         batches are ready in one turn of the event loop go as one atomic batch, each its
-        own head and expectation (``_flush``): one request, one acknowledgement for all."""
+        own head and expectation (``Batches``): one request, one acknowledgement for all."""
         layout = self.layout
         entries: list[Entry] = []
         for index, write in enumerate(batch):
@@ -266,73 +255,7 @@ class Numbering:
             "Nats-Rollup": "sub",  # (one head a mailbox: the one before goes)
         }
         entries.append((layout.head_subject(box), str(first_id + len(batch)).encode(), head))
-        loop = asyncio.get_running_loop()
-        part = _Part(entries, loop.create_future())
-        self._parts.append(part)
-        if len(self._parts) == 1:
-            loop.call_soon(self._flush)  # (after the other batches made ready in this turn)
-        return await part.head_seq
-
-    def _flush(self) -> None:
-        """The parts gathered in this turn, in atomic batches of at most ``ENTRIES_MOST``."""
-        parts, self._parts = self._parts, []
-        group: list[_Part] = []
-        size = 0
-        for part in parts:
-            if group and size + len(part.entries) > ENTRIES_MOST:
-                self._spawn(self._send(group))
-                group, size = [], 0
-            group.append(part)
-            size += len(part.entries)
-        if group:
-            self._spawn(self._send(group))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, group: list[_Part]) -> None:
-        """``group``'s parts as one atomic batch; each part's head sequence answered. Refused
-        (nothing of it stored): each part sent alone, so a mailbox another broker wrote
-        fails only its own part, as if it had been sent alone."""
-        entries = [entry for part in group for entry in part.entries]
-        try:
-            last_seq = await self._batch(entries)
-        except JetStreamError as exc:
-            if len(group) == 1:
-                _settle(group[0].head_seq, exc)
-            else:
-                await asyncio.gather(*(self._send([part]) for part in group))
-            return
-        except asyncio.CancelledError:  # (the store closing)
-            for part in group:
-                part.head_seq.cancel()
-            raise
-        except Exception as exc:  # (unknown whether stored: not sent again)
-            for part in group:
-                _settle(part.head_seq, exc)
-            return
-        # an atomic batch is stored in one piece: each head's sequence from the last one's
-        after = len(entries)
-        for part in group:
-            after -= len(part.entries)
-            if not part.head_seq.done():
-                part.head_seq.set_result(last_seq - after)
-
-    async def _batch(self, entries: list[Entry]) -> int:
-        """``entries`` as one atomic batch; the last one's sequence."""
-        batch_id = uuid.uuid4().hex
-        publish = self.requests.connection.publish
-        last = len(entries)
-        for number, (subject, data, own) in enumerate(entries, 1):
-            headers = {**own, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
-            if number < last:
-                await publish(subject, data, headers=headers)
-                continue
-            headers["Nats-Batch-Commit"] = "1"
-            return await self.requests.publish(subject, data, headers)
-        raise AssertionError("an empty batch")
+        return await self._batches.write(entries)
 
     async def read_last(self, box: str) -> tuple[tuple[int, int], int]:
         """``box``'s head sequence and next msg_id from the leaders: the head's (the
@@ -413,11 +336,6 @@ class Numbering:
         except JetStreamError as exc:
             if exc.code != 404 and exc.err_code != NOT_FOUND_DELETE:
                 raise
-
-
-def _settle(future: asyncio.Future[int], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 def _take(queue: list[Write]) -> list[Write]:

@@ -33,6 +33,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from ....protocol import PRIORITY_ORDER, Priority
 from ...state.mailbox import StoredMessage
 from ..base import StorageError
+from .batches import Batches
 from .copies import BucketCopy
 from .mapping import (
     AHEAD,
@@ -138,6 +139,8 @@ class ClusterStore:
         self.replicas = replicas
         self.requests = Requests(connection, timeout=timeout)
         self._numbering = Numbering(self.requests, self.layout)
+        # the ACKs' position writes ready in one turn: one atomic batch into the bucket
+        self._positions = Batches(self.requests)
         self._background: list[asyncio.Task[None]] = []
         # the registry's buckets as this broker last read them, brought up to date per read
         self._agents = BucketCopy(self.requests, self.layout.agents)
@@ -186,6 +189,7 @@ class ClusterStore:
                     "allow_rollup_hdrs": True,
                     "deny_delete": True,
                     "allow_msg_ttl": True,
+                    "allow_atomic": True,
                 },
             )
 
@@ -281,7 +285,7 @@ class ClusterStore:
             if exc.code != 404:
                 raise
         else:
-            await self._add_subjects(info["config"], config["subjects"])
+            await self._catch_up(info["config"], config)
             return
         full = {
             "name": stream,
@@ -296,13 +300,17 @@ class ClusterStore:
             if exc.err_code != STREAM_NAME_IN_USE:  # another broker made it meanwhile
                 raise
 
-    async def _add_subjects(self, existing: dict[str, Any], subjects: list[str]) -> None:
-        """A stream made before a subject of the layout was (the tag index's ``t.>``) takes
-        it: every broker writes it once one does."""
-        missing = [subject for subject in subjects if subject not in existing["subjects"]]
-        if missing:
-            config = {**existing, "subjects": [*existing["subjects"], *missing]}
-            await self.requests.api(f"STREAM.UPDATE.{existing['name']}", config)
+    async def _catch_up(self, existing: dict[str, Any], config: dict[str, Any]) -> None:
+        """A stream made before a subject or setting of the layout was (the tag index's
+        ``t.>``, the heads' ``h.>``, atomic batches into a bucket) takes it: every broker
+        writes it once one does."""
+        missing = [subject for subject in config["subjects"] if subject not in existing["subjects"]]
+        atomic = config.get("allow_atomic") and not existing.get("allow_atomic")
+        if missing or atomic:
+            wanted = {**existing, "subjects": [*existing["subjects"], *missing]}
+            if atomic:
+                wanted["allow_atomic"] = True
+            await self.requests.api(f"STREAM.UPDATE.{existing['name']}", wanted)
 
     async def close(self) -> None:
         self._closing = True
@@ -311,6 +319,7 @@ class ClusterStore:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self._numbering.stop()
+        await self._positions.stop()
         await self.requests.stop()
 
     # -- mailboxes -------------------------------------------------------------------------
@@ -763,9 +772,9 @@ class ClusterStore:
         key = layout.kv_subject(layout.groups, layout.position_key(group, record.name))
         value = encode_record({"log": record.log, "offset": offset, "seq": seq})
         if group in self._marked:  # (the steady state: one write, awaited without a task)
-            await self.requests.publish(key, value)
+            await self._positions.write([(key, value, {})])
             return
-        await asyncio.gather(self.requests.publish(key, value), self._mark(group))
+        await asyncio.gather(self._positions.write([(key, value, {})]), self._mark(group))
         self._marked.add(group)
 
     async def groups_on(self, record: MailboxRecord) -> int:

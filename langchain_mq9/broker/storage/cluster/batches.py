@@ -1,0 +1,124 @@
+"""Writes into one stream gathered per turn of the event loop into atomic batches
+(``allow_atomic``): the writes a broker has ready at one moment cost one request and one
+acknowledgement, not one each (issue #72: a SEND's rate is set by what each costs the servers
+and the broker, docs/broker.md).
+
+A write is a part: one or more stream messages stored together or not at all. The parts
+handed in during one turn go as one batch (up to ``ENTRIES_MOST`` messages); a batch refused
+(nothing of it stored) is sent again part by part, so a part refused on its own account (an
+expectation another broker's write broke) fails alone, as if it had been sent alone; a batch
+whose fate is unknown (no answer) is not sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .requests import JetStreamError
+
+if TYPE_CHECKING:
+    from .requests import Requests
+
+ENTRIES_MOST = 1000  # stream messages one atomic batch carries at most (the server's limit)
+Entry = tuple[str, bytes, dict[str, str]]  # a stream message to write: subject, data, headers
+
+
+@dataclass(slots=True)
+class _Part:
+    entries: list[Entry]
+    last_seq: asyncio.Future[int]
+
+
+class Batches:
+    """Atomic batches into the stream the entries' subjects belong to (one stream a
+    ``Batches``); ``write`` a part, ``stop`` at the end."""
+
+    def __init__(self, requests: Requests) -> None:
+        self.requests = requests
+        self._parts: list[_Part] = []  # handed in during this turn of the loop
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def write(self, entries: list[Entry]) -> int:
+        """Store ``entries`` (at most ``ENTRIES_MOST``) together; the last one's sequence.
+        ``JetStreamError`` when the servers refused them."""
+        loop = asyncio.get_running_loop()
+        part = _Part(entries, loop.create_future())
+        self._parts.append(part)
+        if len(self._parts) == 1:
+            loop.call_soon(self._flush)  # (after the other parts handed in this turn)
+        return await part.last_seq
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _flush(self) -> None:
+        parts, self._parts = self._parts, []
+        group: list[_Part] = []
+        size = 0
+        for part in parts:
+            if group and size + len(part.entries) > ENTRIES_MOST:
+                self._spawn(self._send(group))
+                group, size = [], 0
+            group.append(part)
+            size += len(part.entries)
+        if group:
+            self._spawn(self._send(group))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, group: list[_Part]) -> None:
+        entries = [entry for part in group for entry in part.entries]
+        try:
+            last_seq = await self._batch(entries)
+        except JetStreamError as exc:  # refused: nothing of it stored
+            if len(group) == 1:
+                _settle(group[0].last_seq, exc)
+            else:
+                await asyncio.gather(*(self._send([part]) for part in group))
+            return
+        except asyncio.CancelledError:  # (the store closing)
+            for part in group:
+                part.last_seq.cancel()
+            raise
+        except Exception as exc:  # (unknown whether stored: not sent again)
+            for part in group:
+                _settle(part.last_seq, exc)
+            return
+        # an atomic batch is stored in one piece: each part's last sequence from the batch's
+        after = len(entries)
+        for part in group:
+            after -= len(part.entries)
+            if not part.last_seq.done():
+                part.last_seq.set_result(last_seq - after)
+
+    async def _batch(self, entries: list[Entry]) -> int:
+        """``entries`` as one atomic batch (a lone entry: a plain publish); the last one's
+        sequence."""
+        if len(entries) == 1:
+            subject, data, headers = entries[0]
+            return await self.requests.publish(subject, data, headers or None)
+        batch_id = uuid.uuid4().hex
+        publish = self.requests.connection.publish
+        last = len(entries)
+        for number, (subject, data, own) in enumerate(entries, 1):
+            headers = {**own, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
+            if number < last:
+                await publish(subject, data, headers=headers)
+                continue
+            headers["Nats-Batch-Commit"] = "1"
+            return await self.requests.publish(subject, data, headers)
+        raise AssertionError("an empty batch")
+
+
+def _settle(future: asyncio.Future[int], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

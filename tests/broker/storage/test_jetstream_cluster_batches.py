@@ -1,0 +1,103 @@
+"""Writes gathered into atomic batches in the cluster store (#72, ``batches.py``): the group
+positions ACKs write in one turn go as one batch into the bucket, on a real JetStream
+nats-server.
+
+What is checked: positions of many mailboxes committed at once are each read back by another
+store, two commits of one position in one turn leave the later; a layout whose bucket was
+made before atomic batches takes them when a store opens it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+
+import nats
+import pytest
+from jetstream_servers import JetStreamCluster
+
+from langchain_mq9.broker.storage.cluster import ClusterStore, Layout
+
+pytestmark = pytest.mark.slow  # a nats-server process
+
+NOW = 1_700_000_000
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[str]]:
+    with JetStreamCluster(1) as cluster:
+        yield cluster.urls
+
+
+async def _open(servers: list[str], name: str) -> ClusterStore:
+    connection = await nats.connect(servers)
+    store = ClusterStore(connection, name=name, timeout=20.0)
+    await store.open()
+    return store
+
+
+async def _close(store: ClusterStore) -> None:
+    await store.close()
+    await store.requests.connection.close()
+
+
+async def test_positions_committed_at_once_are_each_kept_the_later_of_one(
+    servers: list[str],
+) -> None:
+    name = f"P{uuid.uuid4().hex[:10]}"
+    first, second = await _open(servers, name), await _open(servers, name)
+    try:
+        records = []
+        for n in range(8):
+            made = await first.create_mailbox(f"box{n}", ttl=0, desc="", now=NOW)
+            assert made is not None
+            records.append(made)
+        await first.commit("g", records[0], 1)  # (the group's marker: then one write an ACK)
+        commits = [first.commit("g", record, 10 + n, 5) for n, record in enumerate(records)]
+        commits.append(first.commit("g", records[0], 99, 7))  # (the same turn, after)
+        await asyncio.gather(*commits)
+        positions = [await second.position("g", record) for record in records]
+        assert [(p.offset, p.seq) for p in positions] == [(99, 7)] + [
+            (10 + n, 5) for n in range(1, 8)
+        ]
+    finally:
+        await _close(first)
+        await _close(second)
+
+
+async def test_a_bucket_made_before_atomic_batches_takes_them(servers: list[str]) -> None:
+    layout = Layout(f"P{uuid.uuid4().hex[:10]}")
+    connection = await nats.connect(servers)
+    try:
+        old = {  # the groups bucket as layouts before batched positions made it
+            "name": f"KV_{layout.groups}",
+            "subjects": [f"$KV.{layout.groups}.>"],
+            "storage": "file",
+            "retention": "limits",
+            "num_replicas": 1,
+            "max_msgs_per_subject": 1,
+            "discard": "new",
+            "allow_direct": True,
+            "allow_rollup_hdrs": True,
+            "deny_delete": True,
+            "allow_msg_ttl": True,
+        }
+        reply = await connection.request(
+            f"$JS.API.STREAM.CREATE.KV_{layout.groups}", json.dumps(old).encode(), timeout=20
+        )
+        assert b'"error"' not in reply.data
+    finally:
+        await connection.close()
+    store = await _open(servers, layout.name)
+    try:
+        record = await store.create_mailbox("box", ttl=0, desc="", now=NOW)
+        assert record is not None
+        await store.commit("g", record, 1)
+        await asyncio.gather(store.commit("g", record, 2), store.commit("g", record, 3))
+        assert (await store.position("g", record)).offset == 3
+        info = await store.requests.api(f"STREAM.INFO.KV_{layout.groups}", None)
+        assert info["config"].get("allow_atomic") is True
+    finally:
+        await _close(store)
