@@ -249,14 +249,15 @@ class Mq9Client:
             self.warn_once(mail_address, p.warn_partitions(mail_address, twice))
         return messages
 
-    def _sent(self, mail_address: str, msg_id: int) -> None:
+    def _sent(self, mail_address: str, msg_id: int, answered: int) -> None:
+        """Keep ``msg_id``, a SEND's, sent once ``answered`` (the highest msg_id an earlier
+        SEND to the mailbox had got) was known: a log that went back numbers it no higher."""
         if msg_id < 0:  # a delayed message: its id comes later
             return
-        highest = self._highest_sent.get(mail_address, -1)
-        if msg_id > highest:
+        if msg_id <= answered:
+            self.warn_once(mail_address, p.warn_log_went_back(mail_address, msg_id, answered))
+        if msg_id > self._highest_sent.get(mail_address, -1):
             self._highest_sent[mail_address] = msg_id
-        else:
-            self.warn_once(mail_address, p.warn_log_went_back(mail_address, msg_id, highest))
 
     def warn_once(self, mail_address: str, warning: str) -> None:
         """Log ``warning`` and keep it in ``warnings``, the first time something about
@@ -347,6 +348,9 @@ class Mq9Client:
                 size=size,
                 limit=limit,
             )
+        # The highest msg_id answered before this SEND went out: only those must be below its
+        # own (SENDs in flight at once to one mailbox are answered in any order)
+        answered = self._highest_sent.get(mail_address, -1)
         try:
             reply = await self._call(
                 p.send_subject(mail_address), body, headers, repeatable=_stored_nothing
@@ -358,7 +362,7 @@ class Mq9Client:
         msg_id = reply.get("msg_id")
         if type(msg_id) is not int or "error" not in reply:  # else the shape passes it as is
             msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
-        self._sent(mail_address, msg_id)
+        self._sent(mail_address, msg_id, answered)
         if mail_address in self._away and msg_id >= 0:
             self._away.discard(mail_address)
             await self._check_last_receipt(mail_address)

@@ -10,6 +10,7 @@ bundled engine with those answers put in, over memory:// and a real nats-server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -172,6 +173,41 @@ async def test_msg_ids_that_start_again_are_noticed_and_reach_the_model(serve):
     assert result["sent"] and result["msg_id"] == 0  # stored: its id is still reported
     assert "a SEND got msg_id 0, but an earlier one got 2" in result["warning"]
     assert "messages it acknowledged may be lost" in client.warnings[box]
+
+
+class AnswersOutOfOrder(BrokerEngine):
+    """The bundled engine, but the first SEND's answer (msg_id 0) is held until the second's
+    (msg_id 1) is given: two SENDs in flight at once, answered in the other order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends = 0
+        self.second_answered = asyncio.Event()
+
+    async def handle(self, subject, headers, body):
+        answer = await super().handle(subject, headers, body)
+        if subject.startswith(p.MSG_SEND):
+            self.sends += 1
+            if self.sends == 1:
+                await self.second_answered.wait()
+            else:
+                self.second_answered.set()
+        return answer
+
+
+async def test_sends_in_flight_at_once_answered_in_the_other_order_are_no_log_going_back(serve):
+    """Only a msg_id answered before a SEND went out must be below its own."""
+    engine = AnswersOutOfOrder()
+    url = await serve(engine)
+    if not url.startswith("memory://"):
+        pytest.skip("the bundled broker on NATS answers a connection's requests in arrival order")
+    async with Mq9Client(url) as client:
+        box = await client.mailbox_create(name="orders")
+        both = await asyncio.wait_for(
+            asyncio.gather(client.send(box, "first"), client.send(box, "second")), 30
+        )
+        assert both == [0, 1] and box not in client.warnings
+        assert await client.send(box, "third") == 2 and box not in client.warnings
 
 
 class LogWentBack(BrokerEngine):
