@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checka
 
 from .._nats.info import server_info
 from .._nats.redaction import describe, redact
+from .._nats.requests import cancels_of
 from .._nats.urls import nats_urls
 from ..protocol import DEFAULT_MAX_PAYLOAD
 from ..protocol.errors import (
@@ -468,6 +469,7 @@ class NatsTransport:
         # per request raced against the link (a sixth of a round trip on loopback).
         waiting = asyncio.current_task()
         assert waiting is not None  # a coroutine runs in a task
+        cancels = cancels_of(waiting)
         self._in_flight.add(waiting)
         try:
             try:
@@ -494,6 +496,8 @@ class NatsTransport:
             if failure is None:
                 raise
             raise failure from None
+        if cancels_of(waiting) > cancels:  # a cancel that came with the reply (_nats/requests.py)
+            raise asyncio.CancelledError
         return reply.data
 
     def _failure(

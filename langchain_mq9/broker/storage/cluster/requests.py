@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ...._nats.requests import request as nats_request
 from ..base import StorageError
 
 if TYPE_CHECKING:
@@ -102,7 +103,9 @@ class Requests:
         """A JetStream API request's answer; ``JetStreamError`` when it says an error."""
         body = b"" if request is None else json.dumps(request).encode()
         try:
-            reply = await self.connection.request(f"$JS.API.{subject}", body, timeout=self.timeout)
+            reply = await nats_request(
+                self.connection, f"$JS.API.{subject}", body, timeout=self.timeout
+            )
         except Exception as exc:  # nats-py: timeouts, no responders, a closed connection
             text = str(exc) or type(exc).__name__
             raise StorageError(f"JetStream did not answer {subject}: {text}") from None
@@ -181,8 +184,8 @@ class Requests:
         """Store ``data`` on ``subject``; its stream sequence. ``JetStreamError`` with
         ``WRONG_LAST_SEQUENCE`` when an expected sequence was not the last."""
         try:
-            reply = await self.connection.request(
-                subject, data, timeout=self.timeout, headers=headers
+            reply = await nats_request(
+                self.connection, subject, data, timeout=self.timeout, headers=headers
             )
         except Exception as exc:
             text = str(exc) or type(exc).__name__
