@@ -1,16 +1,39 @@
 """nats-server with JetStream on loopback for tests: bench/js_cluster.py (the cluster store's
-kill and chaos lanes, bench/js_kill.py and bench/js_chaos.py, run the same servers); and the
-wait for a JetStream broker to serve."""
+kill and chaos lanes, bench/js_kill.py and bench/js_chaos.py, run the same servers); the
+wait for a JetStream broker to serve; a cluster store opened on a connection of its own (a
+broker, as the store's tests see one)."""
 
 from __future__ import annotations
 
 import time
 
+import nats
 from devbroker_helpers import DevBroker
 
 from bench.js_cluster import START_TIMEOUT, JetStreamCluster, JetStreamServer
+from langchain_mq9.broker.storage.cluster import ClusterStore
 
-__all__ = ["START_TIMEOUT", "JetStreamCluster", "JetStreamServer", "wait_serving"]
+__all__ = [
+    "START_TIMEOUT",
+    "JetStreamCluster",
+    "JetStreamServer",
+    "close_store",
+    "open_store",
+    "wait_serving",
+]
+
+
+async def open_store(servers: list[str], layout: str) -> ClusterStore:
+    """The cluster store of ``layout`` (``--stream``), open, on a connection of its own."""
+    connection = await nats.connect(servers)
+    store = ClusterStore(connection, name=layout, timeout=20.0)
+    await store.open()
+    return store
+
+
+async def close_store(store: ClusterStore) -> None:
+    await store.close()
+    await store.requests.connection.close()
 
 
 def wait_serving(broker: DevBroker, timeout: float = 60.0) -> None:

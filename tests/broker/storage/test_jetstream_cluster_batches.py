@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import nats
 import pytest
-from jetstream_servers import JetStreamCluster
+from jetstream_servers import JetStreamCluster, close_store, open_store
 
-from langchain_mq9.broker.storage.cluster import ClusterStore, Layout
+from langchain_mq9.broker.storage.cluster import Layout
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -31,23 +31,11 @@ def servers() -> Iterator[list[str]]:
         yield cluster.urls
 
 
-async def _open(servers: list[str], name: str) -> ClusterStore:
-    connection = await nats.connect(servers)
-    store = ClusterStore(connection, name=name, timeout=20.0)
-    await store.open()
-    return store
-
-
-async def _close(store: ClusterStore) -> None:
-    await store.close()
-    await store.requests.connection.close()
-
-
 async def test_positions_committed_at_once_are_each_kept_the_later_of_one(
     servers: list[str],
 ) -> None:
     name = f"P{uuid.uuid4().hex[:10]}"
-    first, second = await _open(servers, name), await _open(servers, name)
+    first, second = await open_store(servers, name), await open_store(servers, name)
     try:
         records = []
         for n in range(8):
@@ -63,8 +51,8 @@ async def test_positions_committed_at_once_are_each_kept_the_later_of_one(
             (10 + n, 5) for n in range(1, 8)
         ]
     finally:
-        await _close(first)
-        await _close(second)
+        await close_store(first)
+        await close_store(second)
 
 
 async def test_a_bucket_made_before_atomic_batches_takes_them(servers: list[str]) -> None:
@@ -90,7 +78,7 @@ async def test_a_bucket_made_before_atomic_batches_takes_them(servers: list[str]
         assert b'"error"' not in reply.data
     finally:
         await connection.close()
-    store = await _open(servers, layout.name)
+    store = await open_store(servers, layout.name)
     try:
         record = await store.create_mailbox("box", ttl=0, desc="", now=NOW)
         assert record is not None
@@ -100,4 +88,4 @@ async def test_a_bucket_made_before_atomic_batches_takes_them(servers: list[str]
         info = await store.requests.api(f"STREAM.INFO.KV_{layout.groups}", None)
         assert info["config"].get("allow_atomic") is True
     finally:
-        await _close(store)
+        await close_store(store)

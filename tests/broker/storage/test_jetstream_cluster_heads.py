@@ -20,9 +20,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import nats
 import pytest
-from jetstream_servers import JetStreamCluster
+from jetstream_servers import JetStreamCluster, close_store, open_store
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
 from langchain_mq9.broker.storage.cluster import ClusterStore, Mark, token
@@ -41,25 +40,13 @@ def servers() -> Iterator[list[str]]:
         yield cluster.urls
 
 
-async def _open(servers: list[str], name: str) -> ClusterStore:
-    connection = await nats.connect(servers)
-    opened = ClusterStore(connection, name=name, timeout=20.0)
-    await opened.open()
-    return opened
-
-
-async def _close(store: ClusterStore) -> None:
-    await store.close()
-    await store.requests.connection.close()
-
-
 @pytest.fixture
 async def store(servers: list[str]) -> AsyncIterator[ClusterStore]:
-    opened = await _open(servers, f"H{uuid.uuid4().hex[:10]}")
+    opened = await open_store(servers, f"H{uuid.uuid4().hex[:10]}")
     try:
         yield opened
     finally:
-        await _close(opened)
+        await close_store(opened)
 
 
 def _now() -> int:
@@ -152,7 +139,7 @@ async def test_two_stores_writing_many_mailboxes_at_once_number_each_from_0_once
     servers: list[str],
 ) -> None:
     name = f"H{uuid.uuid4().hex[:10]}"
-    stores = [await _open(servers, name), await _open(servers, name)]
+    stores = [await open_store(servers, name), await open_store(servers, name)]
     boxes = [f"box{n}" for n in range(8)]
     try:
         for box in boxes:
@@ -178,4 +165,4 @@ async def test_two_stores_writing_many_mailboxes_at_once_number_each_from_0_once
             assert data == b"12"
     finally:
         for store in stores:
-            await _close(store)
+            await close_store(store)

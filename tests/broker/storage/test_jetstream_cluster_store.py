@@ -17,9 +17,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import nats
 import pytest
-from jetstream_servers import JetStreamCluster
+from jetstream_servers import JetStreamCluster, close_store, open_store
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
 from langchain_mq9.broker.storage.base import StorageError
@@ -43,28 +42,16 @@ def layout() -> str:
     return f"T{uuid.uuid4().hex[:10]}"
 
 
-async def _store(servers: list[str], layout: str) -> ClusterStore:
-    connection = await nats.connect(servers)
-    store = ClusterStore(connection, name=layout, timeout=20.0)
-    await store.open()
-    return store
-
-
-async def _close(store: ClusterStore) -> None:
-    await store.close()
-    await store.requests.connection.close()
-
-
 @pytest.fixture
 async def pair(servers: list[str], layout: str) -> AsyncIterator[tuple[ClusterStore, ClusterStore]]:
     """Two stores on one layout: two brokers."""
-    first = await _store(servers, layout)
-    second = await _store(servers, layout)
+    first = await open_store(servers, layout)
+    second = await open_store(servers, layout)
     try:
         yield first, second
     finally:
-        await _close(first)
-        await _close(second)
+        await close_store(first)
+        await close_store(second)
 
 
 def _now() -> int:
@@ -460,15 +447,15 @@ async def test_a_query_by_tags_reads_the_index_not_the_mailbox(
 async def test_a_stream_made_before_the_tag_index_takes_its_subjects(
     servers: list[str], layout: str
 ) -> None:
-    store = await _store(servers, layout)
+    store = await open_store(servers, layout)
     try:
         info = await store.requests.api(f"STREAM.INFO.{layout}_MSGS", None)
         config = info["config"]
         config["subjects"] = [s for s in config["subjects"] if ".t." not in s]
         await store.requests.api(f"STREAM.UPDATE.{layout}_MSGS", config)
     finally:
-        await _close(store)
-    again = await _store(servers, layout)
+        await close_store(store)
+    again = await open_store(servers, layout)
     try:
         await again.create_mailbox("b", ttl=0, desc="", now=_now())
         await again.append("b", _message(b"m", tags=("t",)), now=_now())
@@ -477,7 +464,7 @@ async def test_a_stream_made_before_the_tag_index_takes_its_subjects(
         (found,) = await again.by_tags("b", ["t"], 10, upto=last.seq, now=_now())
         assert [m.payload for m in found] == [b"m"]
     finally:
-        await _close(again)
+        await close_store(again)
 
 
 async def test_a_message_with_more_tags_than_its_batch_holds_is_refused_in_words(
