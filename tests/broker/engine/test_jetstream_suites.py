@@ -59,7 +59,8 @@ async def test_the_store_lane_keeps_a_served_brokers_state_in_a_layout_of_its_ow
         async with Mq9Client(served.url) as client:
             await client.mailbox_create(name="lane.box")
             await client.send("lane.box", b"kept")
-        assert await stream_messages(servers, layout.messages) == 1  # the SEND
+        # the SEND's message and its mailbox's head (h.<mailbox>, the next msg_id)
+        assert await stream_messages(servers, layout.messages) == 2
         assert await stream_messages(servers, f"KV_{layout.mailboxes}") == 1  # the CREATE
     finally:
         await stop_broker(served, handle)
