@@ -48,7 +48,7 @@ KNOWN: dict[tuple[str, str], str] = {
     ("langchain_mq9/_nats/guard.py", "_process_msg"): _NATS + " (the parser's callback)",
     ("langchain_mq9/_nats/guard.py", "_process_err"): _NATS + " (the parser's callback)",
     ("langchain_mq9/_nats/guard.py", "_process_info"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/_nats/guard.py", "_io_writer"): _NATS + " (the socket a close that hangs drops)",
+    ("langchain_mq9/_nats/guard.py", "_io_writer"): _NATS + " (the socket a stuck close drops)",
     ("langchain_mq9/_nats/info.py", "_server_info"): _NATS_INFO,
     ("langchain_mq9/_nats/fast_path.py", "_subs"): _FAST_PATH,
     ("langchain_mq9/_nats/fast_path.py", "_ps"): _FAST_PATH,
