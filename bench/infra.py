@@ -21,6 +21,7 @@ from .responders import CONTROL
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
+SWITCH_TIMEOUT = 120.0  # a responder's set-up command (command): a bound, not a speed
 
 
 def child_env() -> dict[str, str]:
@@ -82,8 +83,8 @@ class Responder:
         body = json.dumps({"cmd": cmd, **options}).encode()
         # a set-up step, not a measured one: switching to the cluster store makes its R3
         # stream and buckets, each waiting for its leader on a cluster just formed (over 10 s
-        # once in a clean-clone suite run on a quiet machine)
-        await nc.request(CONTROL + self.name, body, timeout=START_TIMEOUT)
+        # once in a clean-clone suite run on a quiet machine, over 30 s once in another)
+        await nc.request(CONTROL + self.name, body, timeout=SWITCH_TIMEOUT)
 
     def stop(self) -> None:
         if self.process.poll() is None:
