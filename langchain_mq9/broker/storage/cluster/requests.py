@@ -82,6 +82,7 @@ class Requests:
         self._waiting: dict[str, asyncio.Queue[Msg]] = {}
         self._numbers = itertools.count()
         self._subscription: Any = None
+        self.sent_again = 0  # how many unanswered requests were sent again (tests count them)
 
     async def start(self) -> None:
         # One subscription for every batched read: a read's answers come to an inbox below it
@@ -99,16 +100,36 @@ class Requests:
 
     # -- the API ---------------------------------------------------------------------------
 
-    async def api(self, subject: str, request: Mapping[str, Any] | None) -> dict[str, Any]:
-        """A JetStream API request's answer; ``JetStreamError`` when it says an error."""
+    async def api(
+        self, subject: str, request: Mapping[str, Any] | None, *, again: float | None = None
+    ) -> dict[str, Any]:
+        """A JetStream API request's answer; ``JetStreamError`` when it says an error.
+
+        ``again``: the request is safe to send twice (a read, or a create of the same
+        config), so an unanswered one is sent again after that many seconds, within the one
+        deadline (``timeout``). A cluster electing a stream's leader drops the requests it
+        gets meanwhile and answers a later one: without this the first one waits it all."""
         body = b"" if request is None else json.dumps(request).encode()
-        try:
-            reply = await nats_request(
-                self.connection, f"$JS.API.{subject}", body, timeout=self.timeout
-            )
-        except Exception as exc:  # nats-py: timeouts, no responders, a closed connection
-            text = str(exc) or type(exc).__name__
-            raise StorageError(f"JetStream did not answer {subject}: {text}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            left = deadline - loop.time()
+            wait = left if again is None else min(again, left)
+            try:
+                reply = await nats_request(
+                    self.connection, f"$JS.API.{subject}", body, timeout=max(wait, 0.001)
+                )
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # nats-py: timeouts, no responders, a closed connection
+                if again is not None and _unanswered(exc) and deadline - loop.time() > 0:
+                    self.sent_again += 1
+                    continue
+                text = str(exc) or type(exc).__name__
+                raise StorageError(
+                    f"JetStream did not answer {subject} (deadline {self.timeout:g} s): {text}"
+                ) from None
         answer = json.loads(reply.data)
         error = answer.get("error")
         if error:
@@ -201,6 +222,12 @@ class Requests:
         if "seq" not in answer:
             raise StorageError(f"JetStream's answer to a write holds no sequence: {answer}")
         return int(answer["seq"])
+
+
+def _unanswered(exc: Exception) -> bool:
+    """A try that got no answer in time (nats-py's timeout is a TimeoutError); no responders
+    or a closed connection fail at once, as before."""
+    return isinstance(exc, TimeoutError)
 
 
 def _entry(message: Msg, headers: dict[str, str]) -> StoredEntry:

@@ -64,6 +64,9 @@ log = logging.getLogger("langchain_mq9.broker")
 RECORDS_KEPT = 65_536  # mailbox records a store keeps (about 200 bytes each)
 RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
 DEFAULT_TIMEOUT = 15.0  # a request the cluster does not answer in this long fails
+# an opening request safe to send twice is sent again after this long: a stream electing its
+# leader (a server just restarted) drops what it gets meanwhile, and answers a later one
+TRY_AGAIN = 1.0
 _KV_OPERATION = "KV-Operation"  # a bucket's delete or purge marker
 # The longest TTL handed to the server (Go's durations end at about 292 years): a longer
 # one (a u64 TTL of RobustMQ's) gets none, the broker hiding what it must by its own rule
@@ -134,8 +137,10 @@ class ClusterStore:
         name: str = Layout.name,
         replicas: int = 1,
         timeout: float = DEFAULT_TIMEOUT,
+        try_again: float = TRY_AGAIN,
     ) -> None:
         self.layout = Layout(name)
+        self.try_again = try_again
         self.replicas = replicas
         self.requests = Requests(connection, timeout=timeout)
         self._numbering = Numbering(self.requests, self.layout)
@@ -219,6 +224,7 @@ class ClusterStore:
         await self.requests.api(
             f"CONSUMER.CREATE.{layout.messages}.{name}",
             {"stream_name": layout.messages, "config": config},
+            again=self.try_again,  # the same config again: JetStream answers it as it was
         )
 
     async def _number_staged(self) -> None:
@@ -280,7 +286,7 @@ class ClusterStore:
 
     async def _ensure(self, stream: str, config: dict[str, Any]) -> None:
         try:
-            info = await self.requests.api(f"STREAM.INFO.{stream}", None)
+            info = await self.requests.api(f"STREAM.INFO.{stream}", None, again=self.try_again)
         except JetStreamError as exc:
             if exc.code != 404:
                 raise
@@ -295,7 +301,8 @@ class ClusterStore:
             **config,
         }
         try:
-            await self.requests.api(f"STREAM.CREATE.{stream}", full)
+            # the same config twice: the second is answered as the first, or "name in use"
+            await self.requests.api(f"STREAM.CREATE.{stream}", full, again=self.try_again)
         except JetStreamError as exc:
             if exc.err_code != STREAM_NAME_IN_USE:  # another broker made it meanwhile
                 raise
@@ -361,7 +368,8 @@ class ClusterStore:
     async def mailbox_count(self) -> int:
         """How many mailbox records the bucket holds: the live mailboxes and the expired
         ones whose log is still kept (``--max-mailboxes`` counts both here)."""
-        info = await self.requests.api(f"STREAM.INFO.KV_{self.layout.mailboxes}", None)
+        mailboxes = f"STREAM.INFO.KV_{self.layout.mailboxes}"
+        info = await self.requests.api(mailboxes, None, again=self.try_again)
         return int(info.get("state", {}).get("messages", 0))
 
     async def _revision(self, subject: str) -> int:
