@@ -5,19 +5,25 @@ broker, as the store's tests see one)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import nats
 from devbroker_helpers import DevBroker
 
 from bench.js_cluster import START_TIMEOUT, JetStreamCluster, JetStreamServer
+from langchain_mq9.broker.storage.base import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore
 
+FORMING = 120.0  # seconds: a cluster on a busy 2-core machine electing its leaders
+
 __all__ = [
+    "FORMING",
     "START_TIMEOUT",
     "JetStreamCluster",
     "JetStreamServer",
     "close_store",
+    "open_replicated_store",
     "open_store",
     "wait_serving",
 ]
@@ -46,3 +52,20 @@ def wait_serving(broker: DevBroker, timeout: float = 60.0) -> None:
         assert broker.process.poll() is None, broker.output()
         time.sleep(0.1)
     raise AssertionError(f"not serving in {timeout:g} s; {broker.output()}")
+
+
+async def open_replicated_store(url: str, layout: str) -> ClusterStore:
+    """The R3 cluster store of ``layout``, opened once the cluster just started has elected
+    its leaders (tried again each second for FORMING seconds)."""
+    connection = await nats.connect(url)
+    deadline = time.monotonic() + FORMING
+    while True:
+        store = ClusterStore(connection, name=layout, replicas=3, timeout=10.0)
+        try:
+            await store.open()
+            return store
+        except StorageError:
+            await store.close()
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)

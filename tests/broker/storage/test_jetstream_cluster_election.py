@@ -7,21 +7,17 @@ here, not timed (the per-try wait short, the one deadline long).
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 
 import nats
 import pytest
-from jetstream_servers import JetStreamCluster
+from jetstream_servers import FORMING, JetStreamCluster, open_replicated_store
 
 from langchain_mq9.broker.storage import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore
 
 pytestmark = pytest.mark.slow  # three nats-server processes
-
-FORMING = 120.0  # a cluster on a busy 2-core machine electing its leaders
 
 
 @pytest.fixture(scope="module")
@@ -30,26 +26,11 @@ def cluster() -> Iterator[JetStreamCluster]:
         yield servers
 
 
-async def _first_open(url: str, layout: str) -> ClusterStore:
-    connection = await nats.connect(url)
-    deadline = time.monotonic() + FORMING
-    while True:
-        store = ClusterStore(connection, name=layout, replicas=3, timeout=10.0)
-        try:
-            await store.open()
-            return store
-        except StorageError:
-            await store.close()
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1)
-
-
 async def test_a_store_opens_during_the_election_by_sending_again(
     cluster: JetStreamCluster,
 ) -> None:
     layout = f"E{uuid.uuid4().hex[:10]}"
-    first = await _first_open(cluster.urls[0], layout)
+    first = await open_replicated_store(cluster.urls[0], layout)
     info = await first.requests.api(f"STREAM.INFO.{first.layout.messages}", None)
     await first.close()
     await first.requests.connection.close()

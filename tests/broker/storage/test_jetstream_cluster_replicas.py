@@ -13,18 +13,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import nats
 import pytest
-from jetstream_servers import JetStreamCluster
+from jetstream_servers import JetStreamCluster, open_replicated_store
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore, Mark
 from langchain_mq9.protocol import PRIORITY_ORDER, Priority
 
 pytestmark = pytest.mark.slow  # three nats-server processes
-
-FORMING = 120.0  # a cluster on a busy 2-core machine electing its leaders
 
 
 @pytest.fixture(scope="module")
@@ -33,26 +29,11 @@ def servers() -> Iterator[list[str]]:
         yield cluster.urls
 
 
-async def _open(url: str, layout: str) -> ClusterStore:
-    connection = await nats.connect(url)
-    deadline = time.monotonic() + FORMING
-    while True:
-        store = ClusterStore(connection, name=layout, replicas=3, timeout=10.0)
-        try:
-            await store.open()
-            return store
-        except StorageError:
-            await store.close()
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1)
-
-
 @pytest.fixture
 async def pair(servers: list[str]) -> AsyncIterator[tuple[ClusterStore, ClusterStore]]:
     layout = f"R{uuid.uuid4().hex[:10]}"
-    first = await _open(servers[0], layout)
-    second = await _open(servers[2], layout)
+    first = await open_replicated_store(servers[0], layout)
+    second = await open_replicated_store(servers[2], layout)
     try:
         yield first, second
     finally:
