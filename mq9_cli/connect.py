@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from langchain_mq9._nats.redaction import redact
 from langchain_mq9.a2a.caller import CallError
-from langchain_mq9.client.auth import read_credential_file
+from langchain_mq9.client.auth import HOW_TO_LOG_IN, read_credential_file
 from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.operations.errors import OperationError
 from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error, NotAllowed, Unavailable
@@ -119,7 +119,7 @@ def failure(exc: BaseException) -> Failure:
     cause: BaseException | None = exc
     while isinstance(cause, OperationError) and cause.__cause__ is not None:
         cause = cause.__cause__
-    text = redact(str(exc))
+    text = shown(str(exc))
     if isinstance(cause, Mq9Error):
         return Failure(text, _code(cause))
     if isinstance(exc, CallError) or isinstance(cause, CallError):
@@ -128,6 +128,13 @@ def failure(exc: BaseException) -> Failure:
     if isinstance(exc, (OperationError, ValueError)):
         return Failure(text, FAILED)
     return Failure(f"{type(exc).__name__}: {text}", FAILED)
+
+
+def shown(text: str) -> str:
+    """``text`` with its URLs' secrets hidden, but for the client's hint on how to log in: its
+    example URL holds no secret (``nats://<id>:<secret>@host:port``), and redacted it read
+    ``nats://<***@host:port`` (#78)."""
+    return redact(text).replace(redact(HOW_TO_LOG_IN), HOW_TO_LOG_IN)
 
 
 def _code(exc: Mq9Error) -> int:

@@ -16,6 +16,11 @@ import uvicorn
 from ..connect import USAGE, Failure, Target, failure
 from .app import Settings, create_app
 
+# The start-up line on what a person may do: said whole, as "read-only (--allow-writes)" read
+# as if writes were on (#78)
+WRITES_ALLOWED = "writes allowed (deletes, acks, replays, answers: --allow-writes was given)"
+READ_ONLY = "read-only (start it with --allow-writes to change things)"
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -124,15 +129,13 @@ def serve(target: Target, *, host: str, port: int, **options: Any) -> None:
     shown_host = f"[{host}]" if ":" in host else host
     where = f"http://{shown_host}:{port}/login"
     lines = [f"mq9 console on {where} for {target.shown}"]
-    lines.append("writes allowed" if settings.allow_writes else "read-only (--allow-writes)")
+    lines.append(WRITES_ALLOWED if settings.allow_writes else READ_ONLY)
     if made:
         lines.append(f"token (enter it on the login page): {settings.token}")
     print("\n".join(lines), file=sys.stderr, flush=True)
     app = create_app(lambda: target.client("mq9-console"), settings)
     # Live pages hold their event streams open: a stop waits for them 2 s at most.
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, timeout_graceful_shutdown=2
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -358,6 +358,7 @@ async def test_it_logs_in_as_the_toolkit_does():
         assert code == 5 and "refused the credentials" in err and "wrong-pw" not in err
         code, _, err = await mq9(url, "agents")
         assert code == 5 and "wants a login" in err
+        assert "or nats://<id>:<secret>@host:port" in err  # the hint's example whole (#78)
 
 
 # -- #73: the exit codes of docs/console.md in every case, in one line a person reads ---------
