@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ... import protocol as p
-from ...protocol import PRIORITY_ORDER, Priority
+from ...protocol import PRIORITY_ORDER
 from ...protocol.errors import Mq9Error, WireError
 from ...semantic.ranking import AgentEntry
 from ..state.clock import Clock, system_clock
@@ -34,7 +34,6 @@ from .engine import (
     LARGE_BODY,
     Command,
     Vouched,
-    _header_number,
     _read,
     _read_query,
     _stored_headers,
@@ -43,6 +42,7 @@ from .engine import (
 )
 from .limits import BrokerLimits
 from .owned import Requester, kept
+from .sending import CLUSTER, read_send
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -187,29 +187,10 @@ class ClusterEngine:
         record = await self.store.mailbox(address, now=now)
         if record is None or not record.live(now):
             raise Mq9Error(p.err_mailbox_missing(address))
-        headers = headers or {}
-        mq9: Mapping[str, str] = headers
-        if any("\ufffd" in name or "\ufffd" in value for name, value in headers.items()):
-            mq9 = {}  # not UTF-8: every mq9 header at its default (BrokerEngine._send)
-        text = (mq9.get(p.HEADER_PRIORITY) or "").strip()
-        priority = Priority(text) if text in _LANES else Priority.NORMAL
-        key = mq9.get(p.HEADER_KEY)
-        key = None if key is None else key.strip()
-        tag_header = mq9.get(p.HEADER_TAGS)
-        tags = tuple(t.strip() for t in tag_header.split(",") if t.strip()) if tag_header else ()
-        delay = _header_number(mq9, p.HEADER_DELAY)
-        ttl = _header_number(mq9, p.HEADER_TTL)
-        message = StoredMessage(
-            -1,
-            bytes(body),
-            priority,
-            now,
-            key,
-            tags,
-            # a client's own mq9-sender is not kept: only a credentialed broker's stands
-            p.header_block(_stored_headers(headers)),
-            _wrap_u64(now + ttl) if ttl is not None else 0,
-        )
+        # the header rules are every engine's (sending.py); a client's own mq9-sender is not
+        # kept: only a credentialed broker's stands
+        sent = read_send(_stored_headers(headers), body, now, CLUSTER)
+        message = sent.message
         limit = self._message_limit()
         # (a bound from lengths first: a message far below the limit is not encoded to know)
         if EMPTY_ANSWER + message.wire_size_bound() + _MSG_ID_ROOM > limit:
@@ -219,9 +200,8 @@ class ClusterEngine:
         room = self.limits.max_messages_per_mailbox
         if room is not None and await self.store.count(address) >= room:
             raise Mq9Error(p.err_mailbox_full(address, room))
-        if delay is not None:
-            message.key = None  # delay.rs: the delivered message keeps no mq9-key
-            await self.store.hold(address, message, due=_wrap_u64(now + delay), now=now)
+        if sent.due is not None:
+            await self.store.hold(address, message, due=sent.due, now=now)
             return p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
         return _SENT % await self.store.append(address, message, now=now)
 

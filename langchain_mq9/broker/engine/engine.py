@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ... import protocol as p
-from ...protocol import PRIORITY_ORDER, Priority
+from ...protocol import PRIORITY_ORDER
 from ...protocol.errors import Mq9Error, WireError
 from ...semantic.ranking import AgentEntry, word_pieces
 from ..state.clock import Clock, system_clock
@@ -40,6 +40,7 @@ from . import owned as owning
 from .answers import EMPTY_ANSWER, capped, cut_answer, whole_answer
 from .limits import BrokerLimits
 from .owned import Keep, Named, Owned, Requester
+from .sending import read_send
 
 # Imported from here by the broker's other parts and the tests
 __all__ = [
@@ -490,54 +491,16 @@ class BrokerEngine:
         mailbox = self.mailboxes.get(address)
         if mailbox is None:
             raise Mq9Error(p.err_mailbox_missing(address))
-        headers = _stored_headers(headers) or {}
-        mq9 = headers
-        for name, value in headers.items():
-            if "\r\n" in name or "\r\n" in value:
-                # (our choice) only an in-process caller can (NATS splits the block at each
-                # CRLF): stored, it would read back as a header of the caller's choosing
-                raise Mq9Error(
-                    f"SEND refused: header {p.quoted(name)} holds a line break (CRLF): a "
-                    "header is one line"
-                )
-            if "\ufffd" in name or "\ufffd" in value:
-                # send.rs parse_mq9_headers reads the header block as UTF-8 or not at all
-                # (every mq9 header at its default); nats-py replaces invalid bytes by U+FFFD,
-                # so (our approximation) a U+FFFD means the block was not UTF-8
-                mq9 = {}
-        # Exact names only; a value that is not a known priority means normal (RobustMQ).
-        text = (mq9.get(p.HEADER_PRIORITY) or "").strip()
-        priority = Priority(text) if text in _LANES else Priority.NORMAL
-        key = mq9.get(p.HEADER_KEY)
-        key = None if key is None else key.strip()
-        tag_header = mq9.get(p.HEADER_TAGS)
-        tags = tuple(t.strip() for t in tag_header.split(",") if t.strip()) if tag_header else ()
-        delay = _header_number(mq9, p.HEADER_DELAY)
-        ttl = _header_number(mq9, p.HEADER_TTL)
-        now = self.now_second()
-        message = StoredMessage(
-            -1,
-            bytes(body),
-            priority,
-            now,
-            key,
-            tags,
-            p.header_block(headers),
-            # A TTL counts from the SEND, delay or not; a huge one wraps round to the past
-            _wrap_u64(now + ttl) if ttl is not None else 0,
-        )
+        sent = read_send(_stored_headers(headers), body, self.now_second())
+        message = sent.message
         self._check_fits(message)
         self._check_room(mailbox)
         refused = self.storage.message_refused(address, message)
         if refused is not None:
             raise Mq9Error(refused)
-        if delay is not None:  # even a delay of 0 answers -1 and is written by the delay queue
-            # delay-message delay.rs keys the queued copy by the queue's own id, and the
-            # delivered message keeps that key: the mq9-key is lost (no compaction, no QUERY)
-            message.key = None
-            due = _wrap_u64(now + delay)  # whole seconds from the SEND's second (delay.rs)
-            seq = self.hold_delayed(due, address, message)
-            self.storage.delayed_added(seq, due, address, message)
+        if sent.due is not None:  # even a delay of 0 answers -1 and is written by the queue
+            seq = self.hold_delayed(sent.due, address, message)
+            self.storage.delayed_added(seq, sent.due, address, message)
             return p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
         return _SENT % self._write(mailbox, message).msg_id
 
@@ -1132,11 +1095,6 @@ def _read(
 def _wrap_u64(number: int) -> int:
     """``number`` as a Rust u64 sum without overflow checks holds it."""
     return number & p.MAX_U64
-
-
-def _header_number(headers: Mapping[str, str], name: str) -> int | None:
-    text = headers.get(name)
-    return None if text is None else p.header_u64(text)
 
 
 def _yield_to_the_loop() -> None:

@@ -19,6 +19,7 @@ import uuid
 import pytest
 
 from langchain_mq9 import protocol as p
+from langchain_mq9.broker.engine.sending import MOST_SECONDS
 
 T0 = 1_700_000_000  # where the fixture's ManualClock starts
 ITEM_FIELDS = {"msg_id", "payload", "priority", "header", "create_time"}
@@ -374,12 +375,35 @@ async def test_message_ttl_is_visible_through_the_second_expire_at(broker):
     assert [m["payload"] for m in await earliest(broker, box)] == ["forever"]
 
 
-async def test_a_huge_message_ttl_wraps_round_and_hides_the_message(broker):
-    # send.rs: with_expire_at(now_second() + ttl) in a u64 without overflow checks
+@pytest.mark.parametrize("name", [p.HEADER_DELAY, p.HEADER_TTL])
+@pytest.mark.parametrize("seconds", [2**64 - 1, 2**63, MOST_SECONDS + 1])
+async def test_a_delay_or_ttl_beyond_100_years_is_refused(broker, name, seconds):
+    # (our choice) send.rs adds a u64 to now_second() without overflow checks, wrapping round;
+    # here a delay's or TTL's second must be a time (sending.py, MOST_SECONDS), on every store
     box = await create(broker)
-    await send(broker, box, "wrapped", {"mq9-ttl": str(2**64 - 1)})
-    await send(broker, box, "kept", {"mq9-ttl": str(2**63)})
-    assert await payloads(broker, box) == ["kept"]
+    reply = await broker.raw(p.send_subject(box), b"x", {name: str(seconds)})
+    assert reply == {
+        "error": f"SEND refused: {name} of {seconds} seconds is beyond this broker's bound "
+        f"of {MOST_SECONDS} (100 years)"
+    }
+    assert await send(broker, box, "kept", {name: str(MOST_SECONDS)}) in (0, -1)
+    assert await send(broker, box, "next") in (0, 1)
+
+
+async def test_a_header_holding_a_line_break_is_refused(broker):
+    # (our choice) only an in-process caller can (NATS splits a header block at each CRLF):
+    # stored, it would read back as a header of the caller's choosing; on every store
+    if broker.transport != "memory":
+        pytest.skip("over NATS a header value cannot hold a CRLF")
+    box = await create(broker)
+    for headers in ({"x": "a\r\nmq9-key: forged"}, {"mq9-tags": "t\r\nx: y"}):
+        reply = await broker.raw(p.send_subject(box), b"x", headers)
+        name = next(iter(headers))
+        assert reply == {
+            "error": f"SEND refused: header {name!r} holds a line break (CRLF): a header is "
+            "one line"
+        }
+    assert await ids(broker, box) == []
 
 
 async def test_message_ttl_is_independent_of_the_mailbox_ttl(broker):

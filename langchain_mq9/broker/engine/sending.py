@@ -1,0 +1,158 @@
+"""A SEND's mq9 headers read once, for every engine (issue #77: ``BrokerEngine`` and
+``ClusterEngine`` each had a copy, and only one refused a line break).
+
+``read_send`` turns a SEND's headers and body into the message to store and, for a delayed
+one, the second it is due, or raises ``Mq9Error`` with the one-line refusal. RobustMQ's rules
+(docs/protocol.md §5.2: exact names, an unknown priority is normal, a number that is not a u64
+is ignored) and ours on top of them: a header is one line, a delay or TTL is at most
+``MOST_SECONDS``, and a store may bound tags and keys (``SendLimits``: the cluster store writes
+each tag into a subject, which nats-server bounds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ... import protocol as p
+from ...protocol import PRIORITY_ORDER, Priority
+from ...protocol.errors import Mq9Error
+from ..state.mailbox import StoredMessage
+
+Headers = Mapping[str, str] | None
+_LANES = tuple(priority.value for priority in PRIORITY_ORDER)
+
+# (our choice; RobustMQ adds any u64 without overflow checks, wrapping round) a delay or TTL
+# of at most 100 years: its second must be a time (a date past 9999 is none, and JetStream's
+# Nats-TTL is a Go duration, ending at about 292 years)
+MOST_SECONDS = 100 * 365 * 86_400
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """What a store takes of a SEND's tags and key (None: no bound of its own; the message's
+    size is bounded anyway, by ``max_payload``)."""
+
+    tags_most: int | None = None  # distinct tags of one message
+    tag_bytes: int | None = None  # one tag's UTF-8 bytes
+    tag_parts: int | None = None  # one tag's "/"-separated parts
+    key_bytes: int | None = None  # the key's UTF-8 bytes
+    store: str = "store"  # how a refusal names the store
+
+
+# Memory and SQLite keep a tag or a key as data: nothing to bound but the message's size
+OPEN = SendLimits()
+
+# The cluster store (storage/cluster/mapping.py) writes each distinct tag as an index entry
+# in the message's atomic batch (1,000 messages at most, with the message and its mailbox's
+# head), on a subject of one 33-byte token per "/"-separated part: 32 parts make a subject of
+# about 1.1 KB, well inside nats-server's 4,096-byte control line with the reply's inbox and
+# the stream's prefix. A tag of 1,024 bytes and a key of 4,096 leave room beside them in the
+# headers each message carries.
+CLUSTER = SendLimits(
+    tags_most=998, tag_bytes=1024, tag_parts=32, key_bytes=4096, store="cluster store"
+)
+
+
+@dataclass
+class Send:
+    """A SEND read: the message to store (msg_id -1 until written) and, for a delayed one,
+    the second it is due."""
+
+    message: StoredMessage
+    due: int | None = None
+
+
+def read_send(headers: Headers, body: bytes, now: int, limits: SendLimits = OPEN) -> Send:
+    """A SEND of ``body`` with ``headers`` (the ones to store: a client's own ``mq9-sender``
+    already taken out) at second ``now``; ``Mq9Error`` with the refusal."""
+    headers = headers or {}
+    mq9: Mapping[str, str] = headers
+    for name, value in headers.items():
+        if "\r\n" in name or "\r\n" in value:
+            # (our choice) only an in-process caller can (NATS splits the block at each
+            # CRLF): stored, it would read back as a header of the caller's choosing
+            raise Mq9Error(
+                f"SEND refused: header {p.quoted(name)} holds a line break (CRLF): a "
+                "header is one line"
+            )
+        if "\ufffd" in name or "\ufffd" in value:
+            # send.rs parse_mq9_headers reads the header block as UTF-8 or not at all (every
+            # mq9 header at its default); nats-py replaces invalid bytes by U+FFFD, so (our
+            # approximation) a U+FFFD means the block was not UTF-8
+            mq9 = {}
+    # Exact names only; a value that is not a known priority means normal (RobustMQ).
+    text = (mq9.get(p.HEADER_PRIORITY) or "").strip()
+    priority = Priority(text) if text in _LANES else Priority.NORMAL
+    key = mq9.get(p.HEADER_KEY)
+    key = None if key is None else key.strip()
+    tag_header = mq9.get(p.HEADER_TAGS)
+    tags = tuple(t.strip() for t in tag_header.split(",") if t.strip()) if tag_header else ()
+    _check_key(key, limits)
+    _check_tags(tags, limits)
+    delay = _seconds(mq9, p.HEADER_DELAY)
+    ttl = _seconds(mq9, p.HEADER_TTL)
+    message = StoredMessage(
+        -1,
+        bytes(body),
+        priority,
+        now,
+        key,
+        tags,
+        p.header_block(headers),
+        # a TTL counts from the SEND, delay or not (RobustMQ)
+        now + ttl if ttl is not None else 0,
+    )
+    if delay is None:
+        return Send(message)
+    # delay-message delay.rs keys the queued copy by the queue's own id, and the delivered
+    # message keeps that key: the mq9-key is lost (no compaction, no QUERY)
+    message.key = None
+    return Send(message, due=now + delay)  # whole seconds from the SEND's second (delay.rs)
+
+
+def _seconds(headers: Mapping[str, str], name: str) -> int | None:
+    """A delay or TTL header's seconds: None when absent or not a u64 (RobustMQ ignores it),
+    refused beyond ``MOST_SECONDS``."""
+    text = headers.get(name)
+    number = None if text is None else p.header_u64(text)
+    if number is not None and number > MOST_SECONDS:
+        raise Mq9Error(
+            f"SEND refused: {name} of {number} seconds is beyond this broker's bound of "
+            f"{MOST_SECONDS} (100 years)"
+        )
+    return number
+
+
+def _check_key(key: str | None, limits: SendLimits) -> None:
+    most = limits.key_bytes
+    if key is None or most is None:
+        return
+    size = len(key.encode(errors="surrogatepass"))
+    if size > most:
+        raise Mq9Error(
+            f"SEND refused: an mq9-key of {size} bytes: this broker's {limits.store} takes "
+            f"keys of at most {most} bytes"
+        )
+
+
+def _check_tags(tags: tuple[str, ...], limits: SendLimits) -> None:
+    most = limits.tags_most
+    if most is not None and len(tags) > most and len(set(tags)) > most:
+        raise Mq9Error(
+            f"SEND refused: a message with {len(set(tags))} distinct tags: this broker's "
+            f"{limits.store} takes at most {most}"
+        )
+    for tag in tags:
+        size = len(tag.encode(errors="surrogatepass"))
+        if limits.tag_bytes is not None and size > limits.tag_bytes:
+            raise Mq9Error(
+                f"SEND refused: tag {p.quoted(tag)} is {size} bytes: this broker's "
+                f"{limits.store} takes tags of at most {limits.tag_bytes} bytes"
+            )
+        parts = tag.count("/") + 1
+        if limits.tag_parts is not None and parts > limits.tag_parts:
+            raise Mq9Error(
+                f"SEND refused: tag {p.quoted(tag)} has {parts} '/'-separated parts: this "
+                f"broker's {limits.store} takes at most {limits.tag_parts}"
+            )
