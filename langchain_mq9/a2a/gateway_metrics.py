@@ -1,7 +1,8 @@
 """``mq9-a2a-gateway --metrics HOST:PORT`` (#73): the gateway's HTTP requests by route and
 status, the A2A calls by method, the task states its answers carry, the requests open (streams
-included) and its broker connection, with ``/healthz`` and ``/readyz``, on the operator's
-address, never on the port the tenants reach. No label names an agent or a tenant."""
+included) and its broker connection, with ``/healthz`` and ``/readyz`` (listening, and a
+broker answers), on the operator's address, never on the port the tenants reach. No label
+names an agent or a tenant."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from ..client.client import Mq9Client
 from ..metrics import OperatorEndpoint, need_prometheus
 from ..metrics.http import ASGIApp, HttpMetrics
+from ..metrics.probe import answering
 
 PREFIX = "mq9_gateway"
 # A2A 1.0's JSON-RPC methods (a2a-sdk's dispatcher): counted by name, anything else as other
@@ -46,13 +48,14 @@ def gateway_metrics(
     )  # fmt: skip
     connected.set_function(lambda: int(client.is_connected))
 
-    def ready() -> str | None:
+    answers = answering(lambda: client)
+
+    async def ready() -> str | None:
+        """Listening, and a broker answers the gateway's QUERY within a deadline (#77 item
+        6): the A2A calls it takes are answered."""
         if not serving():
             return "the HTTP server is not listening yet"
-        if not client.is_connected:
-            return "not connected to the broker (reconnecting)"
-        return None
+        return await answers()
 
-    return http.wrap, OperatorEndpoint(host, port, registry, ready)
-
-
+    endpoint = OperatorEndpoint(host, port, registry, ready, ready_metric=f"{PREFIX}_ready")
+    return http.wrap, endpoint

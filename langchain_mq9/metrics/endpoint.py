@@ -49,17 +49,27 @@ class OperatorEndpoint:
     endpoints on ``host``:``port`` (0: a free port, ``port`` is the bound one once started).
     ``ready``: None when the server is ready, else why not. ``read_deadline``: seconds a client
     has for its request line and headers; ``at_once``: connections served at once. ``async
-    with`` starts and stops it."""
+    with`` starts and stops it.
+
+    ``ready_metric`` (#78): a gauge of that name, 1 when ``/readyz`` would answer 200, asked at
+    each scrape (Prometheus reads ``/metrics`` only: an alert on readiness reads this).
+    ``refresh``: awaited before each scrape, within the read deadline (what a collector reads
+    that must be asked for over the network: a cluster broker's survey)."""
 
     def __init__(
         self, host: str, port: int, registry: Any, ready: Ready, *,
         read_deadline: float = READ_DEADLINE, at_once: int = AT_ONCE,
+        ready_metric: str | None = None, refresh: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:  # fmt: skip
         self._prometheus = need_prometheus()
         self.read_deadline, self.at_once = read_deadline, at_once
         self.host, self.port = host, port
         self.registry = registry
         self.ready = ready
+        self.refresh = refresh
+        self.ready_now = 0
+        if ready_metric is not None:
+            registry.register(_ReadyGauge(self, ready_metric))
         self._server: asyncio.Server | None = None
         self._open = 0
         self._handlers: set[asyncio.Task[None]] = set()
@@ -137,19 +147,48 @@ class OperatorEndpoint:
         path = target.partition("?")[0]
         status, body, kind = 200, b"ok\n", "text/plain; charset=utf-8"
         if path == "/metrics":
+            await self._before_scrape()
             body = self._prometheus.generate_latest(self.registry)
             kind = self._prometheus.CONTENT_TYPE_LATEST
         elif path == "/readyz":
-            why = self.ready()
-            if inspect.isawaitable(why):
-                try:
-                    why = await asyncio.wait_for(why, self.read_deadline)
-                except TimeoutError:
-                    why = f"the readiness check took over {self.read_deadline:g}s"
+            why = await self.why_not_ready()
             status, body = (200, b"ready\n") if why is None else (503, f"{why}\n".encode())
         elif path != "/healthz":
             status, body = 404, b"/metrics, /healthz or /readyz\n"
         await _write(writer, status, body, kind=kind, head=method == "HEAD")
+
+    async def why_not_ready(self) -> str | None:
+        """None when ready, else why not (``ready`` asked within the read deadline)."""
+        why = self.ready()
+        if inspect.isawaitable(why):
+            try:
+                why = await asyncio.wait_for(why, self.read_deadline)
+            except TimeoutError:
+                why = f"the readiness check took over {self.read_deadline:g}s"
+        return why
+
+    async def _before_scrape(self) -> None:
+        if self.refresh is not None:
+            # (too slow: the figures as last read; a collector says how old they are)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.refresh(), self.read_deadline)
+        self.ready_now = int(await self.why_not_ready() is None)
+
+
+class _ReadyGauge:
+    """``<name>``: 1 when the server was ready at this scrape (prometheus-client's collector
+    protocol)."""
+
+    def __init__(self, endpoint: OperatorEndpoint, name: str) -> None:
+        self.endpoint, self.name = endpoint, name
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily(
+            self.name, "1 when /readyz answers 200 (asked at this scrape), else 0",
+            value=self.endpoint.ready_now,
+        )  # fmt: skip
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..metrics import OperatorEndpoint, need_prometheus
+from ..metrics.probe import Probe, answering
 from .rules import WakeRule
 from .waker import Waker
 
@@ -63,13 +64,16 @@ class _Held:
         )  # fmt: skip
 
 
-def ready(waker: Waker) -> str | None:
-    if not waker.client.is_connected:
-        return "not connected to the broker (reconnecting)"
-    return None
+def ready(waker: Waker) -> Probe:
+    """(#77 item 6) Ready while a broker answers the waker's QUERY within a deadline: a
+    connection that is up to a cluster that lost its quorum, or to a nats-server with no broker
+    behind it, wakes nobody."""
+    return answering(lambda: waker.client)
 
 
 def wake_endpoint(waker: Waker, host: str, port: int) -> OperatorEndpoint:
     """The operator's endpoint for ``waker`` (its hook set here); not started."""
     metrics = WakeMetrics(waker)
-    return OperatorEndpoint(host, port, metrics.registry, lambda: ready(waker))
+    return OperatorEndpoint(
+        host, port, metrics.registry, ready(waker), ready_metric=f"{PREFIX}_ready"
+    )

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.metrics import OperatorEndpoint, need_prometheus
 from langchain_mq9.metrics.http import ASGIApp, HttpMetrics
+from langchain_mq9.metrics.probe import Probe, broker_answers
 from langchain_mq9.operations.catalog import OPERATIONS
 
 from .sessions import SessionLimits
@@ -72,16 +72,14 @@ class McpMetrics:
 
 
 def mcp_endpoint(metrics: McpMetrics, connection: Mq9Connection, host: str, port: int) -> Any:
-    """The operator's endpoint (not started): ready while the broker answers."""
+    """The operator's endpoint (not started): ready while a broker answers a QUERY within a
+    deadline (#77 item 6: a connection that is up says only that a nats-server is there)."""
 
-    async def ready() -> str | None:
-        async def up(client: Mq9Client) -> bool:
-            return bool(client.is_connected)
-
+    async def ask() -> str | None:
         try:
-            connected = await connection.run(up)
+            return await connection.run(broker_answers)
         except Exception as exc:
             return f"the broker is not reachable: {type(exc).__name__}"
-        return None if connected else "not connected to the broker (reconnecting)"
 
-    return OperatorEndpoint(host, port, metrics.registry, ready)
+    probe = Probe(ask)
+    return OperatorEndpoint(host, port, metrics.registry, probe, ready_metric=f"{PREFIX}_ready")

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from langchain_mq9.metrics import OperatorEndpoint, need_prometheus, operator_address
 from langchain_mq9.metrics.http import HttpMetrics
+from langchain_mq9.metrics.probe import answering
 
 PREFIX = "mq9_console"
 PAGES = frozenset(
@@ -25,9 +26,11 @@ def page_of(path: str) -> str:
 
 
 class ConsoleMetrics:
-    """The registry a scrape reads, the middleware that counts, and the endpoint."""
+    """The registry a scrape reads, the middleware that counts, and the endpoint. ``client``
+    (#77 item 6): the console's client (None before it connected): ``/readyz`` is ready while a
+    broker answers its QUERY within a deadline; without it, while ``connected()``."""
 
-    def __init__(self, address: str, connected: Any) -> None:
+    def __init__(self, address: str, connected: Any, client: Any = None) -> None:
         self.host, self.port = operator_address(address)
         prometheus = need_prometheus()
         self.registry = prometheus.CollectorRegistry(auto_describe=False)
@@ -38,13 +41,17 @@ class ConsoleMetrics:
         )  # fmt: skip
         up.set_function(lambda: int(connected()))
         self.connected = connected
+        self.client = client
         self.endpoint: OperatorEndpoint | None = None
 
     async def start(self) -> None:
         def ready() -> str | None:
             return None if self.connected() else "not connected to the broker (reconnecting)"
 
-        self.endpoint = OperatorEndpoint(self.host, self.port, self.registry, ready)
+        check = ready if self.client is None else answering(self.client)
+        self.endpoint = OperatorEndpoint(
+            self.host, self.port, self.registry, check, ready_metric=f"{PREFIX}_ready"
+        )
         await self.endpoint.start()  # (serve.py tried the address first: one line if taken)
         print(f"mq9 console metrics on {self.endpoint.url}/metrics (/healthz, /readyz)",
               file=sys.stderr, flush=True)  # fmt: skip

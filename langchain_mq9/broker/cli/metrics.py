@@ -5,8 +5,11 @@ Requests are counted as they are answered (``RequestMeter``, in serving/serve.py
 broker holds is read from its engine when scraped, on the broker's loop: mailboxes, stored
 messages and their bytes, dead letters, agents, and the consumer groups' pending messages as
 their committed offsets tell them (``HeldFigures``: counts are lengths; bytes and pending are
-read again only where something changed, within a bound). No label names a mailbox, an agent
-or a group.
+read again only where something changed, within a bound). On ``--store jetstream`` the same
+figures are the cluster's, read from JetStream (``StoreSurvey``: kept 15 s, asked for before a
+scrape, ``held_age_seconds`` saying how old they are), and ``/readyz`` is ready only when the
+store acknowledged a write within its deadline (#78, #77 item 6). No label names a mailbox, an
+agent or a group.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from ... import protocol as p
 from ...metrics import OperatorEndpoint, RequestMeter, need_prometheus
 from ..broker import Broker
 from ..engine.engine import COMMANDS, BrokerEngine
+from ..serving.cluster import ClusterServing
+from ..storage.cluster.survey_state import Held, StoreSurvey
 
 PREFIX = "mq9_broker"
 # groups/dead_letters.py names a mailbox's dead letters <mailbox>.dlq (or .dlq.<digest> for a
@@ -56,6 +61,22 @@ class BrokerCollector:
         self.broker = broker
         self.meter = meter
         self.held = HeldFigures(walk_limit)
+        self.survey: StoreSurvey | None = None  # on the JetStream store, once it serves
+
+    def cluster_survey(self) -> StoreSurvey | None:
+        """The survey of the cluster store this broker serves (None on another store)."""
+        engine = self.broker.engine
+        if not isinstance(engine, ClusterServing):
+            return None
+        if self.survey is None or self.survey.store is not engine.store:
+            self.survey = StoreSurvey(engine.store)
+        return self.survey
+
+    async def refresh(self) -> None:
+        """Before a scrape: the cluster's figures surveyed again when older than kept."""
+        survey = self.cluster_survey()
+        if survey is not None:
+            await survey.held()
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -75,10 +96,10 @@ class BrokerCollector:
         connections.add_metric(["disconnected"], opened - up)
         yield connections
         engine = broker.engine
-        # (the state's figures are read from the process's engine; on the JetStream store
-        # the state is in the cluster, not in a broker: none here)
         if isinstance(engine, BrokerEngine):
             yield from self.held.families(engine)
+        elif (survey := self.cluster_survey()) is not None:
+            yield from _cluster_families(survey)
 
 
 class HeldFigures:
@@ -96,7 +117,6 @@ class HeldFigures:
         self.exact = True  # the last scrape's bytes and pending counts were all read then
 
     def families(self, engine: BrokerEngine) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
 
         budget = [self.walk_limit]
         self._scrapes += 1
@@ -127,21 +147,55 @@ class HeldFigures:
         stored = sum(held[1] for held in known.values())
         groups, pending, largest, counted = _groups(engine, budget)
         self.exact = exact and counted
-        for name, text, value in (
-            ("mailboxes", "live mailboxes", len(engine.mailboxes)),
-            ("messages", "messages stored in live mailboxes", messages),
-            ("message_bytes", "payload bytes of the messages stored (see held_exact)", stored),
-            ("dead_letters", "messages in dead-letter mailboxes (<mailbox>.dlq)", dead),
-            ("agents", "agents registered", len(engine.registry)),
-            ("groups", "consumer groups with a committed offset", groups),
-            ("group_pending_messages", "messages past the groups' committed offsets, all groups",
-             pending),
-            ("group_pending_max", "the most messages past one group's committed offsets", largest),
-            ("held_exact", "1 when message_bytes and the groups' pending counts were all read "
-             "at this scrape; 0 when more than the scrape's bound changed (some are as last read, "
-             "or lower bounds)", int(self.exact)),
-        ):  # fmt: skip
-            yield GaugeMetricFamily(f"{PREFIX}_{name}", text, value=value)
+        figures = Held(
+            len(engine.mailboxes), messages, stored, dead, len(engine.registry), groups,
+            pending, largest, self.exact, 0.0,
+        )  # fmt: skip
+        yield from _held_families(figures, "payload bytes of the messages stored (see held_exact)")
+
+
+def _held_families(held: Held, bytes_text: str) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    for name, text, value in (
+        ("mailboxes", "live mailboxes", held.mailboxes),
+        ("messages", "messages stored in live mailboxes", held.messages),
+        ("message_bytes", bytes_text, held.message_bytes),
+        ("dead_letters", "messages in dead-letter mailboxes (<mailbox>.dlq)", held.dead_letters),
+        ("agents", "agents registered", held.agents),
+        ("groups", "consumer groups with a committed offset", held.groups),
+        ("group_pending_messages", "messages past the groups' committed offsets, all groups",
+         held.group_pending_messages),
+        ("group_pending_max", "the most messages past one group's committed offsets",
+         held.group_pending_max),
+        ("held_exact", "1 when every figure was read whole (0: more than a read's bound, some "
+         "are as last read or lower bounds)", int(held.exact)),
+    ):  # fmt: skip
+        yield GaugeMetricFamily(f"{PREFIX}_{name}", text, value=value)
+
+
+def _cluster_families(survey: StoreSurvey) -> Iterator[Any]:
+    """The cluster's figures as last surveyed (none before the first survey answered), how
+    old they are, and whether the last survey was answered."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    held = survey.last
+    yield GaugeMetricFamily(
+        f"{PREFIX}_store_answered", "1 when the JetStream store answered the last survey "
+        "within its deadline (jetstream store)", value=int(survey.failure is None and held
+                                                          is not None),
+    )  # fmt: skip
+    if held is None:
+        return
+    yield GaugeMetricFamily(
+        f"{PREFIX}_held_age_seconds", "seconds since the cluster's figures were read "
+        "(jetstream store: kept 15 s, any broker's read the same)",
+        value=max(survey.clock() - held.at, 0.0),
+    )  # fmt: skip
+    yield from _held_families(
+        held, "bytes the JetStream messages stream stores (its messages, headers, subjects "
+        "and index entries: JetStream's accounting)",
+    )  # fmt: skip
 
 
 def _groups(engine: BrokerEngine, budget: list[int]) -> tuple[int, int, int, bool]:
@@ -185,6 +239,16 @@ def ready(broker: Broker) -> str | None:
     return None
 
 
+async def store_ready(broker: Broker, collector: BrokerCollector) -> str | None:
+    """``ready``, and on the JetStream store: the store acknowledged a write within its
+    deadline (a cluster that lost its quorum answers no write: 503 within seconds)."""
+    why = ready(broker)
+    if why is not None:
+        return why
+    survey = collector.cluster_survey()
+    return None if survey is None else await survey.answers()
+
+
 def broker_endpoint(broker: Broker, host: str, port: int) -> OperatorEndpoint:
     """The operator's endpoint for ``broker``, whose ``meter`` it reads (made here when the
     broker has none); not started."""
@@ -192,5 +256,9 @@ def broker_endpoint(broker: Broker, host: str, port: int) -> OperatorEndpoint:
     if broker.meter is None:
         broker.meter = broker_meter()
     registry = prometheus.CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(broker, broker.meter))
-    return OperatorEndpoint(host, port, registry, lambda: ready(broker))
+    collector = BrokerCollector(broker, broker.meter)
+    registry.register(collector)
+    return OperatorEndpoint(
+        host, port, registry, lambda: store_ready(broker, collector),
+        ready_metric=f"{PREFIX}_ready", refresh=collector.refresh,
+    )  # fmt: skip

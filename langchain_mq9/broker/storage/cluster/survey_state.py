@@ -1,0 +1,264 @@
+"""What the cluster store holds, read from JetStream for an operator's scrape (#78), and
+whether the store answers at all (a broker's ``/readyz``).
+
+A broker on ``--store jetstream`` holds nothing itself: its figures are the cluster's, read with
+the store's own requests. One survey costs a handful of requests whatever the store holds (the
+stream's info, the messages counted with one direct get's pending count, the groups' markers
+likewise) plus a walk of the mailbox records (paged, ``RECORDS_MOST`` at most) and one counted
+read per dead-letter mailbox and per group position (``COUNTS_MOST`` at most); beyond a bound
+the figures are lower bounds and ``exact`` is False. A survey is kept ``KEPT_FOR`` seconds: the
+scrapes in between (of any number of Prometheus servers) are answered from it. No figure names a
+mailbox, an agent or a group.
+
+Readiness asks for a write: a stream leader cut off from its followers answers reads (its
+STREAM.INFO) for ~10 s before it steps down, where a write is acknowledged only once a quorum of
+servers holds it. The write is one small record, rolled up in place, in the reports bucket
+under a key no agent's digest can take (``PROBE_KEY``), at most once every ``PROBE_KEPT``
+seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .mapping import Layout, decode_record, msg_id_of, token
+
+if TYPE_CHECKING:
+    from .store import ClusterStore
+
+KEPT_FOR = 15.0  # seconds a survey answers the scrapes after it
+DEADLINE = 5.0  # seconds one survey may take (a scrape waits for it at most this long)
+RECORDS_MOST = 50_000  # mailbox records (and group positions) read in one survey
+COUNTS_MOST = 500  # dead-letter mailboxes and group positions counted in one survey
+PAGE = 1000  # entries one direct get asks for
+AT_ONCE = 16  # counted reads in flight at once
+PROBE_KEY = "mq9-ready"  # not 32 hex digits: no agent's token (mapping.token) is it
+PROBE_DEADLINE = 3.0  # seconds the readiness write has (quorum lost: 503 well within 5 s)
+PROBE_KEPT = 1.0  # seconds one probe's answer serves (a flood of /readyz: one write a second)
+_DEAD_LETTER_SEGMENT = "dlq"  # <mailbox>.dlq (groups/dead_letters.py; broker/cli/metrics.py)
+_KV_OPERATION = "KV-Operation"
+
+
+@dataclass(frozen=True)
+class Held:
+    """One survey's figures (the names the SQLite and memory brokers export, #73)."""
+
+    mailboxes: int
+    messages: int
+    message_bytes: int  # the messages stream's stored bytes (JetStream's accounting)
+    dead_letters: int
+    agents: int
+    groups: int
+    group_pending_messages: int
+    group_pending_max: int
+    exact: bool
+    at: float  # the clock's reading when it was taken
+
+
+def is_dead_letters(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) > 1 and _DEAD_LETTER_SEGMENT in parts[1:]
+
+
+class StoreSurvey:
+    """The surveys and readiness probes of one broker's ``store``. ``clock``: monotonic
+    seconds; ``wall``: the epoch's (a mailbox's expiry)."""
+
+    def __init__(
+        self,
+        store: ClusterStore,
+        *,
+        kept_for: float = KEPT_FOR,
+        deadline: float = DEADLINE,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.layout = store, store.layout
+        self.kept_for, self.deadline = kept_for, deadline
+        self.clock, self.wall = clock, wall
+        self.last: Held | None = None
+        self.failure: str | None = None  # why the last survey failed (None: it did not)
+        self._running: asyncio.Task[Held] | None = None
+        self._probed: tuple[float, str | None] | None = None
+        self._probing: asyncio.Task[str | None] | None = None
+
+    # -- the figures -----------------------------------------------------------------------
+
+    async def held(self) -> Held | None:
+        """The figures, surveyed again when the last are older than ``kept_for``; the last
+        ones (or None) when the store does not answer within ``deadline`` (``failure`` says
+        why). Scrapes at once share one survey."""
+        last = self.last
+        if last is not None and self.clock() - last.at < self.kept_for:
+            return last
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._survey())
+        try:
+            self.last = await asyncio.wait_for(asyncio.shield(self._running), self.deadline)
+            self.failure = None
+        except TimeoutError:
+            self.failure = f"the store did not answer a survey within {self.deadline:g} s"
+        except Exception as exc:  # the store's refusal or a lost connection: said, not raised
+            self.failure = f"the survey failed: {str(exc) or type(exc).__name__}"
+        return self.last
+
+    async def _survey(self) -> Held:
+        store, layout = self.store, self.layout
+        requests = store.requests
+        info = await requests.api(f"STREAM.INFO.{layout.messages}", None)
+        messages = await self._matching(layout.messages, f"{layout.prefix}.m.>")
+        groups = await self._matching(f"KV_{layout.groups}", f"$KV.{layout.groups}.*._")
+        records, complete = await self._entries(
+            f"KV_{layout.mailboxes}", f"$KV.{layout.mailboxes}.>"
+        )
+        now = int(self.wall())
+        live = {}
+        for entry in records:
+            value = decode_record(entry.data)
+            ttl = int(value.get("ttl", 0))
+            if ttl == 0 or now < int(value["create_time"]) + ttl:  # (MailboxRecord.live)
+                live[str(value["name"])] = str(value.get("log", ""))
+        agents = len(await store.agents())
+        dead_names = [name for name in live if is_dead_letters(name)]
+        positions, all_positions = await self._entries(
+            f"KV_{layout.groups}", f"$KV.{layout.groups}.*.*"
+        )
+        dead, counted = await self._dead_letters(dead_names)
+        per_group, walked = await self._pending(positions, live)
+        return Held(
+            mailboxes=len(live),
+            messages=messages,
+            message_bytes=int(info.get("state", {}).get("bytes", 0)),
+            dead_letters=dead,
+            agents=agents,
+            groups=groups,
+            group_pending_messages=sum(per_group.values()),
+            group_pending_max=max(per_group.values(), default=0),
+            exact=complete and all_positions and counted and walked,
+            at=self.clock(),
+        )
+
+    async def _matching(self, stream: str, subjects: str) -> int:
+        """How many messages of ``stream`` match ``subjects``: one direct get whose pending
+        count the server keeps by subject."""
+        batch = await self.store.requests.direct_batch(
+            stream, {"seq": 1, "next_by_subj": subjects, "batch": 1}
+        )
+        return len(batch.entries) + batch.pending
+
+    async def _entries(self, stream: str, subjects: str) -> tuple[list[Any], bool]:
+        """The live entries of a bucket matching ``subjects`` (one a key), ``RECORDS_MOST``
+        at most, and whether that was all of them."""
+        found: list[Any] = []
+        seq = 1
+        while len(found) < RECORDS_MOST:
+            batch = await self.store.requests.direct_batch(
+                stream, {"seq": seq, "next_by_subj": subjects, "batch": PAGE}
+            )
+            found += [
+                entry
+                for entry in batch.entries
+                if entry.headers.get(_KV_OPERATION) not in ("DEL", "PURGE") and entry.data
+            ]
+            if not batch.entries or not batch.pending:
+                return found, True
+            seq = batch.entries[-1].seq + 1
+        return found, False
+
+    async def _dead_letters(self, names: list[str]) -> tuple[int, bool]:
+        counts = await _bounded(self.store.count(name) for name in names[:COUNTS_MOST])
+        return sum(counts), len(names) <= COUNTS_MOST
+
+    async def _pending(
+        self, positions: list[Any], live: dict[str, str]
+    ) -> tuple[dict[str, int], bool]:
+        """The messages past each group's committed offsets, summed by group: a position
+        counts when its mailbox is live and its log the mailbox's (a position in a log
+        forgotten since counts nothing, as the store reads it)."""
+        by_token = {token(name): (name, log) for name, log in live.items()}
+        wanted: list[tuple[str, str, int, int]] = []
+        for entry in positions:
+            group, box = entry.subject.rsplit(".", 2)[1:]  # $KV.<bucket>.<group>.<mailbox>
+            if box == "_" or box not in by_token:
+                continue
+            value = decode_record(entry.data)
+            name, log = by_token[box]
+            if value.get("log") != log:
+                continue
+            wanted.append((group, name, int(value["offset"]), int(value.get("seq", 0))))
+        exact = len(wanted) <= COUNTS_MOST
+        wanted = wanted[:COUNTS_MOST]
+        counts = await _bounded(self._past(name, offset, seq) for _, name, offset, seq in wanted)
+        per_group: dict[str, int] = {}
+        for (group, *_), (count, sure) in zip(wanted, counts, strict=True):
+            per_group[group] = per_group.get(group, 0) + count
+            exact = exact and sure
+        return per_group, exact
+
+    async def _past(self, mailbox: str, offset: int, seq: int) -> tuple[int, bool]:
+        """How many of ``mailbox``'s messages are numbered ``offset`` or more, read from
+        stream sequence ``seq`` on (at or below the first of them: the position's); whether
+        that is exact (the first few read from there reached ``offset``)."""
+        batch = await self.store.requests.direct_batch(
+            self.layout.messages,
+            {"seq": max(seq, 1), "next_by_subj": self.layout.mailbox_filter(mailbox), "batch": 8},
+        )
+        below = sum(1 for entry in batch.entries if msg_id_of(entry.subject) < offset)
+        reached = below < len(batch.entries) or not batch.pending
+        return len(batch.entries) + batch.pending - below, reached
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    async def answers(self) -> str | None:
+        """None when the store acknowledged a write within ``PROBE_DEADLINE`` (a quorum of
+        its servers holds it), else why not in one line. One probe serves ``PROBE_KEPT`` s."""
+        probed = self._probed
+        if probed is not None and self.clock() - probed[0] < PROBE_KEPT:
+            return probed[1]
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._probe())
+        why = await asyncio.shield(self._probing)
+        self._probed = (self.clock(), why)
+        return why
+
+    async def _probe(self) -> str | None:
+        layout = self.layout
+        subject = layout.kv_subject(layout.reports, PROBE_KEY)
+        connection = self.store.requests.connection
+        try:
+            answer = await connection.request(
+                subject, b'{"probe":1}', timeout=PROBE_DEADLINE,
+                headers={"Nats-Rollup": "sub"},
+            )  # fmt: skip
+        except Exception as exc:  # nats-py: a timeout, no responders, a closed connection
+            text = str(exc) or type(exc).__name__
+            return (
+                f"the JetStream store did not acknowledge a write within {PROBE_DEADLINE:g} s "
+                f"({text})"
+            )
+        try:
+            error = json.loads(answer.data).get("error")
+        except ValueError:
+            error = {"description": "an answer that is not JSON"}
+        if error:
+            return f"the JetStream store refused a write: {error.get('description', error)}"
+        return None
+
+
+async def _bounded(reads: Iterable[Any]) -> list[Any]:
+    """Run ``reads`` (awaitables), ``AT_ONCE`` at a time, their results in order."""
+    gate = asyncio.Semaphore(AT_ONCE)
+
+    async def one(read: Any) -> Any:
+        async with gate:
+            return await read
+
+    return list(await asyncio.gather(*(one(read) for read in reads)))
+
+
+__all__ = ["Held", "Layout", "StoreSurvey", "is_dead_letters"]

@@ -1,0 +1,202 @@
+"""A broker on ``--store jetstream`` exports what the cluster holds (#78 item 1), read from
+JetStream, the same figures the memory broker exports for the same traffic; and its ``/readyz``
+is the store's (#77 item 6): a 3-node cluster that loses 2 servers makes it 503 on the first
+probe after the kill, and 200 again once the servers are back. The waker's, gateway's, MCP
+server's and console's readiness asks a broker (``broker_answers``): a nats-server with no
+broker behind it is not ready."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import nats
+import pytest
+from jetstream_servers import FORMING, JetStreamCluster
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.a2a.gateway_metrics import gateway_metrics
+from langchain_mq9.broker import Broker
+from langchain_mq9.broker.cli.metrics import broker_endpoint
+from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.config import BrokerConfig
+from langchain_mq9.broker.storage.cluster import survey_state
+from langchain_mq9.groups.dead_letters import dead_letter_address
+from langchain_mq9.metrics.probe import PROBE_KEPT, broker_answers
+
+pytestmark = pytest.mark.slow  # nats-servers
+
+FIGURES = (
+    "mailboxes", "messages", "dead_letters", "agents", "groups", "group_pending_messages",
+    "group_pending_max", "held_exact",
+)  # fmt: skip
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 60)
+    writer.close()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def _value(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} not in the scrape:\n{text}")
+
+
+async def _traffic(url: str) -> None:
+    """Mailboxes, messages, a dead letter, an expired mailbox, a group part read, an agent."""
+    async with Mq9Client(url) as client:
+        await client.mailbox_create(name="agent.a")
+        await client.mailbox_create(name="agent.b")
+        await client.mailbox_create(name=dead_letter_address("agent.a"))
+        for i in range(10):
+            await client.send("agent.a", "x" * (i + 1))
+        for i in range(4):
+            await client.send("agent.b", "y")
+        await client.send(dead_letter_address("agent.a"), "dead")
+        await client.send(dead_letter_address("agent.a"), "dead again")
+        for mailbox, group, take in (("agent.a", "g", 3), ("agent.b", "g", 1), ("agent.a", "h", 9)):
+            taken = await client.fetch(
+                mailbox, group_name=group, deliver="earliest", num_msgs=take, max_wait_ms=0
+            )
+            await client.ack(mailbox, group, taken[-1].msg_id)
+        await client.agent_register({"name": "agent.a", "description": "c", "mailbox": "agent.a"})
+        await client.agent_register({"name": "agent.b", "description": "c", "mailbox": "agent.b"})
+        await client.agent_unregister("agent.b")
+
+
+async def _figures(config: BrokerConfig) -> dict[str, float]:
+    broker = Broker(config, say=lambda _: None)
+    endpoint = broker_endpoint(broker, "127.0.0.1", 0)
+    async with endpoint, broker:
+        assert broker.url is not None
+        await _traffic(broker.url)
+        status, text = await _get(endpoint.port, "/metrics")
+        assert status == 200
+        assert "agent.a" not in text and "agent.b" not in text  # no series names a mailbox
+        assert _value(text, "mq9_broker_ready") == 1
+        return {name: _value(text, f"mq9_broker_{name}") for name in FIGURES}
+
+
+async def test_the_cluster_store_exports_what_the_memory_broker_does_for_the_same_traffic():
+    memory = await _figures(BrokerConfig(port=free_port(), search=False))
+    with JetStreamCluster(1) as servers:
+        stream = f"MM{uuid.uuid4().hex[:10]}"
+        config = BrokerConfig(nats=servers.urls[0], store="jetstream", stream=stream, search=False)
+        cluster = await _figures(config)
+    assert memory == {
+        "mailboxes": 3, "messages": 16, "dead_letters": 2, "agents": 1, "groups": 2,
+        # g: 7 of agent.a and 3 of agent.b; h: 1 of agent.a
+        "group_pending_messages": 11, "group_pending_max": 10, "held_exact": 1,
+    }  # fmt: skip
+    assert cluster == memory
+
+
+async def test_a_survey_is_kept_then_read_again_and_the_scrape_says_how_old():
+    now = [100.0]
+    with JetStreamCluster(1) as servers:
+        config = BrokerConfig(
+            nats=servers.urls[0], store="jetstream", stream=f"MK{uuid.uuid4().hex[:10]}",
+            search=False,
+        )  # fmt: skip
+        async with Broker(config, say=lambda _: None) as broker:
+            assert broker.url is not None
+            endpoint = broker_endpoint(broker, "127.0.0.1", 0)
+            survey = endpoint.refresh.__self__.cluster_survey()  # (the broker's collector)
+            survey.clock = lambda: now[0]
+            async with endpoint, Mq9Client(broker.url) as client:
+                await client.mailbox_create(name="agent.k")
+                _, text = await _get(endpoint.port, "/metrics")
+                assert _value(text, "mq9_broker_mailboxes") == 1
+                assert _value(text, "mq9_broker_held_age_seconds") == 0
+                await client.mailbox_create(name="agent.l")
+                now[0] += survey_state.KEPT_FOR - 1  # kept: the figures as read
+                _, text = await _get(endpoint.port, "/metrics")
+                assert _value(text, "mq9_broker_mailboxes") == 1
+                assert _value(text, "mq9_broker_held_age_seconds") == survey_state.KEPT_FOR - 1
+                now[0] += 1  # older than kept: read again
+                _, text = await _get(endpoint.port, "/metrics")
+                assert _value(text, "mq9_broker_mailboxes") == 2
+                assert _value(text, "mq9_broker_store_answered") == 1
+
+
+async def _status_until(port: int, want: int, deadline: float) -> tuple[int, str]:
+    """/readyz asked every 0.2 s until it answers ``want`` (a guard: ``deadline`` seconds)."""
+    until = time.monotonic() + deadline
+    while True:
+        status, why = await _get(port, "/readyz")
+        if status == want:
+            return status, why
+        assert time.monotonic() < until, f"/readyz stayed {status}: {why}"
+        await asyncio.sleep(0.2)
+
+
+async def test_readiness_is_the_stores_quorum_lost_then_back():
+    with JetStreamCluster(3) as servers:
+        config = BrokerConfig(
+            nats=servers.urls[0], store="jetstream", stream=f"MR{uuid.uuid4().hex[:10]}",
+            replicas=3, search=False, cluster_wait=FORMING,
+        )  # fmt: skip
+        broker = Broker(config, say=lambda _: None)
+        endpoint = broker_endpoint(broker, "127.0.0.1", 0)
+        async with endpoint, broker:
+            await _status_until(endpoint.port, 200, FORMING)  # (the cluster's leaders elected)
+            servers.servers[1].kill()
+            servers.servers[2].kill()
+            killed = time.monotonic()
+            # the first probe after the kill (the one before is kept PROBE_KEPT s) says 503:
+            # the survivor acknowledges no write without a quorum
+            while time.monotonic() - killed <= PROBE_KEPT:
+                await asyncio.sleep(0.1)
+            status, why = await _get(endpoint.port, "/readyz")
+            assert status == 503, why
+            assert "JetStream store" in why or "NATS connections" in why, why
+            _, text = await _get(endpoint.port, "/metrics")
+            assert _value(text, "mq9_broker_ready") == 0
+            servers.servers[1].start()
+            servers.servers[2].start()
+            await _status_until(endpoint.port, 200, FORMING)
+
+
+async def test_a_server_whose_broker_is_gone_is_not_ready():
+    """The gateway's endpoint (the waker's, MCP's and the console's ask the same way): its
+    client is connected to the nats-server throughout, ready only while a broker answers."""
+    with JetStreamCluster(1) as servers:
+        url = servers.urls[0]
+        broker = Broker(BrokerConfig(nats=url, search=False), say=lambda _: None)
+        await broker.start()
+        async with Mq9Client(url) as client:
+            assert await broker_answers(client) is None
+            _, endpoint = gateway_metrics(client, "127.0.0.1", 0, serving=lambda: True)
+            async with endpoint:
+                assert await _get(endpoint.port, "/readyz") == (200, "ready\n")
+                await broker.stop()
+                assert client.is_connected  # the nats-server is there: no broker is
+                status, why = await _status_until(endpoint.port, 503, 30)
+                assert "no broker answered" in why, why
+                _, text = await _get(endpoint.port, "/metrics")
+                assert _value(text, "mq9_gateway_ready") == 0
+                assert _value(text, "mq9_gateway_broker_connected") == 1
+                again = Broker(BrokerConfig(nats=url, search=False), say=lambda _: None)
+                async with again:
+                    await _status_until(endpoint.port, 200, 30)
+
+
+async def test_a_raw_nats_round_trip_is_not_enough():
+    """(why a QUERY) a nats-server answers a client's ping with no broker anywhere."""
+    with JetStreamCluster(1) as servers:
+        connection = await nats.connect(servers.urls[0])
+        try:
+            await connection.flush(timeout=5)  # the server answered
+            async with Mq9Client(servers.urls[0]) as client:
+                why = await broker_answers(client, deadline=2.0)
+                assert why is not None and "no broker answered" in why
+        finally:
+            await connection.close()
