@@ -6,7 +6,12 @@ standby since issue #72), state written; then credentials turned on as the doc s
 setup's config in place of accounts.conf, the servers restarted one at a time, the brokers
 started again with --credentials): the state is still there (the mailbox made before
 credentials, ownerless, is refused by name rather than unknown), the start logs no refused
-login anywhere, and an agent with a credential issued by the documented command is served."""
+login anywhere, and an agent with a credential issued by the documented command is served.
+
+#77 item 2: on both, the storage is the brokers' alone: a client without a login (open) and an
+agent with a credential each play the attacker on JetStream's API, the buckets and the state's
+subjects (storage_probes.py), refused by nats-server every time, while their mq9 use beside it
+works and the stream keeps its config."""
 
 from __future__ import annotations
 
@@ -24,6 +29,12 @@ import pytest
 from credentials_support import ask, ok
 from devbroker_helpers import DevBroker, port_open, wait_until, write_mailbox
 from jetstream_servers import wait_serving
+from storage_probes import (
+    hears_no_storage_answers,
+    reaches_no_storage,
+    still_served,
+    stream_unchanged,
+)
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import free_port
@@ -39,13 +50,14 @@ BLOCK = re.compile(
 )
 
 
-def _documented() -> tuple[dict[str, str], list[str], list[str]]:
-    """The files, the commands and the credentials commands of deploy.md, each documented
-    port replaced by a free one (the same everywhere)."""
+def _documented() -> tuple[dict[str, str], list[str], list[str], str]:
+    """The files, the commands, the credentials commands and the line that makes the brokers'
+    password, of deploy.md, each documented port replaced by a free one (the same
+    everywhere)."""
     text = DEPLOY.read_text()
     free = {port: str(free_port()) for port in PORTS}
     text = re.sub(r"\b(" + "|".join(PORTS) + r")\b", lambda m: free[m.group(1)], text)
-    files, commands, credentials = {}, [], []
+    files, commands, credentials, secret = {}, [], [], ""
     for block in BLOCK.finditer(text):
         marker, body = block.group("marker"), block.group("body")
         if marker == "deploy-file":
@@ -54,9 +66,27 @@ def _documented() -> tuple[dict[str, str], list[str], list[str]]:
             commands = body.strip().splitlines()
         elif marker == "deploy-credentials":
             credentials = body.strip().splitlines()
+        elif marker == "deploy-secret":
+            secret = body.strip()
     assert set(files) == {"node1.conf", "node2.conf", "node3.conf", "accounts.conf"}, files
     assert len(commands) == 5 and len(credentials) == 4, (commands, credentials)
-    return files, commands, credentials
+    assert secret.startswith("export MQ9_BROKER_PASSWORD="), secret
+    return files, commands, credentials, secret
+
+
+def password_of(secret: str, env: dict[str, str]) -> str:
+    """The brokers' password, made by the documented line as written."""
+    done = subprocess.run(
+        ["bash", "-c", f'{secret}; printf %s "$MQ9_BROKER_PASSWORD"'], env=env,
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert done.stdout.startswith("mq9-") and len(done.stdout) > 20, done
+    return done.stdout
+
+
+def without_login(url: str) -> str:
+    """``url`` as a client gives it: no login (the brokers' is theirs)."""
+    return re.sub(r"//[^@/]*@", "//", url)
 
 
 class Deployment:
@@ -126,10 +156,12 @@ def _serving(brokers: list[DevBroker]) -> None:
 def test_the_documented_cluster_runs_as_written_and_keeps_its_state_when_credentials_come(
     tmp_path,
 ):
-    files, commands, credentials = _documented()
+    files, commands, credentials, secret = _documented()
     for name, body in files.items():
         (tmp_path / name).write_text(body)
     deployment = Deployment(tmp_path)
+    password = password_of(secret, deployment.env)
+    deployment.env["MQ9_BROKER_PASSWORD"] = password  # the servers' and the brokers'
     try:
         servers, brokers = commands[:3], commands[3:]
         for line in servers:
@@ -137,8 +169,11 @@ def test_the_documented_cluster_runs_as_written_and_keeps_its_state_when_credent
         _serving([deployment.start_broker(line) for line in brokers])
         for broker in deployment.brokers:
             assert any("(3 replicas;" in line for line in broker.stdout), broker.output()
-        url = shlex.split(brokers[0])[2].split(",")[1]  # the second server: not the first
+        login = shlex.split(brokers[0])[2].split(",")[1]  # the second server: not the first
+        login = login.replace("$MQ9_BROKER_PASSWORD", password)
+        url = without_login(login)
         asyncio.run(write_mailbox(url, "deploy.box", 3))
+        asyncio.run(_anonymous_reaches_no_storage(url, login))
         for broker in deployment.brokers:
             assert broker.stop() == 0, broker.output()
             assert not [x for x in broker.stderr if "default account" in x], broker.output()
@@ -167,6 +202,13 @@ def test_the_documented_cluster_runs_as_written_and_keeps_its_state_when_credent
         deployment.close()
 
 
+async def _anonymous_reaches_no_storage(url: str, login: str) -> None:
+    await reaches_no_storage(url, "deploy.box")
+    await hears_no_storage_answers(url, "deploy.overheard")
+    await still_served(url, "deploy.open")
+    await stream_unchanged(login)
+
+
 async def _agent_served(url: str, credential: str) -> None:
     import nats
 
@@ -184,3 +226,9 @@ async def _agent_served(url: str, credential: str) -> None:
         assert [m["payload"] for m in fetched["messages"]] == ["after"]
     finally:
         await agent.close()
+    # the same attacks with the credential: refused; its own use beside them served
+    await reaches_no_storage(
+        url, "billing.box", user=name, password=credential.partition(":")[2],
+        inbox_prefix=f"_INBOX.{name}".encode(),
+    )  # fmt: skip
+    await still_served(url, "billing.work", credential=credential)
