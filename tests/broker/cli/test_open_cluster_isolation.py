@@ -1,0 +1,111 @@
+"""#77 item 2: on the open cluster the storage is the brokers' alone, and a cluster configured by
+the earlier docs/deploy.md moves to it keeping its state.
+
+The earlier ``accounts.conf`` made every client without a login the user ``agents`` of the
+account holding the brokers' stream and buckets, JetStream enabled: an anonymous client read
+the stream's config (and could read every mailbox, update the stream to keep 3 messages, ...).
+Here three nats-servers run deploy.md's node files with that earlier ``accounts.conf``, a broker
+started as then (no login) writes a mailbox, and the hole is shown; then the move deploy.md
+describes (brokers stopped, the new ``accounts.conf`` and the brokers' password given to each
+server, the servers restarted one at a time, the documented brokers started with their login):
+the mailbox is read back, an anonymous client's every request on the storage and subscription
+to it is refused by nats-server (storage_probes.py), and its mq9 use beside them works.
+
+Also the dev broker's own nats-server (no ``--nats``): JetStream is not enabled there at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import nats
+import pytest
+from devbroker_helpers import DevBroker, write_mailbox
+from storage_probes import STREAM, reaches_no_storage, still_served, stream_unchanged
+from test_documented_cluster import (
+    Deployment,
+    _documented,
+    _serving,
+    password_of,
+    without_login,
+)
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker.cluster.servers import free_port
+
+pytestmark = pytest.mark.slow  # three nats-servers and three brokers; a dev broker
+pytest.importorskip("nkeys")
+
+# docs/deploy.md's accounts.conf before issue #77, as clusters configured by it still run
+EARLIER_ACCOUNTS = """\
+accounts {
+  AGENTS: { jetstream: enabled, users: [{user: agents}] }
+  SYS: {}
+}
+system_account: SYS
+no_auth_user: agents
+"""
+
+
+def test_a_cluster_on_the_earlier_accounts_moves_keeping_its_state_and_closing_it(tmp_path):
+    files, commands, _, secret = _documented()
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+    (tmp_path / "accounts.conf").write_text(EARLIER_ACCOUNTS)
+    deployment = Deployment(tmp_path)
+    password = password_of(secret, deployment.env)
+    servers, brokers = commands[:3], commands[3:]
+    login = brokers[0].replace("$MQ9_BROKER_PASSWORD", password)
+    earlier = without_login(login)  # the broker as the earlier page started it
+    url = earlier.split()[2].split(",")[1]  # the second server: not the first
+    try:
+        for line in servers:
+            deployment.start_server(line)
+        _serving([deployment.start_broker(earlier)])
+        asyncio.run(write_mailbox(url, "kept.box", 3))
+        asyncio.run(_the_hole(url))
+        assert deployment.brokers[0].stop() == 0, deployment.brokers[0].output()
+
+        # the move, as deploy.md says
+        (tmp_path / "accounts.conf").write_text(files["accounts.conf"])
+        deployment.env["MQ9_BROKER_PASSWORD"] = password
+        for line in servers:  # one at a time
+            deployment.restart_server(line)
+        _serving([deployment.start_broker(line) for line in brokers])
+        asyncio.run(_moved(url, login.split()[2].split(",")[0]))
+    finally:
+        deployment.close()
+
+
+async def _the_hole(url: str) -> None:
+    """What the earlier accounts let an anonymous client do: read the stream's config."""
+    connection = await nats.connect(url)
+    try:
+        answer = await connection.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=20)
+        assert json.loads(answer.data)["config"]["name"] == STREAM
+    finally:
+        await connection.close()
+
+
+async def _moved(url: str, login: str) -> None:
+    async with Mq9Client(url) as client:  # a client changes nothing: no login
+        kept = await client.fetch("kept.box", deliver="earliest")
+        assert [m.payload for m in kept] == [b"message 0", b"message 1", b"message 2"]
+    await reaches_no_storage(url, "kept.box")
+    await still_served(url, "moved.box")
+    await stream_unchanged(login)
+
+
+async def test_the_dev_brokers_own_nats_server_has_no_jetstream():
+    """Without --nats the broker starts its nats-server with no JetStream: a client asking
+    JetStream's API is answered by no one; the broker serves beside it."""
+    with DevBroker("--port", str(free_port())) as broker:
+        connection = await nats.connect(broker.url)
+        try:
+            for subject in ("$JS.API.INFO", "$JS.API.STREAM.LIST", f"$JS.API.STREAM.INFO.{STREAM}"):
+                with pytest.raises(nats.errors.NoRespondersError):
+                    await connection.request(subject, b"{}", timeout=20)
+        finally:
+            await connection.close()
+        await still_served(broker.url, "single.box")
