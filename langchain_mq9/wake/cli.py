@@ -25,9 +25,10 @@ from ..client import Mq9Client
 from ..metrics import MetricsUnavailable, OperatorEndpoint, need_prometheus, operator_address
 from ..protocol.errors import MailboxNotFound, Mq9Error
 from .book import RuleBook
-from .deliver import Deliverer, Destinations
-from .limits import COMMANDS_AT_ONCE, MIN_INTERVAL, RUNS_PER_HOUR, Limits
+from .deliver import ENV_PREFIX, Deliverer, Destinations
+from .limits import COMMANDS_AT_ONCE, MIN_INTERVAL, RUNS_PER_HOUR, RUNS_PER_RULE, Limits
 from .metrics import wake_endpoint
+from .receivers import DEFAULT_KEY, KEYS
 from .rules import RuleError, WakeRule, failed_address
 from .waker import LEASE, POLL_INTERVAL, SWEEP_INTERVAL, Waker
 
@@ -48,7 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command")
-    rules = commands.add_parser("rules", help="add, list or remove a mailbox's wake rules")
+    _rules_parser(commands.add_parser("rules", help="add, list or remove a mailbox's wake rules"))
+    commands.add_parser("failed", help="the wakes set aside after their retries")
+    _destinations_options(parser)
+    _ceiling_options(parser)
+    _running_options(parser)
+    return parser
+
+
+def _rules_parser(rules: argparse.ArgumentParser) -> None:
     verbs = rules.add_subparsers(dest="verb", required=True)
     add = verbs.add_parser("add", help="add (or replace) a wake rule")
     add.add_argument("mailbox")
@@ -84,103 +93,96 @@ def build_parser() -> argparse.ArgumentParser:
     remove = verbs.add_parser("remove", help="remove a rule")
     remove.add_argument("mailbox")
     remove.add_argument("name", nargs="?", default="default")
-    commands.add_parser("failed", help="the wakes set aside after their retries")
+
+
+def _destinations_options(parser: argparse.ArgumentParser) -> None:
+    """What a rule may wake: the operator's allow-lists."""
+    many = {"action": "append", "default": []}
     parser.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="HOST|CIDR",
+        "--allow-host", **many, metavar="HOST|CIDR",
         help="a webhook or Agent Server host (or IP network) wakes may go to; repeatable. "
         "Private and loopback addresses only when a network listed holds them",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--allow-command",
-        action="append",
-        default=[],
-        metavar="PROGRAM",
+        "--allow-command", **many, metavar="PROGRAM",
         help="a program (argv[0], exactly) a command rule may start; repeatable",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--allow-command-env",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="an environment name a command rule may set (repeatable; nothing else is "
-        "given: never PATH, LD_*, PYTHON*, BASH_ENV and the like, refused here)",
-    )
+        "--allow-command-env", **many, metavar="NAME",
+        help=f"an environment name a command rule may set (repeatable; nothing else is "
+        f"given), under --command-env-prefix (default {ENV_PREFIX}): a name a program reads "
+        "as code (LD_*, PYTHON*, LESSOPEN, VIMINIT, ...) never is",
+    )  # fmt: skip
     parser.add_argument(
-        "--allow-agent-server",
-        action="append",
-        nargs="+",
-        default=[],
+        "--command-env-prefix", default=ENV_PREFIX, metavar="PREFIX",
+        help=f"the prefix of every name --allow-command-env may list (default {ENV_PREFIX}); "
+        "one no program reads, ending in '_'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-agent-server", action="append", nargs="+", default=[],
         metavar=("URL", "KEY_VAR"),
         help="a LangGraph Agent Server a rule may start runs on, and the environment "
         "variable holding its API key (sent to that server only); repeatable",
-    )
+    )  # fmt: skip
+
+
+def _ceiling_options(parser: argparse.ArgumentParser) -> None:
+    """How often: the operator's floor and ceilings, whatever a rule says."""
     parser.add_argument(
-        "--floor-interval",
-        type=_seconds,
-        default=MIN_INTERVAL,
-        metavar="SECONDS",
+        "--floor-interval", type=_seconds, default=MIN_INTERVAL, metavar="SECONDS",
         help=f"no rule wakes more often than this, whatever its min_interval "
         f"(default {MIN_INTERVAL})",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--runs-per-hour",
-        type=_count,
-        default=RUNS_PER_HOUR,
-        metavar="N",
-        help=f"wakes per target (URL, program, callback) per hour, at most "
-        f"(default {RUNS_PER_HOUR})",
-    )
+        "--runs-per-hour", type=_count, default=RUNS_PER_HOUR, metavar="N",
+        help=f"wakes per receiver (a URL normalised, a program, a callback), all mailboxes "
+        f"together: N at once, refilled at N an hour (default {RUNS_PER_HOUR})",
+    )  # fmt: skip
     parser.add_argument(
-        "--commands-at-once",
-        type=_count,
-        default=COMMANDS_AT_ONCE,
-        metavar="N",
+        "--runs-per-rule", type=_count, default=RUNS_PER_RULE, metavar="N",
+        help=f"wakes per rule (a mailbox's rules to one receiver together): N at once, "
+        f"refilled at N an hour (default {RUNS_PER_RULE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--receiver-key", choices=KEYS, default=DEFAULT_KEY,
+        help=f"what tells two receivers' URLs apart beside scheme, host and port: nothing "
+        f"(origin), the path, or path and query (default {DEFAULT_KEY}); never the fragment",
+    )  # fmt: skip
+    parser.add_argument(
+        "--commands-at-once", type=_count, default=COMMANDS_AT_ONCE, metavar="N",
         help=f"command wakes running at once, at most (default {COMMANDS_AT_ONCE}); they end "
         "with the waker",
-    )
+    )  # fmt: skip
+
+
+def _running_options(parser: argparse.ArgumentParser) -> None:
+    """What the waker watches, how often, and what it tells its operator."""
     parser.add_argument(
-        "--mailbox",
-        action="append",
-        default=None,
-        metavar="ADDRESS",
+        "--mailbox", action="append", default=None, metavar="ADDRESS",
         help="watch only these mailboxes (else every mailbox the rules index lists); "
         "repeatable. With --credentials: your own mailboxes",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--poll",
-        type=positive_float,
-        default=POLL_INTERVAL,
-        metavar="SECONDS",
+        "--poll", type=positive_float, default=POLL_INTERVAL, metavar="SECONDS",
         help=f"look at every watched mailbox this often when the broker announces nothing "
         f"(RobustMQ; default {POLL_INTERVAL})",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--sweep",
-        type=positive_float,
-        default=SWEEP_INTERVAL,
-        metavar="SECONDS",
+        "--sweep", type=positive_float, default=SWEEP_INTERVAL, metavar="SECONDS",
         help=f"with announcements, look at every mailbox this often anyway "
         f"(default {SWEEP_INTERVAL})",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--metrics",
-        metavar="[HOST:]PORT",
+        "--metrics", metavar="[HOST:]PORT",
         help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
         "operator's address (HOST default 127.0.0.1; port 0 picks one, printed); off by "
         "default. The metrics extra (prometheus-client). docs/deploy.md#watching-it",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--lease",
-        type=positive_float,
-        default=LEASE,
-        metavar="SECONDS",
+        "--lease", type=positive_float, default=LEASE, metavar="SECONDS",
         help=f"how long a waker's claim on a mailbox holds if the waker dies (default {LEASE}; "
         "longer than a wake's retries)",
-    )
-    return parser
+    )  # fmt: skip
 
 
 def _seconds(text: str) -> float:
@@ -330,10 +332,13 @@ async def _serve(args: argparse.Namespace) -> int:
         commands=args.allow_command,
         agent_servers=_agent_servers(args.allow_agent_server),
         command_env=args.allow_command_env,
+        command_env_prefix=args.command_env_prefix,
     )
     limits = Limits(
         min_interval=args.floor_interval,
         runs_per_hour=args.runs_per_hour,
+        runs_per_rule=args.runs_per_rule,
+        receiver_key=args.receiver_key,
         commands_at_once=args.commands_at_once,
     )
     client = await Mq9Client(args.server).connect()

@@ -30,8 +30,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._http.ssrf import HostPolicy, HostRefused, guarded_client
-from .limits import BUSY_RETRY, Limits, RunBook
-from .rules import WakeRule
+from .limits import BUSY_RETRY, Ceilings, Limits
+from .receivers import key_or_unparsable
+from .rules import WakeRule, digest
 
 log = logging.getLogger("langchain_mq9.wake")
 
@@ -50,14 +51,24 @@ THREAD_NAMESPACE = uuid.UUID("5b0e6bd3-7c35-4f3e-9c1b-6e9f0a2d6c62")
 NEEDS_EXTRA = "webhooks and Agent Server runs need the wake extra (langchain-mq9[wake])"
 # What a command gets of the waker's environment: nothing secret (no credentials, no URLs)
 COMMAND_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
-# Names no operator may let a rule set, whatever --command-env says: each makes a shell, the
-# dynamic loader, Python or another runtime run code of the setter's choosing (the allow-list
-# is what stands; this only stops an operator listing a hook by mistake)
+# The names a rule may set are under one prefix the operator chooses (#77): a list of the
+# names that hook code into a program (LESSOPEN through less, VIMINIT, LUA_INIT, ERL_AFLAGS,
+# ZDOTDIR, DOTNET_STARTUP_HOOKS, ...) is never complete, a prefix no program reads is. This
+# one is the package's own, which none of its programs reads either
+ENV_PREFIX = "MQ9_RULE_"
+_PREFIX = re.compile(r"[A-Z][A-Z0-9_]{1,30}_")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+# Still refused under any prefix, as a second wall (an operator who chose a prefix such a
+# family shares): each makes a shell, the dynamic loader, a pager, an editor or a runtime run
+# code of the setter's choosing, or is the waker's own
 _HOOK_NAMES = re.compile(
-    r"(PATH|ENV|BASH_ENV|BASH_FUNC_.*|SHELLOPTS|BASHOPTS|PS4|PROMPT_COMMAND|IFS|CDPATH|"
-    r"LD_.*|DYLD_.*|PYTHON.*|PERL.*|RUBY.*|NODE_.*|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_.*|"
-    r"BROWSER|EDITOR|VISUAL|PAGER|GIT_.*|SSL_.*|OPENSSL_.*|GCONV_PATH|HOME|TMPDIR|"
-    r"LOCPATH|NLSPATH|MALLOC_.*|GLIBC_.*|MQ9_WAKE_.*|LANG|LC_.*|TZ|TZDIR)"
+    r"(PATH|ENV|BASH_ENV|BASH_FUNC_.*|SHELL|SHELLOPTS|BASHOPTS|PS[0-9]|PROMPT_COMMAND|IFS|"
+    r"CDPATH|ZDOTDIR|INPUTRC|LD_.*|DYLD_.*|PYTHON.*|PERL.*|RUBY.*|GEM_.*|BUNDLE_.*|NODE_.*|"
+    r"NPM_.*|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_.*|CLASSPATH|LESS.*|VIMINIT|GVIMINIT|"
+    r"MYVIMRC|VIMRUNTIME|EXINIT|LUA_.*|ERL_.*|PHP.*|DOTNET_.*|CORECLR_.*|COMPLUS_.*|TCL.*|"
+    r"R_.*|JULIA_.*|GO(FLAGS|PATH|ROOT|TOOLCHAIN|PROXY|ENV|EXPERIMENT|DEBUG)|CARGO_.*|RUSTC.*|XDG_.*|BROWSER|EDITOR|VISUAL|PAGER|MANPAGER|GIT_.*|"
+    r"SSL_.*|OPENSSL_.*|CURL_.*|WGETRC|GCONV_PATH|HOSTALIASES|RES_OPTIONS|HOME|TMPDIR|"
+    r"LOCPATH|NLSPATH|MALLOC_.*|GLIBC_.*|MQ9_WAKE_.*|LANG|LC_.*|TZ|TZDIR|TERMINFO.*)"
 )
 _PR_SET_PDEATHSIG = 1  # Linux prctl: a signal the child gets when the waker's thread ends
 
@@ -109,19 +120,25 @@ def _mac(secret: str, t: int, wake_key: str, body: bytes) -> str:
 TOKEN_HEADER = "X-A2A-Notification-Token"  # an A2A push config's token, as a2a-sdk sends it
 
 
-def push_headers(config: dict[str, Any], body: bytes) -> dict[str, str]:
-    """The headers of an A2A push notification POST (a2a/server.py, a2a/gateway.py): the
-    config's token, as a2a-sdk's sender sends it, and the body signed with that token
-    (``SIGNATURE_HEADER``, checked with ``verify``); ``Authorization`` from its
-    ``authentication``."""
+def push_headers(
+    config: dict[str, Any],
+    body: bytes,
+    sign: Callable[[dict[str, Any], bytes], Mapping[str, str]] | None = None,
+) -> dict[str, str]:
+    """The headers of an A2A push notification POST (a2a/server.py, a2a/gateway_push.py): the
+    config's token, as a2a-sdk's sender sends it (the receiver matches it to its config: it
+    signs nothing, since the push carries it in clear), ``Authorization`` from its
+    ``authentication``, and what ``sign`` adds for ``config`` and ``body``: the sender's JWT,
+    made with a key the push never carries (a2a/push_auth.py, #77)."""
     headers = {}
     token = config.get("token")
     if isinstance(token, str) and token:
         headers[TOKEN_HEADER] = token
-        headers[SIGNATURE_HEADER] = sign(token, body)  # no wake key: verify(token, body, sig)
     auth = config.get("authentication")
     if isinstance(auth, dict) and auth.get("scheme") and auth.get("credentials"):
         headers["Authorization"] = f"{auth['scheme']} {auth['credentials']}"
+    if sign is not None:
+        headers.update(sign(config, body))
     return headers
 
 
@@ -156,7 +173,8 @@ class Destinations:
     the LangGraph Agent Server URLs a rule may name, each to its own API key (or None); a key
     goes to its own server only. ``commands``: the programs (argv[0], exactly) a command rule
     may start; ``command_env``: the environment names a rule may set for them (nothing else:
-    an allow-list). Callbacks are the waker owner's own, by name."""
+    an allow-list), each under ``command_env_prefix`` (``ENV_PREFIX``, or one the operator
+    chooses: ``check_env_prefix``). Callbacks are the waker owner's own, by name."""
 
     def __init__(
         self,
@@ -165,16 +183,14 @@ class Destinations:
         *,
         agent_servers: Mapping[str, str | None] | None = None,
         command_env: Iterable[str] = (),
+        command_env_prefix: str = ENV_PREFIX,
     ) -> None:
         self.hosts = HostPolicy(hosts, knob="the waker's --allow-host")
         self.commands = set(commands)
+        self.command_env_prefix = check_env_prefix(command_env_prefix)
         self.command_env = frozenset(command_env)
         for name in sorted(self.command_env):
-            if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", name) or _HOOK_NAMES.fullmatch(name):
-                raise ValueError(
-                    f"--command-env {name!r}: a rule may never set it (it would let the rule's "
-                    "writer run code: a loader, shell or runtime hook, or the waker's own)"
-                )
+            check_env_name(name, self.command_env_prefix)
         self._servers: dict[str, tuple[str | None, HostPolicy]] = {}
         for url, key in (agent_servers or {}).items():
             self._servers[agent_server_id(url)] = (key or None, _server_policy(url))
@@ -216,8 +232,35 @@ class Destinations:
         refused = sorted(set(env or {}) - self.command_env)
         if refused:
             raise Refused(
-                f"env {refused[0]!r} is not one the waker lets a rule set (--command-env)"
+                f"env {refused[0]!r} is not one the waker lets a rule set "
+                f"(--allow-command-env, names under {self.command_env_prefix!r})"
             )
+
+
+def check_env_prefix(prefix: str) -> str:
+    """``prefix``, if a rule may set names under it: letters, digits and ``_``, ending in
+    ``_``, and shared by no family of names that hook code into a program."""
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"--command-env-prefix {prefix!r}: 3 to 32 of A-Z, 0-9 and '_', ending in '_'"
+        )
+    if _HOOK_NAMES.fullmatch(prefix + "X") or _HOOK_NAMES.fullmatch(prefix.rstrip("_")):
+        raise ValueError(
+            f"--command-env-prefix {prefix!r}: names under it hook code into a program (a "
+            "loader, shell, pager, editor or runtime): choose one no program reads"
+        )
+    return prefix
+
+
+def check_env_name(name: str, prefix: str = ENV_PREFIX) -> None:
+    """Raise (one line) unless a rule may set ``name``: under ``prefix``, and no hook."""
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        raise ValueError(f"--allow-command-env {name!r}: a NAME of A-Z, 0-9 and '_'")
+    if not name.startswith(prefix) or name == prefix or _HOOK_NAMES.fullmatch(name):
+        raise ValueError(
+            f"--allow-command-env {name!r}: a rule may never set it; only names under "
+            f"{prefix!r} (--command-env-prefix), which no program reads as code"
+        )
 
 
 def agent_server_id(url: str) -> str:
@@ -265,7 +308,8 @@ class Deliverer:
         self.sleep = sleep
         self.limits = limits or Limits()
         self.timeout = timeout
-        self._runs = RunBook(self.limits)
+        self._ceilings = Ceilings(self.limits)
+        self._starting = 0  # command wakes taken whose process is not started yet
         self._children: set[asyncio.Task[None]] = set()
         self._processes: set[asyncio.subprocess.Process] = set()
         self._http: Any = None
@@ -297,18 +341,52 @@ class Deliverer:
             task.cancel()
         await asyncio.gather(*self._children, return_exceptions=True)
 
+    def keys(self, rule: WakeRule) -> tuple[str, str]:
+        """What the ceilings count ``rule``'s wakes by: its receiver, and its mailbox's wakes
+        to that receiver (``limits.py``)."""
+        receiver = target_of(rule, self.limits.receiver_key)
+        return receiver, f"{digest(rule.mailbox)} {receiver}"
+
     def free_at(self, rule: WakeRule, now: float) -> float:
         """When ``rule``'s target may be woken under the operator's ceilings: ``now``, or
-        later (its runs this hour, or the commands running at once)."""
-        due = self._runs.free_at(target_of(rule), now)
-        if rule.target == "command" and len(self._processes) >= self.limits.commands_at_once:
-            due = max(due, now + BUSY_RETRY)
+        later (its receiver's or its own runs, or the commands running at once). Only a look:
+        ``take`` is what a wake does."""
+        due = self._ceilings.free_at(*self.keys(rule), now)
+        return max(due, self._busy(rule, now))
+
+    def _busy(self, rule: WakeRule, now: float) -> float:
+        running = len(self._processes) + self._starting
+        if rule.target == "command" and running >= self.limits.commands_at_once:
+            return now + BUSY_RETRY
+        return now
+
+    def take(self, rule: WakeRule, now: float) -> float | None:
+        """Check every ceiling ``rule``'s wake needs and record the run, in one step (nothing
+        awaited between: looks at several mailboxes at once cannot each pass before any
+        records): None when taken (then ``deliver(..., taken=True)``), else when to ask
+        again."""
+        busy = self._busy(rule, now)
+        if busy > now:
+            return max(busy, self._ceilings.free_at(*self.keys(rule), now))
+        due = self._ceilings.take(*self.keys(rule), now)
+        if due is None and rule.target == "command":
+            self._starting += 1  # a slot of --commands-at-once, held until it starts
         return due
 
-    async def deliver(self, rule: WakeRule, wake: Wake, now: float | None = None) -> None:
-        """Deliver ``wake``; ``now`` (the waker's clock) counts the run against the target's
-        ceiling of runs per hour."""
-        self._runs.ran(target_of(rule), time.time() if now is None else now)
+    async def deliver(
+        self, rule: WakeRule, wake: Wake, now: float | None = None, *, taken: bool = False
+    ) -> None:
+        """Deliver ``wake``. ``taken``: its run was recorded by ``take``; else it is counted
+        now against the ceilings (``now``: the waker's clock), whatever they say."""
+        if not taken:
+            self._ceilings.force(*self.keys(rule), time.time() if now is None else now)
+        try:
+            await self._deliver(rule, wake)
+        finally:
+            if taken and rule.target == "command":
+                self._starting -= 1  # started (counted as running) or failed
+
+    async def _deliver(self, rule: WakeRule, wake: Wake) -> None:
         if rule.target == "callback":
             return await self._callback(rule, wake)
         if rule.target == "command":
@@ -458,13 +536,15 @@ class DeliveryFailed(Exception):
     """One try that did not reach its target."""
 
 
-def target_of(rule: WakeRule) -> str:
-    """What the ceiling of runs per hour counts by: the URL, the program, the callback."""
+def target_of(rule: WakeRule, keep: str = "origin") -> str:
+    """The receiver the ceilings count by: the URL normalised once (``receivers.py``, the
+    path and query as ``keep`` says), the program, the callback."""
     if rule.target == "command":
         return "command " + rule.argv[0]
     if rule.target == "callback":
         return "callback " + rule.callback
-    return f"{rule.target} {rule.url}"
+    # a webhook and an Agent Server at one URL are one receiver
+    return "url " + key_or_unparsable(rule.url, keep)
 
 
 def _die_with_parent() -> None:  # in the child, between fork and exec

@@ -1,67 +1,128 @@
 """The waker operator's bounds on what rules may make it do (docs/wake.md, "The operator's
-configuration"): a floor under every rule's minimum interval, a ceiling on runs per hour per
-target, a ceiling on commands running at once. A rule is data any reader of a mailbox may write
-(a model too), so its own ``min_interval`` and ``cap`` only ever narrow what these allow.
+configuration"): a floor under every rule's minimum interval, two ceilings on runs, and one on
+commands running at once. A rule is data any reader of a mailbox may write (a model too), so
+its own ``min_interval`` and ``cap`` only ever narrow what these allow.
 
-``RunBook`` counts the runs per target in this waker's memory (a restarted waker starts
-counting again; several wakers each count their own: the ceiling is per waker). Pure: the
-caller gives the time.
+The two ceilings on runs (#77), each a bucket per key, refilled evenly (``Buckets``):
+
+- per receiver (``runs_per_hour``): every wake to one receiver (a URL normalised once,
+  ``receivers.py``; a program; a callback), whichever mailbox it is for. Sized for a fleet
+  behind one webhook: 100,000 an hour, and past them the next run is free 3600/N seconds
+  later, not an hour after the first (the window before #77 starved a fleet for the hour);
+- per rule (``runs_per_rule``): one mailbox's wakes to one receiver, so one model's rules
+  cannot flood the others' receiver. Keyed by the mailbox and the receiver, not the rule's
+  name: a rule renamed, or 20 rules to one receiver, count as one.
+
+``Ceilings`` checks every bound a run needs and records it in one step (nothing awaited
+between): looks of several mailboxes at once cannot each pass before any records (#77: 3 to 5
+POSTs against a ceiling of 2). Counted in this waker's memory (a restarted waker starts
+counting again; several wakers each count their own). Pure: the caller gives the time.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
+from .receivers import DEFAULT_KEY, KEYS
+
 MIN_INTERVAL = 1.0  # seconds: no rule wakes its target more often than this
-RUNS_PER_HOUR = 120  # wakes per target (a URL, a program, a callback) per hour
+RUNS_PER_HOUR = 100_000  # wakes per receiver an hour: a fleet of 1,000 woken each minute, x1.6
+RUNS_PER_RULE = 120  # wakes per rule (a mailbox's, to one receiver) an hour: two a minute
 COMMANDS_AT_ONCE = 4  # command wakes running at once, all rules together
 HOUR = 3600.0
 BUSY_RETRY = 1.0  # seconds before a wake held by the commands' ceiling is tried again
+_PRUNE_EVERY = 1024  # runs between two sweeps of the buckets full again (memory follows use)
+_EPSILON = 1e-9  # a run's worth short by a float's rounding is a run's worth
 
 
 @dataclass(frozen=True)
 class Limits:
-    """The operator's floors and ceilings (``mq9-wake --min-interval --runs-per-hour
-    --commands-at-once``)."""
+    """The operator's floor and ceilings (``mq9-wake --floor-interval --runs-per-hour
+    --runs-per-rule --receiver-key --commands-at-once``)."""
 
     min_interval: float = MIN_INTERVAL
-    runs_per_hour: int = RUNS_PER_HOUR
+    runs_per_hour: int = RUNS_PER_HOUR  # per receiver
     commands_at_once: int = COMMANDS_AT_ONCE
+    runs_per_rule: int = RUNS_PER_RULE
+    receiver_key: str = DEFAULT_KEY  # what beside the origin tells receivers apart
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_interval <= 86400:
             raise ValueError("min_interval: between 0 and 86400 seconds")
-        if not 1 <= self.runs_per_hour <= 10**6:
-            raise ValueError("runs_per_hour: between 1 and 1,000,000")
+        for name in ("runs_per_hour", "runs_per_rule"):
+            if not 1 <= getattr(self, name) <= 10**6:
+                raise ValueError(f"{name}: between 1 and 1,000,000")
         if not 1 <= self.commands_at_once <= 1024:
             raise ValueError("commands_at_once: between 1 and 1024")
+        if self.receiver_key not in KEYS:
+            raise ValueError(f"receiver_key: one of {', '.join(KEYS)}")
 
 
-class RunBook:
-    """When each target last ran, for the ceiling on runs per hour."""
+class Buckets:
+    """A bucket of ``per_hour`` runs per key, full at first, refilled evenly at ``per_hour``
+    an hour: at most ``per_hour`` at once, and ``per_hour`` an hour on average (so up to
+    twice that in the hour a full bucket is emptied). A key whose bucket is full again is
+    forgotten."""
+
+    def __init__(self, per_hour: int) -> None:
+        self.size = float(per_hour)
+        self.rate = per_hour / HOUR  # runs a second
+        self._held: dict[str, tuple[float, float]] = {}  # key -> (runs left, as of when)
+        self._runs = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def left(self, key: str, now: float) -> float:
+        held = self._held.get(key)
+        if held is None:
+            return self.size
+        left, at = held
+        # a clock set back refills nothing (and empties nothing)
+        return min(self.size, left + max(now - at, 0.0) * self.rate)
+
+    def free_at(self, key: str, now: float) -> float:
+        """``now`` if ``key`` may run now, else when it may."""
+        left = self.left(key, now)
+        if left >= 1 - _EPSILON:
+            return now
+        return now + (1 - left) / self.rate
+
+    def take(self, key: str, now: float) -> None:
+        """Record a run of ``key`` (the caller checked ``free_at``: a run over is a debt)."""
+        self._held[key] = (self.left(key, now) - 1, now)
+        self._runs += 1
+        if self._runs % _PRUNE_EVERY == 0:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        full = [k for k in self._held if self.left(k, now) >= self.size - _EPSILON]
+        for key in full:
+            del self._held[key]
+
+
+class Ceilings:
+    """The ceilings per receiver and per rule together: ``take`` checks both and records in
+    both, or neither."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._runs: dict[str, deque[float]] = {}
+        self.receivers = Buckets(limits.runs_per_hour)
+        self.rules = Buckets(limits.runs_per_rule)
 
-    def _window(self, target: str, now: float) -> deque[float]:
-        runs = self._runs.get(target)
-        if runs is None:
-            return deque()
-        while runs and (runs[0] <= now - HOUR or runs[0] > now + HOUR):
-            runs.popleft()  # out of the hour (or from a clock set back by more than one)
-        if not runs:
-            del self._runs[target]  # memory follows the targets that ran this hour
-        return runs
+    def free_at(self, receiver: str, rule: str, now: float) -> float:
+        return max(self.receivers.free_at(receiver, now), self.rules.free_at(rule, now))
 
-    def free_at(self, target: str, now: float) -> float:
-        """When ``target`` may run again: ``now``, or when its oldest run of the hour ages out."""
-        runs = self._window(target, now)
-        if len(runs) < self.limits.runs_per_hour:
-            return now
-        return runs[len(runs) - self.limits.runs_per_hour] + HOUR
+    def take(self, receiver: str, rule: str, now: float) -> float | None:
+        """Check and record in one step: None when the run is taken, else when to ask again."""
+        due = self.free_at(receiver, rule, now)
+        if due > now:
+            return due
+        self.receivers.take(receiver, now)
+        self.rules.take(rule, now)
+        return None
 
-    def ran(self, target: str, now: float) -> None:
-        self._window(target, now)
-        self._runs.setdefault(target, deque()).append(now)
+    def force(self, receiver: str, rule: str, now: float) -> None:
+        """Record a run a caller made without asking (counted all the same)."""
+        self.receivers.take(receiver, now)
+        self.rules.take(rule, now)

@@ -194,7 +194,9 @@ def _check(rule: WakeRule) -> None:
         value = getattr(rule, text_field)
         if not isinstance(value, str) or len(value) > MAX_URL or _control(value):
             raise RuleError(f"{text_field} must be text of at most {MAX_URL} characters")
-    if rule.target in ("webhook", "agent_server") and not rule.url.startswith(
+    # any case: a scheme is case-insensitive, and the ceilings key a URL normalised
+    # (receivers.py), however it is spelled
+    if rule.target in ("webhook", "agent_server") and not rule.url[:8].lower().startswith(
         ("http://", "https://")
     ):
         raise RuleError(f"url: an http:// or https:// URL for a {rule.target} rule")

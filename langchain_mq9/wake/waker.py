@@ -522,11 +522,13 @@ class Waker:
             rs = state.rules.setdefault(rule.name, RuleState())
             if rs.pending_from < 0:
                 continue
-            due = max(self._due(rule, rs, now), self.deliverer.free_at(rule, now))
-            if due > now or self._stopping:  # (stopping: left owed to the next holder)
+            due = self._due(rule, rs, now)
+            if due <= now:  # the operator's ceilings, looked at (no read for a wake held)
+                due = self.deliverer.free_at(rule, now)
+            if due <= now and not self._stopping:  # (stopping: left owed to the next holder)
+                due = await self._wake(rule, rs, watch, state.seen, now, spans) or now
+            if due > now or self._stopping:
                 next_due = due if next_due is None else min(next_due, due)
-                continue
-            await self._wake(rule, rs, watch, state.seen, now, spans)
         # stored while the claim holds: the next holder reads where this one ended; the
         # record names the claim, which holds nothing from then on (claims.py)
         state.released = mine
@@ -600,15 +602,22 @@ class Waker:
         last: int,
         now: float,
         spans: dict[tuple[str, int], _Span],
-    ) -> None:
+    ) -> float | None:
+        """Wake ``rule`` for its messages up to ``last``; None when done (delivered, set aside
+        or nothing left unread), else when the operator's ceilings let it (still owed)."""
         read = ("group:" + rule.group, -1) if rule.group else ("", rs.pending_from)
         span = spans.get(read)
         if span is None:
             span = spans[read] = await self._span(rule, rs.pending_from, last)
+        if span.newest is None:
+            rs.pending_from = -1
+            return None  # read already: no wake
+        # checked and recorded in one step (#77): looks at other mailboxes ran meanwhile
+        held = self.deliverer.take(rule, now)
+        if held is not None:
+            return held
         key = f"{watch.digest[:16]}.{rule.name}.{rs.pending_from}"
         rs.pending_from = -1
-        if span.newest is None:
-            return  # read already: no wake
         wake = Wake(
             mailbox=rule.mailbox,
             rule=rule.name,
@@ -625,17 +634,18 @@ class Waker:
             rs.window_count += 1
         rs.last_wake = now
         try:
-            await self.deliverer.deliver(rule, wake, now)
+            await self.deliverer.deliver(rule, wake, now, taken=True)
         except Exception as exc:
             rs.failures += 1
             rs.last_error = _reason(exc)
             await self._set_aside(rule, wake, rs.last_error)
             self.set_aside += 1  # counted once recorded: what counts may be read at once
             self._told(rule, "set_aside", span)
-            return
+            return None
         rs.failures, rs.last_error = 0, ""
         self.wakes += 1
         self._told(rule, "delivered", span)
+        return None
 
     def _told(self, rule: WakeRule, outcome: str, span: _Span) -> None:
         if self.on_wake is None:

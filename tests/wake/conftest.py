@@ -74,6 +74,11 @@ async def memory_lane():
     drop_memory_broker(name)
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    # a fleet's wakes arrive together: the default backlog of 5 reset the 30th connection
+    request_queue_size = 256
+
+
 class Receiver:
     """A webhook receiver on ``host`` (loopback): ``url``, ``requests`` (body, headers), and
     ``status`` to answer."""
@@ -97,7 +102,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.server = _Server((host, 0), Handler)
         self.url = f"http://{host}:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

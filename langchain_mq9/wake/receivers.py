@@ -1,0 +1,103 @@
+"""Which receiver a rule wakes, as the operator's ceilings count it (docs/wake.md, "The
+operator's ceilings"). A rule is data its writer spells as it likes, and each spelling of one
+URL used to be a receiver of its own (#77: ``HTTP://``, a ``?``, a ``#x``, a port ``:0PORT``:
+seven rules, seven ceilings, 14 POSTs where the operator allowed 2). So a URL is normalised
+once, here, and that key is what every ceiling counts by:
+
+- the scheme and the host lower-cased, a host's trailing ``.`` dropped, an IPv6 address in
+  its one short form, a name in its IDNA (ASCII) form;
+- the port always explicit (80 for http, 443 for https), read as a number (``:0080`` is 80);
+- the user and password dropped (the same server answers);
+- the fragment dropped, always (it never leaves the client);
+- the path and the query as the operator's policy says (``KEYS``): ``origin`` (the default)
+  keys by scheme, host and port alone, since a server that ignores its path or query is one
+  receiver however a rule writer varies them; ``path`` adds the path (empty is ``/``, dot
+  segments removed, percent escapes in one case, unreserved characters decoded); ``query``
+  adds the query too (normalised alike, an empty one dropped), for receivers that truly differ
+  by it, at the cost that a rule writer mints a new receiver with every query.
+
+Names are not resolved (``localhost`` and ``127.0.0.1`` are two keys): which names exist at
+all is the operator's allow-list. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+KEYS = ("origin", "path", "query")  # what distinguishes two receivers beside the origin
+DEFAULT_KEY = "origin"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Every URL no key can be made of counts as this one receiver: a spelling that cannot be
+# parsed (a port out of range, a broken IPv6 literal) buys no ceiling of its own
+UNPARSABLE = "unparsable-url"
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def receiver_key(url: str, keep: str = DEFAULT_KEY) -> str:
+    """The receiver ``url`` names, as the ceilings count it (the module's docstring); raises
+    ``ValueError`` for a URL with no http(s) scheme, no host or a port that is no port."""
+    if keep not in KEYS:
+        raise ValueError(f"receiver key {keep!r}: one of {', '.join(KEYS)}")
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{url!r} is no http:// or https:// URL with a host")
+    port = parts.port  # a number: ":0080" is 80; ValueError when out of range
+    origin = f"{scheme}://{_host(parts.hostname)}:{port or DEFAULT_PORTS[scheme]}"
+    if keep == "origin":
+        return origin
+    path = _dots(_escapes(parts.path) or "/")
+    if keep == "path":
+        return origin + path
+    query = _escapes(parts.query)
+    return origin + path + ("?" + query if query else "")
+
+
+def key_or_unparsable(url: str, keep: str = DEFAULT_KEY) -> str:
+    try:
+        return receiver_key(url, keep)
+    except ValueError:
+        return UNPARSABLE
+
+
+def _host(host: str) -> str:
+    host = host.lower().rstrip(".")
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        pass
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host  # no IDNA form: compared as written (lower-cased)
+
+
+def _escapes(text: str) -> str:
+    """Percent escapes in one form: an unreserved character decoded, any other upper-cased."""
+
+    def one(match: re.Match[str]) -> str:
+        char = chr(int(match[1], 16))
+        return char if char in _UNRESERVED else "%" + match[1].upper()
+
+    return _ESCAPE.sub(one, text)
+
+
+def _dots(path: str) -> str:
+    """``path`` with its ``.`` and ``..`` segments removed (RFC 3986, 5.2.4)."""
+    if not path.startswith("/"):
+        path = "/" + path
+    segments = path.split("/")[1:]
+    kept: list[str] = []
+    for n, segment in enumerate(segments):
+        last = n == len(segments) - 1
+        if segment in (".", ".."):
+            if segment == ".." and kept:
+                kept.pop()
+            if last:
+                kept.append("")  # "/a/." is "/a/": the directory
+        else:
+            kept.append(segment)
+    return "/" + "/".join(kept)
