@@ -35,8 +35,9 @@ def cluster_banner(shown: str, layout: Layout, replicas: int, engine: ClusterSer
     buckets, made with ``replicas``)."""
     lines = [
         f"mq9 dev broker: ClusterEngine on the NATS cluster at {shown}",
-        f"storage: JetStream stream {layout.messages} and buckets "
-        f"{', '.join(layout.buckets)} ({replicas} replicas; each answer after a quorum holds "
+        f"storage: JetStream stream {layout.messages} and key-value buckets "
+        f"{', '.join(layout.buckets)} (the streams KV_<bucket>; {replicas} replicas; each "
+        "answer after a quorum holds "
         f"its change); every broker started on --stream {layout.name} serves them at once "
         f"(queue group {QUEUE})",
     ]

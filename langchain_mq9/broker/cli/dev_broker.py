@@ -44,6 +44,7 @@ from ..engine.engine import BrokerLimits
 from ..identities.store import CredentialError
 from ..serving.serve import BULK_ANSWER
 from ..storage import StorageError
+from ..storage.cluster import Layout
 from .credentials import add_broker_arguments, run_command
 from .metrics import broker_endpoint
 from .state import main as state_command
@@ -54,6 +55,7 @@ log = logging.getLogger("langchain_mq9.broker")
 # this long each time it wakes (Python's default is longer): other clients' requests stay quick
 SWITCH_INTERVAL = 0.0001  # seconds
 DEFAULTS = BrokerConfig()
+_LAYOUT = Layout(DEFAULTS.stream)  # the names --store jetstream's help gives (#78)
 CONSOLE_DEFAULT = "127.0.0.1:0"  # --console alone: loopback, a free port (printed)
 CONSOLE_START_SECONDS = 120.0  # a cold interpreter importing starlette on a busy machine
 CONSOLE_STOP_SECONDS = 10.0
@@ -129,7 +131,8 @@ def _state_options(keep: Group) -> None:
         choices=("memory", "sqlite", "jetstream"),
         help="where the state is kept: memory (the default without --data), sqlite (the "
         "default with --data: the file it names), or jetstream: a stream and buckets "
-        "(MQ9_STATE_MSGS, KV_MQ9_STATE_*) on the NATS cluster of --nats, which needs JetStream "
+        f"({_LAYOUT.messages}; {', '.join(_LAYOUT.buckets)}; with --credentials "
+        f"{_LAYOUT.name}_IDENTITIES) on the NATS cluster of --nats, which needs JetStream "
         "enabled; each answer is given once a quorum of their replicas holds the change. The "
         "same command started again, here or on other machines, serves the same state at once "
         "beside it (no leader, no standby: a broker lost costs no takeover; docs/deploy.md)",
@@ -167,8 +170,9 @@ def _jetstream_options(keep: Group) -> None:
         "--stream",
         default=DEFAULTS.stream,
         metavar="NAME",
-        help=f"with --store jetstream: the name of the state's stream and buckets (default "
-        f"{DEFAULTS.stream}; another name keeps another state on the same cluster)",
+        help="with --store jetstream: the prefix of the state's stream and buckets' names "
+        f"(default {DEFAULTS.stream}: the stream {_LAYOUT.messages}, the buckets "
+        f"{_LAYOUT.mailboxes} ...; another name keeps another state on the same cluster)",
     )
 
 
