@@ -256,7 +256,26 @@ class Broker:
         }
 
     async def _connect(self, url: str, *, name: str = NAME, **options: Any) -> NatsConnection:
-        connection = await _connect(url, self._shown, name=name, **options)
+        made: list[NatsConnection] = []
+
+        async def closed() -> None:
+            # nats-py reconnects for ever (``_connect``) but closes for good on a server's
+            # -ERR: a broker that lived on without it would be running and serving nothing
+            # (issue #77), so it ends, non-zero, for its supervisor to start again
+            if made and not self._stopping.is_set():
+                why = describe(made[0].last_error) if made[0].last_error else "closed"
+                log.error(
+                    "the connection %r to nats-server closed (%s); the broker stops", name, why
+                )
+                self._end(
+                    StartupError(
+                        f"the connection to nats-server at {self._shown} "
+                        f"closed ({why}); the broker stops"
+                    )
+                )
+
+        connection = await _connect(url, self._shown, name=name, closed_cb=closed, **options)
+        made.append(connection)
         self._opened.append(connection)
         return connection
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..._nats.fits import fence
 from .base import StorageError
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ async def connect(servers: list[str], *, in_order: bool = False) -> NatsClient:
     on must not land later. ``in_order``: try ``servers`` in their order."""
     import nats
 
-    return await nats.connect(
+    connection = await nats.connect(
         servers,
         connect_timeout=2,
         pending_size=0,
@@ -116,6 +117,10 @@ async def connect(servers: list[str], *, in_order: bool = False) -> NatsClient:
         reconnect_time_wait=0.25,
         dont_randomize=in_order,
     )
+    # nats-py reconnects for ever but closes for good on a server's -ERR: a write the server
+    # cannot take is refused here, unsent (issue #77)
+    fence(connection, StorageError)
+    return connection
 
 
 async def until_jetstream(

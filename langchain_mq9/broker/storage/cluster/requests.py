@@ -4,7 +4,10 @@ new as ``min_last_seq``; nats-py has none, so the request is sent here and its a
 up to the ``204 EOB`` status message), and publishes that expect a subject's last sequence.
 
 Every request has one deadline; a failure is a ``StorageError`` in words, never nats-py's
-exception, so the engine answers it as any store's failure.
+exception, so the engine answers it as any store's failure. Every publish on the connection,
+these and the atomic batches' alike, is checked against the server's limits before it is
+written (``_nats/fits.py``: a publish the server cannot take closes the connection): one that
+does not fit is a ``WriteRefused``, nothing sent (issue #77).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ...._nats.fits import fence, publish_problem
 from ...._nats.requests import request as nats_request
 from ..base import StorageError
 
@@ -28,6 +32,7 @@ NOT_FOUND = 10037  # JetStream's "no message found"
 WRONG_LAST_SEQUENCE = 10071  # an expected last (subject) sequence that is not the last
 _STATUS = "Status"
 _HEADER_LINE = b"NATS/1.0"
+_REPLY_SAMPLE = "_INBOX." + "x" * 22 + "." + "x" * 22  # as long as nats-py's request inboxes
 
 
 @dataclass
@@ -63,6 +68,15 @@ class JetStreamError(StorageError):
         return self.err_code == WRONG_LAST_SEQUENCE or "wrong last sequence" in str(self)
 
 
+class WriteRefused(StorageError):
+    """A write or request the servers could not take (a subject, header block or payload
+    past their limits), refused before it was sent: sent, it would have closed the
+    connection."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"the cluster store refused a write before sending it: {problem}")
+
+
 def parse_headers(block: bytes) -> dict[str, str]:
     """A raw NATS header block (``NATS/1.0\\r\\nName: value\\r\\n...``) as a dict."""
     headers: dict[str, str] = {}
@@ -78,6 +92,7 @@ class Requests:
 
     def __init__(self, connection: NatsClient, *, timeout: float) -> None:
         self.connection, self.timeout = connection, timeout
+        fence(connection, WriteRefused)  # (every publish on it, the batches' too)
         self._inbox = connection.new_inbox()
         self._waiting: dict[str, asyncio.Queue[Msg]] = {}
         self._numbers = itertools.count()
@@ -120,7 +135,7 @@ class Requests:
                     self.connection, f"$JS.API.{subject}", body, timeout=max(wait, 0.001)
                 )
                 break
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, WriteRefused):
                 raise
             except Exception as exc:  # nats-py: timeouts, no responders, a closed connection
                 if again is not None and _unanswered(exc) and deadline - loop.time() > 0:
@@ -204,10 +219,18 @@ class Requests:
     ) -> int:
         """Store ``data`` on ``subject``; its stream sequence. ``JetStreamError`` with
         ``WRONG_LAST_SEQUENCE`` when an expected sequence was not the last."""
+        # (said before nats-py's own subject check, which words it less: the fence on the
+        # connection checks it again with the real reply subject)
+        room = self.connection.max_payload
+        problem = publish_problem(subject, _REPLY_SAMPLE, len(data), headers, room)
+        if problem is not None:
+            raise WriteRefused(problem)
         try:
             reply = await nats_request(
                 self.connection, subject, data, timeout=self.timeout, headers=headers
             )
+        except WriteRefused:
+            raise
         except Exception as exc:
             text = str(exc) or type(exc).__name__
             raise StorageError(f"JetStream did not acknowledge a write: {text}") from None

@@ -1,0 +1,122 @@
+"""What a publish must fit before it is written: nats-server's limits, checked on our side.
+
+A publish the server cannot take is not refused alone: nats-server answers ``-ERR`` (a control
+line over ``max_control_line``, a payload over ``max_payload``, a header block it cannot parse)
+and closes the connection, and nats-py closes it for good (``_process_err``). A broker whose
+connection a request could make it write such a publish on is one request from not serving
+(issue #77: a 4,000-byte tag). ``publish_problem`` says what does not fit, in one line;
+``fence`` makes a connection refuse such a publish (``refused(text)`` raised) instead of
+writing it. The engines refuse what they can name first (broker/engine/sending.py); this is
+the last line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# nats-server's default max_control_line (its INFO does not say it): the longest line
+# "HPUB <subject> <reply> <header bytes> <total bytes>" it reads
+CONTROL_LINE = 4096
+_HEADER_LINE = len("NATS/1.0\r\n") + len("\r\n")  # the block's first line and its end
+_BAD_TOKEN = re.compile(r"[\s\x00-\x1f\x7f]")  # (whitespace or a control splits a line)
+# A subject of plain tokens, as every one the store writes is: known good without a look at
+# each token (this runs on every publish of the store's connection)
+_PLAIN = re.compile(r"[\w$\-:+=@#%&!~^|,;?/]+(?:\.[\w$\-:+=@#%&!~^|,;?/]+)*", re.ASCII)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FENCED = "_mq9_fenced"
+_GOOD_NAMES: set[str] = set()  # header names seen to be tokens (the store writes a few)
+_NAMES_KEPT = 256
+
+
+class PublishRefused(ValueError):
+    """A publish that does not fit the server's limits, never written."""
+
+
+def header_bytes(headers: Mapping[str, str] | None) -> int:
+    """The size of the header block nats-py writes for ``headers`` (0 without)."""
+    if not headers:
+        return 0
+    size = _HEADER_LINE
+    for name, value in headers.items():
+        size += len(name.encode()) + len(": ") + len(str(value).encode()) + len("\r\n")
+    return size
+
+
+def subject_problem(subject: str, what: str = "subject") -> str | None:
+    """Why ``subject`` is no subject to publish on (tokens: non-empty, no wildcard, no
+    whitespace), or None."""
+    if _PLAIN.fullmatch(subject):
+        return None
+    if not subject:
+        return f"an empty {what}"
+    for token in subject.split("."):
+        if not token:
+            return f"the {what} {subject[:80]!r} has an empty token"
+        if token in ("*", ">") or _BAD_TOKEN.search(token):
+            return f"the {what} {subject[:80]!r} has a token no publish may carry"
+    return None
+
+
+def publish_problem(
+    subject: str,
+    reply: str,
+    payload_size: int,
+    headers: Mapping[str, str] | None,
+    max_payload: int,
+) -> str | None:
+    """Why a publish would not fit (one line), or None when it does."""
+    problem = subject_problem(subject) or (reply and subject_problem(reply, "reply subject"))
+    if problem:
+        return problem
+    block = 0
+    if headers:
+        block = _HEADER_LINE
+        for name, value in headers.items():
+            text = value if isinstance(value, str) else str(value)
+            if name not in _GOOD_NAMES:
+                if not _HEADER_NAME.fullmatch(name):
+                    return f"a header name {name[:80]!r} that is no token"
+                if len(_GOOD_NAMES) < _NAMES_KEPT:
+                    _GOOD_NAMES.add(name)
+            if "\r" in text or "\n" in text:
+                return f"the header {name!r} holds a line break"
+            block += len(name) + len(text.encode()) + 4  # ": " and "\r\n"
+    total = block + payload_size
+    # "HPUB <subject> <reply> <block> <total>\r\n" (a subject not plain ASCII: its bytes)
+    line = 10 + len(subject.encode()) + len(reply.encode()) + len(str(block)) + len(str(total))
+    if line > CONTROL_LINE:
+        return (
+            f"a publish whose control line is {line} bytes (subject {len(subject)}): "
+            f"nats-server reads at most {CONTROL_LINE}"
+        )
+    if total > max_payload:
+        return (
+            f"a publish of {total} bytes ({block} of headers): the server takes at most "
+            f"{max_payload} (max_payload)"
+        )
+    return None
+
+
+def fence(connection: Any, refused: Callable[[str], Exception] = PublishRefused) -> None:
+    """Make ``connection`` (nats-py's) raise ``refused(text)`` for a publish that does not fit,
+    never writing it: its own ``publish`` and everything built on it (requests, JetStream,
+    key-value). Once per connection; the max_payload is the one its server announced last."""
+    if getattr(connection, _FENCED, False):
+        return
+    publish = connection.publish
+
+    async def fenced(
+        subject: str,
+        payload: bytes = b"",
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        problem = publish_problem(subject, reply, len(payload), headers, connection.max_payload)
+        if problem is not None:
+            raise refused(problem)
+        await publish(subject, payload, reply, headers)
+
+    connection.publish = fenced
+    setattr(connection, _FENCED, True)
