@@ -69,9 +69,10 @@ def stop(process: subprocess.Popen[str]) -> None:
 
 class Prometheus:
     """A Prometheus on a free loopback port, its storage in ``tmp``, scraping ``targets``
-    (job name -> the scrape URL a server printed) every second."""
+    (job name -> the scrape URL a server printed) every second; or, given ``config`` (the
+    text of a prometheus.yml, its rule files beside it in ``tmp``), as that says."""
 
-    def __init__(self, tmp: Path, targets: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, targets: dict[str, str], config_text: str = "") -> None:
         assert PROMETHEUS is not None
         self.port = free_port()
         jobs = []
@@ -83,8 +84,9 @@ class Prometheus:
             )
         config = tmp / "prometheus.yml"
         config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-            "scrape_configs:\n" + "".join(jobs)
+            config_text
+            or "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+            + "".join(jobs)
         )
         (tmp / "tsdb").mkdir()
         self.log = (tmp / "prometheus.log").open("w")

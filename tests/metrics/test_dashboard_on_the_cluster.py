@@ -1,0 +1,238 @@
+"""The shipped dashboard has data on the JetStream store (#78 items 1 and 3): docs/deploy.md's
+cluster as written (its server files and commands, read from the markdown, with free ports in
+place of the documented ones), two brokers on ``--store jetstream``, a waker, an A2A gateway,
+``mq9-mcp`` over HTTP and the console, each with ``--metrics`` on the port deploy.md gives it
+(put to a free one), scraped by a real Prometheus with the shipped
+packaging/prometheus/prometheus.yml (its ports put the same way) and its alerting rules loaded.
+After some traffic, every expression of docs/grafana-dashboard.json returns data, what the
+cluster holds is the same on both brokers and not zero, and every server is ready."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shlex
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from devbroker_helpers import DevBroker, port_open, wait_until
+from jetstream_servers import FORMING, wait_serving
+from operator_support import DEADLINE, NO_PROMETHEUS, PROMETHEUS, WAKE, Prometheus, Server
+from test_every_server_scraped import DASHBOARD, _get_status, _post, _wait_status
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.groups.dead_letters import dead_letter_address
+from langchain_mq9.protocol.errors import MailboxNotFound
+from langchain_mq9.wake.book import RuleBook
+from langchain_mq9.wake.rules import WakeRule
+
+pytestmark = pytest.mark.slow  # three nats-servers, two brokers, four servers, prometheus
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "docs" / "deploy.md"
+SHIPPED = ROOT / "packaging" / "prometheus"
+NATS_PORTS = ("4222", "4223", "4224", "6222", "6223", "6224")
+METRICS_PORTS = ("9464", "9465", "9466", "9467", "9468", "9469")
+BLOCK = re.compile(
+    r"<!-- (?P<marker>deploy-[\w-]+)(?:: (?P<name>\S+))? -->\n```\w*\n(?P<body>.*?)^```",
+    re.S | re.M,
+)
+TRUE = "/bin/true"
+# what the cluster holds, after the traffic below: each above 0 on both brokers
+HELD = (
+    "mq9_broker_mailboxes", "mq9_broker_messages", "mq9_broker_message_bytes",
+    "mq9_broker_dead_letters", "mq9_broker_agents", "mq9_broker_groups",
+    "mq9_broker_group_pending_messages", "mq9_broker_group_pending_max",
+)  # fmt: skip
+
+
+def _free(text: str, free: dict[str, str]) -> str:
+    ports = "|".join(free)
+    return re.sub(rf"\b({ports})\b", lambda m: free[m.group(1)], text)
+
+
+def _documented(home: Path, free: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """deploy.md's server files written into ``home``, its commands (ports made free), and
+    the environment they run in (this venv first on PATH, the brokers' password made by the
+    documented line)."""
+    import subprocess
+
+    text = _free(DEPLOY.read_text(), free)
+    commands, secret = [], ""
+    for block in BLOCK.finditer(text):
+        marker, body = block.group("marker"), block.group("body")
+        if marker == "deploy-file":
+            (home / block.group("name")).write_text(body)
+        elif marker == "deploy-commands":
+            commands = body.strip().splitlines()
+        elif marker == "deploy-secret":
+            secret = body.strip()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    made = subprocess.run(
+        ["bash", "-c", f'{secret}; printf %s "$MQ9_BROKER_PASSWORD"'], env=env,
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    env["MQ9_BROKER_PASSWORD"] = made.stdout
+    return commands, env
+
+
+def _start_servers(lines: list[str], home: Path, env: dict[str, str]) -> list[Server]:
+    started = []
+    for line in lines:
+        started.append(Server(["bash", "-c", f"cd {shlex.quote(str(home))} && exec {line}"], env))
+        name = shlex.split(line)[-1].removesuffix(".conf")
+        conf = (home / f"{name}.conf").read_text()
+        port = int(re.search(r"listen: 127\.0\.0\.1:(\d+)", conf).group(1))
+        wait_until(lambda port=port: port_open(port), 30, f"{name} listens on {port}")
+    return started
+
+
+async def _traffic(url: str) -> None:
+    """What gives every broker panel data: mailboxes, messages, a dead letter, a refusal, a
+    group part read, an agent, and a mail to a mailbox the waker watches."""
+    async with Mq9Client(url) as client:
+        await client.mailbox_create(name="agent.busy")
+        await client.mailbox_create(name=dead_letter_address("agent.busy"))
+        await client.mailbox_create(name="agent.watched")
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.watched", target="command", argv=(TRUE,), min_interval=0)
+        )
+        for i in range(20):
+            await client.send("agent.busy", f"job {i}")
+        await client.send(dead_letter_address("agent.busy"), "dead")
+        with pytest.raises(MailboxNotFound):
+            await client.send("agent.nobody", "lost")
+        taken = await client.fetch(
+            "agent.busy", group_name="workers", deliver="earliest", num_msgs=5, max_wait_ms=0
+        )
+        await client.ack("agent.busy", "workers", taken[-1].msg_id)
+        await client.agent_register(
+            {"name": "agent.busy", "description": "busy", "mailbox": "agent.busy"}
+        )
+        await client.send("agent.watched", "wake up")
+
+
+def _http_traffic(gateway: str, token: str, mcp: str, console: str) -> None:
+    """An A2A call, an MCP session and a tool call, a console page."""
+    auth = {"Authorization": f"Bearer {token}", "A2A-Version": "1.0"}
+    _wait_status(gateway + "/.well-known/agent-card.json", 200, auth)
+    status, answer = _post(gateway, {
+        "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+        "params": {"message": {"messageId": "m1", "role": "ROLE_USER",
+                               "parts": [{"text": "hi"}]}},
+    }, auth)  # fmt: skip
+    assert status == 200 and b"TASK_STATE_SUBMITTED" in answer, answer
+    accept = {"Accept": "application/json, text/event-stream"}
+    status, _ = _post(mcp, {
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "test", "version": "1"}},
+    }, accept)  # fmt: skip
+    assert status == 200
+    # counted by method and tool as it arrives, whatever the answer (no session given here)
+    _post(mcp, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "create_mailbox", "arguments": {}}}, accept)  # fmt: skip
+    assert _get_status(console + "/login") == 200
+
+
+def _expressions() -> list[tuple[str, str]]:
+    board = json.loads(DASHBOARD.read_text())
+    return [
+        (panel["title"], target["expr"].replace("$__rate_interval", "1m"))
+        for panel in board["panels"]
+        for target in panel["targets"]
+    ]
+
+
+def _every_expression_has_data(prometheus: Prometheus) -> None:
+    waiting = dict.fromkeys(_expressions())
+    deadline = time.monotonic() + DEADLINE
+    while waiting:
+        for title, expr in list(waiting):
+            if prometheus.query(expr):
+                del waiting[(title, expr)]
+        assert time.monotonic() < deadline, f"no data: {sorted(waiting)}"
+        time.sleep(1)
+
+
+def _start_the_others(url: str, metrics: dict[str, str], tmp: Path, into: list[Server]) -> None:
+    """The waker, the gateway, mq9-mcp and the console on ``url`` (added to ``into``, which
+    the caller stops), each with ``--metrics`` on its documented port's stand-in, ready; then
+    the traffic through the HTTP ones."""
+    token = secrets.token_hex(16)
+    (tmp / "tokens.json").write_text(json.dumps({"app": token}))
+    gateway, mcp, console = free_port(), free_port(), free_port()
+    into += [
+        Server([*WAKE, "--server", url, "--poll", "0.1", "--allow-command", TRUE,
+                "--metrics", metrics["9465"]]),
+        Server([sys.executable, "-m", "langchain_mq9.a2a.gateway_cli", "--server", url,
+                "--agent", "agent.echo", "--listen", f"127.0.0.1:{gateway}", "--tokens-file",
+                str(tmp / "tokens.json"), "--send-wait", "0.5", "--metrics", metrics["9466"]]),
+        Server([sys.executable, "-m", "mcp_server", "--server", url, "--transport", "http",
+                "--port", str(mcp), "--metrics", metrics["9467"]]),
+        Server([sys.executable, "-m", "mq9_cli", "--server", url, "console", "--port",
+                str(console), "--metrics", metrics["9468"]]),
+    ]  # fmt: skip
+    for server in into[-4:]:
+        _wait_status(server.metrics_url().replace("/metrics", "/readyz"), 200)
+    _http_traffic(
+        f"http://127.0.0.1:{gateway}/a2a/agent.echo", token, f"http://127.0.0.1:{mcp}/mcp",
+        f"http://127.0.0.1:{console}",
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason=NO_PROMETHEUS)
+def test_every_dashboard_expression_has_data_on_the_documented_cluster(tmp_path):
+    free = {port: str(free_port()) for port in (*NATS_PORTS, *METRICS_PORTS)}
+    commands, env = _documented(tmp_path, free)
+    servers: list[Server] = []
+    brokers: list[DevBroker] = []
+    prometheus = None
+    try:
+        servers += _start_servers(commands[:3], tmp_path, env)
+        for line, port in zip(commands[3:], ("9464", "9469"), strict=True):
+            argv = f"exec {line} --no-search --metrics 127.0.0.1:{free[port]}"
+            brokers.append(DevBroker(command=["bash", "-c", argv], cwd=tmp_path, env=env,
+                                     wait=False))  # fmt: skip
+        for broker in brokers:
+            wait_serving(broker, FORMING)
+        urls = shlex.split(commands[3])[2].split(",")
+        url = ",".join(re.sub(r"//[^@/]*@", "//", one) for one in urls)  # a client's: no login
+        asyncio.run(_traffic(url))
+
+        metrics = {port: f"127.0.0.1:{free[port]}" for port in METRICS_PORTS}
+        _start_the_others(url, metrics, tmp_path, servers)
+
+        shipped = _free((SHIPPED / "prometheus.yml").read_text(), free)
+        shipped = shipped.replace("scrape_interval: 15s", "scrape_interval: 2s")
+        shipped = shipped.replace("scrape_timeout: 10s", "scrape_timeout: 2s")
+        (tmp_path / "mq9-alerts.yml").write_text((SHIPPED / "mq9-alerts.yml").read_text())
+        prometheus = Prometheus(tmp_path, {}, config_text=shipped)
+        for job in ("mq9-broker", "mq9-wake", "mq9-gateway", "mq9-mcp", "mq9-console"):
+            assert prometheus.wait_for(f'min(up{{job="{job}"}})', 1) == 1, job
+        assert prometheus.wait_for('count(up{job="mq9-broker"})', 2) == 2
+        for server in ("broker", "wake", "gateway", "mcp", "console"):
+            assert prometheus.wait_for(f"min(mq9_{server}_ready)", 1) == 1, server
+        for name in HELD:  # the cluster's figures: on both brokers, the same, not zero
+            prometheus.wait_for(f"min({name})", 1)
+            assert prometheus.value(f"max({name}) - min({name})") == 0, name
+        _every_expression_has_data(prometheus)
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{prometheus.port}/api/v1/rules", timeout=30
+        ) as answer:
+            groups = json.loads(answer.read())["data"]["groups"]
+        assert sum(len(group["rules"]) for group in groups) == 8  # the shipped alerts, loaded
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        for broker in brokers:
+            broker.kill()
+        for server in reversed(servers):
+            server.stop()
