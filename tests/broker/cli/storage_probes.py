@@ -24,6 +24,7 @@ from langchain_mq9.groups.reader import GroupReader
 STORAGE = Layout(DEFAULT_NAME)
 STREAM = STORAGE.messages
 VIOLATION_WITHIN = 30.0  # seconds: a hang guard on a busy machine, never a timing assertion
+NO_JETSTREAM = 10039  # JetStream's "JetStream not enabled for account"
 SENT = 25  # the messages the legitimate client sends and reads back (issue #77: 1 of 25 left)
 
 
@@ -39,7 +40,6 @@ def requests_on_storage(mailbox: str) -> list[tuple[str, bytes]]:
     }
     record = f"$KV.{STORAGE.mailboxes}.{box}"
     return [
-        ("$JS.API.INFO", b""),
         ("$JS.API.STREAM.LIST", b"{}"),
         ("$JS.API.STREAM.NAMES", b"{}"),
         (f"$JS.API.STREAM.INFO.{STREAM}", b""),
@@ -113,6 +113,23 @@ class Attacker:
         await subscription.unsubscribe()
         assert answers == [], (subject, answers)
 
+    async def told_no_jetstream(self) -> None:
+        """``$JS.API.INFO``: refused (a credentialed agent), or answered that the client's
+        account has no JetStream (the open cluster's CLIENTS: so that a broker started
+        without its login is told at once), never the brokers' account's figures."""
+        answers: list[Any] = []
+        inbox = self.connection.new_inbox()
+        subscription = await self.connection.subscribe(inbox, cb=keeper(answers))
+        await self.connection.publish("$JS.API.INFO", b"", reply=inbox)
+        said = 'permissions violation for publish to "$js.api.info"'
+        deadline = time.monotonic() + VIOLATION_WITHIN
+        while not answers and not any(said in error for error in self.errors):
+            assert time.monotonic() < deadline, self.errors
+            await asyncio.sleep(0.02)
+        await subscription.unsubscribe()
+        for answer in answers:
+            assert json.loads(answer.data)["error"]["err_code"] == NO_JETSTREAM, answer.data
+
     async def refused_subscription(self, subject: str) -> None:
         await self.connection.subscribe(subject)
         await self.violation("subscription", subject)
@@ -123,6 +140,7 @@ async def reaches_no_storage(url: str, mailbox: str, **options: Any) -> None:
     ``url`` (``options``: nats-py's, a credential's login and inbox)."""
     attacker = await Attacker().connect(url, **options)
     try:
+        await attacker.told_no_jetstream()
         for subject, body in requests_on_storage(mailbox):
             await attacker.refused_request(subject, body)
         for subject in HEARD_SUBJECTS:

@@ -9,7 +9,9 @@ started as then (no login) writes a mailbox, and the hole is shown; then the mov
 describes (brokers stopped, the new ``accounts.conf`` and the brokers' password given to each
 server, the servers restarted one at a time, the documented brokers started with their login):
 the mailbox is read back, an anonymous client's every request on the storage and subscription
-to it is refused by nats-server (storage_probes.py), and its mq9 use beside them works.
+to it is refused by nats-server (storage_probes.py), and its mq9 use beside them works; a
+broker started as before, without the login, is told at once that its account has no
+JetStream.
 
 Also the dev broker's own nats-server (no ``--nats``): JetStream is not enabled there at all.
 """
@@ -33,6 +35,8 @@ from test_documented_cluster import (
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.storage.cluster import token
+from langchain_mq9.broker.storage.cluster.mapping import ARRIVALS_PREFIX
 
 pytestmark = pytest.mark.slow  # three nats-servers and three brokers; a dev broker
 pytest.importorskip("nkeys")
@@ -74,6 +78,10 @@ def test_a_cluster_on_the_earlier_accounts_moves_keeping_its_state_and_closing_i
             deployment.restart_server(line)
         _serving([deployment.start_broker(line) for line in brokers])
         asyncio.run(_moved(url, login.split()[2].split(",")[0]))
+        # a broker started as before, without its login: told at once, never serving
+        forgot = deployment.start_broker(earlier)
+        assert forgot.wait_exit(120) != 0, forgot.output()
+        assert any("JetStream not enabled for account" in x for x in forgot.stderr), forgot.output()
     finally:
         deployment.close()
 
@@ -95,6 +103,24 @@ async def _moved(url: str, login: str) -> None:
     await reaches_no_storage(url, "kept.box")
     await still_served(url, "moved.box")
     await stream_unchanged(login)
+    await _announcements_heard(url, login)
+
+
+async def _announcements_heard(url: str, login: str) -> None:
+    """The wake announcements a broker makes (``--announce``, as the brokers' user) reach a
+    client without a login (``mq9-wake``'s subscription): the stream import of CLIENTS."""
+    heard: asyncio.Queue = asyncio.Queue()
+    listener = await nats.connect(url)
+    broker = await nats.connect(login)
+    try:
+        await listener.subscribe(ARRIVALS_PREFIX + ">", cb=heard.put)
+        await listener.flush()
+        await broker.publish(ARRIVALS_PREFIX + token("kept.box"), b"")
+        msg = await asyncio.wait_for(heard.get(), 30)  # a hang guard
+        assert msg.subject == ARRIVALS_PREFIX + token("kept.box")
+    finally:
+        await listener.close()
+        await broker.close()
 
 
 async def test_the_dev_brokers_own_nats_server_has_no_jetstream():
