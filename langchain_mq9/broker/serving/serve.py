@@ -11,12 +11,14 @@ every core busy moving them, and other clients' requests wait for a core.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
+import nats.errors
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -327,8 +329,11 @@ class NatsService:
         if self._arrived in self.engine.arrivals:
             self.engine.arrivals.remove(self._arrived)
         if self.subscription is not None:
-            await self.subscription.unsubscribe()
-            self.subscription = None
+            subscription, self.subscription = self.subscription, None
+            # (a connection the server closed has no subscription left to end: the broker
+            # stopping because of it must still stop, issue #77)
+            with contextlib.suppress(nats.errors.ConnectionClosedError):
+                await subscription.unsubscribe()
         waiting = [msg for queue in self._queued.values() for msg, _ in queue]
         self._queued.clear()  # what waits its turn is never started
         self._queued_in_all = 0

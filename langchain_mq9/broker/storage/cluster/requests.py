@@ -106,7 +106,8 @@ class Requests:
     async def stop(self) -> None:
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
-            await subscription.unsubscribe()
+            if not self.connection.is_closed:  # (closed by the server: nothing left to end)
+                await subscription.unsubscribe()
 
     async def _route(self, message: Msg) -> None:
         queue = self._waiting.get(message.subject)
