@@ -12,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from ... import protocol as p
 from ...protocol import PRIORITY_ORDER
-from ...protocol.errors import Mq9Error, WireError
+from ...protocol.errors import MailboxExists, Mq9Error, WireError, from_reply
 from ...semantic.ranking import AgentEntry
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
 from ..state.registry import AgentRegistry
 from ..storage.base import StorageError
-from ..storage.cluster import ClusterStore, MailboxRecord, Mark
+from ..storage.cluster import ClusterStore, Full, MailboxRecord, Mark
 from .answers import EMPTY_ANSWER, capped, cut_answer, whole_answer
 from .engine import (
     _DISCOVER_HEAD,
@@ -41,7 +41,7 @@ from .engine import (
     command_for,
 )
 from .limits import BrokerLimits
-from .owned import Requester, kept
+from .owned import Requester, Undo, kept, succeeded
 from .sending import CLUSTER, read_send
 
 log = logging.getLogger("langchain_mq9.broker")
@@ -74,6 +74,8 @@ class ClusterEngine:
         self._groups: OrderedDict[tuple[str, str], None] = OrderedDict()
         # The search index of this engine: the bucket's registrations, each embedded once
         self._known: dict[tuple[str, str, int], AgentEntry] = {}
+        # the --max-mailboxes the mailboxes bucket was given, once given: (limit,)
+        self._bound: tuple[int | None, ...] = ()
         self._handlers = {
             p.MAILBOX_CREATE: self._create,
             p.MSG_SEND: self._send,
@@ -121,8 +123,12 @@ class ClusterEngine:
             refusal = owned.check(policy, principal, named, headers)
             if refusal is not None:
                 return refusal
+            # what another broker could decide differently, won in one step first (#77)
+            refusal, undo = await owned.claim(policy, principal, named)
+            if refusal is not None:
+                return refusal
             given = Vouched(headers, principal) if owned.vouched else headers
-            answer = await handler(target, given, body)
+            answer = await _claimed(handler(target, given, body), undo)
             return await kept(answer, owned.recorded(requester, named, headers, body, answer))
         except Mq9Error as exc:
             return p.encode(p.ERROR_REPLY.write(error=str(exc)))
@@ -165,17 +171,18 @@ class ClusterEngine:
             address = name
         ttl = p.DEFAULT_MAILBOX_TTL if request["ttl"] is None else request["ttl"]
         limit = self.limits.max_mailboxes
-        if limit is not None and await self.store.mailbox_count() >= limit:
-            # (our choice) counted from the bucket: an expired mailbox whose log is kept
-            # counts, and brokers creating at one moment may each pass one more
-            kept = await self.store.mailbox(address, now=self.now_second())
-            if kept is not None and kept.live(self.now_second()):
-                raise Mq9Error(p.err_mailbox_exists(address))
-            if kept is None:  # (an expired one's record is replaced, not added)
-                raise Mq9Error(p.err_mailbox_limit(limit))
-        made = await self.store.create_mailbox(
-            address, ttl=ttl, desc=request["desc"] or "", now=self.now_second()
-        )
+        if self._bound != (limit,):
+            # (our choice) the bucket holds at most the bound's records, so the servers
+            # refuse one more however many brokers create at once (#77); an expired mailbox
+            # whose log is kept counts, its record replaced (not added) by a CREATE again
+            await self.store.bound_mailboxes(limit)
+            self._bound = (limit,)
+        try:
+            made = await self.store.create_mailbox(
+                address, ttl=ttl, desc=request["desc"] or "", now=self.now_second()
+            )
+        except Full:
+            raise Mq9Error(p.err_mailbox_limit(limit or 0)) from None
         if made is None:
             raise Mq9Error(p.err_mailbox_exists(address))
         return p.encode(p.CREATE_REPLY.write(error="", mail_address=address))
@@ -198,12 +205,19 @@ class ClusterEngine:
             if size > limit:
                 raise Mq9Error(p.err_message_too_large(size, limit))
         room = self.limits.max_messages_per_mailbox
-        if room is not None and await self.store.count(address) >= room:
-            raise Mq9Error(p.err_mailbox_full(address, room))
         if sent.due is not None:
+            # (a delayed message is numbered when due, whatever the mailbox holds then: its
+            # room is the mailbox's when the SEND is taken, as BrokerEngine's)
+            if room is not None and await self.store.count(address) >= room:
+                raise Mq9Error(p.err_mailbox_full(address, room))
             await self.store.hold(address, message, due=sent.due, now=now)
             return p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
-        return _SENT % await self.store.append(address, message, now=now)
+        try:
+            # the room decided with the write itself: counted as of the head it expects
+            # (numbering.py), so no number of brokers or SENDs at once passes it (#77)
+            return _SENT % await self.store.append(address, message, now=now, room=room)
+        except Full:
+            raise Mq9Error(p.err_mailbox_full(address, room)) from None
 
     # -- FETCH and ACK ---------------------------------------------------------------------
 
@@ -494,6 +508,25 @@ class ClusterEngine:
                 break
             kept.append(item)
         return _DISCOVER_HEAD + b",".join(kept) + b"]}"
+
+
+async def _claimed(answering: Awaitable[bytes], undo: Undo | None) -> bytes:
+    """The answer ``answering`` gives; a claim made for it undone (``undo``) when the
+    command was not done (a CREATE refused), except for a name that exists: the claim
+    stands (its claimer made it through another broker at the same moment)."""
+    try:
+        answer = await answering
+    except Mq9Error as exc:
+        if undo is not None and not isinstance(from_reply(str(exc)), MailboxExists):
+            await undo()
+        raise
+    except BaseException:
+        if undo is not None:
+            await undo()
+        raise
+    if undo is not None and not succeeded(answer):
+        await undo()
+    return answer
 
 
 def _index(registry: AgentRegistry, indexed: list[AgentEntry]) -> None:

@@ -25,6 +25,8 @@ Headers = Mapping[str, str] | None
 # A record's durable write, once its claim is made in memory: None when kept, else the answer
 # that says it could not be (its claim is then undone)
 Keep = Callable[[], Awaitable[bytes | None]]
+# A claim's undoing, when the request it was made for is refused after it (#77)
+Undo = Callable[[], Awaitable[None]]
 # How every answer that did what it was asked begins (the engine's encoding: compact JSON):
 # a refused request made nothing, so records nothing
 _SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
@@ -53,9 +55,13 @@ class Policy(Protocol):
     def sent(self, principal: str, address: Any, headers: Headers) -> Keep | None: ...
     def fetched(
         self, principal: str, address: Any, body: bytes, group: Callable[[bytes], Any]
-    ) -> None: ...
-    def acked(self, principal: str, address: Any, group: Any) -> None: ...
+    ) -> Keep | None: ...
+    def acked(self, principal: str, address: Any, group: Any) -> Keep | None: ...
     def registered(self, principal: str, name: Any) -> Keep | None: ...
+
+    async def claim_mailbox(
+        self, principal: str, name: Any
+    ) -> tuple[bytes | None, Undo | None]: ...
 
     async def look_up(self, principal: str, named: Named) -> None: ...
     async def look_up_send(self, principal: str, named: Named, headers: Headers) -> None: ...
@@ -96,6 +102,7 @@ class Answering(Protocol):
 Check = Callable[[Policy, str, Named, Headers], "bytes | None"]
 Record = Callable[[Policy, str, Named, Headers, bytes, bytes], "Keep | None"]
 LookUp = Callable[[Policy, str, Named, Headers], Awaitable[None]]
+Claim = Callable[[Policy, str, Named], Awaitable["tuple[bytes | None, Undo | None]"]]
 
 
 def _no_mailbox(_target: str, _body: bytes) -> Any:
@@ -116,13 +123,22 @@ async def _look_up_names(policy: Policy, principal: str, named: Named, _headers:
     await policy.look_up(principal, named)
 
 
+async def _claims_nothing(
+    _policy: Policy, _principal: str, _named: Named
+) -> tuple[bytes | None, Undo | None]:
+    return None, None
+
+
 @dataclass(frozen=True)
 class Owned:
     """A command's part in ownership. ``mailbox(target, body)``: the mailbox it touches;
     ``agent(body)``: the agent name (read off the loop when the body is large); ``listed``:
     whether its check asks if that agent is registered; ``check``, ``record`` and
-    ``look_up``: the policy's questions it asks; ``vouched``: its message carries the
-    sender the broker authenticated (``engine.Vouched``)."""
+    ``look_up``: the policy's questions it asks; ``claim``: what a store shared by several
+    brokers decides in one step before the command is done (a CREATE's owner record: one
+    requester wins, #77; ``ClusterEngine`` asks it, ``BrokerEngine`` decides under its
+    lock); ``vouched``: its message carries the sender the broker authenticated
+    (``engine.Vouched``)."""
 
     mailbox: Callable[[str, bytes], Any] = _no_mailbox
     agent: Callable[[bytes], Any] | None = None
@@ -130,6 +146,7 @@ class Owned:
     check: Check = _allowed
     record: Record = _makes_nothing
     look_up: LookUp = _look_up_names
+    claim: Claim = _claims_nothing
     vouched: bool = False
 
     async def names(self, target: str, body: bytes, large: int) -> Named:
@@ -152,6 +169,11 @@ class Owned:
         if not answer.startswith(_SUCCEEDED):
             return None
         return self.record(requester.policy, requester.principal, named, headers, body, answer)
+
+
+def succeeded(answer: bytes) -> bool:
+    """Whether ``answer`` says its request was done."""
+    return answer.startswith(_SUCCEEDED)
 
 
 async def kept(answer: bytes, keep: Keep | None) -> bytes:
@@ -244,6 +266,9 @@ CREATE = Owned(
     mailbox=_created_name,
     check=lambda policy, who, named, _h: policy.may_create(who, named.mailbox),
     record=lambda policy, who, _n, _h, _b, answer: policy.created(who, _created_address(answer)),
+    # on a shared store, the owner record of a named CREATE is won before the mailbox is
+    # made: two agents racing one name, one is told it was made (#77)
+    claim=lambda policy, who, named: policy.claim_mailbox(who, named.mailbox),
 )
 SEND = Owned(
     mailbox=_addressed,

@@ -34,6 +34,7 @@ from .store import (
     BaseIdentityStore,
     Credential,
     CredentialError,
+    OwnedByAnother,
     _hash,
     check_id,
     new_secret,
@@ -418,6 +419,10 @@ class KvIdentityStore(BaseIdentityStore):
         self, watcher: Any, kind: str, field: str, learn: Callable[[str, dict[str, str]], None]
     ) -> None:
         async for entry in watcher:
+            if entry is not None and entry.operation in ("DEL", "PURGE"):
+                # a claim undone (its CREATE refused): forgotten where learned (#77)
+                learn(kind + ".gone", {"key": entry.key.partition(".")[2]})
+                continue
             if entry is None or entry.value is None:
                 continue
             for record in _records({entry.key: entry.value}, field):
@@ -435,7 +440,42 @@ class KvIdentityStore(BaseIdentityStore):
         except KeyWrongLastSequenceError:
             entry = await self._kv.get(key)
             if json.loads(entry.value).get("principal") != record["principal"]:
-                raise CredentialError("it is recorded as another agent's") from None
+                raise OwnedByAnother from None
+
+    async def disown_mailbox(self, mailbox: str, principal: str) -> None:
+        await self._ask_async(self._disown(_keyed("mailbox", mailbox), principal))
+
+    async def _disown(self, key: str, principal: str) -> None:
+        """Delete ``key`` when it names ``principal``, expecting the revision read (one
+        made again meanwhile stays)."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return
+        if json.loads(entry.value or b"{}").get("principal") != principal:
+            return
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self._kv.delete(key, last=entry.revision)
+
+    async def note_base(self, kind: str, digest: str, mailbox: str) -> None:
+        await self._ask_async(self._note_base(f"base.{kind}.{digest}", mailbox))
+
+    async def _note_base(self, key: str, mailbox: str) -> None:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        # (kept once: a digest names one mailbox; one there already is the same)
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self._kv.create(key, json.dumps({"mailbox": mailbox}).encode())
+
+    async def base_of(self, kind: str, digest: str) -> str | None:
+        value = await self._ask_async(self._get(f"base.{kind}.{digest}"))
+        try:
+            mailbox = json.loads(value or b"{}").get("mailbox")
+        except ValueError:
+            return None
+        return mailbox if isinstance(mailbox, str) else None
 
 
 def _credential(key: str, value: bytes | None) -> tuple[str, dict[str, Any]] | None:

@@ -67,7 +67,7 @@ from nats.aio.msg import Msg
 from ... import protocol as p
 from ..._nats.guard import flush_in_order, protect
 from ..cluster.servers import server_urls
-from ..engine.owned import Answering, Headers, Keep, Named, Requester
+from ..engine.owned import Answering, Headers, Keep, Named, Requester, Undo
 from .callout import (
     ANSWERS_USER,
     BROKER_USER,
@@ -78,7 +78,7 @@ from .callout import (
     LoginService,
     login_name,
 )
-from .store import BaseIdentityStore, CredentialError
+from .store import BaseIdentityStore, CredentialError, OwnedByAnother
 
 log = logging.getLogger("langchain_mq9.broker.identities.ownership")
 
@@ -163,6 +163,20 @@ def answers_to(reply: str) -> str | None:
     head, dot, rest = reply.partition(".")
     principal, dot2, tail = rest.partition(".")
     return principal if head == "_INBOX" and dot and dot2 and principal and tail else None
+
+
+def _digest_of(name: str) -> tuple[str | None, str]:
+    """Which base record a derived ``name`` is found by (``note_base``'s kind and digest):
+    ("lease", d) for ``mq9.lease.<d>``, ("digest", d) for a name carrying its mailbox's
+    digest (task store, wake rules, long dead letters); (None, "") for one that names its
+    mailbox (``<mailbox>.dlq``) or is not derived."""
+    for root, kind in ((LEASE_ROOT, "lease"), (TASKS_ROOT, "digest"), (WAKE_ROOT, "digest")):
+        if name.startswith(root) and is_digest(name[len(root) :]):
+            return kind, name[len(root) :]
+    head, marker, tail = name.rpartition(DEAD_LETTER_SUFFIX + ".")
+    if head and marker and is_digest(tail):
+        return "digest", tail
+    return None, ""
 
 
 def _refused(verb: str, what: str) -> bytes:
@@ -424,12 +438,40 @@ class Ownership:
         async def keep() -> bytes | None:
             try:
                 await self.store.own_mailbox(address, principal)
+                # (brokers not knowing it yet find its derived names' base: #77)
+                await self.store.note_base("digest", digest(address), address)
             except CredentialError as exc:
                 self._disown(address, principal)
                 return _not_recorded("CREATE", principal, exc)
             return None
 
         return keep
+
+    async def claim_mailbox(self, principal: str, name: Any) -> tuple[bytes | None, Undo | None]:
+        """Before a CREATE of ``name`` on a store several brokers share: its owner record
+        won in one step (the bucket's create, #77), so of two agents racing one name through
+        two brokers one is told it was made and the other is refused as another's. The
+        refusal, or the claim's undoing for when the CREATE is refused after it."""
+        if not isinstance(name, str) or self.mailboxes.get(name) == principal:
+            return None, None
+        try:
+            await self.store.own_mailbox(name, principal)
+        except OwnedByAnother:
+            owner = await self.store.owner("mailbox", name)
+            if owner is not None:
+                self.learn("mailbox", {"name": name, "principal": owner})
+            return _refused("CREATE", f"mailbox {p.quoted(name)} belongs to another agent"), None
+        except CredentialError as exc:
+            log.error("CREATE by %r not done: its owner could not be recorded: %s", principal, exc)
+            return _refused("CREATE", f"its owner could not be recorded ({exc}); ask again"), None
+        self._own(name, principal)
+        await self.store.note_base("digest", digest(name), name)
+
+        async def undo() -> None:
+            self._disown(name, principal)
+            await self.store.disown_mailbox(name, principal)
+
+        return None, undo
 
     def registered(self, principal: str, name: Any) -> Keep | None:
         """A REGISTER of ``name`` done: its first registrant's for good."""
@@ -475,21 +517,23 @@ class Ownership:
 
     def fetched(
         self, principal: str, address: Any, body: bytes, group: Callable[[bytes], Any]
-    ) -> None:
+    ) -> Keep | None:
         """An answered FETCH: a group's lease is its reader's to make, so its name is learned
-        from the owner's FETCH (``group(body)``: the group it names), once per body."""
+        from the owner's FETCH (``group(body)``: the group it names), once per body; a lease
+        learned anew is kept in the store before the answer, for the brokers that did not
+        see the FETCH (the lease's CREATE may reach another, #77)."""
         if (address, body) in self._fetches or self.mailboxes.get(address) != principal:
-            return
-        self._learn_lease(principal, address, group(body))
+            return None
+        keep = self._learn_lease(principal, address, group(body))
         if len(body) <= FETCH_BODY_REMEMBERED:  # a reader's FETCHes repeat one body
             if len(self._fetches) >= FETCHES_REMEMBERED:
                 self._fetches.clear()
             self._fetches.add((address, body))
+        return keep
 
-    def acked(self, principal: str, address: Any, group: Any) -> None:
-        """An answered ACK of ``group`` on ``address``: its lease name, learned."""
-        if isinstance(address, str):
-            self._learn_lease(principal, address, group)
+    def acked(self, principal: str, address: Any, group: Any) -> Keep | None:
+        """An answered ACK of ``group`` on ``address``: its lease name, learned (``fetched``)."""
+        return self._learn_lease(principal, address, group) if isinstance(address, str) else None
 
     def _own(self, address: str, principal: str) -> None:
         self.mailboxes[address] = principal
@@ -513,6 +557,14 @@ class Ownership:
     def learn(self, kind: str, record: dict[str, str]) -> None:
         """Keep a record another broker made (``kind``: "mailbox", "agent" or "grant"), as
         ``created``, ``registered`` and ``sent`` keep it here once made."""
+        if kind == "mailbox.gone":  # a claim undone (its CREATE refused): forgotten here
+            key = record["key"]
+            for name, owner in list(self.mailboxes.items()):
+                if hashlib.sha256(name.encode()).hexdigest() == key:
+                    self._disown(name, owner)
+            return
+        if kind.endswith(".gone"):
+            return
         principal = record["principal"]
         if kind == "mailbox":
             address = record["name"]
@@ -553,27 +605,67 @@ class Ownership:
                 owner = await self.store.owner("mailbox", name)
                 if owner is not None:
                     self.learn("mailbox", {"name": name, "principal": owner})
+                elif self._derived(name):
+                    await self._look_up_base(name)
         if isinstance(agent, str) and agent and agent not in self.agents:
             owner = await self.store.owner("agent", agent)
             if owner is not None:
                 self.learn("agent", {"name": agent, "principal": owner})
 
-    def _learn_lease(self, principal: str, address: str, group: Any) -> None:
-        """Remember that the lease of ``group`` on ``address`` is its owner's, within
-        ``leases_per_agent`` and ``leases_in_all`` (the lease digest only, not the name)."""
-        if not (isinstance(group, str) and group) or self.mailboxes.get(address) != principal:
+    async def _look_up_base(self, name: str) -> None:
+        """Learn the base mailbox of the derived ``name`` and its owner from the store when
+        this copy lacks them: the mailbox was made, or its group read, through another
+        broker a moment ago (#77: an owner's first FETCH through a group was refused its
+        lease's CREATE)."""
+        base, kind, digest_part = self._base(name), *_digest_of(name)
+        if base is None and kind is not None:
+            found = await self.store.base_of(kind, digest_part)
+            if found is not None and (kind == "lease" or digest(found) == digest_part):
+                base = found
+        if base is None:
             return
+        owner = self.mailboxes.get(base)
+        if owner is None:
+            owner = await self.store.owner("mailbox", base)
+            if owner is None:
+                return
+            self.learn("mailbox", {"name": base, "principal": owner})
+        if kind == "lease":
+            self._remember_lease(owner, digest_part, base)
+
+    def _learn_lease(self, principal: str, address: str, group: Any) -> Keep | None:
+        """Remember that the lease of ``group`` on ``address`` is its owner's (``_remember``);
+        one new here is kept in the store too, by the ``Keep`` returned."""
+        if not (isinstance(group, str) and group) or self.mailboxes.get(address) != principal:
+            return None
         lease = digest(f"{address}\n{group}")
+        if not self._remember_lease(principal, lease, address):
+            return None
+
+        async def keep() -> bytes | None:
+            try:
+                await self.store.note_base("lease", lease, address)
+            except CredentialError as exc:  # (its CREATE through another broker refused)
+                log.warning("a lease of %r could not be kept for other brokers: %s", address, exc)
+            return None
+
+        return keep
+
+    def _remember_lease(self, principal: str, lease: str, address: str) -> bool:
+        """Remember that the lease digest ``lease`` is of ``address``, ``principal``'s,
+        within ``leases_per_agent`` and ``leases_in_all`` (the digest only, not the name);
+        False when it was known."""
         mine = self._leases_of.setdefault(principal, OrderedDict())
         if lease in mine:
             mine.move_to_end(lease)
-            return
+            return False
         if len(mine) >= self.leases_per_agent:
             self._forget_lease(principal)
         elif len(self._leases) >= self.leases_in_all:
             self._forget_lease(max(self._leases_of, key=lambda who: len(self._leases_of[who])))
         mine[lease] = None
         self._leases[lease] = address
+        return True
 
     def _forget_lease(self, principal: str) -> None:
         """Forget ``principal``'s lease learned longest ago (its next FETCH or ACK of that

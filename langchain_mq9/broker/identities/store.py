@@ -58,6 +58,13 @@ class CredentialError(Exception):
     """A credential command that cannot be done, in words for the operator."""
 
 
+class OwnedByAnother(CredentialError):
+    """A record refused: the name is recorded as another agent's."""
+
+    def __init__(self) -> None:
+        super().__init__("it is recorded as another agent's")
+
+
 @dataclass(frozen=True)
 class Credential:
     """What ``list`` shows of one credential: never its secret."""
@@ -230,6 +237,19 @@ class BaseIdentityStore(ABC):
         """Who may SEND to ``mailbox`` by a grant, read now."""
         return set()
 
+    async def disown_mailbox(self, mailbox: str, principal: str) -> None:  # noqa: B027
+        """Remove the record of ``mailbox`` as ``principal``'s (a claim whose CREATE was
+        refused, #77); one naming another is left as it is."""
+
+    async def note_base(self, kind: str, digest: str, mailbox: str) -> None:  # noqa: B027
+        """Keep that names derived by ``digest`` (``kind``: "lease", a group's lease of
+        ``mailbox``; "digest", ``mailbox``'s own digest: its task store, wake rules, long
+        dead letters) come from ``mailbox``, for brokers that do not know it yet."""
+
+    async def base_of(self, kind: str, digest: str) -> str | None:
+        """The mailbox ``note_base`` kept for ``digest``, read now; None when none."""
+        return None
+
     def follow_owners(self, learn: Callable[[str, dict[str, str]], None]) -> None:  # noqa: B027
         """Call ``learn(kind, record)`` with each record made from now on (by any broker),
         from a thread of the store's."""
@@ -385,4 +405,4 @@ class IdentityStore(BaseIdentityStore):
         except sqlite3.Error as exc:
             raise CredentialError(f"cannot record an owner in {self.path}: {exc}") from None
         if held is None:
-            raise CredentialError("it is recorded as another agent's")
+            raise OwnedByAnother

@@ -5,12 +5,13 @@ its requests (requests.py). docs/broker.md, "The JetStream store kept in the clu
 from __future__ import annotations
 
 from .mapping import DEFAULT_NAME, Layout, token
-from .numbering import Mark
+from .numbering import Full, Mark
 from .store import ClusterStore, MailboxRecord, Position
 
 __all__ = [
     "DEFAULT_NAME",
     "ClusterStore",
+    "Full",
     "Layout",
     "MailboxRecord",
     "Mark",

@@ -18,6 +18,13 @@ While a batch is under way the next ones gather (the servers refuse a second exp
 a subject while one is in process, so one batch of a mailbox is in flight at a time). A
 message's tag index entries go right before it in its batch (``Mq9-Ahead`` says how far
 ahead it is): stored with it or not at all.
+
+A mailbox's bound on messages (``--max-messages``, a write's ``room``) is decided in the same
+step: the messages a write admits are counted as of the head it expects, so a write another
+broker's came before is refused whole and counted again, and no number of brokers or SENDs
+at once stores more than the bound (#77). The count a broker keeps from its own writes is an
+upper bound (deletes, keys and the retention only remove), read again from the stream when
+it says full.
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ class Write:
     # a staged (delayed) message this write numbers: removed once written
     staged: int = 0
     tags: tuple[str, ...] = ()  # its distinct tags, each an index entry before it
+    # the most messages its mailbox may hold for it to be written (None: no bound)
+    room: int | None = None
 
     @property
     def entries(self) -> int:
@@ -79,6 +88,14 @@ class Mark:
     seq: int
 
 
+class Full(StorageError):
+    """A write refused: its mailbox held its ``room`` of messages when it was to be written."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__(f"the mailbox holds {room} messages")
+        self.room = room
+
+
 class Numbering:
     """The writes of one store, numbered per mailbox (``box``: the mailbox's token)."""
 
@@ -87,6 +104,9 @@ class Numbering:
         self.last: dict[str, tuple[int, int]] = {}  # box -> (last sequence, next msg_id)
         self.seqs: dict[tuple[str, int], int] = {}  # (box, msg_id) -> sequence, lately seen
         self.written: set[str] = set()  # boxes written since the last high mark
+        # box -> at least how many messages it holds as of its head in ``last`` (bounded
+        # writes only)
+        self.counts: dict[str, int] = {}
         self._queues: dict[str, list[Write]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wanted: dict[str, tuple[int, asyncio.Event]] = {}
@@ -173,10 +193,19 @@ class Numbering:
     async def _write(self, box: str, batch: list[Write]) -> None:
         state = self.last.get(box)
         marker = 0  # a deleted newest message's marker the write makes needless
+        whole, held = batch, None
         for _ in range(_TRIES):
             if state is None:
                 state, marker = await self.read_last(box)
+                self.counts.pop(box, None)
             expected, first_id = state
+            whole = [write for write in whole if not write.future.done()]  # (not refused)
+            if any(write.room is not None for write in whole):
+                # which fit, counted as of the head this write expects (#77)
+                held = await self._held(box, expected, whole)
+                batch = _admitted(whole, held)
+                if not batch:
+                    return
             try:
                 last_seq = await self._publish(box, batch, expected, first_id)
             except JetStreamError as exc:
@@ -194,6 +223,9 @@ class Numbering:
             count = len(batch)
             if len(self.last) >= KEPT:
                 self.last.clear()
+                self.counts.clear()
+            if held is not None:
+                self.counts[box] = held + count
             # (the batch's last entry is the head: the mailbox's last sequence)
             self.last[box] = (last_seq, first_id + count)
             self.written.add(box)
@@ -218,6 +250,24 @@ class Numbering:
                     write.future.set_result(first_id + index)
             return
         raise StorageError(f"a mailbox written by other brokers {_TRIES} times in a row")
+
+    async def _held(self, box: str, expected: int, batch: list[Write]) -> int:
+        """At least how many messages ``box`` holds as of its head sequence ``expected``: the
+        count kept from this broker's writes while the batch fits under it, else the
+        stream's (a replica at least that new: one newer counts writes whose head this
+        write's expectation refuses)."""
+        held = self.counts.get(box)
+        rooms = [write.room for write in batch if write.room is not None]
+        if held is not None and held + len(batch) <= min(rooms):
+            return held
+        request: dict[str, Any] = {"seq": 1, "next_by_subj": self.layout.box_filter(box)}
+        request["batch"] = 1
+        if expected:
+            request["min_last_seq"] = expected
+        found = await self.requests.direct_batch(self.layout.messages, request)
+        held = len(found.entries) + found.pending
+        self.counts[box] = held
+        return held
 
     async def _tidy(self, box: str, batch: list[Write], keys: dict[str, int], marker: int) -> None:
         """What a stored batch makes needless: each key's older messages, of any priority,
@@ -336,6 +386,21 @@ class Numbering:
         except JetStreamError as exc:
             if exc.code != 404 and exc.err_code != NOT_FOUND_DELETE:
                 raise
+
+
+def _admitted(batch: list[Write], held: int) -> list[Write]:
+    """The writes of ``batch`` that fit, in order, its mailbox holding ``held`` messages
+    before them (each bounded write: fewer than its ``room`` before it, the memory engine's
+    rule); the others answered ``Full``."""
+    admitted = []
+    for write in batch:
+        if write.room is not None and held >= write.room:
+            if not write.future.done():
+                write.future.set_exception(Full(write.room))
+            continue
+        admitted.append(write)
+        held += 1
+    return admitted
 
 
 def _take(queue: list[Write]) -> list[Write]:

@@ -53,7 +53,7 @@ from .mapping import (
     token,
     unframe,
 )
-from .numbering import TAGS_MOST, Mark, Numbering, Write, every
+from .numbering import TAGS_MOST, Full, Mark, Numbering, Write, every
 from .requests import JetStreamError, Requests, StoredEntry
 
 if TYPE_CHECKING:
@@ -154,6 +154,7 @@ class ClusterStore:
         self._marked: set[str] = set()  # groups whose marker this store wrote or read
         self._unreadable: set[int] = set()  # sequences said to be no message (said once)
         self._closing = False
+        self._mailbox_bound: int | None = None  # the bucket's bound on records, once set
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -349,6 +350,8 @@ class ClusterStore:
             try:
                 revision = await self.requests.publish(subject, record.value(), headers)
             except JetStreamError as exc:
+                if exc.err_code == MAX_MESSAGES:  # the bucket's bound: a new key refused
+                    raise Full(self._mailbox_bound or 0) from exc
                 if not exc.wrong_last_sequence:
                     raise
                 old = await self._read_record(name)
@@ -364,6 +367,21 @@ class ClusterStore:
             self._keep(made)
             return made
         raise StorageError(f"mailbox {name!r}: created and expired by others 8 times in a row")
+
+    async def bound_mailboxes(self, limit: int | None) -> None:
+        """The mailboxes bucket holds at most ``limit`` records (None: any number), so the
+        servers refuse the create of one more, however many brokers create at once (#77):
+        its ``max_msgs`` with ``discard: new`` (a record written again, its key's one message
+        replaced, is not refused). Set once by each broker that opens with a bound; brokers
+        of one layout are given one bound (the last set holds)."""
+        stream = f"STREAM.INFO.KV_{self.layout.mailboxes}"
+        info = await self.requests.api(stream, None, again=self.try_again)
+        config = info["config"]
+        wanted = -1 if limit is None else limit
+        if int(config.get("max_msgs", -1)) != wanted:
+            config["max_msgs"] = wanted
+            await self.requests.api(f"STREAM.UPDATE.KV_{self.layout.mailboxes}", config)
+        self._mailbox_bound = limit
 
     async def mailbox_count(self) -> int:
         """How many mailbox records the bucket holds: the live mailboxes and the expired
@@ -429,10 +447,13 @@ class ClusterStore:
 
     # -- messages --------------------------------------------------------------------------
 
-    async def append(self, mailbox: str, message: StoredMessage, *, now: int) -> int:
+    async def append(
+        self, mailbox: str, message: StoredMessage, *, now: int, room: int | None = None
+    ) -> int:
         """Store ``message`` in ``mailbox``'s log with the mailbox's next msg_id (RobustMQ's
         numbering: from 0, one after another, never given twice); that msg_id. A key
-        replaces the key's older message, of any priority.
+        replaces the key's older message, of any priority. ``room``: the most messages the
+        log may hold before it (``Full`` when it does, decided in the write's own step).
 
         The SENDs a broker holds for one mailbox go as one atomic batch, the first expecting
         the mailbox's last sequence: one round trip for all of them, and when another broker
@@ -454,6 +475,7 @@ class ClusterStore:
             headers,
             asyncio.get_running_loop().create_future(),
             tags=tags,
+            room=room,
         )
         self._numbering.enqueue(box, write)
         message.msg_id = await write.future
@@ -889,6 +911,7 @@ class ClusterStore:
 
 
 NOT_FOUND_DELETE = 10057  # JetStream's "no message found" to a delete
+MAX_MESSAGES = 10077  # JetStream's "maximum messages exceeded" (a bounded bucket's new key)
 
 
 def _indexable(message: StoredMessage) -> tuple[str, ...]:
