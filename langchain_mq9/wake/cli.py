@@ -110,11 +110,11 @@ def _destinations_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-command-env", **many, metavar="NAME",
         help=f"an environment name a command rule may set (repeatable; nothing else is "
-        f"given), under --command-env-prefix (default {ENV_PREFIX}): a name a program reads "
+        f"given), under --allow-command-env-prefix (default {ENV_PREFIX}): a name a program reads "
         "as code (LD_*, PYTHON*, LESSOPEN, VIMINIT, ...) never is",
     )  # fmt: skip
     parser.add_argument(
-        "--command-env-prefix", default=ENV_PREFIX, metavar="PREFIX",
+        "--allow-command-env-prefix", default=ENV_PREFIX, metavar="PREFIX",
         help=f"the prefix of every name --allow-command-env may list (default {ENV_PREFIX}); "
         "one no program reads, ending in '_'",
     )  # fmt: skip
@@ -332,7 +332,7 @@ async def _serve(args: argparse.Namespace) -> int:
         commands=args.allow_command,
         agent_servers=_agent_servers(args.allow_agent_server),
         command_env=args.allow_command_env,
-        command_env_prefix=args.command_env_prefix,
+        command_env_prefix=args.allow_command_env_prefix,
     )
     limits = Limits(
         min_interval=args.floor_interval,

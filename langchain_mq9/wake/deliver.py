@@ -60,7 +60,7 @@ _PREFIX = re.compile(r"[A-Z][A-Z0-9_]{1,30}_")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 # Still refused under any prefix, as a second wall (an operator who chose a prefix such a
 # family shares): each makes a shell, the dynamic loader, a pager, an editor or a runtime run
-# code of the setter's choosing, or is the waker's own
+# code of the setter's choosing, or is the package's own (MQ9_SERVER, MQ9_WAKE_*, ...)
 _HOOK_NAMES = re.compile(
     r"(PATH|ENV|BASH_ENV|BASH_FUNC_.*|SHELL|SHELLOPTS|BASHOPTS|PS[0-9]|PROMPT_COMMAND|IFS|"
     r"CDPATH|ZDOTDIR|INPUTRC|LD_.*|DYLD_.*|PYTHON.*|PERL.*|RUBY.*|GEM_.*|BUNDLE_.*|NODE_.*|"
@@ -68,7 +68,7 @@ _HOOK_NAMES = re.compile(
     r"MYVIMRC|VIMRUNTIME|EXINIT|LUA_.*|ERL_.*|PHP.*|DOTNET_.*|CORECLR_.*|COMPLUS_.*|TCL.*|"
     r"R_.*|JULIA_.*|GO(FLAGS|PATH|ROOT|TOOLCHAIN|PROXY|ENV|EXPERIMENT|DEBUG)|CARGO_.*|RUSTC.*|XDG_.*|BROWSER|EDITOR|VISUAL|PAGER|MANPAGER|GIT_.*|"
     r"SSL_.*|OPENSSL_.*|CURL_.*|WGETRC|GCONV_PATH|HOSTALIASES|RES_OPTIONS|HOME|TMPDIR|"
-    r"LOCPATH|NLSPATH|MALLOC_.*|GLIBC_.*|MQ9_WAKE_.*|LANG|LC_.*|TZ|TZDIR|TERMINFO.*)"
+    r"LOCPATH|NLSPATH|MALLOC_.*|GLIBC_.*|MQ9_(?!RULE_).*|LANG|LC_.*|TZ|TZDIR|TERMINFO.*)"
 )
 _PR_SET_PDEATHSIG = 1  # Linux prctl: a signal the child gets when the waker's thread ends
 
@@ -242,11 +242,11 @@ def check_env_prefix(prefix: str) -> str:
     ``_``, and shared by no family of names that hook code into a program."""
     if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
         raise ValueError(
-            f"--command-env-prefix {prefix!r}: 3 to 32 of A-Z, 0-9 and '_', ending in '_'"
+            f"--allow-command-env-prefix {prefix!r}: 3 to 32 of A-Z, 0-9 and '_', ending in '_'"
         )
-    if _HOOK_NAMES.fullmatch(prefix + "X") or _HOOK_NAMES.fullmatch(prefix.rstrip("_")):
+    if _HOOK_NAMES.fullmatch(prefix + "X"):  # a family of hooks shares it
         raise ValueError(
-            f"--command-env-prefix {prefix!r}: names under it hook code into a program (a "
+            f"--allow-command-env-prefix {prefix!r}: names under it hook code into a program (a "
             "loader, shell, pager, editor or runtime): choose one no program reads"
         )
     return prefix
@@ -259,7 +259,7 @@ def check_env_name(name: str, prefix: str = ENV_PREFIX) -> None:
     if not name.startswith(prefix) or name == prefix or _HOOK_NAMES.fullmatch(name):
         raise ValueError(
             f"--allow-command-env {name!r}: a rule may never set it; only names under "
-            f"{prefix!r} (--command-env-prefix), which no program reads as code"
+            f"{prefix!r} (--allow-command-env-prefix), which no program reads as code"
         )
 
 

@@ -126,7 +126,7 @@ async def test_a_rules_environment_is_only_what_the_operator_allows(memory_lane,
     pwned = tmp_path / "pwned"
     out = tmp_path / "out.json"
     script = ("import json, os, sys; json.dump({k: os.environ.get(k) for k in "
-              "('AGENT_PROFILE', 'PYTHONWARNINGS', 'BROWSER')}, open(sys.argv[1], 'w'))")
+              "('MQ9_RULE_PROFILE', 'PYTHONWARNINGS', 'BROWSER')}, open(sys.argv[1], 'w'))")
     hooks = {  # each ran the attacker's command as the waker's user before (#70)
         "bash": {"BASH_ENV": f"$(id > {pwned})"},
         "python": {"PYTHONWARNINGS": "ignore::antigravity.Foo", "BROWSER": f"id > {pwned}"},
@@ -143,8 +143,8 @@ async def test_a_rules_environment_is_only_what_the_operator_allows(memory_lane,
         await client.mailbox_create(name="agent.good")
         await RuleBook(client).add(WakeRule(
             mailbox="agent.good", target="command", argv=(sys.executable, "-c", script, str(out)),
-            env={"AGENT_PROFILE": "nightly"}))
-        destinations = Destinations(commands=[sys.executable], command_env=["AGENT_PROFILE"])
+            env={"MQ9_RULE_PROFILE": "nightly"}))
+        destinations = Destinations(commands=[sys.executable], command_env=["MQ9_RULE_PROFILE"])
         waker = await Waker(client, Deliverer(destinations, limits=NO_FLOOR),
                             poll_interval=0.05).start()
         try:
@@ -154,7 +154,7 @@ async def test_a_rules_environment_is_only_what_the_operator_allows(memory_lane,
             await client.send("agent.good", "go")
             await until(lambda: out.exists() and out.read_text(), what="the good command")
             assert json.loads(out.read_text()) == {
-                "AGENT_PROFILE": "nightly", "PYTHONWARNINGS": None, "BROWSER": None}
+                "MQ9_RULE_PROFILE": "nightly", "PYTHONWARNINGS": None, "BROWSER": None}
             reasons = await failed_reasons(client)
             assert len(reasons) == len(hooks)
             assert all("not one the waker lets a rule set" in r for r in reasons), reasons

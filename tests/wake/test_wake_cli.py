@@ -107,6 +107,10 @@ def test_rules_through_the_cli_and_a_waker_killed_mid_burst(tmp_path):
 @pytest.mark.parametrize("argv, said", [
     (["--allow-command-env", "LD_PRELOAD"], "a rule may never set it"),
     (["--allow-command-env", "PYTHONWARNINGS"], "a rule may never set it"),
+    (["--allow-command-env", "LESSOPEN"], "only names under 'MQ9_RULE_'"),
+    (["--allow-command-env-prefix", "LD_"], "hook code into a program"),
+    (["--runs-per-rule", "0"], "a whole number"),
+    (["--receiver-key", "everything"], "invalid choice"),
     (["--allow-agent-server", "http://127.0.0.1:2024", "MQ9_TEST_UNSET_KEY"], "is not set"),
     (["--allow-agent-server", "http://127.0.0.1:2024", "A", "B"], "at most one name"),
     (["--allow-agent-server", "ftp://x"], "no http"),
@@ -142,7 +146,8 @@ def test_env_on_the_command_line_and_commands_ending_with_a_killed_waker(tmp_pat
                        "--command", sys.executable)
         assert bad.returncode == 1 and "NAME=VALUE" in bad.stderr and "Traceback" not in bad.stderr
         waker = start_waker(broker.url, "--allow-command", sys.executable,
-                            "--allow-command-env", "AGENT_PROFILE")
+                            "--allow-command-env", "AGENT_PROFILE",
+                            "--allow-command-env-prefix", "AGENT_")  # the operator's own prefix
 
         async def send() -> None:
             async with Mq9Client(broker.url) as client:
