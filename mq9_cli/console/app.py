@@ -60,6 +60,10 @@ PAGE = 100  # messages a mailbox's page lists (then a link to the next page)
 HEAVY_BYTES = 1 << 20
 HEAVY_SAMPLE_SECONDS = 60.0
 MAX_WATCHED = 20  # mailboxes sampled for their depth pictures between page views
+# How long a look that found whether this console may read a mailbox holds (the agents page's
+# links): a credential's rights change rarely, a page view should not cost a QUERY a card
+ACCESS_SECONDS = 30.0
+MAX_ACCESS = 1000  # mailboxes whose access is remembered (then forgotten all at once)
 SAMPLER_STOP_WITHIN = 2.0  # seconds the depth sampler gets to stop at shutdown
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -105,6 +109,8 @@ class Console:
         self.clock = clock
         # when each mailbox was last looked at, and its answer's payload bytes
         self.weight: dict[str, tuple[float, int]] = {}
+        # whether this console may open each mailbox's page, and since when it is known
+        self.access: dict[str, tuple[float, bool]] = {}
         # Reads that answer payloads (up to 30 MiB each) take turns: a page's read and the
         # depth sampler's would otherwise wait behind each other at the broker's pace, which
         # refuses a requester more than it may have waiting (HTTP 400 on a large mailbox)
@@ -148,6 +154,7 @@ class Console:
         async with self.reading:
             found = await overview.figures(self.broker, address, count_on=count_on)
         self.weight[address] = (self.clock(), sum(len(m.payload) for m in found.messages))
+        self._known_access(address, found.exists and found.refused is None)
         if found.exists and found.refused is None:
             # the QUERY's count, as every sample takes it: a page view's longer count would
             # make the picture jump between the two
@@ -159,13 +166,70 @@ class Console:
             return await overview.search(self.broker, address, limit=PAGE, **search)
 
     async def mailboxes(self) -> list[str]:
-        """The mailboxes this console knows: those named, the agents', and the dead-letter
-        mailbox of each (mq9 lists none: ``overview.UNANSWERED``)."""
+        """The mailboxes this console knows: those named and the agents' (mq9 lists none:
+        ``overview.UNANSWERED``); ``survey`` adds the dead-letter mailbox of each it may read."""
         found = await overview.operate(self.broker, "agent_discover", {"query": ""})
         named = [*self.settings.mailboxes, *(a.get("mailbox") for a in found["agents"])]
         known = [a for a in dict.fromkeys(named) if isinstance(a, str) and is_valid_address(a)]
-        known += [dead_letter_address(a) for a in known if not a.endswith(".dlq")]
-        return list(dict.fromkeys(known))[: MAX_MAILBOXES * 2]
+        return known[: MAX_MAILBOXES * 2]
+
+    async def survey(self) -> tuple[list[MailboxRow], list[overview.MailboxFigures]]:
+        """The mailboxes page: each known mailbox this console may read, its dead letters
+        beside it (their mailbox a row of its own once it exists), and apart, those another
+        agent owns (#78: a tenant sees its own, dead letters included; another tenant's are
+        never links, and their dead letters are not looked at: they are that tenant's too)."""
+        own: list[MailboxRow] = []
+        others: list[overview.MailboxFigures] = []
+        known = await self.mailboxes()
+        seen: set[str] = set()
+        for address in known:
+            if address in seen:
+                continue  # a dead-letter mailbox named too: shown beside its mailbox
+            found = await self.figures(address)
+            if found.refused is not None:
+                others.append(found)
+            elif found.exists and len(own) < MAX_MAILBOXES:
+                dead = await self._dead_letters_of(address)
+                own.append(MailboxRow(found, dead))
+                if dead is not None and dead.exists and dead.refused is None:
+                    own.append(MailboxRow(dead, None))
+                    seen.add(dead.address)
+        return own, others
+
+    async def _dead_letters_of(self, address: str) -> overview.MailboxFigures | None:
+        """The figures of ``address``'s dead-letter mailbox (None: it is one itself)."""
+        dlq = dead_letter_address(address)
+        if address.endswith(".dlq") or not is_valid_address(dlq):
+            return None
+        return await self.figures(dlq)
+
+    async def may_open(self, addresses: list[str]) -> dict[str, bool]:
+        """Whether this console may open each mailbox's page: every one on a broker it logs in
+        to without a credential of its own (an open broker refuses no reader), else what a
+        one-message QUERY of each answered (remembered ``ACCESS_SECONDS``): the agents page
+        links only those, as another tenant's page opens on a refusal (#78)."""
+        if self.broker.principal is None:
+            return dict.fromkeys(addresses, True)
+        now = self.clock()
+        for address in dict.fromkeys(addresses):
+            known = self.access.get(address)
+            if known is not None and now - known[0] < ACCESS_SECONDS:
+                continue
+            try:
+                await self.broker.query(address, limit=1)
+                self._known_access(address, True)
+            except MailboxNotFound:
+                self._known_access(address, False)
+            except Mq9Error as exc:
+                if overview.refusal(exc) is None:
+                    raise
+                self._known_access(address, False)
+        return {a: self.access[a][1] for a in addresses}
+
+    def _known_access(self, address: str, readable: bool) -> None:
+        if len(self.access) >= MAX_ACCESS:
+            self.access.clear()
+        self.access[address] = (self.clock(), readable)
 
     def watch(self, address: str) -> None:
         """Sample ``address`` from now on (the ``MAX_WATCHED`` last opened are)."""
@@ -187,6 +251,15 @@ class Console:
                     await self.figures(address)
                 except Exception as exc:  # a point missed; the pages say what is wrong
                     log.debug("no depth sample of %s: %s", address, failure(exc))
+
+
+@dataclass(frozen=True)
+class MailboxRow:
+    """A row of the mailboxes page: a mailbox this console may read, and its dead-letter
+    mailbox's figures (None: the row is a dead-letter mailbox itself)."""
+
+    figures: overview.MailboxFigures
+    dead: overview.MailboxFigures | None
 
 
 def shown(value: Any) -> Any:
@@ -264,6 +337,8 @@ class Guard:
             return None
         if path.startswith(("/api/", "/events/")) or path.endswith(".svg"):
             return JSONResponse({"error": "log in first: a session or the bearer token"}, 401)
+        if request.method in ("GET", "HEAD"):  # a person's browser: sent to the login page
+            return RedirectResponse("/login", 303)
         return self.console.page(request, "login.html", 401, failed=False)
 
 
@@ -429,7 +504,10 @@ async def _agents(request: Request) -> Response:
     console = _console(request)
     query = request.query_params.get("q", "")
     found = await overview.operate(console.broker, "agent_discover", {"query": query})
-    return console.page(request, "agents.html", agents=found["agents"], query=query)
+    mailboxes = [a.get("mailbox") for a in found["agents"]]
+    valid = [m for m in mailboxes if isinstance(m, str) and is_valid_address(m)]
+    opens = await console.may_open(valid)
+    return console.page(request, "agents.html", agents=found["agents"], query=query, opens=opens)
 
 
 def _address(request: Request) -> str:
@@ -444,12 +522,10 @@ async def _mailboxes(request: Request) -> Response:
     opened = request.query_params.get("address")
     if opened:  # the page's "open a mailbox" form
         return RedirectResponse(f"/mailboxes/{quote(opened.strip(), safe='')}", 303)
-    known = await console.mailboxes()
-    looked = [await console.figures(a) for a in known]
-    # a mailbox this console's credential may not read is listed as not its own, with the
-    # broker's reason: one such mailbox never fails the page
-    rows = [f for f in looked if f.exists][:MAX_MAILBOXES]
-    return console.page(request, "mailboxes.html", rows=rows)
+    # a mailbox this console's credential may not read is listed apart as another agent's,
+    # with the broker's reason, never as a link: one such mailbox never fails the page
+    rows, others = await console.survey()
+    return console.page(request, "mailboxes.html", rows=rows, others=others)
 
 
 def _search(request: Request) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """#73's deployment: the credentialed JetStream cluster of docs/deploy.md (three nats-servers
 configured as ``mq9-dev-broker credentials setup`` prints, the broker ``--nats A,B,C --store
 jetstream --credentials DIR --console``) with two tenants. In a real headless Chromium the
-console lists every page: what its credential owns in full, the other tenant's mailbox as not
-its own, never a failed page."""
+console lists every page: what its credential owns in full, the other tenant's mailbox apart as
+not its own and never a link, never a failed page."""
 
 from __future__ import annotations
 
@@ -89,8 +89,17 @@ def test_the_console_lists_every_page_on_the_credentialed_cluster(tmp_path):
                     for row in driver.find_elements(By.CSS_SELECTOR, "#mailboxes tbody tr")
                 }
                 assert rows["agent.ops"].split()[1] == "1", rows
-                assert "not this console's to read" in rows["agent.tenant2"], rows
-                assert "belongs to another agent" in rows["agent.tenant2"], rows
+                assert "agent.tenant2" not in rows and "agent.tenant2.dlq" not in rows, rows
+                others = {  # #78: another tenant's apart, never a link
+                    row.find_element(By.TAG_NAME, "td").text: row.text
+                    for row in driver.find_elements(By.CSS_SELECTOR, "#others tbody tr")
+                }
+                assert "not this console's to read" in others["agent.tenant2"], others
+                assert "belongs to another agent" in others["agent.tenant2"], others
+                assert not driver.find_elements(By.CSS_SELECTOR, "#others a")
+                driver.get(url + "/agents")
+                links = driver.find_elements(By.CSS_SELECTOR, ".mailbox-link")
+                assert [a.text for a in links] == ["agent.ops"], [a.text for a in links]
                 driver.get(url + "/mailboxes/agent.ops/messages/0")
                 payload = driver.find_element(By.ID, "payload").text
                 assert '"order": 7,' in payload and "\\u202eexe.txt" in payload

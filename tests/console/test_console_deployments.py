@@ -22,6 +22,8 @@ from jetstream_servers import JetStreamCluster, wait_serving
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.groups.dead_letters import dead_letter_address
+from langchain_mq9.groups.dead_letters import store as store_dead_letter
 
 pytestmark = pytest.mark.slow
 WAIT = 120.0  # seconds: a hang guard on a busy machine, never a timing assertion
@@ -60,6 +62,15 @@ async def register(url: str, name: str) -> None:
         await client.mailbox_create(name=name)
         await client.agent_register({"name": name, "capabilities": "does things", "mailbox": name})
         await client.send(name, "hello \u202eexe.txt")
+
+
+async def set_aside(url: str, name: str) -> None:
+    """``name``'s first message set aside as a group sets a poison message aside: its owner's
+    ``<name>.dlq`` made, holding one dead letter."""
+    async with Mq9Client(url, request_timeout=60) as client:
+        [first] = await client.query(name, limit=1)
+        dlq = dead_letter_address(name)
+        await store_dead_letter(client, dlq, first, mailbox=name, group="g", attempts=3, reason="x")
 
 
 def env_with(**extra: str) -> dict[str, str]:
@@ -150,14 +161,27 @@ def test_on_a_credentialed_broker_the_console_shows_what_its_credential_may_see(
 
         asyncio.run(register(as_agent("ops"), "agent.ops"))
         asyncio.run(register(as_agent("tenant2"), "agent.tenant2"))
+        for name in ("ops", "tenant2"):
+            asyncio.run(set_aside(as_agent(name), f"agent.{name}"))
         page = httpx.get(f"{url}/mailboxes", headers=BEARER, timeout=WAIT)
         assert page.status_code == 200, page.text
         ours = re.search(
             r'<a href="/mailboxes/agent.ops">agent.ops</a></td>\s*<td[^>]*>(\d+)', page.text
         )
         assert ours and ours[1] == "1", page.text
-        theirs = page.text.split("agent.tenant2", 1)[1].split("</tr>", 1)[0]
+        # #78: its own dead letters beside its mailbox and as a mailbox of their own
+        mine, others = page.text.split('id="others"', 1)
+        row = mine.split('<a href="/mailboxes/agent.ops">agent.ops</a>', 1)[1].split("</tr>")[0]
+        assert '<a href="/mailboxes/agent.ops/dead-letters">1</a>' in row, row
+        assert '<a href="/mailboxes/agent.ops.dlq">agent.ops.dlq</a>' in mine
+        # the other tenant's mailbox apart, never a link; its dead letters not looked at
+        assert "agent.tenant2" not in mine and "agent.tenant2.dlq" not in page.text
+        theirs = others.split("agent.tenant2", 1)[1].split("</tr>", 1)[0]
         assert "not this console's to read" in theirs and "belongs to another agent" in theirs
+        assert 'href="/mailboxes/agent.tenant2' not in page.text
+        cards = httpx.get(f"{url}/agents", headers=BEARER, timeout=WAIT).text
+        assert '<a class="mailbox-link" href="/mailboxes/agent.ops">' in cards
+        assert 'href="/mailboxes/agent.tenant2' not in cards and "agent.tenant2" in cards
         one = httpx.get(f"{url}/mailboxes/agent.tenant2", headers=BEARER, timeout=WAIT)
         assert one.status_code == 400 and "belongs to another agent" in one.text
         assert "Traceback" not in one.text

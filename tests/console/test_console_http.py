@@ -69,8 +69,16 @@ def test_without_a_token_every_page_stream_picture_and_api_call_is_refused(world
         for path in PAGES:
             for headers in ({}, {"authorization": "Bearer wrong"}, {"cookie": "mq9_console=x"}):
                 answer = http.get(path, headers=headers)
-                assert answer.status_code == 401, (path, headers)
-                assert "team.box" not in answer.text or "login" in answer.text
+                program = path.startswith(("/api/", "/events/")) or path.endswith(".svg")
+                if program:
+                    assert answer.status_code == 401, (path, headers)
+                else:  # a person's page: sent to the login page (#78), shown nothing else
+                    assert answer.status_code == 303, (path, headers)
+                    assert answer.headers["location"] == "/login", path
+                assert "team.box" not in answer.text
+        landing = http.get("/", follow_redirects=True)  # where a browser lands
+        assert landing.status_code == 200 and str(landing.url).endswith("/login")
+        assert 'id="token"' in landing.text
         for path in WRITES:
             answer = http.post(path, data={"csrf": "x", "answer": "y"})
             assert answer.status_code == 401, path
@@ -96,7 +104,26 @@ def test_the_token_opens_a_session_whose_cookie_stays_on_this_site(world):
     bearer = {"authorization": f"Bearer {TOKEN}"}
     assert httpx.get(f"{world.url}/api/agents", headers=bearer).status_code == 200
     assert http.post("/logout", data={"csrf": csrf}).status_code == 303
-    assert http.get("/agents").status_code == 401  # the session ended
+    assert http.get("/agents").headers["location"] == "/login"  # the session ended
+    assert http.get("/api/agents").status_code == 401
+
+
+def test_the_pages_own_mailboxes_dead_letters_and_notes(world):
+    """An open broker (no credential of the console's own): every mailbox a link, its dead
+    letters in a column of its own (none yet: a link to the page that says so), the agents
+    page's note on reports apart from the cards' data (#78)."""
+    world.run(world.client.agent_register({"name": "team.box", "mailbox": "team.box"}))
+    http, _ = logged_in(world)
+    page = http.get("/mailboxes").text
+    row = page.split('<a href="/mailboxes/team.box">team.box</a>', 1)[1].split("</tr>", 1)[0]
+    assert '<a href="/mailboxes/team.box/dead-letters">none yet</a>' in row, row
+    assert 'id="others"' not in page  # nobody's mailbox is kept from an open broker's reader
+    agents = http.get("/agents").text
+    assert '<a class="mailbox-link" href="/mailboxes/team.box">' in agents
+    assert 'id="reports-note"' in agents and "Last report:" not in agents
+    cards = agents.split('id="agents"', 1)[1].split("</div>", 1)[0]
+    assert "never answered" not in cards  # the note is not in a card's data
+    assert http.get("/mailboxes/team.box/dead-letters").status_code == 200
 
 
 def test_every_write_needs_its_session_csrf_token_and_this_origin(world):
