@@ -14,10 +14,17 @@ from ..protocol.errors import (
     MailboxNotFound,
     Mq9Error,
     PayloadTooLarge,
+    RequestTimeout,
 )
 
 # The most of a broker's error text a tool result repeats (its hint comes on top).
 MAX_ERROR_CHARS = 600
+# A call that timed out while this process loads the search model (#78: memory://'s broker is
+# in this process; "unreachable" was wrong there)
+LOADING_MODEL = (
+    "loading the search model in this process (the first agent_register or agent_discover "
+    "waits for it, seconds on a busy machine); "
+)
 
 
 class OperationError(Exception):
@@ -64,10 +71,18 @@ def explain(
         return text  # its words say already what to send or ask instead
     elif exc.retryable:  # a failed connect already says what is wrong: do not say it twice
         cause = "" if isinstance(exc, ConnectFailed) else "the mq9 broker is unreachable or busy; "
+        if isinstance(exc, RequestTimeout) and _loading_model():
+            cause = LOADING_MODEL  # an in-process broker's first REGISTER or search waits on it
         hint = f"{cause}try again shortly"
     else:
         return text
     return f"{text} — {hint}"
+
+
+def _loading_model() -> bool:
+    from ..semantic import loading  # (its models load only when asked for)
+
+    return loading()
 
 
 def unexpected(operation: str, exc: ValueError) -> str:

@@ -122,6 +122,13 @@ def _embedder_for(choice: str) -> Embeds | None:
 _LOADING = threading.Lock()
 
 
+def loading() -> bool:
+    """Whether a model is being loaded in this process now (seconds of CPU, longer on a busy
+    machine): an in-process broker's first REGISTER or search waits for it, and a call that
+    timed out meanwhile says so instead of calling the broker unreachable (#78)."""
+    return _LOADING.locked()
+
+
 @lru_cache(maxsize=4)
 def _loaded(choice: str) -> Embeds | None:
     if choice == MINILM:
