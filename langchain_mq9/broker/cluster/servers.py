@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # The largest max_payload nats-server takes: it may not exceed max_pending, 64 MiB by default
 # (nats-server warns above 8 MiB that large payloads are discouraged).
@@ -21,6 +22,30 @@ LARGEST_MAX_PAYLOAD = 64 * 1024 * 1024
 def server_urls(url: str) -> list[str]:
     """The servers of a NATS URL that may list several, comma-separated (one cluster)."""
     return [one.strip() for one in url.split(",") if one.strip()]
+
+
+def url_login(urls: Sequence[str]) -> dict[str, str]:
+    """The login every URL of ``urls`` carries (``nats://user:password@host:port``), as
+    nats-py's ``user`` and ``password`` options; {} when none carries one. nats-py uses a URL's
+    login for that URL only, and adds each server the cluster advertises (INFO's
+    ``connect_urls``) without one: a connection that reconnects there logs in as nobody, which
+    on docs/deploy.md's open cluster makes the brokers' user the agents' (``no_auth_user``,
+    in an account without the state). Given as options, the login is every server's.
+    ``ValueError`` when the URLs carry different logins, or some carry one and others not."""
+    logins = set()
+    for url in urls:
+        parts = urlsplit(url if "://" in url else "nats://" + url)
+        # as nats-py reads a URL's login: not unquoted, so that a login works both ways
+        logins.add((parts.username or "", parts.password or ""))
+    if len(logins) > 1:
+        raise ValueError(
+            "the servers' URLs carry different logins: give every URL the same "
+            "user:password@ (one login for the whole cluster), or none"
+        )
+    user, password = logins.pop() if logins else ("", "")
+    if not user:
+        return {}
+    return {"user": user, "password": password}
 
 
 def find_nats_server() -> str:
