@@ -19,10 +19,15 @@ from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.client import client as client_module
 from langchain_mq9.semantic import multilingual
 
-pytestmark = pytest.mark.skipif(
-    not (semantic.installed() and multilingual.installed() and semantic._minilm_installed()),
-    reason="needs the semantic and semantic-minilm extras",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (semantic.installed() and multilingual.installed() and semantic._minilm_installed()),
+        reason="needs the semantic and semantic-minilm extras",
+    ),
+    # (#78) loads both embedding models and serves the RobustMQ-shaped listener in process;
+    # its bench runs a set of queries through both rankings
+    pytest.mark.slow,
+]
 
 CARDS = [
     {"name": n, "mailbox": n, "description": d}
