@@ -13,12 +13,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ..protocol.errors import MalformedReply, Mq9Error, NotConnected, Unavailable
 
-if TYPE_CHECKING:
-    from ..client.client import Mq9Client
+
+class Mq9Client(Protocol):
+    """What the probe uses of a client (``langchain_mq9.Mq9Client``: metrics sits below the
+    client, docs/architecture.md)."""
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def query(self, mail_address: str, *, limit: int | None = None) -> Any: ...
+
 
 PROBE_MAILBOX = "mq9.readyz.probe"  # a valid address nobody needs to create
 PROBE_DEADLINE = 3.0  # seconds the broker has to answer (a cluster that lost its quorum: 503)

@@ -58,7 +58,7 @@ async def _traffic(url: str) -> None:
         await client.mailbox_create(name=dead_letter_address("agent.a"))
         for i in range(10):
             await client.send("agent.a", "x" * (i + 1))
-        for i in range(4):
+        for _ in range(4):
             await client.send("agent.b", "y")
         await client.send(dead_letter_address("agent.a"), "dead")
         await client.send(dead_letter_address("agent.a"), "dead again")
@@ -179,7 +179,7 @@ async def test_a_server_whose_broker_is_gone_is_not_ready():
                 assert await _get(endpoint.port, "/readyz") == (200, "ready\n")
                 await broker.stop()
                 assert client.is_connected  # the nats-server is there: no broker is
-                status, why = await _status_until(endpoint.port, 503, 30)
+                _, why = await _status_until(endpoint.port, 503, 30)
                 assert "no broker answered" in why, why
                 _, text = await _get(endpoint.port, "/metrics")
                 assert _value(text, "mq9_gateway_ready") == 0

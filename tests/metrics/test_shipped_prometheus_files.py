@@ -80,9 +80,11 @@ def test_every_alert_reads_a_metric_the_servers_export():
         "Mq9RefusalsSpiking", "Mq9McpSessionsTurnedAway",
     }  # fmt: skip
     tested = (SHIPPED / "mq9-alerts.test.yml").read_text()
-    exported = dashboard_metrics() | {
-        f"mq9_{server}_ready" for server in ("broker", "wake", "gateway", "mcp", "console")
-    } | {"mq9_broker_store_answered"}
+    exported = (
+        dashboard_metrics()
+        | {f"mq9_{server}_ready" for server in ("broker", "wake", "gateway", "mcp", "console")}
+        | {"mq9_broker_store_answered"}
+    )
     for rule in alerts:
         assert f"alertname: {rule['alert']}" in tested, f"{rule['alert']} has no test"
         named = set(re.findall(r"\bmq9_[a-z0-9_]+", rule["expr"])) - {"mq9_"}
