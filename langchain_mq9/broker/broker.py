@@ -41,6 +41,7 @@ from .cluster.servers import (
     free_port,
     server_urls,
     start_nats_server,
+    url_login,
 )
 from .cluster.survey import ClusterError, Waiting, check_login, refused_login, survey
 from .config import (
@@ -358,7 +359,13 @@ class Broker:
         parts = config.servers if issuer is None else broker_urls(url, issuer)
         if issuer is not None:
             await _check_logins(infos, parts, shown)
-        login = {} if issuer is None else {"user": BROKER_USER, "password": issuer.broker_password}
+        # #77: the login the URLs carry (deploy.md's open cluster: the brokers' user) given as
+        # options, so that a server the cluster advertises is logged in to as well
+        login = (
+            _url_login(config.servers)
+            if issuer is None
+            else {"user": BROKER_USER, "password": issuer.broker_password}
+        )
         wait = Waiting(config.cluster_wait, log.info)
         callbacks = self._callbacks()
         told = callbacks if issuer is None else {"error_cb": _nats_error}
@@ -398,6 +405,13 @@ class Broker:
         if identities is not None:
             self.say(identities.describe())
         self.say(f"{READY} {shown} (serving)")  # as every broker of the store does
+
+
+def _url_login(servers: list[str]) -> dict[str, str]:
+    try:
+        return url_login(servers)
+    except ValueError as exc:
+        raise StartupError(f"--nats: {exc}") from None
 
 
 def _placing(wait: Waiting) -> Callable[[Exception], None]:
