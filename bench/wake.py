@@ -121,7 +121,7 @@ async def _latencies(url: str, rounds: int, events: bool) -> list[float]:
             )
         )
         # the operator lifts the floor and the ceiling: every SEND is a wake to time
-        limits = Limits(min_interval=0, runs_per_hour=10**6)
+        limits = Limits(min_interval=0, runs_per_hour=10**6, runs_per_rule=10**6)
         waker = Waker(
             client,
             Deliverer(Destinations(hosts=["127.0.0.1/32"]), limits=limits),
@@ -189,10 +189,12 @@ async def _scale(url: str, mailboxes: int, seconds: float) -> tuple[float, int, 
                 "127.0.0.1/32",
                 "--log-level",
                 "WARNING",
-                # one receiver for every mailbox: the operator's ceiling per target lifted
+                # one receiver for every mailbox: the operator's ceilings lifted
                 "--floor-interval",
                 "0",
                 "--runs-per-hour",
+                "1000000",
+                "--runs-per-rule",
                 "1000000",
             ],
             stdout=subprocess.PIPE,

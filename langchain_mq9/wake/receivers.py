@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 KEYS = ("origin", "path", "query")  # what distinguishes two receivers beside the origin
@@ -56,6 +57,7 @@ def receiver_key(url: str, keep: str = DEFAULT_KEY) -> str:
     return origin + path + ("?" + query if query else "")
 
 
+@lru_cache(maxsize=65_536)  # asked at every wake; a waker's rules name few URLs
 def key_or_unparsable(url: str, keep: str = DEFAULT_KEY) -> str:
     try:
         return receiver_key(url, keep)
