@@ -160,10 +160,11 @@ async def test_seven_rules_of_one_mailbox_spelling_one_receiver(memory_lane, rec
 
 
 async def test_mailboxes_looked_at_at_once_pass_the_ceiling_only_as_often_as_it_allows(
-    memory_lane, receiver
+    lane, receiver
 ):
+    # on every lane: over a real nats-server the looks' requests interleave as they come
     clock = ManualClock(NOON)
-    async with memory_lane.client() as client:
+    async with lane.client() as client:
         names = await _add_webhooks(client, [receiver.url] * 12, prefix="agent.once")
         limits = Limits(min_interval=0, runs_per_hour=3)
         waker = await Waker(client, Deliverer(LOOPBACK, attempts=1, limits=limits),
@@ -178,11 +179,9 @@ async def test_mailboxes_looked_at_at_once_pass_the_ceiling_only_as_often_as_it_
 # -- a fleet behind one receiver ---------------------------------------------------------------
 
 
-async def test_thirty_mailboxes_behind_one_webhook_are_each_woken_every_round(
-    memory_lane, receiver
-):
+async def test_thirty_mailboxes_behind_one_webhook_are_each_woken_every_round(lane, receiver):
     clock = ManualClock(NOON)
-    async with memory_lane.client() as client:
+    async with lane.client() as client:
         names = await _add_webhooks(client, [receiver.url] * 30, prefix="agent.fleet")
         # the operator's defaults: sized for a fleet
         waker = await Waker(client, Deliverer(LOOPBACK, attempts=1), clock=clock,
