@@ -58,10 +58,21 @@ def _post(url: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+class _Stay(urllib.request.HTTPRedirectHandler):
+    """A redirect is the answer (the console sends a person without a session to its login
+    page: that page is no /metrics)."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_Stay)
+
+
 def _get_status(url: str, headers: dict[str, str] | None = None) -> int:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
-                                    timeout=60) as answer:  # fmt: skip
+        with _OPENER.open(urllib.request.Request(url, headers=headers or {}),
+                          timeout=60) as answer:  # fmt: skip
             return answer.status
     except urllib.error.HTTPError as exc:
         return exc.code
