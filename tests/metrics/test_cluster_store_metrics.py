@@ -200,3 +200,33 @@ async def test_a_raw_nats_round_trip_is_not_enough():
                 assert why is not None and "no broker answered" in why
         finally:
             await connection.close()
+
+
+async def test_beyond_the_bound_counts_rotate_until_each_was_read(monkeypatch):
+    """5 dead-letter mailboxes, 2 counted a survey: each survey counts those counted longest
+    ago, the others as last counted; the third has read them all (``exact`` stays 0: not all
+    read in one survey)."""
+    monkeypatch.setattr(survey_state, "COUNTS_MOST", 2)
+    with JetStreamCluster(1) as servers:
+        config = BrokerConfig(
+            nats=servers.urls[0], store="jetstream", stream=f"MB{uuid.uuid4().hex[:10]}",
+            search=False,
+        )  # fmt: skip
+        async with Broker(config, say=lambda _: None) as broker:
+            assert broker.url is not None
+            async with Mq9Client(broker.url) as client:
+                for i in range(1, 6):
+                    dead = dead_letter_address(f"agent.r{i}")
+                    await client.mailbox_create(name=dead)
+                    for _ in range(i):
+                        await client.send(dead, "dead")
+            survey = survey_state.StoreSurvey(broker.engine.store, kept_for=0)
+            seen = []
+            for _ in range(3):
+                held = await survey.held()
+                assert held is not None and survey.failure is None, survey.failure
+                seen.append((held.dead_letters, held.exact))
+            assert seen[0][0] < 15 and seen[1][0] < 15  # lower bounds while some are unread
+            assert seen[2] == (15, False)
+            held = await survey.held()  # and again: every count as last read, still 15
+            assert held is not None and held.dead_letters == 15

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ PROBE_DEADLINE = 3.0  # seconds the readiness write has (quorum lost: 503 well w
 PROBE_KEPT = 1.0  # seconds one probe's answer serves (a flood of /readyz: one write a second)
 _DEAD_LETTER_SEGMENT = "dlq"  # <mailbox>.dlq (groups/dead_letters.py; broker/cli/metrics.py)
 _KV_OPERATION = "KV-Operation"
+Key = tuple[Any, ...]  # what a counted read counts: ("dead", mailbox), ("past", group, ...)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class StoreSurvey:
         self._running: asyncio.Task[Held] | None = None
         self._probed: tuple[float, str | None] | None = None
         self._probing: asyncio.Task[str | None] | None = None
+        # counted reads kept across surveys (``_counted``): by key, and in which survey
+        self._counts: dict[Key, int] = {}
+        self._counted_at: dict[Key, int] = {}
+        self._rounds = 0
 
     # -- the figures -----------------------------------------------------------------------
 
@@ -171,8 +176,31 @@ class StoreSurvey:
         return found, False
 
     async def _dead_letters(self, names: list[str]) -> tuple[int, bool]:
-        counts = await _bounded(self.store.count(name) for name in names[:COUNTS_MOST])
-        return sum(counts), len(names) <= COUNTS_MOST
+        keys: list[Key] = [("dead", name) for name in names]
+        counts, exact = await self._counted("dead", keys, lambda key: self._exactly(key[1]))
+        return sum(counts.values()), exact
+
+    async def _exactly(self, mailbox: str) -> tuple[int, bool]:
+        return await self.store.count(mailbox), True
+
+    async def _counted(
+        self, kind: str, keys: list[Key], count: Callable[[Key], Awaitable[tuple[int, bool]]]
+    ) -> tuple[dict[Key, int], bool]:
+        """Each key's count: ``COUNTS_MOST`` of them counted now, those counted longest ago
+        (or never) first, the others as last counted (0 when never: then not exact), so that
+        every key is counted again within len(keys) / COUNTS_MOST surveys."""
+        self._rounds += 1
+        order = sorted(keys, key=lambda key: self._counted_at.get(key, -1))
+        now = order[:COUNTS_MOST]
+        results = await _bounded(count(key) for key in now)
+        exact = len(keys) <= COUNTS_MOST
+        for key, (value, sure) in zip(now, results, strict=True):
+            self._counts[key], self._counted_at[key] = value, self._rounds
+            exact = exact and sure
+        wanted = set(keys)  # a key of this kind gone (a position moved, a mailbox gone): dropped
+        for gone in [key for key in self._counts if key[0] == kind and key not in wanted]:
+            del self._counts[gone], self._counted_at[gone]
+        return {key: self._counts.get(key, 0) for key in keys}, exact
 
     async def _pending(
         self, positions: list[Any], live: dict[str, str]
@@ -191,13 +219,11 @@ class StoreSurvey:
             if value.get("log") != log:
                 continue
             wanted.append((group, name, int(value["offset"]), int(value.get("seq", 0))))
-        exact = len(wanted) <= COUNTS_MOST
-        wanted = wanted[:COUNTS_MOST]
-        counts = await _bounded(self._past(name, offset, seq) for _, name, offset, seq in wanted)
+        keys: list[Key] = [("past", *position) for position in wanted]
+        counts, exact = await self._counted("past", keys, lambda key: self._past(*key[2:]))
         per_group: dict[str, int] = {}
-        for (group, *_), (count, sure) in zip(wanted, counts, strict=True):
-            per_group[group] = per_group.get(group, 0) + count
-            exact = exact and sure
+        for key, count in counts.items():
+            per_group[key[1]] = per_group.get(key[1], 0) + count
         return per_group, exact
 
     async def _past(self, mailbox: str, offset: int, seq: int) -> tuple[int, bool]:
