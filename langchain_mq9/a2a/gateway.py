@@ -81,6 +81,7 @@ from . import wire as w
 from .arrivals import Arrivals
 from .gateway_push import GatewayPush
 from .protojson import to_proto
+from .push_auth import JWKS_PATH, PUSH_JWT_EXTENSION
 from .store import ensure_mailbox
 from .transport import Mq9Transport
 
@@ -160,7 +161,7 @@ class _Authenticated:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (
             scope["method"] in ("GET", "HEAD")
-            and scope["path"].endswith(AGENT_CARD_WELL_KNOWN_PATH)
+            and scope["path"].endswith((AGENT_CARD_WELL_KNOWN_PATH, JWKS_PATH))
         ):
             await self.app(scope, receive, send)
             return
@@ -611,10 +612,21 @@ def gateway_card(
     tenants: Tenants,
     *,
     push: bool = False,
+    jwks_url: str = "",
 ) -> dict[str, Any]:
     """The HTTP A2A card of mq9 agent ``name`` (its registry card's words and skills, if it
-    has one) served at ``endpoint``."""
+    has one) served at ``endpoint``. ``jwks_url``: where the keys that sign its pushes are."""
     card = dict(registered or {})
+    capabilities: dict[str, Any] = {"streaming": True, "pushNotifications": push}
+    if push and jwks_url:
+        capabilities["extensions"] = [
+            {
+                "uri": PUSH_JWT_EXTENSION,
+                "description": "each push carries a JWT (X-Mq9-Push-JWT) signed by these keys",
+                "required": False,
+                "params": {"jwksUrl": jwks_url},
+            }
+        ]
     return {
         "name": name,
         "description": str(card.get("description") or f"{name}, an mq9 agent"),
@@ -623,7 +635,7 @@ def gateway_card(
             {"url": endpoint, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
             {"url": endpoint + REST, "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
         ],
-        "capabilities": {"streaming": True, "pushNotifications": push},
+        "capabilities": capabilities,
         "defaultInputModes": card.get("defaultInputModes") or ["text/plain"],
         "defaultOutputModes": card.get("defaultOutputModes") or ["text/plain"],
         # A2A requires a skill: an agent that named none takes what its description says
@@ -631,6 +643,17 @@ def gateway_card(
         or [{"id": "tasks", "name": name, "description": "takes A2A tasks", "tags": ["mq9"]}],
         **tenants.card_fields(),
     }
+
+
+def _jwks_route(push: GatewayPush, path: str) -> Route:
+    """The public keys the gateway's pushes are signed with (``push_auth``), public as the
+    cards are: a receiver checks each push's JWT against them."""
+    keys = push.signer.jwks()
+
+    async def jwks(request: Any) -> JSONResponse:
+        return JSONResponse(keys, headers={"Cache-Control": f"public, max-age={CARD_MAX_AGE}"})
+
+    return Route(path, jwks, methods=["GET"])
 
 
 async def gateway_app(
@@ -669,6 +692,11 @@ async def gateway_app(
         check_address(w.caller_address(reply_mailbox(gateway, tenant))) for tenant in tenants.names
     ]
     arrivals = Arrivals(client, replies)
+    push: GatewayPush | None = options.get("push")
+    jwks_url = public_url.rstrip("/") + JWKS_PATH
+    if push is not None:
+        push.signer.issuer = push.signer.issuer or public_url.rstrip("/")
+        routes.append(_jwks_route(push, JWKS_PATH))
     for name in agents:
         if not w.is_valid_id(name):  # it becomes a URL path: letters, digits, '.', '-', '_'
             raise ValueError(f"agent name {name[:80]!r}: letters, digits, '.', '-', '_' only")
@@ -683,11 +711,14 @@ async def gateway_app(
                 name,
                 public_url.rstrip("/") + path,
                 tenants,
-                push=options.get("push") is not None,
+                push=push is not None,
+                jwks_url=jwks_url,
             ),
             AgentCard,
         )
         handler = GatewayHandler(client, mailbox, card, arrivals=arrivals, **options)
         routes += agent_routes(handler, card, path)
+        if push is not None:  # beside the card too: a client may know only the agent's URL
+            routes.append(_jwks_route(push, path + JWKS_PATH))
     await arrivals.start()
     return _Authenticated(_Conventions(Starlette(routes=routes)), tenants)

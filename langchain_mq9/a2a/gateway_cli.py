@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         "notifications are off without one",
     )
     parser.add_argument(
+        "--push-key",
+        metavar="FILE",
+        help="the Ed25519 key (PEM) each push's JWT is signed with, made there (0600) if "
+        "missing; receivers check pushes against /.well-known/jwks.json. Default: a fresh "
+        "key at each start",
+    )
+    parser.add_argument(
         "--metrics", metavar="[HOST:]PORT",
         help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
         "operator's address, apart from --listen (HOST default 127.0.0.1; port 0 picks one, "
@@ -133,7 +140,12 @@ async def _run(args: argparse.Namespace) -> None:
     client = await Mq9Client(args.server).connect()
     jobs = []
     closing = asyncio.Event()
-    push = GatewayPush(Destinations(args.allow_push_host)) if args.allow_push_host else None
+    push = None
+    if args.allow_push_host:
+        from .push_auth import PushSigner
+
+        signer = PushSigner.load(args.push_key) if args.push_key else None
+        push = GatewayPush(Destinations(args.allow_push_host), signer=signer)
     try:
         if args.import_card:
             importer = CardImporter(

@@ -7,8 +7,10 @@ offline, and the gateway follows the task in the tenant's reply mailbox (as GetT
 and POSTs each new state through the wake package's delivery: the operator's allow-list
 (``Destinations``: a URL inside the network it does not name is refused when the config is
 made, and again at each POST, since a name may resolve elsewhere later), retries with backoff,
-the body signed with the config's token (``wake.push_headers``). A tenant's configs are keyed
-by its own reply mailbox: another tenant's request finds no task. Configs live in the gateway
+the config's token and a JWT signed with the gateway's own key (``push_auth.PushSigner``: the
+push never carries it; receivers check it against the gateway's JWKS,
+``/.well-known/jwks.json``). A tenant's configs are keyed by its own reply mailbox: another
+tenant's request finds no task. Configs live in the gateway
 process until their task ends; a restarted gateway has none (the client sets them again).
 """
 
@@ -33,6 +35,7 @@ from a2a.utils.errors import InvalidParamsError
 from ..wake.deliver import Deliverer, Destinations, Refused, push_headers
 from . import wire as w
 from .protojson import to_json, to_proto
+from .push_auth import PushSigner
 from .transport import Mq9Transport
 
 MAX_CONFIGS = 8  # per task, as the served agent keeps (server.py)
@@ -56,8 +59,12 @@ class GatewayPush:
         *,
         deliverer: Deliverer | None = None,
         watch_seconds: float = WATCH_SECONDS,
+        signer: PushSigner | None = None,
     ) -> None:
+        """``signer``: the key each push's JWT is signed with (``PushSigner.load`` keeps one
+        across restarts; by default a fresh one, its JWKS served by the gateway either way)."""
         self.deliverer = deliverer or Deliverer(destinations)
+        self.signer = signer or PushSigner.generate()  # iss: the gateway's URL (gateway_app)
         self.watch_seconds = watch_seconds
         self._configs: dict[Key, dict[str, dict[str, Any]]] = {}
         self._watching: dict[Key, asyncio.Task[None]] = {}
@@ -162,6 +169,7 @@ class GatewayPush:
 
     async def _post(self, config: dict[str, Any], body: bytes, what: str) -> None:
         try:
-            await self.deliverer.post(config["url"], body, push_headers(config, body), what)
+            headers = push_headers(config, body, self.signer.headers)
+            await self.deliverer.post(config["url"], body, headers, what)
         except Exception as exc:  # set aside after its tries: GetTask still answers
             log.warning("gateway: %s failed: %s", what, type(exc).__name__)

@@ -32,6 +32,7 @@ from ..protocol.errors import Mq9Error, TooLarge
 from ..wake.deliver import Deliverer, Destinations, Refused, push_headers
 from . import wire as w
 from .arrivals import Arrivals, Bell
+from .push_auth import PUSH_JWT_EXTENSION, PushSigner
 from .store import Asker, TaskStore, deliver, ensure_mailbox
 
 T = TypeVar("T")
@@ -159,12 +160,17 @@ class AgentServer:
         retry_delay: Callable[[int], float] = backoff,
         push_destinations: Destinations | None = None,
         working_after: float = WORKING_AFTER,
+        push_signer: PushSigner | None = None,
     ) -> None:
         self.graph = graph
         self.name = name
         # #62: A2A push notifications, to the URLs the operator's allow-list lets through
         # (None: refused); delivered as wakes are, one task's states in order
         self.push = Deliverer(push_destinations) if push_destinations is not None else None
+        # Each push signed with the agent's own key (a JWT), its public keys in the card (#77)
+        self.push_signer = None
+        if self.push is not None:
+            self.push_signer = push_signer or PushSigner.generate(issuer=name)
         self._pushing: dict[Slot, asyncio.Task[None]] = {}
         self.client = client
         self.mailbox = mailbox or name
@@ -222,6 +228,10 @@ class AgentServer:
         # Says "I take A2A tasks": call_agent routes by capability only to such agents.
         extensions = [e for e in capabilities.get("extensions") or [] if e != w.tasks_capability()]
         capabilities["extensions"] = [*extensions, w.tasks_capability()]
+        if self.push_signer is not None:  # where a receiver finds the keys pushes verify with
+            capabilities["extensions"].append(
+                {"uri": PUSH_JWT_EXTENSION, "params": {"jwks": self.push_signer.jwks()}}
+            )
         card["capabilities"] = capabilities
         card.setdefault("description", f"{self.name}, an agent served over mq9")
         # Skills given as plain words become A2A skills, so the card stays an A2A card (a
@@ -656,7 +666,8 @@ class AgentServer:
             return
         body = w.json_text({"task": snapshot}).encode()
         for config in configs.values():
-            headers = push_headers(config, body)
+            assert self.push_signer is not None
+            headers = push_headers(config, body, self.push_signer.headers)
             what = f"push of task {snapshot['id']} ({w.short_state(w.task_state(snapshot))})"
             try:
                 await self.push.post(str(config.get("url", "")), body, headers, what)

@@ -1,5 +1,6 @@
 """A webhook receiver for the A2A push tests: a real HTTP server on loopback that keeps every
-POST (body, headers) and checks each body's signature against the push config's token."""
+POST (body, headers) and checks each one's JWT against the sender's public keys (its JWKS, as
+a receiver is told out of band: never from the push itself)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,47 @@ import asyncio
 import http.server
 import json
 import threading
+from collections.abc import Callable
+from typing import Any
 
-from langchain_mq9.wake import verify
+import httpx
+
+from langchain_mq9.a2a.push_auth import (
+    JWKS_PATH,
+    PUSH_JWT_EXTENSION,
+    PUSH_JWT_HEADER,
+    PushRefused,
+    verify_push,
+)
 
 
 class Receiver:
     """``with Receiver() as receiver:`` serves until the block ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, keys: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> None:
+        """``keys``: the sender's JWKS, or a function giving it (set ``keys`` later if the
+        sender is made after the receiver)."""
+        self.keys = keys
         self.requests: list[tuple[bytes, dict[str, str]]] = []
+        # Once it has the keys, a push is checked as it arrives, as a receiver would: one
+        # whose JWT does not verify (or was seen: a replay) gets 401 and is only noted here
+        self.refused: list[str] = []
+        self.seen: dict[str, float] = {}
+        lock = threading.Lock()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.requests.append((body, dict(self.headers)))
-                self.send_response(200)
+                status = 200
+                with lock:
+                    try:
+                        receiver.check(body, dict(self.headers))
+                        receiver.requests.append((body, dict(self.headers)))
+                    except PushRefused as refused:
+                        receiver.refused.append(str(refused))
+                        status = 401
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -41,14 +67,28 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
 
+    def check(self, body: bytes, headers: dict[str, str]) -> None:
+        if self.keys is not None:
+            jwt = headers.get(PUSH_JWT_HEADER, "")
+            verify_push(jwt, body, self.jwks(), audience=self.url, seen=self.seen)
+
+    def jwks(self) -> dict[str, Any]:
+        assert self.keys is not None, "the receiver needs the sender's JWKS (Receiver.keys)"
+        return self.keys() if callable(self.keys) else self.keys
+
     def tasks(self, token: str) -> list[dict]:
-        """The tasks POSTed so far with ``token``, each body checked against its signature."""
+        """The tasks POSTed so far with ``token``, each one's JWT checked: signed by the
+        sender's key, for this body and this receiver's URL."""
         found = []
         for body, headers in list(self.requests):
             if headers.get("X-A2A-Notification-Token") != token:
                 continue
-            assert verify(token, body, headers.get("X-Mq9-Signature", "")), headers
-            found.append(json.loads(body)["task"])
+            claims = verify_push(
+                headers.get(PUSH_JWT_HEADER, ""), body, self.jwks(), audience=self.url
+            )
+            task = json.loads(body)["task"]
+            assert claims["task_id"] == task["id"], (claims, task["id"])
+            found.append(task)
         return found
 
     async def until(self, token: str, state: str, timeout: float = 30.0) -> list[dict]:
@@ -61,3 +101,24 @@ class Receiver:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"no {state} pushed: {[t['status'] for t in tasks]}")
             await asyncio.sleep(0.05)
+
+
+
+async def fetch_jwks(url: str) -> dict[str, Any]:
+    """The JWKS a gateway publishes (``<agent URL>/.well-known/jwks.json``): what a receiver
+    is told to trust, read over HTTP as it would."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.get(url.rstrip("/") + JWKS_PATH)
+        answer.raise_for_status()
+        return answer.json()
+
+
+async def registered_jwks(client: Any, agent: str) -> dict[str, Any]:
+    """The JWKS a served agent's registry card carries (``push_auth.PUSH_JWT_EXTENSION``):
+    where a receiver of its pushes finds the keys, through its own mq9 client."""
+    for card in await client.agent_discover():
+        if card.get("name") == agent:
+            for extension in (card.get("capabilities") or {}).get("extensions") or []:
+                if extension.get("uri") == PUSH_JWT_EXTENSION:
+                    return extension["params"]["jwks"]
+    raise AssertionError(f"{agent}'s card carries no push keys")

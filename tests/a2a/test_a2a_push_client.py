@@ -29,7 +29,7 @@ from a2a.utils.errors import (
     TaskNotFoundError,
 )
 from a2a_support import text_graph, text_io
-from push_support import Receiver
+from push_support import Receiver, registered_jwks
 
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.server import AgentServer
@@ -85,6 +85,7 @@ async def test_an_a2a_sdk_client_sets_push_and_the_receiver_gets_signed_states(c
             a2a = await a2a_client(client)
             card = await mq9_agent_card(client, AGENT)
             assert card.capabilities.push_notifications
+            receiver.keys = await registered_jwks(client, AGENT)  # from the registry's card
             task_id = await sent(a2a, "hello")
             made = await a2a.create_task_push_notification_config(
                 TaskPushNotificationConfig(task_id=task_id, url=receiver.url, token=TOKEN)

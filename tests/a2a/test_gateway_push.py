@@ -23,7 +23,7 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import A2AError
 from a2a_support import text_graph
 from http_agents import free_port
-from push_support import Receiver
+from push_support import Receiver, fetch_jwks
 from test_gateway import ALICE, BOB, a2a_client, gateway, request, served, until_stopped
 from test_gateway_cli import start
 
@@ -52,6 +52,7 @@ async def test_an_offline_agents_result_reaches_the_client_by_push(client):
             a2a_client(url, BOB) as (bob, _card),
         ):
             assert card.capabilities.push_notifications
+            receiver.keys = await fetch_jwks(url)
             task = [e async for e in alice.send_message(request("hello"))][-1].task
             assert task.status.state == TaskState.TASK_STATE_SUBMITTED  # the agent is offline
             made = await alice.create_task_push_notification_config(
@@ -146,7 +147,7 @@ async def test_the_gateway_process_pushes_with_allow_push_host(nats_broker, tmp_
                 await asyncio.sleep(0.2)
         assert card.capabilities.push_notifications
         token = secrets.token_hex(16)
-        with Receiver() as receiver:
+        with Receiver(await fetch_jwks(url)) as receiver:
             async with a2a_client(url, ALICE) as (alice, _card):
                 task = [e async for e in alice.send_message(request("by push"))][-1].task
                 await alice.create_task_push_notification_config(

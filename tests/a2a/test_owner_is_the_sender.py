@@ -34,7 +34,7 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import A2AError
 from credentials_support import ask
 from http_agents import free_port, serve_http
-from push_support import Receiver
+from push_support import Receiver, registered_jwks
 from test_gateway import a2a_client, request, until_stopped
 from vault_world import AGENT, CALLER, World, world_fixture
 
@@ -146,7 +146,7 @@ async def test_a_push_config_in_the_callers_name_is_not_made(world):
     a2a = factory.create(await mq9_agent_card(world.victim, AGENT))
     asked = await world.caller.call(AGENT, "greet", wait=20)
     reply = world.caller.reply_mailbox
-    with Receiver() as hers, Receiver() as theirs:
+    with Receiver() as hers, Receiver(await registered_jwks(world.victim, AGENT)) as theirs:
         config = {"taskId": asked.task_id, "url": hers.url, "token": TOKEN}
         await in_the_name_of(world, reply, w.CREATE_PUSH, asked.task_id, config)
         await in_the_name_of(world, reply, w.LIST_PUSH, asked.task_id, config)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from credentials_support import ask, ok
-from push_support import Receiver
+from push_support import Receiver, registered_jwks
 from vault_world import AGENT, MINE, World, world_fixture
 
 from langchain_mq9 import protocol as p
@@ -80,7 +80,8 @@ async def test_her_task_under_the_victims_id_neither_blocks_nor_sees_it(world):
     assert hers["history"][-1]["parts"][0]["text"] == "steal"
     # GetTask of that id: her own task
     await mallorys(world, w.GET_TASK, task_id, {"id": task_id})
-    with Receiver() as her_url, Receiver() as theirs:
+    keys = await registered_jwks(world.victim, AGENT)
+    with Receiver() as her_url, Receiver(keys) as theirs:
         # a push config on that id: on her task
         config = {"taskId": task_id, "url": her_url.url, "token": TOKEN}
         await mallorys(world, w.CREATE_PUSH, task_id, config)
