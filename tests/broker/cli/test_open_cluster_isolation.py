@@ -13,13 +13,18 @@ to it is refused by nats-server (storage_probes.py), and its mq9 use beside them
 broker started as before, without the login, is told at once that its account has no
 JetStream.
 
+A broker given its login in the URLs keeps it through rolling restarts of the servers (nats-py
+adds the servers a cluster advertises without it: the broker used to land in CLIENTS).
+
 Also the dev broker's own nats-server (no ``--nats``): JetStream is not enabled there at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 
 import nats
 import pytest
@@ -33,7 +38,7 @@ from test_documented_cluster import (
     without_login,
 )
 
-from langchain_mq9 import Mq9Client
+from langchain_mq9 import MailboxExists, Mq9Client, Mq9Error
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.storage.cluster import token
 from langchain_mq9.broker.storage.cluster.mapping import ARRIVALS_PREFIX
@@ -41,6 +46,7 @@ from langchain_mq9.broker.storage.cluster.mapping import ARRIVALS_PREFIX
 pytestmark = pytest.mark.slow  # three nats-servers and three brokers; a dev broker
 pytest.importorskip("nkeys")
 
+ROUND_TRIP = 180.0  # seconds: a hang guard on a busy machine, never a timing assertion
 # docs/deploy.md's accounts.conf before issue #77, as clusters configured by it still run
 EARLIER_ACCOUNTS = """\
 accounts {
@@ -121,6 +127,60 @@ async def _announcements_heard(url: str, login: str) -> None:
     finally:
         await listener.close()
         await broker.close()
+
+
+def test_a_broker_keeps_its_login_through_rolling_restarts_of_the_servers(tmp_path):
+    """The documented cluster, one broker: the servers restarted one at a time until the
+    broker has reconnected 3 times. nats-py adds the servers a cluster advertises to its list
+    without the login the URLs carry, and reconnects through the list in order: a broker given
+    its login in the URLs only (before the fix) then logged in as nobody, the agents' user of
+    CLIENTS, and served no more. It serves after every restart."""
+    files, commands, _, secret = _documented()
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+    deployment = Deployment(tmp_path)
+    password = password_of(secret, deployment.env)
+    deployment.env["MQ9_BROKER_PASSWORD"] = password
+    servers, brokers = commands[:3], commands[3:]
+    urls = without_login(brokers[0]).split()[2]
+    try:
+        for line in servers:
+            deployment.start_server(line)
+        broker = deployment.start_broker(brokers[0])
+        _serving([broker])
+        asyncio.run(_round_trip(urls))
+        for _ in range(4):  # rounds: each restarts the server the broker is on at least once
+            for line in servers:
+                deployment.restart_server(line)
+                asyncio.run(_round_trip(urls))
+            if _reconnects(broker) >= 3:
+                break
+        assert _reconnects(broker) >= 3, broker.output()
+        assert broker.process.poll() is None, broker.output()
+    finally:
+        deployment.close()
+
+
+def _reconnects(broker: DevBroker) -> int:
+    return sum("reconnected to nats-server" in line for line in broker.stderr)
+
+
+async def _round_trip(urls: str) -> None:
+    """Until a SEND and a FETCH through the broker succeed (a hang guard of ROUND_TRIP s:
+    the cluster elects its leaders again after each restart)."""
+    deadline = time.monotonic() + ROUND_TRIP
+    while True:
+        try:
+            async with Mq9Client(urls, request_timeout=5) as client:
+                with contextlib.suppress(MailboxExists):  # made by an earlier round trip
+                    await client.mailbox_create(name="rolling.box")
+                msg_id = await client.send("rolling.box", "still served")
+                fetched = await client.fetch("rolling.box", from_id=msg_id, num_msgs=1)
+                assert [m.msg_id for m in fetched] == [msg_id]
+                return
+        except (Mq9Error, OSError, TimeoutError) as exc:  # the cluster still electing
+            assert time.monotonic() < deadline, f"no round trip in {ROUND_TRIP} s: {exc}"
+            await asyncio.sleep(0.5)
 
 
 async def test_the_dev_brokers_own_nats_server_has_no_jetstream():
