@@ -18,6 +18,7 @@ from ... import protocol as p
 from ...protocol import PRIORITY_ORDER, Priority
 from ...protocol.errors import Mq9Error
 from ..state.mailbox import StoredMessage
+from ..storage.cluster.numbering import TAGS_MOST
 
 Headers = Mapping[str, str] | None
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
@@ -50,7 +51,7 @@ OPEN = SendLimits()
 # the stream's prefix. A tag of 1,024 bytes and a key of 4,096 leave room beside them in the
 # headers each message carries.
 CLUSTER = SendLimits(
-    tags_most=998, tag_bytes=1024, tag_parts=32, key_bytes=4096, store="cluster store"
+    tags_most=TAGS_MOST, tag_bytes=1024, tag_parts=32, key_bytes=4096, store="cluster store"
 )
 
 
