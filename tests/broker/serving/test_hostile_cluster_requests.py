@@ -203,6 +203,27 @@ async def test_a_huge_delay_or_ttl_is_refused_in_one_line(
     await assert_serving(brokers, cluster[0])
 
 
+async def test_requests_at_their_body_limits_are_answered_and_every_broker_serves(
+    brokers: list[Broker], cluster: list[str]
+) -> None:
+    # a record the store writes holds the request's text and more (fields, headers): each
+    # body is bounded below max_payload (a larger one is refused unread), and one at its bound
+    # is written, or refused in one line, never over the server's limits
+    attacker = await Attacker.open(cluster[0])
+    try:
+        for subject, body in (
+            (p.MAILBOX_CREATE, p.encode({"name": "hostile.big", "desc": "d" * 65_000, "ttl": 0})),
+            (p.AGENT_REGISTER, p.encode({"name": "big.agent", "payload": "d" * 450_000})),
+            (p.AGENT_REPORT, p.encode({"name": "big.agent", "report_info": "d" * 65_000})),
+            (p.MAILBOX_CREATE, p.encode({"desc": "d" * 70_000})),
+        ):
+            answer = await attacker.request(subject, body)
+            assert INTERNAL_ERROR not in answer["error"] and "\n" not in answer["error"], answer
+    finally:
+        await attacker.close()
+    await assert_serving(brokers, cluster[0])
+
+
 # -- the fuzz: every request type, hostile headers and bodies ----------------------------------
 
 ODD_NUMBERS = (
