@@ -316,28 +316,19 @@ class ClusterEngine:
         if len(group) > p.MAX_GROUP_NAME:
             raise Mq9Error(p.err_group_name_too_long(len(group)))
         msg_id = request["msg_id"]
-        # where reads from past msg_id start: its sequence (cached, or the leader's); a
-        # group known here, or no --max-groups, asks nothing more (awaited without tasks)
-        if self.limits.max_groups is None or (group, record.log) in self._groups:
-            seq = await self.store.seq_for(record.name, msg_id)
-        else:
-            _, seq = await asyncio.gather(
-                self._check_group_room(group, record), self.store.seq_for(record.name, msg_id)
-            )
-        await self.store.commit(group, record, _wrap_u64(msg_id + 1), seq)
+        # where reads from past msg_id start: its sequence (cached, or the leader's)
+        seq = await self.store.seq_for(record.name, msg_id)
+        limit = self.limits.max_groups
+        # (our choice) room under --max-groups for a group new on this mailbox, decided
+        # with its first position's write (the log's count of groups written with it, #77);
+        # a group known here, or no bound, is one write
+        room = None if (group, record.log) in self._groups else limit
+        try:
+            await self.store.commit(group, record, _wrap_u64(msg_id + 1), seq, room=room)
+        except Full:
+            raise Mq9Error(p.err_group_limit(limit or 0, record.name)) from None
         self._know_group(group, record)
         return _OK
-
-    async def _check_group_room(self, group: str, record: MailboxRecord) -> None:
-        """(our choice) room under ``max_groups`` for a group new on this mailbox: counted
-        from the bucket, so brokers adding groups at one moment may each pass one more."""
-        limit = self.limits.max_groups
-        if limit is None or (group, record.log) in self._groups:
-            return
-        if (await self.store.position(group, record)).offset is not None:
-            return
-        if await self.store.groups_on(record) >= limit:
-            raise Mq9Error(p.err_group_limit(limit, record.name))
 
     def _know_group(self, group: str, record: MailboxRecord) -> None:
         self._groups[(group, record.log)] = None
@@ -421,12 +412,14 @@ class ClusterEngine:
         if listed > self._message_limit():
             raise Mq9Error(p.err_entry_too_large(listed, self._message_limit()))
         agents = self.limits.max_agents
-        if agents is not None:
-            names = {row[0] for row in await self.store.agents()}
-            if name not in names and len(names) >= agents:
-                raise Mq9Error(p.err_agent_limit(agents))
         row = (name, agent_info, self.now_second())
-        if await self.store.register(*row) and entry.card is not None:
+        try:
+            # the room decided with the registration: the registry's count written with it,
+            # expecting its last sequence (#77)
+            kept = await self.store.register(*row, room=agents)
+        except Full:
+            raise Mq9Error(p.err_agent_limit(agents or 0)) from None
+        if kept and entry.card is not None:
             await self.store.index_put(entry.card_name, row)
         return _OK
 

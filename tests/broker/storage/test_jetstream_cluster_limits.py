@@ -7,6 +7,9 @@ servers, so that NATS hands their requests to both brokers:
   the bound; CREATE of one of them again: "already exists", as before;
 - 100 SENDs at once into one mailbox store exactly 10 (the report: 78), numbered 0-9; the
   rest told the mailbox is full; a DELETE makes room for one more, as on every store;
+- 100 REGISTERs of new names at once keep exactly 10 (``--max-agents 10``), an UNREGISTER
+  makes room for one; 100 ACKs of new groups on one mailbox at once make exactly 10
+  (``--max-groups 10``), a known group's ACK always taken;
 - with one broker alone, the same rules one after another (the conformance suites' own rule
   for the other stores): a keyed SEND into a full mailbox is refused too, a delayed SEND is
   counted when sent.
@@ -49,6 +52,7 @@ def brokers(cluster: list[str]) -> Iterator[list[str]]:
     stream = f"L{uuid.uuid4().hex[:10]}"
     args = ("--nats", ",".join(cluster), "--store", "jetstream", "--stream", stream)
     bounds = ("--max-mailboxes", str(BOUND), "--max-messages", str(BOUND), "--no-search")
+    bounds += ("--max-agents", str(BOUND), "--max-groups", str(BOUND))
     started: list[DevBroker] = []
     try:
         for _ in range(2):
@@ -105,6 +109,39 @@ async def test_sends_at_once_through_two_brokers_store_at_most_the_bound(brokers
         sent, errors = await _outcomes(calls)
         assert sent == [BOUND], (sent, errors[:3])
         assert len(errors) == 19
+
+
+async def test_registrations_and_groups_at_once_through_two_brokers_stay_within_the_bound(
+    brokers,
+):
+    async with Mq9Client(brokers[0]) as one, Mq9Client(brokers[1]) as two:
+        clients = (one, two)
+        calls = [
+            clients[n % 2].agent_register({"name": f"agent.{n}", "payload": "card"})
+            for n in range(AT_ONCE)
+        ]
+        kept, errors = await _outcomes(calls)
+        assert len(kept) == BOUND, (len(kept), errors[:3])
+        assert all("agent limit" in text or "agents" in text for text in errors), errors[:3]
+        listed = await two.agent_discover()
+        assert len(listed) == BOUND
+        await one.agent_unregister(listed[0]["name"])
+        calls = [
+            clients[n % 2].agent_register({"name": f"late.{n}", "payload": "card"})
+            for n in range(20)
+        ]
+        kept, errors = await _outcomes(calls)
+        assert len(kept) == 1, (kept, errors[:3])
+        await one.mailbox_create(name="read", ttl=0)
+        await one.send("read", "m")
+        calls = [clients[n % 2].ack("read", f"group.{n}", 0) for n in range(AT_ONCE)]
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        taken = [n for n, result in enumerate(done) if not isinstance(result, BaseException)]
+        assert len(taken) == BOUND, (len(taken), done[:3])
+        assert all("consumer group limit" in str(r) for r in done if r is not None), done[:3]
+        # the legitimate use beside: a group that holds a position is always taken
+        await two.ack("read", f"group.{taken[0]}", 0)
+        await one.ack("read", f"group.{taken[-1]}", 0)
 
 
 async def test_one_brokers_rules_of_the_bound_are_every_stores(cluster):

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 Row = tuple[str, str, int]  # a registration: (name, agent_info, create_time)
 _KV_OPERATION = "KV-Operation"
 _READ_MOST = 1000  # entries one read asks for
+# The registry's count, a key of the agents bucket beside the registrations' digests (never
+# one: they are 32 hex digits), written with each registration and unregistration (#77)
+COUNT_KEY = "_count"
 
 
 class BucketCopy:
@@ -49,6 +52,8 @@ class BucketCopy:
                 batch = await self.requests.direct_batch(stream, request)
                 for entry in batch.entries:
                     key = entry.subject.rsplit(".", 1)[1]
+                    if key == COUNT_KEY:
+                        continue
                     self._rows.pop(key, None)  # (a row written again goes last)
                     if entry.headers.get(_KV_OPERATION) not in ("DEL", "PURGE"):
                         value = decode_record(entry.data)

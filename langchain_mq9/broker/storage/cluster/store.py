@@ -34,7 +34,7 @@ from ....protocol import PRIORITY_ORDER, Priority
 from ...state.mailbox import StoredMessage
 from ..base import StorageError
 from .batches import Batches
-from .copies import BucketCopy
+from .copies import COUNT_KEY, BucketCopy
 from .mapping import (
     AHEAD,
     ARRIVALS_PREFIX,
@@ -76,6 +76,7 @@ HIGH_MARK_SECONDS = 60.0  # how often a broker writes the next msg_ids it reache
 _STAGED_WAIT = 5.0  # seconds a wait for delayed messages to number lasts before the next
 _LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last a timestamp here can say
 STREAM_NAME_IN_USE = 10058  # JetStream's "stream name already in use" to a STREAM.CREATE
+_COUNT_TRIES = 64  # registry writes lost in a row to other brokers' before giving up
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ class ClusterStore:
         self._numbering = Numbering(self.requests, self.layout)
         # the ACKs' position writes ready in one turn: one atomic batch into the bucket
         self._positions = Batches(self.requests)
+        # a registration and the registry's count: one atomic batch into the agents bucket
+        self._registry_batches = Batches(self.requests)
         self._background: list[asyncio.Task[None]] = []
         # the registry's buckets as this broker last read them, brought up to date per read
         self._agents = BucketCopy(self.requests, self.layout.agents)
@@ -328,6 +331,7 @@ class ClusterStore:
         await asyncio.gather(*background, return_exceptions=True)
         await self._numbering.stop()
         await self._positions.stop()
+        await self._registry_batches.stop()
         await self.requests.stop()
 
     # -- mailboxes -------------------------------------------------------------------------
@@ -794,18 +798,70 @@ class ClusterStore:
             self._marked.add(group)
         return Position(offset, anywhere, seq)
 
-    async def commit(self, group: str, record: MailboxRecord, offset: int, seq: int = 0) -> None:
+    async def commit(
+        self, group: str, record: MailboxRecord, offset: int, seq: int = 0, room: int | None = None
+    ) -> None:
         """``group``'s position in ``record``'s log is ``offset``, its reads starting at
         sequence ``seq`` (at or below the first message numbered ``offset`` or more; 0: the
-        log's start); the last ACK wins, as on RobustMQ, whichever broker it reached."""
+        log's start); the last ACK wins, as on RobustMQ, whichever broker it reached.
+        ``room``: the most groups the log may hold before a new one (``Full`` when it does)."""
         layout = self.layout
         key = layout.kv_subject(layout.groups, layout.position_key(group, record.name))
         value = encode_record({"log": record.log, "offset": offset, "seq": seq})
+        if room is not None and await self._counted_group(key, value, record, room):
+            await self._mark_once(group)
+            return
         if group in self._marked:  # (the steady state: one write, awaited without a task)
             await self._positions.write([(key, value, {})])
             return
         await asyncio.gather(self._positions.write([(key, value, {})]), self._mark(group))
         self._marked.add(group)
+
+    async def _mark_once(self, group: str) -> None:
+        if group not in self._marked:
+            await self._mark(group)
+            self._marked.add(group)
+
+    async def _counted_group(
+        self, key: str, value: bytes, record: MailboxRecord, room: int
+    ) -> bool:
+        """A group new on ``record``'s log: its position written with the log's count of
+        groups (``_count.<m>.groups``, ``{log, n}``) in one atomic batch, each expecting its
+        last sequence, so no number of brokers adding groups at once passes ``room`` (#77);
+        True when written so. False when the group holds a position there already (an
+        ordinary commit then)."""
+        layout = self.layout
+        stream = f"KV_{layout.groups}"
+        count_key = layout.kv_subject(layout.groups, f"_count.{token(record.name)}.groups")
+        for _ in range(_COUNT_TRIES):
+            mine, counted = await asyncio.gather(
+                self.requests.leader_get(stream, last_by_subject=key),
+                self.requests.leader_get(stream, last_by_subject=count_key),
+            )
+            if _live(mine) and decode_record(mine.data).get("log") == record.log:
+                return False
+            held = decode_record(counted.data) if counted is not None else {}
+            if held.get("log") == record.log:
+                count = int(held.get("n", 0))
+            else:  # (none yet, or a log forgotten since: counted from the positions)
+                count = await self.groups_on(record)
+            if count >= room:
+                raise Full(room)
+            entries = [
+                (key, value, {"Nats-Expected-Last-Subject-Sequence": str(mine.seq if mine else 0)}),
+                (
+                    count_key,
+                    encode_record({"log": record.log, "n": count + 1}),
+                    {"Nats-Expected-Last-Subject-Sequence": str(counted.seq if counted else 0)},
+                ),
+            ]
+            try:
+                await self._registry_batches.write(entries)
+                return True
+            except JetStreamError as exc:
+                if not exc.wrong_last_sequence:
+                    raise
+        raise StorageError(f"groups of {record.name!r}: written by others {_COUNT_TRIES} times")
 
     async def groups_on(self, record: MailboxRecord) -> int:
         """How many groups hold a position in ``record``'s log (``--max-groups``)."""
@@ -836,36 +892,87 @@ class ClusterStore:
 
     # -- agents ----------------------------------------------------------------------------
 
-    async def register(self, name: str, agent_info: str, create_time: int) -> bool:
+    async def register(
+        self, name: str, agent_info: str, create_time: int, *, room: int | None = None
+    ) -> bool:
         """Keep the registration unless ``name`` is registered (RobustMQ keeps the first);
-        True when kept."""
+        True when kept. ``room``: the most registrations the bucket may hold before it
+        (``Full`` when it does). The bucket's count (key ``_count``) is written with the
+        registration in one atomic batch expecting the count's last sequence, so no number
+        of brokers registering at once passes ``room`` (#77)."""
         layout = self.layout
         subject = layout.kv_subject(layout.agents, token(name))
         value = encode_record({"name": name, "agent_info": agent_info, "create_time": create_time})
-        expected = 0
-        for _ in range(8):
-            try:
-                await self.requests.publish(
-                    subject, value, {"Nats-Expected-Last-Subject-Sequence": str(expected)}
-                )
-                return True
-            except JetStreamError as exc:
-                if not exc.wrong_last_sequence:
-                    raise
-            entry = await self.requests.leader_get(f"KV_{layout.agents}", last_by_subject=subject)
+        for _ in range(_COUNT_TRIES):  # each turn lost to another broker's write reads again
+            entry, (count, count_seq) = await asyncio.gather(
+                self.requests.leader_get(f"KV_{layout.agents}", last_by_subject=subject),
+                self._agent_count(),
+            )
             if entry is not None and entry.headers.get(_KV_OPERATION) not in ("DEL", "PURGE"):
                 return False
+            if room is not None and count >= room:
+                raise Full(room)
             expected = 0 if entry is None else entry.seq  # unregistered: take its place
-        raise StorageError(f"agent {name!r}: registered and unregistered by others 8 times")
+            if await self._counted(subject, value, {}, expected, count + 1, count_seq):
+                return True
+        raise StorageError(f"agent {name!r}: the registry written by others {_COUNT_TRIES} times")
 
     async def unregister(self, name: str) -> bool:
-        """Remove the registration ``name``; False when there was none."""
+        """Remove the registration ``name``; False when there was none (the count lowered
+        with it, in one atomic batch)."""
         layout = self.layout
         subject = layout.kv_subject(layout.agents, token(name))
-        entry = await self.requests.leader_get(f"KV_{layout.agents}", last_by_subject=subject)
-        if entry is None or entry.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+        purge = {_KV_OPERATION: "PURGE", "Nats-Rollup": "sub"}
+        for _ in range(_COUNT_TRIES):
+            entry, (count, count_seq) = await asyncio.gather(
+                self.requests.leader_get(f"KV_{layout.agents}", last_by_subject=subject),
+                self._agent_count(),
+            )
+            if entry is None or entry.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
+                return False
+            following = max(count - 1, 0)
+            if await self._counted(subject, b"", purge, entry.seq, following, count_seq):
+                return True
+        raise StorageError(f"agent {name!r}: the registry written by others {_COUNT_TRIES} times")
+
+    async def _agent_count(self) -> tuple[int, int]:
+        """How many registrations the bucket holds (its ``_count``, from the leader) and that
+        key's sequence (0: none yet: counted from the bucket, a layout's before the count)."""
+        layout = self.layout
+        entry = await self.requests.leader_get(
+            f"KV_{layout.agents}", last_by_subject=layout.kv_subject(layout.agents, COUNT_KEY)
+        )
+        if entry is not None:
+            return int(entry.data or 0), entry.seq
+        return len(await self._agents.rows()), 0
+
+    async def _counted(
+        self,
+        subject: str,
+        value: bytes,
+        headers: dict[str, str],
+        expected: int,
+        count: int,
+        count_seq: int,
+    ) -> bool:
+        """``value`` on ``subject`` (expecting ``expected``) and the registry's count set to
+        ``count`` (expecting ``count_seq``), stored together or not at all; False when
+        another write came first."""
+        layout = self.layout
+        entries = [
+            (subject, value, {**headers, "Nats-Expected-Last-Subject-Sequence": str(expected)}),
+            (
+                layout.kv_subject(layout.agents, COUNT_KEY),
+                str(count).encode(),
+                {"Nats-Expected-Last-Subject-Sequence": str(count_seq)},
+            ),
+        ]
+        try:
+            await self._registry_batches.write(entries)
+        except JetStreamError as exc:
+            if not exc.wrong_last_sequence:
+                raise
             return False
-        await self._purge(subject)
         return True
 
     async def _purge(self, subject: str) -> None:
@@ -930,6 +1037,11 @@ def _indexable(message: StoredMessage) -> tuple[str, ...]:
 def _distinct(tags: Any) -> tuple[str, ...]:
     """A message's tags, each once (one index entry a tag)."""
     return tuple(dict.fromkeys(str(tag) for tag in tags))
+
+
+def _live(entry: StoredEntry | None) -> bool:
+    """Whether a bucket's ``entry`` holds a value (not none, not a delete or purge)."""
+    return entry is not None and entry.headers.get(_KV_OPERATION) not in ("DEL", "PURGE")
 
 
 def _set_ttl(headers: dict[str, str], seconds: int) -> None:

@@ -1,0 +1,141 @@
+"""#77 item 9: a broker's SIGKILL costs only its own requests. What the report suspected, each
+played for real:
+
+- an atomic batch a broker left open (its first entries published, never committed: killed
+  between them) holds nothing: the next write of that mailbox, by another store, is stored
+  and numbered next;
+- two broker processes on one layout, SENDs started one after another without waiting for
+  the answers while one broker is SIGKILLed: every SEND sent once the killed process is gone
+  is answered by the other, and every SEND answered is stored once. (Those NATS handed the
+  dying process before its sockets closed are its own: the kernel closes a killed process's
+  sockets only once it has freed its memory, docs/broker.md "Several brokers at once".)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from jetstream_servers import JetStreamCluster, close_store, open_store
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.broker.state.mailbox import StoredMessage
+from langchain_mq9.broker.storage.cluster import token
+from langchain_mq9.protocol import Priority
+from langchain_mq9.protocol.errors import RequestTimeout
+
+pytestmark = pytest.mark.slow  # a nats-server and broker processes
+
+ROOT = Path(__file__).resolve().parents[3]
+READY_TIMEOUT = 120.0  # a busy 2-core machine importing the package
+ANSWER_TIMEOUT = 10.0  # seconds a SEND waits for its answer
+PACE = 0.005  # seconds between the SENDs started around the kill
+SENDS_AFTER = 100  # SENDs started once the kill was sent
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[str]]:
+    with JetStreamCluster(1) as cluster:
+        yield cluster.urls
+
+
+def _message(text: str) -> StoredMessage:
+    return StoredMessage(-1, text.encode(), Priority.NORMAL, 0, None, (), None, 0)
+
+
+async def test_a_batch_left_open_by_a_dead_broker_holds_no_write(servers):
+    store = await open_store(servers, f"K{uuid.uuid4().hex[:10]}")
+    raw = await nats.connect(servers[0])
+    try:
+        now = int(time.time())
+        await store.create_mailbox("lane", ttl=0, desc="", now=now)
+        assert await store.append("lane", _message("first"), now=now) == 0
+        # another broker's batch into that mailbox, its first entry sent, then it died
+        layout, box = store.layout, token("lane")
+        batch = {"Nats-Batch-Id": uuid.uuid4().hex, "Nats-Batch-Sequence": "1"}
+        subject = layout.message_subject(box, Priority.NORMAL, "-", 1)
+        await raw.publish(subject, b"never committed", headers=batch)
+        await raw.flush()
+        await raw.close()
+        assert [await store.append("lane", _message(f"m{n}"), now=now) for n in range(3)] == [
+            1,
+            2,
+            3,
+        ]
+    finally:
+        if not raw.is_closed:
+            await raw.close()
+        await close_store(store)
+
+
+def _broker(urls: list[str], stream: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls), "--stream", stream],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("ready"):
+            return process
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"the broker did not serve: {process.stdout.read()}")
+
+
+async def _sent(client: Mq9Client, text: str) -> tuple[float, int | None]:
+    """When the SEND of ``text`` was started, and its msg_id (None: no answer in time)."""
+    started = time.monotonic()
+    try:
+        return started, await asyncio.wait_for(client.send("jobs", text), ANSWER_TIMEOUT)
+    except (TimeoutError, RequestTimeout):  # (one NATS handed the dying broker)
+        return started, None
+
+
+async def test_sends_started_once_a_killed_broker_is_gone_are_all_answered(servers):
+    stream = f"K{uuid.uuid4().hex[:10]}"
+    brokers = [_broker(servers, stream), _broker(servers, stream)]
+    try:
+        async with Mq9Client(servers[0]) as client:
+            await client.mailbox_create(name="jobs", ttl=0)
+            before = [await client.send("jobs", f"before {n}") for n in range(20)]
+            brokers[0].send_signal(signal.SIGKILL)
+            sends, gone = [], None
+            for n in range(SENDS_AFTER):
+                if gone is None and brokers[0].poll() is not None:
+                    gone = time.monotonic()
+                sends.append(asyncio.ensure_future(_sent(client, f"after {n}")))
+                await asyncio.sleep(PACE)
+            brokers[0].wait(30)
+            answered = await asyncio.gather(*sends)
+            assert gone is not None, "the killed broker was not gone within the SENDs"
+            after_gone = [msg_id for started, msg_id in answered if started >= gone]
+            assert after_gone and None not in after_gone, answered
+            ids = before + [msg_id for _, msg_id in answered if msg_id is not None]
+            stored = await client.fetch("jobs", deliver="earliest", num_msgs=1000)
+            # every answered SEND stored, none twice (one the dying broker stored but did not
+            # answer may be there too: its own request)
+            assert set(ids) <= {m.msg_id for m in stored}
+            texts = [m.payload for m in stored]
+            assert len(texts) == len(set(texts))
+    finally:
+        for process in brokers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
