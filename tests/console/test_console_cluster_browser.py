@@ -19,6 +19,8 @@ from test_console_deployments import console_url, stopped_with_its_console
 
 import langchain_mq9.broker.cli.credentials as credentials_cli
 from langchain_mq9 import Mq9Client
+from langchain_mq9.groups.dead_letters import dead_letter_address
+from langchain_mq9.groups.dead_letters import store as store_dead_letter
 
 pytestmark = pytest.mark.slow  # three nats-servers, a broker, its console and a browser
 pytest.importorskip("nkeys")
@@ -39,6 +41,12 @@ async def tenant(url: str, credential: str, name: str) -> None:
         card = {"name": name, "capabilities": f"the work of {name}", "mailbox": name}
         await client.agent_register(card)
         await client.send(name, '{"order": 7, "note": "ship \u202eexe.txt"}')
+        await client.send(name, '{"order": 8}')
+        poison = (await client.query(name))[-1]  # set aside as a group sets a poison one aside
+        dlq, why = dead_letter_address(name), "no such customer"
+        await store_dead_letter(
+            client, dlq, poison, mailbox=name, group="orders", attempts=3, reason=why
+        )
 
 
 def test_the_console_lists_every_page_on_the_credentialed_cluster(tmp_path):
@@ -88,7 +96,9 @@ def test_the_console_lists_every_page_on_the_credentialed_cluster(tmp_path):
                     row.find_element(By.TAG_NAME, "td").text: row.text
                     for row in driver.find_elements(By.CSS_SELECTOR, "#mailboxes tbody tr")
                 }
-                assert rows["agent.ops"].split()[1] == "1", rows
+                assert rows["agent.ops"].split()[1] == "2", rows
+                assert rows["agent.ops"].split()[-1] == "1", rows  # its one dead letter
+                assert rows["agent.ops.dlq"].split()[1] == "1", rows
                 assert "agent.tenant2" not in rows and "agent.tenant2.dlq" not in rows, rows
                 others = {  # #78: another tenant's apart, never a link
                     row.find_element(By.TAG_NAME, "td").text: row.text
