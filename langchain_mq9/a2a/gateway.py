@@ -157,6 +157,7 @@ class _Authenticated:
     def __init__(self, app: ASGIApp, tenants: Tenants) -> None:
         self.app = app
         self.tenants = tenants
+        self.handlers: dict[str, GatewayHandler] = {}  # agent -> its handler (gateway_app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (
@@ -468,7 +469,13 @@ class GatewayHandler(RequestHandler):
             await self._pushing().delete(self._transport(context), params)
 
     async def on_get_extended_agent_card(self, params: Any, context: Any) -> AgentCard:
-        raise ExtendedAgentCardNotConfiguredError()
+        """The card an authenticated tenant gets (the card says ``extendedAgentCard``): the
+        public one, as the gateway shows every tenant the same agent (no skill is a tenant's
+        own); served so clients that ask for it, as the card lets them, get an answer."""
+        self._transport(context)  # a tenant's call only (the middleware let no other in)
+        if not self.card.capabilities.extended_agent_card:
+            raise ExtendedAgentCardNotConfiguredError()
+        return self.card
 
 
 # A closing stream's last read of its task is bounded well inside the gateway's shutdown
@@ -613,11 +620,25 @@ def gateway_card(
     *,
     push: bool = False,
     jwks_url: str = "",
+    grpc_url: str = "",
 ) -> dict[str, Any]:
     """The HTTP A2A card of mq9 agent ``name`` (its registry card's words and skills, if it
-    has one) served at ``endpoint``. ``jwks_url``: where the keys that sign its pushes are."""
+    has one) served at ``endpoint``. ``jwks_url``: where the keys that sign its pushes are;
+    ``grpc_url``: the gateway's gRPC server (``host:port``), if it serves one."""
     card = dict(registered or {})
-    capabilities: dict[str, Any] = {"streaming": True, "pushNotifications": push}
+    interfaces = [
+        {"url": endpoint, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+        {"url": endpoint + REST, "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
+    ]
+    if grpc_url:  # one gRPC server for every agent: a request names its agent in ``tenant``
+        interfaces.append(
+            {"url": grpc_url, "protocolBinding": "GRPC", "protocolVersion": "1.0", "tenant": name}
+        )
+    capabilities: dict[str, Any] = {
+        "streaming": True,
+        "pushNotifications": push,
+        "extendedAgentCard": True,  # GetExtendedAgentCard answers a tenant (the same card)
+    }
     if push and jwks_url:
         capabilities["extensions"] = [
             {
@@ -631,10 +652,7 @@ def gateway_card(
         "name": name,
         "description": str(card.get("description") or f"{name}, an mq9 agent"),
         "version": str(card.get("version") or "1.0.0"),
-        "supportedInterfaces": [
-            {"url": endpoint, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
-            {"url": endpoint + REST, "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
-        ],
+        "supportedInterfaces": interfaces,
         "capabilities": capabilities,
         "defaultInputModes": card.get("defaultInputModes") or ["text/plain"],
         "defaultOutputModes": card.get("defaultOutputModes") or ["text/plain"],
@@ -662,8 +680,9 @@ async def gateway_app(
     *,
     tenants: Tenants,
     public_url: str,
+    grpc_url: str = "",
     **options: Any,
-) -> ASGIApp:
+) -> _Authenticated:
     """The ASGI app serving ``agents`` (registry names) to HTTP A2A clients. Each agent's
     mailbox (its card's, else its name) is created if missing, so calls wait there until it
     starts, unless the client has an mq9 identity of its own (a credential): then the gateway
@@ -674,7 +693,8 @@ async def gateway_app(
     tenants' push configs; the cards then say ``pushNotifications``), ``closing`` (an
     ``asyncio.Event``: once set, open streams end with their task's state as it stands).
     The client hears the broker's arrival announcements from here on, where it makes them
-    (arrivals.py)."""
+    (arrivals.py). ``grpc_url``: where the gateway's gRPC server is reached (``host:port``),
+    listed in every card; serve it with ``gateway_grpc.serve_grpc(app.handlers, ...)``."""
     if not agents:
         raise ValueError("name at least one mq9 agent to serve")
     registered = {a.get("name"): a for a in await client.agent_discover()}
@@ -694,6 +714,7 @@ async def gateway_app(
     arrivals = Arrivals(client, replies)
     push: GatewayPush | None = options.get("push")
     jwks_url = public_url.rstrip("/") + JWKS_PATH
+    handlers: dict[str, GatewayHandler] = {}
     if push is not None:
         push.signer.issuer = push.signer.issuer or public_url.rstrip("/")
         routes.append(_jwks_route(push, JWKS_PATH))
@@ -713,12 +734,16 @@ async def gateway_app(
                 tenants,
                 push=push is not None,
                 jwks_url=jwks_url,
+                grpc_url=grpc_url,
             ),
             AgentCard,
         )
         handler = GatewayHandler(client, mailbox, card, arrivals=arrivals, **options)
+        handlers[name] = handler
         routes += agent_routes(handler, card, path)
         if push is not None:  # beside the card too: a client may know only the agent's URL
             routes.append(_jwks_route(push, path + JWKS_PATH))
     await arrivals.start()
-    return _Authenticated(_Conventions(Starlette(routes=routes)), tenants)
+    app = _Authenticated(_Conventions(Starlette(routes=routes)), tenants)
+    app.handlers = handlers  # for the gRPC binding (gateway_grpc.serve_grpc)
+    return app

@@ -53,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
         "notifications are off without one",
     )
     parser.add_argument(
+        "--grpc-listen",
+        metavar="HOST:PORT",
+        help="also serve A2A's gRPC binding here (one server for every agent; each card "
+        "lists it, the agent named in `tenant`); off by default",
+    )
+    parser.add_argument(
+        "--grpc-public", metavar="HOST:PORT", help="the gRPC address clients reach (default: "
+        "--grpc-listen)",
+    )
+    parser.add_argument(
         "--push-key",
         metavar="FILE",
         help="the Ed25519 key (PEM) each push's JWT is signed with, made there (0600) if "
@@ -122,10 +132,8 @@ async def _run(args: argparse.Namespace) -> None:
 
     from .._http.hosts import HostPolicy
     from ..client.client import Mq9Client
-    from ..wake.deliver import Destinations
     from .cards_import import CardImporter
     from .gateway import Tenants, gateway_app
-    from .gateway_push import GatewayPush
 
     host, _, port = args.listen.rpartition(":")
     metrics = None
@@ -140,12 +148,7 @@ async def _run(args: argparse.Namespace) -> None:
     client = await Mq9Client(args.server).connect()
     jobs = []
     closing = asyncio.Event()
-    push = None
-    if args.allow_push_host:
-        from .push_auth import PushSigner
-
-        signer = PushSigner.load(args.push_key) if args.push_key else None
-        push = GatewayPush(Destinations(args.allow_push_host), signer=signer)
+    push, grpc_server = _push(args), None
     try:
         if args.import_card:
             importer = CardImporter(
@@ -161,7 +164,10 @@ async def _run(args: argparse.Namespace) -> None:
             send_wait=args.send_wait,
             push=push,
             closing=closing,
+            grpc_url=(args.grpc_public or args.grpc_listen or "") if args.grpc_listen else "",
         )
+        if args.grpc_listen:
+            grpc_server = await _serve_grpc(app.handlers, tenants, args.grpc_listen)
         served: Any = None  # uvicorn's server, once made: /readyz asks whether it started
         if metrics is not None:
             from .gateway_metrics import gateway_metrics
@@ -189,9 +195,35 @@ async def _run(args: argparse.Namespace) -> None:
     finally:
         for job in jobs:
             job.cancel()
+        if grpc_server is not None:  # its streams ended with the rest (closing)
+            await grpc_server.stop(SHUTDOWN_WAIT)
         if push is not None:
             await push.close()
         await client.close()
+
+
+def _push(args: argparse.Namespace) -> Any:
+    """The tenants' push configs and their deliveries, where ``--allow-push-host`` asks."""
+    if not args.allow_push_host:
+        return None
+    from ..wake.deliver import Destinations
+    from .gateway_push import GatewayPush
+    from .push_auth import PushSigner
+
+    signer = PushSigner.load(args.push_key) if args.push_key else None
+    return GatewayPush(Destinations(args.allow_push_host), signer=signer)
+
+
+async def _serve_grpc(handlers: Any, tenants: Any, address: str) -> Any:
+    """The gRPC binding's server at ``address``, started; a port it cannot take is one line."""
+    from .gateway_grpc import serve_grpc
+
+    try:
+        server = await serve_grpc(handlers, tenants, address)
+    except (RuntimeError, ValueError) as exc:  # grpc says it cannot bind with RuntimeError
+        raise ValueError(f"--grpc-listen {address}: cannot listen there ({exc})") from None
+    print(f"mq9-a2a-gateway: gRPC on {address}", flush=True)
+    return server
 
 
 async def _stopped_with(endpoint: Any, closing: asyncio.Event) -> None:

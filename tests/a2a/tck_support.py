@@ -71,6 +71,23 @@ def _loopback_resolver(resolve: Any) -> Any:
     return resolved
 
 
+def token_context(tenants: Any, token: str = TOKEN) -> Any:
+    """The gRPC binding's ``TenantContext``, each call given the tenant's bearer token (the
+    TCK sends none), as a proxy in front of the gateway's gRPC port would add it."""
+    from starlette.datastructures import Headers
+
+    from langchain_mq9.a2a.gateway_grpc import TenantContext
+
+    class WithToken(TenantContext):
+        def headers(self, context: Any) -> Headers:
+            given = super().headers(context)
+            if "authorization" in given:
+                return given
+            return Headers({**dict(given), "authorization": f"Bearer {token}"})
+
+    return WithToken(tenants)
+
+
 def with_token(app: Any, token: str = TOKEN) -> Any:
     """The app, each request given the tenant's bearer token (the TCK sends none)."""
 
@@ -84,10 +101,13 @@ def with_token(app: Any, token: str = TOKEN) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def gateway_sut(*, push: bool = True, **gateway_options: Any) -> AsyncIterator[str]:
+async def gateway_sut(
+    *, push: bool = True, grpc: bool = True, **gateway_options: Any
+) -> AsyncIterator[str]:
     """The TCK executor served over mq9 (an in-process bundled broker) behind the gateway:
     the URL the TCK is given (the agent's base, where its card is). ``push``: the gateway
-    keeps push configs, POSTing to loopback (where the TCK's webhook receiver listens)."""
+    keeps push configs, POSTing to loopback (where the TCK's webhook receiver listens).
+    ``grpc``: the gateway's gRPC binding served too (its card lists it)."""
     from http_agents import free_port, serve_http
 
     from langchain_mq9 import Mq9Client
@@ -113,18 +133,34 @@ async def gateway_sut(*, push: bool = True, **gateway_options: Any) -> AsyncIter
                 destinations.hosts.resolve = _loopback_resolver(destinations.hosts.resolve)
                 pushing = GatewayPush(destinations)
             try:
-                port = free_port()
+                port, grpc_port = free_port(), free_port()
                 base = f"http://127.0.0.1:{port}"
+                tenants = Tenants({"tck": TOKEN})
                 app = await gateway_app(
                     client,
                     [AGENT],
-                    tenants=Tenants({"tck": TOKEN}),
+                    tenants=tenants,
                     public_url=base,
                     push=pushing,
+                    grpc_url=f"127.0.0.1:{grpc_port}" if grpc else "",
                     **gateway_options,
                 )
-                async with serve_http(with_token(app), port):
-                    yield f"{base}/a2a/{AGENT}"
+                server = None
+                if grpc:
+                    from langchain_mq9.a2a.gateway_grpc import serve_grpc
+
+                    server = await serve_grpc(
+                        app.handlers,
+                        tenants,
+                        f"127.0.0.1:{grpc_port}",
+                        context=token_context(tenants),
+                    )
+                try:
+                    async with serve_http(with_token(app), port):
+                        yield f"{base}/a2a/{AGENT}"
+                finally:
+                    if server is not None:
+                        await server.stop(1)
             finally:
                 if pushing is not None:
                     await pushing.close()
