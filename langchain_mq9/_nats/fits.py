@@ -34,16 +34,6 @@ class PublishRefused(ValueError):
     """A publish that does not fit the server's limits, never written."""
 
 
-def header_bytes(headers: Mapping[str, str] | None) -> int:
-    """The size of the header block nats-py writes for ``headers`` (0 without)."""
-    if not headers:
-        return 0
-    size = _HEADER_LINE
-    for name, value in headers.items():
-        size += len(name.encode()) + len(": ") + len(str(value).encode()) + len("\r\n")
-    return size
-
-
 def subject_problem(subject: str, what: str = "subject") -> str | None:
     """Why ``subject`` is no subject to publish on (tokens: non-empty, no wildcard, no
     whitespace), or None."""
