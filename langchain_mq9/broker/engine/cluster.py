@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from ... import protocol as p
-from ...protocol import PRIORITY_ORDER
 from ...protocol.errors import MailboxExists, Mq9Error, WireError, from_reply
 from ...semantic.ranking import AgentEntry
 from ..state.clock import Clock, system_clock
@@ -47,7 +46,6 @@ from .sending import CLUSTER, read_send
 log = logging.getLogger("langchain_mq9.broker")
 
 Headers = Mapping[str, str] | None
-_LANES = tuple(priority.value for priority in PRIORITY_ORDER)
 _GROUPS_KEPT = 65_536  # (group, mailbox) pairs an engine remembers holding a position
 _DELETED = p.encode(p.DELETE_REPLY.write(error="", deleted=True))
 _BEGINNING = Mark(0, 0)  # a log's first msg_id, read from its first sequence
