@@ -26,6 +26,17 @@ from a2a.server.request_handlers.grpc_handler import (
     GrpcHandler,
 )
 from a2a.types import a2a_pb2_grpc
+from a2a.utils.constants import PROTOCOL_VERSION_1_0, VERSION_HEADER
+from a2a.utils.errors import (
+    A2A_ERROR_REASONS,
+    A2AError,
+    PushNotificationNotSupportedError,
+    UnsupportedOperationError,
+    VersionNotSupportedError,
+)
+from a2a.utils.grpc_status import status_to_grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from starlette.authentication import SimpleUser
 from starlette.datastructures import Headers
 
@@ -43,6 +54,12 @@ UNARY = (
     "GetExtendedAgentCard",
 )
 STREAMING = ("SendStreamingMessage", "SubscribeToTask")
+# A2A 1.0 section 5.4's gRPC codes where a2a-sdk 1.3 gives others (FAILED_PRECONDITION)
+SPEC_CODES: dict[type[A2AError], grpc.StatusCode] = {
+    PushNotificationNotSupportedError: grpc.StatusCode.UNIMPLEMENTED,
+    UnsupportedOperationError: grpc.StatusCode.UNIMPLEMENTED,
+    VersionNotSupportedError: grpc.StatusCode.UNIMPLEMENTED,
+}
 
 
 class _Tenant(User):
@@ -87,15 +104,49 @@ class TenantContext(DefaultGrpcServerCallContextBuilder):
         return metadata_headers(context)
 
 
+class _SpecHandler(GrpcHandler):
+    """a2a-sdk's servicer, its errors given A2A's own gRPC codes (``SPEC_CODES``), with the
+    ``ErrorInfo`` detail a2a-sdk gives every A2A error."""
+
+    async def abort_context(self, error: A2AError, context: grpc.aio.ServicerContext) -> None:
+        code = SPEC_CODES.get(type(error))
+        if code is None:
+            await super().abort_context(error, context)
+            return
+        info = error_details_pb2.ErrorInfo(
+            reason=A2A_ERROR_REASONS.get(type(error), "UNKNOWN_ERROR"), domain="a2a-protocol.org"
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        message = getattr(error, "message", None) or str(error)
+        rich = status_to_grpc(
+            status_pb2.Status(code=code.value[0], message=message, details=[detail])
+        )
+        context.set_trailing_metadata(tuple(rich.trailing_metadata))
+        await context.abort(rich.code, rich.details)
+
+
+def _version_refused(headers: Headers) -> VersionNotSupportedError | None:
+    """A2A 1.0 section 3.2.6: a request in a version the gateway does not speak (another
+    major; none given is 1.0 here, as a gRPC client of A2A 0.3 had no such binding) is refused."""
+    version = headers.get(VERSION_HEADER.lower(), "").strip()
+    if not version or version.split(".")[0] == PROTOCOL_VERSION_1_0.split(".")[0]:
+        return None
+    return VersionNotSupportedError(
+        message=f"A2A version {version[:20]!r} is not supported: this gateway speaks "
+        f"{PROTOCOL_VERSION_1_0}"
+    )
+
+
 class _Router(a2a_pb2_grpc.A2AServiceServicer):
     """Each call to its agent's ``GrpcHandler``, by the request's ``tenant`` (the agent's
     name); the credential checked first."""
 
-    def __init__(self, handlers: Mapping[str, GrpcHandler], context: TenantContext) -> None:
+    def __init__(self, handlers: Mapping[str, _SpecHandler], context: TenantContext) -> None:
         self.handlers = dict(handlers)
         self.context = context
 
-    async def _pick(self, request: Any, context: grpc.aio.ServicerContext) -> GrpcHandler:
+    async def _pick(self, request: Any, context: grpc.aio.ServicerContext) -> _SpecHandler:
         if self.context.tenants.find(self.context.headers(context)) is None:
             scheme = "authorization: Bearer <token>"
             if self.context.tenants.scheme != "bearer":
@@ -104,6 +155,9 @@ class _Router(a2a_pb2_grpc.A2AServiceServicer):
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"authenticate: {scheme} (see the agent card's securitySchemes)",
             )
+        refused = _version_refused(self.context.headers(context))
+        if refused is not None:
+            await next(iter(self.handlers.values())).abort_context(refused, context)
         agent = getattr(request, "tenant", "")
         if not agent and len(self.handlers) == 1:
             return next(iter(self.handlers.values()))
@@ -152,7 +206,7 @@ def grpc_servicer(
     """The A2A gRPC service over the gateway's handlers (agent name -> ``GatewayHandler``).
     ``context``: a ``TenantContext`` (by default one over ``tenants``)."""
     builder = context or TenantContext(tenants)
-    return _Router({n: GrpcHandler(h, builder) for n, h in handlers.items()}, builder)
+    return _Router({n: _SpecHandler(h, builder) for n, h in handlers.items()}, builder)
 
 
 async def serve_grpc(

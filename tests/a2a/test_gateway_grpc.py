@@ -129,6 +129,13 @@ async def test_an_offline_agent_is_called_over_grpc_and_tenants_stay_apart(clien
                     metadata=(("authorization", f"Bearer {ALICE}"),),
                 )
             assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+            # another major version of A2A: UNIMPLEMENTED, as A2A 1.0 section 5.4 maps it
+            with pytest.raises(grpc.aio.AioRpcError) as version:
+                await stub.GetTask(
+                    GetTaskRequest(id=submitted.id),
+                    metadata=(("authorization", f"Bearer {ALICE}"), ("a2a-version", "99.0")),
+                )
+            assert version.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_a_grpc_stream_follows_the_task_to_its_end(client):
