@@ -28,6 +28,7 @@ from test_every_server_scraped import DASHBOARD, _get_status, _post, _wait_statu
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.storage.cluster import Layout
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.protocol.errors import MailboxNotFound
 from langchain_mq9.wake.book import RuleBook
@@ -201,8 +202,11 @@ def test_every_dashboard_expression_has_data_on_the_documented_cluster(tmp_path)
             argv = f"exec {line} --no-search --metrics 127.0.0.1:{free[port]}"
             brokers.append(DevBroker(command=["bash", "-c", argv], cwd=tmp_path, env=env,
                                      wait=False))  # fmt: skip
+        layout = Layout()  # the start-up line names the real stream and buckets (#78 item 4)
+        said = f"stream {layout.messages} and key-value buckets {', '.join(layout.buckets)}"
         for broker in brokers:
             wait_serving(broker, FORMING)
+            assert any(said in line for line in broker.stdout), broker.output()
         urls = shlex.split(commands[3])[2].split(",")
         url = ",".join(re.sub(r"//[^@/]*@", "//", one) for one in urls)  # a client's: no login
         asyncio.run(_traffic(url))
