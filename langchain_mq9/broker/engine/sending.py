@@ -18,7 +18,7 @@ from ... import protocol as p
 from ...protocol import PRIORITY_ORDER, Priority
 from ...protocol.errors import Mq9Error
 from ..state.mailbox import StoredMessage
-from ..storage.cluster.numbering import TAGS_MOST
+from ..storage.cluster.numbering import RETENTION_SECONDS, TAGS_MOST
 
 Headers = Mapping[str, str] | None
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
@@ -38,6 +38,7 @@ class SendLimits:
     tag_bytes: int | None = None  # one tag's UTF-8 bytes
     tag_parts: int | None = None  # one tag's "/"-separated parts
     key_bytes: int | None = None  # the key's UTF-8 bytes
+    delay_most: int = MOST_SECONDS  # a delay's seconds
     store: str = "store"  # how a refusal names the store
 
 
@@ -50,8 +51,18 @@ OPEN = SendLimits()
 # about 1.1 KB, well inside nats-server's 4,096-byte control line with the reply's inbox and
 # the stream's prefix. A tag of 1,024 bytes and a key of 4,096 leave room beside them in the
 # headers each message carries.
+#
+# Its delayed message waits in the stream as a schedule (Nats-Schedule), which the stream's
+# retention (max_age, 7 days) removes like any message, a Nats-TTL or not (tried on
+# nats-server 2.15): a longer delay would never be delivered. A minute is left for the
+# servers' schedule tick (about a second).
 CLUSTER = SendLimits(
-    tags_most=TAGS_MOST, tag_bytes=1024, tag_parts=32, key_bytes=4096, store="cluster store"
+    tags_most=TAGS_MOST,
+    tag_bytes=1024,
+    tag_parts=32,
+    key_bytes=4096,
+    delay_most=RETENTION_SECONDS - 60,
+    store="cluster store",
 )
 
 
@@ -92,6 +103,12 @@ def read_send(headers: Headers, body: bytes, now: int, limits: SendLimits = OPEN
     _check_key(key, limits)
     _check_tags(tags, limits)
     delay = _seconds(mq9, p.HEADER_DELAY)
+    if delay is not None and delay > limits.delay_most:
+        raise Mq9Error(
+            f"SEND refused: mq9-delay of {delay} seconds: this broker's {limits.store} holds a "
+            f"delayed message at most {limits.delay_most} s (its stream keeps a message "
+            f"{RETENTION_SECONDS} s)"
+        )
     ttl = _seconds(mq9, p.HEADER_TTL)
     message = StoredMessage(
         -1,

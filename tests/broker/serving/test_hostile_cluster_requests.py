@@ -27,7 +27,7 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import Broker
 from langchain_mq9.broker.config import BrokerConfig
-from langchain_mq9.broker.engine.sending import MOST_SECONDS
+from langchain_mq9.broker.engine.sending import CLUSTER, MOST_SECONDS
 
 pytestmark = pytest.mark.slow  # a nats-server cluster
 
@@ -195,9 +195,19 @@ async def test_a_huge_delay_or_ttl_is_refused_in_one_line(
                 "error": f"SEND refused: {name} of {seconds} seconds is beyond this broker's "
                 f"bound of {MOST_SECONDS} (100 years)"
             }
-        header = header_block([(name, str(MOST_SECONDS))])
+        longest = CLUSTER.delay_most if name == p.HEADER_DELAY else MOST_SECONDS
+        header = header_block([(name, str(longest))])
         answer = await attacker.request(p.send_subject(BOX), b"x", header)
         assert answer["error"] == ""
+        if name == p.HEADER_DELAY:
+            # the cluster store's stream would remove the waiting schedule at its retention
+            header = header_block([(name, str(longest + 1))])
+            answer = await attacker.request(p.send_subject(BOX), b"x", header)
+            assert answer["error"] == (
+                f"SEND refused: mq9-delay of {longest + 1} seconds: this broker's cluster store "
+                f"holds a delayed message at most {longest} s (its stream keeps a message "
+                "604800 s)"
+            )
     finally:
         await attacker.close()
     await assert_serving(brokers, cluster[0])
