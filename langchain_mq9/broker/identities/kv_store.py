@@ -51,6 +51,7 @@ BUCKET_SUFFIX = "_IDENTITIES"
 OPEN_TIMEOUT = 20.0  # a cluster just started elects its JetStream leader first
 ASK_TIMEOUT = 10.0  # one read or write: longer than a stream leader election (docs/broker.md)
 _POLL = 0.25
+_RECORD_TRIES = 8  # a record created and removed by others in a row before giving up
 
 
 def identities_bucket(stream: str) -> str:
@@ -393,13 +394,19 @@ class KvIdentityStore(BaseIdentityStore):
         return {r["principal"] for r in _records(values, "mailbox") if r["mailbox"] == mailbox}
 
     async def _get(self, key: str) -> bytes | None:
-        from nats.js.errors import KeyNotFoundError
+        """``key``'s value from the bucket's leader (current: a record another broker made a
+        moment ago is there, where a replica read may not have it yet, #77); None when none."""
+        from nats.js.errors import NotFoundError
 
         try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:
+            msg = await self._js.get_msg(
+                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{key}", direct=False
+            )
+        except NotFoundError:
             return None
-        value: bytes | None = entry.value
+        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        value: bytes | None = msg.data
         return value
 
     def follow_owners(self, learn: Callable[[str, dict[str, str]], None]) -> None:
@@ -435,12 +442,18 @@ class KvIdentityStore(BaseIdentityStore):
         """Create ``key``; one there already holding the same principal is the same record."""
         from nats.js.errors import KeyWrongLastSequenceError
 
-        try:
-            await self._kv.create(key, json.dumps(record).encode())
-        except KeyWrongLastSequenceError:
-            entry = await self._kv.get(key)
-            if json.loads(entry.value).get("principal") != record["principal"]:
-                raise OwnedByAnother from None
+        for _ in range(_RECORD_TRIES):
+            try:
+                await self._kv.create(key, json.dumps(record).encode())
+                return
+            except KeyWrongLastSequenceError:
+                value = await self._get(key)  # (the leader's: the racer's record is there)
+            if value is None:
+                continue  # removed meanwhile (a claim undone): created again
+            if json.loads(value).get("principal") != record["principal"]:
+                raise OwnedByAnother
+            return
+        raise CredentialError(f"{key}: made and removed by others {_RECORD_TRIES} times")
 
     async def disown_mailbox(self, mailbox: str, principal: str) -> None:
         await self._ask_async(self._disown(_keyed("mailbox", mailbox), principal))
@@ -448,16 +461,20 @@ class KvIdentityStore(BaseIdentityStore):
     async def _disown(self, key: str, principal: str) -> None:
         """Delete ``key`` when it names ``principal``, expecting the revision read (one
         made again meanwhile stays)."""
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+        from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 
-        try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:
+        try:  # (the leader's: a claim made a moment ago is there)
+            msg = await self._js.get_msg(
+                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{key}", direct=False
+            )
+        except NotFoundError:
             return
-        if json.loads(entry.value or b"{}").get("principal") != principal:
+        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            return
+        if json.loads(msg.data or b"{}").get("principal") != principal:
             return
         with contextlib.suppress(KeyWrongLastSequenceError):
-            await self._kv.delete(key, last=entry.revision)
+            await self._kv.delete(key, last=msg.seq)
 
     async def note_base(self, kind: str, digest: str, mailbox: str) -> None:
         await self._ask_async(self._note_base(f"base.{kind}.{digest}", mailbox))
