@@ -230,3 +230,22 @@ async def test_beyond_the_bound_counts_rotate_until_each_was_read(monkeypatch):
             assert seen[2] == (15, False)
             held = await survey.held()  # and again: every count as last read, still 15
             assert held is not None and held.dead_letters == 15
+
+
+async def test_the_readiness_record_leaves_no_state_behind():
+    """A layout a broker only served and was probed on is empty again once the probes stop
+    (``state import`` takes a new or empty layout only)."""
+    with JetStreamCluster(1) as servers:
+        stream = f"MP{uuid.uuid4().hex[:10]}"
+        config = BrokerConfig(nats=servers.urls[0], store="jetstream", stream=stream, search=False)
+        async with Broker(config, say=lambda _: None) as broker:
+            survey = survey_state.StoreSurvey(broker.engine.store)
+            assert await survey.answers() is None
+            connection = broker.engine.store.requests.connection
+            reports = f"KV_{stream}_REPORTS"
+            info = await connection.jetstream().stream_info(reports)
+            assert info.state.messages == 1  # the probe's record, with its TTL
+            until = time.monotonic() + 60  # (a guard: the TTL is PROBE_TTL seconds)
+            while (await connection.jetstream().stream_info(reports)).state.messages:
+                assert time.monotonic() < until, "the probe's record stayed"
+                await asyncio.sleep(0.5)

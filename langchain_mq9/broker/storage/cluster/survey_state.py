@@ -14,7 +14,7 @@ Readiness asks for a write: a stream leader cut off from its followers answers r
 STREAM.INFO) for ~10 s before it steps down, where a write is acknowledged only once a quorum of
 servers holds it. The write is one small record, rolled up in place, in the reports bucket
 under a key no agent's digest can take (``PROBE_KEY``), at most once every ``PROBE_KEPT``
-seconds.
+seconds, with a TTL (``PROBE_TTL``) that removes it once the probes stop.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ AT_ONCE = 16  # counted reads in flight at once
 PROBE_KEY = "mq9-ready"  # not 32 hex digits: no agent's token (mapping.token) is it
 PROBE_DEADLINE = 3.0  # seconds the readiness write has (quorum lost: 503 well within 5 s)
 PROBE_KEPT = 1.0  # seconds one probe's answer serves (a flood of /readyz: one write a second)
+# seconds the probe's record lives: gone soon after the last probe, so that a layout only probed
+# is empty again (``state import`` takes a new or empty layout only)
+PROBE_TTL = 5
 _DEAD_LETTER_SEGMENT = "dlq"  # <mailbox>.dlq (groups/dead_letters.py; broker/cli/metrics.py)
 _KV_OPERATION = "KV-Operation"
 Key = tuple[Any, ...]  # what a counted read counts: ("dead", mailbox), ("past", group, ...)
@@ -259,7 +262,7 @@ class StoreSurvey:
         try:
             answer = await connection.request(
                 subject, b'{"probe":1}', timeout=PROBE_DEADLINE,
-                headers={"Nats-Rollup": "sub"},
+                headers={"Nats-Rollup": "sub", "Nats-TTL": f"{PROBE_TTL}s"},
             )  # fmt: skip
         except Exception as exc:  # nats-py: a timeout, no responders, a closed connection
             text = str(exc) or type(exc).__name__
