@@ -240,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
         from a2a.server.routes import create_jsonrpc_routes  # noqa: F401
+
+        if args.grpc_listen or args.allow_push_host:  # the gRPC server, the pushes' signatures
+            import cryptography  # noqa: F401
+            import grpc  # noqa: F401
     except ImportError as exc:
         sys.exit(
             f"mq9-a2a-gateway needs the a2a-gateway extra ({exc.name} is missing): "
