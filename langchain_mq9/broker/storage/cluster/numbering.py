@@ -199,13 +199,13 @@ class Numbering:
                 state, marker = await self.read_last(box)
                 self.counts.pop(box, None)
             expected, first_id = state
-            whole = [write for write in whole if not write.future.done()]  # (not refused)
+            batch = whole = [write for write in whole if not write.future.done()]
             if any(write.room is not None for write in whole):
                 # which fit, counted as of the head this write expects (#77)
                 held = await self._held(box, expected, whole)
                 batch = _admitted(whole, held)
-                if not batch:
-                    return
+            if not batch:
+                return  # (each answered already: refused as full)
             try:
                 last_seq = await self._publish(box, batch, expected, first_id)
             except JetStreamError as exc:
