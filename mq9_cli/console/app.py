@@ -363,7 +363,9 @@ def create_app(
         from .metrics import ConsoleMetrics
 
         watched = ConsoleMetrics(
-            settings.metrics, lambda: console.client is not None and console.client.is_connected
+            settings.metrics,
+            lambda: console.client is not None and console.client.is_connected,
+            client=lambda: console.client,  # #77 item 6: ready while a broker answers
         )
 
     @contextlib.asynccontextmanager
