@@ -66,6 +66,20 @@ CLUSTER = SendLimits(
 )
 
 
+# Headers nats-server adds to a request, never the sender's own: a service import marked
+# share (the open cluster's accounts.conf, docs/deploy.md) adds the requesting connection's
+# client info (its host, server, account, ...), which a message's receivers must never learn.
+# Compared stripped and in any case, as a reader of the stored block would (parse_header_block)
+SERVER_HEADERS = frozenset({"nats-request-info"})
+
+
+def _kept(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """``headers`` without those nats-server added (``SERVER_HEADERS``)."""
+    if not any(name.strip().lower() in SERVER_HEADERS for name in headers):
+        return headers
+    return {n: v for n, v in headers.items() if n.strip().lower() not in SERVER_HEADERS}
+
+
 @dataclass
 class Send:
     """A SEND read: the message to store (msg_id -1 until written) and, for a delayed one,
@@ -77,7 +91,8 @@ class Send:
 
 def read_send(headers: Headers, body: bytes, now: int, limits: SendLimits = OPEN) -> Send:
     """A SEND of ``body`` with ``headers`` (the ones to store: a client's own ``mq9-sender``
-    already taken out) at second ``now``; ``Mq9Error`` with the refusal."""
+    already taken out; those nats-server added are left out here) at second ``now``;
+    ``Mq9Error`` with the refusal."""
     headers = headers or {}
     mq9: Mapping[str, str] = headers
     for name, value in headers.items():
@@ -117,7 +132,7 @@ def read_send(headers: Headers, body: bytes, now: int, limits: SendLimits = OPEN
         now,
         key,
         tags,
-        p.header_block(headers),
+        p.header_block(_kept(headers)),
         # a TTL counts from the SEND, delay or not (RobustMQ)
         now + ttl if ttl is not None else 0,
     )

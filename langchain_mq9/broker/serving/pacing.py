@@ -12,7 +12,8 @@ held, however large. Requesters waiting take turns, so one client asking for lar
 back to back holds another's large answer by at most one of its own each turn. A requester is
 known by its reply subject without the last token (NATS clients make one inbox prefix per
 connection); a client making up prefixes gets as many turns as it makes, as it could make
-connections: the dev broker has no authentication.
+connections: the dev broker has no authentication. A request through a service import (the
+open cluster's agents, docs/deploy.md) is known by the connection nats-server says sent it.
 
 What waits is held in memory, built: a client publishing requests for large answers without
 waiting for them held the broker's memory for as long as they took to go. So a
@@ -24,9 +25,10 @@ with that error at once. One answer with nothing else waiting is never refused, 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 Sleep = Callable[[float], Awaitable[object]]
 # A wait shorter than this is none (what float rounding leaves of a pace exactly met)
@@ -40,10 +42,46 @@ class Backlog(Exception):
     take the room. The message says so, for the requester."""
 
 
-def requester(reply: str) -> str:
-    """Who is asking, as far as the reply subject shows: ``_INBOX.<connection>.<n>`` →
-    ``_INBOX.<connection>``."""
-    return reply.rpartition(".")[0] or reply
+# nats-server's client info, added to a request that crossed a service import marked ``share``
+# (docs/deploy.md's accounts.conf), and written by the server over any the client sent
+REQUEST_INFO = "Nats-Request-Info"
+# A reply subject nats-server made for a request that came through a service import: one
+# ``_R_.<prefix>`` per importing server, whichever of its clients asked
+IMPORTED = "_R_."
+# The most of the header read: nats-server's client info is a few hundred bytes
+_INFO_MOST = 4096
+
+
+def requester(reply: str, headers: Mapping[str, str] | None = None) -> str:
+    """Who is asking: ``_INBOX.<connection>.<n>`` → ``_INBOX.<connection>``, as far as the
+    reply subject shows. A request that came through a service import (``_R_.<prefix>.<x>``)
+    has the importing server's prefix there, the same for all its clients: it is told apart
+    by the connection that sent it, ``(server, id)`` of its ``Nats-Request-Info``, which
+    nats-server writes; without a usable one, the prefix (one requester per server)."""
+    prefix = reply.rpartition(".")[0] or reply
+    if not reply.startswith(IMPORTED) or not headers:
+        return prefix
+    connection = _connection(headers.get(REQUEST_INFO))
+    return prefix if connection is None else f"{IMPORTED}{connection}"
+
+
+def _connection(info: str | None) -> str | None:
+    """``<account>/<server>/<id>`` of a client info header, or None when it is missing or not
+    nats-server's shape (never raises: a bad header falls back to the prefix)."""
+    if not info or len(info) > _INFO_MOST:
+        return None
+    try:
+        found = json.loads(info)
+    except ValueError:
+        return None
+    if not isinstance(found, dict):
+        return None
+    server, cid, account = found.get("server"), found.get("id"), found.get("acc", "")
+    if not isinstance(server, str) or not server or not isinstance(account, str):
+        return None
+    if not isinstance(cid, int) or isinstance(cid, bool) or cid < 0:
+        return None
+    return f"{account}/{server}/{cid}"
 
 
 class AnswerPacer:

@@ -51,6 +51,8 @@ log = logging.getLogger("langchain_mq9.broker")
 # known by its reply inbox, which the client chooses (nats-server tells a subscriber nothing of
 # the connection a request came by, see docs/security.md): one making up an inbox per request
 # gets a turn for each, but no more than RUNNING_IN_ALL run, and what waits is bounded in all.
+# Through a service import marked share (the open cluster, docs/deploy.md) nats-server does
+# say it, and every reply there is one prefix per server: the connection is the requester.
 # A FETCH's wait, or a group reader's claim QUERY by key, costs nothing: any number may run.
 AT_ONCE, RUNNING_IN_ALL, WAITING, WAITING_IN_ALL = 4, 4, 64, 256
 # What a request still under way, or still waiting its turn, is answered when the broker stops
@@ -191,7 +193,7 @@ class NatsService:
         if not command.costly(msg.data):
             self._start(msg, stamp=stamp)
             return
-        who = self._requester(msg.reply or "")  # what needs no answer shares one requester
+        who = self._requester(msg)  # what needs no answer shares one requester
         if self._may_run(who):  # then nothing waits that could run: it would be running
             self._run(msg, who, stamp)
             return
@@ -206,13 +208,15 @@ class NatsService:
         if msg.reply:  # else nobody to tell
             await self._reply(msg, self._too_many_waiting(mine))
 
-    def _requester(self, reply: str) -> str:
+    def _requester(self, msg: Msg) -> str:
         """Who asks: on an enforcing broker the agent (#53: its gate let through only replies
         to the agent's own inboxes, of which it may make up any number), else as far as the
-        reply subject shows."""
+        reply subject shows, or for a request through a service import (the open cluster's
+        agents) the connection nats-server says sent it (pacing.requester)."""
+        reply = msg.reply or ""
         if self.identities is not None:
             return self.identities.requester(reply)
-        return requester(reply)
+        return requester(reply, msg.headers)
 
     def _too_many_waiting(self, mine: int) -> bytes:
         waiting = f"{mine} of your" if mine >= self.waiting else f"{self._queued_in_all}"
@@ -294,7 +298,7 @@ class NatsService:
             )
         if self.pacer is not None and len(reply) > BULK_ANSWER:
             try:
-                await self.pacer.admit(self._requester(msg.reply), len(reply))
+                await self.pacer.admit(self._requester(msg), len(reply))
             except Backlog as exc:  # too much waits already: say so now, keep nothing
                 reply = p.encode(p.ERROR_REPLY.write(error=str(exc)))
         await self._reply(msg, reply)
