@@ -15,6 +15,13 @@ _MESSAGES_HEAD = p.encode(p.MESSAGES_REPLY.write(error="", messages=[]))[:-2]
 EMPTY_ANSWER = len(_MESSAGES_HEAD) + len(b"]}")
 
 
+def empty_wait(max_wait_ms: int) -> float:
+    """The seconds an empty FETCH waits before its empty answer: RobustMQ sleeps the whole
+    ``max_wait_ms`` (a u64), ours at most ``MAX_WAIT_MS`` (ten minutes), so that no request
+    holds a task, and a broker's shutdown, for ever."""
+    return min(max(max_wait_ms, 0), p.MAX_WAIT_MS) / 1000
+
+
 def capped(messages: Iterable[StoredMessage]) -> list[StoredMessage]:
     """A lane read of a FETCH or a read of a QUERY as RobustMQ's storage engine makes it
     (rocksdb read.rs read_by_tag and read_by_offset): ``messages``, already limited in number,

@@ -23,7 +23,7 @@ from ..state.mailbox import StoredMessage
 from ..state.registry import AgentRegistry
 from ..storage.base import StorageError
 from ..storage.cluster import ClusterStore, Full, MailboxRecord, Mark
-from .answers import EMPTY_ANSWER, capped, cut_answer, whole_answer
+from .answers import EMPTY_ANSWER, capped, cut_answer, empty_wait, whole_answer
 from .engine import (
     _DISCOVER_HEAD,
     _MSG_ID_ROOM,
@@ -229,7 +229,7 @@ class ClusterEngine:
         record, last = await asyncio.gather(self._topic(address), self.store.last(address))
         lanes = await self._read_group(record, last, request, num_msgs)
         if not lanes and max_wait_ms > 0:
-            await asyncio.sleep(max_wait_ms / 1000)  # RobustMQ sleeps the whole wait
+            await asyncio.sleep(empty_wait(max_wait_ms))  # RobustMQ sleeps the whole wait
         if request["group_name"] is not None:
             return whole_answer(lanes, num_msgs, self.answer_limit)
         return cut_answer([m for lane in lanes for m in lane], self.answer_limit)

@@ -37,7 +37,7 @@ from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
 from ..storage import MemoryStorage, Storage, StorageError
 from . import owned as owning
-from .answers import EMPTY_ANSWER, capped, cut_answer, whole_answer
+from .answers import EMPTY_ANSWER, capped, cut_answer, empty_wait, whole_answer
 from .limits import BrokerLimits
 from .owned import Keep, Named, Owned, Requester
 from .sending import read_send
@@ -548,7 +548,7 @@ class BrokerEngine:
         lanes = self._transact(lambda: self._read_group(self._topic(address), request, num_msgs))
         if not lanes and max_wait_ms > 0:
             # RobustMQ sleeps the whole wait and answers empty, without looking again
-            await asyncio.sleep(max_wait_ms / 1000)
+            await asyncio.sleep(empty_wait(max_wait_ms))
         if request["group_name"] is not None:
             return whole_answer(lanes, num_msgs, self.answer_limit)
         return cut_answer([m for lane in lanes for m in lane], self.answer_limit)
