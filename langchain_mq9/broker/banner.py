@@ -114,10 +114,19 @@ def _limit_lines(engine: BrokerEngine | ClusterServing) -> list[str]:
 
 
 def _connect_lines(shown: str) -> list[str]:
-    """How a client reaches the broker at ``shown`` (the last lines of each banner)."""
+    """How a client reaches the broker at ``shown`` (the last lines of each banner), without
+    the login the broker's own URLs carry: that is the brokers' user (deploy.md's open
+    cluster), never a client's; a client gives none, or its own credential file."""
+    shown = ",".join(_bare(url) for url in shown.split(","))
     return [
         "connect with:",
         f'  Mq9Client("{shown}")',
         f'  Mq9Toolkit(server="{shown}")',
         f"  mq9-mcp --server {shown}",
     ]
+
+
+def _bare(url: str) -> str:
+    """``url`` without its ``user:password@``."""
+    scheme, sep, rest = url.rpartition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"

@@ -110,7 +110,9 @@ async def _await_jetstream(connection: NatsConnection, shown: str, wait: Waiting
                     "or with a jetstream block in its config (or drop --store jetstream)"
                 ) from None
             else:
-                raise ClusterError(f"JetStream on {shown} refuses the broker: {exc}") from None
+                raise ClusterError(
+                    f"JetStream on {shown} refuses the broker: {exc}{_hint(exc)}"
+                ) from None
         except (TimeoutError, nats.errors.TimeoutError):
             pass  # no JetStream leader to answer yet
         wait.until(f"the JetStream cluster at {shown} to elect its leader")
@@ -168,3 +170,13 @@ def refused_for_good(exc: StorageError) -> bool:
     # raises from the nats-py error that carries it
     code = getattr(exc, "err_code", None) or getattr(exc.__context__, "err_code", None)
     return bool(code) and code not in (NO_PEERS_YET, JETSTREAM_UNAVAILABLE)
+
+
+def _hint(exc: Exception) -> str:
+    """What to do about JetStream's refusal ``exc``, where one thing is known to help."""
+    if "not enabled for account" in str(exc):  # deploy.md's open cluster, the broker no login
+        return (
+            " (the broker logged in to an account without JetStream: on deploy.md's open "
+            "cluster give it the brokers' login, --nats nats://mq9-broker:PASSWORD@HOST:PORT)"
+        )
+    return ""

@@ -89,6 +89,7 @@ def test_a_cluster_on_the_earlier_accounts_moves_keeping_its_state_and_closing_i
         forgot = deployment.start_broker(earlier)
         assert forgot.wait_exit(120) != 0, forgot.output()
         assert any("JetStream not enabled for account" in x for x in forgot.stderr), forgot.output()
+        assert any("give it the brokers' login" in x for x in forgot.stderr), forgot.output()
     finally:
         deployment.close()
 
