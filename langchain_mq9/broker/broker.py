@@ -226,6 +226,11 @@ class Broker:
         REGISTER sent once it did is answered as promptly as any (loaded later, on the
         engine's worker thread at nice 10, beside busy processes the first REGISTER timed out:
         issue #54)."""
+        if not self.config.search and self.config.store == "jetstream":
+            # the cluster's engine embeds nothing without search: no model in this process
+            # (hundreds of MB, seconds to load, and the time a SIGKILL takes to close its
+            # sockets grows with the memory: docs/broker.md)
+            return
         if self.config.embedding_model:
             os.environ[semantic.MODEL_ENV] = self.config.embedding_model
         try:

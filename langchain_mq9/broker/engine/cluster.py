@@ -465,8 +465,9 @@ class ClusterEngine:
             self._known[row] = entry
             if entry.card is not None:
                 indexed.append(entry)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _index, registry, indexed)
+        if self.search:  # (without search nothing ranks: no card is embedded, no model loads)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, _index, registry, indexed)
         return registry
 
     def _listing(self, registry: AgentRegistry) -> bytes:
