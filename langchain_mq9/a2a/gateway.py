@@ -698,7 +698,7 @@ async def gateway_app(
     if not agents:
         raise ValueError("name at least one mq9 agent to serve")
     registered = {a.get("name"): a for a in await client.agent_discover()}
-    routes = []
+    routes: list[BaseRoute] = []
     gateway = options.get("gateway", GATEWAY)
     if client.principal is not None:
         # Tenants' reply mailboxes that only this identity may make: a --credentials broker

@@ -155,7 +155,7 @@ async def _run(args: argparse.Namespace) -> None:
                 client, args.import_card, hosts=HostPolicy.from_env(args.allow_host)
             )
             jobs.append(asyncio.create_task(importer.run(every=args.import_every)))
-        app = await gateway_app(
+        app: Any = await gateway_app(
             client,
             args.agent,
             tenants=tenants,
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if args.grpc_listen or args.allow_push_host:  # the gRPC server, the pushes' signatures
             import cryptography  # noqa: F401
-            import grpc  # noqa: F401
+            import grpc  # type: ignore[import-untyped]  # noqa: F401
     except ImportError as exc:
         sys.exit(
             f"mq9-a2a-gateway needs the a2a-gateway extra ({exc.name} is missing): "

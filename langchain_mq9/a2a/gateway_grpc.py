@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import grpc
-import grpc.aio
+import grpc  # type: ignore[import-untyped]
+import grpc.aio  # type: ignore[import-untyped]
 from a2a.auth.user import UnauthenticatedUser, User
 from a2a.server.request_handlers.grpc_handler import (
     DefaultGrpcServerCallContextBuilder,
@@ -35,8 +35,8 @@ from a2a.utils.errors import (
     VersionNotSupportedError,
 )
 from a2a.utils.grpc_status import status_to_grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.protobuf import any_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from starlette.authentication import SimpleUser
 from starlette.datastructures import Headers
 
@@ -224,10 +224,11 @@ async def serve_grpc(
             ("grpc.max_send_message_length", MAX_BODY_BYTES),
         ]
     )
-    a2a_pb2_grpc.add_A2AServiceServicer_to_server(grpc_servicer(handlers, tenants, context), server)
+    servicer = grpc_servicer(handlers, tenants, context)
+    a2a_pb2_grpc.add_A2AServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port(address)
     if port == 0:
         raise ValueError(f"gRPC: cannot listen at {address}")
     await server.start()
-    server.port = port  # type: ignore[attr-defined]
+    server.port = port
     return server
