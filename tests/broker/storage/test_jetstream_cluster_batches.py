@@ -19,6 +19,8 @@ import pytest
 from jetstream_servers import JetStreamCluster, close_store, open_store
 
 from langchain_mq9.broker.storage.cluster import Layout
+from langchain_mq9.broker.storage.cluster.batches import Batches
+from langchain_mq9.broker.storage.cluster.requests import Requests, WriteRefused
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -89,3 +91,27 @@ async def test_a_bucket_made_before_atomic_batches_takes_them(servers: list[str]
         assert info["config"].get("allow_atomic") is True
     finally:
         await close_store(store)
+
+
+async def test_a_part_that_does_not_fit_fails_alone_never_its_batch(servers: list[str]) -> None:
+    """A part past the servers' limits (here a subject over nats-server's 4,096-byte control
+    line) is refused before it joins a batch: the parts handed in with it in the same turn
+    are stored, and the connection stays up (sent, it would have closed it: #77)."""
+    stream = f"B{uuid.uuid4().hex[:10]}"
+    connection = await nats.connect(servers)
+    try:
+        config = {"name": stream, "subjects": [f"{stream}.>"], "allow_atomic": True}
+        reply = await connection.request(
+            f"$JS.API.STREAM.CREATE.{stream}", json.dumps(config).encode(), timeout=20
+        )
+        assert b'"error"' not in reply.data
+        batches = Batches(Requests(connection, timeout=20))
+        parts = [[(f"{stream}.good.{n}", b"x", {})] for n in range(3)]
+        parts.insert(1, [(f"{stream}." + ".".join(["deep"] * 1000), b"x", {})])
+        done = await asyncio.gather(*(batches.write(p) for p in parts), return_exceptions=True)
+        assert isinstance(done[1], WriteRefused) and "control line" in str(done[1])
+        assert sorted(n for i, n in enumerate(done) if i != 1) == [1, 2, 3]
+        assert connection.is_connected
+        await batches.stop()
+    finally:
+        await connection.close()

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 ENTRIES_MOST = 1000  # stream messages one atomic batch carries at most (the server's limit)
 Entry = tuple[str, bytes, dict[str, str]]  # a stream message to write: subject, data, headers
+# The most a batch adds to an entry's headers: a part is checked with them before it joins one
+_BATCH_HEADERS = {
+    "Nats-Batch-Id": uuid.UUID(int=0).hex,
+    "Nats-Batch-Sequence": str(ENTRIES_MOST),
+    "Nats-Batch-Commit": "1",
+}
 
 
 @dataclass(slots=True)
@@ -44,7 +50,11 @@ class Batches:
 
     async def write(self, entries: list[Entry]) -> int:
         """Store ``entries`` (at most ``ENTRIES_MOST``) together; the last one's sequence.
-        ``JetStreamError`` when the servers refused them."""
+        ``JetStreamError`` when the servers refused them; ``WriteRefused`` (nothing sent)
+        when one would not fit their limits, before it joins a batch: a part that does not
+        fit fails alone, never the other parts of its batch (#77)."""
+        for subject, data, headers in entries:
+            self.requests.check(subject, data, {**headers, **_BATCH_HEADERS})
         loop = asyncio.get_running_loop()
         part = _Part(entries, loop.create_future())
         self._parts.append(part)
@@ -107,12 +117,11 @@ class Batches:
             subject, data, headers = entries[0]
             return await self.requests.publish(subject, data, headers or None)
         batch_id = uuid.uuid4().hex
-        publish = self.requests.connection.publish
         last = len(entries)
         for number, (subject, data, own) in enumerate(entries, 1):
             headers = {**own, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
             if number < last:
-                await publish(subject, data, headers=headers)
+                await self.requests.send(subject, data, headers)
                 continue
             headers["Nats-Batch-Commit"] = "1"
             return await self.requests.publish(subject, data, headers)

@@ -215,17 +215,27 @@ class Requests:
         finally:
             del self._waiting[inbox]
 
+    def check(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        """``WriteRefused`` (one line) when a publish of these would not fit the servers'
+        limits. Said before nats-py's own subject check, which words it less; the fence on
+        the connection checks each publish again with its real reply subject."""
+        room = self.connection.max_payload
+        problem = publish_problem(subject, _REPLY_SAMPLE, len(data), headers, room)
+        if problem is not None:
+            raise WriteRefused(problem)
+
+    async def send(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """Publish without waiting for an answer (an atomic batch's entries before its
+        commit: the servers answer only the commit)."""
+        self.check(subject, data, headers)
+        await self.connection.publish(subject, data, headers=headers)
+
     async def publish(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
     ) -> int:
         """Store ``data`` on ``subject``; its stream sequence. ``JetStreamError`` with
         ``WRONG_LAST_SEQUENCE`` when an expected sequence was not the last."""
-        # (said before nats-py's own subject check, which words it less: the fence on the
-        # connection checks it again with the real reply subject)
-        room = self.connection.max_payload
-        problem = publish_problem(subject, _REPLY_SAMPLE, len(data), headers, room)
-        if problem is not None:
-            raise WriteRefused(problem)
+        self.check(subject, data, headers)
         try:
             reply = await nats_request(
                 self.connection, subject, data, timeout=self.timeout, headers=headers
