@@ -15,6 +15,7 @@ anonymous clients on the same server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -40,6 +41,7 @@ BOX = "fair.box"
 QUERY = p.encode({"tags": [f"fairness-tag-{i:04d}-{'x' * 16}" for i in range(200)]})
 REFUSED = "wait already for their turn"  # serve.py's "too many waiting"
 BURST = 150  # more than a requester may have running and waiting (4 + 64)
+MOST = 20_000  # QUERYs a flooder sends in all: a bound, whatever happens
 ANSWER = 180.0  # seconds: a hang guard on a busy machine, never a timing assertion
 PROBE = f"{p.PREFIX}.FAIRNESS.probe"  # a subject of the service the brokers' user hears
 
@@ -74,7 +76,8 @@ async def _until(condition, what: str) -> None:
 
 class Flooder:
     """An anonymous client publishing costly QUERYs without waiting: each answered one is
-    replaced by two, so that what it may have waiting stays full while the other asks."""
+    replaced by two (one refused if its room is full), so that what it may have waiting stays
+    full while the other asks; never more than ``BURST`` unanswered, ``MOST`` in all."""
 
     def __init__(self, connection, headers: dict[str, str] | None = None) -> None:
         self.connection, self.headers = connection, headers
@@ -87,7 +90,8 @@ class Flooder:
             self.refused += 1
         else:
             self.answered += 1
-            self.more.put_nowait(2)
+            unanswered = self.sent - self.answered - self.refused
+            self.more.put_nowait(max(0, min(2, BURST - unanswered, MOST - self.sent)))
 
     async def publish(self, times: int) -> None:
         for _ in range(times):
@@ -151,14 +155,24 @@ async def _probe(url: str, password: str) -> None:
         await broker_side.subscribe(PROBE, cb=heard.put)
         await broker_side.flush()
 
+        sent = 0
+
         async def heard_from(nc, headers=None):
-            while True:  # until the subscription has crossed the cluster's interest
-                await nc.publish(PROBE, b"", reply=nc.new_inbox(), headers=headers)
+            """What the brokers' account heard of a probe of ``nc``'s (each probe's body its
+            own: one sent again while the interest was still crossing is told apart)."""
+            nonlocal sent
+            deadline = time.monotonic() + ANSWER
+            while True:
+                sent += 1
+                token = str(sent).encode()
+                await nc.publish(PROBE, token, reply=nc.new_inbox(), headers=headers)
                 await nc.flush()
-                try:
-                    return await asyncio.wait_for(heard.get(), 2)
-                except TimeoutError:
-                    continue
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        msg = await asyncio.wait_for(heard.get(), 2)
+                        if msg.data == token:
+                            return msg
+                assert time.monotonic() < deadline, "the brokers' account heard no probe"
 
         real = await heard_from(victim)
         assert real.reply.startswith("_R_."), real.reply
