@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .._cli import configure_logging, positive_float
 from .._nats.redaction import redact
@@ -97,7 +98,7 @@ def _rules_parser(rules: argparse.ArgumentParser) -> None:
 
 def _destinations_options(parser: argparse.ArgumentParser) -> None:
     """What a rule may wake: the operator's allow-lists."""
-    many = {"action": "append", "default": []}
+    many: dict[str, Any] = {"action": "append", "default": []}
     parser.add_argument(
         "--allow-host", **many, metavar="HOST|CIDR",
         help="a webhook or Agent Server host (or IP network) wakes may go to; repeatable. "

@@ -215,6 +215,7 @@ class ClusterEngine:
             # (numbering.py), so no number of brokers or SENDs at once passes it (#77)
             return _SENT % await self.store.append(address, message, now=now, room=room)
         except Full:
+            assert room is not None  # (only a write given a room finds it full)
             raise Mq9Error(p.err_mailbox_full(address, room)) from None
 
     # -- FETCH and ACK ---------------------------------------------------------------------

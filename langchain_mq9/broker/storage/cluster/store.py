@@ -26,7 +26,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -1039,7 +1039,7 @@ def _distinct(tags: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(tag) for tag in tags))
 
 
-def _live(entry: StoredEntry | None) -> bool:
+def _live(entry: StoredEntry | None) -> TypeGuard[StoredEntry]:
     """Whether a bucket's ``entry`` holds a value (not none, not a delete or purge)."""
     return entry is not None and entry.headers.get(_KV_OPERATION) not in ("DEL", "PURGE")
 
