@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--server", required=True, help="the mq9 broker's NATS URL")
     parser.add_argument(
+        "--credential-file",
+        metavar="FILE",
+        help="a file holding the gateway's own mq9 credential, <id>:<secret>, for a broker "
+        "that enforces per-agent credentials (default: $MQ9_CREDENTIAL_FILE, or the credential "
+        "itself in $MQ9_CREDENTIAL; docs/security.md)",
+    )
+    parser.add_argument(
         "--agent", action="append", default=[], help="a registered mq9 agent to serve (repeat)"
     )
     parser.add_argument("--listen", default="127.0.0.1:8300", help="HOST:PORT (127.0.0.1:8300)")
@@ -95,6 +102,20 @@ def _tokens(path: str | None) -> dict[str, str]:
     return found
 
 
+def _credential(path: str | None) -> dict[str, str]:
+    """Mq9Client's ``credential=`` from ``--credential-file`` (none: the environment's, read by
+    the client); a file that holds no credential is one line, before anything connects."""
+    if not path:
+        return {}
+    from ..client.auth import read_credential_file
+    from ..protocol.errors import Mq9Error
+
+    try:
+        return {"credential": ":".join(read_credential_file(path))}
+    except Mq9Error as exc:
+        raise ValueError(f"--credential-file: {exc.message}") from None
+
+
 # Seconds a stopping gateway (SIGTERM, Ctrl-C) gives open requests before it closes them;
 # streams end at once with their task's state (the client resubscribes to a new gateway)
 SHUTDOWN_WAIT = 5
@@ -143,9 +164,9 @@ async def _run(args: argparse.Namespace) -> None:
         metrics = operator_address(args.metrics)
         need_prometheus()
     tenants = Tenants(_tokens(args.tokens_file), scheme=args.auth)
-    # Its identity: MQ9_CREDENTIAL or MQ9_CREDENTIAL_FILE (an agent of its own on a
-    # --credentials broker, needing no other agent's mailbox: gateway_app)
-    client = await Mq9Client(args.server).connect()
+    # Its identity: --credential-file, else MQ9_CREDENTIAL or MQ9_CREDENTIAL_FILE (an agent of
+    # its own on a --credentials broker, needing no other agent's mailbox: gateway_app)
+    client = await Mq9Client(args.server, **_credential(args.credential_file)).connect()
     jobs = []
     closing = asyncio.Event()
     push, grpc_server = _push(args), None
