@@ -77,7 +77,7 @@ def test_a_bad_credential_file_is_one_line_at_start(tmp_path):
             "--tokens-file", str(tmp_path / "tokens.json"),
             "--credential-file", str(tmp_path / bad),
         ], _env())  # fmt: skip
-        out, err = process.communicate(timeout=60)
+        _out, err = process.communicate(timeout=60)
         text = err.decode().strip()
         assert process.returncode != 0, (bad, text)
         assert len(text.splitlines()) == 1 and "Traceback" not in text, text
