@@ -95,16 +95,20 @@ def _start_servers(lines: list[str], home: Path, env: dict[str, str]) -> list[Se
     return started
 
 
-async def _traffic(url: str) -> None:
+async def _traffic(url: str, credential: str | None = None, watched: str | None = None) -> None:
     """What gives every broker panel data: mailboxes, messages, a dead letter, a refusal, a
-    group part read, an agent, and a mail to a mailbox the waker watches."""
-    async with Mq9Client(url) as client:
+    group part read, an agent, and a mail to a mailbox the waker watches (``watched``, made
+    with its rule by its owner; else made here). ``credential``: the agent's login."""
+    options = {"credential": credential} if credential else {}
+    async with Mq9Client(url, **options) as client:
         await client.mailbox_create(name="agent.busy")
         await client.mailbox_create(name=dead_letter_address("agent.busy"))
-        await client.mailbox_create(name="agent.watched")
-        await RuleBook(client).add(
-            WakeRule(mailbox="agent.watched", target="command", argv=(TRUE,), min_interval=0)
-        )
+        if watched is None:
+            watched = "agent.watched"
+            await client.mailbox_create(name=watched)
+            await RuleBook(client).add(
+                WakeRule(mailbox=watched, target="command", argv=(TRUE,), min_interval=0)
+            )
         for i in range(20):
             await client.send("agent.busy", f"job {i}")
         await client.send(dead_letter_address("agent.busy"), "dead")
@@ -117,7 +121,7 @@ async def _traffic(url: str) -> None:
         await client.agent_register(
             {"name": "agent.busy", "description": "busy", "mailbox": "agent.busy"}
         )
-        await client.send("agent.watched", "wake up")
+        await client.send(watched, "wake up")
 
 
 def _http_traffic(gateway: str, token: str, mcp: str, console: str) -> None:
@@ -189,36 +193,38 @@ def _start_the_others(url: str, metrics: dict[str, str], tmp: Path, into: list[S
     )  # fmt: skip
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason=NO_PROMETHEUS)
-def test_every_dashboard_expression_has_data_on_the_documented_cluster(tmp_path):
-    free = {port: str(free_port()) for port in (*NATS_PORTS, *METRICS_PORTS)}
-    commands, env = _documented(tmp_path, free)
-    servers: list[Server] = []
-    brokers: list[DevBroker] = []
-    prometheus = None
+def start_brokers(
+    lines: list[str], free: dict[str, str], home: Path, env: dict[str, str], into: list
+) -> None:
+    """deploy.md's broker lines, each with ``--metrics`` on its documented port's stand-in
+    (9464, 9469), added to ``into`` as started (the caller kills them, also when this
+    fails), then serving."""
+    for line, port in zip(lines, ("9464", "9469"), strict=True):
+        argv = f"exec {line} --no-search --metrics 127.0.0.1:{free[port]}"
+        into.append(DevBroker(command=["bash", "-c", argv], cwd=home, env=env, wait=False))
+    brokers_serving(into)
+
+
+def brokers_serving(brokers: list[DevBroker]) -> None:
+    """Each serving, its start-up line naming the real stream and buckets (#78 item 4)."""
+    layout = Layout()
+    said = f"stream {layout.messages} and key-value buckets {', '.join(layout.buckets)}"
+    for broker in brokers:
+        wait_serving(broker, FORMING)
+        assert any(said in line for line in broker.stdout), broker.output()
+
+
+def scrape_and_check(home: Path, free: dict[str, str]) -> Prometheus:
+    """A real Prometheus with the shipped config (ports made free, a 2 s interval) and rules,
+    scraping every server: all up and ready, what the cluster holds the same on both brokers
+    and not zero, every dashboard expression with data, the 8 alerts loaded. The caller stops
+    the Prometheus returned (kept in ``home``'s run)."""
+    shipped = _free((SHIPPED / "prometheus.yml").read_text(), free)
+    shipped = shipped.replace("scrape_interval: 15s", "scrape_interval: 2s")
+    shipped = shipped.replace("scrape_timeout: 10s", "scrape_timeout: 2s")
+    (home / "mq9-alerts.yml").write_text((SHIPPED / "mq9-alerts.yml").read_text())
+    prometheus = Prometheus(home, {}, config_text=shipped)
     try:
-        servers += _start_servers(commands[:3], tmp_path, env)
-        for line, port in zip(commands[3:], ("9464", "9469"), strict=True):
-            argv = f"exec {line} --no-search --metrics 127.0.0.1:{free[port]}"
-            brokers.append(DevBroker(command=["bash", "-c", argv], cwd=tmp_path, env=env,
-                                     wait=False))  # fmt: skip
-        layout = Layout()  # the start-up line names the real stream and buckets (#78 item 4)
-        said = f"stream {layout.messages} and key-value buckets {', '.join(layout.buckets)}"
-        for broker in brokers:
-            wait_serving(broker, FORMING)
-            assert any(said in line for line in broker.stdout), broker.output()
-        urls = shlex.split(commands[3])[2].split(",")
-        url = ",".join(re.sub(r"//[^@/]*@", "//", one) for one in urls)  # a client's: no login
-        asyncio.run(_traffic(url))
-
-        metrics = {port: f"127.0.0.1:{free[port]}" for port in METRICS_PORTS}
-        _start_the_others(url, metrics, tmp_path, servers)
-
-        shipped = _free((SHIPPED / "prometheus.yml").read_text(), free)
-        shipped = shipped.replace("scrape_interval: 15s", "scrape_interval: 2s")
-        shipped = shipped.replace("scrape_timeout: 10s", "scrape_timeout: 2s")
-        (tmp_path / "mq9-alerts.yml").write_text((SHIPPED / "mq9-alerts.yml").read_text())
-        prometheus = Prometheus(tmp_path, {}, config_text=shipped)
         for job in ("mq9-broker", "mq9-wake", "mq9-gateway", "mq9-mcp", "mq9-console"):
             assert prometheus.wait_for(f'min(up{{job="{job}"}})', 1) == 1, job
         assert prometheus.wait_for('count(up{job="mq9-broker"})', 2) == 2
@@ -233,6 +239,29 @@ def test_every_dashboard_expression_has_data_on_the_documented_cluster(tmp_path)
         ) as answer:
             groups = json.loads(answer.read())["data"]["groups"]
         assert sum(len(group["rules"]) for group in groups) == 8  # the shipped alerts, loaded
+    except BaseException:
+        prometheus.stop()
+        raise
+    return prometheus
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason=NO_PROMETHEUS)
+def test_every_dashboard_expression_has_data_on_the_documented_cluster(tmp_path):
+    free = {port: str(free_port()) for port in (*NATS_PORTS, *METRICS_PORTS)}
+    commands, env = _documented(tmp_path, free)
+    servers: list[Server] = []
+    brokers: list[DevBroker] = []
+    prometheus = None
+    try:
+        servers += _start_servers(commands[:3], tmp_path, env)
+        start_brokers(commands[3:], free, tmp_path, env, brokers)
+        urls = shlex.split(commands[3])[2].split(",")
+        url = ",".join(re.sub(r"//[^@/]*@", "//", one) for one in urls)  # a client's: no login
+        asyncio.run(_traffic(url))
+
+        metrics = {port: f"127.0.0.1:{free[port]}" for port in METRICS_PORTS}
+        _start_the_others(url, metrics, tmp_path, servers)
+        prometheus = scrape_and_check(tmp_path, free)
     finally:
         if prometheus is not None:
             prometheus.stop()
