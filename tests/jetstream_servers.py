@@ -6,7 +6,10 @@ broker, as the store's tests see one)."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import nats
 from devbroker_helpers import DevBroker
@@ -16,6 +19,8 @@ from langchain_mq9.broker.storage.base import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore
 
 FORMING = 120.0  # seconds: a cluster on a busy 2-core machine electing its leaders
+READY_TIMEOUT = 120.0  # a busy 2-core machine importing the package
+ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = [
     "FORMING",
@@ -23,6 +28,7 @@ __all__ = [
     "JetStreamCluster",
     "JetStreamServer",
     "close_store",
+    "engine_broker",
     "open_replicated_store",
     "open_store",
     "wait_serving",
@@ -69,3 +75,25 @@ async def open_replicated_store(url: str, layout: str) -> ClusterStore:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(1)
+
+
+def engine_broker(urls: list[str], stream: str) -> subprocess.Popen[str]:
+    """A broker process of the cluster store of ``stream`` (``bench.js_broker``: the engine
+    alone, no model), once it says it serves."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls), "--stream", stream],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("ready"):
+            return process
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"the broker did not serve: {process.stdout.read()}")

@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from jetstream_servers import JetStreamCluster
+from jetstream_servers import JetStreamCluster, engine_broker
 
 from langchain_mq9 import Mq9Client
 
 pytestmark = pytest.mark.slow  # nats-server and broker processes
-
-ROOT = Path(__file__).resolve().parents[3]
-READY_TIMEOUT = 120.0  # a busy 2-core machine importing the package
 
 
 @pytest.fixture(scope="module")
@@ -31,29 +25,9 @@ def servers() -> Iterator[list[str]]:
         yield cluster.urls
 
 
-def _broker(urls: list[str], stream: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls), "--stream", stream],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("ready"):
-            return process
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError(f"the broker did not serve: {process.stdout.read()}")
-
-
 async def test_a_broker_killed_leaves_the_other_answering(servers: list[str]) -> None:
     stream = f"K{uuid.uuid4().hex[:10]}"
-    brokers = [_broker(servers, stream), _broker(servers, stream)]
+    brokers = [engine_broker(servers, stream), engine_broker(servers, stream)]
     try:
         async with Mq9Client(servers[0]) as client:
             await client.mailbox_create(name="jobs", ttl=0)

@@ -16,15 +16,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import pytest
-from jetstream_servers import JetStreamCluster, close_store, open_store
+from jetstream_servers import JetStreamCluster, close_store, engine_broker, open_store
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.state.mailbox import StoredMessage
@@ -34,8 +32,6 @@ from langchain_mq9.protocol.errors import RequestTimeout
 
 pytestmark = pytest.mark.slow  # a nats-server and broker processes
 
-ROOT = Path(__file__).resolve().parents[3]
-READY_TIMEOUT = 120.0  # a busy 2-core machine importing the package
 ANSWER_TIMEOUT = 10.0  # seconds a SEND waits for its answer
 PACE = 0.005  # seconds between the SENDs started around the kill
 SENDS_AFTER = 100  # SENDs started once the kill was sent
@@ -76,26 +72,6 @@ async def test_a_batch_left_open_by_a_dead_broker_holds_no_write(servers):
         await close_store(store)
 
 
-def _broker(urls: list[str], stream: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls), "--stream", stream],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("ready"):
-            return process
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError(f"the broker did not serve: {process.stdout.read()}")
-
-
 async def _sent(client: Mq9Client, text: str) -> tuple[float, int | None]:
     """When the SEND of ``text`` was started, and its msg_id (None: no answer in time)."""
     started = time.monotonic()
@@ -107,7 +83,7 @@ async def _sent(client: Mq9Client, text: str) -> tuple[float, int | None]:
 
 async def test_sends_started_once_a_killed_broker_is_gone_are_all_answered(servers):
     stream = f"K{uuid.uuid4().hex[:10]}"
-    brokers = [_broker(servers, stream), _broker(servers, stream)]
+    brokers = [engine_broker(servers, stream), engine_broker(servers, stream)]
     try:
         async with Mq9Client(servers[0]) as client:
             await client.mailbox_create(name="jobs", ttl=0)
