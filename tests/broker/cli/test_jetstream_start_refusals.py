@@ -51,7 +51,7 @@ def test_one_server_named_three_times_serves_with_one_replica():
         with DevBroker("--nats", f"{url},{url},{url}", "--store", "jetstream", "--no-search",
                        wait=False) as broker:  # fmt: skip
             wait_serving(broker)
-            assert any("(1 replicas;" in line for line in broker.stdout), broker.output()
+            assert any("; 1 replicas;" in line for line in broker.stdout), broker.output()
             asyncio.run(_send_and_fetch(url))
             assert broker.stop() == 0
             assert not [line for line in broker.stderr if " ERROR " in line], broker.output()
@@ -205,7 +205,7 @@ def test_brokers_started_before_their_cluster_has_formed_serve_once_it_has():
             # both serve (every broker of a store does: no standby), each saying so once ready
             assert _serving(brokers) == brokers, [b.output() for b in brokers]
             for broker in brokers:
-                assert any("(3 replicas;" in line for line in broker.stdout), broker.output()
+                assert any("; 3 replicas;" in line for line in broker.stdout), broker.output()
             asyncio.run(_send_and_fetch(cluster.urls[2]))
             for broker in brokers:
                 assert not [x for x in broker.stderr if " ERROR " in x], broker.output()
