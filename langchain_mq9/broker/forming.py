@@ -20,6 +20,7 @@ from .._nats.redaction import redact
 from .cluster.survey import (
     JETSTREAM_UNAVAILABLE,
     NO_PEERS_YET,
+    NOT_ENABLED_FOR_ACCOUNT,
     POLL,
     ClusterError,
     Waiting,
@@ -174,7 +175,7 @@ def refused_for_good(exc: StorageError) -> bool:
 
 def _hint(exc: Exception) -> str:
     """What to do about JetStream's refusal ``exc``, where one thing is known to help."""
-    if "not enabled for account" in str(exc):  # deploy.md's open cluster, the broker no login
+    if getattr(exc, "err_code", None) == NOT_ENABLED_FOR_ACCOUNT:  # no login on deploy.md's
         return (
             " (the broker logged in to an account without JetStream: on deploy.md's open "
             "cluster give it the brokers' login, --nats nats://mq9-broker:PASSWORD@HOST:PORT)"

@@ -26,6 +26,7 @@ POLL = 0.5  # seconds between two looks at a forming cluster
 # JetStream's error codes for "not now": no leader elected yet, not enough servers joined yet
 JETSTREAM_UNAVAILABLE = 10008
 NO_PEERS_YET = 10005
+NOT_ENABLED_FOR_ACCOUNT = 10039  # JetStream off in the account the client logged in to
 
 
 class ClusterError(Exception):
