@@ -102,7 +102,7 @@ def _tokens(path: str | None) -> dict[str, str]:
     return found
 
 
-def _credential(path: str | None) -> dict[str, str]:
+def _credential(path: str | None) -> dict[str, Any]:
     """Mq9Client's ``credential=`` from ``--credential-file`` (none: the environment's, read by
     the client); a file that holds no credential is one line, before anything connects."""
     if not path:
