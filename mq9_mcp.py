@@ -10,9 +10,13 @@ serving. It lives outside ``mcp_server`` and ``langchain_mq9`` so that nothing i
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
+import threading
 from importlib import metadata
+from typing import Any
 
 NEEDED = (2, 3)  # the mcp extra's lower bound, pyproject.toml
 SOURCE = "git+https://github.com/mq9-agents/langchain-mq9"
@@ -35,11 +39,31 @@ def sdk_problem() -> str | None:
     return None
 
 
+def _interrupts_delivered_again() -> None:
+    """A Ctrl-C that lands while Python runs a callback it cannot raise from (an import's
+    module-lock weakref, a finaliser) is printed as "Exception ignored" with a traceback, and
+    lost: the server went on. Such a KeyboardInterrupt is signalled again, to land where it
+    stops the server as any Ctrl-C does: from a thread, a moment later (raised in the hook, it
+    would land in the hook, where it is lost again)."""
+    printed = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            again = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT))
+            again.daemon = True
+            again.start()
+            return
+        printed(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def main() -> int:
     problem = sdk_problem()
     if problem is not None:
         print(f"mq9-mcp: error: {problem}", file=sys.stderr)
         return 1
+    _interrupts_delivered_again()
     try:
         from mcp_server.cli import main as serve
     except KeyboardInterrupt:  # Ctrl-C while loading: stopped, as once serving (cli.main)

@@ -50,3 +50,36 @@ def test_ctrl_c_while_it_loads_ends_it_without_a_traceback():
                 process.wait(10)
         assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
         assert process.returncode == 0, stderr
+
+
+# A KeyboardInterrupt raised inside a callback Python cannot raise from (here a weakref's, as
+# an import's module lock has): printed as "Exception ignored" and lost, unless delivered again
+LANDS_IN_A_CALLBACK = """
+import weakref, mq9_mcp
+if {hooked}:
+    mq9_mcp._interrupts_delivered_again()
+class Lock: pass
+lock = Lock()
+def callback(_):
+    raise KeyboardInterrupt
+ref = weakref.ref(lock, callback)
+try:
+    del lock
+    import time
+    time.sleep(5)  # (the Ctrl-C delivered again lands here)
+    print("went on")
+except KeyboardInterrupt:
+    print("stopped")
+"""
+
+
+@pytest.mark.parametrize("hooked", [True, False])
+def test_an_interrupt_lost_in_a_callback_is_delivered_again(hooked):
+    done = subprocess.run(
+        [sys.executable, "-c", LANDS_IN_A_CALLBACK.format(hooked=hooked)],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    if hooked:
+        assert done.stdout.strip() == "stopped" and "Traceback" not in done.stderr, done
+    else:  # what Python does alone: the Ctrl-C lost, a traceback printed
+        assert done.stdout.strip() == "went on" and "Exception ignored" in done.stderr, done
