@@ -125,8 +125,11 @@ async def test_a_look_at_a_call_asks_its_three_reads_at_once(nats_server):
         requests = [s for s in seen if s.reply]
         assert [r.command for r in requests] == ["QUERY"] * 3, requests
         asked = {r.reply for r in requests}
-        first_answer = next(i for i, s in enumerate(seen) if s.subject in asked)
-        assert all(s.reply for s in seen[:first_answer]) and first_answer == 3, seen
+        # Only these three and their answers: an answer to an earlier request (the submit's)
+        # can reach the spy after the mark, on a busy machine (seen once in a CI run).
+        ours = [s for s in seen if s.reply or s.subject in asked]
+        first_answer = next(i for i, s in enumerate(ours) if s.subject in asked)
+        assert all(s.reply for s in ours[:first_answer]) and first_answer == 3, ours
 
 
 def kind(mailbox: str) -> str:
