@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from store_lane import ClusterLayout
 
     from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock
-    from langchain_mq9.broker.serving.cluster import ClusterServing
+    from langchain_mq9.broker.engine.cluster import ClusterEngine
 
 # No property test fails for its pace: on a busy 2-core machine one example took 266 ms against
 # Hypothesis's default 200 ms deadline (#78); timing is never what these tests check. Loaded
@@ -115,7 +115,7 @@ class Broker:
     names: Namespace | None = None  # on a shared RobustMQ: this test's own names
     # on the JetStream store (MQ9_TEST_STORE=jetstream, jetstream_broker): the cluster's
     # engine, which raw requests go into, and its layout, deleted when the broker stops
-    cluster: ClusterServing | None = None
+    cluster: ClusterEngine | None = None
     layout: ClusterLayout | None = None
 
     @property
@@ -221,14 +221,14 @@ async def _start_on_cluster(
     from store_lane import STATE_SERVER
 
     from langchain_mq9.broker import install_memory_broker, serve_on_nats
-    from langchain_mq9.broker.serving.cluster import QUEUE, ClusterServing
+    from langchain_mq9.broker.serving.cluster import QUEUE
 
     layout = await STATE_SERVER.layout()
-    engine = ClusterServing(layout.engine(limits))
+    engine = layout.engine(limits)
     try:
         if transport == "memory":
             name = f"test{uuid.uuid4().hex}"
-            install_memory_broker(name, engine.cluster)  # type: ignore[arg-type]
+            install_memory_broker(name, engine)  # type: ignore[arg-type]
             url, handle = f"memory://{name}", name
         else:
             connection = await nats.connect(nats_url)

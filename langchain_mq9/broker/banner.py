@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from .. import semantic
 from .cluster.servers import NatsProcess
+from .engine.cluster import ClusterEngine
 from .engine.engine import BrokerEngine
-from .serving.cluster import QUEUE, ClusterServing
+from .serving.cluster import QUEUE
 from .storage import SqliteStorage, Storage
-from .storage.cluster import Layout
+from .storage.cluster import ClusterStore, Layout
 
 
 def banner(
@@ -30,7 +31,9 @@ def banner(
     return "\n".join(lines + _connect_lines(shown))
 
 
-def cluster_banner(shown: str, layout: Layout, replicas: int, engine: ClusterServing) -> str:
+def cluster_banner(
+    shown: str, layout: Layout, replicas: int, engine: ClusterEngine[ClusterStore]
+) -> str:
     """What a broker serving the state kept in JetStream says (``layout``: its stream and
     buckets, made with ``replicas``)."""
     lines = [
@@ -97,7 +100,7 @@ def _most(n: int | None) -> str:
     return "no limit" if n is None else str(n)
 
 
-def _limit_lines(engine: BrokerEngine | ClusterServing) -> list[str]:
+def _limit_lines(engine: BrokerEngine | ClusterEngine[ClusterStore]) -> list[str]:
     limits, answer_limit = engine.limits, engine.answer_limit
     effective = ""
     if answer_limit is not None and answer_limit < limits.max_payload:

@@ -58,7 +58,7 @@ from .identities.callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, br
 from .identities.kv_store import KvIdentityStore
 from .identities.ownership import Identities, Logins
 from .identities.store import CredentialError, IdentityStore
-from .serving.cluster import QUEUE, ClusterServing, open_store
+from .serving.cluster import QUEUE, open_store
 from .serving.pacing import AnswerPacer
 from .serving.serve import NatsService, serve_on_nats
 from .storage import SqliteStorage, Storage, StorageError
@@ -103,7 +103,7 @@ class Broker:
         self.say = say
         self.meter = meter  # #73: what it answers counted (mq9-dev-broker --metrics)
         self.url: str | None = None  # where clients connect, once started
-        self.engine: BrokerEngine | ClusterServing | None = None  # while it serves
+        self.engine: BrokerEngine | ClusterEngine[ClusterStore] | None = None  # while it serves
         self._shown = ""  # self.url, redacted
         self._stopping = asyncio.Event()
         self._ended = asyncio.Event()  # it stopped by itself: _failure says why
@@ -113,7 +113,8 @@ class Broker:
         self._storage: Storage | None = None
         self._identities: Identities | None = None
         self._logins: Logins | None = None
-        self._cluster: ClusterServing | None = None  # on JetStream: its engine, its store
+        # on JetStream: its engine, over its store
+        self._cluster: ClusterEngine[ClusterStore] | None = None
         self._opened: list[NatsConnection] = []
         self._service: NatsService | None = None  # while this broker serves alone
         self._issuer: Issuer | None = None  # a cluster's, with credentials
@@ -385,9 +386,7 @@ class Broker:
         else:
             await _warn_default_account(connection, layout.messages)
         store = ClusterStore(connection, name=config.stream, replicas=replicas)
-        self._cluster = engine = ClusterServing(
-            ClusterEngine(store, limits=config.limits, search=config.search)
-        )
+        self._cluster = engine = ClusterEngine(store, limits=config.limits, search=config.search)
         await open_store(store, _placing(wait))
         identities = None
         if self._logins is not None:
@@ -564,7 +563,9 @@ async def _refuse_second_broker(connection: NatsConnection, shown: str) -> None:
     )
 
 
-def _warn_payload(engine: BrokerEngine | ClusterServing, connection: NatsConnection) -> None:
+def _warn_payload(
+    engine: BrokerEngine | ClusterEngine[ClusterStore], connection: NatsConnection
+) -> None:
     if engine.limits.max_payload > connection.max_payload:
         # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
         # not hand out in an answer is refused at SEND instead of blocking its readers

@@ -21,8 +21,8 @@ from typing import Any
 from ... import protocol as p
 from ...metrics import OperatorEndpoint, RequestMeter, need_prometheus
 from ..broker import Broker
+from ..engine.cluster import ClusterEngine
 from ..engine.engine import COMMANDS, BrokerEngine
-from ..serving.cluster import ClusterServing
 from ..storage.cluster.survey_state import Held, StoreSurvey
 
 PREFIX = "mq9_broker"
@@ -66,7 +66,7 @@ class BrokerCollector:
     def cluster_survey(self) -> StoreSurvey | None:
         """The survey of the cluster store this broker serves (None on another store)."""
         engine = self.broker.engine
-        if not isinstance(engine, ClusterServing):
+        if not isinstance(engine, ClusterEngine):
             return None
         if self.survey is None or self.survey.store is not engine.store:
             self.survey = StoreSurvey(engine.store)

@@ -1,10 +1,18 @@
-"""``ClusterEngine``: the mq9 commands answered over a ``ClusterStore``, the state kept in
-JetStream (issue #72; docs/broker.md, "The JetStream store kept in the cluster").
+"""``ClusterEngine``: the mq9 commands answered over a ``MailboxStore`` (storage/
+mailbox_store.py; ``ClusterStore``, the state kept in JetStream: issue #72, docs/broker.md,
+"The JetStream store kept in the cluster").
 
-The same rules and texts as ``BrokerEngine`` (its parsers, answers and error texts are used
-as they are), over a store of data instead of the process's memory: nothing is held between
-requests but what the store may drop, so any number of engines on one store answer as one
-broker. No lock: each decision two engines could make differently is JetStream's.
+The rules and texts are ``rules.py``'s, as ``BrokerEngine``'s are, over a store of data
+instead of the process's memory: nothing is held between requests but what the store may
+drop, so any number of engines on one store answer as one broker, each served by
+``serve.py`` as any engine is (in the queue group ``serving/cluster.QUEUE``). No lock: each
+decision two engines could make differently is the store's.
+
+What serve.py and the ownership checks (identities/ownership.py) ask of an engine, over a
+shared store: the largest answer each connection carries (``carry``), no arrivals to announce
+(the stream republishes every stored message on ``$mq9.WAKE.<digest>`` itself, whichever
+broker or schedule wrote it), and which mailboxes and agents exist, read from the store
+before a request's checks (``look_up``) since the checks themselves do not wait.
 """
 
 from __future__ import annotations
@@ -12,57 +20,75 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from ... import protocol as p
-from ...protocol.errors import MailboxExists, Mq9Error, WireError, from_reply
+from ...protocol.errors import MailboxExists, Mq9Error, from_reply
 from ...semantic.ranking import AgentEntry
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
 from ..state.registry import AgentRegistry
 from ..storage.base import StorageError
-from ..storage.cluster import ClusterStore, Full, MailboxRecord, Mark
-from .answers import EMPTY_ANSWER, capped, cut_answer, empty_wait, whole_answer
-from .engine import (
-    _DISCOVER_HEAD,
-    _MSG_ID_ROOM,
-    _OK,
-    _SEARCH_LIMIT_FOR_ZERO,
-    _SENT,
-    LARGE_BODY,
-    Command,
-    Vouched,
-    _read,
-    _read_query,
-    _stored_headers,
-    _wrap_u64,
-    command_for,
-)
+from ..storage.mailbox_store import Full, MailboxRecord, MailboxStore, Mark
+from . import rules
+from .answers import capped, cut_answer, empty_wait, whole_answer
 from .limits import BrokerLimits
-from .owned import Requester, Undo, kept, succeeded
+from .owned import Named, Requester, Undo, kept, succeeded
+from .rules import LARGE_BODY, OK, Carried, Headers, Vouched, read, stored_headers, wrap_u64
 from .sending import CLUSTER, read_send
 
 log = logging.getLogger("langchain_mq9.broker")
 
-Headers = Mapping[str, str] | None
+S = TypeVar("S", bound=MailboxStore)  # the store an engine is built over
 _GROUPS_KEPT = 65_536  # (group, mailbox) pairs an engine remembers holding a position
-_DELETED = p.encode(p.DELETE_REPLY.write(error="", deleted=True))
+_LOOKED_UP = 65_536  # names whose existence an engine remembers from its last look
 _BEGINNING = Mark(0, 0)  # a log's first msg_id, read from its first sequence
 
 
-class ClusterEngine:
+class _Seen:
+    """Names found to exist (or not) by the last ``look_up`` of each: ``name in seen``."""
+
+    def __init__(self) -> None:
+        self._found: OrderedDict[str, bool] = OrderedDict()
+
+    def note(self, name: str, exists: bool) -> None:
+        self._found[name] = exists
+        self._found.move_to_end(name)
+        while len(self._found) > _LOOKED_UP:
+            self._found.popitem(last=False)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._found.get(name, False)
+
+    def __len__(self) -> int:
+        return sum(self._found.values())
+
+
+class _Listed:
+    """The registry as the ownership checks read it: the agents the last look found."""
+
+    def __init__(self) -> None:
+        self.entries = _Seen()
+
+
+class ClusterEngine(Carried, Generic[S]):
     """Answers mq9 requests (``handle``) over ``store``; ``limits`` and ``search`` as
     ``BrokerEngine``'s. Time from ``clock`` (the servers' own clock writes create_times)."""
 
+    # Every answer waits for the store (on the connection it is served by): serve.py answers
+    # each on a task of its own, its read loop reading on
+    answers_in_read_loop = False
+
     def __init__(
         self,
-        store: ClusterStore,
+        store: S,
         *,
         clock: Clock = system_clock,
         limits: BrokerLimits | None = None,
         search: bool = True,
     ) -> None:
+        super().__init__()
         self.store = store
         self.clock = clock
         self.limits = limits or BrokerLimits()
@@ -74,6 +100,12 @@ class ClusterEngine:
         self._known: dict[tuple[str, str, int], AgentEntry] = {}
         # the --max-mailboxes the mailboxes bucket was given, once given: (limit,)
         self._bound: tuple[int | None, ...] = ()
+        self.arrivals: list[Callable[[str], None]] = []  # announced by the stream, not here
+        # what the ownership checks read: mailbox logs kept (live or expired), live
+        # mailboxes, registered agents, as the last look found them
+        self.topics = _Seen()
+        self.mailboxes = _Seen()
+        self.registry = _Listed()
         self._handlers = {
             p.MAILBOX_CREATE: self._create,
             p.MSG_SEND: self._send,
@@ -90,13 +122,27 @@ class ClusterEngine:
     def now_second(self) -> int:
         return int(self.clock())
 
-    @property
-    def answer_limit(self) -> int | None:
-        return self.limits.max_answer
+    def load_model_soon(self) -> None:
+        """(the model is loaded before the broker serves: Broker._load_model)"""
 
-    def _message_limit(self) -> int:
-        limit = self.answer_limit
-        return self.limits.max_payload if limit is None else min(self.limits.max_payload, limit)
+    async def look_up(self, named: Named) -> None:
+        """Read from the store whether what a request's ownership check asks about exists
+        (``named``, engine/owned.py): the mailbox it names, or the agent when its check asks
+        the registry."""
+        if named.listed:
+            agents = await self.store.agents()
+            self.registry.entries.note(named.agent, any(row[0] == named.agent for row in agents))
+            return
+        address = named.mailbox
+        if not isinstance(address, str) or not address:
+            return
+        now = self.now_second()
+        record = await self.store.mailbox(address, now=now)
+        self.topics.note(address, record is not None)
+        self.mailboxes.note(address, record is not None and record.live(now))
+
+    async def close(self) -> None:
+        await self.store.close()
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -108,11 +154,10 @@ class ClusterEngine:
         what the check asks about read from the cluster first (another broker may have made
         it a moment ago), then the check, the command, and its record kept."""
         try:
-            command, target = command_for(subject)
-            self._check_body_size(command, subject, body)
+            command, target = rules.checked_command(subject, self.limits, body)
             handler = self._handlers.get(command.subject)
-            if handler is None or (command.addressed and not target):
-                raise Mq9Error(p.err_unknown_subject(subject))
+            if handler is None:
+                raise rules.unknown(subject)
             if requester is None:
                 return await handler(target, headers, body)
             owned, policy, principal = command.owned, requester.policy, requester.principal
@@ -128,23 +173,11 @@ class ClusterEngine:
             given = Vouched(headers, principal) if owned.vouched else headers
             answer = await _claimed(handler(target, given, body), undo)
             return await kept(answer, owned.recorded(requester, named, headers, body, answer))
-        except Mq9Error as exc:
-            return p.encode(p.ERROR_REPLY.write(error=str(exc)))
-        except StorageError as exc:
-            return p.encode(p.ERROR_REPLY.write(error=str(exc)))
+        except (Mq9Error, StorageError) as exc:
+            return rules.error_answer(str(exc))
         except Exception as exc:
             log.exception("internal error on %r", subject, exc_info=exc)
-            return p.encode(
-                p.ERROR_REPLY.write(error=f"internal broker error: {type(exc).__name__}: {exc}")
-            )
-
-    def _check_body_size(self, command: Command, subject: str, body: bytes) -> None:
-        limit = command.body_limit(self.limits)
-        if limit is not None and len(body) > limit:
-            raise Mq9Error(
-                f"request body of {len(body)} bytes refused unread: this broker takes at most "
-                f"{limit} bytes for {subject}"
-            )
+            return rules.error_answer(f"internal broker error: {type(exc).__name__}: {exc}")
 
     async def _topic(self, address: str) -> MailboxRecord:
         """The log FETCH, QUERY and DELETE read (an expired mailbox's too)."""
@@ -156,18 +189,8 @@ class ClusterEngine:
     # -- mailboxes -------------------------------------------------------------------------
 
     async def _create(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        request = _read(p.CREATE_REQUEST, body, "invalid MAILBOX.CREATE payload: ", empty_ok=True)
-        name = request["name"]
-        if name is None:
-            address = p.new_address()
-        else:
-            problem = p.name_error(name)
-            if problem:
-                raise Mq9Error(problem)
-            if len(name) > p.MAX_ADDRESS_LENGTH:
-                raise Mq9Error(p.err_address_too_long(name))
-            address = name
-        ttl = p.DEFAULT_MAILBOX_TTL if request["ttl"] is None else request["ttl"]
+        creation = rules.read_create(body)
+        address = creation.address
         limit = self.limits.max_mailboxes
         if self._bound != (limit,):
             # (our choice) the bucket holds at most the bound's records, so the servers
@@ -177,13 +200,13 @@ class ClusterEngine:
             self._bound = (limit,)
         try:
             made = await self.store.create_mailbox(
-                address, ttl=ttl, desc=request["desc"] or "", now=self.now_second()
+                address, ttl=creation.ttl, desc=creation.desc, now=self.now_second()
             )
         except Full:
             raise Mq9Error(p.err_mailbox_limit(limit or 0)) from None
         if made is None:
             raise Mq9Error(p.err_mailbox_exists(address))
-        return p.encode(p.CREATE_REPLY.write(error="", mail_address=address))
+        return rules.created(address)
 
     # -- SEND ------------------------------------------------------------------------------
 
@@ -194,14 +217,9 @@ class ClusterEngine:
             raise Mq9Error(p.err_mailbox_missing(address))
         # the header rules are every engine's (sending.py); a client's own mq9-sender is not
         # kept: only a credentialed broker's stands
-        sent = read_send(_stored_headers(headers), body, now, CLUSTER)
+        sent = read_send(stored_headers(headers), body, now, CLUSTER)
         message = sent.message
-        limit = self._message_limit()
-        # (a bound from lengths first: a message far below the limit is not encoded to know)
-        if EMPTY_ANSWER + message.wire_size_bound() + _MSG_ID_ROOM > limit:
-            size = EMPTY_ANSWER + message.wire_size() + _MSG_ID_ROOM
-            if size > limit:
-                raise Mq9Error(p.err_message_too_large(size, limit))
+        rules.check_fits(message, self._message_limit())
         room = self.limits.max_messages_per_mailbox
         if sent.due is not None:
             # (a delayed message is numbered when due, whatever the mailbox holds then: its
@@ -209,11 +227,11 @@ class ClusterEngine:
             if room is not None and await self.store.count(address) >= room:
                 raise Mq9Error(p.err_mailbox_full(address, room))
             await self.store.hold(address, message, due=sent.due, now=now)
-            return p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
+            return rules.DELAYED
         try:
             # the room decided with the write itself: counted as of the head it expects
             # (numbering.py), so no number of brokers or SENDs at once passes it (#77)
-            return _SENT % await self.store.append(address, message, now=now, room=room)
+            return rules.SENT % await self.store.append(address, message, now=now, room=room)
         except Full:
             assert room is not None  # (only a write given a room finds it full)
             raise Mq9Error(p.err_mailbox_full(address, room)) from None
@@ -221,12 +239,7 @@ class ClusterEngine:
     # -- FETCH and ACK ---------------------------------------------------------------------
 
     async def _fetch(self, address: str, _headers: Headers, body: bytes) -> bytes:
-        request = _read(p.FETCH_REQUEST, body)
-        config = request["config"] or {}
-        num_msgs = config.get("num_msgs")
-        num_msgs = p.DEFAULT_NUM_MSGS if num_msgs is None else num_msgs
-        max_wait_ms = config.get("max_wait_ms")
-        max_wait_ms = p.DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
+        request, num_msgs, max_wait_ms = rules.read_fetch(body)
         record, last = await asyncio.gather(self._topic(address), self.store.last(address))
         lanes = await self._read_group(record, last, request, num_msgs)
         if not lanes and max_wait_ms > 0:
@@ -247,7 +260,7 @@ class ClusterEngine:
             if request["force_deliver"] and position.committed_anywhere:
                 # RobustMQ commits the reset position + 1 yet reads this answer from it
                 start = await self._reset_target(record, last, request)
-                await self.store.commit(group, record, _wrap_u64(start.msg_id + 1), start.seq)
+                await self.store.commit(group, record, wrap_u64(start.msg_id + 1), start.seq)
             elif position.offset is not None:
                 start = Mark(position.offset, position.seq)
             elif position.committed_anywhere:
@@ -306,14 +319,13 @@ class ClusterEngine:
         return Mark(offset, await self.store.seq_for(record.name, offset))
 
     async def _ack(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        request = _read(p.ACK_REQUEST, body)
+        request = read(p.ACK_REQUEST, body)
         address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
         record = await self.store.mailbox(address, now=self.now_second())
         if record is None:
             raise Mq9Error(p.err_ack_mailbox_missing(address))
         group = request["group_name"]
-        if len(group) > p.MAX_GROUP_NAME:
-            raise Mq9Error(p.err_group_name_too_long(len(group)))
+        rules.check_group_name(group)
         msg_id = request["msg_id"]
         # where reads from past msg_id start: its sequence (cached, or the leader's)
         seq = await self.store.seq_for(record.name, msg_id)
@@ -323,11 +335,11 @@ class ClusterEngine:
         # a group known here, or no bound, is one write
         room = None if (group, record.log) in self._groups else limit
         try:
-            await self.store.commit(group, record, _wrap_u64(msg_id + 1), seq, room=room)
+            await self.store.commit(group, record, wrap_u64(msg_id + 1), seq, room=room)
         except Full:
             raise Mq9Error(p.err_group_limit(limit or 0, record.name)) from None
         self._know_group(group, record)
-        return _OK
+        return OK
 
     def _know_group(self, group: str, record: MailboxRecord) -> None:
         self._groups[(group, record.log)] = None
@@ -338,8 +350,8 @@ class ClusterEngine:
     # -- QUERY and DELETE ------------------------------------------------------------------
 
     async def _query(self, address: str, _headers: Headers, body: bytes) -> bytes:
-        request = _read_query(body)
-        limit = p.QUERY_CAP if request["limit"] is None else min(request["limit"], p.QUERY_CAP)
+        request = rules.read_query(body)
+        limit = rules.query_limit(request)
         record = await self._topic(address)
         now = self.now_second()
         if request["key"] is not None:
@@ -377,41 +389,18 @@ class ClusterEngine:
         return list(by_id.values())
 
     async def _delete(self, target: str, _headers: Headers, _body: bytes) -> bytes:
-        address, dot, msg_id_text = target.rpartition(".")
-        if not dot:
-            raise Mq9Error(p.err_unknown_subject(p.MSG_DELETE + target))
-        msg_id = p.header_u64(msg_id_text) if msg_id_text == msg_id_text.strip() else None
-        if msg_id is None:
-            raise Mq9Error(f"invalid msg_id: {msg_id_text}")
+        address, msg_id = rules.delete_target(target)
         record = await self._topic(address)
         await self.store.delete(record.name, msg_id)  # not there: "deleted" all the same
-        return _DELETED
+        return rules.DELETED
 
     # -- agent registry --------------------------------------------------------------------
 
     async def _register(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        if not body:
-            raise Mq9Error(p.ERR_REGISTER_EMPTY)
-        try:
-            card = p.a2a_card(p.loads(body))
-        except WireError:
-            card = None
-        if card is not None:
-            name, agent_info = card.get("name", ""), p.encode(card).decode()
-        else:
-            request = _read(p.REGISTER_REQUEST, body, "invalid AGENT.REGISTER payload: ")
-            name, agent_info = request["name"], request["payload"]
-        if not agent_info:
-            raise Mq9Error(p.ERR_AGENT_INFO_EMPTY)
-        size, limit = len(agent_info.encode()), self.limits.max_card_bytes
-        if limit is not None and size > limit:
-            raise Mq9Error(p.err_card_too_large(size, limit))
-        entry = AgentEntry.make(name, agent_info, 0)
-        listed = len(p.encode(p.DISCOVER_REPLY.write(error="", agents=[entry.listed()])))
-        if listed > self._message_limit():
-            raise Mq9Error(p.err_entry_too_large(listed, self._message_limit()))
+        entry = rules.read_registration(body, self.limits)
+        rules.check_entry_fits(entry, self._message_limit())
         agents = self.limits.max_agents
-        row = (name, agent_info, self.now_second())
+        row = (entry.name, entry.agent_info, self.now_second())
         try:
             # the room decided with the registration: the registry's count written with it,
             # expecting its last sequence (#77)
@@ -420,28 +409,22 @@ class ClusterEngine:
             raise Mq9Error(p.err_agent_limit(agents or 0)) from None
         if kept and entry.card is not None:
             await self.store.index_put(entry.card_name, row)
-        return _OK
-
-    def _named(self, body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
-        request = _read(shape, body, f"invalid {command} payload: ")
-        if not request["name"]:
-            raise Mq9Error(p.ERR_AGENT_NAME_EMPTY)
-        return request
+        return OK
 
     async def _unregister(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        request = self._named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
+        request = rules.read_named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
         if await self.store.unregister(request["name"]):  # an unknown name succeeds all the same
             # the row named by the registration, whatever card it held (RobustMQ)
             await self.store.index_drop(request["name"])
-        return _OK
+        return OK
 
     async def _report(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        request = self._named(body, p.REPORT_REQUEST, "AGENT.REPORT")
+        request = rules.read_named(body, p.REPORT_REQUEST, "AGENT.REPORT")
         await self.store.report(request["name"], request["report_info"] or "", self.now_second())
-        return _OK
+        return OK
 
     async def _discover(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        request = _read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
+        request = rules.read_discover(body)
         registry = await self._registry()
         if not (request["semantic"] or request["text"]):
             return self._listing(registry)
@@ -472,35 +455,15 @@ class ClusterEngine:
         return registry
 
     def _listing(self, registry: AgentRegistry) -> bytes:
-        items: list[bytes] = []
-        size = len(_DISCOVER_HEAD) + 2
-        limit = self.answer_limit
-        entries = registry.listing()
-        for entry in entries:
-            items.append(registry.listed(entry))
-            size += len(items[-1]) + (len(items) > 1)
-            if limit is not None and size > limit:
-                raise Mq9Error(p.err_listing_too_large(len(entries), size, limit))
-        return _DISCOVER_HEAD + b",".join(items) + b"]}"
+        return rules.listing_answer(registry.listing(), registry.listed, self.answer_limit)
 
     def _search(self, request: dict[str, Any], registry: AgentRegistry) -> bytes:
-        limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
-        first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
-        size = limit or _SEARCH_LIMIT_FOR_ZERO
         indexed = registry.indexed()
         if request["semantic"]:
             hits = registry.search_semantic(request["semantic"], indexed)
         else:
             hits = registry.search_text(request["text"], indexed)
-        room = self._message_limit() - len(_DISCOVER_HEAD) - 2
-        kept: list[bytes] = []
-        for entry in hits[first : first + size]:
-            item = p.encode(entry.found())
-            room -= len(item) + (1 if kept else 0)
-            if room < 0:
-                break
-            kept.append(item)
-        return _DISCOVER_HEAD + b",".join(kept) + b"]}"
+        return rules.search_answer(hits[rules.search_page(request)], self._message_limit())
 
 
 async def _claimed(answering: Awaitable[bytes], undo: Undo | None) -> bytes:

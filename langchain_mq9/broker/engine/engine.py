@@ -23,23 +23,37 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ... import protocol as p
 from ...protocol import PRIORITY_ORDER
-from ...protocol.errors import Mq9Error, WireError
+from ...protocol.errors import Mq9Error
 from ...semantic.ranking import AgentEntry, word_pieces
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
 from ..storage import MemoryStorage, Storage, StorageError
 from . import owned as owning
-from .answers import EMPTY_ANSWER, capped, cut_answer, empty_wait, whole_answer
+from . import rules
+from .answers import capped, cut_answer, empty_wait, whole_answer
 from .limits import BrokerLimits
-from .owned import Keep, Named, Owned, Requester
+from .owned import Keep, Named, Requester
+from .rules import (
+    COMMANDS,
+    LARGE_BODY,
+    OK,
+    UNKNOWN,
+    Carried,
+    Command,
+    Headers,
+    Vouched,
+    command_for,
+    read,
+    stored_headers,
+    wrap_u64,
+)
 from .sending import read_send
 
 # Imported from here by the broker's other parts and the tests
@@ -65,40 +79,6 @@ __all__ = [
 
 log = logging.getLogger("langchain_mq9.broker")
 
-Headers = Mapping[str, str] | None  # a request's NATS headers, as nats-py reads them
-
-
-class Vouched(dict[str, str]):
-    """A SEND's headers with the sender the broker authenticated (#70): what an enforcing
-    broker hands the engine (identities/ownership.py), the client's own ``mq9-sender``, in
-    any case or spacing, replaced by ``sender``. Built only in this process: a request off
-    the wire is a plain mapping, whose ``mq9-sender`` the engine removes (``_stored_headers``)."""
-
-    def __init__(self, headers: Headers, sender: str) -> None:
-        super().__init__(_without_sender(headers) or {})
-        self[p.HEADER_SENDER] = sender
-        self.sender = sender
-
-
-def _is_sender(name: str) -> bool:
-    # stripped as parse_header_block strips a name, and in any case: no reader may take a
-    # client's "MQ9-Sender " for the broker's
-    return name.strip().lower() == p.HEADER_SENDER
-
-
-def _without_sender(headers: Headers) -> Headers:
-    if headers and any(_is_sender(name) for name in headers):
-        return {name: value for name, value in headers.items() if not _is_sender(name)}
-    return headers
-
-
-def _stored_headers(headers: Headers) -> Headers:
-    """The headers a SEND's message is stored with: ``Vouched`` ones as they are, any other
-    without a ``mq9-sender`` (our choice: on this broker the header always means vouched;
-    RobustMQ stores what the client wrote)."""
-    return headers if isinstance(headers, Vouched) else _without_sender(headers)
-
-
 T = TypeVar("T")  # what a piece of work run under the lock or off the loop gives
 A = TypeVar("A")  # what such a piece of work is given
 
@@ -114,10 +94,16 @@ RETENTION_PIECE_BYTES = 64 * 1024
 _REMOVAL_ROOM = 32  # a removal's bytes in a record beyond its address: a msg_id, brackets
 
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
-_ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
 
 
-class BrokerEngine:
+class BrokerEngine(Carried):
+    """The mq9 commands answered over the state held in this process (``storage`` told of
+    every change): the rules and texts are ``rules.py``'s, as ``ClusterEngine``'s are."""
+
+    # Commands answered at once may be answered in the connection's read loop (serve.py):
+    # nothing of theirs waits
+    answers_in_read_loop = True
+
     def __init__(
         self,
         *,
@@ -126,6 +112,7 @@ class BrokerEngine:
         storage: Storage | None = None,
         search: bool = True,
     ):
+        super().__init__()
         self.clock = clock
         self.limits = limits or BrokerLimits()
         # False: DISCOVER searches are refused as by RobustMQ's build without vector-search
@@ -146,8 +133,6 @@ class BrokerEngine:
         # The first request scans: a restarted engine must not serve, for up to a scan's
         # interval, logs and messages past their retention that it would have removed
         self._next_retention_scan = self.clock()
-        # Each serving transport's largest reply (replaced whole: read without the lock)
-        self._carriers: dict[object, int] = {}
         # The last listing answered, for the registry and answer limit it was made for
         self._listed: tuple[AgentRegistry, int, int | None, bytes] | None = None
         self.storage.restore(self)
@@ -210,32 +195,6 @@ class BrokerEngine:
     def now_second(self) -> int:
         return int(self.clock())
 
-    # -- answer sizes ----------------------------------------------------------------------
-
-    def carry(self, carrier: object, max_bytes: int | None) -> None:
-        """``carrier``, a transport serving the engine, carries replies of at most
-        ``max_bytes``; None: it serves no more."""
-        carriers = dict(self._carriers)
-        if max_bytes is None:
-            carriers.pop(carrier, None)
-        else:
-            carriers[carrier] = max_bytes
-        self._carriers = carriers
-
-    @property
-    def answer_limit(self) -> int | None:
-        """The smallest of ``limits.max_answer`` and every transport's largest reply; None:
-        no limit."""
-        bounds = list(self._carriers.values())
-        if self.limits.max_answer is not None:
-            bounds.append(self.limits.max_answer)
-        return min(bounds, default=None)
-
-    def _message_limit(self) -> int:
-        """The most room a message, a registry entry or a DISCOVER search answer may take."""
-        limit = self.answer_limit
-        return self.limits.max_payload if limit is None else min(self.limits.max_payload, limit)
-
     # -- entry point -----------------------------------------------------------------------
 
     async def handle(
@@ -258,12 +217,12 @@ class BrokerEngine:
             return self.failure_answer(subject, exc)
 
     def answer(self, subject: str, headers: Headers, body: bytes) -> bytes:
-        """``handle``'s answer to a command that does not wait (``Command.wait`` None), with
+        """``handle``'s answer to a command that does not wait (``Command.waits`` false), with
         no coroutine; refuses one that waits. Never raises."""
         try:
             try:
-                command, target = self._command(subject, body)
-                if command.wait is not None:
+                command, target = rules.checked_command(subject, self.limits, body)
+                if command.waits:
                     raise TypeError(f"{subject} waits: BrokerEngine.handle answers it")
                 return self._at_once(command, target, headers, body)
             except Mq9Error as exc:
@@ -281,18 +240,10 @@ class BrokerEngine:
             p.ERROR_REPLY.write(error=f"internal broker error: {type(exc).__name__}: {exc}")
         )
 
-    def _command(self, subject: str, body: bytes) -> tuple[Command, str]:
-        """The command ``subject`` names and its target, its body's size checked."""
-        command, target = command_for(subject)
-        self._check_body_size(command, subject, body)
-        if command.addressed and not target:  # a command's prefix with no mailbox after it
-            command, target = UNKNOWN, subject
-        return command, target
-
     async def _reply(self, subject: str, headers: Headers, body: bytes) -> bytes:
-        command, target = self._command(subject, body)
-        if command.wait is not None:
-            return await command.wait(self, target, headers, body)
+        command, target = rules.checked_command(subject, self.limits, body)
+        if command.waits:
+            return await _WAITS[command.subject](self, target, headers, body)
         return self._at_once(command, target, headers, body)
 
     async def _owned_reply(
@@ -302,12 +253,12 @@ class BrokerEngine:
         record claimed in one transaction, so no other request comes between the check and
         what it allowed; one that waits is checked, and claims, under the lock right before
         it starts and once it is answered. The record is kept before the answer goes."""
-        command, target = self._command(subject, body)
+        command, target = rules.checked_command(subject, self.limits, body)
         owned = command.owned
         named = await owned.names(target, body, LARGE_BODY)
         given = Vouched(headers, requester.principal) if owned.vouched else headers
-        if command.wait is None:
-            answer = command.answer
+        if not command.waits:
+            answer = _ANSWERS.get(command.subject, _unknown)
 
             def work() -> tuple[bytes, Keep | None]:
                 refusal = owned.check(requester.policy, requester.principal, named, headers)
@@ -321,7 +272,7 @@ class BrokerEngine:
             refusal = owned.check(requester.policy, requester.principal, named, headers)
         if refusal is not None:
             return refusal
-        made = await command.wait(self, target, given, body)
+        made = await _WAITS[command.subject](self, target, given, body)
         with self._lock:
             keep = owned.recorded(requester, named, headers, body, made)
         return await owning.kept(made, keep)
@@ -332,18 +283,8 @@ class BrokerEngine:
 
     def _at_once(self, command: Command, target: str, headers: Headers, body: bytes) -> bytes:
         """A command that does not wait, answered under the lock as one transaction."""
-        answer = command.answer
+        answer = _ANSWERS.get(command.subject, _unknown)
         return self._transact(lambda: answer(self, target, headers, body))
-
-    def _check_body_size(self, command: Command, subject: str, body: bytes) -> None:
-        """(our choice; RobustMQ reads any body NATS carries) refuse, unread, a body larger
-        than its command needs (``Command.body_limit``)."""
-        limit = command.body_limit(self.limits)
-        if limit is not None and len(body) > limit:
-            raise Mq9Error(
-                f"request body of {len(body)} bytes refused unread: this broker takes at most "
-                f"{limit} bytes for {subject}"
-            )
 
     async def _off_loop(self, work: Callable[[A], T], argument: A) -> T:
         """``work(argument)`` on the broker's worker thread, the loop serving others meanwhile."""
@@ -441,33 +382,22 @@ class BrokerEngine:
     # -- mailboxes -------------------------------------------------------------------------
 
     def _create(self, body: bytes) -> bytes:
-        request = _read(p.CREATE_REQUEST, body, "invalid MAILBOX.CREATE payload: ", empty_ok=True)
-        name = request["name"]
-        if name is None:
-            address = p.new_address()
-        else:
-            problem = p.name_error(name)
-            if problem:
-                raise Mq9Error(problem)
-            if len(name) > p.MAX_ADDRESS_LENGTH:
-                # (our choice; RobustMQ takes any length) no SEND could reach such a mailbox
-                raise Mq9Error(p.err_address_too_long(name))
-            address = name
+        creation = rules.read_create(body)
+        address, ttl = creation.address, creation.ttl
         if address in self.mailboxes:
             raise Mq9Error(p.err_mailbox_exists(address))
         limit = self.limits.max_mailboxes
         if limit is not None and len(self.mailboxes) >= limit:
             raise Mq9Error(p.err_mailbox_limit(limit))
-        ttl = p.DEFAULT_MAILBOX_TTL if request["ttl"] is None else request["ttl"]
         mailbox = self.topics.get(address)
         if mailbox is None:
             mailbox = Mailbox(address, create_time=self.now_second(), ttl=ttl)
         else:  # an expired mailbox's log, taken up again with everything it holds
             mailbox.create_time, mailbox.ttl = self.now_second(), ttl
-        mailbox.desc = request["desc"] or ""
+        mailbox.desc = creation.desc
         self.add_mailbox(mailbox)
         self.storage.mailbox_created(mailbox)
-        return p.encode(p.CREATE_REPLY.write(error="", mail_address=address))
+        return rules.created(address)
 
     def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None:
         """Hold ``mailbox``, new or restored (``live=False``: the log of an expired one)."""
@@ -491,9 +421,9 @@ class BrokerEngine:
         mailbox = self.mailboxes.get(address)
         if mailbox is None:
             raise Mq9Error(p.err_mailbox_missing(address))
-        sent = read_send(_stored_headers(headers), body, self.now_second())
+        sent = read_send(stored_headers(headers), body, self.now_second())
         message = sent.message
-        self._check_fits(message)
+        rules.check_fits(message, self._message_limit())
         self._check_room(mailbox)
         refused = self.storage.message_refused(address, message)
         if refused is not None:
@@ -501,24 +431,14 @@ class BrokerEngine:
         if sent.due is not None:  # even a delay of 0 answers -1 and is written by the queue
             seq = self.hold_delayed(sent.due, address, message)
             self.storage.delayed_added(seq, sent.due, address, message)
-            return p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
-        return _SENT % self._write(mailbox, message).msg_id
+            return rules.DELAYED
+        return rules.SENT % self._write(mailbox, message).msg_id
 
     def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int:
         """Queue a delayed message until ``due``; returns its place, which storage keys by."""
         seq = next(self._seq)
         heapq.heappush(self._delayed, (due, seq, address, message))
         return seq
-
-    def _check_fits(self, message: StoredMessage) -> None:
-        # (our choice; RobustMQ takes any payload) refuse a message whose FETCH answer NATS
-        # could not carry or above max_payload, with room for the widest msg_id (not known yet)
-        limit = self._message_limit()
-        if EMPTY_ANSWER + message.wire_size_bound() + _MSG_ID_ROOM <= limit:
-            return
-        size = EMPTY_ANSWER + message.wire_size() + _MSG_ID_ROOM
-        if size > limit:
-            raise Mq9Error(p.err_message_too_large(size, limit))
 
     def _check_room(self, mailbox: Mailbox) -> None:
         limit = self.limits.max_messages_per_mailbox
@@ -538,12 +458,7 @@ class BrokerEngine:
     # -- FETCH and ACK ---------------------------------------------------------------------
 
     async def _fetch(self, address: str, body: bytes) -> bytes:
-        request = _read(p.FETCH_REQUEST, body)
-        config = request["config"] or {}
-        num_msgs = config.get("num_msgs")
-        num_msgs = p.DEFAULT_NUM_MSGS if num_msgs is None else num_msgs
-        max_wait_ms = config.get("max_wait_ms")
-        max_wait_ms = p.DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
+        request, num_msgs, max_wait_ms = rules.read_fetch(body)
         # force_deliver commits offsets here: the same transaction rule as every request
         lanes = self._transact(lambda: self._read_group(self._topic(address), request, num_msgs))
         if not lanes and max_wait_ms > 0:
@@ -615,17 +530,17 @@ class BrokerEngine:
         self.storage.offset_committed(lane_group, shard, offset)
 
     def _ack(self, body: bytes) -> bytes:
-        request = _read(p.ACK_REQUEST, body)
+        request = read(p.ACK_REQUEST, body)
         address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
         mailbox = self.topics.get(address)  # the log, even of an expired mailbox
         if mailbox is None:
             raise Mq9Error(p.err_ack_mailbox_missing(address))
         # Every lane moves past msg_id, whatever its priority; msg_id 2**64-1 commits 0 (u64)
-        offset = _wrap_u64(request["msg_id"] + 1)
+        offset = wrap_u64(request["msg_id"] + 1)
         self._check_group_room(request["group_name"], mailbox)
         for lane in _LANES:
             self.commit(f"{request['group_name']}-{lane}", mailbox.shard, offset)
-        return _OK
+        return OK
 
     # -- QUERY and DELETE ------------------------------------------------------------------
 
@@ -636,14 +551,14 @@ class BrokerEngine:
         # broken before what is wrong with a small one (_transact looks too)
         if len(body) > LARGE_BODY:
             self._locked(_nothing)
-            request = await self._off_loop(_read_query, body)
+            request = await self._off_loop(rules.read_query, body)
         else:
             try:
-                request = _read_query(body)
+                request = rules.read_query(body)
             except Mq9Error:
                 self._locked(_nothing)
                 raise
-        limit = p.QUERY_CAP if request["limit"] is None else min(request["limit"], p.QUERY_CAP)
+        limit = rules.query_limit(request)
         # One filter only, in this order of precedence (RobustMQ)
         if request["key"] is not None or not request["tags"]:
             return self._transact(lambda: self._query_now(address, request["key"], limit))
@@ -684,16 +599,11 @@ class BrokerEngine:
         return cut_answer(found, self.answer_limit)
 
     def _delete(self, target: str) -> bytes:
-        address, dot, msg_id_text = target.rpartition(".")
-        if not dot:  # no msg_id after the address: no command has this subject
-            raise Mq9Error(p.err_unknown_subject(p.MSG_DELETE + target))
-        msg_id = p.header_u64(msg_id_text) if msg_id_text == msg_id_text.strip() else None
-        if msg_id is None:
-            raise Mq9Error(f"invalid msg_id: {msg_id_text}")
+        address, msg_id = rules.delete_target(target)
         mailbox = self._topic(address)
         if mailbox.remove(msg_id):  # a msg_id that is not there is "deleted" all the same
             self.storage.message_removed(mailbox, msg_id)
-        return p.encode(p.DELETE_REPLY.write(error="", deleted=True))
+        return rules.DELETED
 
     # -- agent registry --------------------------------------------------------------------
 
@@ -705,33 +615,15 @@ class BrokerEngine:
     def _registration(self, body: bytes) -> AgentEntry:
         """The entry a REGISTER body makes, with its vector (the CPU-heavy part); its
         create_time is set when it is kept."""
-        if not body:
-            raise Mq9Error(p.ERR_REGISTER_EMPTY)
-        # An A2A card if the body reads as one; else the body read afresh as {name, payload},
-        # whose error is the one answered (agent.rs)
-        try:
-            card = p.a2a_card(p.loads(body))
-        except WireError:
-            card = None
-        if card is not None:  # stored as RobustMQ re-serializes it
-            name, agent_info = card.get("name", ""), p.encode(card).decode()
-        else:
-            request = _read(p.REGISTER_REQUEST, body, "invalid AGENT.REGISTER payload: ")
-            name, agent_info = request["name"], request["payload"]
-        if not agent_info:
-            raise Mq9Error(p.ERR_AGENT_INFO_EMPTY)
-        size, limit = len(agent_info.encode()), self.limits.max_card_bytes
-        if limit is not None and size > limit:
-            raise Mq9Error(p.err_card_too_large(size, limit))
-        entry = AgentEntry.make(name, agent_info, 0)
-        if name not in self.registry.entries:  # a taken name keeps its entry: no vector
-            self._check_entry_fits(entry)
+        entry = rules.read_registration(body, self.limits)
+        if entry.name not in self.registry.entries:  # a taken name keeps its entry: no vector
+            rules.check_entry_fits(entry, self._message_limit())
             self.registry.embed(entry)
         return entry
 
     def _admit(self, entry: AgentEntry) -> bytes:
         if entry.name in self.registry.entries:
-            return _OK  # a name already taken keeps its first entry (RobustMQ)
+            return OK  # a name already taken keeps its first entry (RobustMQ)
         limit = self.limits.max_agents
         if limit is not None and len(self.registry) >= limit:
             raise Mq9Error(p.err_agent_limit(limit))
@@ -743,27 +635,21 @@ class BrokerEngine:
         self.storage.agent_saved(entry)
         if entry.card is not None:
             self.storage.index_saved(entry)
-        return _OK
-
-    def _named(self, body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
-        request = _read(shape, body, f"invalid {command} payload: ")
-        if not request["name"]:
-            raise Mq9Error(p.ERR_AGENT_NAME_EMPTY)
-        return request
+        return OK
 
     def _unregister(self, body: bytes) -> bytes:
-        request = self._named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
+        request = rules.read_named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
         entry = self.registry.unregister(request["name"])
         if entry is not None:  # an unknown name succeeds all the same
             self.storage.agent_removed(entry)
             self.storage.index_removed(request["name"])
-        return _OK
+        return OK
 
     def _report(self, body: bytes) -> bytes:
-        request = self._named(body, p.REPORT_REQUEST, "AGENT.REPORT")
+        request = rules.read_named(body, p.REPORT_REQUEST, "AGENT.REPORT")
         # No check that the agent exists, and nothing DISCOVER shows (RobustMQ)
         self.reports[request["name"]] = (request["report_info"] or "", self.now_second())
-        return _OK
+        return OK
 
     async def _discover(self, body: bytes) -> bytes:
         return await self._off_loop(self._discover_now, body)
@@ -771,7 +657,7 @@ class BrokerEngine:
     def _discover_now(self, body: bytes) -> bytes:
         """A DISCOVER answered on the worker thread: the registry is taken as it is (a moment
         under the lock), then ranked and encoded while the loop serves other requests."""
-        request = _read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
+        request = rules.read_discover(body)
         if not (request["semantic"] or request["text"]):
             return self._listing()  # every agent, not paginated
         if not self.search:
@@ -786,26 +672,11 @@ class BrokerEngine:
             return read()
 
     def _search(self, request: dict[str, Any], indexed: tuple[AgentEntry, ...]) -> bytes:
-        limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
-        # u32 arithmetic without overflow checks, as RobustMQ computes it
-        first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
-        # meta-service searches 10 when asked for 0 (services/mq9/agent.rs)
-        size = limit or _SEARCH_LIMIT_FOR_ZERO
         if request["semantic"]:
             hits = self.registry.search_semantic(request["semantic"], indexed)
         else:
             hits = self.registry.search_words(_paced_words(request["text"]), indexed)
-        # (our choice) a search answer keeps within max_payload with the best-ranked agents
-        # that fit, so one large card cannot make DISCOVER fail for everyone
-        room = self._message_limit() - len(_DISCOVER_HEAD) - 2
-        kept: list[bytes] = []
-        for entry in hits[first : first + size]:
-            item = p.encode(entry.found())
-            room -= len(item) + (1 if kept else 0)
-            if room < 0:
-                break
-            kept.append(item)
-        return _DISCOVER_HEAD + b",".join(kept) + b"]}"
+        return rules.search_answer(hits[rules.search_page(request)], self._message_limit())
 
     def _listing(self) -> bytes:
         """Every agent in one answer by name, as RobustMQ answers; never cut (a cut list would
@@ -818,21 +689,10 @@ class BrokerEngine:
         limit, kept = self.answer_limit, self._listed
         if kept is not None and kept[:3] == (registry, changes, limit):
             return kept[3]
-        answer = self._encode_listing(entries, limit)
+        entries.sort(key=lambda e: e.name)
+        answer = rules.listing_answer(entries, self.registry.listed, limit)
         self._listed = (registry, changes, limit, answer)
         return answer
-
-    def _encode_listing(self, entries: list[AgentEntry], limit: int | None) -> bytes:
-        """``entries`` as a listing answers them, refused as soon as the agents encoded so far
-        show it above ``limit``."""
-        items: list[bytes] = []
-        size = len(_DISCOVER_HEAD) + 2
-        for entry in sorted(entries, key=lambda e: e.name):
-            items.append(self.registry.listed(entry))
-            size += len(items[-1]) + (len(items) > 1)
-            if limit is not None and size > limit:
-                raise Mq9Error(p.err_listing_too_large(len(entries), size, limit))
-        return _DISCOVER_HEAD + b",".join(items) + b"]}"
 
     def _check_group_room(self, group: str, mailbox: Mailbox) -> None:
         """(our choice) a new consumer group needs a name of at most MAX_GROUP_NAME characters
@@ -840,8 +700,7 @@ class BrokerEngine:
         shard = mailbox.shard
         if shard in self.offsets.get(f"{group}-normal", ()):
             return
-        if len(group) > p.MAX_GROUP_NAME:
-            raise Mq9Error(p.err_group_name_too_long(len(group)))
+        rules.check_group_name(group)
         limit = self.limits.max_groups
         if limit is not None:
             held = (s for lane, s in self.offsets.items() if lane.endswith("-normal"))
@@ -873,173 +732,37 @@ class BrokerEngine:
                 self.offsets.pop(lane_group, None)
         return dropped
 
-    def _check_entry_fits(self, entry: AgentEntry) -> None:
-        # (our choice) an entry that alone overflows a DISCOVER answer is refused
-        size = len(p.encode(p.DISCOVER_REPLY.write(error="", agents=[entry.listed()])))
-        limit = self._message_limit()
-        if size > limit:
-            raise Mq9Error(p.err_entry_too_large(size, limit))
-
 
 # -- the commands ----------------------------------------------------------------------------
 #
-# Each mq9 command once: what its subject holds, the largest body read for it, and how it is
-# answered. Every handler is reached through the engine (``engine._send``...), so a subclass
+# How this engine answers each command of the table (rules.COMMANDS): at once, under the lock
+# as one transaction, or (``Command.waits``) by a coroutine that takes the lock itself for each
+# step. Every handler is reached through the engine (``engine._send``...), so a subclass
 # overriding one (tests do) is what answers.
 
 Answer = Callable[[BrokerEngine, str, Headers, bytes], bytes]
 Waiting = Callable[[BrokerEngine, str, Headers, bytes], Awaitable[bytes]]
 
 
-def _parsed_body(limits: BrokerLimits) -> int | None:
-    return limits.max_request
-
-
-def _card_body(limits: BrokerLimits) -> int | None:
-    """A REGISTER's: room for a card of ``max_card_bytes`` with every byte escaped; no card
-    limit, none (what NATS carries)."""
-    card = limits.max_card_bytes
-    return None if card is None else limits.max_request + _ESCAPED * card
-
-
-def _own_rule(_limits: BrokerLimits) -> int | None:
-    """None here: SEND keeps its own rule (``_check_fits``); DELETE's body is never read."""
-    return None
-
-
-def _never_costly(_body: bytes) -> bool:
-    return False
-
-
-def _always_costly(_body: bytes) -> bool:
-    return True
-
-
-def _large_body(body: bytes) -> bool:
-    return len(body) > LARGE_BODY
-
-
 def _unknown(_engine: BrokerEngine, subject: str, _headers: Headers, _body: bytes) -> bytes:
-    # RobustMQ answers a NATS -ERR; a service can only reply (our choice: same words)
-    raise Mq9Error(p.err_unknown_subject(subject))
+    raise rules.unknown(subject)
 
 
-@dataclass(frozen=True)
-class Command:
-    """How the engine takes one mq9 command.
-
-    ``subject``: the command's subject, or, ending in ".", the prefix a mailbox address (and
-    for DELETE ``.msg_id``) follows, handed to the handler as its target. ``body_limit``: the
-    largest body read, for the broker's limits (None: not bounded here). Exactly one of
-    ``answer``: answered at once under the lock, as one storage transaction; or ``wait``: a
-    coroutine that may wait (an empty FETCH, the worker thread) and takes the lock itself for
-    each step. ``costly``: whether a request with this body costs the broker work while it
-    waits, so that a serving transport makes its requester take turns (serve.py). ``owned``:
-    what an enforcing broker's ownership checks before it and records after it (owned.py),
-    made as part of answering it (``BrokerEngine._owned_reply``, ``ClusterEngine``)."""
-
-    subject: str
-    body_limit: Callable[[BrokerLimits], int | None]
-    answer: Answer = _unknown
-    wait: Waiting | None = None
-    costly: Callable[[bytes], bool] = _never_costly
-    owned: Owned = owning.NOTHING
-
-    @property
-    def addressed(self) -> bool:
-        return self.subject.endswith(".")
-
-
-COMMANDS = {
-    command.subject: command
-    for command in (
-        Command(
-            p.MAILBOX_CREATE,
-            _parsed_body,
-            lambda e, _t, _h, body: e._create(body),
-            owned=owning.CREATE,
-        ),
-        Command(
-            p.MSG_SEND,
-            _own_rule,
-            lambda e, address, h, body: e._send(address, body, h),
-            owned=owning.SEND,
-        ),
-        Command(
-            p.MSG_FETCH,
-            _parsed_body,
-            wait=lambda e, address, _h, body: e._fetch(address, body),
-            owned=owning.FETCH,
-        ),
-        Command(
-            p.MSG_ACK, _parsed_body, lambda e, _address, _h, body: e._ack(body), owned=owning.ACK
-        ),
-        Command(
-            p.MSG_QUERY,
-            _parsed_body,
-            wait=lambda e, address, _h, body: e._query(address, body),
-            costly=_large_body,  # a group reader's claim lookup by key costs nothing
-            owned=owning.QUERY,
-        ),
-        Command(
-            p.MSG_DELETE,
-            _own_rule,
-            lambda e, target, _h, _body: e._delete(target),
-            owned=owning.DELETE,
-        ),
-        Command(
-            p.AGENT_REGISTER,
-            _card_body,
-            wait=lambda e, _t, _h, body: e._register(body),
-            costly=_always_costly,
-            owned=owning.REGISTER,
-        ),
-        Command(
-            p.AGENT_UNREGISTER,
-            _parsed_body,
-            lambda e, _t, _h, body: e._unregister(body),
-            owned=owning.UNREGISTER,
-        ),
-        Command(
-            p.AGENT_REPORT,
-            _parsed_body,
-            lambda e, _t, _h, body: e._report(body),
-            owned=owning.REPORT,
-        ),
-        Command(
-            p.AGENT_DISCOVER,
-            _parsed_body,
-            wait=lambda e, _t, _h, body: e._discover(body),
-            costly=_always_costly,
-        ),
-    )
+_ANSWERS: dict[str, Answer] = {
+    p.MAILBOX_CREATE: lambda e, _t, _h, body: e._create(body),
+    p.MSG_SEND: lambda e, address, h, body: e._send(address, body, h),
+    p.MSG_ACK: lambda e, _address, _h, body: e._ack(body),
+    p.MSG_DELETE: lambda e, target, _h, _body: e._delete(target),
+    p.AGENT_UNREGISTER: lambda e, _t, _h, body: e._unregister(body),
+    p.AGENT_REPORT: lambda e, _t, _h, body: e._report(body),
 }
-# What a subject no command has is: answered as unknown, its body bounded as a parsed one's
-UNKNOWN = Command("", _parsed_body)
-# Addressed subjects are $mq9.AI.MSG.<COMMAND>.<target>: a prefix is the first tokens
-_PREFIX_TOKENS = p.MSG_SEND.count(".")
+_WAITS: dict[str, Waiting] = {
+    p.MSG_FETCH: lambda e, address, _h, body: e._fetch(address, body),
+    p.MSG_QUERY: lambda e, address, _h, body: e._query(address, body),
+    p.AGENT_REGISTER: lambda e, _t, _h, body: e._register(body),
+    p.AGENT_DISCOVER: lambda e, _t, _h, body: e._discover(body),
+}
 
-
-def command_for(subject: str) -> tuple[Command, str]:
-    """The command ``subject`` names and its target (the address after an addressed
-    command's prefix, possibly empty); ``(UNKNOWN, subject)`` when no command has it."""
-    command = COMMANDS.get(subject)
-    if command is not None:
-        return command, ""  # an exact subject, or an addressed prefix with nothing after it
-    tokens = subject.split(".", _PREFIX_TOKENS)
-    if len(tokens) > _PREFIX_TOKENS:
-        target = tokens[_PREFIX_TOKENS]
-        command = COMMANDS.get(subject[: len(subject) - len(target)])
-        if command is not None and command.addressed:
-            return command, target
-    return UNKNOWN, subject
-
-
-_OK = p.encode(p.ERROR_REPLY.write(error=""))
-# A body above this is parsed off the loop (a large QUERY's parsing would hold every other
-# request: bench/HOTPATH.md); a QUERY's above it takes its requester's turns (serve.py)
-LARGE_BODY = 4096
-_SEARCH_LIMIT_FOR_ZERO = 10
 # Tags a QUERY reads before the loop answers other requests (each reads up to 100 messages):
 # a QUERY of up to this many is read at once, as the leases' QUERYs (24 tags) need no more
 QUERY_TAGS_AT_ONCE = 32
@@ -1052,12 +775,6 @@ QUERY_PAUSE = 0.0005
 # interval for it, and a client sending large queries back to back no longer keeps the loop
 # busy with its requests' bytes (bench 9d text). A query of one piece never waits.
 TEXT_PAUSE = QUERY_PAUSE
-# The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
-_DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
-# A SEND's answer, written without the encoder (as much as the rest of a SEND's own work);
-# tests/broker/engine/test_engine_properties.py holds it to p.SEND_REPLY's encoding
-_SENT = b'{"error":"","msg_id":%d}'
-_MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyond the -1 sent
 
 
 def _nothing() -> None:
@@ -1073,28 +790,6 @@ def _paced_words(text: str) -> set[str]:
             time.sleep(TEXT_PAUSE)
         found |= some
     return found
-
-
-def _read_query(body: bytes) -> dict[str, Any]:
-    return _read(p.QUERY_REQUEST, body, "invalid query request: ", empty_ok=True)
-
-
-def _read(
-    shape: p.Shape, body: bytes, prefix: str = "", *, empty_ok: bool = False
-) -> dict[str, Any]:
-    """A request body as RobustMQ's handler parses it: serde's error behind the handler's own
-    prefix; an empty body is every field absent where the handler allows it."""
-    if empty_ok and not body:
-        return {**dict.fromkeys(shape.fields), **shape.defaults}
-    try:
-        return shape.read(body)
-    except WireError as exc:
-        raise Mq9Error(prefix + exc.message) from None
-
-
-def _wrap_u64(number: int) -> int:
-    """``number`` as a Rust u64 sum without overflow checks holds it."""
-    return number & p.MAX_U64
 
 
 def _yield_to_the_loop() -> None:

@@ -1,4 +1,8 @@
-"""Serve a ``BrokerEngine`` on a real NATS connection: answer every ``$mq9.AI.>`` request.
+"""Serve an engine on a real NATS connection: answer every ``$mq9.AI.>`` request.
+
+Any engine of the shape ``Served`` (``BrokerEngine``, the state in this process, or
+``ClusterEngine``, the state in JetStream) is served the same way; what differs is the
+engine's to say (``Served.answers_in_read_loop``).
 
 The engine is told the connection's max_payload (``BrokerEngine.carry``) to keep within.
 Large answers may go out on a second connection (``bulk``): nats-server reads a connection's
@@ -16,7 +20,8 @@ import hashlib
 import logging
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import nats.errors
 from nats.aio.client import Client as NatsConnection
@@ -26,8 +31,8 @@ from nats.aio.subscription import Subscription
 from ... import protocol as p
 from ..._nats.fast_path import deliver_inline, engage, publish_queued, write_now
 from ..._nats.guard import flush_in_order, protect
-from ..engine.engine import BrokerEngine, command_for
-from .cluster import ClusterServing
+from ..engine.owned import Answering
+from ..engine.rules import command_for
 from .pacing import AnswerPacer, Backlog, requester
 
 if TYPE_CHECKING:
@@ -40,7 +45,23 @@ Stamp = tuple[str, float] | None
 log = logging.getLogger("langchain_mq9.broker")
 
 
-# Of the commands that wait (engine.Command.wait), the costly ones (Command.costly) cost the
+class Served(Answering, Protocol):
+    """What serving asks of an engine, beyond what the ownership checks read of it
+    (``Answering``): its answers (``handle``), the largest answer each
+    connection carries (``carry``), the mailboxes it stored a message in (``arrivals``, each
+    told the address), and whether a command that does not wait may be answered in the
+    connection's read loop (``answers_in_read_loop``: false where an answer waits for
+    requests made on that connection, whose answers the read loop itself delivers)."""
+
+    @property
+    def answers_in_read_loop(self) -> bool: ...
+    @property
+    def arrivals(self) -> list[Callable[[str], None]]: ...
+
+    def carry(self, carrier: object, max_bytes: int | None) -> None: ...
+
+
+# Of the commands that wait (rules.Command.waits), the costly ones (Command.costly) cost the
 # broker work while they wait (the worker thread's embedding and ranking, the tag reads of a
 # QUERY above LARGE_BODY spread over the loop), and hold what they parsed: a client publishing
 # thousands of them without waiting had them all read at once (bench/HOTPATH.md). So they are
@@ -76,7 +97,7 @@ class NatsService:
 
     def __init__(
         self,
-        engine: BrokerEngine | ClusterServing,
+        engine: Served,
         connection: NatsConnection,
         bulk: NatsConnection | None = None,
         pacer: AnswerPacer | None = None,
@@ -90,7 +111,7 @@ class NatsService:
         # brokers serving one store together (serving/cluster.py): NATS hands each request
         # to one of those subscribed in ``queue``
         self.queue = queue
-        self._each_on_a_task = isinstance(engine, ClusterServing)
+        self._each_on_a_task = not engine.answers_in_read_loop
         self.announce = announce
         self.meter = meter  # #73: requests counted by command, outcome and latency
         self._arrived_at: set[str] = set()  # mailboxes to announce at the loop's next turn
@@ -182,12 +203,12 @@ class NatsService:
         command, _ = command_for(msg.subject)
         meter = self.meter
         stamp = None if meter is None else (command.subject, meter.started())
-        if command.wait is None and self._each_on_a_task:
+        if not command.waits and self._each_on_a_task:
             # its answer waits for JetStream requests made on this connection, whose answers
             # this read loop delivers: answered on a task, the loop reading on
             self._start(msg, stamp=stamp)
             return
-        if command.wait is None:
+        if not command.waits:
             await self._answer(msg, stamp)
             return
         if not command.costly(msg.data):
@@ -360,7 +381,7 @@ class NatsService:
 
 
 async def serve_on_nats(
-    engine: BrokerEngine | ClusterServing,
+    engine: Served,
     connection: NatsConnection,
     bulk: NatsConnection | None = None,
     pacer: AnswerPacer | None = None,

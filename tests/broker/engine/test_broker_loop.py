@@ -255,19 +255,19 @@ async def test_a_query_of_a_large_body_is_read_while_the_loop_answers_others(mon
     them back to back). Its body is parsed on the worker: the stand-in parser waits for a gate,
     and a SEND that arrives meanwhile is answered before the QUERY, which then answers as
     before. Before the fix the loop itself waited on the gate, and the SEND came after."""
-    import langchain_mq9.broker.engine.engine as engine_module
+    import langchain_mq9.broker.engine.rules as rules_module
     engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
     gate = threading.Event()
-    parse = engine_module._read_query
+    parse = rules_module.read_query
 
     def gated(body: bytes):
         gate.wait(GATE_SECONDS)
         return parse(body)
 
-    monkeypatch.setattr(engine_module, "_read_query", gated)
+    monkeypatch.setattr(rules_module, "read_query", gated)
     tags = [f"x/y{i}" for i in range(20)] + ["long" * 2_000]  # read in one go
     body = p.encode({"tags": tags})
-    assert len(body) > engine_module.LARGE_BODY
+    assert len(body) > rules_module.LARGE_BODY
     finished: list[str] = []
     query = asyncio.create_task(engine.handle(p.MSG_QUERY + "box", None, body))
     query.add_done_callback(lambda _: finished.append("query"))

@@ -27,7 +27,7 @@ from unittest.mock import patch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import langchain_mq9.broker.engine.engine as engine_module
+import langchain_mq9.broker.engine.rules as rules
 import langchain_mq9.broker.state.mailbox as mailbox_module
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
@@ -356,6 +356,6 @@ def test_a_messages_size_is_known_without_writing_it(payload, header, msg_id):
 
 @given(msg_id=st.integers(min_value=-1, max_value=2**64 - 1))
 def test_a_sends_answer_written_by_hand_is_the_encoders(msg_id):
-    """The SEND answer the engine writes without the encoder (``engine._SENT``) is byte for
+    """The SEND answer the engine writes without the encoder (``rules.SENT``) is byte for
     byte what ``p.SEND_REPLY`` encodes."""
-    assert engine_module._SENT % msg_id == p.encode(p.SEND_REPLY.write(error="", msg_id=msg_id))
+    assert rules.SENT % msg_id == p.encode(p.SEND_REPLY.write(error="", msg_id=msg_id))

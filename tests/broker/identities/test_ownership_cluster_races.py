@@ -32,7 +32,6 @@ from langchain_mq9.broker.engine.cluster import ClusterEngine
 from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.identities.kv_store import KvIdentityStore
 from langchain_mq9.broker.identities.ownership import Identities
-from langchain_mq9.broker.serving.cluster import ClusterServing
 from langchain_mq9.broker.storage.cluster import ClusterStore
 
 pytestmark = pytest.mark.slow  # a nats-server process
@@ -71,7 +70,7 @@ async def _brokers(servers: list[str], limits: BrokerLimits) -> list[Broker]:
         if not made:
             for name in ("alice", "bob"):
                 identities.issue(name)
-        serving = ClusterServing(ClusterEngine(store, limits=limits, search=False))
+        serving = ClusterEngine(store, limits=limits, search=False)
         made.append(Broker(store, Identities(identities, serving)))
     return made
 

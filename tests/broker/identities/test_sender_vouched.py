@@ -30,6 +30,7 @@ from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
 from langchain_mq9.broker import Broker, BrokerConfig, BrokerEngine
 from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.engine.cluster import ClusterEngine
 from langchain_mq9.broker.identities.ownership import (
     CALLER_SUFFIX,
     WAKE_FAILED,
@@ -37,7 +38,6 @@ from langchain_mq9.broker.identities.ownership import (
     digest,
 )
 from langchain_mq9.broker.identities.store import IdentityStore
-from langchain_mq9.broker.serving.cluster import ClusterServing
 from langchain_mq9.broker.storage import SqliteStorage
 from langchain_mq9.broker.storage.cluster import ClusterStore
 from langchain_mq9.groups import dead_letters, replay
@@ -75,7 +75,7 @@ class Place:
         self.kind, self.path = kind, tmp_path / "state.sqlite3"
         self.layout: ClusterLayout | None = None
 
-    async def open(self) -> BrokerEngine | ClusterServing:
+    async def open(self) -> BrokerEngine | ClusterEngine:
         if self.kind == "sqlite":
             return BrokerEngine(storage=SqliteStorage(self.path))
         if self.kind == "memory":
@@ -87,9 +87,9 @@ class Place:
             store = ClusterStore(connection, name=self.layout.store.layout.name, timeout=20.0)
             await store.open()
             self.layout = ClusterLayout(connection, store)
-        return ClusterServing(self.layout.engine())
+        return self.layout.engine()
 
-    async def stop(self, engine: BrokerEngine | ClusterServing) -> None:
+    async def stop(self, engine: BrokerEngine | ClusterEngine) -> None:
         """The broker of ``engine`` stops: what it keeps stays."""
         if isinstance(engine, BrokerEngine):
             engine.storage.close()
@@ -138,7 +138,7 @@ def identity_store(tmp_path):
     store.close()
 
 
-def enforcing(store: IdentityStore, engine: BrokerEngine | ClusterServing | None = None) -> Agents:
+def enforcing(store: IdentityStore, engine: BrokerEngine | ClusterEngine | None = None) -> Agents:
     return Agents(Identities(store, engine or BrokerEngine()))
 
 

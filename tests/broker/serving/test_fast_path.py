@@ -30,7 +30,6 @@ from langchain_mq9._nats.fast_path import (
 from langchain_mq9._nats.guard import flush_in_order, protect
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
-from langchain_mq9.broker.serving.cluster import ClusterServing
 from langchain_mq9.client import Mq9Client
 
 pytestmark = pytest.mark.asyncio
@@ -288,7 +287,7 @@ async def test_the_broker_serves_end_to_end_either_way(nats_server, way, store):
     serves: answers published once JetStream acknowledged the write, publish_queued), with the
     fast path on or off."""
     layout = await STATE_SERVER.layout() if store == "jetstream" else None
-    engine = BrokerEngine() if layout is None else ClusterServing(layout.engine())
+    engine = BrokerEngine() if layout is None else layout.engine()
     connection = await nats.connect(nats_server.url)
     service = await serve_on_nats(engine, connection, announce=True)
     try:

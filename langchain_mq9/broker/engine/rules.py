@@ -1,0 +1,421 @@
+"""The mq9 commands' rules and texts, written once for every engine (issue #80): the command
+table (what a subject holds, the largest body read for it, whether it waits or costs, its
+part in ownership), each request body read as RobustMQ's handler reads it, the checks that
+decide before any state is read, and the answers' fixed bytes.
+
+``BrokerEngine`` (the state in this process) and ``ClusterEngine`` (the state in JetStream)
+each add only what their state decides: where a message goes, what a group has read, which
+names are taken. Nothing here reads or writes state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ... import protocol as p
+from ...protocol.errors import Mq9Error, WireError
+from ...semantic.ranking import AgentEntry
+from ..state.mailbox import StoredMessage
+from . import owned as owning
+from .answers import EMPTY_ANSWER
+from .limits import BrokerLimits
+from .owned import Owned
+
+Headers = Mapping[str, str] | None  # a request's NATS headers, as nats-py reads them
+
+OK = p.encode(p.ERROR_REPLY.write(error=""))
+DELETED = p.encode(p.DELETE_REPLY.write(error="", deleted=True))
+# A body above this is parsed off the loop (a large QUERY's parsing would hold every other
+# request: bench/HOTPATH.md); a QUERY's above it takes its requester's turns (serve.py)
+LARGE_BODY = 4096
+# meta-service searches 10 when asked for 0 (services/mq9/agent.rs)
+SEARCH_LIMIT_FOR_ZERO = 10
+# The replies written around items encoded once each (MSG_ITEM, agents), not re-encoded
+DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
+# A SEND's answer, written without the encoder (as much as the rest of a SEND's own work);
+# tests/broker/engine/test_engine_properties.py holds it to p.SEND_REPLY's encoding
+SENT = b'{"error":"","msg_id":%d}'
+DELAYED = p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
+MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyond the -1 sent
+_ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
+
+
+# -- the senders a broker vouches for (#70) -----------------------------------------------------
+
+
+class Vouched(dict[str, str]):
+    """A SEND's headers with the sender the broker authenticated (#70): what an enforcing
+    broker hands the engine (identities/ownership.py), the client's own ``mq9-sender``, in
+    any case or spacing, replaced by ``sender``. Built only in this process: a request off
+    the wire is a plain mapping, whose ``mq9-sender`` the engine removes (``stored_headers``)."""
+
+    def __init__(self, headers: Headers, sender: str) -> None:
+        super().__init__(_without_sender(headers) or {})
+        self[p.HEADER_SENDER] = sender
+        self.sender = sender
+
+
+def _is_sender(name: str) -> bool:
+    # stripped as parse_header_block strips a name, and in any case: no reader may take a
+    # client's "MQ9-Sender " for the broker's
+    return name.strip().lower() == p.HEADER_SENDER
+
+
+def _without_sender(headers: Headers) -> Headers:
+    if headers and any(_is_sender(name) for name in headers):
+        return {name: value for name, value in headers.items() if not _is_sender(name)}
+    return headers
+
+
+def stored_headers(headers: Headers) -> Headers:
+    """The headers a SEND's message is stored with: ``Vouched`` ones as they are, any other
+    without a ``mq9-sender`` (our choice: on this broker the header always means vouched;
+    RobustMQ stores what the client wrote)."""
+    return headers if isinstance(headers, Vouched) else _without_sender(headers)
+
+
+# -- the command table ------------------------------------------------------------------------
+
+
+def _parsed_body(limits: BrokerLimits) -> int | None:
+    return limits.max_request
+
+
+def _card_body(limits: BrokerLimits) -> int | None:
+    """A REGISTER's: room for a card of ``max_card_bytes`` with every byte escaped; no card
+    limit, none (what NATS carries)."""
+    card = limits.max_card_bytes
+    return None if card is None else limits.max_request + _ESCAPED * card
+
+
+def _own_rule(_limits: BrokerLimits) -> int | None:
+    """None here: SEND keeps its own rule (``check_fits``); DELETE's body is never read."""
+    return None
+
+
+def _never_costly(_body: bytes) -> bool:
+    return False
+
+
+def _always_costly(_body: bytes) -> bool:
+    return True
+
+
+def _large_body(body: bytes) -> bool:
+    return len(body) > LARGE_BODY
+
+
+@dataclass(frozen=True)
+class Command:
+    """How an engine takes one mq9 command.
+
+    ``subject``: the command's subject, or, ending in ".", the prefix a mailbox address (and
+    for DELETE ``.msg_id``) follows, handed to the handler as its target. ``body_limit``: the
+    largest body read, for the broker's limits (None: not bounded here). ``waits``: whether
+    its answer may wait (an empty FETCH, the worker thread, the tag reads of a QUERY): the
+    in-process engine answers the others at once under its lock, as one storage transaction.
+    ``costly``: whether a request with this body costs the broker work while it waits, so
+    that a serving transport makes its requester take turns (serve.py). ``owned``: what an
+    enforcing broker's ownership checks before it and records after it (owned.py), made as
+    part of answering it."""
+
+    subject: str
+    body_limit: Callable[[BrokerLimits], int | None]
+    waits: bool = False
+    costly: Callable[[bytes], bool] = _never_costly
+    owned: Owned = owning.NOTHING
+
+    @property
+    def addressed(self) -> bool:
+        return self.subject.endswith(".")
+
+    def check_body(self, limits: BrokerLimits, subject: str, body: bytes) -> None:
+        """(our choice; RobustMQ reads any body NATS carries) refuse, unread, a body larger
+        than this command needs (``body_limit``)."""
+        limit = self.body_limit(limits)
+        if limit is not None and len(body) > limit:
+            raise Mq9Error(
+                f"request body of {len(body)} bytes refused unread: this broker takes at most "
+                f"{limit} bytes for {subject}"
+            )
+
+
+COMMANDS = {
+    command.subject: command
+    for command in (
+        Command(p.MAILBOX_CREATE, _parsed_body, owned=owning.CREATE),
+        Command(p.MSG_SEND, _own_rule, owned=owning.SEND),
+        Command(p.MSG_FETCH, _parsed_body, waits=True, owned=owning.FETCH),
+        Command(p.MSG_ACK, _parsed_body, owned=owning.ACK),
+        # a group reader's claim lookup by key costs nothing
+        Command(p.MSG_QUERY, _parsed_body, waits=True, costly=_large_body, owned=owning.QUERY),
+        Command(p.MSG_DELETE, _own_rule, owned=owning.DELETE),
+        Command(
+            p.AGENT_REGISTER, _card_body, waits=True, costly=_always_costly, owned=owning.REGISTER
+        ),
+        Command(p.AGENT_UNREGISTER, _parsed_body, owned=owning.UNREGISTER),
+        Command(p.AGENT_REPORT, _parsed_body, owned=owning.REPORT),
+        Command(p.AGENT_DISCOVER, _parsed_body, waits=True, costly=_always_costly),
+    )
+}
+# What a subject no command has is: answered as unknown, its body bounded as a parsed one's
+UNKNOWN = Command("", _parsed_body)
+# Addressed subjects are $mq9.AI.MSG.<COMMAND>.<target>: a prefix is the first tokens
+_PREFIX_TOKENS = p.MSG_SEND.count(".")
+
+
+def command_for(subject: str) -> tuple[Command, str]:
+    """The command ``subject`` names and its target (the address after an addressed
+    command's prefix, possibly empty); ``(UNKNOWN, subject)`` when no command has it."""
+    command = COMMANDS.get(subject)
+    if command is not None:
+        return command, ""  # an exact subject, or an addressed prefix with nothing after it
+    tokens = subject.split(".", _PREFIX_TOKENS)
+    if len(tokens) > _PREFIX_TOKENS:
+        target = tokens[_PREFIX_TOKENS]
+        command = COMMANDS.get(subject[: len(subject) - len(target)])
+        if command is not None and command.addressed:
+            return command, target
+    return UNKNOWN, subject
+
+
+def checked_command(subject: str, limits: BrokerLimits, body: bytes) -> tuple[Command, str]:
+    """The command ``subject`` names and its target, its body's size checked; a command's
+    prefix with no mailbox after it is unknown."""
+    command, target = command_for(subject)
+    command.check_body(limits, subject, body)
+    if command.addressed and not target:
+        return UNKNOWN, subject
+    return command, target
+
+
+def unknown(subject: str) -> Mq9Error:
+    # RobustMQ answers a NATS -ERR; a service can only reply (our choice: same words)
+    return Mq9Error(p.err_unknown_subject(subject))
+
+
+def error_answer(text: str) -> bytes:
+    return p.encode(p.ERROR_REPLY.write(error=text))
+
+
+# -- request bodies, read as RobustMQ's handlers read them -----------------------------------
+
+
+def read(
+    shape: p.Shape, body: bytes, prefix: str = "", *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """A request body as RobustMQ's handler parses it: serde's error behind the handler's own
+    prefix; an empty body is every field absent where the handler allows it."""
+    if empty_ok and not body:
+        return {**dict.fromkeys(shape.fields), **shape.defaults}
+    try:
+        return shape.read(body)
+    except WireError as exc:
+        raise Mq9Error(prefix + exc.message) from None
+
+
+def read_query(body: bytes) -> dict[str, Any]:
+    return read(p.QUERY_REQUEST, body, "invalid query request: ", empty_ok=True)
+
+
+def query_limit(request: dict[str, Any]) -> int:
+    return p.QUERY_CAP if request["limit"] is None else min(request["limit"], p.QUERY_CAP)
+
+
+@dataclass(frozen=True, slots=True)
+class Creation:
+    """A CREATE's request: the address (made up when none is named), TTL and description."""
+
+    address: str
+    ttl: int
+    desc: str
+
+
+def read_create(body: bytes) -> Creation:
+    request = read(p.CREATE_REQUEST, body, "invalid MAILBOX.CREATE payload: ", empty_ok=True)
+    name = request["name"]
+    if name is None:
+        address = p.new_address()
+    else:
+        problem = p.name_error(name)
+        if problem:
+            raise Mq9Error(problem)
+        if len(name) > p.MAX_ADDRESS_LENGTH:
+            # (our choice; RobustMQ takes any length) no SEND could reach such a mailbox
+            raise Mq9Error(p.err_address_too_long(name))
+        address = name
+    ttl = p.DEFAULT_MAILBOX_TTL if request["ttl"] is None else request["ttl"]
+    return Creation(address, ttl, request["desc"] or "")
+
+
+def created(address: str) -> bytes:
+    return p.encode(p.CREATE_REPLY.write(error="", mail_address=address))
+
+
+def read_fetch(body: bytes) -> tuple[dict[str, Any], int, int]:
+    """A FETCH's request, its ``num_msgs`` and ``max_wait_ms`` (RobustMQ's defaults)."""
+    request = read(p.FETCH_REQUEST, body)
+    config = request["config"] or {}
+    num_msgs = config.get("num_msgs")
+    max_wait_ms = config.get("max_wait_ms")
+    return (
+        request,
+        p.DEFAULT_NUM_MSGS if num_msgs is None else num_msgs,
+        p.DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms,
+    )
+
+
+def check_group_name(group: str) -> None:
+    """(our choice) a new consumer group's name is at most MAX_GROUP_NAME characters."""
+    if len(group) > p.MAX_GROUP_NAME:
+        raise Mq9Error(p.err_group_name_too_long(len(group)))
+
+
+def wrap_u64(number: int) -> int:
+    """``number`` as a Rust u64 sum without overflow checks holds it."""
+    return number & p.MAX_U64
+
+
+def delete_target(target: str) -> tuple[str, int]:
+    """A DELETE's mailbox and msg_id, read from what follows its subject's prefix."""
+    address, dot, msg_id_text = target.rpartition(".")
+    if not dot:  # no msg_id after the address: no command has this subject
+        raise unknown(p.MSG_DELETE + target)
+    msg_id = p.header_u64(msg_id_text) if msg_id_text == msg_id_text.strip() else None
+    if msg_id is None:
+        raise Mq9Error(f"invalid msg_id: {msg_id_text}")
+    return address, msg_id
+
+
+def check_fits(message: StoredMessage, limit: int) -> None:
+    """(our choice; RobustMQ takes any payload) refuse a message whose FETCH answer NATS
+    could not carry or above max_payload (``limit``), with room for the widest msg_id (not
+    known yet); a bound from lengths first: a message far below is not encoded to know."""
+    if EMPTY_ANSWER + message.wire_size_bound() + MSG_ID_ROOM <= limit:
+        return
+    size = EMPTY_ANSWER + message.wire_size() + MSG_ID_ROOM
+    if size > limit:
+        raise Mq9Error(p.err_message_too_large(size, limit))
+
+
+# -- the agent registry ----------------------------------------------------------------------
+
+
+def read_registration(body: bytes, limits: BrokerLimits) -> AgentEntry:
+    """The entry a REGISTER body makes, without its vector; its create_time is set when it
+    is kept. An A2A card if the body reads as one; else the body read afresh as {name,
+    payload}, whose error is the one answered (agent.rs)."""
+    if not body:
+        raise Mq9Error(p.ERR_REGISTER_EMPTY)
+    try:
+        card = p.a2a_card(p.loads(body))
+    except WireError:
+        card = None
+    if card is not None:  # stored as RobustMQ re-serializes it
+        name, agent_info = card.get("name", ""), p.encode(card).decode()
+    else:
+        request = read(p.REGISTER_REQUEST, body, "invalid AGENT.REGISTER payload: ")
+        name, agent_info = request["name"], request["payload"]
+    if not agent_info:
+        raise Mq9Error(p.ERR_AGENT_INFO_EMPTY)
+    size, limit = len(agent_info.encode()), limits.max_card_bytes
+    if limit is not None and size > limit:
+        raise Mq9Error(p.err_card_too_large(size, limit))
+    return AgentEntry.make(name, agent_info, 0)
+
+
+def check_entry_fits(entry: AgentEntry, limit: int) -> None:
+    # (our choice) an entry that alone overflows a DISCOVER answer is refused
+    size = len(p.encode(p.DISCOVER_REPLY.write(error="", agents=[entry.listed()])))
+    if size > limit:
+        raise Mq9Error(p.err_entry_too_large(size, limit))
+
+
+def read_named(body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
+    """An UNREGISTER's or REPORT's request, which must name an agent."""
+    request = read(shape, body, f"invalid {command} payload: ")
+    if not request["name"]:
+        raise Mq9Error(p.ERR_AGENT_NAME_EMPTY)
+    return request
+
+
+def read_discover(body: bytes) -> dict[str, Any]:
+    return read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
+
+
+def search_page(request: dict[str, Any]) -> slice:
+    """Which of a search's ranked hits its page holds."""
+    limit = p.DEFAULT_DISCOVER_LIMIT if request["limit"] is None else request["limit"]
+    # u32 arithmetic without overflow checks, as RobustMQ computes it
+    first = ((max(request["page"] or 1, 1) - 1) * limit) & p.MAX_U32
+    return slice(first, first + (limit or SEARCH_LIMIT_FOR_ZERO))
+
+
+def search_answer(hits: list[AgentEntry], limit: int) -> bytes:
+    """(our choice) a search answer keeps within ``limit`` with the best-ranked agents that
+    fit, so one large card cannot make DISCOVER fail for everyone."""
+    room = limit - len(DISCOVER_HEAD) - 2
+    kept: list[bytes] = []
+    for entry in hits:
+        item = p.encode(entry.found())
+        room -= len(item) + (1 if kept else 0)
+        if room < 0:
+            break
+        kept.append(item)
+    return DISCOVER_HEAD + b",".join(kept) + b"]}"
+
+
+def listing_answer(
+    entries: list[AgentEntry], listed: Callable[[AgentEntry], bytes], limit: int | None
+) -> bytes:
+    """``entries`` (in name order) as a listing answers them, each as ``listed`` encodes it;
+    refused as soon as the agents encoded so far show it above ``limit`` (our choice:
+    RobustMQ sends it whatever its size; a cut list would hide agents)."""
+    items: list[bytes] = []
+    size = len(DISCOVER_HEAD) + 2
+    for entry in entries:
+        items.append(listed(entry))
+        size += len(items[-1]) + (len(items) > 1)
+        if limit is not None and size > limit:
+            raise Mq9Error(p.err_listing_too_large(len(entries), size, limit))
+    return DISCOVER_HEAD + b",".join(items) + b"]}"
+
+
+# -- what a transport carries ---------------------------------------------------------------
+
+
+class Carried:
+    """The answer limit of an engine served by transports: the smallest of
+    ``limits.max_answer`` and every serving transport's largest reply (``carry``)."""
+
+    limits: BrokerLimits
+
+    def __init__(self) -> None:
+        # Each serving transport's largest reply (replaced whole: read without a lock)
+        self._carriers: dict[object, int] = {}
+
+    def carry(self, carrier: object, max_bytes: int | None) -> None:
+        """``carrier``, a transport serving the engine, carries replies of at most
+        ``max_bytes``; None: it serves no more."""
+        carriers = dict(self._carriers)
+        if max_bytes is None:
+            carriers.pop(carrier, None)
+        else:
+            carriers[carrier] = max_bytes
+        self._carriers = carriers
+
+    @property
+    def answer_limit(self) -> int | None:
+        """The smallest of ``limits.max_answer`` and every transport's largest reply; None:
+        no limit."""
+        bounds = list(self._carriers.values())
+        if self.limits.max_answer is not None:
+            bounds.append(self.limits.max_answer)
+        return min(bounds, default=None)
+
+    def _message_limit(self) -> int:
+        """The most room a message, a registry entry or a DISCOVER search answer may take."""
+        limit = self.answer_limit
+        return self.limits.max_payload if limit is None else min(self.limits.max_payload, limit)

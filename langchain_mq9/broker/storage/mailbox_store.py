@@ -1,0 +1,125 @@
+"""``MailboxStore``: the store surface the mq9 rules run over when a broker holds nothing
+between requests (issue #80): each mailbox's record and message log, the groups' positions,
+the agent registry and its search index, every call a coroutine.
+
+``ClusterStore`` (storage/cluster/, the state kept in JetStream) is one, checked by mypy where
+``ClusterEngine`` is built over it. The data it speaks in (``MailboxRecord``, ``Mark``,
+``Position``, the ``Full`` a bounded write raises) are the cluster store's own: they are plain
+values, and this protocol stands beside ``base.py`` (not in it) because storage/cluster/
+imports ``base.StorageError``, so ``base.py`` importing them would make a circle.
+
+Each decision two brokers could make differently at once is the store's, in one step: a
+write given a ``room`` raises ``Full`` rather than pass it, a name is created once.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..state.mailbox import StoredMessage
+from .cluster import Full, MailboxRecord, Mark, Position
+
+__all__ = ["AgentRow", "Full", "MailboxRecord", "MailboxStore", "Mark", "Position"]
+
+AgentRow = tuple[str, str, int]  # an agent's name, agent_info and create_time
+
+
+class MailboxStore(Protocol):
+    """What an engine over a shared store reads and writes (``now``: the engine's second)."""
+
+    # -- mailboxes ---------------------------------------------------------------------------
+
+    async def create_mailbox(
+        self, name: str, *, ttl: int, desc: str, now: int
+    ) -> MailboxRecord | None:
+        """The new record; None when ``name`` is live. Raises ``Full`` above the bound."""
+
+    async def bound_mailboxes(self, limit: int | None) -> None:
+        """Hold at most ``limit`` mailbox records from now on (None: no bound)."""
+
+    async def mailbox(self, name: str, *, now: int) -> MailboxRecord | None:
+        """The record of ``name``, live or expired with its log kept; None: none."""
+
+    # -- a mailbox's log ---------------------------------------------------------------------
+
+    async def append(
+        self, mailbox: str, message: StoredMessage, *, now: int, room: int | None = None
+    ) -> int:
+        """Write ``message``; its msg_id. Raises ``Full`` when the log holds ``room``."""
+
+    async def hold(self, mailbox: str, message: StoredMessage, *, due: int, now: int) -> None:
+        """Keep a delayed message, written to the log (numbered) when ``due``."""
+
+    async def last(self, mailbox: str) -> Mark | None:
+        """The newest message's mark; None: the log holds none."""
+
+    async def last_id(self, mailbox: str) -> int | None:
+        """The newest msg_id ever written, when the log holds none any more."""
+
+    async def seq_for(self, mailbox: str, msg_id: int) -> int:
+        """Where a read past ``msg_id`` starts."""
+
+    async def first(self, mailbox: str, *, at_time: int | None = None) -> Mark | None:
+        """The first message (created at or after ``at_time``)."""
+
+    async def count(self, mailbox: str) -> int:
+        """How many messages the log holds."""
+
+    async def read_lanes(
+        self, mailbox: str, start: Mark, limit: int, *, upto: int, now: int
+    ) -> list[list[StoredMessage]]:
+        """Each priority's lane from ``start``, critical first, up to ``limit`` each."""
+
+    async def read(
+        self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages from ``start`` in msg_id order."""
+
+    async def by_tags(
+        self, mailbox: str, tags: list[str], limit: int, *, upto: int, now: int
+    ) -> list[list[StoredMessage]]:
+        """Each tag's messages (its own or one below it), up to ``limit`` each."""
+
+    async def by_key(self, mailbox: str, key: str, *, now: int) -> StoredMessage | None:
+        """The message kept under ``key``."""
+
+    async def delete(self, mailbox: str, msg_id: int) -> bool:
+        """Remove one message; whether it was there."""
+
+    # -- consumer groups ---------------------------------------------------------------------
+
+    async def position(self, group: str, record: MailboxRecord) -> Position:
+        """Where ``group`` reads ``record``'s log."""
+
+    async def commit(
+        self, group: str, record: MailboxRecord, offset: int, seq: int = 0, room: int | None = None
+    ) -> None:
+        """Move ``group`` to ``offset``; a group new on the log raises ``Full`` at ``room``."""
+
+    # -- the agent registry ------------------------------------------------------------------
+
+    async def register(
+        self, name: str, agent_info: str, create_time: int, *, room: int | None = None
+    ) -> bool:
+        """Keep a registration; False when ``name`` is taken. ``Full`` at ``room`` agents."""
+
+    async def unregister(self, name: str) -> bool:
+        """Forget a registration; whether there was one."""
+
+    async def agents(self) -> list[AgentRow]:
+        """Every registration."""
+
+    async def report(self, name: str, report_info: str, at: int) -> None:
+        """Keep an agent's latest REPORT."""
+
+    async def index_put(self, card_name: str, row: AgentRow) -> None:
+        """Index a card's registration for search."""
+
+    async def index_drop(self, card_name: str) -> None:
+        """Drop a card from the search index."""
+
+    async def index_rows(self) -> list[AgentRow]:
+        """The search index's registrations, in the order they were written."""
+
+    async def close(self) -> None:
+        """Let go of what the store holds open."""
