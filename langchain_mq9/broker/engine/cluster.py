@@ -29,10 +29,9 @@ from ...semantic.ranking import AgentEntry
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
 from ..state.registry import AgentRegistry
-from ..storage.base import StorageError
 from ..storage.mailbox_store import Full, MailboxRecord, MailboxStore, Mark
 from . import rules
-from .answers import capped, cut_answer, empty_wait, whole_answer
+from .answers import capped, cut_answer
 from .limits import BrokerLimits
 from .owned import Named, Requester, Undo, kept, succeeded
 from .rules import LARGE_BODY, OK, Carried, Headers, Vouched, read, stored_headers, wrap_u64
@@ -173,11 +172,10 @@ class ClusterEngine(Carried, Generic[S]):
             given = Vouched(headers, principal) if owned.vouched else headers
             answer = await _claimed(handler(target, given, body), undo)
             return await kept(answer, owned.recorded(requester, named, headers, body, answer))
-        except (Mq9Error, StorageError) as exc:
+        except Mq9Error as exc:
             return rules.error_answer(str(exc))
         except Exception as exc:
-            log.exception("internal error on %r", subject, exc_info=exc)
-            return rules.error_answer(f"internal broker error: {type(exc).__name__}: {exc}")
+            return rules.failure_answer(subject, exc)
 
     async def _topic(self, address: str) -> MailboxRecord:
         """The log FETCH, QUERY and DELETE read (an expired mailbox's too)."""
@@ -242,11 +240,7 @@ class ClusterEngine(Carried, Generic[S]):
         request, num_msgs, max_wait_ms = rules.read_fetch(body)
         record, last = await asyncio.gather(self._topic(address), self.store.last(address))
         lanes = await self._read_group(record, last, request, num_msgs)
-        if not lanes and max_wait_ms > 0:
-            await asyncio.sleep(empty_wait(max_wait_ms))  # RobustMQ sleeps the whole wait
-        if request["group_name"] is not None:
-            return whole_answer(lanes, num_msgs, self.answer_limit)
-        return cut_answer([m for lane in lanes for m in lane], self.answer_limit)
+        return await rules.fetch_answer(self, lanes, request, num_msgs, max_wait_ms)
 
     async def _read_group(
         self, record: MailboxRecord, last: Mark | None, request: dict[str, Any], num_msgs: int

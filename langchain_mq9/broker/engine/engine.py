@@ -37,7 +37,7 @@ from ..state.registry import AgentRegistry
 from ..storage import MemoryStorage, Storage, StorageError
 from . import owned as owning
 from . import rules
-from .answers import capped, cut_answer, empty_wait, whole_answer
+from .answers import capped, cut_answer
 from .limits import BrokerLimits
 from .owned import Keep, Named, Requester
 from .rules import (
@@ -231,14 +231,8 @@ class BrokerEngine(Carried):
             return self.failure_answer(subject, exc)
 
     def failure_answer(self, subject: str, exc: Exception) -> bytes:
-        """The answer to a request that failed other than by the rules: the store's error as
-        it says it, a bug reported (the broker keeps serving)."""
-        if isinstance(exc, StorageError):
-            return p.encode(p.ERROR_REPLY.write(error=str(exc)))
-        log.exception("internal error on %r", subject, exc_info=exc)
-        return p.encode(
-            p.ERROR_REPLY.write(error=f"internal broker error: {type(exc).__name__}: {exc}")
-        )
+        """The answer to a request that failed other than by the rules (``rules``)."""
+        return rules.failure_answer(subject, exc)
 
     async def _reply(self, subject: str, headers: Headers, body: bytes) -> bytes:
         command, target = rules.checked_command(subject, self.limits, body)
@@ -461,12 +455,7 @@ class BrokerEngine(Carried):
         request, num_msgs, max_wait_ms = rules.read_fetch(body)
         # force_deliver commits offsets here: the same transaction rule as every request
         lanes = self._transact(lambda: self._read_group(self._topic(address), request, num_msgs))
-        if not lanes and max_wait_ms > 0:
-            # RobustMQ sleeps the whole wait and answers empty, without looking again
-            await asyncio.sleep(empty_wait(max_wait_ms))
-        if request["group_name"] is not None:
-            return whole_answer(lanes, num_msgs, self.answer_limit)
-        return cut_answer([m for lane in lanes for m in lane], self.answer_limit)
+        return await rules.fetch_answer(self, lanes, request, num_msgs, max_wait_ms)
 
     def _read_group(
         self, mailbox: Mailbox, request: dict[str, Any], num_msgs: int

@@ -10,6 +10,8 @@ names are taken. Nothing here reads or writes state.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +20,13 @@ from ... import protocol as p
 from ...protocol.errors import Mq9Error, WireError
 from ...semantic.ranking import AgentEntry
 from ..state.mailbox import StoredMessage
+from ..storage.base import StorageError
 from . import owned as owning
-from .answers import EMPTY_ANSWER
+from .answers import EMPTY_ANSWER, cut_answer, empty_wait, whole_answer
 from .limits import BrokerLimits
 from .owned import Owned
+
+log = logging.getLogger("langchain_mq9.broker")
 
 Headers = Mapping[str, str] | None  # a request's NATS headers, as nats-py reads them
 
@@ -200,6 +205,15 @@ def error_answer(text: str) -> bytes:
     return p.encode(p.ERROR_REPLY.write(error=text))
 
 
+def failure_answer(subject: str, exc: Exception) -> bytes:
+    """The answer to a request that failed other than by the rules: the store's error as
+    it says it, a bug reported (the broker keeps serving)."""
+    if isinstance(exc, StorageError):
+        return error_answer(str(exc))
+    log.exception("internal error on %r", subject, exc_info=exc)
+    return error_answer(f"internal broker error: {type(exc).__name__}: {exc}")
+
+
 # -- request bodies, read as RobustMQ's handlers read them -----------------------------------
 
 
@@ -265,6 +279,23 @@ def read_fetch(body: bytes) -> tuple[dict[str, Any], int, int]:
         p.DEFAULT_NUM_MSGS if num_msgs is None else num_msgs,
         p.DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms,
     )
+
+
+async def fetch_answer(
+    engine: Carried,
+    lanes: list[list[StoredMessage]],
+    request: dict[str, Any],
+    num_msgs: int,
+    max_wait_ms: int,
+) -> bytes:
+    """A FETCH's answer of the ``lanes`` read: after an empty read, RobustMQ sleeps the whole
+    wait and answers empty, without looking again; a group's answer whole or refused, any
+    other cut (answers.py), within the engine's answer limit once the wait is over."""
+    if not lanes and max_wait_ms > 0:
+        await asyncio.sleep(empty_wait(max_wait_ms))
+    if request["group_name"] is not None:
+        return whole_answer(lanes, num_msgs, engine.answer_limit)
+    return cut_answer([m for lane in lanes for m in lane], engine.answer_limit)
 
 
 def check_group_name(group: str) -> None:

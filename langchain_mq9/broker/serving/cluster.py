@@ -7,10 +7,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TypeVar
 
+from ..engine.cluster import ClusterEngine
 from ..storage.cluster import ClusterStore
+from ..storage.mailbox_store import MailboxStore
 
 QUEUE = "mq9-brokers"  # every broker of one store answers in it: NATS hands a request to one
+S = TypeVar("S", bound=MailboxStore)
+
+
+def ClusterServing(engine: ClusterEngine[S]) -> ClusterEngine[S]:
+    """``engine`` itself, served as it is: the name bench/responders.py (not this change's to
+    edit) still wraps a ``ClusterEngine`` in. New code serves the engine."""
+    return engine
 
 
 async def open_store(store: ClusterStore, tries_until: Callable[[Exception], None]) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.engine import engine as engine_module
+from langchain_mq9.broker.engine import rules as rules_module
 from langchain_mq9.broker.engine.answers import empty_wait
 
 
@@ -33,7 +33,7 @@ async def test_an_empty_fetch_asking_for_ever_sleeps_ten_minutes_at_most(monkeyp
 
     fake = types.SimpleNamespace(**{k: getattr(asyncio, k) for k in dir(asyncio) if k[0] != "_"})
     fake.sleep = sleep
-    monkeypatch.setattr(engine_module, "asyncio", fake)
+    monkeypatch.setattr(rules_module, "asyncio", fake)
     engine = BrokerEngine()
     made = json.loads(await engine.handle(p.MAILBOX_CREATE, None, b'{"name":"quiet"}'))
     assert made["error"] == ""
