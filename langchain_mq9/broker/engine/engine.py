@@ -7,7 +7,9 @@ each); where we differ is marked "(our choice)" there and here. Time comes from 
 clock. Safe to share between event loops and threads: state changes happen under one lock and
 never await; what costs CPU time runs on the broker's worker thread, so no request holds the
 loop that serves it. Answers stay within ``answer_limit`` (answers.py); a request body is
-refused unread above its command's bound (``BrokerLimits.max_request``). docs/broker.md
+refused unread above its command's bound (``BrokerLimits.max_request``). The commands' table,
+the bodies' reading, the checks and the answers' texts are ``rules.py``'s, shared with
+``ClusterEngine``: this file holds what the state in this process decides. docs/broker.md
 ("Inside the engine") tells consumer groups, u64 sums and the worker thread.
 """
 
@@ -273,7 +275,7 @@ class BrokerEngine(Carried):
 
     async def look_up(self, _named: Named) -> None:
         """(what exists is this process's own state, which the checks read under the lock:
-        nothing to read first; ``ClusterServing.look_up`` reads it from the cluster)"""
+        nothing to read first; ``ClusterEngine.look_up`` reads it from its store)"""
 
     def _at_once(self, command: Command, target: str, headers: Headers, body: bytes) -> bytes:
         """A command that does not wait, answered under the lock as one transaction."""

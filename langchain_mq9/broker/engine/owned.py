@@ -1,5 +1,5 @@
 """What each mq9 command asks of an enforcing broker's ownership (#74), for its entry in the
-engine's table (``engine.Command.owned``): which names the request touches, which check it
+engine's table (``rules.Command.owned``): which names the request touches, which check it
 passes before it is done, which record its success makes, what a broker sharing its store
 with others reads first, and whether its message carries the sender the broker vouches for.
 
@@ -82,7 +82,7 @@ class _Listed(Protocol):
 
 class Answering(Protocol):
     """What the policy reads of whatever answers the requests it guards (``BrokerEngine``,
-    or ``ClusterServing`` over the shared store): which mailboxes and agents exist, as its
+    or ``ClusterEngine`` over the shared store): which mailboxes and agents exist, as its
     last look found them, a look again, and the answer itself. (A shape, so that
     identities/ imports neither serving room nor engine class for it.)"""
 
@@ -138,7 +138,7 @@ class Owned:
     brokers decides in one step before the command is done (a CREATE's owner record: one
     requester wins, #77; ``ClusterEngine`` asks it, ``BrokerEngine`` decides under its
     lock); ``vouched``: its message carries the sender the broker authenticated
-    (``engine.Vouched``)."""
+    (``rules.Vouched``)."""
 
     mailbox: Callable[[str, bytes], Any] = _no_mailbox
     agent: Callable[[bytes], Any] | None = None
@@ -237,7 +237,7 @@ def _created_address(answer: bytes) -> Any:
     return p.loads(answer).get("mail_address")  # a name the broker chose too
 
 
-# -- each command's part (engine.COMMANDS names them) ----------------------------------------
+# -- each command's part (rules.COMMANDS names them) -----------------------------------------
 
 
 def _reads(verb: str) -> Check:
