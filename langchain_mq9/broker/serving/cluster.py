@@ -12,12 +12,12 @@ cluster before a request's checks (``look_up``) since the checks themselves do n
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from ..._nats.jetstream.ready import until_ready
 from ..engine.cluster import ClusterEngine
 from ..engine.limits import BrokerLimits
 from ..engine.owned import Named, Requester
@@ -121,11 +121,12 @@ class ClusterServing:
 async def open_store(store: ClusterStore, tries_until: Callable[[Exception], None]) -> None:
     """``store.open()``, tried again while the cluster cannot place it yet (a leader being
     elected, servers still joining): ``tries_until`` raises once the wait is over."""
-    while True:
+
+    async def opened() -> None:
         try:
             await store.open()
-            return
-        except Exception as exc:
+        except Exception:
             await store.close()  # (its reads' subscription: the next try makes its own)
-            tries_until(exc)
-        await asyncio.sleep(0.5)
+            raise
+
+    await until_ready(opened, tries_until, pause=0.5)
