@@ -30,7 +30,7 @@ from .opening import Opening
 from .positions import Position, Positions
 from .reads import Reads
 from .records import Mailboxes, MailboxRecord
-from .registry import Registry, Row
+from .registry import Registry
 from .requests import Requests
 from .staged import Staged
 
@@ -238,6 +238,6 @@ class ClusterStore:
     async def index_drop(self, card_name: str) -> None:
         await self._registry.index_drop(card_name)
 
-    async def index_rows(self) -> list[Row]:
+    async def index_rows(self) -> list[tuple[str, str, int]]:
         """The search index's rows, in the order they were written (a replaced row last)."""
         return await self._registry.index_rows()
