@@ -54,7 +54,6 @@ class ErrorCode(IntEnum):
     JETSTREAM_UNAVAILABLE = 10008  # no JetStream leader elected yet
     NO_MESSAGE_FOUND = 10037  # a read of a message that is not there
     NOT_ENABLED_FOR_ACCOUNT = 10039  # JetStream off in the account the client logged in to
-    STREAM_NOT_FOUND = 10059
     MESSAGE_NOT_FOUND = 10057  # a delete of a message that is not there
     STREAM_NAME_IN_USE = 10058  # a STREAM.CREATE of a name another config holds
     WRONG_LAST_SEQUENCE = 10071  # an expected last (subject) sequence that is not the last
