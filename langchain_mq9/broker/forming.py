@@ -16,11 +16,10 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsConnection
 
+from .._nats.jetstream.api import ErrorCode, err_code
+from .._nats.jetstream.ready import until_ready
 from .._nats.redaction import redact
 from .cluster.survey import (
-    JETSTREAM_UNAVAILABLE,
-    NO_PEERS_YET,
-    NOT_ENABLED_FOR_ACCOUNT,
     POLL,
     ClusterError,
     Waiting,
@@ -79,15 +78,18 @@ async def _stream_replicas(connection: NatsConnection, stream: str, wait: Waitin
     from nats.js.errors import NotFoundError
 
     js = connection.jetstream(timeout=2)
-    while True:
+
+    async def replicas() -> int | None:
         try:
             info = await js.stream_info(stream)
-            return info.config.num_replicas or 1
         except NotFoundError:
             return None
-        except Exception:  # there, but no leader answering just now
-            wait.until(f"the JetStream stream {stream} to elect its leader")
-        await asyncio.sleep(POLL)
+        return info.config.num_replicas or 1
+
+    def not_yet(exc: Exception) -> None:  # there, but no leader answering just now
+        wait.until(f"the JetStream stream {stream} to elect its leader")
+
+    return await until_ready(replicas, not_yet, pause=POLL)
 
 
 async def _await_jetstream(connection: NatsConnection, shown: str, wait: Waiting) -> None:
@@ -97,40 +99,38 @@ async def _await_jetstream(connection: NatsConnection, shown: str, wait: Waiting
     from nats.js.errors import APIError
 
     js = connection.jetstream(timeout=2)
-    while True:
-        try:
-            await js.account_info()
-            return
-        except (nats.errors.NoRespondersError, APIError) as exc:
+
+    def not_yet(exc: Exception) -> None:
+        if isinstance(exc, nats.errors.NoRespondersError | APIError):
             code = getattr(exc, "err_code", None)
-            if code == JETSTREAM_UNAVAILABLE:
-                pass  # no leader yet
-            elif code is None:  # nothing answers the JetStream API (nats-py's "503")
+            if code is None:  # nothing answers the JetStream API (nats-py's "503")
                 raise ClusterError(
                     f"JetStream is not available on {shown}: start each nats-server with -js, "
                     "or with a jetstream block in its config (or drop --store jetstream)"
                 ) from None
-            else:
+            if code != ErrorCode.JETSTREAM_UNAVAILABLE:  # (that one: no leader yet)
                 raise ClusterError(
                     f"JetStream on {shown} refuses the broker: {exc}{_hint(exc)}"
                 ) from None
-        except (TimeoutError, nats.errors.TimeoutError):
-            pass  # no JetStream leader to answer yet
+        elif not isinstance(exc, TimeoutError | nats.errors.TimeoutError):
+            raise exc  # (a timeout: no JetStream leader to answer yet)
         wait.until(f"the JetStream cluster at {shown} to elect its leader")
-        await asyncio.sleep(POLL)
+
+    await until_ready(js.account_info, not_yet, pause=POLL)
 
 
 async def placed(wait: Waiting, what: str, make: Callable[..., T], *args: Any, **kw: Any) -> T:
     """``make(*args, **kw)`` on a thread, tried again while the cluster cannot place ``what``
     yet (its servers still registering with JetStream), within ``wait``."""
-    while True:
-        try:
-            return await asyncio.to_thread(make, *args, **kw)
-        except (StorageError, CredentialError) as exc:
-            if isinstance(exc, StorageError) and refused_for_good(exc):
-                raise
-            wait.until(f"the JetStream cluster to place {what} ({redact(str(exc))})")
-        await asyncio.sleep(POLL)
+
+    def not_yet(exc: Exception) -> None:
+        if not isinstance(exc, StorageError | CredentialError):
+            raise exc
+        if isinstance(exc, StorageError) and refused_for_good(exc):
+            raise exc
+        wait.until(f"the JetStream cluster to place {what} ({redact(str(exc))})")
+
+    return await until_ready(lambda: asyncio.to_thread(make, *args, **kw), not_yet, pause=POLL)
 
 
 OLD_SUBJECT_PREFIX = "mq9state"  # the subjects of the stream an earlier version wrote
@@ -169,13 +169,13 @@ def refused_for_good(exc: StorageError) -> bool:
     replicas than a lone server holds: err 10074), not for now (no leader, no peers yet)."""
     # the cluster store's JetStreamError carries JetStream's code; the identities' bucket
     # raises from the nats-py error that carries it
-    code = getattr(exc, "err_code", None) or getattr(exc.__context__, "err_code", None)
-    return bool(code) and code not in (NO_PEERS_YET, JETSTREAM_UNAVAILABLE)
+    code = err_code(exc) or (err_code(exc.__context__) if exc.__context__ else 0)
+    return bool(code) and code not in (ErrorCode.NO_PEERS_YET, ErrorCode.JETSTREAM_UNAVAILABLE)
 
 
 def _hint(exc: Exception) -> str:
     """What to do about JetStream's refusal ``exc``, where one thing is known to help."""
-    if getattr(exc, "err_code", None) == NOT_ENABLED_FOR_ACCOUNT:  # no login on deploy.md's
+    if err_code(exc) == ErrorCode.NOT_ENABLED_FOR_ACCOUNT:  # no login on deploy.md's
         return (
             " (the broker logged in to an account without JetStream: on deploy.md's open "
             "cluster give it the brokers' login, --nats nats://mq9-broker:PASSWORD@HOST:PORT)"

@@ -23,10 +23,6 @@ from ..._nats.urls import address, nats_urls
 INFO_TIMEOUT = 5.0  # seconds for a server to send its INFO once the TCP connection is up
 _INFO_LIMIT = 1 << 20  # an INFO line listing every server of a large cluster
 POLL = 0.5  # seconds between two looks at a forming cluster
-# JetStream's error codes for "not now": no leader elected yet, not enough servers joined yet
-JETSTREAM_UNAVAILABLE = 10008
-NO_PEERS_YET = 10005
-NOT_ENABLED_FOR_ACCOUNT = 10039  # JetStream off in the account the client logged in to
 
 
 class ClusterError(Exception):

@@ -10,7 +10,9 @@ kept in the value (``cred.<id>``, ``seen.<id>``, ``mailbox.<sha256>``, ``agent.<
 ``grant.<sha256 of the mailbox>.<principal>``). An ownership record is created, never
 overwritten (KV ``create``), and acknowledged by a quorum before the answer that made it goes
 out. Revocations reach a broker by a watch on ``cred.>``. docs/security.md ("On a NATS
-cluster") tells why.
+cluster") tells why. Reads and writes of one key go through ``_nats/jetstream/bucket.py`` (the
+cluster store's way to a bucket, every read from the leader); nats-py's ``KeyValue`` makes the
+bucket and watches it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..._nats.info import server_info
+from ..._nats.jetstream.api import deleted, removal, wrong_last_sequence
+from ..._nats.jetstream.bucket import Bucket, won
 from ..._nats.redaction import describe
 from ..cluster.survey import replicas_for
+from ..storage.cluster.requests import Requests
 from ..storage.loop_thread import LoopThread, until_jetstream
 from .store import (
     ROTATION_PAUSE,
@@ -132,6 +137,7 @@ class KvIdentityStore(BaseIdentityStore):
                 "from this DIR?)"
             ) from None
         self._js = self._nc.jetstream(timeout=ASK_TIMEOUT)
+        self._keys = Bucket(Requests(self._nc, timeout=ASK_TIMEOUT), self.bucket)
         if replicas is None:  # the servers the cluster tells of, each counted once
             replicas = replicas_for(server_info(self._nc))
         config = KeyValueConfig(
@@ -142,7 +148,7 @@ class KvIdentityStore(BaseIdentityStore):
             description="mq9 credentials (hashes) and who owns what",
         )
         await until_jetstream(
-            partial(self._bucket, config),
+            partial(self._find_bucket, config),
             wait=OPEN_TIMEOUT,
             pause=_POLL,
             unavailable=lambda exc: CredentialError(
@@ -152,7 +158,7 @@ class KvIdentityStore(BaseIdentityStore):
             ),
         )
 
-    async def _bucket(self, config: KeyValueConfig) -> None:
+    async def _find_bucket(self, config: KeyValueConfig) -> None:
         from nats.js.errors import BucketNotFoundError
 
         try:
@@ -220,13 +226,9 @@ class KvIdentityStore(BaseIdentityStore):
         return None if record is None else (record["sha256"], record["revoked"] is not None)
 
     async def _get_credential(self, credential_id: str) -> dict[str, Any] | None:
-        from nats.js.errors import KeyNotFoundError
-
-        try:
-            entry = await self._kv.get(f"cred.{credential_id}")
-        except KeyNotFoundError:
-            return None
-        found = _credential(entry.key, entry.value)
+        key = f"cred.{credential_id}"
+        entry = await self._keys.get(key)
+        found = None if entry is None else _credential(key, entry.data)
         return None if found is None else found[1]
 
     def seen(self, credential_id: str) -> None:
@@ -235,7 +237,7 @@ class KvIdentityStore(BaseIdentityStore):
 
     async def _note_seen(self, credential_id: str) -> None:
         try:
-            await self._kv.put(f"seen.{credential_id}", str(int(self.clock())).encode())
+            await self._keys.put(f"seen.{credential_id}", str(int(self.clock())).encode())
         except Exception as exc:
             log.debug("could not note %r's login: %s", credential_id, describe(exc))
 
@@ -251,14 +253,9 @@ class KvIdentityStore(BaseIdentityStore):
         return secret
 
     async def _issue(self, credential_id: str, record: dict[str, Any]) -> None:
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
         key, value = f"cred.{credential_id}", json.dumps(record).encode()
-        try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:
-            entry = None
-        found = None if entry is None else _credential(entry.key, entry.value)
+        entry = await self._keys.get(key)
+        found = None if entry is None else _credential(key, entry.data)
         if found is not None and found[1]["revoked"] is None:
             raise CredentialError(
                 f"credential {credential_id!r} exists and is not revoked: revoke it first "
@@ -266,41 +263,30 @@ class KvIdentityStore(BaseIdentityStore):
             )
         if entry is not None:
             await asyncio.sleep(ROTATION_PAUSE)
-        try:
-            if entry is None:
-                await self._kv.create(key, value)
-            else:
-                await self._kv.update(key, value, last=entry.revision)
-        except KeyWrongLastSequenceError:
-            raise CredentialError(
-                f"credential {credential_id!r} changed meanwhile: try again"
-            ) from None
+        if entry is None:
+            written = await won(self._keys.create(key, value))
+        else:
+            written = await won(self._keys.update(key, value, entry.seq))
+        if not written:
+            raise CredentialError(f"credential {credential_id!r} changed meanwhile: try again")
 
     def revoke(self, credential_id: str) -> None:
         sha256 = self._ask(self._revoke(credential_id))
         self._learn({credential_id: (sha256, True)})
 
     async def _revoke(self, credential_id: str) -> str:
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
         key = f"cred.{credential_id}"
         while True:  # another change in between: read it again
-            try:
-                entry = await self._kv.get(key)
-            except KeyNotFoundError:
-                entry = None
-            found = None if entry is None else _credential(entry.key, entry.value)
+            entry = await self._keys.get(key)
+            found = None if entry is None else _credential(key, entry.data)
             if entry is None or found is None:
                 raise CredentialError(f"no credential {credential_id!r} in {self.where}")
             record = found[1]
             if record["revoked"] is not None:
                 return str(record["sha256"])  # revoked already: nothing more to do
             record["revoked"] = int(self.clock())
-            try:
-                await self._kv.update(key, json.dumps(record).encode(), last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue
-            return str(record["sha256"])
+            if await won(self._keys.update(key, json.dumps(record).encode(), entry.seq)):
+                return str(record["sha256"])
 
     def listing(self) -> list[Credential]:
         credentials = self._ask(self._read_all("cred"))
@@ -331,10 +317,10 @@ class KvIdentityStore(BaseIdentityStore):
         moment before: a broker taking over once read no owners at all.)"""
         from nats.js.api import DeliverPolicy
 
-        prefix = f"$KV.{self.bucket}."
+        prefix = self._keys.subject("")
         subscription = await self._js.subscribe(
             f"{prefix}{kind}.>",
-            stream=f"KV_{self.bucket}",
+            stream=self._keys.stream,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
             inactive_threshold=60.0,
@@ -347,7 +333,7 @@ class KvIdentityStore(BaseIdentityStore):
             while True:
                 msg = await subscription.next_msg(ASK_TIMEOUT)
                 key = msg.subject[len(prefix) :]
-                if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                if deleted(msg.headers):
                     found.pop(key, None)
                 else:
                     found[key] = msg.data
@@ -396,18 +382,8 @@ class KvIdentityStore(BaseIdentityStore):
     async def _get(self, key: str) -> bytes | None:
         """``key``'s value from the bucket's leader (current: a record another broker made a
         moment ago is there, where a replica read may not have it yet, #77); None when none."""
-        from nats.js.errors import NotFoundError
-
-        try:
-            msg = await self._js.get_msg(
-                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{key}", direct=False
-            )
-        except NotFoundError:
-            return None
-        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
-            return None
-        value: bytes | None = msg.data
-        return value
+        entry = await self._keys.get(key)
+        return None if entry is None else entry.data
 
     def follow_owners(self, learn: Callable[[str, dict[str, str]], None]) -> None:
         """(A watch per kind, from the records' current values on: one made between the
@@ -426,7 +402,7 @@ class KvIdentityStore(BaseIdentityStore):
         self, watcher: Any, kind: str, field: str, learn: Callable[[str, dict[str, str]], None]
     ) -> None:
         async for entry in watcher:
-            if entry is not None and entry.operation in ("DEL", "PURGE"):
+            if entry is not None and removal(entry.operation):
                 # a claim undone (its CREATE refused): forgotten where learned (#77)
                 learn(kind + ".gone", {"key": entry.key.partition(".")[2]})
                 continue
@@ -440,13 +416,13 @@ class KvIdentityStore(BaseIdentityStore):
 
     async def _record(self, key: str, record: dict[str, str]) -> None:
         """Create ``key``; one there already holding the same principal is the same record."""
-        from nats.js.errors import KeyWrongLastSequenceError
-
         for _ in range(_RECORD_TRIES):
             try:
-                await self._kv.create(key, json.dumps(record).encode())
+                await self._keys.create(key, json.dumps(record).encode())
                 return
-            except KeyWrongLastSequenceError:
+            except Exception as exc:
+                if not wrong_last_sequence(exc):
+                    raise
                 value = await self._get(key)  # (the leader's: the racer's record is there)
             if value is None:
                 continue  # removed meanwhile (a claim undone): created again
@@ -461,30 +437,17 @@ class KvIdentityStore(BaseIdentityStore):
     async def _disown(self, key: str, principal: str) -> None:
         """Delete ``key`` when it names ``principal``, expecting the revision read (one
         made again meanwhile stays)."""
-        from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
-
-        try:  # (the leader's: a claim made a moment ago is there)
-            msg = await self._js.get_msg(
-                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{key}", direct=False
-            )
-        except NotFoundError:
+        entry = await self._keys.get(key)  # (the leader's: a claim made a moment ago is there)
+        if entry is None or json.loads(entry.data or b"{}").get("principal") != principal:
             return
-        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
-            return
-        if json.loads(msg.data or b"{}").get("principal") != principal:
-            return
-        with contextlib.suppress(KeyWrongLastSequenceError):
-            await self._kv.delete(key, last=msg.seq)
+        await won(self._keys.delete(key, entry.seq))
 
     async def note_base(self, kind: str, digest: str, mailbox: str) -> None:
         await self._ask_async(self._note_base(f"base.{kind}.{digest}", mailbox))
 
     async def _note_base(self, key: str, mailbox: str) -> None:
-        from nats.js.errors import KeyWrongLastSequenceError
-
         # (kept once: a digest names one mailbox; one there already is the same)
-        with contextlib.suppress(KeyWrongLastSequenceError):
-            await self._kv.create(key, json.dumps({"mailbox": mailbox}).encode())
+        await won(self._keys.create(key, json.dumps({"mailbox": mailbox}).encode()))
 
     async def base_of(self, kind: str, digest: str) -> str | None:
         value = await self._ask_async(self._get(f"base.{kind}.{digest}"))

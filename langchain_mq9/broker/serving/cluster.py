@@ -5,10 +5,10 @@ group ``QUEUE``; ``open_store`` opens its store while the cluster forms.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
+from ..._nats.jetstream.ready import until_ready
 from ..engine.cluster import ClusterEngine
 from ..storage.cluster import ClusterStore
 from ..storage.mailbox_store import MailboxStore
@@ -26,11 +26,12 @@ def ClusterServing(engine: ClusterEngine[S]) -> ClusterEngine[S]:
 async def open_store(store: ClusterStore, tries_until: Callable[[Exception], None]) -> None:
     """``store.open()``, tried again while the cluster cannot place it yet (a leader being
     elected, servers still joining): ``tries_until`` raises once the wait is over."""
-    while True:
+
+    async def opened() -> None:
         try:
             await store.open()
-            return
-        except Exception as exc:
+        except Exception:
             await store.close()  # (its reads' subscription: the next try makes its own)
-            tries_until(exc)
-        await asyncio.sleep(0.5)
+            raise
+
+    await until_ready(opened, tries_until, pause=0.5)

@@ -17,6 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..._nats.fits import fence
+from ..._nats.jetstream.ready import Deadline, until_ready
 from .base import StorageError
 
 if TYPE_CHECKING:
@@ -137,17 +138,21 @@ async def until_jetstream(
     at all (no responders) or it did not answer in time."""
     from nats.errors import NoRespondersError
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
+    deadline = Deadline(wait, asyncio.get_running_loop().time)
+
+    async def asked() -> T | None:
         try:
             return await ask()
         except Exception as exc:
             if missing is not None and isinstance(exc, missing):
                 return None
-            if isinstance(exc, NoRespondersError) or loop.time() >= deadline:
-                raise unavailable(exc) from None
-            await asyncio.sleep(pause)
+            raise
+
+    def not_yet(exc: Exception) -> None:
+        if isinstance(exc, NoRespondersError) or deadline.passed():
+            raise unavailable(exc) from None
+
+    return await until_ready(asked, not_yet, pause=pause)
 
 
 def _no_jetstream(servers: list[str], exc: Exception) -> StorageError:

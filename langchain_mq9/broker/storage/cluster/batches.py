@@ -13,24 +13,16 @@ whose fate is unknown (no answer) is not sent again.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .requests import JetStreamError
+from .requests import ENTRIES_MOST, Entry, JetStreamError
 
 if TYPE_CHECKING:
     from .requests import Requests
 
-ENTRIES_MOST = 1000  # stream messages one atomic batch carries at most (the server's limit)
-Entry = tuple[str, bytes, dict[str, str]]  # a stream message to write: subject, data, headers
-# The most a batch adds to an entry's headers: a part is checked with them before it joins one
-_BATCH_HEADERS = {
-    "Nats-Batch-Id": uuid.UUID(int=0).hex,
-    "Nats-Batch-Sequence": str(ENTRIES_MOST),
-    "Nats-Batch-Commit": "1",
-}
+__all__ = ["ENTRIES_MOST", "Batches", "Entry"]
 
 
 @dataclass(slots=True)
@@ -53,8 +45,7 @@ class Batches:
         ``JetStreamError`` when the servers refused them; ``WriteRefused`` (nothing sent)
         when one would not fit their limits, before it joins a batch: a part that does not
         fit fails alone, never the other parts of its batch (#77)."""
-        for subject, data, headers in entries:
-            self.requests.check(subject, data, {**headers, **_BATCH_HEADERS})
+        self.requests.check_batched(entries)
         loop = asyncio.get_running_loop()
         part = _Part(entries, loop.create_future())
         self._parts.append(part)
@@ -88,7 +79,7 @@ class Batches:
     async def _send(self, group: list[_Part]) -> None:
         entries = [entry for part in group for entry in part.entries]
         try:
-            last_seq = await self._batch(entries)
+            last_seq = await self.requests.publish_batch(entries)
         except JetStreamError as exc:  # refused: nothing of it stored
             if len(group) == 1:
                 _settle(group[0].last_seq, exc)
@@ -109,23 +100,6 @@ class Batches:
             after -= len(part.entries)
             if not part.last_seq.done():
                 part.last_seq.set_result(last_seq - after)
-
-    async def _batch(self, entries: list[Entry]) -> int:
-        """``entries`` as one atomic batch (a lone entry: a plain publish); the last one's
-        sequence."""
-        if len(entries) == 1:
-            subject, data, headers = entries[0]
-            return await self.requests.publish(subject, data, headers or None)
-        batch_id = uuid.uuid4().hex
-        last = len(entries)
-        for number, (subject, data, own) in enumerate(entries, 1):
-            headers = {**own, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
-            if number < last:
-                await self.requests.send(subject, data, headers)
-                continue
-            headers["Nats-Batch-Commit"] = "1"
-            return await self.requests.publish(subject, data, headers)
-        raise AssertionError("an empty batch")
 
 
 def _settle(future: asyncio.Future[int], exc: BaseException) -> None:

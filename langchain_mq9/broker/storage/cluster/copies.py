@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ...._nats.jetstream.bucket import Bucket, live
 from .mapping import decode_record
 
 if TYPE_CHECKING:
     from .requests import Requests
 
 Row = tuple[str, str, int]  # a registration: (name, agent_info, create_time)
-_KV_OPERATION = "KV-Operation"
 _READ_MOST = 1000  # entries one read asks for
 # The registry's count, a key of the agents bucket beside the registrations' digests (never
 # one: they are 32 hex digits), written with each registration and unregistration (#77)
@@ -32,30 +32,31 @@ class BucketCopy:
 
     def __init__(self, requests: Requests, bucket: str) -> None:
         self.requests, self.bucket = requests, bucket
+        self._bucket = Bucket(requests, bucket)
         self.seq = 0  # the bucket's sequence the copy has reached
         self._rows: dict[str, Row] = {}  # key -> row, oldest write first
         self._lock = asyncio.Lock()
 
     async def rows(self) -> list[Row]:
         """The bucket's rows as its leader holds them now, oldest write first."""
-        stream = f"KV_{self.bucket}"
+        stream = self._bucket.stream
         info = await self.requests.api(f"STREAM.INFO.{stream}", None)
         last = int(info.get("state", {}).get("last_seq", 0))
         async with self._lock:  # (one catch-up at a time: the others find it done)
             while self.seq < last:
                 request = {
                     "seq": self.seq + 1,
-                    "next_by_subj": f"$KV.{self.bucket}.>",
+                    "next_by_subj": self._bucket.subject(">"),
                     "batch": _READ_MOST,
                     "min_last_seq": last,
                 }
-                batch = await self.requests.direct_batch(stream, request)
+                batch = await self._bucket.batch(request)
                 for entry in batch.entries:
                     key = entry.subject.rsplit(".", 1)[1]
                     if key == COUNT_KEY:
                         continue
                     self._rows.pop(key, None)  # (a row written again goes last)
-                    if entry.headers.get(_KV_OPERATION) not in ("DEL", "PURGE"):
+                    if live(entry):
                         value = decode_record(entry.data)
                         row = (value["name"], value["agent_info"], int(value["create_time"]))
                         self._rows[key] = row

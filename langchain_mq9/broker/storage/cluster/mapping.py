@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ...._nats.jetstream.api import TTL, kv_subject
 from ....protocol import Priority
 
 DEFAULT_NAME = "MQ9_STATE"
@@ -26,16 +27,25 @@ NO_KEY = "-"
 # may not import the waker); the mailbox's token is the waker's digest of its name
 ARRIVALS_PREFIX = "$mq9.WAKE."
 TOKEN_DIGITS = 32
+RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
+# The longest TTL handed to the server (Go's durations end at about 292 years): a longer one
+# (a u64 TTL of RobustMQ's) gets none, the broker hiding what it must by its own rule
+LONGEST_TTL = 100 * 365 * 86_400
 
 # Headers the store writes (never the SEND's own, which travel in the data: a SEND's
 # Nats-Msg-Id or Nats-Expected-* must not steer JetStream)
 EXPIRE_AT = "Mq9-Expire-At"  # the message TTL's second (RobustMQ's expire_at)
 TAGS = "Mq9-Tags"  # the SEND's tags, a JSON list (QUERY by tags reads them)
-SCHEDULER = "Nats-Scheduler"  # on a message the server wrote from a schedule: no expire_at
 DELETED = "Mq9-Deleted"  # a deleted newest message's marker: its msg_id stays the last
 AHEAD = "Mq9-Ahead"  # on a tag index entry: how many sequences later its message is
 
 _FRAME = struct.Struct(">I")  # the length of the SEND's header block, before it
+
+
+def set_ttl(headers: dict[str, str], seconds: int) -> None:
+    """``Nats-TTL`` of ``seconds`` in ``headers``, unless longer than the server takes."""
+    if seconds <= LONGEST_TTL:
+        headers[TTL] = f"{seconds}s"
 
 
 def token(text: str) -> str:
@@ -167,7 +177,7 @@ class Layout:
     # -- the buckets' keys ---------------------------------------------------------------
 
     def kv_subject(self, bucket: str, key: str) -> str:
-        return f"$KV.{bucket}.{key}"
+        return kv_subject(bucket, key)
 
     @staticmethod
     def position_key(group: str, mailbox: str) -> str:

@@ -36,10 +36,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ErrorCode, StoredEntry, expecting
+from ...._nats.jetstream.bucket import Bucket
 from ....protocol import Priority
 from ..base import StorageError
 from .batches import ENTRIES_MOST, Batches, Entry
-from .mapping import AHEAD, DELETED, NO_KEY, Layout, decode_record, encode_record, msg_id_of
+from .mapping import (
+    AHEAD,
+    DELETED,
+    NO_KEY,
+    RETENTION_SECONDS,
+    Layout,
+    decode_record,
+    encode_record,
+    msg_id_of,
+    set_ttl,
+)
 from .requests import JetStreamError
 
 if TYPE_CHECKING:
@@ -47,16 +59,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("langchain_mq9.broker")
 
-RETENTION_SECONDS = 7 * 86_400  # RobustMQ's: a mailbox's messages are kept 7 days
+__all__ = ["RETENTION_SECONDS", "TAGS_MOST", "Full", "Mark", "Numbering", "Write", "every"]
+
 BATCH_MOST = 256  # writes one atomic batch carries at most
 TAGS_MOST = ENTRIES_MOST - 2  # a message's distinct tags at most: its batch holds it and a head
 GATHER_SECONDS = 0.003  # the longest a batch waits for the last batch's senders to send again
 KEPT = 65_536  # mailboxes (and sequences of msg_ids) a broker remembers, then forgets all
-_LONGEST_TTL = 100 * 365 * 86_400  # Go's durations end at about 292 years
 _TRIES = 64  # batches refused in a row (other brokers writing the mailbox) before giving up
-_KV_OPERATION = "KV-Operation"
-NOT_FOUND_DELETE = 10057
-DUPLICATE_IN_BATCH = 10201  # "atomic publish batch contains duplicate message id"
 
 
 @dataclass(slots=True)
@@ -111,6 +120,17 @@ class Numbering:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wanted: dict[str, tuple[int, asyncio.Event]] = {}
         self._batches = Batches(requests)  # the mailboxes ready in one turn: one batch
+        self._records = Bucket(requests, layout.mailboxes)
+
+    def forget(self) -> None:
+        """Drop what it knows of mailboxes' heads and messages' sequences (read again as
+        needed)."""
+        self.last.clear()
+        self.seqs.clear()
+
+    def seq_of(self, box: str, msg_id: int) -> int | None:
+        """``box``'s message ``msg_id``'s sequence, when written or read lately."""
+        return self.seqs.get((box, msg_id))
 
     def remember(self, box: str, msg_id: int, seq: int) -> None:
         """``box``'s message ``msg_id`` is at ``seq`` (an ACK's read start, without asking)."""
@@ -209,7 +229,8 @@ class Numbering:
             try:
                 last_seq = await self._publish(box, batch, expected, first_id)
             except JetStreamError as exc:
-                if exc.err_code == DUPLICATE_IN_BATCH and len(batch) == 1 and batch[0].staged:
+                duplicate = exc.err_code == ErrorCode.DUPLICATE_IN_BATCH
+                if duplicate and len(batch) == 1 and batch[0].staged:
                     # a delayed message numbered before, by a broker gone before it removed
                     # the staged copy (its Nats-Msg-Id): only that removal is left
                     await self._delete(batch[0].staged)
@@ -300,10 +321,8 @@ class Numbering:
                 entries.append((layout.tag_subject(box, tag), tag.encode(), ahead))
             subject = layout.message_subject(box, write.priority, write.key_token, first_id + index)
             entries.append((subject, write.data, write.headers))
-        head = {
-            "Nats-Expected-Last-Subject-Sequence": str(expected),
-            "Nats-Rollup": "sub",  # (one head a mailbox: the one before goes)
-        }
+        # (a rollup: one head a mailbox, the one before goes)
+        head = expecting(expected, {ROLLUP: ROLLUP_SUBJECT})
         entries.append((layout.head_subject(box), str(first_id + len(batch)).encode(), head))
         return await self._batches.write(entries)
 
@@ -336,14 +355,8 @@ class Numbering:
             return 0
         return int(decode_record(entry.data).get("next", 0))
 
-    async def _record_entry(self, box: str) -> Any:
-        layout = self.layout
-        entry = await self.requests.leader_get(
-            f"KV_{layout.mailboxes}", last_by_subject=layout.kv_subject(layout.mailboxes, box)
-        )
-        if entry is None or entry.headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
-            return None
-        return entry
+    async def _record_entry(self, box: str) -> StoredEntry | None:
+        return await self._records.get(box)
 
     async def mark_high(self, now: int) -> None:
         """Write each mailbox this broker wrote since the last call its next msg_id into the
@@ -356,8 +369,6 @@ class Numbering:
                 await self._raise_next(box, state[1], now)
 
     async def _raise_next(self, box: str, following: int, now: int) -> None:
-        layout = self.layout
-        subject = layout.kv_subject(layout.mailboxes, box)
         for _ in range(8):  # a record another broker wrote meanwhile: read again
             entry = await self._record_entry(box)
             if entry is None:
@@ -366,13 +377,12 @@ class Numbering:
             if int(value.get("next", 0)) >= following:
                 return
             value["next"] = following
-            headers = {"Nats-Expected-Last-Subject-Sequence": str(entry.seq)}
+            headers: dict[str, str] = {}
             if int(value.get("ttl", 0)):  # the record's TTL: what was left of it
                 left = int(value["create_time"]) + int(value["ttl"]) + RETENTION_SECONDS - now
-                if left <= _LONGEST_TTL:  # (a longer one: none, as the record was made)
-                    headers["Nats-TTL"] = f"{max(left, 1)}s"
+                set_ttl(headers, max(left, 1))  # (a longer one: none, as the record was made)
             try:
-                await self.requests.publish(subject, encode_record(value), headers)
+                await self._records.update(box, encode_record(value), entry.seq, headers)
                 return
             except JetStreamError as exc:
                 if not exc.wrong_last_sequence:
@@ -384,7 +394,7 @@ class Numbering:
                 f"STREAM.MSG.DELETE.{self.layout.messages}", {"seq": seq, "no_erase": True}
             )
         except JetStreamError as exc:
-            if exc.code != 404 and exc.err_code != NOT_FOUND_DELETE:
+            if exc.code != 404 and exc.err_code != ErrorCode.MESSAGE_NOT_FOUND:
                 raise
 
 

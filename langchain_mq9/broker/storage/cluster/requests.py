@@ -13,14 +13,30 @@ does not fit is a ``WriteRefused``, nothing sent (issue #77).
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import json
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...._nats.fits import fence, publish_problem
+from ...._nats.jetstream.api import (
+    API_PREFIX,
+    BATCH_COMMIT,
+    BATCH_ID,
+    BATCH_SEQUENCE,
+    DESCRIPTION,
+    NUM_PENDING,
+    STATUS,
+    Batch,
+    ErrorCode,
+    StoredEntry,
+    direct_entry,
+    gotten,
+    parse_headers,
+)
+from ...._nats.jetstream.api import wrong_last_sequence as _wrong_last_sequence
+from ...._nats.jetstream.ready import Deadline, until_ready
 from ...._nats.requests import request as nats_request
 from ..base import StorageError
 
@@ -28,30 +44,18 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
     from nats.aio.msg import Msg
 
-NOT_FOUND = 10037  # JetStream's "no message found"
-WRONG_LAST_SEQUENCE = 10071  # an expected last (subject) sequence that is not the last
-_STATUS = "Status"
-_HEADER_LINE = b"NATS/1.0"
+ENTRIES_MOST = 1000  # stream messages one atomic batch carries at most (the server's limit)
+Entry = tuple[str, bytes, dict[str, str]]  # a stream message to write: subject, data, headers
+# The most a batch adds to an entry's headers: an entry is checked with them before it joins one
+BATCH_HEADERS = {
+    BATCH_ID: uuid.UUID(int=0).hex,
+    BATCH_SEQUENCE: str(ENTRIES_MOST),
+    BATCH_COMMIT: "1",
+}
+
+__all__ = ["Batch", "JetStreamError", "Requests", "StoredEntry", "WriteRefused", "parse_headers"]
+
 _REPLY_SAMPLE = "_INBOX." + "x" * 22 + "." + "x" * 22  # as long as nats-py's request inboxes
-
-
-@dataclass
-class StoredEntry:
-    """One message of a stream as a read returned it."""
-
-    seq: int
-    subject: str
-    data: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    time: str = ""  # JetStream's timestamp, RFC 3339 in UTC
-
-
-@dataclass
-class Batch:
-    """A batched direct get's messages, oldest first, and how many more match after them."""
-
-    entries: list[StoredEntry]
-    pending: int
 
 
 class JetStreamError(StorageError):
@@ -65,7 +69,7 @@ class JetStreamError(StorageError):
     def wrong_last_sequence(self) -> bool:
         """An expected last (subject) sequence was not the last: another write came first.
         A clustered stream says so with another code and no number ("wrong last sequence")."""
-        return self.err_code == WRONG_LAST_SEQUENCE or "wrong last sequence" in str(self)
+        return _wrong_last_sequence(self)
 
 
 class WriteRefused(StorageError):
@@ -75,16 +79,6 @@ class WriteRefused(StorageError):
 
     def __init__(self, problem: str) -> None:
         super().__init__(f"the cluster store refused a write before sending it: {problem}")
-
-
-def parse_headers(block: bytes) -> dict[str, str]:
-    """A raw NATS header block (``NATS/1.0\\r\\nName: value\\r\\n...``) as a dict."""
-    headers: dict[str, str] = {}
-    for line in block.split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        if colon:
-            headers[name.decode(errors="replace").strip()] = value.decode(errors="replace").strip()
-    return headers
 
 
 class Requests:
@@ -126,26 +120,25 @@ class Requests:
         deadline (``timeout``). A cluster electing a stream's leader drops the requests it
         gets meanwhile and answers a later one: without this the first one waits it all."""
         body = b"" if request is None else json.dumps(request).encode()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        while True:
-            left = deadline - loop.time()
-            wait = left if again is None else min(again, left)
-            try:
-                reply = await nats_request(
-                    self.connection, f"$JS.API.{subject}", body, timeout=max(wait, 0.001)
-                )
-                break
-            except (asyncio.CancelledError, WriteRefused):
-                raise
-            except Exception as exc:  # nats-py: timeouts, no responders, a closed connection
-                if again is not None and _unanswered(exc) and deadline - loop.time() > 0:
-                    self.sent_again += 1
-                    continue
+        deadline = Deadline(self.timeout, asyncio.get_running_loop().time)
+
+        def ask() -> Any:
+            wait = deadline.left() if again is None else min(again, deadline.left())
+            subject_sent = API_PREFIX + subject
+            return nats_request(self.connection, subject_sent, body, timeout=max(wait, 0.001))
+
+        def not_yet(exc: Exception) -> None:
+            if isinstance(exc, WriteRefused):
+                raise exc
+            # nats-py: timeouts, no responders, a closed connection
+            if again is None or not _unanswered(exc) or deadline.passed():
                 text = str(exc) or type(exc).__name__
                 raise StorageError(
                     f"JetStream did not answer {subject} (deadline {self.timeout:g} s): {text}"
                 ) from None
+            self.sent_again += 1
+
+        reply = await until_ready(ask, not_yet, pause=0)
         answer = json.loads(reply.data)
         error = answer.get("error")
         if error:
@@ -169,18 +162,10 @@ class Requests:
         try:
             answer = await self.api(f"STREAM.MSG.GET.{stream}", request)
         except JetStreamError as exc:
-            if exc.err_code == NOT_FOUND or exc.code == 404:
+            if exc.err_code == ErrorCode.NO_MESSAGE_FOUND or exc.code == 404:
                 return None
             raise
-        message = answer["message"]
-        raw = base64.b64decode(message["hdrs"]) if message.get("hdrs") else b""
-        return StoredEntry(
-            seq=int(message["seq"]),
-            subject=message["subject"],
-            data=base64.b64decode(message.get("data") or ""),
-            headers=parse_headers(raw) if raw.startswith(_HEADER_LINE) else {},
-            time=message.get("time", ""),
-        )
+        return gotten(answer["message"])
 
     async def direct_batch(self, stream: str, request: Mapping[str, Any]) -> Batch:
         """A batched direct get (``batch``, ``next_by_subj`` or ``multi_last``, ``seq``,
@@ -192,20 +177,20 @@ class Requests:
         try:
             async with asyncio.timeout(self.timeout):
                 await self.connection.publish(
-                    f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox
+                    f"{API_PREFIX}DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox
                 )
                 while True:
                     message = await queue.get()
                     headers = dict(message.headers or {})
-                    status = headers.get(_STATUS)
+                    status = headers.get(STATUS)
                     if status is None:
-                        entries.append(_entry(message, headers))
+                        entries.append(direct_entry(message.data, headers))
                         continue
                     if status == "204":  # the end of the batch
-                        return Batch(entries, int(headers.get("Nats-Num-Pending") or 0))
+                        return Batch(entries, int(headers.get(NUM_PENDING) or 0))
                     if status == "404":  # nothing matched
                         return Batch(entries, 0)
-                    text = headers.get("Description") or status
+                    text = headers.get(DESCRIPTION) or status
                     refused = f"JetStream refused a read of {stream}: {text}"
                     raise JetStreamError(refused, int(status))
         except TimeoutError:
@@ -229,6 +214,28 @@ class Requests:
         commit: the servers answer only the commit)."""
         self.check(subject, data, headers)
         await self.connection.publish(subject, data, headers=headers)
+
+    def check_batched(self, entries: list[Entry]) -> None:
+        """``WriteRefused`` when one of ``entries`` would not fit with a batch's headers."""
+        for subject, data, headers in entries:
+            self.check(subject, data, {**headers, **BATCH_HEADERS})
+
+    async def publish_batch(self, entries: list[Entry]) -> int:
+        """``entries`` (at most ``ENTRIES_MOST``) stored together or not at all, as one
+        atomic batch (a lone entry: a plain publish); the last one's sequence."""
+        if len(entries) == 1:
+            subject, data, headers = entries[0]
+            return await self.publish(subject, data, headers or None)
+        batch_id = uuid.uuid4().hex
+        last = len(entries)
+        for number, (subject, data, own) in enumerate(entries, 1):
+            headers = {**own, BATCH_ID: batch_id, BATCH_SEQUENCE: str(number)}
+            if number < last:
+                await self.send(subject, data, headers)
+                continue
+            headers[BATCH_COMMIT] = "1"
+            return await self.publish(subject, data, headers)
+        raise AssertionError("an empty batch")
 
     async def publish(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
@@ -262,13 +269,3 @@ def _unanswered(exc: Exception) -> bool:
     """A try that got no answer in time (nats-py's timeout is a TimeoutError); no responders
     or a closed connection fail at once, as before."""
     return isinstance(exc, TimeoutError)
-
-
-def _entry(message: Msg, headers: dict[str, str]) -> StoredEntry:
-    return StoredEntry(
-        seq=int(headers.get("Nats-Sequence") or 0),
-        subject=headers.get("Nats-Subject", ""),
-        data=message.data,
-        headers=headers,
-        time=headers.get("Nats-Time-Stamp", ""),
-    )

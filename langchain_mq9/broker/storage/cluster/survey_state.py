@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ttl
+from ...._nats.jetstream.bucket import Bucket
 from .mapping import Layout, decode_record, msg_id_of, token
 
 if TYPE_CHECKING:
@@ -44,7 +46,6 @@ PROBE_KEPT = 1.0  # seconds one probe's answer serves (a flood of /readyz: one w
 # is empty again (``state import`` takes a new or empty layout only)
 PROBE_TTL = 5
 _DEAD_LETTER_SEGMENT = "dlq"  # <mailbox>.dlq (groups/dead_letters.py; broker/cli/metrics.py)
-_KV_OPERATION = "KV-Operation"
 Key = tuple[Any, ...]  # what a counted read counts: ("dead", mailbox), ("past", group, ...)
 
 
@@ -120,9 +121,10 @@ class StoreSurvey:
         requests = store.requests
         info = await requests.api(f"STREAM.INFO.{layout.messages}", None)
         messages = await self._matching(layout.messages, f"{layout.prefix}.m.>")
-        groups = await self._matching(f"KV_{layout.groups}", f"$KV.{layout.groups}.*._")
-        records, complete = await self._entries(
-            f"KV_{layout.mailboxes}", f"$KV.{layout.mailboxes}.>"
+        group_bucket = Bucket(requests, layout.groups)
+        groups = await self._matching(group_bucket.stream, group_bucket.subject("*._"))
+        records, complete = await Bucket(requests, layout.mailboxes).values(
+            ">", most=RECORDS_MOST, page=PAGE
         )
         now = int(self.wall())
         live = {}
@@ -133,9 +135,7 @@ class StoreSurvey:
                 live[str(value["name"])] = str(value.get("log", ""))
         agents = len(await store.agents())
         dead_names = [name for name in live if is_dead_letters(name)]
-        positions, all_positions = await self._entries(
-            f"KV_{layout.groups}", f"$KV.{layout.groups}.*.*"
-        )
+        positions, all_positions = await group_bucket.values("*.*", most=RECORDS_MOST, page=PAGE)
         dead, counted = await self._dead_letters(dead_names)
         per_group, walked = await self._pending(positions, live)
         return Held(
@@ -158,25 +158,6 @@ class StoreSurvey:
             stream, {"seq": 1, "next_by_subj": subjects, "batch": 1}
         )
         return len(batch.entries) + batch.pending
-
-    async def _entries(self, stream: str, subjects: str) -> tuple[list[Any], bool]:
-        """The live entries of a bucket matching ``subjects`` (one a key), ``RECORDS_MOST``
-        at most, and whether that was all of them."""
-        found: list[Any] = []
-        seq = 1
-        while len(found) < RECORDS_MOST:
-            batch = await self.store.requests.direct_batch(
-                stream, {"seq": seq, "next_by_subj": subjects, "batch": PAGE}
-            )
-            found += [
-                entry
-                for entry in batch.entries
-                if entry.headers.get(_KV_OPERATION) not in ("DEL", "PURGE") and entry.data
-            ]
-            if not batch.entries or not batch.pending:
-                return found, True
-            seq = batch.entries[-1].seq + 1
-        return found, False
 
     async def _dead_letters(self, names: list[str]) -> tuple[int, bool]:
         keys: list[Key] = [("dead", name) for name in names]
@@ -262,7 +243,7 @@ class StoreSurvey:
         try:
             answer = await connection.request(
                 subject, b'{"probe":1}', timeout=PROBE_DEADLINE,
-                headers={"Nats-Rollup": "sub", "Nats-TTL": f"{PROBE_TTL}s"},
+                headers={ROLLUP: ROLLUP_SUBJECT, **ttl(PROBE_TTL)},
             )  # fmt: skip
         except Exception as exc:  # nats-py: a timeout, no responders, a closed connection
             text = str(exc) or type(exc).__name__

@@ -1,0 +1,184 @@
+"""The message log's writes and where its messages are: a SEND appended with its mailbox's
+next msg_id (numbering.py numbers and batches it), a message deleted, a mailbox's newest
+number and a message's stream sequence, read from the stream's leader (current)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from ...._nats.jetstream.api import (
+    EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+    ROLLUP,
+    ROLLUP_SUBJECT,
+    ErrorCode,
+    StoredEntry,
+    expecting,
+)
+from ..base import StorageError
+from .mapping import DELETED, EXPIRE_AT, NO_KEY, TAGS, Layout, frame, msg_id_of, token
+from .numbering import TAGS_MOST, Mark, Numbering, Write
+from .requests import JetStreamError
+
+if TYPE_CHECKING:
+    from ...state.mailbox import StoredMessage
+    from .requests import Requests
+
+
+class Messages:
+    """The writes into ``layout``'s message stream, numbered by ``numbering``."""
+
+    def __init__(self, requests: Requests, layout: Layout, numbering: Numbering) -> None:
+        self.requests, self.layout, self.numbering = requests, layout, numbering
+
+    async def append(
+        self, mailbox: str, message: StoredMessage, *, now: int, room: int | None = None
+    ) -> int:
+        """Store ``message`` in ``mailbox``'s log with the mailbox's next msg_id (RobustMQ's
+        numbering: from 0, one after another, never given twice); that msg_id. A key
+        replaces the key's older message, of any priority. ``room``: the most messages the
+        log may hold before it (``Full`` when it does, decided in the write's own step).
+
+        The SENDs a broker holds for one mailbox go as one atomic batch, the first expecting
+        the mailbox's last sequence: one round trip for all of them, and when another broker
+        wrote first, JetStream refuses the whole batch and it is numbered again."""
+        tags = indexable(message)
+        headers: dict[str, str] = {}
+        if message.tags:
+            headers[TAGS] = json.dumps(message.tags)
+        if message.expire_at:
+            # (no Nats-TTL: only the retention removes, oldest first, so a mailbox's newest
+            # message is the last to go and its msg_id is the next one's base; the broker
+            # hides a message from its expire_at second)
+            headers[EXPIRE_AT] = str(message.expire_at)
+        write = Write(
+            message.priority,
+            NO_KEY if message.key is None else token(message.key),
+            frame(message.header, message.payload),
+            headers,
+            asyncio.get_running_loop().create_future(),
+            tags=tags,
+            room=room,
+        )
+        self.numbering.enqueue(token(mailbox), write)
+        message.msg_id = await write.future
+        return message.msg_id
+
+    async def last(self, mailbox: str) -> Mark | None:
+        """The mailbox's newest number written (its message deleted or not) and a sequence
+        at or below its message and at or above every message of the mailbox, from the
+        stream's leader (current): from the head, the one message after the newest of each
+        batch; a mailbox with no head (none written since heads, a layout's before) from its
+        newest message (a deleted newest one's marker too); None when its log holds none."""
+        layout = self.layout
+        box = token(mailbox)
+        head = await self.requests.leader_get(
+            layout.messages, last_by_subject=layout.head_subject(box)
+        )
+        if head is not None:
+            return Mark(int(head.data) - 1, head.seq - 1)
+        entry = await self.requests.leader_get(
+            layout.messages, last_by_subject=layout.box_filter(box)
+        )
+        return None if entry is None else Mark(msg_id_of(entry.subject), entry.seq)
+
+    async def last_id(self, mailbox: str) -> int | None:
+        """The newest msg_id written into ``mailbox``'s log (RobustMQ's end offset): its
+        newest message's, or (none left) the one before the record's next number."""
+        mark = await self.last(mailbox)
+        if mark is not None:
+            return mark.msg_id
+        following = await self.numbering.record_next(token(mailbox))
+        return following - 1 if following else None
+
+    async def find(self, mailbox: str, msg_id: int) -> Mark | None:
+        """Where ``mailbox``'s message ``msg_id`` is (the leader's: current); None when
+        it holds none."""
+        entry = await self.requests.leader_get(
+            self.layout.messages, last_by_subject=self.layout.id_filter(mailbox, msg_id)
+        )
+        if entry is None or DELETED in entry.headers:
+            return None
+        return Mark(msg_id, entry.seq)
+
+    async def seq_for(self, mailbox: str, msg_id: int) -> int:
+        """A sequence at or below the first of ``mailbox``'s messages numbered ``msg_id`` or
+        more (where a read from ``msg_id`` starts): the message's own, as this store wrote
+        or read it lately, else the leader's; 0 (the log's start) when it holds none."""
+        seq = self.numbering.seq_of(token(mailbox), msg_id)
+        if seq is not None:
+            return seq
+        found = await self.find(mailbox, msg_id)
+        if found is None:
+            return 0
+        self.numbering.remember(token(mailbox), msg_id, found.seq)
+        return found.seq
+
+    async def delete(self, mailbox: str, msg_id: int) -> bool:
+        """Remove ``mailbox``'s message ``msg_id``; False when it holds none. The mailbox's
+        head keeps its next number, so the newest is deleted as any other and its msg_id is
+        never given again. A mailbox with no head yet (a layout's before heads) numbers from
+        its newest message: that one is replaced by a marker on its subject (a rollup)
+        expecting it is still the newest, as that layout did."""
+        layout = self.layout
+        if msg_id < 0:
+            return False
+        entry, head = await asyncio.gather(
+            self.requests.leader_get(
+                layout.messages, last_by_subject=layout.id_filter(mailbox, msg_id)
+            ),
+            self.requests.leader_get(
+                layout.messages, last_by_subject=layout.head_subject(token(mailbox))
+            ),
+        )
+        if entry is None or DELETED in entry.headers:
+            return False
+        if head is None and await self._marked_newest(mailbox, entry):
+            return True
+        try:
+            await self.requests.api(
+                f"STREAM.MSG.DELETE.{layout.messages}", {"seq": entry.seq, "no_erase": True}
+            )
+        except JetStreamError as exc:
+            if exc.code == 404 or exc.err_code == ErrorCode.MESSAGE_NOT_FOUND:
+                return False  # deleted meanwhile
+            raise
+        return True
+
+    async def _marked_newest(self, mailbox: str, entry: StoredEntry) -> bool:
+        """``entry`` replaced by a marker when it is the newest of ``mailbox`` (which has no
+        head); False when it is not (or no longer)."""
+        headers = expecting(
+            entry.seq,
+            {
+                DELETED: "1",
+                ROLLUP: ROLLUP_SUBJECT,
+                EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: self.layout.mailbox_filter(mailbox),
+            },
+        )
+        try:
+            await self.requests.publish(entry.subject, b"", headers)
+            return True
+        except JetStreamError as exc:
+            if not exc.wrong_last_sequence:
+                raise
+        return False
+
+
+def indexable(message: StoredMessage) -> tuple[str, ...]:
+    """``message``'s distinct tags; ``StorageError`` when more than its batch holds (its
+    index entries, itself and its mailbox's head are one atomic batch, which the servers
+    cap)."""
+    tags = distinct(message.tags)
+    if len(tags) > TAGS_MOST:
+        raise StorageError(
+            f"a message with {len(tags)} distinct tags: this broker's cluster store takes "
+            f"at most {TAGS_MOST}"
+        )
+    return tags
+
+
+def distinct(tags: Any) -> tuple[str, ...]:
+    """A message's tags, each once (one index entry a tag)."""
+    return tuple(dict.fromkeys(str(tag) for tag in tags))

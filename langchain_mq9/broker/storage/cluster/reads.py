@@ -1,0 +1,211 @@
+"""The message log's reads: a mailbox's messages in order, by priority lane, by tag (through
+the tag index) or by key, each a batched direct get from a replica at least as new as the
+sequence the caller read from the leader (``upto``), so a read shows one state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ....protocol import PRIORITY_ORDER
+from ...state.mailbox import StoredMessage
+from .mapping import (
+    AHEAD,
+    DELETED,
+    EXPIRE_AT,
+    TAGS,
+    Layout,
+    msg_id_of,
+    priority_of,
+    stamp_second,
+    subject_box,
+    unframe,
+)
+from .numbering import Mark, Numbering
+
+if TYPE_CHECKING:
+    from .requests import Requests, StoredEntry
+
+log = logging.getLogger("langchain_mq9.broker")
+
+_BATCH = 1000  # messages a batched read asks for at most (the rest in the next one)
+_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last a timestamp here can say
+
+
+class Reads:
+    """Reads of ``layout``'s message stream; the sequences they pass go to ``numbering``."""
+
+    def __init__(self, requests: Requests, layout: Layout, numbering: Numbering) -> None:
+        self.requests, self.layout, self.numbering = requests, layout, numbering
+        self._unreadable: set[int] = set()  # sequences said to be no message (said once)
+
+    def forget(self) -> None:
+        self._unreadable.clear()
+
+    def _message(self, entry: StoredEntry) -> StoredMessage:
+        header, payload = unframe(entry.data)
+        tags = entry.headers.get(TAGS)
+        return StoredMessage(
+            msg_id_of(entry.subject),
+            payload,
+            priority_of(entry.subject),
+            stamp_second(entry.time),
+            tags=tuple(json.loads(tags)) if tags else (),
+            header=header,
+            expire_at=int(entry.headers.get(EXPIRE_AT) or 0),
+        )
+
+    def _readable(self, entry: StoredEntry) -> StoredMessage | None:
+        """``entry`` as a message; None for a deleted newest message's marker, and (said once
+        in the log) for what is not a message (written into the stream by something other
+        than a broker): not served, the rest is."""
+        if DELETED in entry.headers:
+            return None
+        try:
+            return self._message(entry)
+        except (ValueError, KeyError) as exc:
+            if entry.seq not in self._unreadable:
+                self._unreadable.add(entry.seq)
+                log.error("stream message %d (%s) is not served: %s", entry.seq, entry.subject, exc)
+            return None
+
+    async def first(self, mailbox: str, *, at_time: int | None = None) -> Mark | None:
+        """The oldest stored message (written at or after ``at_time``, when given)."""
+        request: dict[str, Any] = {"next_by_subj": self.layout.mailbox_filter(mailbox), "batch": 1}
+        if at_time is None:
+            request["seq"] = 1
+        elif at_time > _LAST_SECOND:
+            return None  # (after year 9999: nothing was written then)
+        else:
+            request["start_time"] = datetime.fromtimestamp(max(at_time, 0), UTC).isoformat()
+        batch = await self.requests.direct_batch(self.layout.messages, request)
+        if not batch.entries:
+            return None
+        entry = batch.entries[0]
+        return Mark(msg_id_of(entry.subject), entry.seq)
+
+    async def count(self, mailbox: str) -> int:
+        """How many messages ``mailbox``'s log holds."""
+        request = {"seq": 1, "next_by_subj": self.layout.mailbox_filter(mailbox), "batch": 1}
+        batch = await self.requests.direct_batch(self.layout.messages, request)
+        return len(batch.entries) + batch.pending
+
+    async def read_lanes(
+        self, mailbox: str, start: Mark, limit: int, *, upto: int, now: int
+    ) -> list[list[StoredMessage]]:
+        """Each priority's live messages from ``start`` on (msg_ids from ``start.msg_id``,
+        read from sequence ``start.seq``), up to ``limit`` a lane, critical first, as of
+        sequence ``upto`` (the mailbox's last sequence the leader gave): the three lanes are
+        read at once, each from a replica at least that new, and what a newer replica gave
+        beyond it is left for the next read, so the lanes show one state."""
+        reads = [
+            self._read(self.layout.lane_filter(mailbox, priority), start, limit, upto, now)
+            for priority in PRIORITY_ORDER
+        ]
+        return list(await asyncio.gather(*reads))
+
+    async def read(
+        self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` live messages of any priority from ``start`` on."""
+        return await self._read(self.layout.mailbox_filter(mailbox), start, limit, upto, now)
+
+    async def _read(
+        self, subject: str, start: Mark, limit: int, upto: int | None, now: int
+    ) -> list[StoredMessage]:
+        found: list[StoredMessage] = []
+        seq = max(start.seq, 1)
+        remember = self.numbering.remember
+        while len(found) < limit and (upto is None or seq <= upto):
+            request: dict[str, Any] = {"seq": seq, "next_by_subj": subject}
+            request["batch"] = min(limit - len(found), _BATCH)
+            if upto is not None:
+                request["min_last_seq"] = upto
+            batch = await self.requests.direct_batch(self.layout.messages, request)
+            for entry in batch.entries:
+                if upto is not None and entry.seq > upto:
+                    return found
+                message = self._readable(entry)
+                if message is None or message.msg_id < start.msg_id:
+                    continue  # (below a position's msg_id: acknowledged)
+                remember(subject_box(entry.subject), message.msg_id, entry.seq)
+                if not message.expired(now):
+                    found.append(message)  # (one whose TTL ended: hidden until it ages out)
+            if not batch.entries or batch.pending == 0:
+                break
+            seq = batch.entries[-1].seq + 1
+        return found[:limit]
+
+    async def by_tags(
+        self, mailbox: str, tags: list[str], limit: int, *, upto: int, now: int
+    ) -> list[list[StoredMessage]]:
+        """For each of ``tags``: the live messages carrying it or a tag below it (``X/...``),
+        in RobustMQ's order (by the tag they carry, then msg_id), up to ``limit``, as of
+        sequence ``upto`` (the mailbox's last sequence the leader gave). Read through the
+        index: each tag's entries ∥, then the messages they point at ∥, in that order until
+        ``limit`` are found (a message deleted or replaced by its key leaves its entries)."""
+        indexes = await asyncio.gather(*(self._index_of(mailbox, tag, upto) for tag in tags))
+        read: dict[int, StoredMessage | None] = {}
+        answers: list[list[StoredMessage]] = []
+        for pointers in indexes:
+            found: list[StoredMessage] = []
+            at = 0
+            while len(found) < limit and at < len(pointers):
+                # the next pointers, as many as messages still wanted, read at once
+                some = pointers[at : at + limit - len(found)]
+                at += len(some)
+                wanted = sorted({seq for _, seq in some if seq not in read})
+                messages = await asyncio.gather(
+                    *(self._message_at(mailbox, seq, upto) for seq in wanted)
+                )
+                read.update(zip(wanted, messages, strict=True))
+                for own, seq in some:
+                    message = read[seq]
+                    # (the message at that sequence carries the tag: an entry never points
+                    # elsewhere, but what is served is checked against what was asked)
+                    if message is not None and own in message.tags and not message.expired(now):
+                        found.append(message)
+            answers.append(found[:limit])
+        return answers
+
+    async def _index_of(self, mailbox: str, tag: str, upto: int) -> list[tuple[str, int]]:
+        """``tag``'s index entries (its own and those below it) in ``mailbox`` as of ``upto``:
+        each one's tag and its message's sequence, by tag then sequence (msg_id order)."""
+        subject = self.layout.tag_filter(mailbox, tag)
+        pointers: list[tuple[str, int]] = []
+        seq = 1
+        while seq <= upto:
+            request = {"seq": seq, "next_by_subj": subject, "batch": _BATCH, "min_last_seq": upto}
+            batch = await self.requests.direct_batch(self.layout.messages, request)
+            for entry in batch.entries:
+                target = entry.seq + int(entry.headers.get(AHEAD) or 0)
+                if target <= upto:  # (one written after: the next QUERY's)
+                    pointers.append((entry.data.decode(errors="replace"), target))
+            if not batch.entries or batch.pending == 0:
+                break
+            seq = batch.entries[-1].seq + 1
+        pointers.sort()
+        return pointers
+
+    async def _message_at(self, mailbox: str, seq: int, upto: int) -> StoredMessage | None:
+        """``mailbox``'s message at sequence ``seq``; None when it is gone (or a marker)."""
+        request = {
+            "seq": seq,
+            "next_by_subj": self.layout.mailbox_filter(mailbox),
+            "batch": 1,
+            "min_last_seq": upto,
+        }
+        batch = await self.requests.direct_batch(self.layout.messages, request)
+        if not batch.entries or batch.entries[0].seq != seq:
+            return None
+        return self._readable(batch.entries[0])
+
+    async def by_key(self, mailbox: str, key: str, *, now: int) -> StoredMessage | None:
+        entry = await self.requests.leader_get(
+            self.layout.messages, last_by_subject=self.layout.key_filter(mailbox, key)
+        )
+        message = None if entry is None else self._readable(entry)
+        return None if message is None or message.expired(now) else message
