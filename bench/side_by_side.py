@@ -24,8 +24,6 @@ from collections.abc import Iterator
 
 from langchain_mq9 import Mq9Client
 
-from .infra import ROOT
-
 PAYLOAD = "x" * 100
 ONE_AT_A_TIME = 1_000
 IN_FLIGHT = 8
@@ -62,11 +60,9 @@ async def measure(url: str, seconds: float) -> tuple[float, float, float]:
 @contextlib.contextmanager
 def bundled(store: str) -> Iterator[str]:
     """A bundled broker on ``store`` ("sqlite" or "jetstream"); yields the URL to use."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from devbroker_helpers import DevBroker
-    from jetstream_servers import JetStreamCluster, wait_serving
-
     from langchain_mq9.broker.cluster.servers import free_port
+    from tests.support.devbroker_helpers import DevBroker
+    from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 
     with tempfile.TemporaryDirectory(prefix="mq9-side-") as data:
         if store == "sqlite":

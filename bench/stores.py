@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from langchain_mq9.broker.storage import SqliteStorage, Storage
 
 from . import request_path
 from .config import Config
-from .infra import ROOT, Responder
+from .infra import Responder
 from .measure import Stats, fmt_seconds
 from .responders import PAYLOAD_SIZE
 from .results import Check, Section
@@ -55,8 +54,7 @@ RUNS = 3  # the load, each run on a cluster of its own: one draw says little (as
 
 
 def _cluster():  # the tests' helper: 3 JetStream servers clustered on loopback
-    sys.path.insert(0, str(ROOT / "tests"))
-    from jetstream_servers import JetStreamCluster
+    from tests.support.jetstream_servers import JetStreamCluster
 
     return JetStreamCluster(3)
 

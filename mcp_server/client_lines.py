@@ -4,8 +4,8 @@ README.md and docs/mcp.md show what these functions return (tests/mcp/test_clien
 them against a stand-in ``claude``); mq9-mcp's start banner prints :func:`terminal_help` with
 the running executable's absolute path, which Claude Desktop needs.
 
-How Claude Code (commander.js; tests/claude_stub.py follows the same rules) reads ``claude mcp
-add [options] <name> <commandOrUrl> [args...]``:
+How Claude Code (commander.js; tests/support/claude_stub.py follows the same rules) reads
+``claude mcp add [options] <name> <commandOrUrl> [args...]``:
 
 - ``--transport``/``-t`` and ``--scope``/``-s`` take the next argument as their value.
 - ``--env``/``-e`` and ``--header``/``-H`` are variadic: they take every following argument up

@@ -403,86 +403,121 @@ def serve(
         return {"events": [t.listed() for t in EVENT_TYPES.values()]}
 
     async def poll(ctx: Any, params: PollParams) -> dict[str, Any]:
-        source = source_of(params, policy_of(ctx))
-        limit = params.max_events or MAX_EVENTS
-        if not 1 <= limit <= MAX_EVENTS:
-            raise event_error(
-                types.INVALID_PARAMS, INVALID_ARGUMENTS, f"maxEvents: 1 to {MAX_EVENTS}"
-            )
-        cursor = parse_cursor(params.cursor)
-        if cursor is None:  # subscribing now: nothing yet, and where "now" is
-            return {"events": [], "cursor": str(await reader.now(source)), "hasMore": False}
-        batch = await reader.after(source, cursor, limit)
-        answer: dict[str, Any] = {
-            "events": [occurrence(source, m) for m in batch.messages],
-            "cursor": str(batch.cursor),
-            "hasMore": batch.more,
-        }
-        if batch.truncated:
-            answer["truncated"] = True
-        return answer
+        return await _poll(reader, source_of(params, policy_of(ctx)), params)
 
     async def stream(ctx: Any, params: StreamParams) -> dict[str, Any]:
         source = source_of(params, policy_of(ctx))
         cursor = parse_cursor(params.cursor)
-        owner = client_of(ctx)
-        handle = object()
-        arrived = asyncio.Event()
-
-        async def wake() -> None:
-            arrived.set()
-
-        now = await reader.now(source)  # the mailbox exists (and "now", for no cursor)
-        cursor = now if cursor is None else cursor
-        try:
-            watches.open_stream(handle, owner)
-        except MCPError as exc:
-            raise _limit_error(exc) from None
-        try:
-            try:
-                await watches.start(handle, source.read, wake, owner, must_exist=False)
-            except MCPError as exc:
-                raise _limit_error(exc) from None
-            meta = {"_meta": {"io.modelcontextprotocol/subscriptionId": ctx.request_id}}
-            await _notify(ctx, "notifications/events/heartbeat", {"cursor": str(cursor), **meta})
-            while True:
-                arrived.clear()
-                try:
-                    batch = await reader.after(source, cursor)
-                except MCPError as exc:  # the broker away: say so, look again
-                    log.debug("events/stream of %s: %s", source.read, exc.error.message)
-                    batch = Batch([], cursor)
-                for message in batch.messages:
-                    await _notify(
-                        ctx, "notifications/events/event", {**occurrence(source, message), **meta}
-                    )
-                cursor = batch.cursor
-                if batch.more:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(arrived.wait(), heartbeat_seconds)
-                if not arrived.is_set():
-                    heartbeat = {"cursor": str(cursor), **meta}
-                    await _notify(ctx, "notifications/events/heartbeat", heartbeat)
-        finally:
-            watches.streams.pop(handle, None)
-            watches.stop(handle)
+        opened = _Stream(ctx, reader, watches, source, client_of(ctx), heartbeat_seconds)
+        return await opened.run(cursor)
 
     server.add_request_handler("events/list", ListParams, listed)
     server.add_request_handler("events/poll", PollParams, poll)
     server.add_request_handler("events/stream", StreamParams, stream)
     if webhooks is not None:
+        _serve_webhooks(server, webhooks, policy_of)
 
-        async def subscribe(ctx: Any, params: SubscribeParams) -> dict[str, Any]:
-            source = source_of(params, policy_of(ctx))
-            cursor = parse_cursor(params.cursor)
+
+async def _poll(reader: Reader, source: Source, params: PollParams) -> dict[str, Any]:
+    """``events/poll``: the events after the client's cursor, at most ``maxEvents``."""
+    limit = params.max_events or MAX_EVENTS
+    if not 1 <= limit <= MAX_EVENTS:
+        raise event_error(types.INVALID_PARAMS, INVALID_ARGUMENTS, f"maxEvents: 1 to {MAX_EVENTS}")
+    cursor = parse_cursor(params.cursor)
+    if cursor is None:  # subscribing now: nothing yet, and where "now" is
+        return {"events": [], "cursor": str(await reader.now(source)), "hasMore": False}
+    batch = await reader.after(source, cursor, limit)
+    answer: dict[str, Any] = {
+        "events": [occurrence(source, m) for m in batch.messages],
+        "cursor": str(batch.cursor),
+        "hasMore": batch.more,
+    }
+    if batch.truncated:
+        answer["truncated"] = True
+    return answer
+
+
+class _Stream:
+    """One ``events/stream`` request: its events and heartbeats sent as notifications of the
+    request until the client cancels it, woken by the mailbox watch of ``watches``."""
+
+    def __init__(
+        self,
+        ctx: Any,
+        reader: Reader,
+        watches: Watches,
+        source: Source,
+        owner: str,
+        heartbeat_seconds: float,
+    ) -> None:
+        self.ctx, self.reader, self.watches, self.source = ctx, reader, watches, source
+        self.owner, self.heartbeat_seconds = owner, heartbeat_seconds
+        self.handle = object()
+        self.arrived = asyncio.Event()
+        self.meta = {"_meta": {"io.modelcontextprotocol/subscriptionId": ctx.request_id}}
+
+    async def wake(self) -> None:
+        self.arrived.set()
+
+    async def run(self, cursor: int | None) -> dict[str, Any]:
+        now = await self.reader.now(self.source)  # the mailbox exists (and "now", for no cursor)
+        cursor = now if cursor is None else cursor
+        try:
+            self.watches.open_stream(self.handle, self.owner)
+        except MCPError as exc:
+            raise _limit_error(exc) from None
+        try:
             try:
-                return cast(dict[str, Any], await webhooks.subscribe(ctx, source, params, cursor))
+                await self.watches.start(
+                    self.handle, self.source.read, self.wake, self.owner, must_exist=False
+                )
             except MCPError as exc:
                 raise _limit_error(exc) from None
+            await self._heartbeat(cursor)
+            while True:
+                cursor = await self._send_from(cursor)
+        finally:
+            self.watches.streams.pop(self.handle, None)
+            self.watches.stop(self.handle)
 
-        async def unsubscribe(ctx: Any, params: UnsubscribeParams) -> dict[str, Any]:
-            return cast(dict[str, Any], await webhooks.unsubscribe(ctx, params.id))
+    async def _send_from(self, cursor: int) -> int:
+        """Send the events after ``cursor``; when there are no more, wait for the watch to
+        wake it or a heartbeat's time to pass (a heartbeat then). The next cursor."""
+        self.arrived.clear()
+        try:
+            batch = await self.reader.after(self.source, cursor)
+        except MCPError as exc:  # the broker away: say so, look again
+            log.debug("events/stream of %s: %s", self.source.read, exc.error.message)
+            batch = Batch([], cursor)
+        for message in batch.messages:
+            event = {**occurrence(self.source, message), **self.meta}
+            await _notify(self.ctx, "notifications/events/event", event)
+        if batch.more:
+            return batch.cursor
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.arrived.wait(), self.heartbeat_seconds)
+        if not self.arrived.is_set():
+            await self._heartbeat(batch.cursor)
+        return batch.cursor
 
-        server.add_request_handler("events/subscribe", SubscribeParams, subscribe)
-        server.add_request_handler("events/unsubscribe", UnsubscribeParams, unsubscribe)
+    async def _heartbeat(self, cursor: int) -> None:
+        heartbeat = {"cursor": str(cursor), **self.meta}
+        await _notify(self.ctx, "notifications/events/heartbeat", heartbeat)
+
+
+def _serve_webhooks(server: Any, webhooks: Any, policy_of: Callable[[Any], ToolPolicy]) -> None:
+    """``events/subscribe`` and ``events/unsubscribe``, served by ``webhooks``."""
+
+    async def subscribe(ctx: Any, params: SubscribeParams) -> dict[str, Any]:
+        source = source_of(params, policy_of(ctx))
+        cursor = parse_cursor(params.cursor)
+        try:
+            return cast(dict[str, Any], await webhooks.subscribe(ctx, source, params, cursor))
+        except MCPError as exc:
+            raise _limit_error(exc) from None
+
+    async def unsubscribe(ctx: Any, params: UnsubscribeParams) -> dict[str, Any]:
+        return cast(dict[str, Any], await webhooks.unsubscribe(ctx, params.id))
+
+    server.add_request_handler("events/subscribe", SubscribeParams, subscribe)
+    server.add_request_handler("events/unsubscribe", UnsubscribeParams, unsubscribe)

@@ -21,17 +21,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
-from shared_broker import Namespace, NamespacedTransport, clear_registry
 
 from langchain_mq9 import Mq9Client
+from tests.support.shared_broker import Namespace, NamespacedTransport, clear_registry
 
 # What the fixtures below start is imported when one is used (#78: the collection of a few
 # test files, or of the unit tests of a room, imports no broker, store lane or nats-py for it)
 if TYPE_CHECKING:
-    from store_lane import ClusterLayout
-
     from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock
     from langchain_mq9.broker.engine.cluster import ClusterEngine
+    from tests.support.store_lane import ClusterLayout
 
 # No property test fails for its pace: on a busy 2-core machine one example took 266 ms against
 # Hypothesis's default 200 ms deadline (#78); timing is never what these tests check. Loaded
@@ -49,7 +48,10 @@ BROKERS = ["memory", pytest.param("nats", marks=pytest.mark.slow)] + (
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("MQ9_TEST_STORE", "memory") not in ("", "memory"):
-        from store_lane import STORES, TEST_STORE  # (a lane asked for: its helpers load)
+        from tests.support.store_lane import (  # (a lane asked for: its helpers load)
+            STORES,
+            TEST_STORE,
+        )
 
         if TEST_STORE not in STORES:
             raise pytest.UsageError(f"MQ9_TEST_STORE={TEST_STORE!r}: expected one of {STORES}")
@@ -64,7 +66,8 @@ def pytest_report_header() -> str:
 def _state_server():
     """Stops the store lane's JetStream nats-server, if a test started it."""
     yield
-    lane = sys.modules.get("store_lane")  # not imported: no test used the lane's server
+    # not imported: no test used the lane's server
+    lane = sys.modules.get("tests.support.store_lane")
     if lane is not None:
         lane.STATE_SERVER.stop()
 
@@ -178,7 +181,6 @@ async def start_broker(
     (``cluster``, or a served broker in the store lane: MQ9_TEST_STORE=jetstream) in a layout
     of its own, deleted when the broker stops."""
     import nats
-    import store_lane
 
     from langchain_mq9.broker import (
         BrokerEngine,
@@ -187,6 +189,7 @@ async def start_broker(
         install_memory_broker,
         serve_on_nats,
     )
+    from tests.support import store_lane
 
     if transport == "robustmq":
         if limits:
@@ -218,10 +221,10 @@ async def _start_on_cluster(
     """A ``ClusterEngine`` on a layout of its own on the session's JetStream nats-server,
     reached in process (``memory``) or served on ``nats_url`` as ``--store jetstream`` serves."""
     import nats
-    from store_lane import STATE_SERVER
 
     from langchain_mq9.broker import install_memory_broker, serve_on_nats
     from langchain_mq9.broker.serving.cluster import QUEUE
+    from tests.support.store_lane import STATE_SERVER
 
     layout = await STATE_SERVER.layout()
     engine = layout.engine(limits)
@@ -255,7 +258,7 @@ async def stop_broker(broker: Broker, handle) -> None:
         await service.stop()
         await connection.close()
     if broker.layout is not None:
-        from store_lane import STATE_SERVER
+        from tests.support.store_lane import STATE_SERVER
 
         await STATE_SERVER.drop(broker.layout)
 

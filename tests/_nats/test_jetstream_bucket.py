@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
-from jetstream_servers import JetStreamCluster
 
 from langchain_mq9._nats.jetstream.api import (
     KV_OPERATION,
@@ -24,6 +23,7 @@ from langchain_mq9._nats.jetstream.api import (
 from langchain_mq9._nats.jetstream.bucket import Bucket, live, won
 from langchain_mq9.broker.storage.cluster.opening import bucket_config
 from langchain_mq9.broker.storage.cluster.requests import JetStreamError, Requests
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

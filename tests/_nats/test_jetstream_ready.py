@@ -111,10 +111,10 @@ async def test_a_jetstream_started_late_is_waited_for(tmp_path) -> None:
     """The identities' and the loop thread's wait (storage/loop_thread.py) on a server that
     comes up while it waits: answered, not failed."""
     import nats
-    from jetstream_servers import JetStreamServer
 
     from langchain_mq9.broker.cluster.servers import free_port
     from langchain_mq9.broker.storage.loop_thread import until_jetstream
+    from tests.support.jetstream_servers import JetStreamServer
 
     (tmp_path / "js").mkdir()
     server = JetStreamServer("late", free_port(), tmp_path / "js")

@@ -4,7 +4,6 @@ a receiver is told out of band: never from the push itself)."""
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import json
 import threading
@@ -20,6 +19,7 @@ from langchain_mq9.a2a.push_auth import (
     PushRefused,
     verify_push,
 )
+from tests.support.waiting import until
 
 
 class Receiver:
@@ -93,14 +93,16 @@ class Receiver:
 
     async def until(self, token: str, state: str, timeout: float = 30.0) -> list[dict]:
         """The tasks POSTed once one of them is in ``state`` (hang guard: ``timeout``)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
+
+        def pushed() -> list[dict] | None:
             tasks = self.tasks(token)
-            if any(t["status"]["state"] == state for t in tasks):
-                return tasks
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"no {state} pushed: {[t['status'] for t in tasks]}")
-            await asyncio.sleep(0.05)
+            return tasks if any(t["status"]["state"] == state for t in tasks) else None
+
+        def statuses() -> list[dict]:
+            return [t["status"] for t in self.tasks(token)]
+
+        what = f"a {state} task pushed"
+        return await until(pushed, timeout=timeout, what=what, every=0.05, show=statuses)
 
 
 

@@ -10,7 +10,6 @@ import secrets
 
 import httpx
 import pytest
-from a2a_support import text_graph, text_io
 from http_agents import serve_http
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +22,7 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.gateway import MAX_BODY_BYTES
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import text_graph, text_io
 
 LOOPBACK = HostPolicy(["127.0.0.1"])
 

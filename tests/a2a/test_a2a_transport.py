@@ -18,10 +18,10 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
-from a2a_support import asking, text_graph, text_io
 
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
+from tests.support.a2a_support import asking, text_graph, text_io
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,6 @@ import asyncio
 import json
 
 import pytest
-from a2a_support import Counting, asking, text_graph, text_io
 from calls_support import until_state
 from langgraph.prebuilt import create_react_agent
 
@@ -20,6 +19,8 @@ from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.store import TaskStore
 from langchain_mq9.protocol.errors import ConnectionLost
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
+from tests.support.a2a_support import Counting, asking, text_graph, text_io
+from tests.support.waiting import until
 
 AGENT = "agent.upper"
 
@@ -164,10 +165,8 @@ async def test_bad_input_gets_a_clear_answer_and_the_loop_survives(client):
         await raw(w.json_text({"id": "gone"}), **{w.HEADER_METHOD: w.GET_TASK})
         good = await caller.call(AGENT, "still there?", wait=10)
         assert good.state == w.COMPLETED and good.view()["result"] == "STILL THERE?"
-        for _ in range(100):  # the requests are handled in any order: wait for all seven
-            if server.handled >= 7:
-                break
-            await asyncio.sleep(0.1)
+        # the requests are handled in any order: wait for all seven
+        await until(lambda: server.handled >= 7, timeout=20, what="7 handled", every=0.1)
 
     answers = {
         key: json.loads((await client.query(reply, key=key))[-1].payload)

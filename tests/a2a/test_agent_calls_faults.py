@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from a2a_support import text_graph, text_io
 from calls_support import until_state
 from langchain_core.runnables import RunnableLambda
 
@@ -18,6 +17,8 @@ from langchain_mq9.a2a.server import AgentServer, backoff
 from langchain_mq9.a2a.store import latest
 from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.protocol.errors import ConnectionLost
+from tests.support.a2a_support import text_graph, text_io
+from tests.support.waiting import until
 
 AGENT = "agent.big"
 
@@ -71,12 +72,12 @@ async def test_a_request_nested_deep_gets_a_rejected_answer(client, levels):
         payload += nested(levels) + "}]}}"
         headers = {w.HEADER_REPLY_TO: caller.reply_mailbox, w.HEADER_TASK_ID: "deep1"}
         await client.send(AGENT, payload, headers=headers)
-        answer = None
-        for _ in range(200):
-            answer = await latest(client, caller.reply_mailbox, w.TASK_KEY + "deep1")
-            if answer is not None:
-                break
-            await asyncio.sleep(0.05)
+        answer = await until(
+            lambda: latest(client, caller.reply_mailbox, w.TASK_KEY + "deep1"),
+            timeout=20,
+            what="the answer to deep1",
+            every=0.05,
+        )
     assert answer is not None and w.task_state(answer) == w.REJECTED
     reason = w.status_text(answer)
     assert "nests deeper than 32 levels" in reason or "not A2A JSON" in reason
@@ -171,10 +172,7 @@ async def test_a_reply_mailbox_that_is_gone_costs_its_copy_not_a_rerun(client):
         request = w.json_text(w.send_request(w.message("orphan")))
         headers = {w.HEADER_REPLY_TO: "nobody.home", w.HEADER_TASK_ID: "orphan1"}
         await client.send(AGENT, request, headers=headers)
-        for _ in range(200):
-            if server.handled >= 1:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: server.handled >= 1, timeout=20, what="1 handled", every=0.05)
         kept = await server.store.get("orphan1")
     assert server.handled == 1 and work.count == 1
     assert w.task_state(kept) == w.COMPLETED and w.result_text(kept) == "ORPHAN"
@@ -237,10 +235,7 @@ async def test_a_final_state_reaches_the_caller_only_once_it_is_stored(client):
     async with server:
         caller = await AgentCaller(client, "agent.me.calls").open()
         call_id = (await caller.call(AGENT, "keep me", wait=0)).task_id
-        for _ in range(400):  # until the store refused it a few times
-            if len(refused) >= 3:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: len(refused) >= 3, timeout=20, what="the store refusing it thrice")
         assert len(refused) >= 3
         assert (await caller.check(call_id)).state not in w.STOPPED
         stored.set()

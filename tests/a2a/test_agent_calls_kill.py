@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 import signal
@@ -12,15 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from mcp_support import end_process
 
 from langchain_mq9 import GroupReader
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
+from tests.support.mcp_support import end_process
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).resolve().parents[1]  # the tests folder, where the helpers are
+HERE = Path(__file__).resolve().parents[1] / "support"  # the tests' helpers, run as scripts
 TASKS = 8
 HAS_LEASES = "lease_ttl" in inspect.signature(GroupReader).parameters
 
@@ -34,11 +34,11 @@ def start_replica(url: str, worker: str, log: Path, *lease: str) -> subprocess.P
 
 
 async def wait_for_line(log: Path, needle: str, count: int = 1, timeout: float = 20) -> None:
-    for _ in range(int(timeout * 20)):
-        if log.exists() and log.read_text().count(needle) >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{needle!r} x{count} not in the log: {log.read_text()!r}")
+    def logged() -> bool:
+        return log.exists() and log.read_text().count(needle) >= count
+
+    what = f"{needle!r} x{count} in the log"
+    await until(logged, timeout=timeout, what=what, every=0.05, show=log.read_text)
 
 
 def kill(process: subprocess.Popen) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from a2a_support import text_graph, text_io
 from google.protobuf.json_format import MessageToDict
 from http_agents import a2a_http_agent, serve_http, shouter_card
 from starlette.applications import Starlette
@@ -21,6 +20,7 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.cards_import import CardImporter, ImportRefused, import_card
 from langchain_mq9.a2a.http_caller import AgentUnreachable
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import text_graph, text_io
 
 LOOPBACK = HostPolicy(["127.0.0.1"])
 

@@ -25,11 +25,12 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import A2AError
-from a2a_support import asking, text_graph, text_io
 from http_agents import free_port, serve_http
 
 from langchain_mq9.a2a.gateway import API_KEY, API_KEY_HEADER, Tenants, gateway_app
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import asking, text_graph, text_io
+from tests.support.waiting import until
 
 AGENT = "agent.echo"
 ALICE, BOB = secrets.token_hex(16), secrets.token_hex(16)
@@ -67,15 +68,14 @@ def request(text: str, task_id: str = "") -> SendMessageRequest:
 
 
 async def until_stopped(a2a, task_id: str):
-    for _ in range(400):
+    """The task once it is neither submitted nor working."""
+    running = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+
+    async def stopped():
         task = await a2a.get_task(GetTaskRequest(id=task_id))
-        if task.status.state not in (
-            TaskState.TASK_STATE_SUBMITTED,
-            TaskState.TASK_STATE_WORKING,
-        ):
-            return task
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"task {task_id} never stopped")
+        return task if task.status.state not in running else None
+
+    return await until(stopped, timeout=20, what=f"task {task_id} stopped", every=0.05)
 
 
 def served(client, graph) -> AgentServer:
@@ -110,10 +110,7 @@ async def test_a_stream_gives_the_task_id_at_once_and_the_result_when_the_agent_
                 seen.append(event.task)
 
         following = asyncio.create_task(follow())
-        for _ in range(400):
-            if seen:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: seen, timeout=20, what="the first event", every=0.05)
         assert seen[0].status.state == TaskState.TASK_STATE_SUBMITTED  # before the agent runs
         async with served(client, text_graph(str.upper)):
             await asyncio.wait_for(following, 60)
@@ -157,11 +154,12 @@ async def test_input_required_is_answered_through_the_gateway(client):
         msg = request("French", task_id=first.id)
         msg.message.context_id = asked.context_id
         [e async for e in alice.send_message(msg)]
-        for _ in range(400):
-            done = await alice.get_task(GetTaskRequest(id=first.id))
-            if done.status.state == TaskState.TASK_STATE_COMPLETED:
-                break
-            await asyncio.sleep(0.05)
+
+        async def completed():
+            task = await alice.get_task(GetTaskRequest(id=first.id))
+            return task if task.status.state == TaskState.TASK_STATE_COMPLETED else None
+
+        done = await until(completed, timeout=20, what="the task completed", every=0.05)
         assert done.artifacts[0].parts[0].text == "greet in French"
 
 

@@ -17,8 +17,6 @@ import pytest
 from a2a.client import ClientConfig, ClientFactory
 from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import TaskState
-from a2a_support import text_graph, text_io
-from robustmq_shaped import RobustMQShapedListener
 from test_gateway import AGENT, ALICE, gateway
 from test_gateway import request as a2a_request
 
@@ -36,6 +34,8 @@ from langchain_mq9.broker import (
     install_memory_broker,
     serve_on_nats,
 )
+from tests.support.a2a_support import text_graph, text_io
+from tests.support.robustmq_shaped import RobustMQShapedListener
 
 HOUR = 3600.0
 

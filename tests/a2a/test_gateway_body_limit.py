@@ -13,11 +13,11 @@ import secrets
 
 import httpx
 import pytest
-from a2a_support import text_graph, text_io
 from http_agents import free_port, serve_http
 
 from langchain_mq9.a2a import gateway as gw
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import text_graph, text_io
 
 AGENT = "agent.echo"
 TOKEN = secrets.token_hex(16)

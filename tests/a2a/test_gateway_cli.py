@@ -10,17 +10,19 @@ import secrets
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 import pytest
 from a2a.client import ClientConfig, ClientFactory
 from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
-from a2a_support import text_graph, text_io
 from http_agents import free_port
 from test_gateway import until_stopped
 
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import text_graph, text_io
+from tests.support.waiting import until
 
 GATEWAY = [sys.executable, "-m", "langchain_mq9.a2a.gateway_cli"]
 
@@ -98,9 +100,8 @@ async def test_the_gateway_process_runs_under_its_own_credential(tmp_path):
     """On a --credentials broker, with MQ9_CREDENTIAL of its own (#70): it used to exit with
     "CREATE refused: mailbox 'agent.echo' belongs to another agent" (it made every agent's
     mailbox); now it serves, and a call through it completes."""
-    from credentials_support import EnforcingBroker
-
     from langchain_mq9 import Mq9Client
+    from tests.support.credentials_support import EnforcingBroker
 
     broker = EnforcingBroker(tmp_path / "data", "echo", "gw")
     token = secrets.token_hex(16)
@@ -144,15 +145,15 @@ async def test_the_gateway_process_runs_under_its_own_credential(tmp_path):
 async def _served_client(http: httpx.AsyncClient, url: str, process: subprocess.Popen):
     """An a2a-sdk client of the gateway process once it serves its card (a hang guard: 60 s,
     the process imports a2a-sdk)."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    async def served_card() -> Any:
         try:
-            card = await A2ACardResolver(http, url).get_agent_card()
-            break
+            return await A2ACardResolver(http, url).get_agent_card()
         except Exception:
             assert process.poll() is None, process.communicate()[1].decode()
-            assert time.monotonic() < deadline, "the gateway never served its card"
-            await asyncio.sleep(0.2)
+            return None
+
+    card = await until(served_card, timeout=60, what="the gateway's card", every=0.2)
     return ClientFactory(ClientConfig(httpx_client=http, streaming=False, polling=True)).create(
         card
     )

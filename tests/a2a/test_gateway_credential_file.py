@@ -12,14 +12,14 @@ import secrets
 import httpx
 import pytest
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
-from a2a_support import text_graph, text_io
-from credentials_support import EnforcingBroker
 from http_agents import free_port
 from test_gateway import until_stopped
 from test_gateway_cli import _served_client, start
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import text_graph, text_io
+from tests.support.credentials_support import EnforcingBroker
 
 pytestmark = pytest.mark.slow  # a dev broker process and the gateway's
 

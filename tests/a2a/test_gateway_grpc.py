@@ -20,13 +20,13 @@ from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import GetTaskRequest, ListTasksRequest, TaskState
 from a2a.types.a2a_pb2_grpc import A2AServiceStub
 from a2a.utils.errors import A2AError
-from a2a_support import text_graph
 from http_agents import free_port, serve_http
 from test_gateway import AGENT, ALICE, BOB, a2a_client, request, served, until_stopped
 from test_gateway_cli import start
 
 from langchain_mq9.a2a.gateway import Tenants, gateway_app
 from langchain_mq9.a2a.gateway_grpc import serve_grpc
+from tests.support.a2a_support import text_graph
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ import secrets
 import uuid
 
 import httpx
-from a2a_support import text_graph, text_io
 from http_agents import free_port, serve_http
 
 from langchain_mq9 import Mq9Client
@@ -18,6 +17,7 @@ from langchain_mq9.a2a.gateway import Tenants, gateway_app
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
 from langchain_mq9.protocol.subjects import MSG_QUERY
+from tests.support.a2a_support import text_graph, text_io
 
 ONE, TWO = "agent.one", "agent.two"
 ALICE, BOB = secrets.token_hex(16), secrets.token_hex(16)

@@ -21,7 +21,6 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import A2AError
-from a2a_support import text_graph
 from http_agents import free_port
 from push_support import Receiver, fetch_jwks
 from test_gateway import ALICE, BOB, a2a_client, gateway, request, served, until_stopped
@@ -30,6 +29,7 @@ from test_gateway_cli import start
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.gateway_push import GatewayPush
 from langchain_mq9.wake import Destinations
+from tests.support.a2a_support import text_graph
 
 TOKEN = "alice-push-" + "5" * 16
 

@@ -11,7 +11,6 @@ import asyncio
 import json
 
 import pytest
-from a2a_support import asking, remembering_graph, text_graph, text_io
 from langchain_core.messages import ToolMessage
 from langgraph.prebuilt import create_react_agent
 
@@ -24,6 +23,8 @@ from langchain_mq9.a2a.store import TaskStore, deliver, keep
 from langchain_mq9.operations.views import DATA_NOTE
 from langchain_mq9.protocol.errors import InvalidArgument
 from langchain_mq9.testing import ScriptedChatModel, call
+from tests.support.a2a_support import asking, remembering_graph, text_graph, text_io
+from tests.support.waiting import until
 
 AGENT = "agent.vault"
 ATTACKER_BOX = "mallory.box"
@@ -121,10 +122,8 @@ async def test_a_stored_block_with_a_line_separator_reads_as_one_header(broker, 
         )  # fmt: skip
         stored = [m for m in await client.query(AGENT) if m.key and m.key.startswith("k\u2028")]
         assert len(stored) == 1 and set(stored[0].header) == {p.HEADER_KEY}
-        for _ in range(100):  # the agent has read it (and rejected it: no A2A message)
-            if server.handled >= 1:
-                break
-            await asyncio.sleep(0.05)
+        # the agent has read it (and rejected it: no A2A message)
+        await until(lambda: server.handled >= 1, timeout=20, what="1 handled", every=0.05)
         assert server.handled == 1
         release.set()
         done = await victim.check(running.task_id, wait=10)
@@ -224,10 +223,8 @@ async def test_another_callers_task_id_gets_not_found_and_changes_nothing(client
         await send(w.send_request(w.message("again")), w.SEND, **{w.HEADER_TASK_ID: task_id})
         # The co-agent's tools cannot set headers: its answer comes without a reply address.
         await used(attacker, "send_message", mail_address=AGENT, payload=w.json_text(answer))
-        for _ in range(200):
-            if server.handled >= 7:  # the victim's request and the six above
-                break
-            await asyncio.sleep(0.05)
+        # the victim's request and the six above
+        await until(lambda: server.handled >= 7, timeout=20, what="7 handled", every=0.05)
         assert server.handled == 7
         error = await raw.query(reply, key=f"error.{task_id}")
         listed = [m for m in await raw.query(reply) if m.header.get(w.HEADER_TASK_ID) == "list1"]
@@ -289,10 +286,7 @@ async def test_a_reply_address_under_the_reserved_root_gets_nothing(broker, clie
     async with served(client, text_graph(str.upper)) as server:
         for body in (request_json("write into the leases"), "not even JSON"):
             await raw.send(AGENT, body, headers={w.HEADER_REPLY_TO: lease_box})
-        for _ in range(100):
-            if server.handled >= 2:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: server.handled >= 2, timeout=20, what="2 handled", every=0.05)
         assert server.handled == 2
     assert await raw.query(lease_box) == []
 

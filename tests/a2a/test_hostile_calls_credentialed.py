@@ -16,8 +16,6 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from a2a_support import asking, text_graph, text_io
-from credentials_support import EnforcingBroker, ask, ok
 from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 from nats.aio.client import Client as NatsConnection
@@ -28,6 +26,8 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer, serve_agent
 from langchain_mq9.testing import ScriptedChatModel, call
+from tests.support.a2a_support import asking, text_graph, text_io
+from tests.support.credentials_support import EnforcingBroker, ask, ok
 
 pytestmark = pytest.mark.slow  # a dev broker process per test
 

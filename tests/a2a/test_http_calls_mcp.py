@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 from http_agents import a2a_http_agent
-from mcp_support import ok, served_engine, stdio_session
+
+from tests.support.mcp_support import ok, served_engine, stdio_session
 
 pytestmark = pytest.mark.slow
 

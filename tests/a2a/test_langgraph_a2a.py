@@ -1,7 +1,7 @@
-"""Against LangGraph's Agent Server (a real ``langgraph dev --no-browser``, tests/agent_server.py):
-an mq9 toolkit agent calls a LangGraph assistant by its A2A card (``/a2a/{assistant_id}``, A2A
-1.0 JSON-RPC), waiting and coming back later; its card is imported into the registry and found
-by agent_discover beside the mq9 agents."""
+"""Against LangGraph's Agent Server (a real ``langgraph dev --no-browser``,
+tests/support/agent_server.py): an mq9 toolkit agent calls a LangGraph assistant by its A2A
+card (``/a2a/{assistant_id}``, A2A 1.0 JSON-RPC), waiting and coming back later; its card is
+imported into the registry and found by agent_discover beside the mq9 agents."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import asyncio
 import json
 
 import pytest
-from agent_server import ECHO_GRAPH, AgentServer, langgraph_command
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9._http.hosts import HostPolicy
@@ -17,6 +16,7 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.cards_import import import_card
 from langchain_mq9.a2a.http_caller import fetch_card
+from tests.support.agent_server import ECHO_GRAPH, AgentServer, langgraph_command
 
 pytestmark = pytest.mark.skipif(langgraph_command() is None, reason="langgraph-cli not installed")
 

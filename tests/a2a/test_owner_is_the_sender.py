@@ -15,7 +15,6 @@ Four credentials: the served agent ``vault``, the caller ``victim``, the gateway
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import secrets
@@ -32,7 +31,6 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import A2AError
-from credentials_support import ask
 from http_agents import free_port, serve_http
 from push_support import Receiver, registered_jwks
 from test_gateway import a2a_client, request, until_stopped
@@ -45,6 +43,8 @@ from langchain_mq9.a2a.gateway import Tenants, gateway_app, reply_mailbox
 from langchain_mq9.a2a.store import latest
 from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
 from langchain_mq9.protocol.errors import InvalidAddress
+from tests.support.credentials_support import ask
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a dev broker process per test
 
@@ -211,11 +211,12 @@ async def test_the_gateway_starts_under_its_own_identity_and_keeps_tenants_apart
         msg = request("French", task_id=task_id)
         msg.message.context_id = asked.context_id
         [_ async for _ in alice.send_message(msg)]
-        for _ in range(400):  # (20 s: a guard against a hang)
-            done = await alice.get_task(GetTaskRequest(id=task_id))
-            if done.status.state == TaskState.TASK_STATE_COMPLETED:
-                break
-            await asyncio.sleep(0.05)
+
+        async def completed():
+            task = await alice.get_task(GetTaskRequest(id=task_id))
+            return task if task.status.state == TaskState.TASK_STATE_COMPLETED else None
+
+        done = await until(completed, timeout=20, what="the task completed", every=0.05)
         assert done.artifacts[0].parts[0].text == "greet in French"
         events = [e async for e in alice.send_message(request("greet"))]
         second = events[-1].task.id

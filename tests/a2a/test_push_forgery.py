@@ -195,6 +195,6 @@ def _plain(headers: dict[str, str]) -> dict[str, str]:
 
 
 def _upper():
-    from a2a_support import text_graph
+    from tests.support.a2a_support import text_graph
 
     return text_graph(str.upper)

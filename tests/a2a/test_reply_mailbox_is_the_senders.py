@@ -17,17 +17,17 @@ still works. Three credentials: the served agent ``vault``, the caller ``victim`
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from a2a_support import Counting
-from credentials_support import ask, ok
 from nats.aio.client import Client as NatsConnection
 from vault_world import AGENT, World, world_fixture
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
+from tests.support.a2a_support import Counting
+from tests.support.credentials_support import ask, ok
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a dev broker process per test
 
@@ -67,15 +67,13 @@ async def nothing_of(world: World, task_id: str) -> None:
 
 async def until_completed(connection: NatsConnection, reply: str, task_id: str) -> dict:
     """The completed task ``task_id`` the agent left in mallory's own reply mailbox."""
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while True:
+
+    async def completed() -> dict | None:
         found = await ok(connection, "mallory", p.MSG_QUERY + reply, {"key": w.TASK_KEY + task_id})
-        for message in found["messages"]:
-            task = json.loads(message["payload"])
-            if task["status"]["state"] == w.COMPLETED:
-                return dict(task)
-        assert asyncio.get_running_loop().time() < deadline, found
-        await asyncio.sleep(0.05)
+        tasks = [json.loads(message["payload"]) for message in found["messages"]]
+        return next((dict(t) for t in tasks if t["status"]["state"] == w.COMPLETED), None)
+
+    return await until(completed, timeout=WAIT, what=f"task {task_id} completed in {reply}")
 
 
 async def test_mallorys_new_tasks_leave_nothing_in_the_victims_reply_mailbox(world):

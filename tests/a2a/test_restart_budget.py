@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
-from a2a_support import text_graph, text_io
-
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.groups.dead_letters import DEFAULT_MAX_DELIVERIES
+from tests.support.a2a_support import text_graph, text_io
 
 AGENT = "agent.billing"
 WAIT = 20  # a bound for what takes well under a second here

@@ -17,13 +17,14 @@ import json
 from typing import Any
 
 import pytest
-from credentials_support import ask, ok
 from push_support import Receiver, registered_jwks
 from vault_world import AGENT, MINE, World, world_fixture
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.store import Asker, deliver
+from tests.support.credentials_support import ask, ok
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a dev broker process per test
 
@@ -52,15 +53,14 @@ async def mallorys(world: World, method: str, task_id: str, body: Any) -> None:
 
 async def in_her_mailbox(world: World, key: str, state: str | None = None) -> dict:
     """What the agent left in mallory's reply mailbox under ``key`` (a task in ``state``)."""
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while True:
+
+    async def left() -> dict | None:
         found = await ok(world.mallory, "mallory", p.MSG_QUERY + MINE, {"key": key})
-        for message in reversed(found["messages"]):
-            kept = json.loads(message["payload"])
-            if state is None or kept.get("status", {}).get("state") == state:
-                return dict(kept)
-        assert asyncio.get_running_loop().time() < deadline, found
-        await asyncio.sleep(0.05)
+        kept = [json.loads(message["payload"]) for message in reversed(found["messages"])]
+        wanted = (k for k in kept if state is None or k.get("status", {}).get("state") == state)
+        return next((dict(k) for k in wanted), None)
+
+    return await until(left, timeout=WAIT, what=f"{key} in mallory's mailbox", every=0.05)
 
 
 async def nothing_of_hers(world: World) -> None:

@@ -9,12 +9,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from a2a_support import text_graph, text_io
 from calls_support import until_state
 
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import WORKING_AFTER, AgentServer
+from tests.support.a2a_support import text_graph, text_io
 
 AGENT = "agent.upper"
 GUARD = 60.0  # seconds: a guard against a hang, never a measure

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from a2a_support import asking, text_graph, text_io
-from credentials_support import EnforcingBroker, ok
 from nats.aio.client import Client as NatsConnection
 
 from langchain_mq9 import Mq9Client
@@ -27,6 +25,8 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.wake import Destinations
+from tests.support.a2a_support import asking, text_graph, text_io
+from tests.support.credentials_support import EnforcingBroker, ok
 
 AGENT = "agent.vault"
 CALLER = "agent.victim"

@@ -1,5 +1,5 @@
 """``mq9``, each subcommand against the bundled broker served on a real nats-server and against
-the RobustMQ-shaped listener (tests/robustmq_shaped.py, without agent search as RobustMQ's
+the RobustMQ-shaped listener (tests/support/robustmq_shaped.py, without agent search as RobustMQ's
 default build): what it prints for a person, its ``--json`` parsed, its exit codes.
 
 The command line runs in a worker thread (its own event loop, as in a shell) while the broker
@@ -13,9 +13,7 @@ import json
 
 import nats
 import pytest
-from a2a_support import asking, text_graph, text_io
 from click.testing import CliRunner
-from robustmq_shaped import RobustMQShapedListener
 
 from langchain_mq9 import AgentCaller, Mq9Client, serve_agent
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
@@ -24,6 +22,8 @@ from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.groups.reader import GroupReader
 from mq9_cli import main
 from mq9_cli.app import cli
+from tests.support.a2a_support import asking, text_graph, text_io
+from tests.support.robustmq_shaped import RobustMQShapedListener
 
 LANES = ["bundled", "shaped"]
 

@@ -19,8 +19,6 @@ import secrets
 
 import nats
 import pytest
-from a2a_support import text_graph, text_io
-from credentials_support import EnforcingBroker, issue, revoke
 from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
@@ -44,6 +42,9 @@ from langchain_mq9.groups.reader import GroupReader
 from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
 from langchain_mq9.protocol.subjects import PRINCIPAL_PREFIX
 from langchain_mq9.testing import ScriptedChatModel, call
+from tests.support.a2a_support import text_graph, text_io
+from tests.support.credentials_support import EnforcingBroker, issue, revoke
+from tests.support.waiting import until
 
 SECRET = secrets.token_urlsafe(32)  # what must never show
 ALICE = f"alice:{SECRET}"
@@ -239,10 +240,7 @@ async def test_a_credentialed_client_switches_once_on_the_marked_refusal_and_eve
         handled: list[bytes] = []
         consumer = await alice.consume(box, lambda m: handled.append(m.payload), group_name="g")
         await alice.send(box, "three")
-        for _ in range(200):
-            if b"three" in handled:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: b"three" in handled, timeout=20, what="three handled", every=0.05)
         await consumer.stop()
         assert b"three" in handled
     assert gate.plain == [p.MAILBOX_CREATE]  # never again on this connection

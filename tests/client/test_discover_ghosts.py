@@ -2,7 +2,7 @@
 
 RobustMQ's vector-search build writes its search index in tasks of their own after REGISTER and
 UNREGISTER answer: a new card is missing from search for about 0.5 s, and a card unregistered
-before its insert landed stays found for good (a ghost). ``tests/robustmq_shaped.py``'s
+before its insert landed stays found for good (a ghost). ``tests/support/robustmq_shaped.py``'s
 ``LaggingIndex`` does the same on a hand-moved clock; the client, told by the listener's INFO
 that it speaks to RobustMQ, checks every search answer against the listing. The bundled broker
 searches exactly at once and is not checked. The last test runs on RobustMQ itself when
@@ -15,13 +15,13 @@ import json
 import uuid
 
 import pytest
-from robustmq_shaped import RobustMQShapedListener, lagging_engine
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.broker import ManualClock
 from langchain_mq9.protocol.errors import SearchIndexEmpty, from_reply
+from tests.support.robustmq_shaped import RobustMQShapedListener, lagging_engine
 
 LATER = 2.0  # past both lags of the double: every due index write has landed
 

@@ -13,7 +13,6 @@ import uuid
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
@@ -24,6 +23,7 @@ from langchain_mq9.broker import (
     serve_on_nats,
 )
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.devbroker_helpers import DevBroker
 
 CARDS = [
     ("agent.translator", "Translates documents between Japanese and English"),

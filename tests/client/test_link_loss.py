@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.protocol.errors import ConnectionLost
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -80,13 +80,6 @@ async def test_a_request_answered_is_not_cancelled_when_the_link_drops_after(cli
     assert await client.query(BOX) == []
 
 
-async def until(condition, what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_request_made_while_the_link_is_down_fails_at_once(restartable_nats):
     # A timeout far above the test's waits: a SEND that waited it out would be a RequestTimeout
     options = {"request_timeout": 30, "reconnect_attempts": 1000, "reconnect_delay": 0.1}
@@ -94,7 +87,9 @@ async def test_a_request_made_while_the_link_is_down_fails_at_once(restartable_n
         box = await client.mailbox_create(name="outage.box")
         await asyncio.to_thread(restartable_nats["server"].stop)
         link = client._transport._connection
-        await until(lambda: link.is_reconnecting, "the client saw the link drop")
+        await until(
+            lambda: link.is_reconnecting, timeout=15, what="the client to see the link drop"
+        )
 
         with pytest.raises(ConnectionLost, match="down and reconnecting; the request was not sent"):
             await client.send(box, "during the outage")

@@ -1,4 +1,4 @@
-"""A console under test: the RobustMQ-shaped listener (tests/robustmq_shaped.py) serving the
+"""A console under test: the RobustMQ-shaped listener (tests/support/robustmq_shaped.py) serving the
 bundled engine, the console's application on uvicorn on loopback, and a client of the test's
 own, all on one event loop in a thread of their own, so a test drives a browser (blocking) and
 reaches the broker with ``world.run(coroutine)``. And the headless Chromium that drives it."""
@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 import uvicorn
-from robustmq_shaped import RobustMQShapedListener
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker.cluster.servers import free_port
 from mq9_cli.console.app import Settings, create_app
+from tests.support.robustmq_shaped import RobustMQShapedListener
+from tests.support.waiting import until
 
 TOKEN = "console-test-token-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,10 +87,13 @@ class World:
         )
         self.server = uvicorn.Server(config)
         self.serving = asyncio.ensure_future(self.server.serve())
-        while not self.server.started:
+
+        def started() -> bool:
             if self.serving.done():
                 self.serving.result()  # it failed to start: say why
-            await asyncio.sleep(0.05)
+            return self.server.started
+
+        await until(started, timeout=60, what="the console serving", every=0.05)
         self.url = f"http://127.0.0.1:{port}"
 
     async def _stop(self) -> None:

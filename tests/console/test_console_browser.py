@@ -6,13 +6,13 @@ waiting call asks and sees the call complete. Each page's screenshot is kept
 from __future__ import annotations
 
 import pytest
-from a2a_support import text_graph, text_io
 from console_world import TOKEN, World, browser, shoot
 from langgraph.types import interrupt
 
 from langchain_mq9 import AgentCaller, serve_agent
 from langchain_mq9.groups.reader import GroupReader
 from mq9_cli import overview
+from tests.support.a2a_support import text_graph, text_io
 
 pytestmark = pytest.mark.slow
 WAIT = 60  # seconds: a hang guard, never a timing assertion

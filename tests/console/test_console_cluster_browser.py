@@ -13,14 +13,14 @@ import os
 
 import pytest
 from console_world import TOKEN, browser, shoot
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster, wait_serving
 from test_console_deployments import console_url, stopped_with_its_console
 
 import langchain_mq9.broker.cli.credentials as credentials_cli
 from langchain_mq9 import Mq9Client
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.groups.dead_letters import store as store_dead_letter
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 
 pytestmark = pytest.mark.slow  # three nats-servers, a broker, its console and a browser
 pytest.importorskip("nkeys")

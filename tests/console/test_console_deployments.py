@@ -16,14 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 from console_world import TOKEN
-from credentials_support import issue
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster, wait_serving
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.groups.dead_letters import store as store_dead_letter
+from tests.support.credentials_support import issue
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.jetstream_servers import JetStreamCluster, wait_serving
+from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow
 WAIT = 120.0  # seconds: a hang guard on a busy machine, never a timing assertion
@@ -33,13 +34,16 @@ CONSOLE_LINE = re.compile(r"mq9 console on (http://\S+)/login")
 
 def console_url(broker: DevBroker) -> str:
     """Where the broker's console serves, as it printed (it picked a free port)."""
-    deadline = time.monotonic() + WAIT
-    while True:
+
+    def printed() -> str | None:
         for line in broker.stderr:
             if found := CONSOLE_LINE.search(line):
                 return found[1]
-        assert broker.process.poll() is None and time.monotonic() < deadline, broker.output()
-        time.sleep(0.1)
+        assert broker.process.poll() is None, broker.output()
+        return None
+
+    what = "the console's URL printed"
+    return until_sync(printed, timeout=WAIT, what=what, every=0.1, show=broker.output)
 
 
 def listening(url: str) -> bool:
@@ -51,10 +55,8 @@ def listening(url: str) -> bool:
 
 def stopped_with_its_console(broker: DevBroker, url: str) -> None:
     assert broker.stop() == 0, broker.output()
-    deadline = time.monotonic() + 60
-    while listening(url):  # the console ends with the broker, reaped
-        assert time.monotonic() < deadline, "the console outlived the broker"
-        time.sleep(0.2)
+    # the console ends with the broker, reaped
+    until_sync(lambda: not listening(url), timeout=60, what="the console gone", every=0.2)
 
 
 async def register(url: str, name: str) -> None:
@@ -223,15 +225,15 @@ METRICS_LINE = re.compile(r"mq9 (console|dev broker) metrics on (http://\S+/metr
 
 def metrics_urls(broker: DevBroker) -> dict[str, str]:
     """The broker's and its console's scrape URLs, as they printed them."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        found = {
-            m[1]: m[2] for line in broker.stdout + broker.stderr if (m := METRICS_LINE.search(line))
-        }
-        if len(found) == 2:
-            return found
-        assert broker.process.poll() is None and time.monotonic() < deadline, broker.output()
-        time.sleep(0.1)
+
+    def printed() -> dict[str, str] | None:
+        lines = broker.stdout + broker.stderr
+        found = {m[1]: m[2] for line in lines if (m := METRICS_LINE.search(line))}
+        assert len(found) == 2 or broker.process.poll() is None, broker.output()
+        return found if len(found) == 2 else None
+
+    what = "both metrics URLs printed"
+    return until_sync(printed, timeout=WAIT, what=what, every=0.1, show=broker.output)
 
 
 def test_the_broker_s_console_is_scraped_at_its_own_metrics_address(tmp_path: Path):

@@ -11,7 +11,6 @@ import re
 
 import httpx
 import pytest
-from a2a_support import asking, text_graph, text_io
 from console_world import TOKEN, World
 
 from langchain_mq9 import AgentCaller, serve_agent
@@ -19,6 +18,7 @@ from langchain_mq9.groups.reader import GroupReader
 from mq9_cli import overview
 from mq9_cli.connect import Target
 from mq9_cli.console.serve import settings_for
+from tests.support.a2a_support import asking, text_graph, text_io
 
 pytestmark = pytest.mark.slow
 WAIT = 60

@@ -4,13 +4,13 @@ messages carry."""
 
 from __future__ import annotations
 
-from a2a_support import asking, text_graph, text_io
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from langchain_mq9 import AgentCaller, Mq9Client, serve_agent
 from mq9_cli import overview
 from mq9_cli.console.charts import DepthHistory, depth_chart, sparkline, timeline_chart
+from tests.support.a2a_support import asking, text_graph, text_io
 
 
 def test_depth_over_time_on_the_clock_it_is_given():

@@ -17,7 +17,7 @@ import pytest
 
 from langchain_mq9 import GroupReader
 
-HERE = Path(__file__).resolve().parents[1]  # the tests folder, where the helpers are
+HERE = Path(__file__).resolve().parents[1] / "support"  # the tests' helpers, run as scripts
 WAIT = 60
 _boxes = itertools.count()
 

@@ -16,13 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from poison_consumer import POISON_EXIT
 
 from langchain_mq9 import Message
 from langchain_mq9.groups import DeadLetter
 from langchain_mq9.groups.dead_letters import DEFAULT_MAX_DELIVERIES
+from tests.support.poison_consumer import POISON_EXIT
+from tests.support.waiting import until
 
-HERE = Path(__file__).resolve().parents[1]  # the tests folder, where the helpers are
+HERE = Path(__file__).resolve().parents[1] / "support"  # the tests' helpers, run as scripts
 WAIT = 60  # a bound for a process that starts, reads and dies in about a second
 ORDERS = [f"order {i}" for i in range(4)] + ["poison"] + [f"order {i}" for i in range(4, 9)]
 
@@ -62,24 +63,21 @@ async def test_a_consumer_restarted_around_a_poison_charges_only_the_poison(clie
         consumer = await client.consume(
             box, handle, group_name="billing", deliver="earliest", num_msgs=10, max_wait_ms=50
         )
-        finished = asyncio.create_task(until(lambda: set(handled) == good))
+        what = "every good order handled"
+        finished = asyncio.create_task(until(lambda: set(handled) == good, timeout=WAIT, what=what))
         await asyncio.wait(
             [finished, asyncio.create_task(died.wait())],
             timeout=WAIT,
             return_when=asyncio.FIRST_COMPLETED,
         )
         await consumer.stop()  # the loop is over already when it died
+        finished.cancel()  # (when it died first)
         if not died.is_set():
             break
         deaths += 1
     assert deaths == DEFAULT_MAX_DELIVERIES
     assert set(handled) == good and len(handled) == len(good)  # each good order once
     await assert_only_the_poison_set_aside(client, box, poison)
-
-
-async def until(ready) -> None:
-    while not ready():
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -96,12 +94,16 @@ async def test_consumer_processes_killed_by_a_poison_dead_letter_only_it(nats_br
                 stderr=subprocess.PIPE,
             )
             try:
-                await asyncio.wait_for(
-                    until(lambda p=process: p.poll() is not None or handled(log) >= good), WAIT
+                await until(
+                    lambda p=process: p.poll() is not None or handled(log) >= good,
+                    timeout=WAIT,
+                    what="the consumer process dead or done with every good order",
                 )
                 if process.poll() is None:  # it handled them all: its acks may still be on
                     # their way (a store that commits later answers them a record later)
-                    await asyncio.wait_for(acked_all(client, box), WAIT)
+                    await until(
+                        lambda: acked_all(client, box), timeout=WAIT, what="every order acked"
+                    )
             finally:
                 if process.poll() is None:
                     process.kill()
@@ -115,10 +117,9 @@ async def test_consumer_processes_killed_by_a_poison_dead_letter_only_it(nats_br
         await assert_only_the_poison_set_aside(client, box, poison)
 
 
-async def acked_all(client, box: str) -> None:
-    """Until the group ``billing`` has nothing left to hand out (a FETCH moves no position)."""
-    while await client.fetch(box, group_name="billing", max_wait_ms=0):
-        await asyncio.sleep(0.02)
+async def acked_all(client, box: str) -> bool:
+    """Whether the group ``billing`` has nothing left to hand out (a FETCH moves no position)."""
+    return not await client.fetch(box, group_name="billing", max_wait_ms=0)
 
 
 def handled(log: Path) -> set[int]:

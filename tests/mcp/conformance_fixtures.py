@@ -17,7 +17,6 @@ that need them are listed in docs/mcp.md as not applying.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +30,7 @@ from mcp_server import questions
 from mcp_server.cli import broker_connection, build_parser, tool_policy
 from mcp_server.http import create_http_app, uvicorn_config
 from mcp_server.server import Mq9McpServer, error_result
+from tests.support.waiting import until_sync
 
 ELICITATION = "test_input_required_result_elicitation"
 MULTI_ROUND = "test_input_required_result_multi_round"
@@ -222,11 +222,14 @@ def fixture_server(*options: str, state_keys: Sequence[str] = ()) -> Iterator[st
     thread = threading.Thread(target=served.run, name="mq9-mcp-fixtures", daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not served.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("mq9-mcp with the suite's fixtures did not start in 30 s")
-            time.sleep(0.05)
+
+        def started() -> bool:
+            if not thread.is_alive():
+                raise RuntimeError("mq9-mcp with the suite's fixtures stopped while starting")
+            return served.started
+
+        what = "mq9-mcp with the suite's fixtures started"
+        until_sync(started, timeout=30, what=what, every=0.05)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         served.should_exit = True

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from a2a_support import text_graph, text_io
-from mcp_support import fails, ok, served_engine, stdio_session
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import text_graph, text_io
+from tests.support.mcp_support import fails, ok, served_engine, stdio_session
 
 pytestmark = pytest.mark.slow
 

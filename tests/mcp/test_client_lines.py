@@ -1,6 +1,6 @@
 """The lines that add mq9-mcp to MCP clients (mcp_server/client_lines.py): the docs show exactly
 what the module writes, and the Claude Code lines, pasted into bash with a stand-in ``claude``
-that reads arguments as Claude Code does (tests/claude_stub.py), register a server under its
+that reads arguments as Claude Code does (tests/support/claude_stub.py), register a server under its
 name that then starts and lists its tools."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from mcp_support import end_process, server_env
 
 from langchain_mq9.broker.cluster.servers import free_port
 from mcp_server import client_lines as lines
+from tests.support.mcp_support import end_process, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -31,7 +31,7 @@ DOCS = {
     p.relative_to(ROOT).as_posix(): p.read_text()
     for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")]
 }
-STUB = Path(__file__).resolve().parents[1] / "claude_stub.py"
+STUB = Path(__file__).resolve().parents[1] / "support" / "claude_stub.py"
 BIN = Path(sys.executable).parent
 BROKER = ["--server", "nats://localhost:4222"]
 HTTP_URL = "http://127.0.0.1:8000/mcp"

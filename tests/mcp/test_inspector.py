@@ -29,15 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from a2a_support import asking, text_graph, text_io
-from devbroker_helpers import DevBroker
-from mcp_support import http_server, served_engine
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server import client_lines
+from tests.support.a2a_support import asking, text_graph, text_io
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.mcp_support import http_server, served_engine
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ process. What a process handed out lives on the broker (docs/groups.md), not in 
 from __future__ import annotations
 
 import pytest
-from mcp_support import fails, http_server, ok, served_engine, stdio_session
 from test_mcp_http import http_session
 
 from langchain_mq9 import GroupReader, Mq9Client
+from tests.support.mcp_support import fails, http_server, ok, served_engine, stdio_session
 
 pytestmark = pytest.mark.slow
 

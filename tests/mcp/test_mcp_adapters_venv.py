@@ -17,9 +17,9 @@ import venv
 from pathlib import Path
 
 import pytest
-from devbroker_helpers import DevBroker
 
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow
 

@@ -15,10 +15,10 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from mcp import types
-from mcp_support import ACCEPT, EXTENSION, MODERN, Peer, http_server
 
 from langchain_mq9.operations.catalog import OperationError, ToolPolicy
 from mcp_server import owners, tasks, watch
+from tests.support.mcp_support import ACCEPT, EXTENSION, MODERN, Peer, http_server
 
 NEWCOMER = "127.0.0.2"  # a loopback address of its own: another peer to the server
 

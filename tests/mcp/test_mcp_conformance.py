@@ -28,7 +28,8 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 from conformance_fixtures import fixture_server
-from mcp_support import ACCEPT, LEGACY, MODERN, Peer, http_server
+
+from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, Peer, http_server
 
 SUITE = "@modelcontextprotocol/conformance@0.2.0-alpha.12"
 NODE = "node@22"

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from a2a_support import asking, text_graph, text_io
 from mcp import Client, types
 from mcp.shared.exceptions import MCPError
-from mcp_support import result_data, served_engine, stdio_parameters
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import asking, text_graph, text_io
+from tests.support.mcp_support import result_data, served_engine, stdio_parameters
 
 pytestmark = pytest.mark.slow  # starts mq9-mcp and an agent on nats-server
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp_support import ROOT, http_server, result_data, server_env
 
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from tests.support.mcp_support import ROOT, http_server, result_data, server_env
 
 pytestmark = pytest.mark.slow
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env
 
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server import events, webhooks
 from mcp_server.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
+from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env
 
 WAIT = 20.0  # seconds any one thing a test waits for may take
 

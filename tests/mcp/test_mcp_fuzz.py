@@ -12,7 +12,8 @@ import os
 import random
 
 import pytest
-from mcp_support import RawStdio
+
+from tests.support.mcp_support import RawStdio
 
 pytestmark = pytest.mark.slow
 

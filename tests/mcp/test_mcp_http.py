@@ -12,7 +12,12 @@ import httpx2 as httpx
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp_support import (
+
+from langchain_mq9 import Mq9Client
+from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mcp_server.http import guard as http_guard
+from mcp_server.http import is_loopback
+from tests.support.mcp_support import (
     ACCEPT,
     INITIALIZE,
     REQUEST_TIMEOUT,
@@ -23,11 +28,6 @@ from mcp_support import (
     served_engine,
     server_env,
 )
-
-from langchain_mq9 import Mq9Client
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
-from mcp_server.http import guard as http_guard
-from mcp_server.http import is_loopback
 
 pytestmark = pytest.mark.slow
 

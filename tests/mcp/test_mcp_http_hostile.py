@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 import uvicorn
-from mcp_support import ACCEPT, INITIALIZE
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
@@ -23,6 +22,8 @@ from mcp_server.http import app as http_app
 from mcp_server.http import guard as http_guard
 from mcp_server.http import limits as http_limits
 from mcp_server.server import create_server
+from tests.support.mcp_support import ACCEPT, INITIALIZE
+from tests.support.waiting import until
 
 MB = 1024 * 1024
 
@@ -49,9 +50,11 @@ async def served(reached: list[str] | None = None) -> AsyncIterator[int]:
     server = _Uvicorn(http_app.uvicorn_config(recording, "127.0.0.1", port))
     task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
+        def started() -> bool:
             assert not task.done(), "uvicorn stopped while starting"
-            await asyncio.sleep(0.01)
+            return server.started
+
+        await until(started, timeout=30, what="uvicorn started", every=0.01)
         yield port
     finally:
         server.should_exit = True

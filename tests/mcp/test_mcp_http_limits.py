@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +17,6 @@ import pytest
 import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok
 
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.client.connection import Mq9Connection
@@ -26,6 +25,8 @@ from mcp_server.http import create_http_app, uvicorn_config
 from mcp_server.http.auth import PRINCIPAL
 from mcp_server.http.sessions import SessionLimits
 from mcp_server.server import create_server
+from tests.support.mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +94,10 @@ class Served:
     async def sdk_forgets(self, session_id: str) -> None:
         """Until the SDK's task for a closed session has ended (it ends at once)."""
         instances = self.limits.manager._server_instances
-        await until(lambda: session_id not in instances, f"the SDK still holds {session_id}")
+        # it holds within moments (no time passes in the test's clock)
+        await until(
+            lambda: session_id not in instances, timeout=5, what=f"the SDK to drop {session_id}"
+        )
 
     async def settled(self, *sessions: RawSession) -> None:
         """Until the server has finished its side of these sessions' requests (a client can
@@ -103,16 +107,7 @@ class Served:
         def done() -> bool:
             return all(s.id not in table or not table[s.id].in_flight for s in sessions)
 
-        await until(done, "a request is still being served")
-
-
-async def until(condition: Callable[[], bool], failure: str) -> None:
-    """Poll a condition that holds within moments (no time passes in the test's clock)."""
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(failure)
+        await until(done, timeout=5, what="every request served")
 
 
 class _Uvicorn(uvicorn.Server):
@@ -146,9 +141,11 @@ async def served(
     uv = _Uvicorn(uvicorn_config(app, "127.0.0.1", port))
     task = asyncio.create_task(uv.serve())
     try:
-        while not uv.started:
+        def started() -> bool:
             assert not task.done(), "uvicorn stopped while starting"
-            await asyncio.sleep(0.01)
+            return uv.started
+
+        await until(started, timeout=30, what="uvicorn started", every=0.01)
         yield result
     finally:
         uv.should_exit = True

@@ -23,9 +23,9 @@ from conformance_fixtures import (
     fixture_server,
 )
 from mcp import Client, types
-from mcp_support import ACCEPT, MODERN
 
 from mcp_server.cli import build_parser, state_keys
+from tests.support.mcp_support import ACCEPT, MODERN
 
 ERAS = {"legacy": "legacy", "modern": "2026-07-28"}
 

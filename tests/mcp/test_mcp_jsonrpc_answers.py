@@ -15,9 +15,9 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from mcp_support import ACCEPT, INITIALIZE, RawStdio, http_server
 
 from mcp_server.http.limits import MAX_BODY_BYTES
+from tests.support.mcp_support import ACCEPT, INITIALIZE, RawStdio, http_server
 
 pytestmark = pytest.mark.slow
 

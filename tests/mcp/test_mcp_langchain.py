@@ -16,11 +16,18 @@ from fastmcp.client.transports import StdioTransport
 from langchain_core._api import LangChainBetaWarning
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.prebuilt import create_react_agent
-from mcp_support import ROOT, http_server, ok, served_engine, server_env, stdio_session
 
 from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from langchain_mq9.testing import ScriptedChatModel, call
+from tests.support.mcp_support import (
+    ROOT,
+    http_server,
+    ok,
+    served_engine,
+    server_env,
+    stdio_session,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from mcp_support import INITIALIZE, ROOT, server_env
+
+from tests.support.mcp_support import INITIALIZE, ROOT, server_env
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
-from mcp_support import ROOT, server_env
+
+from tests.support.mcp_support import ROOT, server_env
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,19 @@ import sys
 
 import anyio
 import pytest
-from mcp_support import INITIALIZE, ROOT, fails, ok, served_engine, server_env, stdio_session
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from tests.support.mcp_support import (
+    INITIALIZE,
+    ROOT,
+    fails,
+    ok,
+    served_engine,
+    server_env,
+    stdio_session,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 from mcp import Client, types
 from mcp.shared.exceptions import MCPError
-from mcp_support import Updates, http_server, ok, stdio_parameters
 
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.operations.catalog import ToolPolicy
 from mcp_server import watch
 from mcp_server.server import create_server
+from tests.support.mcp_support import Updates, http_server, ok, stdio_parameters
+from tests.support.waiting import until
 
 MODERN = "2026-07-28"
 
@@ -49,13 +50,6 @@ async def unsubscribe(client: Client, uri: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return await client.unsubscribe_resource(uri)
-
-
-async def until(condition: Any) -> None:
-    """Wait (up to 10 s) for the server to reach ``condition``."""
-    async with asyncio.timeout(10):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -103,7 +97,8 @@ async def test_a_listen_stream_is_told_of_new_mail_and_ends_its_watches(inbox):
             await ok(client, "send_message", mail_address=inbox, payload="new")
             event = await asyncio.wait_for(anext(aiter(stream)), 10)
             assert event.uri == uri
-        await until(lambda: server.watches.count() == 0)  # the stream's end reached the server
+        # the stream's end reached the server
+        await until(lambda: server.watches.count() == 0, timeout=10, what="no watch left")
 
 
 async def test_only_mailboxes_the_client_may_read_and_a_bounded_number(inbox):
@@ -165,6 +160,7 @@ async def test_listen_streams_are_bounded(monkeypatch):
             with pytest.raises(MCPError, match="1 listen streams are open"):
                 async with client.listen(tools_list_changed=True):
                     pass
-        await until(lambda: not server.watches.streams)  # the first one's end made room
+        # the first one's end made room
+        await until(lambda: not server.watches.streams, timeout=10, what="no stream left")
         async with client.listen(tools_list_changed=True):
             pass

@@ -14,6 +14,7 @@ import pytest
 from mcp import types
 
 from mcp_server import questions, tasks
+from tests.support.waiting import until
 
 FORM = types.ElicitRequestFormParams(message="Which language?", requested_schema=questions.FORM)
 
@@ -37,9 +38,11 @@ async def asking() -> tasks.TaskStore:
 async def asked_key(store: tasks.TaskStore) -> str:
     """The key of the task's outstanding question, once it asks one."""
     [task] = store.tasks.values()
-    async with asyncio.timeout(10):  # a guard against a hang only
-        while (view := task.detailed())["status"] != "input_required":
-            await asyncio.sleep(0)
+    def asking() -> dict | None:
+        view = task.detailed()
+        return view if view["status"] == "input_required" else None
+
+    view = await until(asking, timeout=10, what="the task asking", every=0)
     [(key, request)] = view["inputRequests"].items()
     assert request == {"method": "elicitation/create", "params": FORM.model_dump(
         by_alias=True, mode="json", exclude_none=True)}  # fmt: skip

@@ -10,13 +10,13 @@ import asyncio
 import json
 
 import pytest
-from a2a_support import text_graph, text_io
 from mcp import types
-from mcp_support import RawStdio, served_engine
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
 from mcp_server import tasks
+from tests.support.a2a_support import text_graph, text_io
+from tests.support.mcp_support import RawStdio, served_engine
 
 pytestmark = pytest.mark.slow
 

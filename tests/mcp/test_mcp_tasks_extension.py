@@ -16,14 +16,21 @@ from typing import Any, Literal
 
 import httpx2 as httpx
 import pytest
-from a2a_support import asking, text_graph, text_io
 from mcp import Client, types
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.shared.exceptions import MCPError
-from mcp_support import Peer, http_server, result_data, served_engine, stdio_parameters
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import asking, text_graph, text_io
+from tests.support.mcp_support import (
+    Peer,
+    http_server,
+    result_data,
+    served_engine,
+    stdio_parameters,
+)
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # starts mq9-mcp
 
@@ -72,11 +79,18 @@ class Tasks(ClientExtension):
 
     async def settle(self, created: CreatedTask, ctx: ClaimContext) -> types.CallToolResult:
         self.created.append(created)
-        async with asyncio.timeout(20):
-            while (task := await get(ctx.session, created.task_id)).status != "completed":
-                assert task.status in ("working", "input_required"), task
-                await self.answer(ctx.session, task)
-                await asyncio.sleep(0.05)  # poll faster than pollIntervalMs: a test
+
+        async def completed() -> DetailedTask | None:
+            task = await get(ctx.session, created.task_id)
+            if task.status == "completed":
+                return task
+            assert task.status in ("working", "input_required"), task
+            await self.answer(ctx.session, task)
+            return None
+
+        # polled faster than pollIntervalMs: a test
+        what = f"task {created.task_id} completed"
+        task = await until(completed, timeout=20, what=what, every=0.05)
         assert task.result is not None, task
         return types.CallToolResult.model_validate(task.result)
 

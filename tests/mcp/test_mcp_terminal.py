@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from mcp_support import ROOT, server_env
 
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.devbroker_helpers import port_open
+from tests.support.mcp_support import ROOT, server_env
+from tests.support.waiting import until_sync
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,17 +53,15 @@ class Server:
         return b"".join(self._chunks).decode(errors="replace")
 
     def wait_for(self, text: str, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.stderr:
-            if self.process.poll() is not None:
-                self._reader.join(2)
-                if text in self.stderr:
-                    return
-                raise AssertionError(f"exited {self.process.returncode} before {text!r}:\n"
-                                     f"{self.stderr}")  # fmt: skip
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} within {timeout}s:\n{self.stderr}")
-            time.sleep(0.02)
+        def said() -> bool:
+            if text not in self.stderr and self.process.poll() is not None:
+                self._reader.join(2)  # what it wrote before it exited
+                assert text in self.stderr, (
+                    f"exited {self.process.returncode} before {text!r}:\n{self.stderr}"
+                )
+            return text in self.stderr
+
+        until_sync(said, timeout=timeout, what=f"{text!r} on stderr", show=lambda: self.stderr)
 
     def stop_with(self, signum: int, timeout: float = 5) -> int:
         """Send ``signum``; the exit code (the process is killed if it does not exit)."""
@@ -170,15 +170,12 @@ def test_stdio_still_ends_when_the_client_closes_stdin():
 
 
 def wait_for_port(port: int, mcp: Server, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def listening() -> bool:
         assert mcp.process.poll() is None, mcp.stderr
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, f"not listening within {timeout}s:\n{mcp.stderr}"
-            time.sleep(0.05)
+        return port_open(port)
+
+    what = f"mq9-mcp listening on {port}"
+    until_sync(listening, timeout=timeout, what=what, every=0.05, show=lambda: mcp.stderr)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import re
 
-from mcp_support import ROOT
-
 from langchain_mq9.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
 from mcp_server.server import tool_definitions
+from tests.support.mcp_support import ROOT
 
 WORDS = {8: "eight", 3: "three", 11: "eleven", 10: "ten", 12: "twelve", 2: "two", 4: "four"}
 

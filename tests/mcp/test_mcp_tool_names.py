@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from mcp_support import ROOT, server_env
 
 from langchain_mq9.operations.policy import ToolPolicy
 from mcp_server.cli import ROBUSTMQ_TOOLS, robustmq_clashes
+from tests.support.mcp_support import ROOT, server_env
 
 ROBUSTMQ_REPO = Path("/work/.mirror/robustmq+robustmq/repo")
 SETTINGS = [{}, {"calls": True}, {"read_only": True}, {"calls": True, "tool_prefix": "mq9mcp_"}]

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.waiting import until_sync
 
 DEADLINE = 120.0  # a guard against hangs on a busy 2-core machine, never a timing claim
 WAKE = [sys.executable, "-m", "langchain_mq9.wake"]
@@ -98,19 +99,14 @@ class Prometheus:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + DEADLINE
-        while True:
+        def ready() -> bool:
             assert self.process.poll() is None, "prometheus exited: see its log"
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.port}/-/ready", timeout=5
-                ) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "prometheus never became ready"
-            time.sleep(0.2)
+            url = f"http://127.0.0.1:{self.port}/-/ready"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.status == 200
+
+        what = "prometheus ready"
+        until_sync(ready, timeout=DEADLINE, what=what, every=0.2, ignoring=(OSError,))
 
     def query(self, promql: str) -> list[dict]:
         url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
@@ -128,13 +124,14 @@ class Prometheus:
 
     def wait_for(self, promql: str, at_least: float) -> float:
         """The query's value once it reaches ``at_least`` (scrapes come every second)."""
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            got = self.value(promql)
-            if got is not None and got >= at_least:
-                return got
-            assert time.monotonic() < deadline, f"{promql} stayed at {got}, not >= {at_least}"
-            time.sleep(0.5)
+        seen: list[float | None] = [None]
+
+        def reached() -> float | None:
+            seen[0] = got = self.value(promql)
+            return got if got is not None and got >= at_least else None
+
+        what = f"{promql} >= {at_least}"
+        return until_sync(reached, timeout=DEADLINE, what=what, every=0.5, show=lambda: seen[0])
 
     def stop(self) -> None:
         stop(self.process)  # type: ignore[arg-type]

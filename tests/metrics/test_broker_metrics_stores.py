@@ -8,8 +8,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from credentials_support import issue
-from jetstream_servers import JetStreamCluster
 from prometheus_client import CollectorRegistry, generate_latest
 
 from langchain_mq9 import Mq9Client
@@ -19,6 +17,8 @@ from langchain_mq9.broker.cli.metrics import broker_meter
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.config import BrokerConfig
 from langchain_mq9.protocol.errors import MailboxNotFound, NotOwner
+from tests.support.credentials_support import issue
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # nats-servers
 

@@ -13,7 +13,6 @@ import uuid
 
 import nats
 import pytest
-from jetstream_servers import FORMING, JetStreamCluster
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.gateway_metrics import gateway_metrics
@@ -24,6 +23,8 @@ from langchain_mq9.broker.config import BrokerConfig
 from langchain_mq9.broker.storage.cluster import survey_state
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.metrics.probe import PROBE_KEPT, broker_answers
+from tests.support.jetstream_servers import FORMING, JetStreamCluster
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # nats-servers
 
@@ -129,13 +130,14 @@ async def test_a_survey_is_kept_then_read_again_and_the_scrape_says_how_old():
 
 async def _status_until(port: int, want: int, deadline: float) -> tuple[int, str]:
     """/readyz asked every 0.2 s until it answers ``want`` (a guard: ``deadline`` seconds)."""
-    until = time.monotonic() + deadline
-    while True:
-        status, why = await _get(port, "/readyz")
-        if status == want:
-            return status, why
-        assert time.monotonic() < until, f"/readyz stayed {status}: {why}"
-        await asyncio.sleep(0.2)
+    seen: list[tuple[int, str]] = []
+
+    async def answered() -> tuple[int, str] | None:
+        seen[:] = [await _get(port, "/readyz")]
+        return seen[0] if seen[0][0] == want else None
+
+    what = f"/readyz answering {want}"
+    return await until(answered, timeout=deadline, what=what, every=0.2, show=lambda: seen)
 
 
 async def test_readiness_is_the_stores_quorum_lost_then_back():
@@ -245,7 +247,9 @@ async def test_the_readiness_record_leaves_no_state_behind():
             reports = f"KV_{stream}_REPORTS"
             info = await connection.jetstream().stream_info(reports)
             assert info.state.messages == 1  # the probe's record, with its TTL
-            until = time.monotonic() + 60  # (a guard: the TTL is PROBE_TTL seconds)
-            while (await connection.jetstream().stream_info(reports)).state.messages:
-                assert time.monotonic() < until, "the probe's record stayed"
-                await asyncio.sleep(0.5)
+
+            async def expired() -> bool:
+                return not (await connection.jetstream().stream_info(reports)).state.messages
+
+            # (a guard: the TTL is PROBE_TTL seconds)
+            await until(expired, timeout=60, what="the probe's record expired", every=0.5)

@@ -16,13 +16,10 @@ import re
 import secrets
 import shlex
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from devbroker_helpers import DevBroker, port_open, wait_until
-from jetstream_servers import FORMING, wait_serving
 from operator_support import DEADLINE, NO_PROMETHEUS, PROMETHEUS, WAKE, Prometheus, Server
 from test_every_server_scraped import DASHBOARD, _get_status, _post, _wait_status
 
@@ -33,6 +30,9 @@ from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.protocol.errors import MailboxNotFound
 from langchain_mq9.wake.book import RuleBook
 from langchain_mq9.wake.rules import WakeRule
+from tests.support.devbroker_helpers import DevBroker, port_open, wait_until
+from tests.support.jetstream_servers import FORMING, wait_serving
+from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # three nats-servers, two brokers, four servers, prometheus
 
@@ -158,13 +158,15 @@ def _expressions() -> list[tuple[str, str]]:
 
 def _every_expression_has_data(prometheus: Prometheus) -> None:
     waiting = dict.fromkeys(_expressions())
-    deadline = time.monotonic() + DEADLINE
-    while waiting:
+
+    def all_have_data() -> bool:
         for title, expr in list(waiting):
             if prometheus.query(expr):
                 del waiting[(title, expr)]
-        assert time.monotonic() < deadline, f"no data: {sorted(waiting)}"
-        time.sleep(1)
+        return not waiting
+
+    what = "data for every panel's expression"
+    until_sync(all_have_data, timeout=DEADLINE, what=what, every=1, show=lambda: sorted(waiting))
 
 
 def _start_the_others(url: str, metrics: dict[str, str], tmp: Path, into: list[Server]) -> None:

@@ -20,7 +20,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from devbroker_helpers import DevBroker
 from operator_support import NO_PROMETHEUS, PROMETHEUS, Server
 from test_dashboard_on_the_cluster import (
     BLOCK,
@@ -42,6 +41,7 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.wake.book import RuleBook
 from langchain_mq9.wake.rules import WakeRule
+from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow  # three nats-servers, two brokers, four servers, prometheus
 

@@ -26,6 +26,7 @@ from operator_support import (
 )
 
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # processes: five servers and prometheus
 
@@ -79,17 +80,13 @@ def _get_status(url: str, headers: dict[str, str] | None = None) -> int:
 
 
 def _wait_status(url: str, want: int, headers: dict[str, str] | None = None) -> None:
-    import time
-
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if _get_status(url, headers) == want:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"{url} never answered {want}"
-        time.sleep(0.2)
+    until_sync(
+        lambda: _get_status(url, headers) == want,
+        timeout=120,
+        what=f"{url} answering {want}",
+        every=0.2,
+        ignoring=(OSError,),
+    )
 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason=NO_PROMETHEUS)

@@ -22,6 +22,7 @@ from langchain_mq9.metrics import (
     reason_of,
 )
 from langchain_mq9.protocol.errors import err_mailbox_missing, err_message_too_large
+from tests.support.waiting import until
 
 DEADLINE = 60.0  # a guard against hangs only
 
@@ -180,15 +181,19 @@ async def test_connections_beyond_the_bound_are_closed_unanswered():
     endpoint = OperatorEndpoint("127.0.0.1", 0, registry, lambda: None, at_once=2)
     async with endpoint:
         held = [await asyncio.open_connection("127.0.0.1", endpoint.port) for _ in range(2)]
-        await asyncio.sleep(0.1)  # both taken in
-        assert await _get(endpoint.port, b"GET /healthz HTTP/1.1\r\n\r\n") == b""
+        health = b"GET /healthz HTTP/1.1\r\n\r\n"
+
+        async def closed_unanswered() -> bool:
+            return await _get(endpoint.port, health) == b""
+
+        # once both are taken in, a third is closed unanswered
+        await until(closed_unanswered, timeout=20, what="a third connection closed unanswered")
         for _, writer in held:
             writer.close()
-        for _ in range(100):  # the held ones end; the endpoint serves again
-            answer = await _get(endpoint.port, b"GET /healthz HTTP/1.1\r\n\r\n")
-            if answer:
-                break
-            await asyncio.sleep(0.05)
+        # the held ones end; the endpoint serves again
+        answer = await until(
+            lambda: _get(endpoint.port, health), timeout=20, what="an answer", every=0.05
+        )
         assert answer.endswith(b"ok\n")
 
 

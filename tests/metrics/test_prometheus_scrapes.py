@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-from devbroker_helpers import DevBroker
 from operator_support import (
     NO_PROMETHEUS,
     PROMETHEUS,
@@ -26,6 +25,7 @@ from operator_support import (
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.protocol.errors import MailboxNotFound
+from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow  # processes: the dev broker, a waker, prometheus
 

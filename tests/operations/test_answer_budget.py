@@ -222,7 +222,7 @@ async def test_a_list_of_agents_gives_every_name_before_any_description(client):
 
 @pytest.mark.slow
 async def test_mq9_mcp_takes_the_budget_as_a_flag_and_pages_the_same(nats_server):
-    from mcp_support import ok, served_engine, stdio_session
+    from tests.support.mcp_support import ok, served_engine, stdio_session
 
     texts = [f"{n}:" + "w" * 1000 for n in range(12)]
     async with served_engine(nats_server.url), Mq9Client(nats_server.url) as client:

@@ -11,7 +11,6 @@ import typing
 from pathlib import Path
 
 import pytest
-from a2a_support import text_graph, text_io
 
 from langchain_mq9 import tools
 from langchain_mq9.a2a.server import AgentServer
@@ -19,6 +18,7 @@ from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPol
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.context import CallContext
 from langchain_mq9.operations.results import Outcome
+from tests.support.a2a_support import text_graph, text_io
 
 
 def test_each_operation_has_a_tool_class_written_out_in_tools_py():
@@ -186,9 +186,8 @@ async def test_a_run_goes_on_whatever_the_longest_address_gives(client):
 
 @pytest.mark.slow
 async def test_mq9_mcp_answers_the_longest_address_with_a_tool_error_at_worst(nats_server):
-    from mcp_support import ok, result_text, served_engine, stdio_session
-
     from langchain_mq9 import Mq9Client
+    from tests.support.mcp_support import ok, result_text, served_engine, stdio_session
 
     async with served_engine(nats_server.url), Mq9Client(nats_server.url) as client:
         await _a_long_mailbox(client)

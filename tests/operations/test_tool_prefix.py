@@ -9,12 +9,12 @@ import re
 import uuid
 
 import pytest
-from mcp_support import fails, ok, stdio_session
 from pydantic import ValidationError
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.operations.catalog import OPERATIONS
 from langchain_mq9.operations.config import ToolConfig
+from tests.support.mcp_support import fails, ok, stdio_session
 
 PREFIX = "mq9_"
 # A tool's bare name, as a word (a prefixed one, mq9_send_message, does not match).

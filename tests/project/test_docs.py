@@ -14,7 +14,8 @@ A block says how it runs in an HTML comment right before it:
 
 Ports 4222 and 8000 in a command are replaced by free ones (other processes on a shared
 machine may hold them), and ``mq9-dev-broker`` gets ``--port``. ``claude`` is the stand-in of
-tests/claude_stub.py (what the registered server does is tests/mcp/test_client_lines.py's part).
+tests/support/claude_stub.py (what the registered server does is tests/mcp/test_client_lines.py's
+part).
 Python blocks that talk to ``mq9-mcp --transport http`` get that server, started from the venv,
 and run twice (the second run finds what the first left on it).
 """
@@ -26,25 +27,25 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mcp_support import end_process
 
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.devbroker_helpers import port_open
+from tests.support.mcp_support import end_process
+from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples/README.md"]
-STUB = Path(__file__).resolve().parents[1] / "claude_stub.py"
+STUB = Path(__file__).resolve().parents[1] / "support" / "claude_stub.py"
 TIMEOUT = 120
 
 # The variables a snippet or the server reads; a developer's own settings must not leak in.
@@ -270,14 +271,12 @@ def _http_server(project: Path) -> Iterator[dict[str, str]]:
 
 
 def _wait_for_port(process: subprocess.Popen, port: int) -> None:
-    deadline = time.monotonic() + 30
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"mq9-mcp did not listen on {port}: {process.stderr.read()[-2000:]!r}")
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"mq9-mcp exited: {process.stderr.read()[-2000:]!r}")
+        return port_open(port)
+
+    until_sync(listening, timeout=30, what=f"mq9-mcp listening on {port}", every=0.1)
 
 
 def _run_server(block: Block, project: Path, tmp_path: Path) -> None:
@@ -295,11 +294,16 @@ def _run_server(block: Block, project: Path, tmp_path: Path) -> None:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 120  # generous: the suite shares two cores
-        while block.runs_until not in log.read_text():
+
+        def said() -> bool:
+            if block.runs_until in log.read_text():
+                return True
             assert process.poll() is None, f"exited {process.returncode}: {log.read_text()}"
-            assert time.monotonic() < deadline, f"no {block.runs_until!r}: {log.read_text()}"
-            time.sleep(0.1)
+            return False
+
+        # generous: the suite shares two cores
+        what = repr(block.runs_until)
+        until_sync(said, timeout=120, what=what, every=0.1, show=lambda: log.read_text())
         os.killpg(process.pid, signal.SIGTERM)
         try:
             code = process.wait(timeout=60)

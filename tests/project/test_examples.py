@@ -25,13 +25,13 @@ from pathlib import Path
 
 import nats
 import pytest
-from robustmq_shaped import RobustMQShapedListener, lagging_engine
 
 from langchain_mq9 import semantic
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.state.clock import system_clock
 from langchain_mq9.testing import ScriptedChatModel
+from tests.support.robustmq_shaped import RobustMQShapedListener, lagging_engine
 
 pytestmark = pytest.mark.slow
 

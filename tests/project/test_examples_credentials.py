@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from credentials_support import EnforcingBroker
+
+from tests.support.credentials_support import EnforcingBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(

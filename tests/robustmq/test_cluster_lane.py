@@ -6,7 +6,6 @@ given the whole list works. Without the variable the module is skipped, saying h
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9.protocol.errors import MailboxNotFound
+from tests.support.waiting import until
 
 URLS = [u.strip() for u in os.environ.get("MQ9_ROBUSTMQ_CLUSTER_URLS", "").split(",") if u.strip()]
 pytestmark = pytest.mark.skipif(
@@ -28,16 +28,19 @@ T = TypeVar("T")
 async def settled(action: Callable[[], Awaitable[T]], seconds: float = 15.0) -> T:
     """``action()`` once the cluster has spread what the test just did: a mailbox made on one
     node reaches the others' caches asynchronously (RobustMQ's own tests wait 3 s)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
+    done: list[T] = []
+
+    async def spread() -> bool:
         try:
-            return await action()
+            done.append(await action())
         except Mq9Error as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
             if not (exc.retryable or isinstance(exc, MailboxNotFound)):
                 raise
-        await asyncio.sleep(0.2)
+            return False
+        return True
+
+    await until(spread, timeout=seconds, what="the cluster to spread it", every=0.2)
+    return done[0]
 
 
 async def test_every_operation_issued_on_one_node_is_seen_on_another():

@@ -8,9 +8,10 @@ tests are about)."""
 from __future__ import annotations
 
 import pytest
-from robustmq_shaped import RobustMQShapedListener
-from store_lane import STATE_SERVER, TEST_STORE
 from test_robustmq_shaped import *  # noqa: F403  (the tests)
+
+from tests.support.robustmq_shaped import RobustMQShapedListener
+from tests.support.store_lane import STATE_SERVER, TEST_STORE
 
 pytestmark = [
     pytest.mark.slow,  # a nats-server process

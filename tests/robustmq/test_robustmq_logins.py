@@ -20,11 +20,11 @@ import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from robustmq_shaped import RobustMQShapedListener
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.protocol import Mq9Error
+from tests.support.robustmq_shaped import RobustMQShapedListener
 
 REAL = os.environ.get("MQ9_ROBUSTMQ_URL")
 REAL_LOGINS = os.environ.get("MQ9_ROBUSTMQ_LOGINS")

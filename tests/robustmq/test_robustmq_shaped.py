@@ -1,8 +1,8 @@
 """RobustMQ's NATS listener, as the client meets it (issue #20; docs/protocol.md §1).
 
 The first group checks, with raw protocol bytes, that the RobustMQ-shaped listener of
-tests/robustmq_shaped.py behaves as RobustMQ 8bd49dc's does: when ``MQ9_ROBUSTMQ_URL`` names a
-running RobustMQ the same checks run against it, so the imitation is held to the real thing.
+tests/support/robustmq_shaped.py behaves as RobustMQ 8bd49dc's does: when ``MQ9_ROBUSTMQ_URL``
+names a running RobustMQ the same checks run against it, so the imitation is held to the real thing.
 The second group runs our client on those behaviours: the listener in CI, RobustMQ when named.
 """
 
@@ -17,13 +17,13 @@ from urllib.parse import urlparse
 import nats
 import pytest
 from langchain_core.messages import ToolMessage
-from mcp_support import fails, ok, stdio_session
-from robustmq_shaped import RobustMQShapedListener
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
 from langchain_mq9._nats.guard import GuardedClient, protect
 from langchain_mq9.broker import BrokerEngine
+from tests.support.mcp_support import fails, ok, stdio_session
+from tests.support.robustmq_shaped import RobustMQShapedListener
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ import sys
 import uuid
 
 import pytest
-from sdk_snapshot import sdk_repo, write_folder
+
+from tests.support.sdk_snapshot import sdk_repo, write_folder
 
 pytestmark = pytest.mark.slow
 

@@ -57,7 +57,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sdk_snapshot import sdk_repo, write_folder
+
+from tests.support.sdk_snapshot import sdk_repo, write_folder
 
 pytestmark = pytest.mark.slow
 

@@ -17,12 +17,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from semantic_support import run_python
 
 import langchain_mq9.broker.cli.dev_broker as cli
 from bench import discovery
 from langchain_mq9 import semantic
 from langchain_mq9.semantic import model_dir
+from tests.support.semantic_support import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 

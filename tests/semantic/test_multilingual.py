@@ -11,12 +11,12 @@ import threading
 from uuid import uuid4
 
 import pytest
-from semantic_support import run_python
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
 from langchain_mq9.semantic import multilingual
 from langchain_mq9.semantic.ranking import _UNSET, AgentEntry, AgentIndex
+from tests.support.semantic_support import run_python
 
 pytestmark = pytest.mark.skipif(
     not multilingual.installed(),

@@ -9,12 +9,12 @@ import os
 import textwrap
 
 import pytest
-from semantic_support import run_python
 
 from langchain_mq9 import semantic
 from langchain_mq9.semantic import pair
 from langchain_mq9.semantic.embedding import DIMENSIONS
 from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex
+from tests.support.semantic_support import run_python
 
 np = pytest.importorskip("numpy")  # the semantic extra brings it
 

@@ -2,9 +2,9 @@
 and the toolkit's ``discover_rerank`` read the registry's listing and rank it here, with this
 process's model and the hybrid ranking, instead of RobustMQ's English-only vector search.
 
-Run against the bundled engine behind the RobustMQ-shaped listener (tests/robustmq_shaped.py),
-its registry ranking as RobustMQ's vector-search build does: all-MiniLM-L6-v2, the cosine
-alone. The client ranks with the multilingual option."""
+Run against the bundled engine behind the RobustMQ-shaped listener
+(tests/support/robustmq_shaped.py), its registry ranking as RobustMQ's vector-search build does:
+all-MiniLM-L6-v2, the cosine alone. The client ranks with the multilingual option."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import json
 
 import pytest
 from langchain_core.messages import ToolMessage
-from robustmq_shaped import RobustMQShapedListener
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit, semantic
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.client import client as client_module
 from langchain_mq9.semantic import multilingual
+from tests.support.robustmq_shaped import RobustMQShapedListener
 
 pytestmark = [
     pytest.mark.skipif(

@@ -15,13 +15,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from semantic_support import run_python
 
 from langchain_mq9 import protocol as p
 from langchain_mq9 import semantic
 from langchain_mq9.broker.state.registry import AgentRegistry
 from langchain_mq9.semantic import wordpiece
 from langchain_mq9.semantic.ranking import AgentEntry, embed_text_of
+from tests.support.semantic_support import run_python
 
 pytestmark = pytest.mark.slow
 

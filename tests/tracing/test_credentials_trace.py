@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from credentials_support import EnforcingBroker
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.protocol.errors import Mq9Error
+from tests.support.credentials_support import EnforcingBroker
 
 pytestmark = pytest.mark.slow  # a dev broker process
 

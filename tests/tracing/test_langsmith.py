@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from a2a_support import text_graph, text_io
 from langsmith import Client, traceable, tracing_context
 from langsmith.run_helpers import get_current_run_tree
 
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
+from tests.support.a2a_support import text_graph, text_io
 
 INBOX = "agent.worker"
 pytestmark = pytest.mark.slow  # a fake LangSmith endpoint served in process, over HTTP

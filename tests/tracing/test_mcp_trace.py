@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from mcp import Client
-from mcp_support import ok
 
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server.server import create_server
+from tests.support.mcp_support import ok
 
 INBOX = "agent.writer"
 

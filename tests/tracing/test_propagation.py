@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from a2a_support import text_graph, text_io
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -17,6 +16,7 @@ from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.broker import Broker, BrokerConfig
 from langchain_mq9.broker.cluster.servers import start_nats_server
+from tests.support.a2a_support import text_graph, text_io
 
 INBOX = "agent.worker"
 AGENT = "agent.upper"

@@ -2,13 +2,12 @@
 
 ``lane``: the bundled broker in process (memory://, its engine announcing arrivals), served on
 a real nats-server announcing arrivals (``--announce``), and the RobustMQ-shaped listener
-(tests/robustmq_shaped.py: no announcements, so the waker polls). ``Receiver``: a real HTTP
+(tests/support/robustmq_shaped.py: no announcements, so the waker polls). ``Receiver``: a real HTTP
 server on loopback that keeps every request it is sent and answers as told.
 """
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import json
 import threading
@@ -17,7 +16,6 @@ from dataclasses import dataclass
 
 import nats
 import pytest
-from robustmq_shaped import RobustMQShapedListener
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import (
@@ -27,6 +25,8 @@ from langchain_mq9.broker import (
     serve_on_nats,
 )
 from langchain_mq9.wake import verify
+from tests.support.robustmq_shaped import RobustMQShapedListener
+from tests.support.waiting import until
 
 LANES = ["memory", pytest.param("nats", marks=pytest.mark.slow), "robustmq_shaped"]
 SECRET = "s3cret-s3cret-s3cret"
@@ -121,11 +121,13 @@ class Receiver:
         return found
 
     async def wait_for(self, count: int, timeout: float = 30.0) -> list[dict]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.requests) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{len(self.requests)} wakes received, {count} expected")
-            await asyncio.sleep(0.02)
+        """The wakes received, once there are ``count`` (a hang guard: ``timeout``)."""
+        await until(
+            lambda: len(self.requests) >= count,
+            timeout=timeout,
+            what=f"{count} wakes received",
+            show=lambda: f"{len(self.requests)} wakes",
+        )
         return self.wakes()
 
 

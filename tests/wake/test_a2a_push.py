@@ -13,6 +13,7 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.wake import Destinations
+from tests.support.waiting import until
 
 HANG_GUARD = 30.0
 
@@ -33,13 +34,15 @@ async def ask(client, agent: str, reply_to: str, method: str, task_id: str, body
     before = {m.msg_id for m in await client.query(reply_to, limit=100)}
     headers = {w.HEADER_METHOD: method, w.HEADER_REPLY_TO: reply_to, w.HEADER_TASK_ID: task_id}
     await client.send(agent, json.dumps(body), headers=headers)
-    for _ in range(int(HANG_GUARD / 0.05)):
+
+    async def answer() -> dict | None:
         for message in await client.query(reply_to, limit=100):
             kind = message.header.get(w.HEADER_TYPE)
             if message.msg_id not in before and kind and kind != "Task" and "task" not in kind:
                 return {"type": kind, **message.json()}
-        await asyncio.sleep(0.05)
-    raise AssertionError("no answer")
+        return None
+
+    return await until(answer, timeout=HANG_GUARD, what=f"an answer to {method}", every=0.05)
 
 
 async def test_a_tasks_owner_gets_its_states_pushed(lane, receiver):

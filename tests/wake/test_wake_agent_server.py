@@ -1,5 +1,5 @@
 """A LangGraph Agent Server run started by mail (#62): a real ``langgraph dev --no-browser``
-(tests/agent_server.py) serving a small graph, a wake rule naming its assistant, and mail
+(tests/support/agent_server.py) serving a small graph, a wake rule naming its assistant, and mail
 arriving while nothing of the agent runs; on the bundled broker and the RobustMQ-shaped
 listener. The run's input names the mailbox and never carries the mail."""
 
@@ -10,11 +10,12 @@ import json
 import uuid
 
 import pytest
-from agent_server import AgentServer, langgraph_command
 
 from langchain_mq9.broker import ManualClock
 from langchain_mq9.wake import Deliverer, Destinations, RuleBook, Waker, WakeRule
 from langchain_mq9.wake.deliver import THREAD_NAMESPACE
+from tests.support.agent_server import AgentServer, langgraph_command
+from tests.support.waiting import until
 
 pytestmark = [
     pytest.mark.skipif(langgraph_command() is None, reason="needs langgraph-cli[inmem]"),
@@ -32,13 +33,12 @@ def agent_server(tmp_path_factory):
 
 
 async def runs_seen(server, count: int, timeout: float = 60.0) -> list[dict]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        lines = server.record.read_text().splitlines() if server.record.exists() else []
-        if len(lines) >= count:
-            return [json.loads(line) for line in lines]
-        assert asyncio.get_running_loop().time() < deadline, server.log()
-        await asyncio.sleep(0.1)
+    def lines() -> list[str]:
+        return server.record.read_text().splitlines() if server.record.exists() else []
+
+    what = f"{count} runs recorded"
+    await until(lambda: len(lines()) >= count, timeout=timeout, what=what, show=server.log)
+    return [json.loads(line) for line in lines()]
 
 
 @pytest.mark.parametrize("lane", ["nats", "robustmq_shaped"], indirect=True)

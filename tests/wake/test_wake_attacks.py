@@ -42,18 +42,14 @@ from langchain_mq9.wake import (
     verify,
 )
 from langchain_mq9.wake.rules import FAILED_ADDRESS, INDEX_ADDRESS
+from tests.support.waiting import until
 
 DAY = 1_700_000_000 - 1_700_000_000 % 86400
 LOOPBACK = Destinations(hosts=["127.0.0.1/32"])
 NO_FLOOR = Limits(min_interval=0)
 
 
-async def until(check, timeout: float = 60.0, what: str = "") -> None:
-    """Wait for ``check()`` (a guard against hangs only, never a timing claim)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"never happened: {what}"
-        await asyncio.sleep(0.02)
+WAIT = 60.0  # seconds: a guard against hangs only, never a timing claim
 
 
 async def failed_reasons(client: Mq9Client) -> list[str]:
@@ -88,8 +84,12 @@ async def test_a_models_agent_server_rule_never_gets_the_operators_key(memory_la
             try:
                 await client.send("agent.me", "wake up")
                 await client.send("agent.good", "wake up")
-                await until(lambda: server.requests, what="the operator's server called")
-                await until(lambda: waker.set_aside >= 1, what="the model's rule set aside")
+                await until(
+                    lambda: server.requests, timeout=WAIT, what="the operator's server called"
+                )
+                await until(
+                    lambda: waker.set_aside >= 1, timeout=WAIT, what="the model's rule set aside"
+                )
                 assert server.requests[0][1].get("x-api-key") == "operator-key-123"
                 assert listener.requests == []  # nothing, let alone the key
                 assert any("not one of the waker's" in r for r in await failed_reasons(client))
@@ -150,9 +150,13 @@ async def test_a_rules_environment_is_only_what_the_operator_allows(memory_lane,
         try:
             for n in range(len(hooks)):
                 await client.send(f"agent.hook{n}", "go")
-            await until(lambda: waker.set_aside == len(hooks), what="the hooks refused")
+            await until(
+                lambda: waker.set_aside == len(hooks), timeout=WAIT, what="the hooks refused"
+            )
             await client.send("agent.good", "go")
-            await until(lambda: out.exists() and out.read_text(), what="the good command")
+            await until(
+                lambda: out.exists() and out.read_text(), timeout=WAIT, what="the good command"
+            )
             assert json.loads(out.read_text()) == {
                 "MQ9_RULE_PROFILE": "nightly", "PYTHONWARNINGS": None, "BROWSER": None}
             reasons = await failed_reasons(client)
@@ -192,7 +196,9 @@ async def test_commands_at_once_are_capped_and_end_with_the_waker(memory_lane, t
             for n in range(4):
                 await client.send(f"agent.cmd{n}", "go")
                 await waker.check(f"agent.cmd{n}")
-            await until(lambda: len(list(tmp_path.iterdir())) == 2, what="two commands")
+            await until(
+                lambda: len(list(tmp_path.iterdir())) == 2, timeout=WAIT, what="two commands"
+            )
             assert deliverer.commands_running == 2  # the other two wait their turn
             pids = [int(p.name) for p in tmp_path.iterdir()]
             assert all(_alive(pid) for pid in pids)
@@ -294,7 +300,9 @@ async def test_sixteen_silent_webhooks_delay_only_themselves(lane, receiver):
         try:
             for n in range(16):
                 await client.send(f"agent.slow{n}", "hello")
-            await until(lambda: silent.accepted == 16, what="16 silent POSTs under way")
+            await until(
+                lambda: silent.accepted == 16, timeout=WAIT, what="16 silent POSTs under way"
+            )
             await client.send("agent.fast", "hello")
             (wake,) = await receiver.wait_for(1, timeout=60)
             assert wake["mailbox"] == "agent.fast"
@@ -346,7 +354,9 @@ async def test_every_message_of_a_large_burst_is_in_exactly_one_wake(lane):
             ids = await asyncio.gather(*(
                 client.send("agent.big", f"m{n}", priority=priorities[n % 3])
                 for n in range(330)))
-            await until(lambda: sum(w.waiting for w in seen) >= 330, what="330 in wakes")
+            await until(
+                lambda: sum(w.waiting for w in seen) >= 330, timeout=WAIT, what="330 in wakes"
+            )
             await asyncio.sleep(0.3)
             assert sum(w.waiting for w in seen) == 330
             assert max(w.newest_msg_id for w in seen) == max(ids)
@@ -369,7 +379,9 @@ async def test_burst_wakes_add_up(lane):
         try:
             for n in range(50):
                 await client.send("agent.burst", f"m{n}")
-            await until(lambda: sum(w.waiting for w in seen) >= 50, what="50 in wakes")
+            await until(
+                lambda: sum(w.waiting for w in seen) >= 50, timeout=WAIT, what="50 in wakes"
+            )
             await asyncio.sleep(0.3)
             assert sum(w.waiting for w in seen) == 50
         finally:
@@ -389,7 +401,7 @@ async def test_a_removed_rule_stops_at_once_on_a_mailbox_waker(lane):
                             mailboxes=["agent.me"], poll_interval=0.05).start()
         try:
             await client.send("agent.me", "one")
-            await until(lambda: len(seen) == 1, what="the first wake")
+            await until(lambda: len(seen) == 1, timeout=WAIT, what="the first wake")
             assert await RuleBook(client).remove("agent.me", "default")
             await client.send("agent.me", "two")
             await waker.check("agent.me")
@@ -451,7 +463,7 @@ async def test_made_up_index_entries_are_never_kept(memory_lane, receiver):
             await client.send("agent.real", "hello")
             (wake,) = await receiver.wait_for(1, timeout=60)  # a real wake meanwhile
             assert wake["mailbox"] == "agent.real"
-            await until(lambda: waker.index_read > flood, what="the flood read")
+            await until(lambda: waker.index_read > flood, timeout=WAIT, what="the flood read")
             assert waker.watching == ["agent.real"]  # nothing of the flood kept
             assert repr(waker).endswith("watching=1)")
         finally:

@@ -14,10 +14,11 @@ import time
 
 import pytest
 from conftest import SECRET, Receiver
-from devbroker_helpers import DevBroker
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.waiting import until_sync
 
 WAKE = [sys.executable, "-m", "langchain_mq9.wake"]
 pytestmark = pytest.mark.slow  # processes: the dev broker, wakers
@@ -75,20 +76,19 @@ def test_rules_through_the_cli_and_a_waker_killed_mid_burst(tmp_path):
                 return last
 
         last = asyncio.run(burst())
-        deadline = time.monotonic() + 30
-        while not receiver.requests and time.monotonic() < deadline:
-            time.sleep(0.02)
+        until_sync(lambda: receiver.requests, timeout=30, what="a first wake")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         late = asyncio.run(burst())  # mail arriving while no waker runs
         second = start_waker(broker.url)
         wakers.append(second)
-        deadline = time.monotonic() + 90  # the dead waker's claim lapses after its lease
-        while time.monotonic() < deadline:
+
+        def woken_for_late() -> bool:
             wakes = receiver.wakes()
-            if wakes and max(w["newest_msg_id"] for w in wakes) >= late:
-                break
-            time.sleep(0.1)
+            return bool(wakes) and max(w["newest_msg_id"] for w in wakes) >= late
+
+        # the dead waker's claim lapses after its lease
+        until_sync(woken_for_late, timeout=90, what="a wake for the late mail", every=0.1)
         wakes = receiver.wakes()
         assert max(w["newest_msg_id"] for w in wakes) == late, wakes
         assert last < late

@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-from credentials_support import EnforcingBroker
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.protocol.errors import Mq9Error
@@ -27,6 +26,7 @@ from langchain_mq9.wake import (
     rules_address,
 )
 from langchain_mq9.wake.rules import FAILED_ADDRESS
+from tests.support.credentials_support import EnforcingBroker
 
 SECRET = "s3cret-s3cret-s3cret"
 pytestmark = pytest.mark.slow  # a process: the enforcing dev broker

@@ -8,7 +8,6 @@ the waker is shown never to let a rule set it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -20,16 +19,12 @@ import pytest
 from langchain_mq9.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
 from langchain_mq9.wake.deliver import ENV_PREFIX, check_env_prefix
 from langchain_mq9.wake.rules import FAILED_ADDRESS
+from tests.support.waiting import until
 
 NO_FLOOR = Limits(min_interval=0)
 
 
-async def until(check, timeout: float = 60.0, what: str = "") -> None:
-    """Wait for ``check()`` (a guard against hangs only, never a timing claim)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"never happened: {what}"
-        await asyncio.sleep(0.02)
+WAIT = 60.0  # seconds: a guard against hangs only, never a timing claim
 
 
 async def failed_reasons(client) -> list[str]:
@@ -124,9 +119,11 @@ async def test_a_real_programs_hook_never_runs_through_the_waker(
                             poll_interval=0.05).start()
         try:
             await client.send("agent.hook", "go")
-            await until(lambda: waker.set_aside == 1, what="the hook refused")
+            await until(lambda: waker.set_aside == 1, timeout=WAIT, what="the hook refused")
             await client.send("agent.good", "go")
-            await until(lambda: out.exists() and out.read_text(), what="the good command")
+            await until(
+                lambda: out.exists() and out.read_text(), timeout=WAIT, what="the good command"
+            )
             assert json.loads(out.read_text()) == {"MQ9_RULE_PROFILE": "nightly"}
             (reason,) = await failed_reasons(client)
             assert f"env {name!r} is not one the waker lets a rule set" in reason

@@ -7,10 +7,10 @@ import json
 import uuid
 
 import pytest
-from mcp_support import ok, stdio_session
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.operations.catalog import DEFAULT_OPERATIONS
+from tests.support.mcp_support import ok, stdio_session
 
 SECRET = "s3cret-s3cret-s3cret"
 

@@ -12,8 +12,6 @@ import re
 import signal
 
 import pytest
-from devbroker_helpers import port_open, process_alive, wait_until
-from jetstream_servers import JetStreamCluster
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import Broker, BrokerConfig, BrokerLimits, StartupError
@@ -23,6 +21,8 @@ from langchain_mq9.broker.identities.callout import SETUP_FILE, Issuer
 from langchain_mq9.broker.identities.store import CredentialError
 from langchain_mq9.metrics.meter import RequestMeter
 from langchain_mq9.protocol.errors import NotAllowed
+from tests.support.devbroker_helpers import port_open, process_alive, wait_until
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # nats-servers, and a broker serving on them in this process
 

@@ -20,6 +20,7 @@ import nats
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.storage.cluster import DEFAULT_NAME, Layout, token
 from langchain_mq9.groups.reader import GroupReader
+from tests.support.waiting import until
 
 STORAGE = Layout(DEFAULT_NAME)
 STREAM = STORAGE.messages
@@ -96,10 +97,12 @@ class Attacker:
         """Until nats-server has said that ``what`` (publish, subscription) to ``subject``
         is a permissions violation (nats-py lowercases what the server said)."""
         said = f'permissions violation for {what} to "{subject.lower()}"'
-        deadline = time.monotonic() + VIOLATION_WITHIN
-        while not any(said in error for error in self.errors):
-            assert time.monotonic() < deadline, (said, self.errors)
-            await asyncio.sleep(0.02)
+        await until(
+            lambda: any(said in error for error in self.errors),
+            timeout=VIOLATION_WITHIN,
+            what=said,
+            show=lambda: self.errors,
+        )
 
     async def refused_request(self, subject: str, body: bytes) -> None:
         """``subject`` asked with an inbox of the attacker's to answer to: nats-server refuses
@@ -122,10 +125,12 @@ class Attacker:
         subscription = await self.connection.subscribe(inbox, cb=keeper(answers))
         await self.connection.publish("$JS.API.INFO", b"", reply=inbox)
         said = 'permissions violation for publish to "$js.api.info"'
-        deadline = time.monotonic() + VIOLATION_WITHIN
-        while not answers and not any(said in error for error in self.errors):
-            assert time.monotonic() < deadline, self.errors
-            await asyncio.sleep(0.02)
+        await until(
+            lambda: answers or any(said in error for error in self.errors),
+            timeout=VIOLATION_WITHIN,
+            what="an answer or a refusal",
+            show=lambda: self.errors,
+        )
         await subscription.unsubscribe()
         for answer in answers:
             assert json.loads(answer.data)["error"]["err_code"] == NO_JETSTREAM, answer.data

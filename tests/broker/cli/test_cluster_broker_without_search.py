@@ -10,10 +10,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster, wait_serving
 
 from langchain_mq9 import Mq9Client
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 
 pytestmark = pytest.mark.slow  # nats-server and broker processes
 

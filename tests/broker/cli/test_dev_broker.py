@@ -14,13 +14,13 @@ from pathlib import Path
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli.dev_broker import build_parser, main
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.broker.storage import DEFAULT_FILE_NAME, data_file
 from langchain_mq9.protocol.errors import from_reply
+from tests.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 
 pytestmark = pytest.mark.slow
 

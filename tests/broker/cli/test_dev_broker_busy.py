@@ -13,9 +13,9 @@ import sys
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker
 
 from langchain_mq9 import protocol as p
+from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow
 

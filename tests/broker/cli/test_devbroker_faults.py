@@ -19,11 +19,12 @@ import time
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +37,8 @@ async def restart(server, port: int):
 
 async def wait_served(connection, timeout: float = 10) -> None:
     """Until the broker's own connection is back and its subscription is registered."""
-    deadline = time.monotonic() + timeout
-    while not connection.is_connected:
-        assert time.monotonic() < deadline, "the broker did not reconnect"
-        await asyncio.sleep(0.01)
+    what = "the broker reconnected"
+    await until(lambda: connection.is_connected, timeout=timeout, what=what, every=0.01)
     await connection.flush(timeout)
 
 
@@ -121,12 +120,13 @@ class Retried:
         return answer
 
     async def until_done(self, subject: str, body: bytes | dict = b"", headers=None) -> dict:
-        for _ in range(400):  # bounded: about 20 s
-            try:
-                return await self.call(subject, body, headers)
-            except (TimeoutError, nats.errors.Error):
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"{subject} never got through")
+        return await until(
+            lambda: self.call(subject, body, headers),
+            timeout=20,
+            what=f"{subject} through",
+            every=0.05,
+            ignoring=(TimeoutError, nats.errors.Error),
+        )
 
 
 async def test_server_restart_under_producer_and_consumer_loses_nothing():

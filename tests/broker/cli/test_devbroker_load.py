@@ -15,10 +15,10 @@ import asyncio
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker, request_ok
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.devbroker_helpers import DevBroker, request_ok
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ import socket
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow
 

@@ -26,9 +26,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from credentials_support import ask, ok
-from devbroker_helpers import DevBroker, port_open, wait_until, write_mailbox
-from jetstream_servers import wait_serving
 from storage_probes import (
     hears_no_storage_answers,
     reaches_no_storage,
@@ -38,6 +35,9 @@ from storage_probes import (
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.credentials_support import ask, ok
+from tests.support.devbroker_helpers import DevBroker, port_open, wait_until, write_mailbox
+from tests.support.jetstream_servers import wait_serving
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers, twice
 pytest.importorskip("nkeys")

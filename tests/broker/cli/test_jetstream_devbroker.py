@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import pytest
 import test_devbroker_load
-from store_lane import store_broker
 from test_devbroker_wire import *  # noqa: F403  (the tests, and their ``wire`` fixture)
+
+from tests.support.store_lane import store_broker
 
 pytestmark = pytest.mark.slow  # nats-server and the dev broker: processes
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import nats
 import pytest
-from jetstream_servers import JetStreamCluster
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import Broker, BrokerConfig
 from langchain_mq9.broker.cli import state
 from langchain_mq9.broker.cli.state import OldState, _records
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

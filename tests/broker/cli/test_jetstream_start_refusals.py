@@ -15,14 +15,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from devbroker_helpers import DevBroker, request_ok
-from jetstream_servers import JetStreamCluster, wait_serving
 
 import langchain_mq9.broker.cli.credentials as credentials_cli
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli.dev_broker import main
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.storage.cluster import DEFAULT_NAME, Layout
+from tests.support.devbroker_helpers import DevBroker, request_ok
+from tests.support.jetstream_servers import JetStreamCluster, wait_serving
+from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # nats-servers and brokers: processes
 
@@ -228,11 +229,13 @@ def test_a_cluster_that_does_not_form_in_time_is_given_up_saying_what_was_missin
 
 
 def _logged(broker: DevBroker, words: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(words in line for line in broker.stderr):
+    def said() -> bool:
+        if any(words in line for line in broker.stderr):
+            return True
         assert broker.process.poll() is None, broker.output()
-        assert time.monotonic() < deadline, broker.output()
-        time.sleep(0.1)
+        return False
+
+    until_sync(said, timeout=timeout, what=repr(words), every=0.1, show=broker.output)
 
 
 def test_a_stream_jetstream_refuses_for_good_is_one_line_and_an_exit():

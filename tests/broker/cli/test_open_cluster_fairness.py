@@ -32,6 +32,7 @@ from test_documented_cluster import (
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.serving.pacing import REQUEST_INFO, requester
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # three nats-servers and a broker
 pytest.importorskip("nkeys")
@@ -65,13 +66,6 @@ def cluster(tmp_path_factory):
         yield without_login(brokers[0]).split()[2].split(","), password
     finally:
         deployment.close()
-
-
-async def _until(condition, what: str) -> None:
-    deadline = time.monotonic() + ANSWER
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.05)
 
 
 class Flooder:
@@ -116,7 +110,7 @@ async def _flooded(url: str, headers: dict[str, str] | None = None) -> tuple[int
     flooder = Flooder(flooder_nc, headers)
     task = asyncio.create_task(flooder.run())
     try:
-        await _until(lambda: flooder.refused > 0, "the flooder refused too many waiting")
+        await until(lambda: flooder.refused > 0, timeout=ANSWER, what="a flooder's ask refused")
         before = flooder.refused
         for _ in range(3):
             answer = await other.request(p.MSG_QUERY + BOX, QUERY, timeout=ANSWER)

@@ -24,11 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
+from typing import Any
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker, write_mailbox
 from storage_probes import STREAM, reaches_no_storage, still_served, stream_unchanged
 from test_documented_cluster import (
     Deployment,
@@ -42,6 +41,8 @@ from langchain_mq9 import MailboxExists, Mq9Client, Mq9Error
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.storage.cluster import token
 from langchain_mq9.broker.storage.cluster.mapping import ARRIVALS_PREFIX
+from tests.support.devbroker_helpers import DevBroker, write_mailbox
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # three nats-servers and three brokers; a dev broker
 pytest.importorskip("nkeys")
@@ -125,23 +126,20 @@ async def _announcements_heard(url: str, login: str) -> None:
         await listener.flush()
         # announced again until heard: the listener's interest reaches the other servers of
         # the cluster a moment after its own server has it (an announcement is idempotent)
-        deadline = time.monotonic() + ROUND_TRIP
-        while heard.empty():
-            assert time.monotonic() < deadline, "no announcement heard"
+        async def announced_and_heard() -> Any:
             await broker.publish(ARRIVALS_PREFIX + token("kept.box"), b"")
             await broker.flush()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_wait_nonempty(heard), 0.5)
-        msg = heard.get_nowait()
+                return await asyncio.wait_for(heard.get(), 0.5)
+            return None
+
+        msg = await until(
+            announced_and_heard, timeout=ROUND_TRIP, what="an announcement heard", every=0
+        )
         assert msg.subject == ARRIVALS_PREFIX + token("kept.box")
     finally:
         await listener.close()
         await broker.close()
-
-
-async def _wait_nonempty(queue: asyncio.Queue) -> None:
-    while queue.empty():
-        await asyncio.sleep(0.02)
 
 
 def test_a_broker_keeps_its_login_through_rolling_restarts_of_the_servers(tmp_path):
@@ -184,19 +182,19 @@ def _reconnects(broker: DevBroker) -> int:
 async def _round_trip(urls: str) -> None:
     """Until a SEND and a FETCH through the broker succeed (a hang guard of ROUND_TRIP s:
     the cluster elects its leaders again after each restart)."""
-    deadline = time.monotonic() + ROUND_TRIP
-    while True:
-        try:
-            async with Mq9Client(urls, request_timeout=5) as client:
-                with contextlib.suppress(MailboxExists):  # made by an earlier round trip
-                    await client.mailbox_create(name="rolling.box")
-                msg_id = await client.send("rolling.box", "still served")
-                fetched = await client.fetch("rolling.box", from_id=msg_id, num_msgs=1)
-                assert [m.msg_id for m in fetched] == [msg_id]
-                return
-        except (Mq9Error, OSError, TimeoutError) as exc:  # the cluster still electing
-            assert time.monotonic() < deadline, f"no round trip in {ROUND_TRIP} s: {exc}"
-            await asyncio.sleep(0.5)
+
+    async def served() -> bool:
+        async with Mq9Client(urls, request_timeout=5) as client:
+            with contextlib.suppress(MailboxExists):  # made by an earlier round trip
+                await client.mailbox_create(name="rolling.box")
+            msg_id = await client.send("rolling.box", "still served")
+            fetched = await client.fetch("rolling.box", from_id=msg_id, num_msgs=1)
+            assert [m.msg_id for m in fetched] == [msg_id]
+            return True
+
+    # what the cluster says while it is still electing
+    electing = (Mq9Error, OSError, TimeoutError)
+    await until(served, timeout=ROUND_TRIP, what="a round trip", every=0.5, ignoring=electing)
 
 
 async def test_the_dev_brokers_own_nats_server_has_no_jetstream():

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster, wait_serving
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.cli.dev_broker import main
 from langchain_mq9.broker.cli.state import SUBJECT_PREFIX, _records
 from langchain_mq9.protocol.errors import Mq9Error
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 
 pytestmark = pytest.mark.slow  # a nats-server and brokers: processes
 pytest.importorskip("nkeys")

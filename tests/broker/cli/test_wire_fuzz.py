@@ -39,12 +39,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
-from devbroker_helpers import DevBroker, port_open, process_alive, wait_until
-from raw_nats import CRLF, RawPeer, frame
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import LARGEST_MAX_PAYLOAD, free_port
+from tests.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
+from tests.support.raw_nats import CRLF, RawPeer, frame
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ import asyncio
 import re
 
 import pytest
-from jetstream_servers import JetStreamCluster
 
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.cluster.survey import (
@@ -21,6 +20,8 @@ from langchain_mq9.broker.cluster.survey import (
     servers_told,
     survey,
 )
+from tests.support.jetstream_servers import JetStreamCluster
+from tests.support.waiting import until
 
 
 def test_a_url_named_three_times_is_one_server():
@@ -92,19 +93,18 @@ def test_a_clustered_servers_info_tells_of_every_server_once_it_has_formed():
     with JetStreamCluster(3) as cluster:
         infos = asyncio.run(survey([*cluster.urls, cluster.urls[0]], "the cluster"))
         assert len(infos) == 3
-        assert asyncio.run(_until_told(cluster.urls[0], 3))
+        # the routes connect within a second or two; a hang guard
+        told = until(lambda: _told(cluster.urls[0], 3), timeout=30, what="3 servers", every=0.1)
+        assert asyncio.run(told)
     with JetStreamCluster(1) as lone:
         info = asyncio.run(read_info(lone.urls[0]))
         assert info["jetstream"] and not info.get("cluster")
         assert replicas_for(info) == 1
 
 
-async def _until_told(url: str, servers: int) -> bool:
-    for _ in range(300):  # the routes connect within a second or two; a hang guard
-        if servers_told(await read_info(url)) >= servers:
-            return True
-        await asyncio.sleep(0.1)
-    return False
+async def _told(url: str, servers: int) -> bool:
+    """Whether the INFO of the server at ``url`` tells of ``servers`` servers."""
+    return servers_told(await read_info(url)) >= servers
 
 
 def test_a_wait_says_what_it_waits_for_once_and_gives_up_at_its_bound():

@@ -15,11 +15,11 @@ import json
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from raw_nats import socket_request
 
 from langchain_mq9 import Mq9Error
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
+from tests.support.raw_nats import socket_request
 
 pytestmark = pytest.mark.slow
 

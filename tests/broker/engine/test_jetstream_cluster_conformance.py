@@ -19,7 +19,6 @@ from typing import Any
 import nats
 import pytest
 from conftest import Broker
-from jetstream_servers import JetStreamCluster
 from test_conformance_fetch import *  # noqa: F403  (the tests, and their own fixtures)
 from test_conformance_mailbox import *  # noqa: F403
 from test_conformance_registry import *  # noqa: F403
@@ -27,6 +26,7 @@ from test_conformance_registry import *  # noqa: F403
 from langchain_mq9.broker import drop_memory_broker, install_memory_broker
 from langchain_mq9.broker.engine.cluster import ClusterEngine
 from langchain_mq9.broker.storage.cluster import ClusterStore
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

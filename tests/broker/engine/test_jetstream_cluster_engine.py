@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
-from jetstream_servers import JetStreamCluster
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.engine.cluster import ClusterEngine
@@ -26,6 +25,7 @@ from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.groups import GroupReader
 from langchain_mq9.protocol import Priority
 from langchain_mq9.protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import nats
 import pytest
-import store_lane
 from conftest import start_broker, stop_broker
 from groups.test_consume import *  # noqa: F403  (the tests)
 from groups.test_dead_letters import *  # noqa: F403
@@ -25,6 +24,7 @@ from test_robustmq_ported import *  # noqa: F403
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.storage import MemoryStorage
+from tests.support import store_lane
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

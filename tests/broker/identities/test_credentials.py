@@ -14,7 +14,6 @@ import time
 import uuid
 
 import pytest
-from jetstream_servers import JetStreamCluster
 from nats.aio.msg import Msg
 
 import langchain_mq9.broker.identities.ownership as ids
@@ -38,6 +37,8 @@ from langchain_mq9.broker.identities.store import (
     IdentityStore,
 )
 from langchain_mq9.groups import dead_letters, leases
+from tests.support.jetstream_servers import JetStreamCluster
+from tests.support.waiting import until_sync
 
 pytest.importorskip("nkeys")  # the credentials extra
 from nacl.signing import VerifyKey  # nkeys' own dependency
@@ -79,18 +80,12 @@ def until_seen(store: BaseIdentityStore, change) -> None:
     next look for SQLite, when its watch delivers it for KV (bounded)."""
     if isinstance(store, IdentityStore):
         store.monotonic = lambda: time.monotonic() + LOOK_EVERY  # the next look is due
-    deadline = time.monotonic() + WAIT
-    while not change():
-        assert time.monotonic() < deadline, "the change did not reach the store"
-        time.sleep(0.01)
+    until_sync(change, timeout=WAIT, what="the change to reach the store", every=0.01)
 
 
 def last_seen(store: BaseIdentityStore) -> int | None:
     """The one credential's last login, once the store holds it (KV notes it unawaited)."""
-    deadline = time.monotonic() + WAIT
-    while (found := store.listing()[0].last_seen) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return found
+    return until_sync(lambda: store.listing()[0].last_seen, timeout=WAIT, what="a last login")
 
 
 # -- the credential store -------------------------------------------------------------------------

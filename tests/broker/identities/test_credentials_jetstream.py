@@ -16,14 +16,10 @@ import io
 import json
 import signal
 import stat
-import time
 from pathlib import Path
 
 import nats
 import pytest
-from credentials_support import AgentLogins, ask, ok, on_close
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster, wait_serving
 from test_hostile_requests_credentialed import (
     test_a_plain_request_is_told_to_use_a_credential as plain_request,
 )
@@ -55,6 +51,10 @@ from test_hostile_requests_credentialed import (
 import langchain_mq9.broker.cli.credentials as credentials_cli
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.identities.callout import SETUP_FILE
+from tests.support.credentials_support import AgentLogins, ask, ok, on_close
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.jetstream_servers import JetStreamCluster, wait_serving
+from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers
 pytest.importorskip("nkeys")
@@ -237,10 +237,13 @@ async def test_the_other_broker_serves_on_with_the_same_owners_and_revocations(d
 
 def _logged(broker: DevBroker, words: str) -> None:
     """Until ``broker``'s log holds ``words`` (its reader thread may lag: bounded)."""
-    deadline = time.monotonic() + 10
-    while words not in "\n".join(broker.stderr):
-        assert time.monotonic() < deadline, broker.output()
-        time.sleep(0.05)
+    until_sync(
+        lambda: words in "\n".join(broker.stderr),
+        timeout=10,
+        what=f"{words!r} in the broker's log",
+        every=0.05,
+        show=broker.output,
+    )
 
 
 def test_a_server_that_lets_anyone_in_is_refused_at_start(tmp_path):

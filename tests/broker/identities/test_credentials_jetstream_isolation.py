@@ -23,9 +23,6 @@ import time
 
 import nats
 import pytest
-from credentials_support import AgentLogins, ask, ok, on_close, raw_login, until_closed
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster, wait_serving
 from test_credentials_jetstream import Deployment, _refused, credentials
 from test_credentials_jetstream import deployment as deployment  # a cluster of this module's
 
@@ -42,6 +39,16 @@ from langchain_mq9.broker.identities.callout import (
 from langchain_mq9.broker.identities.kv_store import identities_bucket
 from langchain_mq9.broker.identities.ownership import MARKER, PRINCIPAL_WILDCARD
 from langchain_mq9.broker.storage.cluster import DEFAULT_NAME, Layout, token
+from tests.support.credentials_support import (
+    AgentLogins,
+    ask,
+    ok,
+    on_close,
+    raw_login,
+    until_closed,
+)
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers
 pytest.importorskip("nkeys")

@@ -18,10 +18,10 @@ import asyncio
 import hashlib
 
 import pytest
-from credentials_support import ask, ok
 from test_credentials_jetstream import Deployment
 
 from langchain_mq9 import protocol as p
+from tests.support.credentials_support import ask, ok
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers
 pytest.importorskip("nkeys")

@@ -14,9 +14,6 @@ import json
 import nats
 import pytest
 from broker.engine.test_hostile_requests import BAD_BYTES, CASES, ESCAPE
-from credentials_support import EnforcingBroker, ask, issue, ok, on_close, revoke
-from devbroker_helpers import DevBroker
-from raw_nats import socket_request
 
 from langchain_mq9 import protocol as p
 from langchain_mq9._nats.guard import flush_in_order
@@ -24,6 +21,10 @@ from langchain_mq9.a2a import wire
 from langchain_mq9.broker.identities.ownership import MARKER, WAKE_FAILED, digest
 from langchain_mq9.broker.identities.store import IdentityStore, identities_file
 from langchain_mq9.groups import dead_letters, leases
+from tests.support.credentials_support import EnforcingBroker, ask, issue, ok, on_close, revoke
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.raw_nats import socket_request
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a dev broker and its nats-server (tests/conftest.py's rule)
 pytest.importorskip("nkeys")
@@ -50,13 +51,8 @@ class Denials:
 
     async def at_least(self, count: int, what: str, timeout: float = 15.0) -> None:
         """Wait on the loop (which delivers them) until ``count`` errors came."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.seen) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(
-                    f"timed out after {timeout}s waiting until {what}: {self.seen}"
-                )
-            await asyncio.sleep(0.02)
+        seen = self.seen
+        await until(lambda: len(seen) >= count, timeout=timeout, what=what, show=lambda: seen)
 
 
 async def _quiet(coro) -> None:

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
-from jetstream_servers import JetStreamCluster, close_store, open_store
 from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
@@ -33,6 +32,7 @@ from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.identities.kv_store import KvIdentityStore
 from langchain_mq9.broker.identities.ownership import Identities
 from langchain_mq9.broker.storage.cluster import ClusterStore
+from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 pytest.importorskip("nkeys")  # the credentials extra

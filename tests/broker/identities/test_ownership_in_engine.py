@@ -16,7 +16,6 @@ import json
 import uuid
 
 import pytest
-from jetstream_servers import JetStreamCluster
 from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
@@ -24,6 +23,7 @@ from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker.identities.kv_store import KvIdentityStore
 from langchain_mq9.broker.identities.ownership import Identities
 from langchain_mq9.broker.identities.store import BaseIdentityStore, IdentityStore
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytest.importorskip("nkeys")  # the credentials extra
 

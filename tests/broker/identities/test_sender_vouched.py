@@ -22,8 +22,6 @@ import json
 import nats
 import pytest
 from nats.aio.msg import Msg
-from raw_nats import socket_request
-from store_lane import STATE_SERVER, ClusterLayout
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
@@ -42,6 +40,8 @@ from langchain_mq9.broker.storage import SqliteStorage
 from langchain_mq9.broker.storage.cluster import ClusterStore
 from langchain_mq9.groups import dead_letters, replay
 from langchain_mq9.protocol.errors import Mq9Error
+from tests.support.raw_nats import socket_request
+from tests.support.store_lane import STATE_SERVER, ClusterLayout
 
 pytest.importorskip("nkeys")  # the credentials extra
 

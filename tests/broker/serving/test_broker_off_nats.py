@@ -13,11 +13,11 @@ import asyncio
 import uuid
 
 import pytest
-from jetstream_servers import JetStreamCluster
 
 from langchain_mq9.broker import Broker
 from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.config import BrokerConfig, StartupError
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

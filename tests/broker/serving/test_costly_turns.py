@@ -16,7 +16,6 @@ import json
 
 import nats
 import pytest
-from credentials_support import as_principal, ask, ok
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
@@ -24,6 +23,7 @@ from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.identities.ownership import Identities
 from langchain_mq9.broker.identities.store import IdentityStore
 from langchain_mq9.broker.serving.serve import NatsService
+from tests.support.credentials_support import as_principal, ask, ok
 
 BOX = "turns.box"
 QUERY = p.encode({"tags": [f"tag{i}" for i in range(1_000)]})  # above LARGE_BODY: costly

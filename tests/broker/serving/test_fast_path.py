@@ -16,7 +16,6 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from store_lane import STATE_SERVER
 
 from langchain_mq9._nats import fast_path
 from langchain_mq9._nats import guard as nats_guard
@@ -31,6 +30,7 @@ from langchain_mq9._nats.guard import flush_in_order, protect
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
 from langchain_mq9.client import Mq9Client
+from tests.support.store_lane import STATE_SERVER
 
 pytestmark = pytest.mark.asyncio
 

@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlparse
 
 import pytest
-from jetstream_servers import JetStreamCluster
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import Broker
 from langchain_mq9.broker.config import BrokerConfig
 from langchain_mq9.broker.engine.sending import CLUSTER, MOST_SECONDS
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server cluster
 

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from jetstream_servers import JetStreamCluster, engine_broker
 
 from langchain_mq9 import Mq9Client
+from tests.support.jetstream_servers import JetStreamCluster, engine_broker
 
 pytestmark = pytest.mark.slow  # nats-server and broker processes
 

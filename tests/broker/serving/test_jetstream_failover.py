@@ -16,11 +16,11 @@ import uuid
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import Broker, BrokerConfig
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # nats-server processes
 

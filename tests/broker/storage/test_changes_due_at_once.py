@@ -19,13 +19,13 @@ import json
 
 import nats
 import pytest
-from devbroker_helpers import request_ok
-from jetstream_servers import JetStreamCluster
 from test_durability import T0, engine_state
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock, serve_on_nats
 from langchain_mq9.broker.storage import SqliteStorage
+from tests.support.devbroker_helpers import request_ok
+from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # nats-server processes
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker, port_open, process_alive, request_ok, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +33,13 @@ from langchain_mq9.broker import BrokerEngine, ManualClock
 from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.engine.sending import MOST_SECONDS
 from langchain_mq9.broker.storage import SqliteStorage, StorageError
+from tests.support.devbroker_helpers import (
+    DevBroker,
+    port_open,
+    process_alive,
+    request_ok,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 

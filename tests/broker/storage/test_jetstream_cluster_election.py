@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import nats
 import pytest
-from jetstream_servers import FORMING, JetStreamCluster, open_replicated_store
 
 from langchain_mq9.broker.storage import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore
+from tests.support.jetstream_servers import FORMING, JetStreamCluster, open_replicated_store
 
 pytestmark = pytest.mark.slow  # three nats-server processes
 

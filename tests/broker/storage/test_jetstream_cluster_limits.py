@@ -23,8 +23,6 @@ from collections.abc import Iterator
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster, close_store, open_store, wait_serving
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
@@ -32,6 +30,8 @@ from langchain_mq9.broker.engine.cluster import ClusterEngine
 from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.protocol.errors import Mq9Error
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store, wait_serving
 
 pytestmark = pytest.mark.slow  # three nats-servers and two broker processes
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import nats
 import pytest
-from devbroker_helpers import DevBroker
 from test_durability import Restartable
 
 from langchain_mq9 import protocol as p
@@ -30,6 +29,7 @@ from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.storage import SqliteStorage, StorageError
 from langchain_mq9.broker.storage.request_log import RequestLog
 from langchain_mq9.broker.storage.sqlite import FOLD_EVERY
+from tests.support.devbroker_helpers import DevBroker
 
 DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
 

@@ -12,13 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import nats
-from devbroker_helpers import DevBroker
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.identities.store import LOOK_EVERY, IdentityStore, identities_file
+from tests.support.devbroker_helpers import DevBroker
 
 REQUEST_TIMEOUT = 10.0
 

@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.support.waiting import until_sync
+
 READY = "mq9 dev broker ready on "
 START_TIMEOUT = 30.0  # a cold interpreter importing langchain on a busy 2-core box
 
@@ -42,7 +44,7 @@ class DevBroker:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            cwd=cwd or Path(__file__).resolve().parents[1],
+            cwd=cwd or Path(__file__).resolve().parents[2],
             env=env,
         )
         self.stdout: list[str] = []
@@ -161,12 +163,8 @@ def process_alive(pid: int) -> bool:
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.02) -> None:
-    """Poll ``condition`` until true, or fail after ``timeout`` seconds saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(interval)
+    """``support.waiting.until_sync`` under the name the dev-broker tests call it by."""
+    until_sync(condition, timeout=timeout, what=what, every=interval)
 
 
 async def request_ok(connection, subject: str, body=b"", headers=None, timeout: float = 10) -> dict:

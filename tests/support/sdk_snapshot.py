@@ -14,7 +14,7 @@ import pytest
 
 # The mirror the project's tooling fetches beside this checkout; MQ9_SDK_REPO names another
 # git directory or checkout.
-DEFAULT_MIRROR = Path(__file__).resolve().parents[2] / ".mirror" / "robustmq+mq9" / "repo"
+DEFAULT_MIRROR = Path(__file__).resolve().parents[3] / ".mirror" / "robustmq+mq9" / "repo"
 
 
 def sdk_repo() -> Path:

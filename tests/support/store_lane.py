@@ -26,12 +26,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import nats
-from devbroker_helpers import DevBroker
-from jetstream_servers import JetStreamCluster
 
 from langchain_mq9.broker.engine.cluster import ClusterEngine
 from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.storage.cluster import ClusterStore, Layout
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.jetstream_servers import JetStreamCluster
 
 STORES = ("memory", "jetstream")
 TEST_STORE = os.environ.get("MQ9_TEST_STORE") or "memory"

@@ -5,22 +5,22 @@ broker, as the store's tests see one)."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import nats
-from devbroker_helpers import DevBroker
 
 from bench.js_cluster import START_TIMEOUT, JetStreamCluster, JetStreamServer
 from langchain_mq9.broker.storage.base import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore
+from tests.support.devbroker_helpers import DevBroker
+from tests.support.waiting import until, until_sync
 
 FORMING = 120.0  # seconds: a cluster on a busy 2-core machine electing its leaders
 READY_TIMEOUT = 120.0  # a busy 2-core machine importing the package
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = [
     "FORMING",
@@ -51,30 +51,32 @@ async def close_store(store: ClusterStore) -> None:
 def wait_serving(broker: DevBroker, timeout: float = 60.0) -> None:
     """Until ``broker`` (``--store jetstream``) serves (every broker of a store serves at
     once: there is no takeover to wait for)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def serving() -> bool:
         if any("ready on" in line for line in broker.stdout):
-            return
+            return True
         assert broker.process.poll() is None, broker.output()
-        time.sleep(0.1)
-    raise AssertionError(f"not serving in {timeout:g} s; {broker.output()}")
+        return False
+
+    until_sync(serving, timeout=timeout, what="the broker serving", every=0.1, show=broker.output)
 
 
 async def open_replicated_store(url: str, layout: str) -> ClusterStore:
     """The R3 cluster store of ``layout``, opened once the cluster just started has elected
     its leaders (tried again each second for FORMING seconds)."""
     connection = await nats.connect(url)
-    deadline = time.monotonic() + FORMING
-    while True:
+
+    async def opened() -> ClusterStore:
         store = ClusterStore(connection, name=layout, replicas=3, timeout=10.0)
         try:
             await store.open()
-            return store
         except StorageError:
             await store.close()
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1)
+            raise
+        return store
+
+    what = f"the R3 store {layout} open"
+    return await until(opened, timeout=FORMING, what=what, every=1, ignoring=(StorageError,))
 
 
 def engine_broker(urls: list[str], stream: str) -> subprocess.Popen[str]:

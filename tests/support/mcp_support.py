@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -23,8 +22,9 @@ from mcp.client.stdio import stdio_client
 
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.waiting import until_sync
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Every MCP request a test makes is bounded by this.
 REQUEST_TIMEOUT = 20.0  # seconds
@@ -117,17 +117,15 @@ def http_server(*args: str, port: int | None = None, **env: str) -> Iterator[str
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def listening() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"mq9-mcp exited early: {process.stderr.read().decode()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("mq9-mcp did not listen within 20 s") from None
-                time.sleep(0.05)
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+
+        what = f"mq9-mcp listening on {port}"
+        until_sync(listening, timeout=20, what=what, every=0.05, ignoring=(OSError,))
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         end_process(process)

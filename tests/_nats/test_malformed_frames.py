@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import nats
 import pytest
 from nats.aio.client import Client
 from nats.protocol.parser import Parser
-from raw_nats import RawPeer, frame
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9._nats import guard as nats_guard
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
+from tests.support.raw_nats import RawPeer, frame
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,21 +42,19 @@ async def _honest_round(client: Mq9Client, address: str) -> None:
 
 
 async def _until_answered(client: Mq9Client, address: str, within: float) -> None:
-    """Poll (no fixed sleep) until an honest round succeeds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            await _honest_round(client, address)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
+    """Until an honest round succeeds (no fixed sleep); fail after ``within`` seconds."""
+
+    async def answered() -> bool:
+        await _honest_round(client, address)
+        return True
+
+    what = "an honest round answered"
+    await until(answered, timeout=within, what=what, every=0.05, ignoring=(Exception,))
 
 
 async def test_nats_py_internals_are_what_the_guard_expects():
     # A nats-py upgrade that changes what the guard relies on fails here, loudly (at run time
-    # the guard is then off, with a warning: tests/client/test_guard_checks.py).
+    # the guard is then off, with a warning: tests/_nats/test_guard_checks.py).
     assert nats_guard._parser_problem(Client()) is None
 
 

@@ -23,12 +23,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from langchain_mq9.broker.cluster.servers import free_port
+from tests.support.waiting import until_sync
 
 START_SECONDS = 120.0  # a hang guard: a cold start imports langgraph-api and its runtime
 STOP_SECONDS = 15.0
@@ -144,20 +144,17 @@ class AgentServer:
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"langgraph dev exited:\n{self.log()}")
-            try:
-                found = self.request("POST", "/assistants/search", {"limit": 100})
-            except OSError:
-                time.sleep(0.25)
-                continue
+            found = self.request("POST", "/assistants/search", {"limit": 100})
             self.assistant_ids = {a["graph_id"]: a["assistant_id"] for a in found}
-            if set(self.graphs) <= set(self.assistant_ids):
-                return
-            time.sleep(0.25)
-        raise TimeoutError(f"langgraph dev not ready in {START_SECONDS} s:\n{self.log()}")
+            return set(self.graphs) <= set(self.assistant_ids)
+
+        what = f"langgraph dev serving {sorted(self.graphs)}"
+        until_sync(
+            ready, timeout=START_SECONDS, what=what, every=0.25, ignoring=(OSError,), show=self.log
+        )
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """One JSON request to the server (a test's own look at what it holds)."""

@@ -1,5 +1,5 @@
 """One replica of a served agent, as its own process (tests/a2a/test_agent_calls_kill.py kills it):
-``python tests/a2a_replica.py NATS_URL WORKER LOG [LEASE_TTL]``. Each task appends
+``python tests/support/a2a_replica.py NATS_URL WORKER LOG [LEASE_TTL]``. Each task appends
 ``start <text>`` and ``done <text>`` lines to LOG, and takes a moment."""
 
 from __future__ import annotations
@@ -8,11 +8,10 @@ import asyncio
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from a2a_support import text_graph, text_io
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: tests.support
 
 from langchain_mq9.a2a.server import serve_agent
+from tests.support.a2a_support import text_graph, text_io
 
 PAUSE = 0.3  # long enough that a kill lands mid-task
 
