@@ -42,9 +42,11 @@ SUBJECTS = "$mq9.AI.>"
 OPEN_WAIT = 120.0  # seconds a start waits for the cluster's JetStream to answer
 
 
-def count_head_reads(connection: Any) -> Any:
+async def count_head_reads(urls: list[str]) -> Any:
     """Count every ``Numbering.read_last`` of this process; the counts answered on
-    ``bench.counts.<pid>``. Returns the coroutine that subscribes."""
+    ``bench.counts.<pid>``, on a connection of their own (the broker's is guarded and read
+    by its fast path: a subscription made on it before stopped the broker's reading). Returns
+    that connection."""
     counts = {"head_reads": 0}
     read_last = Numbering.read_last
 
@@ -57,7 +59,9 @@ def count_head_reads(connection: Any) -> Any:
     async def answer(msg: Any) -> None:
         await msg.respond(json.dumps(counts).encode())
 
-    return connection.subscribe(f"bench.counts.{os.getpid()}", cb=answer)
+    connection = await nats.connect(urls)
+    await connection.subscribe(f"bench.counts.{os.getpid()}", cb=answer)
+    return connection
 
 
 async def serve(
@@ -69,8 +73,7 @@ async def serve(
     count: bool = False,
 ) -> None:
     connection = await nats.connect(urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-    if count:
-        await count_head_reads(connection)
+    counting = await count_head_reads(urls) if count else None
     store = ClusterStore(connection, name=stream, replicas=replicas)
     deadline = asyncio.get_running_loop().time() + OPEN_WAIT
     while True:  # a cluster forming, or one of its servers restarting, answers later
@@ -90,6 +93,8 @@ async def serve(
         await service.stop()
         await store.close()
         await connection.close()
+        if counting is not None:
+            await counting.close()
         return
     running: set[asyncio.Task[None]] = set()
 

@@ -42,3 +42,7 @@ def mappings_block(indent: str = "  ", depth: int = DEPTH) -> str:
     import from ``CLIENTS`` is mapped by it too)."""
     inner = "\n".join(f"{indent}  {line}" for line in partition_mappings(depth))
     return f"{indent}mappings {{\n{inner}\n{indent}}}\n"
+
+
+if __name__ == "__main__":  # the block an operator's accounts.conf includes (docs/deploy.md)
+    print(mappings_block(), end="")
