@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..._nats.fast_path import deliver_inline
+from ..._nats.guard import flush_in_order
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,9 @@ class Partitions:
         try:
             await connection.publish(f"$mq9.AI.MSG.QUERY.{probe}", b"")
             # the server hands this connection the mapped probe before the flush's PONG, and
-            # nats-py queues it as it reads: nothing to wait for beyond the flush
-            await connection.flush()
+            # nats-py queues it as it reads: nothing to wait for beyond the flush (in order:
+            # nats-py's own may write its PING ahead of the SUB and PUB, _nats/guard.py)
+            await flush_in_order(connection)
             came = listening.pending_msgs > 0
         finally:
             await listening.unsubscribe()
@@ -173,7 +175,7 @@ class Partitions:
                 with contextlib.suppress(Exception):
                     await self.held.pop(k).unsubscribe()
         if set(self.held) != before:
-            await self.connection.flush()
+            await flush_in_order(self.connection)
             self.changed.set()
 
     async def _request(self, msg: Any) -> None:
