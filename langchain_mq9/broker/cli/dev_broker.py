@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             raise StartupError("--console-metrics is the console's: give --console too")
         console = _console_command(args, config) if args.console is not None else None
         metrics = _metrics_address(args.metrics)
-        return _event_loop_runner()(_run(config, console=console, metrics=metrics))
+        return event_loop_runner()(_run(config, console=console, metrics=metrics))
     except ERRORS as exc:
         print(f"mq9-dev-broker: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
     """uvloop's ``run`` where the ``uvloop`` extra is installed (#81: its loop spends less of
     the broker's CPU on each request's reads, writes and tasks), else ``asyncio.run``;
     ``MQ9_EVENT_LOOP=asyncio`` keeps asyncio's own."""
