@@ -155,9 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for count in plan:
                 while len(started) < count:
                     started.append(
-                        BrokerProcess(
-                            cluster.urls, stream, 3, served=True, extra=_extra(args)
-                        )
+                        BrokerProcess(cluster.urls, stream, 3, served=True, extra=_extra(args))
                     )
                 if len(started) == 1:
                     asyncio.run(_create(cluster.urls, args.mailboxes))

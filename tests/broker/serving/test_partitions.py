@@ -76,9 +76,10 @@ async def _member(
 
 async def _settled(*members: Any) -> None:
     """Until every member hears every other (each holds only its own partitions)."""
-    while any(len(m.members()) < len(members) for m in members) or sum(
-        len(m.held) for m in members
-    ) != parts.COUNT:
+    while (
+        any(len(m.members()) < len(members) for m in members)
+        or sum(len(m.held) for m in members) != parts.COUNT
+    ):
         await asyncio.sleep(0.05)
 
 
