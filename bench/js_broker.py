@@ -6,6 +6,11 @@ cluster store is ``mq9-dev-broker --store jetstream`` (docs/broker.md, the desig
     python -m bench.js_broker --nats nats://127.0.0.1:4222 --stream MQ9_STATE [--replicas 3]
         [--profile FILE] [--served]
 
+``--count``: the broker counts its reads of a mailbox's head (``Numbering.read_last``: once
+a mailbox when it first writes it, then once for each write another broker's came before:
+refused, read again, renumbered) and answers ``{"head_reads": n}`` on ``bench.counts.<pid>``
+(bench/js_scale.py reads it before and after a run).
+
 ``--served``: the requests go through ``serve_on_nats`` (what ``mq9-dev-broker --store
 jetstream`` runs: a request handled in the connection's read loop), not this file's
 subscription handing each request to a task of its own.
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import signal
 import sys
 from typing import Any
@@ -28,16 +35,45 @@ from langchain_mq9.broker.serving.cluster import ClusterServing
 from langchain_mq9.broker.serving.serve import serve_on_nats
 from langchain_mq9.broker.storage import StorageError
 from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.broker.storage.cluster.numbering import Numbering
 
 QUEUE = "mq9-brokers"
 SUBJECTS = "$mq9.AI.>"
 OPEN_WAIT = 120.0  # seconds a start waits for the cluster's JetStream to answer
 
 
+async def count_head_reads(urls: list[str]) -> Any:
+    """Count every ``Numbering.read_last`` of this process; the counts answered on
+    ``bench.counts.<pid>``, on a connection of their own (the broker's is guarded and read
+    by its fast path: a subscription made on it before stopped the broker's reading). Returns
+    that connection."""
+    counts = {"head_reads": 0}
+    read_last = Numbering.read_last
+
+    async def counted(self: Numbering, box: str) -> Any:
+        counts["head_reads"] += 1
+        return await read_last(self, box)
+
+    Numbering.read_last = counted  # type: ignore[method-assign]
+
+    async def answer(msg: Any) -> None:
+        await msg.respond(json.dumps(counts).encode())
+
+    connection = await nats.connect(urls)
+    await connection.subscribe(f"bench.counts.{os.getpid()}", cb=answer)
+    return connection
+
+
 async def serve(
-    urls: list[str], stream: str, replicas: int, stop: asyncio.Event, served: bool = False
+    urls: list[str],
+    stream: str,
+    replicas: int,
+    stop: asyncio.Event,
+    served: bool = False,
+    count: bool = False,
 ) -> None:
     connection = await nats.connect(urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    counting = await count_head_reads(urls) if count else None
     store = ClusterStore(connection, name=stream, replicas=replicas)
     deadline = asyncio.get_running_loop().time() + OPEN_WAIT
     while True:  # a cluster forming, or one of its servers restarting, answers later
@@ -52,11 +88,13 @@ async def serve(
     engine = ClusterEngine(store)
     if served:
         service = await serve_on_nats(ClusterServing(engine), connection, queue=QUEUE)
-        print(f"ready {__import__('os').getpid()}", flush=True)
+        print(f"ready {os.getpid()}", flush=True)
         await stop.wait()
         await service.stop()
         await store.close()
         await connection.close()
+        if counting is not None:
+            await counting.close()
         return
     running: set[asyncio.Task[None]] = set()
 
@@ -73,7 +111,7 @@ async def serve(
 
     subscription = await connection.subscribe(SUBJECTS, queue=QUEUE, cb=take)
     await connection.flush()
-    print(f"ready {__import__('os').getpid()}", flush=True)
+    print(f"ready {os.getpid()}", flush=True)
     await stop.wait()
     await subscription.drain()
     if running:
@@ -89,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--profile", help="write cProfile's figures of the run to this file")
     parser.add_argument("--served", action="store_true", help="through serve_on_nats")
+    parser.add_argument("--count", action="store_true", help="count the head reads")
+    parser.add_argument("--uvloop", action="store_true", help="on uvloop's event loop")
     args = parser.parse_args(argv)
 
     async def run() -> None:
@@ -96,8 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(args.nats.split(","), args.stream, args.replicas, stop, args.served)
+        await serve(
+            args.nats.split(","), args.stream, args.replicas, stop, args.served, args.count
+        )
 
+    if args.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if not args.profile:
         asyncio.run(run())
         return 0

@@ -66,9 +66,10 @@ class BrokerProcess:
         replicas: int,
         profile: Path | None = None,
         served: bool = False,
+        extra: list[str] | None = None,
     ) -> None:
         started = time.monotonic()
-        extra = ["--profile", str(profile)] if profile else []
+        extra = [*(extra or []), *(["--profile", str(profile)] if profile else [])]
         extra += ["--served"] if served else []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls),

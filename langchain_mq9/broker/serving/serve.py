@@ -34,6 +34,7 @@ from ..._nats.guard import flush_in_order, protect
 from ..engine.owned import Answering
 from ..engine.rules import command_for
 from .pacing import AnswerPacer, Backlog, requester
+from .partitions import Partitions
 
 if TYPE_CHECKING:
     from ...metrics import RequestMeter
@@ -139,6 +140,7 @@ class NatsService:
         self.waiting, self.waiting_in_all = WAITING, WAITING_IN_ALL
         self._carried: int | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self.partitions: Partitions | None = None  # #81: each mailbox on one broker
 
     def _tell_engine(self) -> None:
         """Keep the engine's answers within the server's max_payload (which a reconnect to
@@ -165,6 +167,9 @@ class NatsService:
             )
         if self.inline:
             deliver_inline(self.connection, self.subscription)
+        if self.queue and self.identities is None:  # #81 (serving/partitions.py)
+            mapped = Partitions.when_mapped(self.connection, self._on_request, self.queue)
+            self.partitions = await mapped
         if self.announce:
             self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
             self.engine.arrivals.append(self._arrived)
@@ -353,6 +358,9 @@ class NatsService:
             self._watchdog = None
         if self._arrived in self.engine.arrivals:
             self.engine.arrivals.remove(self._arrived)
+        if self.partitions is not None:  # #81: handed to the other brokers first
+            partitions, self.partitions = self.partitions, None
+            await partitions.stop()
         if self.subscription is not None:
             subscription, self.subscription = self.subscription, None
             # (a connection the server closed has no subscription left to end: the broker

@@ -1,0 +1,214 @@
+"""Brokers that add up (issue #81): the cluster store's SEND, FETCH and ACK through 1, 2 and 4
+brokers at once, and what each operation costs every process.
+
+Three JetStream nats-servers clustered on loopback, one R3 layout, ``--brokers`` broker
+processes (``bench.js_broker --served --count``: ``serve_on_nats``, what ``mq9-dev-broker
+--store jetstream`` runs) in the one queue group, brokers added between configurations.
+``--clients`` client processes (``Mq9Client``), each with ``--in-flight`` requests under way,
+round-robin over ``--mailboxes`` mailboxes, for ``--seconds`` each of: SEND (``--size``-byte
+payloads), FETCH (``--fetch`` messages, group ``g``, from the earliest), ACK (group ``g``, a
+msg_id the client's SENDs got).
+
+For each configuration and operation: the rate, and the CPU microseconds an operation cost
+the clients, the brokers and the servers (from /proc, summed over each kind's processes, over
+the measured window; on a machine whose cores are shared the rates say little, the CPU per
+operation does); for SEND, the brokers' reads of a mailbox's head per 1,000 SENDs (each a
+write another broker's came before: refused, read again and renumbered).
+
+``--partitions``: the servers map the mailbox commands to partitions
+(``cluster/mappings.py``), and the brokers share them (``serving/partitions.py``): each
+mailbox on one broker of the moment. ``--uvloop``: the brokers on uvloop's event loop.
+
+    python -m bench.js_scale --brokers 1,2,4 --clients 2 --mailboxes 64 --seconds 4
+    python -m bench.js_scale --partitions --out /tmp/js_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from bench.js_cluster import JetStreamCluster
+from bench.js_store import STARTED, BrokerProcess, cpu_seconds, open_layout
+from langchain_mq9.broker.cluster.mappings import mappings_block
+
+OPERATIONS = ("send", "fetch", "ack")
+
+
+async def _lanes(args: argparse.Namespace, op: str, start_at: float, worker: int) -> int:
+    from langchain_mq9 import Mq9Client
+
+    boxes = [f"scale{i}" for i in range(args.mailboxes)]
+    text = "x" * args.size
+    async with Mq9Client(args.urls[worker % len(args.urls)], request_timeout=60) as client:
+        ids = {box: await client.send(box, text) for box in boxes}  # warm, and ids to ACK
+
+        async def one(box: str) -> Any:
+            if op == "send":
+                return await client.send(box, text)
+            if op == "fetch":
+                return await client.fetch(
+                    box, group_name="g", deliver="earliest", num_msgs=args.fetch
+                )
+            return await client.ack(box, "g", ids[box])
+
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        done = 0
+        stop = time.monotonic() + args.seconds
+
+        async def lane(k: int) -> None:
+            nonlocal done
+            i = k + worker
+            while time.monotonic() < stop:
+                await one(boxes[i % len(boxes)])
+                i += args.in_flight
+                done += 1
+
+        await asyncio.gather(*(lane(k) for k in range(args.in_flight)))
+        return done
+
+
+def _client(args: argparse.Namespace, op: str, start_at: float, worker: int, out: Any) -> None:
+    try:
+        out.put(asyncio.run(_lanes(args, op, start_at, worker)))
+    except Exception as exc:  # (told in the figures, not lost)
+        out.put(f"error: {exc!r}")
+
+
+async def _head_reads(urls: list[str], pids: list[int]) -> int:
+    connection = await nats.connect(urls)
+    total = 0
+    for pid in pids:
+        answer = await connection.request(f"bench.counts.{pid}", b"", timeout=10)
+        total += json.loads(answer.data)["head_reads"]
+    await connection.close()
+    return total
+
+
+def measure(
+    args: argparse.Namespace, op: str, brokers: list[int], servers: list[int]
+) -> dict[str, Any]:
+    """One operation for ``--seconds`` from ``--clients`` processes: its rate and CPU."""
+    out: Any = mp.Queue()
+    start_at = time.time() + 4.0  # every client connected and warm before the window
+    clients = [
+        mp.Process(target=_client, args=(args, op, start_at, worker, out))
+        for worker in range(args.clients)
+    ]
+    for process in clients:
+        process.start()
+    kinds = {"brokers": brokers, "servers": servers}
+    time.sleep(max(0.0, start_at - time.time()))
+    reads = asyncio.run(_head_reads(args.urls, brokers)) if op == "send" else 0
+    before = {kind: sum(cpu_seconds(pid) for pid in pids) for kind, pids in kinds.items()}
+    before["clients"] = sum(cpu_seconds(p.pid) for p in clients if p.pid)
+    time.sleep(args.seconds)
+    after = {kind: sum(cpu_seconds(pid) for pid in pids) for kind, pids in kinds.items()}
+    after["clients"] = sum(cpu_seconds(p.pid) for p in clients if p.pid)
+    got = [out.get(timeout=args.seconds + 120) for _ in clients]
+    for process in clients:
+        process.join(30)
+    done = sum(g for g in got if isinstance(g, int)) or 1
+    row: dict[str, Any] = {"rate": round(done / args.seconds), "operations": done}
+    row["errors"] = [g for g in got if isinstance(g, str)][:3]
+    per_op = {kind: round((after[kind] - before[kind]) / done * 1e6) for kind in after}
+    per_op["all"] = sum(per_op.values())
+    row["cpu_us_per_op"] = per_op
+    if op == "send":
+        # (the reads after the window include a few of its last SENDs' answers: within 1%)
+        reads = asyncio.run(_head_reads(args.urls, brokers)) - reads
+        row["head_reads_per_1000"] = round(reads / done * 1000, 1)
+    return row
+
+
+async def _create(urls: list[str], count: int) -> None:
+    from langchain_mq9 import Mq9Client
+
+    async with Mq9Client(urls[0], request_timeout=60) as client:
+        for i in range(count):
+            await client.mailbox_create(name=f"scale{i}", ttl=0)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    plan = [int(n) for n in args.brokers.split(",")]
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    results["load_before"] = os.getloadavg()
+    extra = mappings_block("") if args.partitions else ""
+    with JetStreamCluster(3, extra_config=extra) as cluster:
+        args.urls = cluster.urls
+        stream = f"S{uuid.uuid4().hex[:8]}"
+        setup = asyncio.run(_open(cluster.urls, stream))
+        del setup
+        servers = [s.process.pid for s in cluster.servers if s.process]
+        started: list[BrokerProcess] = []
+        try:
+            for count in plan:
+                while len(started) < count:
+                    started.append(
+                        BrokerProcess(cluster.urls, stream, 3, served=True, extra=_extra(args))
+                    )
+                if len(started) == 1:
+                    asyncio.run(_create(cluster.urls, args.mailboxes))
+                time.sleep(1.5)  # the partitions settled among the brokers started
+                pids = [broker.process.pid for broker in started]
+                for op in OPERATIONS:
+                    row = measure(args, op, pids, servers)
+                    results[f"{count}_brokers_{op}"] = row
+                    print(json.dumps({"brokers": count, "op": op, **row}), flush=True)
+            results["broker_rss"] = [broker.rss_bytes() for broker in started]
+        finally:
+            for broker in started:
+                broker.stop()
+    results["load_after"] = os.getloadavg()
+    return results
+
+
+def _extra(args: argparse.Namespace) -> list[str]:
+    return ["--count", *(["--uvloop"] if args.uvloop else [])]
+
+
+async def _open(urls: list[str], stream: str) -> None:
+    setup = await open_layout(urls, stream)
+    await setup.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--brokers", default="1,2,4", help="the configurations, in order")
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--mailboxes", type=int, default=64)
+    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--fetch", type=int, default=10)
+    parser.add_argument("--partitions", action="store_true", help="servers map, brokers share")
+    parser.add_argument("--uvloop", action="store_true", help="the brokers on uvloop")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    mp.set_start_method("fork", force=True)
+    try:
+        results = run(args)
+    finally:
+        for process in STARTED:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
+    text = json.dumps(results, indent=2, default=str)
+    if args.out:
+        args.out.write_text(text)
+    print(text[:0], end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
