@@ -261,7 +261,7 @@ def on_bundled_broker(**options) -> dict[str, int]:
     import nats
 
     from langchain_mq9.broker import BrokerEngine, serve_on_nats
-    from langchain_mq9.broker.cluster.servers import start_nats_server
+    from langchain_mq9.broker.nats_servers.processes import start_nats_server
 
     async def serving(url: str) -> dict[str, int]:
         connection = await nats.connect(url)

@@ -31,8 +31,8 @@ import uuid
 import nats
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.engine.engine import WORKER_NICENESS
+from langchain_mq9.broker.nats_servers.processes import free_port
 
 from .infra import ROOT, START_TIMEOUT, child_env
 from .measure import Stats, fmt_seconds, interleave_async_blocks

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from langchain_mq9.broker.cluster.servers import NatsProcess, free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import NatsProcess, free_port, start_nats_server
 
 from .responders import CONTROL
 

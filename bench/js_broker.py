@@ -30,12 +30,11 @@ from typing import Any
 
 import nats
 
-from langchain_mq9.broker.engine.cluster import ClusterEngine
-from langchain_mq9.broker.serving.cluster import ClusterServing
+from langchain_mq9.broker.engine.over_store import ClusterEngine
 from langchain_mq9.broker.serving.serve import serve_on_nats
 from langchain_mq9.broker.storage import StorageError
-from langchain_mq9.broker.storage.cluster import ClusterStore
-from langchain_mq9.broker.storage.cluster.numbering import Numbering
+from langchain_mq9.broker.storage.jetstream import ClusterStore
+from langchain_mq9.broker.storage.jetstream.numbering import Numbering
 
 QUEUE = "mq9-brokers"
 SUBJECTS = "$mq9.AI.>"
@@ -87,7 +86,7 @@ async def serve(
             await asyncio.sleep(0.5)
     engine = ClusterEngine(store)
     if served:
-        service = await serve_on_nats(ClusterServing(engine), connection, queue=QUEUE)
+        service = await serve_on_nats(engine, connection, queue=QUEUE)
         print(f"ready {os.getpid()}", flush=True)
         await stop.wait()
         await service.stop()
@@ -136,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(
-            args.nats.split(","), args.stream, args.replicas, stop, args.served, args.count
-        )
+        await serve(args.nats.split(","), args.stream, args.replicas, stop, args.served, args.count)
 
     if args.uvloop:
         import uvloop

@@ -38,7 +38,7 @@ import nats
 from bench.js_cluster import JetStreamCluster
 from bench.js_store import BrokerProcess, open_layout, run_and_print
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.broker.storage.jetstream import ClusterStore
 from langchain_mq9.groups.reader import GroupReader
 
 MAILBOX = "chaos.lane"

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from langchain_mq9.broker.cluster.servers import find_nats_server, free_port
+from langchain_mq9.broker.nats_servers.processes import find_nats_server, free_port
 
 START_TIMEOUT = 30.0  # a busy 2-core machine
 

@@ -16,7 +16,7 @@ operation does); for SEND, the brokers' reads of a mailbox's head per 1,000 SEND
 write another broker's came before: refused, read again and renumbered).
 
 ``--partitions``: the servers map the mailbox commands to partitions
-(``cluster/mappings.py``), and the brokers share them (``serving/partitions.py``): each
+(``nats_servers/mappings.py``), and the brokers share them (``serving/partitions.py``): each
 mailbox on one broker of the moment. ``--uvloop``: the brokers on uvloop's event loop.
 
     python -m bench.js_scale --brokers 1,2,4 --clients 2 --mailboxes 64 --seconds 4
@@ -40,7 +40,7 @@ import nats
 
 from bench.js_cluster import JetStreamCluster
 from bench.js_store import STARTED, BrokerProcess, cpu_seconds, open_layout
-from langchain_mq9.broker.cluster.mappings import mappings_block
+from langchain_mq9.broker.nats_servers.mappings import mappings_block
 
 OPERATIONS = ("send", "fetch", "ack")
 

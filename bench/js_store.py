@@ -48,9 +48,9 @@ import nats
 
 from bench.js_cluster import JetStreamCluster
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.storage.cluster import ClusterStore, Layout, token
-from langchain_mq9.broker.storage.cluster.mapping import NO_KEY, frame
-from langchain_mq9.broker.storage.cluster.requests import Requests
+from langchain_mq9.broker.storage.jetstream import ClusterStore, Layout, token
+from langchain_mq9.broker.storage.jetstream.mapping import NO_KEY, frame
+from langchain_mq9.broker.storage.jetstream.requests import Requests
 from langchain_mq9.protocol import Priority
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ import urllib.request
 import nats
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 
 from .measure import fmt_seconds, interleave_async_blocks
 

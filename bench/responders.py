@@ -170,17 +170,16 @@ class DevBroker:
 
     async def _cluster_engine(self, servers: list[str]):
         """A ``ClusterEngine`` on a layout of its own, served as ``--store jetstream`` serves
-        it (``ClusterServing``), its store on a connection of its own."""
-        from langchain_mq9.broker.engine.cluster import ClusterEngine
-        from langchain_mq9.broker.serving.cluster import ClusterServing
-        from langchain_mq9.broker.storage.cluster import ClusterStore
+        it, its store on a connection of its own."""
+        from langchain_mq9.broker.engine.over_store import ClusterEngine
+        from langchain_mq9.broker.storage.jetstream import ClusterStore
 
         if "jetstream" not in self.engines:
             connection = await nats.connect(servers, name="bench-dev-store")
             replicas = min(3, len(servers))
             store = ClusterStore(connection, name=f"BENCH{os.getpid()}", replicas=replicas)
             await store.open()
-            self.engines["jetstream"] = ClusterServing(ClusterEngine(store))
+            self.engines["jetstream"] = ClusterEngine(store)
         return self.engines["jetstream"]
 
     async def on(self, options: dict) -> None:

@@ -60,7 +60,7 @@ async def measure(url: str, seconds: float) -> tuple[float, float, float]:
 @contextlib.contextmanager
 def bundled(store: str) -> Iterator[str]:
     """A bundled broker on ``store`` ("sqlite" or "jetstream"); yields the URL to use."""
-    from langchain_mq9.broker.cluster.servers import free_port
+    from langchain_mq9.broker.nats_servers.processes import free_port
     from tests.support.devbroker_helpers import DevBroker
     from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 

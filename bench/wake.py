@@ -70,7 +70,7 @@ class _Receiver:
 
 class _Broker:
     def __init__(self, *args: str) -> None:
-        from langchain_mq9.broker.cluster.servers import free_port
+        from langchain_mq9.broker.nats_servers.processes import free_port
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "langchain_mq9.broker", "--port", str(free_port()), *args],

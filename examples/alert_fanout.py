@@ -57,14 +57,31 @@ async def main(server: str) -> None:
         consumers = [
             # Two instances of one group: they split the alerts between them. Short waits:
             # an empty FETCH waits all of max_wait_ms, even if an alert arrives meanwhile.
-            await client.consume(alerts, handler("pager-1", "pager", "page on-call"),
-                                 group_name="pager", worker="pager-1", num_msgs=1,
-                                 deliver="earliest", max_wait_ms=100),
-            await client.consume(alerts, handler("pager-2", "pager", "page on-call"),
-                                 group_name="pager", worker="pager-2", num_msgs=1,
-                                 deliver="earliest", max_wait_ms=100),
-            await client.consume(alerts, handler("autoscaler", "autoscaler", "check capacity"),
-                                 group_name="autoscaler", deliver="earliest", max_wait_ms=100),
+            await client.consume(
+                alerts,
+                handler("pager-1", "pager", "page on-call"),
+                group_name="pager",
+                worker="pager-1",
+                num_msgs=1,
+                deliver="earliest",
+                max_wait_ms=100,
+            ),
+            await client.consume(
+                alerts,
+                handler("pager-2", "pager", "page on-call"),
+                group_name="pager",
+                worker="pager-2",
+                num_msgs=1,
+                deliver="earliest",
+                max_wait_ms=100,
+            ),
+            await client.consume(
+                alerts,
+                handler("autoscaler", "autoscaler", "check capacity"),
+                group_name="autoscaler",
+                deliver="earliest",
+                max_wait_ms=100,
+            ),
         ]
         print("[handlers] pager (2 instances) and autoscaler online; audit is offline")
 
@@ -73,8 +90,10 @@ async def main(server: str) -> None:
             await client.send(alerts, body, priority=priority, tags=tags)
             print(f"[monitor] {priority}: {body['alert']}")
         await wait_until(
-            lambda: seen["pager-1"] + seen["pager-2"] == len(ALERTS)
-            and seen["autoscaler"] == len(ALERTS)
+            lambda: (
+                seen["pager-1"] + seen["pager-2"] == len(ALERTS)
+                and seen["autoscaler"] == len(ALERTS)
+            )
         )
         for consumer in consumers:
             await consumer.stop()
@@ -97,15 +116,19 @@ async def main(server: str) -> None:
 
     banner("result")
     pager = seen["pager-1"] + seen["pager-2"]
-    print(f"pager group: {pager} alerts (pager-1 {seen['pager-1']}, pager-2 {seen['pager-2']}); "
-          f"autoscaler: {sum(by_group['autoscaler'].values())}; "
-          f"audit: {sum(by_group['audit'].values())}")
+    print(
+        f"pager group: {pager} alerts (pager-1 {seen['pager-1']}, pager-2 {seen['pager-2']}); "
+        f"autoscaler: {sum(by_group['autoscaler'].values())}; "
+        f"audit: {sum(by_group['audit'].values())}"
+    )
     once_each = Counter(body["alert"] for body, _, _ in ALERTS)
     wrong = [group for group, handled in by_group.items() if handled != once_each]
     if wrong:
         raise SystemExit(f"not every alert exactly once in: {', '.join(wrong)}")
-    print(f"every handler group got all {len(ALERTS)} alerts; inside the pager group each alert "
-          "was handled once")
+    print(
+        f"every handler group got all {len(ALERTS)} alerts; inside the pager group each alert "
+        "was handled once"
+    )
 
 
 if __name__ == "__main__":

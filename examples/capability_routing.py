@@ -78,8 +78,10 @@ async def main(server: str) -> None:
 
             banner("and by describing the need in plain words")
             routes = {}
-            for need in ("translate this supplier contract into Japanese",
-                         "summarize the notes of yesterday's meeting"):
+            for need in (
+                "translate this supplier contract into Japanese",
+                "summarize the notes of yesterday's meeting",
+            ):
                 # Semantic search ranks every agent, fitting or not: the first is the best.
                 ranked = names.mine(await client.agent_discover(semantic=need, limit=20))
                 print(f"[orchestrator] semantic '{need}' → {names_of(ranked[:3])}")

@@ -24,8 +24,10 @@ COMMANDS = [
     # (command, options for send)
     ({"cmd": "report_status"}, {}),
     ({"cmd": "set_config", "interval_s": 60}, {"key": "config"}),
-    ({"cmd": "emergency_stop", "reason": "motor temperature 98 °C"},
-     {"priority": Priority.CRITICAL}),
+    (
+        {"cmd": "emergency_stop", "reason": "motor temperature 98 °C"},
+        {"priority": Priority.CRITICAL},
+    ),
     ({"cmd": "rotate_credentials"}, {"priority": Priority.URGENT}),
     ({"cmd": "take_snapshot"}, {"ttl": 1}),  # pointless if not done within a second
     ({"cmd": "set_config", "interval_s": 30}, {"key": "config"}),  # replaces the 60 s config
@@ -74,13 +76,20 @@ async def main(server: str) -> None:
         print(f"[edge] safety net: query shows {len(left)} commands left in the mailbox")
 
     banner("result")
-    expected = ["emergency_stop", "rotate_credentials", "report_status", "set_config",
-                "run_diagnostic"]
+    expected = [
+        "emergency_stop",
+        "rotate_credentials",
+        "report_status",
+        "set_config",
+        "run_diagnostic",
+    ]
     print(f"order run: {' → '.join(ran)}")
     if ran != expected or left:
         raise SystemExit(f"expected {expected} and an empty mailbox")
-    print("critical before urgent before normal; one config (the newest); the stale snapshot "
-          "request expired unrun")
+    print(
+        "critical before urgent before normal; one config (the newest); the stale snapshot "
+        "request expired unrun"
+    )
 
 
 if __name__ == "__main__":

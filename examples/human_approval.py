@@ -62,8 +62,7 @@ def build_agent(client: Mq9Client, approver: str, reply_box: str) -> Any:
             },
             priority=Priority.URGENT,
         )
-        print(f"[agent] asked {approver} to approve: {state['action']} "
-              f"({state['correlation_id']})")
+        print(f"[agent] asked {approver} to approve: {state['action']} ({state['correlation_id']})")
         return {}
 
     def wait_for_human(state: Approval) -> dict:
@@ -101,18 +100,26 @@ async def human(server: str, approver: str) -> None:
         requests = await inbox.fetch()
         for message in requests:
             request = message.json()
-            print(f"[alice] inbox [{message.priority}]: {request['action']} "
-                  f"(${request['cost_usd']}, {request['correlation_id']})")
+            print(
+                f"[alice] inbox [{message.priority}]: {request['action']} "
+                f"(${request['cost_usd']}, {request['correlation_id']})"
+            )
         for message in reversed(requests):  # answers the newest first
             request = message.json()
             approved, comment = DECISIONS[request["correlation_id"]]
             await app.send(
                 request["reply_to"],
-                {"correlation_id": request["correlation_id"], "approved": approved,
-                 "comment": comment, "reviewer": "alice"},
+                {
+                    "correlation_id": request["correlation_id"],
+                    "approved": approved,
+                    "comment": comment,
+                    "reviewer": "alice",
+                },
             )
-            print(f"[alice] {'approves' if approved else 'rejects'} {request['correlation_id']}: "
-                  f"{comment}")
+            print(
+                f"[alice] {'approves' if approved else 'rejects'} {request['correlation_id']}: "
+                f"{comment}"
+            )
         await inbox.done([m.msg_id for m in requests])
 
 
@@ -129,11 +136,16 @@ async def main(server: str) -> None:
         for request in REQUESTS:
             result = await agent.ainvoke(request, thread(request["correlation_id"]))
             paused = result["__interrupt__"][0].value
-            print(f"[agent] thread {request['correlation_id']} paused, waiting for "
-                  f"{paused['waiting_for']} in {paused['mailbox']}")
+            print(
+                f"[agent] thread {request['correlation_id']} paused, waiting for "
+                f"{paused['waiting_for']} in {paused['mailbox']}"
+            )
         early = await client.query(reply_box)  # a look, consuming nothing
-        waiting = [r["correlation_id"] for r in REQUESTS
-                   if (await agent.aget_state(thread(r["correlation_id"]))).next]
+        waiting = [
+            r["correlation_id"]
+            for r in REQUESTS
+            if (await agent.aget_state(thread(r["correlation_id"]))).next
+        ]
         print(f"[agent] replies so far: {len(early)}; threads waiting: {', '.join(waiting)}")
 
         banner("the human answers from her own app, in her own time")

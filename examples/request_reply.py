@@ -46,7 +46,8 @@ class Requester:
 
     async def ask(self, to: str, correlation_id: str, question: dict, priority: Priority) -> None:
         await self.client.send(
-            to, {**question, "reply_to": self.reply_box, "correlation_id": correlation_id},
+            to,
+            {**question, "reply_to": self.reply_box, "correlation_id": correlation_id},
             priority=priority,
         )
         self.pending[correlation_id] = question
@@ -85,8 +86,10 @@ async def main(server: str) -> None:
             question = message.json()
             result = answer(question)
             print(f"[B] {question['correlation_id']} [{message.priority}] → {result}")
-            await b.send(question["reply_to"],
-                         {"correlation_id": question["correlation_id"], "answer": result})
+            await b.send(
+                question["reply_to"],
+                {"correlation_id": question["correlation_id"], "answer": result},
+            )
 
         consumer = await b.consume(
             inventory, serve, group_name="inventory", deliver="earliest", max_wait_ms=100

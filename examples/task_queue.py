@@ -51,8 +51,16 @@ class Ledger:
         return len(self.completed) == len(TASKS)
 
 
-async def worker(server: str, queue: str, name: str, ledger: Ledger, *, crash: bool = False,
-                 give_up_at: float, resumed: asyncio.Event | None = None) -> None:
+async def worker(
+    server: str,
+    queue: str,
+    name: str,
+    ledger: Ledger,
+    *,
+    crash: bool = False,
+    give_up_at: float,
+    resumed: asyncio.Event | None = None,
+) -> None:
     async with Mq9Client(server) as client:
         reader = GroupReader(client, queue, GROUP, worker=name)
         while not ledger.all_done() and time.monotonic() < give_up_at:

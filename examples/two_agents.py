@@ -113,8 +113,10 @@ def orchestrator_script(names: Names) -> list[Any]:
                 "correlation_id": CORRELATION_ID,
             },
         ),
-        lambda m: f"I delegated the summary to {chosen(m)} (correlation_id {CORRELATION_ID}); "
-        f"its reply will arrive in my mailbox {reply_box(m)}.",
+        lambda m: (
+            f"I delegated the summary to {chosen(m)} (correlation_id {CORRELATION_ID}); "
+            f"its reply will arrive in my mailbox {reply_box(m)}."
+        ),
         # -- second request: collect the result
         lambda m: call("fetch_messages", mail_address=reply_box(m), max_wait_ms=5000),
         lambda m: call("ack_messages", mail_address=reply_box(m), msg_id=reply(m)["msg_id"]),
@@ -147,8 +149,10 @@ def worker_script(name: str) -> list[Any]:
             },
         ),
         lambda m: call("ack_messages", mail_address=name, msg_id=task(m)["msg_id"]),
-        lambda m: f"Summarized task {task(m)['payload']['correlation_id']} and sent the result "
-        "to its reply_to.",
+        lambda m: (
+            f"Summarized task {task(m)['payload']['correlation_id']} and sent the result "
+            "to its reply_to."
+        ),
     ]
 
 
@@ -180,12 +184,14 @@ async def _verify(client: Mq9Client, worker: str) -> bool:
     task = tasks[-1]
     replies = [_json(r) for r in await client.query(task["reply_to"])]
     matching = [
-        r for r in replies
+        r
+        for r in replies
         if isinstance(r, dict) and r.get("correlation_id") == task.get("correlation_id")
     ]
     if not matching:
-        print(f"✗ no reply with correlation_id {task.get('correlation_id')!r} "
-              f"in {task['reply_to']}")
+        print(
+            f"✗ no reply with correlation_id {task.get('correlation_id')!r} in {task['reply_to']}"
+        )
         return False
     print(
         f"✓ checked on the broker: the task went to {worker}, and its reply (correlation_id "
@@ -217,10 +223,14 @@ async def main(server: str, model: str | None) -> int:
     async with Mq9Client(server) as client:
         # Other agents already in the registry, so discovery has something to choose from.
         others = [
-            (names("agent.translator"), "Translates documents between English, Chinese, "
-             "Japanese and French."),
-            (names("agent.billing"), "Answers billing questions: invoices, refunds, payment "
-             "methods."),
+            (
+                names("agent.translator"),
+                "Translates documents between English, Chinese, Japanese and French.",
+            ),
+            (
+                names("agent.billing"),
+                "Answers billing questions: invoices, refunds, payment methods.",
+            ),
         ]
         for other, capabilities in others:
             await client.agent_register(
@@ -271,4 +281,3 @@ if __name__ == "__main__":
     add_model_option(cli)
     arguments = cli.parse_args()
     sys.exit(asyncio.run(main(arguments.server, arguments.model)))
-

@@ -57,12 +57,19 @@ async def main(server: str) -> None:
             runs.append(asyncio.ensure_future(helpdesk(server, desk, wake)))
 
         await RuleBook(client).add(
-            WakeRule(mailbox=desk, target="callback", callback="helpdesk", group="helpdesk",
-                     min_interval=0)
+            WakeRule(
+                mailbox=desk,
+                target="callback",
+                callback="helpdesk",
+                group="helpdesk",
+                min_interval=0,
+            )
         )
         # settle: what arrives within 0.2 s of the first message joins its wake (a burst)
         waker = await Waker(
-            client, Deliverer(callbacks={"helpdesk": start_helpdesk}), poll_interval=0.1,
+            client,
+            Deliverer(callbacks={"helpdesk": start_helpdesk}),
+            poll_interval=0.1,
             settle=0.2,
         ).start()
         customer = await client.mailbox_create(ttl=600)

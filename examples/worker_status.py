@@ -55,8 +55,10 @@ async def main(server: str) -> None:
         await orchestrator.mailbox_create(name=board, ttl=600)
         await a.mailbox_create(name=f"{worker_a}.inbox", ttl=3600)
         await b.mailbox_create(name=f"{worker_b}.inbox", ttl=SESSION_TTL)
-        print(f"[orchestrator] status board {board}; workers post heartbeats keyed by name, "
-              f"TTL {HEARTBEAT_TTL} s")
+        print(
+            f"[orchestrator] status board {board}; workers post heartbeats keyed by name, "
+            f"TTL {HEARTBEAT_TTL} s"
+        )
 
         banner("both workers report; the board keeps only each worker's latest state")
         await heartbeat(a, board, worker_a, "starting", 0.0)
@@ -76,8 +78,10 @@ async def main(server: str) -> None:
             live = await show_board(orchestrator, board, started)
         if worker_b in live:
             raise SystemExit(f"{worker_b}'s heartbeat did not expire")
-        print(f"[orchestrator] {worker_b} has no heartbeat within its {HEARTBEAT_TTL} s TTL → "
-              "offline; stop sending it work")
+        print(
+            f"[orchestrator] {worker_b} has no heartbeat within its {HEARTBEAT_TTL} s TTL → "
+            "offline; stop sending it work"
+        )
         assert worker_a in live, f"{worker_a} should still be on the board"
         print(f"[orchestrator] {worker_a} is still live")
 

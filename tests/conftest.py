@@ -29,7 +29,7 @@ from tests.support.shared_broker import Namespace, NamespacedTransport, clear_re
 # test files, or of the unit tests of a room, imports no broker, store lane or nats-py for it)
 if TYPE_CHECKING:
     from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock
-    from langchain_mq9.broker.engine.cluster import ClusterEngine
+    from langchain_mq9.broker.engine.over_store import ClusterEngine
     from tests.support.store_lane import ClusterLayout
 
 # No property test fails for its pace: on a busy 2-core machine one example took 266 ms against
@@ -75,7 +75,7 @@ def _state_server():
 @pytest.fixture(scope="session")
 def nats_server():
     """One nats-server for the session, on a free loopback port."""
-    from langchain_mq9.broker.cluster.servers import start_nats_server
+    from langchain_mq9.broker.nats_servers.processes import start_nats_server
 
     with start_nats_server() as server:
         yield server
@@ -89,7 +89,7 @@ async def restartable_nats():
     import nats
 
     from langchain_mq9.broker import BrokerEngine, serve_on_nats
-    from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+    from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
 
     port = free_port()
     state = {"server": start_nats_server(port=port), "port": port}
@@ -223,7 +223,7 @@ async def _start_on_cluster(
     import nats
 
     from langchain_mq9.broker import install_memory_broker, serve_on_nats
-    from langchain_mq9.broker.serving.cluster import QUEUE
+    from langchain_mq9.broker.serving.queue_group import QUEUE
     from tests.support.store_lane import STATE_SERVER
 
     layout = await STATE_SERVER.layout()

@@ -237,7 +237,8 @@ def pinned_transport(
             "its connections could not be pinned to checked addresses"
         )
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=verify or httpx.create_ssl_context(trust_env=False), network_backend=Pinned(),
+        ssl_context=verify or httpx.create_ssl_context(trust_env=False),
+        network_backend=Pinned(),
         max_connections=max_connections,
     )
     return transport

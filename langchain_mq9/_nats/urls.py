@@ -24,8 +24,10 @@ def nats_urls(servers: str | list[str], *, also: str = "") -> list[str]:
     for url in urls or [""]:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme.lower() not in NATS_SCHEMES or not rest:
-            listed = f"a comma-separated list of those, or {also}" if also else (
-                "or a comma-separated list of those"
+            listed = (
+                f"a comma-separated list of those, or {also}"
+                if also
+                else ("or a comma-separated list of those")
             )
             raise ValueError(
                 f"unsupported server URL {redact(url)!r}: use nats://host:port, "

@@ -147,8 +147,13 @@ class ExecutorServer(AgentServer):
         artifacts = result.artifacts
         if result.answer is not None and not artifacts:
             # Callers that read results from artifacts (the call tools) find its parts there
-            artifacts = [{"artifactId": w.new_id(), "name": "result",
-                          "parts": result.answer.get("parts") or []}]
+            artifacts = [
+                {
+                    "artifactId": w.new_id(),
+                    "name": "result",
+                    "parts": result.answer.get("parts") or [],
+                }
+            ]
         fields: dict[str, Any] = {"artifacts": artifacts, "status_message": result.status_message}
         if result.answer is not None:
             fields["answer"] = w.MESSAGE_ANSWER

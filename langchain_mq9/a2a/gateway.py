@@ -241,9 +241,7 @@ async def _bounded(receive: Receive) -> bytes:
                 if not message.get("more_body", False):
                     return b"".join(chunks)
     except TimeoutError:
-        raise _Refused(
-            408, f"the request body did not arrive within {BODY_SECONDS:g} s"
-        ) from None
+        raise _Refused(408, f"the request body did not arrive within {BODY_SECONDS:g} s") from None
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -549,8 +547,10 @@ class _Conventions:
             return
         kind = Headers(scope=scope).get("content-type")
         media = (kind or "").partition(";")[0].strip().lower()
-        if scope["method"] in ("POST", "PUT", "PATCH") and kind is not None and (
-            media not in JSON_TYPES
+        if (
+            scope["method"] in ("POST", "PUT", "PATCH")
+            and kind is not None
+            and (media not in JSON_TYPES)
         ):
             error = ContentTypeNotSupportedError(
                 f"Content-Type {media[:80]!r}: send {' or '.join(JSON_TYPES)}"

@@ -66,8 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         "lists it, the agent named in `tenant`); off by default",
     )
     parser.add_argument(
-        "--grpc-public", metavar="HOST:PORT", help="the gRPC address clients reach (default: "
-        "--grpc-listen)",
+        "--grpc-public",
+        metavar="HOST:PORT",
+        help="the gRPC address clients reach (default: --grpc-listen)",
     )
     parser.add_argument(
         "--push-key",
@@ -77,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         "key at each start",
     )
     parser.add_argument(
-        "--metrics", metavar="[HOST:]PORT",
+        "--metrics",
+        metavar="[HOST:]PORT",
         help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
         "operator's address, apart from --listen (HOST default 127.0.0.1; port 0 picks one, "
         "printed); off by default. The metrics extra. docs/deploy.md#watching-it",
@@ -201,8 +203,10 @@ async def _run(args: argparse.Namespace) -> None:
                 await endpoint.start()
             except OSError as exc:
                 raise ValueError(f"--metrics {args.metrics}: cannot listen there: {exc}") from None
-            print(f"mq9-a2a-gateway: metrics on {endpoint.url}/metrics (/healthz, /readyz)",
-                  flush=True)
+            print(
+                f"mq9-a2a-gateway: metrics on {endpoint.url}/metrics (/healthz, /readyz)",
+                flush=True,
+            )
             jobs.append(asyncio.ensure_future(_stopped_with(endpoint, closing)))
         config = uvicorn.Config(
             app,

@@ -271,9 +271,7 @@ class HttpAgent:
             raise AgentUnreachable(_why(exc)) from None
 
     async def get(self, remote_id: str, *, until: float | None = None) -> dict[str, Any]:
-        return await self._one(
-            lambda client: client.get_task(GetTaskRequest(id=remote_id)), until
-        )
+        return await self._one(lambda client: client.get_task(GetTaskRequest(id=remote_id)), until)
 
     async def cancel(self, remote_id: str, *, until: float | None = None) -> dict[str, Any]:
         return await self._one(

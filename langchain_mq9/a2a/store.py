@@ -225,9 +225,11 @@ class TaskStore:
         if kept is None and scope is not None and await self._kept_before(task_id, owner):
             kept = await latest(self.client, self.mailbox, PUSH_KEY + task_id)
         configs = (kept or {}).get("configs")
-        return {k: v for k, v in configs.items() if isinstance(v, dict)} if isinstance(
-            configs, dict
-        ) else {}
+        return (
+            {k: v for k, v in configs.items() if isinstance(v, dict)}
+            if isinstance(configs, dict)
+            else {}
+        )
 
     async def keep_push_configs(
         self, task_id: str, owner: Asker, configs: dict[str, dict[str, Any]]

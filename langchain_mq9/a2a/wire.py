@@ -154,8 +154,10 @@ def http_interface(card: dict[str, Any]) -> dict[str, str] | None:
         if not isinstance(item, dict):
             continue
         url, binding = item.get("url"), item.get("protocolBinding") or "JSONRPC"
-        if isinstance(url, str) and url.startswith(("http://", "https://")) and (
-            binding in HTTP_BINDINGS
+        if (
+            isinstance(url, str)
+            and url.startswith(("http://", "https://"))
+            and (binding in HTTP_BINDINGS)
         ):
             version = item.get("protocolVersion")
             return {

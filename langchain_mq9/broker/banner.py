@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from .. import semantic
-from .cluster.servers import NatsProcess
-from .engine.cluster import ClusterEngine
 from .engine.engine import BrokerEngine
-from .serving.cluster import QUEUE
+from .engine.over_store import ClusterEngine
+from .nats_servers.processes import NatsProcess
+from .serving.queue_group import QUEUE
 from .storage import SqliteStorage, Storage
-from .storage.cluster import ClusterStore, Layout
+from .storage.jetstream import ClusterStore, Layout
 
 
 def banner(

@@ -7,7 +7,7 @@
 It answers every ``$mq9.AI.*`` request: with a ``BrokerEngine`` on a nats-server it starts
 (``host``/``port``) or on running ones (``nats``), its state in memory or in SQLite (``data``);
 or with a ``ClusterEngine`` keeping the state in JetStream on the cluster of ``nats``, where
-every broker started on the same ``stream`` serves at once (serving/cluster.py).
+every broker started on the same ``stream`` serves at once (serving/queue_group.py).
 ``mq9-dev-broker`` is this object behind argparse.
 
 What it says as it starts (where it serves, what it restored, its limits, "ready") goes to
@@ -34,7 +34,21 @@ from .. import semantic
 from .._nats.redaction import describe, redact
 from ..metrics import RequestMeter
 from .banner import banner, cluster_banner
-from .cluster.servers import (
+from .config import (
+    BrokerConfig,
+    StartupError,
+    check_credentials,
+    credentials_place,
+    identities_path,
+)
+from .engine.engine import BrokerEngine
+from .engine.over_store import ClusterEngine
+from .forming import await_cluster, placed, refuse_old_format, refused_for_good
+from .identities.callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
+from .identities.kv_store import KvIdentityStore
+from .identities.ownership import Identities, Logins
+from .identities.store import CredentialError, IdentityStore
+from .nats_servers.processes import (
     LARGEST_MAX_PAYLOAD,
     NatsProcess,
     find_nats_server,
@@ -43,26 +57,12 @@ from .cluster.servers import (
     start_nats_server,
     url_login,
 )
-from .cluster.survey import ClusterError, Waiting, check_login, refused_login, survey
-from .config import (
-    BrokerConfig,
-    StartupError,
-    check_credentials,
-    credentials_place,
-    identities_path,
-)
-from .engine.cluster import ClusterEngine
-from .engine.engine import BrokerEngine
-from .forming import await_cluster, placed, refuse_old_format, refused_for_good
-from .identities.callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
-from .identities.kv_store import KvIdentityStore
-from .identities.ownership import Identities, Logins
-from .identities.store import CredentialError, IdentityStore
-from .serving.cluster import QUEUE, open_store
+from .nats_servers.survey import ClusterError, Waiting, check_login, refused_login, survey
 from .serving.pacing import AnswerPacer
+from .serving.queue_group import QUEUE, open_store
 from .serving.serve import NatsService, serve_on_nats
 from .storage import SqliteStorage, Storage, StorageError
-from .storage.cluster import ClusterStore, Layout
+from .storage.jetstream import ClusterStore, Layout
 from .storage.sqlite import data_file
 
 log = logging.getLogger("langchain_mq9.broker")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from .cluster.survey import ClusterError, check_urls
 from .engine.engine import BrokerLimits
 from .identities.store import CredentialError, identities_file
-from .storage.cluster import DEFAULT_NAME as DEFAULT_STREAM
+from .nats_servers.survey import ClusterError, check_urls
+from .storage.jetstream import DEFAULT_NAME as DEFAULT_STREAM
 
 Store = Literal["memory", "sqlite", "jetstream"]
 Sync = Literal["normal", "full"]

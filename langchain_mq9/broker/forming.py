@@ -19,7 +19,9 @@ from nats.aio.client import Client as NatsConnection
 from .._nats.jetstream.api import ErrorCode, err_code
 from .._nats.jetstream.ready import until_ready
 from .._nats.redaction import redact
-from .cluster.survey import (
+from .config import StartupError
+from .identities.store import CredentialError
+from .nats_servers.survey import (
     POLL,
     ClusterError,
     Waiting,
@@ -28,8 +30,6 @@ from .cluster.survey import (
     servers_told,
     survey,
 )
-from .config import StartupError
-from .identities.store import CredentialError
 from .storage import StorageError
 
 log = logging.getLogger("langchain_mq9.broker")

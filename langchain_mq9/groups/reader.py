@@ -139,9 +139,7 @@ class Failure(NamedTuple):
     dead_lettered: bool
 
 
-def fixed_start(
-    deliver: str, from_id: int | None, answer: list[Message]
-) -> tuple[str, int | None]:
+def fixed_start(deliver: str, from_id: int | None, answer: list[Message]) -> tuple[str, int | None]:
     """Where a group's later FETCHes must start after one answered ``answer``. Until a group
     acks, RobustMQ starts every FETCH at its deliver policy, and ``latest`` is the newest
     message at that moment: messages arriving between two FETCHes would be skipped. So

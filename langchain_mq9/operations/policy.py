@@ -398,4 +398,3 @@ class ToolPolicy:
         if self.config.agent_mailbox:
             return self.config.agent_mailbox
         raise invalid(f"{argument}: Field required")
-

@@ -51,9 +51,7 @@ class _MailboxInput(_Input):
 class AgentRegisterInput(_Input):
     own_fields = ("name",)
     name: str = Field(default="", description="Your name and mailbox address.")
-    capabilities: str = Field(
-        min_length=1, description="What you do, as others would search it."
-    )
+    capabilities: str = Field(min_length=1, description="What you do, as others would search it.")
 
 
 class AgentDiscoverInput(_Input):
@@ -66,9 +64,7 @@ class AgentDiscoverInput(_Input):
 
 
 class CreateMailboxInput(_Input):
-    name: str = Field(
-        default="", description="'' = private, unguessable."
-    )
+    name: str = Field(default="", description="'' = private, unguessable.")
     ttl: int = Field(default=0, ge=0, description="Seconds to live; 0 = forever.")
 
 

@@ -53,10 +53,18 @@ async def wake_rule(ctx: CallContext, args: WakeRuleInput) -> Outcome[WakeRules]
             if not args.target:
                 raise OperationError("add needs a target: webhook, agent_server, command, callback")
             rule = WakeRule(
-                mailbox=address, name=args.name, target=args.target, url=args.url,
-                secret=args.secret, assistant=args.assistant, argv=tuple(args.argv),
-                callback=args.callback, group=args.group, min_interval=args.min_interval,
-                cap=args.cap, quiet_hours=args.quiet_hours,
+                mailbox=address,
+                name=args.name,
+                target=args.target,
+                url=args.url,
+                secret=args.secret,
+                assistant=args.assistant,
+                argv=tuple(args.argv),
+                callback=args.callback,
+                group=args.group,
+                min_interval=args.min_interval,
+                cap=args.cap,
+                quiet_hours=args.quiet_hours,
             )
             await book.add(rule)
         elif args.action == "remove" and not await book.remove(address, args.name):

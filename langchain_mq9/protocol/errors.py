@@ -484,8 +484,7 @@ def _attributes(found: re.Match[str]) -> dict[str, int | str]:
 
 def _cluster_unavailable(error: str, subject: str) -> ClusterUnavailable:
     stored = (
-        "; the message may or may not have been stored: query the mailbox before "
-        "sending it again"
+        "; the message may or may not have been stored: query the mailbox before sending it again"
         if subject.startswith(MSG_SEND)
         else ""
     )

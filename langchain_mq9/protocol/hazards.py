@@ -29,4 +29,3 @@ def warn_partitions(address: str, msg_id: int) -> str:
         "repeat and an ACK may skip messages. Set default_topic_partition_num = 1 on the broker "
         "and use a new mailbox; see docs/deploy.md"
     )
-

@@ -251,4 +251,3 @@ def check_tags(tags: object) -> list[str]:
                 "breaks (U+2028 and the like too) or control characters"
             )
     return [utf8("tag", tag.strip()) for tag in tags]
-

@@ -22,4 +22,3 @@ def clipped(text: str, limit: int) -> str:
         return text
     half = limit // 2
     return f"{text[:half]} …[{len(text) - 2 * half} characters cut]… {text[-half:]}"
-

@@ -161,8 +161,10 @@ _SYNTAX = (
     ("Expecting ':' delimiter", "expected `:`"),
     ("Extra data", "trailing characters"),
     ("Unterminated string", "EOF while parsing a string"),
-    ("Invalid control character",
-     "control character (\\u0000-\\u001F) found while parsing a string"),
+    (
+        "Invalid control character",
+        "control character (\\u0000-\\u001F) found while parsing a string",
+    ),
     ("Invalid \\escape", "invalid escape"),
 )
 
@@ -197,7 +199,6 @@ def _check_surrogates(value: object) -> None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-
 
 
 def nests_deeper(value: object, levels: int) -> bool:

@@ -33,7 +33,11 @@ def _describe(value: object) -> str:
 STR, U32, U64, BOOL, STR_LIST, DELIVER = "a string", "u32", "u64", "a boolean", "a sequence", "enum"
 I64, BYTES, ITEMS = "i64", "a sequence of bytes", "a sequence of items"  # reply fields
 _PYTHON_TYPES: dict[str, type[Any]] = {
-    STR: str, BOOL: bool, STR_LIST: list, BYTES: list, ITEMS: list
+    STR: str,
+    BOOL: bool,
+    STR_LIST: list,
+    BYTES: list,
+    ITEMS: list,
 }
 _PYTHON_TYPES |= dict.fromkeys((U32, U64, I64), int)
 

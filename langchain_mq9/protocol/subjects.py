@@ -44,7 +44,6 @@ def delete_subject(address: str, msg_id: int) -> str:
     return f"{MSG_DELETE}{address}.{msg_id}"
 
 
-
 def principal_subject(principal: str, subject: str) -> str:
     """``subject`` as the agent ``principal`` sends it to an enforcing broker:
     ``$mq9.AI.MSG.SEND.box`` -> ``$mq9.U.alice.AI.MSG.SEND.box``."""

@@ -115,4 +115,3 @@ def new_address() -> str:
     xid) but drawn at random: 100 bits, so a private mailbox's address cannot be guessed."""
     alphabet = "0123456789abcdefghijklmnopqrstuv"
     return "".join(secrets.choice(alphabet) for _ in range(20))
-

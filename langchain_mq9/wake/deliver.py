@@ -395,8 +395,10 @@ class Deliverer:
         if rule.target == "webhook":
             await self.destinations.check_url(rule.url)
             body = json.dumps(wake.body(rule.include_payload), separators=(",", ":")).encode()
-            headers = {SIGNATURE_HEADER: sign(rule.secret, body, wake_key=wake.key),
-                       KEY_HEADER: wake.key}
+            headers = {
+                SIGNATURE_HEADER: sign(rule.secret, body, wake_key=wake.key),
+                KEY_HEADER: wake.key,
+            }
             return await self._retried(wake.key, lambda: self._post(rule.url, body, headers))
         key, policy = self.destinations.agent_server(rule.url)
         await self._retried(wake.key, lambda: self._agent_server(rule, wake, key, policy))
@@ -473,8 +475,9 @@ class Deliverer:
                 # One client, its pool as large as the deliveries under way (httpcore's 10
                 # let ten receivers that never answer hold every other wake behind them);
                 # one client, because each costs its TLS context (tens of ms of CPU)
-                self._http = guarded_client(self.destinations.hosts, timeout=self.timeout,
-                                            max_connections=MAX_CONNECTIONS)
+                self._http = guarded_client(
+                    self.destinations.hosts, timeout=self.timeout, max_connections=MAX_CONNECTIONS
+                )
             except ImportError:  # httpx
                 raise Refused(NEEDS_EXTRA) from None
         return self._http

@@ -45,8 +45,11 @@ async def read_span(
             # lanes prove (a later lane's messages below may be missed: said in docs/wake.md)
             bound = proven(found, asked, start, unread_lanes_count=False)
         taken = sorted(
-            (m for m in found if (bound is None or m.msg_id < bound)
-             and (last is None or m.msg_id <= last)),
+            (
+                m
+                for m in found
+                if (bound is None or m.msg_id < bound) and (last is None or m.msg_id <= last)
+            ),
             key=lambda m: m.msg_id,
         )
         if taken:

@@ -21,8 +21,8 @@ from langchain_mq9._nats.jetstream.api import (
     wrong_last_sequence,
 )
 from langchain_mq9._nats.jetstream.bucket import Bucket, live, won
-from langchain_mq9.broker.storage.cluster.opening import bucket_config
-from langchain_mq9.broker.storage.cluster.requests import JetStreamError, Requests
+from langchain_mq9.broker.storage.jetstream.opening import bucket_config
+from langchain_mq9.broker.storage.jetstream.requests import JetStreamError, Requests
 from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process

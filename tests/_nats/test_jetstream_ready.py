@@ -112,7 +112,7 @@ async def test_a_jetstream_started_late_is_waited_for(tmp_path) -> None:
     comes up while it waits: answered, not failed."""
     import nats
 
-    from langchain_mq9.broker.cluster.servers import free_port
+    from langchain_mq9.broker.nats_servers.processes import free_port
     from langchain_mq9.broker.storage.loop_thread import until_jetstream
     from tests.support.jetstream_servers import JetStreamServer
 

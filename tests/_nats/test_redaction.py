@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.client.transport import describe, open_transport, redact
 from langchain_mq9.protocol import Mq9Error
 

@@ -105,7 +105,6 @@ class Receiver:
         return await until(pushed, timeout=timeout, what=what, every=0.05, show=statuses)
 
 
-
 async def fetch_jwks(url: str) -> dict[str, Any]:
     """The JWKS a gateway publishes (``<agent URL>/.well-known/jwks.json``): what a receiver
     is told to trust, read over HTTP as it would."""

@@ -154,7 +154,5 @@ async def test_a_card_read_and_other_methods_are_not_held_by_the_body_reader(cli
         if method == "GET":
             assert (await http.get(card)).status_code == 200
         else:
-            answer = await http.request(
-                method, card, headers={"Authorization": f"Bearer {TOKEN}"}
-            )
+            answer = await http.request(method, card, headers={"Authorization": f"Bearer {TOKEN}"})
             assert answer.status_code in (404, 405)

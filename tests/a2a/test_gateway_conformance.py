@@ -316,8 +316,13 @@ async def test_both_bindings_are_on_the_card_and_a_trailing_slash_is_the_same_en
             assert rest.status_code == 415
             sent = await http.post(
                 url + "/rest/message:send",
-                json={"message": {"role": "ROLE_USER", "messageId": "m1",
-                                  "parts": [{"text": "hello"}]}},
+                json={
+                    "message": {
+                        "role": "ROLE_USER",
+                        "messageId": "m1",
+                        "parts": [{"text": "hello"}],
+                    }
+                },
             )
             assert sent.headers["content-type"].startswith("application/json")
             assert sent.json()["task"]["status"]["state"] == "TASK_STATE_COMPLETED"

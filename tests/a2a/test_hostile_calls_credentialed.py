@@ -237,7 +237,9 @@ async def test_the_call_tools_work_with_the_callers_credential(world):
     steps = [
         call("call_agent", agent=AGENT, task="greet", wait_seconds=20),
         lambda m: call(
-            "answer_call", task_id=_result(m, "call_agent")["task_id"], answer="French",
+            "answer_call",
+            task_id=_result(m, "call_agent")["task_id"],
+            answer="French",
             wait_seconds=20,
         ),
         lambda m: call("check_call", task_id=_result(m, "call_agent")["task_id"]),

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from langchain_mq9 import AgentCaller, Mq9Client, serve_agent
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.engine.limits import BrokerLimits
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.groups.reader import GroupReader
 from mq9_cli import main
 from mq9_cli.app import cli

@@ -17,7 +17,7 @@ from langchain_mq9 import MailboxNotFound, Mq9Client, Mq9Error, Priority
 from langchain_mq9 import protocol as p
 from langchain_mq9._nats.guard import flush_in_order
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
 from langchain_mq9.client.transport import NOT_CONNECTED
 from langchain_mq9.operations.catalog import explain
 
@@ -354,9 +354,7 @@ async def test_broker_errors_are_not_retryable(client):
 
 
 @pytest.mark.parametrize("command", ["fetch", "query", "delete", "send", "ack"])
-async def test_a_missing_mailbox_is_said_in_plain_words_with_the_brokers_as_detail(
-    client, command
-):
+async def test_a_missing_mailbox_is_said_in_plain_words_with_the_brokers_as_detail(client, command):
     # RobustMQ's storage layer answers FETCH, QUERY and DELETE "Tenant default topic '...' not
     # found in broker cache"; SEND and ACK have words of their own: one plain message for all
     calls = {
@@ -584,8 +582,6 @@ async def test_silent_responder_times_out_retryably(bare_nats):
 # -- malformed requests: the broker answers clearly and keeps serving ----------------------------
 
 
-
-
 BOX = "bad.requests"
 DEEP = b"[" * 20_000 + b"]" * 20_000  # deep, and within the 64 KiB a CREATE body may take
 CREATE_BAD = "invalid MAILBOX.CREATE payload: "
@@ -635,10 +631,18 @@ BAD_REQUESTS = [
     (p.ack_subject(BOX), ack(msg_id="1"), None, 'invalid type: string "1", expected u64'),
     (p.ack_subject(BOX), ack(msg_id=1.5), None, "expected u64"),
     (p.ack_subject(BOX), ack(msg_id=True), None, "expected u64"),
-    (p.ack_subject(BOX), b'{"group_name":"g","mail_address":"bad.requests"}', None,
-     "missing field `msg_id`"),
-    (p.ack_subject(BOX), b'{"msg_id":0,"mail_address":"bad.requests"}', None,
-     "missing field `group_name`"),
+    (
+        p.ack_subject(BOX),
+        b'{"group_name":"g","mail_address":"bad.requests"}',
+        None,
+        "missing field `msg_id`",
+    ),
+    (
+        p.ack_subject(BOX),
+        b'{"msg_id":0,"mail_address":"bad.requests"}',
+        None,
+        "missing field `group_name`",
+    ),
     (p.ack_subject(BOX), b'{"group_name":"g","msg_id":0}', None, "missing field `mail_address`"),
     # the body's mail_address is the one acked, whatever the subject says
     (p.ack_subject(BOX), ack(mail_address="other.box"), None, "mailbox not found: other.box"),

@@ -31,7 +31,7 @@ STORAGE_FORWARD = (
     "Failed to send request to node 1 with error message :exceeded max retry times (10)"
 )
 META_FORWARD = (
-    "Grpc call of the node failed,Grpc status was status: Cancelled, message: \"has to forward "
+    'Grpc call of the node failed,Grpc status was status: Cancelled, message: "has to forward '
     'request to: Some(2), Some(Node { node_id: 2, rpc_addr: \\"127.0.0.1:2228\\" })"'
 )
 

@@ -27,8 +27,8 @@ from langchain_mq9 import protocol as p
 from langchain_mq9._nats.guard import flush_in_order
 from langchain_mq9.a2a.server import serve_agent
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.identities.ownership import PLAIN_REFUSAL
+from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.client.auth import (
     CREDENTIAL_ENV,
     CREDENTIAL_FILE_ENV,

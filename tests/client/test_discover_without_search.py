@@ -22,7 +22,7 @@ from langchain_mq9.broker import (
     install_memory_broker,
     serve_on_nats,
 )
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker
 
 CARDS = [

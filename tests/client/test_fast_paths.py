@@ -43,7 +43,7 @@ def _send_replies(draw) -> bytes:
     pairs = [f'"error":{error}', f'"msg_id":{msg_id}']
     if draw(st.booleans()):
         pairs = draw(st.permutations(pairs))
-    raw = ("{" + draw(st.sampled_from([",", ", ", ",\n"]) | st.just(",")).join(pairs) + "}")
+    raw = "{" + draw(st.sampled_from([",", ", ", ",\n"]) | st.just(",")).join(pairs) + "}"
     data = bytearray(raw.encode())
     if draw(st.integers(0, 4)) == 0:
         data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))

@@ -18,7 +18,7 @@ import uvicorn
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from mq9_cli.console.app import Settings, create_app
 from tests.support.robustmq_shaped import RobustMQShapedListener
 from tests.support.waiting import until

@@ -18,7 +18,7 @@ import pytest
 from console_world import TOKEN
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.groups.dead_letters import store as store_dead_letter
 from tests.support.credentials_support import issue

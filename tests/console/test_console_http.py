@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from console_world import TOKEN, World
 
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.groups.reader import GroupReader
 from mq9_cli.app import cli
 from mq9_cli.connect import Target

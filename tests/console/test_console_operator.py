@@ -213,7 +213,7 @@ def test_an_answered_call_keeps_its_question_and_answer():
             kept = calls.split('id="answered"', 1)[1]
             assert "Which language?" in kept and "French" in kept and asked.task_id[:12] in kept
             call = http.get(f"/calls/human.calls/{asked.task_id}").text
-            assert "answered “<span class=\"asked\">Which language?</span>”" in call
+            assert 'answered “<span class="asked">Which language?</span>”' in call
             [entry] = http.get("/api/log").json()["entries"]
             assert entry["question"] == "Which language?" and entry["answer"] == "French"
         finally:
@@ -232,14 +232,11 @@ def test_behind_a_proxy_that_rewrites_host_its_public_origin_posts():
             refused = http.post(replay, data={"csrf": csrf}, headers={"origin": other})
             assert refused.status_code == 403 and "another site" in refused.text
     with World() as world:  # without it, the proxy's origin is another site
-        answer = httpx.post(f"{world.url}/login", data={"token": TOKEN},
-                            headers={"origin": public})
+        answer = httpx.post(f"{world.url}/login", data={"token": TOKEN}, headers={"origin": public})
         assert answer.status_code == 403
 
 
-def test_the_console_opens_with_the_broker_credential_however_it_was_given(
-    tmp_path, monkeypatch
-):
+def test_the_console_opens_with_the_broker_credential_however_it_was_given(tmp_path, monkeypatch):
     options = {"allow_writes": False, "mailboxes": (), "reply_mailboxes": ()}
 
     def secrets(target: Target) -> list[str]:

@@ -63,12 +63,18 @@ class Recorder:
 
 async def test_handler_called_in_priority_order_and_auto_ack(broker, client):
     box = await client.mailbox_create()
-    for payload, priority in [(b"n1", "normal"), (b"u1", "urgent"), (b"c1", "critical"),
-                              (b"n2", "normal"), (b"c2", "critical")]:
+    for payload, priority in [
+        (b"n1", "normal"),
+        (b"u1", "urgent"),
+        (b"c1", "critical"),
+        (b"n2", "normal"),
+        (b"c2", "critical"),
+    ]:
         await client.send(box, payload, priority=priority)
     handler = Recorder()
-    consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
-                                    max_wait_ms=POLL_MS)
+    consumer = await client.consume(
+        box, handler, group_name="g", deliver="earliest", max_wait_ms=POLL_MS
+    )
     await handler.wait_for(5)
     await consumer.stop()
     assert handler.payloads == [b"c1", b"c2", b"u1", b"n1", b"n2"]
@@ -94,8 +100,14 @@ async def test_handler_error_reported_retried_and_the_group_held_before_it(broke
     for payload in (b"ok1", b"bad", b"ok2"):
         await client.send(box, payload)
     handler = Recorder(fail_on={b"bad"})
-    consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
-                                    max_wait_ms=POLL_MS, error_handler=handler.on_error)
+    consumer = await client.consume(
+        box,
+        handler,
+        group_name="g",
+        deliver="earliest",
+        max_wait_ms=POLL_MS,
+        error_handler=handler.on_error,
+    )
     await handler.wait_for_payload(b"ok2")
     await client.send(box, b"ok3")  # the loop goes on after the failure
     await handler.wait_for_payload(b"ok3")
@@ -117,8 +129,14 @@ async def test_failed_message_is_retried_by_the_consumer(broker, client):
     await client.send(box, b"flaky")
     await client.send(box, b"after")
     handler = Recorder(fail_on={b"flaky"})
-    consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
-                                    max_wait_ms=POLL_MS, error_handler=handler.on_error)
+    consumer = await client.consume(
+        box,
+        handler,
+        group_name="g",
+        deliver="earliest",
+        max_wait_ms=POLL_MS,
+        error_handler=handler.on_error,
+    )
     await handler.wait_for_payload(b"after")
     assert consumer.processed_count == 1
     handler.fail_on.clear()
@@ -145,8 +163,9 @@ async def test_async_error_handler_and_failing_error_handler(client):
         reported.set()
         raise RuntimeError("the error handler fails too")
 
-    consumer = await client.consume(box, handler, group_name="g", max_wait_ms=POLL_MS,
-                                    error_handler=error_handler)
+    consumer = await client.consume(
+        box, handler, group_name="g", max_wait_ms=POLL_MS, error_handler=error_handler
+    )
     await client.send(box, b"x")
     await asyncio.wait_for(reported.wait(), WAIT)
     done = asyncio.Event()
@@ -156,8 +175,9 @@ async def test_async_error_handler_and_failing_error_handler(client):
         await second(message)
         done.set()
 
-    consumer2 = await client.consume(box, other, group_name="g2", deliver="earliest",
-                                     max_wait_ms=POLL_MS)
+    consumer2 = await client.consume(
+        box, other, group_name="g2", deliver="earliest", max_wait_ms=POLL_MS
+    )
     await client.send(box, b"y")
     await asyncio.wait_for(done.wait(), WAIT)
     await second.wait_for_payload(b"y")
@@ -197,8 +217,9 @@ async def test_stop_finishes_the_batch_and_commits_it(broker, client):
 
     for payload in (b"a", b"b", b"c"):
         await client.send(box, payload)
-    consumer = await client.consume(box, slow, group_name="g", deliver="earliest",
-                                    max_wait_ms=POLL_MS)
+    consumer = await client.consume(
+        box, slow, group_name="g", deliver="earliest", max_wait_ms=POLL_MS
+    )
     await asyncio.wait_for(started.wait(), WAIT)
     stopping = asyncio.create_task(consumer.stop())
     release.set()
@@ -213,8 +234,9 @@ async def test_consume_without_group_sees_each_message_once(client):
     for i in range(5):
         await client.send(box, f"old{i}", priority="urgent" if i % 2 else "normal")
     handler = Recorder()
-    consumer = await client.consume(box, handler, deliver="earliest", num_msgs=2,
-                                    max_wait_ms=POLL_MS)
+    consumer = await client.consume(
+        box, handler, deliver="earliest", num_msgs=2, max_wait_ms=POLL_MS
+    )
     await handler.wait_for(5)
     for i in range(4):
         await client.send(box, f"new{i}", priority="critical" if i == 2 else "normal")
@@ -223,8 +245,9 @@ async def test_consume_without_group_sees_each_message_once(client):
     await handler.wait_for(10)
     await consumer.stop()
     payloads = [x.decode() for x in handler.payloads]
-    assert sorted(payloads) == sorted([f"old{i}" for i in range(5)]
-                                      + [f"new{i}" for i in range(4)] + ["last"])
+    assert sorted(payloads) == sorted(
+        [f"old{i}" for i in range(5)] + [f"new{i}" for i in range(4)] + ["last"]
+    )
     assert len(set(payloads)) == len(payloads)
     assert consumer.processed_count == 10
     assert payloads.index("last") == 9
@@ -249,8 +272,9 @@ async def test_deliver_latest_starts_at_the_newest_stored_message(client, group)
     await client.send(box, b"old")
     await client.send(box, b"newest")
     handler = Recorder()
-    consumer = await client.consume(box, handler, group_name=group, deliver="latest",
-                                    max_wait_ms=POLL_MS)
+    consumer = await client.consume(
+        box, handler, group_name=group, deliver="latest", max_wait_ms=POLL_MS
+    )
     await client.send(box, b"right after")  # no pause: the start point is already fixed
     await client.send(box, b"then", priority="critical")
     await handler.wait_for(3)
@@ -283,8 +307,15 @@ async def test_competing_consumers_with_workers_handle_each_message_once(client)
         return handler
 
     consumers = [
-        await client.consume(box, handler_of(name), group_name="g", deliver="earliest",
-                             num_msgs=2, max_wait_ms=POLL_MS, worker=name)
+        await client.consume(
+            box,
+            handler_of(name),
+            group_name="g",
+            deliver="earliest",
+            num_msgs=2,
+            max_wait_ms=POLL_MS,
+            worker=name,
+        )
         for name in ("one", "two")
     ]
     sent = [f"job{i}".encode() for i in range(12)]
@@ -308,8 +339,9 @@ async def test_auto_ack_false_leaves_acking_to_the_handler(broker, client):
             await client.ack(box, "g", message.msg_id)
             acked.set()
 
-    consumer = await client.consume(box, handler, group_name="g", deliver="earliest",
-                                    auto_ack=False, max_wait_ms=POLL_MS)
+    consumer = await client.consume(
+        box, handler, group_name="g", deliver="earliest", auto_ack=False, max_wait_ms=POLL_MS
+    )
     await asyncio.wait_for(acked.wait(), WAIT)
     await consumer.stop()
     assert consumer.processed_count == 2

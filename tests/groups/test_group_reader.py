@@ -426,8 +426,10 @@ async def test_big_messages_come_in_answers_that_fit_and_none_is_skipped(broker,
     limit_answers(broker, 13_000)  # about ten 1000-byte messages
     box = await new_box(client)
     priorities = (["normal"] * 3 + ["critical"] + ["normal"] * 3 + ["urgent"]) * 2
-    sent = [await client.send(box, f"{i:02d}" + "x" * 1000, priority=pr)
-            for i, pr in enumerate(priorities)]
+    sent = [
+        await client.send(box, f"{i:02d}" + "x" * 1000, priority=pr)
+        for i, pr in enumerate(priorities)
+    ]
     with pytest.raises(Mq9Error) as refused:  # the limit binds
         await client.fetch(box, group_name="probe", deliver="earliest", num_msgs=10)
     assert 4 < refused.value.fits < 10

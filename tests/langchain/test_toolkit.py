@@ -16,7 +16,7 @@ from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, Priority, ToolPolicy
 from langchain_mq9.broker import BrokerEngine, memory_broker, serve_on_nats
-from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
 from langchain_mq9.operations.catalog import OPERATIONS, message_view
 
 EIGHT = [
@@ -413,9 +413,11 @@ def test_neutral_values_of_a_strict_mode_call_change_nothing(toolkit, memory_url
         key="", tags=[], delay=0, ttl=0,
     )  # fmt: skip
     assert json.loads(strict.content) == {"sent": True, "msg_id": 0}  # not delayed (-1)
-    [stored] = memory_broker(memory_url.removeprefix("memory://")).mailboxes[
-        "agent.inbox"
-    ].messages.values()
+    [stored] = (
+        memory_broker(memory_url.removeprefix("memory://"))
+        .mailboxes["agent.inbox"]
+        .messages.values()
+    )
     assert (stored.key, stored.tags, stored.expire_at, stored.header) == (None, (), 0, None)
     private = json.loads(tool_call(tools["create_mailbox"], name="", ttl=0).content)
     assert private["mail_address"] != ""
@@ -936,10 +938,7 @@ def test_parallel_fetches_in_a_second_asyncio_run_share_the_group_reading(memory
 
     async def two_fetches() -> list[dict]:
         results = await asyncio.gather(
-            *(
-                atool_call(tools["fetch_messages"], mail_address="agent.inbox")
-                for _ in range(2)
-            )
+            *(atool_call(tools["fetch_messages"], mail_address="agent.inbox") for _ in range(2))
         )
         assert all(r.status == "success" for r in results), [r.content for r in results]
         return [json.loads(r.content) for r in results]
@@ -961,8 +960,9 @@ def test_parallel_fetches_in_a_second_asyncio_run_share_the_group_reading(memory
         ({"requst_timeout": 2}, "requst_timeout", "request_timeout"),
     ],
 )
-def test_a_misspelled_toolkit_option_is_an_error_naming_the_nearest(memory_url, settings,
-                                                                     named, nearest):
+def test_a_misspelled_toolkit_option_is_an_error_naming_the_nearest(
+    memory_url, settings, named, nearest
+):
     """Issue #35: ``Mq9Toolkit(allowed_mailbox=["team"])`` left the toolkit unrestricted (its
     create_mailbox made "payroll.secrets") and ``read_onyl=True`` left it writable."""
     with pytest.raises(TypeError) as refused:

@@ -25,7 +25,7 @@ import uvicorn
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from mcp_server import questions
 from mcp_server.cli import broker_connection, build_parser, tool_policy
 from mcp_server.http import create_http_app, uvicorn_config

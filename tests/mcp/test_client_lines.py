@@ -20,7 +20,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from mcp_server import client_lines as lines
 from tests.support.mcp_support import end_process, server_env
 
@@ -275,7 +275,7 @@ def test_a_busy_http_port_says_what_to_do():
 
 
 def test_nats_server_missing_advice_works_outside_a_clone(tmp_path, monkeypatch):
-    import langchain_mq9.broker.cluster.servers as nats_process
+    import langchain_mq9.broker.nats_servers.processes as nats_process
 
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)

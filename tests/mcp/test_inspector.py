@@ -32,7 +32,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server import client_lines
 from tests.support.a2a_support import asking, text_graph, text_io

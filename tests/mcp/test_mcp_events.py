@@ -18,7 +18,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server import events, webhooks
 from mcp_server.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
@@ -312,7 +312,7 @@ async def test_webhooks_are_signed_retried_kept_to_listed_hosts_and_each_clients
             headers, body = await hook.next()
             assert json.loads(body)["data"]["msg_id"] == two["msg_id"]
             # a refresh keeps the subscription (and its secret), unsubscribe ends it
-            again = (await alice.rpc("events/subscribe", **sub, delivery={"url": hook.url}))
+            again = await alice.rpc("events/subscribe", **sub, delivery={"url": hook.url})
             assert again["result"]["id"] == made["id"] and "secret" not in again["result"]
             assert (await alice.rpc("events/unsubscribe", id=made["id"]))["result"] == {
                 "resultType": "complete", **{k: v for k, v in again["result"].items()

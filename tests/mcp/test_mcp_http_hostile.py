@@ -16,7 +16,7 @@ import uvicorn
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server.http import app as http_app
 from mcp_server.http import guard as http_guard
@@ -50,6 +50,7 @@ async def served(reached: list[str] | None = None) -> AsyncIterator[int]:
     server = _Uvicorn(http_app.uvicorn_config(recording, "127.0.0.1", port))
     task = asyncio.create_task(server.serve())
     try:
+
         def started() -> bool:
             assert not task.done(), "uvicorn stopped while starting"
             return server.started

@@ -18,7 +18,7 @@ import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server.cli import build_parser
 from mcp_server.http import create_http_app, uvicorn_config
@@ -141,6 +141,7 @@ async def served(
     uv = _Uvicorn(uvicorn_config(app, "127.0.0.1", port))
     task = asyncio.create_task(uv.serve())
     try:
+
         def started() -> bool:
             assert not task.done(), "uvicorn stopped while starting"
             return uv.started

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from tests.support.mcp_support import (
     INITIALIZE,

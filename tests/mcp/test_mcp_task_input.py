@@ -38,6 +38,7 @@ async def asking() -> tasks.TaskStore:
 async def asked_key(store: tasks.TaskStore) -> str:
     """The key of the task's outstanding question, once it asks one."""
     [task] = store.tasks.values()
+
     def asking() -> dict | None:
         view = task.detailed()
         return view if view["status"] == "input_required" else None

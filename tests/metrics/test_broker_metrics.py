@@ -13,8 +13,8 @@ from operator_support import names_in
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import Broker
 from langchain_mq9.broker.cli.metrics import broker_endpoint, is_dead_letters
-from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.config import BrokerConfig
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.groups.dead_letters import DEAD_LETTER_SUFFIX, dead_letter_address
 
 pytestmark = pytest.mark.slow  # a nats-server

@@ -14,8 +14,8 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.wire import HEADER_REPLY_TO
 from langchain_mq9.broker import Broker
 from langchain_mq9.broker.cli.metrics import broker_meter
-from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.config import BrokerConfig
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.protocol.errors import MailboxNotFound, NotOwner
 from tests.support.credentials_support import issue
 from tests.support.jetstream_servers import JetStreamCluster

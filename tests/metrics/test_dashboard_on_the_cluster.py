@@ -24,8 +24,8 @@ from operator_support import DEADLINE, NO_PROMETHEUS, PROMETHEUS, WAKE, Promethe
 from test_every_server_scraped import DASHBOARD, _get_status, _post, _wait_status
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.cluster.servers import free_port
-from langchain_mq9.broker.storage.cluster import Layout
+from langchain_mq9.broker.nats_servers.processes import free_port
+from langchain_mq9.broker.storage.jetstream import Layout
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.protocol.errors import MailboxNotFound
 from langchain_mq9.wake.book import RuleBook

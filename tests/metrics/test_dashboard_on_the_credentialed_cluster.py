@@ -38,7 +38,7 @@ from test_dashboard_on_the_cluster import (
 from test_every_server_scraped import _wait_status
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.wake.book import RuleBook
 from langchain_mq9.wake.rules import WakeRule
 from tests.support.devbroker_helpers import DevBroker

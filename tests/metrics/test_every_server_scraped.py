@@ -25,7 +25,7 @@ from operator_support import (
     scrape,
 )
 
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # processes: five servers and prometheus

@@ -23,7 +23,7 @@ from operator_support import (
 )
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.protocol.errors import MailboxNotFound
 from tests.support.devbroker_helpers import DevBroker
 
@@ -74,21 +74,30 @@ def test_prometheus_scrapes_a_broker_and_a_waker_under_traffic(tmp_path):
         )
         assert sends >= SENDS + 1  # the waker's own state records are SENDs too
         # (the waker's first look at a mailbox it has no state for may be refused so too)
-        assert prometheus.wait_for(
-            'mq9_broker_refusals_total{command="SEND",reason="mailbox_not_found"}', 1
-        ) >= 1
+        assert (
+            prometheus.wait_for(
+                'mq9_broker_refusals_total{command="SEND",reason="mailbox_not_found"}', 1
+            )
+            >= 1
+        )
         assert prometheus.value(
             'mq9_broker_requests_total{command="SEND",outcome="refused"}'
         ) == prometheus.value('sum(mq9_broker_refusals_total{command="SEND"})')
         assert prometheus.wait_for('mq9_broker_mailboxes{job="broker"}', 2) >= 2
         assert prometheus.wait_for("mq9_broker_messages", SENDS + 1) >= SENDS + 1
         assert prometheus.wait_for("mq9_broker_group_pending_messages", SENDS - 5) >= SENDS - 5
-        assert prometheus.wait_for(
-            'mq9_broker_request_duration_seconds_count{command="SEND"}', SENDS + 1
-        ) >= SENDS + 1
-        assert prometheus.wait_for(
-            'mq9_wake_wakes_total{job="waker",target="command",outcome="delivered"}', 1
-        ) >= 1
+        assert (
+            prometheus.wait_for(
+                'mq9_broker_request_duration_seconds_count{command="SEND"}', SENDS + 1
+            )
+            >= SENDS + 1
+        )
+        assert (
+            prometheus.wait_for(
+                'mq9_wake_wakes_total{job="waker",target="command",outcome="delivered"}', 1
+            )
+            >= 1
+        )
         assert prometheus.wait_for('mq9_wake_lag_seconds_count{target="command"}', 1) >= 1
         lag = prometheus.value('mq9_wake_lag_seconds_sum{target="command"}')
         assert lag is not None and 0 <= lag < 3600  # recorded, from the message's arrival

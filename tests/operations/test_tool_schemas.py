@@ -268,9 +268,7 @@ def test_strict_checks_catch_an_open_object():
     assert card["additionalProperties"] is False and not card.get("properties")  # only {} fits
     assert open_objects(sent["function"]["parameters"])
     with pytest.raises(Exception, match="permits undeclared properties"):
-        ensure_strict_json_schema(
-            _OpenCard.model_json_schema(), _reject_open_objects=True
-        )
+        ensure_strict_json_schema(_OpenCard.model_json_schema(), _reject_open_objects=True)
 
 
 @pytest.mark.parametrize("surface", SURFACES)
@@ -341,9 +339,7 @@ def test_openai_agents_sdk_loads_every_mcp_tool_in_strict_mode(agent_mailbox):
         loaded = MCPUtil.to_function_tool(tool, server, convert_schemas_to_strict=True)
         assert loaded.strict_json_schema is True, tool.name
         assert loaded.params_json_schema["properties"] == tool.input_schema["properties"]
-    control = types.Tool(
-        name="control", description="d", inputSchema=_OpenCard.model_json_schema()
-    )
+    control = types.Tool(name="control", description="d", inputSchema=_OpenCard.model_json_schema())
     loaded = MCPUtil.to_function_tool(control, server, convert_schemas_to_strict=True)
     assert loaded.strict_json_schema is False  # the check has teeth
 
@@ -408,8 +404,14 @@ async def _run_call_tools(client: Mq9Client, run: Any) -> None:
     graph = asking_graph()
 
     def serving() -> AgentServer:
-        return AgentServer(graph, name="agent.upper", client=client, worker="w1",
-                           to_input=lambda g, t: {"text": t}, to_output=lambda r: r["out"])
+        return AgentServer(
+            graph,
+            name="agent.upper",
+            client=client,
+            worker="w1",
+            to_input=lambda g, t: {"text": t},
+            to_output=lambda r: r["out"],
+        )
 
     async with serving():
         await run("call_agent", agent="agent.upper", task="hi", wait_seconds=10)

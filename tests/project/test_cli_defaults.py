@@ -42,8 +42,7 @@ def parser_defaults(parser: argparse.ArgumentParser) -> dict[str, object]:
     return {
         action.option_strings[-1]: action.default
         for action in parser._actions  # argparse has no public list of its actions
-        if action.option_strings
-        and action.default not in (None, argparse.SUPPRESS)
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS)
     }
 
 

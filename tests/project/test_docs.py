@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import port_open
 from tests.support.mcp_support import end_process
 from tests.support.waiting import until_sync
@@ -111,6 +111,7 @@ RUN.sort(key=lambda b: bool(b.needs))
 # pip or python by bare name reaches whatever is first on PATH (a system Python, or PyPI's
 # unrelated langchain-mq9 by its name): the docs call the venv's, .venv/bin/pip
 BARE_PIP = re.compile(r"(?:^|[\s;&|(])(?:pip3?|python3? -m pip|python)\s", re.M)
+
 
 def env(**extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if k not in _OWN_ENV}

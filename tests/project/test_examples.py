@@ -28,7 +28,7 @@ import pytest
 
 from langchain_mq9 import semantic
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.cluster.servers import start_nats_server
+from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.broker.state.clock import system_clock
 from langchain_mq9.testing import ScriptedChatModel
 from tests.support.robustmq_shaped import RobustMQShapedListener, lagging_engine
@@ -69,8 +69,10 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
         "(crashed: no more heartbeats)",
         re.compile(r"board: worker\.a[.\w]*=busy\(0\.7\)$"),
         "s TTL → offline; stop sending it work",
-        re.compile(r"look at (worker\.b[.\w]*\.inbox): mailbox '\1' does not exist \(it was "
-                   r"never created, or its TTL ran out\)$"),
+        re.compile(
+            r"look at (worker\.b[.\w]*\.inbox): mailbox '\1' does not exist \(it was "
+            r"never created, or its TTL ran out\)$"
+        ),
         re.compile(r"send to worker\.a[.\w]*\.inbox: ok$"),
     ],
     "task_queue.py": [
@@ -141,11 +143,15 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
     "capability_routing.py": [
         re.compile(r"text 'japanese' → agent\.translator\.fast[.\w]*, agent\.translator\.legal"),
         re.compile(r"route to the least busy: agent\.translator\.legal[.\w]*$"),
-        re.compile(r"semantic 'translate this supplier contract into Japanese' → "
-                   r"agent\.translator\.legal"),
+        re.compile(
+            r"semantic 'translate this supplier contract into Japanese' → "
+            r"agent\.translator\.legal"
+        ),
         re.compile(r"semantic 'summarize the notes of yesterday's meeting' → agent\.summarizer"),
-        re.compile(r"^\[agent\.translator\.legal[.\w]*\] got: "
-                   r"\['translate this supplier contract into Japanese'\]$"),
+        re.compile(
+            r"^\[agent\.translator\.legal[.\w]*\] got: "
+            r"\['translate this supplier contract into Japanese'\]$"
+        ),
         re.compile(r"^\[agent\.summarizer[.\w]*\] got: "),
         re.compile(r"^\[agent\.translator\.fast[.\w]*\] unregistered$"),
         re.compile(r"text 'japanese' → agent\.translator\.legal[.\w]*$"),
@@ -158,8 +164,10 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
         '"state":"submitted"',
         "[orchestrator] → list_calls()",
         "[orchestrator] → check_call(",
-        re.compile(r"\[orchestrator\] says: Summary from agent\.summarizer[.\w]*: On Tuesday .*"
-                   r"Engineers raised the limit to 200"),
+        re.compile(
+            r"\[orchestrator\] says: Summary from agent\.summarizer[.\w]*: On Tuesday .*"
+            r"Engineers raised the limit to 200"
+        ),
         re.compile(r"^agent\.summarizer[.\w]*'s task store: 1 task\(s\), completed$"),
         "✓ the task completed on the broker",
     ],
@@ -171,13 +179,17 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
         "[orchestrator] → create_mailbox(",
         re.compile(r'^\[orchestrator\] → send_message\(mail_address="agent\.summarizer'),
         "[worker] → fetch_messages(",
-        re.compile(r'^\[worker\] → send_message\(mail_address="[0-9a-v]{20}", '
-                   r'payload=\{"correlation_id":"summary-1"'),
+        re.compile(
+            r'^\[worker\] → send_message\(mail_address="[0-9a-v]{20}", '
+            r'payload=\{"correlation_id":"summary-1"'
+        ),
         "[worker] → ack_messages(",
         "[orchestrator] → fetch_messages(",
         "[orchestrator] → ack_messages(",
-        re.compile(r"\[orchestrator\] says: Summary from agent\.summarizer[.\w]*: On Tuesday .*"
-                   r"Engineers raised the limit to 200"),
+        re.compile(
+            r"\[orchestrator\] says: Summary from agent\.summarizer[.\w]*: On Tuesday .*"
+            r"Engineers raised the limit to 200"
+        ),
         "✓ checked on the broker",
     ],
 }
@@ -235,8 +247,11 @@ class ThreadedBroker:
 
 
 def run_example(name: str, server: str | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MQ9_EXAMPLE_MODEL", "MQ9_SERVER", "NATS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MQ9_EXAMPLE_MODEL", "MQ9_SERVER", "NATS_URL")
+    }
     env["PYTHONIOENCODING"] = "utf-8"
     env["PYTHONWARNINGS"] = "default::DeprecationWarning"  # from any module, not only __main__
     command = [sys.executable, str(EXAMPLES / name)]
@@ -299,7 +314,7 @@ def assert_tells(output: str, expected: list[str | re.Pattern]) -> None:
     for wanted in expected:
         for index in range(position, len(lines)):
             line = lines[index]
-            if (wanted.search(line) if isinstance(wanted, re.Pattern) else wanted in line):
+            if wanted.search(line) if isinstance(wanted, re.Pattern) else wanted in line:
                 position = index + 1
                 break
         else:

@@ -24,6 +24,7 @@ from tests.support.store_lane import records_in, store_broker
 
 pytestmark = pytest.mark.slow  # nats-server, the dev broker, examples and kernels: processes
 
+
 @pytest.fixture(scope="module")
 def examples_broker():
     with store_broker() as broker:

@@ -1,7 +1,7 @@
 """Rooms meet at public seams (issue #74): no module reads another room's ``_private``
 attribute. A room is a package folder of docs/architecture.md: a folder of ``langchain_mq9``
 (its top files are the face), a folder of the bundled broker (``broker/engine``, ...;
-``storage/cluster`` is the storage's), ``mcp_server`` and ``mq9_cli`` (each with its
+``storage/jetstream`` is the storage's), ``mcp_server`` and ``mq9_cli`` (each with its
 subfolders). A part that needs something of another room asks for it by a public name, with a
 docstring saying why; what is private may change with its room alone.
 
@@ -78,7 +78,7 @@ KNOWN: dict[tuple[str, str], str] = {
     ("langchain_mq9/broker/cli/dev_broker.py", "_ArgumentGroup"): (
         "the type add_argument_group returns: argparse names no public one"
     ),
-    ("langchain_mq9/broker/cluster/servers.py", "_exit"): (
+    ("langchain_mq9/broker/nats_servers/processes.py", "_exit"): (
         "os._exit, documented: a forked child leaves without running the parent's cleanup"
     ),
 }

@@ -130,8 +130,10 @@ def test_each_refusal_the_protocol_raises_reads_back_as_its_class(refuse):
     with pytest.raises(errors.InvalidArgument) as refused:
         refuse()
     read = from_reply(refused.value.message)
-    expected = errors.InvalidAddress if isinstance(refused.value, errors.InvalidAddress) else (
-        errors.InvalidArgument
+    expected = (
+        errors.InvalidAddress
+        if isinstance(refused.value, errors.InvalidAddress)
+        else (errors.InvalidArgument)
     )
     assert type(read) is expected, refused.value.message
 

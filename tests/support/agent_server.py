@@ -27,13 +27,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from tests.support.waiting import until_sync
 
 START_SECONDS = 120.0  # a hang guard: a cold start imports langgraph-api and its runtime
 STOP_SECONDS = 15.0
 
-ECHO_GRAPH = '''
+ECHO_GRAPH = """
 import json
 import os
 from typing import Annotated, Any
@@ -67,7 +67,7 @@ graph = (
     StateGraph(State).add_node("answer", answer).add_edge(START, "answer")
     .add_edge("answer", END).compile()
 )
-'''
+"""
 
 
 def langgraph_command() -> str | None:
@@ -127,8 +127,16 @@ class AgentServer:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
-                command, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1",
-                "--port", str(self.port), "--config", "langgraph.json",
+                command,
+                "dev",
+                "--no-browser",
+                "--no-reload",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--config",
+                "langgraph.json",
             ],
             cwd=self.directory,
             env=env,

@@ -16,8 +16,8 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cluster.servers import free_port
 from langchain_mq9.broker.identities.store import LOOK_EVERY, IdentityStore, identities_file
+from langchain_mq9.broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker
 
 REQUEST_TIMEOUT = 10.0

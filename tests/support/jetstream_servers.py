@@ -14,7 +14,7 @@ import nats
 
 from bench.js_cluster import START_TIMEOUT, JetStreamCluster, JetStreamServer
 from langchain_mq9.broker.storage.base import StorageError
-from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.broker.storage.jetstream import ClusterStore
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.waiting import until, until_sync
 

@@ -27,9 +27,9 @@ from contextlib import contextmanager
 
 import nats
 
-from langchain_mq9.broker.engine.cluster import ClusterEngine
 from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.storage.cluster import ClusterStore, Layout
+from langchain_mq9.broker.engine.over_store import ClusterEngine
+from langchain_mq9.broker.storage.jetstream import ClusterStore, Layout
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster
 

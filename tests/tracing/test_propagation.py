@@ -15,7 +15,7 @@ from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.broker import Broker, BrokerConfig
-from langchain_mq9.broker.cluster.servers import start_nats_server
+from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from tests.support.a2a_support import text_graph, text_io
 
 INBOX = "agent.worker"
@@ -114,9 +114,7 @@ async def test_a_failed_fetch_is_an_error_span_over_the_whole_fetch(client, span
 
 
 async def test_call_agent_to_serve_agent_and_back_is_one_trace(client, spans, tracer):
-    server = AgentServer(
-        text_graph(str.upper), name=AGENT, client=client, worker="w1", **text_io()
-    )
+    server = AgentServer(text_graph(str.upper), name=AGENT, client=client, worker="w1", **text_io())
     async with server:
         caller = await AgentCaller(client, "agent.boss.calls").open()
         with tracer.start_as_current_span("delegate") as delegate:

@@ -48,8 +48,13 @@ async def ask(client, agent: str, reply_to: str, method: str, task_id: str, body
 async def test_a_tasks_owner_gets_its_states_pushed(lane, receiver):
     gate = Gate()
     async with lane.client() as client:
-        agent = AgentServer(gate, name="agent.pushed", client=client, register=False,
-                            push_destinations=Destinations(hosts=["127.0.0.1/32"]))
+        agent = AgentServer(
+            gate,
+            name="agent.pushed",
+            client=client,
+            register=False,
+            push_destinations=Destinations(hosts=["127.0.0.1/32"]),
+        )
         await agent.start()
         try:
             assert agent.agent_card()["capabilities"]["pushNotifications"] is True
@@ -60,20 +65,39 @@ async def test_a_tasks_owner_gets_its_states_pushed(lane, receiver):
                 if (await caller.check(task_id, wait=0)).state == w.WORKING:
                     break
                 await asyncio.sleep(0.05)
-            made = await ask(client, "agent.pushed", mine, w.CREATE_PUSH, task_id,
-                             {"taskId": task_id, "url": receiver.url, "token": "tok-1"})
+            made = await ask(
+                client,
+                "agent.pushed",
+                mine,
+                w.CREATE_PUSH,
+                task_id,
+                {"taskId": task_id, "url": receiver.url, "token": "tok-1"},
+            )
             assert made["type"] == "TaskPushNotificationConfig" and made["url"] == receiver.url
-            listed = await ask(client, "agent.pushed", mine, w.LIST_PUSH, task_id,
-                               {"taskId": task_id})
+            listed = await ask(
+                client, "agent.pushed", mine, w.LIST_PUSH, task_id, {"taskId": task_id}
+            )
             assert [c["id"] for c in listed["configs"]] == [made["id"]]
             # a stranger (another reply mailbox) learns nothing of it
             stranger = await AgentCaller(client, "agent.stranger").open()
-            refused = await ask(client, "agent.pushed", stranger.reply_mailbox, w.LIST_PUSH,
-                                task_id, {"taskId": task_id})
+            refused = await ask(
+                client,
+                "agent.pushed",
+                stranger.reply_mailbox,
+                w.LIST_PUSH,
+                task_id,
+                {"taskId": task_id},
+            )
             assert "not found" in refused["error"]["message"]
             # a URL inside the network the operator did not allow
-            inside = await ask(client, "agent.pushed", mine, w.CREATE_PUSH, task_id,
-                               {"taskId": task_id, "url": "http://169.254.169.254/x"})
+            inside = await ask(
+                client,
+                "agent.pushed",
+                mine,
+                w.CREATE_PUSH,
+                task_id,
+                {"taskId": task_id, "url": "http://169.254.169.254/x"},
+            )
             assert "refused" in inside["error"]["message"]
             gate.open.set()
             for _ in range(int(HANG_GUARD / 0.05)):
@@ -83,8 +107,14 @@ async def test_a_tasks_owner_gets_its_states_pushed(lane, receiver):
                 await asyncio.sleep(0.05)
             assert states[-1] == w.COMPLETED
             assert all(h.get("X-A2A-Notification-Token") == "tok-1" for _, h in receiver.requests)
-            gone = await ask(client, "agent.pushed", mine, w.DELETE_PUSH, task_id,
-                             {"taskId": task_id, "id": made["id"]})
+            gone = await ask(
+                client,
+                "agent.pushed",
+                mine,
+                w.DELETE_PUSH,
+                task_id,
+                {"taskId": task_id, "id": made["id"]},
+            )
             assert gone["type"] == "Empty"
         finally:
             await agent.stop()
@@ -99,8 +129,14 @@ async def test_an_agent_without_push_says_so(memory_lane):
             assert agent.agent_card()["capabilities"]["pushNotifications"] is False
             caller = await AgentCaller(client, "agent.owner").open()
             call = await caller.call("agent.plain", "work", wait=5)
-            answer = await ask(client, "agent.plain", caller.reply_mailbox, w.CREATE_PUSH,
-                               call.task_id, {"taskId": call.task_id, "url": "http://x/"})
+            answer = await ask(
+                client,
+                "agent.plain",
+                caller.reply_mailbox,
+                w.CREATE_PUSH,
+                call.task_id,
+                {"taskId": call.task_id, "url": "http://x/"},
+            )
             assert "not enabled" in answer["error"]["message"]
         finally:
             await agent.stop()

@@ -36,8 +36,7 @@ def hook(mailbox: str, url: str, **policy) -> WakeRule:
     return WakeRule(mailbox=mailbox, target="webhook", url=url, secret=SECRET, **policy)
 
 
-def waker_for(lane, client, clock=None, destinations=LOOPBACK, limits=NO_FLOOR,
-              **options) -> Waker:
+def waker_for(lane, client, clock=None, destinations=LOOPBACK, limits=NO_FLOOR, **options) -> Waker:
     """A waker on a clock of the test's (the operator's floor at 0 unless given: these
     tests judge the rules' own intervals)."""
     options.setdefault("poll_interval", 0.05)
@@ -202,8 +201,9 @@ async def test_a_command_is_started_with_the_mailbox_in_its_environment(memory_l
     async with memory_lane.client() as client:
         await client.mailbox_create(name="agent.me")
         await RuleBook(client).add(
-            WakeRule(mailbox="agent.me", target="command",
-                     argv=(sys.executable, "-c", script, str(out)))
+            WakeRule(
+                mailbox="agent.me", target="command", argv=(sys.executable, "-c", script, str(out))
+            )
         )
         allowed = Destinations(commands=[sys.executable])
         waker = await waker_for(memory_lane, client, destinations=allowed).start()
@@ -270,10 +270,17 @@ async def test_minimum_interval_cap_and_quiet_hours(memory_lane):
     clock = ManualClock(DAY + 21 * 3600)  # 21:00 UTC
     async with memory_lane.client() as client:
         waker = await manual(
-            memory_lane, client, clock, seen,
-            min_interval=10, cap=2, cap_window=3600, quiet_hours="22:00-07:00",
+            memory_lane,
+            client,
+            clock,
+            seen,
+            min_interval=10,
+            cap=2,
+            cap_window=3600,
+            quiet_hours="22:00-07:00",
         )
         try:
+
             async def mail_then_look(advance: float) -> int:
                 clock.advance(advance)
                 await client.send("agent.me", "x")
@@ -307,7 +314,9 @@ async def test_a_restarted_waker_neither_misses_nor_repeats(memory_lane):
         await waker.stop()
         await client.send("agent.me", "two")  # while no waker runs
         again = await Waker(
-            client, Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR), clock=clock,
+            client,
+            Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR),
+            clock=clock,
             events=False,
             poll_interval=3600,
         ).start()
@@ -338,7 +347,10 @@ async def test_a_waker_killed_mid_burst_loses_no_wake(lane, receiver):
         dying_client = lane.client()
         await dying_client.connect()
         dying = await Waker(
-            dying_client, Deliverer(callbacks={"hang": hang}), clock=clock, lease=30,
+            dying_client,
+            Deliverer(callbacks={"hang": hang}),
+            clock=clock,
+            lease=30,
             poll_interval=0.05,
         ).start()
         for n in range(50):
@@ -348,7 +360,10 @@ async def test_a_waker_killed_mid_burst_loses_no_wake(lane, receiver):
         await dying.stop()
         seen: list = []
         survivor = await Waker(
-            client, Deliverer(callbacks={"hang": seen.append}), clock=clock, lease=30,
+            client,
+            Deliverer(callbacks={"hang": seen.append}),
+            clock=clock,
+            lease=30,
             poll_interval=0.05,
         ).start()
         try:
@@ -438,10 +453,12 @@ async def test_a_rule_removed_wakes_no_more(memory_lane):
     async with memory_lane.client() as client:
         await client.mailbox_create(name="agent.me")
         book = RuleBook(client)
-        await book.add(WakeRule(mailbox="agent.me", target="callback", callback="seen",
-                                min_interval=0))
-        waker = await Waker(client, Deliverer(callbacks={"seen": seen.append}),
-                            clock=ManualClock(DAY)).start()
+        await book.add(
+            WakeRule(mailbox="agent.me", target="callback", callback="seen", min_interval=0)
+        )
+        waker = await Waker(
+            client, Deliverer(callbacks={"seen": seen.append}), clock=ManualClock(DAY)
+        ).start()
         try:
             await client.send("agent.me", "one")
             for _ in range(200):

@@ -49,13 +49,20 @@ async def test_mail_starts_a_run_on_the_agent_server(lane, agent_server):
     async with lane.client() as client:
         await client.mailbox_create(name=mailbox)
         await RuleBook(client).add(
-            WakeRule(mailbox=mailbox, target="agent_server", url=agent_server.url,
-                     assistant="echo", min_interval=60)
+            WakeRule(
+                mailbox=mailbox,
+                target="agent_server",
+                url=agent_server.url,
+                assistant="echo",
+                min_interval=60,
+            )
         )
         waker = await Waker(
             # the operator's Agent Server: the only one a rule may name
-            client, Deliverer(Destinations(agent_servers={agent_server.url: None})),
-            clock=ManualClock(), poll_interval=0.05,
+            client,
+            Deliverer(Destinations(agent_servers={agent_server.url: None})),
+            clock=ManualClock(),
+            poll_interval=0.05,
         ).start()
         try:
             for n in range(10):

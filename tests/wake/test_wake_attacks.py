@@ -62,25 +62,39 @@ async def failed_reasons(client: Mq9Client) -> list[str]:
 async def test_a_models_agent_server_rule_never_gets_the_operators_key(memory_lane):
     server, listener = Receiver(), Receiver()  # the operator's Agent Server; the model's
     try:
-        with Mq9Toolkit(server=memory_lane.url, agent_mailbox="agent.me",
-                        tools=["create_mailbox", "wake_rule"], allowed_mailboxes=[]) as kit:
+        with Mq9Toolkit(
+            server=memory_lane.url,
+            agent_mailbox="agent.me",
+            tools=["create_mailbox", "wake_rule"],
+            allowed_mailboxes=[],
+        ) as kit:
             tools = {t.name: t for t in kit.get_tools()}
             kit.connection.run_sync(lambda c: c.mailbox_create(name="agent.me"))
             # the poisoned model's rule: its own listener on a host the operator allows
-            added = tools["wake_rule"].invoke({
-                "action": "add", "name": "evil", "target": "agent_server",
-                "url": listener.url, "assistant": "agent",
-            })
+            added = tools["wake_rule"].invoke(
+                {
+                    "action": "add",
+                    "name": "evil",
+                    "target": "agent_server",
+                    "url": listener.url,
+                    "assistant": "agent",
+                }
+            )
             assert "evil" in added
             # the operator's own rule for its server (another mailbox: one each)
             kit.connection.run_sync(lambda c: c.mailbox_create(name="agent.good"))
         async with memory_lane.client() as client:
-            await RuleBook(client).add(WakeRule(mailbox="agent.good", target="agent_server",
-                                                url=server.url, assistant="agent"))
-            destinations = Destinations(hosts=["127.0.0.1/32"],
-                                        agent_servers={server.url: "operator-key-123"})
-            waker = await Waker(client, Deliverer(destinations, attempts=1, limits=NO_FLOOR),
-                                poll_interval=0.05).start()
+            await RuleBook(client).add(
+                WakeRule(
+                    mailbox="agent.good", target="agent_server", url=server.url, assistant="agent"
+                )
+            )
+            destinations = Destinations(
+                hosts=["127.0.0.1/32"], agent_servers={server.url: "operator-key-123"}
+            )
+            waker = await Waker(
+                client, Deliverer(destinations, attempts=1, limits=NO_FLOOR), poll_interval=0.05
+            ).start()
             try:
                 await client.send("agent.me", "wake up")
                 await client.send("agent.good", "wake up")
@@ -103,8 +117,13 @@ async def test_a_models_agent_server_rule_never_gets_the_operators_key(memory_la
 def test_agent_server_urls_compare_by_origin_and_path():
     destinations = Destinations(agent_servers={"http://127.0.0.1:2024/": "k"})
     assert destinations.agent_server("http://127.0.0.1:2024")[0] == "k"
-    for other in ("http://127.0.0.1:2025", "https://127.0.0.1:2024", "http://127.0.0.1:2024/x",
-                  "http://user@127.0.0.1:2024", "http://localhost:2024"):
+    for other in (
+        "http://127.0.0.1:2025",
+        "https://127.0.0.1:2024",
+        "http://127.0.0.1:2024/x",
+        "http://user@127.0.0.1:2024",
+        "http://localhost:2024",
+    ):
         with pytest.raises(Exception, match="not one of the waker's"):
             destinations.agent_server(other)
     assert "k" not in repr(destinations)
@@ -113,9 +132,21 @@ def test_agent_server_urls_compare_by_origin_and_path():
 # -- commands: environment, ceilings, lifetime -----------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["BASH_ENV", "ENV", "PATH", "LD_PRELOAD", "PYTHONWARNINGS",
-                                  "PYTHONSTARTUP", "BROWSER", "PERL5OPT", "NODE_OPTIONS",
-                                  "MQ9_WAKE_MAILBOX"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "BASH_ENV",
+        "ENV",
+        "PATH",
+        "LD_PRELOAD",
+        "PYTHONWARNINGS",
+        "PYTHONSTARTUP",
+        "BROWSER",
+        "PERL5OPT",
+        "NODE_OPTIONS",
+        "MQ9_WAKE_MAILBOX",
+    ],
+)
 def test_the_operator_cannot_let_a_rule_set_a_hook(name):
     with pytest.raises(ValueError, match="may never set it"):
         Destinations(commands=["/bin/true"], command_env=[name])
@@ -125,8 +156,10 @@ def test_the_operator_cannot_let_a_rule_set_a_hook(name):
 async def test_a_rules_environment_is_only_what_the_operator_allows(memory_lane, tmp_path):
     pwned = tmp_path / "pwned"
     out = tmp_path / "out.json"
-    script = ("import json, os, sys; json.dump({k: os.environ.get(k) for k in "
-              "('MQ9_RULE_PROFILE', 'PYTHONWARNINGS', 'BROWSER')}, open(sys.argv[1], 'w'))")
+    script = (
+        "import json, os, sys; json.dump({k: os.environ.get(k) for k in "
+        "('MQ9_RULE_PROFILE', 'PYTHONWARNINGS', 'BROWSER')}, open(sys.argv[1], 'w'))"
+    )
     hooks = {  # each ran the attacker's command as the waker's user before (#70)
         "bash": {"BASH_ENV": f"$(id > {pwned})"},
         "python": {"PYTHONWARNINGS": "ignore::antigravity.Foo", "BROWSER": f"id > {pwned}"},
@@ -137,16 +170,28 @@ async def test_a_rules_environment_is_only_what_the_operator_allows(memory_lane,
         for n, (name, env) in enumerate(hooks.items()):
             mailbox = f"agent.hook{n}"
             await client.mailbox_create(name=mailbox)
-            await RuleBook(client).add(WakeRule(
-                mailbox=mailbox, name=name, target="command",
-                argv=(sys.executable, "-c", script, str(out)), env=env))
+            await RuleBook(client).add(
+                WakeRule(
+                    mailbox=mailbox,
+                    name=name,
+                    target="command",
+                    argv=(sys.executable, "-c", script, str(out)),
+                    env=env,
+                )
+            )
         await client.mailbox_create(name="agent.good")
-        await RuleBook(client).add(WakeRule(
-            mailbox="agent.good", target="command", argv=(sys.executable, "-c", script, str(out)),
-            env={"MQ9_RULE_PROFILE": "nightly"}))
+        await RuleBook(client).add(
+            WakeRule(
+                mailbox="agent.good",
+                target="command",
+                argv=(sys.executable, "-c", script, str(out)),
+                env={"MQ9_RULE_PROFILE": "nightly"},
+            )
+        )
         destinations = Destinations(commands=[sys.executable], command_env=["MQ9_RULE_PROFILE"])
-        waker = await Waker(client, Deliverer(destinations, limits=NO_FLOOR),
-                            poll_interval=0.05).start()
+        waker = await Waker(
+            client, Deliverer(destinations, limits=NO_FLOOR), poll_interval=0.05
+        ).start()
         try:
             for n in range(len(hooks)):
                 await client.send(f"agent.hook{n}", "go")
@@ -158,7 +203,10 @@ async def test_a_rules_environment_is_only_what_the_operator_allows(memory_lane,
                 lambda: out.exists() and out.read_text(), timeout=WAIT, what="the good command"
             )
             assert json.loads(out.read_text()) == {
-                "MQ9_RULE_PROFILE": "nightly", "PYTHONWARNINGS": None, "BROWSER": None}
+                "MQ9_RULE_PROFILE": "nightly",
+                "PYTHONWARNINGS": None,
+                "BROWSER": None,
+            }
             reasons = await failed_reasons(client)
             assert len(reasons) == len(hooks)
             assert all("not one the waker lets a rule set" in r for r in reasons), reasons
@@ -179,19 +227,30 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow  # processes: the commands
 async def test_commands_at_once_are_capped_and_end_with_the_waker(memory_lane, tmp_path):
-    script = ("import os, sys, time; open(os.path.join(sys.argv[1], str(os.getpid())), 'w')"
-              ".close(); time.sleep(40)")
+    script = (
+        "import os, sys, time; open(os.path.join(sys.argv[1], str(os.getpid())), 'w')"
+        ".close(); time.sleep(40)"
+    )
     clock = ManualClock(DAY + 12 * 3600)
     async with memory_lane.client() as client:
         for n in range(4):
             await client.mailbox_create(name=f"agent.cmd{n}")
-            await RuleBook(client).add(WakeRule(  # the flood a rule writer chose
-                mailbox=f"agent.cmd{n}", target="command", min_interval=0, cap=0,
-                argv=(sys.executable, "-c", script, str(tmp_path))))
-        deliverer = Deliverer(Destinations(commands=[sys.executable]),
-                              limits=Limits(min_interval=0, commands_at_once=2))
-        waker = await Waker(client, deliverer, clock=clock, events=False,
-                            poll_interval=3600).start()
+            await RuleBook(client).add(
+                WakeRule(  # the flood a rule writer chose
+                    mailbox=f"agent.cmd{n}",
+                    target="command",
+                    min_interval=0,
+                    cap=0,
+                    argv=(sys.executable, "-c", script, str(tmp_path)),
+                )
+            )
+        deliverer = Deliverer(
+            Destinations(commands=[sys.executable]),
+            limits=Limits(min_interval=0, commands_at_once=2),
+        )
+        waker = await Waker(
+            client, deliverer, clock=clock, events=False, poll_interval=3600
+        ).start()
         try:
             for n in range(4):
                 await client.send(f"agent.cmd{n}", "go")
@@ -214,11 +273,17 @@ async def test_the_operators_floor_and_ceiling_hold_whatever_the_rule_says(memor
     async with memory_lane.client() as client:
         await client.mailbox_create(name="agent.me")
         # a model's flood: no interval, no cap
-        await RuleBook(client).add(WakeRule(mailbox="agent.me", target="callback",
-                                            callback="seen", min_interval=0, cap=0))
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.me", target="callback", callback="seen", min_interval=0, cap=0)
+        )
         limits = Limits(min_interval=2, runs_per_hour=5)
-        waker = await Waker(client, Deliverer(callbacks={"seen": seen.append}, limits=limits),
-                            clock=clock, events=False, poll_interval=3600).start()
+        waker = await Waker(
+            client,
+            Deliverer(callbacks={"seen": seen.append}, limits=limits),
+            clock=clock,
+            events=False,
+            poll_interval=3600,
+        ).start()
         try:
             sent = 0
             for _ in range(40):  # 40 bursts a second apart: 20 s
@@ -242,11 +307,16 @@ async def test_the_floor_spaces_wakes(memory_lane):
     clock = ManualClock(DAY + 12 * 3600)
     async with memory_lane.client() as client:
         await client.mailbox_create(name="agent.me")
-        await RuleBook(client).add(WakeRule(mailbox="agent.me", target="callback",
-                                            callback="seen", min_interval=0))
-        waker = await Waker(client, Deliverer(callbacks={"seen": seen.append},
-                                              limits=Limits(min_interval=10)),
-                            clock=clock, events=False, poll_interval=3600).start()
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.me", target="callback", callback="seen", min_interval=0)
+        )
+        waker = await Waker(
+            client,
+            Deliverer(callbacks={"seen": seen.append}, limits=Limits(min_interval=10)),
+            clock=clock,
+            events=False,
+            poll_interval=3600,
+        ).start()
         try:
             for _ in range(30):  # 30 s of mail, a message a second
                 await client.send("agent.me", "go")
@@ -289,14 +359,17 @@ async def test_sixteen_silent_webhooks_delay_only_themselves(lane, receiver):
     async with silent as url, lane.client() as client:
         for n in range(16):
             await client.mailbox_create(name=f"agent.slow{n}")
-            await RuleBook(client).add(WakeRule(mailbox=f"agent.slow{n}", target="webhook",
-                                                url=url, secret=SECRET))
+            await RuleBook(client).add(
+                WakeRule(mailbox=f"agent.slow{n}", target="webhook", url=url, secret=SECRET)
+            )
         await client.mailbox_create(name="agent.fast")
-        await RuleBook(client).add(WakeRule(mailbox="agent.fast", target="webhook",
-                                            url=receiver.url, secret=SECRET))
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.fast", target="webhook", url=receiver.url, secret=SECRET)
+        )
         # a long deadline per try: the 16 are all still waiting when the good wake goes
-        waker = await Waker(client, Deliverer(LOOPBACK, attempts=1, timeout=120),
-                            poll_interval=0.05).start()
+        waker = await Waker(
+            client, Deliverer(LOOPBACK, attempts=1, timeout=120), poll_interval=0.05
+        ).start()
         try:
             for n in range(16):
                 await client.send(f"agent.slow{n}", "hello")
@@ -344,16 +417,18 @@ async def test_every_message_of_a_large_burst_is_in_exactly_one_wake(lane):
     seen: list = []
     async with lane.client() as client:
         await client.mailbox_create(name="agent.big")
-        await RuleBook(client).add(WakeRule(mailbox="agent.big", target="callback",
-                                            callback="seen", min_interval=0))
-        waker = await Waker(client, Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR),
-                            poll_interval=0.05).start()
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.big", target="callback", callback="seen", min_interval=0)
+        )
+        waker = await Waker(
+            client, Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR), poll_interval=0.05
+        ).start()
         try:
             priorities = ["normal", "critical", "urgent"]
             # sent at once (330), every priority: a FETCH reads critical first
-            ids = await asyncio.gather(*(
-                client.send("agent.big", f"m{n}", priority=priorities[n % 3])
-                for n in range(330)))
+            ids = await asyncio.gather(
+                *(client.send("agent.big", f"m{n}", priority=priorities[n % 3]) for n in range(330))
+            )
             await until(
                 lambda: sum(w.waiting for w in seen) >= 330, timeout=WAIT, what="330 in wakes"
             )
@@ -372,10 +447,12 @@ async def test_burst_wakes_add_up(lane):
     seen: list = []
     async with lane.client() as client:
         await client.mailbox_create(name="agent.burst")
-        await RuleBook(client).add(WakeRule(mailbox="agent.burst", target="callback",
-                                            callback="seen", min_interval=0))
-        waker = await Waker(client, Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR),
-                            poll_interval=0.05).start()
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.burst", target="callback", callback="seen", min_interval=0)
+        )
+        waker = await Waker(
+            client, Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR), poll_interval=0.05
+        ).start()
         try:
             for n in range(50):
                 await client.send("agent.burst", f"m{n}")
@@ -395,10 +472,15 @@ async def test_a_removed_rule_stops_at_once_on_a_mailbox_waker(lane):
     seen: list = []
     async with lane.client() as client:
         await client.mailbox_create(name="agent.me")
-        await RuleBook(client).add(WakeRule(mailbox="agent.me", target="callback",
-                                            callback="seen", min_interval=0))
-        waker = await Waker(client, Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR),
-                            mailboxes=["agent.me"], poll_interval=0.05).start()
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.me", target="callback", callback="seen", min_interval=0)
+        )
+        waker = await Waker(
+            client,
+            Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR),
+            mailboxes=["agent.me"],
+            poll_interval=0.05,
+        ).start()
         try:
             await client.send("agent.me", "one")
             await until(lambda: len(seen) == 1, timeout=WAIT, what="the first wake")
@@ -411,30 +493,44 @@ async def test_a_removed_rule_stops_at_once_on_a_mailbox_waker(lane):
             await waker.stop()
 
 
-@pytest.mark.parametrize("forged", [
-    {"seen": "NEWEST+1000"},
-    {"seen": "NEWEST", "rules": {"default": {"last_wake": 1e10, "window_start": 1e10,
-                                             "window_count": 10**6}}},
-    {"seen": "NEWEST", "rules": {"default": {"pending_from": "x", "last_wake": "soon"}}},
-    {"seen": 2**70},
-    ["not", "a", "state"],
-])
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"seen": "NEWEST+1000"},
+        {
+            "seen": "NEWEST",
+            "rules": {"default": {"last_wake": 1e10, "window_start": 1e10, "window_count": 10**6}},
+        },
+        {"seen": "NEWEST", "rules": {"default": {"pending_from": "x", "last_wake": "soon"}}},
+        {"seen": 2**70},
+        ["not", "a", "state"],
+    ],
+)
 async def test_a_forged_state_record_silences_nothing(memory_lane, forged):
     seen: list = []
     clock = ManualClock(DAY + 12 * 3600)
     async with memory_lane.client() as client, memory_lane.client() as attacker:
         await client.mailbox_create(name="agent.me")
-        await RuleBook(client).add(WakeRule(mailbox="agent.me", target="callback",
-                                            callback="seen", min_interval=60, cap=3))
-        waker = await Waker(client, Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR),
-                            clock=clock, events=False, poll_interval=3600).start()
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.me", target="callback", callback="seen", min_interval=60, cap=3)
+        )
+        waker = await Waker(
+            client,
+            Deliverer(callbacks={"seen": seen.append}, limits=NO_FLOOR),
+            clock=clock,
+            events=False,
+            poll_interval=3600,
+        ).start()
         try:
             newest = await client.send("agent.me", "one")
             await waker.check("agent.me")
             assert len(seen) == 1
             # a raw client on the open broker writes the state record
-            text = json.dumps(forged).replace('"NEWEST+1000"', str(newest + 1000)).replace(
-                '"NEWEST"', str(newest))
+            text = (
+                json.dumps(forged)
+                .replace('"NEWEST+1000"', str(newest + 1000))
+                .replace('"NEWEST"', str(newest))
+            )
             await attacker.send(rules_address("agent.me"), text, key="state")
             clock.advance(61)
             await client.send("agent.me", "two")
@@ -451,15 +547,19 @@ async def test_a_forged_state_record_silences_nothing(memory_lane, forged):
 async def test_made_up_index_entries_are_never_kept(memory_lane, receiver):
     async with memory_lane.client() as client, memory_lane.client() as attacker:
         await client.mailbox_create(name="agent.real")
-        await RuleBook(client).add(WakeRule(mailbox="agent.real", target="webhook",
-                                            url=receiver.url, secret=SECRET))
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.real", target="webhook", url=receiver.url, secret=SECRET)
+        )
         waker = await Waker(client, Deliverer(LOOPBACK), poll_interval=0.05).start()
         try:
             flood = 3000
             for start in range(0, flood, 200):
-                await asyncio.gather(*(
-                    attacker.send(INDEX_ADDRESS, d, key=d) for d in
-                    (uuid.uuid4().hex for _ in range(min(200, flood - start)))))
+                await asyncio.gather(
+                    *(
+                        attacker.send(INDEX_ADDRESS, d, key=d)
+                        for d in (uuid.uuid4().hex for _ in range(min(200, flood - start)))
+                    )
+                )
             await client.send("agent.real", "hello")
             (wake,) = await receiver.wait_for(1, timeout=60)  # a real wake meanwhile
             assert wake["mailbox"] == "agent.real"
@@ -492,8 +592,9 @@ def test_a_signature_covers_the_time_and_the_wake_key():
 async def test_a_webhook_is_signed_with_its_time_and_key(memory_lane, receiver):
     async with memory_lane.client() as client:
         await client.mailbox_create(name="agent.me")
-        await RuleBook(client).add(WakeRule(mailbox="agent.me", target="webhook",
-                                            url=receiver.url, secret=SECRET))
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.me", target="webhook", url=receiver.url, secret=SECRET)
+        )
         waker = await Waker(client, Deliverer(LOOPBACK), poll_interval=0.05).start()
         try:
             await client.send("agent.me", "hello")
@@ -505,10 +606,12 @@ async def test_a_webhook_is_signed_with_its_time_and_key(memory_lane, receiver):
 
 
 def test_env_is_a_mapping():
-    rule = WakeRule(mailbox="agent.me", target="command", argv=("/bin/true",),
-                    env={"B": "2", "A": "1"})
+    rule = WakeRule(
+        mailbox="agent.me", target="command", argv=("/bin/true",), env={"B": "2", "A": "1"}
+    )
     assert rule.env == (("A", "1"), ("B", "2"))
     assert WakeRule.from_json(rule.to_json()) == rule
     assert json.loads(rule.to_json())["env"] == {"A": "1", "B": "2"}
-    assert WakeRule(mailbox="agent.me", target="command", argv=("/bin/true",),
-                    env=[("A", "1")]).env == (("A", "1"),)
+    assert WakeRule(
+        mailbox="agent.me", target="command", argv=("/bin/true",), env=[("A", "1")]
+    ).env == (("A", "1"),)

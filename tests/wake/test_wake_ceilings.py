@@ -49,11 +49,16 @@ def spellings(url: str) -> list[str]:
 def test_one_receiver_spelled_many_ways_is_one_key(keep):
     base = "http://hooks.example.com/hook"
     same = [
-        "HTTP://HOOKS.EXAMPLE.COM/hook", "http://hooks.example.com:80/hook",
-        "http://hooks.example.com:0080/hook", "http://hooks.example.com./hook",
-        "http://hooks.example.com/hook?", "http://hooks.example.com/hook#x",
-        "http://user:pw@hooks.example.com/hook", "http://hooks.example.com/a/../hook",
-        "http://hooks.example.com/./hook", "http://hooks.example.com/%68%6F%6Fk",
+        "HTTP://HOOKS.EXAMPLE.COM/hook",
+        "http://hooks.example.com:80/hook",
+        "http://hooks.example.com:0080/hook",
+        "http://hooks.example.com./hook",
+        "http://hooks.example.com/hook?",
+        "http://hooks.example.com/hook#x",
+        "http://user:pw@hooks.example.com/hook",
+        "http://hooks.example.com/a/../hook",
+        "http://hooks.example.com/./hook",
+        "http://hooks.example.com/%68%6F%6Fk",
         "  http://hooks.example.com/hook ",
     ]
     assert {receiver_key(u, keep) for u in [base, *same]} == {receiver_key(base, keep)}
@@ -64,16 +69,33 @@ def test_one_receiver_spelled_many_ways_is_one_key(keep):
 
 def test_what_tells_receivers_apart_is_the_operators_policy():
     def keys(keep: str) -> int:
-        urls = ["http://h.example/a", "http://h.example/b", "http://h.example/a?n=1",
-                "http://h.example/a?n=2", "http://h.example/a#n=3"]
+        urls = [
+            "http://h.example/a",
+            "http://h.example/b",
+            "http://h.example/a?n=1",
+            "http://h.example/a?n=2",
+            "http://h.example/a#n=3",
+        ]
         return len({receiver_key(u, keep) for u in urls})
 
     assert (keys("origin"), keys("path"), keys("query")) == (1, 2, 4)  # never the fragment
     assert receiver_key("http://h.example/a?", "query") == "http://h.example:80/a"
     assert receiver_key("http://h.example/%7e%2f", "path") == "http://h.example:80/~%2F"
     # different ports, schemes and hosts are different receivers under every policy
-    assert len({receiver_key(u) for u in ("http://h.example", "https://h.example",
-                                          "http://h.example:81", "http://g.example")}) == 4
+    assert (
+        len(
+            {
+                receiver_key(u)
+                for u in (
+                    "http://h.example",
+                    "https://h.example",
+                    "http://h.example:81",
+                    "http://g.example",
+                )
+            }
+        )
+        == 4
+    )
     with pytest.raises(ValueError, match="one of origin, path, query"):
         receiver_key("http://h.example", "everything")
 
@@ -93,8 +115,9 @@ async def _add_webhooks(client, urls: list[str], prefix: str = "agent.w") -> lis
     for n, url in enumerate(urls):
         name = f"{prefix}{n}"
         await client.mailbox_create(name=name)
-        await RuleBook(client).add(WakeRule(mailbox=name, target="webhook", url=url,
-                                            secret=SECRET, min_interval=0))
+        await RuleBook(client).add(
+            WakeRule(mailbox=name, target="webhook", url=url, secret=SECRET, min_interval=0)
+        )
         names.append(name)
     return names
 
@@ -114,8 +137,13 @@ async def test_seven_spellings_of_one_receiver_make_at_most_the_ceiling(
     limits = Limits(min_interval=0, runs_per_hour=2, receiver_key=keep)
     async with memory_lane.client() as client:
         names = await _add_webhooks(client, spellings(receiver.url))
-        waker = await Waker(client, Deliverer(LOOPBACK, attempts=1, limits=limits),
-                            clock=clock, events=False, poll_interval=3600).start()
+        waker = await Waker(
+            client,
+            Deliverer(LOOPBACK, attempts=1, limits=limits),
+            clock=clock,
+            events=False,
+            poll_interval=3600,
+        ).start()
         try:
             for _ in range(3):  # 6 s of mail (#77: 14 POSTs in 6 s)
                 await _round(client, waker, names)
@@ -143,12 +171,24 @@ async def test_seven_rules_of_one_mailbox_spelling_one_receiver(memory_lane, rec
     async with memory_lane.client() as client:
         await client.mailbox_create(name="agent.seven")
         for n, url in enumerate(spellings(receiver.url)):
-            await RuleBook(client).add(WakeRule(mailbox="agent.seven", name=f"r{n}",
-                                                target="webhook", url=url, secret=SECRET,
-                                                min_interval=0))
+            await RuleBook(client).add(
+                WakeRule(
+                    mailbox="agent.seven",
+                    name=f"r{n}",
+                    target="webhook",
+                    url=url,
+                    secret=SECRET,
+                    min_interval=0,
+                )
+            )
         limits = Limits(min_interval=0, runs_per_hour=2)
-        waker = await Waker(client, Deliverer(LOOPBACK, attempts=1, limits=limits),
-                            clock=clock, events=False, poll_interval=3600).start()
+        waker = await Waker(
+            client,
+            Deliverer(LOOPBACK, attempts=1, limits=limits),
+            clock=clock,
+            events=False,
+            poll_interval=3600,
+        ).start()
         try:
             for _ in range(3):
                 await client.send("agent.seven", "hello")
@@ -167,8 +207,13 @@ async def test_mailboxes_looked_at_at_once_pass_the_ceiling_only_as_often_as_it_
     async with lane.client() as client:
         names = await _add_webhooks(client, [receiver.url] * 12, prefix="agent.once")
         limits = Limits(min_interval=0, runs_per_hour=3)
-        waker = await Waker(client, Deliverer(LOOPBACK, attempts=1, limits=limits),
-                            clock=clock, events=False, poll_interval=3600).start()
+        waker = await Waker(
+            client,
+            Deliverer(LOOPBACK, attempts=1, limits=limits),
+            clock=clock,
+            events=False,
+            poll_interval=3600,
+        ).start()
         try:
             await _round(client, waker, names)  # 12 looks under way together
             assert len(receiver.requests) == 3  # #77: 3 to 5 against a ceiling of 2
@@ -184,8 +229,9 @@ async def test_thirty_mailboxes_behind_one_webhook_are_each_woken_every_round(la
     async with lane.client() as client:
         names = await _add_webhooks(client, [receiver.url] * 30, prefix="agent.fleet")
         # the operator's defaults: sized for a fleet
-        waker = await Waker(client, Deliverer(LOOPBACK, attempts=1), clock=clock,
-                            events=False, poll_interval=3600).start()
+        waker = await Waker(
+            client, Deliverer(LOOPBACK, attempts=1), clock=clock, events=False, poll_interval=3600
+        ).start()
         try:
             for n in range(1, 9):  # #77: the 5th round was not woken (120 an hour)
                 await _round(client, waker, names)
@@ -211,14 +257,19 @@ async def test_a_thousand_mailboxes_behind_one_callback_are_each_woken(memory_la
             await book.add(WakeRule(mailbox=name, target="callback", callback="fleet"))
 
         for start in range(0, len(names), 100):
-            await asyncio.gather(*(one(n) for n in names[start:start + 100]))
-        waker = await Waker(client, Deliverer(callbacks={"fleet": seen.append}), clock=clock,
-                            events=False, poll_interval=3600).start()
+            await asyncio.gather(*(one(n) for n in names[start : start + 100]))
+        waker = await Waker(
+            client,
+            Deliverer(callbacks={"fleet": seen.append}),
+            clock=clock,
+            events=False,
+            poll_interval=3600,
+        ).start()
         try:
             for n in range(1, 3):
                 for start in range(0, len(names), 100):
-                    await _round(client, waker, names[start:start + 100])
-                assert len({w.mailbox for w in seen[(n - 1) * 1000:]}) == 1000, f"round {n}"
+                    await _round(client, waker, names[start : start + 100])
+                assert len({w.mailbox for w in seen[(n - 1) * 1000 :]}) == 1000, f"round {n}"
                 clock.advance(60)
             assert len(seen) == 2000
         finally:
@@ -232,12 +283,24 @@ async def test_one_rule_flooding_is_stopped_beside_the_fleet(memory_lane, receiv
         # one model's mailbox: three rules (renamed copies) to the same receiver, no interval
         await client.mailbox_create(name="agent.flood")
         for name in ("a", "b", "c"):
-            await RuleBook(client).add(WakeRule(mailbox="agent.flood", name=name,
-                                                target="webhook", url=receiver.url + "?" + name,
-                                                secret=SECRET, min_interval=0))
+            await RuleBook(client).add(
+                WakeRule(
+                    mailbox="agent.flood",
+                    name=name,
+                    target="webhook",
+                    url=receiver.url + "?" + name,
+                    secret=SECRET,
+                    min_interval=0,
+                )
+            )
         limits = Limits(min_interval=0, runs_per_rule=5)  # per receiver: the fleet default
-        waker = await Waker(client, Deliverer(LOOPBACK, attempts=1, limits=limits),
-                            clock=clock, events=False, poll_interval=3600).start()
+        waker = await Waker(
+            client,
+            Deliverer(LOOPBACK, attempts=1, limits=limits),
+            clock=clock,
+            events=False,
+            poll_interval=3600,
+        ).start()
         try:
             for second in range(40):  # 40 s of mail to the flood, every 10 s to the fleet
                 await _round(client, waker, ["agent.flood"] + (fleet if second % 10 == 0 else []))

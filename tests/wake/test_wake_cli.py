@@ -16,7 +16,7 @@ import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.waiting import until_sync
 
@@ -26,16 +26,31 @@ pytestmark = pytest.mark.slow  # processes: the dev broker, wakers
 
 def wake_cli(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*WAKE, "--server", url, *args], capture_output=True, text=True, timeout=60,
+        [*WAKE, "--server", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **(env or {})},
     )
 
 
 def start_waker(url: str, *args: str) -> subprocess.Popen:
     waker = subprocess.Popen(
-        [*WAKE, "--server", url, "--allow-host", "127.0.0.1/32", "--poll", "0.1",
-         "--lease", "5", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            *WAKE,
+            "--server",
+            url,
+            "--allow-host",
+            "127.0.0.1/32",
+            "--poll",
+            "0.1",
+            "--lease",
+            "5",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     line = waker.stdout.readline()
     assert line.startswith("mq9-wake: watching"), line
@@ -47,6 +62,7 @@ def test_rules_through_the_cli_and_a_waker_killed_mid_burst(tmp_path):
     receiver = Receiver()
     wakers: list[subprocess.Popen] = []
     try:
+
         async def create() -> None:
             async with Mq9Client(broker.url) as client:
                 await client.mailbox_create(name="agent.asleep")
@@ -55,8 +71,16 @@ def test_rules_through_the_cli_and_a_waker_killed_mid_burst(tmp_path):
         bad = wake_cli(broker.url, "rules", "add", "agent.asleep", "--webhook", receiver.url)
         assert bad.returncode == 1 and "--secret-env" in bad.stderr
         added = wake_cli(
-            broker.url, "rules", "add", "agent.asleep", "--webhook", receiver.url,
-            "--secret-env", "HOOK_SECRET", "--min-interval", "0",
+            broker.url,
+            "rules",
+            "add",
+            "agent.asleep",
+            "--webhook",
+            receiver.url,
+            "--secret-env",
+            "HOOK_SECRET",
+            "--min-interval",
+            "0",
             env={"HOOK_SECRET": SECRET},
         )
         assert added.returncode == 0, added.stderr
@@ -104,19 +128,22 @@ def test_rules_through_the_cli_and_a_waker_killed_mid_burst(tmp_path):
         broker.stop()
 
 
-@pytest.mark.parametrize("argv, said", [
-    (["--allow-command-env", "LD_PRELOAD"], "a rule may never set it"),
-    (["--allow-command-env", "PYTHONWARNINGS"], "a rule may never set it"),
-    (["--allow-command-env", "LESSOPEN"], "only names under 'MQ9_RULE_'"),
-    (["--allow-command-env-prefix", "LD_"], "hook code into a program"),
-    (["--runs-per-rule", "0"], "a whole number"),
-    (["--receiver-key", "everything"], "invalid choice"),
-    (["--allow-agent-server", "http://127.0.0.1:2024", "MQ9_TEST_UNSET_KEY"], "is not set"),
-    (["--allow-agent-server", "http://127.0.0.1:2024", "A", "B"], "at most one name"),
-    (["--allow-agent-server", "ftp://x"], "no http"),
-    (["--runs-per-hour", "0"], "a whole number"),
-    (["--floor-interval", "-1"], "seconds between"),
-])
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["--allow-command-env", "LD_PRELOAD"], "a rule may never set it"),
+        (["--allow-command-env", "PYTHONWARNINGS"], "a rule may never set it"),
+        (["--allow-command-env", "LESSOPEN"], "only names under 'MQ9_RULE_'"),
+        (["--allow-command-env-prefix", "LD_"], "hook code into a program"),
+        (["--runs-per-rule", "0"], "a whole number"),
+        (["--receiver-key", "everything"], "invalid choice"),
+        (["--allow-agent-server", "http://127.0.0.1:2024", "MQ9_TEST_UNSET_KEY"], "is not set"),
+        (["--allow-agent-server", "http://127.0.0.1:2024", "A", "B"], "at most one name"),
+        (["--allow-agent-server", "ftp://x"], "no http"),
+        (["--runs-per-hour", "0"], "a whole number"),
+        (["--floor-interval", "-1"], "seconds between"),
+    ],
+)
 def test_the_operators_configuration_is_checked_in_one_line(argv, said):
     done = wake_cli("memory://", *argv)
     assert done.returncode != 0
@@ -128,26 +155,54 @@ def test_env_on_the_command_line_and_commands_ending_with_a_killed_waker(tmp_pat
     pids = tmp_path / "pids"
     pids.mkdir()
     script = tmp_path / "agent.py"
-    script.write_text("import os, sys, time\nopen(os.path.join(sys.argv[1], os.environ["
-                      "'AGENT_PROFILE'] + '.' + str(os.getpid())), 'w').close()\ntime.sleep(60)\n")
+    script.write_text(
+        "import os, sys, time\nopen(os.path.join(sys.argv[1], os.environ["
+        "'AGENT_PROFILE'] + '.' + str(os.getpid())), 'w').close()\ntime.sleep(60)\n"
+    )
     waker = None
     try:
+
         async def create() -> None:
             async with Mq9Client(broker.url) as client:
                 await client.mailbox_create(name="agent.cmd")
 
         asyncio.run(create())
-        added = wake_cli(broker.url, "rules", "add", "agent.cmd", "--env", "AGENT_PROFILE=night",
-                         "--min-interval", "0", "--command", sys.executable, str(script),
-                         str(pids))
+        added = wake_cli(
+            broker.url,
+            "rules",
+            "add",
+            "agent.cmd",
+            "--env",
+            "AGENT_PROFILE=night",
+            "--min-interval",
+            "0",
+            "--command",
+            sys.executable,
+            str(script),
+            str(pids),
+        )
         assert added.returncode == 0, added.stderr
         assert '"env": {"AGENT_PROFILE": "night"}' in added.stdout
-        bad = wake_cli(broker.url, "rules", "add", "agent.cmd", "--env", "NOEQUALS",
-                       "--command", sys.executable)
+        bad = wake_cli(
+            broker.url,
+            "rules",
+            "add",
+            "agent.cmd",
+            "--env",
+            "NOEQUALS",
+            "--command",
+            sys.executable,
+        )
         assert bad.returncode == 1 and "NAME=VALUE" in bad.stderr and "Traceback" not in bad.stderr
-        waker = start_waker(broker.url, "--allow-command", sys.executable,
-                            "--allow-command-env", "AGENT_PROFILE",
-                            "--allow-command-env-prefix", "AGENT_")  # the operator's own prefix
+        waker = start_waker(
+            broker.url,
+            "--allow-command",
+            sys.executable,
+            "--allow-command-env",
+            "AGENT_PROFILE",
+            "--allow-command-env-prefix",
+            "AGENT_",
+        )  # the operator's own prefix
 
         async def send() -> None:
             async with Mq9Client(broker.url) as client:

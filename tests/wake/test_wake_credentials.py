@@ -40,8 +40,9 @@ def enforcing(tmp_path):
 
 
 def rule(mailbox: str) -> WakeRule:
-    return WakeRule(mailbox=mailbox, target="webhook", url="https://hooks.example.com/w",
-                    secret=SECRET)
+    return WakeRule(
+        mailbox=mailbox, target="webhook", url="https://hooks.example.com/w", secret=SECRET
+    )
 
 
 def agent(enforcing, name: str) -> Mq9Client:
@@ -58,8 +59,12 @@ async def test_only_the_reader_adds_a_rule(enforcing):
             await RuleBook(bob).add(rule("agent.alice"))
         # nor around the book: the rules mailbox is alice's alone, to write and to read
         with pytest.raises(Mq9Error, match="another agent"):
-            await bob.send(rules_address("agent.alice"), rule("agent.alice").to_json(),
-                           key="rule.evil", tags=["rule"])
+            await bob.send(
+                rules_address("agent.alice"),
+                rule("agent.alice").to_json(),
+                key="rule.evil",
+                tags=["rule"],
+            )
         with pytest.raises(Mq9Error, match="another agent"):
             await bob.query(rules_address("agent.alice"))
         # bob's own mailbox: his rules, listed in the same index
@@ -77,10 +82,18 @@ async def test_a_tenants_waker_wakes_its_own_mailboxes_only(enforcing):
         mine: list = []
         theirs: list = []
         # agents cannot hear announcements on this broker: each tenant's waker polls
-        alices = await Waker(alice, Deliverer(callbacks={"seen": mine.append}),
-                             mailboxes=["agent.alice2"], poll_interval=0.05).start()
-        bobs = await Waker(bob, Deliverer(callbacks={"seen": theirs.append}),
-                           mailboxes=["agent.alice2"], poll_interval=0.05).start()
+        alices = await Waker(
+            alice,
+            Deliverer(callbacks={"seen": mine.append}),
+            mailboxes=["agent.alice2"],
+            poll_interval=0.05,
+        ).start()
+        bobs = await Waker(
+            bob,
+            Deliverer(callbacks={"seen": theirs.append}),
+            mailboxes=["agent.alice2"],
+            poll_interval=0.05,
+        ).start()
         try:
             await bob.send("agent.alice2", "hello alice")  # anyone may send
             for _ in range(600):
@@ -107,8 +120,9 @@ async def test_each_wakers_failed_wakes_are_its_own(enforcing):
         await alice.mailbox_create(name="agent.alice3")
         # a target the waker was not given: the wake is set aside, in alice's mailbox
         await RuleBook(alice).add(rule("agent.alice3"))
-        waker = await Waker(alice, Deliverer(), mailboxes=["agent.alice3"],
-                            poll_interval=0.05).start()
+        waker = await Waker(
+            alice, Deliverer(), mailboxes=["agent.alice3"], poll_interval=0.05
+        ).start()
         try:
             assert waker.failed_address == failed_address("alice")
             await bob.send("agent.alice3", "hello")
@@ -126,7 +140,9 @@ async def test_each_wakers_failed_wakes_are_its_own(enforcing):
         listed = subprocess.run(
             [sys.executable, "-m", "langchain_mq9.wake", "--server", enforcing.url, "failed"],
             env={**os.environ, "MQ9_CREDENTIAL": enforcing.credentials["alice"]},
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert listed.returncode == 0, listed.stderr
         assert "refused" in listed.stdout
@@ -138,17 +154,24 @@ async def test_the_sender_of_a_wake_is_who_the_broker_says(enforcing):
     nothing."""
     async with agent(enforcing, "alice") as alice, agent(enforcing, "bob") as bob:
         await alice.mailbox_create(name="agent.alice4")
-        await RuleBook(alice).add(WakeRule(mailbox="agent.alice4", target="callback",
-                                           callback="seen", min_interval=0))
+        await RuleBook(alice).add(
+            WakeRule(mailbox="agent.alice4", target="callback", callback="seen", min_interval=0)
+        )
         seen: list = []
-        waker = await Waker(alice, Deliverer(callbacks={"seen": seen.append},
-                                             limits=Limits(min_interval=0)),
-                            mailboxes=["agent.alice4"], poll_interval=0.05).start()
+        waker = await Waker(
+            alice,
+            Deliverer(callbacks={"seen": seen.append}, limits=Limits(min_interval=0)),
+            mailboxes=["agent.alice4"],
+            poll_interval=0.05,
+        ).start()
         try:
             # (a SEND may name only a mailbox of its sender's in mq9-reply-to: #70)
             await bob.mailbox_create(name="agent.bob4")
-            await bob.send("agent.alice4", "from 'alice'",
-                           headers={"mq9-sender": "alice", "mq9-reply-to": "agent.bob4"})
+            await bob.send(
+                "agent.alice4",
+                "from 'alice'",
+                headers={"mq9-sender": "alice", "mq9-reply-to": "agent.bob4"},
+            )
             for _ in range(600):
                 if seen:
                     break

@@ -33,12 +33,40 @@ async def failed_reasons(client) -> list[str]:
 
 # every name #77 found taken, the ones refused before, and a plain one outside the prefix
 HOOKS = [
-    "LESSOPEN", "LESSCLOSE", "LESSEDIT", "VIMINIT", "GVIMINIT", "EXINIT", "LUA_INIT",
-    "LUA_INIT_5_4", "ERL_AFLAGS", "ERL_FLAGS", "ERL_ZFLAGS", "ZDOTDIR", "PHP_INI_SCAN_DIR",
-    "PHPRC", "DOTNET_STARTUP_HOOKS", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONSTARTUP",
-    "PYTHONWARNINGS", "PERL5OPT", "PERL5LIB", "NODE_OPTIONS", "RUBYOPT", "BASH_ENV", "ENV",
-    "PATH", "BROWSER", "EDITOR", "PAGER", "GIT_SSH_COMMAND", "JAVA_TOOL_OPTIONS",
-    "MQ9_WAKE_MAILBOX", "MQ9_SERVER", "AGENT_PROFILE",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "LESSEDIT",
+    "VIMINIT",
+    "GVIMINIT",
+    "EXINIT",
+    "LUA_INIT",
+    "LUA_INIT_5_4",
+    "ERL_AFLAGS",
+    "ERL_FLAGS",
+    "ERL_ZFLAGS",
+    "ZDOTDIR",
+    "PHP_INI_SCAN_DIR",
+    "PHPRC",
+    "DOTNET_STARTUP_HOOKS",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "PYTHONSTARTUP",
+    "PYTHONWARNINGS",
+    "PERL5OPT",
+    "PERL5LIB",
+    "NODE_OPTIONS",
+    "RUBYOPT",
+    "BASH_ENV",
+    "ENV",
+    "PATH",
+    "BROWSER",
+    "EDITOR",
+    "PAGER",
+    "GIT_SSH_COMMAND",
+    "JAVA_TOOL_OPTIONS",
+    "MQ9_WAKE_MAILBOX",
+    "MQ9_SERVER",
+    "AGENT_PROFILE",
 ]
 
 
@@ -57,9 +85,29 @@ def test_a_hook_is_refused_under_the_operators_own_prefix_too(name):
         Destinations(command_env=[name], command_env_prefix=prefix)
 
 
-@pytest.mark.parametrize("prefix", ["LD_", "DYLD_", "PYTHON_", "PERL5_", "NODE_", "LESS_",
-                                    "LUA_", "ERL_", "PHP_", "DOTNET_", "GIT_", "MQ9_WAKE_",
-                                    "BASH_FUNC_", "MQ9_", "X", "A_", "lower_", "MQ9_RULE"])
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "LD_",
+        "DYLD_",
+        "PYTHON_",
+        "PERL5_",
+        "NODE_",
+        "LESS_",
+        "LUA_",
+        "ERL_",
+        "PHP_",
+        "DOTNET_",
+        "GIT_",
+        "MQ9_WAKE_",
+        "BASH_FUNC_",
+        "MQ9_",
+        "X",
+        "A_",
+        "lower_",
+        "MQ9_RULE",
+    ],
+)
 def test_a_prefix_a_hook_family_shares_is_refused(prefix):
     with pytest.raises(ValueError, match="--allow-command-env-prefix"):
         check_env_prefix(prefix)
@@ -76,17 +124,26 @@ def test_names_under_the_prefix_are_what_a_rule_may_set():
 
 def _hook_runs_here(argv: list[str], env: dict[str, str], pwned) -> bool:
     """Whether ``env`` makes ``argv`` run code on this machine (as the waker starts it)."""
-    subprocess.run(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
-                   check=False)
+    subprocess.run(
+        argv,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+        check=False,
+    )
     return pwned.exists()
 
 
 @pytest.mark.slow  # processes: the real programs
-@pytest.mark.parametrize("program, name, hook", [
-    ("less", "LESSOPEN", "|touch {pwned}; cat %s"),
-    ("vim", "VIMINIT", 'call system("touch {pwned}") | q'),
-])
+@pytest.mark.parametrize(
+    "program, name, hook",
+    [
+        ("less", "LESSOPEN", "|touch {pwned}; cat %s"),
+        ("vim", "VIMINIT", 'call system("touch {pwned}") | q'),
+    ],
+)
 async def test_a_real_programs_hook_never_runs_through_the_waker(
     memory_lane, tmp_path, program, name, hook
 ):
@@ -103,20 +160,30 @@ async def test_a_real_programs_hook_never_runs_through_the_waker(
     with pytest.raises(ValueError, match="may never set it"):  # #77: it was accepted
         Destinations(commands=[path], command_env=[name])
     out = tmp_path / "out.json"
-    script = ("import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
-              "if k.startswith('MQ9_RULE_') or k == sys.argv[2]}, open(sys.argv[1], 'w'))")
+    script = (
+        "import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
+        "if k.startswith('MQ9_RULE_') or k == sys.argv[2]}, open(sys.argv[1], 'w'))"
+    )
     async with memory_lane.client() as client:
         await client.mailbox_create(name="agent.hook")
-        await RuleBook(client).add(WakeRule(mailbox="agent.hook", target="command",
-                                            argv=tuple(argv), env={name: value}))
+        await RuleBook(client).add(
+            WakeRule(mailbox="agent.hook", target="command", argv=tuple(argv), env={name: value})
+        )
         await client.mailbox_create(name="agent.good")
-        await RuleBook(client).add(WakeRule(
-            mailbox="agent.good", target="command", env={"MQ9_RULE_PROFILE": "nightly"},
-            argv=(sys.executable, "-c", script, str(out), name)))
-        destinations = Destinations(commands=[path, sys.executable],
-                                    command_env=["MQ9_RULE_PROFILE"])
-        waker = await Waker(client, Deliverer(destinations, limits=NO_FLOOR),
-                            poll_interval=0.05).start()
+        await RuleBook(client).add(
+            WakeRule(
+                mailbox="agent.good",
+                target="command",
+                env={"MQ9_RULE_PROFILE": "nightly"},
+                argv=(sys.executable, "-c", script, str(out), name),
+            )
+        )
+        destinations = Destinations(
+            commands=[path, sys.executable], command_env=["MQ9_RULE_PROFILE"]
+        )
+        waker = await Waker(
+            client, Deliverer(destinations, limits=NO_FLOOR), poll_interval=0.05
+        ).start()
         try:
             await client.send("agent.hook", "go")
             await until(lambda: waker.set_aside == 1, timeout=WAIT, what="the hook refused")

@@ -28,12 +28,12 @@ from pathlib import Path
 
 from ..._cli import ArgumentParser, nats_errors_in_one_line
 from ..._nats.redaction import redact
-from ..cluster.survey import ClusterError, check_login, check_urls, survey
 from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls
 from ..identities.kv_store import KvIdentityStore
 from ..identities.store import BaseIdentityStore, CredentialError, IdentityStore, identities_file
-from ..storage.cluster import DEFAULT_NAME as DEFAULT_STREAM
+from ..nats_servers.survey import ClusterError, check_login, check_urls, survey
+from ..storage.jetstream import DEFAULT_NAME as DEFAULT_STREAM
 
 DATA_HELP = (
     "the broker's --data PATH: credentials are kept beside its data, in mq9-identities.sqlite3"

@@ -39,14 +39,14 @@ from ..._nats.redaction import redact
 from ..._version import __version__
 from ...metrics import MetricsUnavailable, OperatorEndpoint, operator_address
 from ..broker import Broker
-from ..cluster.servers import LARGEST_MAX_PAYLOAD
-from ..cluster.survey import ClusterError
 from ..config import BrokerConfig, StartupError
 from ..engine.engine import BrokerLimits
 from ..identities.store import CredentialError
+from ..nats_servers.processes import LARGEST_MAX_PAYLOAD
+from ..nats_servers.survey import ClusterError
 from ..serving.serve import BULK_ANSWER
 from ..storage import StorageError
-from ..storage.cluster import Layout
+from ..storage.jetstream import Layout
 from .credentials import add_broker_arguments, run_command
 from .metrics import broker_endpoint
 from .state import main as state_command

@@ -21,9 +21,9 @@ from typing import Any
 from ... import protocol as p
 from ...metrics import OperatorEndpoint, RequestMeter, need_prometheus
 from ..broker import Broker
-from ..engine.cluster import ClusterEngine
 from ..engine.engine import COMMANDS, BrokerEngine
-from ..storage.cluster.survey_state import Held, StoreSurvey
+from ..engine.over_store import ClusterEngine
+from ..storage.jetstream.survey_state import Held, StoreSurvey
 
 PREFIX = "mq9_broker"
 # groups/dead_letters.py names a mailbox's dead letters <mailbox>.dlq (or .dlq.<digest> for a

@@ -33,14 +33,14 @@ from typing import Any
 from ..._cli import ArgumentParser, nats_errors_in_one_line
 from ..._nats.redaction import describe, redact
 from ...protocol import Priority
-from ..cluster.survey import ClusterError, check_login, check_urls, survey
 from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls
 from ..identities.store import CredentialError
+from ..nats_servers.survey import ClusterError, check_login, check_urls, survey
 from ..state.mailbox import StoredMessage
 from ..storage import StorageError
-from ..storage.cluster import DEFAULT_NAME as DEFAULT_STREAM
-from ..storage.cluster import ClusterStore, MailboxRecord
+from ..storage.jetstream import DEFAULT_NAME as DEFAULT_STREAM
+from ..storage.jetstream import ClusterStore, MailboxRecord
 
 SUBJECT_PREFIX = "mq9state"  # the old stream's subject: mq9state.<stream, lower case>
 

@@ -18,7 +18,7 @@ from ... import protocol as p
 from ...protocol import PRIORITY_ORDER, Priority
 from ...protocol.errors import Mq9Error
 from ..state.mailbox import StoredMessage
-from ..storage.cluster.numbering import RETENTION_SECONDS, TAGS_MOST
+from ..storage.jetstream.numbering import RETENTION_SECONDS, TAGS_MOST
 
 Headers = Mapping[str, str] | None
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
@@ -45,7 +45,7 @@ class SendLimits:
 # Memory and SQLite keep a tag or a key as data: nothing to bound but the message's size
 OPEN = SendLimits()
 
-# The cluster store (storage/cluster/mapping.py) writes each distinct tag as an index entry
+# The cluster store (storage/jetstream/mapping.py) writes each distinct tag as an index entry
 # in the message's atomic batch (1,000 messages at most, with the message and its mailbox's
 # head), on a subject of one 33-byte token per "/"-separated part: 32 parts make a subject of
 # about 1.1 KB, well inside nats-server's 4,096-byte control line with the reply's inbox and

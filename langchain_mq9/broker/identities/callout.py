@@ -56,7 +56,7 @@ from nats.aio.subscription import Subscription
 
 from ... import protocol as p
 from ..._nats.guard import flush_in_order
-from ..cluster.servers import server_urls
+from ..nats_servers.processes import server_urls
 from .store import ID_PATTERN, BaseIdentityStore, CredentialError
 
 log = logging.getLogger("langchain_mq9.broker.identities.ownership")

@@ -31,8 +31,8 @@ from ..._nats.info import server_info
 from ..._nats.jetstream.api import deleted, removal, wrong_last_sequence
 from ..._nats.jetstream.bucket import Bucket, won
 from ..._nats.redaction import describe
-from ..cluster.survey import replicas_for
-from ..storage.cluster.requests import Requests
+from ..nats_servers.survey import replicas_for
+from ..storage.jetstream.requests import Requests
 from ..storage.loop_thread import LoopThread, until_jetstream
 from .store import (
     ROTATION_PAUSE,

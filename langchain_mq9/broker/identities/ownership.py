@@ -66,8 +66,8 @@ from nats.aio.msg import Msg
 
 from ... import protocol as p
 from ..._nats.guard import flush_in_order, protect
-from ..cluster.servers import server_urls
 from ..engine.owned import Answering, Headers, Keep, Named, Requester, Undo
+from ..nats_servers.processes import server_urls
 from .callout import (
     ANSWERS_USER,
     BROKER_USER,

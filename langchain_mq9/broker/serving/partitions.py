@@ -6,7 +6,7 @@ sequence). But a broker numbers a mailbox from the head it cached from its own l
 when NATS hands one mailbox's SENDs to any broker of the queue group, nearly every write finds
 another broker's came first, is refused, read again and sent again. The servers route each
 mailbox to one broker instead, by their own means: the account maps the mailbox commands'
-subjects (``cluster/mappings.py``) to ``$mq9.P.<k>.AI.MSG.<command>.<address>``, ``<k>`` =
+subjects (``nats_servers/mappings.py``) to ``$mq9.P.<k>.AI.MSG.<command>.<address>``, ``<k>`` =
 ``partition(count, <the address's tokens>)``, the same ``k`` for every command of a mailbox;
 the brokers share the ``count`` partitions out among them, each subscribing to its own in a
 queue group of that partition (``mq9-p<k>``: while a partition changes hands both holders are
@@ -44,8 +44,10 @@ from ..._nats.guard import flush_in_order
 
 log = logging.getLogger(__name__)
 
-PREFIX = "$mq9.P."  # cluster/mappings.py maps the mailbox commands here (the same text)
-COUNT = 64  # partitions: cluster/mappings.py's COUNT (the servers' mapping and the brokers agree)
+PREFIX = "$mq9.P."  # nats_servers/mappings.py maps the mailbox commands here (the same text)
+COUNT = (
+    64  # partitions: nats_servers/mappings.py's COUNT (the servers' mapping and the brokers agree)
+)
 MEMBERS = "$mq9.MEMBERS."
 BEAT = 0.2  # seconds between a broker's announcements
 SILENT = 0.6  # seconds unheard after which a broker is gone (three beats missed)

@@ -109,7 +109,7 @@ class NatsService:
         queue: str = "",
     ) -> None:
         self.engine = engine
-        # brokers serving one store together (serving/cluster.py): NATS hands each request
+        # brokers serving one store together (serving/queue_group.py): NATS hands each request
         # to one of those subscribed in ``queue``
         self.queue = queue
         self._each_on_a_task = not engine.answers_in_read_loop
@@ -403,7 +403,7 @@ async def serve_on_nats(
     that small answers never wait behind large ones), at ``pacer``'s pace when given;
     ``announce``: each message stored is announced on ``ARRIVALS_PREFIX`` (#62); ``meter``:
     each request counted (#73); ``queue``: the queue group of the brokers serving one store
-    together (serving/cluster.py).
+    together (serving/queue_group.py).
 
     >>> nc = await nats.connect("nats://127.0.0.1:4222")
     >>> service = await serve_on_nats(BrokerEngine(), nc)

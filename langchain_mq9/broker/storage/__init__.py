@@ -1,7 +1,7 @@
 """The engine's storage: one interface (``base.Storage``) and the stores behind it, beside
 each other: ``MemoryStorage`` (keeps nothing) and ``SqliteStorage`` (one SQLite file). The
 state ``--store jetstream`` keeps in the cluster is ``cluster.ClusterStore``'s, under an engine
-of its own (``engine/cluster.py``): no Storage, since no broker process holds it."""
+of its own (``engine/over_store.py``): no Storage, since no broker process holds it."""
 
 from __future__ import annotations
 

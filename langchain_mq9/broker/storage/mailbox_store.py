@@ -2,10 +2,10 @@
 between requests (issue #80): each mailbox's record and message log, the groups' positions,
 the agent registry and its search index, every call a coroutine.
 
-``ClusterStore`` (storage/cluster/, the state kept in JetStream) is one, checked by mypy where
+``ClusterStore`` (storage/jetstream/, the state kept in JetStream) is one, checked by mypy where
 ``ClusterEngine`` is built over it. The data it speaks in (``MailboxRecord``, ``Mark``,
 ``Position``, the ``Full`` a bounded write raises) are the cluster store's own: they are plain
-values, and this protocol stands beside ``base.py`` (not in it) because storage/cluster/
+values, and this protocol stands beside ``base.py`` (not in it) because storage/jetstream/
 imports ``base.StorageError``, so ``base.py`` importing them would make a circle.
 
 Each decision two brokers could make differently at once is the store's, in one step: a
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..state.mailbox import StoredMessage
-from .cluster import ClusterStore, Full, MailboxRecord, Mark, Position
+from .jetstream import ClusterStore, Full, MailboxRecord, Mark, Position
 
 __all__ = ["AgentRow", "Full", "MailboxRecord", "MailboxStore", "Mark", "Position"]
 

@@ -17,7 +17,7 @@ import pytest
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli.dev_broker import build_parser, main
-from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
 from langchain_mq9.broker.storage import DEFAULT_FILE_NAME, data_file
 from langchain_mq9.protocol.errors import from_reply
 from tests.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
@@ -63,8 +63,9 @@ class Wire:
         return (await self.ok(p.fetch_subject(box), body))["messages"]
 
     async def ack(self, box: str, group: str, msg_id: int) -> None:
-        await self.ok(p.ack_subject(box),
-                      {"group_name": group, "mail_address": box, "msg_id": msg_id})
+        await self.ok(
+            p.ack_subject(box), {"group_name": group, "mail_address": box, "msg_id": msg_id}
+        )
 
 
 def texts(messages: list[dict]) -> list[str]:
@@ -93,14 +94,22 @@ async def exercise_the_protocol(url: str) -> None:
             "error": "mailbox team.inbox already exists"
         }
 
-        for text, priority in [("n1", "normal"), ("c1", "critical"), ("u1", "urgent"),
-                               ("n2", "normal")]:
+        for text, priority in [
+            ("n1", "normal"),
+            ("c1", "critical"),
+            ("u1", "urgent"),
+            ("n2", "normal"),
+        ]:
             await wire.send(inbox, text, {"mq9-priority": priority})
         await wire.send(inbox, '{"state": 1}', {"mq9-key": "status", "mq9-tags": "ops"})
         status_id = await wire.send(inbox, '{"state": 2}', {"mq9-key": "status"})
 
-        batch = await wire.fetch(inbox, group_name="workers", deliver="earliest",
-                                 config={"num_msgs": 1, "max_wait_ms": 0})
+        batch = await wire.fetch(
+            inbox,
+            group_name="workers",
+            deliver="earliest",
+            config={"num_msgs": 1, "max_wait_ms": 0},
+        )
         assert texts(batch) == ["c1"]  # num_msgs per lane: the critical lane fills it
         await wire.ack(inbox, "workers", 0)  # n1, the lowest msg_id: every lane moves to 1
         rest = await wire.fetch(inbox, group_name="workers")
@@ -253,9 +262,21 @@ def test_help_names_only_options_that_exist(capsys):
         main(["--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--host", "--port", "--nats", "--data", "--sync", "--max-mailboxes",
-                   "--max-messages", "--max-payload", "--max-card-bytes", "--max-agents",
-                   "--max-groups", "--answer-rate", "--log-level"):
+    for option in (
+        "--host",
+        "--port",
+        "--nats",
+        "--data",
+        "--sync",
+        "--max-mailboxes",
+        "--max-messages",
+        "--max-payload",
+        "--max-card-bytes",
+        "--max-agents",
+        "--max-groups",
+        "--answer-rate",
+        "--log-level",
+    ):
         assert option in text
     assert "max_payload" in text and "64 MiB" in text  # what bounds an answer
     for gone in ("ack-wait", "lease", "base64"):

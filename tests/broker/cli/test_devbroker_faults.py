@@ -22,7 +22,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.waiting import until
 

@@ -17,7 +17,7 @@ import nats
 import pytest
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker, request_ok
 
 pytestmark = pytest.mark.slow
@@ -58,8 +58,11 @@ async def test_producers_and_consumers_account_for_every_message(tmp_path):
                         handed_ids[group].add(message["msg_id"])
                         seen[group].add(message["payload"])
                     top = max(m["msg_id"] for m in reply["messages"])
-                    await request_ok(connection, p.ack_subject(BOX),
-                               {"group_name": group, "mail_address": BOX, "msg_id": top})
+                    await request_ok(
+                        connection,
+                        p.ack_subject(BOX),
+                        {"group_name": group, "mail_address": BOX, "msg_id": top},
+                    )
                     if len(seen[group]) >= TOTAL:
                         done[group].set()
                 return fetches
@@ -93,16 +96,23 @@ async def test_producers_and_consumers_account_for_every_message(tmp_path):
                 assert ids == sorted(ids) and len(set(ids)) == PER_PRODUCER
             assert sorted(i for ids in sent_ids for i in ids) == list(range(TOTAL))
             # the broker still holds every message, and the workers' last ACK covers them all
-            everything = await request_ok(checker, p.fetch_subject(BOX), {
-                "deliver": "earliest", "config": {"num_msgs": WHOLE_MAILBOX, "max_wait_ms": 0}
-            })
+            everything = await request_ok(
+                checker,
+                p.fetch_subject(BOX),
+                {"deliver": "earliest", "config": {"num_msgs": WHOLE_MAILBOX, "max_wait_ms": 0}},
+            )
             assert len(everything["messages"]) == TOTAL
-            await request_ok(checker, p.ack_subject(BOX),
-                       {"group_name": "workers", "mail_address": BOX, "msg_id": TOTAL - 1})
+            await request_ok(
+                checker,
+                p.ack_subject(BOX),
+                {"group_name": "workers", "mail_address": BOX, "msg_id": TOTAL - 1},
+            )
             for group in ("workers", "audit"):
-                left = await request_ok(checker, p.fetch_subject(BOX), {
-                    "group_name": group, "config": {"max_wait_ms": 0}
-                })
+                left = await request_ok(
+                    checker,
+                    p.fetch_subject(BOX),
+                    {"group_name": group, "config": {"max_wait_ms": 0}},
+                )
                 assert left["messages"] == [], group
         finally:
             for connection in connections:

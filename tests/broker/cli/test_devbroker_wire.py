@@ -16,7 +16,7 @@ import nats
 import pytest
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow
@@ -124,8 +124,7 @@ WRONG_NUMBERS = [
     (p.fetch_subject(BOX), {"deliver": "from_id", "from_id": -1}, "invalid value"),
     (p.fetch_subject(BOX), {"deliver": "from_time", "from_time": HUGE}, BEYOND),
     (p.ack_subject(BOX), {"group_name": "g", "mail_address": BOX, "msg_id": 2**64}, BEYOND),
-    (p.ack_subject(BOX), {"group_name": "g", "mail_address": BOX, "msg_id": -1},
-     "invalid value"),
+    (p.ack_subject(BOX), {"group_name": "g", "mail_address": BOX, "msg_id": -1}, "invalid value"),
     (p.query_subject(BOX), {"limit": HUGE}, BEYOND),
     (p.query_subject(BOX), {"since": -5}, "invalid value"),
     (p.AGENT_DISCOVER, {"page": 2**40}, "invalid value"),
@@ -272,8 +271,10 @@ async def test_a_header_block_that_is_not_utf8_sets_no_mq9_header(broker, wire, 
         (p.MSG_SEND + "wire_box", "mailbox wire_box does not exist"),
         (p.MSG_SEND + "wire%2ebox", "mailbox wire%2ebox does not exist"),
         (p.MSG_SEND + "a" * 129, f"mailbox {'a' * 129} does not exist"),
-        (p.MSG_FETCH + "no.such.box",
-         "Tenant default topic 'no.such.box' not found in broker cache"),
+        (
+            p.MSG_FETCH + "no.such.box",
+            "Tenant default topic 'no.such.box' not found in broker cache",
+        ),
         (p.MSG_DELETE + BOX + ".first", "invalid msg_id: first"),
         (p.MSG_DELETE + BOX + "." + "9" * 30, "invalid msg_id: " + "9" * 30),
         (p.MSG_DELETE + "wire", f"unrecognized mq9 subject: {p.MSG_DELETE}wire"),

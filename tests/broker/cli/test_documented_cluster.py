@@ -34,7 +34,7 @@ from storage_probes import (
 )
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cluster.servers import free_port
+from langchain_mq9.broker.nats_servers.processes import free_port
 from tests.support.credentials_support import ask, ok
 from tests.support.devbroker_helpers import DevBroker, port_open, wait_until, write_mailbox
 from tests.support.jetstream_servers import wait_serving

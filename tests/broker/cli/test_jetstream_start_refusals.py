@@ -19,8 +19,8 @@ import pytest
 import langchain_mq9.broker.cli.credentials as credentials_cli
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli.dev_broker import main
-from langchain_mq9.broker.cluster.servers import free_port
-from langchain_mq9.broker.storage.cluster import DEFAULT_NAME, Layout
+from langchain_mq9.broker.nats_servers.processes import free_port
+from langchain_mq9.broker.storage.jetstream import DEFAULT_NAME, Layout
 from tests.support.devbroker_helpers import DevBroker, request_ok
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 from tests.support.waiting import until_sync

@@ -38,9 +38,9 @@ from test_documented_cluster import (
 )
 
 from langchain_mq9 import MailboxExists, Mq9Client, Mq9Error
-from langchain_mq9.broker.cluster.servers import free_port
-from langchain_mq9.broker.storage.cluster import token
-from langchain_mq9.broker.storage.cluster.mapping import ARRIVALS_PREFIX
+from langchain_mq9.broker.nats_servers.processes import free_port
+from langchain_mq9.broker.storage.jetstream import token
+from langchain_mq9.broker.storage.jetstream.mapping import ARRIVALS_PREFIX
 from tests.support.devbroker_helpers import DevBroker, write_mailbox
 from tests.support.waiting import until
 
@@ -124,6 +124,7 @@ async def _announcements_heard(url: str, login: str) -> None:
     try:
         await listener.subscribe(ARRIVALS_PREFIX + ">", cb=heard.put)
         await listener.flush()
+
         # announced again until heard: the listener's interest reaches the other servers of
         # the cluster a moment after its own server has it (an announcement is idempotent)
         async def announced_and_heard() -> Any:

@@ -42,7 +42,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cluster.servers import LARGEST_MAX_PAYLOAD, free_port
+from langchain_mq9.broker.nats_servers.processes import LARGEST_MAX_PAYLOAD, free_port
 from tests.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 from tests.support.raw_nats import CRLF, RawPeer, frame
 
@@ -188,8 +188,17 @@ def _valid_discover(rng: random.Random) -> Request:
 
 
 VALID = (
-    _valid_create, _valid_send, _valid_send, _valid_fetch, _valid_ack, _valid_query,
-    _valid_delete, _valid_register, _valid_unregister, _valid_report, _valid_discover,
+    _valid_create,
+    _valid_send,
+    _valid_send,
+    _valid_fetch,
+    _valid_ack,
+    _valid_query,
+    _valid_delete,
+    _valid_register,
+    _valid_unregister,
+    _valid_report,
+    _valid_discover,
 )
 
 # -- mutations: each changes one thing of a valid request ---------------------------------------
@@ -197,19 +206,61 @@ VALID = (
 # Raw JSON for a field's value: other types, numbers at and past every integer bound, -0,
 # lone surrogates, bytes that are not UTF-8, and what JSON does not have.
 ODD_VALUES = (
-    b"null", b"true", b"false", b"-1", b"0", b"-0", b"-0.0", b"1.5", b"1e400", b"-1e400",
-    b"4294967295", b"4294967296", b"9223372036854775808", b"18446744073709551615",
-    b"18446744073709551616", b"-9223372036854775809", b"1" + b"0" * 400, b'""', b'"x"',
-    b'"\\ud800"', b'"\\udc00\\ud800"', b'"a\\u0000b"', b'"\xff\xfe"', b'"\xed\xa0\x80"',
-    b"[]", b"{}", b'["earliest"]', b'{"earliest": null}', b'{"earliest": 1}', b'{"a": 1}',
-    b"NaN", b"Infinity", b"-Infinity", b"'single'", b"0x10", b"+1", b"01",
+    b"null",
+    b"true",
+    b"false",
+    b"-1",
+    b"0",
+    b"-0",
+    b"-0.0",
+    b"1.5",
+    b"1e400",
+    b"-1e400",
+    b"4294967295",
+    b"4294967296",
+    b"9223372036854775808",
+    b"18446744073709551615",
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"1" + b"0" * 400,
+    b'""',
+    b'"x"',
+    b'"\\ud800"',
+    b'"\\udc00\\ud800"',
+    b'"a\\u0000b"',
+    b'"\xff\xfe"',
+    b'"\xed\xa0\x80"',
+    b"[]",
+    b"{}",
+    b'["earliest"]',
+    b'{"earliest": null}',
+    b'{"earliest": 1}',
+    b'{"a": 1}',
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"'single'",
+    b"0x10",
+    b"+1",
+    b"01",
     b'"' + b"z" * 5000 + b'"',
 )
 # Every field of every request body, so a mutation may also add one the body left out.
 FIELDS = sorted(
-    {name for shape in (p.CREATE_REQUEST, p.FETCH_REQUEST, p.FETCH_CONFIG, p.ACK_REQUEST,
-                        p.QUERY_REQUEST, p.REGISTER_REQUEST, p.REPORT_REQUEST,
-                        p.DISCOVER_REQUEST) for name in shape.fields}
+    {
+        name
+        for shape in (
+            p.CREATE_REQUEST,
+            p.FETCH_REQUEST,
+            p.FETCH_CONFIG,
+            p.ACK_REQUEST,
+            p.QUERY_REQUEST,
+            p.REGISTER_REQUEST,
+            p.REPORT_REQUEST,
+            p.DISCOVER_REQUEST,
+        )
+        for name in shape.fields
+    }
 )
 _MARK = "\x01fuzz-mark"
 
@@ -300,15 +351,46 @@ def _large_body(request: Request, rng: random.Random) -> Request:
 
 
 ODD_HEADER_VALUES = (
-    b"", b" ", b"critical", b"CRITICAL", b" urgent ", b"-1", b"0", b"+5", b" 7 ",
-    b"18446744073709551615", b"18446744073709551616", b"1e3", b"0x10", b"1" * 400,
-    b"\xef\xbc\x95", b"\xd9\xa3", b"\xff\xfe", b"\xed\xa0\x80", b"a,b,,c", b",,,", b"x" * 3000,
-    b"\x00", b"a\tb",
+    b"",
+    b" ",
+    b"critical",
+    b"CRITICAL",
+    b" urgent ",
+    b"-1",
+    b"0",
+    b"+5",
+    b" 7 ",
+    b"18446744073709551615",
+    b"18446744073709551616",
+    b"1e3",
+    b"0x10",
+    b"1" * 400,
+    b"\xef\xbc\x95",
+    b"\xd9\xa3",
+    b"\xff\xfe",
+    b"\xed\xa0\x80",
+    b"a,b,,c",
+    b",,,",
+    b"x" * 3000,
+    b"\x00",
+    b"a\tb",
 )
 # Names too that nats-py reads but would refuse to write (not RFC 7230 tokens)
 ODD_HEADER_NAMES = (
-    b"mq9-priority", b"MQ9-PRIORITY", b"mq9-key", b"mq9-tags", b"mq9-delay", b"mq9-ttl",
-    b"Mq9-Ttl", b"x-other", b"mq9-delay ", b"\xff", b"", b"mq9/key", b"[mq9-key]", b"a b",
+    b"mq9-priority",
+    b"MQ9-PRIORITY",
+    b"mq9-key",
+    b"mq9-tags",
+    b"mq9-delay",
+    b"mq9-ttl",
+    b"Mq9-Ttl",
+    b"x-other",
+    b"mq9-delay ",
+    b"\xff",
+    b"",
+    b"mq9/key",
+    b"[mq9-key]",
+    b"a b",
 )
 BROKEN_HEADER_BLOCKS = (
     b"NATS/1.0\r\n\r\n",
@@ -332,7 +414,11 @@ BROKEN_HEADER_BLOCKS = (
 # parser dropping such a frame, so the request went unanswered; it now delivers the request
 # without its header block (as RobustMQ's SEND ignores a block it cannot read).
 UNREADABLE_HEADER_BLOCKS = (
-    b"N", b"NATS/1.0", b"\r\n\r\n", b"NATS/1.0 \xff\xfe \xff\r\n\r\n", b"NATS/1.0 100 \xff\r\n\r\n"
+    b"N",
+    b"NATS/1.0",
+    b"\r\n\r\n",
+    b"NATS/1.0 \xff\xfe \xff\r\n\r\n",
+    b"NATS/1.0 100 \xff\r\n\r\n",
 )
 BROKEN_HEADER_BLOCKS += UNREADABLE_HEADER_BLOCKS
 
@@ -353,15 +439,38 @@ def _odd_headers(request: Request, rng: random.Random) -> Request:
 
 
 ODD_ADDRESSES = (
-    b"", b"UPPER", b"caf\xc3\xa9", b"\xff\xfe", b"a\x0bb", b"a\x0cb", b"a\rb", b"\x00", b"*",
-    b">", b"a..b", b".a", b"a.", b"fuzz.a.", b"fuzz.a.extra.tokens", b"a" * 3800, b"a" * 3801,
+    b"",
+    b"UPPER",
+    b"caf\xc3\xa9",
+    b"\xff\xfe",
+    b"a\x0bb",
+    b"a\x0cb",
+    b"a\rb",
+    b"\x00",
+    b"*",
+    b">",
+    b"a..b",
+    b".a",
+    b"a.",
+    b"fuzz.a.",
+    b"fuzz.a.extra.tokens",
+    b"a" * 3800,
+    b"a" * 3801,
     b"b" * 3990,  # with the rest of its HPUB line, just under nats-server's 4,096
 )
 ODD_MSG_IDS = (b"", b"abc", b"-1", b"18446744073709551616", b"1.5", b"\xd9\xa3", b"00001", b"+1")
 ODD_SUBJECTS = (
-    b"$mq9.AI", b"$mq9.AI.", b"$mq9.AI.MSG", b"$mq9.AI.MSG.PURGE.fuzz.a", b"$mq9.AI.MSG.SEND",
-    b"$mq9.AI.MAILBOX.CREATE.extra", b"$mq9.AI.AGENT.DISCOVER.x", b"$mq9.AI.AGENT",
-    b"$mq9.AI.>", b"$mq9.AI.*.SEND.fuzz.a", b"$mq9.AI.mailbox.create",
+    b"$mq9.AI",
+    b"$mq9.AI.",
+    b"$mq9.AI.MSG",
+    b"$mq9.AI.MSG.PURGE.fuzz.a",
+    b"$mq9.AI.MSG.SEND",
+    b"$mq9.AI.MAILBOX.CREATE.extra",
+    b"$mq9.AI.AGENT.DISCOVER.x",
+    b"$mq9.AI.AGENT",
+    b"$mq9.AI.>",
+    b"$mq9.AI.*.SEND.fuzz.a",
+    b"$mq9.AI.mailbox.create",
 )
 
 
@@ -378,10 +487,26 @@ def _odd_subject(request: Request, rng: random.Random) -> Request:
 
 
 MUTATIONS: tuple[Callable[[Request, random.Random], Request], ...] = (
-    _retype_field, _retype_field, _retype_field, _nest, _flip_byte, _flip_byte, _truncate,
-    _truncate, _insert_not_utf8, _empty_body, _array_for_object, _scalar_for_object,
-    _duplicate_field, _extra_text, _unknown_fields, _large_body, _odd_headers, _odd_headers,
-    _odd_subject, _odd_subject,
+    _retype_field,
+    _retype_field,
+    _retype_field,
+    _nest,
+    _flip_byte,
+    _flip_byte,
+    _truncate,
+    _truncate,
+    _insert_not_utf8,
+    _empty_body,
+    _array_for_object,
+    _scalar_for_object,
+    _duplicate_field,
+    _extra_text,
+    _unknown_fields,
+    _large_body,
+    _odd_headers,
+    _odd_headers,
+    _odd_subject,
+    _odd_subject,
 )
 
 # -- raw NATS frames: what no client library writes ---------------------------------------------
@@ -444,11 +569,22 @@ def _raw_frames(rng: random.Random, reply: bytes) -> tuple[str, bytes, bool]:
         odd_reply = rng.choice([b"_FUZZ.\xff", b"_FUZZ.\x0b1", b"_INBOX", subject])
         return "odd reply subject", frame(subject, body, odd_reply), True
     if roll == 11:
-        line = rng.choice([
-            b"SUB\r\n", b"SUB fuzzsub.x\r\n", b"SUB fuzzsub.x q 1 2\r\n", b"UNSUB abc\r\n",
-            b"UNSUB\r\n", b"CONNECT {broken\r\n", b"MSG a 1 2\r\nxx\r\n", b"INFO {}\r\n",
-            b"+OK\r\n", b"-ERR 'x'\r\n", b"PONG\r\n", b"ping\r\n",
-        ])
+        line = rng.choice(
+            [
+                b"SUB\r\n",
+                b"SUB fuzzsub.x\r\n",
+                b"SUB fuzzsub.x q 1 2\r\n",
+                b"UNSUB abc\r\n",
+                b"UNSUB\r\n",
+                b"CONNECT {broken\r\n",
+                b"MSG a 1 2\r\nxx\r\n",
+                b"INFO {}\r\n",
+                b"+OK\r\n",
+                b"-ERR 'x'\r\n",
+                b"PONG\r\n",
+                b"ping\r\n",
+            ]
+        )
         return "other operation", line, True
     three = b"".join(frame(subject, body, reply) for _ in range(3))
     return "three requests in one write", three, True
@@ -601,9 +737,10 @@ class Listener:
     @classmethod
     async def open(cls, url: str) -> Listener:
         peer = await RawPeer.open(url)
-        peer.writer.write(b"SUB %s.> %s\r\nSUB %s> %s\r\n" % (
-            p.PREFIX.encode(), WITNESS_SID, REPLY_PREFIX, ANSWER_SID
-        ))
+        peer.writer.write(
+            b"SUB %s.> %s\r\nSUB %s> %s\r\n"
+            % (p.PREFIX.encode(), WITNESS_SID, REPLY_PREFIX, ANSWER_SID)
+        )
         await peer.sync()
         listener = cls(peer)
         listener._task = asyncio.create_task(listener._read())
@@ -650,9 +787,7 @@ class Listener:
             return
         ours = _OUR_REPLY.fullmatch(reply)
         if ours:
-            self.delivered[int(ours.group(1))].append(
-                Delivery(subject, payload, time.monotonic())
-            )
+            self.delivered[int(ours.group(1))].append(Delivery(subject, payload, time.monotonic()))
         elif reply and not reply.startswith(b"_INBOX."):  # the honest client's are _INBOX
             self.unmatched_replies += 1
 
@@ -877,7 +1012,9 @@ async def test_wire_fuzz_then_kill_9_and_restart(tmp_path):
         broker = DevBroker("--port", str(port), "--data", data)
         async with Mq9Client(url) as client:
             served = await client.fetch(
-                honest.address, deliver="earliest", num_msgs=len(honest.stored) + 1,
+                honest.address,
+                deliver="earliest",
+                num_msgs=len(honest.stored) + 1,
                 max_wait_ms=0,
             )
         assert {m.msg_id: m.payload for m in served} == honest.stored

@@ -256,6 +256,7 @@ async def test_a_query_of_a_large_body_is_read_while_the_loop_answers_others(mon
     and a SEND that arrives meanwhile is answered before the QUERY, which then answers as
     before. Before the fix the loop itself waited on the gate, and the SEND came after."""
     import langchain_mq9.broker.engine.rules as rules_module
+
     engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
     gate = threading.Event()
     parse = rules_module.read_query

@@ -39,8 +39,9 @@ async def create(broker, name: str | None = None, **fields) -> str:
     return reply["mail_address"]
 
 
-async def send(broker, box: str, payload: bytes | str = b"x", priority: str | None = None,
-               **headers: str) -> int:
+async def send(
+    broker, box: str, payload: bytes | str = b"x", priority: str | None = None, **headers: str
+) -> int:
     if isinstance(payload, str):
         payload = payload.encode()
     wire_headers = {name.replace("_", "-"): value for name, value in headers.items()}
@@ -149,9 +150,10 @@ async def test_from_time_after_every_message_falls_back_to_the_earliest(broker):
     # earliest offset (AdapterOffsetStrategy::Earliest), so a time in the future reads it all
     box = await filled(broker, "normal", "urgent")
     assert await fetch(broker, box, deliver="from_time", from_time=T0 + 3600) == [1, 0]
-    assert await fetch(
-        broker, box, group_name="g", deliver="from_time", from_time=2**64 - 1
-    ) == [1, 0]
+    assert await fetch(broker, box, group_name="g", deliver="from_time", from_time=2**64 - 1) == [
+        1,
+        0,
+    ]
 
 
 async def test_from_id_is_msg_id_at_or_after_in_priority_order(broker):
@@ -338,9 +340,7 @@ async def test_force_deliver_resets_an_existing_group_and_commits_one_past(broke
 async def test_force_deliver_false_is_an_ordinary_fetch(broker):
     box = await filled(broker, "normal", "normal")
     await acked(broker, box, "g", 0)
-    assert await fetch(
-        broker, box, group_name="g", deliver="earliest", force_deliver=False
-    ) == [1]
+    assert await fetch(broker, box, group_name="g", deliver="earliest", force_deliver=False) == [1]
 
 
 # -- ACK -----------------------------------------------------------------------------------------

@@ -99,8 +99,10 @@ async def test_create_an_existing_name_fails_whatever_its_ttl(broker):
 
 async def test_generated_addresses_are_valid_unique_and_random(broker):
     if broker.transport == "robustmq":
-        pytest.skip("RobustMQ's generated addresses are xids, time-ordered, with about 11 "
-                    "random bits in such a sample (docs/protocol.md §5.1): not secret there")
+        pytest.skip(
+            "RobustMQ's generated addresses are xids, time-ordered, with about 11 "
+            "random bits in such a sample (docs/protocol.md §5.1): not secret there"
+        )
     addresses = [await create(broker) for _ in range(120)]
     assert len(set(addresses)) == len(addresses)
     for address in addresses:
@@ -304,8 +306,13 @@ async def test_payload_is_utf8_text_lossily(broker):
 async def test_priority_orders_fetch_fifo_within_a_priority(broker):
     box = await create(broker)
     sent = [
-        ("n1", "normal"), ("c1", "critical"), ("u1", "urgent"), ("n2", None),
-        ("c2", "critical"), ("u2", "urgent"), ("n3", "normal"),
+        ("n1", "normal"),
+        ("c1", "critical"),
+        ("u1", "urgent"),
+        ("n2", None),
+        ("c2", "critical"),
+        ("u2", "urgent"),
+        ("n3", "normal"),
     ]
     for payload, priority in sent:
         await send(broker, box, payload, {"mq9-priority": priority} if priority else None)
@@ -415,9 +422,7 @@ async def test_message_ttl_is_independent_of_the_mailbox_ttl(broker):
     broker.clock.advance(99)
     assert await ids(broker, box) == [0]
     broker.clock.advance(1)  # the mailbox is gone; its log, and the message's TTL, are not
-    assert await broker.raw(p.send_subject(box), b"x") == {
-        "error": f"mailbox {box} does not exist"
-    }
+    assert await broker.raw(p.send_subject(box), b"x") == {"error": f"mailbox {box} does not exist"}
     assert await ids(broker, box) == [0]
     broker.clock.advance(401)  # past the message's own TTL
     assert await ids(broker, box) == []
@@ -434,8 +439,11 @@ async def test_a_delayed_message_answers_minus_one_and_gets_its_id_when_written(
     assert await payloads(broker, box) == ["first", "second"]
     broker.clock.advance(1)
     items = await query(broker, box)
-    assert [(m["msg_id"], m["payload"]) for m in items] == [(0, "first"), (1, "second"),
-                                                             (2, "later")]
+    assert [(m["msg_id"], m["payload"]) for m in items] == [
+        (0, "first"),
+        (1, "second"),
+        (2, "later"),
+    ]
     assert items[2]["create_time"] == T0 + 10
     assert await send(broker, box, "third") == 3
 
@@ -523,11 +531,16 @@ async def test_retention_moves_the_earliest_offset(broker):
     broker.clock.advance(7 * 86400 + 600)
     await send(broker, box, "kept")  # msg_id 3; the scan runs before it is written
     assert await ids(broker, box) == [3]
-    await broker.raw(p.ack_subject(box), p.encode({"group_name": "g", "mail_address": box,
-                                                   "msg_id": 3}))
+    await broker.raw(
+        p.ack_subject(box), p.encode({"group_name": "g", "mail_address": box, "msg_id": 3})
+    )
     # force_deliver earliest commits the earliest offset + 1: 4, not 1
-    body = {"group_name": "g", "deliver": "earliest", "force_deliver": True,
-            "config": {"max_wait_ms": 0}}
+    body = {
+        "group_name": "g",
+        "deliver": "earliest",
+        "force_deliver": True,
+        "config": {"max_wait_ms": 0},
+    }
     reply = await broker.raw(p.fetch_subject(box), p.encode(body))
     assert [m["msg_id"] for m in reply["messages"]] == [3]
     assert broker.engine.offsets["g-normal"][broker.engine.mailboxes[box].shard] == 4
@@ -542,7 +555,8 @@ async def test_a_key_replaces_the_older_message(broker):
     assert await send(broker, box, "other") == 1
     assert await send(broker, box, "v2", {"mq9-key": "status", "mq9-priority": "urgent"}) == 2
     assert [(m["msg_id"], m["payload"]) for m in await earliest(broker, box)] == [
-        (2, "v2"), (1, "other"),
+        (2, "v2"),
+        (1, "other"),
     ]
     assert await ids(broker, box) == [1, 2]
     [newest] = await query(broker, box, {"key": "status"})
@@ -624,7 +638,9 @@ async def test_query_tags_match_any_tag_in_request_order(broker):
     assert await payloads(broker, box, {"tags": ["b", "a"]}) == ["b1", "ab2", "a0", "a3"]
     # the limit applies to each tag, so the answer may hold more
     assert await payloads(broker, box, {"tags": ["b", "a"], "limit": 2}) == [
-        "b1", "ab2", "a0",
+        "b1",
+        "ab2",
+        "a0",
     ]
     assert await payloads(broker, box, {"tags": ["a", "a"]}) == ["a0", "ab2", "a3"]
 

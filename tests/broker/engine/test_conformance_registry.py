@@ -126,8 +126,10 @@ async def test_a_name_can_be_registered_again_after_unregister(broker):
 
 async def test_an_empty_name_is_registered(broker):
     if broker.transport == "robustmq":
-        pytest.skip("RobustMQ refuses to unregister the name '': the agent would stay in the "
-                    "shared broker's registry for every later test")
+        pytest.skip(
+            "RobustMQ refuses to unregister the name '': the agent would stay in the "
+            "shared broker's registry for every later test"
+        )
     # agent.rs checks only that agent_info is not empty
     await registered(broker, "", "nameless")
     assert await discover(broker) == [{"name": "", "agent_info": "nameless"}]
@@ -139,8 +141,10 @@ async def test_an_empty_name_is_registered(broker):
         (b"", "payload must not be empty"),
         (b'{"name": "a", "payload": ""}', "agent_info must not be empty"),
         # (a "mailbox" key makes sure this is no A2A card either)
-        (b'{"name": "a", "mailbox": "x"}',
-         "invalid AGENT.REGISTER payload: missing field `payload`"),
+        (
+            b'{"name": "a", "mailbox": "x"}',
+            "invalid AGENT.REGISTER payload: missing field `payload`",
+        ),
         (b'{"payload": "p"}', "invalid AGENT.REGISTER payload: missing field `name`"),
         (b'{"name": "a", "payload": {"x": 1}}', "invalid AGENT.REGISTER payload: invalid type"),
         (b'{"name": "a", "payload": null}', "invalid AGENT.REGISTER payload: invalid type"),

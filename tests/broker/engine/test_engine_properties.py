@@ -108,7 +108,8 @@ class Model:
         answer: list[int] = []
         for lane in LANES:
             ids = sorted(
-                m for m, (in_lane, _) in mailbox.live.items()
+                m
+                for m, (in_lane, _) in mailbox.live.items()
                 if in_lane == lane and m >= starts[lane] and mailbox.visible(m, self.now)
             )
             answer += ids[:num]
@@ -170,8 +171,16 @@ query_action = st.tuples(st.just("query"), st.sampled_from(BOXES))
 advance_action = st.tuples(st.just("advance"), st.sampled_from([1, 3, 6]))
 actions = st.lists(
     st.one_of(
-        send_action, send_action, send_action, fetch_action, fetch_action, ack_action,
-        ack_action, delete_action, query_action, advance_action,
+        send_action,
+        send_action,
+        send_action,
+        fetch_action,
+        fetch_action,
+        ack_action,
+        ack_action,
+        delete_action,
+        query_action,
+        advance_action,
     ),
     max_size=50,
 )
@@ -223,8 +232,11 @@ async def run_scenario(steps) -> None:
         elif kind == "ack":
             _, box, group, index = step
             msg_id = last_answer[index] if index < len(last_answer) else index * 4
-            reply = await call(engine, p.ack_subject(box),
-                               {"group_name": group, "mail_address": box, "msg_id": msg_id})
+            reply = await call(
+                engine,
+                p.ack_subject(box),
+                {"group_name": group, "mail_address": box, "msg_id": msg_id},
+            )
             assert reply == {"error": ""}
             model.commit(group, box, msg_id + 1)
         elif kind == "delete":
@@ -247,9 +259,7 @@ async def run_scenario(steps) -> None:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    backlog=st.lists(send_action, max_size=10), steps=actions, compact_early=st.booleans()
-)
+@given(backlog=st.lists(send_action, max_size=10), steps=actions, compact_early=st.booleans())
 @example(  # g1 commits on a, then reads b, where it never committed: from the lanes' start
     backlog=[("send", "prop.b", "normal", None, None)] * 3,
     steps=[
@@ -279,8 +289,11 @@ async def test_stateless_fetch_reads_lanes_in_priority_order(sends, num, from_id
     for index, lane in enumerate(sends):
         reply = await call(engine, p.send_subject("box"), b"x", {"mq9-priority": lane})
         assert reply["msg_id"] == index
-    request = {"deliver": "from_id", "from_id": from_id,
-               "config": {"num_msgs": num, "max_wait_ms": 0}}
+    request = {
+        "deliver": "from_id",
+        "from_id": from_id,
+        "config": {"num_msgs": num, "max_wait_ms": 0},
+    }
     got = wire_ids(await call(engine, p.fetch_subject("box"), request))
     start = min(from_id, max(len(sends) - 1, 0))  # clamped to the newest message
     expected: list[int] = []
@@ -307,8 +320,11 @@ async def test_a_fetch_then_ack_the_newest_loop_ends_and_never_repeats(sends, ba
     for lane in sends:
         await call(engine, p.send_subject("box"), b"x", {"mq9-priority": lane})
     handed: list[int] = []
-    request = {"group_name": "w", "deliver": "earliest",
-               "config": {"num_msgs": batch, "max_wait_ms": 0}}
+    request = {
+        "group_name": "w",
+        "deliver": "earliest",
+        "config": {"num_msgs": batch, "max_wait_ms": 0},
+    }
     for _ in range(len(sends) + 1):
         got = wire_ids(await call(engine, p.fetch_subject("box"), request))
         if not got:
@@ -317,8 +333,11 @@ async def test_a_fetch_then_ack_the_newest_loop_ends_and_never_repeats(sends, ba
         # reading again without an ACK hands out the same answer
         assert wire_ids(await call(engine, p.fetch_subject("box"), request)) == got
         handed.extend(got)
-        await call(engine, p.ack_subject("box"),
-                   {"group_name": "w", "mail_address": "box", "msg_id": max(got)})
+        await call(
+            engine,
+            p.ack_subject("box"),
+            {"group_name": "w", "mail_address": "box", "msg_id": max(got)},
+        )
     else:
         raise AssertionError("the loop did not end")
     assert len(handed) == len(set(handed))

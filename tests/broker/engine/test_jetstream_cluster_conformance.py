@@ -24,8 +24,8 @@ from test_conformance_mailbox import *  # noqa: F403
 from test_conformance_registry import *  # noqa: F403
 
 from langchain_mq9.broker import drop_memory_broker, install_memory_broker
-from langchain_mq9.broker.engine.cluster import ClusterEngine
-from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.broker.engine.over_store import ClusterEngine
+from langchain_mq9.broker.storage.jetstream import ClusterStore
 from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process

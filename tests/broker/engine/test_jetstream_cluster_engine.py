@@ -19,8 +19,8 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.engine.cluster import ClusterEngine
-from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.broker.engine.over_store import ClusterEngine
+from langchain_mq9.broker.storage.jetstream import ClusterStore
 from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.groups import GroupReader
 from langchain_mq9.protocol import Priority

@@ -38,7 +38,7 @@ from langchain_mq9.broker.identities.callout import (
 )
 from langchain_mq9.broker.identities.kv_store import identities_bucket
 from langchain_mq9.broker.identities.ownership import MARKER, PRINCIPAL_WILDCARD
-from langchain_mq9.broker.storage.cluster import DEFAULT_NAME, Layout, token
+from langchain_mq9.broker.storage.jetstream import DEFAULT_NAME, Layout, token
 from tests.support.credentials_support import (
     AgentLogins,
     ask,

@@ -27,11 +27,11 @@ import pytest
 from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine.cluster import ClusterEngine
 from langchain_mq9.broker.engine.limits import BrokerLimits
+from langchain_mq9.broker.engine.over_store import ClusterEngine
 from langchain_mq9.broker.identities.kv_store import KvIdentityStore
 from langchain_mq9.broker.identities.ownership import Identities
-from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.broker.storage.jetstream import ClusterStore
 from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process

@@ -27,8 +27,7 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
 from langchain_mq9.broker import Broker, BrokerConfig, BrokerEngine
-from langchain_mq9.broker.cluster.servers import free_port
-from langchain_mq9.broker.engine.cluster import ClusterEngine
+from langchain_mq9.broker.engine.over_store import ClusterEngine
 from langchain_mq9.broker.identities.ownership import (
     CALLER_SUFFIX,
     WAKE_FAILED,
@@ -36,8 +35,9 @@ from langchain_mq9.broker.identities.ownership import (
     digest,
 )
 from langchain_mq9.broker.identities.store import IdentityStore
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.broker.storage import SqliteStorage
-from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.broker.storage.jetstream import ClusterStore
 from langchain_mq9.groups import dead_letters, replay
 from langchain_mq9.protocol.errors import Mq9Error
 from tests.support.raw_nats import socket_request

@@ -15,8 +15,8 @@ import uuid
 import pytest
 
 from langchain_mq9.broker import Broker
-from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.config import BrokerConfig, StartupError
+from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process

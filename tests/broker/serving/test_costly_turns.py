@@ -19,9 +19,9 @@ import pytest
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.identities.ownership import Identities
 from langchain_mq9.broker.identities.store import IdentityStore
+from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.broker.serving.serve import NatsService
 from tests.support.credentials_support import as_principal, ask, ok
 
@@ -81,8 +81,7 @@ class Requester:
 
     async def answers_now(self, count: int) -> list[dict]:
         return [
-            json.loads((await asyncio.wait_for(self.answers.get(), 5)).data)
-            for _ in range(count)
+            json.loads((await asyncio.wait_for(self.answers.get(), 5)).data) for _ in range(count)
         ]
 
 

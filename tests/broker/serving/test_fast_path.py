@@ -28,7 +28,7 @@ from langchain_mq9._nats.fast_path import (
 )
 from langchain_mq9._nats.guard import flush_in_order, protect
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.cluster.servers import free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
 from langchain_mq9.client import Mq9Client
 from tests.support.store_lane import STATE_SERVER
 

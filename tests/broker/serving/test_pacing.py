@@ -127,9 +127,7 @@ async def test_all_requesters_together_may_have_only_so_much_waiting():
 
 async def test_an_answer_with_nothing_waiting_may_wait_however_large():
     time = Time()
-    pacer = AnswerPacer(
-        10 * MB, 0, clock=time.clock, sleep=time.sleep, per_requester=MB, in_all=MB
-    )
+    pacer = AnswerPacer(10 * MB, 0, clock=time.clock, sleep=time.sleep, per_requester=MB, in_all=MB)
     await pacer.admit("_INBOX.a", MB)
     await pacer.admit("_INBOX.a", 50 * MB)  # behind the pace, nothing of its own waiting
     assert time.slept == pytest.approx([0.1])

@@ -1,5 +1,5 @@
 """Each mailbox on one broker of the moment (issue #81): the servers' partition mapping
-(``cluster/mappings.py``) and the brokers sharing the partitions (``serving/partitions.py``),
+(``nats_servers/mappings.py``) and the brokers sharing the partitions (``serving/partitions.py``),
 on a real nats-server.
 
 - a broker finds whether the servers map (a probe), and serves as before when they do not;
@@ -27,11 +27,11 @@ from typing import Any
 
 import nats
 import pytest
-from jetstream_servers import READY_TIMEOUT, ROOT, JetStreamCluster
 
 from langchain_mq9 import Mq9Client, NoBroker
-from langchain_mq9.broker.cluster import mappings
+from langchain_mq9.broker.nats_servers import mappings
 from langchain_mq9.broker.serving import partitions as parts
+from tests.support.jetstream_servers import READY_TIMEOUT, ROOT, JetStreamCluster
 
 pytestmark = pytest.mark.slow  # nats-server and broker processes
 

@@ -1,6 +1,6 @@
 """The dev broker's event loop (#81): uvloop's where the ``uvloop`` extra is installed, asyncio's
 without it or when ``MQ9_EVENT_LOOP=asyncio`` says so; and the servers' partition mapping's
-lines (``cluster/mappings.py``), which test_partitions.py runs on a real nats-server."""
+lines (``nats_servers/mappings.py``), which test_partitions.py runs on a real nats-server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from langchain_mq9.broker.cli import dev_broker
-from langchain_mq9.broker.cluster import mappings
+from langchain_mq9.broker.nats_servers import mappings
 
 
 def test_asyncio_when_told(monkeypatch: pytest.MonkeyPatch) -> None:

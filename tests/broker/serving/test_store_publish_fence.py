@@ -15,7 +15,7 @@ import nats
 import pytest
 
 from langchain_mq9._nats.fits import CONTROL_LINE, PublishRefused, fence, publish_problem
-from langchain_mq9.broker.storage.cluster.requests import Requests, WriteRefused
+from langchain_mq9.broker.storage.jetstream.requests import Requests, WriteRefused
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

@@ -106,9 +106,7 @@ def test_a_tag_with_no_tag_below_it_reads_without_bisecting_the_tag_names(monkey
         mailbox_module, "bisect_left", lambda *a: bisections.append(a) or _bisect_left(*a)
     )
     for asked in ("x/y7", "t3", "missing", "x/y", "y7"):
-        assert [m.msg_id for m in mailbox.read_tag(asked, 100, 0)] == _expected(
-            mailbox, asked, 100
-        )
+        assert [m.msg_id for m in mailbox.read_tag(asked, 100, 0)] == _expected(mailbox, asked, 100)
     assert bisections == []
     assert [m.msg_id for m in mailbox.read_tag("x", 3, 0)] == [0, 1, 10]  # key order
     assert len(bisections) == 2
@@ -146,6 +144,7 @@ async def test_a_long_text_query_pauses_between_its_pieces_with_the_same_hits(mo
     import langchain_mq9.broker.engine.engine as engine_module
     from langchain_mq9 import protocol as p
     from langchain_mq9.broker import BrokerEngine
+
     engine = BrokerEngine()
     engine.registry.embedder = None
     for name in ("agent.a", "agent.b"):

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.cluster.servers import start_nats_server
 from langchain_mq9.broker.engine.sending import MOST_SECONDS
+from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.broker.storage import SqliteStorage, StorageError
 from tests.support.devbroker_helpers import (
     DevBroker,
@@ -123,13 +123,18 @@ async def test_messages_keep_every_field_and_msg_ids_are_never_reused(durable):
     newest = await durable.send("box.a", "deleted before the restart")
     await durable.ok(p.delete_subject("box.a", newest))
     stored = await durable.query("box.a")
-    in_order = await durable.ok(p.fetch_subject("box.a"),
-                                {"deliver": "earliest", "config": {"max_wait_ms": 0}})
+    in_order = await durable.ok(
+        p.fetch_subject("box.a"), {"deliver": "earliest", "config": {"max_wait_ms": 0}}
+    )
 
     durable.restart()
     assert await durable.query("box.a") == stored
-    assert await durable.ok(p.fetch_subject("box.a"),
-                            {"deliver": "earliest", "config": {"max_wait_ms": 0}}) == in_order
+    assert (
+        await durable.ok(
+            p.fetch_subject("box.a"), {"deliver": "earliest", "config": {"max_wait_ms": 0}}
+        )
+        == in_order
+    )
     assert [m["payload"] for m in await durable.query("box.a", {"key": "state"})] == ["c2"]
     assert [m["payload"] for m in await durable.query("box.a", {"tags": ["y"]})] == [
         "\x00\ufffdbinary"
@@ -204,18 +209,21 @@ async def test_committed_offsets_survive_and_a_fetch_commits_nothing(durable):
     await durable.create("work")
     for i in range(6):
         await durable.send("work", f"m{i}")
-    assert await durable.fetch("work", group_name="g", deliver="earliest", config={
-        "num_msgs": 3, "max_wait_ms": 0}) == [0, 1, 2]
+    assert await durable.fetch(
+        "work", group_name="g", deliver="earliest", config={"num_msgs": 3, "max_wait_ms": 0}
+    ) == [0, 1, 2]
     durable.restart()  # between FETCH and ACK: nothing was committed
     assert durable.engine.offsets == {}
-    assert await durable.fetch("work", group_name="g", deliver="earliest", config={
-        "num_msgs": 3, "max_wait_ms": 0}) == [0, 1, 2]
+    assert await durable.fetch(
+        "work", group_name="g", deliver="earliest", config={"num_msgs": 3, "max_wait_ms": 0}
+    ) == [0, 1, 2]
     await durable.ack("work", "g", 2)
     durable.restart()
     assert await durable.fetch("work", group_name="g", deliver="latest") == [3, 4, 5]
     # force_deliver's commit (target + 1) is durable too
-    assert await durable.fetch("work", group_name="g", deliver="from_id", from_id=4,
-                               force_deliver=True) == [4, 5]
+    assert await durable.fetch(
+        "work", group_name="g", deliver="from_id", from_id=4, force_deliver=True
+    ) == [4, 5]
     durable.restart()
     assert await durable.fetch("work", group_name="g") == [5]
 
@@ -249,25 +257,32 @@ async def test_the_longest_message_ttl_survives(durable):
 async def test_the_registry_and_its_search_index_survive(durable):
     await durable.ok(p.AGENT_REGISTER, {"name": "zeta", "payload": "not a card"})
     await durable.ok(p.AGENT_REGISTER, a2a_card("translator", "translates French"))
-    await durable.ok(p.AGENT_REGISTER, {"name": "alias", "payload": json.dumps(
-        a2a_card("poet", "writes poems"))})
+    await durable.ok(
+        p.AGENT_REGISTER, {"name": "alias", "payload": json.dumps(a2a_card("poet", "writes poems"))}
+    )
     await durable.ok(p.AGENT_REGISTER, {"name": "zeta", "payload": "second, not kept"})
     await durable.ok(p.AGENT_REGISTER, a2a_card("gone", "leaves soon"))
     await durable.ok(p.AGENT_UNREGISTER, {"name": "gone"})
     # a row named by the card, left behind when its registration goes (RobustMQ does that)
-    await durable.ok(p.AGENT_REGISTER, {"name": "stale", "payload": json.dumps(
-        a2a_card("ghost", "haunts the index"))})
+    await durable.ok(
+        p.AGENT_REGISTER,
+        {"name": "stale", "payload": json.dumps(a2a_card("ghost", "haunts the index"))},
+    )
     await durable.ok(p.AGENT_UNREGISTER, {"name": "stale"})
     listing = await durable.discover()
-    searches = [await durable.discover({"semantic": "poems"}),
-                await durable.discover({"text": "index french"})]
+    searches = [
+        await durable.discover({"semantic": "poems"}),
+        await durable.discover({"text": "index french"}),
+    ]
     assert [a["name"] for a in listing] == ["alias", "translator", "zeta"]
     assert [a["name"] for a in searches[1]] == ["translator", "ghost"]
 
     durable.restart()
     assert await durable.discover() == listing
-    assert [await durable.discover({"semantic": "poems"}),
-            await durable.discover({"text": "index french"})] == searches
+    assert [
+        await durable.discover({"semantic": "poems"}),
+        await durable.discover({"text": "index french"}),
+    ] == searches
     await durable.ok(p.AGENT_REGISTER, {"name": "zeta", "payload": "still the first"})
     assert await durable.discover() == listing
     durable.restart()
@@ -385,37 +400,44 @@ def engine_state(engine: BrokerEngine) -> dict:
     current = engine.mailboxes
 
     def message(m) -> tuple:
-        return (m.msg_id, m.payload, m.priority, m.create_time, m.key, m.tags, m.header,
-                m.expire_at)
+        return (
+            m.msg_id,
+            m.payload,
+            m.priority,
+            m.create_time,
+            m.key,
+            m.tags,
+            m.header,
+            m.expire_at,
+        )
 
     boxes = {}
     for address, box in current.items():
         live = box.messages
         boxes[address] = {
-            "box": (box.shard, box.create_time, box.ttl, box.desc, box.next_id,
-                    box.start_offset),
+            "box": (box.shard, box.create_time, box.ttl, box.desc, box.next_id, box.start_offset),
             "messages": {i: message(m) for i, m in live.items()},
             "lanes": {pr: [i for i in lane if i in live] for pr, lane in box.lanes.items()},
             "order": [(i, t) for i, t in zip(box.order, box.times, strict=True) if i in live],
             "keys": dict(box.keys),
-            "tagged": {t: [i for i in ids if i in live] for t, ids in box.tagged.items()
-                       if any(i in live for i in ids)},
+            "tagged": {
+                t: [i for i in ids if i in live]
+                for t, ids in box.tagged.items()
+                if any(i in live for i in ids)
+            },
         }
     return {
         "mailboxes": boxes,
         "mailbox_expiry": sorted(
             (t, b.address) for t, _, b in engine._mailbox_expiry if current.get(b.address) is b
         ),
-        "delayed": [
-            (due, address, message(m)) for due, _, address, m in sorted(engine._delayed)
-        ],
+        "delayed": [(due, address, message(m)) for due, _, address, m in sorted(engine._delayed)],
         "offsets": engine.offsets,
         "agents": {
             name: (e.agent_info, e.create_time) for name, e in engine.registry.entries.items()
         },
         "index": [
-            (card, e.name, e.agent_info, e.create_time)
-            for card, e in engine.registry.index.items()
+            (card, e.name, e.agent_info, e.create_time) for card, e in engine.registry.index.items()
         ],
     }
 
@@ -444,7 +466,9 @@ requests = st.one_of(
         st.booleans(),
     ),
     st.tuples(
-        st.just("ack"), st.sampled_from(BOXES), st.sampled_from(GROUPS[1:]),
+        st.just("ack"),
+        st.sampled_from(BOXES),
+        st.sampled_from(GROUPS[1:]),
         st.sampled_from([0, 1, 3, 7, 12, 2**64 - 1]),
     ),
     st.tuples(st.just("delete"), st.sampled_from(BOXES), st.integers(0, 12)),
@@ -548,17 +572,25 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path):
                     body = f"job {i}".encode()
                     reply = await request_ok(connection, p.send_subject("jobs"), body, headers)
                     sent[reply["msg_id"]] = (f"job {i}", priority)
-                reply = await request_ok(connection, p.send_subject("jobs"), b"in an hour",
-                                      {"mq9-delay": "3600"})
+                reply = await request_ok(
+                    connection, p.send_subject("jobs"), b"in an hour", {"mq9-delay": "3600"}
+                )
                 assert reply["msg_id"] == -1
-                fetch = {"group_name": "workers", "deliver": "earliest",
-                         "config": {"num_msgs": 25, "max_wait_ms": 0}}
+                fetch = {
+                    "group_name": "workers",
+                    "deliver": "earliest",
+                    "config": {"num_msgs": 25, "max_wait_ms": 0},
+                }
                 batch = await request_ok(connection, p.fetch_subject("jobs"), fetch)
                 done = [m["msg_id"] for m in batch["messages"]]
-                await request_ok(connection, p.ack_subject("jobs"),
-                              {"group_name": "workers", "mail_address": "jobs", "msg_id": 40})
-                await request_ok(connection, p.AGENT_REGISTER,
-                              {"name": "worker", "payload": "takes jobs"})
+                await request_ok(
+                    connection,
+                    p.ack_subject("jobs"),
+                    {"group_name": "workers", "mail_address": "jobs", "msg_id": 40},
+                )
+                await request_ok(
+                    connection, p.AGENT_REGISTER, {"name": "worker", "payload": "takes jobs"}
+                )
                 await request_ok(connection, p.AGENT_REGISTER, a2a_card("planner", "plans jobs"))
                 agents = (await request_ok(connection, p.AGENT_DISCOVER))["agents"]
             finally:
@@ -570,8 +602,9 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path):
             broker.join_output(5)
             assert broker.process.returncode == -signal.SIGKILL
             broker = DevBroker("--nats", nats_server.url, "--data", data)
-            banner = "restored 1 mailboxes, 60 messages, 1 delayed messages, 3 group offsets, " \
-                     "2 agents"
+            banner = (
+                "restored 1 mailboxes, 60 messages, 1 delayed messages, 3 group offsets, 2 agents"
+            )
             assert any(banner in line for line in broker.stdout), broker.output()
 
             connection = await nats.connect(nats_server.url)
@@ -592,7 +625,7 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path):
 
 
 async def test_kill_9_of_the_broker_takes_its_own_nats_server_along(tmp_path):
-    from langchain_mq9.broker.cluster.servers import free_port
+    from langchain_mq9.broker.nats_servers.processes import free_port
 
     port = free_port()
     with DevBroker("--port", str(port), "--data", str(tmp_path)) as broker:

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import nats
 import pytest
 
-from langchain_mq9.broker.storage.cluster import Layout
-from langchain_mq9.broker.storage.cluster.batches import Batches
-from langchain_mq9.broker.storage.cluster.requests import Requests, WriteRefused
+from langchain_mq9.broker.storage.jetstream import Layout
+from langchain_mq9.broker.storage.jetstream.batches import Batches
+from langchain_mq9.broker.storage.jetstream.requests import Requests, WriteRefused
 from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process

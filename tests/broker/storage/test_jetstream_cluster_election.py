@@ -14,7 +14,7 @@ import nats
 import pytest
 
 from langchain_mq9.broker.storage import StorageError
-from langchain_mq9.broker.storage.cluster import ClusterStore
+from langchain_mq9.broker.storage.jetstream import ClusterStore
 from tests.support.jetstream_servers import FORMING, JetStreamCluster, open_replicated_store
 
 pytestmark = pytest.mark.slow  # three nats-server processes

@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.cluster import ClusterStore, Mark, token
-from langchain_mq9.broker.storage.cluster.mapping import DELETED, NO_KEY, frame
-from langchain_mq9.broker.storage.cluster.numbering import Numbering, Write
+from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, token
+from langchain_mq9.broker.storage.jetstream.mapping import DELETED, NO_KEY, frame
+from langchain_mq9.broker.storage.jetstream.numbering import Numbering, Write
 from langchain_mq9.protocol import Priority
 from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 

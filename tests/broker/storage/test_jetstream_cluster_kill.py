@@ -25,7 +25,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.cluster import token
+from langchain_mq9.broker.storage.jetstream import token
 from langchain_mq9.protocol import Priority
 from langchain_mq9.protocol.errors import RequestTimeout
 from tests.support.jetstream_servers import JetStreamCluster, close_store, engine_broker, open_store

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.broker.storage.cluster import Layout, token
-from langchain_mq9.broker.storage.cluster.mapping import (
+from langchain_mq9.broker.storage.jetstream import Layout, token
+from langchain_mq9.broker.storage.jetstream.mapping import (
     NO_KEY,
     frame,
     msg_id_of,
@@ -17,7 +17,7 @@ from langchain_mq9.broker.storage.cluster.mapping import (
     subject_box,
     unframe,
 )
-from langchain_mq9.broker.storage.cluster.requests import parse_headers
+from langchain_mq9.broker.storage.jetstream.requests import parse_headers
 from langchain_mq9.protocol import Priority
 from langchain_mq9.wake.rules import digest
 

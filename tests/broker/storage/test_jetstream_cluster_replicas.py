@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.cluster import ClusterStore, Mark
+from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark
 from langchain_mq9.protocol import PRIORITY_ORDER, Priority
 from tests.support.jetstream_servers import JetStreamCluster, open_replicated_store
 

@@ -21,8 +21,8 @@ import pytest
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
 from langchain_mq9.broker.storage.base import StorageError
-from langchain_mq9.broker.storage.cluster import ClusterStore, Mark, token
-from langchain_mq9.broker.storage.cluster.mapping import NO_KEY
+from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, token
+from langchain_mq9.broker.storage.jetstream.mapping import NO_KEY
 from langchain_mq9.protocol import PRIORITY_ORDER, Priority
 from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 

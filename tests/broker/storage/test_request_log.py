@@ -109,7 +109,6 @@ async def test_a_forged_record_with_a_good_checksum_is_damage_not_a_change(tmp_p
     broker.stop()
 
 
-
 async def test_with_sync_full_every_record_is_synced_before_its_answer(tmp_path, monkeypatch):
     """``--sync full``: an fdatasync of the log after each record's write, before the answer
     (counted through the real call), and the records are replayed after a crash."""

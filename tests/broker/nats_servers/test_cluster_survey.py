@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from langchain_mq9.broker.cluster.servers import free_port
-from langchain_mq9.broker.cluster.survey import (
+from langchain_mq9.broker.nats_servers.processes import free_port
+from langchain_mq9.broker.nats_servers.survey import (
     ClusterError,
     Waiting,
     check_urls,
@@ -124,9 +124,7 @@ def test_a_wait_says_what_it_waits_for_once_and_gives_up_at_its_bound():
         wait.until("3 servers")
 
 
-def test_a_short_commands_nats_complaints_are_one_line_each_and_go_no_further(
-    capsys, monkeypatch
-):
+def test_a_short_commands_nats_complaints_are_one_line_each_and_go_no_further(capsys, monkeypatch):
     import logging
 
     from langchain_mq9._cli import nats_errors_in_one_line

@@ -1,4 +1,4 @@
-"""Serving the state kept in JetStream (issue #72): a ``ClusterEngine`` (engine/cluster.py)
+"""Serving the state kept in JetStream (issue #72): a ``ClusterEngine`` (engine/over_store.py)
 is served by ``serve.py`` as any engine is, by any number of brokers at once in the queue
 group ``QUEUE``; ``open_store`` opens its store while the cluster forms.
 """
@@ -6,21 +6,11 @@ group ``QUEUE``; ``open_store`` opens its store while the cluster forms.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
 from ..._nats.jetstream.ready import until_ready
-from ..engine.cluster import ClusterEngine
-from ..storage.cluster import ClusterStore
-from ..storage.mailbox_store import MailboxStore
+from ..storage.jetstream import ClusterStore
 
 QUEUE = "mq9-brokers"  # every broker of one store answers in it: NATS hands a request to one
-S = TypeVar("S", bound=MailboxStore)
-
-
-def ClusterServing(engine: ClusterEngine[S]) -> ClusterEngine[S]:
-    """``engine`` itself, served as it is: the name bench/responders.py (not this change's to
-    edit) still wraps a ``ClusterEngine`` in. New code serves the engine."""
-    return engine
 
 
 async def open_store(store: ClusterStore, tries_until: Callable[[Exception], None]) -> None:
