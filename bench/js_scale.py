@@ -17,7 +17,10 @@ write another broker's came before: refused, read again and renumbered).
 
 ``--partitions``: the servers map the mailbox commands to partitions
 (``nats_servers/mappings.py``), and the brokers share them (``serving/partitions.py``): each
-mailbox on one broker of the moment. ``--uvloop``: the brokers on uvloop's event loop.
+mailbox on one broker of the moment. ``--uvloop``: the brokers on uvloop's event loop. ``--raw``: first, the
+same client processes publishing the same payloads straight into an R3 stream with nats-py (no
+broker: what the servers give Python clients), the figure the brokers' best is held against.
+``--ops``: which operations (default all three).
 
     python -m bench.js_scale --brokers 1,2,4 --clients 2 --mailboxes 64 --seconds 4
     python -m bench.js_scale --partitions --out /tmp/js_scale.json
@@ -45,8 +48,33 @@ from langchain_mq9.broker.nats_servers.mappings import mappings_block
 OPERATIONS = ("send", "fetch", "ack")
 
 
+async def _raw_lanes(args: argparse.Namespace, start_at: float, worker: int) -> int:
+    connection = await nats.connect(args.urls[worker % len(args.urls)])
+    stream = connection.jetstream()
+    payload = b"x" * args.size
+    await stream.publish("rawscale.0", payload)
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    done = 0
+    stop = time.monotonic() + args.seconds
+
+    async def lane(k: int) -> None:
+        nonlocal done
+        i = k + worker
+        while time.monotonic() < stop:
+            await stream.publish(f"rawscale.{i % args.mailboxes}", payload)
+            i += args.in_flight
+            done += 1
+
+    await asyncio.gather(*(lane(k) for k in range(args.in_flight)))
+    await connection.close()
+    return done
+
+
 async def _lanes(args: argparse.Namespace, op: str, start_at: float, worker: int) -> int:
     from langchain_mq9 import Mq9Client
+
+    if op == "raw":
+        return await _raw_lanes(args, start_at, worker)
 
     boxes = [f"scale{i}" for i in range(args.mailboxes)]
     text = "x" * args.size
@@ -150,6 +178,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         setup = asyncio.run(_open(cluster.urls, stream))
         del setup
         servers = [s.process.pid for s in cluster.servers if s.process]
+        if args.raw:
+            asyncio.run(_raw_stream(cluster.urls))
+            row = measure(args, "raw", [], servers)
+            results["raw_send"] = row
+            print(json.dumps({"brokers": 0, "op": "raw", **row}), flush=True)
         started: list[BrokerProcess] = []
         try:
             for count in plan:
@@ -161,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     asyncio.run(_create(cluster.urls, args.mailboxes))
                 time.sleep(1.5)  # the partitions settled among the brokers started
                 pids = [broker.process.pid for broker in started]
-                for op in OPERATIONS:
+                for op in args.ops.split(","):
                     row = measure(args, op, pids, servers)
                     results[f"{count}_brokers_{op}"] = row
                     print(json.dumps({"brokers": count, "op": op, **row}), flush=True)
@@ -175,6 +208,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _extra(args: argparse.Namespace) -> list[str]:
     return ["--count", *(["--uvloop"] if args.uvloop else [])]
+
+
+async def _raw_stream(urls: list[str]) -> None:
+    connection = await nats.connect(urls)
+    await connection.jetstream().add_stream(
+        name="RAWSCALE", subjects=["rawscale.>"], num_replicas=3
+    )
+    await connection.close()
 
 
 async def _open(urls: list[str], stream: str) -> None:
@@ -193,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch", type=int, default=10)
     parser.add_argument("--partitions", action="store_true", help="servers map, brokers share")
     parser.add_argument("--uvloop", action="store_true", help="the brokers on uvloop")
+    parser.add_argument("--raw", action="store_true", help="raw publishes first, no broker")
+    parser.add_argument("--ops", default=",".join(OPERATIONS), help="send,fetch,ack or fewer")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     mp.set_start_method("fork", force=True)
@@ -206,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=2, default=str)
     if args.out:
         args.out.write_text(text)
-    print(text[:0], end="")
     return 0
 
 
