@@ -17,10 +17,11 @@ write another broker's came before: refused, read again and renumbered).
 
 ``--partitions``: the servers map the mailbox commands to partitions
 (``nats_servers/mappings.py``), and the brokers share them (``serving/partitions.py``): each
-mailbox on one broker of the moment. ``--uvloop``: the brokers on uvloop's event loop. ``--raw``: first, the
-same client processes publishing the same payloads straight into an R3 stream with nats-py (no
-broker: what the servers give Python clients), the figure the brokers' best is held against.
-``--ops``: which operations (default all three).
+mailbox on one broker of the moment. ``--uvloop``: the brokers on uvloop's event loop.
+``--raw``: first, the same client processes publishing the same payloads straight into an R3
+stream with nats-py (no broker: what the servers give Python clients), the figure the brokers'
+best is held against. ``--ops``: which operations, in order (default all three; one may come
+again, as a FETCH after the ACKs moved a group's position).
 
     python -m bench.js_scale --brokers 1,2,4 --clients 2 --mailboxes 64 --seconds 4
     python -m bench.js_scale --partitions --out /tmp/js_scale.json

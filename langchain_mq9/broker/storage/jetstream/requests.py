@@ -167,9 +167,24 @@ class Requests:
             raise
         return gotten(answer["message"])
 
-    async def direct_batch(self, stream: str, request: Mapping[str, Any]) -> Batch:
+    async def direct_last(
+        self, stream: str, subject: str, *, min_last_seq: int | None
+    ) -> StoredEntry | None:
+        """The last message on ``subject`` (wildcards allowed: the servers find it in their
+        subject index, at a cost that does not grow with the stream) from any replica at least
+        as new as ``min_last_seq``; None when none matches."""
+        request: dict[str, Any] = {"last_by_subj": subject}
+        if min_last_seq is not None:
+            request["min_last_seq"] = min_last_seq
+        batch = await self.direct_batch(stream, request, single=True)
+        return batch.entries[0] if batch.entries else None
+
+    async def direct_batch(
+        self, stream: str, request: Mapping[str, Any], *, single: bool = False
+    ) -> Batch:
         """A batched direct get (``batch``, ``next_by_subj`` or ``multi_last``, ``seq``,
-        ``min_last_seq``, ``max_bytes``): the messages it returned, up to its end."""
+        ``min_last_seq``, ``max_bytes``): the messages it returned, up to its end; with
+        ``single``, a direct get of one message (no batch: no end is sent after it)."""
         inbox = f"{self._inbox}.{next(self._numbers)}"
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._waiting[inbox] = queue
@@ -185,6 +200,8 @@ class Requests:
                     status = headers.get(STATUS)
                     if status is None:
                         entries.append(direct_entry(message.data, headers))
+                        if single:
+                            return Batch(entries, 0)
                         continue
                     if status == "204":  # the end of the batch
                         return Batch(entries, int(headers.get(NUM_PENDING) or 0))
