@@ -126,3 +126,24 @@ async def test_reads_still_find_every_message_of_a_mixed_mailbox(
     tail = await store.read("mixed", Mark(20, 0), 50, upto=end.seq, now=now)
     assert [m.msg_id for m in tail] == [20, 21, 22, 23]
     assert all(request["batch"] <= len(lanes) + 1 for request in asked)
+
+
+async def test_a_tag_read_asks_for_no_more_entries_than_are_left(
+    store: ClusterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = int(time.time())
+    await store.create_mailbox("tagged", ttl=0, desc="", now=now)
+    for n in range(5):
+        tags = ("job/a",) if n % 2 == 0 else ("job/b",)
+        message = StoredMessage(-1, b"t%d" % n, Priority.NORMAL, now, tags=tags)
+        await store.append("tagged", message, now=now)
+    end = await _quiet_then_busy(store)  # another mailbox's messages after every entry
+    asked = _recorded(store, monkeypatch)
+    found = await store.by_tags("tagged", ["job/a", "job"], 10, upto=end.seq, now=now)
+    assert [[m.payload for m in lane] for lane in found] == [
+        [b"t0", b"t2", b"t4"],
+        [b"t0", b"t2", b"t4", b"t1", b"t3"],
+    ]
+    index_reads = [r for r in asked if ".t." in r["next_by_subj"]]
+    # each tag: its first entry alone, then exactly the entries it said were left
+    assert sorted(r["batch"] for r in index_reads) == [1, 1, 2, 4]

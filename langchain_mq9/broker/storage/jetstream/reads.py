@@ -199,8 +199,13 @@ class Reads:
         subject = self.layout.tag_filter(mailbox, tag)
         pointers: list[tuple[str, int]] = []
         seq = 1
+        # The first entry alone, found from the servers' subject index, says how many follow
+        # (its batch's ``Nats-Num-Pending``); each batch after asks for no more than are left:
+        # a batch larger than what is left has the servers walk the rest of the stream, every
+        # mailbox's messages, for the entries it cannot find (see ``_end``)
+        wanted = 1
         while seq <= upto:
-            request = {"seq": seq, "next_by_subj": subject, "batch": _BATCH, "min_last_seq": upto}
+            request = {"seq": seq, "next_by_subj": subject, "batch": wanted, "min_last_seq": upto}
             batch = await self.requests.direct_batch(self.layout.messages, request)
             for entry in batch.entries:
                 target = entry.seq + int(entry.headers.get(AHEAD) or 0)
@@ -209,6 +214,7 @@ class Reads:
             if not batch.entries or batch.pending == 0:
                 break
             seq = batch.entries[-1].seq + 1
+            wanted = min(batch.pending, _BATCH)
         pointers.sort()
         return pointers
 
