@@ -17,10 +17,12 @@ write another broker's came before: refused, read again and renumbered).
 
 ``--partitions``: the servers map the mailbox commands to partitions
 (``nats_servers/mappings.py``), and the brokers share them (``serving/partitions.py``): each
-mailbox on one broker of the moment. ``--uvloop``: the brokers on uvloop's event loop. ``--raw``: first, the
-same client processes publishing the same payloads straight into an R3 stream with nats-py (no
-broker: what the servers give Python clients), the figure the brokers' best is held against.
-``--ops``: which operations (default all three).
+mailbox on one broker of the moment. ``--uvloop``: the brokers on uvloop's event loop.
+``--raw``: first, the same client processes publishing the same payloads straight into an R3
+stream with nats-py (no broker: what the servers give Python clients), the figure the
+brokers' best is held against.
+``--ops``: which operations (default all three). ``--profile FILE``: each broker
+under cProfile, its figures in ``FILE.<n>.prof`` (n from 0, in the order started).
 
     python -m bench.js_scale --brokers 1,2,4 --clients 2 --mailboxes 64 --seconds 4
     python -m bench.js_scale --partitions --out /tmp/js_scale.json
@@ -187,8 +189,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for count in plan:
                 while len(started) < count:
+                    profile = (
+                        args.profile.with_suffix(f".{len(started)}.prof") if args.profile else None
+                    )
                     started.append(
-                        BrokerProcess(cluster.urls, stream, 3, served=True, extra=_extra(args))
+                        BrokerProcess(
+                            cluster.urls, stream, 3, profile, served=True, extra=_extra(args)
+                        )
                     )
                 if len(started) == 1:
                     asyncio.run(_create(cluster.urls, args.mailboxes))
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true", help="raw publishes first, no broker")
     parser.add_argument("--ops", default=",".join(OPERATIONS), help="send,fetch,ack or fewer")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", type=Path, help="cProfile each broker: FILE.<n>.prof")
     args = parser.parse_args(argv)
     mp.set_start_method("fork", force=True)
     try:

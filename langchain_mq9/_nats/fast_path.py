@@ -15,13 +15,14 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import (
+    BadHeaderError,
     BadSubjectError,
     ConnectionClosedError,
     ConnectionDrainingError,
@@ -54,6 +55,9 @@ _USES = (
     ),
 )
 _BAD_SUBJECT = re.compile(r"[ \t\r\n]")  # what nats-py's publish refuses in a subject
+# nats-py's header writing (Client._send_publish): a name it takes, a value's line breaks
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 _publishing: set[asyncio.Task[None]] = set()  # publish_queued's, without the fast path
 
 
@@ -194,3 +198,51 @@ async def _publish(connection: Client, subject: str, payload: bytes) -> None:
         await connection.publish(subject, payload)
     except Exception as exc:  # the requester may be gone; the broker serves on
         log.warning("could not publish to %s: %s", subject[:80], exc)
+
+
+def engaged(connection: Client) -> bool:
+    """Whether the fast path is on for ``connection`` (``engage``)."""
+    return _parser(connection) is not None
+
+
+def header_block(headers: Mapping[str, str]) -> bytes:
+    """The header block nats-py's publish writes for ``headers``, byte for byte (names and
+    values stripped, an empty name left out, a value's line breaks made spaces);
+    ``BadHeaderError`` for a name that is no token, as nats-py raises."""
+    lines = ["NATS/1.0\r\n"]
+    for name, value in headers.items():
+        key = name.strip()
+        if not key:
+            continue
+        if not _HEADER_KEY.fullmatch(key):
+            raise BadHeaderError(key)
+        lines.append(f"{key}: {value.strip().translate(_VALUE_NEWLINES)}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode()
+
+
+def queue_command(connection: Client, command: bytes, payload_size: int) -> bool:
+    """A ``PUB``/``HPUB`` ``command`` (its payload ``payload_size`` bytes) queued as nats-py's
+    publish queues it, written with what the connection writes next (a publish or request
+    made after it in the same turn: the order kept), without a coroutine, a flush request
+    or a check of the subject (the caller's). With the fast path only (``engaged``). Raises
+    as publish does (a closed or draining connection, a payload above max_payload, the
+    buffer full while reconnecting); False, nothing queued, where nats-py's publish would
+    wait for its buffer to be written (the caller then publishes through nats-py)."""
+    if connection.is_closed:
+        raise ConnectionClosedError
+    if connection.is_draining_pubs:
+        raise ConnectionDrainingError
+    limit, pending = connection._max_pending_size, connection._pending_data_size
+    if not connection.is_connected and (limit <= 0 or payload_size + pending > limit):
+        raise OutboundBufferLimitError
+    if payload_size > connection.max_payload:
+        raise MaxPayloadError
+    size = pending + len(command)
+    if limit > 0 and size > limit:
+        return False
+    connection.stats["out_msgs"] += 1
+    connection.stats["out_bytes"] += payload_size
+    connection._pending.append(command)
+    connection._pending_data_size = size
+    return True
