@@ -19,7 +19,13 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...._nats.fast_path import engaged, header_block, queue_command
+from ...._nats.fast_path import (
+    deliver_inline,
+    engaged,
+    header_block,
+    never_waits,
+    queue_command,
+)
 from ...._nats.fits import fence, publish_problem, size_problem
 from ...._nats.jetstream.api import (
     API_PREFIX,
@@ -101,6 +107,7 @@ class Requests:
     async def start(self) -> None:
         # One subscription for every batched read: a read's answers come to an inbox below it
         self._subscription = await self.connection.subscribe(f"{self._inbox}.*", cb=self._route)
+        deliver_inline(self.connection, self._subscription)  # (with the fast path on)
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -108,6 +115,7 @@ class Requests:
             if not self.connection.is_closed:  # (closed by the server: nothing left to end)
                 await subscription.unsubscribe()
 
+    @never_waits  # (in the read loop on the fast path: fast_path.replies_inline)
     async def _route(self, message: Msg) -> None:
         queue = self._waiting.get(message.subject)
         if queue is not None:  # a read given up on: its late answers are dropped
