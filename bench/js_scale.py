@@ -25,7 +25,8 @@ brokers' best is held against.
 under cProfile, its figures in ``FILE.<n>.prof`` (n from 0, in the order started).
 ``--against DIR --rounds N``: one broker at a time, this checkout's and DIR's (another
 checkout of the project, its ``.venv``) alternated N times an operation on one cluster: two
-versions' CPU an operation side by side, on a machine whose load moves.
+versions' CPU an operation side by side, on a machine whose load moves (``--against
+uvloop``: this checkout's broker on asyncio's loop against it on uvloop's).
 
     python -m bench.js_scale --brokers 1,2,4 --clients 2 --mailboxes 64 --seconds 4
     python -m bench.js_scale --partitions --out /tmp/js_scale.json
@@ -223,7 +224,9 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     results["load_before"] = os.getloadavg()
     extra = mappings_block("") if args.partitions else ""
-    sides = {"ours": None, "against": args.against}
+    # ("uvloop": this checkout's broker on uvloop's event loop, against it on asyncio's)
+    uvloop = str(args.against) == "uvloop"
+    sides = {"ours": None, "against": None if uvloop else args.against}
     with JetStreamCluster(3, extra_config=extra) as cluster:
         args.urls = cluster.urls
         stream = f"S{uuid.uuid4().hex[:8]}"
@@ -233,8 +236,9 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
         for op in args.ops.split(","):
             for round_ in range(args.rounds):
                 for side, checkout in sides.items():
+                    flags = _extra(args) + (["--uvloop"] if uvloop and side == "against" else [])
                     broker = BrokerProcess(
-                        cluster.urls, stream, 3, served=True, extra=_extra(args), checkout=checkout
+                        cluster.urls, stream, 3, served=True, extra=flags, checkout=checkout
                     )
                     try:
                         if not created:

@@ -60,6 +60,8 @@ _BAD_SUBJECT = re.compile(r"[ \t\r\n]")  # what nats-py's publish refuses in a s
 # nats-py's header writing (Client._send_publish): a name it takes, a value's line breaks
 _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_TOKEN_NAMES: set[str] = set()  # header names seen to be tokens with nothing to strip
+_NAMES_KEPT = 256
 _publishing: set[asyncio.Task[None]] = set()  # publish_queued's, without the fast path
 # Callbacks that never wait (a reply's future set, a message put in a queue): delivered in the
 # read loop once the fast path is on (``replies_inline``), a turn sooner than through their
@@ -242,14 +244,24 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     ``BadHeaderError`` for a name that is no token, as nats-py raises."""
     lines = ["NATS/1.0\r\n"]
     for name, value in headers.items():
-        key = name.strip()
-        if not key:
-            continue
-        if not _HEADER_KEY.fullmatch(key):
-            raise BadHeaderError(key)
-        lines.append(f"{key}: {value.strip().translate(_VALUE_NEWLINES)}\r\n")
+        if name not in _TOKEN_NAMES:  # (the few names a store writes: looked at once)
+            key = name.strip()
+            if not key:
+                continue
+            if not _HEADER_KEY.fullmatch(key):
+                raise BadHeaderError(key)
+            if key != name or len(_TOKEN_NAMES) >= _NAMES_KEPT:
+                lines.append(f"{key}: {_value(value)}\r\n")
+                continue
+            _TOKEN_NAMES.add(name)
+        lines.append(f"{name}: {_value(value)}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode()
+
+
+def _value(value: str) -> str:
+    value = value.strip()
+    return value.translate(_VALUE_NEWLINES) if "\r" in value or "\n" in value else value
 
 
 def queue_command(connection: Client, command: bytes, payload_size: int) -> bool:
