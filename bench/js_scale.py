@@ -21,7 +21,12 @@ mailbox on one broker of the moment. ``--uvloop``: the brokers on uvloop's event
 ``--raw``: first, the same client processes publishing the same payloads straight into an R3
 stream with nats-py (no broker: what the servers give Python clients), the figure the brokers'
 best is held against. ``--ops``: which operations, in order (default all three; one may come
-again, as a FETCH after the ACKs moved a group's position).
+again, as a FETCH after the ACKs moved a group's position). ``--profile FILE``: each broker
+under cProfile, its figures in ``FILE.<n>.prof`` (n from 0, in the order started).
+``--against DIR --rounds N``: one broker at a time, this checkout's and DIR's (another
+checkout of the project, its ``.venv``) alternated N times an operation on one cluster: two
+versions' CPU an operation side by side, on a machine whose load moves (``--against
+uvloop``: this checkout's broker on asyncio's loop against it on uvloop's).
 
     python -m bench.js_scale --brokers 1,2,4 --clients 2 --mailboxes 64 --seconds 4
     python -m bench.js_scale --partitions --out /tmp/js_scale.json
@@ -188,8 +193,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for count in plan:
                 while len(started) < count:
+                    profile = (
+                        args.profile.with_suffix(f".{len(started)}.prof") if args.profile else None
+                    )
                     started.append(
-                        BrokerProcess(cluster.urls, stream, 3, served=True, extra=_extra(args))
+                        BrokerProcess(
+                            cluster.urls, stream, 3, profile, served=True, extra=_extra(args)
+                        )
                     )
                 if len(started) == 1:
                     asyncio.run(_create(cluster.urls, args.mailboxes))
@@ -203,6 +213,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             for broker in started:
                 broker.stop()
+    results["load_after"] = os.getloadavg()
+    return results
+
+
+def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
+    """``--against DIR``: one broker at a time on one cluster, this checkout's and DIR's
+    alternated ``--rounds`` times for each operation (the same servers, mailboxes and
+    clients: what differs between two windows is the broker's code and the machine's load)."""
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    results["load_before"] = os.getloadavg()
+    extra = mappings_block("") if args.partitions else ""
+    # ("uvloop": this checkout's broker on uvloop's event loop, against it on asyncio's)
+    uvloop = str(args.against) == "uvloop"
+    sides = {"ours": None, "against": None if uvloop else args.against}
+    with JetStreamCluster(3, extra_config=extra) as cluster:
+        args.urls = cluster.urls
+        stream = f"S{uuid.uuid4().hex[:8]}"
+        asyncio.run(_open(cluster.urls, stream))
+        servers = [s.process.pid for s in cluster.servers if s.process]
+        created = False
+        for op in args.ops.split(","):
+            for round_ in range(args.rounds):
+                for side, checkout in sides.items():
+                    flags = _extra(args) + (["--uvloop"] if uvloop and side == "against" else [])
+                    broker = BrokerProcess(
+                        cluster.urls, stream, 3, served=True, extra=flags, checkout=checkout
+                    )
+                    try:
+                        if not created:
+                            asyncio.run(_create(cluster.urls, args.mailboxes))
+                            created = True
+                        time.sleep(1.5)  # (the partitions settled on it)
+                        load = os.getloadavg()[0]
+                        row = measure(args, op, [broker.process.pid], servers)
+                    finally:
+                        broker.stop()
+                    row["load"] = round(load, 2)
+                    results.setdefault(f"{side}_{op}", []).append(row)
+                    print(json.dumps({"side": side, "round": round_, "op": op, **row}), flush=True)
     results["load_after"] = os.getloadavg()
     return results
 
@@ -238,10 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true", help="raw publishes first, no broker")
     parser.add_argument("--ops", default=",".join(OPERATIONS), help="send,fetch,ack or fewer")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", type=Path, help="cProfile each broker: FILE.<n>.prof")
+    parser.add_argument("--against", type=Path, help="another checkout: its broker alternated")
+    parser.add_argument("--rounds", type=int, default=4, help="with --against: pairs an op")
     args = parser.parse_args(argv)
     mp.set_start_method("fork", force=True)
     try:
-        results = run(args)
+        results = side_by_side(args) if args.against else run(args)
     finally:
         for process in STARTED:
             if process.poll() is None:

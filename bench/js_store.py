@@ -67,14 +67,18 @@ class BrokerProcess:
         profile: Path | None = None,
         served: bool = False,
         extra: list[str] | None = None,
+        checkout: Path | None = None,
     ) -> None:
+        """``checkout``: the broker of another checkout of this project (its ``.venv``'s
+        Python, its code), for a side by side of two versions on one cluster."""
         started = time.monotonic()
+        python = str(checkout / ".venv" / "bin" / "python") if checkout else sys.executable
         extra = [*(extra or []), *(["--profile", str(profile)] if profile else [])]
         extra += ["--served"] if served else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.js_broker", "--nats", ",".join(urls),
+            [python, "-m", "bench.js_broker", "--nats", ",".join(urls),
              "--stream", stream, "--replicas", str(replicas), *extra],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=checkout or ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         STARTED.append(self.process)
         assert self.process.stdout is not None

@@ -15,13 +15,15 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
+from typing import TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import (
+    BadHeaderError,
     BadSubjectError,
     ConnectionClosedError,
     ConnectionDrainingError,
@@ -40,6 +42,7 @@ _USES = (
     {
         "_process_headers": ["headers"],
         "_build_message": ["sid", "subject", "reply", "data", "headers"],
+        "_request_sub_callback": ["msg"],
     },
     (
         "_ps",
@@ -54,7 +57,17 @@ _USES = (
     ),
 )
 _BAD_SUBJECT = re.compile(r"[ \t\r\n]")  # what nats-py's publish refuses in a subject
+# nats-py's header writing (Client._send_publish): a name it takes, a value's line breaks
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_TOKEN_NAMES: set[str] = set()  # header names seen to be tokens with nothing to strip
+_NAMES_KEPT = 256
 _publishing: set[asyncio.Task[None]] = set()  # publish_queued's, without the fast path
+# Callbacks that never wait (a reply's future set, a message put in a queue): delivered in the
+# read loop once the fast path is on (``replies_inline``), a turn sooner than through their
+# subscription's queue and task. nats-py's own for its requests' replies, and those marked.
+_NEVER_WAITING: set[object] = {getattr(Client, "_request_sub_callback", None)}
+_Callback = TypeVar("_Callback", bound=Callable[..., Awaitable[None]])
 
 
 def _problem(connection: Client) -> str | None:
@@ -141,6 +154,30 @@ def deliver_inline(connection: Client, subscription: Subscription) -> bool:
     return True
 
 
+def never_waits(function: _Callback) -> _Callback:
+    """Mark ``function`` (a subscription's callback, or the method it is bound from) as one
+    that never waits: ``replies_inline`` delivers its messages in the read loop."""
+    _NEVER_WAITING.add(function)
+    return function
+
+
+def replies_inline(connection: Client) -> int:
+    """Hand the messages of ``connection``'s subscriptions whose callback never waits
+    (``never_waits``: nats-py's requests' replies, the cluster store's reads) to it in the
+    read loop (``deliver_inline``); how many. None without the fast path. (A JetStream
+    request's answer then wakes its requester a turn sooner, with no task of nats-py's in
+    between: every SEND's batch is acknowledged so, every FETCH's and ACK's reads answered.)"""
+    if _parser(connection) is None:
+        return 0
+    count = 0
+    for subscription in list(connection._subs.values()):
+        callback = getattr(subscription, "_cb", None)
+        if getattr(callback, "__func__", callback) not in _NEVER_WAITING:
+            continue
+        count += deliver_inline(connection, subscription)
+    return count
+
+
 def write_now(connection: Client) -> bool:
     """Write what waits to be written on ``connection`` now, as nats-py's flusher would on its
     next turn (it then finds nothing); False when nothing was written (without the fast path
@@ -194,3 +231,61 @@ async def _publish(connection: Client, subject: str, payload: bytes) -> None:
         await connection.publish(subject, payload)
     except Exception as exc:  # the requester may be gone; the broker serves on
         log.warning("could not publish to %s: %s", subject[:80], exc)
+
+
+def engaged(connection: Client) -> bool:
+    """Whether the fast path is on for ``connection`` (``engage``)."""
+    return _parser(connection) is not None
+
+
+def header_block(headers: Mapping[str, str]) -> bytes:
+    """The header block nats-py's publish writes for ``headers``, byte for byte (names and
+    values stripped, an empty name left out, a value's line breaks made spaces);
+    ``BadHeaderError`` for a name that is no token, as nats-py raises."""
+    lines = ["NATS/1.0\r\n"]
+    for name, value in headers.items():
+        if name not in _TOKEN_NAMES:  # (the few names a store writes: looked at once)
+            key = name.strip()
+            if not key:
+                continue
+            if not _HEADER_KEY.fullmatch(key):
+                raise BadHeaderError(key)
+            if key != name or len(_TOKEN_NAMES) >= _NAMES_KEPT:
+                lines.append(f"{key}: {_value(value)}\r\n")
+                continue
+            _TOKEN_NAMES.add(name)
+        lines.append(f"{name}: {_value(value)}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode()
+
+
+def _value(value: str) -> str:
+    value = value.strip()
+    return value.translate(_VALUE_NEWLINES) if "\r" in value or "\n" in value else value
+
+
+def queue_command(connection: Client, command: bytes, payload_size: int) -> bool:
+    """A ``PUB``/``HPUB`` ``command`` (its payload ``payload_size`` bytes) queued as nats-py's
+    publish queues it, written with what the connection writes next (a publish or request
+    made after it in the same turn: the order kept), without a coroutine, a flush request
+    or a check of the subject (the caller's). With the fast path only (``engaged``). Raises
+    as publish does (a closed or draining connection, a payload above max_payload, the
+    buffer full while reconnecting); False, nothing queued, where nats-py's publish would
+    wait for its buffer to be written (the caller then publishes through nats-py)."""
+    if connection.is_closed:
+        raise ConnectionClosedError
+    if connection.is_draining_pubs:
+        raise ConnectionDrainingError
+    limit, pending = connection._max_pending_size, connection._pending_data_size
+    if not connection.is_connected and (limit <= 0 or payload_size + pending > limit):
+        raise OutboundBufferLimitError
+    if payload_size > connection.max_payload:
+        raise MaxPayloadError
+    size = pending + len(command)
+    if limit > 0 and size > limit:
+        return False
+    connection.stats["out_msgs"] += 1
+    connection.stats["out_bytes"] += payload_size
+    connection._pending.append(command)
+    connection._pending_data_size = size
+    return True

@@ -55,14 +55,19 @@ def publish_problem(
     payload_size: int,
     headers: Mapping[str, str] | None,
     max_payload: int,
+    more: int = 0,
+    plain_reply: int = 0,
 ) -> str | None:
-    """Why a publish would not fit (one line), or None when it does."""
+    """Why a publish would not fit (one line), or None when it does. ``more``: the bytes of
+    header lines it will carry beside ``headers`` (names and values known good: an atomic
+    batch's, ``_nats/jetstream/api.py``), counted without a dict made for them;
+    ``plain_reply``: the bytes of a reply subject known good it will carry beside ``reply``
+    (nats-py's request inboxes: not looked at again for each publish)."""
     problem = subject_problem(subject) or (reply and subject_problem(reply, "reply subject"))
     if problem:
         return problem
-    block = 0
+    block = more
     if headers:
-        block = _HEADER_LINE
         for name, value in headers.items():
             text = value if isinstance(value, str) else str(value)
             if name not in _GOOD_NAMES:
@@ -72,13 +77,29 @@ def publish_problem(
                     _GOOD_NAMES.add(name)
             if "\r" in text or "\n" in text:
                 return f"the header {name!r} holds a line break"
-            block += len(name) + len(text.encode()) + 4  # ": " and "\r\n"
-    total = block + payload_size
+            # ": " and "\r\n"; (a value not plain ASCII: its bytes)
+            block += len(name) + (len(text) if text.isascii() else len(text.encode())) + 4
+    if block:
+        block += _HEADER_LINE
     # "HPUB <subject> <reply> <block> <total>\r\n" (a subject not plain ASCII: its bytes)
-    line = 10 + len(subject.encode()) + len(reply.encode()) + len(str(block)) + len(str(total))
+    names = _size(subject) + _size(reply) + plain_reply
+    return size_problem(len(subject), names, block, block + payload_size, max_payload)
+
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def size_problem(
+    subject_length: int, names: int, block: int, total: int, max_payload: int
+) -> str | None:
+    """Why a publish would not fit, or None: its subject ``subject_length`` characters, it
+    and the reply subject ``names`` bytes, its header block ``block`` bytes, headers and
+    payload ``total``."""
+    line = 10 + names + len(str(block)) + len(str(total))
     if line > CONTROL_LINE:
         return (
-            f"a publish whose control line is {line} bytes (subject {len(subject)}): "
+            f"a publish whose control line is {line} bytes (subject {subject_length}): "
             f"nats-server reads at most {CONTROL_LINE}"
         )
     if total > max_payload:

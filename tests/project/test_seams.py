@@ -60,6 +60,7 @@ KNOWN: dict[tuple[str, str], str] = {
     ("langchain_mq9/_nats/fast_path.py", "_max_pending_size"): _FAST_PATH,
     ("langchain_mq9/_nats/fast_path.py", "_build_message"): _FAST_PATH,
     ("langchain_mq9/_nats/fast_path.py", "_process_headers"): _FAST_PATH,
+    ("langchain_mq9/_nats/fast_path.py", "_request_sub_callback"): _FAST_PATH,
     # httpx
     ("langchain_mq9/_http/ssrf.py", "_pool"): (
         "httpx's connection pool under the pinned transport: the only way to hand httpcore "

@@ -29,7 +29,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ... import protocol as p
-from ..._nats.fast_path import deliver_inline, engage, publish_queued, write_now
+from ..._nats.fast_path import (
+    deliver_inline,
+    engage,
+    publish_queued,
+    replies_inline,
+    write_now,
+)
 from ..._nats.guard import flush_in_order, protect
 from ..engine.owned import Answering
 from ..engine.rules import command_for
@@ -167,6 +173,9 @@ class NatsService:
             )
         if self.inline:
             deliver_inline(self.connection, self.subscription)
+            # the engine's own requests on this connection (the cluster store's): their
+            # answers handed over in the read loop too, not through a task each (#81)
+            replies_inline(self.connection)
         if self.queue and self.identities is None:  # #81 (serving/partitions.py)
             mapped = Partitions.when_mapped(self.connection, self._on_request, self.queue)
             self.partitions = await mapped

@@ -31,6 +31,7 @@ from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
 from langchain_mq9.client import Mq9Client
 from tests.support.store_lane import STATE_SERVER
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -303,3 +304,47 @@ async def test_the_broker_serves_end_to_end_either_way(nats_server, way, store):
         await connection.close()
         if layout is not None:
             await STATE_SERVER.drop(layout)
+
+
+@pytest.mark.slow
+async def test_replies_and_reads_marked_never_waiting_are_delivered_in_the_read_loop(
+    nats_server, way
+):
+    """nats-py's request replies and a callback marked ``never_waits`` are handed over in the
+    read loop once the fast path is on (#81: a JetStream answer wakes its requester a turn
+    sooner), any other callback left to nats-py; requests answer the same either way."""
+    connection, watchdog = await _guarded(nats_server.url)
+    responder = await nats.connect(nats_server.url)
+    got: list[bytes] = []
+
+    @fast_path.never_waits
+    async def marked(msg: Msg) -> None:
+        got.append(msg.data)
+
+    async def other(msg: Msg) -> None:
+        got.append(b"other:" + msg.data)
+
+    async def echo(msg: Msg) -> None:
+        await responder.publish(msg.reply, msg.data)
+
+    try:
+        await responder.subscribe("echo", cb=echo)
+        await responder.flush()
+        on = engage(connection)
+        assert (await connection.request("echo", b"one", timeout=5)).data == b"one"
+        sub_marked = await connection.subscribe("marked", cb=marked)
+        sub_other = await connection.subscribe("other", cb=other)
+        taken = fast_path.replies_inline(connection)
+        assert taken == (2 if on else 0)  # the replies' subscription and the marked one
+        if on:
+            parser = connection._ps
+            assert sub_marked._id in parser.taken and sub_other._id not in parser.taken
+        assert (await connection.request("echo", b"two", timeout=5)).data == b"two"
+        await responder.publish("marked", b"m")
+        await responder.publish("other", b"o")
+        await responder.flush()
+        await until(lambda: len(got) == 2, timeout=30, what="both published messages")
+        assert sorted(got) == [b"m", b"other:o"]
+    finally:
+        await responder.close()
+        await _close(connection, watchdog)

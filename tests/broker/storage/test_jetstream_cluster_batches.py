@@ -17,6 +17,9 @@ from collections.abc import Iterator
 import nats
 import pytest
 
+from langchain_mq9._nats import fast_path
+from langchain_mq9._nats.fast_path import engage
+from langchain_mq9._nats.guard import protect
 from langchain_mq9.broker.storage.jetstream import Layout
 from langchain_mq9.broker.storage.jetstream.batches import Batches
 from langchain_mq9.broker.storage.jetstream.requests import Requests, WriteRefused
@@ -115,3 +118,65 @@ async def test_a_part_that_does_not_fit_fails_alone_never_its_batch(servers: lis
         await batches.stop()
     finally:
         await connection.close()
+
+
+async def _batch_written(connection: nats.NATS, stream: str, engaged: bool) -> list[tuple]:
+    """A batch of three entries written by ``Requests`` on ``connection`` (on the fast path
+    or not): what the stream holds of it (subject, data, headers but the batch's id), and
+    how many publishes went through nats-py's ``publish``."""
+    requests = Requests(connection, timeout=20)
+    published = 0
+    fenced = connection.publish
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal published
+        published += 1
+        return await fenced(*args, **kwargs)
+
+    connection.publish = counted  # type: ignore[method-assign]
+    entries = [
+        (f"{stream}.a", b"one", {"Mq9-Tags": '["x y"]', "Spaced": " v "}),
+        (f"{stream}.b", b"", {}),
+        (f"{stream}.c", b"three", {"Nats-Rollup": "sub"}),
+    ]
+    requests.check_batched(entries)
+    last = await requests.publish_batch(entries)
+    assert published == (1 if engaged else 3)
+    stream_api = connection.jetstream()
+    stored = []
+    for seq in range(last - 2, last + 1):
+        got = await stream_api.get_msg(stream, seq)
+        headers = {k: v for k, v in (got.headers or {}).items() if k != "Nats-Batch-Id"}
+        stored.append((got.subject, got.data, headers))
+    return stored
+
+
+async def test_a_batch_on_the_fast_path_stores_what_nats_py_publishes_store(
+    servers: list[str],
+) -> None:
+    """The entries before a batch's commit are queued on the broker's fast path (one write
+    with the commit, no publish each): the stream holds byte for byte what nats-py's
+    publishes of them stored (values stripped as nats-py strips them)."""
+    written = {}
+    for engaged in (False, True):
+        stream = f"F{uuid.uuid4().hex[:10]}"
+        connection = await nats.connect(servers)
+        watchdog = protect(connection)
+        try:
+            config = {"name": stream, "subjects": [f"{stream}.>"], "allow_atomic": True}
+            config["allow_rollup_hdrs"] = True
+            reply = await connection.request(
+                f"$JS.API.STREAM.CREATE.{stream}", json.dumps(config).encode(), timeout=20
+            )
+            assert b'"error"' not in reply.data
+            if engaged:
+                assert engage(connection)
+            assert fast_path.engaged(connection) is engaged
+            stored = await _batch_written(connection, stream, engaged)
+            written[engaged] = [(s.split(".", 1)[1], d, h) for s, d, h in stored]
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            await connection.close()
+    assert written[True] == written[False]
+    assert written[True][0][2]["Spaced"] == "v"

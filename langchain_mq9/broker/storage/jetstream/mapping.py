@@ -49,8 +49,20 @@ def set_ttl(headers: dict[str, str], seconds: int) -> None:
 
 
 def token(text: str) -> str:
-    """One subject token for ``text``: 32 hex digits of its SHA-256."""
+    """One subject token for ``text``: 32 hex digits of its SHA-256. (Every request names a
+    mailbox or two, a group, a key: the tokens of the names short enough kept, a bounded
+    few, rather than hashed again for each request.)"""
+    if len(text) <= _KEPT_NAME:
+        return _kept_token(text)
+    return _digest(text)
+
+
+def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:TOKEN_DIGITS]
+
+
+_KEPT_NAME = 128  # characters: the longest name whose token is kept (4,096 at most, ~1 MB)
+_kept_token = functools.lru_cache(maxsize=4096)(_digest)
 
 
 @dataclass(frozen=True)

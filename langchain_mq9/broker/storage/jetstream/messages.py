@@ -181,4 +181,6 @@ def indexable(message: StoredMessage) -> tuple[str, ...]:
 
 def distinct(tags: Any) -> tuple[str, ...]:
     """A message's tags, each once (one index entry a tag)."""
+    if not tags:
+        return ()
     return tuple(dict.fromkeys(str(tag) for tag in tags))

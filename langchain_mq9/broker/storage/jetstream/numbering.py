@@ -262,10 +262,11 @@ class Numbering:
                 seqs[(box, first_id + index)] = seq
                 if write.key_token != NO_KEY:
                     keys[write.key_token] = seq
-            try:
-                await self._tidy(box, batch, keys, marker)
-            except Exception as exc:  # stored all the same: answered with their msg_ids
-                log.warning("a mailbox's older copies are removed later: %s", exc)
+            if keys or marker or any(write.staged for write in batch):
+                try:
+                    await self._tidy(box, batch, keys, marker)
+                except Exception as exc:  # stored all the same: answered with their msg_ids
+                    log.warning("a mailbox's older copies are removed later: %s", exc)
             for index, write in enumerate(batch):
                 if not write.future.done():
                     write.future.set_result(first_id + index)

@@ -19,7 +19,14 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...._nats.fits import fence, publish_problem
+from ...._nats.fast_path import (
+    deliver_inline,
+    engaged,
+    header_block,
+    never_waits,
+    queue_command,
+)
+from ...._nats.fits import fence, publish_problem, size_problem
 from ...._nats.jetstream.api import (
     API_PREFIX,
     BATCH_COMMIT,
@@ -52,10 +59,14 @@ BATCH_HEADERS = {
     BATCH_SEQUENCE: str(ENTRIES_MOST),
     BATCH_COMMIT: "1",
 }
+# (their lines' bytes, "<name>: <value>\r\n": what an entry is checked with, no dict made)
+_BATCH_LINES = sum(len(name) + len(value) + 4 for name, value in BATCH_HEADERS.items())
 
 __all__ = ["Batch", "JetStreamError", "Requests", "StoredEntry", "WriteRefused", "parse_headers"]
 
-_REPLY_SAMPLE = "_INBOX." + "x" * 22 + "." + "x" * 22  # as long as nats-py's request inboxes
+# as long as nats-py's request inboxes ("_INBOX." + 22 + "." + 22): a plain subject, so its
+# length is checked, not its tokens
+_REPLY_BYTES = len("_INBOX.") + 22 + 1 + 22
 
 
 class JetStreamError(StorageError):
@@ -96,6 +107,7 @@ class Requests:
     async def start(self) -> None:
         # One subscription for every batched read: a read's answers come to an inbox below it
         self._subscription = await self.connection.subscribe(f"{self._inbox}.*", cb=self._route)
+        deliver_inline(self.connection, self._subscription)  # (with the fast path on)
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -103,6 +115,7 @@ class Requests:
             if not self.connection.is_closed:  # (closed by the server: nothing left to end)
                 await subscription.unsubscribe()
 
+    @never_waits  # (in the read loop on the fast path: fast_path.replies_inline)
     async def _route(self, message: Msg) -> None:
         queue = self._waiting.get(message.subject)
         if queue is not None:  # a read given up on: its late answers are dropped
@@ -217,12 +230,15 @@ class Requests:
         finally:
             del self._waiting[inbox]
 
-    def check(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+    def check(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None, more: int = 0
+    ) -> None:
         """``WriteRefused`` (one line) when a publish of these would not fit the servers'
-        limits. Said before nats-py's own subject check, which words it less; the fence on
-        the connection checks each publish again with its real reply subject."""
+        limits (``more``: the bytes of further header lines it will carry). Said before
+        nats-py's own subject check, which words it less; the fence on the connection checks
+        each publish again with its real reply subject."""
         room = self.connection.max_payload
-        problem = publish_problem(subject, _REPLY_SAMPLE, len(data), headers, room)
+        problem = publish_problem(subject, "", len(data), headers, room, more, _REPLY_BYTES)
         if problem is not None:
             raise WriteRefused(problem)
 
@@ -235,24 +251,43 @@ class Requests:
     def check_batched(self, entries: list[Entry]) -> None:
         """``WriteRefused`` when one of ``entries`` would not fit with a batch's headers."""
         for subject, data, headers in entries:
-            self.check(subject, data, {**headers, **BATCH_HEADERS})
+            self.check(subject, data, headers, _BATCH_LINES)
 
     async def publish_batch(self, entries: list[Entry]) -> int:
-        """``entries`` (at most ``ENTRIES_MOST``) stored together or not at all, as one
-        atomic batch (a lone entry: a plain publish); the last one's sequence."""
+        """``entries`` (at most ``ENTRIES_MOST``, each passed by ``check_batched``) stored
+        together or not at all, as one atomic batch (a lone entry: a plain publish); the last
+        one's sequence."""
         if len(entries) == 1:
             subject, data, headers = entries[0]
             return await self.publish(subject, data, headers or None)
         batch_id = uuid.uuid4().hex
         last = len(entries)
+        direct = engaged(self.connection)
         for number, (subject, data, own) in enumerate(entries, 1):
             headers = {**own, BATCH_ID: batch_id, BATCH_SEQUENCE: str(number)}
             if number < last:
-                await self.send(subject, data, headers)
+                # (checked with a batch's headers already: the fence's check, once)
+                if not (direct and self._queue(subject, data, headers)):
+                    await self.connection.publish(subject, data, headers=headers)
                 continue
             headers[BATCH_COMMIT] = "1"
-            return await self.publish(subject, data, headers)
+            return await self._acknowledged(subject, data, headers)
         raise AssertionError("an empty batch")
+
+    def _queue(self, subject: str, data: bytes, headers: dict[str, str]) -> bool:
+        """An entry before a batch's commit queued on the connection's fast path, written
+        with the commit (one write for the batch, not a publish's coroutine, header loop and
+        flush each); False where nats-py's publish must take it. Its subject was checked
+        (``check_batched``); what the fence checks of its size, checked here on the bytes
+        themselves (the server's max_payload may have changed since)."""
+        block = header_block(headers)
+        total = len(block) + len(data)
+        names = len(subject) if subject.isascii() else len(subject.encode())
+        problem = size_problem(len(subject), names, len(block), total, self.connection.max_payload)
+        if problem is not None:
+            raise WriteRefused(problem)
+        line = f"HPUB {subject}  {len(block)} {total}\r\n".encode()
+        return queue_command(self.connection, b"".join((line, block, data, b"\r\n")), len(data))
 
     async def publish(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
@@ -260,6 +295,9 @@ class Requests:
         """Store ``data`` on ``subject``; its stream sequence. ``JetStreamError`` with
         ``WRONG_LAST_SEQUENCE`` when an expected sequence was not the last."""
         self.check(subject, data, headers)
+        return await self._acknowledged(subject, data, headers)
+
+    async def _acknowledged(self, subject: str, data: bytes, headers: dict[str, str] | None) -> int:
         try:
             reply = await nats_request(
                 self.connection, subject, data, timeout=self.timeout, headers=headers
