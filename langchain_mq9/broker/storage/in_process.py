@@ -143,6 +143,8 @@ class ProcessStore:
         try:
             with self.storage.transaction():
                 return work()
+        except Full:
+            raise  # a refusal, decided before anything changed: nothing to restore
         except StorageError as failure:
             self._clear()
             try:
