@@ -126,3 +126,15 @@ async def test_a_taken_name_keeps_its_first_registration_across_a_restart(durabl
     [listed] = await durable.discover()
     assert listed["agent_info"] == first["payload"]
     assert durable.store.registry.entries["agent"].create_time == T0
+
+
+async def test_a_dropped_group_starts_again_by_its_deliver_policy_after_a_restart(durable):
+    await durable.create("box")
+    for i in range(3):
+        await durable.send("box", f"m{i}")
+    await durable.ack("box", "g", 1)
+    assert await durable.fetch("box", group_name="g") == [2]
+    assert durable.store.drop_group("g", "box")
+    assert not durable.store.drop_group("g", "no.such.box")
+    durable.restart()
+    assert await durable.fetch("box", group_name="g", deliver="earliest") == [0, 1, 2]
