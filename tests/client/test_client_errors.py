@@ -41,17 +41,25 @@ def requests_seen(broker) -> list[str]:
     """Subjects of every request that reaches the engine, over either transport (by
     ``handle``, or ``answer`` where serve.py answers once the store has a record: JetStream)."""
     seen: list[str] = []
-    handle, answer = broker.engine.handle, broker.engine.answer
+    # on the process store lane (MQ9_TEST_STORE=process) the engine requests reach is
+    # ClusterEngine, over a ProcessStore: only its calls are read here, not its state
+    on_process = broker.cluster is not None and broker.layout is None
+    engine = broker.cluster if on_process else broker.engine
+    handle = engine.handle
 
     async def recording(subject, headers, body):
         seen.append(subject)
         return await handle(subject, headers, body)
 
+    engine.handle = recording
+    if on_process:  # (every request through handle: no answer in serve.py's read loop)
+        return seen
+    answer = broker.engine.answer
+
     def recording_answer(subject, headers, body):
         seen.append(subject)
         return answer(subject, headers, body)
 
-    broker.engine.handle = recording
     broker.engine.answer = recording_answer
     return seen
 

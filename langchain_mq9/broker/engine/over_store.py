@@ -29,13 +29,14 @@ from ...semantic.ranking import AgentEntry
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
 from ..state.registry import AgentRegistry
+from ..storage.in_process import ProcessStore
 from ..storage.mailbox_store import Full, MailboxRecord, MailboxStore, Mark
 from . import rules
 from .answers import capped, cut_answer
 from .limits import BrokerLimits
 from .owned import Named, Requester, Undo, kept, succeeded
 from .rules import LARGE_BODY, OK, Carried, Headers, Vouched, read, stored_headers, wrap_u64
-from .sending import CLUSTER, read_send
+from .sending import CLUSTER, OPEN, SendLimits, read_send
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -73,7 +74,11 @@ class _Listed:
 
 class ClusterEngine(Carried, Generic[S]):
     """Answers mq9 requests (``handle``) over ``store``; ``limits`` and ``search`` as
-    ``BrokerEngine``'s. Time from ``clock`` (the servers' own clock writes create_times)."""
+    ``BrokerEngine``'s. Time from ``clock`` (the servers' own clock writes create_times).
+    ``sending``: what the store takes of a SEND's tags, key and delay (the JetStream store's
+    bounds by default; ``OPEN`` over a ``ProcessStore``, which keeps them as data).
+    ``arrivals``: the list a store tells of each message it writes, when it tells (a
+    ``ProcessStore``'s); over JetStream the stream announces them and nothing is told here."""
 
     # Every answer waits for the store (on the connection it is served by): serve.py answers
     # each on a task of its own, its read loop reading on
@@ -86,9 +91,12 @@ class ClusterEngine(Carried, Generic[S]):
         clock: Clock = system_clock,
         limits: BrokerLimits | None = None,
         search: bool = True,
+        sending: SendLimits = CLUSTER,
+        arrivals: list[Callable[[str], None]] | None = None,
     ) -> None:
         super().__init__()
         self.store = store
+        self.sending = sending
         self.clock = clock
         self.limits = limits or BrokerLimits()
         self.search = search
@@ -99,7 +107,8 @@ class ClusterEngine(Carried, Generic[S]):
         self._known: dict[tuple[str, str, int], AgentEntry] = {}
         # the --max-mailboxes the mailboxes bucket was given, once given: (limit,)
         self._bound: tuple[int | None, ...] = ()
-        self.arrivals: list[Callable[[str], None]] = []  # announced by the stream, not here
+        # serve.py adds its announcer here: to the store's list, or to one nobody tells
+        self.arrivals: list[Callable[[str], None]] = [] if arrivals is None else arrivals
         # what the ownership checks read: mailbox logs kept (live or expired), live
         # mailboxes, registered agents, as the last look found them
         self.topics = _Seen()
@@ -215,7 +224,7 @@ class ClusterEngine(Carried, Generic[S]):
             raise Mq9Error(p.err_mailbox_missing(address))
         # the header rules are every engine's (sending.py); a client's own mq9-sender is not
         # kept: only a credentialed broker's stands
-        sent = read_send(stored_headers(headers), body, now, CLUSTER)
+        sent = read_send(stored_headers(headers), body, now, self.sending)
         message = sent.message
         rules.check_fits(message, self._message_limit())
         room = self.limits.max_messages_per_mailbox
@@ -458,6 +467,23 @@ class ClusterEngine(Carried, Generic[S]):
         else:
             hits = registry.search_text(request["text"], indexed)
         return rules.search_answer(hits[rules.search_page(request)], self._message_limit())
+
+
+def over_process(
+    store: ProcessStore, *, limits: BrokerLimits | None = None, search: bool = True
+) -> ClusterEngine[ProcessStore]:
+    """The engine over the state held in this process: the store's clock (its housekeeping
+    and the engine's seconds are one time), a SEND's tags and key kept as data (``OPEN``),
+    and each message the store writes announced to whoever serve.py or a memory:// client
+    adds to ``arrivals``."""
+    return ClusterEngine(
+        store,
+        clock=store.clock,
+        limits=limits,
+        search=search,
+        sending=OPEN,
+        arrivals=store.arrivals,
+    )
 
 
 async def _claimed(answering: Awaitable[bytes], undo: Undo | None) -> bytes:

@@ -1,7 +1,8 @@
-"""The engine's storage: one interface (``base.Storage``) and the stores behind it, beside
-each other: ``MemoryStorage`` (keeps nothing) and ``SqliteStorage`` (one SQLite file). The
-state ``--store jetstream`` keeps in the cluster is ``cluster.ClusterStore``'s, under an engine
-of its own (``engine/over_store.py``): no Storage, since no broker process holds it."""
+"""The engine's storage. One store protocol, ``mailbox_store.MailboxStore``, that the engine
+(engine/over_store.py) runs over: ``jetstream.ClusterStore`` (the state kept in JetStream) and
+``in_process.ProcessStore`` (the state held in this process). Under the state held in this
+process, the ``Storage`` it tells of each change (base.py): ``MemoryStorage`` (keeps nothing)
+and ``SqliteStorage`` (one SQLite file). base.py tells the two interfaces' story."""
 
 from __future__ import annotations
 

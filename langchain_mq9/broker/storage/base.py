@@ -1,13 +1,25 @@
-"""What the engine tells its store: the ``Storage`` interface every store implements.
+"""The storage room's two interfaces, and what the in-process one tells: ``Storage``.
 
-A store only *observes* the in-memory engine: each change calls a hook below, under the
-engine's lock inside ``transaction()``; what the request changed is stored before its answer
-is sent. ``restore`` rebuilds a fresh engine from what is stored. The engine never reads a
-store otherwise, so a store is free in how it keeps the state.
+The engine (engine/over_store.py, ``ClusterEngine``) runs over one store protocol,
+``MailboxStore`` (mailbox_store.py, its one home: the protocol and the values it speaks in,
+``MailboxRecord``, ``Mark``, ``Position`` and the ``Full`` a bounded write raises, defined
+beside the JetStream store that first spoke them and re-exported there). Two stores implement
+it: ``ClusterStore`` (jetstream/, the state kept in JetStream) and ``ProcessStore``
+(in_process.py, the state held in this process). The protocol cannot live here: jetstream/
+imports ``StorageError`` from this module, so this module importing its values would be a
+circle.
+
+``Storage``, below, is what the state held in this process tells a store of its changes,
+so that it outlives the process: ``MemoryStorage`` (keeps nothing) and ``SqliteStorage``
+(one SQLite file). A ``Storage`` only *observes* that state: each change calls a hook below,
+under its owner's lock inside ``transaction()`` (``BrokerEngine``, and ``ProcessStore`` inside
+each of its calls); what the request changed is stored before its answer is sent.
+``restore`` rebuilds a fresh state from what is stored. The state never reads a ``Storage``
+otherwise, so a store is free in how it keeps it.
 
 A store writes a request's changes before ``transaction()`` returns (SQLite: one commit per
 request, which waits for it; memory: at once), so no answer promises, or shows, a change that
-is not stored. A write that fails raises: the engine restores itself from the store then.
+is not stored. A write that fails raises: the state restores itself from the store then.
 """
 
 from __future__ import annotations

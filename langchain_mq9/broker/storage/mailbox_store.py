@@ -1,14 +1,15 @@
-"""``MailboxStore``: the store surface the mq9 rules run over when a broker holds nothing
-between requests (issue #80): each mailbox's record and message log, the groups' positions,
-the agent registry and its search index, every call a coroutine.
+"""``MailboxStore``: the one store protocol the mq9 rules run over (issue #80): each
+mailbox's record and message log, the groups' positions, the agent registry and its search
+index, every call a coroutine. This module is its one home, and the home of the values it
+speaks in (``MailboxRecord``, ``Mark``, ``Position``, the ``Full`` a bounded write raises):
+they are defined beside the JetStream store that first spoke them and re-exported here, the
+name every other part imports them by. base.py tells why not there (a circle).
 
-``ClusterStore`` (storage/jetstream/, the state kept in JetStream) is one, checked by mypy where
-``ClusterEngine`` is built over it. The data it speaks in (``MailboxRecord``, ``Mark``,
-``Position``, the ``Full`` a bounded write raises) are the cluster store's own: they are plain
-values, and this protocol stands beside ``base.py`` (not in it) because storage/jetstream/
-imports ``base.StorageError``, so ``base.py`` importing them would make a circle.
+Two stores implement it, each held to it by mypy (``_checked`` here and in in_process.py):
+``ClusterStore`` (storage/jetstream/, the state kept in JetStream) and ``ProcessStore``
+(in_process.py, the state held in this process, told to a memory or SQLite ``Storage``).
 
-Each decision two brokers could make differently at once is the store's, in one step: a
+Each decision two requests could make differently at once is the store's, in one step: a
 write given a ``room`` raises ``Full`` rather than pass it, a name is created once.
 """
 
