@@ -43,7 +43,7 @@ def requests_seen(broker) -> list[str]:
     seen: list[str] = []
     # on the process store lane (MQ9_TEST_STORE=process) the engine requests reach is
     # ClusterEngine, over a ProcessStore: only its calls are read here, not its state
-    on_process = broker.cluster is not None and broker.layout is None
+    on_process = broker.lane == "process"
     engine = broker.cluster if on_process else broker.engine
     handle = engine.handle
 
