@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import heapq
 import itertools
 import logging
 import os
@@ -37,6 +36,13 @@ from ..state.clock import Clock, system_clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
 from ..storage import MemoryStorage, Storage, StorageError
+from ..storage.housekeeping import (
+    LANES,
+    RETENTION_PIECE_BYTES,
+    RETENTION_SCAN_SECONDS,
+    RETENTION_SECONDS,
+    Housekeeping,
+)
 from . import owned as owning
 from . import rules
 from .answers import capped, cut_answer
@@ -84,21 +90,8 @@ log = logging.getLogger("langchain_mq9.broker")
 T = TypeVar("T")  # what a piece of work run under the lock or off the loop gives
 A = TypeVar("A")  # what such a piece of work is given
 
-# RobustMQ keeps a mailbox's messages 7 days by create_time, whatever the mailbox TTL, and
-# removes older ones in a scan every 10 minutes (metadata-struct storage/shard.rs
-# DEFAULT_RETENTION_SEC; storage-engine commitlog/rocksdb/expire.rs).
-RETENTION_SECONDS = 7 * 86_400
-RETENTION_SCAN_SECONDS = 600
-# A mailbox's retention is stored in pieces removing this many bytes of names at most (an
-# address, at most MAX_ADDRESS_LENGTH, and a msg_id a removal): a piece is one small change,
-# far below any record a store writes (a JetStream record: the server's max_payload)
-RETENTION_PIECE_BYTES = 64 * 1024
-_REMOVAL_ROOM = 32  # a removal's bytes in a record beyond its address: a msg_id, brackets
 
-_LANES = tuple(priority.value for priority in PRIORITY_ORDER)
-
-
-class BrokerEngine(Carried):
+class BrokerEngine(Carried, Housekeeping):
     """The mq9 commands answered over the state held in this process (``storage`` told of
     every change): the rules and texts are ``rules.py``'s, as ``ClusterEngine``'s are."""
 
@@ -300,81 +293,6 @@ class BrokerEngine(Carried):
 
     # -- time ------------------------------------------------------------------------------
 
-    def _housekeep(self) -> None:
-        """Expire mailboxes, write delayed messages that are due, apply the retention: each
-        mailbox expired, each delayed message written and each piece of a mailbox's retention
-        stored as a transaction of its own, in this order (a store groups small ones into one
-        record, and replays them in order after a restart). One that fails fails the request
-        and leaves the rest due: the next request takes them up from the stored state."""
-        now = self.clock()
-        while self._mailbox_expiry and self._mailbox_expiry[0][0] <= now:
-            self._stored(functools.partial(self._expire_next, now))
-        while self._delayed and self._delayed[0][0] <= now:
-            self._stored(self._release_next)
-        if now >= self._next_retention_scan:
-            cutoff = int(now) - RETENTION_SECONDS
-            for mailbox in list(self.topics.values()):
-                self._retain(mailbox, cutoff)
-            # (only once every mailbox's retention is stored: a failed one runs again)
-            self._next_retention_scan = now + RETENTION_SCAN_SECONDS
-
-    def _expire_next(self, now: float) -> None:
-        _, _, mailbox = heapq.heappop(self._mailbox_expiry)
-        live = self.mailboxes.get(mailbox.address) is mailbox
-        if live and (mailbox.expires_at or now) <= now:  # not a stale entry of a re-create
-            # RobustMQ's GC (every 60 s; here at the exact second, our choice) removes only
-            # the metadata: SEND and CREATE no longer see it, its log stays readable until
-            # the retention, and a CREATE of the name takes the log up again, offsets too
-            del self.mailboxes[mailbox.address]
-            self.storage.mailbox_expired(mailbox)
-
-    def _release_next(self) -> None:
-        due, seq, address, message = heapq.heappop(self._delayed)
-        self.storage.delayed_released(seq)
-        topic = self.topics.get(address)  # written to the log, expired mailbox or not
-        # delay-message pop.rs reads the queued copy back first: one whose TTL ended
-        # before it was due is not found, so never delivered
-        if topic is None or message.expired(int(due)):
-            return
-        # written when due (a due wrapped round to the past: at once), as a new record
-        # without expire_at (pop.rs build_new_record)
-        message.create_time = max(int(due), message.create_time)
-        message.expire_at = 0
-        refused = self.storage.message_refused(address, message)
-        if refused is not None:
-            # Taken when the store's records were larger (an older max_payload): written
-            # now, it would fail every request after it for good
-            log.error("a delayed message for %r is dropped: %s", address, refused)
-            return
-        self._write(topic, message)
-
-    def _retain(self, mailbox: Mailbox, cutoff: int) -> None:
-        """RobustMQ's retention on one mailbox: its messages older than ``cutoff`` removed,
-        stored in pieces of at most ``RETENTION_PIECE_BYTES`` of names; then its start moved,
-        and an expired mailbox's emptied log forgotten. The memory drops them all at once,
-        ahead of the store until the last piece: a piece that fails restores it."""
-        dropped = mailbox.drop_before(cutoff)
-        per_id = len(mailbox.address.encode()) + _REMOVAL_ROOM
-        step = max(RETENTION_PIECE_BYTES // per_id, 1)
-        for start in range(0, len(dropped), step):
-            self._stored(functools.partial(self._removed, mailbox, dropped[start : start + step]))
-        if dropped or (not mailbox.messages and mailbox.address not in self.mailboxes):
-            self._stored(functools.partial(self._retained, mailbox, bool(dropped)))
-
-    def _removed(self, mailbox: Mailbox, msg_ids: list[int]) -> None:
-        for msg_id in msg_ids:
-            self.storage.message_removed(mailbox, msg_id)
-
-    def _retained(self, mailbox: Mailbox, moved: bool) -> None:
-        if moved:
-            self.storage.mailbox_start_moved(mailbox)
-        if not mailbox.messages and mailbox.address not in self.mailboxes:
-            # (our choice) an expired mailbox's empty log is forgotten: a later CREATE
-            # starts a new log (RobustMQ would go on numbering)
-            del self.topics[mailbox.address]
-            self.storage.mailbox_removed(mailbox)
-            self._drop_offsets(None, mailbox.shard)  # its groups go with it
-
     # -- mailboxes -------------------------------------------------------------------------
 
     def _create(self, body: bytes) -> bytes:
@@ -394,15 +312,6 @@ class BrokerEngine(Carried):
         self.add_mailbox(mailbox)
         self.storage.mailbox_created(mailbox)
         return rules.created(address)
-
-    def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None:
-        """Hold ``mailbox``, new or restored (``live=False``: the log of an expired one)."""
-        self.topics[mailbox.address] = mailbox
-        if not live:
-            return
-        self.mailboxes[mailbox.address] = mailbox
-        if mailbox.expires_at is not None:
-            heapq.heappush(self._mailbox_expiry, (mailbox.expires_at, next(self._seq), mailbox))
 
     def _topic(self, address: str) -> Mailbox:
         """The log FETCH, QUERY and DELETE read, missing in the storage layer's words."""
@@ -430,26 +339,10 @@ class BrokerEngine(Carried):
             return rules.DELAYED
         return rules.SENT % self._write(mailbox, message).msg_id
 
-    def hold_delayed(self, due: int, address: str, message: StoredMessage) -> int:
-        """Queue a delayed message until ``due``; returns its place, which storage keys by."""
-        seq = next(self._seq)
-        heapq.heappush(self._delayed, (due, seq, address, message))
-        return seq
-
     def _check_room(self, mailbox: Mailbox) -> None:
         limit = self.limits.max_messages_per_mailbox
         if limit is not None and len(mailbox.messages) >= limit:
             raise Mq9Error(p.err_mailbox_full(mailbox.address, limit))
-
-    def _write(self, mailbox: Mailbox, message: StoredMessage) -> StoredMessage:
-        replaced = mailbox.keys.get(message.key) if message.key is not None else None
-        mailbox.append(message)
-        if replaced is not None:
-            self.storage.message_removed(mailbox, replaced)
-        self.storage.message_stored(mailbox, message)
-        for told in self.arrivals:
-            told(mailbox.address)
-        return message
 
     # -- FETCH and ACK ---------------------------------------------------------------------
 
@@ -465,17 +358,15 @@ class BrokerEngine(Carried):
         """The lanes read, critical first, each as RobustMQ reads it; [] when all are empty."""
         group = request["group_name"]
         if group is None:  # a throwaway group: the deliver policy decides every time
-            starts: dict[str, int | None] = dict.fromkeys(_LANES, self._initial(mailbox, request))
+            starts: dict[str, int | None] = dict.fromkeys(LANES, self._initial(mailbox, request))
         elif request["force_deliver"] and self.offsets.get(f"{group}-normal"):
             # RobustMQ commits the reset position + 1 yet reads this answer from the position
             target = self._reset_target(mailbox, request)
-            for lane in _LANES:
+            for lane in LANES:
                 self.commit(f"{group}-{lane}", mailbox.shard, target + 1)
-            starts = dict.fromkeys(_LANES, target)
+            starts = dict.fromkeys(LANES, target)
         else:
-            starts = {
-                lane: self._lane_start(f"{group}-{lane}", mailbox, request) for lane in _LANES
-            }
+            starts = {lane: self._lane_start(f"{group}-{lane}", mailbox, request) for lane in LANES}
         now = self.now_second()
         lanes: list[list[StoredMessage]] = []
         held = 0
@@ -529,7 +420,7 @@ class BrokerEngine(Carried):
         # Every lane moves past msg_id, whatever its priority; msg_id 2**64-1 commits 0 (u64)
         offset = wrap_u64(request["msg_id"] + 1)
         self._check_group_room(request["group_name"], mailbox)
-        for lane in _LANES:
+        for lane in LANES:
             self.commit(f"{request['group_name']}-{lane}", mailbox.shard, offset)
         return OK
 
@@ -708,20 +599,6 @@ class BrokerEngine(Carried):
             return False
         shard = mailbox.shard if mailbox is not None else None
         return self._transact(lambda: self._drop_offsets(group, shard))
-
-    def _drop_offsets(self, group: str | None, shard: str | None) -> bool:
-        """Drop the offsets of ``group`` (None: every group) on ``shard`` (None: every one)."""
-        lanes = [f"{group}-{lane}" for lane in _LANES] if group is not None else list(self.offsets)
-        dropped = False
-        for lane_group in lanes:
-            committed = self.offsets.get(lane_group, {})
-            for known in [s for s in committed if shard in (None, s)]:
-                del committed[known]
-                self.storage.offset_dropped(lane_group, known)
-                dropped = True
-            if not committed:
-                self.offsets.pop(lane_group, None)
-        return dropped
 
 
 # -- the commands ----------------------------------------------------------------------------

@@ -29,8 +29,9 @@ from ...protocol import PRIORITY_ORDER
 from ...protocol.errors import Mq9Error
 from ...semantic.ranking import AgentEntry
 from ..state.mailbox import Mailbox, StoredMessage
+from .housekeeping import LANES
 from .mailbox_store import AgentRow, Full, MailboxRecord, MailboxStore, Mark, Position
-from .process_state import LANES, ProcessState
+from .process_state import ProcessState
 
 
 def _row(entry: AgentEntry) -> AgentRow:
@@ -84,7 +85,7 @@ class ProcessStore(ProcessState):
     async def append(
         self, mailbox: str, message: StoredMessage, *, now: int, room: int | None = None
     ) -> int:
-        return self._change(lambda: self._write(self._room(mailbox, message, room), message))
+        return self._change(lambda: self._write(self._room(mailbox, message, room), message).msg_id)
 
     async def hold(self, mailbox: str, message: StoredMessage, *, due: int, now: int) -> None:
         def work() -> None:
