@@ -42,6 +42,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,11 @@ from langchain_mq9.broker.nats_servers.mappings import mappings_block
 OPERATIONS = ("send", "fetch", "ack")
 
 
-async def _raw_lanes(args: argparse.Namespace, start_at: float, worker: int) -> int:
-    connection = await nats.connect(args.urls[worker % len(args.urls)])
-    stream = connection.jetstream()
-    payload = b"x" * args.size
-    await stream.publish("rawscale.0", payload)
+async def _timed(
+    args: argparse.Namespace, start_at: float, worker: int, one: Callable[[int], Awaitable[Any]]
+) -> int:
+    """``one(i)`` from ``--in-flight`` lanes at once for ``--seconds`` from ``start_at``:
+    how many were done (lane k of this worker takes i = k + worker, then every in-flight-th)."""
     await asyncio.sleep(max(0.0, start_at - time.time()))
     done = 0
     stop = time.monotonic() + args.seconds
@@ -67,11 +68,24 @@ async def _raw_lanes(args: argparse.Namespace, start_at: float, worker: int) -> 
         nonlocal done
         i = k + worker
         while time.monotonic() < stop:
-            await stream.publish(f"rawscale.{i % args.mailboxes}", payload)
+            await one(i)
             i += args.in_flight
             done += 1
 
     await asyncio.gather(*(lane(k) for k in range(args.in_flight)))
+    return done
+
+
+async def _raw_lanes(args: argparse.Namespace, start_at: float, worker: int) -> int:
+    connection = await nats.connect(args.urls[worker % len(args.urls)])
+    stream = connection.jetstream()
+    payload = b"x" * args.size
+    await stream.publish("rawscale.0", payload)
+
+    async def one(i: int) -> Any:
+        return await stream.publish(f"rawscale.{i % args.mailboxes}", payload)
+
+    done = await _timed(args, start_at, worker, one)
     await connection.close()
     return done
 
@@ -87,7 +101,8 @@ async def _lanes(args: argparse.Namespace, op: str, start_at: float, worker: int
     async with Mq9Client(args.urls[worker % len(args.urls)], request_timeout=60) as client:
         ids = {box: await client.send(box, text) for box in boxes}  # warm, and ids to ACK
 
-        async def one(box: str) -> Any:
+        async def one(i: int) -> Any:
+            box = boxes[i % len(boxes)]
             if op == "send":
                 return await client.send(box, text)
             if op == "fetch":
@@ -96,20 +111,7 @@ async def _lanes(args: argparse.Namespace, op: str, start_at: float, worker: int
                 )
             return await client.ack(box, "g", ids[box])
 
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        done = 0
-        stop = time.monotonic() + args.seconds
-
-        async def lane(k: int) -> None:
-            nonlocal done
-            i = k + worker
-            while time.monotonic() < stop:
-                await one(boxes[i % len(boxes)])
-                i += args.in_flight
-                done += 1
-
-        await asyncio.gather(*(lane(k) for k in range(args.in_flight)))
-        return done
+        return await _timed(args, start_at, worker, one)
 
 
 def _client(args: argparse.Namespace, op: str, start_at: float, worker: int, out: Any) -> None:

@@ -173,20 +173,6 @@ class BrokerEngine(Carried, Housekeeping):
         if self._broken is not None:
             raise StorageError(self._broken)
 
-    def _restore_after(self, failure: StorageError) -> None:
-        """(under the lock) Rebuild the memory from the store after ``failure``; when that
-        fails too, the broker is broken: it answers nothing until restarted."""
-        self._clear()
-        try:
-            self.storage.restore(self)
-        except StorageError as exc:
-            self._broken = (
-                f"{failure}; reading the data file back then failed, so the broker "
-                f"answers nothing until it is restarted: {exc}"
-            )
-            log.critical("%s", self._broken)
-            raise StorageError(self._broken) from None
-
     def now_second(self) -> int:
         return int(self.clock())
 

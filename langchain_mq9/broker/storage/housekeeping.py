@@ -19,7 +19,8 @@ from typing import TypeVar
 from ...protocol import PRIORITY_ORDER
 from ..state.clock import Clock
 from ..state.mailbox import Mailbox, StoredMessage
-from .base import Storage
+from ..state.registry import AgentRegistry
+from .base import Storage, StorageError
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -47,6 +48,7 @@ class Housekeeping:
     mailboxes: dict[str, Mailbox]  # live: what SEND and CREATE see
     topics: dict[str, Mailbox]  # every log, an expired mailbox's too
     offsets: dict[str, dict[str, int]]  # lane group -> shard -> next msg_id to read
+    registry: AgentRegistry  # (what a restore fills beside the mailboxes: base.Restorable)
     arrivals: list[Callable[[str], None]]
     _seq: itertools.count[int]
     _next_retention_scan: float
@@ -54,9 +56,29 @@ class Housekeeping:
     _mailbox_expiry: list[tuple[int, int, Mailbox]]
     _delayed: list[tuple[int, int, str, StoredMessage]]
 
+    _broken: str | None  # why every request is refused, once the data file is unread
+
     def _stored(self, work: Callable[[], T]) -> T:
         """(under the holder's lock) ``work()`` as one storage transaction."""
         raise NotImplementedError
+
+    def _clear(self) -> None:
+        """Forget every durable thing (at the start, and before a restore after a failure)."""
+        raise NotImplementedError
+
+    def _restore_after(self, failure: StorageError) -> None:
+        """(under the lock) Rebuild the memory from the store after ``failure``; when that
+        fails too, the broker is broken: it answers nothing until restarted."""
+        self._clear()
+        try:
+            self.storage.restore(self)
+        except StorageError as exc:
+            self._broken = (
+                f"{failure}; reading the data file back then failed, so the broker "
+                f"answers nothing until it is restarted: {exc}"
+            )
+            log.critical("%s", self._broken)
+            raise StorageError(self._broken) from None
 
     def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None:
         """Hold ``mailbox``, new or restored (``live=False``: the log of an expired one)."""

@@ -95,16 +95,7 @@ class ProcessState(Housekeeping):
         except Full:
             raise  # a refusal, decided before anything changed: nothing to restore
         except StorageError as failure:
-            self._clear()
-            try:
-                self.storage.restore(self)
-            except StorageError as exc:
-                self._broken = (
-                    f"{failure}; reading the data file back then failed, so the broker "
-                    f"answers nothing until it is restarted: {exc}"
-                )
-                log.critical("%s", self._broken)
-                raise StorageError(self._broken) from None
+            self._restore_after(failure)
             raise
 
     # -- housekeeping, at the second it falls due -----------------------------------------
