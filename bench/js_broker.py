@@ -30,7 +30,7 @@ from typing import Any
 
 import nats
 
-from langchain_mq9.broker.engine.over_store import ClusterEngine
+from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.broker.serving.serve import serve_on_nats
 from langchain_mq9.broker.storage import StorageError
 from langchain_mq9.broker.storage.jetstream import ClusterStore
@@ -84,7 +84,7 @@ async def serve(
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.5)
-    engine = ClusterEngine(store)
+    engine = Engine(store)
     if served:
         service = await serve_on_nats(engine, connection, queue=QUEUE)
         print(f"ready {os.getpid()}", flush=True)

@@ -171,7 +171,7 @@ class DevBroker:
     async def _cluster_engine(self, servers: list[str]):
         """A ``ClusterEngine`` on a layout of its own, served as ``--store jetstream`` serves
         it, its store on a connection of its own."""
-        from langchain_mq9.broker.engine.over_store import ClusterEngine
+        from langchain_mq9.broker.engine.engine import Engine
         from langchain_mq9.broker.storage.jetstream import ClusterStore
 
         if "jetstream" not in self.engines:
@@ -179,7 +179,7 @@ class DevBroker:
             replicas = min(3, len(servers))
             store = ClusterStore(connection, name=f"BENCH{os.getpid()}", replicas=replicas)
             await store.open()
-            self.engines["jetstream"] = ClusterEngine(store)
+            self.engines["jetstream"] = Engine(store)
         return self.engines["jetstream"]
 
     async def on(self, options: dict) -> None:

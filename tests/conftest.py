@@ -29,7 +29,7 @@ from tests.support.shared_broker import Namespace, NamespacedTransport, clear_re
 # test files, or of the unit tests of a room, imports no broker, store lane or nats-py for it)
 if TYPE_CHECKING:
     from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock
-    from langchain_mq9.broker.engine.over_store import ClusterEngine
+    from langchain_mq9.broker.engine.engine import Engine
     from tests.support.store_lane import ClusterLayout
 
 # No property test fails for its pace: on a busy 2-core machine one example took 266 ms against
@@ -118,7 +118,7 @@ class Broker:
     names: Namespace | None = None  # on a shared RobustMQ: this test's own names
     # on the JetStream store (MQ9_TEST_STORE=jetstream, jetstream_broker): the cluster's
     # engine, which raw requests go into, and its layout, deleted when the broker stops
-    cluster: ClusterEngine | None = None
+    cluster: Engine | None = None
     layout: ClusterLayout | None = None
     # "process": the store lane MQ9_TEST_STORE=process (``cluster`` over a ProcessStore)
     lane: str = ""

@@ -11,7 +11,8 @@ import threading
 
 from .broker import Broker
 from .config import BrokerConfig, StartupError
-from .engine.engine import BrokerEngine, BrokerLimits
+from .engine.limits import BrokerLimits
+from .engine.process import BrokerEngine
 from .serving.serve import serve_on_nats
 from .state.clock import ManualClock
 

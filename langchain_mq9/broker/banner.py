@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from .. import semantic
-from .engine.engine import BrokerEngine
-from .engine.over_store import ClusterEngine
+from .engine.engine import Engine
+from .engine.process import BrokerEngine
 from .nats_servers.processes import NatsProcess
 from .serving.queue_group import QUEUE
 from .storage import SqliteStorage, Storage
@@ -31,9 +31,7 @@ def banner(
     return "\n".join(lines + _connect_lines(shown))
 
 
-def cluster_banner(
-    shown: str, layout: Layout, replicas: int, engine: ClusterEngine[ClusterStore]
-) -> str:
+def cluster_banner(shown: str, layout: Layout, replicas: int, engine: Engine[ClusterStore]) -> str:
     """What a broker serving the state kept in JetStream says (``layout``: its stream and
     buckets, made with ``replicas``)."""
     lines = [
@@ -100,7 +98,7 @@ def _most(n: int | None) -> str:
     return "no limit" if n is None else str(n)
 
 
-def _limit_lines(engine: BrokerEngine | ClusterEngine[ClusterStore]) -> list[str]:
+def _limit_lines(engine: BrokerEngine | Engine[ClusterStore]) -> list[str]:
     limits, answer_limit = engine.limits, engine.answer_limit
     effective = ""
     if answer_limit is not None and answer_limit < limits.max_payload:

@@ -41,8 +41,8 @@ from .config import (
     credentials_place,
     identities_path,
 )
-from .engine.engine import BrokerEngine
-from .engine.over_store import ClusterEngine
+from .engine.engine import Engine
+from .engine.process import BrokerEngine
 from .forming import await_cluster, placed, refuse_old_format, refused_for_good
 from .identities.callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
 from .identities.kv_store import KvIdentityStore
@@ -103,7 +103,7 @@ class Broker:
         self.say = say
         self.meter = meter  # #73: what it answers counted (mq9-dev-broker --metrics)
         self.url: str | None = None  # where clients connect, once started
-        self.engine: BrokerEngine | ClusterEngine[ClusterStore] | None = None  # while it serves
+        self.engine: BrokerEngine | Engine[ClusterStore] | None = None  # while it serves
         self._shown = ""  # self.url, redacted
         self._stopping = asyncio.Event()
         self._ended = asyncio.Event()  # it stopped by itself: _failure says why
@@ -114,7 +114,7 @@ class Broker:
         self._identities: Identities | None = None
         self._logins: Logins | None = None
         # on JetStream: its engine, over its store
-        self._cluster: ClusterEngine[ClusterStore] | None = None
+        self._cluster: Engine[ClusterStore] | None = None
         self._opened: list[NatsConnection] = []
         self._service: NatsService | None = None  # while this broker serves alone
         self._issuer: Issuer | None = None  # a cluster's, with credentials
@@ -386,7 +386,7 @@ class Broker:
         else:
             await _warn_default_account(connection, layout.messages)
         store = ClusterStore(connection, name=config.stream, replicas=replicas)
-        self._cluster = engine = ClusterEngine(store, limits=config.limits, search=config.search)
+        self._cluster = engine = Engine(store, limits=config.limits, search=config.search)
         await open_store(store, _placing(wait))
         identities = None
         if self._logins is not None:
@@ -563,9 +563,7 @@ async def _refuse_second_broker(connection: NatsConnection, shown: str) -> None:
     )
 
 
-def _warn_payload(
-    engine: BrokerEngine | ClusterEngine[ClusterStore], connection: NatsConnection
-) -> None:
+def _warn_payload(engine: BrokerEngine | Engine[ClusterStore], connection: NatsConnection) -> None:
     if engine.limits.max_payload > connection.max_payload:
         # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
         # not hand out in an answer is refused at SEND instead of blocking its readers

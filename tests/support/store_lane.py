@@ -34,7 +34,7 @@ from contextlib import contextmanager
 import nats
 
 from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.engine.over_store import ClusterEngine, over_process
+from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.broker.state.clock import ManualClock
 from langchain_mq9.broker.storage.in_process import ProcessStore
 from langchain_mq9.broker.storage.jetstream import ClusterStore, Layout
@@ -84,8 +84,8 @@ class ClusterLayout:
     def __init__(self, connection: nats.NATS, store: ClusterStore) -> None:
         self.connection, self.store = connection, store
 
-    def engine(self, limits: BrokerLimits | None = None) -> ClusterEngine:
-        return ClusterEngine(self.store, limits=limits)
+    def engine(self, limits: BrokerLimits | None = None) -> Engine:
+        return Engine(self.store, limits=limits)
 
     async def drop(self) -> None:
         await self.store.close()
@@ -100,7 +100,7 @@ class ClusterLayout:
 STATE_SERVER = StateServer()
 
 
-def process_engine(limits: BrokerLimits) -> tuple[ClusterEngine[ProcessStore], ManualClock]:
+def process_engine(limits: BrokerLimits) -> tuple[Engine[ProcessStore], ManualClock]:
     """The ``process`` lane's engine (``ClusterEngine`` over a ``ProcessStore`` in memory)
     and the hand-moved clock its store keeps house by."""
     clock = ManualClock()

@@ -1,53 +1,47 @@
-"""The bundled mq9 broker: RobustMQ's mq9 behaviour as pure logic behind one ``handle`` call.
+"""The mq9 engine: RobustMQ's mq9 commands answered over a ``MailboxStore`` (storage/
+mailbox_store.py), whichever keeps the data: the state of this process (``ProcessStore``,
+``BrokerEngine`` in process.py) or JetStream's streams and buckets (``ClusterStore``, issue #72,
+docs/broker.md, "The JetStream store kept in the cluster").
 
-``BrokerEngine.handle(subject, headers, body)`` takes a request as it arrives on the wire and
-returns the reply bytes; the in-process transport and ``serve_on_nats`` both call it. Every rule
+``Engine.handle(subject, headers, body)`` takes a request as it arrives on the wire and returns
+the reply bytes; the in-process transport and ``serve_on_nats`` both call it. Every rule
 follows RobustMQ at the pinned commit (``docs/protocol.md`` names the RobustMQ file behind
-each); where we differ is marked "(our choice)" there and here. Time comes from an injectable
-clock. Safe to share between event loops and threads: state changes happen under one lock and
-never await; what costs CPU time runs on the broker's worker thread, so no request holds the
-loop that serves it. Answers stay within ``answer_limit`` (answers.py); a request body is
-refused unread above its command's bound (``BrokerLimits.max_request``). The commands' table,
-the bodies' reading, the checks and the answers' texts are ``rules.py``'s, shared with
-``ClusterEngine``: this file holds what the state in this process decides. docs/broker.md
-("Inside the engine") tells consumer groups, u64 sums and the worker thread.
+each); the commands' table, the bodies' reading, the checks and the answers' texts are
+``rules.py``'s. Nothing is held between requests but what the store may drop, so any number
+of engines on one shared store answer as one broker (each served by ``serve.py`` in the queue
+group ``serving/queue_group.QUEUE``): each decision two engines could make differently (a name
+created once, a bounded write refused with ``Full``) is the store's, in one step. Time comes
+from an injectable clock. What costs CPU time (a large body read, a search ranked, a card
+embedded, a long answer cut) runs on the worker thread (worker.py), so no request holds the
+loop that serves it. Answers stay within ``answer_limit`` (answers.py).
+
+What serve.py and the ownership checks (identities/ownership.py) ask of an engine: the
+largest answer each connection carries (``carry``), the arrivals to announce (a
+``ProcessStore`` tells each message it writes; over JetStream the stream republishes every
+stored message itself, and nothing is told here), and which mailboxes and agents exist, read
+from the store before a request's checks (``look_up``), since the checks themselves never wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import itertools
 import logging
-import os
-import sys
-import threading
-import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
 
 from ... import protocol as p
-from ...protocol import PRIORITY_ORDER
-from ...protocol.errors import Mq9Error
-from ...semantic.ranking import AgentEntry, word_pieces
+from ...protocol.errors import MailboxExists, Mq9Error, from_reply
 from ..state.clock import Clock, system_clock
-from ..state.mailbox import Mailbox, StoredMessage
-from ..state.registry import AgentRegistry
-from ..storage import MemoryStorage, Storage, StorageError
-from ..storage.housekeeping import (
-    LANES,
-    RETENTION_PIECE_BYTES,
-    RETENTION_SCAN_SECONDS,
-    RETENTION_SECONDS,
-    Housekeeping,
-)
-from . import owned as owning
+from ..state.mailbox import StoredMessage
+from ..storage.housekeeping import RETENTION_PIECE_BYTES, RETENTION_SCAN_SECONDS, RETENTION_SECONDS
+from ..storage.mailbox_store import Full, MailboxRecord, MailboxStore, Mark
 from . import rules
 from .answers import capped, cut_answer
 from .limits import BrokerLimits
-from .owned import Keep, Named, Requester
+from .owned import Named, Requester, Undo, kept, succeeded
 from .rules import (
     COMMANDS,
     LARGE_BODY,
@@ -62,7 +56,9 @@ from .rules import (
     stored_headers,
     wrap_u64,
 )
-from .sending import read_send
+from .searching import SearchIndex
+from .sending import CLUSTER, SendLimits, read_send
+from .worker import TEXT_PAUSE, WORKER_NICENESS, off_loop, soon
 
 # Imported from here by the broker's other parts and the tests
 __all__ = [
@@ -76,9 +72,9 @@ __all__ = [
     "TEXT_PAUSE",
     "UNKNOWN",
     "WORKER_NICENESS",
-    "BrokerEngine",
     "BrokerLimits",
     "Command",
+    "Engine",
     "Headers",
     "Requester",
     "Vouched",
@@ -87,536 +83,12 @@ __all__ = [
 
 log = logging.getLogger("langchain_mq9.broker")
 
-T = TypeVar("T")  # what a piece of work run under the lock or off the loop gives
-A = TypeVar("A")  # what such a piece of work is given
-
-
-class BrokerEngine(Carried, Housekeeping):
-    """The mq9 commands answered over the state held in this process (``storage`` told of
-    every change): the rules and texts are ``rules.py``'s, as ``ClusterEngine``'s are."""
-
-    # Commands answered at once may be answered in the connection's read loop (serve.py):
-    # nothing of theirs waits
-    answers_in_read_loop = True
-
-    def __init__(
-        self,
-        *,
-        clock: Clock = system_clock,
-        limits: BrokerLimits | None = None,
-        storage: Storage | None = None,
-        search: bool = True,
-    ):
-        super().__init__()
-        self.clock = clock
-        self.limits = limits or BrokerLimits()
-        # False: DISCOVER searches are refused as by RobustMQ's build without vector-search
-        self.search = search
-        # Told of every change, under the lock (storage/base.py); the default keeps nothing.
-        self.storage = storage if storage is not None else MemoryStorage()
-        # Each agent's latest REPORT, for the operator (RobustMQ's topic of them is never read)
-        self.reports: dict[str, tuple[str, int]] = {}
-        # Told the address of each message stored (#62: serve.py announces it, a waker in this
-        # process listens): called under the lock, so each only notes it and returns
-        self.arrivals: list[Callable[[str], None]] = []
-        self._lock = threading.Lock()
-        self._seq = itertools.count()
-        self._clear()
-        # Set when the data file could not be read back after a failed write: every request
-        # is then refused (serving a partial broker would lose data silently)
-        self._broken: str | None = None
-        # The first request scans: a restarted engine must not serve, for up to a scan's
-        # interval, logs and messages past their retention that it would have removed
-        self._next_retention_scan = self.clock()
-        # The last listing answered, for the registry and answer limit it was made for
-        self._listed: tuple[AgentRegistry, int, int | None, bytes] | None = None
-        self.storage.restore(self)
-
-    def _clear(self) -> None:
-        """Forget every durable thing (at the start, and before a restore after a failed write)."""
-        # Live mailboxes (what SEND and CREATE see) and every log (what FETCH, QUERY, DELETE
-        # and ACK read): RobustMQ's GC removes an expired mailbox's metadata, not its messages.
-        self.mailboxes: dict[str, Mailbox] = {}
-        self.topics: dict[str, Mailbox] = {}
-        self.registry = AgentRegistry()
-        # Committed offsets: lane group ("{group}-{priority}") -> shard -> next msg_id to read.
-        self.offsets: dict[str, dict[str, int]] = {}
-        # Min-heaps checked before every request: (when, seq, mailbox) and delayed messages.
-        self._mailbox_expiry: list[tuple[int, int, Mailbox]] = []
-        self._delayed: list[tuple[int, int, str, StoredMessage]] = []
-
-    def _transact(self, work: Callable[[], T]) -> T:
-        """``work()`` under the lock, after housekeeping, as one storage transaction.
-
-        Housekeeping is stored first, in transactions of its own that each hold one small
-        change (``_housekeep``): however much falls due at once, no change outgrows what a
-        store writes in one record (a JetStream record: the server's max_payload), and the
-        store writes them in order, before the request's own. The file is the truth: when a
-        transaction rolled back, the memory, ahead of it, is restored from the file, so a
-        failed request changes nothing the store does not hold."""
-        with self._lock:
-            self._check_usable()
-            self._housekeep()
-            return self._stored(work)
-
-    def _stored(self, work: Callable[[], T]) -> T:
-        """(under the lock) ``work()`` as one storage transaction."""
-        try:
-            with self.storage.transaction():
-                return work()
-        except StorageError as failure:
-            self._restore_after(failure)
-            raise
-
-    def _check_usable(self) -> None:
-        """(under the lock) Refuse once broken (the data file could not be read back)."""
-        if self._broken is not None:
-            raise StorageError(self._broken)
-
-    def now_second(self) -> int:
-        return int(self.clock())
-
-    # -- entry point -----------------------------------------------------------------------
-
-    async def handle(
-        self, subject: str, headers: Headers, body: bytes, requester: Requester | None = None
-    ) -> bytes:
-        """Answer one mq9 request; never raises, every failure is an ``error`` reply.
-
-        A store writes each request's changes before ``transaction()`` returns: what an
-        answer promises, and whatever state it shows, is stored when it is given. With
-        ``requester`` (an enforcing broker's), its command's ownership check and record
-        (``Command.owned``) are made as part of it (``_owned_reply``)."""
-        try:
-            try:
-                if requester is not None:
-                    return await self._owned_reply(subject, headers, body, requester)
-                return await self._reply(subject, headers, body)
-            except Mq9Error as exc:  # an Mq9Error's str is its message
-                return p.encode(p.ERROR_REPLY.write(error=str(exc)))
-        except Exception as exc:
-            return self.failure_answer(subject, exc)
-
-    def answer(self, subject: str, headers: Headers, body: bytes) -> bytes:
-        """``handle``'s answer to a command that does not wait (``Command.waits`` false), with
-        no coroutine; refuses one that waits. Never raises."""
-        try:
-            try:
-                command, target = rules.checked_command(subject, self.limits, body)
-                if command.waits:
-                    raise TypeError(f"{subject} waits: BrokerEngine.handle answers it")
-                return self._at_once(command, target, headers, body)
-            except Mq9Error as exc:
-                return p.encode(p.ERROR_REPLY.write(error=str(exc)))
-        except Exception as exc:
-            return self.failure_answer(subject, exc)
-
-    def failure_answer(self, subject: str, exc: Exception) -> bytes:
-        """The answer to a request that failed other than by the rules (``rules``)."""
-        return rules.failure_answer(subject, exc)
-
-    async def _reply(self, subject: str, headers: Headers, body: bytes) -> bytes:
-        command, target = rules.checked_command(subject, self.limits, body)
-        if command.waits:
-            return await _WAITS[command.subject](self, target, headers, body)
-        return self._at_once(command, target, headers, body)
-
-    async def _owned_reply(
-        self, subject: str, headers: Headers, body: bytes, requester: Requester
-    ) -> bytes:
-        """``_reply`` for ``requester``: a command answered at once is checked, done and its
-        record claimed in one transaction, so no other request comes between the check and
-        what it allowed; one that waits is checked, and claims, under the lock right before
-        it starts and once it is answered. The record is kept before the answer goes."""
-        command, target = rules.checked_command(subject, self.limits, body)
-        owned = command.owned
-        named = await owned.names(target, body, LARGE_BODY)
-        given = Vouched(headers, requester.principal) if owned.vouched else headers
-        if not command.waits:
-            answer = _ANSWERS.get(command.subject, _unknown)
-
-            def work() -> tuple[bytes, Keep | None]:
-                refusal = owned.check(requester.policy, requester.principal, named, headers)
-                if refusal is not None:
-                    return refusal, None
-                made = answer(self, target, given, body)
-                return made, owned.recorded(requester, named, headers, body, made)
-
-            return await owning.kept(*self._transact(work))
-        with self._lock:
-            refusal = owned.check(requester.policy, requester.principal, named, headers)
-        if refusal is not None:
-            return refusal
-        made = await _WAITS[command.subject](self, target, given, body)
-        with self._lock:
-            keep = owned.recorded(requester, named, headers, body, made)
-        return await owning.kept(made, keep)
-
-    async def look_up(self, _named: Named) -> None:
-        """(what exists is this process's own state, which the checks read under the lock:
-        nothing to read first; ``ClusterEngine.look_up`` reads it from its store)"""
-
-    def _at_once(self, command: Command, target: str, headers: Headers, body: bytes) -> bytes:
-        """A command that does not wait, answered under the lock as one transaction."""
-        answer = _ANSWERS.get(command.subject, _unknown)
-        return self._transact(lambda: answer(self, target, headers, body))
-
-    async def _off_loop(self, work: Callable[[A], T], argument: A) -> T:
-        """``work(argument)`` on the broker's worker thread, the loop serving others meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(_WORKER, work, argument)
-
-    def load_model_soon(self) -> Future[None]:
-        """Start loading the embedding model on the worker thread now (at a broker's start),
-        so the first REGISTER or search waits less for it, and never on the loop. A model
-        that cannot be loaded is the error of the requests that need it. Done when loaded."""
-        return _WORKER.submit(self._quietly_load_model)
-
-    def _quietly_load_model(self) -> None:
-        try:
-            self.registry.ranking  # noqa: B018 (the property loads the model)
-        except Exception as exc:  # answered to each request that needs the model
-            log.error("the embedding model could not be loaded: %s", exc)
-
-    # -- time ------------------------------------------------------------------------------
-
-    # -- mailboxes -------------------------------------------------------------------------
-
-    def _create(self, body: bytes) -> bytes:
-        creation = rules.read_create(body)
-        address, ttl = creation.address, creation.ttl
-        if address in self.mailboxes:
-            raise Mq9Error(p.err_mailbox_exists(address))
-        limit = self.limits.max_mailboxes
-        if limit is not None and len(self.mailboxes) >= limit:
-            raise Mq9Error(p.err_mailbox_limit(limit))
-        mailbox = self.topics.get(address)
-        if mailbox is None:
-            mailbox = Mailbox(address, create_time=self.now_second(), ttl=ttl)
-        else:  # an expired mailbox's log, taken up again with everything it holds
-            mailbox.create_time, mailbox.ttl = self.now_second(), ttl
-        mailbox.desc = creation.desc
-        self.add_mailbox(mailbox)
-        self.storage.mailbox_created(mailbox)
-        return rules.created(address)
-
-    def _topic(self, address: str) -> Mailbox:
-        """The log FETCH, QUERY and DELETE read, missing in the storage layer's words."""
-        mailbox = self.topics.get(address)
-        if mailbox is None:
-            raise Mq9Error(p.err_topic_missing(address))
-        return mailbox
-
-    # -- SEND ------------------------------------------------------------------------------
-
-    def _send(self, address: str, body: bytes, headers: Headers) -> bytes:
-        mailbox = self.mailboxes.get(address)
-        if mailbox is None:
-            raise Mq9Error(p.err_mailbox_missing(address))
-        sent = read_send(stored_headers(headers), body, self.now_second())
-        message = sent.message
-        rules.check_fits(message, self._message_limit())
-        self._check_room(mailbox)
-        refused = self.storage.message_refused(address, message)
-        if refused is not None:
-            raise Mq9Error(refused)
-        if sent.due is not None:  # even a delay of 0 answers -1 and is written by the queue
-            seq = self.hold_delayed(sent.due, address, message)
-            self.storage.delayed_added(seq, sent.due, address, message)
-            return rules.DELAYED
-        return rules.SENT % self._write(mailbox, message).msg_id
-
-    def _check_room(self, mailbox: Mailbox) -> None:
-        limit = self.limits.max_messages_per_mailbox
-        if limit is not None and len(mailbox.messages) >= limit:
-            raise Mq9Error(p.err_mailbox_full(mailbox.address, limit))
-
-    # -- FETCH and ACK ---------------------------------------------------------------------
-
-    async def _fetch(self, address: str, body: bytes) -> bytes:
-        request, num_msgs, max_wait_ms = rules.read_fetch(body)
-        # force_deliver commits offsets here: the same transaction rule as every request
-        lanes = self._transact(lambda: self._read_group(self._topic(address), request, num_msgs))
-        return await rules.fetch_answer(self, lanes, request, num_msgs, max_wait_ms)
-
-    def _read_group(
-        self, mailbox: Mailbox, request: dict[str, Any], num_msgs: int
-    ) -> list[list[StoredMessage]]:
-        """The lanes read, critical first, each as RobustMQ reads it; [] when all are empty."""
-        group = request["group_name"]
-        if group is None:  # a throwaway group: the deliver policy decides every time
-            starts: dict[str, int | None] = dict.fromkeys(LANES, self._initial(mailbox, request))
-        elif request["force_deliver"] and self.offsets.get(f"{group}-normal"):
-            # RobustMQ commits the reset position + 1 yet reads this answer from the position
-            target = self._reset_target(mailbox, request)
-            for lane in LANES:
-                self.commit(f"{group}-{lane}", mailbox.shard, target + 1)
-            starts = dict.fromkeys(LANES, target)
-        else:
-            starts = {lane: self._lane_start(f"{group}-{lane}", mailbox, request) for lane in LANES}
-        now = self.now_second()
-        lanes: list[list[StoredMessage]] = []
-        held = 0
-        for priority in PRIORITY_ORDER:  # each lane reads up to num_msgs: an answer may hold more
-            read = capped(mailbox.read_lane(priority, starts[priority.value], num_msgs, now))
-            lanes.append(read)
-            held += len(read)
-            if held >= num_msgs:
-                break
-        return lanes if held else []
-
-    def _lane_start(self, lane_group: str, mailbox: Mailbox, request: dict[str, Any]) -> int | None:
-        committed = self.offsets.get(lane_group)
-        if committed:
-            # Committed anywhere: this mailbox's offset, or (none here) the lane's beginning
-            return committed.get(mailbox.shard)
-        return self._initial(mailbox, request)
-
-    def _initial(self, mailbox: Mailbox, request: dict[str, Any]) -> int:
-        """Where a group with no committed offset starts (RobustMQ's start strategies)."""
-        deliver = request["deliver"]
-        if deliver == "earliest":
-            return mailbox.start_offset
-        if deliver == "from_id":
-            return mailbox.clamp(request["from_id"] or 0)
-        if deliver == "from_time":
-            return mailbox.offset_at_time(request["from_time"] or 0)
-        return mailbox.end_offset  # latest: the newest message written is still handed out
-
-    def _reset_target(self, mailbox: Mailbox, request: dict[str, Any]) -> int:
-        """Where ``force_deliver`` puts a group: like ``_initial``, but a time is clamped too."""
-        if request["deliver"] == "from_time":
-            return mailbox.clamp(mailbox.offset_at_time(request["from_time"] or 0))
-        return self._initial(mailbox, request)
-
-    def commit(self, lane_group: str, shard: str, offset: int) -> None:
-        committed = self.offsets.setdefault(lane_group, {})
-        if committed.get(shard) == offset:
-            # Nothing to write: a group's readers all ack the message they were all handed,
-            # and on disk each ack would cost a transaction
-            return
-        committed[shard] = offset
-        self.storage.offset_committed(lane_group, shard, offset)
-
-    def _ack(self, body: bytes) -> bytes:
-        request = read(p.ACK_REQUEST, body)
-        address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
-        mailbox = self.topics.get(address)  # the log, even of an expired mailbox
-        if mailbox is None:
-            raise Mq9Error(p.err_ack_mailbox_missing(address))
-        # Every lane moves past msg_id, whatever its priority; msg_id 2**64-1 commits 0 (u64)
-        offset = wrap_u64(request["msg_id"] + 1)
-        self._check_group_room(request["group_name"], mailbox)
-        for lane in LANES:
-            self.commit(f"{request['group_name']}-{lane}", mailbox.shard, offset)
-        return OK
-
-    # -- QUERY and DELETE ------------------------------------------------------------------
-
-    async def _query(self, address: str, body: bytes) -> bytes:
-        # A small body is read and answered here (the worker thread's hops, and a second
-        # look under the lock, cost a QUERY more than its own work: bench 9a), a large one
-        # on the worker; a broken broker refuses before a large body is read, and says it is
-        # broken before what is wrong with a small one (_transact looks too)
-        if len(body) > LARGE_BODY:
-            self._locked(_nothing)
-            request = await self._off_loop(rules.read_query, body)
-        else:
-            try:
-                request = rules.read_query(body)
-            except Mq9Error:
-                self._locked(_nothing)
-                raise
-        limit = rules.query_limit(request)
-        # One filter only, in this order of precedence (RobustMQ)
-        if request["key"] is not None or not request["tags"]:
-            return self._transact(lambda: self._query_now(address, request["key"], limit))
-        # Any tag matches; each reads up to limit (a tag given again adds nothing). Many tags
-        # are read some at a time, other requests answered between (our choice: the loop is
-        # never held long; like RobustMQ's reads, one per tag, it is no snapshot)
-        tags = list(dict.fromkeys(request["tags"]))
-        by_id: dict[int, StoredMessage] = {}
-        for start in range(0, len(tags), QUERY_TAGS_AT_ONCE):
-            some = tags[start : start + QUERY_TAGS_AT_ONCE]
-            self._transact(functools.partial(self._read_tags, address, some, limit, by_id))
-            if start + QUERY_TAGS_AT_ONCE < len(tags):
-                await asyncio.sleep(QUERY_PAUSE)
-        found = list(by_id.values())
-        if len(found) > p.QUERY_CAP:
-            cut = functools.partial(cut_answer, limit=self.answer_limit)
-            return await self._off_loop(cut, found)
-        return cut_answer(found, self.answer_limit)
-
-    def _read_tags(
-        self, address: str, tags: list[str], limit: int, into: dict[int, StoredMessage]
-    ) -> None:
-        mailbox, now = self._topic(address), self.now_second()
-        for tag in tags:
-            for message in capped(mailbox.read_tag(tag, limit, now)):
-                into.setdefault(message.msg_id, message)
-
-    def _query_now(self, address: str, key: str | None, limit: int) -> bytes:
-        mailbox, now = self._topic(address), self.now_second()
-        if key is not None:
-            message = mailbox.by_key(key, now)
-            found = [message][:limit] if message is not None else []
-        else:
-            # ``since`` (and an empty ``tags``, which RobustMQ makes since 0) is no filter:
-            # query.rs ``query_by_since`` files the offset under the mail address, and the
-            # storage driver looks offsets up by shard name ("{topic_id}-0"), so reads from 0
-            found = capped(mailbox.read(None, limit, now))
-        return cut_answer(found, self.answer_limit)
-
-    def _delete(self, target: str) -> bytes:
-        address, msg_id = rules.delete_target(target)
-        mailbox = self._topic(address)
-        if mailbox.remove(msg_id):  # a msg_id that is not there is "deleted" all the same
-            self.storage.message_removed(mailbox, msg_id)
-        return rules.DELETED
-
-    # -- agent registry --------------------------------------------------------------------
-
-    async def _register(self, body: bytes) -> bytes:
-        """Read and embed the card on the worker thread, then keep it (under the lock)."""
-        entry = await self._off_loop(self._registration, body)
-        return self._transact(lambda: self._admit(entry))
-
-    def _registration(self, body: bytes) -> AgentEntry:
-        """The entry a REGISTER body makes, with its vector (the CPU-heavy part); its
-        create_time is set when it is kept."""
-        entry = rules.read_registration(body, self.limits)
-        if entry.name not in self.registry.entries:  # a taken name keeps its entry: no vector
-            rules.check_entry_fits(entry, self._message_limit())
-            self.registry.embed(entry)
-        return entry
-
-    def _admit(self, entry: AgentEntry) -> bytes:
-        if entry.name in self.registry.entries:
-            return OK  # a name already taken keeps its first entry (RobustMQ)
-        limit = self.limits.max_agents
-        if limit is not None and len(self.registry) >= limit:
-            raise Mq9Error(p.err_agent_limit(limit))
-        refused = self.storage.entry_refused(entry)  # before anything changes
-        if refused is not None:
-            raise Mq9Error(refused)
-        entry.create_time = self.now_second()
-        self.registry.register(entry)
-        self.storage.agent_saved(entry)
-        if entry.card is not None:
-            self.storage.index_saved(entry)
-        return OK
-
-    def _unregister(self, body: bytes) -> bytes:
-        request = rules.read_named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
-        entry = self.registry.unregister(request["name"])
-        if entry is not None:  # an unknown name succeeds all the same
-            self.storage.agent_removed(entry)
-            self.storage.index_removed(request["name"])
-        return OK
-
-    def _report(self, body: bytes) -> bytes:
-        request = rules.read_named(body, p.REPORT_REQUEST, "AGENT.REPORT")
-        # No check that the agent exists, and nothing DISCOVER shows (RobustMQ)
-        self.reports[request["name"]] = (request["report_info"] or "", self.now_second())
-        return OK
-
-    async def _discover(self, body: bytes) -> bytes:
-        return await self._off_loop(self._discover_now, body)
-
-    def _discover_now(self, body: bytes) -> bytes:
-        """A DISCOVER answered on the worker thread: the registry is taken as it is (a moment
-        under the lock), then ranked and encoded while the loop serves other requests."""
-        request = rules.read_discover(body)
-        if not (request["semantic"] or request["text"]):
-            return self._listing()  # every agent, not paginated
-        if not self.search:
-            raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
-        return self._search(request, self._locked(self.registry.indexed))
-
-    def _locked(self, read: Callable[[], T]) -> T:
-        """``read()`` of the state under the lock (refused, as every request, once the data
-        file could not be read back)."""
-        with self._lock:
-            self._check_usable()
-            return read()
-
-    def _search(self, request: dict[str, Any], indexed: tuple[AgentEntry, ...]) -> bytes:
-        if request["semantic"]:
-            hits = self.registry.search_semantic(request["semantic"], indexed)
-        else:
-            hits = self.registry.search_words(_paced_words(request["text"]), indexed)
-        return rules.search_answer(hits[rules.search_page(request)], self._message_limit())
-
-    def _listing(self) -> bytes:
-        """Every agent in one answer by name, as RobustMQ answers; never cut (a cut list would
-        hide agents, and let a taken name look free), but refused when too large for an answer
-        (our choice: RobustMQ sends it whatever its size). Kept until the registry changes: a
-        client listing 1,000 agents back to back had the worker join 2 MB each time."""
-        registry, changes, entries = self._locked(
-            lambda: (self.registry, self.registry.changes, list(self.registry.entries.values()))
-        )
-        limit, kept = self.answer_limit, self._listed
-        if kept is not None and kept[:3] == (registry, changes, limit):
-            return kept[3]
-        entries.sort(key=lambda e: e.name)
-        answer = rules.listing_answer(entries, self.registry.listed, limit)
-        self._listed = (registry, changes, limit, answer)
-        return answer
-
-    def _check_group_room(self, group: str, mailbox: Mailbox) -> None:
-        """(our choice) a new consumer group needs a name of at most MAX_GROUP_NAME characters
-        and room under ``max_groups`` on this mailbox; an existing one is always taken."""
-        shard = mailbox.shard
-        if shard in self.offsets.get(f"{group}-normal", ()):
-            return
-        rules.check_group_name(group)
-        limit = self.limits.max_groups
-        if limit is not None:
-            held = (s for lane, s in self.offsets.items() if lane.endswith("-normal"))
-            if sum(shard in shards for shards in held) >= limit:
-                raise Mq9Error(p.err_group_limit(limit, mailbox.address))
-
-    def drop_group(self, group: str, mail_address: str | None = None) -> bool:
-        """Forget a consumer group's positions: on one mailbox, or on every one. Its next
-        FETCH starts where its deliver policy says, as for a new group. RobustMQ has no such
-        command; this is for code that embeds the bundled broker. True if there was one.
-        Stored before it returns."""
-        mailbox = self.topics.get(mail_address) if mail_address is not None else None
-        if mail_address is not None and mailbox is None:
-            return False
-        shard = mailbox.shard if mailbox is not None else None
-        return self._transact(lambda: self._drop_offsets(group, shard))
-
-
-# -- the commands ----------------------------------------------------------------------------
-#
-# How this engine answers each command of the table (rules.COMMANDS): at once, under the lock
-# as one transaction, or (``Command.waits``) by a coroutine that takes the lock itself for each
-# step. Every handler is reached through the engine (``engine._send``...), so a subclass
-# overriding one (tests do) is what answers.
-
-Answer = Callable[[BrokerEngine, str, Headers, bytes], bytes]
-Waiting = Callable[[BrokerEngine, str, Headers, bytes], Awaitable[bytes]]
-
-
-def _unknown(_engine: BrokerEngine, subject: str, _headers: Headers, _body: bytes) -> bytes:
-    raise rules.unknown(subject)
-
-
-_ANSWERS: dict[str, Answer] = {
-    p.MAILBOX_CREATE: lambda e, _t, _h, body: e._create(body),
-    p.MSG_SEND: lambda e, address, h, body: e._send(address, body, h),
-    p.MSG_ACK: lambda e, _address, _h, body: e._ack(body),
-    p.MSG_DELETE: lambda e, target, _h, _body: e._delete(target),
-    p.AGENT_UNREGISTER: lambda e, _t, _h, body: e._unregister(body),
-    p.AGENT_REPORT: lambda e, _t, _h, body: e._report(body),
-}
-_WAITS: dict[str, Waiting] = {
-    p.MSG_FETCH: lambda e, address, _h, body: e._fetch(address, body),
-    p.MSG_QUERY: lambda e, address, _h, body: e._query(address, body),
-    p.AGENT_REGISTER: lambda e, _t, _h, body: e._register(body),
-    p.AGENT_DISCOVER: lambda e, _t, _h, body: e._discover(body),
-}
-
+S = TypeVar("S", bound=MailboxStore)  # the store an engine is built over
+T = TypeVar("T")
+U = TypeVar("U")
+_GROUPS_KEPT = 65_536  # (group, mailbox) pairs an engine remembers holding a position
+_LOOKED_UP = 65_536  # names whose existence an engine remembers from its last look
+_BEGINNING = Mark(0, 0)  # a log's first msg_id, read from its first sequence
 # Tags a QUERY reads before the loop answers other requests (each reads up to 100 messages):
 # a QUERY of up to this many is read at once, as the leases' QUERYs (24 tags) need no more
 QUERY_TAGS_AT_ONCE = 32
@@ -624,39 +96,453 @@ QUERY_TAGS_AT_ONCE = 32
 # the next read came before the other requests' next steps, and a SEND (a few turns of the
 # loop) paid a read at each turn; now at most the one under way when it came
 QUERY_PAUSE = 0.0005
-# Between two pieces of a text query's words (4 KiB each) the worker thread sleeps this long
-# (seconds): Python's lock goes to the loop at once, not when the loop has waited the switch
-# interval for it, and a client sending large queries back to back no longer keeps the loop
-# busy with its requests' bytes (bench 9d text). A query of one piece never waits.
-TEXT_PAUSE = QUERY_PAUSE
 
 
-def _nothing() -> None:
-    """What ``_locked`` reads for a request that only needs to know the broker is usable."""
+class Seen:
+    """Names found to exist (or not) by the last ``look_up`` of each: ``name in seen``."""
+
+    def __init__(self) -> None:
+        self._found: OrderedDict[str, bool] = OrderedDict()
+
+    def note(self, name: str, exists: bool) -> None:
+        self._found[name] = exists
+        self._found.move_to_end(name)
+        while len(self._found) > _LOOKED_UP:
+            self._found.popitem(last=False)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._found.get(name, False)
+
+    def __len__(self) -> int:
+        return sum(self._found.values())
 
 
-def _paced_words(text: str) -> set[str]:
-    """The ``words`` of a text search's query, a piece at a time, sleeping ``TEXT_PAUSE``
-    between pieces (on the worker thread)."""
-    found: set[str] = set()
-    for i, some in enumerate(word_pieces(text)):
-        if i:
-            time.sleep(TEXT_PAUSE)
-        found |= some
-    return found
+class Engine(Carried, Generic[S]):
+    """Answers mq9 requests (``handle``) over ``store``. ``limits``: the broker's bounds;
+    ``search``: False refuses DISCOVER searches as RobustMQ's build without vector-search
+    does. Time from ``clock`` (over JetStream the servers' own clock writes create_times).
+    ``sending``: what the store takes of a SEND's tags, key and delay (the JetStream store's
+    bounds by default; ``OPEN`` over a ``ProcessStore``, which keeps them as data).
+    ``arrivals``: the list a store tells of each message it writes, when it tells."""
+
+    def __init__(
+        self,
+        store: S,
+        *,
+        clock: Clock = system_clock,
+        limits: BrokerLimits | None = None,
+        search: bool = True,
+        sending: SendLimits = CLUSTER,
+        arrivals: list[Callable[[str], None]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.sending = sending
+        self.clock = clock
+        self.limits = limits or BrokerLimits()
+        self.search = search
+        # Commands that do not wait may be answered in the connection's read loop (serve.py)
+        # when nothing of theirs waits: a store in this process; a JetStream store's answers
+        # come through that very read loop, so each is answered on a task of its own
+        self.answers_in_read_loop = store.answers_at_once
+        # (group, log) pairs known to hold a position: a cache, so an ACK of a known group
+        # asks nothing before its write
+        self._groups: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.search_index = SearchIndex()  # the registry as DISCOVER lists and ranks it
+        # the --max-mailboxes the store was given, once given: (limit,)
+        self._bound: tuple[int | None, ...] = ()
+        # serve.py adds its announcer here: to the store's list, or to one nobody tells
+        self.arrivals: list[Callable[[str], None]] = [] if arrivals is None else arrivals
+        # what the ownership checks read: mailbox logs kept (live or expired), live
+        # mailboxes, registered agents, as the last look found them
+        self.seen_topics = Seen()
+        self.seen_mailboxes = Seen()
+        self.seen_agents = Seen()
+        self._handlers: dict[str, Callable[[str, Headers, bytes], Awaitable[bytes]]] = {
+            p.MAILBOX_CREATE: self._create,
+            p.MSG_SEND: self._send,
+            p.MSG_FETCH: self._fetch,
+            p.MSG_ACK: self._ack,
+            p.MSG_QUERY: self._query,
+            p.MSG_DELETE: self._delete,
+            p.AGENT_REGISTER: self._register,
+            p.AGENT_UNREGISTER: self._unregister,
+            p.AGENT_REPORT: self._report,
+            p.AGENT_DISCOVER: self._discover,
+        }
+
+    def now_second(self) -> int:
+        return int(self.clock())
+
+    def load_model_soon(self) -> Future[None]:
+        """Start loading the embedding model on the worker thread now (at a broker's start),
+        so the first search waits less for it, and never on the loop. A model that cannot be
+        loaded is the error of the requests that need it. Done when loaded."""
+        return soon(self._quietly_load_model)
+
+    def _quietly_load_model(self) -> None:
+        if not self.search:  # nothing ranks: no model loads
+            return
+        try:
+            self.search_index.ranker.ranking  # noqa: B018 (the property loads the model)
+        except Exception as exc:  # answered to each request that needs the model
+            log.error("the embedding model could not be loaded: %s", exc)
+
+    async def look_up(self, named: Named) -> None:
+        """Read from the store whether what a request's ownership check asks about exists
+        (``named``, engine/owned.py): the mailbox it names, or the agent when its check asks
+        the registry."""
+        if named.listed:
+            agents = await self.store.agents()
+            self.seen_agents.note(named.agent, any(row[0] == named.agent for row in agents))
+            return
+        address = named.mailbox
+        if not isinstance(address, str) or not address:
+            return
+        now = self.now_second()
+        record = await self.store.mailbox(address, now=now)
+        self.seen_topics.note(address, record is not None)
+        self.seen_mailboxes.note(address, record is not None and record.live(now))
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # -- entry point -----------------------------------------------------------------------
+
+    async def handle(
+        self, subject: str, headers: Headers, body: bytes, requester: Requester | None = None
+    ) -> bytes:
+        """Answer one mq9 request; never raises, every failure is an ``error`` reply. With
+        ``requester`` (an enforcing broker's), its command's ownership (``Command.owned``):
+        what the check asks about read from the store first (another broker may have made
+        it a moment ago), then the check, the command, and its record kept."""
+        try:
+            command, target = rules.checked_command(subject, self.limits, body)
+            handler = self._handlers.get(command.subject)
+            if handler is None:
+                raise rules.unknown(subject)
+            if requester is None:
+                return await handler(target, headers, body)
+            owned, policy, principal = command.owned, requester.policy, requester.principal
+            named = await owned.names(target, body, LARGE_BODY)
+            await owned.look_up(policy, principal, named, headers)
+            refusal = owned.check(policy, principal, named, headers)
+            if refusal is not None:
+                return refusal
+            # what another broker could decide differently, won in one step first (#77)
+            refusal, undo = await owned.claim(policy, principal, named)
+            if refusal is not None:
+                return refusal
+            given = Vouched(headers, principal) if owned.vouched else headers
+            answer = await _claimed(handler(target, given, body), undo)
+            return await kept(answer, owned.recorded(requester, named, headers, body, answer))
+        except Mq9Error as exc:
+            return rules.error_answer(str(exc))
+        except Exception as exc:
+            return rules.failure_answer(subject, exc)
+
+    async def _both(
+        self, first: Callable[[], Awaitable[T]], second: Callable[[], Awaitable[U]]
+    ) -> tuple[T, U]:
+        """Two reads of the store: at once over the network, one after the other in process
+        (where nothing waits, and two tasks would cost more than both reads)."""
+        if self.answers_in_read_loop:
+            return await first(), await second()
+        return await asyncio.gather(first(), second())
+
+    async def _topic(self, address: str) -> MailboxRecord:
+        """The log FETCH, QUERY and DELETE read (an expired mailbox's too)."""
+        record = await self.store.mailbox(address, now=self.now_second())
+        if record is None:
+            raise Mq9Error(p.err_topic_missing(address))
+        return record
+
+    # -- mailboxes -------------------------------------------------------------------------
+
+    async def _create(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        creation = rules.read_create(body)
+        address = creation.address
+        limit = self.limits.max_mailboxes
+        if self._bound != (limit,):
+            # (our choice) the store holds at most the bound's records, so it refuses one
+            # more however many brokers create at once (#77); an expired mailbox whose log is
+            # kept counts, its record replaced (not added) by a CREATE again
+            await self.store.bound_mailboxes(limit)
+            self._bound = (limit,)
+        try:
+            made = await self.store.create_mailbox(
+                address, ttl=creation.ttl, desc=creation.desc, now=self.now_second()
+            )
+        except Full:
+            raise Mq9Error(p.err_mailbox_limit(limit or 0)) from None
+        if made is None:
+            raise Mq9Error(p.err_mailbox_exists(address))
+        return rules.created(address)
+
+    # -- SEND ------------------------------------------------------------------------------
+
+    async def _send(self, address: str, headers: Headers, body: bytes) -> bytes:
+        now = self.now_second()
+        record = await self.store.mailbox(address, now=now)
+        if record is None or not record.live(now):
+            raise Mq9Error(p.err_mailbox_missing(address))
+        # a client's own mq9-sender is not kept: only a credentialed broker's stands
+        sent = read_send(stored_headers(headers), body, now, self.sending)
+        message = sent.message
+        rules.check_fits(message, self._message_limit())
+        room = self.limits.max_messages_per_mailbox
+        if sent.due is not None:
+            # (a delayed message is numbered when due, whatever the mailbox holds then: its
+            # room is the mailbox's when the SEND is taken; even a delay of 0 answers -1)
+            if room is not None and await self.store.count(address) >= room:
+                raise Mq9Error(p.err_mailbox_full(address, room))
+            await self.store.hold(address, message, due=sent.due, now=now)
+            return rules.DELAYED
+        try:
+            # the room decided with the write itself: counted as of the head it expects
+            # (numbering.py), so no number of brokers or SENDs at once passes it (#77)
+            return rules.SENT % await self.store.append(address, message, now=now, room=room)
+        except Full:
+            assert room is not None  # (only a write given a room finds it full)
+            raise Mq9Error(p.err_mailbox_full(address, room)) from None
+
+    # -- FETCH and ACK ---------------------------------------------------------------------
+
+    async def _fetch(self, address: str, _headers: Headers, body: bytes) -> bytes:
+        request, num_msgs, max_wait_ms = rules.read_fetch(body)
+        record, last = await self._both(
+            lambda: self._topic(address), lambda: self.store.last(address)
+        )
+        lanes = await self._read_group(record, last, request, num_msgs)
+        return await rules.fetch_answer(self, lanes, request, num_msgs, max_wait_ms)
+
+    async def _read_group(
+        self, record: MailboxRecord, last: Mark | None, request: dict[str, Any], num_msgs: int
+    ) -> list[list[StoredMessage]]:
+        """The lanes read, critical first, each as RobustMQ reads it; [] when all are empty."""
+        group = request["group_name"]
+        start: Mark
+        if group is None:  # a throwaway group: the deliver policy decides every time
+            start = await self._initial(record, last, request)
+        else:
+            position = await self.store.position(group, record)
+            if request["force_deliver"] and position.committed_anywhere:
+                # RobustMQ commits the reset position + 1 yet reads this answer from it
+                start = await self._reset_target(record, last, request)
+                await self.store.commit(group, record, wrap_u64(start.msg_id + 1), start.seq)
+            elif position.offset is not None:
+                start = Mark(position.offset, position.seq)
+            elif position.committed_anywhere:
+                start = _BEGINNING  # committed on another mailbox: this lane's beginning
+            else:
+                start = await self._initial(record, last, request)
+        if last is None or num_msgs <= 0:
+            return []
+        read = await self.store.read_lanes(
+            record.name, start, num_msgs, upto=last.seq, now=self.now_second()
+        )
+        lanes: list[list[StoredMessage]] = []
+        held = 0
+        for lane in read:  # each lane reads up to num_msgs: an answer may hold more
+            lanes.append(capped(lane))
+            held += len(lanes[-1])
+            if held >= num_msgs:
+                break
+        return lanes if held else []
+
+    async def _initial(
+        self, record: MailboxRecord, last: Mark | None, request: dict[str, Any]
+    ) -> Mark:
+        """Where a group with no committed offset starts (RobustMQ's start strategies)."""
+        deliver = request["deliver"]
+        if deliver == "earliest":
+            # (RobustMQ's earliest offset is 0 until the retention removes the oldest: a read
+            # from 0 finds what a read from there finds)
+            return _BEGINNING
+        if deliver == "from_id":
+            return await self._clamp(record, last, request["from_id"] or 0)
+        if deliver == "from_time":
+            found = await self.store.first(record.name, at_time=request["from_time"] or 0)
+            return found if found is not None else _BEGINNING
+        return await self._end(record, last)  # latest: the newest message is still handed out
+
+    async def _reset_target(
+        self, record: MailboxRecord, last: Mark | None, request: dict[str, Any]
+    ) -> Mark:
+        """Where ``force_deliver`` puts a group: like ``_initial``, but a time is clamped too."""
+        if request["deliver"] == "from_time":
+            found = await self.store.first(record.name, at_time=request["from_time"] or 0)
+            return await self._clamp(record, last, found.msg_id if found is not None else 0)
+        return await self._initial(record, last, request)
+
+    async def _end(self, record: MailboxRecord, last: Mark | None) -> Mark:
+        """RobustMQ's end offset: the newest msg_id written (0 when none was)."""
+        if last is not None:
+            return last
+        return Mark(await self.store.last_id(record.name) or 0, 0)
+
+    async def _clamp(self, record: MailboxRecord, last: Mark | None, offset: int) -> Mark:
+        """``offset`` held within [0, end], as RobustMQ holds a ``from_id``."""
+        end = await self._end(record, last)
+        if offset >= end.msg_id:
+            return end
+        return Mark(offset, await self.store.seq_for(record.name, offset))
+
+    async def _ack(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        request = read(p.ACK_REQUEST, body)
+        address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
+        record = await self.store.mailbox(address, now=self.now_second())
+        if record is None:  # the log, even of an expired mailbox
+            raise Mq9Error(p.err_ack_mailbox_missing(address))
+        group = request["group_name"]
+        rules.check_group_name(group)
+        msg_id = request["msg_id"]
+        # where reads from past msg_id start: its sequence (cached, or the leader's)
+        seq = await self.store.seq_for(record.name, msg_id)
+        limit = self.limits.max_groups
+        # (our choice) room under --max-groups for a group new on this mailbox, decided
+        # with its first position's write (the log's count of groups written with it, #77);
+        # a group known here, or no bound, is one write. Every lane moves past msg_id,
+        # whatever its priority; msg_id 2**64-1 commits 0 (u64)
+        room = None if (group, record.log) in self._groups else limit
+        try:
+            await self.store.commit(group, record, wrap_u64(msg_id + 1), seq, room=room)
+        except Full:
+            raise Mq9Error(p.err_group_limit(limit or 0, record.name)) from None
+        self._know_group(group, record)
+        return OK
+
+    def _know_group(self, group: str, record: MailboxRecord) -> None:
+        self._groups[(group, record.log)] = None
+        self._groups.move_to_end((group, record.log))
+        while len(self._groups) > _GROUPS_KEPT:
+            self._groups.popitem(last=False)
+
+    # -- QUERY and DELETE ------------------------------------------------------------------
+
+    async def _query(self, address: str, _headers: Headers, body: bytes) -> bytes:
+        # a large body is read on the worker (the loop serves others meanwhile)
+        request = await _read(rules.read_query, body)
+        limit = rules.query_limit(request)
+        record = await self._topic(address)
+        now = self.now_second()
+        # One filter only, in this order of precedence (RobustMQ)
+        if request["key"] is not None:
+            message = await self.store.by_key(record.name, request["key"], now=now)
+            found = [message][:limit] if message is not None else []
+        elif request["tags"]:
+            found = await self._by_tags(record, list(dict.fromkeys(request["tags"])), limit)
+        else:
+            # ``since`` (and an empty ``tags``, which RobustMQ makes since 0) is no filter:
+            # query.rs ``query_by_since`` files the offset under the mail address, and the
+            # storage driver looks offsets up by shard name ("{topic_id}-0"), so reads from 0
+            last = await self.store.last(record.name)
+            found = (
+                []
+                if last is None
+                else capped(
+                    await self.store.read(record.name, _BEGINNING, limit, upto=last.seq, now=now)
+                )
+            )
+        if len(found) > p.QUERY_CAP:
+            return await off_loop(functools.partial(cut_answer, limit=self.answer_limit), found)
+        return cut_answer(found, self.answer_limit)
+
+    async def _by_tags(
+        self, record: MailboxRecord, tags: list[str], limit: int
+    ) -> list[StoredMessage]:
+        """Each tag's messages through the store's tag index, in RobustMQ's order (by tag,
+        then msg_id), each tag up to ``limit`` (a tag given again adds nothing); a message
+        found by two tags answered once, where the first found it. Many tags are read some
+        at a time, other requests answered between (our choice: the loop is never held long;
+        like RobustMQ's reads, one per tag, it is no snapshot)."""
+        last = await self.store.last(record.name)
+        if last is None:
+            return []
+        by_id: dict[int, StoredMessage] = {}
+        for start in range(0, len(tags), QUERY_TAGS_AT_ONCE):
+            if start:
+                await asyncio.sleep(QUERY_PAUSE)
+            answers = await self.store.by_tags(
+                record.name,
+                tags[start : start + QUERY_TAGS_AT_ONCE],
+                limit,
+                upto=last.seq,
+                now=self.now_second(),
+            )
+            for found in answers:
+                for message in capped(found):
+                    by_id.setdefault(message.msg_id, message)
+        return list(by_id.values())
+
+    async def _delete(self, target: str, _headers: Headers, _body: bytes) -> bytes:
+        address, msg_id = rules.delete_target(target)
+        record = await self._topic(address)
+        await self.store.delete(record.name, msg_id)  # not there: "deleted" all the same
+        return rules.DELETED
+
+    # -- agent registry --------------------------------------------------------------------
+
+    async def _register(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        entry = await _read(functools.partial(rules.read_registration, limits=self.limits), body)
+        rules.check_entry_fits(entry, self._message_limit())
+        agents = self.limits.max_agents
+        row = (entry.name, entry.agent_info, self.now_second())
+        try:
+            # the room decided with the registration: the registry's count written with it,
+            # expecting its last sequence (#77)
+            kept = await self.store.register(*row, room=agents)
+        except Full:
+            raise Mq9Error(p.err_agent_limit(agents or 0)) from None
+        if kept and entry.card is not None:
+            await self.store.index_put(entry.card_name, row)
+        return OK
+
+    async def _unregister(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        request = rules.read_named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
+        if await self.store.unregister(request["name"]):  # an unknown name succeeds all the same
+            # the row named by the registration, whatever card it held (RobustMQ)
+            await self.store.index_drop(request["name"])
+        return OK
+
+    async def _report(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        request = rules.read_named(body, p.REPORT_REQUEST, "AGENT.REPORT")
+        # No check that the agent exists, and nothing DISCOVER shows (RobustMQ)
+        await self.store.report(request["name"], request["report_info"] or "", self.now_second())
+        return OK
+
+    async def _discover(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+        """The registry as the store holds it now, listed or ranked on the worker thread
+        (search_index), the loop serving other requests meanwhile."""
+        request = await _read(rules.read_discover, body)
+        rows, index_rows = await self._both(self.store.agents, self.store.index_rows)
+        limits = (self.search, self.answer_limit, self._message_limit())
+        answer = functools.partial(self.search_index.answer, request, rows, index_rows)
+        return await off_loop(answer, limits)
 
 
-def _yield_to_the_loop() -> None:
-    """Run this thread below the event loop's priority (Linux: a thread's own nice value), so
-    that the scheduler lets the loop answer at once whenever both want a core."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+async def _read(parse: Callable[[bytes], T], body: bytes) -> T:
+    """A request's body read: a large one on the worker thread (bench 9a: the worker's hops
+    cost a small one more than its own reading)."""
+    if len(body) > LARGE_BODY:
+        return await off_loop(parse, body)
+    return parse(body)
 
 
-# The one thread the process's brokers hand CPU-heavy work to (started on first use): one, as
-# onnxruntime runs an embedding on one thread and the loop needs the other core.
-WORKER_NICENESS = 10
-_WORKER = ThreadPoolExecutor(
-    1, thread_name_prefix="mq9-broker-work", initializer=_yield_to_the_loop
-)
+async def _claimed(answering: Awaitable[bytes], undo: Undo | None) -> bytes:
+    """The answer ``answering`` gives; a claim made for it undone (``undo``) when the
+    command was not done (a CREATE refused), except for a name that exists: the claim
+    stands (its claimer made it through another broker at the same moment)."""
+    try:
+        answer = await answering
+    except Mq9Error as exc:
+        if undo is not None and not isinstance(from_reply(str(exc)), MailboxExists):
+            await undo()
+        raise
+    except BaseException:
+        if undo is not None:
+            await undo()
+        raise
+    if undo is not None and not succeeded(answer):
+        await undo()
+    return answer

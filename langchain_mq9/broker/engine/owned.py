@@ -4,11 +4,12 @@ passes before it is done, which record its success makes, what a broker sharing 
 with others reads first, and whether its message carries the sender the broker vouches for.
 
 The engine runs them as part of answering a request of a ``Requester`` (the principal the
-broker authenticated, and the ``Policy`` deciding what it may): ``BrokerEngine`` checks and
-claims in the request's own transaction, under its lock; ``ClusterEngine`` reads the records
-and what exists first, since its store is shared. identities/ownership.py is the ``Policy``:
-who may do what, and how a record is kept. Nothing here decides: it only says which of the
-policy's questions a command asks, and about what.
+broker authenticated, and the ``Policy`` deciding what it may): the engine (engine.py) reads
+the records and what exists first, since its store may be shared, and what two brokers could
+decide differently is claimed in one step before the command is done.
+identities/ownership.py is the ``Policy``: who may do what, and how a record is kept.
+Nothing here decides: it only says which of the policy's questions a command asks, and about
+what.
 """
 
 from __future__ import annotations
@@ -75,23 +76,18 @@ class Requester:
     policy: Policy
 
 
-class _Listed(Protocol):
-    @property
-    def entries(self) -> Container[str]: ...
-
-
 class Answering(Protocol):
-    """What the policy reads of whatever answers the requests it guards (``BrokerEngine``,
-    or ``ClusterEngine`` over the shared store): which mailboxes and agents exist, as its
-    last look found them, a look again, and the answer itself. (A shape, so that
-    identities/ imports neither serving room nor engine class for it.)"""
+    """What the policy reads of the engine answering the requests it guards (engine.py):
+    which mailboxes and agents exist, as its last look found them (``look_up``, read from
+    its store before each check), and the answer itself. (A shape, so that identities/
+    imports neither serving room nor engine class for it.)"""
 
     @property
-    def topics(self) -> Container[str]: ...
+    def seen_topics(self) -> Container[str]: ...
     @property
-    def mailboxes(self) -> Container[str]: ...
+    def seen_mailboxes(self) -> Container[str]: ...
     @property
-    def registry(self) -> _Listed: ...
+    def seen_agents(self) -> Container[str]: ...
 
     async def look_up(self, named: Named) -> None: ...
     async def handle(
@@ -136,9 +132,8 @@ class Owned:
     whether its check asks if that agent is registered; ``check``, ``record`` and
     ``look_up``: the policy's questions it asks; ``claim``: what a store shared by several
     brokers decides in one step before the command is done (a CREATE's owner record: one
-    requester wins, #77; ``ClusterEngine`` asks it, ``BrokerEngine`` decides under its
-    lock); ``vouched``: its message carries the sender the broker authenticated
-    (``rules.Vouched``)."""
+    requester wins, #77; the engine asks it over every store); ``vouched``: its message
+    carries the sender the broker authenticated (``rules.Vouched``)."""
 
     mailbox: Callable[[str, bytes], Any] = _no_mailbox
     agent: Callable[[bytes], Any] | None = None

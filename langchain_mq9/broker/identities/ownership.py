@@ -294,7 +294,7 @@ class Ownership:
             refusal = self._reserved_for(principal, name)
             if refusal is not None:
                 return refusal
-        if name in self.engine.topics:
+        if name in self.engine.seen_topics:
             return self._unowned("CREATE", name)
         return None
 
@@ -360,7 +360,7 @@ class Ownership:
         owner = self.holder(address)
         if owner == principal or principal in self.grants.get(address, ()):
             return None
-        if owner is None and address not in self.engine.mailboxes:
+        if owner is None and address not in self.engine.seen_mailboxes:
             return None  # the engine says it is not there
         return _refused(
             "SEND",
@@ -394,7 +394,7 @@ class Ownership:
     def _may_read(self, principal: str, verb: str, address: str) -> bytes | None:
         owner = self.holder(address)
         if owner is None:
-            return self._unowned(verb, address) if address in self.engine.topics else None
+            return self._unowned(verb, address) if address in self.engine.seen_topics else None
         if owner == principal:
             return None
         return _refused(verb, f"mailbox {p.quoted(address)} belongs to another agent")
@@ -414,7 +414,7 @@ class Ownership:
             return None
         if owner is not None:
             return _refused(verb, f"agent {p.quoted(name)} is registered by another agent")
-        if listed and name in self.engine.registry.entries:
+        if listed and name in self.engine.seen_agents:
             return _refused(
                 verb,
                 f"agent {p.quoted(name)} has no owner (registered before this broker enforced "

@@ -36,21 +36,23 @@ class AgentRegistry(AgentIndex):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def register(self, entry: AgentEntry) -> None:
-        """Keep ``entry`` unless its name is taken (RobustMQ keeps the first registration)."""
+    def register(self, entry: AgentEntry, *, index: bool = True) -> None:
+        """Keep ``entry`` unless its name is taken (RobustMQ keeps the first registration);
+        ``index``: its card indexed too (an engine's copy takes the index rows on their own)."""
         if entry.name in self.entries:
             return
         self.entries[entry.name] = entry
         self.changes += 1
-        if entry.card is not None:
+        if index and entry.card is not None:
             self.put_index(entry)
 
-    def unregister(self, name: str) -> AgentEntry | None:
-        """Remove the registration ``name``, and the index row named ``name`` (RobustMQ
-        removes ``agent_id(tenant, name)``, whatever card the registration held)."""
+    def unregister(self, name: str, *, index: bool = True) -> AgentEntry | None:
+        """Remove the registration ``name``, and (``index``) the index row named ``name``
+        (RobustMQ removes ``agent_id(tenant, name)``, whatever card the registration held)."""
         entry = self.entries.pop(name, None)
         if entry is not None:
-            self.drop_index(name)
+            if index:
+                self.drop_index(name)
             self._listed.pop(name, None)
             self.changes += 1
         return entry

@@ -1,5 +1,5 @@
 """The engine's storage. One store protocol, ``mailbox_store.MailboxStore``, that the engine
-(engine/over_store.py) runs over: ``jetstream.ClusterStore`` (the state kept in JetStream) and
+(engine/engine.py) runs over: ``jetstream.ClusterStore`` (the state kept in JetStream) and
 ``in_process.ProcessStore`` (the state held in this process). Under the state held in this
 process, the ``Storage`` it tells of each change (base.py): ``MemoryStorage`` (keeps nothing)
 and ``SqliteStorage`` (one SQLite file). base.py tells the two interfaces' story."""

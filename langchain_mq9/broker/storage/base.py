@@ -1,6 +1,6 @@
 """The storage room's two interfaces, and what the in-process one tells: ``Storage``.
 
-The engine (engine/over_store.py, ``ClusterEngine``) runs over one store protocol,
+The engine (engine/engine.py, ``Engine``) runs over one store protocol,
 ``MailboxStore`` (mailbox_store.py, its one home: the protocol and the values it speaks in,
 ``MailboxRecord``, ``Mark``, ``Position`` and the ``Full`` a bounded write raises, defined
 beside the JetStream store that first spoke them and re-exported there). Two stores implement

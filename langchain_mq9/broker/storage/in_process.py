@@ -1,6 +1,6 @@
 """``ProcessStore``: the ``MailboxStore`` (mailbox_store.py) over the state held in this
 process (state/mailbox.py, state/registry.py), so that the one engine over the store protocol
-(engine/over_store.py) answers over it as over the JetStream store (issue #80).
+(engine/engine.py) answers over it as over the JetStream store (issue #80).
 
 Each call is one step under the store's lock, as each call of the JetStream store is one
 request the servers decide: what two requests could decide differently (a name created once,
@@ -51,6 +51,8 @@ def _upto(messages: Iterable[StoredMessage], upto: int | None) -> list[StoredMes
 
 class ProcessStore(ProcessState):
     """The ``MailboxStore`` calls over a ``ProcessState``: each one step under its lock."""
+
+    answers_at_once = True  # no call waits: each is one step under the lock
 
     # -- mailboxes ------------------------------------------------------------------------
 
@@ -150,10 +152,13 @@ class ProcessStore(ProcessState):
             topic = self.topics.get(mailbox)
             if topic is None:
                 return []
-            return [
-                _upto(topic.read_lane(priority, start.msg_id, limit, now), upto)
-                for priority in PRIORITY_ORDER
-            ]
+            lanes, held = [], 0
+            for priority in PRIORITY_ORDER:  # critical first; no lane read once enough are
+                lanes.append(_upto(topic.read_lane(priority, start.msg_id, limit, now), upto))
+                held += len(lanes[-1])
+                if held >= limit:
+                    break
+            return lanes
 
         return self._look(work)
 

@@ -26,7 +26,11 @@ AgentRow = tuple[str, str, int]  # an agent's name, agent_info and create_time
 
 
 class MailboxStore(Protocol):
-    """What an engine over a shared store reads and writes (``now``: the engine's second)."""
+    """What an engine reads and writes of a store (``now``: the engine's second)."""
+
+    # True where no call ever waits (the state of this process): the engine reads one call
+    # after the other, and answers a command that does not wait in the connection's read loop
+    answers_at_once: bool
 
     # -- mailboxes ---------------------------------------------------------------------------
 
@@ -69,7 +73,8 @@ class MailboxStore(Protocol):
     async def read_lanes(
         self, mailbox: str, start: Mark, limit: int, *, upto: int, now: int
     ) -> list[list[StoredMessage]]:
-        """Each priority's lane from ``start``, critical first, up to ``limit`` each."""
+        """Each priority's lane from ``start``, critical first, up to ``limit`` each; the
+        lanes after those holding ``limit`` in all may be left out (a FETCH reads no further)."""
 
     async def read(
         self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int

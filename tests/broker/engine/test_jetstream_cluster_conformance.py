@@ -24,7 +24,7 @@ from test_conformance_mailbox import *  # noqa: F403
 from test_conformance_registry import *  # noqa: F403
 
 from langchain_mq9.broker import drop_memory_broker, install_memory_broker
-from langchain_mq9.broker.engine.over_store import ClusterEngine
+from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.broker.storage.jetstream import ClusterStore
 from tests.support.jetstream_servers import JetStreamCluster
 
@@ -53,7 +53,7 @@ def cluster_servers() -> Iterator[list[str]]:
 class ClusterBroker(Broker):
     """conftest's ``Broker`` whose ``raw`` requests go straight into the cluster engine."""
 
-    cluster: ClusterEngine | None = None
+    cluster: Engine | None = None
 
     async def raw(self, subject: str, body: bytes = b"", headers: dict | None = None) -> dict:
         assert self.cluster is not None
@@ -68,7 +68,7 @@ async def broker(cluster_servers: list[str]) -> AsyncIterator[ClusterBroker]:
     store = ClusterStore(connection, name=f"C{uuid.uuid4().hex[:10]}", timeout=20.0)
     await store.open()
     name = f"test{uuid.uuid4().hex}"
-    engine = ClusterEngine(store)
+    engine = Engine(store)
     install_memory_broker(name, engine)  # type: ignore[arg-type]
     try:
         yield ClusterBroker(f"memory://{name}", None, None, "memory", cluster=engine)

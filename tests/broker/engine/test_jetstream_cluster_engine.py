@@ -19,7 +19,7 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.engine.over_store import ClusterEngine
+from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.broker.storage.jetstream import ClusterStore
 from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.groups import GroupReader
@@ -45,7 +45,7 @@ async def brokers(servers: list[str]) -> AsyncIterator[tuple[Mq9Client, Mq9Clien
         connection = await nats.connect(servers)
         store = ClusterStore(connection, name=layout, timeout=20.0)
         await store.open()
-        client = Mq9Client(transport=MemoryTransport(ClusterEngine(store)))
+        client = Mq9Client(transport=MemoryTransport(Engine(store)))
         await client.connect()
         connections.append((store, connection))
         clients.append(client)
@@ -128,7 +128,7 @@ async def test_the_mailbox_limit_is_counted_from_the_bucket(servers: list[str]) 
     store = ClusterStore(connection, name=f"L{uuid.uuid4().hex[:8]}")
     await store.open()
     try:
-        engine = ClusterEngine(store, limits=BrokerLimits(max_mailboxes=2))
+        engine = Engine(store, limits=BrokerLimits(max_mailboxes=2))
         async with Mq9Client(transport=MemoryTransport(engine)) as client:
             await client.mailbox_create(name="one", ttl=0)
             await client.mailbox_create(name="two", ttl=0)

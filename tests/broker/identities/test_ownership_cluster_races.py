@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.engine.over_store import ClusterEngine
+from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.broker.identities.kv_store import KvIdentityStore
 from langchain_mq9.broker.identities.ownership import Identities
 from langchain_mq9.broker.storage.jetstream import ClusterStore
@@ -70,7 +70,7 @@ async def _brokers(servers: list[str], limits: BrokerLimits) -> list[Broker]:
         if not made:
             for name in ("alice", "bob"):
                 identities.issue(name)
-        serving = ClusterEngine(store, limits=limits, search=False)
+        serving = Engine(store, limits=limits, search=False)
         made.append(Broker(store, Identities(identities, serving)))
     return made
 

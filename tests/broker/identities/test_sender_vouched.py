@@ -27,7 +27,7 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
 from langchain_mq9.broker import Broker, BrokerConfig, BrokerEngine
-from langchain_mq9.broker.engine.over_store import ClusterEngine
+from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.broker.identities.ownership import (
     CALLER_SUFFIX,
     WAKE_FAILED,
@@ -75,7 +75,7 @@ class Place:
         self.kind, self.path = kind, tmp_path / "state.sqlite3"
         self.layout: ClusterLayout | None = None
 
-    async def open(self) -> BrokerEngine | ClusterEngine:
+    async def open(self) -> BrokerEngine | Engine:
         if self.kind == "sqlite":
             return BrokerEngine(storage=SqliteStorage(self.path))
         if self.kind == "memory":
@@ -89,7 +89,7 @@ class Place:
             self.layout = ClusterLayout(connection, store)
         return self.layout.engine()
 
-    async def stop(self, engine: BrokerEngine | ClusterEngine) -> None:
+    async def stop(self, engine: BrokerEngine | Engine) -> None:
         """The broker of ``engine`` stops: what it keeps stays."""
         if isinstance(engine, BrokerEngine):
             engine.storage.close()
@@ -138,7 +138,7 @@ def identity_store(tmp_path):
     store.close()
 
 
-def enforcing(store: IdentityStore, engine: BrokerEngine | ClusterEngine | None = None) -> Agents:
+def enforcing(store: IdentityStore, engine: BrokerEngine | Engine | None = None) -> Agents:
     return Agents(Identities(store, engine or BrokerEngine()))
 
 

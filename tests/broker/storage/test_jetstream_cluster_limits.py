@@ -27,7 +27,7 @@ import pytest
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.engine.over_store import ClusterEngine
+from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.protocol.errors import Mq9Error
 from tests.support.devbroker_helpers import DevBroker
@@ -149,7 +149,7 @@ async def test_one_brokers_rules_of_the_bound_are_every_stores(cluster):
     the write), a delayed SEND is counted when it is sent; a DELETE frees one place."""
     store = await open_store(cluster[:1], f"L{uuid.uuid4().hex[:10]}")
     try:
-        engine = ClusterEngine(store, limits=BrokerLimits(max_messages_per_mailbox=2))
+        engine = Engine(store, limits=BrokerLimits(max_messages_per_mailbox=2))
         async with Mq9Client(transport=MemoryTransport(engine)) as client:
             await client.mailbox_create(name="two", ttl=0)
             assert await client.send("two", "a", key="k") == 0

@@ -28,7 +28,7 @@ from test_durability import (  # noqa: F401  (the tests, run here over the proce
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerLimits, ManualClock
-from langchain_mq9.broker.engine.over_store import ClusterEngine, over_process
+from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.broker.storage import SqliteStorage
 from langchain_mq9.broker.storage.in_process import ProcessStore
 
@@ -42,7 +42,7 @@ class OverProcessStore(Restartable):
         self.limits = BrokerLimits(**limits)
         super().__init__(path, clock)
 
-    def _start(self) -> ClusterEngine[ProcessStore]:  # type: ignore[override]
+    def _start(self) -> Engine[ProcessStore]:  # type: ignore[override]
         self.store = ProcessStore(clock=self.clock, storage=SqliteStorage(self.path))
         return over_process(self.store, limits=self.limits)
 

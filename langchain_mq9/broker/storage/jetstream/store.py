@@ -51,6 +51,8 @@ HIGH_MARK_SECONDS = 60.0  # how often a broker writes the next msg_ids it reache
 class ClusterStore:
     """Mailboxes, messages, positions and agents in JetStream (``open`` before use)."""
 
+    answers_at_once = False  # every call is a request to the servers
+
     def __init__(
         self,
         connection: NatsClient,

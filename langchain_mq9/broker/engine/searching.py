@@ -1,0 +1,102 @@
+"""The registry as an engine lists and ranks it: the store's registrations and search-index
+rows (``MailboxStore.agents``, ``index_rows``), brought up to date before each DISCOVER by what
+changed since the last one, each card embedded once. Everything here runs on the worker thread
+(worker.py), one DISCOVER after another, so it needs no lock: the loop only reads the rows.
+
+RobustMQ's search index has a row per *card* name, which a registration of another name may
+write (state/registry.py); the rows are applied in the order the store gives them, which is
+the order they were written, so a search ranks ties as RobustMQ's does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ... import protocol as p
+from ...protocol.errors import Mq9Error
+from ...semantic.ranking import AgentEntry
+from ..state.registry import AgentRegistry
+from ..storage.mailbox_store import AgentRow
+from . import rules
+from .worker import paced_words
+
+
+class SearchIndex:
+    """What the last DISCOVER found in the store, as an ``AgentRegistry`` (``ranker``: its
+    ``embedder`` and ``hybrid`` choose how a search ranks)."""
+
+    def __init__(self) -> None:
+        self.ranker = AgentRegistry()
+        self._rows: dict[str, AgentRow] = {}  # registration name -> the row it was made of
+        self._indexed: dict[AgentRow, str] = {}  # an index row -> its card name
+        # The last listing answered, for the registry changes and answer limit it was made for
+        self._listed: tuple[int, int | None, bytes] | None = None
+
+    def answer(
+        self,
+        request: dict[str, Any],
+        rows: list[AgentRow],
+        index_rows: list[AgentRow],
+        limits: tuple[bool, int | None, int],
+    ) -> bytes:
+        """A DISCOVER's answer over ``rows`` and ``index_rows`` as the store holds them now.
+        ``limits``: whether this broker searches, the answer limit, a message's limit."""
+        search, answer_limit, message_limit = limits
+        if not (request["semantic"] or request["text"]):
+            self._take_rows(rows)
+            return self._listing(answer_limit)
+        if not search:
+            raise Mq9Error(p.ERR_SEARCH_NOT_BUILT)
+        self._take_index(index_rows)
+        ranker = self.ranker
+        indexed = ranker.indexed()
+        if request["semantic"]:
+            hits = ranker.search_semantic(request["semantic"], indexed)
+        else:
+            hits = ranker.search_words(paced_words(request["text"]), indexed)
+        return rules.search_answer(hits[rules.search_page(request)], message_limit)
+
+    def _take_rows(self, rows: list[AgentRow]) -> None:
+        """The registrations as ``rows`` hold them: an entry made only for a row not seen."""
+        entries = self.ranker.entries
+        now = {row[0]: row for row in rows}
+        for gone in self._rows.keys() - now.keys():
+            self.ranker.unregister(gone, index=False)
+        for name, row in now.items():
+            if self._rows.get(name) != row:
+                entries.pop(name, None)
+                self.ranker.register(AgentEntry.make(*row), index=False)
+        self._rows = now
+
+    def _take_index(self, index_rows: list[AgentRow]) -> None:
+        """The search index as ``index_rows`` hold it, in their order; each card new since
+        the last look embedded (once) as it is put."""
+        now = set(index_rows)
+        ranker = self.ranker
+        for row in [r for r in self._indexed if r not in now]:
+            card_name = self._indexed.pop(row)
+            held = ranker.index.get(card_name)
+            if held is not None and _row(held) == row:  # not replaced by a newer row
+                ranker.drop_index(card_name)
+        for row in index_rows:
+            if row not in self._indexed:
+                entry = ranker.entries.get(row[0])
+                if entry is None or _row(entry) != row:
+                    entry = AgentEntry.make(*row)
+                ranker.put_index(entry)
+                self._indexed[row] = entry.card_name
+
+    def _listing(self, limit: int | None) -> bytes:
+        """Every agent in one answer by name, as RobustMQ answers; never cut (a cut list
+        would hide agents, and let a taken name look free), but refused when too large for an
+        answer (our choice: RobustMQ sends it whatever its size). Kept until the registry
+        changes: a client listing 1,000 agents back to back had the worker join 2 MB each time."""
+        ranker, kept = self.ranker, self._listed
+        if kept is not None and kept[:2] == (ranker.changes, limit):
+            return kept[2]
+        answer = rules.listing_answer(ranker.listing(), ranker.listed, limit)
+        self._listed = (ranker.changes, limit, answer)
+        return answer
+
+
+def _row(entry: AgentEntry) -> AgentRow:
+    return entry.name, entry.agent_info, entry.create_time
