@@ -233,7 +233,9 @@ async def _registry(cfg: Config, section: Section, out: Path) -> None:
             Check(
                 key=key,
                 title=f"DISCOVER ({name}) over {biggest:,} agents vs the request timeout"
-                + (f", ranking: {engine.registry.ranking}" if kind == "semantic" else ""),
+                + (
+                    f", ranking: {engine.search_index.ranker.ranking}" if kind == "semantic" else ""
+                ),
                 ours_label="DISCOVER",
                 ours=fmt_seconds(median),
                 baseline_label="request timeout",

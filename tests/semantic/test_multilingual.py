@@ -130,7 +130,7 @@ async def test_the_broker_embeds_with_it_off_its_event_loop(broker, chosen, monk
             return encoder.encode(text)
 
     monkeypatch.setattr(model, "_model", Recorded())
-    broker.engine.registry.embedder = _UNSET  # looked up on first use: the chosen model
+    broker.engine.search_index.ranker.embedder = _UNSET  # looked up on first use: the chosen model
     async with broker.client() as client:
         for card in CARDS:  # texts never embedded before in this process (no cached vector)
             await client.agent_register({**card, "description": f"{card['description']} {uuid4()}"})

@@ -49,8 +49,8 @@ async def robustmq_url(monkeypatch):
     """A RobustMQ-shaped listener over a registry ranking as RobustMQ's vector search, the
     three cards registered; the client's process chooses the multilingual model."""
     engine = BrokerEngine()
-    engine.registry.embedder = semantic.minilm_embedder()  # RobustMQ's model ...
-    engine.registry.hybrid = False  # ... and its ranking: the cosine alone
+    engine.search_index.ranker.embedder = semantic.minilm_embedder()  # RobustMQ's model ...
+    engine.search_index.ranker.hybrid = False  # ... and its ranking: the cosine alone
     monkeypatch.setenv(semantic.MODEL_ENV, semantic.MULTILINGUAL)
     async with RobustMQShapedListener(engine) as listener:
         async with Mq9Client(listener.url) as client:

@@ -356,14 +356,12 @@ class Engine(Carried, Generic[S]):
         """Where a group with no committed offset starts (RobustMQ's start strategies)."""
         deliver = request["deliver"]
         if deliver == "earliest":
-            # (RobustMQ's earliest offset is 0 until the retention removes the oldest: a read
-            # from 0 finds what a read from there finds)
-            return _BEGINNING
+            return await self._earliest(record)
         if deliver == "from_id":
             return await self._clamp(record, last, request["from_id"] or 0)
         if deliver == "from_time":
             found = await self.store.first(record.name, at_time=request["from_time"] or 0)
-            return found if found is not None else _BEGINNING
+            return found if found is not None else await self._earliest(record)
         return await self._end(record, last)  # latest: the newest message is still handed out
 
     async def _reset_target(
@@ -375,6 +373,12 @@ class Engine(Carried, Generic[S]):
             return await self._clamp(record, last, found.msg_id if found is not None else 0)
         return await self._initial(record, last, request)
 
+    async def _earliest(self, record: MailboxRecord) -> Mark:
+        """RobustMQ's earliest offset: 0 until the retention removes the oldest messages."""
+        if not record.start:
+            return _BEGINNING
+        return Mark(record.start, await self.store.seq_for(record.name, record.start))
+
     async def _end(self, record: MailboxRecord, last: Mark | None) -> Mark:
         """RobustMQ's end offset: the newest msg_id written (0 when none was)."""
         if last is not None:
@@ -382,10 +386,12 @@ class Engine(Carried, Generic[S]):
         return Mark(await self.store.last_id(record.name) or 0, 0)
 
     async def _clamp(self, record: MailboxRecord, last: Mark | None, offset: int) -> Mark:
-        """``offset`` held within [0, end], as RobustMQ holds a ``from_id``."""
+        """``offset`` held within [earliest, end], as RobustMQ holds a ``from_id``."""
         end = await self._end(record, last)
         if offset >= end.msg_id:
             return end
+        if offset <= record.start:
+            return await self._earliest(record)
         return Mark(offset, await self.store.seq_for(record.name, offset))
 
     async def _ack(self, _target: str, _headers: Headers, body: bytes) -> bytes:
@@ -486,8 +492,13 @@ class Engine(Carried, Generic[S]):
     async def _register(self, _target: str, _headers: Headers, body: bytes) -> bytes:
         entry = await _read(functools.partial(rules.read_registration, limits=self.limits), body)
         rules.check_entry_fits(entry, self._message_limit())
+        entry.create_time = self.now_second()
+        if self.search and entry.card is not None:
+            # embedded on the worker before it is stored: a model that cannot be loaded is
+            # this REGISTER's error, and nothing is kept (a taken name costs one embedding)
+            await off_loop(self.search_index.embed, entry)
         agents = self.limits.max_agents
-        row = (entry.name, entry.agent_info, self.now_second())
+        row = (entry.name, entry.agent_info, entry.create_time)
         try:
             # the room decided with the registration: the registry's count written with it,
             # expecting its last sequence (#77)

@@ -9,6 +9,7 @@ the order they were written, so a search ranks ties as RobustMQ's does."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from ... import protocol as p
@@ -30,6 +31,23 @@ class SearchIndex:
         self._indexed: dict[AgentRow, str] = {}  # an index row -> its card name
         # The last listing answered, for the registry changes and answer limit it was made for
         self._listed: tuple[int, int | None, bytes] | None = None
+        # Entries embedded by this engine's REGISTERs, until a DISCOVER takes their rows
+        self._made: OrderedDict[AgentRow, AgentEntry] = OrderedDict()
+
+    def embed(self, entry: AgentEntry) -> None:
+        """Give a registration's card its vector before it is stored (the CPU-heavy part, on
+        the worker), so the model's failure is that REGISTER's answer and the DISCOVERs
+        after it find the card embedded."""
+        self.ranker.embed(entry)
+        row = _row(entry)
+        self._made[row] = entry
+        self._made.move_to_end(row)
+        while len(self._made) > _MADE_KEPT:
+            self._made.popitem(last=False)
+
+    def _entry(self, row: AgentRow) -> AgentEntry:
+        made = self._made.pop(row, None)
+        return made if made is not None else AgentEntry.make(*row)
 
     def answer(
         self,
@@ -64,7 +82,7 @@ class SearchIndex:
         for name, row in now.items():
             if self._rows.get(name) != row:
                 entries.pop(name, None)
-                self.ranker.register(AgentEntry.make(*row), index=False)
+                self.ranker.register(self._entry(row), index=False)
         self._rows = now
 
     def _take_index(self, index_rows: list[AgentRow]) -> None:
@@ -81,7 +99,7 @@ class SearchIndex:
             if row not in self._indexed:
                 entry = ranker.entries.get(row[0])
                 if entry is None or _row(entry) != row:
-                    entry = AgentEntry.make(*row)
+                    entry = self._entry(row)
                 ranker.put_index(entry)
                 self._indexed[row] = entry.card_name
 
@@ -96,6 +114,9 @@ class SearchIndex:
         answer = rules.listing_answer(ranker.listing(), ranker.listed, limit)
         self._listed = (ranker.changes, limit, answer)
         return answer
+
+
+_MADE_KEPT = 1024  # registrations embedded here and not yet seen by a DISCOVER, at most
 
 
 def _row(entry: AgentEntry) -> AgentRow:

@@ -40,7 +40,14 @@ def _row(entry: AgentEntry) -> AgentRow:
 
 def _record(topic: Mailbox) -> MailboxRecord:
     return MailboxRecord(
-        topic.address, topic.create_time, topic.ttl, topic.desc, topic.shard, 0, topic.next_id
+        topic.address,
+        topic.create_time,
+        topic.ttl,
+        topic.desc,
+        topic.shard,
+        0,
+        topic.next_id,
+        topic.start_offset,
     )
 
 

@@ -65,7 +65,7 @@ def _card(name: str) -> dict:
 
 async def _heavy(kind: str, broker, client, gate: threading.Event, monkeypatch):
     """Start the request of ``kind`` that waits on ``gate``; its task."""
-    registry = broker.engine.registry
+    registry = broker.engine.search_index.ranker
     if kind == "first REGISTER loads the model":
         registry.embedder = _UNSET  # looked up on first use, as a new broker does
 
@@ -329,7 +329,7 @@ async def test_a_large_answer_goes_out_on_its_own_connection(nats_server):
     from langchain_mq9.broker.serving.serve import BULK_ANSWER
 
     engine = BrokerEngine()
-    engine.registry.embedder = None  # the lexical ranking: no model to load
+    engine.search_index.ranker.embedder = None  # the lexical ranking: no model to load
     main, bulk, requester = [await nats.connect(nats_server.url) for _ in range(3)]
     service = await serve_on_nats(engine, main, bulk)
     try:

@@ -166,7 +166,7 @@ async def _paced_broker(nats_server, pacer: AnswerPacer):
     from langchain_mq9.broker import BrokerEngine, serve_on_nats
 
     engine = BrokerEngine()
-    engine.registry.embedder = None
+    engine.search_index.ranker.embedder = None
     main, bulk, client = [await nats.connect(nats_server.url) for _ in range(3)]
     service = await serve_on_nats(engine, main, bulk, pacer)
     try:

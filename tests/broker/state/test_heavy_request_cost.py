@@ -146,7 +146,7 @@ async def test_a_long_text_query_pauses_between_its_pieces_with_the_same_hits(mo
     from langchain_mq9.broker import BrokerEngine
 
     engine = BrokerEngine()
-    engine.registry.embedder = None
+    engine.search_index.ranker.embedder = None
     for name in ("agent.a", "agent.b"):
         card = p.agent_card(name, description=f"{name} translates contracts")
         await engine.handle(p.AGENT_REGISTER, None, p.encode(card))

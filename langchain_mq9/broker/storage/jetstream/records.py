@@ -38,6 +38,9 @@ class MailboxRecord:
     # the msg_id the log's next message takes when the log holds none: written by brokers
     # as their writes go on (the retention may empty a live mailbox's log)
     next_id: int = 0
+    # RobustMQ's earliest offset: 0 until the retention removes the oldest messages (this
+    # store's is always 0: a read from 0 finds what a read from there finds)
+    start: int = 0
 
     @property
     def expires_at(self) -> int | None:
