@@ -120,17 +120,10 @@ class Broker:
     # engine, which raw requests go into, and its layout, deleted when the broker stops
     cluster: Engine | None = None
     layout: ClusterLayout | None = None
-    # "process": the store lane MQ9_TEST_STORE=process (``cluster`` over a ProcessStore)
-    lane: str = ""
 
     @property
     def engine(self) -> BrokerEngine:
         if self._engine is None:
-            if self.lane == "process":
-                pytest.skip(
-                    "reads BrokerEngine's state; on the process store lane the broker is "
-                    "ClusterEngine over a ProcessStore"
-                )
             if self.cluster is not None:
                 pytest.skip(
                     "reads the in-process engine's state; on the JetStream store the state "
@@ -207,8 +200,6 @@ async def start_broker(
         return broker, None
     if cluster or (transport == "nats" and store_lane.TEST_STORE == "jetstream"):
         return await _start_on_cluster(transport, nats_url, BrokerLimits(**limits))
-    if store_lane.TEST_STORE == "process":
-        return await _start_on_process(transport, nats_url, BrokerLimits(**limits))
     clock = ManualClock()
     engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits))
     # loaded before it answers, as ``Broker`` loads it before it says ready (#54): else the
@@ -255,28 +246,6 @@ async def _start_on_cluster(
     return Broker(url, None, None, transport, cluster=engine, layout=layout), handle
 
 
-async def _start_on_process(
-    transport: str, nats_url: str | None, limits: BrokerLimits
-) -> tuple[Broker, object]:
-    """The store lane ``process``: ``ClusterEngine`` over a ``ProcessStore`` on a hand-moved
-    clock, reached in process (``memory``) or served on ``nats_url`` as any engine is."""
-    import nats
-
-    from langchain_mq9.broker import install_memory_broker, serve_on_nats
-    from tests.support.store_lane import process_engine
-
-    engine, clock = process_engine(limits)
-    handle: object
-    if transport == "memory":
-        name = f"test{uuid.uuid4().hex}"
-        install_memory_broker(name, engine)  # type: ignore[arg-type]
-        url, handle = f"memory://{name}", name
-    else:
-        connection = await nats.connect(nats_url)
-        url, handle = nats_url, (await serve_on_nats(engine, connection), connection)
-    return Broker(url, None, clock, transport, cluster=engine, lane="process"), handle
-
-
 async def stop_broker(broker: Broker, handle) -> None:
     from langchain_mq9.broker import drop_memory_broker
 
@@ -302,7 +271,7 @@ SCHEDULE_TICK = frozenset({"test_a_delay_of_zero_still_goes_through_the_delay_qu
 
 
 def _store_lane_differences(request, started: Broker) -> None:
-    on_servers = started.cluster is not None and started.lane != "process"
+    on_servers = started.cluster is not None
     if on_servers and request.node.originalname in SCHEDULE_TICK:
         reason = "a delayed message is written at the servers' next schedule tick (§13)"
         request.applymarker(pytest.mark.xfail(reason=reason, strict=False))

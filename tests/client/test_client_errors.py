@@ -38,13 +38,10 @@ INVALID_ADDRESSES = [
 
 @pytest.fixture
 def requests_seen(broker) -> list[str]:
-    """Subjects of every request that reaches the engine, over either transport (by
-    ``handle``, or ``answer`` where serve.py answers once the store has a record: JetStream)."""
+    """Subjects of every request that reaches the engine, over either transport (every
+    request goes through ``handle``)."""
     seen: list[str] = []
-    # on the process store lane (MQ9_TEST_STORE=process) the engine requests reach is
-    # ClusterEngine, over a ProcessStore: only its calls are read here, not its state
-    on_process = broker.lane == "process"
-    engine = broker.cluster if on_process else broker.engine
+    engine = broker.cluster if broker.cluster is not None else broker.engine
     handle = engine.handle
 
     async def recording(subject, headers, body):
@@ -52,15 +49,6 @@ def requests_seen(broker) -> list[str]:
         return await handle(subject, headers, body)
 
     engine.handle = recording
-    if on_process:  # (every request through handle: no answer in serve.py's read loop)
-        return seen
-    answer = broker.engine.answer
-
-    def recording_answer(subject, headers, body):
-        seen.append(subject)
-        return answer(subject, headers, body)
-
-    broker.engine.answer = recording_answer
     return seen
 
 

@@ -1,14 +1,10 @@
 """Where the suites' bundled brokers keep their state: ``MQ9_TEST_STORE`` (issue #55 item 3).
 
-Unset, or ``memory``: in memory, as always (``BrokerEngine``). ``process``: every bundled broker
-that tests/conftest.py starts (the ``broker`` fixture's ``memory`` and ``nats`` cases,
-``nats_broker``, ``start_broker(...)``) is the one engine over the store protocol,
-``ClusterEngine``, over a ``ProcessStore`` (storage/in_process.py: the state in this process,
-housekeeping on the hand-moved clock), so the conformance suites that pin ``BrokerEngine`` run
-over the engine the JetStream store runs under (issue #80). Tests that read ``BrokerEngine``'s
-state (``broker.engine``) skip there, saying why. ``jetstream``: every bundled broker that
+Unset, or ``memory``: in this process (``BrokerEngine``: the one engine over a ``ProcessStore``,
+storage/in_process.py, housekeeping on the hand-moved clock; ``process`` names it too, as it
+did while the two engines were two, issue #80). ``jetstream``: every bundled broker that
 tests/conftest.py serves on a real nats-server (the ``broker`` fixture's ``nats`` case,
-``nats_broker``, ``start_broker("nats", ...)``) is a ``ClusterEngine`` keeping its state in a
+``nats_broker``, ``start_broker("nats", ...)``) is the engine keeping its state in a
 layout of its own (a stream and buckets: ``ClusterLayout``) on one loopback JetStream
 nats-server, started at first use and stopped with the session (one server, so R1, file
 storage), served in the brokers' queue group as ``mq9-dev-broker --store jetstream`` serves it.
@@ -33,15 +29,13 @@ from contextlib import contextmanager
 
 import nats
 
-from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.state.clock import ManualClock
-from langchain_mq9.broker.storage.in_process import ProcessStore
+from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.storage.jetstream import ClusterStore, Layout
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster
 
-STORES = ("memory", "jetstream", "process")
+STORES = ("memory", "jetstream", "process")  # process: memory's other name
 TEST_STORE = os.environ.get("MQ9_TEST_STORE") or "memory"
 
 
@@ -98,13 +92,6 @@ class ClusterLayout:
 
 
 STATE_SERVER = StateServer()
-
-
-def process_engine(limits: BrokerLimits) -> tuple[Engine[ProcessStore], ManualClock]:
-    """The ``process`` lane's engine (``ClusterEngine`` over a ``ProcessStore`` in memory)
-    and the hand-moved clock its store keeps house by."""
-    clock = ManualClock()
-    return over_process(ProcessStore(clock=clock), limits=limits), clock
 
 
 @contextmanager

@@ -27,8 +27,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.engine.engine import Engine
+from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.identities.kv_store import KvIdentityStore
 from langchain_mq9.broker.identities.ownership import Identities
 from langchain_mq9.broker.storage.jetstream import ClusterStore

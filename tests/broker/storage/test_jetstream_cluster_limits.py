@@ -26,8 +26,8 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.engine.engine import Engine
+from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.protocol.errors import Mq9Error
 from tests.support.devbroker_helpers import DevBroker

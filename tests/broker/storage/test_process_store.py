@@ -27,24 +27,26 @@ from test_durability import (  # noqa: F401  (the tests, run here over the proce
 )
 
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerLimits, ManualClock
-from langchain_mq9.broker.engine.engine import Engine
+from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock
 from langchain_mq9.broker.storage import SqliteStorage
-from langchain_mq9.broker.storage.in_process import ProcessStore
 
 pytestmark = pytest.mark.slow  # SQLite files, a commit per request
 
 
 class OverProcessStore(Restartable):
-    """``Restartable``, its engine ``ClusterEngine`` over a ``ProcessStore`` on the file."""
+    """``Restartable``, its engine ``BrokerEngine`` (the engine over a ``ProcessStore``) on
+    the file."""
 
     def __init__(self, path: Path, clock: ManualClock | None = None, **limits: int) -> None:
         self.limits = BrokerLimits(**limits)
         super().__init__(path, clock)
 
-    def _start(self) -> Engine[ProcessStore]:  # type: ignore[override]
-        self.store = ProcessStore(clock=self.clock, storage=SqliteStorage(self.path))
-        return over_process(self.store, limits=self.limits)
+    def _start(self) -> BrokerEngine:
+        engine = BrokerEngine(
+            clock=self.clock, limits=self.limits, storage=SqliteStorage(self.path)
+        )
+        self.store = engine.store
+        return engine
 
     def stop(self) -> None:
         self.store.storage.close()
