@@ -77,7 +77,7 @@ async def test_over_3_mib_falling_due_in_one_second_is_applied_and_survives_a_re
 
         assert set(engine.mailboxes) == {"other.box", "later.box"}
         assert [m.payload for m in engine.topics["later.box"].messages.values()] == _payloads()
-        assert engine._delayed == []
+        assert engine.store._delayed == []
         before = engine_state(engine)
     finally:
         await service.stop()
