@@ -293,7 +293,7 @@ class PerNodePositions(BrokerEngine):
         self.node = 0
 
     async def handle(self, subject, headers, body):
-        self.offsets = self.positions[self.node]
+        self.store.offsets = self.positions[self.node]
         return await super().handle(subject, headers, body)
 
 

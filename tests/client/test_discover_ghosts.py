@@ -19,9 +19,8 @@ import pytest
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
-from langchain_mq9.broker import ManualClock
 from langchain_mq9.protocol.errors import SearchIndexEmpty, from_reply
-from tests.support.robustmq_shaped import RobustMQShapedListener, lagging_engine
+from tests.support.robustmq_shaped import RobustMQShapedListener, SettledClock, lagging_engine
 
 LATER = 2.0  # past both lags of the double: every due index write has landed
 
@@ -30,7 +29,7 @@ class Lagging:
     """A RobustMQ-shaped listener over a lagging index, counting the listings it answers."""
 
     def __init__(self) -> None:
-        self.clock = ManualClock()
+        self.clock = SettledClock()
         self.engine = lagging_engine(self.clock)
         self.listings = 0
         handle = self.engine.handle

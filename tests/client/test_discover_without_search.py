@@ -125,13 +125,13 @@ async def test_a_search_table_not_yet_made_is_no_agents():
     """A vector-search RobustMQ before its first A2A card answers that its table is missing."""
 
     class FreshVectorBuild(BrokerEngine):
-        def _discover(self, body: bytes) -> bytes:
+        async def _discover(self, target: str, headers, body: bytes) -> bytes:
             if json.loads(body or b"{}").get("semantic"):
                 raise p.Mq9Error(
                     "Grpc call of the node failed,Grpc status was code: 'Internal error', "
                     f'message: "{p.SEARCH_TABLE_MISSING}"'
                 )
-            return super()._discover(body)
+            return await super()._discover(target, headers, body)
 
     name = f"fresh{uuid.uuid4().hex}"
     install_memory_broker(name, FreshVectorBuild())

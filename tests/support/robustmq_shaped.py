@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
+from langchain_mq9.broker.engine import worker
 from langchain_mq9.broker.state.registry import AgentEntry, AgentRegistry
 
 INBOX_PREFIX = "_INBOX."
@@ -185,6 +186,21 @@ INDEX_LAG = 0.5
 UNINDEX_LAG = 1.0
 
 
+class SettledClock(ManualClock):
+    """A hand-moved clock that first lets the broker's worker thread do what it was handed:
+    the engine applies its own REGISTERs and UNREGISTERs to its search index there as it
+    answers them (engine/searching.py), so their index writes are timed from the moment they
+    were answered, as RobustMQ's are, not from a moment the test moved the clock past."""
+
+    def advance(self, seconds: float) -> None:
+        worker.soon(_nothing).result(timeout=30)
+        super().advance(seconds)
+
+
+def _nothing() -> None:
+    """(what the worker is handed to know it did what it held before)"""
+
+
 class LaggingIndex(AgentRegistry):
     """The registry of RobustMQ's vector-search build: the listing exact at once, the search
     index written in tasks of their own (meta-service ``raft/route/mq9.rs:63-87,97-106``). A
@@ -247,5 +263,5 @@ class LaggingIndex(AgentRegistry):
 def lagging_engine(clock: ManualClock, **lags: float) -> BrokerEngine:
     """A bundled engine whose search index trails its registry as RobustMQ's does."""
     engine = BrokerEngine(clock=clock)
-    engine.registry = LaggingIndex(clock, **lags)
+    engine.search_index.ranker = LaggingIndex(clock, **lags)
     return engine

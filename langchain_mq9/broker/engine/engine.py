@@ -58,7 +58,7 @@ from .rules import (
 )
 from .searching import SearchIndex
 from .sending import CLUSTER, SendLimits, read_send
-from .worker import TEXT_PAUSE, WORKER_NICENESS, off_loop, soon
+from .worker import TEXT_PAUSE, WORKER_NICENESS, after, off_loop, soon
 
 # Imported from here by the broker's other parts and the tests
 __all__ = [
@@ -505,15 +505,23 @@ class Engine(Carried, Generic[S]):
             kept = await self.store.register(*row, room=agents)
         except Full:
             raise Mq9Error(p.err_agent_limit(agents or 0)) from None
-        if kept and entry.card is not None:
+        indexed = kept and entry.card is not None
+        if indexed:
             await self.store.index_put(entry.card_name, row)
+        if kept:
+            # this engine's copy follows before its next DISCOVER (others' at theirs),
+            # unwaited: the owner record (engine/owned.py) is claimed as this returns, with
+            # no turn of the loop between the registration and it
+            after(functools.partial(self.search_index.registered, entry, indexed))
         return OK
 
     async def _unregister(self, _target: str, _headers: Headers, body: bytes) -> bytes:
         request = rules.read_named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
-        if await self.store.unregister(request["name"]):  # an unknown name succeeds all the same
+        name = request["name"]
+        if await self.store.unregister(name):  # an unknown name succeeds all the same
             # the row named by the registration, whatever card it held (RobustMQ)
-            await self.store.index_drop(request["name"])
+            await self.store.index_drop(name)
+            after(functools.partial(self.search_index.unregistered, name))
         return OK
 
     async def _report(self, _target: str, _headers: Headers, body: bytes) -> bytes:

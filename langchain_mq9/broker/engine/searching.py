@@ -22,22 +22,23 @@ from .worker import paced_words
 
 
 class SearchIndex:
-    """What the last DISCOVER found in the store, as an ``AgentRegistry`` (``ranker``: its
-    ``embedder`` and ``hybrid`` choose how a search ranks)."""
+    """What the last look found in the store, as an ``AgentRegistry`` (``ranker``: its
+    ``embedder`` and ``hybrid`` choose how a search ranks): this engine's own REGISTERs and
+    UNREGISTERs applied as they are done, every broker's found by the next DISCOVER."""
 
     def __init__(self) -> None:
         self.ranker = AgentRegistry()
         self._rows: dict[str, AgentRow] = {}  # registration name -> the row it was made of
-        self._indexed: dict[AgentRow, str] = {}  # an index row -> its card name
+        self._by_card: dict[str, AgentRow] = {}  # card name -> the index row it was put from
         # The last listing answered, for the registry changes and answer limit it was made for
         self._listed: tuple[int, int | None, bytes] | None = None
-        # Entries embedded by this engine's REGISTERs, until a DISCOVER takes their rows
+        # Entries embedded by this engine's REGISTERs, until their rows are taken
         self._made: OrderedDict[AgentRow, AgentEntry] = OrderedDict()
 
     def embed(self, entry: AgentEntry) -> None:
-        """Give a registration's card its vector before it is stored (the CPU-heavy part, on
-        the worker), so the model's failure is that REGISTER's answer and the DISCOVERs
-        after it find the card embedded."""
+        """Give a registration's card its vector before it is stored (the CPU-heavy part), so
+        that the model's failure is that REGISTER's answer, and its card is not embedded
+        again when its row is taken."""
         self.ranker.embed(entry)
         row = _row(entry)
         self._made[row] = entry
@@ -45,9 +46,21 @@ class SearchIndex:
         while len(self._made) > _MADE_KEPT:
             self._made.popitem(last=False)
 
-    def _entry(self, row: AgentRow) -> AgentEntry:
-        made = self._made.pop(row, None)
-        return made if made is not None else AgentEntry.make(*row)
+    def registered(self, entry: AgentEntry, indexed: bool) -> None:
+        """This engine's REGISTER of ``entry`` kept (``indexed``: its card's row written)."""
+        row = _row(entry)
+        self._made.pop(row, None)
+        self._take_row(entry.name, row, entry)
+        if indexed:
+            self._put(row, entry)
+
+    def unregistered(self, name: str) -> None:
+        """This engine's UNREGISTER of ``name`` done: the registration and the index row
+        named ``name`` gone (RobustMQ's, whatever card the registration held)."""
+        if self._rows.pop(name, None) is not None:
+            self.ranker.unregister(name, index=False)
+        if self._by_card.pop(name, None) is not None:
+            self.ranker.drop_index(name)
 
     def answer(
         self,
@@ -75,33 +88,42 @@ class SearchIndex:
 
     def _take_rows(self, rows: list[AgentRow]) -> None:
         """The registrations as ``rows`` hold them: an entry made only for a row not seen."""
-        entries = self.ranker.entries
         now = {row[0]: row for row in rows}
         for gone in self._rows.keys() - now.keys():
+            del self._rows[gone]
             self.ranker.unregister(gone, index=False)
         for name, row in now.items():
             if self._rows.get(name) != row:
-                entries.pop(name, None)
-                self.ranker.register(self._entry(row), index=False)
-        self._rows = now
+                self._take_row(name, row, self._entry(row))
+
+    def _take_row(self, name: str, row: AgentRow, entry: AgentEntry) -> None:
+        if name in self._rows:
+            self.ranker.unregister(name, index=False)
+        self.ranker.register(entry, index=False)
+        self._rows[name] = row
 
     def _take_index(self, index_rows: list[AgentRow]) -> None:
         """The search index as ``index_rows`` hold it, in their order; each card new since
         the last look embedded (once) as it is put."""
         now = set(index_rows)
-        ranker = self.ranker
-        for row in [r for r in self._indexed if r not in now]:
-            card_name = self._indexed.pop(row)
-            held = ranker.index.get(card_name)
-            if held is not None and _row(held) == row:  # not replaced by a newer row
-                ranker.drop_index(card_name)
+        for card_name, row in list(self._by_card.items()):
+            if row not in now:
+                del self._by_card[card_name]
+                self.ranker.drop_index(card_name)
+        held = set(self._by_card.values())
         for row in index_rows:
-            if row not in self._indexed:
-                entry = ranker.entries.get(row[0])
-                if entry is None or _row(entry) != row:
-                    entry = self._entry(row)
-                ranker.put_index(entry)
-                self._indexed[row] = entry.card_name
+            if row not in held:
+                entry = self.ranker.entries.get(row[0])
+                self._put(row, entry if entry is not None and _row(entry) == row else None)
+
+    def _put(self, row: AgentRow, entry: AgentEntry | None) -> None:
+        entry = entry if entry is not None else self._entry(row)
+        self.ranker.put_index(entry)
+        self._by_card[entry.card_name] = row
+
+    def _entry(self, row: AgentRow) -> AgentEntry:
+        made = self._made.pop(row, None)
+        return made if made is not None else AgentEntry.make(*row)
 
     def _listing(self, limit: int | None) -> bytes:
         """Every agent in one answer by name, as RobustMQ answers; never cut (a cut list

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -16,6 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from ...semantic.ranking import word_pieces
+
+log = logging.getLogger("langchain_mq9.broker")
 
 T = TypeVar("T")  # what a piece of work gives
 A = TypeVar("A")  # what it is given
@@ -48,6 +51,19 @@ async def off_loop(work: Callable[[A], T], argument: A) -> T:
 def soon(work: Callable[[], None]) -> Future[None]:
     """``work()`` started on the worker thread now, from any thread (no loop needed)."""
     return _WORKER.submit(work)
+
+
+def after(work: Callable[[], None]) -> None:
+    """``work()`` on the worker thread after what was handed to it before, not waited for
+    (so the request handing it over does not wait a turn of the loop); a failure logged."""
+
+    def logged() -> None:
+        try:
+            work()
+        except Exception:
+            log.exception("the broker's worker failed")
+
+    _WORKER.submit(logged)
 
 
 def paced_words(text: str) -> set[str]:

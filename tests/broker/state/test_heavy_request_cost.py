@@ -141,7 +141,7 @@ async def test_a_long_text_query_pauses_between_its_pieces_with_the_same_hits(mo
     their bytes (each answered in 0.35 ms). The worker now sleeps ``TEXT_PAUSE`` between the
     query's 4 KiB pieces (Python's lock left to the loop at once); a short query never sleeps,
     and the hits are those of the whole query."""
-    import langchain_mq9.broker.engine.engine as engine_module
+    import langchain_mq9.broker.engine.worker as engine_module
     from langchain_mq9 import protocol as p
     from langchain_mq9.broker import BrokerEngine
 

@@ -429,9 +429,13 @@ def engine_state(engine: BrokerEngine) -> dict:
     return {
         "mailboxes": boxes,
         "mailbox_expiry": sorted(
-            (t, b.address) for t, _, b in engine.store._mailbox_expiry if current.get(b.address) is b
+            (t, b.address)
+            for t, _, b in engine.store._mailbox_expiry
+            if current.get(b.address) is b
         ),
-        "delayed": [(due, address, message(m)) for due, _, address, m in sorted(engine.store._delayed)],
+        "delayed": [
+            (due, address, message(m)) for due, _, address, m in sorted(engine.store._delayed)
+        ],
         "offsets": engine.offsets,
         "agents": {
             name: (e.agent_info, e.create_time) for name, e in engine.registry.entries.items()
