@@ -21,7 +21,6 @@ from typing import Any
 from ... import protocol as p
 from ...metrics import OperatorEndpoint, RequestMeter, need_prometheus
 from ..broker import Broker
-from ..engine.engine import Engine
 from ..engine.process import BrokerEngine
 from ..engine.rules import COMMANDS
 from ..storage.jetstream.survey_state import Held, StoreSurvey
@@ -67,7 +66,7 @@ class BrokerCollector:
     def cluster_survey(self) -> StoreSurvey | None:
         """The survey of the cluster store this broker serves (None on another store)."""
         engine = self.broker.engine
-        if not isinstance(engine, Engine):
+        if engine is None or isinstance(engine, BrokerEngine):  # the state of this process
             return None
         if self.survey is None or self.survey.store is not engine.store:
             self.survey = StoreSurvey(engine.store)
