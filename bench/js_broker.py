@@ -1,4 +1,4 @@
-"""A broker on the cluster store, as a process (issue #72): ``ClusterEngine`` answering mq9
+"""A broker on the cluster store, as a process (issue #72): ``Engine`` answering mq9
 requests on ``$mq9.AI.>`` in the queue group ``mq9-brokers``, so any number of them serve one
 layout at once and NATS hands each request to one. For the tests and the bench until the
 cluster store is ``mq9-dev-broker --store jetstream`` (docs/broker.md, the design's status).

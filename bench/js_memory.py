@@ -3,7 +3,7 @@ side by side in one run.
 
 Three JetStream nats-servers clustered on loopback (each store in a temporary directory), two
 R3 layouts on them: ``F``, filled, and ``E``, left empty. One broker process
-(``bench.js_broker``, the ``ClusterEngine`` ``--store jetstream`` serves) on ``F`` stores
+(``bench.js_broker``, the ``Engine`` ``--store jetstream`` serves) on ``F`` stores
 ``--stored`` SENDs of ``--size`` bytes, spread over ``--mailboxes`` mailboxes, with
 ``--in-flight`` raw nats-py SEND requests in flight: the store's own write path, each
 mailbox's SENDs gathered into atomic batches of up to 256 (``numbering.py``). Its resident

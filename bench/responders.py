@@ -169,7 +169,7 @@ class DevBroker:
         return self.engines[store]
 
     async def _cluster_engine(self, servers: list[str]):
-        """A ``ClusterEngine`` on a layout of its own, served as ``--store jetstream`` serves
+        """A ``Engine`` on a layout of its own, served as ``--store jetstream`` serves
         it, its store on a connection of its own."""
         from langchain_mq9.broker.engine.engine import Engine
         from langchain_mq9.broker.storage.jetstream import ClusterStore

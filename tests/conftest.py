@@ -218,7 +218,7 @@ async def start_broker(
 async def _start_on_cluster(
     transport: str, nats_url: str | None, limits: BrokerLimits
 ) -> tuple[Broker, object]:
-    """A ``ClusterEngine`` on a layout of its own on the session's JetStream nats-server,
+    """A ``Engine`` on a layout of its own on the session's JetStream nats-server,
     reached in process (``memory``) or served on ``nats_url`` as ``--store jetstream`` serves."""
     import nats
 
@@ -291,7 +291,7 @@ async def broker(request):
 @pytest.fixture
 async def jetstream_broker():
     """The bundled broker in process (``memory://``) keeping its state in JetStream (a
-    ``ClusterEngine`` on a layout of its own on the session's JetStream nats-server), whatever
+    ``Engine`` on a layout of its own on the session's JetStream nats-server), whatever
     MQ9_TEST_STORE says: the lanes
     that run parts of the suites on that store in every session (tests/broker/*/test_jetstream_*)
     name it their ``broker``."""

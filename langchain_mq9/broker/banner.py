@@ -35,7 +35,7 @@ def cluster_banner(shown: str, layout: Layout, replicas: int, engine: Engine[Clu
     """What a broker serving the state kept in JetStream says (``layout``: its stream and
     buckets, made with ``replicas``)."""
     lines = [
-        f"mq9 dev broker: ClusterEngine on the NATS cluster at {shown}",
+        f"mq9 dev broker: the engine on the NATS cluster at {shown}",
         f"storage: JetStream stream {layout.messages} and key-value buckets "
         f"{', '.join(layout.buckets)} (the streams KV_<bucket>; {replicas} replicas; each "
         "answer after a quorum holds "

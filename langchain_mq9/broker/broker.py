@@ -6,7 +6,7 @@
 
 It answers every ``$mq9.AI.*`` request: with a ``BrokerEngine`` on a nats-server it starts
 (``host``/``port``) or on running ones (``nats``), its state in memory or in SQLite (``data``);
-or with a ``ClusterEngine`` keeping the state in JetStream on the cluster of ``nats``, where
+or with an ``Engine`` keeping the state in JetStream on the cluster of ``nats``, where
 every broker started on the same ``stream`` serves at once (serving/queue_group.py).
 ``mq9-dev-broker`` is this object behind argparse.
 
@@ -353,7 +353,7 @@ class Broker:
 
     async def _start_on_cluster(self, infos: dict[str, dict[str, Any]]) -> None:
         """Serve the state kept in JetStream (a stream and buckets named after ``stream``)
-        with a ``ClusterEngine``, in the queue group every broker of that state answers in:
+        with an ``Engine``, in the queue group every broker of that state answers in:
         no leader, no lock, no takeover (docs/broker.md, "The JetStream store"). A cluster
         still forming is waited for (``cluster_wait``), saying what for."""
         config, shown, issuer = self.config, self._shown, self._issuer

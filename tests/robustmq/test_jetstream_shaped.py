@@ -1,6 +1,6 @@
 """Our client on RobustMQ's listener behaviours (test_robustmq_shaped.py), unchanged, with the
 engine behind the RobustMQ-shaped listener keeping its state in JetStream (issue #55 item 3): a
-``ClusterEngine`` on a layout of its own (a stream and buckets) on the session's JetStream
+``Engine`` on a layout of its own (a stream and buckets) on the session's JetStream
 nats-server, as ``--store jetstream`` serves. With ``MQ9_TEST_STORE=jetstream`` only (MCP
 server processes: some 20 s on a busy machine; the store behind the listener is not what these
 tests are about)."""

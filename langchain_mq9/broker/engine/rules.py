@@ -1,11 +1,10 @@
-"""The mq9 commands' rules and texts, written once for every engine (issue #80): the command
-table (what a subject holds, the largest body read for it, whether it waits or costs, its
-part in ownership), each request body read as RobustMQ's handler reads it, the checks that
-decide before any state is read, and the answers' fixed bytes.
+"""The mq9 commands' rules and texts, written once (issue #80): the command table (what a
+subject holds, the largest body read for it, whether it waits or costs, its part in
+ownership), each request body read as RobustMQ's handler reads it, the checks that decide
+before any state is read, and the answers' fixed bytes.
 
-``BrokerEngine`` (the state in this process) and ``ClusterEngine`` (the state in JetStream)
-each add only what their state decides: where a message goes, what a group has read, which
-names are taken. Nothing here reads or writes state.
+The engine (engine.py) adds what its store decides: where a message goes, what a group has
+read, which names are taken. Nothing here reads or writes state.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""A SEND's mq9 headers read once, for every engine (issue #77: ``BrokerEngine`` and
-``ClusterEngine`` each had a copy, and only one refused a line break).
+"""A SEND's mq9 headers read once (issue #77: the two engines there were then each had a
+copy, and only one refused a line break).
 
 ``read_send`` turns a SEND's headers and body into the message to store and, for a delayed
 one, the second it is due, or raises ``Mq9Error`` with the one-line refusal. RobustMQ's rules

@@ -1,10 +1,10 @@
 """Serve an engine on a real NATS connection: answer every ``$mq9.AI.>`` request.
 
-Any engine of the shape ``Served`` (``BrokerEngine``, the state in this process, or
-``ClusterEngine``, the state in JetStream) is served the same way; what differs is the
-engine's to say (``Served.answers_in_read_loop``).
+The engine (``Served``: over the state in this process, ``BrokerEngine``, or in JetStream) is
+served the same way whatever its store; what differs is the engine's to say
+(``Served.answers_in_read_loop``: true where no store call waits).
 
-The engine is told the connection's max_payload (``BrokerEngine.carry``) to keep within.
+The engine is told the connection's max_payload (``carry``) to keep within.
 Large answers may go out on a second connection (``bulk``): nats-server reads a connection's
 bytes in order, so a small answer published behind a 2 MB listing on the same connection
 waits until nats-server has read and delivered the whole listing. Those answers may also be

@@ -1,4 +1,4 @@
-"""The conformance suites of mailboxes, FETCH and the registry over ``ClusterEngine`` (issue
+"""The conformance suites of mailboxes, FETCH and the registry over ``Engine`` (issue
 #72): the state kept in JetStream, reached in process (``memory://``) on a layout of the test's
 own on a loopback JetStream nats-server.
 

@@ -1,4 +1,4 @@
-"""``ClusterEngine`` (issue #72): the mq9 commands over the state kept in JetStream, two
+"""``Engine`` (issue #72): the mq9 commands over the state kept in JetStream, two
 engines on one layout being two brokers serving at once.
 
 Each engine is reached by an ``Mq9Client`` over ``MemoryTransport`` (the client's requests,

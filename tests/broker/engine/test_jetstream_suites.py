@@ -4,7 +4,7 @@ CONTRIBUTING.md): RobustMQ's own mq9 tests, ported (priorities, message and mail
 dedup key, tags, QUERY, FETCH deliver policies, registry and search), the consumer-group
 scenarios of docs/groups.md (groups, claims and their leases, late acks) and poison messages
 (retry budgets, dead letters and sending them back). Their ``broker`` is conftest's
-``jetstream_broker``: a ``ClusterEngine`` in process, the state in a layout of its own on a
+``jetstream_broker``: an ``Engine`` in process, the state in a layout of its own on a
 JetStream nats-server; tests that move the hand-moved clock skip (the servers keep the time).
 
 Then the store lane itself: with ``MQ9_TEST_STORE=jetstream`` a broker served on a nats-server

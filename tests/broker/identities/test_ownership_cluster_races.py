@@ -1,5 +1,5 @@
 """#77 items 4 and 5: ownership on the cluster store decided by JetStream, not by a read then a
-write. Two brokers in this process, each a ``ClusterEngine`` on its own connection to one layout
+write. Two brokers in this process, each an ``Engine`` on its own connection to one layout
 and an ``Identities`` on its own view of one identities bucket, neither following the other's
 records (a broker whose watch has not yet brought what the other just wrote: the moment the
 reported races fell in, made to last), requests handed on as ``serve.py`` hands them:

@@ -7,7 +7,7 @@ client's, so on the bundled broker the header always means vouched. Names derive
 agent's own name (a waker's failed wakes, reply mailboxes) are made by that agent alone.
 
 In process first (``Identities.handle`` on a real engine, as serve.py hands requests on after
-the gate) on each store (the JetStream one a ``ClusterEngine`` on a layout of its own, as
+the gate) on each store (the JetStream one an ``Engine`` on a layout of its own, as
 ``--store jetstream`` serves), the stored header read back after a restart; then over a real
 nats-server with real clients: a second credentialed agent and a raw NATS client writing the
 header themselves, and a dead letter another agent planted, which replay does not send back.

@@ -284,7 +284,7 @@ async def test_inline_delivery_carries_on_after_a_reconnect():
 @pytest.mark.parametrize("store", ["memory", "jetstream"])
 async def test_the_broker_serves_end_to_end_either_way(nats_server, way, store):
     """A broker served on a real nats-server, its state in memory (answers published as they
-    come) or in JetStream (a ``ClusterEngine`` on a layout of its own, as ``--store jetstream``
+    come) or in JetStream (an ``Engine`` on a layout of its own, as ``--store jetstream``
     serves: answers published once JetStream acknowledged the write, publish_queued), with the
     fast path on or off."""
     layout = await STATE_SERVER.layout() if store == "jetstream" else None
