@@ -274,8 +274,9 @@ class DevBroker:
     (what an operator runs), until ``stop``: for ``--credentials``, both sides the same
     program, one of them enforcing."""
 
-    def __init__(self, urls: list[str], extra: list[str]) -> None:
-        command = [sys.executable, "-m", "langchain_mq9.broker", "--nats", ",".join(urls)]
+    def __init__(self, urls: list[str], extra: list[str], profile: Path | None = None) -> None:
+        command = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else [])]
+        command += ["-m", "langchain_mq9.broker", "--nats", ",".join(urls)]
         command += ["--store", "jetstream", "--no-search", *extra]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
@@ -343,7 +344,10 @@ def credentials_side_by_side(args: argparse.Namespace) -> dict[str, Any]:
                     for round_ in range(args.rounds):
                         for side, (cluster, flags, credential) in sides.items():
                             args.urls, args.credential = cluster.urls, credential
-                            brokers = [DevBroker(cluster.urls, flags) for _ in range(count)]
+                            brokers = [
+                                DevBroker(cluster.urls, flags, _profile(args, side, n))
+                                for n in range(count)
+                            ]
                             try:
                                 if side not in created:
                                     asyncio.run(_create(cluster.urls, args.mailboxes, credential))
@@ -362,6 +366,11 @@ def credentials_side_by_side(args: argparse.Namespace) -> dict[str, Any]:
                             print(json.dumps({**shown, **row}), flush=True)
     results["load_after"] = os.getloadavg()
     return results
+
+
+def _profile(args: argparse.Namespace, side: str, n: int) -> Path | None:
+    """``--profile FILE`` with ``--credentials``: FILE.<side>.<n>.prof (the last round's)."""
+    return args.profile.with_suffix(f".{side}.{n}.prof") if args.profile else None
 
 
 def _extra(args: argparse.Namespace) -> list[str]:
