@@ -26,10 +26,16 @@ under cProfile, its figures in ``FILE.<n>.prof`` (n from 0, in the order started
 ``--against DIR --rounds N``: one broker at a time, this checkout's and DIR's (another
 checkout of the project, its ``.venv``) alternated N times an operation on one cluster: two
 versions' CPU an operation side by side, on a machine whose load moves (``--against
-uvloop``: this checkout's broker on asyncio's loop against it on uvloop's).
+uvloop``: this checkout's broker on asyncio's loop against it on uvloop's). ``--credentials``:
+the credentialed path against the open one (#81's 1.1x): two clusters, one configured as
+``mq9-dev-broker credentials setup`` says, each served by ``mq9-dev-broker --store jetstream``
+(``--credentials DIR`` on the second), the clients logged in with one agent's credential there,
+the two sides alternated ``--rounds`` times an operation for each ``--brokers`` count
+(``--profile FILE``: FILE.<side>.<n>.prof, the brokers under ``python -m cProfile``).
 
     python -m bench.js_scale --brokers 1,2,4 --clients 2 --mailboxes 64 --seconds 4
     python -m bench.js_scale --partitions --out /tmp/js_scale.json
+    python -m bench.js_scale --credentials --brokers 1 --rounds 2
 """
 
 from __future__ import annotations
