@@ -26,20 +26,31 @@ under cProfile, its figures in ``FILE.<n>.prof`` (n from 0, in the order started
 ``--against DIR --rounds N``: one broker at a time, this checkout's and DIR's (another
 checkout of the project, its ``.venv``) alternated N times an operation on one cluster: two
 versions' CPU an operation side by side, on a machine whose load moves (``--against
-uvloop``: this checkout's broker on asyncio's loop against it on uvloop's).
+uvloop``: this checkout's broker on asyncio's loop against it on uvloop's). ``--credentials``:
+the credentialed path against the open one (#81's 1.1x): two clusters, one configured as
+``mq9-dev-broker credentials setup`` says, each served by ``mq9-dev-broker --store jetstream``
+(``--credentials DIR`` on the second), the clients logged in with one agent's credential there,
+the two sides alternated ``--rounds`` times an operation for each ``--brokers`` count
+(``--profile FILE``: FILE.<side>.<n>.prof, the brokers under ``python -m cProfile``).
 
     python -m bench.js_scale --brokers 1,2,4 --clients 2 --mailboxes 64 --seconds 4
     python -m bench.js_scale --partitions --out /tmp/js_scale.json
+    python -m bench.js_scale --credentials --brokers 1 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import multiprocessing as mp
 import os
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,10 +60,12 @@ from typing import Any
 import nats
 
 from bench.js_cluster import JetStreamCluster
-from bench.js_store import STARTED, BrokerProcess, cpu_seconds, open_layout
+from bench.js_store import ROOT, STARTED, BrokerProcess, cpu_seconds, open_layout
+from langchain_mq9.broker.broker import READY
 from langchain_mq9.broker.nats_servers.mappings import mappings_block
 
 OPERATIONS = ("send", "fetch", "ack")
+DEV_BROKER_WAIT = 120.0  # seconds a dev broker's start waits for the cluster (a busy machine)
 
 
 async def _timed(
@@ -98,7 +111,9 @@ async def _lanes(args: argparse.Namespace, op: str, start_at: float, worker: int
 
     boxes = [f"scale{i}" for i in range(args.mailboxes)]
     text = "x" * args.size
-    async with Mq9Client(args.urls[worker % len(args.urls)], request_timeout=60) as client:
+    url = args.urls[worker % len(args.urls)]
+    credential = getattr(args, "credential", None)  # (--credentials: the agent's, else none)
+    async with Mq9Client(url, request_timeout=60, credential=credential) as client:
         ids = {box: await client.send(box, text) for box in boxes}  # warm, and ids to ACK
 
         async def one(i: int) -> Any:
@@ -132,9 +147,10 @@ async def _head_reads(urls: list[str], pids: list[int]) -> int:
 
 
 def measure(
-    args: argparse.Namespace, op: str, brokers: list[int], servers: list[int]
+    args: argparse.Namespace, op: str, brokers: list[int], servers: list[int], count: bool = True
 ) -> dict[str, Any]:
-    """One operation for ``--seconds`` from ``--clients`` processes: its rate and CPU."""
+    """One operation for ``--seconds`` from ``--clients`` processes: its rate and CPU
+    (``count``: the brokers answer their head reads, ``bench.js_broker --count``)."""
     out: Any = mp.Queue()
     start_at = time.time() + 4.0  # every client connected and warm before the window
     clients = [
@@ -145,7 +161,8 @@ def measure(
         process.start()
     kinds = {"brokers": brokers, "servers": servers}
     time.sleep(max(0.0, start_at - time.time()))
-    reads = asyncio.run(_head_reads(args.urls, brokers)) if op == "send" else 0
+    count = count and op == "send"
+    reads = asyncio.run(_head_reads(args.urls, brokers)) if count else 0
     before = {kind: sum(cpu_seconds(pid) for pid in pids) for kind, pids in kinds.items()}
     before["clients"] = sum(cpu_seconds(p.pid) for p in clients if p.pid)
     time.sleep(args.seconds)
@@ -160,17 +177,17 @@ def measure(
     per_op = {kind: round((after[kind] - before[kind]) / done * 1e6) for kind in after}
     per_op["all"] = sum(per_op.values())
     row["cpu_us_per_op"] = per_op
-    if op == "send":
+    if count:
         # (the reads after the window include a few of its last SENDs' answers: within 1%)
         reads = asyncio.run(_head_reads(args.urls, brokers)) - reads
         row["head_reads_per_1000"] = round(reads / done * 1000, 1)
     return row
 
 
-async def _create(urls: list[str], count: int) -> None:
+async def _create(urls: list[str], count: int, credential: str | None = None) -> None:
     from langchain_mq9 import Mq9Client
 
-    async with Mq9Client(urls[0], request_timeout=60) as client:
+    async with Mq9Client(urls[0], request_timeout=60, credential=credential) as client:
         for i in range(count):
             await client.mailbox_create(name=f"scale{i}", ttl=0)
 
@@ -258,6 +275,110 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+class DevBroker:
+    """``python -m langchain_mq9.broker --nats URLS --store jetstream --no-search EXTRA``
+    (what an operator runs), until ``stop``: for ``--credentials``, both sides the same
+    program, one of them enforcing."""
+
+    def __init__(self, urls: list[str], extra: list[str], profile: Path | None = None) -> None:
+        command = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else [])]
+        command += ["-m", "langchain_mq9.broker", "--nats", ",".join(urls)]
+        command += ["--store", "jetstream", "--no-search", *extra]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+        )
+        STARTED.append(self.process)
+        ready = threading.Event()
+        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
+        if not ready.wait(DEV_BROKER_WAIT):
+            self.stop()
+            raise RuntimeError(f"mq9-dev-broker {' '.join(extra)} did not get ready")
+
+    def _read(self, ready: threading.Event) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:  # read to the end: the pipe never fills
+            if line.startswith(READY):
+                ready.set()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _credentials_command(*argv: str) -> str:
+    """``mq9-dev-broker credentials ARGV``, in this process: what it printed."""
+    import langchain_mq9.broker.cli.credentials as command
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        if command.main(list(argv)) != 0:
+            raise RuntimeError(f"mq9-dev-broker credentials {argv[0]} failed")
+    return out.getvalue()
+
+
+def credentials_side_by_side(args: argparse.Namespace) -> dict[str, Any]:
+    """``--credentials``: two clusters, an open one and one configured as ``credentials
+    setup`` says, each served by ``mq9-dev-broker --store jetstream`` (the second with
+    ``--credentials DIR``: nats-server asks the broker at each login and holds the agent to its
+    own subjects; the broker checks the revocation and the ownership of every request; the
+    clients log in with one agent's credential, the mailboxes its own). Each ``--brokers``
+    count, each operation: the two sides alternated ``--rounds`` times, on a machine whose
+    load moves; the figure is the brokers' CPU an operation, open against enforcing."""
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    results["load_before"] = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="mq9-js-scale-") as place:
+        auth = Path(place, "mq9-auth")
+        config = _credentials_command("setup", str(auth))
+        with (
+            JetStreamCluster(3) as plain,
+            JetStreamCluster(3, extra_config=config) as guarded,
+        ):
+            nats_urls = ",".join(guarded.urls)
+            issued = _credentials_command(
+                "issue", "bench", "--credentials", str(auth), "--nats", nats_urls
+            )
+            sides = {
+                "open": (plain, [], None),
+                "credentials": (guarded, ["--credentials", str(auth)], issued.splitlines()[0]),
+            }
+            created: set[str] = set()
+            for count in [int(n) for n in args.brokers.split(",")]:
+                for op in args.ops.split(","):
+                    for round_ in range(args.rounds):
+                        for side, (cluster, flags, credential) in sides.items():
+                            args.urls, args.credential = cluster.urls, credential
+                            brokers = [
+                                DevBroker(cluster.urls, flags, _profile(args, side, n))
+                                for n in range(count)
+                            ]
+                            try:
+                                if side not in created:
+                                    asyncio.run(_create(cluster.urls, args.mailboxes, credential))
+                                    created.add(side)
+                                time.sleep(1.5)
+                                load = os.getloadavg()[0]
+                                servers = [s.process.pid for s in cluster.servers if s.process]
+                                pids = [broker.process.pid for broker in brokers]
+                                row = measure(args, op, pids, servers, count=False)
+                            finally:
+                                for broker in brokers:
+                                    broker.stop()
+                            row["load"] = round(load, 2)
+                            results.setdefault(f"{count}_{side}_{op}", []).append(row)
+                            shown = {"brokers": count, "side": side, "round": round_, "op": op}
+                            print(json.dumps({**shown, **row}), flush=True)
+    results["load_after"] = os.getloadavg()
+    return results
+
+
+def _profile(args: argparse.Namespace, side: str, n: int) -> Path | None:
+    """``--profile FILE`` with ``--credentials``: FILE.<side>.<n>.prof (the last round's)."""
+    return args.profile.with_suffix(f".{side}.{n}.prof") if args.profile else None
+
+
 def _extra(args: argparse.Namespace) -> list[str]:
     return ["--count", *(["--uvloop"] if args.uvloop else [])]
 
@@ -292,10 +413,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="cProfile each broker: FILE.<n>.prof")
     parser.add_argument("--against", type=Path, help="another checkout: its broker alternated")
     parser.add_argument("--rounds", type=int, default=4, help="with --against: pairs an op")
+    parser.add_argument(
+        "--credentials", action="store_true", help="open against enforcing dev brokers"
+    )
     args = parser.parse_args(argv)
     mp.set_start_method("fork", force=True)
     try:
-        results = side_by_side(args) if args.against else run(args)
+        if args.credentials:
+            results = credentials_side_by_side(args)
+        else:
+            results = side_by_side(args) if args.against else run(args)
     finally:
         for process in STARTED:
             if process.poll() is None:

@@ -5,6 +5,7 @@ Nothing here looks at timings: benchmarks measure speed, tests only check that t
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -128,3 +129,26 @@ def test_a_default_run_writes_outside_the_tracked_files():
     )
     assert run.returncode == 0, run.stderr
     assert "bench-results/" in run.stdout and "--out bench/" in run.stdout
+
+
+def test_js_scale_sets_the_credentialed_path_against_the_open_one(tmp_path):
+    # #81: `--credentials`, two clusters (one as `credentials setup` configures it), an open
+    # and an enforcing `mq9-dev-broker --store jetstream`, each operation on both
+    pytest.importorskip("nkeys")
+    out = tmp_path / "credentials.json"
+    argv = ["--credentials", "--brokers", "1", "--rounds", "1", "--ops", "send,ack"]
+    argv += ["--seconds", "0.5", "--clients", "1", "--in-flight", "2", "--mailboxes", "2"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.js_scale", *argv, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,  # a bound, not a speed check: six nats-servers, two brokers
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for side in ("open", "credentials"):
+        for op in ("send", "ack"):
+            (row,) = results[f"1_{side}_{op}"]
+            assert row["operations"] > 0 and row["errors"] == [], row

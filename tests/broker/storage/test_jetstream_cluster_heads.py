@@ -7,7 +7,8 @@ What is checked: one head a mailbox whatever was written, holding the next numbe
 newest message deleted keeps its number from being given again, through the head alone; a
 mailbox a layout wrote before heads (messages, a deleted newest's marker, no head) goes on
 from its newest number; a delayed message numbered twice (a broker gone before it removed the
-staged copy) is stored once; mailboxes written in one turn go as one batch (each its own
+staged copy) is stored once; a SEND cut while it writes leaves those that joined its
+mailbox's queue written; mailboxes written in one turn go as one batch (each its own
 head and expectation), and two stores writing the same mailboxes at once, their batches
 refused whole when one mailbox was written by the other, still number each mailbox from 0,
 each number once, in stream order.
@@ -133,6 +134,28 @@ async def test_a_delayed_message_numbered_twice_is_stored_once(store: ClusterSto
     read = await store.read("later", START, 10, upto=None, now=_now())
     assert [(m.msg_id, m.payload) for m in read] == [(0, b"due")]
     assert await store.requests.leader_get(layout.messages, seq=staged) is None
+
+
+async def test_a_send_cut_while_writing_leaves_the_sends_that_joined_it_written(
+    store: ClusterStore,
+) -> None:
+    """The first SEND of a burst writes on its own task (#81); the SENDs of its mailbox that
+    came meanwhile wait in its queue. Its task cancelled while it writes, they are written
+    all the same (by a task they are handed to), numbered on with no gap."""
+    await store.create_mailbox("cut", ttl=0, desc="", now=_now())
+    first = asyncio.create_task(store.append("cut", _message(b"first"), now=_now()))
+    await asyncio.sleep(0)  # its write under way
+    rest = [
+        asyncio.create_task(store.append("cut", _message(b"%d" % n), now=_now())) for n in range(3)
+    ]
+    await asyncio.sleep(0)  # (each in the mailbox's queue)
+    first.cancel()
+    ids = await asyncio.gather(*rest)
+    read = await store.read("cut", START, 10, upto=None, now=_now())
+    assert [m.msg_id for m in read] == list(range(len(read)))  # from 0, no gap, in order
+    assert [(m.msg_id, m.payload) for m in read if m.payload != b"first"] == list(
+        zip(ids, [b"0", b"1", b"2"], strict=True)
+    )
 
 
 async def test_two_stores_writing_many_mailboxes_at_once_number_each_from_0_once(

@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..base import StorageError
 from .requests import ENTRIES_MOST, Entry, JetStreamError
 
 if TYPE_CHECKING:
@@ -87,8 +88,11 @@ class Batches:
                 await asyncio.gather(*(self._send([part]) for part in group))
             return
         except asyncio.CancelledError:  # (the store closing)
+            # each writer told, not cancelled: a part may be awaited by a request's own task
+            # (numbering.write), whose request is answered with the failure
+            closed = StorageError("the store closed before this write was acknowledged")
             for part in group:
-                part.last_seq.cancel()
+                _settle(part.last_seq, closed)
             raise
         except Exception as exc:  # (unknown whether stored: not sent again)
             for part in group:

@@ -61,8 +61,7 @@ class Messages:
             tags=tags,
             room=room,
         )
-        self.numbering.enqueue(token(mailbox), write)
-        message.msg_id = await write.future
+        message.msg_id = await self.numbering.write(token(mailbox), write)
         return message.msg_id
 
     async def last(self, mailbox: str) -> Mark | None:

@@ -142,12 +142,42 @@ class Numbering:
         """``write`` goes in ``box``'s next batch (sent now when none is under way)."""
         queue = self._queues.get(box)
         if queue is not None:
-            queue.append(write)
-            wanted = self._wanted.get(box)
-            if wanted is not None and len(queue) >= wanted[0]:
-                wanted[1].set()
+            self._join(box, queue, write)
             return
         self._queues[box] = queue = [write]
+        self._drain_on_a_task(box, queue)
+
+    async def write(self, box: str, write: Write) -> int:
+        """``write`` numbered and written in ``box``'s next batch; its msg_id. The first
+        write of a burst (no batch of its mailbox under way) is written by its caller's own
+        task, alone, and what joined its mailbox's queue meanwhile goes on a task of its own,
+        as ``enqueue``'s: one task less a SEND while each mailbox has one SEND at a time
+        (#81), the same batches once several come together. Cut (its request's task
+        cancelled), it hands what waits to that task, which writes it."""
+        queue = self._queues.get(box)
+        if queue is not None:
+            self._join(box, queue, write)
+            return await write.future
+        self._queues[box] = queue = []
+        try:
+            try:
+                await self._write(box, [write])
+            except Exception as exc:  # (as a drain answers a batch of one)
+                self._fail([write], exc)
+        finally:
+            if queue:
+                self._drain_on_a_task(box, queue)
+            else:
+                del self._queues[box]
+        return await write.future  # (answered: by the write, or its failure)
+
+    def _join(self, box: str, queue: list[Write], write: Write) -> None:
+        queue.append(write)
+        wanted = self._wanted.get(box)
+        if wanted is not None and len(queue) >= wanted[0]:
+            wanted[1].set()
+
+    def _drain_on_a_task(self, box: str, queue: list[Write]) -> None:
         task = asyncio.get_running_loop().create_task(self._drain(box, queue))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from ...._nats.fast_path import (
     deliver_inline,
+    engage,
     engaged,
     header_block,
     never_waits,
     queue_command,
+    replies_inline,
 )
 from ...._nats.fits import fence, publish_problem, size_problem
+from ...._nats.guard import protect
 from ...._nats.jetstream.api import (
     API_PREFIX,
     BATCH_COMMIT,
@@ -102,6 +105,7 @@ class Requests:
         self._waiting: dict[str, asyncio.Queue[Msg]] = {}
         self._numbers = itertools.count()
         self._subscription: Any = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.sent_again = 0  # how many unanswered requests were sent again (tests count them)
 
     async def start(self) -> None:
@@ -109,7 +113,29 @@ class Requests:
         self._subscription = await self.connection.subscribe(f"{self._inbox}.*", cb=self._route)
         deliver_inline(self.connection, self._subscription)  # (with the fast path on)
 
+    def on_fast_path(self) -> bool:
+        """Put the broker's fast path (_nats/fast_path.py) on this connection where nothing
+        put it yet, and hand its answers to the requests waiting for them in the read loop
+        (``replies_inline``: once a request was made, nats-py's inbox for them exists);
+        whether it is on. A broker serving on the connection its store uses has put it there
+        already; one enforcing credentials serves on a connection of its own (#61), which
+        left its store's on nats-py's tasks: a publish's coroutine and flush, a task a
+        JetStream answer (#81: 1.45x the open broker's CPU a SEND, the cost of credentials)."""
+        connection = self.connection
+        if not engaged(connection):
+            watchdog = protect(connection)  # (reconnects it if its read loop ever stops)
+            if not engage(connection):
+                if watchdog is not None:
+                    watchdog.cancel()
+                return False
+            self._watchdog = watchdog
+        replies_inline(connection)
+        return True
+
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
             if not self.connection.is_closed:  # (closed by the server: nothing left to end)

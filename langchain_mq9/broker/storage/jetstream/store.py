@@ -83,6 +83,7 @@ class ClusterStore:
         await self.requests.start()
         layout, replicas = self.layout, self.replicas
         await Opening(self.requests, layout, replicas=replicas, try_again=self.try_again).make()
+        self.requests.on_fast_path()  # (its requests' answers in the read loop: #81)
         loop = asyncio.get_running_loop()
         self._background = [
             loop.create_task(self._staged.number()),
