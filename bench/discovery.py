@@ -401,7 +401,7 @@ async def rerank_in_process(data: dict[str, Any]) -> dict[str, Any]:
     from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
 
     engine = BrokerEngine()
-    engine.registry = AgentRegistry(embedder=semantic.minilm_embedder(), hybrid=False)
+    engine.search_index.ranker = AgentRegistry(embedder=semantic.minilm_embedder(), hybrid=False)
     name = f"rerank{uuid.uuid4().hex}"
     install_memory_broker(name, engine)
     try:

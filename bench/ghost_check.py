@@ -32,7 +32,7 @@ QUERY = "translate legal reports"
 async def measure(size: int, rounds: tuple[int, int]) -> tuple[dict[str, Stats], int]:
     """The three variants' timings over ``size`` agents, and the listing's bytes."""
     engine = BrokerEngine()
-    engine.registry = AgentRegistry(embedder=None)  # text search: no card needs embedding
+    engine.search_index.ranker = AgentRegistry(embedder=None)  # text search: nothing embedded
     rng = random.Random(7)
     for i in range(size):
         await engine.handle(p.AGENT_REGISTER, None, p.encode(agent_card(i, rng)))

@@ -508,7 +508,8 @@ class Engine(Carried, Generic[S]):
         indexed = kept and entry.card is not None
         if indexed:
             await self.store.index_put(entry.card_name, row)
-        if kept:
+        if kept:  # (without search nothing is indexed here: no card embedded, no model loaded)
+            indexed = indexed and self.search
             # this engine's copy follows before its next DISCOVER (others' at theirs),
             # unwaited: the owner record (engine/owned.py) is claimed as this returns, with
             # no turn of the loop between the registration and it
