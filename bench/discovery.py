@@ -418,7 +418,7 @@ async def rerank_seconds(agents: int, choice: str | None) -> tuple[float, float]
     from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
 
     engine = BrokerEngine()
-    engine.registry = AgentRegistry(embedder=None)  # the broker's own search is not asked
+    engine.search_index.ranker = AgentRegistry(embedder=None)  # its own search is not asked
     for card in synthetic_cards(agents, seed=int(time.time())):  # cards no cache holds
         await engine.handle(p.AGENT_REGISTER, None, p.encode(card))
     name = f"rerank{uuid.uuid4().hex}"
