@@ -149,6 +149,7 @@ from .subjects import (
     AGENT_REGISTER,
     AGENT_REPORT,
     AGENT_UNREGISTER,
+    ARRIVALS_PREFIX,
     MAILBOX_CREATE,
     MSG_ACK,
     MSG_DELETE,
@@ -180,6 +181,7 @@ from .values import (
 __all__ = [  # noqa: RUF022  (grouped by module, as imported)
     # subjects
     "AGENT_DISCOVER",
+    "ARRIVALS_PREFIX",
     "AGENT_REGISTER",
     "AGENT_REPORT",
     "AGENT_UNREGISTER",

@@ -22,6 +22,10 @@ AGENT_DISCOVER = f"{PREFIX}.AGENT.DISCOVER"
 # the subject without "$mq9."; a plain request there is answered an error starting with the marker.
 PRINCIPAL_PREFIX = "$mq9.U."
 IDENTITIES_MARKER = "mq9 identities: "
+# Where the bundled broker announces a message stored (#62: empty, on this prefix and the
+# digest of its mailbox's name, never the name), for wakers (wake/arrivals.py); RobustMQ has
+# none, and a waker polls there
+ARRIVALS_PREFIX = "$mq9.WAKE."
 
 
 def send_subject(address: str) -> str:

@@ -24,8 +24,8 @@ INDEX_ADDRESS = RESERVED_ROOT + ".wake.index"  # one record per rules mailbox: i
 # lets that agent alone create (else the first agent to create it would own every waker's)
 FAILED_ADDRESS = RESERVED_ROOT + ".wake.failed"
 # What the bundled broker publishes (an empty body) when a message is stored in a mailbox,
-# with --announce: the digest, never the name (broker/serving/serve.py holds the same prefix)
-ARRIVALS_PREFIX = "$mq9.WAKE."
+# with --announce: the digest, never the name (the protocol's prefix)
+ARRIVALS_PREFIX = p.ARRIVALS_PREFIX
 ARRIVALS_WILDCARD = ARRIVALS_PREFIX + "*"
 
 TARGETS = ("webhook", "agent_server", "command", "callback")

@@ -92,9 +92,9 @@ STOPPED_UNREAD = "the broker stopped before reading this request: nothing of it 
 # Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
 # a few messages' answer stays on the connection the request came by
 BULK_ANSWER = 64 * 1024
-# #62: with announce=True each message stored is announced on this prefix + the digest of its
-# mailbox's name (never the name), empty, for wakers (langchain_mq9/wake/arrivals.py)
-ARRIVALS_PREFIX = "$mq9.WAKE."
+# #62: with announce=True each message stored is announced on the protocol's prefix + the
+# digest of its mailbox's name (never the name), empty, for wakers (wake/arrivals.py)
+ARRIVALS_PREFIX = p.ARRIVALS_PREFIX
 
 
 class NatsService:

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...._nats.jetstream.api import TTL, kv_subject
+
+# Where a stored message is announced (the protocol's, which the waker hears); the mailbox's
+# token is the waker's digest of its name
+from ....protocol import ARRIVALS_PREFIX as ARRIVALS_PREFIX
 from ....protocol import Priority
 
 # RobustMQ's: a message is kept 7 days (the store's stream and records say it again)
@@ -26,9 +30,6 @@ from ..housekeeping import RETENTION_SECONDS as RETENTION_SECONDS
 
 DEFAULT_NAME = "MQ9_STATE"
 NO_KEY = "-"
-# Where a stored message is announced (the waker's ARRIVALS_PREFIX, wake/rules.py: the broker
-# may not import the waker); the mailbox's token is the waker's digest of its name
-ARRIVALS_PREFIX = "$mq9.WAKE."
 TOKEN_DIGITS = 32
 # The longest TTL handed to the server (Go's durations end at about 292 years): a longer one
 # (a u64 TTL of RobustMQ's) gets none, the broker hiding what it must by its own rule
