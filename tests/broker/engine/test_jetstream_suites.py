@@ -25,6 +25,7 @@ from test_robustmq_ported import *  # noqa: F403
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.storage import MemoryStorage
 from tests.support import store_lane
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -56,16 +57,27 @@ async def test_the_store_lane_keeps_a_served_brokers_state_in_a_layout_of_its_ow
     servers = store_lane.STATE_SERVER.urls
     try:
         assert other.layout.store.layout.name != layout.name
+        records, messages = f"KV_{layout.mailboxes}", layout.messages
+        # both brokers answer every request (each its layout's queue group) and the client
+        # takes the first answer: the served broker's own CREATE and SEND are waited for
         async with Mq9Client(served.url) as client:
             await client.mailbox_create(name="lane.box")
+            await until(
+                lambda: stream_messages(servers, records), timeout=20, what="the CREATE kept"
+            )
             await client.send("lane.box", b"kept")
         # the SEND's message and its mailbox's head (h.<mailbox>, the next msg_id)
-        assert await stream_messages(servers, layout.messages) == 2
-        assert await stream_messages(servers, f"KV_{layout.mailboxes}") == 1  # the CREATE
+        await until(lambda: _at_least(servers, messages, 2), timeout=20, what="the SEND kept")
+        assert await stream_messages(servers, messages) == 2
+        assert await stream_messages(servers, records) == 1  # the CREATE
     finally:
         await stop_broker(served, handle)
         await stop_broker(other, other_handle)
     assert await stream_messages(servers, layout.messages) is None  # the next test: nothing
+
+
+async def _at_least(servers: list[str], stream: str, count: int) -> bool:
+    return (await stream_messages(servers, stream) or 0) >= count
 
 
 async def test_without_the_lane_a_served_broker_keeps_its_state_in_memory(nats_server, monkeypatch):
