@@ -113,9 +113,6 @@ class Seen:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._found.get(name, False)
 
-    def __len__(self) -> int:
-        return sum(self._found.values())
-
 
 class Engine(Carried, Generic[S]):
     """Answers mq9 requests (``handle``) over ``store``. ``limits``: the broker's bounds;
