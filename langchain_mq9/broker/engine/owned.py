@@ -40,6 +40,7 @@ class Named:
     mailbox: Any = None  # the mailbox it creates, sends to or reads (a str when it names one)
     agent: Any = None  # the agent name it registers, unregisters or reports on
     listed: bool = False  # whether its check asks if ``agent`` is registered
+    group: Any = None  # the group it moves (an ACK's: its record is the group's lease)
 
 
 class Policy(Protocol):
@@ -128,15 +129,16 @@ async def _claims_nothing(
 @dataclass(frozen=True)
 class Owned:
     """A command's part in ownership. ``mailbox(target, body)``: the mailbox it touches;
-    ``agent(body)``: the agent name (read off the loop when the body is large); ``listed``:
-    whether its check asks if that agent is registered; ``check``, ``record`` and
-    ``look_up``: the policy's questions it asks; ``claim``: what a store shared by several
+    ``agent(body)``: the agent name (read off the loop when the body is large);
+    ``group(body)``: the group it moves; ``listed``: whether its check asks if that agent is
+    registered; ``check``, ``record`` and ``look_up``: the policy's questions it asks; ``claim``: what a store shared by several
     brokers decides in one step before the command is done (a CREATE's owner record: one
     requester wins, #77; the engine asks it over every store); ``vouched``: its message
     carries the sender the broker authenticated (``rules.Vouched``)."""
 
     mailbox: Callable[[str, bytes], Any] = _no_mailbox
     agent: Callable[[bytes], Any] | None = None
+    group: Callable[[bytes], Any] | None = None
     listed: bool = True
     check: Check = _allowed
     record: Record = _makes_nothing
@@ -154,7 +156,9 @@ class Owned:
             else:
                 agent = self.agent(body)
         listed = self.listed and isinstance(agent, str) and bool(agent)
-        return Named(self.mailbox(target, body), agent, listed)
+        # the group read with the mailbox, one after the other: the body is read once
+        group = None if self.group is None else self.group(body)
+        return Named(self.mailbox(target, body), agent, listed, group)
 
     def recorded(
         self, requester: Requester, named: Named, headers: Headers, body: bytes, answer: bytes
@@ -181,10 +185,39 @@ async def kept(answer: bytes, keep: Keep | None) -> bytes:
 # -- the names a command's body holds, read as the engine reads it --------------------------
 
 
+class _LastRead:
+    """The body read last, kept by identity: an ACK's body is read by its handler and by two
+    of its ownership's questions (its mailbox, its group), ~10 us each (#81); one request's
+    reads follow one another, so the last one read is the one asked again."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        # (shape, body, fields), swapped whole: a body read on the worker thread at the
+        # same moment replaces it in one step, never half
+        self.last: tuple[p.Shape | None, bytes, dict[str, Any]] = (None, b"", {})
+
+    def read(self, shape: p.Shape, body: bytes) -> dict[str, Any]:
+        shape_then, body_then, fields = self.last
+        if shape_then is not shape or body_then is not body:
+            fields = shape.read(body)  # a refused body raises, and is read again if asked
+            self.last = (shape, body, fields)
+        return dict(fields)  # each reader its own (the values themselves are never changed)
+
+
+_LAST_READ = _LastRead()
+
+
+def fields(shape: p.Shape, body: bytes) -> dict[str, Any]:
+    """``shape.read(body)``: the fields of a body, read once for a request however many of
+    its parts ask. Raises ``WireError``."""
+    return _LAST_READ.read(shape, body)
+
+
 def _field(shape: p.Shape, body: bytes, name: str) -> Any:
     """One field of a body, or None where the engine refuses the body (it says why)."""
     try:
-        return shape.read(body)[name]
+        return fields(shape, body)[name]
     except WireError:
         return None
 
@@ -222,6 +255,10 @@ def _unregistered_name(body: bytes) -> Any:
 
 def _reported_name(body: bytes) -> Any:
     return _field(p.REPORT_REQUEST, body, "name")
+
+
+def _acked_group(body: bytes) -> Any:
+    return _field(p.ACK_REQUEST, body, "group_name")
 
 
 def _fetch_group(body: bytes) -> Any:
@@ -282,10 +319,9 @@ FETCH = Owned(
 )
 ACK = Owned(
     mailbox=_acked_on,
+    group=_acked_group,
     check=_reads("ACK"),
-    record=lambda policy, who, named, _h, body, _a: policy.acked(
-        who, named.mailbox, _field(p.ACK_REQUEST, body, "group_name")
-    ),
+    record=lambda policy, who, named, _h, _b, _a: policy.acked(who, named.mailbox, named.group),
 )
 QUERY = Owned(mailbox=_addressed, check=_reads("QUERY"))
 DELETE = Owned(mailbox=_deleted_from, check=_reads("DELETE"))

@@ -224,7 +224,7 @@ def read(
     if empty_ok and not body:
         return {**dict.fromkeys(shape.fields), **shape.defaults}
     try:
-        return shape.read(body)
+        return owning.fields(shape, body)
     except WireError as exc:
         raise Mq9Error(prefix + exc.message) from None
 
