@@ -131,10 +131,11 @@ class Owned:
     """A command's part in ownership. ``mailbox(target, body)``: the mailbox it touches;
     ``agent(body)``: the agent name (read off the loop when the body is large);
     ``group(body)``: the group it moves; ``listed``: whether its check asks if that agent is
-    registered; ``check``, ``record`` and ``look_up``: the policy's questions it asks; ``claim``: what a store shared by several
-    brokers decides in one step before the command is done (a CREATE's owner record: one
-    requester wins, #77; the engine asks it over every store); ``vouched``: its message
-    carries the sender the broker authenticated (``rules.Vouched``)."""
+    registered; ``check``, ``record`` and ``look_up``: the policy's questions it asks;
+    ``claim``: what a store shared by several brokers decides in one step before the
+    command is done (a CREATE's owner record: one requester wins, #77; the engine asks it
+    over every store); ``vouched``: its message carries the sender the broker
+    authenticated (``rules.Vouched``)."""
 
     mailbox: Callable[[str, bytes], Any] = _no_mailbox
     agent: Callable[[bytes], Any] | None = None
