@@ -584,12 +584,14 @@ class Ownership:
         await self._look_up_owners([named.mailbox], named.agent)
 
     async def look_up_send(self, principal: str, named: Named, headers: Headers) -> None:
-        """``look_up`` for a SEND: the mailbox sent to, and when it is reserved or derived,
-        its base mailbox and its grants; the reply mailboxes its headers name."""
-        await self.engine.look_up(named)
+        """``look_up`` for a SEND: when the mailbox sent to is reserved or derived, whether
+        it exists, its base mailbox and its grants; the reply mailboxes its headers name.
+        (Any agent may SEND to an ordinary mailbox: nothing of it is asked, so nothing is
+        read, #81.)"""
         target, names = named.mailbox, []
         special = is_reserved(target) or self._derived(target)
         if special:
+            await self.engine.look_up(named)  # (_may_send asks the engine whether it exists)
             names = [target, self._base(target) or target]
         await self._look_up_owners(names + _replies_to(headers), None)
         if (
