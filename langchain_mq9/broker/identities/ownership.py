@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -132,7 +133,19 @@ PLAIN_QUEUE = "mq9-plain-refusals"  # the brokers refusing plain requests, one e
 
 
 def digest(text: str) -> str:
+    """32 hex digits of ``text``'s SHA-256 (a name's, a lease's, a principal's: those short
+    enough kept, a bounded few, since each ACK and FETCH of a group names its lease again)."""
+    if len(text) <= _KEPT_TEXT:
+        return _kept_digest(text)
+    return _digest(text)
+
+
+def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+_KEPT_TEXT = 256  # characters: the longest text whose digest is kept (4,096 at most, ~1.5 MB)
+_kept_digest = functools.lru_cache(maxsize=4096)(_digest)
 
 
 def is_digest(text: str) -> bool:
@@ -579,9 +592,15 @@ class Ownership:
     async def look_up(self, principal: str, named: Named) -> None:
         """Read what a check will ask about and this copy lacks (another broker made it a
         moment ago, before its watch brought it): whether the mailbox or agent ``named``
-        exists (the engine's look), and whose it is."""
-        await self.engine.look_up(named)
+        exists (the engine's look), and whose it is. The checks ask whether it exists only
+        of what nobody owns: one whose owner is known is not looked at (#81)."""
         await self._look_up_owners([named.mailbox], named.agent)
+        if named.listed:
+            owned = self.agents.get(named.agent) is not None
+        else:
+            owned = isinstance(named.mailbox, str) and self.holder(named.mailbox) is not None
+        if not owned:
+            await self.engine.look_up(named)
 
     async def look_up_send(self, principal: str, named: Named, headers: Headers) -> None:
         """``look_up`` for a SEND: when the mailbox sent to is reserved or derived, whether
