@@ -193,6 +193,11 @@ class AgentEntry:
     # The card's embedding, made when it is indexed: a numpy array (the semantic extra)
     vector: Any = None
 
+    @property
+    def row(self) -> tuple[str, str, int]:
+        """What a store keeps of it: its name, agent_info and create_time."""
+        return self.name, self.agent_info, self.create_time
+
     @classmethod
     def make(cls, name: str, agent_info: str, create_time: int) -> AgentEntry:
         entry = cls(name, agent_info, create_time)

@@ -40,7 +40,7 @@ class SearchIndex:
         that the model's failure is that REGISTER's answer, and its card is not embedded
         again when its row is taken."""
         self.ranker.embed(entry)
-        row = _row(entry)
+        row = entry.row
         self._made[row] = entry
         self._made.move_to_end(row)
         while len(self._made) > _MADE_KEPT:
@@ -48,7 +48,7 @@ class SearchIndex:
 
     def registered(self, entry: AgentEntry, indexed: bool) -> None:
         """This engine's REGISTER of ``entry`` kept (``indexed``: its card's row written)."""
-        row = _row(entry)
+        row = entry.row
         self._made.pop(row, None)
         self._take_row(entry.name, row, entry)
         if indexed:
@@ -114,7 +114,7 @@ class SearchIndex:
         for row in index_rows:
             if row not in held:
                 entry = self.ranker.entries.get(row[0])
-                self._put(row, entry if entry is not None and _row(entry) == row else None)
+                self._put(row, entry if entry is not None and entry.row == row else None)
 
     def _put(self, row: AgentRow, entry: AgentEntry | None) -> None:
         entry = entry if entry is not None else self._entry(row)
@@ -139,7 +139,3 @@ class SearchIndex:
 
 
 _MADE_KEPT = 1024  # registrations embedded here and not yet seen by a DISCOVER, at most
-
-
-def _row(entry: AgentEntry) -> AgentRow:
-    return entry.name, entry.agent_info, entry.create_time
