@@ -8,7 +8,9 @@ requests handed on as ``serve.py`` hands them after the gate (``Identities.handl
 - a name two agents register at once is owned by the one whose card the registry keeps (the
   other told it is another's, or, when both were checked first, that it was done: a taken
   name keeps its first card);
-- asked without a requester (an open broker), the engine checks nothing.
+- asked without a requester (an open broker), the engine checks nothing;
+- a check reads only what it asks (#81): whether a mailbox exists only of one nobody owns,
+  nothing before a SEND to an ordinary mailbox, an ACK's body once.
 """
 
 from __future__ import annotations
@@ -106,3 +108,61 @@ async def test_the_engine_asked_without_a_requester_checks_nothing(sqlite_store)
     )
     open_answer = json.loads(await engine.handle(p.MSG_FETCH + "a.box", None, p.encode({})))
     assert open_answer == {"error": "", "messages": []}
+
+
+# -- what an enforcing broker reads for its checks, and no more (#81) ---------------------------
+
+
+class _Counted:
+    """Counts the engine's looks at its store for the checks (``Engine.look_up``)."""
+
+    def __init__(self, engine: BrokerEngine) -> None:
+        self.looks: list[object] = []
+        look_up = engine.look_up
+
+        async def counted(named):  # type: ignore[no-untyped-def]
+            self.looks.append(named)
+            await look_up(named)
+
+        engine.look_up = counted  # type: ignore[method-assign]
+
+
+async def test_a_check_reads_whether_a_mailbox_exists_only_of_one_nobody_owns(sqlite_store):
+    engine = BrokerEngine(search=False)
+    identities = Identities(sqlite_store, engine)
+    assert (await ask(identities, "alice", p.MAILBOX_CREATE, {"name": "a.box"}))["error"] == ""
+    counted = _Counted(engine)
+    # owned: alice's FETCH and bob's both decided by the owner, nothing read
+    assert (await ask(identities, "alice", p.MSG_FETCH + "a.box", {}))["error"] == ""
+    refused = await ask(identities, "bob", p.MSG_FETCH + "a.box", {})
+    assert refused["error"] == "FETCH refused: mailbox 'a.box' belongs to another agent"
+    # any agent may SEND to an ordinary mailbox: nothing read before its check
+    assert (await ask(identities, "bob", p.MSG_SEND + "a.box", b"hi"))["error"] == ""
+    assert counted.looks == []
+    # nobody's (made before the broker enforced): whether it exists is read, and refused
+    await engine.handle(p.MAILBOX_CREATE, None, p.encode({"name": "old.box"}))
+    unowned = await ask(identities, "bob", p.MSG_QUERY + "old.box", {})
+    assert unowned["error"].startswith("QUERY refused: mailbox 'old.box' has no owner"), unowned
+    # a mailbox derived from alice's (its dead letters): its existence is asked before a SEND
+    dead = await ask(identities, "bob", p.MSG_SEND + "a.box.dlq", b"x")
+    assert len(counted.looks) == 2, counted.looks
+    assert dead["error"] == "" or dead["error"].startswith("SEND refused"), dead
+
+
+async def test_an_acks_body_is_read_once_for_its_handler_and_its_ownership(
+    sqlite_store, monkeypatch
+):
+    engine = BrokerEngine(search=False)
+    identities = Identities(sqlite_store, engine)
+    assert (await ask(identities, "alice", p.MAILBOX_CREATE, {"name": "a.box"}))["error"] == ""
+    assert (await ask(identities, "alice", p.MSG_SEND + "a.box", b"one"))["error"] == ""
+    reads = []
+    read = p.ACK_REQUEST.read
+    monkeypatch.setattr(p.ACK_REQUEST, "read", lambda body: reads.append(body) or read(body))
+    body = {"group_name": "g", "mail_address": "a.box", "msg_id": 0}
+    assert (await ask(identities, "alice", p.MSG_ACK + "a.box", body))["error"] == ""
+    assert len(reads) == 1  # the handler's, the mailbox's and the group's lease's: one read
+    refused = await ask(identities, "bob", p.MSG_ACK + "a.box", body)
+    assert refused["error"] == "ACK refused: mailbox 'a.box' belongs to another agent"
+    bad = await ask(identities, "alice", p.MSG_ACK + "a.box", b'{"group_name": 7}')
+    assert bad["error"] and "ACK refused" not in bad["error"], bad  # the engine's words
