@@ -26,6 +26,7 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import Broker, BrokerConfig, StartupError
 from langchain_mq9.broker.state.mailbox import StoredMessage
 from langchain_mq9.broker.storage.jetstream import ClusterStore, Layout, Mark, StreamCount, token
+from langchain_mq9.broker.storage.jetstream.batches import Batches
 from langchain_mq9.broker.storage.jetstream.leaders import moves
 from langchain_mq9.broker.storage.jetstream.mapping import NO_KEY
 from langchain_mq9.broker.storage.jetstream.opening import message_config
@@ -306,3 +307,35 @@ async def test_a_store_given_no_count_adopts_the_layouts_and_a_layout_without_on
         await refused.close()
     finally:
         await connection.close()
+
+
+@pytest.mark.slow
+async def test_paced_batches_send_what_came_meanwhile_together_once_answered(
+    servers: list[str],
+) -> None:
+    """Several streams (#81): a stream's parts handed in while its batch is under way wait
+    for its answer and go as one batch, each with its own last sequence."""
+    store = await _store(servers, f"P{uuid.uuid4().hex[:10]}", 2)
+    try:
+        sent: list[int] = []
+        publish_batch = store.requests.publish_batch
+
+        async def seen(entries: list, *args: object, **kwargs: object) -> int:
+            sent.append(len(entries))
+            return await publish_batch(entries, *args, **kwargs)
+
+        store.requests.publish_batch = seen  # type: ignore[method-assign]
+        paced = Batches(store.requests, paced=True)
+        subject = store.layout.subjects_of(0)[0].replace(">", "x")
+
+        async def later(n: int) -> int:
+            await asyncio.sleep(0)  # (the next turn: the first batch is under way)
+            return await paced.write([(f"{subject}.{n}", b"", {})])
+
+        first = paced.write([(f"{subject}.0", b"", {})])
+        seqs = await asyncio.gather(first, *(later(n) for n in range(1, 4)))
+        assert sent == [1, 3]  # the first alone, the three that came meanwhile together
+        assert seqs == sorted(seqs) and len(set(seqs)) == 4
+        await paced.stop()
+    finally:
+        await close_store(store)

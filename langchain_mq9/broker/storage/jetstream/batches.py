@@ -34,12 +34,20 @@ class _Part:
 
 class Batches:
     """Atomic batches into the stream the entries' subjects belong to (one stream a
-    ``Batches``); ``write`` a part, ``stop`` at the end."""
+    ``Batches``); ``write`` a part, ``stop`` at the end.
 
-    def __init__(self, requests: Requests) -> None:
-        self.requests = requests
+    ``paced``: while a batch is under way, the parts handed in wait for its answer and go
+    together then (one batch a round trip, as many parts as came meanwhile), rather than one
+    batch a turn of the loop. For a layout of several streams (#81): the writers one batch
+    answers go on to mailboxes of every stream, so batches sent each turn would carry a
+    stream's share of a share, each costing the servers and the broker a batch."""
+
+    def __init__(self, requests: Requests, *, paced: bool = False) -> None:
+        self.requests, self.paced = requests, paced
         self._parts: list[_Part] = []  # handed in during this turn of the loop
         self._tasks: set[asyncio.Task[None]] = set()
+        self._under_way = 0  # (paced) the batches sent and not answered yet
+        self._stopping = False
 
     async def write(self, entries: list[Entry]) -> int:
         """Store ``entries`` (at most ``ENTRIES_MOST``) together; the last one's sequence.
@@ -50,17 +58,20 @@ class Batches:
         loop = asyncio.get_running_loop()
         part = _Part(entries, loop.create_future())
         self._parts.append(part)
-        if len(self._parts) == 1:
+        if len(self._parts) == 1 and not self._under_way:
             loop.call_soon(self._flush)  # (after the other parts handed in this turn)
         return await part.last_seq
 
     async def stop(self) -> None:
+        self._stopping = True  # (a batch cancelled sends none after it)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _flush(self) -> None:
         parts, self._parts = self._parts, []
+        if not parts:
+            return
         group: list[_Part] = []
         size = 0
         for part in parts:
@@ -76,6 +87,15 @@ class Batches:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self.paced:
+            self._under_way += 1
+            task.add_done_callback(self._answered)
+
+    def _answered(self, _task: asyncio.Task[None]) -> None:
+        """(paced) A batch answered: once none is under way, the parts that waited go."""
+        self._under_way -= 1
+        if not self._under_way and self._parts and not self._stopping:
+            self._flush()
 
     async def _send(self, group: list[_Part]) -> None:
         entries = [entry for part in group for entry in part.entries]

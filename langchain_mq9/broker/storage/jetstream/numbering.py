@@ -93,9 +93,11 @@ class Numbering:
         # writes only)
         self.counts: dict[str, int] = {}
         self._queues = Queues(self._write)  # each mailbox's writes waiting, one batch at a time
-        # the mailboxes ready in one turn: one batch a stream (an atomic batch is one
-        # stream's), each flushed in the same turn
-        self._batches = [Batches(requests) for _ in range(layout.streams)]
+        # the mailboxes ready together: one batch a stream (an atomic batch is one
+        # stream's); one stream: a batch a turn of the loop, as before; several: a batch a
+        # stream and round trip (``Batches``' paced: #81, docs/broker.md "Several streams")
+        paced = layout.streams > 1
+        self._batches = [Batches(requests, paced=paced) for _ in range(layout.streams)]
         self._records = Bucket(requests, layout.mailboxes)
 
     def forget(self) -> None:
