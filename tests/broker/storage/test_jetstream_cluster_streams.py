@@ -310,32 +310,44 @@ async def test_a_store_given_no_count_adopts_the_layouts_and_a_layout_without_on
 
 
 @pytest.mark.slow
-async def test_paced_batches_send_what_came_meanwhile_together_once_answered(
+async def test_a_turns_batches_of_several_streams_are_answered_together(
     servers: list[str],
 ) -> None:
-    """Several streams (#81): a stream's parts handed in while its batch is under way wait
-    for its answer and go as one batch, each with its own last sequence."""
+    """Several streams (#81): the parts handed in during one turn go as one batch a stream,
+    and none is answered before every stream's batch is (their writers then send again
+    together, so the next turn's batches carry them all)."""
     store = await _store(servers, f"P{uuid.uuid4().hex[:10]}", 2)
+    layout = store.layout
     try:
         sent: list[int] = []
+        acknowledged: list[int] = []
+        second_may_go = asyncio.Event()
         publish_batch = store.requests.publish_batch
 
         async def seen(entries: list, *args: object, **kwargs: object) -> int:
-            sent.append(len(entries))
-            return await publish_batch(entries, *args, **kwargs)
+            stream = 1 if entries[0][0].startswith(layout.stream_prefix(1) + ".") else 0
+            sent.append(stream)
+            if stream == 1:
+                await second_may_go.wait()
+            last = await publish_batch(entries, *args, **kwargs)
+            acknowledged.append(stream)
+            return last
 
         store.requests.publish_batch = seen  # type: ignore[method-assign]
-        paced = Batches(store.requests, paced=True)
-        subject = store.layout.subjects_of(0)[0].replace(">", "x")
-
-        async def later(n: int) -> int:
-            await asyncio.sleep(0)  # (the next turn: the first batch is under way)
-            return await paced.write([(f"{subject}.{n}", b"", {})])
-
-        first = paced.write([(f"{subject}.0", b"", {})])
-        seqs = await asyncio.gather(first, *(later(n) for n in range(1, 4)))
-        assert sent == [1, 3]  # the first alone, the three that came meanwhile together
-        assert seqs == sorted(seqs) and len(set(seqs)) == 4
-        await paced.stop()
+        batches = Batches(store.requests)
+        firsts = [layout.subjects_of(index)[0].replace(">", "x") for index in (0, 1)]
+        writes = [
+            asyncio.ensure_future(batches.write([(f"{firsts[i]}.{n}", b"", {})], i))
+            for n in range(2)
+            for i in (0, 1)
+        ]
+        await until(lambda: acknowledged == [0], timeout=20, what="stream 0's batch answered")
+        for _ in range(5):  # (turns enough for an answer given to reach its writer)
+            await asyncio.sleep(0)
+        assert sorted(sent) == [0, 1] and not any(write.done() for write in writes)
+        second_may_go.set()
+        seqs = await asyncio.gather(*writes)
+        assert seqs[0::2] == [1, 2] and seqs[1::2] == [1, 2]  # each stream's own sequences
+        await batches.stop()
     finally:
         await close_store(store)

@@ -93,11 +93,8 @@ class Numbering:
         # writes only)
         self.counts: dict[str, int] = {}
         self._queues = Queues(self._write)  # each mailbox's writes waiting, one batch at a time
-        # the mailboxes ready together: one batch a stream (an atomic batch is one
-        # stream's); one stream: a batch a turn of the loop, as before; several: a batch a
-        # stream and round trip (``Batches``' paced: #81, docs/broker.md "Several streams")
-        paced = layout.streams > 1
-        self._batches = [Batches(requests, paced=paced) for _ in range(layout.streams)]
+        # the mailboxes ready in one turn: one batch (one a stream, answered together: #81)
+        self._batches = Batches(requests)
         self._records = Bucket(requests, layout.mailboxes)
 
     def forget(self) -> None:
@@ -126,8 +123,7 @@ class Numbering:
 
     async def stop(self) -> None:
         await self._queues.stop()
-        for batches in self._batches:
-            await batches.stop()
+        await self._batches.stop()
 
     async def _write(self, box: str, batch: list[Write]) -> None:
         state = self.last.get(box)
@@ -244,7 +240,7 @@ class Numbering:
         # (a rollup: one head a mailbox, the one before goes)
         head = expecting(expected, {ROLLUP: ROLLUP_SUBJECT})
         entries.append((layout.head_subject(box), str(first_id + len(batch)).encode(), head))
-        return await self._batches[layout.stream_of(box)].write(entries)
+        return await self._batches.write(entries, layout.stream_of(box))
 
     async def read_last(self, box: str) -> tuple[tuple[int, int], int]:
         """``box``'s head sequence and next msg_id from the leaders: the head's (the
