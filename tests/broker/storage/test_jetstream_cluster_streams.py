@@ -31,6 +31,7 @@ from langchain_mq9.broker.storage.jetstream.leaders import moves
 from langchain_mq9.broker.storage.jetstream.mapping import NO_KEY
 from langchain_mq9.broker.storage.jetstream.opening import message_config
 from langchain_mq9.broker.storage.jetstream.staged import consumer_name
+from langchain_mq9.broker.storage.jetstream.survey_state import StoreSurvey
 from langchain_mq9.protocol import Priority
 from tests.support.jetstream_servers import JetStreamCluster, close_store
 from tests.support.waiting import until
@@ -190,6 +191,8 @@ async def test_each_mailbox_numbers_from_zero_in_its_stream_through_batches_per_
             own = [m for m in names if layout.stream_of(token(m)) == index]
             assert own  # (32 mailboxes over 4 streams: each has some)
             assert await _held(connection, stream) == len(own) * (rounds + 1)  # + the head
+        held = await StoreSurvey(store).held()  # (the metrics: summed over the streams)
+        assert held is not None and (held.messages, held.mailboxes) == (len(names) * rounds, 32)
         for mailbox in names:
             last = await store.last(mailbox)
             assert last is not None and last.msg_id == rounds - 1
