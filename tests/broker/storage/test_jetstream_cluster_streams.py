@@ -16,7 +16,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 
 import nats
@@ -27,13 +27,17 @@ from langchain_mq9.broker import Broker, BrokerConfig, StartupError
 from langchain_mq9.broker.state.mailbox import StoredMessage
 from langchain_mq9.broker.storage.jetstream import ClusterStore, Layout, Mark, StreamCount, token
 from langchain_mq9.broker.storage.jetstream.batches import Batches
-from langchain_mq9.broker.storage.jetstream.leaders import moves
+from langchain_mq9.broker.storage.jetstream.leaders import moves, spread_leaders
 from langchain_mq9.broker.storage.jetstream.mapping import NO_KEY
 from langchain_mq9.broker.storage.jetstream.opening import message_config
 from langchain_mq9.broker.storage.jetstream.staged import consumer_name
 from langchain_mq9.broker.storage.jetstream.survey_state import StoreSurvey
 from langchain_mq9.protocol import Priority
-from tests.support.jetstream_servers import JetStreamCluster, close_store
+from tests.support.jetstream_servers import (
+    JetStreamCluster,
+    close_store,
+    open_replicated_store,
+)
 from tests.support.waiting import until
 
 BOX = "0123456789abcdef0123456789abcdef"
@@ -354,3 +358,49 @@ async def test_a_turns_batches_of_several_streams_are_answered_together(
         await batches.stop()
     finally:
         await close_store(store)
+
+
+@pytest.mark.slow
+async def test_leaders_gathered_on_one_server_are_spread_by_a_preferred_stepdown() -> None:
+    """On 3 servers, R3: the 4 streams' leaders moved onto one server (each asked to step
+    down preferring it), ``spread_leaders`` asks two of them to move and the servers do."""
+    with JetStreamCluster(3) as cluster:
+        store = await open_replicated_store(cluster.urls[0], f"L{uuid.uuid4().hex[:8]}")
+        requests, layout = store.requests, store.layout
+        try:
+            streams = [layout.messages, *(f"{layout.messages}_{i}" for i in range(1, 4))]
+            for index, name in enumerate(streams[1:], start=1):  # (a layout of 4, by hand)
+                config = {"name": name, "storage": "file", "num_replicas": 3}
+                config |= message_config(Layout(layout.name, 4), index)
+                await requests.api(f"STREAM.CREATE.{name}", config)
+
+            async def leaders() -> list[str]:
+                infos = [await requests.api(f"STREAM.INFO.{n}", None, again=1) for n in streams]
+                return [str((info.get("cluster") or {}).get("leader")) for info in infos]
+
+            await until(lambda: _all_led(leaders), timeout=60, what="every stream led")
+            crowded = (await leaders())[0]
+            for name in streams:
+                if (await leaders())[streams.index(name)] != crowded:
+                    body = {"placement": {"preferred": crowded}}
+                    await requests.api(f"STREAM.LEADER.STEPDOWN.{name}", body)
+
+            async def on(server: str) -> bool:
+                return set(await leaders()) == {server}
+
+            await until(lambda: on(crowded), timeout=60, what=f"every leader on {crowded}")
+            moved = await spread_leaders(requests, streams)
+            assert len(moved) == 2 and crowded not in moved.values()
+
+            async def spread() -> bool:
+                placed = await leaders()
+                return max(placed.count(server) for server in set(placed)) == 2
+
+            await until(spread, timeout=60, what="the leaders spread: 2, 1, 1")
+        finally:
+            await store.close()
+            await store.requests.connection.close()
+
+
+async def _all_led(leaders: Callable[[], Awaitable[list[str]]]) -> bool:
+    return "None" not in await leaders()

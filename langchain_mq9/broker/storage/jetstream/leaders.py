@@ -10,6 +10,7 @@ writes it gets meanwhile, which are sent again (the store's requests, a client's
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from .requests import Requests
 
 log = logging.getLogger("langchain_mq9.broker")
+
+SPREAD_SECONDS = 10.0  # the longest a start spends spreading the leaders (then it goes on)
 
 
 def moves(placed: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
@@ -43,25 +46,32 @@ def moves(placed: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
     return chosen
 
 
-async def spread_leaders(requests: Requests, streams: Sequence[str]) -> dict[str, str]:
+async def spread_leaders(
+    requests: Requests, streams: Sequence[str], *, again: float = 1.0
+) -> dict[str, str]:
     """Ask the streams whose leaders crowd one server to move (``moves``); the moves asked
-    (stream -> preferred server). Never raises: a failure is logged and the start goes on."""
+    (stream -> preferred server). Never raises: a failure, or ``SPREAD_SECONDS`` passed, is
+    logged and the start goes on. ``again``: a stream info unanswered (a stream just made,
+    electing its leader) asked again after that many seconds."""
     try:
-        placed: dict[str, tuple[str, list[str]]] = {}
-        for stream in streams:
-            info = await requests.api(f"STREAM.INFO.{stream}", None)
-            cluster: dict[str, Any] = info.get("cluster") or {}
-            leader = cluster.get("leader")
-            if leader:
-                peers = [str(replica["name"]) for replica in cluster.get("replicas") or []]
-                placed[stream] = (str(leader), peers)
-        chosen = moves(placed)
-        for stream, peer in chosen.items():
-            await requests.api(
-                f"STREAM.LEADER.STEPDOWN.{stream}", {"placement": {"preferred": peer}}
-            )
-            log.info("stream %s's leader asked to move to %s (leaders spread)", stream, peer)
-        return chosen
+        async with asyncio.timeout(SPREAD_SECONDS):
+            return await _spread(requests, streams, again)
     except Exception as exc:  # (best effort: the streams serve wherever their leaders are)
-        log.warning("the message streams' leaders were not spread: %s", exc)
+        log.warning("the message streams' leaders were not spread: %s", exc or "no time left")
         return {}
+
+
+async def _spread(requests: Requests, streams: Sequence[str], again: float) -> dict[str, str]:
+    placed: dict[str, tuple[str, list[str]]] = {}
+    for stream in streams:
+        info = await requests.api(f"STREAM.INFO.{stream}", None, again=again)
+        cluster: dict[str, Any] = info.get("cluster") or {}
+        leader = cluster.get("leader")
+        if leader:  # (none yet: left where the election puts it)
+            peers = [str(replica["name"]) for replica in cluster.get("replicas") or []]
+            placed[stream] = (str(leader), peers)
+    chosen = moves(placed)
+    for stream, peer in chosen.items():
+        await requests.api(f"STREAM.LEADER.STEPDOWN.{stream}", {"placement": {"preferred": peer}})
+        log.info("stream %s's leader asked to move to %s (leaders spread)", stream, peer)
+    return chosen

@@ -107,7 +107,7 @@ class Opening:
         for index in range(layout.streams):
             await self._ensure_consumer(layout, index)
         if layout.streams > 1:
-            await spread_leaders(self.requests, layout.message_streams)
+            await spread_leaders(self.requests, layout.message_streams, again=self.try_again)
         return layout
 
     async def _ensure_consumer(self, layout: Layout, index: int) -> None:
