@@ -70,10 +70,11 @@ async def serve(
     stop: asyncio.Event,
     served: bool = False,
     count: bool = False,
+    streams: int | None = None,
 ) -> None:
     connection = await nats.connect(urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     counting = await count_head_reads(urls) if count else None
-    store = ClusterStore(connection, name=stream, replicas=replicas)
+    store = ClusterStore(connection, name=stream, replicas=replicas, streams=streams)
     deadline = asyncio.get_running_loop().time() + OPEN_WAIT
     while True:  # a cluster forming, or one of its servers restarting, answers later
         try:
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--served", action="store_true", help="through serve_on_nats")
     parser.add_argument("--count", action="store_true", help="count the head reads")
     parser.add_argument("--uvloop", action="store_true", help="on uvloop's event loop")
+    parser.add_argument("--streams", type=int, help="the layout's message streams (#81)")
     args = parser.parse_args(argv)
 
     async def run() -> None:
@@ -135,7 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(args.nats.split(","), args.stream, args.replicas, stop, args.served, args.count)
+        await serve(
+            args.nats.split(","),
+            args.stream,
+            args.replicas,
+            stop,
+            args.served,
+            args.count,
+            args.streams,
+        )
 
     if args.uvloop:
         import uvloop

@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with JetStreamCluster(3, extra_config=extra) as cluster:
         args.urls = cluster.urls
         stream = f"S{uuid.uuid4().hex[:8]}"
-        setup = asyncio.run(_open(cluster.urls, stream))
+        setup = asyncio.run(_open(cluster.urls, stream, args.streams))
         del setup
         servers = [s.process.pid for s in cluster.servers if s.process]
         if args.raw:
@@ -249,7 +249,7 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
     with JetStreamCluster(3, extra_config=extra) as cluster:
         args.urls = cluster.urls
         stream = f"S{uuid.uuid4().hex[:8]}"
-        asyncio.run(_open(cluster.urls, stream))
+        asyncio.run(_open(cluster.urls, stream, args.streams))
         servers = [s.process.pid for s in cluster.servers if s.process]
         created = False
         for op in args.ops.split(","):
@@ -380,7 +380,9 @@ def _profile(args: argparse.Namespace, side: str, n: int) -> Path | None:
 
 
 def _extra(args: argparse.Namespace) -> list[str]:
-    return ["--count", *(["--uvloop"] if args.uvloop else [])]
+    # (a broker given the count checks it against the layout's: an older checkout refuses it)
+    given = ["--streams", str(args.streams)] if args.streams else []
+    return ["--count", *(["--uvloop"] if args.uvloop else []), *given]
 
 
 async def _raw_stream(urls: list[str]) -> None:
@@ -391,8 +393,8 @@ async def _raw_stream(urls: list[str]) -> None:
     await connection.close()
 
 
-async def _open(urls: list[str], stream: str) -> None:
-    setup = await open_layout(urls, stream)
+async def _open(urls: list[str], stream: str, streams: int | None = None) -> None:
+    setup = await open_layout(urls, stream, streams)
     await setup.close()
 
 
@@ -413,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="cProfile each broker: FILE.<n>.prof")
     parser.add_argument("--against", type=Path, help="another checkout: its broker alternated")
     parser.add_argument("--rounds", type=int, default=4, help="with --against: pairs an op")
+    parser.add_argument(
+        "--streams", type=int, help="the layout's message streams (#81; default: 1)"
+    )
     parser.add_argument(
         "--credentials", action="store_true", help="open against enforcing dev brokers"
     )

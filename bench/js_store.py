@@ -135,15 +135,15 @@ def mailbox_names(count: int) -> list[str]:
     return ["bench"] if count == 1 else [f"bench{i}" for i in range(count)]
 
 
-async def open_layout(urls: list[str], stream: str) -> nats.NATS:
-    """A connection to the cluster once the store's stream and buckets (R3) are made there,
-    tried again while the forming cluster elects its JetStream leader (up to 120 s); the
-    js_* benches share it."""
+async def open_layout(urls: list[str], stream: str, streams: int | None = None) -> nats.NATS:
+    """A connection to the cluster once the store's streams (``streams`` message streams:
+    #81) and buckets (R3) are made there, tried again while the forming cluster elects its
+    JetStream leader (up to 120 s); the js_* benches share it."""
     setup = await nats.connect(urls)
     deadline = time.monotonic() + 120
     while True:
         try:
-            store = ClusterStore(setup, name=stream, replicas=3, timeout=5)
+            store = ClusterStore(setup, name=stream, replicas=3, timeout=5, streams=streams)
             await store.open()
             await store.close()  # (made: the brokers do the work)
             return setup
@@ -159,9 +159,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with JetStreamCluster(3) as cluster:
         urls = cluster.urls
         stream = f"B{uuid.uuid4().hex[:8]}"
-        layout = Layout(stream)
-        setup = await open_layout(urls, stream)
-        broker = BrokerProcess(urls, stream, 3, args.profile, args.served)
+        layout = Layout(stream, args.streams)
+        setup = await open_layout(urls, stream, args.streams)
+        given = ["--streams", str(args.streams)] if args.streams > 1 else []
+        broker = BrokerProcess(urls, stream, 3, args.profile, args.served, given)
         raw = await nats.connect(urls)
         js = raw.jetstream()
         payload = b"x" * args.size
@@ -179,12 +180,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_per_10k: list[float] = []
         cpu_per_op: dict[str, list[dict[str, int]]] = {name: [] for name in names}
         processes_own = ("bench", "broker")
-        requests = [  # what the broker's FETCH of each mailbox reads: its lane
-            {
-                "seq": 1,
-                "next_by_subj": layout.lane_filter(box, Priority.NORMAL),
-                "batch": args.fetch,
-            }
+        requests = [  # what the broker's FETCH of each mailbox reads: its lane, its stream
+            (
+                layout.mailbox_stream(box),
+                {
+                    "seq": 1,
+                    "next_by_subj": layout.lane_filter(box, Priority.NORMAL),
+                    "batch": args.fetch,
+                },
+            )
             for box in boxes
         ]
         positions = [f"$KV.{layout.groups}.{layout.position_key('g', box)}" for box in boxes]
@@ -198,7 +202,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         async def direct_get() -> None:
             """What the broker's lane read is: a batched direct get, up to its end."""
-            await reads.direct_batch(layout.messages, next(next_request))
+            await reads.direct_batch(*next(next_request))
 
         # round-robin, each side its own turn: a lane takes the next mailbox at each request
         next_request, next_position = cycle(requests), cycle(positions)
@@ -326,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         "--mailboxes", type=int, default=1, help="spread every side round-robin over N mailboxes"
     )
     parser.add_argument("--stored", type=int, default=0)
+    parser.add_argument(
+        "--streams", type=int, default=1, help="the layout's message streams (#81), 1 to 64"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path, help="cProfile the broker into this file")
     parser.add_argument(

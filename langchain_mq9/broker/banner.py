@@ -36,7 +36,7 @@ def cluster_banner(shown: str, layout: Layout, replicas: int, engine: Engine[Clu
     buckets, made with ``replicas``)."""
     lines = [
         f"mq9 dev broker: the engine on the NATS cluster at {shown}",
-        f"storage: JetStream stream {layout.messages} and key-value buckets "
+        f"storage: JetStream {_streams(layout)} and key-value buckets "
         f"{', '.join(layout.buckets)} (the streams KV_<bucket>; {replicas} replicas; each "
         "answer after a quorum holds "
         f"its change); every broker started on --stream {layout.name} serves them at once "
@@ -49,6 +49,14 @@ def cluster_banner(shown: str, layout: Layout, replicas: int, engine: Engine[Clu
         else "agent search: off (--no-search), as on RobustMQ's default build"
     )
     return "\n".join(lines + _connect_lines(shown))
+
+
+def _streams(layout: Layout) -> str:
+    """The message streams a banner names (#81: several, each mailbox in one of them)."""
+    if layout.streams == 1:
+        return f"stream {layout.messages}"
+    names = ", ".join(layout.message_streams)
+    return f"streams {names} (the mailboxes spread over {layout.streams})"
 
 
 def _storage_lines(storage: Storage | None) -> list[str]:

@@ -62,7 +62,7 @@ from .serving.pacing import AnswerPacer
 from .serving.queue_group import QUEUE, open_store
 from .serving.serve import NatsService, serve_on_nats
 from .storage import SqliteStorage, Storage, StorageError
-from .storage.jetstream import ClusterStore, Layout
+from .storage.jetstream import ClusterStore, Layout, StreamCount
 from .storage.sqlite import data_file
 
 log = logging.getLogger("langchain_mq9.broker")
@@ -385,9 +385,12 @@ class Broker:
             self._logins = await _answer_logins(url, config.stream, issuer, parts, replicas, wait)
         else:
             await _warn_default_account(connection, layout.messages)
-        store = ClusterStore(connection, name=config.stream, replicas=replicas)
+        store = ClusterStore(
+            connection, name=config.stream, replicas=replicas, streams=config.streams
+        )
         self._cluster = engine = Engine(store, limits=config.limits, search=config.search)
         await open_store(store, _placing(wait))
+        layout = store.layout  # (its count of message streams: the recorded one, #81)
         identities = None
         if self._logins is not None:
             identities = await asyncio.to_thread(
@@ -423,6 +426,8 @@ def _placing(wait: Waiting) -> Callable[[Exception], None]:
     stream and buckets yet, raises what JetStream refuses for good."""
 
     def tried(exc: Exception) -> None:
+        if isinstance(exc, StreamCount):  # (a count other than the layout's: never)
+            raise StartupError(str(exc)) from None
         if isinstance(exc, StorageError) and refused_for_good(exc):
             raise StartupError(f"JetStream refuses the broker's stream: {exc}") from None
         wait.until(f"the JetStream cluster to place the broker's stream ({redact(str(exc))})")

@@ -20,6 +20,7 @@ from .engine.engine import BrokerLimits
 from .identities.store import CredentialError, identities_file
 from .nats_servers.survey import ClusterError, check_urls
 from .storage.jetstream import DEFAULT_NAME as DEFAULT_STREAM
+from .storage.jetstream import STREAMS_MOST
 
 Store = Literal["memory", "sqlite", "jetstream"]
 Sync = Literal["normal", "full"]
@@ -45,7 +46,9 @@ class BrokerConfig:
     state is kept:
     ``store`` (None: ``sqlite`` when ``data`` names a file or directory, else ``memory``;
     ``jetstream``: a stream, ``stream``, on the cluster of ``nats``, with ``replicas``, waiting
-    up to ``cluster_wait`` seconds for a cluster still forming). ``sync``: SQLite's durability.
+    up to ``cluster_wait`` seconds for a cluster still forming; ``streams``: how many message
+    streams a new layout spreads its mailboxes over, None: the count the layout recorded, or
+    1). ``sync``: SQLite's durability.
     ``answer_rate``: MiB a second for large answers in all (0: no pace). ``announce``: each
     message stored is announced for mq9-wake. ``search``: DISCOVER by text or meaning (False:
     as RobustMQ's default build). ``embedding_model``: 'multilingual+minilm' (the
@@ -60,6 +63,7 @@ class BrokerConfig:
     replicas: int | None = None
     cluster_wait: float = CLUSTER_WAIT
     stream: str = DEFAULT_STREAM
+    streams: int | None = None
     sync: Sync = "normal"
     limits: BrokerLimits = field(default_factory=BrokerLimits)
     answer_rate: int = ANSWER_RATE_MIB
@@ -99,6 +103,10 @@ def _wrong_field(config: BrokerConfig) -> str:
         return f"sync must be normal or full, not {config.sync!r}"
     if config.replicas is not None and config.replicas not in range(1, MOST_REPLICAS + 1):
         return f"replicas must be 1 to {MOST_REPLICAS}, not {config.replicas!r}"
+    if config.streams is not None and (
+        not isinstance(config.streams, int) or config.streams not in range(1, STREAMS_MOST + 1)
+    ):
+        return f"streams must be 1 to {STREAMS_MOST}, not {config.streams!r}"
     if not isinstance(config.cluster_wait, (int, float)) or config.cluster_wait <= 0:
         return f"cluster_wait must be a positive number of seconds, not {config.cluster_wait!r}"
     if not isinstance(config.answer_rate, int) or config.answer_rate < 0:
@@ -132,6 +140,8 @@ def _store_of(config: BrokerConfig) -> Store:
         raise StartupError("--store sqlite needs --data PATH: where the SQLite file is")
     if config.replicas is not None and store != "jetstream":
         raise StartupError("--replicas is for --store jetstream")
+    if config.streams is not None and store != "jetstream":
+        raise StartupError("--streams is for --store jetstream")
     return store
 
 

@@ -85,7 +85,7 @@ class ClusterLayout:
         await self.store.close()
         layout = self.store.layout
         js = self.connection.jetstream()
-        for stream in (layout.messages, *(f"KV_{bucket}" for bucket in layout.buckets)):
+        for stream in (*layout.message_streams, *(f"KV_{bucket}" for bucket in layout.buckets)):
             with contextlib.suppress(Exception):  # not made, or gone with the server
                 await js.delete_stream(stream)
         await self.connection.close()

@@ -46,7 +46,7 @@ from ..nats_servers.processes import LARGEST_MAX_PAYLOAD
 from ..nats_servers.survey import ClusterError
 from ..serving.serve import BULK_ANSWER
 from ..storage import StorageError
-from ..storage.jetstream import Layout
+from ..storage.jetstream import STREAMS_MOST, Layout
 from .credentials import add_broker_arguments, run_command
 from .metrics import broker_endpoint
 from .state import main as state_command
@@ -133,7 +133,8 @@ def _state_options(keep: Group) -> None:
         choices=("memory", "sqlite", "jetstream"),
         help="where the state is kept: memory (the default without --data), sqlite (the "
         "default with --data: the file it names), or jetstream: a stream and buckets "
-        f"({_LAYOUT.messages}; {', '.join(_LAYOUT.buckets)}; with --credentials "
+        f"({_LAYOUT.messages}, with --streams N also {_LAYOUT.messages}_1 ...; "
+        f"{', '.join(_LAYOUT.buckets)}; with --credentials "
         f"{_LAYOUT.name}_IDENTITIES) on the NATS cluster of --nats, which needs JetStream "
         "enabled; each answer is given once a quorum of their replicas holds the change. The "
         "same command started again, here or on other machines, serves the same state at once "
@@ -176,6 +177,22 @@ def _jetstream_options(keep: Group) -> None:
         f"(default {DEFAULTS.stream}: the stream {_LAYOUT.messages}, the buckets "
         f"{_LAYOUT.mailboxes} ...; another name keeps another state on the same cluster)",
     )
+    keep.add_argument(
+        "--streams",
+        type=_stream_count,
+        metavar="N",
+        help="with --store jetstream: how many message streams a new layout spreads its "
+        f"mailboxes over (1 to {STREAMS_MOST}; each stream's leader takes its share of the "
+        "writes, docs/broker.md 'Several streams'); default: the count the layout recorded "
+        "(1 for a new one); a count other than the recorded one is refused",
+    )
+
+
+def _stream_count(text: str) -> int:
+    value = positive_int(text)
+    if value > STREAMS_MOST:
+        raise argparse.ArgumentTypeError(f"invalid number {text}: {STREAMS_MOST} at most")
+    return value
 
 
 def _limit_options(limits: Group) -> None:

@@ -1,6 +1,6 @@
 """``mq9-dev-broker state export|import``: move the state an earlier version kept in JetStream
 (one stream, ``--stream``, holding a log of changes and snapshots) into the layout the broker
-keeps it in now (a stream of messages and buckets, ``<stream>_MSGS`` and ``KV_<stream>_*``:
+keeps it in now (streams of messages and buckets, ``<stream>_MSGS[_<j>]`` and ``KV_<stream>_*``:
 docs/broker.md, "The JetStream store"), on the same servers or others.
 
     mq9-dev-broker state export ./mq9-state --nats URL       # the old stream's records, as they are
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..._cli import ArgumentParser, nats_errors_in_one_line
+from ..._cli import ArgumentParser, nats_errors_in_one_line, positive_int
 from ..._nats.redaction import describe, redact
 from ...protocol import Priority
 from ..config import need_credentials_extra
@@ -77,10 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[where],
         help="write every record of the old stream --stream to FILE (a new file)",
     )
-    commands.add_parser(
+    importing = commands.add_parser(
         "import",
         parents=[where],
         help="write the state FILE's records add up to into the layout of --stream (new or empty)",
+    )
+    importing.add_argument(
+        "--streams",
+        type=positive_int,
+        metavar="N",
+        help="the message streams of a new layout (the broker's --streams; default: the "
+        "layout's recorded count, 1 for a new one)",
     )
     return parser
 
@@ -94,7 +101,9 @@ def main(argv: list[str]) -> int:
                 count = asyncio.run(_export(servers, args.stream, Path(args.file)))
                 print(f"{count} records of stream {args.stream} written to {args.file}")
             else:
-                counts = asyncio.run(_import(servers, args.stream, Path(args.file)))
+                counts = asyncio.run(
+                    _import(servers, args.stream, Path(args.file), streams=args.streams)
+                )
                 print(
                     f"{counts['records']} records read; written into the layout of "
                     f"{args.stream}: {counts['mailboxes']} mailboxes, {counts['messages']} "
@@ -197,15 +206,20 @@ def _records(path: Path) -> list[bytes]:
     raise StateError(f"{path} is cut short or damaged at byte {at}: export it again")
 
 
-async def _import(servers: list[str], stream: str, path: Path) -> dict[str, int]:
+async def _import(
+    servers: list[str], stream: str, path: Path, *, streams: int | None = None
+) -> dict[str, int]:
     """The state ``path``'s records add up to, written into the layout of ``stream`` (made
-    when missing, refused when it holds anything)."""
+    when missing, with ``streams`` message streams; refused when it holds anything)."""
     import nats
 
     state = OldState.read(_records(path))
     connection = await nats.connect(servers, connect_timeout=5)
     try:
-        store = ClusterStore(connection, name=stream, timeout=READ_TIMEOUT)
+        try:
+            store = ClusterStore(connection, name=stream, timeout=READ_TIMEOUT, streams=streams)
+        except ValueError as exc:  # (a count out of range)
+            raise StateError(f"--streams: {exc}") from None
         await store.open()
         try:
             await _check_empty(connection, store)
@@ -220,7 +234,8 @@ async def _import(servers: list[str], stream: str, path: Path) -> dict[str, int]
 async def _check_empty(connection: Any, store: ClusterStore) -> None:
     js = connection.jetstream(timeout=READ_TIMEOUT)
     layout = store.layout
-    for name in (layout.messages, *(f"KV_{bucket}" for bucket in layout.buckets)):
+    # (every message stream: #81)
+    for name in (*layout.message_streams, *(f"KV_{bucket}" for bucket in layout.buckets)):
         held = (await js.stream_info(name)).state.messages
         if held:
             raise StateError(

@@ -68,19 +68,66 @@ _KEPT_NAME = 128  # characters: the longest name whose token is kept (4,096 at m
 _kept_token = functools.lru_cache(maxsize=4096)(_digest)
 
 
+STREAMS_MOST = 64  # message streams a layout spreads its mailboxes over at most (#81)
+STREAMS_KEY = "mq9_streams"  # the stream count, in the first message stream's metadata
+
+
 @dataclass(frozen=True)
 class Layout:
-    """The names of one store's stream and buckets, from ``--stream`` (``name``)."""
+    """The names of one store's streams and buckets, from ``--stream`` (``name``), its
+    mailboxes' messages spread over ``streams`` message streams (#81: each stream's leader
+    takes its share of the writes). Stream 0 is ``<name>_MSGS`` on ``mq9.<name>``, as a layout
+    of one stream always was; stream j is ``<name>_MSGS_<j>`` on ``mq9.<name>.<j>`` (no
+    subject of one matches another's: their third tokens differ). A mailbox is in the stream
+    its token picks (``stream_of``), all of it: messages, head, delayed messages, tags."""
 
     name: str = DEFAULT_NAME
+    streams: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.streams, int) or not 1 <= self.streams <= STREAMS_MOST:
+            raise ValueError(f"streams must be 1 to {STREAMS_MOST}, not {self.streams!r}")
 
     @property
     def messages(self) -> str:
+        """The first message stream (the only one of a layout of one), where the count is."""
         return f"{self.name}_MSGS"
 
     @property
     def prefix(self) -> str:
+        """The first message stream's subjects' prefix."""
         return f"mq9.{self.name}"
+
+    # -- which stream: a mailbox's is a pure function of its token -------------------------
+
+    def stream_of(self, box: str) -> int:
+        """The index of the stream holding mailbox ``box`` (its token: 32 hex digits, evenly
+        spread, so its first 8 spread the mailboxes evenly over the streams)."""
+        streams = self.streams
+        return 0 if streams == 1 else int(box[:8], 16) % streams
+
+    def stream_name(self, index: int) -> str:
+        return self.messages if index == 0 else f"{self.messages}_{index}"
+
+    def stream_prefix(self, index: int) -> str:
+        return self.prefix if index == 0 else f"{self.prefix}.{index}"
+
+    @property
+    def message_streams(self) -> tuple[str, ...]:
+        """Every message stream's name, the first first."""
+        return tuple(self.stream_name(index) for index in range(self.streams))
+
+    def box_stream(self, box: str) -> str:
+        """The name of the stream holding mailbox ``box`` (its token)."""
+        return self.stream_name(self.stream_of(box))
+
+    def mailbox_stream(self, mailbox: str) -> str:
+        """The name of the stream holding ``mailbox`` (its name)."""
+        return self.box_stream(token(mailbox))
+
+    def box_prefix(self, box: str) -> str:
+        """The subjects' prefix of the stream holding mailbox ``box`` (its token)."""
+        return self.stream_prefix(self.stream_of(box))
 
     @property
     def mailboxes(self) -> str:
@@ -112,13 +159,13 @@ class Layout:
 
     @property
     def message_subjects(self) -> list[str]:
-        return [
-            f"{self.prefix}.m.>",
-            f"{self.prefix}.d.>",
-            f"{self.prefix}.s.>",
-            f"{self.prefix}.t.>",
-            f"{self.prefix}.h.>",
-        ]
+        """The first message stream's subjects."""
+        return self.subjects_of(0)
+
+    def subjects_of(self, index: int) -> list[str]:
+        """Message stream ``index``'s subjects."""
+        prefix = self.stream_prefix(index)
+        return [f"{prefix}.m.>", f"{prefix}.d.>", f"{prefix}.s.>", f"{prefix}.t.>", f"{prefix}.h.>"]
 
     # A message's subject is m.<mailbox>.<priority>.<key>.<msg_id> (tokens, the msg_id in
     # decimal): the msg_id travels with the message, so the stream's sequence is free to be
@@ -127,7 +174,7 @@ class Layout:
     def message_subject(self, box: str, priority: Priority, key_token: str, msg_id: int) -> str:
         """``box`` is the mailbox's token (``token(name)``), ``key_token`` the key's
         (``NO_KEY`` for none)."""
-        return f"{self.prefix}.m.{box}.{priority.value}.{key_token}.{msg_id}"
+        return f"{self.box_prefix(box)}.m.{box}.{priority.value}.{key_token}.{msg_id}"
 
     # A mailbox's head, h.<mailbox>: one message (each write rolls the one before up) holding
     # the next msg_id, written last in every batch of the mailbox's messages and expected by
@@ -137,42 +184,50 @@ class Layout:
 
     def head_subject(self, box: str) -> str:
         """``box``'s head (``box``: the mailbox's token)."""
-        return f"{self.prefix}.h.{box}"
+        return f"{self.box_prefix(box)}.h.{box}"
 
     def mailbox_filter(self, mailbox: str) -> str:
         """Every message of ``mailbox``, any priority, any key."""
         return self.box_filter(token(mailbox))
 
     def box_filter(self, box: str) -> str:
-        return f"{self.prefix}.m.{box}.>"
+        return f"{self.box_prefix(box)}.m.{box}.>"
 
     def lane_filter(self, mailbox: str, priority: Priority) -> str:
-        return f"{self.prefix}.m.{token(mailbox)}.{priority.value}.*.*"
+        box = token(mailbox)
+        return f"{self.box_prefix(box)}.m.{box}.{priority.value}.*.*"
 
     def key_filter(self, mailbox: str, key: str) -> str:
         """``mailbox``'s messages with ``key``, of any priority."""
         return self.box_key_filter(token(mailbox), token(key))
 
     def box_key_filter(self, box: str, key_token: str) -> str:
-        return f"{self.prefix}.m.{box}.*.{key_token}.*"
+        return f"{self.box_prefix(box)}.m.{box}.*.{key_token}.*"
 
     def id_filter(self, mailbox: str, msg_id: int) -> str:
         """``mailbox``'s message ``msg_id`` (one at most)."""
-        return f"{self.prefix}.m.{token(mailbox)}.*.*.{msg_id}"
+        box = token(mailbox)
+        return f"{self.box_prefix(box)}.m.{box}.*.*.{msg_id}"
 
     def schedule_subject(self, mailbox: str, schedule_id: str) -> str:
         """A delayed message's own subject (one schedule a subject)."""
-        return f"{self.prefix}.d.{token(mailbox)}.{schedule_id}"
+        box = token(mailbox)
+        return f"{self.box_prefix(box)}.d.{box}.{schedule_id}"
 
     def staged_subject(self, mailbox: str, priority: Priority) -> str:
         """Where the servers write a delayed message when due, unnumbered: a broker numbers
         it into the mailbox (a schedule's target is fixed when the SEND is taken, its
         msg_id is known only when it is written)."""
-        return f"{self.prefix}.s.{token(mailbox)}.{priority.value}"
+        box = token(mailbox)
+        return f"{self.box_prefix(box)}.s.{box}.{priority.value}"
 
     @property
     def staged_filter(self) -> str:
-        return f"{self.prefix}.s.>"
+        return self.staged_filter_of(0)
+
+    def staged_filter_of(self, index: int) -> str:
+        """Message stream ``index``'s delayed messages written when due."""
+        return f"{self.stream_prefix(index)}.s.>"
 
     # A tag's index entry is t.<mailbox>.<p1>.<p2>..._ (a token per "/"-separated part, "_"
     # closing it), written in its message's atomic batch: a QUERY for tag X reads
@@ -180,14 +235,16 @@ class Layout:
 
     def tag_subject(self, box: str, tag: str) -> str:
         """The index entry's subject of ``tag`` in mailbox ``box`` (its token)."""
-        return f"{self.prefix}.t.{box}.{_parts(tag)}._"
+        return f"{self.box_prefix(box)}.t.{box}.{_parts(tag)}._"
 
     def tag_filter(self, mailbox: str, tag: str) -> str:
         """The index entries of ``tag`` and of the tags below it in ``mailbox``."""
-        return f"{self.prefix}.t.{token(mailbox)}.{_parts(tag)}.>"
+        box = token(mailbox)
+        return f"{self.box_prefix(box)}.t.{box}.{_parts(tag)}.>"
 
     def is_message_of(self, subject: str, mailbox: str) -> bool:
-        return subject.startswith(f"{self.prefix}.m.{token(mailbox)}.")
+        box = token(mailbox)
+        return subject.startswith(f"{self.box_prefix(box)}.m.{box}.")
 
     # -- the buckets' keys ---------------------------------------------------------------
 

@@ -72,14 +72,11 @@ class Messages:
         newest message (a deleted newest one's marker too); None when its log holds none."""
         layout = self.layout
         box = token(mailbox)
-        head = await self.requests.leader_get(
-            layout.messages, last_by_subject=layout.head_subject(box)
-        )
+        stream = layout.box_stream(box)
+        head = await self.requests.leader_get(stream, last_by_subject=layout.head_subject(box))
         if head is not None:
             return Mark(int(head.data) - 1, head.seq - 1)
-        entry = await self.requests.leader_get(
-            layout.messages, last_by_subject=layout.box_filter(box)
-        )
+        entry = await self.requests.leader_get(stream, last_by_subject=layout.box_filter(box))
         return None if entry is None else Mark(msg_id_of(entry.subject), entry.seq)
 
     async def last_id(self, mailbox: str) -> int | None:
@@ -94,8 +91,9 @@ class Messages:
     async def find(self, mailbox: str, msg_id: int) -> Mark | None:
         """Where ``mailbox``'s message ``msg_id`` is (the leader's: current); None when
         it holds none."""
+        layout = self.layout
         entry = await self.requests.leader_get(
-            self.layout.messages, last_by_subject=self.layout.id_filter(mailbox, msg_id)
+            layout.mailbox_stream(mailbox), last_by_subject=layout.id_filter(mailbox, msg_id)
         )
         if entry is None or DELETED in entry.headers:
             return None
@@ -123,13 +121,10 @@ class Messages:
         layout = self.layout
         if msg_id < 0:
             return False
+        stream = layout.mailbox_stream(mailbox)
         entry, head = await asyncio.gather(
-            self.requests.leader_get(
-                layout.messages, last_by_subject=layout.id_filter(mailbox, msg_id)
-            ),
-            self.requests.leader_get(
-                layout.messages, last_by_subject=layout.head_subject(token(mailbox))
-            ),
+            self.requests.leader_get(stream, last_by_subject=layout.id_filter(mailbox, msg_id)),
+            self.requests.leader_get(stream, last_by_subject=layout.head_subject(token(mailbox))),
         )
         if entry is None or DELETED in entry.headers:
             return False
@@ -137,7 +132,7 @@ class Messages:
             return True
         try:
             await self.requests.api(
-                f"STREAM.MSG.DELETE.{layout.messages}", {"seq": entry.seq, "no_erase": True}
+                f"STREAM.MSG.DELETE.{stream}", {"seq": entry.seq, "no_erase": True}
             )
         except JetStreamError as exc:
             if exc.code == 404 or exc.err_code == ErrorCode.MESSAGE_NOT_FOUND:

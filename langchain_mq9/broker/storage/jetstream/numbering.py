@@ -93,7 +93,8 @@ class Numbering:
         # writes only)
         self.counts: dict[str, int] = {}
         self._queues = Queues(self._write)  # each mailbox's writes waiting, one batch at a time
-        self._batches = Batches(requests)  # the mailboxes ready in one turn: one batch
+        # the mailboxes ready in one turn: one batch (one a stream, answered together: #81)
+        self._batches = Batches(requests)
         self._records = Bucket(requests, layout.mailboxes)
 
     def forget(self) -> None:
@@ -147,7 +148,7 @@ class Numbering:
                 if duplicate and len(batch) == 1 and batch[0].staged:
                     # a delayed message numbered before, by a broker gone before it removed
                     # the staged copy (its Nats-Msg-Id): only that removal is left
-                    await self._delete(batch[0].staged)
+                    await self._delete(box, batch[0].staged)
                     if not batch[0].future.done():
                         batch[0].future.set_result(-1)
                     return
@@ -200,7 +201,7 @@ class Numbering:
         request["batch"] = 1
         if expected:
             request["min_last_seq"] = expected
-        found = await self.requests.direct_batch(self.layout.messages, request)
+        found = await self.requests.direct_batch(self.layout.box_stream(box), request)
         held = len(found.entries) + found.pending
         self.counts[box] = held
         return held
@@ -213,7 +214,7 @@ class Numbering:
         layout = self.layout
         purges = [
             self.requests.api(
-                f"STREAM.PURGE.{layout.messages}",
+                f"STREAM.PURGE.{layout.box_stream(box)}",
                 {"filter": layout.box_key_filter(box, key), "seq": seq},
             )
             for key, seq in keys.items()
@@ -221,7 +222,7 @@ class Numbering:
         gone = [write.staged for write in batch if write.staged]
         if marker:
             gone.append(marker)
-        await asyncio.gather(*purges, *(self._delete(seq) for seq in gone))
+        await asyncio.gather(*purges, *(self._delete(box, seq) for seq in gone))
 
     async def _publish(self, box: str, batch: list[Write], expected: int, first_id: int) -> int:
         """The batch numbered from ``first_id``, then the head, expecting ``expected`` as the
@@ -239,7 +240,7 @@ class Numbering:
         # (a rollup: one head a mailbox, the one before goes)
         head = expecting(expected, {ROLLUP: ROLLUP_SUBJECT})
         entries.append((layout.head_subject(box), str(first_id + len(batch)).encode(), head))
-        return await self._batches.write(entries)
+        return await self._batches.write(entries, layout.stream_of(box))
 
     async def read_last(self, box: str) -> tuple[tuple[int, int], int]:
         """``box``'s head sequence and next msg_id from the leaders: the head's (the
@@ -248,15 +249,14 @@ class Numbering:
         newest message, else the record's; and, then, the sequence of a deleted newest
         message's marker, when the newest is one (a layout's before heads), else 0."""
         layout = self.layout
+        stream = layout.box_stream(box)
         head, following = await asyncio.gather(
-            self.requests.leader_get(layout.messages, last_by_subject=layout.head_subject(box)),
+            self.requests.leader_get(stream, last_by_subject=layout.head_subject(box)),
             self.record_next(box),
         )
         if head is not None:
             return (head.seq, max(int(head.data), following)), 0
-        entry = await self.requests.leader_get(
-            layout.messages, last_by_subject=layout.box_filter(box)
-        )
+        entry = await self.requests.leader_get(stream, last_by_subject=layout.box_filter(box))
         if entry is None:
             return (0, following), 0
         marker = entry.seq if DELETED in entry.headers else 0
@@ -303,10 +303,10 @@ class Numbering:
                 if not exc.wrong_last_sequence:
                     raise
 
-    async def _delete(self, seq: int) -> None:
+    async def _delete(self, box: str, seq: int) -> None:
         try:
             await self.requests.api(
-                f"STREAM.MSG.DELETE.{self.layout.messages}", {"seq": seq, "no_erase": True}
+                f"STREAM.MSG.DELETE.{self.layout.box_stream(box)}", {"seq": seq, "no_erase": True}
             )
         except JetStreamError as exc:
             if exc.code != 404 and exc.err_code != ErrorCode.MESSAGE_NOT_FOUND:

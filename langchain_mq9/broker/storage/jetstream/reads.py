@@ -81,7 +81,7 @@ class Reads:
             return None  # (after year 9999: nothing was written then)
         else:
             request["start_time"] = datetime.fromtimestamp(max(at_time, 0), UTC).isoformat()
-        batch = await self.requests.direct_batch(self.layout.messages, request)
+        batch = await self.requests.direct_batch(self.layout.mailbox_stream(mailbox), request)
         if not batch.entries:
             return None
         entry = batch.entries[0]
@@ -90,7 +90,7 @@ class Reads:
     async def count(self, mailbox: str) -> int:
         """How many messages ``mailbox``'s log holds."""
         request = {"seq": 1, "next_by_subj": self.layout.mailbox_filter(mailbox), "batch": 1}
-        batch = await self.requests.direct_batch(self.layout.messages, request)
+        batch = await self.requests.direct_batch(self.layout.mailbox_stream(mailbox), request)
         return len(batch.entries) + batch.pending
 
     async def read_lanes(
@@ -101,8 +101,10 @@ class Reads:
         sequence ``upto`` (the mailbox's last sequence the leader gave): the three lanes are
         read at once, each from a replica at least that new, and what a newer replica gave
         beyond it is left for the next read, so the lanes show one state."""
+        layout = self.layout
+        stream = layout.mailbox_stream(mailbox)
         reads = [
-            self._read(self.layout.lane_filter(mailbox, priority), start, limit, upto, now)
+            self._read(stream, layout.lane_filter(mailbox, priority), start, limit, upto, now)
             for priority in PRIORITY_ORDER
         ]
         return list(await asyncio.gather(*reads))
@@ -111,14 +113,17 @@ class Reads:
         self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int
     ) -> list[StoredMessage]:
         """Up to ``limit`` live messages of any priority from ``start`` on."""
-        return await self._read(self.layout.mailbox_filter(mailbox), start, limit, upto, now)
+        layout = self.layout
+        subject = layout.mailbox_filter(mailbox)
+        return await self._read(layout.mailbox_stream(mailbox), subject, start, limit, upto, now)
 
     async def _read(
-        self, subject: str, start: Mark, limit: int, upto: int | None, now: int
+        self, stream: str, subject: str, start: Mark, limit: int, upto: int | None, now: int
     ) -> list[StoredMessage]:
+        """``subject``'s messages (a filter of one mailbox's, in its ``stream``)."""
         found: list[StoredMessage] = []
         seq = max(start.seq, 1)
-        end = None if upto is None else await self._end(subject, upto)
+        end = None if upto is None else await self._end(stream, subject, upto)
         if upto is not None and (end is None or end.seq < seq or end.msg_id < start.msg_id):
             return found  # nothing on ``subject`` from ``start`` on: no walk asked for
         low = start.msg_id - 1  # (the message at start.seq may be the one below start)
@@ -131,7 +136,7 @@ class Reads:
                 # more would have the servers walk the rest of the stream for them
                 request["batch"] = max(1, min(request["batch"], end.msg_id - low + 1))
                 request["min_last_seq"] = upto
-            batch = await self.requests.direct_batch(self.layout.messages, request)
+            batch = await self.requests.direct_batch(stream, request)
             for entry in batch.entries:
                 if upto is not None and entry.seq > upto:
                     return found
@@ -149,7 +154,7 @@ class Reads:
                 break  # past the last message on the subject
         return found[:limit]
 
-    async def _end(self, subject: str, upto: int) -> Mark | None:
+    async def _end(self, stream: str, subject: str, upto: int) -> Mark | None:
         """The last message on ``subject`` (a filter of a mailbox's messages) as of ``upto``
         or later. A filtered read makes the servers walk the stream from its start until its
         batch is full (nats-server scans the blocks for a wildcard filter): for a subject with
@@ -158,7 +163,7 @@ class Reads:
         empty cost 6-11 ms of server CPU with 50,000 messages after its position; docs/
         broker.md). The subject's last message, from the servers' subject index at once,
         says whether there is anything to read and bounds each batch."""
-        entry = await self.requests.direct_last(self.layout.messages, subject, min_last_seq=upto)
+        entry = await self.requests.direct_last(stream, subject, min_last_seq=upto)
         return None if entry is None else Mark(msg_id_of(entry.subject), entry.seq)
 
     async def by_tags(
@@ -197,6 +202,7 @@ class Reads:
         """``tag``'s index entries (its own and those below it) in ``mailbox`` as of ``upto``:
         each one's tag and its message's sequence, by tag then sequence (msg_id order)."""
         subject = self.layout.tag_filter(mailbox, tag)
+        stream = self.layout.mailbox_stream(mailbox)
         pointers: list[tuple[str, int]] = []
         seq = 1
         # The first entry alone, found from the servers' subject index, says how many follow
@@ -206,7 +212,7 @@ class Reads:
         wanted = 1
         while seq <= upto:
             request = {"seq": seq, "next_by_subj": subject, "batch": wanted, "min_last_seq": upto}
-            batch = await self.requests.direct_batch(self.layout.messages, request)
+            batch = await self.requests.direct_batch(stream, request)
             for entry in batch.entries:
                 target = entry.seq + int(entry.headers.get(AHEAD) or 0)
                 if target <= upto:  # (one written after: the next QUERY's)
@@ -226,14 +232,15 @@ class Reads:
             "batch": 1,
             "min_last_seq": upto,
         }
-        batch = await self.requests.direct_batch(self.layout.messages, request)
+        batch = await self.requests.direct_batch(self.layout.mailbox_stream(mailbox), request)
         if not batch.entries or batch.entries[0].seq != seq:
             return None
         return self._readable(batch.entries[0])
 
     async def by_key(self, mailbox: str, key: str, *, now: int) -> StoredMessage | None:
+        layout = self.layout
         entry = await self.requests.leader_get(
-            self.layout.messages, last_by_subject=self.layout.key_filter(mailbox, key)
+            layout.mailbox_stream(mailbox), last_by_subject=layout.key_filter(mailbox, key)
         )
         message = None if entry is None else self._readable(entry)
         return None if message is None or message.expired(now) else message

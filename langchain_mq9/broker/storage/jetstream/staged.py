@@ -30,9 +30,10 @@ log = logging.getLogger("langchain_mq9.broker")
 _STAGED_WAIT = 5.0  # seconds a wait for delayed messages to number lasts before the next
 
 
-def consumer_name(layout: Layout) -> str:
-    """The durable consumer every broker of ``layout`` takes delayed messages from."""
-    return f"{layout.name}_STAGED"
+def consumer_name(layout: Layout, index: int = 0) -> str:
+    """The durable consumer every broker of ``layout`` takes the delayed messages of its
+    message stream ``index`` from (a consumer is one stream's: one a stream)."""
+    return f"{layout.name}_STAGED" if index == 0 else f"{layout.name}_STAGED_{index}"
 
 
 class Staged:
@@ -64,14 +65,14 @@ class Staged:
         subject = layout.schedule_subject(mailbox, uuid.uuid4().hex)
         await self.requests.publish(subject, frame(message.header, message.payload), headers)
 
-    async def number(self) -> None:
-        """Number the delayed messages the servers wrote when due into their mailboxes (any
-        broker: the consumer hands each to one; one handed again after a broker died is
-        written once, by its ``Nats-Msg-Id``)."""
+    async def number(self, index: int = 0) -> None:
+        """Number the delayed messages the servers wrote when due into the mailboxes of
+        message stream ``index`` (any broker: the consumer hands each to one; one handed
+        again after a broker died is written once, by its ``Nats-Msg-Id``)."""
         layout = self.layout
         connection = self.requests.connection
         subscription = await connection.jetstream().pull_subscribe_bind(
-            durable=consumer_name(layout), stream=layout.messages
+            durable=consumer_name(layout, index), stream=layout.stream_name(index)
         )
         try:
             # (and not closing: a cancel that nats-py's wait_for loses on Python 3.11, as a

@@ -61,11 +61,20 @@ class ClusterStore:
         replicas: int = 1,
         timeout: float = DEFAULT_TIMEOUT,
         try_again: float = TRY_AGAIN,
+        streams: int | None = None,
     ) -> None:
-        self.layout = layout = Layout(name)
         self.try_again = try_again
         self.replicas = replicas
-        self.requests = requests = Requests(connection, timeout=timeout)
+        # the count of message streams asked (#81; None: the layout's recorded one, or 1),
+        # the layout's own known once opened
+        self.streams = streams
+        self.requests = Requests(connection, timeout=timeout)
+        self._compose(Layout(name, streams or 1))
+        self._background: list[asyncio.Task[None]] = []
+
+    def _compose(self, layout: Layout) -> None:
+        """The parts, over ``layout`` (again at opening when the recorded count differs)."""
+        self.layout, requests, try_again = layout, self.requests, self.try_again
         self._numbering = numbering = Numbering(requests, layout)
         self._mailboxes = Mailboxes(requests, layout, try_again=try_again)
         self._messages = Messages(requests, layout, numbering)
@@ -73,20 +82,28 @@ class ClusterStore:
         self._reads = Reads(requests, layout, numbering)
         self._positions = Positions(requests, layout)
         self._registry = Registry(requests, layout)
-        self._background: list[asyncio.Task[None]] = []
 
     # -- opening ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the stream and buckets that do not exist yet (an existing one is kept as
-        it is), and start reading."""
+        """Create the streams and buckets that do not exist yet (an existing one is kept as
+        it is), and start reading. ``StreamCount`` when the layout recorded another count
+        of message streams than the one this store was given."""
         await self.requests.start()
-        layout, replicas = self.layout, self.replicas
-        await Opening(self.requests, layout, replicas=replicas, try_again=self.try_again).make()
+        opening = Opening(
+            self.requests,
+            self.layout.name,
+            replicas=self.replicas,
+            try_again=self.try_again,
+            streams=self.streams,
+        )
+        layout = await opening.make()
+        if layout != self.layout:  # (the count the layout recorded, adopted)
+            self._compose(layout)
         self.requests.on_fast_path()  # (its requests' answers in the read loop: #81)
         loop = asyncio.get_running_loop()
         self._background = [
-            loop.create_task(self._staged.number()),
+            *(loop.create_task(self._staged.number(index)) for index in range(layout.streams)),
             loop.create_task(every(HIGH_MARK_SECONDS, self.mark_high)),
         ]
 

@@ -83,7 +83,7 @@ class StoreSurvey:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.layout = store, store.layout
+        self.store = store
         self.kept_for, self.deadline = kept_for, deadline
         self.clock, self.wall = clock, wall
         self.last: Held | None = None
@@ -95,6 +95,11 @@ class StoreSurvey:
         self._counts: dict[Key, int] = {}
         self._counted_at: dict[Key, int] = {}
         self._rounds = 0
+
+    @property
+    def layout(self) -> Layout:
+        """The store's layout (its count of message streams known once it opened)."""
+        return self.store.layout
 
     # -- the figures -----------------------------------------------------------------------
 
@@ -119,8 +124,11 @@ class StoreSurvey:
     async def _survey(self) -> Held:
         store, layout = self.store, self.layout
         requests = store.requests
-        info = await requests.api(f"STREAM.INFO.{layout.messages}", None)
-        messages = await self._matching(layout.messages, f"{layout.prefix}.m.>")
+        message_bytes, messages = 0, 0
+        for index, stream in enumerate(layout.message_streams):  # (#81: summed over them)
+            info = await requests.api(f"STREAM.INFO.{stream}", None)
+            message_bytes += int(info.get("state", {}).get("bytes", 0))
+            messages += await self._matching(stream, f"{layout.stream_prefix(index)}.m.>")
         group_bucket = Bucket(requests, layout.groups)
         groups = await self._matching(group_bucket.stream, group_bucket.subject("*._"))
         records, complete = await Bucket(requests, layout.mailboxes).values(
@@ -141,7 +149,7 @@ class StoreSurvey:
         return Held(
             mailboxes=len(live),
             messages=messages,
-            message_bytes=int(info.get("state", {}).get("bytes", 0)),
+            message_bytes=message_bytes,
             dead_letters=dead,
             agents=agents,
             groups=groups,
@@ -215,7 +223,7 @@ class StoreSurvey:
         stream sequence ``seq`` on (at or below the first of them: the position's); whether
         that is exact (the first few read from there reached ``offset``)."""
         batch = await self.store.requests.direct_batch(
-            self.layout.messages,
+            self.layout.mailbox_stream(mailbox),
             {"seq": max(seq, 1), "next_by_subj": self.layout.mailbox_filter(mailbox), "batch": 8},
         )
         below = sum(1 for entry in batch.entries if msg_id_of(entry.subject) < offset)
