@@ -18,6 +18,9 @@ hide a loss from the first count). Broker and server restarts run in a thread, s
 writers and readers go on while a process starts.
 
     python -m bench.js_chaos --rounds 30 --readers 2 --out js_chaos.json
+
+``--streams N``: the layout's mailboxes over N message streams (#81); the lane's mailbox is in
+one of them, the kills hit every stream's replicas.
 """
 
 from __future__ import annotations
@@ -39,9 +42,23 @@ from bench.js_cluster import JetStreamCluster
 from bench.js_store import BrokerProcess, open_layout, run_and_print
 from langchain_mq9 import Mq9Client
 from langchain_mq9.broker.storage.jetstream import ClusterStore
+from langchain_mq9.broker.storage.jetstream.mapping import Layout, token
 from langchain_mq9.groups.reader import GroupReader
 
 MAILBOX = "chaos.lane"
+
+
+def lane_mailbox(streams: int) -> str:
+    """The lane's mailbox: with several streams, a name in the last of them (not the first,
+    which a layout of one also has)."""
+    if streams == 1:
+        return MAILBOX
+    layout = Layout("X", streams)  # (which stream depends on the name alone)
+    return next(
+        name
+        for name in (f"{MAILBOX}.{n}" for n in range(10_000))
+        if layout.stream_of(token(name)) == streams - 1
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,16 +76,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     dones: list[tuple[float, list[int], int]] = []
     failures = {"fetch": 0, "done": 0}
     kills: list[dict[str, Any]] = []
+    mailbox = results["mailbox"] = lane_mailbox(args.streams)
     with JetStreamCluster(3) as cluster:
         urls = cluster.urls
         stream = f"X{uuid.uuid4().hex[:8]}"
-        setup = await open_layout(urls, stream)
+        # (--streams: the layout's message streams, #81; the brokers, restarted too, adopt it)
+        setup = await open_layout(urls, stream, args.streams)
         await setup.close()
         brokers = [BrokerProcess(urls, stream, 3), BrokerProcess(urls, stream, 3)]
         writing = True
         urls_text = ",".join(urls)
         async with Mq9Client(urls_text, request_timeout=10.0) as writer_client:
-            await writer_client.mailbox_create(name=MAILBOX, ttl=0)
+            await writer_client.mailbox_create(name=mailbox, ttl=0)
 
             async def writer(number: int) -> None:
                 # a client of its own: one SEND at a time, so each answer's msg_id must be
@@ -80,7 +99,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         text = f"{number}-{index}"
                         index += 1
                         try:
-                            msg_id = await client.send(MAILBOX, text)
+                            msg_id = await client.send(mailbox, text)
                         except Exception:
                             ambiguous += 1
                             await asyncio.sleep(0.05)
@@ -95,7 +114,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 nonlocal other_text
                 async with Mq9Client(urls_text, request_timeout=10.0) as client:
                     group = GroupReader(
-                        client, MAILBOX, "g", worker=f"w{number}", max_deliveries=None
+                        client, mailbox, "g", worker=f"w{number}", max_deliveries=None
                     )
                     while True:
                         sent = time.monotonic()
@@ -172,11 +191,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # where each answered SEND never handed out is: in the stream, or not
             missing = sorted(set(answered) - {i for _, ids in handed for i in ids})
             probe = await nats.connect(urls)
-            store = ClusterStore(probe, name=stream, replicas=3)
+            store = ClusterStore(probe, name=stream, replicas=3, streams=args.streams)
             await store.requests.start()
             in_stream = []
             for msg_id in missing[:50]:
-                in_stream.append(await store.find(MAILBOX, msg_id) is not None)
+                in_stream.append(await store.find(mailbox, msg_id) is not None)
             results["missing_first_50_in_stream"] = in_stream
             results["missing_first_50"] = missing[:50]
             await store.close()
@@ -234,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readers", type=int, default=2, help="competing workers of one group")
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between kills")
     parser.add_argument("--down", type=float, default=1.0, help="seconds a server stays down")
+    parser.add_argument("--streams", type=int, default=1, help="the layout's message streams")
     parser.add_argument("--out", type=Path)
     return run_and_print(run, parser.parse_args(argv))
 
