@@ -593,14 +593,17 @@ class Ownership:
         """Read what a check will ask about and this copy lacks (another broker made it a
         moment ago, before its watch brought it): whether the mailbox or agent ``named``
         exists (the engine's look), and whose it is. The checks ask whether it exists only
-        of what nobody owns: one whose owner is known is not looked at (#81)."""
-        await self._look_up_owners([named.mailbox], named.agent)
+        of what nobody owns: one whose owner this broker knows is not looked at (#81). Else
+        the look comes first, the owner after: an owner is recorded before what it owns is
+        made (#77), so a name found made has its owner found too (read the other way round,
+        a CREATE through another broker in between left it made and seemingly nobody's)."""
         if named.listed:
             owned = self.agents.get(named.agent) is not None
         else:
             owned = isinstance(named.mailbox, str) and self.holder(named.mailbox) is not None
         if not owned:
             await self.engine.look_up(named)
+        await self._look_up_owners([named.mailbox], named.agent)
 
     async def look_up_send(self, principal: str, named: Named, headers: Headers) -> None:
         """``look_up`` for a SEND: when the mailbox sent to is reserved or derived, whether
