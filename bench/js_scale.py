@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["raw_send"] = row
             print(json.dumps({"brokers": 0, "op": "raw", **row}), flush=True)
         started: list[BrokerProcess] = []
+        created = False
         try:
             for count in plan:
                 while len(started) < count:
@@ -220,8 +221,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             cluster.urls, stream, 3, profile, served=True, extra=_extra(args)
                         )
                     )
-                if len(started) == 1:
+                if not created:  # (once, by the first configuration's brokers: 4,1 as 1,4)
                     asyncio.run(_create(cluster.urls, args.mailboxes))
+                    created = True
                 time.sleep(1.5)  # the partitions settled among the brokers started
                 pids = [broker.process.pid for broker in started]
                 for op in args.ops.split(","):
