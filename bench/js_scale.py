@@ -3,7 +3,8 @@ brokers at once, and what each operation costs every process.
 
 Three JetStream nats-servers clustered on loopback, one R3 layout, ``--brokers`` broker
 processes (``bench.js_broker --served --count``: ``serve_on_nats``, what ``mq9-dev-broker
---store jetstream`` runs) in the one queue group, brokers added between configurations.
+--store jetstream`` runs) in the one queue group, brokers added (or stopped)
+between configurations, in the order given (``--brokers 4,1`` as well as ``1,4``).
 ``--clients`` client processes (``Mq9Client``), each with ``--in-flight`` requests under way,
 round-robin over ``--mailboxes`` mailboxes, for ``--seconds`` each of: SEND (``--size``-byte
 payloads), FETCH (``--fetch`` messages, group ``g``, from the earliest), ACK (group ``g``, a
@@ -212,6 +213,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         created = False
         try:
             for count in plan:
+                while len(started) > count:  # (a smaller configuration after a larger one)
+                    started.pop().stop()
                 while len(started) < count:
                     profile = (
                         args.profile.with_suffix(f".{len(started)}.prof") if args.profile else None
@@ -221,7 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             cluster.urls, stream, 3, profile, served=True, extra=_extra(args)
                         )
                     )
-                if not created:  # (once, by the first configuration's brokers: 4,1 as 1,4)
+                if not created:  # (once, by the first configuration's brokers)
                     asyncio.run(_create(cluster.urls, args.mailboxes))
                     created = True
                 time.sleep(1.5)  # the partitions settled among the brokers started
