@@ -131,6 +131,29 @@ def test_a_default_run_writes_outside_the_tracked_files():
     assert "bench-results/" in run.stdout and "--out bench/" in run.stdout
 
 
+def test_js_scale_runs_configurations_in_either_order(tmp_path):
+    # #81: `--brokers 2,1` once made no mailboxes (only a first configuration of one broker
+    # made them: every request failed) and ran 2 brokers twice; a smaller configuration
+    # after a larger one now stops brokers
+    out = tmp_path / "order.json"
+    argv = ["--brokers", "2,1", "--ops", "send", "--seconds", "0.5", "--clients", "1"]
+    argv += ["--in-flight", "2", "--mailboxes", "2"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.js_scale", *argv, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,  # a bound, not a speed check: three nats-servers, two brokers
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for count in (2, 1):
+        row = results[f"{count}_brokers_send"]
+        assert row["operations"] > 0 and row["errors"] == [], row
+    assert len(results["broker_rss"]) == 1  # the last configuration's one broker
+
+
 def test_js_scale_sets_the_credentialed_path_against_the_open_one(tmp_path):
     # #81: `--credentials`, two clusters (one as `credentials setup` configures it), an open
     # and an enforcing `mq9-dev-broker --store jetstream`, each operation on both
