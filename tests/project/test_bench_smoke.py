@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,23 +132,27 @@ def test_a_default_run_writes_outside_the_tracked_files():
     assert "bench-results/" in run.stdout and "--out bench/" in run.stdout
 
 
+def _js_scale(argv: list[str], out: Path) -> dict[str, Any]:
+    """``python -m bench.js_scale ARGV --out OUT`` on tiny sizes: its results, once it ran."""
+    tiny = ["--seconds", "0.5", "--clients", "1", "--in-flight", "2", "--mailboxes", "2"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.js_scale", *argv, *tiny, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,  # a bound, not a speed check: nats-servers and brokers started
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results: dict[str, Any] = json.loads(out.read_text())
+    return results
+
+
 def test_js_scale_runs_configurations_in_either_order(tmp_path):
     # #81: `--brokers 2,1` once made no mailboxes (only a first configuration of one broker
     # made them: every request failed) and ran 2 brokers twice; a smaller configuration
     # after a larger one now stops brokers
-    out = tmp_path / "order.json"
-    argv = ["--brokers", "2,1", "--ops", "send", "--seconds", "0.5", "--clients", "1"]
-    argv += ["--in-flight", "2", "--mailboxes", "2"]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.js_scale", *argv, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,  # a bound, not a speed check: three nats-servers, two brokers
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = json.loads(out.read_text())
+    results = _js_scale(["--brokers", "2,1", "--ops", "send"], tmp_path / "order.json")
     for count in (2, 1):
         row = results[f"{count}_brokers_send"]
         assert row["operations"] > 0 and row["errors"] == [], row
@@ -158,19 +163,8 @@ def test_js_scale_sets_the_credentialed_path_against_the_open_one(tmp_path):
     # #81: `--credentials`, two clusters (one as `credentials setup` configures it), an open
     # and an enforcing `mq9-dev-broker --store jetstream`, each operation on both
     pytest.importorskip("nkeys")
-    out = tmp_path / "credentials.json"
     argv = ["--credentials", "--brokers", "1", "--rounds", "1", "--ops", "send,ack"]
-    argv += ["--seconds", "0.5", "--clients", "1", "--in-flight", "2", "--mailboxes", "2"]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.js_scale", *argv, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,  # a bound, not a speed check: six nats-servers, two brokers
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = json.loads(out.read_text())
+    results = _js_scale(argv, tmp_path / "credentials.json")
     for side in ("open", "credentials"):
         for op in ("send", "ack"):
             (row,) = results[f"1_{side}_{op}"]
