@@ -271,6 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:
         return 0
+    except BaseExceptionGroup as group:
+        # the interrupt landed inside a task group (stdio's, before its own signal handler is
+        # in place), which wraps it: still a clean stop, anything else among it is not
+        if group.split(KeyboardInterrupt)[1] is not None:
+            raise
+        return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -114,6 +114,38 @@ def test_stdio_stops_on_a_signal_while_the_client_keeps_stdin_open(signum):
     assert PROMPT not in mcp.stderr  # stdin is a pipe: a client started it, no help text
 
 
+# The moment CI's docs test hit (session 28's stop): the start line is out, the signal lands
+# while the stdin reader starts, before the session's own signal handler is in place. The
+# process sends it to itself there, so the moment is the same every run.
+AT_STDIN_READER = """
+import os, signal, sys
+from mcp_server import cli, stdio
+started = stdio._StdinLines.__init__
+def signalled(self, token):
+    os.kill(os.getpid(), signal.SIG{name})
+    started(self, token)
+stdio._StdinLines.__init__ = signalled
+sys.exit(cli.main(["--server", "memory://"]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stdio_stops_cleanly_on_a_signal_before_its_own_handler_is_in_place(signum):
+    name = signal.Signals(signum).name.removeprefix("SIG")
+    process = subprocess.run(
+        [sys.executable, "-c", AT_STDIN_READER.format(name=name)],
+        cwd=ROOT,
+        env=server_env(),
+        stdin=subprocess.PIPE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 0, process.stderr
+    clean(process.stderr)
+    assert STARTED in process.stderr
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_at_a_terminal_it_says_what_it_is_for_and_stops_on_a_signal(signum):
     controller, terminal = pty.openpty()
