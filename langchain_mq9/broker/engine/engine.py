@@ -336,7 +336,7 @@ class Engine(Carried, Generic[S]):
         if last is None or num_msgs <= 0:
             return []
         read = await self.store.read_lanes(
-            record.name, start, num_msgs, upto=last.seq, now=self.now_second()
+            record.name, start, num_msgs, upto=last, now=self.now_second()
         )
         lanes: list[list[StoredMessage]] = []
         held = 0

@@ -163,7 +163,7 @@ class ProcessStore(ProcessState):
         return self._look(lambda: len(t.messages) if (t := self.topics.get(mailbox)) else 0)
 
     async def read_lanes(
-        self, mailbox: str, start: Mark, limit: int, *, upto: int, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
     ) -> list[list[StoredMessage]]:
         def work() -> list[list[StoredMessage]]:
             topic = self.topics.get(mailbox)
@@ -171,7 +171,8 @@ class ProcessStore(ProcessState):
                 return []
             lanes, held = [], 0
             for priority in PRIORITY_ORDER:  # critical first; no lane read once enough are
-                lanes.append(_upto(topic.read_lane(priority, start.msg_id, limit, now), upto))
+                lane = topic.read_lane(priority, start.msg_id, limit, now)
+                lanes.append(_upto(lane, upto.msg_id))
                 held += len(lanes[-1])
                 if held >= limit:
                     break

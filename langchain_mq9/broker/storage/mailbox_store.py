@@ -71,10 +71,11 @@ class MailboxStore(Protocol):
         """How many messages the log holds."""
 
     async def read_lanes(
-        self, mailbox: str, start: Mark, limit: int, *, upto: int, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
     ) -> list[list[StoredMessage]]:
-        """Each priority's lane from ``start``, critical first, up to ``limit`` each; the
-        lanes after those holding ``limit`` in all may be left out (a FETCH reads no further)."""
+        """Each priority's lane from ``start``, critical first, up to ``limit`` each, as of
+        ``upto`` (the mailbox's ``last``); the lanes after those holding ``limit`` in all may
+        be left out (a FETCH reads no further)."""
 
     async def read(
         self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int

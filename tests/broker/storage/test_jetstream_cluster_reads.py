@@ -5,9 +5,13 @@ used to walk every mailbox's messages after it (a FETCH of a group behind 50,000
 other mailboxes cost the servers 6-11 ms for an empty lane). Each read now asks the subject's
 last message first (the servers' subject index) and reads nothing past it.
 
+A read with no msg_id left asks nothing, and one of a few msg_ids asks for each by its msg_id
+(``BY_ID``): a lane's last message and a batch's count match every subject of the lane, a cost
+that grows with the mailbox; one msg_id's subject is found at once.
+
 On a real JetStream nats-server: the reads' requests are recorded on their way to it (the
 store's own ``Requests``, wrapped to note each direct get), and what the reads return is
-checked against what was written.
+checked against what was written, by either kind of read.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from typing import Any
 import pytest
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark
+from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, reads
 from langchain_mq9.protocol import Priority
 from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
 OTHERS = 120  # messages of another mailbox written after the quiet one's
+QUIET = reads.BY_ID + 2  # the quiet mailbox's messages: more than a read asks for by msg_id
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +53,16 @@ def _message(payload: bytes, priority: Priority = Priority.NORMAL) -> StoredMess
     return StoredMessage(-1, payload, priority, int(time.time()))
 
 
-def _recorded(store: ClusterStore, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every batched read the store asks of the servers from now on (sent as before)."""
+def _recorded(
+    store: ClusterStore, monkeypatch: pytest.MonkeyPatch, *, singles: bool = False
+) -> list[dict[str, Any]]:
+    """Every batched read the store asks of the servers from now on (sent as before); with
+    ``singles``, the reads of one message (no batch) too."""
     asked: list[dict[str, Any]] = []
     send = store.requests.direct_batch
 
     async def noting(stream: str, request: Mapping[str, Any], *, single: bool = False) -> Any:
-        if not single:
+        if singles or not single:
             asked.append(dict(request))
         return await send(stream, request, single=single)
 
@@ -63,16 +71,16 @@ def _recorded(store: ClusterStore, monkeypatch: pytest.MonkeyPatch) -> list[dict
 
 
 async def _quiet_then_busy(store: ClusterStore) -> Mark:
-    """'quiet' holds 2 normal messages, then 'busy' OTHERS: quiet's last mark."""
+    """'quiet' holds QUIET normal messages, then 'busy' OTHERS: quiet's last mark."""
     now = int(time.time())
     for name in ("quiet", "busy"):
         await store.create_mailbox(name, ttl=0, desc="", now=now)
-    for n in range(2):
+    for n in range(QUIET):
         await store.append("quiet", _message(b"q%d" % n), now=now)
     for n in range(OTHERS):
         await store.append("busy", _message(b"b%d" % n), now=now)
-    last = await store.last("busy")
-    assert last is not None
+    last = await store.last("quiet")
+    assert last is not None and last.msg_id == QUIET - 1
     return last
 
 
@@ -81,26 +89,102 @@ async def test_an_empty_lane_is_not_walked(
 ) -> None:
     end = await _quiet_then_busy(store)
     asked = _recorded(store, monkeypatch)
-    lanes = await store.read_lanes("quiet", Mark(0, 0), 10, upto=end.seq, now=int(time.time()))
-    assert [[m.payload for m in lane] for lane in lanes] == [[], [], [b"q0", b"q1"]]
+    lanes = await store.read_lanes("quiet", Mark(0, 0), 30, upto=end, now=int(time.time()))
+    assert [[m.payload for m in lane] for lane in lanes] == [
+        [],
+        [],
+        [b"q%d" % n for n in range(QUIET)],
+    ]
     # the critical and urgent lanes hold nothing: no batch asked for them; the normal lane's
-    # batch asks for its two messages (and the one below a start), not for ten
+    # batch asks for its messages (and the one below a start), not for thirty
     assert len(asked) == 1, asked
     assert asked[0]["next_by_subj"].endswith(".normal.*.*")
-    assert asked[0]["batch"] <= 3
+    assert asked[0]["batch"] <= QUIET + 1
 
 
 async def test_a_group_past_every_message_reads_nothing(
     store: ClusterStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     end = await _quiet_then_busy(store)
-    second = await store.find("quiet", 1)
-    assert second is not None
-    asked = _recorded(store, monkeypatch)
-    # a group that acknowledged msg_id 1 reads from 2, at msg_id 1's sequence
-    lanes = await store.read_lanes("quiet", Mark(2, second.seq), 10, upto=end.seq, now=0)
+    asked = _recorded(store, monkeypatch, singles=True)
+    # a group that acknowledged the newest msg_id reads from the one after it
+    lanes = await store.read_lanes("quiet", Mark(end.msg_id + 1, end.seq), 10, upto=end, now=0)
     assert lanes == [[], [], []]
-    assert asked == []  # nothing left on any lane: no walk through 'busy' asked for
+    assert asked == []  # no msg_id written from there on: the servers are asked nothing
+
+
+async def test_a_read_of_a_few_msg_ids_asks_for_each_and_no_lane(
+    store: ClusterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    end = await _quiet_then_busy(store)
+    start = await store.find("quiet", QUIET - 3)
+    assert start is not None
+    asked = _recorded(store, monkeypatch, singles=True)
+    lanes = await store.read_lanes("quiet", start, 10, upto=end, now=int(time.time()))
+    assert [[m.msg_id for m in lane] for lane in lanes] == [
+        [],
+        [],
+        [QUIET - 3, QUIET - 2, QUIET - 1],
+    ]
+    # one read a msg_id, each of its one subject: no lane's wildcard, no batch and its count
+    subjects = sorted(r["last_by_subj"] for r in asked)
+    assert [s.rsplit(".", 3)[1:] for s in subjects] == [
+        ["*", "*", str(msg_id)] for msg_id in range(QUIET - 3, QUIET)
+    ]
+    assert not any("batch" in r for r in asked)
+    assert all(r["min_last_seq"] == end.seq for r in asked)
+
+
+async def _lanes_both_ways(
+    store: ClusterStore,
+    monkeypatch: pytest.MonkeyPatch,
+    mailbox: str,
+    start: Mark,
+    limit: int,
+    upto: Mark,
+    now: int,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """``mailbox``'s lanes from ``start`` read by msg_id and read by lane (msg_ids)."""
+    by_id = await store.read_lanes(mailbox, start, limit, upto=upto, now=now)
+    with monkeypatch.context() as patched:
+        patched.setattr(reads, "BY_ID", 0)  # every read by lane
+        by_lane = await store.read_lanes(mailbox, start, limit, upto=upto, now=now)
+    return [[m.msg_id for m in lane] for lane in by_id], [
+        [m.msg_id for m in lane] for lane in by_lane
+    ]
+
+
+async def test_a_read_by_msg_id_finds_what_a_read_by_lane_does(
+    store: ClusterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every start and limit over a mailbox of three lanes, deleted messages (the newest one
+    too: its marker), a message replaced by its key and one whose TTL has ended: both reads
+    give the same lanes."""
+    now = int(time.time())
+    await store.create_mailbox("mixed", ttl=0, desc="", now=now)
+    order = [Priority.NORMAL, Priority.CRITICAL, Priority.URGENT, Priority.NORMAL] * 3
+    for n, priority in enumerate(order):
+        key = "k" if n in (2, 9) else None  # msg_id 9 replaces msg_id 2
+        expire_at = now - 5 if n == 5 else 0  # msg_id 5: its TTL ended
+        message = StoredMessage(-1, b"m%d" % n, priority, now, key=key, expire_at=expire_at)
+        await store.append("mixed", message, now=now)
+    for msg_id in (3, len(order) - 1):  # one in the middle, and the newest
+        assert await store.delete("mixed", msg_id)
+    upto = await store.last("mixed")
+    assert upto is not None and upto.msg_id == len(order) - 1
+    live = {n for n in range(len(order))} - {2, 3, 5, len(order) - 1}
+    for first in range(len(order) + 1):
+        start = await store.find("mixed", first) or Mark(first, 0)
+        for limit in (1, 2, 10):
+            by_id, by_lane = await _lanes_both_ways(
+                store, monkeypatch, "mixed", start, limit, upto, now
+            )
+            assert by_id == by_lane, (first, limit)
+            wanted = [
+                [n for n in sorted(live) if n >= first and order[n] is priority][:limit]
+                for priority in (Priority.CRITICAL, Priority.URGENT, Priority.NORMAL)
+            ]
+            assert by_id == wanted, (first, limit)
 
 
 async def test_reads_still_find_every_message_of_a_mixed_mailbox(
@@ -114,7 +198,7 @@ async def test_reads_still_find_every_message_of_a_mixed_mailbox(
     end = await store.last("mixed")
     assert end is not None
     asked = _recorded(store, monkeypatch)
-    read = await store.read_lanes("mixed", Mark(0, 0), 50, upto=end.seq, now=now)
+    read = await store.read_lanes("mixed", Mark(0, 0), 50, upto=end, now=now)
     expected = [
         [b"m%d" % n for n, priority in enumerate(lanes) if priority is wanted]
         for wanted in (Priority.CRITICAL, Priority.URGENT, Priority.NORMAL)

@@ -71,7 +71,7 @@ async def test_replicas_answer_reads_no_older_than_the_leader_said(
                 await asyncio.sleep(0.01)
                 continue
             last = mark.msg_id
-            lanes = await store.read_lanes("shared", START, 1000, upto=mark.seq, now=_now())
+            lanes = await store.read_lanes("shared", START, 1000, upto=mark, now=_now())
             seen = {m.msg_id for lane in lanes for m in lane}
             if acked - seen:
                 problems.append(f"answered before {last} but not read: {sorted(acked - seen)}")
@@ -87,6 +87,6 @@ async def test_replicas_answer_reads_no_older_than_the_leader_said(
     assert problems == []
     last = await pair[1].last("shared")
     assert last is not None
-    lanes = await pair[1].read_lanes("shared", START, 1000, upto=last.seq, now=_now())
+    lanes = await pair[1].read_lanes("shared", START, 1000, upto=last, now=_now())
     assert sorted(m.msg_id for lane in lanes for m in lane) == sorted(sent) == list(range(120))
     assert {m.priority for lane in lanes for m in lane} <= set(Priority)

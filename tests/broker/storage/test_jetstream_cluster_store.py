@@ -103,7 +103,7 @@ async def test_messages_come_back_by_lane_with_every_field(
     assert ids == list(range(9))  # RobustMQ's numbering: from 0, one after another
     last = await second.last("box")
     assert last is not None and last.msg_id == ids[-1]
-    lanes = await second.read_lanes("box", START, 10, upto=last.seq, now=_now())
+    lanes = await second.read_lanes("box", START, 10, upto=last, now=_now())
     for priority, lane in zip(PRIORITY_ORDER, lanes, strict=True):
         expected = [m for _, m in sent if m.priority is priority]
         assert [m.msg_id for m in lane] == [m.msg_id for m in expected]
@@ -112,7 +112,7 @@ async def test_messages_come_back_by_lane_with_every_field(
     # from a msg_id on, a limit, and a state no newer than `upto`
     fourth, sixth = await second.find("box", ids[4]), await second.find("box", ids[6])
     assert fourth is not None and sixth is not None
-    later = await second.read_lanes("box", fourth, 1, upto=sixth.seq, now=_now())
+    later = await second.read_lanes("box", fourth, 1, upto=sixth, now=_now())
     assert [[m.msg_id for m in lane] for lane in later] == [[ids[4]], [ids[5]], [ids[6]]]
     # from a msg_id on, whatever sequence the read starts at below it
     from_two = await second.read("box", Mark(ids[2], 0), 3, upto=None, now=_now())
@@ -262,7 +262,7 @@ async def test_two_stores_writing_and_reading_at_once_lose_nothing_and_keep_orde
                 await asyncio.sleep(0.01)
                 continue
             last = mark.msg_id
-            lanes = await store.read_lanes("shared", START, 1000, upto=mark.seq, now=_now())
+            lanes = await store.read_lanes("shared", START, 1000, upto=mark, now=_now())
             for lane in lanes:
                 ids = [m.msg_id for m in lane]
                 if ids != sorted(ids) or any(i > last for i in ids):
@@ -279,7 +279,7 @@ async def test_two_stores_writing_and_reading_at_once_lose_nothing_and_keep_orde
     assert problems == []
     last = await pair[1].last("shared")
     assert last is not None
-    stored = await pair[1].read_lanes("shared", START, 1000, upto=last.seq, now=_now())
+    stored = await pair[1].read_lanes("shared", START, 1000, upto=last, now=_now())
     by_lane = {
         priority: [m.msg_id for m in lane]
         for priority, lane in zip(PRIORITY_ORDER, stored, strict=True)

@@ -206,7 +206,9 @@ class Layout:
 
     def id_filter(self, mailbox: str, msg_id: int) -> str:
         """``mailbox``'s message ``msg_id`` (one at most)."""
-        box = token(mailbox)
+        return self.box_id_filter(token(mailbox), msg_id)
+
+    def box_id_filter(self, box: str, msg_id: int) -> str:
         return f"{self.box_prefix(box)}.m.{box}.*.*.{msg_id}"
 
     def schedule_subject(self, mailbox: str, schedule_id: str) -> str:

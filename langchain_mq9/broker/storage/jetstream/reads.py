@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ....protocol import PRIORITY_ORDER
+from ....protocol import PRIORITY_ORDER, Priority
 from ...state.mailbox import StoredMessage
 from .mapping import (
     AHEAD,
@@ -22,6 +22,7 @@ from .mapping import (
     priority_of,
     stamp_second,
     subject_box,
+    token,
     unframe,
 )
 from .numbering import Mark, Numbering
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("langchain_mq9.broker")
 
 _BATCH = 1000  # messages a batched read asks for at most (the rest in the next one)
+# The most msg_ids a lane read asks for one by one: each is a request of the broker's, where
+# reading the lanes is six at most, but each costs the servers the same whatever the mailbox
+# holds (docs/broker.md, "Reading by msg_id")
+BY_ID = 16
 _LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last a timestamp here can say
 
 
@@ -94,20 +99,64 @@ class Reads:
         return len(batch.entries) + batch.pending
 
     async def read_lanes(
-        self, mailbox: str, start: Mark, limit: int, *, upto: int, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
     ) -> list[list[StoredMessage]]:
         """Each priority's live messages from ``start`` on (msg_ids from ``start.msg_id``,
         read from sequence ``start.seq``), up to ``limit`` a lane, critical first, as of
-        sequence ``upto`` (the mailbox's last sequence the leader gave): the three lanes are
-        read at once, each from a replica at least that new, and what a newer replica gave
-        beyond it is left for the next read, so the lanes show one state."""
+        ``upto`` (the mailbox's newest msg_id and a sequence at its end, from the leader).
+
+        A read with no msg_id written from ``start`` on asks the servers nothing: the FETCH
+        of a reader caught up with its mailbox, the most frequent of all. A read of up to
+        ``BY_ID`` msg_ids asks for each by its msg_id (``_by_ids``), which costs the servers
+        the same in a mailbox of 64,000 as of 1,000; a longer one reads each lane."""
+        waiting = upto.msg_id - start.msg_id + 1  # msg_ids written from ``start`` on
+        if waiting <= 0:
+            return [[] for _ in PRIORITY_ORDER]
+        if waiting <= BY_ID:
+            return await self._by_ids(mailbox, start.msg_id, upto, limit, now)
         layout = self.layout
         stream = layout.mailbox_stream(mailbox)
         reads = [
-            self._read(stream, layout.lane_filter(mailbox, priority), start, limit, upto, now)
+            self._read(stream, layout.lane_filter(mailbox, priority), start, limit, upto.seq, now)
             for priority in PRIORITY_ORDER
         ]
         return list(await asyncio.gather(*reads))
+
+    async def _by_ids(
+        self, mailbox: str, first: int, upto: Mark, limit: int, now: int
+    ) -> list[list[StoredMessage]]:
+        """The lanes of msg_ids ``first`` to ``upto.msg_id``, each message read by its msg_id
+        at once (the last on ``m.<mailbox>.*.*.<msg_id>``: the servers find the one subject
+        in their subject index). A lane's reads (``_read``) cost the servers more the more
+        messages the lane holds: its last message and every batch's count match every
+        subject of the lane, one a message (docs/broker.md, "A read behind a backlog").
+
+        A direct get of one message takes no as-of sequence that stays cheap (``up_to_seq``
+        with ``multi_last`` walks every subject of a block), so what one replica gives past
+        ``upto.seq`` is left out: a newest message's deletion marker written since, read
+        as the message gone."""
+        layout = self.layout
+        box = token(mailbox)
+        stream = layout.box_stream(box)
+        reads = [
+            self.requests.direct_last(
+                stream, layout.box_id_filter(box, msg_id), min_last_seq=upto.seq
+            )
+            for msg_id in range(first, upto.msg_id + 1)
+        ]
+        lanes: dict[Priority, list[StoredMessage]] = {p: [] for p in PRIORITY_ORDER}
+        remember = self.numbering.remember
+        for entry in await asyncio.gather(*reads):
+            if entry is None or entry.seq > upto.seq:
+                continue  # deleted, or a deletion's marker since
+            message = self._readable(entry)
+            if message is None:
+                continue
+            remember(box, message.msg_id, entry.seq)
+            lane = lanes[message.priority]
+            if len(lane) < limit and not message.expired(now):
+                lane.append(message)
+        return [lanes[priority] for priority in PRIORITY_ORDER]
 
     async def read(
         self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int

@@ -191,7 +191,7 @@ class ClusterStore:
         return await self._reads.count(mailbox)
 
     async def read_lanes(
-        self, mailbox: str, start: Mark, limit: int, *, upto: int, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
     ) -> list[list[StoredMessage]]:
         """Each priority's live messages from ``start`` on, critical first, as of ``upto``."""
         return await self._reads.read_lanes(mailbox, start, limit, upto=upto, now=now)
