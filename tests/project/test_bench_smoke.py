@@ -169,3 +169,27 @@ def test_js_scale_sets_the_credentialed_path_against_the_open_one(tmp_path):
         for op in ("send", "ack"):
             (row,) = results[f"1_{side}_{op}"]
             assert row["operations"] > 0 and row["errors"] == [], row
+
+
+def test_js_reads_sets_each_reader_against_the_mailbox_size(tmp_path):
+    # session 29: a FETCH's reads as the mailbox grows, the server's CPU a read at the
+    # largest size against the smallest, for a reader caught up and one with 1 and 10 new
+    out = tmp_path / "reads.json"
+    argv = ["--sizes", "20,60", "--rounds", "3", "--out", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.js_reads", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,  # a bound, not a speed check: a nats-server started
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["sizes"] == [20, 60]
+    for size in ("20", "60"):
+        for reader in ("caught up", "1 new", "10 new"):
+            row = results["ours"]["reads"][size][reader]
+            assert row["server_ms"] >= 0 and row["own_ms"] > 0, row
+    assert set(results["ours"]["growth"]) == {"caught up", "1 new", "10 new"}
+    assert "largest / smallest" in run.stdout
