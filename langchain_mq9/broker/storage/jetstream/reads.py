@@ -1,6 +1,7 @@
-"""The message log's reads: a mailbox's messages in order, by priority lane, by tag (through
-the tag index) or by key, each a batched direct get from a replica at least as new as the
-sequence the caller read from the leader (``upto``), so a read shows one state."""
+"""The message log's reads: a mailbox's messages in order, by priority lane (by msg_id when
+few are new), by tag (through the tag index) or by key, each a direct get from a replica at
+least as new as the sequence the caller read from the leader (``upto``), so a read shows one
+state."""
 
 from __future__ import annotations
 
