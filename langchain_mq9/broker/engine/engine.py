@@ -444,7 +444,7 @@ class Engine(Carried, Generic[S]):
                 []
                 if last is None
                 else capped(
-                    await self.store.read(record.name, _BEGINNING, limit, upto=last.seq, now=now)
+                    await self.store.read(record.name, _BEGINNING, limit, upto=last, now=now)
                 )
             )
         if len(found) > p.QUERY_CAP:

@@ -181,11 +181,13 @@ class ProcessStore(ProcessState):
         return self._look(work)
 
     async def read(
-        self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: Mark | None, now: int
     ) -> list[StoredMessage]:
+        newest = None if upto is None else upto.msg_id
+
         def work() -> list[StoredMessage]:
             topic = self.topics.get(mailbox)
-            return [] if topic is None else _upto(topic.read(start.msg_id, limit, now), upto)
+            return [] if topic is None else _upto(topic.read(start.msg_id, limit, now), newest)
 
         return self._look(work)
 

@@ -78,9 +78,10 @@ class MailboxStore(Protocol):
         be left out (a FETCH reads no further)."""
 
     async def read(
-        self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: Mark | None, now: int
     ) -> list[StoredMessage]:
-        """Up to ``limit`` messages from ``start`` in msg_id order."""
+        """Up to ``limit`` messages from ``start`` in msg_id order, as of ``upto`` (the
+        mailbox's ``last``) when given."""
 
     async def by_tags(
         self, mailbox: str, tags: list[str], limit: int, *, upto: int, now: int

@@ -204,12 +204,29 @@ async def test_reads_still_find_every_message_of_a_mixed_mailbox(
         for wanted in (Priority.CRITICAL, Priority.URGENT, Priority.NORMAL)
     ]
     assert [[m.payload for m in lane] for lane in read] == expected
-    whole = await store.read("mixed", Mark(0, 0), 50, upto=end.seq, now=now)
+    whole = await store.read("mixed", Mark(0, 0), 50, upto=end, now=now)
     assert [m.msg_id for m in whole] == list(range(len(lanes)))
     # from msg_id 20 on: the four left, read in batches no larger than the msg_ids left
-    tail = await store.read("mixed", Mark(20, 0), 50, upto=end.seq, now=now)
+    tail = await store.read("mixed", Mark(20, 0), 50, upto=end, now=now)
     assert [m.msg_id for m in tail] == [20, 21, 22, 23]
     assert all(request["batch"] <= len(lanes) + 1 for request in asked)
+
+
+async def test_a_read_of_the_whole_mailbox_takes_its_end_from_the_mark(
+    store: ClusterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # QUERY's read: the mailbox's last mark is where its subject ends (its newest msg_id,
+    # deleted or not, is the subject's last message), so its last message is not asked again
+    # (`last_by_subj m.<m>.>` matches every subject of the mailbox: dearer the more it holds)
+    end = await _quiet_then_busy(store)
+    assert await store.delete("quiet", QUIET - 1)  # the newest: its marker stays the last
+    upto = await store.last("quiet")
+    assert upto is not None and upto.msg_id == end.msg_id
+    asked = _recorded(store, monkeypatch, singles=True)
+    read = await store.read("quiet", Mark(0, 0), 100, upto=upto, now=int(time.time()))
+    assert [m.msg_id for m in read] == list(range(QUIET - 1))
+    assert not any("last_by_subj" in r for r in asked), asked
+    assert all(r["batch"] <= QUIET + 1 for r in asked)  # no more than the msg_ids to the mark
 
 
 async def test_a_tag_read_asks_for_no_more_entries_than_are_left(

@@ -160,20 +160,37 @@ class Reads:
         return [lanes[priority] for priority in PRIORITY_ORDER]
 
     async def read(
-        self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: Mark | None, now: int
     ) -> list[StoredMessage]:
-        """Up to ``limit`` live messages of any priority from ``start`` on."""
+        """Up to ``limit`` live messages of any priority from ``start`` on, as of ``upto``
+        (the mailbox's last mark) when given. That mark is where the mailbox's subject ends:
+        its newest msg_id is the subject's last message (a deleted newest one leaves its
+        marker there), at or below its sequence; no request asks it again (``_end``, on a
+        filter matching every subject of the mailbox, costs more the more it holds)."""
         layout = self.layout
         subject = layout.mailbox_filter(mailbox)
-        return await self._read(layout.mailbox_stream(mailbox), subject, start, limit, upto, now)
+        stream = layout.mailbox_stream(mailbox)
+        if upto is None:
+            return await self._read(stream, subject, start, limit, None, now)
+        return await self._read(stream, subject, start, limit, upto.seq, now, end=upto)
 
     async def _read(
-        self, stream: str, subject: str, start: Mark, limit: int, upto: int | None, now: int
+        self,
+        stream: str,
+        subject: str,
+        start: Mark,
+        limit: int,
+        upto: int | None,
+        now: int,
+        *,
+        end: Mark | None = None,
     ) -> list[StoredMessage]:
-        """``subject``'s messages (a filter of one mailbox's, in its ``stream``)."""
+        """``subject``'s messages (a filter of one mailbox's, in its ``stream``); ``end``, when
+        the caller knows it, the subject's last message (else asked, as of ``upto``)."""
         found: list[StoredMessage] = []
         seq = max(start.seq, 1)
-        end = None if upto is None else await self._end(stream, subject, upto)
+        if end is None and upto is not None:
+            end = await self._end(stream, subject, upto)
         if upto is not None and (end is None or end.seq < seq or end.msg_id < start.msg_id):
             return found  # nothing on ``subject`` from ``start`` on: no walk asked for
         low = start.msg_id - 1  # (the message at start.seq may be the one below start)

@@ -197,7 +197,7 @@ class ClusterStore:
         return await self._reads.read_lanes(mailbox, start, limit, upto=upto, now=now)
 
     async def read(
-        self, mailbox: str, start: Mark, limit: int, *, upto: int | None, now: int
+        self, mailbox: str, start: Mark, limit: int, *, upto: Mark | None, now: int
     ) -> list[StoredMessage]:
         """Up to ``limit`` live messages of any priority from ``start`` on."""
         return await self._reads.read(mailbox, start, limit, upto=upto, now=now)
