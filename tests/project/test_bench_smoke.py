@@ -171,9 +171,13 @@ def test_js_scale_sets_the_credentialed_path_against_the_open_one(tmp_path):
             assert row["operations"] > 0 and row["errors"] == [], row
 
 
+READERS = ("caught up", "1 new", "10 new", "behind")
+
+
 def test_js_reads_sets_each_reader_against_the_mailbox_size(tmp_path):
     # session 29: a FETCH's reads as the mailbox grows, the server's CPU a read at the
-    # largest size against the smallest, for a reader caught up and one with 1 and 10 new
+    # largest size against the smallest, for a reader caught up, one with 1 and 10 new and
+    # one behind by half the mailbox
     out = tmp_path / "reads.json"
     argv = ["--sizes", "20,60", "--rounds", "3", "--out", str(out)]
     run = subprocess.run(
@@ -188,8 +192,8 @@ def test_js_reads_sets_each_reader_against_the_mailbox_size(tmp_path):
     results = json.loads(out.read_text())
     assert results["sizes"] == [20, 60]
     for size in ("20", "60"):
-        for reader in ("caught up", "1 new", "10 new"):
+        for reader in READERS:
             row = results["ours"]["reads"][size][reader]
             assert row["server_ms"] >= 0 and row["own_ms"] > 0, row
-    assert set(results["ours"]["growth"]) == {"caught up", "1 new", "10 new"}
+    assert set(results["ours"]["growth"]) == set(READERS)
     assert "largest / smallest" in run.stdout

@@ -157,22 +157,29 @@ async def _lanes_both_ways(
 async def test_a_read_by_msg_id_finds_what_a_read_by_lane_does(
     store: ClusterStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every start and limit over a mailbox of three lanes, deleted messages (the newest one
-    too: its marker), a message replaced by its key and one whose TTL has ended: both reads
-    give the same lanes."""
+    """Every start and limit over a mailbox of three lanes, twice as many msg_ids as a read
+    asks for by msg_id (a window, then the lanes it did not fill read on past it), deleted
+    messages (the newest one too: its marker), messages replaced by their key and ones whose
+    TTL has ended: both reads give the same lanes."""
     now = int(time.time())
     await store.create_mailbox("mixed", ttl=0, desc="", now=now)
-    order = [Priority.NORMAL, Priority.CRITICAL, Priority.URGENT, Priority.NORMAL] * 3
-    for n, priority in enumerate(order):
-        key = "k" if n in (2, 9) else None  # msg_id 9 replaces msg_id 2
-        expire_at = now - 5 if n == 5 else 0  # msg_id 5: its TTL ended
-        message = StoredMessage(-1, b"m%d" % n, priority, now, key=key, expire_at=expire_at)
+    n, c, u = Priority.NORMAL, Priority.CRITICAL, Priority.URGENT
+    order = [n, c, u, n, n, n, n, c] * (2 * reads.BY_ID // 8)
+    keyed = {2: "k", 9: "k", 17: "j", 30: "j"}  # 9 replaces 2, 30 replaces 17
+    expired = {5, 25}
+    for number, priority in enumerate(order):
+        expire_at = now - 5 if number in expired else 0
+        message = StoredMessage(
+            -1, b"m%d" % number, priority, now, key=keyed.get(number), expire_at=expire_at
+        )
         await store.append("mixed", message, now=now)
-    for msg_id in (3, len(order) - 1):  # one in the middle, and the newest
+    newest = len(order) - 1
+    deleted = {3, 20, newest}  # in the first window, after it, and the newest
+    for msg_id in deleted:
         assert await store.delete("mixed", msg_id)
     upto = await store.last("mixed")
-    assert upto is not None and upto.msg_id == len(order) - 1
-    live = {n for n in range(len(order))} - {2, 3, 5, len(order) - 1}
+    assert upto is not None and upto.msg_id == newest
+    live = set(range(len(order))) - {2, 17} - expired - deleted
     for first in range(len(order) + 1):
         start = await store.find("mixed", first) or Mark(first, 0)
         for limit in (1, 2, 10):
@@ -181,10 +188,33 @@ async def test_a_read_by_msg_id_finds_what_a_read_by_lane_does(
             )
             assert by_id == by_lane, (first, limit)
             wanted = [
-                [n for n in sorted(live) if n >= first and order[n] is priority][:limit]
+                [m for m in sorted(live) if m >= first and order[m] is priority][:limit]
                 for priority in (Priority.CRITICAL, Priority.URGENT, Priority.NORMAL)
             ]
             assert by_id == wanted, (first, limit)
+
+
+async def test_a_read_behind_a_backlog_reads_no_lane_its_window_filled(
+    store: ClusterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a group behind a backlog, reading 10: the window of msg_ids holds 10 of the normal
+    # lane, which is not read on (its last message and its batches cost the servers the more
+    # the more it holds); the critical lane, with fewer, is read on past the window
+    end = await _quiet_then_busy(store)
+    now = int(time.time())
+    await store.append("quiet", _message(b"late", Priority.CRITICAL), now=now)
+    upto = await store.last("quiet")
+    assert upto is not None and upto.msg_id == end.msg_id + 1
+    asked = _recorded(store, monkeypatch, singles=True)
+    lanes = await store.read_lanes("quiet", Mark(0, 0), 10, upto=upto, now=now)
+    assert [[m.payload for m in lane] for lane in lanes] == [
+        [b"late"],
+        [],
+        [b"q%d" % n for n in range(10)],
+    ]
+    lane_reads = [r.get("last_by_subj") or r["next_by_subj"] for r in asked if "*.*." not in str(r)]
+    assert not any(".normal." in subject for subject in lane_reads), asked
+    assert any(".critical." in subject for subject in lane_reads), asked
 
 
 async def test_reads_still_find_every_message_of_a_mixed_mailbox(

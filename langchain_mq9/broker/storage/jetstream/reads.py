@@ -107,29 +107,47 @@ class Reads:
         ``upto`` (the mailbox's newest msg_id and a sequence at its end, from the leader).
 
         A read with no msg_id written from ``start`` on asks the servers nothing: the FETCH
-        of a reader caught up with its mailbox, the most frequent of all. A read of up to
-        ``BY_ID`` msg_ids asks for each by its msg_id (``_by_ids``), which costs the servers
-        the same in a mailbox of 64,000 as of 1,000; a longer one reads each lane."""
+        of a reader caught up with its mailbox, the most frequent of all. The first
+        ``BY_ID`` msg_ids from ``start`` are asked for by msg_id (``_by_ids``), which costs
+        the servers the same in a mailbox of 64,000 as of 1,000; a lane those did not fill,
+        when more were written, is read on past them (``_read``). A read of ``BY_ID`` or
+        more a lane reads each lane from ``start``: a window would hold too few of one."""
         waiting = upto.msg_id - start.msg_id + 1  # msg_ids written from ``start`` on
         if waiting <= 0:
             return [[] for _ in PRIORITY_ORDER]
-        if waiting <= BY_ID:
-            return await self._by_ids(mailbox, start.msg_id, upto, limit, now)
         layout = self.layout
         stream = layout.mailbox_stream(mailbox)
-        reads = [
-            self._read(stream, layout.lane_filter(mailbox, priority), start, limit, upto.seq, now)
-            for priority in PRIORITY_ORDER
+        if waiting > BY_ID and limit >= BY_ID:
+            reads = [
+                self._read(stream, layout.lane_filter(mailbox, p), start, limit, upto.seq, now)
+                for p in PRIORITY_ORDER
+            ]
+            return list(await asyncio.gather(*reads))
+        window = Mark(min(upto.msg_id, start.msg_id + BY_ID - 1), upto.seq)
+        lanes, after = await self._by_ids(mailbox, start, window, limit, now)
+        if window.msg_id == upto.msg_id:
+            return lanes
+        # A backlog: a lane the window filled is done (usually the normal one, the lane
+        # whose reads cost the servers the most); the others are read on past the window
+        rest = Mark(window.msg_id + 1, after)
+        more = [
+            self._read(
+                stream, layout.lane_filter(mailbox, p), rest, limit - len(lane), upto.seq, now
+            )
+            for p, lane in zip(PRIORITY_ORDER, lanes, strict=True)
+            if len(lane) < limit
         ]
-        return list(await asyncio.gather(*reads))
+        read = iter(await asyncio.gather(*more))
+        return [lane if len(lane) >= limit else lane + next(read) for lane in lanes]
 
     async def _by_ids(
-        self, mailbox: str, first: int, upto: Mark, limit: int, now: int
-    ) -> list[list[StoredMessage]]:
-        """The lanes of msg_ids ``first`` to ``upto.msg_id``, each message read by its msg_id
-        at once (the last on ``m.<mailbox>.*.*.<msg_id>``: the servers find the one subject
-        in their subject index). A lane's reads (``_read``) cost the servers more the more
-        messages the lane holds: its last message and every batch's count match every
+        self, mailbox: str, start: Mark, upto: Mark, limit: int, now: int
+    ) -> tuple[list[list[StoredMessage]], int]:
+        """The lanes of msg_ids ``start.msg_id`` to ``upto.msg_id``, each message read by its
+        msg_id at once (the last on ``m.<mailbox>.*.*.<msg_id>``: the servers find the one
+        subject in their subject index), and the sequence after the last of them read
+        (``start.seq`` when none was). A lane's reads (``_read``) cost the servers more the
+        more messages the lane holds: its last message and every batch's count match every
         subject of the lane, one a message (docs/broker.md, "A read behind a backlog").
 
         A direct get of one message takes no as-of sequence that stays cheap (``up_to_seq``
@@ -143,13 +161,15 @@ class Reads:
             self.requests.direct_last(
                 stream, layout.box_id_filter(box, msg_id), min_last_seq=upto.seq
             )
-            for msg_id in range(first, upto.msg_id + 1)
+            for msg_id in range(start.msg_id, upto.msg_id + 1)
         ]
         lanes: dict[Priority, list[StoredMessage]] = {p: [] for p in PRIORITY_ORDER}
+        after = start.seq
         remember = self.numbering.remember
         for entry in await asyncio.gather(*reads):
             if entry is None or entry.seq > upto.seq:
                 continue  # deleted, or a deletion's marker since
+            after = max(after, entry.seq + 1)  # (msg_ids follow the stream's order)
             message = self._readable(entry)
             if message is None:
                 continue
@@ -157,7 +177,7 @@ class Reads:
             lane = lanes[message.priority]
             if len(lane) < limit and not message.expired(now):
                 lane.append(message)
-        return [lanes[priority] for priority in PRIORITY_ORDER]
+        return [lanes[priority] for priority in PRIORITY_ORDER], after
 
     async def read(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark | None, now: int
