@@ -15,10 +15,12 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 
 import pytest
 
+from langchain_mq9._nats.jetstream.api import Batch
 from langchain_mq9.broker.state.mailbox import StoredMessage
 from langchain_mq9.broker.storage.base import StorageError
 from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, token
@@ -390,6 +392,35 @@ async def test_the_registry_copy_follows_what_either_store_writes(
     assert await first.agents() == [("x", "{}", 5)]
     await first.unregister("x")
     assert await second.agents() == []
+
+
+async def test_a_registry_copy_read_from_a_replica_behind_misses_nothing_for_good(
+    pair: tuple[ClusterStore, ClusterStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica behind the bucket's leader answers the copy's read short of the leader's
+    last sequence (nats-server 2.12 on ignores `min_last_seq`). The copy asked the rest again
+    and went no further than what it read: the row is there. Before, it took the leader's
+    last sequence as read and never read the row. Played by the store's own requests: the
+    first read of the index bucket answered as a replica behind would, without its newest
+    entry."""
+    first, second = pair
+    a, b = ("a", "{}", 1), ("b", "{}", 2)
+    await first.index_put("a", a)
+    assert await second.index_rows() == [a]
+    await first.index_put("b", b)
+    send = second.requests.direct_batch
+    behind = [True]
+
+    async def replica(stream: str, request: Mapping[str, Any], *, single: bool = False) -> Any:
+        batch = await send(stream, request, single=single)
+        if behind[0] and stream.endswith("_INDEX") and not single and batch.entries:
+            behind[0] = False
+            return Batch(batch.entries[:-1], 0)  # (its newest entry not applied yet)
+        return batch
+
+    monkeypatch.setattr(second.requests, "direct_batch", replica)
+    assert await second.index_rows() == [a, b]
+    assert not behind[0]  # the short answer was given
 
 
 async def test_a_query_by_tags_reads_the_index_not_the_mailbox(

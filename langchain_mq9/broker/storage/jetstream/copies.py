@@ -4,8 +4,12 @@ bucket each time (docs/broker.md, "What each command costs").
 
 The bucket keeps one value a key, so the entries after the copy's sequence are exactly the
 keys written (or purged) since. A read asks the bucket's leader for its last sequence, then
-reads what came after the copy's from any replica at least that new (``min_last_seq``): what
-any broker wrote before the read began is in the answer, as when the bucket was read whole.
+reads what came after the copy's from any replica: what any broker wrote before the read
+began is in the answer, as when the bucket was read whole. A replica behind the leader ends
+its answer short of that sequence (nats-server 2.12 and later ignore ``min_last_seq``, which
+was to make it refuse: docs/broker.md, "Reads from replicas"): when the leader holds an entry
+at that sequence, the rest is asked again, of whichever replica answers, a few times; the
+copy goes no further than the entries it read, so what one read missed the next one reads.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
 
 Row = tuple[str, str, int]  # a registration: (name, agent_info, create_time)
 _READ_MOST = 1000  # entries one read asks for
+_SHORT_TRIES = 3  # answers short of the leader's last sequence taken before the read ends
 # The registry's count, a key of the agents bucket beside the registrations' digests (never
 # one: they are 32 hex digits), written with each registration and unregistration (#77)
 COUNT_KEY = "_count"
@@ -43,7 +48,8 @@ class BucketCopy:
         info = await self.requests.api(f"STREAM.INFO.{stream}", None)
         last = int(info.get("state", {}).get("last_seq", 0))
         async with self._lock:  # (one catch-up at a time: the others find it done)
-            while self.seq < last:
+            short = 0
+            while self.seq < last and short < _SHORT_TRIES:
                 request = {
                     "seq": self.seq + 1,
                     "next_by_subj": self._bucket.subject(">"),
@@ -60,10 +66,15 @@ class BucketCopy:
                         value = decode_record(entry.data)
                         row = (value["name"], value["agent_info"], int(value["create_time"]))
                         self._rows[key] = row
-                if not batch.entries or batch.pending == 0:
-                    self.seq = max(self.seq, last, batch.entries[-1].seq if batch.entries else 0)
-                    break
-                self.seq = batch.entries[-1].seq
+                if batch.entries:
+                    self.seq = max(self.seq, batch.entries[-1].seq)
+                if self.seq < last and (not batch.entries or batch.pending == 0):
+                    # the end of what the answering replica holds, short of ``last``: it is
+                    # behind the leader, unless the leader holds no entry at ``last`` either
+                    # (gone: a key's TTL), and then nothing is missing
+                    if await self.requests.leader_get(stream, seq=last) is None:
+                        self.seq = last
+                    short += 1
             return list(self._rows.values())
 
     def forget(self) -> None:

@@ -153,20 +153,30 @@ class Reads:
         A direct get of one message takes no as-of sequence that stays cheap (``up_to_seq``
         with ``multi_last`` walks every subject of a block), so what one replica gives past
         ``upto.seq`` is left out: a newest message's deletion marker written since, read
-        as the message gone."""
+        as the message gone.
+
+        Each get may be answered by another replica, and one behind the leader lacks the
+        newest messages (nats-server 2.12 and later ignore ``min_last_seq``: docs/broker.md,
+        "Reads from replicas"). A msg_id one replica had no message for, below one another
+        had, would be a hole a reader acking past it never reads: each such msg_id is asked
+        of the leader again (deleted, replaced or gone with the retention: rare)."""
         layout = self.layout
         box = token(mailbox)
         stream = layout.box_stream(box)
-        reads = [
-            self.requests.direct_last(
-                stream, layout.box_id_filter(box, msg_id), min_last_seq=upto.seq
-            )
-            for msg_id in range(start.msg_id, upto.msg_id + 1)
-        ]
+        ids = range(start.msg_id, upto.msg_id + 1)
+        filters = [layout.box_id_filter(box, msg_id) for msg_id in ids]
+        requests = self.requests
+        reads = [requests.direct_last(stream, f, min_last_seq=upto.seq) for f in filters]
+        entries = list(await asyncio.gather(*reads))
+        found = [n for n, entry in enumerate(entries) if entry is not None]
+        holes = [n for n in range(found[-1]) if entries[n] is None] if found else []
+        again = [requests.leader_get(stream, last_by_subject=filters[n]) for n in holes]
+        for n, entry in zip(holes, await asyncio.gather(*again), strict=True):
+            entries[n] = entry
         lanes: dict[Priority, list[StoredMessage]] = {p: [] for p in PRIORITY_ORDER}
         after = start.seq
         remember = self.numbering.remember
-        for entry in await asyncio.gather(*reads):
+        for entry in entries:
             if entry is None or entry.seq > upto.seq:
                 continue  # deleted, or a deletion's marker since
             after = max(after, entry.seq + 1)  # (msg_ids follow the stream's order)

@@ -1,7 +1,9 @@
 """The JetStream requests the cluster store makes, on one NATS connection: reads from a
-stream's leader (``STREAM.MSG.GET``: current), batched direct gets (any replica at least as
-new as ``min_last_seq``; nats-py has none, so the request is sent here and its answers read
-up to the ``204 EOB`` status message), and publishes that expect a subject's last sequence.
+stream's leader (``STREAM.MSG.GET``: current), batched direct gets (any replica; the
+``min_last_seq`` they carry is ignored by nats-server 2.12 and later, so a replica behind
+answers with what it has: docs/broker.md, "Reads from replicas"; nats-py has none, so the
+request is sent here and its answers read up to the ``204 EOB`` status message), and
+publishes that expect a subject's last sequence.
 
 Every request has one deadline; a failure is a ``StorageError`` in words, never nats-py's
 exception, so the engine answers it as any store's failure. Every publish on the connection,
@@ -210,8 +212,9 @@ class Requests:
         self, stream: str, subject: str, *, min_last_seq: int | None
     ) -> StoredEntry | None:
         """The last message on ``subject`` (wildcards allowed: the servers find it in their
-        subject index, at a cost that does not grow with the stream) from any replica at least
-        as new as ``min_last_seq``; None when none matches."""
+        subject index, at a cost that does not grow with the stream) from any replica, asked to
+        be at least as new as ``min_last_seq`` (ignored by nats-server 2.12 and later); None
+        when none matches."""
         request: dict[str, Any] = {"last_by_subj": subject}
         if min_last_seq is not None:
             request["min_last_seq"] = min_last_seq
