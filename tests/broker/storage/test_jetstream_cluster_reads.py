@@ -71,6 +71,17 @@ def _recorded(
     return asked
 
 
+async def _filled(store: ClusterStore, mailbox: str, messages: list[StoredMessage]) -> Mark:
+    """``mailbox`` created and ``messages`` written into it, one after another: its last mark."""
+    now = int(time.time())
+    await store.create_mailbox(mailbox, ttl=0, desc="", now=now)
+    for message in messages:
+        await store.append(mailbox, message, now=now)
+    last = await store.last(mailbox)
+    assert last is not None
+    return last
+
+
 async def _quiet_then_busy(store: ClusterStore) -> Mark:
     """'quiet' holds QUIET normal messages, then 'busy' OTHERS: quiet's last mark."""
     now = int(time.time())
@@ -145,11 +156,7 @@ async def test_a_msg_id_one_replica_lacks_below_one_another_has_is_asked_of_the_
     # else a reader acking past the hole would never read it. Played here by the store's own
     # requests answering "no message" for msg_id 1 from the replicas
     now = int(time.time())
-    await store.create_mailbox("gappy", ttl=0, desc="", now=now)
-    for n in range(4):
-        await store.append("gappy", _message(b"g%d" % n), now=now)
-    upto = await store.last("gappy")
-    assert upto is not None
+    upto = await _filled(store, "gappy", [_message(b"g%d" % n) for n in range(4)])
     send = store.requests.direct_batch
 
     async def behind(stream: str, request: Mapping[str, Any], *, single: bool = False) -> Any:
@@ -248,12 +255,8 @@ async def test_reads_still_find_every_message_of_a_mixed_mailbox(
     store: ClusterStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = int(time.time())
-    await store.create_mailbox("mixed", ttl=0, desc="", now=now)
     lanes = [Priority.NORMAL, Priority.CRITICAL, Priority.NORMAL, Priority.URGENT] * 6
-    for n, priority in enumerate(lanes):
-        await store.append("mixed", _message(b"m%d" % n, priority), now=now)
-    end = await store.last("mixed")
-    assert end is not None
+    end = await _filled(store, "mixed", [_message(b"m%d" % n, p) for n, p in enumerate(lanes)])
     asked = _recorded(store, monkeypatch)
     read = await store.read_lanes("mixed", Mark(0, 0), 50, upto=end, now=now)
     expected = [
@@ -290,11 +293,12 @@ async def test_a_tag_read_asks_for_no_more_entries_than_are_left(
     store: ClusterStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = int(time.time())
-    await store.create_mailbox("tagged", ttl=0, desc="", now=now)
-    for n in range(5):
-        tags = ("job/a",) if n % 2 == 0 else ("job/b",)
-        message = StoredMessage(-1, b"t%d" % n, Priority.NORMAL, now, tags=tags)
-        await store.append("tagged", message, now=now)
+    tags = [("job/a",) if n % 2 == 0 else ("job/b",) for n in range(5)]
+    await _filled(
+        store,
+        "tagged",
+        [StoredMessage(-1, b"t%d" % n, Priority.NORMAL, now, tags=t) for n, t in enumerate(tags)],
+    )
     end = await _quiet_then_busy(store)  # another mailbox's messages after every entry
     asked = _recorded(store, monkeypatch)
     found = await store.by_tags("tagged", ["job/a", "job"], 10, upto=end.seq, now=now)
