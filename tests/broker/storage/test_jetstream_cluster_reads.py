@@ -169,6 +169,28 @@ async def test_a_msg_id_one_replica_lacks_below_one_another_has_is_asked_of_the_
     assert [m.msg_id for m in lanes[-1]] == [0, 1, 2, 3]
 
 
+async def test_a_window_a_replica_behind_answered_short_leaves_no_hole_behind_the_lanes(
+    store: ClusterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a backlog: the window of msg_ids, answered by a replica that lacks its last ones, is
+    # followed by the lanes read on past it; what the replica lacked is asked of the leader,
+    # else the lanes would go on past a hole
+    now = int(time.time())
+    upto = await _filled(store, "long", [_message(b"l%d" % n) for n in range(reads.BY_ID + 4)])
+    send = store.requests.direct_batch
+    lacking = {f".*.*.{msg_id}" for msg_id in range(reads.BY_ID - 3, reads.BY_ID)}
+
+    async def behind(stream: str, request: Mapping[str, Any], *, single: bool = False) -> Any:
+        subject = str(request.get("last_by_subj", ""))
+        if single and any(subject.endswith(end) for end in lacking):
+            return Batch([], 0)  # a replica that has not got the window's last msg_ids yet
+        return await send(stream, request, single=single)
+
+    monkeypatch.setattr(store.requests, "direct_batch", behind)
+    lanes = await store.read_lanes("long", Mark(0, 0), reads.BY_ID - 1, upto=upto, now=now)
+    assert [m.msg_id for m in lanes[-1]] == list(range(reads.BY_ID - 1))
+
+
 async def _lanes_both_ways(
     store: ClusterStore,
     monkeypatch: pytest.MonkeyPatch,

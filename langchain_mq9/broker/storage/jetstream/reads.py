@@ -1,7 +1,9 @@
 """The message log's reads: a mailbox's messages in order, by priority lane (by msg_id when
-few are new), by tag (through the tag index) or by key, each a direct get from a replica at
-least as new as the sequence the caller read from the leader (``upto``), so a read shows one
-state."""
+few are new), by tag (through the tag index) or by key, each a direct get from any replica,
+as of the sequence the caller read from the leader (``upto``): what a newer replica gives
+past it is left for the next read. A replica behind the leader answers with what it has
+(nats-server 2.12 and later ignore the ``min_last_seq`` asked): a read may miss the newest
+messages, never hand out a hole below one it read (docs/broker.md, "Reads from replicas")."""
 
 from __future__ import annotations
 
@@ -124,8 +126,9 @@ class Reads:
             ]
             return list(await asyncio.gather(*reads))
         window = Mark(min(upto.msg_id, start.msg_id + BY_ID - 1), upto.seq)
-        lanes, after = await self._by_ids(mailbox, start, window, limit, now)
-        if window.msg_id == upto.msg_id:
+        beyond = window.msg_id < upto.msg_id  # more written than the window holds
+        lanes, after = await self._by_ids(mailbox, start, window, limit, now, beyond=beyond)
+        if not beyond:
             return lanes
         # A backlog: a lane the window filled is done (usually the normal one, the lane
         # whose reads cost the servers the most); the others are read on past the window
@@ -141,7 +144,7 @@ class Reads:
         return [lane if len(lane) >= limit else lane + next(read) for lane in lanes]
 
     async def _by_ids(
-        self, mailbox: str, start: Mark, upto: Mark, limit: int, now: int
+        self, mailbox: str, start: Mark, upto: Mark, limit: int, now: int, *, beyond: bool
     ) -> tuple[list[list[StoredMessage]], int]:
         """The lanes of msg_ids ``start.msg_id`` to ``upto.msg_id``, each message read by its
         msg_id at once (the last on ``m.<mailbox>.*.*.<msg_id>``: the servers find the one
@@ -159,7 +162,9 @@ class Reads:
         newest messages (nats-server 2.12 and later ignore ``min_last_seq``: docs/broker.md,
         "Reads from replicas"). A msg_id one replica had no message for, below one another
         had, would be a hole a reader acking past it never reads: each such msg_id is asked
-        of the leader again (deleted, replaced or gone with the retention: rare)."""
+        of the leader again (deleted, replaced or gone with the retention: rare). So is
+        every msg_id with none when messages ``beyond`` these were written (their lanes are
+        read on past them)."""
         layout = self.layout
         box = token(mailbox)
         stream = layout.box_stream(box)
@@ -169,7 +174,8 @@ class Reads:
         reads = [requests.direct_last(stream, f, min_last_seq=upto.seq) for f in filters]
         entries = list(await asyncio.gather(*reads))
         found = [n for n, entry in enumerate(entries) if entry is not None]
-        holes = [n for n in range(found[-1]) if entries[n] is None] if found else []
+        below = len(entries) if beyond else (found[-1] if found else 0)
+        holes = [n for n in range(below) if entries[n] is None]
         again = [requests.leader_get(stream, last_by_subject=filters[n]) for n in holes]
         for n, entry in zip(holes, await asyncio.gather(*again), strict=True):
             entries[n] = entry
