@@ -61,8 +61,8 @@ async def measure(url: str, seconds: float) -> tuple[float, float, float]:
 def bundled(store: str) -> Iterator[str]:
     """A bundled broker on ``store`` ("sqlite" or "jetstream"); yields the URL to use."""
     from langchain_mq9.broker.nats_servers.processes import free_port
-    from tests.support.devbroker_helpers import DevBroker
-    from tests.support.jetstream_servers import JetStreamCluster, wait_serving
+    from testbed.devbroker import DevBroker, wait_serving
+    from testbed.jetstream import JetStreamCluster
 
     with tempfile.TemporaryDirectory(prefix="mq9-side-") as data:
         if store == "sqlite":

@@ -53,8 +53,8 @@ P50_LIMIT = 2.0
 RUNS = 3  # the load, each run on a cluster of its own: one draw says little (as 14a)
 
 
-def _cluster():  # the tests' helper: 3 JetStream servers clustered on loopback
-    from tests.support.jetstream_servers import JetStreamCluster
+def _cluster():  # 3 JetStream servers clustered on loopback (testbed/, as the tests' own)
+    from testbed.jetstream import JetStreamCluster
 
     return JetStreamCluster(3)
 

@@ -74,8 +74,9 @@ def _state_server():
 
 @pytest.fixture(scope="session")
 def nats_server():
-    """One nats-server for the session, on a free loopback port."""
-    from langchain_mq9.broker.nats_servers.processes import start_nats_server
+    """One nats-server for the session (of each parallel worker), on the loopback port the
+    system gives it."""
+    from testbed.nats_server import start_nats_server
 
     with start_nats_server() as server:
         yield server
@@ -89,10 +90,10 @@ async def restartable_nats():
     import nats
 
     from langchain_mq9.broker import BrokerEngine, serve_on_nats
-    from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
+    from testbed.nats_server import start_nats_server
 
-    port = free_port()
-    state = {"server": start_nats_server(port=port), "port": port}
+    first = start_nats_server()  # on the system's choice of port, read back: kept for restarts
+    state = {"server": first, "port": first.port}
     connection = await nats.connect(
         state["server"].url, max_reconnect_attempts=-1, reconnect_time_wait=0.05
     )

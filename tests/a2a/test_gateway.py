@@ -184,7 +184,12 @@ async def test_a_second_tenant_can_neither_get_list_answer_nor_cancel_anothers_t
         assert canceled.id == task.id
 
 
-@pytest.mark.parametrize("token", [None, "", "wrong-token-wrong-token", "Basic " + ALICE])
+# ids named, not drawn from ALICE (a fresh token each run): parallel workers collect the same
+@pytest.mark.parametrize(
+    "token",
+    [None, "", "wrong-token-wrong-token", "Basic " + ALICE],
+    ids=["none", "empty", "wrong", "basic-alice"],
+)
 async def test_no_credential_no_call(client, token):
     async with gateway(client) as url:
         headers = {"Authorization": token} if token and token.startswith("Basic") else {}

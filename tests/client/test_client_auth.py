@@ -9,7 +9,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.nats_servers.processes import start_nats_server
+from testbed.nats_server import start_nats_server
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,6 @@ from langchain_mq9._nats.guard import flush_in_order
 from langchain_mq9.a2a.server import serve_agent
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
 from langchain_mq9.broker.identities.ownership import PLAIN_REFUSAL
-from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.client.auth import (
     CREDENTIAL_ENV,
     CREDENTIAL_FILE_ENV,
@@ -42,6 +41,7 @@ from langchain_mq9.groups.reader import GroupReader
 from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
 from langchain_mq9.protocol.subjects import PRINCIPAL_PREFIX
 from langchain_mq9.testing import ScriptedChatModel, call
+from testbed.nats_server import start_nats_server
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.credentials_support import EnforcingBroker, issue, revoke
 from tests.support.waiting import until

@@ -18,8 +18,8 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.protocol.errors import ConnectionLost
+from testbed.nats_server import start_nats_server
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow

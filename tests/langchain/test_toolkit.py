@@ -16,8 +16,9 @@ from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, Priority, ToolPolicy
 from langchain_mq9.broker import BrokerEngine, memory_broker, serve_on_nats
-from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.operations.catalog import OPERATIONS, message_view
+from testbed.nats_server import start_nats_server
 
 EIGHT = [
     "agent_register",
@@ -740,9 +741,8 @@ def test_unregister_then_register_changes_the_card_and_report_is_sent(memory_url
 
 @pytest.fixture(scope="module")
 def monitored_nats():
-    monitor = free_port()
-    with start_nats_server(monitor_port=monitor) as server:
-        yield server, monitor
+    with start_nats_server(monitor_port=0) as server:  # (0: the system's choice, read back)
+        yield server, server.monitor_port
 
 
 def open_connections(monitor_port: int, *, settle_to: int | None = None) -> int:

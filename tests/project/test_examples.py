@@ -28,9 +28,9 @@ import pytest
 
 from langchain_mq9 import semantic
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.broker.state.clock import system_clock
 from langchain_mq9.testing import ScriptedChatModel
+from testbed.nats_server import start_nats_server
 from tests.support.robustmq_shaped import RobustMQShapedListener, lagging_engine
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
-"""nats-server with JetStream on loopback for tests: bench/js_cluster.py (the cluster store's
-kill and chaos lanes, bench/js_kill.py and bench/js_chaos.py, run the same servers); the
-wait for a JetStream broker to serve; a cluster store opened on a connection of its own (a
-broker, as the store's tests see one)."""
+"""nats-server with JetStream on loopback for tests: testbed/jetstream.py (bench/ runs the
+same servers: the cluster store's kill and chaos lanes); the wait for a JetStream broker to
+serve; a cluster store opened on a connection of its own (a broker, as the store's tests see
+one)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import nats
 
-from bench.js_cluster import START_TIMEOUT, JetStreamCluster, JetStreamServer
 from langchain_mq9.broker.storage.base import StorageError
 from langchain_mq9.broker.storage.jetstream import ClusterStore
-from tests.support.devbroker_helpers import DevBroker
-from tests.support.waiting import until, until_sync
+from testbed.devbroker import wait_serving
+from testbed.jetstream import START_TIMEOUT, JetStreamCluster, JetStreamServer
+from tests.support.waiting import until
 
 FORMING = 120.0  # seconds: a cluster on a busy 2-core machine electing its leaders
 READY_TIMEOUT = 120.0  # a busy 2-core machine importing the package
@@ -46,19 +46,6 @@ async def open_store(servers: list[str], layout: str) -> ClusterStore:
 async def close_store(store: ClusterStore) -> None:
     await store.close()
     await store.requests.connection.close()
-
-
-def wait_serving(broker: DevBroker, timeout: float = 60.0) -> None:
-    """Until ``broker`` (``--store jetstream``) serves (every broker of a store serves at
-    once: there is no takeover to wait for)."""
-
-    def serving() -> bool:
-        if any("ready on" in line for line in broker.stdout):
-            return True
-        assert broker.process.poll() is None, broker.output()
-        return False
-
-    until_sync(serving, timeout=timeout, what="the broker serving", every=0.1, show=broker.output)
 
 
 async def open_replicated_store(url: str, layout: str) -> ClusterStore:

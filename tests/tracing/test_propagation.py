@@ -15,7 +15,7 @@ from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.broker import Broker, BrokerConfig
-from langchain_mq9.broker.nats_servers.processes import start_nats_server
+from testbed.nats_server import start_nats_server
 from tests.support.a2a_support import text_graph, text_io
 
 INBOX = "agent.worker"

@@ -18,9 +18,10 @@ from langchain_mq9.broker import Broker, BrokerConfig, BrokerLimits, StartupErro
 from langchain_mq9.broker.cli.dev_broker import build_parser, config_of
 from langchain_mq9.broker.identities.callout import SETUP_FILE, Issuer
 from langchain_mq9.broker.identities.store import CredentialError
-from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.metrics.meter import RequestMeter
 from langchain_mq9.protocol.errors import NotAllowed
+from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import port_open, process_alive, wait_until
 from tests.support.jetstream_servers import JetStreamCluster
 

@@ -17,9 +17,10 @@ import pytest
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker.cli.dev_broker import build_parser, main
-from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
+from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.broker.storage import DEFAULT_FILE_NAME, data_file
 from langchain_mq9.protocol.errors import from_reply
+from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 
 pytestmark = pytest.mark.slow

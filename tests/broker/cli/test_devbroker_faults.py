@@ -22,7 +22,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
+from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.waiting import until
 
@@ -130,8 +130,8 @@ class Retried:
 
 
 async def test_server_restart_under_producer_and_consumer_loses_nothing():
-    port = free_port()
-    server = start_nats_server(port=port)
+    server = start_nats_server()  # on the system's choice of port: the restart takes it again
+    port = server.port
     broker = DevBroker("--nats", server.url)
     options = dict(max_reconnect_attempts=-1, reconnect_time_wait=0.05)
     box = "jobs"

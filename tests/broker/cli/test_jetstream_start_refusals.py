@@ -176,7 +176,7 @@ def test_without_the_credentials_extra_one_line_says_what_to_install(
 def _first_server_only() -> Iterator[JetStreamCluster]:
     """Three servers configured as a cluster, the first one alone started: a cluster that
     has never formed (no JetStream leader, no routes up)."""
-    cluster = JetStreamCluster(3)
+    cluster = JetStreamCluster(3, ports_first=True)  # (the brokers are given all three URLs)
     try:
         cluster.servers[0].start()
         yield cluster

@@ -16,7 +16,7 @@ import pytest
 
 from langchain_mq9.broker import Broker
 from langchain_mq9.broker.config import BrokerConfig, StartupError
-from langchain_mq9.broker.nats_servers.processes import start_nats_server
+from testbed.nats_server import start_nats_server
 from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process

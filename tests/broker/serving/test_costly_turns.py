@@ -21,8 +21,8 @@ from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker.identities.ownership import Identities
 from langchain_mq9.broker.identities.store import IdentityStore
-from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.broker.serving.serve import NatsService
+from testbed.nats_server import start_nats_server
 from tests.support.credentials_support import as_principal, ask, ok
 
 BOX = "turns.box"

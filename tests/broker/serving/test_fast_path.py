@@ -28,8 +28,8 @@ from langchain_mq9._nats.fast_path import (
 )
 from langchain_mq9._nats.guard import flush_in_order, protect
 from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.nats_servers.processes import free_port, start_nats_server
 from langchain_mq9.client import Mq9Client
+from testbed.nats_server import start_nats_server
 from tests.support.store_lane import STATE_SERVER
 from tests.support.waiting import until
 
@@ -244,8 +244,8 @@ async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server, way):
 async def test_inline_delivery_carries_on_after_a_reconnect():
     # nats-py subscribes again with the same sid on the new connection; its read loop is a
     # new task, and the messages go on reaching the callback there
-    port = free_port()
-    server = start_nats_server(port=port)
+    server = start_nats_server()  # on the system's choice of port: the restart takes it again
+    port = server.port
     connection = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.05)
     watchdog = protect(connection)
     asker = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.05)

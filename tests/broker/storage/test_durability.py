@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, ManualClock
 from langchain_mq9.broker.engine.sending import MOST_SECONDS
-from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.broker.storage import SqliteStorage, StorageError
+from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import (
     DevBroker,
     port_open,

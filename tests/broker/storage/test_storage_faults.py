@@ -25,10 +25,10 @@ from test_durability import Restartable
 
 from langchain_mq9 import protocol as p
 from langchain_mq9.broker import BrokerEngine, BrokerLimits, serve_on_nats
-from langchain_mq9.broker.nats_servers.processes import start_nats_server
 from langchain_mq9.broker.storage import SqliteStorage, StorageError
 from langchain_mq9.broker.storage.request_log import RequestLog
 from langchain_mq9.broker.storage.sqlite import FOLD_EVERY
+from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import DevBroker
 
 DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
