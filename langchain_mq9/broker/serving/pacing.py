@@ -58,16 +58,29 @@ def requester(reply: str, headers: Mapping[str, str] | None = None) -> str:
     has the importing server's prefix there, the same for all its clients: it is told apart
     by the connection that sent it, ``(server, id)`` of its ``Nats-Request-Info``, which
     nats-server writes; without a usable one, the prefix (one requester per server)."""
+    return client_of(reply, headers)[0]
+
+
+def client_of(reply: str, headers: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """``(requester(reply, headers), address)``: the address is where nats-server says the
+    requesting connection comes from (``<account>@<host>`` of its ``Nats-Request-Info``, on a
+    request through a service import), None where nothing vouches for one (a reply subject
+    is the client's to choose). Issue #88: the connections of one address share a part of the
+    broker's waiting room (serve.py), so that many of them take no more than two would."""
     prefix = reply.rpartition(".")[0] or reply
     if not reply.startswith(IMPORTED) or not headers:
-        return prefix
-    connection = _connection(headers.get(REQUEST_INFO))
-    return prefix if connection is None else f"{IMPORTED}{connection}"
+        return prefix, None
+    found = _connection(headers.get(REQUEST_INFO))
+    if found is None:
+        return prefix, None
+    connection, address = found
+    return f"{IMPORTED}{connection}", address
 
 
-def _connection(info: str | None) -> str | None:
-    """``<account>/<server>/<id>`` of a client info header, or None when it is missing or not
-    nats-server's shape (never raises: a bad header falls back to the prefix)."""
+def _connection(info: str | None) -> tuple[str, str | None] | None:
+    """``<account>/<server>/<id>`` of a client info header, and ``<account>@<host>`` when it
+    names a host; None when it is missing or not nats-server's shape (never raises: a bad
+    header falls back to the prefix)."""
     if not info or len(info) > _INFO_MOST:
         return None
     try:
@@ -81,7 +94,9 @@ def _connection(info: str | None) -> str | None:
         return None
     if not isinstance(cid, int) or isinstance(cid, bool) or cid < 0:
         return None
-    return f"{account}/{server}/{cid}"
+    host = found.get("host")
+    address = f"{account}@{host}" if isinstance(host, str) and host else None
+    return f"{account}/{server}/{cid}", address
 
 
 class AnswerPacer:

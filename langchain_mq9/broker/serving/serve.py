@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections import deque
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,18 +29,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ... import protocol as p
-from ..._nats.fast_path import (
-    deliver_inline,
-    engage,
-    publish_queued,
-    replies_inline,
-    write_now,
-)
+from ..._nats.fast_path import deliver_inline, engage, replies_inline
 from ..._nats.guard import flush_in_order, protect
 from ..engine.owned import Answering
 from ..engine.rules import command_for
-from .pacing import AnswerPacer, Backlog, requester
+from .pacing import AnswerPacer, Backlog, client_of
 from .partitions import Partitions
+from .waiting_room import RoomFull, WaitingRoom
 
 if TYPE_CHECKING:
     from ...metrics import RequestMeter
@@ -80,9 +75,12 @@ class Served(Answering, Protocol):
 # the connection a request came by, see docs/security.md): one making up an inbox per request
 # gets a turn for each, but no more than RUNNING_IN_ALL run, and what waits is bounded in all.
 # Through a service import marked share (the open cluster, docs/deploy.md) nats-server does
-# say it, and every reply there is one prefix per server: the connection is the requester.
+# say it, and every reply there is one prefix per server: the connection is the requester,
+# and the connections of one address wait WAITING_PER_ADDRESS at most together (#88: six
+# flooding connections of one address filled the room; see waiting_room.py).
 # A FETCH's wait, or a group reader's claim QUERY by key, costs nothing: any number may run.
 AT_ONCE, RUNNING_IN_ALL, WAITING, WAITING_IN_ALL = 4, 4, 64, 256
+WAITING_PER_ADDRESS = 2 * WAITING  # half the room: two addresses flooding leave it to others
 # What a request still under way, or still waiting its turn, is answered when the broker stops
 STOPPED_ANSWERING = (
     "the broker stopped while answering: the request may or may not have been carried out "
@@ -95,6 +93,15 @@ BULK_ANSWER = 64 * 1024
 # #62: with announce=True each message stored is announced on the protocol's prefix + the
 # digest of its mailbox's name (never the name), empty, for wakers (wake/arrivals.py)
 ARRIVALS_PREFIX = p.ARRIVALS_PREFIX
+# #88: with the headers a JetStream stream's republish carries (the cluster store's
+# announcements, storage/jetstream/opening.py), which no answer of a broker carries: a listener
+# takes only a message with them as an announcement (wake/arrivals.py)
+ANNOUNCED = "mq9-announce"  # the Nats-Stream of the announcements this broker publishes
+# #88: no answer ever goes under the broker's reserved subjects (the announcements, the
+# brokers' membership beats, the partitions, the requests themselves): a request naming a reply
+# there is not done, not answered, counted and logged (at most every RESERVED_LOGGED_EVERY s)
+RESERVED_REPLY = "$mq9."  # every subject of the protocol and of the bundled broker
+RESERVED_LOGGED_EVERY = 10.0
 
 
 class NatsService:
@@ -136,17 +143,49 @@ class NatsService:
         self.subscription: Subscription | None = None
         # Requests being answered on a task of their own, and what each answers
         self._in_flight: dict[asyncio.Task[None], Msg] = {}
-        # Costly requests by requester: how many run, and those waiting their turn (requesters
-        # in the order of their turns: a dict keeps insertion order)
+        # Costly requests by requester: how many run, and those waiting their turn
         self._running: dict[str, int] = {}
         self._running_in_all = 0
-        self._queued: dict[str, deque[tuple[Msg, Stamp]]] = {}
-        self._queued_in_all = 0
+        self.room: WaitingRoom[tuple[Msg, Stamp]] = WaitingRoom(
+            WAITING, WAITING_PER_ADDRESS, WAITING_IN_ALL
+        )
         self.at_once, self.running_in_all = AT_ONCE, RUNNING_IN_ALL
-        self.waiting, self.waiting_in_all = WAITING, WAITING_IN_ALL
+        self.reserved_replies = 0  # #88: requests refused for a reply under RESERVED_REPLY
+        self._reserved_logged, self._next_reserved_log = 0, 0.0
+        self._announced = 0  # the Nats-Sequence of this broker's announcements
+        self._announcing: set[asyncio.Task[None]] = set()  # (kept from the collector)
         self._carried: int | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.partitions: Partitions | None = None  # #81: each mailbox on one broker
+
+    # What may wait (the room's bounds), as the tests and the dev broker's options set them
+    @property
+    def waiting(self) -> int:
+        return self.room.per_requester
+
+    @waiting.setter
+    def waiting(self, most: int) -> None:
+        self.room.per_requester = most
+
+    @property
+    def waiting_per_address(self) -> int:
+        return self.room.per_address
+
+    @waiting_per_address.setter
+    def waiting_per_address(self, most: int) -> None:
+        self.room.per_address = most
+
+    @property
+    def waiting_in_all(self) -> int:
+        return self.room.in_all
+
+    @waiting_in_all.setter
+    def waiting_in_all(self, most: int) -> None:
+        self.room.in_all = most
+
+    @property
+    def _queued_in_all(self) -> int:  # what tests/broker/serving/test_costly_turns.py reads
+        return len(self.room)
 
     def _tell_engine(self) -> None:
         """Keep the engine's answers within the server's max_payload (which a reconnect to
@@ -198,16 +237,32 @@ class NatsService:
 
     def _announce(self) -> None:
         arrived, self._arrived_at = self._arrived_at, set()
+        announcements = []
         for address in arrived:
             d = self._digests.get(address)
             if d is None:
                 d = self._digests[address] = hashlib.sha256(address.encode()).hexdigest()[:32]
+            self._announced += 1
+            # as a stream's republish says it (#88): what a listener takes as an announcement
+            headers = {
+                "Nats-Stream": ANNOUNCED,
+                "Nats-Subject": ARRIVALS_PREFIX + d,
+                "Nats-Sequence": str(self._announced),
+                "Nats-Last-Sequence": "0",
+            }
+            announcements.append((ARRIVALS_PREFIX + d, headers))
+        # nats-py's publish with headers is a coroutine (it queues the bytes for its flusher)
+        task = asyncio.get_running_loop().create_task(self._publish_announcements(announcements))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _publish_announcements(self, announcements: list[tuple[str, dict[str, str]]]) -> None:
+        for subject, headers in announcements:
             try:
-                publish_queued(self.connection, ARRIVALS_PREFIX + d, b"")
+                await self.connection.publish(subject, headers=headers)
             except Exception as exc:  # a connection down: the wakers' sweeps find it
                 log.debug("arrival not announced: %s", type(exc).__name__)
                 return
-        write_now(self.connection)
 
     async def _on_request(self, msg: Msg) -> None:
         # Commands are answered at once, in arrival order, except those that wait: a FETCH
@@ -216,6 +271,9 @@ class NatsService:
         # its reads. Each of those gets a task and holds up no request behind it.
         command, _ = command_for(msg.subject)
         meter = self.meter
+        if msg.reply and msg.reply.startswith(RESERVED_REPLY):  # #88: never answered there
+            self._refuse_reserved(msg, command.subject)
+            return
         stamp = None if meter is None else (command.subject, meter.started())
         if not command.waits and self._each_on_a_task:
             # its answer waits for JetStream requests made on this connection, whose answers
@@ -228,33 +286,57 @@ class NatsService:
         if not command.costly(msg.data):
             self._start(msg, stamp=stamp)
             return
-        who = self._requester(msg)  # what needs no answer shares one requester
+        who, address = self._client(msg)  # what needs no answer shares one requester
         if self._may_run(who):  # then nothing waits that could run: it would be running
             self._run(msg, who, stamp)
             return
-        queue = self._queued.get(who)
-        mine = len(queue) if queue is not None else 0
-        if mine < self.waiting and self._queued_in_all < self.waiting_in_all:
-            self._queued.setdefault(who, deque()).append((msg, stamp))
-            self._queued_in_all += 1
-            return
-        if meter is not None:
-            meter.refused(command.subject, "too_many_waiting")
-        if msg.reply:  # else nobody to tell
-            await self._reply(msg, self._too_many_waiting(mine))
+        try:
+            pushed = self.room.enter(who, address, (msg, stamp))
+        except RoomFull as full:
+            refused = [(msg, str(full))]
+        else:  # the requests it took the place of (never read: nothing of them was done)
+            refused = [(m, f"{len(self.room)}") for m, _ in pushed]
+        for m, waiting in refused:
+            if meter is not None:
+                meter.refused(command_for(m.subject)[0].subject, "too_many_waiting")
+            if m.reply:  # else nobody to tell
+                await self._reply(m, self._too_many_waiting(waiting))
 
-    def _requester(self, msg: Msg) -> str:
-        """Who asks: on an enforcing broker the agent (#53: its gate let through only replies
-        to the agent's own inboxes, of which it may make up any number), else as far as the
-        reply subject shows, or for a request through a service import (the open cluster's
-        agents) the connection nats-server says sent it (pacing.requester)."""
+    def _client(self, msg: Msg) -> tuple[str, str | None]:
+        """Who asks, and from where if that is vouched for: on an enforcing broker the agent
+        (#53: its gate let through only replies to the agent's own inboxes, of which it may
+        make up any number; its credential vouches for it), else as far as the reply subject
+        shows, or for a request through a service import (the open cluster's agents) the
+        connection nats-server says sent it, and its address (pacing.client_of)."""
         reply = msg.reply or ""
         if self.identities is not None:
-            return self.identities.requester(reply)
-        return requester(reply, msg.headers)
+            agent = self.identities.requester(reply)
+            return agent, agent
+        return client_of(reply, msg.headers)
 
-    def _too_many_waiting(self, mine: int) -> bytes:
-        waiting = f"{mine} of your" if mine >= self.waiting else f"{self._queued_in_all}"
+    def _requester(self, msg: Msg) -> str:
+        return self._client(msg)[0]
+
+    def _refuse_reserved(self, msg: Msg, key: str) -> None:
+        """#88: a request whose reply is under the broker's reserved subjects (an answer
+        there would be taken for an announcement, a member's beat, a request): not done, not
+        answered; counted, and logged at most every RESERVED_LOGGED_EVERY seconds."""
+        self.reserved_replies += 1
+        if self.meter is not None:
+            self.meter.refused(key, "reserved_reply")
+        now = time.monotonic()
+        if now >= self._next_reserved_log:  # a flood of them must not flood the log
+            log.warning(
+                "refused %d request(s) unanswered whose reply was under %s (last: %s to %s)",
+                self.reserved_replies - self._reserved_logged,
+                RESERVED_REPLY,
+                p.quoted(msg.subject),
+                p.quoted(msg.reply or ""),
+            )
+            self._reserved_logged = self.reserved_replies
+            self._next_reserved_log = now + RESERVED_LOGGED_EVERY
+
+    def _too_many_waiting(self, waiting: str) -> bytes:
         return p.encode(
             p.ERROR_REPLY.write(
                 error=f"{waiting} requests that search, register or query wait already for "
@@ -295,14 +377,10 @@ class NatsService:
         self._running_in_all -= 1
         while self._running_in_all < self.running_in_all:
             # Requesters at their own limit are skipped: at most running_in_all of them
-            turn = next((w for w in self._queued if self._running.get(w, 0) < self.at_once), None)
-            if turn is None:
+            taken = self.room.take(lambda w: self._running.get(w, 0) < self.at_once)
+            if taken is None:
                 return
-            queue = self._queued.pop(turn)
-            self._queued_in_all -= 1
-            msg, stamp = queue.popleft()
-            if queue:
-                self._queued[turn] = queue  # its next waits behind the other requesters
+            turn, (msg, stamp) = taken
             self._run(msg, turn, stamp)
 
     async def _answer(self, msg: Msg, stamp: Stamp = None) -> None:
@@ -376,9 +454,7 @@ class NatsService:
             # stopping because of it must still stop, issue #77)
             with contextlib.suppress(nats.errors.ConnectionClosedError):
                 await subscription.unsubscribe()
-        waiting = [msg for queue in self._queued.values() for msg, _ in queue]
-        self._queued.clear()  # what waits its turn is never started
-        self._queued_in_all = 0
+        waiting = [msg for msg, _ in self.room.clear()]  # what waits is never started
         cut = dict(self._in_flight)
         for task in cut:
             task.cancel()
