@@ -19,6 +19,14 @@ from typing import Any
 # nats-server's default max_control_line (its INFO does not say it): the longest line
 # "HPUB <subject> <reply> <header bytes> <total bytes>" it reads
 CONTROL_LINE = 4096
+# nats-server's default max_pending: the bytes it queues for one connection before it closes
+# it as a slow consumer ("Slow Consumer Detected: MaxPending of 67108864 Exceeded"). Its INFO
+# does not say it; nats-server refuses a config whose max_payload is above it (server.go).
+MAX_PENDING = 64 * 1024 * 1024
+# What one answer of the broker, or its store's reads at once, may take of a connection's
+# pending bytes: half, the other half room for what else arrives meanwhile (issue #88: a
+# request as large, another answer)
+PENDING_SHARE = MAX_PENDING // 2
 _HEADER_LINE = len("NATS/1.0\r\n") + len("\r\n")  # the block's first line and its end
 _BAD_TOKEN = re.compile(r"[\s\x00-\x1f\x7f]")  # (whitespace or a control splits a line)
 # A subject of plain tokens, as every one the store writes is: known good without a look at

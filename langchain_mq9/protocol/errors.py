@@ -81,7 +81,10 @@ class TooLarge(Mq9Error):
 
 
 class PayloadTooLarge(TooLarge):
-    """A message above what the broker carries: send a reference to the data instead."""
+    """A message above what the broker carries: send a reference to the data instead;
+    ``largest``: the largest payload of plain text the broker takes with its headers."""
+
+    largest: int | None = None
 
 
 class AnswerTooLarge(TooLarge):
@@ -278,12 +281,15 @@ def err_listing_too_large(count: int, size: int, limit: int) -> str:
     )
 
 
-def err_message_too_large(size: int, limit: int) -> str:
-    """A SEND whose message would not fit in a FETCH answer (our broker's rule)."""
+def err_message_too_large(size: int, limit: int, largest: int, bound: str) -> str:
+    """A SEND whose message would not fit in a FETCH answer (our broker's rule): ``limit``
+    set by what ``bound`` names, and the largest payload of plain text it would take beside
+    the message's headers (docs/protocol.md, "How large a message")."""
     return (
         f"message too large: it would take {size} bytes in a FETCH answer, and this "
-        f"broker's answers carry at most {limit} bytes per message; send a "
-        "reference to the data (a URL or path) instead"
+        f"broker's answers carry at most {limit} bytes per message ({bound}): the largest "
+        f"payload it takes with these headers is {largest} bytes of plain text (a byte JSON "
+        "escapes counts 2 to 6); send a reference to the data (a URL or path) instead"
     )
 
 
@@ -429,7 +435,8 @@ WIRE_TEXTS = (
     _reads(ListingTooLarge, rf"the registry's (?P<count>\d+) agents are {LISTING_TOO_LARGE} "
            r"\((?P<size>\d+) bytes, above the (?P<limit>\d+) bytes", OURS, err_listing_too_large),
     _reads(PayloadTooLarge, r"message too large: it would take (?P<size>\d+) bytes .* at most "
-           r"(?P<limit>\d+) bytes", OURS, err_message_too_large),
+           r"(?P<limit>\d+) bytes .*the largest payload it takes .*? is (?P<largest>\d+) bytes",
+           OURS, err_message_too_large),
     _reads(TooLarge, r"agent card is (?P<size>\d+) bytes.*?(?P<limit>\d+) bytes", OURS,
            err_card_too_large),
     _reads(TooLarge, r"agent entry is (?P<size>\d+) bytes.*?(?P<limit>\d+) bytes", OURS,

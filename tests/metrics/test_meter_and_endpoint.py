@@ -54,7 +54,7 @@ def test_requests_are_counted_by_command_outcome_and_reason():
     meter.answered("$mq9.AI.MSG.SEND.", b'{"error":"","msg_id":7}', started)
     meter.answered("$mq9.AI.MSG.SEND.", b'{"error":"","msg_id":8}', started)
     meter.answered("$mq9.AI.MSG.SEND.", _error(err_mailbox_missing("a.b")), started)
-    meter.answered("$mq9.AI.MSG.SEND.", _error(err_message_too_large(9, 1)), started)
+    meter.answered("$mq9.AI.MSG.SEND.", _error(err_message_too_large(9, 1, 0, "its --max-payload")), started)
     meter.answered("$mq9.AI.MSG.FETCH.", _error("words no class reads"), started)
     meter.answered("no such subject", b"not json", started)
     meter.refused("$mq9.AI.MSG.FETCH.", "too_many_waiting")

@@ -45,7 +45,8 @@ ALLOWED = {
 
 # A value for each parameter of the table's makers: each is named as the attribute it fills.
 GIVEN = {"address": "a.box", "size": 9000, "limit": 4096, "fits": 3, "count": 6, "msg_id": 7,
-         "value": "Bad", "length": 300, "subject": "$mq9.AI.NOPE"}  # fmt: skip
+         "value": "Bad", "length": 300, "subject": "$mq9.AI.NOPE", "largest": 3900,
+         "bound": "this broker's --max-payload"}  # fmt: skip
 
 
 def _written(maker: str | Callable[..., str]) -> tuple[str, dict[str, object]]:
@@ -150,7 +151,9 @@ async def test_the_bundled_broker_words_its_refusals_as_the_table_writes_them():
         assert most.value.message == p.err_mailbox_limit(1)
         with pytest.raises(errors.PayloadTooLarge) as large:
             await client.send(box, "x" * 5000)
-        assert large.value.message == p.err_message_too_large(large.value.size, 4096)
+        assert large.value.message == p.err_message_too_large(
+            large.value.size, 4096, large.value.largest, "this broker's largest answer (max_answer)"
+        )
         await client.send(box, "x")
         with pytest.raises(errors.LimitReached) as full:
             await client.send(box, "y")

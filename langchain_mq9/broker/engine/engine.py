@@ -286,7 +286,7 @@ class Engine(Carried, Generic[S]):
         # a client's own mq9-sender is not kept: only a credentialed broker's stands
         sent = read_send(stored_headers(headers), body, now, self.sending)
         message = sent.message
-        rules.check_fits(message, self._message_limit())
+        rules.check_fits(message, *self.sending.bound(self.message_bound(self.sending.entry_room)))
         room = self.limits.max_messages_per_mailbox
         if sent.due is not None:
             # (a delayed message is numbered when due, whatever the mailbox holds then: its

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ... import protocol as p
+from ..._nats.fits import MAX_PENDING, PENDING_SHARE
 from ...protocol.errors import Mq9Error, WireError
 from ...semantic.ranking import AgentEntry
 from ..state.mailbox import StoredMessage
@@ -319,15 +320,19 @@ def delete_target(target: str) -> tuple[str, int]:
     return address, msg_id
 
 
-def check_fits(message: StoredMessage, limit: int) -> None:
+def check_fits(message: StoredMessage, limit: int, bound: str) -> None:
     """(our choice; RobustMQ takes any payload) refuse a message whose FETCH answer NATS
-    could not carry or above max_payload (``limit``), with room for the widest msg_id (not
-    known yet); a bound from lengths first: a message far below is not encoded to know."""
+    could not carry or above max_payload (``limit``, set by what ``bound`` names), with room
+    for the widest msg_id (not known yet); a bound from lengths first: a message far below is
+    not encoded to know. The refusal says the largest payload of plain text taken beside this
+    message's headers, computed the same way (docs/protocol.md, "How large a message")."""
     if EMPTY_ANSWER + message.wire_size_bound() + MSG_ID_ROOM <= limit:
         return
     size = EMPTY_ANSWER + message.wire_size() + MSG_ID_ROOM
     if size > limit:
-        raise Mq9Error(p.err_message_too_large(size, limit))
+        bare = StoredMessage(-1, b"", message.priority, message.create_time, header=message.header)
+        largest = max(limit - (EMPTY_ANSWER + bare.wire_size() + MSG_ID_ROOM), 0)
+        raise Mq9Error(p.err_message_too_large(size, limit, largest, bound))
 
 
 # -- the agent registry ----------------------------------------------------------------------
@@ -438,12 +443,32 @@ class Carried:
 
     @property
     def answer_limit(self) -> int | None:
-        """The smallest of ``limits.max_answer`` and every transport's largest reply; None:
-        no limit."""
-        bounds = list(self._carriers.values())
+        """The smallest of ``limits.max_answer`` and every transport's largest reply, which is
+        at most ``PENDING_SHARE`` (#88: half of what nats-server queues for a connection
+        before it closes it as a slow consumer); None: no limit."""
+        bounds = [min(carried, PENDING_SHARE) for carried in self._carriers.values()]
         if self.limits.max_answer is not None:
             bounds.append(self.limits.max_answer)
         return min(bounds, default=None)
+
+    def message_bound(self, room: int = 0) -> tuple[int, str]:
+        """The most bytes one message may take in a FETCH answer, and what sets it (as a
+        refusal names it). ``room``: what a store writes beside a message's answer bytes
+        within the servers' limits (``SendLimits.entry_room``)."""
+        bounds = [(self.limits.max_payload, "this broker's --max-payload")]
+        if self.limits.max_answer is not None:
+            bounds.append((self.limits.max_answer, "this broker's largest answer (max_answer)"))
+        beside = f", less {room} for the subject and headers its store adds" if room else ""
+        for carried in self._carriers.values():
+            if carried > PENDING_SHARE:
+                why = (
+                    f"half of the {MAX_PENDING} bytes nats-server queues for a connection "
+                    f"(its default max_pending){beside}"
+                )
+                bounds.append((PENDING_SHARE - room, why))
+            else:
+                bounds.append((carried - room, f"the servers' max_payload of {carried}{beside}"))
+        return min(bounds, key=lambda bound: bound[0])
 
     def _message_limit(self) -> int:
         """The most room a message, a registry entry or a DISCOVER search answer may take."""

@@ -19,6 +19,7 @@ from ...protocol import PRIORITY_ORDER, Priority
 from ...protocol.errors import Mq9Error
 from ..state.mailbox import StoredMessage
 from ..storage.jetstream.numbering import RETENTION_SECONDS, TAGS_MOST
+from ..storage.jetstream.window import FILE_RECORD_MOST
 
 Headers = Mapping[str, str] | None
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
@@ -40,6 +41,19 @@ class SendLimits:
     key_bytes: int | None = None  # the key's UTF-8 bytes
     delay_most: int = MOST_SECONDS  # a delay's seconds
     store: str = "store"  # how a refusal names the store
+    # (#88) the bytes a store writes beside a message's answer bytes (its subject, its own
+    # headers) within the servers' limits, and the most a message may take in an answer
+    # whatever those limits (a record the servers keep no larger), with what sets it
+    entry_room: int = 0
+    message_most: int | None = None
+    message_most_why: str = ""
+
+    def bound(self, engine_bound: tuple[int, str]) -> tuple[int, str]:
+        """The smaller of ``engine_bound`` (the engine's: ``Carried.message_bound``) and this
+        store's own, with what sets it."""
+        if self.message_most is None or engine_bound[0] <= self.message_most:
+            return engine_bound
+        return self.message_most, self.message_most_why
 
 
 # Memory and SQLite keep a tag or a key as data: nothing to bound but the message's size
@@ -56,6 +70,12 @@ OPEN = SendLimits()
 # retention (max_age, 7 days) removes like any message, a Nats-TTL or not (tried on
 # nats-server 2.15): a longer delay would never be delivered. A minute is left for the
 # servers' schedule tick (about a second).
+#
+# (#88) nats-server's file store keeps no message larger than a 32 MiB record (window.py),
+# whatever the servers' max_payload: a message's subject and the headers the store and an
+# atomic batch add (tags aside, which the store checks itself: requests.py) take less than
+# ENTRY_ROOM beside the bytes it takes in an answer, which are at least its data's.
+ENTRY_ROOM = 4096
 CLUSTER = SendLimits(
     tags_most=TAGS_MOST,
     tag_bytes=1024,
@@ -63,6 +83,12 @@ CLUSTER = SendLimits(
     key_bytes=4096,
     delay_most=RETENTION_SECONDS - 60,
     store="cluster store",
+    entry_room=ENTRY_ROOM,
+    message_most=FILE_RECORD_MOST - ENTRY_ROOM,
+    message_most_why=(
+        f"nats-server's file store keeps a message of at most {FILE_RECORD_MOST} bytes, "
+        f"less {ENTRY_ROOM} for its subject and headers"
+    ),
 )
 
 
