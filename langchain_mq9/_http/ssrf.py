@@ -27,9 +27,12 @@ import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:  # httpx comes with the extras that make HTTP requests; the policy needs none
     import httpx
@@ -53,6 +56,35 @@ class HostRefused(Exception):
 
 class AnswerTooLarge(Exception):
     """An HTTP answer over the client's ``max_bytes``."""
+
+
+def canonical_host(host: str) -> str:
+    """``host`` as the allow-list checks it and the waker's ceilings count it (#88): the one
+    normaliser, so that no spelling is let in as one host and counted as another.
+
+    Percent escapes decoded, brackets, case and a trailing ``.`` dropped, a name in its IDNA
+    (ASCII) form; an address in any spelling a resolver reads (``127.1``, ``2130706433``,
+    ``0x7f000001``, ``0177.0.0.1``, IPv6 expanded or zero-padded) written as ``address_text``
+    writes it, so an IPv4 address carried as ``::ffff:a.b.c.d`` is that IPv4 address."""
+    host = unquote(host.strip()).strip("[]").lower().rstrip(".")
+    if not host.isascii():
+        # nameprep maps what a resolver would: case, full-width digits and dots, ...; with
+        # no IDNA form, compared as written (lower-cased): no resolver finds it either
+        with suppress(UnicodeError):
+            host = host.encode("idna").decode("ascii").lower().rstrip(".")
+    address = literal(host)
+    return host if address is None else address_text(address)
+
+
+def address_text(address: Address) -> str:
+    """One spelling of ``address``: an IPv6 scope dropped (no part of the address), an IPv4
+    address carried as ``::ffff:a.b.c.d`` written as IPv4 (a connection to it is one to the
+    IPv4 address), every other in its short form."""
+    if isinstance(address, ipaddress.IPv6Address):
+        address = ipaddress.IPv6Address(address.packed)  # no scope
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+    return address.compressed
 
 
 def literal(host: str) -> Address | None:
@@ -121,17 +153,32 @@ class HostPolicy:
             if entry == "*":
                 self.public = True
             elif entry.startswith("*."):
-                self.suffixes.append(entry[1:].rstrip("."))
+                self.suffixes.append("." + canonical_host(entry[2:]))
             else:
-                try:
-                    self.networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-                except ValueError:
-                    self.names.add(entry.rstrip("."))
+                self._add(entry)
 
     def __repr__(self) -> str:
         entries = [*(["*"] if self.public else []), *sorted(self.names)]
         entries += [f"*{s}" for s in self.suffixes] + [str(n) for n in self.networks]
         return f"HostPolicy({entries!r})"
+
+    def _add(self, entry: str) -> None:
+        # an entry is normalised as a URL's host is (canonical_host): "127.1" lists the
+        # address 127.0.0.1, "::ffff:10.0.0.0/104" the network 10.0.0.0/8
+        try:
+            network = ipaddress.ip_network(entry.strip("[]"), strict=False)
+        except ValueError:
+            host = canonical_host(entry)
+            address = literal(host)
+            if address is None:
+                self.names.add(host)
+                return
+            network = ipaddress.ip_network(address)
+        mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(mapped):
+            inner = ipaddress.IPv4Address(network.network_address.packed[-4:])
+            network = ipaddress.IPv4Network(f"{inner}/{network.prefixlen - 96}", strict=False)
+        self.networks.append(network)
 
     @property
     def empty(self) -> bool:
@@ -158,8 +205,9 @@ class HostPolicy:
         return await self.addresses(host, port or (443 if parts.scheme == "https" else 80))
 
     async def addresses(self, host: str, port: int) -> list[Address]:
-        """The checked addresses of ``host`` (see ``check``)."""
-        host = host.strip("[]").lower().rstrip(".")
+        """The checked addresses of ``host`` (see ``check``), which is judged as
+        ``canonical_host`` writes it (the form the waker's ceilings count too)."""
+        host = canonical_host(host)
         if self.empty:
             raise HostRefused(f"no host is allowed here ({self.knob} names none): {host} refused")
         named = self._named(host)
@@ -186,6 +234,87 @@ class HostPolicy:
         return found
 
 
+# The addresses a request's connection must go to, set by a caller that keyed it by them
+# (``pinned_to``): the waker counts a name's wakes by its addresses, and a second DNS answer
+# at the connection could send the wake elsewhere than the address it was counted against
+_PINNED: ContextVar[tuple[str, tuple[Address, ...]] | None] = ContextVar(
+    "mq9_pinned_addresses", default=None
+)
+
+
+@contextmanager
+def pinned_to(host: str, addresses: Iterable[Address]) -> Iterator[None]:
+    """Within it, a new connection to ``host`` goes to ``addresses`` (which ``HostPolicy``
+    checked: ``Resolved``), not to what the name resolves to now. A kept-alive connection
+    went where it went: the caller sends ``Connection: close`` so that none is reused."""
+    token = _PINNED.set((canonical_host(host), tuple(addresses)))
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
+
+
+class Resolved:
+    """Names' checked addresses (``policy.addresses``), each kept ``keep`` seconds: what the
+    waker counts a name's wakes by, and connects them to (``pinned_to``), so the address a
+    wake is counted against is the address it goes to. ``known`` is a look without waiting
+    (a wake is checked and recorded in one step); ``ask`` resolves in the background."""
+
+    def __init__(
+        self,
+        policy: HostPolicy,
+        *,
+        keep: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        size: int = 4096,
+    ) -> None:
+        self.policy = policy
+        self.keep = keep
+        self.clock = clock
+        self.size = size
+        # (host, port) -> (when, its addresses; () when refused or not resolving)
+        self._found: dict[tuple[str, int], tuple[float, tuple[Address, ...]]] = {}
+        self._asking: dict[tuple[str, int], asyncio.Task[None]] = {}
+
+    def known(self, host: str, port: int) -> tuple[Address, ...] | None:
+        """``host``'s checked addresses (empty: refused or not resolving), or None when not
+        known (or known too long ago): ``ask``."""
+        found = self._found.get((canonical_host(host), port))
+        if found is None or self.clock() - found[0] >= self.keep:
+            return None
+        return found[1]
+
+    def ask(self, host: str, port: int) -> None:
+        """Resolve ``host`` in the background (once however often asked)."""
+        key = (canonical_host(host), port)
+        if key not in self._asking:
+            task = asyncio.ensure_future(self._resolve(key))
+            self._asking[key] = task
+            task.add_done_callback(lambda _: self._asking.pop(key, None))
+
+    async def resolve(self, host: str, port: int) -> tuple[Address, ...]:
+        """``host``'s checked addresses, resolved now unless known."""
+        found = self.known(host, port)
+        if found is None:
+            await self._resolve((canonical_host(host), port))
+            found = self._found[(canonical_host(host), port)][1]
+        return found
+
+    async def _resolve(self, key: tuple[str, int]) -> None:
+        try:
+            found = tuple(await self.policy.addresses(*key))
+        except HostRefused:
+            found = ()
+        self._found.pop(key, None)  # the newest last: the oldest go first when full
+        self._found[key] = (self.clock(), found)
+        while len(self._found) > self.size:
+            del self._found[next(iter(self._found))]
+
+    def close(self) -> None:
+        for task in list(self._asking.values()):
+            task.cancel()
+
+
 def pinned_transport(
     policy: HostPolicy, verify: ssl.SSLContext | None = None, max_connections: int = 10
 ) -> httpx.AsyncBaseTransport:
@@ -210,7 +339,11 @@ def pinned_transport(
             local_address: str | None = None,
             socket_options: Iterable[Any] | None = None,
         ) -> httpcore.AsyncNetworkStream:
-            addresses = await policy.addresses(host, port)
+            pinned = _PINNED.get()
+            if pinned is not None and pinned[0] == canonical_host(host) and pinned[1]:
+                addresses = list(pinned[1])  # checked when resolved: see pinned_to
+            else:
+                addresses = await policy.addresses(host, port)
             for address in addresses:  # in the resolver's order, as a connection tries them
                 try:
                     return await self.inner.connect_tcp(

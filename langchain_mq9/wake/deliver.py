@@ -29,9 +29,20 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._http.ssrf import HostPolicy, HostRefused, guarded_client
+from .._http.ssrf import (
+    Address,
+    HostPolicy,
+    HostRefused,
+    Resolve,
+    Resolved,
+    address_text,
+    canonical_host,
+    guarded_client,
+    literal,
+    pinned_to,
+)
 from .limits import BUSY_RETRY, Ceilings, Limits
-from .receivers import key_or_unparsable
+from .receivers import DEFAULT_PORTS, UNPARSABLE, key_or_unparsable, receiver_keys
 from .rules import WakeRule, digest
 
 log = logging.getLogger("langchain_mq9.wake")
@@ -46,6 +57,7 @@ ATTEMPTS = 5  # a webhook or run tried this many times, then set aside
 BACKOFF = 0.5  # seconds before the second try, doubling, each +-25% (jitter)
 TIMEOUT = 10.0  # seconds per try, the whole try (a peer dripping bytes holds only itself)
 MAX_CONNECTIONS = 4096  # webhook connections open at once (one per POST under way)
+RESOLVE_HOLD = 0.2  # seconds a wake waits for its receiver's name to be resolved (#88)
 KILL_GRACE = 2.0  # seconds a command has to end after SIGTERM when the waker stops
 THREAD_NAMESPACE = uuid.UUID("5b0e6bd3-7c35-4f3e-9c1b-6e9f0a2d6c62")
 NEEDS_EXTRA = "webhooks and Agent Server runs need the wake extra (langchain-mq9[wake])"
@@ -184,8 +196,10 @@ class Destinations:
         agent_servers: Mapping[str, str | None] | None = None,
         command_env: Iterable[str] = (),
         command_env_prefix: str = ENV_PREFIX,
+        resolve: Resolve | None = None,
     ) -> None:
-        self.hosts = HostPolicy(hosts, knob="the waker's --allow-host")
+        # ``resolve``: how names are resolved (the system's resolver; tests give their own)
+        self.hosts = HostPolicy(hosts, knob="the waker's --allow-host", resolve=resolve)
         self.commands = set(commands)
         self.command_env_prefix = check_env_prefix(command_env_prefix)
         self.command_env = frozenset(command_env)
@@ -271,7 +285,9 @@ def agent_server_id(url: str) -> str:
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError(f"{url!r}: an Agent Server URL has no user, query or fragment")
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname.lower().rstrip(".")
+    host = canonical_host(parts.hostname)  # as the allow-lists judge it
+    if ":" in host:
+        host = f"[{host}]"
     return f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
@@ -309,6 +325,8 @@ class Deliverer:
         self.limits = limits or Limits()
         self.timeout = timeout
         self._ceilings = Ceilings(self.limits)
+        # webhook hosts' addresses, which count their wakes and take their connections
+        self._names = Resolved(self.destinations.hosts)
         self._starting = 0  # command wakes taken whose process is not started yet
         self._children: set[asyncio.Task[None]] = set()
         self._processes: set[asyncio.subprocess.Process] = set()
@@ -324,6 +342,7 @@ class Deliverer:
     async def close(self) -> None:
         """End every command still running (none outlives the waker: SIGTERM, then SIGKILL
         after ``KILL_GRACE`` seconds), and close the HTTP client."""
+        self._names.close()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -341,17 +360,39 @@ class Deliverer:
             task.cancel()
         await asyncio.gather(*self._children, return_exceptions=True)
 
-    def keys(self, rule: WakeRule) -> tuple[str, str]:
-        """What the ceilings count ``rule``'s wakes by: its receiver, and its mailbox's wakes
-        to that receiver (``limits.py``)."""
-        receiver = target_of(rule, self.limits.receiver_key)
-        return receiver, f"{digest(rule.mailbox)} {receiver}"
+    def keys(self, rule: WakeRule) -> tuple[list[str], list[str]] | None:
+        """What the ceilings count ``rule``'s wakes by: its receivers (a webhook's host named
+        by a name: each address it resolved to, #88), and its mailbox's wakes to each
+        (``limits.py``). None while the name is not resolved yet (``Resolved``)."""
+        keep = self.limits.receiver_key
+        receivers = [target_of(rule, keep)]
+        name = _webhook_name(rule)
+        if name is not None:
+            found = self._names.known(*name)
+            if found is None:
+                return None
+            if found:  # else refused or not resolving: the wake is set aside, nothing sent
+                texts = [address_text(a) for a in found]
+                receivers = ["url " + k for k in receiver_keys(rule.url, keep, texts)]
+        return receivers, [f"{digest(rule.mailbox)} {r}" for r in receivers]
+
+    def _known_keys(self, rule: WakeRule) -> tuple[list[str], list[str]] | None:
+        """``keys``, or None having asked for the name to be resolved."""
+        keys = self.keys(rule)
+        if keys is None:
+            name = _webhook_name(rule)
+            assert name is not None  # only a name is ever unknown
+            self._names.ask(*name)
+        return keys
 
     def free_at(self, rule: WakeRule, now: float) -> float:
         """When ``rule``'s target may be woken under the operator's ceilings: ``now``, or
-        later (its receiver's or its own runs, or the commands running at once). Only a look:
-        ``take`` is what a wake does."""
-        due = self._ceilings.free_at(*self.keys(rule), now)
+        later (its receiver's or its own runs, the commands running at once, or its host's
+        name being resolved). Only a look: ``take`` is what a wake does."""
+        keys = self._known_keys(rule)
+        if keys is None:
+            return now + RESOLVE_HOLD
+        due = self._ceilings.free_at(*keys, now)
         return max(due, self._busy(rule, now))
 
     def _busy(self, rule: WakeRule, now: float) -> float:
@@ -363,12 +404,15 @@ class Deliverer:
     def take(self, rule: WakeRule, now: float) -> float | None:
         """Check every ceiling ``rule``'s wake needs and record the run, in one step (nothing
         awaited between: looks at several mailboxes at once cannot each pass before any
-        records): None when taken (then ``deliver(..., taken=True)``), else when to ask
-        again."""
+        records): None when taken (then ``deliver(..., taken=True)``, before anything else
+        is awaited: its connection goes to the addresses counted), else when to ask again."""
+        keys = self._known_keys(rule)
+        if keys is None:
+            return now + RESOLVE_HOLD
         busy = self._busy(rule, now)
         if busy > now:
-            return max(busy, self._ceilings.free_at(*self.keys(rule), now))
-        due = self._ceilings.take(*self.keys(rule), now)
+            return max(busy, self._ceilings.free_at(*keys, now))
+        due = self._ceilings.take(*keys, now)
         if due is None and rule.target == "command":
             self._starting += 1  # a slot of --commands-at-once, held until it starts
         return due
@@ -378,15 +422,23 @@ class Deliverer:
     ) -> None:
         """Deliver ``wake``. ``taken``: its run was recorded by ``take``; else it is counted
         now against the ceilings (``now``: the waker's clock), whatever they say."""
+        name = _webhook_name(rule)
         if not taken:
-            self._ceilings.force(*self.keys(rule), time.time() if now is None else now)
+            if name is not None:
+                await self._names.resolve(*name)
+            keys = self.keys(rule) or ([target_of(rule)], [])
+            self._ceilings.force(*keys, time.time() if now is None else now)
+        # the addresses the wake was counted against: every try connects to these
+        pin = None if name is None else (name[0], self._names.known(*name) or ())
         try:
-            await self._deliver(rule, wake)
+            await self._deliver(rule, wake, pin)
         finally:
             if taken and rule.target == "command":
                 self._starting -= 1  # started (counted as running) or failed
 
-    async def _deliver(self, rule: WakeRule, wake: Wake) -> None:
+    async def _deliver(
+        self, rule: WakeRule, wake: Wake, pin: tuple[str, tuple[Address, ...]] | None
+    ) -> None:
         if rule.target == "callback":
             return await self._callback(rule, wake)
         if rule.target == "command":
@@ -399,7 +451,9 @@ class Deliverer:
                 SIGNATURE_HEADER: sign(rule.secret, body, wake_key=wake.key),
                 KEY_HEADER: wake.key,
             }
-            return await self._retried(wake.key, lambda: self._post(rule.url, body, headers))
+            return await self._retried(
+                wake.key, lambda: self._post(rule.url, body, headers, pin)
+            )
         key, policy = self.destinations.agent_server(rule.url)
         await self._retried(wake.key, lambda: self._agent_server(rule, wake, key, policy))
 
@@ -407,7 +461,12 @@ class Deliverer:
         """POST JSON ``body`` to ``url`` through the allow-list, tried as a webhook is (A2A
         push notifications, a2a/server.py)."""
         await self.destinations.check_url(url)
-        await self._retried(what, lambda: self._post(url, body, headers))
+        parts = urlsplit(url)  # checked: an http(s) URL with a host and a port
+        host, pin = parts.hostname or "", None
+        if literal(host) is None:  # a name: connected to the addresses checked, as a wake is
+            port = parts.port or DEFAULT_PORTS[parts.scheme.lower()]
+            pin = (host, await self._names.resolve(host, port))
+        await self._retried(what, lambda: self._post(url, body, headers, pin))
 
     async def _retried(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
         for n in range(self.attempts):
@@ -482,12 +541,28 @@ class Deliverer:
                 raise Refused(NEEDS_EXTRA) from None
         return self._http
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+    async def _post(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        pin: tuple[str, tuple[Address, ...]] | None = None,
+    ) -> None:
+        """POST ``body``; ``pin``: a name and the addresses the POST was counted against,
+        the only ones it may connect to (on a connection of its own, closed after)."""
         sent = {"Content-Type": "application/json", **headers}
+        pinned: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if pin is not None:
+            if not pin[1]:  # refused or not resolving when counted: no other answer counts
+                await self.destinations.check_url(url)  # says why, if it still refuses
+                raise Refused(f"{pin[0]} was refused or did not resolve when its wake was counted")
+            sent["Connection"] = "close"  # a kept-alive connection went where it went
+            pinned = pinned_to(*pin)
         # Only the status counts: the answer's body is never read
-        async with self._client().stream("POST", url, content=body, headers=sent) as answer:
-            if answer.status_code >= 300:
-                raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")
+        with pinned:
+            async with self._client().stream("POST", url, content=body, headers=sent) as answer:
+                if answer.status_code >= 300:
+                    raise DeliveryFailed(f"the webhook answered HTTP {answer.status_code}")
 
     async def _agent_server(
         self, rule: WakeRule, wake: Wake, api_key: str | None, policy: HostPolicy
@@ -548,6 +623,19 @@ def target_of(rule: WakeRule, keep: str = "origin") -> str:
         return "callback " + rule.callback
     # a webhook and an Agent Server at one URL are one receiver
     return "url " + key_or_unparsable(rule.url, keep)
+
+
+def _webhook_name(rule: WakeRule) -> tuple[str, int] | None:
+    """The host and port of a webhook rule's URL when its host is a name (resolved to count
+    its wakes by its addresses), else None (an address is its own key; an Agent Server is one
+    the operator named, counted by its URL)."""
+    if rule.target != "webhook" or key_or_unparsable(rule.url) == UNPARSABLE:
+        return None
+    parts = urlsplit(rule.url.strip())
+    host = canonical_host(parts.hostname or "")
+    if literal(host) is not None:
+        return None
+    return host, parts.port or DEFAULT_PORTS[parts.scheme.lower()]
 
 
 def _die_with_parent() -> None:  # in the child, between fork and exec

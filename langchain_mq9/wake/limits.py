@@ -21,6 +21,7 @@ counting again; several wakers each count their own). Pure: the caller gives the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .receivers import DEFAULT_KEY, KEYS
@@ -33,6 +34,7 @@ HOUR = 3600.0
 BUSY_RETRY = 1.0  # seconds before a wake held by the commands' ceiling is tried again
 _PRUNE_EVERY = 1024  # runs between two sweeps of the buckets full again (memory follows use)
 _EPSILON = 1e-9  # a run's worth short by a float's rounding is a run's worth
+Keys = str | Sequence[str]  # what a ceiling counts a run by: one key, or several
 
 
 @dataclass(frozen=True)
@@ -103,26 +105,34 @@ class Buckets:
 
 class Ceilings:
     """The ceilings per receiver and per rule together: ``take`` checks both and records in
-    both, or neither."""
+    both, or neither. A wake may count against several receivers (a name resolving to several
+    addresses, #88: each may be the one that gets it), given as a sequence of keys: it runs
+    when every one of them may."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.receivers = Buckets(limits.runs_per_hour)
         self.rules = Buckets(limits.runs_per_rule)
 
-    def free_at(self, receiver: str, rule: str, now: float) -> float:
-        return max(self.receivers.free_at(receiver, now), self.rules.free_at(rule, now))
+    def free_at(self, receiver: Keys, rule: Keys, now: float) -> float:
+        due = [self.receivers.free_at(k, now) for k in _keys(receiver)]
+        return max(due + [self.rules.free_at(k, now) for k in _keys(rule)])
 
-    def take(self, receiver: str, rule: str, now: float) -> float | None:
+    def take(self, receiver: Keys, rule: Keys, now: float) -> float | None:
         """Check and record in one step: None when the run is taken, else when to ask again."""
         due = self.free_at(receiver, rule, now)
         if due > now:
             return due
-        self.receivers.take(receiver, now)
-        self.rules.take(rule, now)
+        self.force(receiver, rule, now)
         return None
 
-    def force(self, receiver: str, rule: str, now: float) -> None:
+    def force(self, receiver: Keys, rule: Keys, now: float) -> None:
         """Record a run a caller made without asking (counted all the same)."""
-        self.receivers.take(receiver, now)
-        self.rules.take(rule, now)
+        for key in _keys(receiver):
+            self.receivers.take(key, now)
+        for key in _keys(rule):
+            self.rules.take(key, now)
+
+
+def _keys(keys: Keys) -> Sequence[str]:
+    return (keys,) if isinstance(keys, str) else keys

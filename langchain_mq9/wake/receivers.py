@@ -4,8 +4,11 @@ URL used to be a receiver of its own (#77: ``HTTP://``, a ``?``, a ``#x``, a por
 seven rules, seven ceilings, 14 POSTs where the operator allowed 2). So a URL is normalised
 once, here, and that key is what every ceiling counts by:
 
-- the scheme and the host lower-cased, a host's trailing ``.`` dropped, an IPv6 address in
-  its one short form, a name in its IDNA (ASCII) form;
+- the scheme lower-cased; the host as the allow-list judges it, by one function
+  (``canonical_host`` in ``_http/ssrf.py``, #88): percent escapes decoded, case and a
+  trailing ``.`` dropped, a name in its IDNA (ASCII) form, an address in one spelling
+  whichever a resolver reads (``127.1``, ``2130706433``, ``0x7f000001``, ``0177.0.0.1``,
+  ``::ffff:127.0.0.1`` are all ``127.0.0.1``; IPv6 expanded or zero-padded in its short form);
 - the port always explicit (80 for http, 443 for https), read as a number (``:0080`` is 80);
 - the user and password dropped (the same server answers);
 - the fragment dropped, always (it never leaves the client);
@@ -16,16 +19,20 @@ once, here, and that key is what every ceiling counts by:
   adds the query too (normalised alike, an empty one dropped), for receivers that truly differ
   by it, at the cost that a rule writer mints a new receiver with every query.
 
-Names are not resolved (``localhost`` and ``127.0.0.1`` are two keys): which names exist at
-all is the operator's allow-list. Pure: no I/O.
+A name is counted by the addresses it resolves to (``receiver_keys``: the waker resolves it
+through its allow-list and connects to those addresses only, ``deliver.py``), so one receiver
+under many names is one receiver; ``receiver_key`` alone keys the name as written. Pure: no
+I/O.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from urllib.parse import urlsplit
+
+from .._http.ssrf import canonical_host, literal
 
 KEYS = ("origin", "path", "query")  # what distinguishes two receivers beside the origin
 DEFAULT_KEY = "origin"
@@ -40,21 +47,17 @@ _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 def receiver_key(url: str, keep: str = DEFAULT_KEY) -> str:
     """The receiver ``url`` names, as the ceilings count it (the module's docstring); raises
     ``ValueError`` for a URL with no http(s) scheme, no host or a port that is no port."""
-    if keep not in KEYS:
-        raise ValueError(f"receiver key {keep!r}: one of {', '.join(KEYS)}")
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"{url!r} is no http:// or https:// URL with a host")
-    port = parts.port  # a number: ":0080" is 80; ValueError when out of range
-    origin = f"{scheme}://{_host(parts.hostname)}:{port or DEFAULT_PORTS[scheme]}"
-    if keep == "origin":
-        return origin
-    path = _dots(_escapes(parts.path) or "/")
-    if keep == "path":
-        return origin + path
-    query = _escapes(parts.query)
-    return origin + path + ("?" + query if query else "")
+    scheme, host, port, rest = _parts(url, keep)
+    return _key(scheme, host, port, rest)
+
+
+def receiver_keys(url: str, keep: str = DEFAULT_KEY, addresses: Iterable[str] = ()) -> list[str]:
+    """The receivers a wake to ``url`` may reach: one key per address its name resolved to
+    (``addresses``, each as ``canonical_host`` writes it), else ``url``'s own key. A name
+    is counted by its addresses (docs/wake.md): many names for one receiver are one."""
+    scheme, host, port, rest = _parts(url, keep)
+    found = sorted({canonical_host(a) for a in addresses}) or [host]
+    return [_key(scheme, one, port, rest) for one in found]
 
 
 @lru_cache(maxsize=65_536)  # asked at every wake; a waker's rules name few URLs
@@ -65,16 +68,31 @@ def key_or_unparsable(url: str, keep: str = DEFAULT_KEY) -> str:
         return UNPARSABLE
 
 
-def _host(host: str) -> str:
-    host = host.lower().rstrip(".")
-    try:
-        return ipaddress.ip_address(host).compressed
-    except ValueError:
-        pass
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return host  # no IDNA form: compared as written (lower-cased)
+def _parts(url: str, keep: str) -> tuple[str, str, int, str]:
+    """Scheme, host (``canonical_host``), port and what ``keep`` adds of ``url``."""
+    if keep not in KEYS:
+        raise ValueError(f"receiver key {keep!r}: one of {', '.join(KEYS)}")
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{url!r} is no http:// or https:// URL with a host")
+    port = parts.port  # a number: ":0080" is 80; ValueError when out of range
+    host = canonical_host(parts.hostname)
+    if not host or "/" in host or (":" in host and literal(host) is None):
+        raise ValueError(f"{url!r}: its host {parts.hostname!r} is no host")
+    rest = ""
+    if keep != "origin":
+        rest = _dots(_escapes(parts.path) or "/")
+        query = _escapes(parts.query)
+        if keep == "query" and query:
+            rest += "?" + query
+    return scheme, host, port or DEFAULT_PORTS[scheme], rest
+
+
+def _key(scheme: str, host: str, port: int, rest: str) -> str:
+    if ":" in host:  # an IPv6 address, bracketed as in a URL
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{rest}"
 
 
 def _escapes(text: str) -> str:
