@@ -105,16 +105,27 @@ class StoredArrivals(Protocol):
         ...
 
 
+# Whether a message, by its headers (None: it has none), is an announcement to hear
+Accept = Callable[[Mapping[str, str] | None], bool]
+
+
 @runtime_checkable
 class Announcements(Protocol):
     """A transport on a NATS server, where the broker publishes its announcements."""
 
     async def subscribe_announcements(
-        self, subjects: Sequence[str], heard: Callable[[str], None], timeout: float
+        self,
+        subjects: Sequence[str],
+        heard: Callable[[str], None],
+        timeout: float,
+        *,
+        accept: Accept | None = None,
     ) -> Unsubscribe | None:
         """``heard(subject)`` on this loop for each message published on ``subjects``
         (wildcards allowed), subscribed and flushed within ``timeout`` seconds; None before
-        connecting. Raises what the server says when it refuses a subscription."""
+        connecting. ``accept``: given a message's headers (None without), whether it is heard
+        at all (wake/arrivals.py hears only a stream's republish). Raises what the server says
+        when it refuses a subscription."""
         ...
 
 
@@ -352,7 +363,12 @@ class NatsTransport:
         return self.login.principal
 
     async def subscribe_announcements(
-        self, subjects: Sequence[str], heard: Callable[[str], None], timeout: float
+        self,
+        subjects: Sequence[str],
+        heard: Callable[[str], None],
+        timeout: float,
+        *,
+        accept: Accept | None = None,
     ) -> Unsubscribe | None:
         """``Announcements``: a plain NATS subscription to each subject, on the connection
         requests go by; all of them undone if one is refused."""
@@ -364,7 +380,8 @@ class NatsTransport:
         subscriptions: list[Any] = []
 
         async def announced(msg: Any) -> None:
-            heard(msg.subject)
+            if accept is None or accept(msg.headers):
+                heard(msg.subject)
 
         async def unsubscribe() -> None:
             for subscription in subscriptions:

@@ -6,6 +6,15 @@ On nats-server the broker publishes on ``$mq9.WAKE.<digest>`` with an empty body
 of the mailbox's name, never the name, so a listener learns only when a mailbox whose name it
 already knows gets mail. With ``--credentials`` agents may subscribe to their reply inboxes
 only (docs/security.md): announcements reach the broker's own users, nobody else.
+
+Issue #88: an answer of a broker could be made to arrive there too (a request naming
+``$mq9.WAKE.<digest>`` as its reply subject, or through the open cluster's service import,
+which delivers an answer to whatever reply its requester named), and was heard as an
+announcement. So only a message carrying the headers of a JetStream stream's republish
+(``STORED``: how the cluster store announces, and how the dev broker's ``--announce`` says it,
+serving/serve.py) is one; a plain answer, nats-server's own replies (a status, "JetStream not
+enabled") carry none of them. Where clients may publish on ``$mq9.WAKE.>`` (the dev broker
+without credentials, on which anyone may do anything) they can forge those too.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from ..client import Mq9Client
 from ..client.transport import Announcements, StoredArrivals
@@ -23,6 +32,14 @@ from .rules import ARRIVALS_PREFIX, ARRIVALS_WILDCARD, digest
 log = logging.getLogger("langchain_mq9.wake")
 
 OnArrival = Callable[[str], None]  # called on the loop with a mailbox's digest
+# What a stream's republish adds to each message it republishes, and no broker's answer has
+STORED = ("Nats-Stream", "Nats-Subject", "Nats-Sequence", "Nats-Last-Sequence")
+
+
+def from_the_store(headers: Mapping[str, str] | None) -> bool:
+    """Whether a message on ``$mq9.WAKE.<digest>`` is an announcement: it has the headers of
+    a stream's republish (``STORED``), which a broker's answer never has."""
+    return headers is not None and all(headers.get(name) for name in STORED)
 
 
 async def subscribe_arrivals(
@@ -51,7 +68,9 @@ async def subscribe_arrivals(
     if mailboxes is not None:
         subjects = [ARRIVALS_PREFIX + digest(m) for m in set(mailboxes)]
     try:
-        return await transport.subscribe_announcements(subjects, heard, client.request_timeout)
+        return await transport.subscribe_announcements(
+            subjects, heard, client.request_timeout, accept=from_the_store
+        )
     except Exception as exc:  # a server refusing the subscription: poll instead
         log.warning("arrival announcements unavailable (%s): polling", type(exc).__name__)
         return None
