@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -58,6 +59,7 @@ class AnswerTooLarge(Exception):
     """An HTTP answer over the client's ``max_bytes``."""
 
 
+@lru_cache(maxsize=65_536)  # asked at every look and connection; few hosts are named
 def canonical_host(host: str) -> str:
     """``host`` as the allow-list checks it and the waker's ceilings count it (#88): the one
     normaliser, so that no spelling is let in as one host and counted as another.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import hashlib
 import hmac
 import json
@@ -372,8 +373,7 @@ class Deliverer:
             if found is None:
                 return None
             if found:  # else refused or not resolving: the wake is set aside, nothing sent
-                texts = [address_text(a) for a in found]
-                receivers = ["url " + k for k in receiver_keys(rule.url, keep, texts)]
+                receivers = list(_address_keys(rule.url, keep, found))
         return receivers, [f"{digest(rule.mailbox)} {r}" for r in receivers]
 
     def _known_keys(self, rule: WakeRule) -> tuple[list[str], list[str]] | None:
@@ -625,13 +625,24 @@ def target_of(rule: WakeRule, keep: str = "origin") -> str:
     return "url " + key_or_unparsable(rule.url, keep)
 
 
+@functools.lru_cache(maxsize=65_536)
+def _address_keys(url: str, keep: str, addresses: tuple[Address, ...]) -> tuple[str, ...]:
+    texts = [address_text(a) for a in addresses]
+    return tuple("url " + k for k in receiver_keys(url, keep, texts))
+
+
 def _webhook_name(rule: WakeRule) -> tuple[str, int] | None:
     """The host and port of a webhook rule's URL when its host is a name (resolved to count
     its wakes by its addresses), else None (an address is its own key; an Agent Server is one
     the operator named, counted by its URL)."""
-    if rule.target != "webhook" or key_or_unparsable(rule.url) == UNPARSABLE:
+    return _url_name(rule.url) if rule.target == "webhook" else None
+
+
+@functools.lru_cache(maxsize=65_536)  # asked at every look; a waker's rules name few URLs
+def _url_name(url: str) -> tuple[str, int] | None:
+    if key_or_unparsable(url) == UNPARSABLE:
         return None
-    parts = urlsplit(rule.url.strip())
+    parts = urlsplit(url.strip())
     host = canonical_host(parts.hostname or "")
     if literal(host) is not None:
         return None
