@@ -9,8 +9,10 @@ One gRPC server serves every agent of the gateway: a request names its agent in 
 card's gRPC interface says which, and a2a-sdk's client sends it); a request without one goes to
 the only agent where the gateway serves one. Every call carries a tenant's credential in its
 metadata as the card's ``securitySchemes`` says (``authorization: Bearer <token>``, or
-``x-api-key``), else UNAUTHENTICATED before anything is read. Needs grpcio (the a2a-gateway
-extra).
+``x-api-key``), else UNAUTHENTICATED before its message is read (``_Credentials``, #88: before,
+grpc read and parsed the message first, and a flood of large unauthenticated calls took
+hundreds of MiB). Each connection carries at most ``MAX_STREAMS`` calls at once and a message
+of at most ``MAX_BODY_BYTES`` (``server_options``). Needs grpcio (the a2a-gateway extra).
 """
 
 from __future__ import annotations
@@ -54,6 +56,19 @@ UNARY = (
     "GetExtendedAgentCard",
 )
 STREAMING = ("SendStreamingMessage", "SubscribeToTask")
+# Calls one HTTP/2 connection carries at once (its SETTINGS_MAX_CONCURRENT_STREAMS, RFC 9113's
+# recommended least): with the message limit, what one connection can have the gateway read.
+# grpc's own defence against streams reset at once (its "overload protection", kept) counts a
+# stream until it is freed, so a client past the limit may see a large call refused
+# (UNAVAILABLE, "RST_STREAM ... 7"): measured, 100 calls at once on one channel all served
+MAX_STREAMS = 100
+MAX_METADATA_BYTES = 16 * 1024  # a call's headers: its credential, tenant, version
+# What a stream may send before its message is asked for (its first HTTP/2 window), not grown by
+# grpc's bandwidth probes: an unread call, refused on its metadata, has little in flight
+LOOKAHEAD_BYTES = 16 * 1024
+IDLE_MS = 5 * 60 * 1000  # a connection with no call for this long is closed
+AGE_MS = 60 * 60 * 1000  # then told to go (GOAWAY): its open calls end as they would
+HANDSHAKE_MS = 20 * 1000  # a connection that has not begun HTTP/2 by then is closed
 # A2A 1.0 section 5.4's gRPC codes where a2a-sdk 1.3 gives others (FAILED_PRECONDITION)
 SPEC_CODES: dict[type[A2AError], grpc.StatusCode] = {
     PushNotificationNotSupportedError: grpc.StatusCode.UNIMPLEMENTED,
@@ -78,14 +93,26 @@ class _Tenant(User):
         return self._user.username
 
 
-def metadata_headers(context: grpc.aio.ServicerContext) -> Headers:
-    """The call's metadata as HTTP headers (gRPC sends them lower-cased), for ``Tenants``."""
+def metadata_headers(context: Any) -> Headers:
+    """The call's metadata as HTTP headers (gRPC sends them lower-cased), for ``Tenants``.
+    ``context``: what has the call's ``invocation_metadata()`` (a ``ServicerContext``)."""
     pairs = [
         (k, v if isinstance(v, str) else v.decode("latin-1"))
         for k, v in context.invocation_metadata() or ()
         if not k.endswith("-bin")
     ]
     return Headers(raw=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs])
+
+
+class _CallMetadata:
+    """A call's metadata as ``metadata_headers`` reads it, before the call has a
+    ``ServicerContext`` (in ``_Credentials``)."""
+
+    def __init__(self, metadata: Any) -> None:
+        self._metadata = tuple(metadata or ())
+
+    def invocation_metadata(self) -> tuple[Any, ...]:
+        return self._metadata
 
 
 class TenantContext(DefaultGrpcServerCallContextBuilder):
@@ -147,14 +174,10 @@ class _Router(a2a_pb2_grpc.A2AServiceServicer):
         self.context = context
 
     async def _pick(self, request: Any, context: grpc.aio.ServicerContext) -> _SpecHandler:
+        # _Credentials refused a call without a credential already; checked again here, where
+        # the servicer is served without that interceptor
         if self.context.tenants.find(self.context.headers(context)) is None:
-            scheme = "authorization: Bearer <token>"
-            if self.context.tenants.scheme != "bearer":
-                scheme = "x-api-key: <key>"
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                f"authenticate: {scheme} (see the agent card's securitySchemes)",
-            )
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _authenticate(self.context))
         refused = _version_refused(self.context.headers(context))
         if refused is not None:
             await next(iter(self.handlers.values())).abort_context(refused, context)
@@ -169,6 +192,35 @@ class _Router(a2a_pb2_grpc.A2AServiceServicer):
             )
         assert handler is not None  # abort raised
         return handler
+
+
+def _authenticate(context: TenantContext) -> str:
+    """What an unauthenticated caller is told: the credential the card asks for."""
+    scheme = "authorization: Bearer <token>"
+    if context.tenants.scheme != "bearer":
+        scheme = "x-api-key: <key>"
+    return f"authenticate: {scheme} (see the agent card's securitySchemes)"
+
+
+class _Credentials(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Each call's credential, checked on its metadata before grpc reads its message (#88).
+    grpc.aio reads and parses a unary call's message before any handler runs, so a call
+    without a credential is given a handler whose request is a stream it never reads: it is
+    answered UNAUTHENTICATED at once, and nothing the caller sent is parsed or kept."""
+
+    def __init__(self, context: TenantContext) -> None:
+        self.context = context
+
+        async def refuse(requests: Any, call: grpc.aio.ServicerContext) -> None:
+            await call.abort(grpc.StatusCode.UNAUTHENTICATED, _authenticate(context))
+
+        self._refusal = grpc.stream_unary_rpc_method_handler(refuse)
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        headers = self.context.headers(_CallMetadata(details.invocation_metadata))
+        if self.context.tenants.find(headers) is None:
+            return self._refusal
+        return await continuation(details)
 
 
 def _unary(name: str) -> Any:
@@ -209,6 +261,24 @@ def grpc_servicer(
     return _Router({n: _SpecHandler(h, builder) for n, h in handlers.items()}, builder)
 
 
+def server_options() -> list[tuple[str, int]]:
+    """The gRPC server's bounds: a message as large as the HTTP bindings take, ``MAX_STREAMS``
+    calls at once per connection, small headers, a small first window, idle and half-open
+    connections closed. (grpcio has no memory quota a Python server can set.)"""
+    return [
+        ("grpc.max_receive_message_length", MAX_BODY_BYTES),
+        ("grpc.max_send_message_length", MAX_BODY_BYTES),
+        ("grpc.max_concurrent_streams", MAX_STREAMS),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.http2.lookahead_bytes", LOOKAHEAD_BYTES),
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.max_connection_idle_ms", IDLE_MS),
+        ("grpc.max_connection_age_ms", AGE_MS),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_MS),
+    ]
+
+
 async def serve_grpc(
     handlers: Mapping[str, GatewayHandler],
     tenants: Tenants,
@@ -217,14 +287,11 @@ async def serve_grpc(
     context: TenantContext | None = None,
 ) -> grpc.aio.Server:
     """A started gRPC server at ``address`` (``host:port``; port 0 picks one: ``server.port``)
-    serving ``handlers``. A request larger than the HTTP bindings take is refused the same."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_BODY_BYTES),
-            ("grpc.max_send_message_length", MAX_BODY_BYTES),
-        ]
-    )
-    servicer = grpc_servicer(handlers, tenants, context)
+    serving ``handlers``. A request larger than the HTTP bindings take is refused the same; a
+    call without a tenant's credential is refused before its message is read."""
+    builder = context or TenantContext(tenants)
+    server = grpc.aio.server(interceptors=[_Credentials(builder)], options=server_options())
+    servicer = grpc_servicer(handlers, tenants, builder)
     a2a_pb2_grpc.add_A2AServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port(address)
     if port == 0:
