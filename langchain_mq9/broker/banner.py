@@ -108,17 +108,18 @@ def _most(n: int | None) -> str:
 
 def _limit_lines(engine: BrokerEngine | Engine[ClusterStore]) -> list[str]:
     limits, answer_limit = engine.limits, engine.answer_limit
+    most, why = engine.sending.bound(engine.message_bound(engine.sending.entry_room))
     effective = ""
-    if answer_limit is not None and answer_limit < limits.max_payload:
-        effective = f" (in effect {answer_limit}: what one answer carries)"
+    if most < limits.max_payload:
+        effective = f" (in effect {most}: {why})"
     return [
         f"limits: max payload {limits.max_payload} bytes{effective}, "
         f"mailboxes {_most(limits.max_mailboxes)}, "
         f"messages per mailbox {_most(limits.max_messages_per_mailbox)}, "
         f"agents {_most(limits.max_agents)} (cards up to {_most(limits.max_card_bytes)} bytes), "
         f"groups {_most(limits.max_groups)}",
-        f"answers: up to {answer_limit} bytes (the nats-server's max_payload); a FETCH or "
-        "QUERY answer holds as many messages as fit",
+        f"answers: up to {answer_limit} bytes (the nats-server's max_payload, at most half "
+        "its max_pending); a FETCH or QUERY answer holds as many messages as fit",
     ]
 
 

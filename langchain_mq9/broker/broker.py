@@ -307,10 +307,10 @@ class Broker:
             self._shown = redact(self.url)
         serving, bulk = await self._open_alone(self.url)
         pacer, announce = self._pacer(), config.announce
+        _check_payload(engine, serving)
         self._service = await serve_on_nats(
             engine, serving, bulk, pacer, identities, announce=announce, meter=self.meter
         )
-        _warn_payload(engine, serving)
         self.engine = engine
         self.say(banner(self._shown, self._server, self._storage, engine))
         if identities is not None:
@@ -403,10 +403,10 @@ class Broker:
             login = self._logins.serve_login()  # publish only to inboxes
             serving = await self._connect(url, **callbacks, **login)
         bulk = await self._connect(url, name=f"{NAME} answers", error_cb=_nats_error, **login)
+        _check_payload(engine, serving)
         self._service = await serve_on_nats(
             engine, serving, bulk, self._pacer(), identities, meter=self.meter, queue=QUEUE
         )
-        _warn_payload(engine, serving)
         self.engine = engine
         self.say(cluster_banner(shown, layout, replicas, engine))
         if identities is not None:
@@ -568,17 +568,33 @@ async def _refuse_second_broker(connection: NatsConnection, shown: str) -> None:
     )
 
 
-def _warn_payload(engine: BrokerEngine | Engine[ClusterStore], connection: NatsConnection) -> None:
-    if engine.limits.max_payload > connection.max_payload:
-        # The engine keeps to the smaller limit (BrokerEngine.carry): a message NATS could
-        # not hand out in an answer is refused at SEND instead of blocking its readers
-        log.warning(
-            "--max-payload %d is above nats-server's max_payload %d: messages are limited "
-            "to what one %d-byte answer carries (SEND refuses larger ones)",
-            engine.limits.max_payload,
-            connection.max_payload,
-            connection.max_payload,
+def _check_payload(engine: BrokerEngine | Engine[ClusterStore], connection: NatsConnection) -> None:
+    """(#88) A ``--max-payload`` above the largest message the servers carry (in an answer,
+    within their max_payload and half a connection's pending bytes; on the cluster store, in
+    a file store record) is refused in one line: messages up to it would be taken that no
+    answer could carry. The default (1 MiB, nats-server's default max_payload) follows servers
+    that carry less: the engine keeps to the smaller (said in the banner)."""
+    probe = object()
+    engine.carry(probe, connection.max_payload)
+    try:
+        most, why = engine.sending.bound(engine.message_bound(engine.sending.entry_room))
+    finally:
+        engine.carry(probe, None)
+    given = engine.limits.max_payload
+    if most >= given:
+        return
+    if given != p.DEFAULT_MAX_PAYLOAD:
+        raise StartupError(
+            f"--max-payload {given} is above the largest message these servers carry: {most} "
+            f"bytes in a FETCH answer ({why}); give --max-payload {most} or less"
         )
+    log.warning(
+        "--max-payload %d is above what nats-server carries: messages are limited to %d "
+        "bytes in a FETCH answer (%s; SEND refuses larger ones)",
+        given,
+        most,
+        why,
+    )
 
 
 async def _warn_default_account(connection: NatsConnection, stream: str) -> None:

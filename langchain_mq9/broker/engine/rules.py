@@ -462,8 +462,8 @@ class Carried:
         for carried in self._carriers.values():
             if carried > PENDING_SHARE:
                 why = (
-                    f"half of the {MAX_PENDING} bytes nats-server queues for a connection "
-                    f"(its default max_pending){beside}"
+                    f"half the {MAX_PENDING} bytes nats-server queues for a connection by "
+                    f"default, its max_pending{beside}"
                 )
                 bounds.append((PENDING_SHARE - room, why))
             else:

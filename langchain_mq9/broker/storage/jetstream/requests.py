@@ -30,7 +30,7 @@ from ...._nats.fast_path import (
     queue_command,
     replies_inline,
 )
-from ...._nats.fits import fence, publish_problem, size_problem
+from ...._nats.fits import CONTROL_LINE, fence, publish_problem, size_problem
 from ...._nats.guard import protect
 from ...._nats.jetstream.api import (
     API_PREFIX,
@@ -51,6 +51,15 @@ from ...._nats.jetstream.api import wrong_last_sequence as _wrong_last_sequence
 from ...._nats.jetstream.ready import Deadline, until_ready
 from ...._nats.requests import request as nats_request
 from ..base import StorageError
+from .window import (
+    FILE_RECORD_MOST,
+    ReadWindow,
+    batch_bytes,
+    batch_share,
+    file_record_size,
+    json_share,
+    largest_entry,
+)
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
@@ -72,6 +81,9 @@ __all__ = ["Batch", "JetStreamError", "Requests", "StoredEntry", "WriteRefused",
 # as long as nats-py's request inboxes ("_INBOX." + 22 + "." + 22): a plain subject, so its
 # length is checked, not its tokens
 _REPLY_BYTES = len("_INBOX.") + 22 + 1 + 22
+# A server's max_payload up to which every publish it takes fits a file store record (its
+# subject a control line at most, the record's own 38 bytes): no record size to check
+_RECORD_SURE = FILE_RECORD_MOST - CONTROL_LINE - 64
 
 
 class JetStreamError(StorageError):
@@ -109,6 +121,8 @@ class Requests:
         self._subscription: Any = None
         self._watchdog: asyncio.Task[None] | None = None
         self.sent_again = 0  # how many unanswered requests were sent again (tests count them)
+        # #88: what the reads on the connection may bring at once (window.py)
+        self.window = ReadWindow()
 
     async def start(self) -> None:
         # One subscription for every batched read: a read's answers come to an inbox below it
@@ -200,12 +214,16 @@ class Requests:
             request["seq"] = seq
         if last_by_subject is not None:
             request["last_by_subj"] = last_by_subject
+        # (its answer holds the message in base64: taken from the read window, window.py)
+        share = await self.window.take(json_share(self.connection.max_payload))
         try:
             answer = await self.api(f"STREAM.MSG.GET.{stream}", request)
         except JetStreamError as exc:
             if exc.err_code == ErrorCode.NO_MESSAGE_FOUND or exc.code == 404:
                 return None
             raise
+        finally:
+            self.window.give(share)
         return gotten(answer["message"])
 
     async def direct_last(
@@ -226,13 +244,48 @@ class Requests:
     ) -> Batch:
         """A batched direct get (``batch``, ``next_by_subj`` or ``multi_last``, ``seq``,
         ``min_last_seq``, ``max_bytes``): the messages it returned, up to its end; with
-        ``single``, a direct get of one message (no batch: no end is sent after it)."""
+        ``single``, a direct get of one message (no batch: no end is sent after it).
+
+        A batch by sequence asks at most ``max_bytes`` of messages at a time (window.py: the
+        servers send a batch at once, and more than the connection's pending bytes closes it)
+        and, cut short by it, is asked on after its last message until it holds ``batch``
+        or nothing more matches: its caller sees one batch."""
+        if single or "multi_last" in request or "batch" not in request:
+            return await self._direct(stream, request, single=single)
+        wanted = int(request["batch"])
+        entries: list[StoredEntry] = []
+        asked = request
+        while True:
+            batch = await self._direct(stream, asked, count=wanted - len(entries))
+            entries += batch.entries
+            if len(entries) >= wanted or not batch.entries or batch.pending == 0:
+                return Batch(entries, batch.pending)
+            # cut short by its bytes: on from the message after its last
+            asked = {k: v for k, v in request.items() if k not in ("start_time", "max_bytes")}
+            asked["seq"], asked["batch"] = batch.entries[-1].seq + 1, wanted - len(entries)
+
+    async def _direct(
+        self, stream: str, request: Mapping[str, Any], *, single: bool = False, count: int = 1
+    ) -> Batch:
+        """One direct get's answers, once the read window has room for the most they may
+        hold (window.py); a batch by sequence asks no more bytes than leave that room."""
+        room = self.connection.max_payload
+        if single:
+            share = largest_entry(room)
+        elif "multi_last" in request:
+            share = 0  # (the last of each key of a bucket: small values, not windowed)
+        else:
+            most = batch_bytes(room, self.window.size)
+            request = {**request, "max_bytes": min(int(request.get("max_bytes") or most), most)}
+            share = batch_share(request["max_bytes"], count, room)
         inbox = f"{self._inbox}.{next(self._numbers)}"
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._waiting[inbox] = queue
         entries: list[StoredEntry] = []
+        taken = 0
         try:
             async with asyncio.timeout(self.timeout):
+                taken = await self.window.take(share) if share else 0
                 await self.connection.publish(
                     f"{API_PREFIX}DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox
                 )
@@ -258,6 +311,8 @@ class Requests:
             ) from None
         finally:
             del self._waiting[inbox]
+            if taken:
+                self.window.give(taken)
 
     def check(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None, more: int = 0
@@ -270,6 +325,8 @@ class Requests:
         problem = publish_problem(subject, "", len(data), headers, room, more, _REPLY_BYTES)
         if problem is not None:
             raise WriteRefused(problem)
+        if room > _RECORD_SURE:  # (below it, what fits a publish fits a record)
+            _check_record(subject, data, headers, more)
 
     async def send(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         """Publish without waiting for an answer (an atomic batch's entries before its
@@ -347,6 +404,22 @@ class Requests:
         if "seq" not in answer:
             raise StorageError(f"JetStream's answer to a write holds no sequence: {answer}")
         return int(answer["seq"])
+
+
+def _check_record(subject: str, data: bytes, headers: dict[str, str] | None, more: int) -> None:
+    """``WriteRefused`` (one line, with the largest data taken) for a stream message larger
+    than nats-server's file store keeps, which the servers would refuse ("message too large",
+    naming no size: issue #88) whatever their max_payload."""
+    lines = more + sum(len(n) + len(v.encode()) + 4 for n, v in (headers or {}).items())
+    block = lines + len("NATS/1.0\r\n\r\n") if lines else 0
+    record = file_record_size(subject, block, len(data))
+    if record > FILE_RECORD_MOST:
+        raise WriteRefused(
+            f"a stream message of {record} bytes as nats-server's file store keeps it "
+            f"({block} bytes of headers, {len(data)} of data): it keeps at most "
+            f"{FILE_RECORD_MOST} (32 MiB), so this one's data could be at most "
+            f"{len(data) - (record - FILE_RECORD_MOST)} bytes"
+        )
 
 
 def _unanswered(exc: Exception) -> bool:
