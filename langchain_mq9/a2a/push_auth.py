@@ -40,6 +40,7 @@ JWKS_PATH = "/.well-known/jwks.json"  # where the gateway publishes its public k
 PUSH_JWT_EXTENSION = "https://github.com/mq9-agents/langchain-mq9/blob/main/docs/a2a.md#push-jwt"
 MAX_JWT = 4096  # characters: a longer header is refused before anything is decoded
 NEEDS = "signed A2A push notifications need cryptography (langchain-mq9[a2a-gateway])"
+_PARTS = ("header", "claims", "signature")  # a compact JWS's three, as a refusal names them
 
 
 class PushRefused(ValueError):
@@ -50,13 +51,27 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text: str) -> bytes:
-    if not isinstance(text, str) or not text.isascii():
-        raise PushRefused("the push's JWT is not base64url")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except ValueError:
-        raise PushRefused("the push's JWT is not base64url") from None
+_BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _unb64(text: str, what: str) -> bytes:
+    """``text`` read as base64url without padding, the one spelling of a JWS's parts (RFC 7515
+    section 2; #88: standard base64's ``+/``, padding or set unused bits spelled the same push
+    otherwise); else ``PushRefused`` naming ``what`` and the reason."""
+    if not isinstance(text, str) or not text:
+        raise PushRefused(f"{what} is not base64url: it is empty")
+    stray = next((c for c in text if c not in _BASE64URL), None)
+    if stray is not None:
+        raise PushRefused(
+            f"{what} is not base64url: {stray!r} is not of its alphabet "
+            "(A-Z a-z 0-9 - _, without padding: RFC 7515)"
+        )
+    if len(text) % 4 == 1:
+        raise PushRefused(f"{what} is not base64url: no bytes are {len(text)} characters")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:  # decoders skip the last character's unused bits: one spelling only
+        raise PushRefused(f"{what} is not base64url as RFC 7515 spells it: unused bits are set")
+    return data
 
 
 def _ed25519() -> Any:
@@ -190,8 +205,11 @@ def verify_push(
     parts = token.split(".")
     if len(parts) != 3:
         raise PushRefused("the push's JWT is not a compact JWS")
+    raw = [
+        _unb64(part, f"the push's JWT {name}") for part, name in zip(parts, _PARTS, strict=True)
+    ]
     try:
-        header, claims = (json.loads(_unb64(part)) for part in parts[:2])
+        header, claims = (json.loads(part) for part in raw[:2])
     except (ValueError, UnicodeDecodeError):
         raise PushRefused("the push's JWT is not JSON") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
@@ -201,7 +219,7 @@ def verify_push(
         raise PushRefused(f"the push's JWT algorithm must be {ALGORITHM}")
     key = _key(jwks, header.get("kid"))
     try:
-        key.verify(_unb64(parts[2]), f"{parts[0]}.{parts[1]}".encode())
+        key.verify(raw[2], f"{parts[0]}.{parts[1]}".encode())
     except Exception:  # cryptography's InvalidSignature, or a signature of the wrong length
         raise PushRefused("the push's JWT signature does not verify") from None
     _check_claims(claims, body, audience, issuer, time.time() if now is None else now, leeway)
@@ -221,7 +239,7 @@ def _key(jwks: Mapping[str, Any], kid: Any) -> Any:
         if isinstance(jwk, dict) and jwk.get("kid") == kid:
             if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
                 raise PushRefused(f"key {str(kid)[:60]!r} is not an Ed25519 key")
-            raw = _unb64(str(jwk.get("x", "")))
+            raw = _unb64(str(jwk.get("x", "")), f"key {str(kid)[:60]!r}'s x")
             try:
                 return _ed25519().Ed25519PublicKey.from_public_bytes(raw)
             except ValueError:
