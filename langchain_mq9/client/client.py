@@ -339,14 +339,18 @@ class Mq9Client:
         """The SEND itself: its size checked as NATS counts it, sent, its receipt kept."""
         if not self._transport.is_connected:
             raise NotConnected(NOT_CONNECTED)
-        size = len(body) + len(p.header_block(headers) or b"")  # NATS counts the headers too
-        limit = self._transport.max_payload
+        block = len(p.header_block(headers) or b"")  # NATS counts the headers too
+        size, limit = len(body) + block, self._transport.max_payload
         if size > limit:
+            largest = max(limit - block, 0)
             raise PayloadTooLarge(
-                f"payload too large: {size} bytes, the broker's max_payload is {limit} bytes; "
-                "send a reference to the data (a URL or path) instead of the data itself",
+                f"payload too large: {size} bytes, the broker's max_payload is {limit} bytes: "
+                f"the largest payload NATS carries with these headers is {largest} bytes (the "
+                "broker may take less: it counts a message as a FETCH answer holds it); send "
+                "a reference to the data (a URL or path) instead of the data itself",
                 size=size,
                 limit=limit,
+                largest=largest,
             )
         # The highest msg_id answered before this SEND went out: only those must be below its
         # own (SENDs in flight at once to one mailbox are answered in any order)
