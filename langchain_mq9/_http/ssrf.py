@@ -210,18 +210,29 @@ class HostPolicy:
         """The checked addresses of ``host`` (see ``check``), which is judged as
         ``canonical_host`` writes it (the form the waker's ceilings count too)."""
         host = canonical_host(host)
+        found = self.known_now(host)
+        if found is None:
+            found = self._checked(host, list(dict.fromkeys(await self.resolve(host, port))))
+        return found
+
+    def known_now(self, host: str) -> list[Address] | None:
+        """``addresses`` where no DNS need be asked (an address in any spelling, ``localhost``
+        and ``*.localhost``, or a host refused outright), else None: the name must be
+        resolved. ``HostRefused`` as ``addresses`` refuses."""
+        host = canonical_host(host)
         if self.empty:
             raise HostRefused(f"no host is allowed here ({self.knob} names none): {host} refused")
-        named = self._named(host)
-        if not (named or self.public or self.networks):  # not even asked of the DNS
+        if not (self._named(host) or self.public or self.networks):  # not even asked of the DNS
             raise HostRefused(f"{host} is not on the allow-list ({self.knob})")
         spelled = literal(host)
         if spelled is not None:
-            found = [spelled]
-        elif host == "localhost" or host.endswith(".localhost"):
-            found = list(_LOOPBACK)
-        else:
-            found = list(dict.fromkeys(await self.resolve(host, port)))
+            return self._checked(host, [spelled])
+        if host == "localhost" or host.endswith(".localhost"):
+            return self._checked(host, list(_LOOPBACK))
+        return None
+
+    def _checked(self, host: str, found: list[Address]) -> list[Address]:
+        named = self._named(host)
         if not found:
             raise HostRefused(f"{host} does not resolve")
         if not (named or self.public or all(self._listed(a) for a in found)):
@@ -281,6 +292,12 @@ class Resolved:
     def known(self, host: str, port: int) -> tuple[Address, ...] | None:
         """``host``'s checked addresses (empty: refused or not resolving), or None when not
         known (or known too long ago): ``ask``."""
+        try:  # an address, localhost, or a host refused outright: known without the DNS
+            now = self.policy.known_now(host)
+        except HostRefused:
+            return ()
+        if now is not None:
+            return tuple(now)
         found = self._found.get((canonical_host(host), port))
         if found is None or self.clock() - found[0] >= self.keep:
             return None
@@ -305,16 +322,19 @@ class Resolved:
     async def _resolve(self, key: tuple[str, int]) -> None:
         try:
             found = tuple(await self.policy.addresses(*key))
-        except HostRefused:
+        except Exception:  # refused, or a resolver that failed: nothing to connect to
             found = ()
         self._found.pop(key, None)  # the newest last: the oldest go first when full
         self._found[key] = (self.clock(), found)
         while len(self._found) > self.size:
             del self._found[next(iter(self._found))]
 
-    def close(self) -> None:
-        for task in list(self._asking.values()):
+    async def aclose(self) -> None:
+        """Stop the resolutions under way."""
+        tasks = list(self._asking.values())
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def pinned_transport(

@@ -343,7 +343,7 @@ class Deliverer:
     async def close(self) -> None:
         """End every command still running (none outlives the waker: SIGTERM, then SIGKILL
         after ``KILL_GRACE`` seconds), and close the HTTP client."""
-        self._names.close()
+        await self._names.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
