@@ -308,6 +308,7 @@ class Mq9Client:
         ttl: int | None = None,
         tags: list[str] | None = None,
         headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> int:
         """Store a message in a mailbox; returns its msg_id (``-1`` for a delayed message,
         ``delay=0`` included).
@@ -321,11 +322,23 @@ class Mq9Client:
         them back), e.g. the ``mq9-reply-to`` of A2A over mq9; the mq9 ones above win. Under
         an active OpenTelemetry span or LangSmith run the message also carries its trace
         context (``traceparent``, ``langsmith-trace``: docs/tracing.md).
+
+        ``idempotency_key`` (at most 256 UTF-8 bytes) makes the SEND happen once: the bundled
+        broker stores one message per mailbox and key within its window (10 minutes by
+        default) and answers every SEND with that key again with the first one's msg_id (the
+        same payload, priority, key, delay, ttl and tags; anything else is refused), so this
+        client sends a keyed SEND that got no answer again until ``request_timeout``.
+        RobustMQ keeps no keys: there the key is not sent and the SEND is as without one
+        (docs/protocol.md, "Exactly once").
         """
         p.check_address(mail_address)
         body = p.payload_bytes(payload)
         extra = p.extra_headers(headers)
         mq9 = p.send_headers(priority, key, delay, ttl, tags)
+        if idempotency_key is not None:
+            idempotency_key = p.check_idempotency_key(idempotency_key)
+            if not is_robustmq(self.server_info):  # RobustMQ would store it with the message
+                mq9[p.HEADER_IDEMPOTENCY_KEY] = idempotency_key
         traced = tracing.sending(mail_address)
         if traced is tracing.UNTRACED:  # most SENDs: no span around it, nothing to carry
             return await self._store(mail_address, body, extra | mq9)

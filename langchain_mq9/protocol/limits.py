@@ -28,3 +28,6 @@ MAX_ADDRESS_LENGTH = 3800
 # How much of a value an error quotes (quoting.py)
 QUOTE_CHARS = 60
 MAX_SECONDS = 2**31 - 1  # the client's bound for ttl and delay: about 68 years
+# An idempotency key's longest (UTF-8 bytes, our choice: Stripe's 255 characters, rounded up):
+# a broker keeps each key it saw for its window, so the key's length is what a key costs it
+MAX_IDEMPOTENCY_KEY = 256

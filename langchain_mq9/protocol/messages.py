@@ -11,7 +11,7 @@ from dataclasses import field as _field
 from typing import Any, TypeGuard
 
 from .errors import InvalidArgument, MalformedReply, WireError
-from .limits import MAX_SECONDS, MAX_U64
+from .limits import MAX_IDEMPOTENCY_KEY, MAX_SECONDS, MAX_U64
 from .quoting import quoted
 from .serde import encode, repeated_names, utf8
 from .shapes import MSG_ITEM
@@ -27,6 +27,11 @@ HEADER_TAGS = "mq9-tags"
 # on every SEND it stores, replacing any a client wrote (docs/security.md). Absent on an open
 # broker and on RobustMQ, where nothing vouches for a sender.
 HEADER_SENDER = "mq9-sender"
+# A SEND's idempotency key (issue #90, docs/protocol.md "Exactly once"): the bundled broker
+# stores a keyed SEND once per mailbox and key within its window, and answers every SEND again
+# with the first one's msg_id. It is the broker's, never stored with the message; RobustMQ has
+# no such header, so the client does not send it there.
+HEADER_IDEMPOTENCY_KEY = "mq9-idempotency-key"
 
 
 def header_block(headers: Mapping[str, str] | None) -> bytes | None:
@@ -238,6 +243,19 @@ def check_key(key: object) -> str:
             "characters"
         )
     return utf8("key", key)  # headers travel as UTF-8
+
+
+def check_idempotency_key(key: object) -> str:
+    """A SEND's idempotency key: a single-line string of at most ``MAX_IDEMPOTENCY_KEY`` bytes."""
+    if not key or not _header_value(key) or len(key.encode("utf-8", "surrogatepass")) > (
+        MAX_IDEMPOTENCY_KEY
+    ):
+        raise InvalidArgument(
+            f"invalid idempotency_key {quoted(key)}: must be a non-empty single-line string of "
+            f"at most {MAX_IDEMPOTENCY_KEY} UTF-8 bytes, without leading or trailing whitespace "
+            "or control characters"
+        )
+    return utf8("idempotency_key", key)
 
 
 def check_tags(tags: object) -> list[str]:
