@@ -82,6 +82,27 @@ def nats_server():
         yield server
 
 
+@pytest.fixture(scope="session")
+def shared_jetstream() -> list[str]:
+    """The session's (each parallel worker's) JetStream nats-server, the store lane's: its URLs,
+    for tests that neither kill, restart nor reconfigure it; each test keeps its state in a
+    layout (``--stream``) or bucket of its own. Started at first use, stopped with the session."""
+    from tests.support.store_lane import STATE_SERVER
+
+    return STATE_SERVER.urls
+
+
+@pytest.fixture(scope="session")
+def shared_jetstream_cluster():
+    """Three JetStream nats-servers clustered, one for the session (each parallel worker's):
+    their URLs, for tests that neither kill, restart nor reconfigure a node, each in a layout
+    of its own. A test that does any of that starts a cluster of its own."""
+    from tests.support.jetstream_servers import JetStreamCluster
+
+    with JetStreamCluster(3) as cluster:
+        yield cluster.urls
+
+
 @pytest.fixture
 async def restartable_nats():
     """A nats-server of the test's own, which the test stops and starts again on the same port

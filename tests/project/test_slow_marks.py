@@ -42,6 +42,8 @@ SERVER_FIXTURES = frozenset(
         "nats_broker",  # tests/conftest.py: the bundled broker on it
         "restartable_nats",  # tests/conftest.py: a nats-server the test stops and starts
         "jetstream_broker",  # tests/conftest.py: the bundled broker on the JetStream store
+        "shared_jetstream",  # tests/conftest.py: the session's JetStream nats-server
+        "shared_jetstream_cluster",  # tests/conftest.py: the session's 3 clustered ones
         "bare_nats",  # tests/client/test_client_errors.py: a nats-server without a broker
         "guarded_nats",  # tests/client/test_client_auth.py: a nats-server requiring logins
         "monitored_nats",  # tests/langchain/test_toolkit.py: one whose connections are counted

@@ -24,7 +24,6 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9.broker import Broker, BrokerConfig
 from langchain_mq9.broker.cli import state
 from langchain_mq9.broker.cli.state import OldState, _records
-from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -37,9 +36,9 @@ async def _state(argv: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def servers():
-    with JetStreamCluster(1) as cluster:
-        yield cluster.urls
+def servers(shared_jetstream: list[str]) -> list[str]:
+    # the session's JetStream server: nothing here kills, restarts or reconfigures it
+    return shared_jetstream
 
 
 def test_the_old_format_is_read_as_the_earlier_store_read_it():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,6 @@ from test_conformance_registry import *  # noqa: F403
 from langchain_mq9.broker import drop_memory_broker, install_memory_broker
 from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.broker.storage.jetstream import ClusterStore
-from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -44,9 +43,9 @@ def _known_differences(request: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster_servers() -> Iterator[list[str]]:
-    with JetStreamCluster(1) as cluster:
-        yield cluster.urls
+def cluster_servers(shared_jetstream: list[str]) -> list[str]:
+    # the session's JetStream server: nothing here kills, restarts or reconfigures it
+    return shared_jetstream
 
 
 @dataclass

@@ -13,7 +13,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -25,15 +25,14 @@ from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.groups import GroupReader
 from langchain_mq9.protocol import Priority
 from langchain_mq9.protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
-from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[list[str]]:
-    with JetStreamCluster(1) as cluster:
-        yield cluster.urls
+def servers(shared_jetstream: list[str]) -> list[str]:
+    # the session's JetStream server: nothing here kills, restarts or reconfigures it
+    return shared_jetstream
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -32,7 +32,7 @@ from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.broker.identities.kv_store import KvIdentityStore
 from langchain_mq9.broker.identities.ownership import Identities
 from langchain_mq9.broker.storage.jetstream import ClusterStore
-from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
+from tests.support.jetstream_servers import close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 pytest.importorskip("nkeys")  # the credentials extra
@@ -56,9 +56,9 @@ class Broker:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[list[str]]:
-    with JetStreamCluster(1) as cluster:
-        yield cluster.urls
+def servers(shared_jetstream: list[str]) -> list[str]:
+    # the session's JetStream server: nothing here kills, restarts or reconfigures it
+    return shared_jetstream
 
 
 async def _brokers(servers: list[str], limits: BrokerLimits) -> list[Broker]:

@@ -31,7 +31,7 @@ from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.protocol.errors import Mq9Error
 from tests.support.devbroker_helpers import DevBroker
-from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store, wait_serving
+from tests.support.jetstream_servers import close_store, open_store, wait_serving
 
 pytestmark = pytest.mark.slow  # three nats-servers and two broker processes
 
@@ -40,9 +40,9 @@ AT_ONCE = 100  # requests sent together
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[list[str]]:
-    with JetStreamCluster(3) as servers:
-        yield servers.urls
+def cluster(shared_jetstream_cluster: list[str]) -> list[str]:
+    # the session's 3-node cluster: the brokers are killed here, never a node
+    return shared_jetstream_cluster
 
 
 @pytest.fixture

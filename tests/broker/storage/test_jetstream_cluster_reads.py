@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from langchain_mq9._nats.jetstream.api import Batch
 from langchain_mq9.broker.state.mailbox import StoredMessage
 from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, reads
 from langchain_mq9.protocol import Priority
-from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
+from tests.support.jetstream_servers import close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -36,9 +36,9 @@ QUIET = reads.BY_ID + 2  # the quiet mailbox's messages: more than a read asks f
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[list[str]]:
-    with JetStreamCluster(1) as cluster:
-        yield cluster.urls
+def servers(shared_jetstream: list[str]) -> list[str]:
+    # the session's JetStream server: nothing here kills, restarts or reconfigures it
+    return shared_jetstream
 
 
 @pytest.fixture

@@ -11,22 +11,22 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from langchain_mq9.broker.state.mailbox import StoredMessage
 from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark
 from langchain_mq9.protocol import PRIORITY_ORDER, Priority
-from tests.support.jetstream_servers import JetStreamCluster, open_replicated_store
+from tests.support.jetstream_servers import open_replicated_store
 
 pytestmark = pytest.mark.slow  # three nats-server processes
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[list[str]]:
-    with JetStreamCluster(3) as cluster:
-        yield cluster.urls
+def servers(shared_jetstream_cluster: list[str]) -> list[str]:
+    # the session's 3-node cluster: nothing here kills, restarts or reconfigures it
+    return shared_jetstream_cluster
 
 
 @pytest.fixture

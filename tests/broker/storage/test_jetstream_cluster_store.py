@@ -15,7 +15,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from langchain_mq9.broker.storage.base import StorageError
 from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, token
 from langchain_mq9.broker.storage.jetstream.mapping import NO_KEY
 from langchain_mq9.protocol import PRIORITY_ORDER, Priority
-from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
+from tests.support.jetstream_servers import close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -34,9 +34,9 @@ START = Mark(0, 0)  # a log's beginning
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[list[str]]:
-    with JetStreamCluster(1) as cluster:
-        yield cluster.urls
+def servers(shared_jetstream: list[str]) -> list[str]:
+    # the session's JetStream server: nothing here kills, restarts or reconfigures it
+    return shared_jetstream
 
 
 @pytest.fixture
