@@ -41,8 +41,33 @@ EXPIRE_AT = "Mq9-Expire-At"  # the message TTL's second (RobustMQ's expire_at)
 TAGS = "Mq9-Tags"  # the SEND's tags, a JSON list (QUERY by tags reads them)
 DELETED = "Mq9-Deleted"  # a deleted newest message's marker: its msg_id stays the last
 AHEAD = "Mq9-Ahead"  # on a tag index entry: how many sequences later its message is
+# On a mailbox's head: each priority lane's newest msg_id written, critical urgent normal
+# (-1: none), as of the head. What a lane read must reach, whichever replica answers it
+# (reads.py); decided with the head's expected sequence, so in one step with the write
+LANES = "Mq9-Lanes"
 
 _FRAME = struct.Struct(">I")  # the length of the SEND's header block, before it
+
+
+Lanes = tuple[int, int, int]  # each lane's newest msg_id (critical, urgent, normal; -1: none)
+NO_LANES: Lanes = (-1, -1, -1)
+
+
+def lanes_text(lanes: Lanes) -> str:
+    return " ".join(str(last) for last in lanes)
+
+
+def lanes_of(headers: dict[str, str]) -> Lanes | None:
+    """A head's lanes (``LANES``); None when it has none (written before heads carried
+    them), or what it carries is not three numbers (written by something else)."""
+    text = headers.get(LANES)
+    if text is None:
+        return None
+    try:
+        critical, urgent, normal = (int(last) for last in text.split())
+    except ValueError:
+        return None
+    return critical, urgent, normal
 
 
 def set_ttl(headers: dict[str, str], seconds: int) -> None:
@@ -194,7 +219,9 @@ class Layout:
         return f"{self.box_prefix(box)}.m.{box}.>"
 
     def lane_filter(self, mailbox: str, priority: Priority) -> str:
-        box = token(mailbox)
+        return self.box_lane_filter(token(mailbox), priority)
+
+    def box_lane_filter(self, box: str, priority: Priority) -> str:
         return f"{self.box_prefix(box)}.m.{box}.{priority.value}.*.*"
 
     def key_filter(self, mailbox: str, key: str) -> str:

@@ -17,7 +17,17 @@ from ...._nats.jetstream.api import (
     expecting,
 )
 from ..base import StorageError
-from .mapping import DELETED, EXPIRE_AT, NO_KEY, TAGS, Layout, frame, msg_id_of, token
+from .mapping import (
+    DELETED,
+    EXPIRE_AT,
+    NO_KEY,
+    TAGS,
+    Layout,
+    frame,
+    lanes_of,
+    msg_id_of,
+    token,
+)
 from .numbering import TAGS_MOST, Mark, Numbering, Write
 from .requests import JetStreamError
 
@@ -74,8 +84,8 @@ class Messages:
         box = token(mailbox)
         stream = layout.box_stream(box)
         head = await self.requests.leader_get(stream, last_by_subject=layout.head_subject(box))
-        if head is not None:
-            return Mark(int(head.data) - 1, head.seq - 1)
+        if head is not None:  # (its lanes, when it says: what a read by lane must reach)
+            return Mark(int(head.data) - 1, head.seq - 1, lanes_of(head.headers))
         entry = await self.requests.leader_get(stream, last_by_subject=layout.box_filter(box))
         return None if entry is None else Mark(msg_id_of(entry.subject), entry.seq)
 

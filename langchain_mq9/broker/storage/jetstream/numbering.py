@@ -32,21 +32,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ErrorCode, StoredEntry, expecting
 from ...._nats.jetstream.bucket import Bucket
+from ....protocol import PRIORITY_ORDER, Priority
 from ..base import StorageError
 from .batches import ENTRIES_MOST, Batches, Entry
 from .mapping import (
     AHEAD,
     DELETED,
+    LANES,
     NO_KEY,
+    NO_LANES,
     RETENTION_SECONDS,
+    Lanes,
     Layout,
     decode_record,
     encode_record,
+    lanes_of,
+    lanes_text,
     msg_id_of,
     set_ttl,
 )
@@ -67,10 +73,12 @@ _TRIES = 64  # batches refused in a row (other brokers writing the mailbox) befo
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """A message's msg_id and stream sequence."""
+    """A message's msg_id and stream sequence; a mailbox's last mark (from its head) also
+    carries each lane's newest msg_id as of it, when the head says (``lanes``)."""
 
     msg_id: int
     seq: int
+    lanes: Lanes | None = field(default=None, compare=False)
 
 
 class Full(StorageError):
@@ -86,7 +94,8 @@ class Numbering:
 
     def __init__(self, requests: Requests, layout: Layout) -> None:
         self.requests, self.layout = requests, layout
-        self.last: dict[str, tuple[int, int]] = {}  # box -> (last sequence, next msg_id)
+        # box -> (last sequence, next msg_id, each lane's newest msg_id): its head
+        self.last: dict[str, tuple[int, int, Lanes]] = {}
         self.seqs: dict[tuple[str, int], int] = {}  # (box, msg_id) -> sequence, lately seen
         self.written: set[str] = set()  # boxes written since the last high mark
         # box -> at least how many messages it holds as of its head in ``last`` (bounded
@@ -133,7 +142,7 @@ class Numbering:
             if state is None:
                 state, marker = await self.read_last(box)
                 self.counts.pop(box, None)
-            expected, first_id = state
+            expected, first_id, lanes = state
             batch = whole = [write for write in whole if not write.future.done()]
             if any(write.room is not None for write in whole):
                 # which fit, counted as of the head this write expects (#77)
@@ -141,8 +150,9 @@ class Numbering:
                 batch = _admitted(whole, held)
             if not batch:
                 return  # (each answered already: refused as full)
+            after = _lanes_after(lanes, batch, first_id)
             try:
-                last_seq = await self._publish(box, batch, expected, first_id)
+                last_seq = await self._publish(box, batch, expected, first_id, after)
             except JetStreamError as exc:
                 duplicate = exc.err_code == ErrorCode.DUPLICATE_IN_BATCH
                 if duplicate and len(batch) == 1 and batch[0].staged:
@@ -163,7 +173,7 @@ class Numbering:
             if held is not None:
                 self.counts[box] = held + count
             # (the batch's last entry is the head: the mailbox's last sequence)
-            self.last[box] = (last_seq, first_id + count)
+            self.last[box] = (last_seq, first_id + count, after)
             self.written.add(box)
             seqs = self.seqs
             if len(seqs) >= KEPT:
@@ -224,9 +234,12 @@ class Numbering:
             gone.append(marker)
         await asyncio.gather(*purges, *(self._delete(box, seq) for seq in gone))
 
-    async def _publish(self, box: str, batch: list[Write], expected: int, first_id: int) -> int:
-        """The batch numbered from ``first_id``, then the head, expecting ``expected`` as the
-        head's last sequence (0: no head yet); the head's sequence. The mailboxes whose
+    async def _publish(
+        self, box: str, batch: list[Write], expected: int, first_id: int, lanes: Lanes
+    ) -> int:
+        """The batch numbered from ``first_id``, then the head (with each lane's newest msg_id,
+        ``lanes``), expecting ``expected`` as the head's last sequence (0: no head yet); the
+        head's sequence. The mailboxes whose
         batches are ready in one turn of the event loop go as one atomic batch, each its
         own head and expectation (``Batches``): one request, one acknowledgement for all."""
         layout = self.layout
@@ -238,12 +251,12 @@ class Numbering:
             subject = layout.message_subject(box, write.priority, write.key_token, first_id + index)
             entries.append((subject, write.data, write.headers))
         # (a rollup: one head a mailbox, the one before goes)
-        head = expecting(expected, {ROLLUP: ROLLUP_SUBJECT})
+        head = expecting(expected, {ROLLUP: ROLLUP_SUBJECT, LANES: lanes_text(lanes)})
         entries.append((layout.head_subject(box), str(first_id + len(batch)).encode(), head))
         return await self._batches.write(entries, layout.stream_of(box))
 
-    async def read_last(self, box: str) -> tuple[tuple[int, int], int]:
-        """``box``'s head sequence and next msg_id from the leaders: the head's (the
+    async def read_last(self, box: str) -> tuple[tuple[int, int, Lanes], int]:
+        """``box``'s head sequence, next msg_id and lanes from the leaders: the head's (the
         record's next number when above it); no head (a mailbox no write reached since this
         layout wrote heads, or one silent past the retention): 0 and the number after its
         newest message, else the record's; and, then, the sequence of a deleted newest
@@ -255,12 +268,32 @@ class Numbering:
             self.record_next(box),
         )
         if head is not None:
-            return (head.seq, max(int(head.data), following)), 0
+            lanes = lanes_of(head.headers) or await self._lanes_stored(box)
+            return (head.seq, max(int(head.data), following), lanes), 0
         entry = await self.requests.leader_get(stream, last_by_subject=layout.box_filter(box))
         if entry is None:
-            return (0, following), 0
+            return (0, following, NO_LANES), 0
         marker = entry.seq if DELETED in entry.headers else 0
-        return (0, max(msg_id_of(entry.subject) + 1, following)), marker
+        lanes = await self._lanes_stored(box)
+        return (0, max(msg_id_of(entry.subject) + 1, following), lanes), marker
+
+    async def _lanes_stored(self, box: str) -> Lanes:
+        """Each lane's newest msg_id stored, from the leader, for a head that does not say
+        (written before heads carried them): asked after the head, so no lane is older than
+        it (one newer belongs to a write that this one's expectation will be refused by)."""
+        stream = self.layout.box_stream(box)
+        newest = await asyncio.gather(
+            *(
+                self.requests.leader_get(
+                    stream, last_by_subject=self.layout.box_lane_filter(box, priority)
+                )
+                for priority in PRIORITY_ORDER
+            )
+        )
+        critical, urgent, normal = (
+            -1 if entry is None else msg_id_of(entry.subject) for entry in newest
+        )
+        return critical, urgent, normal
 
     async def record_next(self, box: str) -> int:
         """The next msg_id the mailbox record keeps (0 when none): the number its log had
@@ -311,6 +344,20 @@ class Numbering:
         except JetStreamError as exc:
             if exc.code != 404 and exc.err_code != ErrorCode.MESSAGE_NOT_FOUND:
                 raise
+
+
+def _lanes_after(lanes: Lanes, batch: list[Write], first_id: int) -> Lanes:
+    """Each lane's newest msg_id once ``batch`` is written, numbered from ``first_id``."""
+    critical, urgent, normal = lanes
+    for index, write in enumerate(batch):
+        msg_id = first_id + index
+        if write.priority is Priority.CRITICAL:
+            critical = msg_id
+        elif write.priority is Priority.URGENT:
+            urgent = msg_id
+        else:
+            normal = msg_id
+    return critical, urgent, normal
 
 
 def _admitted(batch: list[Write], held: int) -> list[Write]:

@@ -2,14 +2,17 @@
 few are new), by tag (through the tag index) or by key, each a direct get from any replica,
 as of the sequence the caller read from the leader (``upto``): what a newer replica gives
 past it is left for the next read. A replica behind the leader answers with what it has
-(nats-server 2.12 and later ignore the ``min_last_seq`` asked): a read may miss the newest
-messages, never hand out a hole below one it read (docs/broker.md, "Reads from replicas")."""
+(nats-server 2.12 and later ignore the ``min_last_seq`` asked): a read by msg_id asks the
+leader for a hole below one it read, a read by lane for what it lacked short of the lane's
+newest msg_id, which the mailbox's head keeps (docs/broker.md, "Reads from replicas"); a
+QUERY may miss the newest messages."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +39,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("langchain_mq9.broker")
 
 _BATCH = 1000  # messages a batched read asks for at most (the rest in the next one)
+_ENDS_KEPT = 65_536  # lanes whose newest is gone a store remembers, then forgets all
 # The most msg_ids a lane read asks for one by one: each is a request of the broker's, where
 # reading the lanes is six at most, but each costs the servers the same whatever the mailbox
 # holds (docs/broker.md, "Reading by msg_id")
 BY_ID = 16
 _LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last a timestamp here can say
+
+
+@dataclass(slots=True)
+class _Walk:
+    """A walk's messages, the highest msg_id it saw, and the sequence after its last."""
+
+    found: list[StoredMessage]
+    reached: int
+    seq: int
+
+    def past(self, low: int, seq: int) -> _Walk:
+        """Gone as far as ``low`` (the msg_id after the highest seen) and ``seq``."""
+        self.reached, self.seq = max(self.reached, low - 1), seq
+        return self
 
 
 class Reads:
@@ -49,9 +67,13 @@ class Reads:
     def __init__(self, requests: Requests, layout: Layout, numbering: Numbering) -> None:
         self.requests, self.layout, self.numbering = requests, layout, numbering
         self._unreadable: set[int] = set()  # sequences said to be no message (said once)
+        # (a lane's filter, its newest msg_id as its head said) -> the msg_id the leader said
+        # the lane ends at below it: that newest message deleted since
+        self._ends: dict[tuple[str, int], int] = {}
 
     def forget(self) -> None:
         self._unreadable.clear()
+        self._ends.clear()
 
     def _message(self, entry: StoredEntry) -> StoredMessage:
         header, payload = unframe(entry.data)
@@ -112,18 +134,15 @@ class Reads:
         of a reader caught up with its mailbox, the most frequent of all. The first
         ``BY_ID`` msg_ids from ``start`` are asked for by msg_id (``_by_ids``), which costs
         the servers the same in a mailbox of 64,000 as of 1,000; a lane those did not fill,
-        when more were written, is read on past them (``_read``). A read of ``BY_ID`` or
-        more a lane reads each lane from ``start``: a window would hold too few of one."""
+        when more were written, is read on past them (``_lane``). A read of ``BY_ID`` or
+        more a lane reads each lane from ``start``: a window would hold too few of one. A
+        lane read, whichever replica answers it, reaches the lane's newest msg_id as of
+        ``upto`` or ``limit`` (``_lane``)."""
         waiting = upto.msg_id - start.msg_id + 1  # msg_ids written from ``start`` on
         if waiting <= 0:
             return [[] for _ in PRIORITY_ORDER]
-        layout = self.layout
-        stream = layout.mailbox_stream(mailbox)
         if waiting > BY_ID and limit >= BY_ID:
-            reads = [
-                self._read(stream, layout.lane_filter(mailbox, p), start, limit, upto.seq, now)
-                for p in PRIORITY_ORDER
-            ]
+            reads = [self._lane(mailbox, p, start, limit, upto, now) for p in PRIORITY_ORDER]
             return list(await asyncio.gather(*reads))
         window = Mark(min(upto.msg_id, start.msg_id + BY_ID - 1), upto.seq)
         beyond = window.msg_id < upto.msg_id  # more written than the window holds
@@ -134,9 +153,7 @@ class Reads:
         # whose reads cost the servers the most); the others are read on past the window
         rest = Mark(window.msg_id + 1, after)
         more = [
-            self._read(
-                stream, layout.lane_filter(mailbox, p), rest, limit - len(lane), upto.seq, now
-            )
+            self._lane(mailbox, p, rest, limit - len(lane), upto, now)
             for p, lane in zip(PRIORITY_ORDER, lanes, strict=True)
             if len(lane) < limit
         ]
@@ -210,6 +227,56 @@ class Reads:
             return await self._read(stream, subject, start, limit, None, now)
         return await self._read(stream, subject, start, limit, upto.seq, now, end=upto)
 
+    async def _lane(
+        self, mailbox: str, priority: Priority, start: Mark, limit: int, upto: Mark, now: int
+    ) -> list[StoredMessage]:
+        """``priority``'s lane from ``start``, up to ``limit``, as of ``upto``, read until it
+        holds ``limit`` or reaches the lane's newest msg_id as of ``upto`` (its head says
+        which: ``upto.lanes``), whichever replica answers.
+
+        A replica behind the leader answers a lane's batch short without saying so, and a
+        reader takes a lane of fewer than it asked for as read to its end (protocol.md
+        §5.4): the group's position would pass what the replica lacked, for good. A read
+        short of the lane's newest asks the leader for the lane's next message from where
+        it stopped: one at or below ``upto.seq`` is what the replica lacked, and the lane
+        is read on from it; none says the newest was deleted since (then remembered, so the
+        next read short of it by as much asks nothing). A lane whose newest is below
+        ``start`` is not read at all; a head that does not say (written before heads
+        carried lanes) has every short read checked."""
+        layout = self.layout
+        stream = layout.mailbox_stream(mailbox)
+        subject = layout.lane_filter(mailbox, priority)
+        newest = None if upto.lanes is None else upto.lanes[PRIORITY_ORDER.index(priority)]
+        if newest is not None and newest < start.msg_id:
+            return []  # nothing written on this lane from ``start`` on: nothing asked
+        end = None if newest is None else Mark(newest, upto.seq)
+        found: list[StoredMessage] = []
+        at = start
+        while True:  # (each turn reads on from a later sequence, up to upto.seq at most)
+            walk = await self._walk(stream, subject, at, limit - len(found), upto.seq, now, end)
+            found += walk.found
+            if len(found) >= limit or (newest is not None and walk.reached >= newest):
+                break
+            if newest is not None and self._ends.get((subject, newest), newest) <= walk.reached:
+                break  # the newest deleted: the leader said the lane ends here
+            entry = await self.requests.leader_get(
+                stream, seq=walk.seq, next_by_subject=subject
+            )
+            if entry is None or entry.seq > upto.seq:
+                if newest is not None:
+                    if len(self._ends) >= _ENDS_KEPT:
+                        self._ends.clear()
+                    self._ends[(subject, newest)] = walk.reached
+                break
+            # what the replica lacked: taken, and the lane read on after it
+            message = self._readable(entry)
+            if message is not None and message.msg_id >= start.msg_id:
+                self.numbering.remember(subject_box(entry.subject), message.msg_id, entry.seq)
+                if not message.expired(now):
+                    found.append(message)
+            at = Mark(msg_id_of(entry.subject) + 1, entry.seq + 1)
+        return found[:limit]
+
     async def _read(
         self,
         stream: str,
@@ -223,13 +290,28 @@ class Reads:
     ) -> list[StoredMessage]:
         """``subject``'s messages (a filter of one mailbox's, in its ``stream``); ``end``, when
         the caller knows it, the subject's last message (else asked, as of ``upto``)."""
+        return (await self._walk(stream, subject, start, limit, upto, now, end)).found
+
+    async def _walk(
+        self,
+        stream: str,
+        subject: str,
+        start: Mark,
+        limit: int,
+        upto: int | None,
+        now: int,
+        end: Mark | None,
+    ) -> _Walk:
+        """``_read``, and how far it went: the highest msg_id it saw (``start.msg_id - 1``
+        when none) and the sequence after the last entry it read."""
         found: list[StoredMessage] = []
         seq = max(start.seq, 1)
+        low = start.msg_id - 1  # (the message at start.seq may be the one below start)
+        walk = _Walk(found, low, seq)
         if end is None and upto is not None:
             end = await self._end(stream, subject, upto)
         if upto is not None and (end is None or end.seq < seq or end.msg_id < start.msg_id):
-            return found  # nothing on ``subject`` from ``start`` on: no walk asked for
-        low = start.msg_id - 1  # (the message at start.seq may be the one below start)
+            return walk  # nothing on ``subject`` from ``start`` on: no walk asked for
         remember = self.numbering.remember
         while len(found) < limit and (upto is None or seq <= upto):
             request: dict[str, Any] = {"seq": seq, "next_by_subj": subject}
@@ -242,8 +324,9 @@ class Reads:
             batch = await self.requests.direct_batch(stream, request)
             for entry in batch.entries:
                 if upto is not None and entry.seq > upto:
-                    return found
+                    return walk.past(low, seq)
                 low = max(low, msg_id_of(entry.subject) + 1)
+                seq = entry.seq + 1
                 message = self._readable(entry)
                 if message is None or message.msg_id < start.msg_id:
                     continue  # (below a position's msg_id: acknowledged)
@@ -252,10 +335,10 @@ class Reads:
                     found.append(message)  # (one whose TTL ended: hidden until it ages out)
             if not batch.entries or batch.pending == 0:
                 break
-            seq = batch.entries[-1].seq + 1
             if end is not None and (seq > end.seq or low > end.msg_id):
                 break  # past the last message on the subject
-        return found[:limit]
+        del found[limit:]
+        return walk.past(low, seq)
 
     async def _end(self, stream: str, subject: str, upto: int) -> Mark | None:
         """The last message on ``subject`` (a filter of a mailbox's messages) as of ``upto``

@@ -205,15 +205,23 @@ class Requests:
         return answer  # type: ignore[no-any-return]
 
     async def leader_get(
-        self, stream: str, *, seq: int | None = None, last_by_subject: str | None = None
+        self,
+        stream: str,
+        *,
+        seq: int | None = None,
+        last_by_subject: str | None = None,
+        next_by_subject: str | None = None,
     ) -> StoredEntry | None:
-        """One message read by the stream's leader (current): by sequence or the last on a
-        subject (wildcards allowed); None when there is none."""
+        """One message read by the stream's leader (current): by sequence, the last on a
+        subject, or the first on a subject from ``seq`` on (wildcards allowed); None when
+        there is none."""
         request: dict[str, Any] = {}
         if seq is not None:
             request["seq"] = seq
         if last_by_subject is not None:
             request["last_by_subj"] = last_by_subject
+        if next_by_subject is not None:
+            request["next_by_subj"] = next_by_subject
         # (its answer holds the message in base64: taken from the read window, window.py)
         share = await self.window.take(json_share(self.connection.max_payload))
         try:
