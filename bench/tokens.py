@@ -29,7 +29,9 @@ from .results import Check, Section
 
 TITLE = "What the model reads: tool tokens (o200k) and strict-mode safety (target 8)"
 UPSTREAM_FIXTURE = Path(__file__).with_name("fixtures") / "upstream_langchain_mq9_tools.json"
-BUDGET = 700  # tokens for the eight default tools' OpenAI block (1,000 before issue #54)
+# Tokens for the eight default tools' OpenAI block (1,000 before issue #54; 700 before #90,
+# which gave send_message its idempotency_key: 9 tokens, the name alone, no words)
+BUDGET = 710
 # mq9-mcp's tools/list of the same eight (outputSchema and annotations too): within 10% of
 # its own budget, the first one of the OpenAI block
 MCP_BUDGET, MCP_SLACK = 1000, 1.10

@@ -12,6 +12,7 @@ messages.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -133,3 +134,18 @@ def _runtime() -> Any:
         return get_runtime()
     except (RuntimeError, KeyError):  # a config without LangGraph's keys: not in a graph
         return None
+
+
+def tool_call_key(tool: str, call_id: str) -> str:
+    """The idempotency key of a send made by the tool call ``call_id`` of ``tool``: the call's
+    id within its run's LangGraph thread and checkpoint namespace where it has them (a tool
+    call id is unique to one model answer, the thread and namespace keep two runs' apart
+    where a model numbers its calls). LangGraph replays a step with the same config and calls
+    after an interrupt or a crash (durable execution), and a ``RetryPolicy`` runs it again so:
+    the same key, so the broker stores the send once. 35 characters, safe in any header."""
+    config = var_child_runnable_config.get()
+    configurable = (config or {}).get("configurable") or {}
+    thread = configurable.get("thread_id") or ""
+    namespace = configurable.get("checkpoint_ns") or ""
+    named = f"{tool}\n{thread}\n{namespace}\n{call_id}".encode("utf-8", "backslashreplace")
+    return "lc." + hashlib.sha256(named).hexdigest()[:32]

@@ -16,6 +16,7 @@ model (``get_input_schema()``) validates each call and re-checks every bound.
 
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, Literal
 
 from langchain_core.tools import BaseTool, ToolException
@@ -31,7 +32,11 @@ from .operations.catalog import (
 from .operations.errors import explain, explain_validation
 from .operations.results import Outcome
 from .protocol.errors import Mq9Error
-from .run_context import current_run
+from .run_context import current_run, tool_call_key
+
+# The id of the tool call under way: ``BaseTool.arun``/``run`` are told it (``_arun`` is not),
+# and ``_arun`` runs in a copy of their context, so it reads it here.
+_TOOL_CALL: ContextVar[str | None] = ContextVar("mq9_tool_call", default=None)
 
 
 class Mq9Tool(BaseTool):
@@ -79,7 +84,30 @@ class Mq9Tool(BaseTool):
 
     def _arguments(self, kwargs: dict[str, Any]) -> BaseModel:
         kwargs.pop("run_manager", None)
-        return self.operation.input_model.model_validate(kwargs)
+        args = self.operation.input_model.model_validate(kwargs)
+        # A send the model gave no key is keyed by its tool call: a replayed or retried call
+        # (LangGraph's durable execution, a RetryPolicy) stores one message, a new call another
+        if vars(args).get("idempotency_key") == "":
+            call = _TOOL_CALL.get()
+            if call:
+                args.idempotency_key = tool_call_key(self.operation.name, call)  # type: ignore[attr-defined]
+        return args
+
+    # ``arun``/``run`` are LangChain's public entry points (``invoke`` and ``ainvoke`` end
+    # there); they alone are handed the tool call's id, which ``_arguments`` keys sends by.
+    async def arun(self, *args: Any, **kwargs: Any) -> Any:
+        token = _TOOL_CALL.set(kwargs.get("tool_call_id"))
+        try:
+            return await super().arun(*args, **kwargs)
+        finally:
+            _TOOL_CALL.reset(token)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        token = _TOOL_CALL.set(kwargs.get("tool_call_id"))
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            _TOOL_CALL.reset(token)
 
     def _call(
         self, args: BaseModel, policy: ToolPolicy

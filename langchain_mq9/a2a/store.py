@@ -17,6 +17,7 @@ naming who asked, so that a replica still writing ``working`` cannot hide it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -24,6 +25,27 @@ from typing import Any, TypeGuard
 from ..client.client import Mq9Client
 from ..protocol.errors import MailboxExists, MailboxNotFound
 from . import wire as w
+
+# Whether a client class's ``send`` takes ``idempotency_key``, by class (asked once each).
+_TAKES_KEY: dict[type, bool] = {}
+
+
+def keyed(client: Any, key: str | None) -> dict[str, str]:
+    """``send``'s ``idempotency_key=key`` for a client that takes one (this package's
+    ``Mq9Client``), nothing for one that does not (the official mq9 SDK's client has no such
+    keyword: its sends go unkeyed, stored as often as they are sent): ``**keyed(client, key)``.
+    A ``send(**options)`` that only passes its options on counts as one that does not."""
+    if not key:
+        return {}
+    kind = type(client)
+    takes = _TAKES_KEY.get(kind)
+    if takes is None:
+        try:
+            takes = "idempotency_key" in inspect.signature(client.send).parameters
+        except (AttributeError, TypeError, ValueError):
+            takes = False
+        _TAKES_KEY[kind] = takes
+    return {"idempotency_key": key} if takes else {}
 
 
 async def ensure_mailbox(client: Mq9Client, address: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..a2a.store import keyed
 from ..client.api import Mq9ClientLike
 from ..groups.reader import GroupReader
 from ..protocol import QUERY_CAP, Message, Priority
@@ -68,6 +69,7 @@ async def send_message(ctx: CallContext, args: SendMessageInput) -> Outcome[Mess
         delay=args.delay or None,
         ttl=args.ttl or None,
         tags=args.tags or None,
+        **keyed(client, args.idempotency_key),  # stored once per key (client/api.py: ours only)
     )
     delayed = f"delayed: visible in {args.delay} s, it gets its msg_id then"
     return Outcome(

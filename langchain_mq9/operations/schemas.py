@@ -27,6 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from ..protocol import QUERY_CAP
 
 MAX_TOOL_WAIT_MS = 120_000
+# The longest idempotency key a tool takes: 256 UTF-8 bytes at most, as the client takes
+# (a key derived from a tool call is 35 characters: run_context.py)
+MAX_IDEMPOTENCY_KEY = 64
 
 # A JSON object may be given as text (what the schema says, and all a strict-mode model can
 # produce) or, by code calling a tool directly, as a dict.
@@ -76,6 +79,10 @@ class SendMessageInput(_Input):
     tags: list[str] = Field(default_factory=list)
     delay: int = Field(default=0, ge=0, description="Seconds until readable.")
     ttl: int = Field(default=0, ge=0, description="Seconds to live; 0 = forever.")
+    # A send with a key is stored once, however often it is retried (within the broker's
+    # window); '' = the LangChain tool call's own key (tools.py). No words for the model: the
+    # name says it, and the eight tools' token budget is tight (bench/tokens.py).
+    idempotency_key: str = Field(default="", max_length=MAX_IDEMPOTENCY_KEY)
 
 
 class FetchMessagesInput(_MailboxInput):
