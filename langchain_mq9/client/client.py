@@ -33,6 +33,7 @@ from ..protocol.errors import (
     NoBroker,
     NotConnected,
     PayloadTooLarge,
+    RequestTimeout,
     SearchIndexEmpty,
     SearchNotBuilt,
     WireError,
@@ -56,6 +57,10 @@ log = logging.getLogger("langchain_mq9")
 
 # The first pause before a repeatable request is sent again (then twice as long, up to 1 s).
 RETRY_FIRST_PAUSE = 0.05
+# (#90) A keyed SEND's first try waits this long for its answer before it is sent again (the
+# same key: the broker stores it once), each later try twice as long, up to 1 s: a broker
+# killed with SENDs in hand answers none of them, and NATS hands the resend to another
+RESEND_FIRST_ATTEMPT = 0.25
 # How many consumer groups one client may ack under (Mq9Client(max_groups=...)).
 DEFAULT_MAX_GROUPS = 1_000
 # A successful SEND's reply as brokers write it (docs/protocol.md §4; RobustMQ's send.rs:228-231,
@@ -146,6 +151,11 @@ class Mq9Client:
         # when a SEND succeeds after the broker was away for that mailbox.
         self._receipts: dict[str, tuple[int, int]] = {}
         self._away: set[str] = set()
+        # (#90) Whether the broker recognises idempotency keys, as its last keyed SEND's answer
+        # said (a "duplicate" field); None: no keyed SEND answered yet. Only then is a keyed
+        # SEND sent again: a broker that ignores the key would store it twice
+        self.keys_recognised: bool | None = None
+        self.resend_after = RESEND_FIRST_ATTEMPT
         # Search answers checked against the listing: None decides by the broker (RobustMQ,
         # whose index trails its registry: yes; the bundled broker, exact at once: no).
         self.check_search: bool | None = None
@@ -368,10 +378,13 @@ class Mq9Client:
         # The highest msg_id answered before this SEND went out: only those must be below its
         # own (SENDs in flight at once to one mailbox are answered in any order)
         answered = self._highest_sent.get(mail_address, -1)
+        keyed = p.HEADER_IDEMPOTENCY_KEY in headers
+        subject = p.send_subject(mail_address)
         try:
-            reply = await self._call(
-                p.send_subject(mail_address), body, headers, repeatable=_stored_nothing
-            )
+            if keyed and self.keys_recognised:
+                reply = await self._resent(subject, body, headers)
+            else:
+                reply = await self._call(subject, body, headers, repeatable=_stored_nothing)
         except Mq9Error as exc:
             if exc.retryable:  # the broker was away: what it acknowledged before may be gone
                 self._away.add(mail_address)
@@ -379,6 +392,11 @@ class Mq9Client:
         msg_id = reply.get("msg_id")
         if type(msg_id) is not int or "error" not in reply:  # else the shape passes it as is
             msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
+        if keyed:
+            duplicate = reply.get("duplicate")
+            self.keys_recognised = isinstance(duplicate, bool)
+            if duplicate is True:  # the key's first SEND's msg_id: checked when it was new
+                return msg_id
         self._sent(mail_address, msg_id, answered)
         if mail_address in self._away and msg_id >= 0:
             self._away.discard(mail_address)
@@ -386,6 +404,38 @@ class Mq9Client:
         if msg_id >= 0:
             self._receipts[mail_address] = (msg_id, _digest(body))
         return msg_id
+
+    async def _resent(self, subject: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        """(#90) A keyed SEND to a broker that recognises keys: a try unanswered within its
+        attempt time (``resend_after``, then twice as long, up to 1 s), or failed in a way
+        that may pass, is sent again with the same key until ``request_timeout``: the broker
+        stores it once and answers each try with the first one's msg_id. A broker killed
+        with the SEND in hand costs the caller an attempt time, not an error."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        attempt, pause = self.resend_after, RETRY_FIRST_PAUSE
+        while True:
+            sent = loop.time()
+            wait = max(min(attempt, deadline - sent), 0.001)
+            try:
+                # (bounded here too: a transport in this process waits as long as its handler)
+                try:
+                    raw = await asyncio.wait_for(
+                        self._transport.request(subject, body, headers, wait), wait + 0.05
+                    )
+                except TimeoutError:
+                    raise RequestTimeout(
+                        f"the mq9 broker did not answer within {wait:g}s; the request may or "
+                        "may not have been carried out"
+                    ) from None
+                return _reply(raw, subject)
+            except Mq9Error as exc:
+                if not exc.retryable or deadline - loop.time() < RETRY_FIRST_PAUSE:
+                    raise
+                if loop.time() - sent < attempt / 2:  # failed at once (no broker): a pause
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 1.0)
+            attempt = min(attempt * 2, 1.0)
 
     async def _check_last_receipt(self, mail_address: str) -> None:
         """After the broker was away, look once whether the last message it acknowledged is

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .limits import MAX_ADDRESS_LENGTH, MAX_CONTROL_LINE, MAX_GROUP_NAME
+from .limits import MAX_ADDRESS_LENGTH, MAX_CONTROL_LINE, MAX_GROUP_NAME, MAX_IDEMPOTENCY_KEY
 from .quoting import quoted
 from .subjects import MSG_SEND, TENANT
 
@@ -365,6 +365,23 @@ def err_mailbox_full(address: str, limit: int) -> str:
     )
 
 
+def err_idempotency_key_reused(key: str, address: str, window: int) -> str:
+    """(#90) A keyed SEND whose key a SEND of something else to the mailbox had within the
+    window: never answered with the other message's msg_id."""
+    return (
+        f"SEND refused: idempotency key {quoted(key)} was used for another SEND to mailbox "
+        f"{address} within the last {window} s (another payload, priority, key, delay, ttl or "
+        "tags): a new message needs a new key"
+    )
+
+
+def err_idempotency_key_size(size: int) -> str:
+    return (
+        f"SEND refused: an mq9-idempotency-key of {size} bytes: this broker takes keys of 1 to "
+        f"{MAX_IDEMPOTENCY_KEY} bytes"
+    )
+
+
 def err_group_name_too_long(length: int) -> str:
     return f"group_name is {length} characters: this broker takes at most {MAX_GROUP_NAME}"
 
@@ -455,6 +472,8 @@ WIRE_TEXTS = (
     _reads(LimitReached, r"(?:mailbox|agent|consumer group) limit reached", OURS,
            err_mailbox_limit, err_agent_limit, err_group_limit),
     _reads(LimitReached, r"mailbox \S+ is full", OURS, err_mailbox_full),
+    _reads(InvalidArgument, r"SEND refused: (?:idempotency key .* was used|an mq9-idempotency-key)",
+           OURS, err_idempotency_key_reused, err_idempotency_key_size),
     _reads(InvalidArgument, r"invalid |missing field|unknown variant|duplicate field", ROBUSTMQ,
            *SERDE_REFUSALS),  # and the client's own refusals of a value ("invalid ttl ...")
     _reads(InvalidArgument, r"\S+ must not be empty", ROBUSTMQ,

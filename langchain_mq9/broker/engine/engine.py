@@ -37,7 +37,7 @@ from ...protocol.errors import MailboxExists, Mq9Error, from_reply
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
 from ..storage.housekeeping import RETENTION_PIECE_BYTES, RETENTION_SCAN_SECONDS, RETENTION_SECONDS
-from ..storage.mailbox_store import Full, MailboxRecord, MailboxStore, Mark
+from ..storage.mailbox_store import Full, KeyReused, MailboxRecord, MailboxStore, Mark, Once
 from . import rules
 from .answers import capped, cut_answer
 from .limits import BrokerLimits
@@ -283,25 +283,38 @@ class Engine(Carried, Generic[S]):
         record = await self.store.mailbox(address, now=now)
         if record is None or not record.live(now):
             raise Mq9Error(p.err_mailbox_missing(address))
+        # (#90) an idempotency key is the broker's: taken out, never stored with the message
+        key, headers = rules.idempotency_key(headers)
         # a client's own mq9-sender is not kept: only a credentialed broker's stands
         sent = read_send(stored_headers(headers), body, now, self.sending)
         message = sent.message
         rules.check_fits(message, *self.sending.bound(self.message_bound(self.sending.entry_room)))
         room = self.limits.max_messages_per_mailbox
-        if sent.due is not None:
-            # (a delayed message is numbered when due, whatever the mailbox holds then: its
-            # room is the mailbox's when the SEND is taken; even a delay of 0 answers -1)
-            if room is not None and await self.store.count(address) >= room:
-                raise Mq9Error(p.err_mailbox_full(address, room))
-            await self.store.hold(address, message, due=sent.due, now=now)
-            return rules.DELAYED
+        once = None
+        if key is not None:  # stored once per mailbox and key, decided in the write's own step
+            mq9_key = headers.get(p.HEADER_KEY) if headers else None
+            delay = -1 if sent.due is None else sent.due - now
+            print_ = rules.fingerprint(message, mq9_key, delay, body)
+            once = Once(key, print_, self.limits.idempotency_window)
         try:
+            if sent.due is not None:
+                # (a delayed message is numbered when due, whatever the mailbox holds then: its
+                # room is the mailbox's when the SEND is taken; even a delay of 0 answers -1)
+                if room is not None and await self.store.count(address) >= room:
+                    raise Mq9Error(p.err_mailbox_full(address, room))
+                await self.store.hold(address, message, due=sent.due, now=now, once=once)
+                return rules.DELAYED if once is None else rules.sent_once(-1, once.duplicate)
             # the room decided with the write itself: counted as of the head it expects
             # (numbering.py), so no number of brokers or SENDs at once passes it (#77)
-            return rules.SENT % await self.store.append(address, message, now=now, room=room)
+            msg_id = await self.store.append(address, message, now=now, room=room, once=once)
         except Full:
             assert room is not None  # (only a write given a room finds it full)
             raise Mq9Error(p.err_mailbox_full(address, room)) from None
+        except KeyReused:
+            assert key is not None
+            window = self.limits.idempotency_window
+            raise Mq9Error(p.err_idempotency_key_reused(key, address, window)) from None
+        return rules.SENT % msg_id if once is None else rules.sent_once(msg_id, once.duplicate)
 
     # -- FETCH and ACK ---------------------------------------------------------------------
 

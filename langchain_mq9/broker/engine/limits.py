@@ -35,3 +35,8 @@ class BrokerLimits:
     # larger one would only make the broker parse it, and a semantic search tokenize it). A
     # REGISTER body may add a card of max_card_bytes with every byte escaped (``\u0000``: 6).
     max_request: int = 64 * 1024
+    # (#90) How long a keyed SEND's key is kept per mailbox: every SEND with it within this many
+    # seconds answers the first one's msg_id (docs/protocol.md, "Exactly once"). Ten minutes
+    # cover a client's resends and a broker's restart; each key costs the store a record
+    # (docs/bench.md)
+    idempotency_window: int = 600

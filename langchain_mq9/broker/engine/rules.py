@@ -10,6 +10,7 @@ read, which names are taken. Nothing here reads or writes state.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
 # A SEND's answer, written without the encoder (as much as the rest of a SEND's own work);
 # tests/broker/engine/test_engine_properties.py holds it to p.SEND_REPLY's encoding
 SENT = b'{"error":"","msg_id":%d}'
+# (#90) A keyed SEND's answer: "duplicate" (JetStream's word in a PubAck) says this broker
+# recognises keys, and whether the key's first SEND was answered before (nothing stored now)
+SENT_ONCE = b'{"error":"","msg_id":%d,"duplicate":%s}'
 DELAYED = p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
 MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyond the -1 sent
 _ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
@@ -72,6 +76,34 @@ def _without_sender(headers: Headers) -> Headers:
     if headers and any(_is_sender(name) for name in headers):
         return {name: value for name, value in headers.items() if not _is_sender(name)}
     return headers
+
+
+def idempotency_key(headers: Headers) -> tuple[str | None, Headers]:
+    """(#90) A SEND's idempotency key (None: none), and its headers without it: the key is the
+    broker's, never stored with the message nor shown to its readers."""
+    if not headers or p.HEADER_IDEMPOTENCY_KEY not in headers:
+        return None, headers
+    key = headers[p.HEADER_IDEMPOTENCY_KEY].strip()
+    size = len(key.encode(errors="surrogatepass"))
+    if not 0 < size <= p.MAX_IDEMPOTENCY_KEY:
+        raise Mq9Error(p.err_idempotency_key_size(size))
+    rest = {name: value for name, value in headers.items() if name != p.HEADER_IDEMPOTENCY_KEY}
+    return key, Vouched(rest, headers.sender) if isinstance(headers, Vouched) else rest
+
+
+def fingerprint(message: StoredMessage, mq9_key: str | None, delay: int, body: bytes) -> bytes:
+    """(#90) What makes two keyed SENDs "the same SEND": the payload, priority, mq9-key, tags,
+    delay and TTL (seconds from the SEND; -1: none), not the other headers (a trace context
+    differs from one try to the next). 16 bytes of BLAKE2b."""
+    ttl = message.expire_at - message.create_time if message.expire_at else -1
+    head = f"{message.priority.value}\n{mq9_key}\n{','.join(message.tags)}\n{delay}\n{ttl}\n"
+    digest = hashlib.blake2b(head.encode(errors="surrogatepass"), digest_size=16)
+    digest.update(body)
+    return digest.digest()
+
+
+def sent_once(msg_id: int, duplicate: bool) -> bytes:
+    return SENT_ONCE % (msg_id, b"true" if duplicate else b"false")
 
 
 def stored_headers(headers: Headers) -> Headers:

@@ -31,6 +31,7 @@ from typing import Protocol
 from ...semantic.ranking import AgentEntry
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
+from .sent_keys import SentKeys
 
 
 class StorageError(Exception):
@@ -44,6 +45,7 @@ class Restorable(Protocol):
 
     offsets: dict[str, dict[str, int]]  # lane group -> shard -> the next msg_id it reads
     registry: AgentRegistry
+    sent_keys: SentKeys  # keyed SENDs answered, until their window ends (#90)
 
     def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None: ...
 
@@ -122,5 +124,13 @@ class Storage(Protocol):
     def index_saved(self, entry: AgentEntry) -> None: ...
 
     def index_removed(self, card_name: str) -> None: ...
+
+    def key_sent(self, address: str, key: str, msg_id: int, fingerprint: bytes, until: int) -> None:
+        """(#90) A keyed SEND answered: its key kept until second ``until``."""
+        return None
+
+    def keys_expired(self, now: int) -> None:
+        """(#90) The keys whose window ended by second ``now`` are no longer kept."""
+        return None
 
     def close(self) -> None: ...

@@ -21,6 +21,7 @@ from ..state.clock import Clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
 from .base import Storage, StorageError
+from .sent_keys import SentKeys
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -49,6 +50,7 @@ class Housekeeping:
     topics: dict[str, Mailbox]  # every log, an expired mailbox's too
     offsets: dict[str, dict[str, int]]  # lane group -> shard -> next msg_id to read
     registry: AgentRegistry  # (what a restore fills beside the mailboxes: base.Restorable)
+    sent_keys: SentKeys  # (#90) keyed SENDs answered, restored too
     arrivals: list[Callable[[str], None]]
     _seq: itertools.count[int]
     _next_retention_scan: float

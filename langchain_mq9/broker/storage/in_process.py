@@ -31,7 +31,8 @@ from ...protocol.errors import Mq9Error
 from ...semantic.ranking import AgentEntry
 from ..state.mailbox import Mailbox, StoredMessage
 from .housekeeping import LANES
-from .mailbox_store import AgentRow, Full, MailboxRecord, MailboxStore, Mark, Position
+from .jetstream.keyed import answered
+from .mailbox_store import AgentRow, Full, MailboxRecord, MailboxStore, Mark, Once, Position
 from .process_state import ProcessState
 
 
@@ -102,17 +103,57 @@ class ProcessStore(ProcessState):
     # -- a mailbox's log ------------------------------------------------------------------
 
     async def append(
-        self, mailbox: str, message: StoredMessage, *, now: int, room: int | None = None
+        self,
+        mailbox: str,
+        message: StoredMessage,
+        *,
+        now: int,
+        room: int | None = None,
+        once: Once | None = None,
     ) -> int:
-        return self._change(lambda: self._write(self._room(mailbox, message, room), message).msg_id)
+        if once is None:
+            return self._change(
+                lambda: self._write(self._room(mailbox, message, room), message).msg_id
+            )
 
-    async def hold(self, mailbox: str, message: StoredMessage, *, due: int, now: int) -> None:
+        def work() -> int:
+            seen = self._seen(mailbox, once, now)
+            if seen is not None:
+                return seen
+            msg_id = self._write(self._room(mailbox, message, room), message).msg_id
+            self._keep(mailbox, once, msg_id, now)
+            return msg_id
+
+        return self._change(work)
+
+    async def hold(
+        self, mailbox: str, message: StoredMessage, *, due: int, now: int, once: Once | None = None
+    ) -> None:
         def work() -> None:
+            if once is not None and self._seen(mailbox, once, now) is not None:
+                return
             self._room(mailbox, message, None)
             seq = self.hold_delayed(due, mailbox, message)
             self.storage.delayed_added(seq, due, mailbox, message)
+            if once is not None:
+                self._keep(mailbox, once, -1, now)
 
         self._change(work)
+
+    def _seen(self, mailbox: str, once: Once, now: int) -> int | None:
+        """(under the lock) The first msg_id of ``once``'s key within its window (``once``
+        then a duplicate; ``KeyReused`` for another SEND's key); None: the key is new."""
+        kept = self.sent_keys.get(mailbox, once.key, now)
+        return None if kept is None else answered(once, *kept)
+
+    def _keep(self, mailbox: str, once: Once, msg_id: int, now: int) -> None:
+        """(under the lock) ``once``'s key answered ``msg_id`` until its window ends; the
+        keys whose windows ended dropped."""
+        if self.sent_keys.expire(now):
+            self.storage.keys_expired(now)
+        until = now + once.window
+        self.sent_keys.put(mailbox, once.key, msg_id, once.fingerprint, until)
+        self.storage.key_sent(mailbox, once.key, msg_id, once.fingerprint, until)
 
     def _room(self, address: str, message: StoredMessage, room: int | None) -> Mailbox:
         """(under the lock) The live mailbox ``message`` is written to: ``Full`` when it

@@ -19,8 +19,18 @@ from typing import Protocol
 
 from ..state.mailbox import StoredMessage
 from .jetstream import ClusterStore, Full, MailboxRecord, Mark, Position
+from .jetstream.keyed import KeyReused, Once
 
-__all__ = ["AgentRow", "Full", "MailboxRecord", "MailboxStore", "Mark", "Position"]
+__all__ = [
+    "AgentRow",
+    "Full",
+    "KeyReused",
+    "MailboxRecord",
+    "MailboxStore",
+    "Mark",
+    "Once",
+    "Position",
+]
 
 AgentRow = tuple[str, str, int]  # an agent's name, agent_info and create_time
 
@@ -48,12 +58,23 @@ class MailboxStore(Protocol):
     # -- a mailbox's log ---------------------------------------------------------------------
 
     async def append(
-        self, mailbox: str, message: StoredMessage, *, now: int, room: int | None = None
+        self,
+        mailbox: str,
+        message: StoredMessage,
+        *,
+        now: int,
+        room: int | None = None,
+        once: Once | None = None,
     ) -> int:
-        """Write ``message``; its msg_id. Raises ``Full`` when the log holds ``room``."""
+        """Write ``message``; its msg_id. Raises ``Full`` when the log holds ``room``.
+        ``once`` (#90): written only if its key is new to the mailbox within its window, in
+        the same step; else the key's first msg_id (``once.duplicate``), or ``KeyReused``."""
 
-    async def hold(self, mailbox: str, message: StoredMessage, *, due: int, now: int) -> None:
-        """Keep a delayed message, written to the log (numbered) when ``due``."""
+    async def hold(
+        self, mailbox: str, message: StoredMessage, *, due: int, now: int, once: Once | None = None
+    ) -> None:
+        """Keep a delayed message, written to the log (numbered) when ``due``; ``once`` as
+        for ``append`` (nothing held again for a key seen)."""
 
     async def last(self, mailbox: str) -> Mark | None:
         """The newest message's mark; None: the log holds none."""

@@ -23,6 +23,7 @@ from .base import Storage, StorageError
 from .housekeeping import Housekeeping
 from .mailbox_store import Full
 from .memory import MemoryStorage
+from .sent_keys import SentKeys
 
 log = logging.getLogger("langchain_mq9.broker")
 
@@ -64,6 +65,7 @@ class ProcessState(Housekeeping):
         self.offsets: dict[str, dict[str, int]] = {}  # lane group -> shard -> next msg_id
         self._mailbox_expiry: list[tuple[int, int, Mailbox]] = []
         self._delayed: list[tuple[int, int, str, StoredMessage]] = []
+        self.sent_keys = SentKeys()  # keyed SENDs answered, until their window ends (#90)
 
     # -- what ``Storage.restore`` fills (base.Restorable) ---------------------------------
 

@@ -52,7 +52,7 @@ def _sqlite_code(exc: sqlite3.Error, names: tuple[str, ...]) -> bool:
 # 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
 # 4: a crc32 per message and delayed row (version 3 files are upgraded in place)
 # 5: the request log (log_folded; versions 3 and 4 are upgraded in place)
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DEFAULT_FILE_NAME = "mq9-broker.sqlite3"
 LOG_SUFFIX = "-log"  # the request log: beside SQLite's own "-wal"
 FOLD_EVERY = 64  # records folded into SQLite together
@@ -112,6 +112,17 @@ CREATE TABLE IF NOT EXISTS agent_index ( -- the search index: one row per A2A ca
     name        TEXT NOT NULL,     -- the registration that wrote it (it may be gone since)
     agent_info  TEXT NOT NULL,
     create_time INTEGER NOT NULL
+);
+"""
+# (#90, schema 6) The keyed SENDs answered, each until its window ends (second ``until_s``)
+_SENT_KEYS = """
+CREATE TABLE IF NOT EXISTS sent_keys (
+    mailbox     TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    msg_id      INTEGER NOT NULL, -- the first SEND's (-1: delayed)
+    fingerprint BLOB NOT NULL,
+    until_s     INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, key)
 );
 """
 # One row: how far this file holds the request log (its generation, the offset folded up to)
@@ -174,6 +185,12 @@ _PUT_INDEX = _statement(
     "INSERT INTO agent_index (card_name, name, agent_info, create_time) VALUES (?,?,?,?)",
 )
 _DROP_INDEX = _statement(17, "DELETE FROM agent_index WHERE card_name = ?")
+_PUT_SENT_KEY = _statement(
+    18,
+    "INSERT OR REPLACE INTO sent_keys (mailbox, key, msg_id, fingerprint, until_s)"
+    " VALUES (?,?,?,?,?)",
+)
+_DROP_SENT_KEYS = _statement(19, "DELETE FROM sent_keys WHERE until_s <= ?")
 _INT64 = 1 << 63
 
 
@@ -278,13 +295,16 @@ class SqliteStorage(Storage):
         if version == 0 and tables == 0:
             # executescript commits first; its own BEGIN makes the schema appear all at once
             db.executescript(
-                f"BEGIN IMMEDIATE;{_SCHEMA}{_LOG_FOLDED}PRAGMA user_version={SCHEMA_VERSION};"
+                f"BEGIN IMMEDIATE;{_SCHEMA}{_SENT_KEYS}{_LOG_FOLDED}"
+                f"PRAGMA user_version={SCHEMA_VERSION};"
             )
-        elif version in (3, 4):
+        elif version in (3, 4, 5):
             if version == 3:
                 _add_checksums(db)
-            for statement in _LOG_FOLDED.strip().split(";\n"):
-                db.execute(statement)
+            if version < 5:
+                for statement in _LOG_FOLDED.strip().split(";\n"):
+                    db.execute(statement)
+            db.execute(_SENT_KEYS)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version in (1, 2):
             raise sqlite3.DatabaseError(
@@ -547,6 +567,12 @@ class SqliteStorage(Storage):
     def index_removed(self, card_name: str) -> None:
         self._note(_DROP_INDEX, card_name)
 
+    def key_sent(self, address: str, key: str, msg_id: int, fingerprint: bytes, until: int) -> None:
+        self._note(_PUT_SENT_KEY, address, key, msg_id, fingerprint, _signed(until))
+
+    def keys_expired(self, now: int) -> None:
+        self._note(_DROP_SENT_KEYS, _signed(now))
+
     def close(self) -> None:
         """Fold what is left; the log goes when all of it is in the file (a clean stop leaves
         the data file alone), else it stays for the next start to replay."""
@@ -661,6 +687,10 @@ class SqliteStorage(Storage):
                 seq = engine.hold_delayed(_unsigned(due), address, _message_from(-1, columns))
                 self._delayed_rows[seq] = row_id
                 counts["delayed"] += 1
+        for address, key, msg_id, fingerprint, until in db.execute(
+            "SELECT mailbox, key, msg_id, fingerprint, until_s FROM sent_keys ORDER BY until_s"
+        ):
+            engine.sent_keys.put(address, key, msg_id, bytes(fingerprint), _unsigned(until))
         counts["agents"] += restore_agents(
             engine,
             db.execute("SELECT name, agent_info, create_time FROM agents ORDER BY rowid"),

@@ -190,7 +190,10 @@ class Layout:
     def subjects_of(self, index: int) -> list[str]:
         """Message stream ``index``'s subjects."""
         prefix = self.stream_prefix(index)
-        return [f"{prefix}.m.>", f"{prefix}.d.>", f"{prefix}.s.>", f"{prefix}.t.>", f"{prefix}.h.>"]
+        return [
+            *(f"{prefix}.{kind}.>" for kind in ("m", "d", "s", "t", "h")),
+            f"{prefix}.i.>",  # (#90) idempotency keys (key_subject)
+        ]
 
     # A message's subject is m.<mailbox>.<priority>.<key>.<msg_id> (tokens, the msg_id in
     # decimal): the msg_id travels with the message, so the stream's sequence is free to be
@@ -210,6 +213,15 @@ class Layout:
     def head_subject(self, box: str) -> str:
         """``box``'s head (``box``: the mailbox's token)."""
         return f"{self.box_prefix(box)}.h.{box}"
+
+    # (#90) A keyed SEND's key, i.<mailbox>.<key>: written in the SEND's atomic batch before
+    # its message, expecting no entry (Nats-Expected-Last-Subject-Sequence 0), with a Nats-TTL
+    # of the window: the servers store the message and its key together or neither, and
+    # refuse a second SEND of the key while the first's entry lives (keyed.py)
+
+    def key_subject(self, box: str, key: str) -> str:
+        """The entry of idempotency key ``key`` (a SEND's) in mailbox ``box`` (its token)."""
+        return f"{self.box_prefix(box)}.i.{box}.{token(key)}"
 
     def mailbox_filter(self, mailbox: str) -> str:
         """Every message of ``mailbox``, any priority, any key."""

@@ -17,6 +17,7 @@ from ...._nats.jetstream.api import (
     expecting,
 )
 from ..base import StorageError
+from .keyed import Once
 from .mapping import (
     DELETED,
     EXPIRE_AT,
@@ -43,7 +44,13 @@ class Messages:
         self.requests, self.layout, self.numbering = requests, layout, numbering
 
     async def append(
-        self, mailbox: str, message: StoredMessage, *, now: int, room: int | None = None
+        self,
+        mailbox: str,
+        message: StoredMessage,
+        *,
+        now: int,
+        room: int | None = None,
+        once: Once | None = None,
     ) -> int:
         """Store ``message`` in ``mailbox``'s log with the mailbox's next msg_id (RobustMQ's
         numbering: from 0, one after another, never given twice); that msg_id. A key
@@ -53,7 +60,7 @@ class Messages:
         The SENDs a broker holds for one mailbox go as one atomic batch, the first expecting
         the mailbox's last sequence: one round trip for all of them, and when another broker
         wrote first, JetStream refuses the whole batch and it is numbered again."""
-        tags = indexable(message)
+        tags = indexable(message, keyed=once is not None)
         headers: dict[str, str] = {}
         if message.tags:
             headers[TAGS] = json.dumps(message.tags)
@@ -70,6 +77,7 @@ class Messages:
             asyncio.get_running_loop().create_future(),
             tags=tags,
             room=room,
+            once=once,
         )
         message.msg_id = await self.numbering.write(token(mailbox), write)
         return message.msg_id
@@ -170,15 +178,16 @@ class Messages:
         return False
 
 
-def indexable(message: StoredMessage) -> tuple[str, ...]:
+def indexable(message: StoredMessage, *, keyed: bool = False) -> tuple[str, ...]:
     """``message``'s distinct tags; ``StorageError`` when more than its batch holds (its
     index entries, itself and its mailbox's head are one atomic batch, which the servers
-    cap)."""
+    cap; a ``keyed`` SEND's key entry too, #90)."""
     tags = distinct(message.tags)
-    if len(tags) > TAGS_MOST:
+    most = TAGS_MOST - keyed
+    if len(tags) > most:
         raise StorageError(
             f"a message with {len(tags)} distinct tags: this broker's cluster store takes "
-            f"at most {TAGS_MOST}"
+            f"at most {most}{' with an idempotency key' if keyed else ''}"
         )
     return tags
 

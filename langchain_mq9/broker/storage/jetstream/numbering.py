@@ -40,6 +40,7 @@ from ...._nats.jetstream.bucket import Bucket
 from ....protocol import PRIORITY_ORDER, Priority
 from ..base import StorageError
 from .batches import ENTRIES_MOST, Batches, Entry
+from .keyed import key_entry, keys_found, one_per_key
 from .mapping import (
     AHEAD,
     DELETED,
@@ -144,6 +145,11 @@ class Numbering:
                 self.counts.pop(box, None)
             expected, first_id, lanes = state
             batch = whole = [write for write in whole if not write.future.done()]
+            # (#90) a key once a batch: a second SEND of it goes in the next, which finds it
+            whole, later = one_per_key(whole)
+            for write in later:
+                self._queues.enqueue(box, write)
+            batch = whole
             if any(write.room is not None for write in whole):
                 # which fit, counted as of the head this write expects (#77)
                 held = await self._held(box, expected, whole)
@@ -164,7 +170,9 @@ class Numbering:
                     return
                 if not exc.wrong_last_sequence:
                     raise
-                state = None  # another broker wrote: read again
+                state = None  # another broker wrote (or a key was sent before): read again
+                if any(write.once is not None for write in batch):
+                    await keys_found(self.requests, self.layout, box, batch)
                 continue
             count = len(batch)
             if len(self.last) >= KEPT:
@@ -245,6 +253,8 @@ class Numbering:
         layout = self.layout
         entries: list[Entry] = []
         for index, write in enumerate(batch):
+            if write.once is not None:  # (#90) its key, expecting none: stored with it or not
+                entries.append(key_entry(layout, box, write.once, first_id + index))
             for place, tag in enumerate(write.tags):
                 ahead = {AHEAD: str(len(write.tags) - place)}
                 entries.append((layout.tag_subject(box, tag), tag.encode(), ahead))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ....protocol import Priority
 from ..base import StorageError
 from .batches import ENTRIES_MOST
+from .keyed import Once
 from .requests import JetStreamError
 
 BATCH_MOST = 256  # writes one atomic batch carries at most
@@ -39,11 +40,13 @@ class Write:
     tags: tuple[str, ...] = ()  # its distinct tags, each an index entry before it
     # the most messages its mailbox may hold for it to be written (None: no bound)
     room: int | None = None
+    # (#90) a keyed SEND: its key's entry goes first in its part, expecting none (keyed.py)
+    once: Once | None = None
 
     @property
     def entries(self) -> int:
-        """The stream messages it writes: its tags' index entries and itself."""
-        return len(self.tags) + 1
+        """The stream messages it writes: its key's entry, its tags' index entries, itself."""
+        return len(self.tags) + 1 + (self.once is not None)
 
 
 class Queues:

@@ -17,9 +17,12 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from ...._nats.jetstream.api import MSG_ID, SCHEDULE, SCHEDULE_TARGET
 from ....protocol import Priority
-from .mapping import NO_KEY, TAGS, Layout, frame, set_ttl
+from ..base import StorageError
+from .keyed import Once, key_entry, key_written
+from .mapping import NO_KEY, TAGS, Layout, frame, set_ttl, token
 from .messages import distinct, indexable
 from .numbering import Numbering, Write
+from .requests import JetStreamError
 
 if TYPE_CHECKING:
     from ...state.mailbox import StoredMessage
@@ -43,7 +46,9 @@ class Staged:
         self.requests, self.layout, self.numbering = requests, layout, numbering
         self.closing = False
 
-    async def hold(self, mailbox: str, message: StoredMessage, *, due: int, now: int) -> None:
+    async def hold(
+        self, mailbox: str, message: StoredMessage, *, due: int, now: int, once: Once | None = None
+    ) -> None:
         """Have the servers write ``message`` for ``mailbox`` at second ``due``
         (``Nats-Schedule``), unnumbered, where a broker numbers it into the mailbox (its
         msg_id is the next when written, RobustMQ's); one whose TTL ends first is never
@@ -63,7 +68,23 @@ class Staged:
                 return  # its TTL ends before it is due: never delivered
             set_ttl(headers, message.expire_at - now + 1)
         subject = layout.schedule_subject(mailbox, uuid.uuid4().hex)
-        await self.requests.publish(subject, frame(message.header, message.payload), headers)
+        entry = (subject, frame(message.header, message.payload), headers)
+        if once is None:
+            await self.requests.publish(*entry)
+            return
+        # (#90) its key and its schedule stored together or neither; a key that lives: held
+        # before (or another SEND's, refused)
+        box = token(mailbox)
+        for _ in range(2):  # (a key found gone on the look: its window ended meanwhile)
+            try:
+                await self.requests.publish_batch([key_entry(layout, box, once, -1), entry])
+                return
+            except JetStreamError as exc:
+                if not exc.wrong_last_sequence:
+                    raise
+            if await key_written(self.requests, layout, box, once) is not None:
+                return
+        raise StorageError("a delayed SEND's key was refused and then not found")
 
     async def number(self, index: int = 0) -> None:
         """Number the delayed messages the servers wrote when due into the mailboxes of

@@ -23,6 +23,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from .keyed import Once
 from .mapping import Layout
 from .messages import Messages
 from .numbering import Full, Mark, Numbering, every
@@ -153,14 +154,23 @@ class ClusterStore:
     # -- messages (messages.py, staged.py, reads.py) ---------------------------------------
 
     async def append(
-        self, mailbox: str, message: StoredMessage, *, now: int, room: int | None = None
+        self,
+        mailbox: str,
+        message: StoredMessage,
+        *,
+        now: int,
+        room: int | None = None,
+        once: Once | None = None,
     ) -> int:
-        """Store ``message`` with ``mailbox``'s next msg_id; that msg_id."""
-        return await self._messages.append(mailbox, message, now=now, room=room)
+        """Store ``message`` with ``mailbox``'s next msg_id; that msg_id. ``once``: with its
+        key's entry, in one atomic batch (keyed.py)."""
+        return await self._messages.append(mailbox, message, now=now, room=room, once=once)
 
-    async def hold(self, mailbox: str, message: StoredMessage, *, due: int, now: int) -> None:
+    async def hold(
+        self, mailbox: str, message: StoredMessage, *, due: int, now: int, once: Once | None = None
+    ) -> None:
         """Have the servers write ``message`` for ``mailbox`` at second ``due``."""
-        await self._staged.hold(mailbox, message, due=due, now=now)
+        await self._staged.hold(mailbox, message, due=due, now=now, once=once)
 
     async def last(self, mailbox: str) -> Mark | None:
         """The mailbox's newest number written and a sequence at its end (the leader's)."""

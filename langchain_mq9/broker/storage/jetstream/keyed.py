@@ -1,0 +1,132 @@
+"""A keyed SEND (issue #90): what a store is given to store it once (``Once``), the refusal of
+a key seen with another SEND (``KeyReused``), and the key's record as the cluster store writes
+it (``<msg_id> <fingerprint>``: the first SEND's answer and what it was).
+
+Defined beside the JetStream store, as ``Full`` is, and re-exported by mailbox_store.py (the
+name every other part imports them by): base.py tells why not there (a circle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from ...._nats.jetstream.api import expecting, ttl
+from ..base import StorageError
+
+if TYPE_CHECKING:
+    from .mapping import Layout
+    from .requests import Entry, Requests
+
+
+@dataclass(slots=True)
+class Once:
+    """A SEND to be stored once per mailbox and ``key`` within ``window`` seconds.
+    ``fingerprint``: what the SEND is (its payload and mq9 headers, engine/rules.py), compared
+    with the first's. The store sets ``duplicate`` when it answered from the key (nothing
+    stored), and raises ``KeyReused`` when the key's first SEND was another."""
+
+    key: str
+    fingerprint: bytes
+    window: int
+    duplicate: bool = False
+
+
+class KeyReused(Exception):
+    """A keyed SEND whose key holds another SEND's fingerprint: refused, never answered with
+    the other message's msg_id. (No ``StorageError``: nothing failed, nothing is restored.)"""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was used for another SEND")
+        self.key = key
+
+
+def key_record(msg_id: int, fingerprint: bytes) -> bytes:
+    """What the cluster store keeps under a key: the first SEND's msg_id (-1: delayed) and
+    fingerprint."""
+    return b"%d %s" % (msg_id, fingerprint.hex().encode())
+
+
+def read_key_record(data: bytes) -> tuple[int, bytes]:
+    """``key_record``'s msg_id and fingerprint; ``StorageError`` for anything else."""
+    try:
+        number, digest = bytes(data).split(b" ", 1)
+        return int(number), bytes.fromhex(digest.decode())
+    except ValueError:
+        raise StorageError(f"a key record that is not one: {bytes(data[:80])!r}") from None
+
+
+def answered(once: Once, msg_id: int, fingerprint: bytes) -> int:
+    """The answer to ``once`` from its key's record: the first msg_id (``once`` marked a
+    duplicate), or ``KeyReused`` when the record is another SEND's."""
+    if fingerprint != once.fingerprint:
+        raise KeyReused(once.key)
+    once.duplicate = True
+    return msg_id
+
+
+# -- the cluster store: a key's entry in its SEND's atomic batch (mapping.key_subject) ----------
+
+
+class Keyed(Protocol):
+    """A write waiting for its msg_id (queueing.Write), as this module reads it."""
+
+    once: Once | None
+    future: asyncio.Future[int]
+
+
+W = TypeVar("W", bound=Keyed)
+
+
+def key_entry(layout: Layout, box: str, once: Once, msg_id: int) -> Entry:
+    """``once``'s key entry for mailbox ``box`` (its token), answering ``msg_id``: expecting no
+    entry on its subject (the servers refuse the whole batch when one lives), removed by the
+    servers when the window ends (``Nats-TTL``)."""
+    subject = layout.key_subject(box, once.key)
+    return subject, key_record(msg_id, once.fingerprint), expecting(0, ttl(once.window))
+
+
+async def key_written(requests: Requests, layout: Layout, box: str, once: Once) -> int | None:
+    """The answer ``once``'s key holds in mailbox ``box``, from the stream's leader (current):
+    the first SEND's msg_id (``once`` a duplicate), ``KeyReused``, or None when none lives."""
+    stream = layout.box_stream(box)
+    entry = await requests.leader_get(stream, last_by_subject=layout.key_subject(box, once.key))
+    if entry is None:
+        return None
+    return answered(once, *read_key_record(entry.data))
+
+
+async def keys_found(requests: Requests, layout: Layout, box: str, batch: list[W]) -> None:
+    """After ``batch`` (mailbox ``box``'s) was refused for an expectation: each keyed write
+    whose key lives is answered from it (its future set), the others written again."""
+    keyed = [write for write in batch if write.once is not None and not write.future.done()]
+    found = await asyncio.gather(
+        *(key_written(requests, layout, box, write.once) for write in keyed if write.once),
+        return_exceptions=True,
+    )
+    for write, outcome in zip(keyed, found, strict=True):
+        if isinstance(outcome, KeyReused):
+            write.future.set_exception(outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        elif outcome is not None:
+            write.future.set_result(outcome)
+
+
+def one_per_key(batch: list[W]) -> tuple[list[W], list[W]]:
+    """``batch`` with one write a key (its first), and the later writes of a key: two entries
+    of one subject expecting none would refuse the whole batch, every time."""
+    if not any(write.once is not None for write in batch):
+        return batch, []
+    first: list[W] = []
+    later: list[W] = []
+    keys: set[str] = set()
+    for write in batch:
+        if write.once is not None and write.once.key in keys:
+            later.append(write)
+            continue
+        if write.once is not None:
+            keys.add(write.once.key)
+        first.append(write)
+    return first, later
