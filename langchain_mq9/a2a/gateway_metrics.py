@@ -1,8 +1,8 @@
 """``mq9-a2a-gateway --metrics HOST:PORT`` (#73): the gateway's HTTP requests by route and
 status, the A2A calls by method, the task states its answers carry, the requests open (streams
 included) and its broker connection, with ``/healthz`` and ``/readyz`` (listening, and a
-broker answers), on the operator's address, never on the port the tenants reach. No label
-names an agent or a tenant."""
+broker acknowledges a write), on the operator's address, never on the port the tenants reach.
+No label names an agent or a tenant."""
 
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def gateway_metrics(
     answers = answering(lambda: client)
 
     async def ready() -> str | None:
-        """Listening, and a broker answers the gateway's QUERY within a deadline (#77 item
-        6): the A2A calls it takes are answered."""
+        """Listening, and a broker acknowledges the gateway's write within a deadline (#77
+        item 6, #91 item 2: every call it takes writes a task and a message)."""
         if not serving():
             return "the HTTP server is not listening yet"
         return await answers()

@@ -54,12 +54,14 @@ class OperatorEndpoint:
     ``ready_metric`` (#78): a gauge of that name, 1 when ``/readyz`` would answer 200, asked at
     each scrape (Prometheus reads ``/metrics`` only: an alert on readiness reads this).
     ``refresh``: awaited before each scrape, within the read deadline (what a collector reads
-    that must be asked for over the network: a cluster broker's survey)."""
+    that must be asked for over the network: a cluster broker's survey). ``note``: what
+    ``/readyz`` adds to "ready" (a console up read-only says so, #91 item 2), or None."""
 
     def __init__(
         self, host: str, port: int, registry: Any, ready: Ready, *,
         read_deadline: float = READ_DEADLINE, at_once: int = AT_ONCE,
         ready_metric: str | None = None, refresh: Callable[[], Awaitable[Any]] | None = None,
+        note: Callable[[], str | None] | None = None,
     ) -> None:  # fmt: skip
         self._prometheus = need_prometheus()
         self.read_deadline, self.at_once = read_deadline, at_once
@@ -67,6 +69,7 @@ class OperatorEndpoint:
         self.registry = registry
         self.ready = ready
         self.refresh = refresh
+        self.note = note
         self.ready_now = 0
         if ready_metric is not None:
             registry.register(_ReadyGauge(self, ready_metric))
@@ -152,7 +155,9 @@ class OperatorEndpoint:
             kind = self._prometheus.CONTENT_TYPE_LATEST
         elif path == "/readyz":
             why = await self.why_not_ready()
-            status, body = (200, b"ready\n") if why is None else (503, f"{why}\n".encode())
+            noted = None if why is not None or self.note is None else self.note()
+            said = why if why is not None else "ready" if noted is None else f"ready ({noted})"
+            status, body = 200 if why is None else 503, f"{said}\n".encode()
         elif path != "/healthz":
             status, body = 404, b"/metrics, /healthz or /readyz\n"
         await _write(writer, status, body, kind=kind, head=method == "HEAD")

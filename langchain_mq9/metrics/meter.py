@@ -7,6 +7,10 @@ looked up by its labels' values. Here each command has a slot made once; an answ
 clock read, one ``bisect`` (C) and three integer increments, and nothing is built per request.
 The families are made only when scraped (``families``). The server calls ``answered`` from its
 event loop alone, so the integers need no lock.
+
+A readiness probe is not traffic (#91 item 3): a QUERY of the probe's mailbox (metrics/probe.py,
+the servers' ``/readyz``), answered "no such mailbox", is counted in ``probes_total`` alone,
+neither a request nor a refusal (only a refusal's answer is looked at, for the mailbox's name).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from time import perf_counter
 from typing import Any
 
 from ..protocol.errors import Mq9Error, from_reply
+from .probe import PROBE_MAILBOX
 
 # Seconds: a SEND in memory answers under the first, a FETCH that parks waits up to its
 # max_wait_ms (seconds), a costly DISCOVER may take a few
@@ -28,14 +33,16 @@ LATENCY_BOUNDS = (
 )  # fmt: skip
 _OK = b'{"error":""'  # every answer that is not an error starts so (protocol: "error" first)
 OTHER = "other"  # a refusal whose text no class reads
+_PROBE = f"'{PROBE_MAILBOX}'".encode()  # as a refusal names the mailbox it did not find
 
 
 class _Slot:
-    __slots__ = ("buckets", "label", "ok", "refused", "total")
+    __slots__ = ("buckets", "label", "ok", "probes", "refused", "total")
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.ok = 0
+        self.probes = 0
         self.refused: dict[str, int] = {}
         self.buckets = [0] * (len(LATENCY_BOUNDS) + 1)  # the last: above every bound
         self.total = 0.0
@@ -76,6 +83,9 @@ class RequestMeter:
     def answered(self, key: str, reply: bytes, started: float) -> None:
         took = perf_counter() - started
         slot = self._slots.get(key) or self._unknown
+        if not reply.startswith(_OK) and _PROBE in reply:
+            slot.probes += 1  # a server's /readyz, answered: not traffic
+            return
         slot.buckets[bisect_left(LATENCY_BOUNDS, took)] += 1
         slot.total += took
         if reply.startswith(_OK):
@@ -114,6 +124,10 @@ class RequestMeter:
             f"{prefix}_refusals", "mq9 requests refused, by command and the refusal's class",
             labels=["command", "reason"],
         )  # fmt: skip
+        probes = CounterMetricFamily(
+            f"{prefix}_probes", "readiness probes answered (the servers' /readyz), by "
+            "command: neither requests nor refusals", labels=["command"],
+        )  # fmt: skip
         latency = HistogramMetricFamily(
             f"{prefix}_request_duration_seconds",
             "from a request read to its answer written, by command",
@@ -122,6 +136,8 @@ class RequestMeter:
         for slot in self._all():
             requests.add_metric([slot.label, "ok"], slot.ok)
             requests.add_metric([slot.label, "refused"], sum(slot.refused.values()))
+            if slot.probes:
+                probes.add_metric([slot.label], slot.probes)
             for reason, count in sorted(slot.refused.items()):
                 refusals.add_metric([slot.label, reason], count)
             running, buckets = 0, []
@@ -129,7 +145,7 @@ class RequestMeter:
                 running += count
                 buckets.append((_le(bound), running))
             latency.add_metric([slot.label], buckets, slot.total)
-        yield from (requests, refusals, latency)
+        yield from (requests, refusals, probes, latency)
 
 
 def _le(bound: float) -> str:

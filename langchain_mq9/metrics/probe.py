@@ -1,11 +1,21 @@
-"""Whether a server's broker answers (#77 item 6): the ``/readyz`` of the waker, the gateway,
-the MCP server and the console. A connection that is up says only that a nats-server is there;
-a broker that answers a request says the requests they make will be answered.
+"""Whether a server's broker can do the server's job (#77 item 6, #91 item 2): the ``/readyz``
+of the waker, the gateway, the MCP server and the console. A connection that is up says only
+that a nats-server is there; a broker that answers a read says only that reads are answered:
+a JetStream cluster that lost its quorum answers reads from its replicas for as long as it
+likes and acknowledges no write. These servers write (a call's task, a wake's claim, a
+person's replay), so their probe is a write.
 
-The probe is a QUERY of ``PROBE_MAILBOX`` (limit 1), answered by any broker on any store:
-"no such mailbox", "not yours" or its messages all say the broker answered; a timeout, no
-broker listening or a lost connection say it did not. One probe serves ``PROBE_KEPT`` seconds,
-so that a flood of ``/readyz`` (or several scrapers) sends one QUERY a second at most.
+The write is an AGENT.REPORT of ``PROBE_AGENT``, a name reserved for it: a REPORT is stored
+under its name, the last one replacing the one before (one record, whatever the number of
+probes: the cluster store's reports bucket holds one key for it, the memory and SQLite stores
+one entry, RobustMQ one more report it never reads), DISCOVER never shows it, no agent owns it
+(``--credentials`` lets every agent report on a name nobody registered), and the cluster store
+acknowledges it only once a quorum of its servers holds it. When the write is not answered, a
+QUERY of ``PROBE_MAILBOX`` (no mailbox: "no such mailbox" is the answer) says whether reads
+still are: the console stays up read-only and says so. The broker counts a QUERY of
+``PROBE_MAILBOX`` as a probe, not a refusal (``RequestMeter``). One probe serves
+``PROBE_KEPT`` seconds, so that a flood of ``/readyz`` (or several scrapers) sends one REPORT a
+second at most.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..protocol.errors import MalformedReply, Mq9Error, NotConnected, Unavailable
@@ -27,23 +38,62 @@ class Mq9Client(Protocol):
 
     async def query(self, mail_address: str, *, limit: int | None = None) -> Any: ...
 
+    async def agent_report(self, report: dict[str, Any]) -> None: ...
+
 
 PROBE_MAILBOX = "mq9.readyz.probe"  # a valid address nobody needs to create
+PROBE_AGENT = "mq9.readyz.probe"  # the name the probe's REPORT is stored under
 PROBE_DEADLINE = 3.0  # seconds the broker has to answer (a cluster that lost its quorum: 503)
 PROBE_KEPT = 1.0
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One probe: ``writes`` (None: a write was acknowledged, else why not) and ``reads``
+    (None: a read was answered, else why not; asked only when the write was not)."""
+
+    writes: str | None
+    reads: str | None = None
+
+    @property
+    def why_not_ready(self) -> str | None:
+        """None when a write was acknowledged, else why not, in one line."""
+        if self.writes is None:
+            return None
+        if self.reads is None:
+            return f"read-only: {self.writes} (reads are answered)"
+        return self.writes
+
+
 async def broker_answers(client: Mq9Client, deadline: float = PROBE_DEADLINE) -> str | None:
     """None when a broker answered ``client``'s QUERY within ``deadline``; else why not."""
+    return await _asked(client.query(PROBE_MAILBOX, limit=1), client, "a QUERY", deadline)
+
+
+async def broker_writes(client: Mq9Client, deadline: float = PROBE_DEADLINE) -> Answered:
+    """Whether a broker acknowledged ``client``'s write (a REPORT of ``PROBE_AGENT``) within
+    ``deadline``, and when it did not, whether it answered a read."""
+    report = {"name": PROBE_AGENT, "report_info": "readyz"}
+    writes = await _asked(client.agent_report(report), client, "a write", deadline)
+    if writes is None:
+        return Answered(None)
+    return Answered(writes, await broker_answers(client, deadline))
+
+
+async def _asked(
+    request: Awaitable[Any], client: Mq9Client, what: str, deadline: float
+) -> str | None:
     if not client.is_connected:
+        if asyncio.iscoroutine(request):
+            request.close()  # never sent: no "never awaited" warning
         return "not connected to the broker (reconnecting)"
     try:
         async with asyncio.timeout(deadline):
-            await client.query(PROBE_MAILBOX, limit=1)
+            await request
     except TimeoutError:
-        return f"no broker answered a QUERY within {deadline:g} s"
+        return f"no broker answered {what} within {deadline:g} s"
     except (Unavailable, NotConnected, MalformedReply) as exc:
-        return f"no broker answered a QUERY: {type(exc).__name__}: {exc}"
+        return f"no broker answered {what}: {type(exc).__name__}: {exc}"
     except Mq9Error:
         pass  # the broker's own refusal ("no such mailbox", "not yours"): it answered
     return None
@@ -76,12 +126,39 @@ class Probe:
 
 
 def answering(client: Callable[[], Mq9Client | None], deadline: float = PROBE_DEADLINE) -> Probe:
-    """The ``Probe`` of ``broker_answers`` for the client ``client()`` gives (None: none yet)."""
+    """The ``Probe`` of ``broker_writes`` for the client ``client()`` gives (None: none yet):
+    ready once a broker acknowledged a write."""
 
     async def ask() -> str | None:
         current = client()
         if current is None:
             return "not connected to the broker yet"
-        return await broker_answers(current, deadline)
+        return (await broker_writes(current, deadline)).why_not_ready
 
     return Probe(ask)
+
+
+class ReadsProbe(Probe):
+    """The probe of a server whose job is reading (the console): ready while reads are
+    answered; ``writes`` says why the last write was not acknowledged (None: it was, or
+    nothing was asked yet): the server is up read-only, and says so (``note``)."""
+
+    def __init__(
+        self, client: Callable[[], Mq9Client | None], deadline: float = PROBE_DEADLINE
+    ) -> None:
+        self.writes: str | None = None
+        super().__init__(self._reads)
+        self.client, self.deadline = client, deadline
+
+    async def _reads(self) -> str | None:
+        current = self.client()
+        if current is None:
+            self.writes = "not connected to the broker yet"
+            return self.writes
+        answered = await broker_writes(current, self.deadline)
+        self.writes = answered.writes
+        return answered.writes if answered.reads is not None else None
+
+    def note(self) -> str | None:
+        """What ``/readyz`` adds to "ready": ``read-only: why`` while writes are not taken."""
+        return None if self.writes is None else f"read-only: {self.writes}"

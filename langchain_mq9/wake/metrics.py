@@ -65,9 +65,9 @@ class _Held:
 
 
 def ready(waker: Waker) -> Probe:
-    """(#77 item 6) Ready while a broker answers the waker's QUERY within a deadline: a
-    connection that is up to a cluster that lost its quorum, or to a nats-server with no broker
-    behind it, wakes nobody."""
+    """(#77 item 6, #91 item 2) Ready while a broker acknowledges the waker's write within a
+    deadline (a wake is claimed with a write): a connection that is up to a cluster that lost
+    its quorum, or to a nats-server with no broker behind it, wakes nobody."""
     return answering(lambda: waker.client)
 
 

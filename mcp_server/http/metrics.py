@@ -1,7 +1,8 @@
 """``mq9-mcp --transport http --metrics HOST:PORT`` (#73): MCP's HTTP requests by route and
 status, JSON-RPC calls by method and tool (the catalog's names, else ``other``), the open
 requests (event streams included) and sessions (open, evicted, refused), with ``/healthz`` and
-``/readyz`` (the broker answers), on the operator's address, apart from ``/mcp``'s port."""
+``/readyz`` (a broker acknowledges a write: #91 item 2), on the operator's address, apart
+from ``/mcp``'s port."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.metrics import OperatorEndpoint, need_prometheus
 from langchain_mq9.metrics.http import ASGIApp, HttpMetrics
-from langchain_mq9.metrics.probe import Probe, broker_answers
+from langchain_mq9.metrics.probe import Probe, broker_writes
 from langchain_mq9.operations.catalog import OPERATIONS
 
 from .sessions import SessionLimits
@@ -72,12 +73,14 @@ class McpMetrics:
 
 
 def mcp_endpoint(metrics: McpMetrics, connection: Mq9Connection, host: str, port: int) -> Any:
-    """The operator's endpoint (not started): ready while a broker answers a QUERY within a
-    deadline (#77 item 6: a connection that is up says only that a nats-server is there)."""
+    """The operator's endpoint (not started): ready while a broker acknowledges a write
+    within a deadline (#77 item 6: a connection that is up says only that a nats-server is
+    there; #91 item 2: a cluster that lost its quorum answers reads and takes no write, and
+    most tools write)."""
 
     async def ask() -> str | None:
         try:
-            return await connection.run(broker_answers)
+            return (await connection.run(broker_writes)).why_not_ready
         except Exception as exc:
             return f"the broker is not reachable: {type(exc).__name__}"
 

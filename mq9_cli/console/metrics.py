@@ -1,7 +1,12 @@
 """``mq9 console --metrics HOST:PORT`` (#73): the console's HTTP requests by page and status
 class with their duration, its open requests (live pages' event streams), and its broker
 connection, with ``/healthz`` and ``/readyz``, on the operator's address, apart from the
-console's own port. A page label is the route's first word (``mailboxes``), never a mailbox."""
+console's own port. A page label is the route's first word (``mailboxes``), never a mailbox.
+
+Its job is reading (#91 item 2): ``/readyz`` is ready while a broker answers its reads, and
+says ``ready (read-only: ...)`` while no write is acknowledged (a JetStream cluster that lost
+its quorum): the pages still show, replay, delete and ack fail; ``mq9_console_writable`` says
+the same to Prometheus."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from langchain_mq9.metrics import OperatorEndpoint, need_prometheus, operator_address
 from langchain_mq9.metrics.http import HttpMetrics
-from langchain_mq9.metrics.probe import answering
+from langchain_mq9.metrics.probe import ReadsProbe
 
 PREFIX = "mq9_console"
 PAGES = frozenset(
@@ -28,7 +33,8 @@ def page_of(path: str) -> str:
 class ConsoleMetrics:
     """The registry a scrape reads, the middleware that counts, and the endpoint. ``client``
     (#77 item 6): the console's client (None before it connected): ``/readyz`` is ready while a
-    broker answers its QUERY within a deadline; without it, while ``connected()``."""
+    broker answers its reads within a deadline, read-only while no write is acknowledged
+    (``probe.note``); without it, while ``connected()``."""
 
     def __init__(self, address: str, connected: Any, client: Any = None) -> None:
         self.host, self.port = operator_address(address)
@@ -42,16 +48,28 @@ class ConsoleMetrics:
         up.set_function(lambda: int(connected()))
         self.connected = connected
         self.client = client
+        self.probe = None if client is None else ReadsProbe(client)
+        writable = prometheus.Gauge(
+            f"{PREFIX}_writable", "1 while the broker acknowledged the console's last write "
+            "probe (0: up read-only, #91 item 2)", registry=self.registry,
+        )  # fmt: skip
+        writable.set_function(self._writable)
         self.endpoint: OperatorEndpoint | None = None
+
+    def _writable(self) -> int:
+        if self.probe is None:
+            return int(self.connected())
+        return int(self.probe.writes is None and self.connected())
 
     async def start(self) -> None:
         def ready() -> str | None:
             return None if self.connected() else "not connected to the broker (reconnecting)"
 
-        check = ready if self.client is None else answering(self.client)
+        probe = self.probe
         self.endpoint = OperatorEndpoint(
-            self.host, self.port, self.registry, check, ready_metric=f"{PREFIX}_ready"
-        )
+            self.host, self.port, self.registry, ready if probe is None else probe,
+            ready_metric=f"{PREFIX}_ready", note=None if probe is None else probe.note,
+        )  # fmt: skip
         await self.endpoint.start()  # (serve.py tried the address first: one line if taken)
         print(f"mq9 console metrics on {self.endpoint.url}/metrics (/healthz, /readyz)",
               file=sys.stderr, flush=True)  # fmt: skip
