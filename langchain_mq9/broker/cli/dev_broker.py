@@ -21,7 +21,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -43,7 +43,7 @@ from ..config import BrokerConfig, StartupError
 from ..engine.engine import BrokerLimits
 from ..identities.store import CredentialError
 from ..nats_servers.processes import LARGEST_MAX_PAYLOAD
-from ..nats_servers.survey import ClusterError
+from ..nats_servers.survey import ClusterError, monitor_urls
 from ..serving.serve import BULK_ANSWER
 from ..storage import StorageError
 from ..storage.jetstream import STREAMS_MOST, Layout
@@ -261,6 +261,14 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
         "default. The metrics extra (prometheus-client). docs/deploy.md#watching-it",
     )
     parser.add_argument(
+        "--nats-monitor",
+        metavar="URL[,URL...]",
+        help="the nats-servers' monitoring endpoints (http://HOST:PORT, each server's "
+        "http: HOST:PORT): --metrics also exports whether each answers and is healthy, and "
+        "JetStream's meta leader and peers as they say (#91). "
+        "docs/deploy.md#watching-the-nats-servers",
+    )
+    parser.add_argument(
         "--console",
         nargs="?",
         const=CONSOLE_DEFAULT,
@@ -345,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
             raise StartupError("--console-metrics is the console's: give --console too")
         console = _console_command(args, config) if args.console is not None else None
         metrics = _metrics_address(args.metrics)
-        return event_loop_runner()(_run(config, console=console, metrics=metrics))
+        monitors = _monitors(args.nats_monitor, metrics)
+        return event_loop_runner()(
+            _run(config, console=console, metrics=metrics, monitors=monitors)
+        )
     except ERRORS as exc:
         print(f"mq9-dev-broker: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
@@ -376,13 +387,25 @@ def _metrics_address(given: str | None) -> tuple[str, int] | None:
         raise StartupError(str(exc)) from None
 
 
+def _monitors(given: str | None, metrics: tuple[str, int] | None) -> list[str]:
+    if given is None:
+        return []
+    if metrics is None:
+        raise StartupError("--nats-monitor is read for --metrics: give --metrics too")
+    try:
+        return monitor_urls(given)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+
+
 async def _run(
-    config: BrokerConfig, *, console: list[str] | None, metrics: tuple[str, int] | None = None
-) -> int:
+    config: BrokerConfig, *, console: list[str] | None, metrics: tuple[str, int] | None = None,
+    monitors: Sequence[str] = (),
+) -> int:  # fmt: skip
     stop = _stop_on_signals()
     broker = Broker(config, say=_say)
     # #73: the operator's endpoint answers while the broker starts (/readyz: not yet)
-    endpoint = None if metrics is None else await _start_metrics(broker, *metrics)
+    endpoint = None if metrics is None else await _start_metrics(broker, *metrics, monitors)
     try:
         return await _serve(broker, stop, console)
     finally:
@@ -390,8 +413,10 @@ async def _run(
             await endpoint.stop()
 
 
-async def _start_metrics(broker: Broker, host: str, port: int) -> OperatorEndpoint:
-    endpoint = broker_endpoint(broker, host, port)
+async def _start_metrics(
+    broker: Broker, host: str, port: int, monitors: Sequence[str] = ()
+) -> OperatorEndpoint:
+    endpoint = broker_endpoint(broker, host, port, monitors)
     try:
         await endpoint.start()
     except OSError as exc:

@@ -10,12 +10,23 @@ figures are the cluster's, read from JetStream (``StoreSurvey``: kept 15 s, aske
 scrape, ``held_age_seconds`` saying how old they are), and ``/readyz`` is ready only when the
 store acknowledged a write within its deadline (#78, #77 item 6). No label names a mailbox, an
 agent or a group.
+
+The nats-servers (#91 item 1): given their monitoring endpoints (``--nats-monitor``), a scrape
+reads each server's ``/healthz`` and ``/jsz`` (``ServersWatched``, kept ``SERVERS_KEPT`` s) and
+exports whether it answers and is healthy, whether it knows a JetStream meta leader, and each
+meta-group peer as the leader sees it (current, offline, seconds since heard, entries behind).
+NATS' own exporter (prometheus-nats-exporter) cannot be installed from the Go proxy, and the
+broker can reach the servers it uses: docs/deploy.md#watching-the-nats-servers. The store's
+writes (#91 item 2): ``store_writes_answered`` is the write ``/readyz`` made, apart from the
+survey (reads, answered by a cluster that lost its quorum).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ... import protocol as p
@@ -23,6 +34,7 @@ from ...metrics import OperatorEndpoint, RequestMeter, need_prometheus
 from ..broker import Broker
 from ..engine.process import BrokerEngine
 from ..engine.rules import COMMANDS
+from ..nats_servers.survey import read_monitor
 from ..storage.jetstream.survey_state import Held, StoreSurvey
 
 PREFIX = "mq9_broker"
@@ -62,6 +74,8 @@ class BrokerCollector:
         self.meter = meter
         self.held = HeldFigures(walk_limit)
         self.survey: StoreSurvey | None = None  # on the JetStream store, once it serves
+        self.writes: str | None = None  # why the store's last write was not acknowledged
+        self.wrote = False  # a write was asked (on the JetStream store)
 
     def cluster_survey(self) -> StoreSurvey | None:
         """The survey of the cluster store this broker serves (None on another store)."""
@@ -100,6 +114,12 @@ class BrokerCollector:
             yield from self.held.families(engine)
         elif (survey := self.cluster_survey()) is not None:
             yield from _cluster_families(survey)
+            if self.wrote:
+                yield GaugeMetricFamily(
+                    f"{PREFIX}_store_writes_answered", "1 when the JetStream store acknowledged "
+                    "the last readiness write within its deadline (0: quorum lost, cluster away)",
+                    value=int(self.writes is None),
+                )  # fmt: skip
 
 
 class HeldFigures:
@@ -246,19 +266,115 @@ async def store_ready(broker: Broker, collector: BrokerCollector) -> str | None:
     if why is not None:
         return why
     survey = collector.cluster_survey()
-    return None if survey is None else await survey.answers()
+    if survey is None:
+        return None
+    collector.writes, collector.wrote = await survey.answers(), True
+    return collector.writes
 
 
-def broker_endpoint(broker: Broker, host: str, port: int) -> OperatorEndpoint:
+def broker_endpoint(
+    broker: Broker, host: str, port: int, monitors: Sequence[str] = ()
+) -> OperatorEndpoint:
     """The operator's endpoint for ``broker``, whose ``meter`` it reads (made here when the
-    broker has none); not started."""
+    broker has none); not started. ``monitors``: the nats-servers' monitoring endpoints
+    (``HOST:PORT``) whose health it exports."""
     prometheus = need_prometheus()
     if broker.meter is None:
         broker.meter = broker_meter()
     registry = prometheus.CollectorRegistry(auto_describe=False)
     collector = BrokerCollector(broker, broker.meter)
     registry.register(collector)
+    refresh = collector.refresh
+    if monitors:
+        servers = ServersWatched(monitors)
+        registry.register(servers)
+
+        async def refresh() -> None:
+            await asyncio.gather(collector.refresh(), servers.refresh())
+
     return OperatorEndpoint(
         host, port, registry, lambda: store_ready(broker, collector),
-        ready_metric=f"{PREFIX}_ready", refresh=collector.refresh,
+        ready_metric=f"{PREFIX}_ready", refresh=refresh,
     )  # fmt: skip
+
+
+SERVERS_KEPT = 5.0  # seconds one read of the servers answers the scrapes after it
+NATS_PREFIX = "mq9_nats"
+
+
+class ServersWatched:
+    """What the nats-servers' monitoring endpoints (``HOST:PORT``) say, read again before a
+    scrape when older than ``kept`` seconds (prometheus-client's collector protocol).
+    ``clock``: monotonic."""
+
+    def __init__(
+        self, servers: Sequence[str], *, kept: float = SERVERS_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.servers, self.kept, self.clock = list(servers), kept, clock
+        # server -> (its /healthz status, its /jsz) or None: it did not answer
+        self.seen: dict[str, tuple[int, dict[str, Any]] | None] = {}
+        self._at: float | None = None
+
+    async def refresh(self) -> None:
+        if self._at is not None and self.clock() - self._at < self.kept:
+            return
+        read = await asyncio.gather(*(self._read(server) for server in self.servers))
+        self.seen, self._at = dict(zip(self.servers, read, strict=True)), self.clock()
+
+    @staticmethod
+    async def _read(server: str) -> tuple[int, dict[str, Any]] | None:
+        try:
+            status, _ = await read_monitor(server, "/healthz")
+            _, jsz = await read_monitor(server, "/jsz")
+        except (OSError, TimeoutError, ValueError):
+            return None
+        return status, jsz
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        def family(name: str, text: str, label: str) -> Any:
+            return GaugeMetricFamily(f"{NATS_PREFIX}_{name}", text, labels=[label])
+
+        up = family("server_up", "1 when the server's monitoring endpoint answered", "server")
+        healthy = family("server_healthy", "1 when its /healthz answered 200 (JetStream "
+                         "current, its streams' replicas caught up)", "server")  # fmt: skip
+        leader = family("jetstream_meta_leader", "1 when the server knows a JetStream "
+                        "meta leader (0 on all: quorum lost)", "server")  # fmt: skip
+        peers = _peer_families(family)
+        for server in self.servers:
+            seen = self.seen.get(server)
+            up.add_metric([server], int(seen is not None))
+            if seen is None:
+                continue
+            status, jsz = seen
+            healthy.add_metric([server], int(status == 200))
+            meta = jsz.get("meta_cluster") or {}
+            leader.add_metric([server], int(bool(meta.get("leader"))))
+            replicas = meta.get("replicas") or []
+            if meta.get("leader") and all(r.get("name") != meta["leader"] for r in replicas):
+                _add_peers(peers, replicas)  # the leader's own view: its followers'
+        yield from (up, healthy, leader, *peers)
+
+
+def _peer_families(family: Callable[[str, str, str], Any]) -> tuple[Any, ...]:
+    return (
+        family("jetstream_peer_current", "1 when the meta leader counts the peer current",
+               "peer"),
+        family("jetstream_peer_offline", "1 when the meta leader counts the peer offline",
+               "peer"),
+        family("jetstream_peer_seen_seconds", "seconds since the meta leader last heard the "
+               "peer", "peer"),
+        family("jetstream_peer_lag", "entries the peer is behind the meta leader", "peer"),
+    )  # fmt: skip
+
+
+def _add_peers(peers: tuple[Any, ...], replicas: list[dict[str, Any]]) -> None:
+    current, offline, seen, lag = peers
+    for replica in replicas:
+        name = str(replica.get("name", "?"))
+        current.add_metric([name], int(bool(replica.get("current"))))
+        offline.add_metric([name], int(bool(replica.get("offline"))))
+        seen.add_metric([name], float(replica.get("active") or 0) / 1e9)
+        lag.add_metric([name], float(replica.get("lag") or 0))

@@ -139,3 +139,57 @@ async def check_login(urls: Sequence[str], shown: str) -> None:
             f"cannot log in to nats-server at {shown}: {refused_login(exc)}"
         ) from None
     await connection.close()
+
+
+# -- the servers' monitoring endpoints (#91 item 1) ------------------------------------------
+# nats-server serves its health (/healthz) and JetStream's state (/jsz) over HTTP on its
+# monitoring port (``http: HOST:PORT`` in its config); a broker given those URLs
+# (--nats-monitor) reads them for its operator's scrape (broker/cli/metrics.py).
+
+MONITOR_TIMEOUT = 3.0  # seconds one read of a server's monitoring endpoint may take
+_MONITOR_LIMIT = 4 << 20  # bytes of one answer (a /jsz of a large cluster)
+
+
+def monitor_urls(text: str) -> list[str]:
+    """The monitoring endpoints of ``text`` (comma-separated ``http://HOST:PORT``), as
+    ``HOST:PORT``; ``ValueError`` in one line for anything else."""
+    found = []
+    for url in (one.strip() for one in text.split(",")):
+        rest = url.removeprefix("http://")
+        host, _, port = rest.rstrip("/").rpartition(":")
+        if rest == url or not host or "/" in host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(
+                f"--nats-monitor {url!r}: give each server's monitoring endpoint as "
+                "http://HOST:PORT (its config's http: HOST:PORT), comma-separated"
+            )
+        found.append(f"{host}:{port}")
+    return list(dict.fromkeys(found))
+
+
+async def read_monitor(
+    server: str, path: str, timeout: float = MONITOR_TIMEOUT
+) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body of ``GET path`` on the monitoring endpoint ``server``
+    (``HOST:PORT``); an ``OSError`` or ``TimeoutError`` when it does not answer, a
+    ``ValueError`` when the answer is not nats-server's."""
+    host, _, port = server.rpartition(":")
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {server}\r\n\r\n".encode())
+            await writer.drain()
+            raw = b""
+            while chunk := await reader.read(65536):  # HTTP/1.0: the server closes at the end
+                raw += chunk
+                if len(raw) > _MONITOR_LIMIT:
+                    raise ValueError(f"{server}{path} answered over {_MONITOR_LIMIT} bytes")
+        finally:
+            writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)
+    if len(status) < 2 or not status[0].startswith(b"HTTP/") or not status[1].isdigit():
+        raise ValueError(f"{server} answered no HTTP")
+    found = json.loads(body or b"{}")
+    if not isinstance(found, dict):
+        raise ValueError(f"{server}{path} answered no JSON object")
+    return int(status[1]), found
