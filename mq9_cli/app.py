@@ -37,8 +37,14 @@ class Session:
     target: Target
     as_json: bool
 
-    def run(self, action: Callable[[Mq9Client], Awaitable[T]]) -> T:
-        """``action(client)`` on a connected client; a failure ends the command in one line."""
+    def run(
+        self,
+        action: Callable[[Mq9Client], Awaitable[T]],
+        operation: str | None = None,
+        mailbox: str | None = None,
+    ) -> T:
+        """``action(client)`` on a connected client; a failure ends the command in one line
+        (``operation`` on ``mailbox``: what the line's next step is about)."""
 
         async def main() -> T:
             async with self.target.client() as client:
@@ -47,7 +53,7 @@ class Session:
         try:
             return asyncio.run(main())
         except Exception as exc:
-            stop(failure(exc))
+            stop(failure(exc, operation=operation, mailbox=mailbox))
 
     def show(self, data: Any, human: Callable[[Any], str]) -> None:
         # JSON escapes C0 controls itself; printable escapes the rest a terminal obeys (DEL,
@@ -63,7 +69,8 @@ class Session:
         policy: ToolPolicy | None = None,
     ) -> None:
         """Run the catalog's operation ``name`` and show its result."""
-        self.show(self.run(lambda c: overview.operate(c, name, args, policy)), human)
+        mailbox = args.get("mail_address")
+        self.show(self.run(lambda c: overview.operate(c, name, args, policy), name, mailbox), human)
 
 
 def stop(problem: Failure) -> NoReturn:
@@ -155,8 +162,8 @@ def cli(
 ) -> None:
     """See and steer the agents' mail on an mq9 server (bundled broker or RobustMQ).
 
-    Exit codes: 0 done, 1 refused, 2 usage, 3 not found, 4 broker unreachable,
-    5 credentials refused."""
+    Exit codes: 0 done, 1 refused, 2 usage, 3 not found, 4 broker or its store unreachable
+    (a retry may work), 5 credentials refused."""
     if ctx.resilient_parsing:  # shell completion: nothing to connect
         return
     try:
@@ -302,7 +309,7 @@ def ack(
             done |= {"set_aside": msg_id, "dead_letter_mailbox": dead_letter_address(mailbox)}
         return done
 
-    session.show(session.run(acking), render.acked)
+    session.show(session.run(acking, "ack_messages", mailbox), render.acked)
 
 
 @cli.command(epilog="Example: mq9 query agent.worker --tag billing --limit 20")
@@ -346,7 +353,7 @@ def query(
         done["count"] = len(done["messages"])
         return done
 
-    session.show(session.run(querying), render.messages)
+    session.show(session.run(querying, "query_messages", mailbox), render.messages)
 
 
 def _maybe_cut(shown: list[dict[str, Any]]) -> bool:
@@ -374,7 +381,7 @@ def delete(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> None
                 raise Failure(f"no message {msg_id} in {mailbox} (nothing deleted)", NOT_FOUND)
         return await overview.operate(client, "delete_message", args)
 
-    session.show(session.run(deleting), render.deleted)
+    session.show(session.run(deleting, "delete_message", mailbox), render.deleted)
 
 
 @cli.command(epilog="Example: mq9 watch agent.worker --json | jq .payload")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -14,7 +15,15 @@ from langchain_mq9.a2a.caller import CallError
 from langchain_mq9.client.auth import HOW_TO_LOG_IN, read_credential_file
 from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.operations.errors import OperationError
-from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error, NotAllowed, Unavailable
+from langchain_mq9.protocol.errors import (
+    ClusterUnavailable,
+    InvalidAddress,
+    MailboxNotFound,
+    Mq9Error,
+    NotAllowed,
+    NotConnected,
+    Unavailable,
+)
 
 DEFAULT_SERVER = "nats://localhost:4222"
 SERVER_ENV = ("MQ9_SERVER", "NATS_URL")
@@ -32,7 +41,9 @@ OK = 0
 FAILED = 1  # the broker refused the request, or a call is in no state to take it
 USAGE = 2  # a wrong option or argument (Click's own code too)
 NOT_FOUND = 3  # no such mailbox, message, agent or call
-UNREACHABLE = 4  # the broker is not there, or did not answer in time
+# the broker (or its store: no quorum, a leader election) is not there or did not answer in
+# time: a retry may work
+UNREACHABLE = 4
 REFUSED_LOGIN = 5  # the broker refused the credentials, or this identity may not do that
 
 
@@ -112,22 +123,131 @@ class Target:
         return list(dict.fromkeys(s.strip() for s in secrets if s and s.strip()))
 
 
-def failure(exc: BaseException) -> Failure:
-    """The one line and exit code of an error an operation raised."""
+def failure(
+    exc: BaseException, *, operation: str | None = None, mailbox: str | None = None
+) -> Failure:
+    """The one line and exit code of an error ``operation`` (a catalog operation's name) on
+    ``mailbox`` raised, in a person's words: the broker's words and the CLI's own next step
+    (``mq9 discover``), never the catalog's hints, which are a model's (they name its tools)."""
     if isinstance(exc, Failure):
         return exc
     cause: BaseException | None = exc
     while isinstance(cause, OperationError) and cause.__cause__ is not None:
         cause = cause.__cause__
-    text = shown(str(exc))
     if isinstance(cause, Mq9Error):
-        return Failure(text, _code(cause))
+        return _said(cause, operation, mailbox)
+    text = for_a_person(shown(str(exc)))
     if isinstance(exc, CallError) or isinstance(cause, CallError):
         lost = "no call with task id" in text or "is no task id" in text
         return Failure(text, NOT_FOUND if lost else FAILED)
     if isinstance(exc, (OperationError, ValueError)):
         return Failure(text, FAILED)
     return Failure(f"{type(exc).__name__}: {text}", FAILED)
+
+
+# What the bundled broker answers while its JetStream store cannot, for now (#91 item 4): its
+# cluster store's words for a request unanswered (a server gone, a leader being elected), and
+# nats-server's own for a cluster without a quorum or a stream without a leader, which that
+# store repeats ("JetStream refused <request>: <nats-server's words>"). The request may pass
+# unchanged once the servers are back: an outage (exit 4), never a refusal.
+STORE_OUTAGE = (
+    "JetStream system temporarily unavailable",  # nats-server: no quorum, no meta leader
+    "JetStream cluster can not handle request",  # nats-server: a leader not there yet
+    "stream is offline",  # nats-server: its stream's peers not there
+    "JetStream did not answer",  # the store: a request unanswered within its deadline
+    "JetStream did not acknowledge a write",  # the store: a write unanswered (stored or not)
+)
+# A SEND that failed so may have been stored all the same: what a person checks first.
+UNSURE = ("may or may not", "did not acknowledge", "did not answer")
+
+
+def _said(exc: Mq9Error, operation: str | None, mailbox: str | None) -> Failure:
+    text = shown(exc.message)
+    if isinstance(exc, ClusterUnavailable) or any(m in text for m in STORE_OUTAGE):
+        return Failure(_outage(exc, text, operation, mailbox), UNREACHABLE)
+    code = _code(exc)
+    if code == UNREACHABLE:  # the client's own words say what is down (connect, timeout ...)
+        return Failure(_retry(text, exc, operation, mailbox), UNREACHABLE)
+    if isinstance(exc, (MailboxNotFound, InvalidAddress)):
+        if operation == "send_message":
+            text += (
+                " — find the recipient's mailbox with `mq9 discover WHAT-IT-DOES` or "
+                "`mq9 agents` (an agent's mailbox is made when it registers)"
+            )
+        elif isinstance(exc, MailboxNotFound):
+            text += " — check the address: `mq9 agents` shows each agent's mailbox"
+    return Failure(text, code)
+
+
+def _outage(exc: Mq9Error, text: str, operation: str | None, mailbox: str | None) -> str:
+    """A cluster that cannot answer for now: what is down, the broker's words, and that a
+    retry may work."""
+    words = text.partition(" — ")[0]  # (the client's own hint after it is a model's)
+    if isinstance(exc, ClusterUnavailable):
+        down = (
+            "the mq9 cluster could not reach a part of itself (a node, a shard or the meta "
+            "leader is down or changing)"
+        )
+    else:
+        down = (
+            "the broker's JetStream store cannot answer for now (its servers have no quorum, "
+            "a leader is being elected, or one is slow to answer)"
+        )
+    stored_nothing = getattr(exc, "stored_nothing", False)
+    line = f"{down}: {words}; a retry may work in a moment"
+    return line + _send_note(text, operation, mailbox, unsure=not stored_nothing)
+
+
+def _retry(text: str, exc: Mq9Error, operation: str | None, mailbox: str | None) -> str:
+    if "refused the credentials" in text or isinstance(exc, NotConnected):
+        return text
+    return f"{text}; a retry may work once it answers" + _send_note(text, operation, mailbox)
+
+
+def _send_note(text: str, operation: str | None, mailbox: str | None, unsure: bool = True) -> str:
+    """A SEND whose answer never came may have been stored: say how to check first."""
+    if operation != "send_message" or not unsure or not any(u in text for u in UNSURE):
+        return ""
+    where = mailbox or "MAILBOX"
+    return (
+        f" (the message may or may not be stored: `mq9 query {where}` shows it before you "
+        "send it again)"
+    )
+
+
+# The catalog's tools, as a person types them: a text of the catalog's that names one (a
+# CallError's "list_calls shows yours") names the command instead.
+COMMANDS = {
+    "agent_discover": "mq9 discover",
+    "agent_register": "mq9 register",
+    "agent_unregister": "mq9 unregister",
+    "send_message": "mq9 send",
+    "fetch_messages": "mq9 fetch",
+    "ack_messages": "mq9 ack",
+    "query_messages": "mq9 query",
+    "delete_message": "mq9 delete",
+    "list_calls": "mq9 calls list",
+    "check_call": "mq9 calls show",
+    "answer_call": "mq9 calls answer",
+    "cancel_call": "mq9 calls cancel",
+}
+_TOOL = re.compile(r"\b(" + "|".join(COMMANDS) + r")\b(?:\([^)]*\))?")
+# What the catalog tells a model to do next, with nothing in it for a person
+_FOR_A_MODEL = (
+    re.compile(r"^Invalid arguments: (?P<said>.*)\. Fix them and call the tool again\.$", re.S),
+    re.compile(r"^\w+ could not be done: (?P<said>.*)\. Try other arguments, or tell the user\.$",
+               re.S),
+)
+
+
+def for_a_person(text: str) -> str:
+    """A catalog text without its words to a model, each tool it names as its command."""
+    for pattern in _FOR_A_MODEL:
+        found = pattern.match(text)
+        if found:
+            text = found["said"]
+            break
+    return _TOOL.sub(lambda found: f"`{COMMANDS[found[1]]}`", text)
 
 
 def shown(text: str) -> str:

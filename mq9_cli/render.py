@@ -5,6 +5,7 @@ window or hide a line."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -77,8 +78,14 @@ def message(shown: dict[str, Any]) -> str:
         head.append(f"key={shown['key']}")
     if shown.get("tags"):
         head.append("tags=" + ",".join(shown["tags"]))
-    body = str(shown.get("payload", ""))
+    body = payload(shown.get("payload", ""))
     return printable(" ".join(head)) + "\n  " + printable(body).replace("\n", "\n  ")
+
+
+def payload(value: Any) -> str:
+    """A payload as it was sent: text as it is, JSON (the catalog shows it parsed) as JSON,
+    never as Python writes a dict."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def messages(data: dict[str, Any]) -> str:
@@ -98,7 +105,7 @@ def letter(shown: dict[str, Any]) -> str:
         f"#{shown['msg_id']} ({status}): {about['mailbox']} msg_id {about['msg_id']}, "
         f"group {about['group']}, {about['attempts']} attempts",
         f"  reason: {about['reason']}",
-        f"  payload: {shown['payload']}",
+        f"  payload: {payload(shown['payload'])}",
     ]
     return printable("\n".join(lines))
 
@@ -134,7 +141,7 @@ def call(shown: dict[str, Any]) -> str:
     lines = [f"{shown['task_id']}  {shown['state']}  agent {shown.get('agent', '')}"]
     for key in ("question", "result", "reason"):
         if key in shown:
-            lines.append(f"  {key}: {shown[key]}")
+            lines.append(f"  {key}: {payload(shown[key])}")
     if shown.get("answer_pending"):
         lines.append("  (your answer waits for the agent)")
     return printable("\n".join(lines))
@@ -149,7 +156,7 @@ def calls(data: dict[str, Any]) -> str:
             c["task_id"],
             c["state"],
             c.get("agent", ""),
-            c.get("question") or c.get("result") or c.get("reason") or "",
+            payload(c.get("question") or c.get("result") or c.get("reason") or ""),
         ]
         for c in found
     ]
