@@ -19,11 +19,11 @@ from typing import Any, TypeGuard
 
 from .._http.hosts import HostPolicy
 from ..client.client import Mq9Client
-from ..protocol import Priority, check_address
+from ..protocol import Priority, check_address, clipped
 from ..protocol.errors import MailboxNotFound, TooLarge
 from . import wire as w
 from .arrivals import Arrivals, Bell
-from .store import ensure_mailbox, keep, latest
+from .store import ensure_mailbox, keep, keyed, latest
 
 # How often a waiting check asks an HTTP agent again (GetTask), where a mailbox is read each
 # POLL_SECONDS: each look is a request the agent's server answers.
@@ -142,13 +142,7 @@ class AgentCaller:
         task_id = w.new_id()
         msg = request["message"]
         msg.setdefault("contextId", w.new_id())
-        record = {
-            "taskId": task_id,
-            "agent": agent or mailbox,
-            "mailbox": mailbox,
-            "contextId": msg["contextId"],
-            "request": w.parts_text(msg.get("parts"))[:2000],
-        }
+        record = self._new_record(task_id, agent, mailbox, msg)
         try:
             await self._record_and_send(record, mailbox, request)
         except TooLarge as exc:  # the call ends here, saying so: it never reached the agent
@@ -159,8 +153,53 @@ class AgentCaller:
             raise CallError(why) from None
         return task_id
 
+    async def submit_once(
+        self, mailbox: str, request: dict[str, Any], once: str, *, agent: str | None = None
+    ) -> tuple[str, bool]:
+        """``submit`` for a request that may come again (#90: an A2A client resending a
+        SendMessage whose answer it lost, a tool call run again): ``once`` (its messageId, a
+        tool call's key) names the task with this reply mailbox and the agent's, so the same
+        request again is the same task, sent once. Returns the task's id and whether it was
+        sent before. The same ``once`` with another request is refused (``CallError``)."""
+        check_address(mailbox)
+        task_id = w.once_id("task", self.reply_mailbox, mailbox, once)
+        msg = request["message"]
+        if not msg.get("contextId"):  # the same context each time, as the same task
+            msg["contextId"] = w.once_id("context", self.reply_mailbox, mailbox, once)
+        sent = w.digest(w.json_text(request))
+        try:
+            record = await latest(self.client, self.reply_mailbox, w.CALL_KEY + task_id)
+        except MailboxNotFound:
+            record = None
+        if record is None:
+            record = self._new_record(task_id, agent, mailbox, msg)
+            record["sent"] = sent
+            await self._record_and_send(record, mailbox, request, once=True)
+            return task_id, False
+        if record.get("sent") != sent:
+            raise CallError(
+                f"message {clipped(once, 80)!r} was sent before with another request: a new "
+                "message needs a new messageId"
+            )
+        # Sent before: sent again only while the agent has left no state of it (the first
+        # send may have been lost); the broker stores the same keyed SEND once
+        if await latest(self.client, self.reply_mailbox, w.TASK_KEY + task_id) is None:
+            await self.send_request(mailbox, request, w.SEND, task_id, once=True)
+        return task_id, True
+
+    def _new_record(
+        self, task_id: str, agent: str | None, mailbox: str, msg: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "taskId": task_id,
+            "agent": agent or mailbox,
+            "mailbox": mailbox,
+            "contextId": msg["contextId"],
+            "request": w.parts_text(msg.get("parts"))[:2000],
+        }
+
     async def _record_and_send(
-        self, record: dict[str, Any], mailbox: str, request: dict[str, Any]
+        self, record: dict[str, Any], mailbox: str, request: dict[str, Any], *, once: bool = False
     ) -> None:
         """The call's record, then its request. The record goes first (a caller that dies right
         after the send still finds its call); once the reply mailbox is known to be there, the
@@ -169,15 +208,15 @@ class AgentCaller:
         task_id = record["taskId"]
         if not self._opened:
             try:
-                await self._write_record(record)
+                await self._write_record(record, once=once)
             except MailboxNotFound:  # the first call: only a call creates the reply mailbox
                 await self.open()
-                await self._write_record(record)
-            await self.send_request(mailbox, request, w.SEND, task_id)
+                await self._write_record(record, once=once)
+            await self.send_request(mailbox, request, w.SEND, task_id, once=once)
             return
         kept, sent = await asyncio.gather(
-            self._write_record(record),
-            self.send_request(mailbox, request, w.SEND, task_id),
+            self._write_record(record, once=once),
+            self.send_request(mailbox, request, w.SEND, task_id, once=once),
             return_exceptions=True,
         )
         if isinstance(sent, BaseException):
@@ -490,9 +529,19 @@ class AgentCaller:
             raise
         return self._found(task_id, record), snapshot, error
 
-    async def _write_record(self, record: dict[str, Any]) -> None:
+    async def _write_record(self, record: dict[str, Any], *, once: bool = False) -> None:
+        """Keep the call's record; ``once``: its first one, stored once however often sent
+        (a request sent again never writes over what became of its call since)."""
         key = w.CALL_KEY + record["taskId"]
-        await keep(self.client, self.reply_mailbox, key, record, tags=[w.CALL_TAG])
+        idempotency_key = f"a2a.{key}" if once else None
+        await keep(
+            self.client,
+            self.reply_mailbox,
+            key,
+            record,
+            tags=[w.CALL_TAG],
+            idempotency_key=idempotency_key,
+        )
         self._opened = True
 
     async def _state(self, task_id: str) -> CallState:
@@ -516,12 +565,20 @@ class AgentCaller:
         )
 
     async def send_request(
-        self, mailbox: str, body: dict[str, Any], method: str, task_id: str
+        self,
+        mailbox: str,
+        body: dict[str, Any],
+        method: str,
+        task_id: str,
+        *,
+        once: bool = False,
     ) -> None:
         """Put one A2A request (``method``, about task ``task_id``) into an agent's
         ``mailbox``, its answer to come to this caller's reply mailbox; a cancel goes first in
-        the agent's queue. Public because the a2a-sdk transport (``transport.py``) sends its
-        requests through the caller too, so both say the same of a mailbox never served."""
+        the agent's queue. ``once``: keyed by the request's own messageId (#90), so the same
+        request sent again is stored once. Public because the a2a-sdk transport
+        (``transport.py``) sends its requests through the caller too, so both say the same of
+        a mailbox never served."""
         headers = {
             w.HEADER_METHOD: method,
             w.HEADER_REPLY_TO: self.reply_mailbox,
@@ -529,8 +586,18 @@ class AgentCaller:
         }
         # A cancel overtakes queued work: the agent reads critical messages first.
         priority = Priority.CRITICAL if method == w.CANCEL_TASK else Priority.NORMAL
+        message_id = (body.get("message") or {}).get("messageId") if once else None
+        key = None
+        if isinstance(message_id, str):  # (a digest: a messageId may be long)
+            key = "a2a." + w.once_id(method, task_id, message_id)
         try:
-            await self.client.send(mailbox, w.json_text(body), headers=headers, priority=priority)
+            await self.client.send(
+                mailbox,
+                w.json_text(body),
+                headers=headers,
+                priority=priority,
+                **keyed(self.client, key),
+            )
         except MailboxNotFound:
             raise CallError(
                 f"no mailbox {mailbox}: the agent has never been served there (find it "

@@ -311,6 +311,9 @@ class GatewayHandler(RequestHandler):
                 reply_mailbox=reply,
                 card=self.card,
                 arrivals=self.arrivals,
+                # #90: a client's SendMessage sent again (its messageId again: the answer was
+                # lost) answers the task the first one made; another tenant's is its own
+                once_per_message=True,
             )
             self._transports[tenant] = transport
         return transport

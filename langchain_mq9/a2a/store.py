@@ -30,7 +30,7 @@ from . import wire as w
 _TAKES_KEY: dict[type, bool] = {}
 
 
-def keyed(client: Any, key: str | None) -> dict[str, str]:
+def keyed(client: Any, key: str | None) -> dict[str, Any]:
     """``send``'s ``idempotency_key=key`` for a client that takes one (this package's
     ``Mq9Client``), nothing for one that does not (the official mq9 SDK's client has no such
     keyword: its sends go unkeyed, stored as often as they are sent): ``**keyed(client, key)``.
@@ -84,17 +84,40 @@ async def keep(
     *,
     tags: list[str] | None = None,
     headers: dict[str, str] | None = None,
+    idempotency_key: str | None = None,
 ) -> None:
-    """Leave ``value`` (JSON) in ``mailbox`` under ``key``: it replaces the older one."""
-    await client.send(mailbox, w.json_text(value), key=key, tags=tags, headers=headers)
+    """Leave ``value`` (JSON) in ``mailbox`` under ``key``: it replaces the older one
+    (``idempotency_key``: stored once however often sent, where the client takes keys)."""
+    await client.send(
+        mailbox,
+        w.json_text(value),
+        key=key,
+        tags=tags,
+        headers=headers,
+        **keyed(client, idempotency_key),
+    )
+
+
+def state_key(snapshot: dict[str, Any]) -> str:
+    """The idempotency key of a task state (#90): the state itself, as written (its task,
+    step, history and time). The same state sent again (a request handed out again after a
+    kill resends the state it stored, a broker step tried again) is stored once; another state
+    of the task is another key."""
+    return "a2a." + w.once_id("task-state", w.json_text(snapshot))
 
 
 async def deliver(client: Mq9Client, mailbox: str, snapshot: dict[str, Any]) -> None:
     """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or a task store),
-    keyed by its task."""
+    keyed by its task; the same snapshot sent again is stored once (``state_key``)."""
     headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
     await keep(
-        client, mailbox, w.TASK_KEY + snapshot["id"], snapshot, tags=[w.TASK_TAG], headers=headers
+        client,
+        mailbox,
+        w.TASK_KEY + snapshot["id"],
+        snapshot,
+        tags=[w.TASK_TAG],
+        headers=headers,
+        idempotency_key=state_key(snapshot),
     )
 
 
@@ -229,7 +252,15 @@ class TaskStore:
         headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
         owner = Asker(owner_of(snapshot), sender_of(snapshot))
         key = f"{owner.scope or ''}{w.TASK_KEY}{snapshot['id']}"
-        await keep(self.client, self.mailbox, key, snapshot, tags=[w.TASK_TAG], headers=headers)
+        await keep(
+            self.client,
+            self.mailbox,
+            key,
+            snapshot,
+            tags=[w.TASK_TAG],
+            headers=headers,
+            idempotency_key=state_key(snapshot),
+        )
 
     async def cancel_requested(self, task_id: str, owner: Asker) -> bool:
         """Whether the task's owner asked to cancel it (a cancel from anyone else is void)."""

@@ -77,9 +77,13 @@ class Mq9Transport(ClientTransport):
         reply_mailbox: str | None = None,
         card: AgentCard | None = None,
         arrivals: Arrivals | None = None,
+        once_per_message: bool = False,
     ) -> None:
         self.client = client
         self.mailbox = mailbox
+        # #90: a new task's SendMessage sent again (its messageId again) is that task, sent
+        # once (``AgentCaller.submit_once``): the gateway's, whose HTTP clients resend
+        self.once_per_message = once_per_message
         # A task's new states are read as they arrive where ``arrivals`` hears them, else polled
         self.arrivals = arrivals or NO_ANNOUNCEMENTS
         self.card = card
@@ -89,9 +93,10 @@ class Mq9Transport(ClientTransport):
 
     # -- SendMessage ------------------------------------------------------------------------
 
-    async def _submit(self, request: SendMessageRequest) -> tuple[str, int, int]:
-        """Send the request: the task's id, how many caller turns it will have, and the newest
-        error answer about it before this request (the agent's answer to it comes after)."""
+    async def _submit(self, request: SendMessageRequest) -> tuple[str, int, int, bool]:
+        """Send the request: the task's id, how many caller turns it will have, the newest
+        error answer about it before this request (the agent's answer to it comes after), and
+        whether it was sent before (``once_per_message``: its answer may be there already)."""
         caller = self._caller
         body = to_json(request)
         msg = body.get("message")
@@ -106,12 +111,16 @@ class Mq9Transport(ClientTransport):
             )
         task_id = msg.get("taskId")
         try:
+            message_id = msg.get("messageId")
+            if not task_id and self.once_per_message and isinstance(message_id, str) and message_id:
+                task_id, resent = await caller.submit_once(self.mailbox, body, message_id)
+                return task_id, 1, -1, resent
             if not task_id:
-                return await caller.submit(self.mailbox, body), 1, -1
+                return await caller.submit(self.mailbox, body), 1, -1, False
             before, errors = await asyncio.gather(self._known(task_id), self._error_ids(task_id))
             _check_follow_up(before, msg)  # refused here, at once: the agent would refuse too
             await caller.send_request(self.mailbox, body, w.SEND, task_id)
-            return task_id, _user_turns(before) + 1, max(errors, default=-1)
+            return task_id, _user_turns(before) + 1, max(errors, default=-1), False
         except CallError as exc:
             raise InvalidParamsError(str(exc)) from None
 
@@ -132,12 +141,13 @@ class Mq9Transport(ClientTransport):
         awaited with the task's id once the request is sent (the gateway keeps a push config
         given in the request so)."""
         mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
-        task_id, turns, errors = await self._submit(request)
+        task_id, turns, errors, resent = await self._submit(request)
         if on_sent is not None:
             await on_sent(task_id)
         newest: dict[str, Any] | None = None
         if not request.configuration.return_immediately:
-            async for seen in self._states_after_send(task_id, context, turns, errors, mark):
+            states = self._states_after_send(task_id, context, turns, errors, mark, resent)
+            async for seen in states:
                 newest = seen
         snapshot = newest or await self._snapshot(task_id) or _submitted(task_id, request)
         answer = message_answer(snapshot)
@@ -153,11 +163,13 @@ class Mq9Transport(ClientTransport):
         on_sent: Callable[[str], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[StreamResponse]:
         mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
-        task_id, turns, errors = await self._submit(request)
+        task_id, turns, errors, resent = await self._submit(request)
         if on_sent is not None:
             await on_sent(task_id)
-        yield StreamResponse(task=to_proto(_submitted(task_id, request), Task))
-        async for snapshot in self._states_after_send(task_id, context, turns, errors, mark):
+        if not resent:  # (a task sent before: its states as they stand, from the first)
+            yield StreamResponse(task=to_proto(_submitted(task_id, request), Task))
+        states = self._states_after_send(task_id, context, turns, errors, mark, resent)
+        async for snapshot in states:
             yield StreamResponse(task=to_proto(snapshot, Task))
 
     def _states_after_send(
@@ -167,11 +179,13 @@ class Mq9Transport(ClientTransport):
         turns: int,
         errors: int,
         since: int | None = None,
+        resent: bool = False,
     ) -> AsyncGenerator[dict[str, Any]]:
         """The task's new states from a request just sent: the first look waits for an arrival
         in the reply mailbox (or the next look's time), the agent having had no time to answer
-        yet. A refusal the agent answers instead of a state (an error newer than ``errors``)
-        raises at once: the send never waits out its time for an answer that came."""
+        yet (``resent``: a request sent before looks at once, its answer may be there). A
+        refusal the agent answers instead of a state (an error newer than ``errors``) raises
+        at once: the send never waits out its time for an answer that came."""
 
         previous: dict[str, Any] | None = None
 
@@ -185,7 +199,7 @@ class Mq9Transport(ClientTransport):
             previous = snapshot
             return snapshot
 
-        return self._snapshots(read, context, turns, look_first=False, since=since)
+        return self._snapshots(read, context, turns, look_first=resent, since=since)
 
     async def _refusal(self, task_id: str, after: int) -> Exception | None:
         """The A2A error of the agent's answer about the task newer than ``after``, if any."""

@@ -98,6 +98,14 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def once_id(what: str, *named: str) -> str:
+    """An id (as ``new_id`` makes them: 24 hex digits) that is the same each time for the same
+    ``what`` and names (#90): a request sent again, keyed, makes the same task, the same
+    context, the same message, so the broker sees the same SEND and stores it once."""
+    text = "\n".join((what, *named)).encode("utf-8", "backslashreplace")
+    return hashlib.sha256(text).hexdigest()[:24]
+
+
 def store_address(agent_mailbox: str) -> str:
     """The task store of the agent served at ``agent_mailbox`` (all its replicas share it)."""
     return TASKS_ROOT + digest(agent_mailbox)
@@ -188,10 +196,19 @@ def tasks_capability() -> dict[str, Any]:
 
 
 def message(
-    text: str, *, role: str = "ROLE_USER", context_id: str = "", task_id: str = ""
+    text: str,
+    *,
+    role: str = "ROLE_USER",
+    context_id: str = "",
+    task_id: str = "",
+    message_id: str = "",
 ) -> dict[str, Any]:
-    """An A2A Message with one text part."""
-    msg: dict[str, Any] = {"messageId": new_id(), "role": role, "parts": [{"text": text}]}
+    """An A2A Message with one text part (a new ``messageId`` unless given)."""
+    msg: dict[str, Any] = {
+        "messageId": message_id or new_id(),
+        "role": role,
+        "parts": [{"text": text}],
+    }
     if context_id:
         msg["contextId"] = context_id
     if task_id:
