@@ -218,7 +218,8 @@ def _limit_options(limits: Group) -> None:
         "its headers, so a payload must be somewhat smaller than this "
         f"(default {p.DEFAULT_MAX_PAYLOAD}, nats-server's default max_payload; GroupReader "
         "assumes no larger payload). Answers, which hold many messages, may be as large as "
-        "the nats-server's max_payload",
+        "the nats-server's max_payload and half its max_pending (32 MiB); a --max-payload "
+        "above the largest message the servers carry is refused at start-up, naming it",
     )
     defaults = BrokerLimits()
     for flag, field, what in (
