@@ -83,7 +83,7 @@ def test_every_alert_reads_a_metric_the_servers_export():
     exported = (
         dashboard_metrics()
         | {f"mq9_{server}_ready" for server in ("broker", "wake", "gateway", "mcp", "console")}
-        | {"mq9_broker_store_answered"}
+        | {"mq9_broker_store_answered", "mq9_broker_store_writes_answered"}  # jetstream store
     )
     for rule in alerts:
         assert f"alertname: {rule['alert']}" in tested, f"{rule['alert']} has no test"
