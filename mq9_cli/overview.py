@@ -135,6 +135,7 @@ class MailboxFigures:
     oldest: int | None = None
     newest_id: int | None = None
     message_ttl: int | None = None
+    counted_at: float | None = None  # when a count past the QUERY reached the end
 
     @property
     def total(self) -> int:
@@ -153,6 +154,7 @@ class MailboxFigures:
             "oldest": self.oldest,
             "newest_id": self.newest_id,
             "message_ttl": self.message_ttl,
+            "counted_at": self.counted_at,
             "mailbox_ttl": None,  # UNANSWERED["ttl"]
         }
 
@@ -181,7 +183,7 @@ async def figures(client: Mq9ClientLike, address: str, *, count_on: bool = False
     # A QUERY answers in msg_id order: one cut to the broker's answer size looks whole but
     # for what a next read from its last id finds
     capped = maybe_cut(found) or (bool(found) and await more_after(client, address, found))
-    tally = _Tally()
+    tally = Tally()
     tally.add(found)
     lower_bound, why = capped, (QUERY_WHY if capped else None)
     if capped and count_on:
@@ -208,7 +210,7 @@ QUERY_WHY = (
 
 
 @dataclass
-class _Tally:
+class Tally:
     """What the counted messages add up to."""
 
     counts: dict[str, int] = field(default_factory=lambda: {p.value: 0 for p in PRIORITY_ORDER})
@@ -232,7 +234,7 @@ class _Tally:
 
 
 async def _count_on(
-    client: Mq9ClientLike, address: str, from_id: int, tally: _Tally
+    client: Mq9ClientLike, address: str, from_id: int, tally: Tally
 ) -> tuple[bool, str | None]:
     """Count the messages from ``from_id`` on into ``tally``, a page at a time, as far as one
     look goes: (whether the count is a lower bound, why)."""
@@ -295,11 +297,14 @@ async def search(
     from_id: int = 0,
     limit: int = QUERY_CAP,
     scan: int = 10,
+    until: float | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Page:
     """The messages of ``address`` with ``key`` (the newest of that key), one of ``tags``
     (each a QUERY filter of the broker's, which answers the oldest 100 and pages no further),
     and holding ``text`` (matched here, case-insensitively, in the payload, key and tags,
-    ``scan`` pages at most a call: the next call goes on from ``next_from``)."""
+    ``scan`` pages at most a call, and none begun past the time ``until`` on ``clock``: the
+    next call goes on from ``next_from``)."""
     if key or tags:
         given: dict[str, Any] = {"key": key} if key else {"tags": tags}
         filtered = await client.query(address, limit=QUERY_CAP, **given)
@@ -322,6 +327,8 @@ async def search(
         if found.next_from is None:
             return Page(hits, None, hidden=said)
         at = found.next_from
+        if until is not None and clock is not None and clock() >= until:
+            break
     return Page(hits, at, at - 1, "; ".join(hidden) or None)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -47,10 +48,14 @@ from ..render import printable, when
 from . import charts
 from .audit import AuditLog
 from .auth import COOKIE, Gate, Session, cookie_header, csrf_ok, same_origin
+from .census import Census, Censuses
 
 HERE = Path(__file__).parent
 log = logging.getLogger("mq9_cli.console")
-PREVIEW_CHARS = 2000  # of a payload in a list; the message's own page shows all of it
+PREVIEW_CHARS = 2000  # of a payload in a list; the message's own page shows more
+# The most of a payload a message's page shows (#91 item 5): a 31 MiB payload laid out as
+# text took Chromium 70 s; the whole one is a download (its size said beside the preview)
+MESSAGE_PREVIEW_BYTES = 64 * 1024
 MAX_FORM_BYTES = 64 * 1024
 MAX_STREAMS = 32  # event streams open at once
 MAX_MAILBOXES = 100  # shown on the mailboxes page
@@ -60,6 +65,16 @@ PAGE = 100  # messages a mailbox's page lists (then a link to the next page)
 HEAVY_BYTES = 1 << 20
 HEAVY_SAMPLE_SECONDS = 60.0
 MAX_WATCHED = 20  # mailboxes sampled for their depth pictures between page views
+# How long a look counts a mailbox on past its QUERY (census.py): a mailbox's page, the list
+# (all its rows together), the depth sampler's look at each watched mailbox
+PAGE_COUNT_SECONDS = 2.0
+LIST_COUNT_SECONDS = 2.0
+SAMPLE_COUNT_SECONDS = 2.0
+# A text search's click (#91 item 5): it reads pages for up to this long, and at most this
+# many (each a page of the mailbox): 100,000 short messages are looked through in a click or
+# two, not a hundred
+SEARCH_SECONDS = 3.0
+SEARCH_PAGES = 2_000
 # How long a look that found whether this console may read a mailbox holds (the agents page's
 # links): a credential's rights change rarely, a page view should not cost a QUERY a card
 ACCESS_SECONDS = 30.0
@@ -102,6 +117,7 @@ class Console:
         self.settings = settings
         self.gate = Gate(settings.token, settings.other_secrets, clock)
         self.history = charts.DepthHistory(clock)
+        self.censuses = Censuses(clock)
         self.client: Mq9Client | None = None
         self.streams = 0
         self.watched: dict[str, None] = dict.fromkeys(settings.mailboxes[:MAX_WATCHED])
@@ -147,23 +163,39 @@ class Console:
         )
         return HTMLResponse(html, status)
 
-    async def figures(self, address: str, count_on: bool = False) -> overview.MailboxFigures:
-        """``address``'s figures; ``count_on``: counted past its QUERY as far as one look
-        goes (a mailbox's own first page and its API's; the lists, later pages and samplers
-        read one QUERY)."""
+    async def figures(self, address: str, count_for: float = 0.0) -> overview.MailboxFigures:
+        """``address``'s figures: its QUERY's, and past it the mailbox's count (``census``),
+        counted on for up to ``count_for`` seconds first: the one count every page, picture
+        and live row shows (#91 item 5)."""
         async with self.reading:
-            found = await overview.figures(self.broker, address, count_on=count_on)
+            found = await overview.figures(self.broker, address)
         self.weight[address] = (self.clock(), sum(len(m.payload) for m in found.messages))
         self._known_access(address, found.exists and found.refused is None)
-        if found.exists and found.refused is None:
-            # the QUERY's count, as every sample takes it: a page view's longer count would
-            # make the picture jump between the two
-            self.history.add(address, len(found.messages))
+        if not (found.exists and found.refused is None):
+            self.censuses.forget(address)
+            return found
+        if found.capped:  # more than its QUERY holds: the count, as far as it went
+            async with self.reading:
+                count = await self.censuses.count(self.broker, address, count_for)
+            found = counted(found, count)
+        self.history.add(address, found.total, found.lower_bound)
         return found
 
     async def page_of(self, address: str, **search: Any) -> overview.Page:
+        """A page of ``address``'s messages; a text search looks through as many pages as
+        ``SEARCH_SECONDS`` reach (at most ``SEARCH_PAGES``), so a click goes far."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + SEARCH_SECONDS
         async with self.reading:
-            return await overview.search(self.broker, address, limit=PAGE, **search)
+            return await overview.search(
+                self.broker,
+                address,
+                limit=PAGE,
+                scan=SEARCH_PAGES,
+                until=until,
+                clock=loop.time,
+                **search,
+            )
 
     async def mailboxes(self) -> list[str]:
         """The mailboxes this console knows: those named and the agents' (mq9 lists none:
@@ -182,10 +214,12 @@ class Console:
         others: list[overview.MailboxFigures] = []
         known = await self.mailboxes()
         seen: set[str] = set()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + LIST_COUNT_SECONDS  # the rows' counts share it
         for address in known:
             if address in seen:
                 continue  # a dead-letter mailbox named too: shown beside its mailbox
-            found = await self.figures(address)
+            found = await self.figures(address, max(until - loop.time(), 0.0))
             if found.refused is not None:
                 others.append(found)
             elif found.exists and len(own) < MAX_MAILBOXES:
@@ -201,7 +235,7 @@ class Console:
         dlq = dead_letter_address(address)
         if address.endswith(".dlq") or not is_valid_address(dlq):
             return None
-        return await self.figures(dlq)
+        return await self.figures(dlq, 0.0)
 
     async def may_open(self, addresses: list[str]) -> dict[str, bool]:
         """Whether this console may open each mailbox's page: every one on a broker it logs in
@@ -248,9 +282,26 @@ class Console:
                 if weight > HEAVY_BYTES and self.clock() - looked < HEAVY_SAMPLE_SECONDS:
                     continue  # a look at it costs the broker's pace seconds: less often
                 try:
-                    await self.figures(address)
+                    await self.figures(address, SAMPLE_COUNT_SECONDS)
                 except Exception as exc:  # a point missed; the pages say what is wrong
                     log.debug("no depth sample of %s: %s", address, failure(exc))
+
+
+def counted(found: overview.MailboxFigures, count: Census) -> overview.MailboxFigures:
+    """``found`` (a QUERY's figures) with the mailbox's count in place of the QUERY's."""
+    tally = count.tally
+    ttls = min(tally.ttls, default=None)
+    ids = [i for i in (tally.newest_id, found.newest_id) if i is not None]
+    return dataclasses.replace(
+        found,
+        counts=dict(tally.counts),
+        lower_bound=not count.exact,
+        why=count.why(),
+        counted_at=count.done_at,
+        oldest=tally.oldest if tally.oldest is not None else found.oldest,
+        newest_id=max(ids, default=None),
+        message_ttl=ttls if ttls is not None else found.message_ttl,
+    )
 
 
 @dataclass(frozen=True)
@@ -392,6 +443,7 @@ def create_app(
         Route("/mailboxes", _mailboxes),
         Route("/mailboxes/{address}", _mailbox),
         Route("/mailboxes/{address}/messages/{msg_id:int}", _message),
+        Route("/mailboxes/{address}/messages/{msg_id:int}/payload", _payload),
         Route(
             "/mailboxes/{address}/messages/{msg_id:int}/{action}",
             _message_action,
@@ -547,8 +599,8 @@ async def _mailbox(request: Request) -> Response:
     address = _address(request)
     search = _search(request)
     console.watch(address)
-    # the count reads on past the QUERY on the first page only: not again at each next page
-    figures = await console.figures(address, count_on=not any(search.values()))
+    # every page of it shows the one count (census.py), counted on a little at each view
+    figures = await console.figures(address, PAGE_COUNT_SECONDS)
     if figures.refused is not None:
         raise OperationError(figures.refused)
     found = overview.Page([], None)
@@ -596,14 +648,33 @@ async def _message(request: Request) -> Response:
     if held is None:
         return console.page(request, "error.html", 404, problem=f"no message {msg_id} in {address}")
     shown = overview.message_view(held)
+    size = len(held.payload)
+    whole = size <= MESSAGE_PREVIEW_BYTES
+    if not whole:  # a bounded preview: a browser lays out megabytes of text for a minute
+        shown["payload"] = bytes(held.payload[:MESSAGE_PREVIEW_BYTES]).decode("utf-8", "ignore")
     return console.page(
         request,
         "message.html",
         address=address,
         message=shown,
-        pretty=overview.pretty(shown["payload"]),
+        size=size,
+        whole=whole,
+        more=size - len(shown["payload"].encode()),
+        pretty=overview.pretty(shown["payload"]) if whole else None,
         is_dead_letter=address.endswith(".dlq"),
     )
+
+
+async def _payload(request: Request) -> Response:
+    """A message's whole payload, as it was sent, to download (never rendered as a page)."""
+    console = _console(request)
+    address, msg_id = _address(request), request.path_params["msg_id"]
+    held = await overview.message_at(console.broker, address, msg_id)
+    if held is None:
+        return PlainRefusal(f"no message {msg_id} in {address}", 404)
+    name = f"{address}-{msg_id}.txt"
+    headers = {"content-disposition": f'attachment; filename="{name}"'}
+    return Response(bytes(held.payload), media_type="application/octet-stream", headers=headers)
 
 
 async def _message_action(request: Request) -> Response:
@@ -653,7 +724,7 @@ async def _depth(request: Request) -> Response:
     samples = console.history.samples(address)
     if request.query_params.get("small"):  # a table's thumbnail: the line alone
         return Response(charts.sparkline(address, samples), media_type="image/svg+xml")
-    svg = charts.depth_chart(address, samples, capped=QUERY_CAP)
+    svg = charts.depth_chart(address, samples, lower=console.history.lower(address))
     return Response(svg, media_type="image/svg+xml")
 
 
@@ -855,7 +926,7 @@ async def _api_mailbox(request: Request) -> Response:
     console = _console(request)
     address = _address(request)
     search = _search(request)
-    figures = await console.figures(address, count_on=not any(search.values()))
+    figures = await console.figures(address, PAGE_COUNT_SECONDS)
     if figures.refused is not None:
         raise OperationError(figures.refused)
     if any(search.values()) and figures.exists:

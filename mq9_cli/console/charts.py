@@ -22,10 +22,18 @@ class DepthHistory:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._samples: dict[str, deque[tuple[float, int]]] = {}
+        self._lower: dict[str, deque[bool]] = {}  # each sample: a lower bound (N+)
 
-    def add(self, address: str, depth: int) -> None:
+    def add(self, address: str, depth: int, lower: bool = False) -> None:
         kept = self._samples.setdefault(address, deque(maxlen=KEPT_SAMPLES))
         kept.append((self.clock(), depth))
+        self._lower.setdefault(address, deque(maxlen=KEPT_SAMPLES)).append(lower)
+
+    def lower(self, address: str) -> bool:
+        """Whether the picture's top (its largest sample) is a lower bound, as its page says."""
+        samples, lower = self.samples(address), list(self._lower.get(address, ()))
+        top = max((d for _, d in samples), default=0)
+        return any(b for (_, d), b in zip(samples, lower, strict=False) if d == top)
 
     def samples(self, address: str) -> list[tuple[float, int]]:
         return list(self._samples.get(address, ()))
@@ -46,8 +54,15 @@ def _svg(body: Iterable[str], title: str, height: int = HEIGHT, width: int = WID
     )
 
 
-def depth_chart(address: str, samples: list[tuple[float, int]], *, capped: int) -> str:
-    """Depth over time as a line; a depth at ``capped`` is drawn as "capped+" (a QUERY's most)."""
+def depth_chart(
+    address: str,
+    samples: list[tuple[float, int]],
+    *,
+    capped: int | None = None,
+    lower: bool = False,
+) -> str:
+    """Depth over time as a line; its top drawn "N+" when it is a lower bound (``lower``, as
+    the mailbox's page says it), or at least ``capped``."""
     title = f"messages in {address} over time"
     if not samples:
         return _svg([_text(WIDTH / 2, HEIGHT / 2, "no samples yet", "middle")], title)
@@ -61,7 +76,7 @@ def depth_chart(address: str, samples: list[tuple[float, int]], *, capped: int) 
         return f"{x:.1f},{y:.1f}"
 
     points = " ".join(xy(t, d) for t, d in samples)
-    shown_top = f"{top}+" if top >= capped else str(top)
+    shown_top = f"{top}+" if lower or (capped is not None and top >= capped) else str(top)
     body = [
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
         'stroke="#888"/>',

@@ -1,0 +1,123 @@
+"""A mailbox counted to its end (#91 item 5): mq9 answers no count, so the console reads the
+mailbox page by page (``overview.page``, the reading of cut answers every page uses) from its
+first message to its last, and keeps the count it reached. A count goes on where it stopped at
+the next look (a page view gives it a few seconds, the depth sampler more), so a mailbox of
+100,000 messages is counted exactly after a look or two, and every part of every page shows
+that one count: the list, the mailbox's figures, its picture, its last page.
+
+A count is exact as of when it reached the end (``done_at``, shown with it), and made again
+after ``RECOUNT_SECONDS`` (messages come, are deleted and expire meanwhile); until the new one
+ends the last exact one is shown, with its time. A count is "at least N" only where it truly is:
+still under way, or stopped at ``COUNT_BYTES`` of payloads (a mailbox of 31 MiB messages is
+not read through for a count), or a page that says less urgent messages may be missing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from langchain_mq9.client.api import Mq9ClientLike
+from langchain_mq9.protocol.errors import MailboxNotFound
+
+from .. import overview
+
+# How long a finished count stands before it is made again.
+RECOUNT_SECONDS = 30.0
+# The most payload bytes one count reads: past it the count stays "at least N".
+COUNT_BYTES = 64 << 20
+
+
+@dataclass
+class Census:
+    """One count of ``address`` from its first message on: what it added up so far, where it
+    goes on (``next_from``; None: it reached the end), and why it is a lower bound for good
+    (``stopped``: a page that may miss messages, or the byte budget spent)."""
+
+    address: str
+    started: float
+    tally: overview.Tally = field(default_factory=overview.Tally)
+    next_from: int | None = 0
+    stopped: str | None = None
+    done_at: float | None = None
+    pages: int = 0
+    # one count at a time: a page view's and the sampler's would count the same pages twice
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @property
+    def exact(self) -> bool:
+        return self.done_at is not None and self.stopped is None
+
+    @property
+    def total(self) -> int:
+        return sum(self.tally.counts.values())
+
+    def why(self) -> str | None:
+        """Why the count is a lower bound (None: it is exact)."""
+        if self.exact:
+            return None
+        if self.stopped is not None:
+            return self.stopped
+        return (
+            f"counted the first {self.total:,} so far, page by page (mq9 answers no count): "
+            "the count goes on at each look"
+        )
+
+    async def advance(
+        self, client: Mq9ClientLike, seconds: float, clock: Callable[[], float]
+    ) -> None:
+        """Count on, a page at a time, until the end or for ``seconds`` (on the loop's clock:
+        ``clock`` dates the end)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while self.next_from is not None and self.stopped is None:
+            found = await overview.page(client, self.address, self.next_from)
+            self.pages += 1
+            self.tally.add(found.messages)
+            self.next_from = found.next_from
+            if found.hidden is not None:
+                self.stopped = found.hidden
+            elif self.tally.payload_bytes > COUNT_BYTES:
+                self.stopped = (
+                    f"counted the first {self.total:,}: a count reads at most "
+                    f"{COUNT_BYTES >> 20} MiB of payloads, and mq9 answers no count"
+                )
+            if self.next_from is not None and loop.time() >= until:
+                return
+        self.done_at = clock()
+
+
+class Censuses:
+    """The counts of the mailboxes the console looked at: the last finished one of each, and
+    the one under way."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.done: dict[str, Census] = {}
+        self.going: dict[str, Census] = {}
+
+    async def count(self, client: Mq9ClientLike, address: str, seconds: float) -> Census:
+        """``address``'s count, counted on for up to ``seconds`` first: the last finished one
+        while it is fresh (or while the next one is under way), else the one under way."""
+        now = self.clock()
+        done = self.done.get(address)
+        if done is not None and done.done_at is not None and now - done.done_at < RECOUNT_SECONDS:
+            return done
+        going = self.going.setdefault(address, Census(address, now))
+        async with going.lock:
+            if going.done_at is None:
+                try:
+                    await going.advance(client, seconds, self.clock)
+                except MailboxNotFound:  # gone meanwhile
+                    self.forget(address)
+                    raise
+        if going.done_at is not None:
+            if self.going.get(address) is going:
+                self.done[address] = self.going.pop(address)
+            return going
+        return done or going
+
+    def forget(self, address: str) -> None:
+        self.done.pop(address, None)
+        self.going.pop(address, None)
