@@ -122,12 +122,19 @@ class AgentCaller:
         context_id: str | None = None,
         wait: float = 0,
         on_state: StateListener | None = None,
+        once: str | None = None,
     ) -> CallState:
         """Send ``text`` to the agent at ``mailbox`` as a new task; wait up to ``wait``
         seconds for it to stop. An agent that is offline answers later: the state is then
-        ``submitted``, and ``check`` picks the result up."""
+        ``submitted``, and ``check`` picks the result up. ``once``: a key of the call (a tool
+        call's, #90): the same call again is the same task, sent once (``submit_once``)."""
         if not isinstance(text, str) or not text.strip():
             raise CallError("the task text is empty: say what the agent should do")
+        if once:
+            message_id = w.once_id("message", self.reply_mailbox, mailbox, once)
+            msg = w.message(text, context_id=context_id or "", message_id=message_id)
+            task_id, _ = await self.submit_once(mailbox, w.send_request(msg), once, agent=agent)
+            return await self.check(task_id, wait=wait, on_state=on_state)
         context_id = context_id or w.new_id()
         request = w.send_request(w.message(text, context_id=context_id))
         task_id = await self.submit(mailbox, request, agent=agent)
@@ -206,16 +213,20 @@ class AgentCaller:
         request follows it on the wire without waiting for its answer (the agent's answer has
         a mailbox to go to)."""
         task_id = record["taskId"]
+
+        def write() -> Awaitable[None]:
+            return self._write_record(record, once=True) if once else self._write_record(record)
+
         if not self._opened:
             try:
-                await self._write_record(record, once=once)
+                await write()
             except MailboxNotFound:  # the first call: only a call creates the reply mailbox
                 await self.open()
-                await self._write_record(record, once=once)
+                await write()
             await self.send_request(mailbox, request, w.SEND, task_id, once=once)
             return
         kept, sent = await asyncio.gather(
-            self._write_record(record, once=once),
+            write(),
             self.send_request(mailbox, request, w.SEND, task_id, once=once),
             return_exceptions=True,
         )
@@ -224,7 +235,7 @@ class AgentCaller:
         if isinstance(kept, BaseException):
             if isinstance(kept, MailboxNotFound):  # deleted since: made again
                 await self.open()
-            await self._write_record(record)  # the request is out: its record must be kept
+            await write()  # the request is out: its record must be kept
 
     async def call_http(
         self,
@@ -348,10 +359,13 @@ class AgentCaller:
         wait: float = 0,
         on_state: StateListener | None = None,
         allow: Callable[[str], None] | None = None,
+        once: str | None = None,
     ) -> CallState:
         """Answer an input-required task; the agent resumes it with the answer. ``allow`` is
         called with the agent's mailbox before anything is sent (a tool's policy: it raises
-        to refuse)."""
+        to refuse). ``once``: a key of the answer (a tool call's, #90): the same answer sent
+        again, after the first was taken, is refused as the task now asks nothing; before,
+        it is stored once."""
         current = await self.check(task_id)
         if current.state != w.INPUT_REQUIRED or current.answer_pending:
             why = f"it is {w.short_state(current.state)}"
@@ -377,8 +391,12 @@ class AgentCaller:
         # Answers sent so far: the agent's history holds the request and each answer it took.
         record["answered"] = _user_turns(current.task)
         await self._write_record(record)
-        msg = w.message(text, context_id=record["contextId"], task_id=task_id)
-        await self.send_request(record["mailbox"], w.send_request(msg), w.SEND, task_id)
+        message_id = w.once_id("answer", self.reply_mailbox, task_id, once) if once else ""
+        msg = w.message(
+            text, context_id=record["contextId"], task_id=task_id, message_id=message_id
+        )
+        sent = w.send_request(msg)
+        await self.send_request(record["mailbox"], sent, w.SEND, task_id, once=bool(once))
         return await self.check(task_id, wait=wait, on_state=on_state)
 
     async def cancel(

@@ -23,7 +23,7 @@ from .errors import OperationError
 from .policy import ToolPolicy
 from .registry import discover, search_of
 from .results import CallsListed, CallStarted, CallStatus, Outcome
-from .schemas import MAX_TOOL_WAIT_MS, _Input
+from .schemas import MAX_IDEMPOTENCY_KEY, MAX_TOOL_WAIT_MS, _Input
 from .views import DATA_NOTE
 
 MAX_WAIT_SECONDS = MAX_TOOL_WAIT_MS // 1000
@@ -53,6 +53,9 @@ class CallAgentInput(_Input):
     context_id: str = Field(
         default="", description="An earlier call's context_id, to continue that conversation."
     )
+    # #90: the same call again (same key) is the same task, sent once; '' = the LangChain tool
+    # call's own key (tools.py)
+    idempotency_key: str = Field(default="", max_length=MAX_IDEMPOTENCY_KEY)
 
 
 class CheckCallInput(_Input):
@@ -64,6 +67,7 @@ class AnswerCallInput(_Input):
     task_id: _TaskId
     answer: str = Field(min_length=1, description="Your answer to the agent's question.")
     wait_seconds: _Wait = 0
+    idempotency_key: str = Field(default="", max_length=MAX_IDEMPOTENCY_KEY)  # as call_agent's
 
 
 class CancelCallInput(_Input):
@@ -210,6 +214,7 @@ async def call_agent(ctx: CallContext, args: CallAgentInput) -> Outcome[CallStar
         context_id=args.context_id or None,
         wait=args.wait_seconds,
         on_state=_progress(ctx),
+        once=args.idempotency_key or None,
     )
     return Outcome(_shown(state, ctx.policy, CallStarted), state)
 
@@ -227,6 +232,7 @@ async def answer_call(ctx: CallContext, args: AnswerCallInput) -> Outcome[CallSt
         wait=args.wait_seconds,
         on_state=_progress(ctx),
         allow=ctx.policy.check,  # the agent's mailbox, as call_agent checked it
+        once=args.idempotency_key or None,
     )
     return Outcome(_shown(state, ctx.policy, CallStatus), state)
 
