@@ -221,6 +221,16 @@ def _limit_options(limits: Group) -> None:
         "the nats-server's max_payload and half its max_pending (32 MiB); a --max-payload "
         "above the largest message the servers carry is refused at start-up, naming it",
     )
+    limits.add_argument(
+        "--idempotency-window",
+        type=positive_int,
+        default=BrokerLimits().idempotency_window,
+        metavar="SECONDS",
+        help="how long a SEND's idempotency key is kept per mailbox: every SEND with the key "
+        "within it answers the first one's msg_id, storing nothing (default "
+        f"{BrokerLimits().idempotency_window}: a client's resends and a broker's restart). "
+        "docs/protocol.md, 'Exactly once'",
+    )
     defaults = BrokerLimits()
     for flag, field, what in (
         ("--max-card-bytes", "max_card_bytes", "largest agent card REGISTER keeps, in bytes"),
@@ -331,7 +341,10 @@ def config_of(args: argparse.Namespace) -> BrokerConfig:
     settings = {f.name: given[f.name] for f in fields(BrokerConfig) if f.name in given}
     credentials = args.credentials  # off (None), beside --data (""), or DIR
     settings.update(
-        limits=BrokerLimits(**{k: v for k, v in given.items() if k.startswith("max_")}),
+        limits=BrokerLimits(
+            **{k: v for k, v in given.items() if k.startswith("max_")},
+            idempotency_window=args.idempotency_window,
+        ),
         answer_rate=args.answer_rate or 0,  # 0: no pace (count_limit's None)
         search=not args.no_search,
         credentials=False if credentials is None else credentials or True,
