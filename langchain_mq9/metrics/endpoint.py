@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .extra import need_prometheus
+from .notify import tell_when_ready
 
 log = logging.getLogger("langchain_mq9.metrics")
 
@@ -74,6 +76,7 @@ class OperatorEndpoint:
         if ready_metric is not None:
             registry.register(_ReadyGauge(self, ready_metric))
         self._server: asyncio.Server | None = None
+        self._told: asyncio.Task[None] | None = None  # systemd told once ready (notify.py)
         self._open = 0
         self._handlers: set[asyncio.Task[None]] = set()
 
@@ -93,9 +96,15 @@ class OperatorEndpoint:
             self._serve, self.host, self.port, limit=LINE_LIMIT
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if os.environ.get("NOTIFY_SOCKET"):  # #91 item 7: a unit of Type=notify waits for it
+            self._told = asyncio.ensure_future(tell_when_ready(self.why_not_ready))
         return self
 
     async def stop(self) -> None:
+        if self._told is not None:
+            self._told.cancel()
+            await asyncio.gather(self._told, return_exceptions=True)
+            self._told = None
         if self._server is None:
             return
         self._server.close()

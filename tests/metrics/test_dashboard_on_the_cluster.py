@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow  # three nats-servers, two brokers, four servers, 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "docs" / "deploy.md"
 SHIPPED = ROOT / "packaging" / "prometheus"
-NATS_PORTS = ("4222", "4223", "4224", "6222", "6223", "6224")
+NATS_PORTS = ("4222", "4223", "4224", "6222", "6223", "6224", "8222", "8223", "8224")
 METRICS_PORTS = ("9464", "9465", "9466", "9467", "9468", "9469")
 BLOCK = re.compile(
     r"<!-- (?P<marker>deploy-[\w-]+)(?:: (?P<name>\S+))? -->\n```\w*\n(?P<body>.*?)^```",
@@ -201,8 +201,10 @@ def start_brokers(
     """deploy.md's broker lines, each with ``--metrics`` on its documented port's stand-in
     (9464, 9469), added to ``into`` as started (the caller kills them, also when this
     fails), then serving."""
+    # (#91) the servers' monitoring endpoints, as docs/deploy.md#watching-the-nats-servers
+    monitors = ",".join(f"http://127.0.0.1:{free[port]}" for port in ("8222", "8223", "8224"))
     for line, port in zip(lines, ("9464", "9469"), strict=True):
-        argv = f"exec {line} --no-search --metrics 127.0.0.1:{free[port]}"
+        argv = f"exec {line} --no-search --metrics 127.0.0.1:{free[port]} --nats-monitor {monitors}"
         into.append(DevBroker(command=["bash", "-c", argv], cwd=home, env=env, wait=False))
     brokers_serving(into)
 
@@ -219,7 +221,7 @@ def brokers_serving(brokers: list[DevBroker]) -> None:
 def scrape_and_check(home: Path, free: dict[str, str]) -> Prometheus:
     """A real Prometheus with the shipped config (ports made free, a 2 s interval) and rules,
     scraping every server: all up and ready, what the cluster holds the same on both brokers
-    and not zero, every dashboard expression with data, the 8 alerts loaded. The caller stops
+    and not zero, every dashboard expression with data, the 12 alerts loaded. The caller stops
     the Prometheus returned (kept in ``home``'s run)."""
     shipped = _free((SHIPPED / "prometheus.yml").read_text(), free)
     shipped = shipped.replace("scrape_interval: 15s", "scrape_interval: 2s")
@@ -240,7 +242,7 @@ def scrape_and_check(home: Path, free: dict[str, str]) -> Prometheus:
             f"http://127.0.0.1:{prometheus.port}/api/v1/rules", timeout=30
         ) as answer:
             groups = json.loads(answer.read())["data"]["groups"]
-        assert sum(len(group["rules"]) for group in groups) == 8  # the shipped alerts, loaded
+        assert sum(len(group["rules"]) for group in groups) == 12  # the shipped alerts, loaded
     except BaseException:
         prometheus.stop()
         raise

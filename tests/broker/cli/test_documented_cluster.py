@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow  # three nats-servers and two brokers, twice
 pytest.importorskip("nkeys")
 
 DEPLOY = Path(__file__).resolve().parents[3] / "docs" / "deploy.md"
-PORTS = ("4222", "4223", "4224", "6222", "6223", "6224")
+PORTS = ("4222", "4223", "4224", "6222", "6223", "6224", "8222", "8223", "8224")
 BLOCK = re.compile(
     r"<!-- (?P<marker>deploy-[\w-]+)(?:: (?P<name>\S+))? -->\n```\w*\n(?P<body>.*?)^```",
     re.S | re.M,
