@@ -163,10 +163,12 @@ class Console:
         )
         return HTMLResponse(html, status)
 
-    async def figures(self, address: str, count_for: float = 0.0) -> overview.MailboxFigures:
+    async def figures(
+        self, address: str, count_for: float = 0.0, pages: int = 0
+    ) -> overview.MailboxFigures:
         """``address``'s figures: its QUERY's, and past it the mailbox's count (``census``),
-        counted on for up to ``count_for`` seconds first: the one count every page, picture
-        and live row shows (#91 item 5)."""
+        counted on first for ``pages`` pages and then up to ``count_for`` seconds: the one
+        count every page, picture and live row shows (#91 item 5)."""
         async with self.reading:
             found = await overview.figures(self.broker, address)
         self.weight[address] = (self.clock(), sum(len(m.payload) for m in found.messages))
@@ -176,7 +178,9 @@ class Console:
             return found
         if found.capped:  # more than its QUERY holds: the count, as far as it went
             async with self.reading:
-                count = await self.censuses.count(self.broker, address, count_for)
+                count = await self.censuses.count(
+                    self.broker, address, count_for, pages=pages, seed=list(found.messages)
+                )
             found = counted(found, count)
         self.history.add(address, found.total, found.lower_bound)
         return found
@@ -600,7 +604,7 @@ async def _mailbox(request: Request) -> Response:
     search = _search(request)
     console.watch(address)
     # every page of it shows the one count (census.py), counted on a little at each view
-    figures = await console.figures(address, PAGE_COUNT_SECONDS)
+    figures = await console.figures(address, PAGE_COUNT_SECONDS, overview.COUNT_PAGES)
     if figures.refused is not None:
         raise OperationError(figures.refused)
     found = overview.Page([], None)
@@ -926,7 +930,7 @@ async def _api_mailbox(request: Request) -> Response:
     console = _console(request)
     address = _address(request)
     search = _search(request)
-    figures = await console.figures(address, PAGE_COUNT_SECONDS)
+    figures = await console.figures(address, PAGE_COUNT_SECONDS, overview.COUNT_PAGES)
     if figures.refused is not None:
         raise OperationError(figures.refused)
     if any(search.values()) and figures.exists:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from langchain_mq9.client.api import Mq9ClientLike
+from langchain_mq9.protocol import Message
 from langchain_mq9.protocol.errors import MailboxNotFound
 
 from .. import overview
@@ -64,16 +65,26 @@ class Census:
             "the count goes on at each look"
         )
 
+    def seed(self, found: list[Message]) -> None:
+        """Start from a QUERY's answer (the mailbox's oldest, in msg_id order): not read twice."""
+        if self.pages == 0 and found:
+            self.tally.add(found)
+            self.next_from, self.pages = found[-1].msg_id + 1, 1
+
     async def advance(
-        self, client: Mq9ClientLike, seconds: float, clock: Callable[[], float]
+        self,
+        client: Mq9ClientLike,
+        seconds: float,
+        clock: Callable[[], float],
+        pages: int = 0,
     ) -> None:
-        """Count on, a page at a time, until the end or for ``seconds`` (on the loop's clock:
-        ``clock`` dates the end)."""
+        """Count on, a page at a time, until the end, or for ``seconds`` once ``pages`` pages
+        were read (on the loop's clock: ``clock`` dates the end)."""
         loop = asyncio.get_running_loop()
-        until = loop.time() + seconds
+        until, read = loop.time() + seconds, 0
         while self.next_from is not None and self.stopped is None:
             found = await overview.page(client, self.address, self.next_from)
-            self.pages += 1
+            self.pages, read = self.pages + 1, read + 1
             self.tally.add(found.messages)
             self.next_from = found.next_from
             if found.hidden is not None:
@@ -83,7 +94,7 @@ class Census:
                     f"counted the first {self.total:,}: a count reads at most "
                     f"{COUNT_BYTES >> 20} MiB of payloads, and mq9 answers no count"
                 )
-            if self.next_from is not None and loop.time() >= until:
+            if self.next_from is not None and read >= pages and loop.time() >= until:
                 return
         self.done_at = clock()
 
@@ -97,9 +108,18 @@ class Censuses:
         self.done: dict[str, Census] = {}
         self.going: dict[str, Census] = {}
 
-    async def count(self, client: Mq9ClientLike, address: str, seconds: float) -> Census:
-        """``address``'s count, counted on for up to ``seconds`` first: the last finished one
-        while it is fresh (or while the next one is under way), else the one under way."""
+    async def count(
+        self,
+        client: Mq9ClientLike,
+        address: str,
+        seconds: float,
+        *,
+        pages: int = 0,
+        seed: list[Message] | None = None,
+    ) -> Census:
+        """``address``'s count, counted on first for ``pages`` pages and then up to
+        ``seconds``: the last finished one while it is fresh (or while the next one is under
+        way), else the one under way. ``seed``: the QUERY just read, where a new count starts."""
         now = self.clock()
         done = self.done.get(address)
         if done is not None and done.done_at is not None and now - done.done_at < RECOUNT_SECONDS:
@@ -107,8 +127,9 @@ class Censuses:
         going = self.going.setdefault(address, Census(address, now))
         async with going.lock:
             if going.done_at is None:
+                going.seed(seed or [])
                 try:
-                    await going.advance(client, seconds, self.clock)
+                    await going.advance(client, seconds, self.clock, pages)
                 except MailboxNotFound:  # gone meanwhile
                     self.forget(address)
                     raise

@@ -18,6 +18,7 @@ from console_world import TOKEN, World, browser, shoot
 from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker.engine.limits import BrokerLimits
 from mq9_cli import overview
+from mq9_cli.console import census
 
 pytestmark = pytest.mark.slow
 WAIT = 60  # seconds: a hang guard, never a timing assertion
@@ -111,7 +112,9 @@ def test_a_page_of_urgent_messages_that_fill_the_answer_says_what_it_may_miss():
         assert 'id="page-may-miss"' in page
 
 
-def test_a_count_is_exact_as_far_as_one_look_goes_and_says_why_past_it(monkeypatch):
+def test_a_count_is_exact_once_counted_to_the_end_and_says_why_short_of_it(monkeypatch):
+    """(#91 item 5) one count on every part of a page: the list's row, the mailbox's figures,
+    its later pages; "at least N", with each priority, only where the count stopped short."""
     with World(mailboxes=("team.many",)) as world:
         client = world.client
         world.run(client.mailbox_create(name="team.many"))
@@ -122,17 +125,24 @@ def test_a_count_is_exact_as_far_as_one_look_goes_and_says_why_past_it(monkeypat
         assert exact["total"] == 250 and not exact["total_is_lower_bound"]
         assert exact["counts"] == {"critical": 0, "urgent": 225, "normal": 25}
         assert exact["capped"] and exact["next_from_id"] == 100  # the first page: the QUERY's
+        assert exact["counted_at"] is not None
         page = http.get("/mailboxes/team.many").text
-        assert 'id="total">250<' in page
-        # the mailboxes list reads one QUERY each: a lower bound, and the cell says why
+        assert 'id="total">250<' in page and 'id="count-normal">25<' in page
+        assert 'id="total">250<' in http.get("/mailboxes/team.many?from_id=200").text
         listed = http.get("/mailboxes").text
-        assert re.search(r'title="at least 100: one QUERY answers at most 100[^"]*">100\+<', listed)
-        monkeypatch.setattr(overview, "COUNT_PAGES", 1)  # one look reaches 200 of them
-        short = http.get("/api/mailboxes/team.many").json()
+        assert re.search(r'class="total" title="counted to its end at [^"]*">250<', listed)
+        assert '<td class="normal">25</td>' in listed
+        # a count that stops short (here: its payload budget spent at its first page past the
+        # QUERY) is "at least N" everywhere, each priority too, and says why
+        monkeypatch.setattr(census, "COUNT_BYTES", 1)
+        world.run(client.mailbox_create(name="team.more"))
+        for n in range(250):
+            world.run(client.send("team.more", f"m{n}"))
+        short = http.get("/api/mailboxes/team.more").json()
         assert short["total"] == 200 and short["total_is_lower_bound"]
         assert short["lower_bound_why"].startswith("counted the first 200")
-        page = http.get("/mailboxes/team.many").text
-        assert 'id="total">200+<' in page
+        page = http.get("/mailboxes/team.more").text
+        assert 'id="total">200+<' in page and 'id="count-normal">200+<' in page
         assert re.search(r'id="lower-bound">\(at least 200: counted the first 200', page)
 
 
