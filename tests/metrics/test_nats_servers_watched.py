@@ -87,11 +87,11 @@ async def _all_well(broker_port: int, gateway_port: int, monitors: list[str]) ->
 
     await until(ready, timeout=FORMING, what="the broker and the gateway ready")
 
-    async def watched() -> dict[str, float] | None:
+    async def watched() -> str | None:
         _, text = await _get(broker_port, "/metrics")
         current = _samples(text, "mq9_nats_jetstream_peer_current")
         up = _samples(text, "mq9_nats_server_up")
-        return text if len(current) == 2 and sum(up.values()) == 3 else None  # type: ignore[return-value]
+        return text if len(current) == 2 and sum(up.values()) == 3 else None
 
     text = str(await until(watched, timeout=FORMING, what="three servers and two peers seen"))
     assert _samples(text, "mq9_nats_server_up") == {f'server="{m}"': 1.0 for m in monitors}
