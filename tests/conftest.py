@@ -57,6 +57,24 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"MQ9_TEST_STORE={TEST_STORE!r}: expected one of {STORES}")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """The workers of ``-n auto`` (pyproject's addopts): two a core, at most 8, for the suite or
+    folders of it. Most tests wait on another process (a nats-server electing, a broker or
+    ``mq9-mcp`` starting, a browser), not on this one's CPU. Each file runs in one worker
+    (``--dist loadfile``), so a run of named files takes a worker a file, and one file, or
+    ``-s``, runs in this process (0): workers started for nothing cost a shared machine their
+    imports. ``-n N`` asks for N; PYTEST_XDIST_AUTO_NUM_WORKERS overrides."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(2 * (cores or 1), 8)
+    if config.getoption("capture") == "no":
+        return 0
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        named = {arg.split("::")[0] for arg in config.args}
+        if all(os.path.isfile(path) for path in named):
+            workers = min(workers, len(named))
+    return workers if workers > 1 else 0
+
+
 def pytest_report_header() -> str:
     store = os.environ.get("MQ9_TEST_STORE") or "memory"
     return f"mq9 store of the brokers served on nats-server: {store} (MQ9_TEST_STORE)"
