@@ -12,6 +12,7 @@ from langgraph.types import interrupt
 from langchain_mq9 import AgentCaller, serve_agent
 from langchain_mq9.groups.reader import GroupReader
 from mq9_cli import overview
+from mq9_cli.console.app import MESSAGE_PREVIEW_BYTES
 from tests.support.a2a_support import text_graph, text_io
 
 pytestmark = pytest.mark.slow
@@ -241,11 +242,14 @@ def test_hostile_payloads_are_inert_text_on_every_page(driver):
                 driver.get(world.url + page)
                 assert_inert(driver, page, visible=page != "/mailboxes")
             driver.get(world.url + "/mailboxes/team.hostile/messages/1")
-            assert_inert(driver, "the 1 MB message")
+            # (#91 item 5) its first 64 KiB, its size, and the whole as a download
+            assert_inert(driver, "the 1 MB message", visible=False)
             length = driver.execute_script(
                 "return document.getElementById('payload').textContent.length"
             )
-            assert length == len(big)
+            assert length == MESSAGE_PREVIEW_BYTES
+            size = driver.find_element(By.ID, "payload-size").text
+            assert size == f"{len(big.encode()):,} bytes", size
             shoot(driver, "hostile-message")
 
             driver.get(world.url + "/mailboxes/team.hostile")
