@@ -17,6 +17,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -73,6 +74,15 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
         if all(os.path.isfile(path) for path in named):
             workers = min(workers, len(named))
     return workers if workers > 1 else 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The repository's checks (tests/project: mypy, the docs' venv, the notebooks, the
+    examples, the bench smoke run: a few tests of minutes each) first, the rest in the order
+    collected: on parallel workers they start at once and run beside the others, instead of
+    being left for last (pyproject's --no-loadscope-reorder keeps this order)."""
+    checks = Path(__file__).parent / "project"
+    items.sort(key=lambda item: not item.path.is_relative_to(checks))  # (a stable sort)
 
 
 def pytest_report_header() -> str:
