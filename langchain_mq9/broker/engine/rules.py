@@ -87,8 +87,12 @@ def idempotency_key(headers: Headers) -> tuple[str | None, Headers]:
     size = len(key.encode(errors="surrogatepass"))
     if not 0 < size <= p.MAX_IDEMPOTENCY_KEY:
         raise Mq9Error(p.err_idempotency_key_size(size))
-    rest = {name: value for name, value in headers.items() if name != p.HEADER_IDEMPOTENCY_KEY}
-    return key, Vouched(rest, headers.sender) if isinstance(headers, Vouched) else rest
+    if isinstance(headers, Vouched):
+        rest = {name: value for name, value in headers.items() if name != p.HEADER_IDEMPOTENCY_KEY}
+        return key, Vouched(rest, headers.sender)
+    if len(headers) == 1:  # the key alone (most keyed SENDs): no headers to store
+        return key, None
+    return key, {name: value for name, value in headers.items() if name != p.HEADER_IDEMPOTENCY_KEY}
 
 
 def fingerprint(message: StoredMessage, mq9_key: str | None, delay: int, body: bytes) -> bytes:
@@ -96,10 +100,18 @@ def fingerprint(message: StoredMessage, mq9_key: str | None, delay: int, body: b
     delay and TTL (seconds from the SEND; -1: none), not the other headers (a trace context
     differs from one try to the next). 16 bytes of BLAKE2b."""
     ttl = message.expire_at - message.create_time if message.expire_at else -1
-    head = f"{message.priority.value}\n{mq9_key}\n{','.join(message.tags)}\n{delay}\n{ttl}\n"
-    digest = hashlib.blake2b(head.encode(errors="surrogatepass"), digest_size=16)
+    if mq9_key is None and not message.tags and delay == ttl == -1:  # (most: one lane's mark)
+        head = _PLAIN_HEADS[message.priority]
+    else:
+        text = f"{message.priority.value}\n{mq9_key}\n{','.join(message.tags)}\n{delay}\n{ttl}\n"
+        head = text.encode(errors="surrogatepass")
+    digest = hashlib.blake2b(head, digest_size=16)
     digest.update(body)
     return digest.digest()
+
+
+# (#90) fingerprint's head of a SEND with a priority and nothing else
+_PLAIN_HEADS = {lane: f"{lane.value}\nNone\n\n-1\n-1\n".encode() for lane in p.Priority}
 
 
 def sent_once(msg_id: int, duplicate: bool) -> bytes:

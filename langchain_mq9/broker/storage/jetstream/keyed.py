@@ -97,14 +97,17 @@ async def key_written(requests: Requests, layout: Layout, box: str, once: Once) 
     return answered(once, *read_key_record(entry.data))
 
 
-async def keys_found(requests: Requests, layout: Layout, box: str, batch: list[W]) -> None:
+async def keys_found(requests: Requests, layout: Layout, box: str, batch: list[W]) -> bool:
     """After ``batch`` (mailbox ``box``'s) was refused for an expectation: each keyed write
-    whose key lives is answered from it (its future set), the others written again."""
+    whose key lives is answered from it (its future set), the others written again; whether
+    any was (the refusal then maybe the key's alone: the head expected may still be the
+    last)."""
     keyed = [write for write in batch if write.once is not None and not write.future.done()]
     found = await asyncio.gather(
         *(key_written(requests, layout, box, write.once) for write in keyed if write.once),
         return_exceptions=True,
     )
+    answered = False
     for write, outcome in zip(keyed, found, strict=True):
         if isinstance(outcome, KeyReused):
             write.future.set_exception(outcome)
@@ -112,6 +115,8 @@ async def keys_found(requests: Requests, layout: Layout, box: str, batch: list[W
             raise outcome
         elif outcome is not None:
             write.future.set_result(outcome)
+        answered |= outcome is not None
+    return answered
 
 
 def one_per_key(batch: list[W]) -> tuple[list[W], list[W]]:

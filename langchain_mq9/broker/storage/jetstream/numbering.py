@@ -170,9 +170,12 @@ class Numbering:
                     return
                 if not exc.wrong_last_sequence:
                     raise
-                state = None  # another broker wrote (or a key was sent before): read again
-                if any(write.once is not None for write in batch):
-                    await keys_found(self.requests, self.layout, box, batch)
+                # another broker wrote: read again; or (#90) a key was sent before: answered
+                # from it, the rest written again expecting the same head (refused again if
+                # another broker wrote too)
+                keyed = any(write.once is not None for write in batch)
+                if not keyed or not await keys_found(self.requests, self.layout, box, batch):
+                    state = None
                 continue
             count = len(batch)
             if len(self.last) >= KEPT:

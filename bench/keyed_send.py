@@ -1,0 +1,109 @@
+"""What an idempotency key costs the broker (issue #90): the CPU seconds of SENDs with a key
+against the same SENDs without, answered by one engine in this process (the bench process is
+the broker: ``engine.handle`` straight, no client), on the memory store and on the cluster
+store (a one-node JetStream nats-server on loopback, whose own CPU is not counted: the
+broker's is). Each key new (the SEND stored); then the same keys again (each answered from its
+key, nothing stored). And the memory one key takes in the store held in this process.
+
+    python -m bench.keyed_send --sends 20000 --in-flight 32 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import tracemalloc
+import uuid
+from collections.abc import Awaitable, Callable
+
+import nats
+
+from langchain_mq9 import protocol as p
+from langchain_mq9.broker import BrokerEngine
+from langchain_mq9.broker.engine.engine import Engine
+from langchain_mq9.broker.storage.jetstream import ClusterStore
+from langchain_mq9.broker.storage.sent_keys import SentKeys
+from tests.support.jetstream_servers import JetStreamCluster
+
+Handle = Callable[[str, dict[str, str] | None, bytes], Awaitable[bytes]]
+BODY = b'{"task":"summarize the thread","n":12345}'
+
+
+async def _cpu_us(handle: Handle, box: str, sends: int, in_flight: int, keyed: str | None) -> float:
+    """CPU microseconds a SEND of this process, ``sends`` of them, ``in_flight`` at once."""
+    subject = p.send_subject(box)
+    # (made before the clock starts: the headers nats-py would have read off the wire)
+    headers = [{p.HEADER_IDEMPOTENCY_KEY: f"{keyed}-{n}"} if keyed else None for n in range(sends)]
+    queue = iter(headers)
+
+    async def worker() -> None:
+        for header in queue:
+            answer = await handle(subject, header, BODY)
+            assert b'"error":""' in answer, answer
+
+    started = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return (time.process_time() - started) / sends * 1e6
+
+
+async def _rounds(handle: Handle, box: str, args: argparse.Namespace) -> dict[str, list[float]]:
+    found: dict[str, list[float]] = {"unkeyed": [], "keyed_new": [], "keyed_again": []}
+    for _ in range(args.rounds):
+        tag = uuid.uuid4().hex[:8]
+        found["unkeyed"].append(await _cpu_us(handle, box, args.sends, args.in_flight, None))
+        found["keyed_new"].append(await _cpu_us(handle, box, args.sends, args.in_flight, tag))
+        found["keyed_again"].append(await _cpu_us(handle, box, args.sends, args.in_flight, tag))
+    return found
+
+
+def _summary(found: dict[str, list[float]]) -> dict[str, float]:
+    best = {name: min(values) for name, values in found.items()}
+    return best | {
+        "keyed_over_unkeyed": best["keyed_new"] / best["unkeyed"],
+        "again_over_unkeyed": best["keyed_again"] / best["unkeyed"],
+    }
+
+
+def _bytes_per_key(count: int = 100_000) -> float:
+    """The memory one key takes in ``SentKeys`` (a mailbox name and a key of 36 characters)."""
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    keys = SentKeys()
+    for n in range(count):
+        keys.put("agent.inbox", f"{uuid.UUID(int=n)}", n, bytes(16), n)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    return grown / count
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    engine = BrokerEngine()
+    await engine.handle(p.MAILBOX_CREATE, None, b'{"name":"bench.box"}')
+    found = await _rounds(engine.handle, "bench.box", args)
+    results: dict[str, object] = {"memory": _summary(found)}
+    with JetStreamCluster(1) as cluster:
+        connection = await nats.connect(cluster.urls)
+        store = ClusterStore(connection, name=f"B{uuid.uuid4().hex[:8]}", timeout=20.0)
+        await store.open()
+        cluster_engine = Engine(store)
+        try:
+            await cluster_engine.handle(p.MAILBOX_CREATE, None, b'{"name":"bench.box"}')
+            found = await _rounds(cluster_engine.handle, "bench.box", args)
+            results["cluster"] = _summary(found)
+        finally:
+            await store.close()
+            await connection.close()
+    results["memory_bytes_per_key"] = _bytes_per_key()
+    results["conditions"] = vars(args) | {"date": time.strftime("%Y-%m-%d %H:%M")}
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sends", type=int, default=20_000)
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
