@@ -136,16 +136,17 @@ def _runtime() -> Any:
         return None
 
 
-def tool_call_key(tool: str, call_id: str) -> str:
-    """The idempotency key of a send made by the tool call ``call_id`` of ``tool``: the call's
-    id within its run's LangGraph thread and checkpoint namespace where it has them (a tool
-    call id is unique to one model answer, the thread and namespace keep two runs' apart
-    where a model numbers its calls). LangGraph replays a step with the same config and calls
-    after an interrupt or a crash (durable execution), and a ``RetryPolicy`` runs it again so:
-    the same key, so the broker stores the send once. 35 characters, safe in any header."""
+def tool_call_key(tool: str, call_id: str, arguments: str = "") -> str:
+    """The idempotency key of a send made by the tool call ``call_id`` of ``tool`` with
+    ``arguments`` (their text): the call's id and arguments within its run's LangGraph thread
+    and checkpoint namespace where it has them (a tool call id is unique to one model answer;
+    the thread and namespace keep two runs' apart where a model numbers its calls, the
+    arguments two calls of code that reuses an id). LangGraph replays a step with the same
+    config and calls after an interrupt or a crash (durable execution), and a ``RetryPolicy``
+    runs it again so: the same key, so the broker stores the send once. 35 characters."""
     config = var_child_runnable_config.get()
     configurable = (config or {}).get("configurable") or {}
     thread = configurable.get("thread_id") or ""
     namespace = configurable.get("checkpoint_ns") or ""
-    named = f"{tool}\n{thread}\n{namespace}\n{call_id}".encode("utf-8", "backslashreplace")
-    return "lc." + hashlib.sha256(named).hexdigest()[:32]
+    named = f"{tool}\n{thread}\n{namespace}\n{call_id}\n{arguments}"
+    return "lc." + hashlib.sha256(named.encode("utf-8", "backslashreplace")).hexdigest()[:32]

@@ -88,10 +88,12 @@ class Mq9Tool(BaseTool):
         args = self.operation.input_model.model_validate(kwargs)
         # A send the model gave no key is keyed by its tool call: a replayed or retried call
         # (LangGraph's durable execution, a RetryPolicy) stores one message, a new call another
+        # (its arguments too: code that reuses a call id for other arguments sends anew)
         if vars(args).get("idempotency_key") == "":
             call = _TOOL_CALL.get()
             if call:
-                args.idempotency_key = tool_call_key(self.operation.name, call)  # type: ignore[attr-defined]
+                key = tool_call_key(self.operation.name, call, repr(kwargs))
+                args.idempotency_key = key  # type: ignore[attr-defined]
         return args
 
     # ``arun``/``run`` are LangChain's public entry points (``invoke`` and ``ainvoke`` end

@@ -99,16 +99,19 @@ def test_tool_arguments_are_few_and_use_the_protocol_vocabulary():
         "agent_register": {"name", "capabilities"},
         "agent_discover": {"query"},
         "create_mailbox": {"name", "ttl"},
-        "send_message": {"mail_address", "payload", "priority", "key", "tags", "delay", "ttl"},
+        "send_message": {
+            *("mail_address", "payload", "priority", "key", "tags", "delay", "ttl"),
+            "idempotency_key",  # #90: stored once per key (a tool call's own by default)
+        },
         "fetch_messages": {"mail_address", "max_wait_ms"},
         "ack_messages": {"mail_address", "msg_id", "set_aside"},
         "query_messages": {"mail_address", "key", "tags", "from_id", "limit"},
         "delete_message": {"mail_address", "msg_id"},
         "agent_unregister": {"name"},
         "agent_report": {"name", "status", "details"},
-        "call_agent": {"agent", "task", "wait_seconds", "context_id"},
+        "call_agent": {"agent", "task", "wait_seconds", "context_id", "idempotency_key"},
         "check_call": {"task_id", "wait_seconds"},
-        "answer_call": {"task_id", "answer", "wait_seconds"},
+        "answer_call": {"task_id", "answer", "wait_seconds", "idempotency_key"},
         "cancel_call": {"task_id"},
         "list_calls": {"state"},
         # an extra (in_default_set=False): one rule of several target kinds (docs/wake.md)
