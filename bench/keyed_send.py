@@ -25,7 +25,7 @@ from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.broker.engine.engine import Engine
 from langchain_mq9.broker.storage.jetstream import ClusterStore
 from langchain_mq9.broker.storage.sent_keys import SentKeys
-from tests.support.jetstream_servers import JetStreamCluster
+from testbed.jetstream import JetStreamCluster
 
 Handle = Callable[[str, dict[str, str] | None, bytes], Awaitable[bytes]]
 BODY = b'{"task":"summarize the thread","n":12345}'
