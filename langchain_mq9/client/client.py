@@ -66,6 +66,7 @@ DEFAULT_MAX_GROUPS = 1_000
 # A successful SEND's reply as brokers write it (docs/protocol.md §4; RobustMQ's send.rs:228-231,
 # the bundled engine's SEND_REPLY): this, the msg_id's digits, "}".
 _SEND_STORED = b'{"error":"","msg_id":'
+_NEW_KEY, _SEEN_KEY = b',"duplicate":false', b',"duplicate":true'  # (#90: SENT_ONCE)
 # agent_discover(rerank=True) ranks the listing here up to this many agents (the listing is
 # one answer of about 0.6 MiB per 1,000 cards; docs/discovery.md gives the cost)
 RERANK_MAX_AGENTS = 2_000
@@ -419,10 +420,9 @@ class Mq9Client:
             wait = max(min(attempt, deadline - sent), 0.001)
             try:
                 # (bounded here too: a transport in this process waits as long as its handler)
-                try:
-                    raw = await asyncio.wait_for(
-                        self._transport.request(subject, body, headers, wait), wait + 0.05
-                    )
+                try:  # (a deadline on this task: no task of its own a try, as wait_for makes)
+                    async with asyncio.timeout(wait + 0.05):
+                        raw = await self._transport.request(subject, body, headers, wait)
                 except TimeoutError:
                     raise RequestTimeout(
                         f"the mq9 broker did not answer within {wait:g}s; the request may or "
@@ -824,10 +824,16 @@ def _reply(raw: bytes, subject: str) -> dict[str, Any]:
     brokers write it is read without the JSON decoder (quicker: bench/HOTPATH.md), to
     the same dict."""
     if raw.startswith(_SEND_STORED) and raw.endswith(b"}"):
-        digits = raw[len(_SEND_STORED) : -1]
+        digits, duplicate = raw[len(_SEND_STORED) : -1], None
+        if digits.endswith(_NEW_KEY):  # a keyed SEND's (#90): its key new, or seen before
+            digits, duplicate = digits[: -len(_NEW_KEY)], False
+        elif digits.endswith(_SEEN_KEY):
+            digits, duplicate = digits[: -len(_SEEN_KEY)], True
         # a JSON integer (no leading zero) within an i64's 19 digits (int() takes at most 4,300)
         if digits.isdigit() and len(digits) <= 19 and (digits == b"0" or digits[:1] != b"0"):
-            return {"error": "", "msg_id": int(digits)}
+            if duplicate is None:
+                return {"error": "", "msg_id": int(digits)}
+            return {"error": "", "msg_id": int(digits), "duplicate": duplicate}
     return _json_reply(raw, subject)
 
 
