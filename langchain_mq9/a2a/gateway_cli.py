@@ -236,7 +236,8 @@ def _push(args: argparse.Namespace) -> Any:
     from .push_auth import PushSigner
 
     signer = PushSigner.load(args.push_key) if args.push_key else None
-    return GatewayPush(Destinations(args.allow_push_host), signer=signer)
+    destinations = Destinations(args.allow_push_host, knob="the gateway's --allow-push-host")
+    return GatewayPush(destinations, signer=signer)
 
 
 async def _serve_grpc(handlers: Any, tenants: Any, address: str) -> Any:

@@ -198,9 +198,11 @@ class Destinations:
         command_env: Iterable[str] = (),
         command_env_prefix: str = ENV_PREFIX,
         resolve: Resolve | None = None,
+        knob: str = "the waker's --allow-host",
     ) -> None:
-        # ``resolve``: how names are resolved (the system's resolver; tests give their own)
-        self.hosts = HostPolicy(hosts, knob="the waker's --allow-host", resolve=resolve)
+        # ``resolve``: how names are resolved (the system's resolver; tests give their own);
+        # ``knob``: the option a refusal names, the one its operator sets (#91.6)
+        self.hosts = HostPolicy(hosts, knob=knob, resolve=resolve)
         self.commands = set(commands)
         self.command_env_prefix = check_env_prefix(command_env_prefix)
         self.command_env = frozenset(command_env)
