@@ -21,6 +21,10 @@ writers and readers go on while a process starts.
 
 ``--streams N``: the layout's mailboxes over N message streams (#81); the lane's mailbox is in
 one of them, the kills hit every stream's replicas.
+
+``--keys`` (#90): each SEND carries an idempotency key (its payload), and a SEND that raised
+is sent again with its key until it is answered, as a caller who must not lose it would: the
+lane then counts payloads stored twice (handed out under two msg_ids) beside those lost.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +102,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 async with Mq9Client(urls_text, request_timeout=10.0) as client:
                     while writing:
                         text = f"{number}-{index}"
-                        index += 1
                         try:
-                            msg_id = await client.send(mailbox, text)
+                            key = text if args.keys else None
+                            msg_id = await client.send(mailbox, text, idempotency_key=key)
                         except Exception:
                             ambiguous += 1
+                            index += not args.keys  # (keyed: the same SEND again)
                             await asyncio.sleep(0.05)
                             continue
+                        index += 1
                         answered_twice += msg_id in answered
                         went_back += msg_id <= last
                         last = max(last, msg_id)
@@ -213,6 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         handed_out_with_another_payload=other_text
         + sum(1 for i, text in answered.items() if i in texts and texts[i] != text),
         sends_ambiguous=ambiguous,
+        payloads_stored_twice=sum(n - 1 for n in Counter(texts.values()).values()),
         answered_never_handed_out=len(set(answered) - seen),
         handed_out_after_a_covering_done=undone,
         fetches=len(handed),
@@ -254,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between kills")
     parser.add_argument("--down", type=float, default=1.0, help="seconds a server stays down")
     parser.add_argument("--streams", type=int, default=1, help="the layout's message streams")
+    parser.add_argument("--keys", action="store_true", help="SENDs keyed, resent")
     parser.add_argument("--out", type=Path)
     return run_and_print(run, parser.parse_args(argv))
 
