@@ -166,7 +166,7 @@ class Reads:
         """The lanes of msg_ids ``start.msg_id`` to ``upto.msg_id``, each message read by its
         msg_id at once (the last on ``m.<mailbox>.*.*.<msg_id>``: the servers find the one
         subject in their subject index), and the sequence after the last of them read
-        (``start.seq`` when none was). A lane's reads (``_read``) cost the servers more the
+        (``start.seq`` when none was). A lane's reads (``_lane``) cost the servers more the
         more messages the lane holds: its last message and every batch's count match every
         subject of the lane, one a message (docs/broker.md, "A read behind a backlog").
 
@@ -224,8 +224,8 @@ class Reads:
         subject = layout.mailbox_filter(mailbox)
         stream = layout.mailbox_stream(mailbox)
         if upto is None:
-            return await self._read(stream, subject, start, limit, None, now)
-        return await self._read(stream, subject, start, limit, upto.seq, now, end=upto)
+            return (await self._walk(stream, subject, start, limit, None, now, None)).found
+        return (await self._walk(stream, subject, start, limit, upto.seq, now, upto)).found
 
     async def _lane(
         self, mailbox: str, priority: Priority, start: Mark, limit: int, upto: Mark, now: int
@@ -277,21 +277,6 @@ class Reads:
             at = Mark(msg_id_of(entry.subject) + 1, entry.seq + 1)
         return found[:limit]
 
-    async def _read(
-        self,
-        stream: str,
-        subject: str,
-        start: Mark,
-        limit: int,
-        upto: int | None,
-        now: int,
-        *,
-        end: Mark | None = None,
-    ) -> list[StoredMessage]:
-        """``subject``'s messages (a filter of one mailbox's, in its ``stream``); ``end``, when
-        the caller knows it, the subject's last message (else asked, as of ``upto``)."""
-        return (await self._walk(stream, subject, start, limit, upto, now, end)).found
-
     async def _walk(
         self,
         stream: str,
@@ -302,8 +287,10 @@ class Reads:
         now: int,
         end: Mark | None,
     ) -> _Walk:
-        """``_read``, and how far it went: the highest msg_id it saw (``start.msg_id - 1``
-        when none) and the sequence after the last entry it read."""
+        """``subject``'s messages (a filter of one mailbox's, in its ``stream``) from
+        ``start``, as of ``upto``; ``end``, when the caller knows it, the subject's last
+        message (else asked, as of ``upto``). With them, how far it went: the highest msg_id
+        it saw (``start.msg_id - 1`` when none) and the sequence after its last entry."""
         found: list[StoredMessage] = []
         seq = max(start.seq, 1)
         low = start.msg_id - 1  # (the message at start.seq may be the one below start)
