@@ -46,7 +46,7 @@ ALLOWED = {
 # A value for each parameter of the table's makers: each is named as the attribute it fills.
 GIVEN = {"address": "a.box", "size": 9000, "limit": 4096, "fits": 3, "count": 6, "msg_id": 7,
          "value": "Bad", "length": 300, "subject": "$mq9.AI.NOPE", "largest": 3900,
-         "bound": "this broker's --max-payload"}  # fmt: skip
+         "bound": "this broker's --max-payload", "key": "order-7", "window": 600}  # fmt: skip
 
 
 def _written(maker: str | Callable[..., str]) -> tuple[str, dict[str, object]]:
