@@ -64,7 +64,14 @@ def _matches(pattern: str, subject: str) -> bool:
 def test_one_stream_is_the_layout_as_before() -> None:
     one = Layout("S", 1)
     assert one == Layout("S") and one.message_streams == ("S_MSGS",)
-    assert one.subjects_of(0) == ["mq9.S.m.>", "mq9.S.d.>", "mq9.S.s.>", "mq9.S.t.>", "mq9.S.h.>"]
+    assert one.subjects_of(0) == [
+        "mq9.S.m.>",
+        "mq9.S.d.>",
+        "mq9.S.s.>",
+        "mq9.S.t.>",
+        "mq9.S.h.>",
+        "mq9.S.i.>",  # (#90: a SEND's idempotency key; opening adds it to a layout before)
+    ]
     assert one.message_subject(BOX, Priority.URGENT, NO_KEY, 7) == f"mq9.S.m.{BOX}.urgent.-.7"
     assert one.head_subject(BOX) == f"mq9.S.h.{BOX}"
     assert one.box_filter(BOX) == f"mq9.S.m.{BOX}.>"
