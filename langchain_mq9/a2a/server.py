@@ -353,13 +353,13 @@ class AgentServer:
         if request.method == w.SEND:
             await self._send_message(request, msg.msg_id)
         elif request.method == w.GET_TASK:
-            await self._get_task(request)
+            await self._get_task(request, msg.msg_id)
         elif request.method == w.LIST_TASKS:
             await self._list_tasks(request)
         elif request.method in w.PUSH_METHODS:
             await self._push_config(request)
         else:
-            await self._cancel_task(request)
+            await self._cancel_task(request, msg.msg_id)
 
     async def _reject(self, asker: Asker, exc: w.Rejection) -> None:
         """A request that is no A2A request gets a rejected task saying why (under a new id
@@ -434,10 +434,15 @@ class AgentServer:
 
         await self._to_caller(reply_to, f"answering about task {task_id}", send)
 
-    async def _deliver(self, reply_to: str, snapshot: dict[str, Any]) -> None:
-        """Leave a task state with the caller (its reply mailbox)."""
+    async def _deliver(
+        self, reply_to: str, snapshot: dict[str, Any], answering: int | None = None
+    ) -> None:
+        """Leave a task state with the caller (its reply mailbox); ``answering``: the msg_id
+        of the GetTask or CancelTask it answers (each is answered, whatever was sent before)."""
         what = f"sending task {snapshot['id']} to {reply_to}"
-        await self._to_caller(reply_to, what, lambda: deliver(self.client, reply_to, snapshot))
+        await self._to_caller(
+            reply_to, what, lambda: deliver(self.client, reply_to, snapshot, answering=answering)
+        )
 
     async def _to_caller(
         self, reply_to: str, what: str, send: Callable[[], Awaitable[None]]
@@ -772,14 +777,14 @@ class AgentServer:
     # -- GetTask, ListTasks, CancelTask -----------------------------------------------------
     # Each answers the task's owner only: to anyone else a task is "not found".
 
-    async def _get_task(self, request: w.Request) -> None:
+    async def _get_task(self, request: w.Request, msg_id: int) -> None:
         task_id = request.named_task()
         asker = Asker(request.reply_to, request.sender)
         snapshot = await self._stored(task_id, asker)
         if not asker.owns(snapshot) or request.reply_to is None:
             await self._not_found(asker, task_id, snapshot)
         else:
-            await self._deliver(request.reply_to, snapshot)
+            await self._deliver(request.reply_to, snapshot, answering=msg_id)
 
     async def _not_found(self, asker: Asker, task_id: str, snapshot: dict[str, Any] | None) -> None:
         """Tell an asker the task is not found (it is not its task): at its reply mailbox,
@@ -813,13 +818,13 @@ class AgentServer:
 
         await self._to_caller(reply_to, "answering ListTasks", send)
 
-    async def _cancel_task(self, request: w.Request) -> None:
+    async def _cancel_task(self, request: w.Request, msg_id: int) -> None:
         task_id = request.named_task()
         asker = Asker(request.reply_to, request.sender)
         async with self._one_task.hold((asker.scope, task_id)):
-            await self._cancel(task_id, asker)
+            await self._cancel(task_id, asker, msg_id)
 
-    async def _cancel(self, task_id: str, asker: Asker) -> None:
+    async def _cancel(self, task_id: str, asker: Asker, msg_id: int) -> None:
         snapshot = await self._stored(task_id, asker)
         if snapshot is not None and not asker.owns(snapshot):
             await self._not_found(asker, task_id, snapshot)
@@ -850,7 +855,7 @@ class AgentServer:
         if snapshot is None:  # not read yet (or never sent): it will be canceled on arrival
             snapshot = w.task(task_id, "", w.CANCELED, status_text="canceled before it started")
         if asker.reply_to:  # the answer: final already, or canceled on arrival
-            await self._deliver(asker.reply_to, snapshot)
+            await self._deliver(asker.reply_to, snapshot, answering=msg_id)
 
     async def _watch_cancels(self) -> None:
         """Stop a run here whose task another replica canceled."""

@@ -98,26 +98,36 @@ async def keep(
     )
 
 
-def state_key(snapshot: dict[str, Any]) -> str:
+def state_key(snapshot: dict[str, Any], key: str, answering: int | None = None) -> str:
     """The idempotency key of a task state (#90): the state itself, as written (its task,
-    step, history and time). The same state sent again (a request handed out again after a
-    kill resends the state it stored, a broker step tried again) is stored once; another state
-    of the task is another key."""
-    return "a2a." + w.once_id("task-state", w.json_text(snapshot))
+    step, history, time and owner), the record ``key`` it is kept under, and the request it
+    answers where it is the answer to a read (``answering``: the request's msg_id). The same
+    state sent again (a request handed out again after a kill resends the state it stored, a
+    broker step tried again) is stored once; another state of the task, the same state kept
+    under another record (a task moved from the shared ``task.{id}`` to its owner's), or the
+    answer to another GetTask or CancelTask is another key, never refused as a reused one."""
+    named = [key, w.json_text(snapshot)]
+    if answering is not None:
+        named.append(f"answering {answering}")
+    return "a2a." + w.once_id("task-state", *named)
 
 
-async def deliver(client: Mq9Client, mailbox: str, snapshot: dict[str, Any]) -> None:
+async def deliver(
+    client: Mq9Client, mailbox: str, snapshot: dict[str, Any], *, answering: int | None = None
+) -> None:
     """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or a task store),
-    keyed by its task; the same snapshot sent again is stored once (``state_key``)."""
+    keyed by its task; the same snapshot sent again is stored once (``state_key``), unless it
+    answers another request (``answering``: a GetTask or CancelTask, each answered anew)."""
     headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
+    key = w.TASK_KEY + snapshot["id"]
     await keep(
         client,
         mailbox,
-        w.TASK_KEY + snapshot["id"],
+        key,
         snapshot,
         tags=[w.TASK_TAG],
         headers=headers,
-        idempotency_key=state_key(snapshot),
+        idempotency_key=state_key(snapshot, key, answering),
     )
 
 
@@ -259,7 +269,7 @@ class TaskStore:
             snapshot,
             tags=[w.TASK_TAG],
             headers=headers,
-            idempotency_key=state_key(snapshot),
+            idempotency_key=state_key(snapshot, key),
         )
 
     async def cancel_requested(self, task_id: str, owner: Asker) -> bool:
