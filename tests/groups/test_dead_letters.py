@@ -23,7 +23,11 @@ from langchain_mq9.groups.leases import GRACE, delivery_tags, handout_tag, lease
 from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPolicy
 from langchain_mq9.testing import ScriptedChatModel, call, calls, tool_result
 
-WAIT = 20  # a bound for what takes well under a second here
+# A hang guard, no timing claim: what takes well under a second on the in-process store takes
+# 10-26 s on the JetStream store's lane (test_jetstream_suites: 1,000 messages, 4 competing
+# workers' leases and done records, each a write on the cluster; 20-26 s measured on a quiet
+# 2-core machine), more beside other workers of the suite
+WAIT = 120
 POLL_MS = 50
 _boxes = itertools.count()
 
