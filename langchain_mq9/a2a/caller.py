@@ -150,14 +150,7 @@ class AgentCaller:
         msg = request["message"]
         msg.setdefault("contextId", w.new_id())
         record = self._new_record(task_id, agent, mailbox, msg)
-        try:
-            await self._record_and_send(record, mailbox, request)
-        except TooLarge as exc:  # the call ends here, saying so: it never reached the agent
-            why = f"the request is {exc.size or 'too many'} bytes, more than the broker carries"
-            why += f" ({exc.limit}): send less, or a reference to the data"
-            failed = w.task(task_id, msg["contextId"], w.FAILED, status_text=why)
-            await self._keep_task(failed)
-            raise CallError(why) from None
+        await self._record_and_send_or_fail(record, mailbox, request)
         return task_id
 
     async def submit_once(
@@ -181,7 +174,7 @@ class AgentCaller:
         if record is None:
             record = self._new_record(task_id, agent, mailbox, msg)
             record["sent"] = sent
-            await self._record_and_send(record, mailbox, request, once=True)
+            await self._record_and_send_or_fail(record, mailbox, request, once=True)
             return task_id, False
         if record.get("sent") != sent:
             raise CallError(
@@ -204,6 +197,20 @@ class AgentCaller:
             "contextId": msg["contextId"],
             "request": w.parts_text(msg.get("parts"))[:2000],
         }
+
+    async def _record_and_send_or_fail(
+        self, record: dict[str, Any], mailbox: str, request: dict[str, Any], *, once: bool = False
+    ) -> None:
+        """``_record_and_send``; a request larger than the broker carries ends the call there,
+        saying so in words (``CallError``), its task kept as failed: it never reached the agent."""
+        try:
+            await self._record_and_send(record, mailbox, request, once=once)
+        except TooLarge as exc:
+            why = f"the request is {exc.size or 'too many'} bytes, more than the broker carries"
+            why += f" ({exc.limit}): send less, or a reference to the data"
+            failed = w.task(record["taskId"], record["contextId"], w.FAILED, status_text=why)
+            await self._keep_task(failed)
+            raise CallError(why) from None
 
     async def _record_and_send(
         self, record: dict[str, Any], mailbox: str, request: dict[str, Any], *, once: bool = False
