@@ -74,15 +74,22 @@ async def broker_writes(client: Mq9Client, deadline: float = PROBE_DEADLINE) -> 
     """Whether a broker acknowledged ``client``'s write (a REPORT of ``PROBE_AGENT``) within
     ``deadline``, and when it did not, whether it answered a read."""
     report = {"name": PROBE_AGENT, "report_info": "readyz"}
-    writes = await _asked(client.agent_report(report), client, "a write", deadline)
+    # any refusal of this REPORT is a write not made (no broker refuses it for its name): a
+    # cluster store that lost its quorum answers "JetStream did not acknowledge a write"
+    writes = await _asked(
+        client.agent_report(report), client, "a write", deadline, refused_is_answer=False
+    )
     if writes is None:
         return Answered(None)
     return Answered(writes, await broker_answers(client, deadline))
 
 
 async def _asked(
-    request: Awaitable[Any], client: Mq9Client, what: str, deadline: float
-) -> str | None:
+    request: Awaitable[Any], client: Mq9Client, what: str, deadline: float,
+    *, refused_is_answer: bool = True,
+) -> str | None:  # fmt: skip
+    """None when ``request`` was answered within ``deadline`` (a refusal too, where
+    ``refused_is_answer``: "no such mailbox" answers a read); else why not."""
     if not client.is_connected:
         if asyncio.iscoroutine(request):
             request.close()  # never sent: no "never awaited" warning
@@ -94,8 +101,10 @@ async def _asked(
         return f"no broker answered {what} within {deadline:g} s"
     except (Unavailable, NotConnected, MalformedReply) as exc:
         return f"no broker answered {what}: {type(exc).__name__}: {exc}"
-    except Mq9Error:
-        pass  # the broker's own refusal ("no such mailbox", "not yours"): it answered
+    except Mq9Error as exc:
+        if not refused_is_answer:
+            return f"no broker answered {what}: {type(exc).__name__}: {exc}"
+        # the broker's own refusal ("no such mailbox", "not yours"): it answered
     return None
 
 
