@@ -329,7 +329,7 @@ async def test_replies_and_reads_marked_never_waiting_are_delivered_in_the_read_
 
     try:
         await responder.subscribe("echo", cb=echo)
-        await responder.flush()
+        await flush_in_order(responder)  # its SUB at the server before the first request
         on = engage(connection)
         assert (await connection.request("echo", b"one", timeout=5)).data == b"one"
         sub_marked = await connection.subscribe("marked", cb=marked)
