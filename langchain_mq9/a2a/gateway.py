@@ -275,8 +275,14 @@ class GatewayHandler(RequestHandler):
         push: GatewayPush | None = None,
         arrivals: Arrivals | None = None,
         closing: asyncio.Event | None = None,
+        once_per_message: bool = False,
     ) -> None:
         self.client = client
+        # #90, the operator's choice (--once-per-message): a tenant's SendMessage sent again
+        # with its messageId answers the task the first made. Off by default: the A2A spec
+        # makes it a MAY (3.3.1), and its TCK sends many requests under one messageId, each
+        # expecting a task of its own
+        self.once_per_message = once_per_message
         self.mailbox = mailbox
         self.card = card
         self.gateway = gateway
@@ -313,7 +319,7 @@ class GatewayHandler(RequestHandler):
                 arrivals=self.arrivals,
                 # #90: a client's SendMessage sent again (its messageId again: the answer was
                 # lost) answers the task the first one made; another tenant's is its own
-                once_per_message=True,
+                once_per_message=self.once_per_message,
             )
             self._transports[tenant] = transport
         return transport
@@ -694,7 +700,8 @@ async def gateway_app(
     ``GatewayHandler``'s: ``gateway`` (names the tenants' reply mailboxes,
     ``<gateway>.<tenant>``), ``send_wait``, ``stream_wait``, ``push`` (a ``GatewayPush``: the
     tenants' push configs; the cards then say ``pushNotifications``), ``closing`` (an
-    ``asyncio.Event``: once set, open streams end with their task's state as it stands).
+    ``asyncio.Event``: once set, open streams end with their task's state as it stands),
+    ``once_per_message`` (a tenant's SendMessage resent with its messageId answers its task).
     The client hears the broker's arrival announcements from here on, where it makes them
     (arrivals.py). ``grpc_url``: where the gateway's gRPC server is reached (``host:port``),
     listed in every card; serve it with ``gateway_grpc.serve_grpc(app.handlers, ...)``."""

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="gateway", help="names the tenants' reply mailboxes")
     parser.add_argument("--send-wait", type=float, default=30.0, help="a blocking send's wait")
     parser.add_argument(
+        "--once-per-message",
+        action="store_true",
+        help="a tenant's SendMessage sent again with its messageId answers the task the first "
+        "made (off: A2A's TCK reuses messageIds for new tasks)",
+    )
+    parser.add_argument(
         "--import-card", action="append", default=[], help="an HTTP A2A card URL to import"
     )
     parser.add_argument("--import-every", type=float, default=300.0, help="seconds")
@@ -185,6 +191,7 @@ async def _run(args: argparse.Namespace) -> None:
             public_url=args.public_url or f"http://{args.listen}",
             gateway=args.name,
             send_wait=args.send_wait,
+            once_per_message=args.once_per_message,
             push=push,
             closing=closing,
             grpc_url=(args.grpc_public or args.grpc_listen or "") if args.grpc_listen else "",

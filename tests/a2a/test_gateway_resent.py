@@ -72,7 +72,7 @@ async def requests_waiting(client) -> int:
 @pytest.mark.parametrize("binding", BINDINGS)
 async def test_a_resent_message_answers_its_task_and_reaches_the_agent_once(client, binding):
     async with (
-        grpc_gateway(client) as url,
+        grpc_gateway(client, once_per_message=True) as url,
         a2a_client(url, ALICE, binding) as alice,
         a2a_client(url, BOB, binding) as bob,
     ):
