@@ -48,10 +48,10 @@ pytestmark = pytest.mark.slow  # nats-server processes
 START = Mark(0, 0)
 
 
-@pytest.fixture(scope="module")
-def one_server() -> Iterator[list[str]]:
-    with JetStreamCluster(1) as cluster:
-        yield cluster.urls
+@pytest.fixture
+def one_server(shared_jetstream: list[str]) -> list[str]:
+    # (the worker's shared server: each test writes a layout of its own and stops no node)
+    return shared_jetstream
 
 
 @pytest.fixture
