@@ -205,7 +205,10 @@ async def test_logging_set_level_is_accepted_where_the_revision_has_it():
 
 
 async def test_completions_offer_only_what_the_caller_may_use():
-    args = ("--server", "memory://", "--allowed-mailboxes", "team", "--agent-mailbox", "team.me")
+    # the first REGISTER waits for the in-process broker's embedding model, seconds of CPU
+    # on a busy machine: a deadline this test does not measure is set well above it
+    args = ("--server", "memory://", "--allowed-mailboxes", "team", "--agent-mailbox", "team.me",
+            "--request-timeout", "60")  # fmt: skip
     with http_server(*args) as url:
         async with httpx.AsyncClient(timeout=20) as http:
             for era in (LEGACY, MODERN):

@@ -20,7 +20,9 @@ ERAS = {"modern": "2026-07-28", "legacy": "legacy"}
 def mq9_mcp(*args: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "mcp_server", "--server", "memory://", *args],
+        # (its first REGISTER waits for the in-process broker's embedding model: seconds of
+        # CPU on a busy machine, under a deadline these tests do not measure)
+        args=["-m", "mcp_server", "--server", "memory://", "--request-timeout", "60", *args],
         env=server_env(),
         cwd=str(ROOT),
     )

@@ -29,7 +29,7 @@ import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from ... import protocol as p
@@ -58,7 +58,7 @@ from .rules import (
 )
 from .searching import SearchIndex
 from .sending import CLUSTER, SendLimits, read_send
-from .worker import TEXT_PAUSE, WORKER_NICENESS, after, off_loop, soon
+from .worker import TEXT_PAUSE, WORKER_NICENESS, after, off_loop
 
 # Imported from here by the broker's other parts and the tests
 __all__ = [
@@ -82,6 +82,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("langchain_mq9.broker")
+# Where the embedding model loads: a thread at the process's own priority (load_model_soon)
+_LOADER = ThreadPoolExecutor(1, thread_name_prefix="mq9-broker-model")
 
 S = TypeVar("S", bound=MailboxStore)  # the store an engine is built over
 T = TypeVar("T")
@@ -146,6 +148,7 @@ class Engine(Carried, Generic[S]):
         # asks nothing before its write
         self._groups: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.search_index = SearchIndex()  # the registry as DISCOVER lists and ranks it
+        self._model_loading: Future[None] | None = None  # load_model_soon's, once
         # the --max-mailboxes the store was given, once given: (limit,)
         self._bound: tuple[int | None, ...] = ()
         # serve.py adds its announcer here: to the store's list, or to one nobody tells
@@ -172,10 +175,14 @@ class Engine(Carried, Generic[S]):
         return int(self.clock())
 
     def load_model_soon(self) -> Future[None]:
-        """Start loading the embedding model on the worker thread now (at a broker's start),
-        so the first search waits less for it, and never on the loop. A model that cannot be
-        loaded is the error of the requests that need it. Done when loaded."""
-        return soon(self._quietly_load_model)
+        """Start loading the embedding model now (at a broker's start, or an in-process
+        broker's first request that needs it), once, on a thread of the process's own
+        priority: on the worker thread (nice 10) beside two busy processes its seconds of CPU
+        took 6-9 s and more, and the first REGISTER outlived its client's deadline. A model
+        that cannot be loaded is the error of the requests that need it. Done when loaded."""
+        if self._model_loading is None:
+            self._model_loading = _LOADER.submit(self._quietly_load_model)
+        return self._model_loading
 
     def _quietly_load_model(self) -> None:
         if not self.search:  # nothing ranks: no model loads
@@ -184,6 +191,11 @@ class Engine(Carried, Generic[S]):
             self.search_index.ranker.ranking  # noqa: B018 (the property loads the model)
         except Exception as exc:  # answered to each request that needs the model
             log.error("the embedding model could not be loaded: %s", exc)
+
+    async def _model_loaded(self) -> None:
+        """The model loaded (or its failure logged) before a request's worker turn needs it,
+        the loop serving others meanwhile."""
+        await asyncio.wrap_future(self.load_model_soon())
 
     async def look_up(self, named: Named) -> None:
         """Read from the store whether what a request's ownership check asks about exists
@@ -504,6 +516,7 @@ class Engine(Carried, Generic[S]):
         rules.check_entry_fits(entry, self._message_limit())
         entry.create_time = self.now_second()
         if self.search and entry.card is not None:
+            await self._model_loaded()
             # embedded on the worker before it is stored: a model that cannot be loaded is
             # this REGISTER's error, and nothing is kept (a taken name costs one embedding)
             await off_loop(self.search_index.embed, entry)
@@ -547,6 +560,8 @@ class Engine(Carried, Generic[S]):
         request = await _read(rules.read_discover, body)
         rows, index_rows = await self._both(self.store.agents, self.store.index_rows)
         limits = (self.search, self.answer_limit, self._message_limit())
+        if self.search and (request["semantic"] or request["text"]):
+            await self._model_loaded()  # a search embeds each card newly seen
         answer = functools.partial(self.search_index.answer, request, rows, index_rows)
         return await off_loop(answer, limits)
 
