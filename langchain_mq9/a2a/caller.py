@@ -13,16 +13,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, TypeGuard, cast
+
+from mq9_wire.protocol import Priority, check_address, clipped
+from mq9_wire.protocol.errors import MailboxNotFound, TooLarge
 
 from .._http.hosts import HostPolicy
 from ..client.client import Mq9Client
-from ..protocol import Priority, check_address, clipped
-from ..protocol.errors import MailboxNotFound, TooLarge
 from . import wire as w
 from .arrivals import Arrivals, Bell
+from .shapes import (
+    CallRecord,
+    CallView,
+    CardJson,
+    ErrorReply,
+    MessageJson,
+    SendRequestJson,
+    TaskJson,
+)
 from .store import ensure_mailbox, keep, keyed, latest
 
 # How often a waiting check asks an HTTP agent again (GetTask), where a mailbox is read each
@@ -30,6 +40,9 @@ from .store import ensure_mailbox, keep, keyed, latest
 HTTP_POLL_SECONDS = 0.5
 # Where the agent leaves its refusal of a request about a task (wire.py's answer keys)
 ERROR_KEY = "error."
+
+if TYPE_CHECKING:
+    from .http_caller import HttpAgent
 
 StateListener = Callable[["CallState"], Awaitable[None]]
 
@@ -48,7 +61,7 @@ class CallState:
     mailbox: str
     state: str  # A2A's JSON state name, e.g. TASK_STATE_COMPLETED
     context_id: str = ""
-    task: dict[str, Any] | None = None  # the newest Task snapshot, if the agent sent one
+    task: TaskJson | None = None  # the newest Task snapshot, if the agent sent one
     answer_pending: bool = False  # an answer was sent and the agent has not taken it yet
     cancel_pending: bool = False
     agent_error: str | None = None
@@ -61,15 +74,15 @@ class CallState:
             return not self.answer_pending
         return self.state in w.FINAL
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> CallView:
         """What a tool shows: short state names, the result or the agent's words."""
-        shown: dict[str, Any] = {
+        shown: CallView = {
             "task_id": self.task_id,
             "agent": self.agent,
             "state": w.short_state(self.state),
             "context_id": self.context_id,
         }
-        snapshot = self.task or {}
+        snapshot: Mapping[str, object] = self.task or {}
         if self.state == w.COMPLETED:
             shown["result"] = w.result_text(snapshot)
         elif self.state == w.INPUT_REQUIRED:
@@ -141,7 +154,7 @@ class AgentCaller:
         return await self.check(task_id, wait=wait, on_state=on_state)
 
     async def submit(
-        self, mailbox: str, request: dict[str, Any], *, agent: str | None = None
+        self, mailbox: str, request: SendRequestJson, *, agent: str | None = None
     ) -> str:
         """Leave an A2A SendMessageRequest (a new task) in the agent's mailbox, with its record
         in the reply mailbox; returns the task id."""
@@ -154,7 +167,7 @@ class AgentCaller:
         return task_id
 
     async def submit_once(
-        self, mailbox: str, request: dict[str, Any], once: str, *, agent: str | None = None
+        self, mailbox: str, request: SendRequestJson, once: str, *, agent: str | None = None
     ) -> tuple[str, bool]:
         """``submit`` for a request that may come again (#90: an A2A client resending a
         SendMessage whose answer it lost, a tool call run again): ``once`` (its messageId, a
@@ -168,7 +181,7 @@ class AgentCaller:
             msg["contextId"] = w.once_id("context", self.reply_mailbox, mailbox, once)
         sent = w.digest(w.json_text(request))
         try:
-            record = await latest(self.client, self.reply_mailbox, w.CALL_KEY + task_id)
+            record = await self._read_record(task_id)
         except MailboxNotFound:
             record = None
         if record is None:
@@ -188,8 +201,8 @@ class AgentCaller:
         return task_id, True
 
     def _new_record(
-        self, task_id: str, agent: str | None, mailbox: str, msg: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, task_id: str, agent: str | None, mailbox: str, msg: MessageJson
+    ) -> CallRecord:
         return {
             "taskId": task_id,
             "agent": agent or mailbox,
@@ -199,7 +212,7 @@ class AgentCaller:
         }
 
     async def _record_and_send_or_fail(
-        self, record: dict[str, Any], mailbox: str, request: dict[str, Any], *, once: bool = False
+        self, record: CallRecord, mailbox: str, request: SendRequestJson, *, once: bool = False
     ) -> None:
         """``_record_and_send``; a request larger than the broker carries ends the call there,
         saying so in words (``CallError``), its task kept as failed: it never reached the agent."""
@@ -213,7 +226,7 @@ class AgentCaller:
             raise CallError(why) from None
 
     async def _record_and_send(
-        self, record: dict[str, Any], mailbox: str, request: dict[str, Any], *, once: bool = False
+        self, record: CallRecord, mailbox: str, request: SendRequestJson, *, once: bool = False
     ) -> None:
         """The call's record, then its request. The record goes first (a caller that dies right
         after the send still finds its call); once the reply mailbox is known to be there, the
@@ -246,7 +259,7 @@ class AgentCaller:
 
     async def call_http(
         self,
-        card: dict[str, Any],
+        card: CardJson,
         text: str,
         *,
         agent: str | None = None,
@@ -268,7 +281,7 @@ class AgentCaller:
         capabilities = card.get("capabilities")
         # A UUID: LangGraph's Agent Server takes a context id as its thread id, a UUID only.
         task_id, context_id = w.new_id(), context_id or str(uuid.uuid4())
-        record = {
+        record: CallRecord = {
             "taskId": task_id,
             "agent": agent or str(card.get("name") or interface["url"]),
             "mailbox": "",
@@ -294,7 +307,7 @@ class AgentCaller:
         return await self._check(task_id, deadline, on_state, ask_first=False)
 
     async def _http_send(
-        self, agent: Any, record: dict[str, Any], msg: dict[str, Any], wait: float
+        self, agent: HttpAgent, record: CallRecord, msg: MessageJson, wait: float
     ) -> None:
         """Send ``msg`` to an HTTP agent, keeping each state it reports under our task id, for
         ``wait`` seconds in all whatever the agent sends (0: until its first state, within
@@ -303,7 +316,7 @@ class AgentCaller:
 
         task_id = record["taskId"]
 
-        async def keep_state(remote: dict[str, Any]) -> None:
+        async def keep_state(remote: TaskJson) -> None:
             if not record.get("remoteTaskId") and _remote_id(remote.get("id")):
                 record["remoteTaskId"] = remote["id"]
                 if isinstance(remote.get("contextId"), str) and remote["contextId"]:
@@ -328,7 +341,7 @@ class AgentCaller:
             )
             await self._keep_task(failed)
 
-    async def _http_refresh(self, record: dict[str, Any], deadline: float) -> None:
+    async def _http_refresh(self, record: CallRecord, deadline: float) -> None:
         """Ask an HTTP agent where its task stands (GetTask) and keep the answer: by
         ``deadline`` (a loop time: the waiting call's) when it is ahead, else within
         ``REQUEST_TIMEOUT``. An answer cut by the caller's own deadline is no error of the
@@ -349,13 +362,13 @@ class AgentCaller:
             return
         await self._keep_task(kept(remote, record["taskId"]))
 
-    async def _keep_task(self, snapshot: dict[str, Any]) -> None:
+    async def _keep_task(self, snapshot: TaskJson) -> None:
         from .store import deliver
 
         await deliver(self.client, self.reply_mailbox, snapshot)
 
     async def _keep_error(self, task_id: str, text: str) -> None:
-        body = {"error": {"code": -32001, "message": text}, "taskId": task_id}
+        body: ErrorReply = {"error": {"code": -32001, "message": text}, "taskId": task_id}
         await keep(self.client, self.reply_mailbox, ERROR_KEY + task_id, body)
 
     async def answer(
@@ -389,7 +402,8 @@ class AgentCaller:
 
             msg = w.message(text, context_id=record["contextId"], task_id=record["remoteTaskId"])
             # Until the agent says otherwise, the question is answered: not ours to answer again
-            await self._keep_task({**(current.task or {}), "status": {"state": w.WORKING}})
+            working = {**(current.task or {}), "status": {"state": w.WORKING}}
+            await self._keep_task(cast(TaskJson, working))
             loop = asyncio.get_running_loop()
             deadline = loop.time() + max(0.0, wait)
             await self._http_send(HttpAgent(record, self.hosts), record, msg, wait)
@@ -424,7 +438,7 @@ class AgentCaller:
         await self.send_request(record["mailbox"], {"id": task_id}, w.CANCEL_TASK, task_id)
         return await self.check(task_id, wait=wait, final_only=True)
 
-    async def _http_cancel(self, record: dict[str, Any], wait: float) -> CallState:
+    async def _http_cancel(self, record: CallRecord, wait: float) -> CallState:
         from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, HttpAgent, kept
 
         task_id = record["taskId"]
@@ -520,12 +534,18 @@ class AgentCaller:
 
     # -- reading and writing the records ------------------------------------------------------
 
-    async def _record(self, task_id: str) -> dict[str, Any]:
+    async def _record(self, task_id: str) -> CallRecord:
         _check_id(task_id)
-        record = await latest(self.client, self.reply_mailbox, w.CALL_KEY + task_id)
-        return self._found(task_id, record)
+        return self._found(task_id, await self._read_record(task_id))
 
-    def _found(self, task_id: str, record: dict[str, Any] | None) -> dict[str, Any]:
+    # The reply mailbox is under the reserved root: only this caller writes its records, and
+    # only the agents it called the states and errors (docs/security.md, "Agent calls").
+
+    async def _read_record(self, task_id: str) -> CallRecord | None:
+        record = await latest(self.client, self.reply_mailbox, w.CALL_KEY + task_id)
+        return cast(CallRecord | None, record)
+
+    def _found(self, task_id: str, record: CallRecord | None) -> CallRecord:
         if record is None:
             raise CallError(
                 f"no call with task id {task_id} from this caller (reply mailbox "
@@ -535,7 +555,7 @@ class AgentCaller:
 
     async def _read_call(
         self, task_id: str
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    ) -> tuple[CallRecord, TaskJson | None, ErrorReply | None]:
         """The call's record, its newest task snapshot and its newest error, asked for at once:
         none of the three depends on another, so a look costs one round trip where it cost
         three, and has one deadline: each query is sent at the same moment with the client's
@@ -552,9 +572,10 @@ class AgentCaller:
             for read in reads:
                 read.cancel()
             raise
-        return self._found(task_id, record), snapshot, error
+        found = self._found(task_id, cast(CallRecord | None, record))
+        return found, cast(TaskJson | None, snapshot), cast(ErrorReply | None, error)
 
-    async def _write_record(self, record: dict[str, Any], *, once: bool = False) -> None:
+    async def _write_record(self, record: CallRecord, *, once: bool = False) -> None:
         """Keep the call's record; ``once``: its first one, stored once however often sent
         (a request sent again never writes over what became of its call since)."""
         key = w.CALL_KEY + record["taskId"]
@@ -592,7 +613,7 @@ class AgentCaller:
     async def send_request(
         self,
         mailbox: str,
-        body: dict[str, Any],
+        body: Mapping[str, object],
         method: str,
         task_id: str,
         *,
@@ -611,7 +632,8 @@ class AgentCaller:
         }
         # A cancel overtakes queued work: the agent reads critical messages first.
         priority = Priority.CRITICAL if method == w.CANCEL_TASK else Priority.NORMAL
-        message_id = (body.get("message") or {}).get("messageId") if once else None
+        msg = body.get("message") if once else None
+        message_id = msg.get("messageId") if isinstance(msg, dict) else None
         key = None
         if isinstance(message_id, str):  # (a digest: a messageId may be long)
             key = "a2a." + w.once_id(method, task_id, message_id)
@@ -641,7 +663,7 @@ def _check_id(task_id: str) -> None:
         raise CallError(f"{task_id[:80]!r} is no task id: list_calls shows yours")
 
 
-def _allowed(record: dict[str, Any], allow: Callable[[str], None] | None) -> None:
+def _allowed(record: CallRecord, allow: Callable[[str], None] | None) -> None:
     mailbox = record.get("mailbox")
     if not isinstance(mailbox, str):
         raise CallError(f"the record of call {record.get('taskId')} names no agent mailbox")
@@ -649,9 +671,9 @@ def _allowed(record: dict[str, Any], allow: Callable[[str], None] | None) -> Non
         allow(mailbox)
 
 
-def _user_turns(snapshot: dict[str, Any] | None) -> int:
+def _user_turns(snapshot: TaskJson | None) -> int:
     """How many caller messages the agent has taken into the task (the request, answers)."""
-    history = (snapshot or {}).get("history")
+    history = snapshot.get("history") if snapshot else None
     return sum(
         1
         for m in (history if isinstance(history, list) else ())
@@ -659,7 +681,7 @@ def _user_turns(snapshot: dict[str, Any] | None) -> int:
     )
 
 
-def _error_text(error: dict[str, Any] | None) -> str | None:
+def _error_text(error: Mapping[str, object] | None) -> str | None:
     detail = (error or {}).get("error")
     text = detail.get("message") if isinstance(detail, dict) else None
     return text if isinstance(text, str) else None

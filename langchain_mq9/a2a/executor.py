@@ -28,8 +28,9 @@ from a2a.types.a2a_pb2 import (
 
 from ..client.client import Mq9Client
 from . import wire as w
-from .protojson import to_json, to_proto
-from .server import AgentServer, Turn
+from .protojson import artifact_json, json_object, message_json, to_proto
+from .server import AgentServer, StateFields, Turn
+from .shapes import ArtifactJson, MessageJson
 
 
 class ExecutorFailed(Exception):
@@ -51,15 +52,15 @@ class Outcome:
     """What an executor published in one turn, as it gave it."""
 
     state: str | None = None  # the last state published
-    status_message: dict[str, Any] | None = None  # its status message, whole
-    artifacts: list[dict[str, Any]] = field(default_factory=list)  # by artifactId, in order
-    answer: dict[str, Any] | None = None  # a Message it answered with instead of a task
+    status_message: MessageJson | None = None  # its status message, whole
+    artifacts: list[ArtifactJson] = field(default_factory=list)  # by artifactId, in order
+    answer: MessageJson | None = None  # a Message it answered with instead of a task
 
     @property
     def text(self) -> str:
-        return w.parts_text((self.status_message or {}).get("parts"))
+        return w.parts_text(self.status_message.get("parts") if self.status_message else None)
 
-    def add_artifact(self, artifact: dict[str, Any], append: bool) -> None:
+    def add_artifact(self, artifact: ArtifactJson, append: bool) -> None:
         """An artifact update: a new artifact, one replaced, or (``append``) parts added to
         the one of that id (a result streamed in chunks)."""
         for i, kept in enumerate(self.artifacts):
@@ -78,16 +79,17 @@ def _outcome(events: list[Event]) -> Outcome:
     found = Outcome()
     for event in events:
         if isinstance(event, Message):
-            found.state, found.answer = w.COMPLETED, to_json(event)
+            found.state, found.answer = w.COMPLETED, message_json(event)
             found.status_message = found.answer
         elif isinstance(event, Task | TaskStatusUpdateEvent):
-            status = to_json(event).get("status", {})
+            json = json_object(event)  # a Task's, or an update's: both hold a status
+            status = json.get("status", {})
             found.state = status.get("state", found.state)
             found.status_message = status.get("message")
             if isinstance(event, Task):
-                found.artifacts = list(to_json(event).get("artifacts", []))
+                found.artifacts = list(json.get("artifacts", []))
         elif isinstance(event, TaskArtifactUpdateEvent):
-            found.add_artifact(to_json(event.artifact), event.append)
+            found.add_artifact(artifact_json(event.artifact), event.append)
     return found
 
 
@@ -132,14 +134,14 @@ class ExecutorServer(AgentServer):
             )
         return found, None
 
-    def _asked(self, interrupts: Any) -> dict[str, Any]:
+    def _asked(self, interrupts: Any) -> StateFields:
         """The question as the executor asked it: its whole status message."""
         [found] = interrupts
         if found.status_message and found.text.strip():
             return {"status_message": found.status_message}
         return {"status_text": found.text or "input required"}
 
-    def _completed(self, result: Any) -> dict[str, Any]:
+    def _completed(self, result: Any) -> StateFields:
         """The completed state as the executor gave it: its artifacts (file parts with their
         names and media types, data parts as data), its status message, and a Message answer
         marked as one (the Message is then the status message: docs/a2a.md, "The wire")."""
@@ -154,7 +156,7 @@ class ExecutorServer(AgentServer):
                     "parts": result.answer.get("parts") or [],
                 }
             ]
-        fields: dict[str, Any] = {"artifacts": artifacts, "status_message": result.status_message}
+        fields: StateFields = {"artifacts": artifacts, "status_message": result.status_message}
         if result.answer is not None:
             fields["answer"] = w.MESSAGE_ANSWER
         return fields

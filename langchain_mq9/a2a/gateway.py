@@ -73,15 +73,17 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
+from mq9_wire.protocol import card_mailbox, check_address
+from mq9_wire.protocol.errors import Mq9Error
+
 from ..client.client import Mq9Client
-from ..protocol import card_mailbox, check_address
-from ..protocol.errors import Mq9Error
 from ..wake.deliver import Refused
 from . import wire as w
 from .arrivals import Arrivals
 from .gateway_push import GatewayPush
 from .protojson import to_proto
 from .push_auth import JWKS_PATH, PUSH_JWT_EXTENSION
+from .shapes import CardJson, JsonObject, JsonValue
 from .store import ensure_mailbox
 from .transport import Mq9Transport
 
@@ -135,7 +137,7 @@ class Tenants:
         # Looked up by digest: no comparison runs over the secret itself.
         return self._by_digest.get(_digest(token.strip())) if token.strip() else None
 
-    def card_fields(self) -> dict[str, Any]:
+    def card_fields(self) -> CardJson:
         """The A2A card's securitySchemes and securityRequirements for this scheme."""
         if self.scheme == BEARER:
             scheme = {"httpAuthSecurityScheme": {"scheme": "Bearer"}}
@@ -622,7 +624,7 @@ A2A_JSON = b"application/a2a+json"
 
 
 def gateway_card(
-    registered: Mapping[str, Any] | None,
+    registered: Mapping[str, JsonValue] | None,
     name: str,
     endpoint: str,
     tenants: Tenants,
@@ -630,7 +632,7 @@ def gateway_card(
     push: bool = False,
     jwks_url: str = "",
     grpc_url: str = "",
-) -> dict[str, Any]:
+) -> CardJson:
     """The HTTP A2A card of mq9 agent ``name`` (its registry card's words and skills, if it
     has one) served at ``endpoint``. ``jwks_url``: where the keys that sign its pushes are;
     ``grpc_url``: the gateway's gRPC server (``host:port``), if it serves one."""
@@ -643,7 +645,7 @@ def gateway_card(
         interfaces.append(
             {"url": grpc_url, "protocolBinding": "GRPC", "protocolVersion": "1.0", "tenant": name}
         )
-    capabilities: dict[str, Any] = {
+    capabilities: JsonObject = {
         "streaming": True,
         "pushNotifications": push,
         "extendedAgentCard": True,  # GetExtendedAgentCard answers a tenant (the same card)

@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Any
 
+from .shapes import JsonObject
+
 TOKENS_ENV = "MQ9_GATEWAY_TOKENS"
 TOKENS_FILE_ENV = "MQ9_GATEWAY_TOKENS_FILE"
 
@@ -110,13 +112,14 @@ def _tokens(path: str | None) -> dict[str, str]:
     return found
 
 
-def _credential(path: str | None) -> dict[str, Any]:
+def _credential(path: str | None) -> JsonObject:
     """Mq9Client's ``credential=`` from ``--credential-file`` (none: the environment's, read by
     the client); a file that holds no credential is one line, before anything connects."""
     if not path:
         return {}
+    from mq9_wire.protocol.errors import Mq9Error
+
     from ..client.auth import read_credential_file
-    from ..protocol.errors import Mq9Error
 
     try:
         return {"credential": ":".join(read_credential_file(path))}
@@ -167,7 +170,7 @@ async def _run(args: argparse.Namespace) -> None:
     host, _, port = args.listen.rpartition(":")
     metrics = None
     if args.metrics is not None:  # #73: checked before anything connects
-        from ..metrics import need_prometheus, operator_address
+        from mq9_wire.metrics import need_prometheus, operator_address
 
         metrics = operator_address(args.metrics)
         need_prometheus()
@@ -282,8 +285,8 @@ def main(argv: list[str] | None = None) -> None:
             f"mq9-a2a-gateway needs the a2a-gateway extra ({exc.name} is missing): "
             "pip install 'langchain-mq9[a2a-gateway]'"
         )
-    from ..metrics import MetricsUnavailable
-    from ..protocol.errors import Mq9Error
+    from mq9_wire.metrics import MetricsUnavailable
+    from mq9_wire.protocol.errors import Mq9Error
 
     try:
         asyncio.run(_run(args))

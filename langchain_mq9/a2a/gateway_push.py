@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from a2a.client.client import ClientCallContext
 from a2a.types.a2a_pb2 import (
@@ -34,8 +33,9 @@ from a2a.utils.errors import InvalidParamsError
 
 from ..wake.deliver import Deliverer, Destinations, Refused, push_headers
 from . import wire as w
-from .protojson import to_json, to_proto
+from .protojson import json_object, to_proto
 from .push_auth import PushSigner
+from .shapes import JsonObject
 from .transport import Mq9Transport
 
 MAX_CONFIGS = 8  # per task, as the served agent keeps (server.py)
@@ -66,7 +66,7 @@ class GatewayPush:
         self.deliverer = deliverer or Deliverer(destinations)
         self.signer = signer or PushSigner.generate()  # iss: the gateway's URL (gateway_app)
         self.watch_seconds = watch_seconds
-        self._configs: dict[Key, dict[str, dict[str, Any]]] = {}
+        self._configs: dict[Key, dict[str, JsonObject]] = {}
         self._watching: dict[Key, asyncio.Task[None]] = {}
 
     def __repr__(self) -> str:
@@ -88,7 +88,7 @@ class GatewayPush:
         self, transport: Mq9Transport, request: TaskPushNotificationConfig
     ) -> TaskPushNotificationConfig:
         key = await self._owned(transport, request.task_id)
-        config = to_json(request)
+        config = json_object(request)
         config.pop("tenant", None)
         url = request.url
         if not url or len(url) > MAX_URL:
@@ -153,7 +153,7 @@ class GatewayPush:
         follow = ClientCallContext(timeout=self.watch_seconds)
         try:
             async for snapshot in transport.states(task_id, follow, until=w.FINAL):
-                shown = dict(snapshot)
+                shown = snapshot.copy()
                 meta = {k: v for k, v in (shown.get("metadata") or {}).items() if k != "mq9"}
                 shown["metadata"] = meta
                 body = w.json_text({"task": shown}).encode()
@@ -167,7 +167,7 @@ class GatewayPush:
                 if self._watching[key] is asyncio.current_task():
                     self._forget(key)
 
-    async def _post(self, config: dict[str, Any], body: bytes, what: str) -> None:
+    async def _post(self, config: JsonObject, body: bytes, what: str) -> None:
         try:
             headers = push_headers(config, body, self.signer.headers)
             await self.deliverer.post(config["url"], body, headers, what)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -29,11 +29,20 @@ from a2a.types.a2a_pb2 import (
     Task,
 )
 
+from mq9_wire.protocol import clipped
+
 from .._http.hosts import HostPolicy, HostRefused
 from .._http.ssrf import AnswerTooLarge, guarded_client
-from ..protocol import clipped
 from . import wire as w
-from .protojson import to_json, to_proto
+from .protojson import (
+    artifact_json,
+    json_object,
+    message_json,
+    status_json,
+    task_json,
+    to_proto,
+)
+from .shapes import CallRecord, CardJson, MessageJson, TaskJson
 
 # How long one HTTP request may take in all (connecting, headers, body, a stream's first
 # event), however slowly the agent sends: never per read, which a peer sending a byte at a
@@ -46,7 +55,7 @@ MAX_KEPT_CHARS = 200_000
 # What an agent's answer may weigh on the wire before we stop reading it.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
-Keep = Callable[[dict[str, Any]], Awaitable[None]]
+Keep = Callable[[TaskJson], Awaitable[None]]
 
 
 class AgentUnreachable(Exception):
@@ -63,7 +72,7 @@ def _late(url: str, seconds: float, what: str = "answered") -> AgentUnreachable:
     return AgentUnreachable(f"{url} had not {what} within {seconds:.3g} s", late=True)
 
 
-async def _closed(closing: Awaitable[Any]) -> None:
+async def _closed(closing: Awaitable[object]) -> None:
     """Close something that talks to a peer, within ``CLOSE_SECONDS`` and quietly."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(closing, CLOSE_SECONDS)
@@ -85,32 +94,33 @@ def http_client(hosts: HostPolicy, *, timeout: float = REQUEST_TIMEOUT) -> httpx
     return guarded_client(hosts, timeout=timeout, max_bytes=MAX_RESPONSE_BYTES)
 
 
-def snapshot_of(event: StreamResponse, before: dict[str, Any] | None) -> dict[str, Any]:
+def snapshot_of(event: StreamResponse, before: TaskJson | None) -> TaskJson:
     """The task as it stands after ``event`` (a task, a status or artifact update, or a
     message, which ends the task completed with its text), in A2A JSON."""
     kind = event.WhichOneof("payload")
     if kind == "task":
-        return to_json(event.task)
+        return task_json(event.task)
     if kind == "message":
-        msg = to_json(event.message)
+        msg = message_json(event.message)
         snap = w.task(
-            str(msg.get("taskId") or (before or {}).get("id") or w.new_id()),
-            str(msg.get("contextId") or (before or {}).get("contextId") or ""),
+            str(msg.get("taskId") or (before and before.get("id")) or w.new_id()),
+            str(msg.get("contextId") or (before and before.get("contextId")) or ""),
             w.COMPLETED,
             artifacts=[w.artifact(w.parts_text(msg.get("parts")))],
         )
         return snap
-    snap = dict(before or {})
+    # (an update before any task: the task it names is filled in below, bit by bit)
+    snap = cast(TaskJson, dict(before or {}))
     if kind == "status_update":
         update = event.status_update
         snap.setdefault("id", update.task_id)
         snap.setdefault("contextId", update.context_id)
-        snap["status"] = to_json(update.status)
+        snap["status"] = status_json(update.status)
     elif kind == "artifact_update":
         update = event.artifact_update
         snap.setdefault("id", update.task_id)
         snap.setdefault("contextId", update.context_id)
-        artifact = to_json(update.artifact)
+        artifact = artifact_json(update.artifact)
         artifacts = list(snap.get("artifacts") or [])
         same = [a for a in artifacts if a.get("artifactId") == artifact.get("artifactId")]
         if update.append and same:
@@ -121,10 +131,11 @@ def snapshot_of(event: StreamResponse, before: dict[str, Any] | None) -> dict[st
     return snap
 
 
-def kept(remote: dict[str, Any], task_id: str) -> dict[str, Any]:
+def kept(remote: TaskJson, task_id: str) -> TaskJson:
     """What we keep of an agent's task: under our id, without its history (our record holds
     the request), and cut to ``MAX_KEPT_CHARS`` of text when larger."""
-    snap = {k: v for k, v in remote.items() if k not in ("history", "id", "metadata")}
+    left_out = ("history", "id", "metadata")  # (the id: ours, set after the rest)
+    snap = cast(TaskJson, {k: v for k, v in remote.items() if k not in left_out})
     snap["id"] = task_id
     if w.task_state(snap) == w.COMPLETED and not snap.get("artifacts"):
         # An answer given as a message only (LangGraph's GetTask: the last agent message of
@@ -158,7 +169,7 @@ def _last_agent_text(history: object) -> str:
 class HttpAgent:
     """One HTTP A2A agent, reached through the interface a call record names."""
 
-    def __init__(self, record: dict[str, Any], hosts: HostPolicy) -> None:
+    def __init__(self, record: CallRecord, hosts: HostPolicy) -> None:
         self.record = record
         self.hosts = hosts
 
@@ -202,8 +213,8 @@ class HttpAgent:
             await _closed(config.httpx_client.aclose())
 
     async def send(
-        self, msg: dict[str, Any], *, first_by: float, follow_until: float, keep: Keep
-    ) -> dict[str, Any]:
+        self, msg: MessageJson, *, first_by: float, follow_until: float, keep: Keep
+    ) -> TaskJson:
         """Send a message; ``keep`` each state the agent reports: on a stream when the agent
         streams (followed until ``follow_until``, a loop time, or the task stops), else its
         answer (``returnImmediately``). The first state (it names the task) must come by
@@ -212,7 +223,7 @@ class HttpAgent:
         # A stream even when not waiting: its first event names the task at once, where an
         # agent that ignores returnImmediately (LangGraph's) would hold the answer until done.
         stream = bool(self.record.get("streaming"))
-        newest: dict[str, Any] | None = None
+        newest: TaskJson | None = None
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
@@ -253,7 +264,7 @@ class HttpAgent:
 
     async def _one(
         self, request: Callable[[Client], Awaitable[Task]], until: float | None
-    ) -> dict[str, Any]:
+    ) -> TaskJson:
         """One request answered with a task (as JSON) by ``until`` (a loop time; None:
         ``REQUEST_TIMEOUT`` from now); ``AgentUnreachable`` saying why not."""
         loop = asyncio.get_running_loop()
@@ -262,7 +273,7 @@ class HttpAgent:
         try:
             async with self._client(stream=False, until=until) as client:
                 answer = request(client)
-                return to_json(await asyncio.wait_for(answer, max(0.0, until - loop.time())))
+                return task_json(await asyncio.wait_for(answer, max(0.0, until - loop.time())))
         except AgentUnreachable:
             raise
         except TimeoutError:
@@ -270,10 +281,10 @@ class HttpAgent:
         except Exception as exc:
             raise AgentUnreachable(_why(exc)) from None
 
-    async def get(self, remote_id: str, *, until: float | None = None) -> dict[str, Any]:
+    async def get(self, remote_id: str, *, until: float | None = None) -> TaskJson:
         return await self._one(lambda client: client.get_task(GetTaskRequest(id=remote_id)), until)
 
-    async def cancel(self, remote_id: str, *, until: float | None = None) -> dict[str, Any]:
+    async def cancel(self, remote_id: str, *, until: float | None = None) -> TaskJson:
         return await self._one(
             lambda client: client.cancel_task(CancelTaskRequest(id=remote_id)), until
         )
@@ -281,7 +292,7 @@ class HttpAgent:
 
 async def fetch_card(
     url: str, hosts: HostPolicy, *, timeout: float = REQUEST_TIMEOUT
-) -> dict[str, Any]:
+) -> CardJson:
     """The A2A card at ``url`` (a card's URL, or an agent's base URL: then its
     ``/.well-known/agent-card.json``), as JSON, read within ``timeout`` seconds in all;
     ``AgentUnreachable`` saying why not."""
@@ -297,7 +308,7 @@ async def fetch_card(
         raise _late(url, timeout, "sent its card") from None
 
 
-async def _read_card(url: str, hosts: HostPolicy, timeout: float) -> dict[str, Any]:
+async def _read_card(url: str, hosts: HostPolicy, timeout: float) -> CardJson:
     from a2a.client.card_resolver import parse_agent_card
 
     try:
@@ -311,7 +322,7 @@ async def _read_card(url: str, hosts: HostPolicy, timeout: float) -> dict[str, A
             found = response.json()
             if not isinstance(found, dict):
                 raise AgentUnreachable(f"{url} holds no A2A card (not a JSON object)")
-            return to_json(parse_agent_card(found))
+            return json_object(parse_agent_card(found))
     except AgentUnreachable:
         raise
     except (ValueError, json.JSONDecodeError) as exc:

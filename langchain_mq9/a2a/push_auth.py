@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from .shapes import JsonObject, JsonValue
+
 PUSH_JWT_HEADER = "X-Mq9-Push-JWT"
 ALGORITHM = "EdDSA"
 LIFETIME = 300.0  # seconds a push's JWT verifies after it was made (its ``exp``)
@@ -156,11 +158,11 @@ class PushSigner:
             raise ValueError(f"push key {str(file)!r}: an Ed25519 key is needed")
         return cls(key, **options)
 
-    def jwks(self) -> dict[str, Any]:
+    def jwks(self) -> JsonObject:
         """The public keys receivers check pushes with (a JWK Set, RFC 7517)."""
         return {"keys": [{**self._jwk, "kid": self.kid, "use": "sig", "alg": ALGORITHM}]}
 
-    def sign(self, claims: Mapping[str, Any]) -> str:
+    def sign(self, claims: Mapping[str, object]) -> str:
         """A compact JWS of ``claims``."""
         header = {"alg": ALGORITHM, "typ": "JWT", "kid": self.kid}
         signing_input = ".".join(
@@ -168,7 +170,7 @@ class PushSigner:
         )
         return f"{signing_input}.{_b64(self._key.sign(signing_input.encode()))}"
 
-    def headers(self, config: Mapping[str, Any], body: bytes) -> dict[str, str]:
+    def headers(self, config: Mapping[str, object], body: bytes) -> dict[str, str]:
         """The push's JWT header for ``body`` POSTed to ``config["url"]`` (its audience)."""
         now = int(self.clock())
         claims = {
@@ -186,14 +188,14 @@ class PushSigner:
 def verify_push(
     token: str,
     body: bytes,
-    jwks: Mapping[str, Any],
+    jwks: Mapping[str, JsonValue],
     *,
     audience: str,
     issuer: str | None = None,
     seen: MutableMapping[str, float] | None = None,
     now: float | None = None,
     leeway: float = LEEWAY,
-) -> dict[str, Any]:
+) -> JsonObject:
     """For a push's receiver: the JWT's claims when ``token`` (the ``X-Mq9-Push-JWT`` header)
     was signed by a key of ``jwks`` (the sender's JWKS, fetched from where its operator says,
     never from the push), for exactly ``body``, to ``audience`` (the receiver's own URL, as its
@@ -234,7 +236,7 @@ def verify_push(
     return claims
 
 
-def _key(jwks: Mapping[str, Any], kid: Any) -> Any:
+def _key(jwks: Mapping[str, JsonValue], kid: object) -> Any:
     for jwk in jwks.get("keys") or []:
         if isinstance(jwk, dict) and jwk.get("kid") == kid:
             if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
@@ -248,7 +250,7 @@ def _key(jwks: Mapping[str, Any], kid: Any) -> Any:
 
 
 def _check_claims(
-    claims: dict[str, Any],
+    claims: JsonObject,
     body: bytes,
     audience: str,
     issuer: str | None,

@@ -22,17 +22,19 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
+
+from mq9_wire.protocol import HEADER_SENDER, Message, card_skills, clipped
+from mq9_wire.protocol.errors import Mq9Error, TooLarge
 
 from .. import tracing
 from ..client.client import Mq9Client
 from ..groups.reader import GroupReader
-from ..protocol import HEADER_SENDER, Message, card_skills, clipped
-from ..protocol.errors import Mq9Error, TooLarge
 from ..wake.deliver import Deliverer, Destinations, Refused, push_headers
 from . import wire as w
 from .arrivals import Arrivals, Bell
 from .push_auth import PUSH_JWT_EXTENSION, PushSigner
+from .shapes import ArtifactJson, CardJson, JsonObject, MessageJson, TaskJson
 from .store import Asker, TaskStore, deliver, ensure_mailbox
 
 T = TypeVar("T")
@@ -92,8 +94,8 @@ class Turn:
     task_id: str
     context_id: str
     text: str
-    message: dict[str, Any]  # the A2A message, as sent
-    existing: dict[str, Any] | None  # the task's snapshot before this turn, if any
+    message: MessageJson  # the A2A message, as sent
+    existing: TaskJson | None  # the task's snapshot before this turn, if any
     resume: bool  # the answer to an input-required task
     owner: str | None = None  # the reply mailbox that sent the task: its caller
     sender: str | None = None  # the agent the broker vouched sent it (None: nothing vouches)
@@ -114,6 +116,16 @@ def _interrupt_text(interrupts: Any) -> str:
 
 
 MAX_PUSH_CONFIGS = 8  # per task
+
+
+class StateFields(TypedDict, total=False):
+    """What a state of a task holds beside its state (``wire.task``'s keywords), and its
+    ``answer``: ``"message"`` where the agent answered with a Message (docs/a2a.md)."""
+
+    status_text: str
+    status_message: MessageJson | None
+    artifacts: list[ArtifactJson]
+    answer: str
 
 
 class KeyedLock:
@@ -149,7 +161,7 @@ class AgentServer:
         name: str,
         client: Mq9Client,
         mailbox: str | None = None,
-        card: dict[str, Any] | None = None,
+        card: CardJson | None = None,
         worker: str | None = None,
         group: str | None = None,
         max_concurrency: int = 8,
@@ -218,7 +230,7 @@ class AgentServer:
         self._watch = asyncio.create_task(self._watch_cancels(), name=f"mq9-a2a-cancel-{self.name}")
         return self
 
-    def agent_card(self) -> dict[str, Any]:
+    def agent_card(self) -> CardJson:
         """The A2A card this agent registers: the developer's fields, its name, and its
         mailbox as the interface (``mq9://<mailbox>``, protocolBinding ``mq9``)."""
         card = {k: v for k, v in self.card.items() if k not in ("name", "mailbox")}
@@ -407,14 +419,14 @@ class AgentServer:
             context_id = w.read_request(msg.header, msg.payload).body["message"].get("contextId")
         except Exception:  # whatever it holds: the task still fails, under a context of its own
             context_id = None
-        context_id = (existing or {}).get("contextId") or context_id or w.new_id()
+        context_id = (existing and existing.get("contextId")) or context_id or w.new_id()
         text = f"the agent set this request aside after {attempts} deliveries: {reason}"
         failed = w.task(
             task_id,
             context_id,
             w.FAILED,
             status_text=clipped(text, 1000),
-            history=(existing or {}).get("history"),
+            history=existing.get("history") if existing else None,
             metadata={"mq9": asker.metadata(self.name)},
         )
         await self._publish(failed, asker)
@@ -435,7 +447,7 @@ class AgentServer:
         await self._to_caller(reply_to, f"answering about task {task_id}", send)
 
     async def _deliver(
-        self, reply_to: str, snapshot: dict[str, Any], answering: int | None = None
+        self, reply_to: str, snapshot: TaskJson, answering: int | None = None
     ) -> None:
         """Leave a task state with the caller (its reply mailbox); ``answering``: the msg_id
         of the GetTask or CancelTask it answers (each is answered, whatever was sent before)."""
@@ -454,7 +466,7 @@ class AgentServer:
         except Mq9Error as exc:  # the caller's mailbox is gone (or refuses): its loss alone
             log.warning("agent %s: %s: %s", self.name, what, exc)
 
-    async def _stored(self, task_id: str, asker: Asker) -> dict[str, Any] | None:
+    async def _stored(self, task_id: str, asker: Asker) -> TaskJson | None:
         """``asker``'s task ``task_id`` where the broker vouches for senders (another's under
         the same id is none of its business), the one task of that id where nothing does."""
         return await self._persist(
@@ -534,19 +546,27 @@ class AgentServer:
             return None
         return turn
 
-    async def _report(self, turn: Turn, state: str, **fields: Any) -> bool:
+    async def _report(self, turn: Turn, state: str, **fields: Unpack[StateFields]) -> bool:
         """Publish a state of the turn's task (``_publish``)."""
-        earlier = (turn.existing or {}).get("history") or []
-        history = [*earlier, {**turn.message, "taskId": turn.task_id, "contextId": turn.context_id}]
+        earlier = (turn.existing.get("history") if turn.existing else None) or []
+        said: MessageJson = {**turn.message, "taskId": turn.task_id, "contextId": turn.context_id}
+        history = [*earlier, said]
         # Who owns the task, also with no reply mailbox where a sender is vouched for: the
         # store keeps each state under its owner's key (store.TaskStore.put)
         owned = turn.owner or turn.sender
-        meta = {"mq9": turn.asker.metadata(self.name)} if owned else None
-        answer = fields.pop("answer", None)  # "message": the agent answered with a Message
+        meta: JsonObject | None = {"mq9": turn.asker.metadata(self.name)} if owned else None
+        answer = fields.get("answer")  # "message": the agent answered with a Message
         if answer:
             meta = {"mq9": {**(meta or {}).get("mq9", {}), "answer": answer}}
         snapshot = w.task(
-            turn.task_id, turn.context_id, state, history=history, metadata=meta, **fields
+            turn.task_id,
+            turn.context_id,
+            state,
+            status_text=fields.get("status_text"),
+            status_message=fields.get("status_message"),
+            artifacts=fields.get("artifacts"),
+            history=history,
+            metadata=meta,
         )
         return await self._publish(snapshot, turn.asker)
 
@@ -583,17 +603,17 @@ class AgentServer:
             return
         await self._report(turn, w.COMPLETED, **completed)
 
-    def _asked(self, interrupts: Any) -> dict[str, Any]:
+    def _asked(self, interrupts: Any) -> StateFields:
         """The input-required state's fields: the graph's ``interrupt()`` values as the
         question; ``serve_executor`` keeps the executor's own status message."""
         return {"status_text": _interrupt_text(interrupts)}
 
-    def _completed(self, result: Any) -> dict[str, Any]:
+    def _completed(self, result: Any) -> StateFields:
         """The completed state's fields from what the run returned: its output as the one
         artifact (``to_output``); ``serve_executor`` keeps the executor's own artifacts."""
         return {"artifacts": [w.artifact(self.to_output(result))]}
 
-    async def _publish(self, snapshot: dict[str, Any], owner: Asker) -> bool:
+    async def _publish(self, snapshot: TaskJson, owner: Asker) -> bool:
         """Leave a state in the store and with the caller, however long the broker is away.
         A state the broker cannot carry (too large, or nested too deep to write as JSON)
         becomes ``failed`` saying why: True when ``snapshot`` itself was written."""
@@ -617,7 +637,7 @@ class AgentServer:
         await self._keep_state(failed, owner)
         return False
 
-    async def _keep_state(self, snapshot: dict[str, Any], owner: Asker) -> None:
+    async def _keep_state(self, snapshot: TaskJson, owner: Asker) -> None:
         """Keep a state in the store and leave it with the caller. A state that stops the task
         is stored before the caller may see it: a replica that dies between the two leaves it
         stored, so a redelivered request sends it again instead of running the task again. A
@@ -642,7 +662,7 @@ class AgentServer:
 
     # -- push notifications (#62) ------------------------------------------------------------
 
-    def _push_state(self, snapshot: dict[str, Any], owner: Asker) -> None:
+    def _push_state(self, snapshot: TaskJson, owner: Asker) -> None:
         """POST the state to the task's push URLs, after its earlier states (in order)."""
         task_id: Slot = (owner.scope, snapshot["id"])
         before = self._pushing.get(task_id)
@@ -662,7 +682,7 @@ class AgentServer:
 
         job.add_done_callback(done)
 
-    async def _push_now(self, snapshot: dict[str, Any], owner: Asker) -> None:
+    async def _push_now(self, snapshot: TaskJson, owner: Asker) -> None:
         assert self.push is not None
         try:
             configs = await self.store.push_configs(snapshot["id"], owner)
@@ -715,7 +735,7 @@ class AgentServer:
                 await self._error(reply_to, task_id, f"push notification url refused: {exc}")
                 return
             config_id = config_id if w.is_valid_id(config_id) else w.new_id()
-            config: dict[str, Any] = {
+            config: JsonObject = {
                 k: body[k] for k in ("url", "token", "authentication") if k in body
             }
             config.update(id=config_id, taskId=task_id)
@@ -745,7 +765,7 @@ class AgentServer:
             await self._answer(reply_to, task_id, "Empty", {})
 
     async def _answer(
-        self, reply_to: str | None, task_id: str, kind: str, body: dict[str, Any]
+        self, reply_to: str | None, task_id: str, kind: str, body: JsonObject
     ) -> None:
         """An answer that is no task state, of type ``kind``, to the caller."""
         if reply_to is None:
@@ -786,7 +806,7 @@ class AgentServer:
         else:
             await self._deliver(request.reply_to, snapshot, answering=msg_id)
 
-    async def _not_found(self, asker: Asker, task_id: str, snapshot: dict[str, Any] | None) -> None:
+    async def _not_found(self, asker: Asker, task_id: str, snapshot: TaskJson | None) -> None:
         """Tell an asker the task is not found (it is not its task): at its reply mailbox,
         unless that is the owner's own named by another sender, where a "not found" would sit
         among the owner's answers."""
@@ -880,10 +900,10 @@ async def serve_agent(
     graph: Any,
     *,
     name: str,
-    card: dict[str, Any] | None = None,
+    card: CardJson | None = None,
     server: str | None = None,
     client: Mq9Client | None = None,
-    client_options: dict[str, Any] | None = None,
+    client_options: JsonObject | None = None,
     **options: Any,
 ) -> AgentServer:
     """Serve ``graph`` as the A2A agent ``name`` on its mq9 mailbox (``name`` too, unless

@@ -19,18 +19,25 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import TypedDict, TypeGuard, cast
+
+from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound
 
 from ..client.client import Mq9Client
-from ..protocol.errors import MailboxExists, MailboxNotFound
 from . import wire as w
+from .shapes import JsonObject, OwnerJson, TaskJson
 
 # Whether a client class's ``send`` takes ``idempotency_key``, by class (asked once each).
 _TAKES_KEY: dict[type, bool] = {}
 
 
-def keyed(client: Any, key: str | None) -> dict[str, Any]:
+class Keyed(TypedDict, total=False):
+    idempotency_key: str
+
+
+def keyed(client: object, key: str | None) -> Keyed:
     """``send``'s ``idempotency_key=key`` for a client that takes one (this package's
     ``Mq9Client``), nothing for one that does not (the official mq9 SDK's client has no such
     keyword: its sends go unkeyed, stored as often as they are sent): ``**keyed(client, key)``.
@@ -41,7 +48,8 @@ def keyed(client: Any, key: str | None) -> dict[str, Any]:
     takes = _TAKES_KEY.get(kind)
     if takes is None:
         try:
-            takes = "idempotency_key" in inspect.signature(client.send).parameters
+            send = getattr(client, "send", None)
+            takes = callable(send) and "idempotency_key" in inspect.signature(send).parameters
         except (AttributeError, TypeError, ValueError):
             takes = False
         _TAKES_KEY[kind] = takes
@@ -54,7 +62,7 @@ async def ensure_mailbox(client: Mq9Client, address: str) -> None:
         await client.mailbox_create(name=address, ttl=0)
 
 
-def _object(payload: bytes) -> dict[str, Any] | None:
+def _object(payload: bytes) -> JsonObject | None:
     """A payload's JSON object, or None (no JSON, or not an object)."""
     try:
         value = json.loads(payload)
@@ -63,8 +71,10 @@ def _object(payload: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-async def latest(client: Mq9Client, mailbox: str, key: str) -> dict[str, Any] | None:
-    """The JSON object kept under ``key`` in ``mailbox``, or None (no such mailbox either)."""
+async def latest(client: Mq9Client, mailbox: str, key: str) -> JsonObject | None:
+    """The JSON object kept under ``key`` in ``mailbox``, or None (no such mailbox either):
+    as it was kept, its shape the writer's (a caller reads its own records back as
+    ``CallRecord``s, an agent its task states as ``TaskJson``)."""
     try:
         found = await client.query(mailbox, key=key)
     except MailboxNotFound:
@@ -80,7 +90,7 @@ async def keep(
     client: Mq9Client,
     mailbox: str,
     key: str,
-    value: dict[str, Any],
+    value: Mapping[str, object],
     *,
     tags: list[str] | None = None,
     headers: dict[str, str] | None = None,
@@ -98,7 +108,7 @@ async def keep(
     )
 
 
-def state_key(snapshot: dict[str, Any], key: str, answering: int | None = None) -> str:
+def state_key(snapshot: TaskJson, key: str, answering: int | None = None) -> str:
     """The idempotency key of a task state (#90): the state itself, as written (its task,
     step, history, time and owner), the record ``key`` it is kept under, and the request it
     answers where it is the answer to a read (``answering``: the request's msg_id). The same
@@ -113,7 +123,7 @@ def state_key(snapshot: dict[str, Any], key: str, answering: int | None = None) 
 
 
 async def deliver(
-    client: Mq9Client, mailbox: str, snapshot: dict[str, Any], *, answering: int | None = None
+    client: Mq9Client, mailbox: str, snapshot: TaskJson, *, answering: int | None = None
 ) -> None:
     """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or a task store),
     keyed by its task; the same snapshot sent again is stored once (``state_key``), unless it
@@ -131,19 +141,19 @@ async def deliver(
     )
 
 
-def _mq9_metadata(snapshot: dict[str, Any] | None) -> dict[str, Any]:
+def _mq9_metadata(snapshot: Mapping[str, object] | None) -> JsonObject:
     meta = (snapshot or {}).get("metadata")
     mq9 = meta.get("mq9") if isinstance(meta, dict) else None
     return mq9 if isinstance(mq9, dict) else {}
 
 
-def owner_of(snapshot: dict[str, Any] | None) -> str | None:
+def owner_of(snapshot: Mapping[str, object] | None) -> str | None:
     """The reply mailbox that sent the task (None: it came without one, or is unknown)."""
     reply_to = _mq9_metadata(snapshot).get("replyTo")
     return reply_to if w.answerable(reply_to) else None
 
 
-def sender_of(snapshot: dict[str, Any] | None) -> str | None:
+def sender_of(snapshot: Mapping[str, object] | None) -> str | None:
     """The agent the broker vouched sent the task (None where nothing vouched)."""
     sender = _mq9_metadata(snapshot).get("sender")
     return sender if isinstance(sender, str) and sender else None
@@ -163,7 +173,7 @@ class Asker:
     reply_to: str | None
     sender: str | None = None
 
-    def owns(self, snapshot: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
+    def owns(self, snapshot: TaskJson | None) -> TypeGuard[TaskJson]:
         """Whether the task was sent by this asker: the same reply mailbox AND the same
         vouched sender (a task sent where nothing vouched is no vouched sender's, and back)."""
         return (
@@ -173,7 +183,7 @@ class Asker:
             and sender_of(snapshot) == self.sender
         )
 
-    def named_by_another(self, snapshot: dict[str, Any] | None) -> bool:
+    def named_by_another(self, snapshot: TaskJson | None) -> bool:
         """Whether this asker names the reply mailbox of the task's owner without being it: a
         vouched sender that is not the owner's. Nothing goes there on its word: an answer
         would land among the owner's own (a "not found" where the owner waits for its task)."""
@@ -199,15 +209,15 @@ class Asker:
         reply_to = self.reply_to or ""
         return reply_to if self.sender is None else f"{reply_to}\n{self.sender}"
 
-    def metadata(self, agent: str) -> dict[str, Any]:
+    def metadata(self, agent: str) -> OwnerJson:
         """The task's ``metadata.mq9``: who owns it, and the agent that runs it."""
-        meta: dict[str, Any] = {"replyTo": self.reply_to, "agent": agent}
+        meta: OwnerJson = {"replyTo": self.reply_to, "agent": agent}
         if self.sender is not None:
             meta["sender"] = self.sender
         return meta
 
 
-async def tasks_in(client: Mq9Client, mailbox: str, context_id: str = "") -> list[dict[str, Any]]:
+async def tasks_in(client: Mq9Client, mailbox: str, context_id: str = "") -> list[TaskJson]:
     """The newest state of each task kept in ``mailbox`` (RobustMQ answers at most 100,
     oldest first), of one conversation when ``context_id`` is given."""
     try:
@@ -220,7 +230,7 @@ async def tasks_in(client: Mq9Client, mailbox: str, context_id: str = "") -> lis
         if not w.is_valid_id(snapshot.get("id")):
             continue  # not a Task
         if not context_id or snapshot.get("contextId") == context_id:
-            tasks.append(snapshot)
+            tasks.append(cast(TaskJson, snapshot))  # a Task: kept under the reserved root
     return tasks
 
 
@@ -240,23 +250,27 @@ class TaskStore:
         self.client = client
         self.mailbox = w.store_address(agent_mailbox)
 
-    async def get(self, task_id: str, asker: Asker | None = None) -> dict[str, Any] | None:
+    async def get(self, task_id: str, asker: Asker | None = None) -> TaskJson | None:
         """``asker``'s task ``task_id`` (None: not its, or none). Without an asker, or where
         nothing vouches, the task kept under the shared id, whoever owns it."""
         scope = asker.scope if asker is not None else None
         if scope is None:
-            return await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
+            return await self._task(w.TASK_KEY + task_id)
         assert asker is not None
-        own = await latest(self.client, self.mailbox, f"{scope}{w.TASK_KEY}{task_id}")
+        own = await self._task(f"{scope}{w.TASK_KEY}{task_id}")
         return own if own is not None else await self._kept_before(task_id, asker)
 
-    async def _kept_before(self, task_id: str, asker: Asker) -> dict[str, Any] | None:
+    async def _task(self, key: str) -> TaskJson | None:
+        # the store is under the reserved root: only the agent's server writes Tasks there
+        return cast(TaskJson | None, await latest(self.client, self.mailbox, key))
+
+    async def _kept_before(self, task_id: str, asker: Asker) -> TaskJson | None:
         """A task kept under the shared id before ids were their owner's: the asker's only
         (another's there is as if absent: it neither blocks nor shows the asker's)."""
-        shared = await latest(self.client, self.mailbox, w.TASK_KEY + task_id)
+        shared = await self._task(w.TASK_KEY + task_id)
         return shared if asker.owns(shared) else None
 
-    async def put(self, snapshot: dict[str, Any]) -> None:
+    async def put(self, snapshot: TaskJson) -> None:
         """Keep a state of a task, under its owner's key as the state's ``metadata.mq9`` says
         (where its later states and its owner find it)."""
         headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
@@ -280,7 +294,7 @@ class TaskStore:
         """Keep ``by``'s cancel of the task: it counts if ``by`` turns out to own it."""
         await keep(self.client, self.mailbox, _cancel_key(task_id, by), {"id": task_id})
 
-    async def push_configs(self, task_id: str, owner: Asker) -> dict[str, dict[str, Any]]:
+    async def push_configs(self, task_id: str, owner: Asker) -> dict[str, JsonObject]:
         """The push notification configs of ``owner``'s task, by id (#62): those kept under
         the shared id only for a task kept there before ids were their owner's, and its."""
         scope = owner.scope
@@ -295,12 +309,12 @@ class TaskStore:
         )
 
     async def keep_push_configs(
-        self, task_id: str, owner: Asker, configs: dict[str, dict[str, Any]]
+        self, task_id: str, owner: Asker, configs: dict[str, JsonObject]
     ) -> None:
         key = f"{owner.scope or ''}{PUSH_KEY}{task_id}"
         await keep(self.client, self.mailbox, key, {"configs": configs})
 
-    async def list(self, owner: Asker, context_id: str = "") -> list[dict[str, Any]]:
+    async def list(self, owner: Asker, context_id: str = "") -> list[TaskJson]:
         """The tasks ``owner`` sent (see ``tasks_in``): one state each, its newest (a task
         kept under the shared id before ids were their owner's, and under its owner's since)."""
         found = await tasks_in(self.client, self.mailbox, context_id)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import cast
 
 from a2a.client.client import ClientCallContext, ClientConfig
 from a2a.client.client_factory import ClientFactory
@@ -52,13 +52,15 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
+from mq9_wire.protocol import MQ9_URL_SCHEME, Message
+from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error
+
 from ..client.client import Mq9Client
-from ..protocol import MQ9_URL_SCHEME, Message
-from ..protocol.errors import MailboxNotFound, Mq9Error
 from . import wire as w
 from .arrivals import NO_ANNOUNCEMENTS, Arrivals
 from .caller import AgentCaller, CallError, CallState, _user_turns
-from .protojson import to_json, to_proto
+from .protojson import json_object, request_json, to_proto
+from .shapes import JsonObject, MessageJson, TaskJson
 from .store import latest, tasks_in
 
 BINDING = "mq9"
@@ -98,7 +100,7 @@ class Mq9Transport(ClientTransport):
         error answer about it before this request (the agent's answer to it comes after), and
         whether it was sent before (``once_per_message``: its answer may be there already)."""
         caller = self._caller
-        body = to_json(request)
+        body = request_json(request)
         msg = body.get("message")
         if not isinstance(msg, dict) or not msg.get("parts"):
             raise InvalidParamsError("the request needs a message with parts")
@@ -144,7 +146,7 @@ class Mq9Transport(ClientTransport):
         task_id, turns, errors, resent = await self._submit(request)
         if on_sent is not None:
             await on_sent(task_id)
-        newest: dict[str, Any] | None = None
+        newest: TaskJson | None = None
         if not request.configuration.return_immediately:
             states = self._states_after_send(task_id, context, turns, errors, mark, resent)
             async for seen in states:
@@ -180,16 +182,16 @@ class Mq9Transport(ClientTransport):
         errors: int,
         since: int | None = None,
         resent: bool = False,
-    ) -> AsyncGenerator[dict[str, Any]]:
+    ) -> AsyncGenerator[TaskJson]:
         """The task's new states from a request just sent: the first look waits for an arrival
         in the reply mailbox (or the next look's time), the agent having had no time to answer
         yet (``resent``: a request sent before looks at once, its answer may be there). A
         refusal the agent answers instead of a state (an error newer than ``errors``) raises
         at once: the send never waits out its time for an answer that came."""
 
-        previous: dict[str, Any] | None = None
+        previous: TaskJson | None = None
 
-        async def read() -> dict[str, Any] | None:
+        async def read() -> TaskJson | None:
             nonlocal previous
             snapshot = await self._snapshot(task_id)
             if snapshot is None or snapshot == previous:  # a look that found no new state
@@ -211,20 +213,21 @@ class Mq9Transport(ClientTransport):
                     return exc
         return None
 
-    async def _snapshot(self, task_id: str) -> dict[str, Any] | None:
+    async def _snapshot(self, task_id: str) -> TaskJson | None:
         """The newest state of the task, as the agent left it in the reply mailbox."""
-        return await latest(self.client, self._caller.reply_mailbox, w.TASK_KEY + task_id)
+        found = await latest(self.client, self._caller.reply_mailbox, w.TASK_KEY + task_id)
+        return cast(TaskJson | None, found)  # read with care all the same (wire.task_state)
 
     async def _snapshots(
         self,
-        read: Callable[[], Awaitable[dict[str, Any] | None]],
+        read: Callable[[], Awaitable[TaskJson | None]],
         context: ClientCallContext | None,
         turns: int = 0,
         until: frozenset[str] = w.STOPPED,
         *,
         look_first: bool = True,
         since: int | None = None,
-    ) -> AsyncGenerator[dict[str, Any]]:
+    ) -> AsyncGenerator[TaskJson]:
         """Each new snapshot ``read()`` answers until the task is in a state of ``until`` with
         ``turns`` caller turns taken (or the call's time is up); ``look_first=False``: the
         first read waits for an arrival in the reply mailbox (since ``since``, an
@@ -262,14 +265,14 @@ class Mq9Transport(ClientTransport):
         task_id: str,
         context: ClientCallContext | None = None,
         until: frozenset[str] = w.STOPPED,
-    ) -> AsyncGenerator[dict[str, Any]]:
+    ) -> AsyncGenerator[TaskJson]:
         """Each new state of the task (as the agent reports it) until one of ``until``, or the
         context's timeout (the gateway's pushes follow a task so)."""
         return self._snapshots(lambda: self._snapshot(task_id), context, until=until)
 
     # -- tasks ------------------------------------------------------------------------------
 
-    async def _known(self, task_id: str) -> dict[str, Any]:
+    async def _known(self, task_id: str) -> TaskJson:
         """The newest state of a task this caller sent (``submitted`` until the agent reports);
         ``TaskNotFoundError`` if none."""
         state = await self._call(task_id)
@@ -367,7 +370,7 @@ class Mq9Transport(ClientTransport):
     async def create_task_push_notification_config(
         self, request: TaskPushNotificationConfig, *, context: ClientCallContext | None = None
     ) -> TaskPushNotificationConfig:
-        answer = await self._ask(w.CREATE_PUSH, request.task_id, to_json(request), context)
+        answer = await self._ask(w.CREATE_PUSH, request.task_id, json_object(request), context)
         return to_proto(answer, TaskPushNotificationConfig)
 
     async def get_task_push_notification_config(
@@ -376,7 +379,7 @@ class Mq9Transport(ClientTransport):
         *,
         context: ClientCallContext | None = None,
     ) -> TaskPushNotificationConfig:
-        answer = await self._ask(w.GET_PUSH, request.task_id, to_json(request), context)
+        answer = await self._ask(w.GET_PUSH, request.task_id, json_object(request), context)
         return to_proto(answer, TaskPushNotificationConfig)
 
     async def list_task_push_notification_configs(
@@ -385,7 +388,7 @@ class Mq9Transport(ClientTransport):
         *,
         context: ClientCallContext | None = None,
     ) -> ListTaskPushNotificationConfigsResponse:
-        answer = await self._ask(w.LIST_PUSH, request.task_id, to_json(request), context)
+        answer = await self._ask(w.LIST_PUSH, request.task_id, json_object(request), context)
         return to_proto(answer, ListTaskPushNotificationConfigsResponse)
 
     async def delete_task_push_notification_config(
@@ -394,11 +397,11 @@ class Mq9Transport(ClientTransport):
         *,
         context: ClientCallContext | None = None,
     ) -> None:
-        await self._ask(w.DELETE_PUSH, request.task_id, to_json(request), context)
+        await self._ask(w.DELETE_PUSH, request.task_id, json_object(request), context)
 
     async def _ask(
-        self, method: str, task_id: str, body: dict[str, Any], context: ClientCallContext | None
-    ) -> dict[str, Any]:
+        self, method: str, task_id: str, body: JsonObject, context: ClientCallContext | None
+    ) -> JsonObject:
         """One push config request to the agent, and its answer (a JSON object) from the
         reply mailbox. The agent keeps the answer under ``answer.<task>`` (``error.<task>``
         when it refuses): the first one newer than any there before is this request's."""
@@ -472,7 +475,7 @@ async def _kept(client: Mq9Client, mailbox: str, keys: tuple[str, ...]) -> list[
     return [msg for messages in found for msg in messages]
 
 
-def _answer(kind: str | None, payload: bytes, method: str) -> dict[str, Any]:
+def _answer(kind: str | None, payload: bytes, method: str) -> JsonObject:
     """An agent's answer to a push config request, or the A2A error it stands for."""
     try:
         body = json.loads(payload)
@@ -494,7 +497,7 @@ def _answer(kind: str | None, payload: bytes, method: str) -> dict[str, Any]:
     return body
 
 
-def _check_follow_up(task: dict[str, Any], msg: dict[str, Any]) -> None:
+def _check_follow_up(task: TaskJson, msg: MessageJson) -> None:
     """A message naming a task goes on with it: refused when the task ended (A2A:
     UnsupportedOperationError), or when its contextId is another than the task's."""
     state = w.task_state(task)
@@ -511,7 +514,7 @@ def _check_follow_up(task: dict[str, Any], msg: dict[str, Any]) -> None:
         )
 
 
-def message_answer(snapshot: dict[str, Any]) -> dict[str, Any] | None:
+def message_answer(snapshot: Mapping[str, object]) -> MessageJson | None:
     """The Message an agent answered with instead of a task (docs/a2a.md, "The wire"): the
     status message of a completed task marked ``metadata.mq9.answer: "message"``."""
     meta = snapshot.get("metadata")
@@ -520,14 +523,15 @@ def message_answer(snapshot: dict[str, Any]) -> dict[str, Any] | None:
         return None
     status = snapshot.get("status")
     found = status.get("message") if isinstance(status, dict) else None
-    return found if isinstance(found, dict) and w.task_state(snapshot) == w.COMPLETED else None
+    answered = isinstance(found, dict) and w.task_state(snapshot) == w.COMPLETED
+    return cast(MessageJson, found) if answered else None
 
 
 def _timeout(context: ClientCallContext | None) -> float:
     return context.timeout if context is not None and context.timeout else DEFAULT_TIMEOUT
 
 
-def _submitted(task_id: str, request: SendMessageRequest) -> dict[str, Any]:
+def _submitted(task_id: str, request: SendMessageRequest) -> TaskJson:
     return w.task(task_id, request.message.context_id, w.SUBMITTED)
 
 

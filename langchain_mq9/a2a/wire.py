@@ -15,11 +15,25 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import TypeGuard
+
+from mq9_wire.protocol import HEADER_SENDER, MQ9_URL_SCHEME, is_valid_address, nests_deeper
 
 from ..groups.leases import RESERVED_ROOT, is_reserved
-from ..protocol import HEADER_SENDER, MQ9_URL_SCHEME, is_valid_address, nests_deeper
+from .shapes import (
+    ArtifactJson,
+    CardJson,
+    HttpInterface,
+    JsonObject,
+    JsonValue,
+    MessageJson,
+    PartJson,
+    SendRequestJson,
+    StatusJson,
+    TaskJson,
+)
 
 HEADER_REPLY_TO = "mq9-reply-to"
 HEADER_METHOD = "mq9-a2a-method"
@@ -134,7 +148,7 @@ def answerable(reply_to: object) -> TypeGuard[str]:
     )
 
 
-def serves_tasks(card: dict[str, Any]) -> bool:
+def serves_tasks(card: CardJson) -> bool:
     """Whether a registered agent's card says it takes A2A tasks at an mq9 mailbox."""
     capabilities = card.get("capabilities")
     extensions = capabilities.get("extensions") if isinstance(capabilities, dict) else None
@@ -154,7 +168,7 @@ HTTP_BINDINGS = ("JSONRPC", "HTTP+JSON")
 IMPORTED_EXTENSION = "urn:langchain-mq9:a2a-imported-card"
 
 
-def http_interface(card: dict[str, Any]) -> dict[str, str] | None:
+def http_interface(card: CardJson) -> HttpInterface | None:
     """The first interface of a card that a2a-sdk's client reaches over HTTP (url, binding,
     version), or None: an agent that takes A2A tasks over HTTP rather than mq9."""
     interfaces = card.get("supportedInterfaces")
@@ -176,7 +190,7 @@ def http_interface(card: dict[str, Any]) -> dict[str, str] | None:
     return None
 
 
-def transport_of(card: dict[str, Any]) -> str:
+def transport_of(card: CardJson) -> str:
     """How an agent takes work: ``mq9`` (A2A tasks in its mailbox), ``http`` (an HTTP A2A
     agent: call_agent reaches it), ``mailbox`` (plain messages only)."""
     if serves_tasks(card):
@@ -184,7 +198,7 @@ def transport_of(card: dict[str, Any]) -> str:
     return "http" if http_interface(card) is not None else "mailbox"
 
 
-def tasks_capability() -> dict[str, Any]:
+def tasks_capability() -> dict[str, str]:
     """The capability extension a served agent's card carries (``serves_tasks``)."""
     return {
         "uri": TASKS_EXTENSION,
@@ -202,9 +216,9 @@ def message(
     context_id: str = "",
     task_id: str = "",
     message_id: str = "",
-) -> dict[str, Any]:
+) -> MessageJson:
     """An A2A Message with one text part (a new ``messageId`` unless given)."""
-    msg: dict[str, Any] = {
+    msg: MessageJson = {
         "messageId": message_id or new_id(),
         "role": role,
         "parts": [{"text": text}],
@@ -216,7 +230,7 @@ def message(
     return msg
 
 
-def send_request(msg: dict[str, Any]) -> dict[str, Any]:
+def send_request(msg: MessageJson) -> SendRequestJson:
     return {"message": msg}
 
 
@@ -226,23 +240,23 @@ def task(
     state: str,
     *,
     status_text: str | None = None,
-    status_message: dict[str, Any] | None = None,
-    artifacts: list[dict[str, Any]] | None = None,
-    history: list[dict[str, Any]] | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    status_message: MessageJson | None = None,
+    artifacts: list[ArtifactJson] | None = None,
+    history: list[MessageJson] | None = None,
+    metadata: JsonObject | None = None,
+) -> TaskJson:
     """An A2A Task snapshot. ``status_text`` becomes the status message (the agent's words:
     the question of input-required, the error of failed, the reason of rejected), unless
     ``status_message`` gives the agent's whole A2A Message."""
     timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    status: dict[str, Any] = {"state": state, "timestamp": timestamp}
+    status: StatusJson = {"state": state, "timestamp": timestamp}
     if status_message is not None:
         status["message"] = {**status_message, "contextId": context_id, "taskId": task_id}
     elif status_text is not None:
         status["message"] = message(
             status_text, role="ROLE_AGENT", context_id=context_id, task_id=task_id
         )
-    snapshot: dict[str, Any] = {"id": task_id, "contextId": context_id, "status": status}
+    snapshot: TaskJson = {"id": task_id, "contextId": context_id, "status": status}
     if artifacts:
         snapshot["artifacts"] = artifacts
     if history:
@@ -252,9 +266,9 @@ def task(
     return snapshot
 
 
-def artifact(result: Any) -> dict[str, Any]:
+def artifact(result: JsonValue) -> ArtifactJson:
     """The result as an A2A Artifact: text as a text part, anything else as a data part."""
-    part = {"text": result} if isinstance(result, str) else {"data": result}
+    part: PartJson = {"text": result} if isinstance(result, str) else {"data": result}
     return {"artifactId": new_id(), "name": "result", "parts": [part]}
 
 
@@ -287,19 +301,23 @@ def parts_text(parts: object) -> str:
     return "\n".join(chunks)
 
 
-def task_state(snapshot: dict[str, Any]) -> str:
+# The readers below take any JSON object (a snapshot read back from a mailbox or an HTTP agent
+# may hold anything): they check each part they read.
+
+
+def task_state(snapshot: Mapping[str, object]) -> str:
     status = snapshot.get("status")
     state = status.get("state") if isinstance(status, dict) else None
     return state if isinstance(state, str) else "TASK_STATE_UNSPECIFIED"
 
 
-def status_text(snapshot: dict[str, Any]) -> str:
+def status_text(snapshot: Mapping[str, object]) -> str:
     status = snapshot.get("status")
     msg = status.get("message") if isinstance(status, dict) else None
     return parts_text(msg.get("parts")) if isinstance(msg, dict) else ""
 
 
-def result_text(snapshot: dict[str, Any]) -> str:
+def result_text(snapshot: Mapping[str, object]) -> str:
     """The result of a task: its artifacts' text, else its status message's (an agent may
     complete a task with a message and no artifact)."""
     artifacts = snapshot.get("artifacts")
@@ -318,7 +336,7 @@ class Request:
     method: str
     reply_to: str | None
     task_id: str | None
-    body: dict[str, Any]
+    body: JsonObject  # the request's JSON object, as sent: its shape checked per method
     # Who sent it, as a --credentials broker authenticated it (``mq9-sender``, which such a
     # broker writes on every stored message); None where nothing vouches (docs/security.md)
     sender: str | None = None
@@ -398,6 +416,6 @@ def _check_message(msg: object, task_id: str | None) -> None:
         raise Rejection("the message holds no text, data, url or file part", task_id)
 
 
-def json_text(value: Any) -> str:
+def json_text(value: JsonValue) -> str:
     """Compact JSON text, as every payload of this wire is sent."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
