@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Literal, TypeVar, cast
 
 from pydantic import Field
 
+from mq9_wire.protocol import clipped
+
 from ..a2a import wire as w
 from ..a2a.caller import AgentCaller, CallState
+from ..a2a.shapes import CallView, CardJson
 from ..client.client import Mq9Client
-from ..protocol import clipped
 from .context import CallContext
 from .errors import OperationError
 from .policy import ToolPolicy
@@ -109,12 +111,14 @@ def _caller(ctx: CallContext) -> AgentCaller:
 
 
 _Shown = TypeVar("_Shown", CallStarted, CallStatus)
+# The parts of a call's view that the agent wrote
+_AGENT_WORDS: tuple[Literal["result", "question", "reason"], ...] = ("result", "question", "reason")
 
 
 def _shown(state: CallState, policy: ToolPolicy, result: type[_Shown]) -> _Shown:
     view = state.view()
     note = None
-    for key in ("result", "question", "reason"):
+    for key in _AGENT_WORDS:
         if key in view and len(view[key]) > policy.max_payload_chars:
             view[key] = clipped(view[key], policy.max_payload_chars)
             note = f"{key} cut to {policy.max_payload_chars} characters"
@@ -128,9 +132,10 @@ def _shown(state: CallState, policy: ToolPolicy, result: type[_Shown]) -> _Shown
     if state.answer_pending:
         advice = f"Your answer waits for the agent: check_call(task_id='{state.task_id}', "
         advice += "wait_seconds=60)."
-    if any(key in view for key in ("result", "question", "reason")):  # the agent's words
+    if any(key in view for key in _AGENT_WORDS):  # the agent's words
         note = " ".join(filter(None, [note, DATA_NOTE]))
-    return result(**view, next_step=advice, note=note)
+    # (CallStarted has no answer_pending or cancel_pending: a call just started has neither)
+    return result(**view, next_step=advice, note=note)  # type: ignore[misc]
 
 
 def _progress(ctx: CallContext) -> Callable[[CallState], Awaitable[None]] | None:
@@ -150,11 +155,11 @@ def _progress(ctx: CallContext) -> Callable[[CallState], Awaitable[None]] | None
 MATCHES_LOOKED_AT = 20
 
 
-def _takes_tasks(card: dict[str, Any]) -> bool:
+def _takes_tasks(card: CardJson) -> bool:
     return w.transport_of(card) != "mailbox"
 
 
-async def _resolve(ctx: CallContext, agent: str, wait: float = 0) -> dict[str, Any]:
+async def _resolve(ctx: CallContext, agent: str, wait: float = 0) -> CardJson:
     """The agent named ``agent`` (or the HTTP A2A agent whose card is at that URL), else the
     best match for it as a capability among the agents that take tasks: over mq9 (their card
     says so: ``a2a_wire.serves_tasks``) or over HTTP (an HTTP A2A interface); one registered
@@ -167,7 +172,7 @@ async def _resolve(ctx: CallContext, agent: str, wait: float = 0) -> dict[str, A
         except AgentUnreachable as exc:
             raise OperationError(f"no A2A card at {clipped(agent, 120)}: {exc}") from None
     listing = await discover(ctx.client)
-    named: list[dict[str, Any]] = [a for a in listing if a.get("name") == agent]
+    named: list[CardJson] = [a for a in listing if a.get("name") == agent]
     if named:
         if not _takes_tasks(named[0]):
             raise OperationError(
@@ -176,7 +181,7 @@ async def _resolve(ctx: CallContext, agent: str, wait: float = 0) -> dict[str, A
             )
         return named[0]
     search = search_of(ctx.policy, agent, MATCHES_LOOKED_AT)
-    found: list[dict[str, Any]] = [
+    found: list[CardJson] = [
         a for a in await discover(ctx.client, **search) if _takes_tasks(a)
     ]
     if not found:
@@ -245,8 +250,8 @@ async def cancel_call(ctx: CallContext, args: CancelCallInput) -> Outcome[CallSt
 async def list_calls(ctx: CallContext, args: ListCallsInput) -> Outcome[CallsListed]:
     policy = ctx.policy
     states = await _caller(ctx).calls()
-    views = [  # each call's state, without the advice for it
-        replace(_shown(s, policy, CallStatus), next_step=None, note=None).content()
+    views = [  # each call's state, without the advice for it: its view, cut
+        cast(CallView, replace(_shown(s, policy, CallStatus), next_step=None, note=None).content())
         for s in states
         if not args.state or w.short_state(s.state) == args.state.strip().lower()
     ]

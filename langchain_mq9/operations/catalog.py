@@ -14,9 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mq9_wire.protocol.errors import Mq9Error
+
 from ..a2a.caller import CallError
+from ..a2a.shapes import JsonObject
 from ..client.api import Mq9ClientLike
-from ..protocol.errors import Mq9Error
 from . import calls, registry, wake
 from . import mailbox as mail
 from .config import ToolConfig
@@ -52,6 +54,7 @@ from .schemas import (
     CreateMailboxInput,
     DeleteMessageInput,
     FetchMessagesInput,
+    JsonSchema,
     QueryMessagesInput,
     SendMessageInput,
     _Input,
@@ -93,7 +96,7 @@ class Operation:
         text = tool_description(self.description_text, policy.agent_mailbox if policy else None)
         return prefixed(text, policy)
 
-    def input_schema(self, policy: ToolPolicy | None = None) -> dict[str, Any]:
+    def input_schema(self, policy: ToolPolicy | None = None) -> JsonSchema:
         """The JSON schema of the arguments, for the toolkit with ``policy``."""
         schema = input_schema(self.input_model, policy.agent_mailbox if policy else None)
         for spec in schema["properties"].values():
@@ -117,7 +120,7 @@ class Operation:
         return hints
 
     @property
-    def output_schema(self) -> dict[str, Any]:
+    def output_schema(self) -> JsonSchema:
         """The JSON schema of ``Outcome.content`` (MCP's outputSchema), a copy."""
         return self.result.output_schema()
 
@@ -146,7 +149,7 @@ class Operation:
     async def execute(
         self,
         client: Mq9ClientLike,
-        args: BaseModel | dict[str, Any],
+        args: BaseModel | JsonObject,
         policy: ToolPolicy,
         *,
         progress: Progress | None = None,

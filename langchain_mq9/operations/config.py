@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mq9_wire.protocol import MAX_SECONDS, QUERY_CAP, check_group_name, is_valid_address
+from mq9_wire.protocol.errors import Mq9Error
+
+from ..a2a.shapes import CardJson
 from ..groups.leases import DEFAULT_LEASE_TTL, MIN_LEASE_TTL, is_reserved
-from ..protocol import MAX_SECONDS, QUERY_CAP, check_group_name, is_valid_address
-from ..protocol.errors import Mq9Error
 
 _ADDRESS = "lowercase letters, digits and dots"
 # MCP and every provider take tool names of [A-Za-z0-9_-], at most 64 long (the longest of
@@ -74,7 +76,7 @@ class ToolConfig(BaseModel):
         description="this agent's own mailbox: the mailbox arguments of fetch, ack, query and "
         "delete and agent_register's name default to it, the descriptions name it (as reply_to)",
     )
-    agent_card: dict[str, Any] | None = Field(
+    agent_card: CardJson | None = Field(
         default=None,
         description="extra A2A AgentCard fields agent_register publishes (a JSON object: "
         'version, provider, skills as [{"id", "name", "description", "tags"}], ...)',

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
+from ..a2a.shapes import CallView as CallView  # (mcp_server's too: it reaches no a2a module)
 from ..client.api import Mq9ClientLike
 from .policy import ToolPolicy
 
 # Told each state a waiting agent call goes through (its ``CallState.view()``).
-Progress = Callable[[dict[str, Any]], Awaitable[None]]
+Progress = Callable[[CallView], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,15 @@ SDK's, whose ``Message`` has no key or tags and whose ``query`` takes no tags; t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TypedDict
 
+from mq9_wire.protocol import QUERY_CAP, Message, Priority
+
+from ..a2a.shapes import JsonObject
 from ..a2a.store import keyed
 from ..client.api import Mq9ClientLike
 from ..groups.reader import GroupReader
-from ..protocol import QUERY_CAP, Message, Priority
 from . import pages
 from .context import CallContext
 from .errors import OperationError, invalid
@@ -34,9 +36,31 @@ from .schemas import (
     QueryMessagesInput,
     SendMessageInput,
 )
-from .views import DATA_NOTE, MESSAGE_FLOOR, MESSAGE_KEPT_IN, fitted, message_view
+from .views import (
+    DATA_NOTE,
+    MESSAGE_FLOOR,
+    MESSAGE_KEPT_IN,
+    Answer,
+    MessageView,
+    fitted,
+    message_view,
+)
 
 QUERY_PAGE = 10  # messages query_messages shows unless given a limit: a page, not the mailbox
+
+
+class _Filter(TypedDict, total=False):
+    """A query's filter: only what was given (the official SDK's query takes no tags)."""
+
+    key: str
+    tags: list[str]
+
+
+class _Start(TypedDict, total=False):
+    """Where a FETCH without a group starts."""
+
+    deliver: str
+    from_id: int
 
 
 def next_call(tool: str, address: str, policy: ToolPolicy, *more: str) -> str:
@@ -60,7 +84,9 @@ async def create_mailbox(ctx: CallContext, args: CreateMailboxInput) -> Outcome[
 async def send_message(ctx: CallContext, args: SendMessageInput) -> Outcome[MessageSent]:
     client, policy = ctx.client, ctx.policy
     policy.check(args.mail_address)
-    msg_id = await client.send(
+    # (idempotency_key: our client's alone, where ``keyed`` finds it: Mq9ClientLike has none)
+    send: Callable[..., Awaitable[int]] = client.send
+    msg_id = await send(
         args.mail_address,
         args.payload,
         # Our Priority, not its name: the official SDK's send reads ``priority.value``.
@@ -78,8 +104,8 @@ async def send_message(ctx: CallContext, args: SendMessageInput) -> Outcome[Mess
 
 
 def _fitted(
-    messages: list[Message], policy: ToolPolicy, answer: Callable[[list[dict[str, Any]], int], Any]
-) -> tuple[Any, tuple[dict[str, Any], str]]:
+    messages: list[Message], policy: ToolPolicy, answer: Callable[[list[MessageView], int], Answer]
+) -> tuple[Answer, tuple[JsonObject, str]]:
     """The result ``answer(views, left_out)`` that shows as many of ``messages`` as fit in the
     answer budget (``views.fitted``): in order, each its share, at least one. Beside it, its
     content and the text measured (``Outcome.written``)."""
@@ -133,7 +159,7 @@ async def fetch_messages(ctx: CallContext, args: FetchMessagesInput) -> Outcome[
         f"{aside}."
     )
 
-    def answer(views: list[dict[str, Any]], left: int) -> MessagesFetched:
+    def answer(views: list[MessageView], left: int) -> MessagesFetched:
         more = f" {left} more did not fit in this answer: {left_out}." if left else ""
         shown_before = reading is not None and _show_handed_out(views, reading.reader)
         return MessagesFetched(
@@ -164,7 +190,7 @@ async def _hand_to_model(
     await reader.begin(m.msg_id for m in shown)
 
 
-def _show_handed_out(views: list[dict[str, Any]], reader: GroupReader) -> bool:
+def _show_handed_out(views: list[MessageView], reader: GroupReader) -> bool:
     """Mark the messages handed out before (to a reader that stopped, or that failed them):
     how often, as the broker's records count it. Whether any was."""
     again = False
@@ -224,13 +250,18 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
     client, policy = ctx.client, ctx.policy
     address = policy.own(args.mail_address)
     policy.check(address)
-    given: dict[str, Any] = {k: v for k, v in (("key", args.key), ("tags", args.tags)) if v}
+    given: _Filter = {}
+    if args.key:
+        given["key"] = args.key
+    if args.tags:
+        given["tags"] = args.tags
     limit = args.limit or QUERY_PAGE
     if given:
         if args.from_id:
             raise invalid("from_id reads every message, without key or tags: give either")
-        # Only what was given: the official SDK's query takes no tags.
-        found = await client.query(address, **given, limit=limit)
+        # Only what was given: the official SDK's query takes no tags (Mq9ClientLike's none).
+        query: Callable[..., Awaitable[list[Message]]] = client.query
+        found = await query(address, **given, limit=limit)
         filtered = _filtered_answer(address, args, policy, limit, found)
         result, written = _fitted(found, policy, filtered)
         if len(given) > 1:  # both key and tags: the broker applies key, else tags
@@ -248,7 +279,7 @@ async def query_messages(ctx: CallContext, args: QueryMessagesInput) -> Outcome[
     if read.hidden:
         gaps = f"{read.hidden[0].upper()}{read.hidden[1:]}; {_reaching(policy)}"
 
-    def answer(views: list[dict[str, Any]], left: int) -> MessagesQueried:
+    def answer(views: list[MessageView], left: int) -> MessagesQueried:
         step = _page_step(address, policy, args, page[: len(views)], page[len(views) :], newest)
         return MessagesQueried(
             count=len(views),
@@ -283,7 +314,7 @@ def _reaching(policy: ToolPolicy) -> str:
 
 def _filtered_answer(
     address: str, args: QueryMessagesInput, policy: ToolPolicy, limit: int, found: list[Message]
-) -> Callable[[list[dict[str, Any]], int], MessagesQueried]:
+) -> Callable[[list[MessageView], int], MessagesQueried]:
     """The answer to a query by key or tags, which the broker cannot page: it answers the
     oldest ``limit`` per tag (docs/protocol.md §5.5)."""
     steps = []
@@ -294,7 +325,7 @@ def _filtered_answer(
             + (f" ({wider} shows up to 100)." if limit < QUERY_CAP else ".")
         )
 
-    def answer(views: list[dict[str, Any]], left: int) -> MessagesQueried:
+    def answer(views: list[MessageView], left: int) -> MessagesQueried:
         more = [f"{left} more did not fit in this answer: query fewer tags."] if left else []
         return MessagesQueried(
             count=len(views),
@@ -315,7 +346,7 @@ async def _newest_id(client: Mq9ClientLike, address: str, known: int) -> int | N
     ``known`` are searched, each look a FETCH of one message from an id."""
 
     async def first_from(msg_id: int | None) -> int | None:
-        start: dict[str, Any] = {"deliver": "latest"}
+        start: _Start = {"deliver": "latest"}
         if msg_id is not None:
             start = {"deliver": "from_id", "from_id": msg_id}
         found = await client.fetch(address, num_msgs=1, max_wait_ms=0, **start)

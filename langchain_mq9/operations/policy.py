@@ -13,10 +13,13 @@ import inspect
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mq9_wire.protocol import QUOTE_CHARS, Message, check_address, clipped, quoted
+
+from ..a2a.shapes import CardJson
 from ..client.api import Mq9ClientLike
 from ..groups.dead_letters import (
     DEAD_LETTER_SUFFIX,
@@ -25,7 +28,6 @@ from ..groups.dead_letters import (
 )
 from ..groups.leases import RESERVED_ROOT, is_reserved
 from ..groups.reader import GroupReader, fixed_start
-from ..protocol import QUOTE_CHARS, Message, check_address, clipped, quoted
 from .config import ToolConfig
 from .errors import OperationError, invalid
 
@@ -162,7 +164,7 @@ class KeptPolicies:
 
     def __init__(self, *, per_owner: int, total: int) -> None:
         self.per_owner, self.total = per_owner, total
-        self._kept: dict[tuple[Any, Any], ToolPolicy] = {}  # least recently used first
+        self._kept: dict[tuple[Hashable, Hashable], ToolPolicy] = {}  # least recently used first
         self._lock = threading.Lock()  # sync tool calls run in threads
 
     def __len__(self) -> int:
@@ -173,7 +175,7 @@ class KeptPolicies:
         with self._lock:
             return iter(list(self._kept.values()))
 
-    def get(self, owner: Any, key: Any, make: Callable[[], ToolPolicy]) -> ToolPolicy:
+    def get(self, owner: Hashable, key: Hashable, make: Callable[[], ToolPolicy]) -> ToolPolicy:
         with self._lock:
             policy = self._kept.pop((owner, key), None)
             if policy is None:
@@ -182,7 +184,7 @@ class KeptPolicies:
             self._kept[(owner, key)] = policy
             return policy
 
-    def _make_room(self, owner: Any) -> None:
+    def _make_room(self, owner: Hashable) -> None:
         mine = [k for k in self._kept if k[0] == owner]
         if len(mine) >= self.per_owner:
             del self._kept[mine[0]]
@@ -213,7 +215,7 @@ class ToolPolicy:
             raise TypeError("give a ToolConfig or its settings, not both")
         self.created: set[str] = set()
         self.readings: dict[tuple[str, str], GroupReading] = {}
-        self.call_state: dict[str, Any] = {}
+        self.call_state: dict[str, str] = {}  # "reply": the calls' reply mailbox
         # The policies of the runs that name another identity (``for_run``).
         self.runs = KeptPolicies(per_owner=MAX_RUN_IDENTITIES, total=MAX_RUN_IDENTITIES)
 
@@ -271,7 +273,7 @@ class ToolPolicy:
         return self.config.agent_mailbox
 
     @property
-    def agent_card(self) -> dict[str, Any] | None:
+    def agent_card(self) -> CardJson | None:
         return self.config.agent_card
 
     @property

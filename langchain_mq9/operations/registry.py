@@ -3,13 +3,16 @@ agent_unregister, agent_report (see ``mailbox.py`` for what a handler is)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TypedDict, Unpack, cast
 
+from mq9_wire.protocol import agent_card, check_address, normalize_agent
+from mq9_wire.protocol.errors import ListingTooLarge, MailboxExists
+
+from ..a2a.shapes import CardJson
 from ..a2a.wire import http_interface, transport_of
 from ..client.api import Mq9ClientLike
 from ..client.client import Agents
-from ..protocol import agent_card, check_address, normalize_agent
-from ..protocol.errors import ListingTooLarge, MailboxExists
 from .context import CallContext
 from .errors import OperationError
 from .mailbox import next_call
@@ -27,10 +30,19 @@ from .schemas import (
     AgentReportInput,
     AgentUnregisterInput,
 )
-from .views import CARD_NOTE, agent_view, shown
+from .views import CARD_NOTE, AgentView, agent_view, shown
 
 
-def _card(name: str, capabilities: str, extra: dict[str, Any], address: str) -> dict[str, Any]:
+class Search(TypedDict, total=False):
+    """``agent_discover``'s arguments: a search by words or by meaning, or none (the list)."""
+
+    text: str
+    semantic: str
+    limit: int
+    rerank: bool
+
+
+def _card(name: str, capabilities: str, extra: CardJson, address: str) -> CardJson:
     card = agent_card(
         name,
         mailbox=address,
@@ -44,10 +56,13 @@ def _card(name: str, capabilities: str, extra: dict[str, Any], address: str) -> 
     return card
 
 
-async def discover(client: Mq9ClientLike, **query: Any) -> Agents:
+async def discover(client: Mq9ClientLike, **query: Unpack[Search]) -> Agents:
     """Agents as our client returns them: the official SDK's hands out the broker's raw
     items, whose card is a JSON string in ``agent_info``."""
-    found = await client.agent_discover(**query)
+    # (rerank: our client's alone, which search_of gives only where configured; not in
+    # Mq9ClientLike, whose agent_discover the official SDK's shares)
+    ask: Callable[..., Awaitable[list[CardJson]]] = client.agent_discover
+    found = await ask(**query)
     agents = Agents(a if "mailbox" in a else normalize_agent(a) for a in found)
     agents.ranked_here = getattr(found, "ranked_here", False)
     agents.ranking = getattr(found, "ranking", None)
@@ -57,12 +72,12 @@ async def discover(client: Mq9ClientLike, **query: Any) -> Agents:
     return agents
 
 
-def search_of(policy: ToolPolicy, query: str, limit: int) -> dict[str, Any]:
+def search_of(policy: ToolPolicy, query: str, limit: int) -> Search:
     """The ``agent_discover`` arguments of a tool's search for ``query`` as the toolkit is
     configured (``discover_by``, ``discover_rerank``); none for an empty query: the listing."""
     if not query.strip():
         return {}
-    search: dict[str, Any] = {policy.discover_by: query, "limit": limit}
+    search = cast(Search, {policy.discover_by: query, "limit": limit})  # text or semantic
     if policy.discover_rerank and policy.discover_by == "semantic":
         search["rerank"] = True  # only then: the official SDK's client has no such option
     return search
@@ -119,7 +134,7 @@ async def agent_register(ctx: CallContext, args: AgentRegisterInput) -> Outcome[
     return Outcome(result, card)
 
 
-def _view(agent: dict[str, Any]) -> dict[str, Any]:
+def _view(agent: CardJson) -> AgentView:
     """``agent_view``, and for an agent that takes delegated tasks how (``transport``: mq9,
     or http with the HTTP A2A agent's URL): call_agent reaches both. An agent without it
     takes messages in its mailbox only."""

@@ -16,7 +16,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from .views import answer_text, fitted
+# (JsonObject, JsonValue: mcp_server's JSON types too, which reaches no a2a module)
+from ..a2a.shapes import CallView
+from ..a2a.shapes import JsonObject as JsonObject
+from ..a2a.shapes import JsonValue as JsonValue
+from .views import AgentView, MessageView, answer_text, fitted
 
 ADVICE = ("note", "next_step", "filter_used", "warning")
 
@@ -43,7 +47,7 @@ class ToolResult:
     others_wrote: ClassVar[tuple[str, ...]] = ()
     kept_in: ClassVar[str] = ""
 
-    def content(self) -> dict[str, Any]:
+    def content(self) -> JsonObject:
         """The result as the tool returns it: every field but the optional ones left None."""
         return {
             f.name: value
@@ -52,7 +56,7 @@ class ToolResult:
         }
 
     @classmethod
-    def output_schema(cls) -> dict[str, Any]:
+    def output_schema(cls) -> JsonObject:
         """The JSON schema of ``content()`` (MCP's outputSchema), a new copy."""
         return copy.deepcopy(_schema(cls))
 
@@ -64,7 +68,7 @@ class ToolResult:
 
 # Each result model's fields and schema, worked out once: every answer reads the fields.
 _FIELDS: dict[type[ToolResult], tuple[dataclasses.Field[Any], ...]] = {}
-_SCHEMAS: dict[type[ToolResult], dict[str, Any]] = {}
+_SCHEMAS: dict[type[ToolResult], JsonObject] = {}
 
 
 def _fields(cls: type[ToolResult]) -> tuple[dataclasses.Field[Any], ...]:
@@ -74,13 +78,13 @@ def _fields(cls: type[ToolResult]) -> tuple[dataclasses.Field[Any], ...]:
     return fields
 
 
-def _schema(cls: type[ToolResult]) -> dict[str, Any]:
+def _schema(cls: type[ToolResult]) -> JsonObject:
     if cls not in _SCHEMAS:
         _SCHEMAS[cls] = _worked_out_schema(cls)
     return _SCHEMAS[cls]
 
 
-def _worked_out_schema(cls: type[ToolResult]) -> dict[str, Any]:
+def _worked_out_schema(cls: type[ToolResult]) -> JsonObject:
     properties = {}
     hints = typing.get_type_hints(cls)
     for name in (f.name for f in _fields(cls)):  # not the ClassVars
@@ -89,6 +93,8 @@ def _worked_out_schema(cls: type[ToolResult]) -> dict[str, Any]:
             continue
         if isinstance(hint, types.UnionType):  # X | None
             hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        if typing.is_typeddict(hint):  # a view (views.py): a JSON object
+            hint = dict
         properties[name] = {"type": _JSON_TYPES[typing.get_origin(hint) or hint]}
     return {"type": "object", "properties": properties}
 
@@ -100,9 +106,9 @@ Result = TypeVar("Result", bound=ToolResult)
 class Written:
     """An answer already made as its content (what ``views.fitted`` fits, as a result)."""
 
-    value: dict[str, Any]
+    value: JsonObject
 
-    def content(self) -> dict[str, Any]:
+    def content(self) -> JsonObject:
         return self.value
 
 
@@ -112,13 +118,13 @@ class Outcome(Generic[Result]):
     ``artifact``, the typed result for code (``Message`` objects, msg_ids, agent cards)."""
 
     result: Result
-    artifact: Any
+    artifact: JsonValue  # Message objects, msg_ids, agent cards, call states: for code
     # The answer already written while fitting it to the budget, and the content it is the
     # text of: the text is that while the content still is (a second dump of 10 messages
     # cost a tenth of query_messages' own time, bench 2c). Amends after it (``execute``'s
     # warning and prefixes) replace top-level values; nothing changes a shown item in place.
-    written: tuple[dict[str, Any], str] | None = None
-    content: dict[str, Any] = field(init=False)
+    written: tuple[JsonObject, str] | None = None
+    content: JsonObject = field(init=False)
 
     def __post_init__(self) -> None:
         self.content = self.result.content()
@@ -154,7 +160,7 @@ class Outcome(Generic[Result]):
             return
         key = kind.trimmable
 
-        def trimmed(shown: list[dict[str, Any]], left: int) -> Written:
+        def trimmed(shown: list[JsonObject], left: int) -> Written:
             said = [content.get("note")]
             if any("truncated" in entry for entry in shown):
                 said.append(f"What others wrote was cut to fit (truncated): {kind.kept_in}.")
@@ -196,7 +202,7 @@ class MessageSent(ToolResult):
 @dataclass(kw_only=True)
 class _Messages(ToolResult):
     count: int
-    messages: list[dict[str, Any]]
+    messages: list[MessageView]
     note: str | None = None  # that they are data
 
 
@@ -245,7 +251,7 @@ class AgentRegistered(ToolResult):
     registered: bool
     mail_address: str
     mailbox_created: bool
-    registered_card: dict[str, Any] | None = None
+    registered_card: AgentView | None = None
     note: str | None = None
     next_step: str | None = None
 
@@ -258,7 +264,7 @@ class AgentsFound(ToolResult):
     kept_in = "each whole card stays in the registry"
 
     count: int
-    agents: list[dict[str, Any]]
+    agents: list[AgentView]
     note: str | None = None
     next_step: str | None = None
 
@@ -280,7 +286,7 @@ class WakeRules(ToolResult):
 
     mail_address: str
     action: str
-    rules: list[dict[str, Any]]
+    rules: list[JsonObject]  # each as the wake book lists it (wake/rules.py: WakeRule.view)
 
 
 # -- agent calls -------------------------------------------------------------------------------
@@ -328,5 +334,5 @@ class CallsListed(ToolResult):
     kept_in = "check_call(task_id=...) shows one task alone"
 
     count: int
-    calls: list[dict[str, Any]]
+    calls: list[CallView]
     note: str | None = None

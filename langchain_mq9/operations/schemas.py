@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from ..protocol import QUERY_CAP
+from mq9_wire.protocol import QUERY_CAP
+
+from ..a2a.shapes import JsonObject, JsonValue
 
 MAX_TOOL_WAIT_MS = 120_000
 # The longest idempotency key a tool takes: 256 UTF-8 bytes at most, as the client takes
@@ -33,7 +35,9 @@ MAX_IDEMPOTENCY_KEY = 64
 
 # A JSON object may be given as text (what the schema says, and all a strict-mode model can
 # produce) or, by code calling a tool directly, as a dict.
-JsonText = Annotated[str | dict[str, Any], WithJsonSchema({"type": "string"})]
+JsonText = Annotated[str | JsonObject, WithJsonSchema({"type": "string"})]
+# A JSON Schema, with the keywords pydantic writes (the tools' input schemas are these, lean).
+JsonSchema: TypeAlias = JsonObject
 
 
 class _Input(BaseModel):
@@ -124,8 +128,8 @@ class AgentReportInput(_Input):
 
     @field_validator("details")
     @classmethod
-    def _an_object(cls, value: str | dict[str, Any]) -> dict[str, Any]:
-        parsed: Any = value
+    def _an_object(cls, value: str | JsonObject) -> JsonObject:
+        parsed: JsonValue = value
         if isinstance(value, str):
             try:
                 parsed = json.loads(value) if value.strip() else {}
@@ -173,7 +177,7 @@ def tool_description(text: str, agent_mailbox: str | None = None) -> str:
 _KEPT = ("type", "enum", "items", "description")
 
 
-def _lean(spec: dict[str, Any]) -> dict[str, Any]:
+def _lean(spec: JsonSchema) -> JsonSchema:
     """Only the keywords a model needs, in new containers (the cached schema stays whole)."""
     lean = {key: spec[key] for key in _KEPT if key in spec}
     if "enum" in lean:
@@ -184,11 +188,11 @@ def _lean(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def _pydantic_schema(model: type[_Input]) -> dict[str, Any]:
+def _pydantic_schema(model: type[_Input]) -> JsonSchema:
     return model.model_json_schema()  # pydantic builds it anew on every call
 
 
-def input_schema(model: type[_Input], agent_mailbox: str | None = None) -> dict[str, Any]:
+def input_schema(model: type[_Input], agent_mailbox: str | None = None) -> JsonSchema:
     """The JSON schema a model sees for ``model``, a new dict each time: the same for every
     provider and for MCP."""
     raw = _pydantic_schema(model)
@@ -202,7 +206,7 @@ def input_schema(model: type[_Input], agent_mailbox: str | None = None) -> dict[
             else:
                 required.append(name)
         properties[name] = lean
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    schema: JsonSchema = {"type": "object", "properties": properties}
     required.sort(key=list(properties).index)
     if required:
         schema["required"] = required
