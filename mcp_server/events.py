@@ -23,21 +23,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import NotRequired, Protocol, TypedDict, Unpack, cast
 
 import anyio
 from mcp import types
+from mcp.server.context import ServerRequestContext as Ctx  # one request's
+from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from langchain_mq9._nats.redaction import redact
 from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.operations.errors import OperationError, explain
 from langchain_mq9.operations.policy import ToolPolicy
-from langchain_mq9.protocol import PRIORITY_ORDER, clipped
-from langchain_mq9.protocol.errors import (
+from langchain_mq9.operations.results import JsonObject
+from mq9_wire._nats.redaction import redact
+from mq9_wire.protocol import PRIORITY_ORDER, clipped
+from mq9_wire.protocol.errors import (
     InvalidArgument,
     MailboxNotFound,
     MalformedReply,
@@ -45,7 +48,7 @@ from langchain_mq9.protocol.errors import (
     NotAllowed,
     NotConnected,
 )
-from langchain_mq9.protocol.messages import Message
+from mq9_wire.protocol.messages import Message
 
 from .watch import Watches
 
@@ -87,7 +90,7 @@ class EventType:
     description: str
     source: Callable[[str], str]  # the mailbox named in the arguments -> the mailbox read
 
-    def listed(self) -> dict[str, Any]:
+    def listed(self) -> EventTypeListed:
         return {
             "name": self.name,
             "title": self.title,
@@ -99,7 +102,58 @@ class EventType:
         }
 
 
-INPUT_SCHEMA: dict[str, Any] = {
+# -- the extension's answers, as the client reads them ---------------------------------------
+
+
+class EventTypeListed(TypedDict):
+    name: str
+    title: str
+    description: str
+    inputSchema: JsonObject
+    payloadSchema: JsonObject
+    delivery: list[str]
+    replay: bool
+
+
+class EventData(TypedDict):
+    """What an event says of a message (``PAYLOAD_SCHEMA``): never its payload."""
+
+    mail_address: str
+    msg_id: int
+    priority: str
+    key: str | None
+    tags: list[str]
+    time: int  # when it was stored, Unix seconds
+
+
+class Event(TypedDict):
+    eventId: str  # the mailbox read, '#', the msg_id
+    name: str
+    timestamp: str
+    data: EventData
+    cursor: str  # where the next read starts: after this message
+
+
+class Polled(TypedDict):
+    """``events/poll``'s answer."""
+
+    events: list[Event]
+    cursor: str
+    hasMore: bool
+    truncated: NotRequired[bool]  # messages were skipped (only where there were)
+
+
+class Hooks(Protocol):
+    """What serves ``events/subscribe`` and ``events/unsubscribe`` (``webhooks.Webhooks``)."""
+
+    async def subscribe(
+        self, ctx: Ctx, source: Source, params: SubscribeParams, cursor: int | None
+    ) -> JsonObject: ...
+
+    async def unsubscribe(self, ctx: Ctx, subscription: str) -> JsonObject: ...
+
+
+INPUT_SCHEMA: JsonObject = {
     "type": "object",
     "properties": {
         "mail_address": {"type": "string", "description": "the mailbox to watch"},
@@ -107,7 +161,7 @@ INPUT_SCHEMA: dict[str, Any] = {
     "required": ["mail_address"],
     "additionalProperties": False,
 }
-PAYLOAD_SCHEMA: dict[str, Any] = {
+PAYLOAD_SCHEMA: JsonObject = {
     "type": "object",
     "properties": {
         "mail_address": {"type": "string", "description": "the mailbox the message is in"},
@@ -154,7 +208,7 @@ class Subscription(_Params):
     """What names a subscription: the event type and its arguments."""
 
     name: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments: JsonObject = Field(default_factory=dict)
     cursor: str | None = None
 
 
@@ -167,7 +221,7 @@ class StreamParams(Subscription):
 
 
 class SubscribeParams(Subscription):
-    delivery: dict[str, Any] = Field(default_factory=dict)
+    delivery: JsonObject = Field(default_factory=dict)
     ttl_ms: int | None = None
 
 
@@ -234,7 +288,7 @@ def parse_cursor(cursor: str | None) -> int | None:
     )
 
 
-def occurrence(source: Source, message: Message) -> dict[str, Any]:
+def occurrence(source: Source, message: Message) -> Event:
     """One event as the client gets it: eventId, name, timestamp, data, cursor."""
     seconds = message.create_time
     return {
@@ -264,6 +318,14 @@ class Batch:
     truncated: bool = False
 
 
+class _How(TypedDict, total=False):
+    """Where a read starts, and how many it takes (``Mq9Client.fetch``'s)."""
+
+    deliver: str
+    from_id: int
+    num_msgs: int
+
+
 class Reader:
     """Reads a mailbox after a cursor, in msg_id order, for every delivery mode."""
 
@@ -271,7 +333,7 @@ class Reader:
         self.connection = connection
         self.timeout = timeout
 
-    async def _fetch(self, source: Source, **how: Any) -> list[Message]:
+    async def _fetch(self, source: Source, **how: Unpack[_How]) -> list[Message]:
         def look(client: Mq9Client) -> Awaitable[list[Message]]:
             return client.fetch(source.read, max_wait_ms=0, **how)
 
@@ -374,10 +436,10 @@ class EventNotification(BaseModel):
     and params, as ``ServerSession.send_notification`` writes them."""
 
     method: str
-    params: dict[str, Any]
+    params: JsonObject
 
 
-async def _notify(ctx: Any, method: str, params: dict[str, Any]) -> None:
+async def _notify(ctx: Ctx, method: str, params: JsonObject) -> None:
     note = EventNotification(method=method, params=params)
     await ctx.session.send_notification(
         cast(types.ServerNotification, note), related_request_id=ctx.request_id
@@ -385,27 +447,27 @@ async def _notify(ctx: Any, method: str, params: dict[str, Any]) -> None:
 
 
 def serve(
-    server: Any,
+    server: Server,
     reader: Reader,
     watches: Watches,
-    policy_of: Callable[[Any], ToolPolicy],
-    client_of: Callable[[Any], str],
+    policy_of: Callable[[Ctx], ToolPolicy],
+    client_of: Callable[[Ctx], str],
     *,
     heartbeat_seconds: float = HEARTBEAT_SECONDS,
-    webhooks: Any = None,
+    webhooks: Hooks | None = None,
 ) -> None:
     """Add the Events extension's methods to ``server``: its mailboxes read by ``reader``, its
     streams counted and woken by ``watches`` (``policy_of(ctx)``: the client's policy,
     ``client_of(ctx)``: its slice); ``webhooks``: a ``webhooks.Webhooks`` serving
     ``events/subscribe`` and ``events/unsubscribe``."""
 
-    async def listed(_ctx: Any, _params: ListParams) -> dict[str, Any]:
+    async def listed(_ctx: Ctx, _params: ListParams) -> dict[str, list[EventTypeListed]]:
         return {"events": [t.listed() for t in EVENT_TYPES.values()]}
 
-    async def poll(ctx: Any, params: PollParams) -> dict[str, Any]:
-        return await _poll(reader, source_of(params, policy_of(ctx)), params)
+    async def poll(ctx: Ctx, params: PollParams) -> JsonObject:  # (the SDK's: a dict)
+        return {**await _poll(reader, source_of(params, policy_of(ctx)), params)}
 
-    async def stream(ctx: Any, params: StreamParams) -> dict[str, Any]:
+    async def stream(ctx: Ctx, params: StreamParams) -> dict[str, str]:
         source = source_of(params, policy_of(ctx))
         cursor = parse_cursor(params.cursor)
         opened = _Stream(ctx, reader, watches, source, client_of(ctx), heartbeat_seconds)
@@ -418,7 +480,7 @@ def serve(
         _serve_webhooks(server, webhooks, policy_of)
 
 
-async def _poll(reader: Reader, source: Source, params: PollParams) -> dict[str, Any]:
+async def _poll(reader: Reader, source: Source, params: PollParams) -> Polled:
     """``events/poll``: the events after the client's cursor, at most ``maxEvents``."""
     limit = params.max_events or MAX_EVENTS
     if not 1 <= limit <= MAX_EVENTS:
@@ -427,7 +489,7 @@ async def _poll(reader: Reader, source: Source, params: PollParams) -> dict[str,
     if cursor is None:  # subscribing now: nothing yet, and where "now" is
         return {"events": [], "cursor": str(await reader.now(source)), "hasMore": False}
     batch = await reader.after(source, cursor, limit)
-    answer: dict[str, Any] = {
+    answer: Polled = {
         "events": [occurrence(source, m) for m in batch.messages],
         "cursor": str(batch.cursor),
         "hasMore": batch.more,
@@ -443,7 +505,7 @@ class _Stream:
 
     def __init__(
         self,
-        ctx: Any,
+        ctx: Ctx,
         reader: Reader,
         watches: Watches,
         source: Source,
@@ -459,7 +521,7 @@ class _Stream:
     async def wake(self) -> None:
         self.arrived.set()
 
-    async def run(self, cursor: int | None) -> dict[str, Any]:
+    async def run(self, cursor: int | None) -> dict[str, str]:
         now = await self.reader.now(self.source)  # the mailbox exists (and "now", for no cursor)
         cursor = now if cursor is None else cursor
         try:
@@ -505,19 +567,21 @@ class _Stream:
         await _notify(self.ctx, "notifications/events/heartbeat", heartbeat)
 
 
-def _serve_webhooks(server: Any, webhooks: Any, policy_of: Callable[[Any], ToolPolicy]) -> None:
+def _serve_webhooks(
+    server: Server, webhooks: Hooks, policy_of: Callable[[Ctx], ToolPolicy]
+) -> None:
     """``events/subscribe`` and ``events/unsubscribe``, served by ``webhooks``."""
 
-    async def subscribe(ctx: Any, params: SubscribeParams) -> dict[str, Any]:
+    async def subscribe(ctx: Ctx, params: SubscribeParams) -> JsonObject:
         source = source_of(params, policy_of(ctx))
         cursor = parse_cursor(params.cursor)
         try:
-            return cast(dict[str, Any], await webhooks.subscribe(ctx, source, params, cursor))
+            return await webhooks.subscribe(ctx, source, params, cursor)
         except MCPError as exc:
             raise _limit_error(exc) from None
 
-    async def unsubscribe(ctx: Any, params: UnsubscribeParams) -> dict[str, Any]:
-        return cast(dict[str, Any], await webhooks.unsubscribe(ctx, params.id))
+    async def unsubscribe(ctx: Ctx, params: UnsubscribeParams) -> JsonObject:
+        return await webhooks.unsubscribe(ctx, params.id)
 
     server.add_request_handler("events/subscribe", SubscribeParams, subscribe)
     server.add_request_handler("events/unsubscribe", UnsubscribeParams, unsubscribe)

@@ -40,12 +40,14 @@ from typing import Any, Literal, Protocol, cast
 
 import anyio
 from mcp import types
+from mcp.server.context import CallNext, HandlerResult
+from mcp.server.context import ServerRequestContext as Ctx  # one request's
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from langchain_mq9.protocol import clipped
+from mq9_wire.protocol import clipped
 
 log = logging.getLogger("mcp_server")
 
@@ -163,7 +165,7 @@ def given_answer(params: Asking, asker: Asker) -> Answer | None:
     return None
 
 
-async def checked_input(ctx: Any, call_next: Any) -> Any:
+async def checked_input(ctx: Ctx, call_next: CallNext) -> HandlerResult:
     """Server middleware: a request whose ``inputResponses`` is there but not an object (null,
     a number) is a protocol error, answered as invalid params (SEP-2322), not run as though the
     client had sent none."""
@@ -179,7 +181,7 @@ async def checked_input(ctx: Any, call_next: Any) -> Any:
 
 
 def state_boundary(
-    principal: Callable[[Any], str], audience: str, keys: Sequence[str] = ()
+    principal: Callable[[Ctx], str], audience: str, keys: Sequence[str] = ()
 ) -> RequestStateBoundary:
     """The SDK's seal on the ``requestState`` of an ``InputRequiredResult`` (SEP-2322: a server
     treats what the client echoes as untrusted): encrypted and authenticated (AES-GCM), bound to
@@ -194,7 +196,7 @@ def state_boundary(
 
 
 async def ask_user(
-    ctx: Any,
+    ctx: Ctx,
     params: Asking,
     asker: Asker,
     ask: Ask | None = None,
@@ -322,7 +324,7 @@ def _question_key(key: str) -> tuple[int, str] | None:
 
 
 async def call_asking(
-    ctx: Any,
+    ctx: Ctx,
     params: types.CallToolRequestParams,
     run: Run,
     tool_name: Callable[[str], str],
@@ -336,7 +338,7 @@ async def call_asking(
     return cast(types.CallToolResult | types.InputRequiredResult, result)
 
 
-def _can_ask(ctx: Any) -> bool:
+def _can_ask(ctx: Ctx) -> bool:
     """Whether the client declared form elicitation (an empty ``elicitation`` means form)."""
     declared = ctx.session.client_capabilities
     elicitation = declared.elicitation if declared is not None else None
@@ -356,7 +358,7 @@ def _question(result: types.CallToolResult) -> tuple[str, types.ElicitRequestFor
 
 
 async def _elicit(
-    ctx: Any, form: types.ElicitRequestFormParams, deadline: float
+    ctx: Ctx, form: types.ElicitRequestFormParams, deadline: float
 ) -> types.ElicitResult | None:
     """The user's response to ``form`` (elicitation/create) by ``deadline`` (anyio's clock),
     or None: unanswered in time, or not asked at all (the client went away, or refused the

@@ -18,13 +18,13 @@ from typing import Any, cast
 import anyio
 import anyio.lowlevel
 from mcp import types
+from mcp.server.context import ServerRequestContext as Ctx  # one request's, to each handler
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from langchain_mq9._http.ssrf import HostPolicy
-from langchain_mq9._nats.redaction import redact
 from langchain_mq9._version import __version__
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.operations.catalog import (
@@ -35,11 +35,12 @@ from langchain_mq9.operations.catalog import (
     prefixed,
     unknown_tool,
 )
-from langchain_mq9.operations.context import Progress
+from langchain_mq9.operations.context import CallView, Progress
 from langchain_mq9.operations.errors import explain, explain_validation
 from langchain_mq9.operations.views import DATA_NOTE
-from langchain_mq9.protocol import clipped
-from langchain_mq9.protocol.errors import Mq9Error
+from mq9_wire._nats.redaction import redact
+from mq9_wire.protocol import clipped
+from mq9_wire.protocol.errors import Mq9Error
 
 from . import events, questions, resources, tasks, watch, webhooks
 from .owners import ClientPolicies, client_of
@@ -247,21 +248,21 @@ class Mq9McpServer(Server):
             heartbeat_seconds=heartbeat_seconds, webhooks=self.webhooks,
         )  # fmt: skip
 
-    def policy_of(self, ctx: Any) -> ToolPolicy:
+    def policy_of(self, ctx: Ctx) -> ToolPolicy:
         """The client's policy, for a request that answers a bad worker name with an error."""
         try:
             return self.policies.of(ctx.request)
         except OperationError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
 
-    def owner_of(self, ctx: Any) -> str:
+    def owner_of(self, ctx: Ctx) -> str:
         """The client of a request (``owners.py``), a bad worker name answered as an error."""
         try:
             return self.policies.owner_of(ctx.request)
         except OperationError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
 
-    def client_of_request(self, ctx: Any) -> str:
+    def client_of_request(self, ctx: Ctx) -> str:
         """The client whose slice a request's streams and watches count in."""
         return client_of(self.owner_of(ctx))
 
@@ -271,20 +272,20 @@ class Mq9McpServer(Server):
     async def run_call(
         self,
         policy: ToolPolicy,
-        ctx: Any,
+        ctx: Ctx,
         params: types.CallToolRequestParams,
         progress: Progress | None = None,
     ) -> types.CallToolResult:
         """One tool call of the client with ``policy``, logged with its request id."""
         return await logged_call(self.connection, policy, params, ctx.request_id, progress)
 
-    async def handle_list_tools(self, ctx: Any, _params: Any) -> types.ListToolsResult:
+    async def handle_list_tools(self, ctx: Ctx, _params: Any) -> types.ListToolsResult:
         offered = tasks.offered(ctx.protocol_version)
         return types.ListToolsResult(tools=self.tools_for_tasks if offered else self.tools)
 
     # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
     # the same wording as the LangChain tools and accept what those accept.
-    async def handle_call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
+    async def handle_call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> Any:
         try:
             policy = self.policies.of(ctx.request)
         except OperationError as exc:
@@ -299,7 +300,7 @@ class Mq9McpServer(Server):
             return await run(params)
         return await questions.call_asking(ctx, params, run, policy.tool_name)
 
-    def start_call(self, ctx: Any, params: types.CallToolRequestParams) -> tasks.Run | None:
+    def start_call(self, ctx: Ctx, params: types.CallToolRequestParams) -> tasks.Run | None:
         """A tool call run as a task (``tasks.serve``), or None for a tool never one."""
         if params.name not in self.task_names:
             return None
@@ -321,14 +322,14 @@ class Mq9McpServer(Server):
         return as_task
 
     async def handle_list_templates(
-        self, _ctx: Any, _params: Any
+        self, _ctx: Ctx, _params: Any
     ) -> types.ListResourceTemplatesResult:
         return types.ListResourceTemplatesResult(resource_templates=resources.resource_templates())
 
-    async def handle_list_resources(self, _ctx: Any, _params: Any) -> types.ListResourcesResult:
+    async def handle_list_resources(self, _ctx: Ctx, _params: Any) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=resources.listed_resources(self.policies.policy))
 
-    async def handle_read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+    async def handle_read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> Any:
         policy = self.policy_of(ctx)
 
         async def call(tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
@@ -338,14 +339,14 @@ class Mq9McpServer(Server):
         return await resources.read_resource(self.connection, policy, str(params.uri), call)
 
     async def handle_complete(
-        self, ctx: Any, params: types.CompleteRequestParams
+        self, ctx: Ctx, params: types.CompleteRequestParams
     ) -> types.CompleteResult:
         return await resources.complete(self.connection, self.policy_of(ctx), params)
 
-    async def handle_list_prompts(self, _ctx: Any, _params: Any) -> types.ListPromptsResult:
+    async def handle_list_prompts(self, _ctx: Ctx, _params: Any) -> types.ListPromptsResult:
         return types.ListPromptsResult(prompts=resources.prompts(self.policies.policy))
 
-    async def handle_get_prompt(self, _ctx: Any, params: types.GetPromptRequestParams) -> Any:
+    async def handle_get_prompt(self, _ctx: Ctx, params: types.GetPromptRequestParams) -> Any:
         return resources.get_prompt(self.policies.policy, params.name, params.arguments)
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
@@ -391,7 +392,7 @@ def create_server(
     )  # fmt: skip
 
 
-async def set_logging_level(ctx: Any, _params: types.SetLevelRequestParams) -> types.EmptyResult:
+async def set_logging_level(ctx: Ctx, _params: types.SetLevelRequestParams) -> types.EmptyResult:
     """``logging/setLevel``, in the revisions that have it: accepted. mq9-mcp sends its clients
     no log messages (its log goes to stderr), so no level holds any back."""
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
@@ -399,14 +400,14 @@ async def set_logging_level(ctx: Any, _params: types.SetLevelRequestParams) -> t
     return types.EmptyResult()
 
 
-def progress_reporter(context: Any) -> Progress | None:
+def progress_reporter(context: Ctx) -> Progress | None:
     """For a tool call whose client sent a progressToken: a callback that tells it each state
     a waiting agent call goes through (MCP progress notifications); else None."""
     if (context.meta or {}).get("progress_token") is None:
         return None
     steps = count(1)
 
-    async def report(view: dict[str, Any]) -> None:
+    async def report(view: CallView) -> None:
         text = f"{view.get('agent')}: task {view.get('task_id')} is {view.get('state')}"
         with suppress(Exception):  # a client gone meanwhile: the call still answers
             await context.session.report_progress(next(steps), message=text)

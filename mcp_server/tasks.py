@@ -30,12 +30,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from mcp import types
+from mcp.server.context import CallNext, HandlerResult
+from mcp.server.context import ServerRequestContext as Ctx  # one request's
+from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field, ValidationError
+
+from langchain_mq9.operations.results import JsonObject
 
 from . import questions
 from .owners import client_of
@@ -71,12 +75,12 @@ class _Question:
     goes, and how many times it has been asked."""
 
     key: str
-    request: dict[str, Any]
+    request: JsonObject
     answer: asyncio.Future[str | None]
     times: int
 
 
-def _answered(response: Any) -> tuple[str | None, bool]:
+def _answered(response: object) -> tuple[str | None, bool]:
     """The answer in a client's response to a task's question (``questions.FORM``'s field: the
     only form a task asks, an agent's question), and whether it is missing: an accepted form
     without it, or a response of another kind. Declined or dismissed: no answer, not missing."""
@@ -105,11 +109,11 @@ class _Task:
     asked: int = 0  # questions put to the client, each asking again (2026-07-28: inputRequests)
     question: _Question | None = None  # the outstanding one
 
-    def detailed(self) -> dict[str, Any]:
+    def detailed(self) -> JsonObject:
         """The task as the 2026-07-28 extension shows it (its ``DetailedTask``): the result
         inline once there is one, a tool result with ``isError`` included (the extension keeps
         ``failed`` for JSON-RPC errors, which a tool call here never ends in)."""
-        view: dict[str, Any] = {
+        view: JsonObject = {
             "taskId": self.task_id,
             "status": self.status,
             "createdAt": self.created_at,
@@ -142,7 +146,7 @@ class _Task:
             self.question = None
             self.last_updated_at = _now()
 
-    def _put(self, request: dict[str, Any], answer: asyncio.Future[str | None], times: int) -> None:
+    def _put(self, request: JsonObject, answer: asyncio.Future[str | None], times: int) -> None:
         """The question outstanding under a new key: SEP-2663 has a client skip a key it has
         seen, so a question asked again needs one to be seen again."""
         self.asked += 1
@@ -150,7 +154,7 @@ class _Task:
         self.question = _Question(key, request, answer, times)
         self.last_updated_at = _now()
 
-    def answer(self, responses: dict[str, Any]) -> None:
+    def answer(self, responses: JsonObject) -> None:
         """The client's answer to the outstanding question, if ``responses`` holds it (an
         answer to anything else is ignored, as SEP-2663 says). Without the input (SEP-2322:
         an accepted form without it, a response of another kind) the question is asked again,
@@ -183,7 +187,7 @@ class TaskStore:
 
     def __init__(
         self,
-        owner_of: Callable[[Any], str] = lambda _ctx: "",
+        owner_of: Callable[[Ctx], str] = lambda _ctx: "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tasks: OrderedDict[str, _Task] = OrderedDict()
@@ -232,14 +236,14 @@ class TaskStore:
                 return False
             del self.tasks[done[0].task_id]
 
-    def find(self, ctx: Any, task_id: str) -> _Task:
+    def find(self, ctx: Ctx, task_id: str) -> _Task:
         """The caller's task ``task_id``: another client's answers exactly as a missing one."""
         task = self.tasks.get(task_id)
         if task is None or task.owner != self.owner_of(ctx):
             raise MCPError(types.INVALID_PARAMS, f"no task {task_id[:64]!r}: it ended long ago")
         return task
 
-    async def get(self, ctx: Any, params: types.GetTaskRequestParams) -> dict[str, Any]:
+    async def get(self, ctx: Ctx, params: types.GetTaskRequestParams) -> JsonObject:
         extension = _extension_era(ctx)  # first: it refuses a client without the extension
         task = self.find(ctx, params.task_id)
         if extension:
@@ -247,7 +251,7 @@ class TaskStore:
             return task.detailed()
         return _wire(task.view())
 
-    async def result(self, ctx: Any, params: types.GetTaskPayloadRequestParams) -> dict[str, Any]:
+    async def result(self, ctx: Ctx, params: types.GetTaskPayloadRequestParams) -> JsonObject:
         _not_in_extension(ctx)
         task = self.find(ctx, params.task_id)
         if task.runner is not None:
@@ -257,14 +261,14 @@ class TaskStore:
         task.seen = True
         return task.result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
-    async def update(self, ctx: Any, params: UpdateTaskParams) -> dict[str, Any]:
+    async def update(self, ctx: Ctx, params: UpdateTaskParams) -> JsonObject:
         """2026-07-28's answer to a task's input requests (an agent's question)."""
         if not _extension_era(ctx):
             raise MCPError(types.METHOD_NOT_FOUND, "Method not found", "tasks/update")
         self.find(ctx, params.task_id).answer(params.input_responses)
         return {}
 
-    async def cancel(self, ctx: Any, params: types.CancelTaskRequestParams) -> dict[str, Any]:
+    async def cancel(self, ctx: Ctx, params: types.CancelTaskRequestParams) -> JsonObject:
         extension = _extension_era(ctx)
         task = self.find(ctx, params.task_id)
         if extension:  # an acknowledgement, even of a task that ended meanwhile
@@ -282,7 +286,7 @@ class TaskStore:
             task.runner.cancel()
             await asyncio.wait({task.runner})
 
-    async def list(self, ctx: Any, _params: Any) -> dict[str, Any]:
+    async def list(self, ctx: Ctx, _params: types.PaginatedRequestParams | None) -> JsonObject:
         _not_in_extension(ctx)
         owner = self.owner_of(ctx)
         mine = [_wire(task.view()) for task in self.tasks.values() if task.owner == owner]
@@ -293,10 +297,10 @@ class UpdateTaskParams(types.RequestParams):
     """``tasks/update`` (2026-07-28): the client's answers to a task's input requests."""
 
     task_id: str
-    input_responses: dict[str, Any] = Field(default_factory=dict)
+    input_responses: JsonObject = Field(default_factory=dict)
 
 
-def _extension_era(ctx: Any) -> bool:
+def _extension_era(ctx: Ctx) -> bool:
     """Whether ``ctx`` is a 2026-07-28 request, where Tasks are the extension's; one whose
     client did not declare the extension is refused, as SEP-2663 says (-32021)."""
     if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
@@ -310,28 +314,28 @@ def _extension_era(ctx: Any) -> bool:
     return True
 
 
-def _not_in_extension(ctx: Any) -> None:
+def _not_in_extension(ctx: Ctx) -> None:
     """``tasks/result`` and ``tasks/list`` are 2025-11-25's only: the extension has neither."""
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         raise MCPError(types.METHOD_NOT_FOUND, "Method not found", ctx.method)
 
 
-def declared(ctx: Any) -> bool:
+def declared(ctx: Ctx) -> bool:
     """Whether the client of this request declared the Tasks extension (2026-07-28: in the
     request's own ``_meta`` capabilities)."""
     return bool(ctx.session.check_client_capability(_DECLARED))
 
 
-def _may_be_task(ctx: Any) -> bool:
+def _may_be_task(ctx: Ctx) -> bool:
     """Whether a tools/call may become a task: at 2025-11-25 when it asks for one (``task`` in
     its params); at 2026-07-28 when its client declared the extension (SEP-2663: the server
     decides, and the request's own ``task`` is ignored)."""
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         return declared(ctx)
-    return bool(ctx.params.get("task")) and offered(ctx.protocol_version)
+    return bool(ctx.params and ctx.params.get("task")) and offered(ctx.protocol_version)
 
 
-def _call_params(ctx: Any) -> types.CallToolRequestParams | None:
+def _call_params(ctx: Ctx) -> types.CallToolRequestParams | None:
     """The tools/call params; None when they are malformed (the SDK answers those, as without
     a task)."""
     try:
@@ -340,7 +344,7 @@ def _call_params(ctx: Any) -> types.CallToolRequestParams | None:
         return None
 
 
-def _wire(task: types.Task) -> dict[str, Any]:
+def _wire(task: types.Task) -> JsonObject:
     # ttl is required, null meaning unlimited; the other unset fields are left out
     return {**task.model_dump(by_alias=True, mode="json", exclude_none=True), "ttl": task.ttl}
 
@@ -365,9 +369,9 @@ def offered(protocol_version: str | None) -> bool:
 
 
 def serve(
-    server: Any,
+    server: Server,
     store: TaskStore,
-    start_call: Callable[[Any, Any], Any],
+    start_call: Callable[[Ctx, types.CallToolRequestParams], Run | None],
     wait_of: Callable[[types.CallToolRequestParams], float],
 ) -> None:
     """Add Tasks to ``server``: ``start_call(ctx, params)`` starts one tool call (a coroutine
@@ -375,16 +379,13 @@ def serve(
     task; ``wait_of(params)``: how many seconds a call may wait. At 2026-07-28 the server
     decides, and only a call that may wait longer than a poll interval becomes a task: one
     answered sooner would only gain a round trip."""
-    for method, params_type, handler in (
-        ("tasks/get", types.GetTaskRequestParams, store.get),
-        ("tasks/result", types.GetTaskPayloadRequestParams, store.result),
-        ("tasks/update", UpdateTaskParams, store.update),
-        ("tasks/cancel", types.CancelTaskRequestParams, store.cancel),
-        ("tasks/list", types.PaginatedRequestParams, store.list),
-    ):
-        server.add_request_handler(method, params_type, handler)
+    server.add_request_handler("tasks/get", types.GetTaskRequestParams, store.get)
+    server.add_request_handler("tasks/result", types.GetTaskPayloadRequestParams, store.result)
+    server.add_request_handler("tasks/update", UpdateTaskParams, store.update)
+    server.add_request_handler("tasks/cancel", types.CancelTaskRequestParams, store.cancel)
+    server.add_request_handler("tasks/list", types.PaginatedRequestParams, store.list)
 
-    async def as_task(ctx: Any, call_next: Any) -> Any:
+    async def as_task(ctx: Ctx, call_next: CallNext) -> HandlerResult:
         if ctx.method != "tools/call" or not isinstance(ctx.params, dict):
             return await call_next(ctx)
         params = _call_params(ctx) if _may_be_task(ctx) else None

@@ -29,15 +29,18 @@ from urllib.parse import unquote
 
 import anyio
 from mcp import types
+from mcp.server.context import ServerRequestContext as Ctx  # one request's
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9._nats.redaction import redact
 from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.operations.errors import OperationError, explain
 from langchain_mq9.operations.policy import ToolPolicy
-from langchain_mq9.protocol.errors import (
+from langchain_mq9.wake.arrivals import subscribe_arrivals
+from langchain_mq9.wake.rules import digest
+from mq9_wire._nats.redaction import redact
+from mq9_wire.protocol.errors import (
     InvalidArgument,
     MailboxNotFound,
     MalformedReply,
@@ -45,9 +48,7 @@ from langchain_mq9.protocol.errors import (
     NotAllowed,
     NotConnected,
 )
-from langchain_mq9.protocol.messages import Message
-from langchain_mq9.wake.arrivals import subscribe_arrivals
-from langchain_mq9.wake.rules import digest
+from mq9_wire.protocol.messages import Message
 
 from .resources import MAILBOX
 
@@ -253,7 +254,7 @@ def watched_mailbox(uri: str, policy: ToolPolicy) -> str:
     return mail_address
 
 
-def _connection_of(ctx: Any) -> Any:
+def _connection_of(ctx: Ctx) -> Any:
     """The MCP SDK's ``Connection`` of the request's session, whose ``exit_stack`` closes when
     the session ends. The SDK 2.3 names it on its ``Context`` (``ctx.connection``), which its
     runner does not build yet (mcp/server/context.py): the request's session holds it."""
@@ -270,13 +271,13 @@ def _publish(bus: InMemorySubscriptionBus, uri: str) -> Notify:
 def serve(
     server: Any,
     watches: Watches,
-    policy_of: Callable[[Any], ToolPolicy],
-    owner_of: Callable[[Any], str],
+    policy_of: Callable[[Ctx], ToolPolicy],
+    owner_of: Callable[[Ctx], str],
 ) -> None:
     """Add mailbox subscriptions to ``server`` (both eras); ``policy_of(ctx)``: the client's
     policy, ``owner_of(ctx)``: the client (``owners.py``)."""
 
-    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    async def subscribe(ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
         mail_address = watched_mailbox(uri, policy_of(ctx))
         connection = _connection_of(ctx)  # the session: its end ends its watches
@@ -286,13 +287,13 @@ def serve(
         await watches.start(connection, mail_address, updated, owner_of(ctx))
         return types.EmptyResult()
 
-    async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    async def unsubscribe(ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
         if uri.startswith(MAILBOX):
             watches.stop(_connection_of(ctx), unquote(uri[len(MAILBOX) :]))
         return types.EmptyResult()
 
-    async def listen(ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+    async def listen(ctx: Ctx, params: types.SubscriptionsListenRequestParams) -> Any:
         owner = owner_of(ctx)
         # one bus per stream: a watch tells only the stream that asked for it
         bus = InMemorySubscriptionBus()

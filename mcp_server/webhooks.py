@@ -30,18 +30,20 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from mcp import types
+from mcp.server.context import ServerRequestContext as Ctx  # one request's
 from mcp.shared.exceptions import MCPError
 
 from langchain_mq9._http.ssrf import HostPolicy, HostRefused, guarded_client
+from langchain_mq9.operations.results import JsonObject
 
 from .events import (
     FORBIDDEN,
     INVALID_ARGUMENTS,
     NOT_FOUND,
     Batch,
+    Event,
     Reader,
     Source,
     SubscribeParams,
@@ -75,10 +77,11 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def _checked_secret(secret: Any) -> str:
+def _checked_secret(secret: object) -> str:
     try:
-        ok = isinstance(secret, str) and secret.startswith(SECRET_PREFIX)
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True) if ok else b""
+        text = secret if isinstance(secret, str) else ""
+        ok = text.startswith(SECRET_PREFIX)
+        key = base64.b64decode(text.removeprefix(SECRET_PREFIX), validate=True) if ok else b""
     except ValueError:
         key = b""
     if len(key) < 24:
@@ -118,7 +121,7 @@ class Webhooks:
         reader: Reader,
         watches: Watches,
         hosts: HostPolicy,
-        owner_of: Callable[[Any], str],
+        owner_of: Callable[[Ctx], str],
         *,
         clock: Callable[[], float] = time.monotonic,
         post: Post | None = None,
@@ -150,8 +153,8 @@ class Webhooks:
             hook.runner.cancel()
 
     async def subscribe(
-        self, ctx: Any, source: Source, params: SubscribeParams, cursor: int | None
-    ) -> dict[str, Any]:
+        self, ctx: Ctx, source: Source, params: SubscribeParams, cursor: int | None
+    ) -> JsonObject:
         if not has_principal(ctx):
             raise event_error(
                 types.INVALID_PARAMS,
@@ -212,13 +215,13 @@ class Webhooks:
         hook.runner = asyncio.get_running_loop().create_task(self._deliver(hook))
         return self._answer(hook, shown_secret=secret is None)
 
-    def _answer(self, hook: Webhook, *, shown_secret: bool) -> dict[str, Any]:
-        answer: dict[str, Any] = {"id": hook.id, "cursor": str(hook.cursor), "ttlMs": hook.ttl_ms}
+    def _answer(self, hook: Webhook, *, shown_secret: bool) -> JsonObject:
+        answer: JsonObject = {"id": hook.id, "cursor": str(hook.cursor), "ttlMs": hook.ttl_ms}
         if shown_secret:  # made here: the client's only chance to read it
             answer["secret"] = hook.secret
         return answer
 
-    async def unsubscribe(self, ctx: Any, subscription: str) -> dict[str, Any]:
+    async def unsubscribe(self, ctx: Ctx, subscription: str) -> JsonObject:
         hook = self.by_id.get(subscription)
         if hook is None or hook.owner != self.owner_of(ctx):  # another's: as one never made
             raise event_error(
@@ -256,7 +259,7 @@ class Webhooks:
             hook.cursor = max(hook.cursor, batch.cursor)
         return batch.more
 
-    async def _post_one(self, hook: Webhook, event: dict[str, Any]) -> bool:
+    async def _post_one(self, hook: Webhook, event: Event) -> bool:
         body = json.dumps(event, separators=(",", ":")).encode()
         for attempt in range(ATTEMPTS):
             timestamp = int(time.time())
@@ -279,7 +282,7 @@ class Webhooks:
         return False
 
 
-def has_principal(ctx: Any) -> bool:
+def has_principal(ctx: Ctx) -> bool:
     """Whether the request's client is a principal of its own: the stdio process, or an HTTP
     request the bearer token let in."""
     request = getattr(ctx, "request", None)
