@@ -138,7 +138,7 @@ async def _timings(url: str, rounds: int, pause: float, *, apart: bool = False) 
     from langchain_mq9.a2a.executor import serve_executor
     from langchain_mq9.a2a.gateway import Tenants, gateway_app
     from langchain_mq9.a2a.protojson import to_proto
-    from langchain_mq9.broker.nats_servers.processes import free_port
+    from mq9_broker.nats_servers.processes import free_port
 
     token = secrets.token_hex(16)
     name = f"bench.upper.{time.time_ns()}"

@@ -13,8 +13,8 @@ import random
 import time
 from pathlib import Path
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
+from mq9_broker import BrokerEngine
+from mq9_wire import protocol as p
 
 from . import plots
 from .config import Config

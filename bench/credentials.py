@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
 
 from .config import Config
 from .infra import START_TIMEOUT, child_env
@@ -47,11 +47,11 @@ FETCHED = 10  # messages in the mailbox FETCH reads (the first one, without a gr
 
 
 class DevBroker:
-    """``python -m langchain_mq9.broker ARGS`` on a free loopback port, until ``stop``."""
+    """``python -m mq9_broker ARGS`` on a free loopback port, until ``stop``."""
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "langchain_mq9.broker", "--port", str(free_port()), *args],
+            [sys.executable, "-m", "mq9_broker", "--port", str(free_port()), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -86,7 +86,7 @@ class DevBroker:
 
 def issue(place: Path, name: str) -> str:
     """A credential for ``name``, where a broker started with ``--credentials place`` reads."""
-    from langchain_mq9.broker.identities.store import IdentityStore
+    from mq9_broker.identities.store import IdentityStore
 
     store = IdentityStore(place / "mq9-identities.sqlite3")
     try:

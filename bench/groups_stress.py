@@ -260,8 +260,8 @@ def on_bundled_broker(**options) -> dict[str, int]:
     """``stress`` on the bundled broker, served on a nats-server of its own."""
     import nats
 
-    from langchain_mq9.broker import BrokerEngine, serve_on_nats
-    from langchain_mq9.broker.nats_servers.processes import start_nats_server
+    from mq9_broker import BrokerEngine, serve_on_nats
+    from mq9_broker.nats_servers.processes import start_nats_server
 
     async def serving(url: str) -> dict[str, int]:
         connection = await nats.connect(url)

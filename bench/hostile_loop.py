@@ -30,9 +30,9 @@ import uuid
 
 import nats
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine.engine import WORKER_NICENESS
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.engine.engine import WORKER_NICENESS
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire import protocol as p
 
 from .infra import ROOT, START_TIMEOUT, child_env
 from .measure import Stats, fmt_seconds, interleave_async_blocks
@@ -295,7 +295,7 @@ async def _measure_sends(url: str, heavy: dict[str, _Child], quick: bool) -> dic
 
 def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]:
     port = free_port()
-    broker = _Child(["-m", "langchain_mq9.broker", "--port", str(port)])
+    broker = _Child(["-m", "mq9_broker", "--port", str(port)])
     url = f"nats://127.0.0.1:{port}"
     heavy: dict[str, _Child] = {}
     try:

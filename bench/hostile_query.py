@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
+from mq9_broker import BrokerEngine, ManualClock
+from mq9_wire import protocol as p
 
 from .measure import fmt_seconds, interleave_async_blocks
 from .results import Check

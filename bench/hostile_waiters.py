@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.storage import SqliteStorage
+from mq9_broker import BrokerEngine
+from mq9_broker.storage import SqliteStorage
+from mq9_wire import protocol as p
 
 from .results import Check
 

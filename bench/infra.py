@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from langchain_mq9.broker.nats_servers.processes import NatsProcess, free_port, start_nats_server
+from mq9_broker.nats_servers.processes import NatsProcess, free_port, start_nats_server
 
 from .responders import CONTROL
 

@@ -30,11 +30,11 @@ from typing import Any
 
 import nats
 
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.serving.serve import serve_on_nats
-from langchain_mq9.broker.storage import StorageError
-from langchain_mq9.broker.storage.jetstream import ClusterStore
-from langchain_mq9.broker.storage.jetstream.numbering import Numbering
+from mq9_broker.engine.engine import Engine
+from mq9_broker.serving.serve import serve_on_nats
+from mq9_broker.storage import StorageError
+from mq9_broker.storage.jetstream import ClusterStore
+from mq9_broker.storage.jetstream.numbering import Numbering
 
 QUEUE = "mq9-brokers"
 SUBJECTS = "$mq9.AI.>"

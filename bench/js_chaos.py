@@ -46,9 +46,9 @@ import nats
 from bench.js_cluster import JetStreamCluster
 from bench.js_store import BrokerProcess, open_layout, run_and_print
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.storage.jetstream import ClusterStore
-from langchain_mq9.broker.storage.jetstream.mapping import Layout, token
 from langchain_mq9.groups.reader import GroupReader
+from mq9_broker.storage.jetstream import ClusterStore
+from mq9_broker.storage.jetstream.mapping import Layout, token
 
 MAILBOX = "chaos.lane"
 

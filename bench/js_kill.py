@@ -40,7 +40,7 @@ class DevBroker:
     ``bench.js_broker`` is the engine alone."""
 
     def __init__(self, urls: list[str], stream: str, *extra: str) -> None:
-        command = [sys.executable, "-m", "langchain_mq9.broker", "--nats", ",".join(urls)]
+        command = [sys.executable, "-m", "mq9_broker", "--nats", ",".join(urls)]
         command += ["--store", "jetstream", "--stream", stream, *extra]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

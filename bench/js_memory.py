@@ -38,7 +38,7 @@ import nats
 from bench.js_cluster import JetStreamCluster
 from bench.js_store import BrokerProcess, open_layout, run_and_print
 from langchain_mq9 import MailboxExists, Mq9Client
-from langchain_mq9 import protocol as p
+from mq9_wire import protocol as p
 
 SAMPLE_SECONDS = 1.0  # how often the fill reads the broker's memory and progress
 

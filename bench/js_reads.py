@@ -55,9 +55,9 @@ async def _measure(sizes: list[int], rounds: int) -> dict[str, dict[str, dict[st
     import nats
 
     from bench.js_cluster import JetStreamCluster
-    from langchain_mq9.broker.state.mailbox import StoredMessage
-    from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark
-    from langchain_mq9.protocol import Priority
+    from mq9_broker.state.mailbox import StoredMessage
+    from mq9_broker.storage.jetstream import ClusterStore, Mark
+    from mq9_wire.protocol import Priority
 
     # a checkout before session 29 reads its lanes as of a sequence, one since as of a mark
     by_mark = inspect.signature(ClusterStore.read_lanes).parameters["upto"].annotation == "Mark"

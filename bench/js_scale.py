@@ -62,8 +62,8 @@ import nats
 
 from bench.js_cluster import JetStreamCluster
 from bench.js_store import ROOT, STARTED, BrokerProcess, cpu_seconds, open_layout
-from langchain_mq9.broker.broker import READY
-from langchain_mq9.broker.nats_servers.mappings import mappings_block
+from mq9_broker.broker import READY
+from mq9_broker.nats_servers.mappings import mappings_block
 
 OPERATIONS = ("send", "fetch", "ack")
 DEV_BROKER_WAIT = 120.0  # seconds a dev broker's start waits for the cluster (a busy machine)
@@ -281,13 +281,13 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class DevBroker:
-    """``python -m langchain_mq9.broker --nats URLS --store jetstream --no-search EXTRA``
+    """``python -m mq9_broker --nats URLS --store jetstream --no-search EXTRA``
     (what an operator runs), until ``stop``: for ``--credentials``, both sides the same
     program, one of them enforcing."""
 
     def __init__(self, urls: list[str], extra: list[str], profile: Path | None = None) -> None:
         command = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else [])]
-        command += ["-m", "langchain_mq9.broker", "--nats", ",".join(urls)]
+        command += ["-m", "mq9_broker", "--nats", ",".join(urls)]
         command += ["--store", "jetstream", "--no-search", *extra]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
@@ -315,7 +315,7 @@ class DevBroker:
 
 def _credentials_command(*argv: str) -> str:
     """``mq9-dev-broker credentials ARGV``, in this process: what it printed."""
-    import langchain_mq9.broker.cli.credentials as command
+    import mq9_broker.cli.credentials as command
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -48,10 +48,10 @@ import nats
 
 from bench.js_cluster import JetStreamCluster
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.storage.jetstream import ClusterStore, Layout, token
-from langchain_mq9.broker.storage.jetstream.mapping import NO_KEY, frame
-from langchain_mq9.broker.storage.jetstream.requests import Requests
-from langchain_mq9.protocol import Priority
+from mq9_broker.storage.jetstream import ClusterStore, Layout, token
+from mq9_broker.storage.jetstream.mapping import NO_KEY, frame
+from mq9_broker.storage.jetstream.requests import Requests
+from mq9_wire.protocol import Priority
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 
 import nats
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.storage.jetstream import ClusterStore
-from langchain_mq9.broker.storage.sent_keys import SentKeys
+from mq9_broker import BrokerEngine
+from mq9_broker.engine.engine import Engine
+from mq9_broker.storage.jetstream import ClusterStore
+from mq9_broker.storage.sent_keys import SentKeys
+from mq9_wire import protocol as p
 from testbed.jetstream import JetStreamCluster
 
 Handle = Callable[[str, dict[str, str] | None, bytes], Awaitable[bytes]]

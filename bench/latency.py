@@ -16,12 +16,12 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
 from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
-from langchain_mq9 import protocol as p
 from langchain_mq9.operations.catalog import (
     FetchMessagesInput,
     QueryMessagesInput,
     SendMessageInput,
 )
+from mq9_wire import protocol as p
 
 from .config import Config
 from .infra import Network

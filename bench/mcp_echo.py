@@ -21,8 +21,8 @@ from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
-from langchain_mq9 import protocol as p
 from langchain_mq9.operations.catalog import OPERATIONS
+from mq9_wire import protocol as p
 
 
 def create_echo_server(nc: Any = None) -> Server:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
 
 from .measure import fmt_seconds
 from .results import Check

@@ -43,9 +43,9 @@ def rss_bytes() -> int:
 
 
 async def _probe(messages: int, removal: str, measure: str) -> dict:
-    from langchain_mq9 import protocol as p
-    from langchain_mq9.broker import BrokerEngine, ManualClock
-    from langchain_mq9.broker.engine.engine import RETENTION_SCAN_SECONDS, RETENTION_SECONDS
+    from mq9_broker import BrokerEngine, ManualClock
+    from mq9_broker.engine.engine import RETENTION_SCAN_SECONDS, RETENTION_SECONDS
+    from mq9_wire import protocol as p
 
     clock = ManualClock()
     engine = BrokerEngine(clock=clock)

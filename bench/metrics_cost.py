@@ -24,8 +24,8 @@ import urllib.request
 
 import nats
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire import protocol as p
 
 from .measure import fmt_seconds, interleave_async_blocks
 
@@ -38,7 +38,7 @@ READY = "mq9 dev broker ready on "
 class _Broker:
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "langchain_mq9.broker", "--port", str(free_port()),
+            [sys.executable, "-m", "mq9_broker", "--port", str(free_port()),
              "--no-search", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True,

@@ -9,7 +9,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from langchain_mq9.broker.nats_servers.processes import find_nats_server
+from mq9_broker.nats_servers.processes import find_nats_server
 
 from .results import Check, Section
 

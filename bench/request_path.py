@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 import nats
 
-from langchain_mq9 import protocol as p
+from mq9_wire import protocol as p
 
 from .config import Config
 from .infra import Network, Responder

@@ -120,14 +120,14 @@ class Canned:
 
 class Engine:
     def __init__(self, nc) -> None:
-        from langchain_mq9.broker import BrokerEngine
+        from mq9_broker import BrokerEngine
 
         self.nc = nc
         self.engine = BrokerEngine()
         self.service = None
 
     async def on(self, options: dict) -> None:
-        from langchain_mq9.broker import serve_on_nats
+        from mq9_broker import serve_on_nats
 
         announce = bool(options.get("announce", False))  # arrivals on $mq9.WAKE.* (#62)
         if self.service is not None and self.service.announce != announce:
@@ -160,8 +160,8 @@ class DevBroker:
         self.service = None
 
     def _engine(self, store: str):
-        from langchain_mq9.broker import BrokerEngine
-        from langchain_mq9.broker.storage import SqliteStorage
+        from mq9_broker import BrokerEngine
+        from mq9_broker.storage import SqliteStorage
 
         if store not in self.engines:
             storage = SqliteStorage(self.directory.name) if store == "sqlite" else None
@@ -171,8 +171,8 @@ class DevBroker:
     async def _cluster_engine(self, servers: list[str]):
         """A ``Engine`` on a layout of its own, served as ``--store jetstream`` serves
         it, its store on a connection of its own."""
-        from langchain_mq9.broker.engine.engine import Engine
-        from langchain_mq9.broker.storage.jetstream import ClusterStore
+        from mq9_broker.engine.engine import Engine
+        from mq9_broker.storage.jetstream import ClusterStore
 
         if "jetstream" not in self.engines:
             connection = await nats.connect(servers, name="bench-dev-store")
@@ -185,11 +185,11 @@ class DevBroker:
     async def on(self, options: dict) -> None:
         import gc
 
-        import langchain_mq9.broker.cli.dev_broker as cli
-        from langchain_mq9.broker.broker import BURST_MIB
-        from langchain_mq9.broker.config import ANSWER_RATE_MIB
-        from langchain_mq9.broker.serving.pacing import AnswerPacer
-        from langchain_mq9.broker.serving.serve import NatsService
+        import mq9_broker.cli.dev_broker as cli
+        from mq9_broker.broker import BURST_MIB
+        from mq9_broker.config import ANSWER_RATE_MIB
+        from mq9_broker.serving.pacing import AnswerPacer
+        from mq9_broker.serving.serve import NatsService
 
         await self.off()
         store = options.get("store", "sqlite")

@@ -60,7 +60,7 @@ async def measure(url: str, seconds: float) -> tuple[float, float, float]:
 @contextlib.contextmanager
 def bundled(store: str) -> Iterator[str]:
     """A bundled broker on ``store`` ("sqlite" or "jetstream"); yields the URL to use."""
-    from langchain_mq9.broker.nats_servers.processes import free_port
+    from mq9_broker.nats_servers.processes import free_port
     from testbed.devbroker import DevBroker, wait_serving
     from testbed.jetstream import JetStreamCluster
 

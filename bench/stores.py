@@ -31,9 +31,9 @@ from pathlib import Path
 
 import nats
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.storage import SqliteStorage, Storage
+from mq9_broker import BrokerEngine
+from mq9_broker.storage import SqliteStorage, Storage
+from mq9_wire import protocol as p
 
 from . import request_path
 from .config import Config

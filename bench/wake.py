@@ -70,10 +70,10 @@ class _Receiver:
 
 class _Broker:
     def __init__(self, *args: str) -> None:
-        from langchain_mq9.broker.nats_servers.processes import free_port
+        from mq9_broker.nats_servers.processes import free_port
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "langchain_mq9.broker", "--port", str(free_port()), *args],
+            [sys.executable, "-m", "mq9_broker", "--port", str(free_port()), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

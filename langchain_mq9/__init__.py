@@ -27,12 +27,8 @@ Documentation: docs/langchain.md (this integration), docs/toolkit.md (the tools)
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .client.client import Message, Mq9Client
-from .client.transport import Engine, register_memory_engines
-from .groups.reader import Consumer, GroupReader
-from .protocol import Priority
-from .protocol.errors import (
+from mq9_wire.protocol import Priority
+from mq9_wire.protocol.errors import (
     AnswerTooLarge,
     ClusterUnavailable,
     ConnectFailed,
@@ -58,11 +54,16 @@ from .protocol.errors import (
     WireError,
 )
 
+from ._version import __version__
+from .client.client import Message, Mq9Client
+from .client.transport import Engine, register_memory_engines
+from .groups.reader import Consumer, GroupReader
+
 
 def _bundled_broker(name: str) -> Engine:
     """The bundled broker's engine behind ``memory://NAME``: the client finds it through this
     registration, never importing the broker (imported here at the first memory:// client)."""
-    from .broker import memory_broker
+    from mq9_broker import memory_broker
 
     return memory_broker(name)
 

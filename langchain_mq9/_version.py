@@ -1,5 +1,5 @@
-"""The package's version, in a leaf both command lines and the package's face import (so the
-bundled broker need not import the face). pyproject.toml says it too: a test keeps them equal
-(tests/broker/cli/test_dev_broker.py)."""
+"""langchain-mq9's version, in a leaf the command lines (mq9-mcp, mq9) and the package's face
+import. pyproject.toml says it too, and mq9-wire and mq9-broker are released at the same one:
+tests/project/test_distributions.py keeps them equal."""
 
 __version__ = "0.4.0"

@@ -27,14 +27,15 @@ from langchain_core.messages import HumanMessage
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
+from mq9_wire.protocol import MAX_NUM_MSGS, Message, check_int
+from mq9_wire.protocol.errors import Mq9Error
+
 from .client.api import Mq9ClientLike
 from .operations.catalog import OperationError, prefixed
 from .operations.errors import explain
 from .operations.policy import ToolPolicy
 from .operations.results import InboxMail
 from .operations.views import DATA_NOTE, MESSAGE_FLOOR, MESSAGE_KEPT_IN, fitted, message_view
-from .protocol import MAX_NUM_MSGS, Message, check_int
-from .protocol.errors import Mq9Error
 from .run_context import policy_for_run
 from .toolkit import Mq9Toolkit
 from .tools import Mq9Tool

@@ -22,10 +22,11 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.runtime import get_runtime
 from pydantic import ValidationError
 
+from mq9_wire.protocol import quoted
+from mq9_wire.protocol.errors import Mq9Error
+
 from .operations.errors import OperationError
 from .operations.policy import ToolPolicy
-from .protocol import quoted
-from .protocol.errors import Mq9Error
 
 # What a run may name, and the toolkit setting each one stands for.
 RUN_SETTINGS = {"agent_mailbox": "agent_mailbox", "group": "default_group", "worker": "worker"}

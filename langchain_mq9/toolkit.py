@@ -9,7 +9,8 @@ from typing import Annotated, Any, cast
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation, WithJsonSchema
 
-from ._nats.redaction import redact, redact_options
+from mq9_wire._nats.redaction import redact, redact_options
+
 from .client.api import Mq9ClientLike
 from .client.client import Mq9Client
 from .client.connection import Mq9Connection

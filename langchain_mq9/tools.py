@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Literal
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mq9_wire.protocol.errors import Mq9Error
+
 from .client.connection import Mq9Connection
 from .operations.catalog import (
     OPERATIONS,
@@ -32,7 +34,6 @@ from .operations.catalog import (
 )
 from .operations.errors import explain, explain_validation
 from .operations.results import Outcome
-from .protocol.errors import Mq9Error
 from .run_context import current_run, tool_call_key
 
 # The id of the tool call under way: ``BaseTool.arun``/``run`` are told it (``_arun`` is not),

@@ -15,16 +15,16 @@ import anyio
 from mcp.server.lowlevel import Server
 from pydantic import ValidationError
 
-from langchain_mq9._cli import ArgumentParser, port, positive_float, positive_int
-from langchain_mq9._cli import configure_logging as configure_stderr_logging
-from langchain_mq9._nats.redaction import redact
 from langchain_mq9._version import __version__
 from langchain_mq9.client.auth import read_credential_file
 from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.metrics import MetricsUnavailable, operator_address
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.policy import ToolPolicy
-from langchain_mq9.protocol.errors import Mq9Error
+from mq9_wire._cli import ArgumentParser, port, positive_float, positive_int
+from mq9_wire._cli import configure_logging as configure_stderr_logging
+from mq9_wire._nats.redaction import redact
+from mq9_wire.metrics import MetricsUnavailable, operator_address
+from mq9_wire.protocol.errors import Mq9Error
 
 from . import client_lines
 from .http import (

@@ -16,13 +16,13 @@ from urllib.parse import quote, unquote
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9._nats.redaction import redact
 from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.operations.catalog import ToolPolicy
 from langchain_mq9.operations.errors import explain
 from langchain_mq9.operations.results import AgentsFound, Outcome
 from langchain_mq9.operations.views import CARD_NOTE, DATA_NOTE, agent_view
-from langchain_mq9.protocol.errors import Mq9Error
+from mq9_wire._nats.redaction import redact
+from mq9_wire.protocol.errors import Mq9Error
 
 MAILBOX = "mq9://mailbox/"
 AGENT = "mq9://agent/"

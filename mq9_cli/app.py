@@ -22,7 +22,7 @@ from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.operations.errors import OperationError
 from langchain_mq9.operations.policy import ToolPolicy
 from langchain_mq9.operations.views import message_view
-from langchain_mq9.protocol import LANE_READ_BYTES, QUERY_CAP
+from mq9_wire.protocol import LANE_READ_BYTES, QUERY_CAP
 
 from . import overview, render
 from .connect import FAILED, NOT_FOUND, OK, USAGE, Failure, Target, failure

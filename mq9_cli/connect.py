@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from langchain_mq9._nats.redaction import redact
 from langchain_mq9.a2a.caller import CallError
 from langchain_mq9.client.auth import HOW_TO_LOG_IN, read_credential_file
 from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.operations.errors import OperationError
-from langchain_mq9.protocol.errors import (
+from mq9_wire._nats.redaction import redact
+from mq9_wire.protocol.errors import (
     ClusterUnavailable,
     InvalidAddress,
     MailboxNotFound,

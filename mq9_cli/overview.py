@@ -36,7 +36,7 @@ from langchain_mq9.operations.pages import Page as Page
 from langchain_mq9.operations.pages import maybe_cut, more_after
 from langchain_mq9.operations.pages import page as page
 from langchain_mq9.operations.policy import ToolPolicy
-from langchain_mq9.protocol import (
+from mq9_wire.protocol import (
     LANE_READ_BYTES,
     PRIORITY_ORDER,
     QUERY_CAP,
@@ -44,8 +44,8 @@ from langchain_mq9.protocol import (
     Priority,
     payload_text,
 )
-from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error, Unavailable
-from langchain_mq9.protocol.messages import HEADER_SENDER, HEADER_TTL
+from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error, Unavailable
+from mq9_wire.protocol.messages import HEADER_SENDER, HEADER_TTL
 
 # Nothing a person asked for is cut: the budgets are the model's, not a person's.
 _WHOLE = 1 << 40

@@ -1,4 +1,4 @@
-"""The dev broker run as a user runs it: ``python -m langchain_mq9.broker`` as a subprocess
+"""The dev broker run as a user runs it: ``python -m mq9_broker`` as a subprocess
 (the tests of tests/broker/cli and others, bench/side_by_side.py). Every wait is bounded; every
 process started here is stopped by whoever started it."""
 
@@ -36,7 +36,7 @@ class DevBroker:
         ``cwd`` with ``env``."""
         self.args = args
         self.process = subprocess.Popen(
-            command or [sys.executable, "-m", "langchain_mq9.broker", *args],
+            command or [sys.executable, "-m", "mq9_broker", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

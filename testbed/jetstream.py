@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from langchain_mq9.broker.nats_servers.processes import find_nats_server, free_port
+from mq9_broker.nats_servers.processes import find_nats_server, free_port
 from testbed.ports import ServerExited, read_ports
 
 START_TIMEOUT = 30.0  # a busy 2-core machine

@@ -29,8 +29,8 @@ from tests.support.shared_broker import Namespace, NamespacedTransport, clear_re
 # What the fixtures below start is imported when one is used (#78: the collection of a few
 # test files, or of the unit tests of a room, imports no broker, store lane or nats-py for it)
 if TYPE_CHECKING:
-    from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock
-    from langchain_mq9.broker.engine.engine import Engine
+    from mq9_broker import BrokerEngine, BrokerLimits, ManualClock
+    from mq9_broker.engine.engine import Engine
     from tests.support.store_lane import ClusterLayout
 
 # No property test fails for its pace: on a busy 2-core machine one example took 266 ms against
@@ -138,7 +138,7 @@ async def restartable_nats():
     (``state["connection"]``) reconnects for ever; ``state["url"]`` stays valid."""
     import nats
 
-    from langchain_mq9.broker import BrokerEngine, serve_on_nats
+    from mq9_broker import BrokerEngine, serve_on_nats
     from testbed.nats_server import start_nats_server
 
     first = start_nats_server()  # on the system's choice of port, read back: kept for restarts
@@ -210,7 +210,7 @@ class Broker:
             async with self.client() as client:
                 reply = await client._transport.request(subject, body, headers, 5)
         else:
-            from langchain_mq9._nats.guard import GuardedClient, protect
+            from mq9_wire._nats.guard import GuardedClient, protect
 
             connection = GuardedClient()  # plain nats-py gets no answer from RobustMQ
             protect(connection).cancel()
@@ -232,7 +232,7 @@ async def start_broker(
     of its own, deleted when the broker stops."""
     import nats
 
-    from langchain_mq9.broker import (
+    from mq9_broker import (
         BrokerEngine,
         BrokerLimits,
         ManualClock,
@@ -272,8 +272,8 @@ async def _start_on_cluster(
     reached in process (``memory``) or served on ``nats_url`` as ``--store jetstream`` serves."""
     import nats
 
-    from langchain_mq9.broker import install_memory_broker, serve_on_nats
-    from langchain_mq9.broker.serving.queue_group import QUEUE
+    from mq9_broker import install_memory_broker, serve_on_nats
+    from mq9_broker.serving.queue_group import QUEUE
     from tests.support.store_lane import STATE_SERVER
 
     layout = await STATE_SERVER.layout()
@@ -297,7 +297,7 @@ async def _start_on_cluster(
 
 
 async def stop_broker(broker: Broker, handle) -> None:
-    from langchain_mq9.broker import drop_memory_broker
+    from mq9_broker import drop_memory_broker
 
     if broker.transport == "robustmq":
         return

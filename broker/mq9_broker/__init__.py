@@ -1,20 +1,51 @@
-"""The bundled mq9 broker: one engine, served in-process (``memory://``) or on NATS.
+"""The bundled mq9 broker (the ``mq9-broker`` distribution): one engine, served in-process
+(``memory://``) or on NATS.
 
 ``Broker(BrokerConfig(...))`` runs it on NATS from Python (``broker.py``, ``config.py``);
 ``memory_broker(NAME)`` is the engine behind ``memory://NAME``, which ``import langchain_mq9``
 registers with the client (``client/transport.py``).
+
+Each name is imported at its first use (PEP 562): ``memory://`` takes the engine over the
+state held in this process, and nothing of NATS serving or the JetStream store comes with it.
 """
 
 from __future__ import annotations
 
 import threading
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from .broker import Broker
-from .config import BrokerConfig, StartupError
-from .engine.limits import BrokerLimits
-from .engine.process import BrokerEngine
-from .serving.serve import serve_on_nats
-from .state.clock import ManualClock
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .config import BrokerConfig, StartupError
+    from .engine.limits import BrokerLimits
+    from .engine.process import BrokerEngine
+    from .serving.serve import serve_on_nats
+    from .state.clock import ManualClock
+
+# name -> the module of this package that defines it
+_LAZY = {
+    "Broker": "broker",
+    "BrokerConfig": "config",
+    "StartupError": "config",
+    "BrokerLimits": "engine.limits",
+    "BrokerEngine": "engine.process",
+    "serve_on_nats": "serving.serve",
+    "ManualClock": "state.clock",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 _memory_brokers: dict[str, BrokerEngine] = {}
 _memory_lock = threading.Lock()
@@ -26,6 +57,8 @@ def memory_broker(name: str = "") -> BrokerEngine:
     with _memory_lock:
         engine = _memory_brokers.get(name)
         if engine is None:
+            from .engine.process import BrokerEngine
+
             engine = _memory_brokers[name] = BrokerEngine()
         return engine
 

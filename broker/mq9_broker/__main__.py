@@ -1,4 +1,4 @@
-"""``python -m langchain_mq9.broker``: the same as the ``mq9-dev-broker`` command."""
+"""``python -m mq9_broker``: the same as the ``mq9-dev-broker`` command."""
 
 import sys
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from .. import semantic
+from mq9_wire import semantic
+
 from .engine.engine import Engine
 from .engine.process import BrokerEngine
 from .nats_servers.processes import NatsProcess

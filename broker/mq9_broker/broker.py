@@ -29,10 +29,10 @@ from typing import Any
 
 from nats.aio.client import Client as NatsConnection
 
-from .. import protocol as p
-from .. import semantic
-from .._nats.redaction import describe, redact
-from ..metrics import RequestMeter
+from mq9_wire import protocol as p
+from mq9_wire import semantic
+from mq9_wire._nats.redaction import describe, redact
+
 from .banner import banner, cluster_banner
 from .config import (
     BrokerConfig,
@@ -58,6 +58,7 @@ from .nats_servers.processes import (
     url_login,
 )
 from .nats_servers.survey import ClusterError, Waiting, check_login, refused_login, survey
+from .serving.meter import RequestMeter
 from .serving.pacing import AnswerPacer
 from .serving.queue_group import QUEUE, open_store
 from .serving.serve import NatsService, serve_on_nats
@@ -65,7 +66,7 @@ from .storage import SqliteStorage, Storage, StorageError
 from .storage.jetstream import ClusterStore, Layout, StreamCount
 from .storage.sqlite import data_file
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 READY = "mq9 dev broker ready on"
 CONNECT_TIMEOUT = 10.0
@@ -498,7 +499,7 @@ def _listening(host: str, port: int) -> bool:
 
 
 def _relay_log(server: NatsProcess) -> None:
-    relay = logging.getLogger("langchain_mq9.broker.nats_server")
+    relay = logging.getLogger("mq9_broker.nats_server")
     stream = server.process.stderr
     if stream is None:
         return

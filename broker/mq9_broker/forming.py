@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsConnection
 
-from .._nats.jetstream.api import ErrorCode, err_code
-from .._nats.jetstream.ready import until_ready
-from .._nats.redaction import redact
+from mq9_wire._nats.jetstream.api import ErrorCode, err_code
+from mq9_wire._nats.jetstream.ready import until_ready
+from mq9_wire._nats.redaction import redact
+
 from .config import StartupError
 from .identities.store import CredentialError
 from .nats_servers.survey import (
@@ -32,7 +33,7 @@ from .nats_servers.survey import (
 )
 from .storage import StorageError
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 T = TypeVar("T")
 
 

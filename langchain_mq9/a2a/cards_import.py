@@ -21,9 +21,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mq9_wire.protocol import card_skills, clipped
+
 from .._http.hosts import HostPolicy, HostRefused
 from ..client.client import Mq9Client
-from ..protocol import card_skills, clipped
 from . import wire as w
 from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
 

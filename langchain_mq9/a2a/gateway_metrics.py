@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mq9_wire.metrics import OperatorEndpoint, need_prometheus
+from mq9_wire.metrics.http import ASGIApp, HttpMetrics
+from mq9_wire.metrics.probe import answering
+
 from ..client.client import Mq9Client
-from ..metrics import OperatorEndpoint, need_prometheus
-from ..metrics.http import ASGIApp, HttpMetrics
-from ..metrics.probe import answering
 
 PREFIX = "mq9_gateway"
 # A2A 1.0's JSON-RPC methods (a2a-sdk's dispatcher): counted by name, anything else as other

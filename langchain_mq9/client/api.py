@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..protocol import Message, Priority
+from mq9_wire.protocol import Message, Priority
 
 __all__ = ["Mq9ClientLike"]
 

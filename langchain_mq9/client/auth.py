@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ..protocol.errors import InvalidArgument
+from mq9_wire.protocol.errors import InvalidArgument
 
 CREDENTIAL_ENV = "MQ9_CREDENTIAL"  # <id>:<secret>
 CREDENTIAL_FILE_ENV = "MQ9_CREDENTIAL_FILE"  # a file holding that one line

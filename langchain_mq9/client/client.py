@@ -15,15 +15,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .. import protocol as p
-from .. import semantic as models
-from .. import tracing
-from .._nats.redaction import redact
-from ..groups.dead_letters import DEFAULT_MAX_DELIVERIES
-from ..groups.leases import DEFAULT_LEASE_TTL
-from ..groups.reader import Consumer, ErrorHandler, GroupReader, Handler, until_found
-from ..protocol import Message, Priority, registration
-from ..protocol.errors import (
+from mq9_wire import protocol as p
+from mq9_wire import semantic as models
+from mq9_wire._nats.redaction import redact
+from mq9_wire.protocol import Message, Priority, registration
+from mq9_wire.protocol.errors import (
     ClusterUnavailable,
     InvalidArgument,
     LimitReached,
@@ -39,7 +35,12 @@ from ..protocol.errors import (
     WireError,
     from_reply,
 )
-from ..semantic.ranking import AgentEntry, AgentIndex
+from mq9_wire.semantic.ranking import AgentEntry, AgentIndex
+
+from .. import tracing
+from ..groups.dead_letters import DEFAULT_MAX_DELIVERIES
+from ..groups.leases import DEFAULT_LEASE_TTL
+from ..groups.reader import Consumer, ErrorHandler, GroupReader, Handler, until_found
 from .live_search import LiveSearch, is_robustmq
 from .transport import (
     NOT_CONNECTED,

@@ -16,8 +16,9 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from .._nats.redaction import redact
-from ..protocol.errors import RequestTimeout
+from mq9_wire._nats.redaction import redact
+from mq9_wire.protocol.errors import RequestTimeout
+
 from .client import Mq9Client
 
 T = TypeVar("T")

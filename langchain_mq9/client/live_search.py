@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .. import protocol as p
+from mq9_wire import protocol as p
 
 # How long a listing read to check search answers is reused (Mq9Client.listing_ttl).
 LISTING_TTL = 1.0

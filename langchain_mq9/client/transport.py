@@ -21,12 +21,12 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checkable
 
-from .._nats.info import server_info
-from .._nats.redaction import describe, redact
-from .._nats.requests import cancels_of
-from .._nats.urls import nats_urls
-from ..protocol import DEFAULT_MAX_PAYLOAD
-from ..protocol.errors import (
+from mq9_wire._nats.info import server_info
+from mq9_wire._nats.redaction import describe, redact
+from mq9_wire._nats.requests import cancels_of
+from mq9_wire._nats.urls import nats_urls
+from mq9_wire.protocol import DEFAULT_MAX_PAYLOAD
+from mq9_wire.protocol.errors import (
     ConnectFailed,
     ConnectionLost,
     InvalidArgument,
@@ -37,7 +37,8 @@ from ..protocol.errors import (
     RequestTimeout,
     Unavailable,
 )
-from ..protocol.subjects import IDENTITIES_MARKER, principal_subject
+from mq9_wire.protocol.subjects import IDENTITIES_MARKER, principal_subject
+
 from .auth import Login, login_for, refused_credentials, refused_login
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from typing_extensions import TypeIs
 
-    from .._nats.guard import GuardedClient
+    from mq9_wire._nats.guard import GuardedClient
 
 log = logging.getLogger("langchain_mq9")
 
@@ -372,7 +373,7 @@ class NatsTransport:
     ) -> Unsubscribe | None:
         """``Announcements``: a plain NATS subscription to each subject, on the connection
         requests go by; all of them undone if one is refused."""
-        from .._nats.guard import flush_in_order  # nats-py, only once a NATS link is used
+        from mq9_wire._nats.guard import flush_in_order  # nats-py, only once a NATS link is used
 
         connection = self._connection
         if connection is None:
@@ -407,7 +408,7 @@ class NatsTransport:
         return self._connection is not None
 
     async def connect(self) -> None:
-        from .._nats.guard import GuardedClient, protect
+        from mq9_wire._nats.guard import GuardedClient, protect
 
         # A first connection gets request_timeout in all, not nats-py's reconnect_attempts tries
         connection = GuardedClient()
@@ -623,7 +624,7 @@ def _stop(task: asyncio.Task[None] | None) -> None:
 
 
 async def _quietly_close(connection: Client) -> None:
-    from .._nats.guard import close_within
+    from mq9_wire._nats.guard import close_within
 
     try:
         if not await close_within(connection, CLOSE_WITHIN):

@@ -19,9 +19,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .. import protocol as p
-from ..protocol import Message
-from ..protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
+from mq9_wire import protocol as p
+from mq9_wire.protocol import Message
+from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
+
 from .leases import RESERVED_ROOT, MailboxClient, is_reserved
 
 DEAD_LETTER_SUFFIX = ".dlq"

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .. import protocol as p
-from ..protocol import Message
-from ..protocol.errors import MailboxExists, MailboxNotFound
+from mq9_wire import protocol as p
+from mq9_wire.protocol import Message
+from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound
 
 
 class MailboxClient(Protocol):

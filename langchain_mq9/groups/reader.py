@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
-from .. import protocol as p
-from ..protocol import Message
-from ..protocol.errors import AnswerTooLarge, Mq9Error
+from mq9_wire import protocol as p
+from mq9_wire.protocol import Message
+from mq9_wire.protocol.errors import AnswerTooLarge, Mq9Error
+
 from . import dead_letters
 from .dead_letters import (
     DEAD_LETTER_SUFFIX,

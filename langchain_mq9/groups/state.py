@@ -14,9 +14,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .. import protocol as p
-from ..protocol import PRIORITY_ORDER, Message, Priority
-from ..protocol.errors import Mq9Error
+from mq9_wire import protocol as p
+from mq9_wire.protocol import PRIORITY_ORDER, Message, Priority
+from mq9_wire.protocol.errors import Mq9Error
 
 # The largest payload a message can have (NATS's default max_payload, assumed in force wherever
 # messages were sent). A lane read holding more than LANE_READ_BYTES minus this may have been

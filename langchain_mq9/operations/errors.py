@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from ..protocol import clipped, quoted
-from ..protocol.errors import (
+from mq9_wire.protocol import clipped, quoted
+from mq9_wire.protocol.errors import (
     ConnectFailed,
     InvalidAddress,
     ListingTooLarge,
@@ -80,7 +80,7 @@ def explain(
 
 
 def _loading_model() -> bool:
-    from ..semantic import loading  # (its models load only when asked for)
+    from mq9_wire.semantic import loading  # (its models load only when asked for)
 
     return loading()
 

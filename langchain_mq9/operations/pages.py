@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mq9_wire.protocol import LANE_READ_BYTES, MAX_NUM_MSGS, PRIORITY_ORDER, QUERY_CAP, Message
+
 from ..client.api import Mq9ClientLike
 from ..groups.state import LARGEST_MESSAGE, read_through
-from ..protocol import LANE_READ_BYTES, MAX_NUM_MSGS, PRIORITY_ORDER, QUERY_CAP, Message
 
 # A page's read asks for this many when over a page of more urgent messages kept it from the
 # less urgent lanes: the page still shows its limit, now from every lane (each at most 30 MiB).

@@ -17,7 +17,8 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from ..protocol import Message
+from mq9_wire.protocol import Message
+
 from .context import LANGSMITH_TRACE, TRACEPARENT, TRACESTATE, peer_run, peer_trace, traceparent
 
 if TYPE_CHECKING:

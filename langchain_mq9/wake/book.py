@@ -24,9 +24,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from mq9_wire.protocol import Message
+from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
+
 from ..client import Mq9Client
-from ..protocol import Message
-from ..protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
 from .rules import INDEX_ADDRESS, MAX_RULES, RuleError, WakeRule, digest, rules_address
 
 RULE_TAG = "rule"

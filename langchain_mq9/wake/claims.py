@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..protocol import Message
+from mq9_wire.protocol import Message
+
 from .book import CLAIM_TAG, RULE_TAG, STATE_KEY
 from .rules import RuleError, WakeRule, digest
 

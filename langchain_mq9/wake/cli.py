@@ -20,11 +20,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .._cli import configure_logging, positive_float
-from .._nats.redaction import redact
+from mq9_wire._cli import configure_logging, positive_float
+from mq9_wire._nats.redaction import redact
+from mq9_wire.metrics import MetricsUnavailable, OperatorEndpoint, need_prometheus, operator_address
+from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error
+
 from ..client import Mq9Client
-from ..metrics import MetricsUnavailable, OperatorEndpoint, need_prometheus, operator_address
-from ..protocol.errors import MailboxNotFound, Mq9Error
 from .book import RuleBook
 from .deliver import ENV_PREFIX, Deliverer, Destinations
 from .limits import COMMANDS_AT_ONCE, MIN_INTERVAL, RUNS_PER_HOUR, RUNS_PER_RULE, Limits

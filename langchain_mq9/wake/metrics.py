@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..metrics import OperatorEndpoint, need_prometheus
-from ..metrics.probe import Probe, answering
+from mq9_wire.metrics import OperatorEndpoint, need_prometheus
+from mq9_wire.metrics.probe import Probe, answering
+
 from .rules import WakeRule
 from .waker import Waker
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import protocol as p
+from mq9_wire import protocol as p
 
 RESERVED_ROOT = "mq9"
 RULES_ROOT = RESERVED_ROOT + ".wake."  # + digest(mailbox): that mailbox's rules and records

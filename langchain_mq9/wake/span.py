@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from .. import protocol as p
+from mq9_wire import protocol as p
+from mq9_wire.protocol import Message
+from mq9_wire.protocol.errors import MailboxNotFound
+
 from ..client import Mq9Client
-from ..protocol import Message
-from ..protocol.errors import MailboxNotFound
 
 PAGE = 500  # messages asked per lane and FETCH
 

@@ -51,9 +51,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mq9_wire.protocol import HEADER_SENDER, Message
+from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error
+
 from ..client import Mq9Client
-from ..protocol import HEADER_SENDER, Message
-from ..protocol.errors import MailboxNotFound, Mq9Error
 from .arrivals import Unsubscribe, subscribe_arrivals
 from .book import (
     CLAIM_TAG,

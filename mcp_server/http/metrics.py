@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.metrics import OperatorEndpoint, need_prometheus
-from langchain_mq9.metrics.http import ASGIApp, HttpMetrics
-from langchain_mq9.metrics.probe import Probe, broker_writes
 from langchain_mq9.operations.catalog import OPERATIONS
+from mq9_wire.metrics import OperatorEndpoint, need_prometheus
+from mq9_wire.metrics.http import ASGIApp, HttpMetrics
+from mq9_wire.metrics.probe import Probe, broker_writes
 
 from .sessions import SessionLimits
 

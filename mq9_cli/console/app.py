@@ -39,8 +39,8 @@ from langchain_mq9.a2a.caller import CallError
 from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.operations.errors import OperationError
-from langchain_mq9.protocol import QUERY_CAP, is_valid_address
-from langchain_mq9.protocol.errors import MailboxNotFound, Mq9Error
+from mq9_wire.protocol import QUERY_CAP, is_valid_address
+from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error
 
 from .. import overview
 from ..connect import NOT_FOUND, UNREACHABLE, failure

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from langchain_mq9.client.api import Mq9ClientLike
-from langchain_mq9.protocol import Message
-from langchain_mq9.protocol.errors import MailboxNotFound
+from mq9_wire.protocol import Message
+from mq9_wire.protocol.errors import MailboxNotFound
 
 from .. import overview
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from langchain_mq9.metrics import OperatorEndpoint, need_prometheus, operator_address
-from langchain_mq9.metrics.http import HttpMetrics
-from langchain_mq9.metrics.probe import ReadsProbe
+from mq9_wire.metrics import OperatorEndpoint, need_prometheus, operator_address
+from mq9_wire.metrics.http import HttpMetrics
+from mq9_wire.metrics.probe import ReadsProbe
 
 PREFIX = "mq9_console"
 PAGES = frozenset(

@@ -66,7 +66,7 @@ def settings_for(
                 USAGE,
             )
     if metrics is not None:  # #73: one line now, not a traceback once serving
-        from langchain_mq9.metrics import MetricsUnavailable, need_prometheus, operator_address
+        from mq9_wire.metrics import MetricsUnavailable, need_prometheus, operator_address
 
         try:
             where = operator_address(metrics)

@@ -12,8 +12,8 @@ import pytest
 from nats.aio.client import Client
 from nats.protocol.parser import Parser
 
-from langchain_mq9._nats import guard as nats_guard
-from langchain_mq9._nats.guard import GuardedClient, GuardedParser, protect
+from mq9_wire._nats import guard as nats_guard
+from mq9_wire._nats.guard import GuardedClient, GuardedParser, protect
 
 pytestmark = pytest.mark.asyncio
 

@@ -8,7 +8,7 @@ import pytest
 from nats.aio.client import Client
 from nats.errors import BadHeaderError
 
-from langchain_mq9._nats.fast_path import header_block
+from mq9_wire._nats.fast_path import header_block
 
 pytestmark = pytest.mark.asyncio
 

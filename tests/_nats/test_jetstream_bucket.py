@@ -13,16 +13,16 @@ from collections.abc import AsyncIterator, Iterator
 import nats
 import pytest
 
-from langchain_mq9._nats.jetstream.api import (
+from mq9_broker.storage.jetstream.opening import bucket_config
+from mq9_broker.storage.jetstream.requests import JetStreamError, Requests
+from mq9_wire._nats.jetstream.api import (
     KV_OPERATION,
     KV_PURGE,
     ErrorCode,
     deleted,
     wrong_last_sequence,
 )
-from langchain_mq9._nats.jetstream.bucket import Bucket, live, won
-from langchain_mq9.broker.storage.jetstream.opening import bucket_config
-from langchain_mq9.broker.storage.jetstream.requests import JetStreamError, Requests
+from mq9_wire._nats.jetstream.bucket import Bucket, live, won
 from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process

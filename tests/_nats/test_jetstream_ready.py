@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from langchain_mq9._nats.jetstream.api import (
+from mq9_wire._nats.jetstream.api import (
     ErrorCode,
     deleted,
     err_code,
@@ -17,7 +17,7 @@ from langchain_mq9._nats.jetstream.api import (
     removal,
     wrong_last_sequence,
 )
-from langchain_mq9._nats.jetstream.ready import Deadline, past, until_ready
+from mq9_wire._nats.jetstream.ready import Deadline, past, until_ready
 
 
 class _Clock:
@@ -112,8 +112,8 @@ async def test_a_jetstream_started_late_is_waited_for(tmp_path) -> None:
     comes up while it waits: answered, not failed."""
     import nats
 
-    from langchain_mq9.broker.nats_servers.processes import free_port
-    from langchain_mq9.broker.storage.loop_thread import until_jetstream
+    from mq9_broker.nats_servers.processes import free_port
+    from mq9_broker.storage.loop_thread import until_jetstream
     from tests.support.jetstream_servers import JetStreamServer
 
     (tmp_path / "js").mkdir()

@@ -17,9 +17,9 @@ from nats.aio.client import Client
 from nats.protocol.parser import Parser
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9._nats import guard as nats_guard
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
+from mq9_broker import BrokerEngine, serve_on_nats
+from mq9_wire import protocol as p
+from mq9_wire._nats import guard as nats_guard
 from tests.support.raw_nats import RawPeer, frame
 from tests.support.waiting import until
 

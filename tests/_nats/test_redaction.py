@@ -1,7 +1,7 @@
 """Passwords never leak through ``redact`` (issue #12, item 7), whatever the URL form.
 
 Every message and log line that names a broker goes through
-``langchain_mq9._nats.redaction.redact`` (Mq9Client errors, mq9-mcp tool results and logs,
+``mq9_wire._nats.redaction.redact`` (Mq9Client errors, mq9-mcp tool results and logs,
 mq9-dev-broker logs).
 """
 
@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.client.transport import describe, open_transport, redact
-from langchain_mq9.protocol import Mq9Error
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire.protocol import Mq9Error
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_log_lines_and_tracebacks_are_redacted(capsys):
     (a library's error, an internal error logged with log.exception) shows no password."""
     import logging
 
-    from langchain_mq9._cli import configure_logging
+    from mq9_wire._cli import configure_logging
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

@@ -134,8 +134,8 @@ async def nats_with_broker() -> AsyncIterator[str]:
     """A nats-server on loopback serving the bundled broker (in this process): its URL."""
     import nats
 
-    from langchain_mq9.broker import BrokerEngine, serve_on_nats
-    from langchain_mq9.broker.nats_servers.processes import start_nats_server
+    from mq9_broker import BrokerEngine, serve_on_nats
+    from mq9_broker.nats_servers.processes import start_nats_server
 
     with start_nats_server() as server:
         connection = await nats.connect(server.url)

@@ -114,8 +114,8 @@ async def gateway_sut(
     from langchain_mq9.a2a.executor import serve_executor
     from langchain_mq9.a2a.gateway import Tenants, gateway_app
     from langchain_mq9.a2a.gateway_push import GatewayPush
-    from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
     from langchain_mq9.wake.deliver import Destinations
+    from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
 
     name = f"tck{uuid.uuid4().hex}"
     install_memory_broker(name, BrokerEngine())

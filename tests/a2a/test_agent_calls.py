@@ -17,8 +17,8 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.store import TaskStore
-from langchain_mq9.protocol.errors import ConnectionLost
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
+from mq9_wire.protocol.errors import ConnectionLost
 from tests.support.a2a_support import Counting, asking, text_graph, text_io
 from tests.support.waiting import until
 

@@ -15,7 +15,7 @@ from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer, backoff
 from langchain_mq9.a2a.store import latest
-from langchain_mq9.protocol.errors import ConnectionLost
+from mq9_wire.protocol.errors import ConnectionLost
 from testbed.nats_server import start_nats_server
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.waiting import until

@@ -28,7 +28,7 @@ from langchain_mq9.a2a.arrivals import Arrivals
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.store import latest
-from langchain_mq9.broker import (
+from mq9_broker import (
     BrokerEngine,
     drop_memory_broker,
     install_memory_broker,

@@ -15,8 +15,8 @@ from http_agents import free_port, serve_http
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.gateway import Tenants, gateway_app
 from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
-from langchain_mq9.protocol.subjects import MSG_QUERY
+from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
+from mq9_wire.protocol.subjects import MSG_QUERY
 from tests.support.a2a_support import text_graph, text_io
 
 ONE, TWO = "agent.one", "agent.two"

@@ -15,14 +15,14 @@ from langchain_core.messages import ToolMessage
 from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.a2a.store import TaskStore, deliver, keep
 from langchain_mq9.operations.views import DATA_NOTE
-from langchain_mq9.protocol.errors import InvalidArgument
 from langchain_mq9.testing import ScriptedChatModel, call
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import InvalidArgument
 from tests.support.a2a_support import asking, remembering_graph, text_graph, text_io
 from tests.support.waiting import until
 

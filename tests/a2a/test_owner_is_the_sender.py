@@ -37,12 +37,12 @@ from test_gateway import a2a_client, request, until_stopped
 from vault_world import AGENT, CALLER, World, world_fixture
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.gateway import Tenants, gateway_app, reply_mailbox
 from langchain_mq9.a2a.store import latest
 from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
-from langchain_mq9.protocol.errors import InvalidAddress
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import InvalidAddress
 from tests.support.credentials_support import ask
 from tests.support.waiting import until
 

@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from langchain_mq9 import AgentCaller, Mq9Client, serve_agent
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.groups.reader import GroupReader
+from mq9_broker import BrokerEngine, serve_on_nats
+from mq9_broker.engine.limits import BrokerLimits
+from mq9_broker.nats_servers.processes import free_port
 from mq9_cli import main
 from mq9_cli.app import cli
 from tests.support.a2a_support import asking, text_graph, text_io

@@ -5,9 +5,9 @@ saying what to do to allow them, not reading as if they were on."""
 from __future__ import annotations
 
 from langchain_mq9.client.auth import Login, refused_login
-from langchain_mq9.protocol.errors import Unavailable
 from mq9_cli.connect import REFUSED_LOGIN, failure
 from mq9_cli.console.serve import READ_ONLY, WRITES_ALLOWED
+from mq9_wire.protocol.errors import Unavailable
 
 
 def test_the_login_hint_keeps_its_example_and_a_real_secret_stays_hidden():

@@ -1,6 +1,6 @@
 """``mq9_cli`` is a face (docs/architecture.md): it imports the catalog, the client and what
-they stand on, never the broker or the MCP server, and nothing of the package imports it
-(``mq9-dev-broker --console`` starts it as a process of its own)."""
+they stand on (the wire's rooms too), never the broker or the MCP server, and nothing of the
+packages imports it (``mq9-dev-broker --console`` starts it as a process of its own)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# What the person's face may use of langchain_mq9 (tests/project/test_layout.py's parts)
+# What the person's face may use of langchain_mq9 and mq9_wire (tests/project/test_layout.py's
+# parts)
 MAY_IMPORT = {"_nats", "protocol", "client", "groups", "a2a", "operations", "_version", "metrics"}
 
 
@@ -27,8 +28,8 @@ def test_the_face_imports_only_the_parts_below_it():
     for path in sorted((ROOT / "mq9_cli").rglob("*.py")):
         for name in _imports(path):
             top, _, rest = name.partition(".")
-            if top == "mcp_server" or (
-                top == "langchain_mq9" and rest.split(".")[0] not in MAY_IMPORT
+            if top in ("mcp_server", "mq9_broker") or (
+                top in ("langchain_mq9", "mq9_wire") and rest.split(".")[0] not in MAY_IMPORT
             ):
                 wrong.append(f"{path.relative_to(ROOT)}: {name}")
     assert wrong == []
@@ -37,7 +38,7 @@ def test_the_face_imports_only_the_parts_below_it():
 def test_nothing_of_the_package_imports_it():
     importers = [
         str(path.relative_to(ROOT))
-        for package in ("langchain_mq9", "mcp_server")
+        for package in ("wire/mq9_wire", "broker/mq9_broker", "langchain_mq9", "mcp_server")
         for path in sorted((ROOT / package).rglob("*.py"))
         if any(name.split(".")[0] == "mq9_cli" for name in _imports(path))
     ]

@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import Broker
-from langchain_mq9.broker.config import BrokerConfig
 from langchain_mq9.operations.catalog import OPERATIONS
-from langchain_mq9.protocol.errors import from_reply
+from mq9_broker import Broker
+from mq9_broker.config import BrokerConfig
 from mq9_cli.app import cli
 from mq9_cli.connect import STORE_OUTAGE, UNREACHABLE, failure
+from mq9_wire.protocol.errors import from_reply
 from tests.cli.test_cli import mq9, served
 from tests.support.jetstream_servers import FORMING, JetStreamCluster
 

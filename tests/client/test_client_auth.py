@@ -8,7 +8,7 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
+from mq9_broker import BrokerEngine, serve_on_nats
 from testbed.nats_server import start_nats_server
 
 pytestmark = pytest.mark.slow

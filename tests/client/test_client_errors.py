@@ -14,12 +14,12 @@ import nats
 import pytest
 
 from langchain_mq9 import MailboxNotFound, Mq9Client, Mq9Error, Priority
-from langchain_mq9 import protocol as p
-from langchain_mq9._nats.guard import flush_in_order
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.client.transport import NOT_CONNECTED
 from langchain_mq9.operations.catalog import explain
+from mq9_broker import BrokerEngine, serve_on_nats
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire import protocol as p
+from mq9_wire._nats.guard import flush_in_order
 from testbed.nats_server import start_nats_server
 
 INVALID_ADDRESSES = [

@@ -11,9 +11,9 @@ import json
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9._nats.guard import GuardedClient, close_within
 from langchain_mq9.client import transport
-from langchain_mq9.protocol.errors import RequestTimeout
+from mq9_wire._nats.guard import GuardedClient, close_within
+from mq9_wire.protocol.errors import RequestTimeout
 
 WAIT = 60  # seconds: a hang guard, never a timing assertion
 BLOCK = b"x" * 1_000_000

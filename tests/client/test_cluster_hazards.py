@@ -18,14 +18,14 @@ import nats
 import pytest
 
 from langchain_mq9 import GroupReader, Mq9Client, Mq9Error, Mq9Toolkit
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import (
+from mq9_broker import (
     BrokerEngine,
     drop_memory_broker,
     install_memory_broker,
     serve_on_nats,
 )
-from langchain_mq9.broker.state.clock import ManualClock
+from mq9_broker.state.clock import ManualClock
+from mq9_wire import protocol as p
 
 STORAGE_FORWARD = (
     "Failed to send request to node 1 with error message :exceeded max retry times (10)"

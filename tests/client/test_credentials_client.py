@@ -23,11 +23,7 @@ from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9 import protocol as p
-from langchain_mq9._nats.guard import flush_in_order
 from langchain_mq9.a2a.server import serve_agent
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.identities.ownership import PLAIN_REFUSAL
 from langchain_mq9.client.auth import (
     CREDENTIAL_ENV,
     CREDENTIAL_FILE_ENV,
@@ -38,9 +34,13 @@ from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.client.transport import NatsTransport, open_transport
 from langchain_mq9.groups.leases import is_reserved
 from langchain_mq9.groups.reader import GroupReader
-from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
-from langchain_mq9.protocol.subjects import PRINCIPAL_PREFIX
 from langchain_mq9.testing import ScriptedChatModel, call
+from mq9_broker import BrokerEngine, serve_on_nats
+from mq9_broker.identities.ownership import PLAIN_REFUSAL
+from mq9_wire import protocol as p
+from mq9_wire._nats.guard import flush_in_order
+from mq9_wire.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
+from mq9_wire.protocol.subjects import PRINCIPAL_PREFIX
 from testbed.nats_server import start_nats_server
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.credentials_support import EnforcingBroker, issue, revoke

@@ -17,9 +17,9 @@ import uuid
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire as w
-from langchain_mq9.protocol.errors import SearchIndexEmpty, from_reply
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import SearchIndexEmpty, from_reply
 from tests.support.robustmq_shaped import RobustMQShapedListener, SettledClock, lagging_engine
 
 LATER = 2.0  # past both lags of the double: every due index write has landed
@@ -244,7 +244,7 @@ async def test_register_then_discover_on_the_bundled_broker_finds_it_at_once(bro
 
 async def test_the_bundled_broker_is_searched_without_a_listing(lagging):
     """The same engine reached in process: exact at once, so no listing is read."""
-    from langchain_mq9.broker import drop_memory_broker, install_memory_broker
+    from mq9_broker import drop_memory_broker, install_memory_broker
 
     name = f"exact{uuid.uuid4().hex}"
     install_memory_broker(name, lagging.engine)

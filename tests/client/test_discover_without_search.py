@@ -15,14 +15,14 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import (
+from mq9_broker import (
     BrokerEngine,
     drop_memory_broker,
     install_memory_broker,
     serve_on_nats,
 )
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import DevBroker
 
 CARDS = [

@@ -9,9 +9,9 @@ import json
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from langchain_mq9._nats.guard import _SEPARATORS, _arguments
 from langchain_mq9.client.client import _json_reply, _reply
-from langchain_mq9.protocol.errors import Mq9Error
+from mq9_wire._nats.guard import _SEPARATORS, _arguments
+from mq9_wire.protocol.errors import Mq9Error
 
 SUBJECT = "$mq9.AI.MSG.SEND.box"
 I64 = 2**63 - 1

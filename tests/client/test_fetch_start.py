@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.protocol.errors import InvalidArgument
+from mq9_wire.protocol.errors import InvalidArgument
 
 
 async def test_a_paging_loop_with_from_id_alone_reads_every_message_once_and_ends():

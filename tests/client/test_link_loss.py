@@ -17,8 +17,8 @@ import sys
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9.protocol.errors import ConnectionLost
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import ConnectionLost
 from testbed.nats_server import start_nats_server
 from tests.support.waiting import until
 

@@ -14,7 +14,7 @@ def test_the_public_names_show_in_dir_and_help_and_every_error_imports_from_the_
     import pydoc
 
     import langchain_mq9
-    from langchain_mq9.protocol import errors
+    from mq9_wire.protocol import errors
 
     for name in ("Mq9Toolkit", "Mq9InboxMiddleware", "serve_agent", "AgentCaller"):
         assert name in dir(langchain_mq9)

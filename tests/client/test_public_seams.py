@@ -13,7 +13,6 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import BrokerEngine
 from langchain_mq9.client.api import Mq9ClientLike
 from langchain_mq9.client.transport import (
     Announcements,
@@ -22,6 +21,7 @@ from langchain_mq9.client.transport import (
     NatsTransport,
     StoredArrivals,
 )
+from mq9_broker import BrokerEngine
 
 WAIT = 30.0  # a guard against a hang, never a timing assertion
 

@@ -13,13 +13,13 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import (
+from mq9_broker import (
     BrokerEngine,
     drop_memory_broker,
     install_memory_broker,
     serve_on_nats,
 )
+from mq9_wire import protocol as p
 
 
 async def test_a_receipt_of_a_message_still_held_checks_out(broker, client):

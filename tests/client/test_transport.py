@@ -9,10 +9,10 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, BrokerLimits, serve_on_nats
 from langchain_mq9.client.transport import HandlerTransport, NatsTransport
-from langchain_mq9.protocol.errors import InvalidArgument, MailboxNotFound, NotConnected
+from mq9_broker import BrokerEngine, BrokerLimits, serve_on_nats
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import InvalidArgument, MailboxNotFound, NotConnected
 
 
 async def test_an_engine_passed_in_is_the_broker_and_bounds_the_payload():
@@ -101,7 +101,7 @@ async def test_a_dial_that_fails_as_its_caller_is_stopped_leaves_no_unretrieved_
 
     from nats.errors import NoServersError
 
-    from langchain_mq9._nats.guard import GuardedClient
+    from mq9_wire._nats.guard import GuardedClient
 
     async def dial(self, **options):
         try:

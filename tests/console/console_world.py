@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker import BrokerEngine
+from mq9_broker.nats_servers.processes import free_port
 from mq9_cli.console.app import Settings, create_app
 from tests.support.robustmq_shaped import RobustMQShapedListener
 from tests.support.waiting import until

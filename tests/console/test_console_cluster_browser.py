@@ -15,7 +15,7 @@ import pytest
 from console_world import TOKEN, browser, shoot
 from test_console_deployments import console_url, stopped_with_its_console
 
-import langchain_mq9.broker.cli.credentials as credentials_cli
+import mq9_broker.cli.credentials as credentials_cli
 from langchain_mq9 import Mq9Client
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.groups.dead_letters import store as store_dead_letter

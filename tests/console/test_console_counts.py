@@ -15,8 +15,8 @@ import httpx
 import pytest
 from console_world import TOKEN, World, browser, shoot
 
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.engine.limits import BrokerLimits
+from mq9_broker import BrokerEngine
+from mq9_broker.engine.limits import BrokerLimits
 from mq9_cli import overview
 from mq9_cli.console import census
 

@@ -18,9 +18,9 @@ import pytest
 from console_world import TOKEN
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.groups.dead_letters import store as store_dead_letter
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.credentials_support import issue
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from console_world import TOKEN, World
 
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.groups.reader import GroupReader
+from mq9_broker.nats_servers.processes import free_port
 from mq9_cli.app import cli
 from mq9_cli.connect import Target
 from mq9_cli.console.auth import Gate

@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from langchain_mq9 import MailboxNotFound, Message, Mq9Error
-from langchain_mq9 import protocol as p
+from mq9_wire import protocol as p
 
 WAIT = 5  # a correctness bound for things that should happen within milliseconds
 POLL_MS = 50  # the consumers' long-poll: short, so stop() returns quickly

@@ -19,8 +19,8 @@ import itertools
 import pytest
 
 from langchain_mq9 import GroupReader
-from langchain_mq9 import protocol as p
-from langchain_mq9.protocol.errors import NoBroker, RequestTimeout
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import NoBroker, RequestTimeout
 
 _boxes = itertools.count()
 

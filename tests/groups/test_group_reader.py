@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from langchain_mq9 import GroupReader, Mq9Error
-from langchain_mq9 import protocol as p
 from langchain_mq9.groups.dead_letters import DeadLetter
 from langchain_mq9.groups.leases import handout_tag, lease_address
+from mq9_wire import protocol as p
 
 _boxes = itertools.count()
 

@@ -8,7 +8,6 @@ message, not even its holder, so two workers never both believe they hold it.
 from __future__ import annotations
 
 from langchain_mq9 import GroupReader
-from langchain_mq9.broker import ManualClock
 from langchain_mq9.client.client import Message
 from langchain_mq9.groups.leases import (
     GRACE,
@@ -18,7 +17,8 @@ from langchain_mq9.groups.leases import (
     judge,
     lease_address,
 )
-from langchain_mq9.protocol import Priority
+from mq9_broker import ManualClock
+from mq9_wire.protocol import Priority
 
 JOB = Message(7, b"job", Priority.NORMAL, create_time=50)
 TTL = 10

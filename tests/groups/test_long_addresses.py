@@ -16,8 +16,8 @@ from langchain_mq9.groups import DeadLetter
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.groups.leases import lease_address
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
-from langchain_mq9.protocol import MAX_ADDRESS_LENGTH, check_address
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
+from mq9_wire.protocol import MAX_ADDRESS_LENGTH, check_address
 
 
 def long_address(length: int, tag: str = "a") -> str:

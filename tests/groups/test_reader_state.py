@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from langchain_mq9.client.client import Message
 from langchain_mq9.groups.state import ReaderState
-from langchain_mq9.protocol import PRIORITY_ORDER, Priority
+from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
 
 @dataclass

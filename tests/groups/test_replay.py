@@ -18,7 +18,7 @@ from langchain_mq9.groups import DeadLetter, replay
 from langchain_mq9.groups.dead_letters import DEAD_LETTER_HEADER
 from langchain_mq9.groups.leases import lease_address
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
-from langchain_mq9.protocol.subjects import send_subject
+from mq9_wire.protocol.subjects import send_subject
 
 _boxes = itertools.count()
 

@@ -19,8 +19,8 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.broker import memory_broker
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
+from mq9_broker import memory_broker
 
 ME = "agent.me"
 AGENTS = [  # (name, mailbox, what its card says)

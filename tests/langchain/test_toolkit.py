@@ -15,9 +15,9 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, Priority, ToolPolicy
-from langchain_mq9.broker import BrokerEngine, memory_broker, serve_on_nats
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.operations.catalog import OPERATIONS, message_view
+from mq9_broker import BrokerEngine, memory_broker, serve_on_nats
+from mq9_broker.nats_servers.processes import free_port
 from testbed.nats_server import start_nats_server
 
 EIGHT = [

@@ -10,9 +10,9 @@ from langchain_tests.unit_tests import ToolsUnitTests
 
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.store import deliver
-from langchain_mq9.broker import drop_memory_broker
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from langchain_mq9.tools import TOOL_CLASSES
+from mq9_broker import drop_memory_broker
 
 pytestmark = pytest.mark.slow
 

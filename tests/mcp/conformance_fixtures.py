@@ -25,11 +25,11 @@ import uvicorn
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9.broker.nats_servers.processes import free_port
 from mcp_server import questions
 from mcp_server.cli import broker_connection, build_parser, tool_policy
 from mcp_server.http import create_http_app, uvicorn_config
 from mcp_server.server import Mq9McpServer, error_result
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.waiting import until_sync
 
 ELICITATION = "test_input_required_result_elicitation"

@@ -20,8 +20,8 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from langchain_mq9.broker.nats_servers.processes import free_port
 from mcp_server import client_lines as lines
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.mcp_support import end_process, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,7 +275,7 @@ def test_a_busy_http_port_says_what_to_do():
 
 
 def test_nats_server_missing_advice_works_outside_a_clone(tmp_path, monkeypatch):
-    import langchain_mq9.broker.nats_servers.processes as nats_process
+    import mq9_broker.nats_servers.processes as nats_process
 
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)

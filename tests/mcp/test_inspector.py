@@ -32,9 +32,9 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server import client_lines
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.mcp_support import http_server, served_engine

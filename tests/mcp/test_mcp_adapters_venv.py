@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow

@@ -18,10 +18,10 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server import events, webhooks
 from mcp_server.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env
 
 WAIT = 20.0  # seconds any one thing a test waits for may take

@@ -16,12 +16,12 @@ import uvicorn
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server.http import app as http_app
 from mcp_server.http import guard as http_guard
 from mcp_server.http import limits as http_limits
 from mcp_server.server import create_server
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.mcp_support import ACCEPT, INITIALIZE
 from tests.support.waiting import until
 

@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_broker.nats_servers.processes import free_port
 from testbed.nats_server import start_nats_server
 from tests.support.mcp_support import (
     INITIALIZE,

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import port_open
 from tests.support.mcp_support import ROOT, server_env
 from tests.support.waiting import until_sync

@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.waiting import until_sync
 
 DEADLINE = 120.0  # a guard against hangs on a busy 2-core machine, never a timing claim

@@ -11,11 +11,11 @@ import pytest
 from operator_support import names_in
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import Broker
-from langchain_mq9.broker.cli.metrics import broker_endpoint, is_dead_letters
-from langchain_mq9.broker.config import BrokerConfig
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.groups.dead_letters import DEAD_LETTER_SUFFIX, dead_letter_address
+from mq9_broker import Broker
+from mq9_broker.cli.metrics import broker_endpoint, is_dead_letters
+from mq9_broker.config import BrokerConfig
+from mq9_broker.nats_servers.processes import free_port
 
 pytestmark = pytest.mark.slow  # a nats-server
 

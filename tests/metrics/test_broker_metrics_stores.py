@@ -12,11 +12,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.wire import HEADER_REPLY_TO
-from langchain_mq9.broker import Broker
-from langchain_mq9.broker.cli.metrics import broker_meter
-from langchain_mq9.broker.config import BrokerConfig
-from langchain_mq9.broker.nats_servers.processes import free_port
-from langchain_mq9.protocol.errors import MailboxNotFound, NotOwner
+from mq9_broker import Broker
+from mq9_broker.cli.metrics import broker_meter
+from mq9_broker.config import BrokerConfig
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire.protocol.errors import MailboxNotFound, NotOwner
 from tests.support.credentials_support import issue
 from tests.support.jetstream_servers import JetStreamCluster
 

@@ -16,13 +16,13 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.gateway_metrics import gateway_metrics
-from langchain_mq9.broker import Broker
-from langchain_mq9.broker.cli.metrics import broker_endpoint
-from langchain_mq9.broker.config import BrokerConfig
-from langchain_mq9.broker.nats_servers.processes import free_port
-from langchain_mq9.broker.storage.jetstream import survey_state
 from langchain_mq9.groups.dead_letters import dead_letter_address
-from langchain_mq9.metrics.probe import PROBE_KEPT, broker_answers
+from mq9_broker import Broker
+from mq9_broker.cli.metrics import broker_endpoint
+from mq9_broker.config import BrokerConfig
+from mq9_broker.nats_servers.processes import free_port
+from mq9_broker.storage.jetstream import survey_state
+from mq9_wire.metrics.probe import PROBE_KEPT, broker_answers
 from tests.support.jetstream_servers import FORMING, JetStreamCluster
 from tests.support.waiting import until
 

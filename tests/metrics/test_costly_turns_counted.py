@@ -10,10 +10,10 @@ import json
 import nats
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.cli.metrics import broker_meter
-from langchain_mq9.broker.serving.serve import NatsService
+from mq9_broker import BrokerEngine
+from mq9_broker.cli.metrics import broker_meter
+from mq9_broker.serving.serve import NatsService
+from mq9_wire import protocol as p
 
 BOX = "turns.counted"
 QUERY = p.encode({"tags": [f"tag{i}" for i in range(1_000)]})  # above LARGE_BODY: costly

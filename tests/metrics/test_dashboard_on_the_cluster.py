@@ -24,12 +24,12 @@ from operator_support import DEADLINE, NO_PROMETHEUS, PROMETHEUS, WAKE, Promethe
 from test_every_server_scraped import DASHBOARD, _get_status, _post, _wait_status
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.nats_servers.processes import free_port
-from langchain_mq9.broker.storage.jetstream import Layout
 from langchain_mq9.groups.dead_letters import dead_letter_address
-from langchain_mq9.protocol.errors import MailboxNotFound
 from langchain_mq9.wake.book import RuleBook
 from langchain_mq9.wake.rules import WakeRule
+from mq9_broker.nats_servers.processes import free_port
+from mq9_broker.storage.jetstream import Layout
+from mq9_wire.protocol.errors import MailboxNotFound
 from tests.support.devbroker_helpers import DevBroker, port_open, wait_until
 from tests.support.jetstream_servers import FORMING, wait_serving
 from tests.support.waiting import until_sync

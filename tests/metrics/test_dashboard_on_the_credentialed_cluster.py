@@ -38,9 +38,9 @@ from test_dashboard_on_the_cluster import (
 from test_every_server_scraped import _wait_status
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.nats_servers.processes import free_port
 from langchain_mq9.wake.book import RuleBook
 from langchain_mq9.wake.rules import WakeRule
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow  # three nats-servers, two brokers, four servers, prometheus

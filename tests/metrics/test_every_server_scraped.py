@@ -25,7 +25,7 @@ from operator_support import (
     scrape,
 )
 
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # processes: five servers and prometheus
@@ -95,7 +95,7 @@ def test_one_prometheus_scrapes_every_server_and_the_dashboard_names_what_they_e
     prometheus = None
     try:
         nats_port = free_port()
-        broker = Server([sys.executable, "-m", "langchain_mq9.broker", "--announce",
+        broker = Server([sys.executable, "-m", "mq9_broker", "--announce",
                          "--port", str(nats_port), "--metrics", "127.0.0.1:0"])  # fmt: skip
         servers.append(broker)
         urls = {"mq9-broker": broker.metrics_url()}

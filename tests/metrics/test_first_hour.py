@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from langchain_mq9.broker.cli.dev_broker import DEFAULTS, build_parser
-from langchain_mq9.broker.identities.kv_store import BUCKET_SUFFIX
-from langchain_mq9.broker.storage.jetstream import Layout
+from mq9_broker.cli.dev_broker import DEFAULTS, build_parser
+from mq9_broker.identities.kv_store import BUCKET_SUFFIX
+from mq9_broker.storage.jetstream import Layout
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = (ROOT / "docs" / "deploy.md").read_text()

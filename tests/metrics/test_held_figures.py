@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
-from langchain_mq9.broker.cli.metrics import HeldFigures
-from langchain_mq9.broker.state.clock import ManualClock
+from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
+from mq9_broker.cli.metrics import HeldFigures
+from mq9_broker.state.clock import ManualClock
 
 
 class _Scrape:

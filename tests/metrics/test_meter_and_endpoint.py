@@ -12,16 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.metrics import (
-    LATENCY_BOUNDS,
-    MetricsUnavailable,
-    OperatorEndpoint,
-    RequestMeter,
-    operator_address,
-    reason_of,
-)
-from langchain_mq9.protocol.errors import err_mailbox_missing, err_message_too_large
+from mq9_broker.serving.meter import LATENCY_BOUNDS, RequestMeter, reason_of
+from mq9_wire import protocol as p
+from mq9_wire.metrics import MetricsUnavailable, OperatorEndpoint, operator_address
+from mq9_wire.protocol.errors import err_mailbox_missing, err_message_too_large
 from tests.support.waiting import until
 
 DEADLINE = 60.0  # a guard against hangs only
@@ -202,7 +196,7 @@ def test_without_the_extra_asking_for_metrics_is_one_line(tmp_path):
     # prometheus_client made unimportable, as in an install without the metrics extra
     (tmp_path / "prometheus_client.py").write_text("raise ImportError('not installed')\n")
     code = (
-        "from langchain_mq9.metrics import MetricsUnavailable, need_prometheus\n"
+        "from mq9_wire.metrics import MetricsUnavailable, need_prometheus\n"
         "try:\n    need_prometheus()\nexcept MetricsUnavailable as exc:\n    print(exc)\n"
     )
     out = subprocess.run(

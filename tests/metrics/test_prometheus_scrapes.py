@@ -23,8 +23,8 @@ from operator_support import (
 )
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.nats_servers.processes import free_port
-from langchain_mq9.protocol.errors import MailboxNotFound
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire.protocol.errors import MailboxNotFound
 from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow  # processes: the dev broker, a waker, prometheus
@@ -149,7 +149,7 @@ def test_without_the_extra_each_server_says_so_in_one_line(tmp_path):
     (tmp_path / "prometheus_client.py").write_text("raise ImportError('not installed')\n")
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
     for argv, prog in (
-        ([sys.executable, "-m", "langchain_mq9.broker", "--port", str(free_port()),
+        ([sys.executable, "-m", "mq9_broker", "--port", str(free_port()),
           "--metrics", "0"], "mq9-dev-broker"),
         ([*WAKE, "--server", "nats://127.0.0.1:1", "--metrics", "0"], "mq9-wake"),
     ):  # fmt: skip

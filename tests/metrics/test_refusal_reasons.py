@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.metrics import reason_of
-from langchain_mq9.protocol.errors import NOT_YOURS_REFUSALS, from_reply
+from mq9_broker.serving.meter import reason_of
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import NOT_YOURS_REFUSALS, from_reply
 
 
 def _reply(text: str) -> bytes:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from langchain_mq9.metrics import OperatorEndpoint, need_prometheus
-from langchain_mq9.metrics.notify import notify
+from mq9_wire.metrics import OperatorEndpoint, need_prometheus
+from mq9_wire.metrics.notify import notify
 
 
 async def test_the_endpoint_says_why_not_then_ready(tmp_path, monkeypatch):

@@ -9,14 +9,14 @@ import uuid
 from prometheus_client import generate_latest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import (
+from langchain_mq9.wake import Deliverer, Limits, RuleBook, Waker, WakeRule
+from langchain_mq9.wake.metrics import WakeMetrics
+from mq9_broker import (
     BrokerEngine,
     ManualClock,
     drop_memory_broker,
     install_memory_broker,
 )
-from langchain_mq9.wake import Deliverer, Limits, RuleBook, Waker, WakeRule
-from langchain_mq9.wake.metrics import WakeMetrics
 
 START = 1_700_000_000
 

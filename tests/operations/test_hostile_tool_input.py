@@ -11,7 +11,7 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
-from langchain_mq9 import protocol as p
+from mq9_wire import protocol as p
 
 pytestmark = pytest.mark.slow
 

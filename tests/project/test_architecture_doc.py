@@ -6,9 +6,10 @@ reads the page as the code's picture and checks four things against the tree:
 
 - every path it names exists (a backticked ``name.py`` or ``folder/`` in the prose, any such
   name in a ``text`` drawing), matched by its last parts, since the page writes ``serving/``
-  for ``langchain_mq9/broker/serving/`` where the drawing makes the place clear;
-- every room of the package (``langchain_mq9``, ``mcp_server``, ``mq9_cli`` and each folder
-  with an ``__init__.py`` under them) is named there as a folder;
+  for ``broker/mq9_broker/serving/`` where the drawing makes the place clear;
+- every room of the packages (``mq9_wire``, ``mq9_broker``, ``langchain_mq9``, ``mcp_server``,
+  ``mq9_cli`` and each folder with an ``__init__.py`` under them, the old paths kept for a
+  release aside) is named there as a folder;
 - the "May import" column of its rooms' table is the layout rules: ``MAY_IMPORT`` of
   tests/project/test_layout.py, and for ``mq9_cli`` (which that test does not read) the one of
   tests/cli/test_cli_layout.py;
@@ -32,10 +33,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "architecture.md"
-PACKAGES = ("langchain_mq9", "mcp_server", "mq9_cli")
-BROKER = ROOT / "langchain_mq9" / "broker"
-# How the page names the face (test_layout.py's "face"): the files at the top of langchain_mq9
+PACKAGES = ("wire/mq9_wire", "broker/mq9_broker", "langchain_mq9", "mcp_server", "mq9_cli")
+SHIMS = ("langchain_mq9/broker", "langchain_mq9/protocol")  # old paths, kept for a release
+BROKER = ROOT / "broker" / "mq9_broker"
+# How the page names the face (test_layout.py's "face"): the files at the top of langchain_mq9;
+# the wire's top files ("wire") and the broker as a whole ("broker")
 FACE = "langchain_mq9/*.py"
+WHOLE = {FACE: "face", "mq9_wire/*.py": "wire", "mq9_broker/": "broker"}
+# The folders whose subfolders are rooms of test_layout.py
+ROOM_HOMES = (ROOT / "wire" / "mq9_wire", ROOT / "langchain_mq9")
 # Rooms the table names by their folder alone, outside langchain_mq9
 TOP_ROOMS = ("mcp_server", "mq9_cli")
 # A package's face and ``python -m``: they hand names on, so their imports are no room's arrows
@@ -117,10 +123,10 @@ def resolve(name: str) -> list[tuple[str, ...]]:
 def rooms() -> set[tuple[str, ...]]:
     found = set()
     for package in PACKAGES:
-        found.add((package,))
+        found.add(tuple(package.split("/")))
         for init in (ROOT / package).rglob("__init__.py"):
             found.add(init.parent.relative_to(ROOT).parts)
-    return found
+    return {room for room in found if not "/".join(room).startswith(SHIMS)}
 
 
 def table(last_header: str) -> list[tuple[list[str], list[str]]]:
@@ -184,18 +190,21 @@ def test_every_room_of_the_package_is_named():
 
 def _room_key(name: str) -> str | None:
     """test_layout.py's name of a room the table writes as ``name``."""
-    if name == FACE:
-        return "face"
+    if name in WHOLE:
+        return WHOLE[name]
     bare = name.removesuffix("/")
     if not name.endswith("/") or "/" in bare:
         return None
-    if bare in TOP_ROOMS or (ROOT / "langchain_mq9" / bare / "__init__.py").exists():
+    if bare in TOP_ROOMS:
+        return bare
+    homes = [home for home in ROOM_HOMES if (home / bare / "__init__.py").exists()]
+    if any(f"{home.name}/{bare}" not in SHIMS for home in homes):
         return bare
     return None
 
 
 def _shown(key: str) -> str:
-    return FACE if key == "face" else f"{key}/"
+    return {v: k for k, v in WHOLE.items()}.get(key, f"{key}/")
 
 
 def rules() -> dict[str, set[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import langchain_mq9.broker.cli.dev_broker as broker_cli
+import mq9_broker.cli.dev_broker as broker_cli
 from mcp_server import cli as mcp_cli
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import port_open
 from tests.support.mcp_support import end_process
 from tests.support.waiting import until_sync

@@ -26,10 +26,10 @@ from pathlib import Path
 import nats
 import pytest
 
-from langchain_mq9 import semantic
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.state.clock import system_clock
 from langchain_mq9.testing import ScriptedChatModel
+from mq9_broker import BrokerEngine, serve_on_nats
+from mq9_broker.state.clock import system_clock
+from mq9_wire import semantic
 from testbed.nats_server import start_nats_server
 from tests.support.robustmq_shaped import RobustMQShapedListener, lagging_engine
 

@@ -2,7 +2,7 @@
 (issue #55 item 3).
 
 A JetStream nats-server on loopback, and ``mq9-dev-broker --nats <it> --store jetstream`` started
-as a user starts it (the command line, in a process of its own, ``python -m langchain_mq9.broker``).
+as a user starts it (the command line, in a process of its own, ``python -m mq9_broker``).
 Each example runs with ``--server <the broker>`` and must tell its story as
 tests/project/test_examples.py checks it, and must have written its state to the broker's stream;
 they run one at a time on one broker, as on a shared RobustMQ (tests/robustmq/

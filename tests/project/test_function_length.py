@@ -9,7 +9,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # what the wheel ships and mypy checks ([tool.mypy] in pyproject.toml)
-SOURCES = [ROOT / "langchain_mq9", ROOT / "mcp_server", ROOT / "mq9_cli", ROOT / "mq9_mcp.py"]
+SOURCES = [
+    ROOT / "wire" / "mq9_wire",
+    ROOT / "broker" / "mq9_broker",
+    ROOT / "langchain_mq9",
+    ROOT / "mcp_server",
+    ROOT / "mq9_cli",
+    ROOT / "mq9_mcp.py",
+]
 MOST_LINES = 80
 
 

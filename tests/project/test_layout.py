@@ -1,5 +1,7 @@
-"""The package's shape (issue #36, docs/architecture.md): its import graph has no circle, the
-protocol imports nothing above it, and each part imports only the parts below it.
+"""The packages' shape (issues #36, #92; docs/architecture.md): the import graph has no circle,
+the protocol imports nothing above it, and each part imports only the parts below it, across the
+three distributions too (mq9-wire at the bottom, mq9-broker on it, langchain-mq9 on both:
+tests/project/test_distributions.py holds the distributions one-way).
 
 Every import counts, wherever it stands (inside a function, under ``TYPE_CHECKING``): a lazy
 import is still a dependency a reader must follow. ``python tests/project/test_layout.py``
@@ -14,11 +16,24 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("langchain_mq9", "mcp_server")
+# Each package the graph reads, and its folder: the wire's and the broker's are their
+# distributions' (wire/, broker/), the client side's at the repository's top
+PACKAGES = {
+    "mq9_wire": ROOT / "wire" / "mq9_wire",
+    "mq9_broker": ROOT / "broker" / "mq9_broker",
+    "langchain_mq9": ROOT / "langchain_mq9",
+    "mcp_server": ROOT / "mcp_server",
+}
+# Old import paths kept for a release (langchain_mq9/_moved.py): no part of the graph, and
+# nothing imports them (tests/project/test_distributions.py)
+SHIMS = ("langchain_mq9.broker", "langchain_mq9.protocol", "langchain_mq9._moved")
 
-# Which parts each part may import (besides itself). A part is a folder of langchain_mq9, or
-# "face" for the files at its top (the LangChain integration and the package's face), or
-# mcp_server. The order is the one docs/architecture.md draws, bottom up.
+# Which parts each part may import (besides itself). A part is a folder of mq9_wire or
+# langchain_mq9; "wire" for the files at mq9_wire's top (the leaves the command lines share:
+# _cli.py); "broker" for the whole of mq9_broker (its own rooms: docs/architecture.md's
+# broker table, test_architecture_doc.py); "face" for the files at langchain_mq9's top (the
+# LangChain integration and the package's face); mcp_server. The order is the one
+# docs/architecture.md draws, bottom up.
 MAY_IMPORT = {
     # the ground floors: NATS plumbing (nats-py's internals behind their version checks, URLs,
     # redaction) and HTTP (the SSRF guard, the host allow-list); they stand on nothing of ours
@@ -28,12 +43,14 @@ MAY_IMPORT = {
     "semantic": {"protocol"},
     "groups": {"protocol"},
     "tracing": {"protocol"},
-    # what a server tells its operator (#73): counters, the /metrics and health endpoint
+    # what a server tells its operator (#73): the /metrics and health endpoint, the probe
     "metrics": {"protocol"},
+    # the command lines' argparse types and logging (redaction: _nats)
+    "wire": {"_nats"},
+    # the bundled broker, a distribution of its own: the wire alone below it
+    "broker": {"_nats", "protocol", "semantic", "metrics", "wire"},
     # memory:// finds its engine through a registration (the face registers the broker's)
     "client": {"_nats", "protocol", "semantic", "groups", "tracing"},
-    # the client and the broker are peers on the NATS floor; of the face, only BROKER_MAY_USE
-    "broker": {"_nats", "protocol", "semantic", "face", "metrics"},
     "a2a": {"_nats", "_http", "protocol", "groups", "client", "tracing", "wake", "metrics"},
     "operations": {
         "_nats",
@@ -46,6 +63,7 @@ MAY_IMPORT = {
         "tracing",
         "wake",
     },
+    # the broker only for memory://, imported at its first use (__init__.py)
     "face": {
         "_nats",
         "_http",
@@ -70,27 +88,26 @@ MAY_IMPORT = {
         "face",
         "wake",
         "metrics",
+        "wire",
     },
     # wake rules and the waker (#62): the client and its memory:// engine's announcements
-    # of the face, only _cli.py (mq9-wake)
-    "wake": {"_nats", "_http", "protocol", "client", "broker", "face", "metrics"},
+    "wake": {"_nats", "_http", "protocol", "client", "metrics", "wire"},
 }
-# What the broker may use of the face: the private leaves the command lines share.
-BROKER_MAY_USE = {
-    "langchain_mq9/_cli.py",
-    "langchain_mq9/_version.py",
-}
+# What mcp_server may use of the face: the version it prints
+FACE_MAY_USE = {"langchain_mq9/_version.py"}
 
 
 def module_files() -> dict[str, Path]:
-    """Dotted module name -> file, for every module of the two packages."""
+    """Dotted module name -> file, for every module of the packages (the shims aside)."""
     found = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for package, folder in PACKAGES.items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = [package, *path.relative_to(folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
-            found[".".join(parts)] = path
+            name = ".".join(parts)
+            if not name.startswith(SHIMS):
+                found[name] = path
     return found
 
 
@@ -127,10 +144,12 @@ def graph() -> dict[str, frozenset[str]]:
 
 def part_of(module: str) -> str:
     top, _, rest = module.partition(".")
-    if top == "mcp_server":
-        return "mcp_server"
+    if top in ("mcp_server", "mq9_broker"):
+        return {"mcp_server": "mcp_server", "mq9_broker": "broker"}[top]
     head = rest.partition(".")[0]
-    return head if head and (ROOT / top / head).is_dir() else "face"
+    if head and (PACKAGES[top] / head).is_dir():
+        return head
+    return "wire" if top == "mq9_wire" else "face"
 
 
 def circles() -> list[list[str]]:
@@ -189,26 +208,25 @@ def test_the_import_graph_has_no_circle():
 
 def test_each_part_imports_only_the_parts_below_it():
     wrong = []
+    files = module_files()
     for module, targets in graph().items():
         part = part_of(module)
         for target in targets:
             other = part_of(target)
             if other == part:
                 continue
-            limited = (part == "broker" and other == "face") or (
-                part == "wake" and other == "face"  # mq9-wake's command line: _cli.py
-            )
+            limited = part == "mcp_server" and other == "face"
             if other not in MAY_IMPORT[part] or (
-                limited and str(module_files()[target].relative_to(ROOT)) not in BROKER_MAY_USE
+                limited and str(files[target].relative_to(ROOT)) not in FACE_MAY_USE
             ):
                 wrong.append(f"{module} -> {target}")
     assert wrong == []
 
 
 def test_the_protocol_uses_only_the_standard_library():
-    allowed = set(sys.stdlib_module_names) | {"langchain_mq9"}
+    allowed = set(sys.stdlib_module_names) | {"mq9_wire"}
     outside = []
-    for path in sorted((ROOT / "langchain_mq9" / "protocol").rglob("*.py")):
+    for path in sorted((PACKAGES["mq9_wire"] / "protocol").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
             names = []
             if isinstance(node, ast.Import):
@@ -220,8 +238,13 @@ def test_the_protocol_uses_only_the_standard_library():
 
 
 def test_the_folders_are_the_parts():
-    folders = {p.name for p in (ROOT / "langchain_mq9").iterdir() if (p / "__init__.py").exists()}
-    assert folders == set(MAY_IMPORT) - {"face", "mcp_server"}
+    folders = {
+        p.name
+        for package in ("mq9_wire", "langchain_mq9")
+        for p in PACKAGES[package].iterdir()
+        if (p / "__init__.py").exists() and f"{package}.{p.name}" not in SHIMS
+    }
+    assert folders == set(MAY_IMPORT) - {"face", "wire", "broker", "mcp_server"}
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine import owned
-from langchain_mq9.broker.engine.engine import COMMANDS
+from mq9_broker.engine import owned
+from mq9_broker.engine.engine import COMMANDS
+from mq9_wire import protocol as p
 
 ROOT = Path(__file__).resolve().parents[2]
-OWNERSHIP = ROOT / "langchain_mq9" / "broker" / "identities" / "ownership.py"
+OWNERSHIP = ROOT / "broker" / "mq9_broker" / "identities" / "ownership.py"
 # The protocol's names of the commands' subjects (p.MSG_SEND, p.AGENT_REGISTER, ...)
 SUBJECT_PREFIXES = ("MSG_", "MAILBOX_", "AGENT_")
 

@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("langchain_mq9", "mcp_server", "mq9_cli")
+PACKAGES = ("wire/mq9_wire", "broker/mq9_broker", "langchain_mq9", "mcp_server", "mq9_cli")
 ACCESSORS = ("getattr", "hasattr", "setattr", "delattr")
 
 _NATS = "nats-py keeps no public name for it; read behind the guard's version check"
@@ -39,28 +39,28 @@ _FAST_PATH = (
 # (file, attribute) -> why: the reach-ins into dependencies that this project knows about.
 KNOWN: dict[tuple[str, str], str] = {
     # nats-py, guarded (_nats/guard.py checks the version and each name before use)
-    ("langchain_mq9/_nats/guard.py", "_ps"): _NATS + " (the protocol parser)",
-    ("langchain_mq9/_nats/guard.py", "_reading_task"): _NATS + " (its read loop)",
-    ("langchain_mq9/_nats/guard.py", "_resp_sub_prefix"): _NATS + " (the reply inbox)",
-    ("langchain_mq9/_nats/guard.py", "_subs"): _NATS + " (its subscriptions)",
-    ("langchain_mq9/_nats/guard.py", "_process_ping"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/_nats/guard.py", "_process_pong"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/_nats/guard.py", "_process_msg"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/_nats/guard.py", "_process_err"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/_nats/guard.py", "_process_info"): _NATS + " (the parser's callback)",
-    ("langchain_mq9/_nats/guard.py", "_io_writer"): _NATS + " (the socket a stuck close drops)",
-    ("langchain_mq9/_nats/info.py", "_server_info"): _NATS_INFO,
-    ("langchain_mq9/_nats/fast_path.py", "_subs"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_ps"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_cb"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_id"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_transport"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_pending"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_pending_data_size"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_max_pending_size"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_build_message"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_process_headers"): _FAST_PATH,
-    ("langchain_mq9/_nats/fast_path.py", "_request_sub_callback"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/guard.py", "_ps"): _NATS + " (the protocol parser)",
+    ("wire/mq9_wire/_nats/guard.py", "_reading_task"): _NATS + " (its read loop)",
+    ("wire/mq9_wire/_nats/guard.py", "_resp_sub_prefix"): _NATS + " (the reply inbox)",
+    ("wire/mq9_wire/_nats/guard.py", "_subs"): _NATS + " (its subscriptions)",
+    ("wire/mq9_wire/_nats/guard.py", "_process_ping"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/_nats/guard.py", "_process_pong"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/_nats/guard.py", "_process_msg"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/_nats/guard.py", "_process_err"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/_nats/guard.py", "_process_info"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/_nats/guard.py", "_io_writer"): _NATS + " (the socket a stuck close drops)",
+    ("wire/mq9_wire/_nats/info.py", "_server_info"): _NATS_INFO,
+    ("wire/mq9_wire/_nats/fast_path.py", "_subs"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_ps"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_cb"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_id"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_transport"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_pending"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_pending_data_size"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_max_pending_size"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_build_message"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_process_headers"): _FAST_PATH,
+    ("wire/mq9_wire/_nats/fast_path.py", "_request_sub_callback"): _FAST_PATH,
     # httpx
     ("langchain_mq9/_http/ssrf.py", "_pool"): (
         "httpx's connection pool under the pinned transport: the only way to hand httpcore "
@@ -76,28 +76,28 @@ KNOWN: dict[tuple[str, str], str] = {
         "holds it (read only when ``ctx.connection`` is missing)"
     ),
     # the standard library
-    ("langchain_mq9/broker/cli/dev_broker.py", "_ArgumentGroup"): (
+    ("broker/mq9_broker/cli/dev_broker.py", "_ArgumentGroup"): (
         "the type add_argument_group returns: argparse names no public one"
     ),
-    ("langchain_mq9/broker/nats_servers/processes.py", "_exit"): (
+    ("broker/mq9_broker/nats_servers/processes.py", "_exit"): (
         "os._exit, documented: a forked child leaves without running the parent's cleanup"
     ),
 }
 
 
 def test_nats_py_privates_are_read_only_on_the_nats_floor():
-    """#74: every nats-py private name the project reads is under langchain_mq9/_nats/, behind
+    """#74: every nats-py private name the project reads is under wire/mq9_wire/_nats/, behind
     its version checks; the client and the broker use that floor's public names."""
     reasons = (_NATS, _NATS_INFO, _FAST_PATH)
     elsewhere = [f"{f}: {name}" for (f, name), why in KNOWN.items() if why.startswith(reasons)]
-    elsewhere = [e for e in elsewhere if not e.startswith("langchain_mq9/_nats/")]
+    elsewhere = [e for e in elsewhere if not e.startswith("wire/mq9_wire/_nats/")]
     assert elsewhere == []
 
 
 def room(path: Path) -> str:
     parts = path.relative_to(ROOT).parts[:-1]
-    if parts[:2] == ("langchain_mq9", "broker"):
-        return "/".join(parts[:3])
+    if parts[:2] in (("broker", "mq9_broker"), ("wire", "mq9_wire")):
+        return "/".join(parts[:3])  # a folder of the broker's, or of the wire's
     if parts[0] == "langchain_mq9":
         return "/".join(parts[:2])
     return parts[0]  # mcp_server, mq9_cli: each one room with its subfolders

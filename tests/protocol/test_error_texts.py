@@ -4,7 +4,7 @@
 class it reads as and the pattern that recognises it; the first tests run that table both ways,
 so a changed word cannot silently turn a typed error into a plain ``Mq9Error``.
 
-Code decides on an error's class (``langchain_mq9/protocol/errors.py``); only ``errors.py`` reads
+Code decides on an error's class (``wire/mq9_wire/protocol/errors.py``); only ``errors.py`` reads
 words, turning a broker's reply into a class (and, in ALLOWED, the few readers of a library's
 failure that has no class of its own). The last tests read the package's source and fail on
 any other place that tests an exception's text: ``"..." in exc.message``, ``str(exc) == ...``,
@@ -20,27 +20,27 @@ from pathlib import Path
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.engine.engine import BrokerLimits
 from langchain_mq9.client import Mq9Client
-from langchain_mq9.protocol import errors
-from langchain_mq9.protocol.errors import WIRE_TEXTS, WireText, from_reply
+from mq9_broker import BrokerEngine
+from mq9_broker.engine.engine import BrokerLimits
+from mq9_wire import protocol as p
+from mq9_wire.protocol import errors
+from mq9_wire.protocol.errors import WIRE_TEXTS, WireText, from_reply
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("langchain_mq9", "mcp_server")
-CLASSIFIER = "langchain_mq9/protocol/errors.py"
+PACKAGES = ("wire/mq9_wire", "broker/mq9_broker", "langchain_mq9", "mcp_server")
+CLASSIFIER = "wire/mq9_wire/protocol/errors.py"
 
 # (file, function) pairs that still read words, each with its reason.
 ALLOWED = {
     # Python's json module gives its errors no codes: its words are translated into serde's
     # (the wire's), which is not deciding what to do on an mq9 error.
-    ("langchain_mq9/protocol/serde.py", "_serde_syntax"),
+    ("wire/mq9_wire/protocol/serde.py", "_serde_syntax"),
     # nats-py raises a plain error quoting the server's -ERR while connecting: no class to read.
     ("langchain_mq9/client/auth.py", "refused_credentials"),
     # A clustered JetStream stream refuses an expected last sequence with another err_code and
     # the words alone ("wrong last sequence"): the one reading of it, on the NATS floor.
-    ("langchain_mq9/_nats/jetstream/api.py", "wrong_last_sequence"),
+    ("wire/mq9_wire/_nats/jetstream/api.py", "wrong_last_sequence"),
 }
 
 # A value for each parameter of the table's makers: each is named as the attribute it fills.

@@ -8,12 +8,12 @@ import sqlite3
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.engine.engine import BrokerLimits
-from langchain_mq9.broker.storage import sqlite
-from langchain_mq9.protocol import errors
-from langchain_mq9.protocol.errors import from_reply
+from mq9_broker import BrokerEngine
+from mq9_broker.engine.engine import BrokerLimits
+from mq9_broker.storage import sqlite
+from mq9_wire import protocol as p
+from mq9_wire.protocol import errors
+from mq9_wire.protocol.errors import from_reply
 
 # Every text a broker answers that code acts on, and what it reads as.
 READ = [

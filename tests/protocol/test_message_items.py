@@ -9,9 +9,9 @@ import json
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from langchain_mq9.protocol import Message, Priority
-from langchain_mq9.protocol.errors import MalformedReply
-from langchain_mq9.protocol.serde import loads
+from mq9_wire.protocol import Message, Priority
+from mq9_wire.protocol.errors import MalformedReply
+from mq9_wire.protocol.serde import loads
 
 MAX_U64 = 2**64 - 1
 _values = st.one_of(

@@ -15,9 +15,9 @@ import uuid
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
-from langchain_mq9.protocol.registration import card_for
+from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
+from mq9_wire import protocol as p
+from mq9_wire.protocol.registration import card_for
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.protocol import shapes
-from langchain_mq9.protocol.errors import WireError
-from langchain_mq9.protocol.serde import ERR_NOT_UNICODE
+from mq9_wire import protocol as p
+from mq9_wire.protocol import shapes
+from mq9_wire.protocol.errors import WireError
+from mq9_wire.protocol.serde import ERR_NOT_UNICODE
 
 _items = st.one_of(
     st.text(max_size=6),  # lone surrogates included: text Python holds but UTF-8 cannot

@@ -14,7 +14,7 @@ from typing import TypeVar
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from langchain_mq9.protocol.errors import MailboxNotFound
+from mq9_wire.protocol.errors import MailboxNotFound
 from tests.support.waiting import until
 
 URLS = [u.strip() for u in os.environ.get("MQ9_ROBUSTMQ_CLUSTER_URLS", "").split(",") if u.strip()]

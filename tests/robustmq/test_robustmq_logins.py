@@ -22,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.protocol import Mq9Error
+from mq9_broker import BrokerEngine
+from mq9_wire.protocol import Mq9Error
 from tests.support.robustmq_shaped import RobustMQShapedListener
 
 REAL = os.environ.get("MQ9_ROBUSTMQ_URL")

@@ -19,9 +19,9 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9 import protocol as p
-from langchain_mq9._nats.guard import GuardedClient, protect
-from langchain_mq9.broker import BrokerEngine
+from mq9_broker import BrokerEngine
+from mq9_wire import protocol as p
+from mq9_wire._nats.guard import GuardedClient, protect
 from tests.support.mcp_support import fails, ok, stdio_session
 from tests.support.robustmq_shaped import RobustMQShapedListener
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from bench import discovery
-from langchain_mq9 import semantic
-from langchain_mq9.semantic.ranking import search_text_of, stems
+from mq9_wire import semantic
+from mq9_wire.semantic.ranking import search_text_of, stems
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +171,7 @@ def test_the_default_pair_finds_more_than_the_multilingual_model_alone_where_it_
 
 
 def _multilingual():
-    from langchain_mq9.semantic import multilingual
+    from mq9_wire.semantic import multilingual
 
     if not multilingual.installed():
         pytest.skip(f"no multilingual model here ({semantic.EXTRA_HINT})")

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.state.registry import AgentRegistry
-from langchain_mq9.semantic.ranking import HYBRID_WEIGHT, AgentEntry, AgentIndex
+from mq9_broker.state.registry import AgentRegistry
+from mq9_wire import protocol as p
+from mq9_wire.semantic.ranking import HYBRID_WEIGHT, AgentEntry, AgentIndex
 
 np = pytest.importorskip("numpy")  # the semantic extra brings it; the lexical path needs none
 

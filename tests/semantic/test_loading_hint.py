@@ -3,9 +3,9 @@ calling the broker unreachable (on ``memory://`` the broker is this process)."""
 
 from __future__ import annotations
 
-from langchain_mq9 import semantic
 from langchain_mq9.operations.errors import explain
-from langchain_mq9.protocol.errors import RequestTimeout, Unavailable
+from mq9_wire import semantic
+from mq9_wire.protocol.errors import RequestTimeout, Unavailable
 
 
 def test_a_timeout_during_a_model_load_names_the_load_and_only_then():

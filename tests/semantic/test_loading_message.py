@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from langchain_mq9 import Mq9Toolkit, semantic
+from langchain_mq9 import Mq9Toolkit
+from mq9_wire import semantic
 
 pytestmark = pytest.mark.slow  # waits out a tool call's time (its request_timeout + 5 s)
 

@@ -1,6 +1,6 @@
 """The operator's model directory (``MQ9_EMBEDDING_MODEL``, ``mq9-dev-broker --embedding-model``):
 the files RobustMQ's ``embedding_model_path`` holds, embedded as RobustMQ's fastembed 4.9.1
-embeds a user-defined model (langchain_mq9/semantic/model_dir.py says how).
+embeds a user-defined model (wire/mq9_wire/semantic/model_dir.py says how).
 
 The directory used here is all-MiniLM-L6-v2 laid out that way (bench/discovery.py's
 ``minilm_directory``: the semantic extra's ONNX file and a tokenizer.json built from its
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import langchain_mq9.broker.cli.dev_broker as cli
+import mq9_broker.cli.dev_broker as cli
 from bench import discovery
-from langchain_mq9 import semantic
-from langchain_mq9.semantic import model_dir
+from mq9_wire import semantic
+from mq9_wire.semantic import model_dir
 from tests.support.semantic_support import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ async def test_the_clients_own_ranking_answers_a_malformed_model_as_an_error(
     escaped ``Mq9Client.agent_discover`` and the agent_discover tool (on a broker without
     search, the client ranks the listing itself)."""
     from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
-    from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
+    from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
 
     broken = tmp_path / "broken"
     shutil.copytree(directory, broken)
@@ -165,7 +165,7 @@ WITHOUT_TOKENIZERS = textwrap.dedent(
     """
     import sys
     sys.modules["tokenizers"] = None  # as if the semantic-model-dir extra were not installed
-    from langchain_mq9 import semantic
+    from mq9_wire import semantic
     try:
         semantic.embedder()
     except semantic.ModelError as exc:

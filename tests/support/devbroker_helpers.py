@@ -1,4 +1,4 @@
-"""Run ``python -m langchain_mq9.broker`` as a subprocess, the way a user runs the dev broker.
+"""Run ``python -m mq9_broker`` as a subprocess, the way a user runs the dev broker.
 
 Used by test_dev_broker.py, test_durability.py and the test_devbroker_*.py files. Every wait is
 bounded; every process started here is stopped by the test that started it.
@@ -36,7 +36,7 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.02) -> 
 
 async def request_ok(connection, subject: str, body=b"", headers=None, timeout: float = 10) -> dict:
     """One mq9 request over a plain nats-py connection; the reply, which must be a success."""
-    from langchain_mq9 import protocol as p
+    from mq9_wire import protocol as p
 
     if isinstance(body, dict):
         body = p.encode(body)
@@ -49,7 +49,7 @@ async def write_mailbox(url: str, box: str, count: int) -> None:
     """Create ``box`` and SEND it ``count`` messages over a plain connection to ``url``."""
     import nats
 
-    from langchain_mq9 import protocol as p
+    from mq9_wire import protocol as p
 
     client = await nats.connect(url)
     try:

@@ -20,8 +20,8 @@ import nats
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker import BrokerEngine, serve_on_nats
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.waiting import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -37,10 +37,10 @@ import itertools
 import json
 from collections.abc import Callable
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.engine import worker
-from langchain_mq9.broker.state.registry import AgentEntry, AgentRegistry
+from mq9_broker import BrokerEngine, ManualClock
+from mq9_broker.engine import worker
+from mq9_broker.state.registry import AgentEntry, AgentRegistry
+from mq9_wire import protocol as p
 
 INBOX_PREFIX = "_INBOX."
 MAX_PAYLOAD = 1024 * 1024  # RobustMQ's default nats_runtime.max_payload

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from langchain_mq9 import protocol as p
+from mq9_wire import protocol as p
 
 _ADDRESSED = (p.MSG_SEND, p.MSG_FETCH, p.MSG_ACK, p.MSG_QUERY)
 _RENAMED_FIELDS = {

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 
 import nats
 
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.storage.jetstream import ClusterStore, Layout
+from mq9_broker.engine.engine import Engine
+from mq9_broker.engine.limits import BrokerLimits
+from mq9_broker.storage.jetstream import ClusterStore, Layout
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster
 

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.protocol.errors import Mq9Error
+from mq9_wire.protocol.errors import Mq9Error
 from tests.support.credentials_support import EnforcingBroker
 
 pytestmark = pytest.mark.slow  # a dev broker process

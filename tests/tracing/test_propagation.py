@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 from langchain_mq9 import Mq9Client, Mq9Error
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.broker import Broker, BrokerConfig
+from mq9_broker import Broker, BrokerConfig
 from testbed.nats_server import start_nats_server
 from tests.support.a2a_support import text_graph, text_io
 

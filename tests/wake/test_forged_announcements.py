@@ -17,11 +17,11 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import Broker, BrokerConfig, BrokerEngine
-from langchain_mq9.broker.serving.serve import serve_on_nats
 from langchain_mq9.wake.arrivals import STORED, subscribe_arrivals
 from langchain_mq9.wake.rules import digest
+from mq9_broker import Broker, BrokerConfig, BrokerEngine
+from mq9_broker.serving.serve import serve_on_nats
+from mq9_wire import protocol as p
 from tests.broker.serving.open_accounts import BROKER_USER, open_accounts
 from tests.support.jetstream_servers import JetStreamCluster
 from tests.support.waiting import until

@@ -14,7 +14,6 @@ import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import ManualClock
 from langchain_mq9.wake import (
     Deliverer,
     Destinations,
@@ -26,6 +25,7 @@ from langchain_mq9.wake import (
     rules_address,
 )
 from langchain_mq9.wake.rules import FAILED_ADDRESS
+from mq9_broker import ManualClock
 
 LOOPBACK = Destinations(hosts=["127.0.0.1/32"])
 NO_FLOOR = Limits(min_interval=0)

@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from langchain_mq9.broker import ManualClock
 from langchain_mq9.wake import Deliverer, Destinations, RuleBook, Waker, WakeRule
 from langchain_mq9.wake.deliver import THREAD_NAMESPACE
+from mq9_broker import ManualClock
 from tests.support.agent_server import AgentServer, langgraph_command
 from tests.support.waiting import until
 

@@ -29,7 +29,6 @@ import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.broker import ManualClock
 from langchain_mq9.wake import (
     Deliverer,
     Destinations,
@@ -42,6 +41,7 @@ from langchain_mq9.wake import (
     verify,
 )
 from langchain_mq9.wake.rules import FAILED_ADDRESS, INDEX_ADDRESS
+from mq9_broker import ManualClock
 from tests.support.waiting import until
 
 DAY = 1_700_000_000 - 1_700_000_000 % 86400

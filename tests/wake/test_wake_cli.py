@@ -16,7 +16,7 @@ import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.waiting import until_sync
 

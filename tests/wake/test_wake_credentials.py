@@ -14,7 +14,6 @@ import sys
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.protocol.errors import Mq9Error
 from langchain_mq9.wake import (
     Deliverer,
     Limits,
@@ -26,6 +25,7 @@ from langchain_mq9.wake import (
     rules_address,
 )
 from langchain_mq9.wake.rules import FAILED_ADDRESS
+from mq9_wire.protocol.errors import Mq9Error
 from tests.support.credentials_support import EnforcingBroker
 
 SECRET = "s3cret-s3cret-s3cret"

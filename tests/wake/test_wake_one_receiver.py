@@ -19,8 +19,8 @@ import threading
 
 from conftest import SECRET, Receiver
 
-from langchain_mq9.broker import ManualClock
 from langchain_mq9.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
+from mq9_broker import ManualClock
 from tests.support.waiting import until
 
 NOON = 1_700_006_400.0  # a UTC noon: no quiet hours

@@ -11,10 +11,10 @@ import json
 
 from conftest import SECRET
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import ManualClock
 from langchain_mq9.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
 from langchain_mq9.wake.rules import rules_address
+from mq9_broker import ManualClock
+from mq9_wire import protocol as p
 
 DAY = 1_700_000_000 - 1_700_000_000 % 86400
 NO_FLOOR = Limits(min_interval=0)

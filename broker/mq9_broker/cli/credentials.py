@@ -26,8 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..._cli import ArgumentParser, nats_errors_in_one_line
-from ..._nats.redaction import redact
+from mq9_wire._cli import ArgumentParser, nats_errors_in_one_line
+from mq9_wire._nats.redaction import redact
+
 from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls
 from ..identities.kv_store import KvIdentityStore

@@ -25,9 +25,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import fields
 from typing import Any
 
-from ... import protocol as p
-from ... import semantic
-from ..._cli import (
+from mq9_wire import protocol as p
+from mq9_wire import semantic
+from mq9_wire._cli import (
     ArgumentParser,
     configure_logging,
     count_limit,
@@ -35,9 +35,10 @@ from ..._cli import (
     positive_float,
     positive_int,
 )
-from ..._nats.redaction import redact
-from ..._version import __version__
-from ...metrics import MetricsUnavailable, OperatorEndpoint, operator_address
+from mq9_wire._nats.redaction import redact
+from mq9_wire.metrics import MetricsUnavailable, OperatorEndpoint, operator_address
+
+from .._version import __version__
 from ..broker import Broker
 from ..config import BrokerConfig, StartupError
 from ..engine.engine import BrokerLimits
@@ -51,7 +52,7 @@ from .credentials import add_broker_arguments, run_command
 from .metrics import broker_endpoint
 from .state import main as state_command
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 # While the engine's worker thread embeds or ranks, the loop waits for Python's lock at most
 # this long each time it wakes (Python's default is longer): other clients' requests stay quick

@@ -29,12 +29,14 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ... import protocol as p
-from ...metrics import OperatorEndpoint, RequestMeter, need_prometheus
+from mq9_wire import protocol as p
+from mq9_wire.metrics import OperatorEndpoint, need_prometheus
+
 from ..broker import Broker
 from ..engine.process import BrokerEngine
 from ..engine.rules import COMMANDS
 from ..nats_servers.survey import read_monitor
+from ..serving.meter import RequestMeter
 from ..storage.jetstream.survey_state import Held, StoreSurvey
 
 PREFIX = "mq9_broker"

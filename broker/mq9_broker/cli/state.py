@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..._cli import ArgumentParser, nats_errors_in_one_line, positive_int
-from ..._nats.redaction import describe, redact
-from ...protocol import Priority
+from mq9_wire._cli import ArgumentParser, nats_errors_in_one_line, positive_int
+from mq9_wire._nats.redaction import describe, redact
+from mq9_wire.protocol import Priority
+
 from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls
 from ..identities.store import CredentialError

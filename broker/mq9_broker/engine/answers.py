@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ... import protocol as p
-from ...protocol.errors import Mq9Error
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import Mq9Error
+
 from ..state.mailbox import StoredMessage
 
 # The reply written around items encoded once each (MSG_ITEM), not re-encoded

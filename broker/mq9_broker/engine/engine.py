@@ -32,8 +32,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from ... import protocol as p
-from ...protocol.errors import MailboxExists, Mq9Error, from_reply
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import MailboxExists, Mq9Error, from_reply
+
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
 from ..storage.housekeeping import RETENTION_PIECE_BYTES, RETENTION_SCAN_SECONDS, RETENTION_SECONDS
@@ -81,7 +82,7 @@ __all__ = [
     "command_for",
 ]
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 # Where the embedding model loads: a thread at the process's own priority (load_model_soon)
 _LOADER = ThreadPoolExecutor(1, thread_name_prefix="mq9-broker-model")
 

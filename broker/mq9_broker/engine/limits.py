@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ... import protocol as p
+from mq9_wire import protocol as p
 
 
 @dataclass(frozen=True)

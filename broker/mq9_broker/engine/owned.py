@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ... import protocol as p
-from ...protocol.errors import WireError
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import WireError
 
 Headers = Mapping[str, str] | None
 # A record's durable write, once its claim is made in memory: None when kept, else the answer

@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ... import protocol as p
-from ..._nats.fits import MAX_PENDING, PENDING_SHARE
-from ...protocol.errors import Mq9Error, WireError
-from ...semantic.ranking import AgentEntry
+from mq9_wire import protocol as p
+from mq9_wire._nats.fits import MAX_PENDING, PENDING_SHARE
+from mq9_wire.protocol.errors import Mq9Error, WireError
+from mq9_wire.semantic.ranking import AgentEntry
+
 from ..state.mailbox import StoredMessage
 from ..storage.base import StorageError
 from . import owned as owning
@@ -27,7 +28,7 @@ from .answers import EMPTY_ANSWER, cut_answer, empty_wait, whole_answer
 from .limits import BrokerLimits
 from .owned import Owned
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 Headers = Mapping[str, str] | None  # a request's NATS headers, as nats-py reads them
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from ... import protocol as p
-from ...protocol.errors import Mq9Error
-from ...semantic.ranking import AgentEntry
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import Mq9Error
+from mq9_wire.semantic.ranking import AgentEntry
+
 from ..state.registry import AgentRegistry
 from ..storage.mailbox_store import AgentRow
 from . import rules

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ... import protocol as p
-from ...protocol import PRIORITY_ORDER, Priority
-from ...protocol.errors import Mq9Error
+from mq9_wire import protocol as p
+from mq9_wire.protocol import PRIORITY_ORDER, Priority
+from mq9_wire.protocol.errors import Mq9Error
+
 from ..state.mailbox import StoredMessage
 from ..storage.jetstream.numbering import RETENTION_SECONDS, TAGS_MOST
 from ..storage.jetstream.window import FILE_RECORD_MOST

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from ...semantic.ranking import word_pieces
+from mq9_wire.semantic.ranking import word_pieces
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 T = TypeVar("T")  # what a piece of work gives
 A = TypeVar("A")  # what it is given

@@ -54,12 +54,13 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from ... import protocol as p
-from ..._nats.guard import flush_in_order
+from mq9_wire import protocol as p
+from mq9_wire._nats.guard import flush_in_order
+
 from ..nats_servers.processes import server_urls
 from .store import ID_PATTERN, BaseIdentityStore, CredentialError
 
-log = logging.getLogger("langchain_mq9.broker.identities.ownership")
+log = logging.getLogger("mq9_broker.identities.ownership")
 
 ACCOUNT = "AGENTS"
 BROKER_USER = "mq9-broker"

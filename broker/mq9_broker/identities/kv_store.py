@@ -27,10 +27,11 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..._nats.info import server_info
-from ..._nats.jetstream.api import deleted, removal, wrong_last_sequence
-from ..._nats.jetstream.bucket import Bucket, won
-from ..._nats.redaction import describe
+from mq9_wire._nats.info import server_info
+from mq9_wire._nats.jetstream.api import deleted, removal, wrong_last_sequence
+from mq9_wire._nats.jetstream.bucket import Bucket, won
+from mq9_wire._nats.redaction import describe
+
 from ..nats_servers.survey import replicas_for
 from ..storage.jetstream.requests import Requests
 from ..storage.loop_thread import LoopThread, until_jetstream
@@ -48,7 +49,7 @@ from .store import (
 if TYPE_CHECKING:
     from nats.js.api import KeyValueConfig
 
-log = logging.getLogger("langchain_mq9.broker.identities.ownership")
+log = logging.getLogger("mq9_broker.identities.ownership")
 
 T = TypeVar("T")
 

@@ -65,8 +65,9 @@ import nats
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
-from ... import protocol as p
-from ..._nats.guard import flush_in_order, protect
+from mq9_wire import protocol as p
+from mq9_wire._nats.guard import flush_in_order, protect
+
 from ..engine.owned import Answering, Headers, Keep, Named, Requester, Undo
 from ..nats_servers.processes import server_urls
 from .callout import (
@@ -81,7 +82,7 @@ from .callout import (
 )
 from .store import BaseIdentityStore, CredentialError, OwnedByAnother
 
-log = logging.getLogger("langchain_mq9.broker.identities.ownership")
+log = logging.getLogger("mq9_broker.identities.ownership")
 
 # the wire's names, one place for the client and the broker (protocol/subjects.py)
 PRINCIPAL_PREFIX = p.subjects.PRINCIPAL_PREFIX

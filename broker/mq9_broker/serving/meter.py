@@ -8,9 +8,10 @@ clock read, one ``bisect`` (C) and three integer increments, and nothing is buil
 The families are made only when scraped (``families``). The server calls ``answered`` from its
 event loop alone, so the integers need no lock.
 
-A readiness probe is not traffic (#91 item 3): a QUERY of the probe's mailbox (metrics/probe.py,
-the servers' ``/readyz``), answered "no such mailbox", is counted in ``probes_total`` alone,
-neither a request nor a refusal (only a refusal's answer is looked at, for the mailbox's name).
+A readiness probe is not traffic (#91 item 3): a QUERY of the probe's mailbox
+(``mq9_wire.metrics.probe``, the servers' ``/readyz``), answered "no such mailbox", is counted
+in ``probes_total`` alone, neither a request nor a refusal (only a refusal's answer is looked
+at, for the mailbox's name).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from collections.abc import Iterator, Mapping
 from time import perf_counter
 from typing import Any
 
-from ..protocol.errors import Mq9Error, from_reply
-from .probe import PROBE_MAILBOX
+from mq9_wire.metrics.probe import PROBE_MAILBOX
+from mq9_wire.protocol.errors import Mq9Error, from_reply
 
 # Seconds: a SEND in memory answers under the first, a FETCH that parks waits up to its
 # max_wait_ms (seconds), a costly DISCOVER may take a few

@@ -39,8 +39,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..._nats.fast_path import deliver_inline
-from ..._nats.guard import flush_in_order
+from mq9_wire._nats.fast_path import deliver_inline
+from mq9_wire._nats.guard import flush_in_order
 
 log = logging.getLogger(__name__)
 

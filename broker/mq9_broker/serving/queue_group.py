@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..._nats.jetstream.ready import until_ready
+from mq9_wire._nats.jetstream.ready import until_ready
+
 from ..storage.jetstream import ClusterStore
 
 QUEUE = "mq9-brokers"  # every broker of one store answers in it: NATS hands a request to one

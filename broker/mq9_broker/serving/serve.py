@@ -28,9 +28,10 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from ... import protocol as p
-from ..._nats.fast_path import deliver_inline, engage, replies_inline
-from ..._nats.guard import flush_in_order, protect
+from mq9_wire import protocol as p
+from mq9_wire._nats.fast_path import deliver_inline, engage, replies_inline
+from mq9_wire._nats.guard import flush_in_order, protect
+
 from ..engine.owned import Answering
 from ..engine.rules import command_for
 from .pacing import AnswerPacer, Backlog, client_of
@@ -38,13 +39,13 @@ from .partitions import Partitions
 from .waiting_room import RoomFull, WaitingRoom
 
 if TYPE_CHECKING:
-    from ...metrics import RequestMeter
     from ..identities.ownership import Identities
+    from .meter import RequestMeter
 
 # #73: with metrics, what a request is counted by (its command's key) and when it was read
 Stamp = tuple[str, float] | None
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 
 class Served(Answering, Protocol):

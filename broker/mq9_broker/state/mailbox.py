@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 
-from ... import protocol as p
-from ...protocol import PRIORITY_ORDER, Priority
+from mq9_wire import protocol as p
+from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
 _COMPACT_MIN_HOLES = 256
 _MIN_RUN = 32

@@ -11,7 +11,7 @@ UNREGISTER of the *registration* name. The two differ only when a ``{name, paylo
 carries a card of another name: a search hit then shows the card's name, and unregistering the
 registration leaves the card searchable.
 
-How a search ranks is ``langchain_mq9.semantic.ranking`` (``AgentIndex``), which the client
+How a search ranks is ``mq9_wire.semantic.ranking`` (``AgentIndex``), which the client
 also ranks a listing with when a broker has no search.
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ... import protocol as p
-from ...semantic.ranking import AgentEntry, AgentIndex
+from mq9_wire import protocol as p
+from mq9_wire.semantic.ranking import AgentEntry, AgentIndex
 
 
 @dataclass

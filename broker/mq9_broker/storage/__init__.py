@@ -6,9 +6,32 @@ and ``SqliteStorage`` (one SQLite file). base.py tells the two interfaces' story
 
 from __future__ import annotations
 
-from .base import Restorable, Storage, StorageError
-from .memory import MemoryStorage
-from .sqlite import DEFAULT_FILE_NAME, SCHEMA_VERSION, SqliteStorage, data_file, wal_commits_lost
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import Restorable, Storage, StorageError
+    from .memory import MemoryStorage
+    from .sqlite import (
+        DEFAULT_FILE_NAME,
+        SCHEMA_VERSION,
+        SqliteStorage,
+        data_file,
+        wal_commits_lost,
+    )
+
+# name -> the module of this package that defines it
+_LAZY = {
+    "Restorable": "base",
+    "Storage": "base",
+    "StorageError": "base",
+    "MemoryStorage": "memory",
+    "DEFAULT_FILE_NAME": "sqlite",
+    "SCHEMA_VERSION": "sqlite",
+    "SqliteStorage": "sqlite",
+    "data_file": "sqlite",
+    "wal_commits_lost": "sqlite",
+}
 
 __all__ = [
     "DEFAULT_FILE_NAME",
@@ -21,3 +44,16 @@ __all__ = [
     "data_file",
     "wal_commits_lost",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Each name imported at its first use (PEP 562): memory:// takes no SQLite."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -28,7 +28,8 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from ...semantic.ranking import AgentEntry
+from mq9_wire.semantic.ranking import AgentEntry
+
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
 from .sent_keys import SentKeys

@@ -16,14 +16,15 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from ...protocol import PRIORITY_ORDER
+from mq9_wire.protocol import PRIORITY_ORDER
+
 from ..state.clock import Clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
 from .base import Storage, StorageError
 from .sent_keys import SentKeys
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 T = TypeVar("T")
 

@@ -25,10 +25,11 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Iterable
 
-from ... import protocol as p
-from ...protocol import PRIORITY_ORDER
-from ...protocol.errors import Mq9Error
-from ...semantic.ranking import AgentEntry
+from mq9_wire import protocol as p
+from mq9_wire.protocol import PRIORITY_ORDER
+from mq9_wire.protocol.errors import Mq9Error
+from mq9_wire.semantic.ranking import AgentEntry
+
 from ..state.mailbox import Mailbox, StoredMessage
 from .housekeeping import LANES
 from .jetstream.keyed import answered

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..._nats.fits import fence
-from ..._nats.jetstream.ready import Deadline, until_ready
+from mq9_wire._nats.fits import fence
+from mq9_wire._nats.jetstream.ready import Deadline, until_ready
+
 from .base import StorageError
 
 if TYPE_CHECKING:

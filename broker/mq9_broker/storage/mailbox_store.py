@@ -15,11 +15,16 @@ write given a ``room`` raises ``Full`` rather than pass it, a name is created on
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..state.mailbox import StoredMessage
-from .jetstream import ClusterStore, Full, MailboxRecord, Mark, Position
 from .jetstream.keyed import KeyReused, Once
+from .jetstream.numbering import Full, Mark
+from .jetstream.positions import Position
+from .jetstream.records import MailboxRecord
+
+if TYPE_CHECKING:  # memory:// imports this protocol, and none of the cluster store
+    from .jetstream import ClusterStore
 
 __all__ = [
     "AgentRow",

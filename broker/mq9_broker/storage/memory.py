@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 from contextlib import AbstractContextManager
 
-from ...semantic.ranking import AgentEntry
+from mq9_wire.semantic.ranking import AgentEntry
+
 from ..state.mailbox import Mailbox, StoredMessage
 from .base import Restorable, Storage
 

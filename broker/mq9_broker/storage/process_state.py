@@ -15,7 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from ...semantic.ranking import AgentEntry
+from mq9_wire.semantic.ranking import AgentEntry
+
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
@@ -25,7 +26,7 @@ from .mailbox_store import Full
 from .memory import MemoryStorage
 from .sent_keys import SentKeys
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 T = TypeVar("T")
 

@@ -25,13 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ...protocol import Priority
-from ...semantic.ranking import AgentEntry
+from mq9_wire.protocol import Priority
+from mq9_wire.semantic.ranking import AgentEntry
+
 from ..state.mailbox import Mailbox, StoredMessage
 from .base import Restorable, Storage, StorageError, restore_agents
 from .request_log import HEADER_SIZE, Change, RequestLog, encode_changes, set_aside_name
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 
 def sqlite_busy(exc: sqlite3.Error) -> bool:

@@ -3,7 +3,7 @@ deploy.md's open cluster a broker's URLs carry the brokers' user; a client gives
 
 from __future__ import annotations
 
-from langchain_mq9.broker.banner import _connect_lines
+from mq9_broker.banner import _connect_lines
 
 
 def test_the_brokers_login_is_left_out_of_what_a_client_is_told():

@@ -14,13 +14,13 @@ import signal
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import Broker, BrokerConfig, BrokerLimits, StartupError
-from langchain_mq9.broker.cli.dev_broker import build_parser, config_of
-from langchain_mq9.broker.identities.callout import SETUP_FILE, Issuer
-from langchain_mq9.broker.identities.store import CredentialError
-from langchain_mq9.broker.nats_servers.processes import free_port
-from langchain_mq9.metrics.meter import RequestMeter
-from langchain_mq9.protocol.errors import NotAllowed
+from mq9_broker import Broker, BrokerConfig, BrokerLimits, StartupError
+from mq9_broker.cli.dev_broker import build_parser, config_of
+from mq9_broker.identities.callout import SETUP_FILE, Issuer
+from mq9_broker.identities.store import CredentialError
+from mq9_broker.nats_servers.processes import free_port
+from mq9_broker.serving.meter import RequestMeter
+from mq9_wire.protocol.errors import NotAllowed
 from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import port_open, process_alive, wait_until
 from tests.support.jetstream_servers import JetStreamCluster

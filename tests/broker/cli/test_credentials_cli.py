@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.broker.cli.dev_broker import main
-from langchain_mq9.broker.identities.store import IdentityStore, identities_file
+from mq9_broker.cli.dev_broker import main
+from mq9_broker.identities.store import IdentityStore, identities_file
 
 pytest.importorskip("nkeys")
 
@@ -94,8 +94,8 @@ def test_the_command_follows_any_broker_option_and_only_it_is_one(tmp_path, caps
 def test_credentials_dir_names_where_they_are_kept(tmp_path):
     from argparse import Namespace
 
-    from langchain_mq9.broker import BrokerEngine
-    from langchain_mq9.broker.broker import identities_for
+    from mq9_broker import BrokerEngine
+    from mq9_broker.broker import identities_for
 
     args = Namespace(credentials=str(tmp_path / "ids"), nats=None, data=None)
     identities = identities_for(args, BrokerEngine())
@@ -136,8 +136,8 @@ def test_setup_writes_the_issuer_once_and_prints_the_servers_config(tmp_path, ca
 def test_a_cluster_broker_needs_the_setup_dir(tmp_path):
     from argparse import Namespace
 
-    from langchain_mq9.broker.broker import cluster_issuer as _cluster_issuer
-    from langchain_mq9.broker.identities.store import CredentialError
+    from mq9_broker.broker import cluster_issuer as _cluster_issuer
+    from mq9_broker.identities.store import CredentialError
 
     assert _cluster_issuer(Namespace(credentials=None)) is None
     with pytest.raises(CredentialError, match="needs DIR"):

@@ -1,4 +1,4 @@
-"""``python -m langchain_mq9.broker`` run as users run it: a subprocess that starts nats-server,
+"""``python -m mq9_broker`` run as users run it: a subprocess that starts nats-server,
 prints how to connect, serves the protocol, and stops cleanly (with its nats-server) on a signal.
 
 Requests go out raw with nats-py, so these tests check the broker on the wire, not a client.
@@ -15,11 +15,11 @@ from pathlib import Path
 import nats
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cli.dev_broker import build_parser, main
-from langchain_mq9.broker.nats_servers.processes import free_port
-from langchain_mq9.broker.storage import DEFAULT_FILE_NAME, data_file
-from langchain_mq9.protocol.errors import from_reply
+from mq9_broker.cli.dev_broker import build_parser, main
+from mq9_broker.nats_servers.processes import free_port
+from mq9_broker.storage import DEFAULT_FILE_NAME, data_file
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import from_reply
 from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 

@@ -14,7 +14,7 @@ import sys
 import nats
 import pytest
 
-from langchain_mq9 import protocol as p
+from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from langchain_mq9 import protocol as p
+from mq9_wire import protocol as p
 from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.waiting import until

@@ -16,8 +16,8 @@ import asyncio
 import nats
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import DevBroker, request_ok
 
 pytestmark = pytest.mark.slow

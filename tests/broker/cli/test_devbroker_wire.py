@@ -15,8 +15,8 @@ import socket
 import nats
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow

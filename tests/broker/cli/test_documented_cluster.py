@@ -33,8 +33,8 @@ from storage_probes import (
     stream_unchanged,
 )
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_servers.processes import free_port
+from mq9_broker.nats_servers.processes import free_port
+from mq9_wire import protocol as p
 from tests.support.credentials_support import ask, ok
 from tests.support.devbroker_helpers import DevBroker, port_open, wait_until, write_mailbox
 from tests.support.jetstream_servers import wait_serving

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.protocol.errors import InvalidArgument
+from mq9_wire.protocol.errors import InvalidArgument
 from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import DevBroker
 

@@ -21,9 +21,9 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import Broker, BrokerConfig
-from langchain_mq9.broker.cli import state
-from langchain_mq9.broker.cli.state import OldState, _records
+from mq9_broker import Broker, BrokerConfig
+from mq9_broker.cli import state
+from mq9_broker.cli.state import OldState, _records
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 
-import langchain_mq9.broker.cli.credentials as credentials_cli
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.cli.dev_broker import main
-from langchain_mq9.broker.nats_servers.processes import free_port
-from langchain_mq9.broker.storage.jetstream import DEFAULT_NAME, Layout
+import mq9_broker.cli.credentials as credentials_cli
+from mq9_broker.cli.dev_broker import main
+from mq9_broker.nats_servers.processes import free_port
+from mq9_broker.storage.jetstream import DEFAULT_NAME, Layout
+from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import DevBroker, request_ok
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 from tests.support.waiting import until_sync
@@ -136,8 +136,8 @@ def test_issue_to_a_missing_directory_makes_no_identity_store(tmp_path):
 def test_the_directories_the_credentials_live_in_are_the_owners_only(tmp_path):
     from argparse import Namespace
 
-    from langchain_mq9.broker import BrokerEngine
-    from langchain_mq9.broker.broker import identities_for
+    from mq9_broker import BrokerEngine
+    from mq9_broker.broker import identities_for
 
     pytest.importorskip("nkeys")
     assert _credentials("setup", str(tmp_path / "auth"))[0] == 0
@@ -165,7 +165,7 @@ def test_without_the_credentials_extra_one_line_says_what_to_install(
     monkeypatch.setitem(sys.modules, "nkeys", None)  # import nkeys fails as when not installed
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
     if argv[0] == "--credentials":  # the broker: its check comes before the model loads
-        monkeypatch.setattr("langchain_mq9.semantic.embedder", lambda: None)
+        monkeypatch.setattr("mq9_wire.semantic.embedder", lambda: None)
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -30,8 +30,8 @@ from test_documented_cluster import (
 )
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.serving.pacing import REQUEST_INFO, requester
+from mq9_broker.serving.pacing import REQUEST_INFO, requester
+from mq9_wire import protocol as p
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # three nats-servers and a broker

@@ -38,9 +38,9 @@ from test_documented_cluster import (
 )
 
 from langchain_mq9 import MailboxExists, Mq9Client, Mq9Error
-from langchain_mq9.broker.nats_servers.processes import free_port
-from langchain_mq9.broker.storage.jetstream import token
-from langchain_mq9.broker.storage.jetstream.mapping import ARRIVALS_PREFIX
+from mq9_broker.nats_servers.processes import free_port
+from mq9_broker.storage.jetstream import token
+from mq9_broker.storage.jetstream.mapping import ARRIVALS_PREFIX
 from tests.support.devbroker_helpers import DevBroker, write_mailbox
 from tests.support.waiting import until
 

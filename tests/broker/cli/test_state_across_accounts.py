@@ -21,9 +21,9 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.cli.dev_broker import main
-from langchain_mq9.broker.cli.state import SUBJECT_PREFIX, _records
-from langchain_mq9.protocol.errors import Mq9Error
+from mq9_broker.cli.dev_broker import main
+from mq9_broker.cli.state import SUBJECT_PREFIX, _records
+from mq9_wire.protocol.errors import Mq9Error
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 

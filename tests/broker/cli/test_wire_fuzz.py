@@ -1,5 +1,5 @@
 """Wire fuzz (issue #22): random and mutated mq9 requests and raw NATS frames against a real
-``python -m langchain_mq9.broker --data DIR`` on its own nats-server, on loopback.
+``python -m mq9_broker --data DIR`` on its own nats-server, on loopback.
 
 Each case is drawn from one seeded ``random.Random`` (the same seed writes the same bytes):
 a valid request, a valid request with one mutation (a field's type, a flipped byte, cut JSON,
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.nats_servers.processes import LARGEST_MAX_PAYLOAD, free_port
+from mq9_broker.nats_servers.processes import LARGEST_MAX_PAYLOAD, free_port
+from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 from tests.support.raw_nats import CRLF, RawPeer, frame
 

@@ -23,9 +23,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from langchain_mq9 import protocol as p
-from langchain_mq9 import semantic
-from langchain_mq9.semantic.ranking import _UNSET
+from mq9_wire import protocol as p
+from mq9_wire import semantic
+from mq9_wire.semantic.ranking import _UNSET
 
 np = pytest.importorskip("numpy")
 
@@ -151,7 +151,7 @@ class IteratedDict(dict):
 
 
 async def _tagged_engine(tags_per_message: list[str]):
-    from langchain_mq9.broker import BrokerEngine
+    from mq9_broker import BrokerEngine
 
     engine = BrokerEngine()
     await engine.handle(p.MAILBOX_CREATE, None, b'{"name":"box","ttl":0}')
@@ -180,7 +180,7 @@ async def test_a_tag_query_finds_its_tags_without_walking_every_tag_the_mailbox_
 async def test_a_tag_given_again_is_read_once(monkeypatch):
     """Issue #35: ``["x"] * 6000`` read the tag (and its 2,000 sub-tags) 6,000 times: 107 s on
     the loop. The answer is the same as for the tag given once."""
-    from langchain_mq9.broker.state.mailbox import Mailbox
+    from mq9_broker.state.mailbox import Mailbox
 
     engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
     reads: list[str] = []
@@ -202,8 +202,8 @@ async def test_a_tag_given_again_is_read_once(monkeypatch):
 def test_a_tag_read_finds_the_tag_and_those_below_it_in_key_order(carried, asked, limit):
     """The tags below ``asked`` are a range of the sorted tag names (from ``asked/`` to
     ``asked0``): the same messages, in the same order, as comparing every tag."""
-    from langchain_mq9.broker.state.mailbox import Mailbox, StoredMessage
-    from langchain_mq9.protocol import Priority
+    from mq9_broker.state.mailbox import Mailbox, StoredMessage
+    from mq9_wire.protocol import Priority
 
     mailbox = Mailbox("box", create_time=0, ttl=0)
     for tags in carried:
@@ -222,7 +222,7 @@ async def test_a_query_of_many_tags_lets_other_requests_through_between_its_read
     """Issue #35: a QUERY of thousands of tags read them all in one go on the loop (each tag up
     to 100 messages). It reads a few at a time, and a SEND that arrives meanwhile is answered
     before it ends, with the same answer as before."""
-    from langchain_mq9.broker.engine.engine import QUERY_TAGS_AT_ONCE
+    from mq9_broker.engine.engine import QUERY_TAGS_AT_ONCE
 
     engine = await _tagged_engine([f"t{i % 50},x/y{i}" for i in range(500)])
     tags = [f"x/y{i}" for i in range(4 * QUERY_TAGS_AT_ONCE)]
@@ -245,7 +245,7 @@ def test_a_text_query_read_a_piece_at_a_time_has_the_words_of_the_whole(text, pi
     """Bench 9d: a 64 KiB text query is read 4 KiB at a time (one call on all of it held
     Python's lock, and so the loop, for half a millisecond); the words are those of the whole
     text, whatever the cuts (a Kelvin sign lowers to ``k``, a dotted I to ``i``)."""
-    from langchain_mq9.semantic.ranking import words
+    from mq9_wire.semantic.ranking import words
 
     assert words(text, piece) == set(re.findall("[a-z0-9]+", text.lower()))
 
@@ -255,7 +255,7 @@ async def test_a_query_of_a_large_body_is_read_while_the_loop_answers_others(mon
     them back to back). Its body is parsed on the worker: the stand-in parser waits for a gate,
     and a SEND that arrives meanwhile is answered before the QUERY, which then answers as
     before. Before the fix the loop itself waited on the gate, and the SEND came after."""
-    import langchain_mq9.broker.engine.rules as rules_module
+    import mq9_broker.engine.rules as rules_module
 
     engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
     gate = threading.Event()
@@ -325,8 +325,8 @@ async def test_a_large_answer_goes_out_on_its_own_connection(nats_server):
     stays on the first. The answers are those the engine gives."""
     import nats
 
-    from langchain_mq9.broker import BrokerEngine, serve_on_nats
-    from langchain_mq9.broker.serving.serve import BULK_ANSWER
+    from mq9_broker import BrokerEngine, serve_on_nats
+    from mq9_broker.serving.serve import BULK_ANSWER
 
     engine = BrokerEngine()
     engine.search_index.ranker.embedder = None  # the lexical ranking: no model to load

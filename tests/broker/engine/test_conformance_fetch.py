@@ -23,8 +23,8 @@ import json
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.protocol.errors import from_reply
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import from_reply
 
 T0 = 1_700_000_000  # where the fixture's ManualClock starts
 

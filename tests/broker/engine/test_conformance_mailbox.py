@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine.sending import CLUSTER, MOST_SECONDS
+from mq9_broker.engine.sending import CLUSTER, MOST_SECONDS
+from mq9_wire import protocol as p
 
 T0 = 1_700_000_000  # where the fixture's ManualClock starts
 ITEM_FIELDS = {"msg_id", "payload", "priority", "header", "create_time"}

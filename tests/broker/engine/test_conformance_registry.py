@@ -19,7 +19,7 @@ import json
 
 import pytest
 
-from langchain_mq9 import protocol as p
+from mq9_wire import protocol as p
 
 
 def a2a_card(name: str, description: str, *skills: tuple[str, str, list[str]], **extra) -> dict:

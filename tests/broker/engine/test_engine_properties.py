@@ -27,10 +27,10 @@ from unittest.mock import patch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import langchain_mq9.broker.engine.rules as rules
-import langchain_mq9.broker.state.mailbox as mailbox_module
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
+import mq9_broker.engine.rules as rules
+import mq9_broker.state.mailbox as mailbox_module
+from mq9_broker import BrokerEngine, ManualClock
+from mq9_wire import protocol as p
 
 LANES = ("critical", "urgent", "normal")
 BOXES = ("prop.a", "prop.b")

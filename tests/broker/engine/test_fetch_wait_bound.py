@@ -10,10 +10,10 @@ import types
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.engine import rules as rules_module
-from langchain_mq9.broker.engine.answers import empty_wait
+from mq9_broker import BrokerEngine
+from mq9_broker.engine import rules as rules_module
+from mq9_broker.engine.answers import empty_wait
+from mq9_wire import protocol as p
 
 
 @pytest.mark.parametrize(

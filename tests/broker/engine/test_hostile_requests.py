@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from langchain_mq9 import Mq9Error
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
+from mq9_broker import BrokerEngine, ManualClock
+from mq9_wire import protocol as p
 from tests.support.raw_nats import socket_request
 
 pytestmark = pytest.mark.slow

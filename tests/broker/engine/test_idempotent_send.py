@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.storage import SqliteStorage
 from langchain_mq9.client import Mq9Client
-from langchain_mq9.protocol.errors import InvalidArgument, Mq9Error
+from mq9_broker import BrokerEngine, ManualClock
+from mq9_broker.engine.limits import BrokerLimits
+from mq9_broker.storage import SqliteStorage
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import InvalidArgument, Mq9Error
 
 T0 = 1_700_000_000
 WINDOW = 600

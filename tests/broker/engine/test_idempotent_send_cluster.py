@@ -16,12 +16,12 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.storage.jetstream import ClusterStore
 from langchain_mq9.client.transport import MemoryTransport
-from langchain_mq9.protocol.errors import InvalidArgument
+from mq9_broker.engine.engine import Engine
+from mq9_broker.engine.limits import BrokerLimits
+from mq9_broker.storage.jetstream import ClusterStore
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import InvalidArgument
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a nats-server process

@@ -23,9 +23,9 @@ from test_conformance_fetch import *  # noqa: F403  (the tests, and their own fi
 from test_conformance_mailbox import *  # noqa: F403
 from test_conformance_registry import *  # noqa: F403
 
-from langchain_mq9.broker import drop_memory_broker, install_memory_broker
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.storage.jetstream import ClusterStore
+from mq9_broker import drop_memory_broker, install_memory_broker
+from mq9_broker.engine.engine import Engine
+from mq9_broker.storage.jetstream import ClusterStore
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

@@ -19,12 +19,12 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.storage.jetstream import ClusterStore
 from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.groups import GroupReader
-from langchain_mq9.protocol import Priority
-from langchain_mq9.protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
+from mq9_broker.engine.engine import Engine
+from mq9_broker.storage.jetstream import ClusterStore
+from mq9_wire.protocol import Priority
+from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
@@ -121,7 +121,7 @@ async def test_the_registry_is_one_for_both(brokers: tuple[Mq9Client, Mq9Client]
 
 
 async def test_the_mailbox_limit_is_counted_from_the_bucket(servers: list[str]) -> None:
-    from langchain_mq9.broker import BrokerLimits
+    from mq9_broker import BrokerLimits
 
     connection = await nats.connect(servers)
     store = ClusterStore(connection, name=f"L{uuid.uuid4().hex[:8]}")

@@ -23,7 +23,7 @@ from groups.test_group_scenarios import *  # noqa: F403
 from test_robustmq_ported import *  # noqa: F403
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.storage import MemoryStorage
+from mq9_broker.storage import MemoryStorage
 from tests.support import store_lane
 from tests.support.waiting import until
 

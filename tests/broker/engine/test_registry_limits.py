@@ -9,8 +9,8 @@ import json
 import pytest
 from conftest import start_broker, stop_broker
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock
+from mq9_broker import BrokerEngine, BrokerLimits, ManualClock
+from mq9_wire import protocol as p
 
 
 def _card(name: str, description: str = "helper", filler: int = 0) -> bytes:

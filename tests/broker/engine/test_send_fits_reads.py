@@ -8,18 +8,18 @@ import asyncio
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.engine.sending import CLUSTER, OPEN
-from langchain_mq9.broker.storage.jetstream.window import (
+from langchain_mq9.client import Mq9Client
+from mq9_broker import BrokerEngine
+from mq9_broker.engine.limits import BrokerLimits
+from mq9_broker.engine.sending import CLUSTER, OPEN
+from mq9_broker.storage.jetstream.window import (
     FILE_RECORD_MOST,
     ReadWindow,
     batch_bytes,
     file_record_size,
 )
-from langchain_mq9.client import Mq9Client
-from langchain_mq9.protocol.errors import PayloadTooLarge
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import PayloadTooLarge
 
 
 @pytest.mark.parametrize(

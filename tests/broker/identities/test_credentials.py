@@ -16,27 +16,27 @@ import uuid
 import pytest
 from nats.aio.msg import Msg
 
-import langchain_mq9.broker.identities.ownership as ids
-from langchain_mq9 import protocol as p
+import mq9_broker.identities.ownership as ids
 from langchain_mq9.a2a import wire
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.identities.callout import (
+from langchain_mq9.groups import dead_letters, leases
+from mq9_broker import BrokerEngine
+from mq9_broker.identities.callout import (
     ANSWERS_USER,
     Issuer,
     LoginService,
     claims_of,
     login_name,
 )
-from langchain_mq9.broker.identities.kv_store import KvIdentityStore
-from langchain_mq9.broker.identities.kv_store import _keyed as ids_kv_key
-from langchain_mq9.broker.identities.ownership import Identities
-from langchain_mq9.broker.identities.store import (
+from mq9_broker.identities.kv_store import KvIdentityStore
+from mq9_broker.identities.kv_store import _keyed as ids_kv_key
+from mq9_broker.identities.ownership import Identities
+from mq9_broker.identities.store import (
     LOOK_EVERY,
     BaseIdentityStore,
     CredentialError,
     IdentityStore,
 )
-from langchain_mq9.groups import dead_letters, leases
+from mq9_wire import protocol as p
 from tests.support.jetstream_servers import JetStreamCluster
 from tests.support.waiting import until_sync
 
@@ -403,7 +403,7 @@ async def test_a_mailbox_made_with_no_name_is_its_makers(agents):
 
 
 async def test_an_expired_mailbox_stays_its_owners(store):
-    from langchain_mq9.broker import ManualClock
+    from mq9_broker import ManualClock
 
     store.issue("alice"), store.issue("bob")
     clock = ManualClock()

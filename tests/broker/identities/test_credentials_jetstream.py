@@ -48,9 +48,9 @@ from test_hostile_requests_credentialed import (
     test_publishing_as_another_agent_is_denied_by_nats_server as publish_as_another,
 )
 
-import langchain_mq9.broker.cli.credentials as credentials_cli
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.identities.callout import SETUP_FILE
+import mq9_broker.cli.credentials as credentials_cli
+from mq9_broker.identities.callout import SETUP_FILE
+from mq9_wire import protocol as p
 from tests.support.credentials_support import AgentLogins, ask, ok, on_close
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving

@@ -26,9 +26,8 @@ import pytest
 from test_credentials_jetstream import Deployment, _refused, credentials
 from test_credentials_jetstream import deployment as deployment  # a cluster of this module's
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import Broker, BrokerConfig
-from langchain_mq9.broker.identities.callout import (
+from mq9_broker import Broker, BrokerConfig
+from mq9_broker.identities.callout import (
     ANSWERS_USER,
     SERVE_USER,
     SETUP_FILE,
@@ -36,9 +35,10 @@ from langchain_mq9.broker.identities.callout import (
     Issuer,
     broker_urls,
 )
-from langchain_mq9.broker.identities.kv_store import identities_bucket
-from langchain_mq9.broker.identities.ownership import MARKER, PRINCIPAL_WILDCARD
-from langchain_mq9.broker.storage.jetstream import DEFAULT_NAME, Layout, token
+from mq9_broker.identities.kv_store import identities_bucket
+from mq9_broker.identities.ownership import MARKER, PRINCIPAL_WILDCARD
+from mq9_broker.storage.jetstream import DEFAULT_NAME, Layout, token
+from mq9_wire import protocol as p
 from tests.support.credentials_support import (
     AgentLogins,
     ask,

@@ -20,7 +20,7 @@ import hashlib
 import pytest
 from test_credentials_jetstream import Deployment
 
-from langchain_mq9 import protocol as p
+from mq9_wire import protocol as p
 from tests.support.credentials_support import ask, ok
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers

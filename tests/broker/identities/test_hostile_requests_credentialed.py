@@ -15,12 +15,12 @@ import nats
 import pytest
 from broker.engine.test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
-from langchain_mq9 import protocol as p
-from langchain_mq9._nats.guard import flush_in_order
 from langchain_mq9.a2a import wire
-from langchain_mq9.broker.identities.ownership import MARKER, WAKE_FAILED, digest
-from langchain_mq9.broker.identities.store import IdentityStore, identities_file
 from langchain_mq9.groups import dead_letters, leases
+from mq9_broker.identities.ownership import MARKER, WAKE_FAILED, digest
+from mq9_broker.identities.store import IdentityStore, identities_file
+from mq9_wire import protocol as p
+from mq9_wire._nats.guard import flush_in_order
 from tests.support.credentials_support import EnforcingBroker, ask, issue, ok, on_close, revoke
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.raw_nats import socket_request

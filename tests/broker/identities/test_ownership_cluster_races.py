@@ -26,12 +26,12 @@ from dataclasses import dataclass
 import pytest
 from nats.aio.msg import Msg
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.engine.limits import BrokerLimits
-from langchain_mq9.broker.identities.kv_store import KvIdentityStore
-from langchain_mq9.broker.identities.ownership import Identities
-from langchain_mq9.broker.storage.jetstream import ClusterStore
+from mq9_broker.engine.engine import Engine
+from mq9_broker.engine.limits import BrokerLimits
+from mq9_broker.identities.kv_store import KvIdentityStore
+from mq9_broker.identities.ownership import Identities
+from mq9_broker.storage.jetstream import ClusterStore
+from mq9_wire import protocol as p
 from tests.support.jetstream_servers import close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process

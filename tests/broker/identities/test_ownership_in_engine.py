@@ -22,11 +22,11 @@ import uuid
 import pytest
 from nats.aio.msg import Msg
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.identities.kv_store import KvIdentityStore
-from langchain_mq9.broker.identities.ownership import Identities
-from langchain_mq9.broker.identities.store import BaseIdentityStore, IdentityStore
+from mq9_broker import BrokerEngine
+from mq9_broker.identities.kv_store import KvIdentityStore
+from mq9_broker.identities.ownership import Identities
+from mq9_broker.identities.store import BaseIdentityStore, IdentityStore
+from mq9_wire import protocol as p
 from tests.support.jetstream_servers import JetStreamCluster
 
 pytest.importorskip("nkeys")  # the credentials extra

@@ -13,11 +13,11 @@ import tracemalloc
 import pytest
 from nats.aio.msg import Msg
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.identities.ownership import FETCH_BODY_REMEMBERED, Identities
-from langchain_mq9.broker.identities.store import IdentityStore
 from langchain_mq9.groups import leases
+from mq9_broker import BrokerEngine
+from mq9_broker.identities.ownership import FETCH_BODY_REMEMBERED, Identities
+from mq9_broker.identities.store import IdentityStore
+from mq9_wire import protocol as p
 
 pytest.importorskip("nkeys")  # the credentials extra
 

@@ -24,22 +24,22 @@ import pytest
 from nats.aio.msg import Msg
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
 from langchain_mq9.a2a import wire
-from langchain_mq9.broker import Broker, BrokerConfig, BrokerEngine
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.identities.ownership import (
+from langchain_mq9.groups import dead_letters, replay
+from mq9_broker import Broker, BrokerConfig, BrokerEngine
+from mq9_broker.engine.engine import Engine
+from mq9_broker.identities.ownership import (
     CALLER_SUFFIX,
     WAKE_FAILED,
     Identities,
     digest,
 )
-from langchain_mq9.broker.identities.store import IdentityStore
-from langchain_mq9.broker.nats_servers.processes import free_port
-from langchain_mq9.broker.storage import SqliteStorage
-from langchain_mq9.broker.storage.jetstream import ClusterStore
-from langchain_mq9.groups import dead_letters, replay
-from langchain_mq9.protocol.errors import Mq9Error
+from mq9_broker.identities.store import IdentityStore
+from mq9_broker.nats_servers.processes import free_port
+from mq9_broker.storage import SqliteStorage
+from mq9_broker.storage.jetstream import ClusterStore
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import Mq9Error
 from tests.support.raw_nats import socket_request
 from tests.support.store_lane import STATE_SERVER, ClusterLayout
 
@@ -177,7 +177,7 @@ async def test_the_sender_is_the_agent_that_sent_whatever_it_wrote(place, identi
 
 
 async def test_a_delayed_message_carries_its_sender_too(identity_store):
-    from langchain_mq9.broker import ManualClock
+    from mq9_broker import ManualClock
 
     clock = ManualClock()
     agents = Agents(Identities(identity_store, BrokerEngine(clock=clock)))

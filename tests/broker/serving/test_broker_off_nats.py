@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from langchain_mq9.broker import Broker
-from langchain_mq9.broker.config import BrokerConfig, StartupError
+from mq9_broker import Broker
+from mq9_broker.config import BrokerConfig, StartupError
 from testbed.nats_server import start_nats_server
 from tests.support.jetstream_servers import JetStreamCluster
 

@@ -17,11 +17,11 @@ import json
 import nats
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine
-from langchain_mq9.broker.identities.ownership import Identities
-from langchain_mq9.broker.identities.store import IdentityStore
-from langchain_mq9.broker.serving.serve import NatsService
+from mq9_broker import BrokerEngine
+from mq9_broker.identities.ownership import Identities
+from mq9_broker.identities.store import IdentityStore
+from mq9_broker.serving.serve import NatsService
+from mq9_wire import protocol as p
 from testbed.nats_server import start_nats_server
 from tests.support.credentials_support import as_principal, ask, ok
 

@@ -17,18 +17,18 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from langchain_mq9._nats import fast_path
-from langchain_mq9._nats import guard as nats_guard
-from langchain_mq9._nats.fast_path import (
+from langchain_mq9.client import Mq9Client
+from mq9_broker import BrokerEngine, serve_on_nats
+from mq9_wire._nats import fast_path
+from mq9_wire._nats import guard as nats_guard
+from mq9_wire._nats.fast_path import (
     InlineParser,
     deliver_inline,
     engage,
     publish_queued,
     write_now,
 )
-from langchain_mq9._nats.guard import flush_in_order, protect
-from langchain_mq9.broker import BrokerEngine, serve_on_nats
-from langchain_mq9.client import Mq9Client
+from mq9_wire._nats.guard import flush_in_order, protect
 from testbed.nats_server import start_nats_server
 from tests.support.store_lane import STATE_SERVER
 from tests.support.waiting import until
@@ -92,7 +92,7 @@ async def _served(
 async def test_the_fast_path_is_on_only_where_it_was_checked(nats_server, way, caplog):
     connection, watchdog = await _guarded(nats_server.url)
     try:
-        with caplog.at_level(logging.INFO, "langchain_mq9"):
+        with caplog.at_level(logging.INFO, "mq9_broker"):
             assert engage(connection) is (way == "on")
             assert engage(connection) is (way == "on")  # (said once, decided once)
         assert isinstance(connection._ps, InlineParser) is (way == "on")

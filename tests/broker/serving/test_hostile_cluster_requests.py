@@ -23,10 +23,10 @@ from urllib.parse import urlparse
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import Broker
-from langchain_mq9.broker.config import BrokerConfig
-from langchain_mq9.broker.engine.sending import CLUSTER, MOST_SECONDS
+from mq9_broker import Broker
+from mq9_broker.config import BrokerConfig
+from mq9_broker.engine.sending import CLUSTER, MOST_SECONDS
+from mq9_wire import protocol as p
 from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server cluster

@@ -18,7 +18,7 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import Broker, BrokerConfig
+from mq9_broker import Broker, BrokerConfig
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster
 

@@ -18,13 +18,13 @@ import json
 import nats
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.serving.serve import (
+from mq9_broker.serving.serve import (
     WAITING,
     WAITING_IN_ALL,
     WAITING_PER_ADDRESS,
     NatsService,
 )
+from mq9_wire import protocol as p
 from tests.broker.serving.open_accounts import BROKER_USER, open_accounts
 from tests.broker.serving.test_costly_turns import BOX, QUERY, HeldEngine, Requester
 from tests.support.jetstream_servers import JetStreamCluster

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.serving.pacing import AnswerPacer, Backlog, requester
+from mq9_broker.serving.pacing import AnswerPacer, Backlog, requester
+from mq9_wire import protocol as p
 
 MB = 1_000_000
 
@@ -163,7 +163,7 @@ async def _paced_broker(nats_server, pacer: AnswerPacer):
     registered (a listing well above BULK_ANSWER); yields a client connection."""
     import nats
 
-    from langchain_mq9.broker import BrokerEngine, serve_on_nats
+    from mq9_broker import BrokerEngine, serve_on_nats
 
     engine = BrokerEngine()
     engine.search_index.ranker.embedder = None
@@ -184,7 +184,7 @@ async def _paced_broker(nats_server, pacer: AnswerPacer):
 async def test_the_dev_broker_paces_large_answers_only(nats_server):
     """Wired into serve_on_nats: two listings back to back wait for the pace, on the bulk
     connection; a SEND's small answer between them never asks the pacer."""
-    from langchain_mq9.broker.serving.serve import BULK_ANSWER
+    from mq9_broker.serving.serve import BULK_ANSWER
 
     time = Time()
     pacer = AnswerPacer(MB, 0, clock=time.clock, sleep=time.sleep)

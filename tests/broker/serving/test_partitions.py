@@ -29,8 +29,8 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client, NoBroker
-from langchain_mq9.broker.nats_servers import mappings
-from langchain_mq9.broker.serving import partitions as parts
+from mq9_broker.nats_servers import mappings
+from mq9_broker.serving import partitions as parts
 from tests.support.jetstream_servers import READY_TIMEOUT, ROOT, JetStreamCluster
 from tests.support.waiting import until
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from langchain_mq9.broker.cli import dev_broker
-from langchain_mq9.broker.nats_servers import mappings
+from mq9_broker.cli import dev_broker
+from mq9_broker.nats_servers import mappings
 
 
 def test_asyncio_when_told(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,9 +13,9 @@ import json
 
 import pytest
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine.sending import read_send
-from langchain_mq9.broker.serving.pacing import REQUEST_INFO, requester
+from mq9_broker.engine.sending import read_send
+from mq9_broker.serving.pacing import REQUEST_INFO, requester
+from mq9_wire import protocol as p
 
 IMPORTED = "_R_.AbCdEf.xYz9"  # what nats-server makes of a request through a service import
 

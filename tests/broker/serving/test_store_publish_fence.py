@@ -14,8 +14,8 @@ import asyncio
 import nats
 import pytest
 
-from langchain_mq9._nats.fits import CONTROL_LINE, PublishRefused, fence, publish_problem
-from langchain_mq9.broker.storage.jetstream.requests import Requests, WriteRefused
+from mq9_broker.storage.jetstream.requests import Requests, WriteRefused
+from mq9_wire._nats.fits import CONTROL_LINE, PublishRefused, fence, publish_problem
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

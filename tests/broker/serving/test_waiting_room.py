@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.broker.serving.waiting_room import RoomFull, WaitingRoom
+from mq9_broker.serving.waiting_room import RoomFull, WaitingRoom
 
 
 def _fill(room: WaitingRoom, who: str, address: str | None, times: int) -> list[str]:

@@ -15,10 +15,10 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import langchain_mq9.broker.state.mailbox as mailbox_module
-from langchain_mq9.broker.state.mailbox import Mailbox, StoredMessage
-from langchain_mq9.protocol import Priority
-from langchain_mq9.semantic.ranking import AgentEntry, AgentIndex, word_pieces, words
+import mq9_broker.state.mailbox as mailbox_module
+from mq9_broker.state.mailbox import Mailbox, StoredMessage
+from mq9_wire.protocol import Priority
+from mq9_wire.semantic.ranking import AgentEntry, AgentIndex, word_pieces, words
 
 # -- text search ----------------------------------------------------------------------------
 
@@ -141,9 +141,9 @@ async def test_a_long_text_query_pauses_between_its_pieces_with_the_same_hits(mo
     their bytes (each answered in 0.35 ms). The worker now sleeps ``TEXT_PAUSE`` between the
     query's 4 KiB pieces (Python's lock left to the loop at once); a short query never sleeps,
     and the hits are those of the whole query."""
-    import langchain_mq9.broker.engine.worker as engine_module
-    from langchain_mq9 import protocol as p
-    from langchain_mq9.broker import BrokerEngine
+    import mq9_broker.engine.worker as engine_module
+    from mq9_broker import BrokerEngine
+    from mq9_wire import protocol as p
 
     engine = BrokerEngine()
     engine.search_index.ranker.embedder = None

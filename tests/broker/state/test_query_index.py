@@ -10,10 +10,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.state.mailbox import Mailbox, StoredMessage
-from langchain_mq9.protocol import PRIORITY_ORDER, Priority
+from mq9_broker import BrokerEngine, ManualClock
+from mq9_broker.state.mailbox import Mailbox, StoredMessage
+from mq9_wire import protocol as p
+from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
 
 class CountingDict(dict):

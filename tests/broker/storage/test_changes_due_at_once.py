@@ -21,9 +21,9 @@ import nats
 import pytest
 from test_durability import T0, engine_state
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock, serve_on_nats
-from langchain_mq9.broker.storage import SqliteStorage
+from mq9_broker import BrokerEngine, ManualClock, serve_on_nats
+from mq9_broker.storage import SqliteStorage
+from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import request_ok
 from tests.support.jetstream_servers import JetStreamCluster
 

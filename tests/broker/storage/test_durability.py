@@ -4,7 +4,7 @@ The first tests restart an engine in-process over the same SQLite file (schema v
 its request log, and talk to it on the wire (``engine.handle``); a ``ManualClock`` drives TTLs
 and delays, so nothing sleeps. A property test checks that for any sequence of requests the
 restored engine holds exactly the state of the one that wrote the file. The last tests kill -9 a
-real ``python -m langchain_mq9.broker --data`` process and restart it, with raw nats-py requests.
+real ``python -m mq9_broker --data`` process and restart it, with raw nats-py requests.
 
 What must survive is RobustMQ's state: mailboxes, messages (with header and expire_at), delayed
 messages, committed group offsets (only ACK and force_deliver commit: a FETCH leaves nothing
@@ -28,10 +28,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, ManualClock
-from langchain_mq9.broker.engine.sending import MOST_SECONDS
-from langchain_mq9.broker.storage import SqliteStorage, StorageError
+from mq9_broker import BrokerEngine, ManualClock
+from mq9_broker.engine.sending import MOST_SECONDS
+from mq9_broker.storage import SqliteStorage, StorageError
+from mq9_wire import protocol as p
 from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import (
     DevBroker,
@@ -629,7 +629,7 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path):
 
 
 async def test_kill_9_of_the_broker_takes_its_own_nats_server_along(tmp_path):
-    from langchain_mq9.broker.nats_servers.processes import free_port
+    from mq9_broker.nats_servers.processes import free_port
 
     port = free_port()
     with DevBroker("--port", str(port), "--data", str(tmp_path)) as broker:
@@ -701,7 +701,7 @@ async def test_a_damaged_write_ahead_log_is_healed_from_the_request_log(tmp_path
 async def test_a_damaged_request_log_is_reported_and_kept(tmp_path):
     """One changed byte in the request log's second-newest record: that record and the one
     after it are not replayed, and said so; the damaged log is kept beside the new one."""
-    from langchain_mq9.broker.storage.request_log import HEADER_SIZE, RequestLog
+    from mq9_broker.storage.request_log import HEADER_SIZE, RequestLog
 
     data = tmp_path / "data"
     with start_nats_server() as nats_server:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.protocol.errors import Mq9Error
+from mq9_wire.protocol.errors import Mq9Error
 from tests.support.jetstream_servers import JetStreamCluster, engine_broker
 
 pytestmark = pytest.mark.slow  # a nats-server and broker processes

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 import nats
 import pytest
 
-from langchain_mq9._nats import fast_path
-from langchain_mq9._nats.fast_path import engage
-from langchain_mq9._nats.guard import protect
-from langchain_mq9.broker.storage.jetstream import Layout
-from langchain_mq9.broker.storage.jetstream.batches import Batches
-from langchain_mq9.broker.storage.jetstream.requests import Requests, WriteRefused
+from mq9_broker.storage.jetstream import Layout
+from mq9_broker.storage.jetstream.batches import Batches
+from mq9_broker.storage.jetstream.requests import Requests, WriteRefused
+from mq9_wire._nats import fast_path
+from mq9_wire._nats.fast_path import engage
+from mq9_wire._nats.guard import protect
 from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import nats
 import pytest
 
-from langchain_mq9.broker.storage import StorageError
-from langchain_mq9.broker.storage.jetstream import ClusterStore
+from mq9_broker.storage import StorageError
+from mq9_broker.storage.jetstream import ClusterStore
 from tests.support.jetstream_servers import FORMING, JetStreamCluster, open_replicated_store
 
 pytestmark = pytest.mark.slow  # three nats-server processes

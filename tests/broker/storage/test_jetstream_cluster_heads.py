@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, token
-from langchain_mq9.broker.storage.jetstream.mapping import DELETED, NO_KEY, frame
-from langchain_mq9.broker.storage.jetstream.numbering import Numbering, Write
-from langchain_mq9.protocol import Priority
+from mq9_broker.state.mailbox import StoredMessage
+from mq9_broker.storage.jetstream import ClusterStore, Mark, token
+from mq9_broker.storage.jetstream.mapping import DELETED, NO_KEY, frame
+from mq9_broker.storage.jetstream.numbering import Numbering, Write
+from mq9_wire.protocol import Priority
 from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process

@@ -24,10 +24,10 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.jetstream import token
-from langchain_mq9.protocol import Priority
-from langchain_mq9.protocol.errors import RequestTimeout
+from mq9_broker.state.mailbox import StoredMessage
+from mq9_broker.storage.jetstream import token
+from mq9_wire.protocol import Priority
+from mq9_wire.protocol.errors import RequestTimeout
 from tests.support.jetstream_servers import JetStreamCluster, close_store, engine_broker, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server and broker processes

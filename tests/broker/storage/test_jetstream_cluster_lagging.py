@@ -29,13 +29,13 @@ from typing import Any
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9._nats.jetstream.api import Batch
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, reads
 from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.groups import GroupReader
-from langchain_mq9.protocol import PRIORITY_ORDER, Priority
+from mq9_broker.engine.engine import Engine
+from mq9_broker.state.mailbox import StoredMessage
+from mq9_broker.storage.jetstream import ClusterStore, Mark, reads
+from mq9_wire._nats.jetstream.api import Batch
+from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from tests.support.jetstream_servers import (
     JetStreamCluster,
     close_store,

@@ -25,11 +25,11 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker.engine.engine import Engine
-from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.client.transport import MemoryTransport
-from langchain_mq9.protocol.errors import Mq9Error
+from mq9_broker.engine.engine import Engine
+from mq9_broker.engine.limits import BrokerLimits
+from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import Mq9Error
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import close_store, open_store, wait_serving
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.broker.storage.jetstream import Layout, token
-from langchain_mq9.broker.storage.jetstream.mapping import (
+from langchain_mq9.wake.rules import digest
+from mq9_broker.storage.jetstream import Layout, token
+from mq9_broker.storage.jetstream.mapping import (
     NO_KEY,
     frame,
     msg_id_of,
@@ -17,9 +18,8 @@ from langchain_mq9.broker.storage.jetstream.mapping import (
     subject_box,
     unframe,
 )
-from langchain_mq9.broker.storage.jetstream.requests import parse_headers
-from langchain_mq9.protocol import Priority
-from langchain_mq9.wake.rules import digest
+from mq9_broker.storage.jetstream.requests import parse_headers
+from mq9_wire.protocol import Priority
 
 
 def test_a_mailbox_is_one_token_the_wakers_digest_and_the_msg_id_the_last() -> None:

@@ -4,9 +4,9 @@ laid out in other files (issue #80). The configs are read as data, no server nee
 
 from __future__ import annotations
 
-from langchain_mq9.broker.storage.jetstream import Layout
-from langchain_mq9.broker.storage.jetstream.opening import bucket_config, message_config
-from langchain_mq9.broker.storage.jetstream.staged import consumer_name
+from mq9_broker.storage.jetstream import Layout
+from mq9_broker.storage.jetstream.opening import bucket_config, message_config
+from mq9_broker.storage.jetstream.staged import consumer_name
 
 
 def test_the_message_stream_is_configured_as_before() -> None:

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from langchain_mq9._nats.jetstream.api import Batch
-from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, reads
-from langchain_mq9.protocol import Priority
+from mq9_broker.state.mailbox import StoredMessage
+from mq9_broker.storage.jetstream import ClusterStore, Mark, reads
+from mq9_wire._nats.jetstream.api import Batch
+from mq9_wire.protocol import Priority
 from tests.support.jetstream_servers import close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark
-from langchain_mq9.protocol import PRIORITY_ORDER, Priority
+from mq9_broker.state.mailbox import StoredMessage
+from mq9_broker.storage.jetstream import ClusterStore, Mark
+from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from tests.support.jetstream_servers import open_replicated_store
 
 pytestmark = pytest.mark.slow  # three nats-server processes

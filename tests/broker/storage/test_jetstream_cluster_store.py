@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from langchain_mq9._nats.jetstream.api import Batch
-from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.base import StorageError
-from langchain_mq9.broker.storage.jetstream import ClusterStore, Mark, token
-from langchain_mq9.broker.storage.jetstream.mapping import NO_KEY
-from langchain_mq9.protocol import PRIORITY_ORDER, Priority
+from mq9_broker.state.mailbox import StoredMessage
+from mq9_broker.storage.base import StorageError
+from mq9_broker.storage.jetstream import ClusterStore, Mark, token
+from mq9_broker.storage.jetstream.mapping import NO_KEY
+from mq9_wire._nats.jetstream.api import Batch
+from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from tests.support.jetstream_servers import close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process

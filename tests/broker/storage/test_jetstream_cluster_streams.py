@@ -23,16 +23,16 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.broker import Broker, BrokerConfig, StartupError
-from langchain_mq9.broker.state.mailbox import StoredMessage
-from langchain_mq9.broker.storage.jetstream import ClusterStore, Layout, Mark, StreamCount, token
-from langchain_mq9.broker.storage.jetstream.batches import Batches
-from langchain_mq9.broker.storage.jetstream.leaders import moves, spread_leaders
-from langchain_mq9.broker.storage.jetstream.mapping import NO_KEY
-from langchain_mq9.broker.storage.jetstream.opening import message_config
-from langchain_mq9.broker.storage.jetstream.staged import consumer_name
-from langchain_mq9.broker.storage.jetstream.survey_state import StoreSurvey
-from langchain_mq9.protocol import Priority
+from mq9_broker import Broker, BrokerConfig, StartupError
+from mq9_broker.state.mailbox import StoredMessage
+from mq9_broker.storage.jetstream import ClusterStore, Layout, Mark, StreamCount, token
+from mq9_broker.storage.jetstream.batches import Batches
+from mq9_broker.storage.jetstream.leaders import moves, spread_leaders
+from mq9_broker.storage.jetstream.mapping import NO_KEY
+from mq9_broker.storage.jetstream.opening import message_config
+from mq9_broker.storage.jetstream.staged import consumer_name
+from mq9_broker.storage.jetstream.survey_state import StoreSurvey
+from mq9_wire.protocol import Priority
 from tests.support.jetstream_servers import (
     JetStreamCluster,
     close_store,

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.broker import Broker, BrokerConfig
-from langchain_mq9.broker.config import StartupError
-from langchain_mq9.broker.engine.limits import BrokerLimits
 from langchain_mq9.client import Mq9Client
-from langchain_mq9.protocol.errors import PayloadTooLarge
+from mq9_broker import Broker, BrokerConfig
+from mq9_broker.config import StartupError
+from mq9_broker.engine.limits import BrokerLimits
+from mq9_wire.protocol.errors import PayloadTooLarge
 from testbed.nats_server import start_nats_server
 from tests.support.jetstream_servers import JetStreamCluster
 

@@ -26,9 +26,9 @@ from test_durability import (  # noqa: F401  (the tests, run here over the proce
     test_the_registry_and_its_search_index_survive,
 )
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, BrokerLimits, ManualClock
-from langchain_mq9.broker.storage import SqliteStorage
+from mq9_broker import BrokerEngine, BrokerLimits, ManualClock
+from mq9_broker.storage import SqliteStorage
+from mq9_wire import protocol as p
 
 pytestmark = pytest.mark.slow  # SQLite files, a commit per request
 

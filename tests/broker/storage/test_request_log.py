@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_durability import Restartable
 
-from langchain_mq9.broker.storage.request_log import (
+from mq9_broker.storage.request_log import (
     HEADER_SIZE,
     RequestLog,
     decode_changes,
@@ -112,8 +112,8 @@ async def test_a_forged_record_with_a_good_checksum_is_damage_not_a_change(tmp_p
 async def test_with_sync_full_every_record_is_synced_before_its_answer(tmp_path, monkeypatch):
     """``--sync full``: an fdatasync of the log after each record's write, before the answer
     (counted through the real call), and the records are replayed after a crash."""
-    from langchain_mq9.broker import BrokerEngine
-    from langchain_mq9.broker.storage import SqliteStorage
+    from mq9_broker import BrokerEngine
+    from mq9_broker.storage import SqliteStorage
 
     class Full(Restartable):
         def _start(self) -> BrokerEngine:

@@ -23,11 +23,11 @@ import nats
 import pytest
 from test_durability import Restartable
 
-from langchain_mq9 import protocol as p
-from langchain_mq9.broker import BrokerEngine, BrokerLimits, serve_on_nats
-from langchain_mq9.broker.storage import SqliteStorage, StorageError
-from langchain_mq9.broker.storage.request_log import RequestLog
-from langchain_mq9.broker.storage.sqlite import FOLD_EVERY
+from mq9_broker import BrokerEngine, BrokerLimits, serve_on_nats
+from mq9_broker.storage import SqliteStorage, StorageError
+from mq9_broker.storage.request_log import RequestLog
+from mq9_broker.storage.sqlite import FOLD_EVERY
+from mq9_wire import protocol as p
 from testbed.nats_server import start_nats_server
 from tests.support.devbroker_helpers import DevBroker
 
@@ -340,7 +340,7 @@ async def test_orphan_rows_are_skipped_with_a_warning(faulty, caplog):
     with sqlite3.connect(faulty.path) as db:  # its messages stay, as a lost write leaves them
         db.execute("DELETE FROM mailboxes WHERE address = 'gone'")
     db.close()
-    with caplog.at_level(logging.WARNING, logger="langchain_mq9.broker"):
+    with caplog.at_level(logging.WARNING, logger="mq9_broker"):
         faulty.restart()
     assert "skipped 2 messages of mailbox 'gone', which is not stored" in caplog.text
     assert await faulty.state() == [(0, "kept")]
@@ -371,7 +371,7 @@ async def test_a_flipped_byte_in_a_payload_is_detected_and_not_served(faulty, ca
     await faulty.send("box", "will be damaged")
     faulty.stop()
     flip_payload_byte(faulty.path, 1)
-    with caplog.at_level(logging.ERROR, logger="langchain_mq9.broker"):
+    with caplog.at_level(logging.ERROR, logger="mq9_broker"):
         faulty.restart()
     assert "message 1 of mailbox 'box' is damaged" in caplog.text
     assert faulty.disk.restored["damaged"] == 1

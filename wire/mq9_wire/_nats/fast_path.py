@@ -34,7 +34,7 @@ from nats.protocol.command import pub_cmd
 
 from .guard import GuardedParser, internals_problem, override_on, replace_parser
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 ENV = "MQ9_BROKER_FAST_PATH"  # "0": nats-py's public API only
 CHECKED = ((2, 16),)  # the nats-py minors whose internals this was written and tested against

@@ -3,8 +3,8 @@
 (``--metrics HOST:PORT``), never on a port a tenant reaches.
 
 Each server (``mq9-dev-broker``, ``mq9-wake``, ``mq9-a2a-gateway``, ``mq9-mcp`` over HTTP, the
-console) fills a registry of its own and serves it with ``OperatorEndpoint``. The counting on a
-hot path (``RequestMeter``) is plain integers read at scrape time; ``prometheus-client`` (the
+console) fills a registry of its own and serves it with ``OperatorEndpoint``. The broker's
+counting on its hot path is its own (``mq9_broker.serving.meter``); ``prometheus-client`` (the
 ``metrics`` extra) is imported only when metrics are asked for. docs/deploy.md#watching-it
 """
 
@@ -12,16 +12,12 @@ from __future__ import annotations
 
 from .endpoint import OperatorEndpoint, Ready, operator_address
 from .extra import EXTRA, MetricsUnavailable, need_prometheus
-from .meter import LATENCY_BOUNDS, RequestMeter, reason_of
 
 __all__ = [
     "EXTRA",
-    "LATENCY_BOUNDS",
     "MetricsUnavailable",
     "OperatorEndpoint",
     "Ready",
-    "RequestMeter",
     "need_prometheus",
     "operator_address",
-    "reason_of",
 ]

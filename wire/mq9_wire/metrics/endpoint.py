@@ -22,7 +22,7 @@ from typing import Any
 from .extra import need_prometheus
 from .notify import tell_when_ready
 
-log = logging.getLogger("langchain_mq9.metrics")
+log = logging.getLogger("mq9_wire.metrics")
 
 # None: ready; else why not, in one line (served with 503); or an awaitable of that (a check
 # that asks the broker), awaited within the read deadline

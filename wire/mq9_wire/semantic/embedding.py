@@ -1,6 +1,6 @@
 """The embedder core both models share: an ONNX session turned into unit vectors.
 
-The semantic extra's model (``langchain_mq9.semantic``) and the operator's model directory
+The semantic extra's model (``mq9_wire.semantic``) and the operator's model directory
 (``model_dir``) each bring their tokenizer and pooling; what runs them is here, so neither
 module imports the other.
 """

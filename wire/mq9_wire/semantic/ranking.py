@@ -13,7 +13,7 @@ Search is what we approximate (docs/discovery.md):
   by how many and how rare. Here: the same rule over lowercased words, scored by the sum of
   the shared words' inverse document frequencies.
 * ``semantic``: RobustMQ ranks every indexed agent by embedding distance, with no threshold.
-  With the ``semantic`` extra, so do we (``langchain_mq9.semantic``): each card's
+  With the ``semantic`` extra, so do we (``mq9_wire.semantic``): each card's
   ``embed_text_of`` is embedded once when indexed and ranked by cosine similarity to the
   query's. Without it, by rarity-weighted shared crude stems (``translation`` and
   ``translator`` both become ``transl``), divided by the square root of the card's stem count

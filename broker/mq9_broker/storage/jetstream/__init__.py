@@ -5,10 +5,28 @@ in the cluster"."""
 
 from __future__ import annotations
 
-from .mapping import DEFAULT_NAME, STREAMS_MOST, Layout, token
-from .numbering import Full, Mark
-from .opening import StreamCount
-from .store import ClusterStore, MailboxRecord, Position
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .mapping import DEFAULT_NAME, STREAMS_MOST, Layout, token
+    from .numbering import Full, Mark
+    from .opening import StreamCount
+    from .store import ClusterStore, MailboxRecord, Position
+
+# name -> the module of this package that defines it
+_LAZY = {
+    "DEFAULT_NAME": "mapping",
+    "STREAMS_MOST": "mapping",
+    "Layout": "mapping",
+    "token": "mapping",
+    "Full": "numbering",
+    "Mark": "numbering",
+    "StreamCount": "opening",
+    "ClusterStore": "store",
+    "MailboxRecord": "store",
+    "Position": "store",
+}
 
 __all__ = [
     "DEFAULT_NAME",
@@ -22,3 +40,16 @@ __all__ = [
     "StreamCount",
     "token",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Each name imported at its first use (PEP 562): a value type brings no store."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

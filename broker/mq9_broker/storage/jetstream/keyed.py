@@ -12,7 +12,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from ...._nats.jetstream.api import expecting, ttl
+from mq9_wire._nats.jetstream.api import expecting, ttl
+
 from ..base import StorageError
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .requests import Requests
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 SPREAD_SECONDS = 10.0  # the longest a start spends spreading the leaders (then it goes on)
 

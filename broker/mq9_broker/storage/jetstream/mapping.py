@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ...._nats.jetstream.api import TTL, kv_subject
+from mq9_wire._nats.jetstream.api import TTL, kv_subject
 
 # Where a stored message is announced (the protocol's, which the waker hears); the mailbox's
 # token is the waker's digest of its name
-from ....protocol import ARRIVALS_PREFIX as ARRIVALS_PREFIX
-from ....protocol import Priority
+from mq9_wire.protocol import ARRIVALS_PREFIX as ARRIVALS_PREFIX
+from mq9_wire.protocol import Priority
 
 # RobustMQ's: a message is kept 7 days (the store's stream and records say it again)
 from ..housekeeping import RETENTION_SECONDS as RETENTION_SECONDS

@@ -8,7 +8,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-from ...._nats.jetstream.api import (
+from mq9_wire._nats.jetstream.api import (
     EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
     ROLLUP,
     ROLLUP_SUBJECT,
@@ -16,6 +16,7 @@ from ...._nats.jetstream.api import (
     StoredEntry,
     expecting,
 )
+
 from ..base import StorageError
 from .keyed import Once
 from .mapping import (

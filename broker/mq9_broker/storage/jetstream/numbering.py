@@ -35,9 +35,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ...._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ErrorCode, StoredEntry, expecting
-from ...._nats.jetstream.bucket import Bucket
-from ....protocol import PRIORITY_ORDER, Priority
+from mq9_wire._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ErrorCode, StoredEntry, expecting
+from mq9_wire._nats.jetstream.bucket import Bucket
+from mq9_wire.protocol import PRIORITY_ORDER, Priority
+
 from ..base import StorageError
 from .batches import ENTRIES_MOST, Batches, Entry
 from .keyed import key_entry, keys_found, one_per_key
@@ -63,7 +64,7 @@ from .requests import JetStreamError
 if TYPE_CHECKING:
     from .requests import Requests
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 __all__ = ["RETENTION_SECONDS", "TAGS_MOST", "Full", "Mark", "Numbering", "Write", "every"]
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...._nats.jetstream.api import NANOSECONDS, ErrorCode, kv_stream, kv_subject
+from mq9_wire._nats.jetstream.api import NANOSECONDS, ErrorCode, kv_stream, kv_subject
+
 from ..base import StorageError
 from .leaders import spread_leaders
 from .mapping import ARRIVALS_PREFIX, RETENTION_SECONDS, STREAMS_KEY, Layout

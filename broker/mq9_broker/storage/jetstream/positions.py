@@ -9,8 +9,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...._nats.jetstream.api import expecting
-from ...._nats.jetstream.bucket import Bucket, live
+from mq9_wire._nats.jetstream.api import expecting
+from mq9_wire._nats.jetstream.bucket import Bucket, live
+
 from ..base import StorageError
 from .batches import Batches
 from .mapping import Layout, decode_record, encode_record, token

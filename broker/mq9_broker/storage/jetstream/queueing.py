@@ -16,7 +16,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ....protocol import Priority
+from mq9_wire.protocol import Priority
+
 from ..base import StorageError
 from .batches import ENTRIES_MOST
 from .keyed import Once

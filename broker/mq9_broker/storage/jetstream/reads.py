@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ....protocol import PRIORITY_ORDER, Priority
+from mq9_wire.protocol import PRIORITY_ORDER, Priority
+
 from ...state.mailbox import StoredMessage
 from .mapping import (
     AHEAD,
@@ -36,7 +37,7 @@ from .numbering import Mark, Numbering
 if TYPE_CHECKING:
     from .requests import Requests, StoredEntry
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 _BATCH = 1000  # messages a batched read asks for at most (the rest in the next one)
 _ENDS_KEPT = 65_536  # lanes whose newest is gone a store remembers, then forgets all

@@ -9,8 +9,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...._nats.jetstream.api import ErrorCode
-from ...._nats.jetstream.bucket import Bucket
+from mq9_wire._nats.jetstream.api import ErrorCode
+from mq9_wire._nats.jetstream.bucket import Bucket
+
 from ..base import StorageError
 from .mapping import RETENTION_SECONDS, Layout, decode_record, encode_record, set_ttl, token
 from .numbering import Full

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from ...._nats.jetstream.api import expecting
-from ...._nats.jetstream.bucket import Bucket, live, purge_marker
+from mq9_wire._nats.jetstream.api import expecting
+from mq9_wire._nats.jetstream.bucket import Bucket, live, purge_marker
+
 from ..base import StorageError
 from .batches import Batches
 from .copies import COUNT_KEY, BucketCopy

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...._nats.fast_path import (
+from mq9_wire._nats.fast_path import (
     deliver_inline,
     engage,
     engaged,
@@ -30,9 +30,9 @@ from ...._nats.fast_path import (
     queue_command,
     replies_inline,
 )
-from ...._nats.fits import CONTROL_LINE, fence, publish_problem, size_problem
-from ...._nats.guard import protect
-from ...._nats.jetstream.api import (
+from mq9_wire._nats.fits import CONTROL_LINE, fence, publish_problem, size_problem
+from mq9_wire._nats.guard import protect
+from mq9_wire._nats.jetstream.api import (
     API_PREFIX,
     BATCH_COMMIT,
     BATCH_ID,
@@ -47,9 +47,10 @@ from ...._nats.jetstream.api import (
     gotten,
     parse_headers,
 )
-from ...._nats.jetstream.api import wrong_last_sequence as _wrong_last_sequence
-from ...._nats.jetstream.ready import Deadline, until_ready
-from ...._nats.requests import request as nats_request
+from mq9_wire._nats.jetstream.api import wrong_last_sequence as _wrong_last_sequence
+from mq9_wire._nats.jetstream.ready import Deadline, until_ready
+from mq9_wire._nats.requests import request as nats_request
+
 from ..base import StorageError
 from .window import (
     FILE_RECORD_MOST,

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from nats.errors import TimeoutError as NatsTimeout
 
-from ...._nats.jetstream.api import MSG_ID, SCHEDULE, SCHEDULE_TARGET
-from ....protocol import Priority
+from mq9_wire._nats.jetstream.api import MSG_ID, SCHEDULE, SCHEDULE_TARGET
+from mq9_wire.protocol import Priority
+
 from ..base import StorageError
 from .keyed import Once, key_entry, key_written
 from .mapping import NO_KEY, TAGS, Layout, frame, set_ttl, token
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from ...state.mailbox import StoredMessage
     from .requests import Requests
 
-log = logging.getLogger("langchain_mq9.broker")
+log = logging.getLogger("mq9_broker")
 
 _STAGED_WAIT = 5.0  # seconds a wait for delayed messages to number lasts before the next
 

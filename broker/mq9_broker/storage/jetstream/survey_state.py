@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ...._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ttl
-from ...._nats.jetstream.bucket import Bucket
+from mq9_wire._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ttl
+from mq9_wire._nats.jetstream.bucket import Bucket
+
 from .mapping import Layout, decode_record, msg_id_of, token
 
 if TYPE_CHECKING:

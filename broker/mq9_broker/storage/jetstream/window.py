@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from ...._nats.fits import CONTROL_LINE, PENDING_SHARE
+from mq9_wire._nats.fits import CONTROL_LINE, PENDING_SHARE
 
 # nats-server's file store keeps a message as one record of at most 32 MiB (filestore.go
 # rlBadThresh): its subject, headers and data with 38 bytes of its own (length, sequence,
