@@ -5,6 +5,10 @@ store (a one-node JetStream nats-server on loopback, whose own CPU is not counte
 broker's is). Each key new (the SEND stored); then the same keys again (each answered from its
 key, nothing stored). And the memory one key takes in the store held in this process.
 
+Then the same SENDs to ``mq9-dev-broker`` (memory store) as a user runs it, over its
+nats-server, from a client in this process: the broker *process's* CPU seconds a SEND (Linux
+/proc), which is what an operator pays, its NATS reading and answering included.
+
     python -m bench.keyed_send --sends 20000 --in-flight 32 --rounds 3
 """
 
@@ -22,10 +26,14 @@ import nats
 
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.engine import Engine
+from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_broker.storage.sent_keys import SentKeys
 from mq9_wire import protocol as p
+from testbed.devbroker import DevBroker
 from testbed.jetstream import JetStreamCluster
+
+from .throughput import cpu_seconds
 
 Handle = Callable[[str, dict[str, str] | None, bytes], Awaitable[bytes]]
 BODY = b'{"task":"summarize the thread","n":12345}'
@@ -79,6 +87,45 @@ def _bytes_per_key(count: int = 100_000) -> float:
     return grown / count
 
 
+async def _broker_cpu_us(
+    connection: nats.NATS, pid: int, sends: int, in_flight: int, keyed: str | None
+) -> float:
+    """The broker process's CPU microseconds a SEND, ``sends`` of them, ``in_flight`` at once."""
+    subject = p.send_subject("bench.box")
+    headers = [{p.HEADER_IDEMPOTENCY_KEY: f"{keyed}-{n}"} if keyed else None for n in range(sends)]
+    queue = iter(headers)
+
+    async def worker() -> None:
+        for header in queue:
+            answer = await connection.request(subject, BODY, timeout=30, headers=header)
+            assert b'"error":""' in answer.data, answer.data
+
+    started = cpu_seconds(pid)
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    ended = cpu_seconds(pid)
+    assert started is not None and ended is not None, "no /proc: Linux only"
+    return (ended - started) / sends * 1e6
+
+
+async def _broker_process(args: argparse.Namespace) -> dict[str, float]:
+    """Unkeyed, keyed (new), keyed (again) SENDs to a dev broker process: its CPU a SEND."""
+    with DevBroker("--port", str(free_port()), "--no-search") as broker:
+        assert broker.url is not None
+        connection = await nats.connect(broker.url)
+        try:
+            await connection.request(p.MAILBOX_CREATE, b'{"name":"bench.box"}', timeout=30)
+            found: dict[str, list[float]] = {"unkeyed": [], "keyed_new": [], "keyed_again": []}
+            pid = broker.process.pid
+            for _ in range(args.rounds):
+                tag = uuid.uuid4().hex[:8]
+                for name, keyed in (("unkeyed", None), ("keyed_new", tag), ("keyed_again", tag)):
+                    us = await _broker_cpu_us(connection, pid, args.sends, args.in_flight, keyed)
+                    found[name].append(us)
+        finally:
+            await connection.close()
+    return _summary(found)
+
+
 async def main(args: argparse.Namespace) -> dict[str, object]:
     engine = BrokerEngine()
     await engine.handle(p.MAILBOX_CREATE, None, b'{"name":"bench.box"}')
@@ -96,6 +143,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         finally:
             await store.close()
             await connection.close()
+    results["dev_broker_process"] = await _broker_process(args)
     results["memory_bytes_per_key"] = _bytes_per_key()
     results["conditions"] = vars(args) | {"date": time.strftime("%Y-%m-%d %H:%M")}
     return results
