@@ -85,6 +85,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: not item.path.is_relative_to(checks))  # (a stable sort)
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The quick lane (``-m "not slow"``, exactly) does not import a test file whose
+    ``pytestmark`` marks all its tests slow: it would only deselect them, after each worker had
+    paid the file's imports and assertion rewriting (half its start-up; #89). The file says so
+    itself (tests/support/slow_files.py reads its mark; tests/project/test_slow_marks.py holds
+    that reading to the full one); another ``-m`` collects every file and deselects."""
+    if (config.getoption("markexpr") or "").strip() != "not slow":
+        return None
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test"):
+        return None
+    from tests.support.slow_files import file_marked_slow  # (only for the quick lane)
+
+    return True if file_marked_slow(collection_path) else None
+
+
 def pytest_report_header() -> str:
     store = os.environ.get("MQ9_TEST_STORE") or "memory"
     return f"mq9 store of the brokers served on nats-server: {store} (MQ9_TEST_STORE)"

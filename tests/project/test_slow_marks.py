@@ -294,3 +294,18 @@ def test_a_lane_on_a_real_server_is_marked_slow():
                         f'pytest.param("{lane}", marks=pytest.mark.slow)'
                     )
     assert not unmarked, "\n".join(unmarked)
+
+
+def test_the_quick_lanes_reading_of_a_whole_file_mark_is_this_ones():
+    """tests/conftest.py leaves out of ``-m "not slow"`` the files whose ``pytestmark`` is slow,
+    without importing them (tests/support/slow_files.py reads the mark alone): it must name
+    the files this test's full reading names, no more (a quick test lost) and no fewer."""
+    from tests.support.slow_files import file_marked_slow
+
+    differ = [
+        f"{path.relative_to(ROOT)}: the file's mark read as {file_marked_slow(path)}, "
+        f"here as {_body_marked(_tree(path).body)}"
+        for path in _test_modules()
+        if file_marked_slow(path) != _body_marked(_tree(path).body)
+    ]
+    assert not differ, "\n".join(differ)
