@@ -20,8 +20,15 @@ from typing import Any
 
 NEEDED = (2, 3)  # the mcp extra's lower bound, pyproject.toml
 SOURCE = "git+https://github.com/mq9-agents/langchain-mq9"
-INSTALL = f'pip install "langchain-mq9[mcp] @ {SOURCE}" (in a clone: pip install -e ".[mcp]")'
-APART = f'uvx --from "langchain-mq9[mcp] @ {SOURCE}" mq9-mcp'
+# langchain-mq9 stands on this repository's two other distributions (wire/, broker/), which no
+# package registry serves: each install names all three (docs/mcp.md, README.md#install)
+WIRE = f"mq9-wire @ {SOURCE}#subdirectory=wire"
+BROKER = f"mq9-broker @ {SOURCE}#subdirectory=broker"
+INSTALL = (
+    f'pip install "{WIRE}" "{BROKER}" "langchain-mq9[mcp] @ {SOURCE}" '
+    '(in a clone: pip install -e ./wire -e ./broker -e ".[mcp]")'
+)
+APART = f'uvx --from "langchain-mq9[mcp] @ {SOURCE}" --with "{WIRE}" --with "{BROKER}" mq9-mcp'
 
 
 def sdk_problem() -> str | None:
