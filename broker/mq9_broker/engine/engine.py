@@ -37,8 +37,16 @@ from mq9_wire.protocol.errors import MailboxExists, Mq9Error, from_reply
 
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
-from ..storage.housekeeping import RETENTION_PIECE_BYTES, RETENTION_SCAN_SECONDS, RETENTION_SECONDS
-from ..storage.mailbox_store import Full, KeyReused, MailboxRecord, MailboxStore, Mark, Once
+from ..storage.housekeeping import RETENTION_PIECE_BYTES, RETENTION_SCAN_SECONDS
+from ..storage.mailbox_store import (
+    RETENTION_SECONDS,
+    Full,
+    KeyReused,
+    MailboxRecord,
+    MailboxStore,
+    Mark,
+    Once,
+)
 from . import rules
 from .answers import capped, cut_answer
 from .limits import BrokerLimits
@@ -58,7 +66,7 @@ from .rules import (
     wrap_u64,
 )
 from .searching import SearchIndex
-from .sending import CLUSTER, SendLimits, read_send
+from .sending import read_send
 from .worker import TEXT_PAUSE, WORKER_NICENESS, after, off_loop
 
 # Imported from here by the broker's other parts and the tests
@@ -121,8 +129,8 @@ class Engine(Carried, Generic[S]):
     """Answers mq9 requests (``handle``) over ``store``. ``limits``: the broker's bounds;
     ``search``: False refuses DISCOVER searches as RobustMQ's build without vector-search
     does. Time from ``clock`` (over JetStream the servers' own clock writes create_times).
-    ``sending``: what the store takes of a SEND's tags, key and delay (the JetStream store's
-    bounds by default; ``OPEN`` over a ``ProcessStore``, which keeps them as data).
+    What the store takes of a SEND's tags, key and delay is its own (``store.send_limits``,
+    kept as ``sending``: #92): the engine refuses the rest before asking the store.
     ``arrivals``: the list a store tells of each message it writes, when it tells."""
 
     def __init__(
@@ -132,12 +140,11 @@ class Engine(Carried, Generic[S]):
         clock: Clock = system_clock,
         limits: BrokerLimits | None = None,
         search: bool = True,
-        sending: SendLimits = CLUSTER,
         arrivals: list[Callable[[str], None]] | None = None,
     ) -> None:
         super().__init__()
         self.store = store
-        self.sending = sending
+        self.sending = store.send_limits
         self.clock = clock
         self.limits = limits or BrokerLimits()
         self.search = search
@@ -299,7 +306,7 @@ class Engine(Carried, Generic[S]):
         # (#90) an idempotency key is the broker's: taken out, never stored with the message
         key, headers = rules.idempotency_key(headers)
         # a client's own mq9-sender is not kept: only a credentialed broker's stands
-        sent = read_send(stored_headers(headers), body, now, self.sending)
+        sent = read_send(stored_headers(headers), body, now, self.sending, keyed=key is not None)
         message = sent.message
         rules.check_fits(message, *self.sending.bound(self.message_bound(self.sending.entry_room)))
         room = self.limits.max_messages_per_mailbox
