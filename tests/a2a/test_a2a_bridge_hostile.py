@@ -64,6 +64,7 @@ def card(base: str) -> dict:
     return {"name": "liar", "supportedInterfaces": [{"url": base + "/rpc"}]}
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_one_task_id_for_every_call_never_mixes_two_calls(client):
     hits: list[str] = []
     async with serve_http(liar("same-id", hits)) as base:
@@ -131,6 +132,7 @@ async def test_a_message_larger_than_the_broker_carries_is_refused_in_words(clie
             assert answer["result"]["task"]["artifacts"][0]["parts"][0]["text"] == "SMALL"
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 @pytest.mark.parametrize("task_id", ["../../etc", "a" * 500, "", "mq9.calls.x", "😀"])
 async def test_odd_task_ids_from_a_tenant_are_not_found(client, task_id):
     async with gateway(client) as url:

@@ -69,6 +69,7 @@ class Gate:
         return text.upper()
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_an_a2a_sdk_client_sets_push_and_the_receiver_gets_signed_states(client):
     gate = Gate()
     allowed = Destinations(hosts=["127.0.0.1/32"])

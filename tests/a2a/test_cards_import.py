@@ -33,6 +33,7 @@ async def run(tool, **args) -> dict:
     return json.loads(await tool.ainvoke(args))
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_an_imported_card_is_found_and_called_beside_mq9_agents(client, monkeypatch):
     monkeypatch.setenv("MQ9_A2A_ALLOW_HOSTS", "127.0.0.1")
     server = AgentServer(

@@ -163,6 +163,7 @@ async def test_input_required_is_answered_through_the_gateway(client):
         assert done.artifacts[0].parts[0].text == "greet in French"
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_second_tenant_can_neither_get_list_answer_nor_cancel_anothers_task(client):
     async with (
         gateway(client) as url,

@@ -24,6 +24,8 @@ from langchain_mq9.a2a.server import AgentServer
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.waiting import until
 
+pytestmark = pytest.mark.slow  # the gateway's process per test
+
 GATEWAY = [sys.executable, "-m", "langchain_mq9.a2a.gateway_cli"]
 
 

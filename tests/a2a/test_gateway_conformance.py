@@ -185,6 +185,7 @@ async def test_a_send_to_an_ended_task_or_in_another_context_is_refused_at_once(
         assert answered.context_id == asked.context_id
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_the_agents_refusal_ends_a_blocking_send_at_once(client):
     """An answer to a task that asks nothing (it is working): the gateway's own look lets it
     through, the agent refuses it in an error answer, which the send reads at once instead of

@@ -44,6 +44,7 @@ async def pushing_gateway(client):
         await push.close()
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_an_offline_agents_result_reaches_the_client_by_push(client):
     with Receiver() as receiver:
         async with (

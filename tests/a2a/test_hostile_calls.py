@@ -94,6 +94,7 @@ async def test_the_tools_refuse_every_line_break_in_a_key_or_tag(client, attacke
     assert await client.query(AGENT) == []  # nothing reached the agent
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_stored_block_with_a_line_separator_reads_as_one_header(broker, client, raw):
     """A raw client puts U+2028 inside a header value (the broker keeps the block as sent);
     reading the block back must not find the headers it pretends to hold, so the agent does

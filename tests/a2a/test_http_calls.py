@@ -17,6 +17,7 @@ from langchain_mq9.a2a.http_caller import fetch_card
 LOOPBACK = HostPolicy(["127.0.0.1"])
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 @pytest.mark.parametrize("streaming", [True, False])
 async def test_an_http_agent_completes_fails_asks_and_is_canceled(client, streaming):
     async with a2a_http_agent(streaming=streaming) as (base, executor):

@@ -21,6 +21,8 @@ from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.cards_import import CardImporter
 from langchain_mq9.a2a.http_caller import AgentUnreachable, fetch_card
 
+pytestmark = pytest.mark.slow  # waits out real deadlines (a second each) of dripping peers
+
 LOOPBACK = HostPolicy(["127.0.0.1"])
 GUARD = 60  # seconds: a hang guard, never a measure
 

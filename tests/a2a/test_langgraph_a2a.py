@@ -18,7 +18,11 @@ from langchain_mq9.a2a.cards_import import import_card
 from langchain_mq9.a2a.http_caller import fetch_card
 from tests.support.agent_server import ECHO_GRAPH, AgentServer, langgraph_command
 
-pytestmark = pytest.mark.skipif(langgraph_command() is None, reason="langgraph-cli not installed")
+# slow: LangGraph imported and an assistant served, 1.7 to 6.7 s a test on a quiet machine
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(langgraph_command() is None, reason="langgraph-cli not installed"),
+]
 
 LOOPBACK = HostPolicy(["127.0.0.1"])
 # The echo graph, 2 s slower: a call that does not wait returns before it is done.

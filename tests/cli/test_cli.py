@@ -448,6 +448,7 @@ async def test_a_table_shows_a_long_reason_whole(server):
     assert code == 0 and reason in out and "..." not in out
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_query_counts_every_message_past_an_answer_s_30_mib():
     """34 messages of 1 MB: one QUERY answers 31 (RobustMQ reads at most 30 MiB at once)."""
     async with RobustMQShapedListener(BrokerEngine(search=False)) as listener:

@@ -92,6 +92,7 @@ async def test_a_close_in_time_says_so():
         assert await close_within(connection, WAIT)  # closed already: nothing to wait for
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_requests_and_the_close_keep_their_bounds_when_the_server_stops_reading(
     monkeypatch: pytest.MonkeyPatch,
 ):

@@ -217,6 +217,7 @@ def _as(gate: Gate, credential: str) -> str:
     return gate.url.replace("nats://", f"nats://{credential}@")  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # a nats-server (permissions_nats)
 async def test_a_credentialed_client_switches_once_on_the_marked_refusal_and_everything_works(
     gate, caplog
 ):
@@ -252,6 +253,7 @@ async def test_a_credentialed_client_switches_once_on_the_marked_refusal_and_eve
     assert [m for m in gate.engine.mailboxes if not is_reserved(m)] == [box]
 
 
+@pytest.mark.slow  # a nats-server (permissions_nats)
 async def test_concurrent_requests_refused_at_the_switch_are_each_sent_again_once(gate):
     async with Mq9Client(_as(gate, ALICE)) as alice:
         box = await alice.mailbox_create(name="alice.burst")
@@ -266,6 +268,7 @@ async def test_concurrent_requests_refused_at_the_switch_are_each_sent_again_onc
     assert 2 <= len(gate.plain) <= 21
 
 
+@pytest.mark.slow  # a nats-server (permissions_nats)
 async def test_a_broker_without_the_marker_is_never_sent_the_prefixed_form(permissions_nats):
     """RobustMQ checks a login and serves plain subjects only: a credentialed client sends as
     any other there, its replies still on its own inbox."""
@@ -289,6 +292,7 @@ async def test_a_broker_without_the_marker_is_never_sent_the_prefixed_form(permi
     assert all(reply.startswith("_INBOX.alice.") for _, reply in seen)
 
 
+@pytest.mark.slow  # a nats-server (permissions_nats)
 async def test_an_agent_cannot_take_replies_meant_for_another(gate):
     """Its inbox prefix is what nats-server lets it subscribe to: bob's client under alice's
     id is refused the subscription (it would never hear an answer)."""
@@ -303,6 +307,7 @@ async def test_an_agent_cannot_take_replies_meant_for_another(gate):
     assert not any("bob" in subject for subject, _ in gate.prefixed)
 
 
+@pytest.mark.slow  # a nats-server (permissions_nats)
 async def test_a_wrong_or_missing_credential_says_what_to_do_and_not_the_secret(
     permissions_nats, monkeypatch
 ):
@@ -324,6 +329,7 @@ async def test_a_wrong_or_missing_credential_says_what_to_do_and_not_the_secret(
         await asyncio.wait_for(Mq9Client(permissions_nats.url, request_timeout=2).connect(), 10)
 
 
+@pytest.mark.slow  # a nats-server (permissions_nats)
 async def test_the_environment_logs_a_plain_client_in(gate, monkeypatch, tmp_path):
     """What every client of an agent (the toolkit, mq9-mcp, serve_agent, the examples) reads
     when no credential is given in code: MQ9_CREDENTIAL_FILE here."""
@@ -468,6 +474,7 @@ async def test_consumer_groups_and_dead_letters_work_with_the_owners_credential(
             await bob.query(f"{box}.dlq")
 
 
+@pytest.mark.slow  # a nats-server (permissions_nats)
 async def test_serve_agent_gives_client_options_to_the_client_it_opens_only(gate):
     async with Mq9Client(_as(gate, ALICE)) as mine:
         with pytest.raises(ValueError, match="client_options are for the client serve_agent"):

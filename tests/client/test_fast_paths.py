@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +51,7 @@ def _send_replies(draw) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 @settings(max_examples=600)
 @given(_send_replies())
 @example(b'{"error":"","msg_id":5}')

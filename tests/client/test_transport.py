@@ -89,6 +89,7 @@ def test_server_or_transport_and_nats_options_only_with_a_url():
     Mq9Client("memory://", reconnect_attempts=1, name="x")  # taken (and unused) as before
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_dial_that_fails_as_its_caller_is_stopped_leaves_no_unretrieved_error(
     monkeypatch,
 ):

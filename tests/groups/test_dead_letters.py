@@ -101,6 +101,7 @@ async def assert_set_aside_and_passed(
     assert all(m.msg_id > poison for m in left) if competing else left == []
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 @pytest.mark.parametrize("workers", [1, 4])
 async def test_one_poison_among_many_is_set_aside_and_the_rest_handled_once(
     broker, client, workers

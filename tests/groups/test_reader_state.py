@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -121,6 +122,7 @@ steps = st.lists(
 )
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 @settings(max_examples=300, deadline=None)
 @given(backlog=st.lists(priorities, max_size=12), steps=steps)
 def test_no_loss_no_repeat_but_after_kills_and_stale_acks(backlog, steps):

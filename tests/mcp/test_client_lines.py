@@ -141,6 +141,7 @@ async def tool_names(project: Path, entry: dict) -> set[str]:
         return {tool.name for tool in (await session.list_tools()).tools}
 
 
+@pytest.mark.slow  # runs mq9-mcp or a client's CLI (processes)
 async def test_the_local_line_registers_a_server_that_starts(project):
     done = paste(project, LOCAL_LINE)
     assert done.returncode == 0, done.stderr
@@ -150,6 +151,7 @@ async def test_the_local_line_registers_a_server_that_starts(project):
     assert "send_message" in await tool_names(project, entry)
 
 
+@pytest.mark.slow  # runs mq9-mcp or a client's CLI (processes)
 async def test_the_project_line_writes_no_machine_path(project):
     done = paste(project, PROJECT_LINE)
     assert done.returncode == 0, done.stderr
@@ -165,6 +167,7 @@ async def test_the_project_line_writes_no_machine_path(project):
     assert "fetch_messages" in await tool_names(project, entry)
 
 
+@pytest.mark.slow  # runs a client's CLI (a process)
 def test_the_http_line_after_the_stdio_one(project):
     assert paste(project, LOCAL_LINE).returncode == 0
     done = paste(project, HTTP_LINE)
@@ -181,6 +184,7 @@ def test_the_http_line_after_the_stdio_one(project):
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
+@pytest.mark.slow  # runs a client's CLI (a process)
 def test_the_stub_refuses_the_old_line_as_claude_code_does(project):
     # --env took "mq9": the path became the name, and nothing is left for the command ...
     done = paste(project, OLD_LINE)
@@ -193,6 +197,7 @@ def test_the_stub_refuses_the_old_line_as_claude_code_does(project):
     assert not (project / ".mcp.json").exists()
 
 
+@pytest.mark.slow  # runs a client's CLI (a process)
 def test_the_banner_lines_name_this_executable(project, monkeypatch):
     mq9_mcp = BIN / "mq9-mcp"
     monkeypatch.setattr(sys, "argv", [str(mq9_mcp), "--server", "memory://"])
@@ -227,6 +232,7 @@ def test_port_in_use_says_what_to_do():
 # -- what mq9-mcp and the dev broker print ------------------------------------------------------
 
 
+@pytest.mark.slow  # runs mq9-mcp or a client's CLI (processes)
 def test_mq9_mcp_at_a_terminal_prints_its_absolute_path():
     mq9_mcp = BIN / "mq9-mcp"
     controller, terminal = pty.openpty()
@@ -250,6 +256,7 @@ def test_mq9_mcp_at_a_terminal_prints_its_absolute_path():
     assert f'"command": "{mq9_mcp}"' in banner, banner
 
 
+@pytest.mark.slow  # runs mq9-mcp or a client's CLI (processes)
 def test_a_busy_http_port_says_what_to_do():
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -52,6 +52,10 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
         "mcp_server/cli.py",
         "mq9_mcp.py",
         "langchain_mq9/client/client.py",
+        "wire/pyproject.toml",  # the two distributions langchain-mq9 stands on (#92), whole
+        "wire/mq9_wire/protocol/__init__.py",
+        "broker/pyproject.toml",
+        "broker/mq9_broker/storage/in_process.py",
     ):
         assert needed in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -62,7 +66,13 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
     ours = tomllib.loads((ROOT / "pyproject.toml").read_text())
     # uv locks every extra before it runs a project: the bundle's has none, and no dev tooling
     assert "optional-dependencies" not in project["project"]
-    assert set(project.get("tool", {})) == {"hatch"}
+    assert set(project.get("tool", {})) == {"hatch", "uv"}
+    # mq9-wire and mq9-broker, on no package registry, from their folders in the bundle
+    sources = project["tool"]["uv"]["sources"]
+    assert sources == {"mq9-wire": {"path": "wire"}, "mq9-broker": {"path": "broker"}}
+    for name, source in sources.items():
+        inside = tomllib.loads(zipfile.ZipFile(bundle).read(f"{source['path']}/pyproject.toml"))
+        assert inside["project"]["name"] == name
     # the base's, and the mcp extra's (the MCP SDK): the bundle runs mq9-mcp
     mcp_extra = ours["project"]["optional-dependencies"]["mcp"]
     assert project["project"]["dependencies"] == mcp_extra + ours["project"]["dependencies"]

@@ -31,6 +31,8 @@ from conformance_fixtures import fixture_server
 
 from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, Peer, http_server
 
+pytestmark = pytest.mark.slow  # mq9-mcp served over HTTP, a process per test
+
 SUITE = "@modelcontextprotocol/conformance@0.2.0-alpha.12"
 NODE = "node@22"
 REQUIREMENTS = (MODERN, LEGACY)

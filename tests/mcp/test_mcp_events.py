@@ -37,6 +37,7 @@ async def poll(peer: Peer, subscription: dict[str, Any], **more: Any) -> dict[st
     return answer["result"]
 
 
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_the_extension_is_declared_and_lists_its_event_types():
     with http_server("--server", "memory://") as url:
         async with httpx.AsyncClient(timeout=WAIT) as http:
@@ -56,6 +57,7 @@ async def test_the_extension_is_declared_and_lists_its_event_types():
                 assert kind["delivery"] == ["poll", "push", "webhook"]
 
 
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_poll_gives_each_arrival_once_in_msg_id_order_without_payload_or_consuming():
     with http_server("--server", "memory://") as url:
         async with httpx.AsyncClient(timeout=WAIT) as http:
@@ -89,6 +91,7 @@ async def test_poll_gives_each_arrival_once_in_msg_id_order_without_payload_or_c
             assert sorted(m["msg_id"] for m in fetched["messages"]) == sent
 
 
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_bad_subscriptions_get_the_extensions_errors():
     args = ("--server", "memory://", "--allowed-mailboxes", "team")
     with http_server(*args) as url:
@@ -116,6 +119,7 @@ async def test_bad_subscriptions_get_the_extensions_errors():
             assert long["message"].count("x") < 100
 
 
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_dead_lettered_messages_are_events_of_the_mailbox_they_left():
     with http_server("--server", "memory://") as url:
         async with httpx.AsyncClient(timeout=WAIT) as http:
@@ -175,6 +179,7 @@ async def next_of(got: asyncio.Queue[dict[str, Any]], method: str) -> dict[str, 
             return message["params"]
 
 
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_a_stream_pushes_arrivals_and_resumes_after_a_disconnect_without_gap_or_duplicate():
     with http_server("--server", "memory://") as url:
         async with httpx.AsyncClient(timeout=WAIT) as http:
@@ -203,6 +208,7 @@ async def test_a_stream_pushes_arrivals_and_resumes_after_a_disconnect_without_g
                 assert event["data"]["msg_id"] == four["msg_id"]  # not "3" again
 
 
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_streams_count_in_their_clients_watch_limits_until_they_close():
     with http_server("--server", "memory://") as url:
         async with httpx.AsyncClient(timeout=WAIT) as http:
@@ -323,6 +329,7 @@ async def test_webhooks_are_signed_retried_kept_to_listed_hosts_and_each_clients
             assert hook.posts.empty()
 
 
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_webhooks_need_a_principal_of_their_own():
     with http_server("--server", "memory://", "--webhook-hosts", "127.0.0.1") as url:
         async with httpx.AsyncClient(timeout=WAIT) as http:
@@ -404,6 +411,7 @@ class Stdio:
         return result["structuredContent"]
 
 
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_over_stdio_poll_and_a_stream_resumed_after_it_was_cancelled():
     async with Stdio() as mcp:
         await mcp.tool("create_mailbox", name="inbox.io")
@@ -463,6 +471,7 @@ def test_the_signature_is_standard_webhooks_v1():
     assert not verified(secret, {**headers, "webhook-timestamp": "1700000001"}, body)
 
 
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_a_webhook_takes_the_clients_own_secret_and_refuses_what_is_out_of_shape():
     token = "u" * 40
     auth = {"Authorization": f"Bearer {token}"}

@@ -31,6 +31,7 @@ def test_the_prefix_mq9_would_and_is_named():
                        "mq9_send_message"]  # fmt: skip
 
 
+@pytest.mark.slow  # runs a process
 def test_the_robustmq_tool_names_are_robustmqs():
     """Against RobustMQ's source where a checkout of it is at hand."""
     if not ROBUSTMQ_REPO.exists():

@@ -192,6 +192,7 @@ async def test_connections_beyond_the_bound_are_closed_unanswered():
         assert answer.endswith(b"ok\n")
 
 
+@pytest.mark.slow  # runs a Python process
 def test_without_the_extra_asking_for_metrics_is_one_line(tmp_path):
     # prometheus_client made unimportable, as in an install without the metrics extra
     (tmp_path / "prometheus_client.py").write_text("raise ImportError('not installed')\n")

@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from mq9_wire.metrics import OperatorEndpoint, need_prometheus
 from mq9_wire.metrics.notify import notify
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_the_endpoint_says_why_not_then_ready(tmp_path, monkeypatch):
     path = str(tmp_path / "notify")
     systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -193,6 +193,7 @@ async def test_a_read_only_look_within_the_budget_takes_nothing(client):
                                   max_wait_ms=0)) == 3  # fmt: skip
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_list_of_agents_gives_every_name_before_any_description(client):
     for n in range(20):
         await client.agent_register(
@@ -282,6 +283,7 @@ async def test_one_hostile_message_cannot_take_an_answer_over_its_budget(client)
         assert (await ask(kit, "ack_messages", msg_id=5)).answer["confirmed"] == ids(fetched)
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_large_cards_cannot_hide_the_real_agents_from_the_listing(client):
     # About 64 KiB each as stored (a control character is six bytes): 17 as in issue #52, 12
     # on nats-server, whose answers carry at most 1 MiB (a larger listing is refused).

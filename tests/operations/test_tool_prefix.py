@@ -58,6 +58,7 @@ def test_the_default_is_no_prefix_and_a_bad_one_is_refused():
             ToolConfig(tool_prefix=bad)
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_an_mcp_client_lists_and_calls_the_prefixed_tools():
     kit = Mq9Toolkit(server="memory://", tools=list(OPERATIONS), tool_prefix=PREFIX)
     described = {t.name: t.description for t in kit.get_tools()}

@@ -83,6 +83,7 @@ def _in_a_function(tree: ast.Module, target: ast.stmt) -> bool:
     )
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 def test_each_distribution_imports_only_those_below_it():
     wrong = []
     ours = {p for _, packages in DISTRIBUTIONS.values() for p in packages}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 # what the wheel ships and mypy checks ([tool.mypy] in pyproject.toml)
 SOURCES = [
@@ -47,6 +49,7 @@ def test_the_sources_are_found():
     assert len(files) > 100, len(files)
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 def test_every_function_is_within_80_lines():
     assert too_long() == []
 

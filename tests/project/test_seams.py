@@ -26,6 +26,8 @@ from collections import defaultdict
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("wire/mq9_wire", "broker/mq9_broker", "langchain_mq9", "mcp_server", "mq9_cli")
 ACCESSORS = ("getattr", "hasattr", "setattr", "delattr")
@@ -210,6 +212,7 @@ def reach_ins() -> dict[tuple[str, str], list[int]]:
     return dict(found)
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 def test_no_module_reads_another_rooms_private_attribute():
     unknown = {
         f"{file}:{lines[0]}: .{name}": lines

@@ -19,7 +19,12 @@ unnoticed, and a reader of the test cannot tell). What this test holds, read fro
 - a test that uses a fixture starting a nats-server (``SERVER_FIXTURES``), directly or through
   other fixtures, autouse ones included, is marked;
 - a lane on a server (``"nats"``, ``"robustmq"``) in a fixture's ``params`` or a
-  ``parametrize`` is marked, unless the file or the test already is.
+  ``parametrize`` is marked, unless the file or the test already is;
+- a test that starts a process (``PROCESS_STARTERS``: a nats-server, a cluster, the dev broker,
+  mq9-mcp, a subprocess), in its body, through a function of its file or through a fixture
+  that does, is marked (#89: the quick lane's tests each take under a second; a test that
+  waits on another process is the kind that does not, and this is how it is seen without
+  timing anything).
 
 Each failure is one line naming the file, the test and where to put the mark.
 """
@@ -29,6 +34,12 @@ from __future__ import annotations
 import ast
 from functools import cache
 from pathlib import Path
+
+import pytest
+
+# It parses every test file and conftest.py: about 2 s on a quiet machine, over the quick lane's
+# second a test (#89)
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
@@ -309,3 +320,72 @@ def test_the_quick_lanes_reading_of_a_whole_file_mark_is_this_ones():
         if file_marked_slow(path) != _body_marked(_tree(path).body)
     ]
     assert not differ, "\n".join(differ)
+
+
+# What starts another process when called, as a test file calls it: a test (or a fixture, or a
+# function of its file) calling one of these waits on a process
+PROCESS_STARTERS = frozenset(
+    {
+        "start_nats_server",  # testbed/: a nats-server
+        "JetStreamCluster",  # testbed/: JetStream nats-servers
+        "JetStreamServer",
+        "DevBroker",  # testbed/: mq9-dev-broker
+        "http_server",  # tests/support/mcp_support.py: mq9-mcp over HTTP
+        "asyncio.create_subprocess_exec",
+        "asyncio.create_subprocess_shell",
+        "subprocess.run",
+        "subprocess.Popen",
+        "subprocess.check_output",
+        "subprocess.check_call",
+    }
+)
+
+
+def _called(node: ast.AST) -> set[str]:
+    return {ast.unparse(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
+
+
+@cache
+def _starters(path: Path) -> frozenset[str]:
+    """``PROCESS_STARTERS`` and the file's own top-level functions calling one, transitively."""
+    functions = {
+        n.name: n
+        for n in _tree(path).body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    known = set(PROCESS_STARTERS)
+    grown = True
+    while grown:
+        grown = False
+        for name, function in functions.items():
+            if name not in known and _called(function) & known:
+                known.add(name)
+                grown = True
+    return frozenset(known)
+
+
+def _starting_fixtures(path: Path) -> set[str]:
+    """The fixtures a test file reaches (its own, its conftests') that start a process."""
+    return {
+        name
+        for level in _levels(path)
+        for name, fixture in _fixtures(level).items()
+        if _called(fixture) & _starters(level)
+    }
+
+
+def test_a_test_that_starts_a_process_is_marked_slow():
+    unmarked = []
+    for path in _test_modules():
+        fixtures = _starting_fixtures(path)
+        for name, function, marked in _tests(path):
+            if marked:
+                continue
+            started = sorted(_called(function) & _starters(path))
+            started += sorted(fixtures & _closure(path, _arguments(function)))
+            if started:
+                unmarked.append(
+                    f"{path.relative_to(ROOT)}::{name} starts a process ({', '.join(started)}): "
+                    f"put @pytest.mark.slow over it"
+                )
+    assert not unmarked, "\n".join(unmarked)

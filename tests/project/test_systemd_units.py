@@ -67,6 +67,7 @@ def test_each_unit_restarts_waits_for_readiness_and_is_hardened(name):
         assert "/healthz" in service["ExecStartPost"]
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 @pytest.mark.parametrize("name", sorted(SERVERS))
 def test_each_exec_start_is_a_real_program_with_real_options(name):
     words = shlex.split(_unit(name)["Service"]["ExecStart"])
@@ -87,6 +88,7 @@ def test_each_exec_start_is_a_real_program_with_real_options(name):
         assert re.search(rf"{re.escape(option)}\b", listed), (name, option)
 
 
+@pytest.mark.slow  # runs systemd-analyze (a process)
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_systemd_analyze_verify_has_nothing_to_say(tmp_path):
     nats = shutil.which("nats-server", path=str(BIN)) or shutil.which("nats-server")

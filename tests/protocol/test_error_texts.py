@@ -276,6 +276,7 @@ except MailboxExists as exc:
     assert text_tests(fine) == []
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 def test_no_error_is_recognised_by_its_words_outside_the_classifier():
     found, used = [], set()
     for package in PACKAGES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +64,7 @@ def _plain_but(**changed: object) -> list[tuple[str, object]]:
     return list((fields | changed).items())
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 @settings(max_examples=400)
 @given(_items())
 @example(_plain_but(msg_id=-1))

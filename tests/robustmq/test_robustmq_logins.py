@@ -53,6 +53,7 @@ def _url_for(url: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}"))
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_right_password_logs_in_and_a_wrong_one_is_refused(with_logins):
     url, [(alice, password), _] = with_logins
     client = await Mq9Client(_url_for(url, alice, password), request_timeout=5.0).connect()

@@ -9,6 +9,8 @@ import ast
 import random
 from pathlib import Path
 
+import pytest
+
 from mq9_wire import protocol as p
 from mq9_wire.semantic.ranking import AgentEntry, AgentIndex
 
@@ -46,6 +48,7 @@ def test_the_client_ranks_without_the_broker():
     assert ("client.py", "mq9_wire.semantic.ranking") in imported
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 def test_agents_holding_the_same_words_tie_exactly_and_keep_registration_order():
     """Two cards with the same words in another order score exactly alike, so the first
     registered ranks first, in both rankings (lexical ``semantic`` and the hybrid's coverage).

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.caller import AgentCaller
 from langchain_mq9.a2a.server import AgentServer
@@ -45,6 +47,7 @@ async def ask(client, agent: str, reply_to: str, method: str, task_id: str, body
     return await until(answer, timeout=HANG_GUARD, what=f"an answer to {method}", every=0.05)
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_tasks_owner_gets_its_states_pushed(lane, receiver):
     gate = Gate()
     async with lane.client() as client:

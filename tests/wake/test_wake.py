@@ -100,6 +100,7 @@ async def test_no_rule_for_a_mailbox_that_is_not_there(memory_lane):
 # -- webhooks -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_one_signed_wake_per_burst(lane, receiver):
     clock = ManualClock(DAY + 12 * 3600)
     async with lane.client() as client:
@@ -377,6 +378,7 @@ async def test_a_waker_killed_mid_burst_loses_no_wake(lane, receiver):
             await survivor.stop()
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_two_wakers_never_wake_twice_for_the_same_mail(lane, receiver):
     clock = ManualClock(DAY + 12 * 3600)
     async with lane.client() as client, lane.client() as second:

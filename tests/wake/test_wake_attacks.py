@@ -59,6 +59,7 @@ async def failed_reasons(client: Mq9Client) -> list[str]:
 # -- Agent Server keys ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_models_agent_server_rule_never_gets_the_operators_key(memory_lane):
     server, listener = Receiver(), Receiver()  # the operator's Agent Server; the model's
     try:
@@ -384,6 +385,7 @@ async def test_sixteen_silent_webhooks_delay_only_themselves(lane, receiver):
             await waker.stop()
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_dripping_webhook_times_out_as_a_whole(memory_lane):
     async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
@@ -544,6 +546,7 @@ async def test_a_forged_state_record_silences_nothing(memory_lane, forged):
             await waker.stop()
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_made_up_index_entries_are_never_kept(memory_lane, receiver):
     async with memory_lane.client() as client, memory_lane.client() as attacker:
         await client.mailbox_create(name="agent.real")

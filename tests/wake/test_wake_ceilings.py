@@ -224,6 +224,7 @@ async def test_mailboxes_looked_at_at_once_pass_the_ceiling_only_as_often_as_it_
 # -- a fleet behind one receiver ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_thirty_mailboxes_behind_one_webhook_are_each_woken_every_round(lane, receiver):
     clock = ManualClock(NOON)
     async with lane.client() as client:
@@ -245,6 +246,7 @@ async def test_thirty_mailboxes_behind_one_webhook_are_each_woken_every_round(la
             await waker.stop()
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_thousand_mailboxes_behind_one_callback_are_each_woken(memory_lane):
     clock = ManualClock(NOON)
     seen: list = []
@@ -276,6 +278,7 @@ async def test_a_thousand_mailboxes_behind_one_callback_are_each_woken(memory_la
             await waker.stop()
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_one_rule_flooding_is_stopped_beside_the_fleet(memory_lane, receiver):
     clock = ManualClock(NOON)
     async with memory_lane.client() as client:

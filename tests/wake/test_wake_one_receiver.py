@@ -17,6 +17,7 @@ import asyncio
 import ipaddress
 import threading
 
+import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
@@ -171,6 +172,7 @@ async def test_names_of_one_address_make_at_most_the_ceiling(memory_lane, receiv
     }  # localhost is never asked
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_two_receivers_keep_two_ceilings(memory_lane):
     # the legitimate use beside it: receivers at two addresses (one by name) each get theirs
     first, second = Receiver("127.0.0.1"), Receiver("127.0.0.2")
@@ -189,6 +191,7 @@ async def test_two_receivers_keep_two_ceilings(memory_lane):
         second.close()
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_a_wake_goes_to_the_address_it_was_counted_against(memory_lane):
     # a DNS answer that changes after the wake was counted (against 127.0.0.2, with room)
     # cannot send it to 127.0.0.1, whose ceiling is spent: the POST goes where it was counted

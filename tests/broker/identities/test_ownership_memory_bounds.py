@@ -66,6 +66,7 @@ async def test_refused_acks_leave_nothing_behind(identities):
     assert grown < 2**20, grown
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 async def test_answered_fetches_of_long_group_names_keep_a_digest_each_within_the_bound(
     identities,
 ):

@@ -89,6 +89,7 @@ def test_something_else_than_a_nats_server_is_said_so():
     asyncio.run(run())
 
 
+@pytest.mark.slow  # nats-server processes
 def test_a_clustered_servers_info_tells_of_every_server_once_it_has_formed():
     with JetStreamCluster(3) as cluster:
         infos = asyncio.run(survey([*cluster.urls, cluster.urls[0]], "the cluster"))

@@ -284,6 +284,7 @@ async def test_a_stopped_service_answers_what_runs_and_what_waits(nats_server):
             await opened.close()
 
 
+@pytest.mark.slow  # a nats-server process
 async def test_an_agent_making_up_inboxes_takes_its_own_turns_only(tmp_path):
     """#53's broker knows who asks: alice, logged in, may make up any reply inbox under her
     own (``_INBOX.alice.<anything>``), and floods costly QUERYs each under a new one; they are

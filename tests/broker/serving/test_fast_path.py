@@ -241,6 +241,7 @@ async def test_after_unsubscribe_nothing_reaches_the_callback(nats_server, way):
         assert seen == [b"before"]
 
 
+@pytest.mark.slow  # a nats-server process
 async def test_inline_delivery_carries_on_after_a_reconnect():
     # nats-py subscribes again with the same sid on the new connection; its read loop is a
     # new task, and the messages go on reaching the callback there

@@ -15,6 +15,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_durability import Restartable
@@ -40,6 +41,7 @@ changes = st.lists(
 )
 
 
+@pytest.mark.slow  # over a second on a quiet machine (#89)
 @given(st.lists(changes, max_size=8))
 def test_what_is_appended_is_read_back_exactly(tmp_path_factory, records):
     path = tmp_path_factory.mktemp("log") / "log"

@@ -433,6 +433,7 @@ def read_only_dir(tmp_path):
         subprocess.run(["umount", str(where)], check=True)
 
 
+@pytest.mark.slow  # a process (a nats-server, or the fixture's)
 def test_a_read_only_data_directory_is_named_as_such(read_only_dir):
     for target in (read_only_dir, read_only_dir / "new"):
         with pytest.raises(StorageError, match="read-only") as failure:
@@ -444,6 +445,7 @@ def test_a_read_only_data_directory_is_named_as_such(read_only_dir):
 # -- item 4: --max-payload above the nats-server's ----------------------------------------------
 
 
+@pytest.mark.slow  # a process (a nats-server, or the fixture's)
 async def test_a_message_nats_could_not_hand_out_is_refused_and_the_batch_flows():
     """The broker allows 1 MiB messages, the nats-server 4 KiB: the smaller limit rules."""
     with start_nats_server(max_payload=4096) as server:
