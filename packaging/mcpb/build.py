@@ -6,7 +6,8 @@ SHA-256, as the registry requires for a bundle).
     python packaging/mcpb/build.py [--out DIR]
 
 The bundle is of the ``uv`` type (MCPB manifest 0.4): the host runs ``uv run`` in the unpacked
-bundle, which installs this project from its own ``pyproject.toml``; the user gives the broker
+bundle, which installs this project from its own ``pyproject.toml``, and the wire and the broker
+(``mq9-wire``, ``mq9-broker``) from their folders in the bundle; the user gives the broker
 URL (and a NATS token, kept secret) in the host's settings. The official ``mcpb`` CLI checks the
 manifest (tests/mcp/test_mcp_bundle.py runs ``npx -y @anthropic-ai/mcpb validate`` on it).
 """
@@ -25,7 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # What the bundle holds: what `uv run` needs to install and start mq9-mcp (its pyproject.toml is
 # written by bundle_pyproject).
-SOURCES = ("README.md", "LICENSE", "langchain_mq9", "mcp_server", "mq9_mcp.py")
+# The repository's two other distributions, which langchain-mq9 depends on and no package
+# registry serves, are in the bundle whole: uv finds them by its [tool.uv.sources] (issue #92).
+BELOW = {"mq9-wire": "wire", "mq9-broker": "broker"}
+SOURCES = (
+    "README.md", "LICENSE", "langchain_mq9", "mcp_server", "mq9_mcp.py",
+    "wire/pyproject.toml", "wire/mq9_wire", "broker/pyproject.toml", "broker/mq9_broker",
+)  # fmt: skip
 SKIPPED = re.compile(r"(^|/)(__pycache__|\.pytest_cache)(/|$)|\.py[co]$")
 # The tables of pyproject.toml the bundle keeps: how to build and run the package. uv locks every
 # optional dependency of a project before it runs it, so the extras (the semantic model, the
@@ -62,7 +69,9 @@ def bundle_pyproject() -> str:
         header = re.match(r"\[([\w.-]+)\]\n", table)
         return header.group(1) if header else None
 
-    return "".join(t for t in tables if name(t) in BUNDLE_TABLES).rstrip() + "\n"
+    kept = "".join(t for t in tables if name(t) in BUNDLE_TABLES).rstrip()
+    sources = "".join(f'{dist} = {{ path = "{folder}" }}\n' for dist, folder in BELOW.items())
+    return f"{kept}\n\n[tool.uv.sources]\n{sources}"
 
 
 def manifest() -> dict:

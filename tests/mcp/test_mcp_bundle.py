@@ -71,8 +71,8 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
     sources = project["tool"]["uv"]["sources"]
     assert sources == {"mq9-wire": {"path": "wire"}, "mq9-broker": {"path": "broker"}}
     for name, source in sources.items():
-        inside = tomllib.loads(zipfile.ZipFile(bundle).read(f"{source['path']}/pyproject.toml"))
-        assert inside["project"]["name"] == name
+        inside = zipfile.ZipFile(bundle).read(f"{source['path']}/pyproject.toml").decode()
+        assert tomllib.loads(inside)["project"]["name"] == name
     # the base's, and the mcp extra's (the MCP SDK): the bundle runs mq9-mcp
     mcp_extra = ours["project"]["optional-dependencies"]["mcp"]
     assert project["project"]["dependencies"] == mcp_extra + ours["project"]["dependencies"]
