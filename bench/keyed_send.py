@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import nats
+from nats.aio.client import Client
 
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.engine import Engine
@@ -56,14 +57,35 @@ async def _cpu_us(handle: Handle, box: str, sends: int, in_flight: int, keyed: s
     return (time.process_time() - started) / sends * 1e6
 
 
-async def _rounds(handle: Handle, box: str, args: argparse.Namespace) -> dict[str, list[float]]:
+Measure = Callable[[str, str | None], Awaitable[float]]  # (mailbox, key tag) -> us a SEND
+Create = Callable[[str], Awaitable[object]]
+
+
+async def _rounds(measure: Measure, create: Create, rounds: int) -> dict[str, list[float]]:
+    """Each round on mailboxes of its own (a mailbox's size is no side's), unkeyed first in
+    one round and last in the next (no side always runs on a warmer process)."""
     found: dict[str, list[float]] = {"unkeyed": [], "keyed_new": [], "keyed_again": []}
-    for _ in range(args.rounds):
-        tag = uuid.uuid4().hex[:8]
-        found["unkeyed"].append(await _cpu_us(handle, box, args.sends, args.in_flight, None))
-        found["keyed_new"].append(await _cpu_us(handle, box, args.sends, args.in_flight, tag))
-        found["keyed_again"].append(await _cpu_us(handle, box, args.sends, args.in_flight, tag))
+    for n in range(rounds):
+        plain, keyed, tag = f"bench.u{n}", f"bench.k{n}", uuid.uuid4().hex[:8]
+        await create(plain)
+        await create(keyed)
+        if n % 2 == 0:
+            found["unkeyed"].append(await measure(plain, None))
+        found["keyed_new"].append(await measure(keyed, tag))
+        found["keyed_again"].append(await measure(keyed, tag))
+        if n % 2 == 1:
+            found["unkeyed"].append(await measure(plain, None))
     return found
+
+
+async def _engine_rounds(handle: Handle, args: argparse.Namespace) -> dict[str, list[float]]:
+    async def measure(box: str, keyed: str | None) -> float:
+        return await _cpu_us(handle, box, args.sends, args.in_flight, keyed)
+
+    async def create(box: str) -> bytes:
+        return await handle(p.MAILBOX_CREATE, None, json.dumps({"name": box}).encode())
+
+    return await _rounds(measure, create, args.rounds)
 
 
 def _summary(found: dict[str, list[float]]) -> dict[str, float]:
@@ -88,10 +110,12 @@ def _bytes_per_key(count: int = 100_000) -> float:
 
 
 async def _broker_cpu_us(
-    connection: nats.NATS, pid: int, sends: int, in_flight: int, keyed: str | None
+    connection: Client, pid: int, box: str, args: argparse.Namespace, keyed: str | None
 ) -> float:
-    """The broker process's CPU microseconds a SEND, ``sends`` of them, ``in_flight`` at once."""
-    subject = p.send_subject("bench.box")
+    """The broker process's CPU microseconds a SEND to ``box``, ``args.sends`` of them,
+    ``args.in_flight`` at once."""
+    subject = p.send_subject(box)
+    sends = args.sends
     headers = [{p.HEADER_IDEMPOTENCY_KEY: f"{keyed}-{n}"} if keyed else None for n in range(sends)]
     queue = iter(headers)
 
@@ -101,10 +125,10 @@ async def _broker_cpu_us(
             assert b'"error":""' in answer.data, answer.data
 
     started = cpu_seconds(pid)
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    await asyncio.gather(*(worker() for _ in range(args.in_flight)))
     ended = cpu_seconds(pid)
     assert started is not None and ended is not None, "no /proc: Linux only"
-    return (ended - started) / sends * 1e6
+    return float(ended - started) / sends * 1e6
 
 
 async def _broker_process(args: argparse.Namespace) -> dict[str, float]:
@@ -112,15 +136,17 @@ async def _broker_process(args: argparse.Namespace) -> dict[str, float]:
     with DevBroker("--port", str(free_port()), "--no-search") as broker:
         assert broker.url is not None
         connection = await nats.connect(broker.url)
+        pid = broker.process.pid
+
+        async def measure(box: str, keyed: str | None) -> float:
+            return await _broker_cpu_us(connection, pid, box, args, keyed)
+
+        async def create(box: str) -> object:
+            body = json.dumps({"name": box}).encode()
+            return await connection.request(p.MAILBOX_CREATE, body, timeout=30)
+
         try:
-            await connection.request(p.MAILBOX_CREATE, b'{"name":"bench.box"}', timeout=30)
-            found: dict[str, list[float]] = {"unkeyed": [], "keyed_new": [], "keyed_again": []}
-            pid = broker.process.pid
-            for _ in range(args.rounds):
-                tag = uuid.uuid4().hex[:8]
-                for name, keyed in (("unkeyed", None), ("keyed_new", tag), ("keyed_again", tag)):
-                    us = await _broker_cpu_us(connection, pid, args.sends, args.in_flight, keyed)
-                    found[name].append(us)
+            found = await _rounds(measure, create, args.rounds)
         finally:
             await connection.close()
     return _summary(found)
@@ -128,8 +154,7 @@ async def _broker_process(args: argparse.Namespace) -> dict[str, float]:
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
     engine = BrokerEngine()
-    await engine.handle(p.MAILBOX_CREATE, None, b'{"name":"bench.box"}')
-    found = await _rounds(engine.handle, "bench.box", args)
+    found = await _engine_rounds(engine.handle, args)
     results: dict[str, object] = {"memory": _summary(found)}
     with JetStreamCluster(1) as cluster:
         connection = await nats.connect(cluster.urls)
@@ -137,8 +162,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await store.open()
         cluster_engine = Engine(store)
         try:
-            await cluster_engine.handle(p.MAILBOX_CREATE, None, b'{"name":"bench.box"}')
-            found = await _rounds(cluster_engine.handle, "bench.box", args)
+            found = await _engine_rounds(cluster_engine.handle, args)
             results["cluster"] = _summary(found)
         finally:
             await store.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 Kept = tuple[int, bytes, int]  # msg_id, fingerprint, the second the window ends
+_NEVER = 2**63  # (no key kept: no window ends)
 
 
 class SentKeys:
@@ -18,6 +19,8 @@ class SentKeys:
 
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple[str, str], Kept] = OrderedDict()
+        # no window ends before this second: most SENDs' expire looks no further (#90)
+        self._soonest = _NEVER
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -31,17 +34,23 @@ class SentKeys:
 
     def put(self, mailbox: str, key: str, msg_id: int, fingerprint: bytes, until: int) -> None:
         """Keep a key until second ``until`` (written again: it moves to the end)."""
-        kept = self._kept
-        kept.pop((mailbox, key), None)
-        kept[(mailbox, key)] = (msg_id, fingerprint, until)
+        kept, name = self._kept, (mailbox, key)
+        kept.pop(name, None)
+        kept[name] = (msg_id, fingerprint, until)
+        if until < self._soonest:
+            self._soonest = until
 
     def expire(self, now: int) -> bool:
         """Drop the keys whose window ended by ``now``, oldest first; whether any went."""
+        if now < self._soonest:
+            return False
         kept = self._kept
         dropped = False
+        self._soonest = _NEVER
         while kept:
             name, (_, _, until) = next(iter(kept.items()))
             if until > now:
+                self._soonest = until
                 break
             del kept[name]
             dropped = True
