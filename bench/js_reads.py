@@ -56,7 +56,8 @@ async def _measure(sizes: list[int], rounds: int) -> dict[str, dict[str, dict[st
 
     from bench.js_cluster import JetStreamCluster
     from mq9_broker.state.mailbox import StoredMessage
-    from mq9_broker.storage.jetstream import ClusterStore, Mark
+    from mq9_broker.storage.jetstream import ClusterStore
+    from mq9_broker.storage.mailbox_store import Mark
     from mq9_wire.protocol import Priority
 
     # a checkout before session 29 reads its lanes as of a sequence, one since as of a mark

@@ -231,12 +231,6 @@ asyncio.run(main())
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="#92 'the interface owns its types': Full, Mark, MailboxRecord, Position, Once and "
-    "the send limits are still defined in storage/jetstream/ (numbering.py, records.py, "
-    "positions.py, keyed.py, window.py), so the in-process store imports 10 of its modules",
-)
 def test_a_memory_client_loads_the_in_process_store_only():
     loaded = [m for m in _loaded(MEMORY_CLIENT) if m.startswith("mq9_broker")]
     assert "mq9_broker.storage.in_process" in loaded

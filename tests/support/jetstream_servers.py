@@ -12,8 +12,8 @@ from pathlib import Path
 
 import nats
 
-from mq9_broker.storage.base import StorageError
 from mq9_broker.storage.jetstream import ClusterStore
+from mq9_broker.storage.mailbox_store import StorageError
 from testbed.devbroker import wait_serving
 from testbed.jetstream import START_TIMEOUT, JetStreamCluster, JetStreamServer
 from tests.support.waiting import until

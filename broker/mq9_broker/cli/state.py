@@ -41,7 +41,8 @@ from ..nats_servers.survey import ClusterError, check_login, check_urls, survey
 from ..state.mailbox import StoredMessage
 from ..storage import StorageError
 from ..storage.jetstream import DEFAULT_NAME as DEFAULT_STREAM
-from ..storage.jetstream import ClusterStore, MailboxRecord
+from ..storage.jetstream import ClusterStore
+from ..storage.mailbox_store import MailboxRecord
 
 SUBJECT_PREFIX = "mq9state"  # the old stream's subject: mq9state.<stream, lower case>
 

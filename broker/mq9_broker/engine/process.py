@@ -17,14 +17,13 @@ from ..storage import Storage
 from ..storage.in_process import ProcessStore
 from .engine import Engine
 from .limits import BrokerLimits
-from .sending import OPEN
 
 
 class BrokerEngine(Engine[ProcessStore]):
     """The engine over this process's state, kept by ``storage`` (None: memory only), on
     ``clock`` (the store's housekeeping and the engine's seconds are one time); a SEND's
-    tags and key kept as data (``OPEN``), each message written announced to whoever serve.py
-    or a memory:// client adds to ``arrivals``."""
+    tags and key kept as data (the store's ``send_limits``: ``OPEN``), each message written
+    announced to whoever serve.py or a memory:// client adds to ``arrivals``."""
 
     def __init__(
         self,
@@ -35,9 +34,7 @@ class BrokerEngine(Engine[ProcessStore]):
         search: bool = True,
     ):
         store = ProcessStore(clock=clock, storage=storage)
-        super().__init__(
-            store, clock=clock, limits=limits, search=search, sending=OPEN, arrivals=store.arrivals
-        )
+        super().__init__(store, clock=clock, limits=limits, search=search, arrivals=store.arrivals)
 
     # -- the state, as the store holds it --------------------------------------------------
 

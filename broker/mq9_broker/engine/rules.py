@@ -1,10 +1,12 @@
-"""The mq9 commands' rules and texts, written once (issue #80): the command table (what a
-subject holds, the largest body read for it, whether it waits or costs, its part in
-ownership), each request body read as RobustMQ's handler reads it, the checks that decide
-before any state is read, and the answers' fixed bytes.
+"""The mq9 commands' rules and texts, written once (issue #80): what a command's entry in the
+engine's table holds (``Command``: its subject, the largest body read for it, how the body is
+read, whether it waits or costs, its part in ownership, its handler), each request body read
+as RobustMQ's handler reads it, the checks that decide before any state is read, and the
+answers' fixed bytes.
 
-The engine (engine.py) adds what its store decides: where a message goes, what a group has
-read, which names are taken. Nothing here reads or writes state.
+The engine (engine.py) holds the table, one entry a command beside its handler (#92), and
+adds what its store decides: where a message goes, what a group has read, which names are
+taken. Nothing here reads or writes state.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from mq9_wire import protocol as p
 from mq9_wire._nats.fits import MAX_PENDING, PENDING_SHARE
@@ -22,7 +24,7 @@ from mq9_wire.protocol.errors import Mq9Error, WireError
 from mq9_wire.semantic.ranking import AgentEntry
 
 from ..state.mailbox import StoredMessage
-from ..storage.base import StorageError
+from ..storage.mailbox_store import StorageError
 from . import owned as owning
 from .answers import EMPTY_ANSWER, cut_answer, empty_wait, whole_answer
 from .limits import BrokerLimits
@@ -85,7 +87,7 @@ def idempotency_key(headers: Headers) -> tuple[str | None, Headers]:
     if not headers or p.HEADER_IDEMPOTENCY_KEY not in headers:
         return None, headers
     key = headers[p.HEADER_IDEMPOTENCY_KEY].strip()
-    size = len(key.encode(errors="surrogatepass"))
+    size = len(key) if key.isascii() else len(key.encode(errors="surrogatepass"))
     if not 0 < size <= p.MAX_IDEMPOTENCY_KEY:
         raise Mq9Error(p.err_idempotency_key_size(size))
     if isinstance(headers, Vouched):
@@ -126,55 +128,71 @@ def stored_headers(headers: Headers) -> Headers:
     return headers if isinstance(headers, Vouched) else _without_sender(headers)
 
 
-# -- the command table ------------------------------------------------------------------------
+# -- a command's entry (the table of them: engine.py, beside the handlers) -------------------
+
+E = TypeVar("E")  # the engine whose handler answers a command
+R = TypeVar("R")  # what a command's body reads as, handed to its handler
 
 
-def _parsed_body(limits: BrokerLimits) -> int | None:
+def parsed_body(limits: BrokerLimits) -> int | None:
     return limits.max_request
 
 
-def _card_body(limits: BrokerLimits) -> int | None:
+def card_body(limits: BrokerLimits) -> int | None:
     """A REGISTER's: room for a card of ``max_card_bytes`` with every byte escaped; no card
     limit, none (what NATS carries)."""
     card = limits.max_card_bytes
     return None if card is None else limits.max_request + _ESCAPED * card
 
 
-def _own_rule(_limits: BrokerLimits) -> int | None:
+def own_rule(_limits: BrokerLimits) -> int | None:
     """None here: SEND keeps its own rule (``check_fits``); DELETE's body is never read."""
     return None
 
 
-def _never_costly(_body: bytes) -> bool:
+def never_costly(_body: bytes) -> bool:
     return False
 
 
-def _always_costly(_body: bytes) -> bool:
+def always_costly(_body: bytes) -> bool:
     return True
 
 
-def _large_body(body: bytes) -> bool:
+def large_body(body: bytes) -> bool:
     return len(body) > LARGE_BODY
 
 
+def as_is(body: bytes, limits: BrokerLimits) -> bytes:
+    """A body its handler reads itself: SEND's, with its headers, once its mailbox is found
+    live (RobustMQ's order: a SEND to no mailbox is told so, whatever its headers); DELETE's,
+    never read (its target is in the subject)."""
+    return body
+
+
 @dataclass(frozen=True)
-class Command:
-    """How an engine takes one mq9 command.
+class Command(Generic[E, R]):
+    """One mq9 command whole, as an engine takes it (#92: as the MCP SDK's request handler
+    entries hold a handler with its params type).
 
     ``subject``: the command's subject, or, ending in ".", the prefix a mailbox address (and
-    for DELETE ``.msg_id``) follows, handed to the handler as its target. ``body_limit``: the
-    largest body read, for the broker's limits (None: not bounded here). ``waits``: whether
-    its answer may wait (an empty FETCH, the worker thread, the tag reads of a QUERY): the
-    in-process engine answers the others at once under its lock, as one storage transaction.
-    ``costly``: whether a request with this body costs the broker work while it waits, so
-    that a serving transport makes its requester take turns (serve.py). ``owned``: what an
-    enforcing broker's ownership checks before it and records after it (owned.py), made as
-    part of answering it."""
+    for DELETE ``.msg_id``) follows, handed to the handler as its target. ``handler``:
+    ``handler(engine, target, headers, request)``, the answer to a request whose body
+    ``read(body, limits)`` made ``request`` (refusing it with ``Mq9Error``). ``body_limit``:
+    the largest body read, for the broker's limits (None: not bounded here). ``waits``:
+    whether its answer may wait (an empty FETCH, the worker thread, the tag reads of a
+    QUERY): the in-process engine answers the others at once under its lock, as one storage
+    transaction; a body of a command that waits is read on the worker thread when above
+    ``LARGE_BODY``. ``costly``: whether a request with this body costs the broker work while
+    it waits, so that a serving transport makes its requester take turns (serve.py).
+    ``owned``: what an enforcing broker's ownership checks before it and records after it
+    (owned.py), made as part of answering it."""
 
     subject: str
-    body_limit: Callable[[BrokerLimits], int | None]
+    handler: Callable[[E, str, Headers, R], Awaitable[bytes]]
+    read: Callable[[bytes, BrokerLimits], R]
+    body_limit: Callable[[BrokerLimits], int | None] = parsed_body
     waits: bool = False
-    costly: Callable[[bytes], bool] = _never_costly
+    costly: Callable[[bytes], bool] = never_costly
     owned: Owned = owning.NOTHING
 
     @property
@@ -190,55 +208,6 @@ class Command:
                 f"request body of {len(body)} bytes refused unread: this broker takes at most "
                 f"{limit} bytes for {subject}"
             )
-
-
-COMMANDS = {
-    command.subject: command
-    for command in (
-        Command(p.MAILBOX_CREATE, _parsed_body, owned=owning.CREATE),
-        Command(p.MSG_SEND, _own_rule, owned=owning.SEND),
-        Command(p.MSG_FETCH, _parsed_body, waits=True, owned=owning.FETCH),
-        Command(p.MSG_ACK, _parsed_body, owned=owning.ACK),
-        # a group reader's claim lookup by key costs nothing
-        Command(p.MSG_QUERY, _parsed_body, waits=True, costly=_large_body, owned=owning.QUERY),
-        Command(p.MSG_DELETE, _own_rule, owned=owning.DELETE),
-        Command(
-            p.AGENT_REGISTER, _card_body, waits=True, costly=_always_costly, owned=owning.REGISTER
-        ),
-        Command(p.AGENT_UNREGISTER, _parsed_body, owned=owning.UNREGISTER),
-        Command(p.AGENT_REPORT, _parsed_body, owned=owning.REPORT),
-        Command(p.AGENT_DISCOVER, _parsed_body, waits=True, costly=_always_costly),
-    )
-}
-# What a subject no command has is: answered as unknown, its body bounded as a parsed one's
-UNKNOWN = Command("", _parsed_body)
-# Addressed subjects are $mq9.AI.MSG.<COMMAND>.<target>: a prefix is the first tokens
-_PREFIX_TOKENS = p.MSG_SEND.count(".")
-
-
-def command_for(subject: str) -> tuple[Command, str]:
-    """The command ``subject`` names and its target (the address after an addressed
-    command's prefix, possibly empty); ``(UNKNOWN, subject)`` when no command has it."""
-    command = COMMANDS.get(subject)
-    if command is not None:
-        return command, ""  # an exact subject, or an addressed prefix with nothing after it
-    tokens = subject.split(".", _PREFIX_TOKENS)
-    if len(tokens) > _PREFIX_TOKENS:
-        target = tokens[_PREFIX_TOKENS]
-        command = COMMANDS.get(subject[: len(subject) - len(target)])
-        if command is not None and command.addressed:
-            return command, target
-    return UNKNOWN, subject
-
-
-def checked_command(subject: str, limits: BrokerLimits, body: bytes) -> tuple[Command, str]:
-    """The command ``subject`` names and its target, its body's size checked; a command's
-    prefix with no mailbox after it is unknown."""
-    command, target = command_for(subject)
-    command.check_body(limits, subject, body)
-    if command.addressed and not target:
-        return UNKNOWN, subject
-    return command, target
 
 
 def unknown(subject: str) -> Mq9Error:
@@ -275,7 +244,7 @@ def read(
         raise Mq9Error(prefix + exc.message) from None
 
 
-def read_query(body: bytes) -> dict[str, Any]:
+def read_query(body: bytes, limits: BrokerLimits) -> dict[str, Any]:
     return read(p.QUERY_REQUEST, body, "invalid query request: ", empty_ok=True)
 
 
@@ -292,7 +261,7 @@ class Creation:
     desc: str
 
 
-def read_create(body: bytes) -> Creation:
+def read_create(body: bytes, limits: BrokerLimits) -> Creation:
     request = read(p.CREATE_REQUEST, body, "invalid MAILBOX.CREATE payload: ", empty_ok=True)
     name = request["name"]
     if name is None:
@@ -313,7 +282,11 @@ def created(address: str) -> bytes:
     return p.encode(p.CREATE_REPLY.write(error="", mail_address=address))
 
 
-def read_fetch(body: bytes) -> tuple[dict[str, Any], int, int]:
+# A FETCH's request, its num_msgs and its max_wait_ms
+Fetch = tuple[dict[str, Any], int, int]
+
+
+def read_fetch(body: bytes, limits: BrokerLimits) -> Fetch:
     """A FETCH's request, its ``num_msgs`` and ``max_wait_ms`` (RobustMQ's defaults)."""
     request = read(p.FETCH_REQUEST, body)
     config = request["config"] or {}
@@ -341,6 +314,10 @@ async def fetch_answer(
     if request["group_name"] is not None:
         return whole_answer(lanes, num_msgs, engine.answer_limit)
     return cut_answer([m for lane in lanes for m in lane], engine.answer_limit)
+
+
+def read_ack(body: bytes, limits: BrokerLimits) -> dict[str, Any]:
+    return read(p.ACK_REQUEST, body)
 
 
 def check_group_name(group: str) -> None:
@@ -421,7 +398,15 @@ def read_named(body: bytes, shape: p.Shape, command: str) -> dict[str, Any]:
     return request
 
 
-def read_discover(body: bytes) -> dict[str, Any]:
+def read_unregister(body: bytes, limits: BrokerLimits) -> dict[str, Any]:
+    return read_named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
+
+
+def read_report(body: bytes, limits: BrokerLimits) -> dict[str, Any]:
+    return read_named(body, p.REPORT_REQUEST, "AGENT.REPORT")
+
+
+def read_discover(body: bytes, limits: BrokerLimits) -> dict[str, Any]:
     return read(p.DISCOVER_REQUEST, body, "invalid AGENT.DISCOVER payload: ", empty_ok=True)
 
 

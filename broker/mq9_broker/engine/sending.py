@@ -5,8 +5,9 @@ copy, and only one refused a line break).
 one, the second it is due, or raises ``Mq9Error`` with the one-line refusal. RobustMQ's rules
 (docs/protocol.md §5.2: exact names, an unknown priority is normal, a number that is not a u64
 is ignored) and ours on top of them: a header is one line, a delay or TTL is at most
-``MOST_SECONDS``, and a store may bound tags and keys (``SendLimits``: the cluster store writes
-each tag into a subject, which nats-server bounds).
+``MOST_SECONDS``, and a store may bound tags, keys and delays: each store declares what it takes
+(``SendLimits``, its ``send_limits``: the cluster store writes each tag into a subject, which
+nats-server bounds), and the engine refuses the rest here, before the store is asked (#92).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from mq9_wire.protocol.errors import Mq9Error
 
 from ..state.mailbox import StoredMessage
-from ..storage.jetstream.numbering import RETENTION_SECONDS, TAGS_MOST
-from ..storage.jetstream.window import FILE_RECORD_MOST
+from ..storage.mailbox_store import OPEN, SendLimits
 
 Headers = Mapping[str, str] | None
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
@@ -29,68 +29,6 @@ _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
 # of at most 100 years: its second must be a time (a date past 9999 is none, and JetStream's
 # Nats-TTL is a Go duration, ending at about 292 years)
 MOST_SECONDS = 100 * 365 * 86_400
-
-
-@dataclass(frozen=True)
-class SendLimits:
-    """What a store takes of a SEND's tags and key (None: no bound of its own; the message's
-    size is bounded anyway, by ``max_payload``)."""
-
-    tags_most: int | None = None  # distinct tags of one message
-    tag_bytes: int | None = None  # one tag's UTF-8 bytes
-    tag_parts: int | None = None  # one tag's "/"-separated parts
-    key_bytes: int | None = None  # the key's UTF-8 bytes
-    delay_most: int = MOST_SECONDS  # a delay's seconds
-    store: str = "store"  # how a refusal names the store
-    # (#88) the bytes a store writes beside a message's answer bytes (its subject, its own
-    # headers) within the servers' limits, and the most a message may take in an answer
-    # whatever those limits (a record the servers keep no larger), with what sets it
-    entry_room: int = 0
-    message_most: int | None = None
-    message_most_why: str = ""
-
-    def bound(self, engine_bound: tuple[int, str]) -> tuple[int, str]:
-        """The smaller of ``engine_bound`` (the engine's: ``Carried.message_bound``) and this
-        store's own, with what sets it."""
-        if self.message_most is None or engine_bound[0] <= self.message_most:
-            return engine_bound
-        return self.message_most, self.message_most_why
-
-
-# Memory and SQLite keep a tag or a key as data: nothing to bound but the message's size
-OPEN = SendLimits()
-
-# The cluster store (storage/jetstream/mapping.py) writes each distinct tag as an index entry
-# in the message's atomic batch (1,000 messages at most, with the message and its mailbox's
-# head), on a subject of one 33-byte token per "/"-separated part: 32 parts make a subject of
-# about 1.1 KB, well inside nats-server's 4,096-byte control line with the reply's inbox and
-# the stream's prefix. A tag of 1,024 bytes and a key of 4,096 leave room beside them in the
-# headers each message carries.
-#
-# Its delayed message waits in the stream as a schedule (Nats-Schedule), which the stream's
-# retention (max_age, 7 days) removes like any message, a Nats-TTL or not (tried on
-# nats-server 2.15): a longer delay would never be delivered. A minute is left for the
-# servers' schedule tick (about a second).
-#
-# (#88) nats-server's file store keeps no message larger than a 32 MiB record (window.py),
-# whatever the servers' max_payload: a message's subject and the headers the store and an
-# atomic batch add (tags aside, which the store checks itself: requests.py) take less than
-# ENTRY_ROOM beside the bytes it takes in an answer, which are at least its data's.
-ENTRY_ROOM = 4096
-CLUSTER = SendLimits(
-    tags_most=TAGS_MOST,
-    tag_bytes=1024,
-    tag_parts=32,
-    key_bytes=4096,
-    delay_most=RETENTION_SECONDS - 60,
-    store="cluster store",
-    entry_room=ENTRY_ROOM,
-    message_most=FILE_RECORD_MOST - ENTRY_ROOM,
-    message_most_why=(
-        f"nats-server's file store keeps a message of at most {FILE_RECORD_MOST} bytes, "
-        f"less {ENTRY_ROOM} for its subject and headers"
-    ),
-)
 
 
 # Headers nats-server adds to a request, never the sender's own: a service import marked
@@ -116,9 +54,12 @@ class Send:
     due: int | None = None
 
 
-def read_send(headers: Headers, body: bytes, now: int, limits: SendLimits = OPEN) -> Send:
+def read_send(
+    headers: Headers, body: bytes, now: int, limits: SendLimits = OPEN, *, keyed: bool = False
+) -> Send:
     """A SEND of ``body`` with ``headers`` (the ones to store: a client's own ``mq9-sender``
-    already taken out; those nats-server added are left out here) at second ``now``;
+    already taken out; those nats-server added are left out here) at second ``now``, within
+    the store's ``limits`` (``keyed``: the SEND carries an idempotency key, #90);
     ``Mq9Error`` with the refusal."""
     headers = headers or {}
     mq9: Mapping[str, str] = headers
@@ -145,12 +86,13 @@ def read_send(headers: Headers, body: bytes, now: int, limits: SendLimits = OPEN
     _check_key(key, limits)
     _check_tags(tags, limits)
     delay = _seconds(mq9, p.HEADER_DELAY)
-    if delay is not None and delay > limits.delay_most:
+    if delay is not None and limits.delay_most is not None and delay > limits.delay_most:
         raise Mq9Error(
             f"SEND refused: mq9-delay of {delay} seconds: this broker's {limits.store} holds a "
-            f"delayed message at most {limits.delay_most} s (its stream keeps a message "
-            f"{RETENTION_SECONDS} s)"
+            f"delayed message at most {limits.delay_most} s ({limits.delay_most_why})"
         )
+    if keyed and delay is None:  # (a delayed SEND's key is written apart from its tags)
+        _check_keyed_tags(tags, limits)
     ttl = _seconds(mq9, p.HEADER_TTL)
     message = StoredMessage(
         -1,
@@ -216,3 +158,15 @@ def _check_tags(tags: tuple[str, ...], limits: SendLimits) -> None:
                 f"SEND refused: tag {p.quoted(tag)} has {parts} '/'-separated parts: this "
                 f"broker's {limits.store} takes at most {limits.tag_parts}"
             )
+
+
+def _check_keyed_tags(tags: tuple[str, ...], limits: SendLimits) -> None:
+    """A keyed SEND written at once: its key takes ``keyed_tags_fewer`` of its tags' room."""
+    if limits.tags_most is None or not limits.keyed_tags_fewer:
+        return
+    most = limits.tags_most - limits.keyed_tags_fewer
+    if len(tags) > most and len(set(tags)) > most:
+        raise Mq9Error(
+            f"SEND refused: a message with {len(set(tags))} distinct tags: this broker's "
+            f"{limits.store} takes at most {most} with an idempotency key"
+        )

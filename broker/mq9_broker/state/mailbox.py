@@ -35,8 +35,26 @@ _ONE_DIGIT = bytes(range(10))
 _TWO_DIGITS = bytes(range(100))
 
 
-def _parents(tag: str) -> Iterator[str]:
-    """The parts of ``tag`` before each of its slashes: the tags whose reads find it."""
+# -- a tag's subtree: what a read by tag finds, in every store (#92: one meaning, here) ------
+
+
+def subtree(tag: str) -> tuple[str, str]:
+    """The tags below ``tag`` (``tag/...``), as the range of sorted names ``low <= name <
+    high``: what a read by ``tag`` finds besides its own. RobustMQ's tag index is a key scan
+    of ``<tag>/`` (rocksdb-engine ``tag_index_key``, storage-engine rocksdb ``read.rs``
+    ``read_by_tag``), so it finds ``team/alpha`` for ``team`` ("0" is the character after "/")."""
+    return tag + "/", tag + "0"
+
+
+def finds(asked: str, tag: str) -> bool:
+    """Whether a read by tag ``asked`` finds a message tagged ``tag``: its own, or below it."""
+    low, high = subtree(asked)
+    return tag == asked or low <= tag < high
+
+
+def tags_above(tag: str) -> Iterator[str]:
+    """The tags whose reads find ``tag`` besides its own (``finds(above, tag)``): its parts
+    before each of its slashes."""
     slash = tag.find("/")
     while slash >= 0:
         yield tag[:slash]
@@ -181,7 +199,7 @@ class Mailbox:
         for tag in dict.fromkeys(message.tags):
             if tag not in self.tagged:
                 insort(self._tag_names, tag)
-                self._parents.update(_parents(tag))
+                self._parents.update(tags_above(tag))
             self.tagged.setdefault(tag, []).append(message.msg_id)
 
     def remove(self, msg_id: int) -> bool:
@@ -202,7 +220,7 @@ class Mailbox:
         tagged = {tag: [i for i in ids if i in live] for tag, ids in self.tagged.items()}
         self.tagged = {tag: ids for tag, ids in tagged.items() if ids}
         self._tag_names = sorted(self.tagged)
-        self._parents = {part for tag in self.tagged for part in _parents(tag)}
+        self._parents = {part for tag in self.tagged for part in tags_above(tag)}
         pairs = [(i, t) for i, t in zip(self.order, self.times, strict=False) if i in live]
         self.order = [i for i, _ in pairs]
         self.times = [t for _, t in pairs]
@@ -288,14 +306,14 @@ class Mailbox:
         RobustMQ's order: its tag index is a key scan of ``<tag>/`` (rocksdb-engine keys
         ``tag_index_key``, storage-engine rocksdb ``read.rs`` ``read_by_tag``), so it finds
         ``team/alpha`` for ``team`` and returns the entries in the order of their keys,
-        ``<tag>/<msg_id as 20 digits>``."""
+        ``<tag>/<msg_id as 20 digits>`` (``finds``, ``subtree``)."""
         if tag not in self._parents:  # no tag below it: its own messages, if it has any
             ids = self.tagged.get(tag)
             walk = () if ids is None else self._walk(("tag", tag), ids, None, now)
             return islice(walk, max(limit, 0))
-        # the tags below it are one range of the sorted names: from "tag/" up to "tag0"
-        names = self._tag_names
-        below = names[bisect_left(names, tag + "/") : bisect_left(names, tag + "0")]
+        # the tags below it are one range of the sorted names
+        names, (low, high) = self._tag_names, subtree(tag)
+        below = names[bisect_left(names, low) : bisect_left(names, high)]
         found = [tag, *below] if tag in self.tagged else below
         if found == [tag]:  # the common case: one tag, its ids ascending
             walks = self._walk(("tag", tag), self.tagged[tag], None, now)

@@ -10,7 +10,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import Restorable, Storage, StorageError
+    from .base import Restorable, Storage
+    from .mailbox_store import StorageError
     from .memory import MemoryStorage
     from .sqlite import (
         DEFAULT_FILE_NAME,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Restorable": "base",
     "Storage": "base",
-    "StorageError": "base",
+    "StorageError": "mailbox_store",
     "MemoryStorage": "memory",
     "DEFAULT_FILE_NAME": "sqlite",
     "SCHEMA_VERSION": "sqlite",

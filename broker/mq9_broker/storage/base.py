@@ -2,12 +2,9 @@
 
 The engine (engine/engine.py, ``Engine``) runs over one store protocol,
 ``MailboxStore`` (mailbox_store.py, its one home: the protocol and the values it speaks in,
-``MailboxRecord``, ``Mark``, ``Position`` and the ``Full`` a bounded write raises, defined
-beside the JetStream store that first spoke them and re-exported there). Two stores implement
-it: ``ClusterStore`` (jetstream/, the state kept in JetStream) and ``ProcessStore``
-(in_process.py, the state held in this process). The protocol cannot live here: jetstream/
-imports ``StorageError`` from this module, so this module importing its values would be a
-circle.
+``StorageError`` among them, #92). Two stores implement it, each importing it and never the
+other: ``ClusterStore`` (jetstream/, the state kept in JetStream) and ``ProcessStore``
+(in_process.py, the state held in this process).
 
 ``Storage``, below, is what the state held in this process tells a store of its changes,
 so that it outlives the process: ``MemoryStorage`` (keeps nothing) and ``SqliteStorage``
@@ -33,11 +30,6 @@ from mq9_wire.semantic.ranking import AgentEntry
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
 from .sent_keys import SentKeys
-
-
-class StorageError(Exception):
-    """The store cannot be used (its file locked by another broker, not a broker file, a
-    write that failed, ...)."""
 
 
 class Restorable(Protocol):

@@ -21,17 +21,18 @@ from mq9_wire.protocol import PRIORITY_ORDER
 from ..state.clock import Clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
-from .base import Storage, StorageError
+from .base import Storage
+from .mailbox_store import RETENTION_SECONDS as RETENTION_SECONDS
+from .mailbox_store import StorageError
 from .sent_keys import SentKeys
 
 log = logging.getLogger("mq9_broker")
 
 T = TypeVar("T")
 
-# RobustMQ keeps a mailbox's messages 7 days by create_time, whatever the mailbox TTL, and
-# removes older ones in a scan every 10 minutes (metadata-struct storage/shard.rs
-# DEFAULT_RETENTION_SEC; storage-engine commitlog/rocksdb/expire.rs).
-RETENTION_SECONDS = 7 * 86_400
+# RobustMQ keeps a mailbox's messages RETENTION_SECONDS (7 days: the store interface's) by
+# create_time, whatever the mailbox TTL, and removes older ones in a scan every 10 minutes
+# (storage-engine commitlog/rocksdb/expire.rs).
 RETENTION_SCAN_SECONDS = 600
 # A mailbox's retention is stored in pieces removing this many bytes of names at most (an
 # address, at most MAX_ADDRESS_LENGTH, and a msg_id a removal): a piece is one small change,

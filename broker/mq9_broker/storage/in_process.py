@@ -32,8 +32,17 @@ from mq9_wire.semantic.ranking import AgentEntry
 
 from ..state.mailbox import Mailbox, StoredMessage
 from .housekeeping import LANES
-from .jetstream.keyed import answered
-from .mailbox_store import AgentRow, Full, MailboxRecord, MailboxStore, Mark, Once, Position
+from .mailbox_store import (
+    OPEN,
+    AgentRow,
+    Full,
+    MailboxRecord,
+    MailboxStore,
+    Mark,
+    Once,
+    Position,
+    answered,
+)
 from .process_state import ProcessState
 
 
@@ -72,6 +81,7 @@ class ProcessStore(ProcessState):
     """The ``MailboxStore`` calls over a ``ProcessState``: each one step under its lock."""
 
     answers_at_once = True  # no call waits: each is one step under the lock
+    send_limits = OPEN  # a tag or a key kept as data: nothing to bound but the message's size
 
     # -- mailboxes ------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mq9_wire._nats.fits import fence
 from mq9_wire._nats.jetstream.ready import Deadline, until_ready
 
-from .base import StorageError
+from .mailbox_store import StorageError
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient

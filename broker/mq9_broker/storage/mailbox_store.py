@@ -1,13 +1,15 @@
 """``MailboxStore``: the one store protocol the mq9 rules run over (issue #80): each
 mailbox's record and message log, the groups' positions, the agent registry and its search
 index, every call a coroutine. This module is its one home, and the home of the values it
-speaks in (``MailboxRecord``, ``Mark``, ``Position``, the ``Full`` a bounded write raises):
-they are defined beside the JetStream store that first spoke them and re-exported here, the
-name every other part imports them by. base.py tells why not there (a circle).
+speaks in (#92): ``MailboxRecord``, ``Mark``, ``Position``, the ``Full`` a bounded write
+raises, a keyed SEND's ``Once`` and ``KeyReused``, and ``SendLimits``, what a store takes of a
+SEND, which each store declares (``send_limits``) and the engine enforces. Both stores import
+it, and it imports neither: the interface owns its types.
 
-Two stores implement it, each held to it by mypy (``_checked`` here and in in_process.py):
-``ClusterStore`` (storage/jetstream/, the state kept in JetStream) and ``ProcessStore``
-(in_process.py, the state held in this process, told to a memory or SQLite ``Storage``).
+Two stores implement it, each held to it by mypy (``_checked`` in jetstream/store.py and in
+in_process.py): ``ClusterStore`` (storage/jetstream/, the state kept in JetStream) and
+``ProcessStore`` (in_process.py, the state held in this process, told to a memory or SQLite
+``Storage``).
 
 Each decision two requests could make differently at once is the store's, in one step: a
 write given a ``room`` raises ``Full`` rather than pass it, a name is created once.
@@ -15,29 +17,173 @@ write given a ``room`` raises ``Full`` rather than pass it, a name is created on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..state.mailbox import StoredMessage
-from .jetstream.keyed import KeyReused, Once
-from .jetstream.numbering import Full, Mark
-from .jetstream.positions import Position
-from .jetstream.records import MailboxRecord
-
-if TYPE_CHECKING:  # memory:// imports this protocol, and none of the cluster store
-    from .jetstream import ClusterStore
 
 __all__ = [
+    "OPEN",
+    "RETENTION_SECONDS",
     "AgentRow",
     "Full",
     "KeyReused",
+    "Lanes",
     "MailboxRecord",
     "MailboxStore",
     "Mark",
     "Once",
     "Position",
+    "SendLimits",
+    "StorageError",
+    "answered",
 ]
 
 AgentRow = tuple[str, str, int]  # an agent's name, agent_info and create_time
+Lanes = tuple[int, int, int]  # each lane's newest msg_id (critical, urgent, normal; -1: none)
+
+# RobustMQ keeps a mailbox's messages 7 days by create_time, whatever the mailbox TTL (metadata-
+# struct storage/shard.rs DEFAULT_RETENTION_SEC): every store keeps them as long, no longer
+RETENTION_SECONDS = 7 * 86_400
+
+
+class StorageError(Exception):
+    """The store cannot be used (its file locked by another broker, not a broker file, a
+    write that failed, the cluster away, ...)."""
+
+
+# -- the values a store speaks in ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailboxRecord:
+    """A mailbox as a store keeps it. ``log`` names its message log: kept when an expired
+    mailbox is created again (RobustMQ takes its log up again, group positions too), new
+    when the record was forgotten (its log is empty by then)."""
+
+    name: str
+    create_time: int
+    ttl: int  # seconds; 0: never expires
+    desc: str
+    log: str
+    revision: int = 0  # the store's version of this record (the cluster's bucket sequence)
+    # the msg_id the log's next message takes when the log holds none: written by brokers
+    # as their writes go on (the retention may empty a live mailbox's log)
+    next_id: int = 0
+    # RobustMQ's earliest offset: 0 until the retention removes the oldest messages (the
+    # cluster store's is always 0: a read from 0 finds what a read from there finds)
+    start: int = 0
+
+    @property
+    def expires_at(self) -> int | None:
+        return self.create_time + self.ttl if self.ttl else None
+
+    def live(self, now: int) -> bool:
+        """Not expired at ``now`` (RobustMQ: gone once ``now - create_time >= ttl``)."""
+        return self.ttl == 0 or now < self.create_time + self.ttl
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A message's msg_id and its place in the store's log (a stream sequence); a mailbox's
+    last mark may also carry each lane's newest msg_id as of it (``lanes``)."""
+
+    msg_id: int
+    seq: int
+    lanes: Lanes | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a group reads a mailbox: ``offset`` (the msg_id it reads from; None: never
+    committed here), ``seq`` (a place in the log at or below the first message numbered
+    ``offset`` or more: where the read starts) and whether the group committed on any
+    mailbox (RobustMQ looks a group up by its name)."""
+
+    offset: int | None
+    committed_anywhere: bool
+    seq: int = 0
+
+
+class Full(StorageError):
+    """A write refused: its mailbox (or the store's bound) held its ``room`` when it was to
+    be written."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__(f"the mailbox holds {room} messages")
+        self.room = room
+
+
+@dataclass(slots=True)
+class Once:
+    """A SEND to be stored once per mailbox and ``key`` within ``window`` seconds (#90).
+    ``fingerprint``: what the SEND is (its payload and mq9 headers, engine/rules.py), compared
+    with the first's. The store sets ``duplicate`` when it answered from the key (nothing
+    stored), and raises ``KeyReused`` when the key's first SEND was another."""
+
+    key: str
+    fingerprint: bytes
+    window: int
+    duplicate: bool = False
+
+
+class KeyReused(Exception):
+    """A keyed SEND whose key holds another SEND's fingerprint: refused, never answered with
+    the other message's msg_id. (No ``StorageError``: nothing failed, nothing is restored.)"""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was used for another SEND")
+        self.key = key
+
+
+def answered(once: Once, msg_id: int, fingerprint: bytes) -> int:
+    """The answer to ``once`` from what its key holds (the first SEND's msg_id and
+    fingerprint): that msg_id (``once`` marked a duplicate), or ``KeyReused`` when the key
+    holds another SEND."""
+    if fingerprint != once.fingerprint:
+        raise KeyReused(once.key)
+    once.duplicate = True
+    return msg_id
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """What a store takes of a SEND's tags, key and delay (None: no bound of its own; the
+    message's size is bounded anyway, by ``max_payload``, and a delay by the engine's 100
+    years). Each store declares its own (``MailboxStore.send_limits``); the engine refuses
+    what a store would not take before it asks the store (engine/sending.py)."""
+
+    tags_most: int | None = None  # distinct tags of one message
+    # how many fewer tags a keyed SEND written at once may carry (its key takes an entry of
+    # the write the tags' own entries are in; a delayed one's key is written apart)
+    keyed_tags_fewer: int = 0
+    tag_bytes: int | None = None  # one tag's UTF-8 bytes
+    tag_parts: int | None = None  # one tag's "/"-separated parts
+    key_bytes: int | None = None  # the key's UTF-8 bytes
+    delay_most: int | None = None  # a delay's seconds
+    delay_most_why: str = ""  # what sets ``delay_most``
+    store: str = "store"  # how a refusal names the store
+    # (#88) the bytes a store writes beside a message's answer bytes (its subject, its own
+    # headers) within the servers' limits, and the most a message may take in an answer
+    # whatever those limits (a record the servers keep no larger), with what sets it
+    entry_room: int = 0
+    message_most: int | None = None
+    message_most_why: str = ""
+
+    def bound(self, engine_bound: tuple[int, str]) -> tuple[int, str]:
+        """The smaller of ``engine_bound`` (the engine's: ``Carried.message_bound``) and this
+        store's own, with what sets it."""
+        if self.message_most is None or engine_bound[0] <= self.message_most:
+            return engine_bound
+        return self.message_most, self.message_most_why
+
+
+# A store that keeps a tag or a key as data (the state held in this process): nothing to
+# bound but the message's size
+OPEN = SendLimits()
+
+
+# -- the protocol ----------------------------------------------------------------------------
 
 
 class MailboxStore(Protocol):
@@ -46,6 +192,8 @@ class MailboxStore(Protocol):
     # True where no call ever waits (the state of this process): the engine reads one call
     # after the other, and answers a command that does not wait in the connection's read loop
     answers_at_once: bool
+    # what it takes of a SEND (its own bounds on tags, keys, delays, a message's size)
+    send_limits: SendLimits
 
     # -- mailboxes ---------------------------------------------------------------------------
 
@@ -158,7 +306,3 @@ class MailboxStore(Protocol):
     async def close(self) -> None:
         """Let go of what the store holds open."""
 
-
-def _checked(store: ClusterStore) -> MailboxStore:
-    """(never called) mypy holds ``ClusterStore`` to the protocol here, whoever builds one."""
-    return store

@@ -20,9 +20,9 @@ from mq9_wire.semantic.ranking import AgentEntry
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
-from .base import Storage, StorageError
+from .base import Storage
 from .housekeeping import Housekeeping
-from .mailbox_store import Full
+from .mailbox_store import Full, StorageError
 from .memory import MemoryStorage
 from .sent_keys import SentKeys
 

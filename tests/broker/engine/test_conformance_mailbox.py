@@ -18,7 +18,8 @@ import uuid
 
 import pytest
 
-from mq9_broker.engine.sending import CLUSTER, MOST_SECONDS
+from mq9_broker.engine.sending import MOST_SECONDS
+from mq9_broker.storage.jetstream import ClusterStore
 from mq9_wire import protocol as p
 
 T0 = 1_700_000_000  # where the fixture's ManualClock starts
@@ -395,7 +396,8 @@ async def test_a_delay_or_ttl_beyond_100_years_is_refused(broker, name, seconds)
     }
     longest = MOST_SECONDS
     if name == p.HEADER_DELAY and getattr(broker, "cluster", None) is not None:
-        longest = CLUSTER.delay_most  # (its stream's retention would drop a longer one)
+        # (its stream's retention would drop a longer one)
+        longest = ClusterStore.send_limits.delay_most or MOST_SECONDS
     assert await send(broker, box, "kept", {name: str(longest)}) in (0, -1)
     assert await send(broker, box, "next") in (0, 1)
 

@@ -128,3 +128,28 @@ async def test_a_delayed_keyed_send_is_held_once(brokers: tuple[Mq9Client, Mq9Cl
     seen: list[str] = await until(delivered, timeout=30, what="the delayed message written")
     assert seen == ["later"]
     assert await delivered() == ["later"]
+
+
+async def test_a_keyed_send_has_one_tag_fewer_refused_in_words_by_the_engine(
+    brokers: tuple[Mq9Client, Mq9Client],
+) -> None:
+    """(#92) The key's entry goes in the SEND's atomic batch beside its tags' entries: the
+    engine refuses, in one line, a keyed SEND with one tag more than the store's batch holds
+    (the store declares its limits and checks none itself); one tag fewer is stored, and a
+    delayed keyed SEND, its key written apart, keeps the whole room."""
+    a, _ = brokers
+    box = await a.mailbox_create(name="once.tagged")
+    most = ClusterStore.send_limits.tags_most
+    assert most == 998
+    tags = [f"t{n}" for n in range(most)]
+    with pytest.raises(InvalidArgument) as refused:
+        await a.send(box, "many", tags=tags, idempotency_key="k")
+    assert str(refused.value) == (
+        "SEND refused: a message with 998 distinct tags: this broker's cluster store takes at "
+        "most 997 with an idempotency key"
+    )
+    assert await a.send(box, "fits", tags=tags[:-1], idempotency_key="k") == 0
+    assert await a.send(box, "unkeyed", tags=tags) == 1
+    assert await a.send(box, "later", tags=tags, delay=60, idempotency_key="d") == -1
+    found = await a.query(box, tags=["t996"])
+    assert sorted(m.payload.decode() for m in found) == ["fits", "unkeyed"]

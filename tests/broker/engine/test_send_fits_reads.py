@@ -11,7 +11,8 @@ import pytest
 from langchain_mq9.client import Mq9Client
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.limits import BrokerLimits
-from mq9_broker.engine.sending import CLUSTER, OPEN
+from mq9_broker.storage.in_process import ProcessStore
+from mq9_broker.storage.jetstream import ClusterStore
 from mq9_broker.storage.jetstream.window import (
     FILE_RECORD_MOST,
     ReadWindow,
@@ -71,9 +72,11 @@ async def test_over_nats_the_bound_names_the_servers_limit():
     most, why = engine.message_bound()
     assert most == 32 * 1024 * 1024 and "max_pending" in why, why
     assert engine.answer_limit == 32 * 1024 * 1024
-    most, why = CLUSTER.bound(engine.message_bound(CLUSTER.entry_room))
-    assert most == 32 * 1024 * 1024 - CLUSTER.entry_room and "less 4096" in why, why
-    assert OPEN.bound((5, "five")) == (5, "five")
+    cluster = ClusterStore.send_limits  # (each store's own: #92)
+    most, why = cluster.bound(engine.message_bound(cluster.entry_room))
+    assert most == 32 * 1024 * 1024 - cluster.entry_room and "less 4096" in why, why
+    assert engine.sending is ProcessStore.send_limits
+    assert engine.sending.bound((5, "five")) == (5, "five")
 
 
 def test_a_file_store_record_is_counted_as_nats_server_counts_it():

@@ -25,7 +25,8 @@ import pytest
 from langchain_mq9 import Mq9Client
 from mq9_broker import Broker
 from mq9_broker.config import BrokerConfig
-from mq9_broker.engine.sending import CLUSTER, MOST_SECONDS
+from mq9_broker.engine.sending import MOST_SECONDS
+from mq9_broker.storage.jetstream import ClusterStore
 from mq9_wire import protocol as p
 from tests.support.jetstream_servers import JetStreamCluster
 
@@ -195,7 +196,8 @@ async def test_a_huge_delay_or_ttl_is_refused_in_one_line(
                 "error": f"SEND refused: {name} of {seconds} seconds is beyond this broker's "
                 f"bound of {MOST_SECONDS} (100 years)"
             }
-        longest = CLUSTER.delay_most if name == p.HEADER_DELAY else MOST_SECONDS
+        delay_most = ClusterStore.send_limits.delay_most
+        longest = delay_most if name == p.HEADER_DELAY and delay_most else MOST_SECONDS
         header = header_block([(name, str(longest))])
         answer = await attacker.request(p.send_subject(BOX), b"x", header)
         assert answer["error"] == ""

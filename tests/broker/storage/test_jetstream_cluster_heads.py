@@ -24,9 +24,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from mq9_broker.state.mailbox import StoredMessage
-from mq9_broker.storage.jetstream import ClusterStore, Mark, token
+from mq9_broker.storage.jetstream import ClusterStore, token
 from mq9_broker.storage.jetstream.mapping import DELETED, NO_KEY, frame
 from mq9_broker.storage.jetstream.numbering import Numbering, Write
+from mq9_broker.storage.mailbox_store import Mark
 from mq9_wire.protocol import Priority
 from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 

@@ -33,7 +33,8 @@ from langchain_mq9.client.transport import MemoryTransport
 from langchain_mq9.groups import GroupReader
 from mq9_broker.engine.engine import Engine
 from mq9_broker.state.mailbox import StoredMessage
-from mq9_broker.storage.jetstream import ClusterStore, Mark, reads
+from mq9_broker.storage.jetstream import ClusterStore, reads
+from mq9_broker.storage.mailbox_store import Mark
 from mq9_wire._nats.jetstream.api import Batch
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from tests.support.jetstream_servers import (

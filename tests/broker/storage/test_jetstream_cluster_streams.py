@@ -25,13 +25,14 @@ import pytest
 from langchain_mq9 import Mq9Client
 from mq9_broker import Broker, BrokerConfig, StartupError
 from mq9_broker.state.mailbox import StoredMessage
-from mq9_broker.storage.jetstream import ClusterStore, Layout, Mark, StreamCount, token
+from mq9_broker.storage.jetstream import ClusterStore, Layout, StreamCount, token
 from mq9_broker.storage.jetstream.batches import Batches
 from mq9_broker.storage.jetstream.leaders import moves, spread_leaders
 from mq9_broker.storage.jetstream.mapping import NO_KEY
 from mq9_broker.storage.jetstream.opening import message_config
 from mq9_broker.storage.jetstream.staged import consumer_name
 from mq9_broker.storage.jetstream.survey_state import StoreSurvey
+from mq9_broker.storage.mailbox_store import Mark
 from mq9_wire.protocol import Priority
 from tests.support.jetstream_servers import (
     JetStreamCluster,

@@ -1,7 +1,7 @@
 """The state kept in the NATS cluster, not in the broker (issue #72): ``ClusterStore`` over
 JetStream streams of messages (one, or several: #81) and key-value buckets (store.py), its
 layout (mapping.py) and its requests (requests.py). docs/broker.md, "The JetStream store kept
-in the cluster"."""
+in the cluster". The values it speaks in are the store interface's (storage/mailbox_store.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .mapping import DEFAULT_NAME, STREAMS_MOST, Layout, token
-    from .numbering import Full, Mark
     from .opening import StreamCount
-    from .store import ClusterStore, MailboxRecord, Position
+    from .store import ClusterStore
 
 # name -> the module of this package that defines it
 _LAZY = {
@@ -20,23 +19,15 @@ _LAZY = {
     "STREAMS_MOST": "mapping",
     "Layout": "mapping",
     "token": "mapping",
-    "Full": "numbering",
-    "Mark": "numbering",
     "StreamCount": "opening",
     "ClusterStore": "store",
-    "MailboxRecord": "store",
-    "Position": "store",
 }
 
 __all__ = [
     "DEFAULT_NAME",
     "STREAMS_MOST",
     "ClusterStore",
-    "Full",
     "Layout",
-    "MailboxRecord",
-    "Mark",
-    "Position",
     "StreamCount",
     "token",
 ]

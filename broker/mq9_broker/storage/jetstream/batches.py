@@ -24,7 +24,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..base import StorageError
+from ..mailbox_store import StorageError
 from .requests import ENTRIES_MOST, Entry, JetStreamError
 
 if TYPE_CHECKING:

@@ -1,46 +1,22 @@
-"""A keyed SEND (issue #90): what a store is given to store it once (``Once``), the refusal of
-a key seen with another SEND (``KeyReused``), and the key's record as the cluster store writes
-it (``<msg_id> <fingerprint>``: the first SEND's answer and what it was).
-
-Defined beside the JetStream store, as ``Full`` is, and re-exported by mailbox_store.py (the
-name every other part imports them by): base.py tells why not there (a circle).
+"""A keyed SEND in the cluster store (issue #90): the key's record as it writes it
+(``<msg_id> <fingerprint>``: the first SEND's answer and what it was), its entry in its SEND's
+atomic batch, and the look at a key that lives. What a store is given (``Once``) and the
+refusal of a key seen with another SEND (``KeyReused``) are the store interface's
+(mailbox_store.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from mq9_wire._nats.jetstream.api import expecting, ttl
 
-from ..base import StorageError
+from ..mailbox_store import KeyReused, Once, StorageError, answered
 
 if TYPE_CHECKING:
     from .mapping import Layout
     from .requests import Entry, Requests
-
-
-@dataclass(slots=True)
-class Once:
-    """A SEND to be stored once per mailbox and ``key`` within ``window`` seconds.
-    ``fingerprint``: what the SEND is (its payload and mq9 headers, engine/rules.py), compared
-    with the first's. The store sets ``duplicate`` when it answered from the key (nothing
-    stored), and raises ``KeyReused`` when the key's first SEND was another."""
-
-    key: str
-    fingerprint: bytes
-    window: int
-    duplicate: bool = False
-
-
-class KeyReused(Exception):
-    """A keyed SEND whose key holds another SEND's fingerprint: refused, never answered with
-    the other message's msg_id. (No ``StorageError``: nothing failed, nothing is restored.)"""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"idempotency key {key!r} was used for another SEND")
-        self.key = key
 
 
 def key_record(msg_id: int, fingerprint: bytes) -> bytes:
@@ -56,15 +32,6 @@ def read_key_record(data: bytes) -> tuple[int, bytes]:
         return int(number), bytes.fromhex(digest.decode())
     except ValueError:
         raise StorageError(f"a key record that is not one: {bytes(data[:80])!r}") from None
-
-
-def answered(once: Once, msg_id: int, fingerprint: bytes) -> int:
-    """The answer to ``once`` from its key's record: the first msg_id (``once`` marked a
-    duplicate), or ``KeyReused`` when the record is another SEND's."""
-    if fingerprint != once.fingerprint:
-        raise KeyReused(once.key)
-    once.duplicate = True
-    return msg_id
 
 
 # -- the cluster store: a key's entry in its SEND's atomic batch (mapping.key_subject) ----------

@@ -26,7 +26,8 @@ from mq9_wire.protocol import ARRIVALS_PREFIX as ARRIVALS_PREFIX
 from mq9_wire.protocol import Priority
 
 # RobustMQ's: a message is kept 7 days (the store's stream and records say it again)
-from ..housekeeping import RETENTION_SECONDS as RETENTION_SECONDS
+from ..mailbox_store import RETENTION_SECONDS as RETENTION_SECONDS
+from ..mailbox_store import Lanes
 
 DEFAULT_NAME = "MQ9_STATE"
 NO_KEY = "-"
@@ -49,7 +50,6 @@ LANES = "Mq9-Lanes"
 _FRAME = struct.Struct(">I")  # the length of the SEND's header block, before it
 
 
-Lanes = tuple[int, int, int]  # each lane's newest msg_id (critical, urgent, normal; -1: none)
 NO_LANES: Lanes = (-1, -1, -1)
 
 

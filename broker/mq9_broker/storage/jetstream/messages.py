@@ -17,8 +17,7 @@ from mq9_wire._nats.jetstream.api import (
     expecting,
 )
 
-from ..base import StorageError
-from .keyed import Once
+from ..mailbox_store import Mark, Once
 from .mapping import (
     DELETED,
     EXPIRE_AT,
@@ -30,7 +29,7 @@ from .mapping import (
     msg_id_of,
     token,
 )
-from .numbering import TAGS_MOST, Mark, Numbering, Write
+from .numbering import Numbering, Write
 from .requests import JetStreamError
 
 if TYPE_CHECKING:
@@ -61,7 +60,8 @@ class Messages:
         The SENDs a broker holds for one mailbox go as one atomic batch, the first expecting
         the mailbox's last sequence: one round trip for all of them, and when another broker
         wrote first, JetStream refuses the whole batch and it is numbered again."""
-        tags = indexable(message, keyed=once is not None)
+        # (its tags within what its batch holds: the engine refused more, SEND_LIMITS)
+        tags = distinct(message.tags)
         headers: dict[str, str] = {}
         if message.tags:
             headers[TAGS] = json.dumps(message.tags)
@@ -177,20 +177,6 @@ class Messages:
             if not exc.wrong_last_sequence:
                 raise
         return False
-
-
-def indexable(message: StoredMessage, *, keyed: bool = False) -> tuple[str, ...]:
-    """``message``'s distinct tags; ``StorageError`` when more than its batch holds (its
-    index entries, itself and its mailbox's head are one atomic batch, which the servers
-    cap; a ``keyed`` SEND's key entry too, #90)."""
-    tags = distinct(message.tags)
-    most = TAGS_MOST - keyed
-    if len(tags) > most:
-        raise StorageError(
-            f"a message with {len(tags)} distinct tags: this broker's cluster store takes "
-            f"at most {most}{' with an idempotency key' if keyed else ''}"
-        )
-    return tags
 
 
 def distinct(tags: Any) -> tuple[str, ...]:

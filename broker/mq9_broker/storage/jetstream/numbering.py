@@ -32,14 +32,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mq9_wire._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ErrorCode, StoredEntry, expecting
 from mq9_wire._nats.jetstream.bucket import Bucket
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
-from ..base import StorageError
+from ..mailbox_store import Full, Lanes, StorageError
 from .batches import ENTRIES_MOST, Batches, Entry
 from .keyed import key_entry, keys_found, one_per_key
 from .mapping import (
@@ -49,7 +48,6 @@ from .mapping import (
     NO_KEY,
     NO_LANES,
     RETENTION_SECONDS,
-    Lanes,
     Layout,
     decode_record,
     encode_record,
@@ -66,29 +64,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mq9_broker")
 
-__all__ = ["RETENTION_SECONDS", "TAGS_MOST", "Full", "Mark", "Numbering", "Write", "every"]
+__all__ = ["RETENTION_SECONDS", "TAGS_MOST", "Numbering", "Write", "every"]
 
 TAGS_MOST = ENTRIES_MOST - 2  # a message's distinct tags at most: its batch holds it and a head
 KEPT = 65_536  # mailboxes (and sequences of msg_ids) a broker remembers, then forgets all
 _TRIES = 64  # batches refused in a row (other brokers writing the mailbox) before giving up
-
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """A message's msg_id and stream sequence; a mailbox's last mark (from its head) also
-    carries each lane's newest msg_id as of it, when the head says (``lanes``)."""
-
-    msg_id: int
-    seq: int
-    lanes: Lanes | None = field(default=None, compare=False)
-
-
-class Full(StorageError):
-    """A write refused: its mailbox held its ``room`` of messages when it was to be written."""
-
-    def __init__(self, room: int) -> None:
-        super().__init__(f"the mailbox holds {room} messages")
-        self.room = room
 
 
 class Numbering:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mq9_wire._nats.jetstream.api import NANOSECONDS, ErrorCode, kv_stream, kv_subject
 
-from ..base import StorageError
+from ..mailbox_store import StorageError
 from .leaders import spread_leaders
 from .mapping import ARRIVALS_PREFIX, RETENTION_SECONDS, STREAMS_KEY, Layout
 from .requests import JetStreamError

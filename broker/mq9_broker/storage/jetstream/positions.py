@@ -6,35 +6,21 @@ up by its name) and a count of groups a log (``_count.<mailbox>.groups``, ``--ma
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mq9_wire._nats.jetstream.api import expecting
 from mq9_wire._nats.jetstream.bucket import Bucket, live
 
-from ..base import StorageError
+from ..mailbox_store import Full, Position, StorageError
 from .batches import Batches
 from .mapping import Layout, decode_record, encode_record, token
-from .numbering import Full
 from .requests import JetStreamError
 
 if TYPE_CHECKING:
-    from .records import MailboxRecord
+    from ..mailbox_store import MailboxRecord
     from .requests import Requests
 
 COUNT_TRIES = 64  # counted writes lost in a row to other brokers' before giving up
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a group reads a mailbox: ``offset`` (the msg_id it reads from; None: never
-    committed here), ``seq`` (a stream sequence at or below the first message numbered
-    ``offset`` or more: where the read starts) and whether the group committed on any
-    mailbox (RobustMQ looks a group up by its name)."""
-
-    offset: int | None
-    committed_anywhere: bool
-    seq: int = 0
 
 
 class Positions:

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 from mq9_wire.protocol import Priority
 
-from ..base import StorageError
+from ..mailbox_store import Once, StorageError
 from .batches import ENTRIES_MOST
-from .keyed import Once
 from .requests import JetStreamError
 
 BATCH_MOST = 256  # writes one atomic batch carries at most

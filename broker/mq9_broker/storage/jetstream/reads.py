@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
-from ...state.mailbox import StoredMessage
+from ...state.mailbox import StoredMessage, finds
+from ..mailbox_store import Mark
 from .mapping import (
     AHEAD,
     DELETED,
@@ -32,7 +33,7 @@ from .mapping import (
     token,
     unframe,
 )
-from .numbering import Mark, Numbering
+from .numbering import Numbering
 
 if TYPE_CHECKING:
     from .requests import Requests, StoredEntry
@@ -351,7 +352,7 @@ class Reads:
         indexes = await asyncio.gather(*(self._index_of(mailbox, tag, upto) for tag in tags))
         read: dict[int, StoredMessage | None] = {}
         answers: list[list[StoredMessage]] = []
-        for pointers in indexes:
+        for tag, pointers in zip(tags, indexes, strict=True):
             found: list[StoredMessage] = []
             at = 0
             while len(found) < limit and at < len(pointers):
@@ -365,9 +366,15 @@ class Reads:
                 read.update(zip(wanted, messages, strict=True))
                 for own, seq in some:
                     message = read[seq]
-                    # (the message at that sequence carries the tag: an entry never points
-                    # elsewhere, but what is served is checked against what was asked)
-                    if message is not None and own in message.tags and not message.expired(now):
+                    # (the message at that sequence carries the tag, one the read finds: an
+                    # entry never points elsewhere, nor does the subject filter find another
+                    # tag, but what is served is checked against what was asked)
+                    if (
+                        message is not None
+                        and own in message.tags
+                        and finds(tag, own)
+                        and not message.expired(now)
+                    ):
                         found.append(message)
             answers.append(found[:limit])
         return answers

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mq9_wire._nats.jetstream.api import ErrorCode
 from mq9_wire._nats.jetstream.bucket import Bucket
 
-from ..base import StorageError
+from ..mailbox_store import Full, MailboxRecord, StorageError
 from .mapping import RETENTION_SECONDS, Layout, decode_record, encode_record, set_ttl, token
-from .numbering import Full
 from .requests import JetStreamError
 
 if TYPE_CHECKING:
@@ -24,44 +22,19 @@ RECORDS_KEPT = 65_536  # mailbox records a store keeps (about 200 bytes each)
 _CREATE_TRIES = 8  # a name created and expired by others in a row before giving up
 
 
-@dataclass(frozen=True)
-class MailboxRecord:
-    """A mailbox as the bucket keeps it. ``log`` names its message log: kept when an expired
-    mailbox is created again (RobustMQ takes its log up again, group positions too), new
-    when the record was forgotten (its log is empty by then)."""
-
-    name: str
-    create_time: int
-    ttl: int  # seconds; 0: never expires
-    desc: str
-    log: str
-    revision: int = 0  # the bucket's sequence of this record
-    # the msg_id the log's next message takes when the log holds none: written by brokers
-    # as their writes go on (the retention may empty a live mailbox's log)
-    next_id: int = 0
-    # RobustMQ's earliest offset: 0 until the retention removes the oldest messages (this
-    # store's is always 0: a read from 0 finds what a read from there finds)
-    start: int = 0
-
-    @property
-    def expires_at(self) -> int | None:
-        return self.create_time + self.ttl if self.ttl else None
-
-    def live(self, now: int) -> bool:
-        """Not expired at ``now`` (RobustMQ: gone once ``now - create_time >= ttl``)."""
-        return self.ttl == 0 or now < self.create_time + self.ttl
-
-    def value(self) -> bytes:
-        return encode_record(
-            {
-                "name": self.name,
-                "create_time": self.create_time,
-                "ttl": self.ttl,
-                "desc": self.desc,
-                "log": self.log,
-                "next": self.next_id,
-            }
-        )
+def record_value(record: MailboxRecord) -> bytes:
+    """What the mailboxes bucket keeps of ``record``: a JSON object (its revision is the
+    bucket's)."""
+    return encode_record(
+        {
+            "name": record.name,
+            "create_time": record.create_time,
+            "ttl": record.ttl,
+            "desc": record.desc,
+            "log": record.log,
+            "next": record.next_id,
+        }
+    )
 
 
 class Mailboxes:
@@ -86,7 +59,7 @@ class Mailboxes:
                 # the record goes, so a create after that starts a new log
                 set_ttl(headers, ttl + RETENTION_SECONDS)
             try:
-                revision = await self.bucket.update(key, record.value(), expected, headers)
+                revision = await self.bucket.update(key, record_value(record), expected, headers)
             except JetStreamError as exc:
                 if exc.err_code == ErrorCode.MAXIMUM_MESSAGES_EXCEEDED:  # a new key refused
                     raise Full(self._bound or 0) from exc

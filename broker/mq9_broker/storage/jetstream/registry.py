@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 from mq9_wire._nats.jetstream.api import expecting
 from mq9_wire._nats.jetstream.bucket import Bucket, live, purge_marker
 
-from ..base import StorageError
+from ..mailbox_store import Full, StorageError
 from .batches import Batches
 from .copies import COUNT_KEY, BucketCopy
 from .mapping import Layout, decode_record, encode_record, token
-from .numbering import Full
 from .positions import COUNT_TRIES
 from .requests import JetStreamError
 

@@ -51,7 +51,7 @@ from mq9_wire._nats.jetstream.api import wrong_last_sequence as _wrong_last_sequ
 from mq9_wire._nats.jetstream.ready import Deadline, until_ready
 from mq9_wire._nats.requests import request as nats_request
 
-from ..base import StorageError
+from ..mailbox_store import StorageError
 from .window import (
     FILE_RECORD_MOST,
     ReadWindow,

@@ -18,10 +18,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from mq9_wire._nats.jetstream.api import MSG_ID, SCHEDULE, SCHEDULE_TARGET
 from mq9_wire.protocol import Priority
 
-from ..base import StorageError
-from .keyed import Once, key_entry, key_written
+from ..mailbox_store import Once, StorageError
+from .keyed import key_entry, key_written
 from .mapping import NO_KEY, TAGS, Layout, frame, set_ttl, token
-from .messages import distinct, indexable
+from .messages import distinct
 from .numbering import Numbering, Write
 from .requests import JetStreamError
 
@@ -54,7 +54,6 @@ class Staged:
         (``Nats-Schedule``), unnumbered, where a broker numbers it into the mailbox (its
         msg_id is the next when written, RobustMQ's); one whose TTL ends first is never
         written (RobustMQ)."""
-        indexable(message)  # (checked now: once due, a broker could not write it)
         layout = self.layout
         when = datetime.fromtimestamp(max(due, 0), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         headers = {

@@ -23,24 +23,25 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from .keyed import Once
-from .mapping import Layout
+from ..mailbox_store import MailboxRecord, MailboxStore, Mark, Once, Position, SendLimits
+from .mapping import RETENTION_SECONDS, Layout
 from .messages import Messages
-from .numbering import Full, Mark, Numbering, every
+from .numbering import TAGS_MOST, Numbering, every
 from .opening import Opening
-from .positions import Position, Positions
+from .positions import Positions
 from .reads import Reads
-from .records import Mailboxes, MailboxRecord
+from .records import Mailboxes
 from .registry import Registry
 from .requests import Requests
 from .staged import Staged
+from .window import FILE_RECORD_MOST
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
 
     from ...state.mailbox import StoredMessage
 
-__all__ = ["ClusterStore", "Full", "MailboxRecord", "Mark", "Position"]
+__all__ = ["SEND_LIMITS", "ClusterStore"]
 
 DEFAULT_TIMEOUT = 15.0  # a request the cluster does not answer in this long fails
 # an opening request safe to send twice is sent again after this long: a stream electing its
@@ -48,11 +49,48 @@ DEFAULT_TIMEOUT = 15.0  # a request the cluster does not answer in this long fai
 TRY_AGAIN = 1.0
 HIGH_MARK_SECONDS = 60.0  # how often a broker writes the next msg_ids it reached into records
 
+# What this store takes of a SEND (the engine refuses the rest before asking: #92).
+#
+# It writes each distinct tag as an index entry in the message's atomic batch (numbering.py:
+# 1,000 entries at most, with the message and its mailbox's head; an idempotency key's entry
+# too when the SEND is written at once, keyed.py), on a subject of one 33-byte token per
+# "/"-separated part (mapping.py): 32 parts make a subject of about 1.1 KB, well inside
+# nats-server's 4,096-byte control line with the reply's inbox and the stream's prefix. A tag
+# of 1,024 bytes and a key of 4,096 leave room beside them in the headers each message carries.
+#
+# Its delayed message waits in the stream as a schedule (Nats-Schedule), which the stream's
+# retention (max_age, 7 days) removes like any message, a Nats-TTL or not (tried on
+# nats-server 2.15): a longer delay would never be delivered. A minute is left for the
+# servers' schedule tick (about a second).
+#
+# (#88) nats-server's file store keeps no message larger than a 32 MiB record (window.py),
+# whatever the servers' max_payload: a message's subject and the headers the store and an
+# atomic batch add (tags aside, which requests.py checks) take less than ENTRY_ROOM beside the
+# bytes it takes in an answer, which are at least its data's.
+ENTRY_ROOM = 4096
+SEND_LIMITS = SendLimits(
+    tags_most=TAGS_MOST,
+    keyed_tags_fewer=1,
+    tag_bytes=1024,
+    tag_parts=32,
+    key_bytes=4096,
+    delay_most=RETENTION_SECONDS - 60,
+    delay_most_why=f"its stream keeps a message {RETENTION_SECONDS} s",
+    store="cluster store",
+    entry_room=ENTRY_ROOM,
+    message_most=FILE_RECORD_MOST - ENTRY_ROOM,
+    message_most_why=(
+        f"nats-server's file store keeps a message of at most {FILE_RECORD_MOST} bytes, "
+        f"less {ENTRY_ROOM} for its subject and headers"
+    ),
+)
+
 
 class ClusterStore:
     """Mailboxes, messages, positions and agents in JetStream (``open`` before use)."""
 
     answers_at_once = False  # every call is a request to the servers
+    send_limits = SEND_LIMITS
 
     def __init__(
         self,
@@ -271,3 +309,8 @@ class ClusterStore:
     async def index_rows(self) -> list[tuple[str, str, int]]:
         """The search index's rows, in the order they were written (a replaced row last)."""
         return await self._registry.index_rows()
+
+
+def _checked(store: ClusterStore) -> MailboxStore:
+    """(never called) mypy holds ``ClusterStore`` to the protocol here, whoever builds one."""
+    return store
