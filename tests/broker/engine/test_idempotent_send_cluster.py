@@ -21,7 +21,7 @@ from mq9_broker.engine.engine import Engine
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_wire import protocol as p
-from mq9_wire.protocol.errors import InvalidArgument
+from mq9_wire.protocol.errors import InvalidArgument, Mq9Error
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a nats-server process
@@ -142,7 +142,7 @@ async def test_a_keyed_send_has_one_tag_fewer_refused_in_words_by_the_engine(
     most = ClusterStore.send_limits.tags_most
     assert most == 998
     tags = [f"t{n}" for n in range(most)]
-    with pytest.raises(InvalidArgument) as refused:
+    with pytest.raises(Mq9Error) as refused:
         await a.send(box, "many", tags=tags, idempotency_key="k")
     assert str(refused.value) == (
         "SEND refused: a message with 998 distinct tags: this broker's cluster store takes at "
