@@ -28,6 +28,11 @@ SERVERS = {
     "mq9-mcp.service": ["mq9-mcp"],
     "mq9-console.service": ["mq9", "console"],
 }
+# where each unit expects its programs: the broker's a venv of mq9-broker alone (no LangChain,
+# docs/deploy.md#the-broker-alone), the others the toolkit's; and the folder of the
+# distribution (its pyproject.toml) that venv holds
+VENVS = {"/opt/mq9-broker/bin/": "broker", "/opt/mq9/bin/": ".", "/usr/local/bin/": None}
+BROKER_UNIT = "mq9-dev-broker.service"
 HARDENED = {
     "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
     "PrivateTmp": "yes", "PrivateDevices": "yes", "CapabilityBoundingSet": "",
@@ -48,6 +53,11 @@ def _help(argv: list[str]) -> str:
     )
     assert found.returncode == 0, found.stderr
     return found.stdout
+
+
+def _venv(program: str) -> str:
+    (found,) = [venv for venv in VENVS if program == venv + Path(program).name]
+    return found
 
 
 def test_a_unit_for_every_server_and_nothing_else():
@@ -76,9 +86,9 @@ def test_each_exec_start_is_a_real_program_with_real_options(name):
     if argv[0] == "nats-server":
         assert words[1:] == ["-c", "/etc/nats/%i.conf"]
         return
-    # each command is its distribution's: mq9-dev-broker mq9-broker's (broker/)
-    scripts = "".join((ROOT / f / "pyproject.toml").read_text() for f in (".", "broker"))
-    assert re.search(rf'^{re.escape(argv[0])} = "', scripts, re.M), argv[0]
+    # each command is the distribution's that its venv holds: mq9-dev-broker mq9-broker's
+    scripts = (ROOT / VENVS[_venv(words[0])] / "pyproject.toml").read_text()
+    assert re.search(rf'^{re.escape(argv[0])} = "', scripts, re.M), (name, words[0])
     for subcommand in argv[1:]:
         assert subcommand in words, words
     listed = _help(argv) + (_help(argv[:1]) if len(argv) > 1 else "")
@@ -95,7 +105,9 @@ def test_systemd_analyze_verify_has_nothing_to_say(tmp_path):
     assert nats is not None
     for name in SERVERS:
         text = (UNITS / name).read_text()
-        text = text.replace("/opt/mq9/bin/", f"{BIN}/").replace("/usr/local/bin/nats-server", nats)
+        for venv in VENVS:
+            text = text.replace(venv, f"{BIN}/")
+        text = text.replace(f"{BIN}/nats-server", nats)
         # a template is verified as an instance of it
         (tmp_path / name.replace("@.", "@node1.")).write_text(text)
     units = sorted(str(path) for path in tmp_path.glob("*.service"))
@@ -105,3 +117,42 @@ def test_systemd_analyze_verify_has_nothing_to_say(tmp_path):
     )  # fmt: skip
     said = (found.stdout + found.stderr).strip()
     assert found.returncode == 0 and not said, said
+
+
+def _broker_alone_block() -> str:
+    """docs/deploy.md's commands that install the broker alone (its first bash block after
+    the heading)."""
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    section = deploy.split("\n## The broker alone\n", 1)[1]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_the_broker_unit_runs_from_the_broker_alone(tmp_path):
+    """The broker's unit expects the venv docs/deploy.md makes of mq9-broker alone: its
+    commands run (a temporary directory for /opt/mq9-broker, this Python for python3, from the
+    repository as a clone), then that venv holds no LangChain and its mq9-dev-broker takes every
+    option of the unit's ExecStart."""
+    words = shlex.split(_unit(BROKER_UNIT)["Service"]["ExecStart"])
+    venv = _venv(words[0])
+    assert VENVS[venv] == "broker" and venv.rstrip("/").endswith("/bin")
+    home = venv.removesuffix("/bin/")
+    block = _broker_alone_block()
+    assert home in block  # the page installs where the unit looks
+    script = block.replace(home, str(tmp_path / "broker")).replace("python3 ", f"{sys.executable} ")
+    done = subprocess.run(["bash", "-euc", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    if done.returncode != 0 and "No matching distribution" in done.stderr:
+        pytest.skip(f"the package registry is unreachable: {done.stderr.strip()[-300:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    python = tmp_path / "broker" / "bin" / "python"
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True,
+                            text=True, timeout=120, check=True).stdout.lower()  # fmt: skip
+    names = {line.split("==")[0].replace("_", "-") for line in listed.split()}
+    assert {"mq9-wire", "mq9-broker", "nats-py", "nkeys", "prometheus-client"} <= names, names
+    assert not names & {"langchain", "langchain-core", "langgraph", "pydantic", "langchain-mq9"}
+    helped = subprocess.run([tmp_path / "broker" / "bin" / "mq9-dev-broker", "--help"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert helped.returncode == 0, helped.stderr
+    for option in (word.split("=", 1)[0] for word in words if word.startswith("--")):
+        assert re.search(rf"{re.escape(option)}\b", helped.stdout), option
