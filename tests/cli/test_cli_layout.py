@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 # What the person's face may use of langchain_mq9 and mq9_wire (tests/project/test_layout.py's
 # parts)
@@ -35,6 +37,7 @@ def test_the_face_imports_only_the_parts_below_it():
     assert wrong == []
 
 
+@pytest.mark.slow  # parses the package: over a second of CPU (#89)
 def test_nothing_of_the_package_imports_it():
     importers = [
         str(path.relative_to(ROOT))

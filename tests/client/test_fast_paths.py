@@ -72,6 +72,7 @@ def test_a_plain_send_reply_is_read_without_the_decoder(msg_id):
     assert _reply(raw, SUBJECT) == {"error": "", "msg_id": msg_id} == _json_reply(raw, SUBJECT)
 
 
+@pytest.mark.slow  # a property test of about a second (#89)
 @settings(max_examples=600)
 @given(st.binary(max_size=40) | st.text(alphabet="ab1 \t\x0b\x0c\r", max_size=20).map(str.encode))
 @example(b"_INBOX.x 1 22")

@@ -15,6 +15,8 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 # Each package the graph reads, and its folder: the wire's and the broker's are their
 # distributions' (wire/, broker/), the client side's at the repository's top
@@ -202,6 +204,7 @@ def arrows() -> int:
     return sum(len(targets) for targets in graph().values())
 
 
+@pytest.mark.slow  # parses every module: about a second of CPU (#89)
 def test_the_import_graph_has_no_circle():
     assert circles() == []
 

@@ -4,6 +4,7 @@ SENDs find nothing to drop), and finds what a full look from the front finds."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ _STEPS = st.lists(
 )
 
 
+@pytest.mark.slow  # about 5 s of CPU (#89)
 @settings(max_examples=300, deadline=None)
 @given(_STEPS)
 def test_what_is_kept_is_what_a_full_look_keeps(steps: list[tuple[str, str, int]]) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import inspect
 import random
 
+import pytest
+
 from mq9_broker.engine.engine import Engine
 from mq9_broker.engine.process import BrokerEngine
 from mq9_broker.engine.sending import read_send
@@ -47,6 +49,7 @@ def _imports(prefixes: tuple[str, ...]) -> dict[str, frozenset[str]]:
     return {m: e for m, e in layout.graph().items() if m.startswith(prefixes)}
 
 
+@pytest.mark.slow  # parses the package: over a second of CPU (#89)
 def test_the_interface_imports_neither_store():
     reached = layout.graph()[INTERFACE]
     assert [m for m in reached if m.startswith((CLUSTER, *IN_PROCESS))] == []
