@@ -30,7 +30,7 @@ CLUSTER_WAIT = 60.0  # seconds: a cluster's servers started by hand, one after a
 # listing the registry back to back then leaves another client's SEND close to idle (bench 9d)
 ANSWER_RATE_MIB = 8
 MOST_REPLICAS = 5  # JetStream's largest replica count
-CREDENTIALS_EXTRA = "credentials"  # the extra of langchain-mq9 that brings nkeys
+CREDENTIALS_EXTRA = "credentials"  # the extra of mq9-broker that brings nkeys
 
 
 class StartupError(Exception):
@@ -161,9 +161,9 @@ def need_credentials_extra() -> None:
     except ImportError:
         extra = CREDENTIALS_EXTRA
         raise CredentialError(
-            f"credentials need langchain-mq9's '{extra}' extra (nkeys), missing from "
-            f"{sys.prefix}: install langchain-mq9 as you did, with [{extra}] after its name (in "
-            f"a clone: {sys.executable} -m pip install -e '.[{extra}]')"
+            f"credentials need mq9-broker's '{extra}' extra (nkeys), missing from "
+            f"{sys.prefix}: install mq9-broker as you did, with [{extra}] after its name (in "
+            f"a clone: {sys.executable} -m pip install -e './broker[{extra}]')"
         ) from None
 
 

@@ -155,5 +155,6 @@ def test_without_the_extra_each_server_says_so_in_one_line(tmp_path):
     ):  # fmt: skip
         out = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
         assert out.returncode == 1, out
-        assert out.stderr.startswith(f"{prog}: error: --metrics needs langchain-mq9's 'metrics'")
+        assert out.stderr.startswith(f"{prog}: error: --metrics needs mq9-wire's 'metrics'")
+        assert "./wire[metrics]" in out.stderr  # the wire's extra, which every install holds
         assert out.stderr.count("\n") == 1, out.stderr

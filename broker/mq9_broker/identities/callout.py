@@ -90,7 +90,8 @@ def _nkeys() -> Any:
         import nkeys  # type: ignore[import-untyped]  # no types shipped
     except ImportError:
         raise RuntimeError(
-            "--credentials signs logins with nkeys: pip install 'langchain-mq9[credentials]'"
+            "--credentials signs logins with nkeys: install mq9-broker with [credentials] after "
+            "its name, as you installed it (in a clone: pip install -e './broker[credentials]')"
         ) from None
     return nkeys
 

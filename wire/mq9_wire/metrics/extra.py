@@ -19,8 +19,8 @@ def need_prometheus() -> ModuleType:
         import prometheus_client
     except ImportError:
         raise MetricsUnavailable(
-            f"--metrics needs langchain-mq9's '{EXTRA}' extra (prometheus-client), missing "
-            f"from {sys.prefix}: install langchain-mq9 as you did, with [{EXTRA}] after its "
-            f"name (in a clone: {sys.executable} -m pip install -e '.[{EXTRA}]')"
+            f"--metrics needs mq9-wire's '{EXTRA}' extra (prometheus-client), missing from "
+            f"{sys.prefix}: install mq9-wire as you did, with [{EXTRA}] after its name (in a "
+            f"clone: {sys.executable} -m pip install -e './wire[{EXTRA}]')"
         ) from None
     return prometheus_client

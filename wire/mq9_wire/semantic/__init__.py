@@ -31,14 +31,19 @@ from .embedding import DIMENSIONS as DIMENSIONS
 from .embedding import Embedder, Embeds, session_of
 from .embedding import ModelError as ModelError
 
-log = logging.getLogger("langchain_mq9")
+log = logging.getLogger(__name__)  # mq9_wire.semantic
 
 RANKING_EMBEDDINGS = "embeddings"
 RANKING_LEXICAL = "lexical"
 MODEL_NAME = "all-MiniLM-L6-v2 (int8 ONNX)"
 PAIR_NAME = f"{multilingual.MODEL_NAME} + {MODEL_NAME}"
-EXTRA_HINT = 'pip install "langchain-mq9[semantic]"'  # the default model
-MINILM_HINT = 'pip install "langchain-mq9[semantic-minilm]"'
+# The extras are the wire's (wire/pyproject.toml; mq9-broker's and langchain-mq9's of the same
+# names bring these): named on mq9-wire, which every install of the three holds (#92)
+EXTRA_HINT = multilingual.EXTRA_HINT  # the default model
+MINILM_HINT = (
+    "install mq9-wire with [semantic-minilm] after its name, as you installed it "
+    "(in a clone: pip install -e './wire[semantic-minilm]')"
+)
 # PAIR, MULTILINGUAL, MINILM or the operator's model directory (RobustMQ's
 # embedding_model_path layout); unset: the default
 MODEL_ENV = "MQ9_EMBEDDING_MODEL"
@@ -73,7 +78,7 @@ def _open_minilm() -> Embedder | None:
     if digest != model.SHA256:
         raise ModelError(
             f"the semantic-minilm extra's model {path} is not the pinned file (sha256 "
-            f"{digest}, expected {model.SHA256}): reinstall it with {MINILM_HINT}"
+            f"{digest}, expected {model.SHA256}): reinstall it: {MINILM_HINT}"
         )
     return Embedder(
         session_of(onnxruntime, data),
@@ -219,4 +224,4 @@ def describe() -> str:
         return f"{RANKING_EMBEDDINGS} ({describe_dir(choice)})"
     if installed():
         return f"{RANKING_EMBEDDINGS} ({MODEL_NAME})"
-    return f"{RANKING_LEXICAL} (shared word stems; {EXTRA_HINT} for embeddings)"
+    return f"{RANKING_LEXICAL} (shared word stems; for embeddings, {EXTRA_HINT})"

