@@ -244,7 +244,8 @@ def robustmq_clashes(policy: ToolPolicy) -> list[str]:
 def configure_logging(level: str) -> None:
     """Everything to stderr: with stdio, stdout carries the MCP messages. Other libraries (the
     MCP SDK logs every request at INFO) only speak up for problems, unless debug is asked for."""
-    configure_stderr_logging(level, loud=("mcp_server", "langchain_mq9", "uvicorn.error"))
+    loud = ("mcp_server", "langchain_mq9", "mq9_wire", "uvicorn.error")  # mq9_wire: its NATS guard
+    configure_stderr_logging(level, loud=loud)
     logging.getLogger("mcp.server.streamable_http").addFilter(_normal_disconnects)
 
 

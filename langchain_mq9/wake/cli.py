@@ -220,7 +220,7 @@ def _count(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The waker's own records; httpx's line per request (every webhook URL) only at debug
-    configure_logging(args.log_level, loud=("langchain_mq9",))
+    configure_logging(args.log_level, loud=("langchain_mq9", "mq9_wire"))
     try:
         if args.command == "rules":
             return asyncio.run(_rules(args))

@@ -45,12 +45,13 @@ async def test_the_parser_guard_is_off_when_nats_py_differs(nats_server, monkeyp
     _differ(monkeypatch, "_process_msg")
     connection = await nats.connect(nats_server.url)
     try:
-        with caplog.at_level(logging.WARNING, "langchain_mq9"):
+        with caplog.at_level(logging.WARNING, "mq9_wire._nats.guard"):
             assert protect(connection) is None
             assert protect(connection) is None
         assert type(connection._ps) is Parser  # nats-py's own, and no watchdog
         [said] = _warnings(caplog)
         assert "_process_msg" in said and "the lenient parser and its watchdog is off" in said
+        assert {r.name for r in caplog.records} == {"mq9_wire._nats.guard"}  # the wire's (#92)
         subscription = await connection.subscribe("guard.off")
         await connection.flush()
         await connection.publish("guard.off", b"still works")
@@ -63,7 +64,7 @@ async def test_the_parser_guard_is_off_when_nats_py_differs(nats_server, monkeyp
 async def test_the_handshake_is_off_whole_when_nats_py_differs(nats_server, monkeypatch, caplog):
     _differ(monkeypatch, "_connect_command")
     connection = GuardedClient()
-    with caplog.at_level(logging.WARNING, "langchain_mq9"):
+    with caplog.at_level(logging.WARNING, "mq9_wire._nats.guard"):
         await connection.connect(nats_server.url, max_reconnect_attempts=0)
     try:
         # neither half: nats-py's transport, and nats-py's CONNECT
@@ -96,7 +97,7 @@ async def test_the_header_writer_is_off_when_nats_py_differs(nats_server, monkey
 
     monkeypatch.setattr(GuardedClient, "_send_block", never)
     connection = GuardedClient()
-    with caplog.at_level(logging.WARNING, "langchain_mq9"):
+    with caplog.at_level(logging.WARNING, "mq9_wire._nats.guard"):
         await connection.connect(nats_server.url, max_reconnect_attempts=0)
     try:
         subscription = await connection.subscribe("guard.headers")

@@ -32,7 +32,7 @@ from nats.errors import ProtocolError
 from nats.protocol import parser as nats_parser
 from nats.protocol.command import hpub_cmd
 
-log = logging.getLogger("langchain_mq9")
+log = logging.getLogger(__name__)  # mq9_wire._nats.guard: the wire's, whoever runs it
 
 WATCH_INTERVAL = 1.0  # seconds between two looks at the read loop: a dead one costs at most this
 _CRLF = b"\r\n"
@@ -102,7 +102,7 @@ def override_on(override: str, connection: Client, problem: Callable[[Client], s
         found = problem(connection)
         if found is not None:
             log.warning(
-                "this nats-py differs from the one langchain-mq9 was checked against (%s): %s "
+                "this nats-py differs from the one mq9-wire was checked against (%s): %s "
                 "is off",
                 found,
                 override,
