@@ -1,7 +1,8 @@
 """This project installs beside LangChain's own MCP client (``langchain[mcp]``, on FastMCP, which
 needs mcp>=2.3) and a2a-sdk 1.x, without holding langchain back: pip's resolver, run with
 ``--dry-run`` against what the package registry serves today, picks the same langchain for
-``<this project>[a2a] "langchain[mcp]"`` as for ``"langchain[mcp]"`` alone (issue #37).
+``<this project>[a2a] "langchain[mcp]"`` (its wire and broker from their folders: no registry
+serves them, #92) as for ``"langchain[mcp]"`` alone (issue #37).
 
 Nothing is installed. Skipped, saying why, when the registry cannot be reached."""
 
@@ -19,12 +20,12 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def resolve(tmp_path: Path, *requirements: str) -> dict[str, str]:
+def resolve(tmp_path: Path, *requirements: str | Path) -> dict[str, str]:
     """What pip would install for ``requirements`` into an empty environment: name -> version."""
     report = tmp_path / f"report-{len(list(tmp_path.iterdir()))}.json"
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-         "--disable-pip-version-check", "--report", str(report), *requirements],
+         "--disable-pip-version-check", "--report", str(report), *map(str, requirements)],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )  # fmt: skip
     if done.returncode != 0:
@@ -39,8 +40,10 @@ def resolve(tmp_path: Path, *requirements: str) -> dict[str, str]:
 
 def test_this_project_installs_beside_the_newest_langchain_mcp_client(tmp_path):
     alone = resolve(tmp_path, "langchain[mcp]")
-    together = resolve(tmp_path, f"{ROOT}[a2a]", "langchain[mcp]")
+    # the wire and the broker from their folders: langchain-mq9 pins them, no registry has them
+    together = resolve(tmp_path, ROOT / "wire", ROOT / "broker", f"{ROOT}[a2a]", "langchain[mcp]")
     assert together["langchain"] == alone["langchain"], (together["langchain"], alone["langchain"])
     assert "fastmcp" in together  # the mcp extra came along
     assert int(together["mcp"].split(".")[0]) >= 2
     assert together["a2a-sdk"].startswith("1.")
+    assert together["mq9-wire"] == together["mq9-broker"] == together["langchain-mq9"]
