@@ -56,11 +56,11 @@ from mq9_wire.protocol.errors import (
 
 from ._version import __version__
 from .client.client import Message, Mq9Client
-from .client.transport import Engine, register_memory_engines
+from .client.transport import InProcessBroker, register_memory_engines
 from .groups.reader import Consumer, GroupReader
 
 
-def _bundled_broker(name: str) -> Engine:
+def _bundled_broker(name: str) -> InProcessBroker:
     """The bundled broker's engine behind ``memory://NAME``: the client finds it through this
     registration, never importing the broker (imported here at the first memory:// client)."""
     from mq9_broker import memory_broker

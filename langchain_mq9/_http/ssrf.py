@@ -55,7 +55,7 @@ class HostRefused(Exception):
     """A URL the allow-list does not let us reach, in words that say what to do."""
 
 
-class AnswerTooLarge(Exception):
+class ResponseTooLarge(Exception):
     """An HTTP answer over the client's ``max_bytes``."""
 
 
@@ -411,7 +411,7 @@ def guarded_client(
 ) -> httpx.AsyncClient:
     """An httpx client that reaches only what ``policy`` allows, at the addresses it checked,
     follows no redirect (a 30x could lead anywhere) and reads at most ``max_bytes`` of an
-    answer (``AnswerTooLarge``: one announced larger is refused unread, one that streams past
+    answer (``ResponseTooLarge``: one announced larger is refused unread, one that streams past
     it is cut off there)."""
     import httpx
 
@@ -437,7 +437,7 @@ def _bounded(inner: httpx.AsyncBaseTransport, limit: int) -> httpx.AsyncBaseTran
             async for chunk in self.stream:
                 self.read += len(chunk)
                 if self.read > limit:
-                    raise AnswerTooLarge(f"the answer passed {limit} bytes: too large")
+                    raise ResponseTooLarge(f"the answer passed {limit} bytes: too large")
                 yield chunk
 
         async def aclose(self) -> None:
@@ -449,7 +449,7 @@ def _bounded(inner: httpx.AsyncBaseTransport, limit: int) -> httpx.AsyncBaseTran
             size = response.headers.get("content-length", "")
             if size.isdigit() and int(size) > limit:
                 await response.aclose()
-                raise AnswerTooLarge(f"the answer is {size} bytes: too large (at most {limit})")
+                raise ResponseTooLarge(f"the answer is {size} bytes: too large (at most {limit})")
             response.stream = Counted(response.stream)
             return response
 

@@ -32,7 +32,7 @@ from a2a.types.a2a_pb2 import (
 from mq9_wire.protocol import clipped
 
 from .._http.hosts import HostPolicy, HostRefused
-from .._http.ssrf import AnswerTooLarge, guarded_client
+from .._http.ssrf import ResponseTooLarge, guarded_client
 from . import wire as w
 from .protojson import (
     artifact_json,
@@ -79,10 +79,10 @@ async def _closed(closing: Awaitable[object]) -> None:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, (HostRefused, AnswerTooLarge)):
+    if isinstance(exc, (HostRefused, ResponseTooLarge)):
         return str(exc)
     cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, (HostRefused, AnswerTooLarge)):
+    if isinstance(cause, (HostRefused, ResponseTooLarge)):
         return str(cause)
     return clipped(f"{type(exc).__name__}: {exc}", 500)
 

@@ -45,8 +45,8 @@ from .live_search import LiveSearch, is_robustmq
 from .transport import (
     NOT_CONNECTED,
     Answer,
-    Engine,
     HandlerTransport,
+    InProcessBroker,
     Transport,
     is_transport,
     open_transport,
@@ -127,7 +127,7 @@ class Mq9Client:
         self,
         server: str | None = None,
         *,
-        transport: Transport | Engine | Answer | None = None,
+        transport: Transport | InProcessBroker | Answer | None = None,
         request_timeout: float = 5.0,
         max_groups: int = DEFAULT_MAX_GROUPS,
         **options: Any,

@@ -18,6 +18,7 @@ import inspect
 import logging
 import re
 import ssl
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checkable
 
@@ -141,8 +142,10 @@ class Limits(Protocol):
     def max_payload(self) -> int: ...
 
 
-class Engine(Protocol):
-    """A broker engine (``BrokerEngine``): it answers with ``handle``, within ``limits``."""
+class InProcessBroker(Protocol):
+    """A broker answering in this process (the bundled ``BrokerEngine``): it answers with
+    ``handle``, within ``limits``. (Named apart from the broker's own ``Engine`` class, which
+    is one such broker's insides; ``Engine`` here is a deprecated alias for a release.)"""
 
     @property
     def limits(self) -> Limits: ...
@@ -152,7 +155,20 @@ class Engine(Protocol):
     ) -> bytes: ...
 
 
-def is_transport(given: Transport | Engine | Answer) -> TypeIs[Transport]:
+def __getattr__(name: str) -> object:
+    """``Engine``, this module's name for ``InProcessBroker`` before 0.4.0: kept a release,
+    with a ``DeprecationWarning`` (the broker's ``Engine`` is another thing)."""
+    if name == "Engine":
+        warnings.warn(
+            "langchain_mq9.client.transport.Engine is deprecated: it is InProcessBroker",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return InProcessBroker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_transport(given: Transport | InProcessBroker | Answer) -> TypeIs[Transport]:
     """Whether ``given`` is a transport (it has ``request``), not an engine or a function."""
     return hasattr(given, "request")
 
@@ -164,7 +180,10 @@ class HandlerTransport:
     encoding path, so a test in process exercises the same client code as one on NATS."""
 
     def __init__(
-        self, handler: Engine | Answer | None, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+        self,
+        handler: InProcessBroker | Answer | None,
+        *,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self._handler = handler  # None: a MemoryTransport before it connects
         self._max_payload = max_payload
@@ -213,7 +232,7 @@ class HandlerTransport:
 
 
 # memory://NAME -> its engine: the bundled broker's memory_broker, once registered
-FindEngine = Callable[[str], Engine]
+FindEngine = Callable[[str], InProcessBroker]
 _memory_engines: list[FindEngine] = []  # the one registered, if any
 
 
@@ -223,7 +242,7 @@ def register_memory_engines(find: FindEngine | None) -> None:
     _memory_engines[:] = [] if find is None else [find]
 
 
-def memory_engine(name: str) -> Engine:
+def memory_engine(name: str) -> InProcessBroker:
     """The engine behind ``memory://NAME``, as the registered function gives it."""
     if not _memory_engines:
         raise ConnectFailed(
@@ -238,9 +257,9 @@ class MemoryTransport(HandlerTransport):
     """Requests answered by a broker engine in this process: ``engine``, or the engine of
     ``memory://NAME`` (``name``), looked up at connect (``memory_engine``)."""
 
-    def __init__(self, engine: Engine | str = "") -> None:
+    def __init__(self, engine: InProcessBroker | str = "") -> None:
         named = isinstance(engine, str)
-        super().__init__(None if named else cast(Engine, engine))
+        super().__init__(None if named else cast(InProcessBroker, engine))
         self.name: str | None = cast(str, engine) if named else None
 
     @property

@@ -17,9 +17,9 @@ import trustme
 
 from langchain_mq9._http.hosts import HostPolicy as A2aPolicy
 from langchain_mq9._http.ssrf import (
-    AnswerTooLarge,
     HostPolicy,
     HostRefused,
+    ResponseTooLarge,
     guarded_client,
 )
 from langchain_mq9.wake.deliver import Deliverer, Destinations, Refused
@@ -234,7 +234,7 @@ async def test_an_endless_answer_is_cut_off(announced):
     server = Server(f"HTTP/1.1 200 OK\r\n{head}\r\n\r\n".encode() + body)
     http = guarded_client(HostPolicy(["127.0.0.2"]), timeout=20, max_bytes=1000)
     async with serving("127.0.0.2", server) as port, http:
-        with pytest.raises(AnswerTooLarge):
+        with pytest.raises(ResponseTooLarge):
             await http.get(f"http://127.0.0.2:{port}/")
 
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from ..protocol.errors import MalformedReply, Mq9Error, NotConnected, Unavailable
 
 
-class Mq9Client(Protocol):
+class ProbedClient(Protocol):
     """What the probe uses of a client (``langchain_mq9.Mq9Client``: metrics sits below the
     client, docs/architecture.md)."""
 
@@ -65,12 +65,12 @@ class Answered:
         return self.writes
 
 
-async def broker_answers(client: Mq9Client, deadline: float = PROBE_DEADLINE) -> str | None:
+async def broker_answers(client: ProbedClient, deadline: float = PROBE_DEADLINE) -> str | None:
     """None when a broker answered ``client``'s QUERY within ``deadline``; else why not."""
     return await _asked(client.query(PROBE_MAILBOX, limit=1), client, "a QUERY", deadline)
 
 
-async def broker_writes(client: Mq9Client, deadline: float = PROBE_DEADLINE) -> Answered:
+async def broker_writes(client: ProbedClient, deadline: float = PROBE_DEADLINE) -> Answered:
     """Whether a broker acknowledged ``client``'s write (a REPORT of ``PROBE_AGENT``) within
     ``deadline``, and when it did not, whether it answered a read."""
     report = {"name": PROBE_AGENT, "report_info": "readyz"}
@@ -85,7 +85,7 @@ async def broker_writes(client: Mq9Client, deadline: float = PROBE_DEADLINE) -> 
 
 
 async def _asked(
-    request: Awaitable[Any], client: Mq9Client, what: str, deadline: float,
+    request: Awaitable[Any], client: ProbedClient, what: str, deadline: float,
     *, refused_is_answer: bool = True,
 ) -> str | None:  # fmt: skip
     """None when ``request`` was answered within ``deadline`` (a refusal too, where
@@ -134,7 +134,7 @@ class Probe:
         return why
 
 
-def answering(client: Callable[[], Mq9Client | None], deadline: float = PROBE_DEADLINE) -> Probe:
+def answering(client: Callable[[], ProbedClient | None], deadline: float = PROBE_DEADLINE) -> Probe:
     """The ``Probe`` of ``broker_writes`` for the client ``client()`` gives (None: none yet):
     ready once a broker acknowledged a write."""
 
@@ -153,7 +153,7 @@ class ReadsProbe(Probe):
     nothing was asked yet): the server is up read-only, and says so (``note``)."""
 
     def __init__(
-        self, client: Callable[[], Mq9Client | None], deadline: float = PROBE_DEADLINE
+        self, client: Callable[[], ProbedClient | None], deadline: float = PROBE_DEADLINE
     ) -> None:
         self.writes: str | None = None
         super().__init__(self._reads)
