@@ -19,9 +19,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeGuard
 
-from mq9_wire.protocol import HEADER_SENDER, MQ9_URL_SCHEME, is_valid_address, nests_deeper
+from mq9_wire.protocol import HEADER_SENDER, MQ9_URL_SCHEME, is_valid_address, names, nests_deeper
 
-from ..groups.leases import RESERVED_ROOT, is_reserved
+# The task store's and reply mailboxes' names, computed where the broker (which tells whose
+# they are) computes them
+from mq9_wire.protocol.names import CALLS_ROOT as CALLS_ROOT
+from mq9_wire.protocol.names import TASKS_ROOT as TASKS_ROOT
+from mq9_wire.protocol.names import caller_address as caller_address
+from mq9_wire.protocol.names import digest as digest
+from mq9_wire.protocol.names import is_reserved
+
 from .shapes import (
     ArtifactJson,
     CardJson,
@@ -76,8 +83,8 @@ def short_state(state: str) -> str:
 
 # Where the records live: under the reserved root, which every tool refuses whatever its
 # allow-list, so a co-agent holding the tools can neither read them nor write a forged one.
-TASKS_ROOT = RESERVED_ROOT + ".tasks."  # + a digest of the agent's mailbox: its task store
-CALLS_ROOT = RESERVED_ROOT + ".calls."  # + a digest of the caller's name: its reply mailbox
+# (names.TASKS_ROOT + a digest of the agent's mailbox: its task store; names.CALLS_ROOT + a
+# digest of the caller's name: its reply mailbox)
 TASK_KEY = "task."
 CANCEL_KEY = "cancel."
 CALL_KEY = "call."
@@ -108,10 +115,6 @@ def is_valid_id(value: object) -> TypeGuard[str]:
     )
 
 
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def once_id(what: str, *named: str) -> str:
     """An id (as ``new_id`` makes them: 24 hex digits) that is the same each time for the same
     ``what`` and names (#90): a request sent again, keyed, makes the same task, the same
@@ -120,16 +123,8 @@ def once_id(what: str, *named: str) -> str:
     return hashlib.sha256(text).hexdigest()[:24]
 
 
-def store_address(agent_mailbox: str) -> str:
-    """The task store of the agent served at ``agent_mailbox`` (all its replicas share it)."""
-    return TASKS_ROOT + digest(agent_mailbox)
-
-
-def caller_address(name: str) -> str:
-    """The reply mailbox of the caller called ``name`` (e.g. ``agent.me.calls``): the same
-    for every process of that caller, so a restarted one finds its calls; a reply mailbox's
-    own address is used as it is."""
-    return name if name.startswith(CALLS_ROOT) else CALLS_ROOT + digest(name)
+# The task store of the agent served at ``agent_mailbox`` (all its replicas share it)
+store_address = names.task_store_address
 
 
 def thread_id(owner: str | None, context_id: str) -> str:

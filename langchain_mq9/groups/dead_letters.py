@@ -15,7 +15,6 @@ mq9 broker, and a copy never outgrows the original by more than that header.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -23,9 +22,14 @@ from mq9_wire import protocol as p
 from mq9_wire.protocol import Message
 from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
 
-from .leases import RESERVED_ROOT, MailboxClient, is_reserved
+# A mailbox's default dead letters are named where the broker, which tells whose they are,
+# names them (``<mailbox>.dlq``, or its digest form when that is too long)
+from mq9_wire.protocol.names import DEAD_LETTER_SUFFIX as DEAD_LETTER_SUFFIX
+from mq9_wire.protocol.names import RESERVED_ROOT, is_reserved
+from mq9_wire.protocol.names import dead_letter_address as dead_letter_address
 
-DEAD_LETTER_SUFFIX = ".dlq"
+from .leases import MailboxClient
+
 DEAD_LETTER_HEADER = "mq9-dead-letter"
 # Failures a message may have before it is set aside. With consume's backoff (0.1 s, doubling)
 # an always-failing message is dead-lettered about 13 s after its first failure.
@@ -43,21 +47,6 @@ _OWN_HEADERS = {
     # written by a --credentials broker on each message stored, for the agent that sent it
     p.HEADER_SENDER,
 }
-
-
-def dead_letter_address(mail_address: str) -> str:
-    """The default dead-letter mailbox of ``mail_address``: beside it, under its own name, so
-    an allow-list that covers the mailbox's prefix covers it too.
-
-    ``<mailbox>.dlq`` when that is a valid address. A mailbox within ``MAX_ADDRESS_LENGTH`` of
-    the limit gets ``<as much of its name as fits>.dlq.<32 hex digits of sha256(mailbox)>``:
-    as long as the limit at most, the same for every reader, one per mailbox (the digest), and
-    never another mailbox's ``.dlq`` name (its last segment is hex, never ``dlq``)."""
-    plain = mail_address + DEAD_LETTER_SUFFIX
-    if len(plain) <= p.MAX_ADDRESS_LENGTH:
-        return plain
-    tail = f"{DEAD_LETTER_SUFFIX}.{hashlib.sha256(mail_address.encode()).hexdigest()[:32]}"
-    return mail_address[: p.MAX_ADDRESS_LENGTH - len(tail)].rstrip(".") + tail
 
 
 def check_dead_letter(address: str) -> str:

@@ -13,7 +13,6 @@ budget.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +21,13 @@ from typing import Protocol
 from mq9_wire import protocol as p
 from mq9_wire.protocol import Message
 from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound
+
+# A mailbox address whose first segment is RESERVED_ROOT belongs to the library: every tool
+# refuses it. The lease mailbox's name is computed where the broker, which tells whose it
+# is, computes it (re-exported here, where the toolkit has always found them)
+from mq9_wire.protocol.names import RESERVED_ROOT as RESERVED_ROOT
+from mq9_wire.protocol.names import is_reserved as is_reserved
+from mq9_wire.protocol.names import lease_address as lease_address
 
 
 class MailboxClient(Protocol):
@@ -61,8 +67,6 @@ class MailboxClient(Protocol):
     def warn_once(self, mail_address: str, warning: str) -> None: ...
 
 
-# A mailbox address whose first segment is this belongs to the library: every tool refuses it.
-RESERVED_ROOT = "mq9"
 DEFAULT_LEASE_TTL = 300  # seconds a worker may hold a message before another takes it over
 # Workers judge a claim's age by the broker's time as each last saw it (whole seconds), and the
 # broker hides a claim at its own exact expiry: their judgements may differ by a second or so.
@@ -77,17 +81,6 @@ MIN_LEASE_TTL = 5  # a fresh claim must be surely live: longer than GRACE and a 
 TAGS_PER_RECORD = 20
 JUDGED_PER_QUERY = 12
 CLAIMS_SEEN = 10
-
-
-def is_reserved(address: str) -> bool:
-    return address == RESERVED_ROOT or address.startswith(RESERVED_ROOT + ".")
-
-
-def lease_address(mail_address: str, group_name: str) -> str:
-    """The lease mailbox of one mailbox and group: a digest, so its length never grows with
-    theirs and no two pairs share one."""
-    digest = hashlib.sha256(f"{mail_address}\n{group_name}".encode()).hexdigest()[:32]
-    return f"{RESERVED_ROOT}.lease.{digest}"
 
 
 def claim_tag(message: Message) -> str:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal, TypeVar, cast
 from pydantic import Field
 
 from mq9_wire.protocol import clipped
+from mq9_wire.protocol.names import caller_name
 
 from ..a2a import wire as w
 from ..a2a.caller import AgentCaller, CallState
@@ -103,7 +104,7 @@ def _caller(ctx: CallContext) -> AgentCaller:
     name = policy.call_state.setdefault(
         "reply",
         policy.reply_mailbox
-        or (policy.agent_mailbox + ".calls" if policy.agent_mailbox else None)
+        or (caller_name(policy.agent_mailbox) if policy.agent_mailbox else None)
         or w.CALLS_ROOT + w.new_id(),  # unguessable, under the reserved root
     )
     # A2A requests travel with headers: this package's client (the SDK's sends none)

@@ -7,7 +7,6 @@ survives restarts and is read by every waker. Pure: no I/O here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -15,18 +14,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mq9_wire import protocol as p
+from mq9_wire.protocol import names
 
-RESERVED_ROOT = "mq9"
-RULES_ROOT = RESERVED_ROOT + ".wake."  # + digest(mailbox): that mailbox's rules and records
-INDEX_ADDRESS = RESERVED_ROOT + ".wake.index"  # one record per rules mailbox: its digest
+# The names of a mailbox's wake records, computed where the broker (which tells whose they are)
+# and the other sides compute them
+from mq9_wire.protocol.names import RESERVED_ROOT as RESERVED_ROOT
+from mq9_wire.protocol.names import digest as digest
+
+RULES_ROOT = names.WAKE_ROOT  # + digest(mailbox): that mailbox's rules and records
+INDEX_ADDRESS = names.WAKE_INDEX  # one record per rules mailbox: its digest
 # Wakes set aside, for the operator: FAILED_ADDRESS on an open broker (nothing is anyone's
 # there); with --credentials one per waker's agent, failed_address(its name), which the broker
 # lets that agent alone create (else the first agent to create it would own every waker's)
-FAILED_ADDRESS = RESERVED_ROOT + ".wake.failed"
+FAILED_ADDRESS = names.WAKE_FAILED
 # What the bundled broker publishes (an empty body) when a message is stored in a mailbox,
-# with --announce: the digest, never the name (the protocol's prefix)
+# with --announce: the digest, never the name (names.arrival_subject)
 ARRIVALS_PREFIX = p.ARRIVALS_PREFIX
-ARRIVALS_WILDCARD = ARRIVALS_PREFIX + "*"
+ARRIVALS_WILDCARD = names.ARRIVALS_WILDCARD
+rules_address = names.wake_rules_address  # where a mailbox's rules are kept
+failed_address = names.wake_failed_address  # where a waker logged in as an agent sets aside
 
 TARGETS = ("webhook", "agent_server", "command", "callback")
 THREADS = ("mailbox", "sender")
@@ -39,20 +45,6 @@ MAX_ENV = 16
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _HOURS = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
-
-
-def digest(text: str) -> str:
-    """The 32 hex digits naming a mailbox's wake records (as its task store is named)."""
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def rules_address(mail_address: str) -> str:
-    return RULES_ROOT + digest(mail_address)
-
-
-def failed_address(principal: str | None) -> str:
-    """Where a waker logged in as ``principal`` (None: an open broker) sets wakes aside."""
-    return FAILED_ADDRESS if not principal else f"{FAILED_ADDRESS}.{digest(principal)}"
 
 
 class RuleError(ValueError):
@@ -184,8 +176,10 @@ def _check(rule: WakeRule) -> None:
         p.check_address(rule.mailbox)
     except p.Mq9Error as exc:
         raise RuleError(f"mailbox: {exc}") from None
-    if rule.mailbox == RESERVED_ROOT or rule.mailbox.startswith(RESERVED_ROOT + "."):
-        raise RuleError("mailboxes under the reserved root 'mq9' cannot have wake rules")
+    if names.is_reserved(rule.mailbox):
+        raise RuleError(
+            f"mailboxes under the reserved root '{RESERVED_ROOT}' cannot have wake rules"
+        )
     if not isinstance(rule.name, str) or not _NAME.fullmatch(rule.name):
         raise RuleError("name: 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit")
     if rule.target not in TARGETS:

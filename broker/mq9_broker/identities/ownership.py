@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
 import time
@@ -67,6 +66,25 @@ from nats.aio.msg import Msg
 
 from mq9_wire import protocol as p
 from mq9_wire._nats.guard import flush_in_order, protect
+from mq9_wire.protocol import names
+
+# The names the library derives from a mailbox's (a task store, a group's leases, dead letters,
+# wake rules, a caller's reply mailbox) are computed where the client computes them, so a name
+# the client writes is the name checked here
+from mq9_wire.protocol.names import (
+    CALLS_ROOT,
+    DEAD_LETTER_SUFFIX,
+    LEASE_ROOT,
+    RESERVED_ROOT,
+    TASKS_ROOT,
+    WAKE_FAILED,
+    WAKE_INDEX,
+    WAKE_ROOT,
+    digest,
+    is_digest,
+    is_reserved,
+    is_wake_rules,
+)
 
 from ..engine.owned import Answering, Headers, Keep, Named, Requester, Undo
 from ..nats_servers.processes import server_urls
@@ -104,18 +122,6 @@ RENEWING = p.encode(
         "being closed; ask again in a moment"
     )
 )
-# The names the library derives under its reserved root (a2a/wire.py, groups/leases.py,
-# groups/dead_letters.py), which the broker, below them, cannot import: the same rules here,
-# held to theirs by tests/broker/identities/test_credentials.py
-RESERVED_ROOT = "mq9"
-TASKS_ROOT = RESERVED_ROOT + ".tasks."  # + digest(mailbox): the mailbox's A2A task store
-CALLS_ROOT = RESERVED_ROOT + ".calls."  # + digest(caller name): a caller's reply mailbox
-LEASE_ROOT = RESERVED_ROOT + ".lease."  # + digest(mailbox "\n" group): a group's records
-DEAD_LETTER_SUFFIX = ".dlq"  # <mailbox>.dlq, or <prefix>.dlq.<digest(mailbox)> when long
-WAKE_ROOT = RESERVED_ROOT + ".wake."  # + digest(mailbox): its wake rules (#62, wake/book.py)
-WAKE_INDEX = WAKE_ROOT + "index"  # where any agent lists its rules mailbox (a digest, no name)
-WAKE_FAILED = WAKE_ROOT + "failed"  # + "." + digest(principal): a waker's failed wakes (#70)
-CALLER_SUFFIX = ".calls"  # a toolkit's caller is named <its mailbox>.calls (operations/calls.py)
 HEADER_REPLY_TO = "mq9-reply-to"  # where a caller's SEND asks the answers to go
 FETCHES_REMEMBERED = 4096  # bodies, then forgotten all at once (read again as they come)
 FETCH_BODY_REMEMBERED = 512  # bytes: a larger FETCH body is read again each time, never kept
@@ -131,35 +137,6 @@ OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscripti
 
 
 PLAIN_QUEUE = "mq9-plain-refusals"  # the brokers refusing plain requests, one each
-
-
-def digest(text: str) -> str:
-    """32 hex digits of ``text``'s SHA-256 (a name's, a lease's, a principal's: those short
-    enough kept, a bounded few, since each ACK and FETCH of a group names its lease again)."""
-    if len(text) <= _KEPT_TEXT:
-        return _kept_digest(text)
-    return _digest(text)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-_KEPT_TEXT = 256  # characters: the longest text whose digest is kept (4,096 at most, ~1.5 MB)
-_kept_digest = functools.lru_cache(maxsize=4096)(_digest)
-
-
-def is_digest(text: str) -> bool:
-    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
-
-
-def is_wake_rules(address: str) -> bool:
-    """``mq9.wake.<digest>``: a mailbox's wake rules, only its owner's (#62)."""
-    return address.startswith(WAKE_ROOT) and is_digest(address[len(WAKE_ROOT) :])
-
-
-def is_reserved(address: str) -> bool:
-    return address == RESERVED_ROOT or address.startswith(RESERVED_ROOT + ".")
 
 
 def principal_of(subject: str) -> tuple[str, str] | None:
@@ -225,7 +202,7 @@ class Ownership:
         # digest(mailbox) -> mailbox: the task store's and a long dead-letter name's digest
         self._digests = {digest(m): m for m in self.mailboxes}
         # digest(mailbox + ".calls") -> mailbox: the reply mailbox of the toolkit's caller
-        self._callers = {digest(m + CALLER_SUFFIX): m for m in self.mailboxes}
+        self._callers = {digest(names.caller_name(m)): m for m in self.mailboxes}
         # digest(principal) -> principal, for the credentials known (read again on a miss)
         self._principals: dict[str, str] = {}
         # lease digest -> mailbox, for the (mailbox, group) pairs its owner read with
@@ -260,7 +237,7 @@ class Ownership:
         if is_wake_rules(address):
             return True
         head, marker, tail = address.rpartition(DEAD_LETTER_SUFFIX + ".")
-        return bool(head and marker and len(tail) == 32)
+        return bool(head and marker and len(tail) == names.DIGEST_DIGITS)
 
     def holder(self, address: str) -> str | None:
         """Whose ``address`` is: its creator's, or its base mailbox's owner's."""
@@ -552,7 +529,7 @@ class Ownership:
     def _own(self, address: str, principal: str) -> None:
         self.mailboxes[address] = principal
         self._digests[digest(address)] = address
-        self._callers[digest(address + CALLER_SUFFIX)] = address
+        self._callers[digest(names.caller_name(address))] = address
 
     def _disown(self, address: str, principal: str) -> None:
         """Undo ``_own`` (its record could not be kept)."""
@@ -561,7 +538,7 @@ class Ownership:
         del self.mailboxes[address]
         for known, key in (
             (self._digests, digest(address)),
-            (self._callers, digest(address + CALLER_SUFFIX)),
+            (self._callers, digest(names.caller_name(address))),
         ):
             if known.get(key) == address:
                 del known[key]
@@ -584,7 +561,7 @@ class Ownership:
             address = record["name"]
             self.mailboxes.setdefault(address, principal)
             self._digests[digest(address)] = address
-            self._callers[digest(address + CALLER_SUFFIX)] = address
+            self._callers[digest(names.caller_name(address))] = address
         elif kind == "agent":
             self.agents.setdefault(record["name"], principal)
         elif kind == "grant":
@@ -663,7 +640,7 @@ class Ownership:
         one new here is kept in the store too, by the ``Keep`` returned."""
         if not (isinstance(group, str) and group) or self.mailboxes.get(address) != principal:
             return None
-        lease = digest(f"{address}\n{group}")
+        lease = names.lease_digest(address, group)
         if not self._remember_lease(principal, lease, address):
             return None
 

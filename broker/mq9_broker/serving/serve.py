@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -31,9 +30,10 @@ from nats.aio.subscription import Subscription
 from mq9_wire import protocol as p
 from mq9_wire._nats.fast_path import deliver_inline, engage, replies_inline
 from mq9_wire._nats.guard import flush_in_order, protect
+from mq9_wire.protocol.names import arrival_subject
 
+from ..engine.engine import command_for
 from ..engine.owned import Answering
-from ..engine.rules import command_for
 from .pacing import AnswerPacer, Backlog, client_of
 from .partitions import Partitions
 from .waiting_room import RoomFull, WaitingRoom
@@ -92,8 +92,8 @@ STOPPED_UNREAD = "the broker stopped before reading this request: nothing of it 
 # a few messages' answer stays on the connection the request came by
 BULK_ANSWER = 64 * 1024
 # #62: with announce=True each message stored is announced on the protocol's prefix + the
-# digest of its mailbox's name (never the name), empty, for wakers (wake/arrivals.py)
-ARRIVALS_PREFIX = p.ARRIVALS_PREFIX
+# digest of its mailbox's name (never the name), empty, for wakers (wake/arrivals.py): its
+# ``arrival_subject`` (mq9_wire/protocol/names.py, where the wakers name it too)
 # #88: with the headers a JetStream stream's republish carries (the cluster store's
 # announcements, storage/jetstream/opening.py), which no answer of a broker carries: a listener
 # takes only a message with them as an announcement (wake/arrivals.py)
@@ -130,7 +130,6 @@ class NatsService:
         self.announce = announce
         self.meter = meter  # #73: requests counted by command, outcome and latency
         self._arrived_at: set[str] = set()  # mailboxes to announce at the loop's next turn
-        self._digests: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         # #53: an enforcing broker's requests come on $mq9.U.<principal>.> (identities.py)
@@ -240,18 +239,16 @@ class NatsService:
         arrived, self._arrived_at = self._arrived_at, set()
         announcements = []
         for address in arrived:
-            d = self._digests.get(address)
-            if d is None:
-                d = self._digests[address] = hashlib.sha256(address.encode()).hexdigest()[:32]
+            subject = arrival_subject(address)
             self._announced += 1
             # as a stream's republish says it (#88): what a listener takes as an announcement
             headers = {
                 "Nats-Stream": ANNOUNCED,
-                "Nats-Subject": ARRIVALS_PREFIX + d,
+                "Nats-Subject": subject,
                 "Nats-Sequence": str(self._announced),
                 "Nats-Last-Sequence": "0",
             }
-            announcements.append((ARRIVALS_PREFIX + d, headers))
+            announcements.append((subject, headers))
         # nats-py's publish with headers is a coroutine (it queues the bytes for its flusher)
         task = asyncio.get_running_loop().create_task(self._publish_announcements(announcements))
         self._announcing.add(task)
@@ -487,7 +484,7 @@ async def serve_on_nats(
     """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped; answers
     above ``BULK_ANSWER`` on ``bulk`` when given (a second connection to the same server, so
     that small answers never wait behind large ones), at ``pacer``'s pace when given;
-    ``announce``: each message stored is announced on ``ARRIVALS_PREFIX`` (#62); ``meter``:
+    ``announce``: each message stored is announced on its ``arrival_subject`` (#62); ``meter``:
     each request counted (#73); ``queue``: the queue group of the brokers serving one store
     together (serving/queue_group.py).
 

@@ -15,22 +15,18 @@ either broker:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import pytest
 from test_credentials_jetstream import Deployment
 
 from mq9_wire import protocol as p
+from mq9_wire.protocol import names
 from tests.support.credentials_support import ask, ok
 
 pytestmark = pytest.mark.slow  # three nats-servers and two brokers
 pytest.importorskip("nkeys")
 
 ROUNDS = 30
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +66,8 @@ async def test_an_owners_first_fetch_and_lease_are_never_refused(deployment):
             await ok(alice, "alice", p.MAILBOX_CREATE, {"name": box, "ttl": 0})
             fetch = {"group_name": "workers", "deliver": "earliest", "config": {"max_wait_ms": 0}}
             await ok(alice, "alice", p.MSG_FETCH + box, fetch)
-            lease = f"mq9.lease.{digest(box + chr(10) + 'workers')}"
-            for name in (lease, f"mq9.tasks.{digest(box)}", f"{box}.dlq"):
+            lease = names.lease_address(box, "workers")
+            for name in (lease, names.task_store_address(box), names.dead_letter_address(box)):
                 await ok(alice, "alice", p.MAILBOX_CREATE, {"name": name, "ttl": 0})
                 await ok(alice, "alice", p.MSG_SEND + name, b"claim")
                 refused = await ask(bob, "bob", p.MAILBOX_CREATE, {"name": name, "ttl": 0})

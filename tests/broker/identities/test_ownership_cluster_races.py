@@ -17,7 +17,6 @@ reported races fell in, made to last), requests handed on as ``serve.py`` hands 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -32,16 +31,13 @@ from mq9_broker.identities.kv_store import KvIdentityStore
 from mq9_broker.identities.ownership import Identities
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_wire import protocol as p
+from mq9_wire.protocol import names
 from tests.support.jetstream_servers import close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 pytest.importorskip("nkeys")  # the credentials extra
 
 ROUNDS = 30  # names alice and bob race for
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -130,8 +126,8 @@ async def test_an_owners_derived_names_are_hers_through_the_broker_that_did_not_
         assert _made(await first.ask("alice", p.MAILBOX_CREATE, {"name": box, "ttl": 0}))
         fetch = {"group_name": "workers", "deliver": "earliest", "config": {"max_wait_ms": 0}}
         assert _made(await first.ask("alice", p.MSG_FETCH + box, fetch))
-        lease = f"mq9.lease.{digest(box + chr(10) + 'workers')}"
-        derived = [lease, f"mq9.tasks.{digest(box)}", f"{box}.dlq"]
+        lease = names.lease_address(box, "workers")
+        derived = [lease, names.task_store_address(box), names.dead_letter_address(box)]
         # (bob first in even rounds: he takes nothing, and alice's come after; in odd ones
         # alice's first, through a broker that learned nothing of her mailbox)
         for who in ("bob", "alice") if n % 2 == 0 else ("alice", "bob"):

@@ -28,12 +28,7 @@ from langchain_mq9.a2a import wire
 from langchain_mq9.groups import dead_letters, replay
 from mq9_broker import Broker, BrokerConfig, BrokerEngine
 from mq9_broker.engine.engine import Engine
-from mq9_broker.identities.ownership import (
-    CALLER_SUFFIX,
-    WAKE_FAILED,
-    Identities,
-    digest,
-)
+from mq9_broker.identities.ownership import WAKE_FAILED, Identities, digest
 from mq9_broker.identities.store import IdentityStore
 from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.storage import SqliteStorage
@@ -230,14 +225,13 @@ async def test_a_header_holding_a_line_break_is_refused_in_process():
 # -- names made for one agent --------------------------------------------------------------------
 
 
-def test_the_names_are_the_librarys():
-    """The broker cannot import the library's layers above it: its names held to theirs."""
+def test_the_toolkits_caller_is_named_as_the_broker_derives_it():
+    """The toolkit's caller is named ``<mailbox>.calls`` by ``names.caller_name``, the rule
+    the broker gives its reply mailbox to the mailbox's owner by (the names themselves:
+    tests/protocol/test_derived_names.py)."""
     from langchain_mq9.operations import calls
-    from langchain_mq9.wake import rules
 
-    assert WAKE_FAILED == rules.FAILED_ADDRESS
-    assert digest("alice") == wire.digest("alice") == rules.digest("alice")
-    assert CALLER_SUFFIX == ".calls" and '+ ".calls"' in inspect.getsource(calls._caller)
+    assert "caller_name(policy.agent_mailbox)" in inspect.getsource(calls._caller)
 
 
 def _refused(answer: dict, *words: str) -> None:
