@@ -18,6 +18,7 @@ from nats.aio.client import Client as NatsConnection
 
 from mq9_wire._nats.jetstream.api import ErrorCode, err_code
 from mq9_wire._nats.jetstream.ready import until_ready
+from mq9_wire._nats.jetstream.requests import JetStreamError, api_request, stream_info
 from mq9_wire._nats.redaction import redact
 
 from .config import StartupError
@@ -76,16 +77,10 @@ async def await_cluster(
 async def _stream_replicas(connection: NatsConnection, stream: str, wait: Waiting) -> int | None:
     """The replicas of ``stream`` when it exists, None when it does not; while it does not
     answer (its leader being elected), waited for."""
-    from nats.js.errors import NotFoundError
-
-    js = connection.jetstream(timeout=2)
 
     async def replicas() -> int | None:
-        try:
-            info = await js.stream_info(stream)
-        except NotFoundError:
-            return None
-        return info.config.num_replicas or 1
+        info = await stream_info(connection, stream, timeout=2)
+        return None if info is None else int(info["config"].get("num_replicas") or 1)
 
     def not_yet(exc: Exception) -> None:  # there, but no leader answering just now
         wait.until(f"the JetStream stream {stream} to elect its leader")
@@ -97,14 +92,11 @@ async def _await_jetstream(connection: NatsConnection, shown: str, wait: Waiting
     """Until JetStream answers the broker's user: a cluster just started (or still missing
     servers) elects its JetStream leader first; JetStream off is said at once."""
     import nats.errors
-    from nats.js.errors import APIError
-
-    js = connection.jetstream(timeout=2)
 
     def not_yet(exc: Exception) -> None:
-        if isinstance(exc, nats.errors.NoRespondersError | APIError):
-            code = getattr(exc, "err_code", None)
-            if code is None:  # nothing answers the JetStream API (nats-py's "503")
+        if isinstance(exc, nats.errors.NoRespondersError | JetStreamError):
+            code = err_code(exc)
+            if not code:  # nothing answers the JetStream API (nats-py's "503")
                 raise ClusterError(
                     f"JetStream is not available on {shown}: start each nats-server with -js, "
                     "or with a jetstream block in its config (or drop --store jetstream)"
@@ -117,7 +109,7 @@ async def _await_jetstream(connection: NatsConnection, shown: str, wait: Waiting
             raise exc  # (a timeout: no JetStream leader to answer yet)
         wait.until(f"the JetStream cluster at {shown} to elect its leader")
 
-    await until_ready(js.account_info, not_yet, pause=POLL)
+    await until_ready(lambda: api_request(connection, "INFO", None, timeout=2), not_yet, pause=POLL)
 
 
 async def placed(wait: Waiting, what: str, make: Callable[..., T], *args: Any, **kw: Any) -> T:
@@ -143,23 +135,17 @@ async def refuse_old_format(connection: NatsConnection, stream: str) -> None:
     when the new layout (``<stream>_MSGS`` and its buckets) is not made yet: the broker would
     start empty, the old state unseen. Once 'state import' made the layout, the old stream
     is left alone (and may be deleted)."""
-    from nats.js.errors import NotFoundError
-
-    js = connection.jetstream(timeout=5)
-    try:
-        info = await js.stream_info(stream)
-    except NotFoundError:
+    info = await stream_info(connection, stream, timeout=5)
+    if info is None:
         return
-    if f"{OLD_SUBJECT_PREFIX}.{stream.lower()}" not in (info.config.subjects or []):
+    if f"{OLD_SUBJECT_PREFIX}.{stream.lower()}" not in (info["config"].get("subjects") or []):
         return
-    try:
-        await js.stream_info(f"{stream}_MSGS")
+    if await stream_info(connection, f"{stream}_MSGS", timeout=5) is not None:
         return  # imported already: the layout serves, the old stream is a leftover
-    except NotFoundError:
-        pass
+    records = info["state"]["messages"]
     raise StartupError(
         f"the JetStream stream {stream} holds the state as an earlier langchain-mq9 kept it "
-        f"(a log of changes, {info.state.messages} records), which this broker no longer "
+        f"(a log of changes, {records} records), which this broker no longer "
         f"reads: move it with 'mq9-dev-broker state export FILE --nats URL' and then "
         f"'mq9-dev-broker state import FILE --nats URL' (docs/deploy.md), then start again"
     )

@@ -14,7 +14,6 @@ import nats
 import pytest
 
 from mq9_broker.storage.jetstream.opening import bucket_config
-from mq9_broker.storage.jetstream.requests import JetStreamError, Requests
 from mq9_wire._nats.jetstream.api import (
     KV_OPERATION,
     KV_PURGE,
@@ -23,6 +22,7 @@ from mq9_wire._nats.jetstream.api import (
     wrong_last_sequence,
 )
 from mq9_wire._nats.jetstream.bucket import Bucket, live, won
+from mq9_wire._nats.jetstream.requests import JetStreamError, Requests
 from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process

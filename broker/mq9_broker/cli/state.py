@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from mq9_wire._cli import ArgumentParser, nats_errors_in_one_line, positive_int
+from mq9_wire._nats.jetstream.consumers import read_ordered
+from mq9_wire._nats.jetstream.requests import stream_info
 from mq9_wire._nats.redaction import describe, redact
 from mq9_wire.protocol import Priority
 
@@ -137,38 +139,25 @@ def _servers(args: argparse.Namespace) -> list[str]:
 
 async def _export(servers: list[str], stream: str, path: Path) -> int:
     import nats
-    from nats.js.api import DeliverPolicy
-    from nats.js.errors import NotFoundError
 
     connection = await nats.connect(servers, connect_timeout=5)
     try:
-        js = connection.jetstream(timeout=READ_TIMEOUT)
-        try:
-            last = (await js.stream_info(stream)).state.last_seq
-        except NotFoundError:
+        if await stream_info(connection, stream, timeout=READ_TIMEOUT) is None:
             raise StateError(
                 f"no stream {stream} there for this login: nothing an earlier version kept to "
                 f"export (the layout this version keeps, {stream}_MSGS and its KV_{stream}_* "
                 "buckets, is moved with the NATS CLI's 'nats stream backup' and 'restore': "
                 "docs/deploy.md)"
-            ) from None
+            )
         descriptor = _new_private_file(path)
         count = 0
         try:
             with os.fdopen(descriptor, "wb") as out:
                 out.write(MAGIC)
-                sub = await js.subscribe(
-                    f"{SUBJECT_PREFIX}.{stream.lower()}",
-                    ordered_consumer=True,
-                    deliver_policy=DeliverPolicy.ALL,
-                )
-                seq = 0
-                while seq < last:
-                    msg = await sub.next_msg(timeout=READ_TIMEOUT)
-                    seq = msg.metadata.sequence.stream
-                    out.write(_LENGTH.pack(len(msg.data)) + msg.data)
+                subject = f"{SUBJECT_PREFIX}.{stream.lower()}"
+                async for read in read_ordered(connection, stream, subject, timeout=READ_TIMEOUT):
+                    out.write(_LENGTH.pack(len(read.data)) + read.data)
                     count += 1
-                await sub.unsubscribe()
                 out.write(_LENGTH.pack(0))  # the end: a file cut short is never taken whole
         except BaseException:
             path.unlink(missing_ok=True)  # half a state is no state
@@ -234,11 +223,11 @@ async def _import(
 
 
 async def _check_empty(connection: Any, store: ClusterStore) -> None:
-    js = connection.jetstream(timeout=READ_TIMEOUT)
     layout = store.layout
     # (every message stream: #81)
     for name in (*layout.message_streams, *(f"KV_{bucket}" for bucket in layout.buckets)):
-        held = (await js.stream_info(name)).state.messages
+        info = await stream_info(connection, name, timeout=READ_TIMEOUT)
+        held = 0 if info is None else int(info["state"]["messages"])
         if held:
             raise StateError(
                 f"stream {name} already holds {held} messages: import into a new or empty "

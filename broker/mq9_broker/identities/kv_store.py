@@ -10,9 +10,10 @@ kept in the value (``cred.<id>``, ``seen.<id>``, ``mailbox.<sha256>``, ``agent.<
 ``grant.<sha256 of the mailbox>.<principal>``). An ownership record is created, never
 overwritten (KV ``create``), and acknowledged by a quorum before the answer that made it goes
 out. Revocations reach a broker by a watch on ``cred.>``. docs/security.md ("On a NATS
-cluster") tells why. Reads and writes of one key go through ``_nats/jetstream/bucket.py`` (the
-cluster store's way to a bucket, every read from the leader); nats-py's ``KeyValue`` makes the
-bucket and watches it.
+cluster") tells why. The bucket is made, and read and written, by the NATS floor's one JetStream
+client (``_nats/jetstream/requests.py`` and ``bucket.py``: the cluster store's too, every read
+from the leader); its watches, and its reading of every key, are the floor's
+``_nats/jetstream/consumers.py`` (nats-py's consumers behind it).
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mq9_wire._nats.info import server_info
-from mq9_wire._nats.jetstream.api import deleted, removal, wrong_last_sequence
-from mq9_wire._nats.jetstream.bucket import Bucket, won
+from mq9_wire._nats.jetstream.api import deleted, wrong_last_sequence
+from mq9_wire._nats.jetstream.bucket import open_bucket, won
+from mq9_wire._nats.jetstream.consumers import Watch, read_ordered, watch
+from mq9_wire._nats.jetstream.ready import Deadline, until_ready
+from mq9_wire._nats.jetstream.requests import NoAnswer, Requests
 from mq9_wire._nats.redaction import describe
 
 from ..nats_servers.survey import replicas_for
-from ..storage.jetstream.requests import Requests
-from ..storage.loop_thread import LoopThread, until_jetstream
+from ..storage.loop_thread import LoopThread
 from .store import (
     ROTATION_PAUSE,
     BaseIdentityStore,
@@ -47,7 +50,7 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from nats.js.api import KeyValueConfig
+    from mq9_wire._nats.jetstream.bucket import Bucket
 
 log = logging.getLogger("mq9_broker.identities.ownership")
 
@@ -90,7 +93,8 @@ class KvIdentityStore(BaseIdentityStore):
         self._own = LoopThread("mq9-identities")
         self._nc: Any = None
         self._following: asyncio.Future[None] | None = None
-        self._owner_watches: list[Any] = []
+        self._watcher: Watch | None = None
+        self._owner_watches: list[Watch] = []
         self._owner_follows: list[asyncio.Future[None]] = []
         try:
             self._ask(self._open(servers, replicas), OPEN_TIMEOUT * 2)
@@ -125,7 +129,6 @@ class KvIdentityStore(BaseIdentityStore):
 
     async def _open(self, servers: list[str], replicas: int | None) -> None:
         import nats
-        from nats.js.api import KeyValueConfig, StorageType
 
         try:
             self._nc = await nats.connect(
@@ -137,42 +140,34 @@ class KvIdentityStore(BaseIdentityStore):
                 "configured with the block 'mq9-dev-broker credentials setup DIR' printed, "
                 "from this DIR?)"
             ) from None
-        self._js = self._nc.jetstream(timeout=ASK_TIMEOUT)
-        self._keys = Bucket(Requests(self._nc, timeout=ASK_TIMEOUT), self.bucket)
         if replicas is None:  # the servers the cluster tells of, each counted once
             replicas = replicas_for(server_info(self._nc))
-        config = KeyValueConfig(
-            bucket=self.bucket,
-            history=1,
-            replicas=replicas,
-            storage=StorageType.FILE,
-            description="mq9 credentials (hashes) and who owns what",
-        )
-        await until_jetstream(
-            partial(self._find_bucket, config),
-            wait=OPEN_TIMEOUT,
-            pause=_POLL,
-            unavailable=lambda exc: CredentialError(
-                f"JetStream is not available for the broker's user: {describe(exc)} (the "
-                "servers' config from 'mq9-dev-broker credentials setup' enables it; the "
-                "servers need a jetstream block too)"
-            ),
-        )
+        self._keys = await self._find_bucket(Requests(self._nc, timeout=ASK_TIMEOUT), replicas)
 
-    async def _find_bucket(self, config: KeyValueConfig) -> None:
-        from nats.js.errors import BucketNotFoundError
+    async def _find_bucket(self, requests: Requests, replicas: int) -> Bucket:
+        """The bucket, made where it is not, asked again while JetStream does not answer (a
+        cluster just started elects its leader first) for ``OPEN_TIMEOUT``; none at all (no
+        responders) is said at once."""
+        deadline = Deadline(OPEN_TIMEOUT, asyncio.get_running_loop().time)
+        what = "mq9 credentials (hashes) and who owns what"
 
-        try:
-            self._kv = await self._js.key_value(self.bucket)
-        except BucketNotFoundError:
-            self._kv = await self._js.create_key_value(config)
+        def not_yet(exc: Exception) -> None:
+            if (isinstance(exc, NoAnswer) and exc.no_responders) or deadline.passed():
+                raise CredentialError(
+                    f"JetStream is not available for the broker's user: {describe(exc)} (the "
+                    "servers' config from 'mq9-dev-broker credentials setup' enables it; the "
+                    "servers need a jetstream block too)"
+                ) from None
+
+        find = partial(open_bucket, requests, self.bucket, replicas=replicas, description=what)
+        return await until_ready(find, not_yet, pause=_POLL)
 
     async def _follow_credentials(self) -> None:
         """Read what the bucket holds of ``cred.>``, then follow it with a watch (which
         begins with the current value of each key again: a change made in between is not
         missed). Returns once the first reading is known."""
         self._learn_credentials(await self._read_all("cred"))
-        self._watcher = await self._kv.watch("cred.>")
+        self._watcher = await watch(self._nc, self.bucket, "cred.>", timeout=ASK_TIMEOUT)
         self._following = asyncio.ensure_future(self._follow(self._watcher))
 
     async def _stop_following(self) -> None:
@@ -186,12 +181,12 @@ class KvIdentityStore(BaseIdentityStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._following
             with contextlib.suppress(Exception):  # its subscription's tasks end with it
-                await self._watcher.stop()
+                if self._watcher is not None:
+                    await self._watcher.stop()
 
-    async def _follow(self, watcher: Any) -> None:
-        async for entry in watcher:
-            if entry is not None:  # (None: nats-py's "what was there is read")
-                self._learn_credentials({entry.key: entry.value})
+    async def _follow(self, watcher: Watch) -> None:
+        async for change in watcher.changes():
+            self._learn_credentials({change.key: change.value})
 
     def _learn_credentials(self, values: dict[str, bytes]) -> None:
         found = (_credential(key, value) for key, value in values.items())
@@ -312,37 +307,25 @@ class KvIdentityStore(BaseIdentityStore):
 
     async def _read_all(self, kind: str) -> dict[str, bytes]:
         """Every key ``<kind>.…`` with its value, as the bucket holds them now: the last value
-        of each key on an ordered consumer, read up to the one no other follows. (nats-py's KV
-        watch says "nothing more" when the server's count of what it has yet to send is 0 and
-        the client has read nothing yet, which is also so when the server sent everything a
-        moment before: a broker taking over once read no owners at all.)"""
-        from nats.js.api import DeliverPolicy
-
-        prefix = self._keys.subject("")
-        subscription = await self._js.subscribe(
-            f"{prefix}{kind}.>",
-            stream=self._keys.stream,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        of each key on an ordered consumer, read up to the one no other follows (the floor's
+        ``read_ordered``: a broker taking over once read no owners at all with nats-py's KV
+        watch's "nothing more")."""
+        found: dict[str, bytes] = {}
+        reads = read_ordered(
+            self._nc,
+            self._keys.stream,
+            self._keys.subject(f"{kind}.>"),
+            timeout=ASK_TIMEOUT,
+            last_per_subject=True,
             inactive_threshold=60.0,
         )
-        found: dict[str, bytes] = {}
-        try:
-            consumer = await subscription.consumer_info()
-            if consumer.num_pending == 0 and consumer.delivered.consumer_seq == 0:
-                return found  # nothing sent, nothing to send: no such key
-            while True:
-                msg = await subscription.next_msg(ASK_TIMEOUT)
-                key = msg.subject[len(prefix) :]
-                if deleted(msg.headers):
-                    found.pop(key, None)
-                else:
-                    found[key] = msg.data
-                if msg.metadata.num_pending == 0:
-                    return found
-        finally:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+        async for read in reads:
+            key = self._keys.key_of(read.subject)
+            if deleted(read.headers):
+                found.pop(key, None)
+            else:
+                found[key] = read.data
+        return found
 
     # -- ownership records ---------------------------------------------------------------------
 
@@ -393,23 +376,21 @@ class KvIdentityStore(BaseIdentityStore):
 
     async def _follow_owners(self, learn: Callable[[str, dict[str, str]], None]) -> None:
         for kind, field in (("mailbox", "name"), ("agent", "name"), ("grant", "mailbox")):
-            watcher = await self._kv.watch(f"{kind}.>")
+            watcher = await watch(self._nc, self.bucket, f"{kind}.>", timeout=ASK_TIMEOUT)
             self._owner_watches.append(watcher)
             self._owner_follows.append(
                 asyncio.ensure_future(self._follow_kind(watcher, kind, field, learn))
             )
 
     async def _follow_kind(
-        self, watcher: Any, kind: str, field: str, learn: Callable[[str, dict[str, str]], None]
+        self, watcher: Watch, kind: str, field: str, learn: Callable[[str, dict[str, str]], None]
     ) -> None:
-        async for entry in watcher:
-            if entry is not None and removal(entry.operation):
+        async for change in watcher.changes():
+            if change.removed:
                 # a claim undone (its CREATE refused): forgotten where learned (#77)
-                learn(kind + ".gone", {"key": entry.key.partition(".")[2]})
+                learn(kind + ".gone", {"key": change.key.partition(".")[2]})
                 continue
-            if entry is None or entry.value is None:
-                continue
-            for record in _records({entry.key: entry.value}, field):
+            for record in _records({change.key: change.value}, field):
                 try:
                     learn(kind, record)
                 except Exception as exc:  # a bug: the records still read on a miss

@@ -19,11 +19,14 @@ from .api import (
     KV_DELETE,
     KV_OPERATION,
     KV_PURGE,
+    NANOSECONDS,
     ROLLUP,
     ROLLUP_SUBJECT,
     Batch,
+    ErrorCode,
     StoredEntry,
     deleted,
+    err_code,
     expecting,
     kv_stream,
     kv_subject,
@@ -45,6 +48,63 @@ class Api(Protocol):
     ) -> int: ...
 
     async def direct_batch(self, stream: str, request: Mapping[str, Any]) -> Batch: ...
+
+
+class Maker(Api, Protocol):
+    """What makes a bucket too (the floor's ``Requests``)."""
+
+    async def api(
+        self, subject: str, request: Mapping[str, Any] | None, *, again: float | None = None
+    ) -> dict[str, Any]: ...
+
+    async def stream_info(
+        self, stream: str, *, again: float | None = None
+    ) -> dict[str, Any] | None: ...
+
+
+def kv_config(bucket: str, *, replicas: int, description: str) -> dict[str, Any]:
+    """The stream config of a bucket of one value a key in files, as nats-py's
+    ``create_key_value`` writes it (identities' buckets made by earlier versions with it are
+    this config: made again, the servers answer it as made)."""
+    return {
+        "name": kv_stream(bucket),
+        "description": description,
+        "subjects": [kv_subject(bucket, ">")],
+        "max_consumers": -1,
+        "max_msgs": -1,
+        "discard": "new",
+        "discard_new_per_subject": False,
+        "max_msgs_per_subject": 1,
+        "storage": "file",
+        "num_replicas": replicas,
+        "no_ack": False,
+        "duplicate_window": 120 * NANOSECONDS,
+        "sealed": False,
+        "deny_delete": True,
+        "deny_purge": False,
+        "allow_rollup_hdrs": True,
+        "allow_msg_ttl": True,
+        "max_age": 0,
+    }
+
+
+async def open_bucket(api: Maker, name: str, *, replicas: int, description: str) -> Bucket:
+    """The bucket ``name``, made (``kv_config``) where it is not; ``ValueError`` for a stream
+    of its name that is no bucket."""
+    bucket = Bucket(api, name)
+    info = await api.stream_info(bucket.stream)
+    if info is None:
+        try:
+            await api.api(
+                f"STREAM.CREATE.{bucket.stream}",
+                kv_config(name, replicas=replicas, description=description),
+            )
+        except Exception as exc:  # (made by another meanwhile: there, as wanted)
+            if err_code(exc) != ErrorCode.STREAM_NAME_IN_USE:
+                raise
+    elif int(info["config"].get("max_msgs_per_subject") or 0) < 1:
+        raise ValueError(f"the stream {bucket.stream} is not a key-value bucket")
+    return bucket
 
 
 async def won(write: Awaitable[int]) -> bool:
