@@ -582,7 +582,7 @@ async def test_an_owner_record_the_cluster_did_not_keep_is_said_and_owns_nothing
         store.issue("alice"), store.issue("bob")
         engine = BrokerEngine()
         agents = Agents(Identities(store, engine), engine)
-        store._ask(store._js.delete_key_value(store.bucket))
+        store._ask(store._keys.api.api(f"STREAM.DELETE.{store._keys.stream}", None))  # type: ignore[attr-defined]
         made = await agents("alice", p.MAILBOX_CREATE, {"name": "lost.box"})
         _refused(made, "CREATE refused: its owner could not be recorded")
         for who in ("alice", "bob"):
@@ -603,7 +603,7 @@ async def test_every_record_is_read_back_by_a_broker_taking_over(lone_jetstream)
         for n in range(300):
             await store.own_mailbox(f"box.{n}", "alice" if n % 2 else "bob")
         await store.own_agent("agent.a", "alice")
-        store._ask(store._kv.delete(ids_kv_key("mailbox", "box.7")))
+        store._ask(store._keys.delete(ids_kv_key("mailbox", "box.7")))
         for _ in range(20):
             other = KvIdentityStore(lone_jetstream.urls, stream=stream, watch=False)
             try:
