@@ -33,8 +33,8 @@ from mq9_wire import protocol as p
 from mq9_wire.metrics import OperatorEndpoint, need_prometheus
 
 from ..broker import Broker
+from ..engine.engine import COMMANDS
 from ..engine.process import BrokerEngine
-from ..engine.rules import COMMANDS
 from ..nats_servers.survey import read_monitor
 from ..serving.meter import RequestMeter
 from ..storage.jetstream.survey_state import Held, StoreSurvey

@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import MailboxExists, Mq9Error, from_reply
+from mq9_wire.semantic.ranking import AgentEntry
 
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
@@ -47,21 +48,21 @@ from ..storage.mailbox_store import (
     Mark,
     Once,
 )
+from . import owned as owning
 from . import rules
 from .answers import capped, cut_answer
 from .limits import BrokerLimits
 from .owned import Named, Requester, Undo, kept, succeeded
 from .rules import (
-    COMMANDS,
     LARGE_BODY,
     OK,
-    UNKNOWN,
     Carried,
     Command,
+    Creation,
+    Fetch,
     Headers,
     Vouched,
-    command_for,
-    read,
+    as_is,
     stored_headers,
     wrap_u64,
 )
@@ -166,18 +167,6 @@ class Engine(Carried, Generic[S]):
         self.seen_topics = Seen()
         self.seen_mailboxes = Seen()
         self.seen_agents = Seen()
-        self._handlers: dict[str, Callable[[str, Headers, bytes], Awaitable[bytes]]] = {
-            p.MAILBOX_CREATE: self._create,
-            p.MSG_SEND: self._send,
-            p.MSG_FETCH: self._fetch,
-            p.MSG_ACK: self._ack,
-            p.MSG_QUERY: self._query,
-            p.MSG_DELETE: self._delete,
-            p.AGENT_REGISTER: self._register,
-            p.AGENT_UNREGISTER: self._unregister,
-            p.AGENT_REPORT: self._report,
-            p.AGENT_DISCOVER: self._discover,
-        }
 
     def now_second(self) -> int:
         return int(self.clock())
@@ -229,17 +218,16 @@ class Engine(Carried, Generic[S]):
     async def handle(
         self, subject: str, headers: Headers, body: bytes, requester: Requester | None = None
     ) -> bytes:
-        """Answer one mq9 request; never raises, every failure is an ``error`` reply. With
-        ``requester`` (an enforcing broker's), its command's ownership (``Command.owned``):
-        what the check asks about read from the store first (another broker may have made
-        it a moment ago), then the check, the command, and its record kept."""
+        """Answer one mq9 request by its command's entry in ``COMMANDS`` (its body read as
+        the entry says, then its handler); never raises, every failure is an ``error``
+        reply. With ``requester`` (an enforcing broker's), its command's ownership
+        (``Command.owned``): what the check asks about read from the store first (another
+        broker may have made it a moment ago), then the check, the command, and its record
+        kept."""
         try:
-            command, target = rules.checked_command(subject, self.limits, body)
-            handler = self._handlers.get(command.subject)
-            if handler is None:
-                raise rules.unknown(subject)
+            command, target = checked_command(subject, self.limits, body)
             if requester is None:
-                return await handler(target, headers, body)
+                return await self._answer(command, target, headers, body)
             owned, policy, principal = command.owned, requester.policy, requester.principal
             named = await owned.names(target, body, LARGE_BODY)
             await owned.look_up(policy, principal, named, headers)
@@ -251,12 +239,27 @@ class Engine(Carried, Generic[S]):
             if refusal is not None:
                 return refusal
             given = Vouched(headers, principal) if owned.vouched else headers
-            answer = await _claimed(handler(target, given, body), undo)
+            answer = await _claimed(self._answer(command, target, given, body), undo)
             return await kept(answer, owned.recorded(requester, named, headers, body, answer))
         except Mq9Error as exc:
             return rules.error_answer(str(exc))
         except Exception as exc:
             return rules.failure_answer(subject, exc)
+
+    async def _answer(
+        self, command: Command[Engine[Any], Any], target: str, headers: Headers, body: bytes
+    ) -> bytes:
+        """``command`` done: its body read (a large one of a command that may wait on the
+        worker thread, the loop serving others meanwhile: bench 9a, the worker's hops cost a
+        small one more than its own reading), then handed to its handler."""
+        if command.waits and len(body) > LARGE_BODY:
+            request = await off_loop(functools.partial(command.read, body), self.limits)
+        else:
+            request = command.read(body, self.limits)
+        return await command.handler(self, target, headers, request)
+
+    async def _unknown(self, target: str, _headers: Headers, _body: bytes) -> bytes:
+        raise rules.unknown(target)  # (a subject no command has is its own target)
 
     async def _both(
         self, first: Callable[[], Awaitable[T]], second: Callable[[], Awaitable[U]]
@@ -276,8 +279,7 @@ class Engine(Carried, Generic[S]):
 
     # -- mailboxes -------------------------------------------------------------------------
 
-    async def _create(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        creation = rules.read_create(body)
+    async def _create(self, _target: str, _headers: Headers, creation: Creation) -> bytes:
         address = creation.address
         limit = self.limits.max_mailboxes
         if self._bound != (limit,):
@@ -338,8 +340,8 @@ class Engine(Carried, Generic[S]):
 
     # -- FETCH and ACK ---------------------------------------------------------------------
 
-    async def _fetch(self, address: str, _headers: Headers, body: bytes) -> bytes:
-        request, num_msgs, max_wait_ms = rules.read_fetch(body)
+    async def _fetch(self, address: str, _headers: Headers, fetch: Fetch) -> bytes:
+        request, num_msgs, max_wait_ms = fetch
         record, last = await self._both(
             lambda: self._topic(address), lambda: self.store.last(address)
         )
@@ -424,8 +426,7 @@ class Engine(Carried, Generic[S]):
             return await self._earliest(record)
         return Mark(offset, await self.store.seq_for(record.name, offset))
 
-    async def _ack(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        request = read(p.ACK_REQUEST, body)
+    async def _ack(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         address = request["mail_address"]  # the body's, not the subject's (RobustMQ)
         record = await self.store.mailbox(address, now=self.now_second())
         if record is None:  # the log, even of an expired mailbox
@@ -456,9 +457,7 @@ class Engine(Carried, Generic[S]):
 
     # -- QUERY and DELETE ------------------------------------------------------------------
 
-    async def _query(self, address: str, _headers: Headers, body: bytes) -> bytes:
-        # a large body is read on the worker (the loop serves others meanwhile)
-        request = await _read(rules.read_query, body)
+    async def _query(self, address: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         limit = rules.query_limit(request)
         record = await self._topic(address)
         now = self.now_second()
@@ -519,8 +518,7 @@ class Engine(Carried, Generic[S]):
 
     # -- agent registry --------------------------------------------------------------------
 
-    async def _register(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        entry = await _read(functools.partial(rules.read_registration, limits=self.limits), body)
+    async def _register(self, _target: str, _headers: Headers, entry: AgentEntry) -> bytes:
         rules.check_entry_fits(entry, self._message_limit())
         entry.create_time = self.now_second()
         if self.search and entry.card is not None:
@@ -547,8 +545,7 @@ class Engine(Carried, Generic[S]):
             after(functools.partial(self.search_index.registered, entry, indexed))
         return OK
 
-    async def _unregister(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        request = rules.read_named(body, p.UNREGISTER_REQUEST, "AGENT.UNREGISTER")
+    async def _unregister(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         name = request["name"]
         if await self.store.unregister(name):  # an unknown name succeeds all the same
             # the row named by the registration, whatever card it held (RobustMQ)
@@ -556,16 +553,14 @@ class Engine(Carried, Generic[S]):
             after(functools.partial(self.search_index.unregistered, name))
         return OK
 
-    async def _report(self, _target: str, _headers: Headers, body: bytes) -> bytes:
-        request = rules.read_named(body, p.REPORT_REQUEST, "AGENT.REPORT")
+    async def _report(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         # No check that the agent exists, and nothing DISCOVER shows (RobustMQ)
         await self.store.report(request["name"], request["report_info"] or "", self.now_second())
         return OK
 
-    async def _discover(self, _target: str, _headers: Headers, body: bytes) -> bytes:
+    async def _discover(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         """The registry as the store holds it now, listed or ranked on the worker thread
         (search_index), the loop serving other requests meanwhile."""
-        request = await _read(rules.read_discover, body)
         rows, index_rows = await self._both(self.store.agents, self.store.index_rows)
         limits = (self.search, self.answer_limit, self._message_limit())
         if self.search and (request["semantic"] or request["text"]):
@@ -574,12 +569,80 @@ class Engine(Carried, Generic[S]):
         return await off_loop(answer, limits)
 
 
-async def _read(parse: Callable[[bytes], T], body: bytes) -> T:
-    """A request's body read: a large one on the worker thread (bench 9a: the worker's hops
-    cost a small one more than its own reading)."""
-    if len(body) > LARGE_BODY:
-        return await off_loop(parse, body)
-    return parse(body)
+# -- the command table (#92) ------------------------------------------------------------------
+
+# Each command once: its subject, how large a body it reads and how it reads it, whether it
+# waits or costs, its part in ownership (owned.py), and its handler, given what was read. The
+# engine answers through this table alone, and serve.py routes by it.
+_ENTRIES: tuple[Command[Engine[Any], Any], ...] = (
+    Command(p.MAILBOX_CREATE, Engine._create, rules.read_create, owned=owning.CREATE),
+    Command(p.MSG_SEND, Engine._send, as_is, rules.own_rule, owned=owning.SEND),
+    Command(p.MSG_FETCH, Engine._fetch, rules.read_fetch, waits=True, owned=owning.FETCH),
+    Command(p.MSG_ACK, Engine._ack, rules.read_ack, owned=owning.ACK),
+    # a group reader's claim lookup by key costs nothing
+    Command(
+        p.MSG_QUERY,
+        Engine._query,
+        rules.read_query,
+        waits=True,
+        costly=rules.large_body,
+        owned=owning.QUERY,
+    ),
+    Command(p.MSG_DELETE, Engine._delete, as_is, rules.own_rule, owned=owning.DELETE),
+    Command(
+        p.AGENT_REGISTER,
+        Engine._register,
+        rules.read_registration,
+        rules.card_body,
+        waits=True,
+        costly=rules.always_costly,
+        owned=owning.REGISTER,
+    ),
+    Command(
+        p.AGENT_UNREGISTER, Engine._unregister, rules.read_unregister, owned=owning.UNREGISTER
+    ),
+    Command(p.AGENT_REPORT, Engine._report, rules.read_report, owned=owning.REPORT),
+    Command(
+        p.AGENT_DISCOVER,
+        Engine._discover,
+        rules.read_discover,
+        waits=True,
+        costly=rules.always_costly,
+    ),
+)
+COMMANDS = {command.subject: command for command in _ENTRIES}
+# What a subject no command has is: answered as unknown (to anyone), its body bounded as a
+# parsed one's and never read
+UNKNOWN: Command[Engine[Any], Any] = Command("", Engine._unknown, as_is)
+# Addressed subjects are $mq9.AI.MSG.<COMMAND>.<target>: a prefix is the first tokens
+_PREFIX_TOKENS = p.MSG_SEND.count(".")
+
+
+def command_for(subject: str) -> tuple[Command[Engine[Any], Any], str]:
+    """The command ``subject`` names and its target (the address after an addressed
+    command's prefix, possibly empty); ``(UNKNOWN, subject)`` when no command has it."""
+    command = COMMANDS.get(subject)
+    if command is not None:
+        return command, ""  # an exact subject, or an addressed prefix with nothing after it
+    tokens = subject.split(".", _PREFIX_TOKENS)
+    if len(tokens) > _PREFIX_TOKENS:
+        target = tokens[_PREFIX_TOKENS]
+        command = COMMANDS.get(subject[: len(subject) - len(target)])
+        if command is not None and command.addressed:
+            return command, target
+    return UNKNOWN, subject
+
+
+def checked_command(
+    subject: str, limits: BrokerLimits, body: bytes
+) -> tuple[Command[Engine[Any], Any], str]:
+    """The command ``subject`` names and its target, its body's size checked; a command's
+    prefix with no mailbox after it is unknown."""
+    command, target = command_for(subject)
+    command.check_body(limits, subject, body)
+    if command.addressed and not target:
+        return UNKNOWN, subject
+    return command, target
 
 
 async def _claimed(answering: Awaitable[bytes], undo: Undo | None) -> bytes:

@@ -255,17 +255,22 @@ async def test_a_query_of_a_large_body_is_read_while_the_loop_answers_others(mon
     them back to back). Its body is parsed on the worker: the stand-in parser waits for a gate,
     and a SEND that arrives meanwhile is answered before the QUERY, which then answers as
     before. Before the fix the loop itself waited on the gate, and the SEND came after."""
+    import dataclasses
+
     import mq9_broker.engine.rules as rules_module
+    from mq9_broker.engine.engine import COMMANDS
 
     engine = await _tagged_engine([f"x/y{i}" for i in range(300)])
     gate = threading.Event()
-    parse = rules_module.read_query
+    query_command = COMMANDS[p.MSG_QUERY]
+    parse = query_command.read
 
-    def gated(body: bytes):
+    def gated(body: bytes, limits):
         gate.wait(GATE_SECONDS)
-        return parse(body)
+        return parse(body, limits)
 
-    monkeypatch.setattr(rules_module, "read_query", gated)
+    # the QUERY's entry in the engine's table, its body read by the stand-in
+    monkeypatch.setitem(COMMANDS, p.MSG_QUERY, dataclasses.replace(query_command, read=gated))
     tags = [f"x/y{i}" for i in range(20)] + ["long" * 2_000]  # read in one go
     body = p.encode({"tags": tags})
     assert len(body) > rules_module.LARGE_BODY
