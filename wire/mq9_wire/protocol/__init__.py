@@ -10,7 +10,8 @@ One module per job: ``subjects`` (where requests go), ``limits`` (defaults and b
 ``shapes`` (the request and reply bodies), ``messages`` (headers, payloads, ``Message``),
 ``cards`` and ``registration`` (A2A agent cards), ``errors`` (the classes, and each error
 text beside the pattern that reads it), ``quoting`` and ``hazards`` (what logs and errors
-quote and warn of). This face re-exports what the package uses as ``protocol.NAME``.
+quote and warn of), ``names`` (the names derived from a mailbox's, read as ``names.NAME``).
+This face re-exports what the package uses as ``protocol.NAME``.
 """
 
 from __future__ import annotations
