@@ -39,6 +39,7 @@ from mq9_broker.identities.kv_store import identities_bucket
 from mq9_broker.identities.ownership import MARKER, PRINCIPAL_WILDCARD
 from mq9_broker.storage.jetstream import DEFAULT_NAME, Layout, token
 from mq9_wire import protocol as p
+from mq9_wire.protocol import names
 from tests.support.credentials_support import (
     AgentLogins,
     ask,
@@ -299,8 +300,7 @@ async def test_a_credentialed_broker_announces_arrivals_as_its_serving_user(tmp_
                 announced = await heard.next_msg(timeout=30)
             finally:
                 await asyncio.gather(alice.close(), listener.close())
-        mailbox = hashlib.sha256(b"alice.inbox").hexdigest()[:32]
-        assert announced.subject == f"$mq9.WAKE.{mailbox}"
+        assert announced.subject == names.arrival_subject("alice.inbox")
         assert not [record for record in caplog.records if record.exc_info]  # no traceback
 
 

@@ -11,7 +11,6 @@ and brokers SIGKILLed under writers and competing readers) is bench/js_chaos.py'
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 
 import nats
@@ -19,6 +18,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from mq9_broker import Broker, BrokerConfig
+from mq9_wire.protocol import names
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster
 
@@ -99,7 +99,7 @@ async def test_each_message_is_announced_once_whichever_broker_stored_it(lone_je
     brokers (two here, both serving) stored it; no broker announces it again."""
     url = lone_jetstream.urls[0]
     config = BrokerConfig(nats=url, store="jetstream", stream=stream, search=False, port=0)
-    digest = hashlib.sha256(b"wake.box").hexdigest()[:32]
+    subject = names.arrival_subject("wake.box")  # $mq9.WAKE.<digest>
     heard: list[str] = []
 
     async def hear(msg: nats.aio.msg.Msg) -> None:
@@ -122,6 +122,6 @@ async def test_each_message_is_announced_once_whichever_broker_stored_it(lone_je
             while len(heard) < 8 and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.05)
             await listener.flush()
-        assert heard == [f"$mq9.WAKE.{digest}"] * 8
+        assert heard == [subject] * 8
     finally:
         await listener.close()
