@@ -196,6 +196,7 @@ def test_an_agent_graph_survives_a_deep_payload_and_acks_it(memory_url):
 # -- item 12: everything another agent wrote is bounded and marked as data ----------------------
 
 
+@pytest.mark.slow  # registers a card: the engine loads its embedding model
 def test_keys_tags_and_cards_are_cut_to_max_payload_chars(memory_url):
     limit = 500
     with Mq9Toolkit(server=memory_url, max_payload_chars=limit) as kit:
@@ -230,6 +231,7 @@ def test_keys_tags_and_cards_are_cut_to_max_payload_chars(memory_url):
         assert "of 400 shown" in card["truncated"]
 
 
+@pytest.mark.slow  # registers a card: the engine loads its embedding model
 def test_discover_shows_deep_cards_as_text(memory_url):
     with Mq9Toolkit(server=memory_url) as kit:
 
