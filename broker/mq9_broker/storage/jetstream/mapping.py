@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import calendar
 import functools
-import hashlib
 import json
 import struct
 import time
@@ -23,7 +22,7 @@ from mq9_wire._nats.jetstream.api import TTL, kv_subject
 # Where a stored message is announced (the protocol's, which the waker hears); the mailbox's
 # token is the waker's digest of its name
 from mq9_wire.protocol import ARRIVALS_PREFIX as ARRIVALS_PREFIX
-from mq9_wire.protocol import Priority
+from mq9_wire.protocol import Priority, names
 
 # RobustMQ's: a message is kept 7 days (the store's stream and records say it again)
 from ..mailbox_store import RETENTION_SECONDS as RETENTION_SECONDS
@@ -31,7 +30,7 @@ from ..mailbox_store import Lanes
 
 DEFAULT_NAME = "MQ9_STATE"
 NO_KEY = "-"
-TOKEN_DIGITS = 32
+TOKEN_DIGITS = names.DIGEST_DIGITS
 # The longest TTL handed to the server (Go's durations end at about 292 years): a longer one
 # (a u64 TTL of RobustMQ's) gets none, the broker hiding what it must by its own rule
 LONGEST_TTL = 100 * 365 * 86_400
@@ -77,20 +76,9 @@ def set_ttl(headers: dict[str, str], seconds: int) -> None:
 
 
 def token(text: str) -> str:
-    """One subject token for ``text``: 32 hex digits of its SHA-256. (Every request names a
-    mailbox or two, a group, a key: the tokens of the names short enough kept, a bounded
-    few, rather than hashed again for each request.)"""
-    if len(text) <= _KEPT_NAME:
-        return _kept_token(text)
-    return _digest(text)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:TOKEN_DIGITS]
-
-
-_KEPT_NAME = 128  # characters: the longest name whose token is kept (4,096 at most, ~1 MB)
-_kept_token = functools.lru_cache(maxsize=4096)(_digest)
+    """One subject token for ``text``: the wire's name digest (``names.digest``: 32 hex digits
+    of its SHA-256, those of short names kept), the very one the arrivals and ownership carry."""
+    return names.digest(text)
 
 
 STREAMS_MOST = 64  # message streams a layout spreads its mailboxes over at most (#81)
