@@ -270,7 +270,7 @@ def _created_address(answer: bytes) -> Any:
     return p.loads(answer).get("mail_address")  # a name the broker chose too
 
 
-# -- each command's part (rules.COMMANDS names them) -----------------------------------------
+# -- each command's part (its entry in engine.COMMANDS names it) --------------------------------
 
 
 def _reads(verb: str) -> Check:
