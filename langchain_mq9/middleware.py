@@ -35,7 +35,14 @@ from .operations.catalog import OperationError, prefixed
 from .operations.errors import explain
 from .operations.policy import ToolPolicy
 from .operations.results import InboxMail
-from .operations.views import DATA_NOTE, MESSAGE_FLOOR, MESSAGE_KEPT_IN, fitted, message_view
+from .operations.views import (
+    DATA_NOTE,
+    MESSAGE_FLOOR,
+    MESSAGE_KEPT_IN,
+    MessageView,
+    fitted,
+    message_view,
+)
 from .run_context import policy_for_run
 from .toolkit import Mq9Toolkit
 from .tools import Mq9Tool
@@ -220,7 +227,7 @@ def _inbox_message(
         "limit=1) shows it alone."
     )
 
-    def mail(views: list[dict[str, Any]], left: int) -> InboxMail:
+    def mail(views: list[MessageView], left: int) -> InboxMail:
         more = f" {left} more did not fit here: they come with your next model call." * bool(left)
         cuts = cut if any("truncated" in v for v in views) else ""
         return InboxMail(
