@@ -239,23 +239,30 @@ class Engine(Carried, Generic[S]):
             if refusal is not None:
                 return refusal
             given = Vouched(headers, principal) if owned.vouched else headers
-            answer = await _claimed(self._answer(command, target, given, body), undo)
+            answering = functools.partial(self._answer, command, target, given, body)
+            answer = await _claimed(answering, undo)
             return await kept(answer, owned.recorded(requester, named, headers, body, answer))
         except Mq9Error as exc:
             return rules.error_answer(str(exc))
         except Exception as exc:
             return rules.failure_answer(subject, exc)
 
-    async def _answer(
+    def _answer(
+        self, command: Command[Engine[Any], Any], target: str, headers: Headers, body: bytes
+    ) -> Awaitable[bytes]:
+        """``command`` done: its body read (a refusal raised here), then handed to its
+        handler, whose answer is returned to await (no coroutine of its own: a SEND's turn
+        costs no more than its handler's). A large body of a command that may wait is read on
+        the worker thread, the loop serving others meanwhile (bench 9a: the worker's hops cost
+        a small one more than its own reading)."""
+        if command.waits and len(body) > LARGE_BODY:
+            return self._read_off_loop(command, target, headers, body)
+        return command.handler(self, target, headers, command.read(body, self.limits))
+
+    async def _read_off_loop(
         self, command: Command[Engine[Any], Any], target: str, headers: Headers, body: bytes
     ) -> bytes:
-        """``command`` done: its body read (a large one of a command that may wait on the
-        worker thread, the loop serving others meanwhile: bench 9a, the worker's hops cost a
-        small one more than its own reading), then handed to its handler."""
-        if command.waits and len(body) > LARGE_BODY:
-            request = await off_loop(functools.partial(command.read, body), self.limits)
-        else:
-            request = command.read(body, self.limits)
+        request = await off_loop(functools.partial(command.read, body), self.limits)
         return await command.handler(self, target, headers, request)
 
     async def _unknown(self, target: str, _headers: Headers, _body: bytes) -> bytes:
@@ -645,12 +652,12 @@ def checked_command(
     return command, target
 
 
-async def _claimed(answering: Awaitable[bytes], undo: Undo | None) -> bytes:
-    """The answer ``answering`` gives; a claim made for it undone (``undo``) when the
-    command was not done (a CREATE refused), except for a name that exists: the claim
-    stands (its claimer made it through another broker at the same moment)."""
+async def _claimed(answering: Callable[[], Awaitable[bytes]], undo: Undo | None) -> bytes:
+    """The answer ``answering()`` gives; a claim made for it undone (``undo``) when the
+    command was not done (its body refused, a CREATE refused), except for a name that exists:
+    the claim stands (its claimer made it through another broker at the same moment)."""
     try:
-        answer = await answering
+        answer = await answering()
     except Mq9Error as exc:
         if undo is not None and not isinstance(from_reply(str(exc)), MailboxExists):
             await undo()
