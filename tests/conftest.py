@@ -130,6 +130,16 @@ def nats_server():
 
 
 @pytest.fixture(scope="session")
+def embedding_model() -> None:
+    """The embedding model loaded once in this process (each parallel worker), for tests of an
+    in-process broker whose first REGISTER would otherwise load it under the client's request
+    deadline: seconds of CPU on a busy machine, which those tests do not measure."""
+    from mq9_wire import semantic
+
+    semantic.embedder()
+
+
+@pytest.fixture(scope="session")
 def shared_jetstream() -> list[str]:
     """The session's (each parallel worker's) JetStream nats-server, the store lane's: its URLs,
     for tests that neither kill, restart nor reconfigure it; each test keeps its state in a

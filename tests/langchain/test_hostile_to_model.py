@@ -47,7 +47,7 @@ def depth(value: object) -> int:
 
 
 @pytest.fixture
-def memory_url():
+def memory_url(embedding_model):
     return f"memory://hostile{uuid.uuid4().hex}"
 
 
