@@ -19,7 +19,8 @@ class SentKeys:
 
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple[str, str], Kept] = OrderedDict()
-        # no window ends before this second: most SENDs' expire looks no further (#90)
+        # the front's window ends no sooner than this second (a bound, never above it): most
+        # SENDs' expire looks no further (#90)
         self._soonest = _NEVER
 
     def __len__(self) -> int:
@@ -35,8 +36,10 @@ class SentKeys:
     def put(self, mailbox: str, key: str, msg_id: int, fingerprint: bytes, until: int) -> None:
         """Keep a key until second ``until`` (written again: it moves to the end)."""
         kept, name = self._kept, (mailbox, key)
-        kept.pop(name, None)
+        moved = kept.pop(name, None) is not None
         kept[name] = (msg_id, fingerprint, until)
+        if moved:  # (it may have been the front: the next one is, whatever its end)
+            self._soonest = min(self._soonest, next(iter(kept.values()))[2])
         if until < self._soonest:
             self._soonest = until
 

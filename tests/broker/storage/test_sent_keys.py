@@ -5,7 +5,7 @@ SENDs find nothing to drop), and finds what a full look from the front finds."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mq9_broker.storage.sent_keys import SentKeys
@@ -21,8 +21,10 @@ _STEPS = st.lists(
 
 
 @pytest.mark.slow  # about 5 s of CPU (#89)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(_STEPS)
+# (found once: the front written again moves behind a key whose window ends sooner)
+@example([("put", "b", 1), ("put", "a", 0), ("expire", "", 0), ("put", "b", 1), ("expire", "", 0)])
 def test_what_is_kept_is_what_a_full_look_keeps(steps: list[tuple[str, str, int]]) -> None:
     keys, model = SentKeys(), {}  # the model: (box, key) -> until, in the order written
     for step, key, second in steps:
