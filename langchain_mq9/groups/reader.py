@@ -528,6 +528,26 @@ class GroupReader:
             # the broker, so the next reader neither hands them out nor charges them again.
             await self.records.record_done(unpassed)
 
+    async def settle(self, *, deliver: str = "earliest", from_id: int | None = None) -> None:
+        """Ack the group past what is done, handing nothing out: what a reader that stops
+        calls last. ``done`` acks only as far as the last answer proves (``horizon`` in
+        state.py), and a reader's first answer, starting past the group's position, proves
+        little: the records keep the next reader from handing those messages out again, but
+        any other reader of the group (RobustMQ's own clients) would be. One more read shows
+        the group may pass them; what it finds new stays for whoever reads next.
+        ``deliver``/``from_id`` as for ``fetch``, until the group first acks."""
+        async with self._lock:
+            state = self.state
+            if not self.commit or not (state.handled or state.passed_unacked):
+                return
+            answer, _fit, asked = await self._read(state.ask(1), deliver, from_id)
+            if state.reused_ids(answer):  # the log went back: what was done is of the lost one
+                return
+            if state.went_back(answer) or self._acks.went_back(answer):
+                await self._ack(state.committed, again=True)
+            state.mark_done(self._acks.done_among(state.accept(answer, asked)))
+            await self._advance()
+
     async def release(self, msg_ids: Iterable[int]) -> None:
         """Give back messages this reader handed out but the caller did not pass on (e.g. they
         did not fit in a tool's answer): the next fetch hands them out again. Nothing was
@@ -753,6 +773,11 @@ class Consumer:
         self._stopping.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._reader is not None:
+            try:  # the batch's own acks go only as far as its answer proved
+                await self._reader.settle(deliver=self._deliver, from_id=self._from_id)
+            except Mq9Error as exc:  # handed out again to the group: at least once
+                log.warning("consumer of %s: the last ack failed: %s", self.mail_address, exc)
 
     async def _fetch(self, *, max_wait_ms: int) -> list[Message]:
         if self._reader is not None:

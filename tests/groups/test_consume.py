@@ -229,6 +229,31 @@ async def test_stop_finishes_the_batch_and_commits_it(broker, client):
     assert await client.fetch(box, group_name="g", max_wait_ms=0) == []  # and acked
 
 
+async def test_stop_right_after_a_first_batch_past_the_groups_start_acks_it(broker, client):
+    """A fresh consumer's first answer starts past the group's position, which proves too
+    little to ack (state.py, ``horizon``): the loop's next FETCH would. A stop that comes
+    before it acks all the same (CI saw a group handed out again what a stopped consumer had
+    handled)."""
+    box = await client.mailbox_create()
+    ids = [await client.send(box, f"m{i}") for i in range(6)]
+    await client.ack(box, "g", ids[2])  # the group's position, where an earlier reader left it
+    seen = asyncio.Event()
+    handled: list[int] = []
+    stopping: list[asyncio.Task] = []
+
+    def stop_at_the_last(message: Message) -> None:
+        handled.append(message.msg_id)
+        if len(handled) == 3:  # the stop arrives before the loop can fetch again
+            stopping.append(asyncio.create_task(consumer.stop()))
+            seen.set()
+
+    consumer = await client.consume(box, stop_at_the_last, group_name="g", max_wait_ms=POLL_MS)
+    await asyncio.wait_for(seen.wait(), WAIT)
+    await asyncio.wait_for(stopping[0], WAIT)
+    assert handled == ids[3:]
+    assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
+
+
 async def test_consume_without_group_sees_each_message_once(client):
     box = await client.mailbox_create()
     for i in range(5):
