@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from mq9_broker.nats_servers.processes import spawn_env
+
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 READY = "mq9 dev broker ready on "
 START_TIMEOUT = 30.0  # a cold interpreter importing langchain on a busy 2-core box
@@ -42,7 +44,7 @@ class DevBroker:
             stderr=subprocess.PIPE,
             text=True,
             cwd=cwd or ROOT,
-            env=env,
+            env=spawn_env() if env is None else env,
         )
         self.stdout: list[str] = []
         self.stderr: list[str] = []

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mq9_broker.nats_servers.processes import find_nats_server, free_port
+from mq9_broker.nats_servers.processes import find_nats_server, free_port, spawn_env
 from testbed.ports import ServerExited, read_ports
 
 START_TIMEOUT = 30.0  # a busy 2-core machine
@@ -67,6 +67,7 @@ class JetStreamServer:
                 [find_nats_server(), "-c", str(config), "--ports_file_dir", str(ports_dir)],
                 stdout=log,
                 stderr=log,
+                env=spawn_env(),
             )
         try:
             ports = read_ports(self.process, ports_dir, START_TIMEOUT, self.log_tail)

@@ -14,6 +14,7 @@ from mq9_broker.nats_servers.processes import (
     LARGEST_MAX_PAYLOAD,
     NatsProcess,
     find_nats_server,
+    spawn_env,
 )
 from testbed.ports import read_ports
 
@@ -55,7 +56,9 @@ def start_nats_server(
     log = Path(home.name, "server.log")
     try:
         with log.open("wb") as out:
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=out)
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=out, env=spawn_env()
+            )
 
         def output() -> str:
             return log.read_text(errors="replace")[-2000:].strip()

@@ -43,7 +43,7 @@ from ..broker import Broker
 from ..config import BrokerConfig, StartupError
 from ..engine.engine import BrokerLimits
 from ..identities.store import CredentialError
-from ..nats_servers.processes import LARGEST_MAX_PAYLOAD
+from ..nats_servers.processes import LARGEST_MAX_PAYLOAD, spawn_env
 from ..nats_servers.survey import ClusterError, monitor_urls
 from ..serving.serve import BULK_ANSWER
 from ..storage import StorageError
@@ -513,8 +513,8 @@ def _console_command(args: argparse.Namespace, config: BrokerConfig) -> list[str
 async def _start_console(command: list[str]) -> asyncio.subprocess.Process:
     """``mq9 console`` (docs/console.md) in a process of its own that ends with the broker:
     its lines are passed on; if it stops before it serves, so does the broker, saying why."""
-    shell = await asyncio.create_subprocess_exec(
-        *command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+    shell = await asyncio.create_subprocess_exec(  # (spawn_env: the model may be loading)
+        *command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=spawn_env()
     )
     assert shell.stderr is not None
     said = ""

@@ -63,6 +63,16 @@ def find_nats_server() -> str:
     )
 
 
+def spawn_env() -> dict[str, str]:
+    """This process's environment, copied, for a child it starts: given to ``Popen``, the
+    child's environment is built before it starts. Without it a child started by vfork
+    (CPython's way without ``preexec_fn``) reads the live ``environ`` while it execs, and
+    another thread setting a variable meanwhile (a model library loading beside it) can leave
+    that pointing at freed memory: the exec fails with EFAULT (CI met "[Errno 14] Bad
+    address: '.../nats-server'" in a thread starting servers beside threads loading models)."""
+    return dict(os.environ)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -145,6 +155,7 @@ def start_nats_server(
             stderr=subprocess.PIPE,
             start_new_session=die_with_parent,
             preexec_fn=_die_with_parent() if die_with_parent else None,
+            env=spawn_env(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
