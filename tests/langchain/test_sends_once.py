@@ -22,14 +22,10 @@ from langgraph.types import Command, RetryPolicy, interrupt
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call, calls
+from tests.support.waiting import until
 
 INBOX = "agent.inbox.once"
-
-
-@tool
-def ask_the_user(question: str) -> str:
-    """Ask the user and wait for the answer."""
-    return str(interrupt(question))
+WAIT = 30  # a bound for a send on its way (a busy machine's), not a measured time
 
 
 class Crash(Exception):
@@ -81,6 +77,20 @@ async def made_inbox(broker) -> None:
         await client.mailbox_create(name=INBOX, ttl=0)
 
 
+def ask_the_user_once_sent(broker) -> Any:
+    """``ask_the_user``, asking once the send beside it in the tools node is stored: the
+    ToolNode runs a turn's calls at once, and an interrupt raised first cuts a send still on
+    its way (CI met it: nothing sent in the first run, nothing for the resume to replay)."""
+
+    @tool
+    async def ask_the_user(question: str) -> str:
+        """Ask the user and wait for the answer."""
+        await until(lambda: stored(broker), timeout=WAIT, what="the send stored")
+        return str(interrupt(question))
+
+    return ask_the_user
+
+
 async def test_a_graph_resumed_after_its_tools_node_sent_stores_one_message(broker):
     await made_inbox(broker)
     model = ScriptedChatModel(
@@ -93,7 +103,7 @@ async def test_a_graph_resumed_after_its_tools_node_sent_stores_one_message(brok
         ]
     )
     async with Mq9Toolkit(server=broker.url) as kit:
-        app = graph(model, [*kit.get_tools(), ask_the_user])
+        app = graph(model, [*kit.get_tools(), ask_the_user_once_sent(broker)])
         config = {"configurable": {"thread_id": "thread-1"}}
         first = await app.ainvoke({"messages": [("user", "tell the team")]}, config)
         assert "__interrupt__" in first  # the tools node sent, then stopped at the question
