@@ -54,15 +54,20 @@ async def test_the_same_command_twice_serves_twice_and_a_kill_costs_no_takeover(
             assert "standby" not in broker.output()
         async with Mq9Client(first.url, request_timeout=30) as client:
             await client.mailbox_create(name="two.box")
-            before = [await client.send("two.box", f"m{i}") for i in range(20)]
+            # keyed (#90): a SEND handed to the broker being killed is sent again, stored once
+            before = [await client.send("two.box", t, idempotency_key=t) for t in texts("m", 20)]
             first.kill()
-            after = [await client.send("two.box", f"n{i}") for i in range(5)]
+            after = [await client.send("two.box", t, idempotency_key=t) for t in texts("n", 5)]
             assert len(set(before + after)) == 25
             got = await client.query("two.box")
             assert [m.text() for m in got] == [f"m{i}" for i in range(20)] + [
                 f"n{i}" for i in range(5)
             ]
         assert second.stop() == 0
+
+
+def texts(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(count)]
 
 
 def test_no_jetstream_on_the_server_is_a_clear_error_at_once(nats_server):
