@@ -3,8 +3,8 @@
 own on a loopback JetStream nats-server.
 
 msg_ids are RobustMQ's here (each mailbox numbered from 0, docs/broker.md). Tests that need
-the injected clock are skipped (the servers' clock writes create_times, TTLs and delays here),
-and so are those that read the in-memory engine, each saying so. The rest pass, except the one
+the injected clock are skipped before they start (the servers' clock writes create_times, TTLs
+and delays here), and so are those that read the in-memory engine, each saying so. The rest pass, except the one
 named below, for a difference docs/protocol.md §13 writes down.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import nats
 import pytest
-from conftest import Broker
+from conftest import Broker, skip_what_cannot_run
 from test_conformance_fetch import *  # noqa: F403  (the tests, and their own fixtures)
 from test_conformance_mailbox import *  # noqa: F403
 from test_conformance_registry import *  # noqa: F403
@@ -62,7 +62,7 @@ class ClusterBroker(Broker):
 
 
 @pytest.fixture
-async def broker(cluster_servers: list[str]) -> AsyncIterator[ClusterBroker]:
+async def broker(request: Any, cluster_servers: list[str]) -> AsyncIterator[ClusterBroker]:
     connection = await nats.connect(cluster_servers)
     store = ClusterStore(connection, name=f"C{uuid.uuid4().hex[:10]}", timeout=20.0)
     await store.open()
@@ -70,7 +70,9 @@ async def broker(cluster_servers: list[str]) -> AsyncIterator[ClusterBroker]:
     engine = Engine(store)
     install_memory_broker(name, engine)  # type: ignore[arg-type]
     try:
-        yield ClusterBroker(f"memory://{name}", None, None, "memory", cluster=engine)
+        started = ClusterBroker(f"memory://{name}", None, None, "memory", cluster=engine)
+        skip_what_cannot_run(request, started)
+        yield started
     finally:
         drop_memory_broker(name)
         await store.close()
