@@ -4,8 +4,8 @@ own on a loopback JetStream nats-server.
 
 msg_ids are RobustMQ's here (each mailbox numbered from 0, docs/broker.md). Tests that need
 the injected clock are skipped before they start (the servers' clock writes create_times, TTLs
-and delays here), and so are those that read the in-memory engine, each saying so. The rest pass, except the one
-named below, for a difference docs/protocol.md §13 writes down.
+and delays here), and so are those that read the in-memory engine, each saying so. The rest
+pass, except the one named below, for a difference docs/protocol.md §13 writes down.
 """
 
 from __future__ import annotations
