@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from typing import Any
 
 import anyio
@@ -30,28 +30,41 @@ log = logging.getLogger("mcp_server")
 async def serve_stdio(server: Server, connection: Mq9Connection) -> None:
     """Serve one MCP session over stdin/stdout until the client closes stdin, or until SIGINT
     (Ctrl-C) or SIGTERM, which end it cleanly (the broker connection is closed either way)."""
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(connect_early, connection)
-        tasks.start_soon(_stop_on_signals, tasks.cancel_scope)
-        try:
-            stdin: Any = _StdinLines(anyio.lowlevel.current_token())
-            async with stdio_server(stdin=stdin) as (read_stream, write_stream):
-                stdin.answer_on = write_stream
-                await server.run(read_stream, write_stream, server.create_initialization_options())
-        finally:
-            tasks.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await connection.aclose()
+    with ExitStack() as held:
+        # Taken before any task starts: a signal turned into KeyboardInterrupt inside a task
+        # ends the loop while the task group waits on it, and asyncio logs the group's
+        # traceback at shutdown (CI: a SIGTERM just after the ready line). Before this line
+        # it lands here, in the main task, and cli.main stops quietly.
+        signals = _signal_receiver(held)
+        async with anyio.create_task_group() as tasks:
+            if signals is not None:
+                tasks.start_soon(_stop_on_signals, signals, tasks.cancel_scope)
+            tasks.start_soon(connect_early, connection)
+            try:
+                stdin: Any = _StdinLines(anyio.lowlevel.current_token())
+                async with stdio_server(stdin=stdin) as (read_stream, write_stream):
+                    stdin.answer_on = write_stream
+                    options = server.create_initialization_options()
+                    await server.run(read_stream, write_stream, options)
+            finally:
+                tasks.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await connection.aclose()
 
 
-async def _stop_on_signals(scope: anyio.CancelScope) -> None:
+def _signal_receiver(held: ExitStack) -> Any:
+    """SIGINT and SIGTERM received by the event loop while ``held`` is open; None where
+    signals cannot be (Windows: Ctrl-C still raises KeyboardInterrupt)."""
     try:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("stopping (%s)", signal.Signals(signum).name)
-                scope.cancel()
-                return
-    except NotImplementedError:  # Windows: Ctrl-C still raises KeyboardInterrupt
+        return held.enter_context(anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
+    except NotImplementedError:
+        return None
+
+
+async def _stop_on_signals(signals: Any, scope: anyio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("stopping (%s)", signal.Signals(signum).name)
+        scope.cancel()
         return
 
 
