@@ -69,8 +69,18 @@ def spawn_env() -> dict[str, str]:
     (CPython's way without ``preexec_fn``) reads the live ``environ`` while it execs, and
     another thread setting a variable meanwhile (a model library loading beside it) can leave
     that pointing at freed memory: the exec fails with EFAULT (CI met "[Errno 14] Bad
-    address: '.../nats-server'" in a thread starting servers beside threads loading models)."""
+    address: '.../nats-server'" in a thread starting servers beside threads loading models).
+    Copied again when a variable goes, or comes, while it is copied (a ``KeyError``, or the
+    mapping resized under its reader): a few tries, then the last one's error."""
+    for _ in range(_COPY_TRIES - 1):
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):
+            continue
     return dict(os.environ)
+
+
+_COPY_TRIES = 20
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -21,7 +21,7 @@ STARTS = 150  # each of three threads: enough that a bare env=None fails many he
 @pytest.mark.slow  # starts 450 processes
 def test_children_start_whatever_another_thread_sets_in_the_environment():
     stop = threading.Event()
-    failures: list[OSError] = []
+    failures: list[Exception] = []  # a start's, or the copy's (a variable gone meanwhile)
 
     def churn() -> None:
         n = 0
@@ -36,7 +36,7 @@ def test_children_start_whatever_another_thread_sets_in_the_environment():
         for _ in range(STARTS):
             try:
                 subprocess.run([sys.executable, "-S", "-c", ""], env=spawn_env(), check=True)
-            except OSError as exc:
+            except Exception as exc:  # (not a thread's unhandled one: pytest only warns)
                 failures.append(exc)
 
     churning = threading.Thread(target=churn)
