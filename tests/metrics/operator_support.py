@@ -153,7 +153,14 @@ class Server:
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env={**os.environ, **(env or {})},
         )  # fmt: skip
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def output(self) -> str:
+        """What it printed, all of it once it has exited (its reader waited for)."""
+        if self.process.poll() is not None:
+            self._reader.join(DEADLINE)
+        return "\n".join(self.lines)
 
     def _read(self) -> None:
         assert self.process.stdout is not None

@@ -32,6 +32,7 @@ from test_dashboard_on_the_cluster import (
     _http_traffic,
     _start_servers,
     _traffic,
+    on_fresh_ports,
     scrape_and_check,
     start_brokers,
 )  # fmt: skip
@@ -102,6 +103,10 @@ def _start_clients(lines: list[str], home: Path, env: dict, into: list[Server]) 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason=NO_PROMETHEUS)
 def test_every_dashboard_expression_has_data_on_the_credentialed_cluster(tmp_path):
+    on_fresh_ports(tmp_path, _credentialed_cluster_has_data)
+
+
+def _credentialed_cluster_has_data(tmp_path: Path) -> None:
     ports = (*NATS_PORTS, *METRICS_PORTS, *HTTP_PORTS)
     free = {port: str(free_port()) for port in ports}
     commands, env = _documented(tmp_path, free)  # the files written, the open commands
