@@ -4,6 +4,8 @@ write once it listens: a server given port -1 (the system's choice) says which i
 from __future__ import annotations
 
 import json
+import random
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -40,3 +42,27 @@ def read_ports(
     process.kill()
     process.wait()
     raise RuntimeError(f"nats-server did not listen in {timeout} s: {output()}")
+
+
+def unclaimed_port(host: str = "127.0.0.1") -> int:
+    """A free port below the kernel's ephemeral range, for a server whose port is written into
+    its configuration before it starts (a documented cluster's files): ``free_port``'s port
+    comes from that range, where any process's next connection may take it before the server
+    binds it; a port below the range is only taken by a bind that names it."""
+    low = _ephemeral_low()
+    for _ in range(1000):
+        port = random.randrange(max(low - 12_000, 1024), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:  # another process's already
+                continue
+        return port
+    raise RuntimeError(f"no free port found on {host} in 1000 tries below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # (Linux's default; elsewhere as good a floor as any)

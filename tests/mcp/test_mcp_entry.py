@@ -76,8 +76,9 @@ except KeyboardInterrupt:
 @pytest.mark.parametrize("hooked", [True, False])
 def test_an_interrupt_lost_in_a_callback_is_delivered_again(hooked):
     done = subprocess.run(
-        # hooked, it waits long enough for the thread that signals again to run on a busy
-        # machine (CI: 5 s was not); unhooked, nothing comes, and 5 s show it
+        # hooked, the Ctrl-C signalled again ends the wait when it lands: 50 s is only a guard
+        # (CI: a busy machine ran the signalling thread after the 5 s it once was); unhooked,
+        # nothing comes, and 5 s show it
         [sys.executable, "-c", LANDS_IN_A_CALLBACK.format(hooked=hooked, wait=50 if hooked else 5)],
         capture_output=True, text=True, timeout=90, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip

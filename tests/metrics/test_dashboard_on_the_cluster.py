@@ -17,7 +17,6 @@ import secrets
 import shlex
 import sys
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from langchain_mq9.wake.rules import WakeRule
 from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.storage.jetstream import Layout
 from mq9_wire.protocol.errors import MailboxNotFound
+from testbed.ports import unclaimed_port
 from tests.support.devbroker_helpers import DevBroker, port_open, wait_until
 from tests.support.jetstream_servers import FORMING, wait_serving
 from tests.support.waiting import until_sync
@@ -85,13 +85,9 @@ def _documented(home: Path, free: dict[str, str]) -> tuple[list[str], dict[str, 
     return commands, env
 
 
-class PortTaken(Exception):
-    """A server found a port chosen for it taken since (another test's connection got it)."""
-
-
 def _start_servers(lines: list[str], home: Path, env: dict[str, str]) -> list[Server]:
-    """The documented nats-servers, each listening; on a failure, those started stopped, and
-    ``PortTaken`` when a port was, else its output."""
+    """The documented nats-servers, each listening; on a failure, those started stopped and
+    the output of the one that exited."""
     started: list[Server] = []
     try:
         for line in lines:
@@ -105,30 +101,12 @@ def _start_servers(lines: list[str], home: Path, env: dict[str, str]) -> list[Se
                 return port_open(port) or server.process.poll() is not None
 
             wait_until(up, DEADLINE, f"{name} listens on {port}")
-            if server.process.poll() is not None:
-                said = server.output()
-                if "address already in use" in said:
-                    raise PortTaken(said)
-                raise AssertionError(f"{name} exited: {said}")
+            assert server.process.poll() is None, f"{name} exited: {server.output()}"
     except BaseException:
         for server in reversed(started):
             server.stop()
         raise
     return started
-
-
-def on_fresh_ports(tmp_path: Path, run: Callable[[Path], None], tries: int = 3) -> None:
-    """``run(home)`` in a new folder each try, again (its ports chosen again) when a server
-    found one taken: a port chosen free may be another process's by the time it is bound."""
-    for attempt in range(1, tries + 1):
-        home = tmp_path / f"try{attempt}"
-        home.mkdir()
-        try:
-            run(home)
-            return
-        except PortTaken:
-            if attempt == tries:
-                raise
 
 
 async def _traffic(url: str, credential: str | None = None, watched: str | None = None) -> None:
@@ -287,11 +265,7 @@ def scrape_and_check(home: Path, free: dict[str, str]) -> Prometheus:
 
 @pytest.mark.skipif(PROMETHEUS is None, reason=NO_PROMETHEUS)
 def test_every_dashboard_expression_has_data_on_the_documented_cluster(tmp_path):
-    on_fresh_ports(tmp_path, _documented_cluster_has_data)
-
-
-def _documented_cluster_has_data(tmp_path: Path) -> None:
-    free = {port: str(free_port()) for port in (*NATS_PORTS, *METRICS_PORTS)}
+    free = {port: str(unclaimed_port()) for port in (*NATS_PORTS, *METRICS_PORTS)}
     commands, env = _documented(tmp_path, free)
     servers: list[Server] = []
     brokers: list[DevBroker] = []
