@@ -52,7 +52,7 @@ async def serve_stdio(server: Server, connection: Mq9Connection) -> None:
                     await connection.aclose()
 
 
-def _signal_receiver(held: ExitStack) -> Any:
+def _signal_receiver(held: ExitStack) -> AsyncIterator[signal.Signals] | None:
     """SIGINT and SIGTERM received by the event loop while ``held`` is open; None where
     signals cannot be (Windows: Ctrl-C still raises KeyboardInterrupt)."""
     try:
@@ -61,7 +61,9 @@ def _signal_receiver(held: ExitStack) -> Any:
         return None
 
 
-async def _stop_on_signals(signals: Any, scope: anyio.CancelScope) -> None:
+async def _stop_on_signals(
+    signals: AsyncIterator[signal.Signals], scope: anyio.CancelScope
+) -> None:
     async for signum in signals:
         log.info("stopping (%s)", signal.Signals(signum).name)
         scope.cancel()
