@@ -4,6 +4,7 @@ write once it listens: a server given port -1 (the system's choice) says which i
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import subprocess
@@ -49,16 +50,40 @@ def unclaimed_port(host: str = "127.0.0.1") -> int:
     its configuration before it starts (a documented cluster's files): ``free_port``'s port
     comes from that range, where any process's next connection may take it before the server
     binds it; a port below the range is only taken by a bind that names it."""
-    low = _ephemeral_low()
+    ports = _own_ports()
     for _ in range(1000):
-        port = random.randrange(max(low - 12_000, 1024), low)
+        port = _CHOOSER.choice(ports)
+        if port in _GIVEN:  # (not bound yet, perhaps: a test takes several before it starts)
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
             except OSError:  # another process's already
                 continue
+        _GIVEN.add(port)
         return port
-    raise RuntimeError(f"no free port found on {host} in 1000 tries below {low}")
+    raise RuntimeError(f"no free port found on {host} in 1000 tries in {ports}")
+
+
+# Not the random module's generator, which a test may seed; and a port given once is never
+# given again in this process (a clean-clone run met one test given one port twice, and two
+# tests in two workers choosing alike)
+_CHOOSER = random.SystemRandom()
+_GIVEN: set[int] = set()
+_SHARES = 16  # of the range below the ephemeral one: a share each pytest-xdist worker (at most 8)
+
+
+def _own_ports() -> range:
+    """This process's ports: the 12,000 below the ephemeral range, or a pytest-xdist worker's
+    own share of them, so that no two workers choose one port before either binds it."""
+    low = _ephemeral_low()
+    start = max(low - 12_000, 1024)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw3"
+    if not (worker.startswith("gw") and worker[2:].isdigit()):
+        return range(start, low)
+    share = (low - start) // _SHARES
+    first = start + int(worker[2:]) % _SHARES * share
+    return range(first, first + share)
 
 
 def _ephemeral_low() -> int:
