@@ -56,7 +56,13 @@ def _interrupts_delivered_again() -> None:
 
     def hook(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            again = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT))
+            # to the main thread itself: os.kill's signal may be taken by this timer's thread,
+            # leaving the main thread's wait uninterrupted (CI saw the Ctrl-C lost so)
+            if hasattr(signal, "pthread_kill"):
+                to, args = signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+            else:  # (Windows)
+                to, args = os.kill, (os.getpid(), signal.SIGINT)
+            again = threading.Timer(0.01, to, args)
             again.daemon = True
             again.start()
             return
