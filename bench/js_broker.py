@@ -15,6 +15,10 @@ refused, read again, renumbered) and answers ``{"head_reads": n}`` on ``bench.co
 jetstream`` runs: a request handled in the connection's read loop), not this file's
 subscription handing each request to a task of its own.
 
+Without ``--served``, the serving connection also answers ``bench.alive.<pid>``: a test that
+kills the broker knows NATS dropped that connection (and with it the broker's share of the
+requests) once a request there gets "no responders".
+
 Prints ``ready <pid>`` once it serves; stops on SIGTERM or SIGINT.
 """
 
@@ -109,7 +113,13 @@ async def serve(
         running.add(task)
         task.add_done_callback(running.discard)
 
+    async def alive(message: Any) -> None:
+        await message.respond(b"")
+
     subscription = await connection.subscribe(SUBJECTS, queue=QUEUE, cb=take)
+    # on the serving connection: nats-server removes a closed connection's subscriptions in
+    # one step, so once this subject has no responders, neither has the queue subscription
+    await connection.subscribe(f"bench.alive.{os.getpid()}", cb=alive)
     await connection.flush()
     print(f"ready {os.getpid()}", flush=True)
     await stop.wait()

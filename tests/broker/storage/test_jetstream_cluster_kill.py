@@ -5,10 +5,13 @@ played for real:
   between them) holds nothing: the next write of that mailbox, by another store, is stored
   and numbered next;
 - two broker processes on one layout, SENDs started one after another without waiting for
-  the answers while one broker is SIGKILLed: every SEND sent once the killed process is gone
-  is answered by the other, and every SEND answered is stored once. (Those NATS handed the
-  dying process before its sockets closed are its own: the kernel closes a killed process's
-  sockets only once it has freed its memory, docs/broker.md "Several brokers at once".)
+  the answers while one broker is SIGKILLed: every SEND sent once NATS has dropped the killed
+  process's connection is answered by the other, and every SEND answered is stored once.
+  (Those NATS handed the dying process before are its own: the kernel closes a killed
+  process's sockets only once it has freed its memory, and nats-server reads that close a
+  moment later, docs/broker.md "Several brokers at once". So "dropped" is what NATS says, not
+  the process's exit: a CI run saw a SEND sent just after ``wait()`` returned go to the dead
+  broker.)
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from collections.abc import Iterator
 
 import nats
 import pytest
+from nats.aio.client import Client as NatsConnection
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from langchain_mq9 import Mq9Client
 from mq9_broker.state.mailbox import StoredMessage
@@ -34,7 +40,9 @@ pytestmark = pytest.mark.slow  # a nats-server and broker processes
 
 ANSWER_TIMEOUT = 10.0  # seconds a SEND waits for its answer
 PACE = 0.005  # seconds between the SENDs started around the kill
-SENDS_AFTER = 100  # SENDs started once the kill was sent
+SENDS_AFTER_GONE = 20  # SENDs started once NATS dropped the killed broker's connection
+MAX_SENDS = 900  # SENDs started after the kill at most (NATS never dropping it: a failure)
+PROBE_TIMEOUT = 0.05  # seconds a probe of the killed broker's own subject waits
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +80,20 @@ async def test_a_batch_left_open_by_a_dead_broker_holds_no_write(servers):
         await close_store(store)
 
 
+async def _dropped(probe: NatsConnection, pid: int) -> float:
+    """When NATS had dropped the connection of broker ``pid``: its own subject
+    (``bench.alive.<pid>``, on the connection that serves) has no responders. nats-server
+    removes a closed connection's subscriptions in one step, so its share of the SENDs went
+    with it."""
+    while True:
+        try:
+            await probe.request(f"bench.alive.{pid}", b"", timeout=PROBE_TIMEOUT)
+        except NoRespondersError:
+            return time.monotonic()
+        except NatsTimeout:  # killed, its connection not closed yet
+            pass
+
+
 async def _sent(client: Mq9Client, text: str) -> tuple[float, int | None]:
     """When the SEND of ``text`` was started, and its msg_id (None: no answer in time)."""
     started = time.monotonic()
@@ -88,16 +110,20 @@ async def test_sends_started_once_a_killed_broker_is_gone_are_all_answered(serve
         async with Mq9Client(servers[0]) as client:
             await client.mailbox_create(name="jobs", ttl=0)
             before = [await client.send("jobs", f"before {n}") for n in range(20)]
-            brokers[0].send_signal(signal.SIGKILL)
-            sends, gone = [], None
-            for n in range(SENDS_AFTER):
-                if gone is None and brokers[0].poll() is not None:
-                    gone = time.monotonic()
-                sends.append(asyncio.ensure_future(_sent(client, f"after {n}")))
-                await asyncio.sleep(PACE)
+            async with await nats.connect(servers[0]) as probe:
+                dropped = asyncio.ensure_future(_dropped(probe, brokers[0].pid))
+                brokers[0].send_signal(signal.SIGKILL)
+                sends: list[asyncio.Future[tuple[float, int | None]]] = []
+                started_after = 0
+                while started_after < SENDS_AFTER_GONE and len(sends) < MAX_SENDS:
+                    started_after += dropped.done()
+                    sends.append(asyncio.ensure_future(_sent(client, f"after {len(sends)}")))
+                    await asyncio.sleep(PACE)
+                dropped.cancel()  # (done already, but where NATS never dropped it)
             brokers[0].wait(30)
             answered = await asyncio.gather(*sends)
-            assert gone is not None, "the killed broker was not gone within the SENDs"
+            assert not dropped.cancelled(), "NATS did not drop the killed broker within the SENDs"
+            gone = dropped.result()
             after_gone = [msg_id for started, msg_id in answered if started >= gone]
             assert after_gone and None not in after_gone, answered
             ids = before + [msg_id for _, msg_id in answered if msg_id is not None]
