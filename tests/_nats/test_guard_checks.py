@@ -38,6 +38,7 @@ async def test_each_check_finds_this_nats_py_as_checked():
     assert nats_guard._parser_problem(connection) is None
     assert nats_guard._handshake_problem(connection) is None
     assert nats_guard._header_problem(connection) is None
+    assert nats_guard._drain_problem(connection) is None
 
 
 @pytest.mark.slow
@@ -121,5 +122,25 @@ async def test_a_guarded_parser_stays_when_protect_is_called_again(nats_server):
         for watchdog in (first, second):
             assert watchdog is not None
             watchdog.cancel()
+    finally:
+        await connection.close()
+
+
+@pytest.mark.slow
+async def test_the_in_order_drain_is_nats_pys_drain_when_nats_py_differs(
+    nats_server, monkeypatch, caplog
+):
+    _differ(monkeypatch, "_remove_sub")
+    connection = await nats.connect(nats_server.url)
+    try:
+
+        async def take(msg):
+            return None
+
+        subscription = await connection.subscribe("guard.drain", cb=take)
+        with caplog.at_level(logging.WARNING, "mq9_wire._nats.guard"):
+            await nats_guard.drain_in_order(connection, [subscription])
+        assert "guard.drain" not in {sub.subject for sub in connection._subs.values()}
+        assert len(_warnings(caplog)) == 1 and "in-order drain" in _warnings(caplog)[0]
     finally:
         await connection.close()

@@ -18,10 +18,12 @@ heard for ``SILENT`` seconds is gone. Each partition goes to the member whose ha
 highest (rendezvous hashing: a member joining or leaving moves only the partitions it takes or
 held). A broker takes a partition at once (subscribes) and lets one go only once the new
 holder has been heard, which it is only after it subscribed: never an interval with no holder,
-except when a holder dies. A SIGKILLed broker's partitions have no holder from the moment the
-servers close its connection until the others find it silent (at most ``SILENT`` + ``BEAT``
-after its last beat): requests meanwhile are answered "no responders" by the servers, which the
-client is told at once (never a timeout). What it was handed before its connection closed is
+except when a holder dies. It still answers what the servers handed it before they had its
+UNSUB (``drain_in_order``): a request on its way during a hand-over is answered, not dropped.
+A SIGKILLed broker's partitions have no holder from the moment the servers close its
+connection until the others find it silent (at most ``SILENT`` + ``BEAT`` after its last
+beat): requests meanwhile are answered "no responders" by the servers, which the client is
+told at once (never a timeout). What it was handed before its connection closed is
 lost with it, as without partitions.
 
 Nothing here decides a number: two brokers holding one partition for a moment (a start, a
@@ -40,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mq9_wire._nats.fast_path import deliver_inline
-from mq9_wire._nats.guard import flush_in_order
+from mq9_wire._nats.guard import drain_in_order, flush_in_order
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +174,15 @@ class Partitions:
             )
             deliver_inline(self.connection, subscription)
             self.held[k] = subscription
-        if release:
-            for k in sorted(before - wanted):
-                with contextlib.suppress(Exception):
-                    await self.held.pop(k).unsubscribe()
+        if release and before - wanted:
+            # what the servers handed this broker before they had its UNSUB is still answered
+            # (a plain unsubscribe drops it: a request lost in the hand-over); a partition
+            # leaves ``held`` once the servers no longer route it here
+            released = sorted(before - wanted)
+            with contextlib.suppress(Exception):
+                await drain_in_order(self.connection, [self.held[k] for k in released])
+            for k in released:
+                del self.held[k]
         if set(self.held) != before:
             await flush_in_order(self.connection)
             self.changed.set()
@@ -197,6 +204,5 @@ class Partitions:
             await self._announce(GOODBYE)
             await self.connection.flush()
             await asyncio.sleep(BEAT)
-            for subscription in self.held.values():
-                await subscription.unsubscribe()
-            self.held.clear()
+            await drain_in_order(self.connection, self.held.values())
+        self.held.clear()

@@ -5,7 +5,8 @@ does, reads subjects that are not UTF-8 leniently, drops only a frame nats-py st
 (logged), and hands a reply with a sid it does not know (RobustMQ's sid 0) to the request whose
 inbox the subject names; and a watchdog that reconnects it when its read loop ended.
 ``GuardedClient`` finishes its handshake on RobustMQ and names ``tls_required`` in its CONNECT.
-``flush_in_order``: a flush after which everything written before it has reached the server.
+``flush_in_order``: a flush after which everything written before it has reached the server;
+``drain_in_order``: subscriptions ended with nothing the server sent them dropped.
 ``close_within``: nats-py's close, bounded (a peer that stops reading holds it for ever).
 
 Each override leans on nats-py internals and is checked before its first use
@@ -27,8 +28,9 @@ from typing import Any, TypeVar
 from urllib.parse import ParseResult
 
 from nats.aio.client import PING_PROTO, PONG_PROTO, Client, Srv
+from nats.aio.subscription import Subscription
 from nats.aio.transport import TcpTransport
-from nats.errors import ProtocolError
+from nats.errors import ConnectionClosedError, ProtocolError
 from nats.protocol import parser as nats_parser
 from nats.protocol.command import hpub_cmd
 
@@ -277,6 +279,53 @@ async def flush_in_order(connection: Client, timeout: int = 10) -> None:
     follows them (nats-py's public API only, one round trip more)."""
     await connection.flush(timeout)
     await connection.flush(timeout)
+
+
+_DRAIN_USES: tuple[dict[str, list[str]], tuple[str, ...]] = (
+    {"_send_unsubscribe": ["sid", "limit"], "_remove_sub": ["sid", "max_msgs"]},
+    ("_subs",),
+)
+_SUBSCRIPTION_USES = ("_id", "_pending_queue", "_stop_processing", "_closed")
+
+
+def _drain_problem(connection: Client) -> str | None:
+    return internals_problem(connection, *_DRAIN_USES)
+
+
+async def drain_in_order(
+    connection: Client, subscriptions: Iterable[Subscription], timeout: float = 10.0
+) -> None:
+    """nats-py's ``Subscription.drain`` for each of ``subscriptions``, its round trip made in
+    order: the server told to stop sending, everything it sent before that still handed to
+    the subscription (its callback), then the subscription gone. nats-py's own drain writes
+    its PING ahead of its UNSUB (``flush_in_order``'s reason): the PONG can come back while
+    the server still routes to the subscription, and what comes after it is dropped, a
+    request of a queue group lost where another member would have answered it. All of them
+    in one round trip; within ``timeout`` seconds (a server that stops answering: the
+    subscriptions go all the same). nats-py's drain, one after another, where its internals
+    differ from those this was checked against (a warning, once)."""
+    subscriptions = [sub for sub in subscriptions if not getattr(sub, "_closed", False)]
+    if not subscriptions:
+        return
+    known = all(hasattr(sub, name) for sub in subscriptions for name in _SUBSCRIPTION_USES)
+    if not known or not override_on("the in-order drain", connection, _drain_problem):
+        for subscription in subscriptions:
+            with contextlib.suppress(ConnectionClosedError):
+                await subscription.drain()  # type: ignore[no-untyped-call]
+        return
+    try:
+        if connection.is_connected:  # (closed or reconnecting: the server holds none of them)
+            for subscription in subscriptions:
+                await connection._send_unsubscribe(subscription._id, 0)
+            async with asyncio.timeout(timeout):
+                await flush_in_order(connection, max(1, int(timeout)))
+                for subscription in subscriptions:  # (a callback's: handled before it goes)
+                    await subscription._pending_queue.join()
+    finally:
+        for subscription in subscriptions:
+            subscription._stop_processing()
+            connection._remove_sub(subscription._id, 0)
+            subscription._closed = True
 
 
 _ABORT_USES: tuple[dict[str, list[str]], tuple[str, ...]] = ({"close": []}, ("_transport",))
