@@ -10,7 +10,11 @@ nats-server, from a client in this process: the broker *process's* CPU seconds a
 /proc), which is what an operator pays, its NATS reading and answering included.
 
     python -m bench.keyed_send --sends 20000 --in-flight 32 --rounds 3
-    python -m bench.keyed_send --process-only --sends 5000 --rounds 12   # the process alone
+    python -m bench.keyed_send --process-only --sends 1000 --rounds 60   # the process alone
+
+The broker process's CPU is read to the nanosecond (its threads' schedstat), so a round may
+be short: many short rounds, each side's order turned every round, give each round's ratio
+from moments close together (a shared machine's load moves between rounds, not within one).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from mq9_wire import protocol as p
 from testbed.devbroker import DevBroker
 from testbed.jetstream import JetStreamCluster
 
-from .throughput import cpu_seconds
+from .throughput import cpu_exact
 
 Handle = Callable[[str, dict[str, str] | None, bytes], Awaitable[bytes]]
 BODY = b'{"task":"summarize the thread","n":12345}'
@@ -133,9 +137,9 @@ async def _broker_cpu_us(
             answer = await connection.request(subject, BODY, timeout=30, headers=header)
             assert b'"error":""' in answer.data, answer.data
 
-    started = cpu_seconds(pid)
+    started = cpu_exact(pid)
     await asyncio.gather(*(worker() for _ in range(args.in_flight)))
-    ended = cpu_seconds(pid)
+    ended = cpu_exact(pid)
     assert started is not None and ended is not None, "no /proc: Linux only"
     return float(ended - started) / sends * 1e6
 

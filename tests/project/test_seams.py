@@ -51,6 +51,13 @@ KNOWN: dict[tuple[str, str], str] = {
     ("wire/mq9_wire/_nats/guard.py", "_process_err"): _NATS + " (the parser's callback)",
     ("wire/mq9_wire/_nats/guard.py", "_process_info"): _NATS + " (the parser's callback)",
     ("wire/mq9_wire/_nats/guard.py", "_io_writer"): _NATS + " (the socket a stuck close drops)",
+    # drain_in_order: nats-py's Subscription.drain, its round trip after its UNSUB
+    ("wire/mq9_wire/_nats/guard.py", "_send_unsubscribe"): _NATS + " (drain's UNSUB)",
+    ("wire/mq9_wire/_nats/guard.py", "_remove_sub"): _NATS + " (drain's end)",
+    ("wire/mq9_wire/_nats/guard.py", "_pending_queue"): _NATS + " (a callback's backlog)",
+    ("wire/mq9_wire/_nats/guard.py", "_stop_processing"): _NATS + " (drain's end)",
+    ("wire/mq9_wire/_nats/guard.py", "_id"): _NATS + " (a subscription's sid)",
+    ("wire/mq9_wire/_nats/guard.py", "_closed"): _NATS + " (a subscription ended)",
     ("wire/mq9_wire/_nats/info.py", "_server_info"): _NATS_INFO,
     ("wire/mq9_wire/_nats/fast_path.py", "_subs"): _FAST_PATH,
     ("wire/mq9_wire/_nats/fast_path.py", "_ps"): _FAST_PATH,
