@@ -29,7 +29,7 @@ from nats.aio.subscription import Subscription
 
 from mq9_wire import protocol as p
 from mq9_wire._nats.fast_path import deliver_inline, engage, replies_inline
-from mq9_wire._nats.guard import drain_in_order, flush_in_order, protect
+from mq9_wire._nats.guard import flush_in_order, protect
 from mq9_wire.protocol.names import arrival_subject
 
 from ..engine.engine import command_for
@@ -88,7 +88,6 @@ STOPPED_ANSWERING = (
     "(check before sending it again)"
 )
 STOPPED_UNREAD = "the broker stopped before reading this request: nothing of it was done"
-STOP_DRAIN = 5.0  # seconds a stop waits for the server to confirm it sends no more requests
 # Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
 # a few messages' answer stays on the connection the request came by
 BULK_ANSWER = 64 * 1024
@@ -449,11 +448,10 @@ class NatsService:
             await partitions.stop()
         if self.subscription is not None:
             subscription, self.subscription = self.subscription, None
-            # what the server handed this broker before it had the UNSUB is still taken (and
-            # answered below), never dropped for the requester's timeout; a connection the
-            # server closed has no subscription left to end: the broker still stops (#77)
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await drain_in_order(self.connection, [subscription], STOP_DRAIN)
+            # (a connection the server closed has no subscription left to end: the broker
+            # stopping because of it must still stop, issue #77)
+            with contextlib.suppress(nats.errors.ConnectionClosedError):
+                await subscription.unsubscribe()
         waiting = [msg for msg, _ in self.room.clear()]  # what waits is never started
         cut = dict(self._in_flight)
         for task in cut:
