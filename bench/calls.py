@@ -29,6 +29,7 @@ from .results import Check, Section
 
 TITLE = "Agent calls: LLM steps per delegation and call-to-result time (target 12)"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SETUP_TIMEOUT = 30.0  # seconds a request of the timed calls' clients may take (a bound)
 
 
 class _Counter:
@@ -122,7 +123,12 @@ async def _timings(url: str, rounds: int) -> tuple[list[float], list[float]]:
 
     tag = str(time.time_ns())
     raw_box, reply_box = f"bench.raw.{tag}", f"bench.raw.{tag}.replies"
-    async with Mq9Client(url) as callee, Mq9Client(url) as caller_client:
+    # a bound, not a figure (the figures are the calls' medians): a clean-clone run at load
+    # left an agent's registration unanswered past the client's 5 s (session 34)
+    async with (
+        Mq9Client(url, request_timeout=SETUP_TIMEOUT) as callee,
+        Mq9Client(url, request_timeout=SETUP_TIMEOUT) as caller_client,
+    ):
         await callee.mailbox_create(name=raw_box, ttl=600)
         await caller_client.mailbox_create(name=reply_box, ttl=600)
 
